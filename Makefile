@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+NPM_DIR := tests/interop/js
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
+
+.PHONY: run test install test-deps npm-deps bench soak clean lint
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+## Start one node with sensible defaults (Ctrl-C stops it cleanly).
+run: $(STAMP)
+	$(VENV)/bin/exchange-node start $(ARGS)
+
+$(NPM_STAMP): $(NPM_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(NPM_DIR) && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: Grenache interop tests will be skipped"; fi
+
+npm-deps: $(NPM_STAMP)
+
+test-deps: $(TEST_STAMP) npm-deps
+
+## Install what the tests need (Python and Node.js Grenache) and run the default suite.
+test: test-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+soak: test-deps
+	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)
+
+bench: test-deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(NPM_DIR)/node_modules build *.egg-info
