@@ -1,0 +1,207 @@
+"""Value parsers for settings: each turns a raw value (a string from the environment, or a native TOML/CLI
+value) into the typed value, or raises `InvalidValue` with a "must be ..." message."""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+Parser = Callable[[Any], Any]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_UNSET: Any = object()
+
+
+class InvalidValue(ValueError):
+    """Raised by a parser; `value` overrides the reported value (e.g. the one bad entry of a list)."""
+
+    def __init__(self, message: str, value: Any = _UNSET) -> None:
+        super().__init__(message)
+        self.value = value
+
+    def reported_value(self, raw: Any) -> Any:
+        """The value to name in the error: the override if given, else the whole raw value."""
+        return raw if self.value is _UNSET else self.value
+
+
+def boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise InvalidValue("must be a boolean (1/0, true/false, yes/no, on/off)")
+
+
+def integer(low: int, high: int | None = None) -> Parser:
+    expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
+
+    def parse(raw: Any) -> int:
+        value: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str):
+            try:
+                value = int(raw.strip(), 10)
+            except ValueError:
+                value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise InvalidValue(f"must be {expected}")
+        return value
+
+    return parse
+
+
+def number(*, above: float = 0.0) -> Parser:
+    """A finite float strictly greater than `above`."""
+
+    def parse(raw: Any) -> float:
+        value: float | None = None
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                value = None
+        if value is None or not math.isfinite(value) or value <= above:
+            raise InvalidValue(f"must be a number > {above:g}")
+        return value
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    """Case-insensitive; returns the option as spelled in `options`."""
+    by_key = {option.lower(): option for option in options}
+
+    def parse(raw: Any) -> str:
+        if isinstance(raw, str) and raw.strip().lower() in by_key:
+            return by_key[raw.strip().lower()]
+        raise InvalidValue(f"must be one of {', '.join(options)}")
+
+    return parse
+
+
+def text(*, max_len: int | None = None, pattern: str | None = None, what: str = "a non-empty string") -> Parser:
+    compiled = re.compile(pattern) if pattern else None
+
+    def parse(raw: Any) -> str:
+        if not isinstance(raw, str) or not raw.strip():
+            raise InvalidValue(f"must be {what}")
+        value = raw.strip()
+        if (max_len is not None and len(value) > max_len) or (compiled and not compiled.fullmatch(value)):
+            raise InvalidValue(f"must be {what}")
+        return value
+
+    return parse
+
+
+def host(raw: Any) -> str:
+    """An IP address (IPv6 with or without brackets) or a DNS name; returned without brackets."""
+    if isinstance(raw, str):
+        value = raw.strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        if _is_host(value):
+            return value
+    raise InvalidValue("must be an IP address or host name")
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    if not value or len(value) > 253 or ":" in value:
+        return False
+    return all(_HOSTNAME_LABEL.match(label) for label in value.rstrip(".").split("."))
+
+
+def host_port(raw: Any) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (or a ready ``(host, port)`` pair) with a port 1-65535."""
+    bad = InvalidValue("must be host:port with a port 1-65535 (IPv6 as [::1]:7946)", value=raw)
+    if isinstance(raw, (tuple, list)) and len(raw) == 2:
+        name, port_raw = raw
+    elif isinstance(raw, str):
+        entry = raw.strip()
+        if entry.startswith("["):
+            name, sep, port_raw = entry[1:].partition("]:")
+        else:
+            name, sep, port_raw = entry.rpartition(":")
+            if ":" in name:  # unbracketed IPv6: ambiguous
+                raise bad
+        if not sep:
+            raise bad
+    else:
+        raise bad
+    try:
+        return host(name), integer(1, 65535)(port_raw)
+    except InvalidValue:
+        raise bad from None
+
+
+def ip_address(raw: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip() if isinstance(raw, str) else raw))
+    except ValueError:
+        raise InvalidValue("must be an IP address", value=raw) from None
+
+
+def http_url(raw: Any) -> str:
+    bad = InvalidValue("must be an http:// or https:// URL with a host", value=raw)
+    if not isinstance(raw, str):
+        raise bad
+    value = raw.strip().rstrip("/")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
+    return value
+
+
+def path(raw: Any) -> Path:
+    if isinstance(raw, str):
+        raw = raw.strip()
+    if isinstance(raw, Path) or (isinstance(raw, str) and raw):
+        return Path(raw).expanduser()
+    raise InvalidValue("must be a non-empty path")
+
+
+def optional(parser: Parser) -> Parser:
+    """None or an empty/blank string mean "unset" (None); anything else goes to `parser`."""
+
+    def parse(raw: Any) -> Any:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        return parser(raw)
+
+    return parse
+
+
+def listed(item: Parser) -> Parser:
+    """A comma-separated string or a list of items -> a de-duplicated tuple; blank items are skipped."""
+
+    def parse(raw: Any) -> tuple:
+        if isinstance(raw, str):
+            items = raw.split(",")
+        elif isinstance(raw, (list, tuple)):
+            items = list(raw)
+        else:
+            raise InvalidValue("must be a comma-separated string or a list")
+        parsed = [item(x) for x in items if not (isinstance(x, str) and not x.strip())]
+        return tuple(dict.fromkeys(parsed))
+
+    return parse

@@ -1,0 +1,146 @@
+"""Settings: every knob of a node, with its environment name, default and one-line help in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple
+
+from config import parsers as p
+
+_NETWORK_ID = r"[A-Za-z0-9._-]{1,64}"
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/exchange-node`` when XDG_DATA_HOME is an absolute path, else ``~/.local/share/exchange-node``."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "exchange-node"
+
+
+def _setting(default: Any, env: str, help: str, parse: p.Parser, *,
+             factory: Callable[[], Any] | None = None) -> Any:
+    metadata = {"env": env, "help": help, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_PORT = p.integer(0, 65535)
+_FLOAT_POS = p.number(above=0.0)
+
+
+class SettingInfo(NamedTuple):
+    """One row of the settings table (for `--help`, the README and `GET /status`)."""
+
+    name: str
+    env: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A node's validated configuration. Build it with `config.load_settings`; `dataclasses.replace` for tests."""
+
+    network_id: str = _setting(
+        "exchange-mainnet", "NETWORK_ID", "Network name; nodes only link with nodes of the same network",
+        p.text(max_len=64, pattern=_NETWORK_ID, what="1-64 characters of A-Z a-z 0-9 . _ -"))
+    data_dir: Path = _setting(
+        None, "DATA_DIR", "Directory for the node key and remembered peers "
+        "(default $XDG_DATA_HOME/exchange-node or ~/.local/share/exchange-node)", p.path, factory=default_data_dir)
+
+    p2p_enabled: bool = _setting(True, "P2P_ENABLED", "Join the peer-to-peer network (off = standalone node)",
+                                 p.boolean)
+    p2p_host: str = _setting("0.0.0.0", "P2P_HOST", "Address the peer listener binds", p.host)
+    p2p_port: int = _setting(7946, "P2P_PORT", "TCP port the peer listener binds (0 = ephemeral)", _PORT)
+    advertise_host: str | None = _setting(
+        None, "ADVERTISE_HOST", "Address other peers should dial us at (default: guessed)", p.optional(p.host))
+
+    api_host: str = _setting("127.0.0.1", "API_HOST", "Address the control API binds", p.host)
+    api_port: int = _setting(7947, "API_PORT", "TCP port of the control API (0 = ephemeral)", _PORT)
+
+    bootstrap_peers: tuple[tuple[str, int], ...] = _setting(
+        (), "BOOTSTRAP_PEERS", "Peers to dial at start: comma-separated host:port, IPv6 as [::1]:7946",
+        p.listed(p.host_port))
+    peer_storage_path: Path | None = _setting(
+        None, "PEER_STORAGE_PATH", "File remembering known peers (default DATA_DIR/.peers.json)",
+        p.optional(p.path))
+
+    max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once", p.integer(1))
+    target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links to keep (capped at MAX_PEERS)",
+                                    p.integer(0))
+    min_peers: int = _setting(3, "MIN_PEERS", "Fewest links the node works to keep (capped at MAX_PEERS)",
+                              p.integer(0))
+    peer_reconnect_interval: float = _setting(
+        30.0, "PEER_RECONNECT_INTERVAL", "Cap in seconds of the reconnect backoff", _FLOAT_POS)
+
+    discovery_mdns: bool = _setting(True, "DISCOVERY_MDNS", "Find peers on the LAN with mDNS", p.boolean)
+    mdns_interfaces: tuple[str, ...] = _setting(
+        (), "MDNS_INTERFACES", "Comma-separated interface IPs for mDNS (empty = all real interfaces)",
+        p.listed(p.ip_address))
+    discovery_grenache: bool = _setting(False, "DISCOVERY_GRENACHE", "Announce and look up peers on a Grape DHT",
+                                        p.boolean)
+    grape_urls: tuple[str, ...] = _setting(
+        ("http://127.0.0.1:30001",), "GRAPE_URL", "Comma-separated Grape HTTP API URLs", p.listed(p.http_url))
+    grape_service: str = _setting("exchange-node", "GRAPE_SERVICE", "Service name announced on the Grape", p.text())
+    grape_announce_interval: float = _setting(
+        30.0, "GRAPE_ANNOUNCE_INTERVAL", "Seconds between Grape re-announcements", _FLOAT_POS)
+    discovery_pex: bool = _setting(True, "DISCOVERY_PEX", "Learn peers from connected peers (peer exchange)",
+                                   p.boolean)
+
+    markets: str = _setting("BTC-USD", "MARKETS", "Markets this node trades, e.g. BTC-USD,ETH-USD", p.text())
+
+    log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR",
+                              p.choice("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = _setting("text", "LOG_FORMAT", "text or json (one object per line)", p.choice("text", "json"))
+
+    heartbeat_interval: float = _setting(1.0, "HEARTBEAT_INTERVAL", "Seconds between link heartbeats", _FLOAT_POS)
+    dead_after: int = _setting(3, "DEAD_AFTER", "Heartbeat intervals of silence before a link is dropped",
+                               p.integer(2))
+    handshake_timeout: float = _setting(5.0, "HANDSHAKE_TIMEOUT", "Seconds a new link has to finish its handshake",
+                                        _FLOAT_POS)
+    max_frame_bytes: int = _setting(1048576, "MAX_FRAME_BYTES", "Largest frame accepted or sent (1 KiB..64 MiB)",
+                                    p.integer(1024, 64 * 1024 * 1024))
+    send_buffer_bytes: int = _setting(
+        4194304, "SEND_BUFFER_BYTES", "Bytes queued per link before it counts as slow (at least MAX_FRAME_BYTES)",
+        p.integer(1024))
+    dial_rate: float = _setting(10.0, "DIAL_RATE", "Outbound dials per second (token refill rate)", _FLOAT_POS)
+    dial_burst: int = _setting(20, "DIAL_BURST", "Dials allowed at once before DIAL_RATE applies", p.integer(1))
+    queue_max_messages: int = _setting(1000, "QUEUE_MAX_MESSAGES", "Messages held per offline peer",
+                                       p.integer(1))
+    queue_ttl: float = _setting(60.0, "QUEUE_TTL", "Seconds a held message waits for its peer", _FLOAT_POS)
+    beacon_interval: float = _setting(0.1, "BEACON_INTERVAL", "Seconds between membership beacons", _FLOAT_POS)
+    member_timeout: float = _setting(5.0, "MEMBER_TIMEOUT", "Seconds without a beacon before a member is gone",
+                                     _FLOAT_POS)
+    hint_ttl: float = _setting(60.0, "HINT_TTL", "Seconds a routing hint stays valid", _FLOAT_POS)
+    grenache_rpc_port: int | None = _setting(
+        None, "GRENACHE_RPC_PORT", "Serve a Grenache-compatible HTTP RPC endpoint on this port (unset = off)",
+        p.optional(_PORT))
+    event_loop: str = _setting("auto", "EVENT_LOOP", "auto, asyncio or uvloop", p.choice("auto", "asyncio", "uvloop"))
+
+    @property
+    def peers_file(self) -> Path:
+        """Where known peers are remembered."""
+        return self.peer_storage_path if self.peer_storage_path is not None else self.data_dir / ".peers.json"
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> environment variable name, in declaration order."""
+        return {f.name: f.metadata["env"] for f in fields(cls)}
+
+    @classmethod
+    def describe(cls) -> list[SettingInfo]:
+        """Every setting with its env name, default and help, in declaration order."""
+        return [SettingInfo(f.name, f.metadata["env"],
+                            f.default_factory() if f.default is MISSING else f.default, f.metadata["help"])
+                for f in fields(cls)]
+
+    @classmethod
+    def parser_for(cls, name: str) -> p.Parser:
+        """The parser that validates raw values of field `name` (KeyError if no such setting)."""
+        return _PARSERS[name]
+
+
+_PARSERS: dict[str, p.Parser] = {f.name: f.metadata["parse"] for f in fields(Settings)}
