@@ -28,3 +28,8 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def delay_for(self, attempt: int) -> float:
+        """Full-jitter delay for a given attempt number (0-based) without touching `attempts`."""
+        ceiling = min(self.cap, self.base * (self.factor ** min(max(attempt, 0), 64)))
+        return self._rng.uniform(0.0, ceiling)

@@ -43,6 +43,11 @@ class TokenBucket:
             return True
         return False
 
+    def put(self, n: float) -> None:
+        """Deposit `n` tokens (capped at `burst`): for budgets earned per event rather than per second."""
+        self._refill()
+        self._tokens = min(self.burst, self._tokens + n)
+
     def wait_time(self, n: float = 1.0) -> float:
         """Seconds until `n` tokens will be available (0 if now)."""
         self._refill()

@@ -1,0 +1,190 @@
+"""Circuit breaker: stops traffic to a failing peer, probes it one request at a time, ramps it back gently.
+
+States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in flight) -> CLOSED.
+
+- CLOSED -> OPEN after `consecutive_failures` failures in a row, or when the failure rate over a
+  sliding window exceeds `failure_rate` with at least `min_volume` outcomes in it.
+- OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown is full-jittered and grows with the
+  trip count: uniform(0, min(cooldown_cap, cooldown_base * factor ** (trips - 1))), floored at
+  `cooldown_min`.
+- HALF_OPEN admits one probe; success -> CLOSED with a ramp (the admitted fraction of traffic grows
+  linearly from `ramp_start` to 1 over `ramp_period`), failure -> OPEN with a longer cooldown. A probe
+  that never reports within `probe_timeout` counts as failed.
+- The trip count is not reset by one success: it drops by one per `decay_period` of uninterrupted
+  health, so a flapping peer keeps long cooldowns.
+
+Time is always passed in (`now`); randomness comes from an injectable `random.Random`.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Optional
+
+from p2p.resilience.backoff import Backoff
+from p2p.resilience.window import WindowCounter
+
+
+class BreakerState(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    def __str__(self) -> str:  # log lines read "closed -> open", not "BreakerState.CLOSED"
+        return self.value
+
+
+TransitionCallback = Callable[[BreakerState, BreakerState, str], None]
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    consecutive_failures: int = 5
+    failure_rate: float = 0.5          # trip when the windowed failure rate exceeds this ...
+    min_volume: int = 20               # ... and the window holds at least this many outcomes
+    window: float = 5.0                # seconds covered by the failure-rate window
+    window_buckets: int = 10
+    cooldown_base: float = 0.5         # ceiling of the first cooldown (s)
+    cooldown_factor: float = 2.0
+    cooldown_cap: float = 4.0          # no cooldown ceiling above this (s)
+    cooldown_min: float = 0.05         # full jitter floor, so a probe never follows a trip instantly
+    probe_timeout: float = 2.0         # a probe silent for this long counts as failed
+    ramp_start: float = 0.25           # admitted fraction right after closing
+    ramp_period: float = 2.0           # seconds to ramp back to full traffic
+    decay_period: float = 10.0         # healthy seconds that forgive one trip
+
+
+class CircuitBreaker:
+    """One peer's breaker. Call `admits(now)` to ask, `acquire(now)` when sending, then report outcomes."""
+
+    def __init__(self, config: BreakerConfig | None = None, *, rng: random.Random | None = None,
+                 on_transition: Optional[TransitionCallback] = None, now: float = 0.0) -> None:
+        self.config = c = config or BreakerConfig()
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(c.cooldown_base, c.cooldown_cap, c.cooldown_factor, self._rng)
+        self.on_transition = on_transition
+        self.state = BreakerState.CLOSED
+        self.trips = 0                      # damped trip count (grows per trip, decays with health)
+        self.total_trips = 0                # never decays: for metrics
+        self.consecutive = 0
+        self.window = WindowCounter(c.window, c.window_buckets, ("ok", "fail"))
+        self.opened_at: float | None = None
+        self.open_until = 0.0
+        self.closed_at: float | None = None  # start of the current ramp (None: no ramp)
+        self.healthy_since = now
+        self.probe_started: float | None = None
+
+    # -- queries -------------------------------------------------------------------------------
+    def current_state(self, now: float) -> BreakerState:
+        """State at `now`, moving OPEN -> HALF_OPEN when the cooldown has run out."""
+        if self.state is BreakerState.OPEN and now >= self.open_until:
+            self._move(BreakerState.HALF_OPEN, "cooldown elapsed")
+            self.probe_started = None
+        elif (self.state is BreakerState.HALF_OPEN and self.probe_started is not None
+              and now - self.probe_started >= self.config.probe_timeout):
+            self._trip(now, "probe timed out")
+        return self.state
+
+    def admission(self, now: float) -> float:
+        """Fraction of traffic admitted right now: 0 when open or probing, ramping up after closing."""
+        state = self.current_state(now)
+        if state is BreakerState.OPEN:
+            return 0.0
+        if state is BreakerState.HALF_OPEN:
+            return 1.0 if self.probe_started is None else 0.0
+        self._decay(now)
+        if self.closed_at is None:
+            return 1.0
+        c = self.config
+        progress = (now - self.closed_at) / c.ramp_period if c.ramp_period > 0 else 1.0
+        if progress >= 1.0:
+            self.closed_at = None
+            return 1.0
+        return c.ramp_start + (1.0 - c.ramp_start) * max(0.0, progress)
+
+    def admits(self, now: float) -> bool:
+        """Whether one request may go now (during a ramp, a random draw at the admitted fraction)."""
+        fraction = self.admission(now)
+        return fraction >= 1.0 or (fraction > 0.0 and self._rng.random() < fraction)
+
+    def open_for(self, now: float) -> float:
+        """How long the breaker has been open or probing (0 when closed)."""
+        if self.state is BreakerState.CLOSED or self.opened_at is None:
+            return 0.0
+        return now - self.opened_at
+
+    # -- events --------------------------------------------------------------------------------
+    def acquire(self, now: float) -> None:
+        """A request is being sent. In HALF_OPEN this takes the single probe slot."""
+        state = self.current_state(now)
+        if state is BreakerState.HALF_OPEN and self.probe_started is None:
+            self.probe_started = now
+        elif state is BreakerState.OPEN:
+            # Forced probe (every peer open: the router never dead-ends): treat it as the probe.
+            self._move(BreakerState.HALF_OPEN, "forced probe")
+            self.probe_started = now
+
+    def release(self, now: float) -> None:
+        """A request was chosen but never sent: give the probe slot back."""
+        if self.state is BreakerState.HALF_OPEN:
+            self.probe_started = None
+
+    def record_success(self, now: float) -> None:
+        self.current_state(now)
+        self.consecutive = 0
+        if self.state is BreakerState.HALF_OPEN:
+            self.window.clear()
+            self.window.add("ok", now)
+            self.closed_at = now
+            self.healthy_since = now
+            self.probe_started = None
+            self._move(BreakerState.CLOSED, "probe succeeded")
+            return
+        self.window.add("ok", now)
+
+    def record_failure(self, now: float) -> None:
+        self.current_state(now)
+        if self.state is BreakerState.HALF_OPEN:
+            self._trip(now, "probe failed")
+            return
+        if self.state is BreakerState.OPEN:
+            return  # late answer to a request sent before the trip
+        self.consecutive += 1
+        self.window.add("fail", now)
+        c = self.config
+        if self.consecutive >= c.consecutive_failures:
+            self._trip(now, f"{self.consecutive} consecutive failures")
+            return
+        total = self.window.total(now)
+        if total >= c.min_volume:
+            rate = self.window.count("fail", now) / total
+            if rate > c.failure_rate:
+                self._trip(now, f"failure rate {rate:.0%} over {total} requests")
+
+    # -- internals -----------------------------------------------------------------------------
+    def _decay(self, now: float) -> None:
+        period = self.config.decay_period
+        while self.trips > 0 and now - self.healthy_since >= period:
+            self.trips -= 1
+            self.healthy_since += period
+
+    def _trip(self, now: float, reason: str) -> None:
+        self._decay(now)
+        self.trips += 1
+        self.total_trips += 1
+        cooldown = max(self.config.cooldown_min, self._backoff.delay_for(self.trips - 1))
+        if self.state is BreakerState.CLOSED:
+            self.opened_at = now
+        self.open_until = now + cooldown
+        self.consecutive = 0
+        self.closed_at = None
+        self.probe_started = None
+        self.healthy_since = now
+        self.window.clear()
+        self._move(BreakerState.OPEN, f"{reason}; cooldown {cooldown:.2f}s (trip {self.trips})")
+
+    def _move(self, new: BreakerState, reason: str) -> None:
+        old, self.state = self.state, new
+        if old is not new and self.on_transition is not None:
+            self.on_transition(old, new, reason)

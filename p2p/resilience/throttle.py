@@ -1,0 +1,41 @@
+"""Client-side adaptive throttling (Google SRE book, "Handling Overload"): shed load locally when
+the backend keeps rejecting, with probability max(0, (requests - K * accepts) / (requests + 1))."""
+from __future__ import annotations
+
+import random
+
+from p2p.resilience.window import WindowCounter
+
+
+class AdaptiveThrottle:
+    """Counts requests and accepts over a sliding window (`span` seconds). `K` = 2 lets the backend see
+    up to twice what it accepts, so it still has work to reject and its recovery is noticed quickly.
+    """
+
+    def __init__(self, k: float = 2.0, span: float = 60.0, buckets: int = 30, *,
+                 rng: random.Random | None = None) -> None:
+        if k < 1.0:
+            raise ValueError("k must be >= 1")
+        self.k = float(k)
+        self._rng = rng or random.Random()
+        self._window = WindowCounter(span, buckets, ("requests", "accepts"))
+        self.local_rejects = 0
+
+    def reject_probability(self, now: float) -> float:
+        requests = self._window.count("requests", now)
+        accepts = self._window.count("accepts", now)
+        return max(0.0, (requests - self.k * accepts) / (requests + 1))
+
+    def should_reject(self, now: float) -> bool:
+        """Draw whether to reject this request locally. Every call counts as a request (the SRE
+        formula counts what the application attempted, including locally rejected requests)."""
+        p = self.reject_probability(now)
+        self._window.add("requests", now)
+        if p > 0.0 and self._rng.random() < p:
+            self.local_rejects += 1
+            return True
+        return False
+
+    def record_accept(self, now: float) -> None:
+        """The backend accepted (answered) a request that `should_reject` let through."""
+        self._window.add("accepts", now)

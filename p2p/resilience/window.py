@@ -1,0 +1,79 @@
+"""Sliding time-window event counters in O(1) memory: a ring of fixed-width buckets with running totals."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+OUTCOMES: tuple[str, ...] = ("success", "error", "timeout", "rejected")
+
+
+class WindowCounter:
+    """Counts events of a few named kinds over the last `span` seconds, at `span / buckets` resolution.
+
+    Memory is `len(kinds) * buckets` integers whatever the event rate. Time is passed in (`now`),
+    never read, so simulations and tests drive it. Time that goes backwards is treated as `now`
+    equal to the latest time seen.
+    """
+
+    __slots__ = ("kinds", "span", "width", "_n", "_index", "_ring", "_totals", "_head")
+
+    def __init__(self, span: float = 10.0, buckets: int = 10, kinds: Sequence[str] = OUTCOMES) -> None:
+        if span <= 0 or buckets < 1:
+            raise ValueError("span must be > 0 and buckets >= 1")
+        self.kinds = tuple(kinds)
+        self.span = float(span)
+        self.width = self.span / buckets
+        self._n = buckets
+        self._index = {k: i for i, k in enumerate(self.kinds)}
+        self._ring = [[0] * len(self.kinds) for _ in range(buckets)]
+        self._totals = [0] * len(self.kinds)
+        self._head: int | None = None  # absolute bucket number of the newest bucket
+
+    def _advance(self, now: float) -> int:
+        """Move the head to the bucket holding `now`, clearing buckets that fell out of the window."""
+        slot = math.floor(now / self.width)
+        head = self._head
+        if head is None:
+            self._head = slot
+        elif slot > head:
+            steps = min(slot - head, self._n)
+            for s in range(head + 1, head + 1 + steps):
+                bucket = self._ring[s % self._n]
+                for i, v in enumerate(bucket):
+                    if v:
+                        self._totals[i] -= v
+                        bucket[i] = 0
+            self._head = slot
+        return self._head  # type: ignore[return-value]
+
+    def add(self, kind: str, now: float, n: int = 1) -> None:
+        i = self._index[kind]
+        head = self._advance(now)
+        self._ring[head % self._n][i] += n
+        self._totals[i] += n
+
+    def count(self, kind: str, now: float) -> int:
+        self._advance(now)
+        return self._totals[self._index[kind]]
+
+    def total(self, now: float) -> int:
+        self._advance(now)
+        return sum(self._totals)
+
+    def counts(self, now: float) -> dict[str, int]:
+        self._advance(now)
+        return dict(zip(self.kinds, self._totals))
+
+    def rate(self, kind: str, now: float, min_volume: int = 1) -> float:
+        """Fraction of events in the window that are `kind` (0 while fewer than `min_volume` events)."""
+        self._advance(now)
+        total = sum(self._totals)
+        if total < max(1, min_volume):
+            return 0.0
+        return self._totals[self._index[kind]] / total
+
+    def clear(self) -> None:
+        for bucket in self._ring:
+            for i in range(len(bucket)):
+                bucket[i] = 0
+        self._totals = [0] * len(self.kinds)

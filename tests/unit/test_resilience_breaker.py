@@ -1,0 +1,144 @@
+import random
+
+import pytest
+
+from p2p.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+
+
+def make(**kw):
+    log = []
+    cfg = BreakerConfig(**{"cooldown_min": 0.1, **kw})
+    b = CircuitBreaker(cfg, rng=random.Random(1), on_transition=lambda o, n, r: log.append((o, n, r)))
+    return b, log
+
+
+def trip(b, now=0.0):
+    for _ in range(b.config.consecutive_failures):
+        b.record_failure(now)
+
+
+def test_consecutive_failures_open_and_report():
+    b, log = make(consecutive_failures=3)
+    b.record_failure(0.0)
+    b.record_failure(0.0)
+    b.record_success(0.0)            # resets the streak
+    b.record_failure(0.0)
+    b.record_failure(0.0)
+    assert b.current_state(0.0) is BreakerState.CLOSED
+    b.record_failure(0.0)
+    assert b.current_state(0.0) is BreakerState.OPEN
+    assert log[-1][:2] == (BreakerState.CLOSED, BreakerState.OPEN)
+    assert "3 consecutive" in log[-1][2]
+    assert not b.admits(0.01)
+
+
+def test_failure_rate_needs_min_volume():
+    b, _ = make(consecutive_failures=100, failure_rate=0.5, min_volume=10)
+    for i in range(4):                # 4 fail / 8: rate 50% not above, volume 8 < 10
+        b.record_success(i * 0.01)
+        b.record_failure(i * 0.01)
+    assert b.state is BreakerState.CLOSED
+    b.record_success(0.1)
+    b.record_failure(0.1)             # 5/10: not above 50%
+    assert b.state is BreakerState.CLOSED
+    b.record_failure(0.1)             # 6/11 > 50%
+    assert b.state is BreakerState.OPEN
+
+
+def test_half_open_allows_exactly_one_probe():
+    b, log = make(cooldown_base=1.0, cooldown_cap=1.0)
+    trip(b)
+    assert b.current_state(0.5) in (BreakerState.OPEN, BreakerState.HALF_OPEN)
+    assert b.current_state(1.01) is BreakerState.HALF_OPEN
+    assert (BreakerState.OPEN, BreakerState.HALF_OPEN, "cooldown elapsed") in log
+    assert b.admits(1.01)
+    b.acquire(1.01)
+    assert not b.admits(1.02)          # probe in flight: nothing else
+    assert b.admission(1.02) == 0.0
+
+
+def test_probe_success_closes_with_ramp_and_keeps_trips():
+    b, log = make(cooldown_base=1.0, cooldown_cap=1.0, ramp_start=0.2, ramp_period=2.0)
+    trip(b)
+    b.acquire(2.0)
+    b.record_success(2.1)
+    assert b.state is BreakerState.CLOSED
+    assert log[-1] == (BreakerState.HALF_OPEN, BreakerState.CLOSED, "probe succeeded")
+    assert b.admission(2.1) == pytest.approx(0.2)
+    admitted = sum(b.admits(2.1) for _ in range(1000))
+    assert 120 < admitted < 280
+    assert b.admission(3.1) == pytest.approx(0.6)
+    assert b.admission(4.2) == 1.0
+    assert b.trips == 1                 # one success does not forgive the trip
+
+
+def test_probe_failure_reopens_with_growing_capped_cooldown():
+    b, _ = make(cooldown_base=1.0, cooldown_factor=2.0, cooldown_cap=4.0)
+    trip(b)
+    ceilings = []
+    now = 0.0
+    for _ in range(6):
+        ceilings.append(b.open_until - now)
+        now = b.open_until
+        assert b.current_state(now) is BreakerState.HALF_OPEN
+        b.acquire(now)
+        b.record_failure(now)
+        assert b.state is BreakerState.OPEN
+    assert b.trips == 7
+    assert all(0.1 <= c <= 4.0 for c in ceilings)
+    # Full jitter: the ceiling doubles per trip, so the mean grows (statistically, over many trips).
+    rng_b = CircuitBreaker(BreakerConfig(cooldown_base=1.0, cooldown_cap=64.0), rng=random.Random(3))
+    early = late = 0.0
+    for i in range(200):
+        rng_b.trips = 0 if i % 2 == 0 else 4
+        rng_b.state = BreakerState.CLOSED
+        rng_b._trip(0.0, "t")
+        if i % 2 == 0:
+            early += rng_b.open_until
+        else:
+            late += rng_b.open_until
+    assert late > 4 * early
+
+
+def test_probe_timeout_counts_as_failure():
+    b, log = make(cooldown_base=1.0, cooldown_cap=1.0, probe_timeout=0.5)
+    trip(b)
+    b.acquire(1.0)
+    assert b.current_state(1.6) is BreakerState.OPEN
+    assert "probe timed out" in log[-1][2]
+
+
+def test_release_returns_the_probe_slot():
+    b, _ = make(cooldown_base=1.0, cooldown_cap=1.0)
+    trip(b)
+    b.acquire(1.0)
+    b.release(1.0)
+    assert b.admits(1.0)
+
+
+def test_trips_decay_only_after_sustained_health():
+    b, _ = make(cooldown_base=0.5, cooldown_cap=0.5, decay_period=10.0, ramp_period=0.0)
+    for _ in range(3):
+        trip(b, b.open_until)
+        now = b.open_until
+        b.acquire(now)
+        b.record_success(now)
+    assert b.trips == 3
+    t = b.healthy_since
+    b.admission(t + 9.0)
+    assert b.trips == 3
+    b.admission(t + 21.0)
+    assert b.trips == 1
+    b.admission(t + 100.0)
+    assert b.trips == 0
+
+
+def test_forced_probe_from_open_and_late_failures_ignored():
+    b, log = make(cooldown_base=10.0, cooldown_cap=10.0)
+    trip(b)
+    b.record_failure(0.1)               # late failure while open: no new trip
+    assert b.trips == 1
+    b.acquire(0.2)                      # router forces a probe: every peer is open
+    assert b.state is BreakerState.HALF_OPEN
+    assert log[-1][2] == "forced probe"
+    assert b.open_for(0.2) == pytest.approx(0.2)

@@ -1,0 +1,39 @@
+from p2p.resilience.window import WindowCounter
+
+
+def test_counts_within_span_and_expiry():
+    w = WindowCounter(span=10.0, buckets=10)
+    w.add("success", 0.5)
+    w.add("error", 1.5, n=2)
+    assert w.counts(2.0) == {"success": 1, "error": 2, "timeout": 0, "rejected": 0}
+    assert w.total(9.9) == 3
+    assert w.count("success", 10.5) == 0      # bucket [0, 1) left the window
+    assert w.count("error", 10.5) == 2
+    assert w.total(12.0) == 0
+
+
+def test_rate_and_min_volume():
+    w = WindowCounter(span=5.0, buckets=5)
+    for t in range(4):
+        w.add("success", t * 0.1)
+    w.add("timeout", 0.5)
+    assert w.rate("timeout", 1.0) == 0.2
+    assert w.rate("timeout", 1.0, min_volume=10) == 0.0
+
+
+def test_long_gap_clears_everything_and_memory_is_bounded():
+    w = WindowCounter(span=1.0, buckets=4)
+    for i in range(10_000):
+        w.add("success", i * 0.001)
+    assert len(w._ring) == 4
+    assert w.total(9.999) > 0
+    assert w.total(1_000.0) == 0
+    w.add("error", 1_000.0)
+    assert w.counts(1_000.1)["error"] == 1
+
+
+def test_time_going_backwards_counts_in_newest_bucket():
+    w = WindowCounter(span=1.0, buckets=2)
+    w.add("success", 5.0)
+    w.add("success", 4.0)
+    assert w.total(5.0) == 2
