@@ -1,0 +1,193 @@
+"""Known addresses, kept apart from live links, with per-address dial backoff.
+
+Discovery feeds it; the PeerManager dials from it. It is built to survive poisoning by peer
+exchange: a size cap, a per-source intake cap per interval, unverified entries never evicting
+verified ones, and addresses we cannot dial skipped at the door.
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from p2p.discovery.base import SOURCE_PRIORITY, Candidate
+from p2p.resilience.backoff import Backoff
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class KnownAddress:
+    host: str
+    port: int
+    source: str
+    node_id: str | None = None
+    verified: bool = False
+    first_seen: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    last_connected: float | None = None
+    failures: int = 0
+    next_attempt: float = 0.0  # monotonic
+    last_error: str | None = None
+    backoff: Backoff | None = None
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+    @property
+    def priority(self) -> int:
+        return SOURCE_PRIORITY.get(self.source, 9)
+
+
+def dialable(host: str, port: int, *, allow_loopback: bool = True) -> bool:
+    """Only concrete unicast IPs (or a plausible hostname) with a real port are worth a dial."""
+    if not (0 < port < 65536) or not host or len(host) > 253:
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return all(c.isalnum() or c in "-." for c in host)
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or (ip.version == 4 and str(ip) == "255.255.255.255"):
+        return False
+    if ip.is_loopback and not allow_loopback:
+        return False
+    return True
+
+
+class AddressBook:
+    def __init__(self, *, capacity: int = 2000, per_source_per_interval: int = 100, interval: float = 60.0,
+                 backoff_base: float = 1.0, backoff_cap: float = 30.0, rng: random.Random | None = None) -> None:
+        self.capacity = capacity
+        self.per_source_per_interval = per_source_per_interval
+        self.interval = interval
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._entries: dict[Address, KnownAddress] = {}
+        self._intake: dict[str, tuple[float, int]] = {}  # reporter -> (window start, count)
+        self.rejected = 0
+        self.self_addresses: set[Address] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(list(self._entries.values()))
+
+    def get(self, address: Address) -> KnownAddress | None:
+        return self._entries.get(address)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(base=self.backoff_base, cap=self.backoff_cap, rng=self._rng)
+
+    def add(self, candidate: Candidate, *, reporter: str | None = None, verified: bool = False) -> bool:
+        """Add or refresh an address; returns True if it is new. `reporter` is who told us (for caps)."""
+        address = candidate.address
+        if address in self.self_addresses or not dialable(candidate.host, candidate.port):
+            self.rejected += 1
+            return False
+        entry = self._entries.get(address)
+        now = time.time()
+        if entry is not None:
+            entry.last_seen = now
+            if candidate.node_id and not entry.verified:
+                entry.node_id = candidate.node_id
+            if SOURCE_PRIORITY.get(candidate.source, 9) < entry.priority:
+                entry.source = candidate.source
+            if verified:
+                entry.verified = True
+            return False
+        if reporter is not None and not self._take_intake(reporter):
+            self.rejected += 1
+            return False
+        if len(self._entries) >= self.capacity and not self._evict_one(for_verified=verified):
+            self.rejected += 1
+            return False
+        self._entries[address] = KnownAddress(candidate.host, candidate.port, candidate.source,
+                                              candidate.node_id, verified, backoff=self._backoff())
+        return True
+
+    def _take_intake(self, reporter: str) -> bool:
+        now = time.monotonic()
+        start, count = self._intake.get(reporter, (now, 0))
+        if now - start > self.interval:
+            start, count = now, 0
+        if count >= self.per_source_per_interval:
+            self._intake[reporter] = (start, count)
+            return False
+        self._intake[reporter] = (start, count + 1)
+        if len(self._intake) > 4 * self.capacity:
+            self._intake.clear()
+        return True
+
+    def _evict_one(self, *, for_verified: bool) -> bool:
+        """Make room by dropping the worst unverified entry; verified ones go only for verified."""
+        victims = [e for e in self._entries.values() if not e.verified]
+        if not victims and for_verified:
+            victims = [e for e in self._entries.values() if e.last_connected is None or e.failures > 0]
+        if not victims:
+            return False
+        worst = max(victims, key=lambda e: (e.failures, -e.last_seen))
+        del self._entries[worst.address]
+        return True
+
+    def remove(self, address: Address) -> None:
+        self._entries.pop(address, None)
+
+    def mark_connected(self, address: Address, node_id: str, source: str | None = None) -> KnownAddress:
+        entry = self._entries.get(address)
+        if entry is None:
+            if len(self._entries) >= self.capacity:
+                self._evict_one(for_verified=True)
+            entry = KnownAddress(address[0], address[1], source or "inbound", node_id, True, backoff=self._backoff())
+            self._entries[address] = entry
+        entry.node_id = node_id
+        entry.verified = True
+        entry.failures = 0
+        entry.last_error = None
+        entry.last_connected = entry.last_seen = time.time()
+        entry.next_attempt = 0.0
+        if entry.backoff:
+            entry.backoff.reset()
+        return entry
+
+    def mark_failed(self, address: Address, reason: str, *, delay: float | None = None) -> None:
+        entry = self._entries.get(address)
+        if entry is None:
+            return
+        entry.failures += 1
+        entry.last_error = reason
+        backoff = entry.backoff or self._backoff()
+        entry.backoff = backoff
+        wait = backoff.next_delay() if delay is None else delay
+        entry.next_attempt = time.monotonic() + wait
+        if not entry.verified and entry.failures >= 8:
+            del self._entries[address]
+
+    def schedule_reconnect(self, address: Address) -> None:
+        """A live link was lost: retry soon (first retry well under a second), then back off."""
+        entry = self._entries.get(address)
+        if entry is None:
+            return
+        backoff = entry.backoff or self._backoff()
+        entry.backoff = backoff
+        entry.next_attempt = time.monotonic() + backoff.next_delay()
+
+    def due(self, now: float | None = None) -> list[KnownAddress]:
+        """Entries whose backoff has expired, best first: source priority, then fewest failures."""
+        now = time.monotonic() if now is None else now
+        ready = [e for e in self._entries.values() if e.next_attempt <= now]
+        ready.sort(key=lambda e: (e.priority, not e.verified, e.failures, -e.last_seen))
+        return ready
+
+    def verified(self) -> list[KnownAddress]:
+        return [e for e in self._entries.values() if e.verified]
+
+    def load(self, entries: Iterable[KnownAddress]) -> None:
+        for entry in entries:
+            if entry.address not in self.self_addresses and len(self._entries) < self.capacity:
+                entry.backoff = entry.backoff or self._backoff()
+                self._entries[entry.address] = entry

@@ -1,0 +1,118 @@
+"""Length-prefixed msgpack frames: 4-byte big-endian length, then one msgpack map.
+
+The decoder is incremental (any chunking, down to one byte at a time), checks the length
+header against `max_frame_bytes` before buffering a body, and unpacks with container limits
+so a tiny frame cannot expand into a huge object.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Mapping
+
+import msgpack
+
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+
+# Container limits: generous for real traffic (sync batches, peer lists), tiny next to memory.
+MAX_ARRAY_LEN = 100_000
+MAX_MAP_LEN = 10_000
+
+
+class FrameError(Exception):
+    """A frame that cannot be accepted; `reason` is the goodbye/close reason sent to the peer."""
+
+    reason = "malformed_frame"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class FrameTooLarge(FrameError):
+    reason = "frame_too_large"
+
+
+class MalformedFrame(FrameError):
+    reason = "malformed_frame"
+
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def encode_body(message: Mapping[str, Any]) -> bytes:
+    """msgpack body only; broadcasts encode once and reuse the bytes for every link."""
+    return _packb(message)
+
+
+def encode_frame(message: Mapping[str, Any], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+    body = _packb(message)
+    if len(body) > max_frame_bytes:
+        raise FrameTooLarge(f"frame of {len(body)} bytes exceeds limit {max_frame_bytes}")
+    return HEADER.pack(len(body)) + body
+
+
+def frame_body(body: bytes) -> bytes:
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict:
+    """Unpack one body into a message map, or raise MalformedFrame."""
+    try:
+        message = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=max_frame_bytes,
+            max_bin_len=max_frame_bytes,
+            max_array_len=MAX_ARRAY_LEN,
+            max_map_len=MAX_MAP_LEN,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises ValueError, TypeError, ExtraData, StackError, ...
+        raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
+    if type(message) is not dict or type(message.get("type")) is not str:
+        raise MalformedFrame("frame is not a map with a string 'type'")
+    return message
+
+
+class FrameDecoder:
+    """Turns a byte stream into message maps. After a FrameError the stream is unusable: close it."""
+
+    __slots__ = ("max_frame_bytes", "_buffer", "_need")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._need = 0  # body length of the frame being buffered (0 = reading a header)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict]:
+        buffer = self._buffer
+        buffer += data
+        messages: list[dict] = []
+        limit = self.max_frame_bytes
+        pos = 0
+        end = len(buffer)
+        try:
+            while end - pos >= HEADER_SIZE:
+                length = _unpack_header(buffer, pos)[0]
+                if length > limit:
+                    raise FrameTooLarge(f"length header {length} exceeds limit {limit}")
+                start = pos + HEADER_SIZE
+                stop = start + length
+                if stop > end:
+                    self._need = length
+                    break
+                messages.append(decode_body(bytes(buffer[start:stop]), limit))
+                pos = stop
+            else:
+                self._need = 0
+        finally:
+            if pos:
+                del buffer[:pos]
+        return messages

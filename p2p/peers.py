@@ -1,0 +1,439 @@
+"""PeerManager: the peer table, link admission, dialling with backoff, heartbeats, bans.
+
+It owns every PeerLink (as their LinkHost), keeps known addresses (AddressBook) apart from
+live links, holds the node between its target and maximum link counts, and paces dials with a
+token bucket so a restart with hundreds of remembered peers never storms.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from p2p import messages as m
+from p2p.address_book import AddressBook, KnownAddress
+from p2p.connection import PeerLink
+from p2p.discovery.base import Candidate
+from p2p.resilience.token_bucket import TokenBucket
+from p2p.transport import DialError, Transport
+
+log = logging.getLogger("p2p.peers")
+
+SOFTWARE = "exchange-node/0.1.0"
+# Close reasons after which we do not redial the address.
+NO_REDIAL = {"self_connection", "network_mismatch", "remote_network_mismatch", "incompatible_version",
+             "remote_incompatible_version", "identity_mismatch"}
+# Close reasons that say nothing bad about the peer.
+BENIGN = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown", "too_many_peers",
+          "remote_too_many_peers"}
+BAN_THRESHOLD = 100.0
+
+
+class Identity(Protocol):
+    node_id: str
+    public_key_bytes: bytes
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """One row of the peer table: what we know about a node we have handshaken with."""
+
+    node_id: str
+    host: str
+    port: int
+    direction: str
+    source: str
+    status: str = "connecting"
+    first_seen: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    rtt: float | None = None
+    services: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    software: str = ""
+    close_reason: str | None = None
+    penalty: float = 0.0
+    penalty_at: float = field(default_factory=time.monotonic)
+    banned_until: float = 0.0
+    msgs_in: int = 0
+    msgs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    link: PeerLink | None = None
+
+    def refresh_counters(self) -> None:
+        link = self.link
+        if link is not None:
+            self.rtt = link.rtt if link.rtt is not None else self.rtt
+            self.msgs_in, self.msgs_out = link.msgs_in, link.msgs_out
+            self.bytes_in, self.bytes_out = link.bytes_in, link.bytes_out
+
+    def as_dict(self) -> dict[str, Any]:
+        self.refresh_counters()
+        return {
+            "node_id": self.node_id, "host": self.host, "port": self.port, "status": self.status,
+            "direction": self.direction, "source": self.source,
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+            "last_seen": self.last_seen, "first_seen": self.first_seen, "close_reason": self.close_reason,
+            "services": list(self.services), "software": self.software,
+            "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1),
+        }
+
+
+LinkListener = Callable[[PeerLink], None]
+MessageHandler = Callable[[PeerLink, dict], None]
+
+
+class PeerManager:
+    def __init__(self, settings: Any, identity: Identity, *, verify: Callable[[bytes, bytes, bytes], bool],
+                 node_id_for: Callable[[bytes], str], peer_store: Any | None = None) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.network_id = settings.network_id
+        self.max_frame_bytes = settings.max_frame_bytes
+        self.send_buffer_bytes = settings.send_buffer_bytes
+        self.handshake_timeout = settings.handshake_timeout
+        self._verify = verify
+        self._node_id_for = node_id_for
+        self.store = peer_store
+        self.transport = Transport(self)
+        self.book = AddressBook(backoff_cap=settings.peer_reconnect_interval)
+        self.links: dict[str, PeerLink] = {}  # open links by node id
+        self._claimed: dict[str, PeerLink] = {}  # admitted (handshaking or open) by node id
+        self._dialling: set[tuple[str, int]] = set()
+        self.peers: dict[str, PeerRecord] = {}
+        self.dial_bucket = TokenBucket(settings.dial_rate, settings.dial_burst)
+        self.listen_port = 0
+        self.advertise_host: str | None = settings.advertise_host
+        self.services: list[str] = []
+        self.capabilities: list[str] = ["relay", "pex"]
+        self.message_handler: MessageHandler = lambda link, message: None
+        self.open_listeners: list[LinkListener] = []
+        self.close_listeners: list[LinkListener] = []
+        self.heartbeat_listeners: list[MessageHandler] = []
+        self.heartbeat_extras: list[Callable[[], dict]] = []
+        self.on_dial_result: Callable[[str, bool], None] = lambda source, ok: None
+        self.unknown_messages = 0
+        self.counters: dict[str, int] = {"links_opened": 0, "links_closed": 0, "dials": 0, "dial_failures": 0,
+                                         "bans": 0, "protocol_errors": 0}
+        self.close_reasons: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._dial_tasks: set[asyncio.Task] = set()
+        self._dirty = False
+        self._stopping = False
+
+    # --- LinkHost ---------------------------------------------------------------------------
+    def local_hello(self, link: PeerLink) -> dict:
+        return {
+            "type": "handshake", "node_id": self.node_id, "public_key": self.identity.public_key_bytes,
+            "protocol": m.PROTOCOL_VERSION, "network": self.network_id, "listen_port": self.listen_port,
+            "listen_host": self.advertise_host, "capabilities": self.capabilities,
+            "services": self.services, "software": SOFTWARE, "nonce": link.local_nonce, "ts": time.time(),
+        }
+
+    def sign(self, data: bytes) -> bytes:
+        return self.identity.sign(data)
+
+    def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
+        return self._verify(public_key, signature, data)
+
+    def node_id_for(self, public_key: bytes) -> str:
+        return self._node_id_for(public_key)
+
+    def admit(self, link: PeerLink, hello: dict) -> str | None:
+        node_id = hello["node_id"]
+        record = self.peers.get(node_id)
+        if record is not None and record.banned_until > time.monotonic():
+            return "banned"
+        other = self._claimed.get(node_id)
+        if other is not None and other is not link and other.state != "closed":
+            if self._link_rank(link) < self._link_rank(other):
+                other.close("duplicate_link", "a preferred link to this node exists")
+            else:
+                return "duplicate_link"
+        elif link.direction == "inbound" and len(self._claimed) >= self.settings.max_peers:
+            return "too_many_peers"
+        self._claimed[node_id] = link
+        return None
+
+    def _link_rank(self, link: PeerLink) -> tuple[int, bytes]:
+        """Both ends rank two links to each other identically: prefer the one dialled by the
+        smaller node id, then the smaller dialler nonce. So simultaneous dials keep the same link."""
+        smaller = min(self.node_id, link.remote_id or "")
+        return (0 if link.dialer_id == smaller else 1, link.dialer_nonce)
+
+    def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
+        hello = link.remote_hello or {}
+        port = hello.get("listen_port") or 0
+        if link.direction == "outbound" and link.dial_address:
+            return link.dial_address
+        host = hello.get("listen_host") or (link.remote_addr[0] if link.remote_addr else None)
+        if not host or not port:
+            return None
+        return (host, port)
+
+    def on_open(self, link: PeerLink) -> None:
+        node_id = link.remote_id
+        assert node_id is not None
+        hello = link.remote_hello or {}
+        address = self._listen_address(link) or (link.remote_addr or ("?", 0))
+        self.links[node_id] = link
+        entry = self.book.mark_connected(address, node_id, link.source) if address[1] else None
+        source = entry.source if entry is not None else link.source
+        record = self.peers.get(node_id)
+        if record is None:
+            record = PeerRecord(node_id, address[0], address[1], link.direction, source)
+            self.peers[node_id] = record
+        record.host, record.port = address
+        record.direction = link.direction
+        record.status = "connected"
+        record.source = source if record.source in ("inbound", "unknown") or link.direction == "outbound" else record.source
+        record.last_seen = time.time()
+        record.close_reason = None
+        record.services = tuple(hello.get("services", ()))
+        record.capabilities = tuple(hello.get("capabilities", ()))
+        record.software = hello.get("software", "")
+        record.link = link
+        self.counters["links_opened"] += 1
+        self._dirty = True
+        log.info("peer connected %s %s:%d direction=%s source=%s", node_id[:12], address[0], address[1],
+                 link.direction, record.source)
+        for listener in self.open_listeners:
+            listener(link)
+
+    def on_message(self, link: PeerLink, message: dict) -> None:
+        self.message_handler(link, message)
+
+    def on_heartbeat(self, link: PeerLink, message: dict) -> None:
+        for listener in self.heartbeat_listeners:
+            listener(link, message)
+
+    def on_unknown(self, link: PeerLink, message: dict) -> None:
+        self.unknown_messages += 1
+
+    def on_closed(self, link: PeerLink, reason: str, was_open: bool) -> None:
+        self.close_reasons[reason] = self.close_reasons.get(reason, 0) + 1
+        node_id = link.remote_id
+        if node_id and self._claimed.get(node_id) is link:
+            del self._claimed[node_id]
+        if reason in ("malformed_frame", "frame_too_large", "malformed_message", "handshake_required",
+                      "unexpected_handshake", "bad_signature", "identity_mismatch"):
+            self.counters["protocol_errors"] += 1
+            log.warning("closed link %r: %s %s", link, reason, link.close_detail)
+            if node_id and node_id in self.peers:
+                self.penalize(node_id, 25, reason)
+        if not was_open or node_id is None or self.links.get(node_id) is not link:
+            return
+        del self.links[node_id]
+        self.counters["links_closed"] += 1
+        record = self.peers.get(node_id)
+        if record is not None:
+            record.refresh_counters()
+            record.link = None
+            record.close_reason = reason
+            record.last_seen = time.time()
+            if record.status != "banned":
+                record.status = "disconnected"
+        log.info("peer disconnected %s reason=%s %s", node_id[:12], reason, link.close_detail)
+        address = self._listen_address(link)
+        if address and not self._stopping:
+            if reason in NO_REDIAL:
+                self.book.remove(address)
+            elif reason not in BENIGN:
+                self.book.schedule_reconnect(address)
+        self._dirty = True
+        self._wake.set()
+        for listener in self.close_listeners:
+            listener(link)
+
+    # --- public API -------------------------------------------------------------------------
+    @property
+    def outbound_count(self) -> int:
+        return sum(1 for link in self.links.values() if link.direction == "outbound")
+
+    def connected_ids(self) -> list[str]:
+        return list(self.links)
+
+    def add_candidate(self, candidate: Candidate, *, reporter: str | None = None) -> bool:
+        if candidate.node_id == self.node_id:
+            return False
+        added = self.book.add(candidate, reporter=reporter)
+        if added:
+            self._wake.set()
+        return added
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None:
+        """Misbehaviour points decay (halving each minute); past the threshold the peer is banned."""
+        record = self.peers.get(node_id)
+        if record is None:
+            return
+        now = time.monotonic()
+        record.penalty = record.penalty * 0.5 ** ((now - record.penalty_at) / 60.0) + points
+        record.penalty_at = now
+        if record.penalty >= BAN_THRESHOLD:
+            self.ban(node_id, 300.0, reason)
+
+    def ban(self, node_id: str, seconds: float, reason: str) -> None:
+        record = self.peers.get(node_id)
+        if record is None:
+            return
+        record.banned_until = time.monotonic() + seconds
+        record.status = "banned"
+        self.counters["bans"] += 1
+        log.warning("banned peer %s for %.0fs: %s", node_id[:12], seconds, reason)
+        link = self._claimed.get(node_id)
+        if link is not None:
+            link.close("banned", reason)
+
+    async def dial(self, host: str, port: int, source: str = "manual") -> PeerLink:
+        """Dial now (no pacing); used by tests and operators. Raises DialError."""
+        self.book.add(Candidate(host, port, source))
+        return await self._dial_once((host, port), source)
+
+    async def _dial_once(self, address: tuple[str, int], source: str) -> PeerLink:
+        self._dialling.add(address)
+        self.counters["dials"] += 1
+        try:
+            link = await self.transport.dial(address[0], address[1], source=source)
+        except DialError as exc:
+            self.counters["dial_failures"] += 1
+            self.on_dial_result(source, False)
+            if exc.reason in ("self_connection",):
+                self.book.self_addresses.add(address)
+                self.book.remove(address)
+            elif exc.reason in NO_REDIAL:
+                self.book.remove(address)
+            elif exc.reason in ("duplicate_link", "remote_duplicate_link"):
+                self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval)
+            else:
+                self.book.mark_failed(address, exc.reason)
+            raise
+        finally:
+            self._dialling.discard(address)
+        self.on_dial_result(source, True)
+        return link
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        host, port = await self.transport.listen(self.settings.p2p_host, self.settings.p2p_port)
+        self.listen_port = port
+        for self_host in {host, "127.0.0.1", "localhost", self.advertise_host or "127.0.0.1"}:
+            self.book.self_addresses.add((self_host, port))
+        log.info("listening for peers on %s:%d as %s (network %s)", host, port, self.node_id, self.network_id)
+        self._load_persisted()
+        for bhost, bport in self.settings.bootstrap_peers:
+            self.book.add(Candidate(bhost, bport, "bootstrap"))
+        self._tasks = [asyncio.create_task(self._maintain(), name="peers.maintain"),
+                       asyncio.create_task(self._heartbeat_loop(), name="peers.heartbeat"),
+                       asyncio.create_task(self._save_loop(), name="peers.save")]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks + list(self._dial_tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._dial_tasks, return_exceptions=True)
+        await self.transport.close()
+        for link in list(self._claimed.values()):
+            link.close("shutdown")
+        await self.save()
+
+    def _load_persisted(self) -> None:
+        if self.store is None:
+            return
+        loaded = []
+        for stored in self.store.load():
+            loaded.append(KnownAddress(stored.host, stored.port, "persisted", stored.node_id, bool(stored.node_id),
+                                       stored.first_seen, stored.last_seen, stored.last_connected, 0))
+        self.book.load(loaded)
+        if loaded:
+            log.info("loaded %d remembered peers from %s", len(loaded), self.store.path)
+
+    async def save(self) -> None:
+        if self.store is None:
+            return
+        from p2p.peer_store import StoredPeer
+        rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port, source=e.source, first_seen=e.first_seen,
+                           last_seen=e.last_seen, last_connected=e.last_connected, failures=e.failures)
+                for e in self.book.verified()]
+        self._dirty = False
+        try:
+            await asyncio.to_thread(self.store.save, rows)
+        except OSError as exc:
+            log.warning("could not save peers to %s: %s", self.store.path, exc)
+
+    async def _save_loop(self) -> None:
+        last_full = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            if self._dirty or time.monotonic() - last_full > 30:
+                last_full = time.monotonic()
+                await self.save()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval
+        dead_after = interval * self.settings.dead_after
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            extra: dict[str, Any] = {"links": list(self.links)[:1024]}
+            for build in self.heartbeat_extras:
+                extra.update(build())
+            for link in list(self.links.values()):
+                if now - link.last_recv > dead_after:
+                    link.close("heartbeat_timeout", f"silent for {now - link.last_recv:.1f}s")
+                else:
+                    link.heartbeat(extra)
+
+    async def _maintain(self) -> None:
+        """Keep outbound links at target: dial due addresses best-first, paced by the token bucket."""
+        while True:
+            self._wake.clear()
+            self._dial_due()
+            try:
+                async with asyncio.timeout(0.25):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _dial_due(self) -> None:
+        settings = self.settings
+        want = min(settings.target_outbound, settings.max_peers) - self.outbound_count - len(self._dialling)
+        room = settings.max_peers - len(self._claimed) - len(self._dialling)
+        want = min(want, room, 16 - len(self._dialling))
+        if want <= 0:
+            return
+        busy = set(self._claimed)
+        for entry in self.book.due():
+            if want <= 0:
+                break
+            if entry.address in self._dialling or (entry.node_id and entry.node_id in busy):
+                continue
+            if not self.dial_bucket.try_take():
+                self._wake.set() if self.dial_bucket.wait_time() < 0.25 else None
+                break
+            want -= 1
+            entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
+            task = asyncio.create_task(self._background_dial(entry))
+            self._dial_tasks.add(task)
+            task.add_done_callback(self._dial_tasks.discard)
+
+    async def _background_dial(self, entry: KnownAddress) -> None:
+        try:
+            await self._dial_once(entry.address, entry.source)
+        except DialError as exc:
+            log.debug("dial %s:%d (%s) failed: %s", entry.host, entry.port, entry.source, exc.reason)
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "peers_connected": len(self.links), "outbound": self.outbound_count,
+            "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),
+            "dialling": len(self._dialling), "unknown_messages": self.unknown_messages,
+            "counters": dict(self.counters), "close_reasons": dict(self.close_reasons),
+        }

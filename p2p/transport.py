@@ -1,0 +1,55 @@
+"""TCP listener and dialer producing PeerLinks (the seed's DirectConnectionService)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from p2p.connection import LinkClosed, LinkHost, PeerLink
+
+log = logging.getLogger("p2p.transport")
+
+
+class DialError(Exception):
+    def __init__(self, address: tuple[str, int], reason: str) -> None:
+        super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class Transport:
+    def __init__(self, host: LinkHost) -> None:
+        self.host = host
+        self._server: asyncio.base_events.Server | None = None
+        self.listen_address: tuple[str, int] | None = None
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: PeerLink(self.host, "inbound"), host, port, reuse_address=True, backlog=512)
+        sock = self._server.sockets[0]
+        bound = sock.getsockname()
+        self.listen_address = (bound[0], bound[1])
+        return self.listen_address
+
+    async def dial(self, host: str, port: int, *, source: str = "unknown", timeout: float | None = None) -> PeerLink:
+        """Connect and complete the handshake; raises DialError with the close reason otherwise."""
+        loop = asyncio.get_running_loop()
+        timeout = self.host.handshake_timeout if timeout is None else timeout
+        address = (host, port)
+        try:
+            async with asyncio.timeout(timeout):
+                _, link = await loop.create_connection(
+                    lambda: PeerLink(self.host, "outbound", source, address), host, port)
+                return await link.ready
+        except LinkClosed as exc:
+            raise DialError(address, exc.reason) from None
+        except TimeoutError:
+            raise DialError(address, "dial_timeout") from None
+        except (OSError, socket.gaierror) as exc:
+            raise DialError(address, exc.strerror or type(exc).__name__) from None
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
