@@ -263,7 +263,8 @@ class PeerManager:
     def add_candidate(self, candidate: Candidate, *, reporter: str | None = None) -> bool:
         if candidate.node_id == self.node_id:
             return False
-        added = self.book.add(candidate, reporter=reporter)
+        remembered = candidate.source == "persisted" and candidate.node_id is not None
+        added = self.book.add(candidate, reporter=reporter, verified=remembered)
         if added:
             self._wake.set()
         return added
@@ -326,9 +327,6 @@ class PeerManager:
         for self_host in {host, "127.0.0.1", "localhost", self.advertise_host or "127.0.0.1"}:
             self.book.self_addresses.add((self_host, port))
         log.info("listening for peers on %s:%d as %s (network %s)", host, port, self.node_id, self.network_id)
-        self._load_persisted()
-        for bhost, bport in self.settings.bootstrap_peers:
-            self.book.add(Candidate(bhost, bport, "bootstrap"))
         self._tasks = [asyncio.create_task(self._maintain(), name="peers.maintain"),
                        asyncio.create_task(self._heartbeat_loop(), name="peers.heartbeat"),
                        asyncio.create_task(self._save_loop(), name="peers.save")]
@@ -342,17 +340,6 @@ class PeerManager:
         for link in list(self._claimed.values()):
             link.close("shutdown")
         await self.save()
-
-    def _load_persisted(self) -> None:
-        if self.store is None:
-            return
-        loaded = []
-        for stored in self.store.load():
-            loaded.append(KnownAddress(stored.host, stored.port, "persisted", stored.node_id, bool(stored.node_id),
-                                       stored.first_seen, stored.last_seen, stored.last_connected, 0))
-        self.book.load(loaded)
-        if loaded:
-            log.info("loaded %d remembered peers from %s", len(loaded), self.store.path)
 
     async def save(self) -> None:
         if self.store is None:

@@ -1,0 +1,73 @@
+"""Discovery orchestrator: runs every enabled strategy side by side and feeds one address book.
+
+Candidates are deduplicated by address in the PeerManager's book (which keeps the
+highest-priority source); the manager dials best-first in the seed's order: persisted,
+bootstrap, mDNS, Grape, peer exchange. A failing strategy never stops the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Iterable
+
+from p2p.discovery.base import Candidate, DiscoveryStrategy, StrategyStats
+
+log = logging.getLogger("p2p.discovery")
+
+
+class DiscoveryOrchestrator:
+    def __init__(self, peers: Any, strategies: Iterable[DiscoveryStrategy]) -> None:
+        self.peers = peers
+        self.strategies: dict[str, DiscoveryStrategy] = {s.name: s for s in strategies}
+        self._tasks: list[asyncio.Task] = []
+        peers.on_dial_result = self._on_dial_result
+        peers.open_listeners.append(self._on_open)
+
+    def _on_dial_result(self, source: str, ok: bool) -> None:
+        strategy = self.strategies.get(source)
+        if strategy is not None:
+            strategy.stats.dialled += 1
+
+    def _on_open(self, link: Any) -> None:
+        record = self.peers.peers.get(link.remote_id)
+        strategy = self.strategies.get(record.source if record else link.source)
+        if strategy is not None:
+            strategy.stats.connected += 1
+
+    def sink_for(self, strategy: DiscoveryStrategy):
+        def sink(candidate: Candidate) -> None:
+            if self.peers.add_candidate(candidate):
+                log.debug("%s found %s:%d", strategy.name, candidate.host, candidate.port)
+        return sink
+
+    async def _run(self, strategy: DiscoveryStrategy) -> None:
+        try:
+            await strategy.run(self.sink_for(strategy))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken strategy must never take the node down
+            strategy.stats.last_error = f"{type(exc).__name__}: {exc}"
+            strategy.stats.last_error_at = time.time()
+            log.exception("discovery strategy %s stopped", strategy.name)
+
+    def start(self) -> None:
+        for strategy in self.strategies.values():
+            self._tasks.append(asyncio.create_task(self._run(strategy), name=f"discovery.{strategy.name}"))
+            log.info("discovery strategy %s started", strategy.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for strategy in self.strategies.values():
+            try:
+                await strategy.close()
+            except Exception:
+                log.exception("closing discovery strategy %s", strategy.name)
+
+    def stats(self) -> dict[str, dict]:
+        return {name: s.stats.as_dict() for name, s in self.strategies.items()}
+
+
+__all__ = ["Candidate", "DiscoveryOrchestrator", "DiscoveryStrategy", "StrategyStats"]

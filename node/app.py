@@ -1,0 +1,111 @@
+"""ExchangeNode: the composition root. Builds every part from Settings, starts them in order,
+and shuts them down in reverse (goodbyes sent, peers saved) on SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import orjson
+
+from config import Settings
+from node.identity import NodeIdentity
+from p2p.discovery import DiscoveryOrchestrator
+from p2p.discovery.base import DiscoveryStrategy
+from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
+from p2p.peer_store import PeerStore
+from p2p.peers import PeerManager
+
+log = logging.getLogger("node")
+VERSION = "0.1.0"
+
+
+class ExchangeNode:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.identity = NodeIdentity.load_or_create(settings.data_dir)
+        self.node_id = self.identity.node_id
+        self.started_at = time.time()
+        self.store = PeerStore(settings.peers_file)
+        self.peers = PeerManager(settings, self.identity, verify=NodeIdentity.verify,
+                                 node_id_for=NodeIdentity.node_id_for, peer_store=self.store)
+        self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
+        self.api_address: tuple[str, int] | None = None
+        self._api_runner: Any = None
+        self._stop = asyncio.Event()
+
+    def _strategies(self) -> list[DiscoveryStrategy]:
+        settings = self.settings
+        strategies: list[DiscoveryStrategy] = [PersistedDiscovery(self.store),
+                                               BootstrapDiscovery(settings.bootstrap_peers)]
+        return strategies
+
+    @property
+    def listen(self) -> str:
+        host = self.settings.advertise_host or self.settings.p2p_host
+        return f"{host}:{self.peers.listen_port}"
+
+    async def start(self) -> None:
+        from node.api import start_api
+
+        if self.settings.p2p_enabled:
+            await self.peers.start()
+            self.discovery.start()
+        self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
+        self._write_runtime_file()
+        log.info("node %s up: peers on %s, control API on http://%s:%d (network %s)", self.node_id, self.listen,
+                 self.api_address[0], self.api_address[1], self.settings.network_id)
+
+    def _write_runtime_file(self) -> None:
+        """DATA_DIR/node.json tells CLI commands and scripts where this node's API is."""
+        info = {"pid": os.getpid(), "node_id": self.node_id, "listen": self.listen,
+                "api": f"http://{self.api_address[0]}:{self.api_address[1]}", "started_at": self.started_at}
+        path = self.settings.data_dir / "node.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_bytes(orjson.dumps(info))
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        await self.discovery.stop()
+        await self.peers.stop()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        try:
+            (self.settings.data_dir / "node.json").unlink()
+        except FileNotFoundError:
+            pass
+        log.info("stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def status(self) -> dict[str, Any]:
+        peer_status = self.peers.status()
+        return {
+            "node_id": self.node_id, "version": VERSION, "network_id": self.settings.network_id,
+            "listen": self.listen, "api": f"http://{self.api_address[0]}:{self.api_address[1]}" if self.api_address else None,
+            "uptime_s": round(time.time() - self.started_at, 3), "pid": os.getpid(),
+            "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
+            "p2p": peer_status, "discovery": self.discovery.stats(),
+        }
+
+    def markets(self) -> list[str]:
+        return [m.strip().split(":")[0] for m in self.settings.markets.split(",") if m.strip()]
+
+    def peer_list(self) -> list[dict[str, Any]]:
+        return [record.as_dict() for record in self.peers.peers.values()]

@@ -1,0 +1,189 @@
+"""Real `exchange-node` processes for integration tests, driven the way a user drives them:
+the CLI to start, the control API to observe, signals to stop or kill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "") -> Any:
+    """Poll `predicate` (usually an API query) until truthy; raise AssertionError with `message`."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message or predicate}"
+                                 + (f" (last error: {last_exc})" if last_exc else ""))
+        time.sleep(interval)
+
+
+class NodeProcess:
+    """One node: its own data dir, ephemeral ports (read back from DATA_DIR/node.json)."""
+
+    def __init__(self, base: Path, name: str, **settings: Any) -> None:
+        self.name = name
+        self.data_dir = base / name
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
+                                         "discovery_mdns": "false", "discovery_grenache": "false",
+                                         "heartbeat_interval": 0.5} | settings
+        self.env_extra: dict[str, str] = {}
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+        self.log_path = self.data_dir / "node.log"
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "node.cli", "start", "--data-dir", str(self.data_dir)]
+        for key, value in self.settings.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        return args
+
+    def start(self, wait: bool = True, **overrides: Any) -> "NodeProcess":
+        self.settings.update(overrides)
+        runtime = self.data_dir / "node.json"
+        runtime.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS} | {"PYTHONUNBUFFERED": "1"}
+        env |= self.env_extra
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        runtime = self.data_dir / "node.json"
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if not runtime.exists():
+                return False
+            info = json.loads(runtime.read_text())
+            if info.get("pid") != self.proc.pid:
+                return False
+            self.info = info
+            return True
+
+        wait_until(ready, timeout, message=f"{self.name} to start")
+
+    @property
+    def api_url(self) -> str:
+        return self.info["api"]
+
+    @property
+    def p2p_address(self) -> str:
+        return self.info["listen"]
+
+    @property
+    def p2p_port(self) -> int:
+        return int(self.info["listen"].rsplit(":", 1)[1])
+
+    @property
+    def node_id(self) -> str:
+        return self.info["node_id"]
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait: a clean shutdown exits 0."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # --- control API ------------------------------------------------------------------------
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.api_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def get(self, path: str) -> Any:
+        status, body = self.api("GET", path)
+        assert status == 200, (status, body)
+        return body
+
+    def status(self) -> dict:
+        return self.get("/status")
+
+    def peers(self) -> list[dict]:
+        return self.get("/peers")["peers"]
+
+    def connected_ids(self) -> set[str]:
+        return {p["node_id"] for p in self.peers() if p["status"] == "connected"}
+
+    def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "node.cli", *args, "--api", self.api_url], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+_SETTING_ENVS: set[str] = set()
+try:
+    from config import Settings as _Settings
+
+    _SETTING_ENVS = set(_Settings.env_names().values())
+except ImportError:  # pragma: no cover
+    pass
+
+
+class Cluster:
+    """Starts nodes and guarantees every process it started is gone at teardown."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.nodes: list[NodeProcess] = []
+
+    def node(self, name: str | None = None, *, start: bool = True, **settings: Any) -> NodeProcess:
+        node = NodeProcess(self.base, name or f"n{len(self.nodes)}", **settings)
+        self.nodes.append(node)
+        if start:
+            node.start()
+        return node
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+        for node in self.nodes:
+            if node.proc is not None:
+                try:
+                    node.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait(5)
+            if getattr(node, "_log", None):
+                node._log.close()
