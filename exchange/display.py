@@ -1,0 +1,46 @@
+"""API-shaped views with decimal strings (prices and sizes formatted per market), for the control API.
+
+The engine speaks integer ticks and lots; people and scripts read "100.05". These
+helpers produce the shapes documented in ARCHITECTURE.md section 7.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from exchange.events import Trade
+from exchange.markets import Market
+from exchange.matching import MatchingEngine
+from exchange.orders import Order
+
+
+def order_view(order: Order, market: Market) -> dict[str, Any]:
+    """`{"id", "status", "market", "side", "type", "price", "qty", "remaining", ...}` with decimal strings."""
+    return {
+        "id": order.id, "status": order.status.value, "market": order.market, "side": order.side.value,
+        "type": order.type.value, "price": None if order.price is None else market.format_price(order.price),
+        "qty": market.format_qty(order.quantity), "remaining": market.format_qty(order.remaining),
+        "filled": market.format_qty(order.quantity - order.remaining), "account": order.owner,
+        "reason": order.reason,
+    }
+
+
+def trade_view(trade: Trade, market: Market) -> dict[str, Any]:
+    """`{"id", "market", "price", "qty", "maker_order_id", "taker_order_id", "buy_order_id", "sell_order_id"}`."""
+    return {
+        "id": trade.id, "market": trade.market, "price": market.format_price(trade.price),
+        "qty": market.format_qty(trade.quantity), "maker_order_id": trade.maker_order_id,
+        "taker_order_id": trade.taker_order_id, "buy_order_id": trade.buy_order_id,
+        "sell_order_id": trade.sell_order_id, "taker_side": trade.taker_side.value,
+    }
+
+
+def depth_view(engine: MatchingEngine, limit: int | None = None, with_digest: bool = True) -> dict[str, Any]:
+    """`{"market", "bids": [["price", "qty"], ...], "asks": [...], "digest"}`, best first, top `limit` levels."""
+    market = engine.market
+    depth = engine.depth(limit)
+    view: dict[str, Any] = {"market": market.symbol}
+    for name in ("bids", "asks"):
+        view[name] = [[market.format_price(price), market.format_qty(lots)] for price, lots in depth[name]]
+    if with_digest:
+        view["digest"] = engine.digest()
+    return view

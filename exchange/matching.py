@@ -1,0 +1,330 @@
+"""The matching engine for one market: deterministic price-time matching with self-trade prevention.
+
+`apply(command)` validates, matches and returns the events it caused; the same
+commands in the same order always give the same events and the same book. It
+never raises on bad input: anything invalid becomes an OrderRejected event with a
+reason code. Trades execute at the resting order's price. A taker meeting a
+resting order of its own owner follows the taker's self-trade mode (the market's
+default when the order names none).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from exchange.book import OrderBook
+from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
+from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
+from exchange.markets import Market
+from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
+from exchange.snapshot import book_digest, book_snapshot, restore_book
+
+MAX_ORDER_ID_CHARS = 128
+_NO_LIMIT = 1 << 256  # a sort key beyond any price: market orders cross every level
+
+_BUY, _SELL = Side.BUY, Side.SELL
+_LIMIT, _MARKET, _IOC, _FOK, _POST_ONLY = (OrderType.LIMIT, OrderType.MARKET, OrderType.IOC,
+                                           OrderType.FOK, OrderType.POST_ONLY)
+_PARTIAL, _FILLED, _CANCELLED, _REJECTED = (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
+                                            OrderStatus.CANCELLED, OrderStatus.REJECTED)
+_CANCEL_NEWEST, _CANCEL_OLDEST, _CANCEL_BOTH, _DECREMENT = (
+    SelfTradeMode.CANCEL_NEWEST, SelfTradeMode.CANCEL_OLDEST, SelfTradeMode.CANCEL_BOTH,
+    SelfTradeMode.DECREMENT_AND_CANCEL)
+_REMAINDER_REASON = {_MARKET: "market_remainder", _IOC: "ioc_remainder", _FOK: "fok_remainder"}
+
+
+class MatchingEngine:
+    """One market's book and the rules that change it."""
+
+    __slots__ = ("market", "book", "_symbol", "_handlers")
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.book = OrderBook(market.symbol)
+        self._symbol = market.symbol
+        self._handlers: dict[type, Callable[[Any], list[Event]]] = {
+            NewOrder: self.place, CancelOrder: self.cancel, ReduceOrder: self.reduce, ReplaceOrder: self.replace,
+        }
+
+    # ----------------------------------------------------------------- commands
+
+    def apply(self, command: object) -> list[Event]:
+        """Apply any command; unknown objects are rejected, not raised."""
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            return [OrderRejected("unknown", getattr(command, "order_id", None), "unknown_command")]
+        return handler(command)
+
+    def place(self, command: NewOrder) -> list[Event]:
+        """Validate and match a new order."""
+        reason = self._new_order_problem(command.order_id, command.side, command.order_type, command.quantity,
+                                         command.price, command.owner, command.self_trade)
+        if reason is not None:
+            return [OrderRejected("new", command.order_id, reason)]
+        order = Order(command.order_id, self._symbol, command.side, command.order_type, command.price,
+                      command.quantity, command.owner, command.created_key,
+                      command.self_trade or self.market.self_trade_mode)
+        if order.type is not _LIMIT:
+            reason = self._refusal(order)
+            if reason is not None:
+                order.status, order.reason = _REJECTED, reason
+                return [OrderRejected("new", order.id, reason)]
+        return self._execute(order, [OrderAccepted(order, order.quantity)])
+
+    def cancel(self, command: CancelOrder) -> list[Event]:
+        """Cancel a resting order."""
+        order, reason = self._resting(command.order_id, command.owner)
+        if order is None:
+            return [OrderRejected("cancel", command.order_id, reason)]
+        self.book.remove(order)
+        order.reason = "requested"
+        return [OrderCancelled(order.id, order.remaining, "requested")]
+
+    def reduce(self, command: ReduceOrder) -> list[Event]:
+        """Shrink a resting order in place (time priority kept); shrinking it to nothing cancels it."""
+        order, reason = self._resting(command.order_id, command.owner)
+        if order is None:
+            return [OrderRejected("reduce", command.order_id, reason)]
+        lots = command.reduce_by
+        if type(lots) is not int or lots <= 0:
+            return [OrderRejected("reduce", order.id, "invalid_reduce_by")]
+        if lots >= order.remaining:
+            self.book.remove(order)
+            order.reason = "reduced_to_zero"
+            return [OrderCancelled(order.id, order.remaining, "reduced_to_zero")]
+        self.book.side_of(order.side).shrink(order, lots)
+        return [OrderReduced(order.id, lots, order.remaining, "requested")]
+
+    def replace(self, command: ReplaceOrder) -> list[Event]:
+        """Cancel a resting order and place a new one with the same side, type and owner (new priority)."""
+        old, reason = self._resting(command.order_id, command.owner)
+        if old is None:
+            return [OrderRejected("replace", command.order_id, reason)]
+        reason = self._new_order_problem(command.new_order_id, old.side, old.type, command.quantity,
+                                         command.price, old.owner, old.self_trade)
+        order = None
+        if reason is None:
+            order = Order(command.new_order_id, self._symbol, old.side, old.type, command.price, command.quantity,
+                          old.owner, command.created_key, old.self_trade)
+            reason = self._refusal(order)  # the old order is on the same side, so removing it cannot change this
+        if reason is not None:
+            return [OrderRejected("replace", command.order_id, reason)]
+        self.book.remove(old)
+        old.reason = "replaced"
+        return self._execute(order, [OrderCancelled(old.id, old.remaining, "replaced"),
+                                     OrderAccepted(order, order.quantity)])
+
+    # ------------------------------------------------------------------- views
+
+    def best_bid(self) -> int | None:
+        return self.book.best_bid()
+
+    def best_ask(self) -> int | None:
+        return self.book.best_ask()
+
+    def spread(self) -> int | None:
+        return self.book.spread()
+
+    def depth(self, limit: int | None = None) -> dict[str, list[tuple[int, int]]]:
+        return self.book.depth(limit)
+
+    def l3(self) -> dict[str, list[Order]]:
+        return self.book.l3()
+
+    def order(self, order_id: str) -> Order | None:
+        """A resting order by id (filled and cancelled orders are gone from the book)."""
+        return self.book.orders.get(order_id) if isinstance(order_id, str) else None
+
+    def digest(self) -> str:
+        """sha256 hex of the canonical encoding of the whole book; computed on demand."""
+        return book_digest(self.book, self.market)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain msgpack-able data from which `restore` rebuilds an identical book."""
+        return book_snapshot(self.book, self.market)
+
+    def restore(self, snapshot: object) -> None:
+        """Replace the book with the one in `snapshot`; raises InvalidSnapshot if it does not fit this market."""
+        self.book = restore_book(snapshot, self.market)
+
+    # --------------------------------------------------------------- internals
+
+    def _new_order_problem(self, order_id: object, side: object, order_type: object, quantity: object,
+                           price: object, owner: object, self_trade: object) -> str | None:
+        """The reason code that makes these order fields unacceptable, or None."""
+        if type(order_id) is not str or not order_id or len(order_id) > MAX_ORDER_ID_CHARS:
+            return "invalid_order_id"
+        if order_id in self.book.orders:
+            return "duplicate_order_id"
+        if side is not _BUY and side is not _SELL:
+            return "invalid_side"
+        if type(order_type) is not OrderType:
+            return "invalid_order_type"
+        if type(quantity) is not int:
+            return "float_not_allowed" if type(quantity) is float else "invalid_quantity"
+        reason = self.market.qty_problem(quantity)
+        if reason is not None:
+            return reason
+        if order_type is _MARKET:
+            if price is not None:
+                return "price_not_allowed"
+        elif type(price) is not int:
+            return "price_required" if price is None else (
+                "float_not_allowed" if type(price) is float else "invalid_price")
+        else:
+            reason = self.market.price_problem(price)
+            if reason is not None:
+                return reason
+        if type(owner) is not str:
+            return "invalid_owner"
+        if self_trade is not None and type(self_trade) is not SelfTradeMode:
+            return "invalid_self_trade_mode"
+        return None
+
+    def _refusal(self, order: Order) -> str | None:
+        """Why a post-only or fill-or-kill order must be refused before it touches the book, or None."""
+        if order.type is _POST_ONLY:
+            opposite = self.book.asks if order.side is _BUY else self.book.bids
+            if opposite.levels and opposite.keys[0] <= _limit_key(order):
+                return "post_only_would_take"
+        elif order.type is _FOK and not self._fillable(order):
+            return "fok_not_fillable"
+        return None
+
+    def _fillable(self, order: Order) -> bool:
+        """Would matching fill `order` completely? Walks the crossing liquidity without changing it."""
+        opposite = self.book.asks if order.side is _BUY else self.book.bids
+        limit_key = _limit_key(order)
+        needed = order.remaining
+        skips_own = order.self_trade is _CANCEL_OLDEST
+        for key, level in opposite.levels.items():
+            if key > limit_key:
+                return False
+            for maker in level.live_orders():
+                if maker.owner == order.owner:
+                    if skips_own:
+                        continue
+                    return False
+                needed -= maker.remaining
+                if needed <= 0:
+                    return True
+        return False
+
+    def _execute(self, order: Order, events: list[Event]) -> list[Event]:
+        """Match `order` against the book, then rest or cancel what is left according to its type."""
+        if order.side is _BUY:
+            opposite, limit_key = self.book.asks, (order.price if order.type is not _MARKET else _NO_LIMIT)
+        else:
+            opposite, limit_key = self.book.bids, (-order.price if order.type is not _MARKET else _NO_LIMIT)
+        if opposite.levels and opposite.keys[0] <= limit_key:
+            self._take(order, opposite, limit_key, events)
+        if order.status is _CANCELLED:  # self-trade prevention cancelled the taker
+            return events
+        if not order.remaining:
+            order.status = _FILLED
+        elif order.type is _LIMIT or order.type is _POST_ONLY:
+            if order.remaining != order.quantity:
+                order.status = _PARTIAL
+            self.book.rest(order)
+        else:
+            reason = _REMAINDER_REASON[order.type]
+            order.status, order.reason = _CANCELLED, reason
+            events.append(OrderCancelled(order.id, order.remaining, reason))
+        return events
+
+    def _take(self, taker: Order, opposite: Any, limit_key: int, events: list[Event]) -> None:
+        """The hot loop: fill `taker` from the best levels while they cross `limit_key`."""
+        levels = opposite.levels
+        keys = opposite.keys
+        resting = self.book.orders
+        symbol = self._symbol
+        owner = taker.owner
+        remaining = taker.remaining
+        while remaining and levels:
+            key = keys[0]
+            if key > limit_key:
+                break
+            level = levels[key]
+            queue = level.queue
+            price = level.price
+            while True:
+                maker = queue[0]
+                if maker.status is _CANCELLED:
+                    queue.popleft()
+                    continue
+                if maker.owner == owner:
+                    taker.remaining = remaining
+                    if not self._prevent_self_trade(taker, maker, events):
+                        return
+                    remaining = taker.remaining
+                    if not level.live:
+                        break
+                    queue = level.queue
+                    continue
+                available = maker.remaining
+                if available > remaining:
+                    maker.remaining = available - remaining
+                    maker.status = _PARTIAL
+                    level.volume -= remaining
+                    taker.remaining = 0
+                    events.append(Trade(symbol, price, remaining, taker, maker))
+                    remaining = 0
+                    break
+                remaining -= available
+                maker.remaining = 0
+                maker.status = _FILLED
+                queue.popleft()
+                del resting[maker.id]
+                level.volume -= available
+                level.live -= 1
+                taker.remaining = remaining
+                events.append(Trade(symbol, price, available, taker, maker))
+                if not level.live:
+                    del levels[key]
+                    break
+                if not remaining:
+                    break
+        taker.remaining = remaining
+
+    def _prevent_self_trade(self, taker: Order, maker: Order, events: list[Event]) -> bool:
+        """Apply the taker's self-trade mode against `maker`; return whether the taker keeps matching."""
+        mode = taker.self_trade
+        if mode is _CANCEL_OLDEST or mode is _CANCEL_BOTH:
+            self._cancel_resting(maker, "self_trade", events)
+            if mode is _CANCEL_OLDEST:
+                return True
+        elif mode is _DECREMENT:
+            overlap = min(taker.remaining, maker.remaining)
+            if maker.remaining > overlap:
+                self.book.side_of(maker.side).shrink(maker, overlap)
+                events.append(OrderReduced(maker.id, overlap, maker.remaining, "self_trade"))
+            else:
+                self._cancel_resting(maker, "self_trade", events)
+            if taker.remaining > overlap:
+                taker.remaining -= overlap
+                taker.quantity -= overlap
+                events.append(OrderReduced(taker.id, overlap, taker.remaining, "self_trade"))
+                return True
+        taker.status, taker.reason = _CANCELLED, "self_trade"
+        events.append(OrderCancelled(taker.id, taker.remaining, "self_trade"))
+        return False
+
+    def _cancel_resting(self, order: Order, reason: str, events: list[Event]) -> None:
+        self.book.remove(order)
+        order.reason = reason
+        events.append(OrderCancelled(order.id, order.remaining, reason))
+
+    def _resting(self, order_id: object, owner: object) -> tuple[Order | None, str]:
+        """The live order a cancel/reduce/replace refers to, or None and the reason code."""
+        order = self.book.orders.get(order_id) if type(order_id) is str else None
+        if order is None:
+            return None, "unknown_order"
+        if owner is not None and owner != order.owner:
+            return None, "not_owner"
+        return order, ""
+
+
+def _limit_key(order: Order) -> int:
+    """The sort key on the opposite side beyond which `order` will not trade."""
+    if order.type is _MARKET:
+        return _NO_LIMIT
+    return order.price if order.side is _BUY else -order.price

@@ -1,0 +1,107 @@
+"""Orders: the vocabulary (side, type, status, self-trade mode) and the mutable order record.
+
+Prices are integer ticks and quantities integer lots. `created_key` is whatever the
+caller orders events by (the replicated layer passes `(lamport, origin, seq)`); the
+engine stores it untouched so the book digest covers it. Time priority inside the
+engine is arrival order, which in the replicated layer is key order.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Type, TypeVar
+
+from exchange.errors import InvalidCommand
+
+
+class Side(Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(Enum):
+    LIMIT = "limit"          # good till cancelled; the remainder rests
+    MARKET = "market"        # no price; the remainder is cancelled
+    IOC = "ioc"              # immediate or cancel: limit price, remainder cancelled
+    FOK = "fok"              # fill or kill: whole quantity now or nothing
+    POST_ONLY = "post_only"  # rests or is rejected; never takes
+
+
+class OrderStatus(Enum):
+    OPEN = "open"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class SelfTradeMode(Enum):
+    """What happens when a taker meets a resting order of the same owner (the taker's mode decides)."""
+
+    CANCEL_NEWEST = "cancel_newest"                # cancel the taker's remainder
+    CANCEL_OLDEST = "cancel_oldest"                # cancel the resting order, keep matching
+    CANCEL_BOTH = "cancel_both"                    # cancel both
+    DECREMENT_AND_CANCEL = "decrement_and_cancel"  # shrink both by the smaller size; the smaller one is cancelled
+
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def parse_enum(kind: Type[_E], value: object, field: str) -> _E:
+    """Map a user-facing string ("buy", "ioc", ...) to its enum member, or raise InvalidCommand."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidCommand(f"invalid_{field}", f"{field} must be one of: {allowed}", field) from None
+
+
+def order_id_from_key(key: tuple[int, str, int]) -> str:
+    """The order id the replicated layer derives from an event key `(lamport, origin, seq)`."""
+    lamport, origin, seq = key
+    return f"{lamport}-{origin}-{seq}"
+
+
+class Order:
+    """One order's state; the engine mutates `remaining`, `quantity` (on reduce), `status` and `reason`."""
+
+    __slots__ = ("id", "market", "side", "type", "price", "quantity", "remaining", "owner",
+                 "created_key", "self_trade", "status", "reason")
+
+    def __init__(self, order_id: str, market: str, side: Side, order_type: OrderType, price: int | None,
+                 quantity: int, owner: str, created_key: Any, self_trade: SelfTradeMode) -> None:
+        self.id = order_id
+        self.market = market
+        self.side = side
+        self.type = order_type
+        self.price = price
+        self.quantity = quantity
+        self.remaining = quantity
+        self.owner = owner
+        self.created_key = created_key
+        self.self_trade = self_trade
+        self.status = OrderStatus.OPEN
+        self.reason: str | None = None
+
+    @property
+    def filled(self) -> int:
+        return self.quantity - self.remaining
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON and msgpack friendly); price and sizes stay integer ticks and lots."""
+        return {
+            "id": self.id, "market": self.market, "side": self.side.value, "type": self.type.value,
+            "price": self.price, "quantity": self.quantity, "remaining": self.remaining,
+            "filled": self.quantity - self.remaining, "owner": self.owner,
+            "created_key": _plain_key(self.created_key), "self_trade": self.self_trade.value,
+            "status": self.status.value, "reason": self.reason,
+        }
+
+    def __repr__(self) -> str:
+        return (f"Order({self.id!r} {self.side.value} {self.type.value} {self.remaining}/{self.quantity}"
+                f" @ {self.price} {self.owner!r} {self.status.value})")
+
+
+def _plain_key(key: Any) -> Any:
+    return list(key) if isinstance(key, tuple) else key
