@@ -1,0 +1,110 @@
+"""Per-peer RPC measurements the adaptive router scores: peak-EWMA latency, in-flight count, windowed outcomes."""
+from __future__ import annotations
+
+import math
+
+from p2p.resilience.window import WindowCounter
+
+FAILURE_KINDS = ("error", "timeout", "rejected")
+
+
+class PeerMetrics:
+    """What one node has seen of one peer's RPCs. All times are seconds and passed in.
+
+    Latency is a peak-EWMA (Finagle): a sample above the estimate replaces it at once, a sample
+    below pulls it down with weight 1 - exp(-dt / tau), dt being the time since the previous
+    sample, so the estimate reacts instantly to trouble and forgets it over about `tau`.
+    A failure is recorded as a sample of max(observed, `penalty_latency`): a peer that fails fast
+    looks slow and never attracts traffic.
+    """
+
+    __slots__ = ("tau", "penalty_latency", "ewma", "stamp", "samples", "outstanding", "window",
+                 "recent", "last_seen", "last_progress", "created")
+
+    def __init__(self, *, tau: float = 1.0, penalty_latency: float = 0.25, window: float = 5.0,
+                 buckets: int = 10, fresh_window: float = 2.0, now: float = 0.0) -> None:
+        self.tau = float(tau)
+        self.penalty_latency = float(penalty_latency)
+        self.ewma: float | None = None     # seconds; None until the first sample
+        self.stamp = now                   # time of the last latency sample
+        self.samples = 0                   # latency samples ever
+        self.outstanding = 0
+        self.window = WindowCounter(window, buckets)            # success / error / timeout / rejected
+        self.recent = WindowCounter(fresh_window, 4, ("n",))    # outcomes in the last few seconds
+        self.last_seen: float | None = None   # last answer of any kind (success or error)
+        self.last_progress = now              # last answer, or when the peer went from idle to busy
+        self.created = now
+
+    # -- recording -----------------------------------------------------------------------------
+    def observe(self, latency: float, now: float) -> None:
+        """One latency sample (seconds), peak-EWMA update."""
+        latency = max(0.0, latency)
+        cur = self.ewma
+        if cur is None or latency >= cur:
+            self.ewma = latency
+        else:
+            dt = now - self.stamp
+            w = math.exp(-dt / self.tau) if dt > 0 else 1.0
+            self.ewma = cur * w + latency * (1.0 - w)
+        self.stamp = now
+        self.samples += 1
+
+    def on_start(self, now: float) -> None:
+        if self.outstanding == 0:
+            self.last_progress = now
+        self.outstanding += 1
+
+    def _finish(self) -> None:
+        if self.outstanding > 0:
+            self.outstanding -= 1
+
+    def on_success(self, latency: float, now: float) -> None:
+        self._finish()
+        self.observe(latency, now)
+        self.window.add("success", now)
+        self.recent.add("n", now)
+        self.last_seen = self.last_progress = now
+
+    def on_failure(self, kind: str, latency: float, now: float) -> None:
+        """`kind` is "error" (an error answer), "timeout" (no answer) or "rejected" (overloaded)."""
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}")
+        self._finish()
+        self.observe(max(latency, self.penalty_latency), now)
+        self.window.add(kind, now)
+        self.recent.add("n", now)
+        if kind != "timeout":        # an answer proves the peer is alive; a timeout does not
+            self.last_seen = self.last_progress = now
+
+    # -- reading -------------------------------------------------------------------------------
+    def silence(self, now: float) -> float:
+        """How long requests have been in flight with no answer at all (0 when idle).
+
+        A peer that stops answering is noticed after about one normal latency, long before any
+        timeout fires."""
+        if self.outstanding <= 0:
+            return 0.0
+        return max(0.0, now - self.last_progress)
+
+    def latency(self, now: float, prior: float, stale_tau: float = 0.0) -> float:
+        """Latency estimate (s): the peak-EWMA, drifting back to `prior` with time constant
+        `stale_tau` when no samples arrive, and never below the current silence."""
+        est = self.ewma
+        if est is None:
+            est = prior
+        elif stale_tau > 0:
+            age = now - self.stamp
+            if age > 0:
+                est = prior + (est - prior) * math.exp(-age / stale_tau)
+        s = self.silence(now)
+        return s if s > est else est
+
+    def rate(self, kind: str, now: float, min_volume: int = 1) -> float:
+        return self.window.rate(kind, now, min_volume)
+
+    def fresh_count(self, now: float) -> int:
+        """Outcomes recorded in the last `fresh_window` seconds."""
+        return self.recent.count("n", now)
+
+    def counts(self, now: float) -> dict[str, int]:
+        return self.window.counts(now)

@@ -1,0 +1,194 @@
+import random
+
+import pytest
+
+from p2p.resilience.breaker import BreakerConfig
+from p2p.resilience.retry_budget import RetryBudget
+from p2p.rpc.metrics import PeerMetrics
+from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig, RouterWeights
+
+
+def router(**kw):
+    return AdaptiveRouter(RouterConfig(**kw), rng=random.Random(7), clock=lambda: 0.0)
+
+
+def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1)):
+    for _ in range(n):
+        r.on_start(peer, now)
+        if rng.random() < fail:
+            r.on_failure(peer, "error", 0.001, now + 0.001)
+        else:
+            r.on_success(peer, latency, now + latency)
+        now += 0.05
+    return now
+
+
+def test_peak_ewma_jumps_up_and_decays_with_tau():
+    m = PeerMetrics(tau=1.0)
+    m.observe(0.010, 0.0)
+    m.observe(0.100, 0.1)
+    assert m.ewma == 0.100
+    m.observe(0.010, 1.1)                  # 1 s later: weight exp(-1) on the old value
+    assert m.ewma == pytest.approx(0.010 + 0.090 * 0.3679, rel=1e-3)
+    m.on_start(2.0)
+    m.on_failure("error", 0.001, 2.001)    # a fast error costs the penalty latency
+    assert m.ewma == m.penalty_latency
+
+
+def test_silence_raises_the_estimate_of_a_peer_that_stops_answering():
+    m = PeerMetrics()
+    m.observe(0.010, 0.0)
+    m.on_start(1.0)
+    assert m.latency(1.005, prior=0.010) == pytest.approx(0.010)
+    assert m.latency(1.3, prior=0.010) == pytest.approx(0.3)
+    m.on_failure("timeout", 1.0, 2.0)      # timeouts do not count as progress
+    assert m.silence(2.0) == 0.0 and m.outstanding == 0
+
+
+def test_score_ordering_fast_beats_slow_and_fast_failing_loses_to_healthy():
+    r = router()
+    feed(r, "fast", 0.010, 0.0)
+    feed(r, "slow", 0.050, 0.0)
+    feed(r, "failing", 0.002, 0.0, fail=0.5)
+    now = 1.0
+    assert r.cost("fast", now) < r.cost("slow", now)
+    assert r.cost("failing", now) > r.cost("slow", now)
+    snap = r.snapshot(now)
+    assert snap["failing"]["error_rate"] > 0.2
+    assert snap["fast"]["score"] < snap["slow"]["score"]
+
+
+def test_outstanding_adds_load_to_cost():
+    r = router()
+    feed(r, "a", 0.010, 0.0)
+    feed(r, "b", 0.010, 0.0)
+    base = r.cost("a", 1.0)
+    r.on_start("a", 1.0)
+    r.on_start("a", 1.0)
+    assert r.cost("a", 1.0) == pytest.approx(3 * base, rel=0.05)
+    assert r.cost("a", 1.0) > r.cost("b", 1.0)
+
+
+def test_weights_are_configurable():
+    heavy = router(weights=RouterWeights(error=50.0))
+    light = router(weights=RouterWeights(error=0.0))
+    for r in (heavy, light):
+        feed(r, "p", 0.010, 0.0, fail=0.3, rng=random.Random(5))
+    assert heavy.cost("p", 1.0) > 5 * light.cost("p", 1.0)
+
+
+def simulate(r, latencies, steps=4000, rate=0.002):
+    """Closed-form toy loop: one request every `rate` s, answered after the peer's latency."""
+    pending = []
+    counts = {p: 0 for p in latencies}
+    now = 0.0
+    for _ in range(steps):
+        now += rate
+        pending.sort()
+        while pending and pending[0][0] <= now:
+            done, peer, lat, ok = pending.pop(0)
+            if ok:
+                r.on_success(peer, lat, done)
+            else:
+                r.on_failure(peer, "error", lat, done)
+        peer = r.choose(list(latencies), now)
+        r.on_start(peer, now)
+        lat, ok = latencies[peer]()
+        pending.append((now + lat, peer, lat, ok))
+        counts[peer] += 1
+    return counts
+
+
+def test_p2c_avoids_the_slow_and_the_failing_peer():
+    rng = random.Random(3)
+    peers = {f"p{i}": (lambda: (rng.lognormvariate(-4.6, 0.3), True)) for i in range(5)}
+    peers["slow"] = lambda: (0.1 * rng.lognormvariate(0, 0.3), True)
+    peers["failing"] = lambda: ((0.001, False) if rng.random() < 0.5 else (0.01, True))
+    counts = simulate(router(), peers)
+    total = sum(counts.values())
+    fair = total / len(peers)
+    assert counts["slow"] < 0.1 * fair
+    assert counts["failing"] < 0.1 * fair
+    assert min(counts[f"p{i}"] for i in range(5)) > 0.6 * fair
+
+
+def test_new_peer_gets_the_median_prior_and_one_request_at_a_time():
+    r = router()
+    feed(r, "a", 0.010, 0.0)
+    feed(r, "b", 0.020, 0.0)
+    feed(r, "c", 0.030, 0.0)
+    assert r.prior(1.5) == pytest.approx(0.020, rel=0.2)
+    assert r.choose(["a", "b", "c", "new"], 1.5) == "new"      # explored at once
+    r.on_start("new", 1.5)
+    for _ in range(50):                                          # not again while in flight
+        assert r.choose(["a", "b", "c", "new"], 1.501) != "new"
+    assert r.snapshot(1.502)["new"]["latency_ms"] >= 15
+
+
+def test_exploration_probes_an_avoided_peer_about_once_per_interval():
+    r = router(probe_interval=1.0)
+    feed(r, "good", 0.010, 0.0, n=5)
+    feed(r, "bad", 0.500, 0.0, n=5)
+    picks = []
+    now = 1.0
+    for _ in range(3000):                # 3 s, requests answered at once
+        p = r.choose(["good", "bad"], now)
+        r.on_start(p, now)
+        r.on_success(p, 0.5 if p == "bad" else 0.01, now)
+        picks.append((now, p))
+        now += 0.001
+    bad = [t for t, p in picks if p == "bad"]
+    assert 1 <= len(bad) <= 5
+
+
+def test_breaker_opens_and_half_open_probe_comes_first():
+    r = router(breaker=BreakerConfig(consecutive_failures=3, cooldown_base=1.0, cooldown_cap=1.0, cooldown_min=1.0))
+    feed(r, "ok", 0.01, 0.0, n=5)
+    for _ in range(3):
+        r.on_start("bad", 0.3)
+        r.on_failure("bad", "error", 0.001, 0.3)
+    assert r.snapshot(0.4)["bad"]["breaker"] == "open"
+    assert all(r.choose(["ok", "bad"], 0.5) == "ok" for _ in range(50))
+    assert r.choose(["ok", "bad"], 1.31) == "bad"                   # the single probe
+    r.on_start("bad", 1.31)
+    assert all(r.choose(["ok", "bad"], 1.32) == "ok" for _ in range(50))
+    r.on_success("bad", 0.01, 1.33)
+    snap = r.snapshot(1.33)["bad"]
+    assert snap["breaker"] == "closed" and snap["admission"] < 1.0
+
+
+def test_every_breaker_open_probes_the_one_open_longest():
+    r = router(breaker=BreakerConfig(consecutive_failures=1, cooldown_base=100, cooldown_cap=100, cooldown_min=100))
+    for t, peer in ((0.0, "a"), (1.0, "b"), (2.0, "c")):
+        r.on_start(peer, t)
+        r.on_failure(peer, "error", 0.001, t)
+    assert r.choose(["c", "b", "a"], 3.0) == "a"
+    assert r.choose(["c", "b"], 3.0) == "b"
+    assert r.choose([], 3.0) is None
+    assert r.choose(["a"], 3.0, exclude={"a"}) is None
+
+
+def test_forget_and_transition_callback():
+    log = []
+    r = AdaptiveRouter(RouterConfig(breaker=BreakerConfig(consecutive_failures=1)), rng=random.Random(1),
+                       on_transition=lambda peer, old, new, why: log.append((peer, str(old), str(new))))
+    r.on_start("x", 0.0)
+    r.on_failure("x", "timeout", 1.0, 1.0)
+    assert log == [("x", "closed", "open")]
+    r.forget("x")
+    assert "x" not in r and r.snapshot(1.0) == {}
+
+
+def test_retry_policy_attempts_budget_and_jitter():
+    t = [0.0]
+    policy = RetryPolicy(max_attempts=3, base=0.01, cap=0.05, rng=random.Random(2),
+                         budget=RetryBudget(ratio=0.5, min_per_second=0.0, max_balance=2.0, clock=lambda: t[0]))
+    d1 = policy.next_retry_delay(1)
+    d2 = policy.next_retry_delay(2)
+    assert 0 <= d1 <= 0.01 and 0 <= d2 <= 0.02
+    assert policy.next_retry_delay(3) is None          # max attempts
+    assert policy.next_retry_delay(1) is None          # budget spent
+    policy.on_request()
+    policy.on_request()
+    assert policy.next_retry_delay(1) is not None
+    assert policy.next_retry_delay(1, kind="bogus") is None
