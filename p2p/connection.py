@@ -49,7 +49,7 @@ class PeerLink(asyncio.Protocol):
         "remote_hello", "remote_addr", "close_reason", "close_detail", "ready", "_pending", "_pending_bytes",
         "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_ack_verified",
         "opened_at", "last_recv", "rtt", "msgs_in", "msgs_out", "bytes_in", "bytes_out",
-        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address",
+        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq",
     )
 
     def __init__(self, host: LinkHost, direction: str, source: str = "inbound",
@@ -83,6 +83,7 @@ class PeerLink(asyncio.Protocol):
         self.peer_ts: float | None = None
         self.peer_ts_at = 0.0
         self.remote_links: frozenset[str] = frozenset()
+        self.dial_seq = 0  # the dialler's count of dials; set by the dialler's hello
 
     # --- identity helpers -------------------------------------------------------------------
     @property
@@ -94,6 +95,13 @@ class PeerLink(asyncio.Protocol):
         if self.direction == "outbound":
             return self.local_nonce
         return self.remote_hello["nonce"] if self.remote_hello else b""
+
+    @property
+    def dialer_seq(self) -> int:
+        if self.direction == "outbound":
+            return self.dial_seq
+        seq = self.remote_hello.get("dial_seq", 0) if self.remote_hello else 0
+        return seq if isinstance(seq, int) else 0
 
     @property
     def dialer_id(self) -> str | None:

@@ -116,6 +116,7 @@ register_schema(
         "services": is_list(256, is_str(128)),
         "software": is_str(128),
         "ts": is_number,
+        "dial_seq": is_int(),
     },
 )
 register_schema("handshake_ack", {"node_id": is_node_id, "signature": is_bytes(64, 64)})

@@ -113,6 +113,8 @@ class PeerManager:
         self.services: list[str] = []
         self.capabilities: list[str] = ["relay", "pex"]
         self.message_handler: MessageHandler = lambda link, message: None
+        # Link-local message types (e.g. peerexchange) handled before `message_handler` sees them.
+        self.link_message_handlers: dict[str, MessageHandler] = {}
         self.open_listeners: list[LinkListener] = []
         self.close_listeners: list[LinkListener] = []
         self.heartbeat_listeners: list[MessageHandler] = []
@@ -125,16 +127,21 @@ class PeerManager:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._dial_tasks: set[asyncio.Task] = set()
-        self._dirty = False
+        self._save_wanted = asyncio.Event()
+        self._dial_seq = 0
         self._stopping = False
 
     # --- LinkHost ---------------------------------------------------------------------------
     def local_hello(self, link: PeerLink) -> dict:
+        if link.direction == "outbound":
+            self._dial_seq += 1
+            link.dial_seq = self._dial_seq
         return {
             "type": "handshake", "node_id": self.node_id, "public_key": self.identity.public_key_bytes,
             "protocol": m.PROTOCOL_VERSION, "network": self.network_id, "listen_port": self.listen_port,
             "listen_host": self.advertise_host, "capabilities": self.capabilities,
             "services": self.services, "software": SOFTWARE, "nonce": link.local_nonce, "ts": time.time(),
+            "dial_seq": link.dial_seq,
         }
 
     def sign(self, data: bytes) -> bytes:
@@ -162,11 +169,12 @@ class PeerManager:
         self._claimed[node_id] = link
         return None
 
-    def _link_rank(self, link: PeerLink) -> tuple[int, bytes]:
+    def _link_rank(self, link: PeerLink) -> tuple[int, int, bytes]:
         """Both ends rank two links to each other identically: prefer the one dialled by the
-        smaller node id, then the smaller dialler nonce. So simultaneous dials keep the same link."""
+        smaller node id, then the dialler's earlier dial (so a repeat dial is refused), then the
+        smaller dialler nonce. So simultaneous dials keep the same link on both sides."""
         smaller = min(self.node_id, link.remote_id or "")
-        return (0 if link.dialer_id == smaller else 1, link.dialer_nonce)
+        return (0 if link.dialer_id == smaller else 1, link.dialer_seq, link.dialer_nonce)
 
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
@@ -201,14 +209,18 @@ class PeerManager:
         record.software = hello.get("software", "")
         record.link = link
         self.counters["links_opened"] += 1
-        self._dirty = True
+        self._save_wanted.set()
         log.info("peer connected %s %s:%d direction=%s source=%s", node_id[:12], address[0], address[1],
                  link.direction, record.source)
         for listener in self.open_listeners:
             listener(link)
 
     def on_message(self, link: PeerLink, message: dict) -> None:
-        self.message_handler(link, message)
+        handler = self.link_message_handlers.get(message["type"])
+        if handler is not None:
+            handler(link, message)
+        else:
+            self.message_handler(link, message)
 
     def on_heartbeat(self, link: PeerLink, message: dict) -> None:
         for listener in self.heartbeat_listeners:
@@ -247,7 +259,7 @@ class PeerManager:
                 self.book.remove(address)
             elif reason not in BENIGN:
                 self.book.schedule_reconnect(address)
-        self._dirty = True
+        self._save_wanted.set()
         self._wake.set()
         for listener in self.close_listeners:
             listener(link)
@@ -259,6 +271,13 @@ class PeerManager:
 
     def connected_ids(self) -> list[str]:
         return list(self.links)
+
+    def known_nodes(self) -> int:
+        """Distinct other node ids we know: handshaken with (peer table) or named in the address book."""
+        ids = set(self.peers)
+        ids.update(e.node_id for e in self.book if e.node_id)
+        ids.discard(self.node_id)
+        return len(ids)
 
     def add_candidate(self, candidate: Candidate, *, reporter: str | None = None) -> bool:
         if candidate.node_id == self.node_id:
@@ -348,19 +367,23 @@ class PeerManager:
         rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port, source=e.source, first_seen=e.first_seen,
                            last_seen=e.last_seen, last_connected=e.last_connected, failures=e.failures)
                 for e in self.book.verified()]
-        self._dirty = False
         try:
             await asyncio.to_thread(self.store.save, rows)
         except OSError as exc:
             log.warning("could not save peers to %s: %s", self.store.path, exc)
 
     async def _save_loop(self) -> None:
-        last_full = time.monotonic()
+        """Save soon after the set of verified peers changes (so a crash loses little), at most
+        twice a second, and every 30 s regardless."""
         while True:
-            await asyncio.sleep(1.0)
-            if self._dirty or time.monotonic() - last_full > 30:
-                last_full = time.monotonic()
-                await self.save()
+            try:
+                async with asyncio.timeout(30.0):
+                    await self._save_wanted.wait()
+            except TimeoutError:
+                pass
+            self._save_wanted.clear()
+            await self.save()
+            await asyncio.sleep(0.5)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
@@ -421,6 +444,7 @@ class PeerManager:
         return {
             "peers_connected": len(self.links), "outbound": self.outbound_count,
             "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),
+            "known_nodes": self.known_nodes(),
             "dialling": len(self._dialling), "unknown_messages": self.unknown_messages,
             "counters": dict(self.counters), "close_reasons": dict(self.close_reasons),
         }
