@@ -19,6 +19,7 @@ from exchange.orders import Order, OrderStatus, Side
 
 _CANCELLED = OrderStatus.CANCELLED
 _COMPACT_SLACK = 16
+EMPTY_SIDE_KEY = 1 << 300  # `best` of an empty side: above every price key and every taker's limit
 
 
 class PriceLevel:
@@ -40,27 +41,36 @@ class PriceLevel:
 
 
 class BookSide:
-    """One side of the book; `sign` turns a price into its sort key (best first)."""
+    """One side of the book; `sign` turns a price into its sort key, `best` caches the first key."""
 
-    __slots__ = ("side", "sign", "levels", "keys")
+    __slots__ = ("side", "sign", "levels", "keys", "best")
 
     def __init__(self, side: Side) -> None:
         self.side = side
         self.sign = -1 if side is Side.BUY else 1
         self.levels: SortedDict = SortedDict()
         self.keys = self.levels.keys()
+        self.best = EMPTY_SIDE_KEY
 
     def best_price(self) -> int | None:
-        return self.levels[self.keys[0]].price if self.levels else None
+        return self.levels[self.best].price if self.levels else None
 
     def add(self, order: Order) -> None:
         key = order.price * self.sign
         level = self.levels.get(key)
         if level is None:
             level = self.levels[key] = PriceLevel(order.price)
+            if key < self.best:
+                self.best = key
         level.queue.append(order)
         level.live += 1
         level.volume += order.remaining
+
+    def drop_level(self, key: int) -> None:
+        """Delete an emptied level and keep `best` current."""
+        del self.levels[key]
+        if key == self.best:
+            self.best = self.keys[0] if self.levels else EMPTY_SIDE_KEY
 
     def discard(self, order: Order) -> None:
         """Take a live order out of its level, marking it cancelled."""
@@ -70,7 +80,7 @@ class BookSide:
         level.live -= 1
         level.volume -= order.remaining
         if not level.live:
-            del self.levels[key]
+            self.drop_level(key)
         elif len(level.queue) > 2 * level.live + _COMPACT_SLACK:
             level.compact()
 

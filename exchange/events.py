@@ -49,43 +49,54 @@ class OrderAccepted(Event):
 
 
 class Trade(Event):
-    """A fill at the resting (maker) order's price."""
+    """A fill at the resting (maker) order's price; remainders are as they were right after it."""
 
-    __slots__ = ("market", "price", "quantity", "taker_order_id", "maker_order_id", "taker_side",
-                 "taker_owner", "maker_owner", "taker_remaining", "maker_remaining")
+    __slots__ = ("price", "quantity", "taker", "maker", "taker_remaining", "maker_remaining")
     kind = "trade"
 
-    def __init__(self, market: str, price: int, quantity: int, taker: Order, maker: Order) -> None:
-        self.market = market
+    def __init__(self, price: int, quantity: int, taker: Order, maker: Order) -> None:
         self.price = price
         self.quantity = quantity
-        self.taker_order_id = taker.id
-        self.maker_order_id = maker.id
-        self.taker_side = taker.side
-        self.taker_owner = taker.owner
-        self.maker_owner = maker.owner
+        self.taker = taker            # only the orders' fixed fields (id, side, owner, market) are read later
+        self.maker = maker
         self.taker_remaining = taker.remaining
         self.maker_remaining = maker.remaining
 
     @property
     def id(self) -> str:
-        return f"{self.taker_order_id}:{self.maker_order_id}"
+        return f"{self.taker.id}:{self.maker.id}"
+
+    @property
+    def market(self) -> str:
+        return self.taker.market
+
+    @property
+    def taker_order_id(self) -> str:
+        return self.taker.id
+
+    @property
+    def maker_order_id(self) -> str:
+        return self.maker.id
+
+    @property
+    def taker_side(self) -> Side:
+        return self.taker.side
 
     @property
     def buy_order_id(self) -> str:
-        return self.taker_order_id if self.taker_side is Side.BUY else self.maker_order_id
+        return self.taker.id if self.taker.side is Side.BUY else self.maker.id
 
     @property
     def sell_order_id(self) -> str:
-        return self.maker_order_id if self.taker_side is Side.BUY else self.taker_order_id
+        return self.maker.id if self.taker.side is Side.BUY else self.taker.id
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "id": self.id, "market": self.market, "price": self.price,
-                "quantity": self.quantity, "taker_order_id": self.taker_order_id,
-                "maker_order_id": self.maker_order_id, "buy_order_id": self.buy_order_id,
-                "sell_order_id": self.sell_order_id, "taker_side": self.taker_side.value,
-                "taker_owner": self.taker_owner, "maker_owner": self.maker_owner,
-                "taker_remaining": self.taker_remaining, "maker_remaining": self.maker_remaining}
+                "quantity": self.quantity, "taker_order_id": self.taker.id, "maker_order_id": self.maker.id,
+                "buy_order_id": self.buy_order_id, "sell_order_id": self.sell_order_id,
+                "taker_side": self.taker.side.value, "taker_owner": self.taker.owner,
+                "maker_owner": self.maker.owner, "taker_remaining": self.taker_remaining,
+                "maker_remaining": self.maker_remaining}
 
 
 class OrderCancelled(Event):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from exchange.book import OrderBook
+from exchange.book import BookSide, OrderBook, PriceLevel
 from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
@@ -19,7 +19,7 @@ from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.snapshot import book_digest, book_snapshot, restore_book
 
 MAX_ORDER_ID_CHARS = 128
-_NO_LIMIT = 1 << 256  # a sort key beyond any price: market orders cross every level
+_NO_LIMIT = 1 << 256  # a limit key beyond every price (but below an empty side's key): market orders
 
 _BUY, _SELL = Side.BUY, Side.SELL
 _LIMIT, _MARKET, _IOC, _FOK, _POST_ONLY = (OrderType.LIMIT, OrderType.MARKET, OrderType.IOC,
@@ -35,47 +35,102 @@ _REMAINDER_REASON = {_MARKET: "market_remainder", _IOC: "ioc_remainder", _FOK: "
 class MatchingEngine:
     """One market's book and the rules that change it."""
 
-    __slots__ = ("market", "book", "_symbol", "_handlers")
+    __slots__ = ("market", "book", "_symbol", "_handlers", "_orders", "_bids", "_asks", "_default_mode",
+                 "_min_lots", "_max_lots", "_min_ticks", "_max_ticks")
 
     def __init__(self, market: Market) -> None:
         self.market = market
-        self.book = OrderBook(market.symbol)
         self._symbol = market.symbol
+        self._default_mode = market.self_trade_mode
+        self._min_lots, self._max_lots = market.min_lots, market.max_lots
+        self._min_ticks, self._max_ticks = market.min_ticks, market.max_ticks
+        self._use_book(OrderBook(market.symbol))
         self._handlers: dict[type, Callable[[Any], list[Event]]] = {
             NewOrder: self.place, CancelOrder: self.cancel, ReduceOrder: self.reduce, ReplaceOrder: self.replace,
         }
+
+    def _use_book(self, book: OrderBook) -> None:
+        self.book = book
+        self._orders, self._bids, self._asks = book.orders, book.bids, book.asks
 
     # ----------------------------------------------------------------- commands
 
     def apply(self, command: object) -> list[Event]:
         """Apply any command; unknown objects are rejected, not raised."""
-        handler = self._handlers.get(type(command))
+        kind = type(command)
+        if kind is NewOrder:
+            return self.place(command)  # type: ignore[arg-type]
+        if kind is CancelOrder:
+            return self.cancel(command)  # type: ignore[arg-type]
+        handler = self._handlers.get(kind)
         if handler is None:
             return [OrderRejected("unknown", getattr(command, "order_id", None), "unknown_command")]
         return handler(command)
 
     def place(self, command: NewOrder) -> list[Event]:
-        """Validate and match a new order."""
-        reason = self._new_order_problem(command.order_id, command.side, command.order_type, command.quantity,
-                                         command.price, command.owner, command.self_trade)
-        if reason is not None:
-            return [OrderRejected("new", command.order_id, reason)]
-        order = Order(command.order_id, self._symbol, command.side, command.order_type, command.price,
-                      command.quantity, command.owner, command.created_key,
-                      command.self_trade or self.market.self_trade_mode)
-        if order.type is not _LIMIT:
+        """Validate a new order, match it, then rest or cancel what is left according to its type."""
+        order_id, side, order_type = command.order_id, command.side, command.order_type
+        quantity, price, owner, mode = command.quantity, command.price, command.owner, command.self_trade
+        # Fast acceptance of the common well-formed limit order; anything else gets the detailed check.
+        if not (type(quantity) is int and self._min_lots <= quantity <= self._max_lots
+                and type(price) is int and self._min_ticks <= price <= self._max_ticks
+                and type(order_id) is str and 0 < len(order_id) <= MAX_ORDER_ID_CHARS
+                and order_id not in self._orders and (side is _BUY or side is _SELL)
+                and type(order_type) is OrderType and order_type is not _MARKET
+                and type(owner) is str and (mode is None or type(mode) is SelfTradeMode)):
+            reason = self._new_order_problem(order_id, side, order_type, quantity, price, owner, mode)
+            if reason is not None:
+                return [OrderRejected("new", order_id, reason)]
+        order = Order(order_id, self._symbol, side, order_type, price, quantity, owner, command.created_key,
+                      mode or self._default_mode)
+        if order_type is not _LIMIT:
             reason = self._refusal(order)
             if reason is not None:
                 order.status, order.reason = _REJECTED, reason
-                return [OrderRejected("new", order.id, reason)]
-        return self._execute(order, [OrderAccepted(order, order.quantity)])
+                return [OrderRejected("new", order_id, reason)]
+        events: list[Event] = [OrderAccepted(order, quantity)]
+        if side is _BUY:
+            opposite, own = self._asks, self._bids
+            limit_key = price if order_type is not _MARKET else _NO_LIMIT
+            own_key = -limit_key
+        else:
+            opposite, own = self._bids, self._asks
+            limit_key = -price if order_type is not _MARKET else _NO_LIMIT
+            own_key = price
+        if opposite.best <= limit_key:
+            self._take(order, opposite, limit_key, events)
+            if order.status is _CANCELLED:  # self-trade prevention cancelled the taker
+                return events
+            if not order.remaining:
+                order.status = _FILLED
+                return events
+            if order.remaining != order.quantity:
+                order.status = _PARTIAL
+        if order_type is _LIMIT or order_type is _POST_ONLY:
+            levels = own.levels
+            level = levels.get(own_key)
+            if level is None:
+                level = levels[own_key] = PriceLevel(price)
+                if own_key < own.best:
+                    own.best = own_key
+            level.queue.append(order)
+            level.live += 1
+            level.volume += order.remaining
+            self._orders[order_id] = order
+        else:
+            reason = _REMAINDER_REASON[order_type]
+            order.status, order.reason = _CANCELLED, reason
+            events.append(OrderCancelled(order_id, order.remaining, reason))
+        return events
 
     def cancel(self, command: CancelOrder) -> list[Event]:
         """Cancel a resting order."""
-        order, reason = self._resting(command.order_id, command.owner)
-        if order is None:
-            return [OrderRejected("cancel", command.order_id, reason)]
-        self.book.remove(order)
+        order_id = command.order_id
+        order = self._orders.get(order_id) if type(order_id) is str else None
+        if order is None or (command.owner is not None and command.owner != order.owner):
+            return [OrderRejected("cancel", order_id, "unknown_order" if order is None else "not_owner")]
+        (self._bids if order.side is _BUY else self._asks).discard(order)
+        del self._orders[order_id]
         order.reason = "requested"
         return [OrderCancelled(order.id, order.remaining, "requested")]
 
@@ -99,19 +154,18 @@ class MatchingEngine:
         old, reason = self._resting(command.order_id, command.owner)
         if old is None:
             return [OrderRejected("replace", command.order_id, reason)]
-        reason = self._new_order_problem(command.new_order_id, old.side, old.type, command.quantity,
-                                         command.price, old.owner, old.self_trade)
-        order = None
-        if reason is None:
-            order = Order(command.new_order_id, self._symbol, old.side, old.type, command.price, command.quantity,
-                          old.owner, command.created_key, old.self_trade)
-            reason = self._refusal(order)  # the old order is on the same side, so removing it cannot change this
+        replacement = NewOrder(command.new_order_id, old.side, old.type, command.quantity, command.price,
+                               old.owner, command.created_key, old.self_trade)
+        reason = self._new_order_problem(replacement.order_id, old.side, old.type, replacement.quantity,
+                                         replacement.price, old.owner, old.self_trade)
+        if reason is None:  # the old order is on the same side, so removing it cannot change a refusal
+            reason = self._refusal(Order(replacement.order_id, self._symbol, old.side, old.type, replacement.price,
+                                         replacement.quantity, old.owner, None, old.self_trade))
         if reason is not None:
             return [OrderRejected("replace", command.order_id, reason)]
         self.book.remove(old)
         old.reason = "replaced"
-        return self._execute(order, [OrderCancelled(old.id, old.remaining, "replaced"),
-                                     OrderAccepted(order, order.quantity)])
+        return [OrderCancelled(old.id, old.remaining, "replaced"), *self.place(replacement)]
 
     # ------------------------------------------------------------------- views
 
@@ -144,7 +198,7 @@ class MatchingEngine:
 
     def restore(self, snapshot: object) -> None:
         """Replace the book with the one in `snapshot`; raises InvalidSnapshot if it does not fit this market."""
-        self.book = restore_book(snapshot, self.market)
+        self._use_book(restore_book(snapshot, self.market))
 
     # --------------------------------------------------------------- internals
 
@@ -184,7 +238,7 @@ class MatchingEngine:
         """Why a post-only or fill-or-kill order must be refused before it touches the book, or None."""
         if order.type is _POST_ONLY:
             opposite = self.book.asks if order.side is _BUY else self.book.bids
-            if opposite.levels and opposite.keys[0] <= _limit_key(order):
+            if opposite.best <= _limit_key(order):
                 return "post_only_would_take"
         elif order.type is _FOK and not self._fillable(order):
             return "fok_not_fillable"
@@ -209,40 +263,14 @@ class MatchingEngine:
                     return True
         return False
 
-    def _execute(self, order: Order, events: list[Event]) -> list[Event]:
-        """Match `order` against the book, then rest or cancel what is left according to its type."""
-        if order.side is _BUY:
-            opposite, limit_key = self.book.asks, (order.price if order.type is not _MARKET else _NO_LIMIT)
-        else:
-            opposite, limit_key = self.book.bids, (-order.price if order.type is not _MARKET else _NO_LIMIT)
-        if opposite.levels and opposite.keys[0] <= limit_key:
-            self._take(order, opposite, limit_key, events)
-        if order.status is _CANCELLED:  # self-trade prevention cancelled the taker
-            return events
-        if not order.remaining:
-            order.status = _FILLED
-        elif order.type is _LIMIT or order.type is _POST_ONLY:
-            if order.remaining != order.quantity:
-                order.status = _PARTIAL
-            self.book.rest(order)
-        else:
-            reason = _REMAINDER_REASON[order.type]
-            order.status, order.reason = _CANCELLED, reason
-            events.append(OrderCancelled(order.id, order.remaining, reason))
-        return events
-
-    def _take(self, taker: Order, opposite: Any, limit_key: int, events: list[Event]) -> None:
+    def _take(self, taker: Order, opposite: BookSide, limit_key: int, events: list[Event]) -> None:
         """The hot loop: fill `taker` from the best levels while they cross `limit_key`."""
         levels = opposite.levels
-        keys = opposite.keys
-        resting = self.book.orders
-        symbol = self._symbol
+        resting = self._orders
         owner = taker.owner
         remaining = taker.remaining
-        while remaining and levels:
-            key = keys[0]
-            if key > limit_key:
-                break
+        key = opposite.best
+        while key <= limit_key:
             level = levels[key]
             queue = level.queue
             price = level.price
@@ -266,9 +294,8 @@ class MatchingEngine:
                     maker.status = _PARTIAL
                     level.volume -= remaining
                     taker.remaining = 0
-                    events.append(Trade(symbol, price, remaining, taker, maker))
-                    remaining = 0
-                    break
+                    events.append(Trade(price, remaining, taker, maker))
+                    return
                 remaining -= available
                 maker.remaining = 0
                 maker.status = _FILLED
@@ -277,12 +304,15 @@ class MatchingEngine:
                 level.volume -= available
                 level.live -= 1
                 taker.remaining = remaining
-                events.append(Trade(symbol, price, available, taker, maker))
+                events.append(Trade(price, available, taker, maker))
                 if not level.live:
-                    del levels[key]
+                    opposite.drop_level(key)
                     break
                 if not remaining:
-                    break
+                    return
+            if not remaining:
+                return
+            key = opposite.best
         taker.remaining = remaining
 
     def _prevent_self_trade(self, taker: Order, maker: Order, events: list[Event]) -> bool:
