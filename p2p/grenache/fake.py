@@ -88,6 +88,13 @@ class FakeGrape:
         if runner is not None:
             await runner.cleanup()
 
+    async def __aenter__(self) -> "FakeGrape":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         verb = request.match_info["verb"]
         try:

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 NODE_PACKAGES = ("grenache-grape", "grenache-nodejs-link", "grenache-nodejs-http", "bittorrent-dht")
@@ -111,7 +111,7 @@ class NodeProcess:
 
 
 class GrapeCluster(Sequence[str]):
-    """Real grapes on loopback, each bootstrapped to all the others; behaves as the list of their URLs.
+    """Real grapes on loopback, joined in one DHT; behaves as the list of their URLs.
 
     `stop()` ends every grape; `start()` brings them back on the SAME ports (a fresh, empty DHT).
     """
@@ -151,25 +151,34 @@ class GrapeCluster(Sequence[str]):
         return bool(self.procs) and all(p.alive() for p in self.procs)
 
     def start(self, timeout: float = 15.0) -> "GrapeCluster":
+        """Start every grape on its ports and wait until the DHT connects them.
+
+        The first grape bootstraps to itself and the others to the first, started once it answers:
+        a grape whose bootstrap peer is not listening yet blocks every API call until its DHT
+        bootstrap times out (about 2.5 s), which parallel starts hit half of the time.
+        """
         if self.procs:
             raise RuntimeError("grapes already running")
-        for i, (dht, api) in enumerate(zip(self.dht_ports, self.api_ports)):
-            peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(self.dht_ports) if j != i)
-            self.procs.append(NodeProcess([
-                "grape.js", "--dp", str(dht), "--aph", str(api), "--b", "127.0.0.1", "--bn", peers,
-                "--dpa", str(self.dpa_ms), "--check_maxPayloadSize", str(self.max_payload)], name=f"grape{i}"))
+        deadline = time.monotonic() + timeout
         try:
-            self.wait_ready(timeout)
+            for i in range(len(self.urls)):
+                anchor = f"127.0.0.1:{self.dht_ports[0]}"
+                self.procs.append(NodeProcess([
+                    "grape.js", "--dp", str(self.dht_ports[i]), "--aph", str(self.api_ports[i]), "--b", "127.0.0.1",
+                    "--bn", anchor, "--dpa", str(self.dpa_ms), "--check_maxPayloadSize", str(self.max_payload)],
+                    name=f"grape{i}"))
+                if i == 0 or i == len(self.urls) - 1:
+                    self._wait_answering(range(i + 1) if i else [0], deadline)
+            self._wait_connected(deadline)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def wait_ready(self, timeout: float) -> None:
-        """Until every HTTP API answers and an announce on the first grape is visible on all others."""
-        deadline = time.monotonic() + timeout
-        probe = f"__interop_ready_{uuid.uuid4().hex[:8]}"
-        for i, url in enumerate(self.urls):
+    def _wait_answering(self, indexes: Iterable[int], deadline: float) -> None:
+        probe = f"__interop_probe_{uuid.uuid4().hex[:8]}"
+        for i in indexes:
+            url = self.urls[i]
             while True:
                 if not self.procs[i].alive():
                     raise RuntimeError(f"grape {url} exited:\n{self.procs[i].output()[-2000:]}")
@@ -179,17 +188,20 @@ class GrapeCluster(Sequence[str]):
                 except (OSError, ValueError):
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"grape {url} did not answer within {timeout}s")
-                time.sleep(0.05)
-        if len(self.urls) < 2:
-            return
-        http_post_json(f"{self.urls[0]}/announce", [probe, 1])
-        for url in self.urls[1:]:
-            while not http_post_json(f"{url}/lookup", probe):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"grape DHT not connected: {url} never saw the probe announce")
-                time.sleep(0.05)
-                http_post_json(f"{self.urls[0]}/announce", [probe, 1])
+                    raise TimeoutError(f"grape {url} did not answer in time")
+                time.sleep(0.02)
+
+    def _wait_connected(self, deadline: float) -> None:
+        """An announce on each grape must be visible on every other grape."""
+        for i, source in enumerate(self.urls):
+            probe = f"__interop_ready_{i}_{uuid.uuid4().hex[:8]}"
+            http_post_json(f"{source}/announce", [probe, 1])
+            for url in self.urls:
+                while not http_post_json(f"{url}/lookup", probe):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"grape DHT not connected: {url} never saw an announce on {source}")
+                    time.sleep(0.02)
+                    http_post_json(f"{source}/announce", [probe, 1])
 
     def stop(self) -> None:
         procs, self.procs = self.procs, []

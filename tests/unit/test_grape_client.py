@@ -15,12 +15,8 @@ pytestmark = pytest.mark.timeout(20)
 
 @pytest.fixture
 async def grape():
-    fake = FakeGrape()
-    await fake.start()
-    try:
+    async with FakeGrape() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

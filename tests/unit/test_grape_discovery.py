@@ -20,12 +20,8 @@ LOGGER = "p2p.discovery.grape"
 
 @pytest.fixture
 async def grape():
-    fake = FakeGrape()
-    await fake.start()
-    try:
+    async with FakeGrape() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 def make(urls, **kwargs) -> GrapeDiscovery:
