@@ -12,64 +12,24 @@ when the test fails.
 When node or the npm packages are missing these tests are skipped with the reason, except under
 CI=true, where that is a failure (the Makefile's `make test` installs them).
 
-Using them from another directory (e.g. tests/integration/): import the fixtures into that
-directory's conftest.py, `from tests.interop.conftest import grapes, node_worker, require_node`,
-with the repository root on sys.path (it is under `python -m pytest` from the root), or move this
-file's fixtures to tests/conftest.py. Plain helpers are in `tests/interop/grenache_harness.py`.
+The fixtures are defined in `grenache_harness.py` next to this file, so any other conftest can
+import them however pytest is invoked. From tests/integration/conftest.py (or tests/conftest.py,
+adjusting the path):
+
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
+    from grenache_harness import grapes, node_worker, require_node  # noqa: E402,F401
+
+Plain helpers in the same module:
+`GrapeCluster`, `NodeWorker`, `run_node_json` / `arun_node_json` (run js/lookup.js, js/client.js or
+js/bench_client.js and return their JSON; use the async one when the script calls a server that
+runs in the test's own event loop), `node_missing_reason`.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grenache_harness import GrapeCluster, NodeWorker, node_missing_reason  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def require_node() -> None:
-    """Skip (or fail under CI=true) when Node.js or the grenache npm packages are not installed."""
-    reason = node_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but Grenache interop cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def grapes(require_node) -> Iterator[GrapeCluster]:
-    """Two real grapes on free loopback ports, bootstrapped to each other and answering.
-
-    The value behaves as the list of their HTTP URLs (`grapes[0]`, `list(grapes)`); it also has
-    `.stop()` and `.start()` (same ports again, empty DHT), `.restart()`, `.pids`, `.dht_ports`.
-    """
-    cluster = GrapeCluster(2)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def node_worker(require_node) -> Iterator[Callable[..., NodeWorker]]:
-    """Factory: `node_worker(grape_url, service, worker_id=...)` starts js/worker.js and waits until
-    its first announce succeeded (`.port` is then set). All workers stop at teardown."""
-    started: list[NodeWorker] = []
-
-    def start(grape_url: str, service: str, **kwargs) -> NodeWorker:
-        worker = NodeWorker(grape_url, service, **kwargs)
-        started.append(worker)
-        worker.wait_ready()
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            worker.stop()
+from grenache_harness import grapes, node_worker, require_node  # noqa: E402,F401 - fixtures

@@ -8,7 +8,8 @@ otherwise the unchanged CLI; `--b 127.0.0.1` keeps the HTTP API on loopback, `--
 loopback peers, and `--dpa` / `--check_maxPayloadSize` are always given. The Node workers bind
 127.0.0.1 too (js/common.js `bindLoopback`). Every process is ended by its own PID only.
 
-Plain functions and classes live here; pytest fixtures built on them are in `conftest.py`.
+The pytest fixtures `require_node`, `grapes` and `node_worker` are defined at the end of this module
+(conftest.py imports them; other directories can import them too, see conftest.py).
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import pytest
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 NODE_PACKAGES = ("grenache-grape", "grenache-nodejs-link", "grenache-nodejs-http", "bittorrent-dht")
@@ -286,3 +288,51 @@ def _parse_output(script: str, code: int | None, out: str, err: str) -> Any:
     if code != 0 or not lines:
         raise RuntimeError(f"node {script} exited {code}: stdout={out[-1000:]!r} stderr={err[-2000:]!r}")
     return json.loads(lines[-1])
+
+
+# -- pytest fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def require_node() -> None:
+    """Skip (or fail under CI=true) when Node.js or the grenache npm packages are not installed."""
+    reason = node_missing_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but Grenache interop cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def grapes(require_node) -> Iterator[GrapeCluster]:
+    """Two real grapes on free loopback ports, bootstrapped to each other and answering.
+
+    The value behaves as the list of their HTTP URLs (`grapes[0]`, `list(grapes)`); it also has
+    `.stop()` and `.start()` (same ports again, empty DHT), `.restart()`, `.pids`, `.dht_ports`.
+    """
+    cluster = GrapeCluster(2)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def node_worker(require_node) -> Iterator[Callable[..., NodeWorker]]:
+    """Factory: `node_worker(grape_url, service, worker_id=...)` starts js/worker.js and waits until
+    its first announce succeeded (`.port` is then set). It blocks while waiting, so async tests
+    call it as `await asyncio.to_thread(node_worker, url, service)`. All workers stop at teardown."""
+    started: list[NodeWorker] = []
+
+    def start(grape_url: str, service: str, **kwargs) -> NodeWorker:
+        worker = NodeWorker(grape_url, service, **kwargs)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
