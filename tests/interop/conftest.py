@@ -13,13 +13,12 @@ When node or the npm packages are missing these tests are skipped with the reaso
 CI=true, where that is a failure (the Makefile's `make test` installs them).
 
 The fixtures are defined in `grenache_harness.py` next to this file, so any other conftest can
-import them however pytest is invoked. From tests/integration/conftest.py (or tests/conftest.py,
-adjusting the path):
+import them. Since tests/ is a package, from tests/integration/conftest.py or tests/conftest.py:
 
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
-    from grenache_harness import grapes, node_worker, require_node  # noqa: E402,F401
+    from tests.interop.grenache_harness import grapes, node_worker, require_node  # noqa: F401
+
+(Without the package layout: put tests/interop on sys.path and `from grenache_harness import ...`,
+as this file does.)
 
 Plain helpers in the same module:
 `GrapeCluster`, `NodeWorker`, `run_node_json` / `arun_node_json` (run js/lookup.js, js/client.js or
