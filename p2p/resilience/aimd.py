@@ -11,7 +11,7 @@ class AIMDLimit:
     once per `cooldown` seconds so one burst of timeouts counts as one congestion signal.
     """
 
-    __slots__ = ("limit", "min_limit", "max_limit", "increase", "decrease", "target_latency",
+    __slots__ = ("limit", "allowed", "min_limit", "max_limit", "increase", "decrease", "target_latency",
                  "cooldown", "_last_decrease")
 
     def __init__(self, initial: float = 4.0, *, min_limit: float = 1.0, max_limit: float = 256.0,
@@ -22,6 +22,7 @@ class AIMDLimit:
         if not (0 < decrease < 1) or increase <= 0:
             raise ValueError("need 0 < decrease < 1 and increase > 0")
         self.limit = float(initial)
+        self.allowed = max(1, int(self.limit))   # whole number of requests that may be in flight
         self.min_limit = float(min_limit)
         self.max_limit = float(max_limit)
         self.increase = float(increase)
@@ -30,17 +31,13 @@ class AIMDLimit:
         self.cooldown = float(cooldown)
         self._last_decrease = -math.inf
 
-    @property
-    def allowed(self) -> int:
-        """Whole number of requests that may be in flight."""
-        return max(1, int(self.limit))
-
     def can_send(self, outstanding: int) -> bool:
         return outstanding < self.allowed
 
     def on_success(self, latency: float) -> None:
         if latency <= self.target_latency:
             self.limit = min(self.max_limit, self.limit + self.increase / self.limit)
+            self.allowed = max(1, int(self.limit))
 
     def on_overload(self, now: float = 0.0) -> bool:
         """Timeout or explicit rejection: cut the limit. Returns False if ignored (cooldown)."""
@@ -48,4 +45,5 @@ class AIMDLimit:
             return False
         self._last_decrease = now
         self.limit = max(self.min_limit, self.limit * self.decrease)
+        self.allowed = max(1, int(self.limit))
         return True

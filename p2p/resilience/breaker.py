@@ -2,8 +2,11 @@
 
 States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in flight) -> CLOSED.
 
-- CLOSED -> OPEN after `consecutive_failures` failures in a row, or when the failure rate over a
-  sliding window exceeds `failure_rate` with at least `min_volume` outcomes in it.
+- CLOSED -> OPEN after `consecutive_failures` failures in a row (`consecutive_timeouts` when they
+  are all timeouts: silence is a stronger signal than an error answer), or when the failure rate over
+  a sliding window exceeds `failure_rate` with at least `min_volume` outcomes in it. An optional
+  `may_trip()` guard can veto that first trip (the router uses it to cap how many peers are ejected
+  at once, like Envoy's max_ejection_percent, so a fleet-wide brownout cannot open every breaker).
 - OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown is full-jittered and grows with the
   trip count: uniform(0, min(cooldown_cap, cooldown_base * factor ** (trips - 1))), floored at
   `cooldown_min`.
@@ -40,14 +43,15 @@ TransitionCallback = Callable[[BreakerState, BreakerState, str], None]
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    consecutive_failures: int = 5
+    consecutive_failures: int = 10
+    consecutive_timeouts: int = 3
     failure_rate: float = 0.5          # trip when the windowed failure rate exceeds this ...
     min_volume: int = 20               # ... and the window holds at least this many outcomes
     window: float = 5.0                # seconds covered by the failure-rate window
     window_buckets: int = 10
     cooldown_base: float = 0.5         # ceiling of the first cooldown (s)
     cooldown_factor: float = 2.0
-    cooldown_cap: float = 4.0          # no cooldown ceiling above this (s)
+    cooldown_cap: float = 3.0          # no cooldown ceiling above this (s)
     cooldown_min: float = 0.05         # full jitter floor, so a probe never follows a trip instantly
     probe_timeout: float = 2.0         # a probe silent for this long counts as failed
     ramp_start: float = 0.25           # admitted fraction right after closing
@@ -59,15 +63,19 @@ class CircuitBreaker:
     """One peer's breaker. Call `admits(now)` to ask, `acquire(now)` when sending, then report outcomes."""
 
     def __init__(self, config: BreakerConfig | None = None, *, rng: random.Random | None = None,
-                 on_transition: Optional[TransitionCallback] = None, now: float = 0.0) -> None:
+                 on_transition: Optional[TransitionCallback] = None, now: float = 0.0,
+                 may_trip: Optional[Callable[[], bool]] = None) -> None:
         self.config = c = config or BreakerConfig()
         self._rng = rng or random.Random()
         self._backoff = Backoff(c.cooldown_base, c.cooldown_cap, c.cooldown_factor, self._rng)
         self.on_transition = on_transition
+        self.may_trip = may_trip
         self.state = BreakerState.CLOSED
         self.trips = 0                      # damped trip count (grows per trip, decays with health)
         self.total_trips = 0                # never decays: for metrics
         self.consecutive = 0
+        self.consecutive_timeouts = 0
+        self.vetoed = 0                     # trips the may_trip guard refused
         self.window = WindowCounter(c.window, c.window_buckets, ("ok", "fail"))
         self.opened_at: float | None = None
         self.open_until = 0.0
@@ -105,6 +113,10 @@ class CircuitBreaker:
 
     def admits(self, now: float) -> bool:
         """Whether one request may go now (during a ramp, a random draw at the admitted fraction)."""
+        if self.state is BreakerState.CLOSED and self.closed_at is None:
+            if self.trips:
+                self._decay(now)
+            return True
         fraction = self.admission(now)
         return fraction >= 1.0 or (fraction > 0.0 and self._rng.random() < fraction)
 
@@ -132,7 +144,7 @@ class CircuitBreaker:
 
     def record_success(self, now: float) -> None:
         self.current_state(now)
-        self.consecutive = 0
+        self.consecutive = self.consecutive_timeouts = 0
         if self.state is BreakerState.HALF_OPEN:
             self.window.clear()
             self.window.add("ok", now)
@@ -143,7 +155,8 @@ class CircuitBreaker:
             return
         self.window.add("ok", now)
 
-    def record_failure(self, now: float) -> None:
+    def record_failure(self, now: float, timeout: bool = False) -> None:
+        """An error answer, a rejection, or (with `timeout`) no answer in time."""
         self.current_state(now)
         if self.state is BreakerState.HALF_OPEN:
             self._trip(now, "probe failed")
@@ -151,16 +164,19 @@ class CircuitBreaker:
         if self.state is BreakerState.OPEN:
             return  # late answer to a request sent before the trip
         self.consecutive += 1
+        self.consecutive_timeouts = self.consecutive_timeouts + 1 if timeout else 0
         self.window.add("fail", now)
         c = self.config
         if self.consecutive >= c.consecutive_failures:
-            self._trip(now, f"{self.consecutive} consecutive failures")
-            return
-        total = self.window.total(now)
-        if total >= c.min_volume:
-            rate = self.window.count("fail", now) / total
-            if rate > c.failure_rate:
-                self._trip(now, f"failure rate {rate:.0%} over {total} requests")
+            self._trip_closed(now, f"{self.consecutive} consecutive failures")
+        elif self.consecutive_timeouts >= c.consecutive_timeouts:
+            self._trip_closed(now, f"{self.consecutive_timeouts} consecutive timeouts")
+        else:
+            total = self.window.total(now)
+            if total >= c.min_volume:
+                rate = self.window.count("fail", now) / total
+                if rate > c.failure_rate:
+                    self._trip_closed(now, f"failure rate {rate:.0%} over {total} requests")
 
     # -- internals -----------------------------------------------------------------------------
     def _decay(self, now: float) -> None:
@@ -168,6 +184,13 @@ class CircuitBreaker:
         while self.trips > 0 and now - self.healthy_since >= period:
             self.trips -= 1
             self.healthy_since += period
+
+    def _trip_closed(self, now: float, reason: str) -> None:
+        if self.may_trip is not None and not self.may_trip():
+            self.vetoed += 1
+            self.consecutive = self.consecutive_timeouts = 0
+            return
+        self._trip(now, reason)
 
     def _trip(self, now: float, reason: str) -> None:
         self._decay(now)
@@ -177,7 +200,7 @@ class CircuitBreaker:
         if self.state is BreakerState.CLOSED:
             self.opened_at = now
         self.open_until = now + cooldown
-        self.consecutive = 0
+        self.consecutive = self.consecutive_timeouts = 0
         self.closed_at = None
         self.probe_started = None
         self.healthy_since = now

@@ -127,6 +127,9 @@ class HintBook:
     def forget(self, subject: str) -> None:
         self._hints.pop(subject, None)
 
+    def __contains__(self, subject: object) -> bool:
+        return subject in self._hints
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._hints.values())
 

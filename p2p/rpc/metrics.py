@@ -15,15 +15,16 @@ class PeerMetrics:
     below pulls it down with weight 1 - exp(-dt / tau), dt being the time since the previous
     sample, so the estimate reacts instantly to trouble and forgets it over about `tau`.
     A failure is recorded as a sample of max(observed, `penalty_latency`): a peer that fails fast
-    looks slow and never attracts traffic.
+    looks slow and never attracts traffic (timeouts as peaks, errors as plain EWMA steps).
     """
 
-    __slots__ = ("tau", "penalty_latency", "ewma", "stamp", "samples", "outstanding", "window",
-                 "recent", "last_seen", "last_progress", "created")
+    __slots__ = ("tau", "penalty_latency", "alpha", "ewma", "stamp", "samples", "outstanding", "window",
+                 "recent", "errors", "timeouts", "last_seen", "last_progress", "created")
 
     def __init__(self, *, tau: float = 1.0, penalty_latency: float = 0.25, window: float = 5.0,
-                 buckets: int = 10, fresh_window: float = 2.0, now: float = 0.0) -> None:
+                 buckets: int = 10, fresh_window: float = 2.0, alpha: float = 0.1, now: float = 0.0) -> None:
         self.tau = float(tau)
+        self.alpha = float(alpha)          # weight of one outcome in the fast failure averages
         self.penalty_latency = float(penalty_latency)
         self.ewma: float | None = None     # seconds; None until the first sample
         self.stamp = now                   # time of the last latency sample
@@ -31,16 +32,21 @@ class PeerMetrics:
         self.outstanding = 0
         self.window = WindowCounter(window, buckets)            # success / error / timeout / rejected
         self.recent = WindowCounter(fresh_window, 4, ("n",))    # outcomes in the last few seconds
+        # Per-outcome moving averages of "this answer was an error" / "this attempt timed out": they
+        # react within ~1/alpha outcomes, where the window's rates need the whole window to turn over.
+        self.errors = 0.0
+        self.timeouts = 0.0
         self.last_seen: float | None = None   # last answer of any kind (success or error)
         self.last_progress = now              # last answer, or when the peer went from idle to busy
         self.created = now
 
     # -- recording -----------------------------------------------------------------------------
-    def observe(self, latency: float, now: float) -> None:
-        """One latency sample (seconds), peak-EWMA update."""
+    def observe(self, latency: float, now: float, peak: bool = True) -> None:
+        """One latency sample (seconds): peak-EWMA update, or a plain time-weighted EWMA step
+        when `peak` is False."""
         latency = max(0.0, latency)
         cur = self.ewma
-        if cur is None or latency >= cur:
+        if cur is None or (peak and latency >= cur):
             self.ewma = latency
         else:
             dt = now - self.stamp
@@ -61,6 +67,9 @@ class PeerMetrics:
     def on_success(self, latency: float, now: float) -> None:
         self._finish()
         self.observe(latency, now)
+        keep = 1.0 - self.alpha
+        self.errors *= keep
+        self.timeouts *= keep
         self.window.add("success", now)
         self.recent.add("n", now)
         self.last_seen = self.last_progress = now
@@ -70,11 +79,24 @@ class PeerMetrics:
         if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r}")
         self._finish()
-        self.observe(max(latency, self.penalty_latency), now)
+        # A timeout is a slow answer: it jumps the peak. An error or rejection costs the penalty
+        # latency too, but smoothed: when every peer fails now and then (a brownout), the estimate
+        # then tracks each peer's failure *rate* instead of how recently it last failed.
+        self.observe(max(latency, self.penalty_latency), now, peak=kind == "timeout")
+        a = self.alpha
+        timeout = kind == "timeout"
+        self.errors += a * ((0.0 if timeout else 1.0) - self.errors)
+        self.timeouts += a * ((1.0 if timeout else 0.0) - self.timeouts)
         self.window.add(kind, now)
         self.recent.add("n", now)
         if kind != "timeout":        # an answer proves the peer is alive; a timeout does not
             self.last_seen = self.last_progress = now
+
+    def restart(self, latency: float, now: float, baseline: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Forget the latency and failure history (a recovered peer): the estimate becomes `latency`."""
+        self.ewma = max(0.0, latency)
+        self.stamp = now
+        self.errors, self.timeouts = baseline
 
     # -- reading -------------------------------------------------------------------------------
     def silence(self, now: float) -> float:
@@ -98,6 +120,19 @@ class PeerMetrics:
                 est = prior + (est - prior) * math.exp(-age / stale_tau)
         s = self.silence(now)
         return s if s > est else est
+
+    def failure_rates(self, now: float, baseline: tuple[float, float] = (0.0, 0.0),
+                      stale_tau: float = 0.0) -> tuple[float, float]:
+        """(error, timeout) moving averages, drifting back to `baseline` with time constant
+        `stale_tau` when no outcomes arrive (like `latency`)."""
+        err, to = self.errors, self.timeouts
+        if stale_tau > 0 and self.samples:
+            age = now - self.stamp
+            if age > 0:
+                k = math.exp(-age / stale_tau)
+                err = baseline[0] + (err - baseline[0]) * k
+                to = baseline[1] + (to - baseline[1]) * k
+        return err, to
 
     def rate(self, kind: str, now: float, min_volume: int = 1) -> float:
         return self.window.rate(kind, now, min_volume)

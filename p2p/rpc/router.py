@@ -3,7 +3,7 @@
 Cost of a peer (lower is better), combining the seed's weighted score with load:
 
     cost = latency ** w.latency
-           * (1 + w.error * error_rate + w.timeout * timeout_rate)
+           * (1 + w.error * excess error rate + w.timeout * excess timeout rate)
            * (outstanding + 1) ** w.load
            * hint multiplier (1..2, only without fresh local data)
 
@@ -11,7 +11,12 @@ Cost of a peer (lower is better), combining the seed's weighted score with load:
   neutral prior (median latency of known peers) with time constant `w.freshness` when no samples
   arrive, and never below the current silence (in-flight time with no answer), so a peer that goes
   quiet is avoided after about one normal latency, long before a timeout.
-- rates: over a sliding window, counted only once the window holds `min_volume` outcomes.
+- rates: per-outcome moving averages (weight `alpha`), counted in excess of the fleet's median
+  plus `error_margin` (like Envoy's success-rate outlier detection): when every peer fails now
+  and then (a brownout)
+  nobody is singled out, while a peer failing more than the rest is pushed away within ~1/alpha
+  outcomes. They drift back to the fleet median without fresh outcomes. The sliding-window counts
+  are what `snapshot()` reports.
 
 `choose` filters out peers whose circuit breaker refuses (ramping peers pass at their admitted
 fraction), peers at their AIMD concurrency limit and new peers with a request already in flight;
@@ -41,8 +46,8 @@ TransitionLog = Callable[[str, BreakerState, BreakerState, str], None]
 @dataclass(frozen=True)
 class RouterWeights:
     latency: float = 1.0     # exponent on the latency estimate
-    error: float = 4.0       # cost x (1 + error * windowed error rate)
-    timeout: float = 8.0     # cost x (1 + timeout * windowed timeout rate)
+    error: float = 10.0      # cost x (1 + error * windowed error rate + timeout * timeout rate)
+    timeout: float = 20.0
     freshness: float = 3.0   # s: time constant for a stale estimate drifting back to the prior
     load: float = 1.0        # exponent on (outstanding + 1)
 
@@ -52,12 +57,14 @@ class RouterConfig:
     weights: RouterWeights = field(default_factory=RouterWeights)
     tau: float = 1.0                   # peak-EWMA decay time (s)
     penalty_latency: float = 0.25      # a failure counts as at least this latency (s)
-    window: float = 5.0                # outcome-rate window (s)
+    window: float = 5.0                # outcome-count window (s) reported by snapshot()
     min_volume: int = 10               # outcomes in the window before its rates count
+    alpha: float = 0.05                # weight of one outcome in the error / timeout averages
+    error_margin: float = 0.1          # failure rates this far above the fleet median cost nothing
     default_latency: float = 0.05      # prior (s) while no peer has a sample
     probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one
     p2c_rounds: int = 3                # pairs drawn at most when both of a pair look like outliers
-    outlier_factor: float = 3.0        # ... i.e. unloaded cost above this x the prior
+    outlier_factor: float = 2.0        # ... i.e. unloaded cost above this x the prior
     new_peer_samples: int = 3          # a peer with fewer samples gets one request at a time
     fresh_samples: int = 10            # this many outcomes in `fresh_window` s make hints irrelevant
     fresh_window: float = 2.0
@@ -66,6 +73,7 @@ class RouterConfig:
     aimd_max: float = 1024.0
     aimd_target_latency: float = 0.25
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    max_ejected: float = 0.5           # at most this fraction of known peers with a breaker not closed
     hints: bool = True                 # apply received hints (they are still stored when False)
 
 
@@ -95,6 +103,7 @@ class AdaptiveRouter:
         self.on_transition = on_transition
         self._peers: dict[str, _Peer] = {}
         self._prior = self.config.default_latency
+        self._baseline = (0.0, 0.0)
         self._prior_at = -math.inf
 
     # -- peers ---------------------------------------------------------------------------------
@@ -105,8 +114,8 @@ class AdaptiveRouter:
         peer = _Peer(
             name,
             PeerMetrics(tau=c.tau, penalty_latency=c.penalty_latency, window=c.window,
-                        fresh_window=c.fresh_window, now=now),
-            CircuitBreaker(c.breaker, rng=self.rng, on_transition=callback, now=now),
+                        fresh_window=c.fresh_window, alpha=c.alpha, now=now),
+            CircuitBreaker(c.breaker, rng=self.rng, on_transition=callback, now=now, may_trip=self._may_eject),
             AIMDLimit(c.aimd_initial, max_limit=c.aimd_max, target_latency=c.aimd_target_latency, cooldown=c.tau)
             if c.concurrency_limits else None,
         )
@@ -115,6 +124,11 @@ class AdaptiveRouter:
 
     def _peer(self, name: str, now: float) -> _Peer:
         return self._peers.get(name) or self._add(name, now)
+
+    def _may_eject(self) -> bool:
+        """Whether one more breaker may open: at most `max_ejected` of known peers at a time."""
+        ejected = sum(1 for p in self._peers.values() if p.breaker.state is not BreakerState.CLOSED)
+        return ejected + 1 <= max(1, int(self.config.max_ejected * len(self._peers)))
 
     def forget(self, peer: str) -> None:
         """Drop all state about a peer (it left, or no longer offers the service)."""
@@ -131,8 +145,14 @@ class AdaptiveRouter:
     def prior(self, now: float) -> float:
         """Neutral latency for a peer without data: median of known peers' estimates (cached 100 ms)."""
         if now - self._prior_at >= 0.1 or now < self._prior_at:
-            known = [p.metrics.ewma for p in self._peers.values() if p.metrics.ewma is not None]
-            self._prior = statistics.median(known) if known else self.config.default_latency
+            known = [p.metrics for p in self._peers.values() if p.metrics.ewma is not None]
+            if known:
+                self._prior = statistics.median(m.ewma for m in known)  # type: ignore[type-var]
+                self._baseline = (statistics.median(m.errors for m in known),
+                                  statistics.median(m.timeouts for m in known))
+            else:
+                self._prior = self.config.default_latency
+                self._baseline = (0.0, 0.0)
             self._prior_at = now
         return self._prior
 
@@ -141,7 +161,7 @@ class AdaptiveRouter:
 
     def hint_multiplier(self, peer: str, now: float) -> float:
         p = self._peers.get(peer)
-        if p is None or not self.config.hints or self._fresh(p, now):
+        if p is None or not self.config.hints or peer not in self.hints or self._fresh(p, now):
             return 1.0
         return self.hints.multiplier(peer, now)
 
@@ -152,10 +172,12 @@ class AdaptiveRouter:
         cost = m.latency(now, prior, w.freshness)
         if w.latency != 1.0:
             cost = cost ** w.latency
-        counts = m.window.counts(now)
-        total = counts["success"] + counts["error"] + counts["timeout"] + counts["rejected"]
-        if total >= c.min_volume:
-            cost *= 1.0 + (w.error * (counts["error"] + counts["rejected"]) + w.timeout * counts["timeout"]) / total
+        base = self._baseline
+        err, to = m.failure_rates(now, base, w.freshness)
+        err -= base[0] + c.error_margin
+        to -= base[1] + c.error_margin
+        if err > 0.0 or to > 0.0:
+            cost *= 1.0 + w.error * max(0.0, err) + w.timeout * max(0.0, to)
         load = m.outstanding + 1
         cost *= load if w.load == 1.0 else load ** w.load
         if c.hints:
@@ -177,28 +199,35 @@ class AdaptiveRouter:
         pool: list[_Peer] = []
         probe: _Peer | None = None
         explore: _Peer | None = None
+        peers = self._peers
+        closed = BreakerState.CLOSED
+        new_samples = c.new_peer_samples
+        interval = c.probe_interval
+        use_hints = c.hints
         for name in candidates:
             if name in excluded:
                 continue
-            p = self._peers.get(name) or self._add(name, now)
+            p = peers.get(name) or self._add(name, now)
             pool.append(p)
             b = p.breaker
-            if not b.admits(now):
+            if b.state is closed and b.closed_at is None and not b.trips:
+                pass                                  # fast path: plainly closed
+            elif not b.admits(now):
                 continue
-            m = p.metrics
-            if m.samples < c.new_peer_samples and m.outstanding > 0:
-                continue
-            if p.limit is not None and m.outstanding >= p.limit.allowed:
-                continue
-            if b.state is BreakerState.HALF_OPEN:
+            elif b.state is BreakerState.HALF_OPEN:
                 if probe is None:
                     probe = p
                 continue
-            if explore is None and m.outstanding == 0:
-                interval = c.probe_interval
-                if c.hints and p.last_tried > -math.inf:
-                    interval *= self.hint_multiplier(name, now)
-                if now - p.last_tried >= interval:
+            m = p.metrics
+            outstanding = m.outstanding
+            if outstanding:
+                if m.samples < new_samples:
+                    continue
+                if p.limit is not None and outstanding >= p.limit.allowed:
+                    continue
+            elif explore is None and now - p.last_tried >= interval:
+                if (not use_hints or p.last_tried == -math.inf
+                        or now - p.last_tried >= interval * self.hint_multiplier(name, now)):
                     explore = p
             eligible.append(p)
         chosen = probe or explore
@@ -257,8 +286,14 @@ class AdaptiveRouter:
         p = self._peers.get(peer)
         if p is None:
             return
+        probing = p.breaker.state is not BreakerState.CLOSED
         p.metrics.on_success(latency, now)
         p.breaker.record_success(now)
+        if probing and p.breaker.state is BreakerState.CLOSED:
+            # The probe proved the peer healthy again: start its estimates afresh from this answer
+            # (the breaker's ramp, not stale history, now limits its traffic).
+            self.prior(now)
+            p.metrics.restart(latency, now, self._baseline)
         if p.limit is not None:
             p.limit.on_success(latency)
 
@@ -268,7 +303,7 @@ class AdaptiveRouter:
         if p is None:
             return
         p.metrics.on_failure(kind, latency, now)
-        p.breaker.record_failure(now)
+        p.breaker.record_failure(now, timeout=kind == "timeout")
         if p.limit is not None and kind != "error":
             p.limit.on_overload(now)
 
@@ -276,6 +311,15 @@ class AdaptiveRouter:
         """`choose` returned `peer` but nothing was sent (and `on_start` was not called)."""
         p = self._peers.get(peer)
         if p is not None:
+            p.breaker.release(now)
+
+    def on_abandon(self, peer: str, now: float) -> None:
+        """A request sent to `peer` was given up by its caller (not the peer's fault): no outcome is
+        recorded, it just stops counting as in flight (and gives back a half-open probe slot)."""
+        p = self._peers.get(peer)
+        if p is not None:
+            if p.metrics.outstanding > 0:
+                p.metrics.outstanding -= 1
             p.breaker.release(now)
 
     # -- hints ---------------------------------------------------------------------------------

@@ -142,3 +142,32 @@ def test_forced_probe_from_open_and_late_failures_ignored():
     assert b.state is BreakerState.HALF_OPEN
     assert log[-1][2] == "forced probe"
     assert b.open_for(0.2) == pytest.approx(0.2)
+
+
+def test_consecutive_timeouts_trip_sooner_than_errors():
+    b, log = make(consecutive_failures=10, consecutive_timeouts=3)
+    b.record_failure(0.0, timeout=True)
+    b.record_failure(0.0, timeout=True)
+    b.record_failure(0.0)                       # an error answer breaks the timeout streak
+    b.record_failure(0.0, timeout=True)
+    b.record_failure(0.0, timeout=True)
+    assert b.state is BreakerState.CLOSED
+    b.record_failure(0.0, timeout=True)
+    assert b.state is BreakerState.OPEN and "3 consecutive timeouts" in log[-1][2]
+
+
+def test_may_trip_guard_vetoes_the_first_trip_only():
+    allowed = [False]
+    b = CircuitBreaker(BreakerConfig(consecutive_failures=2, cooldown_min=1.0, cooldown_base=1.0),
+                       rng=random.Random(0), may_trip=lambda: allowed[0])
+    for _ in range(4):
+        b.record_failure(0.0)
+    assert b.state is BreakerState.CLOSED and b.vetoed == 2
+    allowed[0] = True
+    b.record_failure(0.0)
+    b.record_failure(0.0)
+    assert b.state is BreakerState.OPEN
+    allowed[0] = False
+    b.acquire(b.open_until)
+    b.record_failure(b.open_until)              # a failed probe re-opens whatever the guard says
+    assert b.state is BreakerState.OPEN

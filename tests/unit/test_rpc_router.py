@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -12,14 +13,14 @@ def router(**kw):
     return AdaptiveRouter(RouterConfig(**kw), rng=random.Random(7), clock=lambda: 0.0)
 
 
-def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1)):
+def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1), step=0.05):
     for _ in range(n):
         r.on_start(peer, now)
         if rng.random() < fail:
             r.on_failure(peer, "error", 0.001, now + 0.001)
         else:
             r.on_success(peer, latency, now + latency)
-        now += 0.05
+        now += step
     return now
 
 
@@ -30,9 +31,13 @@ def test_peak_ewma_jumps_up_and_decays_with_tau():
     assert m.ewma == 0.100
     m.observe(0.010, 1.1)                  # 1 s later: weight exp(-1) on the old value
     assert m.ewma == pytest.approx(0.010 + 0.090 * 0.3679, rel=1e-3)
+    before = m.ewma
     m.on_start(2.0)
-    m.on_failure("error", 0.001, 2.001)    # a fast error costs the penalty latency
-    assert m.ewma == m.penalty_latency
+    m.on_failure("error", 0.001, 2.001)    # a fast error costs the penalty latency, smoothed
+    assert m.ewma == pytest.approx(before + (m.penalty_latency - before) * (1 - math.exp(-0.901)), rel=1e-3)
+    m.on_start(2.1)
+    m.on_failure("timeout", 1.0, 3.1)      # a timeout is a peak
+    assert m.ewma == 1.0
 
 
 def test_silence_raises_the_estimate_of_a_peer_that_stops_answering():
@@ -73,8 +78,18 @@ def test_weights_are_configurable():
     heavy = router(weights=RouterWeights(error=50.0))
     light = router(weights=RouterWeights(error=0.0))
     for r in (heavy, light):
+        for q in ("q1", "q2"):
+            feed(r, q, 0.010, 0.0)
         feed(r, "p", 0.010, 0.0, fail=0.3, rng=random.Random(5))
     assert heavy.cost("p", 1.0) > 5 * light.cost("p", 1.0)
+
+
+def test_fleet_wide_errors_single_nobody_out():
+    r = router()
+    for i, q in enumerate(("a", "b", "c", "d")):
+        feed(r, q, 0.004, 0.0, n=600, fail=0.25, rng=random.Random(i), step=0.005)
+    costs = sorted(r.cost(q, 3.0) for q in "abcd")
+    assert costs[-1] < 2.0 * costs[0]          # noise only: no peer is penalised for the fleet's errors
 
 
 def simulate(r, latencies, steps=4000, rate=0.002):
@@ -158,7 +173,8 @@ def test_breaker_opens_and_half_open_probe_comes_first():
 
 
 def test_every_breaker_open_probes_the_one_open_longest():
-    r = router(breaker=BreakerConfig(consecutive_failures=1, cooldown_base=100, cooldown_cap=100, cooldown_min=100))
+    r = router(max_ejected=1.0,
+               breaker=BreakerConfig(consecutive_failures=1, cooldown_base=100, cooldown_cap=100, cooldown_min=100))
     for t, peer in ((0.0, "a"), (1.0, "b"), (2.0, "c")):
         r.on_start(peer, t)
         r.on_failure(peer, "error", 0.001, t)
@@ -192,3 +208,12 @@ def test_retry_policy_attempts_budget_and_jitter():
     policy.on_request()
     assert policy.next_retry_delay(1) is not None
     assert policy.next_retry_delay(1, kind="bogus") is None
+
+
+def test_ejection_cap_keeps_most_peers_in_rotation():
+    r = router(max_ejected=0.5, breaker=BreakerConfig(consecutive_failures=1, cooldown_min=10, cooldown_base=10))
+    for peer in "abcd":
+        r.on_start(peer, 0.0)
+        r.on_failure(peer, "error", 0.001, 0.0)
+    states = [v["breaker"] for v in r.snapshot(0.1).values()]
+    assert states.count("open") == 2 and states.count("closed") == 2

@@ -1,0 +1,1 @@
+"""Discrete-event simulation comparing RPC peer-choice strategies under injected faults."""
