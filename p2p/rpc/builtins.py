@@ -1,0 +1,103 @@
+"""Built-in RPC services: `ping`, the diagnostic `test.echo`, and the exchange's `book.snapshot` /
+`orders.sync` (answered by the exchange when it registers real handlers, else through fallbacks
+that call into the exchange object if there is one, or answer `unavailable`)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from p2p.rpc import errors as e
+
+PING = "ping"
+TEST_ECHO = "test.echo"
+BOOK_SNAPSHOT = "book.snapshot"
+ORDERS_SYNC = "orders.sync"
+
+
+@dataclass
+class FaultSpec:
+    """How `test.echo` misbehaves on this node: `delay` seconds before each answer, a `fail`
+    fraction of requests answered `internal` after `fail_delay` seconds."""
+
+    delay: float = 0.0
+    fail: float = 0.0
+    fail_delay: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> "FaultSpec":
+        """'delay=0.05,fail=0.5,fail_delay=0' (any subset; empty = no fault). ValueError if malformed."""
+        spec = cls()
+        for part in (text or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in ("delay", "fail", "fail_delay"):
+                raise ValueError(f"expected delay=S, fail=FRACTION or fail_delay=S, got {part!r}")
+            setattr(spec, key, float(value))
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        if not (0 <= self.delay <= 60 and 0 <= self.fail_delay <= 60 and 0 <= self.fail <= 1):
+            raise ValueError("need 0 <= delay, fail_delay <= 60 and 0 <= fail <= 1")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"delay": self.delay, "fail": self.fail, "fail_delay": self.fail_delay}
+
+
+class Builtins:
+    """Handlers of the built-in services for one node."""
+
+    def __init__(self, node_id: str, *, fault: FaultSpec | None = None,
+                 exchange: Callable[[], Any] = lambda: None, rng: random.Random | None = None) -> None:
+        self.node_id = node_id
+        self.fault = fault or FaultSpec()
+        self.exchange = exchange
+        self.rng = rng or random.Random()
+
+    def register_all(self, rpc: Any) -> None:
+        rpc.register(PING, self.ping)
+        rpc.register(TEST_ECHO, self.echo)
+        for name, method in ((BOOK_SNAPSHOT, "rpc_book_snapshot"), (ORDERS_SYNC, "rpc_orders_sync")):
+            if not rpc.offers(name):  # the exchange may have registered its own handler already
+                rpc.register(name, self._exchange_fallback(name, method))
+
+    def ping(self, payload: Any, peer: str) -> dict[str, Any]:
+        return {"pong": True, "node_id": self.node_id, "ts": time.time()}
+
+    def echo(self, payload: Any, peer: str) -> Any:
+        """Answers {"echo": payload, "node_id": ...}, misbehaving as `fault` says."""
+        fault = self.fault
+        if fault.fail and self.rng.random() < fault.fail:
+            if fault.fail_delay:
+                return self._fail_later(fault.fail_delay)
+            raise e.RpcError(e.INTERNAL, "injected fault")
+        if fault.delay:
+            return self._echo_later(payload, fault.delay)
+        return {"echo": payload, "node_id": self.node_id}
+
+    async def _echo_later(self, payload: Any, delay: float) -> Any:
+        await asyncio.sleep(delay)
+        return {"echo": payload, "node_id": self.node_id}
+
+    async def _fail_later(self, delay: float) -> Any:
+        await asyncio.sleep(delay)
+        raise e.RpcError(e.INTERNAL, "injected fault")
+
+    def _exchange_fallback(self, service: str, method: str) -> Callable[[Any, str], Any]:
+        """Calls `exchange.<method>(payload, peer)` when the node has an exchange offering it."""
+
+        def handler(payload: Any, peer: str) -> Any:
+            exchange = self.exchange()
+            target = getattr(exchange, method, None) if exchange is not None else None
+            if target is None:
+                raise e.RpcError(e.UNAVAILABLE, f"{service} is not available on this node")
+            return target(payload, peer)
+
+        handler.__name__ = f"{service}_fallback"
+        return handler

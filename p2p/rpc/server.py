@@ -1,0 +1,195 @@
+"""RpcServer: the services this node offers and the answering of `rpc_request` frames.
+
+A handler is `handler(payload, peer_id)` returning the result, or an awaitable of it. Plain
+functions answer in the same event-loop pass with no task at all (the fast path); coroutine
+functions run in one task per request, bounded per requesting peer (`max_in_flight_per_peer`,
+beyond which the answer is `overloaded`), cancelled by `rpc_cancel` or when the requester's `ttl`
+has run out. Errors go back as codes: `RpcError(code, message)` raised by a handler is sent as
+is; any other exception is logged here and answered `internal`, without its text or traceback.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Awaitable, Callable, Protocol, Union
+
+from p2p.rpc import errors as e
+from p2p.rpc.wire import RESPONSE
+
+log = logging.getLogger("p2p.rpc.server")
+
+Handler = Callable[[Any, str], Union[Any, Awaitable[Any]]]
+
+
+class Replier(Protocol):
+    """Where an answer goes: a PeerLink, or a route through the MessageRouter."""
+
+    def send(self, message: dict) -> bool: ...
+
+
+class RpcServer:
+    def __init__(self, *, max_in_flight_per_peer: int = 256) -> None:
+        self.max_in_flight_per_peer = max_in_flight_per_peer
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._active: dict[tuple[str, int], asyncio.Task] = {}
+        self._per_peer: dict[str, int] = {}
+        self.on_change: Callable[[], None] = lambda: None
+        self.counters: dict[str, int] = {"requests": 0, "answered": 0, "errors": 0, "overloaded": 0,
+                                         "unknown_service": 0, "cancelled": 0, "expired": 0}
+        self.served: dict[str, int] = {}   # requests per service
+
+    # -- registry ------------------------------------------------------------------------------
+    def register(self, service: str, handler: Handler) -> None:
+        """Offer `service` (replacing an earlier handler of the same name)."""
+        if not isinstance(service, str) or not 0 < len(service) <= 128:
+            raise ValueError("service names are 1-128 characters")
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None))
+        new = service not in self._handlers
+        self._handlers[service] = (handler, is_async)
+        if new:
+            self.on_change()
+
+    def unregister(self, service: str) -> None:
+        if self._handlers.pop(service, None) is not None:
+            self.on_change()
+
+    def services(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def offers(self, service: str) -> bool:
+        return service in self._handlers
+
+    def handler(self, service: str) -> Handler | None:
+        entry = self._handlers.get(service)
+        return entry[0] if entry else None
+
+    # -- requests ------------------------------------------------------------------------------
+    def handle_request(self, message: dict, peer: str, replier: Replier) -> None:
+        """Answer one validated `rpc_request` from `peer`; the answer goes to `replier.send`."""
+        rid = message["rid"]
+        service = message["svc"]
+        counters = self.counters
+        counters["requests"] += 1
+        entry = self._handlers.get(service)
+        if entry is None:
+            counters["unknown_service"] += 1
+            self._error(replier, rid, e.UNKNOWN_SERVICE, f"no service {service!r} here")
+            return
+        self.served[service] = self.served.get(service, 0) + 1
+        handler, is_async = entry
+        if is_async:
+            self._start(handler, message, rid, peer, replier)
+            return
+        try:
+            result = handler(message.get("p"), peer)
+        except e.RpcError as exc:
+            self._error(replier, rid, exc.code, exc.message)
+            return
+        except Exception:  # noqa: BLE001 - a failing handler must not take the link down
+            log.exception("rpc handler %r failed (request %d from %s)", service, rid, peer[:12])
+            self._error(replier, rid, e.INTERNAL, "handler failed")
+            return
+        if inspect.isawaitable(result):  # a plain function that returned a coroutine or future
+            self._spawn(result, service, rid, peer, replier, message.get("ttl"))
+            return
+        self._answer(replier, rid, result, service)
+
+    def _start(self, handler: Handler, message: dict, rid: int, peer: str, replier: Replier) -> None:
+        if self._per_peer.get(peer, 0) >= self.max_in_flight_per_peer:
+            self.counters["overloaded"] += 1
+            self._error(replier, rid, e.OVERLOADED, f"more than {self.max_in_flight_per_peer} requests in flight")
+            return
+        try:
+            awaitable = handler(message.get("p"), peer)
+        except e.RpcError as exc:  # raised before the first await by a callable object
+            self._error(replier, rid, exc.code, exc.message)
+            return
+        self._spawn(awaitable, message["svc"], rid, peer, replier, message.get("ttl"))
+
+    def _spawn(self, awaitable: Awaitable[Any], service: str, rid: int, peer: str, replier: Replier,
+               ttl: float | None) -> None:
+        key = (peer, rid)
+        if key in self._active:  # a requester reusing an id in flight: refuse, keep the first
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            self._error(replier, rid, e.BAD_REQUEST, "request id already in flight")
+            return
+        task = asyncio.ensure_future(self._run(awaitable, service, rid, peer, replier, ttl))
+        self._active[key] = task
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+
+    async def _run(self, awaitable: Awaitable[Any], service: str, rid: int, peer: str, replier: Replier,
+                   ttl: float | None) -> None:
+        try:
+            if ttl is not None and ttl > 0:
+                async with asyncio.timeout(ttl):
+                    result = await awaitable
+            else:
+                result = await awaitable
+        except e.RpcError as exc:
+            self._error(replier, rid, exc.code, exc.message)
+        except TimeoutError:
+            self.counters["expired"] += 1
+            self._error(replier, rid, e.TIMEOUT, f"handler did not finish within {ttl:g}s")
+        except asyncio.CancelledError:
+            self.counters["cancelled"] += 1  # by rpc_cancel, a closed link or shutdown: nobody waits
+        except Exception:  # noqa: BLE001
+            log.exception("rpc handler %r failed (request %d from %s)", service, rid, peer[:12])
+            self._error(replier, rid, e.INTERNAL, "handler failed")
+        else:
+            self._answer(replier, rid, result, service)
+        finally:
+            self._active.pop((peer, rid), None)
+            left = self._per_peer.get(peer, 1) - 1
+            if left > 0:
+                self._per_peer[peer] = left
+            else:
+                self._per_peer.pop(peer, None)
+
+    def handle_cancel(self, message: dict, peer: str) -> None:
+        task = self._active.get((peer, message["rid"]))
+        if task is not None:
+            task.cancel()
+
+    def peer_gone(self, peer: str) -> None:
+        """The requester's link closed: stop its handlers (their answers could not be delivered)."""
+        if not self._per_peer.get(peer):
+            return
+        for (owner, _), task in list(self._active.items()):
+            if owner == peer:
+                task.cancel()
+
+    def in_flight(self, peer: str | None = None) -> int:
+        return len(self._active) if peer is None else self._per_peer.get(peer, 0)
+
+    async def stop(self) -> None:
+        tasks = list(self._active.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- answers -------------------------------------------------------------------------------
+    def _answer(self, replier: Replier, rid: int, result: Any, service: str) -> None:
+        try:
+            sent = replier.send({"type": RESPONSE, "rid": rid, "r": result})
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.warning("rpc %r result for request %d is not encodable: %s", service, rid, exc)
+            self._error(replier, rid, e.INTERNAL, "result not encodable")
+            return
+        if sent is False:
+            # Refused by the link (oversized, or the link is gone): try a small error instead.
+            self._error(replier, rid, e.INTERNAL, "result could not be sent (too large?)")
+            return
+        self.counters["answered"] += 1
+
+    def _error(self, replier: Replier, rid: int, code: str, message: str = "") -> None:
+        self.counters["errors"] += 1
+        reply = {"type": RESPONSE, "rid": rid, "err": code}
+        if message:
+            reply["msg"] = message[: e.MAX_MESSAGE]
+        try:
+            replier.send(reply)
+        except Exception:  # noqa: BLE001 - the link may be gone; the requester times out
+            log.debug("could not send rpc error %s for request %d", code, rid, exc_info=True)

@@ -1,0 +1,493 @@
+"""RpcService: RPC between nodes, wired to the PeerManager, with the adaptive router choosing peers.
+
+- `register(service, handler)` offers a service; the service list travels in our handshake and,
+  when it changes, in a `services` message on every link.
+- `request_peer(node_id, service, payload, timeout)` calls one named node (direct link, else the
+  MessageRouter relays).
+- `request(service, payload, timeout)` lets the AdaptiveRouter of that service pick among linked
+  peers offering it (P2C over peak-EWMA cost, breakers, AIMD in-flight limits), and on a PEER
+  failure (see `errors.py`) retries on another peer after a full-jitter backoff, while the retry
+  budget and the overall deadline allow. Before sending, client-side adaptive throttling sheds
+  load when peers keep failing, and for `warmup_period` seconds after start outgoing requests are
+  paced, ramping from 10% of `warmup_rate` to full.
+
+Rpc frames on a direct link are handled in `PeerManager.link_message_handlers` (no dispatch layer
+in between); frames relayed by the MessageRouter arrive through its subscriptions.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple
+
+from p2p.resilience.breaker import BreakerState
+from p2p.resilience.retry_budget import RetryBudget
+from p2p.resilience.throttle import AdaptiveThrottle
+from p2p.resilience.token_bucket import TokenBucket
+from p2p.resilience.warmup import Warmup
+from p2p.rpc import errors as e
+from p2p.rpc.client import RpcClient
+from p2p.rpc.hints import HintBook
+from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
+from p2p.rpc.server import Handler, RpcServer
+from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, SERVICES
+
+log = logging.getLogger("p2p.rpc")
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    default_timeout: float = 5.0          # s, whole request including retries
+    max_in_flight_per_peer: int = 256     # our requests in flight to one peer (hard bound)
+    serve_in_flight_per_peer: int = 256   # one peer's async requests we run at once
+    max_attempts: int = 3
+    retry_base: float = 0.005             # full-jitter backoff ceiling of the first retry (s)
+    retry_cap: float = 0.25
+    retry_ratio: float = 0.2              # retries may add this fraction of requests ...
+    retry_min_per_second: float = 10.0    # ... plus this many per second
+    warmup_period: float = 5.0            # s of paced start (0 = none)
+    warmup_rate: float = 2000.0           # requests/s reached at the end of the warm-up
+    throttle_k: float = 2.0               # client-side throttling: send up to K x accepted
+    throttle_span: float = 30.0
+    hint_ttl: float = 60.0
+    forget_after: float = 300.0           # s after a peer left before its routing state is dropped
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+
+class PendingAwareThrottle(AdaptiveThrottle):
+    """Client-side throttling (SRE book) where requests still in flight do not count as refused:
+    p = max(0, (requests - in_flight - K * accepts) / (requests + 1)). Without this, a burst of
+    concurrent requests at start (nothing accepted *yet*) would be shed as if every peer refused."""
+
+    def should_reject_pending(self, now: float, in_flight: int) -> bool:
+        window = self._window
+        requests = window.count("requests", now)
+        accepts = window.count("accepts", now)
+        p = (requests - in_flight - self.k * accepts) / (requests + 1)
+        window.add("requests", now)
+        if p > 0.0 and self._rng.random() < p:
+            self.local_rejects += 1
+            return True
+        return False
+
+
+class RpcResult(NamedTuple):
+    result: Any
+    peer: str
+    attempts: int
+    latency: float        # seconds, whole request
+
+
+class _Routed:
+    """Replier for a request that reached us through the MessageRouter: answers go back the same way."""
+
+    __slots__ = ("service", "target")
+
+    def __init__(self, service: "RpcService", target: str) -> None:
+        self.service = service
+        self.target = target
+
+    def send(self, message: dict) -> bool:
+        svc = self.service
+        link = svc.peers.links.get(self.target)
+        if link is not None:
+            return link.send(message)
+        message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time(), to=self.target)
+        return svc._route(self.target, message)
+
+
+class RpcService:
+    def __init__(self, peers: Any, config: RpcConfig | None = None, *, message_router: Any = None,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+        self.peers = peers
+        self.node_id: str = peers.node_id
+        self.config = c = config or RpcConfig()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.message_router = message_router
+        self.server = RpcServer(max_in_flight_per_peer=c.serve_in_flight_per_peer)
+        self.server.on_change = self._services_changed
+        self.client = RpcClient(peers.links, self.node_id, route=self._route,
+                                max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
+        self.routers: dict[str, AdaptiveRouter] = {}
+        self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
+        self.retry = RetryPolicy(max_attempts=c.max_attempts, base=c.retry_base, cap=c.retry_cap,
+                                 budget=self.budget, rng=self.rng, clock=clock)
+        self.throttle = PendingAwareThrottle(c.throttle_k, c.throttle_span, rng=self.rng)
+        started = clock()
+        self.warmup = Warmup(c.warmup_rate, c.warmup_period, started_at=started)
+        self._warming = c.warmup_period > 0
+        self._pace = TokenBucket(self.warmup.rate(started), max(1.0, c.warmup_rate / 50), clock=clock,
+                                 initial=max(1.0, c.warmup_rate / 50)) if self._warming else None
+        self._remote: dict[str, frozenset[str]] = {}          # linked peer -> services it offers
+        self._providers: dict[str, list[str]] = {}             # service -> linked peers offering it
+        self._left: dict[str, float] = {}                      # peer -> when its link closed
+        self.transitions: list[tuple[float, str, str, str, str, str]] = []   # recent breaker changes
+        self.transition_count: dict[str, int] = {}
+        self.counters: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "retries": 0,
+                                         "retries_denied": 0, "throttled": 0, "no_peers": 0, "warmup_waits": 0}
+        self.requests_by_peer: dict[str, dict[str, int]] = {}  # service -> peer -> attempts sent
+        self._calls = 0                                        # `call`s in progress
+        self._attached = False
+        self._task: asyncio.Task | None = None
+
+    # -- wiring ----------------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Hook into the PeerManager (and the MessageRouter, if any). Call once, before links open."""
+        if self._attached:
+            return
+        self._attached = True
+        peers = self.peers
+        handlers = peers.link_message_handlers
+        handlers[REQUEST] = self._on_link_request
+        handlers[RESPONSE] = self._on_link_response
+        handlers[CANCEL] = self._on_link_cancel
+        handlers[SERVICES] = self._on_link_services
+        peers.open_listeners.append(self._on_open)
+        peers.close_listeners.append(self._on_close)
+        peers.services = self.server.services()
+        for link in list(peers.links.values()):
+            self._on_open(link)
+        router = self.message_router
+        if router is not None and hasattr(router, "subscribe"):
+            router.subscribe(REQUEST, self._on_routed_request)
+            router.subscribe(RESPONSE, self._on_routed_response)
+            router.subscribe(CANCEL, self._on_routed_cancel)
+
+    def start(self) -> None:
+        self.attach()
+        if self._task is None:
+            self._task = asyncio.create_task(self._housekeeping(), name="rpc.housekeeping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.client.close()
+        await self.server.stop()
+
+    def _route(self, peer: str, message: dict) -> bool:
+        """Send through the MessageRouter to a node we have no link to."""
+        router = self.message_router
+        if router is None or not hasattr(router, "send_to_peer"):
+            return False
+        try:
+            result = router.send_to_peer(peer, message)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("route to %s failed: %r", peer[:12], exc)
+            return False
+        if inspect.isawaitable(result):
+            asyncio.ensure_future(result)
+            return True
+        return result is not False and result is not None and getattr(result, "ok", True) is not False
+
+    # -- services ------------------------------------------------------------------------------
+    def register(self, service: str, handler: Handler) -> None:
+        """Offer `service`: `handler(payload, peer_id)` returns the result or an awaitable of it."""
+        self.server.register(service, handler)
+
+    def unregister(self, service: str) -> None:
+        self.server.unregister(service)
+
+    def offers(self, service: str) -> bool:
+        return self.server.offers(service)
+
+    def _services_changed(self) -> None:
+        services = self.server.services()
+        self.peers.services = services
+        if not self._attached:
+            return
+        message = {"type": SERVICES, "services": services}
+        for link in list(self.peers.links.values()):
+            link.send(message)
+
+    def providers(self, service: str) -> list[str]:
+        """Linked peers that offer `service`."""
+        return self._providers.get(service, [])
+
+    def _set_remote(self, peer: str, services: Iterable[str]) -> None:
+        new = frozenset(services)
+        old = self._remote.get(peer, frozenset())
+        if new == old and peer in self._remote:
+            return
+        self._remote[peer] = new
+        for svc in old | new:
+            self._reindex(svc)
+        record = self.peers.peers.get(peer)
+        if record is not None:
+            record.services = tuple(sorted(new))
+
+    def _reindex(self, service: str) -> None:
+        offering = sorted(p for p, s in self._remote.items() if service in s)
+        if offering:
+            self._providers[service] = offering
+        else:
+            self._providers.pop(service, None)
+
+    def _on_open(self, link: Any) -> None:
+        peer = link.remote_id
+        hello = link.remote_hello or {}
+        self._left.pop(peer, None)
+        self._set_remote(peer, hello.get("services") or ())
+
+    def _on_close(self, link: Any) -> None:
+        peer = link.remote_id
+        if peer is None:
+            return
+        self.client.link_closed(peer, link.close_reason or "")
+        self.server.peer_gone(peer)
+        old = self._remote.pop(peer, frozenset())
+        for svc in old:
+            self._reindex(svc)
+        self._left[peer] = self.clock()
+
+    # -- inbound frames ------------------------------------------------------------------------
+    def _for_router(self, link: Any, message: dict) -> bool:
+        """A relayed frame addressed to another node: hand it to the MessageRouter's handler."""
+        to = message.get("to")
+        if to is not None and to != self.node_id:
+            self.peers.message_handler(link, message)
+            return True
+        return False
+
+    def _on_link_request(self, link: Any, message: dict) -> None:
+        if "to" in message:
+            if self._for_router(link, message):
+                return
+            origin = message.get("origin") or link.remote_id
+            replier = link if origin == link.remote_id else _Routed(self, origin)
+            self.server.handle_request(message, origin, replier)
+            return
+        self.server.handle_request(message, link.remote_id, link)
+
+    def _on_link_response(self, link: Any, message: dict) -> None:
+        if "to" in message:
+            if self._for_router(link, message):
+                return
+            self.client.handle_response(message, message.get("origin") or link.remote_id)
+            return
+        self.client.handle_response(message, link.remote_id)
+
+    def _on_link_cancel(self, link: Any, message: dict) -> None:
+        if "to" in message:
+            if self._for_router(link, message):
+                return
+            self.server.handle_cancel(message, message.get("origin") or link.remote_id)
+            return
+        self.server.handle_cancel(message, link.remote_id)
+
+    def _on_link_services(self, link: Any, message: dict) -> None:
+        self._set_remote(link.remote_id, message["services"])
+
+    def _on_routed_request(self, message: dict, from_node: str) -> None:
+        origin = message.get("origin") or from_node
+        if message.get("to") not in (None, self.node_id) or origin == self.node_id:
+            return
+        self.server.handle_request(message, origin, _Routed(self, origin))
+
+    def _on_routed_response(self, message: dict, from_node: str) -> None:
+        if message.get("to") in (None, self.node_id):
+            self.client.handle_response(message, message.get("origin") or from_node)
+
+    def _on_routed_cancel(self, message: dict, from_node: str) -> None:
+        if message.get("to") in (None, self.node_id):
+            self.server.handle_cancel(message, message.get("origin") or from_node)
+
+    # -- requests ------------------------------------------------------------------------------
+    async def request_peer(self, node_id: str, service: str, payload: Any = None,
+                           timeout: float | None = None) -> Any:
+        """Call `service` on one named node; no routing, no retries. Raises `RpcError`."""
+        return await self.client.request(node_id, service, payload, timeout)
+
+    async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """Call `service` on whichever linked peer the adaptive router picks, retrying elsewhere."""
+        return (await self.call(service, payload, timeout)).result
+
+    def router_for(self, service: str) -> AdaptiveRouter:
+        router = self.routers.get(service)
+        if router is None:
+            router = AdaptiveRouter(self.config.router, rng=self.rng, clock=self.clock,
+                                    hint_book=HintBook(ttl=self.config.hint_ttl),
+                                    on_transition=lambda peer, old, new, why, _s=service:
+                                    self._transition(_s, peer, old, new, why))
+            self.routers[service] = router
+        return router
+
+    async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
+        """`request` that also says which peer answered, after how many attempts and how long."""
+        clock = self.clock
+        counters = self.counters
+        counters["requests"] += 1
+        started = clock()
+        timeout = self.config.default_timeout if timeout is None else timeout
+        deadline = started + timeout
+        candidates = self._providers.get(service)
+        if not candidates:
+            counters["no_peers"] += 1
+            counters["failed"] += 1
+            raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
+        if self.throttle.should_reject_pending(started, self._calls):
+            counters["throttled"] += 1
+            counters["failed"] += 1
+            raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
+        self._calls += 1
+        try:
+            return await self._call(service, payload, started, deadline, candidates)
+        finally:
+            self._calls -= 1
+
+    async def _call(self, service: str, payload: Any, started: float, deadline: float,
+                    candidates: list[str]) -> RpcResult:
+        clock = self.clock
+        counters = self.counters
+        if self._warming:
+            await self._paced(deadline)
+        router = self.routers.get(service) or self.router_for(service)
+        self.retry.on_request()
+        sent = self.requests_by_peer.setdefault(service, {})
+        tried: set[str] = set()
+        attempt = 0
+        max_attempts = self.config.max_attempts
+        client = self.client
+        while True:
+            now = clock()
+            peer = router.choose(candidates, now, tried)
+            if peer is None:
+                peer = router.choose(candidates, now)
+                if peer is None:
+                    counters["failed"] += 1
+                    raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}", attempts=attempt)
+            attempt += 1
+            left = deadline - now
+            # Leave time for another attempt unless this is the last one.
+            budget = left if attempt >= max_attempts else left * 0.6
+            if client.in_flight(peer) >= client.max_in_flight_per_peer:
+                router.cancel(peer, now)
+                error = e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer)
+                kind = None
+            else:
+                router.on_start(peer, now)
+                sent[peer] = sent.get(peer, 0) + 1
+                try:
+                    result = await client.request(peer, service, payload, budget)
+                except e.RpcError as exc:
+                    error = exc
+                    kind = e.failure_kind(exc.code)
+                    done = clock()
+                    if kind is None:  # an application answer: the peer is fine
+                        router.on_success(peer, done - now, done)
+                        self.throttle.record_accept(done)
+                        counters["failed"] += 1
+                        exc.attempts = attempt
+                        raise
+                    router.on_failure(peer, kind, done - now, done)
+                except asyncio.CancelledError:
+                    abandon = getattr(router, "on_abandon", None)
+                    (abandon or router.cancel)(peer, clock())
+                    raise
+                else:
+                    done = clock()
+                    router.on_success(peer, done - now, done)
+                    self.throttle.record_accept(done)
+                    counters["succeeded"] += 1
+                    return RpcResult(result, peer, attempt, done - started)
+            # A failure: retry on another peer if the policy, the budget and the deadline allow.
+            tried.add(peer)
+            now = clock()
+            delay = self.retry.next_retry_delay(attempt, kind or "rejected")
+            if delay is None or now + delay >= deadline - 0.001:
+                if delay is None and attempt < max_attempts:
+                    counters["retries_denied"] += 1
+                counters["failed"] += 1
+                error.attempts = attempt
+                raise error
+            counters["retries"] += 1
+            if delay > 0:
+                await asyncio.sleep(delay)
+            candidates = self._providers.get(service) or candidates
+
+    async def _paced(self, deadline: float) -> None:
+        """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`."""
+        bucket = self._pace
+        assert bucket is not None
+        while True:
+            now = self.clock()
+            if self.warmup.done(now):
+                self._warming = False
+                return
+            bucket.set_rate(self.warmup.rate(now))
+            if bucket.try_take():
+                return
+            wait = bucket.wait_time()
+            if now + wait >= deadline:
+                self.counters["throttled"] += 1
+                self.counters["failed"] += 1
+                raise e.RpcError(e.THROTTLED, "node warming up: request rate limited")
+            self.counters["warmup_waits"] += 1
+            await asyncio.sleep(wait)
+
+    # -- observability -------------------------------------------------------------------------
+    def _transition(self, service: str, peer: str, old: BreakerState, new: BreakerState, why: str) -> None:
+        self.transition_count[str(new)] = self.transition_count.get(str(new), 0) + 1
+        self.transitions.append((time.time(), service, peer, str(old), str(new), why))
+        del self.transitions[:-50]
+        level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+        log.log(level, "breaker %s peer %s: %s -> %s (%s)", service, peer[:12], old, new, why)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `GET /routing` shows."""
+        now = self.clock()
+        services: dict[str, Any] = {}
+        for name in sorted(set(self.routers) | set(self._providers)):
+            router = self.routers.get(name)
+            providers = self._providers.get(name, [])
+            peers = router.snapshot(now) if router is not None else {}
+            for peer in providers:
+                peers.setdefault(peer, None)
+            sent = self.requests_by_peer.get(name, {})
+            rows = {}
+            for peer, row in peers.items():
+                row = dict(row) if row else {"score": None, "latency_ms": None, "error_rate": None,
+                                              "breaker": "closed", "hint": None}
+                row["offers"] = peer in providers
+                row["connected"] = peer in self.peers.links
+                row["requests_sent"] = sent.get(peer, 0)
+                rows[peer] = row
+            services[name] = {"providers": providers, "peers": rows}
+        warm = self.warmup
+        return {
+            "node_id": self.node_id,
+            "local_services": self.server.services(),
+            "services": services,
+            "retry_budget": {"balance": round(self.budget.balance, 3), "retries": self.budget.retries,
+                             "denied": self.budget.denied},
+            "throttle": {"reject_probability": round(self.throttle.reject_probability(now), 4),
+                         "local_rejects": self.throttle.local_rejects},
+            "warmup": {"done": not self._warming or warm.done(now),
+                       "rate": None if not self._warming or warm.done(now) else round(warm.rate(now), 1)},
+            "counters": dict(self.counters),
+            "client": dict(self.client.counters, in_flight=self.client.in_flight()),
+            "server": dict(self.server.counters, in_flight=self.server.in_flight(), served=dict(self.server.served)),
+            "breaker_transitions": [
+                {"ts": ts, "service": s, "peer": p, "from": a, "to": b, "reason": why}
+                for ts, s, p, a, b, why in self.transitions[-20:]],
+        }
+
+    # -- housekeeping --------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        """Drop routing state of peers gone longer than `forget_after`."""
+        while True:
+            await asyncio.sleep(min(30.0, max(1.0, self.config.forget_after / 4)))
+            now = self.clock()
+            for peer, left in list(self._left.items()):
+                if now - left >= self.config.forget_after:
+                    del self._left[peer]
+                    for router in self.routers.values():
+                        router.forget(peer)
+                    for sent in self.requests_by_peer.values():
+                        sent.pop(peer, None)

@@ -1,0 +1,45 @@
+"""RPC and routing message types on the wire, with their receipt-time schemas.
+
+Plain dicts with short keys (one msgpack map per frame, no envelope objects):
+
+- `rpc_request`  {rid, svc, p?, ttl?}: `rid` is unique per requesting node, `p` the payload,
+  `ttl` the seconds the requester will wait (the server gives up on the handler after it).
+- `rpc_response` {rid, r?} or {rid, err, msg?}: a result, or an error code (never a traceback).
+- `rpc_cancel`   {rid}: the requester gave up; the server cancels the handler if still running.
+- `services`     {services}: the sender's service list changed (the handshake carries the first one).
+- `hint`         {id, origin, ts, subject, status, pk, sig, latency_ms?, error_rate?, service?}:
+  signed peer-health gossip, flooded through the MessageRouter.
+
+Requests and responses relayed by the MessageRouter (no direct link) also carry `id`, `origin`,
+`ts` and `to`, like every application message.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from p2p.messages import is_bytes, is_int, is_list, is_node_id, is_number, is_str, register_schema
+
+REQUEST = "rpc_request"
+RESPONSE = "rpc_response"
+CANCEL = "rpc_cancel"
+SERVICES = "services"
+HINT = "hint"
+
+MAX_SERVICE_NAME = 128
+MAX_SERVICES = 256
+
+
+def _any(_: Any) -> bool:
+    return True
+
+
+_ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "to": is_node_id}
+
+register_schema(REQUEST, {"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": _any, "ttl": is_number, **_ROUTED})
+register_schema(RESPONSE, {"rid": is_int()}, {"r": _any, "err": is_str(64), "msg": is_str(512), **_ROUTED})
+register_schema(CANCEL, {"rid": is_int()}, dict(_ROUTED))
+register_schema(SERVICES, {"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))})
+register_schema(HINT, {"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,
+                       "status": is_str(16), "pk": is_bytes(32, 32), "sig": is_bytes(64, 64)},
+                {"latency_ms": is_number, "error_rate": is_number, "service": is_str(MAX_SERVICE_NAME),
+                 "relay": _any, "hops": is_int(0, 255)})

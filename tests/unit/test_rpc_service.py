@@ -1,0 +1,320 @@
+"""RPC over real peer links in one process: request/response, services in the handshake and on change,
+timeouts, cancellation, error codes, in-flight bounds, retries on another peer."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+
+import pytest
+
+from config import load_settings
+from node.identity import NodeIdentity
+from p2p.peers import PeerManager
+from p2p.rpc import errors as e
+from p2p.rpc.builtins import Builtins, FaultSpec
+from p2p.rpc.service import RpcConfig, RpcService
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Node:
+    def __init__(self, peers: PeerManager, rpc: RpcService, builtins: Builtins) -> None:
+        self.peers = peers
+        self.rpc = rpc
+        self.builtins = builtins
+        self.node_id = peers.node_id
+
+
+async def make_node(tmp_path, name: str, config: RpcConfig | None = None, services: dict | None = None) -> Node:
+    settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
+                                          "target_outbound": 0, "heartbeat_interval": 0.2})
+    identity = NodeIdentity.generate()
+    peers = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    rpc = RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1))
+    builtins = Builtins(peers.node_id)
+    builtins.register_all(rpc)
+    for service, handler in (services or {}).items():
+        rpc.register(service, handler)
+    rpc.start()
+    await peers.start()
+    return Node(peers, rpc, builtins)
+
+
+@contextlib.asynccontextmanager
+async def nodes(tmp_path, *specs):
+    made = []
+    try:
+        for i, spec in enumerate(specs):
+            made.append(await make_node(tmp_path, f"n{i}", **spec))
+        yield made
+    finally:
+        for node in made:
+            await node.rpc.stop()
+            await node.peers.stop()
+
+
+async def link(a: Node, b: Node) -> None:
+    await a.peers.dial("127.0.0.1", b.peers.listen_port)
+    async with asyncio.timeout(3):
+        while b.node_id not in a.peers.links or a.node_id not in b.peers.links:
+            await asyncio.sleep(0.005)
+
+
+async def eventually(predicate, timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def blocking_handler():
+    """A handler that never answers; says when it started and when it was cancelled."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(payload, peer):
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    return started, cancelled, slow
+
+
+async def test_request_peer_round_trip_and_services_in_handshake(tmp_path):
+    async with nodes(tmp_path, {}, {"services": {"double": lambda p, peer: p * 2}}) as (a, b):
+        await link(a, b)
+        assert a.rpc.providers("double") == [b.node_id]
+        assert set(a.peers.peers[b.node_id].services) >= {"ping", "double", "test.echo", "book.snapshot"}
+        assert await a.rpc.request_peer(b.node_id, "double", 21) == 42
+        pong = await a.rpc.request_peer(b.node_id, "ping")
+        assert pong["pong"] is True and pong["node_id"] == b.node_id
+        assert await a.rpc.request("double", 5) == 10
+        # many concurrent requests on one link, answers matched by request id
+        results = await asyncio.gather(*(a.rpc.request_peer(b.node_id, "double", i) for i in range(200)))
+        assert results == [2 * i for i in range(200)]
+        assert a.rpc.client.in_flight() == 0
+
+
+async def test_services_update_is_sent_on_change(tmp_path):
+    async with nodes(tmp_path, {}, {}) as (a, b):
+        await link(a, b)
+        assert a.rpc.providers("late") == []
+        b.rpc.register("late", lambda p, peer: "here")
+        await eventually(lambda: a.rpc.providers("late") == [b.node_id])
+        assert "late" in a.peers.peers[b.node_id].services
+        assert await a.rpc.request("late") == "here"
+        b.rpc.unregister("late")
+        await eventually(lambda: a.rpc.providers("late") == [])
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request("late")
+        assert info.value.code == e.NO_PEERS
+
+
+async def test_error_codes_never_carry_remote_details(tmp_path):
+    def boom(payload, peer):
+        raise ValueError("secret database password")
+
+    async def aboom(payload, peer):
+        await asyncio.sleep(0)
+        raise KeyError("secret key material")
+
+    def coded(payload, peer):
+        raise e.RpcError("insufficient_funds", "need 3 more")
+
+    async with nodes(tmp_path, {}, {"services": {"boom": boom, "aboom": aboom, "coded": coded,
+                                                 "unencodable": lambda p, peer: {1, 2}}}) as (a, b):
+        await link(a, b)
+        for service in ("boom", "aboom", "unencodable"):
+            with pytest.raises(e.RpcError) as info:
+                await a.rpc.request_peer(b.node_id, service)
+            assert info.value.code == e.INTERNAL
+            assert "secret" not in str(info.value) and "Traceback" not in str(info.value)
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "coded")
+        assert (info.value.code, info.value.message) == ("insufficient_funds", "need 3 more")
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "nope")
+        assert info.value.code == e.UNKNOWN_SERVICE
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "ping", {1, 2})       # our own payload cannot be encoded
+        assert info.value.code == e.BAD_REQUEST
+        # an application error code is an answer: not retried, not held against the peer
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request("coded")
+        assert info.value.code == "insufficient_funds" and info.value.attempts == 1
+        assert a.rpc.routers["coded"].snapshot()[b.node_id]["breaker"] == "closed"
+        # the link survived all of it
+        assert b.node_id in a.peers.links
+
+
+async def test_timeout_cancels_the_remote_handler(tmp_path):
+    started, cancelled, slow = blocking_handler()
+    async with nodes(tmp_path, {}, {"services": {"slow": slow}}) as (a, b):
+        await link(a, b)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "slow", None, timeout=0.2)
+        assert info.value.code == e.TIMEOUT and 0.19 <= loop.time() - t0 < 1.0
+        await asyncio.wait_for(cancelled.wait(), 2)   # rpc_cancel reached the server
+        assert a.rpc.client.in_flight() == 0
+        await eventually(lambda: b.rpc.server.in_flight() == 0)
+
+
+async def test_caller_cancellation_stops_the_remote_handler(tmp_path):
+    started, cancelled, slow = blocking_handler()
+    async with nodes(tmp_path, {}, {"services": {"slow": slow}}) as (a, b):
+        await link(a, b)
+        task = asyncio.create_task(a.rpc.request("slow", None, timeout=5))
+        await asyncio.wait_for(started.wait(), 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(cancelled.wait(), 2)
+        assert a.rpc.client.in_flight() == 0 and a.rpc.client.counters["cancelled"] == 1
+        # the router does not count it as in flight, nor as a failure
+        row = a.rpc.routers["slow"].snapshot()[b.node_id]
+        assert row["outstanding"] == 0 and row["error_rate"] == 0
+
+
+async def test_in_flight_bounds_per_peer_client_and_server(tmp_path):
+    gate = asyncio.Event()
+
+    async def wait(payload, peer):
+        await gate.wait()
+        return payload
+
+    client_cfg = RpcConfig(warmup_period=0, max_in_flight_per_peer=2)
+    server_cfg = RpcConfig(warmup_period=0, serve_in_flight_per_peer=2)
+    async with nodes(tmp_path, {"config": client_cfg}, {}, {"config": server_cfg, "services": {"wait": wait}},
+                     {"services": {"wait": wait}}) as (a, free, bounded, unbounded):
+        await link(free, bounded)
+        await link(a, unbounded)
+        # server side: a peer with 2 handlers running gets `overloaded` for the 3rd at once
+        first = [asyncio.create_task(free.rpc.request_peer(bounded.node_id, "wait", i)) for i in range(3)]
+        await eventually(lambda: bounded.rpc.server.in_flight(free.node_id) == 2)
+        with pytest.raises(e.RpcError) as info:
+            await first[2]
+        assert info.value.code == e.OVERLOADED
+        # client side: with 2 of ours in flight to a peer, the 3rd is refused without being sent
+        second = [asyncio.create_task(a.rpc.request_peer(unbounded.node_id, "wait", i)) for i in range(2)]
+        await eventually(lambda: a.rpc.client.in_flight(unbounded.node_id) == 2)
+        sent = a.rpc.client.counters["sent"]
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(unbounded.node_id, "wait", 4)
+        assert info.value.code == e.OVERLOADED and a.rpc.client.counters["sent"] == sent
+        gate.set()
+        assert await asyncio.gather(*first[:2], *second) == [0, 1, 0, 1]
+        assert a.rpc.client.in_flight() == 0 and free.rpc.client.in_flight() == 0
+
+
+async def test_link_closed_fails_requests_in_flight(tmp_path):
+    async def slow(payload, peer):
+        await asyncio.sleep(10)
+
+    async with nodes(tmp_path, {}, {"services": {"slow": slow}}) as (a, b):
+        await link(a, b)
+        task = asyncio.create_task(a.rpc.request_peer(b.node_id, "slow", None, timeout=5))
+        await eventually(lambda: b.rpc.server.in_flight() == 1)
+        a.peers.links[b.node_id].close("test")
+        with pytest.raises(e.RpcError) as info:
+            await task
+        assert info.value.code == e.LINK_CLOSED
+        await eventually(lambda: b.rpc.server.in_flight() == 0)   # the server stopped the handler too
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "ping")
+        assert info.value.code == e.UNREACHABLE
+
+
+async def test_request_retries_on_another_peer(tmp_path):
+    calls: dict[str, int] = {}
+
+    def make(name, fail):
+        def handler(payload, peer):
+            calls[name] = calls.get(name, 0) + 1
+            if fail:
+                raise RuntimeError("broken")
+            return name
+        return handler
+
+    cfg = RpcConfig(warmup_period=0, max_attempts=3, retry_base=0.001)
+    async with nodes(tmp_path, {"config": cfg}, {"services": {"svc": make("bad", True)}},
+                     {"services": {"svc": make("good1", False)}}, {"services": {"svc": make("good2", False)}}) as ns:
+        a, bad = ns[0], ns[1]
+        for other in ns[1:]:
+            await link(a, other)
+        results = [await a.rpc.call("svc", i) for i in range(60)]
+        assert all(r.result in ("good1", "good2") for r in results)      # every request succeeded
+        retried = [r for r in results if r.attempts > 1]
+        assert calls.get("bad", 0) >= 1 and retried                         # the bad peer was tried ...
+        assert all(r.peer != bad.node_id for r in results)                 # ... and never answered
+        assert a.rpc.counters["retries"] == len(retried)
+        assert calls["bad"] <= 12                                           # ... and quickly avoided
+        snap = a.rpc.snapshot()["services"]["svc"]["peers"][bad.node_id]
+        assert snap["error_rate"] > 0.5
+
+
+async def test_killed_peer_is_retried_elsewhere_and_dropped_from_providers(tmp_path):
+    async def slowish(payload, peer):
+        await asyncio.sleep(0.05)
+        return "ok"
+
+    async with nodes(tmp_path, {}, {"services": {"s": slowish}}, {"services": {"s": slowish}}) as (a, b, c):
+        await link(a, b)
+        await link(a, c)
+        tasks = [asyncio.create_task(a.rpc.call("s", i, timeout=3)) for i in range(20)]
+        await eventually(lambda: b.rpc.server.in_flight() > 0)
+        b.peers.transport._server.close() if getattr(b.peers.transport, "_server", None) else None
+        for link_ in list(b.peers.links.values()):
+            link_.transport.abort()          # like a killed process: the socket just goes away
+        results = await asyncio.gather(*tasks)
+        assert all(r.result == "ok" for r in results)
+        assert any(r.attempts > 1 for r in results)
+        await eventually(lambda: a.rpc.providers("s") == [c.node_id])
+
+
+async def test_throttle_and_no_peers(tmp_path):
+    async with nodes(tmp_path, {}) as (a,):
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request("ping")
+        assert info.value.code == e.NO_PEERS
+
+
+async def test_warmup_paces_requests(tmp_path):
+    cfg = RpcConfig(warmup_period=2.0, warmup_rate=100.0)   # starts at 10/s
+    async with nodes(tmp_path, {"config": cfg}, {}) as (a, b):
+        await link(a, b)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.gather(*(a.rpc.request("ping") for _ in range(12)))
+        assert loop.time() - t0 >= 0.2                       # a burst above the ramp had to wait
+        assert a.rpc.counters["warmup_waits"] > 0
+        with pytest.raises(e.RpcError) as info:               # cannot wait past its deadline
+            await asyncio.gather(*(a.rpc.request("ping", timeout=0.05) for _ in range(30)))
+        assert info.value.code == e.THROTTLED
+
+
+def test_fault_spec_parsing():
+    assert FaultSpec.parse("") == FaultSpec()
+    assert FaultSpec.parse("delay=0.05, fail=0.5") == FaultSpec(delay=0.05, fail=0.5)
+    for bad in ("delay", "fail=2", "speed=1", "delay=x"):
+        with pytest.raises(ValueError):
+            FaultSpec.parse(bad)
+
+
+async def test_builtin_exchange_services_answer_unavailable_without_an_exchange(tmp_path):
+    class Exchange:
+        def rpc_book_snapshot(self, payload, peer):
+            return {"market": payload, "bids": []}
+
+    async with nodes(tmp_path, {}, {}) as (a, b):
+        await link(a, b)
+        with pytest.raises(e.RpcError) as info:
+            await a.rpc.request_peer(b.node_id, "orders.sync", {})
+        assert info.value.code == e.UNAVAILABLE
+        exchange = Exchange()
+        b.builtins.exchange = lambda: exchange
+        assert await a.rpc.request_peer(b.node_id, "book.snapshot", "BTC-USD") == {"market": "BTC-USD", "bids": []}
