@@ -1,0 +1,700 @@
+"""MessageRouter: unicast (direct, relayed, or held until reachable) and broadcast (deduplicated,
+Plumtree eager/lazy push) over the PeerManager's links, with per-type subscribers, per-peer inbound
+rate limits and counters.
+
+Envelope of a routed application message (any type a later layer registers, e.g. "order"):
+``{"type", "id", "origin", "ts", "hops", ...payload}``; a unicast also carries ``"dst"``. A unicast
+that must cross a neighbour travels inside a ``relay`` wrapper whose ``body`` is the encoded message,
+so relays need not know the inner type.
+
+Broadcast is Plumtree (Leitao et al., 2007): a node pushes the full message eagerly to its *eager*
+peers and announces only the id (``ihave``, batched for `ihave_interval`) to its *lazy* peers. A
+copy that arrives twice tells the receiver that link is redundant: it moves the sender to lazy and
+sends ``prune``. An id announced but not received within `graft_timeout` is pulled with ``graft``,
+which also makes that link eager again. Eager links thus converge to a spanning tree: about one copy
+per node per message, while the lazy announcements keep delivery complete when the tree breaks.
+`broadcast_mode = "flood"` pushes to every link instead (for comparison). Either way a message is
+never sent to a peer known to have it (it sent us the message or announced it).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+from p2p import messages as m
+from p2p.delivery_queue import DeliveryQueue, Held
+from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame, frame_body
+from p2p.resilience.token_bucket import TokenBucket
+from p2p.seen_cache import SeenCache
+
+log = logging.getLogger("p2p.router")
+
+MAX_IDS = 1024  # ids per ihave / graft frame
+MAX_HOPS_FIELD = 255
+RELAY_MAX_HOPS = 3  # relays a unicast may cross
+FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
+FLOOD_GRACE = 0.5  # a throttling episode this long is a flood: ban
+CONTROL_TYPES = ("relay", "ihave", "graft", "prune")
+
+
+class Outcome(str, Enum):
+    DELIVERED = "delivered"  # written to the direct link
+    RELAYED = "relayed"  # written to a neighbour that links to the target
+    QUEUED = "queued"  # held until the target is reachable (see `on_settled`)
+    DROPPED = "dropped"  # not sent; `reason` says why
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    message_id: str | bytes | None = None
+    via: str | None = None  # the neighbour a relayed message went through
+    reason: str | None = None  # why it was dropped
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not Outcome.DROPPED
+
+    def as_dict(self) -> dict[str, Any]:
+        mid = self.message_id.hex() if isinstance(self.message_id, bytes) else self.message_id
+        return {"outcome": self.outcome.value, "id": mid, "via": self.via, "reason": self.reason}
+
+
+Handler = Callable[[dict, str], None]  # (message, node id of the neighbour it came from)
+Validator = Callable[[dict, str], bool]
+
+
+def is_msg_id(v: Any) -> bool:
+    t = type(v)
+    return (t is str and 0 < len(v) <= 128) or (t is bytes and 0 < len(v) <= 64)
+
+
+def new_message_id() -> str:
+    return os.urandom(12).hex()
+
+
+_is_hops = m.is_int(0, MAX_HOPS_FIELD)
+m.register_schema("relay", {"id": is_msg_id, "origin": m.is_node_id, "dst": m.is_node_id, "hops": _is_hops,
+                            "body": m.is_bytes(1, 1 << 26)}, {"ts": m.is_number})
+m.register_schema("ihave", {"ids": m.is_list(MAX_IDS, is_msg_id)})
+m.register_schema("graft", {"ids": m.is_list(MAX_IDS, is_msg_id)})
+m.register_schema("prune", {})
+# "note": a diagnostic broadcast/unicast type used by the debug API, tests and benchmarks.
+m.register_schema("note", {"id": is_msg_id, "origin": m.is_node_id},
+                  {"payload": lambda v: True, "ts": m.is_number, "hops": _is_hops, "dst": m.is_node_id})
+
+PRUNE_FRAME = encode_frame({"type": "prune"})
+
+
+def check_envelope(message: dict) -> None:
+    """Raise ProtocolError unless the routing fields of a message with an id are well formed."""
+    if not (is_msg_id(message["id"]) and m.is_node_id(message.get("origin"))
+            and _is_hops(message.get("hops", 0)) and m.is_number(message.get("ts", 0))
+            and ("dst" not in message or m.is_node_id(message["dst"]))):
+        raise m.ProtocolError("malformed_message", f"{message['type']}.envelope")
+
+
+class _CacheEntry:
+    __slots__ = ("frame", "haves", "expires")
+
+    def __init__(self, frame: bytes, haves: set[str], expires: float) -> None:
+        self.frame = frame
+        self.haves = haves  # neighbours known to have the message (never sent it again)
+        self.expires = expires
+
+
+class MessageCache:
+    """Recent broadcasts as ready-to-send frames (answers grafts), bounded by count and age."""
+
+    def __init__(self, max_size: int = 20_000, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_size = max_size
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[Any, _CacheEntry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, mid: Any, frame: bytes, haves: set[str]) -> _CacheEntry:
+        now = self._clock()
+        entries = self._entries
+        while entries and (len(entries) >= self.max_size or next(iter(entries.values())).expires <= now):
+            entries.popitem(last=False)
+        entry = entries[mid] = _CacheEntry(frame, haves, now + self.ttl)
+        return entry
+
+    def get(self, mid: Any) -> _CacheEntry | None:
+        entry = self._entries.get(mid)
+        if entry is not None and entry.expires <= self._clock():
+            return None
+        return entry
+
+
+class _Missing:
+    """An id announced to us (ihave) that we have not received yet."""
+
+    __slots__ = ("announcers", "handle", "grafts")
+
+    def __init__(self) -> None:
+        self.announcers: list[str] = []
+        self.handle: asyncio.TimerHandle | None = None
+        self.grafts = 0
+
+
+class _InboundLimit:
+    __slots__ = ("bucket", "episode_start", "last_drop", "drops")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.bucket = TokenBucket(rate, burst)
+        self.episode_start = 0.0
+        self.last_drop = -1e9
+        self.drops = 0
+
+
+@dataclass
+class RouterCounters:
+    sent: dict[str, int] = field(default_factory=dict)  # frames written, per message type
+    received: dict[str, int] = field(default_factory=dict)  # frames accepted (after the rate limit), per type
+    duplicates: dict[str, int] = field(default_factory=dict)  # copies of already-seen ids, per type
+    dropped: dict[str, int] = field(default_factory=dict)  # messages not delivered/sent, per reason
+    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys((
+        "broadcasts", "forwarded_frames", "suppressed_sends", "unique_broadcasts", "broadcast_copies",
+        "delivered_direct", "relayed_out", "relayed", "queued", "flushed", "expired", "hop_limited",
+        "ihave_ids_sent", "ihave_ids_received", "grafts_sent", "grafts_served", "prunes_sent", "prunes_received",
+        "throttled", "flood_bans", "handler_errors", "delivered_local"), 0))
+
+
+def _bump(table: dict[str, int], key: str, n: int = 1) -> None:
+    table[key] = table.get(key, 0) + n
+
+
+class MessageRouter:
+    """Routes application messages for one node. Creating it hooks it into the PeerManager
+    (message handler, open/close/heartbeat listeners); `start`/`stop` run its housekeeping."""
+
+    def __init__(self, peers: Any, settings: Any = None) -> None:
+        def setting(name: str, default: Any) -> Any:
+            return getattr(settings, name, default)
+
+        self.peers = peers
+        self.node_id: str = peers.node_id
+        self.max_frame_bytes: int = setting("max_frame_bytes", 1 << 20)
+        self.mode: str = setting("broadcast_mode", "plumtree")
+        self.max_hops: int = setting("broadcast_max_hops", 32)
+        self.seen = SeenCache(setting("seen_cache_size", 100_000), setting("seen_cache_ttl", 120.0))
+        self.cache = MessageCache(max_size=setting("seen_cache_size", 100_000) // 5 or 1, ttl=30.0)
+        self.queue = DeliveryQueue(setting("queue_max_messages", 1000), setting("queue_ttl", 60.0))
+        self.rate_limit: float = setting("router_rate_limit", 2000.0)
+        self.rate_burst: float = setting("router_rate_burst", 4000)
+        self.flood_ban_seconds: float = setting("router_flood_ban", 120.0)
+        self.ihave_interval = 0.02
+        self.graft_timeout = 0.12
+        self.graft_retry = 0.06
+        self.max_missing = 20_000
+        self.subscribers: dict[str, list[Handler]] = {}
+        self.validators: dict[str, Validator] = {}
+        self.duplicate_listeners: list[Handler] = []  # called with each duplicate copy (diagnostics)
+        self.lazy: set[str] = set()  # neighbours we only announce ids to (Plumtree lazy push)
+        self.counters = RouterCounters()
+        self._inbound: dict[str, _InboundLimit] = {}
+        self._pending_ihave: dict[str, list] = {}
+        self._ihave_handle: asyncio.TimerHandle | None = None
+        self._missing: dict[Any, _Missing] = {}
+        self._drains: dict[str, asyncio.Task] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._control = {"relay": self._on_relay, "ihave": self._on_ihave, "graft": self._on_graft,
+                         "prune": self._on_prune}
+        peers.message_handler = self.on_message
+        peers.open_listeners.append(self._on_open)
+        peers.close_listeners.append(self._on_close)
+        peers.heartbeat_listeners.append(self._on_heartbeat)
+
+    # --- public API -------------------------------------------------------------------------
+    def subscribe(self, msg_type: str, handler: Handler) -> None:
+        """Call `handler(message, from_node_id)` once per message of `msg_type` handled by this node:
+        broadcasts from others and unicasts addressed to us. `from_node_id` is the neighbour it
+        arrived from; the author is `message["origin"]`."""
+        self.subscribers.setdefault(msg_type, []).append(handler)
+
+    def unsubscribe(self, msg_type: str, handler: Handler) -> None:
+        handlers = self.subscribers.get(msg_type, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def set_validator(self, msg_type: str, validator: Validator) -> None:
+        """A broadcast for which `validator(message, from_node_id)` is False is neither handled nor
+        forwarded, and the neighbour that sent it is penalised."""
+        self.validators[msg_type] = validator
+
+    def broadcast(self, message: dict) -> str | bytes:
+        """Send `message` (a dict with "type" and payload fields) to the whole network; returns its id.
+        The envelope fields are filled in here; this node's own subscribers are not called."""
+        kind = message["type"]
+        if kind in CONTROL_TYPES or "dst" in message:
+            raise ValueError(f"cannot broadcast a {kind!r} message")
+        envelope = self._envelope(message)
+        mid = envelope["id"]
+        body = encode_body(envelope)
+        if len(body) > self.max_frame_bytes:
+            raise ValueError(f"message of {len(body)} bytes exceeds MAX_FRAME_BYTES")
+        self.seen.add(mid)
+        self.counters.events["broadcasts"] += 1
+        self._push(mid, kind, frame_body(body), set())
+        return mid
+
+    def send_to_peer(self, node_id: str, message: dict,
+                     on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
+        """Send `message` to one node: over our link to it, else through a neighbour that links to it,
+        else hold it (bounded, for QUEUE_TTL) until it is reachable. A QUEUED message's final outcome
+        is passed to `on_settled` later (delivered/relayed when flushed, dropped when it expires)."""
+        kind = message["type"]
+        if kind in CONTROL_TYPES:
+            raise ValueError(f"cannot send a {kind!r} message")
+        envelope = self._envelope(message, dst=node_id)
+        mid = envelope["id"]
+        if node_id == self.node_id:
+            return self._dropped(mid, "to_self")
+        if self.queue.pending(node_id):  # keep order behind what is already waiting
+            return self._enqueue(node_id, envelope, on_settled)
+        try:
+            result = self._send_routed(node_id, envelope)
+        except FrameError:
+            return self._dropped(mid, "too_large")
+        return result if result is not None else self._enqueue(node_id, envelope, on_settled)
+
+    def route_for(self, node_id: str) -> tuple[str, Any] | None:
+        """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
+        links = self.peers.links
+        link = links.get(node_id)
+        if link is not None and link.is_open:
+            return "direct", link
+        best = None
+        best_rtt = float("inf")
+        for link in links.values():
+            if node_id in link.remote_links and link.is_open:
+                caps = (link.remote_hello or {}).get("capabilities", ("relay",))
+                rtt = link.rtt if link.rtt is not None else 1.0
+                if "relay" in caps and rtt < best_rtt:
+                    best, best_rtt = link, rtt
+        return ("relay", best) if best is not None else None
+
+    # --- housekeeping -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="router.sweep"))
+
+    async def stop(self) -> None:
+        tasks = self._tasks + list(self._drains.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._ihave_handle is not None:
+            self._ihave_handle.cancel()
+        for missing in self._missing.values():
+            if missing.handle is not None:
+                missing.handle.cancel()
+        self._missing.clear()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Expire queued messages (counted, callers told) and old seen ids."""
+        for held in self.queue.expire():
+            self.counters.events["expired"] += 1
+            self._settle(held, self._dropped(held.message["id"], "expired"))
+        self.seen.prune()
+
+    # --- PeerManager hooks ------------------------------------------------------------------
+    def _on_open(self, link: Any) -> None:
+        node_id = link.remote_id
+        self._inbound[node_id] = _InboundLimit(self.rate_limit, self.rate_burst)
+        self.lazy.discard(node_id)  # new links start eager; redundant ones get pruned
+        if self.queue.pending(node_id):
+            self._start_drain(node_id)
+
+    def _on_close(self, link: Any) -> None:
+        node_id = link.remote_id
+        self._inbound.pop(node_id, None)
+        self.lazy.discard(node_id)
+        self._pending_ihave.pop(node_id, None)
+
+    def _on_heartbeat(self, link: Any, message: dict) -> None:
+        if not self.queue.pending_targets:
+            return
+        for target in self.queue.targets():
+            if target in link.remote_links and target not in self._drains:
+                self._start_drain(target)
+
+    # --- receiving --------------------------------------------------------------------------
+    def on_message(self, link: Any, message: dict) -> None:
+        """PeerManager.message_handler: every validated application message from a link."""
+        src = link.remote_id
+        limit = self._inbound.get(src)
+        if limit is None:
+            limit = self._inbound[src] = _InboundLimit(self.rate_limit, self.rate_burst)
+        if not limit.bucket.try_take():
+            self._throttle(link, limit)
+            return
+        kind = message["type"]
+        counters = self.counters
+        received = counters.received
+        received[kind] = received.get(kind, 0) + 1
+        control = self._control.get(kind)
+        if control is not None:
+            control(link, message)
+            return
+        if "id" not in message:  # a plain link-local message (no routing): hand it over as is
+            self._deliver(message, src)
+            return
+        check_envelope(message)
+        if "dst" in message:
+            if message["dst"] != self.node_id:
+                _bump(counters.dropped, "misaddressed")
+                return
+            self._on_unicast(message, src)
+        else:
+            self._on_broadcast(link, message, kind)
+
+    def _on_broadcast(self, link: Any, message: dict, kind: str) -> None:
+        src = link.remote_id
+        mid = message["id"]
+        events = self.counters.events
+        events["broadcast_copies"] += 1
+        if not self.seen.add(mid):
+            _bump(self.counters.duplicates, kind)
+            entry = self.cache.get(mid)
+            if entry is not None:
+                entry.haves.add(src)
+            if self.mode == "plumtree" and src not in self.lazy:
+                self.lazy.add(src)
+                link.send_frame(PRUNE_FRAME)
+                events["prunes_sent"] += 1
+                _bump(self.counters.sent, "prune")
+            for listener in self.duplicate_listeners:
+                listener(message, src)
+            return
+        events["unique_broadcasts"] += 1
+        validator = self.validators.get(kind)
+        if validator is not None and not validator(message, src):
+            _bump(self.counters.dropped, "invalid")
+            self.peers.penalize(src, 10, f"invalid {kind}")
+            return
+        haves = {src}
+        missing = self._missing.pop(mid, None)
+        if missing is not None:
+            if missing.handle is not None:
+                missing.handle.cancel()
+            haves.update(missing.announcers)
+        self.lazy.discard(src)  # it is on a path from the origin to us: keep that link eager
+        hops = message.get("hops", 0) + 1
+        if hops <= self.max_hops:
+            forward = message.copy()
+            forward["hops"] = hops
+            self._push(mid, kind, frame_body(encode_body(forward)), haves)
+        else:
+            events["hop_limited"] += 1
+        self._deliver(message, src)
+
+    def _on_unicast(self, message: dict, src: str) -> None:
+        if not self.seen.add(message["id"]):
+            _bump(self.counters.duplicates, message["type"])
+            for listener in self.duplicate_listeners:
+                listener(message, src)
+            return
+        self._deliver(message, src)
+
+    def _deliver(self, message: dict, src: str) -> None:
+        handlers = self.subscribers.get(message["type"])
+        if not handlers:
+            _bump(self.counters.dropped, "no_subscriber")
+            return
+        self.counters.events["delivered_local"] += 1
+        for handler in handlers:
+            try:
+                handler(message, src)
+            except m.ProtocolError:
+                raise
+            except Exception:
+                self.counters.events["handler_errors"] += 1
+                log.exception("handler for %s failed", message["type"])
+
+    # --- relay ------------------------------------------------------------------------------
+    def _on_relay(self, link: Any, message: dict) -> None:
+        dst = message["dst"]
+        mid = message["id"]
+        counters = self.counters
+        if dst == self.node_id:
+            try:
+                inner = decode_body(message["body"], self.max_frame_bytes)
+                if inner["type"] in CONTROL_TYPES or not m.validate(inner) or inner.get("id") != mid:
+                    _bump(counters.dropped, "relayed_unknown")
+                    return
+                check_envelope(inner)
+            except (MalformedFrame, m.ProtocolError):
+                _bump(counters.dropped, "relayed_malformed")
+                return
+            _bump(counters.received, inner["type"])
+            self._on_unicast(inner, link.remote_id)
+            return
+        if not self.seen.add(mid):
+            _bump(counters.duplicates, "relay")
+            return
+        hops = message["hops"] + 1
+        if hops > RELAY_MAX_HOPS:
+            _bump(counters.dropped, "relay_hop_limit")
+            return
+        route = self.route_for(dst)
+        if route is None or route[1] is link or route[1].remote_id == message["origin"]:
+            _bump(counters.dropped, "relay_unreachable")
+            return
+        forward = message.copy()
+        forward["hops"] = hops
+        if route[1].send(forward):
+            counters.events["relayed"] += 1
+            _bump(counters.sent, "relay")
+
+    # --- Plumtree lazy push -----------------------------------------------------------------
+    def _push(self, mid: Any, kind: str, frame: bytes, haves: set[str]) -> None:
+        """Send a broadcast frame to eager neighbours, announce it to lazy ones, skip those that have it."""
+        self.cache.put(mid, frame, haves)
+        lazy = self.lazy
+        sent = suppressed = 0
+        for node_id, link in self.peers.links.items():
+            if node_id in haves:
+                suppressed += 1
+            elif node_id in lazy:
+                pending = self._pending_ihave.get(node_id)
+                if pending is None:
+                    self._pending_ihave[node_id] = [mid]
+                else:
+                    pending.append(mid)
+            elif link.send_frame(frame):
+                sent += 1
+        if self._pending_ihave and self._ihave_handle is None:
+            self._ihave_handle = asyncio.get_running_loop().call_later(self.ihave_interval, self._flush_ihave)
+        events = self.counters.events
+        events["forwarded_frames"] += sent
+        events["suppressed_sends"] += suppressed
+        _bump(self.counters.sent, kind, sent)
+
+    def _flush_ihave(self) -> None:
+        self._ihave_handle = None
+        pending, self._pending_ihave = self._pending_ihave, {}
+        links = self.peers.links
+        cache = self.cache
+        for node_id, ids in pending.items():
+            link = links.get(node_id)
+            if link is None:
+                continue
+            fresh = []
+            for mid in ids:
+                entry = cache.get(mid)
+                if entry is not None and node_id not in entry.haves:
+                    fresh.append(mid)
+            for start in range(0, len(fresh), MAX_IDS):
+                chunk = fresh[start:start + MAX_IDS]
+                link.send({"type": "ihave", "ids": chunk})
+                self.counters.events["ihave_ids_sent"] += len(chunk)
+                _bump(self.counters.sent, "ihave")
+
+    def _on_ihave(self, link: Any, message: dict) -> None:
+        src = link.remote_id
+        ids = message["ids"]
+        self.counters.events["ihave_ids_received"] += len(ids)
+        loop = None
+        for mid in ids:
+            entry = self.cache.get(mid)
+            if entry is not None:
+                entry.haves.add(src)
+                continue
+            if mid in self.seen:
+                continue
+            missing = self._missing.get(mid)
+            if missing is None:
+                if len(self._missing) >= self.max_missing:
+                    continue
+                missing = self._missing[mid] = _Missing()
+                loop = loop or asyncio.get_running_loop()
+                missing.handle = loop.call_later(self.graft_timeout, self._graft_due, mid)
+            if src not in missing.announcers:
+                missing.announcers.append(src)
+
+    def _graft_due(self, mid: Any) -> None:
+        """An announced id has not arrived in time: pull it from the next announcer, eagerly from now on."""
+        missing = self._missing.get(mid)
+        if missing is None:
+            return
+        missing.handle = None
+        if mid in self.seen:
+            del self._missing[mid]
+            return
+        links = self.peers.links
+        while missing.grafts < len(missing.announcers):
+            node_id = missing.announcers[missing.grafts]
+            missing.grafts += 1
+            link = links.get(node_id)
+            if link is None:
+                continue
+            self.lazy.discard(node_id)
+            link.send({"type": "graft", "ids": [mid]})
+            self.counters.events["grafts_sent"] += 1
+            _bump(self.counters.sent, "graft")
+            missing.handle = asyncio.get_running_loop().call_later(self.graft_retry, self._graft_due, mid)
+            return
+        del self._missing[mid]
+        _bump(self.counters.dropped, "graft_exhausted")
+
+    def _on_graft(self, link: Any, message: dict) -> None:
+        self.lazy.discard(link.remote_id)
+        for mid in message["ids"]:
+            entry = self.cache.get(mid)
+            if entry is not None and link.send_frame(entry.frame):
+                self.counters.events["grafts_served"] += 1
+            else:
+                _bump(self.counters.dropped, "graft_unknown")
+
+    def _on_prune(self, link: Any, message: dict) -> None:
+        self.counters.events["prunes_received"] += 1
+        if self.mode == "plumtree":
+            self.lazy.add(link.remote_id)
+
+    # --- inbound rate limit -----------------------------------------------------------------
+    def _throttle(self, link: Any, limit: _InboundLimit) -> None:
+        now = time.monotonic()
+        if now - limit.last_drop > FLOOD_GAP:
+            limit.episode_start = now
+            limit.drops = 0
+            log.info("throttling peer %s: over %g messages/s", (link.remote_id or "?")[:12], self.rate_limit)
+        limit.last_drop = now
+        limit.drops += 1
+        self.counters.events["throttled"] += 1
+        _bump(self.counters.dropped, "throttled")
+        if now - limit.episode_start >= FLOOD_GRACE:
+            self.counters.events["flood_bans"] += 1
+            log.warning("peer %s flooded past %g messages/s for %.1fs (%d dropped): disconnecting, banned %gs",
+                        (link.remote_id or "?")[:12], self.rate_limit, now - limit.episode_start, limit.drops,
+                        self.flood_ban_seconds)
+            self.peers.ban(link.remote_id, self.flood_ban_seconds, "flood")
+            if link.is_open:  # ban() closes known peers; make sure of it
+                link.close("banned", "flood")
+
+    # --- unicast sending --------------------------------------------------------------------
+    def _envelope(self, message: dict, dst: str | None = None) -> dict:
+        envelope = dict(message)
+        envelope.setdefault("id", new_message_id())
+        envelope["origin"] = self.node_id
+        envelope.setdefault("ts", time.time())
+        envelope["hops"] = 0
+        if dst is not None:
+            envelope["dst"] = dst
+        return envelope
+
+    def _send_routed(self, node_id: str, envelope: dict) -> SendResult | None:
+        """Send now if there is a route; None when there is none (or its link just closed)."""
+        route = self.route_for(node_id)
+        if route is None:
+            return None
+        how, link = route
+        kind = envelope["type"]
+        if how == "direct":
+            if not link.send_frame(encode_frame(envelope, self.max_frame_bytes)):
+                return None
+            self.counters.events["delivered_direct"] += 1
+            _bump(self.counters.sent, kind)
+            return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
+        wrapper = {"type": "relay", "id": envelope["id"], "origin": self.node_id, "dst": node_id, "hops": 0,
+                   "ts": envelope["ts"], "body": encode_body(envelope)}
+        if not link.send_frame(encode_frame(wrapper, self.max_frame_bytes)):
+            return None
+        self.counters.events["relayed_out"] += 1
+        _bump(self.counters.sent, "relay")
+        return SendResult(Outcome.RELAYED, envelope["id"], link.remote_id)
+
+    def _enqueue(self, node_id: str, envelope: dict, on_settled: Callable[[SendResult], None] | None) -> SendResult:
+        accepted, evicted = self.queue.put(node_id, envelope, on_settled)
+        if not accepted:
+            return self._dropped(envelope["id"], "too_many_queues")
+        if evicted is not None:
+            self._settle(evicted, self._dropped(evicted.message["id"], "queue_full"))
+        self.counters.events["queued"] += 1
+        if node_id not in self._drains and self.route_for(node_id) is not None:
+            self._start_drain(node_id)
+        return SendResult(Outcome.QUEUED, envelope["id"])
+
+    def _dropped(self, mid: Any, reason: str) -> SendResult:
+        _bump(self.counters.dropped, reason)
+        return SendResult(Outcome.DROPPED, mid, reason=reason)
+
+    @staticmethod
+    def _settle(held: Held, result: SendResult) -> None:
+        if held.on_settled is not None:
+            try:
+                held.on_settled(result)
+            except Exception:
+                log.exception("on_settled callback failed")
+
+    def _start_drain(self, target: str) -> None:
+        if target in self._drains:
+            return
+        self.queue.start_drain(target)
+        self._drains[target] = asyncio.get_running_loop().create_task(self._drain(target), name="router.drain")
+
+    async def _drain(self, target: str) -> None:
+        """Flush a target's queue at its warm-up rate while it stays reachable."""
+        try:
+            while self.queue.pending(target):
+                if self.route_for(target) is None:
+                    return  # unreachable again: keep holding; a later open/heartbeat restarts us
+                ready, expired, wait = self.queue.take(target)
+                for held in expired:
+                    self.counters.events["expired"] += 1
+                    self._settle(held, self._dropped(held.message["id"], "expired"))
+                for n, held in enumerate(ready):
+                    try:
+                        result = self._send_routed(target, held.message)
+                    except FrameError:
+                        result = self._dropped(held.message["id"], "too_large")
+                    if result is None:
+                        self.queue.requeue_front(target, ready[n:])
+                        return
+                    self.counters.events["flushed"] += 1
+                    self._settle(held, result)
+                if wait:
+                    await asyncio.sleep(wait)
+        finally:
+            self._drains.pop(target, None)
+
+    # --- reporting --------------------------------------------------------------------------
+    @property
+    def amplification(self) -> float | None:
+        """Copies received per unique broadcast received (1.0 is ideal; flooding gives about the degree)."""
+        events = self.counters.events
+        unique = events["unique_broadcasts"]
+        return round(events["broadcast_copies"] / unique, 4) if unique else None
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.counters
+        links = self.peers.links
+        return {
+            "mode": self.mode, "sent": dict(counters.sent), "received": dict(counters.received),
+            "duplicates": dict(counters.duplicates), "dropped": dict(counters.dropped),
+            "events": dict(counters.events), "amplification": self.amplification,
+            "eager_peers": sum(1 for n in links if n not in self.lazy),
+            "lazy_peers": sum(1 for n in links if n in self.lazy),
+            "missing": len(self._missing),
+            "seen_cache": {"size": len(self.seen), "max_size": self.seen.max_size, "ttl": self.seen.ttl,
+                           "evicted": self.seen.evicted, "expired": self.seen.expired},
+            "message_cache": len(self.cache),
+            "queue": {"messages": len(self.queue), "targets": len(self.queue.targets()),
+                      "draining": len(self._drains)},
+            "rate_limit": {"rate": self.rate_limit, "burst": self.rate_burst},
+        }

@@ -1,0 +1,386 @@
+"""MessageRouter over an in-process simulated network (real framing, real schemas, fake links).
+
+Each SimNode has a real MessageRouter on a FakePeers; a FakeLink hands encoded frames to the other
+side's router on the next loop pass, the way PeerLink does after decoding and validating.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from p2p import messages as m
+from p2p.framing import decode_body
+from p2p.router import MessageRouter, Outcome, check_envelope
+
+
+def nid(i: int) -> str:
+    return f"{i:040x}"
+
+
+class FakeLink:
+    def __init__(self, net: "SimNet", owner: "SimNode", remote: "SimNode") -> None:
+        self.net = net
+        self.owner = owner
+        self.remote_id = remote.node_id
+        self.remote = remote
+        self.remote_links: frozenset[str] = frozenset()
+        self.remote_hello = {"capabilities": ["relay", "pex"]}
+        self.rtt = 0.001
+        self.state = "open"
+        self.frames_out = 0
+        self.peer: FakeLink | None = None  # the other end
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+    def send(self, message: dict) -> bool:
+        from p2p.framing import encode_frame
+        return self.send_frame(encode_frame(message))
+
+    def send_frame(self, frame: bytes) -> bool:
+        if not self.is_open:
+            return False
+        self.frames_out += 1
+        self.net.loop.call_soon(self._arrive, frame)
+        return True
+
+    def _arrive(self, frame: bytes) -> None:
+        peer = self.peer
+        if peer is None or not peer.is_open:
+            return
+        message = decode_body(frame[4:])
+        try:
+            if m.validate(message):
+                peer.owner.peers.message_handler(peer, message)
+        except m.ProtocolError as exc:
+            peer.close(exc.reason)
+
+    def close(self, reason: str = "closed", detail: str = "") -> None:
+        for end in (self, self.peer):
+            if end is not None and end.state == "open":
+                end.state = "closed"
+                end.owner.peers.drop_link(end)
+
+
+class FakePeers:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.links: dict[str, FakeLink] = {}
+        self.message_handler = lambda link, message: None
+        self.open_listeners: list = []
+        self.close_listeners: list = []
+        self.heartbeat_listeners: list = []
+        self.bans: list[tuple[str, float, str]] = []
+        self.penalties: list[tuple[str, float, str]] = []
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None:
+        self.penalties.append((node_id, points, reason))
+
+    def ban(self, node_id: str, seconds: float, reason: str) -> None:
+        self.bans.append((node_id, seconds, reason))
+        link = self.links.get(node_id)
+        if link is not None:
+            link.close("banned")
+
+    def add_link(self, link: FakeLink) -> None:
+        self.links[link.remote_id] = link
+        for listener in self.open_listeners:
+            listener(link)
+
+    def drop_link(self, link: FakeLink) -> None:
+        if self.links.get(link.remote_id) is link:
+            del self.links[link.remote_id]
+            for listener in self.close_listeners:
+                listener(link)
+
+    def heartbeat_from(self, link: FakeLink) -> None:
+        link.remote_links = frozenset(link.remote.peers.links)
+        for listener in self.heartbeat_listeners:
+            listener(link, {"type": "heartbeat"})
+
+
+class SimNode:
+    def __init__(self, net: "SimNet", i: int, **settings) -> None:
+        self.node_id = nid(i)
+        self.peers = FakePeers(self.node_id)
+        self.router = MessageRouter(self.peers, SimpleNamespace(**settings))
+        self.got: list[tuple[dict, str]] = []
+        self.router.subscribe("note", lambda message, src: self.got.append((message, src)))
+
+
+class SimNet:
+    def __init__(self, n: int, **settings) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.nodes = [SimNode(self, i, **settings) for i in range(n)]
+
+    def connect(self, a: int, b: int) -> None:
+        na, nb = self.nodes[a], self.nodes[b]
+        la, lb = FakeLink(self, na, nb), FakeLink(self, nb, na)
+        la.peer, lb.peer = lb, la
+        na.peers.add_link(la)
+        nb.peers.add_link(lb)
+
+    def heartbeats(self) -> None:
+        for node in self.nodes:
+            for link in list(node.peers.links.values()):
+                node.peers.heartbeat_from(link)
+
+    async def settle(self, seconds: float = 0.0) -> None:
+        await asyncio.sleep(seconds)
+        for _ in range(200):
+            await asyncio.sleep(0)
+
+    async def quiet(self, seconds: float = 0.3) -> None:
+        """Let timers (ihave batches, graft timeouts) run out."""
+        await self.settle(seconds)
+
+    def delivered(self, mid) -> list[int]:
+        return [sum(1 for msg, _ in node.got if msg["id"] == mid) for node in self.nodes]
+
+    def counter_sum(self, name: str) -> int:
+        return sum(node.router.counters.events[name] for node in self.nodes)
+
+
+def line(n: int, **settings) -> SimNet:
+    net = SimNet(n, **settings)
+    for i in range(1, n):
+        net.connect(i - 1, i)
+    return net
+
+
+def random_graph(n: int, links_per_node: int, seed: int, **settings) -> SimNet:
+    rng = random.Random(seed)
+    net = SimNet(n, **settings)
+    edges = set()
+    for i in range(1, n):
+        for j in rng.sample(range(i), min(i, links_per_node)):
+            edges.add((j, i))
+    for a, b in sorted(edges):
+        net.connect(a, b)
+    return net
+
+
+# --- broadcast ------------------------------------------------------------------------------
+async def test_broadcast_along_a_line_reaches_every_node_exactly_once() -> None:
+    net = line(10)
+    mid = net.nodes[0].router.broadcast({"type": "note", "payload": "hello"})
+    await net.quiet()
+    assert net.delivered(mid) == [0] + [1] * 9  # the origin's own subscribers are not called
+    last = net.nodes[9].got[0][0]
+    assert last["hops"] == 8 and last["origin"] == nid(0) and last["payload"] == "hello"
+    assert all(node.router.counters.duplicates == {} for node in net.nodes)
+
+
+async def test_flood_mode_never_sends_back_and_counts_duplicates() -> None:
+    net = SimNet(3, broadcast_mode="flood")
+    net.connect(0, 1), net.connect(1, 2), net.connect(0, 2)
+    mid = net.nodes[0].router.broadcast({"type": "note"})
+    await net.quiet()
+    assert net.delivered(mid) == [0, 1, 1]
+    # 0 sends to 1 and 2; 1 and 2 each send to the other only (not back to 0): 4 frames, 2 duplicates
+    assert net.counter_sum("forwarded_frames") == 4
+    assert sum(sum(n.router.counters.duplicates.values()) for n in net.nodes) == 2
+    assert net.counter_sum("suppressed_sends") == 2
+
+
+async def test_hop_limit_stops_forwarding() -> None:
+    net = line(6, broadcast_max_hops=3)
+    mid = net.nodes[0].router.broadcast({"type": "note"})
+    await net.quiet()
+    # hops on arrival: node1 0, node2 1, node3 2, node4 3 (delivered, not forwarded further)
+    assert net.delivered(mid) == [0, 1, 1, 1, 1, 0]
+    assert net.nodes[4].router.counters.events["hop_limited"] == 1
+
+
+async def test_plumtree_converges_to_about_one_copy_per_node_with_full_delivery() -> None:
+    net = random_graph(30, 3, seed=7)  # about 6 links per node
+    rng = random.Random(1)
+    ids = []
+    for round_ in range(60):
+        origin = net.nodes[rng.randrange(30)]
+        ids.append(origin.router.broadcast({"type": "note", "seq": round_}))
+        await net.settle(0.005)
+    await net.quiet(0.5)
+    for mid in ids:
+        assert sorted(net.delivered(mid)) == [0] + [1] * 29, mid
+    # steady state: the last 30 broadcasts arrive about once per node
+    before = {n.node_id: n.router.counters.events["broadcast_copies"] for n in net.nodes}
+    late = []
+    for round_ in range(30):
+        late.append(net.nodes[rng.randrange(30)].router.broadcast({"type": "note", "seq": 1000 + round_}))
+        await net.settle(0.005)
+    await net.quiet(0.5)
+    copies = sum(n.router.counters.events["broadcast_copies"] - before[n.node_id] for n in net.nodes)
+    for mid in late:
+        assert sorted(net.delivered(mid)) == [0] + [1] * 29
+    amplification = copies / (30 * 29)
+    assert amplification <= 1.3, amplification
+    assert net.counter_sum("prunes_sent") > 0
+
+
+async def test_flooding_the_same_graph_costs_about_the_degree() -> None:
+    net = random_graph(30, 3, seed=7, broadcast_mode="flood")
+    ids = [net.nodes[i].router.broadcast({"type": "note"}) for i in range(0, 30, 3)]
+    await net.quiet()
+    for mid in ids:
+        assert sorted(net.delivered(mid)) == [0] + [1] * 29
+    copies = net.counter_sum("broadcast_copies")
+    assert copies / (len(ids) * 29) > 3.0
+
+
+async def test_broken_tree_is_repaired_by_graft_from_a_lazy_peer() -> None:
+    net = SimNet(4)
+    for a, b in ((0, 1), (1, 2), (2, 3), (3, 0)):  # a ring: one edge becomes lazy
+        net.connect(a, b)
+    first = net.nodes[0].router.broadcast({"type": "note"})
+    await net.quiet()
+    assert sorted(net.delivered(first)) == [0, 1, 1, 1]
+    lazy_edges = {(n.node_id, lazy) for n in net.nodes for lazy in n.router.lazy}
+    assert lazy_edges, "a redundant copy should have pruned one edge"
+    # cut an eager edge: the lazy edge must carry the next message (ihave -> graft)
+    eager = next((i, j) for i, j in ((0, 1), (1, 2), (2, 3), (3, 0))
+                 if nid(j) not in net.nodes[i].router.lazy and nid(i) not in net.nodes[j].router.lazy)
+    net.nodes[eager[0]].peers.links[nid(eager[1])].close()
+    second = net.nodes[0].router.broadcast({"type": "note"})
+    await net.quiet(0.6)
+    assert sorted(net.delivered(second)) == [0, 1, 1, 1]
+    assert net.counter_sum("grafts_sent") >= 1 and net.counter_sum("grafts_served") >= 1
+
+
+async def test_validator_rejects_without_forwarding_and_penalises_sender() -> None:
+    net = line(3)
+    net.nodes[1].router.set_validator("note", lambda message, src: message.get("payload") != "forged")
+    bad = net.nodes[0].router.broadcast({"type": "note", "payload": "forged"})
+    good = net.nodes[0].router.broadcast({"type": "note", "payload": "fine"})
+    await net.quiet()
+    assert net.delivered(bad) == [0, 0, 0]
+    assert net.delivered(good) == [0, 1, 1]
+    assert net.nodes[1].peers.penalties == [(nid(0), 10, "invalid note")]
+
+
+async def test_malformed_envelope_is_a_protocol_error() -> None:
+    with pytest.raises(m.ProtocolError):
+        check_envelope({"type": "note", "id": "x", "origin": "short"})
+    with pytest.raises(m.ProtocolError):
+        check_envelope({"type": "note", "id": "x" * 200, "origin": nid(1)})
+    check_envelope({"type": "note", "id": b"\x01" * 16, "origin": nid(1), "hops": 3, "ts": 1.5})
+
+
+# --- unicast --------------------------------------------------------------------------------
+async def test_send_direct_then_relay_then_queue() -> None:
+    net = line(3)
+    a, b, c = net.nodes
+    direct = a.router.send_to_peer(b.node_id, {"type": "note", "payload": 1})
+    assert direct.outcome is Outcome.DELIVERED
+    # no heartbeat yet: a does not know b links to c
+    queued = a.router.send_to_peer(c.node_id, {"type": "note", "payload": 2})
+    assert queued.outcome is Outcome.QUEUED
+    net.heartbeats()  # a learns b's links: the queue drains through b
+    await net.quiet()
+    assert [msg["payload"] for msg, _ in b.got] == [1]
+    assert [(msg["payload"], src) for msg, src in c.got] == [(2, b.node_id)]
+    relayed = a.router.send_to_peer(c.node_id, {"type": "note", "payload": 3})
+    assert relayed.outcome is Outcome.RELAYED and relayed.via == b.node_id
+    await net.quiet()
+    assert [msg["payload"] for msg, _ in c.got] == [2, 3]
+    assert b.router.counters.events["relayed"] == 2
+    assert a.router.counters.events["flushed"] == 1
+
+
+async def test_queued_message_is_delivered_once_when_target_connects() -> None:
+    net = SimNet(2)
+    a, b = net.nodes
+    outcomes = []
+    result = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "later"}, on_settled=outcomes.append)
+    assert result.outcome is Outcome.QUEUED and result.ok
+    await net.settle(0.05)
+    assert b.got == [] and outcomes == []
+    net.connect(0, 1)
+    await net.quiet()
+    assert [msg["payload"] for msg, _ in b.got] == ["later"]
+    assert [o.outcome for o in outcomes] == [Outcome.DELIVERED]
+    assert a.router.stats()["queue"]["messages"] == 0
+
+
+async def test_queued_message_expires_and_is_counted() -> None:
+    net = SimNet(2, queue_ttl=0.05)
+    a, b = net.nodes
+    outcomes = []
+    a.router.send_to_peer(b.node_id, {"type": "note"}, on_settled=outcomes.append)
+    await asyncio.sleep(0.1)
+    a.router.sweep()
+    assert [(o.outcome, o.reason) for o in outcomes] == [(Outcome.DROPPED, "expired")]
+    assert a.router.counters.events["expired"] == 1 and a.router.counters.dropped["expired"] == 1
+    net.connect(0, 1)
+    await net.quiet()
+    assert b.got == []
+
+
+async def test_queue_bound_drops_oldest_and_flush_warms_up() -> None:
+    net = SimNet(2, queue_max_messages=200)
+    a, b = net.nodes
+    outcomes = []
+    for i in range(250):
+        a.router.send_to_peer(b.node_id, {"type": "note", "seq": i}, on_settled=outcomes.append)
+    assert len(outcomes) == 50 and all(o.reason == "queue_full" for o in outcomes)
+    net.connect(0, 1)
+    await net.settle(0.5)
+    early = len(b.got)
+    assert 0 < early < 60, early  # 20/s doubling each second: about 30 in the first half second
+    await net.settle(3.0)
+    assert [msg["seq"] for msg, _ in b.got] == list(range(50, 250))  # in order, each once
+
+
+async def test_send_to_self_and_oversized_are_dropped_with_reason() -> None:
+    net = line(2, max_frame_bytes=2048)
+    a, b = net.nodes
+    assert a.router.send_to_peer(a.node_id, {"type": "note"}).reason == "to_self"
+    big = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "x" * 5000})
+    assert (big.outcome, big.reason) == (Outcome.DROPPED, "too_large")
+    with pytest.raises(ValueError):
+        a.router.broadcast({"type": "note", "payload": "x" * 5000})
+
+
+async def test_relayed_duplicate_is_handled_once() -> None:
+    net = line(3)
+    net.heartbeats()
+    a, b, c = net.nodes
+    msg = {"type": "note", "id": "fixed-id", "payload": 1}
+    assert a.router.send_to_peer(c.node_id, msg).outcome is Outcome.RELAYED
+    assert a.router.send_to_peer(c.node_id, msg).outcome is Outcome.RELAYED
+    await net.quiet()
+    assert len(c.got) == 1
+
+
+# --- inbound rate limit ---------------------------------------------------------------------
+async def test_flooding_peer_is_throttled_then_banned_while_others_continue() -> None:
+    net = SimNet(3, router_rate_limit=200, router_rate_burst=400)
+    net.connect(0, 1)
+    net.connect(2, 1)
+    victim = net.nodes[1]
+    attacker_link = net.nodes[0].peers.links[victim.node_id]
+    honest = net.nodes[2]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    banned_at = None
+    honest_ids = []
+    seq = 0
+    while loop.time() - started < 1.5:
+        for _ in range(20):  # 2000 msgs/s: 10x the limit
+            seq += 1
+            attacker_link.send({"type": "note", "id": f"flood-{seq}", "origin": nid(0), "hops": 0})
+        if seq % 100 == 0:
+            honest_ids.append(honest.router.broadcast({"type": "note", "payload": "honest"}))
+        await asyncio.sleep(0.01)
+        if banned_at is None and victim.peers.bans:
+            banned_at = loop.time() - started
+    await net.quiet()
+    assert victim.peers.bans and victim.peers.bans[0][0] == nid(0) and victim.peers.bans[0][2] == "flood"
+    assert banned_at is not None and banned_at < 1.0, banned_at
+    assert victim.router.counters.events["throttled"] > 0 and victim.router.counters.events["flood_bans"] == 1
+    got = {msg["id"] for msg, _ in victim.got}
+    assert all(h in got for h in honest_ids)
