@@ -118,6 +118,26 @@ class Settings:
     grenache_rpc_port: int | None = _setting(
         None, "GRENACHE_RPC_PORT", "Serve a Grenache-compatible HTTP RPC endpoint on this port (unset = off)",
         p.optional(_PORT))
+    grenache_services: tuple[str, ...] = _setting(
+        ("ping",), "GRENACHE_SERVICES", "Comma-separated services served on the Grenache endpoint and announced on Grape",
+        p.listed(p.text(max_len=128)))
+    rpc_timeout: float = _setting(5.0, "RPC_TIMEOUT", "Default seconds an RPC may take, retries included", _FLOAT_POS)
+    rpc_max_in_flight: int = _setting(256, "RPC_MAX_IN_FLIGHT", "RPC requests in flight per peer, each direction",
+                                      p.integer(1, 65536))
+    rpc_max_attempts: int = _setting(
+        3, "RPC_MAX_ATTEMPTS", "Attempts per RPC (a retry goes to another peer, within the retry budget)",
+        p.integer(1, 10))
+    rpc_warmup: float = _setting(
+        5.0, "RPC_WARMUP", "Seconds after start in which outgoing RPCs ramp from 10% of RPC_WARMUP_RATE (0 = off)",
+        p.number(above=-1e-9))
+    rpc_warmup_rate: float = _setting(2000.0, "RPC_WARMUP_RATE", "Outgoing RPCs/s reached at the end of the warm-up",
+                                      _FLOAT_POS)
+    hint_rate: float = _setting(2.0, "HINT_RATE", "Most routing hints this node broadcasts per second", _FLOAT_POS)
+    test_service_fault: str | None = _setting(
+        None, "TEST_SERVICE_FAULT", "Make the diagnostic test.echo service misbehave (tests): delay=S,fail=FRACTION,"
+        "fail_delay=S", p.optional(p.text(max_len=200, pattern=r"\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*"
+                                                                r"(,\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*)*",
+                                          what="delay=SECONDS,fail=FRACTION,fail_delay=SECONDS")))
     event_loop: str = _setting("auto", "EVENT_LOOP", "auto, asyncio or uvloop", p.choice("auto", "asyncio", "uvloop"))
 
     @property

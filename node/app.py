@@ -33,6 +33,11 @@ class ExchangeNode:
         self.peers = PeerManager(settings, self.identity, verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for, peer_store=self.store)
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
+        self.api_extensions: list[Any] = []  # fn(aiohttp app), called by node/api.py build_app
+        self.metric_sources: list[Any] = []  # () -> iterable of metric families, for /metrics
+        from node.rpc_component import NodeRpc
+
+        self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.api_address: tuple[str, int] | None = None
         self._api_runner: Any = None
         self._stop = asyncio.Event()
@@ -54,6 +59,7 @@ class ExchangeNode:
         if self.settings.p2p_enabled:
             await self.peers.start()
             self.discovery.start()
+        await self.rpc.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
         log.info("node %s up: peers on %s, control API on http://%s:%d (network %s)", self.node_id, self.listen,
@@ -71,6 +77,7 @@ class ExchangeNode:
     async def stop(self) -> None:
         log.info("shutting down")
         await self.discovery.stop()
+        await self.rpc.stop()
         await self.peers.stop()
         if self._api_runner is not None:
             await self._api_runner.cleanup()

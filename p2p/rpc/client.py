@@ -76,7 +76,7 @@ class RpcClient:
             if not sent:
                 raise e.RpcError(e.LINK_CLOSED, "link refused the request (closed or frame too large)", peer=peer)
         elif self.route is not None:
-            message.update(id=f"{self.node_id}:{rid}", origin=self.node_id, ts=time.time(), to=peer)
+            message.update(id=f"{self.node_id}:{rid}", origin=self.node_id, ts=time.time())
             if not self.route(peer, message):
                 raise e.RpcError(e.UNREACHABLE, "no link or route to the peer", peer=peer)
             routed = True
@@ -114,7 +114,7 @@ class RpcClient:
             if link is not None:
                 link.send(message)
             elif pending.route and self.route is not None:
-                message.update(id=f"{self.node_id}:c{rid}", origin=self.node_id, ts=time.time(), to=pending.peer)
+                message.update(id=f"{self.node_id}:c{rid}", origin=self.node_id, ts=time.time())
                 self.route(pending.peer, message)
         except Exception:  # noqa: BLE001 - best effort
             pass

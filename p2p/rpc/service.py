@@ -96,7 +96,7 @@ class _Routed:
         link = svc.peers.links.get(self.target)
         if link is not None:
             return link.send(message)
-        message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time(), to=self.target)
+        message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time())
         return svc._route(self.target, message)
 
 
@@ -132,6 +132,7 @@ class RpcService:
                                          "retries_denied": 0, "throttled": 0, "no_peers": 0, "warmup_waits": 0}
         self.requests_by_peer: dict[str, dict[str, int]] = {}  # service -> peer -> attempts sent
         self._calls = 0                                        # `call`s in progress
+        self._subscribed: Any = None
         self._attached = False
         self._task: asyncio.Task | None = None
 
@@ -152,8 +153,16 @@ class RpcService:
         peers.services = self.server.services()
         for link in list(peers.links.values()):
             self._on_open(link)
-        router = self.message_router
-        if router is not None and hasattr(router, "subscribe"):
+        if self.message_router is not None:
+            self.use_router(self.message_router)
+
+    def use_router(self, router: Any) -> None:
+        """Send to unlinked nodes through `router` (MessageRouter API: send_to_peer, subscribe)."""
+        if router is None or self._subscribed is router:
+            return
+        self.message_router = router
+        self._subscribed = router
+        if hasattr(router, "subscribe"):
             router.subscribe(REQUEST, self._on_routed_request)
             router.subscribe(RESPONSE, self._on_routed_response)
             router.subscribe(CANCEL, self._on_routed_cancel)
@@ -249,14 +258,14 @@ class RpcService:
     # -- inbound frames ------------------------------------------------------------------------
     def _for_router(self, link: Any, message: dict) -> bool:
         """A relayed frame addressed to another node: hand it to the MessageRouter's handler."""
-        to = message.get("to")
-        if to is not None and to != self.node_id:
+        dst = message.get("dst")
+        if dst is not None and dst != self.node_id:
             self.peers.message_handler(link, message)
             return True
         return False
 
     def _on_link_request(self, link: Any, message: dict) -> None:
-        if "to" in message:
+        if "dst" in message:
             if self._for_router(link, message):
                 return
             origin = message.get("origin") or link.remote_id
@@ -266,7 +275,7 @@ class RpcService:
         self.server.handle_request(message, link.remote_id, link)
 
     def _on_link_response(self, link: Any, message: dict) -> None:
-        if "to" in message:
+        if "dst" in message:
             if self._for_router(link, message):
                 return
             self.client.handle_response(message, message.get("origin") or link.remote_id)
@@ -274,7 +283,7 @@ class RpcService:
         self.client.handle_response(message, link.remote_id)
 
     def _on_link_cancel(self, link: Any, message: dict) -> None:
-        if "to" in message:
+        if "dst" in message:
             if self._for_router(link, message):
                 return
             self.server.handle_cancel(message, message.get("origin") or link.remote_id)
@@ -286,16 +295,16 @@ class RpcService:
 
     def _on_routed_request(self, message: dict, from_node: str) -> None:
         origin = message.get("origin") or from_node
-        if message.get("to") not in (None, self.node_id) or origin == self.node_id:
+        if message.get("dst") not in (None, self.node_id) or origin == self.node_id:
             return
         self.server.handle_request(message, origin, _Routed(self, origin))
 
     def _on_routed_response(self, message: dict, from_node: str) -> None:
-        if message.get("to") in (None, self.node_id):
+        if message.get("dst") in (None, self.node_id):
             self.client.handle_response(message, message.get("origin") or from_node)
 
     def _on_routed_cancel(self, message: dict, from_node: str) -> None:
-        if message.get("to") in (None, self.node_id):
+        if message.get("dst") in (None, self.node_id):
             self.server.handle_cancel(message, message.get("origin") or from_node)
 
     # -- requests ------------------------------------------------------------------------------

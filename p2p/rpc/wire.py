@@ -10,8 +10,8 @@ Plain dicts with short keys (one msgpack map per frame, no envelope objects):
 - `hint`         {id, origin, ts, subject, status, pk, sig, latency_ms?, error_rate?, service?}:
   signed peer-health gossip, flooded through the MessageRouter.
 
-Requests and responses relayed by the MessageRouter (no direct link) also carry `id`, `origin`,
-`ts` and `to`, like every application message.
+Requests and responses sent through the MessageRouter (no direct link) also carry its envelope
+(`id`, `origin`, `ts`, `hops`, `dst`), like every routed application message.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _any(_: Any) -> bool:
     return True
 
 
-_ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "to": is_node_id}
+_ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "dst": is_node_id, "hops": is_int(0, 255)}
 
 register_schema(REQUEST, {"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": _any, "ttl": is_number, **_ROUTED})
 register_schema(RESPONSE, {"rid": is_int()}, {"r": _any, "err": is_str(64), "msg": is_str(512), **_ROUTED})

@@ -1,0 +1,268 @@
+"""Control API routes of the RPC side: `POST /rpc/{service}`, `GET /routing`, Prometheus metrics, and
+(with DEBUG_API on) `/debug/rpc-fault` and `/debug/rpc-load` for tests and diagnostics."""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any, Iterator
+
+import orjson
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from node.api import ApiError, json_response, node_of
+from p2p.rpc import errors as e
+from p2p.rpc.builtins import FaultSpec
+
+# RpcError code -> HTTP status of `POST /rpc/{service}`.
+HTTP_STATUS = {e.NO_PEERS: 503, e.THROTTLED: 503, e.TIMEOUT: 504, e.UNREACHABLE: 502, e.BAD_REQUEST: 400,
+               e.UNKNOWN_SERVICE: 404}
+MAX_LOAD_RATE = 5000.0
+MAX_LOAD_SECONDS = 60.0
+
+
+def extend(app: web.Application) -> None:
+    app.router.add_post("/rpc/{service}", post_rpc)
+    app.router.add_get("/routing", get_routing)
+    app.router.add_post("/debug/rpc-fault", post_fault)
+    app.router.add_post("/debug/rpc-load", post_load)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "request body must be a JSON object")
+    return body
+
+
+def _number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ApiError(400, "invalid_field", f"{name} must be a number in [{low:g}, {high:g}]", name)
+    return float(value)
+
+
+def rpc_error_response(exc: e.RpcError) -> web.Response:
+    return json_response({"error": exc.as_dict()}, HTTP_STATUS.get(exc.code, 502))
+
+
+async def post_rpc(request: web.Request) -> web.Response:
+    """Body {"payload"?, "timeout"?, "peer"?}: call the service (on `peer`, or a peer the router picks)."""
+    node = node_of(request)
+    service = request.match_info["service"]
+    body = await _body(request)
+    timeout = _number(body, "timeout", None, 0.001, 300.0)
+    peer = body.get("peer")
+    if peer is not None and (not isinstance(peer, str) or not peer):
+        raise ApiError(400, "invalid_field", "peer must be a node id", "peer")
+    rpc = node.rpc
+    started = time.monotonic()
+    try:
+        if peer is not None:
+            peer = _resolve_peer(node, peer)
+            result = await rpc.request_peer(peer, service, body.get("payload"), timeout)
+            attempts = 1
+        else:
+            outcome = await rpc.call(service, body.get("payload"), timeout)
+            result, peer, attempts = outcome.result, outcome.peer, outcome.attempts
+    except e.RpcError as exc:
+        return rpc_error_response(exc)
+    return json_response({"service": service, "result": result, "peer": peer, "attempts": attempts,
+                          "latency_ms": round((time.monotonic() - started) * 1000.0, 3)})
+
+
+def _resolve_peer(node: Any, prefix: str) -> str:
+    """A full node id, or a unique prefix of a known one."""
+    if len(prefix) == 40:
+        return prefix
+    matches = [n for n in node.peers.peers if n.startswith(prefix)]
+    if len(matches) != 1:
+        raise ApiError(400, "invalid_field", f"peer {prefix!r} matches {len(matches)} known nodes", "peer")
+    return matches[0]
+
+
+async def get_routing(request: web.Request) -> web.Response:
+    return json_response(node_of(request).rpc.snapshot())
+
+
+# --- debug endpoints ----------------------------------------------------------------------------
+def _require_debug(request: web.Request) -> Any:
+    node = node_of(request)
+    if not getattr(node.settings, "debug_api", False):
+        raise ApiError(404, "not_found", "debug endpoints are off (start the node with DEBUG_API=true)")
+    return node
+
+
+async def post_fault(request: web.Request) -> web.Response:
+    """Body {"delay"?, "fail"?, "fail_delay"?}: how test.echo misbehaves on this node from now on."""
+    node = _require_debug(request)
+    body = await _body(request)
+    fault = FaultSpec(delay=_number(body, "delay", 0.0, 0.0, 60.0), fail=_number(body, "fail", 0.0, 0.0, 1.0),
+                      fail_delay=_number(body, "fail_delay", 0.0, 0.0, 60.0))
+    node.rpc.builtins.fault = fault
+    return json_response({"fault": fault.as_dict()})
+
+
+async def post_load(request: web.Request) -> web.Response:
+    """Body {"service", "rate", "seconds", "payload"?, "timeout"?, "bucket"?}: send `rate` requests/s
+    for `seconds` through the adaptive router; returns outcomes and, per time bucket, the attempts
+    sent to each peer (from which tests read how traffic moved)."""
+    node = _require_debug(request)
+    body = await _body(request)
+    service = body.get("service")
+    if not isinstance(service, str) or not service:
+        raise ApiError(400, "invalid_field", "service is required", "service")
+    rate = _number(body, "rate", 100.0, 0.1, MAX_LOAD_RATE)
+    seconds = _number(body, "seconds", 1.0, 0.01, MAX_LOAD_SECONDS)
+    bucket = _number(body, "bucket", 0.5, 0.05, 60.0)
+    timeout = _number(body, "timeout", None, 0.001, 60.0)
+    return json_response(await run_load(node.rpc.service, service, body.get("payload"), rate, seconds, bucket,
+                                        timeout))
+
+
+async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: float, bucket: float,
+                   timeout: float | None) -> dict[str, Any]:
+    """Open-loop load: one request every 1/rate s (not waiting for answers), bounded in time and count."""
+    loop = asyncio.get_running_loop()
+    counts = rpc.requests_by_peer.setdefault(service, {})
+    errors: dict[str, int] = {}
+    latencies: list[float] = []
+    buckets: list[dict[str, Any]] = []
+    outcome = {"ok": 0, "failed": 0, "retried": 0}
+    served: dict[str, int] = {}
+
+    async def one() -> None:
+        t0 = loop.time()
+        try:
+            result = await rpc.call(service, payload, timeout)
+        except e.RpcError as exc:
+            outcome["failed"] += 1
+            errors[exc.code] = errors.get(exc.code, 0) + 1
+            return
+        outcome["ok"] += 1
+        if result.attempts > 1:
+            outcome["retried"] += 1
+        served[result.peer] = served.get(result.peer, 0) + 1
+        latencies.append(loop.time() - t0)
+
+    start = loop.time()
+    total = int(rate * seconds)
+    tasks: set[asyncio.Task] = set()
+    last = dict(counts)
+    next_bucket = start + bucket
+    for i in range(total):
+        due = start + i / rate
+        now = loop.time()
+        while now >= next_bucket:
+            buckets.append(_bucket_row(next_bucket - start, counts, last))
+            next_bucket += bucket
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = loop.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    end = start + seconds
+    if loop.time() < end:
+        await asyncio.sleep(end - loop.time())
+    while loop.time() >= next_bucket - 1e-9 and next_bucket <= end + 1e-9:
+        buckets.append(_bucket_row(next_bucket - start, counts, last))
+        next_bucket += bucket
+    if tasks:
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    return {
+        "service": service, "sent": total, **outcome, "errors": errors, "served_by": served,
+        "attempts_by_peer": {p: n for p, n in counts.items()},
+        "latency_ms": {"p50": _pct(latencies, 0.5), "p99": _pct(latencies, 0.99)},
+        "buckets": buckets,
+    }
+
+
+def _bucket_row(t: float, counts: dict[str, int], last: dict[str, int]) -> dict[str, Any]:
+    row = {p: n - last.get(p, 0) for p, n in counts.items() if n - last.get(p, 0)}
+    last.clear()
+    last.update(counts)
+    return {"t": round(t, 3), "attempts": row}
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return round(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000.0, 3)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+BREAKER_STATES = ("closed", "open", "half_open")
+
+
+def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
+    snap = node_rpc.snapshot()
+    requests = CounterMetricFamily("exchange_node_rpc_requests", "Routed RPC requests by outcome", labels=["event"])
+    for name, value in snap["counters"].items():
+        requests.add_metric([name], value)
+    yield requests
+    client = CounterMetricFamily("exchange_node_rpc_client_events", "RPC frames and outcomes, client side",
+                                 labels=["event"])
+    for name, value in snap["client"].items():
+        if name != "in_flight":
+            client.add_metric([name], value)
+    yield client
+    server = CounterMetricFamily("exchange_node_rpc_server_events", "RPC requests served, by outcome",
+                                 labels=["event"])
+    for name, value in snap["server"].items():
+        if isinstance(value, int) and name != "in_flight":
+            server.add_metric([name], value)
+    yield server
+    yield GaugeMetricFamily("exchange_node_rpc_in_flight", "RPC requests in flight (ours)",
+                            value=snap["client"]["in_flight"])
+    yield GaugeMetricFamily("exchange_node_rpc_retry_budget", "Retries affordable right now",
+                            value=snap["retry_budget"]["balance"])
+    gauges = {
+        "score": GaugeMetricFamily("exchange_node_rpc_peer_score", "Routing cost per peer (lower is better)",
+                                   labels=["service", "peer"]),
+        "latency_ms": GaugeMetricFamily("exchange_node_rpc_peer_latency_ms", "Latency estimate per peer",
+                                        labels=["service", "peer"]),
+        "error_rate": GaugeMetricFamily("exchange_node_rpc_peer_error_rate", "Windowed error rate per peer",
+                                        labels=["service", "peer"]),
+        "hint_multiplier": GaugeMetricFamily("exchange_node_rpc_peer_hint_multiplier",
+                                             "Cost multiplier from gossip hints", labels=["service", "peer"]),
+        "outstanding": GaugeMetricFamily("exchange_node_rpc_peer_outstanding", "Requests in flight per peer",
+                                         labels=["service", "peer"]),
+    }
+    breaker = GaugeMetricFamily("exchange_node_rpc_peer_breaker", "Circuit breaker state per peer (1 = current)",
+                                labels=["service", "peer", "state"])
+    sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
+                               labels=["service", "peer"])
+    for service, data in snap["services"].items():
+        for peer, row in data["peers"].items():
+            for key, family in gauges.items():
+                value = row.get(key)
+                if isinstance(value, (int, float)):
+                    family.add_metric([service, peer], value)
+            for state in BREAKER_STATES:
+                breaker.add_metric([service, peer, state], 1.0 if row.get("breaker") == state else 0.0)
+            sent.add_metric([service, peer], row.get("requests_sent", 0))
+    yield from gauges.values()
+    yield breaker
+    yield sent
+    transitions = CounterMetricFamily("exchange_node_rpc_breaker_transitions", "Breaker transitions, by new state",
+                                      labels=["to"])
+    for state, value in node_rpc.service.transition_count.items():
+        transitions.add_metric([state], value)
+    yield transitions
+    gossip = snap.get("hints")
+    if isinstance(gossip, dict):
+        hints = CounterMetricFamily("exchange_node_rpc_hints", "Routing hints sent and received", labels=["event"])
+        for name, value in gossip.get("counters", {}).items():
+            hints.add_metric([name], value)
+        yield hints

@@ -1,0 +1,75 @@
+"""NodeRpc: the node's RPC side, built from Settings: RpcService over the peer links, built-in services,
+signed hint gossip, and (when GRENACHE_RPC_PORT is set) the Grenache HTTP endpoint announced on Grape.
+
+`node.rpc.register(service, handler)`, `await node.rpc.request(service, payload, timeout)` and
+`await node.rpc.request_peer(node_id, service, payload, timeout)` are what the rest of the node uses;
+`node.rpc.request_grenache(service, payload)` calls Grenache workers found on Grape.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+from p2p.rpc.builtins import Builtins, FaultSpec
+from p2p.rpc.server import Handler
+from p2p.rpc.service import RpcConfig, RpcResult, RpcService
+
+log = logging.getLogger("node.rpc")
+
+
+def rpc_config(settings: Any) -> RpcConfig:
+    return RpcConfig(default_timeout=settings.rpc_timeout, max_in_flight_per_peer=settings.rpc_max_in_flight,
+                     serve_in_flight_per_peer=settings.rpc_max_in_flight, max_attempts=settings.rpc_max_attempts,
+                     warmup_period=settings.rpc_warmup, warmup_rate=settings.rpc_warmup_rate,
+                     hint_ttl=settings.hint_ttl)
+
+
+class NodeRpc:
+    def __init__(self, node: Any) -> None:
+        from node import api_rpc
+
+        self.node = node
+        settings = node.settings
+        self.service = RpcService(node.peers, rpc_config(settings))
+        self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(settings.test_service_fault),
+                                 exchange=lambda: getattr(node, "exchange", None))
+        self.builtins.register_all(self.service)
+        self.service.attach()   # before any link opens, so the handshake carries our services
+        self.gossip: Any = None
+        self.grenache: Any = None
+        node.api_extensions.append(api_rpc.extend)
+        node.metric_sources.append(self.metrics)
+
+    # -- API for the rest of the node ----------------------------------------------------------
+    def register(self, service: str, handler: Handler) -> None:
+        self.service.register(service, handler)
+
+    def unregister(self, service: str) -> None:
+        self.service.unregister(service)
+
+    async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+        return await self.service.request(service, payload, timeout)
+
+    async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
+        return await self.service.call(service, payload, timeout)
+
+    async def request_peer(self, node_id: str, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+        return await self.service.request_peer(node_id, service, payload, timeout)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        node = self.node
+        self.service.use_router(getattr(node, "router", None))
+        self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+    # -- observability -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return self.service.snapshot()
+
+    def metrics(self) -> Iterator[Any]:
+        from node.api_rpc import rpc_metric_families
+
+        yield from rpc_metric_families(self)
