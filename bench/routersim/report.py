@@ -84,16 +84,19 @@ def fair_share_kept(result: Result, backend: int, duration: float) -> float:
 
 
 def summarize(result: Result, scenario: Scenario, duration: float) -> dict:
-    lat = sorted(result.latencies)
+    lat = sorted(result.fault_latencies)
+    everything = sorted(result.latencies)
     backends = len(result.shares[0])
     fair = 1.0 / backends
     out = {
         "p50": percentile(lat, 0.50) * 1000.0,
         "p99": percentile(lat, 0.99) * 1000.0,
         "p999": percentile(lat, 0.999) * 1000.0,
-        "errors": result.failed / max(1, result.requests),
-        "amplification": result.attempts / max(1, result.requests),
-        "requests": result.requests,
+        "errors": result.fault_failed / max(1, result.fault_requests),
+        "amplification": result.fault_attempts / max(1, result.fault_requests),
+        "requests": result.fault_requests,
+        "p999_all": percentile(everything, 0.999) * 1000.0,
+        "amplification_all": result.attempts / max(1, result.requests),
     }
     bad = scenario.bad
     if bad:

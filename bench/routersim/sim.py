@@ -38,6 +38,7 @@ class SimConfig:
     hint_sources: int = 3           # honest nodes gossiping about what they see
     hint_period: float = 0.5
     hint_lag: float = 0.5           # how late those nodes notice a change
+    slow_mark: float = 0.06         # requests slower than this are listed in Result.slow (diagnostics)
     seed: int = 1
 
 
@@ -51,6 +52,11 @@ class Result:
     attempts: int
     shares: list[list[int]]         # per window: attempts sent to each backend
     window: float
+    fault_latencies: list[float]    # the same, for requests that arrived during the fault window
+    fault_failed: int
+    fault_requests: int
+    fault_attempts: int
+    slow: list[tuple[float, float, tuple[str, ...]]]  # fault-window requests over `slow_mark`: arrival, latency, peers
     extra: dict = field(default_factory=dict)
 
 
@@ -126,6 +132,11 @@ class Simulation:
         shares = [[0] * cfg.backends for _ in range(windows)]
         latencies: list[float] = []
         failed = attempts = requests = 0
+        fault_lat: list[float] = []
+        fault_failed = fault_requests = fault_attempts = 0
+        slow: list[tuple[float, float, tuple[str, ...]]] = []
+        f0, f1 = FAULT_START * cfg.duration, FAULT_END * cfg.duration
+        mark = cfg.slow_mark
         heap: list[tuple] = []
         seq = 0
         push = heapq.heappush
@@ -147,7 +158,7 @@ class Simulation:
                 requests += 1
                 policy.on_request()
                 push(heap, (now + rng.expovariate(cfg.rate), 0, self.ARRIVAL, None))
-                data = [now, 0, empty]          # request: arrival time, attempts, peers tried
+                data = [now, 0, empty, ()]      # request: arrival, attempts, peers tried (set, in order)
                 kind = self.RETRY                # dispatch its first attempt below
             if kind == self.RETRY:
                 req = data
@@ -155,6 +166,7 @@ class Simulation:
                 strategy.on_start(peer, now)
                 req[1] += 1
                 req[2] = req[2] | {peer}
+                req[3] += (peer,)
                 attempts += 1
                 shares[int(now / cfg.window)][index[peer]] += 1
                 answer = self._submit(self.backends[peer], now)
@@ -170,20 +182,29 @@ class Simulation:
                     push(heap, (now + cfg.hint_period, -1, self.HINTS, None))
                 continue
             req, peer, sent = data[0], data[1], data[2]
-            if kind == self.ANSWER and data[3]:
+            ok = kind == self.ANSWER and data[3]
+            if ok:
                 strategy.on_success(peer, now - sent, now)
-                latencies.append(now - req[0])
-                continue
-            fail_kind = "error" if kind == self.ANSWER else "timeout"
-            strategy.on_failure(peer, fail_kind, now - sent, now)
-            delay = policy.next_retry_delay(req[1], fail_kind)
-            if delay is None:
-                failed += 1
-                latencies.append(now - req[0])
             else:
-                seq += 1
-                push(heap, (now + delay, seq, self.RETRY, req))
+                fail_kind = "error" if kind == self.ANSWER else "timeout"
+                strategy.on_failure(peer, fail_kind, now - sent, now)
+                delay = policy.next_retry_delay(req[1], fail_kind)
+                if delay is not None:
+                    seq += 1
+                    push(heap, (now + delay, seq, self.RETRY, req))
+                    continue
+                failed += 1
+            latency = now - req[0]
+            latencies.append(latency)
+            if f0 <= req[0] < f1:
+                fault_lat.append(latency)
+                fault_requests += 1
+                fault_attempts += req[1]
+                fault_failed += not ok
+                if latency > mark:
+                    slow.append((req[0], latency, req[3]))
         return Result(strategy.name, self.scenario.name, latencies, failed, requests, attempts, shares, cfg.window,
+                      fault_lat, fault_failed, fault_requests, fault_attempts, slow,
                       {"retries_denied": policy.budget.denied})
 
     # -- gossip --------------------------------------------------------------------------------

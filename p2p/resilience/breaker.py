@@ -11,7 +11,8 @@ States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in
   trip count: uniform(0, min(cooldown_cap, cooldown_base * factor ** (trips - 1))), floored at
   `cooldown_min`.
 - HALF_OPEN admits one probe; success -> CLOSED with a ramp (the admitted fraction of traffic grows
-  linearly from `ramp_start` to 1 over `ramp_period`), failure -> OPEN with a longer cooldown. A probe
+  linearly from `ramp_start` to 1 over `ramp_period` x min(trips, `ramp_trips`): a peer that keeps
+  tripping comes back more slowly), failure -> OPEN with a longer cooldown. A probe
   that never reports within `probe_timeout` counts as failed.
 - The trip count is not reset by one success: it drops by one per `decay_period` of uninterrupted
   health, so a flapping peer keeps long cooldowns.
@@ -55,7 +56,8 @@ class BreakerConfig:
     cooldown_min: float = 0.05         # full jitter floor, so a probe never follows a trip instantly
     probe_timeout: float = 2.0         # a probe silent for this long counts as failed
     ramp_start: float = 0.25           # admitted fraction right after closing
-    ramp_period: float = 2.0           # seconds to ramp back to full traffic
+    ramp_period: float = 2.0           # seconds to ramp back to full traffic (per damped trip ...)
+    ramp_trips: int = 3                # ... counting at most this many trips
     decay_period: float = 10.0         # healthy seconds that forgive one trip
 
 
@@ -105,7 +107,8 @@ class CircuitBreaker:
         if self.closed_at is None:
             return 1.0
         c = self.config
-        progress = (now - self.closed_at) / c.ramp_period if c.ramp_period > 0 else 1.0
+        period = c.ramp_period * min(max(self.trips, 1), c.ramp_trips)
+        progress = (now - self.closed_at) / period if period > 0 else 1.0
         if progress >= 1.0:
             self.closed_at = None
             return 1.0

@@ -32,8 +32,9 @@ class PeerMetrics:
         self.outstanding = 0
         self.window = WindowCounter(window, buckets)            # success / error / timeout / rejected
         self.recent = WindowCounter(fresh_window, 4, ("n",))    # outcomes in the last few seconds
-        # Per-outcome moving averages of "this answer was an error" / "this attempt timed out": they
-        # react within ~1/alpha outcomes, where the window's rates need the whole window to turn over.
+        # Moving averages of "this answer was an error" / "this attempt timed out": they react within
+        # ~1/alpha outcomes (the window's rates need the whole window to turn over), and a sample
+        # after a quiet spell weighs as much as it would in the latency EWMA.
         self.errors = 0.0
         self.timeouts = 0.0
         self.last_seen: float | None = None   # last answer of any kind (success or error)
@@ -55,6 +56,19 @@ class PeerMetrics:
         self.stamp = now
         self.samples += 1
 
+    def _weight(self, now: float) -> float:
+        """Weight of this outcome in the failure averages: `alpha`, or more after a quiet spell
+        (1 - exp(-dt / tau), as for latency), so a sparse probe is not drowned by old history."""
+        if not self.samples:
+            return 1.0
+        dt = now - self.stamp
+        a = self.alpha
+        if dt > 0.0:
+            t = 1.0 - math.exp(-dt / self.tau)
+            if t > a:
+                return t
+        return a
+
     def on_start(self, now: float) -> None:
         if self.outstanding == 0:
             self.last_progress = now
@@ -66,8 +80,8 @@ class PeerMetrics:
 
     def on_success(self, latency: float, now: float) -> None:
         self._finish()
+        keep = 1.0 - self._weight(now)
         self.observe(latency, now)
-        keep = 1.0 - self.alpha
         self.errors *= keep
         self.timeouts *= keep
         self.window.add("success", now)
@@ -82,8 +96,8 @@ class PeerMetrics:
         # A timeout is a slow answer: it jumps the peak. An error or rejection costs the penalty
         # latency too, but smoothed: when every peer fails now and then (a brownout), the estimate
         # then tracks each peer's failure *rate* instead of how recently it last failed.
+        a = self._weight(now)
         self.observe(max(latency, self.penalty_latency), now, peak=kind == "timeout")
-        a = self.alpha
         timeout = kind == "timeout"
         self.errors += a * ((0.0 if timeout else 1.0) - self.errors)
         self.timeouts += a * ((1.0 if timeout else 0.0) - self.timeouts)

@@ -22,7 +22,10 @@ Cost of a peer (lower is better), combining the seed's weighted score with load:
 fraction), peers at their AIMD concurrency limit and new peers with a request already in flight;
 then, in order: a half-open peer's single probe; one exploratory request to a peer nobody asked for
 `probe_interval` seconds (so a recovered peer is noticed quickly); otherwise power of two random
-choices by cost. If every breaker is open it probes the peer open longest: never a dead end.
+choices by cost among peers that are not outliers (unloaded cost above `outlier_factor` x the
+prior, re-evaluated every 100 ms: P2C alone would still send a slow peer traffic whenever both
+draws land on bad peers, or whenever the others are busy). Outliers get traffic only when nothing
+else is admitted. If every breaker is open it probes the peer open longest: never a dead end.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class RouterWeights:
     latency: float = 1.0     # exponent on the latency estimate
     error: float = 10.0      # cost x (1 + error * windowed error rate + timeout * timeout rate)
     timeout: float = 20.0
-    freshness: float = 3.0   # s: time constant for a stale estimate drifting back to the prior
+    freshness: float = 10.0  # s: time constant for a stale estimate drifting back to the prior
     load: float = 1.0        # exponent on (outstanding + 1)
 
 
@@ -62,9 +65,9 @@ class RouterConfig:
     alpha: float = 0.05                # weight of one outcome in the error / timeout averages
     error_margin: float = 0.1          # failure rates this far above the fleet median cost nothing
     default_latency: float = 0.05      # prior (s) while no peer has a sample
-    probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one
-    p2c_rounds: int = 3                # pairs drawn at most when both of a pair look like outliers
-    outlier_factor: float = 2.0        # ... i.e. unloaded cost above this x the prior
+    probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one,
+    probe_interval_max: float = 3.0    # doubling up to this while the peer stays an outlier
+    outlier_factor: float = 3.0        # unloaded cost above this x the prior: only probes, no P2C
     new_peer_samples: int = 3          # a peer with fewer samples gets one request at a time
     fresh_samples: int = 10            # this many outcomes in `fresh_window` s make hints irrelevant
     fresh_window: float = 2.0
@@ -78,7 +81,7 @@ class RouterConfig:
 
 
 class _Peer:
-    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried")
+    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried", "explore_every")
 
     def __init__(self, name: str, metrics: PeerMetrics, breaker: CircuitBreaker, limit: AIMDLimit | None) -> None:
         self.name = name
@@ -86,6 +89,7 @@ class _Peer:
         self.breaker = breaker
         self.limit = limit
         self.last_tried = -math.inf
+        self.explore_every = 0.0   # current exploration interval (0: the configured base)
 
 
 class AdaptiveRouter:
@@ -104,6 +108,7 @@ class AdaptiveRouter:
         self._peers: dict[str, _Peer] = {}
         self._prior = self.config.default_latency
         self._baseline = (0.0, 0.0)
+        self._outliers: set[_Peer] = set()
         self._prior_at = -math.inf
 
     # -- peers ---------------------------------------------------------------------------------
@@ -154,6 +159,9 @@ class AdaptiveRouter:
                 self._prior = self.config.default_latency
                 self._baseline = (0.0, 0.0)
             self._prior_at = now
+            limit = self.config.outlier_factor * self._prior
+            self._outliers = {p for p in self._peers.values()
+                              if self._cost(p, now, self._prior) > limit * (p.metrics.outstanding + 1)}
         return self._prior
 
     def _fresh(self, peer: _Peer, now: float) -> bool:
@@ -196,6 +204,8 @@ class AdaptiveRouter:
         prior = self.prior(now)
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else set(exclude)
         eligible: list[_Peer] = []
+        outliers: list[_Peer] = []
+        outlying = self._outliers
         pool: list[_Peer] = []
         probe: _Peer | None = None
         explore: _Peer | None = None
@@ -225,11 +235,18 @@ class AdaptiveRouter:
                     continue
                 if p.limit is not None and outstanding >= p.limit.allowed:
                     continue
-            elif explore is None and now - p.last_tried >= interval:
+            elif explore is None and now - p.last_tried >= (p.explore_every or interval):
                 if (not use_hints or p.last_tried == -math.inf
-                        or now - p.last_tried >= interval * self.hint_multiplier(name, now)):
+                        or now - p.last_tried >= (p.explore_every or interval) * self.hint_multiplier(name, now)):
                     explore = p
-            eligible.append(p)
+            if p in outlying:
+                outliers.append(p)
+            else:
+                eligible.append(p)
+        if explore is not None and probe is None:
+            # Probing a peer that still looks bad: wait longer before the next look.
+            explore.explore_every = (min(c.probe_interval_max, 2.0 * (explore.explore_every or interval))
+                                     if explore in outlying else 0.0)
         chosen = probe or explore
         if chosen is None:
             n = len(eligible)
@@ -237,6 +254,8 @@ class AdaptiveRouter:
                 chosen = self._two_choices(eligible, now, prior)
             elif n == 1:
                 chosen = eligible[0]
+            elif outliers:
+                chosen = outliers[0] if len(outliers) == 1 else self._two_choices(outliers, now, prior)
             elif pool:
                 chosen = self._fallback(pool, now, prior)
             else:
@@ -246,27 +265,15 @@ class AdaptiveRouter:
         return chosen.name
 
     def _two_choices(self, eligible: list[_Peer], now: float, prior: float) -> _Peer:
-        """Power of two random choices. If the better of the two still looks like an outlier
-        (unloaded cost above `outlier_factor` x the prior; it happens when both draws hit bad peers)
-        draw another pair, up to `p2c_rounds` pairs, and keep the best seen."""
-        c = self.config
+        """Power of two random choices by cost."""
         rng = self.rng
         n = len(eligible)
-        limit = c.outlier_factor * prior
-        best: _Peer | None = None
-        best_cost = math.inf
-        for _ in range(c.p2c_rounds):
-            i = rng.randrange(n)
-            j = rng.randrange(n - 1)
-            if j >= i:
-                j += 1
-            for p in (eligible[i], eligible[j]):
-                cost = self._cost(p, now, prior)
-                if cost < best_cost:
-                    best, best_cost = p, cost
-            if best_cost <= limit * (best.metrics.outstanding + 1):  # type: ignore[union-attr]
-                break
-        return best  # type: ignore[return-value]
+        i = rng.randrange(n)
+        j = rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        a, b = eligible[i], eligible[j]
+        return a if self._cost(a, now, prior) <= self._cost(b, now, prior) else b
 
     def _fallback(self, pool: list[_Peer], now: float, prior: float) -> _Peer:
         """Nothing is admitted: a closed (ramping or limited) peer by cost, else the peer open longest."""
