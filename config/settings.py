@@ -111,6 +111,20 @@ class Settings:
     queue_max_messages: int = _setting(1000, "QUEUE_MAX_MESSAGES", "Messages held per offline peer",
                                        p.integer(1))
     queue_ttl: float = _setting(60.0, "QUEUE_TTL", "Seconds a held message waits for its peer", _FLOAT_POS)
+    broadcast_mode: str = _setting("plumtree", "BROADCAST_MODE", "plumtree (eager tree + lazy ids) or flood",
+                                   p.choice("plumtree", "flood"))
+    broadcast_max_hops: int = _setting(32, "BROADCAST_MAX_HOPS", "Hops after which a broadcast is not forwarded",
+                                       p.integer(1, 255))
+    seen_cache_size: int = _setting(100000, "SEEN_CACHE_SIZE", "Message ids remembered for deduplication",
+                                    p.integer(1000))
+    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered", _FLOAT_POS)
+    router_rate_limit: float = _setting(2000.0, "ROUTER_RATE_LIMIT",
+                                        "Messages/s accepted from one peer before it is throttled", _FLOAT_POS)
+    router_rate_burst: int = _setting(4000, "ROUTER_RATE_BURST", "Messages one peer may send at once above the rate",
+                                      p.integer(1))
+    router_flood_ban: float = _setting(120.0, "ROUTER_FLOOD_BAN",
+                                       "Seconds a peer that keeps flooding past its rate is banned", _FLOAT_POS)
+    debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API", p.boolean)
     beacon_interval: float = _setting(0.1, "BEACON_INTERVAL", "Seconds between membership beacons", _FLOAT_POS)
     member_timeout: float = _setting(5.0, "MEMBER_TIMEOUT", "Seconds without a beacon before a member is gone",
                                      _FLOAT_POS)

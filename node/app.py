@@ -18,6 +18,7 @@ from p2p.discovery.base import DiscoveryStrategy
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
 from p2p.peer_store import PeerStore
 from p2p.peers import PeerManager
+from p2p.router import MessageRouter
 
 log = logging.getLogger("node")
 VERSION = "0.1.0"
@@ -35,12 +36,21 @@ class ExchangeNode:
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
         self.api_extensions: list[Any] = []  # fn(aiohttp app), called by node/api.py build_app
         self.metric_sources: list[Any] = []  # () -> iterable of metric families, for /metrics
+        self.router = MessageRouter(self.peers, settings)
+        self._wire_router()
         from node.rpc_component import NodeRpc
 
         self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.api_address: tuple[str, int] | None = None
         self._api_runner: Any = None
         self._stop = asyncio.Event()
+
+    def _wire_router(self) -> None:
+        from node.api_router import install_debug_api, router_metrics
+
+        self.metric_sources.append(lambda: router_metrics(self.router))
+        if self.settings.debug_api:
+            install_debug_api(self)
 
     def _strategies(self) -> list[DiscoveryStrategy]:
         settings = self.settings
@@ -58,6 +68,7 @@ class ExchangeNode:
 
         if self.settings.p2p_enabled:
             await self.peers.start()
+            await self.router.start()
             self.discovery.start()
         await self.rpc.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
@@ -78,6 +89,7 @@ class ExchangeNode:
         log.info("shutting down")
         await self.discovery.stop()
         await self.rpc.stop()
+        await self.router.stop()
         await self.peers.stop()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
@@ -108,7 +120,7 @@ class ExchangeNode:
             "listen": self.listen, "api": f"http://{self.api_address[0]}:{self.api_address[1]}" if self.api_address else None,
             "uptime_s": round(time.time() - self.started_at, 3), "pid": os.getpid(),
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
-            "p2p": peer_status, "discovery": self.discovery.stats(),
+            "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
         }
 
     def markets(self) -> list[str]:

@@ -113,6 +113,8 @@ class PeerManager:
         self.services: list[str] = []
         self.capabilities: list[str] = ["relay", "pex"]
         self.message_handler: MessageHandler = lambda link, message: None
+        # Asked first for every application message (the router's per-peer rate limit); False drops it.
+        self.message_gate: Callable[[PeerLink, dict], bool] = lambda link, message: True
         # Link-local message types (e.g. peerexchange) handled before `message_handler` sees them.
         self.link_message_handlers: dict[str, MessageHandler] = {}
         self.open_listeners: list[LinkListener] = []
@@ -216,6 +218,8 @@ class PeerManager:
             listener(link)
 
     def on_message(self, link: PeerLink, message: dict) -> None:
+        if not self.message_gate(link, message):
+            return
         handler = self.link_message_handlers.get(message["type"])
         if handler is not None:
             handler(link, message)

@@ -39,7 +39,7 @@ MAX_IDS = 1024  # ids per ihave / graft frame
 MAX_HOPS_FIELD = 255
 RELAY_MAX_HOPS = 3  # relays a unicast may cross
 FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
-FLOOD_GRACE = 0.5  # a throttling episode this long is a flood: ban
+FLOOD_GRACE = 0.3  # a throttling episode this long is a flood: ban
 CONTROL_TYPES = ("relay", "ihave", "graft", "prune")
 
 
@@ -211,6 +211,7 @@ class MessageRouter:
         self._control = {"relay": self._on_relay, "ihave": self._on_ihave, "graft": self._on_graft,
                          "prune": self._on_prune}
         peers.message_handler = self.on_message
+        peers.message_gate = self.admit
         peers.open_listeners.append(self._on_open)
         peers.close_listeners.append(self._on_close)
         peers.heartbeat_listeners.append(self._on_heartbeat)
@@ -335,15 +336,21 @@ class MessageRouter:
                 self._start_drain(target)
 
     # --- receiving --------------------------------------------------------------------------
-    def on_message(self, link: Any, message: dict) -> None:
-        """PeerManager.message_handler: every validated application message from a link."""
+    def admit(self, link: Any, message: dict) -> bool:
+        """PeerManager.message_gate: the per-peer inbound rate limit, asked for every application
+        message (also those other layers handle directly). False drops the message."""
         src = link.remote_id
         limit = self._inbound.get(src)
         if limit is None:
             limit = self._inbound[src] = _InboundLimit(self.rate_limit, self.rate_burst)
-        if not limit.bucket.try_take():
-            self._throttle(link, limit)
-            return
+        if limit.bucket.try_take():
+            return True
+        self._throttle(link, limit)
+        return False
+
+    def on_message(self, link: Any, message: dict) -> None:
+        """PeerManager.message_handler: every validated application message no other layer took."""
+        src = link.remote_id
         kind = message["type"]
         counters = self.counters
         received = counters.received

@@ -54,8 +54,9 @@ class FakeLink:
             return
         message = decode_body(frame[4:])
         try:
-            if m.validate(message):
-                peer.owner.peers.message_handler(peer, message)
+            peers = peer.owner.peers
+            if m.validate(message) and peers.message_gate(peer, message):
+                peers.message_handler(peer, message)
         except m.ProtocolError as exc:
             peer.close(exc.reason)
 
@@ -71,6 +72,7 @@ class FakePeers:
         self.node_id = node_id
         self.links: dict[str, FakeLink] = {}
         self.message_handler = lambda link, message: None
+        self.message_gate = lambda link, message: True
         self.open_listeners: list = []
         self.close_listeners: list = []
         self.heartbeat_listeners: list = []

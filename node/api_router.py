@@ -1,0 +1,170 @@
+"""The MessageRouter's operator surface: its Prometheus families for GET /metrics and, only when
+DEBUG_API is on, /debug endpoints that inject diagnostic "note" messages and list what arrived
+(used by the integration tests and `python -m bench broadcast`).
+
+- `POST /debug/broadcast {"payload"?, "type"?: "note", "count"?: 1}` -> `{"ids": [...]}`
+- `POST /debug/send {"node_id", "payload"?}` -> `{"outcome", "id", "via", "reason"}`
+- `GET /debug/received?type=note` -> `{"received": [[id, origin, ts, first_received, copies, handled, hops]]}`
+  (`ts` is the origin's time.time() at send, `first_received` ours at first arrival; bounded, newest kept)
+- `DELETE /debug/received` forgets them
+- `POST /debug/load {"rate", "duration", "size"}` broadcasts notes of about `size` bytes at `rate`/s
+  for `duration` s in the background; `GET /debug/load` -> `{"running", "sent"}`
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any, Iterator
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from node.api import ApiError, json_response, node_of
+
+DEBUG_TYPES = ("note",)
+MAX_RECORDS = 200_000
+
+
+def router_metrics(router: Any) -> Iterator[Metric]:
+    counters = router.counters
+    messages = CounterMetricFamily("exchange_node_router_messages", "Routed messages by direction and type",
+                                   labels=["direction", "type"])
+    for direction, table in (("sent", counters.sent), ("received", counters.received),
+                             ("duplicate", counters.duplicates)):
+        for kind, value in table.items():
+            messages.add_metric([direction, kind], value)
+    yield messages
+    events = CounterMetricFamily("exchange_node_router_events", "Router events (relayed, queued, expired, ...)",
+                                 labels=["event"])
+    for name, value in counters.events.items():
+        events.add_metric([name], value)
+    yield events
+    dropped = CounterMetricFamily("exchange_node_router_dropped", "Messages dropped, by reason", labels=["reason"])
+    for reason, value in counters.dropped.items():
+        dropped.add_metric([reason], value)
+    yield dropped
+    yield GaugeMetricFamily("exchange_node_router_amplification", "Copies received per unique broadcast received",
+                            value=router.amplification or 0.0)
+    yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",
+                            value=len(router.queue))
+    yield GaugeMetricFamily("exchange_node_router_seen_ids", "Message ids in the dedup cache", value=len(router.seen))
+
+
+class NoteRecorder:
+    """Remembers diagnostic messages this node handled: first arrival time, copies, handler calls."""
+
+    def __init__(self, router: Any, limit: int = MAX_RECORDS) -> None:
+        self.limit = limit
+        self.records: OrderedDict[Any, list] = OrderedDict()
+        for kind in DEBUG_TYPES:
+            router.subscribe(kind, self.on_message)
+        router.duplicate_listeners.append(self.on_duplicate)
+
+    def on_message(self, message: dict, src: str) -> None:
+        record = self.records.get(message["id"])
+        if record is not None:
+            record[5] += 1
+            return
+        self.records[message["id"]] = [message["id"], message["origin"], message.get("ts"), time.time(), 1, 1,
+                                       message.get("hops")]
+        if len(self.records) > self.limit:
+            self.records.popitem(last=False)
+
+    def on_duplicate(self, message: dict, src: str) -> None:
+        record = self.records.get(message.get("id"))
+        if record is not None:
+            record[4] += 1
+
+
+class LoadGenerator:
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.sent = 0
+
+    async def run(self, router: Any, rate: float, duration: float, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        filler = "x" * max(0, size - 120)  # the envelope and fields take about 120 bytes
+        self.sent = 0
+        while True:
+            elapsed = loop.time() - started
+            if elapsed >= duration:
+                return
+            due = int(elapsed * rate) + 1 - self.sent
+            for _ in range(due):
+                self.sent += 1
+                router.broadcast({"type": "note", "payload": {"market": "BTC-USD", "side": "buy", "price": "64123.5",
+                                                              "qty": "0.25", "seq": self.sent, "pad": filler}})
+            await asyncio.sleep(min(0.01, max(0.0, (self.sent / rate) - (loop.time() - started))))
+
+
+def install_debug_api(node: Any) -> None:
+    """Subscribe the recorder and add the /debug routes to the control API (call only with DEBUG_API on)."""
+    recorder = NoteRecorder(node.router)
+    load = LoadGenerator()
+
+    async def read_json(request: web.Request) -> dict:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "bad_json", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_json", "body must be an object")
+        return body
+
+    def debug_type(body: dict) -> str:
+        kind = body.get("type", "note")
+        if kind not in DEBUG_TYPES:
+            raise ApiError(400, "bad_type", f"type must be one of {', '.join(DEBUG_TYPES)}", "type")
+        return kind
+
+    async def post_broadcast(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        kind = debug_type(body)
+        count = body.get("count", 1)
+        if not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise ApiError(400, "bad_count", "count must be 1-10000", "count")
+        router = node_of(request).router
+        ids = [router.broadcast({"type": kind, "payload": body.get("payload")}) for _ in range(count)]
+        return json_response({"ids": ids})
+
+    async def post_send(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        kind = debug_type(body)
+        target = body.get("node_id")
+        if not isinstance(target, str) or len(target) != 40:
+            raise ApiError(400, "bad_node_id", "node_id must be a 40-character node id", "node_id")
+        result = node_of(request).router.send_to_peer(target, {"type": kind, "payload": body.get("payload")})
+        return json_response(result.as_dict())
+
+    async def get_received(request: web.Request) -> web.Response:
+        debug_type(dict(request.query))
+        return json_response({"received": list(recorder.records.values())})
+
+    async def delete_received(request: web.Request) -> web.Response:
+        recorder.records.clear()
+        return json_response({"cleared": True})
+
+    async def post_load(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        rate, duration, size = body.get("rate", 10.0), body.get("duration", 10.0), body.get("size", 200)
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (rate, duration, size)) or rate > 10_000:
+            raise ApiError(400, "bad_load", "rate (<=10000), duration and size must be positive numbers")
+        if load.task is not None and not load.task.done():
+            raise ApiError(409, "busy", "a load run is in progress")
+        load.task = asyncio.create_task(load.run(node_of(request).router, float(rate), float(duration), int(size)))
+        return json_response({"started": True})
+
+    async def get_load(request: web.Request) -> web.Response:
+        return json_response({"running": load.task is not None and not load.task.done(), "sent": load.sent})
+
+    def extend(app: web.Application) -> None:
+        app.router.add_post("/debug/broadcast", post_broadcast)
+        app.router.add_post("/debug/send", post_send)
+        app.router.add_get("/debug/received", get_received)
+        app.router.add_delete("/debug/received", delete_received)
+        app.router.add_post("/debug/load", post_load)
+        app.router.add_get("/debug/load", get_load)
+
+    node.api_extensions.append(extend)
