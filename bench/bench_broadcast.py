@@ -1,0 +1,185 @@
+"""Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
+
+`python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
+[--modes=plumtree,flood]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
+dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
+broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
+as a whole sends RATE messages/s for DURATION s. Every node records the first arrival (time.time(),
+same clock for all processes) and the copies of each message; the origin stamps `ts` when it sends.
+
+- delivery: (node, message) pairs handled / (messages x (nodes - 1))
+- latency to all: per message, the last node's first arrival minus the send time (p50/p99/max)
+- amplification: copies received per node per message (1.0 = every node got exactly one copy)
+- ihave ids/msg, grafts: Plumtree's lazy-push overhead (announced ids per message, repairs)
+- cpu/node: average CPU of one node process over the run (utime+stime from /proc)
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.table import print_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import Cluster, NodeProcess, wait_until  # noqa: E402
+
+
+def _args(argv: list[str]) -> dict:
+    opts = {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6, "modes": "plumtree,flood",
+            "settle": 4.0}
+    if "--quick" in argv:
+        opts.update(nodes=20, duration=8.0, settle=3.0, modes="plumtree")
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            if key in opts:
+                opts[key] = type(opts[key])(value)
+    return opts
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _cpu_seconds(node: NodeProcess) -> float:
+    try:
+        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, AttributeError):
+        return 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def start_network(cluster: Cluster, n: int, links: int, mode: str, seed: int = 1) -> tuple[list[NodeProcess], int]:
+    rng = random.Random(seed)
+    ports = _free_ports(n)
+    per_node = max(1, links // 2)
+    edges = 0
+    nodes = []
+    for i, port in enumerate(ports):
+        targets = rng.sample(range(i), min(i, per_node))
+        edges += len(targets)
+        bootstrap = ",".join(f"127.0.0.1:{ports[j]}" for j in targets) or None
+        nodes.append(cluster.node(f"b{i}", start=False, p2p_port=port, bootstrap_peers=bootstrap,
+                                  target_outbound=len(targets), max_peers=4 * links, min_peers=0,
+                                  discovery_pex="false", debug_api="true", broadcast_mode=mode,
+                                  heartbeat_interval=1.0, log_level="WARNING"))
+    for node in nodes:
+        node.start(wait=False)
+        time.sleep(0.05)
+    for node in nodes:
+        node.wait_ready(90)
+
+    def linked() -> bool:
+        return sum(node.status()["peers_connected"] for node in nodes) >= 2 * edges
+
+    wait_until(linked, 90, interval=0.5, message="all bootstrap links up")
+    return nodes, edges
+
+
+def run_mode(opts: dict, mode: str, base: Path) -> dict:
+    cluster = Cluster(base / mode)
+    n = opts["nodes"]
+    try:
+        t0 = time.monotonic()
+        nodes, edges = start_network(cluster, n, opts["links"], mode)
+        startup = time.monotonic() - t0
+        per_node_rate = opts["rate"] / n
+        # settle: a short run lets Plumtree prune redundant links before we measure
+        for node in nodes:
+            node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["settle"], "size": opts["size"]})
+        time.sleep(opts["settle"] + 1.5)
+        for node in nodes:
+            node.api("DELETE", "/debug/received")
+        before = {node.name: node.status()["router"] for node in nodes}
+        cpu_before = {node.name: _cpu_seconds(node) for node in nodes}
+        load_before = os.getloadavg()[0]
+        started = time.time()
+        for node in nodes:
+            status, body = node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["duration"],
+                                                            "size": opts["size"]})
+            assert status == 200, body
+        time.sleep(opts["duration"])
+        wait_until(lambda: not any(node.get("/debug/load")["running"] for node in nodes), 30, interval=0.5)
+        time.sleep(2.0)  # late copies and grafts
+        elapsed = time.time() - started
+        load_during = os.getloadavg()[0]
+        cpu = statistics.mean((_cpu_seconds(node) - cpu_before[node.name]) / elapsed for node in nodes)
+        sent = sum(node.get("/debug/load")["sent"] for node in nodes)
+        after = {node.name: node.status()["router"] for node in nodes}
+        rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}
+    finally:
+        cluster.close()
+
+    origins: dict[str, tuple[str, float]] = {}
+    arrivals: dict[str, list[float]] = {}
+    copies = handled = 0
+    for node_id, received in rows.items():
+        for mid, origin, ts, first, n_copies, n_handled, _hops in received:
+            if ts is None or ts < started:
+                continue  # settle-phase stragglers
+            origins[mid] = (origin, ts)
+            arrivals.setdefault(mid, []).append(first - ts)
+            copies += n_copies
+            handled += n_handled
+    expected = sent * (n - 1)
+    delivered = sum(len(v) for v in arrivals.values())
+    complete = [max(v) for v in arrivals.values() if len(v) == n - 1]
+    per_hop = [x for v in arrivals.values() for x in v]
+
+    def delta(key: str) -> int:
+        return sum(after[k]["events"][key] - before[k]["events"][key] for k in after)
+
+    return {
+        "mode": mode, "nodes": n, "links/node": round(2 * edges / n, 1), "startup s": round(startup, 1),
+        "sent": sent, "delivery %": round(100.0 * delivered / expected, 3) if expected else float("nan"),
+        "p50 ms": round(1000 * _percentile(complete, 0.50), 1), "p99 ms": round(1000 * _percentile(complete, 0.99), 1),
+        "max ms": round(1000 * max(complete), 1) if complete else float("nan"),
+        "node p50 ms": round(1000 * _percentile(per_hop, 0.5), 1),
+        "amplification": round(copies / handled, 3) if handled else float("nan"),
+        "ihave ids/msg": round(delta("ihave_ids_sent") / sent, 2) if sent else 0,
+        "grafts": delta("grafts_sent"), "dups": copies - handled,
+        "cpu/node %": round(100 * cpu, 1), "load before": round(load_before, 2), "load after": round(load_during, 2),
+    }
+
+
+def main(argv: list[str]) -> None:
+    opts = _args(argv)
+    modes = [mode for mode in opts["modes"].split(",") if mode]
+    print(f"broadcast: {opts['nodes']} node processes, ~{opts['links']} links each, {opts['rate']:g} msgs/s of "
+          f"~{opts['size']} B for {opts['duration']:g} s, modes {modes}; {os.cpu_count()} cores, "
+          f"load avg {os.getloadavg()[0]:.2f} at start", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-broadcast-") as tmp:
+        for mode in modes:
+            results.append(run_mode(opts, mode, Path(tmp)))
+            print(f"  {mode}: done ({results[-1]['delivery %']}% delivered)", flush=True)
+    headers = list(results[0])
+    print_table("Broadcast propagation (latency = origin send to last node's first arrival)", headers,
+                [[row[h] for h in headers] for row in results])
+    goals = results[0]
+    print(f"\ngoals ({goals['mode']}): delivery 100% -> {goals['delivery %']}%; p99 <= 250 ms -> {goals['p99 ms']} ms; "
+          f"amplification <= 2.0 -> {goals['amplification']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
