@@ -276,6 +276,28 @@ async def test_killed_peer_is_retried_elsewhere_and_dropped_from_providers(tmp_p
         await eventually(lambda: a.rpc.providers("s") == [c.node_id])
 
 
+async def test_breaker_transitions_are_logged_and_shown(tmp_path, caplog):
+    def broken(payload, peer):
+        if payload == "fail":
+            raise e.RpcError(e.UNAVAILABLE, "down")
+        return "ok"
+
+    cfg = RpcConfig(warmup_period=0, max_attempts=1)
+    async with nodes(tmp_path, {"config": cfg}, {"services": {"svc": broken}}) as (a, b):
+        await link(a, b)
+        for _ in range(20):           # some accepted requests first, so client throttling stays quiet
+            await a.rpc.request("svc")
+        with caplog.at_level("INFO", logger="p2p.rpc"):
+            for _ in range(a.rpc.config.router.breaker.consecutive_failures + 2):
+                with pytest.raises(e.RpcError):
+                    await a.rpc.request("svc", "fail")
+        assert any("breaker svc peer" in r.getMessage() and "closed -> open" in r.getMessage()
+                   for r in caplog.records)
+        snap = a.rpc.snapshot()
+        assert snap["breaker_transitions"][0]["to"] == "open"
+        assert snap["services"]["svc"]["peers"][b.node_id]["breaker_trips"] >= 1
+
+
 async def test_throttle_and_no_peers(tmp_path):
     async with nodes(tmp_path, {}) as (a,):
         with pytest.raises(e.RpcError) as info:
