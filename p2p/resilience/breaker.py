@@ -57,7 +57,7 @@ class BreakerConfig:
     probe_timeout: float = 2.0         # a probe silent for this long counts as failed
     ramp_start: float = 0.25           # admitted fraction right after closing
     ramp_period: float = 2.0           # seconds to ramp back to full traffic (per damped trip ...)
-    ramp_trips: int = 3                # ... counting at most this many trips
+    ramp_trips: int = 5                # ... counting at most this many trips
     decay_period: float = 10.0         # healthy seconds that forgive one trip
 
 

@@ -122,9 +122,9 @@ class PeerMetrics:
             return 0.0
         return max(0.0, now - self.last_progress)
 
-    def latency(self, now: float, prior: float, stale_tau: float = 0.0) -> float:
+    def latency(self, now: float, prior: float, stale_tau: float = 0.0, silence_weight: float = 1.0) -> float:
         """Latency estimate (s): the peak-EWMA, drifting back to `prior` with time constant
-        `stale_tau` when no samples arrive, and never below the current silence."""
+        `stale_tau` when no samples arrive, and never below the current silence x `silence_weight`."""
         est = self.ewma
         if est is None:
             est = prior
@@ -132,7 +132,7 @@ class PeerMetrics:
             age = now - self.stamp
             if age > 0:
                 est = prior + (est - prior) * math.exp(-age / stale_tau)
-        s = self.silence(now)
+        s = self.silence(now) * silence_weight
         return s if s > est else est
 
     def failure_rates(self, now: float, baseline: tuple[float, float] = (0.0, 0.0),

@@ -9,7 +9,7 @@ Cost of a peer (lower is better), combining the seed's weighted score with load:
 
 - latency: peak-EWMA (`PeerMetrics`, errors count as `penalty_latency`), drifting back to the
   neutral prior (median latency of known peers) with time constant `w.freshness` when no samples
-  arrive, and never below the current silence (in-flight time with no answer), so a peer that goes
+  arrive, and never below `w.silence` x the current silence (in-flight time with no answer), so a peer that goes
   quiet is avoided after about one normal latency, long before a timeout.
 - rates: per-outcome moving averages (weight `alpha`), counted in excess of the fleet's median
   plus `error_margin` (like Envoy's success-rate outlier detection): when every peer fails now
@@ -52,6 +52,7 @@ class RouterWeights:
     error: float = 10.0      # cost x (1 + error * windowed error rate + timeout * timeout rate)
     timeout: float = 20.0
     freshness: float = 10.0  # s: time constant for a stale estimate drifting back to the prior
+    silence: float = 2.0     # latency is at least this x the time in-flight requests went unanswered
     load: float = 1.0        # exponent on (outstanding + 1)
 
 
@@ -67,7 +68,7 @@ class RouterConfig:
     default_latency: float = 0.05      # prior (s) while no peer has a sample
     probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one,
     probe_interval_max: float = 3.0    # doubling up to this while the peer stays an outlier
-    outlier_factor: float = 3.0        # unloaded cost above this x the prior: only probes, no P2C
+    outlier_factor: float = 2.0        # unloaded cost above this x the prior: only probes, no P2C
     new_peer_samples: int = 3          # a peer with fewer samples gets one request at a time
     fresh_samples: int = 10            # this many outcomes in `fresh_window` s make hints irrelevant
     fresh_window: float = 2.0
@@ -177,7 +178,7 @@ class AdaptiveRouter:
         c = self.config
         w = c.weights
         m = p.metrics
-        cost = m.latency(now, prior, w.freshness)
+        cost = m.latency(now, prior, w.freshness, w.silence)
         if w.latency != 1.0:
             cost = cost ** w.latency
         base = self._baseline
@@ -296,11 +297,16 @@ class AdaptiveRouter:
         probing = p.breaker.state is not BreakerState.CLOSED
         p.metrics.on_success(latency, now)
         p.breaker.record_success(now)
-        if probing and p.breaker.state is BreakerState.CLOSED:
+        recovered = probing and p.breaker.state is BreakerState.CLOSED
+        if not recovered and p.explore_every and latency <= self.config.outlier_factor * self.prior(now):
+            recovered = True            # an outlier's exploratory request came back normal
+            p.explore_every = 0.0
+        if recovered:
             # The probe proved the peer healthy again: start its estimates afresh from this answer
-            # (the breaker's ramp, not stale history, now limits its traffic).
+            # (the breaker's ramp or the load term, not stale history, now limits its traffic).
             self.prior(now)
             p.metrics.restart(latency, now, self._baseline)
+            self._outliers.discard(p)
         if p.limit is not None:
             p.limit.on_success(latency)
 

@@ -171,3 +171,18 @@ def test_may_trip_guard_vetoes_the_first_trip_only():
     b.acquire(b.open_until)
     b.record_failure(b.open_until)              # a failed probe re-opens whatever the guard says
     assert b.state is BreakerState.OPEN
+
+
+def test_ramp_is_slower_for_a_peer_that_keeps_tripping():
+    b, _ = make(cooldown_base=0.5, cooldown_cap=0.5, ramp_start=0.25, ramp_period=2.0, ramp_trips=3,
+                decay_period=1000.0)
+    fractions = []
+    for _ in range(4):
+        trip(b, b.open_until)
+        t = b.open_until
+        b.acquire(t)
+        b.record_success(t)
+        fractions.append(b.admission(t + 1.0))
+    assert fractions[0] == pytest.approx(0.25 + 0.75 * 1.0 / 2.0)
+    assert fractions[1] == pytest.approx(0.25 + 0.75 * 1.0 / 4.0)
+    assert fractions[2] == fractions[3] == pytest.approx(0.25 + 0.75 * 1.0 / 6.0)

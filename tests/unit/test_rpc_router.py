@@ -217,3 +217,42 @@ def test_ejection_cap_keeps_most_peers_in_rotation():
         r.on_failure(peer, "error", 0.001, 0.0)
     states = [v["breaker"] for v in r.snapshot(0.1).values()]
     assert states.count("open") == 2 and states.count("closed") == 2
+
+
+def test_outlier_gets_only_backed_off_probes_and_returns_when_healed():
+    r = router(probe_interval=0.5, probe_interval_max=2.0)
+    rng = random.Random(4)
+    peers = [f"g{i}" for i in range(4)] + ["slow"]
+    pending = []
+    picks = []
+    now = 0.0
+    while now < 10.0:                         # 500 req/s; 'slow' is 20x slower until t = 6
+        now += 0.002
+        pending.sort()
+        while pending and pending[0][0] <= now:
+            done, peer, lat = pending.pop(0)
+            r.on_success(peer, lat, done)
+        p = r.choose(peers, now)
+        r.on_start(p, now)
+        lat = rng.lognormvariate(-4.6, 0.3) * (20 if p == "slow" and now < 6.0 else 1)
+        pending.append((now + lat, p, lat))
+        if p == "slow":
+            picks.append(now)
+    before = [t for t in picks if 2.0 < t < 6.0]
+    gaps = [b - a for a, b in zip(before, before[1:])]
+    assert 1 <= len(before) <= 4 and all(g >= 0.9 for g in gaps)   # backed-off probes only
+    after = [t for t in picks if t >= 6.0]
+    assert after and after[0] <= 8.1 and len(after) > 150         # found healthy, back in rotation
+
+
+def test_probe_success_restarts_the_estimate():
+    r = router(breaker=BreakerConfig(consecutive_timeouts=2, cooldown_base=1.0, cooldown_cap=1.0, cooldown_min=1.0))
+    feed(r, "ok", 0.01, 0.0, n=5)
+    for _ in range(2):
+        r.on_start("bad", 0.3)
+        r.on_failure("bad", "timeout", 1.0, 1.3)
+    assert r.snapshot(1.4)["bad"]["latency_ms"] > 500
+    assert r.choose(["ok", "bad"], 2.4) == "bad"
+    r.on_start("bad", 2.4)
+    r.on_success("bad", 0.012, 2.412)
+    assert r.snapshot(2.42)["bad"]["latency_ms"] == pytest.approx(12.0, rel=0.05)
