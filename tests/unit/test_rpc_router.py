@@ -24,6 +24,12 @@ def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1), step=0.05)
     return now
 
 
+def fail(r, peer, kind, n, sent, done):
+    for _ in range(n):
+        r.on_start(peer, sent)
+        r.on_failure(peer, kind, done - sent, done)
+
+
 def test_peak_ewma_jumps_up_and_decays_with_tau():
     m = PeerMetrics(tau=1.0)
     m.observe(0.010, 0.0)
@@ -159,9 +165,7 @@ def test_exploration_probes_an_avoided_peer_about_once_per_interval():
 def test_breaker_opens_and_half_open_probe_comes_first():
     r = router(breaker=BreakerConfig(consecutive_failures=3, cooldown_base=1.0, cooldown_cap=1.0, cooldown_min=1.0))
     feed(r, "ok", 0.01, 0.0, n=5)
-    for _ in range(3):
-        r.on_start("bad", 0.3)
-        r.on_failure("bad", "error", 0.001, 0.3)
+    fail(r, "bad", "error", 3, 0.3, 0.3)
     assert r.snapshot(0.4)["bad"]["breaker"] == "open"
     assert all(r.choose(["ok", "bad"], 0.5) == "ok" for _ in range(50))
     assert r.choose(["ok", "bad"], 1.31) == "bad"                   # the single probe
@@ -248,9 +252,7 @@ def test_outlier_gets_only_backed_off_probes_and_returns_when_healed():
 def test_probe_success_restarts_the_estimate():
     r = router(breaker=BreakerConfig(consecutive_timeouts=2, cooldown_base=1.0, cooldown_cap=1.0, cooldown_min=1.0))
     feed(r, "ok", 0.01, 0.0, n=5)
-    for _ in range(2):
-        r.on_start("bad", 0.3)
-        r.on_failure("bad", "timeout", 1.0, 1.3)
+    fail(r, "bad", "timeout", 2, 0.3, 1.3)
     assert r.snapshot(1.4)["bad"]["latency_ms"] > 500
     assert r.choose(["ok", "bad"], 2.4) == "bad"
     r.on_start("bad", 2.4)
