@@ -1,44 +1,25 @@
-"""What an operation caused, in the order it happened; each event converts to a plain dict.
+"""What an operation caused, in the order it happened: immutable records that convert to plain dicts.
 
-Events are deterministic values: the same commands in the same order give equal
-events (compare with `to_dict()` or `==`). Trade ids are derived from the taker and
-maker order ids, so every node names a trade the same way.
+Events are deterministic values: the same commands in the same order give events
+with equal `to_dict()`. Trade ids are derived from the taker and maker order ids,
+so every node names a trade the same way. They are NamedTuples because the engine
+creates several per operation and a tuple is the cheapest immutable record; the
+engine builds them with `tuple.__new__(Cls, (...))` to skip the Python-level
+constructor, anyone else can call them normally.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Union
 
 from exchange.orders import Order, Side, _plain_key
 
 
-class Event:
-    """Base class: `kind` names the event in its dict form."""
+class OrderAccepted(NamedTuple):
+    """The order passed validation and entered matching. `order` is live; its identity fields never change."""
 
-    __slots__ = ()
-    kind = "event"
-
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_dict() == self.to_dict()
-
-    def __hash__(self) -> int:
-        return hash(self.kind)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.to_dict()})"
-
-
-class OrderAccepted(Event):
-    """The order passed validation and entered matching. Holds the order; its identity fields never change."""
-
-    __slots__ = ("order", "quantity")
+    order: Order
+    quantity: int
     kind = "accepted"
-
-    def __init__(self, order: Order, quantity: int) -> None:
-        self.order = order
-        self.quantity = quantity
 
     def to_dict(self) -> dict[str, Any]:
         order = self.order
@@ -48,19 +29,16 @@ class OrderAccepted(Event):
                 "self_trade": order.self_trade.value}
 
 
-class Trade(Event):
+class Trade(NamedTuple):
     """A fill at the resting (maker) order's price; remainders are as they were right after it."""
 
-    __slots__ = ("price", "quantity", "taker", "maker", "taker_remaining", "maker_remaining")
+    price: int
+    quantity: int
+    taker: Order            # only the orders' fixed fields (id, side, owner, market) are read later
+    maker: Order
+    taker_remaining: int
+    maker_remaining: int
     kind = "trade"
-
-    def __init__(self, price: int, quantity: int, taker: Order, maker: Order) -> None:
-        self.price = price
-        self.quantity = quantity
-        self.taker = taker            # only the orders' fixed fields (id, side, owner, market) are read later
-        self.maker = maker
-        self.taker_remaining = taker.remaining
-        self.maker_remaining = maker.remaining
 
     @property
     def id(self) -> str:
@@ -99,49 +77,43 @@ class Trade(Event):
                 "maker_remaining": self.maker_remaining}
 
 
-class OrderCancelled(Event):
+class OrderCancelled(NamedTuple):
     """The order left the book (or never rested) with `remaining` unfilled; `reason` says why."""
 
-    __slots__ = ("order_id", "remaining", "reason")
+    order_id: str
+    remaining: int
+    reason: str
     kind = "cancelled"
-
-    def __init__(self, order_id: str, remaining: int, reason: str) -> None:
-        self.order_id = order_id
-        self.remaining = remaining
-        self.reason = reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "order_id": self.order_id, "remaining": self.remaining, "reason": self.reason}
 
 
-class OrderRejected(Event):
+class OrderRejected(NamedTuple):
     """An operation that changed nothing; `reason` is a stable code the API maps to 422."""
 
-    __slots__ = ("operation", "order_id", "reason")
+    operation: str
+    order_id: object
+    reason: str
     kind = "rejected"
-
-    def __init__(self, operation: str, order_id: object, reason: str) -> None:
-        self.operation = operation
-        self.order_id = order_id
-        self.reason = reason
 
     def to_dict(self) -> dict[str, Any]:
         order_id = self.order_id if isinstance(self.order_id, (str, int)) else repr(self.order_id)
         return {"type": self.kind, "operation": self.operation, "order_id": order_id, "reason": self.reason}
 
 
-class OrderReduced(Event):
-    """A resting order shrank by `reduced_by` lots, keeping its place in the queue."""
+class OrderReduced(NamedTuple):
+    """An order shrank by `reduced_by` lots; a resting one keeps its place in the queue."""
 
-    __slots__ = ("order_id", "reduced_by", "remaining", "reason")
+    order_id: str
+    reduced_by: int
+    remaining: int
+    reason: str
     kind = "reduced"
-
-    def __init__(self, order_id: str, reduced_by: int, remaining: int, reason: str) -> None:
-        self.order_id = order_id
-        self.reduced_by = reduced_by
-        self.remaining = remaining
-        self.reason = reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "order_id": self.order_id, "reduced_by": self.reduced_by,
                 "remaining": self.remaining, "reason": self.reason}
+
+
+Event = Union[OrderAccepted, Trade, OrderCancelled, OrderRejected, OrderReduced]

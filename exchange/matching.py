@@ -29,6 +29,7 @@ _PARTIAL, _FILLED, _CANCELLED, _REJECTED = (OrderStatus.PARTIALLY_FILLED, OrderS
 _CANCEL_NEWEST, _CANCEL_OLDEST, _CANCEL_BOTH, _DECREMENT = (
     SelfTradeMode.CANCEL_NEWEST, SelfTradeMode.CANCEL_OLDEST, SelfTradeMode.CANCEL_BOTH,
     SelfTradeMode.DECREMENT_AND_CANCEL)
+_record = tuple.__new__  # builds an event NamedTuple without its Python-level constructor
 _REMAINDER_REASON = {_MARKET: "market_remainder", _IOC: "ioc_remainder", _FOK: "fok_remainder"}
 
 
@@ -88,7 +89,7 @@ class MatchingEngine:
             if reason is not None:
                 order.status, order.reason = _REJECTED, reason
                 return [OrderRejected("new", order_id, reason)]
-        events: list[Event] = [OrderAccepted(order, quantity)]
+        events: list[Event] = [_record(OrderAccepted, (order, quantity))]
         if side is _BUY:
             opposite, own = self._asks, self._bids
             limit_key = price if order_type is not _MARKET else _NO_LIMIT
@@ -128,11 +129,11 @@ class MatchingEngine:
         order_id = command.order_id
         order = self._orders.get(order_id) if type(order_id) is str else None
         if order is None or (command.owner is not None and command.owner != order.owner):
-            return [OrderRejected("cancel", order_id, "unknown_order" if order is None else "not_owner")]
+            return [_record(OrderRejected, ("cancel", order_id, "unknown_order" if order is None else "not_owner"))]
         (self._bids if order.side is _BUY else self._asks).discard(order)
         del self._orders[order_id]
         order.reason = "requested"
-        return [OrderCancelled(order.id, order.remaining, "requested")]
+        return [_record(OrderCancelled, (order_id, order.remaining, "requested"))]
 
     def reduce(self, command: ReduceOrder) -> list[Event]:
         """Shrink a resting order in place (time priority kept); shrinking it to nothing cancels it."""
@@ -294,7 +295,7 @@ class MatchingEngine:
                     maker.status = _PARTIAL
                     level.volume -= remaining
                     taker.remaining = 0
-                    events.append(Trade(price, remaining, taker, maker))
+                    events.append(_record(Trade, (price, remaining, taker, maker, 0, available - remaining)))
                     return
                 remaining -= available
                 maker.remaining = 0
@@ -304,7 +305,7 @@ class MatchingEngine:
                 level.volume -= available
                 level.live -= 1
                 taker.remaining = remaining
-                events.append(Trade(price, available, taker, maker))
+                events.append(_record(Trade, (price, available, taker, maker, remaining, 0)))
                 if not level.live:
                     opposite.drop_level(key)
                     break
