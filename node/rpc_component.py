@@ -59,15 +59,30 @@ class NodeRpc:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         node = self.node
-        self.service.use_router(getattr(node, "router", None))
+        router = getattr(node, "router", None)
+        self.service.use_router(router)
         self.service.start()
+        if router is not None and hasattr(router, "broadcast"):
+            from node.identity import NodeIdentity
+            from p2p.rpc.gossip import HintGossip
+
+            settings = node.settings
+            self.gossip = HintGossip(self.service, node.identity, verify=NodeIdentity.verify,
+                                     node_id_for=NodeIdentity.node_id_for, network=settings.network_id,
+                                     rate=settings.hint_rate, max_age=settings.hint_ttl)
+            self.gossip.attach(router)
+            self.gossip.start()
 
     async def stop(self) -> None:
+        if self.gossip is not None:
+            await self.gossip.stop()
         await self.service.stop()
 
     # -- observability -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return self.service.snapshot()
+        snap = self.service.snapshot()
+        snap["hints"] = self.gossip.snapshot() if self.gossip is not None else None
+        return snap
 
     def metrics(self) -> Iterator[Any]:
         from node.api_rpc import rpc_metric_families

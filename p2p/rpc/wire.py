@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2p.messages import is_bytes, is_int, is_list, is_node_id, is_number, is_str, register_schema
+from p2p.messages import is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, register_schema
 
 REQUEST = "rpc_request"
 RESPONSE = "rpc_response"
@@ -41,5 +41,5 @@ register_schema(CANCEL, {"rid": is_int()}, dict(_ROUTED))
 register_schema(SERVICES, {"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))})
 register_schema(HINT, {"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,
                        "status": is_str(16), "pk": is_bytes(32, 32), "sig": is_bytes(64, 64)},
-                {"latency_ms": is_number, "error_rate": is_number, "service": is_str(MAX_SERVICE_NAME),
-                 "relay": _any, "hops": is_int(0, 255)})
+                {"latency_ms": optional(is_number), "error_rate": optional(is_number),
+                 "service": optional(is_str(MAX_SERVICE_NAME)), "hops": is_int(0, 255)})

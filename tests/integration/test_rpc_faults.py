@@ -75,6 +75,10 @@ def test_router_avoids_slow_failing_and_killed_workers_and_returns_to_healed_one
     routing = client.get("/routing")["services"]["test.echo"]
     assert doomed.node_id not in routing["providers"]
     assert routing["peers"][failing.node_id]["error_rate"] > 0.05
+    # the client told the network what it saw: signed DEGRADED hints, logged, received by the workers
+    assert "DEGRADED for test.echo" in client.log_tail(400)
+    assert client.get("/routing")["hints"]["counters"]["sent"] >= 2
+    assert good[0].get("/routing")["hints"]["counters"]["received"] >= 2
 
     set_fault(slow)
     set_fault(failing)
