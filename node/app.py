@@ -56,6 +56,10 @@ class ExchangeNode:
         settings = self.settings
         strategies: list[DiscoveryStrategy] = [PersistedDiscovery(self.store),
                                                BootstrapDiscovery(settings.bootstrap_peers)]
+        if settings.discovery_pex:
+            from p2p.discovery.pex import PeerExchange
+
+            strategies.append(PeerExchange(self.peers))
         return strategies
 
     @property

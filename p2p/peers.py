@@ -429,7 +429,9 @@ class PeerManager:
             if entry.address in self._dialling or (entry.node_id and entry.node_id in busy):
                 continue
             if not self.dial_bucket.try_take():
-                self._wake.set() if self.dial_bucket.wait_time() < 0.25 else None
+                wait = self.dial_bucket.wait_time()
+                if wait < 0.25:  # wake when a token is back; setting _wake now would spin the loop
+                    asyncio.get_running_loop().call_later(wait, self._wake.set)
                 break
             want -= 1
             entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back

@@ -1,0 +1,232 @@
+"""Peer exchange: connected peers share bounded lists of peers they have verified by handshake.
+
+On every new link, and then periodically (every `fast_interval` for the first `fast_period`
+seconds, `slow_interval` after that, and sooner - but at most once per `min_gap` per link - when
+our own set of links changed), a node sends each peer a `peerexchange` message: at most 50
+`[host, port, node_id]` entries of peers it holds links to or handshook with recently, never the
+receiver itself. Messages are link-local (never relayed).
+
+What we receive goes into the address book as *unverified* (source "pex"), guarded against
+poisoning in layers: a receive rate limit per link (excess messages are dropped and cost the
+sender penalty points), the book's per-reporter intake cap per interval, its size cap, unverified
+entries never evicting verified ones, and addresses we cannot dial skipped (only IP literals;
+loopback addresses only from a peer that is itself on loopback).
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from p2p import messages as m
+from p2p.address_book import dialable
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.resilience.token_bucket import TokenBucket
+
+log = logging.getLogger("p2p.discovery.pex")
+
+MSG_TYPE = "peerexchange"
+MAX_ENTRIES = 50
+
+
+def _is_entry(v: Any) -> bool:
+    return (type(v) is list and len(v) == 3 and type(v[0]) is str and 0 < len(v[0]) <= 253
+            and type(v[1]) is int and 0 <= v[1] <= 65535 and (v[2] is None or m.is_node_id(v[2])))
+
+
+m.register_schema(MSG_TYPE, {"peers": m.is_list(MAX_ENTRIES, _is_entry)})
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class PexStats(StrategyStats):
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0  # messages over a link's receive rate
+    skipped: int = 0  # entries not taken (ourselves, undialable, over a cap, already known)
+
+    def as_dict(self) -> dict:
+        return StrategyStats.as_dict(self) | {"sent": self.sent, "received": self.received,
+                                              "dropped": self.dropped, "skipped": self.skipped}
+
+
+class _LinkState:
+    __slots__ = ("last_sent", "sent_version", "bucket")
+
+    def __init__(self, recv_rate: float, recv_burst: float) -> None:
+        self.last_sent = float("-inf")
+        self.sent_version = -1
+        self.bucket = TokenBucket(recv_rate, recv_burst)
+
+
+class PeerExchange(DiscoveryStrategy):
+    """Runs on a PeerManager: registers its link-local handler and open/close listeners."""
+
+    name = "pex"
+
+    def __init__(self, peers: Any, *, fast_interval: float = 2.0, fast_period: float = 30.0,
+                 slow_interval: float = 30.0, min_gap: float = 1.0, recv_rate: float = 1.0,
+                 recv_burst: float = 5.0, recent: float = 600.0, excess_penalty: float = 2.0,
+                 rng: random.Random | None = None) -> None:
+        super().__init__()
+        self.stats: PexStats = PexStats()
+        self.peers = peers
+        self.fast_interval = fast_interval
+        self.fast_period = fast_period
+        self.slow_interval = slow_interval
+        self.min_gap = min_gap
+        self.recv_rate = recv_rate
+        self.recv_burst = recv_burst
+        self.recent = recent
+        self.excess_penalty = excess_penalty
+        self._rng = rng or random.Random()
+        self._links: dict[int, _LinkState] = {}  # by id(link)
+        self._version = 0  # bumped whenever our set of links changes
+        self._started = time.monotonic()
+        peers.link_message_handlers[MSG_TYPE] = self._on_message
+        peers.open_listeners.append(self._on_open)
+        peers.close_listeners.append(self._on_close)
+
+    # --- building what we send --------------------------------------------------------------
+    def entries_for(self, link: Any) -> list[list]:
+        """At most 50 peers we verified recently (live links first), never the receiver itself;
+        loopback addresses only for a receiver on loopback."""
+        receiver_id = link.remote_id
+        receiver_addr = self.peers._listen_address(link)
+        loopback_ok = _is_loopback(link.remote_addr[0] if link.remote_addr else None)
+        seen_ids: set[str] = {receiver_id, self.peers.node_id}
+        seen_addrs: set[tuple[str, int]] = {receiver_addr} if receiver_addr else set()
+
+        def usable(host: str, port: int, node_id: str | None) -> bool:
+            if node_id in seen_ids or (host, port) in seen_addrs or not port:
+                return False
+            return dialable(host, port, allow_loopback=loopback_ok)
+
+        live: list[list] = []
+        for node_id, other in list(self.peers.links.items()):
+            record = self.peers.peers.get(node_id)
+            if record is None or not usable(record.host, record.port, node_id):
+                continue
+            seen_ids.add(node_id)
+            seen_addrs.add((record.host, record.port))
+            live.append([record.host, record.port, node_id])
+        self._rng.shuffle(live)
+        if len(live) >= MAX_ENTRIES:
+            return live[:MAX_ENTRIES]
+        cutoff = time.time() - self.recent
+        past: list[list] = []
+        for entry in self.peers.book.verified():
+            if (entry.last_connected or 0) < cutoff or not usable(entry.host, entry.port, entry.node_id):
+                continue
+            if entry.node_id:
+                seen_ids.add(entry.node_id)
+            seen_addrs.add(entry.address)
+            past.append([entry.host, entry.port, entry.node_id])
+        self._rng.shuffle(past)
+        return (live + past)[:MAX_ENTRIES]
+
+    def send_to(self, link: Any, *, now: float | None = None) -> bool:
+        state = self._links.get(id(link))
+        if state is None or not link.is_open:
+            return False
+        entries = self.entries_for(link)
+        state.last_sent = time.monotonic() if now is None else now
+        state.sent_version = self._version
+        if not entries:
+            return False
+        ok = link.send({"type": MSG_TYPE, "peers": entries})
+        if ok:
+            self.stats.sent += 1
+        return ok
+
+    # --- PeerManager hooks ------------------------------------------------------------------
+    def _on_open(self, link: Any) -> None:
+        self._links[id(link)] = _LinkState(self.recv_rate, self.recv_burst)
+        self._version += 1
+        self.send_to(link)
+
+    def _on_close(self, link: Any) -> None:
+        self._links.pop(id(link), None)
+        self._version += 1
+
+    def _on_message(self, link: Any, message: dict) -> None:
+        state = self._links.get(id(link))
+        if state is None:
+            return
+        if not state.bucket.try_take():
+            self.stats.dropped += 1
+            if link.remote_id and self.excess_penalty:
+                self.peers.penalize(link.remote_id, self.excess_penalty, "peerexchange flood")
+            return
+        self.stats.received += 1
+        self.receive(link.remote_id, message["peers"],
+                     loopback_ok=_is_loopback(link.remote_addr[0] if link.remote_addr else None))
+
+    def receive(self, reporter: str | None, entries: list[list], *, loopback_ok: bool) -> int:
+        """Offer entries to the book as unverified; returns how many addresses were new."""
+        added = 0
+        own_id = self.peers.node_id
+        for host, port, node_id in entries[:MAX_ENTRIES]:
+            # IP literals only: a hostname from a peer would make us resolve whatever it likes.
+            if (node_id == own_id or node_id == reporter or not _is_ip(host)
+                    or not dialable(host, port, allow_loopback=loopback_ok)):
+                self.stats.skipped += 1
+                continue
+            if self.peers.add_candidate(Candidate(host, port, self.name, node_id), reporter=reporter):
+                added += 1
+            else:
+                self.stats.skipped += 1
+        self.stats.found += added
+        return added
+
+    # --- the periodic loop ------------------------------------------------------------------
+    def interval(self, now: float) -> float:
+        return self.fast_interval if now - self._started < self.fast_period else self.slow_interval
+
+    def tick(self, now: float | None = None) -> int:
+        """Send to every link that is due: its interval passed, or our links changed and its min gap passed."""
+        now = time.monotonic() if now is None else now
+        interval = self.interval(now)
+        sent = 0
+        for link in list(self.peers.links.values()):
+            state = self._links.get(id(link))
+            if state is None:
+                continue
+            since = now - state.last_sent
+            if since >= interval or (state.sent_version != self._version and since >= self.min_gap):
+                sent += self.send_to(link, now=now)
+        return sent
+
+    async def run(self, sink: CandidateSink) -> None:
+        self._started = time.monotonic()
+        step = min(0.5, self.min_gap, self.fast_interval)
+        while True:
+            await asyncio.sleep(step)
+            try:
+                self.tick()
+            except Exception as exc:  # never let one bad tick stop peer exchange
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self.stats.last_error_at = time.time()
+                log.exception("peer exchange tick failed")

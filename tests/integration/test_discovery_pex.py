@@ -1,0 +1,122 @@
+"""Peer exchange with real exchange-node processes: a chain learns the whole network, a flood
+of bogus addresses from one peer changes nothing that matters."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+
+from config import Settings
+from node.identity import NodeIdentity
+from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE
+from p2p.peers import PeerManager
+from tests.harness import wait_until
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_chain(cluster, n: int, **settings) -> list:
+    """n nodes started together; node i knows only node i-1's address (fixed free ports)."""
+    ports = free_ports(n)
+    nodes = [cluster.node(f"c{i}", start=False, p2p_port=ports[i],
+                          bootstrap_peers=f"127.0.0.1:{ports[i - 1]}" if i else None, **settings)
+             for i in range(n)]
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready(60)
+    return nodes
+
+
+def converged(nodes, target: int) -> bool:
+    need = 0.95 * (len(nodes) - 1)
+    for node in nodes:
+        p2p = node.status()["p2p"]
+        if p2p["known_nodes"] < need or p2p["peers_connected"] < target:
+            return False
+    return True
+
+
+def test_chain_of_20_learns_network_within_10s(cluster):
+    nodes = start_chain(cluster, 20)
+    started = time.monotonic()
+    wait_until(lambda: converged(nodes, target=8), 10.0, interval=0.2,
+               message="every node knows >=95% of the others and holds >= TARGET_OUTBOUND (8) links")
+    elapsed = time.monotonic() - started
+    statuses = [n.status() for n in nodes]
+    for s in statuses:
+        assert s["p2p"]["peers_connected"] <= 50  # MAX_PEERS
+    pex = statuses[-1]["discovery"]["pex"]
+    assert pex["found"] > 0 and pex["received"] > 0 and pex["dropped"] == 0
+    # `exchange-node peers` says who found each peer; the tail of the chain learned most by pex
+    sources = {p["source"] for p in nodes[-1].peers() if p["status"] == "connected"}
+    assert "pex" in sources, sources
+    print(f"chain of 20 converged {elapsed:.2f}s after the last node was ready")
+
+
+async def _flood(port: int, data_dir, messages: int, per_message: int) -> dict:
+    """A rogue peer: handshakes properly, then pushes `messages` peerexchange messages of bogus
+    loopback addresses (refused on dial) and undialable ones as fast as it can."""
+    settings = dataclasses.replace(Settings(), data_dir=data_dir, p2p_host="127.0.0.1", p2p_port=0,
+                                   target_outbound=0, discovery_mdns=False)
+    identity = NodeIdentity.load_or_create(data_dir)
+    rogue = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    await rogue.start()
+    try:
+        link = await rogue.dial("127.0.0.1", port)
+        n = 0
+        for _ in range(messages):
+            entries = []
+            for _ in range(per_message):
+                n += 1
+                if n % 10 == 0:
+                    entries.append(["224.0.0.1", 1000 + n % 60000, None])
+                else:
+                    entries.append([f"127.88.{n // 250 % 250}.{n % 250 + 1}", 1024 + n % 60000, f"{n:040x}"])
+            if not link.send({"type": MSG_TYPE, "peers": entries}):
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.5)
+        return {"node_id": identity.node_id, "closed": link.close_reason}
+    finally:
+        await rogue.stop()
+
+
+def test_flood_of_10000_bogus_addresses_from_one_peer(cluster, tmp_path):
+    hub = cluster.node("hub", discovery_pex="true")
+    friends = [cluster.node(f"f{i}", bootstrap_peers=hub.p2p_address) for i in range(3)]
+    wait_until(lambda: len(hub.connected_ids()) == 3, 5.0, message="hub has its 3 real peers")
+    verified_before = {f.node_id for f in friends}
+
+    result = asyncio.run(_flood(hub.p2p_port, tmp_path / "rogue", messages=10_000 // MAX_ENTRIES,
+                                per_message=MAX_ENTRIES))
+    time.sleep(1.0)
+    status = hub.status()
+    p2p, pex = status["p2p"], status["discovery"]["pex"]
+    assert hub.connected_ids() >= verified_before  # real peers untouched
+    assert p2p["known_addresses"] <= 2000  # the book's cap
+    # only a burst got in (receive rate limit), and of that at most the per-reporter intake cap
+    assert pex["received"] <= 10 and pex["dropped"] >= 40, pex
+    assert pex["found"] <= 100, pex
+    assert p2p["known_addresses"] <= 3 + 100 + 2, p2p
+    # the flood cost the rogue its link: ~50 messages over the rate limit get it banned, the rest
+    # of its 200 messages are never read
+    rogue = {p["node_id"]: p for p in hub.peers()}.get(result["node_id"])
+    assert rogue is not None and rogue["status"] == "banned", rogue
+    assert hub.proc.poll() is None
+    # and the node still works: a newcomer is learned and linked
+    late = cluster.node("late", bootstrap_peers=friends[0].p2p_address)
+    wait_until(lambda: late.node_id in {p["node_id"] for p in hub.peers()} or
+               hub.status()["p2p"]["known_nodes"] >= 4, 5.0, message="hub still learns real peers")

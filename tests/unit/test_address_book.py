@@ -1,0 +1,71 @@
+"""AddressBook poisoning limits: size cap, per-reporter intake cap, verified entries kept, undialable skipped."""
+from __future__ import annotations
+
+import time
+
+from p2p.address_book import AddressBook, dialable
+from p2p.discovery.base import Candidate
+
+
+def bogus(i: int) -> Candidate:
+    return Candidate(f"127.88.{i // 250 % 250}.{i % 250 + 1}", 1024 + i % 60000, "pex", f"{i:040x}")
+
+
+def test_ten_thousand_from_one_reporter_stay_within_caps():
+    book = AddressBook(capacity=500, per_source_per_interval=100, interval=60.0)
+    for port in range(7000, 7010):
+        book.mark_connected(("127.0.0.1", port), f"{port:040x}")
+    added = sum(book.add(bogus(i), reporter="evil") for i in range(10_000))
+    assert added == 100 and book.rejected == 9_900
+    assert len(book) == 110 and len(book.verified()) == 10
+
+
+def test_size_cap_never_evicts_verified_for_unverified():
+    book = AddressBook(capacity=50, per_source_per_interval=10_000)
+    for port in range(7000, 7050):
+        book.mark_connected(("127.0.0.1", port), f"{port:040x}")
+    assert not any(book.add(bogus(i), reporter="evil") for i in range(1000))
+    assert len(book) == 50 and len(book.verified()) == 50
+
+
+def test_size_cap_evicts_unverified_first():
+    book = AddressBook(capacity=20, per_source_per_interval=10_000)
+    for port in range(7000, 7010):
+        book.mark_connected(("127.0.0.1", port), f"{port:040x}")
+    for i in range(1000):
+        book.add(bogus(i), reporter=f"r{i}")
+    assert len(book) == 20 and len(book.verified()) == 10
+
+
+def test_intake_window_resets():
+    book = AddressBook(per_source_per_interval=5, interval=0.05)
+    assert sum(book.add(bogus(i), reporter="r") for i in range(20)) == 5
+    assert sum(book.add(bogus(i), reporter="other") for i in range(100, 120)) == 5  # per reporter
+    time.sleep(0.06)
+    assert sum(book.add(bogus(i), reporter="r") for i in range(200, 220)) == 5
+
+
+def test_refresh_of_known_address_does_not_use_intake():
+    book = AddressBook(per_source_per_interval=1)
+    assert book.add(bogus(1), reporter="r")
+    assert not book.add(bogus(1), reporter="r")  # already known: not new, but not rejected either
+    assert book.rejected == 0
+
+
+def test_undialable_and_self_skipped():
+    book = AddressBook()
+    book.self_addresses.add(("127.0.0.1", 7946))
+    for host, port in [("0.0.0.0", 1), ("224.0.0.251", 5353), ("255.255.255.255", 1), ("127.0.0.1", 0),
+                       ("127.0.0.1", 70000), ("127.0.0.1", 7946), ("bad host!", 1), ("", 1)]:
+        assert not book.add(Candidate(host, port, "pex"), reporter="r"), (host, port)
+    assert len(book) == 0 and book.rejected == 8
+    assert dialable("10.0.0.1", 7946) and not dialable("127.0.0.1", 1, allow_loopback=False)
+
+
+def test_higher_priority_source_wins_on_merge():
+    book = AddressBook()
+    book.add(Candidate("127.0.0.1", 9000, "pex", "a" * 40))
+    book.add(Candidate("127.0.0.1", 9000, "mdns", "a" * 40))
+    assert book.get(("127.0.0.1", 9000)).source == "mdns"
+    book.add(Candidate("127.0.0.1", 9000, "pex"))
+    assert book.get(("127.0.0.1", 9000)).source == "mdns"

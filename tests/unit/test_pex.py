@@ -1,0 +1,182 @@
+"""PeerExchange against a stand-in PeerManager: what is sent, what is taken, rate limits."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from p2p import messages as m
+from p2p.address_book import AddressBook
+from p2p.discovery.base import Candidate
+from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE, PeerExchange
+
+
+def nid(i: int) -> str:
+    return f"{i:040x}"
+
+
+class FakeLink:
+    def __init__(self, remote_id: str, remote_addr=("127.0.0.1", 50000), listen=None) -> None:
+        self.remote_id = remote_id
+        self.remote_addr = remote_addr
+        self.listen = listen
+        self.is_open = True
+        self.sent: list[dict] = []
+
+    def send(self, message: dict) -> bool:
+        m.validate(message)  # what we send must pass the receiver's schema
+        self.sent.append(message)
+        return True
+
+
+class Record:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+
+class FakePeers:
+    def __init__(self) -> None:
+        self.node_id = nid(0)
+        self.book = AddressBook()
+        self.links: dict[str, FakeLink] = {}
+        self.peers: dict[str, Record] = {}
+        self.link_message_handlers: dict = {}
+        self.open_listeners: list = []
+        self.close_listeners: list = []
+        self.penalties: list[tuple[str, float]] = []
+
+    def _listen_address(self, link: FakeLink):
+        return link.listen
+
+    def add_candidate(self, candidate: Candidate, *, reporter=None) -> bool:
+        if candidate.node_id == self.node_id:
+            return False
+        return self.book.add(candidate, reporter=reporter)
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None:
+        self.penalties.append((node_id, points))
+
+    def connect(self, i: int, host: str = "127.0.0.1", port: int | None = None) -> FakeLink:
+        port = port or 40000 + i
+        link = FakeLink(nid(i), (host, 55555), (host, port))
+        self.links[link.remote_id] = link
+        self.peers[link.remote_id] = Record(host, port)
+        self.book.mark_connected((host, port), link.remote_id, "bootstrap")
+        for listener in self.open_listeners:
+            listener(link)
+        return link
+
+
+@pytest.fixture
+def pm() -> FakePeers:
+    return FakePeers()
+
+
+def test_sends_on_connect_without_receiver_itself(pm):
+    pex = PeerExchange(pm, rng=random.Random(1))
+    a = pm.connect(1)
+    assert a.sent == []  # nothing to tell the first peer but itself
+    b = pm.connect(2)
+    assert b.sent[-1]["peers"] == [["127.0.0.1", 40001, nid(1)]]
+    pex.tick(now=time.monotonic() + 5)
+    assert a.sent[-1]["peers"] == [["127.0.0.1", 40002, nid(2)]]
+    assert pm.link_message_handlers[MSG_TYPE] == pex._on_message
+
+
+def test_bounded_to_50_live_first_and_recent_verified(pm):
+    pex = PeerExchange(pm, rng=random.Random(2))
+    for i in range(1, 40):
+        pm.connect(i)
+    for i in range(100, 130):  # verified earlier, not connected now
+        pm.book.mark_connected(("127.0.0.1", 30000 + i), nid(i))
+    old = pm.book.mark_connected(("127.0.0.1", 29999), nid(999))
+    old.last_connected = time.time() - 3600  # not recent: never shared
+    receiver = pm.connect(200)
+    entries = receiver.sent[-1]["peers"]
+    assert len(entries) == MAX_ENTRIES
+    ids = [e[2] for e in entries]
+    assert len(set(ids)) == MAX_ENTRIES and nid(200) not in ids and nid(999) not in ids
+    assert set(ids) >= {nid(i) for i in range(1, 40)}  # all live links made the cut
+
+
+def test_loopback_addresses_not_sent_to_remote_peer(pm):
+    PeerExchange(pm)
+    pm.connect(1)  # on loopback
+    pm.connect(2, host="10.9.0.2", port=7946)
+    remote = pm.connect(3, host="10.9.0.3", port=7946)
+    assert remote.sent[-1]["peers"] == [["10.9.0.2", 7946, nid(2)]]
+
+
+def test_received_entries_unverified_and_filtered(pm):
+    pex = PeerExchange(pm)
+    link = pm.connect(1)
+    entries = [["127.0.0.1", 41000, nid(5)],
+               ["127.0.0.1", 41001, pm.node_id],          # ourselves
+               ["127.0.0.1", 41002, nid(1)],              # the reporter itself
+               ["224.0.0.1", 41003, None],                # multicast
+               ["0.0.0.0", 41004, None],                  # unspecified
+               ["127.0.0.1", 0, None],                    # no port
+               ["evil.example", 41005, None]]            # hostname: never resolved for a peer
+    message = {"type": MSG_TYPE, "peers": entries}
+    m.validate(message)
+    pm.link_message_handlers[MSG_TYPE](link, message)
+    entry = pm.book.get(("127.0.0.1", 41000))
+    assert entry is not None and not entry.verified and entry.source == "pex" and entry.node_id == nid(5)
+    assert len(pm.book) == 2  # the connected peer + one new
+    assert pex.stats.found == 1 and pex.stats.skipped == 6
+
+
+def test_loopback_entries_from_remote_peer_skipped(pm):
+    pex = PeerExchange(pm)
+    link = pm.connect(1, host="10.9.0.2", port=7946)
+    pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 41000, None], ["10.9.0.5", 7946, None]]})
+    assert pm.book.get(("127.0.0.1", 41000)) is None and pm.book.get(("10.9.0.5", 7946)) is not None
+
+
+def test_schema_caps_list_and_checks_entries():
+    m.validate({"type": MSG_TYPE, "peers": [["127.0.0.1", 1, None]] * 50})
+    for bad in ([["127.0.0.1", 1, None]] * 51, [["127.0.0.1", 70000, None]], [["127.0.0.1", 1, "short"]],
+                [["127.0.0.1", 1]], [[1, 1, None]], "x"):
+        with pytest.raises(m.ProtocolError):
+            m.validate({"type": MSG_TYPE, "peers": bad})
+
+
+def test_receive_rate_limit_drops_and_penalizes(pm):
+    pex = PeerExchange(pm, recv_rate=1.0, recv_burst=3)
+    link = pm.connect(1)
+    for i in range(20):
+        pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 42000 + i, None]]})
+    assert pex.stats.received == 3 and pex.stats.dropped == 17
+    assert len(pm.penalties) == 17 and all(p[0] == nid(1) for p in pm.penalties)
+
+
+def test_periodic_and_change_driven_sends_respect_min_gap(pm):
+    pex = PeerExchange(pm, fast_interval=2.0, fast_period=30.0, slow_interval=30.0, min_gap=1.0)
+    t0 = time.monotonic()
+    pex._started = t0
+    a = pm.connect(1)
+    pm.connect(2)  # a's view changed, but a was just sent to
+    sends = len(a.sent)
+    pex.tick(now=t0 + 0.2)
+    assert len(a.sent) == sends  # within min gap
+    pex.tick(now=t0 + 1.1)
+    assert len(a.sent) == sends + 1  # links changed, gap passed
+    pex.tick(now=t0 + 2.0)
+    assert len(a.sent) == sends + 1  # nothing changed, interval not passed
+    pex.tick(now=t0 + 3.2)
+    assert len(a.sent) == sends + 2  # fast interval
+    pex.tick(now=t0 + 40)
+    pex.tick(now=t0 + 45)
+    assert len(a.sent) == sends + 3  # slow interval after the fast period
+    assert pex.interval(t0 + 40) == 30.0
+
+
+def test_closed_link_forgotten(pm):
+    pex = PeerExchange(pm)
+    link = pm.connect(1)
+    del pm.links[link.remote_id]
+    for listener in pm.close_listeners:
+        listener(link)
+    pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 42000, None]]})
+    assert pex.stats.received == 0
