@@ -57,7 +57,8 @@ def rpc_error_response(exc: e.RpcError) -> web.Response:
 
 
 async def post_rpc(request: web.Request) -> web.Response:
-    """Body {"payload"?, "timeout"?, "peer"?}: call the service (on `peer`, or a peer the router picks)."""
+    """Body {"payload"?, "timeout"?, "peer"?, "grenache"?}: call the service on `peer`, on a linked peer
+    the router picks, or (grenache: true) on a Grenache worker announced on Grape."""
     node = node_of(request)
     service = request.match_info["service"]
     body = await _body(request)
@@ -65,10 +66,16 @@ async def post_rpc(request: web.Request) -> web.Response:
     peer = body.get("peer")
     if peer is not None and (not isinstance(peer, str) or not peer):
         raise ApiError(400, "invalid_field", "peer must be a node id", "peer")
+    grenache = body.get("grenache", False)
+    if not isinstance(grenache, bool) or (grenache and peer is not None):
+        raise ApiError(400, "invalid_field", "grenache must be true or false (and not combined with peer)",
+                       "grenache")
     rpc = node.rpc
     started = time.monotonic()
     try:
-        if peer is not None:
+        if grenache:
+            result, peer, attempts = await rpc.workers().call(service, body.get("payload"), timeout)
+        elif peer is not None:
             peer = _resolve_peer(node, peer)
             result = await rpc.request_peer(peer, service, body.get("payload"), timeout)
             attempts = 1
@@ -243,15 +250,22 @@ def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
                                 labels=["service", "peer", "state"])
     sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
                                labels=["service", "peer"])
-    for service, data in snap["services"].items():
-        for peer, row in data["peers"].items():
+
+    def add_rows(label: str, rows: dict[str, dict[str, Any]]) -> None:
+        for peer, row in rows.items():
             for key, family in gauges.items():
                 value = row.get(key)
                 if isinstance(value, (int, float)):
-                    family.add_metric([service, peer], value)
+                    family.add_metric([label, peer], value)
             for state in BREAKER_STATES:
-                breaker.add_metric([service, peer, state], 1.0 if row.get("breaker") == state else 0.0)
-            sent.add_metric([service, peer], row.get("requests_sent", 0))
+                breaker.add_metric([label, peer, state], 1.0 if row.get("breaker") == state else 0.0)
+            sent.add_metric([label, peer], row.get("requests_sent", 0))
+
+    for service, data in snap["services"].items():
+        add_rows(service, data["peers"])
+    workers = (snap.get("grenache") or {}).get("workers") or {}
+    for service, data in workers.get("services", {}).items():
+        add_rows(f"grenache:{service}", data["peers"])
     yield from gauges.values()
     yield breaker
     yield sent

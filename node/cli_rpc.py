@@ -18,10 +18,11 @@ def register(cli: click.Group) -> None:
     @click.argument("payload", required=False, default=None)
     @click.option("--peer", default=None, help="Call this node (id or unique prefix) instead of letting the router pick.")
     @click.option("--timeout", type=float, default=None, help="Seconds, retries included (default RPC_TIMEOUT).")
+    @click.option("--grenache", is_flag=True, help="Call a Grenache worker announced on Grape instead of a peer.")
     @api_option
     @json_option
-    def rpc_command(service: str, payload: str | None, peer: str | None, timeout: float | None, api: str,
-                    as_json: bool) -> None:
+    def rpc_command(service: str, payload: str | None, peer: str | None, timeout: float | None, grenache: bool,
+                    api: str, as_json: bool) -> None:
         """Call SERVICE on a peer with a JSON PAYLOAD, e.g. `exchange-node rpc ping` or
         `exchange-node rpc test.echo '{"n": 1}'`. Exits 1 with the error code when the call fails."""
         body: dict[str, Any] = {}
@@ -34,6 +35,8 @@ def register(cli: click.Group) -> None:
             body["peer"] = peer
         if timeout is not None:
             body["timeout"] = timeout
+        if grenache:
+            body["grenache"] = True
         try:
             _, data = call(api, "POST", f"/rpc/{service}", body, timeout=(timeout or 30.0) + 5.0)
         except NodeUnreachable as exc:

@@ -36,7 +36,9 @@ class NodeRpc:
         self.builtins.register_all(self.service)
         self.service.attach()   # before any link opens, so the handshake carries our services
         self.gossip: Any = None
-        self.grenache: Any = None
+        self.grape: Any = None       # GrapeClient, created on first use
+        self.grenache: Any = None    # GrenacheWorkers (client side)
+        self.endpoint: Any = None    # GrenacheEndpoint (server side, GRENACHE_RPC_PORT)
         node.api_extensions.append(api_rpc.extend)
         node.metric_sources.append(self.metrics)
 
@@ -59,6 +61,7 @@ class NodeRpc:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         node = self.node
+        settings = node.settings
         router = getattr(node, "router", None)
         self.service.use_router(router)
         self.service.start()
@@ -66,22 +69,58 @@ class NodeRpc:
             from node.identity import NodeIdentity
             from p2p.rpc.gossip import HintGossip
 
-            settings = node.settings
             self.gossip = HintGossip(self.service, node.identity, verify=NodeIdentity.verify,
                                      node_id_for=NodeIdentity.node_id_for, network=settings.network_id,
                                      rate=settings.hint_rate, max_age=settings.hint_ttl)
             self.gossip.attach(router)
             self.gossip.start()
+        if settings.grenache_rpc_port is not None:
+            from p2p.grenache.workers import GrenacheEndpoint
+
+            self.endpoint = GrenacheEndpoint(self.service.server, self._grape(), settings.grenache_services,
+                                             host=settings.p2p_host, port=settings.grenache_rpc_port,
+                                             announce_interval=min(settings.grape_announce_interval, 60.0))
+            await self.endpoint.start()
 
     async def stop(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+        if self.grenache is not None:
+            await self.grenache.close()
+        if self.grape is not None:
+            await self.grape.close()
         if self.gossip is not None:
             await self.gossip.stop()
         await self.service.stop()
+
+    # -- Grenache --------------------------------------------------------------------------------
+    def _grape(self) -> Any:
+        if self.grape is None:
+            from p2p.grenache.grape import GrapeClient
+
+            self.grape = GrapeClient(self.node.settings.grape_urls)
+        return self.grape
+
+    def workers(self) -> Any:
+        """GrenacheWorkers over the node's grapes (created on first use)."""
+        if self.grenache is None:
+            from p2p.grenache.workers import GrenacheWorkers
+
+            settings = self.node.settings
+            self.grenache = GrenacheWorkers(self._grape(), default_timeout=settings.rpc_timeout,
+                                            max_attempts=settings.rpc_max_attempts)
+        return self.grenache
+
+    async def request_grenache(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """Call a Grenache worker announced for `service` on Grape (adaptive choice, retries)."""
+        return await self.workers().request(service, payload, timeout)
 
     # -- observability -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         snap = self.service.snapshot()
         snap["hints"] = self.gossip.snapshot() if self.gossip is not None else None
+        snap["grenache"] = {"workers": self.grenache.snapshot() if self.grenache is not None else None,
+                            "endpoint": self.endpoint.snapshot() if self.endpoint is not None else None}
         return snap
 
     def metrics(self) -> Iterator[Any]:

@@ -71,7 +71,10 @@ class Builtins:
         return {"pong": True, "node_id": self.node_id, "ts": time.time()}
 
     def echo(self, payload: Any, peer: str) -> Any:
-        """Answers {"echo": payload, "node_id": ...}, misbehaving as `fault` says."""
+        """Answers {"echo": payload, "node_id": ...}, misbehaving as `fault` says; the payload
+        {"error": "<code>"} answers that error code (to test error paths end to end)."""
+        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+            raise e.RpcError(payload["error"][:64], "requested by the caller")
         fault = self.fault
         if fault.fail and self.rng.random() < fault.fail:
             if fault.fail_delay:

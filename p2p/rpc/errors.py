@@ -46,6 +46,7 @@ class RpcError(Exception):
         self.message = message[:MAX_MESSAGE] if message else ""
         self.peer = peer
         self.attempts = attempts
+        self.answered = False   # set when the serving peer answered with this code (it is healthy)
         super().__init__(f"{code}: {self.message}" if self.message else code)
 
     @property

@@ -30,6 +30,7 @@ from p2p.resilience.throttle import AdaptiveThrottle
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.resilience.warmup import Warmup
 from p2p.rpc import errors as e
+from p2p.rpc.attempts import call_with_retries
 from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
@@ -343,8 +344,7 @@ class RpcService:
         started = clock()
         timeout = self.config.default_timeout if timeout is None else timeout
         deadline = started + timeout
-        candidates = self._providers.get(service)
-        if not candidates:
+        if not self._providers.get(service):
             counters["no_peers"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
@@ -354,79 +354,34 @@ class RpcService:
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
         self._calls += 1
         try:
-            return await self._call(service, payload, started, deadline, candidates)
+            return await self._call(service, payload, started, deadline)
         finally:
             self._calls -= 1
 
-    async def _call(self, service: str, payload: Any, started: float, deadline: float,
-                    candidates: list[str]) -> RpcResult:
+    async def _call(self, service: str, payload: Any, started: float, deadline: float) -> RpcResult:
         clock = self.clock
         counters = self.counters
         if self._warming:
             await self._paced(deadline)
         router = self.routers.get(service) or self.router_for(service)
-        self.retry.on_request()
-        sent = self.requests_by_peer.setdefault(service, {})
-        tried: set[str] = set()
-        attempt = 0
-        max_attempts = self.config.max_attempts
         client = self.client
-        while True:
-            now = clock()
-            peer = router.choose(candidates, now, tried)
-            if peer is None:
-                peer = router.choose(candidates, now)
-                if peer is None:
-                    counters["failed"] += 1
-                    raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}", attempts=attempt)
-            attempt += 1
-            left = deadline - now
-            # Leave time for another attempt unless this is the last one.
-            budget = left if attempt >= max_attempts else left * 0.6
-            if client.in_flight(peer) >= client.max_in_flight_per_peer:
-                router.cancel(peer, now)
-                error = e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer)
-                kind = None
-            else:
-                router.on_start(peer, now)
-                sent[peer] = sent.get(peer, 0) + 1
-                try:
-                    result = await client.request(peer, service, payload, budget)
-                except e.RpcError as exc:
-                    error = exc
-                    kind = e.failure_kind(exc.code)
-                    done = clock()
-                    if kind is None:  # an application answer: the peer is fine
-                        router.on_success(peer, done - now, done)
-                        self.throttle.record_accept(done)
-                        counters["failed"] += 1
-                        exc.attempts = attempt
-                        raise
-                    router.on_failure(peer, kind, done - now, done)
-                except asyncio.CancelledError:
-                    abandon = getattr(router, "on_abandon", None)
-                    (abandon or router.cancel)(peer, clock())
-                    raise
-                else:
-                    done = clock()
-                    router.on_success(peer, done - now, done)
-                    self.throttle.record_accept(done)
-                    counters["succeeded"] += 1
-                    return RpcResult(result, peer, attempt, done - started)
-            # A failure: retry on another peer if the policy, the budget and the deadline allow.
-            tried.add(peer)
-            now = clock()
-            delay = self.retry.next_retry_delay(attempt, kind or "rejected")
-            if delay is None or now + delay >= deadline - 0.001:
-                if delay is None and attempt < max_attempts:
-                    counters["retries_denied"] += 1
-                counters["failed"] += 1
-                error.attempts = attempt
-                raise error
-            counters["retries"] += 1
-            if delay > 0:
-                await asyncio.sleep(delay)
-            candidates = self._providers.get(service) or candidates
+        providers = self._providers
+        limit = client.max_in_flight_per_peer
+        try:
+            outcome = await call_with_retries(
+                router, lambda: providers.get(service, ()),
+                lambda peer, timeout: client.request(peer, service, payload, timeout),
+                retry=self.retry, clock=clock, deadline=deadline, max_attempts=self.config.max_attempts,
+                busy=lambda peer: client.in_flight(peer) >= limit,
+                sent=self.requests_by_peer.setdefault(service, {}), counters=counters, what=repr(service))
+        except e.RpcError as exc:
+            if exc.answered:
+                self.throttle.record_accept(clock())
+            counters["failed"] += 1
+            raise
+        self.throttle.record_accept(outcome.finished)
+        counters["succeeded"] += 1
+        return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
 
     async def _paced(self, deadline: float) -> None:
         """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`."""

@@ -1,0 +1,92 @@
+"""The choose -> send -> record -> retry loop shared by RPC over peer links and by Grenache workers.
+
+One call: the AdaptiveRouter picks a peer among the candidates (peers already tried are excluded
+while others remain), the attempt gets part of the remaining time (all of it on the last attempt),
+its outcome is reported to the router, and a PEER failure is retried after the RetryPolicy's
+full-jitter delay while the retry budget, `max_attempts` and the overall deadline allow. An
+application answer (an error code that does not blame the peer) ends the call at once.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, NamedTuple, Sequence
+
+from p2p.rpc import errors as e
+from p2p.rpc.router import AdaptiveRouter, RetryPolicy
+
+# classify(exception, peer) -> (failure kind or None for an application answer, the RpcError to raise)
+Classify = Callable[[Exception, str], "tuple[str | None, e.RpcError]"]
+
+
+class Outcome(NamedTuple):
+    result: Any
+    peer: str
+    attempts: int
+    finished: float       # clock time of the answer
+
+
+def classify_rpc_error(exc: Exception, peer: str) -> tuple[str | None, e.RpcError]:
+    if isinstance(exc, e.RpcError):
+        return e.failure_kind(exc.code), exc
+    raise exc
+
+
+async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Sequence[str]],
+                            send: Callable[[str, float], Awaitable[Any]], *, retry: RetryPolicy,
+                            clock: Callable[[], float], deadline: float, max_attempts: int,
+                            classify: Classify = classify_rpc_error, busy: Callable[[str], bool] | None = None,
+                            sent: dict[str, int] | None = None, counters: dict[str, int] | None = None,
+                            what: str = "service") -> Outcome:
+    """Run one routed call; `send(peer, timeout)` performs an attempt. Raises `RpcError`; an error
+    that is an application answer has `answered = True` (the peer is fine)."""
+    retry.on_request()
+    counters = counters if counters is not None else {}
+    tried: set[str] = set()
+    attempt = 0
+    pool = candidates()
+    while True:
+        now = clock()
+        peer = router.choose(pool, now, tried) or router.choose(pool, now)
+        if peer is None:
+            raise e.RpcError(e.NO_PEERS, f"nobody offers {what}", attempts=attempt)
+        attempt += 1
+        left = deadline - now
+        timeout = left if attempt >= max_attempts else left * 0.6   # leave time for another attempt
+        if busy is not None and busy(peer):
+            router.cancel(peer, now)
+            kind, error = "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer)
+        else:
+            router.on_start(peer, now)
+            if sent is not None:
+                sent[peer] = sent.get(peer, 0) + 1
+            try:
+                result = await send(peer, timeout)
+            except asyncio.CancelledError:
+                abandon = getattr(router, "on_abandon", None)
+                (abandon or router.cancel)(peer, clock())
+                raise
+            except Exception as exc:  # noqa: BLE001 - classify decides; unknown exceptions re-raise
+                kind, error = classify(exc, peer)
+                done = clock()
+                error.attempts = attempt
+                if kind is None:                     # an application answer: the peer is fine
+                    router.on_success(peer, done - now, done)
+                    error.answered = True
+                    raise error from None
+                router.on_failure(peer, kind, done - now, done)
+            else:
+                done = clock()
+                router.on_success(peer, done - now, done)
+                return Outcome(result, peer, attempt, done)
+        # A peer failure: retry on another peer if the policy, the budget and the deadline allow.
+        tried.add(peer)
+        delay = retry.next_retry_delay(attempt, kind)
+        if delay is None or clock() + delay >= deadline - 0.001:
+            if delay is None and attempt < max_attempts:
+                counters["retries_denied"] = counters.get("retries_denied", 0) + 1
+            error.attempts = attempt
+            raise error
+        counters["retries"] = counters.get("retries", 0) + 1
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pool = candidates() or pool
