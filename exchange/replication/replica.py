@@ -41,12 +41,13 @@ class ReplicaConfig:
     member_timeout: float = 5.0       # silent members leave the watermark
     sync_interval: float = 1.0        # periodic anti-entropy with one random peer
     gap_delay: float = 0.05           # a gap older than this is pulled
-    pull_timeout: float = 2.0         # an unanswered pull may be retried after this
+    pull_timeout: float = 0.5         # an unanswered pull may be retried after this
     startup_grace: float = 0.5        # hear the network before finalising anything
     sync_batch: int = 2000            # events per sync response
     snapshot_every: int = 1000
     keep_snapshots: int = 8
-    snapshot_threshold: int = 5000    # a fresh node takes a snapshot instead of this many events
+    snapshot_threshold: int = 5000    # a peer with this many final events answers a fresh node with a snapshot
+    snapshot_join: bool = True        # a fresh node asks for a snapshot (else it pulls every event)
     auto_durable: bool = False        # simulation: own events are durable the moment they exist
 
 
@@ -359,16 +360,19 @@ class Replica:
         vec[self.node_id] = self.own.verified
         return vec
 
-    def _pull(self, peer: str, now: float, force: bool = False) -> None:
+    def _busy(self, peer: str, now: float) -> bool:
         sent = self._inflight.get(peer)
-        if sent is not None and not force and now - sent < self.config.pull_timeout:
+        return sent is not None and now - sent < self.config.pull_timeout
+
+    def _pull(self, peer: str, now: float, force: bool = False) -> None:
+        if not force and self._busy(peer, now):
             return
         self._inflight[peer] = now
         self.counters["pulls"] += 1
         fresh = self.ledger.count == 0 and all(c.verified == 0 for c in self.chains.values())
         self.outbox.append(("send", peer, {
             "type": "sync_request", "vec": self._vector(), "n": self.ledger.count, "ph": self.ledger.prefix_hash,
-            "w": self.watermark, "snap": bool(self.want_snapshot or fresh)}))
+            "w": self.watermark, "snap": bool(self.want_snapshot or (fresh and self.config.snapshot_join))}))
 
     def _on_sync_request(self, message: dict, sender: str | None, now: float) -> None:
         if sender is None:
@@ -502,9 +506,11 @@ class Replica:
         if self.peers:
             for origin, since_gap in list(self._gap_since.items()):
                 if now - since_gap >= config.gap_delay:
-                    peer = self._hint.get(origin)
-                    if peer not in self.peers:
-                        peer = self.rng.choice(sorted(self.peers))
+                    # the origin itself has all its events; else whoever last had them; else anyone idle
+                    peer = origin if origin in self.peers else self._hint.get(origin)
+                    if peer not in self.peers or self._busy(peer, now):
+                        idle = sorted(p for p in self.peers if not self._busy(p, now)) or sorted(self.peers)
+                        peer = self.rng.choice(idle)
                     self._pull(peer, now)
                     self._gap_since[origin] = now
             if now >= self._next_sync:

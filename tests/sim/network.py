@@ -36,7 +36,7 @@ def fake_verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
 
 
 SIM_CONFIG = ReplicaConfig(beacon_interval=0.1, eager_beacon_gap=0.02, member_timeout=0.4, sync_interval=0.5,
-                           gap_delay=0.05, pull_timeout=0.5, startup_grace=0.2, snapshot_every=500,
+                           gap_delay=0.05, pull_timeout=0.2, startup_grace=0.2, snapshot_every=1000,
                            keep_snapshots=6, auto_durable=True)
 MARKETS = "BTC-USD,ETH-USD:0.01:0.001"
 ACCOUNTS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
@@ -275,4 +275,31 @@ def run_seed(seed: int, operations: int = 10_000, check_every_step: bool = True)
         checker.check()
     return {"seed": seed, "converged": sim.converged(), "all_final": all(
         r.final_count == sim.created for r in sim.replicas), "created": sim.created, "rounds": rounds,
-        "penalties": sim.stats.penalties, "summary": sim.summary(), "stats": sim.stats, "sim": sim}
+        "penalties": sim.stats.penalties, "summary": sim.summary(), "stats": sim.stats,
+        "rollbacks": sum(r.ledger.rollbacks for r in sim.replicas),
+        "trades": sim.replicas[0].ledger.trade_count, "cancels": sim.cancels}
+
+
+def run_seeds(seeds: list[int], operations: int) -> list[dict[str, Any]]:
+    """Several seeds in this process, results without the simulation objects (picklable)."""
+    return [run_seed(seed, operations) for seed in seeds]
+
+
+def run_many(seeds: list[int], operations: int, workers: int = 2) -> list[dict[str, Any]]:
+    """Seeds spread over `workers` processes (the machine has two cores)."""
+    import logging
+    from concurrent.futures import ProcessPoolExecutor
+
+    logging.getLogger("exchange.replication").setLevel(logging.ERROR)
+    if workers <= 1:
+        return run_seeds(seeds, operations)
+    chunks = [seeds[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(workers, initializer=_quiet) as pool:
+        results = [r for part in pool.map(run_seeds, chunks, [operations] * workers) for r in part]
+    return sorted(results, key=lambda r: r["seed"])
+
+
+def _quiet() -> None:
+    import logging
+
+    logging.getLogger("exchange.replication").setLevel(logging.ERROR)
