@@ -132,13 +132,15 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
 
     origins: dict[str, tuple[str, float]] = {}
     arrivals: dict[str, list[float]] = {}
+    depth: dict[str, int] = {}
     copies = handled = 0
     for node_id, received in rows.items():
-        for mid, origin, ts, first, n_copies, n_handled, _hops in received:
+        for mid, origin, ts, first, n_copies, n_handled, hops in received:
             if ts is None or ts < started:
                 continue  # settle-phase stragglers
             origins[mid] = (origin, ts)
             arrivals.setdefault(mid, []).append(first - ts)
+            depth[mid] = max(depth.get(mid, 0), (hops or 0) + 1)
             copies += n_copies
             handled += n_handled
     expected = sent * (n - 1)
@@ -155,6 +157,7 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
         "p50 ms": round(1000 * _percentile(complete, 0.50), 1), "p99 ms": round(1000 * _percentile(complete, 0.99), 1),
         "max ms": round(1000 * max(complete), 1) if complete else float("nan"),
         "node p50 ms": round(1000 * _percentile(per_hop, 0.5), 1),
+        "hops p50/max": f"{_percentile(list(depth.values()), 0.5)}/{max(depth.values(), default=0)}",
         "amplification": round(copies / handled, 3) if handled else float("nan"),
         "ihave ids/msg": round(delta("ihave_ids_sent") / sent, 2) if sent else 0,
         "grafts": delta("grafts_sent"), "dups": copies - handled,

@@ -7,14 +7,17 @@ Envelope of a routed application message (any type a later layer registers, e.g.
 that must cross a neighbour travels inside a ``relay`` wrapper whose ``body`` is the encoded message,
 so relays need not know the inner type.
 
-Broadcast is Plumtree (Leitao et al., 2007): a node pushes the full message eagerly to its *eager*
-peers and announces only the id (``ihave``, batched for `ihave_interval`) to its *lazy* peers. A
-copy that arrives twice tells the receiver that link is redundant: it moves the sender to lazy and
-sends ``prune``. An id announced but not received within `graft_timeout` is pulled with ``graft``,
-which also makes that link eager again. Eager links thus converge to a spanning tree: about one copy
-per node per message, while the lazy announcements keep delivery complete when the tree breaks.
-`broadcast_mode = "flood"` pushes to every link instead (for comparison). Either way a message is
-never sent to a peer known to have it (it sent us the message or announced it).
+Broadcast is Plumtree (Leitao et al., 2007) with one tree per origin: a node pushes the full message
+eagerly to its *eager* peers for that origin and announces only the id (``ihave``, batched for
+`ihave_interval`) to its *lazy* ones. A copy that arrives twice tells the receiver that link is
+redundant for that origin: it moves the sender to lazy and sends ``prune``. An id announced but not
+received within `graft_timeout` is pulled with ``graft``, which also makes that link eager again.
+Eager links thus converge to a spanning tree per origin: about one copy per node per message, while
+the lazy announcements keep delivery complete when a tree breaks. (One tree shared by all origins is
+unstable under uneven delays: duplicates of different origins' messages prune different edges of
+the same cycle, which disconnects the tree and sets off graft/prune churn.) `broadcast_mode =
+"flood"` pushes to every link instead (for comparison). Either way a message is never sent to a
+peer known to have it (it sent us the message or announced it).
 """
 from __future__ import annotations
 
@@ -82,14 +85,14 @@ def new_message_id() -> str:
 _is_hops = m.is_int(0, MAX_HOPS_FIELD)
 m.register_schema("relay", {"id": is_msg_id, "origin": m.is_node_id, "dst": m.is_node_id, "hops": _is_hops,
                             "body": m.is_bytes(1, 1 << 26)}, {"ts": m.is_number})
-m.register_schema("ihave", {"ids": m.is_list(MAX_IDS, is_msg_id)})
-m.register_schema("graft", {"ids": m.is_list(MAX_IDS, is_msg_id)})
-m.register_schema("prune", {})
+# ihave/graft: parallel lists of message ids and their origins
+m.register_schema("ihave", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
+m.register_schema("graft", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
+m.register_schema("prune", {"origin": m.is_node_id})
 # "note": a diagnostic broadcast/unicast type used by the debug API, tests and benchmarks.
 m.register_schema("note", {"id": is_msg_id, "origin": m.is_node_id},
                   {"payload": lambda v: True, "ts": m.is_number, "hops": _is_hops, "dst": m.is_node_id})
 
-PRUNE_FRAME = encode_frame({"type": "prune"})
 
 
 def check_envelope(message: dict) -> None:
@@ -139,9 +142,10 @@ class MessageCache:
 class _Missing:
     """An id announced to us (ihave) that we have not received yet."""
 
-    __slots__ = ("announcers", "handle", "grafts")
+    __slots__ = ("origin", "announcers", "handle", "grafts")
 
-    def __init__(self) -> None:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
         self.announcers: list[str] = []
         self.handle: asyncio.TimerHandle | None = None
         self.grafts = 0
@@ -197,10 +201,11 @@ class MessageRouter:
         self.graft_timeout = 0.12
         self.graft_retry = 0.06
         self.max_missing = 20_000
+        self.max_origins = 10_000  # per-origin trees remembered (least recently used forgotten)
         self.subscribers: dict[str, list[Handler]] = {}
         self.validators: dict[str, Validator] = {}
         self.duplicate_listeners: list[Handler] = []  # called with each duplicate copy (diagnostics)
-        self.lazy: set[str] = set()  # neighbours we only announce ids to (Plumtree lazy push)
+        self._lazy: OrderedDict[str, set[str]] = OrderedDict()  # origin -> neighbours we only announce to
         self.counters = RouterCounters()
         self._inbound: dict[str, _InboundLimit] = {}
         self._pending_ihave: dict[str, list] = {}
@@ -246,7 +251,7 @@ class MessageRouter:
             raise ValueError(f"message of {len(body)} bytes exceeds MAX_FRAME_BYTES")
         self.seen.add(mid)
         self.counters.events["broadcasts"] += 1
-        self._push(mid, kind, frame_body(body), set())
+        self._push(mid, kind, frame_body(body), set(), self.node_id)
         return mid
 
     def send_to_peer(self, node_id: str, message: dict,
@@ -318,14 +323,14 @@ class MessageRouter:
     def _on_open(self, link: Any) -> None:
         node_id = link.remote_id
         self._inbound[node_id] = _InboundLimit(self.rate_limit, self.rate_burst)
-        self.lazy.discard(node_id)  # new links start eager; redundant ones get pruned
+        self._forget_lazy(node_id)  # new links start eager for every origin; redundant ones get pruned
         if self.queue.pending(node_id):
             self._start_drain(node_id)
 
     def _on_close(self, link: Any) -> None:
         node_id = link.remote_id
         self._inbound.pop(node_id, None)
-        self.lazy.discard(node_id)
+        self._forget_lazy(node_id)
         self._pending_ihave.pop(node_id, None)
 
     def _on_heartbeat(self, link: Any, message: dict) -> None:
@@ -381,9 +386,10 @@ class MessageRouter:
             entry = self.cache.get(mid)
             if entry is not None:
                 entry.haves.add(src)
-            if self.mode == "plumtree" and src not in self.lazy:
-                self.lazy.add(src)
-                link.send_frame(PRUNE_FRAME)
+            lazy = self.lazy_peers(message["origin"])
+            if self.mode == "plumtree" and src not in lazy:
+                lazy.add(src)
+                link.send({"type": "prune", "origin": message["origin"]})
                 events["prunes_sent"] += 1
                 _bump(self.counters.sent, "prune")
             for listener in self.duplicate_listeners:
@@ -401,12 +407,13 @@ class MessageRouter:
             if missing.handle is not None:
                 missing.handle.cancel()
             haves.update(missing.announcers)
-        self.lazy.discard(src)  # it is on a path from the origin to us: keep that link eager
+        origin = message["origin"]
+        self.lazy_peers(origin).discard(src)  # it is on a path from the origin to us: keep that link eager
         hops = message.get("hops", 0) + 1
         if hops <= self.max_hops:
             forward = message.copy()
             forward["hops"] = hops
-            self._push(mid, kind, frame_body(encode_body(forward)), haves)
+            self._push(mid, kind, frame_body(encode_body(forward)), haves, origin)
         else:
             events["hop_limited"] += 1
         self._deliver(message, src)
@@ -470,10 +477,25 @@ class MessageRouter:
             _bump(counters.sent, "relay")
 
     # --- Plumtree lazy push -----------------------------------------------------------------
-    def _push(self, mid: Any, kind: str, frame: bytes, haves: set[str]) -> None:
+    def lazy_peers(self, origin: str) -> set[str]:
+        """Neighbours that only get ids (not messages) of `origin`'s broadcasts from us (live set)."""
+        lazy = self._lazy.get(origin)
+        if lazy is None:
+            lazy = self._lazy[origin] = set()
+            if len(self._lazy) > self.max_origins:
+                self._lazy.popitem(last=False)
+        else:
+            self._lazy.move_to_end(origin)
+        return lazy
+
+    def _forget_lazy(self, node_id: str) -> None:
+        for lazy in self._lazy.values():
+            lazy.discard(node_id)
+
+    def _push(self, mid: Any, kind: str, frame: bytes, haves: set[str], origin: str) -> None:
         """Send a broadcast frame to eager neighbours, announce it to lazy ones, skip those that have it."""
         self.cache.put(mid, frame, haves)
-        lazy = self.lazy
+        lazy = self.lazy_peers(origin)
         sent = suppressed = 0
         for node_id, link in self.peers.links.items():
             if node_id in haves:
@@ -481,9 +503,9 @@ class MessageRouter:
             elif node_id in lazy:
                 pending = self._pending_ihave.get(node_id)
                 if pending is None:
-                    self._pending_ihave[node_id] = [mid]
+                    self._pending_ihave[node_id] = [(mid, origin)]
                 else:
-                    pending.append(mid)
+                    pending.append((mid, origin))
             elif link.send_frame(frame):
                 sent += 1
         if self._pending_ihave and self._ihave_handle is None:
@@ -503,22 +525,25 @@ class MessageRouter:
             if link is None:
                 continue
             fresh = []
-            for mid in ids:
-                entry = cache.get(mid)
+            for item in ids:
+                entry = cache.get(item[0])
                 if entry is not None and node_id not in entry.haves:
-                    fresh.append(mid)
+                    fresh.append(item)
             for start in range(0, len(fresh), MAX_IDS):
                 chunk = fresh[start:start + MAX_IDS]
-                link.send({"type": "ihave", "ids": chunk})
+                link.send({"type": "ihave", "ids": [mid for mid, _ in chunk], "origins": [o for _, o in chunk]})
                 self.counters.events["ihave_ids_sent"] += len(chunk)
                 _bump(self.counters.sent, "ihave")
 
     def _on_ihave(self, link: Any, message: dict) -> None:
         src = link.remote_id
         ids = message["ids"]
+        origins = message["origins"]
+        if len(origins) != len(ids):
+            raise m.ProtocolError("malformed_message", "ihave.origins")
         self.counters.events["ihave_ids_received"] += len(ids)
         loop = None
-        for mid in ids:
+        for mid, origin in zip(ids, origins):
             entry = self.cache.get(mid)
             if entry is not None:
                 entry.haves.add(src)
@@ -529,7 +554,7 @@ class MessageRouter:
             if missing is None:
                 if len(self._missing) >= self.max_missing:
                     continue
-                missing = self._missing[mid] = _Missing()
+                missing = self._missing[mid] = _Missing(origin)
                 loop = loop or asyncio.get_running_loop()
                 missing.handle = loop.call_later(self.graft_timeout, self._graft_due, mid)
             if src not in missing.announcers:
@@ -551,8 +576,8 @@ class MessageRouter:
             link = links.get(node_id)
             if link is None:
                 continue
-            self.lazy.discard(node_id)
-            link.send({"type": "graft", "ids": [mid]})
+            self.lazy_peers(missing.origin).discard(node_id)
+            link.send({"type": "graft", "ids": [mid], "origins": [missing.origin]})
             self.counters.events["grafts_sent"] += 1
             _bump(self.counters.sent, "graft")
             missing.handle = asyncio.get_running_loop().call_later(self.graft_retry, self._graft_due, mid)
@@ -561,7 +586,9 @@ class MessageRouter:
         _bump(self.counters.dropped, "graft_exhausted")
 
     def _on_graft(self, link: Any, message: dict) -> None:
-        self.lazy.discard(link.remote_id)
+        src = link.remote_id
+        for origin in set(message["origins"]):
+            self.lazy_peers(origin).discard(src)
         for mid in message["ids"]:
             entry = self.cache.get(mid)
             if entry is not None and link.send_frame(entry.frame):
@@ -572,7 +599,7 @@ class MessageRouter:
     def _on_prune(self, link: Any, message: dict) -> None:
         self.counters.events["prunes_received"] += 1
         if self.mode == "plumtree":
-            self.lazy.add(link.remote_id)
+            self.lazy_peers(message["origin"]).add(link.remote_id)
 
     # --- inbound rate limit -----------------------------------------------------------------
     def _throttle(self, link: Any, limit: _InboundLimit) -> None:
@@ -695,8 +722,9 @@ class MessageRouter:
             "mode": self.mode, "sent": dict(counters.sent), "received": dict(counters.received),
             "duplicates": dict(counters.duplicates), "dropped": dict(counters.dropped),
             "events": dict(counters.events), "amplification": self.amplification,
-            "eager_peers": sum(1 for n in links if n not in self.lazy),
-            "lazy_peers": sum(1 for n in links if n in self.lazy),
+            "trees": len(self._lazy),
+            "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
+            "links": len(links),
             "missing": len(self._missing),
             "seen_cache": {"size": len(self.seen), "max_size": self.seen.max_size, "ttl": self.seen.ttl,
                            "evicted": self.seen.evicted, "expired": self.seen.expired},
