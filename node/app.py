@@ -60,6 +60,24 @@ class ExchangeNode:
             from p2p.discovery.pex import PeerExchange
 
             strategies.append(PeerExchange(self.peers))
+        if settings.discovery_mdns:
+            from p2p.discovery.mdns import MdnsDiscovery, mdns_announce_hosts
+
+            strategies.append(MdnsDiscovery(
+                self.node_id, settings.network_id, lambda: self.peers.listen_port,
+                interfaces=settings.mdns_interfaces,
+                announce_hosts=mdns_announce_hosts(settings.advertise_host, settings.p2p_host)))
+        if settings.discovery_grenache:
+            from p2p.discovery import DeferredStrategy
+            from p2p.discovery.grape import GrapeDiscovery
+
+            def grape() -> DiscoveryStrategy:  # built at start: it announces the bound port
+                port = self.peers.listen_port
+                own = {(h, port) for h in (settings.advertise_host, settings.p2p_host) if h}
+                return GrapeDiscovery(settings.grape_urls, settings.grape_service, port,
+                                      announce_interval=settings.grape_announce_interval, own_addresses=own)
+
+            strategies.append(DeferredStrategy("grape", grape))
         return strategies
 
     @property

@@ -9,11 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from p2p.discovery.base import Candidate, DiscoveryStrategy, StrategyStats
 
 log = logging.getLogger("p2p.discovery")
+
+
+class DeferredStrategy(DiscoveryStrategy):
+    """A strategy built only when discovery starts, e.g. because it needs the bound listen port.
+    It shares its stats with the strategy it builds, so GET /status shows the real counts."""
+
+    def __init__(self, name: str, factory: Callable[[], DiscoveryStrategy]) -> None:
+        super().__init__()
+        self.name = name
+        self._factory = factory
+        self.inner: DiscoveryStrategy | None = None
+
+    async def run(self, sink) -> None:
+        self.inner = self._factory()
+        self.inner.stats = self.stats
+        await self.inner.run(sink)
+
+    async def close(self) -> None:
+        if self.inner is not None:
+            await self.inner.close()
 
 
 class DiscoveryOrchestrator:
@@ -70,4 +90,4 @@ class DiscoveryOrchestrator:
         return {name: s.stats.as_dict() for name, s in self.strategies.items()}
 
 
-__all__ = ["Candidate", "DiscoveryOrchestrator", "DiscoveryStrategy", "StrategyStats"]
+__all__ = ["Candidate", "DeferredStrategy", "DiscoveryOrchestrator", "DiscoveryStrategy", "StrategyStats"]
