@@ -17,6 +17,9 @@ from p2p.framing import FrameDecoder, FrameError, encode_frame
 
 log = logging.getLogger("p2p.link")
 
+_SCHEMAS = m._SCHEMAS
+_LINK_TYPES = frozenset({"heartbeat", "goodbye", "handshake", "handshake_ack"})
+
 HANDSHAKING = "handshaking"
 OPEN = "open"
 CLOSED = "closed"
@@ -36,6 +39,7 @@ class LinkHost(Protocol):
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool: ...
     def node_id_for(self, public_key: bytes) -> str: ...
     def admit(self, link: "PeerLink", hello: dict) -> str | None: ...
+    def claim(self, link: "PeerLink") -> str | None: ...
     def on_open(self, link: "PeerLink") -> None: ...
     def on_message(self, link: "PeerLink", message: dict) -> None: ...
     def on_heartbeat(self, link: "PeerLink", message: dict) -> None: ...
@@ -49,7 +53,7 @@ class PeerLink(asyncio.Protocol):
         "remote_hello", "remote_addr", "close_reason", "close_detail", "ready", "_pending", "_pending_bytes",
         "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_ack_verified",
         "opened_at", "last_recv", "rtt", "msgs_in", "msgs_out", "bytes_in", "bytes_out",
-        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq",
+        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost", "_bound",
     )
 
     def __init__(self, host: LinkHost, direction: str, source: str = "inbound",
@@ -69,8 +73,10 @@ class PeerLink(asyncio.Protocol):
         self.close_detail = ""
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[PeerLink] = self._loop.create_future()
+        self.lost: asyncio.Future[None] = self._loop.create_future()  # the socket is gone
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._bound = host.send_buffer_bytes
         self._flush_handle: asyncio.Handle | None = None
         self._paused = False
         self._resumed: asyncio.Event | None = None
@@ -130,6 +136,9 @@ class PeerLink(asyncio.Protocol):
         except FrameError as exc:
             self.close(exc.reason, str(exc))
             return
+        if self.state == OPEN:
+            self._dispatch_open(messages)
+            return
         for message in messages:
             if self.state == CLOSED:
                 return
@@ -140,10 +149,36 @@ class PeerLink(asyncio.Protocol):
                 self.close(exc.reason, exc.detail)
                 return
 
+    def _dispatch_open(self, messages: list[dict]) -> None:
+        """Hot path for an open link: application messages go straight to their compiled schema
+        check and the host; link-level types take the general path."""
+        schemas = _SCHEMAS
+        deliver = self.host.on_message
+        for message in messages:
+            if self.state != OPEN:
+                return
+            self.msgs_in += 1
+            kind = message["type"]
+            check = schemas.get(kind)
+            if check is None or kind in _LINK_TYPES:
+                try:
+                    self._dispatch(message)
+                except m.ProtocolError as exc:
+                    self.close(exc.reason, exc.detail)
+                    return
+                continue
+            bad = check(message)
+            if bad is not None:
+                self.close("malformed_message", f"{kind}.{bad}")
+                return
+            deliver(self, message)
+
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
         self._finish(self.close_reason or ("connection_reset" if exc else "connection_closed"), str(exc or ""))
 
     def pause_writing(self) -> None:
@@ -209,6 +244,9 @@ class PeerLink(asyncio.Protocol):
         if not self.host.verify(hello["public_key"], ack["signature"], proof):
             return self.close("bad_signature", "handshake proof does not verify")
         self._ack_verified = True
+        refusal = self.host.claim(self)  # only a proven identity may displace another link
+        if refusal:
+            return self.close(refusal)
         self.state = OPEN
         self.opened_at = time.monotonic()
         if self._timeout_handle:
@@ -251,7 +289,7 @@ class PeerLink(asyncio.Protocol):
 
     def send(self, message: dict) -> bool:
         try:
-            frame = encode_frame(message, self.host.max_frame_bytes)
+            frame = encode_frame(message, self.decoder.max_frame_bytes)
         except FrameError:
             log.warning("refusing to send oversized %s frame to %r", message.get("type"), self)
             return False
@@ -266,10 +304,13 @@ class PeerLink(asyncio.Protocol):
         self.msgs_out += 1
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
-        if self._pending_bytes + self.transport.get_write_buffer_size() > self.host.send_buffer_bytes:
-            self.close("send_buffer_overflow", "peer is not reading fast enough", send_goodbye=False)
-            return False
+        if self._pending_bytes > self._bound:
+            return self._overflow()
         return True
+
+    def _overflow(self) -> bool:
+        self.close("send_buffer_overflow", "peer is not reading fast enough", send_goodbye=False)
+        return False
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -281,6 +322,10 @@ class PeerLink(asyncio.Protocol):
         self._pending_bytes = 0
         self.bytes_out += len(data)
         self.transport.write(data)
+        # the bound covers what the kernel would not take yet, so a stalled reader is cut off
+        self._bound = self.host.send_buffer_bytes - self.transport.get_write_buffer_size()
+        if self._bound < 0:
+            self._overflow()
 
     @property
     def write_backlog(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
@@ -29,52 +28,82 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-Check = Callable[[Any], bool]
+class Check:
+    """A field check that is both callable and renderable as a Python expression, so a schema
+    compiles into one generated function per message type (one call per message, not one per field)."""
+
+    __slots__ = ("source", "func")
+
+    def __init__(self, source: str, func: Callable[[Any], bool]) -> None:
+        self.source = source  # expression over `v`
+        self.func = func
+
+    def __call__(self, v: Any) -> bool:
+        return self.func(v)
+
+
+def _check(source: str) -> Check:
+    return Check(source, eval(f"lambda v: {source}"))  # noqa: S307 - our own constant templates
 
 
 def is_str(max_len: int = MAX_STR) -> Check:
-    return lambda v: type(v) is str and len(v) <= max_len
+    return _check(f"type(v) is str and len(v) <= {int(max_len)}")
 
 
 def is_bytes(min_len: int, max_len: int) -> Check:
-    return lambda v: type(v) is bytes and min_len <= len(v) <= max_len
+    return _check(f"type(v) is bytes and {int(min_len)} <= len(v) <= {int(max_len)}")
 
 
 def is_int(lo: int = 0, hi: int = (1 << 63) - 1) -> Check:
-    return lambda v: type(v) is int and lo <= v <= hi
+    return _check(f"type(v) is int and {int(lo)} <= v <= {int(hi)}")
 
 
-def is_number(v: Any) -> bool:
-    return type(v) in (int, float)
+is_number = _check("(type(v) is int or type(v) is float)")
+is_node_id = _check(f"type(v) is str and len(v) == {NODE_ID_LEN}")
+is_any = _check("True")
 
 
-def is_list(max_len: int = MAX_LIST, item: Check | None = None) -> Check:
-    def check(v: Any) -> bool:
-        if type(v) is not list or len(v) > max_len:
-            return False
-        return item is None or all(item(x) for x in v)
-    return check
+def is_list(max_len: int = MAX_LIST, item: Callable[[Any], bool] | None = None) -> Check:
+    if item is None:
+        return _check(f"type(v) is list and len(v) <= {int(max_len)}")
+    return Check("<list>", lambda v: type(v) is list and len(v) <= max_len and all(item(x) for x in v))
 
 
-def is_node_id(v: Any) -> bool:
-    return type(v) is str and len(v) == NODE_ID_LEN
+def optional(check: Callable[[Any], bool]) -> Check:
+    return Check("<optional>", lambda v: v is None or check(v))
 
 
-def optional(check: Check) -> Check:
-    return lambda v: v is None or check(v)
+def custom(func: Callable[[Any], bool]) -> Check:
+    """Any predicate; used as a plain call inside the compiled validator."""
+    return Check("<custom>", func)
 
 
-@dataclass(frozen=True, slots=True)
-class Schema:
-    required: tuple[tuple[str, Check], ...]
-    optional: tuple[tuple[str, Check], ...] = ()
+_MISSING = object()
+_SCHEMAS: dict[str, Callable[[dict], str | None]] = {}
 
 
-_SCHEMAS: dict[str, Schema] = {}
+def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable]) -> Callable[[dict], str | None]:
+    """Generate `def validate(message) -> name of the first bad field, or None`."""
+    lines = ["def validate(message):", "    get = message.get"]
+    env: dict[str, Any] = {"_MISSING": _MISSING}
+    for n, (fields, needed) in enumerate(((required, True), (optional_fields, False))):
+        for i, (name, check) in enumerate(fields.items()):
+            source = getattr(check, "source", "<custom>")
+            if source.startswith("<"):
+                env[f"c{n}_{i}"] = check
+                source = f"c{n}_{i}(v)"
+            lines.append(f"    v = get({name!r}, _MISSING)")
+            if needed:
+                lines.append(f"    if v is _MISSING or not ({source}): return {name!r}")
+            else:
+                lines.append(f"    if v is not _MISSING and not ({source}): return {name!r}")
+    lines.append("    return None")
+    exec("\n".join(lines), env)  # noqa: S102 - generated from our own schema declarations
+    return env["validate"]
 
 
-def register_schema(msg_type: str, required: dict[str, Check], optional_fields: dict[str, Check] | None = None) -> None:
-    _SCHEMAS[msg_type] = Schema(tuple(required.items()), tuple((optional_fields or {}).items()))
+def register_schema(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable] | None = None) -> None:
+    _SCHEMAS[msg_type] = _compile(msg_type, required, optional_fields or {})
 
 
 def is_known(msg_type: str) -> bool:
@@ -86,16 +115,17 @@ def validate(message: dict) -> bool:
 
     Raises ProtocolError("malformed_message") for a known type with bad fields.
     """
-    schema = _SCHEMAS.get(message["type"])
-    if schema is None:
+    check = _SCHEMAS.get(message["type"])
+    if check is None:
         return False
-    for name, check in schema.required:
-        if name not in message or not check(message[name]):
-            raise ProtocolError("malformed_message", f"{message['type']}.{name}")
-    for name, check in schema.optional:
-        if name in message and not check(message[name]):
-            raise ProtocolError("malformed_message", f"{message['type']}.{name}")
+    bad = check(message)
+    if bad is not None:
+        raise ProtocolError("malformed_message", f"{message['type']}.{bad}")
     return True
+
+
+def schema_for(msg_type: str) -> Callable[[dict], str | None] | None:
+    return _SCHEMAS.get(msg_type)
 
 
 # --- link-level messages -------------------------------------------------------------------
@@ -127,7 +157,7 @@ register_schema(
         "echo": optional(is_number),
         "hold": optional(is_number),
         "links": is_list(1024, is_node_id),
-        "watermark": optional(lambda v: True),
+        "watermark": is_any,
     },
 )
 register_schema("goodbye", {"reason": is_str(64)}, {"detail": is_str(512)})

@@ -156,18 +156,24 @@ class PeerManager:
         return self._node_id_for(public_key)
 
     def admit(self, link: PeerLink, hello: dict) -> str | None:
-        node_id = hello["node_id"]
-        record = self.peers.get(node_id)
+        """First look at an unproven hello: bans and capacity only (nothing here may hurt another link)."""
+        record = self.peers.get(hello["node_id"])
         if record is not None and record.banned_until > time.monotonic():
             return "banned"
+        if link.direction == "inbound" and len(self._claimed) >= self.settings.max_peers:
+            return "too_many_peers"
+        return None
+
+    def claim(self, link: PeerLink) -> str | None:
+        """The peer proved its id: keep exactly one link per node, chosen the same way on both ends."""
+        node_id = link.remote_id
+        assert node_id is not None
         other = self._claimed.get(node_id)
         if other is not None and other is not link and other.state != "closed":
             if self._link_rank(link) < self._link_rank(other):
                 other.close("duplicate_link", "a preferred link to this node exists")
             else:
                 return "duplicate_link"
-        elif link.direction == "inbound" and len(self._claimed) >= self.settings.max_peers:
-            return "too_many_peers"
         self._claimed[node_id] = link
         return None
 
@@ -360,8 +366,11 @@ class PeerManager:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._dial_tasks, return_exceptions=True)
         await self.transport.close()
-        for link in list(self._claimed.values()):
+        links = list(self._claimed.values())
+        for link in links:
             link.close("shutdown")
+        if links:  # let transports flush their goodbyes before the loop can end
+            await asyncio.wait([link.lost for link in links], timeout=1.0)
         await self.save()
 
     async def save(self) -> None:

@@ -1,0 +1,276 @@
+"""Foundation benchmark: frame codec rate, one-way link throughput against a bare asyncio
+baseline in the same process layout, and idle memory per connected peer.
+
+Both throughput rows use two processes (sender, receiver), the same ~200-byte order message,
+length-prefixed msgpack and the same batching on the sender (join frames written in one loop
+pass); the baseline has no protocol logic: no handshake, schema checks, counters or dispatch.
+Rows are interleaved in rounds so machine drift hits both alike; medians are reported.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+
+from bench.table import print_table
+from p2p.framing import FrameDecoder, encode_frame
+
+ORDER = {"type": "bench_order", "id": "9f1c2a7e5b3d4f60a1b2c3d4e5f60718", "origin": "a" * 40, "ts": 1795341650.3984764,
+         "market": "BTC-USD", "side": "buy", "kind": "limit", "price": 10005123, "qty": 15000, "seq": 123456,
+         "lamport": 987654, "account": "acct-42"}
+BATCH = 256
+
+
+def codec_rate(seconds: float = 1.0) -> tuple[float, int]:
+    frame = encode_frame(ORDER)
+    decoder = FrameDecoder()
+    count = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = b"".join(encode_frame(ORDER) for _ in range(1000))
+        count += len(decoder.feed(chunk))
+    return count / (time.perf_counter() - started), len(frame)
+
+
+# --- receivers (child processes) -------------------------------------------------------------
+def _bare_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int) -> None:
+    async def main() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        class Receiver(asyncio.Protocol):
+            def __init__(self) -> None:
+                self.buf = bytearray()
+                self.count = 0
+                self.first = 0.0
+
+            def data_received(self, data: bytes) -> None:
+                if not self.first:
+                    self.first = time.perf_counter()
+                buf = self.buf
+                buf += data
+                pos, end = 0, len(buf)
+                while end - pos >= 4:
+                    (length,) = struct.unpack_from(">I", buf, pos)
+                    if end - pos - 4 < length:
+                        break
+                    msgpack.unpackb(bytes(buf[pos + 4:pos + 4 + length]), raw=False)
+                    pos += 4 + length
+                    self.count += 1
+                del buf[:pos]
+                if self.count >= total and not done.done():
+                    done.set_result(time.perf_counter() - self.first)
+
+        server = await asyncio.get_running_loop().create_server(Receiver, "127.0.0.1", 0)
+        port_q.put(server.sockets[0].getsockname()[1])
+        result_q.put(await done)
+        server.close()
+
+    asyncio.run(main())
+
+
+def _settings(tmp: str, **extra):
+    from config import load_settings
+    return load_settings(env={}, cli={"data_dir": tmp, "p2p_host": "127.0.0.1", "p2p_port": 0, "target_outbound": 0,
+                                      "max_peers": 300, **extra})
+
+
+def _manager(tmp: str, **extra):
+    from node.identity import NodeIdentity
+    from p2p.peers import PeerManager
+    return PeerManager(_settings(tmp, **extra), NodeIdentity.generate(), verify=NodeIdentity.verify,
+                       node_id_for=NodeIdentity.node_id_for)
+
+
+def _register_bench_type() -> None:
+    from p2p import messages as m
+    m.register_schema("bench_order", {"id": m.is_str(64), "origin": m.is_node_id, "ts": m.is_number,
+                                      "price": m.is_int(), "qty": m.is_int()})
+
+
+def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int) -> None:
+    _register_bench_type()
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            manager = _manager(tmp)
+            done = asyncio.get_running_loop().create_future()
+            state = {"count": 0, "first": 0.0}
+
+            def on_message(link, message) -> None:
+                if not state["first"]:
+                    state["first"] = time.perf_counter()
+                state["count"] += 1
+                if state["count"] >= total and not done.done():
+                    done.set_result(time.perf_counter() - state["first"])
+
+            manager.message_handler = on_message
+            await manager.start()
+            port_q.put(manager.listen_port)
+            result_q.put(await done)
+            await manager.stop()
+
+    asyncio.run(main())
+
+
+# --- senders (in the bench process) ----------------------------------------------------------
+async def _await_result(result_q: mp.Queue) -> float:
+    """The receiver's elapsed time; the sender stays connected until the receiver has it all."""
+    return await asyncio.get_running_loop().run_in_executor(None, result_q.get, True, 120)
+
+
+async def _bare_send(port: int, total: int, result_q: mp.Queue) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+    while sent < total:
+        n = min(BATCH, total - sent)
+        writer.write(b"".join(encode_frame(ORDER) for _ in range(n)))
+        sent += n
+        await writer.drain()
+    elapsed = await _await_result(result_q)
+    writer.close()
+    return elapsed
+
+
+async def _link_send(port: int, total: int, result_q: mp.Queue) -> float:
+    _register_bench_type()
+    with tempfile.TemporaryDirectory() as tmp:
+        manager = _manager(tmp)
+        await manager.start()
+        link = await manager.dial("127.0.0.1", port)
+        sent = 0
+        while sent < total:
+            n = min(BATCH, total - sent)
+            for _ in range(n):
+                link.send(ORDER)
+            sent += n
+            await asyncio.sleep(0)  # let the link flush this pass's frames in one write
+            await link.drain()
+        elapsed = await _await_result(result_q)
+        await manager.stop()
+        return elapsed
+
+
+def throughput(kind: str, total: int) -> float:
+    ctx = mp.get_context("spawn")
+    port_q, result_q = ctx.Queue(), ctx.Queue()
+    target = _bare_receiver if kind == "bare" else _link_receiver
+    proc = ctx.Process(target=target, args=(port_q, result_q, total), daemon=True)
+    proc.start()
+    try:
+        port = port_q.get(timeout=30)
+        elapsed = asyncio.run((_bare_send if kind == "bare" else _link_send)(port, total, result_q))
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return total / elapsed
+
+
+# --- memory per peer -------------------------------------------------------------------------
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _hub(kind: str, port_q: mp.Queue, cmd_q: mp.Queue) -> None:
+    async def main() -> None:
+        if kind == "bare":
+            class Sink(asyncio.Protocol):
+                def data_received(self, data: bytes) -> None:
+                    pass
+            server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", 0)
+            port_q.put(server.sockets[0].getsockname()[1])
+        else:
+            tmp = tempfile.mkdtemp()
+            manager = _manager(tmp)
+            await manager.start()
+            port_q.put(manager.listen_port)
+        await asyncio.get_running_loop().run_in_executor(None, cmd_q.get)
+
+    asyncio.run(main())
+
+
+async def _open_clients(kind: str, port: int, n: int, hold: float) -> int:
+    """Open n links to the hub and hold them idle (heartbeats keep flowing) for `hold` seconds."""
+    if kind == "bare":
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+        await asyncio.sleep(hold)
+        for _, writer in conns:
+            writer.close()
+        return len(conns)
+    managers = []
+    opened = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            manager = _manager(os.path.join(tmp, str(i)))
+            await manager.start()
+            managers.append(manager)
+            await manager.dial("127.0.0.1", port)
+            opened += 1
+        await asyncio.sleep(hold)
+        await asyncio.gather(*(m.stop() for m in managers))
+    return opened
+
+
+def memory_per_peer(kind: str, n: int = 200, hold: float = 3.0) -> float:
+    ctx = mp.get_context("spawn")
+    port_q, cmd_q = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_hub, args=(kind, port_q, cmd_q), daemon=True)
+    proc.start()
+    try:
+        port = port_q.get(timeout=30)
+        time.sleep(0.3)
+        before = rss_kib(proc.pid)
+        samples: list[int] = []
+
+        async def run() -> None:
+            task = asyncio.create_task(_open_clients(kind, port, n, hold))
+            while not task.done():
+                await asyncio.sleep(0.25)
+                samples.append(rss_kib(proc.pid))
+            await task
+
+        asyncio.run(run())
+        after = max(samples)
+    finally:
+        cmd_q.put("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return (after - before) / n
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    rate, size = codec_rate(0.5 if quick else 2.0)
+    print_table("Frame codec (encode + decode, one process)", ["message", "frame bytes", "frames/s"],
+                [["order-sized map", size, rate]])
+
+    total = 100_000 if quick else 300_000
+    rounds = 1 if quick else 3
+    bare, ours = [], []
+    for _ in range(rounds):
+        bare.append(throughput("bare", total))
+        ours.append(throughput("link", total))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print_table(f"One-way messages between two processes on loopback ({total:,} msgs, median of {rounds})",
+                ["path", "msgs/s", "MB/s", "ratio to bare"],
+                [["bare asyncio Protocol (baseline)", b, b * size / 1e6, 1.0],
+                 ["exchange-node PeerLink", o, o * size / 1e6, o / b]])
+    print(f"  goal: link >= 0.70x bare -> {'MET' if o / b >= 0.7 else 'NOT MET'} ({o / b:.2f}x)")
+
+    n = 50 if quick else 200
+    bare_mem = memory_per_peer("bare", n)
+    link_mem = memory_per_peer("link", n)
+    print_table(f"Idle memory per connected peer (hub RSS growth / {n} links)", ["hub", "KiB per peer"],
+                [["bare asyncio server", bare_mem], ["exchange-node PeerManager", link_mem]])
+    print(f"  goal: <= 20 KiB per peer -> {'MET' if link_mem <= 20 else 'NOT MET'} ({link_mem:.1f} KiB)")
