@@ -44,7 +44,13 @@ test: test-deps
 soak: test-deps
 	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)
 
-bench: test-deps
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(TEST_STAMP)
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+## Run every benchmark (BENCH_ARGS="link --quick" to pick some).
+bench: test-deps $(BENCH_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
