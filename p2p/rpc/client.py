@@ -1,6 +1,7 @@
 """RpcClient: requests to one named peer, over its link (or relayed by the MessageRouter), and their answers.
 
-Per request: one id from a node-wide counter, one future, one timer handle; no task. An answer
+Per request: one id from a node-wide counter, one future, no task and no timer of its own (requests
+that expire in the same 10 ms tick share one timer). An answer
 is matched by id and accepted only from the peer the request went to. A request ends exactly
 once, with its result or an `RpcError`: the answer's error code, `timeout` (the timer fired; an
 `rpc_cancel` then tells the peer to stop), `link_closed` (the link dropped with the request in
@@ -12,6 +13,7 @@ awaiting caller is cancelled the entry is dropped, the peer is sent `rpc_cancel`
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -21,15 +23,16 @@ from p2p.rpc.wire import CANCEL, REQUEST
 Route = Callable[[str, dict], bool]   # send a message to a node without a direct link; False if impossible
 
 
-class _Pending:
-    __slots__ = ("future", "peer", "timer", "started", "route")
+TICK = 0.01   # timeout resolution (s): requests expiring in the same tick share one timer
 
-    def __init__(self, future: asyncio.Future, peer: str, timer: asyncio.TimerHandle, started: float,
-                 route: bool) -> None:
+
+class _Pending:
+    __slots__ = ("future", "peer", "timeout", "route")
+
+    def __init__(self, future: asyncio.Future, peer: str, timeout: float, route: bool) -> None:
         self.future = future
         self.peer = peer
-        self.timer = timer
-        self.started = started
+        self.timeout = timeout
         self.route = route   # True when sent through the MessageRouter
 
 
@@ -46,6 +49,7 @@ class RpcClient:
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
         self._per_peer: dict[str, int] = {}
+        self._expiring: dict[int, list[int]] = {}   # tick number -> ids of requests that time out in it
         self.counters: dict[str, int] = {"sent": 0, "ok": 0, "errors": 0, "timeouts": 0, "link_closed": 0,
                                          "refused_local": 0, "cancelled": 0, "late": 0, "relayed": 0}
 
@@ -85,8 +89,17 @@ class RpcClient:
             raise e.RpcError(e.UNREACHABLE, "no link to the peer", peer=peer)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        pending = _Pending(future, peer, loop.call_later(timeout, self._expire, rid, timeout), loop.time(), routed)
+        pending = _Pending(future, peer, timeout, routed)
         self._pending[rid] = pending
+        # One timer per TICK, not per request: expiry may be up to TICK late; finished requests
+        # are skipped when their tick fires (ids are never reused).
+        tick = math.ceil((loop.time() + timeout) / TICK)
+        expiring = self._expiring.get(tick)
+        if expiring is None:
+            self._expiring[tick] = [rid]
+            loop.call_at(tick * TICK, self._expire_tick, tick)
+        else:
+            expiring.append(rid)
         self._per_peer[peer] = count + 1
         self.counters["sent"] += 1
         try:
@@ -100,7 +113,6 @@ class RpcClient:
 
     def _finish(self, rid: int, pending: _Pending) -> None:
         del self._pending[rid]
-        pending.timer.cancel()
         left = self._per_peer[pending.peer] - 1
         if left:
             self._per_peer[pending.peer] = left
@@ -119,15 +131,18 @@ class RpcClient:
         except Exception:  # noqa: BLE001 - best effort
             pass
 
-    def _expire(self, rid: int, timeout: float) -> None:
-        pending = self._pending.get(rid)
-        if pending is None:
-            return
-        self._finish(rid, pending)
-        self.counters["timeouts"] += 1
-        self._send_cancel(pending, rid)
-        if not pending.future.done():
-            pending.future.set_exception(e.RpcError(e.TIMEOUT, f"no answer within {timeout:g}s", peer=pending.peer))
+    def _expire_tick(self, tick: int) -> None:
+        pending_by_id = self._pending
+        for rid in self._expiring.pop(tick, ()):
+            pending = pending_by_id.get(rid)
+            if pending is None:
+                continue
+            self._finish(rid, pending)
+            self.counters["timeouts"] += 1
+            self._send_cancel(pending, rid)
+            if not pending.future.done():
+                pending.future.set_exception(
+                    e.RpcError(e.TIMEOUT, f"no answer within {pending.timeout:g}s", peer=pending.peer))
 
     # -- receiving -----------------------------------------------------------------------------
     def handle_response(self, message: dict, peer: str) -> bool:

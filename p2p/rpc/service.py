@@ -354,20 +354,12 @@ class RpcService:
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
         self._calls += 1
         try:
-            return await self._call(service, payload, started, deadline)
-        finally:
-            self._calls -= 1
-
-    async def _call(self, service: str, payload: Any, started: float, deadline: float) -> RpcResult:
-        clock = self.clock
-        counters = self.counters
-        if self._warming:
-            await self._paced(deadline)
-        router = self.routers.get(service) or self.router_for(service)
-        client = self.client
-        providers = self._providers
-        limit = client.max_in_flight_per_peer
-        try:
+            if self._warming:
+                await self._paced(deadline)
+            router = self.routers.get(service) or self.router_for(service)
+            client = self.client
+            providers = self._providers
+            limit = client.max_in_flight_per_peer
             outcome = await call_with_retries(
                 router, lambda: providers.get(service, ()),
                 lambda peer, timeout: client.request(peer, service, payload, timeout),
@@ -379,6 +371,8 @@ class RpcService:
                 self.throttle.record_accept(clock())
             counters["failed"] += 1
             raise
+        finally:
+            self._calls -= 1
         self.throttle.record_accept(outcome.finished)
         counters["succeeded"] += 1
         return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
@@ -398,7 +392,6 @@ class RpcService:
             wait = bucket.wait_time()
             if now + wait >= deadline:
                 self.counters["throttled"] += 1
-                self.counters["failed"] += 1
                 raise e.RpcError(e.THROTTLED, "node warming up: request rate limited")
             self.counters["warmup_waits"] += 1
             await asyncio.sleep(wait)
