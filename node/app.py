@@ -41,6 +41,13 @@ class ExchangeNode:
         from node.rpc_component import NodeRpc
 
         self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
+        from exchange.replication.service import ReplicationService
+        from node.api_orders import install_order_api
+
+        self.exchange = ReplicationService(  # the replicated book; answers orders.sync / book.snapshot too
+            self.node_id, self.identity, settings, router=self.router if settings.p2p_enabled else None,
+            peers=self.peers, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+        self.api_extensions.append(install_order_api)
         self.api_address: tuple[str, int] | None = None
         self._api_runner: Any = None
         self._stop = asyncio.Event()
@@ -93,6 +100,7 @@ class ExchangeNode:
             await self.router.start()
             self.discovery.start()
         await self.rpc.start()
+        await self.exchange.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
         log.info("node %s up: peers on %s, control API on http://%s:%d (network %s)", self.node_id, self.listen,
@@ -111,6 +119,7 @@ class ExchangeNode:
         log.info("shutting down")
         await self.discovery.stop()
         await self.rpc.stop()
+        await self.exchange.stop()
         await self.router.stop()
         await self.peers.stop()
         if self._api_runner is not None:
@@ -143,6 +152,7 @@ class ExchangeNode:
             "uptime_s": round(time.time() - self.started_at, 3), "pid": os.getpid(),
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
+            "exchange": self.exchange.status(),
         }
 
     def markets(self) -> list[str]:

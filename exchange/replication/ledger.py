@@ -132,6 +132,16 @@ class FinalLedger:
             listener(event, results)
         return results
 
+    @staticmethod
+    def apply_to_engine(event: ReplEvent, engine: MatchingEngine) -> list:
+        """Apply one event to a scratch engine (the provisional view); no bookkeeping."""
+        body = event.body
+        if body[0] == "n":
+            _, _, side, kind, price, qty, account, stp = body
+            return engine.place(NewOrder(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
+                                         None if stp is None else STP_MODES[stp]))
+        return engine.cancel(CancelOrder(body[2], body[3]))
+
     def _record_trade(self, trade: Trade, market: str) -> None:
         taker, maker = trade.taker, trade.maker
         buy, sell = (taker.id, maker.id) if taker.side.value == "buy" else (maker.id, taker.id)

@@ -25,7 +25,7 @@ from exchange.markets import MarketRegistry
 from exchange.replication.chain import OriginChain
 from exchange.replication.ledger import FinalLedger
 from exchange.replication.records import (GENESIS, Checkpoint, MalformedRecord, ReplEvent, cancel_body,
-                                          check_body)
+                                          check_body, pack)
 
 log = logging.getLogger("exchange.replication")
 
@@ -49,6 +49,7 @@ class ReplicaConfig:
     snapshot_threshold: int = 5000    # a peer with this many final events answers a fresh node with a snapshot
     snapshot_join: bool = True        # a fresh node asks for a snapshot (else it pulls every event)
     auto_durable: bool = False        # simulation: own events are durable the moment they exist
+    max_message_bytes: int = 900_000  # a snapshot bigger than this is not sent (events are paged instead)
 
 
 class Replica:
@@ -126,6 +127,20 @@ class Replica:
 
     def engine(self, market: str):
         return self.ledger.engines.get(market)
+
+    def provisional_engine(self, market: str):
+        """A copy of the final book with the verified events above W applied in key order (may still change)."""
+        from exchange.matching import MatchingEngine
+
+        final = self.ledger.engines.get(market)
+        if final is None:
+            return None
+        engine = MatchingEngine(final.market)
+        engine.restore(final.snapshot())
+        for _, event in sorted(self.pending, key=lambda item: item[0]):
+            if event.market == market:
+                FinalLedger.apply_to_engine(event, engine)
+        return engine
 
     def order_state(self, order_id: str) -> tuple[ReplEvent, str, int, str | None] | None:
         """(event, status, remaining lots, reason) of an order this node knows, or None."""
@@ -386,10 +401,11 @@ class Replica:
         response: dict[str, Any] = {"type": "sync_response", "n": self.ledger.count, "ph": self.ledger.prefix_hash,
                                     "w": self.watermark, "digest": self.digest()}
         if message.get("snap") is True and self.ledger.count >= self.config.snapshot_threshold:
-            response["snapshot"] = self._export_snapshot()
-            response["more"] = True
-            self.outbox.append(("send", sender, response))
-            return
+            snapshot = self._export_snapshot()
+            if len(pack(snapshot)) <= self.config.max_message_bytes:
+                response.update(snapshot=snapshot, more=True)
+                self.outbox.append(("send", sender, response))
+                return
         budget = self.config.sync_batch
         events: list = []
         cps: list = []
