@@ -30,7 +30,8 @@ from exchange.replication.records import (GENESIS, Checkpoint, MalformedRecord, 
 log = logging.getLogger("exchange.replication")
 
 # Penalty points (the peer manager bans at 100, decaying by half each minute).
-PENALTY_FORGED = 50.0
+PENALTY_FORGED = 50.0        # contradicts what the origin signed and we verified: the sender made it up
+PENALTY_OFF_CHAIN = 25.0     # an unverified copy its origin's checkpoint later excluded (a relay may be innocent)
 PENALTY_MALFORMED = 20.0
 
 
@@ -251,6 +252,32 @@ class Replica:
             return
         self._advance(now)
 
+    def precheck(self, message: dict, sender: str | None) -> bool:
+        """Before a relay forwards an event broadcast: False (and a penalty) if any event contradicts
+        what we already verified, so a known forgery stops at the first honest node."""
+        items = message.get("events")
+        if type(items) is not list:
+            return False
+        chains = self.chains
+        clean = True
+        for item in items:
+            if type(item) is not list or len(item) != 5:
+                continue
+            chain = chains.get(item[0])
+            seq = item[1]
+            if chain is None or type(seq) is not int or seq > chain.verified or seq <= chain.base:
+                continue
+            try:
+                event = ReplEvent.from_wire(item)
+            except MalformedRecord:
+                continue
+            if event.hash != chain.hash_at(seq):
+                self.counters["forged"] += 1
+                log.warning("forged event %s from %s stopped before forwarding", event.key, str(sender)[:12])
+                self._penalize(sender, PENALTY_FORGED, "forged_event")
+                clean = False
+        return clean
+
     def _on_events(self, items: Any, sender: str | None, now: float) -> None:
         if type(items) is not list:
             self.counters["malformed"] += 1
@@ -287,7 +314,7 @@ class Replica:
         events, forgers, problems = chain.verify()
         for forger in forgers:
             self.counters["forged"] += 1
-            self._penalize(forger, PENALTY_FORGED, "forged_event")
+            self._penalize(forger, PENALTY_OFF_CHAIN, "forged_event")
         for problem in problems:
             log.warning("origin %s: %s", chain.origin[:12], problem)
             if "equivocation" in problem:

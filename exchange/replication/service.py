@@ -84,6 +84,9 @@ class ReplicationService:
             register_message_schemas()
             for kind in MESSAGE_TYPES:
                 self.router.subscribe(kind, self._on_message)
+            if hasattr(self.router, "set_validator"):
+                for kind in ("order", "cancel"):
+                    self.router.set_validator(kind, self._precheck)
             self.peers.open_listeners.append(self._on_link_open)
             self.peers.close_listeners.append(self._on_link_close)
             for node_id in list(self.peers.links):
@@ -102,6 +105,12 @@ class ReplicationService:
     def _on_message(self, message: dict, from_node: str | None) -> None:
         self.replica.receive(message, from_node, self.clock())
         self._schedule_pump()
+
+    def _precheck(self, message: dict, from_node: str | None) -> bool:
+        ok = self.replica.precheck(message, from_node)
+        if not ok:
+            self._schedule_pump()
+        return ok
 
     def _on_link_open(self, link: Any) -> None:
         if link.remote_id:

@@ -144,7 +144,7 @@ def test_forged_event_is_dropped_and_its_sender_penalised():
     b.receive({"type": "order", "events": [forged_wire]}, mallory.node_id, net.now)
     b.receive(honest, a.node_id, net.now)                 # the real one arrives too
     net.flush(2)
-    assert (b.node_id, mallory.node_id, (50.0, "forged_event")) in net.penalties
+    assert (b.node_id, mallory.node_id, (25.0, "forged_event")) in net.penalties
     assert not any(t == a.node_id for _, t, _ in net.penalties)
     assert b.engine("BTC-USD").order(f"1-{a.node_id}-1").remaining == 5
     # once verified, a late altered copy is rejected on arrival
@@ -256,3 +256,19 @@ def test_own_events_leave_only_once_durable():
     r.mark_durable(1)
     sent = r.take_outbox()
     assert sent[0][2]["type"] == "order" and sent[0][2]["events"][0] == event.wire()
+
+
+def test_precheck_stops_a_known_forgery_before_it_is_forwarded():
+    a, b, mallory = make(), make(), make()
+    net = Net(a, b)
+    net.flush(2)
+    limit(a, "buy", 100, 5, now=net.now)
+    net.flush(2)
+    honest = b.chains[a.node_id].event(1).wire()
+    assert b.precheck({"events": [honest]}, a.node_id)
+    forged = list(honest)
+    forged[4] = ["n", "BTC-USD", "buy", "limit", 100, 6, "a", None]
+    assert not b.precheck({"events": [forged]}, mallory.node_id)
+    assert ("penalize", mallory.node_id, (50.0, "forged_event")) in b.take_outbox()
+    ahead = [a.node_id, 9, 9, b"\x00" * 32, ["c", "BTC-USD", "x", None]]
+    assert b.precheck({"events": [ahead]}, mallory.node_id)    # cannot judge yet: the checkpoint decides later
