@@ -10,7 +10,8 @@ same clock for all processes) and the copies of each message; the origin stamps 
 - delivery: (node, message) pairs handled / (messages x (nodes - 1))
 - latency to all: per message, the last node's first arrival minus the send time (p50/p99/max)
 - amplification: copies received per node per message (1.0 = every node got exactly one copy)
-- ihave ids/msg, grafts: Plumtree's lazy-push overhead (announced ids per message, repairs)
+- other bcast/s: broadcasts the node itself adds meanwhile (the replicated exchange's beacons)
+- ihave ids/bcast, grafts: Plumtree's lazy-push overhead over all broadcasts (ids announced, repairs)
 - cpu/node: average CPU of one node process over the run (utime+stime from /proc)
 """
 from __future__ import annotations
@@ -159,7 +160,8 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
         "node p50 ms": round(1000 * _percentile(per_hop, 0.5), 1),
         "hops p50/max": f"{_percentile(list(depth.values()), 0.5)}/{max(depth.values(), default=0)}",
         "amplification": round(copies / handled, 3) if handled else float("nan"),
-        "ihave ids/msg": round(delta("ihave_ids_sent") / sent, 2) if sent else 0,
+        "other bcast/s": round((delta("broadcasts") - sent) / elapsed, 1),
+        "ihave ids/bcast": round(delta("ihave_ids_sent") / max(1, delta("broadcasts")), 2),
         "grafts": delta("grafts_sent"), "dups": copies - handled,
         "cpu/node %": round(100 * cpu, 1), "load before": round(load_before, 2), "load after": round(load_during, 2),
     }
