@@ -12,7 +12,7 @@ from tests.harness import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
-BASE_DELAY = 0.005   # every worker's normal service time (s)
+BASE_DELAY = 0.02    # every worker's normal service time (s)
 RATE = 200.0         # client requests per second
 
 
