@@ -64,6 +64,7 @@ class ReplicationService:
         self.eventlog = EventLog(Path(settings.data_dir) / "events.log")
         self.commit = GroupCommit(self.eventlog)
         self._final_waiters: dict[str, list[asyncio.Future]] = {}
+        self.final_at: dict[str, float] = {}     # event id -> when it first became final here (latency metrics)
         self.replica.ledger.listeners.append(self._on_final)
         self._tick_task: asyncio.Task | None = None
         self._pump_handle: asyncio.Handle | None = None
@@ -196,6 +197,11 @@ class ReplicationService:
         return future.result()
 
     def _on_final(self, event: ReplEvent, results: list) -> None:
+        final_at = self.final_at
+        if event.id not in final_at:
+            final_at[event.id] = time.time()      # wall clock: comparable across processes on one host
+            if len(final_at) > 100_000:
+                del final_at[next(iter(final_at))]
         waiters = self._final_waiters.pop(event.id, None)
         if waiters:
             for future in waiters:
@@ -224,7 +230,8 @@ class ReplicationService:
                 "price": None if price is None else fmt_price(price), "qty": fmt_qty(qty),
                 "remaining": fmt_qty(remaining), "filled": fmt_qty(max(qty - remaining, 0)) if status != "rejected"
                 else fmt_qty(0), "account": account, "stp": stp, "reason": reason, "origin": event.origin,
-                "key": [event.lamport, event.origin, event.seq], "final": self.replica.is_final(event)}
+                "key": [event.lamport, event.origin, event.seq], "final": self.replica.is_final(event),
+                "final_at": self.final_at.get(event.id)}
 
     def trades_json(self, results: list, market_name: str) -> list[dict[str, Any]]:
         market = self.markets.get(market_name)
