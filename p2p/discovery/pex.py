@@ -1,10 +1,11 @@
 """Peer exchange: connected peers share bounded lists of peers they have verified by handshake.
 
 On every new link, and then periodically (every `fast_interval` for the first `fast_period`
-seconds, `slow_interval` after that, and sooner - but at most once per `min_gap` per link - when
-our own set of links changed), a node sends each peer a `peerexchange` message: at most 50
+seconds, `slow_interval` after that), a node sends each peer a `peerexchange` message: at most 50
 `[host, port, node_id]` entries of peers it holds links to or handshook with recently, never the
-receiver itself. Messages are link-local (never relayed).
+receiver itself. When our own set of links changes we also send sooner - at most once per
+`min_gap` per link, and only entries that peer has not heard from us yet. Messages are
+link-local (never relayed).
 
 What we receive goes into the address book as *unverified* (source "pex"), guarded against
 poisoning in layers: a receive rate limit per link (excess messages are dropped and cost the
@@ -73,11 +74,12 @@ class PexStats(StrategyStats):
 
 
 class _LinkState:
-    __slots__ = ("last_sent", "sent_version", "bucket")
+    __slots__ = ("last_sent", "sent_version", "bucket", "told")
 
     def __init__(self, recv_rate: float, recv_burst: float) -> None:
         self.last_sent = float("-inf")
         self.sent_version = -1
+        self.told: set[tuple] = set()  # entries this peer already has from us
         self.bucket = TokenBucket(recv_rate, recv_burst)
 
 
@@ -147,15 +149,24 @@ class PeerExchange(DiscoveryStrategy):
         self._rng.shuffle(past)
         return (live + past)[:MAX_ENTRIES]
 
-    def send_to(self, link: Any, *, now: float | None = None) -> bool:
+    def send_to(self, link: Any, *, now: float | None = None, only_new: bool = False) -> bool:
+        """Send our sample; `only_new` (a send driven by a change of our links) leaves out what
+        this peer already heard from us, and sends nothing if that is everything."""
         state = self._links.get(id(link))
         if state is None or not link.is_open:
             return False
         entries = self.entries_for(link)
-        state.last_sent = time.monotonic() if now is None else now
         state.sent_version = self._version
+        if only_new:
+            entries = [e for e in entries if tuple(e) not in state.told]
+            if not entries:
+                return False  # nothing new: the periodic send stays on its schedule
+        state.last_sent = time.monotonic() if now is None else now
         if not entries:
             return False
+        if len(state.told) > 4 * MAX_ENTRIES * MAX_ENTRIES:
+            state.told.clear()
+        state.told.update(tuple(e) for e in entries)
         ok = link.send({"type": MSG_TYPE, "peers": entries})
         if ok:
             self.stats.sent += 1
@@ -215,8 +226,10 @@ class PeerExchange(DiscoveryStrategy):
             if state is None:
                 continue
             since = now - state.last_sent
-            if since >= interval or (state.sent_version != self._version and since >= self.min_gap):
+            if since >= interval:
                 sent += self.send_to(link, now=now)
+            elif state.sent_version != self._version and since >= self.min_gap:
+                sent += self.send_to(link, now=now, only_new=True)
         return sent
 
     async def run(self, sink: CandidateSink) -> None:

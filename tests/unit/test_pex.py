@@ -180,3 +180,27 @@ def test_closed_link_forgotten(pm):
         listener(link)
     pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 42000, None]]})
     assert pex.stats.received == 0
+
+
+def test_change_driven_send_carries_only_news(pm):
+    pex = PeerExchange(pm, fast_interval=2.0, min_gap=1.0)
+    t0 = time.monotonic()
+    pex._started = t0
+    a = pm.connect(1)
+    pm.connect(2)
+    pex.tick(now=t0 + 1.1)
+    assert a.sent[-1]["peers"] == [["127.0.0.1", 40002, nid(2)]]
+    pm.connect(3)
+    pex.tick(now=t0 + 2.2)
+    assert a.sent[-1]["peers"] == [["127.0.0.1", 40003, nid(3)]]  # 2 was told already
+    sends = len(a.sent)
+    link2 = pm.links.pop(nid(2))
+    for listener in pm.close_listeners:
+        listener(link2)
+    pex.tick(now=t0 + 3.3)
+    assert len(a.sent) == sends  # our links changed but there is nothing new to tell a
+    pex.tick(now=t0 + 4.0)
+    assert len(a.sent) == sends  # the periodic send is due 2 s after the last real send (2.2)
+    pex.tick(now=t0 + 4.3)
+    assert len(a.sent) == sends + 1  # periodic: the full sample, recently verified 2 included
+    assert sorted(e[2] for e in a.sent[-1]["peers"]) == [nid(2), nid(3)]
