@@ -1,56 +1,75 @@
-"""The limit order book: sorted price levels per side, FIFO queues inside a level, an id index.
+"""The limit order book: price levels per side, FIFO queues inside a level, an id index.
 
-Each side keeps a SortedDict from a sort key to a PriceLevel, arranged so the best
-level is always first: asks are keyed by price, bids by minus price. A level's
-queue is a deque in arrival order. Removing an order by id is O(1): it is marked
-cancelled and the level's live count and volume drop at once; the dead entry is
-skipped and dropped when it reaches the head, and a level whose dead entries
-outnumber its live ones is compacted, so memory stays proportional to live orders.
-A level is deleted the moment its last live order goes.
+Each side keeps a dict from a sort key to a PriceLevel plus a binary heap of those
+keys, arranged so the best level has the smallest key: asks are keyed by price,
+bids by minus price. The matching hot path only ever needs the best level, so the
+heap (C-level heappush/heappop) replaces a sorted container there; the heap may
+hold keys of levels already gone (they are skipped when they reach the top and
+the heap is rebuilt when they outnumber the live ones), and the views that need
+every level in order (depth, L3, snapshot, fill-or-kill checks) sort the keys
+once and reuse that until a level appears or goes. A level is a deque of its
+orders in arrival order. Removing an order by id is O(1): it is marked cancelled
+and the level's live count and volume drop at once; the dead entry is skipped and
+dropped when it reaches the head, and a level whose dead entries outnumber its
+live ones is compacted, so memory stays proportional to live orders. A level is
+deleted the moment its last live order goes.
 """
 from __future__ import annotations
 
 from collections import deque
+from heapq import heapify, heappop, heappush
 from typing import Iterator
-
-from sortedcontainers import SortedDict
 
 from exchange.orders import Order, OrderStatus, Side
 
 _CANCELLED = OrderStatus.CANCELLED
 _COMPACT_SLACK = 16
+_HEAP_SLACK = 64
 EMPTY_SIDE_KEY = 1 << 300  # `best` of an empty side: above every price key and every taker's limit
 
 
-class PriceLevel:
-    """All resting orders at one price, oldest first; `live` and `volume` count only live orders."""
+class PriceLevel(deque):
+    """All resting orders at one price, oldest first (the level is the queue itself);
+    `live` and `volume` count only live orders."""
 
-    __slots__ = ("price", "queue", "live", "volume")
+    __slots__ = ("price", "live", "volume")
 
-    def __init__(self, price: int) -> None:
+    def __init__(self, price: int) -> None:  # deque.__new__ already made an empty queue
         self.price = price
-        self.queue: deque[Order] = deque()
         self.live = 0
         self.volume = 0
 
+    @property
+    def queue(self) -> PriceLevel:
+        return self
+
     def live_orders(self) -> Iterator[Order]:
-        return (order for order in self.queue if order.status is not _CANCELLED)
+        return (order for order in self if order.status is not _CANCELLED)
 
     def compact(self) -> None:
-        self.queue = deque(self.live_orders())
+        live = [order for order in self if order.status is not _CANCELLED]
+        self.clear()
+        self.extend(live)
+
+    __hash__ = object.__hash__  # levels are compared and hashed by identity, as before
+    __eq__ = object.__eq__
+
+
+new_level = deque.__new__  # `new_level(PriceLevel)`: an empty level without the Python __init__ (set the fields)
 
 
 class BookSide:
-    """One side of the book; `sign` turns a price into its sort key, `best` caches the first key."""
+    """One side of the book; `sign` turns a price into its sort key, `best` caches the smallest live key."""
 
-    __slots__ = ("side", "sign", "levels", "keys", "best")
+    __slots__ = ("side", "sign", "levels", "heap", "best", "ordered")
 
     def __init__(self, side: Side) -> None:
         self.side = side
         self.sign = -1 if side is Side.BUY else 1
-        self.levels: SortedDict = SortedDict()
-        self.keys = self.levels.keys()
+        self.levels: dict[int, PriceLevel] = {}
+        self.heap: list[int] = []   # every live key, maybe stale ones too; heap[0] is `best` when levels exist
         self.best = EMPTY_SIDE_KEY
+        self.ordered: list[int] | None = []  # live keys sorted, or None when a level came or went since
 
     def best_price(self) -> int | None:
         return self.levels[self.best].price if self.levels else None
@@ -60,17 +79,32 @@ class BookSide:
         level = self.levels.get(key)
         if level is None:
             level = self.levels[key] = PriceLevel(order.price)
-            if key < self.best:
-                self.best = key
-        level.queue.append(order)
+            self.new_key(key)
+        level.append(order)
         level.live += 1
         level.volume += order.remaining
 
+    def new_key(self, key: int) -> None:
+        """Index a level just stored in `levels` under `key`."""
+        heappush(self.heap, key)
+        self.ordered = None
+        if key < self.best:
+            self.best = key
+
     def drop_level(self, key: int) -> None:
         """Delete an emptied level and keep `best` current."""
-        del self.levels[key]
+        levels = self.levels
+        del levels[key]
+        self.ordered = None
+        heap = self.heap
         if key == self.best:
-            self.best = self.keys[0] if self.levels else EMPTY_SIDE_KEY
+            heappop(heap)  # the top is `key` itself (or a stale twin of it)
+            while heap and heap[0] not in levels:
+                heappop(heap)
+            self.best = heap[0] if heap else EMPTY_SIDE_KEY
+        elif len(heap) > 2 * len(levels) + _HEAP_SLACK:
+            heap[:] = levels
+            heapify(heap)
 
     def discard(self, order: Order) -> None:
         """Take a live order out of its level, marking it cancelled."""
@@ -81,7 +115,7 @@ class BookSide:
         level.volume -= order.remaining
         if not level.live:
             self.drop_level(key)
-        elif len(level.queue) > 2 * level.live + _COMPACT_SLACK:
+        elif len(level) > 2 * level.live + _COMPACT_SLACK:
             level.compact()
 
     def shrink(self, order: Order, lots: int) -> None:
@@ -90,17 +124,26 @@ class BookSide:
         order.remaining -= lots
         order.quantity -= lots
 
+    def ordered_keys(self) -> list[int]:
+        """The live keys, best first (sorted on demand, cached until a level comes or goes)."""
+        ordered = self.ordered
+        if ordered is None:
+            ordered = self.ordered = sorted(self.levels)
+        return ordered
+
     def depth(self, limit: int | None = None) -> list[tuple[int, int]]:
         """(price, total lots) per level, best first, at most `limit` levels."""
-        levels = self.levels.values() if limit is None else self.levels.values()[:max(limit, 0)]
-        return [(level.price, level.volume) for level in levels]
+        keys = self.ordered_keys() if limit is None else self.ordered_keys()[:max(limit, 0)]
+        levels = self.levels
+        return [(levels[key].price, levels[key].volume) for key in keys]
 
     def iter_levels(self) -> Iterator[PriceLevel]:
-        return iter(self.levels.values())
+        levels = self.levels
+        return iter([levels[key] for key in self.ordered_keys()])
 
     def iter_orders(self) -> Iterator[Order]:
         """Live orders in priority order: best level first, oldest first within it."""
-        for level in self.levels.values():
+        for level in self.iter_levels():
             yield from level.live_orders()
 
     def __len__(self) -> int:

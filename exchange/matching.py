@@ -9,9 +9,10 @@ default when the order names none).
 """
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from typing import Any, Callable
 
-from exchange.book import BookSide, OrderBook, PriceLevel
+from exchange.book import _COMPACT_SLACK, EMPTY_SIDE_KEY, BookSide, OrderBook, PriceLevel, new_level
 from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
@@ -24,12 +25,13 @@ _NO_LIMIT = 1 << 256  # a limit key beyond every price (but below an empty side'
 _BUY, _SELL = Side.BUY, Side.SELL
 _LIMIT, _MARKET, _IOC, _FOK, _POST_ONLY = (OrderType.LIMIT, OrderType.MARKET, OrderType.IOC,
                                            OrderType.FOK, OrderType.POST_ONLY)
-_PARTIAL, _FILLED, _CANCELLED, _REJECTED = (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
-                                            OrderStatus.CANCELLED, OrderStatus.REJECTED)
+_OPEN, _PARTIAL, _FILLED, _CANCELLED, _REJECTED = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED,
+                                                   OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)
 _CANCEL_NEWEST, _CANCEL_OLDEST, _CANCEL_BOTH, _DECREMENT = (
     SelfTradeMode.CANCEL_NEWEST, SelfTradeMode.CANCEL_OLDEST, SelfTradeMode.CANCEL_BOTH,
     SelfTradeMode.DECREMENT_AND_CANCEL)
 _record = tuple.__new__  # builds an event NamedTuple without its Python-level constructor
+_blank = object.__new__  # an Order without running Order.__init__; `place` sets every slot itself
 _REMAINDER_REASON = {_MARKET: "market_remainder", _IOC: "ioc_remainder", _FOK: "fok_remainder"}
 
 
@@ -77,18 +79,29 @@ class MatchingEngine:
                 and type(price) is int and self._min_ticks <= price <= self._max_ticks
                 and type(order_id) is str and 0 < len(order_id) <= MAX_ORDER_ID_CHARS
                 and order_id not in self._orders and (side is _BUY or side is _SELL)
-                and type(order_type) is OrderType and order_type is not _MARKET
+                and (order_type is _LIMIT or (type(order_type) is OrderType and order_type is not _MARKET))
                 and type(owner) is str and (mode is None or type(mode) is SelfTradeMode)):
             reason = self._new_order_problem(order_id, side, order_type, quantity, price, owner, mode)
             if reason is not None:
-                return [OrderRejected("new", order_id, reason)]
-        order = Order(order_id, self._symbol, side, order_type, price, quantity, owner, command.created_key,
-                      mode or self._default_mode)
+                return [_record(OrderRejected, ("new", order_id, reason))]
+        # Order(order_id, symbol, side, order_type, price, quantity, owner, created_key, mode), minus the call
+        order = _blank(Order)
+        order.id = order_id
+        order.market = self._symbol
+        order.side = side
+        order.type = order_type
+        order.price = price
+        order.quantity = order.remaining = quantity
+        order.owner = owner
+        order.created_key = command.created_key
+        order.self_trade = self._default_mode if mode is None else mode
+        order.status = _OPEN
+        order.reason = None
         if order_type is not _LIMIT:
             reason = self._refusal(order)
             if reason is not None:
                 order.status, order.reason = _REJECTED, reason
-                return [OrderRejected("new", order_id, reason)]
+                return [_record(OrderRejected, ("new", order_id, reason))]
         events: list[Event] = [_record(OrderAccepted, (order, quantity))]
         if side is _BUY:
             opposite, own = self._asks, self._bids
@@ -111,17 +124,24 @@ class MatchingEngine:
             levels = own.levels
             level = levels.get(own_key)
             if level is None:
-                level = levels[own_key] = PriceLevel(price)
+                level = levels[own_key] = new_level(PriceLevel)
+                level.price = price
+                level.live = 1
+                level.volume = order.remaining
+                level.append(order)
+                heappush(own.heap, own_key)
+                own.ordered = None
                 if own_key < own.best:
                     own.best = own_key
-            level.queue.append(order)
-            level.live += 1
-            level.volume += order.remaining
+            else:
+                level.append(order)
+                level.live += 1
+                level.volume += order.remaining
             self._orders[order_id] = order
         else:
             reason = _REMAINDER_REASON[order_type]
             order.status, order.reason = _CANCELLED, reason
-            events.append(OrderCancelled(order_id, order.remaining, reason))
+            events.append(_record(OrderCancelled, (order_id, order.remaining, reason)))
         return events
 
     def cancel(self, command: CancelOrder) -> list[Event]:
@@ -130,7 +150,19 @@ class MatchingEngine:
         order = self._orders.get(order_id) if type(order_id) is str else None
         if order is None or (command.owner is not None and command.owner != order.owner):
             return [_record(OrderRejected, ("cancel", order_id, "unknown_order" if order is None else "not_owner"))]
-        (self._bids if order.side is _BUY else self._asks).discard(order)
+        # BookSide.discard, inlined
+        order.status = _CANCELLED
+        if order.side is _BUY:
+            side, key = self._bids, -order.price
+        else:
+            side, key = self._asks, order.price
+        level = side.levels[key]
+        live = level.live = level.live - 1
+        level.volume -= order.remaining
+        if not live:
+            side.drop_level(key)
+        elif len(level) > 2 * live + _COMPACT_SLACK:
+            level.compact()
         del self._orders[order_id]
         order.reason = "requested"
         return [_record(OrderCancelled, (order_id, order.remaining, "requested"))]
@@ -251,9 +283,11 @@ class MatchingEngine:
         limit_key = _limit_key(order)
         needed = order.remaining
         skips_own = order.self_trade is _CANCEL_OLDEST
-        for key, level in opposite.levels.items():
+        levels = opposite.levels
+        for key in opposite.ordered_keys():
             if key > limit_key:
                 return False
+            level = levels[key]
             for maker in level.live_orders():
                 if maker.owner == order.owner:
                     if skips_own:
@@ -267,27 +301,28 @@ class MatchingEngine:
     def _take(self, taker: Order, opposite: BookSide, limit_key: int, events: list[Event]) -> None:
         """The hot loop: fill `taker` from the best levels while they cross `limit_key`."""
         levels = opposite.levels
+        heap = opposite.heap
         resting = self._orders
+        append = events.append
         owner = taker.owner
         remaining = taker.remaining
         key = opposite.best
         while key <= limit_key:
             level = levels[key]
-            queue = level.queue
             price = level.price
             while True:
-                maker = queue[0]
+                maker = level[0]
                 if maker.status is _CANCELLED:
-                    queue.popleft()
+                    level.popleft()
                     continue
                 if maker.owner == owner:
                     taker.remaining = remaining
                     if not self._prevent_self_trade(taker, maker, events):
                         return
                     remaining = taker.remaining
-                    if not level.live:
+                    if not level.live:  # the level went with the maker
+                        key = opposite.best
                         break
-                    queue = level.queue
                     continue
                 available = maker.remaining
                 if available > remaining:
@@ -295,25 +330,29 @@ class MatchingEngine:
                     maker.status = _PARTIAL
                     level.volume -= remaining
                     taker.remaining = 0
-                    events.append(_record(Trade, (price, remaining, taker, maker, 0, available - remaining)))
+                    append(_record(Trade, (price, remaining, taker, maker, 0, available - remaining)))
                     return
                 remaining -= available
                 maker.remaining = 0
                 maker.status = _FILLED
-                queue.popleft()
+                level.popleft()
                 del resting[maker.id]
                 level.volume -= available
                 level.live -= 1
                 taker.remaining = remaining
-                events.append(_record(Trade, (price, available, taker, maker, remaining, 0)))
-                if not level.live:
-                    opposite.drop_level(key)
+                append(_record(Trade, (price, available, taker, maker, remaining, 0)))
+                if not level.live:  # BookSide.drop_level of the best level, inlined
+                    del levels[key]
+                    opposite.ordered = None
+                    heappop(heap)
+                    while heap and heap[0] not in levels:
+                        heappop(heap)
+                    key = opposite.best = heap[0] if heap else EMPTY_SIDE_KEY
                     break
                 if not remaining:
                     return
             if not remaining:
                 return
-            key = opposite.best
         taker.remaining = remaining
 
     def _prevent_self_trade(self, taker: Order, maker: Order, events: list[Event]) -> bool:
