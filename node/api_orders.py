@@ -7,6 +7,7 @@ reason codes, e.g. `price_not_multiple_of_tick`, `float_not_allowed`, `unknown_m
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp"}
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 30.0
 MAX_TRADES = 10_000
+MAX_BATCH = 500
 DEFAULT_TRADES = 100
 CLOSED = {"filled", "cancelled", "rejected"}
 
@@ -121,6 +123,38 @@ async def post_order(request: web.Request) -> web.Response:
     return json_response({"order": order, "trades": exchange.trades_json(results, fields["market"])}, 201)
 
 
+async def post_order_batch(request: web.Request) -> web.Response:
+    """`{"orders": [body, ...]}` (at most MAX_BATCH): every valid order behind one fsync. Answers 200 with
+    `{"results": [{"order": ..., "trades": [...]} | {"error": ...}]}` in request order; `?wait=` (default 0)
+    waits for finality like POST /orders."""
+    exchange = _exchange(request)
+    wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+        raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")
+    if not 0 < len(body["orders"]) <= MAX_BATCH:
+        raise ApiError(422, "invalid_batch_size", f"send 1 to {MAX_BATCH} orders", "orders")
+    results: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    slots: list[int] = []
+    for item in body["orders"]:
+        try:
+            valid.append(parse_order_body(item, exchange.markets))
+            slots.append(len(results))
+            results.append({})
+        except ApiError as exc:
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.field is not None:
+                error["field"] = exc.field
+            results.append({"error": error})
+    placed = await exchange.place_many(valid) if valid else []
+    finals = await asyncio.gather(*(exchange.wait_final(e, f, wait) for e, f in placed)) if wait else [None] * len(placed)
+    for slot, fields, (event, _), final in zip(slots, valid, placed, finals):
+        results[slot] = {"order": exchange.order_json(event.id),
+                         "trades": exchange.trades_json(final, fields["market"]) if final else []}
+    return json_response({"results": results})
+
+
 async def get_order(request: web.Request) -> web.Response:
     order = _exchange(request).order_json(request.match_info["order_id"])
     if order is None:
@@ -170,6 +204,7 @@ async def get_trades(request: web.Request) -> web.Response:
 
 def install_order_api(app: web.Application) -> None:
     app.router.add_post("/orders", post_order)
+    app.router.add_post("/orders/batch", post_order_batch)
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_delete("/orders/{order_id}", delete_order)
     app.router.add_get("/book/{market}", get_book)

@@ -54,6 +54,7 @@ class FinalLedger:
         self.listeners: list[Callable[[ReplEvent, list], None]] = []
         self.rollbacks = 0
         self.replayed = 0
+        self._digest_cache: tuple | None = None
         self._base = self._take_snapshot()
         self._snapshots: list[_Snapshot] = []
 
@@ -78,9 +79,12 @@ class FinalLedger:
         return self.keys[-1] if self.keys else self._base.last_key
 
     def digest(self) -> str:
-        """One hex digest over every market's book digest (markets in configuration order)."""
-        parts = [bytes.fromhex(engine.digest()) for engine in self.engines.values()]
-        return chain_hash(b"books", b"".join(parts)).hex()
+        """One hex digest over every market's book digest (markets in configuration order); cached per prefix."""
+        stamp = (self.count, self.prefix_hash)
+        if self._digest_cache is None or self._digest_cache[0] != stamp:
+            parts = [bytes.fromhex(engine.digest()) for engine in self.engines.values()]
+            self._digest_cache = (stamp, chain_hash(b"books", b"".join(parts)).hex())
+        return self._digest_cache[1]
 
     # --- folding -------------------------------------------------------------------------------
     def apply(self, event: ReplEvent) -> list:

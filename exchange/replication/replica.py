@@ -91,6 +91,7 @@ class Replica:
         self._persisted_at = -1e18
         self._mismatch_streak: dict[str, int] = {}
         self.want_snapshot = False
+        self._synced = False
         self.counters: dict[str, int] = {
             "events_created": 0, "events_received": 0, "events_verified": 0, "duplicates": 0, "forged": 0,
             "malformed": 0, "beacons_sent": 0, "beacons_received": 0, "bad_signatures": 0, "equivocations": 0,
@@ -105,7 +106,10 @@ class Replica:
         return chain
 
     def ready(self, now: float) -> bool:
-        return now - self.started_at >= self.config.startup_grace
+        """Finalise only after hearing the network: the start-up grace, or a completed pull from a peer
+        plus three beacon intervals (every live member's beacon has arrived by then)."""
+        age = now - self.started_at
+        return age >= self.config.startup_grace or (self._synced and age >= 3 * self.config.beacon_interval)
 
     def members(self, now: float) -> list[str]:
         timeout = self.config.member_timeout
@@ -475,6 +479,8 @@ class Replica:
             self._compare_prefix(message, sender)
             if message.get("more") is True:
                 self._pull(sender, now, force=True)
+            else:
+                self._synced = True
 
     def _compare_prefix(self, message: dict, peer: str) -> None:
         """Their final prefix hash at their count must equal ours at that count (if we got that far)."""

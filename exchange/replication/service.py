@@ -170,17 +170,25 @@ class ReplicationService:
     async def submit(self, create: Callable[[float], ReplEvent]) -> tuple[ReplEvent, asyncio.Future]:
         """Create an own event, make it durable (fsync), then let it out. Returns the event and a future
         that resolves to the engine's events for it once it is final."""
+        return (await self.submit_many([create]))[0]
+
+    async def submit_many(self, creators: list[Callable[[float], ReplEvent]]) -> list[tuple[ReplEvent, asyncio.Future]]:
+        """Several own events behind one fsync (a batch request, or concurrent requests in one loop pass)."""
         await self.wait_ready()
-        event = create(self.clock())
-        future = asyncio.get_running_loop().create_future()
-        self._final_waiters.setdefault(event.id, []).append(future)
+        loop = asyncio.get_running_loop()
+        made = []
+        for create in creators:
+            event = create(self.clock())
+            future = loop.create_future()
+            self._final_waiters.setdefault(event.id, []).append(future)
+            made.append((event, future))
         seq = self.replica.own.verified
         self.commit.add(self.replica.take_records())
         await self.commit.commit()
         self.replica.mark_durable(seq)
         self.replica.tick(self.clock())
         self.pump()
-        return event, future
+        return made
 
     async def wait_final(self, event: ReplEvent, future: asyncio.Future, timeout: float) -> list | None:
         """The engine's events for `event` once final, or None if it is not final within `timeout`."""
@@ -212,6 +220,14 @@ class ReplicationService:
                     stp: str | None) -> tuple[ReplEvent, asyncio.Future]:
         return await self.submit(lambda now: self.replica.submit_order(market, side, kind, price, qty, account,
                                                                        stp, now))
+
+    async def place_many(self, orders: list[dict[str, Any]]) -> list[tuple[ReplEvent, asyncio.Future]]:
+        replica = self.replica
+
+        def creator(o: dict[str, Any]) -> Callable[[float], ReplEvent]:
+            return lambda now: replica.submit_order(o["market"], o["side"], o["kind"], o["price"], o["qty"],
+                                                    o["account"], o["stp"], now)
+        return await self.submit_many([creator(o) for o in orders])
 
     async def cancel(self, order_id: str, account: str | None) -> tuple[ReplEvent, asyncio.Future]:
         return await self.submit(lambda now: self.replica.submit_cancel(order_id, account, now))

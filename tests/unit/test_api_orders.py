@@ -179,3 +179,16 @@ def test_no_json_body_crashes_the_node(api, body):
     else:
         assert response["order"]["id"]
     assert api.request("GET", "/book/BTC-USD?depth=1")[0] == 200
+
+
+def test_batch_places_valid_orders_and_reports_each_invalid_one(api):
+    orders = [{**GOOD, "price": "99.00", "account": "batch"}, {**GOOD, "price": 1.5},
+              {**GOOD, "side": "sell", "price": "99.00", "account": "other"}]
+    status, body = api.request("POST", "/orders/batch?wait=2", {"orders": orders})
+    assert status == 200
+    first, bad, third = body["results"]
+    assert bad == {"error": {"code": "float_not_allowed", "message": bad["error"]["message"], "field": "price"}}
+    assert first["order"]["status"] in ("open", "partially_filled", "filled") and third["order"]["final"]
+    assert third["trades"] and third["trades"][0]["maker_order_id"] == first["order"]["id"]
+    assert api.request("POST", "/orders/batch", {"orders": []})[1]["error"]["code"] == "invalid_batch_size"
+    assert api.request("POST", "/orders/batch", [GOOD])[1]["error"]["code"] == "invalid_body"
