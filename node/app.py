@@ -48,6 +48,7 @@ class ExchangeNode:
             self.node_id, self.identity, settings, router=self.router if settings.p2p_enabled else None,
             peers=self.peers, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
         self.api_extensions.append(install_order_api)
+        self.metric_sources.append(self.exchange.metrics)
         self.api_address: tuple[str, int] | None = None
         self._api_runner: Any = None
         self._stop = asyncio.Event()
