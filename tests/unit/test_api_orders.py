@@ -192,3 +192,17 @@ def test_batch_places_valid_orders_and_reports_each_invalid_one(api):
     assert third["trades"] and third["trades"][0]["maker_order_id"] == first["order"]["id"]
     assert api.request("POST", "/orders/batch", {"orders": []})[1]["error"]["code"] == "invalid_batch_size"
     assert api.request("POST", "/orders/batch", [GOOD])[1]["error"]["code"] == "invalid_body"
+
+
+def test_rpc_services_for_the_rpc_layer(api):
+    """`orders.sync` answers like a sync_response; `book.snapshot` is the final state at W."""
+    exchange = api.node.exchange
+    peer = "ab" * 20
+
+    async def call():
+        return exchange.rpc_orders_sync({"vec": {}, "n": 0}, peer)
+    answer = api.run(call())
+    assert answer["type"] == "sync_response" and answer["events"] and answer["cps"]
+    assert all(kind != "send" for kind, _, _ in exchange.replica.outbox)
+    snapshot = exchange.rpc_book_snapshot({}, peer)
+    assert snapshot["w"] == exchange.replica.watermark and set(snapshot["state"]["books"]) == {"BTC-USD", "ETH-USD"}
