@@ -1,7 +1,7 @@
 """Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
 
 `python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
-[--modes=plumtree,flood]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
+[--modes=plumtree,flood] [--beacon=S]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
 dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
 broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
 as a whole sends RATE messages/s for DURATION s. Every node records the first arrival (time.time(),
@@ -10,7 +10,8 @@ same clock for all processes) and the copies of each message; the origin stamps 
 - delivery: (node, message) pairs handled / (messages x (nodes - 1))
 - latency to all: per message, the last node's first arrival minus the send time (p50/p99/max)
 - amplification: copies received per node per message (1.0 = every node got exactly one copy)
-- other bcast/s: broadcasts the node itself adds meanwhile (the replicated exchange's beacons)
+- other bcast/s: broadcasts the node itself adds meanwhile (the replicated exchange's beacons, every
+  BEACON_INTERVAL per node; `--beacon=S` sets it, default the node's own default)
 - ihave ids/bcast, grafts: Plumtree's lazy-push overhead over all broadcasts (ids announced, repairs)
 - cpu/node: average CPU of one node process over the run (utime+stime from /proc)
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,11 +29,12 @@ from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import Cluster, NodeProcess, wait_until  # noqa: E402
+from tests.integration.test_router import free_ports  # noqa: E402
 
 
 def _args(argv: list[str]) -> dict:
     opts = {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6, "modes": "plumtree,flood",
-            "settle": 4.0}
+            "settle": 4.0, "beacon": 0.0}
     if "--quick" in argv:
         opts.update(nodes=20, duration=8.0, settle=3.0, modes="plumtree")
     for arg in argv:
@@ -42,17 +43,6 @@ def _args(argv: list[str]) -> dict:
             if key in opts:
                 opts[key] = type(opts[key])(value)
     return opts
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _cpu_seconds(node: NodeProcess) -> float:
@@ -70,9 +60,10 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def start_network(cluster: Cluster, n: int, links: int, mode: str, seed: int = 1) -> tuple[list[NodeProcess], int]:
+def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float = 0.0,
+                  seed: int = 1) -> tuple[list[NodeProcess], int]:
     rng = random.Random(seed)
-    ports = _free_ports(n)
+    ports = free_ports(n)
     per_node = max(1, links // 2)
     edges = 0
     nodes = []
@@ -83,7 +74,8 @@ def start_network(cluster: Cluster, n: int, links: int, mode: str, seed: int = 1
         nodes.append(cluster.node(f"b{i}", start=False, p2p_port=port, bootstrap_peers=bootstrap,
                                   target_outbound=len(targets), max_peers=4 * links, min_peers=0,
                                   discovery_pex="false", debug_api="true", broadcast_mode=mode,
-                                  heartbeat_interval=1.0, log_level="WARNING"))
+                                  heartbeat_interval=1.0, log_level="WARNING",
+                                  beacon_interval=beacon or None))
     for node in nodes:
         node.start(wait=False)
         time.sleep(0.05)
@@ -102,7 +94,7 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
     n = opts["nodes"]
     try:
         t0 = time.monotonic()
-        nodes, edges = start_network(cluster, n, opts["links"], mode)
+        nodes, edges = start_network(cluster, n, opts["links"], mode, opts["beacon"])
         startup = time.monotonic() - t0
         per_node_rate = opts["rate"] / n
         # settle: a short run lets Plumtree prune redundant links before we measure

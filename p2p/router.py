@@ -11,12 +11,14 @@ Broadcast is Plumtree (Leitao et al., 2007) with one tree per origin: a node pus
 eagerly to its *eager* peers for that origin and announces only the id (``ihave``, batched for
 `ihave_interval`) to its *lazy* ones. A copy that arrives twice tells the receiver that link is
 redundant for that origin: it moves the sender to lazy and sends ``prune``. An id announced but not
-received within `graft_timeout` is pulled with ``graft``, which also makes that link eager again.
+received within the graft timeout is pulled with ``graft``, which also makes that link eager again.
 Eager links thus converge to a spanning tree per origin: about one copy per node per message, while
 the lazy announcements keep delivery complete when a tree breaks. (One tree shared by all origins is
 unstable under uneven delays: duplicates of different origins' messages prune different edges of
 the same cycle, which disconnects the tree and sets off graft/prune churn.) `broadcast_mode =
-"flood"` pushes to every link instead (for comparison). Either way a message is never sent to a
+"flood"` pushes to every link instead (for comparison). The graft timeout adapts like a TCP
+retransmission timeout to how late eager copies arrive after their announcement (`LatenessEstimator`),
+so busy, slow hosts do not set off grafts for messages that are merely on their way. Either way a message is never sent to a
 peer known to have it (it sent us the message or announced it).
 """
 from __future__ import annotations
@@ -139,12 +141,44 @@ class MessageCache:
         return entry
 
 
+class LatenessEstimator:
+    """Graft timeout from samples of how long after its first announcement an eagerly pushed copy
+    arrived: smoothed mean + 4 x mean deviation (Jacobson/Karels), within [floor, ceiling], drifting
+    back to the floor while no late copies are seen."""
+
+    __slots__ = ("floor", "ceiling", "mean", "deviation", "samples")
+
+    def __init__(self, floor: float = 0.12, ceiling: float = 2.0) -> None:
+        self.floor = floor
+        self.ceiling = ceiling
+        self.mean = 0.0
+        self.deviation = 0.0
+        self.samples = 0
+
+    def observe(self, lateness: float) -> None:
+        if self.samples == 0:
+            self.mean, self.deviation = lateness, lateness / 2
+        else:
+            self.deviation += 0.25 * (abs(lateness - self.mean) - self.deviation)
+            self.mean += 0.125 * (lateness - self.mean)
+        self.samples += 1
+
+    def decay(self, factor: float = 0.95) -> None:
+        self.mean *= factor
+        self.deviation *= factor
+
+    @property
+    def timeout(self) -> float:
+        return min(self.ceiling, max(self.floor, self.mean + 4 * self.deviation))
+
+
 class _Missing:
     """An id announced to us (ihave) that we have not received yet."""
 
-    __slots__ = ("origin", "announcers", "handle", "grafts")
+    __slots__ = ("origin", "announcers", "handle", "grafts", "first_at")
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, first_at: float) -> None:
+        self.first_at = first_at
         self.origin = origin
         self.announcers: list[str] = []
         self.handle: asyncio.TimerHandle | None = None
@@ -198,8 +232,9 @@ class MessageRouter:
         self.rate_burst: float = setting("router_rate_burst", 4000)
         self.flood_ban_seconds: float = setting("router_flood_ban", 120.0)
         self.ihave_interval = 0.02
-        self.graft_timeout = 0.12
+        self.lateness = LatenessEstimator(floor=0.1, ceiling=0.25)
         self.graft_retry = 0.06
+        self._grafted: OrderedDict[Any, float] = OrderedDict()  # id -> first announcement, for late copies
         self.max_missing = 20_000
         self.max_origins = 10_000  # per-origin trees remembered (least recently used forgotten)
         self.subscribers: dict[str, list[Handler]] = {}
@@ -318,6 +353,7 @@ class MessageRouter:
             self.counters.events["expired"] += 1
             self._settle(held, self._dropped(held.message["id"], "expired"))
         self.seen.prune()
+        self.lateness.decay()
 
     # --- PeerManager hooks ------------------------------------------------------------------
     def _on_open(self, link: Any) -> None:
@@ -383,6 +419,10 @@ class MessageRouter:
         events["broadcast_copies"] += 1
         if not self.seen.add(mid):
             _bump(self.counters.duplicates, kind)
+            if self._grafted:
+                announced = self._grafted.pop(mid, None)
+                if announced is not None:  # the pushed copy after we grafted: how late was it?
+                    self.lateness.observe(asyncio.get_running_loop().time() - announced)
             entry = self.cache.get(mid)
             if entry is not None:
                 entry.haves.add(src)
@@ -407,6 +447,8 @@ class MessageRouter:
             if missing.handle is not None:
                 missing.handle.cancel()
             haves.update(missing.announcers)
+            if missing.grafts == 0:  # pushed to us, later than an announcement
+                self.lateness.observe(asyncio.get_running_loop().time() - missing.first_at)
         origin = message["origin"]
         self.lazy_peers(origin).discard(src)  # it is on a path from the origin to us: keep that link eager
         hops = message.get("hops", 0) + 1
@@ -554,9 +596,9 @@ class MessageRouter:
             if missing is None:
                 if len(self._missing) >= self.max_missing:
                     continue
-                missing = self._missing[mid] = _Missing(origin)
                 loop = loop or asyncio.get_running_loop()
-                missing.handle = loop.call_later(self.graft_timeout, self._graft_due, mid)
+                missing = self._missing[mid] = _Missing(origin, loop.time())
+                missing.handle = loop.call_later(self.lateness.timeout, self._graft_due, mid)
             if src not in missing.announcers:
                 missing.announcers.append(src)
 
@@ -578,6 +620,10 @@ class MessageRouter:
                 continue
             self.lazy_peers(missing.origin).discard(node_id)
             link.send({"type": "graft", "ids": [mid], "origins": [missing.origin]})
+            if missing.grafts == 1:
+                self._grafted[mid] = missing.first_at
+                if len(self._grafted) > 1000:
+                    self._grafted.popitem(last=False)
             self.counters.events["grafts_sent"] += 1
             _bump(self.counters.sent, "graft")
             missing.handle = asyncio.get_running_loop().call_later(self.graft_retry, self._graft_due, mid)
@@ -725,7 +771,7 @@ class MessageRouter:
             "trees": len(self._lazy),
             "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
             "links": len(links),
-            "missing": len(self._missing),
+            "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
             "seen_cache": {"size": len(self.seen), "max_size": self.seen.max_size, "ttl": self.seen.ttl,
                            "evicted": self.seen.evicted, "expired": self.seen.expired},
             "message_cache": len(self.cache),

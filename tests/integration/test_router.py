@@ -3,6 +3,7 @@ restart and expiry, and a flooding peer cut off while honest traffic continues."
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 
@@ -25,14 +26,20 @@ def router_stats(node: NodeProcess) -> dict:
 
 
 def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Ports for nodes that must know each other's address before starting: taken below the kernel's
+    ephemeral range (32768+), so another process's outgoing connection cannot grab one meanwhile."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(12000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def start_line(cluster, n: int, **settings) -> list[NodeProcess]:

@@ -421,3 +421,19 @@ async def test_flooding_peer_is_throttled_then_banned_while_others_continue() ->
     assert victim.router.counters.events["throttled"] > 0 and victim.router.counters.events["flood_bans"] == 1
     got = {msg["id"] for msg, _ in victim.got}
     assert all(h in got for h in honest_ids)
+
+
+def test_graft_timeout_adapts_to_late_copies_within_bounds() -> None:
+    from p2p.router import LatenessEstimator
+
+    estimator = LatenessEstimator(floor=0.1, ceiling=0.25)
+    assert estimator.timeout == 0.1  # no late copies seen: the floor
+    for _ in range(20):
+        estimator.observe(0.04)
+    assert estimator.timeout == pytest.approx(0.1)  # small, steady lateness stays under the floor
+    for _ in range(20):
+        estimator.observe(0.5)
+    assert estimator.timeout == 0.25  # very late copies: capped, repairs never wait longer
+    for _ in range(100):
+        estimator.decay()
+    assert estimator.timeout == 0.1
