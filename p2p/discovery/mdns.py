@@ -89,6 +89,7 @@ class MdnsDiscovery(DiscoveryStrategy):
         self._names: asyncio.Queue[str] | None = None
         self._warned: set[str] = set()
         self._resolving: set[str] = set()
+        self._attempts: dict[str, int] = {}  # instance name -> failed resolutions in a row
         self.bound: list[str] = []
         self.seen: dict[str, tuple[str, ...]] = {}  # instance name -> addresses offered
 
@@ -184,8 +185,13 @@ class MdnsDiscovery(DiscoveryStrategy):
         except Exception as exc:
             self._error("resolve", f"resolving {name}: {type(exc).__name__}: {exc}")
             return
-        if not ok:
+        if not ok:  # no answer in time (a busy or slow responder): the browser will not tell us again
+            attempt = self._attempts.get(name, 0) + 1
+            self._attempts[name] = attempt
+            if attempt <= 5 and self._names is not None:
+                asyncio.get_running_loop().call_later(min(0.5 * 2 ** attempt, 30.0), self._names.put_nowait, name)
             return
+        self._attempts.pop(name, None)
         for candidate in self.candidates_from(parse_txt(info.properties), info.parsed_addresses(IPVersion.V4Only),
                                               info.port):
             sink(candidate)

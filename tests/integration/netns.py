@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class NetnsLan:
         self.processes: list[subprocess.Popen] = []
         self.nodes: list[NetnsNode] = []
         self._proxy: subprocess.Popen | None = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "NetnsLan":
         try:
@@ -108,6 +110,10 @@ class NetnsLan:
 
     # --- reaching the nodes' control APIs --------------------------------------------------
     def http_get(self, url: str) -> tuple[int, Any]:
+        with self._lock:  # one proxy, one request at a time
+            return self._http_get(url)
+
+    def _http_get(self, url: str) -> tuple[int, Any]:
         if self._proxy is None or self._proxy.poll() is not None:
             self._proxy = subprocess.Popen([*self.exec_prefix(self.hub), sys.executable, "-u", "-c", _PROXY],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -61,7 +61,7 @@ def lan3():
 def test_three_namespaces_find_each_other_by_mdns_alone_within_5s(lan3, tmp_path):
     # Nothing configured but DISCOVERY_MDNS: no bootstrap, no MDNS_INTERFACES (so each node uses its
     # default, all real interfaces, which inside its namespace is just eth0 on the test bridge).
-    nodes = [lan3.node(tmp_path, i) for i in range(3)]
+    nodes = [lan3.node(tmp_path, i, discovery_pex="false") for i in range(3)]  # mDNS alone
     for node in nodes:
         node.start(wait=False)
     for node in nodes:
@@ -79,3 +79,5 @@ def test_three_namespaces_find_each_other_by_mdns_alone_within_5s(lan3, tmp_path
         peers = node.peers()
         assert {p["host"] for p in peers} <= set(lan3.addresses)  # LAN addresses, found on eth0
     assert any(p["source"] == "mdns" for n in nodes for p in n.peers())
+    for node in nodes:  # each found both others itself
+        assert node.status()["discovery"]["mdns"]["found"] == 2

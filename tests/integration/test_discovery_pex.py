@@ -50,7 +50,7 @@ def converged(nodes, target: int) -> bool:
 
 
 def test_chain_of_20_learns_network_within_10s(cluster):
-    nodes = start_chain(cluster, 20)
+    nodes = start_chain(cluster, 20, heartbeat_interval=1.0)  # lighter on 2 shared cores
     started = time.monotonic()
     wait_until(lambda: converged(nodes, target=8), 10.0, interval=0.2,
                message="every node knows >=95% of the others and holds >= TARGET_OUTBOUND (8) links")
