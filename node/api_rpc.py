@@ -139,7 +139,8 @@ async def post_load(request: web.Request) -> web.Response:
 
 async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: float, bucket: float,
                    timeout: float | None) -> dict[str, Any]:
-    """Open-loop load: one request every 1/rate s (not waiting for answers), bounded in time and count."""
+    """Steady open-loop load: one request every 1/rate s (not waiting for answers), bounded in time and
+    count; slots missed while this process was held up are skipped (counted), not sent as a burst."""
     loop = asyncio.get_running_loop()
     counts = rpc.requests_by_peer.setdefault(service, {})
     errors: dict[str, int] = {}
@@ -167,17 +168,23 @@ async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: f
     tasks: set[asyncio.Task] = set()
     last = dict(counts)
     next_bucket = start + bucket
+    interval = 1.0 / rate
+    sent = skipped = 0
     for i in range(total):
-        due = start + i / rate
+        due = start + i * interval
         now = loop.time()
         while now >= next_bucket:
             buckets.append(_bucket_row(next_bucket - start, counts, last))
             next_bucket += bucket
+        if now - due > 2 * interval:
+            skipped += 1   # this process was held up: skip the missed slot rather than send a burst
+            continue
         if due > now:
             await asyncio.sleep(due - now)
         task = loop.create_task(one())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        sent += 1
     end = start + seconds
     if loop.time() < end:
         await asyncio.sleep(end - loop.time())
@@ -188,7 +195,7 @@ async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: f
         await asyncio.gather(*tasks)
     latencies.sort()
     return {
-        "service": service, "sent": total, **outcome, "errors": errors, "served_by": served,
+        "service": service, "planned": total, "sent": sent, "skipped": skipped, **outcome, "errors": errors, "served_by": served,
         "attempts_by_peer": {p: n for p, n in counts.items()},
         "latency_ms": {"p50": _pct(latencies, 0.5), "p99": _pct(latencies, 0.99)},
         "buckets": buckets,

@@ -1,5 +1,6 @@
-"""Signed routing hints over the MessageRouter between in-process nodes: relayed hints verified against the
-origin's key, forged or altered ones dropped, rate limit, hints never creating peers, stale hints ignored."""
+"""RPC and signed routing hints over the MessageRouter between in-process nodes: requests to a node without
+a direct link are relayed; relayed hints are verified against the origin's key, forged or altered ones
+dropped, rate-limited, never create peers, and stale ones are ignored."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +15,8 @@ from config import load_settings
 from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 from p2p.router import MessageRouter
+from p2p.rpc import errors as e
+from p2p.rpc.builtins import Builtins
 from p2p.rpc.gossip import HintGossip, hint_proof
 from p2p.rpc.service import RpcConfig, RpcService
 from tests.unit.test_rpc_service import eventually, link
@@ -29,12 +32,13 @@ class Node:
 
 async def make_node(tmp_path, name: str, rate: float = 10.0) -> Node:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
-                                          "target_outbound": 0})
+                                          "target_outbound": 0, "heartbeat_interval": 0.2})
     identity = NodeIdentity.generate()
     peers = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     router = MessageRouter(peers, settings)
     rpc = RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2))
     rpc.register("svc", lambda payload, peer: "ok")
+    Builtins(peers.node_id).register_all(rpc)
     rpc.start()
     gossip = HintGossip(rpc, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for,
                         network=settings.network_id, rate=rate)
@@ -133,3 +137,18 @@ async def test_stale_hints_are_ignored(tmp_path):
                                      "error_rate": 1.0})
         await eventually(lambda: y.gossip.counters["stale"] == 1)
         assert y.gossip.counters["accepted"] == 0
+
+
+async def test_request_peer_without_a_link_is_relayed_by_the_message_router(tmp_path):
+    async with network(tmp_path, "abc") as n:
+        a, b, c = n["a"], n["b"], n["c"]
+        await link(a, b)
+        await link(b, c)
+        assert c.node_id not in a.peers.links
+        pong = await a.rpc.request_peer(c.node_id, "ping", None, timeout=5)   # queued until a route is known
+        assert pong["node_id"] == c.node_id
+        assert await a.rpc.request_peer(c.node_id, "svc", 1) == "ok"
+        assert a.rpc.client.counters["relayed"] == 2 and a.router.counters.events["relayed_out"] >= 1
+        with pytest.raises(e.RpcError) as info:                               # errors come back the same way
+            await a.rpc.request_peer(c.node_id, "nope")
+        assert info.value.code == e.UNKNOWN_SERVICE
