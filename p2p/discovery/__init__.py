@@ -1,8 +1,10 @@
 """Discovery orchestrator: runs every enabled strategy side by side and feeds one address book.
 
 Candidates are deduplicated by address in the PeerManager's book (which keeps the
-highest-priority source); the manager dials best-first in the seed's order: persisted,
-bootstrap, mDNS, Grape, peer exchange. A failing strategy never stops the others.
+highest-priority source) and by node id when dialling (a node we hold or are opening a link to is
+not dialled again at another address; the handshake keeps one link per node); the manager dials
+best-first in the seed's order: persisted, bootstrap, mDNS, Grape, peer exchange. A failing
+strategy never stops the others.
 """
 from __future__ import annotations
 
