@@ -23,7 +23,7 @@ ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp"}
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 30.0
 MAX_TRADES = 10_000
-MAX_BATCH = 500
+MAX_BATCH = 250                  # keeps a batch body under the API's 64 KiB request limit
 DEFAULT_TRADES = 100
 CLOSED = {"filled", "cancelled", "rejected"}
 
@@ -96,6 +96,18 @@ async def _json_body(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+@web.middleware
+async def overload_as_503(request: web.Request, handler):
+    from exchange.replication.service import Overloaded
+
+    try:
+        return await handler(request)
+    except Overloaded as exc:
+        response = ApiError(503, "overloaded", str(exc)).response()
+        response.headers["Retry-After"] = "1"
+        return response
 
 
 def _exchange(request: web.Request) -> Any:
@@ -203,6 +215,7 @@ async def get_trades(request: web.Request) -> web.Response:
 
 
 def install_order_api(app: web.Application) -> None:
+    app.middlewares.append(overload_as_503)
     app.router.add_post("/orders", post_order)
     app.router.add_post("/orders/batch", post_order_batch)
     app.router.add_get("/orders/{order_id}", get_order)

@@ -41,7 +41,7 @@ class ReplicaConfig:
     eager_beacon_gap: float = 0.01    # ... and this soon after our clock or sequence moved
     member_timeout: float = 5.0       # silent members leave the watermark
     sync_interval: float = 1.0        # periodic anti-entropy with one random peer
-    gap_delay: float = 0.05           # a gap older than this is pulled
+    gap_delay: float = 0.25           # a gap older than this is pulled (broadcast repair usually wins)
     pull_timeout: float = 0.5         # an unanswered pull may be retried after this
     startup_grace: float = 0.5        # hear the network before finalising anything
     sync_batch: int = 2000            # events per sync response
@@ -84,6 +84,7 @@ class Replica:
         self._own_cp: Checkpoint | None = None
         self._next_sync = now + self.config.sync_interval
         self._inflight: dict[str, float] = {}
+        self._scope: dict[str, dict[str, int] | None] = {}     # what the pull in flight to a peer asked for
         self._gap_since: dict[str, float] = {}
         self._hint: dict[str, str] = {}                        # origin -> a peer that had its events
         self._good_sigs: set[bytes] = set()
@@ -410,15 +411,21 @@ class Replica:
         sent = self._inflight.get(peer)
         return sent is not None and now - sent < self.config.pull_timeout
 
-    def _pull(self, peer: str, now: float, force: bool = False) -> None:
+    def _pull(self, peer: str, now: float, force: bool = False, upto: dict[str, int] | None = None) -> None:
+        """Ask `peer` for what we miss: everything beyond our vector, or (a gap repair) only the named
+        origins up to the sequence numbers we know exist, so events still in flight are not sent twice."""
         if not force and self._busy(peer, now):
             return
         self._inflight[peer] = now
+        self._scope[peer] = upto
         self.counters["pulls"] += 1
         fresh = self.ledger.count == 0 and all(c.verified == 0 for c in self.chains.values())
-        self.outbox.append(("send", peer, {
-            "type": "sync_request", "vec": self._vector(), "n": self.ledger.count, "ph": self.ledger.prefix_hash,
-            "w": self.watermark, "snap": bool(self.want_snapshot or (fresh and self.config.snapshot_join))}))
+        request = {"type": "sync_request", "vec": self._vector(), "n": self.ledger.count,
+                   "ph": self.ledger.prefix_hash, "w": self.watermark,
+                   "snap": bool(self.want_snapshot or (fresh and self.config.snapshot_join))}
+        if upto:
+            request["upto"] = upto
+        self.outbox.append(("send", peer, request))
 
     def _on_sync_request(self, message: dict, sender: str | None, now: float) -> None:
         if sender is None:
@@ -441,11 +448,18 @@ class Replica:
         events: list = []
         cps: list = []
         more = False
+        upto = message.get("upto")
+        upto = upto if isinstance(upto, dict) else None
         for origin, chain in self.chains.items():
             top = self.durable_seq if origin == self.node_id else chain.verified
             have = vec.get(origin, 0)
             if type(have) is not int:
                 continue
+            if upto is not None:
+                limit = upto.get(origin)
+                if type(limit) is not int:
+                    continue
+                top = min(top, limit)
             cp = self._own_checkpoint() if origin == self.node_id else chain.latest
             if cp is None:
                 continue
@@ -478,7 +492,7 @@ class Replica:
         if sender is not None:
             self._compare_prefix(message, sender)
             if message.get("more") is True:
-                self._pull(sender, now, force=True)
+                self._pull(sender, now, force=True, upto=self._scope.get(sender))
             else:
                 self._synced = True
 
@@ -553,6 +567,7 @@ class Replica:
         if since >= config.beacon_interval or (self._dirty and since >= config.eager_beacon_gap):
             self._beacon(now)
         if self.peers:
+            wanted: dict[str, dict[str, int]] = {}
             for origin, since_gap in list(self._gap_since.items()):
                 if now - since_gap >= config.gap_delay:
                     # the origin itself has all its events; else whoever last had them; else anyone idle
@@ -560,8 +575,10 @@ class Replica:
                     if peer not in self.peers or self._busy(peer, now):
                         idle = sorted(p for p in self.peers if not self._busy(p, now)) or sorted(self.peers)
                         peer = self.rng.choice(idle)
-                    self._pull(peer, now)
+                    wanted.setdefault(peer, {})[origin] = self.chains[origin].max_seen
                     self._gap_since[origin] = now
+            for peer, upto in wanted.items():
+                self._pull(peer, now, upto=upto)
             if now >= self._next_sync:
                 self._next_sync = now + config.sync_interval
                 self._pull(self.rng.choice(sorted(self.peers)), now)

@@ -43,6 +43,13 @@ def register_message_schemas() -> None:
                                             "w": m.is_int()})
 
 
+class Overloaded(Exception):
+    """The replica's backlog of events not yet final is too long to accept more orders now."""
+
+
+MAX_BACKLOG = 20_000   # verified events waiting above the watermark before new orders are refused
+
+
 class ReplicationService:
     def __init__(self, node_id: str, identity: Any, settings: Any, *, router: Any = None, peers: Any = None,
                  verify: Callable[[bytes, bytes, bytes], bool], node_id_for: Callable[[bytes], str],
@@ -177,6 +184,9 @@ class ReplicationService:
     async def submit_many(self, creators: list[Callable[[float], ReplEvent]]) -> list[tuple[ReplEvent, asyncio.Future]]:
         """Several own events behind one fsync (a batch request, or concurrent requests in one loop pass)."""
         await self.wait_ready()
+        backlog = len(self.replica.pending)
+        if backlog > MAX_BACKLOG:
+            raise Overloaded(f"{backlog} events are waiting to become final; retry shortly")
         loop = asyncio.get_running_loop()
         made = []
         for create in creators:

@@ -206,3 +206,11 @@ def test_rpc_services_for_the_rpc_layer(api):
     assert all(kind != "send" for kind, _, _ in exchange.replica.outbox)
     snapshot = exchange.rpc_book_snapshot({}, peer)
     assert snapshot["w"] == exchange.replica.watermark and set(snapshot["state"]["books"]) == {"BTC-USD", "ETH-USD"}
+
+
+def test_an_overloaded_replica_refuses_orders_with_503(api, monkeypatch):
+    import exchange.replication.service as service
+
+    monkeypatch.setattr(service, "MAX_BACKLOG", -1)
+    status, body = api.request("POST", "/orders", GOOD)
+    assert status == 503 and body["error"]["code"] == "overloaded"

@@ -36,6 +36,7 @@ def test_10000_operations_converge(seed):
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_100_seeds_converge_full_workload():
     results = run_many(list(range(100)), 10_000, workers=min(2, os.cpu_count() or 1))
     _assert_all(results, 10_000)
