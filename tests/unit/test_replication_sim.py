@@ -3,7 +3,7 @@
 anti-entropy rounds every node has the same watermark, book digest and trade-log hash; at every step
 no order filled beyond its quantity and no trade id appeared twice (TradeChecker, after each delivery).
 
-The default suite runs 100 seeds x 1,000 operations and 2 seeds x 10,000 operations (about a minute of
+The default suite runs 100 seeds x 1,000 operations and 1 seed x 10,000 operations (about a minute of
 CPU on this 2-core machine between them); `pytest -m soak` runs the full 100 seeds x 10,000."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_100_seeds_converge_small_workload():
     _assert_all(results, 1_000)
 
 
-@pytest.mark.parametrize("seed", [7, 1234])
+@pytest.mark.parametrize("seed", [7])
 def test_10000_operations_converge(seed):
     result = run_seed(seed, 10_000)
     _assert_all([result], 10_000)
