@@ -12,6 +12,8 @@ Rows, each at 1 (sequential) and 50 requests in flight, the same small JSON-able
   loop pass in one write, the server the answers to one chunk's requests.
 - `grenache-nodejs-http`: bench/grenache_baseline.py (needs Node.js and `make npm-deps`).
 
+"client CPU us/req" is this process's CPU time per request (the Python rows only): unlike req/s it
+does not depend on what else the machine is running.
 Variants are measured in interleaved rounds (3 rounds of 2 s; `--quick`: 1 round of 1 s) and the
 median round is shown, so drift on a shared machine hits every row alike.
 Run: `python -m bench rpc [--quick] [--seconds S]`.
@@ -154,16 +156,17 @@ async def drive(call: Callable[[], Awaitable[Any]], seconds: float, concurrency:
                 append(clock() - t0)
 
     await asyncio.gather(*(worker(clock() + warmup, False) for _ in range(concurrency)))
-    started = clock()
+    started, cpu = clock(), time.process_time()
     await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
-    elapsed = clock() - started
+    elapsed, cpu = clock() - started, time.process_time() - cpu
     latencies.sort()
     n = len(latencies)
 
     def pct(q: float) -> float | None:
         return latencies[min(n - 1, int(q * n))] * 1000.0 if n else None
 
-    return {"requests": n, "errors": errors, "rps": n / elapsed, "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+    return {"requests": n, "errors": errors, "rps": n / elapsed, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "cpu_us": cpu / n * 1e6 if n else None}
 
 
 class OursClient:
@@ -272,10 +275,11 @@ def main(argv: list[str]) -> int:
         for name, label in labels.items():
             s = med.get((name, c))
             if s is not None:
-                rows.append([label, c, s["requests"], s["errors"], s["rps"], s["p50_ms"], s["p99_ms"]])
+                rows.append([label, c, s["requests"], s["errors"], s["rps"], s["p50_ms"], s["p99_ms"],
+                             "-" if s.get("cpu_us") is None else f"{s['cpu_us']:.1f}"])
     print_table(f"RPC request/response, two processes on loopback, median of {rounds} interleaved round(s) "
                 f"of {seconds:g} s per row", ["variant", "in flight", "requests", "errors", "req/s", "p50 ms",
-                                                "p99 ms"], rows)
+                                                "p99 ms", "client CPU us/req"], rows)
     if missing is not None:
         print(f"  grenache-nodejs-http rows skipped: {missing}")
     at = CONCURRENCY[-1]
