@@ -601,8 +601,11 @@ class Replica:
         w = self._promise()
         timeout = self.config.member_timeout
         expired = None
+        # Silence is judged against the freshest beacon we processed, so a node that is itself too busy
+        # to read its sockets does not expel everyone (and then roll back); a hard cap still applies.
+        freshest = max(self.last_heard.values(), default=now)
         for origin, heard in self.last_heard.items():
-            if now - heard > timeout:
+            if now - heard > timeout and (freshest - heard > timeout or now - heard > 3 * timeout):
                 expired = (expired or []) + [origin]
                 continue
             usable = self.chains[origin].usable_lamport
@@ -611,7 +614,7 @@ class Replica:
         for origin in expired or ():
             del self.last_heard[origin]
             self.counters["members_expired"] += 1
-            log.warning("member %s silent for %.1fs: left the watermark", origin[:12], timeout)
+            log.warning("member %s silent for over %.1fs: left the watermark", origin[:12], timeout)
         if w > self.watermark:
             self.watermark = w
         self._fold()

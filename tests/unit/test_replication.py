@@ -272,3 +272,14 @@ def test_precheck_stops_a_known_forgery_before_it_is_forwarded():
     assert ("penalize", mallory.node_id, (50.0, "forged_event")) in b.take_outbox()
     ahead = [a.node_id, 9, 9, b"\x00" * 32, ["c", "BTC-USD", "x", None]]
     assert b.precheck({"events": [ahead]}, mallory.node_id)    # cannot judge yet: the checkpoint decides later
+
+
+def test_a_node_that_hears_nobody_does_not_expel_everyone_at_once():
+    a, b, c = make(), make(), make()
+    net = Net(a, b, c)
+    net.flush(2)
+    heard = dict(a.last_heard)
+    a.tick(net.now + 1.5)          # a's own loop stalled 1.5 s: every beacon is equally late
+    assert set(a.last_heard) == set(heard)
+    a.tick(net.now + 3.5)          # ... but not forever (3 x member_timeout)
+    assert not a.last_heard
