@@ -62,7 +62,8 @@ class ReplicationService:
         self.markets: MarketRegistry = parse_markets(settings.markets)
         beacon = settings.beacon_interval
         self.config = ReplicaConfig(
-            beacon_interval=beacon, eager_beacon_gap=min(0.01, beacon), member_timeout=settings.member_timeout,
+            beacon_interval=beacon, eager_beacon_gap=min(0.02, beacon), member_timeout=settings.member_timeout,
+            snapshot_every=5000, keep_snapshots=4,   # book snapshots cost O(book); rollbacks are rare
             sync_interval=max(1.0, 10 * beacon), startup_grace=getattr(settings, "startup_grace", max(1.0, 5 * beacon)),
             max_message_bytes=int(settings.max_frame_bytes * 0.85))
         self.replica = Replica(node_id, self.markets, public_key=identity.public_key_bytes, sign=identity.sign,
@@ -158,7 +159,7 @@ class ReplicationService:
                 log.warning("could not send %s: %s", payload.get("type"), exc)
 
     async def _tick_loop(self) -> None:
-        interval = self.config.eager_beacon_gap
+        interval = self.config.eager_beacon_gap / 2
         while True:
             await asyncio.sleep(interval)
             try:
