@@ -55,7 +55,7 @@ class FinalLedger:
         self.rollbacks = 0
         self.replayed = 0
         self._digest_cache: tuple | None = None
-        self._base = self._take_snapshot()
+        self._base = self._take_snapshot(last_key=None)
         self._snapshots: list[_Snapshot] = []
 
     # --- views ---------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class FinalLedger:
         self.keys.append(event.key)
         self.prefix_hashes.append(chain_hash(self.prefix_hash, event.hash))
         if len(self.applied) % self.snapshot_every == 0:
-            self._snapshots.append(self._take_snapshot())
+            self._snapshots.append(self._take_snapshot(event.key))
             if len(self._snapshots) > self.keep_snapshots:
                 del self._snapshots[0]
         for listener in self.listeners:
@@ -176,8 +176,8 @@ class FinalLedger:
         self.replayed += len(undone)
         return undone
 
-    def _take_snapshot(self) -> _Snapshot:
-        return _Snapshot(self.count, self.last_key if hasattr(self, "_base") else None,
+    def _take_snapshot(self, last_key: Any = None) -> _Snapshot:
+        return _Snapshot(self.count, last_key,
                          {symbol: engine.snapshot() for symbol, engine in self.engines.items()},
                          self.prefix_hash, self.trade_hash, {m: len(t) for m, t in self.trades.items()},
                          len(self.closed_order))
@@ -215,6 +215,5 @@ class FinalLedger:
         self.trade_count = 0
         self.closed, self.closed_order = {}, []
         last_key = state.get("last_key")
-        self._base = self._take_snapshot()
-        self._base.last_key = tuple(last_key) if last_key else None
+        self._base = self._take_snapshot(tuple(last_key) if last_key else None)
         self._snapshots = []

@@ -80,11 +80,6 @@ def check_body(body: Any) -> list:
     return body
 
 
-def order_body(market: str, side: str, kind: str, price: int | None, qty: int, account: str = "",
-               stp: str | None = None) -> list:
-    return check_body(["n", market, side, kind, price, qty, account, stp])
-
-
 def cancel_body(market: str, order_id: str, account: str | None = None) -> list:
     return check_body(["c", market, order_id, account])
 
