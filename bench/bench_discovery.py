@@ -101,7 +101,8 @@ def run_loopback(n: int, pex: bool, base: Path, limit: float = 20.0) -> dict:
             # a late joiner into the settled network, given the same single bootstrap address
             late = cluster.node("late", start=False, bootstrap_peers=f"127.0.0.1:{port}", heartbeat_interval=HEARTBEAT)
             joined = time.monotonic()  # from launch: its start-up counts
-            late.start()
+            late.start(wait=False)
+            late.wait_ready(120)
             late_ready = time.monotonic() - joined
             need = 0.95 * n
             result["late"] = _watch([late], joined, limit, {
