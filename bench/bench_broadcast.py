@@ -1,7 +1,7 @@
 """Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
 
 `python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
-[--modes=plumtree,flood] [--beacon=S]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
+[--modes=plumtree@5,flood@5,plumtree]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
 dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
 broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
 as a whole sends RATE messages/s for DURATION s. Every node records the first arrival (time.time(),
@@ -10,10 +10,14 @@ same clock for all processes) and the copies of each message; the origin stamps 
 - delivery: (node, message) pairs handled / (messages x (nodes - 1))
 - latency to all: per message, the last node's first arrival minus the send time (p50/p99/max)
 - amplification: copies received per node per message (1.0 = every node got exactly one copy)
-- other bcast/s: broadcasts the node itself adds meanwhile (the replicated exchange's beacons, every
-  BEACON_INTERVAL per node; `--beacon=S` sets it, default the node's own default)
+- modes: BROADCAST_MODE per run; `@S` sets the replicated exchange's BEACON_INTERVAL to S seconds for
+  that run (its beacons are broadcasts too: 10/s per node by default, i.e. 300/s over 30 nodes on top
+  of the 100 orders/s; `@5` leaves the orders as the measured traffic); no `@`: the node default
+- other bcast/s: broadcasts the nodes added meanwhile (beacons)
 - ihave ids/bcast, grafts: Plumtree's lazy-push overhead over all broadcasts (ids announced, repairs)
 - cpu/node: average CPU of one node process over the run (utime+stime from /proc)
+- wake lag p50/p99: how late a 10 ms sleep in this (bench) process wakes up during the run, i.e. what
+  the machine's other load costs every process per wake-up; each hop of a broadcast pays about that
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,10 +38,10 @@ from tests.integration.test_router import free_ports  # noqa: E402
 
 
 def _args(argv: list[str]) -> dict:
-    opts = {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6, "modes": "plumtree,flood",
-            "settle": 4.0, "beacon": 0.0}
+    opts = {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
+            "modes": "plumtree@5,flood@5,plumtree", "settle": 4.0}
     if "--quick" in argv:
-        opts.update(nodes=20, duration=8.0, settle=3.0, modes="plumtree")
+        opts.update(nodes=20, duration=8.0, settle=3.0, modes="plumtree@5")
     for arg in argv:
         if arg.startswith("--") and "=" in arg:
             key, value = arg[2:].split("=", 1)
@@ -58,6 +63,26 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class WakeLagProbe(threading.Thread):
+    """Sleeps 10 ms over and over and records how late it wakes (scheduler delay on a busy machine)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.lags: list[float] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            started = time.perf_counter()
+            time.sleep(0.01)
+            self.lags.append(time.perf_counter() - started - 0.01)
+
+    def stop(self) -> tuple[float, float]:
+        self.running = False
+        self.join(1)
+        return _percentile(self.lags, 0.5), _percentile(self.lags, 0.99)
 
 
 def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float = 0.0,
@@ -89,12 +114,14 @@ def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float
     return nodes, edges
 
 
-def run_mode(opts: dict, mode: str, base: Path) -> dict:
-    cluster = Cluster(base / mode)
+def run_mode(opts: dict, spec: str, base: Path) -> dict:
+    mode, _, beacon_text = spec.partition("@")
+    beacon = float(beacon_text) if beacon_text else 0.0
+    cluster = Cluster(base / spec.replace("@", "-"))
     n = opts["nodes"]
     try:
         t0 = time.monotonic()
-        nodes, edges = start_network(cluster, n, opts["links"], mode, opts["beacon"])
+        nodes, edges = start_network(cluster, n, opts["links"], mode, beacon)
         startup = time.monotonic() - t0
         per_node_rate = opts["rate"] / n
         # settle: a short run lets Plumtree prune redundant links before we measure
@@ -106,12 +133,15 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
         before = {node.name: node.status()["router"] for node in nodes}
         cpu_before = {node.name: _cpu_seconds(node) for node in nodes}
         load_before = os.getloadavg()[0]
+        probe = WakeLagProbe()
+        probe.start()
         started = time.time()
         for node in nodes:
             status, body = node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["duration"],
                                                             "size": opts["size"]})
             assert status == 200, body
         time.sleep(opts["duration"])
+        lag50, lag99 = probe.stop()
         wait_until(lambda: not any(node.get("/debug/load")["running"] for node in nodes), 30, interval=0.5)
         time.sleep(2.0)  # late copies and grafts
         elapsed = time.time() - started
@@ -145,7 +175,8 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
         return sum(after[k]["events"][key] - before[k]["events"][key] for k in after)
 
     return {
-        "mode": mode, "nodes": n, "links/node": round(2 * edges / n, 1), "startup s": round(startup, 1),
+        "mode": mode, "beacon s": beacon_text or "default", "nodes": n, "links/node": round(2 * edges / n, 1),
+        "startup s": round(startup, 1),
         "sent": sent, "delivery %": round(100.0 * delivered / expected, 3) if expected else float("nan"),
         "p50 ms": round(1000 * _percentile(complete, 0.50), 1), "p99 ms": round(1000 * _percentile(complete, 0.99), 1),
         "max ms": round(1000 * max(complete), 1) if complete else float("nan"),
@@ -155,7 +186,9 @@ def run_mode(opts: dict, mode: str, base: Path) -> dict:
         "other bcast/s": round((delta("broadcasts") - sent) / elapsed, 1),
         "ihave ids/bcast": round(delta("ihave_ids_sent") / max(1, delta("broadcasts")), 2),
         "grafts": delta("grafts_sent"), "dups": copies - handled,
-        "cpu/node %": round(100 * cpu, 1), "load before": round(load_before, 2), "load after": round(load_during, 2),
+        "cpu/node %": round(100 * cpu, 1),
+        "wake lag p50/p99 ms": f"{1000 * lag50:.1f}/{1000 * lag99:.0f}",
+        "load before": round(load_before, 2), "load after": round(load_during, 2),
     }
 
 
@@ -170,9 +203,10 @@ def main(argv: list[str]) -> None:
         for mode in modes:
             results.append(run_mode(opts, mode, Path(tmp)))
             print(f"  {mode}: done ({results[-1]['delivery %']}% delivered)", flush=True)
-    headers = list(results[0])
-    print_table("Broadcast propagation (latency = origin send to last node's first arrival)", headers,
-                [[row[h] for h in headers] for row in results])
+    metrics = list(results[0])
+    print_table("Broadcast propagation (latency = origin send to last node's first arrival)",
+                ["metric"] + [f"run {i + 1}" for i in range(len(results))],
+                [[metric] + [row[metric] for row in results] for metric in metrics])
     goals = results[0]
     print(f"\ngoals ({goals['mode']}): delivery 100% -> {goals['delivery %']}%; p99 <= 250 ms -> {goals['p99 ms']} ms; "
           f"amplification <= 2.0 -> {goals['amplification']}")
