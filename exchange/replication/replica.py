@@ -341,6 +341,7 @@ class Replica:
             self.orders[event.id] = event
         if event.lamport > self.lamport:
             self.lamport = event.lamport
+            self._dirty = True          # beacon the higher clock soon: others' watermarks wait for it
         heapq.heappush(self.pending, (event.key, event))
         if persist:
             self.records.append(["e", event.wire()])
@@ -379,6 +380,7 @@ class Replica:
             self.last_heard[cp.origin] = now
         if cp.lamport > self.lamport:
             self.lamport = cp.lamport
+            self._dirty = True
         status = chain.add_checkpoint(cp)
         if status == "equivocation":
             self.counters["equivocations"] += 1
