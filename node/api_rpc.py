@@ -84,8 +84,19 @@ async def post_rpc(request: web.Request) -> web.Response:
             result, peer, attempts = outcome.result, outcome.peer, outcome.attempts
     except e.RpcError as exc:
         return rpc_error_response(exc)
-    return json_response({"service": service, "result": result, "peer": peer, "attempts": attempts,
-                          "latency_ms": round((time.monotonic() - started) * 1000.0, 3)})
+    body = {"service": service, "result": result, "peer": peer, "attempts": attempts,
+            "latency_ms": round((time.monotonic() - started) * 1000.0, 3)}
+    # Results come off msgpack: bytes and non-string map keys are legal there, not in JSON.
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS, default=_jsonable),
+                        content_type="application/json")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _resolve_peer(node: Any, prefix: str) -> str:
