@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.retry_budget import RetryBudget
@@ -317,10 +317,11 @@ class RpcService:
             self.server.handle_cancel(message, message.get("origin") or from_node)
 
     # -- requests ------------------------------------------------------------------------------
-    async def request_peer(self, node_id: str, service: str, payload: Any = None,
-                           timeout: float | None = None) -> Any:
-        """Call `service` on one named node; no routing, no retries. Raises `RpcError`."""
-        return await self.client.request(node_id, service, payload, timeout)
+    def request_peer(self, node_id: str, service: str, payload: Any = None,
+                     timeout: float | None = None) -> Awaitable[Any]:
+        """Call `service` on one named node; no routing, no retries. Await it; raises `RpcError`.
+        (A plain function returning the client's coroutine: one coroutine frame less per request.)"""
+        return self.client.request(node_id, service, payload, timeout)
 
     async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
         """Call `service` on whichever linked peer the adaptive router picks, retrying elsewhere."""
