@@ -95,8 +95,8 @@ async def _flood(port: int, data_dir, messages: int, per_message: int) -> dict:
 
 
 def test_flood_of_10000_bogus_addresses_from_one_peer(cluster, tmp_path):
-    hub = cluster.node("hub", discovery_pex="true")
-    friends = [cluster.node(f"f{i}", bootstrap_peers=hub.p2p_address) for i in range(3)]
+    hub = cluster.node("hub", discovery_pex="true", heartbeat_interval=1.0)
+    friends = [cluster.node(f"f{i}", bootstrap_peers=hub.p2p_address, heartbeat_interval=1.0) for i in range(3)]
     wait_until(lambda: len(hub.connected_ids()) == 3, 5.0, message="hub has its 3 real peers")
     verified_before = {f.node_id for f in friends}
 
@@ -105,7 +105,8 @@ def test_flood_of_10000_bogus_addresses_from_one_peer(cluster, tmp_path):
     time.sleep(1.0)
     status = hub.status()
     p2p, pex = status["p2p"], status["discovery"]["pex"]
-    assert hub.connected_ids() >= verified_before  # real peers untouched
+    # real peers kept (a wait only because a very busy box can delay a heartbeat and a redial)
+    wait_until(lambda: hub.connected_ids() >= verified_before, 5.0, message="hub keeps its 3 verified peers")
     assert p2p["known_addresses"] <= 2000  # the book's cap
     # only a burst got in (receive rate limit), and of that at most the per-reporter intake cap
     assert pex["received"] <= 10 and pex["dropped"] >= 40, pex
