@@ -97,7 +97,7 @@ def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float
         edges += len(targets)
         bootstrap = ",".join(f"127.0.0.1:{ports[j]}" for j in targets) or None
         nodes.append(cluster.node(f"b{i}", start=False, p2p_port=port, bootstrap_peers=bootstrap,
-                                  target_outbound=len(targets), max_peers=4 * links, min_peers=0,
+                                  target_outbound=len(targets), max_peers=4 * links,
                                   discovery_pex="false", debug_api="true", broadcast_mode=mode,
                                   heartbeat_interval=1.0, log_level="WARNING",
                                   beacon_interval=beacon or None))
@@ -143,10 +143,16 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         time.sleep(opts["duration"])
         lag50, lag99 = probe.stop()
         wait_until(lambda: not any(node.get("/debug/load")["running"] for node in nodes), 30, interval=0.5)
-        time.sleep(2.0)  # late copies and grafts
         elapsed = time.time() - started
         load_during = os.getloadavg()[0]
         cpu = statistics.mean((_cpu_seconds(node) - cpu_before[node.name]) / elapsed for node in nodes)
+        # wait for stragglers: until no node handled anything new for 2 s (at most 30 s)
+        last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 30
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 2.0:
+            total = sum(node.status()["router"]["received"].get("note", 0) for node in nodes)
+            if total != last:
+                last, quiet_since = total, time.monotonic()
+            time.sleep(0.5)
         sent = sum(node.get("/debug/load")["sent"] for node in nodes)
         after = {node.name: node.status()["router"] for node in nodes}
         rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}

@@ -65,6 +65,5 @@ def _reconcile(settings: Settings) -> Settings:
     return dataclasses.replace(
         settings,
         target_outbound=min(settings.target_outbound, settings.max_peers),
-        min_peers=min(settings.min_peers, settings.max_peers),
         send_buffer_bytes=max(settings.send_buffer_bytes, settings.max_frame_bytes),
     )

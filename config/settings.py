@@ -68,11 +68,9 @@ class Settings:
         None, "PEER_STORAGE_PATH", "File remembering known peers (default DATA_DIR/.peers.json)",
         p.optional(p.path))
 
-    max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once", p.integer(1))
-    target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links to keep (capped at MAX_PEERS)",
+    max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once, inbound and outbound: the high mark", p.integer(1))
+    target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links the node keeps dialling towards: the low mark (capped at MAX_PEERS)",
                                     p.integer(0))
-    min_peers: int = _setting(3, "MIN_PEERS", "Fewest links the node works to keep (capped at MAX_PEERS)",
-                              p.integer(0))
     peer_reconnect_interval: float = _setting(
         30.0, "PEER_RECONNECT_INTERVAL", "Cap in seconds of the reconnect backoff", _FLOAT_POS)
 

@@ -168,7 +168,7 @@ def test_unknown_cli_key_and_bad_cli_value():
 
 def test_caps_follow_max_peers_and_frame_size():
     s = load_settings(env={"MAX_PEERS": "2", "MAX_FRAME_BYTES": "8388608"})
-    assert (s.target_outbound, s.min_peers) == (2, 2)
+    assert s.target_outbound == 2
     assert s.send_buffer_bytes == 8388608
 
 
