@@ -47,7 +47,7 @@ class Overloaded(Exception):
     """The replica's backlog of events not yet final is too long to accept more orders now."""
 
 
-MAX_BACKLOG = 20_000   # verified events waiting above the watermark before new orders are refused
+MAX_BACKLOG = 5_000    # verified events waiting above the watermark before new orders are refused (503)
 
 
 class ReplicationService:
