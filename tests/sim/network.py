@@ -255,7 +255,6 @@ def run_seed(seed: int, operations: int = 10_000, check_every_step: bool = True)
     """The acceptance scenario for one seed; returns what the test asserts on."""
     rng = random.Random(seed ^ 0x5EED)
     duration = operations / 4000.0
-    groups = [set(range(5))]
     members = list(range(5))
     rng.shuffle(members)
     groups = [set(members[:2]), set(members[2:])]
@@ -266,11 +265,8 @@ def run_seed(seed: int, operations: int = 10_000, check_every_step: bool = True)
     sim.run_workload()
     sim.run_until(max(sim.now, end) + 0.05)   # the partition has healed
     sim.faults.active = False                 # from here the network is healthy
-    rounds = 0
-    healed_at = sim.now
-    # two anti-entropy rounds (each node pulls once per sync interval) plus beacons in flight
-    sim.run_until(healed_at + 2 * sim.config.sync_interval + 0.1)
-    rounds = 2
+    rounds = 2                                # anti-entropy rounds: each node pulls once per sync interval
+    sim.run_until(sim.now + rounds * sim.config.sync_interval + 0.1)   # (+0.1 s: beacons in flight)
     for checker in sim.checkers:
         checker.check()
     return {"seed": seed, "converged": sim.converged(), "all_final": all(
