@@ -178,7 +178,7 @@ class Simulation:
         replica.records.clear()
 
     # --- workload ------------------------------------------------------------------------------
-    def _submit(self) -> None:
+    def _submit(self) -> int:
         rng = self.rng
         i = rng.randrange(len(self.replicas))
         replica = self.replicas[i]
@@ -203,6 +203,7 @@ class Simulation:
         self._drain(replica)
         if self.created < self.operations:
             self._push(self.now + rng.expovariate(self.rate), ("submit", None))
+        return i
 
     # --- running -------------------------------------------------------------------------------
     def run_until(self, until: float) -> None:
@@ -225,8 +226,12 @@ class Simulation:
                 replica.tick(at)
                 self._drain(replica)
                 self._push(at + self.tick_interval, action)
+                if self.check_every_step:
+                    self.checkers[action[1]].check()
             elif kind == "submit":
-                self._submit()
+                node = self._submit()
+                if self.check_every_step:
+                    self.checkers[node].check()
         self.now = until
 
     def run_workload(self) -> float:
