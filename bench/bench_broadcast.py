@@ -18,6 +18,8 @@ same clock for all processes) and the copies of each message; the origin stamps 
 - cpu/node: average CPU of one node process over the run (utime+stime from /proc)
 - wake lag p50/p99: how late a 10 ms sleep in this (bench) process wakes up during the run, i.e. what
   the machine's other load costs every process per wake-up; each hop of a broadcast pays about that
+- node stall p99/max: the same measured inside the nodes' event loops (median over nodes of their p99,
+  and the worst single stall): a node stalled for S ms delays every message whose path crosses it
 """
 from __future__ import annotations
 
@@ -153,7 +155,10 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
             if total != last:
                 last, quiet_since = total, time.monotonic()
             time.sleep(0.5)
-        sent = sum(node.get("/debug/load")["sent"] for node in nodes)
+        loads = [node.get("/debug/load") for node in nodes]
+        sent = sum(load["sent"] for load in loads)
+        node_lag99 = statistics.median(load["lag_p99_ms"] or 0.0 for load in loads)
+        node_lagmax = max(load["lag_max_ms"] or 0.0 for load in loads)
         after = {node.name: node.status()["router"] for node in nodes}
         rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}
     finally:
@@ -194,6 +199,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         "grafts": delta("grafts_sent"), "dups": copies - handled,
         "cpu/node %": round(100 * cpu, 1),
         "wake lag p50/p99 ms": f"{1000 * lag50:.1f}/{1000 * lag99:.0f}",
+        "node stall p99/max ms": f"{node_lag99:.0f}/{node_lagmax:.0f}",
         "load before": round(load_before, 2), "load after": round(load_during, 2),
     }
 

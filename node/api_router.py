@@ -8,7 +8,8 @@ DEBUG_API is on, /debug endpoints that inject diagnostic "note" messages and lis
   (`ts` is the origin's time.time() at send, `first_received` ours at first arrival; bounded, newest kept)
 - `DELETE /debug/received` forgets them
 - `POST /debug/load {"rate", "duration", "size"}` broadcasts notes of about `size` bytes at `rate`/s
-  for `duration` s in the background; `GET /debug/load` -> `{"running", "sent"}`
+  for `duration` s in the background; `GET /debug/load` -> `{"running", "sent", "lag_p50_ms",
+  "lag_p99_ms", "lag_max_ms"}` (how late the generator's 10 ms sleeps woke: event-loop/CPU stalls)
 """
 from __future__ import annotations
 
@@ -78,15 +79,27 @@ class NoteRecorder:
 
 
 class LoadGenerator:
+    """Broadcasts notes at a steady rate; also records how late its own 10 ms sleeps wake up, i.e.
+    how long this node's event loop was busy or the process was kept off the CPU."""
+
     def __init__(self) -> None:
         self.task: asyncio.Task | None = None
         self.sent = 0
+        self.lags: list[float] = []
+
+    def lag_summary(self) -> dict[str, float | None]:
+        lags = sorted(self.lags)
+        if not lags:
+            return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}
+        pick = lambda q: round(1000 * lags[min(len(lags) - 1, int(q * (len(lags) - 1)))], 1)  # noqa: E731
+        return {"lag_p50_ms": pick(0.5), "lag_p99_ms": pick(0.99), "lag_max_ms": round(1000 * lags[-1], 1)}
 
     async def run(self, router: Any, rate: float, duration: float, size: int) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         filler = "x" * max(0, size - 120)  # the envelope and fields take about 120 bytes
         self.sent = 0
+        self.lags = []
         while True:
             elapsed = loop.time() - started
             if elapsed >= duration:
@@ -96,7 +109,11 @@ class LoadGenerator:
                 self.sent += 1
                 router.broadcast({"type": "note", "payload": {"market": "BTC-USD", "side": "buy", "price": "64123.5",
                                                               "qty": "0.25", "seq": self.sent, "pad": filler}})
-            await asyncio.sleep(min(0.01, max(0.0, (self.sent / rate) - (loop.time() - started))))
+            pause = min(0.01, max(0.0, (self.sent / rate) - (loop.time() - started)))
+            before = loop.time()
+            await asyncio.sleep(pause)
+            if len(self.lags) < 100_000:
+                self.lags.append(max(0.0, loop.time() - before - pause))
 
 
 def install_debug_api(node: Any) -> None:
@@ -157,7 +174,8 @@ def install_debug_api(node: Any) -> None:
         return json_response({"started": True})
 
     async def get_load(request: web.Request) -> web.Response:
-        return json_response({"running": load.task is not None and not load.task.done(), "sent": load.sent})
+        return json_response({"running": load.task is not None and not load.task.done(), "sent": load.sent,
+                              **load.lag_summary()})
 
     def extend(app: web.Application) -> None:
         app.router.add_post("/debug/broadcast", post_broadcast)
