@@ -367,6 +367,7 @@ class Replica:
             self._penalize(sender, PENALTY_MALFORMED, "malformed_checkpoint")
             return None
         if cp.origin == self.node_id:
+            self._own_checkpoint_seen(cp)
             return None
         chain = self._chain(cp.origin)
         if not self._checkpoint_ok(chain, cp):
@@ -390,6 +391,18 @@ class Replica:
         if sender is not None and chain.has_gap:
             self._hint[cp.origin] = sender
         return cp
+
+    def _own_checkpoint_seen(self, cp: Checkpoint) -> None:
+        """A peer echoes a checkpoint we signed earlier (e.g. before a restart): keep its promise, so our
+        next events are above every lamport we ever promised; warn if the network has more of our events
+        than our log does (the log was lost: new events would conflict with the old ones)."""
+        if cp.lamport <= self.lamport or not self._checkpoint_ok(self.own, cp):
+            return
+        self.lamport = cp.lamport
+        self._dirty = True
+        if cp.seq > self.own.verified:
+            log.error("peers hold our events up to seq %d but our event log ends at %d: it was lost or truncated;"
+                      " new orders from this node would conflict with the old ones", cp.seq, self.own.verified)
 
     def _on_beacon(self, message: dict, sender: str | None, now: float) -> None:
         self.counters["beacons_received"] += 1

@@ -283,3 +283,25 @@ def test_a_node_that_hears_nobody_does_not_expel_everyone_at_once():
     assert set(a.last_heard) == set(heard)
     a.tick(net.now + 3.5)          # ... but not forever (3 x member_timeout)
     assert not a.last_heard
+
+
+def test_a_restarted_node_keeps_the_lamport_promise_it_made_before():
+    identity = NodeIdentity.generate()
+    a, b = make(identity=identity), make()
+    net = Net(a, b)
+    limit(a, "buy", 100, 1, now=net.now)
+    for _ in range(5):
+        limit(b, "sell", 105, 1, "s", now=net.now)
+    net.flush(3)
+    records = a.take_records()
+    promised = a.lamport
+    restarted = make(identity=identity)
+    restarted.load([r for r in records if r[0] == "e" and r[1][0] == a.node_id])   # only its own events
+    assert restarted.lamport < promised
+    net.replicas[a.node_id] = restarted
+    restarted.peers.add(b.node_id)
+    restarted.peer_up(b.node_id, net.now)
+    net.flush(2)
+    assert restarted.lamport >= promised
+    event = limit(restarted, "buy", 99, 1, now=net.now)
+    assert event.lamport > promised
