@@ -31,7 +31,8 @@ log = logging.getLogger("exchange.replication")
 
 # Penalty points (the peer manager bans at 100, decaying by half each minute).
 PENALTY_FORGED = 50.0        # contradicts what the origin signed and we verified: the sender made it up
-PENALTY_OFF_CHAIN = 25.0     # an unverified copy its origin's checkpoint later excluded (a relay may be innocent)
+PENALTY_OFF_CHAIN = 25.0     # an unverified copy its origin's checkpoint later excluded, from the peer that wrote it
+PENALTY_RELAYED = 5.0        # ... relayed by a neighbour that did not write it (it may be an innocent relay)
 PENALTY_MALFORMED = 20.0
 
 
@@ -246,7 +247,9 @@ class Replica:
         """Handle one replication message that arrived from neighbour `sender`."""
         kind = message.get("type") if isinstance(message, dict) else None
         if kind in ("order", "cancel"):
-            self._on_events(message.get("events"), sender, now)
+            # who wrote the message: a broadcast names its author; a relay forwards before it can verify
+            authored = sender is not None and message.get("origin") == sender
+            self._on_events(message.get("events"), sender, now, authored)
         elif kind == "beacon":
             self._on_beacon(message, sender, now)
         elif kind == "sync_request":
@@ -283,7 +286,7 @@ class Replica:
                 clean = False
         return clean
 
-    def _on_events(self, items: Any, sender: str | None, now: float) -> None:
+    def _on_events(self, items: Any, sender: str | None, now: float, authored: bool = True) -> None:
         if type(items) is not list:
             self.counters["malformed"] += 1
             self._penalize(sender, PENALTY_MALFORMED, "malformed_events")
@@ -301,7 +304,7 @@ class Replica:
             if event.origin == self.node_id and event.seq > self.own.verified:
                 status = "forged"   # nobody can know our events before we make them
             else:
-                status = chain.add(event, sender)
+                status = chain.add(event, (sender, authored))
             if status == "forged":
                 self.counters["forged"] += 1
                 log.warning("forged event %s from %s dropped", event.key, str(sender)[:12])
@@ -317,9 +320,9 @@ class Replica:
 
     def _verify_chain(self, chain: OriginChain, now: float) -> None:
         events, forgers, problems = chain.verify()
-        for forger in forgers:
+        for forger, authored in forgers:
             self.counters["forged"] += 1
-            self._penalize(forger, PENALTY_OFF_CHAIN, "forged_event")
+            self._penalize(forger, PENALTY_OFF_CHAIN if authored else PENALTY_RELAYED, "forged_event")
         for problem in problems:
             log.warning("origin %s: %s", chain.origin[:12], problem)
             if "equivocation" in problem:
@@ -676,7 +679,7 @@ class Replica:
                         chain.append_own(event)
                         self._accept(event, persist=False)
                     elif event.seq > chain.verified:
-                        chain.add(event, None)
+                        chain.add(event, (None, False))
                 elif kind == "c":
                     cp = Checkpoint.from_wire(data)
                     chain = self._chain(cp.origin)

@@ -141,7 +141,7 @@ def test_forged_event_is_dropped_and_its_sender_penalised():
     forged_wire = [list(x) if isinstance(x, list) else x for x in honest["events"][0]]
     forged_wire[4] = list(forged_wire[4])
     forged_wire[4][5] = 500                               # same origin and seq, different quantity
-    b.receive({"type": "order", "events": [forged_wire]}, mallory.node_id, net.now)
+    b.receive({"type": "order", "origin": mallory.node_id, "events": [forged_wire]}, mallory.node_id, net.now)
     b.receive(honest, a.node_id, net.now)                 # the real one arrives too
     net.flush(2)
     assert (b.node_id, mallory.node_id, (25.0, "forged_event")) in net.penalties
@@ -151,6 +151,14 @@ def test_forged_event_is_dropped_and_its_sender_penalised():
     b.receive({"type": "order", "events": [forged_wire]}, mallory.node_id, net.now)
     assert ("penalize", mallory.node_id, (50.0, "forged_event")) in b.take_outbox()
     assert b.counters["forged"] == 2
+    # a neighbour that only relayed someone else's off-chain copy is blamed far less (it may be innocent)
+    relay = make()
+    ahead = [a.node_id, 2, 2, b.chains[a.node_id].head,
+             ["n", "BTC-USD", "sell", "limit", 1, 9, "m", None]]
+    b.receive({"type": "order", "origin": mallory.node_id, "events": [ahead]}, relay.node_id, net.now)
+    limit(a, "buy", 100, 1, now=net.now)
+    net.flush(2)
+    assert (b.node_id, relay.node_id, (5.0, "forged_event")) in net.penalties
 
 
 def test_bad_checkpoint_signature_is_rejected_and_penalised():
