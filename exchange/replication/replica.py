@@ -252,10 +252,14 @@ class Replica:
             self._on_events(message.get("events"), sender, now, authored)
         elif kind == "beacon":
             self._on_beacon(message, sender, now)
-        elif kind == "sync_request":
-            self._on_sync_request(message, sender, now)
-        elif kind == "sync_response":
-            self._on_sync_response(message, sender, now)
+        elif kind in ("sync_request", "sync_response"):
+            # a unicast may have been relayed: the peer we talk with is its author, not the last hop
+            author = message.get("origin")
+            peer = author if type(author) is str and len(author) == 40 else sender
+            if kind == "sync_request":
+                self._on_sync_request(message, peer, now)
+            else:
+                self._on_sync_response(message, peer, now)
         else:
             return
         self._advance(now)
