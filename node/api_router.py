@@ -86,13 +86,15 @@ class LoadGenerator:
         self.task: asyncio.Task | None = None
         self.sent = 0
         self.lags: list[float] = []
+        self.stalls: list[tuple[float, float]] = []  # (time.time() at wake-up, ms) of stalls over 100 ms
 
     def lag_summary(self) -> dict[str, float | None]:
         lags = sorted(self.lags)
         if not lags:
             return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}
         pick = lambda q: round(1000 * lags[min(len(lags) - 1, int(q * (len(lags) - 1)))], 1)  # noqa: E731
-        return {"lag_p50_ms": pick(0.5), "lag_p99_ms": pick(0.99), "lag_max_ms": round(1000 * lags[-1], 1)}
+        return {"lag_p50_ms": pick(0.5), "lag_p99_ms": pick(0.99), "lag_max_ms": round(1000 * lags[-1], 1),
+                "stalls": self.stalls}
 
     async def run(self, router: Any, rate: float, duration: float, size: int) -> None:
         loop = asyncio.get_running_loop()
@@ -100,6 +102,7 @@ class LoadGenerator:
         filler = "x" * max(0, size - 120)  # the envelope and fields take about 120 bytes
         self.sent = 0
         self.lags = []
+        self.stalls = []
         while True:
             elapsed = loop.time() - started
             if elapsed >= duration:
@@ -112,8 +115,11 @@ class LoadGenerator:
             pause = min(0.01, max(0.0, (self.sent / rate) - (loop.time() - started)))
             before = loop.time()
             await asyncio.sleep(pause)
+            lag = max(0.0, loop.time() - before - pause)
             if len(self.lags) < 100_000:
-                self.lags.append(max(0.0, loop.time() - before - pause))
+                self.lags.append(lag)
+            if lag > 0.1 and len(self.stalls) < 100:
+                self.stalls.append((time.time(), round(1000 * lag, 1)))
 
 
 def install_debug_api(node: Any) -> None:
