@@ -76,6 +76,7 @@ async def _flood(port: int, data_dir, messages: int, per_message: int) -> dict:
     await rogue.start()
     try:
         link = await rogue.dial("127.0.0.1", port)
+        started = time.monotonic()
         n = 0
         for _ in range(messages):
             entries = []
@@ -88,8 +89,9 @@ async def _flood(port: int, data_dir, messages: int, per_message: int) -> dict:
             if not link.send({"type": MSG_TYPE, "peers": entries}):
                 break
             await asyncio.sleep(0)
+        flood_seconds = time.monotonic() - started
         await asyncio.sleep(0.5)
-        return {"node_id": identity.node_id, "closed": link.close_reason}
+        return {"node_id": identity.node_id, "closed": link.close_reason, "seconds": flood_seconds}
     finally:
         await rogue.stop()
 
@@ -109,7 +111,9 @@ def test_flood_of_10000_bogus_addresses_from_one_peer(cluster, tmp_path):
     wait_until(lambda: hub.connected_ids() >= verified_before, 5.0, message="hub keeps its 3 verified peers")
     assert p2p["known_addresses"] <= 2000  # the book's cap
     # only a burst got in (receive rate limit), and of that at most the per-reporter intake cap
-    assert pex["received"] <= 10 and pex["dropped"] >= 40, pex
+    # per-link limit (burst 5, then 1/s while the hub works through the backlog): of the 200
+    # messages sent only a handful are read, the rest are dropped until the ban cuts the link
+    assert pex["received"] <= 20 and pex["dropped"] >= 40, (pex, result)
     assert pex["found"] <= 100, pex
     assert p2p["known_addresses"] <= 3 + 100 + 2, p2p
     # the flood cost the rogue its link: ~50 messages over the rate limit get it banned, the rest
