@@ -160,6 +160,9 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         sent = sum(load["sent"] for load in loads)
         node_lag99 = statistics.median(load["lag_p99_ms"] or 0.0 for load in loads)
         node_lagmax = max(load["lag_max_ms"] or 0.0 for load in loads)
+        stalls = sorted((round(t - started, 2), ms, node.name) for node, load in zip(nodes, loads)
+                        for t, ms in load.get("stalls", ()))
+        gc_max = max(load.get("gc_max_ms", 0.0) for load in loads)
         after = {node.name: node.status()["router"] for node in nodes}
         rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}
     finally:
@@ -201,6 +204,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         "cpu/node %": round(100 * cpu, 1),
         "wake lag p50/p99 ms": f"{1000 * lag50:.1f}/{1000 * lag99:.0f}",
         "node stall p99/max ms": f"{node_lag99:.0f}/{node_lagmax:.0f}",
+        "stalls > 100 ms": len(stalls), "gc pause max ms": gc_max, "_stalls": stalls,
         "load before": round(load_before, 2), "load after": round(load_during, 2),
     }
 
@@ -216,6 +220,10 @@ def main(argv: list[str]) -> None:
         for mode in modes:
             results.append(run_mode(opts, mode, Path(tmp)))
             print(f"  {mode}: done ({results[-1]['delivery %']}% delivered)", flush=True)
+    for n, row in enumerate(results, 1):
+        stalls = row.pop("_stalls")
+        if stalls:
+            print(f"  run {n} node stalls over 100 ms (s into the run, ms, node): {stalls[:12]}")
     metrics = list(results[0])
     print_table("Broadcast propagation (latency = origin send to last node's first arrival)",
                 ["metric"] + [f"run {i + 1}" for i in range(len(results))],

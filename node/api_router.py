@@ -14,6 +14,7 @@ DEBUG_API is on, /debug endpoints that inject diagnostic "note" messages and lis
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import OrderedDict
 from typing import Any, Iterator
@@ -87,6 +88,14 @@ class LoadGenerator:
         self.sent = 0
         self.lags: list[float] = []
         self.stalls: list[tuple[float, float]] = []  # (time.time() at wake-up, ms) of stalls over 100 ms
+        self.gc_pauses: list[float] = []  # seconds per garbage collection during a run
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif len(self.gc_pauses) < 100_000:
+            self.gc_pauses.append(time.perf_counter() - self._gc_started)
 
     def lag_summary(self) -> dict[str, float | None]:
         lags = sorted(self.lags)
@@ -94,7 +103,8 @@ class LoadGenerator:
             return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}
         pick = lambda q: round(1000 * lags[min(len(lags) - 1, int(q * (len(lags) - 1)))], 1)  # noqa: E731
         return {"lag_p50_ms": pick(0.5), "lag_p99_ms": pick(0.99), "lag_max_ms": round(1000 * lags[-1], 1),
-                "stalls": self.stalls}
+                "stalls": self.stalls, "gc_count": len(self.gc_pauses),
+                "gc_max_ms": round(1000 * max(self.gc_pauses, default=0.0), 1)}
 
     async def run(self, router: Any, rate: float, duration: float, size: int) -> None:
         loop = asyncio.get_running_loop()
@@ -103,6 +113,14 @@ class LoadGenerator:
         self.sent = 0
         self.lags = []
         self.stalls = []
+        self.gc_pauses = []
+        gc.callbacks.append(self._on_gc)
+        try:
+            await self._run(router, rate, duration, filler, loop, started)
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    async def _run(self, router: Any, rate: float, duration: float, filler: str, loop: Any, started: float) -> None:
         while True:
             elapsed = loop.time() - started
             if elapsed >= duration:

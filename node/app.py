@@ -3,6 +3,7 @@ and shuts them down in reverse (goodbyes sent, peers saved) on SIGINT/SIGTERM.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -104,6 +105,7 @@ class ExchangeNode:
         await self.exchange.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
+        gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         log.info("node %s up: peers on %s, control API on http://%s:%d (network %s)", self.node_id, self.listen,
                  self.api_address[0], self.api_address[1], self.settings.network_id)
 
