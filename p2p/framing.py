@@ -39,6 +39,7 @@ class MalformedFrame(FrameError):
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_unpackb = msgpack.unpackb
 
 
 def encode_body(message: Mapping[str, Any]) -> bytes:
@@ -108,7 +109,14 @@ class FrameDecoder:
                 if stop > end:
                     self._need = length
                     break
-                messages.append(decode_body(bytes(buffer[start:stop]), limit))
+                try:  # decode_body inlined: this loop runs once per received frame
+                    message = _unpackb(bytes(buffer[start:stop]), raw=False, max_str_len=limit, max_bin_len=limit,
+                                       max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+                except Exception as exc:
+                    raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
+                if type(message) is not dict or type(message.get("type")) is not str:
+                    raise MalformedFrame("frame is not a map with a string 'type'")
+                messages.append(message)
                 pos = stop
             else:
                 self._need = 0

@@ -83,21 +83,29 @@ _SCHEMAS: dict[str, Callable[[dict], str | None]] = {}
 
 
 def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable]) -> Callable[[dict], str | None]:
-    """Generate `def validate(message) -> name of the first bad field, or None`."""
-    lines = ["def validate(message):", "    get = message.get"]
+    """Generate `def validate(message) -> name of the first bad field, or None`.
+
+    The happy path is one boolean expression (cheap: every application message pays it); only a
+    message that fails it is walked field by field to name the culprit.
+    """
     env: dict[str, Any] = {"_MISSING": _MISSING}
+    terms: list[str] = []
+    slow = ["    get = message.get"]
     for n, (fields, needed) in enumerate(((required, True), (optional_fields, False))):
         for i, (name, check) in enumerate(fields.items()):
             source = getattr(check, "source", "<custom>")
             if source.startswith("<"):
                 env[f"c{n}_{i}"] = check
                 source = f"c{n}_{i}(v)"
-            lines.append(f"    v = get({name!r}, _MISSING)")
             if needed:
-                lines.append(f"    if v is _MISSING or not ({source}): return {name!r}")
+                cond = f"(v := get({name!r}, _MISSING)) is not _MISSING and ({source})"
             else:
-                lines.append(f"    if v is not _MISSING and not ({source}): return {name!r}")
-    lines.append("    return None")
+                cond = f"(v := get({name!r}, _MISSING)) is _MISSING or ({source})"
+            terms.append(f"({cond})")
+            slow.append(f"    if not ({cond}): return {name!r}")
+    fast = " and ".join(terms) or "True"
+    lines = ["def validate(message):", "    get = message.get", f"    if {fast}: return None", *slow[1:],
+             "    return None"]
     exec("\n".join(lines), env)  # noqa: S102 - generated from our own schema declarations
     return env["validate"]
 
