@@ -94,33 +94,41 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict]:
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            source: bytes | bytearray | memoryview = buffer
+        else:
+            source = data  # common case: the chunk starts on a frame boundary; no copy into the buffer
         messages: list[dict] = []
         limit = self.max_frame_bytes
         pos = 0
-        end = len(buffer)
+        end = len(source)
         try:
-            while end - pos >= HEADER_SIZE:
-                length = _unpack_header(buffer, pos)[0]
-                if length > limit:
-                    raise FrameTooLarge(f"length header {length} exceeds limit {limit}")
-                start = pos + HEADER_SIZE
-                stop = start + length
-                if stop > end:
-                    self._need = length
-                    break
-                try:  # decode_body inlined: this loop runs once per received frame
-                    message = _unpackb(bytes(buffer[start:stop]), raw=False, max_str_len=limit, max_bin_len=limit,
-                                       max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
-                except Exception as exc:
-                    raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
-                if type(message) is not dict or type(message.get("type")) is not str:
-                    raise MalformedFrame("frame is not a map with a string 'type'")
-                messages.append(message)
-                pos = stop
-            else:
-                self._need = 0
+            with memoryview(source) as view:  # frames are decoded in place, never sliced into copies
+                while end - pos >= HEADER_SIZE:
+                    length = _unpack_header(view, pos)[0]
+                    if length > limit:
+                        raise FrameTooLarge(f"length header {length} exceeds limit {limit}")
+                    start = pos + HEADER_SIZE
+                    stop = start + length
+                    if stop > end:
+                        self._need = length
+                        break
+                    try:  # decode_body inlined: this loop runs once per received frame
+                        message = _unpackb(view[start:stop], raw=False, max_str_len=limit, max_bin_len=limit,
+                                           max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+                    except Exception as exc:
+                        raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
+                    if type(message) is not dict or type(message.get("type")) is not str:
+                        raise MalformedFrame("frame is not a map with a string 'type'")
+                    messages.append(message)
+                    pos = stop
+                else:
+                    self._need = 0
         finally:
-            if pos:
-                del buffer[:pos]
+            if source is buffer:
+                if pos:
+                    del buffer[:pos]
+            elif pos < end:
+                buffer += source[pos:]  # keep only the unfinished tail
         return messages

@@ -85,12 +85,12 @@ _SCHEMAS: dict[str, Callable[[dict], str | None]] = {}
 def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable]) -> Callable[[dict], str | None]:
     """Generate `def validate(message) -> name of the first bad field, or None`.
 
-    The happy path is one boolean expression (cheap: every application message pays it); only a
-    message that fails it is walked field by field to name the culprit.
+    The happy path is one boolean expression over plain subscripts (every application message
+    pays it); only a message that fails it is walked field by field to name the culprit.
     """
     env: dict[str, Any] = {"_MISSING": _MISSING}
-    terms: list[str] = []
-    slow = ["    get = message.get"]
+    fast: list[str] = []
+    slow: list[str] = []
     for n, (fields, needed) in enumerate(((required, True), (optional_fields, False))):
         for i, (name, check) in enumerate(fields.items()):
             source = getattr(check, "source", "<custom>")
@@ -98,14 +98,15 @@ def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict
                 env[f"c{n}_{i}"] = check
                 source = f"c{n}_{i}(v)"
             if needed:
-                cond = f"(v := get({name!r}, _MISSING)) is not _MISSING and ({source})"
+                fast.append(f"((v := message[{name!r}]) is v and ({source}))")
+                slow.append(f"    v = get({name!r}, _MISSING)\n"
+                            f"    if v is _MISSING or not ({source}): return {name!r}")
             else:
-                cond = f"(v := get({name!r}, _MISSING)) is _MISSING or ({source})"
-            terms.append(f"({cond})")
-            slow.append(f"    if not ({cond}): return {name!r}")
-    fast = " and ".join(terms) or "True"
-    lines = ["def validate(message):", "    get = message.get", f"    if {fast}: return None", *slow[1:],
-             "    return None"]
+                fast.append(f"({name!r} not in message or ((v := message[{name!r}]) is v and ({source})))")
+                slow.append(f"    v = get({name!r}, _MISSING)\n"
+                            f"    if v is not _MISSING and not ({source}): return {name!r}")
+    lines = ["def validate(message):", "    try:", f"        if {' and '.join(fast) or 'True'}: return None",
+             "    except KeyError:", "        pass", "    get = message.get", *slow, "    return None"]
     exec("\n".join(lines), env)  # noqa: S102 - generated from our own schema declarations
     return env["validate"]
 
