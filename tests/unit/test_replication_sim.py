@@ -3,8 +3,8 @@
 anti-entropy rounds every node has the same watermark, book digest and trade-log hash; at every step
 no order filled beyond its quantity and no trade id appeared twice (TradeChecker, after each delivery).
 
-The default suite runs 100 seeds x 1,000 operations and 1 seed x 10,000 operations (about a minute of
-CPU on this 2-core machine between them); `pytest -m soak` runs the full 100 seeds x 10,000."""
+The default suite runs the issue's full check: 100 seeds x 10,000 operations, spread over the machine's
+cores (about 170 s on 2 quiet cores), plus a quick 100 x 1,000 pass that fails fast on a gross break."""
 from __future__ import annotations
 
 import os
@@ -28,18 +28,11 @@ def test_100_seeds_converge_small_workload():
     _assert_all(results, 1_000)
 
 
-@pytest.mark.parametrize("seed", [7])
-def test_10000_operations_converge(seed):
-    result = run_seed(seed, 10_000)
-    _assert_all([result], 10_000)
-    assert result["trades"] > 1000 and result["cancels"] > 1000
-
-
-@pytest.mark.soak
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(900)
 def test_100_seeds_converge_full_workload():
     results = run_many(list(range(100)), 10_000, workers=min(2, os.cpu_count() or 1))
     _assert_all(results, 10_000)
+    assert all(r["trades"] > 1000 and r["cancels"] > 1000 for r in results)
 
 
 def test_simulation_is_deterministic():
