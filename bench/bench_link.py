@@ -16,6 +16,7 @@ import struct
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -94,7 +95,15 @@ def _register_bench_type() -> None:
                                       "price": m.is_int(), "qty": m.is_int()})
 
 
-def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int) -> None:
+def _run(main, use_uvloop: bool = False) -> Any:
+    if use_uvloop:
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
+
+
+def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False) -> None:
     _register_bench_type()
 
     async def main() -> None:
@@ -116,7 +125,7 @@ def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int) -> None:
             result_q.put(await done)
             await manager.stop()
 
-    asyncio.run(main())
+    _run(main(), use_uvloop)
 
 
 # --- senders (in the bench process) ----------------------------------------------------------
@@ -158,14 +167,18 @@ async def _link_send(port: int, total: int, result_q: mp.Queue) -> float:
 
 
 def throughput(kind: str, total: int) -> float:
+    """kind: "bare", "link", or "link-uvloop" (both processes on uvloop)."""
     ctx = mp.get_context("spawn")
     port_q, result_q = ctx.Queue(), ctx.Queue()
-    target = _bare_receiver if kind == "bare" else _link_receiver
-    proc = ctx.Process(target=target, args=(port_q, result_q, total), daemon=True)
+    uv = kind == "link-uvloop"
+    if kind == "bare":
+        proc = ctx.Process(target=_bare_receiver, args=(port_q, result_q, total), daemon=True)
+    else:
+        proc = ctx.Process(target=_link_receiver, args=(port_q, result_q, total, uv), daemon=True)
     proc.start()
     try:
         port = port_q.get(timeout=30)
-        elapsed = asyncio.run((_bare_send if kind == "bare" else _link_send)(port, total, result_q))
+        elapsed = _run((_bare_send if kind == "bare" else _link_send)(port, total, result_q), uv)
     finally:
         proc.join(10)
         if proc.is_alive():
@@ -257,15 +270,23 @@ def main(argv: list[str]) -> None:
 
     total = 100_000 if quick else 300_000
     rounds = 1 if quick else 3
-    bare, ours = [], []
+    try:
+        import uvloop  # noqa: F401  (optional: pip install exchange-node[fast])
+        kinds = ["bare", "link", "link-uvloop"]
+    except ImportError:
+        kinds = ["bare", "link"]
+        print("  (uvloop not installed: its row is skipped; `pip install uvloop` to compare)")
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
-        bare.append(throughput("bare", total))
-        ours.append(throughput("link", total))
-    b, o = statistics.median(bare), statistics.median(ours)
+        for kind in kinds:
+            samples[kind].append(throughput(kind, total))
+    rates = {k: statistics.median(v) for k, v in samples.items()}
+    b, o = rates["bare"], rates["link"]
+    labels = {"bare": "bare asyncio Protocol (baseline)", "link": "exchange-node PeerLink",
+              "link-uvloop": "exchange-node PeerLink on uvloop (EVENT_LOOP=auto picks it when installed)"}
     print_table(f"One-way messages between two processes on loopback ({total:,} msgs, median of {rounds})",
                 ["path", "msgs/s", "MB/s", "ratio to bare"],
-                [["bare asyncio Protocol (baseline)", b, b * size / 1e6, 1.0],
-                 ["exchange-node PeerLink", o, o * size / 1e6, o / b]])
+                [[labels[k], rates[k], rates[k] * size / 1e6, rates[k] / b] for k in kinds])
     print(f"  goal: link >= 0.70x bare -> {'MET' if o / b >= 0.7 else 'NOT MET'} ({o / b:.2f}x)")
 
     n = 50 if quick else 200

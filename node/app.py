@@ -106,8 +106,9 @@ class ExchangeNode:
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
-        log.info("node %s up: peers on %s, control API on http://%s:%d (network %s)", self.node_id, self.listen,
-                 self.api_address[0], self.api_address[1], self.settings.network_id)
+        loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        log.info("node %s up: peers on %s, control API on http://%s:%d (network %s, event loop %s)", self.node_id,
+                 self.listen, self.api_address[0], self.api_address[1], self.settings.network_id, loop_kind)
 
     def _write_runtime_file(self) -> None:
         """DATA_DIR/node.json tells CLI commands and scripts where this node's API is."""

@@ -119,8 +119,7 @@ class PeerLink(asyncio.Protocol):
 
     # --- asyncio Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         peername = transport.get_extra_info("peername")
         if peername:
             self.remote_addr = (peername[0], peername[1])

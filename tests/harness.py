@@ -42,7 +42,7 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
                                          "discovery_mdns": "false", "discovery_grenache": "false",
-                                         "heartbeat_interval": 1.0} | settings
+                                         "heartbeat_interval": 1.0, "event_loop": "asyncio"} | settings
         self.env_extra: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
