@@ -16,7 +16,7 @@ Rows, each at 1 (sequential) and 50 requests in flight, the same small JSON-able
 does not depend on what else the machine is running.
 Variants are measured in interleaved rounds (3 rounds of 2 s; `--quick`: 1 round of 1 s) and the
 median round is shown, so drift on a shared machine hits every row alike.
-Run: `python -m bench rpc [--quick] [--seconds S]`.
+Run: `python -m bench rpc [--quick] [--seconds=S]`.
 """
 from __future__ import annotations
 
@@ -255,8 +255,10 @@ def main(argv: list[str]) -> int:
 
     quick = "--quick" in argv
     seconds, rounds = (1.0, 1) if quick else (2.0, 3)
-    if "--seconds" in argv:
-        seconds = min(max(float(argv[argv.index("--seconds") + 1]), 0.2), 30.0)
+    for i, arg in enumerate(argv):   # `--seconds=S` (`python -m bench` passes on only dashed words) or `--seconds S`
+        if arg.startswith("--seconds"):
+            value = arg.partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else "")
+            seconds = min(max(float(value), 0.2), 30.0)
     missing = node_grenache_missing()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         ours_proc, port, server_id = _start(_serve_ours, os.path.join(tmp, "server"))

@@ -45,6 +45,11 @@ class TokenBucket:
 
     def put(self, n: float) -> None:
         """Deposit `n` tokens (capped at `burst`): for budgets earned per event rather than per second."""
+        if self._tokens >= self.burst:
+            # Already full (a retry budget's steady state): nothing to add, and no clock read. The
+            # stale stamp is harmless: refilling a full bucket leaves it full, and anything that takes
+            # tokens refills (and so re-stamps) first.
+            return
         self._refill()
         self._tokens = min(self.burst, self._tokens + n)
 

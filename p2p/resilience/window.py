@@ -13,9 +13,12 @@ class WindowCounter:
     Memory is `len(kinds) * buckets` integers whatever the event rate. Time is passed in (`now`),
     never read, so simulations and tests drive it. Time that goes backwards is treated as `now`
     equal to the latest time seen.
+
+    Hot path: while `now` stays inside the newest bucket (before `_until`), `add` and `count` are one
+    comparison and two list increments; buckets are only rotated when time crosses a bucket edge.
     """
 
-    __slots__ = ("kinds", "span", "width", "_n", "_index", "_ring", "_totals", "_head")
+    __slots__ = ("kinds", "span", "width", "_n", "_index", "_ring", "_totals", "_head", "_cur", "_until")
 
     def __init__(self, span: float = 10.0, buckets: int = 10, kinds: Sequence[str] = OUTCOMES) -> None:
         if span <= 0 or buckets < 1:
@@ -28,45 +31,60 @@ class WindowCounter:
         self._ring = [[0] * len(self.kinds) for _ in range(buckets)]
         self._totals = [0] * len(self.kinds)
         self._head: int | None = None  # absolute bucket number of the newest bucket
+        self._cur = self._ring[0]      # the newest bucket
+        self._until = -math.inf        # start of the bucket after the newest: `now` below it needs no rotation
 
-    def _advance(self, now: float) -> int:
+    def _advance(self, now: float) -> None:
         """Move the head to the bucket holding `now`, clearing buckets that fell out of the window."""
         slot = math.floor(now / self.width)
         head = self._head
         if head is None:
-            self._head = slot
+            head = slot
         elif slot > head:
-            steps = min(slot - head, self._n)
-            for s in range(head + 1, head + 1 + steps):
-                bucket = self._ring[s % self._n]
+            n = self._n
+            ring = self._ring
+            totals = self._totals
+            for s in range(head + 1, head + 1 + min(slot - head, n)):
+                bucket = ring[s % n]
                 for i, v in enumerate(bucket):
                     if v:
-                        self._totals[i] -= v
+                        totals[i] -= v
                         bucket[i] = 0
-            self._head = slot
-        return self._head  # type: ignore[return-value]
+            head = slot
+        else:
+            # Same bucket (a float edge case) or time went backwards: count in the newest bucket.
+            self._until = max(self._until, now)
+            return
+        self._head = head
+        self._cur = self._ring[head % self._n]
+        self._until = (head + 1) * self.width
 
     def add(self, kind: str, now: float, n: int = 1) -> None:
+        if now >= self._until:
+            self._advance(now)
         i = self._index[kind]
-        head = self._advance(now)
-        self._ring[head % self._n][i] += n
+        self._cur[i] += n
         self._totals[i] += n
 
     def count(self, kind: str, now: float) -> int:
-        self._advance(now)
+        if now >= self._until:
+            self._advance(now)
         return self._totals[self._index[kind]]
 
     def total(self, now: float) -> int:
-        self._advance(now)
+        if now >= self._until:
+            self._advance(now)
         return sum(self._totals)
 
     def counts(self, now: float) -> dict[str, int]:
-        self._advance(now)
+        if now >= self._until:
+            self._advance(now)
         return dict(zip(self.kinds, self._totals))
 
     def rate(self, kind: str, now: float, min_volume: int = 1) -> float:
         """Fraction of events in the window that are `kind` (0 while fewer than `min_volume` events)."""
-        self._advance(now)
+        if now >= self._until:
+            self._advance(now)
         total = sum(self._totals)
         if total < max(1, min_volume):
             return 0.0

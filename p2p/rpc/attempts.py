@@ -36,15 +36,36 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
                             clock: Callable[[], float], deadline: float, max_attempts: int,
                             classify: Classify = classify_rpc_error, busy: Callable[[str], bool] | None = None,
                             sent: dict[str, int] | None = None, counters: dict[str, int] | None = None,
-                            what: str = "service") -> Outcome:
+                            what: str = "service", failed: tuple[str, str, e.RpcError] | None = None) -> Outcome:
     """Run one routed call; `send(peer, timeout)` performs an attempt. Raises `RpcError`; an error
-    that is an application answer has `answered = True` (the peer is fine)."""
-    retry.on_request()
+    that is an application answer has `answered = True` (the peer is fine).
+
+    `failed` = (peer, kind, error): the caller already made the first attempt itself (its own fast
+    path, with `retry.on_request()` called and the failure reported to the router); go on from there
+    with the retry decision, exactly as if this loop had made that attempt."""
     counters = counters if counters is not None else {}
     tried: set[str] = set()
-    attempt = 0
     pool = candidates()
+    if failed is None:
+        retry.on_request()
+        attempt = 0
+    else:
+        attempt = 1
     while True:
+        if failed is not None:
+            peer, kind, error = failed
+            failed = None
+            tried.add(peer)
+            delay = retry.next_retry_delay(attempt, kind)
+            if delay is None or clock() + delay >= deadline - 0.001:
+                if delay is None and attempt < max_attempts:
+                    counters["retries_denied"] = counters.get("retries_denied", 0) + 1
+                error.attempts = attempt
+                raise error
+            counters["retries"] = counters.get("retries", 0) + 1
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pool = candidates() or pool
         now = clock()
         peer = router.choose(pool, now, tried) or router.choose(pool, now)
         if peer is None:
@@ -78,15 +99,6 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
                 done = clock()
                 router.on_success(peer, done - now, done)
                 return Outcome(result, peer, attempt, done)
-        # A peer failure: retry on another peer if the policy, the budget and the deadline allow.
-        tried.add(peer)
-        delay = retry.next_retry_delay(attempt, kind)
-        if delay is None or clock() + delay >= deadline - 0.001:
-            if delay is None and attempt < max_attempts:
-                counters["retries_denied"] = counters.get("retries_denied", 0) + 1
-            error.attempts = attempt
-            raise error
-        counters["retries"] = counters.get("retries", 0) + 1
-        if delay > 0:
-            await asyncio.sleep(delay)
-        pool = candidates() or pool
+        # A peer failure: retry on another peer if the policy, the budget and the deadline allow
+        # (at the top of the loop).
+        failed = (peer, kind, error)

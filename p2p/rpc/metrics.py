@@ -19,12 +19,18 @@ class PeerMetrics:
     """
 
     __slots__ = ("tau", "penalty_latency", "alpha", "ewma", "stamp", "samples", "outstanding", "window",
-                 "recent", "errors", "timeouts", "last_seen", "last_progress", "created")
+                 "recent", "errors", "timeouts", "last_seen", "last_progress", "created", "success_weight_max")
 
     def __init__(self, *, tau: float = 1.0, penalty_latency: float = 0.25, window: float = 5.0,
-                 buckets: int = 10, fresh_window: float = 2.0, alpha: float = 0.1, now: float = 0.0) -> None:
+                 buckets: int = 10, fresh_window: float = 2.0, alpha: float = 0.1, now: float = 0.0,
+                 success_weight_max: float = 0.5) -> None:
         self.tau = float(tau)
         self.alpha = float(alpha)          # weight of one outcome in the fast failure averages
+        # Most one success after a quiet spell may take off the error average (a fraction of it):
+        # a failure after a quiet spell weighs fully (strong evidence), but a success only halves the
+        # average, since a peer failing half its requests answers half its probes. A healed peer sheds
+        # an error average of 0.5 in 2-3 successful probes.
+        self.success_weight_max = float(success_weight_max)
         self.penalty_latency = float(penalty_latency)
         self.ewma: float | None = None     # seconds; None until the first sample
         self.stamp = now                   # time of the last latency sample
@@ -79,11 +85,31 @@ class PeerMetrics:
             self.outstanding -= 1
 
     def on_success(self, latency: float, now: float) -> None:
-        self._finish()
-        keep = 1.0 - self._weight(now)
-        self.observe(latency, now)
-        self.errors *= keep
-        self.timeouts *= keep
+        # The hot path: `_finish`, `_weight` and `observe` inlined, sharing one exp().
+        if self.outstanding > 0:
+            self.outstanding -= 1
+        if latency < 0.0:
+            latency = 0.0
+        cur = self.ewma
+        dt = now - self.stamp
+        decay = math.exp(-dt / self.tau) if dt > 0.0 else 1.0
+        if cur is None or latency >= cur:
+            self.ewma = latency
+        else:
+            self.ewma = cur * decay + latency * (1.0 - decay)
+        if self.errors or self.timeouts:
+            if self.samples:
+                a = 1.0 - decay
+                if a < self.alpha:
+                    a = self.alpha
+                self.timeouts *= 1.0 - a          # an answer is strong evidence against "it times out"
+                if a > self.success_weight_max:
+                    a = self.success_weight_max   # ... but weak evidence against "it fails half the time"
+                self.errors *= 1.0 - a
+            else:
+                self.errors = self.timeouts = 0.0
+        self.stamp = now
+        self.samples += 1
         self.window.add("success", now)
         self.recent.add("n", now)
         self.last_seen = self.last_progress = now
@@ -107,10 +133,15 @@ class PeerMetrics:
             self.last_seen = self.last_progress = now
 
     def restart(self, latency: float, now: float, baseline: tuple[float, float] = (0.0, 0.0)) -> None:
-        """Forget the latency and failure history (a recovered peer): the estimate becomes `latency`."""
+        """A recovered peer: forget the latency and timeout history (the estimate becomes `latency`;
+        an answer disproves "it does not answer"). The error average is only lowered to the
+        baseline, never cleared below what the outcomes so far support: one success after many
+        errors is weak evidence (see `success_weight_max`)."""
         self.ewma = max(0.0, latency)
         self.stamp = now
-        self.errors, self.timeouts = baseline
+        self.timeouts = baseline[1]
+        if self.errors < baseline[0]:
+            self.errors = baseline[0]
 
     # -- reading -------------------------------------------------------------------------------
     def silence(self, now: float) -> float:

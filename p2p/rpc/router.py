@@ -8,15 +8,18 @@ Cost of a peer (lower is better), combining the seed's weighted score with load:
            * hint multiplier (1..2, only without fresh local data)
 
 - latency: peak-EWMA (`PeerMetrics`, errors count as `penalty_latency`), drifting back to the
-  neutral prior (median latency of known peers) with time constant `w.freshness` when no samples
-  arrive, and never below `w.silence` x the current silence (in-flight time with no answer), so a peer that goes
+  neutral prior (lower median latency of known peers) with time constant `w.freshness` when no
+  samples arrive, and never below `w.silence` x the current silence (in-flight time with no answer), so a peer that goes
   quiet is avoided after about one normal latency, long before a timeout.
-- rates: per-outcome moving averages (weight `alpha`), counted in excess of the fleet's median
-  plus `error_margin` (like Envoy's success-rate outlier detection): when every peer fails now
-  and then (a brownout)
-  nobody is singled out, while a peer failing more than the rest is pushed away within ~1/alpha
-  outcomes. They drift back to the fleet median without fresh outcomes. The sliding-window counts
-  are what `snapshot()` reports.
+- rates: per-outcome moving averages (weight `alpha`), counted in excess of the fleet's lower median
+  plus `error_margin` or twice the averages' noise at that rate, whichever is wider (like Envoy's
+  success-rate outlier detection): when every peer fails now and then (a brownout) nobody is
+  singled out, while a peer failing more than the rest is pushed away within ~1/alpha outcomes.
+  The lower median (sorted[(n - 1) // 2]) is a reference that bad peers cannot shift unless they
+  are at least half the fleet. A success after a quiet spell takes at most half off the error
+  average, and a probe that brings a peer back restarts its latency, not its error history: a peer
+  failing half its requests passes half its probes. They drift back to the reference without fresh
+  outcomes. The sliding-window counts are what `snapshot()` reports.
 
 `choose` filters out peers whose circuit breaker refuses (ramping peers pass at their admitted
 fraction), peers at their AIMD concurrency limit and new peers with a request already in flight;
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -64,7 +66,7 @@ class RouterConfig:
     window: float = 5.0                # outcome-count window (s) reported by snapshot()
     min_volume: int = 10               # outcomes in the window before its rates count
     alpha: float = 0.05                # weight of one outcome in the error / timeout averages
-    error_margin: float = 0.1          # failure rates this far above the fleet median cost nothing
+    error_margin: float = 0.1          # failure rates this far above the fleet reference cost nothing
     default_latency: float = 0.05      # prior (s) while no peer has a sample
     probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one,
     probe_interval_max: float = 3.0    # doubling up to this while the peer stays an outlier
@@ -109,6 +111,7 @@ class AdaptiveRouter:
         self._peers: dict[str, _Peer] = {}
         self._prior = self.config.default_latency
         self._baseline = (0.0, 0.0)
+        self._free = (self.config.error_margin, self.config.error_margin)
         self._outliers: set[_Peer] = set()
         self._prior_at = -math.inf
 
@@ -149,21 +152,40 @@ class AdaptiveRouter:
 
     # -- scoring -------------------------------------------------------------------------------
     def prior(self, now: float) -> float:
-        """Neutral latency for a peer without data: median of known peers' estimates (cached 100 ms)."""
+        """Neutral latency for a peer without data: the fleet's reference latency (cached 100 ms).
+
+        The reference levels (latency prior, error and timeout baselines) are *lower* medians of the
+        known peers' estimates: sorted[(n - 1) // 2]. The plain median of an even fleet averages in
+        the upper middle value, so 2 bad peers of 4 (a slow one and a failing one, after a third left)
+        pulled it up to between healthy and bad: a 10x slow peer then sat under the outlier line and a
+        fast-failing peer's fast answers looked normal. The lower median moves only when at least half
+        of the fleet is worse."""
         if now - self._prior_at >= 0.1 or now < self._prior_at:
             known = [p.metrics for p in self._peers.values() if p.metrics.ewma is not None]
             if known:
-                self._prior = statistics.median(m.ewma for m in known)  # type: ignore[type-var]
-                self._baseline = (statistics.median(m.errors for m in known),
-                                  statistics.median(m.timeouts for m in known))
+                mid = (len(known) - 1) // 2
+                self._prior = sorted([m.ewma for m in known])[mid]  # type: ignore[type-var]
+                self._baseline = (sorted([m.errors for m in known])[mid],
+                                  sorted([m.timeouts for m in known])[mid])
             else:
                 self._prior = self.config.default_latency
                 self._baseline = (0.0, 0.0)
+            self._free = (self._free_up_to(self._baseline[0]), self._free_up_to(self._baseline[1]))
             self._prior_at = now
             limit = self.config.outlier_factor * self._prior
             self._outliers = {p for p in self._peers.values()
                               if self._cost(p, now, self._prior) > limit * (p.metrics.outstanding + 1)}
         return self._prior
+
+    def _free_up_to(self, base: float) -> float:
+        """The failure average at or below which a peer pays nothing: the reference rate plus
+        `error_margin`, or plus twice the moving average's own noise at that rate (standard deviation
+        sqrt(alpha / (2 - alpha) * b * (1 - b))) when that is wider, so in a brownout where every peer
+        fails at rate b, the unlucky half of the fleet is not singled out for noise."""
+        c = self.config
+        a = c.alpha
+        noise = 2.0 * math.sqrt(max(0.0, a / (2.0 - a) * base * (1.0 - base)))
+        return base + max(c.error_margin, noise)
 
     def _fresh(self, peer: _Peer, now: float) -> bool:
         return peer.metrics.fresh_count(now) >= self.config.fresh_samples
@@ -175,35 +197,48 @@ class AdaptiveRouter:
         return self.hints.multiplier(peer, now)
 
     def _cost(self, p: _Peer, now: float, prior: float) -> float:
+        # Hot path (twice per P2C choice): PeerMetrics.latency / failure_rates inlined, same values.
         c = self.config
         w = c.weights
         m = p.metrics
-        cost = m.latency(now, prior, w.freshness, w.silence)
-        if w.latency != 1.0:
-            cost = cost ** w.latency
-        base = self._baseline
-        err, to = m.failure_rates(now, base, w.freshness)
-        err -= base[0] + c.error_margin
-        to -= base[1] + c.error_margin
-        if err > 0.0 or to > 0.0:
-            cost *= 1.0 + w.error * max(0.0, err) + w.timeout * max(0.0, to)
-        load = m.outstanding + 1
+        est = m.ewma
+        age = now - m.stamp
+        if est is None:
+            est = prior
+        elif age > 0.0 and w.freshness > 0.0:
+            est = prior + (est - prior) * math.exp(-age / w.freshness)
+        outstanding = m.outstanding
+        if outstanding > 0:
+            quiet = (now - m.last_progress) * w.silence
+            if quiet > est:
+                est = quiet
+        cost = est if w.latency == 1.0 else est ** w.latency
+        free_err, free_to = self._free
+        # Drifting towards the baseline never lifts a rate above max(rate, baseline): a rate at most
+        # baseline + margin costs nothing, drift or not.
+        if m.errors > free_err or m.timeouts > free_to:
+            err, to = m.failure_rates(now, self._baseline, w.freshness)
+            err -= free_err
+            to -= free_to
+            if err > 0.0 or to > 0.0:
+                cost *= 1.0 + w.error * max(0.0, err) + w.timeout * max(0.0, to)
+        load = outstanding + 1
         cost *= load if w.load == 1.0 else load ** w.load
-        if c.hints:
-            cost *= self.hint_multiplier(p.name, now)
+        if c.hints and p.name in self.hints and not m.fresh_count(now) >= c.fresh_samples:
+            cost *= self.hints.multiplier(p.name, now)
         return cost
 
     def cost(self, peer: str, now: float) -> float:
         return self._cost(self._peer(peer, now), now, self.prior(now))
 
     # -- choice --------------------------------------------------------------------------------
-    def choose(self, candidates: Sequence[str], now: float, exclude: Iterable[str] = ()) -> str | None:
+    def choose(self, candidates: Sequence[str], now: float, exclude: Iterable[str] = frozenset()) -> str | None:
         """The peer for the next request among `candidates` (minus `exclude`, e.g. peers already
         tried for this request), or None when there is none. May take a half-open probe slot: if the
         request is not sent after all, call `cancel(peer, now)`."""
         c = self.config
         prior = self.prior(now)
-        excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else set(exclude)
+        excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else frozenset(exclude)
         eligible: list[_Peer] = []
         outliers: list[_Peer] = []
         outlying = self._outliers
@@ -267,10 +302,10 @@ class AdaptiveRouter:
 
     def _two_choices(self, eligible: list[_Peer], now: float, prior: float) -> _Peer:
         """Power of two random choices by cost."""
-        rng = self.rng
+        rnd = self.rng.random
         n = len(eligible)
-        i = rng.randrange(n)
-        j = rng.randrange(n - 1)
+        i = int(rnd() * n)
+        j = int(rnd() * (n - 1))
         if j >= i:
             j += 1
         a, b = eligible[i], eligible[j]
@@ -294,21 +329,27 @@ class AdaptiveRouter:
         p = self._peers.get(peer)
         if p is None:
             return
-        probing = p.breaker.state is not BreakerState.CLOSED
+        breaker = p.breaker
+        probing = breaker.state is not BreakerState.CLOSED
         p.metrics.on_success(latency, now)
-        p.breaker.record_success(now)
-        recovered = probing and p.breaker.state is BreakerState.CLOSED
-        if not recovered and p.explore_every and latency <= self.config.outlier_factor * self.prior(now):
-            recovered = True            # an outlier's exploratory request came back normal
-            p.explore_every = 0.0
-        if recovered:
-            # The probe proved the peer healthy again: start its estimates afresh from this answer
-            # (the breaker's ramp or the load term, not stale history, now limits its traffic).
-            self.prior(now)
-            p.metrics.restart(latency, now, self._baseline)
-            self._outliers.discard(p)
-        if p.limit is not None:
-            p.limit.on_success(latency)
+        breaker.record_success(now)
+        if probing or p.explore_every:
+            recovered = probing and breaker.state is BreakerState.CLOSED
+            if not recovered and p.explore_every and latency <= self.config.outlier_factor * self.prior(now):
+                recovered = True            # an outlier's exploratory request came back normal
+                p.explore_every = 0.0
+            if recovered:
+                # The probe proved the peer answers again, and this fast: restart its latency and
+                # timeout estimates from this answer (the breaker's ramp or the load term, not stale
+                # history, now limits its traffic). Not its error average: one success is weak evidence
+                # against a high error rate (a peer failing half its requests passes half its probes),
+                # so that only moves by the success's own (capped) weight, already applied above.
+                self.prior(now)
+                p.metrics.restart(latency, now, self._baseline)
+                self._outliers.discard(p)
+        limit = p.limit
+        if limit is not None and latency <= limit.target_latency and limit.limit < limit.max_limit:
+            limit.on_success(latency)
 
     def on_failure(self, peer: str, kind: str, latency: float, now: float) -> None:
         """`kind`: "error" (error answer), "timeout" (no answer in time), "rejected" (peer overloaded)."""

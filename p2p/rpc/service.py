@@ -30,7 +30,7 @@ from p2p.resilience.throttle import AdaptiveThrottle
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.resilience.warmup import Warmup
 from p2p.rpc import errors as e
-from p2p.rpc.attempts import call_with_retries
+from p2p.rpc.attempts import Outcome, call_with_retries
 from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
@@ -323,9 +323,10 @@ class RpcService:
         (A plain function returning the client's coroutine: one coroutine frame less per request.)"""
         return self.client.request(node_id, service, payload, timeout)
 
-    async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
-        """Call `service` on whichever linked peer the adaptive router picks, retrying elsewhere."""
-        return (await self.call(service, payload, timeout)).result
+    def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Awaitable[Any]:
+        """Call `service` on whichever linked peer the adaptive router picks, retrying elsewhere.
+        Await it; raises `RpcError`. (A plain function returning the coroutine, like `request_peer`.)"""
+        return self._call(service, payload, timeout, False)
 
     def router_for(self, service: str) -> AdaptiveRouter:
         router = self.routers.get(service)
@@ -339,13 +340,22 @@ class RpcService:
 
     async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
         """`request` that also says which peer answered, after how many attempts and how long."""
+        return await self._call(service, payload, timeout, True)
+
+    async def _call(self, service: str, payload: Any, timeout: float | None, info: bool) -> Any:
+        """One routed request. The first attempt is made here, inline (the common case: one choice,
+        one send, one answer, no closures, no extra coroutine frame); only a PEER failure or a peer at
+        our local in-flight bound hands over to `call_with_retries`, which goes on from that attempt
+        exactly as if it had made it."""
         clock = self.clock
         counters = self.counters
         counters["requests"] += 1
         started = clock()
         timeout = self.config.default_timeout if timeout is None else timeout
         deadline = started + timeout
-        if not self._providers.get(service):
+        providers = self._providers
+        pool = providers.get(service)
+        if not pool:
             counters["no_peers"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
@@ -355,18 +365,56 @@ class RpcService:
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
         self._calls += 1
         try:
+            now = started
             if self._warming:
                 await self._paced(deadline)
+                now = clock()
             router = self.routers.get(service) or self.router_for(service)
             client = self.client
-            providers = self._providers
             limit = client.max_in_flight_per_peer
-            outcome = await call_with_retries(
-                router, lambda: providers.get(service, ()),
-                lambda peer, timeout: client.request(peer, service, payload, timeout),
-                retry=self.retry, clock=clock, deadline=deadline, max_attempts=self.config.max_attempts,
-                busy=lambda peer: client.in_flight(peer) >= limit,
-                sent=self.requests_by_peer.setdefault(service, {}), counters=counters, what=repr(service))
+            sent = self.requests_by_peer.get(service)
+            if sent is None:
+                sent = self.requests_by_peer[service] = {}
+            max_attempts = self.config.max_attempts
+            retry = self.retry
+            retry.on_request()
+            failed = None
+            peer = router.choose(pool, now)
+            if peer is None:
+                raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
+            left = deadline - now
+            if client.in_flight(peer) >= limit:
+                router.cancel(peer, now)
+                failed = (peer, "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer))
+            else:
+                router.on_start(peer, now)
+                sent[peer] = sent.get(peer, 0) + 1
+                try:
+                    result = await client.request(peer, service, payload, left if max_attempts <= 1 else left * 0.6)
+                except asyncio.CancelledError:
+                    router.on_abandon(peer, clock())
+                    raise
+                except e.RpcError as exc:
+                    kind = e.failure_kind(exc.code)
+                    done = clock()
+                    exc.attempts = 1
+                    if kind is None:                     # an application answer: the peer is fine
+                        router.on_success(peer, done - now, done)
+                        exc.answered = True
+                        raise exc from None
+                    router.on_failure(peer, kind, done - now, done)
+                    failed = (peer, kind, exc)
+                else:
+                    done = clock()
+                    router.on_success(peer, done - now, done)
+                    outcome = Outcome(result, peer, 1, done)
+            if failed is not None:
+                outcome = await call_with_retries(
+                    router, lambda: providers.get(service, ()),
+                    lambda peer, timeout: client.request(peer, service, payload, timeout),
+                    retry=retry, clock=clock, deadline=deadline, max_attempts=max_attempts,
+                    busy=lambda peer: client.in_flight(peer) >= limit,
+                    sent=sent, counters=counters, what=repr(service), failed=failed)
         except e.RpcError as exc:
             if exc.answered:
                 self.throttle.record_accept(clock())
@@ -376,7 +424,9 @@ class RpcService:
             self._calls -= 1
         self.throttle.record_accept(outcome.finished)
         counters["succeeded"] += 1
-        return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
+        if info:
+            return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
+        return outcome.result
 
     async def _paced(self, deadline: float) -> None:
         """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`."""

@@ -98,6 +98,17 @@ def test_fleet_wide_errors_single_nobody_out():
     assert costs[-1] < 2.0 * costs[0]          # noise only: no peer is penalised for the fleet's errors
 
 
+def deliver(r, pending, now):
+    """Report to `r` the answers in `pending` [(done, peer, latency, ok)] due by `now`."""
+    pending.sort()
+    while pending and pending[0][0] <= now:
+        done, peer, lat, ok = pending.pop(0)
+        if ok:
+            r.on_success(peer, lat, done)
+        else:
+            r.on_failure(peer, "error", lat, done)
+
+
 def simulate(r, latencies, steps=4000, rate=0.002):
     """Closed-form toy loop: one request every `rate` s, answered after the peer's latency."""
     pending = []
@@ -105,13 +116,7 @@ def simulate(r, latencies, steps=4000, rate=0.002):
     now = 0.0
     for _ in range(steps):
         now += rate
-        pending.sort()
-        while pending and pending[0][0] <= now:
-            done, peer, lat, ok = pending.pop(0)
-            if ok:
-                r.on_success(peer, lat, done)
-            else:
-                r.on_failure(peer, "error", lat, done)
+        deliver(r, pending, now)
         peer = r.choose(list(latencies), now)
         r.on_start(peer, now)
         lat, ok = latencies[peer]()
