@@ -198,6 +198,8 @@ def test_rpc_services_for_the_rpc_layer(api):
     """`orders.sync` answers like a sync_response; `book.snapshot` is the final state at W."""
     exchange = api.node.exchange
     peer = "ab" * 20
+    status, placed = api.request("POST", "/orders?wait=5", {**GOOD, "price": "99.5"})  # independent of test order
+    assert status == 201, placed
 
     async def call():
         return exchange.rpc_orders_sync({"vec": {}, "n": 0}, peer)
