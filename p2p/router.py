@@ -764,6 +764,10 @@ class MessageRouter:
     def stats(self) -> dict[str, Any]:
         counters = self.counters
         links = self.peers.links
+        # nodes we reach only through a neighbour (as their heartbeats report), for operators and tests
+        relay_targets = set().union(*(link.remote_links for link in links.values() if link.is_open))
+        relay_targets -= set(links)
+        relay_targets.discard(self.peers.node_id)
         return {
             "mode": self.mode, "sent": dict(counters.sent), "received": dict(counters.received),
             "duplicates": dict(counters.duplicates), "dropped": dict(counters.dropped),
@@ -771,6 +775,7 @@ class MessageRouter:
             "trees": len(self._lazy),
             "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
             "links": len(links),
+            "relay_reach": len(relay_targets), "relay_targets": sorted(relay_targets)[:256],
             "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
             "seen_cache": {"size": len(self.seen), "max_size": self.seen.max_size, "ttl": self.seen.ttl,
                            "evicted": self.seen.evicted, "expired": self.seen.expired},

@@ -103,7 +103,8 @@ def test_relay_queue_across_restart_and_expiry(cluster) -> None:
     # C goes offline: A queues, and delivers once when C is back (within QUEUE_TTL).
     assert c.stop() == 0
     wait_until(lambda: b.connected_ids() == {a.node_id}, 5, message="b notices c left")
-    time.sleep(1.2)  # a few heartbeats: A learns that B no longer reaches C
+    wait_until(lambda: c.node_id not in router_stats(a)["relay_targets"], 5,
+               message="B's heartbeats tell A that B no longer reaches C")
     flushed_before = router_stats(a)["events"]["flushed"]  # the first sends may have waited for the route
     status, result = a.api("POST", "/debug/send", {"node_id": c.node_id, "payload": "while-offline"})
     assert (status, result["outcome"]) == (200, "queued"), result
@@ -120,7 +121,7 @@ def test_relay_queue_across_restart_and_expiry(cluster) -> None:
     # Offline past the TTL: dropped and counted, never delivered.
     assert c.stop() == 0
     wait_until(lambda: b.connected_ids() == {a.node_id}, 5, message="b notices c left again")
-    time.sleep(1.2)
+    wait_until(lambda: c.node_id not in router_stats(a)["relay_targets"], 5, message="A learns C is gone again")
     status, result = a.api("POST", "/debug/send", {"node_id": c.node_id, "payload": "too-late"})
     assert result["outcome"] == "queued", result
     late = result["id"]
@@ -129,7 +130,8 @@ def test_relay_queue_across_restart_and_expiry(cluster) -> None:
     assert stats["dropped"]["expired"] == 1 and stats["queue"]["messages"] == 0
     c.start()
     wait_until(lambda: b.node_id in c.connected_ids(), 8)
-    time.sleep(1.5)  # heartbeats have told A that C is reachable again: nothing is left to flush
+    wait_until(lambda: c.node_id in router_stats(a)["relay_targets"], 5, message="A learns C is reachable again")
+    time.sleep(0.3)  # a flush, had anything been left, would have arrived by now
     assert late not in received(c)
 
 
