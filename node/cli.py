@@ -43,6 +43,8 @@ def start(config_file: str | None, **flags: Any) -> None:
     try:
         settings = load_settings(cli=flags, config_file=config_file or os.environ.get("EXCHANGE_NODE_CONFIG"))
     except SettingsError as exc:
+        if flags.get(exc.setting) is not None:  # came from a flag: name the flag the user typed
+            exc = SettingsError(_flag_used(exc.setting), exc.value, exc.message, source=exc.source)
         click.echo(f"exchange-node: {exc}", err=True)
         sys.exit(2)
     from node.logs import configure_logging
@@ -56,6 +58,13 @@ def start(config_file: str | None, **flags: Any) -> None:
     except OSError as exc:
         click.echo(f"exchange-node: cannot start: {exc}", err=True)
         sys.exit(1)
+
+
+def _flag_used(setting: str) -> str:
+    """The spelling on the command line (an alias like --port, or --p2p-port) for a setting's field name."""
+    spellings = [f"--{setting.replace('_', '-')}"] + FLAG_ALIASES.get(setting, [])
+    typed = [arg.split("=", 1)[0] for arg in sys.argv[1:]]
+    return next((s for s in spellings if s in typed), spellings[0])
 
 
 def _run(settings: Settings) -> None:

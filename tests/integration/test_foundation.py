@@ -141,7 +141,8 @@ def test_invalid_settings_exit_2_with_named_setting(cluster):
     import sys
     from tests.harness import ROOT
     for args, env, needle in [
-        (["--port", "70000"], {}, "70000"),
+        (["--port", "70000"], {}, "invalid --port='70000'"),
+        (["--max-peers", "abc"], {}, "invalid --max-peers='abc'"),
         ([], {"MAX_PEERS": "abc"}, "MAX_PEERS"),
         ([], {"BOOTSTRAP_PEERS": "host-without-port"}, "BOOTSTRAP_PEERS"),
     ]:
