@@ -80,11 +80,19 @@ class FinalLedger:
 
     def digest(self) -> str:
         """One hex digest over every market's book digest (markets in configuration order); cached per prefix."""
+        return self._digests()[1]
+
+    def market_digest(self, symbol: str) -> str:
+        """The final book digest of one market (the same cache as `digest`)."""
+        return self._digests()[0][symbol]
+
+    def _digests(self) -> tuple[dict[str, str], str]:
         stamp = (self.count, self.prefix_hash)
         if self._digest_cache is None or self._digest_cache[0] != stamp:
-            parts = [bytes.fromhex(engine.digest()) for engine in self.engines.values()]
-            self._digest_cache = (stamp, chain_hash(b"books", b"".join(parts)).hex())
-        return self._digest_cache[1]
+            books = {symbol: engine.digest() for symbol, engine in self.engines.items()}
+            combined = chain_hash(b"books", b"".join(bytes.fromhex(d) for d in books.values())).hex()
+            self._digest_cache = (stamp, books, combined)
+        return self._digest_cache[1], self._digest_cache[2]
 
     # --- folding -------------------------------------------------------------------------------
     def apply(self, event: ReplEvent) -> list:

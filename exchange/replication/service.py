@@ -280,7 +280,9 @@ class ReplicationService:
 
         replica = self.replica
         engine = replica.provisional_engine(market_name) if provisional else replica.engine(market_name)
-        view = depth_view(engine, depth)
+        view = depth_view(engine, depth, with_digest=provisional)
+        if not provisional:     # the final book's digest is cached per final prefix; no re-hash per request
+            view["digest"] = replica.ledger.market_digest(market_name)
         view.update(watermark=replica.watermark, final_events=replica.final_count, provisional=provisional,
                     state_digest=replica.digest(), trade_log_hash=replica.trade_log_hash,
                     pending_events=len(replica.pending))
