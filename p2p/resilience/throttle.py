@@ -21,15 +21,17 @@ class AdaptiveThrottle:
         self._window = WindowCounter(span, buckets, ("requests", "accepts"))
         self.local_rejects = 0
 
-    def reject_probability(self, now: float) -> float:
+    def reject_probability(self, now: float, in_flight: int = 0) -> float:
+        """`in_flight`: requests still awaiting an answer, which do not count as refused (without
+        this, a burst of concurrent requests at start, nothing accepted *yet*, would be shed)."""
         requests = self._window.count("requests", now)
         accepts = self._window.count("accepts", now)
-        return max(0.0, (requests - self.k * accepts) / (requests + 1))
+        return max(0.0, (requests - in_flight - self.k * accepts) / (requests + 1))
 
-    def should_reject(self, now: float) -> bool:
+    def should_reject(self, now: float, in_flight: int = 0) -> bool:
         """Draw whether to reject this request locally. Every call counts as a request (the SRE
         formula counts what the application attempted, including locally rejected requests)."""
-        p = self.reject_probability(now)
+        p = self.reject_probability(now, in_flight)
         self._window.add("requests", now)
         if p > 0.0 and self._rng.random() < p:
             self.local_rejects += 1

@@ -63,23 +63,6 @@ class RpcConfig:
     router: RouterConfig = field(default_factory=lambda: RouterConfig(tau=0.3))
 
 
-class PendingAwareThrottle(AdaptiveThrottle):
-    """Client-side throttling (SRE book) where requests still in flight do not count as refused:
-    p = max(0, (requests - in_flight - K * accepts) / (requests + 1)). Without this, a burst of
-    concurrent requests at start (nothing accepted *yet*) would be shed as if every peer refused."""
-
-    def should_reject_pending(self, now: float, in_flight: int) -> bool:
-        window = self._window
-        requests = window.count("requests", now)
-        accepts = window.count("accepts", now)
-        p = (requests - in_flight - self.k * accepts) / (requests + 1)
-        window.add("requests", now)
-        if p > 0.0 and self._rng.random() < p:
-            self.local_rejects += 1
-            return True
-        return False
-
-
 class RpcResult(NamedTuple):
     result: Any
     peer: str
@@ -122,7 +105,7 @@ class RpcService:
         self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
         self.retry = RetryPolicy(max_attempts=c.max_attempts, base=c.retry_base, cap=c.retry_cap,
                                  budget=self.budget, rng=self.rng, clock=clock)
-        self.throttle = PendingAwareThrottle(c.throttle_k, c.throttle_span, rng=self.rng)
+        self.throttle = AdaptiveThrottle(c.throttle_k, c.throttle_span, rng=self.rng)
         started = clock()
         self.warmup = Warmup(c.warmup_rate, c.warmup_period, started_at=started)
         self._warming = c.warmup_period > 0
@@ -359,7 +342,7 @@ class RpcService:
             counters["no_peers"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
-        if self.throttle.should_reject_pending(started, self._calls):
+        if self.throttle.should_reject(started, self._calls):
             counters["throttled"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
