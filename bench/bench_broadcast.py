@@ -36,8 +36,7 @@ from pathlib import Path
 from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import Cluster, NodeProcess, wait_until  # noqa: E402
-from tests.integration.test_router import free_ports  # noqa: E402
+from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: E402
 
 
 def _args(argv: list[str]) -> dict:

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.table import print_table
-from tests.harness import Cluster
-from tests.integration.test_discovery_pex import free_ports
+from tests.harness import Cluster, free_ports
 
 TARGET = 8
 POLL = 0.2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +33,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             raise AssertionError(f"timed out after {timeout}s: {message or predicate}"
                                  + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports for nodes that must know each other's address before starting: taken below the kernel's
+    ephemeral range (32768+), so another process's outgoing connection cannot grab one meanwhile."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(12000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class NodeProcess:

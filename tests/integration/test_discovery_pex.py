@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 
 from config import Settings
 from node.identity import NodeIdentity
 from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE
 from p2p.peers import PeerManager
-from tests.harness import wait_until
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from tests.harness import free_ports, wait_until
 
 
 def start_chain(cluster, n: int, **settings) -> list:

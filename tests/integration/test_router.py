@@ -3,15 +3,13 @@ restart and expiry, and a flooding peer cut off while honest traffic continues."
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 import time
 
 from config import load_settings
 from node.identity import NodeIdentity
 from p2p.framing import encode_frame
 from p2p.peers import PeerManager
-from tests.harness import NodeProcess, wait_until
+from tests.harness import NodeProcess, free_ports, wait_until
 
 LINE = {"target_outbound": 1, "max_peers": 2, "discovery_pex": "false", "debug_api": "true"}
 
@@ -23,23 +21,6 @@ def received(node: NodeProcess) -> dict[str, list]:
 
 def router_stats(node: NodeProcess) -> dict:
     return node.status()["router"]
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports for nodes that must know each other's address before starting: taken below the kernel's
-    ephemeral range (32768+), so another process's outgoing connection cannot grab one meanwhile."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(12000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def start_line(cluster, n: int, **settings) -> list[NodeProcess]:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
 from p2p.grenache.fake import FakeDHT, FakeGrape
 from p2p.grenache.grape import GrapeClient, GrapeError, GrapeUnavailable, normalize_grape_url, parse_address
+from tests.harness import closed_port
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -26,13 +26,6 @@ async def client(grape):
         yield c
     finally:
         await c.close()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_announce_lookup_put_get_roundtrip(client):

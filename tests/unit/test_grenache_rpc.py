@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
 
 import aiohttp
 import pytest
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheProtocolError, GrenacheRemoteError,
                               GrenacheTimeout, GrenacheUnavailable)
+from tests.harness import closed_port
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -119,11 +119,8 @@ async def test_client_timeout_is_typed(server, client):
 
 
 async def test_connection_refused_is_unavailable(client):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with pytest.raises(GrenacheUnavailable):
-        await client.request(("127.0.0.1", port), "echo", 1)
+        await client.request(("127.0.0.1", closed_port()), "echo", 1)
 
 
 async def test_server_always_answers_three_element_array_echoing_rid(server):
