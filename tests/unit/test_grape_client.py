@@ -204,7 +204,10 @@ async def test_closed_client_raises_typed(client):
 async def test_cancellation_propagates(client, grape):
     grape.fault = "slow"
     task = asyncio.create_task(client.lookup("svc"))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):                  # cancel while the grape is holding the request
+        while grape.count("lookup") == 0:
+            await asyncio.sleep(0.01)
+    assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
