@@ -25,6 +25,13 @@ _FILLED, _CANCELLED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELLED, Orde
 TradeRow = tuple
 
 
+def _new_order(event: ReplEvent) -> NewOrder:
+    """The engine command for an order event (body `["n", market, side, kind, price, qty, account, stp]`)."""
+    _, _, side, kind, price, qty, account, stp = event.body
+    return NewOrder(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
+                    None if stp is None else STP_MODES[stp])
+
+
 class _Snapshot:
     __slots__ = ("count", "last_key", "books", "prefix_hash", "trade_hash", "trade_lens", "closed_len")
 
@@ -103,10 +110,8 @@ class FinalLedger:
         results: list = []
         if engine is not None:
             if body[0] == "n":
-                _, market, side, kind, price, qty, account, stp = body
-                command = NewOrder(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
-                                   None if stp is None else STP_MODES[stp])
-                results = engine.place(command)
+                market, qty = body[1], body[5]
+                results = engine.place(_new_order(event))
                 order = results[0].order if results and type(results[0]) is not OrderRejected else None
                 for item in results:
                     kind_ = type(item)
@@ -149,16 +154,12 @@ class FinalLedger:
         """Apply one event to a scratch engine (the provisional view); no bookkeeping."""
         body = event.body
         if body[0] == "n":
-            _, _, side, kind, price, qty, account, stp = body
-            return engine.place(NewOrder(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
-                                         None if stp is None else STP_MODES[stp]))
+            return engine.place(_new_order(event))
         return engine.cancel(CancelOrder(body[2], body[3]))
 
     def _record_trade(self, trade: Trade, market: str) -> None:
-        taker, maker = trade.taker, trade.maker
-        buy, sell = (taker.id, maker.id) if taker.side.value == "buy" else (maker.id, taker.id)
-        row = (f"{taker.id}:{maker.id}", market, trade.price, trade.quantity, maker.id, taker.id, buy, sell,
-               taker.side.value)
+        row = (trade.id, market, trade.price, trade.quantity, trade.maker_order_id, trade.taker_order_id,
+               trade.buy_order_id, trade.sell_order_id, trade.taker_side.value)
         self.trades[market].append(row)
         self.trade_count += 1
         self.trade_hash = chain_hash(self.trade_hash, pack(row))
