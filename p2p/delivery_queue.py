@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from p2p.resilience.token_bucket import TokenBucket
 
@@ -91,12 +91,6 @@ class DeliveryQueue:
             queue.drain_started = self._clock()
             queue.bucket = TokenBucket(self.start_rate, max(1.0, self.start_rate / 10), clock=self._clock, initial=1)
 
-    def rate(self, target: str) -> float:
-        queue = self._queues.get(target)
-        if queue is None or queue.bucket is None:
-            return 0.0
-        return queue.bucket.rate
-
     def take(self, target: str) -> tuple[list[Held], list[Held], float]:
         """(ready, expired, wait): messages that may go now under the warm-up rate, messages found
         expired on the way, and seconds until the next may go (0 when the queue is now empty, which
@@ -136,9 +130,3 @@ class DeliveryQueue:
             queue = self._queues[target] = _TargetQueue()
         queue.items.extendleft(reversed(held))
 
-    def drop(self, target: str) -> list[Held]:
-        queue = self._queues.pop(target, None)
-        return list(queue.items) if queue else []
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        return ((target, len(q.items)) for target, q in self._queues.items())

@@ -780,7 +780,7 @@ class MessageRouter:
             "seen_cache": {"size": len(self.seen), "max_size": self.seen.max_size, "ttl": self.seen.ttl,
                            "evicted": self.seen.evicted, "expired": self.seen.expired},
             "message_cache": len(self.cache),
-            "queue": {"messages": len(self.queue), "targets": len(self.queue.targets()),
+            "queue": {"messages": len(self.queue), "targets": self.queue.pending_targets,
                       "draining": len(self._drains)},
             "rate_limit": {"rate": self.rate_limit, "burst": self.rate_burst},
         }
