@@ -49,10 +49,6 @@ class RpcError(Exception):
         self.answered = False   # set when the serving peer answered with this code (it is healthy)
         super().__init__(f"{code}: {self.message}" if self.message else code)
 
-    @property
-    def retryable(self) -> bool:
-        return self.code in FAILURE_KIND
-
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message or self.code}
         if self.peer:
