@@ -113,6 +113,7 @@ class GroupCommit:
         self._waiters: list[asyncio.Future] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self.batches = 0
 
     def start(self) -> None:
@@ -132,7 +133,7 @@ class GroupCommit:
         return future
 
     async def _run(self) -> None:
-        while True:
+        while not (self._stopping and not self._queued and not self._waiters):
             await self._wake.wait()
             self._wake.clear()
             records, self._queued = self._queued, []
@@ -155,10 +156,11 @@ class GroupCommit:
         self.log.sync()
 
     async def stop(self) -> None:
+        """Write and fsync what is queued, then close. The writer drains and exits by itself: cancelling it
+        mid-batch would leave its worker thread writing while this closes the file."""
+        self._stopping = True
         if self._task is not None:
             self._wake.set()
-            await asyncio.sleep(0)
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._queued:
             self._write(self._queued)
