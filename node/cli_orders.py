@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -57,8 +58,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def cancel(order_id: str, account: str | None, wait: float, api: str, as_json: bool) -> None:
         """Cancel an open order by id."""
-        query = f"?wait={wait}" + (f"&account={account}" if account else "")
-        data = request(api, "DELETE", f"/orders/{order_id}{query}", timeout=wait + 10)
+        query = urlencode({"wait": wait, **({"account": account} if account else {})})
+        data = request(api, "DELETE", f"/orders/{quote(order_id, safe='')}?{query}", timeout=wait + 10)
         if as_json:
             return emit_json(data)
         result = data["cancel"]
