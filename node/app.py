@@ -160,7 +160,7 @@ class ExchangeNode:
         }
 
     def markets(self) -> list[str]:
-        return [m.strip().split(":")[0] for m in self.settings.markets.split(",") if m.strip()]
+        return self.exchange.markets.symbols
 
     def peer_list(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.peers.peers.values()]
