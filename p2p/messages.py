@@ -8,7 +8,6 @@ Unknown types are counted and ignored so newer peers can add messages. Later lay
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
@@ -115,10 +114,6 @@ def register_schema(msg_type: str, required: dict[str, Callable], optional_field
     _SCHEMAS[msg_type] = _compile(msg_type, required, optional_fields or {})
 
 
-def is_known(msg_type: str) -> bool:
-    return msg_type in _SCHEMAS
-
-
 def validate(message: dict) -> bool:
     """True if the type is known and the message is well formed; False if the type is unknown.
 
@@ -190,7 +185,3 @@ def goodbye(reason: str, detail: str = "") -> dict:
     if detail:
         message["detail"] = detail[:512]
     return message
-
-
-def now() -> float:
-    return time.time()
