@@ -326,10 +326,6 @@ class PeerLink(asyncio.Protocol):
         if self._bound < 0:
             self._overflow()
 
-    @property
-    def write_backlog(self) -> int:
-        return self._pending_bytes + (self.transport.get_write_buffer_size() if self.transport else 0)
-
     async def drain(self) -> None:
         """Wait while the kernel and transport buffers are above the high-water mark."""
         if not self._paused or self.state == CLOSED:
