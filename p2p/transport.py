@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import socket
 
 from p2p.connection import LinkClosed, LinkHost, PeerLink
-
-log = logging.getLogger("p2p.transport")
 
 
 class DialError(Exception):
@@ -46,7 +42,7 @@ class Transport:
             raise DialError(address, exc.reason) from None
         except TimeoutError:
             raise DialError(address, "dial_timeout") from None
-        except (OSError, socket.gaierror) as exc:
+        except OSError as exc:  # socket.gaierror included
             raise DialError(address, exc.strerror or type(exc).__name__) from None
 
     async def close(self) -> None:
