@@ -58,8 +58,6 @@ class GrapeDiscovery(DiscoveryStrategy):
         self.own_addresses.update((h, self.announce_port) for h in _LOOPBACK_HOSTS)
         self.client = GrapeClient(urls, timeout=client_timeout)
         self.backoff = backoff or Backoff(base=0.5, cap=30.0)
-        self.announces = 0
-        self.lookups = 0
         self._rng = rng or random.Random()
         self._seen: set[tuple[str, int]] = set()
         self._outage_since: float | None = None
@@ -77,11 +75,9 @@ class GrapeDiscovery(DiscoveryStrategy):
             try:
                 if loop.time() >= next_announce:
                     await self.client.announce(self.service_name, self.announce_port)
-                    self.announces += 1
                     next_announce = loop.time() + self._jitter(self.announce_interval)
                 if loop.time() >= next_lookup:
                     found = await self.client.lookup(self.service_name)
-                    self.lookups += 1
                     self._feed(found, sink)
                     next_lookup = loop.time() + self._jitter(self.lookup_interval)
             except asyncio.CancelledError:
