@@ -22,7 +22,6 @@ from typing import Callable
 from sortedcontainers import SortedDict
 
 from bench.table import print_table
-from exchange.commands import CancelOrder, NewOrder
 from exchange.events import Trade
 from exchange.markets import parse_market_entry
 from exchange.matching import MatchingEngine
@@ -185,25 +184,24 @@ class EngineRunner(Runner):
     def __init__(self, counting: bool = False) -> None:
         self.engine = MatchingEngine(parse_market_entry("BTC-USD:0.01:0.0001"))
         self.traded = 0
-        apply = self.engine.apply
+        place, cancel = self.engine.place_order, self.engine.cancel_order  # the plain-argument entry points
         buy, sell, limit_type = Side.BUY, Side.SELL, OrderType.LIMIT
 
         def run(op: Op) -> None:
             if op[0] == NEW:
                 is_buy = op[2]
-                apply(NewOrder(op[1], buy if is_buy else sell, limit_type, op[4], op[3],
-                               "alice" if is_buy else "bob", op[1]))
+                place(op[1], buy if is_buy else sell, limit_type, op[4], op[3], "alice" if is_buy else "bob", op[1])
             else:
-                apply(CancelOrder(op[1]))
+                cancel(op[1])
 
         def run_counting(op: Op) -> None:
             if op[0] == NEW:
                 is_buy = op[2]
-                events = apply(NewOrder(op[1], buy if is_buy else sell, limit_type, op[4], op[3],
-                                        "alice" if is_buy else "bob", op[1]))
+                events = place(op[1], buy if is_buy else sell, limit_type, op[4], op[3],
+                               "alice" if is_buy else "bob", op[1])
                 self.traded += sum(e.quantity for e in events if type(e) is Trade)
             else:
-                apply(CancelOrder(op[1]))
+                cancel(op[1])
         self.run = run_counting if counting else run  # type: ignore[method-assign]
 
     def volume(self) -> int:

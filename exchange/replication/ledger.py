@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 from typing import Any, Callable
 
-from exchange.commands import CancelOrder, NewOrder
 from exchange.events import OrderCancelled, OrderRejected, Trade
 from exchange.markets import MarketRegistry
 from exchange.matching import MatchingEngine
@@ -25,11 +24,11 @@ _FILLED, _CANCELLED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELLED, Orde
 TradeRow = tuple
 
 
-def _new_order(event: ReplEvent) -> NewOrder:
-    """The engine command for an order event (body `["n", market, side, kind, price, qty, account, stp]`)."""
+def _place(engine: MatchingEngine, event: ReplEvent) -> list:
+    """Apply an order event (body `["n", market, side, kind, price, qty, account, stp]`) to `engine`."""
     _, _, side, kind, price, qty, account, stp = event.body
-    return NewOrder(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
-                    None if stp is None else STP_MODES[stp])
+    return engine.place_order(event.id, SIDES[side], TYPES[kind], qty, price, account, event.key,
+                              None if stp is None else STP_MODES[stp])
 
 
 class _Snapshot:
@@ -111,7 +110,7 @@ class FinalLedger:
         if engine is not None:
             if body[0] == "n":
                 market, qty = body[1], body[5]
-                results = engine.place(_new_order(event))
+                results = _place(engine, event)
                 order = results[0].order if results and type(results[0]) is not OrderRejected else None
                 for item in results:
                     kind_ = type(item)
@@ -133,7 +132,7 @@ class FinalLedger:
                     closed_order.append((count, event.id))
             else:
                 order_id, account = body[2], body[3]
-                results = engine.cancel(CancelOrder(order_id, account))
+                results = engine.cancel_order(order_id, account)
                 for item in results:
                     if type(item) is OrderCancelled and item.order_id not in closed:
                         closed[item.order_id] = ("cancelled", item.remaining, item.reason)
@@ -154,8 +153,8 @@ class FinalLedger:
         """Apply one event to a scratch engine (the provisional view); no bookkeeping."""
         body = event.body
         if body[0] == "n":
-            return engine.place(_new_order(event))
-        return engine.cancel(CancelOrder(body[2], body[3]))
+            return _place(engine, event)
+        return engine.cancel_order(body[2], body[3])
 
     def _record_trade(self, trade: Trade, market: str) -> None:
         row = (trade.id, market, trade.price, trade.quantity, trade.maker_order_id, trade.taker_order_id,

@@ -120,3 +120,21 @@ def test_replay_and_snapshot_restore_are_deterministic(plan: list[tuple], split:
     for command in tail:
         assert [e.to_dict() for e in restored.apply(command)] == [e.to_dict() for e in original.apply(command)]
     assert restored.digest() == original.digest() == first.digest()
+
+
+@settings(max_examples=100, deadline=None)
+@given(operations)
+def test_plain_argument_entry_points_match_the_command_api(plan: list[tuple]) -> None:
+    """place_order / cancel_order (the hot path the ledger and the bench use) are `apply` without the object."""
+    by_command, by_arguments = MatchingEngine(MARKET), MatchingEngine(MARKET)
+    for command in commands(plan):
+        expected = [e.to_dict() for e in by_command.apply(command)]
+        if type(command) is NewOrder:
+            got = by_arguments.place_order(command.order_id, command.side, command.order_type, command.quantity,
+                                           command.price, command.owner, command.created_key, command.self_trade)
+        elif type(command) is CancelOrder:
+            got = by_arguments.cancel_order(command.order_id, command.owner)
+        else:
+            got = by_arguments.apply(command)
+        assert [e.to_dict() for e in got] == expected
+    assert by_arguments.digest() == by_command.digest()
