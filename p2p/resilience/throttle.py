@@ -7,6 +7,9 @@ import random
 from p2p.resilience.window import WindowCounter
 
 
+_REQUESTS, _ACCEPTS = 0, 1   # indexes of the window's two kinds
+
+
 class AdaptiveThrottle:
     """Counts requests and accepts over a sliding window (`span` seconds). `K` = 2 lets the backend see
     up to twice what it accepts, so it still has work to reject and its recovery is noticed quickly.
@@ -24,20 +27,21 @@ class AdaptiveThrottle:
     def reject_probability(self, now: float, in_flight: int = 0) -> float:
         """`in_flight`: requests still awaiting an answer, which do not count as refused (without
         this, a burst of concurrent requests at start, nothing accepted *yet*, would be shed)."""
-        requests = self._window.count("requests", now)
-        accepts = self._window.count("accepts", now)
+        requests, accepts = self._window.totals(now)
         return max(0.0, (requests - in_flight - self.k * accepts) / (requests + 1))
 
     def should_reject(self, now: float, in_flight: int = 0) -> bool:
         """Draw whether to reject this request locally. Every call counts as a request (the SRE
         formula counts what the application attempted, including locally rejected requests)."""
-        p = self.reject_probability(now, in_flight)
-        self._window.add("requests", now)
-        if p > 0.0 and self._rng.random() < p:
+        window = self._window
+        requests, accepts = window.totals(now)
+        window.add_at(_REQUESTS, now)
+        excess = requests - in_flight - self.k * accepts
+        if excess > 0.0 and self._rng.random() * (requests + 1) < excess:
             self.local_rejects += 1
             return True
         return False
 
     def record_accept(self, now: float) -> None:
         """The backend accepted (answered) a request that `should_reject` let through."""
-        self._window.add("accepts", now)
+        self._window.add_at(_ACCEPTS, now)

@@ -66,6 +66,20 @@ class WindowCounter:
         self._cur[i] += n
         self._totals[i] += n
 
+    def totals(self, now: float) -> list[int]:
+        """The live per-kind totals, in `kinds` order (read them, do not change them): hot callers
+        read several counts with one call."""
+        if now >= self._until:
+            self._advance(now)
+        return self._totals
+
+    def add_at(self, index: int, now: float) -> None:
+        """`add(kinds[index], now)`: one event, without the name lookup."""
+        if now >= self._until:
+            self._advance(now)
+        self._cur[index] += 1
+        self._totals[index] += 1
+
     def count(self, kind: str, now: float) -> int:
         if now >= self._until:
             self._advance(now)

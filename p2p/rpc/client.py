@@ -48,13 +48,13 @@ class RpcClient:
         self.default_timeout = default_timeout
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
-        self._per_peer: dict[str, int] = {}
+        self.per_peer: dict[str, int] = {}          # our requests in flight per peer (read-only outside)
         self._expiring: dict[int, list[int]] = {}   # tick number -> ids of requests that time out in it
         self.counters: dict[str, int] = {"sent": 0, "ok": 0, "errors": 0, "timeouts": 0, "link_closed": 0,
                                          "refused_local": 0, "cancelled": 0, "late": 0, "relayed": 0}
 
     def in_flight(self, peer: str | None = None) -> int:
-        return len(self._pending) if peer is None else self._per_peer.get(peer, 0)
+        return len(self._pending) if peer is None else self.per_peer.get(peer, 0)
 
     # -- sending -------------------------------------------------------------------------------
     async def request(self, peer: str, service: str, payload: Any = None, timeout: float | None = None) -> Any:
@@ -63,7 +63,7 @@ class RpcClient:
             timeout = self.default_timeout
         if timeout <= 0:
             raise e.RpcError(e.TIMEOUT, "no time left", peer=peer)
-        count = self._per_peer.get(peer, 0)
+        count = self.per_peer.get(peer, 0)
         if count >= self.max_in_flight_per_peer:
             self.counters["refused_local"] += 1
             raise e.RpcError(e.OVERLOADED, f"{count} requests already in flight to this peer", peer=peer)
@@ -100,7 +100,7 @@ class RpcClient:
             loop.call_at(tick * TICK, self._expire_tick, tick)
         else:
             expiring.append(rid)
-        self._per_peer[peer] = count + 1
+        self.per_peer[peer] = count + 1
         self.counters["sent"] += 1
         try:
             return await future
@@ -113,11 +113,11 @@ class RpcClient:
 
     def _finish(self, rid: int, pending: _Pending) -> None:
         del self._pending[rid]
-        left = self._per_peer[pending.peer] - 1
+        left = self.per_peer[pending.peer] - 1
         if left:
-            self._per_peer[pending.peer] = left
+            self.per_peer[pending.peer] = left
         else:
-            del self._per_peer[pending.peer]
+            del self.per_peer[pending.peer]
 
     def _send_cancel(self, pending: _Pending, rid: int) -> None:
         message = {"type": CANCEL, "rid": rid}
@@ -167,7 +167,7 @@ class RpcClient:
 
     def link_closed(self, peer: str, reason: str = "") -> int:
         """Fail every request in flight on the closed direct link to `peer`; returns how many."""
-        if not self._per_peer.get(peer):
+        if not self.per_peer.get(peer):
             return 0
         failed = [(rid, p) for rid, p in self._pending.items() if p.peer == peer and not p.route]
         for rid, pending in failed:

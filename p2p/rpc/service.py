@@ -119,6 +119,9 @@ class RpcService:
         self.counters: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "retries": 0,
                                          "retries_denied": 0, "throttled": 0, "no_peers": 0, "warmup_waits": 0}
         self.requests_by_peer: dict[str, dict[str, int]] = {}  # service -> peer -> attempts sent
+        self._lanes: dict[str, tuple[AdaptiveRouter, dict[str, int]]] = {}  # service -> (router, sent)
+        self._default_timeout = c.default_timeout
+        self._first_share = 1.0 if c.max_attempts <= 1 else 0.6   # of the time left, for the first attempt
         self._calls = 0                                        # `call`s in progress
         self._subscribed: Any = None
         self._attached = False
@@ -325,62 +328,59 @@ class RpcService:
         """`request` that also says which peer answered, after how many attempts and how long."""
         return await self._call(service, payload, timeout, True)
 
+    def _lane(self, service: str) -> tuple[AdaptiveRouter, dict[str, int]]:
+        """The router of `service` and its per-peer sent counts, looked up once per request."""
+        lane = self._lanes.get(service)
+        if lane is None:
+            lane = self._lanes[service] = (self.router_for(service), self.requests_by_peer.setdefault(service, {}))
+        return lane
+
     async def _call(self, service: str, payload: Any, timeout: float | None, info: bool) -> Any:
         """One routed request. The first attempt is made here, inline (the common case: one choice,
-        one send, one answer, no closures, no extra coroutine frame); only a PEER failure or a peer at
-        our local in-flight bound hands over to `call_with_retries`, which goes on from that attempt
+        one send, one answer, no closures, no extra objects); only a PEER failure or a peer at our
+        local in-flight bound hands over to `call_with_retries`, which goes on from that attempt
         exactly as if it had made it."""
         clock = self.clock
         counters = self.counters
         counters["requests"] += 1
-        started = clock()
-        timeout = self.config.default_timeout if timeout is None else timeout
-        deadline = started + timeout
-        providers = self._providers
-        pool = providers.get(service)
+        started = now = clock()
+        deadline = started + (self._default_timeout if timeout is None else timeout)
+        pool = self._providers.get(service)
         if not pool:
             counters["no_peers"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
-        if self.throttle.should_reject(started, self._calls):
+        throttle = self.throttle
+        if throttle.should_reject(started, self._calls):
             counters["throttled"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
         self._calls += 1
         try:
-            now = started
             if self._warming:
                 await self._paced(deadline)
                 now = clock()
-            router = self.routers.get(service) or self.router_for(service)
+            router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
-            limit = client.max_in_flight_per_peer
-            sent = self.requests_by_peer.get(service)
-            if sent is None:
-                sent = self.requests_by_peer[service] = {}
-            max_attempts = self.config.max_attempts
-            retry = self.retry
-            retry.on_request()
-            failed = None
+            self.budget.record_request()
             peer = router.choose(pool, now)
             if peer is None:
                 raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
-            left = deadline - now
-            if client.in_flight(peer) >= limit:
+            if client.per_peer.get(peer, 0) >= client.max_in_flight_per_peer:
                 router.cancel(peer, now)
                 failed = (peer, "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer))
             else:
                 router.on_start(peer, now)
                 sent[peer] = sent.get(peer, 0) + 1
                 try:
-                    result = await client.request(peer, service, payload, left if max_attempts <= 1 else left * 0.6)
+                    result = await client.request(peer, service, payload, (deadline - now) * self._first_share)
                 except asyncio.CancelledError:
                     router.on_abandon(peer, clock())
                     raise
                 except e.RpcError as exc:
-                    kind = e.failure_kind(exc.code)
                     done = clock()
                     exc.attempts = 1
+                    kind = e.failure_kind(exc.code)
                     if kind is None:                     # an application answer: the peer is fine
                         router.on_success(peer, done - now, done)
                         exc.answered = True
@@ -390,22 +390,24 @@ class RpcService:
                 else:
                     done = clock()
                     router.on_success(peer, done - now, done)
-                    outcome = Outcome(result, peer, 1, done)
-            if failed is not None:
-                outcome = await call_with_retries(
-                    router, lambda: providers.get(service, ()),
-                    lambda peer, timeout: client.request(peer, service, payload, timeout),
-                    retry=retry, clock=clock, deadline=deadline, max_attempts=max_attempts,
-                    busy=lambda peer: client.in_flight(peer) >= limit,
-                    sent=sent, counters=counters, what=repr(service), failed=failed)
+                    throttle.record_accept(done)
+                    counters["succeeded"] += 1
+                    return RpcResult(result, peer, 1, done - started) if info else result
+            limit = client.max_in_flight_per_peer
+            outcome = await call_with_retries(
+                router, lambda: self._providers.get(service, ()),
+                lambda peer, timeout: client.request(peer, service, payload, timeout),
+                retry=self.retry, clock=clock, deadline=deadline, max_attempts=self.config.max_attempts,
+                busy=lambda peer: client.per_peer.get(peer, 0) >= limit,
+                sent=sent, counters=counters, what=repr(service), failed=failed)
         except e.RpcError as exc:
             if exc.answered:
-                self.throttle.record_accept(clock())
+                throttle.record_accept(clock())
             counters["failed"] += 1
             raise
         finally:
             self._calls -= 1
-        self.throttle.record_accept(outcome.finished)
+        throttle.record_accept(outcome.finished)
         counters["succeeded"] += 1
         if info:
             return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
