@@ -13,8 +13,9 @@ import time
 from typing import Any, Protocol
 
 from p2p import messages as m
-from p2p.framing import FrameDecoder, FrameError, encode_frame
+from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 
+frame_header = HEADER.pack
 log = logging.getLogger("p2p.link")
 
 _SCHEMAS = m._SCHEMAS
@@ -53,7 +54,7 @@ class PeerLink(asyncio.Protocol):
         "remote_hello", "remote_addr", "close_reason", "close_detail", "ready", "_pending", "_pending_bytes",
         "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_ack_verified",
         "opened_at", "last_recv", "rtt", "msgs_in", "msgs_out", "bytes_in", "bytes_out",
-        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost", "_bound",
+        "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost", "_bound", "_max_frame",
     )
 
     def __init__(self, host: LinkHost, direction: str, source: str = "inbound",
@@ -65,6 +66,7 @@ class PeerLink(asyncio.Protocol):
         self.state = HANDSHAKING
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(host.max_frame_bytes)
+        self._max_frame = host.max_frame_bytes
         self.local_nonce = m.new_nonce()
         self.remote_id: str | None = None
         self.remote_hello: dict | None = None
@@ -287,12 +289,22 @@ class PeerLink(asyncio.Protocol):
         return self.send(message)
 
     def send(self, message: dict) -> bool:
-        try:
-            frame = encode_frame(message, self.decoder.max_frame_bytes)
-        except FrameError:
+        """Encode and queue one message (encode_frame + send_frame, inlined: every RPC goes through here)."""
+        body = encode_body(message)
+        if len(body) > self._max_frame:
             log.warning("refusing to send oversized %s frame to %r", message.get("type"), self)
             return False
-        return self.send_frame(frame)
+        if self.state == CLOSED or self.transport is None:
+            return False
+        frame = frame_header(len(body)) + body
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        self.msgs_out += 1
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        if self._pending_bytes > self._bound:
+            return self._overflow()
+        return True
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue an encoded frame; joined with others into one write at the end of this loop pass."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from p2p.rpc import errors as e
 from p2p.rpc.wire import CANCEL, REQUEST
@@ -26,14 +26,14 @@ Route = Callable[[str, dict], bool]   # send a message to a node without a direc
 TICK = 0.01   # timeout resolution (s): requests expiring in the same tick share one timer
 
 
-class _Pending:
-    __slots__ = ("future", "peer", "timeout", "route")
+class _Pending(NamedTuple):
+    future: asyncio.Future
+    peer: str
+    timeout: float
+    route: bool          # True when sent through the MessageRouter
 
-    def __init__(self, future: asyncio.Future, peer: str, timeout: float, route: bool) -> None:
-        self.future = future
-        self.peer = peer
-        self.timeout = timeout
-        self.route = route   # True when sent through the MessageRouter
+
+_pending = tuple.__new__   # `_pending(_Pending, (...))`: a _Pending without the Python-level constructor
 
 
 class RpcClient:
@@ -89,7 +89,7 @@ class RpcClient:
             raise e.RpcError(e.UNREACHABLE, "no link to the peer", peer=peer)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        pending = _Pending(future, peer, timeout, routed)
+        pending = _pending(_Pending, (future, peer, timeout, routed))
         self._pending[rid] = pending
         # One timer per TICK, not per request: expiry may be up to TICK late; finished requests
         # are skipped when their tick fires (ids are never reused).
@@ -152,7 +152,13 @@ class RpcClient:
         if pending is None or pending.peer != peer:
             self.counters["late"] += 1
             return False
-        self._finish(rid, pending)
+        del self._pending[rid]        # _finish, inlined (once per answer)
+        per_peer = self.per_peer
+        left = per_peer[peer] - 1
+        if left:
+            per_peer[peer] = left
+        else:
+            del per_peer[peer]
         future = pending.future
         if future.done():
             return False

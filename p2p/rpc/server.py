@@ -20,6 +20,7 @@ from p2p.rpc.wire import RESPONSE
 log = logging.getLogger("p2p.rpc.server")
 
 Handler = Callable[[Any, str], Union[Any, Awaitable[Any]]]
+_PLAIN = frozenset({dict, list, str, int, float, bool, bytes, tuple, type(None)})  # never awaitable: skip the ABC check
 
 
 class Replier(Protocol):
@@ -91,7 +92,7 @@ class RpcServer:
             log.exception("rpc handler %r failed (request %d from %s)", service, rid, peer[:12])
             self._error(replier, rid, e.INTERNAL, "handler failed")
             return
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine or future
+        if type(result) not in _PLAIN and inspect.isawaitable(result):  # a plain function returning a coroutine
             self._spawn(result, service, rid, peer, replier, message.get("ttl"))
             return
         self._answer(replier, rid, result, service)
