@@ -289,22 +289,12 @@ class PeerLink(asyncio.Protocol):
         return self.send(message)
 
     def send(self, message: dict) -> bool:
-        """Encode and queue one message (encode_frame + send_frame, inlined: every RPC goes through here)."""
+        """Encode and queue one message (encode_frame inlined: every RPC goes through here)."""
         body = encode_body(message)
         if len(body) > self._max_frame:
             log.warning("refusing to send oversized %s frame to %r", message.get("type"), self)
             return False
-        if self.state == CLOSED or self.transport is None:
-            return False
-        frame = frame_header(len(body)) + body
-        self._pending.append(frame)
-        self._pending_bytes += len(frame)
-        self.msgs_out += 1
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-        if self._pending_bytes > self._bound:
-            return self._overflow()
-        return True
+        return self.send_frame(frame_header(len(body)) + body)
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue an encoded frame; joined with others into one write at the end of this loop pass."""
