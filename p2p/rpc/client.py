@@ -31,6 +31,7 @@ class _Pending(NamedTuple):
     peer: str
     timeout: float
     route: bool          # True when sent through the MessageRouter
+    rid: int
 
 
 _pending = tuple.__new__   # `_pending(_Pending, (...))`: a _Pending without the Python-level constructor
@@ -59,6 +60,17 @@ class RpcClient:
     # -- sending -------------------------------------------------------------------------------
     async def request(self, peer: str, service: str, payload: Any = None, timeout: float | None = None) -> Any:
         """Call `service` on node `peer`; returns the result or raises `RpcError`."""
+        pending = self.start(peer, service, payload, timeout)
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            self.abandon(pending)
+            raise
+
+    def start(self, peer: str, service: str, payload: Any = None, timeout: float | None = None) -> _Pending:
+        """Send the request now; await `.future` for the answer and call `abandon(pending)` if the
+        waiter is cancelled (`request` does both; the routed fast path inlines them). Raises
+        `RpcError` when the request cannot leave."""
         if timeout is None:
             timeout = self.default_timeout
         if timeout <= 0:
@@ -88,8 +100,7 @@ class RpcClient:
         else:
             raise e.RpcError(e.UNREACHABLE, "no link to the peer", peer=peer)
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        pending = _pending(_Pending, (future, peer, timeout, routed))
+        pending = _pending(_Pending, (loop.create_future(), peer, timeout, routed, rid))
         self._pending[rid] = pending
         # One timer per TICK, not per request: expiry may be up to TICK late; finished requests
         # are skipped when their tick fires (ids are never reused).
@@ -102,14 +113,15 @@ class RpcClient:
             expiring.append(rid)
         self.per_peer[peer] = count + 1
         self.counters["sent"] += 1
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if self._pending.get(rid) is pending:  # the caller gave up, not us
-                self._finish(rid, pending)
-                self.counters["cancelled"] += 1
-                self._send_cancel(pending, rid)
-            raise
+        return pending
+
+    def abandon(self, pending: _Pending) -> None:
+        """The waiter of a started request was cancelled: forget it and tell the peer to stop."""
+        rid = pending.rid
+        if self._pending.get(rid) is pending:  # the caller gave up, not us
+            self._finish(rid, pending)
+            self.counters["cancelled"] += 1
+            self._send_cancel(pending, rid)
 
     def _finish(self, rid: int, pending: _Pending) -> None:
         del self._pending[rid]

@@ -372,9 +372,13 @@ class RpcService:
             else:
                 router.on_start(peer, now)
                 sent[peer] = sent.get(peer, 0) + 1
+                pending = None
                 try:
-                    result = await client.request(peer, service, payload, (deadline - now) * self._first_share)
+                    pending = client.start(peer, service, payload, (deadline - now) * self._first_share)
+                    result = await pending.future          # client.request, inlined: one coroutine less
                 except asyncio.CancelledError:
+                    if pending is not None:
+                        client.abandon(pending)
                     router.on_abandon(peer, clock())
                     raise
                 except e.RpcError as exc:

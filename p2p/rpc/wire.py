@@ -15,9 +15,7 @@ Requests and responses sent through the MessageRouter (no direct link) also carr
 """
 from __future__ import annotations
 
-from typing import Any
-
-from p2p.messages import is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, register_schema
+from p2p.messages import is_any, is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, register_schema
 
 REQUEST = "rpc_request"
 RESPONSE = "rpc_response"
@@ -29,14 +27,10 @@ MAX_SERVICE_NAME = 128
 MAX_SERVICES = 256
 
 
-def _any(_: Any) -> bool:
-    return True
-
-
 _ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "dst": is_node_id, "hops": is_int(0, 255)}
 
-register_schema(REQUEST, {"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": _any, "ttl": is_number, **_ROUTED})
-register_schema(RESPONSE, {"rid": is_int()}, {"r": _any, "err": is_str(64), "msg": is_str(512), **_ROUTED})
+register_schema(REQUEST, {"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": is_any, "ttl": is_number, **_ROUTED})
+register_schema(RESPONSE, {"rid": is_int()}, {"r": is_any, "err": is_str(64), "msg": is_str(512), **_ROUTED})
 register_schema(CANCEL, {"rid": is_int()}, dict(_ROUTED))
 register_schema(SERVICES, {"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))})
 register_schema(HINT, {"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,
