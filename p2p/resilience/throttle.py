@@ -33,10 +33,9 @@ class AdaptiveThrottle:
     def should_reject(self, now: float, in_flight: int = 0) -> bool:
         """Draw whether to reject this request locally. Every call counts as a request (the SRE
         formula counts what the application attempted, including locally rejected requests)."""
-        window = self._window
-        requests, accepts = window.totals(now)
-        window.add_at(_REQUESTS, now)
-        excess = requests - in_flight - self.k * accepts
+        totals = self._window.bump(_REQUESTS, now)
+        requests = totals[_REQUESTS] - 1           # before this one
+        excess = requests - in_flight - self.k * totals[_ACCEPTS]
         if excess > 0.0 and self._rng.random() * (requests + 1) < excess:
             self.local_rejects += 1
             return True
@@ -44,4 +43,4 @@ class AdaptiveThrottle:
 
     def record_accept(self, now: float) -> None:
         """The backend accepted (answered) a request that `should_reject` let through."""
-        self._window.add_at(_ACCEPTS, now)
+        self._window.bump(_ACCEPTS, now)

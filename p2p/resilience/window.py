@@ -73,12 +73,15 @@ class WindowCounter:
             self._advance(now)
         return self._totals
 
-    def add_at(self, index: int, now: float) -> None:
-        """`add(kinds[index], now)`: one event, without the name lookup."""
+    def bump(self, index: int, now: float) -> list[int]:
+        """`add(kinds[index], now)` without the name lookup; returns the live totals (read only), so
+        a hot caller counts and reads in one call."""
         if now >= self._until:
             self._advance(now)
         self._cur[index] += 1
-        self._totals[index] += 1
+        totals = self._totals
+        totals[index] += 1
+        return totals
 
     def count(self, kind: str, now: float) -> int:
         if now >= self._until:

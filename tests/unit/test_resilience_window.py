@@ -37,3 +37,14 @@ def test_time_going_backwards_counts_in_newest_bucket():
     w.add("success", 5.0)
     w.add("success", 4.0)
     assert w.total(5.0) == 2
+
+
+def test_bump_counts_like_add_and_returns_the_live_totals():
+    by_name = WindowCounter(span=4.0, buckets=4, kinds=("a", "b"))
+    by_index = WindowCounter(span=4.0, buckets=4, kinds=("a", "b"))
+    for t, kind in [(0.1, "a"), (0.5, "b"), (1.2, "a"), (3.9, "a"), (4.6, "b"), (9.0, "a")]:
+        by_name.add(kind, t)
+        totals = by_index.bump(by_index.kinds.index(kind), t)
+        assert totals == [by_name.count("a", t), by_name.count("b", t)]
+        assert by_index.totals(t) == totals
+    assert by_index.totals(20.0) == [0, 0]
