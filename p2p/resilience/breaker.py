@@ -4,16 +4,18 @@ States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in
 
 - CLOSED -> OPEN after `consecutive_failures` failures in a row (`consecutive_timeouts` when they
   are all timeouts: silence is a stronger signal than an error answer), or when the failure rate over
-  a sliding window exceeds `failure_rate` with at least `min_volume` outcomes in it. An optional
+  a sliding window exceeds `failure_rate` with at least `min_volume` outcomes in it. A flapping peer
+  (at least `flapping_trips` trips not yet forgiven) opens on its first timeout. An optional
   `may_trip()` guard can veto that first trip (the router uses it to cap how many peers are ejected
   at once, like Envoy's max_ejection_percent, so a fleet-wide brownout cannot open every breaker).
-- OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown is full-jittered and grows with the
-  trip count: uniform(0, min(cooldown_cap, cooldown_base * factor ** (trips - 1))), floored at
-  `cooldown_min`.
+- OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown grows with the trip count up to a
+  ceiling of min(cooldown_cap, cooldown_base * factor ** (trips - 1)), of which the last
+  `cooldown_jitter` fraction is random (0.5: uniform(ceiling / 2, ceiling)), floored at `cooldown_min`.
 - HALF_OPEN admits one probe; success -> CLOSED with a ramp (the admitted fraction of traffic grows
   linearly from `ramp_start` to 1 over `ramp_period` x min(trips, `ramp_trips`): a peer that keeps
   tripping comes back more slowly), failure -> OPEN with a longer cooldown. A probe
-  that never reports within `probe_timeout` counts as failed.
+  that never reports within `probe_timeout` counts as failed. A flapping peer's first `ramp_period`
+  back is gated by requests in flight instead (`inflight_cap`: one at a time by default).
 - The trip count is not reset by one success: it drops by one per `decay_period` of uninterrupted
   health, so a flapping peer keeps long cooldowns.
 
@@ -59,6 +61,9 @@ class BreakerConfig:
     ramp_period: float = 2.0           # seconds to ramp back to full traffic (per damped trip ...)
     ramp_trips: int = 5                # ... counting at most this many trips
     decay_period: float = 10.0         # healthy seconds that forgive one trip
+    cooldown_jitter: float = 0.5       # random part of the cooldown, as a fraction of its ceiling
+    flapping_trips: int = 2            # with this many unforgiven trips, one timeout opens the breaker ...
+    flapping_inflight: int = 1         # ... and for its first ramp_period back, at most this many in flight
 
 
 class CircuitBreaker:
@@ -123,6 +128,23 @@ class CircuitBreaker:
         fraction = self.admission(now)
         return fraction >= 1.0 or (fraction > 0.0 and self._rng.random() < fraction)
 
+    def flapping(self, now: float) -> bool:
+        """Whether the peer has tripped `flapping_trips` times without being forgiven since: it then
+        opens on its first timeout and comes back one request at a time (`inflight_cap`)."""
+        self._decay(now)
+        return self.trips >= self.config.flapping_trips > 0
+
+    def inflight_cap(self, now: float) -> int | None:
+        """For a flapping peer in the first `ramp_period` after its probe succeeded: how many requests
+        it may have in flight, admitted without the ramp's draw (None: use `admits`). Every request
+        in flight when a flapping peer drops again waits for a whole timeout. The draw admitted it to
+        a fraction of choices, but an idle peer wins most choices it is admitted to, so it often held
+        3-5 requests when it dropped. Gated like a new peer (one request at a time), a drop costs one
+        request; a healed peer still serves, and ramps as usual once it has stayed up that long."""
+        if self.closed_at is None or now - self.closed_at >= self.config.ramp_period or not self.flapping(now):
+            return None
+        return self.config.flapping_inflight
+
     def open_for(self, now: float) -> float:
         """How long the breaker has been open or probing (0 when closed)."""
         if self.state is BreakerState.CLOSED or self.opened_at is None:
@@ -170,7 +192,13 @@ class CircuitBreaker:
         self.consecutive_timeouts = self.consecutive_timeouts + 1 if timeout else 0
         self.window.add("fail", now)
         c = self.config
-        if self.consecutive >= c.consecutive_failures:
+        # A flapping peer that times out is most likely down again. Waiting for
+        # `consecutive_timeouts` kept it closed when fewer requests than that were in flight as it
+        # dropped: merely avoided, its exploratory requests went into the outage one by one, each
+        # waiting a whole timeout. Open, it is probed on the breaker's cooldown instead.
+        if timeout and self.flapping(now):
+            self._trip_closed(now, f"timeout after {self.trips} recent trips")
+        elif self.consecutive >= c.consecutive_failures:
             self._trip_closed(now, f"{self.consecutive} consecutive failures")
         elif self.consecutive_timeouts >= c.consecutive_timeouts:
             self._trip_closed(now, f"{self.consecutive_timeouts} consecutive timeouts")
@@ -182,6 +210,17 @@ class CircuitBreaker:
                     self._trip_closed(now, f"failure rate {rate:.0%} over {total} requests")
 
     # -- internals -----------------------------------------------------------------------------
+    def _cooldown(self) -> float:
+        """Seconds until the next probe: the backoff ceiling for this trip count, of which the last
+        `cooldown_jitter` fraction is random (1.0: full jitter, 0.5: AWS's "equal jitter"). Full
+        jitter probed a peer within a few ms of its trip now and then, and a peer that has just
+        failed is almost never back that soon: the probe's request is wasted, and when the peer is
+        silent it waits a whole timeout. Half the range still spreads probes from many nodes."""
+        c = self.config
+        j = min(1.0, max(0.0, c.cooldown_jitter))
+        ceiling = min(c.cooldown_cap, c.cooldown_base * c.cooldown_factor ** min(max(self.trips - 1, 0), 64))
+        return ceiling * (1.0 - j) + j * self._backoff.delay_for(self.trips - 1)
+
     def _decay(self, now: float) -> None:
         period = self.config.decay_period
         while self.trips > 0 and now - self.healthy_since >= period:
@@ -199,7 +238,7 @@ class CircuitBreaker:
         self._decay(now)
         self.trips += 1
         self.total_trips += 1
-        cooldown = max(self.config.cooldown_min, self._backoff.delay_for(self.trips - 1))
+        cooldown = max(self.config.cooldown_min, self._cooldown())
         if self.state is BreakerState.CLOSED:
             self.opened_at = now
         self.open_until = now + cooldown

@@ -22,13 +22,22 @@ Cost of a peer (lower is better), combining the seed's weighted score with load:
   outcomes. The sliding-window counts are what `snapshot()` reports.
 
 `choose` filters out peers whose circuit breaker refuses (ramping peers pass at their admitted
-fraction), peers at their AIMD concurrency limit and new peers with a request already in flight;
-then, in order: a half-open peer's single probe; one exploratory request to a peer nobody asked for
-`probe_interval` seconds (so a recovered peer is noticed quickly); otherwise power of two random
-choices by cost among peers that are not outliers (unloaded cost above `outlier_factor` x the
-prior, re-evaluated every 100 ms: P2C alone would still send a slow peer traffic whenever both
-draws land on bad peers, or whenever the others are busy). Outliers get traffic only when nothing
-else is admitted. If every breaker is open it probes the peer open longest: never a dead end.
+fraction; a flapping peer just back passes while it has fewer than `flapping_inflight` requests in
+flight, see the breaker), peers at their AIMD concurrency limit, and new peers or peers on
+probation with a request already in flight; then, in order: a half-open peer's single probe; one
+exploratory request to a peer nobody asked for (or that failed) in `probe_interval` seconds (so a
+recovered peer is noticed quickly); otherwise power of two random choices by cost among peers that
+are not outliers (unloaded cost above `outlier_factor` x the prior, re-evaluated every 100 ms, or
+silent for longer than that line allows, checked at every choice: P2C alone would still send a slow
+peer traffic whenever both draws land on bad peers, or whenever the others are busy). Outliers get
+traffic only when nothing else is admitted. If every breaker is open it probes the peer open
+longest: never a dead end.
+
+An outlier whose exploration did not come back normal is confirmed: it stays out, on its estimates
+as measured (no drift), until an answer within `healed_factor` x the prior, and then is on probation,
+one request at a time, until `new_peer_samples` normal answers in a row (a slow answer or a failure
+sends it back). Its estimate rests on sparse answers: a 10x slow peer answers within twice the prior
+now and then, and each time it was trusted, P2C sent it a burst of slow requests.
 """
 from __future__ import annotations
 
@@ -71,6 +80,7 @@ class RouterConfig:
     probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one,
     probe_interval_max: float = 3.0    # doubling up to this while the peer stays an outlier
     outlier_factor: float = 2.0        # unloaded cost above this x the prior: only probes, no P2C
+    healed_factor: float = 1.0         # an outlier's exploratory answer within this x the prior brings it back
     new_peer_samples: int = 3          # a peer with fewer samples gets one request at a time
     fresh_samples: int = 10            # this many outcomes in `fresh_window` s make hints irrelevant
     fresh_window: float = 2.0
@@ -84,7 +94,7 @@ class RouterConfig:
 
 
 class _Peer:
-    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried", "explore_every")
+    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried", "explore_every", "probation")
 
     def __init__(self, name: str, metrics: PeerMetrics, breaker: CircuitBreaker, limit: AIMDLimit | None) -> None:
         self.name = name
@@ -93,6 +103,7 @@ class _Peer:
         self.limit = limit
         self.last_tried = -math.inf
         self.explore_every = 0.0   # current exploration interval (0: the configured base)
+        self.probation = 0         # normal answers still owed, one request at a time, after healing
 
 
 class AdaptiveRouter:
@@ -172,10 +183,41 @@ class AdaptiveRouter:
                 self._baseline = (0.0, 0.0)
             self._free = (self._free_up_to(self._baseline[0]), self._free_up_to(self._baseline[1]))
             self._prior_at = now
-            limit = self.config.outlier_factor * self._prior
-            self._outliers = {p for p in self._peers.values()
-                              if self._cost(p, now, self._prior) > limit * (p.metrics.outstanding + 1)}
+            self._outliers = self._find_outliers(now)
         return self._prior
+
+    def _find_outliers(self, now: float) -> set[_Peer]:
+        """Peers whose unloaded cost is above `outlier_factor` x the prior.
+
+        A confirmed outlier (explored while an outlier, and no exploration came back normal since)
+        stays one until its cost as last measured, without the drift back to the prior, is within
+        `healed_factor` x the prior: a hysteresis, in practice until an exploration comes back
+        normal (then `_on_probation`). Otherwise a
+        10x slow peer's estimate, about its last sparse answer, dipped under the entry line after a
+        lucky fast answer or a few seconds of drift, and P2C sent it a burst of slow requests before
+        its answers pushed it out again. A peer out on one slow answer is not held: at high load,
+        holding healthy peers out until explored cascaded (fewer peers, longer queues, more out)."""
+        c = self.config
+        prior = self._prior
+        old = self._outliers
+        enter, leave = c.outlier_factor * prior, c.healed_factor * prior
+        out = set()
+        for p in self._peers.values():
+            held = p in old and p.explore_every > 0.0
+            if self._cost(p, now, prior, held=held) > (leave if held else enter) * (p.metrics.outstanding + 1):
+                out.add(p)
+            elif held:
+                self._on_probation(p)
+        return out
+
+    def _on_probation(self, p: _Peer) -> None:
+        """A confirmed outlier looks normal again (an exploration, or the prior rising past its
+        estimate): one request at a time until `new_peer_samples` answers in a row come back normal.
+        Its estimate rests on one sparse answer, and a 10x slow peer answers within the prior now
+        and then (lognormal luck): trusted at once, P2C sent it a burst before its slow answers came
+        back. A healed peer answers quickly and is through in a few round trips."""
+        p.explore_every = 0.0
+        p.probation = self.config.new_peer_samples
 
     def _free_up_to(self, base: float) -> float:
         """The failure average at or below which a peer pays nothing: the reference rate plus
@@ -196,13 +238,14 @@ class AdaptiveRouter:
             return 1.0
         return self.hints.multiplier(peer, now)
 
-    def _cost(self, p: _Peer, now: float, prior: float) -> float:
+    def _cost(self, p: _Peer, now: float, prior: float, held: bool = False) -> float:
+        """`held`: without the drift of stale estimates back to the prior (see `_find_outliers`)."""
         # Hot path (twice per P2C choice): PeerMetrics.latency / failure_rates inlined, same values.
         c = self.config
         w = c.weights
         m = p.metrics
         est = m.ewma
-        age = now - m.stamp
+        age = 0.0 if held else now - m.stamp
         if est is None:
             est = prior
         elif age > 0.0 and w.freshness > 0.0:
@@ -217,7 +260,7 @@ class AdaptiveRouter:
         # Drifting towards the baseline never lifts a rate above max(rate, baseline): a rate at most
         # baseline + margin costs nothing, drift or not.
         if m.errors > free_err or m.timeouts > free_to:
-            err, to = m.failure_rates(now, self._baseline, w.freshness)
+            err, to = m.failure_rates(now, self._baseline, 0.0 if held else w.freshness)
             err -= free_err
             to -= free_to
             if err > 0.0 or to > 0.0:
@@ -250,14 +293,18 @@ class AdaptiveRouter:
         new_samples = c.new_peer_samples
         interval = c.probe_interval
         use_hints = c.hints
+        silent_after = self._silence_limit(prior)
         for name in candidates:
             if name in excluded:
                 continue
             p = peers.get(name) or self._add(name, now)
             pool.append(p)
             b = p.breaker
+            cap = None
             if b.state is closed and b.closed_at is None and not b.trips:
                 pass                                  # fast path: plainly closed
+            elif (cap := b.inflight_cap(now)) is not None:
+                pass                                  # a flapping peer just back: gated by `cap` below
             elif not b.admits(now):
                 continue
             elif b.state is BreakerState.HALF_OPEN:
@@ -267,15 +314,17 @@ class AdaptiveRouter:
             m = p.metrics
             outstanding = m.outstanding
             if outstanding:
-                if m.samples < new_samples:
+                if m.samples < new_samples or p.probation:
                     continue
                 if p.limit is not None and outstanding >= p.limit.allowed:
+                    continue
+                if cap is not None and outstanding >= cap:
                     continue
             elif explore is None and now - p.last_tried >= (p.explore_every or interval):
                 if (not use_hints or p.last_tried == -math.inf
                         or now - p.last_tried >= (p.explore_every or interval) * self.hint_multiplier(name, now)):
                     explore = p
-            if p in outlying:
+            if p in outlying or (outstanding and now - m.last_progress > silent_after):
                 outliers.append(p)
             else:
                 eligible.append(p)
@@ -299,6 +348,14 @@ class AdaptiveRouter:
         chosen.breaker.acquire(now)
         chosen.last_tried = now
         return chosen.name
+
+    def _silence_limit(self, prior: float) -> float:
+        """Seconds of silence (requests in flight, no answer) that alone make a peer an outlier: its
+        estimate, `silence` x that time, is then above the outlier line. Checked at every choice, not
+        with the outlier set every 100 ms: a peer that dies mid-stream otherwise kept its P2C share
+        for up to that long, and each request sent to it waits for its timeout."""
+        w = self.config.weights.silence
+        return self.config.outlier_factor * prior / w if w > 0 else math.inf
 
     def _two_choices(self, eligible: list[_Peer], now: float, prior: float) -> _Peer:
         """Power of two random choices by cost."""
@@ -333,11 +390,13 @@ class AdaptiveRouter:
         probing = breaker.state is not BreakerState.CLOSED
         p.metrics.on_success(latency, now)
         breaker.record_success(now)
-        if probing or p.explore_every:
+        if probing or p.explore_every or p.probation:
             recovered = probing and breaker.state is BreakerState.CLOSED
-            if not recovered and p.explore_every and latency <= self.config.outlier_factor * self.prior(now):
+            if not recovered and p.explore_every and latency <= self.config.healed_factor * self.prior(now):
                 recovered = True            # an outlier's exploratory request came back normal
-                p.explore_every = 0.0
+                self._on_probation(p)
+            elif p.probation:
+                self._serve_probation(p, latency, now)
             if recovered:
                 # The probe proved the peer answers again, and this fast: restart its latency and
                 # timeout estimates from this answer (the breaker's ramp or the load term, not stale
@@ -351,6 +410,20 @@ class AdaptiveRouter:
         if limit is not None and latency <= limit.target_latency and limit.limit < limit.max_limit:
             limit.on_success(latency)
 
+    def _serve_probation(self, p: _Peer, latency: float, now: float) -> None:
+        """One answer of a peer on probation: a normal one counts down, a slow one is a relapse."""
+        if latency <= self.config.outlier_factor * self.prior(now):
+            p.probation -= 1
+        else:
+            self._relapse(p)
+
+    def _relapse(self, p: _Peer) -> None:
+        """A peer on probation answered slowly or failed: a confirmed outlier again, explored from
+        the base interval."""
+        p.probation = 0
+        p.explore_every = self.config.probe_interval
+        self._outliers.add(p)
+
     def on_failure(self, peer: str, kind: str, latency: float, now: float) -> None:
         """`kind`: "error" (error answer), "timeout" (no answer in time), "rejected" (peer overloaded)."""
         p = self._peers.get(peer)
@@ -358,6 +431,12 @@ class AdaptiveRouter:
             return
         p.metrics.on_failure(kind, latency, now)
         p.breaker.record_failure(now, timeout=kind == "timeout")
+        # A failure is fresh news: no exploratory request is owed for another interval. A timeout
+        # arrives a whole timeout after its request was sent, and exploring the peer at once (its
+        # last request is that old) sent one more request into the same outage.
+        p.last_tried = max(p.last_tried, now)
+        if p.probation:
+            self._relapse(p)
         if p.limit is not None and kind != "error":
             p.limit.on_overload(now)
 

@@ -186,3 +186,55 @@ def test_ramp_is_slower_for_a_peer_that_keeps_tripping():
     assert fractions[0] == pytest.approx(0.25 + 0.75 * 1.0 / 2.0)
     assert fractions[1] == pytest.approx(0.25 + 0.75 * 1.0 / 4.0)
     assert fractions[2] == fractions[3] == pytest.approx(0.25 + 0.75 * 1.0 / 6.0)
+
+
+def close_after_trip(b, now):
+    """Trip `b` at `now`, then let its probe succeed when the cooldown is over; returns that time."""
+    trip(b, now)
+    t = b.open_until
+    b.acquire(t)
+    b.record_success(t)
+    return t
+
+
+def test_a_flapping_peer_opens_on_its_first_timeout():
+    b, log = make(consecutive_failures=100, consecutive_timeouts=3, decay_period=10.0)
+    b.record_failure(0.0, timeout=True)                 # never tripped: one timeout is not enough
+    assert b.state is BreakerState.CLOSED
+    t = close_after_trip(b, 0.0)
+    b.record_failure(t + 0.1, timeout=True)             # one trip: still needs 3 in a row
+    assert b.state is BreakerState.CLOSED
+    t = close_after_trip(b, t + 0.2)
+    assert b.flapping(t)
+    b.record_failure(t + 0.1)                           # an error answer is not silence
+    assert b.state is BreakerState.CLOSED
+    b.record_failure(t + 0.2, timeout=True)
+    assert b.state is BreakerState.OPEN and "recent trips" in log[-1][2]
+    close_after_trip(b, b.open_until)                   # 4 trips: forgiven one per 10 s of health
+    assert b.flapping(b.healthy_since + 25.0) and not b.flapping(b.healthy_since + 35.0)
+
+
+def test_cooldown_keeps_the_fixed_part_of_its_ceiling():
+    for jitter, lowest in ((0.5, 0.5), (1.0, 0.0)):
+        b, _ = make(cooldown_base=1.0, cooldown_cap=1.0, cooldown_min=0.0, cooldown_jitter=jitter,
+                    consecutive_failures=1)
+        cooldowns = []
+        for _ in range(300):
+            b.state = BreakerState.CLOSED
+            b.trips = 0
+            b.record_failure(0.0)
+            cooldowns.append(b.open_until)
+        assert min(cooldowns) >= lowest and max(cooldowns) <= 1.0
+        assert min(cooldowns) < lowest + 0.05 and max(cooldowns) > 0.95   # still spread over the range
+
+
+def test_a_flapping_peer_just_back_is_gated_by_requests_in_flight():
+    b, _ = make(ramp_period=2.0, ramp_start=0.25, flapping_inflight=1, decay_period=1000.0)
+    t = close_after_trip(b, 0.0)
+    assert b.inflight_cap(t) is None                    # one trip: the usual draw-based ramp
+    t = close_after_trip(b, t + 1.0)
+    assert b.inflight_cap(t) == 1 and b.inflight_cap(t + 1.9) == 1
+    assert b.inflight_cap(t + 2.01) is None             # stayed up ramp_period: ramps as usual
+    assert 0.25 < b.admission(t + 2.01) < 1.0
+    trip(b, t + 2.5)
+    assert b.inflight_cap(t + 2.6) is None              # open: nothing goes

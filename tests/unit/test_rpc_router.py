@@ -263,3 +263,132 @@ def test_probe_success_restarts_the_estimate():
     r.on_start("bad", 2.4)
     r.on_success("bad", 0.012, 2.412)
     assert r.snapshot(2.42)["bad"]["latency_ms"] == pytest.approx(12.0, rel=0.05)
+
+
+def drive(r, peers, latency, start, end, pending, step=0.002):
+    """One request every `step` s in [start, end), answered after `latency(peer, t)` s; `pending`
+    carries answers across calls. Returns the [(time sent, peer)] of every request."""
+    sent = []
+    now = start
+    while now < end:
+        deliver(r, pending, now)
+        p = r.choose(peers, now)
+        r.on_start(p, now)
+        lat = latency(p, now)
+        pending.append((now + lat, p, lat, True))
+        sent.append((now, p))
+        now += step
+    return sent
+
+
+def test_a_confirmed_outlier_is_not_trusted_on_one_lucky_answer():
+    r = router(probe_interval=0.5, probe_interval_max=1.0)
+    peers = [f"g{i}" for i in range(4)] + ["slow"]
+    lucky = []
+
+    def latency(p, t):            # the healthy peers are busy (~7 requests in flight each)
+        if p != "slow":
+            return 0.030
+        if t >= 3.0 and not lucky:
+            lucky.append(t)
+            return 0.045          # within twice the prior (30 ms), not within the prior
+        return 0.300
+
+    pending = []
+    sent = drive(r, peers, latency, 0.0, 5.0, pending, step=0.001)
+    slow = [t for t, p in sent if p == "slow" and t >= 1.0]
+    assert lucky
+    # Before: the lucky answer put it back in P2C for a burst (its estimate is its last answer).
+    after = [t for t in slow if lucky[0] < t < lucky[0] + 0.5]
+    assert len(after) <= 1, after
+    assert len(slow) <= 10                               # explorations only, backed off
+
+
+def test_a_healed_outlier_is_on_probation_one_request_at_a_time():
+    r = router(probe_interval=0.5, probe_interval_max=1.0)
+    peers = [f"g{i}" for i in range(4)] + ["slow"]
+    pending = []
+    drive(r, peers, lambda p, t: 0.1 if p == "slow" else 0.010, 0.0, 3.0, pending)
+    log = []
+
+    def healed(p, t):
+        if p == "slow":
+            log.append(t)
+        return 0.010
+
+    sent = drive(r, peers, healed, 3.0, 6.0, pending)
+    first = log[:4]                                      # the healing exploration, then probation
+    assert len(first) == 4 and all(b - a >= 0.010 for a, b in zip(first, first[1:]))
+    assert sum(1 for t, p in sent if p == "slow" and t >= 5.0) > 0.1 * len([t for t, _ in sent if t >= 5.0])
+
+
+def test_probation_ends_on_a_slow_answer():
+    r = router(probe_interval=0.5, probe_interval_max=1.0)
+    peers = [f"g{i}" for i in range(4)] + ["slow"]
+    pending = []
+    drive(r, peers, lambda p, t: 0.3 if p == "slow" else 0.030, 0.0, 3.0, pending, step=0.001)
+    answers = []
+
+    def relapsing(p, t):
+        if p != "slow":
+            return 0.030
+        answers.append(t)
+        return 0.010 if len(answers) == 1 else 0.3     # one normal answer, then slow again
+
+    sent = drive(r, peers, relapsing, 3.0, 6.0, pending, step=0.001)
+    assert len(answers) >= 3
+    healed = answers[0] + 0.010
+    # Before: trusted on that answer, it got a burst while its next (slow) answers were on their way.
+    assert sum(1 for t in answers if healed <= t < healed + 0.3) == 1
+    assert len([t for t in answers if t >= healed + 0.3]) <= 4   # explorations again, backed off
+
+
+def test_a_silent_peer_leaves_p2c_before_the_outlier_set_is_refreshed():
+    r = router()
+    for q in ("a", "b", "mute"):
+        feed(r, q, 0.010, 0.0)
+    now = 2.0
+    r.prior(now)                                         # the cached outlier set: nobody
+    for q in ("a", "b"):
+        for _ in range(20):                              # busy peers: P2C would favour the idle one
+            r.on_start(q, now)
+        r.on_success(q, 0.029, now + 0.029)              # (and they keep answering)
+    r.on_start("mute", now)                              # ... which never answers
+    picks = [r.choose(["a", "b", "mute"], now + 0.03) for _ in range(200)]
+    assert "mute" not in picks
+
+
+def test_a_timeout_is_news_no_exploration_owed_at_once():
+    r = router(probe_interval=1.0)
+    for q in ("a", "b"):
+        feed(r, q, 0.010, 0.0, n=20)
+    r.on_start("x", 0.0)
+    r.on_failure("x", "timeout", 1.0, 1.0)               # its only request, sent a timeout ago
+    assert all(r.choose(["a", "b", "x"], 1.001 + i * 0.001) != "x" for i in range(100))
+    assert r.choose(["a", "b", "x"], 2.01) == "x"        # explored an interval after the news
+
+
+def test_a_flapping_peer_just_back_gets_one_request_at_a_time():
+    cfg = BreakerConfig(consecutive_timeouts=1, cooldown_base=0.1, cooldown_cap=0.1, cooldown_min=0.1,
+                        ramp_period=1.0, decay_period=100.0)
+    r = router(breaker=cfg)
+    feed(r, "a", 0.010, 0.0, n=20)
+    feed(r, "b", 0.010, 0.0, n=20)
+    feed(r, "f", 0.010, 0.0, n=20)
+    now = 1.0
+    for _ in range(2):                                   # drops twice, comes back twice
+        r.on_start("f", now)
+        r.on_failure("f", "timeout", 1.0, now + 1.0)
+        now += 1.2
+        assert r.choose(["a", "b", "f"], now) == "f"     # the half-open probe
+        r.on_start("f", now)
+        r.on_success("f", 0.010, now + 0.01)
+        now += 0.02
+    picks = []
+    for _ in range(50):                                  # nothing answers: load piles up on a and b
+        p = r.choose(["a", "b", "f"], now)
+        r.on_start(p, now)
+        picks.append(p)
+    assert picks.count("f") == 1
+    r.on_success("f", 0.010, now + 0.01)
+    assert "f" in [r.choose(["a", "b", "f"], now + 0.02) for _ in range(50)]

@@ -1,6 +1,7 @@
 """The fault mix of tests/integration/test_rpc_faults.py, in simulated time against the real router:
 5 peers, one 10x slow, one failing 50% of requests fast, one gone; 2 healthy peers remain, so the bad
-ones are half the fleet the router still knows."""
+ones are half the fleet the router still knows. And a peer flapping 2 s dead / 2 s up."""
+import heapq
 import random
 
 import pytest
@@ -67,3 +68,50 @@ def test_healed_peers_get_traffic_back_within_5_s(seed):
     late = [(t, p) for t, p in sent if 12.0 <= t < 14.0]          # 3-5 s after healing at 9 s
     for peer in ("slow", "failing"):
         assert sum(1 for _, p in late if p == peer) > 0.05 * len(late), peer
+
+
+def run_flapping(seed: int, rate: float = 1000.0, until: float = 27.0, timeout: float = 1.0):
+    """5 peers; p4 is dead 2 s / up 2 s from t = 2 to t = 22 (no answer while dead: the caller's
+    timeout fires). Returns the times of requests sent into an outage, and every (time sent, peer)."""
+    rng = random.Random(seed)
+    r = AdaptiveRouter(RouterConfig(tau=0.3), rng=random.Random(seed + 100), clock=lambda: 0.0)
+    peers = [f"p{i}" for i in range(5)]
+
+    def dead(t: float) -> bool:
+        return 2.0 <= t < 22.0 and (t - 2.0) % 4.0 < 2.0
+
+    pending: list[tuple[float, int, str, float, bool]] = []
+    lost: list[float] = []
+    sent: list[tuple[float, str]] = []
+    now, n = 0.0, 0
+    while now < until:
+        now += 1.0 / rate
+        while pending and pending[0][0] <= now:
+            done, _, peer, lat, ok = heapq.heappop(pending)
+            if ok:
+                r.on_success(peer, lat, done)
+            else:
+                r.on_failure(peer, "timeout", lat, done)
+        peer = r.choose(peers, now)
+        r.on_start(peer, now)
+        lat = BASE / 2 * rng.lognormvariate(0, 0.3)
+        n += 1
+        if peer == "p4" and (dead(now) or dead(now + lat)):
+            heapq.heappush(pending, (now + timeout, n, peer, timeout, False))
+            lost.append(now)
+        else:
+            heapq.heappush(pending, (now + lat, n, peer, lat, True))
+        sent.append((now, peer))
+    return lost, sent
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_a_flapping_peer_costs_about_one_request_per_outage_and_comes_back(seed):
+    lost, sent = run_flapping(seed)
+    # Outages at 10, 14 and 18 s, once it has tripped twice. Before, each outage caught the requests
+    # its ramp share had in flight plus those sent before its silence showed (6-9 in all here), and
+    # its exploratory requests could go into the outage too; now it comes back one request at a
+    # time and a flapping peer's first timeout opens its breaker.
+    assert len([t for t in lost if t >= 10.0]) <= 4, lost
+    late = [p for t, p in sent if 25.0 <= t < 27.0]                   # 3-5 s after the last outage
+    assert late.count("p4") > 0.1 * len(late)
