@@ -41,6 +41,9 @@ class BreakerState(str, Enum):
         return self.value
 
 
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
 TransitionCallback = Callable[[BreakerState, BreakerState, str], None]
 
 
@@ -77,7 +80,7 @@ class CircuitBreaker:
         self._backoff = Backoff(c.cooldown_base, c.cooldown_cap, c.cooldown_factor, self._rng)
         self.on_transition = on_transition
         self.may_trip = may_trip
-        self.state = BreakerState.CLOSED
+        self.state = _CLOSED
         self.trips = 0                      # damped trip count (grows per trip, decays with health)
         self.total_trips = 0                # never decays: for metrics
         self.consecutive = 0
@@ -93,10 +96,10 @@ class CircuitBreaker:
     # -- queries -------------------------------------------------------------------------------
     def current_state(self, now: float) -> BreakerState:
         """State at `now`, moving OPEN -> HALF_OPEN when the cooldown has run out."""
-        if self.state is BreakerState.OPEN and now >= self.open_until:
-            self._move(BreakerState.HALF_OPEN, "cooldown elapsed")
+        if self.state is _OPEN and now >= self.open_until:
+            self._move(_HALF_OPEN, "cooldown elapsed")
             self.probe_started = None
-        elif (self.state is BreakerState.HALF_OPEN and self.probe_started is not None
+        elif (self.state is _HALF_OPEN and self.probe_started is not None
               and now - self.probe_started >= self.config.probe_timeout):
             self._trip(now, "probe timed out")
         return self.state
@@ -104,9 +107,9 @@ class CircuitBreaker:
     def admission(self, now: float) -> float:
         """Fraction of traffic admitted right now: 0 when open or probing, ramping up after closing."""
         state = self.current_state(now)
-        if state is BreakerState.OPEN:
+        if state is _OPEN:
             return 0.0
-        if state is BreakerState.HALF_OPEN:
+        if state is _HALF_OPEN:
             return 1.0 if self.probe_started is None else 0.0
         self._decay(now)
         if self.closed_at is None:
@@ -121,7 +124,7 @@ class CircuitBreaker:
 
     def admits(self, now: float) -> bool:
         """Whether one request may go now (during a ramp, a random draw at the admitted fraction)."""
-        if self.state is BreakerState.CLOSED and self.closed_at is None:
+        if self.state is _CLOSED and self.closed_at is None:
             if self.trips:
                 self._decay(now)
             return True
@@ -147,7 +150,7 @@ class CircuitBreaker:
 
     def open_for(self, now: float) -> float:
         """How long the breaker has been open or probing (0 when closed)."""
-        if self.state is BreakerState.CLOSED or self.opened_at is None:
+        if self.state is _CLOSED or self.opened_at is None:
             return 0.0
         return now - self.opened_at
 
@@ -155,38 +158,42 @@ class CircuitBreaker:
     def acquire(self, now: float) -> None:
         """A request is being sent. In HALF_OPEN this takes the single probe slot."""
         state = self.current_state(now)
-        if state is BreakerState.HALF_OPEN and self.probe_started is None:
+        if state is _HALF_OPEN and self.probe_started is None:
             self.probe_started = now
-        elif state is BreakerState.OPEN:
+        elif state is _OPEN:
             # Forced probe (every peer open: the router never dead-ends): treat it as the probe.
-            self._move(BreakerState.HALF_OPEN, "forced probe")
+            self._move(_HALF_OPEN, "forced probe")
             self.probe_started = now
 
     def release(self, now: float) -> None:
         """A request was chosen but never sent: give the probe slot back."""
-        if self.state is BreakerState.HALF_OPEN:
+        if self.state is _HALF_OPEN:
             self.probe_started = None
 
     def record_success(self, now: float) -> None:
+        if self.state is _CLOSED:             # the common case; only OPEN / HALF_OPEN move with time
+            self.consecutive = self.consecutive_timeouts = 0
+            self.window.bump(0, now)           # "ok"
+            return
         self.current_state(now)
         self.consecutive = self.consecutive_timeouts = 0
-        if self.state is BreakerState.HALF_OPEN:
+        if self.state is _HALF_OPEN:
             self.window.clear()
             self.window.add("ok", now)
             self.closed_at = now
             self.healthy_since = now
             self.probe_started = None
-            self._move(BreakerState.CLOSED, "probe succeeded")
+            self._move(_CLOSED, "probe succeeded")
             return
         self.window.add("ok", now)
 
     def record_failure(self, now: float, timeout: bool = False) -> None:
         """An error answer, a rejection, or (with `timeout`) no answer in time."""
         self.current_state(now)
-        if self.state is BreakerState.HALF_OPEN:
+        if self.state is _HALF_OPEN:
             self._trip(now, "probe failed")
             return
-        if self.state is BreakerState.OPEN:
+        if self.state is _OPEN:
             return  # late answer to a request sent before the trip
         self.consecutive += 1
         self.consecutive_timeouts = self.consecutive_timeouts + 1 if timeout else 0
@@ -239,7 +246,7 @@ class CircuitBreaker:
         self.trips += 1
         self.total_trips += 1
         cooldown = max(self.config.cooldown_min, self._cooldown())
-        if self.state is BreakerState.CLOSED:
+        if self.state is _CLOSED:
             self.opened_at = now
         self.open_until = now + cooldown
         self.consecutive = self.consecutive_timeouts = 0
@@ -247,7 +254,7 @@ class CircuitBreaker:
         self.probe_started = None
         self.healthy_since = now
         self.window.clear()
-        self._move(BreakerState.OPEN, f"{reason}; cooldown {cooldown:.2f}s (trip {self.trips})")
+        self._move(_OPEN, f"{reason}; cooldown {cooldown:.2f}s (trip {self.trips})")
 
     def _move(self, new: BreakerState, reason: str) -> None:
         old, self.state = self.state, new

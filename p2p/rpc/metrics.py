@@ -110,8 +110,8 @@ class PeerMetrics:
                 self.errors = self.timeouts = 0.0
         self.stamp = now
         self.samples += 1
-        self.window.add("success", now)
-        self.recent.add("n", now)
+        self.window.bump(0, now)               # "success" (OUTCOMES[0])
+        self.recent.bump(0, now)
         self.last_seen = self.last_progress = now
 
     def on_failure(self, kind: str, latency: float, now: float) -> None:

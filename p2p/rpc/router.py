@@ -54,6 +54,7 @@ from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
 from p2p.rpc.metrics import PeerMetrics
 
+_CLOSED, _HALF_OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN
 TransitionLog = Callable[[str, BreakerState, BreakerState, str], None]
 
 
@@ -125,6 +126,7 @@ class AdaptiveRouter:
         self._free = (self.config.error_margin, self.config.error_margin)
         self._outliers: set[_Peer] = set()
         self._prior_at = -math.inf
+        self._silent_after = math.inf   # cached with the prior: see `_silence_limit`
 
     # -- peers ---------------------------------------------------------------------------------
     def _add(self, name: str, now: float) -> _Peer:
@@ -147,7 +149,7 @@ class AdaptiveRouter:
 
     def _may_eject(self) -> bool:
         """Whether one more breaker may open: at most `max_ejected` of known peers at a time."""
-        ejected = sum(1 for p in self._peers.values() if p.breaker.state is not BreakerState.CLOSED)
+        ejected = sum(1 for p in self._peers.values() if p.breaker.state is not _CLOSED)
         return ejected + 1 <= max(1, int(self.config.max_ejected * len(self._peers)))
 
     def forget(self, peer: str) -> None:
@@ -183,6 +185,7 @@ class AdaptiveRouter:
                 self._baseline = (0.0, 0.0)
             self._free = (self._free_up_to(self._baseline[0]), self._free_up_to(self._baseline[1]))
             self._prior_at = now
+            self._silent_after = self._silence_limit(self._prior)
             self._outliers = self._find_outliers(now)
         return self._prior
 
@@ -275,30 +278,30 @@ class AdaptiveRouter:
         return self._cost(self._peer(peer, now), now, self.prior(now))
 
     # -- choice --------------------------------------------------------------------------------
-    def choose(self, candidates: Sequence[str], now: float, exclude: Iterable[str] = frozenset()) -> str | None:
+    def choose(self, candidates: Sequence[str], now: float, exclude: Iterable[str] = frozenset(),
+               start: bool = False) -> str | None:
         """The peer for the next request among `candidates` (minus `exclude`, e.g. peers already
         tried for this request), or None when there is none. May take a half-open probe slot: if the
-        request is not sent after all, call `cancel(peer, now)`."""
+        request is not sent after all, call `cancel(peer, now)`. With `start` the request counts as
+        sent at once (`on_start` done; if it is not sent after all, call `on_abandon`)."""
         c = self.config
-        prior = self.prior(now)
+        prior = self._prior if 0.0 <= now - self._prior_at < 0.1 else self.prior(now)
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else frozenset(exclude)
         eligible: list[_Peer] = []
         outliers: list[_Peer] = []
         outlying = self._outliers
-        pool: list[_Peer] = []
         probe: _Peer | None = None
         explore: _Peer | None = None
         peers = self._peers
-        closed = BreakerState.CLOSED
+        closed = _CLOSED
         new_samples = c.new_peer_samples
         interval = c.probe_interval
         use_hints = c.hints
-        silent_after = self._silence_limit(prior)
+        silent_after = self._silent_after
         for name in candidates:
             if name in excluded:
                 continue
             p = peers.get(name) or self._add(name, now)
-            pool.append(p)
             b = p.breaker
             cap = None
             if b.state is closed and b.closed_at is None and not b.trips:
@@ -307,7 +310,7 @@ class AdaptiveRouter:
                 pass                                  # a flapping peer just back: gated by `cap` below
             elif not b.admits(now):
                 continue
-            elif b.state is BreakerState.HALF_OPEN:
+            elif b.state is _HALF_OPEN:
                 if probe is None:
                     probe = p
                 continue
@@ -341,12 +344,20 @@ class AdaptiveRouter:
                 chosen = eligible[0]
             elif outliers:
                 chosen = outliers[0] if len(outliers) == 1 else self._two_choices(outliers, now, prior)
-            elif pool:
-                chosen = self._fallback(pool, now, prior)
             else:
-                return None
-        chosen.breaker.acquire(now)
+                pool = [peers[name] for name in candidates if name not in excluded]
+                if not pool:
+                    return None
+                chosen = self._fallback(pool, now, prior)
+        b = chosen.breaker
+        if b.state is not closed:
+            b.acquire(now)                        # (a closed breaker has no probe slot to take)
         chosen.last_tried = now
+        if start:                                 # on_start, inlined
+            m = chosen.metrics
+            if not m.outstanding:
+                m.last_progress = now
+            m.outstanding += 1
         return chosen.name
 
     def _silence_limit(self, prior: float) -> float:
@@ -370,7 +381,7 @@ class AdaptiveRouter:
 
     def _fallback(self, pool: list[_Peer], now: float, prior: float) -> _Peer:
         """Nothing is admitted: a closed (ramping or limited) peer by cost, else the peer open longest."""
-        closed = [p for p in pool if p.breaker.state is BreakerState.CLOSED]
+        closed = [p for p in pool if p.breaker.state is _CLOSED]
         if closed:
             return min(closed, key=lambda p: self._cost(p, now, prior))
         return max(pool, key=lambda p: p.breaker.open_for(now))
@@ -378,7 +389,7 @@ class AdaptiveRouter:
     # -- outcomes ------------------------------------------------------------------------------
     def on_start(self, peer: str, now: float) -> None:
         """A request to `peer` was sent."""
-        p = self._peer(peer, now)
+        p = self._peers.get(peer) or self._add(peer, now)
         p.metrics.on_start(now)
         p.last_tried = now
 
@@ -387,11 +398,11 @@ class AdaptiveRouter:
         if p is None:
             return
         breaker = p.breaker
-        probing = breaker.state is not BreakerState.CLOSED
+        probing = breaker.state is not _CLOSED
         p.metrics.on_success(latency, now)
         breaker.record_success(now)
         if probing or p.explore_every or p.probation:
-            recovered = probing and breaker.state is BreakerState.CLOSED
+            recovered = probing and breaker.state is _CLOSED
             if not recovered and p.explore_every and latency <= self.config.healed_factor * self.prior(now):
                 recovered = True            # an outlier's exploratory request came back normal
                 self._on_probation(p)

@@ -363,14 +363,13 @@ class RpcService:
             router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
             self.budget.record_request()
-            peer = router.choose(pool, now)
+            peer = router.choose(pool, now, start=True)
             if peer is None:
                 raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
             if client.per_peer.get(peer, 0) >= client.max_in_flight_per_peer:
-                router.cancel(peer, now)
+                router.on_abandon(peer, now)
                 failed = (peer, "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer))
             else:
-                router.on_start(peer, now)
                 sent[peer] = sent.get(peer, 0) + 1
                 pending = None
                 try:
