@@ -35,9 +35,14 @@ class AIMDLimit:
         return outstanding < self.allowed
 
     def on_success(self, latency: float) -> None:
+        # Once per answer: plain comparisons instead of min() / max() calls.
         if latency <= self.target_latency:
-            self.limit = min(self.max_limit, self.limit + self.increase / self.limit)
-            self.allowed = max(1, int(self.limit))
+            limit = self.limit + self.increase / self.limit
+            if limit > self.max_limit:
+                limit = self.max_limit
+            self.limit = limit
+            allowed = int(limit)
+            self.allowed = allowed if allowed > 1 else 1
 
     def on_overload(self, now: float = 0.0) -> bool:
         """Timeout or explicit rejection: cut the limit. Returns False if ignored (cooldown)."""

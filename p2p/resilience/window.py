@@ -83,6 +83,17 @@ class WindowCounter:
         totals[index] += 1
         return totals
 
+    def recent_total(self, seconds: float, now: float) -> int:
+        """Events of every kind in the newest `seconds` (rounded to whole buckets, at least one)."""
+        if now >= self._until:
+            self._advance(now)
+        if self._head is None:
+            return 0
+        n = self._n
+        newest = min(n, max(1, round(seconds / self.width)))
+        ring, head = self._ring, self._head
+        return sum(sum(ring[(head - i) % n]) for i in range(newest))
+
     def count(self, kind: str, now: float) -> int:
         if now >= self._until:
             self._advance(now)

@@ -19,7 +19,7 @@ class PeerMetrics:
     """
 
     __slots__ = ("tau", "penalty_latency", "alpha", "ewma", "stamp", "samples", "outstanding", "window",
-                 "recent", "errors", "timeouts", "last_seen", "last_progress", "created", "success_weight_max")
+                 "fresh_window", "errors", "timeouts", "last_seen", "last_progress", "created", "success_weight_max")
 
     def __init__(self, *, tau: float = 1.0, penalty_latency: float = 0.25, window: float = 5.0,
                  buckets: int = 10, fresh_window: float = 2.0, alpha: float = 0.1, now: float = 0.0,
@@ -36,8 +36,8 @@ class PeerMetrics:
         self.stamp = now                   # time of the last latency sample
         self.samples = 0                   # latency samples ever
         self.outstanding = 0
-        self.window = WindowCounter(window, buckets)            # success / error / timeout / rejected
-        self.recent = WindowCounter(fresh_window, 4, ("n",))    # outcomes in the last few seconds
+        self.window = WindowCounter(window, buckets)   # success / error / timeout / rejected
+        self.fresh_window = float(fresh_window)        # `fresh_count` reads the window's newest buckets
         # Moving averages of "this answer was an error" / "this attempt timed out": they react within
         # ~1/alpha outcomes (the window's rates need the whole window to turn over), and a sample
         # after a quiet spell weighs as much as it would in the latency EWMA.
@@ -111,7 +111,6 @@ class PeerMetrics:
         self.stamp = now
         self.samples += 1
         self.window.bump(0, now)               # "success" (OUTCOMES[0])
-        self.recent.bump(0, now)
         self.last_seen = self.last_progress = now
 
     def on_failure(self, kind: str, latency: float, now: float) -> None:
@@ -128,7 +127,6 @@ class PeerMetrics:
         self.errors += a * ((0.0 if timeout else 1.0) - self.errors)
         self.timeouts += a * ((1.0 if timeout else 0.0) - self.timeouts)
         self.window.add(kind, now)
-        self.recent.add("n", now)
         if kind != "timeout":        # an answer proves the peer is alive; a timeout does not
             self.last_seen = self.last_progress = now
 
@@ -183,8 +181,8 @@ class PeerMetrics:
         return self.window.rate(kind, now, min_volume)
 
     def fresh_count(self, now: float) -> int:
-        """Outcomes recorded in the last `fresh_window` seconds."""
-        return self.recent.count("n", now)
+        """Outcomes recorded in the last `fresh_window` seconds (to the window's bucket width)."""
+        return self.window.recent_total(self.fresh_window, now)
 
     def counts(self, now: float) -> dict[str, int]:
         return self.window.counts(now)

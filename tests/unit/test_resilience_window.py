@@ -48,3 +48,16 @@ def test_bump_counts_like_add_and_returns_the_live_totals():
         assert totals == [by_name.count("a", t), by_name.count("b", t)]
         assert by_index.totals(t) == totals
     assert by_index.totals(20.0) == [0, 0]
+
+
+def test_recent_total_counts_every_kind_in_the_newest_buckets():
+    window = WindowCounter(span=5.0, buckets=10, kinds=("ok", "fail"))
+    assert window.recent_total(2.0, 0.0) == 0
+    for t in (0.1, 1.0, 2.2, 2.9, 3.4):
+        window.add("ok", t)
+    window.add("fail", 3.6)
+    # at 3.7 the newest four 0.5 s buckets start at 2.0: 2.2, 2.9, 3.4 and 3.6
+    assert window.recent_total(2.0, 3.7) == 4
+    assert window.recent_total(0.5, 3.7) == 1          # only the bucket holding 3.6
+    assert window.recent_total(100.0, 3.7) == window.total(3.7) == 6
+    assert window.recent_total(2.0, 6.1) == 0           # everything is older than 2 s by then
