@@ -418,7 +418,11 @@ class AdaptiveRouter:
                 p.metrics.restart(latency, now, self._baseline)
                 self._outliers.discard(p)
         limit = p.limit
-        if limit is not None and latency <= limit.target_latency and limit.limit < limit.max_limit:
+        # Grow the concurrency limit only while it is in use (at least half of it in flight), as TCP
+        # stops growing an application-limited window (RFC 7661): a limit inflated far above any load
+        # seen would no longer protect the peer when a burst comes.
+        if (limit is not None and latency <= limit.target_latency and limit.limit < limit.max_limit
+                and 2 * (p.metrics.outstanding + 1) >= limit.allowed):
             limit.on_success(latency)
 
     def _serve_probation(self, p: _Peer, latency: float, now: float) -> None:

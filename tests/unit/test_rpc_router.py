@@ -392,3 +392,22 @@ def test_a_flapping_peer_just_back_gets_one_request_at_a_time():
     assert picks.count("f") == 1
     r.on_success("f", 0.010, now + 0.01)
     assert "f" in [r.choose(["a", "b", "f"], now + 0.02) for _ in range(50)]
+
+
+def test_concurrency_limit_grows_only_while_in_use():
+    """AIMD additive increase needs at least half the limit in flight (RFC 7661): one request at a
+    time never inflates it, a peer kept busy does raise it."""
+    r = router(aimd_initial=8.0)
+    now = 0.0
+    for _ in range(500):                       # sequential: 1 in flight, limit 8
+        r.on_start("idle", now)
+        now += 0.001
+        r.on_success("idle", 0.001, now)
+    assert r.snapshot(now)["idle"]["concurrency_limit"] == 8
+    for _ in range(500):                       # 6 in flight: above half the limit, so it grows
+        for _ in range(6):
+            r.on_start("busy", now)
+        now += 0.001
+        for _ in range(6):
+            r.on_success("busy", 0.001, now)
+    assert r.snapshot(now)["busy"]["concurrency_limit"] > 8
