@@ -393,8 +393,7 @@ class RpcService:
                 else:
                     done = clock()
                     router.on_success(peer, done - now, done)
-                    throttle.record_accept(done)
-                    counters["succeeded"] += 1
+                    counters["succeeded"] += 1       # (an answer: nothing to tell the throttle)
                     return RpcResult(result, peer, 1, done - started) if info else result
             limit = client.max_in_flight_per_peer
             outcome = await call_with_retries(
@@ -404,13 +403,12 @@ class RpcService:
                 busy=lambda peer: client.per_peer.get(peer, 0) >= limit,
                 sent=sent, counters=counters, what=repr(service), failed=failed)
         except e.RpcError as exc:
-            if exc.answered:
-                throttle.record_accept(clock())
+            if not exc.answered:                  # an application answer is an accept
+                throttle.record_failure(clock())
             counters["failed"] += 1
             raise
         finally:
             self._calls -= 1
-        throttle.record_accept(outcome.finished)
         counters["succeeded"] += 1
         if info:
             return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)

@@ -60,23 +60,30 @@ def test_backoff_delay_for_is_full_jitter_and_capped():
 def test_throttle_formula_and_recovery():
     t = AdaptiveThrottle(k=2.0, span=10.0, buckets=10, rng=random.Random(0))
     assert t.reject_probability(0.0) == 0.0
-    for _ in range(100):                # backend rejects everything
-        t.should_reject(0.0)
+    for _ in range(100):                # backend fails everything
+        if not t.should_reject(0.0):     # (a local refusal counts itself)
+            t.record_failure(0.0)
     p = t.reject_probability(0.0)
     assert p == pytest.approx(100 / 101)
-    # accepts bring it back to zero: requests <= K * accepts
+    # answers bring it back to zero: requests <= K * accepts (accepts: neither failed nor in flight)
     t2 = AdaptiveThrottle(k=2.0, span=10.0, buckets=10, rng=random.Random(0))
     for i in range(100):
         t2.should_reject(0.0)
-        if i % 2 == 0:
-            t2.record_accept(0.0)
+        if i % 2 == 1:
+            t2.record_failure(0.0)
     assert t2.reject_probability(0.0) == 0.0
     # 1 accept in 4: (400 - 2*100) / 401 ~ 0.5 of new requests rejected locally
     t3 = AdaptiveThrottle(k=2.0, span=10.0, buckets=10, rng=random.Random(0))
     t3._window.add("requests", 0.0, 400)
-    t3._window.add("accepts", 0.0, 100)
+    t3._window.add("refused", 0.0, 300)
     assert t3.reject_probability(0.0) == pytest.approx(200 / 401)
+    # requests still in flight are neither accepted nor refused
+    assert t3.reject_probability(0.0, in_flight=100) == pytest.approx(300 / 401)
     assert t3.reject_probability(11.0) == 0.0   # window forgets
+    t4 = AdaptiveThrottle(k=2.0, span=10.0, buckets=10, rng=random.Random(0))
+    for _ in range(50):
+        assert not t4.should_reject(0.0, in_flight=49)   # a burst at start: nothing answered yet
+    assert t4.reject_probability(0.0, in_flight=50) == 0.0
 
 
 def test_aimd_additive_increase_multiplicative_decrease():

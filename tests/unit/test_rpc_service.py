@@ -298,6 +298,26 @@ async def test_breaker_transitions_are_logged_and_shown(tmp_path, caplog):
         assert snap["services"]["svc"]["peers"][b.node_id]["breaker_trips"] >= 1
 
 
+async def test_client_throttling_sheds_load_when_peers_keep_failing(tmp_path):
+    """Every attempt fails at the peer: after a while most requests are refused here (THROTTLED)
+    without being sent; application errors (answers) would not count against the peer."""
+    def broken(payload, peer):
+        raise e.RpcError(e.UNAVAILABLE, "down")
+
+    cfg = RpcConfig(warmup_period=0, max_attempts=1)
+    async with nodes(tmp_path, {"config": cfg}, {"services": {"svc": broken}}) as (a, b):
+        await link(a, b)
+        codes = []
+        for _ in range(200):
+            with pytest.raises(e.RpcError) as info:
+                await a.rpc.request("svc")
+            codes.append(info.value.code)
+        assert codes[0] == e.UNAVAILABLE
+        assert codes[-100:].count(e.THROTTLED) > 60          # p -> ~(R - 2A) / R with A = 0
+        assert a.rpc.snapshot()["throttle"]["reject_probability"] > 0.9
+        assert a.rpc.counters["throttled"] == codes.count(e.THROTTLED)
+
+
 async def test_throttle_and_no_peers(tmp_path):
     async with nodes(tmp_path, {}) as (a,):
         with pytest.raises(e.RpcError) as info:
