@@ -49,7 +49,7 @@ class MatchingEngine:
         self._min_ticks, self._max_ticks = market.min_ticks, market.max_ticks
         self._use_book(OrderBook(market.symbol))
         self._handlers: dict[type, Callable[[Any], list[Event]]] = {
-            NewOrder: self.place, CancelOrder: self.cancel, ReduceOrder: self.reduce, ReplaceOrder: self.replace,
+            ReduceOrder: self.reduce, ReplaceOrder: self.replace,   # (new and cancel: `apply` calls them directly)
         }
 
     def _use_book(self, book: OrderBook) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Awaitable, Callable, NamedTuple, Sequence
 from p2p.rpc import errors as e
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy
 
+ATTEMPT_SHARE = 0.6   # of the time left that an attempt may use when another one could follow
+
 # classify(exception, peer) -> (failure kind or None for an application answer, the RpcError to raise)
 Classify = Callable[[Exception, str], "tuple[str | None, e.RpcError]"]
 
@@ -72,7 +74,7 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
             raise e.RpcError(e.NO_PEERS, f"nobody offers {what}", attempts=attempt)
         attempt += 1
         left = deadline - now
-        timeout = left if attempt >= max_attempts else left * 0.6   # leave time for another attempt
+        timeout = left if attempt >= max_attempts else left * ATTEMPT_SHARE
         if busy is not None and busy(peer):
             router.cancel(peer, now)
             kind, error = "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer)

@@ -164,13 +164,7 @@ class RpcClient:
         if pending is None or pending.peer != peer:
             self.counters["late"] += 1
             return False
-        del self._pending[rid]        # _finish, inlined (once per answer)
-        per_peer = self.per_peer
-        left = per_peer[peer] - 1
-        if left:
-            per_peer[peer] = left
-        else:
-            del per_peer[peer]
+        self._finish(rid, pending)
         future = pending.future
         if future.done():
             return False

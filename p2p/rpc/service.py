@@ -30,7 +30,7 @@ from p2p.resilience.throttle import AdaptiveThrottle
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.resilience.warmup import Warmup
 from p2p.rpc import errors as e
-from p2p.rpc.attempts import Outcome, call_with_retries
+from p2p.rpc.attempts import ATTEMPT_SHARE, call_with_retries
 from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
@@ -121,7 +121,7 @@ class RpcService:
         self.requests_by_peer: dict[str, dict[str, int]] = {}  # service -> peer -> attempts sent
         self._lanes: dict[str, tuple[AdaptiveRouter, dict[str, int]]] = {}  # service -> (router, sent)
         self._default_timeout = c.default_timeout
-        self._first_share = 1.0 if c.max_attempts <= 1 else 0.6   # of the time left, for the first attempt
+        self._first_share = 1.0 if c.max_attempts <= 1 else ATTEMPT_SHARE   # of the time left, first attempt
         self._calls = 0                                        # `call`s in progress
         self._subscribed: Any = None
         self._attached = False
@@ -362,7 +362,7 @@ class RpcService:
                 now = clock()
             router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
-            self.budget.record_request()
+            self.retry.on_request()
             peer = router.choose(pool, now, start=True)
             if peer is None:
                 raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
