@@ -20,6 +20,9 @@ from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.snapshot import book_digest, book_snapshot, restore_book
 
 MAX_ORDER_ID_CHARS = 128
+# CPython 3.11 runs `a <= b` on ints as a specialised instruction only while both fit one 30-bit digit;
+# the fast acceptance check caps its upper bounds there (bigger sizes and prices take the detailed check).
+_ONE_DIGIT_INT = (1 << 30) - 1
 _NO_LIMIT = 1 << 256  # a limit key beyond every price (but below an empty side's key): market orders
 
 _BUY, _SELL = Side.BUY, Side.SELL
@@ -30,8 +33,6 @@ _OPEN, _PARTIAL, _FILLED, _CANCELLED, _REJECTED = (OrderStatus.OPEN, OrderStatus
 _CANCEL_NEWEST, _CANCEL_OLDEST, _CANCEL_BOTH, _DECREMENT = (
     SelfTradeMode.CANCEL_NEWEST, SelfTradeMode.CANCEL_OLDEST, SelfTradeMode.CANCEL_BOTH,
     SelfTradeMode.DECREMENT_AND_CANCEL)
-_record = tuple.__new__  # builds an event NamedTuple without its Python-level constructor
-_blank = object.__new__  # an Order without running Order.__init__; `place` sets every slot itself
 _REMAINDER_REASON = {_MARKET: "market_remainder", _IOC: "ioc_remainder", _FOK: "fok_remainder"}
 
 
@@ -45,8 +46,8 @@ class MatchingEngine:
         self.market = market
         self._symbol = market.symbol
         self._default_mode = market.self_trade_mode
-        self._min_lots, self._max_lots = market.min_lots, market.max_lots
-        self._min_ticks, self._max_ticks = market.min_ticks, market.max_ticks
+        self._min_lots, self._max_lots = market.min_lots, min(market.max_lots, _ONE_DIGIT_INT)
+        self._min_ticks, self._max_ticks = market.min_ticks, min(market.max_ticks, _ONE_DIGIT_INT)
         self._use_book(OrderBook(market.symbol))
         self._handlers: dict[type, Callable[[Any], list[Event]]] = {
             ReduceOrder: self.reduce, ReplaceOrder: self.replace,   # (new and cancel: `apply` calls them directly)
@@ -69,7 +70,7 @@ class MatchingEngine:
             return self.cancel_order(command.order_id, command.owner)  # type: ignore[attr-defined]
         handler = self._handlers.get(kind)
         if handler is None:
-            return [OrderRejected("unknown", getattr(command, "order_id", None), "unknown_command")]
+            return [OrderRejected.of("unknown", getattr(command, "order_id", None), "unknown_command")]
         return handler(command)
 
     def place(self, command: NewOrder) -> list[Event]:
@@ -81,17 +82,29 @@ class MatchingEngine:
                     owner: str = "", created_key: Any = None, mode: SelfTradeMode | None = None) -> list[Event]:
         """`place` from plain arguments: hot callers (the replicated ledger) skip building a NewOrder."""
         # Fast acceptance of the common well-formed limit order; anything else gets the detailed check.
+        # (The side is checked where the book side is chosen, below.)
         if not (type(quantity) is int and self._min_lots <= quantity <= self._max_lots
                 and type(price) is int and self._min_ticks <= price <= self._max_ticks
-                and type(order_id) is str and 0 < len(order_id) <= MAX_ORDER_ID_CHARS
-                and order_id not in self._orders and (side is _BUY or side is _SELL)
+                and type(order_id) is str and order_id and len(order_id) <= MAX_ORDER_ID_CHARS
+                and order_id not in self._orders
                 and (order_type is _LIMIT or (type(order_type) is OrderType and order_type is not _MARKET))
                 and type(owner) is str and (mode is None or type(mode) is SelfTradeMode)):
             reason = self._new_order_problem(order_id, side, order_type, quantity, price, owner, mode)
             if reason is not None:
-                return [_record(OrderRejected, ("new", order_id, reason))]
-        # Order(order_id, symbol, side, order_type, price, quantity, owner, created_key, mode), minus the call
-        order = _blank(Order)
+                return [OrderRejected.of("new", order_id, reason)]
+        if side is _BUY:
+            opposite, own = self._asks, self._bids
+            limit_key = price if order_type is not _MARKET else _NO_LIMIT
+            own_key = -limit_key
+        elif side is _SELL:
+            opposite, own = self._bids, self._asks
+            limit_key = -price if order_type is not _MARKET else _NO_LIMIT
+            own_key = price
+        else:  # every other field passed, so this names the side (or an earlier field, if the detailed check ran)
+            return [OrderRejected.of("new", order_id, self._new_order_problem(order_id, side, order_type, quantity,
+                                                                               price, owner, mode))]
+        # Order.new(order_id, symbol, side, order_type, price, quantity, owner, created_key, mode), minus the call
+        order = Order()
         order.id = order_id
         order.market = self._symbol
         order.side = side
@@ -107,24 +120,81 @@ class MatchingEngine:
             reason = self._refusal(order)
             if reason is not None:
                 order.status, order.reason = _REJECTED, reason
-                return [_record(OrderRejected, ("new", order_id, reason))]
-        events: list[Event] = [_record(OrderAccepted, (order, quantity))]
-        if side is _BUY:
-            opposite, own = self._asks, self._bids
-            limit_key = price if order_type is not _MARKET else _NO_LIMIT
-            own_key = -limit_key
+                return [OrderRejected.of("new", order_id, reason)]
+        accepted = OrderAccepted()  # events are built field by field: `Cls()` is one C-level allocation
+        accepted.order = order
+        accepted.quantity = quantity
+        events: list[Event] = [accepted]
+        # Fill from the best opposite levels while they cross `limit_key`: the matching loop, inlined (half of all
+        # orders run it). Its compares are written `if key > limit_key` before short jumps: CPython 3.11 specialises
+        # an int compare only when a short conditional jump follows it, and the loop is too long for `while key <=`.
+        key = opposite.best
+        if key > limit_key:
+            pass  # nothing to take
         else:
-            opposite, own = self._bids, self._asks
-            limit_key = -price if order_type is not _MARKET else _NO_LIMIT
-            own_key = price
-        if opposite.best <= limit_key:
-            self._take(order, opposite, limit_key, events)
-            if order.status is _CANCELLED:  # self-trade prevention cancelled the taker
-                return events
-            if not order.remaining:
+            levels = opposite.levels
+            append = events.append
+            remaining = quantity
+            while True:
+                if key > limit_key:
+                    break
+                level = levels[key]
+                level_price = level.price
+                while True:
+                    maker = level[0]
+                    if maker.status is _CANCELLED:
+                        level.popleft()
+                        continue
+                    if maker.owner == owner:
+                        order.remaining = remaining
+                        if not self._prevent_self_trade(order, maker, events):
+                            return events
+                        remaining = order.remaining
+                        if not level.live:  # the level went with the maker
+                            key = opposite.best
+                            break
+                        continue
+                    trade = Trade()  # built field by field: `Cls()` is one C-level allocation, slot stores are cheap
+                    trade.price = level_price
+                    trade.taker = order
+                    trade.maker = maker
+                    append(trade)
+                    available = maker.remaining
+                    if available > remaining:  # the taker is done; the maker keeps the rest and its place
+                        maker.remaining = trade.maker_remaining = available - remaining
+                        maker.status = _PARTIAL
+                        level.volume -= remaining
+                        order.remaining = trade.taker_remaining = 0
+                        trade.quantity = remaining
+                        order.status = _FILLED
+                        return events
+                    remaining -= available
+                    trade.quantity = available
+                    trade.taker_remaining = remaining
+                    trade.maker_remaining = maker.remaining = 0
+                    maker.status = _FILLED
+                    level.popleft()
+                    del self._orders[maker.id]
+                    level.volume -= available
+                    level.live -= 1
+                    if not level.live:  # BookSide.drop_level of the best level, inlined
+                        del levels[key]
+                        opposite.ordered = None
+                        heap = opposite.heap
+                        heappop(heap)
+                        while heap and heap[0] not in levels:
+                            heappop(heap)
+                        key = opposite.best = heap[0] if heap else EMPTY_SIDE_KEY
+                        break
+                    if not remaining:
+                        break
+                if not remaining:
+                    break
+            order.remaining = remaining
+            if not remaining:
                 order.status = _FILLED
                 return events
-            if order.remaining != order.quantity:
+            if remaining != order.quantity:
                 order.status = _PARTIAL
         if order_type is _LIMIT or order_type is _POST_ONLY:
             levels = own.levels
@@ -147,7 +217,7 @@ class MatchingEngine:
         else:
             reason = _REMAINDER_REASON[order_type]
             order.status, order.reason = _CANCELLED, reason
-            events.append(_record(OrderCancelled, (order_id, order.remaining, reason)))
+            events.append(OrderCancelled.of(order_id, order.remaining, reason))
         return events
 
     def cancel(self, command: CancelOrder) -> list[Event]:
@@ -158,7 +228,11 @@ class MatchingEngine:
         """`cancel` from plain arguments; with `owner` set, only that owner may cancel."""
         order = self._orders.get(order_id) if type(order_id) is str else None
         if order is None or (owner is not None and owner != order.owner):
-            return [_record(OrderRejected, ("cancel", order_id, "unknown_order" if order is None else "not_owner"))]
+            rejected = OrderRejected()
+            rejected.operation = "cancel"
+            rejected.order_id = order_id
+            rejected.reason = "unknown_order" if order is None else "not_owner"
+            return [rejected]
         # BookSide.discard, inlined
         order.status = _CANCELLED
         if order.side is _BUY:
@@ -174,40 +248,44 @@ class MatchingEngine:
             level.compact()
         del self._orders[order_id]
         order.reason = "requested"
-        return [_record(OrderCancelled, (order_id, order.remaining, "requested"))]
+        cancelled = OrderCancelled()
+        cancelled.order_id = order_id
+        cancelled.remaining = order.remaining
+        cancelled.reason = "requested"
+        return [cancelled]
 
     def reduce(self, command: ReduceOrder) -> list[Event]:
         """Shrink a resting order in place (time priority kept); shrinking it to nothing cancels it."""
         order, reason = self._resting(command.order_id, command.owner)
         if order is None:
-            return [OrderRejected("reduce", command.order_id, reason)]
+            return [OrderRejected.of("reduce", command.order_id, reason)]
         lots = command.reduce_by
         if type(lots) is not int or lots <= 0:
-            return [OrderRejected("reduce", order.id, "invalid_reduce_by")]
+            return [OrderRejected.of("reduce", order.id, "invalid_reduce_by")]
         if lots >= order.remaining:
             self.book.remove(order)
             order.reason = "reduced_to_zero"
-            return [OrderCancelled(order.id, order.remaining, "reduced_to_zero")]
+            return [OrderCancelled.of(order.id, order.remaining, "reduced_to_zero")]
         self.book.side_of(order.side).shrink(order, lots)
-        return [OrderReduced(order.id, lots, order.remaining, "requested")]
+        return [OrderReduced.of(order.id, lots, order.remaining, "requested")]
 
     def replace(self, command: ReplaceOrder) -> list[Event]:
         """Cancel a resting order and place a new one with the same side, type and owner (new priority)."""
         old, reason = self._resting(command.order_id, command.owner)
         if old is None:
-            return [OrderRejected("replace", command.order_id, reason)]
+            return [OrderRejected.of("replace", command.order_id, reason)]
         replacement = NewOrder(command.new_order_id, old.side, old.type, command.quantity, command.price,
                                old.owner, command.created_key, old.self_trade)
         reason = self._new_order_problem(replacement.order_id, old.side, old.type, replacement.quantity,
                                          replacement.price, old.owner, old.self_trade)
         if reason is None:  # the old order is on the same side, so removing it cannot change a refusal
-            reason = self._refusal(Order(replacement.order_id, self._symbol, old.side, old.type, replacement.price,
-                                         replacement.quantity, old.owner, None, old.self_trade))
+            reason = self._refusal(Order.new(replacement.order_id, self._symbol, old.side, old.type,
+                                             replacement.price, replacement.quantity, old.owner, None, old.self_trade))
         if reason is not None:
-            return [OrderRejected("replace", command.order_id, reason)]
+            return [OrderRejected.of("replace", command.order_id, reason)]
         self.book.remove(old)
         old.reason = "replaced"
-        return [OrderCancelled(old.id, old.remaining, "replaced"), *self.place(replacement)]
+        return [OrderCancelled.of(old.id, old.remaining, "replaced"), *self.place(replacement)]
 
     # ------------------------------------------------------------------- views
 
@@ -307,63 +385,6 @@ class MatchingEngine:
                     return True
         return False
 
-    def _take(self, taker: Order, opposite: BookSide, limit_key: int, events: list[Event]) -> None:
-        """The hot loop: fill `taker` from the best levels while they cross `limit_key`."""
-        levels = opposite.levels
-        heap = opposite.heap
-        resting = self._orders
-        append = events.append
-        owner = taker.owner
-        remaining = taker.remaining
-        key = opposite.best
-        while key <= limit_key:
-            level = levels[key]
-            price = level.price
-            while True:
-                maker = level[0]
-                if maker.status is _CANCELLED:
-                    level.popleft()
-                    continue
-                if maker.owner == owner:
-                    taker.remaining = remaining
-                    if not self._prevent_self_trade(taker, maker, events):
-                        return
-                    remaining = taker.remaining
-                    if not level.live:  # the level went with the maker
-                        key = opposite.best
-                        break
-                    continue
-                available = maker.remaining
-                if available > remaining:
-                    maker.remaining = available - remaining
-                    maker.status = _PARTIAL
-                    level.volume -= remaining
-                    taker.remaining = 0
-                    append(_record(Trade, (price, remaining, taker, maker, 0, available - remaining)))
-                    return
-                remaining -= available
-                maker.remaining = 0
-                maker.status = _FILLED
-                level.popleft()
-                del resting[maker.id]
-                level.volume -= available
-                level.live -= 1
-                taker.remaining = remaining
-                append(_record(Trade, (price, available, taker, maker, remaining, 0)))
-                if not level.live:  # BookSide.drop_level of the best level, inlined
-                    del levels[key]
-                    opposite.ordered = None
-                    heappop(heap)
-                    while heap and heap[0] not in levels:
-                        heappop(heap)
-                    key = opposite.best = heap[0] if heap else EMPTY_SIDE_KEY
-                    break
-                if not remaining:
-                    return
-            if not remaining:
-                return
-        taker.remaining = remaining
-
     def _prevent_self_trade(self, taker: Order, maker: Order, events: list[Event]) -> bool:
         """Apply the taker's self-trade mode against `maker`; return whether the taker keeps matching."""
         mode = taker.self_trade
@@ -375,22 +396,22 @@ class MatchingEngine:
             overlap = min(taker.remaining, maker.remaining)
             if maker.remaining > overlap:
                 self.book.side_of(maker.side).shrink(maker, overlap)
-                events.append(OrderReduced(maker.id, overlap, maker.remaining, "self_trade"))
+                events.append(OrderReduced.of(maker.id, overlap, maker.remaining, "self_trade"))
             else:
                 self._cancel_resting(maker, "self_trade", events)
             if taker.remaining > overlap:
                 taker.remaining -= overlap
                 taker.quantity -= overlap
-                events.append(OrderReduced(taker.id, overlap, taker.remaining, "self_trade"))
+                events.append(OrderReduced.of(taker.id, overlap, taker.remaining, "self_trade"))
                 return True
         taker.status, taker.reason = _CANCELLED, "self_trade"
-        events.append(OrderCancelled(taker.id, taker.remaining, "self_trade"))
+        events.append(OrderCancelled.of(taker.id, taker.remaining, "self_trade"))
         return False
 
     def _cancel_resting(self, order: Order, reason: str, events: list[Event]) -> None:
         self.book.remove(order)
         order.reason = reason
-        events.append(OrderCancelled(order.id, order.remaining, reason))
+        events.append(OrderCancelled.of(order.id, order.remaining, reason))
 
     def _resting(self, order_id: object, owner: object) -> tuple[Order | None, str]:
         """The live order a cancel/reduce/replace refers to, or None and the reason code."""

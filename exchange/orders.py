@@ -64,25 +64,45 @@ def order_id_from_key(key: tuple[int, str, int]) -> str:
 
 
 class Order:
-    """One order's state; the engine mutates `remaining`, `quantity` (on reduce), `status` and `reason`."""
+    """One order's state; the engine mutates `remaining`, `quantity` (on reduce), `status` and `reason`.
+
+    There is deliberately no `__init__`: `Order()` is then a single C-level allocation,
+    and the engine, which makes one per order placed, sets the slots itself. Everyone
+    else builds a complete order with `Order.new(...)`.
+    """
 
     __slots__ = ("id", "market", "side", "type", "price", "quantity", "remaining", "owner",
                  "created_key", "self_trade", "status", "reason")
+    id: str
+    market: str
+    side: Side
+    type: OrderType
+    price: int | None
+    quantity: int
+    remaining: int
+    owner: str
+    created_key: Any
+    self_trade: SelfTradeMode
+    status: OrderStatus
+    reason: str | None
 
-    def __init__(self, order_id: str, market: str, side: Side, order_type: OrderType, price: int | None,
-                 quantity: int, owner: str, created_key: Any, self_trade: SelfTradeMode) -> None:
-        self.id = order_id
-        self.market = market
-        self.side = side
-        self.type = order_type
-        self.price = price
-        self.quantity = quantity
-        self.remaining = quantity
-        self.owner = owner
-        self.created_key = created_key
-        self.self_trade = self_trade
-        self.status = OrderStatus.OPEN
-        self.reason: str | None = None
+    @classmethod
+    def new(cls, order_id: str, market: str, side: Side, order_type: OrderType, price: int | None,
+            quantity: int, owner: str, created_key: Any, self_trade: SelfTradeMode) -> Order:
+        """An open, unfilled order."""
+        order = cls()
+        order.id = order_id
+        order.market = market
+        order.side = side
+        order.type = order_type
+        order.price = price
+        order.quantity = order.remaining = quantity
+        order.owner = owner
+        order.created_key = created_key
+        order.self_trade = self_trade
+        order.status = OrderStatus.OPEN
+        order.reason = None
+        return order
 
     @property
     def filled(self) -> int:

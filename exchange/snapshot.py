@@ -89,8 +89,8 @@ def _order_from_row(row: object, market: Market, side: Side, price: int, book: O
             or type(quantity) is not int or type(remaining) is not int or not 0 < remaining <= quantity
             or type(owner) is not str or market.price_problem(price) is not None):
         raise InvalidSnapshot("malformed_snapshot", f"order row {row!r} is not a valid resting order")
-    order = Order(order_id, market.symbol, side, order_type, price, quantity, owner,
-                  tuple(key) if isinstance(key, list) else key, self_trade)
+    order = Order.new(order_id, market.symbol, side, order_type, price, quantity, owner,
+                      tuple(key) if isinstance(key, list) else key, self_trade)
     order.remaining = remaining
     if remaining != quantity:
         order.status = OrderStatus.PARTIALLY_FILLED

@@ -212,3 +212,28 @@ def test_bad_snapshots_are_refused(mutate, code: str) -> None:
     with pytest.raises(InvalidSnapshot) as caught:
         engine().restore(snapshot)
     assert caught.value.code == code
+
+
+def test_sizes_and_prices_past_the_fast_check_cap_take_the_detailed_check() -> None:
+    """The fast acceptance check stops at 2**30 - 1 (one CPython int digit); the market's real bounds rule."""
+    subject = engine("BIG-USD:1:1:1:10000000000:1:100000000000")
+    big_qty, big_price = (1 << 30) + 5, (1 << 33) + 7
+    assert [e.kind for e in subject.place_order("s1", SELL, LIMIT, big_qty, big_price, "ann")] == ["accepted"]
+    events = subject.place_order("b1", BUY, LIMIT, big_qty + 3, big_price, "bob")
+    assert [e.kind for e in events] == ["accepted", "trade"]
+    assert (events[1].price, events[1].quantity, events[1].taker_remaining) == (big_price, big_qty, 3)
+    assert subject.depth() == {"bids": [(big_price, 3)], "asks": []}
+    assert rejection(subject.place_order("b2", BUY, LIMIT, 10_000_000_001, 5, "bob")) == "qty_above_max"
+    assert rejection(subject.place_order("b3", BUY, LIMIT, 5, 100_000_000_001, "bob")) == "price_above_band"
+
+
+def test_events_compare_by_value_and_build_from_fields() -> None:
+    first = engine().place_order("o1", BUY, LIMIT, 5, 10000, "ann", (1, "n", 1))
+    again = engine().place_order("o1", BUY, LIMIT, 5, 10000, "ann", (1, "n", 1))
+    assert first[0].to_dict() == again[0].to_dict()
+    assert OrderRejected.of("cancel", "x", "unknown_order") == engine().cancel_order("x")[0]
+    assert OrderRejected.of("cancel", "x", "unknown_order") != OrderRejected.of("cancel", "y", "unknown_order")
+    assert repr(OrderRejected.of("cancel", "x", "unknown_order")) == (
+        "OrderRejected(operation='cancel', order_id='x', reason='unknown_order')")
+    with pytest.raises(TypeError):
+        OrderRejected.of("cancel", "x")
