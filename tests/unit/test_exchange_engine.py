@@ -39,6 +39,11 @@ def good(**changes: object) -> NewOrder:
     ({"order_id": ["x"]}, "invalid_order_id"),
     ({"order_id": "x" * (MAX_ORDER_ID_CHARS + 1)}, "invalid_order_id"),
     ({"side": "buy"}, "invalid_side"),
+    ({"side": None}, "invalid_side"),
+    ({"side": "sell", "order_type": OrderType.POST_ONLY}, "invalid_side"),
+    ({"side": 1, "order_type": OrderType.FOK}, "invalid_side"),
+    ({"side": "buy", "order_type": OrderType.MARKET, "price": None}, "invalid_side"),
+    ({"side": "buy", "order_id": ""}, "invalid_order_id"),   # the first bad field is named, as before
     ({"order_type": "limit"}, "invalid_order_type"),
     ({"quantity": 5.0}, "float_not_allowed"),
     ({"quantity": "5"}, "invalid_quantity"),
@@ -59,6 +64,15 @@ def test_invalid_new_orders_are_rejected_with_a_code(changes: dict, code: str) -
     subject = engine()
     assert rejection(subject.apply(good(**changes))) == code
     assert len(subject.book) == 0
+
+
+def test_an_invalid_side_leaves_a_crossing_book_untouched() -> None:
+    subject = engine()
+    subject.place_order("s1", SELL, LIMIT, 5, 10000, "bob")
+    before = subject.digest()
+    for side in ("buy", None, 0):
+        assert rejection(subject.place_order("x", side, LIMIT, 5, 10000, "ann")) == "invalid_side"  # type: ignore[arg-type]
+    assert subject.digest() == before and subject.order("s1").remaining == 5
 
 
 def test_duplicate_live_id_is_rejected_and_unknown_commands_too() -> None:
