@@ -154,10 +154,13 @@ class AddressBook:
             entry.backoff.reset()
         return entry
 
-    def mark_failed(self, address: Address, reason: str, *, delay: float | None = None) -> None:
+    def mark_failed(self, address: Address, reason: str, *, delay: float | None = None, reached: bool = False) -> None:
+        """A dial failed; `reached` when it still proved the address leads to a live node (a duplicate link)."""
         entry = self._entries.get(address)
         if entry is None:
             return
+        if reached:
+            entry.last_connected = time.time()
         entry.failures += 1
         entry.last_error = reason
         backoff = entry.backoff or self._backoff()
@@ -181,6 +184,14 @@ class AddressBook:
         now = time.monotonic() if now is None else now
         ready = [e for e in self._entries.values() if e.next_attempt <= now]
         ready.sort(key=lambda e: (e.priority, not e.verified, e.failures, -e.last_seen))
+        return ready
+
+    def due_unreached(self, source: str, now: float | None = None) -> list[KnownAddress]:
+        """Due entries from `source` that never led to a link, best first (cheap: filtered before sorting)."""
+        now = time.monotonic() if now is None else now
+        ready = [e for e in self._entries.values()
+                 if e.source == source and e.last_connected is None and e.next_attempt <= now]
+        ready.sort(key=lambda e: (e.failures, -e.last_seen))
         return ready
 
     def verified(self) -> list[KnownAddress]:

@@ -339,8 +339,8 @@ class PeerManager:
                 self.book.remove(address)
             elif exc.reason in NO_REDIAL:
                 self.book.remove(address)
-            elif exc.reason in ("duplicate_link", "remote_duplicate_link"):
-                self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval)
+            elif exc.reason in ("duplicate_link", "remote_duplicate_link"):  # it works: we are linked already
+                self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval, reached=True)
             else:
                 self.book.mark_failed(address, exc.reason)
             raise
@@ -425,16 +425,24 @@ class PeerManager:
                 pass
 
     def _dial_due(self) -> None:
+        """Dial towards the outbound target; bootstrap addresses never reached yet are dialled even past it.
+
+        An operator's bootstrap address that was down at start would otherwise never be tried again once
+        other peers filled the target, and the network could stay split in two (each half complete, with
+        no link and so no peer exchange between them).
+        """
         settings = self.settings
-        want = min(settings.target_outbound, settings.max_peers) - self.outbound_count - len(self._dialling)
-        room = settings.max_peers - len(self._claimed) - len(self._dialling)
-        want = min(want, room, 16 - len(self._dialling))
-        if want <= 0:
+        room = min(settings.max_peers - len(self._claimed), 16) - len(self._dialling)
+        want = min(min(settings.target_outbound, settings.max_peers) - self.outbound_count - len(self._dialling), room)
+        if room <= 0:
             return
         busy = set(self._claimed)
-        for entry in self.book.due():
-            if want <= 0:
+        due = self.book.due() if want > 0 else self.book.due_unreached("bootstrap")
+        for entry in due:
+            if room <= 0:
                 break
+            if want <= 0 and (entry.source != "bootstrap" or entry.last_connected is not None):
+                continue
             if entry.address in self._dialling or (entry.node_id and entry.node_id in busy):
                 continue
             if not self.dial_bucket.try_take():
@@ -443,6 +451,7 @@ class PeerManager:
                     asyncio.get_running_loop().call_later(wait, self._wake.set)
                 break
             want -= 1
+            room -= 1
             entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
             task = asyncio.create_task(self._background_dial(entry))
             self._dial_tasks.add(task)

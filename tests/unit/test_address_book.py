@@ -69,3 +69,17 @@ def test_higher_priority_source_wins_on_merge():
     assert book.get(("127.0.0.1", 9000)).source == "mdns"
     book.add(Candidate("127.0.0.1", 9000, "pex"))
     assert book.get(("127.0.0.1", 9000)).source == "mdns"
+
+
+def test_unreached_bootstrap_addresses_until_a_link_or_a_duplicate_proves_them():
+    book = AddressBook()
+    for port in (7001, 7002, 7003):
+        book.add(Candidate("127.0.0.1", port, "bootstrap"))
+    book.add(Candidate("127.0.0.1", 7004, "pex", "ab" * 20))
+    later = time.monotonic() + 120
+    assert sorted(e.port for e in book.due_unreached("bootstrap", later)) == [7001, 7002, 7003]
+    book.mark_connected(("127.0.0.1", 7001), "cd" * 20)
+    book.mark_failed(("127.0.0.1", 7002), "duplicate_link", delay=30.0, reached=True)   # live, linked already
+    book.mark_failed(("127.0.0.1", 7003), "connection_refused")
+    assert [e.port for e in book.due_unreached("bootstrap", later)] == [7003]
+    assert book.due_unreached("bootstrap") == []   # 7003 waits out its backoff first
