@@ -103,7 +103,8 @@ class MatchingEngine:
         else:  # every other field passed, so this names the side (or an earlier field, if the detailed check ran)
             return [OrderRejected.of("new", order_id, self._new_order_problem(order_id, side, order_type, quantity,
                                                                                price, owner, mode))]
-        # Order.new(order_id, symbol, side, order_type, price, quantity, owner, created_key, mode), minus the call
+        # Order.new(order_id, symbol, side, order_type, price, quantity, owner, created_key, mode), minus the call:
+        # calling it here costs 12% more engine instructions (callgrind, bench matching variant B)
         order = Order()
         order.id = order_id
         order.market = self._symbol

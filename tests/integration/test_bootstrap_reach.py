@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from config import load_settings
 from node.identity import NodeIdentity
-from p2p.discovery.base import Candidate
 from p2p.peers import PeerManager
+from p2p.transport import DialError
 from tests.harness import free_ports
 
 
@@ -26,17 +28,16 @@ async def test_bootstrap_peer_down_at_start_is_reached_although_outbound_target_
     node = await make_manager(tmp_path, "node", target_outbound=1, peer_reconnect_interval=2.0)
     late = None
     try:
-        node.add_candidate(Candidate("127.0.0.1", late_port, "bootstrap"))   # nobody listens there yet
-        async with asyncio.timeout(5):
-            while not node.book.get(("127.0.0.1", late_port)).failures:
-                await asyncio.sleep(0.02)
+        with pytest.raises(DialError):                                         # nobody listens there yet
+            await node.dial("127.0.0.1", late_port, source="bootstrap")
+        assert node.book.get(("127.0.0.1", late_port)).failures >= 1
         await node.dial("127.0.0.1", other.listen_port)                        # the outbound target is met
         assert node.outbound_count == 1
+        linked: asyncio.Future = asyncio.get_running_loop().create_future()
+        node.open_listeners.append(lambda link: linked.done() or linked.set_result(link))
         late = await make_manager(tmp_path, "late", port=late_port, target_outbound=0)
-        async with asyncio.timeout(6):                                         # backoff capped at 2 s here
-            while late.node_id not in node.links:
-                await asyncio.sleep(0.02)
-        assert node.links[late.node_id].direction == "outbound"
+        link = await asyncio.wait_for(linked, 6)                               # backoff capped at 2 s here
+        assert link.remote_id == late.node_id and link.direction == "outbound"
         # reached once, the address is an ordinary known peer: no more dials beyond the target for it
         assert node.book.get(("127.0.0.1", late_port)).last_connected is not None
     finally:
