@@ -1,0 +1,251 @@
+"""Signed account transactions: what a user asks the exchange to do, in bytes anyone can check.
+
+A transaction is one account's signed request carrying 1..MAX_OPS operations (a new order, a
+cancel, a replace). The account is an Ed25519 public key; the signature covers a short UTF-8
+text (`signed_bytes`) that any language can rebuild without a serialiser:
+
+    exchange-node/tx/v1
+    chain=<chain id: 64 hex, the network's genesis hash>
+    account=<64 hex public key>
+    nonce=<1-64 of A-Z a-z 0-9 . _ : ->
+    expires=<integer milliseconds since the Unix epoch>
+    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->
+    cancel <market> <order id>
+    replace <market> <order id> <price|-> <qty>
+
+lines joined by a single "\\n" (no trailing newline), one operation line per op, in order.
+Prices and quantities are the decimal strings the user gave (the market's tick and lot turn
+them into integers when the transaction is applied, the same way on every node).
+
+The transaction id is the first 32 hex characters of sha256(signed bytes); the order id of
+operation i is the first 30 of them followed by i as two hex digits, so a client knows its
+order ids before it sends anything. Only shape, sizes, character sets and the signature are
+checked here (statelessly); what a valid transaction then does is the state machine's call.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Union
+
+from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
+
+DOMAIN = "exchange-node/tx/v1"
+MAX_OPS = 250
+MAX_EXPIRES = (1 << 53) - 1          # JSON-safe integer
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
+STP_MODES = ("cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel")
+
+_CHAIN_ID = re.compile(r"[0-9a-f]{64}")
+_NONCE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_MARKET = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12}")
+_DECIMAL = re.compile(r"[0-9]{1,24}(\.[0-9]{1,24})?")
+_ORDER_ID = re.compile(r"[0-9a-z._:-]{1,64}")
+
+
+class InvalidTx(ValueError):
+    """A transaction that breaks the format; `code` names the problem, `field` where it is."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+def _need(ok: bool, code: str, message: str, field: str | None = None) -> None:
+    if not ok:
+        raise InvalidTx(code, message, field)
+
+
+def _text(value: Any, pattern: re.Pattern[str], field: str) -> str:
+    _need(type(value) is str and pattern.fullmatch(value) is not None, f"invalid_{field}",
+          f"{field} has a bad value", field)
+    return value
+
+
+def _optional(value: Any, check: Callable[[Any], str]) -> str | None:
+    return None if value is None else check(value)
+
+
+class NewOrderOp:
+    __slots__ = ("market", "side", "type", "price", "qty", "stp")
+    name = "new"
+
+    def __init__(self, market: str, side: str, type: str, price: str | None, qty: str, stp: str | None) -> None:
+        self.market, self.side, self.type, self.price, self.qty, self.stp = market, side, type, price, qty, stp
+
+    def line(self) -> str:
+        return f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
+
+    def wire(self) -> list:
+        return ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "new", "market": self.market, "side": self.side, "type": self.type, "price": self.price,
+                "qty": self.qty, "stp": self.stp}
+
+    @classmethod
+    def parse(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any) -> "NewOrderOp":
+        _need(side in SIDES, "invalid_side", "side must be buy or sell", "side")
+        _need(type in ORDER_TYPES, "invalid_type", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
+        _need(stp is None or stp in STP_MODES, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
+        return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _text(v, _DECIMAL, "price")),
+                   _text(qty, _DECIMAL, "qty"), stp)
+
+
+class CancelOp:
+    __slots__ = ("market", "order_id")
+    name = "cancel"
+
+    def __init__(self, market: str, order_id: str) -> None:
+        self.market, self.order_id = market, order_id
+
+    def line(self) -> str:
+        return f"cancel {self.market} {self.order_id}"
+
+    def wire(self) -> list:
+        return ["cancel", self.market, self.order_id]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "cancel", "market": self.market, "order_id": self.order_id}
+
+    @classmethod
+    def parse(cls, market: Any, order_id: Any) -> "CancelOp":
+        return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"))
+
+
+class ReplaceOp:
+    __slots__ = ("market", "order_id", "price", "qty")
+    name = "replace"
+
+    def __init__(self, market: str, order_id: str, price: str | None, qty: str) -> None:
+        self.market, self.order_id, self.price, self.qty = market, order_id, price, qty
+
+    def line(self) -> str:
+        return f"replace {self.market} {self.order_id} {self.price or '-'} {self.qty}"
+
+    def wire(self) -> list:
+        return ["replace", self.market, self.order_id, self.price, self.qty]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "replace", "market": self.market, "order_id": self.order_id, "price": self.price, "qty": self.qty}
+
+    @classmethod
+    def parse(cls, market: Any, order_id: Any, price: Any, qty: Any) -> "ReplaceOp":
+        return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"),
+                   _optional(price, lambda v: _text(v, _DECIMAL, "price")), _text(qty, _DECIMAL, "qty"))
+
+
+Op = Union[NewOrderOp, CancelOp, ReplaceOp]
+_OP_ARITY = {"new": (NewOrderOp, 6), "cancel": (CancelOp, 2), "replace": (ReplaceOp, 4)}
+_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp"), "cancel": ("market", "order_id"),
+                "replace": ("market", "order_id", "price", "qty")}
+
+
+def parse_op(item: Any) -> Op:
+    """An operation from its wire list (`["new", market, side, type, price, qty, stp]`, ...)."""
+    _need(type(item) in (list, tuple) and len(item) >= 1, "invalid_op", "an operation is a list", "ops")
+    spec = _OP_ARITY.get(item[0]) if type(item[0]) is str else None
+    _need(spec is not None and len(item) == spec[1] + 1, "invalid_op", "unknown operation or wrong arity", "ops")
+    return spec[0].parse(*item[1:])  # type: ignore[union-attr, index]
+
+
+def op_from_json(item: Any) -> Op:
+    """An operation from its JSON object (`{"op": "new", "market": ..., ...}`); missing optionals are null."""
+    _need(isinstance(item, dict), "invalid_op", "each operation is a JSON object", "ops")
+    name = item.get("op", "new")
+    fields = _JSON_FIELDS.get(name) if type(name) is str else None
+    _need(fields is not None, "invalid_op", "op must be new, cancel or replace", "op")
+    return parse_op([name, *(item.get(f) for f in fields)])  # type: ignore[union-attr]
+
+
+class SignedTx:
+    """One account's signed transaction. Immutable once built; `id` and `signed_bytes` are cached."""
+
+    __slots__ = ("chain_id", "account", "nonce", "expires", "ops", "sig", "signed_bytes", "id")
+
+    def __init__(self, chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...], sig: bytes) -> None:
+        self.chain_id, self.account, self.nonce, self.expires, self.ops, self.sig = \
+            chain_id, account, nonce, expires, ops, sig
+        self.signed_bytes = signed_bytes(chain_id, account, nonce, expires, ops)
+        self.id = sha256(self.signed_bytes).hex()[:32]
+
+    def order_id(self, index: int) -> str:
+        return order_id(self.id, index)
+
+    @property
+    def account_hex(self) -> str:
+        return self.account.hex()
+
+    def signature_valid(self) -> bool:
+        return verify(self.account, self.sig, self.signed_bytes)
+
+    def wire(self) -> list:
+        return [self.chain_id, self.account, self.nonce, self.expires, [op.wire() for op in self.ops], self.sig]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "account": self.account.hex(), "nonce": self.nonce,
+                "expires": self.expires, "ops": [op.as_json() for op in self.ops], "sig": self.sig.hex()}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "SignedTx":
+        """Parse a transaction received from anyone (shape only; call `signature_valid` too)."""
+        _need(type(data) in (list, tuple) and len(data) == 6, "invalid_tx", "a transaction is a 6-item list")
+        chain_id, account, nonce, expires, ops, sig = data
+        _need(type(account) is bytes and len(account) == PUBLIC_KEY_BYTES, "invalid_account",
+              "account is a 32-byte Ed25519 public key", "account")
+        _need(type(sig) is bytes and len(sig) == SIGNATURE_BYTES, "invalid_sig", "sig is 64 bytes", "sig")
+        return cls(_text(chain_id, _CHAIN_ID, "chain_id"), account, _text(nonce, _NONCE, "nonce"),
+                   _checked_expires(expires), _checked_ops(ops, parse_op), sig)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "SignedTx":
+        """Parse the JSON form an external client posts (hex for account and sig)."""
+        _need(isinstance(data, dict), "invalid_tx", "a signed transaction is a JSON object")
+        account = _hex_bytes(data.get("account"), PUBLIC_KEY_BYTES, "account")
+        sig = _hex_bytes(data.get("sig"), SIGNATURE_BYTES, "sig")
+        return cls(_text(data.get("chain_id"), _CHAIN_ID, "chain_id"), account, _text(data.get("nonce"), _NONCE, "nonce"),
+                   _checked_expires(data.get("expires")), _checked_ops(data.get("ops"), op_from_json), sig)
+
+    def __repr__(self) -> str:
+        return f"SignedTx({self.id} account={self.account.hex()[:12]} ops={len(self.ops)})"
+
+
+def _checked_expires(value: Any) -> int:
+    _need(type(value) is int and 0 < value <= MAX_EXPIRES, "invalid_expires",
+          "expires is a positive integer of milliseconds since the Unix epoch", "expires")
+    return value
+
+
+def _checked_ops(items: Any, parse: Callable[[Any], Op]) -> tuple[Op, ...]:
+    _need(type(items) in (list, tuple) and 1 <= len(items) <= MAX_OPS, "invalid_ops",
+          f"ops is a list of 1 to {MAX_OPS} operations", "ops")
+    return tuple(parse(item) for item in items)
+
+
+def _hex_bytes(value: Any, size: int, field: str) -> bytes:
+    _need(type(value) is str and len(value) == 2 * size, f"invalid_{field}", f"{field} is {2 * size} hex characters",
+          field)
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise InvalidTx(f"invalid_{field}", f"{field} is not hex", field) from None
+
+
+def signed_bytes(chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...] | list[Op]) -> bytes:
+    lines = [DOMAIN, f"chain={chain_id}", f"account={account.hex()}", f"nonce={nonce}", f"expires={expires}"]
+    lines.extend(op.line() for op in ops)
+    return "\n".join(lines).encode()
+
+
+def order_id(tx_id: str, index: int) -> str:
+    return f"{tx_id[:30]}{index:02x}"
+
+
+def sign_tx(sign: Callable[[bytes], bytes], account: bytes, chain_id: str, nonce: str, expires: int,
+            ops: list[Op] | tuple[Op, ...]) -> SignedTx:
+    """Build and sign a transaction (raises InvalidTx if a field breaks the format)."""
+    ops = tuple(ops)
+    probe = SignedTx.from_wire([chain_id, account, nonce, expires, [op.wire() for op in ops], bytes(SIGNATURE_BYTES)])
+    return SignedTx(probe.chain_id, probe.account, probe.nonce, probe.expires, probe.ops,
+                    sign(probe.signed_bytes))
