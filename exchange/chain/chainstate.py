@@ -1,0 +1,190 @@
+"""ChainState: the replicated state every node folds committed blocks into, deterministically.
+
+It wraps the exchange application (books, orders, trades, positions: any `Application`) with what
+consensus itself needs from the log: the height and time, the id of the last block, the validator
+set for the next height (changed only by membership transactions), who signed the commits recorded
+in blocks (for the proposer rotation and to find absent validators), and a state hash that the next
+block's header must carry, so a node whose state diverged can never vote for, or accept, a block.
+Every `snapshot_interval` heights the hash also covers a full snapshot of the state, so a node may
+start from a peer's snapshot and check it against the chain's quorum certificates.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
+from exchange.chain.codec import digest, pack, unpack
+from exchange.chain.genesis import Genesis
+from exchange.chain.membership import REQUEST_TTL, MembershipTx
+from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.chain.validators import ValidatorSet
+
+log = logging.getLogger("exchange.chain")
+
+SNAPSHOT_INTERVAL = 500
+
+
+class Application(Protocol):
+    """The exchange state machine (exchange/chain/state.py) as the chain drives it."""
+
+    def precheck(self, tx: SignedTx, chain_id: str, now_ms: int) -> str | None: ...
+    def begin_block(self, height: int, time_ms: int) -> None: ...
+    def apply_tx(self, tx: SignedTx) -> Any: ...
+    def end_block(self) -> Any: ...
+    @property
+    def app_hash(self) -> bytes: ...
+    def snapshot(self) -> bytes: ...
+
+
+@dataclass
+class BlockOutcome:
+    """What applying one block did: the exchange's result and any validator-set change."""
+
+    height: int
+    block_id: bytes
+    time_ms: int
+    exchange: Any
+    membership: list[tuple[MembershipTx, str]] = field(default_factory=list)   # (tx, "applied" | reason)
+    validators_changed: bool = False
+    state_hash: bytes = b""          # the chain state's hash after this block (the next header's app_hash)
+
+
+def decode_item(item: Any) -> SignedTx | MembershipTx:
+    """One block transaction from its wire form (raises Malformed / InvalidTx)."""
+    if type(item) is not list or len(item) != 2:
+        raise Malformed("bad_tx_item")
+    if item[0] == "a":
+        return SignedTx.from_wire(item[1])
+    if item[0] == "m":
+        return MembershipTx.from_wire(item[1])
+    raise Malformed("bad_tx_item")
+
+
+def encode_item(tx: SignedTx | MembershipTx) -> list:
+    return ["a", tx.wire()] if isinstance(tx, SignedTx) else ["m", tx.wire()]
+
+
+class ChainState:
+    def __init__(self, genesis: Genesis, app: Application, snapshot_interval: int = SNAPSHOT_INTERVAL) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.app = app
+        self.snapshot_interval = snapshot_interval
+        self.height = 0
+        self.time_ms = genesis.created_ms
+        self.last_block_id = GENESIS_PARENT
+        self.validators = genesis.first_validators()          # the set deciding height + 1
+        self.prev_validators = self.validators                # the set that decided `height`
+        self.recent_signers: tuple[bytes, ...] = ()
+        self.last_seen: dict[bytes, tuple[int, int]] = {k: (0, genesis.created_ms) for k in self.validators.keys}
+        self.banned: set[bytes] = set()                       # removed for equivocation: never rejoin
+        self.snapshot_hash = b""
+        self.hash = self._compute_hash()
+
+    # ------------------------------------------------------------------ applying blocks
+    def apply_block(self, block: Block, txs: list[SignedTx | MembershipTx] | None = None) -> BlockOutcome:
+        """Fold a committed block (already checked by the caller: header, commit, transactions)."""
+        header = block.header
+        if header.height != self.height + 1 or header.prev_id != self.last_block_id:
+            raise ValueError(f"block {header.height} does not follow height {self.height}")
+        decoded = txs if txs is not None else [decode_item(item) for item in block.txs]
+        height, time_ms = header.height, header.time_ms
+        commit = header.last_commit
+        if commit is not None:
+            signers = tuple(commit.signers(self.prev_validators))
+            self.recent_signers = signers
+            for key in signers:
+                if key in self.last_seen:
+                    self.last_seen[key] = (commit.height, time_ms)
+        app = self.app
+        app.begin_block(height, time_ms)
+        outcome = BlockOutcome(height, block.id, time_ms, None)
+        next_validators = self.validators
+        changed = False
+        for tx in decoded:
+            if isinstance(tx, SignedTx):
+                app.apply_tx(tx)
+                continue
+            if changed:
+                outcome.membership.append((tx, "one_change_per_block"))
+                continue
+            verdict, candidate = self._membership(tx, height, time_ms)
+            outcome.membership.append((tx, verdict))
+            if candidate is not None:
+                next_validators, changed = candidate, True
+                log.warning("validator set epoch %d -> %d at height %d: %s %s (%d validators)", self.validators.epoch,
+                            candidate.epoch, height, tx.kind, tx.key.hex()[:12], len(candidate))
+        outcome.exchange = app.end_block()
+        self.prev_validators = self.validators
+        self.validators = next_validators
+        outcome.validators_changed = changed
+        self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
+        self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
+        self.snapshot_hash = digest("exchange-node/snapshot/v1", self.snapshot()) \
+            if height % self.snapshot_interval == 0 else b""
+        self.hash = outcome.state_hash = self._compute_hash()
+        return outcome
+
+    def _membership(self, tx: MembershipTx, height: int, time_ms: int) -> tuple[str, ValidatorSet | None]:
+        genesis, validators = self.genesis, self.validators
+        if genesis.pinned:
+            return "pinned", None
+        key = tx.key
+        if tx.kind in ("join", "leave") and not tx.at_height <= height <= tx.at_height + REQUEST_TTL:
+            return "expired", None
+        if tx.kind == "join":
+            if key in validators:
+                return "already_validator", None
+            if key in self.banned:
+                return "banned", None
+            if len(validators) >= genesis.max_validators:
+                return "set_full", None
+            self.last_seen[key] = (height, time_ms)
+            return "applied", validators.with_added(key)
+        if key not in validators:
+            return "not_validator", None
+        if len(validators) <= 1:
+            return "last_validator", None
+        if tx.kind == "remove" and tx.reason == "absent" and not self.is_absent(key, height, time_ms):
+            return "not_absent", None
+        if tx.kind == "remove" and tx.reason == "equivocation":
+            self.banned.add(key)
+        return "applied", validators.with_removed(key)
+
+    def is_absent(self, key: bytes, height: int, time_ms: int) -> bool:
+        seen_height, seen_time = self.last_seen.get(key, (0, self.genesis.created_ms))
+        return height - seen_height > self.genesis.absent_blocks and time_ms - seen_time >= self.genesis.absent_ms
+
+    # ------------------------------------------------------------------ hashes and snapshots
+    def _compute_hash(self) -> bytes:
+        return digest("exchange-node/state/v1", [self.height, self.last_block_id, self.app.app_hash,
+                                                 self.validators.wire(), self.snapshot_hash])
+
+    def snapshot(self) -> bytes:
+        """The whole state, canonically encoded (the chain certifies its hash every snapshot_interval)."""
+        return pack([self.height, self.time_ms, self.last_block_id, self.validators.wire(),
+                     self.prev_validators.wire(), list(self.recent_signers),
+                     sorted([k, h, t] for k, (h, t) in self.last_seen.items()), sorted(self.banned),
+                     self.app.snapshot()])
+
+    def restore(self, data: bytes, app: Application) -> None:
+        """Replace this state with a snapshot's (raises ValueError if malformed)."""
+        try:
+            (height, time_ms, last_id, vals, prev_vals, recent, seen, banned, _app_bytes) = unpack(data)
+            self.validators = ValidatorSet.from_wire(vals)
+            self.prev_validators = ValidatorSet.from_wire(prev_vals)
+            self.height, self.time_ms, self.last_block_id = int(height), int(time_ms), bytes(last_id)
+            self.recent_signers = tuple(bytes(k) for k in recent)
+            self.last_seen = {bytes(k): (int(h), int(t)) for k, h, t in seen}
+            self.banned = {bytes(k) for k in banned}
+        except (TypeError, ValueError, Malformed, InvalidTx) as exc:
+            raise ValueError(f"malformed chain snapshot: {exc}") from None
+        self.app = app
+        self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
+        self.hash = self._compute_hash()
+
+    def status(self) -> dict[str, Any]:
+        return {"height": self.height, "time_ms": self.time_ms, "last_block_id": self.last_block_id.hex(),
+                "validators": self.validators.summary(), "app_hash": self.hash.hex()}

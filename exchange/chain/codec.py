@@ -1,0 +1,32 @@
+"""Canonical bytes for everything the chain hashes or signs.
+
+msgpack of lists, ints, str and bytes (never maps, never floats) has exactly one encoding for
+one value, so every node hashes and signs the same bytes. Each signed kind carries its own
+domain string so a signature of one kind can never be replayed as another.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgpack
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def pack(value: Any) -> bytes:
+    return _packb(value)
+
+
+def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Any:
+    """Decode bytes we stored or received; raises ValueError on anything malformed."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=max_bytes, max_bin_len=max_bytes,
+                               max_array_len=1_000_000, max_map_len=100_000, max_ext_len=0)
+    except Exception as exc:     # msgpack raises several unrelated types for bad input
+        raise ValueError(f"undecodable record: {type(exc).__name__}") from None
+
+
+def digest(domain: str, value: Any) -> bytes:
+    """sha256 over the domain-tagged canonical encoding."""
+    return hashlib.sha256(_packb([domain, value])).digest()

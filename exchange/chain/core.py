@@ -1,0 +1,680 @@
+"""ChainCore: one node's part in the chain, with no I/O — consensus, the replicated state, the mempool,
+catch-up, and the node's own pending transactions.
+
+Inputs are plain calls with the wall-clock time passed in (seconds): messages from neighbours
+(`on_message`), transactions from the local API (`submit`), peers' chain heights from heartbeats
+(`peer_height`), and `tick`. Outputs are appended to `actions` and executed by the caller, in order:
+
+    ("wal", record)                 consensus write-ahead record: durable before any later send
+    ("send_validators", message)    to every validator of the current set but us
+    ("send", node_id, message)      to one node
+    ("broadcast", message)          to the whole network (certified blocks)
+    ("penalize", node_id, points, reason)
+    ("commit", block, commit, outcome)   a block is final: store it, answer waiters, publish
+    ("forward", tx)                 a follower hands a transaction to the validators (RPC)
+    ("outbox_add", tx)              a transaction we accepted from our API: durable before we answer
+    ("own_done", tx_id, status)     one of our own pending transactions left the outbox
+    ("halt", reason)                continuing would risk divergence: stop serving orders
+
+A validator runs Tendermint (`tendermint.py`) over `ChainState`; a follower only applies blocks whose
+commit (quorum certificate) it has verified against the validator set its own state derived, so
+followers — however many — can neither affect safety nor slow finality. Every message arriving here is
+checked before it is acted on; what fails a check that needs no local knowledge (shape, signature,
+certificate) is blamed on the neighbour that sent it, since honest nodes check before they forward.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from exchange.chain.blocks import Block, Commit, Header, Malformed, Proposal, Vote
+from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item
+from exchange.chain.crypto import node_id_for
+from exchange.chain.genesis import Genesis
+from exchange.chain.membership import MembershipTx
+from exchange.chain.mempool import Mempool
+from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint
+from exchange.chain.txs import InvalidTx, SignedTx
+
+log = logging.getLogger("exchange.chain")
+
+PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
+PENALTY_MALFORMED = 20.0
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    max_block_txs: int = 4000
+    max_block_bytes: int = 700_000
+    empty_block_interval: float = 1.0     # an idle network still makes a block this often
+    max_clock_drift_ms: int = 500         # a proposal's time may be at most this far ahead of our clock
+    role: str = "auto"                    # auto: ask for a validator seat when there is room; follower: never
+    join_retry: float = 3.0
+    resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
+    sync_batch: int = 100                 # blocks per catch-up answer
+    sync_retry: float = 1.0
+    max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched
+    live_after: float = 3.0               # a node heard from within this is live (join eligibility, quorum view)
+
+
+class BlockSource(Protocol):
+    """Committed blocks this node can serve to peers that are catching up."""
+
+    def get(self, height: int) -> tuple[Block, Commit] | None: ...
+
+
+class _Context:
+    """The HeightContext Tendermint asks about the height being decided."""
+
+    __slots__ = ("core", "chain_id", "height", "validators", "recent_signers")
+
+    def __init__(self, core: "ChainCore") -> None:
+        state = core.state
+        self.core = core
+        self.chain_id = state.chain_id
+        self.height = state.height + 1
+        self.validators = state.validators
+        self.recent_signers = state.recent_signers
+
+    def valid(self, block: Block) -> bool:
+        return self.core.validate(block, self.core._now_ms) is None
+
+    def get_value(self, round_: int) -> Block:
+        return self.core.build_block()
+
+
+class ChainCore:
+    def __init__(self, genesis: Genesis, app: Application, *, public_key: bytes, sign: Callable[[bytes], bytes],
+                 verify: Callable[[bytes, bytes, bytes], bool], blocks: BlockSource,
+                 config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.public_key = public_key
+        self.node_id = node_id_for(public_key)
+        self._sign = sign
+        self._verify = verify
+        self.blocks = blocks
+        self.config = config or CoreConfig()
+        self.rng = rng or random.Random(0)
+        self.state = ChainState(genesis, app)
+        self.mempool = Mempool()
+        self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
+        self.actions: list[tuple] = []
+        self.last_commit: Commit | None = None
+        self.last_commit_at = now
+        self.started_at = now
+        self.halted: str | None = None
+        self._decoded: OrderedDict[bytes, list] = OrderedDict()       # block id -> decoded transactions
+        self._invalid: OrderedDict[bytes, str] = OrderedDict()        # block id -> why it is invalid
+        self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
+        self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
+        self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its height, when)
+        self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
+        self._sync_inflight: tuple[str, float] | None = None
+        self._catchup_sent: dict[str, tuple[int, float]] = {}           # node -> (height, when) last helped
+        self._own: OrderedDict[str, list] = OrderedDict()             # our pending txs: id -> [tx, next retry]
+        self._evidence: list[tuple[Vote, Vote]] = []
+        self._next_join = now
+        self._wake_at: float | None = None
+        self._restore: list | None = None
+        self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
+                         "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, now: float, wal: list | None = None) -> None:
+        """Begin at the state's next height (after `load_block` replayed stored blocks)."""
+        self._set_now(now)
+        self.last_commit_at = now
+        self._restore = wal or None
+        self._start_height(now)
+
+    def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
+        """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
+        for tx in txs:
+            self._own.setdefault(tx.id, [tx, now])
+
+    def load_block(self, block: Block, commit: Commit) -> None:
+        """Replay a block from our own store at start-up (it was verified before it was stored)."""
+        self._apply(block, commit, announce=False)
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    @property
+    def is_validator(self) -> bool:
+        return self.public_key in self.state.validators
+
+    @property
+    def role(self) -> str:
+        return "validator" if self.is_validator else "follower"
+
+    # ------------------------------------------------------------------ validation
+    def decode(self, block: Block) -> list:
+        txs = self._decoded.get(block.id)
+        if txs is None:
+            txs = [decode_item(item) for item in block.txs]
+            self._decoded[block.id] = txs
+            if len(self._decoded) > 64:
+                self._decoded.popitem(last=False)
+        return txs
+
+    def validate(self, block: Block, now_ms: int | None = None) -> str | None:
+        """Why `block` cannot be the next block, or None (Tendermint's valid(v); cached per block id)."""
+        known = self._invalid.get(block.id)
+        if known is not None:
+            return known
+        if block.id in self._valid:
+            return None
+        why = self._check(block, now_ms)
+        if why is not None:
+            if why != "time_in_future":          # our clock may catch up with an honest proposer's
+                self._invalid[block.id] = why
+            if len(self._invalid) > 256:
+                self._invalid.popitem(last=False)
+            self.counters["invalid_blocks"] += 1
+            log.warning("block %s at height %d refused: %s", block.id.hex()[:12], block.height, why)
+        return why
+
+    def _check(self, block: Block, now_ms: int | None) -> str | None:
+        state, header = self.state, block.header
+        if header.chain_id != self.chain_id:
+            return "wrong_chain"
+        if header.height != state.height + 1 or header.prev_id != state.last_block_id:
+            return "wrong_parent"
+        if header.time_ms <= state.time_ms:
+            return "time_not_increasing"
+        if now_ms is not None and header.time_ms > now_ms + self.config.max_clock_drift_ms:
+            return "time_in_future"
+        if header.proposer not in state.validators:
+            return "proposer_not_validator"
+        if header.app_hash != state.hash:
+            return "app_hash_mismatch"
+        if header.validators_hash != state.validators.hash:
+            return "validators_mismatch"
+        commit = header.last_commit
+        if state.height == 0:
+            if commit is not None:
+                return "unexpected_last_commit"
+        elif commit is None or commit.height != state.height or commit.block_id != state.last_block_id \
+                or not commit.verify(self.chain_id, state.prev_validators, self._verify):
+            return "bad_last_commit"
+        if len(block.txs) > self.config.max_block_txs or block.size > self.config.max_block_bytes + 4096:
+            return "block_too_large"
+        try:
+            txs = [decode_item(item) for item in block.txs]
+        except (Malformed, InvalidTx) as exc:
+            return f"malformed_tx:{getattr(exc, 'code', exc)}"
+        seen: set[str] = set()
+        membership = 0
+        ttl = self.state.genesis.exchange.get("order_ttl_ms", 120_000)
+        for tx in txs:
+            if isinstance(tx, MembershipTx):
+                membership += 1
+                if membership > 1 or not tx.signature_valid(self.chain_id, self._verify):
+                    return "bad_membership_tx"
+                continue
+            if tx.id in seen:
+                return "duplicate_tx"
+            seen.add(tx.id)
+            if tx.chain_id != self.chain_id:
+                return "tx_wrong_chain"
+            if tx.expires > header.time_ms + ttl:
+                return "tx_expires_too_late"
+            if not self.mempool.is_verified(tx.id):
+                if not tx.signature_valid():
+                    return "bad_tx_signature"
+                self.mempool.remember_verified(tx.id)
+        self._decoded[block.id] = txs
+        if len(self._decoded) > 64:
+            self._decoded.popitem(last=False)
+        self._valid[block.id] = None
+        if len(self._valid) > 64:
+            self._valid.popitem(last=False)
+        return None
+
+    # ------------------------------------------------------------------ proposing
+    def build_block(self) -> Block:
+        state = self.state
+        now_ms = self._now_ms
+        time_ms = max(now_ms, state.time_ms + 1)
+        config = self.config
+        ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
+        self.mempool.expire(time_ms)
+        txs: list[SignedTx | MembershipTx] = [tx for tx in self.mempool.reap(config.max_block_txs - 1,
+                                                                            config.max_block_bytes)
+                                              if time_ms < tx.expires <= time_ms + ttl]
+        change = self._membership_change(time_ms)
+        if change is not None:
+            txs.append(change)
+        items = [encode_item(tx) for tx in txs]
+        header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
+                        state.validators.hash, Block.txs_hash(items), self.last_commit if state.height else None)
+        block = Block(header, items)
+        self._decoded[block.id] = txs
+        return block
+
+    def _membership_change(self, time_ms: int) -> MembershipTx | None:
+        """At most one change per block: evidence first, then an absent validator, then a live joiner."""
+        state, height = self.state, self.state.height + 1
+        if state.genesis.pinned:
+            return None
+        for a, b in self._evidence:
+            if a.validator in state.validators and len(state.validators) > 1:
+                return MembershipTx.removal(a.validator, "equivocation", (a, b))
+        for key in state.validators.keys:
+            if key != self.public_key and len(state.validators) > 1 and state.is_absent(key, height, time_ms):
+                return MembershipTx.removal(key, "absent")
+        if len(state.validators) >= state.genesis.max_validators:
+            return None
+        now = self._now
+        for tx in self.mempool.membership():
+            if tx.kind == "join" and tx.key not in state.validators and tx.at_height <= height:
+                heard = self._heard.get(node_id_for(tx.key))
+                if heard is not None and now - heard[1] <= self.config.live_after and heard[0] >= state.height - 2:
+                    return tx
+            elif tx.kind == "leave" and tx.key in state.validators:
+                return tx
+        return None
+
+    # ------------------------------------------------------------------ network input
+    def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
+        """One chain message from neighbour `sender` (None: from ourselves or a trusted local source)."""
+        self._set_now(now)
+        if self.halted:
+            return
+        try:
+            if kind == "vote":
+                self._on_vote(Vote.from_wire(body), sender, now)
+            elif kind == "proposal":
+                self._on_proposal(Proposal.from_wire(body), sender, now)
+            elif kind == "decision":
+                if type(body) is not list or len(body) != 2:
+                    raise Malformed("bad_decision")
+                self._on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
+            elif kind == "tx":
+                self._on_gossiped_tx(SignedTx.from_wire(body), sender, now)
+            elif kind == "membership":
+                self._on_membership(MembershipTx.from_wire(body), sender)
+            elif kind == "sync_request":
+                self._on_sync_request(body, sender)
+            elif kind == "sync_response":
+                self._on_sync_response(body, sender, now)
+        except (Malformed, InvalidTx) as exc:
+            self.counters["invalid_messages"] += 1
+            self._penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
+        self._drain_consensus(now)
+
+    def _on_vote(self, vote: Vote, sender: str | None, now: float) -> None:
+        if vote.height <= self.state.height:
+            self._help_behind(vote.validator, vote.height, sender)
+            return
+        if vote.height > self.state.height + 2:
+            self._note_ahead(sender, vote.height - 1, now)
+            return
+        if not self.is_validator:
+            return
+        why = self.consensus.on_vote(vote, now)
+        if why is None and vote.height == self.state.height + 1:
+            self._validator_seen[vote.validator] = now
+        elif why == "bad_signature":
+            self._penalize(sender, PENALTY_INVALID, "bad_vote_signature")
+
+    def _on_proposal(self, proposal: Proposal, sender: str | None, now: float) -> None:
+        if proposal.height <= self.state.height:
+            self._help_behind(proposal.proposer, proposal.height, sender)
+            return
+        if proposal.height > self.state.height + 2:
+            self._note_ahead(sender, proposal.height - 1, now)
+            return
+        if not self.is_validator:
+            return
+        why = self.consensus.on_proposal(proposal, now)
+        if why is None and proposal.height == self.state.height + 1:
+            self._validator_seen[proposal.proposer] = now
+        elif why == "bad_signature":
+            self._penalize(sender, PENALTY_INVALID, "bad_proposal_signature")
+
+    def _help_behind(self, validator: bytes, height: int, sender: str | None) -> None:
+        """A validator still at a height we decided: send it that height's certified block, once."""
+        node = node_id_for(validator)
+        sent = self._catchup_sent.get(node)
+        if sent is not None and sent[0] >= height and self._now - sent[1] < self.config.sync_retry:
+            return
+        stored = self.blocks.get(height)
+        if stored is not None:
+            self._catchup_sent[node] = (height, self._now)
+            self.actions.append(("send", node, {"type": "decision", "id": stored[0].id.hex(),
+                                                "body": [stored[0].wire(), stored[1].wire()]}))
+
+    def _on_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
+        """A block with its quorum certificate (a decision broadcast, or a catch-up answer)."""
+        self.counters["decisions_received"] += 1
+        if commit.height != block.height or commit.block_id != block.id:
+            self._penalize(sender, PENALTY_INVALID, "commit_not_for_block")
+            return
+        height = block.height
+        if height <= self.state.height:
+            return
+        if height > self.state.height + 1:
+            if len(self._buffered) < self.config.max_buffered_blocks:
+                self._buffered[height] = (block, commit, sender)
+            self._note_ahead(sender, height, now)
+            return
+        self._take_certified(block, commit, sender, now)
+        while self.state.height + 1 in self._buffered and not self.halted:
+            block, commit, source = self._buffered.pop(self.state.height + 1)
+            self._take_certified(block, commit, source, now)
+
+    def _take_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
+        state = self.state
+        if not commit.verify(self.chain_id, state.validators, self._verify):
+            self._penalize(sender, PENALTY_INVALID, "bad_commit")
+            return
+        header = block.header
+        if header.prev_id != state.last_block_id or header.chain_id != self.chain_id:
+            self._penalize(sender, PENALTY_INVALID, "certified_block_wrong_parent")
+            return
+        if header.app_hash != state.hash:
+            # a quorum certified a block built on a state other than ours: our state diverged (a bug, or a
+            # corrupted store); going on would serve wrong books, so stop and say so
+            self._halt(f"state diverged at height {header.height}: the network's app hash is "
+                       f"{header.app_hash.hex()[:16]}, ours {state.hash.hex()[:16]}")
+            return
+        try:
+            self.decode(block)
+        except (Malformed, InvalidTx) as exc:
+            self._halt(f"a certified block at height {header.height} does not decode: {exc}")
+            return
+        self._apply(block, commit, announce=False)
+        self._start_height(now)
+
+    def _on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
+        if not self.is_validator or tx.id in self.mempool:
+            return
+        why = self._admit(tx)
+        if why == "bad_signature":
+            self._penalize(sender, PENALTY_INVALID, "bad_tx_signature")
+        elif why is None and self.consensus.step == WAITING:
+            self.consensus.kick(now)
+
+    def _on_membership(self, tx: MembershipTx, sender: str | None) -> None:
+        if not self.is_validator:
+            return
+        if tx.kind not in ("join", "leave") or not tx.signature_valid(self.chain_id, self._verify):
+            self._penalize(sender, PENALTY_INVALID, "bad_membership_signature")
+            return
+        self.mempool.add_membership(tx)
+
+    def _on_sync_request(self, body: Any, sender: str | None) -> None:
+        if sender is None or type(body) is not list or len(body) != 2 \
+                or not all(type(v) is int and v >= 1 for v in body):
+            raise Malformed("bad_sync_request")
+        first, last = body[0], min(body[1], self.state.height, body[0] + self.config.sync_batch - 1)
+        items = []
+        size = 0
+        for height in range(first, last + 1):
+            stored = self.blocks.get(height)
+            if stored is None:
+                break
+            size += stored[0].size
+            items.append([stored[0].wire(), stored[1].wire()])
+            if size > self.config.max_block_bytes:
+                break
+        self.actions.append(("send", sender, {"type": "sync_response", "body": [items, self.state.height]}))
+
+    def _on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
+        if type(body) is not list or len(body) != 2 or type(body[0]) is not list or type(body[1]) is not int:
+            raise Malformed("bad_sync_response")
+        if self._sync_inflight is not None and self._sync_inflight[0] == sender:
+            self._sync_inflight = None
+        items, their_height = body
+        if sender is not None:
+            self._heard[sender] = (their_height, now)
+        for item in items:
+            if type(item) is not list or len(item) != 2:
+                raise Malformed("bad_sync_item")
+            block, commit = Block.from_wire(item[0]), Commit.from_wire(item[1])
+            if block.height == self.state.height + 1:
+                before = self.state.height
+                self._on_certified(block, commit, sender, now)
+                if self.state.height == before:
+                    return
+                self.counters["synced_blocks"] += 1
+        if self.state.height < their_height:
+            self._request_sync(sender, now)
+
+    # ------------------------------------------------------------------ local transactions
+    def submit(self, tx: SignedTx, now: float, own: bool = True) -> str | None:
+        """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
+        follower's RPC. Returns why it was refused, or None once it is queued."""
+        self._set_now(now)
+        if self.halted:
+            return "halted"
+        why = self.precheck(tx)
+        if why is not None:
+            return why
+        if self.is_validator:
+            why = self._admit(tx, checked=True)
+            if why is not None and why != "duplicate":
+                return why
+            self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
+            if self.consensus.step == WAITING:
+                self.consensus.kick(now)
+        else:
+            self.actions.append(("forward", tx))
+            self.counters["forwarded"] += 1
+        if own and tx.id not in self._own:
+            self._own[tx.id] = [tx, now + self.config.resubmit_interval]
+            self.actions.append(("outbox_add", tx))
+        self._drain_consensus(now)
+        return None
+
+    def precheck(self, tx: SignedTx) -> str | None:
+        if tx.chain_id != self.chain_id:
+            return "wrong_chain"
+        if not (self.mempool.is_verified(tx.id) or tx.signature_valid()):
+            return "bad_signature"
+        self.mempool.remember_verified(tx.id)
+        return self.state.app.precheck(tx, self.chain_id, self._now_ms)
+
+    def _admit(self, tx: SignedTx, checked: bool = False) -> str | None:
+        if not checked:
+            why = self.precheck(tx)
+            if why is not None:
+                return why
+        return self.mempool.add(tx)
+
+    # ------------------------------------------------------------------ peers and time
+    def peer_height(self, node_id: str, height: int, now: float) -> None:
+        """A neighbour's chain height (from its heartbeat)."""
+        self._set_now(now)
+        self._heard[node_id] = (height, now)
+        if height > self.state.height + 1:
+            self._note_ahead(node_id, height, now)
+
+    def _note_ahead(self, peer: str | None, height: int, now: float) -> None:
+        if peer is not None and height > self.state.height:
+            heard = self._heard.get(peer)
+            if heard is None or heard[0] < height:
+                self._heard[peer] = (height, now)
+            self._request_sync(peer, now)
+
+    def _request_sync(self, peer: str | None, now: float) -> None:
+        if peer is None:
+            return
+        inflight = self._sync_inflight
+        if inflight is not None and now - inflight[1] < self.config.sync_retry:
+            return
+        self._sync_inflight = (peer, now)
+        first = self.state.height + 1
+        self.actions.append(("send", peer, {"type": "sync_request",
+                                            "body": [first, first + self.config.sync_batch - 1]}))
+
+    def tick(self, now: float) -> None:
+        self._set_now(now)
+        if self.halted:
+            return
+        if self.is_validator:
+            self.consensus.tick(now)
+            if self.consensus.step == WAITING and self._wake_at is not None and now >= self._wake_at:
+                self.consensus.kick(now)
+        self._resubmit_own(now)
+        self._maybe_join(now)
+        self._sync_if_behind(now)
+        self._drain_consensus(now)
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at)
+                 if t is not None]
+        return min(times, default=None)
+
+    def _sync_if_behind(self, now: float) -> None:
+        best = max(((h, node) for node, (h, t) in self._heard.items() if now - t < 10.0), default=None)
+        if best is not None and best[0] > self.state.height and now - self.last_commit_at > self.config.sync_retry:
+            self._request_sync(best[1], now)
+
+    def _resubmit_own(self, now: float) -> None:
+        if not self._own:
+            return
+        time_ms = self.state.time_ms
+        for tx_id, entry in list(self._own.items()):
+            tx, due = entry
+            if tx.expires <= time_ms:
+                del self._own[tx_id]
+                self.counters["expired_own"] += 1
+                self.actions.append(("own_done", tx_id, "expired"))
+                continue
+            if now < due:
+                continue
+            entry[1] = now + self.config.resubmit_interval
+            self.counters["resubmitted"] += 1
+            if self.is_validator:
+                if tx.id not in self.mempool:
+                    self._admit(tx)
+                self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
+            else:
+                self.actions.append(("forward", tx))
+
+    def _maybe_join(self, now: float) -> None:
+        state = self.state
+        if self.config.role != "auto" or self.is_validator or state.genesis.pinned or now < self._next_join:
+            return
+        if len(state.validators) >= state.genesis.max_validators:
+            return
+        best = max((h for h, t in self._heard.values() if now - t < self.config.live_after), default=-1)
+        if best < 0 or best > state.height + 1:
+            return      # not caught up (or hearing from nobody): a seat would only slow the others down
+        self._next_join = now + self.config.join_retry
+        tx = MembershipTx.request("join", self.chain_id, self.public_key, state.height, self._sign)
+        self.actions.append(("send_validators", {"type": "membership", "body": tx.wire()}))
+
+    def own_pending(self) -> int:
+        return len(self._own)
+
+    # ------------------------------------------------------------------ heights
+    def _start_height(self, now: float) -> None:
+        self._validator_seen = {k: t for k, t in self._validator_seen.items() if k in self.state.validators}
+        if not self.is_validator:
+            self._wake_at = None
+            return
+        restore, self._restore = self._restore, None
+        restore = [r for r in restore or [] if _wal_height(r) in (None, self.state.height + 1)] or None
+        idle = len(self.mempool) == 0 and not self._own
+        self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
+        self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
+
+    def _last_block_seconds(self) -> float:
+        return self.state.time_ms / 1000.0
+
+    def _drain_consensus(self, now: float) -> None:
+        actions = self.consensus.actions
+        while actions:
+            self.consensus.actions = []
+            for action in actions:
+                kind = action[0]
+                if kind == "send":
+                    message = action[1]
+                    name = "vote" if isinstance(message, Vote) else "proposal"
+                    self.actions.append(("send_validators", {"type": name, "body": message.wire()}))
+                elif kind == "wal":
+                    self.actions.append(action)
+                elif kind == "decide":
+                    if action[1].height == self.state.height + 1:    # not already taken as a certified block
+                        self._apply(action[1], action[2], announce=True)
+                        self._start_height(now)
+                elif kind == "evidence":
+                    self._evidence.append((action[1], action[2]))
+                    del self._evidence[:-16]
+            actions = self.consensus.actions
+
+    def _apply(self, block: Block, commit: Commit, *, announce: bool) -> None:
+        txs = self.decode(block)
+        outcome = self.state.apply_block(block, txs)
+        self.last_commit = commit
+        self.last_commit_at = self._now
+        self.counters["blocks"] += 1
+        self.counters["txs"] += len(txs)
+        committed = [tx.id for tx in txs if isinstance(tx, SignedTx)]
+        self.mempool.remove(committed)
+        for tx, _ in outcome.membership:
+            self.mempool.drop_membership(tx.id)
+        self._evidence = [e for e in self._evidence if e[0].validator in self.state.validators]
+        for tx_id in committed:
+            if self._own.pop(tx_id, None) is not None:
+                self.actions.append(("own_done", tx_id, "committed"))
+        self.mempool.expire(block.header.time_ms)
+        self.actions.append(("commit", block, commit, outcome))
+        if announce:
+            self.actions.append(("broadcast", {"type": "decision", "id": block.id.hex(),
+                                               "body": [block.wire(), commit.wire()]}))
+
+    def _halt(self, reason: str) -> None:
+        if self.halted is None:
+            self.halted = reason
+            log.critical("chain halted: %s", reason)
+            self.actions.append(("halt", reason))
+
+    def _penalize(self, peer: str | None, points: float, reason: str) -> None:
+        if peer is not None and peer != self.node_id:
+            self.actions.append(("penalize", peer, points, reason))
+
+    # ------------------------------------------------------------------ views
+    _now = 0.0
+    _now_ms = 0
+
+    def _set_now(self, now: float) -> None:
+        self._now = now
+        self._now_ms = int(now * 1000)
+
+    def quorum_present(self, now: float) -> bool:
+        """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.)"""
+        validators = self.state.validators
+        if self.is_validator:
+            live = sum(1 for k in validators.keys
+                       if k == self.public_key or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
+            return live >= validators.quorum
+        return now - self.last_commit_at <= max(3.0, 3 * self.config.empty_block_interval)
+
+    def take_actions(self) -> list[tuple]:
+        out, self.actions = self.actions, []
+        return out
+
+    def status(self, now: float) -> dict[str, Any]:
+        state = self.state
+        return {"chain_id": self.chain_id, "role": self.role, "height": state.height,
+                "epoch": state.validators.epoch, "validators": state.validators.summary(),
+                "last_block_time_ms": state.time_ms, "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
+                "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
+                "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
+                **self.counters}
+
+
+def _wal_height(record: Any) -> int | None:
+    if type(record) is list and record and record[0] == "signed":
+        return record[1][0]
+    return None
