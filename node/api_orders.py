@@ -1,77 +1,35 @@
-"""Control API for the replicated exchange: POST /orders, GET|DELETE /orders/{id}, GET /book/{m}, GET /trades/{m}.
+"""Control API for the exchange: orders in, final state out.
 
-Shapes follow ARCHITECTURE.md section 7 (prices and sizes as decimal strings). Input problems are
-4xx JSON errors `{"error": {"code", "message", "field"?}}`: 400 when the body is not a JSON object
-or a query parameter is unusable, 422 when a field's value is not acceptable (the exchange core's
-reason codes, e.g. `price_not_multiple_of_tick`, `float_not_allowed`, `unknown_market`).
+POST /orders and /orders/batch take either plain order fields, which the node signs with one of
+its own accounts (`account`: a name or id; `default` when absent), or `{"signed": {...}}`, a
+transaction an external client signed with its own key (the exact bytes are documented in
+exchange/chain/txs.py and the README). DELETE /orders/{id} cancels with the owner's key, which
+this node must hold (or the client sends a signed cancel). Every answer says whether it is final:
+201/200 once a block with a quorum certificate holds it, 202 with `reason` (`no_quorum`,
+`not_final_yet`) while it is not — a 202 order is in this node's outbox on disk and is handed on
+until a block has it or it expires. Errors are `{"error": {"code", "message", "field"?}}`.
 """
 from __future__ import annotations
 
-import asyncio
+import os
+import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from exchange.chain.service import ChainService, NotReady
+from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, op_from_json, sign_tx
 from exchange.errors import ExchangeError
-from exchange.events import OrderCancelled, OrderRejected
-from exchange.markets import MarketRegistry
-from exchange.replication.records import MAX_ACCOUNT, SIDES, STP_MODES, TYPES
 from node.api import ApiError, json_response, node_of
 
-ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp"}
+ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 30.0
 MAX_TRADES = 10_000
-MAX_BATCH = 250                  # keeps a batch body under the API's 64 KiB request limit
 DEFAULT_TRADES = 100
+MAX_LIST = 1000
 CLOSED = {"filled", "cancelled", "rejected"}
-
-
-def parse_order_body(body: Any, markets: MarketRegistry) -> dict[str, Any]:
-    """Validate a POST /orders body; returns the replica's order fields (integer ticks and lots) or raises ApiError."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object")
-    unknown = sorted(str(k) for k in body if k not in ORDER_FIELDS)
-    if unknown:
-        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
-    for name in ("market", "side", "qty"):
-        if body.get(name) is None:
-            raise ApiError(422, "missing_field", f"{name} is required", name)
-    market_name = body["market"]
-    if not isinstance(market_name, str) or market_name not in markets:
-        raise ApiError(422, "unknown_market", f"unknown market {market_name!r}; this node trades "
-                       f"{', '.join(markets.symbols)}", "market")
-    market = markets.get(market_name)
-    side = body["side"]
-    if not isinstance(side, str) or side not in SIDES:
-        raise ApiError(422, "invalid_side", "side must be buy or sell", "side")
-    kind = body.get("type", "limit")
-    if not isinstance(kind, str) or kind not in TYPES:
-        raise ApiError(422, "invalid_type", f"type must be one of {', '.join(TYPES)}", "type")
-    account = body.get("account", "")
-    if account is None:
-        account = ""
-    if not isinstance(account, str) or len(account) > MAX_ACCOUNT:
-        raise ApiError(422, "invalid_account", f"account must be a string of at most {MAX_ACCOUNT} characters",
-                       "account")
-    stp = body.get("stp")
-    if stp is not None and (not isinstance(stp, str) or stp not in STP_MODES):
-        raise ApiError(422, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
-    price = body.get("price")
-    try:
-        if kind == "market":
-            if price is not None:
-                raise ApiError(422, "price_not_allowed", "a market order takes no price", "price")
-        elif price is None:
-            raise ApiError(422, "price_required", f"a {kind} order needs a price", "price")
-        else:
-            price = market.parse_price(price)
-        qty = market.parse_qty(body["qty"])
-    except ExchangeError as exc:
-        raise ApiError(422, exc.code, exc.message, exc.field) from None
-    return {"market": market_name, "side": side, "kind": kind, "price": price, "qty": qty, "account": account,
-            "stp": stp}
 
 
 def _query_number(request: web.Request, name: str, default: float, low: float, high: float,
@@ -88,9 +46,11 @@ def _query_number(request: web.Request, name: str, default: float, low: float, h
     return value
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
     raw = await request.read()
     if not raw.strip():
+        if allow_empty:
+            return None
         raise ApiError(400, "empty_body", "send a JSON object")
     try:
         return orjson.loads(raw)
@@ -98,127 +58,376 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-@web.middleware
-async def overload_as_503(request: web.Request, handler):
-    from exchange.replication.service import Overloaded
-
-    try:
-        return await handler(request)
-    except Overloaded as exc:
-        response = ApiError(503, "overloaded", str(exc)).response()
-        response.headers["Retry-After"] = "1"
-        return response
-
-
-def _exchange(request: web.Request) -> Any:
-    exchange = getattr(node_of(request), "exchange", None)
-    if exchange is None:
+def _chain(request: web.Request) -> ChainService:
+    chain = getattr(node_of(request), "chain", None)
+    if chain is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return exchange
+    return chain
 
 
-def _market(exchange: Any, name: str) -> str:
-    if name not in exchange.markets:
+def _state(chain: ChainService) -> Any:
+    try:
+        return chain.state
+    except NotReady as exc:
+        raise _not_ready(exc) from None
+
+
+def _not_ready(exc: NotReady) -> ApiError:
+    error = ApiError(503, exc.code, str(exc))
+    error.retry_after = exc.retry_after      # type: ignore[attr-defined]
+    return error
+
+
+def _account(request: web.Request, name: Any) -> Any:
+    accounts = getattr(node_of(request), "accounts", None)
+    if accounts is None:
+        raise ApiError(503, "no_accounts", "this node holds no accounts")
+    if name is None:
+        name = "default"
+    if not isinstance(name, str):
+        raise ApiError(422, "invalid_account", "account is an account name or its 64-hex id", "account")
+    try:
+        return accounts.get(name)
+    except Exception:
+        raise ApiError(422, "unknown_account", f"this node holds no account {name!r}; create it with "
+                       f"`exchange-node account new {name}` or send a transaction signed with your own key",
+                       "account") from None
+
+
+def _market_checked(state: Any, op: NewOrderOp) -> None:
+    """Refuse what the state machine would reject at once, with the field that is wrong."""
+    registry = state.params.registry
+    if op.market not in registry:
+        raise ApiError(422, "unknown_market", f"unknown market {op.market!r}; this network trades "
+                       f"{', '.join(registry.symbols)}", "market")
+    market = registry.get(op.market)
+    try:
+        if op.type == "market":
+            if op.price is not None:
+                raise ApiError(422, "price_not_allowed", "a market order takes no price", "price")
+        elif op.price is None:
+            raise ApiError(422, "price_required", f"a {op.type} order needs a price", "price")
+        else:
+            market.parse_price(op.price)
+        market.parse_qty(op.qty)
+    except ExchangeError as exc:
+        raise ApiError(422, exc.code, exc.message, exc.field) from None
+
+
+def _order_op(body: Any) -> NewOrderOp:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "each order is a JSON object")
+    unknown = sorted(str(k) for k in body if k not in ORDER_FIELDS)
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+    for name in ("market", "side", "qty"):
+        if body.get(name) is None:
+            raise ApiError(422, "missing_field", f"{name} is required", name)
+    for name in ("price", "qty"):
+        if isinstance(body.get(name), float):
+            raise ApiError(422, "float_not_allowed", f"{name} must be a decimal string, not a JSON number", name)
+    try:
+        return NewOrderOp.parse(body["market"], body["side"], body.get("type", "limit"), _text(body.get("price")),
+                                _text(body["qty"]), body.get("stp"))
+    except InvalidTx as exc:
+        raise ApiError(422, exc.code, str(exc), exc.field) from None
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _nonce(body: Any) -> str:
+    client = body.get("client_id") if isinstance(body, dict) else None
+    return client if isinstance(client, str) and client else os.urandom(12).hex()
+
+
+def _sign_local(request: web.Request, chain: ChainService, account_name: Any, ops: list, nonce: str) -> SignedTx:
+    account = _account(request, account_name)
+    expires = int(time.time() * 1000) + chain.order_ttl_ms - 1000
+    try:
+        return sign_tx(account.sign, account.public_key, chain.genesis.chain_id, nonce, expires, ops)  # type: ignore[union-attr]
+    except InvalidTx as exc:
+        raise ApiError(422, exc.code, str(exc), exc.field) from None
+
+
+def _signed(body: Any) -> SignedTx:
+    try:
+        tx = SignedTx.from_json(body)
+    except InvalidTx as exc:
+        raise ApiError(422, exc.code, str(exc), exc.field) from None
+    if not tx.signature_valid():
+        raise ApiError(401, "bad_signature", "the signature does not verify for this account and these bytes",
+                       "sig")
+    return tx
+
+
+async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str | None, Any]:
+    try:
+        why, future = chain.submit(tx)
+    except NotReady as exc:
+        raise _not_ready(exc) from None
+    if why is not None:
+        return why, None
+    return None, await chain.wait(future, wait)
+
+
+_REFUSAL_STATUS = {"bad_signature": 401, "mempool_full": 503, "halted": 503}
+
+
+def _refused(why: str) -> ApiError:
+    status = _REFUSAL_STATUS.get(why, 422)
+    error = ApiError(status, why, f"the order was refused: {why.replace('_', ' ')}")
+    if status == 503:
+        error.retry_after = 1.0     # type: ignore[attr-defined]
+    return error
+
+
+def _finality(chain: ChainService) -> dict[str, Any]:
+    core = chain.core
+    if core is None:
+        return {"height": 0}
+    return {"height": core.height, "epoch": core.state.validators.epoch, "role": core.role}
+
+
+def _pending_view(tx: SignedTx, index: int, op: NewOrderOp) -> dict[str, Any]:
+    return {"id": tx.order_id(index), "status": "pending", "market": op.market, "side": op.side, "type": op.type,
+            "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0", "account": tx.account_hex,
+            "tx_id": tx.id}
+
+
+def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[dict[str, Any], int]:
+    op = tx.ops[index]
+    if result is None:
+        view = _pending_view(tx, index, op)  # type: ignore[arg-type]
+        return {"order": view, "trades": [], "final": False, "reason": chain.pending_reason(), "tx_id": tx.id,
+                **_finality(chain)}, 202
+    state = chain.state
+    order_id = tx.order_id(index)
+    view = state.order(order_id) or _pending_view(tx, index, op) | {"status": result.status}  # type: ignore[arg-type]
+    op_result = result.ops[index] if index < len(result.ops) else None
+    body: dict[str, Any] = {"order": view, "trades": [], "final": True, "tx_id": tx.id, "tx_status": result.status,
+                            **_finality(chain)}
+    if op_result is not None and op_result.reason:
+        body["reason"] = op_result.reason
+    block = getattr(result, "trades", None)
+    body["trades"] = [t for t in (block or []) if order_id in (t.get("maker_order_id"), t.get("taker_order_id"))]
+    return body, 201
+
+
+async def post_order(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
+    body = await _json_body(request)
+    state = _state(chain)
+    if isinstance(body, dict) and "signed" in body:
+        tx = _signed(body["signed"])
+        if len(tx.ops) != 1 or not isinstance(tx.ops[0], NewOrderOp):
+            raise ApiError(422, "one_order_expected", "POST /orders takes one new order; use /orders/batch", "signed")
+    else:
+        op = _order_op(body)
+        _market_checked(state, op)
+        tx = _sign_local(request, chain, body.get("account"), [op], _nonce(body))
+    _market_checked(state, tx.ops[0])  # type: ignore[arg-type]
+    why, result = await _submit(chain, tx, wait)
+    if why is not None:
+        raise _refused(why)
+    answer, status = _answer_order(chain, tx, 0, result)
+    answer["trades"] = _trades_of(chain, tx.order_id(0)) if status == 201 else []
+    return json_response(answer, status)
+
+
+def _trades_of(chain: ChainService, order_id: str) -> list[dict[str, Any]]:
+    state = chain.state
+    order = state.order(order_id)
+    if order is None:
+        return []
+    return [t for t in state.trades(order["market"], 1000)
+            if order_id in (t.get("maker_order_id"), t.get("taker_order_id"))]
+
+
+async def post_order_batch(request: web.Request) -> web.Response:
+    """`{"orders": [...], "account"?}` (up to 250): one transaction per account, one signature for all of
+    its orders; or `{"signed": {...}}` with up to 250 operations. Answers 200 with per-order results in
+    request order; `?wait=` (default 0) waits for finality."""
+    chain = _chain(request)
+    wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT)
+    body = await _json_body(request)
+    state = _state(chain)
+    if isinstance(body, dict) and "signed" in body:
+        txs = [(_signed(body["signed"]), None)]
+        slots: list[Any] = [(0, i) for i in range(len(txs[0][0].ops))]
+        results: list[dict[str, Any]] = [{} for _ in slots]
+    else:
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+            raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")
+        if not 0 < len(body["orders"]) <= MAX_OPS:
+            raise ApiError(422, "invalid_batch_size", f"send 1 to {MAX_OPS} orders", "orders")
+        results = []
+        groups: dict[str, list[tuple[int, NewOrderOp]]] = {}
+        for item in body["orders"]:
+            try:
+                op = _order_op(item)
+                _market_checked(state, op)
+                name = item.get("account", body.get("account")) or "default"
+                groups.setdefault(name, []).append((len(results), op))
+                results.append({})
+            except ApiError as exc:
+                results.append({"error": _error_dict(exc)})
+        txs, slots = [], [None] * len(results)
+        for name, items in groups.items():
+            tx = _sign_local(request, chain, name, [op for _, op in items], os.urandom(12).hex())
+            for op_index, (slot, _) in enumerate(items):
+                slots[slot] = (len(txs), op_index)
+            txs.append((tx, None))
+    answers = []
+    for tx, _ in txs:
+        why, future = None, None
+        try:
+            why, future = chain.submit(tx)
+        except NotReady as exc:
+            raise _not_ready(exc) from None
+        answers.append((tx, why, future))
+    finals = []
+    for tx, why, future in answers:
+        finals.append(None if why is not None or future is None else await chain.wait(future, wait))
+    for slot, where in enumerate(slots):
+        if where is None:
+            continue
+        tx_index, op_index = where
+        tx, why, _ = answers[tx_index]
+        if why is not None:
+            results[slot] = {"error": _error_dict(_refused(why))}
+            continue
+        answer, _ = _answer_order(chain, tx, op_index, finals[tx_index])
+        results[slot] = answer
+    return json_response({"results": results})
+
+
+def _error_dict(exc: ApiError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field is not None:
+        error["field"] = exc.field
+    return error
+
+
+async def get_order(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    order = _state(chain).order(request.match_info["order_id"])
+    if order is None:
+        raise ApiError(404, "unknown_order", "no such order (or it left the closed-order history)", "id")
+    return json_response({"order": order, **_finality(chain)})
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    state = _state(chain)
+    limit = _query_number(request, "limit", 100, 0, MAX_LIST, integer=True)
+    account = request.query.get("account") or None
+    if account is not None and len(account) != 64:
+        account = _account(request, account).id
+    status = request.query.get("status") or None
+    try:
+        orders = state.orders(account, status, limit)
+    except ExchangeError as exc:
+        raise ApiError(400, exc.code, exc.message, exc.field) from None
+    return json_response({"orders": orders, **_finality(chain)})
+
+
+async def delete_order(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    state = _state(chain)
+    order_id = request.match_info["order_id"]
+    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
+    body = await _json_body(request, allow_empty=True)
+    order = state.order(order_id)
+    if order is None:
+        raise ApiError(404, "unknown_order", "no such order", "id")
+    if isinstance(body, dict) and "signed" in body:
+        tx = _signed(body["signed"])
+        if len(tx.ops) != 1 or not isinstance(tx.ops[0], CancelOp) or tx.ops[0].order_id != order_id:
+            raise ApiError(422, "cancel_expected", "the signed transaction must cancel exactly this order", "signed")
+    else:
+        accounts = getattr(node_of(request), "accounts", None)
+        try:
+            account = accounts.get(order["account"]) if accounts is not None else None
+        except Exception:
+            account = None
+        if account is None:
+            raise ApiError(403, "not_owner", f"this node does not hold the key of account {order['account']}; "
+                           f"only the owner may cancel: send a cancel signed with that key", "id")
+        tx = _sign_local(request, chain, account.id, [CancelOp.parse(order["market"], order_id)], os.urandom(12).hex())
+    if order["status"] in CLOSED:
+        raise ApiError(409, "order_closed", f"order is already {order['status']}", "id")
+    why, result = await _submit(chain, tx, wait)
+    if why is not None:
+        raise _refused(why)
+    if result is None:
+        return json_response({"order": order, "cancel": {"tx_id": tx.id, "status": "pending",
+                                                         "reason": chain.pending_reason()}, "final": False}, 202)
+    op = result.ops[0] if result.ops else None
+    done = op is not None and op.outcome == "cancelled"
+    cancel = {"tx_id": tx.id, "status": "done" if done else "rejected",
+              "reason": None if done else (op.reason if op is not None else result.reason)}
+    return json_response({"order": state.order(order_id), "cancel": cancel, "final": True, **_finality(chain)},
+                         200 if done else 409)
+
+
+def _market(state: Any, name: str) -> str:
+    if name not in state.params.registry:
         raise ApiError(404, "unknown_market", f"unknown market {name!r}", "market")
     return name
 
 
-async def post_order(request: web.Request) -> web.Response:
-    exchange = _exchange(request)
-    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
-    fields = parse_order_body(await _json_body(request), exchange.markets)
-    event, future = await exchange.place(**fields)
-    results = await exchange.wait_final(event, future, wait)
-    order = exchange.order_json(event.id)
-    if results is None:
-        return json_response({"order": order, "trades": []}, 202)
-    return json_response({"order": order, "trades": exchange.trades_json(results, fields["market"])}, 201)
-
-
-async def post_order_batch(request: web.Request) -> web.Response:
-    """`{"orders": [body, ...]}` (at most MAX_BATCH): every valid order behind one fsync. Answers 200 with
-    `{"results": [{"order": ..., "trades": [...]} | {"error": ...}]}` in request order; `?wait=` (default 0)
-    waits for finality like POST /orders."""
-    exchange = _exchange(request)
-    wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT)
-    body = await _json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
-        raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")
-    if not 0 < len(body["orders"]) <= MAX_BATCH:
-        raise ApiError(422, "invalid_batch_size", f"send 1 to {MAX_BATCH} orders", "orders")
-    results: list[dict[str, Any]] = []
-    valid: list[dict[str, Any]] = []
-    slots: list[int] = []
-    for item in body["orders"]:
-        try:
-            valid.append(parse_order_body(item, exchange.markets))
-            slots.append(len(results))
-            results.append({})
-        except ApiError as exc:
-            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-            if exc.field is not None:
-                error["field"] = exc.field
-            results.append({"error": error})
-    placed = await exchange.place_many(valid) if valid else []
-    finals = await asyncio.gather(*(exchange.wait_final(e, f, wait) for e, f in placed)) if wait else [None] * len(placed)
-    for slot, fields, (event, _), final in zip(slots, valid, placed, finals):
-        results[slot] = {"order": exchange.order_json(event.id),
-                         "trades": exchange.trades_json(final, fields["market"]) if final else []}
-    return json_response({"results": results})
-
-
-async def get_order(request: web.Request) -> web.Response:
-    order = _exchange(request).order_json(request.match_info["order_id"])
-    if order is None:
-        raise ApiError(404, "unknown_order", "no such order on this node", "id")
-    return json_response({"order": order})
-
-
-async def delete_order(request: web.Request) -> web.Response:
-    exchange = _exchange(request)
-    order_id = request.match_info["order_id"]
-    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
-    account = request.query.get("account")
-    order = exchange.order_json(order_id)
-    if order is None:
-        raise ApiError(404, "unknown_order", "no such order on this node", "id")
-    if order["status"] in CLOSED:
-        raise ApiError(409, "order_closed", f"order is already {order['status']}", "id")
-    event, future = await exchange.cancel(order_id, account)
-    results = await exchange.wait_final(event, future, wait)
-    cancel: dict[str, Any] = {"id": event.id, "status": "pending"}
-    if results is not None:
-        rejected = [r for r in results if isinstance(r, OrderRejected)]
-        done = any(isinstance(r, OrderCancelled) for r in results)
-        cancel = {"id": event.id, "status": "done" if done else "rejected",
-                  "reason": rejected[0].reason if rejected else None}
-    return json_response({"order": exchange.order_json(order_id), "cancel": cancel},
-                         202 if results is None else 200)
-
-
 async def get_book(request: web.Request) -> web.Response:
-    exchange = _exchange(request)
-    market = _market(exchange, request.match_info["market"])
+    chain = _chain(request)
+    state = _state(chain)
+    market = _market(state, request.match_info["market"])
     depth = _query_number(request, "depth", 50, 0, 100_000, integer=True)
-    provisional = request.query.get("provisional", "") in ("1", "true", "yes")
-    return json_response(exchange.book_json(market, depth, provisional))
+    view = state.book(market, depth)
+    view.update(_finality(chain), final=True, state_hash=chain.core.state.hash.hex())  # type: ignore[union-attr]
+    return json_response(view)
 
 
 async def get_trades(request: web.Request) -> web.Response:
-    exchange = _exchange(request)
-    market = _market(exchange, request.match_info["market"])
+    chain = _chain(request)
+    state = _state(chain)
+    market = _market(state, request.match_info["market"])
     limit = _query_number(request, "limit", DEFAULT_TRADES, 0, MAX_TRADES, integer=True)
-    replica = exchange.replica
-    return json_response({"market": market, "trades": exchange.trade_rows_json(market, limit),
-                          "trade_count": len(replica.ledger.trades.get(market, ())),
-                          "trade_log_hash": replica.trade_log_hash, "watermark": replica.watermark})
+    return json_response({"market": market, "trades": state.trades(market, limit), **_finality(chain)})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    state = _state(chain)
+    account = request.match_info["account"]
+    if len(account) != 64:
+        account = _account(request, account).id
+    view = state.position(account)
+    view["open_orders"] = len(state.orders(account, "open", MAX_LIST))
+    return json_response({**view, **_finality(chain)})
+
+
+@web.middleware
+async def retry_after(request: web.Request, handler: Any) -> web.StreamResponse:
+    """503/507 answers say when to come back."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+        wait = getattr(exc, "retry_after", None)
+        if wait is not None:
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
 
 
 def install_order_api(app: web.Application) -> None:
-    app.middlewares.append(overload_as_503)
+    app.middlewares.append(retry_after)
     app.router.add_post("/orders", post_order)
     app.router.add_post("/orders/batch", post_order_batch)
+    app.router.add_get("/orders", list_orders)
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_delete("/orders/{order_id}", delete_order)
     app.router.add_get("/book/{market}", get_book)
     app.router.add_get("/trades/{market}", get_trades)
+    app.router.add_get("/accounts/{account}", get_account)

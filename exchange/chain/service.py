@@ -1,0 +1,461 @@
+"""ChainService: runs a ChainCore inside a node — the network, the disk, the clock and the API's waits.
+
+The core decides; this class carries its decisions out, in order: a write-ahead record is fsynced
+before the vote it covers leaves the node, a block is stored before the next height starts, and
+a transaction accepted from our API is in the outbox on disk before the API answers (so a 202
+"pending" survives a crash and the node keeps handing the order on until a block has it).
+
+It talks to the network only through `ChainNetwork` (send to one node, broadcast, penalise, RPC) and
+to the disk only through `ChainStore`, so it runs the same over real links and in tests.
+
+A node with no genesis first runs the founding logic (`founding.py`): it adopts the chain its peers
+are on (fetching and checking the genesis), or founds one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Iterable, Protocol
+
+from exchange.chain.blocks import Block, Commit
+from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.crypto import verify as ed25519_verify
+from exchange.chain.founding import Decision, Founding
+from exchange.chain.genesis import Genesis
+from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.chain.txs import InvalidTx, SignedTx
+
+log = logging.getLogger("exchange.chain")
+
+MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
+                 "chain_sync_request", "chain_sync_response")
+SUBMIT_SERVICE = "chain.submit"
+GENESIS_SERVICE = "chain.genesis"
+
+
+class ChainNetwork(Protocol):
+    """What the chain needs from the peer-to-peer layer (node/chain_network.py provides it)."""
+
+    def send(self, node_id: str, message: dict) -> None: ...
+    def broadcast(self, message: dict) -> None: ...
+    def penalize(self, node_id: str, points: float, reason: str) -> None: ...
+    def keep_linked(self, node_ids: set[str]) -> None: ...
+    def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None: ...
+    def withdraw(self, service: str) -> None: ...
+    async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any: ...
+
+
+class ChainStore(Protocol):
+    """The node's chain on disk (exchange/chain/store.py)."""
+
+    def load_genesis(self) -> Genesis | None: ...
+    def save_genesis(self, genesis: Genesis) -> None: ...
+    def get(self, height: int) -> tuple[Block, Commit] | None: ...
+    def blocks(self) -> Iterable[tuple[Block, Commit]]: ...
+    def append_block(self, block: Block, commit: Commit) -> None: ...
+    def wal_records(self) -> list: ...
+    def wal_append(self, record: list) -> None: ...
+    def wal_reset(self) -> None: ...
+    def outbox(self) -> list[SignedTx]: ...
+    def outbox_add(self, txs: list[SignedTx]) -> None: ...
+    def outbox_done(self, tx_ids: list[str]) -> None: ...
+    def close(self) -> None: ...
+
+
+class Signer(Protocol):
+    node_id: str
+    public_key_bytes: bytes
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class NotReady(Exception):
+    """The node cannot take orders yet (no chain yet, halted, or a disk it cannot write)."""
+
+    def __init__(self, code: str, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class ChainService:
+    def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
+                 markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
+                 pinned_validators: tuple[str, ...] = (), found_after: float = 3.0,
+                 config: CoreConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.identity = identity
+        self.network = network
+        self.store = store
+        self.network_id = network_id
+        self.markets = markets
+        self.order_ttl_ms = order_ttl_ms
+        self.max_validators = max_validators
+        self.pinned_validators = pinned_validators
+        self.config = config or CoreConfig()
+        self.clock = clock
+        self.core: ChainCore | None = None
+        self.genesis: Genesis | None = None
+        self.founding = Founding(identity.node_id, identity.public_key_bytes, found_after=found_after,
+                                 started=clock(), pinned=pinned_validators)
+        self.founding_status = "starting"
+        self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
+        self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
+        self.halted: str | None = None
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._submitted_at: dict[str, float] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._pump_handle: asyncio.Handle | None = None
+        self._offered_submit = False
+        self._ready = asyncio.Event()
+        self.finality_observers: list[Callable[[float], None]] = []
+        self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.network.offer(GENESIS_SERVICE, self._serve_genesis)
+        genesis = self.store.load_genesis()
+        if genesis is not None:
+            self._boot(genesis)
+        else:
+            self._tasks.append(asyncio.create_task(self._found(), name="chain.founding"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self.pump()
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.cancel()
+        self.store.close()
+
+    def _boot(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        params = ExchangeParams.from_wire(genesis.exchange)
+        app = ExchangeState(params, genesis.chain_id)
+        identity = self.identity
+        core = ChainCore(genesis, app, public_key=identity.public_key_bytes, sign=identity.sign,
+                         verify=ed25519_verify, blocks=self.store, config=self.config, rng=random.Random(),
+                         now=self.clock())
+        replayed = 0
+        for block, commit in self.store.blocks():
+            core.load_block(block, commit)
+            replayed += 1
+        core.take_actions()
+        now = self.clock()
+        core.restore_outbox(self.store.outbox(), now)
+        self.core = core
+        core.start(now, wal=self.store.wal_records())
+        self.founding_status = "on_chain"
+        log.info("chain %s: height %d (%d blocks replayed), %s, %d validators (epoch %d)", genesis.chain_id[:16],
+                 core.height, replayed, core.role, len(core.state.validators), core.state.validators.epoch)
+        self._roles_changed()
+        self._ready.set()
+        self.pump()
+
+    async def _found(self) -> None:
+        last_reason = ""
+        while self.genesis is None:
+            decision = self.founding.decide(self.clock())
+            if decision.reason != last_reason:
+                log.info("founding: %s", decision.reason)
+                last_reason = decision.reason
+            self.founding_status = decision.reason
+            try:
+                if decision.action == "found":
+                    self._found_chain(decision)
+                elif decision.action == "adopt":
+                    await self._adopt(decision)
+            except Exception:     # one bad peer answer must not end the founding loop
+                log.exception("founding step failed")
+            if self.genesis is None:
+                await asyncio.sleep(0.2)
+
+    def _found_chain(self, decision: Decision) -> None:
+        params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms)
+        genesis = Genesis(network_id=self.network_id, created_ms=int(self.clock() * 1000),
+                          founder=self.identity.public_key_bytes, validators=tuple(decision.validators),
+                          max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire())
+        self.store.save_genesis(genesis)
+        log.warning("founded a new network %s (chain %s) with %d validator(s)%s", self.network_id,
+                    genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else "")
+        self._boot(genesis)
+
+    async def _adopt(self, decision: Decision) -> None:
+        for peer in decision.peers[:3]:
+            try:
+                wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
+                genesis = Genesis.from_wire(wire)
+            except Exception as exc:
+                log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
+                continue
+            if genesis.chain_id != decision.chain_id:
+                self.network.penalize(peer, 50.0, "genesis_mismatch")
+                continue
+            problem = self._genesis_problem(genesis)
+            if problem is not None:
+                log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
+                self.founding.refused.add(genesis.chain_id)
+                self.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
+                return
+            self.store.save_genesis(genesis)
+            log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
+            self._boot(genesis)
+            return
+
+    def _genesis_problem(self, genesis: Genesis) -> str | None:
+        if genesis.network_id != self.network_id:
+            return f"its NETWORK_ID is {genesis.network_id!r}, ours {self.network_id!r}"
+        ours = ExchangeParams(markets=self.markets).to_wire().get("markets")
+        theirs = genesis.exchange.get("markets")
+        if ours != theirs:
+            return (f"it trades {theirs!r} but MARKETS here is {ours!r}; set MARKETS to match the network "
+                    f"(or use another NETWORK_ID)")
+        return None
+
+    def _serve_genesis(self, payload: Any, peer: str) -> Any:
+        if self.genesis is None:
+            raise LookupError("no chain yet")
+        return self.genesis.wire()
+
+    # ------------------------------------------------------------------ peers
+    def chain_info(self) -> dict[str, Any]:
+        """What our handshakes and heartbeats say about our chain."""
+        return {"chain_id": self.genesis.chain_id if self.genesis else "", "height": self.core.height if self.core else 0}
+
+    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int) -> str | None:
+        """A peer's chain (from its hello or heartbeat). Returns a refusal reason when it is on another chain."""
+        now = self.clock()
+        self.founding.observe(node_id, public_key, chain_id, height, now)
+        mine = self.genesis.chain_id if self.genesis else None
+        if mine is not None and chain_id and chain_id != mine:
+            if node_id not in self.conflicts:
+                log.warning("peer %s is on another network with the same NETWORK_ID %r (chain %s at height %d, "
+                            "ours %s): not linking; the two networks were founded apart and are not merged",
+                            node_id[:12], self.network_id, chain_id[:16], height, mine[:16])
+            self.conflicts[node_id] = {"chain_id": chain_id, "height": height, "seen": now,
+                                       "reason": "founded apart (different genesis)"}
+            return "genesis_mismatch"
+        if self.core is not None and chain_id == mine:
+            self.core.peer_height(node_id, height, now)
+            self._schedule_pump()
+        return None
+
+    def on_peer_gone(self, node_id: str) -> None:
+        self.founding.forget(node_id)
+
+    # ------------------------------------------------------------------ messages
+    def on_message(self, message: dict, sender: str) -> None:
+        core = self.core
+        if core is None:
+            return
+        kind = message.get("type", "")
+        core.on_message(kind[6:] if kind.startswith("chain_") else kind, message.get("body"), sender, self.clock())
+        self._schedule_pump()
+
+    def _serve_submit(self, payload: Any, peer: str) -> Any:
+        """A follower hands us a transaction (RPC `chain.submit`)."""
+        core = self.core
+        if core is None or not core.is_validator:
+            return {"error": "not_validator"}
+        try:
+            tx = SignedTx.from_wire(payload)
+        except InvalidTx as exc:
+            self.network.penalize(peer, 20.0, f"malformed_tx:{exc.code}")
+            return {"error": exc.code}
+        why = core.submit(tx, self.clock(), own=False)
+        self._schedule_pump()
+        if why in ("bad_signature",):
+            self.network.penalize(peer, 50.0, "bad_tx_signature")
+        return {"ok": why is None, "error": why}
+
+    # ------------------------------------------------------------------ the pump
+    def _schedule_pump(self) -> None:
+        if self._pump_handle is None:
+            self._pump_handle = asyncio.get_running_loop().call_soon(self.pump)
+
+    def pump(self) -> None:
+        """Carry out the core's actions in order (synchronous disk writes first where they must be)."""
+        self._pump_handle = None
+        core = self.core
+        if core is None:
+            return
+        actions = core.take_actions()
+        outbox: list[SignedTx] = []
+        for action in actions:
+            kind = action[0]
+            if kind == "wal":
+                self.store.wal_append(action[1])
+            elif kind == "outbox_add":
+                outbox.append(action[1])
+            elif kind == "send_validators":
+                message = _typed(action[1])
+                me = self.identity.node_id
+                for node_id in core.state.validators.node_ids:
+                    if node_id != me:
+                        self.network.send(node_id, message)
+            elif kind == "send":
+                self.network.send(action[1], _typed(action[2]))
+            elif kind == "broadcast":
+                self.network.broadcast(_typed(action[1]))
+            elif kind == "penalize":
+                _, peer, points, reason = action
+                log.warning("penalising peer %s: %s", peer[:12], reason)
+                self.network.penalize(peer, points, reason)
+            elif kind == "commit":
+                self._committed(action[1], action[2], action[3])
+            elif kind == "forward":
+                asyncio.get_running_loop().create_task(self._forward(action[1]))
+            elif kind == "own_done":
+                self._own_done(action[1], action[2])
+            elif kind == "halt":
+                self.halted = action[1]
+        if outbox:
+            self.store.outbox_add(outbox)
+
+    def _committed(self, block: Block, commit: Commit, outcome: Any) -> None:
+        self.store.append_block(block, commit)
+        self.store.wal_reset()
+        result = outcome.exchange
+        now = self.clock()
+        for tx_result in getattr(result, "txs", ()):
+            waiters = self._waiters.pop(tx_result.tx_id, None)
+            submitted = self._submitted_at.pop(tx_result.tx_id, None)
+            if submitted is not None:
+                latency = now - submitted
+                for observe in self.finality_observers:
+                    observe(latency)
+            if waiters:
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(tx_result)
+        for listener in self.block_listeners:
+            try:
+                listener(block, result)
+            except Exception:
+                log.exception("block listener failed")
+        if outcome.validators_changed:
+            self._roles_changed()
+
+    def _own_done(self, tx_id: str, status: str) -> None:
+        self.store.outbox_done([tx_id])
+        if status == "committed":
+            self.counters["committed_own"] += 1
+        else:
+            self.counters["expired_own"] += 1
+            for future in self._waiters.pop(tx_id, []):
+                if not future.done():
+                    future.set_result(None)
+
+    async def _forward(self, tx: SignedTx) -> None:
+        try:
+            answer = await self.network.call(SUBMIT_SERVICE, tx.wire(), timeout=2.0)
+        except Exception as exc:     # the outbox hands it on again after resubmit_interval
+            self.counters["forward_failures"] += 1
+            log.debug("forwarding %s failed: %s", tx.id, exc)
+            return
+        if isinstance(answer, dict) and answer.get("error") not in (None, "duplicate"):
+            log.info("validator refused forwarded tx %s: %s", tx.id, answer.get("error"))
+
+    def _roles_changed(self) -> None:
+        core = self.core
+        assert core is not None
+        validators = set(core.state.validators.node_ids)
+        if core.is_validator:
+            self.network.keep_linked(validators - {self.identity.node_id})
+            if not self._offered_submit:
+                self.network.offer(SUBMIT_SERVICE, self._serve_submit)
+                self._offered_submit = True
+        else:
+            self.network.keep_linked(set(sorted(validators)[:3]))
+            if self._offered_submit:
+                self.network.withdraw(SUBMIT_SERVICE)
+                self._offered_submit = False
+        log.info("role %s at height %d: %d validators (epoch %d, quorum %d)", core.role, core.height,
+                 len(validators), core.state.validators.epoch, core.state.validators.quorum)
+
+    async def _ticker(self) -> None:
+        while True:
+            core = self.core
+            deadline = core.next_deadline() if core is not None else None
+            delay = 0.02 if deadline is None else min(0.02, max(0.0, deadline - self.clock()))
+            await asyncio.sleep(delay)
+            if self.core is not None:
+                try:
+                    self.core.tick(self.clock())
+                    self.pump()
+                except Exception:     # a bug here must not stop the chain's clock
+                    log.exception("chain tick failed")
+
+    # ------------------------------------------------------------------ the API
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _usable_core(self) -> ChainCore:
+        core = self.core
+        if core is None:
+            raise NotReady("no_chain_yet", f"this node has not joined a network yet ({self.founding_status})")
+        if self.halted or core.halted:
+            raise NotReady("halted", f"the chain is halted on this node: {self.halted or core.halted}", 30.0)
+        return core
+
+    def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future]:
+        """Queue our user's transaction. Returns (refusal reason or None, a future resolving to its TxResult
+        once final, or None if it expired first). The outbox write happens in the pump run it schedules."""
+        core = self._usable_core()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        why = core.submit(tx, self.clock(), own=True)
+        if why is not None and why != "duplicate":
+            future.set_result(None)
+            return why, future
+        self.counters["submitted"] += 1
+        self._waiters.setdefault(tx.id, []).append(future)
+        self._submitted_at.setdefault(tx.id, self.clock())
+        self.pump()          # the outbox write is durable before the caller answers
+        return None, future
+
+    @staticmethod
+    async def wait(future: asyncio.Future, timeout: float) -> Any:
+        if future.done():
+            return future.result()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def pending_reason(self) -> str:
+        core = self.core
+        if core is None:
+            return "no_chain_yet"
+        if not core.quorum_present(self.clock()):
+            return "no_quorum"
+        return "not_final_yet"
+
+    @property
+    def state(self) -> ExchangeState:
+        return self._usable_core().state.app     # type: ignore[return-value]
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
+                                "halted": self.halted, **self.counters}
+        if core is None:
+            return base
+        return {**core.status(self.clock()), **base, "network_id": self.network_id,
+                "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
+
+
+def _typed(message: dict) -> dict:
+    return {**message, "type": "chain_" + message["type"]}
