@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ from aiohttp import web
 
 from node.api import ApiError
 from node.cookie import remove_cookie, write_cookie
-
-log = logging.getLogger("node.auth")
 
 # What anyone who can reach the port may do. "/x/*" also covers a prefix resource at /x (static files).
 PUBLIC_ROUTES: tuple[str, ...] = (

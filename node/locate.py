@@ -111,9 +111,17 @@ def _from_runtime_file(directory: Path) -> tuple[str, str] | None:
     path = directory / "node.json"
     try:
         info: Any = orjson.loads(path.read_bytes())
-        return normalize_api_url(info["api"], str(path)), f"{path} (written by the node with pid {info.get('pid')})"
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, LocateError):
+        url = normalize_api_url(_bracket_ipv6(info["api"]), str(path))
+        return url, f"{path}, written by the node with pid {info.get('pid')}"
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError, LocateError):
         return None   # absent or unreadable: the node is not running from this DATA_DIR, try the defaults
+
+
+def _bracket_ipv6(url: str) -> str:
+    """`http://::1:7947` (an IPv6 bind address written without brackets) -> `http://[::1]:7947`."""
+    scheme, sep, rest = url.partition("://")
+    host, _, port = rest.rpartition(":")
+    return f"{scheme}://[{host}]:{port}" if sep and host.count(":") >= 2 and not host.startswith("[") else url
 
 
 def _from_settings_env(env: Mapping[str, str]) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, closed_port, free_ports, wait_until
+from tests.harness import closed_port, free_ports, wait_until
 
 ENTRY_POINT = Path(sys.executable).parent / "exchange-node"
 PRIVATE = [("GET", "/peers", None), ("GET", "/routing", None), ("GET", "/orders/x", None),
@@ -192,3 +192,15 @@ complete_words exchange-node order buy BTC-USD 1 --type p
     proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["account", "list new show", "alice", "bob", "post_only"], proc.stdout
+
+
+def test_a_readable_account_key_stops_start_up_with_the_fix(tmp_path):
+    from node.accounts import AccountStore
+
+    key = AccountStore(tmp_path / "d").ensure_default().path
+    key.chmod(0o644)
+    proc = without_traceback(subprocess.run(
+        [*command(), "start", "--data-dir", str(tmp_path / "d"), "--port", "0", "--api-port", "0",
+         "--discovery-mdns", "false"], env=user_env(tmp_path), capture_output=True, text=True, timeout=30))
+    assert proc.returncode == 2 and f"fix with: chmod 600 {key}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "d" / "node.json").exists()

@@ -64,6 +64,13 @@ def test_data_dir_flag_beats_env_and_default_follows_xdg(tmp_path):
     assert locate_node(env={"XDG_DATA_HOME": str(tmp_path / "xdg")}).url.endswith(":7103")
 
 
+def test_runtime_file_with_an_ipv6_bind_address(tmp_path):
+    node_json(tmp_path, "http://::1:7201")
+    assert locate_node(env={"DATA_DIR": str(tmp_path)}).url == "http://[::1]:7201"
+    node_json(tmp_path, "http://:::7202")
+    assert locate_node(env={"DATA_DIR": str(tmp_path)}).url == "http://[::1]:7202"
+
+
 def test_unusable_runtime_file_falls_back_to_the_settings(tmp_path):
     for content in ["{not json", "[]", '{"api": 7}', '{"api": "notaurl"}', '{"pid": 1}']:
         (tmp_path / "node.json").write_text(content)
