@@ -84,7 +84,7 @@ JSON = {"Content-Type": "application/json"}
 
 async def post(session: aiohttp.ClientSession, node: NodeProcess, body: dict) -> tuple[int, dict]:
     # orjson on the client side too: the client shares the two cores with the five nodes
-    async with session.post(node.api_url + "/orders?wait=0", data=orjson.dumps(body), headers=JSON) as response:
+    async with session.post(node.api_url + "/orders?wait=0", data=orjson.dumps(body), headers=JSON | node.auth_headers()) as response:
         return response.status, orjson.loads(await response.read())
 
 
@@ -104,7 +104,7 @@ async def latency_run(nodes: list[NodeProcess], count: int, rate: float) -> list
         for order_id, started in submitted:
             finals = []
             for node in nodes:
-                async with session.get(f"{node.api_url}/orders/{order_id}") as response:
+                async with session.get(f"{node.api_url}/orders/{order_id}", headers=node.auth_headers()) as response:
                     finals.append(orjson.loads(await response.read())["order"].get("final_at"))
             if all(finals):
                 latencies.append(max(finals) - started)
@@ -127,7 +127,7 @@ async def throughput_run(nodes: list[NodeProcess], seconds: float, concurrency: 
             else:
                 body = {"orders": [order(rng) for _ in range(batch)]}
                 async with session.post(node.api_url + "/orders/batch", data=orjson.dumps(body),
-                                        headers=JSON) as response:
+                                        headers=JSON | node.auth_headers()) as response:
                     status = response.status
                     results = orjson.loads(await response.read())["results"] if status == 200 else []
                 good = sum(1 for r in results if "order" in r)

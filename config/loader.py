@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from config.errors import SettingsError
-from config.parsers import InvalidValue
+from config.parsers import InvalidValue, is_loopback
 from config.settings import Settings, default_data_dir
 
 
@@ -62,6 +62,10 @@ def _reconcile(settings: Settings) -> Settings:
     """Checks and caps that involve more than one setting."""
     if settings.discovery_grenache and not settings.grape_urls:
         raise SettingsError("GRAPE_URL", "", "at least one URL is needed when DISCOVERY_GRENACHE is on")
+    if settings.api_token is None and not is_loopback(settings.api_host):
+        raise SettingsError("API_HOST", settings.api_host,
+                            "the control API would be reachable beyond this machine without a token: set API_TOKEN "
+                            "(--api-token, 16+ characters) or bind API_HOST to 127.0.0.1 or ::1")
     return dataclasses.replace(
         settings,
         target_outbound=min(settings.target_outbound, settings.max_peers),

@@ -127,6 +127,33 @@ def _is_host(value: str) -> bool:
     return all(_HOSTNAME_LABEL.match(label) for label in value.rstrip(".").split("."))
 
 
+def is_loopback(name: str) -> bool:
+    """True for `localhost` and addresses in 127.0.0.0/8 or ::1 (IPv4-mapped included): reachable only from
+    this machine."""
+    name = name.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def secret(*, min_len: int, max_len: int = 256) -> Parser:
+    """A token of visible ASCII without spaces (it travels in an HTTP header). Errors never echo the value."""
+    pattern = re.compile(rf"[\x21-\x7e]{{{min_len},{max_len}}}")
+
+    def parse(raw: Any) -> str:
+        if isinstance(raw, str) and pattern.fullmatch(raw.strip()):
+            return raw.strip()
+        raise InvalidValue(f"must be {min_len}-{max_len} visible ASCII characters without spaces",
+                           value="(hidden)")
+
+    return parse
+
+
 def host_port(raw: Any) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` (or a ready ``(host, port)`` pair) with a port 1-65535."""
     bad = InvalidValue("must be host:port with a port 1-65535 (IPv6 as [::1]:7946)", value=raw)

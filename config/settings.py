@@ -20,11 +20,11 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def _setting(default: Any, env: str, help: str, parse: p.Parser, *,
-             factory: Callable[[], Any] | None = None) -> Any:
+             factory: Callable[[], Any] | None = None, secret: bool = False) -> Any:
     metadata = {"env": env, "help": help, "parse": parse}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return field(default=default, metadata=metadata, repr=not secret)
 
 
 _PORT = p.integer(0, 65535)
@@ -60,6 +60,9 @@ class Settings:
 
     api_host: str = _setting("127.0.0.1", "API_HOST", "Address the control API binds", p.host)
     api_port: int = _setting(7947, "API_PORT", "TCP port of the control API (0 = ephemeral)", _PORT)
+    api_token: str | None = _setting(
+        None, "API_TOKEN", "Bearer token the control API accepts besides DATA_DIR/.cookie; required when API_HOST "
+        "is not loopback", p.optional(p.secret(min_len=16)), secret=True)
 
     bootstrap_peers: tuple[tuple[str, int], ...] = _setting(
         (), "BOOTSTRAP_PEERS", "Peers to dial at start: comma-separated host:port, IPv6 as [::1]:7946",

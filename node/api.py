@@ -68,6 +68,9 @@ async def get_metrics(request: web.Request) -> web.Response:
 def build_app(node: Any) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
     app[NODE_KEY] = node
+    from node.auth import install_auth
+
+    install_auth(app, node.settings)
     app.router.add_get("/status", get_status)
     app.router.add_get("/peers", get_peers)
     app.router.add_get("/metrics", get_metrics)

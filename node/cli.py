@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 import orjson
 
 from config import Settings, SettingsError, load_settings
 from node.client import ApiFailure, NodeUnreachable, call
+from node.cookie import cookie_path
+from node.locate import LocateError, NodeTarget, locate_node
 
 # Short flags users reach for first; every setting also has --<field-name>.
 FLAG_ALIASES = {"p2p_port": ["--port"], "p2p_host": ["--host"], "bootstrap_peers": ["--bootstrap"],
@@ -38,26 +42,38 @@ def cli() -> None:
 @_settings_options
 def start(config_file: str | None, **flags: Any) -> None:
     """Run a node until SIGINT/SIGTERM (then say goodbye to peers, save them, exit 0)."""
+    from node.accounts import AccountError, AccountStore
     from node.identity import IdentityError
 
     try:
         settings = load_settings(cli=flags, config_file=config_file or os.environ.get("EXCHANGE_NODE_CONFIG"))
+        _check_markets(settings, flags)
     except SettingsError as exc:
         if flags.get(exc.setting) is not None:  # came from a flag: name the flag the user typed
             exc = SettingsError(_flag_used(exc.setting), exc.value, exc.message, source=exc.source)
-        click.echo(f"exchange-node: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
     from node.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     try:
+        AccountStore(settings.data_dir).ensure_default()
         _run(settings)
-    except IdentityError as exc:
-        click.echo(f"exchange-node: {exc}", err=True)
-        sys.exit(2)
+    except (IdentityError, AccountError) as exc:
+        fail(str(exc), 2)
     except OSError as exc:
-        click.echo(f"exchange-node: cannot start: {exc}", err=True)
-        sys.exit(1)
+        fail(f"cannot start: {exc}")
+
+
+def _check_markets(settings: Settings, flags: dict[str, Any]) -> None:
+    """MARKETS is parsed by the exchange; a bad entry is a settings error (exit 2) like any other."""
+    from exchange.errors import InvalidMarketSpec
+    from exchange.markets import parse_markets
+
+    try:
+        parse_markets(settings.markets)
+    except InvalidMarketSpec as exc:
+        raise SettingsError("markets" if flags.get("markets") is not None else "MARKETS", settings.markets,
+                            exc.message) from None
 
 
 def _flag_used(setting: str) -> str:
@@ -87,30 +103,93 @@ def _run(settings: Settings) -> None:
 
 
 # --- client commands ------------------------------------------------------------------------
-def _default_api() -> str:
-    if os.environ.get("EXCHANGE_NODE_API"):
-        return os.environ["EXCHANGE_NODE_API"]
-    host = os.environ.get("API_HOST", "127.0.0.1")
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{host}:{os.environ.get('API_PORT', '7947')}"
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"exchange-node: {message}", err=True)
+    sys.exit(code)
 
 
-api_option = click.option("--api", default=_default_api, show_default="http://API_HOST:API_PORT",
-                          help="Control API of the node to talk to.")
+_TARGET_OPTIONS = (
+    click.option("--api", "api", default=None, metavar="URL",
+                 help="Control API of the node, http://HOST:PORT or HOST:PORT [default: EXCHANGE_NODE_API, else the "
+                      "address in DATA_DIR/node.json, else http://API_HOST:API_PORT]"),
+    click.option("--data-dir", "data_dir", default=None, metavar="DIR",
+                 help="The node's DATA_DIR, where its node.json and cookie are [default: DATA_DIR, else "
+                      "~/.local/share/exchange-node]"),
+    click.option("--token", "token", default=None, metavar="TOKEN",
+                 help="Bearer token for the API [default: EXCHANGE_NODE_TOKEN, else the cookie in DATA_DIR]"),
+)
+
+
+def api_option(func: Callable) -> Callable:
+    """Adds --api/--data-dir/--token; the command receives `api`, the NodeTarget they (or the defaults) name."""
+
+    @functools.wraps(func)
+    def command(*args: Any, api: str | None, data_dir: str | None, token: str | None, **kwargs: Any) -> Any:
+        try:
+            target = locate_node(api, data_dir, token)
+        except LocateError as exc:
+            fail(str(exc), 2)
+        return func(*args, api=target, **kwargs)
+
+    for option in reversed(_TARGET_OPTIONS):
+        command = option(command)
+    return command
+
+
+class Seconds(click.ParamType):
+    """A finite, non-negative number of seconds (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
+            self.fail(f"{value!r} is not between 0 and 3600 seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def request(api: str, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-    """Call the API or exit with a clear message: 1 when no node answers, 1 on an API error."""
+def request(api: NodeTarget, method: str, path: str, body: Any = None, timeout: float = 10.0,
+            expect: tuple[str, ...] = ()) -> Any:
+    """Call the API or exit 1 with a clear message (no node answering, refused credentials, an API error,
+    an answer without the `expect`ed top-level fields, as from a server that is not an exchange-node)."""
     try:
-        return call(api, method, path, body, timeout)[1]
+        data = call(api.url, method, path, body, timeout, token=api.token)[1]
     except NodeUnreachable as exc:
-        click.echo(f"exchange-node: {exc}", err=True)
-        sys.exit(1)
+        fail(unreachable_message(api, exc))
     except ApiFailure as exc:
-        field = f" (field {exc.error['field']})" if exc.error.get("field") else ""
-        click.echo(f"exchange-node: {exc.error.get('code', 'error')}: {exc.error.get('message', '')}{field}", err=True)
-        sys.exit(1)
+        fail(failure_message(api, exc, f"{method} {path.split('?')[0]}"))
+    missing = [key for key in expect if not isinstance(data, dict) or key not in data]
+    if missing:
+        fail(f"the answer from {api.address} to {method} {path} has no {missing[0]!r} field: is it an "
+             f"exchange-node control API?")
+    return data
+
+
+def unreachable_message(api: NodeTarget, exc: NodeUnreachable) -> str:
+    hint = ("start one with `exchange-node start`, or point --api or EXCHANGE_NODE_API at a running node"
+            if exc.reason == "connection refused" else "check the address")
+    return f"{exc.reason} at {api.address} (address from {api.source}); {hint}"
+
+
+def failure_message(api: NodeTarget, exc: ApiFailure, endpoint: str = "") -> str:
+    """One line for an API error; `endpoint` ("GET /orders") names what a node without that route lacks."""
+    if endpoint and exc.error.get("code") in ("not_found", "method_not_allowed") and exc.status in (404, 405):
+        return f"the node at {api.address} does not serve {endpoint} (HTTP {exc.status}); is it an older version?"
+    field = f" (field {exc.error['field']})" if exc.error.get("field") else ""
+    text = f"{exc.error.get('code', 'error')}: {exc.error.get('message', '')}{field}"
+    if exc.status == 401:
+        sent = f"sent the token from {api.token_source}" if api.token else \
+            f"no token sent (no cookie at {cookie_path(api.data_dir)}, or the node is not on loopback)"
+        text += (f"; {sent}. Run the CLI with the node's --data-dir (its cookie is read from there), "
+                 f"or pass --token / EXCHANGE_NODE_TOKEN with its API_TOKEN")
+    return text
 
 
 def emit_json(data: Any) -> None:
@@ -136,9 +215,9 @@ def _ago(ts: float | None) -> str:
 @cli.command()
 @api_option
 @json_option
-def status(api: str, as_json: bool) -> None:
+def status(api: NodeTarget, as_json: bool) -> None:
     """Show the node's identity, links and discovery."""
-    data = request(api, "GET", "/status")
+    data = request(api, "GET", "/status", expect=("node_id", "version", "listen", "peers_connected"))
     if as_json:
         return emit_json(data)
     click.echo(f"node      {data['node_id']}  (exchange-node {data['version']}, network {data.get('network_id')})")
@@ -160,12 +239,12 @@ def status(api: str, as_json: bool) -> None:
 @cli.command()
 @api_option
 @json_option
-def peers(api: str, as_json: bool) -> None:
+def peers(api: NodeTarget, as_json: bool) -> None:
     """List peers: status, direction, which discovery strategy found them, RTT."""
-    data = request(api, "GET", "/peers")
+    data = request(api, "GET", "/peers", expect=("peers",))
     if as_json:
         return emit_json(data)
-    rows = [[p["node_id"][:16], f"{p['host']}:{p['port']}", p["status"], p["direction"], p["source"],
+    rows = [[p["node_id"], f"{p['host']}:{p['port']}", p["status"], p["direction"], p["source"],
              "-" if p.get("rtt_ms") is None else f"{p['rtt_ms']:.2f}", _ago(p.get("last_seen")),
              p.get("close_reason") or ""]
             for p in sorted(data["peers"], key=lambda p: (p["status"] != "connected", p["node_id"]))]
@@ -184,7 +263,7 @@ def main() -> None:
 def _extensions() -> list[Callable[[click.Group], None]]:
     """Command groups contributed by other parts of the node (orders, routing)."""
     found = []
-    for module_name in ("node.cli_orders", "node.cli_rpc"):
+    for module_name in ("node.cli_orders", "node.cli_rpc", "node.cli_accounts"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

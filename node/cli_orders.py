@@ -1,4 +1,4 @@
-"""CLI commands for the exchange: `order`, `cancel`, `book`, `trades` (they call the control API)."""
+"""CLI commands for the exchange: `order`, `cancel`, `orders`, `book`, `trades` (they call the control API)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,9 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from node.cli import api_option, emit_json, json_option, print_table, request
+from node.cli_accounts import complete_account
+from node.cli import SECONDS, api_option, emit_json, fail, json_option, print_table, request
+from node.locate import NodeTarget
 
 
 def _order_line(order: dict[str, Any]) -> str:
@@ -17,8 +19,24 @@ def _order_line(order: dict[str, Any]) -> str:
 
 
 def _trade_rows(trades: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[t["id"][:24] + ("..." if len(t["id"]) > 24 else ""), t["price"], t["qty"], t.get("taker_side", ""),
-             t["buy_order_id"][:20], t["sell_order_id"][:20]] for t in trades]
+    return [[t["id"], t["price"], t["qty"], t.get("taker_side", ""), t["buy_order_id"], t["sell_order_id"]]
+            for t in trades]
+
+
+def _account_id(api: NodeTarget, account: str) -> str:
+    """A name of this DATA_DIR's accounts becomes its id; anything else goes to the node as given."""
+    from node.accounts import AccountError, AccountStore
+
+    try:
+        return AccountStore(api.data_dir).get(account).id
+    except (KeyError, AccountError):
+        return account
+
+
+def _exit_if_rejected(what: str, result: dict[str, Any]) -> None:
+    """A refused order or cancel is a failure for scripts: exit 1 with the reason on stderr."""
+    if result.get("status") == "rejected":
+        fail(f"{what} rejected: {result.get('reason') or 'no reason given'}")
 
 
 def register(cli: click.Group) -> None:
@@ -29,43 +47,72 @@ def register(cli: click.Group) -> None:
     @click.option("--price", default=None, help="Limit price as a decimal (not for --type market).")
     @click.option("--type", "kind", default="limit", show_default=True,
                   type=click.Choice(["limit", "market", "ioc", "fok", "post_only"]))
-    @click.option("--account", default=None, help="Owner account (self-trade prevention applies per account).")
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Account that signs the order: a name in DATA_DIR/accounts or an id [default: default].")
     @click.option("--stp", default=None,
                   type=click.Choice(["cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel"]))
-    @click.option("--wait", default=2.0, show_default=True, help="Seconds to wait for the order to be final.")
+    @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
+                  help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
     def order(side: str, market: str, qty: str, price: str | None, kind: str, account: str | None,
-              stp: str | None, wait: float, api: str, as_json: bool) -> None:
+              stp: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`."""
         body: dict[str, Any] = {"market": market, "side": side, "type": kind, "qty": qty}
         for name, value in (("price", price), ("account", account), ("stp", stp)):
             if value is not None:
                 body[name] = value
-        data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10)
-        if as_json:
-            return emit_json(data)
+        data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10, expect=("order",))
         order_data = data["order"]
-        click.echo(_order_line(order_data) + ("" if order_data.get("final") else "  [not final yet]"))
-        if data.get("trades"):
-            print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
+        if as_json:
+            emit_json(data)
+        else:
+            click.echo(_order_line(order_data) + ("" if order_data.get("final") else "  [not final yet]"))
+            if data.get("trades"):
+                print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
+        _exit_if_rejected("order", order_data)
 
     @cli.command()
     @click.argument("order_id")
-    @click.option("--account", default=None, help="Only cancel if the order belongs to this account.")
-    @click.option("--wait", default=2.0, show_default=True, help="Seconds to wait for the cancel to be final.")
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Account that signs the cancel (it must own the order) [default: default].")
+    @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
+                  help="Seconds to wait for the cancel to be final.")
     @api_option
     @json_option
-    def cancel(order_id: str, account: str | None, wait: float, api: str, as_json: bool) -> None:
+    def cancel(order_id: str, account: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
         """Cancel an open order by id."""
         query = urlencode({"wait": wait, **({"account": account} if account else {})})
-        data = request(api, "DELETE", f"/orders/{quote(order_id, safe='')}?{query}", timeout=wait + 10)
+        data = request(api, "DELETE", f"/orders/{quote(order_id, safe='')}?{query}", timeout=wait + 10,
+                       expect=("cancel", "order"))
+        result = data["cancel"]
+        if as_json:
+            emit_json(data)
+        else:
+            reason = f" ({result['reason']})" if result.get("reason") else ""
+            click.echo(f"cancel {result['status']}{reason}")
+            click.echo(_order_line(data["order"]))
+        _exit_if_rejected("cancel", result)
+
+    @cli.command("orders")
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Only this account's orders: a name in DATA_DIR/accounts or an id.")
+    @click.option("--open", "only_open", is_flag=True, help="Only orders still open.")
+    @api_option
+    @json_option
+    def orders_command(account: str | None, only_open: bool, api: NodeTarget, as_json: bool) -> None:
+        """List orders (full ids, so they can be copied into `cancel`)."""
+        query = {**({"account": _account_id(api, account)} if account else {}),
+                 **({"status": "open"} if only_open else {})}
+        data = request(api, "GET", "/orders" + (f"?{urlencode(query)}" if query else ""), expect=("orders",))
         if as_json:
             return emit_json(data)
-        result = data["cancel"]
-        reason = f" ({result['reason']})" if result.get("reason") else ""
-        click.echo(f"cancel {result['status']}{reason}")
-        click.echo(_order_line(data["order"]))
+        if not data["orders"]:
+            click.echo("no orders")
+            return
+        print_table(["order", "account", "market", "side", "type", "price", "qty", "remaining", "status", "reason"],
+                    [[o["id"], o.get("account", ""), o["market"], o["side"], o["type"], o.get("price") or "-",
+                      o["qty"], o["remaining"], o["status"], o.get("reason") or ""] for o in data["orders"]])
 
     @cli.command()
     @click.argument("market")
@@ -73,15 +120,16 @@ def register(cli: click.Group) -> None:
     @click.option("--provisional", is_flag=True, help="Include events not final yet (may still change).")
     @api_option
     @json_option
-    def book(market: str, depth: int, provisional: bool, api: str, as_json: bool) -> None:
+    def book(market: str, depth: int, provisional: bool, api: NodeTarget, as_json: bool) -> None:
         """Show a market's order book (final at the watermark unless --provisional)."""
-        data = request(api, "GET", f"/book/{market}?depth={depth}" + ("&provisional=1" if provisional else ""))
+        query = f"?depth={depth}" + ("&provisional=1" if provisional else "")
+        data = request(api, "GET", f"/book/{quote(market, safe='')}{query}", expect=("market", "bids", "asks"))
         if as_json:
             return emit_json(data)
         label = "PROVISIONAL (not final)" if data.get("provisional") else "final"
         click.echo(f"{data['market']}  {label} at watermark {data['watermark']}  "
                    f"({data.get('final_events', 0)} final events, {data.get('pending_events', 0)} pending)  "
-                   f"digest {data['digest'][:16]}")
+                   f"digest {data['digest']}")
         bids, asks = data["bids"], data["asks"]
         rows = [[*(bids[i] if i < len(bids) else ["", ""]), *(asks[i] if i < len(asks) else ["", ""])]
                 for i in range(max(len(bids), len(asks)))]
@@ -95,9 +143,9 @@ def register(cli: click.Group) -> None:
     @click.option("--limit", default=20, show_default=True, help="Most recent trades to show.")
     @api_option
     @json_option
-    def trades(market: str, limit: int, api: str, as_json: bool) -> None:
+    def trades(market: str, limit: int, api: NodeTarget, as_json: bool) -> None:
         """Show a market's most recent final trades, oldest first."""
-        data = request(api, "GET", f"/trades/{market}?limit={limit}")
+        data = request(api, "GET", f"/trades/{quote(market, safe='')}?limit={limit}", expect=("trades",))
         if as_json:
             return emit_json(data)
         if not data["trades"]:
@@ -105,4 +153,4 @@ def register(cli: click.Group) -> None:
             return
         print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
         click.echo(f"{data.get('trade_count', len(data['trades']))} trades in total; "
-                   f"trade log hash {data.get('trade_log_hash', '')[:16]}")
+                   f"trade log hash {data.get('trade_log_hash', '')}")

@@ -3,26 +3,29 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import click
 import orjson
 
 from node.client import ApiFailure, NodeUnreachable, call
+from node.locate import NodeTarget
 
 
 def register(cli: click.Group) -> None:
-    from node.cli import api_option, emit_json, json_option, print_table, request
+    from node.cli import (SECONDS, api_option, emit_json, fail, failure_message, json_option, print_table, request,
+                          unreachable_message)
 
     @cli.command("rpc")
     @click.argument("service")
     @click.argument("payload", required=False, default=None)
     @click.option("--peer", default=None, help="Call this node (id or unique prefix) instead of letting the router pick.")
-    @click.option("--timeout", type=float, default=None, help="Seconds, retries included (default RPC_TIMEOUT).")
+    @click.option("--timeout", type=SECONDS, default=None, help="Seconds, retries included (default RPC_TIMEOUT).")
     @click.option("--grenache", is_flag=True, help="Call a Grenache worker announced on Grape instead of a peer.")
     @api_option
     @json_option
     def rpc_command(service: str, payload: str | None, peer: str | None, timeout: float | None, grenache: bool,
-                    api: str, as_json: bool) -> None:
+                    api: NodeTarget, as_json: bool) -> None:
         """Call SERVICE on a peer with a JSON PAYLOAD, e.g. `exchange-node rpc ping` or
         `exchange-node rpc test.echo '{"n": 1}'`. Exits 1 with the error code when the call fails."""
         body: dict[str, Any] = {}
@@ -38,29 +41,31 @@ def register(cli: click.Group) -> None:
         if grenache:
             body["grenache"] = True
         try:
-            _, data = call(api, "POST", f"/rpc/{service}", body, timeout=(timeout or 30.0) + 5.0)
+            _, data = call(api.url, "POST", f"/rpc/{quote(service, safe='')}", body, timeout=(timeout or 30.0) + 5.0,
+                           token=api.token)
         except NodeUnreachable as exc:
-            click.echo(f"exchange-node: {exc}", err=True)
-            sys.exit(1)
+            fail(unreachable_message(api, exc))
         except ApiFailure as exc:
             if as_json:
                 emit_json({"error": exc.error})
+            elif exc.status == 401:
+                fail(failure_message(api, exc))
             else:
-                where = f" (peer {exc.error['peer'][:16]})" if exc.error.get("peer") else ""
+                where = f" (peer {exc.error['peer']})" if exc.error.get("peer") else ""
                 click.echo(f"exchange-node: rpc {service} failed: {exc.error.get('code')}: "
                            f"{exc.error.get('message', '')}{where}", err=True)
             sys.exit(1)
         if as_json:
             return emit_json(data)
         click.echo(orjson.dumps(data["result"], option=orjson.OPT_INDENT_2).decode())
-        click.echo(f"-- peer {data['peer'][:16]}, {data['attempts']} attempt(s), {data['latency_ms']:.2f} ms", err=True)
+        click.echo(f"-- peer {data['peer']}, {data['attempts']} attempt(s), {data['latency_ms']:.2f} ms", err=True)
 
     @cli.command("routing")
     @api_option
     @json_option
-    def routing_command(api: str, as_json: bool) -> None:
+    def routing_command(api: NodeTarget, as_json: bool) -> None:
         """Show how RPCs are routed: per service and peer the score, latency, error rate, breaker, hints."""
-        data = request(api, "GET", "/routing")
+        data = request(api, "GET", "/routing", expect=("services",))
         if as_json:
             return emit_json(data)
         click.echo(f"local services  {', '.join(data.get('local_services', [])) or '-'}")
@@ -79,7 +84,7 @@ def register(cli: click.Group) -> None:
             for peer, row in sorted(info.get("peers", {}).items(), key=lambda kv: (kv[1].get("score") is None,
                                                                                     kv[1].get("score") or 0)):
                 hint = row.get("hint") or {}
-                rows.append([service, peer[:16], _num(row.get("score")), _num(row.get("latency_ms")),
+                rows.append([service, peer, _num(row.get("score")), _num(row.get("latency_ms")),
                              _pct(row.get("error_rate")), row.get("breaker", "-"), row.get("outstanding", 0),
                              row.get("requests_sent", 0),
                              f"{hint.get('status')} x{hint.get('multiplier')}" if hint else "-",
@@ -94,7 +99,7 @@ def register(cli: click.Group) -> None:
         if transitions:
             click.echo("\nrecent breaker transitions")
             for t in transitions[-10:]:
-                click.echo(f"  {t['service']} {t['peer'][:16]} {t['from']} -> {t['to']}: {t['reason']}")
+                click.echo(f"  {t['service']} {t['peer']} {t['from']} -> {t['to']}: {t['reason']}")
 
 
 def _num(value: Any) -> str:

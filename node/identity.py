@@ -6,14 +6,14 @@ created once. The node id is the hex of the first 20 bytes of sha256(raw 32-byte
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from functools import lru_cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from node.keyfile import create_key_file, load_key_file
 
 KEY_FILE_NAME = "node_key"
 NODE_ID_BYTES = 20
@@ -50,29 +50,14 @@ class NodeIdentity:
         path = data_dir / KEY_FILE_NAME
         if not path.exists():
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _create_key_file(path)  # if another process won the race, its key is the one loaded below
+            create_key_file(path)  # if another process won the race, its key is the one loaded below
         return cls.load(path)
 
     @classmethod
     def load(cls, path: Path) -> NodeIdentity:
         """Load an existing key file; raises IdentityError on a loose mode or bad content."""
         path = Path(path)
-        try:
-            mode = path.stat().st_mode
-            if os.name == "posix" and mode & 0o077:
-                raise IdentityError(
-                    f"node key {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
-                    f"fix with: chmod 600 {path}")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise IdentityError(f"cannot read node key {path}: {exc.strerror or exc}") from None
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise IdentityError(_bad_content(path, f"not an unencrypted PEM private key ({exc})")) from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise IdentityError(_bad_content(path, f"holds a {type(key).__name__}, not an Ed25519 key"))
-        return cls(key, path)
+        return cls(load_key_file(path, "node key", _REMEDY, IdentityError), path)
 
     def sign(self, data: bytes) -> bytes:
         """64-byte Ed25519 signature of `data`."""
@@ -99,36 +84,4 @@ def _public_key(public_key_bytes: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key_bytes)
 
 
-def _bad_content(path: Path, why: str) -> str:
-    return (f"node key {path} is unusable: {why}; restore it from a backup, or delete it to generate a new "
-            f"identity (the node id will change)")
-
-
-def _create_key_file(path: Path) -> bool:
-    """Write a new key to a 0600 temp file, fsync, then hard-link it into place so no reader ever sees a partial
-    key and two racing creators cannot both win. False if `path` appeared meanwhile."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        _fsync_dir(path.parent)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_REMEDY = "restore it from a backup, or delete it to generate a new identity (the node id will change)"

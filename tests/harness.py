@@ -118,6 +118,20 @@ class NodeProcess:
         return self.info["api"]
 
     @property
+    def api_token(self) -> str | None:
+        """What the CLI would send: the configured API_TOKEN, else this run's cookie."""
+        if self.settings.get("api_token"):
+            return str(self.settings["api_token"])
+        try:
+            return (self.data_dir / ".cookie").read_text().strip() or None
+        except OSError:
+            return None
+
+    def auth_headers(self) -> dict[str, str]:
+        token = self.api_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    @property
     def p2p_address(self) -> str:
         return self.info["listen"]
 
@@ -151,7 +165,7 @@ class NodeProcess:
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.api_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **self.auth_headers()})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -173,7 +187,13 @@ class NodeProcess:
         return {p["node_id"] for p in self.peers() if p["status"] == "connected"}
 
     def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "node.cli", *args, "--api", self.api_url], cwd=ROOT,
+        """Run a CLI command against this node the way its operator would: DATA_DIR names the node (the CLI
+        finds its API in node.json and its cookie next to it); EXCHANGE_NODE_API pins the address."""
+        env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS and not k.startswith("EXCHANGE_NODE")}
+        env |= {"DATA_DIR": str(self.data_dir), "EXCHANGE_NODE_API": self.api_url}
+        if self.settings.get("api_token"):
+            env["EXCHANGE_NODE_TOKEN"] = str(self.settings["api_token"])
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
 

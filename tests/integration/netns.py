@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,9 +30,10 @@ HUB_ADDRESS = f"{SUBNET}.254"
 _PROXY = r"""
 import json, sys, urllib.request, urllib.error
 for line in sys.stdin:
-    url = line.strip()
+    url, token = json.loads(line)
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
+        with urllib.request.urlopen(request, timeout=5) as r:
             out = {"status": r.status, "body": json.loads(r.read() or b"null")}
     except urllib.error.HTTPError as e:
         out = {"status": e.code, "body": None}
@@ -75,6 +77,7 @@ class NetnsLan:
         self.nodes: list[NetnsNode] = []
         self._proxy: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self.api_token = secrets.token_hex(16)
 
     def __enter__(self) -> "NetnsLan":
         try:
@@ -109,17 +112,17 @@ class NetnsLan:
         return ["ip", "netns", "exec", ns]
 
     # --- reaching the nodes' control APIs --------------------------------------------------
-    def http_get(self, url: str) -> tuple[int, Any]:
+    def http_get(self, url: str, token: str | None = None) -> tuple[int, Any]:
         with self._lock:  # one proxy, one request at a time
-            return self._http_get(url)
+            return self._http_get(url, token)
 
-    def _http_get(self, url: str) -> tuple[int, Any]:
+    def _http_get(self, url: str, token: str | None) -> tuple[int, Any]:
         if self._proxy is None or self._proxy.poll() is not None:
             self._proxy = subprocess.Popen([*self.exec_prefix(self.hub), sys.executable, "-u", "-c", _PROXY],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.processes.append(self._proxy)
         assert self._proxy.stdin and self._proxy.stdout
-        self._proxy.stdin.write(url + "\n")
+        self._proxy.stdin.write(json.dumps([url, token]) + "\n")
         self._proxy.stdin.flush()
         reply = json.loads(self._proxy.stdout.readline() or '{"status": 0, "error": "proxy gone"}')
         if reply["status"] == 0:
@@ -156,7 +159,8 @@ class NetnsNode(NodeProcess):
     address (reached through the LAN's proxy), mDNS on its default (all real interfaces = eth0)."""
 
     def __init__(self, lan: NetnsLan, i: int, base: Path, name: str, **settings: Any) -> None:
-        defaults = {"p2p_host": "0.0.0.0", "api_host": lan.addresses[i], "discovery_mdns": "true"}
+        defaults = {"p2p_host": "0.0.0.0", "api_host": lan.addresses[i], "discovery_mdns": "true",
+                    "api_token": lan.api_token}  # an API bound beyond loopback needs one
         super().__init__(base, name, **(defaults | settings))
         self.lan = lan
         self.ns = lan.hosts[i]
@@ -175,4 +179,4 @@ class NetnsNode(NodeProcess):
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         assert method == "GET" and body is None, "only GET through the namespace proxy"
-        return self.lan.http_get(self.api_url + path)
+        return self.lan.http_get(self.api_url + path, self.api_token)

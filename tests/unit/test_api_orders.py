@@ -16,6 +16,9 @@ from node.api import build_app
 from node.identity import NodeIdentity
 
 
+TOKEN = "test-token-0123456789"
+
+
 class Harness:
     """A standalone node (no network) serving the order API on a loopback test server."""
 
@@ -25,7 +28,8 @@ class Harness:
         node_settings = types.SimpleNamespace(markets="BTC-USD,ETH-USD:0.01:0.001", beacon_interval=0.05,
                                               member_timeout=1.0, max_frame_bytes=1 << 20, data_dir=tmp_path,
                                               startup_grace=0.0)
-        self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id)
+        self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id,
+                                          settings=types.SimpleNamespace(data_dir=tmp_path, api_token=TOKEN))
         self.node.exchange = ReplicationService(identity.node_id, identity, node_settings,
                                                 verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
         from node.api_orders import install_order_api
@@ -45,8 +49,8 @@ class Harness:
     def request(self, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, object]:
         async def go():
             data = raw if raw is not None else (None if body is None else orjson.dumps(body))
-            async with self.client.request(method, path, data=data,
-                                           headers={"Content-Type": "application/json"}) as response:
+            async with self.client.request(method, path, data=data, headers={
+                    "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}) as response:
                 text = await response.read()
                 return response.status, orjson.loads(text) if text else None
         return self.run(go())

@@ -191,3 +191,33 @@ def test_settings_is_frozen_and_replaceable():
 def test_every_default_passes_its_own_validation():
     for row in Settings.describe():
         assert Settings.parser_for(row.name)(row.default) == row.default, row.name
+
+
+# --- control API exposure ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST.", True), ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False), ("10.0.0.1", False),
+    ("192.0.2.1", False), ("node.example.org", False), ("localhost.example.org", False), ("", False),
+])
+def test_is_loopback(host, loopback):
+    from config.parsers import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "node.example.org"])
+def test_api_beyond_loopback_needs_a_token(host):
+    err = error_of(env={"API_HOST": host})
+    assert err.setting == "API_HOST" and "API_TOKEN" in str(err) and repr(host) in str(err)
+    s = load_settings(env={"API_HOST": host, "API_TOKEN": "x" * 16})
+    assert s.api_host == host and s.api_token == "x" * 16
+
+
+def test_api_token_is_validated_and_never_shown():
+    for bad in ["short", "x" * 257, "has a space in the middle", "tab\tinside-0123456789"]:
+        err = error_of(env={"API_TOKEN": bad})
+        assert err.setting == "API_TOKEN" and bad not in str(err) and "(hidden)" in str(err)
+    s = load_settings(env={"API_TOKEN": "  sekrit-sekrit-sekrit  "})
+    assert s.api_token == "sekrit-sekrit-sekrit" and "sekrit" not in repr(s)
+    assert load_settings(env={"API_TOKEN": ""}).api_token is None
