@@ -50,8 +50,17 @@ def start(config_file: str | None, **flags: Any) -> None:
     from node.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    from storage.errors import StorageError
+    from storage.lock import DataDirLock
+
+    try:  # before anything touches DATA_DIR: a second node on it would share its identity and history
+        data_dir_lock = DataDirLock.acquire(settings.data_dir)
+    except StorageError as exc:
+        click.echo(f"exchange-node: {exc}", err=True)
+        sys.exit(2)
     try:
-        _run(settings)
+        with data_dir_lock:
+            _run(settings)
     except IdentityError as exc:
         click.echo(f"exchange-node: {exc}", err=True)
         sys.exit(2)

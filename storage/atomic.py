@@ -69,6 +69,7 @@ class AtomicDocument:
         self.name = name
         self.fs = fs or OsFileSystem()
         self._generation: int | None = None  # the highest generation on disk, once listed
+        self._directory_made = False
 
     def path_for(self, generation: int) -> str:
         return os.path.join(self.directory, f"{self.name}.{generation:0{_GEN_DIGITS}d}")
@@ -112,6 +113,7 @@ class AtomicDocument:
                 log.warning("document %s is damaged; trying the version before it", problem)
                 skipped.append(path)
                 continue
+            self.fs.fsync_dir(self.directory)  # after a restart the rename may be in the page cache only
             return Document(value, generation, path, tuple(skipped))
         if skipped:
             raise StorageError(DAMAGED, f"every version of document {self.name} in {self.directory} is damaged: "
@@ -120,8 +122,10 @@ class AtomicDocument:
 
     def store(self, value: bytes) -> Document:
         """Durably replace the document; on return the new value survives a crash. Keeps one older version."""
-        if self._generation is None:
+        if not self._directory_made:
             self.fs.makedirs(self.directory)
+            self._directory_made = True
+        if self._generation is None:
             self.generations()
         assert self._generation is not None
         generation = self._generation + 1

@@ -102,12 +102,17 @@ class GroupCommit(Generic[T, R]):
                     if not submission.future.done():
                         submission.future.set_exception(exc)
                 continue
-            except BaseException as exc:  # a bug or a simulated crash: fail the waiters, stop the worker
+            except BaseException as exc:  # a bug or a simulated crash: the waiters get it, the worker stops
+                told = False
                 for submission in batch + self._queue:
                     if not submission.future.done():
                         submission.future.set_exception(exc)
+                        told = True
                 self._queue.clear()
-                raise
+                self._closing = True
+                if not told:
+                    raise
+                return
             self.batches += 1
             self.items_written += len(items)
             position = 0

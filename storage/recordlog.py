@@ -172,6 +172,8 @@ class RecordLog:
         self._next = top + 1
         self._damage = damage
         self._missing = self._find_missing()
+        if self._segments:
+            self._make_durable(self._segments[-1].path)
         if self._segments and not self._tail_damaged and self._segments[-1].salt is not None:
             self._active = fs.open_append(self._segments[-1].path)
         if not damage and not self._missing and not self._tail_damaged:
@@ -202,6 +204,17 @@ class RecordLog:
 
     def _store_manifest(self, newest_segment: int | None) -> None:
         self._manifest.store(json.dumps({"first_index": self._first, "last_segment": newest_segment}).encode())
+
+    def _make_durable(self, path: str) -> None:
+        """Sync what open found before building on it: after a restart (not a crash) the newest segment and the
+        directory may still hold writes only the page cache has, and a crash later must not take them away
+        from under records appended after them."""
+        handle = self.fs.open_read(path)
+        try:
+            self.fs.fsync(handle)
+        finally:
+            self.fs.close(handle)
+        self.fs.fsync_dir(self.directory)
 
     def _cut(self, path: str, size: int) -> None:
         handle = self.fs.open_append(path)

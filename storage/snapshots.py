@@ -117,6 +117,7 @@ class SnapshotStore:
                 log.warning("%s; falling back to an older snapshot", exc)
                 skipped.append(self.path_for(height))
                 continue
+            self.fs.fsync_dir(self.directory)  # after a restart the rename may be in the page cache only
             return Snapshot(snapshot.height, snapshot.data, snapshot.path, tuple(skipped))
         if skipped:
             log.error("no intact snapshot in %s (damaged: %s)", self.directory, ", ".join(skipped))

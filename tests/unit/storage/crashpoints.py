@@ -7,7 +7,7 @@ check an invariant on every disk image such a crash could leave.
         ...
     stats = enumerate_crashes(workload, check, seeds=range(4))
 
-A clean run first counts the operations (`FaultyFS.points`); then for each point p in 0..count (count = crash
+A clean run first counts the operations (`FaultyFS.points`) and keeps its history (`stats.clean_run`); then for each point p in 0..count (count = crash
 after the last one) and each variant ("lose": only synced data survives, "keep": everything written survives,
 and one random image per seed: unsynced writes lost, kept, cut at a random byte or zero-filled from a sector,
 directory changes since the last directory fsync partly kept), the workload runs again with `crash_at(p)` and
@@ -44,6 +44,8 @@ class CrashStats:
     runs: int = 0
     crashes: int = 0
     findings: dict[str, int] = field(default_factory=dict)  # counters a check may bump via `note`
+    clean_run: History = field(default_factory=History)  # what the workload did with no crash
+
 
     def note(self, what: str) -> None:
         self.findings[what] = self.findings.get(what, 0) + 1
@@ -60,12 +62,13 @@ def run_workload(workload: Workload, fs: FaultyFS, history: History) -> None:
         history.crashed_at = str(crash)
 
 
-def count_points(workload: Workload) -> int:
+def clean_run(workload: Workload) -> tuple[int, History]:
+    """(disk-changing operations, history) of a run without a crash."""
     fs = FaultyFS()
     history = History()
     run_workload(workload, fs, history)
     assert history.crashed_at is None, "the workload crashed without being told to"
-    return fs.points
+    return fs.points, history
 
 
 def variants(seeds: Iterable[int], hostile: bool) -> list[tuple[str, int, bool]]:
@@ -76,7 +79,8 @@ def enumerate_crashes(workload: Workload, check: Check, *,
                       seeds: Iterable[int] = range(4), hostile: bool = False,
                       points: Iterable[int] | None = None) -> CrashStats:
     """Crash `workload` at every point (or the given ones) and run `check` on each resulting disk."""
-    stats = CrashStats(points=count_points(workload))
+    points_in_run, history = clean_run(workload)
+    stats = CrashStats(points=points_in_run, clean_run=history)
     chosen = range(stats.points + 1) if points is None else points
     for point in chosen:
         for mode, seed, rough in variants(seeds, hostile):
