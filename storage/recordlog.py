@@ -26,17 +26,18 @@ from threading import Lock, RLock
 from typing import Iterator, Mapping, Sequence
 
 from storage.atomic import AtomicDocument
-from storage.errors import CLOSED, DAMAGED, FAILED, MISSING, StorageError
+from storage.errors import CLOSED, DAMAGED, FAILED, IO_ERROR, MISSING, StorageError
 from storage.frames import (DATA_START, FRAME_OVERHEAD, decode_frame, encode_batch, encode_segment_header,
                             frame_length)
 from storage.fs import TMP_SUFFIX, FileHandle, FileSystem, OsFileSystem, replace_file
 from storage.recovery import Damage, RecoveryReport
-from storage.segments import Segment, load_segment, parse_segment_name, segment_path
+from storage.segments import Segment, load_segment, parse_segment_name, segment_path, unreadable_segment
 
 log = logging.getLogger("storage.recordlog")
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
-MAX_SEGMENT_BYTES = 1024 * 1024 * 1024  # offsets are kept as 32-bit numbers
+MAX_SEGMENT_BYTES = 1024 * 1024 * 1024  # offsets are 32-bit: a segment's cap plus one batch must stay below 4 GiB
+MAX_BATCH_BYTES = 1024 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 MANIFEST = "manifest"
 
@@ -130,7 +131,7 @@ class RecordLog:
                 firsts.append(first)
             elif name.endswith(TMP_SUFFIX) and parse_segment_name(name[:-len(TMP_SUFFIX)]) is not None:
                 fs.remove_quietly(os.path.join(directory, name))
-                removed.append(name)
+                removed.append(os.path.join(directory, name))
         firsts.sort()
         manifest = self._read_manifest(notes, bool(firsts))
         if manifest is None:
@@ -149,7 +150,12 @@ class RecordLog:
             path = segment_path(directory, first)
             is_newest = position == len(firsts) - 1
             upper = None if is_newest else firsts[position + 1]
-            loaded = load_segment(path, first, fs.read_file(path), upper, is_newest)
+            try:
+                loaded = load_segment(path, first, fs.read_file(path), upper, is_newest)
+            except StorageError as exc:
+                if exc.kind != IO_ERROR:
+                    raise
+                loaded = unreadable_segment(path, first, str(exc), is_newest)
             compacted = (first < first_index and loaded.segment.last < first_index and not loaded.damage
                          and not loaded.tail_damaged)  # an interrupted truncate_before kept the file
             if loaded.empty_leftover or compacted:
@@ -259,8 +265,12 @@ class RecordLog:
                 raise ValueError(f"append at index {index}, but the log's next index is {first}")
             if not bodies:
                 return first
+            data_bytes = sum(len(b) for b in bodies) + FRAME_OVERHEAD * len(bodies)
+            if data_bytes > MAX_BATCH_BYTES:
+                raise ValueError(f"a batch of {data_bytes} bytes exceeds the {MAX_BATCH_BYTES}-byte limit")
             segment = self._segment_for_append()
-            data = encode_batch(first, bodies, segment.salt or b"")
+            assert segment.salt is not None
+            data = encode_batch(first, bodies, segment.salt)
             start = segment.size
             assert self._active is not None
             try:

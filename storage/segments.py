@@ -116,5 +116,11 @@ def load_segment(path: str, first: int, data: bytes, upper: int | None, newest: 
     return loaded
 
 
+def unreadable_segment(path: str, first: int, reason: str, newest: bool) -> LoadedSegment:
+    """A segment the disk will not read back (EIO): all of it counts as damaged; repair rewrites it."""
+    return LoadedSegment(Segment(first, path, None, array("I"), 0), [Damage(path, 0, 0, reason)],
+                         tail_damaged=newest)
+
+
 def segment_path(directory: str, first_index: int) -> str:
     return os.path.join(directory, segment_name(first_index))

@@ -429,3 +429,21 @@ def test_a_segment_whose_header_is_unreadable_is_reported_whole():
     first, following = (int(os.path.basename(p)[:20]) for p in files[1:3])
     assert log.report.missing == (range(first, following),)
     assert any(d.path == target and "header" in d.reason for d in log.report.damaged)
+    log.repair({i: body(i) for i in range(first, following)})
+    log.close()
+    healed = reopen(fs, 600)
+    assert healed.report.clean and contents(healed) == {i: body(i) for i in range(1, 41)}
+
+
+def test_a_segment_the_disk_cannot_read_is_damage_to_recover_not_a_failed_start():
+    fs = FaultyFS()
+    filled(fs, 40, segment_bytes=600).close()
+    files = segment_files(fs)
+    fs.fail("read", errno.EIO, path=files[1])
+    log = reopen(fs, 600)
+    first, following = (int(os.path.basename(p)[:20]) for p in files[1:3])
+    assert log.report.missing == (range(first, following),)
+    assert any(d.path == files[1] and "Input/output error" in d.reason for d in log.report.damaged)
+    assert contents(log) == {i: body(i) for i in range(1, 41) if not first <= i < following}
+    log.repair({i: body(i) for i in range(first, following)})  # rewritten to a new file, off the bad sectors
+    assert contents(log) == {i: body(i) for i in range(1, 41)}
