@@ -49,6 +49,14 @@ def contents(log: RecordLog) -> dict[int, bytes]:
     return found
 
 
+def assert_heals(log: RecordLog, fs: FaultyFS, missing: range, count: int, segment_bytes: int) -> None:
+    """Repair `missing` with the original records; a reopened log is clean and holds records 1..count."""
+    log.repair({i: body(i) for i in missing})
+    log.close()
+    healed = reopen(fs, segment_bytes)
+    assert healed.report.clean and contents(healed) == {i: body(i) for i in range(1, count + 1)}
+
+
 def segment_files(fs: FaultyFS) -> list[str]:
     return sorted(p for p in fs.files() if p.endswith(".seg"))
 
@@ -243,10 +251,7 @@ def test_lost_segment_files_are_reported_as_exact_missing_ranges():
     log = reopen(fs, 600)
     assert log.report.missing == (range(1, firsts[1]), range(firsts[middle], firsts[middle + 1]))
     log.repair({i: body(i) for i in range(1, firsts[1])})
-    log.repair({i: body(i) for i in range(firsts[middle], firsts[middle + 1])})
-    log.close()
-    healed = reopen(fs, 600)
-    assert healed.report.clean and contents(healed) == {i: body(i) for i in range(1, 61)}
+    assert_heals(log, fs, range(firsts[middle], firsts[middle + 1]), 60, 600)
 
 
 def test_a_lost_newest_segment_is_a_damaged_tail_not_a_shorter_log():
@@ -429,10 +434,7 @@ def test_a_segment_whose_header_is_unreadable_is_reported_whole():
     first, following = (int(os.path.basename(p)[:20]) for p in files[1:3])
     assert log.report.missing == (range(first, following),)
     assert any(d.path == target and "header" in d.reason for d in log.report.damaged)
-    log.repair({i: body(i) for i in range(first, following)})
-    log.close()
-    healed = reopen(fs, 600)
-    assert healed.report.clean and contents(healed) == {i: body(i) for i in range(1, 41)}
+    assert_heals(log, fs, range(first, following), 40, 600)
 
 
 def test_a_segment_the_disk_cannot_read_is_damage_to_recover_not_a_failed_start():
@@ -445,5 +447,4 @@ def test_a_segment_the_disk_cannot_read_is_damage_to_recover_not_a_failed_start(
     assert log.report.missing == (range(first, following),)
     assert any(d.path == files[1] and "Input/output error" in d.reason for d in log.report.damaged)
     assert contents(log) == {i: body(i) for i in range(1, 41) if not first <= i < following}
-    log.repair({i: body(i) for i in range(first, following)})  # rewritten to a new file, off the bad sectors
-    assert contents(log) == {i: body(i) for i in range(1, 41)}
+    assert_heals(log, fs, range(first, following), 40, 600)  # rewritten to a new file, off the bad sectors
