@@ -79,6 +79,18 @@ class SnapshotStore:
         found = [int(m.group(1)) for m in map(_NAME.match, self.fs.listdir(self.directory)) if m]
         return sorted(found, reverse=True)
 
+    def stats(self) -> dict[str, int]:
+        """For /status: how many snapshot files, their bytes, the newest height (0 when none)."""
+        heights = self.heights()
+        total = 0
+        for height in heights:
+            handle = self.fs.open_read(self.path_for(height))
+            try:
+                total += self.fs.size(handle)
+            finally:
+                self.fs.close(handle)
+        return {"count": len(heights), "bytes": total, "newest_height": heights[0] if heights else 0}
+
     def save(self, height: int, chunks: bytes | Iterable[bytes]) -> str:
         """Durably store the state at `height` (bytes, or an iterable of chunks to stream); returns the path.
         Older snapshots beyond the newest `keep` are deleted afterwards."""

@@ -23,6 +23,8 @@ def test_snapshots_round_trip_streamed_and_only_the_last_k_are_kept(tmp_path):
     assert store.load(50).data == b"state-" + b"5" * 1000
     assert sorted(p.name for p in (tmp_path / "snaps").iterdir()) == [
         f"snapshot-{h:020d}.snap" for h in (50, 60, 70)]
+    assert store.stats() == {"count": 3, "newest_height": 70,
+                             "bytes": sum(p.stat().st_size for p in (tmp_path / "snaps").iterdir())}
 
 
 def test_a_damaged_newest_snapshot_falls_back_to_the_previous_with_a_warning_naming_it(caplog):
