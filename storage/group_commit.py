@@ -94,10 +94,13 @@ class GroupCommit(Generic[T, R]):
             items = [item for submission in batch for item in submission.items]
             try:
                 results = await asyncio.to_thread(self._write_batch, items)
-            except StorageError as exc:
+            except Exception as exc:  # a disk error, or a bad item (validate sizes before submitting)
                 self.failed_batches += 1
-                self.last_error = exc
-                log.error("%s: batch of %d items failed: %s", self.name, len(items), exc)
+                if isinstance(exc, StorageError):
+                    self.last_error = exc
+                    log.error("%s: batch of %d items failed: %s", self.name, len(items), exc)
+                else:
+                    log.exception("%s: batch of %d items refused", self.name, len(items))
                 for submission in batch:
                     if not submission.future.done():
                         submission.future.set_exception(exc)

@@ -64,8 +64,7 @@ class RecordLog:
         self._write_lock = RLock()
         self._state_lock = Lock()
         self.report = RecoveryReport(directory, 1, 0)
-        self.appends = 0
-        self.syncs = 0
+        self.syncs = 0  # batches made durable
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, fs: FileSystem | None = None,
@@ -273,6 +272,10 @@ class RecordLog:
             data = encode_batch(first, bodies, segment.salt)
             start = segment.size
             assert self._active is not None
+            if self.fs.size(self._active) != start:  # appends land at the end of the file: it must be ours
+                self._failed = (f"record log {self.directory}: {segment.path} is {self.fs.size(self._active)} "
+                                f"bytes, the log expected {start}; something else wrote it; reopen the log")
+                raise StorageError(FAILED, self._failed, path=segment.path)
             try:
                 self.fs.write_all(self._active, data)
                 self.fs.fdatasync(self._active)
@@ -287,7 +290,6 @@ class RecordLog:
                 segment.offsets.extend(offsets)
                 segment.size = position
                 self._next = first + len(bodies)
-            self.appends += 1
             self.syncs += 1
             return first
 
@@ -443,6 +445,9 @@ class RecordLog:
                     self._active = None
                 self._next = max(self._next, index)
                 self._missing = [r for r in (range(max(r.start, index), r.stop) for r in self._missing) if r]
+                gone = {segment.path for segment in doomed}
+                self._damage = [d for d in self._damage if remaining and d.path not in gone]
+                self._tail_damaged = self._tail_damaged and bool(remaining)
             for segment in doomed:
                 self.fs.remove_quietly(segment.path)
             if doomed:

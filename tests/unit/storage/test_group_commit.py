@@ -119,3 +119,12 @@ async def test_batches_are_capped_and_close_drains_then_refuses():
     with pytest.raises(StorageError) as caught:
         await commit.submit([1])
     assert caught.value.kind == CLOSED
+
+
+async def test_a_batch_the_writer_refuses_fails_its_callers_only():
+    log = RecordLog.open("/data/log", fs=FaultyFS())
+    commit: GroupCommit[bytes, int] = GroupCommit(log.write_batch)
+    with pytest.raises(ValueError):
+        await commit.submit([b"x" * (64 * 1024 * 1024 + 1)])  # over the record size limit
+    assert await commit.submit([b"fine"]) == [1]
+    await commit.close()

@@ -400,6 +400,19 @@ def test_truncate_before_past_the_end_empties_the_log_and_moves_its_start():
     assert again.report.clean and (again.first_index, again.last_index) == (500, 500)
 
 
+def test_compacting_past_a_damaged_tail_leaves_a_clean_empty_log():
+    fs = FaultyFS()
+    filled(fs, 20, segment_bytes=1 << 20).close()
+    spans = frame_spans(fs)
+    fs.damage(spans[-1][0], spans[-1][2] - 2)
+    log = reopen(fs)
+    assert log.tail_damaged
+    log.truncate_before(100)  # the node joins from a snapshot at 99 instead
+    assert not log.tail_damaged and not log.damage and log.append([b"h100"]) == 100
+    log.close()
+    assert reopen(fs).report.clean
+
+
 def test_a_missing_record_stops_iteration_with_a_clear_error():
     fs = FaultyFS()
     filled(fs, 10, segment_bytes=1 << 20).close()
