@@ -11,11 +11,13 @@ What each piece promises, and how they fit:
   evidence, the exact `missing` indexes, and `tail_damaged` when the newest records are damaged rather than
   torn. Recover: fetch the missing records from peers, verify them, `repair({index: body})`; for a damaged
   tail, `truncate_after(last_index)` then append what peers supply.
+  `stats()` gives segments, bytes, records and the index's memory (4 bytes per live record) for /status.
 - `GroupCommit(log.write_batch)`: `await commit.submit(bodies)` from many coroutines shares one write and
   one fdatasync per batch in a worker thread and returns the indexes. A failed batch raises `StorageError` to
-  all of its callers and leaves nothing behind; the next batch tries again.
+  all of its callers and leaves nothing behind; the next batch tries again. Check record sizes before
+  submitting: an item the writer refuses fails its whole batch.
 - `SnapshotStore(dir, keep=K)`: `save(height, bytes or chunks)`, `load_newest()` (a damaged newest falls back
-  to the previous one with a warning naming the file).
+  to the previous one with a warning naming the file), `stats()`.
 - `AtomicDocument(dir, name)`: tiny values replaced whole (genesis, a validator's last signed
   height/round/step and locks, the log's manifest). `store(value)` is durable on return; `load()` returns the
   newest version and raises kind `damaged` rather than guess when it is damaged.

@@ -3,8 +3,10 @@
 It keeps, per file, what is durable (as of the last fsync) apart from what reads see, and per directory the
 names made durable by the last directory fsync apart from the creations, renames and removals since. Faults:
 
-- `fail(kind, errno, after=N)`: the (N+1)th call of a kind (`write`, `fsync`, `rename`, ...) raises the
-  StorageError the kernel would cause; `short_write(keep)` makes a write return fewer bytes instead.
+- `fail(kind, errno, after=N)`: the (N+1)th call of a kind raises the StorageError the kernel would cause.
+  Kinds: `create` (open_append of a new file), `open`, `write`, `read` (pread, read_file), `fsync`,
+  `fdatasync`, `truncate`, `rename`, `unlink`, `listdir`, `fsync_dir`, `mkdir`. `short_write(keep)` makes a
+  write return fewer bytes instead.
 - `set_capacity(bytes)`: a disk of that size; a write past it is short, then ENOSPC. Raise it (or remove
   files) to give space back.
 - `crash_at(point)`: the `point`th call among the operations that change the disk (counting from 0; see

@@ -12,7 +12,9 @@ readable. Missing records are put back with `repair`; compaction is `truncate_be
 a damaged tail once the caller has decided to.
 
 A small manifest (an AtomicDocument: first live index, newest segment) lets open notice a lost first or last
-segment, which the files alone could not show.
+segment, which the files alone could not show. What no log can tell: a newest segment cut short by the disk
+looks like a torn write, so the caller checks the last index against its own durable markers (a validator's
+vote record names the height it reached).
 
 Threads: one writer at a time (a GroupCommit worker, or the caller); readers may run meanwhile from any thread.
 """
