@@ -55,9 +55,17 @@ def start(config_file: str | None, **flags: Any) -> None:
     from node.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    from storage.errors import StorageError
+    from storage.lock import DataDirLock
+
+    try:  # before anything touches DATA_DIR: a second node on it would share its identity and history
+        data_dir_lock = DataDirLock.acquire(settings.data_dir)
+    except StorageError as exc:
+        fail(str(exc), 2)
     try:
-        AccountStore(settings.data_dir).ensure_default()
-        _run(settings)
+        with data_dir_lock:
+            AccountStore(settings.data_dir).ensure_default()
+            _run(settings)
     except (IdentityError, AccountError) as exc:
         fail(str(exc), 2)
     except OSError as exc:

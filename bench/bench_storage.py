@@ -1,0 +1,138 @@
+"""Storage: durable appends through GroupCommit, and how long opening a big record log takes.
+
+1. Append + fdatasync throughput on the real disk under the temp directory: N coroutines each submit one
+   ~200-byte record at a time through GroupCommit over a RecordLog. N=1 is one fsync per record, the
+   baseline the other rows are compared with (same run, same disk).
+2. Recovery: write a ~100 MB log (10 MB with --quick), close it, then time `RecordLog.open` (reads and checks
+   every frame, builds the index) and a full `iterate`; also the index's memory and the open's peak RSS growth.
+3. What a validator waits for before a vote leaves: `AtomicDocument.store` latency (temporary file, fsync,
+   rename, directory fsync); and saving / loading a 20 MB snapshot.
+
+`python -m bench storage [--quick]`
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+from bench.table import print_table
+from storage.atomic import AtomicDocument
+from storage.group_commit import GroupCommit
+from storage.snapshots import SnapshotStore
+from storage.recordlog import RecordLog
+
+RECORD = 200
+
+
+async def append_run(directory: str, writers: int, seconds: float) -> tuple[int, int, float]:
+    """(records acknowledged, fsyncs, elapsed) for `writers` coroutines appending for about `seconds`."""
+    log = RecordLog.open(directory)
+    commit: GroupCommit[bytes, int] = GroupCommit(log.write_batch)
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def writer(number: int) -> None:
+        nonlocal done
+        sent = 0
+        while time.perf_counter() < deadline:
+            body = f"{number}:{sent}:".encode().ljust(RECORD, b".")
+            await commit.submit([body])
+            sent += 1
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    elapsed = time.perf_counter() - started
+    await commit.close()
+    syncs = log.syncs
+    log.close()
+    return done, syncs, elapsed
+
+
+def group_commit_table(base: str, quick: bool) -> None:
+    seconds = 1.5 if quick else 4.0
+    rows = []
+    baseline = None
+    for writers in (1, 8, 64, 256):
+        directory = os.path.join(base, f"append-{writers}")
+        done, syncs, elapsed = asyncio.run(append_run(directory, writers, seconds))
+        rate = done / elapsed
+        baseline = baseline or rate
+        rows.append([writers, done, syncs, done / max(syncs, 1), rate, syncs / elapsed, f"x{rate / baseline:.1f}"])
+        shutil.rmtree(directory)
+    print_table(f"durable appends through GroupCommit ({RECORD}-byte records, fdatasync per batch, {base})",
+                ["writers", "records", "fsyncs", "records/fsync", "records/s", "fsyncs/s", "vs 1 writer"], rows)
+
+
+def write_big_log(directory: str, target_bytes: int) -> int:
+    log = RecordLog.open(directory)
+    written = 0
+    batch = [b"x" * RECORD] * 2000
+    while written < target_bytes:
+        log.append(batch)
+        written += len(batch) * (RECORD + 26)
+    count = log.next_index - 1
+    log.close()
+    return count
+
+
+def recovery_table(base: str, quick: bool) -> None:
+    directory = os.path.join(base, "big")
+    target = (10 if quick else 100) * 1024 * 1024
+    records = write_big_log(directory, target)
+    size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    log = RecordLog.open(directory)
+    opened = time.perf_counter() - started
+    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert log.report.clean and log.next_index - 1 == records
+    started = time.perf_counter()
+    seen = sum(1 for _ in log.iterate())
+    iterated = time.perf_counter() - started
+    stats = log.stats()
+    log.close()
+    shutil.rmtree(directory)
+    print_table("opening a record log (every frame checked, index built), then reading it all",
+                ["log MB", "records", "segments", "open s", "open MB/s", "iterate s", "index KiB",
+                 "peak RSS growth MB"],
+                [[size / 2**20, seen, stats["segments"], opened, size / 2**20 / opened, iterated,
+                  stats["index_bytes"] / 1024, rss_growth_mb]])
+
+
+def small_writes_table(base: str, quick: bool) -> None:
+    document = AtomicDocument(os.path.join(base, "docs"), "vote")
+    latencies = []
+    for n in range(50 if quick else 300):
+        started = time.perf_counter()
+        document.store(f"height={n} round=0 step=precommit locked=none".encode())
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    store = SnapshotStore(os.path.join(base, "snaps"))
+    state = os.urandom(20 * 2**20)
+    started = time.perf_counter()
+    store.save(1, [state[i:i + 2**20] for i in range(0, len(state), 2**20)])
+    saved = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = store.load_newest()
+    read = time.perf_counter() - started
+    assert loaded is not None and loaded.data == state
+    print_table("a validator's vote record, and a snapshot",
+                ["document stores", "p50 ms", "p99 ms", "max ms", "20 MB snapshot save s", "load s"],
+                [[len(latencies), latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
+                  latencies[-1], saved, read]])
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    base = tempfile.mkdtemp(prefix="bench-storage-")
+    try:
+        group_commit_table(base, quick)
+        recovery_table(base, quick)
+        small_writes_table(base, quick)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
