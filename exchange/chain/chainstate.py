@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
 from exchange.chain.codec import digest, pack, unpack
@@ -81,6 +81,7 @@ class ChainState:
         self.last_seen: dict[bytes, tuple[int, int]] = {k: (0, genesis.created_ms) for k in self.validators.keys}
         self.banned: set[bytes] = set()                       # removed for equivocation: never rejoin
         self.snapshot_hash = b""
+        self.last_snapshot: tuple[int, bytes] | None = None    # the newest certified snapshot, to store
         self.hash = self._compute_hash()
 
     # ------------------------------------------------------------------ applying blocks
@@ -122,8 +123,11 @@ class ChainState:
         outcome.validators_changed = changed
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
-        self.snapshot_hash = digest("exchange-node/snapshot/v1", self.snapshot()) \
-            if height % self.snapshot_interval == 0 else b""
+        self.snapshot_hash = b""
+        if height % self.snapshot_interval == 0:
+            data = self.snapshot()
+            self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
+            self.last_snapshot = (height, data)
         self.hash = outcome.state_hash = self._compute_hash()
         return outcome
 
@@ -169,20 +173,24 @@ class ChainState:
                      sorted([k, h, t] for k, (h, t) in self.last_seen.items()), sorted(self.banned),
                      self.app.snapshot()])
 
-    def restore(self, data: bytes, app: Application) -> None:
+    def restore(self, data: bytes, app_factory: Callable[[bytes], Application]) -> None:
         """Replace this state with a snapshot's (raises ValueError if malformed)."""
         try:
-            (height, time_ms, last_id, vals, prev_vals, recent, seen, banned, _app_bytes) = unpack(data)
-            self.validators = ValidatorSet.from_wire(vals)
-            self.prev_validators = ValidatorSet.from_wire(prev_vals)
-            self.height, self.time_ms, self.last_block_id = int(height), int(time_ms), bytes(last_id)
-            self.recent_signers = tuple(bytes(k) for k in recent)
-            self.last_seen = {bytes(k): (int(h), int(t)) for k, h, t in seen}
-            self.banned = {bytes(k) for k in banned}
+            (height, time_ms, last_id, vals, prev_vals, recent, seen, banned, app_bytes) = unpack(data)
+            validators = ValidatorSet.from_wire(vals)
+            prev_validators = ValidatorSet.from_wire(prev_vals)
+            recent_signers = tuple(bytes(k) for k in recent)
+            last_seen = {bytes(k): (int(h), int(t)) for k, h, t in seen}
+            banned_keys = {bytes(k) for k in banned}
+            app = app_factory(bytes(app_bytes))
         except (TypeError, ValueError, Malformed, InvalidTx) as exc:
             raise ValueError(f"malformed chain snapshot: {exc}") from None
+        self.height, self.time_ms, self.last_block_id = int(height), int(time_ms), bytes(last_id)
+        self.validators, self.prev_validators = validators, prev_validators
+        self.recent_signers, self.last_seen, self.banned = recent_signers, last_seen, banned_keys
         self.app = app
         self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
+        self.last_snapshot = None
         self.hash = self._compute_hash()
 
     def status(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ Inputs are plain calls with the wall-clock time passed in (seconds): messages fr
     ("penalize", node_id, points, reason)
     ("commit", block, commit, outcome)   a block is final: store it, answer waiters, publish
     ("forward", tx)                 a follower hands a transaction to the validators (RPC)
-    ("outbox_add", tx)              a transaction we accepted from our API: durable before we answer
     ("own_done", tx_id, status)     one of our own pending transactions left the outbox
     ("halt", reason)                continuing would risk divergence: stop serving orders
 
@@ -111,6 +110,7 @@ class ChainCore:
         self._decoded: OrderedDict[bytes, list] = OrderedDict()       # block id -> decoded transactions
         self._invalid: OrderedDict[bytes, str] = OrderedDict()        # block id -> why it is invalid
         self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
+        self._good_commits: OrderedDict[tuple, None] = OrderedDict()  # commits whose signatures checked out
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
         self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its height, when)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
@@ -370,9 +370,35 @@ class ChainCore:
             block, commit, source = self._buffered.pop(self.state.height + 1)
             self._take_certified(block, commit, source, now)
 
+    def judge_certified(self, block: Block, commit: Commit) -> bool | None:
+        """Before a certified block is forwarded: True (valid and next, or one we hold), False (cannot be
+        valid: its sender made it up), None (ahead of us: we cannot check it yet, so we do not forward it)."""
+        if commit.height != block.height or commit.block_id != block.id or block.header.chain_id != self.chain_id:
+            return False
+        state = self.state
+        if block.height <= state.height:
+            stored = self.blocks.get(block.height)
+            return None if stored is None else stored[0].id == block.id
+        if block.height > state.height + 1:
+            return None
+        if not self._commit_ok(commit, state):
+            return False
+        return block.header.prev_id == state.last_block_id
+
+    def _commit_ok(self, commit: Commit, state: ChainState) -> bool:
+        key = (commit.block_id, commit.round, len(commit.sigs))
+        if key in self._good_commits:
+            return True
+        if not commit.verify(self.chain_id, state.validators, self._verify):
+            return False
+        self._good_commits[key] = None
+        if len(self._good_commits) > 64:
+            self._good_commits.popitem(last=False)
+        return True
+
     def _take_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
         state = self.state
-        if not commit.verify(self.chain_id, state.validators, self._verify):
+        if not self._commit_ok(commit, state):
             self._penalize(sender, PENALTY_INVALID, "bad_commit")
             return
         header = block.header
@@ -468,9 +494,8 @@ class ChainCore:
         else:
             self.actions.append(("forward", tx))
             self.counters["forwarded"] += 1
-        if own and tx.id not in self._own:
+        if own and tx.id not in self._own:       # the caller made it durable in the outbox first
             self._own[tx.id] = [tx, now + self.config.resubmit_interval]
-            self.actions.append(("outbox_add", tx))
         self._drain_consensus(now)
         return None
 

@@ -19,13 +19,14 @@ import random
 import time
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
-from exchange.chain.blocks import Block, Commit
+from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.crypto import verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.txs import InvalidTx, SignedTx
+from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
 
@@ -53,13 +54,15 @@ class ChainStore(Protocol):
     def load_genesis(self) -> Genesis | None: ...
     def save_genesis(self, genesis: Genesis) -> None: ...
     def get(self, height: int) -> tuple[Block, Commit] | None: ...
-    def blocks(self) -> Iterable[tuple[Block, Commit]]: ...
+    def blocks(self, start: int | None = None) -> Iterable[tuple[Block, Commit]]: ...
     def append_block(self, block: Block, commit: Commit) -> None: ...
+    def save_snapshot(self, height: int, data: bytes) -> None: ...
+    def load_snapshot(self) -> tuple[int, bytes] | None: ...
     def wal_records(self) -> list: ...
     def wal_append(self, record: list) -> None: ...
     def wal_reset(self) -> None: ...
     def outbox(self) -> list[SignedTx]: ...
-    def outbox_add(self, txs: list[SignedTx]) -> None: ...
+    async def outbox_add(self, txs: list[SignedTx]) -> None: ...
     def outbox_done(self, tx_ids: list[str]) -> None: ...
     def close(self) -> None: ...
 
@@ -111,6 +114,13 @@ class ChainService:
         self._offered_submit = False
         self._ready = asyncio.Event()
         self.finality_observers: list[Callable[[float], None]] = []
+        self.recovering: dict[str, Any] | None = None
+        self.recovery_timeout = 120.0
+        self.fatal: str | None = None
+        self.fatal_listeners: list[Callable[[str], None]] = []
+        self.disk_error: StorageError | None = None         # a write consensus needs failed: we hold our votes
+        self._unsaved_blocks: list[tuple[Block, Commit]] = []
+        self._unsaved_wal: list[list] = []
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,26 +150,84 @@ class ChainService:
     def _boot(self, genesis: Genesis) -> None:
         self.genesis = genesis
         params = ExchangeParams.from_wire(genesis.exchange)
-        app = ExchangeState(params, genesis.chain_id)
         identity = self.identity
-        core = ChainCore(genesis, app, public_key=identity.public_key_bytes, sign=identity.sign,
-                         verify=ed25519_verify, blocks=self.store, config=self.config, rng=random.Random(),
-                         now=self.clock())
+        core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
+                         sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
+                         rng=random.Random(), now=self.clock())
+        start = self._restore_snapshot(core, params)
         replayed = 0
-        for block, commit in self.store.blocks():
+        for block, commit in self.store.blocks(start):
             core.load_block(block, commit)
             replayed += 1
         core.take_actions()
         now = self.clock()
+        self._recovery_check(core, now)
         core.restore_outbox(self.store.outbox(), now)
         self.core = core
-        core.start(now, wal=self.store.wal_records())
+        wal = self.store.wal_records() if self.store.wal_trustworthy else None
+        if not self.store.wal_trustworthy:
+            core.consensus.sign_from = core.height + 2      # we may have signed at the height in progress
+        core.start(now, wal=wal)
         self.founding_status = "on_chain"
         log.info("chain %s: height %d (%d blocks replayed), %s, %d validators (epoch %d)", genesis.chain_id[:16],
                  core.height, replayed, core.role, len(core.state.validators), core.state.validators.epoch)
         self._roles_changed()
         self._ready.set()
         self.pump()
+
+    def _restore_snapshot(self, core: ChainCore, params: ExchangeParams) -> int | None:
+        """Start from the newest stored snapshot when the blocks before it were compacted away."""
+        first = self.store.blocks_log.first_index if hasattr(self.store, "blocks_log") else 1
+        if first <= 1:
+            return None
+        loaded = self.store.load_snapshot()
+        if loaded is None or loaded[0] + 1 < first:
+            raise SystemExit(f"exchange-node: the block log starts at height {first} but no usable snapshot "
+                             f"covers the heights before it; move {getattr(self.store, 'root', 'DATA_DIR/chain')} "
+                             f"aside to resynchronise from peers")
+        height, data = loaded
+        chain_id = core.chain_id
+        core.state.restore(data, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id))
+        log.info("restored the state at height %d from a snapshot (%d bytes)", height, len(data))
+        return height + 1
+
+    def _recovery_check(self, core: ChainCore, now: float) -> None:
+        """Stored history that is damaged or lost must come back from peers before we serve orders; we never
+        sign at a height we may already have signed at."""
+        store = self.store
+        missing = list(getattr(store, "missing_heights", []))
+        known_top = getattr(store, "last_height", core.height)
+        if missing or known_top > core.height:
+            ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
+            self.recovering = {"since": now, "need_height": known_top, "missing": ranges,
+                               "tail_damaged": bool(getattr(getattr(store, "blocks_log", None), "tail_damaged", False))}
+            log.error("stored blocks %s are damaged or lost: replayed up to height %d; fetching certified copies "
+                      "from peers before serving orders (file: %s)", ranges, core.height,
+                      getattr(store, "root", "?"))
+            core.consensus.sign_from = known_top + 2
+            if self.recovering["tail_damaged"]:
+                core.consensus.sign_from = 1 << 62        # how far we had signed is unknown: follow the peers
+
+    def _recovery_progress(self) -> None:
+        core, recovering = self.core, self.recovering
+        if recovering is None or core is None:
+            return
+        if core.height >= recovering["need_height"] and not getattr(self.store, "missing_heights", []):
+            if recovering["tail_damaged"]:
+                best = max((h for h, t in core._heard.values()), default=-1)
+                if best < 0 or core.height < best:
+                    return
+                core.consensus.sign_from = core.height + 2
+            log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
+            self.recovering = None
+            return
+        if self.clock() - recovering["since"] > self.recovery_timeout:
+            self.fatal = (f"cannot recover blocks {recovering['missing']} of {getattr(self.store, 'root', '?')}: no peer "
+                          f"supplied certified copies within {self.recovery_timeout:g}s. Start the node where its "
+                          f"peers are reachable, or move that directory aside to resynchronise from scratch")
+            log.critical("%s", self.fatal)
+            for stop in self.fatal_listeners:
+                stop(self.fatal)
 
     async def _found(self) -> None:
         last_reason = ""
@@ -261,6 +329,18 @@ class ChainService:
         core.on_message(kind[6:] if kind.startswith("chain_") else kind, message.get("body"), sender, self.clock())
         self._schedule_pump()
 
+    def check_decision(self, body: Any) -> bool | None:
+        """The router's check before it forwards a certified block (see ChainCore.judge_certified)."""
+        core = self.core
+        if core is None:
+            return None
+        try:
+            if type(body) is not list or len(body) != 2:
+                return False
+            return core.judge_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]))
+        except (Malformed, InvalidTx):
+            return False
+
     def _serve_submit(self, payload: Any, peer: str) -> Any:
         """A follower hands us a transaction (RPC `chain.submit`)."""
         core = self.core
@@ -283,21 +363,25 @@ class ChainService:
             self._pump_handle = asyncio.get_running_loop().call_soon(self.pump)
 
     def pump(self) -> None:
-        """Carry out the core's actions in order (synchronous disk writes first where they must be)."""
+        """Carry out the core's actions in order. A consensus message leaves only when everything it depends
+        on is on disk (its WAL record, the blocks before its height); while a write fails we hold our votes —
+        the network goes on without us — and retry until the disk works again."""
         self._pump_handle = None
         core = self.core
         if core is None:
             return
         actions = core.take_actions()
-        outbox: list[SignedTx] = []
+        self._flush_unsaved()
         for action in actions:
             kind = action[0]
             if kind == "wal":
-                self.store.wal_append(action[1])
-            elif kind == "outbox_add":
-                outbox.append(action[1])
+                self._unsaved_wal.append(action[1])
+                self._flush_unsaved()
             elif kind == "send_validators":
-                message = _typed(action[1])
+                message = action[1]
+                if self.disk_error is not None and message["type"] in ("vote", "proposal"):
+                    continue
+                message = _typed(message)
                 me = self.identity.node_id
                 for node_id in core.state.validators.node_ids:
                     if node_id != me:
@@ -318,12 +402,37 @@ class ChainService:
                 self._own_done(action[1], action[2])
             elif kind == "halt":
                 self.halted = action[1]
-        if outbox:
-            self.store.outbox_add(outbox)
+        self._recovery_progress()
+
+    def _flush_unsaved(self) -> None:
+        try:
+            while self._unsaved_blocks:
+                block, commit = self._unsaved_blocks[0]
+                self.store.append_block(block, commit)
+                self._unsaved_blocks.pop(0)
+                self.store.wal_reset()
+            while self._unsaved_wal:
+                self.store.wal_append(self._unsaved_wal[0])
+                self._unsaved_wal.pop(0)
+        except StorageError as exc:
+            if self.disk_error is None:
+                log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "
+                          "the network goes on", exc)
+            self.disk_error = exc
+            return
+        if self.disk_error is not None:
+            log.warning("disk writes work again: %d blocks and the WAL are saved; voting again", len(self._unsaved_blocks))
+            self.disk_error = None
 
     def _committed(self, block: Block, commit: Commit, outcome: Any) -> None:
-        self.store.append_block(block, commit)
-        self.store.wal_reset()
+        self._unsaved_blocks.append((block, commit))
+        self._flush_unsaved()
+        snapshot = self.core.state.last_snapshot if self.core is not None else None
+        if snapshot is not None and snapshot[0] == block.height:
+            try:
+                self.store.save_snapshot(*snapshot)
+            except StorageError as exc:
+                log.warning("could not save the snapshot at height %d: %s", snapshot[0], exc)
         result = outcome.exchange
         now = self.clock()
         for tx_result in getattr(result, "txs", ()):
@@ -392,6 +501,8 @@ class ChainService:
                 try:
                     self.core.tick(self.clock())
                     self.pump()
+                    if self.disk_error is not None:
+                        self._flush_unsaved()
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
 
@@ -405,25 +516,45 @@ class ChainService:
 
     def _usable_core(self) -> ChainCore:
         core = self.core
+        if self.fatal:
+            raise NotReady("unrecoverable", self.fatal, 60.0)
         if core is None:
             raise NotReady("no_chain_yet", f"this node has not joined a network yet ({self.founding_status})")
         if self.halted or core.halted:
             raise NotReady("halted", f"the chain is halted on this node: {self.halted or core.halted}", 30.0)
         return core
 
-    def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future]:
-        """Queue our user's transaction. Returns (refusal reason or None, a future resolving to its TxResult
-        once final, or None if it expired first). The outbox write happens in the pump run it schedules."""
+    def _accepting_core(self) -> ChainCore:
         core = self._usable_core()
+        if self.recovering is not None:
+            raise NotReady("recovering", f"this node is getting its damaged history ({self.recovering['missing']}) back "
+                                         f"from peers; orders resume when it has", 5.0)
+        if self.disk_error is not None:
+            raise self.disk_error
+        return core
+
+    async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future]:
+        """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
+        Returns (refusal reason or None, a future resolving to its TxResult once final, or to None if it
+        expired first). Raises NotReady, or StorageError when the outbox cannot be written (nothing left
+        this node then)."""
+        core = self._accepting_core()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
+        why = core.precheck(tx)
+        if why is not None and not (why == "duplicate" and tx.id in self._waiters):
+            future.set_result(None)
+            return why, future
+        await self.store.outbox_add([tx])
+        core = self._accepting_core()
         why = core.submit(tx, self.clock(), own=True)
         if why is not None and why != "duplicate":
+            self.store.outbox_done([tx.id])
             future.set_result(None)
             return why, future
         self.counters["submitted"] += 1
         self._waiters.setdefault(tx.id, []).append(future)
         self._submitted_at.setdefault(tx.id, self.clock())
-        self.pump()          # the outbox write is durable before the caller answers
+        self._schedule_pump()
         return None, future
 
     @staticmethod

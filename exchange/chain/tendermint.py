@@ -143,11 +143,13 @@ class Tendermint:
         self.counters = {"proposals": 0, "votes": 0, "bad_signatures": 0, "equivocations": 0, "rounds": 0,
                          "timeouts": 0, "ignored": 0, "decisions": 0}
         self.round_started_at = 0.0
+        self.sign_from = 1      # heights below this are never signed (their signing record may be lost)
 
     # ------------------------------------------------------------------ heights
     @property
     def is_validator(self) -> bool:
-        return self.key is not None and self.ctx is not None and self.key in self.ctx.validators
+        return (self.key is not None and self.ctx is not None and self.key in self.ctx.validators
+                and self.height >= self.sign_from)
 
     def start_height(self, ctx: HeightContext, now: float, *, wait: bool = False,
                      restore: list | None = None) -> None:

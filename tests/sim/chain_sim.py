@@ -243,8 +243,6 @@ class ChainSimulation:
         kind = action[0]
         if kind == "wal":
             node.wal.append(action[1])
-        elif kind == "outbox_add":
-            node.outbox[action[1].id] = action[1]
         elif kind == "own_done":
             node.outbox.pop(action[1], None)
         elif kind == "send_validators":
@@ -354,8 +352,10 @@ class ChainSimulation:
         tx = sign_tx(self.account.sign, self.account.public_key, self.genesis.chain_id, f"n{self.tx_count}",
                      expires, [CancelOp.parse("BTC-USD", f"o{self.tx_count}")])
         assert node.core is not None
-        if node.core.submit(tx, self._clock(node)) is None:
-            self.accepted[tx.id] = node.index
+        if node.core.precheck(tx) is None:
+            node.outbox[tx.id] = tx                # durable before the node answers (the service does this)
+            if node.core.submit(tx, self._clock(node)) is None:
+                self.accepted[tx.id] = node.index
         self._drain(node)
 
     def _deliver(self, src: int, dst: int, kind: str, body: Any) -> None:

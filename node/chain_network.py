@@ -1,0 +1,104 @@
+"""The chain's view of the peer-to-peer layer: ChainNetwork over this node's links, router and RPC.
+
+Validators' consensus messages go node to node (`send_to_peer`: the direct link, a relay that checks
+the origin's signature, or the hold queue); certified blocks are broadcast to everyone (Plumtree),
+each checked before it is forwarded (its quorum certificate, when this node can check it); followers
+hand transactions to validators through the adaptive RPC router (`chain.submit`), so its scoring,
+breakers and retries carry real order traffic. Each handshake and heartbeat carries our chain id and
+height; a peer on another chain with the same NETWORK_ID is refused (`genesis_mismatch`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from exchange.chain.service import MESSAGE_TYPES, ChainService
+from p2p import messages as m
+
+log = logging.getLogger("node.chain")
+
+_UNICAST = tuple(t for t in MESSAGE_TYPES if t != "chain_decision")
+
+
+class P2PChainNetwork:
+    def __init__(self, peers: Any, router: Any, rpc: Any) -> None:
+        self.peers = peers
+        self.router = router
+        self.rpc = rpc
+        self.chain: ChainService | None = None
+
+    # ------------------------------------------------------------------ ChainNetwork
+    def send(self, node_id: str, message: dict) -> None:
+        try:
+            self.router.send_to_peer(node_id, message)
+        except ValueError as exc:   # e.g. a proposal over MAX_FRAME_BYTES
+            log.warning("could not send %s to %s: %s", message.get("type"), node_id[:12], exc)
+
+    def broadcast(self, message: dict) -> None:
+        try:
+            self.router.broadcast(message)
+        except ValueError as exc:
+            log.warning("could not broadcast %s: %s", message.get("type"), exc)
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None:
+        self.peers.penalize(node_id, points, reason)
+
+    def keep_linked(self, node_ids: set[str]) -> None:
+        self.peers.keep_linked(node_ids)
+
+    def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None:
+        self.rpc.register(service, handler)
+
+    def withdraw(self, service: str) -> None:
+        self.rpc.unregister(service)
+
+    async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any:
+        if peer is not None:
+            return await self.rpc.request_peer(peer, service, payload, timeout)
+        return await self.rpc.request(service, payload, timeout)
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, chain: ChainService) -> None:
+        self.chain = chain
+        for kind in MESSAGE_TYPES:
+            m.register_schema(kind, {"body": m.is_any})
+        for kind in _UNICAST:
+            self.router.subscribe(kind, chain.on_message)
+        self.router.declare_broadcast("chain_decision", validator=self._check_decision)
+        self.router.subscribe("chain_decision", chain.on_message)
+        self.peers.hello_extras.append(self._chain_fields)
+        self.peers.heartbeat_extras.append(self._chain_fields)
+        self.peers.admission_hooks.append(self._admit)
+        self.peers.heartbeat_listeners.append(self._on_heartbeat)
+        self.peers.open_listeners.append(self._on_open)
+        self.peers.close_listeners.append(lambda link: chain.on_peer_gone(link.remote_id) if link.remote_id else None)
+
+    def _chain_fields(self) -> dict:
+        assert self.chain is not None
+        info = self.chain.chain_info()
+        return {"chain": [info["chain_id"], info["height"]]}
+
+    def _peer_chain(self, node_id: str | None, public_key: Any, fields: Any) -> str | None:
+        if self.chain is None or not node_id:
+            return None
+        chain = fields.get("chain") if isinstance(fields, dict) else None
+        if not (isinstance(chain, list) and len(chain) == 2 and isinstance(chain[0], str) and len(chain[0]) in (0, 64)
+                and isinstance(chain[1], int) and 0 <= chain[1] < (1 << 62)):
+            return None
+        key = public_key if isinstance(public_key, bytes) else b""
+        return self.chain.on_peer_info(node_id, key, chain[0] or None, chain[1])
+
+    def _admit(self, hello: dict) -> str | None:
+        return self._peer_chain(hello.get("node_id"), None, hello)
+
+    def _on_open(self, link: Any) -> None:
+        self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {})
+
+    def _on_heartbeat(self, link: Any, message: dict) -> None:
+        refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message)
+        if refusal is not None:
+            link.close(refusal, "the peer's chain changed to another network's")
+
+    def _check_decision(self, message: dict, sender: str) -> Any:
+        assert self.chain is not None
+        return self.chain.check_decision(message.get("body"))
