@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from config import Settings
+from config.version import VERSION
 from node.identity import NodeIdentity
 from p2p.discovery import DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
@@ -22,7 +23,6 @@ from p2p.peers import PeerManager
 from p2p.router import MessageRouter
 
 log = logging.getLogger("node")
-VERSION = "0.1.0"
 
 
 class ExchangeNode:
