@@ -15,6 +15,7 @@ import orjson
 from config import Settings
 from config.version import VERSION
 from node.identity import NodeIdentity
+from node.logs import bind_node
 from p2p.discovery import DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
@@ -30,6 +31,7 @@ class ExchangeNode:
         self.settings = settings
         self.identity = NodeIdentity.load_or_create(settings.data_dir)
         self.node_id = self.identity.node_id
+        bind_node(self.node_id)
         self.started_at = time.time()
         self.store = PeerStore(settings.peers_file)
         self.peers = PeerManager(settings, self.identity, verify=NodeIdentity.verify,
@@ -107,8 +109,9 @@ class ExchangeNode:
         self._write_runtime_file()
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        log.info("node %s up: peers on %s, control API on http://%s:%d (network %s, event loop %s)", self.node_id,
-                 self.listen, self.api_address[0], self.api_address[1], self.settings.network_id, loop_kind)
+        api = f"http://{self.api_address[0]}:{self.api_address[1]}"
+        log.info("node %s up: peers on %s, control API on %s (network %s, event loop %s)", self.node_id,
+                 self.listen, api, self.settings.network_id, loop_kind, extra={"address": api})
 
     def _write_runtime_file(self) -> None:
         """DATA_DIR/node.json tells CLI commands and scripts where this node's API is."""
