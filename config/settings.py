@@ -60,6 +60,11 @@ class Settings:
 
     api_host: str = _setting("127.0.0.1", "API_HOST", "Address the control API binds", p.host)
     api_port: int = _setting(7947, "API_PORT", "TCP port of the control API (0 = ephemeral)", _PORT)
+    ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
+                                   p.integer(1, 100_000))
+    ws_send_buffer_bytes: int = _setting(
+        262144, "WS_SEND_BUFFER_BYTES", "Unread bytes a /ws client may have queued before it is cut off as too slow",
+        p.integer(65536, 64 * 1024 * 1024))
 
     bootstrap_peers: tuple[tuple[str, int], ...] = _setting(
         (), "BOOTSTRAP_PEERS", "Peers to dial at start: comma-separated host:port, IPv6 as [::1]:7946",

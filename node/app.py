@@ -51,8 +51,10 @@ class ExchangeNode:
             self.node_id, self.identity, settings, router=self.router if settings.p2p_enabled else None,
             peers=self.peers, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
         self.api_extensions.append(install_order_api)
-        self.metric_sources.append(self.exchange.metrics)
         self.api_address: tuple[str, int] | None = None
+        from node.operator import OperatorSurface
+
+        self.operator = OperatorSurface(self)  # console, /ws stream, /health, /ready, systemd notify
         self._api_runner: Any = None
         self._stop = asyncio.Event()
 
@@ -107,6 +109,7 @@ class ExchangeNode:
         await self.exchange.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
+        await self.operator.start()
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         api = f"http://{self.api_address[0]}:{self.api_address[1]}"
@@ -124,6 +127,7 @@ class ExchangeNode:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        await self.operator.stop()
         await self.discovery.stop()
         await self.rpc.stop()
         await self.exchange.stop()
