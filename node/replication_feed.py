@@ -86,7 +86,7 @@ class ReplicationBridge:
         ledger = self.service.replica.ledger
         self._count, self._rollbacks = ledger.count, ledger.rollbacks
         ledger.listeners.append(self._on_final)
-        feed.resync()
+        feed.resync(trades=True)
 
     def _on_final(self, event: Any, results: list) -> None:
         feed = self.feed

@@ -132,11 +132,15 @@ class MarketFeed:
         if self._new_orders:
             self._schedule()
 
-    def resync(self, market: str | None = None) -> None:
+    def resync(self, market: str | None = None, *, trades: bool = False) -> None:
         """Reload the book from the source (the exchange state was replaced, e.g. rolled back or restored
-        from a snapshot); subscribers get ordinary updates for whatever differs."""
+        from a snapshot); subscribers get ordinary updates for whatever differs. With `trades`, the recent
+        trades new subscribers start from are reloaded too (no update is sent for those)."""
         for symbol in ([market] if market else list(self.markets)):
             state = self.markets[symbol]
+            if trades:
+                state.trades.clear()
+                self._load_trades(state)
             bids, asks = self.source.levels(symbol)
             before = {side: {p for p, _ in state.mirror.top(side, 1 << 30)} for side in SIDES}
             state.mirror.replace(bids, asks)
@@ -149,8 +153,12 @@ class MarketFeed:
         state = self.markets[symbol]
         bids, asks = self.source.levels(symbol)
         state.mirror.replace(bids, asks)
-        for trade in self.source.recent_trades(symbol, TRADES_KEPT):
-            state.trades.append(state.trade_json(trade, self.clock()))
+        self._load_trades(state)
+
+    def _load_trades(self, state: _MarketState) -> None:
+        now = self.clock()
+        for trade in self.source.recent_trades(state.market.symbol, TRADES_KEPT):
+            state.trades.append(state.trade_json(trade, now))
 
     def _mark(self, state: _MarketState) -> None:
         self._dirty.add(state)

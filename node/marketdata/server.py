@@ -15,7 +15,8 @@ from typing import Any, Callable
 import orjson
 from aiohttp import WSMsgType, web
 
-from node.marketdata.feed import BOOK_DEPTHS, DEFAULT_DEPTH, MarketFeed, SubscribeError
+from node.api import ApiError
+from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
 from node.tasks import cancel_and_wait
 from p2p.resilience.token_bucket import TokenBucket
@@ -93,8 +94,6 @@ class StreamServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if len(self.sessions) >= self.max_clients:
             self.counters["refused_full"] += 1
-            from node.api import ApiError
-
             raise ApiError(503, "too_many_clients", f"this node serves at most {self.max_clients} stream clients")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
         await ws.prepare(request)
@@ -119,8 +118,7 @@ class StreamServer:
                     self._error(session, "text_only", "send JSON text frames", None)
         finally:
             session.close(CLOSE_GOING_AWAY, "client_gone")
-            if session._close_task is not None:
-                await asyncio.shield(session._close_task)
+            await asyncio.shield(session.wait_closed())
         return ws
 
     def _closed(self, session: StreamSession, reason: str) -> None:
@@ -134,10 +132,10 @@ class StreamServer:
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
 
     async def close_all(self) -> None:
-        for session in list(self.sessions):
+        sessions = list(self.sessions)
+        for session in sessions:
             session.close(CLOSE_GOING_AWAY, "shutdown", "node shutting down")
-        tasks = [s._close_task for s in list(self.sessions) if s._close_task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(s.wait_closed() for s in sessions), return_exceptions=True)
 
     # --- requests ----------------------------------------------------------------------------
     def on_request(self, session: StreamSession, text: str) -> None:
@@ -228,4 +226,4 @@ class StreamServer:
                 "counters": dict(self.counters,
                                  messages_sent=self.counters["messages_sent"] + sum(s.messages_sent for s in live),
                                  bytes_sent=self.counters["bytes_sent"] + sum(s.bytes_sent for s in live)),
-                "disconnects": dict(self.disconnects), "depths": list(BOOK_DEPTHS)}
+                "disconnects": dict(self.disconnects)}

@@ -120,6 +120,11 @@ class StreamSession:
         if self.ws is not None:
             self._close_task = asyncio.get_running_loop().create_task(self._close(code, message or reason))
 
+    async def wait_closed(self) -> None:
+        """Until the close handshake is over or the connection dropped (at once if it never started)."""
+        if self._close_task is not None:
+            await self._close_task
+
     async def _close(self, code: int, message: str) -> None:
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), CLOSE_GRACE)
