@@ -10,7 +10,6 @@ and `stop()`s it first on shutdown. The replicated book reaches it only through
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Iterator
 
 from aiohttp import web
@@ -26,8 +25,6 @@ from node.marketdata.server import CHANNELS
 from node.metrics import CounterNames, labelled_counter, split_counters
 from node.replication_feed import ReplicationBridge
 from node.sdnotify import SystemdNotifier
-
-log = logging.getLogger("node.operator")
 
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
 STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
@@ -107,14 +104,15 @@ class OperatorSurface:
         for peer in peers:
             link = links.get(peer["node_id"])
             peer["links"] = sorted(link.remote_links) if link is not None else []
+        book = self.bridge.status()
         return {
             "node": {"node_id": status["node_id"], "version": status["version"], "network_id": status["network_id"],
                      "listen": status["listen"], "uptime_s": status["uptime_s"], "role": status.get("role"),
                      "peers_connected": status["peers_connected"], "markets": status["markets"],
-                     "exchange": {"summary": exchange.get("summary"), **self.bridge.status()}},
+                     "exchange": {"summary": exchange.get("summary"), **book}},
             "peers": peers,
             "routing": self.routing_summary(),
-            "finality": {**self.finality.summary(), "pending_events": self.bridge.status()["pending_events"]},
+            "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},
         }
 
@@ -138,3 +136,5 @@ class OperatorSurface:
         yield from split_counters(STREAM_COUNTERS, stats["counters"])
         yield labelled_counter("exchange_node_stream_disconnects_total", "Stream clients gone, by reason", "reason",
                                stats["disconnects"])
+        yield labelled_counter("exchange_node_stream_published_total",
+                               "What the exchange layer published to the stream, by kind", "kind", self.feed.published)

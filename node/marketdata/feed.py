@@ -166,10 +166,7 @@ class MarketFeed:
 
     def _schedule(self) -> None:
         if self._flush_handle is None:
-            try:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:     # no loop (a synchronous caller, e.g. a test): flush on demand
-                pass
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     # --- one batch -------------------------------------------------------------------------------
     def flush(self) -> None:

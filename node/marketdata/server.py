@@ -199,7 +199,13 @@ class StreamServer:
             return self._error(session, exc.code, exc.message, req)
         session.subscriptions[sub.chan] = sub
         self._event(session, {"event": "subscribed", "chan": sub.chan, **sub.info}, req)
-        snapshot(sub)
+        try:
+            snapshot(sub)
+        except Exception:          # a bug of ours (a source that failed): say so, keep the connection
+            log.exception("snapshot for %s failed", channel)
+            del session.subscriptions[sub.chan]
+            self._unsubscribe(sub)
+            self._error(session, "snapshot_failed", "the node could not build the snapshot; see its log", req)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         if sub.channel == "status":

@@ -158,3 +158,26 @@ async def test_fuzzed_requests_always_get_an_answer(served, batch):
 async def _gone(stream: StreamServer) -> None:
     while stream.sessions:
         await asyncio.sleep(0.01)
+
+
+async def test_a_failing_snapshot_source_is_an_error_event_not_a_dropped_connection():
+    def broken() -> dict:
+        raise RuntimeError("summary bug")
+
+    feed = MarketFeed(list(MARKETS), DictSource())
+    stream = StreamServer(feed, StatusChannel(broken), check_token=lambda t: False, max_clients=2,
+                          max_buffer=1 << 20, hello=lambda: {})
+    app = web.Application()
+    app.router.add_get("/ws", stream.handle)
+    server = TestServer(app)
+    await server.start_server()
+    client = await StreamClient.connect(str(server.make_url("")).rstrip("/"))
+    try:
+        await client.ws.send_json({"event": "subscribe", "channel": "status"})
+        assert (await client.next_event())["event"] == "subscribed"
+        assert (await client.next_event())["code"] == "snapshot_failed"
+        assert stream.status.subs == [] and (await client.request(event="ping"))["event"] == "pong"
+    finally:
+        await client.close()
+        await stream.close_all()
+        await server.close()
