@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 NPM_DIR := tests/interop/js
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
-.PHONY: run test install test-deps npm-deps bench soak clean lint
+.PHONY: run test install test-deps npm-deps bench soak image-test clean lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: test-deps
 
 soak: test-deps
 	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)
+
+## Build the Dockerfile with buildah and run the image's node (root; apt-get install -y buildah debootstrap).
+image-test: test-deps
+	$(PY) -m pytest -q -m container $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(TEST_STAMP)

@@ -63,6 +63,11 @@ class Settings:
     api_token: str | None = _setting(
         None, "API_TOKEN", "Bearer token the control API accepts besides DATA_DIR/.cookie; required when API_HOST "
         "is not loopback", p.optional(p.secret(min_len=16)), secret=True)
+    ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
+                                   p.integer(1, 100_000))
+    ws_send_buffer_bytes: int = _setting(
+        262144, "WS_SEND_BUFFER_BYTES", "Unread bytes a /ws client may have queued before it is cut off as too slow",
+        p.integer(65536, 64 * 1024 * 1024))
 
     bootstrap_peers: tuple[tuple[str, int], ...] = _setting(
         (), "BOOTSTRAP_PEERS", "Peers to dial at start: comma-separated host:port, IPv6 as [::1]:7946",

@@ -20,32 +20,29 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node.api import ApiError, json_response, node_of
+from node.metrics import CounterNames, labelled_counter, split_counters
 
 DEBUG_TYPES = ("note",)
 MAX_RECORDS = 200_000
 
 
+ROUTER_EVENTS = CounterNames("exchange_node_router", "Message router")
+
+
 def router_metrics(router: Any) -> Iterator[Metric]:
     counters = router.counters
-    messages = CounterMetricFamily("exchange_node_router_messages", "Routed messages by direction and type",
-                                   labels=["direction", "type"])
-    for direction, table in (("sent", counters.sent), ("received", counters.received),
-                             ("duplicate", counters.duplicates)):
-        for kind, value in table.items():
-            messages.add_metric([direction, kind], value)
-    yield messages
-    events = CounterMetricFamily("exchange_node_router_events", "Router events (relayed, queued, expired, ...)",
-                                 labels=["event"])
-    for name, value in counters.events.items():
-        events.add_metric([name], value)
-    yield events
-    dropped = CounterMetricFamily("exchange_node_router_dropped", "Messages dropped, by reason", labels=["reason"])
-    for reason, value in counters.dropped.items():
-        dropped.add_metric([reason], value)
-    yield dropped
+    yield labelled_counter("exchange_node_router_messages_sent_total", "Messages sent, by type", "type",
+                           counters.sent)
+    yield labelled_counter("exchange_node_router_messages_received_total", "Messages received, by type", "type",
+                           counters.received)
+    yield labelled_counter("exchange_node_router_duplicates_total", "Copies of messages already handled, by type",
+                           "type", counters.duplicates)
+    yield labelled_counter("exchange_node_router_dropped_total", "Messages dropped, by reason", "reason",
+                           counters.dropped)
+    yield from split_counters(ROUTER_EVENTS, counters.events)
     yield GaugeMetricFamily("exchange_node_router_amplification", "Copies received per unique broadcast received",
                             value=router.amplification or 0.0)
     yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",

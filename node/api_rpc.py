@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api import ApiError, json_response, node_of
+from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
 
@@ -228,42 +229,46 @@ def _pct(sorted_values: list[float], q: float) -> float | None:
 
 # --- metrics ------------------------------------------------------------------------------------
 BREAKER_STATES = ("closed", "open", "half_open")
+RPC_CALLS = CounterNames("exchange_node_rpc", "Routed RPC calls", skip=frozenset({"requests"}), groups=(
+    CounterGroup("exchange_node_rpc_requests_total", "Routed RPC calls finished, by outcome", "outcome",
+                 {"succeeded": "succeeded", "failed": "failed"}),
+    CounterGroup("exchange_node_rpc_retries_total", "Retries wanted, by whether the retry budget allowed them",
+                 "result", {"retries": "allowed", "retries_denied": "denied"}),
+))
+RPC_CLIENT = CounterNames("exchange_node_rpc_client", "RPC attempts sent", groups=(
+    CounterGroup("exchange_node_rpc_client_responses_total", "RPC attempts sent, by how they ended", "outcome",
+                 {"ok": "ok", "errors": "error", "timeouts": "timeout", "link_closed": "link_closed",
+                  "cancelled": "cancelled"}),
+), skip=frozenset({"in_flight"}))
+RPC_SERVER = CounterNames("exchange_node_rpc_server", "RPC requests served", groups=(
+    CounterGroup("exchange_node_rpc_served_total", "RPC requests received, by how they ended", "outcome",
+                 {"answered": "answered", "errors": "error", "overloaded": "overloaded",
+                  "unknown_service": "unknown_service", "cancelled": "cancelled", "expired": "expired"}),
+), skip=frozenset({"in_flight", "served"}))
+RPC_HINTS = CounterNames("exchange_node_rpc_hints", "Routing hints", groups=(
+    CounterGroup("exchange_node_rpc_hints_handled_total", "Routing hints received, by what became of them",
+                 "outcome", {"accepted": "accepted", "ignored": "ignored", "stale": "stale", "forged": "forged"}),
+))
+PEER_GAUGES = (  # (row key, metric, help, scale)
+    ("score", "exchange_node_rpc_peer_score", "Routing cost per peer (lower is better)", 1.0),
+    ("latency_ms", "exchange_node_rpc_peer_latency_seconds", "Latency estimate per peer (peak EWMA)", 0.001),
+    ("error_rate", "exchange_node_rpc_peer_error_rate", "Windowed error rate per peer", 1.0),
+    ("hint_multiplier", "exchange_node_rpc_peer_hint_multiplier", "Cost multiplier from gossip hints", 1.0),
+    ("outstanding", "exchange_node_rpc_peer_outstanding", "Requests in flight per peer", 1.0),
+)
 
 
 def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
     snap = node_rpc.snapshot()
-    requests = CounterMetricFamily("exchange_node_rpc_requests", "Routed RPC requests by outcome", labels=["event"])
-    for name, value in snap["counters"].items():
-        requests.add_metric([name], value)
-    yield requests
-    client = CounterMetricFamily("exchange_node_rpc_client_events", "RPC frames and outcomes, client side",
-                                 labels=["event"])
-    for name, value in snap["client"].items():
-        if name != "in_flight":
-            client.add_metric([name], value)
-    yield client
-    server = CounterMetricFamily("exchange_node_rpc_server_events", "RPC requests served, by outcome",
-                                 labels=["event"])
-    for name, value in snap["server"].items():
-        if isinstance(value, int) and name != "in_flight":
-            server.add_metric([name], value)
-    yield server
+    yield from split_counters(RPC_CALLS, snap["counters"])
+    yield from split_counters(RPC_CLIENT, snap["client"])
+    yield from split_counters(RPC_SERVER, snap["server"])
     yield GaugeMetricFamily("exchange_node_rpc_in_flight", "RPC requests in flight (ours)",
                             value=snap["client"]["in_flight"])
     yield GaugeMetricFamily("exchange_node_rpc_retry_budget", "Retries affordable right now",
                             value=snap["retry_budget"]["balance"])
-    gauges = {
-        "score": GaugeMetricFamily("exchange_node_rpc_peer_score", "Routing cost per peer (lower is better)",
-                                   labels=["service", "peer"]),
-        "latency_ms": GaugeMetricFamily("exchange_node_rpc_peer_latency_ms", "Latency estimate per peer",
-                                        labels=["service", "peer"]),
-        "error_rate": GaugeMetricFamily("exchange_node_rpc_peer_error_rate", "Windowed error rate per peer",
-                                        labels=["service", "peer"]),
-        "hint_multiplier": GaugeMetricFamily("exchange_node_rpc_peer_hint_multiplier",
-                                             "Cost multiplier from gossip hints", labels=["service", "peer"]),
-        "outstanding": GaugeMetricFamily("exchange_node_rpc_peer_outstanding", "Requests in flight per peer",
-                                         labels=["service", "peer"]),
-    }
+    gauges = [(key, GaugeMetricFamily(name, text, labels=["service", "peer"]), scale)
+              for key, name, text, scale in PEER_GAUGES]
     breaker = GaugeMetricFamily("exchange_node_rpc_peer_breaker", "Circuit breaker state per peer (1 = current)",
                                 labels=["service", "peer", "state"])
     sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
@@ -271,10 +276,10 @@ def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
 
     def add_rows(label: str, rows: dict[str, dict[str, Any]]) -> None:
         for peer, row in rows.items():
-            for key, family in gauges.items():
+            for key, family, scale in gauges:
                 value = row.get(key)
                 if isinstance(value, (int, float)):
-                    family.add_metric([label, peer], value)
+                    family.add_metric([label, peer], value * scale)
             for state in BREAKER_STATES:
                 breaker.add_metric([label, peer, state], 1.0 if row.get("breaker") == state else 0.0)
             sent.add_metric([label, peer], row.get("requests_sent", 0))
@@ -284,17 +289,19 @@ def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
     workers = (snap.get("grenache") or {}).get("workers") or {}
     for service, data in workers.get("services", {}).items():
         add_rows(f"grenache:{service}", data["peers"])
-    yield from gauges.values()
+    yield from (family for _, family, _ in gauges)
     yield breaker
     yield sent
-    transitions = CounterMetricFamily("exchange_node_rpc_breaker_transitions", "Breaker transitions, by new state",
-                                      labels=["to"])
-    for state, value in node_rpc.service.transition_count.items():
-        transitions.add_metric([state], value)
-    yield transitions
+    routers = sorted(node_rpc.service.routers.items())
+    if node_rpc.grenache is not None:
+        routers += sorted((f"grenache:{name}", router) for name, router in node_rpc.grenache.routers.items())
+    yield histogram_family("exchange_node_rpc_attempt_duration_seconds",
+                           "RPC attempt latency as the adaptive router saw it, by service and outcome",
+                           ("service", "outcome"),
+                           [((service, outcome), histogram)
+                            for service, router in routers for outcome, histogram in router.latency.items()])
+    yield labelled_counter("exchange_node_rpc_breaker_transitions_total", "Breaker transitions, by new state",
+                           "to", node_rpc.service.transition_count)
     gossip = snap.get("hints")
     if isinstance(gossip, dict):
-        hints = CounterMetricFamily("exchange_node_rpc_hints", "Routing hints sent and received", labels=["event"])
-        for name, value in gossip.get("counters", {}).items():
-            hints.add_metric([name], value)
-        yield hints
+        yield from split_counters(RPC_HINTS, gossip.get("counters", {}))

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 
 from config import Settings
+from config.version import VERSION
 from node.identity import NodeIdentity
+from node.logs import bind_node
 from p2p.discovery import DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
@@ -22,7 +24,6 @@ from p2p.peers import PeerManager
 from p2p.router import MessageRouter
 
 log = logging.getLogger("node")
-VERSION = "0.1.0"
 
 
 class ExchangeNode:
@@ -30,6 +31,7 @@ class ExchangeNode:
         self.settings = settings
         self.identity = NodeIdentity.load_or_create(settings.data_dir)
         self.node_id = self.identity.node_id
+        bind_node(self.node_id)
         self.started_at = time.time()
         self.store = PeerStore(settings.peers_file)
         self.peers = PeerManager(settings, self.identity, verify=NodeIdentity.verify,
@@ -49,8 +51,10 @@ class ExchangeNode:
             self.node_id, self.identity, settings, router=self.router if settings.p2p_enabled else None,
             peers=self.peers, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
         self.api_extensions.append(install_order_api)
-        self.metric_sources.append(self.exchange.metrics)
         self.api_address: tuple[str, int] | None = None
+        from node.operator import OperatorSurface
+
+        self.operator = OperatorSurface(self)  # console, /ws stream, /health, /ready, systemd notify
         self._api_runner: Any = None
         self._stop = asyncio.Event()
 
@@ -105,10 +109,12 @@ class ExchangeNode:
         await self.exchange.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
         self._write_runtime_file()
+        await self.operator.start()
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        log.info("node %s up: peers on %s, control API on http://%s:%d (network %s, event loop %s)", self.node_id,
-                 self.listen, self.api_address[0], self.api_address[1], self.settings.network_id, loop_kind)
+        api = f"http://{self.api_address[0]}:{self.api_address[1]}"
+        log.info("node %s up: peers on %s, control API on %s (network %s, event loop %s)", self.node_id,
+                 self.listen, api, self.settings.network_id, loop_kind, extra={"address": api})
 
     def _write_runtime_file(self) -> None:
         """DATA_DIR/node.json tells CLI commands and scripts where this node's API is."""
@@ -121,6 +127,7 @@ class ExchangeNode:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        await self.operator.stop()
         await self.discovery.stop()
         await self.rpc.stop()
         await self.exchange.stop()

@@ -13,6 +13,7 @@ import click
 import orjson
 
 from config import Settings, SettingsError, load_settings
+from config.version import VERSION
 from node.client import ApiFailure, NodeUnreachable, call
 from node.cookie import cookie_path
 from node.locate import LocateError, NodeTarget, locate_node
@@ -31,7 +32,7 @@ def _settings_options(func: Callable) -> Callable:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option("0.1.0", prog_name="exchange-node")
+@click.version_option(VERSION, prog_name="exchange-node")
 def cli() -> None:
     """Hybrid peer-to-peer exchange node."""
 

@@ -299,26 +299,6 @@ class ReplicationService:
                             f"{stats['trades']} trades, digest {stats['digest'][:12]}")
         return stats
 
-    def metrics(self):
-        """Prometheus families for GET /metrics (node.metric_sources)."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        replica = self.replica
-        yield GaugeMetricFamily("exchange_node_watermark", "Stability watermark (Lamport time)", value=replica.watermark)
-        yield GaugeMetricFamily("exchange_node_lamport", "Lamport clock", value=replica.lamport)
-        yield GaugeMetricFamily("exchange_node_final_events", "Events folded into the final book",
-                                value=replica.final_count)
-        yield GaugeMetricFamily("exchange_node_pending_events", "Verified events above the watermark",
-                                value=len(replica.pending))
-        yield GaugeMetricFamily("exchange_node_members", "Live members in the watermark",
-                                value=len(replica.members(self.clock())))
-        yield GaugeMetricFamily("exchange_node_rollbacks", "Ledger rollbacks (late events)",
-                                value=replica.ledger.rollbacks)
-        events = CounterMetricFamily("exchange_node_replication", "Replication events", labels=["event"])
-        for name, value in replica.counters.items():
-            events.add_metric([name], value)
-        yield events
-
     # ------------------------------------------------------------------ RPC services (p2p/rpc builtins)
     def rpc_orders_sync(self, payload: Any, peer: str) -> Any:
         """`orders.sync`: the same answer as a sync_request message, returned directly."""

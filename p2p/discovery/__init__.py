@@ -60,7 +60,8 @@ class DiscoveryOrchestrator:
     def sink_for(self, strategy: DiscoveryStrategy):
         def sink(candidate: Candidate) -> None:
             if self.peers.add_candidate(candidate):
-                log.debug("%s found %s:%d", strategy.name, candidate.host, candidate.port)
+                log.debug("%s found a candidate", strategy.name,
+                          extra={"address": f"{candidate.host}:{candidate.port}", "peer": candidate.node_id})
         return sink
 
     async def _run(self, strategy: DiscoveryStrategy) -> None:
@@ -71,7 +72,7 @@ class DiscoveryOrchestrator:
         except Exception as exc:  # a broken strategy must never take the node down
             strategy.stats.last_error = f"{type(exc).__name__}: {exc}"
             strategy.stats.last_error_at = time.time()
-            log.exception("discovery strategy %s stopped", strategy.name)
+            log.exception("discovery strategy %s stopped", strategy.name, extra={"reason": type(exc).__name__})
 
     def start(self) -> None:
         for strategy in self.strategies.values():

@@ -120,12 +120,15 @@ class GrapeDiscovery(DiscoveryStrategy):
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             if isinstance(exc, GrapeError):
-                log.warning("grape discovery: grape failing (%s); retrying with backoff", detail)
+                log.warning("grape discovery: grape failing (%s); retrying with backoff", detail,
+                            extra={"address": self.client.current_url, "reason": "grape_unreachable"})
             else:
-                log.warning("grape discovery: unexpected error; retrying with backoff", exc_info=exc)
+                log.warning("grape discovery: unexpected error; retrying with backoff", exc_info=exc,
+                            extra={"address": self.client.current_url, "reason": type(exc).__name__})
 
     def _on_recovery(self) -> None:
         down_for = time.monotonic() - (self._outage_since or time.monotonic())
         self._outage_since = None
         self.backoff.reset()
-        log.info("grape discovery: grape reachable again after %.1fs (%s)", down_for, self.client.current_url)
+        log.info("grape discovery: grape reachable again after %.1fs", down_for,
+                 extra={"address": self.client.current_url})

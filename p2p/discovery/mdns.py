@@ -107,7 +107,7 @@ class MdnsDiscovery(DiscoveryStrategy):
         self.stats.last_error_at = time.time()
         if key not in self._warned:  # log once per kind of trouble
             self._warned.add(key)
-            log.warning("mDNS discovery: %s", message)
+            log.warning("mDNS discovery: %s", message, extra={"reason": key})
 
     # --- run --------------------------------------------------------------------------------
     async def run(self, sink: CandidateSink) -> None:

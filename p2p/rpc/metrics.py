@@ -1,11 +1,66 @@
-"""Per-peer RPC measurements the adaptive router scores: peak-EWMA latency, in-flight count, windowed outcomes."""
+"""Per-peer RPC measurements the adaptive router scores: peak-EWMA latency, in-flight count, windowed outcomes;
+and the latency histograms operators read (per service and outcome, exposed on GET /metrics)."""
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from typing import Sequence
 
 from p2p.resilience.window import WindowCounter
 
 FAILURE_KINDS = ("error", "timeout", "rejected")
+OUTCOMES = ("ok",) + FAILURE_KINDS
+# Upper bounds (seconds) of the RPC latency buckets: loopback answers take ~0.1-1 ms, a WAN peer tens of
+# ms, and the default RPC_TIMEOUT is 5 s.
+RPC_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LatencyHistogram:
+    """Counts of observations per latency bucket, Prometheus-style (`le` bounds in seconds, +Inf last).
+
+    Observing is one bisect and two additions on plain numbers, cheap enough for every RPC attempt;
+    the cumulative view is built only when /metrics is scraped."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float] = RPC_LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)   # the last slot is above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """[(le, observations <= le), ..., ("+Inf", all)], as Prometheus buckets are written."""
+        rows, running = [], 0
+        for bound, n in zip(self.bounds, self.counts):
+            running += n
+            rows.append((repr(float(bound)), running))
+        rows.append(("+Inf", running + self.counts[-1]))
+        return rows
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (None when empty or above every bound)."""
+        total = self.count
+        if not total:
+            return None
+        rank, running = q * total, 0
+        for bound, n in zip(self.bounds, self.counts):
+            running += n
+            if running >= rank:
+                return bound
+        return None
+
+
+def outcome_histograms(bounds: Sequence[float] = RPC_LATENCY_BUCKETS) -> dict[str, LatencyHistogram]:
+    """One histogram per attempt outcome (`OUTCOMES`), shared by every peer of one service."""
+    return {outcome: LatencyHistogram(bounds) for outcome in OUTCOMES}
 
 
 class PeerMetrics:
@@ -19,11 +74,12 @@ class PeerMetrics:
     """
 
     __slots__ = ("tau", "penalty_latency", "alpha", "ewma", "stamp", "samples", "outstanding", "window",
-                 "fresh_window", "errors", "timeouts", "last_seen", "last_progress", "created", "success_weight_max")
+                 "fresh_window", "errors", "timeouts", "last_seen", "last_progress", "created", "success_weight_max",
+                 "histograms", "_ok")
 
     def __init__(self, *, tau: float = 1.0, penalty_latency: float = 0.25, window: float = 5.0,
                  buckets: int = 10, fresh_window: float = 2.0, alpha: float = 0.1, now: float = 0.0,
-                 success_weight_max: float = 0.5) -> None:
+                 success_weight_max: float = 0.5, histograms: dict[str, LatencyHistogram] | None = None) -> None:
         self.tau = float(tau)
         self.alpha = float(alpha)          # weight of one outcome in the fast failure averages
         # Most one success after a quiet spell may take off the error average (a fraction of it):
@@ -46,6 +102,8 @@ class PeerMetrics:
         self.last_seen: float | None = None   # last answer of any kind (success or error)
         self.last_progress = now              # last answer, or when the peer went from idle to busy
         self.created = now
+        self.histograms = histograms          # outcome -> LatencyHistogram (shared per service), or None
+        self._ok = histograms["ok"] if histograms is not None else None
 
     # -- recording -----------------------------------------------------------------------------
     def observe(self, latency: float, now: float, peak: bool = True) -> None:
@@ -112,6 +170,10 @@ class PeerMetrics:
         self.samples += 1
         self.window.bump(0, now)               # "success" (OUTCOMES[0])
         self.last_seen = self.last_progress = now
+        ok = self._ok
+        if ok is not None:                     # LatencyHistogram.observe, inlined
+            ok.counts[bisect_left(ok.bounds, latency)] += 1
+            ok.sum += latency
 
     def on_failure(self, kind: str, latency: float, now: float) -> None:
         """`kind` is "error" (an error answer), "timeout" (no answer) or "rejected" (overloaded)."""
@@ -127,6 +189,8 @@ class PeerMetrics:
         self.errors += a * ((0.0 if timeout else 1.0) - self.errors)
         self.timeouts += a * ((1.0 if timeout else 0.0) - self.timeouts)
         self.window.add(kind, now)
+        if self.histograms is not None:
+            self.histograms[kind].observe(latency)
         if kind != "timeout":        # an answer proves the peer is alive; a timeout does not
             self.last_seen = self.last_progress = now
 

@@ -52,7 +52,7 @@ from p2p.resilience.backoff import Backoff
 from p2p.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
-from p2p.rpc.metrics import PeerMetrics
+from p2p.rpc.metrics import PeerMetrics, outcome_histograms
 
 _CLOSED, _HALF_OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN
 TransitionLog = Callable[[str, BreakerState, BreakerState, str], None]
@@ -127,6 +127,7 @@ class AdaptiveRouter:
         self._outliers: set[_Peer] = set()
         self._prior_at = -math.inf
         self._silent_after = math.inf   # cached with the prior: see `_silence_limit`
+        self.latency = outcome_histograms()   # attempt latency per outcome, every peer of this router
 
     # -- peers ---------------------------------------------------------------------------------
     def _add(self, name: str, now: float) -> _Peer:
@@ -136,7 +137,7 @@ class AdaptiveRouter:
         peer = _Peer(
             name,
             PeerMetrics(tau=c.tau, penalty_latency=c.penalty_latency, window=c.window,
-                        fresh_window=c.fresh_window, alpha=c.alpha, now=now),
+                        fresh_window=c.fresh_window, alpha=c.alpha, now=now, histograms=self.latency),
             CircuitBreaker(c.breaker, rng=self.rng, on_transition=callback, now=now, may_trip=self._may_eject),
             AIMDLimit(c.aimd_initial, max_limit=c.aimd_max, target_latency=c.aimd_target_latency, cooldown=c.tau)
             if c.concurrency_limits else None,

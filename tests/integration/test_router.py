@@ -60,7 +60,7 @@ def test_broadcast_along_a_ten_node_line_is_handled_once_by_every_node(cluster) 
     metrics = nodes[5].api_url + "/metrics"
     import urllib.request
     text = urllib.request.urlopen(metrics, timeout=10).read().decode()
-    assert 'exchange_node_router_messages_total{direction="received",type="note"} 1.0' in text
+    assert 'exchange_node_router_messages_received_total{type="note"} 1.0' in text
     assert "exchange_node_router_amplification 1.0" in text
 
 

@@ -101,7 +101,8 @@ def test_router_avoids_slow_failing_and_killed_workers_and_returns_to_healed_one
     with urllib.request.urlopen(client.api_url + "/metrics", timeout=10) as response:
         metrics = response.read().decode()
     assert f'exchange_node_rpc_peer_score{{peer="{slow.node_id}",service="test.echo"}}' in metrics
-    assert 'exchange_node_rpc_peer_breaker{' in metrics and 'exchange_node_rpc_hints_total{event="sent"}' in metrics
+    assert 'exchange_node_rpc_peer_breaker{' in metrics and 'exchange_node_rpc_hints_sent_total ' in metrics
+    assert 'exchange_node_rpc_attempt_duration_seconds_bucket{le="+Inf",outcome="ok",service="test.echo"}' in metrics
     # the exchange's services answer through the same path (their results carry bytes: JSON-safe here)
     for service in ("book.snapshot", "orders.sync"):
         status, body = client.api("POST", f"/rpc/{service}", {"payload": {}})

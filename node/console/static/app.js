@@ -1,0 +1,246 @@
+// The console: one /ws stream (status, book, trades, ticker, own orders) and the control API for the ticket.
+import { drawDepth, drawGraph } from "./charts.js";
+import { LocalBook, Stream } from "./stream.js";
+
+const TOKEN_KEY = "exchange-node-token";
+const BOOK_DEPTH = 100;
+const SHOWN_LEVELS = 15;
+const SHOWN_TRADES = 30;
+const $ = (id) => document.getElementById(id);
+
+const state = { market: null, book: new LocalBook(BOOK_DEPTH), trades: [], orders: new Map(), status: null,
+  dirty: new Set() };
+
+// --- the token: from the URL fragment (#token=...) or pasted; kept for this tab only ----------------
+function takeToken() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+let token = takeToken();
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = data.error || {};
+    throw new Error(`${error.code || response.status}: ${error.message || response.statusText}`);
+  }
+  return data;
+}
+
+// --- rendering helpers ----------------------------------------------------------------------------
+function row(cells, classes = []) {
+  const tr = document.createElement("tr");
+  cells.forEach((value, i) => {
+    const td = document.createElement("td");
+    if (value instanceof Node) td.append(value); else td.textContent = value ?? "-";
+    if (classes[i]) td.className = classes[i];
+    tr.append(td);
+  });
+  return tr;
+}
+
+function fill(tableId, rows) {
+  $(tableId).querySelector("tbody").replaceChildren(...rows);
+}
+
+function ago(ts) {
+  if (!ts) return "-";
+  const seconds = Math.max(0, Date.now() / 1000 - ts);
+  return seconds < 120 ? `${seconds.toFixed(0)}s ago` : `${(seconds / 60).toFixed(0)}m ago`;
+}
+
+function seconds(value) {
+  return value === null || value === undefined ? "-" : `${(value * 1000).toFixed(1)} ms`;
+}
+
+function renderStatus() {
+  const status = state.status;
+  if (!status) return;
+  const node = status.node;
+  $("node-id").textContent = node.node_id;
+  $("node-version").textContent = node.version;
+  $("node-network").textContent = node.network_id;
+  $("node-listen").textContent = node.listen;
+  $("node-role").textContent = node.role || "member";
+  $("node-uptime").textContent = `${Math.round(node.uptime_s)} s`;
+  const connected = status.peers.filter((p) => p.status === "connected").length;
+  $("peer-count").textContent = `${connected} connected, ${status.peers.length} known`;
+  drawGraph($("graph"), node, status.peers);
+  fill("peers", status.peers.map((p) => row([p.node_id, `${p.host}:${p.port}`, p.status, p.direction, p.source,
+    p.rtt_ms === null ? "-" : p.rtt_ms.toFixed(2), (p.links || []).length, ago(p.last_seen)], ["id"])));
+  const finality = status.finality;
+  $("finality-p50").textContent = seconds(finality.p50_seconds);
+  $("finality-p99").textContent = seconds(finality.p99_seconds);
+  $("finality-pending").textContent = finality.pending_events;
+  $("retry-budget").textContent = status.routing.retry_budget.balance;
+  const routes = [];
+  for (const [service, peers] of Object.entries(status.routing.services)) {
+    for (const [peer, r] of Object.entries(peers)) {
+      routes.push(row([service, peer, r.score, r.latency_ms, r.error_rate, r.breaker,
+        r.hint ? `${r.hint} x${r.hint_multiplier}` : "-", r.outstanding],
+      ["", "id", "", "", "", `breaker-${r.breaker}`]));
+    }
+  }
+  fill("router", routes);
+}
+
+function renderBook() {
+  const bids = state.book.levels("bids"), asks = state.book.levels("asks");
+  drawDepth($("depth"), bids, asks);
+  const rows = [];
+  for (let i = 0; i < Math.min(SHOWN_LEVELS, Math.max(bids.length, asks.length)); i++) {
+    const [bp, bq] = bids[i] || ["", ""], [ap, aq] = asks[i] || ["", ""];
+    rows.push(row([bq, bp, ap, aq], ["bid", "bid", "ask", "ask"]));
+  }
+  fill("book", rows);
+  $("book").dataset.resyncs = String(stream.resyncs);
+}
+
+function renderTrades() {
+  fill("trades", state.trades.slice(-SHOWN_TRADES).reverse().map((t) => row(
+    [new Date(t.ts * 1000).toLocaleTimeString(), t.price, t.qty, t.taker_side], ["", t.taker_side, "", t.taker_side])));
+}
+
+function renderOrders() {
+  const rows = [...state.orders.values()].filter((o) => o.market === state.market).slice(-50).reverse().map((o) => {
+    const open = o.status === "open" || o.status === "partially_filled";
+    const button = document.createElement("button");
+    button.textContent = "cancel";
+    button.disabled = !open;
+    button.addEventListener("click", () => cancel(o.id));
+    return row([o.id, o.side, o.type, o.price, o.qty, o.remaining, o.status, open ? button : ""],
+      ["id", o.side]);
+  });
+  fill("orders", rows);
+  $("orders-hint").hidden = Boolean(token);
+}
+
+const renderers = { status: renderStatus, book: renderBook, trades: renderTrades, orders: renderOrders };
+
+function mark(part) {
+  if (!state.dirty.size) requestAnimationFrame(() => {
+    for (const name of state.dirty) renderers[name]();
+    state.dirty.clear();
+  });
+  state.dirty.add(part);
+}
+
+// --- the stream -------------------------------------------------------------------------------------
+const stream = new Stream(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`, {
+  onInfo(info) {
+    const select = $("market-select");
+    if (!select.options.length) {
+      select.replaceChildren(...info.markets.map((m) => new Option(m, m)));
+      showMarket(info.markets[0]);
+    }
+  },
+  onState(value, code, reason) {
+    $("stream-state").dataset.state = value;
+    $("stream-state").textContent = code ? `${value} (${code} ${reason || ""})` : value;
+  },
+  onError(error) {
+    if (error.code === "auth_failed") {
+      $("token-state").textContent = "token refused";
+      $("token-state").className = "error";
+    }
+  },
+});
+
+stream.subscribe("status", { channel: "status" }, (message) => {
+  state.status = message.status;
+  mark("status");
+});
+
+function showMarket(market) {
+  for (const key of ["book", "trades", "ticker"]) stream.unsubscribe(key);
+  state.market = market;
+  state.book = new LocalBook(BOOK_DEPTH);
+  state.trades = [];
+  stream.subscribe("book", { channel: "book", market, depth: BOOK_DEPTH }, (message) => {
+    const ok = state.book.apply(message);
+    mark("book");
+    return ok;
+  });
+  stream.subscribe("trades", { channel: "trades", market }, (message) => {
+    state.trades = (message.type === "snapshot" ? [] : state.trades).concat(message.trades).slice(-200);
+    mark("trades");
+  });
+  stream.subscribe("ticker", { channel: "ticker", market }, ({ ticker: t }) => {
+    $("ticker").textContent = `bid ${t.bid ?? "-"}  ask ${t.ask ?? "-"}  last ${t.last_price ?? "-"}  ` +
+      `24h vol ${t.volume_24h}`;
+  });
+  mark("orders");
+}
+
+function followOrders() {
+  stream.authenticate(token);
+  $("token-state").textContent = token ? "token set" : "no token";
+  $("token-state").className = "";
+  if (!token) return;
+  stream.subscribe("orders", { channel: "orders" }, (message) => {
+    if (message.type === "snapshot") state.orders.clear();
+    for (const order of message.orders) state.orders.set(order.id, order);
+    mark("orders");
+  });
+}
+
+$("market-select").addEventListener("change", (event) => showMarket(event.target.value));
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token").value.trim() || null;
+  $("token").value = "";
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  stream.unsubscribe("orders");
+  followOrders();
+});
+
+// --- the ticket ---------------------------------------------------------------------------------------
+function report(text, failed) {
+  $("order-result").textContent = text;
+  $("order-result").className = failed ? "error" : "";
+}
+
+$("order-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const type = $("order-type").value;
+  const body = { market: state.market, side: $("order-side").value, type, qty: $("order-qty").value.trim() };
+  if (type !== "market") body.price = $("order-price").value.trim();
+  const account = $("order-account").value.trim();
+  if (account) body.account = account;
+  try {
+    const { order, trades } = await api("POST", "/orders?wait=2", body);
+    state.orders.set(order.id, order);
+    mark("orders");
+    report(`order ${order.id} ${order.status}, ${trades.length} trade(s)`, false);
+  } catch (error) {
+    report(`refused: ${error.message}`, true);
+  }
+});
+
+async function cancel(orderId) {
+  try {
+    const { order, cancel: outcome } = await api("DELETE", `/orders/${encodeURIComponent(orderId)}?wait=2`);
+    state.orders.set(order.id, order);
+    mark("orders");
+    report(`cancel of ${orderId}: ${outcome.status}`, outcome.status === "rejected");
+  } catch (error) {
+    report(`cancel refused: ${error.message}`, true);
+  }
+}
+
+$("cancel-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = $("cancel-id").value.trim();
+  if (id) cancel(id);
+});
+
+followOrders();

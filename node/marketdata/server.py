@@ -1,0 +1,235 @@
+"""The `/ws` endpoint: accepts clients, reads their requests, and routes them to the channels.
+
+Requests are JSON objects with an `event` (subscribe, unsubscribe, auth, ping); every reply is an
+event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...}`. README.md,
+"Market data stream", documents every message. A client's bad input gets an `error` event,
+never an exception; a client that floods requests or stops reading is disconnected with a close
+code that says why, and the number of clients is capped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from node.api import ApiError
+from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
+from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
+from node.tasks import cancel_and_wait
+from p2p.resilience.token_bucket import TokenBucket
+
+log = logging.getLogger("node.stream")
+
+CHANNELS = ("book", "trades", "ticker", "orders", "status")
+MARKET_CHANNELS = ("book", "trades", "ticker")
+MAX_REQUEST_BYTES = 4096
+MAX_SUBSCRIPTIONS = 32          # per connection
+REQUEST_RATE = 20.0             # requests per second a client may send, on average ...
+REQUEST_BURST = 50              # ... and at once
+HEARTBEAT = 30.0                # seconds between WebSocket pings; a client that misses the pong is closed
+STATUS_INTERVAL = 1.0
+
+TokenCheck = Callable[[str], bool]
+
+
+class StatusChannel:
+    """Pushes `source()` (node, peers, router, finality summaries) to its subscribers every second."""
+
+    def __init__(self, source: Callable[[], dict[str, Any]], interval: float = STATUS_INTERVAL) -> None:
+        self.source = source
+        self.interval = interval
+        self.subs: list[Subscription] = []
+        self._task: asyncio.Task | None = None
+
+    def subscribe(self, session: StreamSession) -> Subscription:
+        sub = Subscription(session, session.new_chan(), "status", None, {"channel": "status"})
+        self.subs.append(sub)
+        return sub
+
+    def snapshot(self, sub: Subscription) -> None:
+        sub.send(orjson.dumps({"type": "snapshot", "status": self.source()}, default=str))
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subs:
+            self.subs.remove(sub)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="stream.status")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if not self.subs:
+                continue
+            try:
+                body = orjson.dumps({"type": "update", "status": self.source()}, default=str)
+            except Exception:      # a broken summary must not end the channel
+                log.exception("status summary failed")
+                continue
+            for sub in list(self.subs):
+                sub.send(body)
+
+
+class StreamServer:
+    def __init__(self, feed: MarketFeed, status: StatusChannel, *, check_token: TokenCheck, max_clients: int,
+                 max_buffer: int, hello: Callable[[], dict[str, Any]]) -> None:
+        self.feed = feed
+        self.status = status
+        self.check_token = check_token
+        self.max_clients = max_clients
+        self.max_buffer = max_buffer
+        self.hello = hello
+        self.sessions: set[StreamSession] = set()
+        self.counters = {"connections": 0, "refused_full": 0, "requests": 0, "bad_requests": 0,
+                         "auth_failures": 0, "messages_sent": 0, "bytes_sent": 0}
+        self.disconnects: dict[str, int] = {}
+
+    # --- the endpoint ------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if len(self.sessions) >= self.max_clients:
+            self.counters["refused_full"] += 1
+            raise ApiError(503, "too_many_clients", f"this node serves at most {self.max_clients} stream clients")
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
+        await ws.prepare(request)
+        peer = request.remote or ""
+        session = StreamSession(request.transport, self.max_buffer, peer=peer, on_closed=self._closed)
+        session.ws = ws
+        self.sessions.add(session)
+        self.counters["connections"] += 1
+        bucket = TokenBucket(REQUEST_RATE, REQUEST_BURST)
+        self._event(session, {"event": "info", **self.hello()})
+        try:
+            async for message in ws:
+                if session.closing is not None:
+                    break
+                if not bucket.try_take():
+                    session.close(CLOSE_TOO_MANY_MESSAGES, "too_many_requests",
+                                  f"too many requests: more than {REQUEST_RATE:g}/s")
+                    break
+                if message.type == WSMsgType.TEXT:
+                    self.on_request(session, message.data)
+                else:
+                    self._error(session, "text_only", "send JSON text frames", None)
+        finally:
+            session.close(CLOSE_GOING_AWAY, "client_gone")
+            await asyncio.shield(session.wait_closed())
+        return ws
+
+    def _closed(self, session: StreamSession, reason: str) -> None:
+        """A session ends (any reason): drop its subscriptions, keep its totals."""
+        for sub in list(session.subscriptions.values()):
+            self._unsubscribe(sub)
+        session.subscriptions.clear()
+        self.sessions.discard(session)
+        self.counters["messages_sent"] += session.messages_sent
+        self.counters["bytes_sent"] += session.bytes_sent
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+
+    async def close_all(self) -> None:
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(CLOSE_GOING_AWAY, "shutdown", "node shutting down")
+        await asyncio.gather(*(s.wait_closed() for s in sessions), return_exceptions=True)
+
+    # --- requests ----------------------------------------------------------------------------
+    def on_request(self, session: StreamSession, text: str) -> None:
+        self.counters["requests"] += 1
+        try:
+            request = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self._error(session, "invalid_json", "the request is not JSON", None)
+        if not isinstance(request, dict):
+            return self._error(session, "invalid_request", "a request is a JSON object with an event", None)
+        req = request.get("req")
+        if req is not None and not (isinstance(req, (int, str)) and not isinstance(req, bool) and len(str(req)) <= 64):
+            return self._error(session, "invalid_req", "req must be a number or a string of at most 64 characters",
+                               None)
+        event = request.get("event")
+        if event == "subscribe":
+            self._subscribe(session, request, req)
+        elif event == "unsubscribe":
+            chan = request.get("chan")
+            sub = session.subscriptions.pop(chan, None) if type(chan) is int else None
+            if sub is None:
+                return self._error(session, "not_subscribed", f"no subscription with chan {chan!r}", req)
+            self._unsubscribe(sub)
+            self._event(session, {"event": "unsubscribed", "chan": chan}, req)
+        elif event == "auth":
+            token = request.get("token")
+            if not isinstance(token, str) or not token or len(token) > 512 or not self.check_token(token):
+                self.counters["auth_failures"] += 1
+                return self._error(session, "auth_failed", "the token is not valid for this node", req)
+            session.authenticated = True
+            self._event(session, {"event": "auth", "status": "ok"}, req)
+        elif event == "ping":
+            self._event(session, {"event": "pong", "ts": self.feed.clock()}, req)
+        else:
+            self._error(session, "unknown_event", "event must be subscribe, unsubscribe, auth or ping", req)
+
+    def _subscribe(self, session: StreamSession, request: dict[str, Any], req: Any) -> None:
+        channel = request.get("channel")
+        if len(session.subscriptions) >= MAX_SUBSCRIPTIONS:
+            return self._error(session, "too_many_subscriptions",
+                               f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", req)
+        depth = request.get("depth", DEFAULT_DEPTH) if channel == "book" else None
+        key = (channel, request.get("market") if channel in MARKET_CHANNELS else None, depth)
+        if any((s.channel, s.info.get("market"), s.info.get("depth")) == key for s in session.subscriptions.values()):
+            return self._error(session, "already_subscribed", "this connection already has that subscription", req)
+        feed = self.feed
+        try:
+            if channel == "book":
+                sub, snapshot = feed.subscribe_book(session, request.get("market"), depth), feed.book_snapshot
+            elif channel == "trades":
+                sub, snapshot = feed.subscribe_trades(session, request.get("market")), feed.trades_snapshot
+            elif channel == "ticker":
+                sub, snapshot = feed.subscribe_ticker(session, request.get("market")), feed.ticker_snapshot
+            elif channel == "orders":
+                sub, snapshot = feed.subscribe_orders(session), feed.orders_snapshot
+            elif channel == "status":
+                sub, snapshot = self.status.subscribe(session), self.status.snapshot
+            else:
+                raise SubscribeError("unknown_channel", f"channel must be one of {', '.join(CHANNELS)}")
+        except SubscribeError as exc:
+            return self._error(session, exc.code, exc.message, req)
+        session.subscriptions[sub.chan] = sub
+        self._event(session, {"event": "subscribed", "chan": sub.chan, **sub.info}, req)
+        try:
+            snapshot(sub)
+        except Exception:          # a bug of ours (a source that failed): say so, keep the connection
+            log.exception("snapshot for %s failed", channel)
+            del session.subscriptions[sub.chan]
+            self._unsubscribe(sub)
+            self._error(session, "snapshot_failed", "the node could not build the snapshot; see its log", req)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub.channel == "status":
+            self.status.unsubscribe(sub)
+        else:
+            self.feed.unsubscribe(sub)
+
+    # --- replies -------------------------------------------------------------------------------
+    def _event(self, session: StreamSession, event: dict[str, Any], req: Any = None) -> None:
+        if req is not None:
+            event["req"] = req
+        session.send(orjson.dumps(event))
+
+    def _error(self, session: StreamSession, code: str, message: str, req: Any) -> None:
+        self.counters["bad_requests"] += 1
+        self._event(session, {"event": "error", "code": code, "msg": message}, req)
+
+    # --- observability -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        live = [s for s in self.sessions]
+        return {"clients": len(live), "max_clients": self.max_clients, "max_buffer_bytes": self.max_buffer,
+                "unread_bytes": sum(s.unread_bytes for s in live),
+                "subscriptions": {**self.feed.subscriber_counts(), "status": len(self.status.subs)},
+                "counters": dict(self.counters,
+                                 messages_sent=self.counters["messages_sent"] + sum(s.messages_sent for s in live),
+                                 bytes_sent=self.counters["bytes_sent"] + sum(s.bytes_sent for s in live)),
+                "disconnects": dict(self.disconnects)}

@@ -1,0 +1,140 @@
+"""OperatorSurface: what an operator sees of a running node, wired in one place.
+
+The web console at `/`, the market data stream at `/ws` (with its `status` channel),
+`GET /health` and `GET /ready`, the finality histogram, build info on /metrics, and systemd
+readiness. ExchangeNode builds it once its parts exist, `start()`s it when the control API answers
+and `stop()`s it first on shutdown. The replicated book reaches it only through
+`node.replication_feed.ReplicationBridge`; other parts register readiness checks with
+`node.operator.readiness.register(name, check)` and finality with
+`node.operator.finality.observe_finality(seconds)`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from config.version import VERSION
+from node.console import install_console
+from node.finality import FinalityTracker
+from node.health import LoopMonitor, ReadinessChecks, install_health_routes
+from node.marketdata import MarketFeed, StatusChannel, StreamServer
+from node.marketdata.feed import BOOK_DEPTHS
+from node.marketdata.server import CHANNELS
+from node.metrics import CounterNames, labelled_counter, split_counters
+from node.replication_feed import ReplicationBridge
+from node.sdnotify import SystemdNotifier
+
+STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
+STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
+ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstanding", "breaker", "hint",
+                  "hint_multiplier", "offers", "connected", "requests_sent")
+
+
+def open_token_check(token: str) -> bool:
+    """Stand-in until the control API's authentication provides `check_token`: the API itself is
+    still open, so any token unlocks the node's own order updates."""
+    return True
+
+
+class OperatorSurface:
+    def __init__(self, node: Any, check_token: Callable[[str], bool] | None = None) -> None:
+        self.node = node
+        settings = node.settings
+        self.readiness = ReadinessChecks()
+        self.finality = FinalityTracker()
+        self.loop_monitor = LoopMonitor()
+        self.notifier = SystemdNotifier()
+        self.bridge = ReplicationBridge(node.exchange, node.node_id, self.finality)
+        self.feed = MarketFeed(list(node.exchange.markets), self.bridge)
+        self.status_channel = StatusChannel(self.status_summary)
+        self.stream = StreamServer(self.feed, self.status_channel, check_token=check_token or open_token_check,
+                                   max_clients=settings.ws_max_clients, max_buffer=settings.ws_send_buffer_bytes,
+                                   hello=self.hello)
+        self.readiness.register("api", lambda: (node.api_address is not None, "control API listening"
+                                                if node.api_address else "control API not bound yet"))
+        if settings.p2p_enabled:
+            self.readiness.register("p2p", self._p2p_ready)
+        self.readiness.register("exchange", self.bridge.ready)
+        node.api_extensions.append(self.install_routes)
+        node.metric_sources.extend([self.metrics, self.bridge.metrics, self.finality.metrics])
+
+    def install_routes(self, app: web.Application) -> None:
+        install_health_routes(app, self.loop_monitor, self.readiness, self.node.started_at)
+        app.router.add_get("/ws", self.stream.handle)
+        install_console(app)
+
+    def _p2p_ready(self) -> tuple[bool, str]:
+        port = self.node.peers.listen_port
+        return bool(port), f"listening on port {port}" if port else "peer listener not bound yet"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.bridge.attach(self.feed)
+        self.loop_monitor.start()
+        self.status_channel.start()
+        if self.notifier.enabled:
+            self.notifier.ready(self._one_line_status())
+
+    async def stop(self) -> None:
+        await self.notifier.stopping()
+        await self.stream.close_all()
+        await self.status_channel.stop()
+        await self.loop_monitor.stop()
+
+    def _one_line_status(self) -> str:
+        node = self.node
+        return (f"node {node.node_id[:12]} on {node.listen}, API {node.api_address[0]}:{node.api_address[1]}, "
+                f"{len(node.peers.links)} peers")
+
+    # --- what the stream says ----------------------------------------------------------------------
+    def hello(self) -> dict[str, Any]:
+        return {"version": VERSION, "node_id": self.node.node_id, "markets": list(self.feed.markets),
+                "channels": list(CHANNELS), "depths": list(BOOK_DEPTHS)}
+
+    def status_summary(self) -> dict[str, Any]:
+        """The `status` channel: this node, its peers with the links each reports, the router's view,
+        finality. Peer ids are always whole."""
+        node = self.node
+        status = node.status()
+        exchange = status.get("exchange") or {}
+        links = node.peers.links
+        peers = sorted(node.peer_list(), key=lambda p: (p["status"] != "connected", p["node_id"]))[:STATUS_PEERS]
+        for peer in peers:
+            link = links.get(peer["node_id"])
+            peer["links"] = sorted(link.remote_links) if link is not None else []
+        book = self.bridge.status()
+        return {
+            "node": {"node_id": status["node_id"], "version": status["version"], "network_id": status["network_id"],
+                     "listen": status["listen"], "uptime_s": status["uptime_s"], "role": status.get("role"),
+                     "peers_connected": status["peers_connected"], "markets": status["markets"],
+                     "exchange": {"summary": exchange.get("summary"), **book}},
+            "peers": peers,
+            "routing": self.routing_summary(),
+            "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
+            "stream": {"clients": len(self.stream.sessions)},
+        }
+
+    def routing_summary(self) -> dict[str, Any]:
+        snap = self.node.rpc.snapshot()
+        services = {name: {peer: {k: row.get(k) for k in ROUTING_FIELDS} for peer, row in data["peers"].items()}
+                    for name, data in snap["services"].items()}
+        return {"services": services, "retry_budget": snap["retry_budget"], "throttle": snap["throttle"],
+                "breaker_transitions": snap["breaker_transitions"][-5:]}
+
+    def metrics(self) -> Iterator[Metric]:
+        stats = self.stream.stats()
+        yield GaugeMetricFamily("exchange_node_stream_clients", "WebSocket clients of /ws", value=stats["clients"])
+        yield GaugeMetricFamily("exchange_node_stream_unread_bytes",
+                                "Bytes queued for stream clients that they have not read yet", value=stats["unread_bytes"])
+        subscriptions = GaugeMetricFamily("exchange_node_stream_subscriptions", "Stream subscriptions, by channel",
+                                          labels=["channel"])
+        for channel, count in stats["subscriptions"].items():
+            subscriptions.add_metric([channel], count)
+        yield subscriptions
+        yield from split_counters(STREAM_COUNTERS, stats["counters"])
+        yield labelled_counter("exchange_node_stream_disconnects_total", "Stream clients gone, by reason", "reason",
+                               stats["disconnects"])
+        yield labelled_counter("exchange_node_stream_published_total",
+                               "What the exchange layer published to the stream, by kind", "kind", self.feed.published)

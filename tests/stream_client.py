@@ -1,0 +1,114 @@
+"""A market data stream client as a user would write one from the README: it keeps a local copy of
+a book from snapshot + updates, checks sequence numbers and the checksum (implemented here from
+the README's description, independently of the node's code)."""
+from __future__ import annotations
+
+import asyncio
+import zlib
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+
+class SequenceGap(AssertionError):
+    pass
+
+
+class LocalBook:
+    """A client's copy of one book subscription."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.sides: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
+        self.seq = -1
+
+    def apply(self, message: dict[str, Any]) -> None:
+        if message["seq"] != self.seq + 1:
+            raise SequenceGap(f"expected seq {self.seq + 1}, got {message['seq']}")
+        self.seq = message["seq"]
+        if message["type"] == "snapshot":
+            self.sides = {"bids": {}, "asks": {}}
+        for side in ("bids", "asks"):
+            for price, qty in message[side]:
+                if Decimal(qty) == 0:
+                    self.sides[side].pop(price, None)
+                else:
+                    self.sides[side][price] = qty
+        assert len(self.sides["bids"]) <= self.depth and len(self.sides["asks"]) <= self.depth
+        assert self.checksum() == message["checksum"], "book checksum mismatch"
+
+    def levels(self, side: str) -> list[list[str]]:
+        ordered = sorted(self.sides[side].items(), key=lambda kv: Decimal(kv[0]), reverse=side == "bids")
+        return [[price, qty] for price, qty in ordered]
+
+    def checksum(self) -> int:
+        bids, asks = self.levels("bids")[:25], self.levels("asks")[:25]
+        parts: list[str] = []
+        for i in range(max(len(bids), len(asks))):
+            if i < len(bids):
+                parts += bids[i]
+            if i < len(asks):
+                parts += [asks[i][0], "-" + asks[i][1]]
+        return zlib.crc32(":".join(parts).encode())
+
+
+class StreamClient:
+    """One /ws connection: send requests, read replies and data per channel, in order."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.info: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.data: dict[int, list[dict[str, Any]]] = {}
+
+    @classmethod
+    async def connect(cls, api_url: str, **kwargs: Any) -> "StreamClient":
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(api_url.replace("http", "ws", 1) + "/ws", **kwargs)
+        except BaseException:
+            await session.close()
+            raise
+        client = cls(session, ws)
+        client.info = await client.next_event()
+        assert client.info["event"] == "info"
+        return client
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.session.close()
+
+    async def receive(self, timeout: float = 20.0) -> dict[str, Any]:
+        message = await self.ws.receive(timeout)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"stream ended: {message.type.name} {message.data!r} {message.extra!r}")
+        decoded = message.json()
+        if "event" in decoded:
+            self.events.append(decoded)
+        else:
+            self.data.setdefault(decoded["chan"], []).append(decoded)
+        return decoded
+
+    async def next_event(self, timeout: float = 20.0) -> dict[str, Any]:
+        while True:
+            message = await self.receive(timeout)
+            if "event" in message:
+                return message
+
+    async def request(self, **request: Any) -> dict[str, Any]:
+        await self.ws.send_json(request)
+        return await self.next_event()
+
+    async def subscribe(self, channel: str, **fields: Any) -> int:
+        reply = await self.request(event="subscribe", channel=channel, **fields)
+        assert reply["event"] == "subscribed", reply
+        return reply["chan"]
+
+    async def wait_for(self, predicate, timeout: float = 30.0) -> None:
+        """Read until `predicate()` holds (each message is recorded as it arrives)."""
+        async def loop() -> None:
+            while not predicate():
+                await self.receive(timeout)
+        await asyncio.wait_for(loop(), timeout)
