@@ -71,6 +71,13 @@ class Settings:
     max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once, inbound and outbound: the high mark", p.integer(1))
     target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links the node keeps dialling towards: the low mark (capped at MAX_PEERS)",
                                     p.integer(0))
+    max_inbound_per_ip: int = _setting(4, "MAX_INBOUND_PER_IP", "Inbound links and handshakes from one IP address",
+                                       p.integer(1))
+    max_inbound_per_subnet: int = _setting(8, "MAX_INBOUND_PER_SUBNET",
+                                           "Inbound links and handshakes from one IPv4 /24 or IPv6 /48", p.integer(1))
+    inbound_limit_loopback: bool = _setting(
+        False, "INBOUND_LIMIT_LOOPBACK", "Apply the per-IP and per-subnet caps to loopback too (off: nodes on "
+        "this machine are the operator's own)", p.boolean)
     peer_reconnect_interval: float = _setting(
         30.0, "PEER_RECONNECT_INTERVAL", "Cap in seconds of the reconnect backoff", _FLOAT_POS)
 

@@ -7,10 +7,11 @@ from p2p.connection import LinkClosed, LinkHost, PeerLink
 
 
 class DialError(Exception):
-    def __init__(self, address: tuple[str, int], reason: str) -> None:
-        super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}")
+    def __init__(self, address: tuple[str, int], reason: str, detail: str = "") -> None:
+        super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}" + (f" ({detail})" if detail else ""))
         self.address = address
         self.reason = reason
+        self.detail = detail
 
 
 class Transport:
@@ -39,9 +40,9 @@ class Transport:
                     lambda: PeerLink(self.host, "outbound", source, address), host, port)
                 return await link.ready
         except LinkClosed as exc:
-            raise DialError(address, exc.reason) from None
+            raise DialError(address, exc.reason, exc.detail) from None
         except TimeoutError:
-            raise DialError(address, "dial_timeout") from None
+            raise DialError(address, "dial_timeout", f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included
             raise DialError(address, exc.strerror or type(exc).__name__) from None
 
