@@ -11,7 +11,15 @@ import time
 from node.identity import NodeIdentity
 from p2p import messages as m
 from p2p.framing import FrameDecoder, encode_frame
-from p2p.secure.channel import SecureHandshake, SecureTransport, StaticIdentity
+from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity
+
+
+class HandshakeRefused(Exception):
+    """The node closed instead of completing the handshake; `reason` is its goodbye reason (or None)."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "closed")
+        self.reason = reason
 
 
 class RawPeer:
@@ -40,7 +48,10 @@ class RawPeer:
                 data = await self.reader.read(65536)
                 if not data:
                     raise ConnectionError("node closed the connection during the Noise handshake")
-                self.writer.write(handshake.feed(data))
+                try:
+                    self.writer.write(handshake.feed(data))
+                except ChannelError as exc:  # e.g. refused at accept
+                    raise HandshakeRefused(exc.reason) from None
         self.channel = handshake.transport()
         self.remote_id = handshake.remote_id
         if handshake.leftover:
@@ -94,13 +105,18 @@ class RawPeer:
         self.send(self.hello(identity, network=network, claim_id=claim_id, protocol=protocol,
                              listen_port=listen_port))
         hello = await self.next_message()
-        assert hello is not None and hello["type"] == "handshake", hello
+        self._expect(hello, "handshake")
         self.node_hello = hello
         self.send({"type": "handshake_ack"})
         if wait_open:
-            ack = await self.next_message()
-            assert ack is not None and ack["type"] == "handshake_ack", ack
+            self._expect(await self.next_message(), "handshake_ack")
         return hello
+
+    @staticmethod
+    def _expect(message: dict | None, kind: str) -> None:
+        if message is None or message["type"] == "goodbye":
+            raise HandshakeRefused(message and message.get("reason"))
+        assert message["type"] == kind, message
 
     def close(self) -> None:
         self.writer.close()
