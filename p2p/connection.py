@@ -30,6 +30,7 @@ log = logging.getLogger("p2p.link")
 
 _SCHEMAS = m._SCHEMAS
 _LINK_TYPES = frozenset({"heartbeat", "goodbye", "handshake", "handshake_ack"})
+_REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 SECURING = "securing"
 HANDSHAKING = "handshaking"
@@ -315,9 +316,9 @@ class PeerLink(asyncio.Protocol):
 
     def _on_goodbye(self, message: dict) -> None:
         reason = message.get("reason")
-        reason = reason if isinstance(reason, str) else "unknown"
+        reason = "".join(c for c in reason[:48] if c in _REASON_CHARS) if isinstance(reason, str) else ""
         detail = message.get("detail") if isinstance(message.get("detail"), str) else ""
-        self.close("remote_" + reason[:48], detail, send_goodbye=False)
+        self.close("remote_" + (reason or "unknown"), detail, send_goodbye=False)
 
     def _on_heartbeat(self, message: dict) -> None:
         self.peer_ts = message["ts"]

@@ -49,6 +49,8 @@ BENIGN = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdow
 # Closes that are no failure worth an operator's attention.
 QUIET = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown"}
 BAN_THRESHOLD = 100.0
+MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons could be endless)
+MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
 VIOLATION_POINTS = 25.0  # a protocol violation that closed the link (unless the reason says otherwise)
 POINTS = {"bad_signature": 50.0, "spoofed_origin": 50.0, "identity_mismatch": 50.0}
 
@@ -351,7 +353,8 @@ class PeerManager:
         self.internal_errors.report(where, exc, repr(link))
 
     def on_closed(self, link: PeerLink, reason: str, was_open: bool) -> None:
-        self.close_reasons[reason] = self.close_reasons.get(reason, 0) + 1
+        counted = reason if reason in self.close_reasons or len(self.close_reasons) < MAX_REASONS else "other"
+        self.close_reasons[counted] = self.close_reasons.get(counted, 0) + 1
         self._inbound_pending.discard(link)
         node_id = link.remote_id
         if node_id and self._claimed.get(node_id) is link:
@@ -379,6 +382,8 @@ class PeerManager:
             if reason not in QUIET and reason not in BENIGN:
                 record.last_error = {"reason": reason, "detail": link.close_detail, "at": record.last_seen}
         log.info("peer disconnected %s reason=%s %s", node_id[:12], reason, link.close_detail)
+        if len(self.peers) > MAX_RECORDS:
+            self._forget_old_records()
         address = self._listen_address(link)
         if address and not self._stopping:
             if reason in self.no_redial:
@@ -388,6 +393,14 @@ class PeerManager:
         self._save_wanted.set()
         self._wake.set()
         self._notify(self.close_listeners, "peers.close_listener", link)
+
+    def _forget_old_records(self) -> None:
+        """Bound the peer table: drop the longest-disconnected rows of nodes not banned, linked or kept."""
+        now = time.monotonic()
+        idle = sorted((r for r in self.peers.values() if r.link is None and r.banned_until <= now
+                       and r.node_id not in self._kept), key=lambda r: r.last_seen)
+        for record in idle[:len(self.peers) - MAX_RECORDS + MAX_RECORDS // 8]:
+            del self.peers[record.node_id]
 
     def _handshake_failed(self, link: PeerLink, reason: str) -> None:
         """An inbound connection refused or failed before it opened (outbound ones report as dials)."""
