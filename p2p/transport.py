@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from p2p.connection import LinkClosed, LinkHost, PeerLink
 
@@ -12,6 +13,12 @@ class DialError(Exception):
         self.address = address
         self.reason = reason
         self.detail = detail
+
+
+def os_reason(exc: OSError) -> str:
+    """A close reason from a socket error: "connection_refused", "no_route_to_host", ..."""
+    text = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else exc.strerror
+    return (text or type(exc).__name__).lower().replace(" ", "_")[:48]
 
 
 class Transport:
@@ -44,7 +51,7 @@ class Transport:
         except TimeoutError:
             raise DialError(address, "dial_timeout", f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included
-            raise DialError(address, exc.strerror or type(exc).__name__) from None
+            raise DialError(address, os_reason(exc), str(exc)) from None
 
     async def close(self) -> None:
         if self._server is not None:
