@@ -70,48 +70,47 @@ async def test_hello_extras_travel_and_admission_hooks_refuse_with_a_reason(tmp_
         await b.stop()
 
 
-async def test_kept_nodes_are_dialled_past_max_peers_and_never_evicted(tmp_path):
+@pytest.fixture
+async def full_hub(tmp_path):
+    """A hub with MAX_PEERS=1 already linked to `other`, and a `kept` node it does not link to yet."""
     hub = await manager(tmp_path, "hub", max_peers=1)
     other = await manager(tmp_path, "other")
     kept = await manager(tmp_path, "kept")
     try:
         await other.dial("127.0.0.1", hub.listen_port)
         await until(lambda: other.node_id in hub.links)
-        assert len(hub.links) == 1  # full: MAX_PEERS=1
-        hub.add_candidate(Candidate("127.0.0.1", kept.listen_port, "manual", kept.node_id))
-        hub.keep_linked([kept.node_id])
-        await until(lambda: kept.node_id in hub.links)
-        assert set(hub.links) == {other.node_id, kept.node_id}  # on top of MAX_PEERS
-        assert hub.links[kept.node_id].direction == "outbound"
-        assert hub.status()["kept"] == [kept.node_id]
-
-        # a stranger cannot get in (full), and eviction never picks the kept node
-        stranger = await manager(tmp_path, "stranger")
-        try:
-            with pytest.raises(DialError):
-                await stranger.dial("127.0.0.1", hub.listen_port)
-            assert kept.node_id in hub.links
-        finally:
-            await stranger.stop()
+        assert len(hub.links) == 1
+        yield hub, other, kept
     finally:
         for peers in (hub, other, kept):
             await peers.stop()
 
 
-async def test_an_inbound_link_from_a_kept_node_passes_a_full_house(tmp_path):
-    hub = await manager(tmp_path, "hub", max_peers=1)
-    other = await manager(tmp_path, "other")
-    kept = await manager(tmp_path, "kept")
+async def test_kept_nodes_are_dialled_past_max_peers_and_never_evicted(tmp_path, full_hub):
+    hub, other, kept = full_hub
+    hub.add_candidate(Candidate("127.0.0.1", kept.listen_port, "manual", kept.node_id))
+    hub.keep_linked([kept.node_id])
+    await until(lambda: kept.node_id in hub.links)
+    assert set(hub.links) == {other.node_id, kept.node_id}  # on top of MAX_PEERS
+    assert hub.links[kept.node_id].direction == "outbound"
+    assert hub.status()["kept"] == [kept.node_id]
+
+    # a stranger cannot get in (full), and eviction never picks the kept node
+    stranger = await manager(tmp_path, "stranger")
     try:
-        await other.dial("127.0.0.1", hub.listen_port)
-        await until(lambda: other.node_id in hub.links)
-        # the hub knows where the kept node lives but has no dial due yet: the kept node dials in
-        hub.book.add(Candidate("127.0.0.1", kept.listen_port, "manual", kept.node_id))
-        hub.book.get(("127.0.0.1", kept.listen_port)).next_attempt = float("inf")
-        hub.keep_linked([kept.node_id])
-        link = await kept.dial("127.0.0.1", hub.listen_port)
-        await until(lambda: kept.node_id in hub.links)
-        assert link.is_open and other.node_id in hub.links and hub.links[kept.node_id].direction == "inbound"
+        with pytest.raises(DialError):
+            await stranger.dial("127.0.0.1", hub.listen_port)
+        assert kept.node_id in hub.links
     finally:
-        for peers in (hub, other, kept):
-            await peers.stop()
+        await stranger.stop()
+
+
+async def test_an_inbound_link_from_a_kept_node_passes_a_full_house(full_hub):
+    hub, other, kept = full_hub
+    # the hub knows where the kept node lives but has no dial due yet: the kept node dials in
+    hub.book.add(Candidate("127.0.0.1", kept.listen_port, "manual", kept.node_id))
+    hub.book.get(("127.0.0.1", kept.listen_port)).next_attempt = float("inf")
+    hub.keep_linked([kept.node_id])
+    link = await kept.dial("127.0.0.1", hub.listen_port)
+    await until(lambda: kept.node_id in hub.links)
+    assert link.is_open and other.node_id in hub.links and hub.links[kept.node_id].direction == "inbound"
