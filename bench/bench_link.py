@@ -13,14 +13,10 @@ Noise XX, hellos and acks for protocol 2; signed hellos for protocol 1).
 from __future__ import annotations
 
 import asyncio
-import io
 import multiprocessing as mp
 import os
 import statistics
 import struct
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from bench.plaintext import PLAINTEXT_COMMIT, plaintext_tree, use_code as _use_code
 from bench.table import print_table
 from p2p.framing import FrameDecoder, encode_frame
 
@@ -35,32 +32,7 @@ ORDER = {"type": "bench_order", "id": "9f1c2a7e5b3d4f60a1b2c3d4e5f60718", "origi
          "market": "BTC-USD", "side": "buy", "kind": "limit", "price": 10005123, "qty": 15000, "seq": 123456,
          "lamport": 987654, "account": "acct-42"}
 BATCH = 256
-PLAINTEXT_COMMIT = "9c1dd151c8a87d399209f584c6d7699704861f02"  # the last commit of the plaintext protocol 1
 HANDSHAKES = 200
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def plaintext_tree() -> str | None:
-    """A directory holding p2p/, config/ and node/identity.py as of PLAINTEXT_COMMIT (None without git)."""
-    try:
-        archive = subprocess.run(["git", "archive", PLAINTEXT_COMMIT, "p2p", "config", "node/__init__.py",
-                                  "node/identity.py"], cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    target = tempfile.mkdtemp(prefix="plaintext-link-")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
-def _use_code(code_dir: str | None) -> None:
-    """In a child process: import p2p, config and node from `code_dir` instead of this tree."""
-    if not code_dir:
-        return
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("p2p", "config", "node"):
-            del sys.modules[name]
-    sys.path.insert(0, code_dir)
 
 
 def codec_rate(seconds: float = 1.0) -> tuple[float, int]:
