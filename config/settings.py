@@ -122,7 +122,7 @@ class Settings:
                                        p.integer(1, 255))
     seen_cache_size: int = _setting(100000, "SEEN_CACHE_SIZE", "Message ids remembered for deduplication",
                                     p.integer(1000))
-    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered", _FLOAT_POS)
+    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered (signed messages older than half of it are refused as replays)", _FLOAT_POS)
     router_rate_limit: float = _setting(2000.0, "ROUTER_RATE_LIMIT",
                                         "Messages/s accepted from one peer before it is throttled", _FLOAT_POS)
     router_rate_burst: int = _setting(4000, "ROUTER_RATE_BURST", "Messages one peer may send at once above the rate",

@@ -35,6 +35,7 @@ _pack_length = LENGTH.pack
 _unpack_length = LENGTH.unpack_from
 REFUSAL = b"\x00\x00\xff"  # a zero-length handshake message never occurs in XX
 MSG1_LEN = 32  # `-> e` with an empty payload
+REFUSAL_REASONS = frozenset({"too_many_peers", "too_many_from_ip", "too_many_from_subnet"})
 
 Verify = Callable[[bytes, bytes, bytes], bool]
 NodeIdFor = Callable[[bytes], str]
@@ -142,7 +143,8 @@ class SecureHandshake:
         if self.initiator and buffer[:3] == REFUSAL:
             if len(buffer) < 4 or len(buffer) < 4 + buffer[3]:
                 return  # the rest of the refusal is on its way
-            reason = bytes(buffer[4:4 + buffer[3]]).decode("ascii", "replace") or "refused"
+            said = bytes(buffer[4:4 + buffer[3]]).decode("ascii", "replace")
+            reason = said if said in REFUSAL_REASONS else "refused"  # unauthenticated: never a permanent one
             raise ChannelError(f"remote_{reason}", "refused before the encrypted handshake (unauthenticated)")
         reply = b"" if self.initiator else _v1_goodbye("incompatible_version", "this node speaks protocol 2 "
                                                                                  "(Noise-encrypted links)")

@@ -71,6 +71,11 @@ def test_refusal_and_protocol_1_peers_are_recognised():
         for byte in data:  # a refusal split anywhere
             initiator.feed(bytes([byte]))
     assert caught.value.reason == "remote_too_many_peers"
+    initiator, _ = side(True)
+    initiator.start()
+    with pytest.raises(ChannelError) as caught:  # an unauthenticated refusal can never make us forget an address
+        initiator.feed(refusal("network_mismatch"))
+    assert caught.value.reason == "remote_refused"
 
     responder, _ = side(False)
     v1_hello = encode_frame({"type": "handshake", "node_id": "a" * 40, "protocol": 1})
