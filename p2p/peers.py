@@ -38,7 +38,7 @@ from p2p.transport import DialError, Transport
 
 log = logging.getLogger("p2p.peers")
 
-SOFTWARE = "exchange-node/0.2.0"
+SOFTWARE = "exchange-node/0.1.0"
 # Close reasons after which we do not redial the address.
 NO_REDIAL = {"self_connection", "network_mismatch", "remote_network_mismatch", "incompatible_version",
              "remote_incompatible_version", "identity_mismatch"}
