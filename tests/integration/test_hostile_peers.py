@@ -214,3 +214,29 @@ def test_per_ip_and_per_subnet_caps_when_applied_to_loopback(cluster):
     reasons = node.status()["p2p"]["close_reasons"]
     assert reasons.get("too_many_from_ip") == 1 and reasons.get("too_many_from_subnet") == 1
     assert "too_many_from_ip" in node.log_path.read_text()
+
+
+def test_relayed_rpc_carries_its_origins_signature_and_a_forged_one_stops_at_the_relay(cluster):
+    a = cluster.node("a", **LINE)
+    b = cluster.node("b", bootstrap_peers=a.p2p_address, **LINE)
+    c = cluster.node("c", bootstrap_peers=b.p2p_address, **LINE)
+    wait_until(lambda: c.connected_ids() == {b.node_id} and b.connected_ids() == {a.node_id, c.node_id}, 10)
+
+    def relayed_ping() -> bool:
+        done = a.cli("rpc", "ping", "--peer", c.node_id)
+        return done.returncode == 0 and c.node_id in done.stdout
+
+    wait_until(relayed_ping, 10, interval=0.3, message="a reaches c's ping through b")
+    assert b.status()["router"]["events"]["relayed"] >= 2  # the request and its answer
+    served = c.get("/routing")["server"]["requests"]
+
+    mallory = NodeIdentity.generate()
+    inner = envelope("rpc_request", a.node_id, dst=c.node_id, rid=7, svc="ping")
+    forged = {"type": "relay", "id": inner["id"], "origin": a.node_id, "dst": c.node_id, "hops": 0,
+              "ts": time.time(), "body": encode_body(inner), "pk": mallory.public_key_bytes, "sig": b"\x01" * 64}
+    reason = asyncio.run(attack_once(b.p2p_port, mallory, [forged]))
+    assert reason == "bad_signature"
+    time.sleep(0.3)
+    assert c.get("/routing")["server"]["requests"] == served  # never reached the target
+    assert b.connected_ids() == {a.node_id, c.node_id}
+    no_tracebacks(a, b, c)
