@@ -1,10 +1,14 @@
-"""Foundation benchmark: frame codec rate, one-way link throughput against a bare asyncio
-baseline in the same process layout, and idle memory per connected peer.
+"""Link benchmark: frame codec rate, one-way link throughput of the encrypted link against a bare
+plaintext asyncio baseline and against the plaintext link of protocol 1 (the code at
+`PLAINTEXT_COMMIT`, checked out of git into a temporary directory), handshake time, and idle
+memory per connected peer.
 
-Both throughput rows use two processes (sender, receiver), the same ~200-byte order message,
+Every throughput row uses two processes (sender, receiver), the same ~200-byte order message,
 length-prefixed msgpack and the same batching on the sender (join frames written in one loop
-pass); the baseline has no protocol logic: no handshake, schema checks, counters or dispatch.
-Rows are interleaved in rounds so machine drift hits both alike; medians are reported.
+pass); the baseline has no protocol logic: no handshake, encryption, schema checks, counters or
+dispatch. Rows are interleaved in rounds so machine drift hits all alike; medians are reported.
+Handshake time: one process dials another `HANDSHAKES` times in a row (TCP connect to open link:
+Noise XX, hellos and acks for protocol 2; signed hellos for protocol 1).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from bench.plaintext import PLAINTEXT_COMMIT, plaintext_tree, use_code as _use_code
 from bench.table import print_table
 from p2p.framing import FrameDecoder, encode_frame
 
@@ -27,6 +32,7 @@ ORDER = {"type": "bench_order", "id": "9f1c2a7e5b3d4f60a1b2c3d4e5f60718", "origi
          "market": "BTC-USD", "side": "buy", "kind": "limit", "price": 10005123, "qty": 15000, "seq": 123456,
          "lamport": 987654, "account": "acct-42"}
 BATCH = 256
+HANDSHAKES = 200
 
 
 def codec_rate(seconds: float = 1.0) -> tuple[float, int]:
@@ -103,7 +109,9 @@ def _run(main, use_uvloop: bool = False) -> Any:
     return asyncio.run(main)
 
 
-def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False) -> None:
+def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False,
+                   code_dir: str | None = None) -> None:
+    _use_code(code_dir)
     _register_bench_type()
 
     async def main() -> None:
@@ -123,6 +131,31 @@ def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop:
             await manager.start()
             port_q.put(manager.listen_port)
             result_q.put(await done)
+            await asyncio.sleep(0.2)
+            await manager.stop()
+
+    _run(main(), use_uvloop)
+
+
+def _link_sender(port: int, total: int, result_q: mp.Queue, use_uvloop: bool = False,
+                 code_dir: str | None = None) -> None:
+    _use_code(code_dir)
+    _register_bench_type()
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            manager = _manager(tmp)
+            await manager.start()
+            link = await manager.dial("127.0.0.1", port)
+            sent = 0
+            while sent < total:
+                n = min(BATCH, total - sent)
+                for _ in range(n):
+                    link.send(ORDER)
+                sent += n
+                await asyncio.sleep(0)  # let the link flush this pass's frames in one write
+                await link.drain()
+            await asyncio.get_running_loop().run_in_executor(None, result_q.get, True, 120)  # wait: receiver done
             await manager.stop()
 
     _run(main(), use_uvloop)
@@ -147,43 +180,89 @@ async def _bare_send(port: int, total: int, result_q: mp.Queue) -> float:
     return elapsed
 
 
-async def _link_send(port: int, total: int, result_q: mp.Queue) -> float:
-    _register_bench_type()
-    with tempfile.TemporaryDirectory() as tmp:
-        manager = _manager(tmp)
-        await manager.start()
-        link = await manager.dial("127.0.0.1", port)
-        sent = 0
-        while sent < total:
-            n = min(BATCH, total - sent)
-            for _ in range(n):
-                link.send(ORDER)
-            sent += n
-            await asyncio.sleep(0)  # let the link flush this pass's frames in one write
-            await link.drain()
-        elapsed = await _await_result(result_q)
-        await manager.stop()
-        return elapsed
-
-
-def throughput(kind: str, total: int) -> float:
-    """kind: "bare", "link", or "link-uvloop" (both processes on uvloop)."""
+def throughput(kind: str, total: int, plaintext_dir: str | None = None) -> float:
+    """kind: "bare", "link" (encrypted), "link-uvloop" (both processes on uvloop) or "plaintext"
+    (protocol 1's link, from `plaintext_dir`)."""
     ctx = mp.get_context("spawn")
-    port_q, result_q = ctx.Queue(), ctx.Queue()
+    port_q, result_q, done_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
     uv = kind == "link-uvloop"
+    code_dir = plaintext_dir if kind == "plaintext" else None
     if kind == "bare":
         proc = ctx.Process(target=_bare_receiver, args=(port_q, result_q, total), daemon=True)
     else:
-        proc = ctx.Process(target=_link_receiver, args=(port_q, result_q, total, uv), daemon=True)
+        proc = ctx.Process(target=_link_receiver, args=(port_q, result_q, total, uv, code_dir), daemon=True)
     proc.start()
+    sender = None
     try:
         port = port_q.get(timeout=30)
-        elapsed = _run((_bare_send if kind == "bare" else _link_send)(port, total, result_q), uv)
+        if kind == "bare":
+            elapsed = _run(_bare_send(port, total, result_q))
+        else:
+            sender = ctx.Process(target=_link_sender, args=(port, total, done_q, uv, code_dir), daemon=True)
+            sender.start()
+            elapsed = result_q.get(timeout=120)
+            done_q.put(True)
     finally:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
+        for child in (sender, proc):
+            if child is not None:
+                child.join(10)
+                if child.is_alive():
+                    child.kill()
     return total / elapsed
+
+
+# --- handshake time --------------------------------------------------------------------------
+def _listener(port_q: mp.Queue, stop_q: mp.Queue, code_dir: str | None) -> None:
+    _use_code(code_dir)
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            manager = _manager(tmp, max_peers=1000)
+            await manager.start()
+            port_q.put(manager.listen_port)
+            await asyncio.get_running_loop().run_in_executor(None, stop_q.get)
+            await manager.stop()
+
+    asyncio.run(main())
+
+
+def _dialler(port: int, count: int, result_q: mp.Queue, code_dir: str | None) -> None:
+    _use_code(code_dir)
+
+    async def main() -> None:
+        times = []
+        with tempfile.TemporaryDirectory() as tmp:
+            manager = _manager(tmp)
+            await manager.start()
+            for _ in range(count):
+                started = time.perf_counter()
+                link = await manager.dial("127.0.0.1", port)
+                times.append(time.perf_counter() - started)
+                link.close("bench_done")
+                await link.lost
+            await manager.stop()
+        result_q.put(times)
+
+    asyncio.run(main())
+
+
+def handshake_times(count: int, code_dir: str | None) -> list[float]:
+    ctx = mp.get_context("spawn")
+    port_q, stop_q, result_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    listener = ctx.Process(target=_listener, args=(port_q, stop_q, code_dir), daemon=True)
+    listener.start()
+    try:
+        port = port_q.get(timeout=30)
+        dialler = ctx.Process(target=_dialler, args=(port, count, result_q, code_dir), daemon=True)
+        dialler.start()
+        times = result_q.get(timeout=120)
+        dialler.join(10)
+    finally:
+        stop_q.put("stop")
+        listener.join(10)
+        if listener.is_alive():
+            listener.kill()
+    return sorted(times)
 
 
 # --- memory per peer -------------------------------------------------------------------------
@@ -270,24 +349,42 @@ def main(argv: list[str]) -> None:
 
     total = 100_000 if quick else 300_000
     rounds = 1 if quick else 3
+    plaintext_dir = plaintext_tree()
+    kinds = ["bare", "link"] + (["plaintext"] if plaintext_dir else [])
+    if plaintext_dir is None:
+        print("  (git archive failed: the protocol 1 plaintext link row is skipped)")
     try:
         import uvloop  # noqa: F401  (optional: pip install exchange-node[fast])
-        kinds = ["bare", "link", "link-uvloop"]
+        kinds.append("link-uvloop")
     except ImportError:
-        kinds = ["bare", "link"]
         print("  (uvloop not installed: its row is skipped; `pip install uvloop` to compare)")
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
         for kind in kinds:
-            samples[kind].append(throughput(kind, total))
+            samples[kind].append(throughput(kind, total, plaintext_dir))
     rates = {k: statistics.median(v) for k, v in samples.items()}
     b, o = rates["bare"], rates["link"]
-    labels = {"bare": "bare asyncio Protocol (baseline)", "link": "exchange-node PeerLink",
-              "link-uvloop": "exchange-node PeerLink on uvloop (EVENT_LOOP=auto picks it when installed)"}
+    labels = {"bare": "bare plaintext asyncio Protocol (baseline)",
+              "link": "exchange-node PeerLink, Noise-encrypted (protocol 2)",
+              "plaintext": f"exchange-node PeerLink, plaintext (protocol 1, {PLAINTEXT_COMMIT[:7]})",
+              "link-uvloop": "exchange-node PeerLink, encrypted, on uvloop"}
     print_table(f"One-way messages between two processes on loopback ({total:,} msgs, median of {rounds})",
-                ["path", "msgs/s", "MB/s", "ratio to bare"],
-                [[labels[k], rates[k], rates[k] * size / 1e6, rates[k] / b] for k in kinds])
-    print(f"  goal: link >= 0.70x bare -> {'MET' if o / b >= 0.7 else 'NOT MET'} ({o / b:.2f}x)")
+                ["path", "msgs/s", "MB/s", "ratio to bare", "ratio to plaintext link"],
+                [[labels[k], rates[k], rates[k] * size / 1e6, rates[k] / b,
+                  rates[k] / rates["plaintext"] if "plaintext" in rates else "-"] for k in kinds])
+    print(f"  goal: encrypted link >= 0.5x bare -> {'MET' if o / b >= 0.5 else 'NOT MET'} ({o / b:.2f}x)")
+
+    count = 50 if quick else HANDSHAKES
+    rows = []
+    for label, code_dir in (("encrypted (Noise XX + hellos, protocol 2)", None),
+                            ("plaintext (signed hellos, protocol 1)", plaintext_dir)):
+        if label.startswith("plaintext") and plaintext_dir is None:
+            continue
+        times = handshake_times(count, code_dir)
+        pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
+        rows.append([label, count, pick(0.5), pick(0.99), times[-1] * 1000])
+    print_table("Handshake time: TCP connect to open link, sequential dials between two processes",
+                ["link", "dials", "p50 ms", "p99 ms", "max ms"], rows)
 
     n = 50 if quick else 200
     bare_mem = memory_per_peer("bare", n)

@@ -3,14 +3,17 @@ with a bare asyncio request/response baseline (the limit) and grenache-nodejs-ht
 worker through a real grape).
 
 Rows, each at 1 (sequential) and 50 requests in flight, the same small JSON-able payload:
-- `exchange-node request_peer`: two PeerManagers (signed handshake, heartbeats, batched writes) with
-  the RPC layer, server in a child process, the client issuing requests in this process.
+- `exchange-node request_peer`: two PeerManagers (Noise-encrypted links, heartbeats, batched
+  writes) with the RPC layer, server in a child process, the client issuing requests in this process.
 - `exchange-node request (routed)`: the same, through RpcService.request: AdaptiveRouter choice
   (P2C, breaker, AIMD limit), retry budget and client-side throttling on every request.
 - `bare asyncio Protocol`: length-prefixed msgpack request/response, futures keyed by id, no
   handshake, schema checks, timeouts, counters or routing; the client joins the requests of one
   loop pass in one write, the server the answers to one chunk's requests.
 - `grenache-nodejs-http`: bench/grenache_baseline.py (needs Node.js and `make npm-deps`).
+- `plaintext link (protocol 1)`: the same two `exchange-node` rows with the unencrypted link of
+  protocol 1 (bench/plaintext.py: its code checked out of git), server and client in child
+  processes: what the encrypted links cost, measured in the same run.
 
 "client CPU us/req" is this process's CPU time per request (the Python rows only): unlike req/s it
 does not depend on what else the machine is running.
@@ -31,6 +34,7 @@ from typing import Any, Awaitable, Callable
 
 import msgpack
 
+from bench.plaintext import plaintext_tree, use_code
 from bench.table import print_table
 
 PAYLOAD = {"op": "quote", "market": "BTC-USD", "side": "buy", "qty": "0.5"}
@@ -39,7 +43,8 @@ _HEADER = struct.Struct(">I")
 
 
 # --- servers (child processes) -------------------------------------------------------------------
-def _serve_ours(port_q: mp.Queue, data_dir: str) -> None:
+def _serve_ours(port_q: mp.Queue, data_dir: str, code_dir: str | None = None) -> None:
+    use_code(code_dir)
     from config import load_settings
     from node.identity import NodeIdentity
     from p2p.peers import PeerManager
@@ -205,8 +210,52 @@ class OursClient:
         return self.rpc.request("echo", PAYLOAD)
 
 
+def _plaintext_client(port: int, server_id: str, data_dir: str, seconds: float, concurrency: int, code_dir: str,
+                      result_q: mp.Queue) -> None:
+    """In a child process, with protocol 1's code: both exchange-node rows at one concurrency."""
+    use_code(code_dir)
+
+    async def main() -> dict:
+        async with OursClient(port, server_id, data_dir) as ours:
+            return {"request_peer": await drive(ours.request_peer, seconds, concurrency),
+                    "request": await drive(ours.request, seconds, concurrency)}
+
+    result_q.put(asyncio.run(main()))
+
+
+class PlaintextRig:
+    """A protocol-1 server process; `measure` runs a protocol-1 client process against it."""
+
+    def __init__(self, code_dir: str, data_dir: str) -> None:
+        self.code_dir, self.data_dir = code_dir, data_dir
+        self.ctx = mp.get_context("spawn")
+        port_q = self.ctx.Queue()
+        self.server = self.ctx.Process(target=_serve_ours, args=(port_q, os.path.join(data_dir, "plain-server"),
+                                                                 code_dir), daemon=True)
+        self.server.start()
+        self.port, self.server_id = port_q.get(timeout=30)
+        self.rounds = 0
+
+    def measure(self, seconds: float, concurrency: int) -> dict:
+        self.rounds += 1
+        result_q = self.ctx.Queue()
+        client = self.ctx.Process(target=_plaintext_client, args=(
+            self.port, self.server_id, os.path.join(self.data_dir, f"plain-client-{self.rounds}"), seconds,
+            concurrency, self.code_dir, result_q), daemon=True)
+        client.start()
+        try:
+            return result_q.get(timeout=60 + 4 * seconds)
+        finally:
+            client.join(10)
+            if client.is_alive():
+                client.kill()
+
+    def close(self) -> None:
+        _stop(self.server)
+
+
 async def measure(ours_addr: tuple[int, str], bare_port: int, data_dir: str, seconds: float, rounds: int,
-                  grenache_rig: Any) -> dict[tuple[str, int], list[dict]]:
+                  grenache_rig: Any, plaintext_rig: Any = None) -> dict[tuple[str, int], list[dict]]:
     """Every variant once per round, rounds interleaved so machine drift hits all alike."""
     loop = asyncio.get_running_loop()
     transport, bare = await loop.create_connection(_BareClient, "127.0.0.1", bare_port)
@@ -222,6 +271,10 @@ async def measure(ours_addr: tuple[int, str], bare_port: int, data_dir: str, sec
                     if grenache_rig is not None:
                         stats = await asyncio.to_thread(grenache_rig.measure, seconds, concurrency)
                         results.setdefault(("grenache", concurrency), []).append(stats)
+                    if plaintext_rig is not None:
+                        both = await asyncio.to_thread(plaintext_rig.measure, seconds, concurrency)
+                        for name, stats in both.items():
+                            results.setdefault((f"plain_{name}", concurrency), []).append(stats)
             results[("router", 0)] = [ours.rpc.snapshot()["services"]["echo"]["peers"][ours.server_id]]
     finally:
         transport.close()
@@ -266,11 +319,19 @@ def main(argv: list[str]) -> int:
         bare_proc, bare_port, _ = _start(_serve_bare)
         stack.callback(_stop, bare_proc)
         rig = stack.enter_context(NodeGrenacheRig()) if missing is None else None
+        code_dir = plaintext_tree()
+        plain = PlaintextRig(code_dir, tmp) if code_dir is not None else None
+        if plain is not None:
+            stack.callback(plain.close)
+        else:
+            print("  (git archive failed: the protocol 1 plaintext rows are skipped)")
         results = asyncio.run(measure((port, server_id), bare_port, os.path.join(tmp, "client"), seconds, rounds,
-                                      rig))
+                                      rig, plain))
     med = {key: _median_run(runs) for key, runs in results.items() if key[0] != "router"}
     labels = {"request_peer": "exchange-node request_peer (link RPC)",
               "request": "exchange-node request (adaptive router)",
+              "plain_request_peer": "  same, plaintext link (protocol 1)",
+              "plain_request": "  request, plaintext link (protocol 1)",
               "bare": "bare asyncio Protocol (the limit)", "grenache": "grenache-nodejs-http Node->Node"}
     rows = []
     for c in CONCURRENCY:
@@ -287,12 +348,15 @@ def main(argv: list[str]) -> int:
     at = CONCURRENCY[-1]
     bare = med[("bare", at)]
     grenache = med.get(("grenache", at))
-    print(f"\n  goals at {at} in flight:")
+    print(f"\n  goals at {at} in flight (encrypted links):")
     for key, label in (("request_peer", "request_peer"), ("request", "request (routed)")):
         s = med[(key, at)]
-        parts = [f"{s['rps'] / bare['rps']:.2f}x bare (goal >= 0.5)"]
+        parts = [f"{s['rps'] / bare['rps']:.2f}x bare (goal >= 0.4)"]
+        plain = med.get((f"plain_{key}", at))
+        if plain is not None:
+            parts.append(f"{s['rps'] / plain['rps']:.2f}x the plaintext link of protocol 1")
         if grenache is not None:
-            parts.insert(0, f"{s['rps'] / grenache['rps']:.1f}x grenache req/s (goal >= 10), p99 {s['p99_ms']:.2f} "
+            parts.insert(0, f"{s['rps'] / grenache['rps']:.1f}x grenache req/s (goal >= 5), p99 {s['p99_ms']:.2f} "
                             f"ms vs {grenache['p99_ms']:.2f} ms (goal: lower)")
         print(f"  - {label}: " + "; ".join(parts))
     router = results[("router", 0)][0]

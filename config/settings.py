@@ -79,6 +79,13 @@ class Settings:
     max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once, inbound and outbound: the high mark", p.integer(1))
     target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links the node keeps dialling towards: the low mark (capped at MAX_PEERS)",
                                     p.integer(0))
+    max_inbound_per_ip: int = _setting(4, "MAX_INBOUND_PER_IP", "Inbound links and handshakes from one IP address",
+                                       p.integer(1))
+    max_inbound_per_subnet: int = _setting(8, "MAX_INBOUND_PER_SUBNET",
+                                           "Inbound links and handshakes from one IPv4 /24 or IPv6 /48", p.integer(1))
+    inbound_limit_loopback: bool = _setting(
+        False, "INBOUND_LIMIT_LOOPBACK", "Apply the per-IP and per-subnet caps to loopback too (off: nodes on "
+        "this machine are the operator's own)", p.boolean)
     peer_reconnect_interval: float = _setting(
         30.0, "PEER_RECONNECT_INTERVAL", "Cap in seconds of the reconnect backoff", _FLOAT_POS)
 
@@ -123,7 +130,7 @@ class Settings:
                                        p.integer(1, 255))
     seen_cache_size: int = _setting(100000, "SEEN_CACHE_SIZE", "Message ids remembered for deduplication",
                                     p.integer(1000))
-    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered", _FLOAT_POS)
+    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered (signed messages older than half of it are refused as replays)", _FLOAT_POS)
     router_rate_limit: float = _setting(2000.0, "ROUTER_RATE_LIMIT",
                                         "Messages/s accepted from one peer before it is throttled", _FLOAT_POS)
     router_rate_burst: int = _setting(4000, "ROUTER_RATE_BURST", "Messages one peer may send at once above the rate",

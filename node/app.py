@@ -62,6 +62,9 @@ class ExchangeNode:
         from node.api_router import install_debug_api, router_metrics
 
         self.metric_sources.append(lambda: router_metrics(self.router))
+        # Legacy replication (exchange/replication, going away with the chain): its beacons are
+        # checked by the replica after delivery, not before forwarding.
+        self.router.declare_broadcast("beacon", validator=lambda message, src: True)
         if self.settings.debug_api:
             install_debug_api(self)
 

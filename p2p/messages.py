@@ -7,13 +7,15 @@ Unknown types are counted and ignored so newer peers can add messages. Later lay
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
-PROTOCOL_VERSION = 1
-MIN_PROTOCOL_VERSION = 1
+# Protocol 2: every link is Noise-encrypted and the node id is proven by the Noise handshake.
+# A node links only with peers whose hello states a version in [MIN, MAX]; a release that stays
+# compatible with older peers raises MAX and keeps MIN.
+PROTOCOL_VERSION = 2
+MIN_PROTOCOL_VERSION = 2
+MAX_PROTOCOL_VERSION = 2
 NODE_ID_LEN = 40
-NONCE_LEN = 32
 MAX_STR = 256
 MAX_LIST = 512
 
@@ -136,15 +138,15 @@ def schema_for(msg_type: str) -> Callable[[dict], str | None] | None:
 
 # --- link-level messages -------------------------------------------------------------------
 
+# The hello, sent inside the encrypted channel once the Noise handshake has proven `node_id`.
+# Fields a higher layer adds (PeerManager.hello_extras) travel alongside and are not checked here.
 register_schema(
     "handshake",
     {
         "node_id": is_node_id,
-        "public_key": is_bytes(32, 32),
-        "protocol": is_int(0, 1 << 16),
+        "protocol": is_int(0, (1 << 63) - 1),
         "network": is_str(64),
         "listen_port": is_int(0, 65535),
-        "nonce": is_bytes(NONCE_LEN, NONCE_LEN),
     },
     {
         "listen_host": optional(is_str(255)),
@@ -155,7 +157,7 @@ register_schema(
         "dial_seq": is_int(),
     },
 )
-register_schema("handshake_ack", {"node_id": is_node_id, "signature": is_bytes(64, 64)})
+register_schema("handshake_ack", {})  # "your hello is accepted": a link opens once both sides said it
 register_schema(
     "heartbeat",
     {"ts": is_number},
@@ -167,19 +169,6 @@ register_schema(
     },
 )
 register_schema("goodbye", {"reason": is_str(64)}, {"detail": is_str(512)})
-
-
-def new_nonce() -> bytes:
-    return os.urandom(NONCE_LEN)
-
-
-def handshake_proof(nonce: bytes, signer_id: str, verifier_id: str, network: str) -> bytes:
-    """Bytes a node signs to prove it holds the key behind `signer_id` on this link.
-
-    Binding the verifier's fresh nonce, both ids and the network id stops replay to another
-    node or network.
-    """
-    return b"|".join((b"exchange-node/handshake/1", nonce, signer_id.encode(), verifier_id.encode(), network.encode()))
 
 
 def goodbye(reason: str, detail: str = "") -> dict:

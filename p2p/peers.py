@@ -3,6 +3,19 @@
 It owns every PeerLink (as their LinkHost), keeps known addresses (AddressBook) apart from
 live links, holds the node between its target and maximum link counts, and paces dials with a
 token bucket so a restart with hundreds of remembered peers never storms.
+
+Admission counts from the moment a connection exists, not from its hello: MAX_PEERS bounds open
+links plus handshakes in progress (inbound from accept, outbound from the dial), inbound
+connections get MAX_PEERS - TARGET_OUTBOUND of them, and per-address / per-subnet caps and the
+eviction policy of p2p/admission.py decide who gets an inbound slot.
+
+What higher layers may ask (the chain layer keeps its validators meshed with these):
+- `hello_extras`: callables returning a dict of fields added to our hello (our own fields win).
+- `admission_hooks`: callables `(remote hello) -> refusal reason | None`, asked once the remote's
+  identity is proven (`hello["node_id"]` is the Noise-proven id); a reason closes the link with a
+  goodbye saying it. Add permanent reasons to `no_redial` so a refused dialler stops trying.
+- `keep_linked(node_ids)`: links to these nodes are dialled first through their known addresses,
+  come on top of MAX_PEERS, pass the inbound caps, and are never evicted.
 """
 from __future__ import annotations
 
@@ -10,13 +23,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
+from p2p.admission import Candidate as EvictionCandidate
+from p2p.admission import EvictionPolicy, InboundLimits, host_cap_refusal
 from p2p.connection import PeerLink
 from p2p.discovery.base import Candidate
+from p2p.failure_log import FailureLog, InternalErrors
 from p2p.resilience.token_bucket import TokenBucket
+from p2p.secure.channel import StaticIdentity
 from p2p.transport import DialError, Transport
 
 log = logging.getLogger("p2p.peers")
@@ -27,8 +44,15 @@ NO_REDIAL = {"self_connection", "network_mismatch", "remote_network_mismatch", "
              "remote_incompatible_version", "identity_mismatch"}
 # Close reasons that say nothing bad about the peer.
 BENIGN = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown", "too_many_peers",
-          "remote_too_many_peers"}
+          "remote_too_many_peers", "evicted", "remote_evicted", "too_many_from_ip", "remote_too_many_from_ip",
+          "too_many_from_subnet", "remote_too_many_from_subnet"}
+# Closes that are no failure worth an operator's attention.
+QUIET = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown"}
 BAN_THRESHOLD = 100.0
+MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons could be endless)
+MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
+VIOLATION_POINTS = 25.0  # a protocol violation that closed the link (unless the reason says otherwise)
+POINTS = {"bad_signature": 50.0, "spoofed_origin": 50.0, "identity_mismatch": 50.0}
 
 
 class Identity(Protocol):
@@ -62,6 +86,7 @@ class PeerRecord:
     msgs_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    last_error: dict[str, Any] | None = None
     link: PeerLink | None = None
 
     def refresh_counters(self) -> None:
@@ -80,7 +105,7 @@ class PeerRecord:
             "last_seen": self.last_seen, "first_seen": self.first_seen, "close_reason": self.close_reason,
             "services": list(self.services), "software": self.software,
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1),
+            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1), "last_error": self.last_error,
         }
 
 
@@ -101,11 +126,22 @@ class PeerManager:
         self._verify = verify
         self._node_id_for = node_id_for
         self.store = peer_store
+        self.static_identity = StaticIdentity(identity.sign, identity.public_key_bytes)
         self.transport = Transport(self)
         self.book = AddressBook(backoff_cap=settings.peer_reconnect_interval)
         self.links: dict[str, PeerLink] = {}  # open links by node id
         self._claimed: dict[str, PeerLink] = {}  # admitted (handshaking or open) by node id
         self._dialling: set[tuple[str, int]] = set()
+        self._inbound_pending: set[PeerLink] = set()  # accepted, handshake in progress
+        self.limits = InboundLimits.from_settings(settings)
+        self.eviction = EvictionPolicy()
+        self._kept: frozenset[str] = frozenset()
+        self.hello_extras: list[Callable[[], dict]] = []
+        self.admission_hooks: list[Callable[[dict], str | None]] = []
+        self.no_redial: set[str] = set(NO_REDIAL)
+        self.failures = FailureLog(log)
+        self.internal_errors = InternalErrors(log)
+        self.violations: dict[str, int] = {}  # peer-caused closes by reason
         self.peers: dict[str, PeerRecord] = {}
         self.dial_bucket = TokenBucket(settings.dial_rate, settings.dial_burst)
         self.listen_port = 0
@@ -124,7 +160,7 @@ class PeerManager:
         self.on_dial_result: Callable[[str, bool], None] = lambda source, ok: None
         self.unknown_messages = 0
         self.counters: dict[str, int] = {"links_opened": 0, "links_closed": 0, "dials": 0, "dial_failures": 0,
-                                         "bans": 0, "protocol_errors": 0}
+                                         "bans": 0, "protocol_errors": 0, "refused_inbound": 0, "evictions": 0}
         self.close_reasons: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -138,30 +174,92 @@ class PeerManager:
         if link.direction == "outbound":
             self._dial_seq += 1
             link.dial_seq = self._dial_seq
-        return {
-            "type": "handshake", "node_id": self.node_id, "public_key": self.identity.public_key_bytes,
-            "protocol": m.PROTOCOL_VERSION, "network": self.network_id, "listen_port": self.listen_port,
-            "listen_host": self.advertise_host, "capabilities": self.capabilities,
-            "services": self.services, "software": SOFTWARE, "nonce": link.local_nonce, "ts": time.time(),
-            "dial_seq": link.dial_seq,
-        }
-
-    def sign(self, data: bytes) -> bytes:
-        return self.identity.sign(data)
+        hello: dict[str, Any] = {}
+        for extra in self.hello_extras:
+            hello.update(extra())
+        hello.update({
+            "type": "handshake", "node_id": self.node_id, "protocol": m.PROTOCOL_VERSION, "network": self.network_id,
+            "listen_port": self.listen_port, "listen_host": self.advertise_host, "capabilities": self.capabilities,
+            "services": self.services, "software": SOFTWARE, "ts": time.time(), "dial_seq": link.dial_seq,
+        })
+        return hello
 
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
         return self._verify(public_key, signature, data)
 
+    def sign(self, data: bytes) -> bytes:
+        return self.identity.sign(data)
+
     def node_id_for(self, public_key: bytes) -> str:
         return self._node_id_for(public_key)
 
+    def accept(self, link: PeerLink) -> str | None:
+        """A new inbound connection, before any handshake: per-address caps, then a free inbound slot
+        (making one by eviction if the policy finds an inbound peer worth less than a newcomer)."""
+        host = link.remote_addr[0] if link.remote_addr else ""
+        kept_host = host in self._kept_hosts()
+        inbound = [other for other in self._inbound_links() if other is not link]
+        if not kept_host:
+            refusal = host_cap_refusal(self.limits, host, (o.remote_addr[0] for o in inbound if o.remote_addr))
+            if refusal:
+                return self._refused(link, refusal)
+        if self._slots_in_use() >= self.limits.max_peers or len(inbound) >= self.limits.max_inbound:
+            victim = self._eviction_victim()
+            if victim is not None:
+                self.counters["evictions"] += 1
+                log.info("evicting inbound peer %s %s to make room for %s", (victim.remote_id or "?")[:12],
+                         victim.remote_addr, link.remote_addr)
+                victim.close("evicted", "making room for a new inbound peer")
+            elif kept_host:
+                link.provisional = True  # only a node we keep linked may use this slot
+            else:
+                return self._refused(link, "too_many_peers")
+        self._inbound_pending.add(link)
+        return None
+
+    def _refused(self, link: PeerLink, reason: str) -> str:
+        self.counters["refused_inbound"] += 1
+        return reason
+
+    def _inbound_links(self) -> list[PeerLink]:
+        return [link for link in self.links.values() if link.direction == "inbound"] + list(self._inbound_pending)
+
+    def _slots_in_use(self) -> int:
+        """Links and handshakes in progress that count against MAX_PEERS (kept nodes come on top)."""
+        kept = sum(1 for node_id in self._kept if node_id in self.links)
+        return len(self.links) - kept + len(self._inbound_pending) + len(self._dialling)
+
+    def _eviction_victim(self) -> PeerLink | None:
+        candidates = [EvictionCandidate(link, link.remote_addr[0] if link.remote_addr else "", link.opened_at or 0.0,
+                                        link.rtt)
+                      for link in self.links.values()
+                      if link.direction == "inbound" and link.remote_id not in self._kept]
+        chosen = self.eviction.choose(candidates)
+        return None if chosen is None else chosen.key  # type: ignore[return-value]
+
+    def _kept_hosts(self) -> set[str]:
+        """Addresses of kept nodes not linked yet: a connection from one may pass a full house."""
+        if not self._kept:
+            return set()
+        missing = self._kept - set(self.links)
+        return {entry.host for entry in self.book if entry.node_id in missing}
+
     def admit(self, link: PeerLink, hello: dict) -> str | None:
-        """First look at an unproven hello: bans and capacity only (nothing here may hurt another link)."""
-        record = self.peers.get(hello["node_id"])
+        """The remote's hello, its identity proven: bans, a provisional slot, then the higher layers' hooks."""
+        node_id = hello["node_id"]
+        record = self.peers.get(node_id)
         if record is not None and record.banned_until > time.monotonic():
             return "banned"
-        if link.direction == "inbound" and len(self._claimed) >= self.settings.max_peers:
+        if link.provisional and node_id not in self._kept:
             return "too_many_peers"
+        for hook in self.admission_hooks:
+            try:
+                reason = hook(hello)
+            except Exception as exc:  # noqa: BLE001 - a broken hook refuses rather than admits
+                self.internal_errors.report("peers.admission_hook", exc)
+                return "admission_error"
+            if reason:
+                return reason
         return None
 
     def claim(self, link: PeerLink) -> str | None:
@@ -180,9 +278,10 @@ class PeerManager:
     def _link_rank(self, link: PeerLink) -> tuple[int, int, bytes]:
         """Both ends rank two links to each other identically: prefer the one dialled by the
         smaller node id, then the dialler's earlier dial (so a repeat dial is refused), then the
-        smaller dialler nonce. So simultaneous dials keep the same link on both sides."""
+        smaller Noise handshake hash (the same on both ends of a link). So simultaneous dials keep
+        the same link on both sides."""
         smaller = min(self.node_id, link.remote_id or "")
-        return (0 if link.dialer_id == smaller else 1, link.dialer_seq, link.dialer_nonce)
+        return (0 if link.dialer_id == smaller else 1, link.dialer_seq, link.handshake_hash)
 
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
@@ -197,6 +296,7 @@ class PeerManager:
     def on_open(self, link: PeerLink) -> None:
         node_id = link.remote_id
         assert node_id is not None
+        self._inbound_pending.discard(link)
         hello = link.remote_hello or {}
         address = self._listen_address(link) or (link.remote_addr or ("?", 0))
         self.links[node_id] = link
@@ -220,12 +320,23 @@ class PeerManager:
         self._save_wanted.set()
         log.info("peer connected %s %s:%d direction=%s source=%s", node_id[:12], address[0], address[1],
                  link.direction, record.source)
-        for listener in self.open_listeners:
-            listener(link)
+        self._notify(self.open_listeners, "peers.open_listener", link)
+
+    def _notify(self, listeners: list, where: str, *args: Any) -> None:
+        """Call every listener; one that fails is our bug: reported, and the others still run."""
+        for listener in listeners:
+            try:
+                listener(*args)
+            except Exception as exc:  # noqa: BLE001
+                self.internal_errors.report(where, exc)
 
     def on_message(self, link: PeerLink, message: dict) -> None:
         if not self.message_gate(link, message):
             return
+        if "dst" in message and message.get("origin", link.remote_id) != link.remote_id and message["type"] != "relay":
+            # a unicast straight from a neighbour names its author: it can only be that neighbour
+            # (a relayed one travels in a `relay` wrapper, signed by its origin: the router checks that)
+            raise m.ProtocolError("spoofed_origin", f"{message['type']} names origin {str(message.get('origin'))[:12]}")
         handler = self.link_message_handlers.get(message["type"])
         if handler is not None:
             handler(link, message)
@@ -233,23 +344,29 @@ class PeerManager:
             self.message_handler(link, message)
 
     def on_heartbeat(self, link: PeerLink, message: dict) -> None:
-        for listener in self.heartbeat_listeners:
-            listener(link, message)
+        self._notify(self.heartbeat_listeners, "peers.heartbeat_listener", link, message)
 
     def on_unknown(self, link: PeerLink, message: dict) -> None:
         self.unknown_messages += 1
 
+    def on_internal_error(self, link: PeerLink, where: str, exc: BaseException) -> None:
+        self.internal_errors.report(where, exc, repr(link))
+
     def on_closed(self, link: PeerLink, reason: str, was_open: bool) -> None:
-        self.close_reasons[reason] = self.close_reasons.get(reason, 0) + 1
+        counted = reason if reason in self.close_reasons or len(self.close_reasons) < MAX_REASONS else "other"
+        self.close_reasons[counted] = self.close_reasons.get(counted, 0) + 1
+        self._inbound_pending.discard(link)
         node_id = link.remote_id
         if node_id and self._claimed.get(node_id) is link:
             del self._claimed[node_id]
-        if reason in ("malformed_frame", "frame_too_large", "malformed_message", "handshake_required",
-                      "unexpected_handshake", "bad_signature", "identity_mismatch"):
+        if link.close_fault == "peer":
             self.counters["protocol_errors"] += 1
+            self.violations[reason] = self.violations.get(reason, 0) + 1
             log.warning("closed link %r: %s %s", link, reason, link.close_detail)
-            if node_id and node_id in self.peers:
-                self.penalize(node_id, 25, reason)
+            if node_id:
+                self.penalize(node_id, POINTS.get(reason, VIOLATION_POINTS), reason)
+        if not was_open and reason not in QUIET:
+            self._handshake_failed(link, reason)
         if not was_open or node_id is None or self.links.get(node_id) is not link:
             return
         del self.links[node_id]
@@ -262,17 +379,38 @@ class PeerManager:
             record.last_seen = time.time()
             if record.status != "banned":
                 record.status = "disconnected"
+            if reason not in QUIET and reason not in BENIGN:
+                record.last_error = {"reason": reason, "detail": link.close_detail, "at": record.last_seen}
         log.info("peer disconnected %s reason=%s %s", node_id[:12], reason, link.close_detail)
+        if len(self.peers) > MAX_RECORDS:
+            self._forget_old_records()
         address = self._listen_address(link)
         if address and not self._stopping:
-            if reason in NO_REDIAL:
+            if reason in self.no_redial:
                 self.book.remove(address)
             elif reason not in BENIGN:
                 self.book.schedule_reconnect(address)
         self._save_wanted.set()
         self._wake.set()
-        for listener in self.close_listeners:
-            listener(link)
+        self._notify(self.close_listeners, "peers.close_listener", link)
+
+    def _forget_old_records(self) -> None:
+        """Bound the peer table: drop the longest-disconnected rows of nodes not banned, linked or kept."""
+        now = time.monotonic()
+        idle = sorted((r for r in self.peers.values() if r.link is None and r.banned_until <= now
+                       and r.node_id not in self._kept), key=lambda r: r.last_seen)
+        for record in idle[:len(self.peers) - MAX_RECORDS + MAX_RECORDS // 8]:
+            del self.peers[record.node_id]
+
+    def _handshake_failed(self, link: PeerLink, reason: str) -> None:
+        """An inbound connection refused or failed before it opened (outbound ones report as dials)."""
+        if link.direction != "inbound" or self._stopping:
+            return
+        host = link.remote_addr[0] if link.remote_addr else "?"
+        entry = self.failures.record(host, reason, link.close_detail, what="inbound connection from")
+        record = self.peers.get(link.remote_id or "")
+        if record is not None:
+            record.last_error = entry
 
     # --- public API -------------------------------------------------------------------------
     @property
@@ -297,6 +435,16 @@ class PeerManager:
         if added:
             self._wake.set()
         return added
+
+    def keep_linked(self, node_ids: Iterable[str]) -> None:
+        """Keep links to exactly these nodes (replacing the previous set): dialled first through their
+        known addresses, on top of MAX_PEERS, past the inbound caps, never evicted."""
+        self._kept = frozenset(node_id for node_id in node_ids if node_id != self.node_id)
+        self._wake.set()
+
+    @property
+    def kept(self) -> frozenset[str]:
+        return self._kept
 
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         """Misbehaviour points decay (halving each minute); past the threshold the peer is banned."""
@@ -333,11 +481,12 @@ class PeerManager:
             link = await self.transport.dial(address[0], address[1], source=source)
         except DialError as exc:
             self.counters["dial_failures"] += 1
+            self._dial_failed(address, source, exc.reason, exc.detail)
             self.on_dial_result(source, False)
             if exc.reason in ("self_connection",):
                 self.book.self_addresses.add(address)
                 self.book.remove(address)
-            elif exc.reason in NO_REDIAL:
+            elif exc.reason in self.no_redial:
                 self.book.remove(address)
             elif exc.reason in ("duplicate_link", "remote_duplicate_link"):  # it works: we are linked already
                 self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval, reached=True)
@@ -366,7 +515,7 @@ class PeerManager:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._dial_tasks, return_exceptions=True)
         await self.transport.close()
-        links = list(self._claimed.values())
+        links = list(set(self._claimed.values()) | self._inbound_pending)
         for link in links:
             link.close("shutdown")
         if links:  # let transports flush their goodbyes before the loop can end
@@ -425,18 +574,21 @@ class PeerManager:
                 pass
 
     def _dial_due(self) -> None:
-        """Dial towards the outbound target; bootstrap addresses never reached yet are dialled even past it.
+        """Dial kept nodes first (whatever the counts), then towards the outbound target; bootstrap
+        addresses never reached yet are dialled even past it.
 
         An operator's bootstrap address that was down at start would otherwise never be tried again once
         other peers filled the target, and the network could stay split in two (each half complete, with
         no link and so no peer exchange between them).
         """
         settings = self.settings
-        room = min(settings.max_peers - len(self._claimed), 16) - len(self._dialling)
+        busy = set(self._claimed)
+        if self._kept and not self._dial_kept(busy):
+            return
+        room = min(settings.max_peers - self._slots_in_use(), 16)
         want = min(min(settings.target_outbound, settings.max_peers) - self.outbound_count - len(self._dialling), room)
         if room <= 0:
             return
-        busy = set(self._claimed)
         due = self.book.due() if want > 0 else self.book.due_unreached("bootstrap")
         for entry in due:
             if room <= 0:
@@ -445,23 +597,51 @@ class PeerManager:
                 continue
             if entry.address in self._dialling or (entry.node_id and entry.node_id in busy):
                 continue
-            if not self.dial_bucket.try_take():
-                wait = self.dial_bucket.wait_time()
-                if wait < 0.25:  # wake when a token is back; setting _wake now would spin the loop
-                    asyncio.get_running_loop().call_later(wait, self._wake.set)
+            if not self._start_dial(entry):
                 break
             want -= 1
             room -= 1
-            entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
-            task = asyncio.create_task(self._background_dial(entry))
-            self._dial_tasks.add(task)
-            task.add_done_callback(self._dial_tasks.discard)
+
+    def _dial_kept(self, busy: set[str]) -> bool:
+        """Dial the due addresses of kept nodes we hold no link to; False when out of dial tokens."""
+        missing = self._kept - busy
+        if not missing:
+            return True
+        for entry in self.book.due():
+            if entry.node_id in missing and entry.address not in self._dialling:
+                if not self._start_dial(entry):
+                    return False
+                missing = missing - {entry.node_id}
+        return True
+
+    def _start_dial(self, entry: KnownAddress) -> bool:
+        if not self.dial_bucket.try_take():
+            wait = self.dial_bucket.wait_time()
+            if wait < 0.25:  # wake when a token is back; setting _wake now would spin the loop
+                asyncio.get_running_loop().call_later(wait, self._wake.set)
+            return False
+        entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
+        task = asyncio.create_task(self._background_dial(entry))
+        self._dial_tasks.add(task)
+        task.add_done_callback(self._dial_tasks.discard)
+        return True
+
+    def _dial_failed(self, address: tuple[str, int], source: str, reason: str, detail: str) -> None:
+        if self._stopping or reason in QUIET:
+            return
+        entry = self.failures.record(f"{address[0]}:{address[1]}", reason, detail, what=f"dial ({source})")
+        known = self.book.get(address)
+        record = self.peers.get(known.node_id) if known is not None and known.node_id else None
+        if record is not None:
+            record.last_error = entry
 
     async def _background_dial(self, entry: KnownAddress) -> None:
         try:
             await self._dial_once(entry.address, entry.source)
-        except DialError as exc:
-            log.debug("dial %s:%d (%s) failed: %s", entry.host, entry.port, entry.source, exc.reason)
+        except DialError:
+            pass  # logged and counted by _dial_once
+        except Exception as exc:  # noqa: BLE001 - a dial task must never die silently
+            self.internal_errors.report("peers.dial", exc)
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
@@ -469,6 +649,13 @@ class PeerManager:
             "peers_connected": len(self.links), "outbound": self.outbound_count,
             "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),
             "known_nodes": self.known_nodes(),
-            "dialling": len(self._dialling), "unknown_messages": self.unknown_messages,
-            "counters": dict(self.counters), "close_reasons": dict(self.close_reasons),
+            "dialling": len(self._dialling), "handshakes_in_progress": len(self._inbound_pending) + len(self._dialling),
+            "unknown_messages": self.unknown_messages, "kept": sorted(self._kept),
+            "counters": dict(self.counters, internal_errors=self.internal_errors.total),
+            "close_reasons": dict(self.close_reasons), "violations": dict(self.violations),
+            "internal_errors": dict(self.internal_errors.counts),
+            "last_error": self.failures.last, "recent_errors": self.failures.recent()[-10:],
+            "limits": {"max_peers": self.limits.max_peers, "max_inbound": self.limits.max_inbound,
+                       "per_ip": self.limits.per_ip, "per_subnet": self.limits.per_subnet,
+                       "limit_loopback": self.limits.limit_loopback},
         }

@@ -20,6 +20,16 @@ the same cycle, which disconnects the tree and sets off graft/prune churn.) `bro
 retransmission timeout to how late eager copies arrive after their announcement (`LatenessEstimator`),
 so busy, slow hosts do not set off grafts for messages that are merely on their way. Either way a message is never sent to a
 peer known to have it (it sent us the message or announced it).
+
+Verify before forward, blame only the author. Every broadcast type must be declared
+(`declare_broadcast`) with a validator, an origin signature (p2p/origin_auth.py), or both; the
+router checks a broadcast BEFORE it forwards or handles it, so what fails stops at the first
+honest node, and the neighbour that handed it over is penalised: honest nodes never forward what
+fails, so that neighbour is its author (or a relay that skipped the checks). A relayed unicast
+carries its origin's signature, checked by every relay and by the target; a direct unicast's
+`origin` must be the link's own node (PeerManager.on_message). What a subscriber rejects
+(ProtocolError) is blamed on the proven author, never on a relay; any other exception in a
+subscriber is our bug: reported once with its traceback and counted.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ from typing import Any, Callable
 from p2p import messages as m
 from p2p.delivery_queue import DeliveryQueue, Held
 from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame, frame_body
+from p2p.origin_auth import OriginAuth
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.seen_cache import SeenCache
 
@@ -46,6 +57,7 @@ RELAY_MAX_HOPS = 3  # relays a unicast may cross
 FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
 FLOOD_GRACE = 0.3  # a throttling episode this long is a flood: ban
 CONTROL_TYPES = ("relay", "ihave", "graft", "prune")
+INVALID_POINTS = 20.0  # a broadcast that failed its type's validator, handed over by a neighbour
 
 
 class Outcome(str, Enum):
@@ -75,6 +87,14 @@ Handler = Callable[[dict, str], None]  # (message, node id of the neighbour it c
 Validator = Callable[[dict, str], bool]
 
 
+@dataclass(frozen=True, slots=True)
+class BroadcastType:
+    """How the router checks a broadcast type before forwarding it."""
+
+    validator: Validator | None
+    origin_signed: bool
+
+
 def is_msg_id(v: Any) -> bool:
     t = type(v)
     return (t is str and 0 < len(v) <= 128) or (t is bytes and 0 < len(v) <= 64)
@@ -85,15 +105,18 @@ def new_message_id() -> str:
 
 
 _is_hops = m.is_int(0, MAX_HOPS_FIELD)
+_is_pk = m.is_bytes(32, 32)
+_is_sig = m.is_bytes(64, 64)
 m.register_schema("relay", {"id": is_msg_id, "origin": m.is_node_id, "dst": m.is_node_id, "hops": _is_hops,
-                            "body": m.is_bytes(1, 1 << 26)}, {"ts": m.is_number})
+                            "body": m.is_bytes(1, 1 << 26), "pk": _is_pk, "sig": _is_sig}, {"ts": m.is_number})
 # ihave/graft: parallel lists of message ids and their origins
 m.register_schema("ihave", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
 m.register_schema("graft", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
 m.register_schema("prune", {"origin": m.is_node_id})
 # "note": a diagnostic broadcast/unicast type used by the debug API, tests and benchmarks.
 m.register_schema("note", {"id": is_msg_id, "origin": m.is_node_id},
-                  {"payload": lambda v: True, "ts": m.is_number, "hops": _is_hops, "dst": m.is_node_id})
+                  {"payload": lambda v: True, "ts": m.is_number, "hops": _is_hops, "dst": m.is_node_id,
+                   "pk": _is_pk, "sig": _is_sig})
 
 
 
@@ -205,7 +228,7 @@ class RouterCounters:
         "broadcasts", "forwarded_frames", "suppressed_sends", "unique_broadcasts", "broadcast_copies",
         "delivered_direct", "relayed_out", "relayed", "queued", "flushed", "expired", "hop_limited",
         "ihave_ids_sent", "ihave_ids_received", "grafts_sent", "grafts_served", "prunes_sent", "prunes_received",
-        "throttled", "flood_bans", "handler_errors", "delivered_local"), 0))
+        "throttled", "flood_bans", "handler_errors", "delivered_local", "invalid", "rejected"), 0))
 
 
 def _bump(table: dict[str, int], key: str, n: int = 1) -> None:
@@ -238,7 +261,9 @@ class MessageRouter:
         self.max_missing = 20_000
         self.max_origins = 10_000  # per-origin trees remembered (least recently used forgotten)
         self.subscribers: dict[str, list[Handler]] = {}
-        self.validators: dict[str, Validator] = {}
+        self.broadcast_types: dict[str, BroadcastType] = {}
+        self.auth = OriginAuth.for_peers(peers, max_age=setting("seen_cache_ttl", 120.0) / 2)
+        self._undeclared_logged: set[str] = set()
         self.duplicate_listeners: list[Handler] = []  # called with each duplicate copy (diagnostics)
         self._lazy: OrderedDict[str, set[str]] = OrderedDict()  # origin -> neighbours we only announce to
         self.counters = RouterCounters()
@@ -255,6 +280,7 @@ class MessageRouter:
         peers.open_listeners.append(self._on_open)
         peers.close_listeners.append(self._on_close)
         peers.heartbeat_listeners.append(self._on_heartbeat)
+        self.declare_broadcast("note", origin_signed=True)
 
     # --- public API -------------------------------------------------------------------------
     def subscribe(self, msg_type: str, handler: Handler) -> None:
@@ -268,10 +294,28 @@ class MessageRouter:
         if handler in handlers:
             handlers.remove(handler)
 
+    def declare_broadcast(self, msg_type: str, *, validator: Validator | None = None,
+                          origin_signed: bool = False) -> None:
+        """Make `msg_type` a broadcast type. Each needs a way to be checked before it is forwarded:
+        `origin_signed` (the router signs ours and verifies others': the origin is proven, the id
+        bound to the content), and/or `validator(message, from_node_id) -> bool` for the content
+        (a self-authenticating type checks its own signature there, and should derive its id from
+        it as `p2p.origin_auth.signed_id` does). What fails is neither handled nor forwarded, and
+        the neighbour that sent it is penalised."""
+        if msg_type in CONTROL_TYPES:
+            raise ValueError(f"{msg_type!r} is a router control type")
+        if validator is None and not origin_signed:
+            raise ValueError(f"broadcast type {msg_type!r} needs a validator or an origin signature")
+        self.broadcast_types[msg_type] = BroadcastType(validator, origin_signed)
+
     def set_validator(self, msg_type: str, validator: Validator) -> None:
-        """A broadcast for which `validator(message, from_node_id)` is False is neither handled nor
-        forwarded, and the neighbour that sent it is penalised."""
-        self.validators[msg_type] = validator
+        """Declare `msg_type` with `validator` (keeping an origin signature it was declared with)."""
+        known = self.broadcast_types.get(msg_type)
+        self.declare_broadcast(msg_type, validator=validator, origin_signed=bool(known and known.origin_signed))
+
+    @property
+    def validators(self) -> dict[str, Validator]:
+        return {k: t.validator for k, t in self.broadcast_types.items() if t.validator is not None}
 
     def broadcast(self, message: dict) -> str | bytes:
         """Send `message` (a dict with "type" and payload fields) to the whole network; returns its id.
@@ -279,7 +323,12 @@ class MessageRouter:
         kind = message["type"]
         if kind in CONTROL_TYPES or "dst" in message:
             raise ValueError(f"cannot broadcast a {kind!r} message")
+        declared = self.broadcast_types.get(kind)
+        if declared is None:
+            raise ValueError(f"broadcast type {kind!r} is not declared (MessageRouter.declare_broadcast)")
         envelope = self._envelope(message)
+        if declared.origin_signed:
+            self.auth.sign_broadcast(envelope)
         mid = envelope["id"]
         body = encode_body(envelope)
         if len(body) > self.max_frame_bytes:
@@ -401,14 +450,14 @@ class MessageRouter:
             control(link, message)
             return
         if "id" not in message:  # a plain link-local message (no routing): hand it over as is
-            self._deliver(message, src)
+            self._deliver(message, src, src)
             return
         check_envelope(message)
         if "dst" in message:
             if message["dst"] != self.node_id:
                 _bump(counters.dropped, "misaddressed")
                 return
-            self._on_unicast(message, src)
+            self._on_unicast(message, src, src)  # its origin is this neighbour (PeerManager checked)
         else:
             self._on_broadcast(link, message, kind)
 
@@ -417,7 +466,7 @@ class MessageRouter:
         mid = message["id"]
         events = self.counters.events
         events["broadcast_copies"] += 1
-        if not self.seen.add(mid):
+        if mid in self.seen:
             _bump(self.counters.duplicates, kind)
             if self._grafted:
                 announced = self._grafted.pop(mid, None)
@@ -435,12 +484,11 @@ class MessageRouter:
             for listener in self.duplicate_listeners:
                 listener(message, src)
             return
-        events["unique_broadcasts"] += 1
-        validator = self.validators.get(kind)
-        if validator is not None and not validator(message, src):
-            _bump(self.counters.dropped, "invalid")
-            self.peers.penalize(src, 10, f"invalid {kind}")
+        author = self._check_broadcast(message, kind, src)
+        if author is False:
             return
+        self.seen.add(mid)
+        events["unique_broadcasts"] += 1
         haves = {src}
         missing = self._missing.pop(mid, None)
         if missing is not None:
@@ -458,17 +506,57 @@ class MessageRouter:
             self._push(mid, kind, frame_body(encode_body(forward)), haves, origin)
         else:
             events["hop_limited"] += 1
-        self._deliver(message, src)
+        self._deliver(message, src, author)
 
-    def _on_unicast(self, message: dict, src: str) -> None:
+    def _check_broadcast(self, message: dict, kind: str, src: str) -> str | None | bool:
+        """Before a broadcast is forwarded or handled: False (dropped) unless its type is declared and
+        it passes the origin signature and the validator. Otherwise its proven author (None when
+        only the validator vouched for it). A neighbour that sent a forgery loses its link."""
+        declared = self.broadcast_types.get(kind)
+        if declared is None:
+            _bump(self.counters.dropped, "undeclared_type")
+            if kind not in self._undeclared_logged:
+                self._undeclared_logged.add(kind)
+                log.error("dropping broadcasts of type %r: no validator declared for it (a bug of ours)", kind)
+            return False
+        author = None
+        if declared.origin_signed:
+            problem = self.auth.check_broadcast(message)
+            if problem == "stale":
+                _bump(self.counters.dropped, "stale")
+                return False
+            if problem is not None:
+                raise m.ProtocolError("bad_signature", f"{kind} {message['id']!s:.24} not signed by its origin")
+            author = message["origin"]
+        validator = declared.validator
+        if validator is not None:
+            try:
+                valid = validator(message, src)
+            except m.ProtocolError:
+                valid = False
+            except Exception as exc:  # noqa: BLE001 - a validator's bug: drop the message, blame no one
+                self._internal_error(f"router.validator.{kind}", exc)
+                _bump(self.counters.dropped, "validator_error")
+                return False
+            if not valid:
+                self.counters.events["invalid"] += 1
+                _bump(self.counters.dropped, "invalid")
+                self.peers.penalize(src, INVALID_POINTS, f"invalid {kind}")
+                return False
+        return author
+
+    def _on_unicast(self, message: dict, src: str, author: str) -> None:
         if not self.seen.add(message["id"]):
             _bump(self.counters.duplicates, message["type"])
             for listener in self.duplicate_listeners:
                 listener(message, src)
             return
-        self._deliver(message, src)
+        self._deliver(message, src, author)
 
-    def _deliver(self, message: dict, src: str) -> None:
+    def _deliver(self, message: dict, src: str, author: str | None) -> None:
+        """Hand a message to its subscribers. A subscriber's ProtocolError is the author's fault: the
+        neighbour's link closes if it wrote the message itself, else the author (if proven) is
+        penalised. Any other exception is our bug."""
         handlers = self.subscribers.get(message["type"])
         if not handlers:
             _bump(self.counters.dropped, "no_subscriber")
@@ -477,29 +565,39 @@ class MessageRouter:
         for handler in handlers:
             try:
                 handler(message, src)
-            except m.ProtocolError:
-                raise
-            except Exception:
+            except m.ProtocolError as exc:
+                if author == src:
+                    raise
+                self.counters.events["rejected"] += 1
+                _bump(self.counters.dropped, f"rejected:{exc.reason}")
+                if author is not None:
+                    self.peers.penalize(author, INVALID_POINTS, f"{message['type']}: {exc.reason}")
+                return
+            except Exception as exc:  # noqa: BLE001
                 self.counters.events["handler_errors"] += 1
-                log.exception("handler for %s failed", message["type"])
+                self._internal_error(f"router.subscriber.{message['type']}", exc)
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        report = getattr(self.peers, "internal_errors", None)
+        if report is not None:
+            report.report(where, exc)
+        else:
+            log.error("internal error in %s", where, exc_info=exc)
 
     # --- relay ------------------------------------------------------------------------------
     def _on_relay(self, link: Any, message: dict) -> None:
-        dst = message["dst"]
-        mid = message["id"]
+        """A unicast crossing us (or arriving through a neighbour): its origin's signature first,
+        then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
         counters = self.counters
+        if not self.auth.check_relay(message):
+            raise m.ProtocolError("bad_signature", f"relay {message['id']!s:.24} not signed by its origin")
+        origin, dst, mid = message["origin"], message["dst"], message["id"]
+        inner = self._relayed_inner(message)
+        if inner is None:
+            return
         if dst == self.node_id:
-            try:
-                inner = decode_body(message["body"], self.max_frame_bytes)
-                if inner["type"] in CONTROL_TYPES or not m.validate(inner) or inner.get("id") != mid:
-                    _bump(counters.dropped, "relayed_unknown")
-                    return
-                check_envelope(inner)
-            except (MalformedFrame, m.ProtocolError):
-                _bump(counters.dropped, "relayed_malformed")
-                return
             _bump(counters.received, inner["type"])
-            self._on_unicast(inner, link.remote_id)
+            self._on_unicast(inner, link.remote_id, origin)
             return
         if not self.seen.add(mid):
             _bump(counters.duplicates, "relay")
@@ -509,7 +607,7 @@ class MessageRouter:
             _bump(counters.dropped, "relay_hop_limit")
             return
         route = self.route_for(dst)
-        if route is None or route[1] is link or route[1].remote_id == message["origin"]:
+        if route is None or route[1] is link or route[1].remote_id == origin:
             _bump(counters.dropped, "relay_unreachable")
             return
         forward = message.copy()
@@ -517,6 +615,30 @@ class MessageRouter:
         if route[1].send(forward):
             counters.events["relayed"] += 1
             _bump(counters.sent, "relay")
+
+    def _relayed_inner(self, message: dict) -> dict | None:
+        """The signed inner message if it is well formed and agrees with its wrapper, else None
+        (dropped, the origin penalised: it signed it)."""
+        origin = message["origin"]
+        try:
+            inner = decode_body(message["body"], self.max_frame_bytes)
+            kind = inner["type"]
+            if kind in CONTROL_TYPES or inner.get("id") != message["id"] or inner.get("origin") != origin \
+                    or inner.get("dst") != message["dst"]:
+                raise m.ProtocolError("malformed_message", "relay.body does not match its wrapper")
+            known = m.validate(inner)
+            check_envelope(inner)
+        except (MalformedFrame, m.ProtocolError) as exc:
+            _bump(self.counters.dropped, "relayed_malformed")
+            self.peers.penalize(origin, INVALID_POINTS, f"relayed {getattr(exc, 'reason', 'malformed')}")
+            return None
+        if not known and message["dst"] == self.node_id:
+            _bump(self.counters.dropped, "relayed_unknown")
+            return None
+        if self.auth.staleness(inner):
+            _bump(self.counters.dropped, "stale")
+            return None
+        return inner
 
     # --- Plumtree lazy push -----------------------------------------------------------------
     def lazy_peers(self, origin: str) -> set[str]:
@@ -693,6 +815,7 @@ class MessageRouter:
             return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
         wrapper = {"type": "relay", "id": envelope["id"], "origin": self.node_id, "dst": node_id, "hops": 0,
                    "ts": envelope["ts"], "body": encode_body(envelope)}
+        self.auth.sign_relay(wrapper)
         if not link.send_frame(encode_frame(wrapper, self.max_frame_bytes)):
             return None
         self.counters.events["relayed_out"] += 1

@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from p2p.connection import LinkClosed, LinkHost, PeerLink
 
 
 class DialError(Exception):
-    def __init__(self, address: tuple[str, int], reason: str) -> None:
-        super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}")
+    def __init__(self, address: tuple[str, int], reason: str, detail: str = "") -> None:
+        super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}" + (f" ({detail})" if detail else ""))
         self.address = address
         self.reason = reason
+        self.detail = detail
+
+
+def os_reason(exc: OSError) -> str:
+    """A close reason from a socket error: "connection_refused", "no_route_to_host", ..."""
+    text = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else exc.strerror
+    return (text or type(exc).__name__).lower().replace(" ", "_")[:48]
 
 
 class Transport:
@@ -39,11 +47,11 @@ class Transport:
                     lambda: PeerLink(self.host, "outbound", source, address), host, port)
                 return await link.ready
         except LinkClosed as exc:
-            raise DialError(address, exc.reason) from None
+            raise DialError(address, exc.reason, exc.detail) from None
         except TimeoutError:
-            raise DialError(address, "dial_timeout") from None
+            raise DialError(address, "dial_timeout", f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included
-            raise DialError(address, exc.strerror or type(exc).__name__) from None
+            raise DialError(address, os_reason(exc), str(exc)) from None
 
     async def close(self) -> None:
         if self._server is not None:

@@ -1,4 +1,8 @@
-"""A raw protocol client for adversarial tests: speaks (or mis-speaks) the wire protocol by hand."""
+"""A raw protocol client for adversarial tests: speaks (or mis-speaks) the wire protocol by hand.
+
+It runs the real Noise handshake (p2p/secure/channel.py) with whatever identity it is given, then
+sends frames of its own choosing through the encrypted channel, so a test can play a peer that is
+authenticated and hostile."""
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +11,15 @@ import time
 from node.identity import NodeIdentity
 from p2p import messages as m
 from p2p.framing import FrameDecoder, encode_frame
+from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity
+
+
+class HandshakeRefused(Exception):
+    """The node closed instead of completing the handshake; `reason` is its goodbye reason (or None)."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "closed")
+        self.reason = reason
 
 
 class RawPeer:
@@ -15,16 +28,45 @@ class RawPeer:
         self.writer = writer
         self.decoder = FrameDecoder()
         self.inbox: list[dict] = []
+        self.channel: SecureTransport | None = None
+        self.remote_id: str | None = None
+        self.node_hello: dict | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int) -> "RawPeer":
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
+    # --- the encrypted channel --------------------------------------------------------------
+    async def secure(self, identity: NodeIdentity, timeout: float = 5.0) -> str:
+        """Run the Noise handshake as the dialler; returns the node id the node proved."""
+        static = StaticIdentity(identity.sign, identity.public_key_bytes)
+        handshake = SecureHandshake(True, static, NodeIdentity.verify, NodeIdentity.node_id_for)
+        self.writer.write(handshake.start())
+        async with asyncio.timeout(timeout):
+            while not handshake.done:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("node closed the connection during the Noise handshake")
+                try:
+                    self.writer.write(handshake.feed(data))
+                except ChannelError as exc:  # e.g. refused at accept
+                    raise HandshakeRefused(exc.reason) from None
+        self.channel = handshake.transport()
+        self.remote_id = handshake.remote_id
+        if handshake.leftover:
+            self.inbox.extend(self.decoder.feed(self.channel.open(handshake.leftover)))
+        return handshake.remote_id or ""
+
     def send(self, message: dict) -> None:
-        self.writer.write(encode_frame(message))
+        self.send_plain(encode_frame(message))
+
+    def send_plain(self, data: bytes) -> None:
+        """Bytes for the frame decoder on the other side: sealed when the channel is up."""
+        self.writer.write(self.channel.seal(data) if self.channel is not None else data)
 
     def send_raw(self, data: bytes) -> None:
+        """Bytes straight onto the socket, never sealed."""
         self.writer.write(data)
 
     async def next_message(self, timeout: float = 5.0) -> dict | None:
@@ -34,6 +76,8 @@ class RawPeer:
                 data = await self.reader.read(65536)
                 if not data:
                     return None
+                if self.channel is not None:
+                    data = self.channel.open(data)
                 self.inbox.extend(self.decoder.feed(data))
         return self.inbox.pop(0)
 
@@ -48,22 +92,31 @@ class RawPeer:
                 rest = await self.reader.read()  # the node closes after its goodbye
                 return message["reason"], rest == b""
 
+    def hello(self, identity: NodeIdentity, *, network: str = "exchange-mainnet", claim_id: str | None = None,
+              protocol: int = m.PROTOCOL_VERSION, listen_port: int = 0, **extra) -> dict:
+        return {"type": "handshake", "node_id": claim_id or identity.node_id, "protocol": protocol, "network": network,
+                "listen_port": listen_port, "capabilities": [], "services": [], "software": "raw-test", **extra}
+
     async def handshake(self, identity: NodeIdentity, *, network: str = "exchange-mainnet",
-                        claim_id: str | None = None, public_key: bytes | None = None,
-                        protocol: int = m.PROTOCOL_VERSION, listen_port: int = 0) -> dict:
-        """Send our hello, answer the node's hello with a proof; returns the node's hello."""
-        nonce = m.new_nonce()
-        my_id = claim_id or identity.node_id
-        self.send({"type": "handshake", "node_id": my_id, "public_key": public_key or identity.public_key_bytes,
-                   "protocol": protocol, "network": network, "listen_port": listen_port, "nonce": nonce,
-                   "capabilities": [], "services": [], "software": "raw-test"})
+                        claim_id: str | None = None, protocol: int = m.PROTOCOL_VERSION, listen_port: int = 0,
+                        wait_open: bool = True) -> dict:
+        """Noise handshake, hellos, acks: afterwards the node holds an open link to us. Returns its hello."""
+        await self.secure(identity)
+        self.send(self.hello(identity, network=network, claim_id=claim_id, protocol=protocol,
+                             listen_port=listen_port))
         hello = await self.next_message()
-        assert hello is not None and hello["type"] == "handshake", hello
-        proof = m.handshake_proof(hello["nonce"], my_id, hello["node_id"], network)
-        self.send({"type": "handshake_ack", "node_id": my_id, "signature": identity.sign(proof)})
+        self._expect(hello, "handshake")
         self.node_hello = hello
-        self.local_nonce = nonce
+        self.send({"type": "handshake_ack"})
+        if wait_open:
+            self._expect(await self.next_message(), "handshake_ack")
         return hello
+
+    @staticmethod
+    def _expect(message: dict | None, kind: str) -> None:
+        if message is None or message["type"] == "goodbye":
+            raise HandshakeRefused(message and message.get("reason"))
+        assert message["type"] == kind, message
 
     def close(self) -> None:
         self.writer.close()

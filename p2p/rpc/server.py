@@ -14,6 +14,7 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Protocol, Union
 
+from p2p.failure_log import InternalErrors
 from p2p.rpc import errors as e
 from p2p.rpc.wire import RESPONSE
 
@@ -39,6 +40,7 @@ class RpcServer:
         self.counters: dict[str, int] = {"requests": 0, "answered": 0, "errors": 0, "overloaded": 0,
                                          "unknown_service": 0, "cancelled": 0, "expired": 0}
         self.served: dict[str, int] = {}   # requests per service
+        self.internal_errors = InternalErrors(log)  # a handler's exception: traceback once, then counted
 
     # -- registry ------------------------------------------------------------------------------
     def register(self, service: str, handler: Handler) -> None:
@@ -88,8 +90,8 @@ class RpcServer:
         except e.RpcError as exc:
             self._error(replier, rid, exc.code, exc.message)
             return
-        except Exception:  # noqa: BLE001 - a failing handler must not take the link down
-            log.exception("rpc handler %r failed (request %d from %s)", service, rid, peer[:12])
+        except Exception as exc:  # noqa: BLE001 - a failing handler must not take the link down
+            self.internal_errors.report(f"rpc.handler.{service}", exc, f"request {rid} from {peer[:12]}")
             self._error(replier, rid, e.INTERNAL, "handler failed")
             return
         if type(result) not in _PLAIN and inspect.isawaitable(result):  # a plain function returning a coroutine
@@ -106,6 +108,10 @@ class RpcServer:
             awaitable = handler(message.get("p"), peer)
         except e.RpcError as exc:  # raised before the first await by a callable object
             self._error(replier, rid, exc.code, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self.internal_errors.report(f"rpc.handler.{message['svc']}", exc, f"request {rid} from {peer[:12]}")
+            self._error(replier, rid, e.INTERNAL, "handler failed")
             return
         self._spawn(awaitable, message["svc"], rid, peer, replier, message.get("ttl"))
 
@@ -136,8 +142,8 @@ class RpcServer:
             self._error(replier, rid, e.TIMEOUT, f"handler did not finish within {ttl:g}s")
         except asyncio.CancelledError:
             self.counters["cancelled"] += 1  # by rpc_cancel, a closed link or shutdown: nobody waits
-        except Exception:  # noqa: BLE001
-            log.exception("rpc handler %r failed (request %d from %s)", service, rid, peer[:12])
+        except Exception as exc:  # noqa: BLE001
+            self.internal_errors.report(f"rpc.handler.{service}", exc, f"request {rid} from {peer[:12]}")
             self._error(replier, rid, e.INTERNAL, "handler failed")
         else:
             self._answer(replier, rid, result, service)

@@ -11,7 +11,13 @@ Plain dicts with short keys (one msgpack map per frame, no envelope objects):
   signed peer-health gossip, flooded through the MessageRouter.
 
 Requests and responses sent through the MessageRouter (no direct link) also carry its envelope
-(`id`, `origin`, `ts`, `hops`, `dst`), like every routed application message.
+(`id`, `origin`, `ts`, `hops`, `dst`), like every routed application message. Who sent them is
+never taken on trust: on a direct link `origin` must be the link's own node (the Noise handshake
+proved it; PeerManager.on_message drops and penalises anything else), and a request or answer
+relayed by other nodes travels in a `relay` wrapper carrying its origin's Ed25519 signature over
+the whole inner message, which every relay and the target verify (p2p/origin_auth.py) before the
+RPC layer sees `origin`. Direct requests carry no signature: the encrypted link already proves
+their author, and that path stays as fast as a plain link.
 """
 from __future__ import annotations
 

@@ -56,16 +56,33 @@ def test_clean_shutdown_says_goodbye_and_saves_peers(cluster):
     assert a.node_id in saved
 
 
-async def _expect_goodbye(port: int, payload: bytes | None, reason: str, timeout: float = 5.0) -> float:
+async def _expect_goodbye(port: int, payload: bytes | None, reason: str, timeout: float = 5.0, *,
+                          secure: bool = True, hello: dict | None = None) -> float:
+    """Connect, (run the Noise handshake,) send `payload` through the channel and/or a hello, and
+    expect the node to close with `reason` (said in a goodbye when the channel allows one)."""
     peer = await RawPeer.connect("127.0.0.1", port)
+    identity = NodeIdentity.generate()
     started = time.monotonic()
+    if secure:
+        await peer.secure(identity)
     if payload is not None:
-        peer.send_raw(payload)
+        peer.send_plain(payload) if secure else peer.send_raw(payload)
+    if hello is not None:
+        peer.send(peer.hello(identity) | hello)
     got, closed = await peer.until_goodbye(timeout)
     peer.close()
     assert got == reason
     assert closed
     return time.monotonic() - started
+
+
+async def _expect_close(port: int, payload: bytes, timeout: float = 5.0) -> None:
+    """Before the Noise handshake there is no channel for a goodbye: the node just closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    async with asyncio.timeout(timeout):
+        assert await reader.read() == b""
+    writer.close()
 
 
 def test_bad_input_is_refused_and_node_keeps_serving(cluster):
@@ -75,28 +92,38 @@ def test_bad_input_is_refused_and_node_keeps_serving(cluster):
     port = a.p2p_port
 
     async def attacks() -> None:
+        await _expect_close(port, b"\x00\x05hello")                       # not a Noise message 1
+        await _expect_close(port, b"\x00\x20" + b"\x00" * 32 + b"\x00\x10" + b"\x01" * 16)  # low-order key
+        v1_hello = encode_frame({"type": "handshake", "node_id": "f" * 40, "protocol": 1})
+        await _expect_goodbye(port, v1_hello, "incompatible_version", secure=False)  # told in protocol 1 framing
         await _expect_goodbye(port, b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1", "malformed_frame")
         await _expect_goodbye(port, struct.pack(">I", 0x7FFFFFFF) + b"xx", "frame_too_large")
-        await _expect_goodbye(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "frame_too_large")
         await _expect_goodbye(port, encode_frame({"type": "order", "id": 1}), "handshake_required")
-        wrong_net = {"type": "handshake", "node_id": "f" * 40, "public_key": b"k" * 32, "protocol": 1,
-                     "network": "some-other-net", "listen_port": 0, "nonce": b"n" * 32}
-        await _expect_goodbye(port, encode_frame(wrong_net), "network_mismatch")
-        old = dict(wrong_net, network="exchange-mainnet", protocol=0)
-        await _expect_goodbye(port, encode_frame(old), "incompatible_version")
-        bad_shape = dict(wrong_net, network="exchange-mainnet", nonce=b"short")
-        await _expect_goodbye(port, encode_frame(bad_shape), "malformed_message")
+        await _expect_goodbye(port, None, "network_mismatch", hello={"network": "some-other-net"})
+        await _expect_goodbye(port, None, "incompatible_version", hello={"protocol": 1})
+        await _expect_goodbye(port, None, "incompatible_version", hello={"protocol": 65536})
+        await _expect_goodbye(port, None, "identity_mismatch", hello={"node_id": "e" * 40})
+        await _expect_goodbye(port, None, "malformed_message", hello={"node_id": "short"})
+        # bytes injected into the channel that the peer's key did not seal
+        peer = await RawPeer.connect("127.0.0.1", port)
+        await peer.secure(NodeIdentity.generate())
+        peer.send_raw(b"\x00\x20" + b"\x42" * 32)
+        assert (await peer.until_goodbye())[0] == "decrypt_failed"
+        peer.close()
         silent = await _expect_goodbye(port, None, "handshake_timeout", timeout=3.0)
-        assert 0.8 < silent < 2.5
+        assert 0.5 < silent < 2.5
 
     asyncio.run(attacks())
     status = a.status()
     assert status["peers_connected"] == 1
     assert b.node_id in a.connected_ids()
     reasons = status["p2p"]["close_reasons"]
-    for reason in ("malformed_frame", "frame_too_large", "network_mismatch", "handshake_timeout",
-                   "handshake_required", "incompatible_version", "malformed_message"):
+    for reason in ("malformed_frame", "frame_too_large", "network_mismatch", "handshake_timeout", "decrypt_failed",
+                   "handshake_required", "incompatible_version", "malformed_message", "noise_handshake_failed",
+                   "identity_mismatch"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)
+    assert status["p2p"]["internal_errors"] == {}
+    assert "Traceback" not in a.log_path.read_text()
 
 
 def test_claiming_another_nodes_id_is_refused(cluster, tmp_path):
@@ -107,23 +134,28 @@ def test_claiming_another_nodes_id_is_refused(cluster, tmp_path):
     mallory = NodeIdentity.generate()
 
     async def impersonate() -> None:
-        # 1) B's id with Mallory's key: the id does not derive from the key.
+        # 1) Mallory's own key, but a hello naming B: the Noise handshake proved Mallory.
         peer = await RawPeer.connect("127.0.0.1", a.p2p_port)
-        peer.send({"type": "handshake", "node_id": b.node_id, "public_key": mallory.public_key_bytes,
-                   "protocol": 1, "network": "exchange-mainnet", "listen_port": 0, "nonce": b"n" * 32})
+        await peer.secure(mallory)
+        peer.send(peer.hello(mallory, claim_id=b.node_id))
         reason, _ = await peer.until_goodbye()
         assert reason == "identity_mismatch"
         peer.close()
-        # 2) B's id and B's public key, but Mallory cannot sign A's nonce with B's key.
-        peer = await RawPeer.connect("127.0.0.1", a.p2p_port)
-        await peer.handshake(mallory, claim_id=b.node_id, public_key=b_key.public_key_bytes)
-        reason, _ = await peer.until_goodbye()
-        assert reason in ("bad_signature", "duplicate_link")
-        peer.close()
+        # 2) B's public key in the Noise payload, signed by Mallory: the static key is not B's.
+        from p2p.secure.channel import SecureHandshake, StaticIdentity
+        static = StaticIdentity(mallory.sign, b_key.public_key_bytes)
+        handshake = SecureHandshake(True, static, NodeIdentity.verify, NodeIdentity.node_id_for)
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.p2p_port)
+        writer.write(handshake.start())
+        writer.write(handshake.feed(await reader.read(65536)))
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # refused: bad_identity, no channel for a goodbye
+        writer.close()
 
     asyncio.run(impersonate())
     assert b.node_id in a.connected_ids()  # the real B keeps its link
     wait_until(lambda: a.status()["p2p"]["close_reasons"].get("identity_mismatch"), 2)
+    wait_until(lambda: a.status()["p2p"]["close_reasons"].get("bad_identity"), 2)
 
 
 def test_corrupted_peers_file_is_moved_aside(cluster):

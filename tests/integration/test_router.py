@@ -8,6 +8,7 @@ import time
 from config import load_settings
 from node.identity import NodeIdentity
 from p2p.framing import encode_frame
+from p2p.origin_auth import OriginAuth
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.harness import NodeProcess, free_ports, wait_until
@@ -129,18 +130,24 @@ async def test_flooding_peer_is_cut_off_within_a_second_while_honest_traffic_flo
     identity = NodeIdentity.generate()
     attacker = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     await attacker.start()
+    signer = OriginAuth.for_peers(attacker, max_age=60.0)
     try:
         host, port = victim.p2p_address.rsplit(":", 1)
+        frames = []
+        for seq in range(9000):  # signed up front, so the flood itself costs the attacker nothing
+            note = {"type": "note", "origin": identity.node_id, "ts": time.time(), "hops": 0, "payload": "x" * 100,
+                    "seq": seq}
+            signer.sign_broadcast(note)  # well signed: only its rate gives it away
+            frames.append(encode_frame(note))
         link = await attacker.dial(host, int(port))
         await asyncio.to_thread(honest.api, "POST", "/debug/load", {"rate": 20, "duration": 3, "size": 200})
         loop = asyncio.get_running_loop()
         started = loop.time()
         seq = 0
-        while link.is_open and loop.time() - started < 3.0:
+        while link.is_open and loop.time() - started < 3.0 and seq + 30 <= len(frames):
             for _ in range(30):  # 30 every 10 ms = 3000 msgs/s = 10x ROUTER_RATE_LIMIT
+                link.send_frame(frames[seq])
                 seq += 1
-                link.send_frame(encode_frame({"type": "note", "id": f"flood-{seq}", "origin": identity.node_id,
-                                              "ts": time.time(), "hops": 0, "payload": "x" * 100}))
             await asyncio.sleep(0.01)
         cut_after = loop.time() - started
         await asyncio.wait_for(asyncio.shield(link.lost), 2) if hasattr(link, "lost") else None

@@ -6,18 +6,29 @@ side's router on the next loop pass, the way PeerLink does after decoding and va
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import time
 from types import SimpleNamespace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import pytest
 
+from node.identity import NodeIdentity
 from p2p import messages as m
 from p2p.framing import decode_body
 from p2p.router import MessageRouter, Outcome, check_envelope
 
 
+@functools.lru_cache(maxsize=None)
+def identity(i: int) -> NodeIdentity:
+    """Node i's key, the same every run (origin signatures need real keys)."""
+    return NodeIdentity(Ed25519PrivateKey.from_private_bytes(i.to_bytes(32, "big")))
+
+
 def nid(i: int) -> str:
-    return f"{i:040x}"
+    return identity(i).node_id
 
 
 class FakeLink:
@@ -71,8 +82,12 @@ class FakeLink:
 
 
 class FakePeers:
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
+    def __init__(self, identity: NodeIdentity) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.network_id = "test-net"
+        self.verify = NodeIdentity.verify
+        self.node_id_for = NodeIdentity.node_id_for
         self.links: dict[str, FakeLink] = {}
         self.message_handler = lambda link, message: None
         self.message_gate = lambda link, message: True
@@ -111,7 +126,7 @@ class FakePeers:
 class SimNode:
     def __init__(self, net: "SimNet", i: int, **settings) -> None:
         self.node_id = nid(i)
-        self.peers = FakePeers(self.node_id)
+        self.peers = FakePeers(identity(i))
         self.router = MessageRouter(self.peers, SimpleNamespace(**settings))
         self.got: list[tuple[dict, str]] = []
         self.router.subscribe("note", lambda message, src: self.got.append((message, src)))
@@ -296,7 +311,7 @@ async def test_validator_rejects_without_forwarding_and_penalises_sender() -> No
     await net.quiet()
     assert net.delivered(bad) == [0, 0, 0]
     assert net.delivered(good) == [0, 1, 1]
-    assert net.nodes[1].peers.penalties == [(nid(0), 10, "invalid note")]
+    assert net.nodes[1].peers.penalties == [(nid(0), 20.0, "invalid note")]
 
 
 async def test_malformed_envelope_is_a_protocol_error() -> None:
@@ -409,7 +424,9 @@ async def test_flooding_peer_is_throttled_then_banned_while_others_continue() ->
     while loop.time() - started < 1.5:
         for _ in range(20):  # 2000 msgs/s: 10x the limit
             seq += 1
-            attacker_link.send({"type": "note", "id": f"flood-{seq}", "origin": nid(0), "hops": 0})
+            note = {"type": "note", "origin": nid(0), "ts": time.time(), "hops": 0, "seq": seq}
+            net.nodes[0].router.auth.sign_broadcast(note)  # well signed: only its rate gives it away
+            attacker_link.send(note)
         if seq % 100 == 0:
             honest_ids.append(honest.router.broadcast({"type": "note", "payload": "honest"}))
         await asyncio.sleep(0.01)

@@ -1,0 +1,127 @@
+"""Inbound admission: per-address and per-subnet caps, and which inbound peer to evict when full.
+
+In the spirit of Bitcoin Core's eviction logic (net.cpp, `AttemptToEvictConnection`): when every
+inbound slot is taken, a new connection may replace one inbound peer, but never an outbound one, a
+node we keep linked, or one of the peers worth keeping: a few from netgroups picked by a keyed hash
+(an attacker cannot aim at them), the lowest round-trip times, and the longest-lived half of the
+rest. Of what is left, the youngest peer of the most crowded netgroup goes. So one host or one
+subnet cannot fill every slot, and a flood of new connections cannot displace long-lived peers.
+
+Netgroups are IPv4 /24s and IPv6 /48s; loopback is one group, and exempt from the per-address caps
+unless `limit_loopback` (several nodes on one machine are the operator's own doing; every remote
+host is capped).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+PROTECT_NETGROUPS = 4
+PROTECT_LOW_RTT = 8
+
+
+def netgroup(host: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) of an address; "loopback" for loopback addresses."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.version == 4:
+        return str(ipaddress.ip_network(f"{ip}/24", strict=False))
+    return str(ipaddress.ip_network(f"{ip}/48", strict=False))
+
+
+def is_loopback(host: str) -> bool:
+    return netgroup(host) == "loopback"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLimits:
+    max_peers: int
+    max_inbound: int
+    per_ip: int
+    per_subnet: int
+    limit_loopback: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: object) -> "InboundLimits":
+        max_peers = settings.max_peers  # type: ignore[attr-defined]
+        outbound = min(settings.target_outbound, max_peers)  # type: ignore[attr-defined]
+        return cls(max_peers=max_peers, max_inbound=max(1, max_peers - outbound),
+                   per_ip=getattr(settings, "max_inbound_per_ip", 4),
+                   per_subnet=getattr(settings, "max_inbound_per_subnet", 8),
+                   limit_loopback=getattr(settings, "inbound_limit_loopback", False))
+
+
+@dataclass(slots=True)
+class Candidate:
+    """An open inbound link as eviction sees it."""
+
+    key: object          # whatever the caller uses to find the link again
+    host: str
+    opened_at: float     # monotonic
+    rtt: float | None
+
+
+def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[str]) -> str | None:
+    """"too_many_from_ip" / "too_many_from_subnet" when `host` already holds its share of inbound
+    connections (handshakes in progress included), else None."""
+    group = netgroup(host)
+    if group == "loopback" and not limits.limit_loopback:
+        return None
+    same_ip = same_group = 0
+    for other in inbound_hosts:
+        if other == host:
+            same_ip += 1
+        if netgroup(other) == group:
+            same_group += 1
+    if same_ip >= limits.per_ip:
+        return "too_many_from_ip"
+    if same_group >= limits.per_subnet:
+        return "too_many_from_subnet"
+    return None
+
+
+class EvictionPolicy:
+    """Chooses which inbound peer (if any) makes room for a new connection."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or os.urandom(16)
+
+    def _keyed(self, group: str) -> bytes:
+        return hashlib.blake2b(group.encode(), key=self._secret, digest_size=8).digest()
+
+    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+        pool = list(candidates)
+        # a few netgroups an attacker cannot predict, so no flood from new subnets can take them all
+        pool.sort(key=lambda c: self._keyed(netgroup(c.host)))
+        seen: set[str] = set()
+        kept = []
+        for c in pool:
+            group = netgroup(c.host)
+            if group not in seen and len(seen) < PROTECT_NETGROUPS:
+                seen.add(group)
+                continue
+            kept.append(c)
+        pool = kept
+        # the fastest peers
+        measured = sorted((c for c in pool if c.rtt is not None), key=lambda c: c.rtt)  # type: ignore[arg-type]
+        fast = {id(c) for c in measured[:PROTECT_LOW_RTT]}
+        pool = [c for c in pool if id(c) not in fast]
+        # the longest-lived half of the rest
+        pool.sort(key=lambda c: c.opened_at)
+        pool = pool[len(pool) // 2:]
+        if not pool:
+            return None
+        groups: dict[str, list[Candidate]] = {}
+        for c in pool:
+            groups.setdefault(netgroup(c.host), []).append(c)
+        crowded = max(groups.values(), key=lambda g: (len(g), max(c.opened_at for c in g)))
+        return max(crowded, key=lambda c: c.opened_at)
