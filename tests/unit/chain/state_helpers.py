@@ -42,17 +42,18 @@ def grant(account_hex: str, asset: str, limit: str) -> GrantOp:
 
 
 class TxMaker:
-    """Unique nonces; `expires` defaults to one minute after `base_time` (move it along with the blocks)."""
+    """Unique nonces; `expires` defaults to `lifetime` ms after `base_time` (move it along with the blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifetime: int = 60_000) -> None:
         self.count = 0
         self.base_time = T0
+        self.lifetime = lifetime
 
     def __call__(self, who: int | bytes, ops: Iterable[Op], expires: int | None = None, chain: str = CHAIN,
                  nonce: str | None = None) -> SignedTx:
         self.count += 1
         key = account(who) if isinstance(who, int) else who
-        return SignedTx(chain, key, nonce or f"n{self.count}", expires or self.base_time + 60_000, tuple(ops),
+        return SignedTx(chain, key, nonce or f"n{self.count}", expires or self.base_time + self.lifetime, tuple(ops),
                         bytes(SIGNATURE_BYTES))
 
 
@@ -117,7 +118,7 @@ class Workload:
     def __init__(self, seed: int, accounts: int = 6) -> None:
         self.rng = random.Random(seed)
         self.accounts = accounts
-        self.make = TxMaker()
+        self.make = TxMaker(lifetime=5_000)
         self.placed: list[tuple[int, str, str]] = []   # (account, market, order id)
 
     def price(self, market: str) -> str:
@@ -151,7 +152,7 @@ class Workload:
         return tx
 
     def blocks(self, txs: int, per_block: int = 25) -> list[list[SignedTx]]:
-        """`txs` transactions in blocks of `per_block`, each expiring a minute after its block's time."""
+        """`txs` transactions in blocks of `per_block`, each expiring 5 s after its block's time."""
         blocks = []
         for start in range(0, txs, per_block):
             self.make.base_time = T0 + len(blocks) * BLOCK_MS
