@@ -2,7 +2,9 @@
 
 Both forget their oldest entries first, in the order they were recorded, which every node
 shares because it is the order of the blocks; so the kept window is part of the canonical
-state and of its snapshot.
+state and of its snapshot. Measured in CPython 3.11: about 350 bytes per kept closed order
+and per kept trade, so the defaults (100,000 closed orders, 10,000 trades per market) hold
+about 35 MB plus 3.5 MB per market.
 """
 from __future__ import annotations
 
