@@ -13,14 +13,15 @@ order's status right after matching: open, partially_filled, filled, cancelled o
 cancel `cancelled` or `rejected`; for grant `granted` or `rejected`) and `reason` (a stable code
 when rejected or cancelled).
 
-`results_hash` covers, in order, every transaction's id, status, reason and operation outcomes
-and every trade of the block; `app_hash` chains it onto the previous block's app hash, so equal
-app hashes mean equal results over the whole chain.
+`results_hash` covers, in order, every transaction's result (id, account, index in the block,
+status, reason and every operation's outcome) and every trade of the block; `app_hash` chains
+it onto the previous block's app hash, so equal app hashes mean equal results over the whole
+chain.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -33,44 +34,34 @@ APPLIED, REJECTED, DUPLICATE, EXPIRED = "applied", "rejected", "duplicate", "exp
 GENESIS_DOMAIN = b"exchange-node/state/v1\n"
 
 
-class OpResult:
+class OpResult(NamedTuple):
     """The outcome of one operation of a transaction."""
 
-    __slots__ = ("op", "order_id", "target", "outcome", "reason")
-
-    def __init__(self, op: str, order_id: str | None, target: str | None, outcome: str, reason: str | None) -> None:
-        self.op, self.order_id, self.target, self.outcome, self.reason = op, order_id, target, outcome, reason
-
-    def row(self) -> list:
-        return [self.op, self.order_id, self.target, self.outcome, self.reason]
+    op: str
+    order_id: str | None
+    target: str | None
+    outcome: str
+    reason: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "order_id": self.order_id, "target": self.target, "outcome": self.outcome,
-                "reason": self.reason}
-
-    def __repr__(self) -> str:
-        return f"OpResult({self.op} {self.order_id or self.target} {self.outcome} {self.reason or ''})"
+        return self._asdict()
 
 
-class TxResult:
-    """The outcome of one transaction at position `index` of its block."""
+class TxResult(NamedTuple):
+    """The outcome of one transaction at position `index` of its block.
 
-    __slots__ = ("tx_id", "account", "index", "status", "reason", "ops")
+    Tuples, so the results hash packs them as they are (no per-transaction conversion)."""
 
-    def __init__(self, tx_id: str, account: str, index: int, status: str, reason: str | None,
-                 ops: list[OpResult]) -> None:
-        self.tx_id, self.account, self.index, self.status, self.reason, self.ops = \
-            tx_id, account, index, status, reason, ops
-
-    def row(self) -> list:
-        return [self.tx_id, self.status, self.reason, [op.row() for op in self.ops]]
+    tx_id: str
+    account: str
+    index: int
+    status: str
+    reason: str | None
+    ops: list[OpResult]
 
     def to_dict(self) -> dict[str, Any]:
         return {"tx_id": self.tx_id, "account": self.account, "index": self.index, "status": self.status,
-                "reason": self.reason, "ops": [op.to_dict() for op in self.ops]}
-
-    def __repr__(self) -> str:
-        return f"TxResult({self.tx_id} {self.status} {self.reason or ''} {self.ops})"
+                "reason": self.reason, "ops": [op._asdict() for op in self.ops]}
 
 
 class BlockResult:
@@ -117,7 +108,7 @@ class BlockResult:
 
 def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tuple[Market, TradeRow]]) -> bytes:
     """sha256 over the canonical msgpack encoding of a block's results."""
-    body = [height, time_ms, [tx.row() for tx in txs], [[market.symbol, row] for market, row in trades]]
+    body = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
     return hashlib.sha256(msgpack.packb(body, use_bin_type=True)).digest()
 
 
