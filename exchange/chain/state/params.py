@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import msgpack
 
@@ -44,7 +45,7 @@ class ExchangeParams:
     order_ttl_ms: int = 120_000
     closed_order_history: int = 100_000
     trade_history: int = 10_000
-    credit_limits: dict[str, str] | None = None
+    credit_limits: Mapping[str, str] | None = None
     credit_authority: str | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class ExchangeParams:
             if limits is None:
                 raise InvalidParams("credit_disabled", "credit_authority needs credit_limits (use {} for none)",
                                     "credit_authority")
+        if self.credit_limits is not None:   # frozen all the way down: the rules cannot drift after founding
+            object.__setattr__(self, "credit_limits", MappingProxyType(dict(self.credit_limits)))
         object.__setattr__(self, "registry", registry)
         object.__setattr__(self, "assets", assets)
         object.__setattr__(self, "default_limits", limits)

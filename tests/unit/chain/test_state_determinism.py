@@ -3,8 +3,12 @@ a state restored from a snapshot continues exactly like one that saw everything,
 the independently summed trade log."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +95,40 @@ def test_a_seeded_run_of_1000_orders_positions_equal_the_summed_trade_log(seed):
     for order_id, amount in filled.items():
         view = chain.state.order(order_id)
         assert amount == Decimal(view["filled"]) <= Decimal(view["qty"])
+
+
+RUN_IN_A_PROCESS = """
+import hashlib
+from exchange.chain.state import ExchangeParams, ExchangeState
+from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload, account
+params = ExchangeParams(MARKETS, closed_order_history=300, trade_history=50, order_ttl_ms=30_000,
+                        credit_limits={"USD": "5"}, credit_authority=account(9).hex())
+chain = Chain(ExchangeState(params, CHAIN))
+for block in Workload(seed=11, accounts=8).blocks(600, per_block=30):
+    chain.block(block)
+print(chain.state.app_hash.hex(), hashlib.sha256(chain.state.snapshot()).hexdigest())
+"""
+
+
+def test_processes_with_different_hash_seeds_compute_the_same_state():
+    """Python randomises str hashing per process: no set or dict order may leak into the state."""
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", RUN_IN_A_PROCESS], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[3])
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout.strip())
+    assert len(outputs) == 1 and len(outputs.pop().split()) == 2
+
+
+def test_precheck_refuses_every_transaction_the_chain_has_applied():
+    blocks = Workload(seed=12, accounts=8).blocks(900, per_block=30)
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    applied = []
+    for block in blocks:
+        result = chain.block(block)
+        applied += [tx for tx, r in zip(block, result.txs) if r.status == "applied"]
+        for tx in applied[-200:]:
+            assert chain.state.precheck(tx, CHAIN, chain.state.time_ms) in ("duplicate", "expired")
+    assert len(applied) == 900
