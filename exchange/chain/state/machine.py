@@ -36,11 +36,11 @@ from exchange.chain.state.replay import ReplayWindow
 from exchange.chain.state.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.chain.state.views import order_moment, order_view, trade_view
-from exchange.chain.txs import MAX_OPS, CancelOp, GrantOp, NewOrderOp, ReplaceOp, SignedTx
+from exchange.chain.txs import MAX_OPS, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
-from exchange.events import OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
+from exchange.events import OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
 from exchange.matching import MatchingEngine
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
@@ -103,7 +103,7 @@ def _remember(memory: dict[str, int], text: str, value: int) -> int:
 
 def level_key(order: Order) -> int:
     """The book's sort key of an order's level: asks by price, bids by minus price."""
-    return -order.price if order.side is _BUY else order.price  # type: ignore[operator]
+    return -order.price if order.side is _BUY else order.price  # type: ignore[operator, return-value]  # resting
 
 
 class ExchangeState:
@@ -166,23 +166,20 @@ class ExchangeState:
             return "duplicate"
         return None
 
-    def _op_problem(self, op: object, account: str) -> str | None:
-        kind = type(op)
-        if kind is GrantOp:
-            return self._grant_problem(op, account)  # type: ignore[arg-type]
-        venue = self.venues.get(op.market)  # type: ignore[attr-defined]
+    def _op_problem(self, op: Op, account: str) -> str | None:
+        if isinstance(op, GrantOp):
+            return self._grant_problem(op, account)
+        venue = self.venues.get(op.market)
         if venue is None:
             return "unknown_market"
-        if kind is NewOrderOp:
-            if (op.type == "market") != (op.price is None):  # type: ignore[attr-defined]
-                return "price_not_allowed" if op.price is not None else "price_required"  # type: ignore[attr-defined]
-            return _parse_problem(venue, op.price, op.qty)  # type: ignore[attr-defined]
-        target = self.open_orders.get(op.order_id) or self.closed.get(op.order_id)  # type: ignore[attr-defined]
+        if isinstance(op, NewOrderOp):
+            if (op.type == "market") != (op.price is None):
+                return "price_not_allowed" if op.price is not None else "price_required"
+            return _parse_problem(venue, op.price, op.qty)
+        target = self.open_orders.get(op.order_id) or self.closed.get(op.order_id)
         if target is not None and target.owner != account:
             return "not_owner"
-        if kind is ReplaceOp:
-            return _parse_problem(venue, op.price, op.qty)  # type: ignore[attr-defined]
-        return None
+        return _parse_problem(venue, op.price, op.qty) if isinstance(op, ReplaceOp) else None
 
     # ------------------------------------------------------------------ blocks
 
@@ -252,16 +249,14 @@ class ExchangeState:
         results = []
         prefix, height = tx.id[:ORDER_ID_PREFIX], self.height   # order ids as `tx.order_id(op_index)` makes them
         for op_index, op in enumerate(tx.ops):
-            kind = type(op)
-            if kind is NewOrderOp:
+            if isinstance(op, NewOrderOp):
                 results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
-            elif kind is CancelOp:
-                results.append(self._cancel(account, op))  # type: ignore[arg-type]
-            elif kind is ReplaceOp:
-                results.append(self._replace(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account,
-                                             op))  # type: ignore[arg-type]
+            elif isinstance(op, CancelOp):
+                results.append(self._cancel(account, op))
+            elif isinstance(op, ReplaceOp):
+                results.append(self._replace(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
             else:
-                results.append(self._grant(account, op))  # type: ignore[arg-type]
+                results.append(self._grant(account, op))
         return results
 
     def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
@@ -287,7 +282,7 @@ class ExchangeState:
         if type(first) is OrderRejected:
             return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
                                  first.reason)
-        order = first.order
+        order = first.order  # type: ignore[union-attr]  # OrderAccepted
         self._absorb(venue, events, order)
         # `_value_` rather than `.value`, a Python-level descriptor in 3.11, on this hot path
         return OpResult("new", order_id, None, order.status._value_, order.reason)
@@ -295,46 +290,51 @@ class ExchangeState:
     def _cancel(self, account: str, op: CancelOp) -> OpResult:
         target = op.order_id
         venue = self.venues.get(op.market)
-        order, reason = self._owned_open(target, account, op.market) if venue is not None else (None, "unknown_market")
+        if venue is None:
+            return OpResult("cancel", None, target, "rejected", "unknown_market")
+        order, reason = self._owned_open(target, account, op.market)
         if order is None:
             return OpResult("cancel", None, target, "rejected", reason)
-        venue.engine.cancel_order(target, account)  # type: ignore[union-attr]
-        self._left_book(venue, order, order.remaining)  # type: ignore[arg-type]
+        venue.engine.cancel_order(target, account)
+        self._left_book(venue, order, order.remaining)
         return OpResult("cancel", None, target, "cancelled", order.reason)
 
     def _replace(self, order_id: str, key: tuple[int, int, int], account: str, op: ReplaceOp) -> OpResult:
         target = op.order_id
         venue = self.venues.get(op.market)
-        old, reason = self._owned_open(target, account, op.market) if venue is not None else (None, "unknown_market")
-        side = kind = mode = price = qty = None
-        if old is not None:
-            side, kind, mode = old.side, old.type, old.self_trade
-            try:
-                price, qty = venue.parse(op.price, op.qty)  # type: ignore[union-attr]
-            except ExchangeError as error:
-                reason = _field_code(error)
-        if old is not None and reason is None and self.credit is not None and price is not None:
-            asset, held = worst_case(side, old.price, old.remaining, venue.units)  # type: ignore[union-attr, arg-type]
-            extra = worst_case(side, price, qty, venue.units)[1] - held  # type: ignore[union-attr, arg-type]
-            if not self._credit_allows(account, venue, side, extra):  # type: ignore[arg-type]
+        if venue is None:
+            return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
+                                 "unknown_market")
+        old, reason = self._owned_open(target, account, op.market)
+        if old is None:
+            return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
+                                 reason or "unknown_order")
+        price: int | None = None
+        qty: int | None = None
+        try:
+            price, qty = venue.parse(op.price, op.qty)
+        except ExchangeError as error:
+            reason = _field_code(error)
+        if reason is None and self.credit is not None and price is not None and qty is not None:
+            held = worst_case(old.side, old.price, old.remaining, venue.units)[1]
+            extra = worst_case(old.side, price, qty, venue.units)[1] - held
+            if not self._credit_allows(account, venue, old.side, extra):
                 reason = "credit_limit"
-        if old is None or reason is not None:
-            return self._refused("replace", order_id, target, op.market, side, kind, price, qty, account, key, mode,
-                                 reason)
-        events = venue.engine.replace(ReplaceOrder(target, order_id, qty, price, key, account))  # type: ignore
-        if type(events[0]) is OrderRejected:
-            return self._refused("replace", order_id, target, op.market, side, kind, price, qty, account, key, mode,
-                                 events[0].reason)
-        order = events[1].order
-        self._absorb(venue, events, order)  # type: ignore[arg-type]
+        events = [] if reason is not None else venue.engine.replace(
+            ReplaceOrder(target, order_id, qty, price, key, account))  # type: ignore[arg-type]  # qty parsed
+        if reason is not None or type(events[0]) is OrderRejected:
+            return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account, key,
+                                 old.self_trade, reason or events[0].reason)  # type: ignore[union-attr]
+        order = events[1].order  # type: ignore[union-attr]  # [OrderCancelled(old), OrderAccepted(new), ...]
+        self._absorb(venue, events, order)
         return OpResult("replace", order_id, target, order.status._value_, order.reason)
 
     def _grant(self, account: str, op: GrantOp) -> OpResult:
         reason = self._grant_problem(op, account)
-        if reason is None:
-            self.credit.grant(op.account, op.asset, self.params.assets.parse(op.asset, op.limit))  # type: ignore
-            return OpResult("grant", None, op.account, "granted", None)
-        return OpResult("grant", None, op.account, "rejected", reason)
+        if reason is not None or self.credit is None:
+            return OpResult("grant", None, op.account, "rejected", reason)
+        self.credit.grant(op.account, op.asset, self.params.assets.parse(op.asset, op.limit))
+        return OpResult("grant", None, op.account, "granted", None)
 
     def _grant_problem(self, op: GrantOp, account: str) -> str | None:
         if self.credit is None:
@@ -381,10 +381,10 @@ class ExchangeState:
                  kind: OrderType | None, price: int | None, qty: int | None, account: str, key: tuple,
                  mode: SelfTradeMode | None, reason: str) -> OpResult:
         if order_id not in self.open_orders and order_id not in self.closed:
-            order = Order()
-            order.id, order.market, order.side, order.type = order_id, symbol, side, kind
-            order.price, order.quantity, order.remaining, order.owner = price, qty, qty, account
-            order.created_key, order.self_trade = key, mode
+            order = Order()   # a refused op's record: fields it never had stay None
+            order.id, order.market, order.owner, order.created_key = order_id, symbol, account, key
+            order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
+            order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
             order.status, order.reason = _REJECTED, reason
             self.closed.add(order)
             self._touched_orders[order_id] = order
@@ -426,7 +426,7 @@ class ExchangeState:
                         touched_orders[order.id] = order
         if taker.status in _RESTING:
             open_orders[taker_id] = taker
-            touched.add(-taker.price if taker.side is _BUY else taker.price)  # level_key(taker)
+            touched.add(level_key(taker))
             if credit is not None:
                 credit.reserve(taker, units, taker.remaining)
         else:

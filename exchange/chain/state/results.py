@@ -48,19 +48,20 @@ class OpResult(NamedTuple):
 
 
 class TxResult(NamedTuple):
-    """The outcome of one transaction at position `index` of its block.
+    """The outcome of one transaction at position `tx_index` of its block.
 
     Tuples, so the results hash packs them as they are (no per-transaction conversion)."""
 
     tx_id: str
     account: str
-    index: int
+    tx_index: int
     status: str
     reason: str | None
     ops: list[OpResult]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tx_id": self.tx_id, "account": self.account, "index": self.index, "status": self.status,
+        return {"tx_id": self.tx_id, "account": self.account, "tx_index": self.tx_index,
+                "status": self.status,
                 "reason": self.reason, "ops": [op._asdict() for op in self.ops]}
 
 
