@@ -16,8 +16,12 @@ Rules:
 - Only an order's account may cancel or replace it: otherwise `not_owner`; an id never seen
   (or forgotten) is `unknown_order`; a closed one `not_open`; one in another market than the
   op names `market_mismatch`. A refused cancel or replace changes nothing.
-- A new or replace op always leaves a record under its order id, even when refused (status
-  rejected, with the reason), so an order a client was told is pending always resolves.
+- A new or replace op that was judged always leaves a record under its order id, even when
+  refused (status rejected, with the reason), so an order a client was told is pending always
+  resolves. A transaction refused whole (`wrong_chain`, `expires_too_far`, `duplicate`) judged
+  no op and leaves none; an `expired` one leaves rejected records, except under ids that are
+  still known (so a transaction applied earlier and included again after its expiry leaves its
+  orders as they are, unless the history has already forgotten them).
 - Positions and credit: `positions.py`, `credit.py`. Bounded history: `history.py`.
 
 Heights start at 1 after the genesis (height 0); block times never go backwards.
