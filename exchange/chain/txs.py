@@ -1,8 +1,8 @@
 """Signed account transactions: what a user asks the exchange to do, in bytes anyone can check.
 
 A transaction is one account's signed request carrying 1..MAX_OPS operations (a new order, a
-cancel, a replace). The account is an Ed25519 public key; the signature covers a short UTF-8
-text (`signed_bytes`) that any language can rebuild without a serialiser:
+cancel, a replace, a credit grant). The account is an Ed25519 public key; the signature covers
+a short UTF-8 text (`signed_bytes`) that any language can rebuild without a serialiser:
 
     exchange-node/tx/v1
     chain=<chain id: 64 hex, the network's genesis hash>
@@ -12,10 +12,13 @@ text (`signed_bytes`) that any language can rebuild without a serialiser:
     new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->
     cancel <market> <order id>
     replace <market> <order id> <price|-> <qty>
+    grant <account: 64 hex> <asset> <limit>
 
 lines joined by a single "\\n" (no trailing newline), one operation line per op, in order.
 Prices and quantities are the decimal strings the user gave (the market's tick and lot turn
-them into integers when the transaction is applied, the same way on every node).
+them into integers when the transaction is applied, the same way on every node). A `grant`
+sets the largest short position (`limit`, a decimal amount of `asset`) the account may hold;
+only the network's credit authority may sign one, which the state machine judges.
 
 The transaction id is the first 32 hex characters of sha256(signed bytes); the order id of
 operation i is the first 30 of them followed by i as two hex digits, so a client knows its
@@ -41,6 +44,8 @@ _NONCE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _MARKET = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12}")
 _DECIMAL = re.compile(r"[0-9]{1,24}(\.[0-9]{1,24})?")
 _ORDER_ID = re.compile(r"[0-9a-z._:-]{1,64}")
+_ASSET = re.compile(r"[A-Z0-9]{1,12}")
+_ACCOUNT_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidTx(ValueError):
@@ -136,10 +141,34 @@ class ReplaceOp:
                    _optional(price, lambda v: _text(v, _DECIMAL, "price")), _text(qty, _DECIMAL, "qty"))
 
 
-Op = Union[NewOrderOp, CancelOp, ReplaceOp]
-_OP_ARITY = {"new": (NewOrderOp, 6), "cancel": (CancelOp, 2), "replace": (ReplaceOp, 4)}
+class GrantOp:
+    """Set an account's credit limit in one asset (the largest short position it may hold)."""
+
+    __slots__ = ("account", "asset", "limit")
+    name = "grant"
+
+    def __init__(self, account: str, asset: str, limit: str) -> None:
+        self.account, self.asset, self.limit = account, asset, limit
+
+    def line(self) -> str:
+        return f"grant {self.account} {self.asset} {self.limit}"
+
+    def wire(self) -> list:
+        return ["grant", self.account, self.asset, self.limit]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "grant", "account": self.account, "asset": self.asset, "limit": self.limit}
+
+    @classmethod
+    def parse(cls, account: Any, asset: Any, limit: Any) -> "GrantOp":
+        return cls(_text(account, _ACCOUNT_HEX, "account"), _text(asset, _ASSET, "asset"),
+                   _text(limit, _DECIMAL, "limit"))
+
+
+Op = Union[NewOrderOp, CancelOp, ReplaceOp, GrantOp]
+_OP_ARITY = {"new": (NewOrderOp, 6), "cancel": (CancelOp, 2), "replace": (ReplaceOp, 4), "grant": (GrantOp, 3)}
 _JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp"), "cancel": ("market", "order_id"),
-                "replace": ("market", "order_id", "price", "qty")}
+                "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit")}
 
 
 def parse_op(item: Any) -> Op:
@@ -155,7 +184,7 @@ def op_from_json(item: Any) -> Op:
     _need(isinstance(item, dict), "invalid_op", "each operation is a JSON object", "ops")
     name = item.get("op", "new")
     fields = _JSON_FIELDS.get(name) if type(name) is str else None
-    _need(fields is not None, "invalid_op", "op must be new, cancel or replace", "op")
+    _need(fields is not None, "invalid_op", "op must be new, cancel, replace or grant", "op")
     return parse_op([name, *(item.get(f) for f in fields)])  # type: ignore[union-attr]
 
 

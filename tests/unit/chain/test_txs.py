@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.chain.crypto import SigningKey, verify
-from exchange.chain.txs import (CancelOp, InvalidTx, NewOrderOp, ReplaceOp, SignedTx, op_from_json, order_id,
+from exchange.chain.txs import (CancelOp, GrantOp, InvalidTx, NewOrderOp, ReplaceOp, SignedTx, op_from_json, order_id,
                                 sign_tx)
 
 CHAIN = "ab" * 32
@@ -92,3 +92,26 @@ def test_arbitrary_wire_data_is_parsed_or_refused_never_crashes(data):
         SignedTx.from_wire(data)
     except InvalidTx:
         pass
+
+
+def test_a_grant_op_has_documented_bytes_and_round_trips():
+    account = "cd" * 32
+    tx = make([GrantOp.parse(account, "USD", "2500.5")])
+    assert tx.signed_bytes.decode().endswith(f"\ngrant {account} USD 2500.5")
+    for copy in (SignedTx.from_wire(tx.wire()), SignedTx.from_json(tx.as_json())):
+        assert copy.id == tx.id and copy.signature_valid()
+        assert (copy.ops[0].account, copy.ops[0].asset, copy.ops[0].limit) == (account, "USD", "2500.5")
+
+
+@pytest.mark.parametrize("op, code", [
+    ({"op": "grant", "account": "CD" * 32, "asset": "USD", "limit": "1"}, "invalid_account"),
+    ({"op": "grant", "account": "cd" * 31, "asset": "USD", "limit": "1"}, "invalid_account"),
+    ({"op": "grant", "account": "cd" * 32, "asset": "usd", "limit": "1"}, "invalid_asset"),
+    ({"op": "grant", "account": "cd" * 32, "asset": "USD", "limit": "-1"}, "invalid_limit"),
+    ({"op": "grant", "account": "cd" * 32, "asset": "USD"}, "invalid_limit"),
+    ({"op": "grant", "account": "cd" * 32, "asset": "USD", "limit": "1 new BTC-USD"}, "invalid_limit"),
+])
+def test_grant_format_errors_name_the_problem(op, code):
+    with pytest.raises(InvalidTx) as exc:
+        SignedTx.from_json(make().as_json() | {"ops": [op]})
+    assert exc.value.code == code

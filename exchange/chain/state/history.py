@@ -1,0 +1,58 @@
+"""Bounded history for lookups: closed orders and recent trades (issue 19: nothing grows with time).
+
+Both forget their oldest entries first, in the order they were recorded, which every node
+shares because it is the order of the blocks; so the kept window is part of the canonical
+state and of its snapshot. Measured in CPython 3.11: about 350 bytes per kept closed order
+and per kept trade, so the defaults (100,000 closed orders, 10,000 trades per market) hold
+about 35 MB plus 3.5 MB per market.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterator
+
+from exchange.orders import Order
+
+# A trade as kept: (id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, taker_account,
+# height, time_ms); prices in ticks, quantities in lots.
+TradeRow = tuple
+
+
+class ClosedOrders:
+    """Orders that left the book (filled, cancelled, rejected), at most `limit`, oldest forgotten first."""
+
+    __slots__ = ("limit", "orders", "_arrival")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.orders: dict[str, Order] = {}
+        self._arrival: deque[str] = deque()
+
+    def add(self, order: Order) -> None:
+        """Record a closed order (a second record under the same id is ignored)."""
+        orders = self.orders
+        if order.id in orders:
+            return
+        orders[order.id] = order
+        self._arrival.append(order.id)
+        if len(self._arrival) > self.limit:
+            del orders[self._arrival.popleft()]
+
+    def get(self, order_id: str) -> Order | None:
+        return self.orders.get(order_id)
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self.orders
+
+    def __len__(self) -> int:
+        return len(self._arrival)
+
+    def __iter__(self) -> Iterator[Order]:
+        """Oldest first."""
+        orders = self.orders
+        return (orders[order_id] for order_id in self._arrival)
+
+
+def trade_log(limit: int) -> deque[TradeRow]:
+    """One market's recent trades, oldest first, the oldest dropped beyond `limit`."""
+    return deque(maxlen=limit)

@@ -1,0 +1,561 @@
+"""ExchangeState: the deterministic fold of committed blocks into books, orders, trades and positions.
+
+Every node folds the same blocks through `begin_block`, `apply_tx` (once per transaction, in
+block order) and `end_block`, and so holds the same state: there is no I/O, no clock and no
+randomness here, iteration is only ever over insertion-ordered dicts or sorted keys, and
+amounts are integers. Signatures are checked by the caller before `apply_tx`; everything else a
+transaction says is judged here, and no content makes `apply_tx` raise.
+
+Rules:
+- A transaction is applied at most once, only while `block_time < expires <= block_time +
+  order_ttl_ms` (see `replay.py`); its id is remembered until block time passes its `expires`.
+  One included at or after its `expires` is recorded `expired`, its new orders as rejected.
+- Orders take time priority from `created_key = (height, tx index in block, op index)`; an
+  order's id is `tx.order_id(op index)`. The engine's owner is the account id (hex), so
+  self-trade prevention is per account, in the market's mode unless the op names one.
+- Only an order's account may cancel or replace it: otherwise `not_owner`; an id never seen
+  (or forgotten) is `unknown_order`; a closed one `not_open`; one in another market than the
+  op names `market_mismatch`. A refused cancel or replace changes nothing.
+- A new or replace op that was judged always leaves a record under its order id, even when
+  refused (status rejected, with the reason), so an order a client was told is pending always
+  resolves. A transaction refused whole (`wrong_chain`, `expires_too_far`, `duplicate`) judged
+  no op and leaves none; an `expired` one leaves rejected records, except under ids that are
+  still known (so a transaction applied earlier and included again after its expiry leaves its
+  orders as they are, unless the history has already forgotten them).
+- Positions and credit: `positions.py`, `credit.py`. Bounded history: `history.py`.
+
+Heights start at 1 after the genesis (height 0); block times never go backwards.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from typing import Any
+
+from exchange.chain.state.credit import CreditBook, worst_case
+from exchange.chain.state.history import ClosedOrders, TradeRow, trade_log
+from exchange.chain.state.params import ExchangeParams
+from exchange.chain.state.positions import Positions
+from exchange.chain.state.replay import ReplayWindow
+from exchange.chain.state.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
+                                          chain_app_hash, genesis_app_hash, results_hash)
+from exchange.chain.state.views import order_moment, order_view, trade_view
+from exchange.chain.txs import MAX_OPS, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx
+from exchange.commands import ReplaceOrder
+from exchange.display import depth_view
+from exchange.errors import ExchangeError, UnknownMarket
+from exchange.events import OrderCancelled, OrderReduced, OrderRejected, Trade
+from exchange.markets import Market
+from exchange.matching import MatchingEngine
+from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
+
+_SIDES = {side.value: side for side in Side}
+_TYPES = {kind.value: kind for kind in OrderType}
+_STP_MODES = {mode.value: mode for mode in SelfTradeMode}
+_BUY, _SELL = Side.BUY, Side.SELL
+_MARKET = OrderType.MARKET
+_OPEN, _PARTIAL, _REJECTED = OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.REJECTED
+_RESTING = (_OPEN, _PARTIAL)
+_ORDER_STATUSES = frozenset(status.value for status in OrderStatus)
+EMPTIED_LEVEL = "0"
+ORDER_ID_PREFIX = 30
+_OP_SUFFIX = [f"{index:02x}" for index in range(MAX_OPS)]
+PARSE_MEMORY = 4096
+
+
+class InvalidQuery(ExchangeError):
+    """A query the state cannot answer as asked (bad status filter, bad limit)."""
+
+
+class Venue:
+    """One market's engine and the per-market parts of the state around it."""
+
+    __slots__ = ("market", "engine", "units", "trades", "touched", "digest", "_prices", "_sizes")
+
+    def __init__(self, market: Market, params: ExchangeParams) -> None:
+        self.market = market
+        self.engine = MatchingEngine(market)
+        self.units = params.assets.markets[market.symbol]
+        self.trades = trade_log(params.trade_history)
+        self.touched: set[int] = set()    # level keys (bids -price, asks +price) this block changed
+        self.digest: str | None = None    # the book digest, cached until the book changes
+        self._prices: dict[str, int] = {}  # decimal text -> ticks, for texts that parsed
+        self._sizes: dict[str, int] = {}   # decimal text -> lots
+
+    def parse(self, price: str | None, qty: str) -> tuple[int | None, int]:
+        """(ticks, lots) of an op's decimal texts; raises the market's ExchangeError for a bad one.
+
+        Orders cluster on few prices and sizes, so texts that parsed are remembered (up to
+        PARSE_MEMORY each; a pure speed-up, the answer is the market's either way)."""
+        lots = self._sizes.get(qty)
+        if lots is None:
+            lots = _remember(self._sizes, qty, self.market.parse_qty(qty))
+        if price is None:
+            return None, lots
+        ticks = self._prices.get(price)
+        if ticks is None:
+            ticks = _remember(self._prices, price, self.market.parse_price(price))
+        return ticks, lots
+
+
+def _remember(memory: dict[str, int], text: str, value: int) -> int:
+    if len(memory) >= PARSE_MEMORY:
+        memory.clear()
+    memory[text] = value
+    return value
+
+
+def level_key(order: Order) -> int:
+    """The book's sort key of an order's level: asks by price, bids by minus price."""
+    return -order.price if order.side is _BUY else order.price  # type: ignore[operator, return-value]  # resting
+
+
+class ExchangeState:
+    """The exchange state of one chain; see the module docstring for the rules."""
+
+    def __init__(self, params: ExchangeParams, chain_id: str | None = None) -> None:
+        self.params = params
+        self.chain_id = chain_id          # when set, transactions for another chain are refused
+        self.height = 0
+        self.time_ms = 0
+        self._app_hash = genesis_app_hash(params.digest())
+        self._ttl = params.order_ttl_ms
+        self.venues = {market.symbol: Venue(market, params) for market in params.registry}
+        self.open_orders: dict[str, Order] = {}
+        self.closed = ClosedOrders(params.closed_order_history)
+        self.positions = Positions()
+        self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
+        self.replay = ReplayWindow()
+        self._in_block = False
+        self._txs: list[TxResult] = []
+        self._trades: list[tuple[Market, TradeRow]] = []
+        self._touched_orders: dict[str, Order] = {}
+
+    @property
+    def app_hash(self) -> bytes:
+        """sha256 chain over every block's results hash, from a genesis hash of the params."""
+        return self._app_hash
+
+    # ------------------------------------------------------------------ admission
+
+    def precheck(self, tx: SignedTx, chain_id: str, now_ms: int) -> str | None:
+        """Why `tx` should be refused at the API edge or by the mempool, or None.
+
+        Stricter than `apply_tx` (a bad op refuses the whole transaction here), never looser:
+        anything already committed inside the replay window is refused as `duplicate`. The
+        window is judged against the later of `now_ms` and the last block's time.
+        """
+        if tx.chain_id != chain_id:
+            return "wrong_chain"
+        problem = self.inclusion_problem(tx, max(now_ms, self.time_ms))
+        if problem is not None:
+            return problem
+        for op in tx.ops:
+            problem = self._op_problem(op, tx.account_hex)
+            if problem is not None:
+                return problem
+        return None
+
+    def inclusion_problem(self, tx: SignedTx, block_time_ms: int) -> str | None:
+        """Why `apply_tx` would refuse `tx` as a whole in a block at `block_time_ms`, or None; a
+        proposer keeps a transaction that is `expires_too_far` until the chain's time catches up."""
+        if self.chain_id is not None and tx.chain_id != self.chain_id:
+            return "wrong_chain"
+        expires = tx.expires
+        if expires <= block_time_ms:
+            return "expired"
+        if expires > block_time_ms + self._ttl:
+            return "expires_too_far"
+        if self.replay.seen(tx.id, expires):
+            return "duplicate"
+        return None
+
+    def _op_problem(self, op: Op, account: str) -> str | None:
+        if isinstance(op, GrantOp):
+            return self._grant_problem(op, account)
+        venue = self.venues.get(op.market)
+        if venue is None:
+            return "unknown_market"
+        if isinstance(op, NewOrderOp):
+            if (op.type == "market") != (op.price is None):
+                return "price_not_allowed" if op.price is not None else "price_required"
+            return _parse_problem(venue, op.price, op.qty)
+        target = self.open_orders.get(op.order_id) or self.closed.get(op.order_id)
+        if target is not None and target.owner != account:
+            return "not_owner"
+        return _parse_problem(venue, op.price, op.qty) if isinstance(op, ReplaceOp) else None
+
+    # ------------------------------------------------------------------ blocks
+
+    def begin_block(self, height: int, time_ms: int) -> None:
+        """Start block `height` (the next one) at consensus time `time_ms` (never before the last)."""
+        if self._in_block:
+            raise RuntimeError(f"block {self.height} has not ended")
+        if type(height) is not int or height != self.height + 1:
+            raise ValueError(f"block {height!r} does not follow height {self.height}")
+        if type(time_ms) is not int or time_ms < self.time_ms:
+            raise ValueError(f"block time {time_ms!r} is before the last block's {self.time_ms}")
+        self.height, self.time_ms = height, time_ms
+        self.replay.prune(time_ms)
+        self._in_block = True
+
+    def apply_tx(self, tx: SignedTx) -> TxResult:
+        """Apply the next transaction of the block (signature already verified by the caller)."""
+        if not self._in_block:
+            raise RuntimeError("apply_tx outside a block")
+        index = len(self._txs)
+        account = sys.intern(tx.account.hex())
+        problem = self.inclusion_problem(tx, self.time_ms)
+        if problem is None:
+            self.replay.add(tx.id, tx.expires)
+            result = TxResult(tx.id, account, index, APPLIED, None, self._run_ops(tx, account, index))
+        elif problem == "expired":
+            ops = [self._refuse_op(tx, account, index, op_index, op, "expired") for op_index, op in enumerate(tx.ops)]
+            result = TxResult(tx.id, account, index, EXPIRED, "expired", ops)
+        else:
+            result = TxResult(tx.id, account, index, DUPLICATE if problem == "duplicate" else REJECTED, problem, [])
+        self._txs.append(result)
+        return result
+
+    def end_block(self) -> BlockResult:
+        """Finish the block: its trades, level changes and order updates, and the new app hash."""
+        if not self._in_block:
+            raise RuntimeError("end_block outside a block")
+        self._in_block = False
+        digest = results_hash(self.height, self.time_ms, self._txs, self._trades)
+        self._app_hash = chain_app_hash(self._app_hash, digest)
+        moments = [(order, order_moment(order)) for order in self._touched_orders.values()]
+        result = BlockResult(self.height, self.time_ms, self._txs, self._trades, self._book_changes(), moments,
+                             self.params.registry, digest, self._app_hash)
+        self._txs, self._trades, self._touched_orders = [], [], {}
+        return result
+
+    def _book_changes(self) -> dict[str, list[list[str]]]:
+        changes = {}
+        for symbol, venue in self.venues.items():
+            if not venue.touched:
+                continue
+            market, book = venue.market, venue.engine.book
+            rows = []
+            for key in sorted(venue.touched):   # bids (negative keys) best first, then asks best first
+                side, name = (book.bids, "buy") if key < 0 else (book.asks, "sell")
+                level = side.levels.get(key)
+                rows.append([name, market.format_price(abs(key)),
+                             EMPTIED_LEVEL if level is None else market.format_qty(level.volume)])
+            changes[symbol] = rows
+            venue.touched = set()
+            venue.digest = None
+        return changes
+
+    # ------------------------------------------------------------------ operations
+
+    def _run_ops(self, tx: SignedTx, account: str, index: int) -> list[OpResult]:
+        results = []
+        prefix, height = tx.id[:ORDER_ID_PREFIX], self.height   # order ids as `tx.order_id(op_index)` makes them
+        for op_index, op in enumerate(tx.ops):
+            if isinstance(op, NewOrderOp):
+                results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
+            elif isinstance(op, CancelOp):
+                results.append(self._cancel(account, op))
+            elif isinstance(op, ReplaceOp):
+                results.append(self._replace(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
+            else:
+                results.append(self._grant(account, op))
+        return results
+
+    def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
+        side, kind = _SIDES[op.side], _TYPES[op.type]
+        mode = None if op.stp is None else _STP_MODES[op.stp]
+        venue = self.venues.get(op.market)
+        if venue is None:
+            return self._refused("new", order_id, None, op.market, side, kind, None, None, account, key, mode,
+                                 "unknown_market")
+        try:
+            price, qty = venue.parse(op.price, op.qty)
+        except ExchangeError as error:
+            return self._refused("new", order_id, None, op.market, side, kind, None, None, account, key, mode,
+                                 _field_code(error))
+        if self.credit is not None and (kind is _MARKET) == (price is None):
+            extra = (self._market_buy_cost(venue, account, qty) if price is None and side is _BUY
+                     else worst_case(side, price, qty, venue.units)[1])
+            if not self._credit_allows(account, venue, side, extra):
+                return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+                                     "credit_limit")
+        events = venue.engine.place_order(order_id, side, kind, qty, price, account, key, mode)
+        first = events[0]
+        if type(first) is OrderRejected:
+            return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+                                 first.reason)
+        order = first.order  # type: ignore[union-attr]  # OrderAccepted
+        self._absorb(venue, events, order)
+        # `_value_` rather than `.value`, a Python-level descriptor in 3.11, on this hot path
+        return OpResult("new", order_id, None, order.status._value_, order.reason)
+
+    def _cancel(self, account: str, op: CancelOp) -> OpResult:
+        target = op.order_id
+        venue = self.venues.get(op.market)
+        if venue is None:
+            return OpResult("cancel", None, target, "rejected", "unknown_market")
+        order, reason = self._owned_open(target, account, op.market)
+        if order is None:
+            return OpResult("cancel", None, target, "rejected", reason)
+        venue.engine.cancel_order(target, account)
+        self._left_book(venue, order, order.remaining)
+        return OpResult("cancel", None, target, "cancelled", order.reason)
+
+    def _replace(self, order_id: str, key: tuple[int, int, int], account: str, op: ReplaceOp) -> OpResult:
+        target = op.order_id
+        venue = self.venues.get(op.market)
+        if venue is None:
+            return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
+                                 "unknown_market")
+        old, reason = self._owned_open(target, account, op.market)
+        if old is None:
+            return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
+                                 reason or "unknown_order")
+        price: int | None = None
+        qty: int | None = None
+        try:
+            price, qty = venue.parse(op.price, op.qty)
+        except ExchangeError as error:
+            reason = _field_code(error)
+        if reason is None and self.credit is not None and price is not None and qty is not None:
+            held = worst_case(old.side, old.price, old.remaining, venue.units)[1]
+            extra = worst_case(old.side, price, qty, venue.units)[1] - held
+            if not self._credit_allows(account, venue, old.side, extra):
+                reason = "credit_limit"
+        events = [] if reason is not None else venue.engine.replace(
+            ReplaceOrder(target, order_id, qty, price, key, account))  # type: ignore[arg-type]  # qty parsed
+        if reason is not None or type(events[0]) is OrderRejected:
+            return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account, key,
+                                 old.self_trade, reason or events[0].reason)  # type: ignore[union-attr]
+        order = events[1].order  # type: ignore[union-attr]  # [OrderCancelled(old), OrderAccepted(new), ...]
+        self._absorb(venue, events, order)
+        return OpResult("replace", order_id, target, order.status._value_, order.reason)
+
+    def _grant(self, account: str, op: GrantOp) -> OpResult:
+        reason = self._grant_problem(op, account)
+        if reason is not None or self.credit is None:
+            return OpResult("grant", None, op.account, "rejected", reason)
+        self.credit.grant(op.account, op.asset, self.params.assets.parse(op.asset, op.limit))
+        return OpResult("grant", None, op.account, "granted", None)
+
+    def _grant_problem(self, op: GrantOp, account: str) -> str | None:
+        if self.credit is None:
+            return "credit_disabled"
+        if account != self.params.credit_authority:
+            return "not_authority"
+        if op.asset not in self.params.assets:
+            return "unknown_asset"
+        try:
+            self.params.assets.parse(op.asset, op.limit, "limit")
+        except ExchangeError as error:
+            return _field_code(error)
+        return None
+
+    def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Any, reason: str) -> OpResult:
+        """The result of an op that never ran; new and replace ops leave a rejected order record."""
+        kind = type(op)
+        if kind is NewOrderOp or kind is ReplaceOp:
+            new = kind is NewOrderOp
+            return self._refused(op.name, tx.order_id(op_index), None if new else op.order_id, op.market,
+                                 _SIDES[op.side] if new else None, _TYPES[op.type] if new else None, None, None,
+                                 account, (self.height, index, op_index),
+                                 _STP_MODES[op.stp] if new and op.stp is not None else None, reason)
+        target = op.order_id if kind is CancelOp else op.account
+        return OpResult(op.name, None, target, "rejected", reason)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _owned_open(self, order_id: str, account: str, symbol: str) -> tuple[Order | None, str | None]:
+        """The open order `order_id` if `account` owns it and it rests in `symbol`, else the reason."""
+        order = self.open_orders.get(order_id)
+        if order is None:
+            closed = self.closed.get(order_id)
+            if closed is None:
+                return None, "unknown_order"
+            return None, "not_owner" if closed.owner != account else "not_open"
+        if order.owner != account:
+            return None, "not_owner"
+        if order.market != symbol:
+            return None, "market_mismatch"
+        return order, None
+
+    def _refused(self, op: str, order_id: str, target: str | None, symbol: str, side: Side | None,
+                 kind: OrderType | None, price: int | None, qty: int | None, account: str, key: tuple,
+                 mode: SelfTradeMode | None, reason: str) -> OpResult:
+        if order_id not in self.open_orders and order_id not in self.closed:
+            order = Order()   # a refused op's record: fields it never had stay None
+            order.id, order.market, order.owner, order.created_key = order_id, symbol, account, key
+            order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
+            order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
+            order.status, order.reason = _REJECTED, reason
+            self.closed.add(order)
+            self._touched_orders[order_id] = order
+        return OpResult(op, order_id, target, "rejected", reason)
+
+    def _absorb(self, venue: Venue, events: list, taker: Order) -> None:
+        """Fold the engine's events for one taker into positions, trades, history and the block's records."""
+        credit, open_orders, closed, touched_orders = self.credit, self.open_orders, self.closed, self._touched_orders
+        units, touched, taker_id = venue.units, venue.touched, taker.id
+        touched_orders[taker_id] = taker
+        for event in events:
+            kind = type(event)
+            if kind is Trade:
+                maker, price, qty = event.maker, event.price, event.quantity
+                touched.add(-price if maker.side is _BUY else price)
+                if taker.side is _BUY:
+                    self.positions.settle(taker.owner, maker.owner, units, price, qty)
+                else:
+                    self.positions.settle(maker.owner, taker.owner, units, price, qty)
+                row = (f"{taker_id}:{maker.id}", price, qty, maker.id, taker_id, taker.side._value_, maker.owner,
+                       taker.owner, self.height, self.time_ms)
+                venue.trades.append(row)
+                self._trades.append((venue.market, row))
+                if credit is not None:
+                    credit.release(maker, units, qty)
+                touched_orders[maker.id] = maker
+                if not maker.remaining:
+                    del open_orders[maker.id]
+                    closed.add(maker)
+            elif kind is OrderCancelled or kind is OrderReduced:
+                if event.order_id != taker_id:  # a resting order: self-trade prevention or the replaced one
+                    order = open_orders[event.order_id]
+                    if kind is OrderCancelled:
+                        self._left_book(venue, order, event.remaining)
+                    else:
+                        touched.add(level_key(order))
+                        if credit is not None:
+                            credit.release(order, units, event.reduced_by)
+                        touched_orders[order.id] = order
+        if taker.status in _RESTING:
+            open_orders[taker_id] = taker
+            touched.add(level_key(taker))
+            if credit is not None:
+                credit.reserve(taker, units, taker.remaining)
+        else:
+            closed.add(taker)
+
+    def _left_book(self, venue: Venue, order: Order, remaining: int) -> None:
+        """A resting order was cancelled with `remaining` lots unfilled."""
+        del self.open_orders[order.id]
+        venue.touched.add(level_key(order))
+        if self.credit is not None:
+            self.credit.release(order, venue.units, remaining)
+        self.closed.add(order)
+        self._touched_orders[order.id] = order
+
+    def _credit_allows(self, account: str, venue: Venue, side: Side, extra: int) -> bool:
+        asset = venue.units.quote if side is _BUY else venue.units.base
+        return self.credit.allows(account, asset, self.positions.get(account, asset), extra)  # type: ignore
+
+    def _market_buy_cost(self, venue: Venue, account: str, qty: int) -> int:
+        """The most a market buy of `qty` lots can pay: the cheapest `qty` lots others rest on the book."""
+        cost, needed = 0, qty
+        for level in venue.engine.book.asks.iter_levels():
+            for maker in level.live_orders():
+                if maker.owner == account:
+                    continue
+                take = min(needed, maker.remaining)
+                cost += take * level.price
+                needed -= take
+                if not needed:
+                    return cost * venue.units.quote_unit
+        return cost * venue.units.quote_unit
+
+    # ------------------------------------------------------------------ queries
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        """An order by id, open or closed (closed ones while the history keeps them)."""
+        order = self.open_orders.get(order_id) or self.closed.get(order_id)
+        return None if order is None else order_view(order, self.params.registry)
+
+    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Orders newest first, optionally of one account and one status (`open` means resting)."""
+        if status is not None and status not in _ORDER_STATUSES:
+            raise InvalidQuery("invalid_status", f"status must be one of {', '.join(sorted(_ORDER_STATUSES))}",
+                               "status")
+        if type(limit) is not int or limit < 0:
+            raise InvalidQuery("invalid_limit", "limit must be a non-negative integer", "limit")
+        pool: Any = self.open_orders.values()
+        if status not in (None, "open", "partially_filled"):
+            pool = iter(self.closed)
+        elif status is None:
+            pool = [*pool, *self.closed]
+        wanted = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value) if status == "open" else (status,)
+        chosen = (order for order in pool if (account is None or order.owner == account)
+                  and (status is None or order.status.value in wanted))
+        registry = self.params.registry
+        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=_created)]
+
+    def book(self, market: str, depth: int | None = None) -> dict[str, Any]:
+        """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first."""
+        venue = self.venues.get(market)
+        if venue is None:
+            raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
+        if venue.digest is None:
+            venue.digest = venue.engine.digest()
+        view = depth_view(venue.engine, depth, with_digest=False)
+        view["digest"], view["height"] = venue.digest, self.height
+        return view
+
+    def trades(self, market: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The market's kept trades, oldest first; the newest `limit` of them when given."""
+        venue = self.venues.get(market)
+        if venue is None:
+            raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
+        rows = list(venue.trades)
+        if limit is not None:
+            rows = rows[-limit:] if limit > 0 else []
+        return [trade_view(row, venue.market) for row in rows]
+
+    def position(self, account: str) -> dict[str, Any]:
+        """`{"account", "positions": {asset: amount}, "limits": {asset: limit or None}, "reserved": {...}}`.
+
+        Every asset of the markets is listed; limits and reserved are empty when credit is off."""
+        assets, credit = self.params.assets, self.credit
+        view: dict[str, Any] = {"account": account, "positions": {
+            asset: assets.format(asset, self.positions.get(account, asset)) for asset in assets.scales}}
+        limits: dict[str, str | None] = {}
+        reserved: dict[str, str] = {}
+        if credit is not None:
+            held = credit.exposure.get(account, {})
+            for asset in assets.scales:
+                limit = credit.limit(account, asset)
+                limits[asset] = None if limit is None else assets.format(asset, limit)
+                reserved[asset] = assets.format(asset, held.get(asset, 0))
+        view["limits"], view["reserved"] = limits, reserved
+        return view
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The canonical encoding of the whole state between blocks (see `snapshot.py`)."""
+        from exchange.chain.state.snapshot import encode_state
+        if self._in_block:
+            raise RuntimeError("snapshot inside a block")
+        return encode_state(self)
+
+    @classmethod
+    def restore(cls, params: ExchangeParams, data: bytes, chain_id: str | None = None) -> ExchangeState:
+        """The state a `snapshot()` encodes; raises InvalidStateSnapshot naming what is wrong."""
+        from exchange.chain.state.snapshot import decode_state
+        return decode_state(cls(params, chain_id), data)
+
+
+def _created(order: Order) -> tuple:
+    return order.created_key
+
+
+def _field_code(error: ExchangeError) -> str:
+    """A parse error's code, prefixed with its field when the code does not name it already."""
+    field = error.field or "value"
+    return error.code if error.code.startswith(field) else f"{field}_{error.code}"
+
+
+def _parse_problem(venue: Venue, price: str | None, qty: str) -> str | None:
+    try:
+        venue.parse(price, qty)
+    except ExchangeError as error:
+        return _field_code(error)
+    return None

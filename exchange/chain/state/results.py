@@ -1,0 +1,121 @@
+"""What applying a block did: per transaction, per operation, and for the block as a whole.
+
+A transaction's `status` is `applied` (its operations ran; each has its own outcome),
+`rejected` (`wrong_chain` or `expires_too_far`: nothing ran and nothing is remembered, since a
+transaction whose expiry is too far out now may fit the window later), `duplicate` (already
+applied inside the replay window; nothing ran) or `expired` (included at or after its
+`expires`: nothing ran, and each of its new orders is recorded as rejected with reason
+`expired`, so an order a client was told is pending always resolves).
+
+Each operation reports `order_id` (the order it created: new and replace), `target` (the order
+it cancelled or replaced, or the account a grant is for), `outcome` (for new and replace, the
+order's status right after matching: open, partially_filled, filled, cancelled or rejected; for
+cancel `cancelled` or `rejected`; for grant `granted` or `rejected`) and `reason` (a stable code
+when rejected or cancelled).
+
+`results_hash` covers, in order, every transaction's result (id, account, index in the block,
+status, reason and every operation's outcome) and every trade of the block; `app_hash` chains
+it onto the previous block's app hash, so equal app hashes mean equal results over the whole
+chain.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+import msgpack
+
+from exchange.chain.state.history import TradeRow
+from exchange.chain.state.views import order_view_as, trade_view
+from exchange.markets import Market, MarketRegistry
+from exchange.orders import Order
+
+APPLIED, REJECTED, DUPLICATE, EXPIRED = "applied", "rejected", "duplicate", "expired"
+GENESIS_DOMAIN = b"exchange-node/state/v1\n"
+
+
+class OpResult(NamedTuple):
+    """The outcome of one operation of a transaction."""
+
+    op: str
+    order_id: str | None
+    target: str | None
+    outcome: str
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+class TxResult(NamedTuple):
+    """The outcome of one transaction at position `tx_index` of its block.
+
+    Tuples, so the results hash packs them as they are (no per-transaction conversion)."""
+
+    tx_id: str
+    account: str
+    tx_index: int
+    status: str
+    reason: str | None
+    ops: list[OpResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tx_id": self.tx_id, "account": self.account, "tx_index": self.tx_index,
+                "status": self.status,
+                "reason": self.reason, "ops": [op._asdict() for op in self.ops]}
+
+
+class BlockResult:
+    """Everything one block changed, in the shapes the API and the market-data stream publish.
+
+    `trades`: trade views (decimal strings) in execution order. `book_changes`: per market the
+    levels the block touched, `[side, price, new total size]` with size "0" for a level that
+    emptied, bids then asks, best first. `order_updates`: per account the views of its orders
+    the block changed, as they stood at the end of the block, in the order first touched.
+    Trade and order views are built on first use (a validator nobody watches never pays for them).
+    """
+
+    __slots__ = ("height", "time_ms", "txs", "book_changes", "results_hash", "app_hash", "_trade_rows",
+                 "_order_moments", "_registry", "_trades", "_order_updates")
+
+    def __init__(self, height: int, time_ms: int, txs: list[TxResult], trade_rows: list[tuple[Market, TradeRow]],
+                 book_changes: dict[str, list[list[str]]], order_moments: list[tuple[Order, tuple]],
+                 registry: MarketRegistry, results_hash: bytes, app_hash: bytes) -> None:
+        self.height, self.time_ms, self.txs, self.book_changes = height, time_ms, txs, book_changes
+        self.results_hash, self.app_hash = results_hash, app_hash
+        self._trade_rows, self._order_moments, self._registry = trade_rows, order_moments, registry
+        self._trades: list[dict[str, Any]] | None = None
+        self._order_updates: dict[str, list[dict[str, Any]]] | None = None
+
+    @property
+    def trades(self) -> list[dict[str, Any]]:
+        if self._trades is None:
+            self._trades = [trade_view(row, market) for market, row in self._trade_rows]
+        return self._trades
+
+    @property
+    def order_updates(self) -> dict[str, list[dict[str, Any]]]:
+        if self._order_updates is None:
+            updates: dict[str, list[dict[str, Any]]] = {}
+            for order, moment in self._order_moments:
+                updates.setdefault(order.owner, []).append(order_view_as(order, self._registry, moment))
+            self._order_updates = updates
+        return self._order_updates
+
+    def __repr__(self) -> str:
+        return (f"BlockResult(height={self.height} txs={len(self.txs)} trades={len(self._trade_rows)} "
+                f"app_hash={self.app_hash.hex()[:16]})")
+
+
+def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tuple[Market, TradeRow]]) -> bytes:
+    """sha256 over the canonical msgpack encoding of a block's results."""
+    body = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
+    return hashlib.sha256(msgpack.packb(body, use_bin_type=True)).digest()
+
+
+def chain_app_hash(previous: bytes, block_results_hash: bytes) -> bytes:
+    return hashlib.sha256(previous + block_results_hash).digest()
+
+
+def genesis_app_hash(params_digest: bytes) -> bytes:
+    return hashlib.sha256(GENESIS_DOMAIN + params_digest).digest()

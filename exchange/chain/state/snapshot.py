@@ -1,0 +1,215 @@
+"""The canonical snapshot of an ExchangeState: msgpack of exactly the state, nothing derived.
+
+Every validator encodes the same state to the same bytes, so the chain can certify
+`sha256(snapshot())` and a new node can start from any peer's copy. The encoding is a
+msgpack array, in this order:
+
+    [format, params digest, chain id | nil, height, time_ms, app hash,
+     [book snapshot per market, in MARKETS order]          (exchange.snapshot.book_snapshot)
+     [closed order row, oldest first]                      (up to closed_order_history)
+     [[trade row, oldest first] per market, MARKETS order] (up to trade_history each)
+     [[account, [[asset, amount], ...]], ...]              (sorted; non-zero amounts)
+     [[account, [[asset, limit], ...]], ...] | nil          (credit grants, sorted; nil: credit off)
+     [[expiry bucket, [tx id, ...]], ...]]                 (replay window, sorted)
+
+A closed order row is `[id, market, side, type, price, qty, remaining, account, [height, tx,
+op], stp, status, reason]` (side, type, price, qty, remaining and stp are nil where a refused op
+never had them); a trade row is `[id, price, qty, maker order, taker order, taker side, maker
+account, taker account, height, time_ms]`. Open-order credit reservations are derived from
+the books on restore. Size is bounded by the state: open orders, closed_order_history closed
+orders, trade_history trades per market, one row per account holding a position, and the
+replay window (rate x TTL, see replay.py).
+
+`decode_state` checks every field's type and range, that positions sum to zero per asset, and
+finally that re-encoding gives the very same bytes, so only canonical snapshots are accepted.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgpack
+
+from exchange.chain.state.positions import Positions
+from exchange.chain.state.replay import ReplayWindow
+from exchange.errors import ExchangeError
+from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
+
+if TYPE_CHECKING:
+    from exchange.chain.state.machine import ExchangeState
+
+SNAPSHOT_FORMAT = 1
+_CLOSED_STATUSES = {status.value: status for status in
+                    (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)}
+_SIDES = {side.value: side for side in Side}
+_TYPES = {kind.value: kind for kind in OrderType}
+_STP_MODES = {mode.value: mode for mode in SelfTradeMode}
+_TX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class InvalidStateSnapshot(ExchangeError):
+    """A state snapshot that is malformed, not canonical, or for other parameters or another chain."""
+
+
+def encode_state(state: ExchangeState) -> bytes:
+    venues = state.venues.values()
+    body = [
+        SNAPSHOT_FORMAT, state.params.digest(), state.chain_id, state.height, state.time_ms, state.app_hash,
+        [venue.engine.snapshot() for venue in venues],
+        [_closed_row(order) for order in state.closed],
+        [list(venue.trades) for venue in venues],
+        state.positions.rows(),
+        None if state.credit is None else state.credit.grant_rows(),
+        state.replay.rows(),
+    ]
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _closed_row(order: Order) -> list:
+    return [order.id, order.market, _value(order.side), _value(order.type), order.price, order.quantity,
+            order.remaining, order.owner, list(order.created_key), _value(order.self_trade), order.status.value,
+            order.reason]
+
+
+def _value(member: Any) -> Any:
+    return None if member is None else member.value
+
+
+def _need(ok: bool, message: str, code: str = "malformed_snapshot") -> None:
+    if not ok:
+        raise InvalidStateSnapshot(code, f"state snapshot: {message}")
+
+
+def _uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _list(value: Any, length: int | None = None) -> bool:
+    return type(value) is list and (length is None or len(value) == length)
+
+
+def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
+    """Fill a fresh `state` (built with the right params and chain id) from `data`."""
+    _need(type(data) is bytes, "must be bytes")
+    try:
+        body = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as error:  # msgpack raises many types for hostile bytes; all mean "not a snapshot"
+        raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot is not msgpack: {error}") from None
+    _need(_list(body, 12), "must be a 12-item array")
+    fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body
+    _need(fmt == SNAPSHOT_FORMAT, f"format {fmt!r} is not {SNAPSHOT_FORMAT}", "unsupported_snapshot")
+    _need(params_digest == state.params.digest(), "made under other exchange parameters", "params_mismatch")
+    _need(chain_id is None or type(chain_id) is str, "chain id must be a string")
+    _need(state.chain_id is None or chain_id == state.chain_id, f"is for chain {chain_id!r}", "chain_mismatch")
+    _need(_uint(height) and _uint(time_ms), "height and time must be non-negative integers")
+    _need(type(app_hash) is bytes and len(app_hash) == 32, "app hash must be 32 bytes")
+    state.chain_id, state.height, state.time_ms, state._app_hash = chain_id, height, time_ms, app_hash
+    _restore_books(state, books)
+    _restore_closed(state, closed)
+    _restore_trades(state, trades)
+    _restore_positions(state, positions)
+    _restore_grants(state, grants)
+    _restore_replay(state, replay)
+    _need(encode_state(state) == data, "is not in canonical form (order, duplicates or encoding)", "non_canonical")
+    return state
+
+
+def _check_key(key: Any, height: int) -> tuple[int, int, int]:
+    _need(type(key) in (list, tuple) and len(key) == 3 and all(_uint(part) for part in key) and key[0] <= height,
+          f"created key {key!r} is not [height, tx, op] at or below the snapshot height")
+    return tuple(key)  # type: ignore[return-value]
+
+
+def _restore_books(state: ExchangeState, books: Any) -> None:
+    _need(_list(books, len(state.venues)), "needs one book per market")
+    for venue, book in zip(state.venues.values(), books):
+        try:
+            venue.engine.restore(book)
+        except ExchangeError as error:
+            raise InvalidStateSnapshot(error.code, f"state snapshot: {venue.market.symbol} book: {error.message}") \
+                from None
+        for order in venue.engine.book.orders.values():
+            _need(order.id not in state.open_orders, f"order {order.id} rests twice")
+            order.created_key = _check_key(order.created_key, state.height)
+            order.owner = sys.intern(order.owner)
+            state.open_orders[order.id] = order
+            if state.credit is not None:
+                state.credit.reserve(order, venue.units, order.remaining)
+
+
+def _restore_closed(state: ExchangeState, rows: Any) -> None:
+    _need(_list(rows) and len(rows) <= state.closed.limit, "closed orders must be a list within the history limit")
+    for row in rows:
+        _need(_list(row, 12), f"closed order {row!r} is not a 12-item row")
+        order_id, market, side, kind, price, qty, remaining, owner, key, mode, status, reason = row
+        _need(type(order_id) is str and order_id not in state.open_orders and order_id not in state.closed,
+              f"closed order id {order_id!r} is not a new string")
+        _need(type(market) is str and type(owner) is str, f"closed order {order_id}: market and account are strings")
+        _need(status in _CLOSED_STATUSES and (reason is None or type(reason) is str),
+              f"closed order {order_id}: status {status!r} / reason {reason!r}")
+        _need(all(v is None or _uint(v) for v in (price, qty, remaining))
+              and (qty is None) == (remaining is None) and (qty is None or remaining <= qty),
+              f"closed order {order_id}: price and sizes")
+        order = Order()
+        order.id, order.market, order.owner = order_id, market, sys.intern(owner)
+        order.side, order.type, order.self_trade = (_member(_SIDES, side, "side"), _member(_TYPES, kind, "type"),
+                                                   _member(_STP_MODES, mode, "stp"))
+        order.price, order.quantity, order.remaining = price, qty, remaining
+        order.created_key, order.status, order.reason = _check_key(key, state.height), _CLOSED_STATUSES[status], reason
+        state.closed.add(order)
+
+
+def _member(members: dict[str, Any], value: Any, name: str) -> Any:
+    _need(value is None or value in members, f"{name} {value!r} is unknown")
+    return None if value is None else members[value]
+
+
+def _restore_trades(state: ExchangeState, per_market: Any) -> None:
+    _need(_list(per_market, len(state.venues)), "needs one trade list per market")
+    for venue, rows in zip(state.venues.values(), per_market):
+        _need(_list(rows) and len(rows) <= state.params.trade_history, f"{venue.market.symbol}: too many trades")
+        for row in rows:
+            _need(_list(row, 10) and _valid_trade(row, state.height), f"{venue.market.symbol}: trade row {row!r}")
+            venue.trades.append(tuple(row))
+
+
+def _valid_trade(row: list, height: int) -> bool:
+    trade_id, price, qty, maker_id, taker_id, side, maker_account, taker_account, trade_height, time_ms = row
+    return (all(type(v) is str for v in (trade_id, maker_id, taker_id, maker_account, taker_account))
+            and side in _SIDES and price and qty and all(_uint(v) for v in (price, qty, trade_height, time_ms))
+            and trade_height <= height)
+
+
+def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool]) -> list:
+    _need(_list(rows), f"{what} must be a list")
+    for row in rows:
+        _need(_list(row, 2) and type(row[0]) is str and _list(row[1]) and row[1], f"{what} row {row!r}")
+        for pair in row[1]:
+            _need(_list(pair, 2) and pair[0] in assets and valid(pair[1]), f"{what} of {row[0]}: {pair!r}")
+    return rows
+
+
+def _restore_positions(state: ExchangeState, rows: Any) -> None:
+    assets = state.params.assets
+    rows = _account_rows(rows, "positions", assets, lambda amount: type(amount) is int and amount != 0)
+    state.positions = Positions.from_rows(rows)
+    unbalanced = {asset: total for asset, total in state.positions.totals().items() if total}
+    _need(not unbalanced, f"positions do not sum to zero: {unbalanced}", "positions_unbalanced")
+
+
+def _restore_grants(state: ExchangeState, rows: Any) -> None:
+    if state.credit is None:
+        _need(rows is None, "has credit grants but credit is off")
+        return
+    for account, limits in _account_rows(rows, "grants", state.params.assets, _uint):
+        for asset, limit in limits:
+            state.credit.grant(account, asset, limit)
+
+
+def _restore_replay(state: ExchangeState, rows: Any) -> None:
+    _need(_list(rows), "replay window must be a list")
+    for row in rows:
+        _need(_list(row, 2) and _uint(row[0]) and _list(row[1]) and row[1]
+              and all(type(i) is str and _TX_ID.fullmatch(i) for i in row[1]), f"replay bucket {row!r}")
+    state.replay = ReplayWindow.from_rows(rows, state.time_ms)

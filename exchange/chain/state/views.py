@@ -1,0 +1,62 @@
+"""API-shaped views of the state, with prices and sizes as decimal strings per market.
+
+Shapes follow ARCHITECTURE.md section 7; order and trade views add the account ids, and trades
+add the block height and time they executed at.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from exchange.chain.state.history import TradeRow
+from exchange.markets import Market, MarketRegistry
+from exchange.orders import Order
+
+
+def order_view(order: Order, registry: MarketRegistry) -> dict[str, Any]:
+    """`{"id", "status", "market", "side", "type", "price", "qty", "remaining", "filled", "account", ...}`."""
+    return order_view_as(order, registry, order_moment(order))
+
+
+def order_moment(order: Order) -> tuple:
+    """The fields of an order that change after it is placed, as they are now."""
+    return order.quantity, order.remaining, order.status, order.reason
+
+
+def order_view_as(order: Order, registry: MarketRegistry, moment: tuple) -> dict[str, Any]:
+    """The view of `order` as it was when `order_moment` took `moment`."""
+    market = registry.get(order.market) if order.market in registry else None
+    quantity, remaining, status, reason = moment
+    height, tx_index, op_index = order.created_key
+    return {
+        "id": order.id, "status": status.value, "market": order.market,
+        "side": None if order.side is None else order.side.value,
+        "type": None if order.type is None else order.type.value,
+        "price": _units(market, order.price, "price"), "qty": _units(market, quantity, "qty"),
+        "remaining": _units(market, remaining, "qty"),
+        "filled": _units(market, None if quantity is None else quantity - remaining, "qty"),
+        "account": order.owner, "reason": reason,
+        "stp": None if order.self_trade is None else order.self_trade.value,
+        "height": height, "tx_index": tx_index, "op_index": op_index,
+    }
+
+
+def _units(market: Market | None, value: int | None, kind: str) -> str | None:
+    if market is None or value is None:
+        return None
+    return market.format_price(value) if kind == "price" else market.format_qty(value)
+
+
+def trade_view(row: TradeRow, market: Market) -> dict[str, Any]:
+    """`{"id", "market", "price", "qty", "maker_order_id", "taker_order_id", "buy_order_id", "sell_order_id", ...}`."""
+    trade_id, price, qty, maker_id, taker_id, taker_side, maker_account, taker_account, height, time_ms = row
+    taker_buys = taker_side == "buy"
+    return {
+        "id": trade_id, "market": market.symbol, "price": market.format_price(price), "qty": market.format_qty(qty),
+        "maker_order_id": maker_id, "taker_order_id": taker_id,
+        "buy_order_id": taker_id if taker_buys else maker_id, "sell_order_id": maker_id if taker_buys else taker_id,
+        "taker_side": taker_side, "maker_account": maker_account, "taker_account": taker_account,
+        "buyer": taker_account if taker_buys else maker_account,
+        "seller": maker_account if taker_buys else taker_account,
+        "height": height, "time_ms": time_ms,
+    }
+

@@ -1,0 +1,105 @@
+"""Snapshots from peers are untrusted: anything malformed, non-canonical, unbalanced or made under other
+rules is refused with InvalidStateSnapshot, and no byte string makes restore fail any other way."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.chain.state import ExchangeParams, ExchangeState, InvalidStateSnapshot
+from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload
+
+PARAMS = ExchangeParams(MARKETS, closed_order_history=100, trade_history=20, credit_limits={"USD": "50"})
+
+
+def busy_state() -> ExchangeState:
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    for block in Workload(seed=5, accounts=5).blocks(300, per_block=30):
+        chain.block(block)
+    return chain.state
+
+
+SNAPSHOT = busy_state().snapshot()
+BODY = msgpack.unpackb(SNAPSHOT, raw=False)
+
+
+def repack(change) -> bytes:
+    body = msgpack.unpackb(SNAPSHOT, raw=False)
+    change(body)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def refused(data: bytes, params: ExchangeParams = PARAMS, chain_id: str | None = CHAIN) -> str:
+    with pytest.raises(InvalidStateSnapshot) as error:
+        ExchangeState.restore(params, data, chain_id)
+    return error.value.code
+
+
+def test_the_busy_state_has_every_part_filled():
+    assert all(BODY[6]) and BODY[7] and any(BODY[8]) and BODY[9] and BODY[11]
+
+
+def test_a_snapshot_restores_to_the_same_bytes():
+    assert ExchangeState.restore(PARAMS, SNAPSHOT, CHAIN).snapshot() == SNAPSHOT
+
+
+def test_a_snapshot_of_a_fresh_state_restores():
+    fresh = ExchangeState(PARAMS, CHAIN).snapshot()
+    assert ExchangeState.restore(PARAMS, fresh, CHAIN).snapshot() == fresh
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"", "malformed_snapshot"), (SNAPSHOT[:-1], "malformed_snapshot"), (SNAPSHOT + b"\x00", "malformed_snapshot"),
+    (b"\xc1", "malformed_snapshot"), (msgpack.packb([1, 2, 3]), "malformed_snapshot"),
+    (msgpack.packb({"format": 1}), "malformed_snapshot"),
+])
+def test_garbage_is_refused(data, code):
+    assert refused(data) == code
+
+
+def test_other_params_and_other_chains_are_refused():
+    assert refused(SNAPSHOT, ExchangeParams(MARKETS)) == "params_mismatch"
+    assert refused(SNAPSHOT, chain_id="cd" * 32) == "chain_mismatch"
+
+
+def swap_first_two(rows: list) -> None:
+    rows[0], rows[1] = rows[1], rows[0]
+
+
+@pytest.mark.parametrize("change, code", [
+    (lambda b: b.__setitem__(0, 2), "unsupported_snapshot"),
+    (lambda b: b.__setitem__(3, -1), "malformed_snapshot"),
+    (lambda b: b.__setitem__(5, b"short"), "malformed_snapshot"),
+    (lambda b: b[6].pop(), "malformed_snapshot"),
+    (lambda b: b[6][0]["asks"][0][1][0].__setitem__(3, 0), "malformed_snapshot"),        # remaining 0
+    (lambda b: b[6][0]["asks"][0][1][0].__setitem__(5, [10 ** 9, 0, 0]), "malformed_snapshot"),  # future key
+    (lambda b: b[7].append(b[7][0]), "malformed_snapshot"),                             # a closed id twice
+    (lambda b: b[7][0].__setitem__(10, "open"), "malformed_snapshot"),
+    (lambda b: b[7][0].__setitem__(2, "up"), "malformed_snapshot"),
+    (lambda b: b[7].extend([b[7][0][:]] * 200), "malformed_snapshot"),                # beyond the history limit
+    (lambda b: b[8][0].__setitem__(0, b[8][0][0][:9]), "malformed_snapshot"),
+    (lambda b: b[9][0][1][0].__setitem__(1, b[9][0][1][0][1] + 1), "positions_unbalanced"),
+    (lambda b: b[9][0][1].append(["XRP", 1]), "malformed_snapshot"),
+    (lambda b: swap_first_two(b[9]), "non_canonical"),
+    (lambda b: b.__setitem__(10, None), "malformed_snapshot"),   # credit is on: grants must be a list
+    (lambda b: b[11][0][1].append("not a tx id"), "malformed_snapshot"),
+    (lambda b: b[11][0][1].append(b[11][0][1][0]), "non_canonical"),
+    (lambda b: b[11][0][1].reverse(), "non_canonical"),
+])
+def test_malformed_or_non_canonical_parts_are_refused(change, code):
+    assert refused(repack(change)) == code
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_no_corruption_makes_restore_fail_any_other_way(data):
+    snapshot = bytearray(SNAPSHOT)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(snapshot) - 1))
+        snapshot[position] = data.draw(st.integers(0, 255))
+    try:
+        restored = ExchangeState.restore(PARAMS, bytes(snapshot), CHAIN)
+    except InvalidStateSnapshot:
+        return
+    assert restored.snapshot() == bytes(snapshot)   # accepted only when it is itself canonical
