@@ -138,9 +138,25 @@ class Settings:
     router_flood_ban: float = _setting(120.0, "ROUTER_FLOOD_BAN",
                                        "Seconds a peer that keeps flooding past its rate is banned", _FLOAT_POS)
     debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API", p.boolean)
-    beacon_interval: float = _setting(0.1, "BEACON_INTERVAL", "Seconds between membership beacons", _FLOAT_POS)
-    member_timeout: float = _setting(5.0, "MEMBER_TIMEOUT", "Seconds without a beacon before a member is gone",
-                                     _FLOAT_POS)
+    max_validators: int = _setting(
+        7, "MAX_VALIDATORS", "Validator seats a network founded here offers (7 tolerates 2 faulty validators)",
+        p.integer(1, 100))
+    validators: tuple[str, ...] = _setting(
+        (), "VALIDATORS", "Node ids of a pinned validator set (empty = automatic: founder, then joiners up to "
+        "MAX_VALIDATORS)", p.listed(p.text(max_len=40, pattern=r"[0-9a-f]{40}", what="a 40-hex node id")))
+    role: str = _setting("auto", "ROLE", "auto: take a validator seat when one is free; follower: never",
+                         p.choice("auto", "follower"))
+    found_after: float = _setting(
+        3.0, "FOUND_AFTER", "Seconds a node with no chain listens for an existing network before founding one",
+        p.number(above=-1e-9))
+    order_ttl: float = _setting(
+        120.0, "ORDER_TTL", "Seconds an order stays valid before it must be in a block (set at founding)",
+        p.number(above=1.0))
+    consensus_timeout: float = _setting(
+        0.4, "CONSENSUS_TIMEOUT", "Seconds a validator waits for a round's proposal (grows each round)", _FLOAT_POS)
+    empty_block_interval: float = _setting(
+        1.0, "EMPTY_BLOCK_INTERVAL", "Seconds between blocks when there are no orders (finality heartbeat)",
+        _FLOAT_POS)
     hint_ttl: float = _setting(60.0, "HINT_TTL", "Seconds a routing hint stays valid", _FLOAT_POS)
     grenache_rpc_port: int | None = _setting(
         None, "GRENACHE_RPC_PORT", "Serve a Grenache-compatible HTTP RPC endpoint on this port (unset = off)",

@@ -21,6 +21,7 @@ from aiohttp import web
 from exchange.chain.service import ChainService, NotReady
 from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, op_from_json, sign_tx
 from exchange.errors import ExchangeError
+from storage import StorageError
 from node.api import ApiError, json_response, node_of
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
@@ -163,16 +164,33 @@ def _signed(body: Any) -> SignedTx:
 
 
 async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str | None, Any]:
-    try:
-        why, future = chain.submit(tx)
-    except NotReady as exc:
-        raise _not_ready(exc) from None
+    why, future = await _queue(chain, tx)
     if why is not None:
         return why, None
     return None, await chain.wait(future, wait)
 
 
-_REFUSAL_STATUS = {"bad_signature": 401, "mempool_full": 503, "halted": 503}
+async def _queue(chain: ChainService, tx: SignedTx) -> tuple[str | None, Any]:
+    """Hand the transaction to the chain (durable in the outbox on return) or raise the API error."""
+    try:
+        return await chain.submit(tx)
+    except NotReady as exc:
+        raise _not_ready(exc) from None
+    except StorageError as exc:
+        raise storage_error(exc) from None
+
+
+def storage_error(exc: StorageError) -> ApiError:
+    """A disk problem is never a 500: 507 when the disk is full, 503 with Retry-After otherwise."""
+    if exc.kind == "no_space":
+        error = ApiError(507, "insufficient_storage", f"this node's disk is full; nothing was accepted ({exc})")
+    else:
+        error = ApiError(503, f"storage_{exc.kind}", f"this node cannot write its disk; nothing was accepted ({exc})")
+    error.retry_after = exc.retry_after or 30.0     # type: ignore[attr-defined]
+    return error
+
+
+_REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "mempool_full": 503, "halted": 503}
 
 
 def _refused(why: str) -> ApiError:
@@ -210,8 +228,7 @@ def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) ->
                             **_finality(chain)}
     if op_result is not None and op_result.reason:
         body["reason"] = op_result.reason
-    block = getattr(result, "trades", None)
-    body["trades"] = [t for t in (block or []) if order_id in (t.get("maker_order_id"), t.get("taker_order_id"))]
+    body["trades"] = _trades_of(chain, order_id)
     return body, 201
 
 
@@ -233,14 +250,14 @@ async def post_order(request: web.Request) -> web.Response:
     if why is not None:
         raise _refused(why)
     answer, status = _answer_order(chain, tx, 0, result)
-    answer["trades"] = _trades_of(chain, tx.order_id(0)) if status == 201 else []
     return json_response(answer, status)
 
 
 def _trades_of(chain: ChainService, order_id: str) -> list[dict[str, Any]]:
+    """The order's trades among the market's recent ones (those the state keeps)."""
     state = chain.state
     order = state.order(order_id)
-    if order is None:
+    if order is None or order["filled"].strip("0.") == "":
         return []
     return [t for t in state.trades(order["market"], 1000)
             if order_id in (t.get("maker_order_id"), t.get("taker_order_id"))]
@@ -282,11 +299,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
             txs.append((tx, None))
     answers = []
     for tx, _ in txs:
-        why, future = None, None
-        try:
-            why, future = chain.submit(tx)
-        except NotReady as exc:
-            raise _not_ready(exc) from None
+        why, future = await _queue(chain, tx)
         answers.append((tx, why, future))
     finals = []
     for tx, why, future in answers:

@@ -12,12 +12,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from exchange.chain.core import CoreConfig
 from exchange.chain.service import MESSAGE_TYPES, ChainService
+from exchange.chain.tendermint import ConsensusConfig
 from p2p import messages as m
 
 log = logging.getLogger("node.chain")
 
 _UNICAST = tuple(t for t in MESSAGE_TYPES if t != "chain_decision")
+
+
+def register_chain_schemas() -> None:
+    """The envelope of every chain message: its `body` is checked in depth by the chain itself."""
+    for kind in MESSAGE_TYPES:
+        m.register_schema(kind, {"body": m.is_any})
 
 
 class P2PChainNetwork:
@@ -60,8 +68,7 @@ class P2PChainNetwork:
     # ------------------------------------------------------------------ wiring
     def attach(self, chain: ChainService) -> None:
         self.chain = chain
-        for kind in MESSAGE_TYPES:
-            m.register_schema(kind, {"body": m.is_any})
+        register_chain_schemas()
         for kind in _UNICAST:
             self.router.subscribe(kind, chain.on_message)
         self.router.declare_broadcast("chain_decision", validator=self._check_decision)
@@ -102,3 +109,13 @@ class P2PChainNetwork:
     def _check_decision(self, message: dict, sender: str) -> Any:
         assert self.chain is not None
         return self.chain.check_decision(message.get("body"))
+
+
+def core_config(settings: Any) -> CoreConfig:
+    """The chain's tunables from Settings (timeouts scale with CONSENSUS_TIMEOUT)."""
+    base = settings.consensus_timeout
+    consensus = ConsensusConfig(timeout_propose=base, timeout_propose_delta=base / 2, timeout_prevote=base / 2,
+                                timeout_prevote_delta=base / 4, timeout_precommit=base / 2,
+                                timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
+    return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval, role=settings.role,
+                      max_block_bytes=min(700_000, int(settings.max_frame_bytes * 0.6)))

@@ -235,7 +235,18 @@ def status(api: NodeTarget, as_json: bool) -> None:
     click.echo(f"peers     {data['peers_connected']} connected ({p2p.get('outbound', 0)} out, "
                f"{p2p.get('inbound', 0)} in), {p2p.get('known_addresses', 0)} known addresses")
     click.echo(f"markets   {', '.join(data.get('markets', []))}")
-    for extra in ("exchange", "router"):
+    if data.get("chain_id"):
+        validators = data.get("validators") or []
+        click.echo(f"chain     {data['chain_id']}  height {data.get('height')}  epoch {data.get('epoch')}")
+        click.echo(f"role      {data.get('role')}: {len(validators)} validators, quorum {data.get('quorum_size')} "
+                   f"({'present' if data.get('quorum') else 'NOT reachable: new orders stay pending'}), "
+                   f"finality lag {data.get('finality_lag_s')}s")
+        for node_id, conflict in (data.get("conflicting_networks") or {}).items():
+            click.echo(f"WARNING   peer {node_id} is on another network: chain {conflict.get('chain_id')} "
+                       f"({conflict.get('reason')})")
+    else:
+        click.echo(f"chain     not joined yet: {(data.get('exchange') or {}).get('founding', '')}")
+    for extra in ("router",):
         if isinstance(data.get(extra), dict) and data[extra].get("summary"):
             click.echo(f"{extra:<9} {data[extra]['summary']}")
     if data.get("discovery"):

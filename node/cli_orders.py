@@ -117,18 +117,14 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("market")
     @click.option("--depth", default=10, show_default=True, help="Price levels per side.")
-    @click.option("--provisional", is_flag=True, help="Include events not final yet (may still change).")
     @api_option
     @json_option
-    def book(market: str, depth: int, provisional: bool, api: NodeTarget, as_json: bool) -> None:
-        """Show a market's order book (final at the watermark unless --provisional)."""
-        query = f"?depth={depth}" + ("&provisional=1" if provisional else "")
-        data = request(api, "GET", f"/book/{quote(market, safe='')}{query}", expect=("market", "bids", "asks"))
+    def book(market: str, depth: int, api: NodeTarget, as_json: bool) -> None:
+        """Show a market's order book: final (every block in it has a quorum certificate)."""
+        data = request(api, "GET", f"/book/{quote(market, safe='')}?depth={depth}", expect=("market", "bids", "asks"))
         if as_json:
             return emit_json(data)
-        label = "PROVISIONAL (not final)" if data.get("provisional") else "final"
-        click.echo(f"{data['market']}  {label} at watermark {data['watermark']}  "
-                   f"({data.get('final_events', 0)} final events, {data.get('pending_events', 0)} pending)  "
+        click.echo(f"{data['market']}  final at height {data.get('height')} (epoch {data.get('epoch')})  "
                    f"digest {data['digest']}")
         bids, asks = data["bids"], data["asks"]
         rows = [[*(bids[i] if i < len(bids) else ["", ""]), *(asks[i] if i < len(asks) else ["", ""])]
@@ -152,5 +148,4 @@ def register(cli: click.Group) -> None:
             click.echo("no trades yet")
             return
         print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
-        click.echo(f"{data.get('trade_count', len(data['trades']))} trades in total; "
-                   f"trade log hash {data.get('trade_log_hash', '')}")
+        click.echo(f"{len(data['trades'])} trades shown, final at height {data.get('height')}")

@@ -3,8 +3,8 @@
 The web console at `/`, the market data stream at `/ws` (with its `status` channel),
 `GET /health` and `GET /ready`, the finality histogram, build info on /metrics, and systemd
 readiness. ExchangeNode builds it once its parts exist, `start()`s it when the control API answers
-and `stop()`s it first on shutdown. The replicated book reaches it only through
-`node.replication_feed.ReplicationBridge`; other parts register readiness checks with
+and `stop()`s it first on shutdown. The chain reaches it only through
+`node.chain_feed.ChainBridge`; other parts register readiness checks with
 `node.operator.readiness.register(name, check)` and finality with
 `node.operator.finality.observe_finality(seconds)`.
 """
@@ -23,19 +23,15 @@ from node.marketdata import MarketFeed, StatusChannel, StreamServer
 from node.marketdata.feed import BOOK_DEPTHS
 from node.marketdata.server import CHANNELS
 from node.metrics import CounterNames, labelled_counter, split_counters
-from node.replication_feed import ReplicationBridge
+from exchange.markets import parse_markets
+from node.auth import check_token as check_api_token
+from node.chain_feed import ChainBridge
 from node.sdnotify import SystemdNotifier
 
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
 STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
 ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstanding", "breaker", "hint",
                   "hint_multiplier", "offers", "connected", "requests_sent")
-
-
-def open_token_check(token: str) -> bool:
-    """Stand-in until the control API's authentication provides `check_token`: the API itself is
-    still open, so any token unlocks the node's own order updates."""
-    return True
 
 
 class OperatorSurface:
@@ -46,21 +42,26 @@ class OperatorSurface:
         self.finality = FinalityTracker()
         self.loop_monitor = LoopMonitor()
         self.notifier = SystemdNotifier()
-        self.bridge = ReplicationBridge(node.exchange, node.node_id, self.finality)
-        self.feed = MarketFeed(list(node.exchange.markets), self.bridge)
+        self.bridge = ChainBridge(node.chain, node.accounts, self.finality)
+        self.feed = MarketFeed(list(parse_markets(settings.markets)), self.bridge)
         self.status_channel = StatusChannel(self.status_summary)
-        self.stream = StreamServer(self.feed, self.status_channel, check_token=check_token or open_token_check,
+        self._app: web.Application | None = None
+        self.stream = StreamServer(self.feed, self.status_channel, check_token=check_token or self._check_token,
                                    max_clients=settings.ws_max_clients, max_buffer=settings.ws_send_buffer_bytes,
                                    hello=self.hello)
         self.readiness.register("api", lambda: (node.api_address is not None, "control API listening"
                                                 if node.api_address else "control API not bound yet"))
         if settings.p2p_enabled:
             self.readiness.register("p2p", self._p2p_ready)
-        self.readiness.register("exchange", self.bridge.ready)
+        self.readiness.register("chain", self.bridge.ready)
         node.api_extensions.append(self.install_routes)
         node.metric_sources.extend([self.metrics, self.bridge.metrics, self.finality.metrics])
 
+    def _check_token(self, token: str) -> bool:
+        return self._app is not None and check_api_token(self._app, token)
+
     def install_routes(self, app: web.Application) -> None:
+        self._app = app
         install_health_routes(app, self.loop_monitor, self.readiness, self.node.started_at)
         app.router.add_get("/ws", self.stream.handle)
         install_console(app)

@@ -57,6 +57,7 @@ RELAY_MAX_HOPS = 3  # relays a unicast may cross
 FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
 FLOOD_GRACE = 0.3  # a throttling episode this long is a flood: ban
 CONTROL_TYPES = ("relay", "ihave", "graft", "prune")
+HELD = object()     # a validator's verdict "not yet": delivered here, not forwarded, nobody blamed
 INVALID_POINTS = 20.0  # a broadcast that failed its type's validator, handed over by a neighbour
 
 
@@ -228,7 +229,7 @@ class RouterCounters:
         "broadcasts", "forwarded_frames", "suppressed_sends", "unique_broadcasts", "broadcast_copies",
         "delivered_direct", "relayed_out", "relayed", "queued", "flushed", "expired", "hop_limited",
         "ihave_ids_sent", "ihave_ids_received", "grafts_sent", "grafts_served", "prunes_sent", "prunes_received",
-        "throttled", "flood_bans", "handler_errors", "delivered_local", "invalid", "rejected"), 0))
+        "throttled", "flood_bans", "handler_errors", "delivered_local", "invalid", "rejected", "held"), 0))
 
 
 def _bump(table: dict[str, int], key: str, n: int = 1) -> None:
@@ -301,7 +302,9 @@ class MessageRouter:
         bound to the content), and/or `validator(message, from_node_id) -> bool` for the content
         (a self-authenticating type checks its own signature there, and should derive its id from
         it as `p2p.origin_auth.signed_id` does). What fails is neither handled nor forwarded, and
-        the neighbour that sent it is penalised."""
+        the neighbour that sent it is penalised. A validator that returns None cannot judge the
+        message yet (it needs state this node does not have): it is handed to the subscribers, who
+        may use it, but not forwarded, and nobody is blamed."""
         if msg_type in CONTROL_TYPES:
             raise ValueError(f"{msg_type!r} is a router control type")
         if validator is None and not origin_signed:
@@ -487,6 +490,10 @@ class MessageRouter:
         author = self._check_broadcast(message, kind, src)
         if author is False:
             return
+        if author is HELD:
+            self.counters.events["held"] += 1
+            self._deliver(message, src, message["origin"])
+            return
         self.seen.add(mid)
         events["unique_broadcasts"] += 1
         haves = {src}
@@ -538,6 +545,8 @@ class MessageRouter:
                 self._internal_error(f"router.validator.{kind}", exc)
                 _bump(self.counters.dropped, "validator_error")
                 return False
+            if valid is None:      # cannot be judged yet (e.g. a block ahead of ours): use it, do not forward it
+                return HELD
             if not valid:
                 self.counters.events["invalid"] += 1
                 _bump(self.counters.dropped, "invalid")

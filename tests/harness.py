@@ -18,6 +18,15 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def converged(nodes: list["NodeProcess"], market: str = "BTC-USD") -> bool:
+    """Every node at the same height with the same state hash and the same book and trades."""
+    views = [n.get(f"/book/{market}?depth=1000") for n in nodes]
+    if len({(v["height"], v["state_hash"], v["digest"]) for v in views}) != 1:
+        return False
+    trades = [n.get(f"/trades/{market}?limit=10000")["trades"] for n in nodes]
+    return all(t == trades[0] for t in trades)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "") -> Any:
     """Poll `predicate` (usually an API query) until truthy; raise AssertionError with `message`."""
     deadline = time.monotonic() + timeout
@@ -68,7 +77,8 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
                                          "discovery_mdns": "false", "discovery_grenache": "false",
-                                         "heartbeat_interval": 1.0, "event_loop": "asyncio"} | settings
+                                         "heartbeat_interval": 1.0, "event_loop": "asyncio",
+                                         "found_after": 1.0} | settings
         self.env_extra: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
@@ -219,6 +229,29 @@ class Cluster:
         if start:
             node.start()
         return node
+
+    def chain(self, count: int, *, timeout: float = 30.0, **settings: Any) -> list[NodeProcess]:
+        """`count` nodes on one chain: the first founds it at once, the others bootstrap to it, adopt it
+        and take validator seats (up to MAX_VALIDATORS) as they catch up."""
+        first = self.node(f"n{len(self.nodes)}", **{"found_after": 0, **settings})
+        wait_until(lambda: first.status()["chain_id"], 10, message="the first node founds a chain")
+        rest = [self.node(f"n{len(self.nodes)}", start=False, bootstrap_peers=first.p2p_address, **settings)
+                for _ in range(1, count)]
+        for node in rest:
+            node.start(wait=False)
+        for node in rest:
+            node.wait_ready()
+        nodes = [first, *rest]
+        seats = min(count, int(settings.get("max_validators", 7)))
+        if settings.get("role") == "follower":
+            seats = 1
+
+        def formed() -> bool:
+            views = [n.status() for n in nodes]
+            return (len({v["chain_id"] for v in views}) == 1 and
+                    all(len(v["validators"]) == seats and v["quorum"] for v in views))
+        wait_until(formed, timeout, interval=0.2, message=f"{count} nodes on one chain with {seats} validators")
+        return nodes
 
     def close(self) -> None:
         for node in self.nodes:

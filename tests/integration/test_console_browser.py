@@ -13,7 +13,7 @@ from tests.harness import ROOT, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-FAST = {"heartbeat_interval": 0.2, "beacon_interval": 0.1, "member_timeout": 2.0}
+FAST = {"heartbeat_interval": 0.2}
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 

@@ -16,19 +16,19 @@ from hypothesis import strategies as st
 import p2p.discovery.pex  # noqa: F401  (registers peerexchange)
 import p2p.router  # noqa: F401  (registers relay, ihave, graft, prune, note)
 import p2p.rpc.wire  # noqa: F401  (registers the RPC types and hint)
-from exchange.replication.service import register_message_schemas
+from node.chain_network import register_chain_schemas
 from node.identity import NodeIdentity
 from p2p import messages as m
 from tests.harness import Cluster, wait_until
 from tests.wire import HandshakeRefused, RawPeer
 
-register_message_schemas()
+register_chain_schemas()
 TYPES = sorted(m._SCHEMAS)
 FIELDS = ["id", "origin", "ts", "hops", "dst", "payload", "body", "pk", "sig", "ids", "origins", "rid", "svc", "p",
           "ttl", "r", "err", "msg", "services", "subject", "status", "latency_ms", "error_rate", "service", "peers",
           "events", "cp", "w", "n", "vec", "cps", "reason", "detail", "links", "echo", "hold", "node_id", "protocol",
           "network", "listen_port", "watermark", "capabilities"]
-SERVICES = ["ping", "test.echo", "book.snapshot", "orders.sync", "no.such.service"]
+SERVICES = ["ping", "test.echo", "chain.submit", "chain.genesis", "no.such.service"]
 
 
 def rss_kib(pid: int) -> int:

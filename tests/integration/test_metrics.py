@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.version import VERSION
 from tests.harness import wait_until
 
-FAST = {"heartbeat_interval": 0.2, "beacon_interval": 0.1, "member_timeout": 2.0}
+FAST = {"heartbeat_interval": 0.2}
 # Words that name a total next to its own outcomes (e.g. {event="requests"} beside {event="failed"}).
 TOTAL_WORDS = {"requests", "sent", "total", "dials", "received", "all"}
 

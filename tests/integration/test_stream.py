@@ -14,7 +14,7 @@ from tests.harness import Cluster, NodeProcess, wait_until
 from tests.raw_ws import StalledClient
 from tests.stream_client import LocalBook, StreamClient
 
-FAST = {"heartbeat_interval": 0.2, "beacon_interval": 0.1, "member_timeout": 2.0}
+FAST = {"heartbeat_interval": 0.2}
 
 
 def two_nodes(cluster: Cluster) -> tuple[NodeProcess, NodeProcess]:

@@ -3,6 +3,7 @@ invalid body, the happy paths, and a property test that no JSON body can crash t
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 
 import orjson
@@ -11,34 +12,54 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.replication.service import ReplicationService
+from exchange.chain.crypto import SigningKey
+from exchange.chain.service import ChainService
+from exchange.chain.store import ChainStore
+from exchange.chain.txs import CancelOp, NewOrderOp, sign_tx
+from node.accounts import AccountStore
 from node.api import build_app
 from node.identity import NodeIdentity
 
 
 TOKEN = "test-token-0123456789"
+ACCOUNTS = ("default", "maker", "taker", "batch", "other")
+
+
+class NoNetwork:
+    """A node alone: nothing to send to, nobody to call."""
+
+    def send(self, node_id, message): pass
+    def broadcast(self, message): pass
+    def penalize(self, node_id, points, reason): pass
+    def keep_linked(self, node_ids): pass
+    def offer(self, service, handler): pass
+    def withdraw(self, service): pass
+
+    async def call(self, service, payload, timeout, peer=None):
+        raise ConnectionError("no peers")
 
 
 class Harness:
-    """A standalone node (no network) serving the order API on a loopback test server."""
+    """A single-validator chain (no network) serving the order API on a loopback test server."""
 
     def __init__(self, tmp_path) -> None:
         self.loop = asyncio.new_event_loop()
         identity = NodeIdentity.generate()
-        node_settings = types.SimpleNamespace(markets="BTC-USD,ETH-USD:0.01:0.001", beacon_interval=0.05,
-                                              member_timeout=1.0, max_frame_bytes=1 << 20, data_dir=tmp_path,
-                                              startup_grace=0.0)
-        self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id,
+        self.accounts = AccountStore(tmp_path)
+        for name in ACCOUNTS:
+            self.accounts.new(name, exist_ok=True)
+        self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id, accounts=self.accounts,
                                           settings=types.SimpleNamespace(data_dir=tmp_path, api_token=TOKEN))
-        self.node.exchange = ReplicationService(identity.node_id, identity, node_settings,
-                                                verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+        self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",
+                                                    markets="BTC-USD,ETH-USD:0.01:0.001", found_after=0.0)
         from node.api_orders import install_order_api
 
         self.node.api_extensions.append(install_order_api)
 
         async def setup() -> TestClient:
             client = TestClient(TestServer(build_app(self.node)))
-            await self.node.exchange.start()
+            await self.chain.start()
+            assert await self.chain.wait_ready(5)
             await client.start_server()
             return client
         self.client = self.run(setup())
@@ -57,7 +78,7 @@ class Harness:
 
     def close(self) -> None:
         self.run(self.client.close())
-        self.run(self.node.exchange.stop())
+        self.run(self.chain.stop())
         self.loop.close()
 
 
@@ -78,7 +99,7 @@ GOOD = {"market": "BTC-USD", "side": "buy", "type": "limit", "price": "100.25", 
     ({k: v for k, v in GOOD.items() if k != "market"}, 422, "missing_field", "market"),
     ({k: v for k, v in GOOD.items() if k != "qty"}, 422, "missing_field", "qty"),
     ({**GOOD, "market": "DOGE-USD"}, 422, "unknown_market", "market"),
-    ({**GOOD, "market": 5}, 422, "unknown_market", "market"),
+    ({**GOOD, "market": 5}, 422, "invalid_market", "market"),
     ({**GOOD, "side": "up"}, 422, "invalid_side", "side"),
     ({**GOOD, "type": "stop"}, 422, "invalid_type", "type"),
     ({k: v for k, v in GOOD.items() if k != "price"}, 422, "price_required", "price"),
@@ -87,16 +108,17 @@ GOOD = {"market": "BTC-USD", "side": "buy", "type": "limit", "price": "100.25", 
     ({**GOOD, "qty": 1.5}, 422, "float_not_allowed", "qty"),
     ({**GOOD, "price": "100.255"}, 422, "price_not_multiple_of_tick", "price"),
     ({**GOOD, "qty": "0.00001"}, 422, "qty_not_multiple_of_lot", "qty"),
-    ({**GOOD, "price": "-1"}, 422, "negative", "price"),
-    ({**GOOD, "price": "NaN"}, 422, "not_a_number", "price"),
-    ({**GOOD, "price": "inf"}, 422, "not_finite", "price"),
-    ({**GOOD, "price": "1e5"}, 422, "malformed", "price"),
+    ({**GOOD, "price": "-1"}, 422, "invalid_price", "price"),
+    ({**GOOD, "price": "NaN"}, 422, "invalid_price", "price"),
+    ({**GOOD, "price": "inf"}, 422, "invalid_price", "price"),
+    ({**GOOD, "price": "1e5"}, 422, "invalid_price", "price"),
     ({**GOOD, "price": "0"}, 422, "zero", "price"),
     ({**GOOD, "price": "2000000000"}, 422, "price_above_band", "price"),
     ({**GOOD, "qty": "2000000"}, 422, "qty_above_max", "qty"),
-    ({**GOOD, "price": True}, 422, "invalid_type", "price"),
+    ({**GOOD, "price": True}, 422, "invalid_price", "price"),
     ({**GOOD, "account": 7}, 422, "invalid_account", "account"),
-    ({**GOOD, "account": "x" * 65}, 422, "invalid_account", "account"),
+    ({**GOOD, "account": "x" * 65}, 422, "unknown_account", "account"),
+    ({**GOOD, "account": "nobody"}, 422, "unknown_account", "account"),
     ({**GOOD, "stp": "never"}, 422, "invalid_stp", "stp"),
 ])
 def test_each_invalid_body_gets_its_error_code(api, body, status, code, field):
@@ -126,10 +148,10 @@ def test_orders_book_trades_and_cancel(api):
     assert status == 201, placed
     order = placed["order"]
     assert order["status"] == "open" and order["price"] == "100.25" and order["qty"] == "1.5000"
-    assert placed["trades"] == []
+    assert placed["final"] is True and placed["trades"] == [] and placed["height"] >= 1
     status, taken = api.request("POST", "/orders", {"market": "BTC-USD", "side": "sell", "type": "market",
                                                     "qty": "0.5", "account": "taker"})
-    assert status == 201 and taken["order"]["status"] == "filled"
+    assert status == 201 and taken["order"]["status"] == "filled", taken
     trade = taken["trades"][0]
     assert trade["price"] == "100.25" and trade["qty"] == "0.5000"
     assert trade["maker_order_id"] == order["id"] and trade["buy_order_id"] == order["id"]
@@ -137,14 +159,19 @@ def test_orders_book_trades_and_cancel(api):
                           "sell_order_id"}
     status, book = api.request("GET", "/book/BTC-USD?depth=5")
     assert status == 200 and book["bids"][0] == ["100.25", "1.0000"] and book["asks"] == []
-    assert book["watermark"] >= 2 and len(book["digest"]) == 64 and book["provisional"] is False
+    assert book["height"] >= 2 and len(book["digest"]) == 64 and book["final"] is True
     status, trades = api.request("GET", "/trades/BTC-USD?limit=10")
     assert status == 200 and trades["trades"][-1]["id"] == trade["id"]
     status, got = api.request("GET", f"/orders/{order['id']}")
     assert status == 200 and got["order"]["status"] == "partially_filled" and got["order"]["remaining"] == "1.0000"
-    status, cancelled = api.request("DELETE", f"/orders/{order['id']}?account=someone-else")
-    assert status == 200 and cancelled["cancel"] == {"id": cancelled["cancel"]["id"], "status": "rejected",
-                                                     "reason": "not_owner"}
+    # a cancel signed by another key is refused by the state machine, on every node: only the owner may
+    intruder = SigningKey(bytes(32))
+    forged = sign_tx(intruder.sign, intruder.public_key, api.chain.genesis.chain_id, "x1",
+                     int(time.time() * 1000) + 60_000, [CancelOp.parse("BTC-USD", order["id"])])
+    status, refused = api.request("DELETE", f"/orders/{order['id']}", {"signed": forged.as_json()})
+    assert status == 403 and refused["error"]["code"] == "not_owner", refused
+    status, still = api.request("GET", f"/orders/{order['id']}")
+    assert still["order"]["status"] == "partially_filled"
     status, cancelled = api.request("DELETE", f"/orders/{order['id']}")
     assert status == 200 and cancelled["cancel"]["status"] == "done"
     assert cancelled["order"]["status"] == "cancelled"
@@ -157,6 +184,24 @@ def test_orders_book_trades_and_cancel(api):
     status, rejected = api.request("POST", "/orders", {**GOOD, "type": "fok", "qty": "100"})
     assert status == 201 and rejected["order"]["status"] == "rejected"
     assert rejected["order"]["reason"] == "fok_not_fillable"
+    status, mine = api.request("GET", f"/orders?account=maker")
+    assert status == 200 and [o["id"] for o in mine["orders"]] == [order["id"]]
+
+
+def test_an_externally_signed_order_trades_for_its_own_account(api):
+    """A client with its own key (no account on this node) signs the documented bytes itself."""
+    key = SigningKey(bytes(range(1, 33)))
+    tx = sign_tx(key.sign, key.public_key, api.chain.genesis.chain_id, "ext-1", int(time.time() * 1000) + 60_000,
+                 [NewOrderOp.parse("ETH-USD", "sell", "limit", "20.00", "1", None)])
+    status, body = api.request("POST", "/orders", {"signed": tx.as_json()})
+    assert status == 201 and body["order"]["id"] == tx.order_id(0) and body["order"]["account"] == key.public_key.hex()
+    tampered = tx.as_json() | {"nonce": "ext-2"}
+    status, body = api.request("POST", "/orders", {"signed": tampered})
+    assert status == 401 and body["error"]["code"] == "bad_signature"
+    status, body = api.request("POST", "/orders", {"signed": tx.as_json()})     # the same transaction again
+    assert status == 422 and body["error"]["code"] == "duplicate"
+    status, position = api.request("GET", f"/accounts/{key.public_key.hex()}")
+    assert status == 200 and set(position["positions"]) >= {"ETH", "USD"}
 
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
@@ -192,31 +237,10 @@ def test_batch_places_valid_orders_and_reports_each_invalid_one(api):
     assert status == 200
     first, bad, third = body["results"]
     assert bad == {"error": {"code": "float_not_allowed", "message": bad["error"]["message"], "field": "price"}}
-    assert first["order"]["status"] in ("open", "partially_filled", "filled") and third["order"]["final"]
-    assert third["trades"] and third["trades"][0]["maker_order_id"] == first["order"]["id"]
+    assert first["order"]["status"] in ("open", "partially_filled", "filled") and first["final"] and third["final"]
+    assert third["order"]["status"] == "filled" and first["order"]["status"] == "filled"
+    assert third["trades"] and third["trades"][0]["id"] == first["trades"][0]["id"]
     assert api.request("POST", "/orders/batch", {"orders": []})[1]["error"]["code"] == "invalid_batch_size"
     assert api.request("POST", "/orders/batch", [GOOD])[1]["error"]["code"] == "invalid_body"
 
 
-def test_rpc_services_for_the_rpc_layer(api):
-    """`orders.sync` answers like a sync_response; `book.snapshot` is the final state at W."""
-    exchange = api.node.exchange
-    peer = "ab" * 20
-    status, placed = api.request("POST", "/orders?wait=5", {**GOOD, "price": "99.5"})  # independent of test order
-    assert status == 201, placed
-
-    async def call():
-        return exchange.rpc_orders_sync({"vec": {}, "n": 0}, peer)
-    answer = api.run(call())
-    assert answer["type"] == "sync_response" and answer["events"] and answer["cps"]
-    assert all(kind != "send" for kind, _, _ in exchange.replica.outbox)
-    snapshot = exchange.rpc_book_snapshot({}, peer)
-    assert snapshot["w"] == exchange.replica.watermark and set(snapshot["state"]["books"]) == {"BTC-USD", "ETH-USD"}
-
-
-def test_an_overloaded_replica_refuses_orders_with_503(api, monkeypatch):
-    import exchange.replication.service as service
-
-    monkeypatch.setattr(service, "MAX_BACKLOG", -1)
-    status, body = api.request("POST", "/orders", GOOD)
-    assert status == 503 and body["error"]["code"] == "overloaded"

@@ -25,6 +25,7 @@ def capture():
         return buffer
 
     saved = logging.getLogger().handlers[:], logging.getLogger().level
+    logs.bind_node(None)          # another test's node may still be bound in this process
     yield configure
     logs.bind_node(None)
     logging.getLogger().handlers[:], level = saved

@@ -1,0 +1,153 @@
+"""The operator surface's view of the chain: the stream's MarketSource and feed, readiness, metrics.
+
+Each block that becomes final here is published to the market-data stream (level changes, trades,
+this node's accounts' order updates); submissions are timed to finality for the histogram; `/ready`
+says ready only on a chain, with a quorum, caught up and not recovering; `/metrics` carries the
+chain's height, epoch, validator count, role, quorum and finality lag.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exchange.chain.service import ChainService
+from node.finality import FinalityTracker
+from node.marketdata.book import Level
+from node.marketdata.feed import MarketFeed, TradePrint
+from node.metrics import CounterNames, split_counters
+
+CHAIN_COUNTERS = CounterNames("exchange_node_chain", "Chain")
+
+
+class ChainBridge:
+    def __init__(self, chain: ChainService, accounts: Any, finality: FinalityTracker,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.chain = chain
+        self.accounts = accounts
+        self.finality = finality
+        self.clock = clock
+        self.feed: MarketFeed | None = None
+        chain.finality_observers.append(finality.observe_finality)
+
+    # --- MarketSource ----------------------------------------------------------------------------
+    def _venue(self, market: str) -> Any:
+        core = self.chain.core
+        return None if core is None else core.state.app.venues.get(market)   # type: ignore[attr-defined]
+
+    def levels(self, market: str) -> tuple[list[Level], list[Level]]:
+        venue = self._venue(market)
+        if venue is None:
+            return [], []
+        depth = venue.engine.depth(None)
+        return depth["bids"], depth["asks"]
+
+    def recent_trades(self, market: str, limit: int) -> list[TradePrint]:
+        venue = self._venue(market)
+        if venue is None:
+            return []
+        return [_print(row) for row in list(venue.trades)[-limit:]]
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        core = self.chain.core
+        if core is None or self.accounts is None:
+            return []
+        state = core.state.app
+        orders: list[dict[str, Any]] = []
+        for account in self.accounts.list():
+            orders.extend(state.orders(account.id, "open", 1000))   # type: ignore[attr-defined]
+        return orders
+
+    # --- feeding the stream ----------------------------------------------------------------------
+    def attach(self, feed: MarketFeed) -> None:
+        self.feed = feed
+        self.chain.block_listeners.append(self._on_block)
+        feed.resync(trades=True)
+
+    def _on_block(self, block: Any, result: Any) -> None:
+        feed = self.feed
+        if feed is None or result is None:
+            return
+        registry = self.chain.core.state.app.params.registry     # type: ignore[union-attr]
+        for symbol, changes in result.book_changes.items():
+            if symbol not in feed.markets:
+                continue
+            market = registry.get(symbol)
+            for side, price, qty in changes:
+                lots = 0 if _is_zero(qty) else market.parse_qty(qty)
+                feed.publish_level(symbol, "bids" if side in ("buy", "bids") else "asks", market.parse_price(price),
+                                   lots)
+        ts = block.header.time_ms / 1000.0
+        for market, row in result._trade_rows:
+            if market.symbol in feed.markets:
+                feed.publish_trade(market.symbol, _print(row), ts=ts)
+        if self.accounts is not None and result.order_updates:
+            mine = {account.id for account in self.accounts.list()}
+            own = [view for account, views in result.order_updates.items() if account in mine for view in views]
+            if own:
+                feed.publish_orders(own)
+
+    # --- readiness and metrics -------------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        chain = self.chain
+        core = chain.core
+        if core is None:
+            return False, f"not on a chain yet: {chain.founding_status}"
+        if chain.fatal or chain.halted or core.halted:
+            return False, chain.fatal or chain.halted or core.halted or "halted"
+        if chain.recovering is not None:
+            return False, f"recovering damaged history ({chain.recovering['missing']}) from peers"
+        if chain.disk_error is not None:
+            return False, f"disk error: {chain.disk_error}"
+        now = self.clock()
+        if not core.quorum_present(now):
+            return False, "no quorum of validators reachable"
+        best = max((h for h, t in core._heard.values() if now - t < 10.0), default=core.height)
+        if best > core.height + 2:
+            return False, f"catching up: height {core.height}, peers at {best}"
+        return True, f"{core.role} at height {core.height}, epoch {core.state.validators.epoch}"
+
+    def status(self) -> dict[str, Any]:
+        core = self.chain.core
+        if core is None:
+            return {"height": 0, "pending_events": 0}
+        return {"height": core.height, "pending_events": core.own_pending(), "role": core.role,
+                "finality_lag_s": round(max(0.0, self.clock() - core.state.time_ms / 1000), 3)}
+
+    def metrics(self) -> Iterator[Metric]:
+        chain = self.chain
+        core = chain.core
+        if core is None:
+            return
+        now = self.clock()
+        state = core.state
+        yield GaugeMetricFamily("exchange_node_chain_height", "Height of the last final block here", value=core.height)
+        yield GaugeMetricFamily("exchange_node_chain_epoch", "Validator set epoch", value=state.validators.epoch)
+        yield GaugeMetricFamily("exchange_node_chain_validators", "Validators in the current set",
+                                value=len(state.validators))
+        yield GaugeMetricFamily("exchange_node_chain_is_validator", "1 if this node holds a validator seat",
+                                value=1 if core.is_validator else 0)
+        yield GaugeMetricFamily("exchange_node_chain_quorum", "1 if a quorum of validators is reachable",
+                                value=1 if core.quorum_present(now) else 0)
+        yield GaugeMetricFamily("exchange_node_chain_finality_lag_seconds", "Seconds since the last final block's time",
+                                value=max(0.0, now - state.time_ms / 1000))
+        yield GaugeMetricFamily("exchange_node_chain_mempool_transactions", "Transactions waiting for a block",
+                                value=len(core.mempool))
+        yield GaugeMetricFamily("exchange_node_chain_outbox_transactions",
+                                "This node's users' transactions not yet in a block", value=core.own_pending())
+        yield from split_counters(CHAIN_COUNTERS, {**core.counters, **chain.counters})
+        consensus = CounterMetricFamily("exchange_node_consensus_events", "Consensus events, by kind", labels=["kind"])
+        for kind, value in core.consensus.counters.items():
+            consensus.add_metric([kind], value)
+        yield consensus
+
+
+def _is_zero(amount: str) -> bool:
+    return amount.strip("0.") == ""
+
+
+def _print(row: tuple) -> TradePrint:
+    trade_id, price, qty, maker, taker, taker_side = row[:6]
+    buy, sell = (taker, maker) if taker_side == "buy" else (maker, taker)
+    return TradePrint(trade_id, price, qty, taker_side, maker, taker, buy, sell)
