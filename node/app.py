@@ -57,7 +57,7 @@ class ExchangeNode:
             self.identity, self.chain_network, self.chain_store, network_id=settings.network_id,
             markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
             max_validators=settings.max_validators, pinned_validators=settings.validators,
-            found_after=settings.found_after, config=core_config(settings))
+            found_after=settings.found_after if settings.p2p_enabled else 0.0, config=core_config(settings))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         self.api_extensions.append(install_order_api)

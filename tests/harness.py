@@ -36,7 +36,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             value = predicate()
             if value:
                 return value
-        except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
+        except (OSError, urllib.error.URLError, KeyError, ValueError, AssertionError) as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s: {message or predicate}"
@@ -78,7 +78,7 @@ class NodeProcess:
         self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
                                          "discovery_mdns": "false", "discovery_grenache": "false",
                                          "heartbeat_interval": 1.0, "event_loop": "asyncio",
-                                         "found_after": 1.0} | settings
+                                         "found_after": 30.0} | settings
         self.env_extra: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
@@ -195,6 +195,12 @@ class NodeProcess:
 
     def connected_ids(self) -> set[str]:
         return {p["node_id"] for p in self.peers() if p["status"] == "connected"}
+
+    def new_accounts(self, *names: str) -> None:
+        """Create accounts (key pairs) on this node, as its operator would with `exchange-node account new`."""
+        for name in names:
+            done = self.cli("account", "new", name)
+            assert done.returncode == 0 or "exists" in done.stderr, done.stderr
 
     def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
         """Run a CLI command against this node the way its operator would: DATA_DIR names the node (the CLI

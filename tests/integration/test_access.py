@@ -43,7 +43,8 @@ def without_traceback(proc: subprocess.CompletedProcess) -> subprocess.Completed
 
 
 def test_api_without_the_cookie_is_401_and_the_cookie_lives_with_the_node(cluster):
-    a = cluster.node("a")
+    a = cluster.node("a", found_after=0)
+    wait_until(lambda: a.status()["chain_id"], 10, message="the node founds its chain")
     cookie_file = a.data_dir / ".cookie"
     cookie = cookie_file.read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", cookie) and stat.S_IMODE(cookie_file.stat().st_mode) == 0o600

@@ -9,7 +9,8 @@ from tests.harness import closed_port, wait_until
 
 
 def lines(node, needle: str) -> list[str]:
-    return [line for line in node.log_path.read_text().splitlines() if needle in line]
+    """The node's p2p log lines that mention `needle` (the test's own directory name may contain it too)."""
+    return [line for line in node.log_path.read_text().splitlines() if needle in line and " p2p." in line]
 
 
 def test_a_refused_bootstrap_address_is_logged_once_and_shown(cluster):

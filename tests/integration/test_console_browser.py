@@ -54,12 +54,10 @@ def book_rows(page) -> list[list[str]]:
 
 
 def test_console_graph_ticket_and_book_across_nodes(cluster, browser):
-    a = cluster.node("a", **FAST)
-    b = cluster.node("b", bootstrap_peers=a.p2p_address, **FAST)
-    c = cluster.node("c", bootstrap_peers=a.p2p_address, **FAST)
-    wait_until(lambda: all(n.status()["exchange"]["members"] == 3 for n in (a, b, c)), 20, message="3 members")
+    a, b, c = cluster.chain(3, api_token="operator-token-0123", **FAST)
+    a.new_accounts('web')
     problems: list[str] = []
-    page_a = open_console(browser, a.api_url + "/#token=operator-token", problems, "A")
+    page_a = open_console(browser, a.api_url + "/#token=operator-token-0123", problems, "A")
     page_b = open_console(browser, b.api_url + "/", problems, "B")
 
     for peer in (b, c):     # the graph shows every peer, with its whole id in the table
@@ -67,7 +65,7 @@ def test_console_graph_ticket_and_book_across_nodes(cluster, browser):
         page_a.wait_for_selector(f'#peers td:text-is("{peer.node_id}")', timeout=20_000)
     assert page_a.inner_text("#node-id") == a.node_id
     assert page_a.evaluate("location.hash") == "", "the token is taken out of the address bar"
-    assert page_a.evaluate("sessionStorage.getItem('exchange-node-token')") == "operator-token"
+    assert page_a.evaluate("sessionStorage.getItem('exchange-node-token')") == "operator-token-0123"
 
     page_a.select_option("#order-side", "buy")
     page_a.fill("#order-price", "97.25")

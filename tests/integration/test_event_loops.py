@@ -9,7 +9,8 @@ pytest.importorskip("uvloop", reason="uvloop is not installed (it comes with the
 
 
 def test_nodes_on_uvloop_and_asyncio_link_and_replicate(cluster):
-    a = cluster.node("a", event_loop="uvloop")
+    a = cluster.node("a", event_loop="uvloop", found_after=0)
+    wait_until(lambda: a.status()["chain_id"], 10, message="a founds its chain")
     b = cluster.node("b", event_loop="asyncio", bootstrap_peers=a.p2p_address)
     wait_until(lambda: b.node_id in a.connected_ids(), 10, message="uvloop node links")
     status, body = a.api("POST", "/orders?wait=5", {"market": "BTC-USD", "side": "buy", "type": "limit",

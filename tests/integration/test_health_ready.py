@@ -22,14 +22,14 @@ def get(url: str) -> tuple[int, dict]:
 
 
 def test_health_and_readiness_with_named_checks(cluster):
-    node = cluster.node("a", beacon_interval=1.0)    # a 5 s start-up grace before the book finalises
+    node = cluster.node("a", found_after=3.0)     # listens 3 s for an existing network before founding one
     status, health = get(node.api_url + "/health")
     assert status == 200 and health["status"] == "ok" and health["uptime_seconds"] >= 0
     status, ready = get(node.api_url + "/ready")
-    assert status == 503 and ready["ready"] is False and ready["failing"] == ["exchange"]
-    assert [c["name"] for c in ready["checks"]] == ["api", "p2p", "exchange"]
-    assert "grace" in next(c["detail"] for c in ready["checks"] if c["name"] == "exchange")
-    wait_until(lambda: get(node.api_url + "/ready")[0] == 200, 20, message="ready once the grace is over")
+    assert status == 503 and ready["ready"] is False and ready["failing"] == ["chain"]
+    assert [c["name"] for c in ready["checks"]] == ["api", "p2p", "chain"]
+    assert "not on a chain yet" in next(c["detail"] for c in ready["checks"] if c["name"] == "chain")
+    wait_until(lambda: get(node.api_url + "/ready")[0] == 200, 20, message="ready once it founded its chain")
     status, ready = get(node.api_url + "/ready")
     assert ready["ready"] is True and ready["failing"] == [] and all(c["ok"] for c in ready["checks"])
     status, health = get(node.api_url + "/health")

@@ -29,9 +29,8 @@ def value(families: dict, name: str, **labels: str) -> float:
 
 
 def test_metrics_follow_prometheus_conventions(cluster):
-    a = cluster.node("a", **FAST)
-    b = cluster.node("b", bootstrap_peers=a.p2p_address, **FAST)
-    wait_until(lambda: a.status()["exchange"]["members"] == 2, 20, message="two members")
+    a, b = cluster.chain(2, **FAST)
+    b.new_accounts('buy', 'sell')
     for side, price in (("buy", "100"), ("sell", "100")):
         status, _ = b.api("POST", "/orders?wait=5", {"market": "BTC-USD", "side": side, "price": price, "qty": "1",
                                                      "account": side})
@@ -57,6 +56,9 @@ def test_metrics_follow_prometheus_conventions(cluster):
     assert value(families, "exchange_node_finality_duration_seconds_count") == 2
     assert value(families, "exchange_node_rpc_requests_total", outcome="succeeded") == 1
     assert value(families, "exchange_node_rpc_peer_latency_seconds", service="ping", peer=a.node_id) < 1.0
-    assert value(families, "exchange_node_router_messages_sent_total", type="order") >= 2
+    assert value(families, "exchange_node_router_messages_sent_total", type="chain_vote") >= 2
+    assert value(families, "exchange_node_chain_height") >= 2 and value(families, "exchange_node_chain_validators") == 2
+    assert value(families, "exchange_node_chain_quorum") == 1
+    assert families["exchange_node_chain_blocks"].type == "counter"
     assert families["exchange_node_p2p_links_opened"].type == "counter"
     assert families["exchange_node_discovery_found"].type == "counter"

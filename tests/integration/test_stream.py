@@ -18,9 +18,9 @@ FAST = {"heartbeat_interval": 0.2}
 
 
 def two_nodes(cluster: Cluster) -> tuple[NodeProcess, NodeProcess]:
-    a = cluster.node("a", **FAST)
-    b = cluster.node("b", bootstrap_peers=a.p2p_address, **FAST)
-    wait_until(lambda: all(n.status()["exchange"]["members"] == 2 for n in (a, b)), 20, message="both members")
+    a, b = cluster.chain(2, **FAST)
+    for node in (a, b):
+        node.new_accounts("a", "b", "c", "d", "z")
     return a, b
 
 
@@ -56,7 +56,7 @@ async def test_book_and_trades_from_another_node_arrive_in_sequence(cluster):
             while True:
                 book = await in_thread(a.get, "/book/BTC-USD?depth=250")
                 trades = await in_thread(a.get, "/trades/BTC-USD?limit=10000")
-                if not book["pending_events"]:
+                if book["final"]:              # every book a node serves is final (certified blocks only)
                     caught_up()
                     streamed = [t for m in client.data.get(trades_chan, []) for t in m["trades"]]
                     if (local.levels("bids"), local.levels("asks")) == (book["bids"], book["asks"]) and \
@@ -86,6 +86,8 @@ async def test_a_client_that_stops_reading_is_cut_off_and_never_held_beyond_the_
     markets = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"]
     bound = 65536
     node = cluster.node("a", markets=",".join(markets), ws_send_buffer_bytes=bound, p2p_enabled="false")
+    node.new_accounts("a", "b", "c", "d")
+    wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")
     requests = [{"event": "subscribe", "channel": "book", "market": market, "depth": depth}
                 for market in markets for depth in (1, 10, 25, 100, 250)]
     requests += [{"event": "subscribe", "channel": "trades", "market": market} for market in markets]
