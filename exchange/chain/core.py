@@ -58,6 +58,8 @@ class CoreConfig:
     sync_retry: float = 1.0
     max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched
     live_after: float = 3.0               # a node heard from within this is live (join eligibility, quorum view)
+    expired_grace_ms: int = 600_000       # an accepted transaction that expired unordered is still put in a
+                                          # block this long after, so it resolves everywhere as `expired`
 
 
 class BlockSource(Protocol):
@@ -244,10 +246,13 @@ class ChainCore:
         time_ms = max(now_ms, state.time_ms + 1)
         config = self.config
         ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
-        self.mempool.expire(time_ms)
-        txs: list[SignedTx | MembershipTx] = [tx for tx in self.mempool.reap(config.max_block_txs - 1,
-                                                                            config.max_block_bytes)
-                                              if time_ms < tx.expires <= time_ms + ttl]
+        self.mempool.expire(time_ms - config.expired_grace_ms)
+        reaped = self.mempool.reap(config.max_block_txs - 1, config.max_block_bytes)
+        app = state.app
+        # transactions that expired before a block could take them are still recorded (as expired), so an
+        # order someone was told is pending resolves everywhere; one already applied is left out
+        expired = [tx for tx in reaped if tx.expires <= time_ms and app.order(tx.order_id(0)) is None][:100]
+        txs: list[SignedTx | MembershipTx] = expired + [tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl]
         change = self._membership_change(time_ms)
         if change is not None:
             txs.append(change)
@@ -481,7 +486,7 @@ class ChainCore:
         self._set_now(now)
         if self.halted:
             return "halted"
-        why = self.precheck(tx)
+        why = self.precheck(tx, recording=tx.id in self._own or not own)
         if why is not None:
             return why
         if self.is_validator:
@@ -499,17 +504,23 @@ class ChainCore:
         self._drain_consensus(now)
         return None
 
-    def precheck(self, tx: SignedTx) -> str | None:
+    def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
+        """Why `tx` cannot be queued, or None. With `recording`, a transaction that expired unordered (within
+        the grace) is still accepted: a block records it as expired."""
         if tx.chain_id != self.chain_id:
             return "wrong_chain"
         if not (self.mempool.is_verified(tx.id) or tx.signature_valid()):
             return "bad_signature"
         self.mempool.remember_verified(tx.id)
-        return self.state.app.precheck(tx, self.chain_id, self._now_ms)
+        why = self.state.app.precheck(tx, self.chain_id, self._now_ms)
+        if why == "expired" and recording and tx.expires + self.config.expired_grace_ms > self._now_ms \
+                and self.state.app.order(tx.order_id(0)) is None:
+            return None
+        return why
 
     def _admit(self, tx: SignedTx, checked: bool = False) -> str | None:
         if not checked:
-            why = self.precheck(tx)
+            why = self.precheck(tx, recording=True)
             if why is not None:
                 return why
         return self.mempool.add(tx)
@@ -569,7 +580,7 @@ class ChainCore:
         time_ms = self.state.time_ms
         for tx_id, entry in list(self._own.items()):
             tx, due = entry
-            if tx.expires <= time_ms:
+            if tx.expires + self.config.expired_grace_ms <= time_ms:
                 del self._own[tx_id]
                 self.counters["expired_own"] += 1
                 self.actions.append(("own_done", tx_id, "expired"))

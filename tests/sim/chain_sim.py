@@ -56,7 +56,8 @@ class SimApp:
 
     def __init__(self) -> None:
         self.applied: dict[str, int] = {}        # tx id -> expires (the replay window)
-        self.order: list[str] = []
+        self.resolved: dict[str, str] = {}       # tx id -> applied / expired: every transaction a block took
+        self.sequence: list[str] = []
         self.hash = bytes(32)
         self.time_ms = 0
 
@@ -71,13 +72,19 @@ class SimApp:
         self.time_ms = time_ms
         self.applied = {k: e for k, e in self.applied.items() if e > time_ms}
 
+    def order(self, order_id: str) -> Any:
+        return None
+
     def apply_tx(self, tx: SignedTx) -> str:
         if tx.id in self.applied:
             return "duplicate"
         if tx.expires <= self.time_ms:
+            self.resolved.setdefault(tx.id, "expired")
+            self.hash = hashlib.sha256(self.hash + b"expired:" + tx.id.encode()).digest()
             return "expired"
+        self.resolved[tx.id] = "applied"
         self.applied[tx.id] = tx.expires
-        self.order.append(tx.id)
+        self.sequence.append(tx.id)
         self.hash = hashlib.sha256(self.hash + tx.id.encode()).digest()
         return "applied"
 
@@ -126,6 +133,7 @@ class Scenario:
     fault_until: float = 4.0
     settle: float = 6.0
     clock_skew: dict[int, float] = field(default_factory=dict)
+    tx_lifetime: float = 50.0                                   # seconds from submission to a tx's expiry
 
 
 @dataclass
@@ -158,7 +166,8 @@ class ChainSimulation:
         self.genesis = Genesis(network_id="sim", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
                                validators=tuple(k.public_key for k in keys[:scenario.validators]),
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
-                               absent_blocks=20, absent_ms=3000, exchange={"order_ttl_ms": 60_000})
+                               absent_blocks=20, absent_ms=3000,
+                               exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]
         self.by_id = {n.keys.node_id: n for n in self.nodes}
         for node in self.nodes:
@@ -348,7 +357,7 @@ class ChainSimulation:
             return
         node = self.rng.choice(live)
         self.tx_count += 1
-        expires = int((BASE_TIME + self.now + 50.0) * 1000)
+        expires = int((BASE_TIME + self.now + self.s.tx_lifetime) * 1000)
         tx = sign_tx(self.account.sign, self.account.public_key, self.genesis.chain_id, f"n{self.tx_count}",
                      expires, [CancelOp.parse("BTC-USD", f"o{self.tx_count}")])
         assert node.core is not None
@@ -432,7 +441,7 @@ class ChainSimulation:
             if core.state.height < top - 1:
                 problems.append(f"node {node.index} at height {core.state.height}, others at {top}")
             # a node that never came back cannot hand on what it accepted (its disk holds it)
-            missing = [tx_id for tx_id, by in self.accepted.items() if tx_id not in core.state.app.applied
+            missing = [tx_id for tx_id, by in self.accepted.items() if tx_id not in core.state.app.resolved
                        and not self.nodes[by].crashed]
             if missing and core.state.height >= top - 1:
                 problems.append(f"node {node.index} lacks {len(missing)} accepted txs, e.g. {missing[0]}")

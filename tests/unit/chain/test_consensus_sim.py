@@ -98,3 +98,14 @@ def test_far_future_rounds_from_one_validator_do_not_move_honest_rounds():
                            fault_until=3.0, settle=3.0))
     assert sim.max_round < 5
     assert sim.stats["byzantine_msgs"] > 0
+
+
+def test_orders_held_by_a_cut_off_follower_past_their_expiry_still_resolve_everywhere():
+    """A follower takes orders while cut off from every validator for longer than their lifetime: when it
+    comes back they are put in blocks all the same, recorded as expired, so every accepted order exists on
+    every node (none vanishes)."""
+    sim = _run(21, Scenario(validators=4, followers=1, drop=0.0, duplicate=0.0, tx_lifetime=1.0, submit_rate=10.0,
+                            partitions=[(0.5, 3.5, [{0, 1, 2, 3}, {4}])], fault_until=3.5, settle=4.0))
+    resolved = sim.nodes[0].core.state.app.resolved
+    assert "expired" in resolved.values() and "applied" in resolved.values()
+    assert all(tx_id in resolved for tx_id in sim.accepted)
