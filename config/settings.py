@@ -152,6 +152,11 @@ class Settings:
     order_ttl: float = _setting(
         120.0, "ORDER_TTL", "Seconds an order stays valid before it must be in a block (set at founding)",
         p.number(above=1.0))
+    snapshot_interval: int = _setting(
+        500, "SNAPSHOT_INTERVAL", "Blocks between certified state snapshots (set at founding)", p.integer(10, 10**7))
+    keep_blocks: int = _setting(
+        1000, "KEEP_BLOCKS", "Blocks kept behind the newest snapshot (for peers catching up); older ones are "
+        "compacted away", p.integer(10, 10**8))
     consensus_timeout: float = _setting(
         0.4, "CONSENSUS_TIMEOUT", "Seconds a validator waits for a round's proposal (grows each round)", _FLOAT_POS)
     empty_block_interval: float = _setting(

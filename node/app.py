@@ -51,13 +51,14 @@ class ExchangeNode:
 
         self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(settings.data_dir)
-        self.chain_store = ChainStore(settings.data_dir)
+        self.chain_store = ChainStore(settings.data_dir, keep_blocks=settings.keep_blocks)
         self.chain_network = P2PChainNetwork(self.peers, self.router, self.rpc)
         self.chain = ChainService(  # the BFT chain: validators order blocks, every node folds them into the book
             self.identity, self.chain_network, self.chain_store, network_id=settings.network_id,
             markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
             max_validators=settings.max_validators, pinned_validators=settings.validators,
-            found_after=settings.found_after if settings.p2p_enabled else 0.0, config=core_config(settings))
+            found_after=settings.found_after if settings.p2p_enabled else 0.0,
+            snapshot_interval=settings.snapshot_interval, config=core_config(settings))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         self.api_extensions.append(install_order_api)

@@ -23,9 +23,6 @@ from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")
 
-SNAPSHOT_INTERVAL = 500
-
-
 class Application(Protocol):
     """The exchange state machine (exchange/chain/state.py) as the chain drives it."""
 
@@ -67,11 +64,11 @@ def encode_item(tx: SignedTx | MembershipTx) -> list:
 
 
 class ChainState:
-    def __init__(self, genesis: Genesis, app: Application, snapshot_interval: int = SNAPSHOT_INTERVAL) -> None:
+    def __init__(self, genesis: Genesis, app: Application) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.app = app
-        self.snapshot_interval = snapshot_interval
+        self.snapshot_interval = genesis.snapshot_interval
         self.height = 0
         self.time_ms = genesis.created_ms
         self.last_block_id = GENESIS_PARENT

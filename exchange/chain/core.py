@@ -14,6 +14,7 @@ Inputs are plain calls with the wall-clock time passed in (seconds): messages fr
     ("forward", tx)                 a follower hands a transaction to the validators (RPC)
     ("own_done", tx_id, status)     one of our own pending transactions left the outbox
     ("halt", reason)                continuing would risk divergence: stop serving orders
+    ("need_snapshot", node_id)      peers no longer hold the blocks we need: start from a certified snapshot
 
 A validator runs Tendermint (`tendermint.py`) over `ChainState`; a follower only applies blocks whose
 commit (quorum certificate) it has verified against the validator set its own state derived, so
@@ -138,6 +139,45 @@ class ChainCore:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
         for tx in txs:
             self._own.setdefault(tx.id, [tx, now])
+
+    def install_snapshot(self, data: bytes, commit_at: Commit, next_block: Block, next_commit: Commit,
+                         proofs: list[tuple[Block, Commit]], app_factory: Callable[[bytes], Application],
+                         now: float) -> str | None:
+        """Start over from a peer's snapshot at height S: every part is checked against validator sets proven
+        from our genesis (epochs.py) before anything of ours changes. Returns why it was refused, or None."""
+        from exchange.chain.epochs import BadProof, replay_epochs, set_at
+
+        self._set_now(now)
+        try:
+            sets = replay_epochs(self.genesis, proofs, self._verify)
+            candidate = ChainState(self.genesis, self.state.app)
+            candidate.restore(data, app_factory)
+        except (BadProof, ValueError, Malformed, InvalidTx) as exc:
+            return f"bad snapshot or proof: {exc}"
+        height = candidate.height
+        if height <= self.state.height:
+            return "not ahead of us"
+        if candidate.validators.hash != set_at(sets, height + 1).hash \
+                or candidate.prev_validators.hash != set_at(sets, height).hash:
+            return "its validator sets are not the proven ones"
+        if commit_at.height != height or commit_at.block_id != candidate.last_block_id \
+                or not commit_at.verify(self.chain_id, candidate.prev_validators, self._verify):
+            return "no quorum certificate for its last block"
+        header = next_block.header
+        if header.height != height + 1 or header.prev_id != candidate.last_block_id \
+                or header.validators_hash != candidate.validators.hash or header.app_hash != candidate.hash \
+                or next_commit.height != height + 1 or next_commit.block_id != next_block.id \
+                or not next_commit.verify(self.chain_id, candidate.validators, self._verify):
+            return "the certified block after it does not vouch for its state"
+        self.state = candidate
+        self.last_commit = commit_at
+        self._buffered = {h: b for h, b in self._buffered.items() if h > height}
+        self.counters["snapshots_installed"] = self.counters.get("snapshots_installed", 0) + 1
+        log.warning("installed a certified snapshot at height %d (%d bytes)", height, len(data))
+        self.decode(next_block)
+        self._apply(next_block, next_commit, announce=False)
+        self._start_height(now)
+        return None
 
     def load_block(self, block: Block, commit: Commit) -> None:
         """Replay a block from our own store at start-up (it was verified before it was stored)."""
@@ -456,14 +496,19 @@ class ChainCore:
             items.append([stored[0].wire(), stored[1].wire()])
             if size > self.config.max_block_bytes:
                 break
-        self.actions.append(("send", sender, {"type": "sync_response", "body": [items, self.state.height]}))
+        first_kept = getattr(self.blocks, "first_height", 1)
+        self.actions.append(("send", sender, {"type": "sync_response", "body": [items, self.state.height, first_kept]}))
 
     def _on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
-        if type(body) is not list or len(body) != 2 or type(body[0]) is not list or type(body[1]) is not int:
+        if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
             raise Malformed("bad_sync_response")
         if self._sync_inflight is not None and self._sync_inflight[0] == sender:
             self._sync_inflight = None
-        items, their_height = body
+        items, their_height = body[0], body[1]
+        their_first = body[2] if len(body) == 3 and type(body[2]) is int else 1
+        if not items and their_first > self.state.height + 1 and their_height > self.state.height and sender:
+            self.actions.append(("need_snapshot", sender))      # they compacted the blocks we lack
+            return
         if sender is not None:
             self._heard[sender] = (their_height, now)
         for item in items:

@@ -27,26 +27,29 @@ class Genesis:
     pinned: bool = False                 # True: the set never changes (VALIDATORS was configured)
     absent_blocks: int = 20              # a validator missing from this many recorded commits ...
     absent_ms: int = 30_000              # ... spanning at least this much block time may be removed
+    snapshot_interval: int = 500         # every this many heights the state hash covers a full snapshot
     exchange: dict[str, Any] = field(default_factory=dict)   # ExchangeParams.to_wire()
 
     def wire(self) -> list:
         return ["exchange-node/genesis/v1", self.network_id, self.created_ms, self.founder, list(self.validators),
                 self.max_validators, self.pinned, self.absent_blocks, self.absent_ms,
-                sorted(self.exchange.items())]
+                sorted(self.exchange.items()), self.snapshot_interval]
 
     @classmethod
     def from_wire(cls, data: Any) -> "Genesis":
-        if type(data) is not list or len(data) != 10 or data[0] != "exchange-node/genesis/v1":
+        if type(data) is not list or len(data) != 11 or data[0] != "exchange-node/genesis/v1":
             raise ValueError("not a genesis document")
-        _, network_id, created_ms, founder, validators, max_validators, pinned, absent_blocks, absent_ms, ex = data
+        (_, network_id, created_ms, founder, validators, max_validators, pinned, absent_blocks, absent_ms, ex,
+         snapshot_interval) = data
         if not (type(network_id) is str and type(created_ms) is int and type(founder) is bytes
                 and type(validators) is list and type(max_validators) is int and 1 <= max_validators <= 100
                 and type(pinned) is bool and type(absent_blocks) is int and type(absent_ms) is int
-                and type(ex) is list):
+                and type(ex) is list and type(snapshot_interval) is int and 1 <= snapshot_interval <= 10**9):
             raise ValueError("malformed genesis document")
         ValidatorSet(0, validators)   # checks the keys
-        return cls(network_id, created_ms, founder, tuple(validators), max_validators, pinned, absent_blocks,
-                   absent_ms, {k: v for k, v in ex})
+        return cls(network_id, created_ms, founder, tuple(validators), max_validators=max_validators, pinned=pinned,
+                   absent_blocks=absent_blocks, absent_ms=absent_ms, snapshot_interval=snapshot_interval,
+                   exchange={k: v for k, v in ex})
 
     @property
     def chain_id(self) -> str:

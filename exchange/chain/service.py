@@ -34,6 +34,8 @@ MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership",
                  "chain_sync_request", "chain_sync_response")
 SUBMIT_SERVICE = "chain.submit"
 GENESIS_SERVICE = "chain.genesis"
+SNAPSHOT_SERVICE = "chain.snapshot"
+SNAPSHOT_CHUNK = 256 * 1024
 
 
 class ChainNetwork(Protocol):
@@ -86,7 +88,7 @@ class NotReady(Exception):
 class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
-                 pinned_validators: tuple[str, ...] = (), found_after: float = 3.0,
+                 pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.identity = identity
         self.network = network
@@ -95,6 +97,7 @@ class ChainService:
         self.markets = markets
         self.order_ttl_ms = order_ttl_ms
         self.max_validators = max_validators
+        self.snapshot_interval = snapshot_interval
         self.pinned_validators = pinned_validators
         self.config = config or CoreConfig()
         self.clock = clock
@@ -121,11 +124,14 @@ class ChainService:
         self.disk_error: StorageError | None = None         # a write consensus needs failed: we hold our votes
         self._unsaved_blocks: list[tuple[Block, Commit]] = []
         self._unsaved_wal: list[list] = []
+        self._snapshot_task: asyncio.Task | None = None
+        self._served_snapshot: tuple[int, bytes, list] | None = None
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.network.offer(GENESIS_SERVICE, self._serve_genesis)
+        self.network.offer(SNAPSHOT_SERVICE, self._serve_snapshot)
         genesis = self.store.load_genesis()
         if genesis is not None:
             self._boot(genesis)
@@ -251,7 +257,8 @@ class ChainService:
         params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms)
         genesis = Genesis(network_id=self.network_id, created_ms=int(self.clock() * 1000),
                           founder=self.identity.public_key_bytes, validators=tuple(decision.validators),
-                          max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire())
+                          max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
+                          snapshot_interval=self.snapshot_interval)
         self.store.save_genesis(genesis)
         log.warning("founded a new network %s (chain %s) with %d validator(s)%s", self.network_id,
                     genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else "")
@@ -341,6 +348,72 @@ class ChainService:
         except (Malformed, InvalidTx):
             return False
 
+    # ------------------------------------------------------------------ snapshots for joining nodes
+    def _serve_snapshot(self, payload: Any, peer: str) -> Any:
+        """`chain.snapshot` {"offset"}: our newest snapshot in chunks; the first chunk also carries what
+        makes it checkable (the commit of its block, the certified block after it, the epoch proofs)."""
+        offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
+        if type(offset) is not int or offset < 0:
+            raise ValueError("offset must be a non-negative integer")
+        if offset == 0 or self._served_snapshot is None:
+            loaded = self.store.load_snapshot()
+            if loaded is None:
+                raise LookupError("no snapshot here")
+            height, data = loaded
+            at, after = self.store.get(height), self.store.get(height + 1)
+            if at is None or after is None:
+                raise LookupError("the blocks that certify our snapshot are not stored yet")
+            extras = [at[1].wire(), after[0].wire(), after[1].wire(),
+                      [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
+            self._served_snapshot = (height, data, extras)
+        height, data, extras = self._served_snapshot
+        answer: dict[str, Any] = {"height": height, "total": len(data), "offset": offset,
+                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
+        if offset == 0:
+            answer["proof"] = extras
+        return answer
+
+    async def _snapshot_join(self, peer: str) -> None:
+        """Fetch a peer's snapshot and install it if every part checks out against our genesis."""
+        try:
+            first = await self.network.call(SNAPSHOT_SERVICE, {"offset": 0}, timeout=10.0, peer=peer)
+            height, total, proof = first["height"], first["total"], first["proof"]
+            parts = [first["chunk"]]
+            size = len(first["chunk"])
+            while size < total:
+                more = await self.network.call(SNAPSHOT_SERVICE, {"offset": size}, timeout=10.0, peer=peer)
+                if more["height"] != height or not more["chunk"]:
+                    raise ValueError("the snapshot changed while we fetched it")
+                parts.append(more["chunk"])
+                size += len(more["chunk"])
+            data = b"".join(parts)[:total]
+            commit_at = Commit.from_wire(proof[0])
+            next_block, next_commit = Block.from_wire(proof[1]), Commit.from_wire(proof[2])
+            proofs = [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]]
+        except Exception as exc:     # a peer's bad answer: try again on the next sync round
+            log.warning("snapshot from %s not usable: %s", peer[:12], exc)
+            return
+        finally:
+            self._snapshot_task = None
+        core = self.core
+        if core is None:
+            return
+        params = ExchangeParams.from_wire(core.genesis.exchange)
+        chain_id = core.chain_id
+        why = core.install_snapshot(data, commit_at, next_block, next_commit, proofs,
+                                    lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id), self.clock())
+        if why is not None:
+            log.warning("snapshot at height %d from %s refused: %s", height, peer[:12], why)
+            self.network.penalize(peer, 50.0, "bad_snapshot")
+            return
+        try:
+            self.store.save_snapshot(height, data)
+            self.store.replace_epochs(proofs)
+        except StorageError as exc:
+            log.error("could not store the snapshot we started from: %s", exc)
+        self._roles_changed()
+        self.pump()
+
     def _serve_submit(self, payload: Any, peer: str) -> Any:
         """A follower hands us a transaction (RPC `chain.submit`)."""
         core = self.core
@@ -402,6 +475,8 @@ class ChainService:
                 self._own_done(action[1], action[2])
             elif kind == "halt":
                 self.halted = action[1]
+            elif kind == "need_snapshot" and self._snapshot_task is None:
+                self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(action[1]))
         self._recovery_progress()
 
     def _flush_unsaved(self) -> None:
@@ -452,6 +527,10 @@ class ChainService:
             except Exception:
                 log.exception("block listener failed")
         if outcome.validators_changed:
+            try:
+                self.store.append_epoch(block, commit)
+            except StorageError as exc:
+                log.error("could not store the proof of epoch %d: %s", self.core.state.validators.epoch, exc)
             self._roles_changed()
 
     def _own_done(self, tx_id: str, status: str) -> None:

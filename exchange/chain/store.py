@@ -5,6 +5,7 @@
     wal/          consensus write-ahead records of the height being decided (RecordLog)
     outbox/       our users' transactions not yet in a block: add / done records (RecordLog)
     snapshots/    state snapshots at certified heights (SnapshotStore)
+    epochs/       the certified block of every validator-set change, kept forever (RecordLog, index = epoch)
 
 Writes that consensus depends on are synchronous and durable on return (a block before the next
 height starts, a WAL record before the vote it covers leaves); outbox adds from concurrent API
@@ -30,9 +31,11 @@ KEEP_BLOCKS_BEHIND_SNAPSHOT = 1_000     # blocks kept behind the newest snapshot
 
 
 class ChainStore:
-    def __init__(self, data_dir: Path, *, fs: Any = None, segment_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, data_dir: Path, *, fs: Any = None, segment_bytes: int = 16 * 1024 * 1024,
+                 keep_blocks: int = KEEP_BLOCKS_BEHIND_SNAPSHOT) -> None:
+        self.keep_blocks = keep_blocks
         root = Path(data_dir) / "chain"
-        for part in ("genesis", "blocks", "wal", "outbox", "snapshots"):
+        for part in ("genesis", "blocks", "wal", "outbox", "snapshots", "epochs"):
             (root / part).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root = root
         self._genesis = AtomicDocument(root / "genesis", "genesis", fs=fs)
@@ -40,6 +43,7 @@ class ChainStore:
         self.wal_log = RecordLog.open(root / "wal", fs=fs, segment_bytes=4 * 1024 * 1024)
         self.outbox_log = RecordLog.open(root / "outbox", fs=fs, segment_bytes=4 * 1024 * 1024)
         self.snapshots = SnapshotStore(root / "snapshots", keep=2, fs=fs)
+        self.epochs_log = RecordLog.open(root / "epochs", fs=fs, segment_bytes=4 * 1024 * 1024)
         self.outbox_commit: GroupCommit[bytes, int] = GroupCommit(self.outbox_log.write_batch, name="outbox")
         self._pending: dict[str, tuple[int, SignedTx]] = {}      # tx id -> (index of its add record, tx)
         self._load_outbox()
@@ -92,6 +96,11 @@ class ChainStore:
     def last_height(self) -> int:
         return self.blocks_log.last_index
 
+    @property
+    def first_height(self) -> int:
+        """The lowest height still stored (blocks below were compacted behind a snapshot)."""
+        return self.blocks_log.first_index
+
     def append_block(self, block: Block, commit: Commit) -> None:
         """Durable on return. A height we already hold (re-fetched after damage) goes back in place."""
         height = block.height
@@ -112,7 +121,7 @@ class ChainStore:
 
     def compact(self, snapshot_height: int) -> None:
         """Keep blocks only from a little behind the newest snapshot (peers catching up still find them)."""
-        keep_from = snapshot_height - KEEP_BLOCKS_BEHIND_SNAPSHOT
+        keep_from = snapshot_height - self.keep_blocks
         if keep_from > self.blocks_log.first_index:
             self.blocks_log.truncate_before(keep_from)
 
@@ -176,6 +185,22 @@ class ChainStore:
             except StorageError as exc:
                 log.warning("could not compact the outbox: %s", exc)
 
+    # ------------------------------------------------------------------ epoch proofs
+    def append_epoch(self, block: Block, commit: Commit) -> None:
+        self.epochs_log.append([pack([block.wire(), commit.wire()])])
+
+    def epoch_proofs(self) -> list[tuple[Block, Commit]]:
+        log_ = self.epochs_log
+        return [_decode_block(body) for _, body in log_.iterate(log_.first_index, log_.last_index + 1)]
+
+    def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None:
+        """A node that started from a snapshot keeps the proofs it was given (it serves them in turn)."""
+        log_ = self.epochs_log
+        if log_.last_index >= log_.first_index:
+            log_.truncate_after(log_.first_index - 1)
+        if proofs:
+            log_.append([pack([b.wire(), c.wire()]) for b, c in proofs])
+
     # ------------------------------------------------------------------ snapshots and status
     def save_snapshot(self, height: int, data: bytes) -> None:
         self.snapshots.save(height, data)
@@ -191,7 +216,7 @@ class ChainStore:
                 "snapshots": self.snapshots.stats(), "wal": self.wal_log.stats()}
 
     def close(self) -> None:
-        for log_ in (self.blocks_log, self.wal_log, self.outbox_log):
+        for log_ in (self.blocks_log, self.wal_log, self.outbox_log, self.epochs_log):
             try:
                 log_.close()
             except StorageError:

@@ -134,6 +134,7 @@ class Scenario:
     settle: float = 6.0
     clock_skew: dict[int, float] = field(default_factory=dict)
     tx_lifetime: float = 50.0                                   # seconds from submission to a tx's expiry
+    snapshot_interval: int = 500
 
 
 @dataclass
@@ -166,7 +167,7 @@ class ChainSimulation:
         self.genesis = Genesis(network_id="sim", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
                                validators=tuple(k.public_key for k in keys[:scenario.validators]),
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
-                               absent_blocks=20, absent_ms=3000,
+                               absent_blocks=20, absent_ms=3000, snapshot_interval=scenario.snapshot_interval,
                                exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]
         self.by_id = {n.keys.node_id: n for n in self.nodes}
@@ -373,7 +374,9 @@ class ChainSimulation:
             return
         self.stats["delivered"] += 1
         now = self._clock(node)
-        if kind == "submit":
+        if kind == "heartbeat":
+            node.core.peer_height(self.nodes[src].keys.node_id, body, now)
+        elif kind == "submit":
             node.core.submit(SignedTx.from_wire(body), now, own=False)
         else:
             node.core.on_message(kind, body, self.nodes[src].keys.node_id, now)
@@ -414,6 +417,9 @@ class ChainSimulation:
                     self._drain(node)
                     if node.byzantine is None:
                         self.max_round = max(self.max_round, node.core.consensus.round)
+                    if int(self.now / 0.02) % 10 == payload % 10:      # link heartbeats carry the height
+                        for other in self.nodes:
+                            self._send(node.index, other.index, "heartbeat", node.core.state.height)
                 self._at(self.now + 0.02, "tick", payload)
             elif kind == "submit":
                 self._submit()

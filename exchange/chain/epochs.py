@@ -1,0 +1,59 @@
+"""Epoch proofs: how a node that starts from a snapshot knows which validators to believe.
+
+A validator set changes only through a membership transaction in a block, and that block is certified
+by the set that decided it. Every node keeps, forever, the certified block of each change (one per
+epoch: few, however long the chain runs). Replaying them from the genesis set proves the set of every
+later epoch without any other history: each proof's commit is checked against the set known so far,
+its header must name that set, and its single membership transaction gives the next set. A peer can
+leave changes out (the node then believes an older set and catches up block by block from there, where
+the next change shows up certified), but it cannot make a node believe a set nobody certified.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from exchange.chain.blocks import Block, Commit
+from exchange.chain.chainstate import decode_item
+from exchange.chain.genesis import Genesis
+from exchange.chain.membership import MembershipTx
+from exchange.chain.validators import ValidatorSet
+
+
+class BadProof(ValueError):
+    """An epoch proof (or a snapshot checked with it) that cannot be valid."""
+
+
+def replay_epochs(genesis: Genesis, proofs: list[tuple[Block, Commit]],
+                  verify: Callable[[bytes, bytes, bytes], bool]) -> list[tuple[int, ValidatorSet]]:
+    """The validator sets proven by `proofs`: [(first height it decides, set)], starting with the genesis set."""
+    chain_id = genesis.chain_id
+    current = genesis.first_validators()
+    sets = [(1, current)]
+    last_height = 0
+    for block, commit in proofs:
+        header = block.header
+        if header.chain_id != chain_id or commit.height != header.height or commit.block_id != block.id:
+            raise BadProof("an epoch proof's commit is not for its block")
+        if header.height <= last_height:
+            raise BadProof("epoch proofs out of order")
+        if header.validators_hash != current.hash:
+            raise BadProof(f"the block at height {header.height} was not decided by the set of epoch {current.epoch}")
+        if not commit.verify(chain_id, current, verify):
+            raise BadProof(f"the commit at height {header.height} is not a quorum of epoch {current.epoch}")
+        changes = [tx for tx in (decode_item(item) for item in block.txs) if isinstance(tx, MembershipTx)]
+        if len(changes) != 1:
+            raise BadProof(f"the block at height {header.height} changes no validator")
+        change = changes[0]
+        current = current.with_added(change.key) if change.kind == "join" else current.with_removed(change.key)
+        last_height = header.height
+        sets.append((header.height + 1, current))
+    return sets
+
+
+def set_at(sets: list[tuple[int, ValidatorSet]], height: int) -> ValidatorSet:
+    """The proven set deciding `height` (the newest proven one that starts at or before it)."""
+    chosen = sets[0][1]
+    for start, validators in sets:
+        if start <= height:
+            chosen = validators
+    return chosen
