@@ -434,6 +434,16 @@ async def retry_after(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
 
 
+async def debug_commits(request: web.Request) -> web.Response:
+    """`GET /debug/chain/commits?from=H` (DEBUG_API only): when each block became final here, and how many
+    operations it held — benchmarks measure finality on every node with it."""
+    if not getattr(node_of(request).settings, "debug_api", False):
+        raise ApiError(404, "not_found", "debug endpoints are off (DEBUG_API)")
+    chain = _chain(request)
+    start = _query_number(request, "from", 0, 0, 1 << 62, integer=True)
+    return json_response({"commits": [list(c) for c in chain.commit_log if c[0] >= start]})
+
+
 def install_order_api(app: web.Application) -> None:
     app.middlewares.append(retry_after)
     app.router.add_post("/orders", post_order)
@@ -444,3 +454,4 @@ def install_order_api(app: web.Application) -> None:
     app.router.add_get("/book/{market}", get_book)
     app.router.add_get("/trades/{market}", get_trades)
     app.router.add_get("/accounts/{account}", get_account)
+    app.router.add_get("/debug/chain/commits", debug_commits)

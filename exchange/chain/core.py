@@ -222,6 +222,15 @@ class ChainCore:
             log.warning("block %s at height %d refused: %s", block.id.hex()[:12], block.height, why)
         return why
 
+    def _decode_known(self, item: Any) -> SignedTx | MembershipTx:
+        """A block's transaction, taken from the mempool when we hold the very same one (same signature and
+        the same content: we compare what we hold with the block's bytes) instead of parsing it again."""
+        if type(item) is list and len(item) == 2 and item[0] == "a" and type(item[1]) is list and len(item[1]) == 6:
+            known = self.mempool.by_sig.get(item[1][5]) if type(item[1][5]) is bytes else None
+            if known is not None and known.wire() == item[1]:
+                return known
+        return decode_item(item)
+
     def _check(self, block: Block, now_ms: int | None) -> str | None:
         state, header = self.state, block.header
         if header.chain_id != self.chain_id:
@@ -248,7 +257,7 @@ class ChainCore:
         if len(block.txs) > self.config.max_block_txs or block.size > self.config.max_block_bytes + 4096:
             return "block_too_large"
         try:
-            txs = [decode_item(item) for item in block.txs]
+            txs = [self._decode_known(item) for item in block.txs]
         except (Malformed, InvalidTx) as exc:
             return f"malformed_tx:{getattr(exc, 'code', exc)}"
         seen: set[str] = set()
@@ -342,7 +351,9 @@ class ChainCore:
                     raise Malformed("bad_decision")
                 self._on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
             elif kind == "tx":
-                self._on_gossiped_tx(SignedTx.from_wire(body), sender, now)
+                if not (type(body) is list and len(body) == 6 and type(body[5]) is bytes
+                        and body[5] in self.mempool.by_sig):       # already held: no need to parse it again
+                    self._on_gossiped_tx(SignedTx.from_wire(body), sender, now)
             elif kind == "membership":
                 self._on_membership(MembershipTx.from_wire(body), sender)
             elif kind == "sync_request":
@@ -633,13 +644,16 @@ class ChainCore:
             if now < due:
                 continue
             entry[1] = now + self.config.resubmit_interval
-            self.counters["resubmitted"] += 1
             if self.is_validator:
+                # hand it to the other validators again: our own proposals may not be the ones that win
+                # (receivers that already hold it recognise it by its signature without parsing it)
                 if tx.id not in self.mempool:
                     self._admit(tx)
+                self.counters["resubmitted"] += 1
                 self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
-            else:
-                self.actions.append(("forward", tx))
+                continue
+            self.counters["resubmitted"] += 1
+            self.actions.append(("forward", tx))
 
     def _maybe_join(self, now: float) -> None:
         state = self.state

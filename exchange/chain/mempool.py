@@ -21,6 +21,7 @@ class Mempool:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
         self._txs: OrderedDict[str, tuple[SignedTx, int]] = OrderedDict()   # id -> (tx, encoded size)
+        self.by_sig: dict[bytes, SignedTx] = {}                            # the same transactions, by signature
         self._membership: OrderedDict[str, MembershipTx] = OrderedDict()
         self.bytes = 0
         self.verified: OrderedDict[str, None] = OrderedDict()            # ids whose signature checked out
@@ -40,6 +41,7 @@ class Mempool:
         if len(self._txs) >= self.max_txs or self.bytes + size > self.max_bytes:
             return "mempool_full"
         self._txs[tx.id] = (tx, size)
+        self.by_sig[tx.sig] = tx
         self.bytes += size
         self.remember_verified(tx.id)
         return None
@@ -78,6 +80,7 @@ class Mempool:
             item = self._txs.pop(tx_id, None)
             if item is not None:
                 self.bytes -= item[1]
+                self.by_sig.pop(item[0].sig, None)
 
     def expire(self, time_ms: int) -> int:
         """Drop transactions whose `expires` is not after `time_ms`; returns how many."""

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit, Malformed
@@ -125,6 +126,7 @@ class ChainService:
         self._unsaved_blocks: list[tuple[Block, Commit]] = []
         self._unsaved_wal: list[list] = []
         self._snapshot_task: asyncio.Task | None = None
+        self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self._served_snapshot: tuple[int, bytes, list] | None = None
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
 
@@ -510,6 +512,7 @@ class ChainService:
                 log.warning("could not save the snapshot at height %d: %s", snapshot[0], exc)
         result = outcome.exchange
         now = self.clock()
+        self.commit_log.append((block.height, now, sum(len(tx.ops) for tx in getattr(result, "txs", ()))))
         for tx_result in getattr(result, "txs", ()):
             waiters = self._waiters.pop(tx_result.tx_id, None)
             submitted = self._submitted_at.pop(tx_result.tx_id, None)

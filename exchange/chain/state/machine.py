@@ -63,6 +63,9 @@ _OP_SUFFIX = [f"{index:02x}" for index in range(MAX_OPS)]
 PARSE_MEMORY = 4096
 
 
+MAX_LIMIT_UNITS = (1 << 62) - 1
+
+
 class InvalidQuery(ExchangeError):
     """A query the state cannot answer as asked (bad status filter, bad limit)."""
 
@@ -348,9 +351,11 @@ class ExchangeState:
         if op.asset not in self.params.assets:
             return "unknown_asset"
         try:
-            self.params.assets.parse(op.asset, op.limit, "limit")
+            units = self.params.assets.parse(op.asset, op.limit, "limit")
         except ExchangeError as error:
             return _field_code(error)
+        if units > MAX_LIMIT_UNITS:
+            return "limit_too_large"       # positions and limits stay 62-bit integers in every encoding
         return None
 
     def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Any, reason: str) -> OpResult:

@@ -59,7 +59,7 @@ def encode_state(state: ExchangeState) -> bytes:
         [venue.engine.snapshot() for venue in venues],
         [_closed_row(order) for order in state.closed],
         [list(venue.trades) for venue in venues],
-        state.positions.rows(),
+        [[account, [[asset, _wide(amount)] for asset, amount in held]] for account, held in state.positions.rows()],
         None if state.credit is None else state.credit.grant_rows(),
         state.replay.rows(),
     ]
@@ -190,9 +190,28 @@ def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool
     return rows
 
 
+INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _wide(amount: int) -> int | str:
+    """A position beyond what msgpack's integers hold is written as its decimal digits (Python's ints have no
+    limit, and a position is the sum of every fill: a few huge trades must not make a snapshot unwritable)."""
+    return amount if amount in INT64 else str(amount)
+
+
+def _narrow(amount: Any) -> int | None:
+    if type(amount) is int:
+        return amount
+    if type(amount) is str and 19 <= len(amount.lstrip("-")) <= 400 and amount.lstrip("-").isdigit():
+        value = int(amount)
+        return None if value in INT64 else value
+    return None
+
+
 def _restore_positions(state: ExchangeState, rows: Any) -> None:
     assets = state.params.assets
-    rows = _account_rows(rows, "positions", assets, lambda amount: type(amount) is int and amount != 0)
+    rows = _account_rows(rows, "positions", assets, lambda amount: _narrow(amount) not in (None, 0))
+    rows = [[account, [[asset, _narrow(amount)] for asset, amount in held]] for account, held in rows]
     state.positions = Positions.from_rows(rows)
     unbalanced = {asset: total for asset, total in state.positions.totals().items() if total}
     _need(not unbalanced, f"positions do not sum to zero: {unbalanced}", "positions_unbalanced")

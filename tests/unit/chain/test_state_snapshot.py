@@ -103,3 +103,27 @@ def test_no_corruption_makes_restore_fail_any_other_way(data):
     except InvalidStateSnapshot:
         return
     assert restored.snapshot() == bytes(snapshot)   # accepted only when it is itself canonical
+
+
+def test_positions_beyond_64_bits_still_snapshot_and_restore():
+    """A position is the sum of every fill and Python's ints do not overflow: a few trades of the largest
+    size at the largest price must not make the state unwritable (msgpack stops at 64 bits)."""
+    from exchange.chain.crypto import SigningKey
+    from exchange.chain.state import ExchangeParams, ExchangeState
+    from exchange.chain.txs import NewOrderOp, sign_tx
+
+    chain_id = "ab" * 32
+    params = ExchangeParams(markets="BTC-USD", order_ttl_ms=100_000)
+    state = ExchangeState(params, chain_id)
+    seller, buyer = SigningKey(bytes(32)), SigningKey(bytes([1]) * 32)
+    for i in range(1, 61):
+        state.begin_block(i, 1000 + i)
+        state.apply_tx(sign_tx(seller.sign, seller.public_key, chain_id, f"s{i}", 50_000,
+                               [NewOrderOp.parse("BTC-USD", "sell", "limit", "1000000000", "1000000", None)]))
+        state.apply_tx(sign_tx(buyer.sign, buyer.public_key, chain_id, f"b{i}", 50_000,
+                               [NewOrderOp.parse("BTC-USD", "buy", "market", None, "1000000", None)]))
+        state.end_block()
+    assert state.position(seller.public_key.hex())["positions"]["USD"] == "60000000000000000.000000"
+    data = state.snapshot()
+    copy = ExchangeState.restore(params, data, chain_id)
+    assert copy.snapshot() == data and copy.app_hash == state.app_hash

@@ -1,0 +1,251 @@
+"""Chain benchmarks (issue 14): finality latency, throughput, per-node cost as followers grow.
+
+    python -m bench chain [--only=finality,throughput,followers,sim] [--quick]
+
+- finality: orders submitted at random nodes, one at a time, at a steady rate; latency from the POST to
+  the moment the block holding the order was final on EVERY node (each node's own commit time, from
+  /debug/chain/commits; all processes share this machine's clock). 5 validators, then 4 validators + 40
+  followers.
+- throughput: 5 validators; /orders/batch (250 orders, one signature per batch) and single POSTs from
+  concurrent clients at every node; committed orders/s over the run, and the books compared after it.
+- followers: 4 validators + 0/10/20/40 followers with a steady load offered at the followers: CPU seconds
+  per committed order for validators and followers (the curve must stay flat), idle follower CPU, and
+  whether 500 orders/s offered at the followers of 4+40 get through.
+- sim: the deterministic simulation with 4 validators and 0..1,000 followers: consensus messages a
+  validator handles per block (must not grow with followers).
+Every table prints the machine's load average next to its figures.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.table import print_table
+from tests.harness import Cluster, NodeProcess, converged, wait_until
+
+NODE = {"heartbeat_interval": 0.5, "debug_api": "true", "log_level": "WARNING"}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def start_network(base: Path, validators: int, followers: int, **settings: Any) -> tuple[Cluster, list, list]:
+    cluster = Cluster(base)
+    seats = {**NODE, "max_validators": validators, **settings}
+    vals = cluster.chain(validators, **seats)
+    first = vals[0]
+    fols = [cluster.node(f"f{i}", start=False, role="follower", bootstrap_peers=first.p2p_address,
+                         target_outbound=3, **{**NODE, **settings}) for i in range(followers)]
+    for node in fols:
+        node.start(wait=False)
+    for node in fols:
+        node.wait_ready(60)
+    if fols:
+        height = first.status()["height"]
+        wait_until(lambda: all(n.status()["height"] >= height for n in fols), 60, interval=0.5,
+                   message="followers caught up")
+    return cluster, vals, fols
+
+
+def order_body(rng: random.Random) -> dict:
+    side = rng.choice(["buy", "sell"])
+    price = 100 + rng.randint(-20, 20) / 10
+    return {"market": "BTC-USD", "side": side, "type": "limit", "price": f"{price:.2f}",
+            "qty": f"{rng.randint(1, 20) / 10:.1f}"}
+
+
+async def post(session: aiohttp.ClientSession, node: NodeProcess, path: str, body: dict) -> tuple[int, Any]:
+    async with session.post(node.api_url + path, json=body, headers=node.auth_headers()) as response:
+        return response.status, await response.json()
+
+
+def commits(node: NodeProcess, start: int) -> dict[int, tuple[float, int]]:
+    return {h: (t, ops) for h, t, ops in node.get(f"/debug/chain/commits?from={start}")["commits"]}
+
+
+# ------------------------------------------------------------------------------------------ finality
+def finality(base: Path, validators: int, followers: int, rate: float, seconds: float) -> dict[str, Any]:
+    cluster, vals, fols = start_network(base, validators, followers)
+    nodes = vals + fols
+    try:
+        start_height = vals[0].status()["height"]
+        rng = random.Random(1)
+        submitted: list[tuple[float, str, NodeProcess]] = []
+
+        async def drive() -> None:
+            async with aiohttp.ClientSession() as session:
+                deadline = time.time() + seconds
+                while time.time() < deadline:
+                    node = rng.choice(nodes)
+                    started = time.time()
+                    status, body = await post(session, node, "/orders?wait=0", order_body(rng))
+                    if status in (201, 202):
+                        submitted.append((started, body["order"]["id"], node))
+                    await asyncio.sleep(max(0.0, 1.0 / rate - (time.time() - started)))
+        asyncio.run(drive())
+        time.sleep(2.0)
+        per_node = [commits(n, start_height) for n in nodes]
+        latencies = []
+        for started, order_id, node in submitted:
+            view = node.get(f"/orders/{order_id}")["order"]
+            height = view.get("height")
+            if height is None or not all(height in c for c in per_node):
+                continue
+            latencies.append(max(c[height][0] for c in per_node) - started)
+        return {"validators": validators, "followers": followers, "orders": len(submitted),
+                "measured": len(latencies), "p50_ms": 1000 * percentile(latencies, 0.5),
+                "p99_ms": 1000 * percentile(latencies, 0.99), "max_ms": 1000 * max(latencies, default=float("nan"))}
+    finally:
+        cluster.close()
+
+
+# ------------------------------------------------------------------------------------------ throughput
+def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[str, Any]:
+    cluster, vals, _ = start_network(base, 5, 0)
+    try:
+        start_height = vals[0].status()["height"]
+        rng = random.Random(2)
+        answered = [0]
+
+        async def client(session: aiohttp.ClientSession, node: NodeProcess, deadline: float) -> None:
+            while time.time() < deadline:
+                if batch:
+                    status, body = await post(session, node, "/orders/batch?wait=0",
+                                              {"orders": [order_body(rng) for _ in range(250)]})
+                    answered[0] += 250 if status == 200 else 0
+                else:
+                    status, _ = await post(session, node, "/orders?wait=0", order_body(rng))
+                    answered[0] += status in (201, 202)
+                    if status == 503:
+                        await asyncio.sleep(0.05)
+
+        async def drive() -> tuple[float, float]:
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                began = time.time()
+                deadline = began + seconds
+                await asyncio.gather(*(client(session, vals[i % len(vals)], deadline) for i in range(clients)))
+                return began, time.time()
+        began, ended = asyncio.run(drive())
+        cpu_before = sum(cpu_seconds(n.proc.pid) for n in vals)
+        wait_until(lambda: vals[0].status()["exchange"]["mempool"] == 0, 60, interval=0.5,
+                   message="everything accepted is in a block")
+        ops = sum(o for h, (t, o) in commits(vals[0], start_height).items())
+        done = max(t for h, (t, o) in commits(vals[0], start_height).items())
+        wait_until(lambda: converged(vals), 30, interval=0.5, message="books converged")
+        del cpu_before
+        return {"mode": "batch 250" if batch else "single POST", "clients": clients, "accepted": answered[0],
+                "committed": ops, "orders_per_s": ops / max(1e-9, done - began), "converged": True}
+    finally:
+        cluster.close()
+
+
+# ------------------------------------------------------------------------------------------ followers
+def follower_cost(base: Path, followers: int, rate: float, seconds: float) -> dict[str, Any]:
+    cluster, vals, fols = start_network(base, 4, followers)
+    try:
+        targets = fols or vals
+        idle_window = 5.0
+        idle_before = {n.name: cpu_seconds(n.proc.pid) for n in fols}
+        time.sleep(idle_window)
+        idle = [(cpu_seconds(n.proc.pid) - idle_before[n.name]) / idle_window * 100 for n in fols]
+        start_height = vals[0].status()["height"]
+        before = {n.name: cpu_seconds(n.proc.pid) for n in vals + fols}
+        rng = random.Random(3)
+        offered = [0]
+
+        async def drive() -> None:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                interval = 0.1
+                per_tick = max(1, round(rate * interval))
+                deadline = time.time() + seconds
+                pending: set[asyncio.Task] = set()
+                while time.time() < deadline:
+                    tick = time.time()
+                    node = targets[offered[0] // per_tick % len(targets)]
+                    body = {"orders": [order_body(rng) for _ in range(per_tick)]}
+                    pending.add(asyncio.create_task(post(session, node, "/orders/batch?wait=0", body)))
+                    offered[0] += per_tick
+                    pending = {t for t in pending if not t.done()}
+                    await asyncio.sleep(max(0.0, interval - (time.time() - tick)))
+                await asyncio.gather(*pending, return_exceptions=True)
+        began = time.time()
+        asyncio.run(drive())
+        time.sleep(3.0)
+        log = commits(vals[0], start_height)
+        ops = sum(o for t, o in log.values())
+        span = max((t for t, o in log.values()), default=began) - began
+        after = {n.name: cpu_seconds(n.proc.pid) for n in vals + fols}
+        v_cost = statistics.mean(after[n.name] - before[n.name] for n in vals) / max(1, ops)
+        f_cost = statistics.mean(after[n.name] - before[n.name] for n in fols) / max(1, ops) if fols else float("nan")
+        return {"followers": followers, "offered_per_s": rate, "committed_per_s": ops / max(1e-9, span),
+                "validator_us_per_order": 1e6 * v_cost, "follower_us_per_order": 1e6 * f_cost,
+                "idle_follower_cpu_pct": statistics.mean(idle) if idle else float("nan")}
+    finally:
+        cluster.close()
+
+
+# ------------------------------------------------------------------------------------------ simulation
+def simulated(followers: int) -> dict[str, Any]:
+    from tests.sim.chain_sim import ChainSimulation, Scenario
+
+    sim = ChainSimulation(1, Scenario(validators=4, followers=followers, drop=0.0, duplicate=0.0,
+                                      fault_until=2.0, settle=1.0, submit_rate=50.0))
+    counted: dict[int, int] = {}
+    original = sim._deliver
+
+    def deliver(src: int, dst: int, kind: str, body: Any) -> None:
+        if dst == 0 and kind in ("vote", "proposal", "tx", "membership", "sync_request", "sync_response"):
+            counted[0] = counted.get(0, 0) + 1
+        original(src, dst, kind, body)
+    sim._deliver = deliver   # type: ignore[method-assign]
+    started = time.process_time()
+    result = sim.run()
+    height = result["height"]
+    return {"followers": followers, "blocks": height, "validator_msgs_per_block": counted.get(0, 0) / max(1, height),
+            "sim_cpu_s": time.process_time() - started, "problems": len(result["problems"])}
+
+
+def main(flags: list[str]) -> None:
+    quick = "--quick" in flags
+    only = next((f.split("=", 1)[1] for f in flags if f.startswith("--only=")), "")
+    parts = [p for p in only.split(",") if p] or ["finality", "throughput", "followers", "sim"]
+    seconds = 5.0 if quick else 15.0
+    with tempfile.TemporaryDirectory(prefix="bench-chain-") as base:
+        root = Path(base)
+        if "finality" in parts:
+            rows = [finality(root / "f5", 5, 0, 10.0, seconds)]
+            rows.append(finality(root / "f44", 4, 10 if quick else 40, 10.0, seconds))
+            print_table("finality: submit at a random node -> final on every node (goal p99 <= 100 ms at 5 "
+                        "validators, <= 300 ms at 4 + 40 followers)", list(rows[0]), [list(r.values()) for r in rows])
+        if "throughput" in parts:
+            rows = [throughput(root / "tb", True, seconds, 10), throughput(root / "ts", False, seconds, 64)]
+            print_table("throughput at 5 validators (goal >= 5,000/s batched, >= 2,500/s single POSTs)",
+                        list(rows[0]), [list(r.values()) for r in rows])
+        if "followers" in parts:
+            counts = (0, 10) if quick else (0, 10, 20, 40)
+            rows = [follower_cost(root / f"c{n}", n, 100.0, seconds) for n in counts]
+            if not quick:
+                rows.append(follower_cost(root / "c40x", 40, 500.0, seconds))
+            print_table("cost per committed order as followers grow (4 validators; goal: flat; idle follower "
+                        "<= 1% of a core; 4 + 40 sustain >= 500 orders/s offered at followers)", list(rows[0]),
+                        [list(r.values()) for r in rows])
+        if "sim" in parts:
+            rows = [simulated(n) for n in ((0, 100) if quick else (0, 10, 100, 1000))]
+            print_table("simulation: consensus messages a validator handles per block as followers grow",
+                        list(rows[0]), [list(r.values()) for r in rows])
