@@ -147,9 +147,11 @@ def _sign_local(request: web.Request, chain: ChainService, account_name: Any, op
     account = _account(request, account_name)
     expires = int(time.time() * 1000) + chain.order_ttl_ms - 1000
     try:
-        return sign_tx(account.sign, account.public_key, chain.genesis.chain_id, nonce, expires, ops)  # type: ignore[union-attr]
+        tx = sign_tx(account.sign, account.public_key, chain.genesis.chain_id, nonce, expires, ops)  # type: ignore[union-attr]
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
+    chain.signed_here(tx)            # we just made the signature: no need to check it again
+    return tx
 
 
 def _signed(body: Any) -> SignedTx:

@@ -6,13 +6,12 @@ created once. The node id is the hex of the first 20 bytes of sha256(raw 32-byte
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange.chain.crypto import verify as crypto_verify
 from node.keyfile import create_key_file, load_key_file
 
 KEY_FILE_NAME = "node_key"
@@ -65,23 +64,17 @@ class NodeIdentity:
 
     @staticmethod
     def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
-        """True only if `signature` is a valid signature of `data` by that key; never raises."""
+        """True only if `signature` is a valid signature of `data` by that key; never raises (libsodium, as
+        every signature in the chain: exchange/chain/crypto.py)."""
         try:
-            _public_key(bytes(public_key_bytes)).verify(bytes(signature), bytes(data))
-            return True
-        except (InvalidSignature, ValueError, TypeError):
+            return crypto_verify(bytes(public_key_bytes), bytes(signature), bytes(data))
+        except (ValueError, TypeError):
             return False
 
     @staticmethod
     def node_id_for(public_key_bytes: bytes) -> str:
         """The node id a raw 32-byte public key stands for."""
         return hashlib.sha256(public_key_bytes).digest()[:NODE_ID_BYTES].hex()
-
-
-@lru_cache(maxsize=1024)
-def _public_key(public_key_bytes: bytes) -> Ed25519PublicKey:
-    """Parsed public keys, cached: every signed order event is verified against one of a few peers' keys."""
-    return Ed25519PublicKey.from_public_bytes(public_key_bytes)
 
 
 _REMEDY = "restore it from a backup, or delete it to generate a new identity (the node id will change)"

@@ -276,10 +276,10 @@ class ChainCore:
                 return "tx_wrong_chain"
             if tx.expires > header.time_ms + ttl:
                 return "tx_expires_too_late"
-            if not self.mempool.is_verified(tx.id):
+            if not self.mempool.is_verified(tx):
                 if not tx.signature_valid():
                     return "bad_tx_signature"
-                self.mempool.remember_verified(tx.id)
+                self.mempool.remember_verified(tx)
         self._decoded[block.id] = txs
         if len(self._decoded) > 64:
             self._decoded.popitem(last=False)
@@ -565,9 +565,9 @@ class ChainCore:
         the grace) is still accepted: a block records it as expired."""
         if tx.chain_id != self.chain_id:
             return "wrong_chain"
-        if not (self.mempool.is_verified(tx.id) or tx.signature_valid()):
+        if not (self.mempool.is_verified(tx) or tx.signature_valid()):
             return "bad_signature"
-        self.mempool.remember_verified(tx.id)
+        self.mempool.remember_verified(tx)
         why = self.state.app.precheck(tx, self.chain_id, self._now_ms)
         if why == "expired" and recording and tx.expires + self.config.expired_grace_ms > self._now_ms \
                 and self.state.app.order(tx.order_id(0)) is None:

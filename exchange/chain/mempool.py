@@ -24,7 +24,7 @@ class Mempool:
         self.by_sig: dict[bytes, SignedTx] = {}                            # the same transactions, by signature
         self._membership: OrderedDict[str, MembershipTx] = OrderedDict()
         self.bytes = 0
-        self.verified: OrderedDict[str, None] = OrderedDict()            # ids whose signature checked out
+        self.verified: OrderedDict[tuple[str, bytes], None] = OrderedDict()   # (id, signature) checked
         self.max_verified = 200_000
 
     def __len__(self) -> int:
@@ -43,7 +43,7 @@ class Mempool:
         self._txs[tx.id] = (tx, size)
         self.by_sig[tx.sig] = tx
         self.bytes += size
-        self.remember_verified(tx.id)
+        self.remember_verified(tx)
         return None
 
     def add_membership(self, tx: MembershipTx) -> None:
@@ -51,13 +51,15 @@ class Mempool:
         if len(self._membership) > 1000:
             self._membership.popitem(last=False)
 
-    def remember_verified(self, tx_id: str) -> None:
-        self.verified[tx_id] = None
+    def remember_verified(self, tx: SignedTx) -> None:
+        """Keyed by what was signed (the id hashes the signed bytes, account included) AND the signature:
+        a copy with other signature bytes, or other content under the same signature, is checked on its own."""
+        self.verified[(tx.id, tx.sig)] = None
         if len(self.verified) > self.max_verified:
             self.verified.popitem(last=False)
 
-    def is_verified(self, tx_id: str) -> bool:
-        return tx_id in self.verified
+    def is_verified(self, tx: SignedTx) -> bool:
+        return (tx.id, tx.sig) in self.verified
 
     def reap(self, max_txs: int, max_bytes: int) -> list[SignedTx]:
         out: list[SignedTx] = []

@@ -639,6 +639,11 @@ class ChainService:
         self._schedule_pump()
         return None, future
 
+    def signed_here(self, tx: SignedTx) -> None:
+        """A transaction this node signed itself with one of its accounts: its signature is known good."""
+        if self.core is not None:
+            self.core.mempool.remember_verified(tx)
+
     @staticmethod
     async def wait(future: asyncio.Future, timeout: float) -> Any:
         if future.done():

@@ -15,7 +15,9 @@ serves orders again. Memory is bounded by the live segments' small indexes, neve
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +48,9 @@ class ChainStore:
         self.epochs_log = RecordLog.open(root / "epochs", fs=fs, segment_bytes=4 * 1024 * 1024)
         self.outbox_commit: GroupCommit[bytes, int] = GroupCommit(self.outbox_log.write_batch, name="outbox")
         self._pending: dict[str, tuple[int, SignedTx]] = {}      # tx id -> (index of its add record, tx)
+        self._done: list[str] = []
+        self._done_task: asyncio.Task | None = None
+        self._compacted_at = 0.0
         self._load_outbox()
         if self.wal_log.tail_damaged or self.wal_log.missing:
             # a damaged WAL cannot say what we signed: never guess; start the height with no record of it,
@@ -170,14 +175,44 @@ class ChainStore:
             self._pending[tx.id] = (index, tx)
 
     def outbox_done(self, tx_ids: list[str]) -> None:
-        """Best effort: a lost 'done' only means a committed transaction is handed on once more (harmless)."""
+        """Forget finished entries. Their 'done' records are written in the background, in batches: a lost one
+        only means a committed transaction is handed on once more after a restart (harmless)."""
         known = [tx_id for tx_id in tx_ids if self._pending.pop(tx_id, None) is not None]
         if not known:
             return
+        self._done.extend(known)
+        if self._done_task is None:
+            try:
+                self._done_task = asyncio.get_running_loop().create_task(self._write_done())
+            except RuntimeError:          # no loop (tools, tests): write now
+                self._flush_done()
+
+    async def _write_done(self) -> None:
         try:
-            self.outbox_log.append([pack(["done", known])])
+            while self._done:
+                batch, self._done = self._done, []
+                try:
+                    await self.outbox_commit.submit([pack(["done", batch])])
+                except StorageError as exc:
+                    log.warning("could not record finished outbox entries: %s", exc)
+            self._compact_outbox()
+        finally:
+            self._done_task = None
+
+    def _flush_done(self) -> None:
+        batch, self._done = self._done, []
+        try:
+            self.outbox_log.append([pack(["done", batch])])
         except StorageError as exc:
             log.warning("could not record finished outbox entries: %s", exc)
+        self._compact_outbox()
+
+    def _compact_outbox(self) -> None:
+        """Drop whole old segments once every entry in them is finished (at most once a few seconds)."""
+        now = time.monotonic()
+        if now - self._compacted_at < 5.0:
+            return
+        self._compacted_at = now
         oldest = min((index for index, _ in self._pending.values()), default=self.outbox_log.next_index)
         if oldest > self.outbox_log.first_index:
             try:

@@ -115,3 +115,19 @@ def test_grant_format_errors_name_the_problem(op, code):
     with pytest.raises(InvalidTx) as exc:
         SignedTx.from_json(make().as_json() | {"ops": [op]})
     assert exc.value.code == code
+
+
+def test_a_checked_signature_vouches_only_for_its_own_transaction():
+    """The mempool's memory of checked signatures is keyed by content and signature together: the same id
+    with other signature bytes, or another transaction carrying a checked signature, is checked again."""
+    from exchange.chain.mempool import Mempool
+
+    pool = Mempool()
+    good = make()
+    pool.remember_verified(good)
+    assert pool.is_verified(good)
+    bad_sig = SignedTx(good.chain_id, good.account, good.nonce, good.expires, good.ops, bytes(64))
+    assert bad_sig.id == good.id and not pool.is_verified(bad_sig)
+    other = make(nonce="other")
+    stolen = SignedTx(other.chain_id, other.account, other.nonce, other.expires, other.ops, good.sig)
+    assert not pool.is_verified(stolen) and not stolen.signature_valid()
