@@ -23,6 +23,7 @@ from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedT
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.api import ApiError, json_response, node_of
+from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
 DEFAULT_WAIT = 2.0
@@ -243,16 +244,33 @@ async def post_order(request: web.Request) -> web.Response:
         tx = _signed(body["signed"])
         if len(tx.ops) != 1 or not isinstance(tx.ops[0], NewOrderOp):
             raise ApiError(422, "one_order_expected", "POST /orders takes one new order; use /orders/batch", "signed")
+        _market_checked(state, tx.ops[0])  # type: ignore[arg-type]
+        why, result = await _submit(chain, tx, wait)
+        index = 0
     else:
         op = _order_op(body)
         _market_checked(state, op)
-        tx = _sign_local(request, chain, body.get("account"), [op], _nonce(body))
-    _market_checked(state, tx.ops[0])  # type: ignore[arg-type]
-    why, result = await _submit(chain, tx, wait)
+        if isinstance(body, dict) and body.get("client_id"):
+            tx, index = _sign_local(request, chain, body.get("account"), [op], _nonce(body)), 0
+            why, result = await _submit(chain, tx, wait)
+        else:    # orders arriving together for one account share one transaction (one signature)
+            tx, index, submitted = await _batcher(request, chain).add(_account(request, body.get("account")), op)
+            why, future = await submitted
+            result = None if why is not None else await chain.wait(future, wait)
     if why is not None:
         raise _refused(why)
-    answer, status = _answer_order(chain, tx, 0, result)
+    answer, status = _answer_order(chain, tx, index, result)
     return json_response(answer, status)
+
+
+def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
+    node = node_of(request)
+    batcher = getattr(node, "order_batcher", None)
+    if batcher is None:
+        batcher = node.order_batcher = OrderBatcher(lambda: chain.genesis.chain_id,  # type: ignore[union-attr]
+                                                    lambda: chain.order_ttl_ms, lambda tx: _queue(chain, tx),
+                                                    chain.signed_here)
+    return batcher
 
 
 def _trades_of(chain: ChainService, order_id: str) -> list[dict[str, Any]]:

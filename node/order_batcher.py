@@ -1,0 +1,78 @@
+"""OrderBatcher: orders for one account that arrive together leave together, in one signed transaction.
+
+Every validator verifies every transaction's signature (about 60 us each here), so a busy API that
+signed each order apart would spend most of the network's CPU on signatures. Orders placed through the
+same account within one event-loop pass (concurrent requests) are put into one transaction (up to
+MAX_OPS), signed once; each request still gets its own order id (`tx.order_id(i)`) and its own answer.
+The operations of one transaction are independent: each has its own outcome, as in /orders/batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from exchange.chain.txs import MAX_OPS, Op, SignedTx, sign_tx
+
+
+class _Pending:
+    __slots__ = ("account", "ops", "futures")
+
+    def __init__(self, account: Any) -> None:
+        self.account = account
+        self.ops: list[Op] = []
+        self.futures: list[asyncio.Future] = []
+
+
+class OrderBatcher:
+    def __init__(self, chain_id: Callable[[], str], ttl_ms: Callable[[], int],
+                 submit: Callable[[SignedTx], Awaitable[Any]], on_signed: Callable[[SignedTx], None] = lambda tx: None) -> None:
+        self._chain_id = chain_id
+        self._ttl_ms = ttl_ms
+        self._submit = submit
+        self._on_signed = on_signed
+        self._pending: dict[str, _Pending] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self.transactions = 0
+        self.operations = 0
+
+    def add(self, account: Any, op: Op) -> asyncio.Future:
+        """Queue `op` for `account`; the future resolves to (signed transaction, index of the op in it, the one
+        task submitting that transaction)."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(account.id)
+        if pending is None:
+            pending = self._pending[account.id] = _Pending(account)
+        future = loop.create_future()
+        pending.ops.append(op)
+        pending.futures.append(future)
+        if len(pending.ops) >= MAX_OPS:
+            self._sign(self._pending.pop(account.id))
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        pending, self._pending = self._pending, {}
+        for batch in pending.values():
+            self._sign(batch)
+
+    def _sign(self, batch: _Pending) -> None:
+        account = batch.account
+        try:
+            tx = sign_tx(account.sign, account.public_key, self._chain_id(), os.urandom(12).hex(),
+                         int(time.time() * 1000) + self._ttl_ms() - 1000, batch.ops)
+        except Exception as exc:     # an op that breaks the format was refused before it got here
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self._on_signed(tx)
+        self.transactions += 1
+        self.operations += len(batch.ops)
+        submitted = asyncio.ensure_future(self._submit(tx))
+        for index, future in enumerate(batch.futures):
+            if not future.done():
+                future.set_result((tx, index, submitted))
