@@ -1,0 +1,9 @@
+"""The MessageRouter's parts, one job each (p2p/router.py is the facade that wires them):
+
+- envelope.py: the routed message's envelope, schemas, outcomes and counters every path shares;
+- broadcast.py: Plumtree broadcast over links, each copy verified before it is forwarded;
+- unicast.py: one message to one node: direct link, signed relay, or the hold queue;
+- context.py: what they share (peers, counters, dedup cache, origin signatures, subscribers);
+- subscribers.py: local delivery to the handlers of a type, and whom a refusal blames;
+- inbound_limit.py: the per-peer inbound rate limit and flood bans.
+"""

@@ -1,0 +1,74 @@
+"""InboundLimiter: the per-peer inbound message rate limit, with a ban for a peer that keeps flooding.
+
+A peer over its rate has messages dropped; drops closer together than FLOOD_GAP form one throttling
+episode, and an episode lasting FLOOD_GRACE marks a flood: the peer is banned and its link closed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from p2p.resilience.token_bucket import TokenBucket
+from p2p.routing.envelope import RouterCounters, bump
+
+log = logging.getLogger("p2p.router")
+
+FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
+FLOOD_GRACE = 0.3  # a throttling episode this long is a flood: ban
+
+
+class _InboundLimit:
+    __slots__ = ("bucket", "episode_start", "last_drop", "drops")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.bucket = TokenBucket(rate, burst)
+        self.episode_start = 0.0
+        self.last_drop = -1e9
+        self.drops = 0
+
+
+class InboundLimiter:
+    def __init__(self, peers: Any, counters: RouterCounters, rate: float, burst: float, ban_seconds: float) -> None:
+        self.peers = peers
+        self.counters = counters
+        self.rate = rate
+        self.burst = burst
+        self.ban_seconds = ban_seconds
+        self._limits: dict[str, _InboundLimit] = {}
+
+    def opened(self, node_id: str) -> None:
+        self._limits[node_id] = _InboundLimit(self.rate, self.burst)
+
+    def closed(self, node_id: str) -> None:
+        self._limits.pop(node_id, None)
+
+    def admit(self, link: Any) -> bool:
+        """Whether a message from `link` fits its peer's rate; False drops it."""
+        src = link.remote_id
+        limit = self._limits.get(src)
+        if limit is None:
+            limit = self._limits[src] = _InboundLimit(self.rate, self.burst)
+        if limit.bucket.try_take():
+            return True
+        self._throttle(link, limit)
+        return False
+
+    def _throttle(self, link: Any, limit: _InboundLimit) -> None:
+        now = time.monotonic()
+        if now - limit.last_drop > FLOOD_GAP:
+            limit.episode_start = now
+            limit.drops = 0
+            log.info("throttling peer %s: over %g messages/s", (link.remote_id or "?")[:12], self.rate)
+        limit.last_drop = now
+        limit.drops += 1
+        self.counters.events["throttled"] += 1
+        bump(self.counters.dropped, "throttled")
+        if now - limit.episode_start >= FLOOD_GRACE:
+            self.counters.events["flood_bans"] += 1
+            log.warning("peer %s flooded past %g messages/s for %.1fs (%d dropped): disconnecting, banned %gs",
+                        (link.remote_id or "?")[:12], self.rate, now - limit.episode_start, limit.drops,
+                        self.ban_seconds)
+            self.peers.ban(link.remote_id, self.ban_seconds, "flood")
+            if link.is_open:  # ban() closes known peers; make sure of it
+                link.close("banned", "flood")

@@ -1,0 +1,235 @@
+"""Unicast: one message to one node, over our link to it, else through a neighbour that links to it
+(a signed relay), else held in the DeliveryQueue until the node is reachable.
+
+A relayed unicast carries its origin's signature over the inner message, checked by every relay and
+by the target; a direct unicast's `origin` must be the link's own node (PeerManager.on_message).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from p2p import messages as m
+from p2p.delivery_queue import DeliveryQueue, Held
+from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame
+from p2p.routing.context import RoutingContext, RoutingPart
+from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS, Outcome, SendResult, bump,
+                                  check_envelope, make_envelope)
+
+log = logging.getLogger("p2p.router")
+
+
+class Unicast(RoutingPart):
+    """The unicast side of the MessageRouter."""
+
+    def __init__(self, context: RoutingContext, queue: DeliveryQueue) -> None:
+        super().__init__(context)
+        self.queue = queue
+        self._drains: dict[str, asyncio.Task] = {}
+
+    # --- sending ----------------------------------------------------------------------------
+    def send_to_peer(self, node_id: str, message: dict,
+                     on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
+        kind = message["type"]
+        if kind in CONTROL_TYPES:
+            raise ValueError(f"cannot send a {kind!r} message")
+        envelope = make_envelope(self.node_id, message, dst=node_id)
+        mid = envelope["id"]
+        if node_id == self.node_id:
+            return self.dropped(mid, "to_self")
+        if self.queue.pending(node_id):  # keep order behind what is already waiting
+            return self._enqueue(node_id, envelope, on_settled)
+        try:
+            result = self._send_routed(node_id, envelope)
+        except FrameError:
+            return self.dropped(mid, "too_large")
+        return result if result is not None else self._enqueue(node_id, envelope, on_settled)
+
+    def route_for(self, node_id: str) -> tuple[str, Any] | None:
+        """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
+        links = self.peers.links
+        link = links.get(node_id)
+        if link is not None and link.is_open:
+            return "direct", link
+        best = None
+        best_rtt = float("inf")
+        for link in links.values():
+            if node_id in link.remote_links and link.is_open:
+                caps = (link.remote_hello or {}).get("capabilities", ("relay",))
+                rtt = link.rtt if link.rtt is not None else 1.0
+                if "relay" in caps and rtt < best_rtt:
+                    best, best_rtt = link, rtt
+        return ("relay", best) if best is not None else None
+
+    def _send_routed(self, node_id: str, envelope: dict) -> SendResult | None:
+        """Send now if there is a route; None when there is none (or its link just closed)."""
+        route = self.route_for(node_id)
+        if route is None:
+            return None
+        how, link = route
+        kind = envelope["type"]
+        if how == "direct":
+            if not link.send_frame(encode_frame(envelope, self.max_frame_bytes)):
+                return None
+            self.counters.events["delivered_direct"] += 1
+            bump(self.counters.sent, kind)
+            return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
+        if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
+            return None
+        self.counters.events["relayed_out"] += 1
+        bump(self.counters.sent, "relay")
+        return SendResult(Outcome.RELAYED, envelope["id"], link.remote_id)
+
+    def relay_wrapper(self, node_id: str, envelope: dict) -> dict:
+        """`envelope` inside a relay wrapper signed by us (its origin)."""
+        wrapper = {"type": "relay", "id": envelope["id"], "origin": self.node_id, "dst": node_id, "hops": 0,
+                   "ts": envelope["ts"], "body": encode_body(envelope)}
+        self.auth.sign_relay(wrapper)
+        return wrapper
+
+    def dropped(self, mid: Any, reason: str) -> SendResult:
+        bump(self.counters.dropped, reason)
+        return SendResult(Outcome.DROPPED, mid, reason=reason)
+
+    # --- the hold queue ---------------------------------------------------------------------
+    def _enqueue(self, node_id: str, envelope: dict, on_settled: Callable[[SendResult], None] | None) -> SendResult:
+        accepted, evicted = self.queue.put(node_id, envelope, on_settled)
+        if not accepted:
+            return self.dropped(envelope["id"], "too_many_queues")
+        if evicted is not None:
+            self.settle(evicted, self.dropped(evicted.message["id"], "queue_full"))
+        self.counters.events["queued"] += 1
+        if node_id not in self._drains and self.route_for(node_id) is not None:
+            self.start_drain(node_id)
+        return SendResult(Outcome.QUEUED, envelope["id"])
+
+    @staticmethod
+    def settle(held: Held, result: SendResult) -> None:
+        if held.on_settled is not None:
+            try:
+                held.on_settled(result)
+            except Exception:
+                log.exception("on_settled callback failed")
+
+    def start_drain(self, target: str) -> None:
+        if target in self._drains:
+            return
+        self.queue.start_drain(target)
+        self._drains[target] = asyncio.get_running_loop().create_task(self._drain(target), name="router.drain")
+
+    async def _drain(self, target: str) -> None:
+        """Flush a target's queue at its warm-up rate while it stays reachable."""
+        try:
+            while self.queue.pending(target):
+                if self.route_for(target) is None:
+                    return  # unreachable again: keep holding; a later open/heartbeat restarts us
+                ready, expired, wait = self.queue.take(target)
+                for held in expired:
+                    self.counters.events["expired"] += 1
+                    self.settle(held, self.dropped(held.message["id"], "expired"))
+                for n, held in enumerate(ready):
+                    try:
+                        result = self._send_routed(target, held.message)
+                    except FrameError:
+                        result = self.dropped(held.message["id"], "too_large")
+                    if result is None:
+                        self.queue.requeue_front(target, ready[n:])
+                        return
+                    self.counters.events["flushed"] += 1
+                    self.settle(held, result)
+                if wait:
+                    await asyncio.sleep(wait)
+        finally:
+            self._drains.pop(target, None)
+
+    def expire(self) -> None:
+        """Expire queued messages (counted, callers told)."""
+        for held in self.queue.expire():
+            self.counters.events["expired"] += 1
+            self.settle(held, self.dropped(held.message["id"], "expired"))
+
+    def link_opened(self, node_id: str) -> None:
+        if self.queue.pending(node_id):
+            self.start_drain(node_id)
+
+    def heartbeat(self, link: Any) -> None:
+        """A neighbour reported its links: drain queues of targets it can relay to."""
+        if not self.queue.pending_targets:
+            return
+        for target in self.queue.targets():
+            if target in link.remote_links and target not in self._drains:
+                self.start_drain(target)
+
+    async def stop(self) -> None:
+        tasks = list(self._drains.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def draining(self) -> int:
+        return len(self._drains)
+
+    # --- receiving --------------------------------------------------------------------------
+    def on_unicast(self, message: dict, src: str, author: str) -> None:
+        if not self.seen.add(message["id"]):
+            bump(self.counters.duplicates, message["type"])
+            self.subscribers.duplicate(message, src)
+            return
+        self.subscribers.deliver(message, src, author)
+
+    def on_relay(self, link: Any, message: dict) -> None:
+        """A unicast crossing us (or arriving through a neighbour): its origin's signature first,
+        then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
+        counters = self.counters
+        if not self.auth.check_relay(message):
+            raise m.ProtocolError("bad_signature", f"relay {message['id']!s:.24} not signed by its origin")
+        origin, dst, mid = message["origin"], message["dst"], message["id"]
+        inner = self.relayed_inner(message)
+        if inner is None:
+            return
+        if dst == self.node_id:
+            bump(counters.received, inner["type"])
+            self.on_unicast(inner, link.remote_id, origin)
+            return
+        if not self.seen.add(mid):
+            bump(counters.duplicates, "relay")
+            return
+        hops = message["hops"] + 1
+        if hops > RELAY_MAX_HOPS:
+            bump(counters.dropped, "relay_hop_limit")
+            return
+        route = self.route_for(dst)
+        if route is None or route[1] is link or route[1].remote_id == origin:
+            bump(counters.dropped, "relay_unreachable")
+            return
+        forward = message.copy()
+        forward["hops"] = hops
+        if route[1].send(forward):
+            counters.events["relayed"] += 1
+            bump(counters.sent, "relay")
+
+    def relayed_inner(self, message: dict) -> dict | None:
+        """The signed inner message if it is well formed and agrees with its wrapper, else None
+        (dropped, the origin penalised: it signed it)."""
+        origin = message["origin"]
+        try:
+            inner = decode_body(message["body"], self.max_frame_bytes)
+            kind = inner["type"]
+            if kind in CONTROL_TYPES or inner.get("id") != message["id"] or inner.get("origin") != origin \
+                    or inner.get("dst") != message["dst"]:
+                raise m.ProtocolError("malformed_message", "relay.body does not match its wrapper")
+            known = m.validate(inner)
+            check_envelope(inner)
+        except (MalformedFrame, m.ProtocolError) as exc:
+            bump(self.counters.dropped, "relayed_malformed")
+            self.peers.penalize(origin, INVALID_POINTS, f"relayed {getattr(exc, 'reason', 'malformed')}")
+            return None
+        if not known and message["dst"] == self.node_id:
+            bump(self.counters.dropped, "relayed_unknown")
+            return None
+        if self.auth.staleness(inner):
+            bump(self.counters.dropped, "stale")
+            return None
+        return inner
