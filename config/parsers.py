@@ -60,8 +60,8 @@ def integer(low: int, high: int | None = None) -> Parser:
     return parse
 
 
-def number(*, above: float = 0.0) -> Parser:
-    """A finite float strictly greater than `above`."""
+def number(*, above: float = 0.0, at_most: float | None = None) -> Parser:
+    """A finite float strictly greater than `above` (and not over `at_most`, if given)."""
 
     def parse(raw: Any) -> float:
         value: float | None = None
@@ -73,7 +73,9 @@ def number(*, above: float = 0.0) -> Parser:
             except ValueError:
                 value = None
         if value is None or not math.isfinite(value) or value <= above:
-            raise InvalidValue(f"must be a number > {above:g}")
+            raise InvalidValue(f"must be a number > {above:g}" + (f" and <= {at_most:g}" if at_most is not None else ""))
+        if at_most is not None and value > at_most:
+            raise InvalidValue(f"must be a number <= {at_most:g}")
         return value
 
     return parse

@@ -186,6 +186,12 @@ class Settings:
         "fail_delay=S", p.optional(p.text(max_len=200, pattern=r"\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*"
                                                                 r"(,\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*)*",
                                           what="delay=SECONDS,fail=FRACTION,fail_delay=SECONDS")))
+    protection_mode: str = _setting(
+        "on", "PROTECTION_MODE", "Storm protection on dials, RPC and queue drains: off, shadow (only count and log what "
+        "it would limit) or on", p.choice("off", "shadow", "on"))
+    protection_canary: float = _setting(
+        1.0, "PROTECTION_CANARY", "Fraction of traffic (dials, RPCs, held messages) the protection mode applies to, "
+        "0..1; the rest goes unprotected", p.number(above=-1e-9, at_most=1.0))
     event_loop: str = _setting("auto", "EVENT_LOOP", "auto, asyncio or uvloop", p.choice("auto", "asyncio", "uvloop"))
 
     @property

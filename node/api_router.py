@@ -20,10 +20,11 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from aiohttp import web
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api import ApiError, json_response, node_of
 from node.metrics import CounterNames, labelled_counter, split_counters
+from p2p.resilience.protection import MODES as PROTECTION_MODES
 
 DEBUG_TYPES = ("note",)
 MAX_RECORDS = 200_000
@@ -48,6 +49,28 @@ def router_metrics(router: Any) -> Iterator[Metric]:
     yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",
                             value=len(router.queue))
     yield GaugeMetricFamily("exchange_node_router_seen_ids", "Message ids in the dedup cache", value=len(router.seen))
+    yield from protection_metrics(router.protection)
+
+
+def protection_metrics(protection: Any) -> Iterator[Metric]:
+    """The storm protection's mode and canary share, and what it limited (or, in shadow mode, would have)."""
+    snapshot = protection.snapshot()
+    mode = GaugeMetricFamily("exchange_node_protection_mode", "Storm protection mode (1 = current)", labels=["mode"])
+    for name in PROTECTION_MODES:
+        mode.add_metric([name], 1.0 if snapshot["mode"] == name else 0.0)
+    yield mode
+    yield GaugeMetricFamily("exchange_node_protection_canary", "Fraction of traffic the protection mode applies to",
+                            value=snapshot["canary"])
+    yield labelled_counter("exchange_node_protection_units_total",
+                           "Units of traffic (dials, RPCs, held messages) by protection verdict", "verdict",
+                           snapshot["units"])
+    limited = CounterMetricFamily("exchange_node_protection_limits_total",
+                                  "Limits the storm protection applied (enforced) or only counted (shadowed)",
+                                  labels=["mechanism", "outcome"])
+    for mechanism, row in snapshot["mechanisms"].items():
+        for outcome, count in row.items():
+            limited.add_metric([mechanism, outcome], count)
+    yield limited
 
 
 class NoteRecorder:

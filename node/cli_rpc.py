@@ -74,6 +74,12 @@ def register(cli: click.Group) -> None:
         click.echo(f"requests        {counters.get('requests', 0)} ({counters.get('succeeded', 0)} ok, "
                    f"{counters.get('failed', 0)} failed, {counters.get('retries', 0)} retries; "
                    f"retry budget {budget.get('balance', 0):.1f})")
+        protection = data.get("protection") or {}
+        if protection:
+            limits = protection.get("mechanisms", {}).values()
+            share = "" if protection.get("canary", 1.0) >= 1.0 else f" for {protection['canary']:.0%} of traffic"
+            click.echo(f"protection      {protection.get('mode')}{share} ({sum(r['enforced'] for r in limits)} limits "
+                       f"applied, {sum(r['shadowed'] for r in limits)} only counted)")
         hints = data.get("hints") or {}
         if hints.get("counters"):
             c = hints["counters"]

@@ -170,14 +170,15 @@ class AddressBook:
         if not entry.verified and entry.failures >= 8:
             del self._entries[address]
 
-    def schedule_reconnect(self, address: Address) -> None:
-        """A live link was lost: retry soon (first retry well under a second), then back off."""
+    def schedule_reconnect(self, address: Address, *, delay: float | None = None) -> None:
+        """A live link was lost: retry soon (first retry well under a second), then back off
+        (`delay`, when given, replaces the backoff)."""
         entry = self._entries.get(address)
         if entry is None:
             return
         backoff = entry.backoff or self._backoff()
         entry.backoff = backoff
-        entry.next_attempt = time.monotonic() + backoff.next_delay()
+        entry.next_attempt = time.monotonic() + (backoff.next_delay() if delay is None else delay)
 
     def due(self, now: float | None = None) -> list[KnownAddress]:
         """Entries whose backoff has expired, best first: source priority, then fewest failures."""

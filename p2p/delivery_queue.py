@@ -3,8 +3,11 @@
 Each target has its own FIFO of at most `max_messages` (the oldest is dropped to make room) and every
 message expires `ttl` seconds after it was queued. When the target becomes reachable the queue drains
 through a token bucket whose rate starts at `start_rate` and doubles every second up to `max_rate`,
-so a peer back from downtime is never hit by thousands of messages at once. Pure bookkeeping: the
-router does the sending; the clock is injectable.
+so a peer back from downtime is never hit by thousands of messages at once. The warm-up is storm
+protection (p2p/resilience/protection.py): each message draws its verdict when it is queued, and a
+message the protection does not cover (mode off, or outside the canary share), or only watches
+(shadow), is ready without a token. Pure bookkeeping: the router does the sending; the clock is
+injectable.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
 
 
@@ -23,6 +27,7 @@ class Held:
     message: dict
     expires: float
     on_settled: Callable[[Any], None] | None = None
+    guard: str | None = ENFORCE  # the protection verdict drawn for it (see Protection.covers)
 
 
 class _TargetQueue:
@@ -36,13 +41,15 @@ class _TargetQueue:
 
 class DeliveryQueue:
     def __init__(self, max_messages: int = 1000, ttl: float = 60.0, *, max_targets: int = 1024,
-                 start_rate: float = 20.0, max_rate: float = 2000.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 start_rate: float = 20.0, max_rate: float = 2000.0, clock: Callable[[], float] = time.monotonic,
+                 protection: Protection | None = None) -> None:
         self.max_messages = max_messages
         self.ttl = ttl
         self.max_targets = max_targets
         self.start_rate = start_rate
         self.max_rate = max_rate
         self._clock = clock
+        self.protection = protection or Protection()
         self._queues: dict[str, _TargetQueue] = {}
 
     def __len__(self) -> int:
@@ -69,7 +76,7 @@ class DeliveryQueue:
                 return False, None
             queue = self._queues[target] = _TargetQueue()
         evicted = queue.items.popleft() if len(queue.items) >= self.max_messages else None
-        queue.items.append(Held(message, self._clock() + self.ttl, on_settled))
+        queue.items.append(Held(message, self._clock() + self.ttl, on_settled, self.protection.covers()))
         return True, evicted
 
     def expire(self) -> list[Held]:
@@ -109,10 +116,12 @@ class DeliveryQueue:
         ready: list[Held] = []
         expired: list[Held] = []
         items = queue.items
+        protection = self.protection
         while items:
-            if items[0].expires <= now:
+            head = items[0]
+            if head.expires <= now:
                 expired.append(items.popleft())
-            elif bucket.try_take():
+            elif head.guard is None or bucket.try_take() or not protection.limited("queue.warmup", head.guard):
                 ready.append(items.popleft())
             else:
                 break

@@ -32,6 +32,7 @@ from p2p.admission import EvictionPolicy, InboundLimits, host_cap_refusal
 from p2p.connection import PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
+from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.secure.channel import StaticIdentity
 from p2p.transport import DialError, Transport
@@ -144,6 +145,8 @@ class PeerManager:
         self.violations: dict[str, int] = {}  # peer-caused closes by reason
         self.peers: dict[str, PeerRecord] = {}
         self.dial_bucket = TokenBucket(settings.dial_rate, settings.dial_burst)
+        # storm protection's mode and canary share, for dials here and for the router and RPC on top
+        self.protection = Protection.from_settings(settings)
         self.listen_port = 0
         self.advertise_host: str | None = settings.advertise_host
         self.services: list[str] = []
@@ -389,7 +392,7 @@ class PeerManager:
             if reason in self.no_redial:
                 self.book.remove(address)
             elif reason not in BENIGN:
-                self.book.schedule_reconnect(address)
+                self.book.schedule_reconnect(address, delay=self._redial_delay(self.protection.covers()))
         self._save_wanted.set()
         self._wake.set()
         self._notify(self.close_listeners, "peers.close_listener", link)
@@ -474,7 +477,14 @@ class PeerManager:
         self.book.add(Candidate(host, port, source))
         return await self._dial_once((host, port), source)
 
-    async def _dial_once(self, address: tuple[str, int], source: str) -> PeerLink:
+    def _redial_delay(self, verdict: str | None) -> float | None:
+        """None: the address book's backoff; 0: redial at once (the dial is not protected)."""
+        if verdict == ENFORCE:
+            return None
+        self.protection.limited("dial.backoff", verdict)  # in shadow mode: counted, not applied
+        return 0.0
+
+    async def _dial_once(self, address: tuple[str, int], source: str, verdict: str | None = ENFORCE) -> PeerLink:
         self._dialling.add(address)
         self.counters["dials"] += 1
         try:
@@ -491,7 +501,7 @@ class PeerManager:
             elif exc.reason in ("duplicate_link", "remote_duplicate_link"):  # it works: we are linked already
                 self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval, reached=True)
             else:
-                self.book.mark_failed(address, exc.reason)
+                self.book.mark_failed(address, exc.reason, delay=self._redial_delay(verdict))
             raise
         finally:
             self._dialling.discard(address)
@@ -615,13 +625,14 @@ class PeerManager:
         return True
 
     def _start_dial(self, entry: KnownAddress) -> bool:
-        if not self.dial_bucket.try_take():
+        verdict = self.protection.covers()
+        if verdict is not None and not self.dial_bucket.try_take() and self.protection.limited("dial.rate", verdict):
             wait = self.dial_bucket.wait_time()
             if wait < 0.25:  # wake when a token is back; setting _wake now would spin the loop
                 asyncio.get_running_loop().call_later(wait, self._wake.set)
             return False
         entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
-        task = asyncio.create_task(self._background_dial(entry))
+        task = asyncio.create_task(self._background_dial(entry, verdict))
         self._dial_tasks.add(task)
         task.add_done_callback(self._dial_tasks.discard)
         return True
@@ -635,9 +646,9 @@ class PeerManager:
         if record is not None:
             record.last_error = entry
 
-    async def _background_dial(self, entry: KnownAddress) -> None:
+    async def _background_dial(self, entry: KnownAddress, verdict: str | None) -> None:
         try:
-            await self._dial_once(entry.address, entry.source)
+            await self._dial_once(entry.address, entry.source, verdict)
         except DialError:
             pass  # logged and counted by _dial_once
         except Exception as exc:  # noqa: BLE001 - a dial task must never die silently

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from p2p.delivery_queue import DeliveryQueue
 from p2p.origin_auth import OriginAuth
+from p2p.resilience.protection import Protection
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
 from p2p.routing.context import RoutingContext
 from p2p.routing.envelope import (BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
@@ -47,7 +48,9 @@ class MessageRouter:
         self.max_frame_bytes: int = setting("max_frame_bytes", 1 << 20)
         self.counters = RouterCounters()
         self.seen = SeenCache(setting("seen_cache_size", 100_000), setting("seen_cache_ttl", 120.0))
-        self.queue = DeliveryQueue(setting("queue_max_messages", 1000), setting("queue_ttl", 60.0))
+        self.protection = getattr(peers, "protection", None) or Protection.from_settings(settings)
+        self.queue = DeliveryQueue(setting("queue_max_messages", 1000), setting("queue_ttl", 60.0),
+                                   protection=self.protection)
         self.auth = OriginAuth.for_peers(peers, max_age=setting("seen_cache_ttl", 120.0) / 2)
         self.subscribers = Subscribers(peers, self.counters)
         self.inbound = InboundLimiter(peers, self.counters, setting("router_rate_limit", 2000.0),
@@ -234,4 +237,14 @@ class MessageRouter:
             "queue": {"messages": len(self.queue), "targets": self.queue.pending_targets,
                       "draining": self.unicast.draining},
             "rate_limit": {"rate": self.inbound.rate, "burst": self.inbound.burst},
+            "protection": self.protection.snapshot(),
+            "summary": self.summary(),
         }
+
+    def summary(self) -> str:
+        """One line for `exchange-node status`: the protection mode and how unicasts left."""
+        protection = self.protection
+        events = self.counters.events
+        share = "" if protection.canary >= 1.0 else f" for {protection.canary:.0%} of traffic"
+        return (f"protection {protection.mode}{share}; unicasts {events['delivered_direct']} direct, "
+                f"{events['relayed_out']} relayed, {events['queued']} queued")

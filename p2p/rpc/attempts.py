@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, NamedTuple, Sequence
 
+from p2p.resilience.protection import ENFORCE
 from p2p.rpc import errors as e
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy
 
@@ -38,13 +39,15 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
                             clock: Callable[[], float], deadline: float, max_attempts: int,
                             classify: Classify = classify_rpc_error, busy: Callable[[str], bool] | None = None,
                             sent: dict[str, int] | None = None, counters: dict[str, int] | None = None,
-                            what: str = "service", failed: tuple[str, str, e.RpcError] | None = None) -> Outcome:
+                            what: str = "service", failed: tuple[str, str, e.RpcError] | None = None,
+                            guard: str | None = ENFORCE) -> Outcome:
     """Run one routed call; `send(peer, timeout)` performs an attempt. Raises `RpcError`; an error
     that is an application answer has `answered = True` (the peer is fine).
 
     `failed` = (peer, kind, error): the caller already made the first attempt itself (its own fast
     path, with `retry.on_request()` called and the failure reported to the router); go on from there
-    with the retry decision, exactly as if this loop had made that attempt."""
+    with the retry decision, exactly as if this loop had made that attempt. `guard` is the call's
+    storm protection verdict (Protection.covers), for the retry budget and the router's choice."""
     counters = counters if counters is not None else {}
     tried: set[str] = set()
     pool = candidates()
@@ -58,7 +61,7 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
             peer, kind, error = failed
             failed = None
             tried.add(peer)
-            delay = retry.next_retry_delay(attempt, kind)
+            delay = retry.next_retry_delay(attempt, kind, guard)
             if delay is None or clock() + delay >= deadline - 0.001:
                 if delay is None and attempt < max_attempts:
                     counters["retries_denied"] = counters.get("retries_denied", 0) + 1
@@ -69,7 +72,7 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
                 await asyncio.sleep(delay)
             pool = candidates() or pool
         now = clock()
-        peer = router.choose(pool, now, tried) or router.choose(pool, now)
+        peer = router.choose(pool, now, tried, guard=guard) or router.choose(pool, now, guard=guard)
         if peer is None:
             raise e.RpcError(e.NO_PEERS, f"nobody offers {what}", attempts=attempt)
         attempt += 1

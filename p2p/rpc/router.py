@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from p2p.resilience.aimd import AIMDLimit
 from p2p.resilience.backoff import Backoff
 from p2p.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from p2p.resilience.protection import ENFORCE, SHADOW, Protection
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
 from p2p.rpc.metrics import PeerMetrics, outcome_histograms
@@ -114,8 +115,9 @@ class AdaptiveRouter:
 
     def __init__(self, config: RouterConfig | None = None, *, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic, hint_book: HintBook | None = None,
-                 on_transition: Optional[TransitionLog] = None) -> None:
+                 on_transition: Optional[TransitionLog] = None, protection: Protection | None = None) -> None:
         self.config = config or RouterConfig()
+        self.protection = protection
         self.rng = rng or random.Random()
         self.clock = clock
         self.hints = hint_book or HintBook()
@@ -280,14 +282,18 @@ class AdaptiveRouter:
 
     # -- choice --------------------------------------------------------------------------------
     def choose(self, candidates: Sequence[str], now: float, exclude: Iterable[str] = frozenset(),
-               start: bool = False) -> str | None:
+               start: bool = False, guard: str | None = ENFORCE) -> str | None:
         """The peer for the next request among `candidates` (minus `exclude`, e.g. peers already
         tried for this request), or None when there is none. May take a half-open probe slot: if the
         request is not sent after all, call `cancel(peer, now)`. With `start` the request counts as
-        sent at once (`on_start` done; if it is not sent after all, call `on_abandon`)."""
+        sent at once (`on_start` done; if it is not sent after all, call `on_abandon`). `guard` is
+        the request's storm protection verdict (Protection.covers): breakers and AIMD limits filter
+        peers only when it is ENFORCE."""
         c = self.config
         prior = self._prior if 0.0 <= now - self._prior_at < 0.1 else self.prior(now)
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else frozenset(exclude)
+        if guard != ENFORCE:
+            return self._choose_unguarded(candidates, now, excluded, start, guard, prior)
         eligible: list[_Peer] = []
         outliers: list[_Peer] = []
         outlying = self._outliers
@@ -355,6 +361,31 @@ class AdaptiveRouter:
             b.acquire(now)                        # (a closed breaker has no probe slot to take)
         chosen.last_tried = now
         if start:                                 # on_start, inlined
+            m = chosen.metrics
+            if not m.outstanding:
+                m.last_progress = now
+            m.outstanding += 1
+        return chosen.name
+
+    def _choose_unguarded(self, candidates: Sequence[str], now: float, excluded: Any, start: bool,
+                          guard: str | None, prior: float) -> str | None:
+        """A request the storm protection does not cover: power of two choices by cost (outliers only
+        when nothing else is left), past breakers and AIMD limits; in shadow mode what they would
+        have done with the chosen peer is counted."""
+        pool = [self._peers.get(name) or self._add(name, now) for name in candidates if name not in excluded]
+        if not pool:
+            return None
+        normal = [p for p in pool if p not in self._outliers] or pool
+        chosen = normal[0] if len(normal) == 1 else self._two_choices(normal, now, prior)
+        if guard == SHADOW and self.protection is not None:
+            m = chosen.metrics
+            if chosen.breaker.admission(now) < 1.0:
+                self.protection.limited("rpc.breaker", guard, f"breaker {chosen.breaker.state} for {chosen.name[:12]}")
+            elif chosen.limit is not None and m.outstanding >= chosen.limit.allowed:
+                self.protection.limited("rpc.aimd", guard, f"{m.outstanding} in flight to {chosen.name[:12]}, "
+                                                           f"limit {chosen.limit.allowed}")
+        chosen.last_tried = now
+        if start:
             m = chosen.metrics
             if not m.outstanding:
                 m.last_progress = now
@@ -541,19 +572,22 @@ class RetryPolicy:
 
     def __init__(self, *, max_attempts: int = 3, base: float = 0.01, cap: float = 0.5, factor: float = 2.0,
                  budget: RetryBudget | None = None, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, protection: Protection | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.max_attempts = max_attempts
+        self.protection = protection
         self.budget = budget if budget is not None else RetryBudget(clock=clock)
         self._backoff = Backoff(base, cap, factor, rng or random.Random())
 
     def on_request(self) -> None:
         self.budget.record_request()
 
-    def next_retry_delay(self, attempt: int, kind: str = "error") -> float | None:
+    def next_retry_delay(self, attempt: int, kind: str = "error", guard: str | None = ENFORCE) -> float | None:
+        """`guard`: the request's storm protection verdict; the budget binds only when it is ENFORCE."""
         if attempt >= self.max_attempts or kind not in self.RETRYABLE:
             return None
-        if not self.budget.try_retry():
-            return None
+        if guard is not None and not self.budget.try_retry():
+            if self.protection is None or self.protection.limited("rpc.retry_budget", guard, "retry budget spent"):
+                return None
         return self._backoff.delay_for(attempt - 1)

@@ -9,7 +9,9 @@
   failure (see `errors.py`) retries on another peer after a full-jitter backoff, while the retry
   budget and the overall deadline allow. Before sending, client-side adaptive throttling sheds
   load when peers keep failing, and for `warmup_period` seconds after start outgoing requests are
-  paced, ramping from 10% of `warmup_rate` to full.
+  paced, ramping from 10% of `warmup_rate` to full. All of this storm protection (warm-up, throttle,
+  retry budget, breakers, AIMD) applies as the node's `Protection` says: each request draws one
+  verdict (on, shadow, or none) that every mechanism honours.
 
 Rpc frames on a direct link are handled in `PeerManager.link_message_handlers` (no dispatch layer
 in between); frames relayed by the MessageRouter arrive through its subscriptions.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 from p2p.resilience.breaker import BreakerState
+from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.resilience.throttle import AdaptiveThrottle
 from p2p.resilience.token_bucket import TokenBucket
@@ -90,7 +93,8 @@ class _Routed:
 
 class RpcService:
     def __init__(self, peers: Any, config: RpcConfig | None = None, *, message_router: Any = None,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 protection: Protection | None = None) -> None:
         self.peers = peers
         self.node_id: str = peers.node_id
         self.config = c = config or RpcConfig()
@@ -102,9 +106,10 @@ class RpcService:
         self.client = RpcClient(peers.links, self.node_id, route=self._route,
                                 max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
         self.routers: dict[str, AdaptiveRouter] = {}
+        self.protection = protection or getattr(peers, "protection", None) or Protection()
         self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
         self.retry = RetryPolicy(max_attempts=c.max_attempts, base=c.retry_base, cap=c.retry_cap,
-                                 budget=self.budget, rng=self.rng, clock=clock)
+                                 budget=self.budget, rng=self.rng, clock=clock, protection=self.protection)
         self.throttle = AdaptiveThrottle(c.throttle_k, c.throttle_span, rng=self.rng)
         started = clock()
         self.warmup = Warmup(c.warmup_rate, c.warmup_period, started_at=started)
@@ -318,7 +323,7 @@ class RpcService:
         router = self.routers.get(service)
         if router is None:
             router = AdaptiveRouter(self.config.router, rng=self.rng, clock=self.clock,
-                                    hint_book=HintBook(ttl=self.config.hint_ttl),
+                                    hint_book=HintBook(ttl=self.config.hint_ttl), protection=self.protection,
                                     on_transition=lambda peer, old, new, why, _s=service:
                                     self._transition(_s, peer, old, new, why))
             self.routers[service] = router
@@ -350,20 +355,22 @@ class RpcService:
             counters["no_peers"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.NO_PEERS, f"no linked peer offers {service!r}")
+        guard = self.protection.covers()
         throttle = self.throttle
-        if throttle.should_reject(started, self._calls):
+        if guard is not None and throttle.should_reject(started, self._calls) \
+                and self.protection.limited("rpc.throttle", guard, "peers are failing"):
             counters["throttled"] += 1
             counters["failed"] += 1
             raise e.RpcError(e.THROTTLED, "peers are failing; shedding load locally")
         self._calls += 1
         try:
-            if self._warming:
-                await self._paced(deadline)
+            if self._warming and guard is not None:
+                await self._paced(deadline, guard)
                 now = clock()
             router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
             self.retry.on_request()
-            peer = router.choose(pool, now, start=True)
+            peer = router.choose(pool, now, start=True, guard=guard)
             if peer is None:
                 raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
             if client.per_peer.get(peer, 0) >= client.max_in_flight_per_peer:
@@ -401,9 +408,9 @@ class RpcService:
                 lambda peer, timeout: client.request(peer, service, payload, timeout),
                 retry=self.retry, clock=clock, deadline=deadline, max_attempts=self.config.max_attempts,
                 busy=lambda peer: client.per_peer.get(peer, 0) >= limit,
-                sent=sent, counters=counters, what=repr(service), failed=failed)
+                sent=sent, counters=counters, what=repr(service), failed=failed, guard=guard)
         except e.RpcError as exc:
-            if not exc.answered:                  # an application answer is an accept
+            if not exc.answered and guard is not None:   # an application answer is an accept
                 throttle.record_failure(clock())
             counters["failed"] += 1
             raise
@@ -414,10 +421,12 @@ class RpcService:
             return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
         return outcome.result
 
-    async def _paced(self, deadline: float) -> None:
-        """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`."""
+    async def _paced(self, deadline: float, guard: str = ENFORCE) -> None:
+        """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`
+        (in shadow mode a request that would wait is counted and goes at once)."""
         bucket = self._pace
         assert bucket is not None
+        first = True
         while True:
             now = self.clock()
             if self.warmup.done(now):
@@ -426,6 +435,9 @@ class RpcService:
             bucket.set_rate(self.warmup.rate(now))
             if bucket.try_take():
                 return
+            if first and not self.protection.limited("rpc.warmup", guard, "node warming up"):
+                return
+            first = False
             wait = bucket.wait_time()
             if now + wait >= deadline:
                 self.counters["throttled"] += 1
@@ -472,6 +484,7 @@ class RpcService:
                          "local_rejects": self.throttle.local_rejects},
             "warmup": {"done": not self._warming or warm.done(now),
                        "rate": None if not self._warming or warm.done(now) else round(warm.rate(now), 1)},
+            "protection": self.protection.snapshot(),
             "counters": dict(self.counters),
             "client": dict(self.client.counters, in_flight=self.client.in_flight()),
             "server": dict(self.server.counters, in_flight=self.server.in_flight(), served=dict(self.server.served)),
