@@ -100,6 +100,15 @@ class Settings:
     grape_service: str = _setting("exchange-node", "GRAPE_SERVICE", "Service name announced on the Grape", p.text())
     grape_announce_interval: float = _setting(
         30.0, "GRAPE_ANNOUNCE_INTERVAL", "Seconds between Grape re-announcements", _FLOAT_POS)
+    grenache_messages: bool = _setting(
+        True, "GRENACHE_MESSAGES", "With DISCOVERY_GRENACHE: also route messages over Grenache HTTP RPC to nodes no "
+        "link reaches (serves <GRAPE_SERVICE>:msg and <GRAPE_SERVICE>:msg:<node id>)", p.boolean)
+    grenache_messages_host: str | None = _setting(
+        None, "GRENACHE_MESSAGES_HOST", "Address the Grenache message endpoint binds (default P2P_HOST)",
+        p.optional(p.host))
+    grenache_messages_port: int = _setting(
+        0, "GRENACHE_MESSAGES_PORT", "TCP port of the Grenache message endpoint (0 = ephemeral; the Grape "
+        "announcement carries it)", _PORT)
     discovery_pex: bool = _setting(True, "DISCOVERY_PEX", "Learn peers from connected peers (peer exchange)",
                                    p.boolean)
 

@@ -31,6 +31,7 @@ MAX_RECORDS = 200_000
 
 
 ROUTER_EVENTS = CounterNames("exchange_node_router", "Message router")
+GRENACHE_PATH = CounterNames("exchange_node_grenache_path", "Routed messages over Grenache")
 
 
 def router_metrics(router: Any) -> Iterator[Metric]:
@@ -44,6 +45,17 @@ def router_metrics(router: Any) -> Iterator[Metric]:
     yield labelled_counter("exchange_node_router_dropped_total", "Messages dropped, by reason", "reason",
                            counters.dropped)
     yield from split_counters(ROUTER_EVENTS, counters.events)
+    yield labelled_counter("exchange_node_router_unicast_sent_total",
+                           "Unicasts that left this node (sent or flushed), by path", "path", counters.unicast_sent)
+    yield labelled_counter("exchange_node_router_unicast_received_total",
+                           "Unicasts for this node that arrived, by path", "path", counters.unicast_received)
+    yield labelled_counter("exchange_node_router_broadcast_received_total",
+                           "Broadcasts handled, by the path of their first copy", "path", counters.broadcast_received)
+    if router.grenache is not None:
+        yield from split_counters(GRENACHE_PATH, router.grenache.counters)
+        yield GaugeMetricFamily("exchange_node_grenache_path_members",
+                                "Nodes serving the shared Grenache message name, as last looked up",
+                                value=len(router.grenache.members))
     yield GaugeMetricFamily("exchange_node_router_amplification", "Copies received per unique broadcast received",
                             value=router.amplification or 0.0)
     yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",

@@ -111,7 +111,12 @@ def _resolve_peer(node: Any, prefix: str) -> str:
 
 
 async def get_routing(request: web.Request) -> web.Response:
-    return json_response(node_of(request).rpc.snapshot())
+    node = node_of(request)
+    snapshot = node.rpc.snapshot()
+    router = getattr(node, "router", None)
+    if router is not None:
+        snapshot["message_paths"] = router.paths()
+    return json_response(snapshot)
 
 
 # --- debug endpoints ----------------------------------------------------------------------------

@@ -74,6 +74,12 @@ def register(cli: click.Group) -> None:
         click.echo(f"requests        {counters.get('requests', 0)} ({counters.get('succeeded', 0)} ok, "
                    f"{counters.get('failed', 0)} failed, {counters.get('retries', 0)} retries; "
                    f"retry budget {budget.get('balance', 0):.1f})")
+        paths = data.get("message_paths") or {}
+        if paths:
+            sent, got = paths.get("unicast_sent", {}), paths.get("broadcast_received", {})
+            click.echo(f"message paths   unicasts sent {sent.get('direct', 0)} direct, {sent.get('relay', 0)} relayed, "
+                       f"{sent.get('grenache', 0)} grenache; broadcasts in {got.get('link', 0)} link, "
+                       f"{got.get('grenache', 0)} grenache")
         protection = data.get("protection") or {}
         if protection:
             limits = protection.get("mechanisms", {}).values()

@@ -76,8 +76,12 @@ class DeliveryQueue:
                 return False, None
             queue = self._queues[target] = _TargetQueue()
         evicted = queue.items.popleft() if len(queue.items) >= self.max_messages else None
-        queue.items.append(Held(message, self._clock() + self.ttl, on_settled, self.protection.covers()))
+        queue.items.append(self.hold(message, on_settled))
         return True, evicted
+
+    def hold(self, message: dict, on_settled: Callable[[Any], None] | None = None) -> Held:
+        """A Held for `message` as `put` would queue it (expiry, protection verdict), queued nowhere yet."""
+        return Held(message, self._clock() + self.ttl, on_settled, self.protection.covers())
 
     def expire(self) -> list[Held]:
         """Remove and return every message past its expiry (queues are in expiry order)."""

@@ -1,10 +1,16 @@
 """MessageRouter: the facade the rest of the node routes application messages through.
 
-Unicast (p2p/routing/unicast.py: direct, relayed, or held until reachable) and broadcast
-(p2p/routing/broadcast.py: deduplicated Plumtree eager/lazy push, verified before forwarding) over
-the PeerManager's links, with per-type subscribers (p2p/routing/subscribers.py), per-peer inbound
-rate limits (p2p/routing/inbound_limit.py) and counters. The envelope, schemas and outcomes all
-paths share live in p2p/routing/envelope.py.
+Unicast (p2p/routing/unicast.py: direct, relayed, over Grenache, or held until reachable) and
+broadcast (p2p/routing/broadcast.py: deduplicated Plumtree eager/lazy push, verified before
+forwarding) over the PeerManager's links, with per-type subscribers (p2p/routing/subscribers.py),
+per-peer inbound rate limits (p2p/routing/inbound_limit.py) and counters. The envelope, schemas and
+outcomes all paths share live in p2p/routing/envelope.py.
+
+With DISCOVERY_GRENACHE (and GRENACHE_MESSAGES, on by default) the node also serves and uses the
+Grenache path (p2p/routing/grenache_path.py): unicasts to nodes no link reaches go over Grenache
+HTTP RPC when the node is announced on a Grape, and broadcasts reach members of the Grape that
+links do not reach. It needs no peer port: a node with P2P off can `start()` the router and send
+and receive routed messages through Grenache alone.
 
 Verify before forward, blame only the author. Every broadcast type must be declared
 (`declare_broadcast`) with a validator, an origin signature (p2p/origin_auth.py), or both; the
@@ -17,15 +23,18 @@ traceback and counted.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable
 
 from p2p.delivery_queue import DeliveryQueue
+from p2p.grenache.grape import GrapeClient
 from p2p.origin_auth import OriginAuth
 from p2p.resilience.protection import Protection
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
 from p2p.routing.context import RoutingContext
 from p2p.routing.envelope import (BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
+from p2p.routing.grenache_path import GrenachePath
 from p2p.routing.inbound_limit import InboundLimiter
 from p2p.routing.subscribers import Subscribers
 from p2p.routing.unicast import Unicast
@@ -60,6 +69,9 @@ class MessageRouter:
                                  max_hops=setting("broadcast_max_hops", 32),
                                  cache_size=setting("seen_cache_size", 100_000) // 5 or 1)
         self.unicast = Unicast(context, self.queue)
+        self.grenache = self._grenache_path(settings) if (setting("discovery_grenache", False)
+                                                          and setting("grenache_messages", True)) else None
+        self._reach: tuple[float, set[str]] = (-1.0, set())
         self._tasks: list[asyncio.Task] = []
         self._control = {"relay": self.unicast.on_relay, "ihave": self.plumtree.on_ihave,
                          "graft": self.plumtree.on_graft, "prune": self.plumtree.on_prune}
@@ -142,9 +154,49 @@ class MessageRouter:
     def lateness(self) -> LatenessEstimator:
         return self.plumtree.lateness
 
+    # --- the Grenache path -------------------------------------------------------------------
+    def _grenache_path(self, settings: Any) -> GrenachePath:
+        unicast, plumtree = self.unicast, self.plumtree
+        path = GrenachePath(
+            node_id=self.node_id, network_id=self.peers.network_id, grape=GrapeClient(settings.grape_urls),
+            service=settings.grape_service, host=settings.grenache_messages_host or settings.p2p_host,
+            port=settings.grenache_messages_port, max_frame_bytes=self.max_frame_bytes,
+            accept_unicast=unicast.on_grenache, accept_broadcast=plumtree.on_grenache,
+            delivered=unicast.grenache_delivered, failed=unicast.grenache_failed,
+            reachable_again=unicast.reachable_again, report=self.subscribers.internal_error,
+            announce_interval=min(settings.grape_announce_interval, 60.0),
+            inbound_rate=self.inbound.rate, inbound_burst=self.inbound.burst)
+        unicast.grenache = path
+        plumtree.fan_out = self._fan_out
+        return path
+
+    def _fan_out(self, body: bytes, origin: str, src: str | None) -> None:
+        """A broadcast copy ours or from a link: over Grenache to members our links do not reach,
+        unless its origin is a member itself (it has sent them its own copy)."""
+        path = self.grenache
+        if not path.members or (origin != self.node_id and path.is_member(origin)):
+            return
+        exclude = self._link_reach()
+        if src is not None:
+            exclude = exclude | {src}
+        path.fan_out(body, origin, exclude)
+
+    def _link_reach(self) -> set[str]:
+        """Nodes our links reach in one or two hops (as neighbours' heartbeats report), cached 0.5 s."""
+        now = time.monotonic()
+        if now - self._reach[0] < 0.5:
+            return self._reach[1]
+        links = self.peers.links
+        reach = set(links).union(*(link.remote_links for link in links.values() if link.is_open))
+        self._reach = (now, reach)
+        return reach
+
     # --- housekeeping -----------------------------------------------------------------------
     async def start(self) -> None:
+        """Run housekeeping (and the Grenache path, if configured: needs no peer port)."""
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="router.sweep"))
+        if self.grenache is not None:
+            await self.grenache.start()
 
     async def stop(self) -> None:
         tasks = self._tasks
@@ -152,6 +204,8 @@ class MessageRouter:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.grenache is not None:
+            await self.grenache.stop()
         await self.unicast.stop()
         self.plumtree.stop()
 
@@ -205,6 +259,7 @@ class MessageRouter:
                 dropped = self.counters.dropped
                 dropped["misaddressed"] = dropped.get("misaddressed", 0) + 1
                 return
+            self.counters.unicast_received["direct"] += 1
             self.unicast.on_unicast(message, src, src)  # its origin is this neighbour (PeerManager checked)
         else:
             self.plumtree.on_broadcast(link, message, kind)
@@ -237,14 +292,29 @@ class MessageRouter:
             "queue": {"messages": len(self.queue), "targets": self.queue.pending_targets,
                       "draining": self.unicast.draining},
             "rate_limit": {"rate": self.inbound.rate, "burst": self.inbound.burst},
+            "paths": self.paths(),
+            "grenache": self.grenache.stats() if self.grenache is not None else None,
             "protection": self.protection.snapshot(),
             "summary": self.summary(),
         }
 
+    def paths(self) -> dict[str, dict[str, int]]:
+        """How messages travelled: unicasts sent and received, and unique broadcasts received, by path."""
+        counters = self.counters
+        return {"unicast_sent": dict(counters.unicast_sent), "unicast_received": dict(counters.unicast_received),
+                "broadcast_received": dict(counters.broadcast_received),
+                "broadcast_sent_grenache": self.grenache.counters["broadcasts_sent"] if self.grenache else 0}
+
     def summary(self) -> str:
-        """One line for `exchange-node status`: the protection mode and how unicasts left."""
+        """One line for `exchange-node status`: the protection mode and the paths messages took."""
         protection = self.protection
-        events = self.counters.events
+        counters = self.counters
         share = "" if protection.canary >= 1.0 else f" for {protection.canary:.0%} of traffic"
-        return (f"protection {protection.mode}{share}; unicasts {events['delivered_direct']} direct, "
-                f"{events['relayed_out']} relayed, {events['queued']} queued")
+        sent, received = counters.unicast_sent, counters.broadcast_received
+        line = (f"protection {protection.mode}{share}; unicasts sent {sent['direct']} direct, {sent['relay']} relayed, "
+                f"{sent['grenache']} grenache ({counters.events['queued']} held); broadcasts in "
+                f"{received['link']} link, {received['grenache']} grenache")
+        if self.grenache is not None:
+            stats = self.grenache.stats()
+            line += f"; grenache :{stats['port']} grape {stats['grape']}, {len(stats['members'])} members"
+        return line

@@ -5,5 +5,6 @@
 - unicast.py: one message to one node: direct link, signed relay, or the hold queue;
 - context.py: what they share (peers, counters, dedup cache, origin signatures, subscribers);
 - subscribers.py: local delivery to the handlers of a type, and whom a refusal blames;
-- inbound_limit.py: the per-peer inbound rate limit and flood bans.
+- inbound_limit.py: the per-peer inbound rate limit and flood bans;
+- grenache_path.py: routed messages over Grenache HTTP RPC, for nodes that share a Grape but no link.
 """

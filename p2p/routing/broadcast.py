@@ -32,7 +32,7 @@ from p2p import messages as m
 from p2p.framing import encode_body, frame_body
 from p2p.routing.context import RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
-                                  make_envelope)
+                                  check_envelope, make_envelope)
 
 log = logging.getLogger("p2p.router")
 
@@ -137,6 +137,9 @@ class Plumtree(RoutingPart):
         self._pending_ihave: dict[str, list] = {}
         self._ihave_handle: asyncio.TimerHandle | None = None
         self._missing: dict[Any, _Missing] = {}
+        # (encoded copy, origin, neighbour it came from or None): also send it where links do not
+        # reach (the Grenache path), for our broadcasts and those that came over a link
+        self.fan_out: Callable[[bytes, str, str | None], None] | None = None
 
     # --- declarations -----------------------------------------------------------------------
     def declare(self, msg_type: str, validator: Validator | None, origin_signed: bool) -> None:
@@ -164,6 +167,8 @@ class Plumtree(RoutingPart):
         self.seen.add(mid)
         self.counters.events["broadcasts"] += 1
         self._push(mid, kind, frame_body(body), set(), self.node_id)
+        if self.fan_out is not None:
+            self.fan_out(body, self.node_id, None)
         return mid
 
     def lazy_peers(self, origin: str) -> set[str]:
@@ -259,9 +264,41 @@ class Plumtree(RoutingPart):
             events["held"] += 1
             self.subscribers.deliver(message, src, message["origin"])
             return
+        self.lazy_peers(message["origin"]).discard(src)  # it is on a path from the origin to us: keep it eager
+        self._accept(message, kind, src, author, "link")
+
+    def on_grenache(self, message: dict) -> str | None:
+        """A copy that came over Grenache (no link, no authenticated sender): checked like any copy,
+        deduplicated, forwarded over our links and handled. None, or why it was refused; nobody is
+        penalised (anyone can post to a Grenache endpoint)."""
+        kind = message["type"]
+        if kind in CONTROL_TYPES or "dst" in message:
+            return "not_a_broadcast"
+        check_envelope(message)
+        self.counters.events["broadcast_copies"] += 1
+        origin = message["origin"]
+        if message["id"] in self.seen:
+            bump(self.counters.duplicates, kind)
+            self.subscribers.duplicate(message, origin)
+            return None
+        author = self._check(message, kind, origin, blame=False)
+        if author is False:
+            return "invalid"
+        if author is HELD:
+            self.counters.events["held"] += 1
+            self.subscribers.deliver(message, origin, origin)
+            return None
+        self._accept(message, kind, origin, author, "grenache")
+        return None
+
+    def _accept(self, message: dict, kind: str, src: str, author: str | None, via: str) -> None:
+        """A checked broadcast seen for the first time: remember it, forward it, hand it over."""
+        mid = message["id"]
+        events = self.counters.events
         self.seen.add(mid)
         events["unique_broadcasts"] += 1
-        haves = {src}
+        self.counters.broadcast_received[via] += 1
+        haves = {src} if via == "link" else set()
         missing = self._missing.pop(mid, None)
         if missing is not None:
             if missing.handle is not None:
@@ -270,21 +307,24 @@ class Plumtree(RoutingPart):
             if missing.grafts == 0:  # pushed to us, later than an announcement
                 self.lateness.observe(asyncio.get_running_loop().time() - missing.first_at)
         origin = message["origin"]
-        self.lazy_peers(origin).discard(src)  # it is on a path from the origin to us: keep that link eager
         hops = message.get("hops", 0) + 1
         if hops <= self.max_hops:
             forward = message.copy()
             forward["hops"] = hops
-            self._push(mid, kind, frame_body(encode_body(forward)), haves, origin)
+            body = encode_body(forward)
+            self._push(mid, kind, frame_body(body), haves, origin)
+            if via == "link" and self.fan_out is not None:
+                self.fan_out(body, origin, src)
         else:
             events["hop_limited"] += 1
         self.subscribers.deliver(message, src, author)
 
-    def _check(self, message: dict, kind: str, src: str) -> Any:
+    def _check(self, message: dict, kind: str, src: str, blame: bool = True) -> Any:
         """Before a broadcast is forwarded or handled: False (dropped) unless its type is declared and
         it passes the origin signature and the validator; HELD when the validator cannot judge it
         yet. Otherwise its proven author (None when only the validator vouched for it). A neighbour
-        that sent a forgery loses its link."""
+        that sent a forgery loses its link; one that sent an invalid message is penalised (with
+        `blame`)."""
         declared = self.types.get(kind)
         if declared is None:
             bump(self.counters.dropped, "undeclared_type")
@@ -316,7 +356,8 @@ class Plumtree(RoutingPart):
             if not valid:
                 self.counters.events["invalid"] += 1
                 bump(self.counters.dropped, "invalid")
-                self.peers.penalize(src, INVALID_POINTS, f"invalid {kind}")
+                if blame:
+                    self.peers.penalize(src, INVALID_POINTS, f"invalid {kind}")
                 return False
         return author
 

@@ -4,7 +4,8 @@ the router's counters.
 Envelope of a routed application message (any type a later layer registers, e.g. "order"):
 ``{"type", "id", "origin", "ts", "hops", ...payload}``; a unicast also carries ``"dst"``. A unicast
 that must cross a neighbour travels inside a ``relay`` wrapper whose ``body`` is the
-encoded message, signed by its origin (p2p/origin_auth.py), so relays need not know the inner type.
+encoded message, signed by its origin (p2p/origin_auth.py), so relays need not know the inner type;
+the Grenache path carries the same signed wrapper, since its HTTP caller has no authenticated link.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ INVALID_POINTS = 20.0  # a broadcast that failed its type's validator, handed ov
 class Outcome(str, Enum):
     DELIVERED = "delivered"  # written to the direct link
     RELAYED = "relayed"  # written to a neighbour that links to the target
+    GRENACHE = "grenache"  # handed to the Grenache path (its final outcome goes to `on_settled`)
     QUEUED = "queued"  # held until the target is reachable (see `on_settled`)
     DROPPED = "dropped"  # not sent; `reason` says why
 
@@ -35,7 +37,7 @@ class Outcome(str, Enum):
 class SendResult:
     outcome: Outcome
     message_id: str | bytes | None = None
-    via: str | None = None  # the neighbour a relayed message went through
+    via: str | None = None  # the neighbour a relayed message went through ("grenache" for that path)
     reason: str | None = None  # why it was dropped
 
     @property
@@ -91,12 +93,21 @@ def check_envelope(message: dict) -> None:
         raise m.ProtocolError("malformed_message", f"{message['type']}.envelope")
 
 
+UNICAST_PATHS = ("direct", "relay", "grenache")
+BROADCAST_PATHS = ("link", "grenache")
+
+
 @dataclass
 class RouterCounters:
     sent: dict[str, int] = field(default_factory=dict)  # frames written, per message type
     received: dict[str, int] = field(default_factory=dict)  # frames accepted (after the rate limit), per type
     duplicates: dict[str, int] = field(default_factory=dict)  # copies of already-seen ids, per type
     dropped: dict[str, int] = field(default_factory=dict)  # messages not delivered/sent, per reason
+    # unicasts that left this node (sent now or flushed) and unicasts for us that arrived, by path
+    unicast_sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNICAST_PATHS, 0))
+    unicast_received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNICAST_PATHS, 0))
+    # unique broadcasts by the path of their first copy
+    broadcast_received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BROADCAST_PATHS, 0))
     events: dict[str, int] = field(default_factory=lambda: dict.fromkeys((
         "broadcasts", "forwarded_frames", "suppressed_sends", "unique_broadcasts", "broadcast_copies",
         "delivered_direct", "relayed_out", "relayed", "queued", "flushed", "expired", "hop_limited",

@@ -1,5 +1,7 @@
 """Unicast: one message to one node, over our link to it, else through a neighbour that links to it
-(a signed relay), else held in the DeliveryQueue until the node is reachable.
+(a signed relay), else over Grenache when the node is announced on a Grape that answers (the same
+signed relay wrapper, p2p/routing/grenache_path.py), else held in the DeliveryQueue until the node
+is reachable one of those ways.
 
 A relayed unicast carries its origin's signature over the inner message, checked by every relay and
 by the target; a direct unicast's `origin` must be the link's own node (PeerManager.on_message).
@@ -26,6 +28,7 @@ class Unicast(RoutingPart):
     def __init__(self, context: RoutingContext, queue: DeliveryQueue) -> None:
         super().__init__(context)
         self.queue = queue
+        self.grenache: Any = None  # GrenachePath, when this node routes over Grenache too
         self._drains: dict[str, asyncio.Task] = {}
 
     # --- sending ----------------------------------------------------------------------------
@@ -42,6 +45,8 @@ class Unicast(RoutingPart):
             return self._enqueue(node_id, envelope, on_settled)
         try:
             result = self._send_routed(node_id, envelope)
+            if result is None and self.grenache is not None:
+                result = self._send_grenache(node_id, self.queue.hold(envelope, on_settled))
         except FrameError:
             return self.dropped(mid, "too_large")
         return result if result is not None else self._enqueue(node_id, envelope, on_settled)
@@ -73,13 +78,51 @@ class Unicast(RoutingPart):
             if not link.send_frame(encode_frame(envelope, self.max_frame_bytes)):
                 return None
             self.counters.events["delivered_direct"] += 1
+            self.counters.unicast_sent["direct"] += 1
             bump(self.counters.sent, kind)
             return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
         if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
             return None
         self.counters.events["relayed_out"] += 1
+        self.counters.unicast_sent["relay"] += 1
         bump(self.counters.sent, "relay")
         return SendResult(Outcome.RELAYED, envelope["id"], link.remote_id)
+
+    def _send_grenache(self, node_id: str, held: Held) -> SendResult | None:
+        """Hand a message to the Grenache path if the node's address is known; None otherwise (a
+        lookup is started). Its outcome is settled when the request answers (`grenache_delivered`);
+        a failed request brings it back to the hold queue (`grenache_failed`)."""
+        grenache = self.grenache
+        if grenache.address_of(node_id) is None:
+            grenache.want(node_id)
+            return None
+        envelope = held.message
+        frame = encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)[4:]
+        if not grenache.send_unicast(node_id, frame, held):
+            return None
+        return SendResult(Outcome.GRENACHE, envelope["id"], "grenache")
+
+    def grenache_delivered(self, node_id: str, tickets: list[Held]) -> None:
+        self.counters.unicast_sent["grenache"] += len(tickets)
+        for held in tickets:
+            bump(self.counters.sent, held.message["type"])
+            self.settle(held, SendResult(Outcome.GRENACHE, held.message["id"], "grenache"))
+
+    def grenache_failed(self, node_id: str, tickets: list[Held]) -> None:
+        """The Grenache path could not deliver these (in order): hold them again, first in line."""
+        self.queue.requeue_front(node_id, tickets)
+        self.counters.events["queued"] += len(tickets)
+        if self.route_for(node_id) is not None:
+            self.start_drain(node_id)
+
+    def reachable_again(self, node_id: str) -> None:
+        """The Grenache path learned where `node_id` is: flush what we hold for it."""
+        if self.queue.pending(node_id):
+            self.start_drain(node_id)
+
+    def _reachable(self, node_id: str) -> bool:
+        return self.route_for(node_id) is not None or (
+            self.grenache is not None and self.grenache.address_of(node_id) is not None)
 
     def relay_wrapper(self, node_id: str, envelope: dict) -> dict:
         """`envelope` inside a relay wrapper signed by us (its origin)."""
@@ -100,7 +143,7 @@ class Unicast(RoutingPart):
         if evicted is not None:
             self.settle(evicted, self.dropped(evicted.message["id"], "queue_full"))
         self.counters.events["queued"] += 1
-        if node_id not in self._drains and self.route_for(node_id) is not None:
+        if node_id not in self._drains and self._reachable(node_id):
             self.start_drain(node_id)
         return SendResult(Outcome.QUEUED, envelope["id"])
 
@@ -122,8 +165,8 @@ class Unicast(RoutingPart):
         """Flush a target's queue at its warm-up rate while it stays reachable."""
         try:
             while self.queue.pending(target):
-                if self.route_for(target) is None:
-                    return  # unreachable again: keep holding; a later open/heartbeat restarts us
+                if not self._reachable(target):
+                    return  # unreachable again: keep holding; a later open/heartbeat/lookup restarts us
                 ready, expired, wait = self.queue.take(target)
                 for held in expired:
                     self.counters.events["expired"] += 1
@@ -131,23 +174,36 @@ class Unicast(RoutingPart):
                 for n, held in enumerate(ready):
                     try:
                         result = self._send_routed(target, held.message)
+                        if result is None and self.grenache is not None:
+                            result = self._send_grenache(target, held)
                     except FrameError:
                         result = self.dropped(held.message["id"], "too_large")
                     if result is None:
                         self.queue.requeue_front(target, ready[n:])
                         return
                     self.counters.events["flushed"] += 1
-                    self.settle(held, result)
+                    if result.outcome is not Outcome.GRENACHE:  # the Grenache path settles its own
+                        self.settle(held, result)
                 if wait:
                     await asyncio.sleep(wait)
         finally:
             self._drains.pop(target, None)
 
     def expire(self) -> None:
-        """Expire queued messages (counted, callers told)."""
+        """Expire queued messages (counted, callers told); look up held-for nodes on Grenache."""
         for held in self.queue.expire():
             self.counters.events["expired"] += 1
             self.settle(held, self.dropped(held.message["id"], "expired"))
+        grenache = self.grenache
+        if grenache is None or not self.queue.pending_targets:
+            return
+        for target in self.queue.targets():
+            if target in self._drains:
+                continue
+            if self._reachable(target):
+                self.start_drain(target)
+            else:
+                grenache.want(target)
 
     def link_opened(self, node_id: str) -> None:
         if self.queue.pending(node_id):
@@ -191,6 +247,7 @@ class Unicast(RoutingPart):
             return
         if dst == self.node_id:
             bump(counters.received, inner["type"])
+            counters.unicast_received["relay"] += 1
             self.on_unicast(inner, link.remote_id, origin)
             return
         if not self.seen.add(mid):
@@ -209,6 +266,24 @@ class Unicast(RoutingPart):
         if route[1].send(forward):
             counters.events["relayed"] += 1
             bump(counters.sent, "relay")
+
+    def on_grenache(self, wrapper: dict) -> str | None:
+        """A unicast that came over Grenache: a relay wrapper for us, signed by its origin (an HTTP
+        caller proves nothing, so the signature is all). None, or why it was refused."""
+        if wrapper["type"] != "relay":
+            return "not_a_relay"
+        if wrapper["dst"] != self.node_id:
+            return "misaddressed"
+        if not self.auth.check_relay(wrapper):
+            return "bad_signature"
+        inner = self.relayed_inner(wrapper)
+        if inner is None:
+            return "malformed"
+        origin = wrapper["origin"]
+        bump(self.counters.received, inner["type"])
+        self.counters.unicast_received["grenache"] += 1
+        self.on_unicast(inner, origin, origin)
+        return None
 
     def relayed_inner(self, message: dict) -> dict | None:
         """The signed inner message if it is well formed and agrees with its wrapper, else None
