@@ -108,7 +108,8 @@ class NodeRpc:
 
             settings = self.node.settings
             self.grenache = GrenacheWorkers(self._grape(), default_timeout=settings.rpc_timeout,
-                                            max_attempts=settings.rpc_max_attempts)
+                                            max_attempts=settings.rpc_max_attempts,
+                                            protection=self.service.protection)
         return self.grenache
 
     async def request_grenache(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 from p2p.grenache.grape import GrapeClient, GrapeError
 from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheProtocolError, GrenacheRemoteError,
                               GrenacheTimeout, GrenacheUnavailable)
+from p2p.resilience.protection import Protection
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc import errors as e
 from p2p.rpc.attempts import call_with_retries
@@ -62,8 +63,9 @@ class GrenacheWorkers:
     def __init__(self, grape: GrapeClient, http: GrenacheHTTPClient | None = None, *, lookup_ttl: float = 2.0,
                  default_timeout: float = 5.0, max_attempts: int = 3, router_config: RouterConfig | None = None,
                  retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, protection: Protection | None = None) -> None:
         self.grape = grape
+        self.protection = protection or Protection()
         self.http = http or GrenacheHTTPClient()
         self.lookup_ttl = lookup_ttl
         self.default_timeout = default_timeout
@@ -72,7 +74,8 @@ class GrenacheWorkers:
         self.clock = clock
         self.rng = rng or random.Random()
         self.retry = retry or RetryPolicy(max_attempts=max_attempts, base=0.005, cap=0.25,
-                                          budget=RetryBudget(clock=clock), rng=self.rng, clock=clock)
+                                          budget=RetryBudget(clock=clock), rng=self.rng, clock=clock,
+                                          protection=self.protection)
         self.routers: dict[str, AdaptiveRouter] = {}
         self._found: dict[str, tuple[float, list[str]]] = {}      # service -> (when, worker names)
         self._addresses: dict[str, tuple[str, int]] = {}
@@ -133,7 +136,8 @@ class GrenacheWorkers:
             router = self.routers.get(service)
             if router is None:
                 router = self.routers[service] = AdaptiveRouter(self.router_config, rng=self.rng, clock=self.clock,
-                                                                on_transition=self._transition(service))
+                                                                on_transition=self._transition(service),
+                                                                protection=self.protection)
             http = self.http
             addresses = self._addresses
             outcome = await call_with_retries(
@@ -141,7 +145,7 @@ class GrenacheWorkers:
                 lambda worker, left: http.request(addresses[worker], service, payload, left),
                 retry=self.retry, clock=self.clock, deadline=deadline, max_attempts=self.max_attempts,
                 classify=classify_grenache, sent=self.sent.setdefault(service, {}), counters=self.counters,
-                what=f"Grenache service {service!r}")
+                what=f"Grenache service {service!r}", guard=self.protection.covers())
         except e.RpcError:
             self.counters["failed"] += 1
             raise
