@@ -189,12 +189,16 @@ class Settings:
         p.number(above=-1e-9))
     rpc_warmup_rate: float = _setting(2000.0, "RPC_WARMUP_RATE", "Outgoing RPCs/s reached at the end of the warm-up",
                                       _FLOAT_POS)
+    rpc_warmup_start: float | None = _setting(
+        None, "RPC_WARMUP_START", "Outgoing RPCs/s at the start of the warm-up (default 10% of RPC_WARMUP_RATE)",
+        p.optional(_FLOAT_POS))
     hint_rate: float = _setting(2.0, "HINT_RATE", "Most routing hints this node broadcasts per second", _FLOAT_POS)
     test_service_fault: str | None = _setting(
         None, "TEST_SERVICE_FAULT", "Make the diagnostic test.echo service misbehave (tests): delay=S,fail=FRACTION,"
-        "fail_delay=S", p.optional(p.text(max_len=200, pattern=r"\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*"
-                                                                r"(,\s*(delay|fail|fail_delay)\s*=\s*[0-9.]+\s*)*",
-                                          what="delay=SECONDS,fail=FRACTION,fail_delay=SECONDS")))
+        "fail_delay=S,capacity=PER_S,queue=N", p.optional(p.text(
+            max_len=200, pattern=r"\s*(delay|fail|fail_delay|capacity|queue)\s*=\s*[0-9.]+\s*"
+                                 r"(,\s*(delay|fail|fail_delay|capacity|queue)\s*=\s*[0-9.]+\s*)*",
+            what="delay=SECONDS,fail=FRACTION,fail_delay=SECONDS,capacity=PER_S,queue=N")))
     protection_mode: str = _setting(
         "on", "PROTECTION_MODE", "Storm protection on dials, RPC and queue drains: off, shadow (only count and log what "
         "it would limit) or on", p.choice("off", "shadow", "on"))

@@ -1,5 +1,6 @@
 """Control API routes of the RPC side: `POST /rpc/{service}`, `GET /routing`, Prometheus metrics, and
-(with DEBUG_API on) `/debug/rpc-fault` and `/debug/rpc-load` for tests and diagnostics."""
+(with DEBUG_API on) `/debug/rpc-fault`, `/debug/rpc-load` and `/debug/rpc-backlog` (node/demo/backlog.py)
+for tests, demos and diagnostics."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api import ApiError, json_response, node_of
+from node.demo.backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
@@ -28,6 +30,7 @@ def extend(app: web.Application) -> None:
     app.router.add_get("/routing", get_routing)
     app.router.add_post("/debug/rpc-fault", post_fault)
     app.router.add_post("/debug/rpc-load", post_load)
+    app.router.add_post("/debug/rpc-backlog", post_backlog)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -128,11 +131,13 @@ def _require_debug(request: web.Request) -> Any:
 
 
 async def post_fault(request: web.Request) -> web.Response:
-    """Body {"delay"?, "fail"?, "fail_delay"?}: how test.echo misbehaves on this node from now on."""
+    """Body {"delay"?, "fail"?, "fail_delay"?, "capacity"?, "queue"?}: how test.echo misbehaves on this
+    node from now on."""
     node = _require_debug(request)
     body = await _body(request)
     fault = FaultSpec(delay=_number(body, "delay", 0.0, 0.0, 60.0), fail=_number(body, "fail", 0.0, 0.0, 1.0),
-                      fail_delay=_number(body, "fail_delay", 0.0, 0.0, 60.0))
+                      fail_delay=_number(body, "fail_delay", 0.0, 0.0, 60.0),
+                      capacity=_number(body, "capacity", 0.0, 0.0, 1e6), queue=_number(body, "queue", 100.0, 0.0, 1e6))
     node.rpc.builtins.fault = fault
     return json_response({"fault": fault.as_dict()})
 

@@ -21,6 +21,7 @@ def rpc_config(settings: Any) -> RpcConfig:
     return RpcConfig(default_timeout=settings.rpc_timeout, max_in_flight_per_peer=settings.rpc_max_in_flight,
                      serve_in_flight_per_peer=settings.rpc_max_in_flight, max_attempts=settings.rpc_max_attempts,
                      warmup_period=settings.rpc_warmup, warmup_rate=settings.rpc_warmup_rate,
+                     warmup_start=settings.rpc_warmup_start,
                      hint_ttl=settings.hint_ttl)
 
 

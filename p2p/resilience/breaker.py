@@ -187,9 +187,18 @@ class CircuitBreaker:
             return
         self.window.add("ok", now)
 
-    def record_failure(self, now: float, timeout: bool = False) -> None:
-        """An error answer, a rejection, or (with `timeout`) no answer in time."""
+    def record_failure(self, now: float, timeout: bool = False, started: float | None = None) -> None:
+        """An error answer, a rejection, or (with `timeout`) no answer in time, for a request sent at
+        `started` (when known). A request sent before the probe (or before the breaker closed again)
+        says nothing about the peer since: it is ignored, as a late answer in OPEN is. Otherwise each
+        failure that came back from a busy peer while its probe was out failed "the probe", and a
+        sole provider tripped dozens of times a second."""
         self.current_state(now)
+        if started is not None and ((self.state is _HALF_OPEN and self.probe_started is not None
+                                     and started < self.probe_started)
+                                    or (self.state is _CLOSED and self.closed_at is not None
+                                        and started < self.closed_at)):
+            return
         if self.state is _HALF_OPEN:
             self._trip(now, "probe failed")
             return

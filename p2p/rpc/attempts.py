@@ -73,8 +73,10 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
             pool = candidates() or pool
         now = clock()
         peer = router.choose(pool, now, tried, guard=guard) or router.choose(pool, now, guard=guard)
-        if peer is None:
-            raise e.RpcError(e.NO_PEERS, f"nobody offers {what}", attempts=attempt)
+        if peer is None:   # with candidates: each at its AIMD limit or probed, so no retry now
+            raise e.RpcError(e.THROTTLED if pool else e.NO_PEERS,
+                             f"every provider of {what} is at its limit" if pool else f"nobody offers {what}",
+                             attempts=attempt)
         attempt += 1
         left = deadline - now
         timeout = left if attempt >= max_attempts else left * ATTEMPT_SHARE

@@ -20,11 +20,15 @@ ORDERS_SYNC = "orders.sync"
 @dataclass
 class FaultSpec:
     """How `test.echo` misbehaves on this node: `delay` seconds before each answer, a `fail`
-    fraction of requests answered `internal` after `fail_delay` seconds."""
+    fraction of requests answered `internal` after `fail_delay` seconds, and a `capacity` (answers
+    per second, 0 = unlimited) with room for `queue` requests waiting, past which it answers
+    `overloaded` at once: a service that falls behind under load."""
 
     delay: float = 0.0
     fail: float = 0.0
     fail_delay: float = 0.0
+    capacity: float = 0.0
+    queue: float = 100.0
 
     @classmethod
     def parse(cls, text: str | None) -> "FaultSpec":
@@ -36,18 +40,21 @@ class FaultSpec:
                 continue
             key, sep, value = part.partition("=")
             key = key.strip()
-            if not sep or key not in ("delay", "fail", "fail_delay"):
-                raise ValueError(f"expected delay=S, fail=FRACTION or fail_delay=S, got {part!r}")
+            if not sep or key not in ("delay", "fail", "fail_delay", "capacity", "queue"):
+                raise ValueError(f"expected delay=S, fail=FRACTION, fail_delay=S, capacity=PER_S or queue=N, "
+                                 f"got {part!r}")
             setattr(spec, key, float(value))
         spec.check()
         return spec
 
     def check(self) -> None:
-        if not (0 <= self.delay <= 60 and 0 <= self.fail_delay <= 60 and 0 <= self.fail <= 1):
-            raise ValueError("need 0 <= delay, fail_delay <= 60 and 0 <= fail <= 1")
+        if not (0 <= self.delay <= 60 and 0 <= self.fail_delay <= 60 and 0 <= self.fail <= 1
+                and 0 <= self.capacity <= 1e6 and 0 <= self.queue <= 1e6):
+            raise ValueError("need 0 <= delay, fail_delay <= 60, 0 <= fail <= 1, 0 <= capacity, queue <= 1e6")
 
     def as_dict(self) -> dict[str, float]:
-        return {"delay": self.delay, "fail": self.fail, "fail_delay": self.fail_delay}
+        return {"delay": self.delay, "fail": self.fail, "fail_delay": self.fail_delay, "capacity": self.capacity,
+                "queue": self.queue}
 
 
 class Builtins:
@@ -59,6 +66,7 @@ class Builtins:
         self.fault = fault or FaultSpec()
         self.exchange = exchange
         self.rng = rng or random.Random()
+        self._next_free = 0.0   # when the capacity-limited echo can answer its next request
 
     def register_all(self, rpc: Any) -> None:
         rpc.register(PING, self.ping)
@@ -76,6 +84,14 @@ class Builtins:
         if isinstance(payload, dict) and isinstance(payload.get("error"), str):
             raise e.RpcError(payload["error"][:64], "requested by the caller")
         fault = self.fault
+        if fault.capacity:
+            now = time.monotonic()
+            start = max(now, self._next_free)
+            if (start - now) * fault.capacity >= fault.queue:
+                raise e.RpcError(e.OVERLOADED, "over capacity")
+            self._next_free = start + 1.0 / fault.capacity
+            if start > now:
+                return self._echo_later(payload, start - now)
         if fault.fail and self.rng.random() < fault.fail:
             if fault.fail_delay:
                 return self._fail_later(fault.fail_delay)

@@ -31,7 +31,8 @@ are not outliers (unloaded cost above `outlier_factor` x the prior, re-evaluated
 silent for longer than that line allows, checked at every choice: P2C alone would still send a slow
 peer traffic whenever both draws land on bad peers, or whenever the others are busy). Outliers get
 traffic only when nothing else is admitted. If every breaker is open it probes the peer open
-longest: never a dead end.
+longest: never a dead end; while that probe is out, or while every provider is at its AIMD limit,
+it chooses nobody and the caller waits for an answer to free a slot.
 
 An outlier whose exploration did not come back normal is confirmed: it stays out, on its estimates
 as measured (no drift), until an answer within `healed_factor` x the prior, and then is on probation,
@@ -288,7 +289,8 @@ class AdaptiveRouter:
         request is not sent after all, call `cancel(peer, now)`. With `start` the request counts as
         sent at once (`on_start` done; if it is not sent after all, call `on_abandon`). `guard` is
         the request's storm protection verdict (Protection.covers): breakers and AIMD limits filter
-        peers only when it is ENFORCE."""
+        peers only when it is ENFORCE. None with candidates left means every one is at its AIMD
+        limit or has its probe out: an answer will free a slot."""
         c = self.config
         prior = self._prior if 0.0 <= now - self._prior_at < 0.1 else self.prior(now)
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else frozenset(exclude)
@@ -356,6 +358,8 @@ class AdaptiveRouter:
                 if not pool:
                     return None
                 chosen = self._fallback(pool, now, prior)
+                if chosen is None:
+                    return None
         b = chosen.breaker
         if b.state is not closed:
             b.acquire(now)                        # (a closed breaker has no probe slot to take)
@@ -411,12 +415,19 @@ class AdaptiveRouter:
         a, b = eligible[i], eligible[j]
         return a if self._cost(a, now, prior) <= self._cost(b, now, prior) else b
 
-    def _fallback(self, pool: list[_Peer], now: float, prior: float) -> _Peer:
-        """Nothing is admitted: a closed (ramping or limited) peer by cost, else the peer open longest."""
-        closed = [p for p in pool if p.breaker.state is _CLOSED]
+    def _fallback(self, pool: list[_Peer], now: float, prior: float) -> _Peer | None:
+        """Nothing is admitted: a closed peer below its concurrency limit (ramping, new, on
+        probation) by cost; else, unless a probe is already out, a forced probe of the peer open
+        longest (never a dead end); else None: every provider is at its AIMD limit or being probed,
+        and the caller waits for an answer to free a slot (a sole provider is protected too)."""
+        closed = [p for p in pool if p.breaker.state is _CLOSED
+                  and (p.limit is None or p.metrics.outstanding < p.limit.allowed)]
         if closed:
             return min(closed, key=lambda p: self._cost(p, now, prior))
-        return max(pool, key=lambda p: p.breaker.open_for(now))
+        opened = [p for p in pool if p.breaker.state is not _CLOSED]
+        if not opened or any(p.breaker.state is _HALF_OPEN and p.breaker.probe_started is not None for p in opened):
+            return None
+        return max(opened, key=lambda p: p.breaker.open_for(now))
 
     # -- outcomes ------------------------------------------------------------------------------
     def on_start(self, peer: str, now: float) -> None:
@@ -477,7 +488,7 @@ class AdaptiveRouter:
         if p is None:
             return
         p.metrics.on_failure(kind, latency, now)
-        p.breaker.record_failure(now, timeout=kind == "timeout")
+        p.breaker.record_failure(now, timeout=kind == "timeout", started=now - latency)
         # A failure is fresh news: no exploratory request is owed for another interval. A timeout
         # arrives a whole timeout after its request was sent, and exploring the peer at once (its
         # last request is that old) sent one more request into the same outage.

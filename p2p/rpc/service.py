@@ -23,6 +23,7 @@ import inspect
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
@@ -55,6 +56,7 @@ class RpcConfig:
     retry_min_per_second: float = 10.0    # ... plus this many per second
     warmup_period: float = 5.0            # s of paced start (0 = none)
     warmup_rate: float = 2000.0           # requests/s reached at the end of the warm-up
+    warmup_start: float | None = None     # requests/s at its start (None: 10% of warmup_rate)
     throttle_k: float = 2.0               # client-side throttling: send up to K x accepted
     throttle_span: float = 30.0
     hint_ttl: float = 60.0
@@ -71,6 +73,7 @@ class RpcResult(NamedTuple):
     peer: str
     attempts: int
     latency: float        # seconds, whole request
+    waited: float = 0.0   # seconds of it spent held back by the warm-up pacing, before the first attempt
 
 
 class _Routed:
@@ -112,22 +115,25 @@ class RpcService:
                                  budget=self.budget, rng=self.rng, clock=clock, protection=self.protection)
         self.throttle = AdaptiveThrottle(c.throttle_k, c.throttle_span, rng=self.rng)
         started = clock()
-        self.warmup = Warmup(c.warmup_rate, c.warmup_period, started_at=started)
+        start_fraction = 0.1 if c.warmup_start is None else min(1.0, c.warmup_start / c.warmup_rate)
+        self.warmup = Warmup(c.warmup_rate, c.warmup_period, start_fraction=start_fraction, started_at=started)
         self._warming = c.warmup_period > 0
-        self._pace = TokenBucket(self.warmup.rate(started), max(1.0, c.warmup_rate / 50), clock=clock,
-                                 initial=max(1.0, c.warmup_rate / 50)) if self._warming else None
+        burst = max(1.0, min(c.warmup_rate / 50, self.warmup.rate(started)))
+        self._pace = TokenBucket(self.warmup.rate(started), burst, clock=clock, initial=burst) if self._warming else None
         self._remote: dict[str, frozenset[str]] = {}          # linked peer -> services it offers
         self._providers: dict[str, list[str]] = {}             # service -> linked peers offering it
         self._left: dict[str, float] = {}                      # peer -> when its link closed
         self.transitions: list[tuple[float, str, str, str, str, str]] = []   # recent breaker changes
         self.transition_count: dict[str, int] = {}
         self.counters: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "retries": 0,
-                                         "retries_denied": 0, "throttled": 0, "no_peers": 0, "warmup_waits": 0}
+                                         "retries_denied": 0, "throttled": 0, "no_peers": 0, "warmup_waits": 0,
+                                         "slot_waits": 0}
         self.requests_by_peer: dict[str, dict[str, int]] = {}  # service -> peer -> attempts sent
         self._lanes: dict[str, tuple[AdaptiveRouter, dict[str, int]]] = {}  # service -> (router, sent)
         self._default_timeout = c.default_timeout
         self._first_share = 1.0 if c.max_attempts <= 1 else ATTEMPT_SHARE   # of the time left, first attempt
         self._calls = 0                                        # `call`s in progress
+        self._slot_waiters: deque[asyncio.Future] = deque()    # calls waiting for a provider's slot
         self._subscribed: Any = None
         self._attached = False
         self._task: asyncio.Task | None = None
@@ -367,12 +373,16 @@ class RpcService:
             if self._warming and guard is not None:
                 await self._paced(deadline, guard)
                 now = clock()
+            paced = now
             router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
             self.retry.on_request()
             peer = router.choose(pool, now, start=True, guard=guard)
-            if peer is None:
-                raise e.RpcError(e.NO_PEERS, f"nobody offers {service!r}", attempts=0)
+            while peer is None:   # every provider at its AIMD limit or probed: an answer frees a slot
+                await self._slot(deadline)
+                now = clock()
+                pool = self._providers.get(service) or pool
+                peer = router.choose(pool, now, start=True, guard=guard)
             if client.per_peer.get(peer, 0) >= client.max_in_flight_per_peer:
                 router.on_abandon(peer, now)
                 failed = (peer, "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer))
@@ -401,7 +411,7 @@ class RpcService:
                     done = clock()
                     router.on_success(peer, done - now, done)
                     counters["succeeded"] += 1       # (an answer: nothing to tell the throttle)
-                    return RpcResult(result, peer, 1, done - started) if info else result
+                    return RpcResult(result, peer, 1, done - started, now - started) if info else result
             limit = client.max_in_flight_per_peer
             outcome = await call_with_retries(
                 router, lambda: self._providers.get(service, ()),
@@ -410,16 +420,40 @@ class RpcService:
                 busy=lambda peer: client.per_peer.get(peer, 0) >= limit,
                 sent=sent, counters=counters, what=repr(service), failed=failed, guard=guard)
         except e.RpcError as exc:
-            if not exc.answered and guard is not None:   # an application answer is an accept
+            # An application answer is an accept; a request our own warm-up held back past its
+            # deadline (THROTTLED) never reached a peer: neither tells the throttle the peers refuse.
+            if not exc.answered and exc.code != e.THROTTLED and guard is not None:
                 throttle.record_failure(clock())
             counters["failed"] += 1
             raise
         finally:
             self._calls -= 1
+            waiters = self._slot_waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
         counters["succeeded"] += 1
         if info:
-            return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started)
+            return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started,
+                             paced - started)
         return outcome.result
+
+    async def _slot(self, deadline: float) -> None:
+        """Wait (at most until `deadline`) for a call to finish: the storm protection holds this one
+        back while every provider is at its AIMD limit or has a breaker probe out."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        self.counters["slot_waits"] += 1
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                await waiter
+        except TimeoutError:
+            self.counters["throttled"] += 1
+            raise e.RpcError(e.THROTTLED, "every provider is at its concurrency limit or being probed") from None
+        finally:
+            waiter.cancel()
 
     async def _paced(self, deadline: float, guard: str = ENFORCE) -> None:
         """Warm-up: pace outgoing requests at the ramping rate, waiting at most until `deadline`
