@@ -121,7 +121,7 @@ class AdaptiveRouter:
         self.protection = protection
         self.rng = rng or random.Random()
         self.clock = clock
-        self.hints = hint_book or HintBook()
+        self.hints = hint_book if hint_book is not None else HintBook()   # an empty book is falsy
         self.on_transition = on_transition
         self._peers: dict[str, _Peer] = {}
         self._prior = self.config.default_latency

@@ -105,3 +105,9 @@ def test_router_emit_hints_reports_a_slow_peer():
         now += 0.01
     out = r.emit_hints(HintEmitter(), now)
     assert [h["subject"] for h in out] == ["c"] and out[0]["status"] == DEGRADED
+
+
+def test_the_router_keeps_the_hint_book_it_is_given():
+    """An empty HintBook is falsy (it has a length): the router must still use the configured one."""
+    book = HintBook(ttl=5.0)
+    assert AdaptiveRouter(hint_book=book).hints is book
