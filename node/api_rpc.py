@@ -1,6 +1,6 @@
 """Control API routes of the RPC side: `POST /rpc/{service}`, `GET /routing`, Prometheus metrics, and
-(with DEBUG_API on) `/debug/rpc-fault`, `/debug/rpc-load` and `/debug/rpc-backlog` (node/demo/backlog.py)
-for tests, demos and diagnostics."""
+(with DEBUG_API on) `/debug/rpc-fault`, `/debug/rpc-load`, `/debug/rpc-hint` and `/debug/rpc-backlog`
+(node/demo/backlog.py) for tests, demos and diagnostics."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +17,7 @@ from node.demo.backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
+from p2p.rpc.hints import STATUSES
 
 # RpcError code -> HTTP status of `POST /rpc/{service}`.
 HTTP_STATUS = {e.NO_PEERS: 503, e.THROTTLED: 503, e.TIMEOUT: 504, e.UNREACHABLE: 502, e.BAD_REQUEST: 400,
@@ -31,6 +32,7 @@ def extend(app: web.Application) -> None:
     app.router.add_post("/debug/rpc-fault", post_fault)
     app.router.add_post("/debug/rpc-load", post_load)
     app.router.add_post("/debug/rpc-backlog", post_backlog)
+    app.router.add_post("/debug/rpc-hint", post_hint)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -140,6 +142,24 @@ async def post_fault(request: web.Request) -> web.Response:
                       capacity=_number(body, "capacity", 0.0, 0.0, 1e6), queue=_number(body, "queue", 100.0, 0.0, 1e6))
     node.rpc.builtins.fault = fault
     return json_response({"fault": fault.as_dict()})
+
+
+async def post_hint(request: web.Request) -> web.Response:
+    """Body {"subject", "status": "DEGRADED"|"HEALTHY", "service"?: "test.echo"}: broadcast one signed
+    hint about a peer, whatever this node has seen of it (the false-gossip scenario)."""
+    node = _require_debug(request)
+    body = await _body(request)
+    subject, status, service = body.get("subject"), body.get("status"), body.get("service", "test.echo")
+    if not isinstance(subject, str) or len(subject) != 40:
+        raise ApiError(400, "invalid_field", "subject must be a 40-character node id", "subject")
+    if status not in STATUSES:
+        raise ApiError(400, "invalid_field", f"status must be one of {', '.join(STATUSES)}", "status")
+    if not isinstance(service, str) or not service:
+        raise ApiError(400, "invalid_field", "service must be a service name", "service")
+    gossip = node.rpc.gossip
+    if gossip is None:
+        raise ApiError(503, "unavailable", "this node gossips no hints (P2P off)")
+    return json_response({"sent": gossip.send(service, {"subject": subject, "status": status})})
 
 
 async def post_load(request: web.Request) -> web.Response:

@@ -34,3 +34,24 @@ def register(cli: click.Group) -> None:
         say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
         report = run_storm(work_dir, chosen, pending, say=say)
         click.echo(orjson.dumps(report).decode() if as_json else render(report))
+
+    @demo.command("failures")
+    @click.option("--scenarios", default="crash,slow,flaky,false_gossip,grape_crash", show_default=True,
+                  help="Scenarios to run, in order.")
+    @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Where the demo nodes keep their data (default: a new temporary directory).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+    def failures(scenarios: str, work_dir: Path | None, as_json: bool) -> None:
+        """Crash, slow, flaky, false gossip and Grape crash against live workers: time to detect, to
+        route away, for hints to spread, and to recover, measured on the processes."""
+        from node.demo.failures import SCENARIOS, render, run_failures
+
+        chosen = tuple(s.strip() for s in scenarios.split(",") if s.strip())
+        known = (*SCENARIOS, "grape_crash")
+        bad = [s for s in chosen if s not in known]
+        if bad or not chosen:
+            raise click.BadParameter(f"unknown scenario(s) {', '.join(bad) or '(none)'}; use {', '.join(known)}",
+                                     param_hint="--scenarios")
+        say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+        report = run_failures(work_dir, chosen, say=say)
+        click.echo(orjson.dumps(report).decode() if as_json else render(report))

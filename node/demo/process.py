@@ -77,10 +77,9 @@ class DemoNode:
         self.info: dict[str, Any] = {}
         self.log_path = self.data_dir / "node.log"
 
-    def start(self, timeout: float = 20.0) -> "DemoNode":
+    def start(self, wait: bool = True, timeout: float = 20.0) -> "DemoNode":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        runtime = self.data_dir / "node.json"
-        runtime.unlink(missing_ok=True)
+        (self.data_dir / "node.json").unlink(missing_ok=True)
         args = [sys.executable, "-m", "node.cli", "start", "--data-dir", str(self.data_dir)]
         for key, value in self.settings.items():
             if value is not None:
@@ -89,6 +88,12 @@ class DemoNode:
         with open(self.log_path, "ab") as log:
             self.proc = self.processes.add(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                             stdin=subprocess.DEVNULL))
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        runtime = self.data_dir / "node.json"
 
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -100,7 +105,6 @@ class DemoNode:
             return False
 
         wait_for(ready, timeout, f"{self.data_dir.name} to start")
-        return self
 
     @property
     def node_id(self) -> str:
