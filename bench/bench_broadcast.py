@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.options import parse_options, percentile
 from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,16 +41,9 @@ from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: 
 
 
 def _args(argv: list[str]) -> dict:
-    opts = {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
-            "modes": "plumtree@2,flood@2,plumtree", "settle": 4.0}
-    if "--quick" in argv:
-        opts.update(nodes=20, duration=8.0, settle=3.0, modes="plumtree@2")
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            if key in opts:
-                opts[key] = type(opts[key])(value)
-    return opts
+    return parse_options(argv, {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
+                                "modes": "plumtree@2,flood@2,plumtree", "settle": 4.0},
+                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree@2"})
 
 
 def _cpu_seconds(node: NodeProcess) -> float:
@@ -58,13 +52,6 @@ def _cpu_seconds(node: NodeProcess) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, AttributeError):
         return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class WakeLagProbe(threading.Thread):
@@ -84,7 +71,7 @@ class WakeLagProbe(threading.Thread):
     def stop(self) -> tuple[float, float]:
         self.running = False
         self.join(1)
-        return _percentile(self.lags, 0.5), _percentile(self.lags, 0.99)
+        return percentile(self.lags, 0.5), percentile(self.lags, 0.99)
 
 
 def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float = 0.0,
@@ -192,10 +179,10 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         "mode": mode, "beacon s": beacon_text or "default", "nodes": n, "links/node": round(2 * edges / n, 1),
         "startup s": round(startup, 1),
         "sent": sent, "delivery %": round(100.0 * delivered / expected, 3) if expected else float("nan"),
-        "p50 ms": round(1000 * _percentile(complete, 0.50), 1), "p99 ms": round(1000 * _percentile(complete, 0.99), 1),
+        "p50 ms": round(1000 * percentile(complete, 0.50), 1), "p99 ms": round(1000 * percentile(complete, 0.99), 1),
         "max ms": round(1000 * max(complete), 1) if complete else float("nan"),
-        "node p50 ms": round(1000 * _percentile(per_hop, 0.5), 1),
-        "hops p50/max": f"{_percentile(list(depth.values()), 0.5)}/{max(depth.values(), default=0)}",
+        "node p50 ms": round(1000 * percentile(per_hop, 0.5), 1),
+        "hops p50/max": f"{percentile(list(depth.values()), 0.5)}/{max(depth.values(), default=0)}",
         "amplification": round(copies / handled, 3) if handled else float("nan"),
         "other bcast/s": round((delta("broadcasts") - sent) / elapsed, 1),
         "ihave ids/bcast": round(delta("ihave_ids_sent") / max(1, delta("broadcasts")), 2),

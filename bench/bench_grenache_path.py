@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.options import parse_options, percentile
 from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,29 +32,12 @@ from tests.interop.grenache_harness import GrapeCluster, node_missing_reason  # 
 COMMON = {"discovery_pex": "false", "debug_api": "true", "heartbeat_interval": 0.2, "log_level": "WARNING"}
 
 
-def _args(argv: list[str]) -> dict:
-    opts = {"count": 1000, "rate": 300.0}
-    if "--quick" in argv:
-        opts["count"] = 300
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            if key in opts:
-                opts[key] = type(opts[key])(value)
-    return opts
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def main(argv: list[str]) -> None:
     reason = node_missing_reason()
     if reason is not None:
         print(f"skipped: {reason}")
         return
-    opts = _args(argv)
+    opts = parse_options(argv, {"count": 1000, "rate": 300.0}, quick={"count": 300})
     grape = GrapeCluster(1)
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="bench-grenache-path-")))
     try:
@@ -87,7 +71,7 @@ def main(argv: list[str]) -> None:
             latencies = [(records[mid][3] - records[mid][2]) * 1000.0 for mid in ids]
             outcomes = sorted({outcome for _, outcome in sent[path]})
             rows.append([path, "/".join(outcomes), len(latencies), statistics.median(latencies),
-                         _percentile(latencies, 0.99), max(latencies)])
+                         percentile(latencies, 0.99), max(latencies)])
         print_table(f"one-way unicast latency by path, {opts['count']} each at {opts['rate']:g}/s in all",
                     ["path", "outcome", "n", "p50 ms", "p99 ms", "max ms"], rows)
     finally:
