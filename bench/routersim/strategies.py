@@ -161,7 +161,10 @@ class Ours(Strategy):
         self.router = AdaptiveRouter(config or RouterConfig(), rng=rng, clock=clock)
 
     def choose(self, candidates, now, exclude):
-        return self.router.choose(candidates, now, exclude) or candidates[0]
+        # Nobody admitted (every provider at its AIMD limit or cooling down): a node holds the
+        # request until a slot frees; this simulation has no such wait, so it sends by cost.
+        return (self.router.choose(candidates, now, exclude) or self.router.choose(candidates, now, exclude, guard=None)
+                or candidates[0])
 
     def on_start(self, peer, now):
         self.router.on_start(peer, now)

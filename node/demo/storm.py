@@ -18,7 +18,7 @@ from node.demo.process import DemoNode, Processes, wait_for
 PENDING = 2000
 CAPACITY = 300.0          # the target's answers per second
 QUEUE = 100.0             # requests it lets wait before it refuses
-DEADLINE = 20.0           # s each run may take to deliver everything
+DEADLINE = 30.0           # s each run may take to deliver everything
 WARMUP = {"rpc_warmup": 10.0, "rpc_warmup_rate": 2 * CAPACITY, "rpc_warmup_start": 1.0}  # 1/s up to 600/s
 
 
@@ -51,7 +51,7 @@ def _run(processes: Processes, base: Path, target: DemoNode, mode: str, pending:
     served_before = target.get("/routing")["server"]
     say(f"protection {mode}: a restarted node releases {pending} pending requests ...")
     result = node.post("/debug/rpc-backlog", {"service": "test.echo", "count": pending, "deadline": deadline,
-                                              "timeout": 2.0, "bucket": 0.1}, timeout=deadline + 30)
+                                              "timeout": 5.0, "bucket": 0.1}, timeout=deadline + 30)
     served_after = target.get("/routing")["server"]
     node.stop()
     result["mode"] = mode

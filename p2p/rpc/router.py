@@ -30,9 +30,9 @@ recovered peer is noticed quickly); otherwise power of two random choices by cos
 are not outliers (unloaded cost above `outlier_factor` x the prior, re-evaluated every 100 ms, or
 silent for longer than that line allows, checked at every choice: P2C alone would still send a slow
 peer traffic whenever both draws land on bad peers, or whenever the others are busy). Outliers get
-traffic only when nothing else is admitted. If every breaker is open it probes the peer open
-longest: never a dead end; while that probe is out, or while every provider is at its AIMD limit,
-it chooses nobody and the caller waits for an answer to free a slot.
+traffic only when nothing else is admitted. While every provider is at its AIMD limit, cooling
+down or being probed, it chooses nobody: the caller waits for an answer or for the first cooldown
+to end (`wait_hint`), when that peer gets its probe.
 
 An outlier whose exploration did not come back normal is confirmed: it stays out, on its estimates
 as measured (no drift), until an answer within `healed_factor` x the prior, and then is on probation,
@@ -56,7 +56,7 @@ from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
 from p2p.rpc.metrics import PeerMetrics, outcome_histograms
 
-_CLOSED, _HALF_OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 TransitionLog = Callable[[str, BreakerState, BreakerState, str], None]
 
 
@@ -290,7 +290,7 @@ class AdaptiveRouter:
         sent at once (`on_start` done; if it is not sent after all, call `on_abandon`). `guard` is
         the request's storm protection verdict (Protection.covers): breakers and AIMD limits filter
         peers only when it is ENFORCE. None with candidates left means every one is at its AIMD
-        limit or has its probe out: an answer will free a slot."""
+        limit, cooling down or has its probe out: see `wait_hint`."""
         c = self.config
         prior = self._prior if 0.0 <= now - self._prior_at < 0.1 else self.prior(now)
         excluded = exclude if isinstance(exclude, (set, frozenset, dict)) else frozenset(exclude)
@@ -417,17 +417,21 @@ class AdaptiveRouter:
 
     def _fallback(self, pool: list[_Peer], now: float, prior: float) -> _Peer | None:
         """Nothing is admitted: a closed peer below its concurrency limit (ramping, new, on
-        probation) by cost; else, unless a probe is already out, a forced probe of the peer open
-        longest (never a dead end); else None: every provider is at its AIMD limit or being probed,
-        and the caller waits for an answer to free a slot (a sole provider is protected too)."""
+        probation) by cost; else None: every provider is at its AIMD limit, cooling down or being
+        probed, and the caller waits for an answer or for a cooldown to end (`wait_hint`): a sole
+        provider is protected too. Its probe goes out when its cooldown ends."""
         closed = [p for p in pool if p.breaker.state is _CLOSED
                   and (p.limit is None or p.metrics.outstanding < p.limit.allowed)]
         if closed:
             return min(closed, key=lambda p: self._cost(p, now, prior))
-        opened = [p for p in pool if p.breaker.state is not _CLOSED]
-        if not opened or any(p.breaker.state is _HALF_OPEN and p.breaker.probe_started is not None for p in opened):
-            return None
-        return max(opened, key=lambda p: p.breaker.open_for(now))
+        return None
+
+    def wait_hint(self, candidates: Sequence[str], now: float) -> float | None:
+        """After `choose` found nobody: seconds until the first candidate's breaker cooldown ends
+        (None when none is cooling down: an answer will free a slot)."""
+        ends = [p.breaker.open_until - now for name in candidates
+                if (p := self._peers.get(name)) is not None and p.breaker.current_state(now) is _OPEN]
+        return max(0.0, min(ends)) if ends else None
 
     # -- outcomes ------------------------------------------------------------------------------
     def on_start(self, peer: str, now: float) -> None:

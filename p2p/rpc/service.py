@@ -378,8 +378,8 @@ class RpcService:
             client = self.client
             self.retry.on_request()
             peer = router.choose(pool, now, start=True, guard=guard)
-            while peer is None:   # every provider at its AIMD limit or probed: an answer frees a slot
-                await self._slot(deadline)
+            while peer is None:   # every provider at its AIMD limit, cooling down or probed
+                await self._slot(deadline, router.wait_hint(pool, now))
                 now = clock()
                 pool = self._providers.get(service) or pool
                 peer = router.choose(pool, now, start=True, guard=guard)
@@ -440,18 +440,22 @@ class RpcService:
                              paced - started)
         return outcome.result
 
-    async def _slot(self, deadline: float) -> None:
-        """Wait (at most until `deadline`) for a call to finish: the storm protection holds this one
-        back while every provider is at its AIMD limit or has a breaker probe out."""
+    async def _slot(self, deadline: float, cooldown: float | None) -> None:
+        """Wait for a call to finish, or `cooldown` seconds for a breaker to let a probe out, at most
+        until `deadline`: the storm protection holds this call back while every provider is at its
+        AIMD limit, cooling down or has its probe out."""
+        left = deadline - self.clock()
+        if left <= 0:
+            self.counters["throttled"] += 1
+            raise e.RpcError(e.THROTTLED, "every provider is at its concurrency limit or its breaker is open")
         waiter = asyncio.get_running_loop().create_future()
         self._slot_waiters.append(waiter)
         self.counters["slot_waits"] += 1
         try:
-            async with asyncio.timeout(max(0.0, deadline - self.clock())):
+            async with asyncio.timeout(left if cooldown is None else min(left, cooldown + 0.001)):
                 await waiter
         except TimeoutError:
-            self.counters["throttled"] += 1
-            raise e.RpcError(e.THROTTLED, "every provider is at its concurrency limit or being probed") from None
+            pass   # a cooldown ended (choose again), or the deadline passed (the next round says so)
         finally:
             waiter.cancel()
 

@@ -100,8 +100,11 @@ def test_breaker_is_counted_not_applied_in_shadow() -> None:
     assert router.choose(["a"], 0.001, guard=SHADOW) == "a"
     assert router.snapshot(0.001)["a"]["breaker"] == "open"             # no probe slot was taken
     assert protection.counters["rpc.breaker"]["shadowed"] == 1
-    assert router.choose(["a"], 0.002, guard=ENFORCE) == "a"            # never a dead end: a forced probe
-    assert router.snapshot(0.002)["a"]["breaker"] == "half_open"
+    assert router.choose(["a"], 0.002, guard=ENFORCE) is None           # on: it waits out the cooldown
+    wait = router.wait_hint(["a"], 0.002)
+    assert wait is not None and wait > 0
+    assert router.choose(["a"], 0.002 + wait, guard=ENFORCE) == "a"     # then the probe
+    assert router.snapshot(0.002 + wait)["a"]["breaker"] == "half_open"
 
 
 async def _warmup_spread(tmp_path, mode: str) -> tuple[float, dict]:

@@ -181,14 +181,22 @@ def test_breaker_opens_and_half_open_probe_comes_first():
     assert snap["breaker"] == "closed" and snap["admission"] < 1.0
 
 
-def test_every_breaker_open_probes_the_one_open_longest():
+def test_every_breaker_open_waits_for_the_first_cooldown_then_probes_that_peer():
+    """No request is forced on a peer whose breaker is cooling down: the caller is told how long to
+    wait; the first peer whose cooldown ends gets the probe, and nobody else until it answers."""
     r = router(max_ejected=1.0,
-               breaker=BreakerConfig(consecutive_failures=1, cooldown_base=100, cooldown_cap=100, cooldown_min=100))
+               breaker=BreakerConfig(consecutive_failures=1, cooldown_base=10, cooldown_cap=10, cooldown_min=10,
+                                     cooldown_jitter=0.0))
     for t, peer in ((0.0, "a"), (1.0, "b"), (2.0, "c")):
         r.on_start(peer, t)
         r.on_failure(peer, "error", 0.001, t)
-    assert r.choose(["c", "b", "a"], 3.0) == "a"
-    assert r.choose(["c", "b"], 3.0) == "b"
+    assert r.choose(["c", "b", "a"], 3.0) is None
+    assert r.wait_hint(["c", "b", "a"], 3.0) == pytest.approx(7.0)      # a's cooldown ends at 10
+    assert r.wait_hint(["c", "b"], 3.0) == pytest.approx(8.0)
+    assert r.choose(["c", "b", "a"], 10.0, start=True) == "a"           # a's probe
+    assert r.choose(["c", "b", "a"], 10.5) is None and r.wait_hint(["c", "b", "a"], 10.5) == pytest.approx(0.5)
+    r.on_success("a", 0.01, 10.6)
+    assert r.choose(["c", "b", "a"], 10.6) == "a"
     assert r.choose([], 3.0) is None
     assert r.choose(["a"], 3.0, exclude={"a"}) is None
 
