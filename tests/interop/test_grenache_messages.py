@@ -62,14 +62,20 @@ def test_nodes_without_a_tcp_path_exchange_messages_over_grenache(cluster, grape
     assert metric(a, "exchange_node_router_unicast_sent_total", path="grenache") == 20
     assert metric(a, "exchange_node_router_unicast_sent_total", path="direct") == 0
     assert metric(b, "exchange_node_router_unicast_received_total", path="grenache") == 20
+
+    # RPC to a named node rides the same path: request and answer both over Grenache
+    status, answer = a.api("POST", "/rpc/ping", {"peer": b.node_id, "timeout": 10})
+    assert status == 200 and answer["result"]["node_id"] == b.node_id, answer
+    assert metric(a, "exchange_node_router_unicast_sent_total", path="grenache") == 21
+    assert metric(b, "exchange_node_router_unicast_sent_total", path="grenache") == 2    # the reply, and one note
     assert metric(b, "exchange_node_router_broadcast_received_total", path="grenache") >= 5  # notes, beacons, hints
     assert metric(a, "exchange_node_grenache_path_members") == 1
     summary = a.status()["router"]["summary"]
-    assert "20 grenache" in summary and "grape up" in summary
+    assert "21 grenache" in summary and "grape up" in summary
     routing = a.cli("routing")
-    assert routing.returncode == 0 and "20 grenache" in routing.stdout, routing.stdout + routing.stderr
+    assert routing.returncode == 0 and "21 grenache" in routing.stdout, routing.stdout + routing.stderr
     status = a.cli("status")
-    assert "protection on" in status.stdout and "20 grenache" in status.stdout, status.stdout
+    assert "protection on" in status.stdout and "21 grenache" in status.stdout, status.stdout
 
 
 def test_linked_nodes_lose_nothing_when_every_grape_dies(cluster, grapes) -> None:
