@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from node.demo.process import DemoNode, Processes, wait_for
+from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
 SERVICE = "test.echo"
 CLIENT_RATE = 150.0
@@ -321,11 +321,12 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def run_failures(base: Path | None = None, scenarios: tuple[str, ...] = (*SCENARIOS, "grape_crash"),
                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    owned = base is None
     base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="exchange-node-failures-"))
     processes = Processes()
     rows = []
     started = time.monotonic()
-    try:
+    with work_dir(base, owned, say), processes:
         grape = None
         if "grape_crash" in scenarios and Grape.missing() is None:
             grape = Grape(processes)
@@ -335,8 +336,6 @@ def run_failures(base: Path | None = None, scenarios: tuple[str, ...] = (*SCENAR
         for name in scenarios:
             say(f"scenario {name} ...")
             rows.append(grape_crash(lab, grape) if name == "grape_crash" else SCENARIOS[name](lab))
-    finally:
-        processes.close()
     one, five, _ = os.getloadavg()
     return {"rows": rows, "seconds": round(time.monotonic() - started, 1), "pids": processes.pids,
             "load": f"{one:.2f} {five:.2f} ({os.cpu_count()} cores)"}

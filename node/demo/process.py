@@ -6,14 +6,16 @@ ever ended by name.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from config import Settings
 from node.client import ApiFailure, NodeUnreachable, call
@@ -41,6 +43,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+@contextlib.contextmanager
+def work_dir(base: Path, owned: bool, say: Callable[[str], None]) -> Iterator[Path]:
+    """The demo's data directory: removed afterwards when the demo made it, kept (and named) when
+    the demo failed, so its nodes' logs can be read."""
+    try:
+        yield base
+    except BaseException:
+        say(f"the demo nodes' data and logs are in {base}")
+        raise
+    if owned:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 class Processes:
     """The processes one demo run started; `close()` ends each by its PID."""
 
@@ -54,6 +69,12 @@ class Processes:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    def __enter__(self) -> "Processes":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self, grace: float = 5.0) -> None:
         for proc in self.procs:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from node.demo.process import DemoNode, Processes, wait_for
+from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
 PENDING = 2000
 CAPACITY = 300.0          # the target's answers per second
@@ -26,18 +26,17 @@ def run_storm(base: Path | None = None, modes: tuple[str, ...] = ("off", "on"), 
               capacity: float = CAPACITY, deadline: float = DEADLINE,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the story once per mode; returns the measurements (and the PIDs it started, all ended)."""
+    owned = base is None
     base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="exchange-node-storm-"))
     processes = Processes()
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
-    try:
+    with work_dir(base, owned, say), processes:
         target = DemoNode(processes, base / "target").start()
         target.post("/debug/rpc-fault", {"capacity": capacity, "queue": QUEUE})
         say(f"target {target.node_id[:12]} serves test.echo at {capacity:g}/s with {QUEUE:g} waiting at most")
         for mode in modes:
             runs.append(_run(processes, base, target, mode, pending, deadline, say))
-    finally:
-        processes.close()
     return {"pending": pending, "capacity": capacity, "runs": runs, "seconds": round(time.monotonic() - started, 1),
             "pids": processes.pids, "load": _load()}
 
