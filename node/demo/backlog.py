@@ -7,7 +7,7 @@ and a request the protection covers waits a full-jitter backoff before it is res
 
 `POST /debug/rpc-backlog {"service", "count", "deadline"?, "timeout"?, "bucket"?}` (DEBUG_API) runs
 it and answers with what was measured on this node: attempts sent per `bucket` seconds, peak and
-first-second request rates, outcomes, latency (sent to answered, local pacing excluded), breaker
+first-second request rates, outcomes, latency (sent to answered, time held back locally excluded), breaker
 transitions, the rate limits in force at the end, and when everything was delivered.
 """
 from __future__ import annotations

@@ -190,9 +190,8 @@ class CircuitBreaker:
     def record_failure(self, now: float, timeout: bool = False, started: float | None = None) -> None:
         """An error answer, a rejection, or (with `timeout`) no answer in time, for a request sent at
         `started` (when known). A request sent before the probe (or before the breaker closed again)
-        says nothing about the peer since: it is ignored, as a late answer in OPEN is. Otherwise each
-        failure that came back from a busy peer while its probe was out failed "the probe", and a
-        sole provider tripped dozens of times a second."""
+        says nothing about the peer since: it is ignored, as a late answer in OPEN is, so that the
+        late failures of a busy peer's earlier requests cannot fail its probe one after another."""
         self.current_state(now)
         if started is not None and ((self.state is _HALF_OPEN and self.probe_started is not None
                                      and started < self.probe_started)

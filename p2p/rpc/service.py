@@ -73,7 +73,7 @@ class RpcResult(NamedTuple):
     peer: str
     attempts: int
     latency: float        # seconds, whole request
-    waited: float = 0.0   # seconds of it spent held back by the warm-up pacing, before the first attempt
+    waited: float = 0.0   # seconds of it held back locally (warm-up pacing, a free slot) before the first attempt
 
 
 class _Routed:
@@ -373,7 +373,6 @@ class RpcService:
             if self._warming and guard is not None:
                 await self._paced(deadline, guard)
                 now = clock()
-            paced = now
             router, sent = self._lanes.get(service) or self._lane(service)
             client = self.client
             self.retry.on_request()
@@ -383,6 +382,7 @@ class RpcService:
                 now = clock()
                 pool = self._providers.get(service) or pool
                 peer = router.choose(pool, now, start=True, guard=guard)
+            held = now   # until here the storm protection held the call back locally
             if client.per_peer.get(peer, 0) >= client.max_in_flight_per_peer:
                 router.on_abandon(peer, now)
                 failed = (peer, "rejected", e.RpcError(e.OVERLOADED, "local in-flight bound reached", peer=peer))
@@ -437,7 +437,7 @@ class RpcService:
         counters["succeeded"] += 1
         if info:
             return RpcResult(outcome.result, outcome.peer, outcome.attempts, outcome.finished - started,
-                             paced - started)
+                             held - started)
         return outcome.result
 
     async def _slot(self, deadline: float, cooldown: float | None) -> None:
