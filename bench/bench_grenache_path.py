@@ -16,6 +16,7 @@ Latency is one way: the receiver's first arrival minus the `ts` A stamped into t
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -39,7 +40,8 @@ def main(argv: list[str]) -> None:
         return
     opts = parse_options(argv, {"count": 1000, "rate": 300.0}, quick={"count": 300})
     grape = GrapeCluster(1)
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="bench-grenache-path-")))
+    work = Path(tempfile.mkdtemp(prefix="bench-grenache-path-"))
+    cluster = Cluster(work)
     try:
         grape.start()
         on_grape = {"discovery_grenache": "true", "grape_urls": grape[0], "p2p_host": "127.0.0.2",
@@ -77,3 +79,4 @@ def main(argv: list[str]) -> None:
     finally:
         cluster.close()
         grape.stop()
+        shutil.rmtree(work, ignore_errors=True)
