@@ -52,15 +52,21 @@ class ExchangeNode:
         self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(settings.data_dir)
         self.chain_store = ChainStore(settings.data_dir, keep_blocks=settings.keep_blocks)
+        # legacy mode (P2P_ENABLED=false with DISCOVERY_GRENACHE): no peer port; the node reaches the network
+        # through Grenache alone, as a follower, and never founds a network of its own
+        self.legacy = not settings.p2p_enabled and settings.discovery_grenache
+        standalone = not settings.p2p_enabled and not settings.discovery_grenache
         self.chain_network = P2PChainNetwork(self.peers, self.router, self.rpc)
         self.chain = ChainService(  # the BFT chain: validators order blocks, every node folds them into the book
             self.identity, self.chain_network, self.chain_store, network_id=settings.network_id,
             markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
             max_validators=settings.max_validators, pinned_validators=settings.validators,
-            found_after=settings.found_after if settings.p2p_enabled else 0.0,
-            snapshot_interval=settings.snapshot_interval, config=core_config(settings))
+            found_after=0.0 if standalone else (float("inf") if self.legacy else settings.found_after),
+            snapshot_interval=settings.snapshot_interval, config=core_config(settings, legacy=self.legacy))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
+        if settings.discovery_grenache:
+            self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
         self.api_address: tuple[str, int] | None = None
         from node.operator import OperatorSurface
@@ -106,6 +112,8 @@ class ExchangeNode:
 
     @property
     def listen(self) -> str:
+        if not self.settings.p2p_enabled:
+            return "legacy (Grenache only, no peer port)" if self.legacy else "standalone (no peer port)"
         host = self.settings.advertise_host or self.settings.p2p_host
         return f"{host}:{self.peers.listen_port}"
 
@@ -116,6 +124,8 @@ class ExchangeNode:
             await self.peers.start()
             await self.router.start()
             self.discovery.start()
+        elif self.legacy:
+            await self.router.start()       # the Grenache path only: no peer port, no links
         await self.rpc.start()
         await self.chain.start()
         self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)

@@ -10,6 +10,7 @@ height; a peer on another chain with the same NETWORK_ID is refused (`genesis_mi
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any, Callable
 
 from exchange.chain.core import CoreConfig
@@ -63,7 +64,21 @@ class P2PChainNetwork:
     async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any:
         if peer is not None:
             return await self.rpc.request_peer(peer, service, payload, timeout)
-        return await self.rpc.request(service, payload, timeout)
+        if self.rpc.service.providers(service) or self.chain is None or self.chain.core is None:
+            return await self.rpc.request(service, payload, timeout)
+        # no linked peer offers it (a Grenache-only node): ask a validator by name, over whatever path reaches it
+        core = self.chain.core
+        validators = [v for v in core.state.validators.node_ids if v != core.node_id]
+        if not validators:
+            raise ConnectionError(f"no peer offers {service}")
+        return await self.rpc.request_peer(random.choice(validators), service, payload, timeout)
+
+    def grenache_members(self) -> set[str]:
+        """Nodes met through the Grape that we have no link to (they hear from us over Grenache)."""
+        grenache = getattr(self.router, "grenache", None)
+        if grenache is None:
+            return set()
+        return set(grenache.members) - set(self.peers.links)
 
     # ------------------------------------------------------------------ wiring
     def attach(self, chain: ChainService) -> None:
@@ -111,11 +126,12 @@ class P2PChainNetwork:
         return self.chain.check_decision(message.get("body"))
 
 
-def core_config(settings: Any) -> CoreConfig:
-    """The chain's tunables from Settings (timeouts scale with CONSENSUS_TIMEOUT)."""
+def core_config(settings: Any, legacy: bool = False) -> CoreConfig:
+    """The chain's tunables from Settings (timeouts scale with CONSENSUS_TIMEOUT); a legacy node is a follower."""
     base = settings.consensus_timeout
     consensus = ConsensusConfig(timeout_propose=base, timeout_propose_delta=base / 2, timeout_prevote=base / 2,
                                 timeout_prevote_delta=base / 4, timeout_precommit=base / 2,
                                 timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
-    return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval, role=settings.role,
+    return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
+                      role="follower" if legacy else settings.role,
                       max_block_bytes=min(700_000, int(settings.max_frame_bytes * 0.6)))

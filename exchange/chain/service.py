@@ -32,7 +32,7 @@ from storage import StorageError
 log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
-                 "chain_sync_request", "chain_sync_response")
+                 "chain_sync_request", "chain_sync_response", "chain_status")
 SUBMIT_SERVICE = "chain.submit"
 GENESIS_SERVICE = "chain.genesis"
 SNAPSHOT_SERVICE = "chain.snapshot"
@@ -118,6 +118,8 @@ class ChainService:
         self._offered_submit = False
         self._ready = asyncio.Event()
         self.finality_observers: list[Callable[[float], None]] = []
+        self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
+        self._status_sent_at = 0.0
         self.recovering: dict[str, Any] | None = None
         self.recovery_timeout = 120.0
         self.fatal: str | None = None
@@ -331,10 +333,16 @@ class ChainService:
 
     # ------------------------------------------------------------------ messages
     def on_message(self, message: dict, sender: str) -> None:
+        kind = message.get("type", "")
+        if kind == "chain_status":          # a Grenache-only peer's chain (linked peers say it in heartbeats)
+            body = message.get("body")
+            if type(body) is list and len(body) == 2 and type(body[0]) is str and len(body[0]) in (0, 64) \
+                    and type(body[1]) is int and 0 <= body[1] < (1 << 62):
+                self.on_peer_info(sender, b"", body[0] or None, body[1])
+            return
         core = self.core
         if core is None:
             return
-        kind = message.get("type", "")
         core.on_message(kind[6:] if kind.startswith("chain_") else kind, message.get("body"), sender, self.clock())
         self._schedule_pump()
 
@@ -579,6 +587,7 @@ class ChainService:
             deadline = core.next_deadline() if core is not None else None
             delay = 0.02 if deadline is None else min(0.02, max(0.0, deadline - self.clock()))
             await asyncio.sleep(delay)
+            self._tell_grenache_members()
             if self.core is not None:
                 try:
                     self.core.tick(self.clock())
@@ -587,6 +596,16 @@ class ChainService:
                         self._flush_unsaved()
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
+
+    def _tell_grenache_members(self) -> None:
+        """Every second, our chain id and height to the nodes we meet only through the Grape."""
+        now = self.clock()
+        if now - self._status_sent_at < 1.0:
+            return
+        self._status_sent_at = now
+        info = self.chain_info()
+        for node_id in self.grenache_members():
+            self.network.send(node_id, {"type": "chain_status", "body": [info["chain_id"], info["height"]]})
 
     # ------------------------------------------------------------------ the API
     async def wait_ready(self, timeout: float) -> bool:
