@@ -32,8 +32,7 @@ class NodeRpc:
         self.node = node
         settings = node.settings
         self.service = RpcService(node.peers, rpc_config(settings))
-        self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(settings.test_service_fault),
-                                 exchange=lambda: getattr(node, "exchange", None))
+        self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(settings.test_service_fault))
         self.builtins.register_all(self.service)
         self.service.attach()   # before any link opens, so the handshake carries our services
         self.gossip: Any = None

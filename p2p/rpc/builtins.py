@@ -1,6 +1,5 @@
-"""Built-in RPC services: `ping`, the diagnostic `test.echo`, and the exchange's `book.snapshot` /
-`orders.sync` (answered by the exchange when it registers real handlers, else through fallbacks
-that call into the exchange object if there is one, or answer `unavailable`)."""
+"""Built-in RPC services: `ping` and the diagnostic `test.echo` (the chain registers its own:
+`chain.submit`, `chain.genesis`, `chain.snapshot`)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +12,6 @@ from p2p.rpc import errors as e
 
 PING = "ping"
 TEST_ECHO = "test.echo"
-BOOK_SNAPSHOT = "book.snapshot"
-ORDERS_SYNC = "orders.sync"
 
 
 @dataclass
@@ -60,20 +57,15 @@ class FaultSpec:
 class Builtins:
     """Handlers of the built-in services for one node."""
 
-    def __init__(self, node_id: str, *, fault: FaultSpec | None = None,
-                 exchange: Callable[[], Any] = lambda: None, rng: random.Random | None = None) -> None:
+    def __init__(self, node_id: str, *, fault: FaultSpec | None = None, rng: random.Random | None = None) -> None:
         self.node_id = node_id
         self.fault = fault or FaultSpec()
-        self.exchange = exchange
         self.rng = rng or random.Random()
         self._next_free = 0.0   # when the capacity-limited echo can answer its next request
 
     def register_all(self, rpc: Any) -> None:
         rpc.register(PING, self.ping)
         rpc.register(TEST_ECHO, self.echo)
-        for name, method in ((BOOK_SNAPSHOT, "rpc_book_snapshot"), (ORDERS_SYNC, "rpc_orders_sync")):
-            if not rpc.offers(name):  # the exchange may have registered its own handler already
-                rpc.register(name, self._exchange_fallback(name, method))
 
     def ping(self, payload: Any, peer: str) -> dict[str, Any]:
         return {"pong": True, "node_id": self.node_id, "ts": time.time()}
@@ -107,16 +99,3 @@ class Builtins:
     async def _fail_later(self, delay: float) -> Any:
         await asyncio.sleep(delay)
         raise e.RpcError(e.INTERNAL, "injected fault")
-
-    def _exchange_fallback(self, service: str, method: str) -> Callable[[Any, str], Any]:
-        """Calls `exchange.<method>(payload, peer)` when the node has an exchange offering it."""
-
-        def handler(payload: Any, peer: str) -> Any:
-            exchange = self.exchange()
-            target = getattr(exchange, method, None) if exchange is not None else None
-            if target is None:
-                raise e.RpcError(e.UNAVAILABLE, f"{service} is not available on this node")
-            return target(payload, peer)
-
-        handler.__name__ = f"{service}_fallback"
-        return handler

@@ -90,3 +90,18 @@ def test_walled_hybrid_nodes_trade_over_grenache(cluster: Cluster, grapes) -> No
     paths = b.get("/routing")["message_paths"]
     assert paths["unicast_sent"]["grenache"] > 0 and paths["unicast_received"]["grenache"] > 0, paths
     assert paths["broadcast_received"]["grenache"] > 0, paths   # certified blocks reach b over Grenache
+
+
+def test_trading_goes_on_over_links_when_the_grapes_die(cluster: Cluster, grapes) -> None:
+    """Hybrid nodes found through the grapes and linked: every grape is killed mid-run; orders keep becoming
+    final over the links and none accepted is lost."""
+    nodes = cluster.chain(3, grape_urls=grapes[0], **FAST)
+    accepted = []
+    for i, node in enumerate(nodes * 4):
+        accepted.append(place(node, "buy" if i % 2 else "sell", f"{100 + i % 3}"))
+        if i == 5:
+            grapes.stop()                            # every grape, by PID
+    wait_until(lambda: converged(nodes), 30, interval=0.3)
+    for node in nodes:
+        for order in accepted:
+            assert node.get(f"/orders/{order['id']}")["order"]["id"] == order["id"]

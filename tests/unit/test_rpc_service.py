@@ -87,7 +87,7 @@ async def test_request_peer_round_trip_and_services_in_handshake(tmp_path):
     async with nodes(tmp_path, {}, {"services": {"double": lambda p, peer: p * 2}}) as (a, b):
         await link(a, b)
         assert a.rpc.providers("double") == [b.node_id]
-        assert set(a.peers.peers[b.node_id].services) >= {"ping", "double", "test.echo", "book.snapshot"}
+        assert set(a.peers.peers[b.node_id].services) >= {"ping", "double", "test.echo"}
         assert await a.rpc.request_peer(b.node_id, "double", 21) == 42
         pong = await a.rpc.request_peer(b.node_id, "ping")
         assert pong["pong"] is True and pong["node_id"] == b.node_id
@@ -346,17 +346,3 @@ def test_fault_spec_parsing():
         with pytest.raises(ValueError):
             FaultSpec.parse(bad)
 
-
-async def test_builtin_exchange_services_answer_unavailable_without_an_exchange(tmp_path):
-    class Exchange:
-        def rpc_book_snapshot(self, payload, peer):
-            return {"market": payload, "bids": []}
-
-    async with nodes(tmp_path, {}, {}) as (a, b):
-        await link(a, b)
-        with pytest.raises(e.RpcError) as info:
-            await a.rpc.request_peer(b.node_id, "orders.sync", {})
-        assert info.value.code == e.UNAVAILABLE
-        exchange = Exchange()
-        b.builtins.exchange = lambda: exchange
-        assert await a.rpc.request_peer(b.node_id, "book.snapshot", "BTC-USD") == {"market": "BTC-USD", "bids": []}
