@@ -29,7 +29,7 @@ def main(flags: list[str]) -> None:
         return
     count = 40 if "--quick" in flags else 200
     settings = {"heartbeat_interval": 0.5, "discovery_grenache": "true", "log_level": "WARNING"}
-    with tempfile.TemporaryDirectory(prefix="bench-legacy-") as base, GrapeCluster(2).start() as grapes:
+    with tempfile.TemporaryDirectory(prefix="bench-legacy-") as base, GrapeCluster(2) as grapes:
         cluster = Cluster(Path(base))
         try:
             validators = cluster.chain(2, grape_urls=grapes[0], **settings)
