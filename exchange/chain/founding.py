@@ -52,7 +52,11 @@ class Founding:
         self.refused: set[str] = set()            # chain ids we will not adopt (e.g. other markets)
 
     def observe(self, node_id: str, public_key: bytes, chain_id: str | None, height: int, now: float) -> None:
-        self.peers[node_id] = PeerChain(node_id, public_key, chain_id or None, max(0, height), now)
+        """A peer's chain from its hello or heartbeat. `public_key` may be empty (a hello is judged before the
+        link proves the key): the key an open link proved is kept."""
+        known = self.peers.get(node_id)
+        key = public_key or (known.public_key if known is not None else b"")
+        self.peers[node_id] = PeerChain(node_id, key, chain_id or None, max(0, height), now)
 
     def forget(self, node_id: str) -> None:
         self.peers.pop(node_id, None)
@@ -83,7 +87,7 @@ class Founding:
             return Decision("wait", "VALIDATORS does not list this node: waiting for the validators' network")
         if self.pinned[0] != self.node_id:
             return Decision("wait", f"validator {self.pinned[0][:12]} founds the network (smallest listed id)")
-        missing = [v for v in self.pinned if v != self.node_id and v not in live]
+        missing = [v for v in self.pinned if v != self.node_id and (v not in live or len(live[v].public_key) != 32)]
         if missing:
             return Decision("wait", f"waiting for links to {len(missing)} listed validator(s): "
                                     f"{', '.join(m[:12] for m in missing)}")
