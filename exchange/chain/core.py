@@ -376,7 +376,7 @@ class ChainCore:
             return
         why = self.consensus.on_vote(vote, now)
         if why is None and vote.height == self.state.height + 1:
-            self._validator_seen[vote.validator] = now
+            self._heard_validator(sender, now)
         elif why == "bad_signature":
             self._penalize(sender, PENALTY_INVALID, "bad_vote_signature")
 
@@ -391,9 +391,17 @@ class ChainCore:
             return
         why = self.consensus.on_proposal(proposal, now)
         if why is None and proposal.height == self.state.height + 1:
-            self._validator_seen[proposal.proposer] = now
+            self._heard_validator(sender, now)
         elif why == "bad_signature":
             self._penalize(sender, PENALTY_INVALID, "bad_proposal_signature")
+
+    def _heard_validator(self, sender: str | None, now: float) -> None:
+        """The validator that handed us a message of the current height is live. Not the message's signer:
+        validators re-send each other's votes (proofs of lock), so a vote signed by a validator that is cut
+        off, or down, keeps arriving from those still here."""
+        validators = self.state.validators
+        if sender is not None and sender in validators.node_ids:
+            self._validator_seen[validators.keys[validators.node_ids.index(sender)]] = now
 
     def _help_behind(self, validator: bytes, height: int, sender: str | None) -> None:
         """A validator still at a height we decided: send it that height's certified block, once."""
