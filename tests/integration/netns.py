@@ -1,17 +1,26 @@
-"""A throw-away LAN of network namespaces for discovery tests and benchmarks (needs root).
+"""A throw-away LAN of network namespaces for discovery, partition and attack tests (needs root).
 
 `NetnsLan(n)` builds n host namespaces, each with `lo` and one veth `eth0` (10.77.0.<i+1>/24)
-whose other end sits on a bridge in a separate hub namespace (bridge address 10.77.0.254). The
-root namespace is never touched: veths are created inside the namespaces, so nothing here can
-put traffic on the machine's real interface. `close()` kills the processes started in the LAN
-and deletes every namespace (which deletes the veths and the bridge with them); it runs on
-failure too.
+whose other end (`p<i>`) sits on a bridge in a separate hub namespace (bridge address 10.77.0.254).
+The root namespace is never touched: veths are created inside the namespaces, so nothing here can
+put traffic on the machine's real interface. Namespace names carry the PID and a per-process
+counter, so several LANs (of this process or of other test runs) can exist at once. `close()`
+kills the processes started in the LAN and deletes every namespace (which deletes the veths and
+the bridge with them); it runs on failure too.
 
 Nodes inside run `ip netns exec <ns> exchange-node ...` with their control API on their LAN
-address; the test reaches it through a tiny HTTP proxy process living in the hub namespace.
+address; the test reaches it through one HTTP proxy process living in the hub namespace, which
+serves any number of concurrent requests (GET, POST, DELETE).
+
+Partitions are nftables rules in the hub namespace's bridge forward hook (`partition`, `isolate`,
+`heal`): frames between the bridge ports of hosts in different groups are dropped, unicast and
+multicast alike, so a cut link is silent as on a real network (only heartbeats notice it). The
+proxy talks to the hosts from the bridge's own address, which the forward hook never sees, so the
+control APIs stay reachable on every side of a split.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -20,7 +29,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tests.harness import NodeProcess
 
@@ -28,20 +37,42 @@ SUBNET = "10.77.0"
 HUB_ADDRESS = f"{SUBNET}.254"
 
 _PROXY = r"""
-import json, sys, urllib.request, urllib.error
-for line in sys.stdin:
-    url, token = json.loads(line)
+import json, sys, threading, urllib.request, urllib.error
+out_lock = threading.Lock()
+
+def answer(job):
+    headers = {"Content-Type": "application/json"}
+    if job.get("token"):
+        headers["Authorization"] = "Bearer " + job["token"]
+    data = None if job.get("body") is None else json.dumps(job["body"]).encode()
     try:
-        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
-        with urllib.request.urlopen(request, timeout=5) as r:
+        request = urllib.request.Request(job["url"], data=data, method=job.get("method", "GET"), headers=headers)
+        with urllib.request.urlopen(request, timeout=job.get("timeout", 5)) as r:
             out = {"status": r.status, "body": json.loads(r.read() or b"null")}
     except urllib.error.HTTPError as e:
-        out = {"status": e.code, "body": None}
+        try:
+            body = json.loads(e.read() or b"null")
+        except ValueError:
+            body = None
+        out = {"status": e.code, "body": body}
     except Exception as e:
         out = {"status": 0, "error": f"{type(e).__name__}: {e}"}
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    out["id"] = job["id"]
+    with out_lock:
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+for line in sys.stdin:
+    threading.Thread(target=answer, args=(json.loads(line),), daemon=True).start()
 """
+_counter = itertools.count()
+
+
+def nft_unavailable() -> str | None:
+    """Why partitions cannot be made here (None if they can): nftables is in Debian's `nftables`."""
+    if shutil.which("nft") is None:
+        return "nftables `nft` not installed (apt-get install nftables)"
+    return None
 
 
 def netns_unavailable() -> str | None:
@@ -68,7 +99,7 @@ class NetnsLan:
     def __init__(self, n: int, tag: str | None = None) -> None:
         assert 1 <= n <= 200
         self.n = n
-        self.tag = tag or f"{os.getpid() % 100000:05d}"
+        self.tag = tag or f"{os.getpid() % 100000:05d}{next(_counter) % 100:02d}"
         self.hub = f"enh{self.tag}"
         self.hosts = [f"en{self.tag}h{i}" for i in range(n)]
         self.addresses = [f"{SUBNET}.{i + 1}" for i in range(n)]
@@ -77,7 +108,10 @@ class NetnsLan:
         self.nodes: list[NetnsNode] = []
         self._proxy: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._replies: dict[int, list] = {}          # request id -> [event, reply]
+        self._ids = itertools.count()
         self.api_token = secrets.token_hex(16)
+        self.groups: list[set[int]] | None = None     # the partition in force (None: every host reaches every host)
 
     def __enter__(self) -> "NetnsLan":
         try:
@@ -112,22 +146,78 @@ class NetnsLan:
         return ["ip", "netns", "exec", ns]
 
     # --- reaching the nodes' control APIs --------------------------------------------------
-    def http_get(self, url: str, token: str | None = None) -> tuple[int, Any]:
-        with self._lock:  # one proxy, one request at a time
-            return self._http_get(url, token)
-
-    def _http_get(self, url: str, token: str | None) -> tuple[int, Any]:
-        if self._proxy is None or self._proxy.poll() is not None:
-            self._proxy = subprocess.Popen([*self.exec_prefix(self.hub), sys.executable, "-u", "-c", _PROXY],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            self.processes.append(self._proxy)
-        assert self._proxy.stdin and self._proxy.stdout
-        self._proxy.stdin.write(json.dumps([url, token]) + "\n")
-        self._proxy.stdin.flush()
-        reply = json.loads(self._proxy.stdout.readline() or '{"status": 0, "error": "proxy gone"}')
+    def http(self, method: str, url: str, token: str | None = None, body: Any = None,
+             timeout: float = 10.0) -> tuple[int, Any]:
+        """One request through the hub's proxy; many threads may call this at once."""
+        with self._lock:
+            self._ensure_proxy()
+            request_id = next(self._ids)
+            slot: list = [threading.Event(), None]
+            self._replies[request_id] = slot
+            assert self._proxy is not None and self._proxy.stdin is not None
+            self._proxy.stdin.write(json.dumps({"id": request_id, "method": method, "url": url, "token": token,
+                                                "body": body, "timeout": timeout}) + "\n")
+            self._proxy.stdin.flush()
+        if not slot[0].wait(timeout + 5.0):
+            self._replies.pop(request_id, None)
+            raise OSError(f"no answer from the namespace proxy within {timeout + 5.0:g}s: {method} {url}")
+        reply = slot[1]
         if reply["status"] == 0:
             raise OSError(reply.get("error"))
         return reply["status"], reply.get("body")
+
+    def http_get(self, url: str, token: str | None = None) -> tuple[int, Any]:
+        return self.http("GET", url, token)
+
+    def _ensure_proxy(self) -> None:
+        if self._proxy is not None and self._proxy.poll() is None:
+            return
+        self._proxy = subprocess.Popen([*self.exec_prefix(self.hub), sys.executable, "-u", "-c", _PROXY],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.processes.append(self._proxy)
+        threading.Thread(target=self._read_replies, args=(self._proxy,), daemon=True).start()
+
+    def _read_replies(self, proxy: subprocess.Popen) -> None:
+        assert proxy.stdout is not None
+        for line in proxy.stdout:
+            reply = json.loads(line)
+            slot = self._replies.pop(reply["id"], None)
+            if slot is not None:
+                slot[1] = reply
+                slot[0].set()
+        for slot in list(self._replies.values()):      # the proxy is gone: nobody waits forever
+            slot[1] = {"status": 0, "error": "proxy gone"}
+            slot[0].set()
+
+    # --- partitions ---------------------------------------------------------------------------
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        """Split the LAN: hosts in different groups exchange no frames (every host in exactly one group).
+        Replaces any partition in force, atomically."""
+        sets = [set(g) for g in groups]
+        listed = [i for g in sets for i in g]
+        assert sorted(listed) == list(range(self.n)), f"every host in exactly one group: {sets}"
+        rules = [f"add rule bridge partition forward iifname p{a} oifname p{b} drop"
+                 for ga in sets for gb in sets if ga is not gb for a in ga for b in gb]
+        self._nft(rules)
+        self.groups = sets
+
+    def isolate(self, *hosts: int) -> None:
+        """Cut these hosts off from every other host (and from each other)."""
+        rest = set(range(self.n)) - set(hosts)
+        self.partition([{h} for h in hosts] + ([rest] if rest else []))
+
+    def heal(self) -> None:
+        self._nft([])
+        self.groups = None
+
+    def _nft(self, rules: list[str]) -> None:
+        script = "\n".join(["add table bridge partition",
+                            "add chain bridge partition forward { type filter hook forward priority 0; policy accept; }",
+                            "flush chain bridge partition forward", *rules]) + "\n"
+        result = subprocess.run([*self.exec_prefix(self.hub), "nft", "-f", "-"], input=script, capture_output=True,
+                                text=True, timeout=10)
+        if result.returncode != 0:
+            raise RuntimeError(f"nft: {result.stderr.strip()}")
 
     def node(self, base: Path, i: int, name: str | None = None, **settings: Any) -> "NetnsNode":
         node = NetnsNode(self, i, base, name or f"ns{i}", **settings)
@@ -178,5 +268,4 @@ class NetnsNode(NodeProcess):
         return self
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-        assert method == "GET" and body is None, "only GET through the namespace proxy"
-        return self.lan.http_get(self.api_url + path, self.api_token)
+        return self.lan.http(method, self.api_url + path, self.api_token, body, timeout)
