@@ -26,7 +26,7 @@ import pytest
 
 from tests.harness import converged, wait_until
 from tests.history import Auditor, History
-from tests.integration.chain_lan import (final_everywhere, heights, load_line, pinned_chain, probe_all,
+from tests.integration.chain_nodes import (final_everywhere, heights, load_line, pinned_chain, probe_all,
                                          proposer_now, wait_for)
 from tests.integration.netns import NetnsLan, netns_unavailable, nft_unavailable
 from tests.trading import Trader, create_accounts, run_traders, stop_traders

@@ -1,10 +1,12 @@
-"""Chains of real nodes on a namespace LAN (tests/integration/netns.py), for partition and attack tests.
+"""Chains of real nodes for partition and attack tests: on a namespace LAN (tests/integration/netns.py)
+or on loopback, with helpers to time probes and to describe where every node stands.
 
-`pinned_chain` makes the node keys first (the same way a node makes its own at first start), so the
-validator set can be pinned with VALIDATORS before anything runs: the fault model is then exact for the
-whole test (n validators, quorum floor(2n/3)+1, never changed by membership), which is what a test of
-"this side has a quorum, that one has none" needs. Every node listens on the standard port of its own
-namespace and bootstraps to the validators' LAN addresses (mDNS also runs, as it would on a real LAN).
+`pinned_chain` and `pinned_loopback` make the node keys first (the same way a node makes its own at
+first start), so the validator set can be pinned with VALIDATORS before anything runs: the fault model
+is then exact for the whole test (n validators, quorum floor(2n/3)+1, never changed by membership),
+which is what a test of "this side has a quorum, that one has none" needs. On a LAN every node listens
+on the standard port of its own namespace and bootstraps to the validators' addresses (mDNS also runs,
+as it would on a real LAN); on loopback each gets a free port known before it starts.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from node.identity import NodeIdentity
-from tests.harness import NodeProcess, wait_until
+from tests.harness import Cluster, NodeProcess, free_ports, wait_until
 from tests.history import RecordingClient
 from tests.integration.netns import NetnsLan, NetnsNode
 
@@ -36,7 +38,24 @@ def pinned_chain(lan: NetnsLan, base: Path, validators: int, followers: int = 0,
     return _started(nodes, validators, timeout)
 
 
-def _started(nodes: list[NetnsNode], seats: int, timeout: float) -> tuple[list[NetnsNode], list[NetnsNode]]:
+def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, env: dict[int, dict[str, str]] | None = None,
+                    timeout: float = 60.0, **settings: Any) -> tuple[list[NodeProcess], list[NodeProcess]]:
+    """The same on 127.0.0.1; `env` adds environment variables to node i (e.g. a faked clock)."""
+    names = [f"v{i}" for i in range(validators)] + [f"f{i}" for i in range(followers)]
+    ids = [NodeIdentity.load_or_create(cluster.base / name).node_id for name in names[:validators]]
+    ports = free_ports(len(names))
+    bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports[:validators])
+    nodes = []
+    for i, name in enumerate(names):
+        node = cluster.node(name, start=False, **{"heartbeat_interval": 0.5, "p2p_port": ports[i],
+                                                  "validators": ",".join(ids), "bootstrap_peers": bootstrap,
+                                                  **settings})
+        node.env_extra.update((env or {}).get(i, {}))
+        nodes.append(node)
+    return _started(nodes, validators, timeout)
+
+
+def _started(nodes: list[Any], seats: int, timeout: float) -> tuple[list[Any], list[Any]]:
     for node in nodes:
         node.start(wait=False)
     for node in nodes:
