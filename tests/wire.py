@@ -99,11 +99,12 @@ class RawPeer:
 
     async def handshake(self, identity: NodeIdentity, *, network: str = "exchange-mainnet",
                         claim_id: str | None = None, protocol: int = m.PROTOCOL_VERSION, listen_port: int = 0,
-                        wait_open: bool = True) -> dict:
-        """Noise handshake, hellos, acks: afterwards the node holds an open link to us. Returns its hello."""
+                        wait_open: bool = True, **extra) -> dict:
+        """Noise handshake, hellos, acks: afterwards the node holds an open link to us. Returns its hello.
+        `extra` goes into our hello (e.g. the `chain` a higher layer announces)."""
         await self.secure(identity)
         self.send(self.hello(identity, network=network, claim_id=claim_id, protocol=protocol,
-                             listen_port=listen_port))
+                             listen_port=listen_port, **extra))
         hello = await self.next_message()
         self._expect(hello, "handshake")
         self.node_hello = hello

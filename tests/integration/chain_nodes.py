@@ -13,11 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from node.identity import NodeIdentity
-from tests.harness import Cluster, NodeProcess, free_ports, wait_until
-from tests.history import RecordingClient
+from tests.harness import Cluster, NodeProcess, converged, free_ports, wait_until
+from tests.history import History, RecordingClient
 from tests.integration.netns import NetnsLan, NetnsNode
 
 P2P_PORT = 7946
@@ -39,10 +39,13 @@ def pinned_chain(lan: NetnsLan, base: Path, validators: int, followers: int = 0,
 
 
 def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, env: dict[int, dict[str, str]] | None = None,
+                    outsiders: tuple[str, ...] = (), on_started: Callable[[list[NodeProcess]], None] | None = None,
                     timeout: float = 60.0, **settings: Any) -> tuple[list[NodeProcess], list[NodeProcess]]:
-    """The same on 127.0.0.1; `env` adds environment variables to node i (e.g. a faked clock)."""
+    """The same on 127.0.0.1; `env` adds environment variables to node i (e.g. a faked clock); `outsiders`
+    are node ids listed in VALIDATORS that no process here runs (a peer the test plays itself, linked by
+    `on_started` once the nodes are up: founding waits for every listed validator)."""
     names = [f"v{i}" for i in range(validators)] + [f"f{i}" for i in range(followers)]
-    ids = [NodeIdentity.load_or_create(cluster.base / name).node_id for name in names[:validators]]
+    ids = [NodeIdentity.load_or_create(cluster.base / name).node_id for name in names[:validators]] + list(outsiders)
     ports = free_ports(len(names))
     bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports[:validators])
     nodes = []
@@ -52,21 +55,25 @@ def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, en
                                                   **settings})
         node.env_extra.update((env or {}).get(i, {}))
         nodes.append(node)
-    return _started(nodes, validators, timeout)
+    return _started(nodes, validators, timeout, seats=len(ids), on_started=on_started)
 
 
-def _started(nodes: list[Any], seats: int, timeout: float) -> tuple[list[Any], list[Any]]:
+def _started(nodes: list[Any], validators: int, timeout: float, seats: int | None = None,
+             on_started: Callable[[list[Any]], None] | None = None) -> tuple[list[Any], list[Any]]:
+    seats = validators if seats is None else seats
     for node in nodes:
         node.start(wait=False)
     for node in nodes:
         node.wait_ready(30.0)
+    if on_started is not None:
+        on_started(nodes)
 
     def formed() -> bool:
         views = [n.status() for n in nodes]
         return (len({v["chain_id"] for v in views}) == 1 and views[0]["chain_id"] is not None
                 and all(len(v["validators"]) == seats and v["quorum"] for v in views))
     wait_until(formed, timeout, interval=0.3, message=f"{len(nodes)} nodes on one chain with {seats} validators")
-    return nodes[:seats], nodes[seats:]
+    return nodes[:validators], nodes[validators:]
 
 
 def proposer_now(node: NodeProcess) -> str:
@@ -144,6 +151,15 @@ def wait_for(predicate: Any, timeout: float, message: str, nodes: list[NodeProce
         return wait_until(predicate, timeout, interval=interval, message=message)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{snapshot(nodes)}") from None
+
+
+def settled(history: History, clients: list[RecordingClient], nodes: list[NodeProcess], timeout: float = 30.0,
+            markets: tuple[str, ...] = ("BTC-USD",)) -> None:
+    """The end of a run: every node converges on one state, then the history's end checks, then no
+    contradiction may have been seen at any time."""
+    wait_for(lambda: converged(nodes), timeout, "every node converges on one state", nodes, interval=0.3)
+    history.settle(clients, markets)
+    history.assert_clean()
 
 
 def load_line() -> str:

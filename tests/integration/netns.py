@@ -28,8 +28,11 @@ import shutil
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+import pytest
 
 from tests.harness import NodeProcess
 
@@ -87,6 +90,16 @@ def netns_unavailable() -> str | None:
         return f"ip netns add failed: {result.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+@contextmanager
+def lan_or_skip(n: int, partitions: bool = False) -> Iterator["NetnsLan"]:
+    """A LAN of n hosts for one test, or a skip saying why this machine cannot build one."""
+    reason = netns_unavailable() or (nft_unavailable() if partitions else None)
+    if reason:
+        pytest.skip(reason)
+    with NetnsLan(n) as lan:
+        yield lan
 
 
 def _ip(*args: str) -> None:

@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-from tests.harness import converged, wait_until
 from tests.history import History
-from tests.integration.chain_nodes import load_line, snapshot, wait_for
-from tests.integration.netns import NetnsLan, netns_unavailable
+from tests.integration.chain_nodes import load_line, settled, snapshot, wait_for
+from tests.integration.netns import lan_or_skip
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 NOTHING = {"p2p_port": None, "found_after": None, "heartbeat_interval": None}   # the built-in defaults
@@ -26,10 +25,7 @@ NOTHING = {"p2p_port": None, "found_after": None, "heartbeat_interval": None}   
 
 @pytest.fixture
 def lan():
-    reason = netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with NetnsLan(5) as lan:
+    with lan_or_skip(5) as lan:
         yield lan
 
 
@@ -58,15 +54,15 @@ def test_nodes_started_together_with_nothing_configured_form_one_network(lan, tm
         status, body = client.post_order({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "10",
                                           "qty": "1"}, wait=5)
         assert status == 201, body
-    wait_until(lambda: converged(nodes), 30, interval=0.3, message="the four converge")
-    history.settle(clients, ["BTC-USD"])
-    history.assert_clean()
+    settled(history, clients, nodes)
     print(f"\n[{load_line()}] 4 nodes, nothing configured: one network, 4 validators, {formed:.2f}s after all "
           f"were up (FOUND_AFTER 3 s)")
 
 
-def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_path):
-    founder = lan.node(tmp_path, 0, **NOTHING, max_validators=3)
+def _founder_then_four(lan, tmp_path, seats: int) -> tuple[list, float]:
+    """A node alone founds (MAX_VALIDATORS = seats), then 4 more start; returns them all once `seats` of
+    them are validators, and how long the promotions took."""
+    founder = lan.node(tmp_path, 0, **NOTHING, max_validators=seats)
     founder.start()
     wait_for(lambda: founder.status()["chain_id"] and founder.status()["quorum"], 30, "a lone node founds",
              [founder])
@@ -78,8 +74,13 @@ def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_p
         node.wait_ready(30)
     nodes = [founder, *later]
     started = time.monotonic()
-    wait_for(lambda: _one_network(nodes, 3), 60, "5 nodes on one chain with 3 validators", nodes)
-    promoted = time.monotonic() - started
+    wait_for(lambda: _one_network(nodes, seats), 60, f"5 nodes on one chain with {seats} validators", nodes)
+    return nodes, time.monotonic() - started
+
+
+def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_path):
+    nodes, promoted = _founder_then_four(lan, tmp_path, 3)
+    founder = nodes[0]
     views = {n.name: n.status() for n in nodes}
     chain = views[founder.name]["chain_id"]
     assert all(v["chain_id"] == chain for v in views.values()), snapshot(nodes)
@@ -94,9 +95,7 @@ def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_p
             status, body = client.post_order({"market": "BTC-USD", "side": "sell", "type": "limit",
                                               "price": "500", "qty": "1"}, wait=5)
             assert status == 201 and body["role"] == "follower", body
-    wait_until(lambda: converged(nodes), 30, interval=0.3, message="the five converge")
-    history.settle(clients, ["BTC-USD"])
-    history.assert_clean()
+    settled(history, clients, nodes)
     print(f"\n[{load_line()}] lone founder + 4 later nodes (MAX_VALIDATORS 3): 3 validators (epoch 2) and 2 "
           f"followers {promoted:.2f}s after the later nodes were up")
 
@@ -106,19 +105,10 @@ def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_p
 def test_a_dead_validator_is_removed_and_a_follower_takes_its_seat(lan, tmp_path):
     # 4 seats (quorum 3): the 3 left still have a quorum to certify the removal (with 3 seats, quorum 3,
     # one dead validator halts the chain until it returns, safely)
-    founder = lan.node(tmp_path, 0, **NOTHING, max_validators=4)
-    founder.start()
-    wait_for(lambda: founder.status()["chain_id"] and founder.status()["quorum"], 30, "a lone node founds",
-             [founder])
-    later = [lan.node(tmp_path, i, **NOTHING) for i in range(1, 5)]
-    for node in later:
-        node.start(wait=False)
-    nodes = [founder, *later]
-    for node in later:
-        node.wait_ready(30)
-    wait_for(lambda: _one_network(nodes, 4), 60, "5 nodes on one chain with 4 validators", nodes)
+    nodes, _ = _founder_then_four(lan, tmp_path, 4)
+    founder = nodes[0]
     before = founder.status()
-    dead = next(n for n in later if n.node_id in before["validators"])
+    dead = next(n for n in nodes[1:] if n.node_id in before["validators"])
     dead.kill()
     alive = [n for n in nodes if n is not dead]
     killed = time.monotonic()
@@ -132,8 +122,6 @@ def test_a_dead_validator_is_removed_and_a_follower_takes_its_seat(lan, tmp_path
     status, body = clients[-1].post_order({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "10",
                                            "qty": "1"}, wait=5)
     assert status == 201, body
-    wait_until(lambda: converged(alive), 30, interval=0.3, message="the four converge")
-    history.settle(clients, ["BTC-USD"])
-    history.assert_clean()
+    settled(history, clients, alive)
     print(f"\n[{load_line()}] a validator killed for good: removed and replaced by the follower "
           f"{replaced:.1f}s later (the genesis' absent_ms is 30 s)")
