@@ -12,11 +12,12 @@ Nodes inside run `ip netns exec <ns> exchange-node ...` with their control API o
 address; the test reaches it through one HTTP proxy process living in the hub namespace, which
 serves any number of concurrent requests (GET, POST, DELETE).
 
-Partitions are nftables rules in the hub namespace's bridge forward hook (`partition`, `isolate`,
-`heal`): frames between the bridge ports of hosts in different groups are dropped, unicast and
-multicast alike, so a cut link is silent as on a real network (only heartbeats notice it). The
-proxy talks to the hosts from the bridge's own address, which the forward hook never sees, so the
-control APIs stay reachable on every side of a split.
+Partitions and loss are nftables rules in the hub namespace's bridge forward hook (`partition`,
+`isolate`, `lossy`, `heal`): frames between the bridge ports of hosts in different groups are
+dropped, unicast and multicast alike, so a cut link is silent as on a real network (only heartbeats
+notice it); `lossy(p)` drops p% of the rest at random. The proxy talks to the hosts from the
+bridge's own address, which the forward hook never sees, so the control APIs stay reachable on
+every side of a split.
 """
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ class NetnsLan:
         self._ids = itertools.count()
         self.api_token = secrets.token_hex(16)
         self.groups: list[set[int]] | None = None     # the partition in force (None: every host reaches every host)
+        self.loss = 0                                 # percent of frames between hosts dropped at random
 
     def __enter__(self) -> "NetnsLan":
         try:
@@ -205,23 +207,36 @@ class NetnsLan:
     # --- partitions ---------------------------------------------------------------------------
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         """Split the LAN: hosts in different groups exchange no frames (every host in exactly one group).
-        Replaces any partition in force, atomically."""
+        Replaces any partition in force, atomically; a loss rate set by `lossy` stays."""
         sets = [set(g) for g in groups]
         listed = [i for g in sets for i in g]
         assert sorted(listed) == list(range(self.n)), f"every host in exactly one group: {sets}"
-        rules = [f"add rule bridge partition forward iifname p{a} oifname p{b} drop"
-                 for ga in sets for gb in sets if ga is not gb for a in ga for b in gb]
-        self._nft(rules)
         self.groups = sets
+        self._apply()
 
     def isolate(self, *hosts: int) -> None:
         """Cut these hosts off from every other host (and from each other)."""
         rest = set(range(self.n)) - set(hosts)
         self.partition([{h} for h in hosts] + ([rest] if rest else []))
 
+    def lossy(self, percent: int) -> None:
+        """Drop this share of the frames between hosts, at random (0: none)."""
+        assert 0 <= percent <= 100
+        self.loss = percent
+        self._apply()
+
     def heal(self) -> None:
-        self._nft([])
-        self.groups = None
+        """Every host reaches every host again, with no loss."""
+        self.groups, self.loss = None, 0
+        self._apply()
+
+    def _apply(self) -> None:
+        sets = self.groups or []
+        rules = [f"add rule bridge partition forward iifname p{a} oifname p{b} drop"
+                 for ga in sets for gb in sets if ga is not gb for a in ga for b in gb]
+        if self.loss:
+            rules.append(f"add rule bridge partition forward numgen random mod 100 < {self.loss} drop")
+        self._nft(rules)
 
     def _nft(self, rules: list[str]) -> None:
         script = "\n".join(["add table bridge partition",
