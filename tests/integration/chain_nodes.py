@@ -30,12 +30,17 @@ def pinned_chain(lan: NetnsLan, base: Path, validators: int, followers: int = 0,
                  timeout: float = 60.0, **settings: Any) -> tuple[list[NetnsNode], list[NetnsNode]]:
     """`validators` pinned validators on hosts 0.., then `followers` on the next hosts, all on one chain."""
     names = [f"v{i}" for i in range(validators)] + [f"f{i}" for i in range(followers)]
-    ids = [NodeIdentity.load_or_create(base / name).node_id for name in names[:validators]]
+    ids = node_ids(base, names[:validators])
     bootstrap = ",".join(f"{lan.addresses[i]}:{P2P_PORT}" for i in range(validators))
     nodes = [lan.node(base, i, name, **{**CHAIN_SETTINGS, "validators": ",".join(ids), "bootstrap_peers": bootstrap,
                                        **settings})
              for i, name in enumerate(names)]
     return _started(nodes, validators, timeout)
+
+
+def node_ids(base: Path, names: list[str]) -> list[str]:
+    """The node ids of nodes-to-be, their keys made in their data dirs now (as a node makes its own)."""
+    return [NodeIdentity.load_or_create(base / name).node_id for name in names]
 
 
 def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, env: dict[int, dict[str, str]] | None = None,
@@ -45,7 +50,7 @@ def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, en
     are node ids listed in VALIDATORS that no process here runs (a peer the test plays itself, linked by
     `on_started` once the nodes are up: founding waits for every listed validator)."""
     names = [f"v{i}" for i in range(validators)] + [f"f{i}" for i in range(followers)]
-    ids = [NodeIdentity.load_or_create(cluster.base / name).node_id for name in names[:validators]] + list(outsiders)
+    ids = node_ids(cluster.base, names[:validators]) + list(outsiders)
     ports = free_ports(len(names))
     bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports[:validators])
     nodes = []

@@ -2,14 +2,15 @@
 (n = 3f+1 with f = 1: one faulty validator may neither fork, nor halt, nor poison clocks); the history
 checker (tests/history.py) records every answer and re-reads every node throughout.
 
-- clock poison: a validator whose clock runs 10 s ahead (libfaketime: the process really believes it;
+- clock poison: a validator (not the founder) whose clock runs 10 s ahead (libfaketime: the process really believes it;
   20 times the chain's bound and inside the links' 60 s message-age window, so the chain's own bound
   is what is tested). Its proposals are refused as `time_in_future` (ChainCore's bound: a block's time
   is at most max_clock_drift_ms = 500 ms ahead of the validating node's clock), so every block time
   anywhere stays within 500 ms of real time, finality goes on, and the poisoned node, back on the right
   clock, catches up with a chain that never left real time. Orders its users sent while its clock was
   ahead expire "too far" in the future for the others until real time catches up: they stay 202 for
-  up to the offset, then become final everywhere (none is lost);
+  up to the offset, then become final everywhere (none is lost). A founder whose clock is ahead is a
+  known gap (strict xfail): the chain's time starts at its genesis time, in the future;
 - stalling member: a validator stopped outright (SIGSTOP: links stay up, nothing answers), then one that
   answers slowly (stopped and resumed every 0.3 s): the other three finalise at their own pace;
 - double fill across a partition: 4 validators split 2|2 with one resting sell; a buy at each side:
@@ -29,8 +30,8 @@ import pytest
 
 from tests.harness import wait_until
 from tests.history import Auditor, History
-from tests.integration.chain_nodes import (CHAIN_SETTINGS, P2P_PORT, final_everywhere, load_line, pinned_chain,
-                                          pinned_loopback, probe_all, settled, wait_for)
+from tests.integration.chain_nodes import (CHAIN_SETTINGS, P2P_PORT, final_everywhere, load_line, node_ids,
+                                          pinned_chain, pinned_loopback, probe_all, settled, wait_for)
 from tests.integration.netns import lan_or_skip
 from tests.trading import Trader, run_traders, stop_traders
 
@@ -63,11 +64,13 @@ def test_a_validator_with_a_clock_far_ahead_cannot_move_block_times(cluster):
     library = _faketime()
     if library is None:
         pytest.skip("libfaketime not installed (apt-get install faketime)")
-    ahead = {"LD_PRELOAD": library, "FAKETIME": f"+{CLOCK_AHEAD_S}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-    validators, _ = pinned_loopback(cluster, 4, env={3: ahead})
-    poisoned = validators[3]
-    honest = validators[:3]
-    assert poisoned.status()["uptime_s"] >= 0
+    ids = node_ids(cluster.base, [f"v{i}" for i in range(4)])
+    liar = ids.index(max(ids))                        # not the founder (the smallest id): see the next test
+    validators, _ = pinned_loopback(cluster, 4, env={liar: _ahead(library, CLOCK_AHEAD_S)})
+    poisoned = validators[liar]
+    honest = [n for n in validators if n is not poisoned]
+    wait_until(lambda: poisoned.status()["finality_lag_s"] >= CLOCK_AHEAD_S - 2, 10,
+               message="the poisoned node's clock is ahead of the chain's (its finality lag shows the offset)")
     history = History()
     clients = [history.client(n) for n in validators]
     stop, traders = _run_with_load(clients)
@@ -93,7 +96,7 @@ def test_a_validator_with_a_clock_far_ahead_cannot_move_block_times(cluster):
         poisoned.start()
         wait_for(lambda: poisoned.status()["height"] >= min(n.status()["height"] for n in honest), 30,
                  "the validator back on the right clock catches up", validators)
-        probes = probe_all([clients[3]], time.monotonic(), wait=5.0)
+        probes = probe_all([clients[liar]], time.monotonic(), wait=5.0)
         assert probes[0].status == 201, probes[0].body
     finally:
         stop_traders(traders, stop)
@@ -106,6 +109,29 @@ def test_a_validator_with_a_clock_far_ahead_cannot_move_block_times(cluster):
           f"{worst_ms:.0f} ms ahead of the wall clock; {_refusals(honest)} proposals refused as time_in_future")
     settled(history, clients, validators)
     print(f"  {history.summary()}")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, reason="ChainState starts the chain's time at the founder's genesis created_ms, "
+                                       "which nobody checks: a founder whose clock is ahead stalls the new network "
+                                       "until real time catches up, with the chain's time in the future meanwhile")
+def test_a_founder_with_a_clock_far_ahead_cannot_stall_the_network_nor_set_its_time(cluster):
+    library = _faketime()
+    if library is None:
+        pytest.skip("libfaketime not installed (apt-get install faketime)")
+    ids = node_ids(cluster.base, [f"v{i}" for i in range(4)])
+    founder = ids.index(min(ids))                     # the smallest listed id founds a pinned network
+    validators, _ = pinned_loopback(cluster, 4, env={founder: _ahead(library, 60)})
+    for node in validators:
+        chain_time_ms = node.status()["exchange"]["last_block_time_ms"]
+        assert chain_time_ms <= time.time() * 1000 + MAX_DRIFT_MS, f"{node.name}: the chain's time is ahead"
+    start = validators[0].status()["height"]
+    wait_until(lambda: validators[0].status()["height"] >= start + 3, 10, message="the new network makes blocks")
+
+
+def _ahead(library: str, seconds: int) -> dict[str, str]:
+    """Environment that moves a process's wall clock (not its monotonic clock) `seconds` ahead."""
+    return {"LD_PRELOAD": library, "FAKETIME": f"+{seconds}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def _refusals(nodes) -> int:
@@ -269,8 +295,7 @@ def test_two_networks_founded_apart_are_reported_and_never_merged(tmp_path):
                 status = node.status()
                 assert status["chain_id"] == chains[side]
                 assert not node.connected_ids() & {n.node_id for n in sides[other]}, node.name
-                assert "on another network with the same NETWORK_ID" in node.log_tail(2000)
-                assert _warning_logged(node, "on another network")
+                assert _warning_logged(node, "on another network with the same NETWORK_ID")
         for side in (0, 1):                              # each still finalises, and only its own orders
             status, body = clients[2 * side + 1].post_order({"market": "BTC-USD", "side": "sell", "type": "limit",
                                                              "price": "200", "qty": "1"}, wait=5)

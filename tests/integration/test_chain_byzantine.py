@@ -25,7 +25,7 @@ from node.identity import NodeIdentity
 from tests.byzantine import ByzantinePeer, identity_not_smallest
 from tests.harness import Cluster, free_ports, wait_until
 from tests.history import Auditor, History
-from tests.integration.chain_nodes import load_line, pinned_loopback, settled, wait_for
+from tests.integration.chain_nodes import load_line, node_ids, pinned_loopback, settled, wait_for
 from tests.trading import Trader, run_traders, stop_traders
 
 pytestmark = pytest.mark.timeout(240)
@@ -54,7 +54,7 @@ def _phase(nodes, seconds: float, blocks: int, message: str, during=None) -> int
 
 
 def test_a_lying_validator_cannot_stall_or_move_rounds_and_is_banned_beyond_the_bound(cluster: Cluster):
-    honest_ids = [NodeIdentity.load_or_create(cluster.base / f"v{i}").node_id for i in range(3)]
+    honest_ids = node_ids(cluster.base, ["v0", "v1", "v2"])
     liar = ByzantinePeer(identity_not_smallest(honest_ids))
     try:
         honest, _ = pinned_loopback(cluster, 3, outsiders=(liar.node_id,),
