@@ -125,7 +125,7 @@ def test_a_peer_lying_about_its_height_cannot_keep_nodes_from_a_seat_or_from_rea
         joiner.wait_ready()
         wait_for(lambda: joiner.status()["height"] >= founder.status()["height"] - 1, 20,
                  "the joiner is caught up with the real chain", [founder, joiner])
-        wait_for(lambda: len(founder.status()["validators"]) == 2, 20,
+        wait_for(lambda: len(founder.status()["validators"]) == 2, 12,
                  "the caught-up joiner takes the free validator seat", [founder, joiner])
         wait_for(lambda: all(node.api("GET", "/ready")[0] == 200 for node in (founder, joiner)), 10,
                  "both nodes ready", [founder, joiner])
