@@ -83,7 +83,8 @@ class OrderFacts:
 
 
 class Split:
-    """A window in which the listed nodes have no quorum: none of them may say final."""
+    """A window in which the listed nodes have no quorum: none of them may say final. Close it (leave the
+    `with`) before lifting the fault (heal, restart), or their first final answers count against it."""
 
     def __init__(self, history: "History", nodes: Iterable[str], label: str) -> None:
         self.history = history

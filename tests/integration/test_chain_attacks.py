@@ -225,7 +225,7 @@ def test_one_resting_sell_and_a_buy_on_each_side_of_a_split_fills_once(tmp_path)
                 answers = [clients[i].post_order(buy, wait=2) for i in (1, 2)]
                 assert [a[0] for a in answers] == [202, 202], answers
                 assert {a[1]["reason"] for a in answers} == {"no_quorum"}, answers
-                lan.heal()
+            lan.heal()
             buys = [a[1]["order"]["id"] for a in answers]
             healed = time.monotonic()
             wait_for(lambda: final_everywhere(clients, buys), 60, "both buys final everywhere after the heal",

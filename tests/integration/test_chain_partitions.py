@@ -84,7 +84,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
             wait_until(lambda: min(heights(majority).values()) >= stalled + 3, 15,
                        message="the 4 side keeps finalising while one validator is cut off")
             assert heights([lonely])[lonely.name] == stalled
-            lan8.heal()
+        lan8.heal()
         latencies = sorted(p.latency for p in probes)
         figures.append(f"1|4 split (isolated {lonely.name}, the proposer): 4 side final again after "
                        f"{latencies[0]:.2f}s (first) .. {latencies[-1]:.2f}s (last of 4 probes)")
@@ -113,7 +113,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
             crashed = [n for n in nodes if index[n.name] in side_a]
             for node in crashed:          # the small side crashes: f0's order now lives only in its outbox
                 node.kill()
-            lan8.heal()
+        lan8.heal()
         assert sum(window.refused_final.values()) >= len(clients)
         healed = time.monotonic()
         for node in crashed:
@@ -135,7 +135,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
             window.freeze(heights([cut]))
             probe = probe_all([cut], split_at, wait=2.0)[0]
             assert probe.status == 202 and probe.body["reason"] == "no_quorum", (probe.status, probe.body)
-            lan8.heal()
+        lan8.heal()
         healed = time.monotonic()
         wait_until(lambda: final_everywhere(clients, [probe.order_id]), 30, interval=0.2,
                    message="the cut-off follower's order final everywhere after the heal")
@@ -190,10 +190,10 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
             window.freeze(heights(survivors))
             probes = probe_all(survivors, down_at, wait=1.0)
             assert all(p.status == 202 for p in probes), [(p.client.name, p.status, p.body) for p in probes]
-            for node in pair:
-                node.start(wait=False)
-            for node in pair:
-                node.wait_ready(30)
+        for node in pair:
+            node.start(wait=False)
+        for node in pair:
+            node.wait_ready(30)
         restarted = time.monotonic()
         wait_until(lambda: final_everywhere(clients, [p.order_id for p in probes]), 60, interval=0.2,
                    message="orders sent while 2 validators were down final everywhere after their restart")
