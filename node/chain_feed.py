@@ -103,7 +103,8 @@ class ChainBridge:
         now = self.clock()
         if not core.quorum_present(now):
             return False, "no quorum of validators reachable"
-        best = max((h for h, t in core._heard.values() if now - t < 10.0), default=core.height)
+        claimed = core.best_claimed(now)
+        best = core.height if claimed is None else claimed[0]
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"
         return True, f"{core.role} at height {core.height}, epoch {core.state.validators.epoch}"

@@ -70,12 +70,12 @@ class ChainState:
         self.app = app
         self.snapshot_interval = genesis.snapshot_interval
         self.height = 0
-        self.time_ms = genesis.created_ms
+        self.time_ms = 0          # not the founder's clock: a founder whose clock is ahead must not set the chain's time
         self.last_block_id = GENESIS_PARENT
         self.validators = genesis.first_validators()          # the set deciding height + 1
         self.prev_validators = self.validators                # the set that decided `height`
         self.recent_signers: tuple[bytes, ...] = ()
-        self.last_seen: dict[bytes, tuple[int, int]] = {k: (0, genesis.created_ms) for k in self.validators.keys}
+        self.last_seen: dict[bytes, tuple[int, int]] = {k: (0, 0) for k in self.validators.keys}
         self.banned: set[bytes] = set()                       # removed for equivocation: never rejoin
         self.snapshot_hash = b""
         self.last_snapshot: tuple[int, bytes] | None = None    # the newest certified snapshot, to store
@@ -155,7 +155,7 @@ class ChainState:
         return "applied", validators.with_removed(key)
 
     def is_absent(self, key: bytes, height: int, time_ms: int) -> bool:
-        seen_height, seen_time = self.last_seen.get(key, (0, self.genesis.created_ms))
+        seen_height, seen_time = self.last_seen.get(key, (0, 0))
         return height - seen_height > self.genesis.absent_blocks and time_ms - seen_time >= self.genesis.absent_ms
 
     # ------------------------------------------------------------------ hashes and snapshots

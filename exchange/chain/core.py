@@ -115,7 +115,8 @@ class ChainCore:
         self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
         self._good_commits: OrderedDict[tuple, None] = OrderedDict()  # commits whose signatures checked out
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
-        self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its height, when)
+        self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its claimed height, when)
+        self._unbacked: dict[str, tuple[int, float]] = {}             # node id -> (claims it failed to back, last)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._sync_inflight: tuple[str, float] | None = None
         self._catchup_sent: dict[str, tuple[int, float]] = {}           # node -> (height, when) last helped
@@ -530,6 +531,13 @@ class ChainCore:
             return
         if sender is not None:
             self._heard[sender] = (their_height, now)
+            if not items and their_height > self.state.height:
+                # it claims blocks we lack yet hands over none: its claims stop counting until it backs one
+                self._strike(sender, now)
+                self._penalize(sender, 10.0, "claimed_height_not_backed")
+                return
+            if items:
+                self._unbacked.pop(sender, None)
         for item in items:
             if type(item) is not list or len(item) != 2:
                 raise Malformed("bad_sync_item")
@@ -604,12 +612,29 @@ class ChainCore:
                 self._heard[peer] = (height, now)
             self._request_sync(peer, now)
 
+    def best_claimed(self, now: float, within: float = 10.0) -> tuple[int, str] | None:
+        """The highest height a recent peer claims (with who), among peers that back what they claim: one
+        that was asked for the blocks it claims and handed over none no longer counts until it does."""
+        return max(((h, node) for node, (h, t) in self._heard.items()
+                    if now - t < within and not self._discounted(node, now)), default=None)
+
+    def _strike(self, node: str, now: float) -> None:
+        count, _ = self._unbacked.get(node, (0, now))
+        self._unbacked[node] = (count + 1, now)
+
+    def _discounted(self, node: str, now: float) -> bool:
+        """Two unbacked claims in the last 30 s: ignore what it claims for now (a slow honest peer recovers)."""
+        strikes = self._unbacked.get(node)
+        return strikes is not None and strikes[0] >= 2 and now - strikes[1] < 30.0
+
     def _request_sync(self, peer: str | None, now: float) -> None:
         if peer is None:
             return
         inflight = self._sync_inflight
         if inflight is not None and now - inflight[1] < self.config.sync_retry:
             return
+        if inflight is not None:          # the last request went unanswered
+            self._strike(inflight[0], now)
         self._sync_inflight = (peer, now)
         first = self.state.height + 1
         self.actions.append(("send", peer, {"type": "sync_request",
@@ -634,7 +659,7 @@ class ChainCore:
         return min(times, default=None)
 
     def _sync_if_behind(self, now: float) -> None:
-        best = max(((h, node) for node, (h, t) in self._heard.items() if now - t < 10.0), default=None)
+        best = self.best_claimed(now)
         if best is not None and best[0] > self.state.height and now - self.last_commit_at > self.config.sync_retry:
             self._request_sync(best[1], now)
 
@@ -669,7 +694,8 @@ class ChainCore:
             return
         if len(state.validators) >= state.genesis.max_validators:
             return
-        best = max((h for h, t in self._heard.values() if now - t < self.config.live_after), default=-1)
+        claimed = self.best_claimed(now, self.config.live_after)
+        best = -1 if claimed is None else claimed[0]
         if best < 0 or best > state.height + 1:
             return      # not caught up (or hearing from nobody): a seat would only slow the others down
         self._next_join = now + self.config.join_retry

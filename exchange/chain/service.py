@@ -224,7 +224,8 @@ class ChainService:
             return
         if core.height >= recovering["need_height"] and not getattr(self.store, "missing_heights", []):
             if recovering["tail_damaged"]:
-                best = max((h for h, t in core._heard.values()), default=-1)
+                claimed = core.best_claimed(self.clock())
+                best = -1 if claimed is None else claimed[0]
                 if best < 0 or core.height < best:
                     return
                 core.consensus.sign_from = core.height + 2

@@ -9,8 +9,8 @@ checker (tests/history.py) records every answer and re-reads every node througho
   anywhere stays within 500 ms of real time, finality goes on, and the poisoned node, back on the right
   clock, catches up with a chain that never left real time. Orders its users sent while its clock was
   ahead expire "too far" in the future for the others until real time catches up: they stay 202 for
-  up to the offset, then become final everywhere (none is lost). A founder whose clock is ahead is a
-  known gap (strict xfail): the chain's time starts at its genesis time, in the future;
+  up to the offset, then become final everywhere (none is lost). A founder whose clock is ahead cannot
+  set the chain's time either: the chain's time starts at zero, not at the genesis's creation time;
 - stalling member: a validator stopped outright (SIGSTOP: links stay up, nothing answers), then one that
   answers slowly (stopped and resumed every 0.3 s): the other three finalise at their own pace;
 - double fill across a partition: 4 validators split 2|2 with one resting sell; a buy at each side:
@@ -112,9 +112,6 @@ def test_a_validator_with_a_clock_far_ahead_cannot_move_block_times(cluster):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="ChainState starts the chain's time at the founder's genesis created_ms, "
-                                       "which nobody checks: a founder whose clock is ahead stalls the new network "
-                                       "until real time catches up, with the chain's time in the future meanwhile")
 def test_a_founder_with_a_clock_far_ahead_cannot_stall_the_network_nor_set_its_time(cluster):
     library = _faketime()
     if library is None:

@@ -10,7 +10,8 @@ with the history checker running throughout.
   not a relay, penalised and banned (100 points) by every honest node; no honest peer penalised.
 
 And a peer that lies about its chain height (any peer: the height rides on heartbeats) must not keep a
-caught-up node from its validator seat nor make `/ready` fail (a known gap: strict xfail until fixed).
+caught-up node from its validator seat nor make `/ready` fail: a claim the peer cannot back with blocks
+when asked stops counting (and costs it points).
 """
 from __future__ import annotations
 
@@ -108,8 +109,6 @@ def test_a_lying_validator_cannot_stall_or_move_rounds_and_is_banned_beyond_the_
         liar.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a height claimed in heartbeats is trusted unverified: ChainCore._maybe_join "
-                                       "and the readiness check wait for the highest height any peer claims")
 def test_a_peer_lying_about_its_height_cannot_keep_nodes_from_a_seat_or_from_ready(cluster: Cluster):
     founder, = cluster.chain(1, heartbeat_interval=0.5)
     liar = ByzantinePeer(NodeIdentity.generate())      # any peer at all: no validator key needed
