@@ -130,6 +130,7 @@ def run(base: Path, clients: int, rate: float, seconds: float) -> dict:
     workers = []
     try:
         node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10), log_level="WARNING")
+        node.new_accounts(*(f"a{i}" for i in range(10)))       # the orders come from ten accounts
         node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200)})   # a book to stream
         go, finish, results = ctx.Event(), ctx.Event(), ctx.Queue()
         url = node.api_url.replace("http", "ws", 1) + "/ws"
