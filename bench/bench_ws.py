@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 
 from bench.table import print_table
-from tests.harness import Cluster, NodeProcess
+from tests.harness import Cluster, NodeProcess, wait_until
 
 BATCH_INTERVAL = 0.05
 MAX_IN_FLIGHT = 20
@@ -131,6 +131,7 @@ def run(base: Path, clients: int, rate: float, seconds: float) -> dict:
     try:
         node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10), log_level="WARNING")
         node.new_accounts(*(f"a{i}" for i in range(10)))       # the orders come from ten accounts
+        wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")
         node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200)})   # a book to stream
         go, finish, results = ctx.Event(), ctx.Event(), ctx.Queue()
         url = node.api_url.replace("http", "ws", 1) + "/ws"
