@@ -104,7 +104,7 @@ async def _load(node: NodeProcess, rate: float, seconds: float) -> tuple[int, in
     async def post(session: aiohttp.ClientSession, body: bytes) -> None:
         nonlocal accepted
         async with session.post(node.api_url + "/orders/batch", data=body,
-                                headers={"Content-Type": "application/json"}) as response:
+                                headers={"Content-Type": "application/json", **node.auth_headers()}) as response:
             answer = await response.json()
             accepted += sum(1 for r in answer.get("results", []) if "order" in r)
 
