@@ -618,11 +618,20 @@ class ChainCore:
         if not self.is_validator:
             self._wake_at = None
             return
-        restore, self._restore = self._restore, None
-        restore = [r for r in restore or [] if _wal_height(r) in (None, self.state.height + 1)] or None
+        restore = self._take_restore(self.state.height + 1)
         idle = len(self.mempool) == 0 and not self._own
         self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
         self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
+
+    def _take_restore(self, height: int) -> list | None:
+        """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets
+        there: a node recovering damaged blocks starts below the height it was signing at."""
+        records = self._restore or []
+        if not any((_wal_height(r) or 0) > height for r in records):
+            self._restore = None
+        if not any(_wal_height(r) == height for r in records):
+            return None
+        return [r for r in records if _wal_height(r) in (None, height)]
 
     def _last_block_seconds(self) -> float:
         return self.state.time_ms / 1000.0
