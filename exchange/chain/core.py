@@ -134,6 +134,16 @@ class ChainCore:
         self._restore = wal or None
         self._start_height(now)
 
+    def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
+        """Sign again from height `sign_from` (once damaged history is recovered). If the height in progress is
+        one of those, its consensus starts over from what `wal` says we signed there: its rounds ran without
+        our votes while we could not sign, and their rules do not fire twice."""
+        self.consensus.sign_from = sign_from
+        if self.is_validator and not self.halted and self.state.height + 1 >= sign_from:
+            self._restore = wal or None
+            self._start_height(now)
+            self._drain_consensus(now)
+
     def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
         for tx in txs:
