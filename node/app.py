@@ -32,6 +32,10 @@ from p2p.router import MessageRouter
 log = logging.getLogger("node")
 
 
+class NodeFailed(Exception):
+    """The node stopped because it cannot go on safely (the message says why and what to do)."""
+
+
 class ExchangeNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -57,7 +61,8 @@ class ExchangeNode:
             self.identity, self.chain_network, self.chain_store, network_id=settings.network_id,
             markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
             max_validators=settings.max_validators, pinned_validators=settings.validators,
-            found_after=settings.found_after if settings.p2p_enabled else 0.0, config=core_config(settings))
+            found_after=settings.found_after if settings.p2p_enabled else 0.0, config=core_config(settings),
+            recovery_timeout=settings.recovery_timeout)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         self.api_extensions.append(install_order_api)
@@ -164,6 +169,8 @@ class ExchangeNode:
             await self._stop.wait()
         finally:
             await self.stop()
+        if self.chain.fatal is not None:
+            raise NodeFailed(self.chain.fatal)
 
     def status(self) -> dict[str, Any]:
         peer_status = self.peers.status()

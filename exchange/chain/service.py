@@ -284,13 +284,15 @@ class ChainService:
                 return self._recovery_deadline(recovering)
             # caught up: every height we could have signed at is decided, but for the one in progress, which
             # an intact WAL covers (the core re-sent what it holds) and a damaged one makes us skip
-            sign_from = max(core.height + (1 if self.store.wal_trustworthy else 2), self._wal_top)
+            wal_ok = self.store.wal_trustworthy
+            sign_from = max(core.height + (1 if wal_ok else 2), self._wal_top)
             try:
                 self.store.save_sign_from(sign_from)
+                wal = self.store.wal_records() if wal_ok else None
             except StorageError as exc:
                 log.warning("cannot record the signing height yet: %s", exc)
                 return
-            core.consensus.sign_from = sign_from
+            core.resume_signing(sign_from, self.clock(), wal)
         log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
         self.recovering = None
 
