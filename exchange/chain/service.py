@@ -57,6 +57,7 @@ class ChainStore(Protocol):
     wal_trustworthy: bool
     missing_heights: list[range]
     blocks_tail_damaged: bool
+    blocks_damage: list[str]
     first_height: int
     last_height: int
     def get(self, height: int) -> tuple[Block, Commit] | None: ...
@@ -246,10 +247,11 @@ class ChainService:
         needed = 1
         if missing or known_top > core.height:
             ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
+            damage = "; ".join(store.blocks_damage) or f"{self.store_dir('blocks')} ends early"
             self.recovering = {"since": now, "need_height": known_top, "missing": ranges,
-                               "tail_damaged": store.blocks_tail_damaged}
-            log.error("stored blocks %s are damaged or lost: replayed up to height %d; fetching certified copies "
-                      "from peers before serving orders (file: %s)", ranges, core.height, self.store_dir("blocks"))
+                               "tail_damaged": store.blocks_tail_damaged, "damage": damage}
+            log.error("stored blocks %s are damaged or lost (%s): replayed up to height %d; fetching certified "
+                      "copies from peers before serving orders", ranges, damage, core.height)
             # how far we had signed is unknown when the newest blocks are damaged: follow the peers first
             needed = SIGN_FROM_UNKNOWN if store.blocks_tail_damaged else known_top + (1 if wal_ok else 2)
         elif not wal_ok:
@@ -267,7 +269,7 @@ class ChainService:
         core.consensus.sign_from = max(floor, wal_top if wal_ok else 0)
         if floor == SIGN_FROM_UNKNOWN and self.recovering is None:
             self.recovering = {"since": now, "need_height": core.height, "missing": "the signing record",
-                               "tail_damaged": True}
+                               "tail_damaged": True, "damage": self.store_dir("signing")}
         if floor > core.height + 1:
             log.warning("not signing below height %s: we may have signed there before the damage",
                         "unknown (until caught up with peers)" if floor == SIGN_FROM_UNKNOWN else floor)
@@ -299,9 +301,10 @@ class ChainService:
     def _recovery_deadline(self, recovering: dict[str, Any]) -> None:
         if self.fatal is not None or self.clock() - recovering["since"] <= self.recovery_timeout:
             return
-        self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')}: no peer "
-                      f"supplied certified copies within {self.recovery_timeout:g}s. Start the node where its "
-                      f"peers are reachable, or move {self.store_dir()} aside to resynchronise from scratch")
+        self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')} (damage: "
+                      f"{recovering['damage']}): no peer supplied certified copies within {self.recovery_timeout:g}s. "
+                      f"Start the node where its peers are reachable, restore the file from a backup, or move "
+                      f"{self.store_dir()} aside to resynchronise from scratch")
         log.critical("%s", self.fatal)
         for stop in self.fatal_listeners:
             stop(self.fatal)

@@ -147,6 +147,11 @@ class ChainStore:
     def blocks_tail_damaged(self) -> bool:
         return self.blocks_log.tail_damaged
 
+    @property
+    def blocks_damage(self) -> list[str]:
+        """Where the block log is damaged: file, byte range and reason, for messages."""
+        return [str(damage) for damage in self.blocks_log.damage[:4]]
+
     def get(self, height: int) -> tuple[Block, Commit] | None:
         log_ = self.blocks_log
         if not log_.first_index <= height <= log_.last_index:
@@ -219,7 +224,9 @@ class ChainStore:
         damaged WAL is discarded, once the service has recorded what it implied (`save_sign_from`)."""
         def reset() -> None:
             log_ = self._writable("wal")
-            if log_.last_index >= log_.first_index or log_.tail_damaged:
+            if log_.tail_damaged:
+                log_.truncate_after(log_.last_index)
+            if log_.last_index >= log_.first_index:
                 log_.truncate_before(log_.next_index)
         self._reopen_after("wal", reset)
         self.wal_trustworthy = True
