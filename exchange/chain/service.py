@@ -34,6 +34,7 @@ log = logging.getLogger("exchange.chain")
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
                  "chain_sync_request", "chain_sync_response")
 SUBMIT_SERVICE = "chain.submit"
+OUTBOX_PROBE_INTERVAL = 1.0
 GENESIS_SERVICE = "chain.genesis"
 
 
@@ -72,6 +73,7 @@ class ChainStore(Protocol):
     def save_sign_from(self, height: int) -> None: ...
     def outbox(self) -> list[SignedTx]: ...
     async def outbox_add(self, txs: list[SignedTx]) -> None: ...
+    async def outbox_probe(self) -> bool: ...
     def outbox_done(self, tx_ids: list[str]) -> None: ...
     def close(self) -> None: ...
 
@@ -132,6 +134,8 @@ class ChainService:
         self._unsaved_blocks: list[_UnsavedBlock] = []       # final here, not yet durable: nothing of them leaves
         self._unsaved_wal: list[list] = []
         self._wal_top = 0       # the highest height with a signed record in the durable WAL
+        self._probe: asyncio.Task | None = None
+        self._next_probe = 0.0
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,6 +153,8 @@ class ChainService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._probe is not None:
+            await asyncio.gather(self._probe, return_exceptions=True)
         if self._pump_handle is not None:
             self._pump_handle.cancel()
             self.pump()
@@ -606,8 +612,19 @@ class ChainService:
                     else:       # no new heights of ours while nothing can be made durable: retry the disk
                         self._flush_unsaved()
                     self.pump()
+                    self._probe_outbox()
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
+
+    def _probe_outbox(self) -> None:
+        """After an outbox write failed, try a tiny one each second, so the node says it is ready again as
+        soon as its disk takes writes (and not only after a user risked an order)."""
+        if getattr(self.store, "outbox_error", None) is None or self.clock() < self._next_probe:
+            return
+        if self._probe is not None and not self._probe.done():
+            return
+        self._next_probe = self.clock() + OUTBOX_PROBE_INTERVAL
+        self._probe = asyncio.get_running_loop().create_task(self.store.outbox_probe(), name="chain.outbox-probe")
 
     # ------------------------------------------------------------------ the API
     async def wait_ready(self, timeout: float) -> bool:
@@ -673,6 +690,11 @@ class ChainService:
         except asyncio.TimeoutError:
             return None
 
+    @property
+    def storage_problem(self) -> StorageError | None:
+        """Why this node cannot write what it must (a consensus write, or its last outbox write), or None."""
+        return self.disk_error or getattr(self.store, "outbox_error", None)
+
     def pending_reason(self) -> str:
         core = self.core
         if core is None:
@@ -689,8 +711,8 @@ class ChainService:
         core = self.core
         base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
                                 "halted": self.halted, **self.counters, "recovering": self.recovering,
-                                "fatal": self.fatal, "disk_error": None if self.disk_error is None else {
-                                    "kind": self.disk_error.kind, "message": str(self.disk_error)},
+                                "fatal": self.fatal, "disk_error": _problem(self.disk_error),
+                                "outbox_error": _problem(getattr(self.store, "outbox_error", None)),
                                 "unsaved_blocks": len(self._unsaved_blocks)}
         if core is None:
             return base
@@ -711,6 +733,10 @@ class _UnsavedBlock:
         self.outcome = outcome
         self.snapshot = snapshot
         self.held: list[dict] = []      # decision broadcasts
+
+
+def _problem(error: StorageError | None) -> dict[str, str] | None:
+    return None if error is None else {"kind": error.kind, "message": str(error)}
 
 
 def _typed(message: dict) -> dict:

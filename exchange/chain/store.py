@@ -61,6 +61,7 @@ class ChainStore:
         self._pending: dict[str, tuple[int, SignedTx]] = {}      # tx id -> (index of its first add record, tx)
         self.outbox_lost = 0         # outbox records found unreadable with no intact copy (orders maybe lost)
         self.reopened = 0            # logs reopened after a write that could not be undone
+        self.outbox_error: StorageError | None = None     # the last outbox write failed (cleared by a success)
         self._load_outbox()
         self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing)
         if not self.wal_trustworthy:
@@ -283,11 +284,23 @@ class ChainStore:
         try:
             indexes = await self.outbox_commit.submit([body for tx in txs for body in _add_records(tx)])
         except StorageError as exc:
+            self.outbox_error = exc
             if not exc.outcome_unknown:
                 raise
             raise self._void(txs, exc) from exc
+        self.outbox_error = None
         for n, tx in enumerate(txs):
             self._pending[tx.id] = (indexes[OUTBOX_COPIES * n], tx)
+
+    async def outbox_probe(self) -> bool:
+        """After a failed outbox write: does the outbox take writes again? (An empty 'done' record.)"""
+        try:
+            await self.outbox_commit.submit([pack(["done", []])])
+        except StorageError as exc:
+            self.outbox_error = exc
+            return False
+        self.outbox_error = None
+        return True
 
     def _void(self, txs: list[SignedTx], cause: StorageError) -> StorageError:
         """The StorageError to report after a failed add whose records might be on disk anyway."""
