@@ -254,7 +254,7 @@ class ChainStore:
                             self._pending.pop(tx_id, None)
                 except (ValueError, TypeError, InvalidTx):
                     unreadable.append(index)
-        if log_.report.clean and not unreadable:
+        if not (unreadable or log_.tail_damaged):      # damage below first_index was dealt with at an earlier start
             return
         self.outbox_lost = _unexplained(unreadable, adds) + log_.tail_damaged
         log.error("outbox %s is damaged (%s); %d pending transactions read back intact and are handed on again; "
