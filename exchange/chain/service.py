@@ -527,6 +527,8 @@ class ChainService:
         snapshot = self.core.state.last_snapshot if self.core is not None else None
         if snapshot is None or snapshot[0] != block.height:
             snapshot = None
+        elif self.core is not None:
+            self.core.state.last_snapshot = None     # ours to store now: its bytes go once they are on disk
         self._unsaved_blocks.append(_UnsavedBlock(block, commit, outcome, snapshot))
         self._flush_unsaved()
         if self.core is not None and outcome.validators_changed:
