@@ -5,7 +5,7 @@ directory (same key, same genesis) as if it had made those blocks itself, so res
 memory are measured on what a node under that load would hold.
 
 Each block holds one transaction of one account: a buyer's and a seller's in turn, at one price, so each
-block fills the one before it and the book stays steady (plus `resting` orders placed first, far from the
+block fills the one before it (the last is a sell, so the newest orders are filled) and the book stays steady (plus `resting` orders placed first, far from the
 price, that stay open all along). `fill(dir, orders, heights=...)` spreads the orders evenly over the
 heights; every `snapshot_interval` heights (500, the chain's) a snapshot is saved and the block log is
 compacted behind it unless `compact=False`.
@@ -57,6 +57,7 @@ class FillResult:
     heights: int = 0
     seconds: float = 0.0
     refused: dict[str, int] = field(default_factory=dict)
+    recent_order_ids: list[str] = field(default_factory=list)    # a few orders of the last two transactions
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -107,6 +108,7 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
             why, _ = await service.submit(tx)
             if why is not None:
                 result.refused[why] = result.refused.get(why, 0) + 1
+            result.recent_order_ids = result.recent_order_ids[-3:] + [tx.order_id(i) for i in range(min(3, len(ops)))]
             clock[0] += BLOCK_SECONDS
             core.tick(clock[0])
             service.pump()
