@@ -7,6 +7,13 @@
    every frame, builds the index) and a full `iterate`; also the index's memory and the open's peak RSS growth.
 3. What a validator waits for before a vote leaves: `AtomicDocument.store` latency (temporary file, fsync,
    rename, directory fsync); and saving / loading a 20 MB snapshot.
+4. A node at 10^4, 10^5 and 10^6 orders (10^6 left out with --quick), before and after compaction: the orders
+   go through one validator's own chain code (tests/chain_fill.py, 4,000 heights, the book steady), once with
+   the block log never cut ("before": every block kept, a restart replays them all) and once as the node runs
+   ("after": snapshots every 500 heights, the log cut 1,000 blocks behind the newest). Then a real
+   exchange-node takes the directory over: restart-to-serving (spawn to /ready 200), its RSS, the disk used,
+   and the RSS of the filling process at 30 %, 60 % and 100 % of the orders (flat once the closed-order
+   window of 100,000 is full). Ratios: after / before, and each scale / 10^4.
 
 `python -m bench storage [--quick]`
 """
@@ -18,8 +25,11 @@ import resource
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from bench.table import print_table
+from tests.chain_fill import disk_bytes, fill, rss_kib
+from tests.harness import Cluster, wait_until
 from storage.atomic import AtomicDocument
 from storage.group_commit import GroupCommit
 from storage.snapshots import SnapshotStore
@@ -127,6 +137,56 @@ def small_writes_table(base: str, quick: bool) -> None:
                   latencies[-1], saved, read]])
 
 
+def restart_to_serving(base: str, name: str) -> tuple[float, int, str]:
+    """(seconds from spawn to /ready 200, RSS KiB once serving, the start-up line) of a real node on base/name."""
+    cluster = Cluster(Path(base))
+    try:
+        node = cluster.node(name, start=False, heartbeat_interval=0.5)
+        started = time.perf_counter()
+        node.start(wait=False)
+        node.wait_ready(300)
+        wait_until(lambda: node.api("GET", "/ready")[0] == 200, 300, interval=0.02, message="serving")
+        seconds = time.perf_counter() - started
+        rss = rss_kib(node.proc.pid)
+        line = next(l for l in reversed(node.log_tail(200).splitlines()) if "blocks replayed" in l)
+        node.stop(60)
+        return seconds, rss, line
+    finally:
+        cluster.close()
+
+
+def scale_table(base: str, quick: bool) -> None:
+    heights = 4000
+    rows = []
+    before: dict[int, tuple[int, float]] = {}
+    smallest: dict[bool, tuple[int, float, int]] = {}
+    for orders in (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000):
+        for compact in (False, True):
+            name = f"scale-{orders}-{'after' if compact else 'before'}"
+            directory = Path(base) / name
+            result = asyncio.run(fill(directory, orders, heights=heights, compact=compact, checkpoints=10))
+            rss = {round(p["orders"] / orders, 1): p["rss_kib"] / 1024 for p in result.checkpoints}
+            disk = disk_bytes(directory / "chain")
+            snapshots = sum(p.stat().st_size for p in (directory / "chain" / "snapshots").iterdir())
+            seconds, node_rss, line = restart_to_serving(base, name)
+            replayed = int(line.split("(")[1].split()[0])
+            if not compact:
+                before[orders] = (disk, seconds)
+            base_disk, base_seconds = before[orders]
+            first = smallest.setdefault(compact, (disk, seconds, node_rss))
+            rows.append([orders, "after" if compact else "before", heights, result.seconds, disk / 2**20,
+                         snapshots / 2**20, rss.get(0.3, 0.0), rss.get(0.6, 0.0), rss.get(1.0, 0.0), seconds, replayed,
+                         node_rss / 1024, f"x{disk / base_disk:.2f}", f"x{seconds / base_seconds:.2f}",
+                         f"x{disk / first[0]:.1f}", f"x{seconds / first[1]:.1f}", f"x{node_rss / first[2]:.2f}",
+                         f"{os.getloadavg()[0]:.2f}"])
+            shutil.rmtree(directory, ignore_errors=True)
+    print_table(f"a node at scale: {heights:,} heights, before (no compaction) and after (snapshots every 500 heights, "
+                "log cut 1,000 blocks behind); ratios after/before and vs 10^4 orders in the same mode",
+                ["orders", "compaction", "heights", "fill s", "disk MB", "snapshots MB", "fill RSS 30% MB",
+                 "60% MB", "100% MB", "restart-to-serving s", "blocks replayed", "node RSS MB", "disk vs before",
+                 "restart vs before", "disk vs 10^4", "restart vs 10^4", "node RSS vs 10^4", "load"], rows)
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     base = tempfile.mkdtemp(prefix="bench-storage-")
@@ -134,5 +194,6 @@ def main(argv: list[str]) -> None:
         group_commit_table(base, quick)
         recovery_table(base, quick)
         small_writes_table(base, quick)
+        scale_table(base, quick)
     finally:
         shutil.rmtree(base, ignore_errors=True)

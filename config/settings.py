@@ -171,6 +171,9 @@ class Settings:
     empty_block_interval: float = _setting(
         1.0, "EMPTY_BLOCK_INTERVAL", "Seconds between blocks when there are no orders (finality heartbeat)",
         _FLOAT_POS)
+    recovery_timeout: float = _setting(
+        120.0, "RECOVERY_TIMEOUT", "Seconds a node with damaged stored blocks waits for peers' certified copies "
+        "before it stops, naming the directory", _FLOAT_POS)
     hint_ttl: float = _setting(60.0, "HINT_TTL", "Seconds a routing hint stays valid", _FLOAT_POS)
     grenache_rpc_port: int | None = _setting(
         None, "GRENACHE_RPC_PORT", "Serve a Grenache-compatible HTTP RPC endpoint on this port (unset = off)",

@@ -185,7 +185,10 @@ async def _queue(chain: ChainService, tx: SignedTx) -> tuple[str | None, Any]:
 
 def storage_error(exc: StorageError) -> ApiError:
     """A disk problem is never a 500: 507 when the disk is full, 503 with Retry-After otherwise."""
-    if exc.kind == "no_space":
+    if exc.outcome_unknown:
+        error = ApiError(503, "storage_outcome_unknown", f"this node's disk failed mid-write and could not undo it; "
+                         f"the order may or may not have been accepted: look it up by id before resending ({exc})")
+    elif exc.kind == "no_space":
         error = ApiError(507, "insufficient_storage", f"this node's disk is full; nothing was accepted ({exc})")
     else:
         error = ApiError(503, f"storage_{exc.kind}", f"this node cannot write its disk; nothing was accepted ({exc})")

@@ -32,6 +32,10 @@ from p2p.router import MessageRouter
 log = logging.getLogger("node")
 
 
+class NodeFailed(Exception):
+    """The node stopped because it cannot go on safely (the message says why and what to do)."""
+
+
 class ExchangeNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -62,7 +66,8 @@ class ExchangeNode:
             markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
             max_validators=settings.max_validators, pinned_validators=settings.validators,
             found_after=0.0 if standalone else (float("inf") if self.legacy else settings.found_after),
-            snapshot_interval=settings.snapshot_interval, config=core_config(settings, legacy=self.legacy))
+            snapshot_interval=settings.snapshot_interval, config=core_config(settings, legacy=self.legacy),
+            recovery_timeout=settings.recovery_timeout)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         if settings.discovery_grenache:
@@ -175,6 +180,8 @@ class ExchangeNode:
             await self._stop.wait()
         finally:
             await self.stop()
+        if self.chain.fatal is not None:
+            raise NodeFailed(self.chain.fatal)
 
     def status(self) -> dict[str, Any]:
         peer_status = self.peers.status()

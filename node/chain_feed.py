@@ -98,8 +98,9 @@ class ChainBridge:
             return False, chain.fatal or chain.halted or core.halted or "halted"
         if chain.recovering is not None:
             return False, f"recovering damaged history ({chain.recovering['missing']}) from peers"
-        if chain.disk_error is not None:
-            return False, f"disk error: {chain.disk_error}"
+        problem = chain.storage_problem
+        if problem is not None:
+            return False, f"disk error: {problem}"
         now = self.clock()
         if not core.quorum_present(now):
             return False, "no quorum of validators reachable"
@@ -120,6 +121,7 @@ class ChainBridge:
         chain = self.chain
         core = chain.core
         if core is None:
+            yield from split_counters(CHAIN_COUNTERS, chain.counters)
             return
         now = self.clock()
         state = core.state

@@ -44,6 +44,7 @@ def cli() -> None:
 def start(config_file: str | None, **flags: Any) -> None:
     """Run a node until SIGINT/SIGTERM (then say goodbye to peers, save them, exit 0)."""
     from node.accounts import AccountError, AccountStore
+    from node.app import NodeFailed
     from node.identity import IdentityError
 
     try:
@@ -69,6 +70,8 @@ def start(config_file: str | None, **flags: Any) -> None:
             _run(settings)
     except (IdentityError, AccountError) as exc:
         fail(str(exc), 2)
+    except (NodeFailed, StorageError) as exc:
+        fail(str(exc), 3)
     except OSError as exc:
         fail(f"cannot start: {exc}")
 

@@ -136,6 +136,16 @@ class ChainCore:
         self._restore = wal or None
         self._start_height(now)
 
+    def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
+        """Sign again from height `sign_from` (once damaged history is recovered). If the height in progress is
+        one of those, its consensus starts over from what `wal` says we signed there: its rounds ran without
+        our votes while we could not sign, and their rules do not fire twice."""
+        self.consensus.sign_from = sign_from
+        if self.is_validator and not self.halted and self.state.height + 1 >= sign_from:
+            self._restore = wal or None
+            self._start_height(now)
+            self._drain_consensus(now)
+
     def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
         for tx in txs:
@@ -711,11 +721,20 @@ class ChainCore:
         if not self.is_validator:
             self._wake_at = None
             return
-        restore, self._restore = self._restore, None
-        restore = [r for r in restore or [] if _wal_height(r) in (None, self.state.height + 1)] or None
+        restore = self._take_restore(self.state.height + 1)
         idle = len(self.mempool) == 0 and not self._own
         self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
         self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
+
+    def _take_restore(self, height: int) -> list | None:
+        """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets
+        there: a node recovering damaged blocks starts below the height it was signing at."""
+        records = self._restore or []
+        if not any((_wal_height(r) or 0) > height for r in records):
+            self._restore = None
+        if not any(_wal_height(r) == height for r in records):
+            return None
+        return [r for r in records if _wal_height(r) in (None, height)]
 
     def _last_block_seconds(self) -> float:
         return self.state.time_ms / 1000.0

@@ -21,12 +21,13 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore, CoreConfig, _wal_height
 from exchange.chain.crypto import verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
 from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.chain.store import SIGN_FROM_UNKNOWN
+from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
@@ -34,6 +35,7 @@ log = logging.getLogger("exchange.chain")
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
                  "chain_sync_request", "chain_sync_response", "chain_status")
 SUBMIT_SERVICE = "chain.submit"
+OUTBOX_PROBE_INTERVAL = 1.0
 GENESIS_SERVICE = "chain.genesis"
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
@@ -56,6 +58,12 @@ class ChainStore(Protocol):
 
     def load_genesis(self) -> Genesis | None: ...
     def save_genesis(self, genesis: Genesis) -> None: ...
+    wal_trustworthy: bool
+    missing_heights: list[range]
+    blocks_tail_damaged: bool
+    blocks_damage: list[str]
+    first_height: int
+    last_height: int
     def get(self, height: int) -> tuple[Block, Commit] | None: ...
     def blocks(self, start: int | None = None) -> Iterable[tuple[Block, Commit]]: ...
     def append_block(self, block: Block, commit: Commit) -> None: ...
@@ -64,8 +72,11 @@ class ChainStore(Protocol):
     def wal_records(self) -> list: ...
     def wal_append(self, record: list) -> None: ...
     def wal_reset(self) -> None: ...
+    def load_sign_from(self) -> int: ...
+    def save_sign_from(self, height: int) -> None: ...
     def outbox(self) -> list[SignedTx]: ...
     async def outbox_add(self, txs: list[SignedTx]) -> None: ...
+    async def outbox_probe(self) -> bool: ...
     def outbox_done(self, tx_ids: list[str]) -> None: ...
     def close(self) -> None: ...
 
@@ -90,7 +101,8 @@ class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
                  pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
-                 config: CoreConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+                 config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
+                 recovery_timeout: float = 120.0) -> None:
         self.identity = identity
         self.network = network
         self.store = store
@@ -121,16 +133,20 @@ class ChainService:
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
         self.recovering: dict[str, Any] | None = None
-        self.recovery_timeout = 120.0
+        self.recovery_timeout = recovery_timeout
         self.fatal: str | None = None
         self.fatal_listeners: list[Callable[[str], None]] = []
         self.disk_error: StorageError | None = None         # a write consensus needs failed: we hold our votes
-        self._unsaved_blocks: list[tuple[Block, Commit]] = []
+        self._unsaved_blocks: list[_UnsavedBlock] = []       # final here, not yet durable: nothing of them leaves
         self._unsaved_wal: list[list] = []
         self._snapshot_task: asyncio.Task | None = None
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self._served_snapshot: tuple[int, bytes, list] | None = None
-        self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0}
+        self._wal_top = 0       # the highest height with a signed record in the durable WAL
+        self._probe: asyncio.Task | None = None
+        self._next_probe = 0.0
+        self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
+                         "status_sent": 0, "status_received": 0}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -148,6 +164,8 @@ class ChainService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._probe is not None:
+            await asyncio.gather(self._probe, return_exceptions=True)
         if self._pump_handle is not None:
             self._pump_handle.cancel()
             self.pump()
@@ -165,18 +183,15 @@ class ChainService:
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
                          rng=random.Random(), now=self.clock())
         start = self._restore_snapshot(core, params)
-        replayed = 0
-        for block, commit in self.store.blocks(start):
-            core.load_block(block, commit)
-            replayed += 1
+        replayed = self._replay(core, start)
         core.take_actions()
         now = self.clock()
-        self._recovery_check(core, now)
-        core.restore_outbox(self.store.outbox(), now)
-        self.core = core
         wal = self.store.wal_records() if self.store.wal_trustworthy else None
+        self._recovery_check(core, now, wal)
         if not self.store.wal_trustworthy:
-            core.consensus.sign_from = core.height + 2      # we may have signed at the height in progress
+            self.store.wal_reset()      # what it implied is in the signing floor now
+        self._restore_outbox(core, now)
+        self.core = core
         core.start(now, wal=wal)
         self.founding_status = "on_chain"
         log.info("chain %s: height %d (%d blocks replayed), %s, %d validators (epoch %d)", genesis.chain_id[:16],
@@ -185,60 +200,132 @@ class ChainService:
         self._ready.set()
         self.pump()
 
+    def _restore_outbox(self, core: ChainCore, now: float) -> None:
+        """Our accepted transactions not yet in a block are handed on again; those a replayed block holds (a
+        crash came between the block and the outbox's 'done' record) leave the outbox."""
+        app = core.state.app
+        pending, final = [], []
+        for tx in self.store.outbox():
+            in_block = app.replay.seen(tx.id, tx.expires) or (   # type: ignore[attr-defined]
+                isinstance(tx.ops[0], NewOrderOp) and app.order(tx.order_id(0)) is not None)  # type: ignore[attr-defined]
+            (final if in_block else pending).append(tx)
+        if final:
+            self.store.outbox_done([tx.id for tx in final])
+        core.restore_outbox(pending, now)
+
+    def _replay(self, core: ChainCore, start: int | None) -> int:
+        """Fold our stored blocks into the state, checking each against the state it claims to follow: a stored
+        block or snapshot that does not fit is never served from."""
+        replayed = 0
+        for block, commit in self.store.blocks(start):
+            header = block.header
+            if header.prev_id != core.state.last_block_id or header.app_hash != core.state.hash:
+                raise SystemExit(f"exchange-node: stored block {header.height} in {self.store_dir('blocks')} does "
+                                 f"not follow the state replayed before it (height {core.height}); the stored chain "
+                                 f"is inconsistent: move {self.store_dir()} aside to resynchronise from peers")
+            core.load_block(block, commit)
+            replayed += 1
+        return replayed
+
+    def store_dir(self, part: str = "") -> str:
+        root = getattr(self.store, "root", "DATA_DIR/chain")
+        return f"{root}/{part}" if part else str(root)
+
     def _restore_snapshot(self, core: ChainCore, params: ExchangeParams) -> int | None:
         """Start from the newest stored snapshot when the blocks before it were compacted away."""
-        first = self.store.blocks_log.first_index if hasattr(self.store, "blocks_log") else 1
+        first = self.store.first_height
         if first <= 1:
             return None
         loaded = self.store.load_snapshot()
         if loaded is None or loaded[0] + 1 < first:
             raise SystemExit(f"exchange-node: the block log starts at height {first} but no usable snapshot "
-                             f"covers the heights before it; move {getattr(self.store, 'root', 'DATA_DIR/chain')} "
-                             f"aside to resynchronise from peers")
+                             f"covers the heights before it; move {self.store_dir()} aside to resynchronise from peers")
         height, data = loaded
         chain_id = core.chain_id
         core.state.restore(data, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id))
+        stored = self.store.get(height)
+        if stored is not None:      # the next block we propose carries the commit of this one
+            core.last_commit = stored[1]
         log.info("restored the state at height %d from a snapshot (%d bytes)", height, len(data))
         return height + 1
 
-    def _recovery_check(self, core: ChainCore, now: float) -> None:
-        """Stored history that is damaged or lost must come back from peers before we serve orders; we never
-        sign at a height we may already have signed at."""
+    def _recovery_check(self, core: ChainCore, now: float, wal: list | None) -> None:
+        """Stored history that is damaged or lost must come back from peers before we serve orders, and we never
+        sign at a height we may already have signed at. An intact WAL says exactly what we signed at the height
+        we were deciding (the core re-sends it when it gets there); without one, that height is skipped. The
+        floor is stored before the evidence behind it is repaired, so a crash meanwhile keeps it."""
         store = self.store
-        missing = list(getattr(store, "missing_heights", []))
-        known_top = getattr(store, "last_height", core.height)
+        missing = list(store.missing_heights)
+        wal_top = max((h for h in map(_wal_height, wal or []) if h is not None), default=0)
+        self._wal_top = wal_top
+        wal_ok = store.wal_trustworthy
+        # a block log whose newest file the disk cut short looks torn, not damaged: the WAL says how far we got
+        known_top = max(store.last_height, wal_top - 1)
+        needed = 1
         if missing or known_top > core.height:
             ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
+            damage = "; ".join(store.blocks_damage) or f"{self.store_dir('blocks')} ends early"
             self.recovering = {"since": now, "need_height": known_top, "missing": ranges,
-                               "tail_damaged": bool(getattr(getattr(store, "blocks_log", None), "tail_damaged", False))}
-            log.error("stored blocks %s are damaged or lost: replayed up to height %d; fetching certified copies "
-                      "from peers before serving orders (file: %s)", ranges, core.height,
-                      getattr(store, "root", "?"))
-            core.consensus.sign_from = known_top + 2
-            if self.recovering["tail_damaged"]:
-                core.consensus.sign_from = 1 << 62        # how far we had signed is unknown: follow the peers
+                               "tail_damaged": store.blocks_tail_damaged, "damage": damage}
+            log.error("stored blocks %s are damaged or lost (%s): replayed up to height %d; fetching certified "
+                      "copies from peers before serving orders", ranges, damage, core.height)
+            # how far we had signed is unknown when the newest blocks are damaged: follow the peers first
+            needed = SIGN_FROM_UNKNOWN if store.blocks_tail_damaged else known_top + (1 if wal_ok else 2)
+        elif not wal_ok:
+            if core.state.validators.keys == (core.public_key,):
+                # the only validator: whatever it signed at the height in progress never left this node (a
+                # decision leaves only once its block is durable), so nobody holds a signature to contradict
+                log.warning("the consensus WAL is damaged; this node is the only validator, so it signs the height "
+                            "in progress afresh")
+            else:
+                needed = core.height + 2
+        floor = store.load_sign_from()
+        if needed > floor:
+            store.save_sign_from(needed)
+            floor = needed
+        core.consensus.sign_from = max(floor, wal_top if wal_ok else 0)
+        if floor == SIGN_FROM_UNKNOWN and self.recovering is None:
+            self.recovering = {"since": now, "need_height": core.height, "missing": "the signing record",
+                               "tail_damaged": True, "damage": self.store_dir("signing")}
+        if floor > core.height + 1:
+            log.warning("not signing below height %s: we may have signed there before the damage",
+                        "unknown (until caught up with peers)" if floor == SIGN_FROM_UNKNOWN else floor)
 
     def _recovery_progress(self) -> None:
         core, recovering = self.core, self.recovering
         if recovering is None or core is None:
             return
-        if core.height >= recovering["need_height"] and not getattr(self.store, "missing_heights", []):
-            if recovering["tail_damaged"]:
-                claimed = core.best_claimed(self.clock())
-                best = -1 if claimed is None else claimed[0]
-                if best < 0 or core.height < best:
-                    return
-                core.consensus.sign_from = core.height + 2
-            log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
-            self.recovering = None
+        if core.height < recovering["need_height"] or self.store.missing_heights:
+            return self._recovery_deadline(recovering)
+        if recovering["tail_damaged"]:
+            claimed = core.best_claimed(self.clock())
+            best = -1 if claimed is None else claimed[0]
+            if best < 0 or core.height < best:
+                return self._recovery_deadline(recovering)
+            # caught up: every height we could have signed at is decided, but for the one in progress, which
+            # an intact WAL covers (the core re-sent what it holds) and a damaged one makes us skip
+            wal_ok = self.store.wal_trustworthy
+            sign_from = max(core.height + (1 if wal_ok else 2), self._wal_top)
+            try:
+                self.store.save_sign_from(sign_from)
+                wal = self.store.wal_records() if wal_ok else None
+            except StorageError as exc:
+                log.warning("cannot record the signing height yet: %s", exc)
+                return
+            core.resume_signing(sign_from, self.clock(), wal)
+        log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
+        self.recovering = None
+
+    def _recovery_deadline(self, recovering: dict[str, Any]) -> None:
+        if self.fatal is not None or self.clock() - recovering["since"] <= self.recovery_timeout:
             return
-        if self.clock() - recovering["since"] > self.recovery_timeout:
-            self.fatal = (f"cannot recover blocks {recovering['missing']} of {getattr(self.store, 'root', '?')}: no peer "
-                          f"supplied certified copies within {self.recovery_timeout:g}s. Start the node where its "
-                          f"peers are reachable, or move that directory aside to resynchronise from scratch")
-            log.critical("%s", self.fatal)
-            for stop in self.fatal_listeners:
-                stop(self.fatal)
+        self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')} (damage: "
+                      f"{recovering['damage']}): no peer supplied certified copies within {self.recovery_timeout:g}s. "
+                      f"Start the node where its peers are reachable, restore the file from a backup, or move "
+                      f"{self.store_dir()} aside to resynchronise from scratch")
+        log.critical("%s", self.fatal)
+        for stop in self.fatal_listeners:
+            stop(self.fatal)
 
     async def _found(self) -> None:
         last_reason = ""
@@ -336,6 +423,7 @@ class ChainService:
     def on_message(self, message: dict, sender: str) -> None:
         kind = message.get("type", "")
         if kind == "chain_status":          # a Grenache-only peer's chain (linked peers say it in heartbeats)
+            self.counters["status_received"] += 1
             body = message.get("body")
             if type(body) is list and len(body) == 2 and type(body[0]) is str and len(body[0]) in (0, 64) \
                     and type(body[1]) is int and 0 <= body[1] < (1 << 62):
@@ -449,7 +537,9 @@ class ChainService:
     def pump(self) -> None:
         """Carry out the core's actions in order. A consensus message leaves only when everything it depends
         on is on disk (its WAL record, the blocks before its height); while a write fails we hold our votes —
-        the network goes on without us — and retry until the disk works again."""
+        the network goes on without us — and retry until the disk works again. Whatever a final block lets
+        out (the decision broadcast, API answers, the stream, the outbox entry's removal, a snapshot) waits
+        until the block itself is durable: for the only validator that block exists nowhere else."""
         self._pump_handle = None
         core = self.core
         if core is None:
@@ -473,7 +563,10 @@ class ChainService:
             elif kind == "send":
                 self.network.send(action[1], _typed(action[2]))
             elif kind == "broadcast":
-                self.network.broadcast(_typed(action[1]))
+                if self._unsaved_blocks:
+                    self._unsaved_blocks[-1].held.append(_typed(action[1]))
+                else:
+                    self.network.broadcast(_typed(action[1]))
             elif kind == "penalize":
                 _, peer, points, reason = action
                 log.warning("penalising peer %s: %s", peer[:12], reason)
@@ -491,38 +584,64 @@ class ChainService:
         self._recovery_progress()
 
     def _flush_unsaved(self) -> None:
+        saved: list[_UnsavedBlock] = []
         try:
             while self._unsaved_blocks:
-                block, commit = self._unsaved_blocks[0]
-                self.store.append_block(block, commit)
-                self._unsaved_blocks.pop(0)
-                self.store.wal_reset()
+                entry = self._unsaved_blocks[0]
+                self.store.append_block(entry.block, entry.commit)
+                saved.append(self._unsaved_blocks.pop(0))
+                if self._wal_top <= entry.block.height:     # a recovering node keeps the WAL of a later height
+                    self.store.wal_reset()
+                    self._wal_top = 0
             while self._unsaved_wal:
-                self.store.wal_append(self._unsaved_wal[0])
+                record = self._unsaved_wal[0]
+                self.store.wal_append(record)
                 self._unsaved_wal.pop(0)
+                self._wal_top = max(self._wal_top, _wal_height(record) or 0)
         except StorageError as exc:
             if self.disk_error is None:
                 log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "
                           "the network goes on", exc)
             self.disk_error = exc
             return
+        finally:
+            for entry in saved:
+                self._block_saved(entry)
         if self.disk_error is not None:
-            log.warning("disk writes work again: %d blocks and the WAL are saved; voting again", len(self._unsaved_blocks))
+            log.warning("disk writes work again: the blocks and the WAL are saved; voting again")
             self.disk_error = None
 
     def _committed(self, block: Block, commit: Commit, outcome: Any) -> None:
-        self._unsaved_blocks.append((block, commit))
-        self._flush_unsaved()
         snapshot = self.core.state.last_snapshot if self.core is not None else None
-        if snapshot is not None and snapshot[0] == block.height:
+        if snapshot is None or snapshot[0] != block.height:
+            snapshot = None
+        elif self.core is not None:
+            self.core.state.last_snapshot = None     # ours to store now: its bytes go once they are on disk
+        self._unsaved_blocks.append(_UnsavedBlock(block, commit, outcome, snapshot))
+        self._flush_unsaved()
+        if self.core is not None and outcome.validators_changed:
+            self._roles_changed()
+
+    def _block_saved(self, entry: _UnsavedBlock) -> None:
+        """The block is durable: let out what it holds back."""
+        block, result = entry.block, entry.outcome.exchange
+        for message in entry.held:
+            self.network.broadcast(message)
+        if entry.snapshot is not None:
             try:
-                self.store.save_snapshot(*snapshot)
+                self.store.save_snapshot(*entry.snapshot)
             except StorageError as exc:
-                log.warning("could not save the snapshot at height %d: %s", snapshot[0], exc)
-        result = outcome.exchange
+                log.warning("could not save the snapshot at height %d: %s", entry.snapshot[0], exc)
+        if entry.outcome.validators_changed:
+            try:
+                self.store.append_epoch(block, entry.commit)
+            except StorageError as exc:
+                log.error("could not store the proof of the validator set changed at height %d: %s", block.height, exc)
+        tx_results = getattr(result, "txs", ())
+        self.store.outbox_done([tx_result.tx_id for tx_result in tx_results])
         now = self.clock()
-        self.commit_log.append((block.height, now, sum(len(tx.ops) for tx in getattr(result, "txs", ()))))
-        for tx_result in getattr(result, "txs", ()):
+        self.commit_log.append((block.height, now, sum(len(tx.ops) for tx in tx_results)))
+        for tx_result in tx_results:
             waiters = self._waiters.pop(tx_result.tx_id, None)
             submitted = self._submitted_at.pop(tx_result.tx_id, None)
             if submitted is not None:
@@ -538,22 +657,16 @@ class ChainService:
                 listener(block, result)
             except Exception:
                 log.exception("block listener failed")
-        if outcome.validators_changed:
-            try:
-                self.store.append_epoch(block, commit)
-            except StorageError as exc:
-                log.error("could not store the proof of epoch %d: %s", self.core.state.validators.epoch, exc)
-            self._roles_changed()
 
     def _own_done(self, tx_id: str, status: str) -> None:
-        self.store.outbox_done([tx_id])
-        if status == "committed":
+        if status == "committed":       # its outbox entry goes once the block holding it is durable
             self.counters["committed_own"] += 1
-        else:
-            self.counters["expired_own"] += 1
-            for future in self._waiters.pop(tx_id, []):
-                if not future.done():
-                    future.set_result(None)
+            return
+        self.store.outbox_done([tx_id])
+        self.counters["expired_own"] += 1
+        for future in self._waiters.pop(tx_id, []):
+            if not future.done():
+                future.set_result(None)
 
     async def _forward(self, tx: SignedTx) -> None:
         try:
@@ -591,10 +704,12 @@ class ChainService:
             self._tell_grenache_members()
             if self.core is not None:
                 try:
-                    self.core.tick(self.clock())
-                    self.pump()
-                    if self.disk_error is not None:
+                    if self.disk_error is None:
+                        self.core.tick(self.clock())
+                    else:       # no new heights of ours while nothing can be made durable: retry the disk
                         self._flush_unsaved()
+                    self.pump()
+                    self._probe_outbox()
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
 
@@ -607,6 +722,17 @@ class ChainService:
         info = self.chain_info()
         for node_id in self.grenache_members():
             self.network.send(node_id, {"type": "chain_status", "body": [info["chain_id"], info["height"]]})
+            self.counters["status_sent"] += 1
+
+    def _probe_outbox(self) -> None:
+        """After an outbox write failed, try a tiny one each second, so the node says it is ready again as
+        soon as its disk takes writes (and not only after a user risked an order)."""
+        if getattr(self.store, "outbox_error", None) is None or self.clock() < self._next_probe:
+            return
+        if self._probe is not None and not self._probe.done():
+            return
+        self._next_probe = self.clock() + OUTBOX_PROBE_INTERVAL
+        self._probe = asyncio.get_running_loop().create_task(self.store.outbox_probe(), name="chain.outbox-probe")
 
     # ------------------------------------------------------------------ the API
     async def wait_ready(self, timeout: float) -> bool:
@@ -647,7 +773,11 @@ class ChainService:
             future.set_result(None)
             return why, future
         await self.store.outbox_add([tx])
-        core = self._accepting_core()
+        try:
+            core = self._usable_core()      # durable now: a disk error since then no longer concerns this order
+        except NotReady:
+            self.store.outbox_done([tx.id])
+            raise
         why = core.submit(tx, self.clock(), own=True)
         if why is not None and why != "duplicate":
             self.store.outbox_done([tx.id])
@@ -673,6 +803,11 @@ class ChainService:
         except asyncio.TimeoutError:
             return None
 
+    @property
+    def storage_problem(self) -> StorageError | None:
+        """Why this node cannot write what it must (a consensus write, or its last outbox write), or None."""
+        return self.disk_error or getattr(self.store, "outbox_error", None)
+
     def pending_reason(self) -> str:
         core = self.core
         if core is None:
@@ -688,11 +823,33 @@ class ChainService:
     def status(self) -> dict[str, Any]:
         core = self.core
         base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
-                                "halted": self.halted, **self.counters}
+                                "halted": self.halted, **self.counters, "recovering": self.recovering,
+                                "fatal": self.fatal, "disk_error": _problem(self.disk_error),
+                                "outbox_error": _problem(getattr(self.store, "outbox_error", None)),
+                                "unsaved_blocks": len(self._unsaved_blocks)}
         if core is None:
             return base
+        sign_from = core.consensus.sign_from
         return {**core.status(self.clock()), **base, "network_id": self.network_id,
+                "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
                 "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
+
+
+class _UnsavedBlock:
+    """A block final here and not yet durable, with what it holds back until it is."""
+
+    __slots__ = ("block", "commit", "outcome", "snapshot", "held")
+
+    def __init__(self, block: Block, commit: Commit, outcome: Any, snapshot: tuple[int, bytes] | None) -> None:
+        self.block = block
+        self.commit = commit
+        self.outcome = outcome
+        self.snapshot = snapshot
+        self.held: list[dict] = []      # decision broadcasts
+
+
+def _problem(error: StorageError | None) -> dict[str, str] | None:
+    return None if error is None else {"kind": error.kind, "message": str(error)}
 
 
 def _typed(message: dict) -> dict:

@@ -5,58 +5,83 @@
     wal/          consensus write-ahead records of the height being decided (RecordLog)
     outbox/       our users' transactions not yet in a block: add / done records (RecordLog)
     snapshots/    state snapshots at certified heights (SnapshotStore)
+    signing/      the lowest height this validator may sign at (AtomicDocument), once damage made it unsure
     epochs/       the certified block of every validator-set change, kept forever (RecordLog, index = epoch)
 
 Writes that consensus depends on are synchronous and durable on return (a block before the next
 height starts, a WAL record before the vote it covers leaves); outbox adds from concurrent API
 requests share one fsync through group commit. Damage found on open is reported, never papered
 over: `missing_heights` lists blocks the node must get back from peers (certified copies) before it
-serves orders again. Memory is bounded by the live segments' small indexes, never by history.
+serves orders again. The outbox (outbox.py) stores every add twice and says what damage cost; each
+log reopens itself after a write it could not undo (reopening.py). Memory is bounded by the live
+segments' small indexes, never by history.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.codec import pack, unpack
 from exchange.chain.genesis import Genesis
-from exchange.chain.txs import InvalidTx, SignedTx
-from storage import AtomicDocument, GroupCommit, RecordLog, SnapshotStore, StorageError
+from exchange.chain.outbox import Outbox
+from exchange.chain.reopening import ReopeningLog
+from exchange.chain.txs import SignedTx
+from storage import AtomicDocument, FileSystem, OsFileSystem, RecordLog, SnapshotStore, StorageError
+from storage.errors import DAMAGED
 
 log = logging.getLogger("exchange.chain.store")
 
 KEEP_BLOCKS_BEHIND_SNAPSHOT = 1_000     # blocks kept behind the newest snapshot, for peers catching up
+SMALL_SEGMENT_BYTES = 4 * 1024 * 1024   # the WAL and the outbox hold little: small files compact sooner
+SIGN_FROM_UNKNOWN = 1 << 62             # a damaged signing record: sign nothing until caught up with peers
 
 
 class ChainStore:
-    def __init__(self, data_dir: Path, *, fs: Any = None, segment_bytes: int = 16 * 1024 * 1024,
+    def __init__(self, data_dir: Path | str, *, fs: FileSystem | None = None,
+                 segment_bytes: int = 16 * 1024 * 1024, small_segment_bytes: int = SMALL_SEGMENT_BYTES,
                  keep_blocks: int = KEEP_BLOCKS_BEHIND_SNAPSHOT) -> None:
+        fs = fs or OsFileSystem()
         self.keep_blocks = keep_blocks
         root = Path(data_dir) / "chain"
-        for part in ("genesis", "blocks", "wal", "outbox", "snapshots", "epochs"):
-            (root / part).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for part in ("genesis", "blocks", "wal", "outbox", "snapshots", "signing", "epochs"):
+            fs.makedirs(str(root / part))
         self.root = root
         self._genesis = AtomicDocument(root / "genesis", "genesis", fs=fs)
-        self.blocks_log = RecordLog.open(root / "blocks", fs=fs, segment_bytes=segment_bytes)
-        self.wal_log = RecordLog.open(root / "wal", fs=fs, segment_bytes=4 * 1024 * 1024)
-        self.outbox_log = RecordLog.open(root / "outbox", fs=fs, segment_bytes=4 * 1024 * 1024)
+        self._sign_from = AtomicDocument(root / "signing", "sign_from", fs=fs)
+
+        def opener(name: str, size: int) -> Callable[[], RecordLog]:
+            return lambda: RecordLog.open(root / name, fs=fs, segment_bytes=size)
+        self._blocks = ReopeningLog("blocks", opener("blocks", segment_bytes))
+        self._wal = ReopeningLog("wal", opener("wal", small_segment_bytes))
+        self._outbox_log = ReopeningLog("outbox", opener("outbox", small_segment_bytes))
+        self._epochs = ReopeningLog("epochs", opener("epochs", small_segment_bytes))
         self.snapshots = SnapshotStore(root / "snapshots", keep=2, fs=fs)
-        self.epochs_log = RecordLog.open(root / "epochs", fs=fs, segment_bytes=4 * 1024 * 1024)
-        self.outbox_commit: GroupCommit[bytes, int] = GroupCommit(self.outbox_log.write_batch, name="outbox")
-        self._pending: dict[str, tuple[int, SignedTx]] = {}      # tx id -> (index of its add record, tx)
-        self._done: list[str] = []
-        self._done_task: asyncio.Task | None = None
-        self._compacted_at = 0.0
-        self._load_outbox()
-        if self.wal_log.tail_damaged or self.wal_log.missing:
-            # a damaged WAL cannot say what we signed: never guess; start the height with no record of it,
-            # but the consensus layer refuses to sign at that height (see `wal_trustworthy`)
-            log.error("consensus WAL in %s is damaged: %s", root / "wal", self.wal_log.report.summary())
+        self._outbox = Outbox(self._outbox_log)
+        self.outbox_commit = self._outbox.commit
         self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing)
+        if not self.wal_trustworthy:
+            # a damaged WAL cannot say what we signed at the height in progress: the service decides from
+            # which height we sign again (and records it) before the WAL is discarded
+            log.error("consensus WAL in %s is damaged: %s", root / "wal", self.wal_log.report.summary())
+
+    @property
+    def blocks_log(self) -> RecordLog:
+        return self._blocks.log
+
+    @property
+    def wal_log(self) -> RecordLog:
+        return self._wal.log
+
+    @property
+    def outbox_log(self) -> RecordLog:
+        return self._outbox_log.log
+
+    @property
+    def reopened(self) -> int:
+        """Logs reopened after a write that could not be undone."""
+        return self._blocks.reopened + self._wal.reopened + self._outbox_log.reopened
 
     # ------------------------------------------------------------------ genesis
     def load_genesis(self) -> Genesis | None:
@@ -68,6 +93,29 @@ class ChainStore:
     def save_genesis(self, genesis: Genesis) -> None:
         self._genesis.store(pack(genesis.wire()))
 
+    # ------------------------------------------------------------------ signing floor
+    def load_sign_from(self) -> int:
+        """The lowest height we may sign at, as recorded by an earlier start (1 when nothing was recorded; a
+        damaged record counts as "unknown", which means: sign nothing until caught up with peers)."""
+        try:
+            document = self._sign_from.load()
+        except StorageError as exc:
+            if exc.kind != DAMAGED:
+                raise
+            log.error("%s; signing only once caught up with peers", exc)
+            return SIGN_FROM_UNKNOWN
+        if document is None:
+            return 1
+        try:
+            return int(unpack(document.value))
+        except (TypeError, ValueError):
+            log.error("the signing record %s is unreadable; signing only once caught up with peers", document.path)
+            return SIGN_FROM_UNKNOWN
+
+    def save_sign_from(self, height: int) -> None:
+        """Durable on return: never sign below `height`, even after a crash that loses the WAL's evidence."""
+        self._sign_from.store(pack(height))
+
     # ------------------------------------------------------------------ blocks
     @property
     def missing_heights(self) -> list[range]:
@@ -76,6 +124,15 @@ class ChainStore:
         if self.blocks_log.tail_damaged:
             ranges.append(range(self.blocks_log.last_index + 1, self.blocks_log.last_index + 2))
         return ranges
+
+    @property
+    def blocks_tail_damaged(self) -> bool:
+        return self.blocks_log.tail_damaged
+
+    @property
+    def blocks_damage(self) -> list[str]:
+        """Where the block log is damaged: file, byte range and reason, for messages."""
+        return [str(damage) for damage in self.blocks_log.damage[:4]]
 
     def get(self, height: int) -> tuple[Block, Commit] | None:
         log_ = self.blocks_log
@@ -88,47 +145,31 @@ class ChainStore:
         return _decode_block(body)
 
     def blocks(self, start: int | None = None) -> Iterator[tuple[Block, Commit]]:
-        """Stored blocks from `start` (default: the first kept) up to the first gap."""
+        """Stored blocks from `start` (default: the first kept) up to the first missing one."""
         log_ = self.blocks_log
-        expected = log_.first_index if start is None else start
-        for index, body in log_.iterate(expected, log_.last_index + 1):
-            if index != expected:
-                return
+        first = log_.first_index if start is None else max(start, log_.first_index)
+        stop = min([r.start for r in log_.missing if r.stop > first] + [log_.last_index + 1])
+        for _, body in log_.iterate(first, stop):
             yield _decode_block(body)
-            expected += 1
+
+    @property
+    def first_height(self) -> int:
+        return self.blocks_log.first_index
 
     @property
     def last_height(self) -> int:
         return self.blocks_log.last_index
 
-    @property
-    def first_height(self) -> int:
-        """The lowest height still stored (blocks below were compacted behind a snapshot)."""
-        return self.blocks_log.first_index
-
     def append_block(self, block: Block, commit: Commit) -> None:
         """Durable on return. A height we already hold (re-fetched after damage) goes back in place."""
-        height = block.height
         body = pack([block.wire(), commit.wire()])
-        log_ = self.blocks_log
-        if log_.tail_damaged:
-            log_.truncate_after(log_.last_index)
-        if height == log_.next_index:
-            log_.append([body], index=height)
-        elif height < log_.first_index:
-            return
-        elif any(height in r for r in log_.missing):
-            log_.repair({height: body})
-        elif height > log_.next_index:
-            # a restored snapshot or a jump: older blocks are not ours to serve
-            log_.truncate_before(height)
-            log_.append([body], index=height)
+        self._blocks.write(lambda log_: _put(log_, block.height, body))
 
     def compact(self, snapshot_height: int) -> None:
         """Keep blocks only from a little behind the newest snapshot (peers catching up still find them)."""
         keep_from = snapshot_height - self.keep_blocks
         if keep_from > self.blocks_log.first_index:
-            self.blocks_log.truncate_before(keep_from)
+            self._blocks.write(lambda log_: log_.truncate_before(keep_from))
 
     # ------------------------------------------------------------------ consensus WAL
     def wal_records(self) -> list:
@@ -142,87 +183,49 @@ class ChainStore:
         return records
 
     def wal_append(self, record: list) -> None:
-        self.wal_log.append([pack(record)])
+        self._wal.write(lambda log_: log_.append([pack(record)]))
 
     def wal_reset(self) -> None:
-        """A new height: earlier records are no longer needed (whole old segments are deleted)."""
-        log_ = self.wal_log
-        if log_.last_index >= log_.first_index:
-            log_.truncate_before(log_.next_index)
+        """A new height: earlier records are no longer needed (whole old segments are deleted). Also how a
+        damaged WAL is discarded, once the service has recorded what it implied (`save_sign_from`)."""
+        def reset(log_: RecordLog) -> None:
+            if log_.tail_damaged:
+                log_.truncate_after(log_.last_index)
+            if log_.last_index >= log_.first_index:
+                log_.truncate_before(log_.next_index)
+        self._wal.write(reset)
+        self.wal_trustworthy = True
 
     # ------------------------------------------------------------------ outbox
-    def _load_outbox(self) -> None:
-        log_ = self.outbox_log
-        for index, body in log_.iterate(log_.first_index, log_.last_index + 1):
-            try:
-                kind, data = unpack(body)
-                if kind == "add":
-                    tx = SignedTx.from_wire(data)
-                    self._pending[tx.id] = (index, tx)
-                elif kind == "done":
-                    for tx_id in data:
-                        self._pending.pop(tx_id, None)
-            except (ValueError, TypeError, InvalidTx):
-                log.warning("outbox record %d is unreadable; skipped", index)
-
     def outbox(self) -> list[SignedTx]:
-        return [tx for _, tx in self._pending.values()]
+        return self._outbox.pending()
 
     async def outbox_add(self, txs: list[SignedTx]) -> None:
-        """Durable on return; concurrent callers share one fsync. Raises StorageError."""
-        indexes = await self.outbox_commit.submit([pack(["add", tx.wire()]) for tx in txs])
-        for index, tx in zip(indexes, txs):
-            self._pending[tx.id] = (index, tx)
+        """Durable on return; concurrent callers share one fsync. Raises StorageError (see Outbox.add)."""
+        await self._outbox.add(txs)
+
+    async def outbox_probe(self) -> bool:
+        return await self._outbox.probe()
 
     def outbox_done(self, tx_ids: list[str]) -> None:
-        """Forget finished entries. Their 'done' records are written in the background, in batches: a lost one
-        only means a committed transaction is handed on once more after a restart (harmless)."""
-        known = [tx_id for tx_id in tx_ids if self._pending.pop(tx_id, None) is not None]
-        if not known:
-            return
-        self._done.extend(known)
-        if self._done_task is None:
-            try:
-                self._done_task = asyncio.get_running_loop().create_task(self._write_done())
-            except RuntimeError:          # no loop (tools, tests): write now
-                self._flush_done()
+        self._outbox.done(tx_ids)
 
-    async def _write_done(self) -> None:
-        try:
-            while self._done:
-                batch, self._done = self._done, []
-                try:
-                    await self.outbox_commit.submit([pack(["done", batch])])
-                except StorageError as exc:
-                    log.warning("could not record finished outbox entries: %s", exc)
-            self._compact_outbox()
-        finally:
-            self._done_task = None
+    @property
+    def outbox_error(self) -> StorageError | None:
+        return self._outbox.error
 
-    def _flush_done(self) -> None:
-        batch, self._done = self._done, []
-        try:
-            self.outbox_log.append([pack(["done", batch])])
-        except StorageError as exc:
-            log.warning("could not record finished outbox entries: %s", exc)
-        self._compact_outbox()
-
-    def _compact_outbox(self) -> None:
-        """Drop whole old segments once every entry in them is finished (at most once a few seconds)."""
-        now = time.monotonic()
-        if now - self._compacted_at < 5.0:
-            return
-        self._compacted_at = now
-        oldest = min((index for index, _ in self._pending.values()), default=self.outbox_log.next_index)
-        if oldest > self.outbox_log.first_index:
-            try:
-                self.outbox_log.truncate_before(oldest)
-            except StorageError as exc:
-                log.warning("could not compact the outbox: %s", exc)
+    @property
+    def outbox_lost(self) -> int:
+        return self._outbox.lost
 
     # ------------------------------------------------------------------ epoch proofs
+    @property
+    def epochs_log(self) -> RecordLog:
+        return self._epochs.log
+
     def append_epoch(self, block: Block, commit: Commit) -> None:
-        self.epochs_log.append([pack([block.wire(), commit.wire()])])
+        body = pack([block.wire(), commit.wire()])
+        self._epochs.write(lambda log_: log_.append([body]))
 
     def epoch_proofs(self) -> list[tuple[Block, Commit]]:
         log_ = self.epochs_log
@@ -230,11 +233,14 @@ class ChainStore:
 
     def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None:
         """A node that started from a snapshot keeps the proofs it was given (it serves them in turn)."""
-        log_ = self.epochs_log
-        if log_.last_index >= log_.first_index:
-            log_.truncate_after(log_.first_index - 1)
-        if proofs:
-            log_.append([pack([b.wire(), c.wire()]) for b, c in proofs])
+        bodies = [pack([b.wire(), c.wire()]) for b, c in proofs]
+
+        def replace(log_: RecordLog) -> None:
+            if log_.last_index >= log_.first_index:
+                log_.truncate_after(log_.first_index - 1)
+            if bodies:
+                log_.append(bodies)
+        self._epochs.write(replace)
 
     # ------------------------------------------------------------------ snapshots and status
     def save_snapshot(self, height: int, data: bytes) -> None:
@@ -246,16 +252,30 @@ class ChainStore:
         return None if snapshot is None else (snapshot.height, snapshot.data)
 
     def stats(self) -> dict[str, Any]:
-        return {"blocks": self.blocks_log.stats(), "outbox": {"pending": len(self._pending),
-                                                             **self.outbox_log.stats()},
-                "snapshots": self.snapshots.stats(), "wal": self.wal_log.stats()}
+        def of(log_: RecordLog) -> dict[str, Any]:
+            return {**log_.stats(), "damaged": [str(d) for d in log_.damage[:8]], "tail_damaged": log_.tail_damaged}
+        return {"blocks": of(self.blocks_log),
+                "outbox": {"pending": len(self._outbox), "lost": self._outbox.lost, **of(self.outbox_log)},
+                "snapshots": self.snapshots.stats(), "wal": of(self.wal_log), "reopened": self.reopened}
 
     def close(self) -> None:
-        for log_ in (self.blocks_log, self.wal_log, self.outbox_log, self.epochs_log):
-            try:
-                log_.close()
-            except StorageError:
-                pass
+        for log_ in (self._blocks, self._wal, self._outbox_log, self._epochs):
+            log_.close()
+
+
+def _put(log_: RecordLog, height: int, body: bytes) -> None:
+    if log_.tail_damaged:
+        log_.truncate_after(log_.last_index)
+    if height == log_.next_index:
+        log_.append([body], index=height)
+    elif height < log_.first_index:
+        return
+    elif any(height in r for r in log_.missing):
+        log_.repair({height: body})
+    elif height > log_.next_index:
+        # a restored snapshot or a jump: older blocks are not ours to serve
+        log_.truncate_before(height)
+        log_.append([body], index=height)
 
 
 def _decode_block(body: bytes) -> tuple[Block, Commit]:
