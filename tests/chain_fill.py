@@ -22,19 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import exchange.chain.store as chain_store
 from exchange.chain.core import CoreConfig
 from exchange.chain.crypto import SigningKey
 from exchange.chain.genesis import Genesis
 from exchange.chain.service import ChainService
 from exchange.chain.state import ExchangeParams
-from exchange.chain.store import ChainStore
+from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
 from exchange.chain.txs import NewOrderOp, sign_tx
 from node.identity import NodeIdentity
 
 NETWORK_ID = "exchange-mainnet"
 MARKETS = "BTC-USD"
 BLOCK_SECONDS = 0.25
+SNAPSHOT_INTERVAL = 500      # the chain's default (Genesis.snapshot_interval)
 BUYER = SigningKey(hashlib.sha256(b"fill-buyer").digest())
 SELLER = SigningKey(hashlib.sha256(b"fill-seller").digest())
 
@@ -78,17 +78,14 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
     identity = NodeIdentity.load_or_create(data_dir)
     start = time.time() - heights * BLOCK_SECONDS - 5
     clock = [start]
-    store = ChainStore(data_dir)
+    store = ChainStore(data_dir, keep_blocks=KEEP_BLOCKS if compact else 1 << 40)
     if store.load_genesis() is None:
         params = ExchangeParams(markets=MARKETS)
         store.save_genesis(Genesis(network_id=NETWORK_ID, created_ms=int(start * 1000) - 1000,
                                    founder=identity.public_key_bytes, validators=(identity.public_key_bytes,),
-                                   pinned=True, exchange=params.to_wire()))
+                                   pinned=True, exchange=params.to_wire(), snapshot_interval=SNAPSHOT_INTERVAL))
     service = ChainService(identity, NoNetwork(), store, network_id=NETWORK_ID, markets=MARKETS, found_after=0.0,
-                           config=CoreConfig(), clock=lambda: clock[0])
-    keep = chain_store.KEEP_BLOCKS_BEHIND_SNAPSHOT
-    if not compact:
-        chain_store.KEEP_BLOCKS_BEHIND_SNAPSHOT = 1 << 40
+                           snapshot_interval=SNAPSHOT_INTERVAL, config=CoreConfig(), clock=lambda: clock[0])
     result = FillResult()
     try:
         await service.start()
@@ -141,7 +138,6 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
         result.orders, result.heights = placed, core.height
         result.seconds = time.perf_counter() - began
     finally:
-        chain_store.KEEP_BLOCKS_BEHIND_SNAPSHOT = keep
         await store.outbox_commit.close()
         await service.stop()
     return result

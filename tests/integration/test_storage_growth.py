@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT
-from exchange.chain.chainstate import SNAPSHOT_INTERVAL
-from tests.chain_fill import FillResult, disk_bytes, fill, rss_kib
+from tests.chain_fill import SNAPSHOT_INTERVAL, FillResult, disk_bytes, fill, rss_kib
 from tests.harness import Cluster, NodeProcess, wait_until
 
 MiB = 1024 * 1024
