@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Protocol
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
-from p2p.admission import EvictionPolicy, InboundLimits, host_cap_refusal
+from p2p.admission import EvictionPolicy, InboundLimits, host_cap_refusal, netgroup
 from p2p.connection import PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
@@ -233,6 +233,17 @@ class PeerManager:
         return len(self.links) - kept + len(self._inbound_pending) + len(self._dialling)
 
     def _eviction_victim(self) -> PeerLink | None:
+        """A handshake in progress from the most crowded netgroup goes first (the oldest of them: it has proven
+        nothing yet, and silent handshakes must not hold slots that open links could use); else the policy's
+        pick among open inbound links."""
+        pending = [link for link in self._inbound_pending if link.remote_addr and not link.provisional]
+        if pending:
+            crowd: dict[str, int] = {}
+            for link in self._inbound_links():
+                if link.remote_addr:
+                    group = netgroup(link.remote_addr[0])
+                    crowd[group] = crowd.get(group, 0) + 1
+            return min(pending, key=lambda link: (-crowd.get(netgroup(link.remote_addr[0]), 0), link.connected_at))
         candidates = [EvictionCandidate(link, link.remote_addr[0] if link.remote_addr else "", link.opened_at or 0.0,
                                         link.rtt)
                       for link in self.links.values()
