@@ -461,7 +461,8 @@ class ChainCore:
         return block.header.prev_id == state.last_block_id
 
     def _commit_ok(self, commit: Commit, state: ChainState) -> bool:
-        key = (commit.block_id, commit.round, len(commit.sigs))
+        # the whole certificate and the set it was checked against: another copy of it is checked afresh
+        key = (commit.block_id, commit.round, commit.sigs, state.validators.epoch)
         if key in self._good_commits:
             return True
         if not commit.verify(self.chain_id, state.validators, self._verify):

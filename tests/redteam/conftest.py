@@ -1,14 +1,10 @@
 """Red-team fixtures: one chain of real nodes per test module (attacks use their own keys and identities, so
-they do not disturb each other), and the `integration` marker these tests carry."""
+they do not disturb each other)."""
 from __future__ import annotations
 
 import pytest
 
 from tests.harness import Cluster
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: runs real exchange-node processes")
 
 
 @pytest.fixture(scope="module")
