@@ -9,14 +9,17 @@ height; a peer on another chain with the same NETWORK_ID is refused (`genesis_mi
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import random
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from exchange.chain.core import CoreConfig
 from exchange.chain.service import MESSAGE_TYPES, ChainService
 from exchange.chain.tendermint import ConsensusConfig
 from p2p import messages as m
+from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
 log = logging.getLogger("node.chain")
 
@@ -56,7 +59,19 @@ class P2PChainNetwork:
         self.peers.keep_linked(node_ids)
 
     def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None:
-        self.rpc.register(service, handler)
+        """The chain's handlers raise LookupError for what they cannot serve now and ValueError for a bad
+        request: both reach the caller as RPC error codes, not as a failure of ours."""
+        if inspect.iscoroutinefunction(handler):
+            async def serve_async(payload: Any, peer: str) -> Any:
+                with _as_rpc_errors():
+                    return await handler(payload, peer)
+            self.rpc.register(service, serve_async)
+            return
+
+        def serve(payload: Any, peer: str) -> Any:
+            with _as_rpc_errors():
+                return handler(payload, peer)
+        self.rpc.register(service, serve)
 
     def withdraw(self, service: str) -> None:
         self.rpc.unregister(service)
@@ -135,3 +150,13 @@ def core_config(settings: Any, legacy: bool = False) -> CoreConfig:
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
                       role="follower" if legacy else settings.role,
                       max_block_bytes=min(700_000, int(settings.max_frame_bytes * 0.6)))
+
+
+@contextmanager
+def _as_rpc_errors() -> Iterator[None]:
+    try:
+        yield
+    except LookupError as exc:
+        raise RpcError(UNAVAILABLE, str(exc)) from None
+    except ValueError as exc:
+        raise RpcError(BAD_REQUEST, str(exc)) from None

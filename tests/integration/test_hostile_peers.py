@@ -169,7 +169,8 @@ def test_300_concurrent_handshakes_never_exceed_max_peers_and_keep_honest_peers(
     assert max(samples) <= 50
     evictions = p2p["counters"]["evictions"]  # an evicted attacker link made room for another
     assert opened - evictions <= 47
-    assert p2p["counters"]["refused_inbound"] + opened >= 250
+    # each attempt was refused, or opened, or evicted (a handshake in progress makes room for a newer one)
+    assert p2p["counters"]["refused_inbound"] + opened + evictions >= 250
     assert {h.node_id for h in honest} <= victim.connected_ids()
     for h in honest:
         assert victim.node_id in h.connected_ids()

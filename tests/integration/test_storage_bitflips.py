@@ -128,9 +128,11 @@ def test_fifty_flips_in_block_logs_recover_from_peers_or_refuse(cluster: Cluster
     print("block log flips:", outcomes, dict(answers.codes))
     assert answers.codes[201] >= 30 + 3 * BLOCK_FLIPS + 10, answers.codes
     assert outcomes.get("refused orders while recovering", 0) >= 1, outcomes
-    assert outcomes.get("recovering", 0) >= BLOCK_FLIPS // 2, outcomes
+    # whether a restart is still recovering when first asked depends on the machine's speed; the logs do not
     texts = "".join(n.log_path.read_text(errors="replace") for n in nodes)
-    assert "recovered the damaged history from peers" in texts
+    recoveries = texts.count("recovered the damaged history from peers")
+    print("recoveries logged:", recoveries)
+    assert recoveries >= BLOCK_FLIPS // 2, (recoveries, outcomes)
 
 
 WAL_FLIPS = int(os.environ.get("STORAGE_WAL_FLIPS", "12"))
