@@ -5,6 +5,7 @@ import importlib
 import pkgutil
 import sys
 import time
+import traceback
 
 import bench
 
@@ -16,13 +17,19 @@ def discover() -> list[str]:
 def main(argv: list[str]) -> int:
     names = [a for a in argv if not a.startswith("-")] or discover()
     flags = [a for a in argv if a.startswith("-")]
+    failed = []
     for name in names:
-        module = importlib.import_module(f"bench.bench_{name}")
         print(f"\n=== bench {name} ===", flush=True)
         started = time.perf_counter()
-        module.main(flags)
+        try:   # one broken benchmark must not hide the others' figures
+            importlib.import_module(f"bench.bench_{name}").main(flags)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
         print(f"--- {name}: {time.perf_counter() - started:.1f} s", flush=True)
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

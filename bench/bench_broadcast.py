@@ -1,7 +1,7 @@
 """Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
 
 `python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
-[--modes=plumtree@2,flood@2,plumtree]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
+[--modes=plumtree,flood]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
 dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
 broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
 as a whole sends RATE messages/s for DURATION s. Every node records the first arrival (time.time(),
@@ -10,11 +10,8 @@ same clock for all processes) and the copies of each message; the origin stamps 
 - delivery: (node, message) pairs handled / (messages x (nodes - 1))
 - latency to all: per message, the last node's first arrival minus the send time (p50/p99/max)
 - amplification: copies received per node per message (1.0 = every node got exactly one copy)
-- modes: BROADCAST_MODE per run; `@S` sets the replicated exchange's BEACON_INTERVAL to S seconds for
-  that run (its beacons are broadcasts too: 10/s per node by default, i.e. 300/s over 30 nodes on top
-  of the 100 orders/s; `@2` leaves the orders as nearly all of the traffic while members still count
-  as live under MEMBER_TIMEOUT 5 s); no `@`: the node default
-- other bcast/s: broadcasts the nodes added meanwhile (beacons)
+- modes: BROADCAST_MODE per run
+- other bcast/s: broadcasts the nodes added meanwhile (the chain's certified blocks, health hints)
 - ihave ids/bcast, grafts: Plumtree's lazy-push overhead over all broadcasts (ids announced, repairs)
 - cpu/node: average CPU of one node process over the run (utime+stime from /proc)
 - wake lag p50/p99: how late a 10 ms sleep in this (bench) process wakes up during the run, i.e. what
@@ -42,8 +39,8 @@ from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: 
 
 def _args(argv: list[str]) -> dict:
     return parse_options(argv, {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
-                                "modes": "plumtree@2,flood@2,plumtree", "settle": 4.0},
-                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree@2"})
+                                "modes": "plumtree,flood", "settle": 4.0},
+                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree"})
 
 
 def _cpu_seconds(node: NodeProcess) -> float:
@@ -74,8 +71,7 @@ class WakeLagProbe(threading.Thread):
         return percentile(self.lags, 0.5), percentile(self.lags, 0.99)
 
 
-def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float = 0.0,
-                  seed: int = 1) -> tuple[list[NodeProcess], int]:
+def start_network(cluster: Cluster, n: int, links: int, mode: str, seed: int = 1) -> tuple[list[NodeProcess], int]:
     rng = random.Random(seed)
     ports = free_ports(n)
     per_node = max(1, links // 2)
@@ -88,8 +84,7 @@ def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float
         nodes.append(cluster.node(f"b{i}", start=False, p2p_port=port, bootstrap_peers=bootstrap,
                                   target_outbound=len(targets), max_peers=4 * links,
                                   discovery_pex="false", debug_api="true", broadcast_mode=mode,
-                                  heartbeat_interval=1.0, log_level="WARNING",
-                                  beacon_interval=beacon or None))
+                                  heartbeat_interval=1.0, log_level="WARNING"))
     for node in nodes:
         node.start(wait=False)
         time.sleep(0.05)
@@ -104,13 +99,12 @@ def start_network(cluster: Cluster, n: int, links: int, mode: str, beacon: float
 
 
 def run_mode(opts: dict, spec: str, base: Path) -> dict:
-    mode, _, beacon_text = spec.partition("@")
-    beacon = float(beacon_text) if beacon_text else 0.0
-    cluster = Cluster(base / spec.replace("@", "-"))
+    mode = spec
+    cluster = Cluster(base / spec)
     n = opts["nodes"]
     try:
         t0 = time.monotonic()
-        nodes, edges = start_network(cluster, n, opts["links"], mode, beacon)
+        nodes, edges = start_network(cluster, n, opts["links"], mode)
         startup = time.monotonic() - t0
         per_node_rate = opts["rate"] / n
         # settle: a short run lets Plumtree prune redundant links before we measure
@@ -176,7 +170,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         return sum(after[k]["events"][key] - before[k]["events"][key] for k in after)
 
     return {
-        "mode": mode, "beacon s": beacon_text or "default", "nodes": n, "links/node": round(2 * edges / n, 1),
+        "mode": mode, "nodes": n, "links/node": round(2 * edges / n, 1),
         "startup s": round(startup, 1),
         "sent": sent, "delivery %": round(100.0 * delivered / expected, 3) if expected else float("nan"),
         "p50 ms": round(1000 * percentile(complete, 0.50), 1), "p99 ms": round(1000 * percentile(complete, 0.99), 1),
