@@ -138,7 +138,7 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
         result.orders, result.heights = placed, core.height
         result.seconds = time.perf_counter() - began
     finally:
-        await store.outbox_commit.close()
         await service.stop()
+        await store.outbox_commit.close()
     return result
 

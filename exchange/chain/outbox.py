@@ -143,6 +143,11 @@ class Outbox:
                 log.warning("could not record finished outbox entries: %s", exc)
             self._compact()
 
+    async def flush(self) -> None:
+        """Wait for the 'done' records in flight (before the store closes)."""
+        while self._done_task is not None:
+            await asyncio.shield(self._done_task)
+
     async def _write_done(self) -> None:
         try:
             while self._done:

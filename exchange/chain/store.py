@@ -207,6 +207,9 @@ class ChainStore:
     async def outbox_probe(self) -> bool:
         return await self._outbox.probe()
 
+    async def outbox_flush(self) -> None:
+        await self._outbox.flush()
+
     def outbox_done(self, tx_ids: list[str]) -> None:
         self._outbox.done(tx_ids)
 
