@@ -22,7 +22,7 @@ from exchange.chain.service import ChainService, NotReady
 from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, op_from_json, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
-from node.api import ApiError, json_response, node_of
+from node.api_base import ApiError, json_response, node_of
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
@@ -460,7 +460,7 @@ async def retry_after(request: web.Request, handler: Any) -> web.StreamResponse:
 async def debug_commits(request: web.Request) -> web.Response:
     """`GET /debug/chain/commits?from=H` (DEBUG_API only): when each block became final here, and how many
     operations it held — benchmarks measure finality on every node with it."""
-    if not getattr(node_of(request).settings, "debug_api", False):
+    if not node_of(request).configs.api.debug_api:
         raise ApiError(404, "not_found", "debug endpoints are off (DEBUG_API)")
     chain = _chain(request)
     start = _query_number(request, "from", 0, 0, 1 << 62, integer=True)

@@ -8,13 +8,14 @@ from config import load_settings
 from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 from p2p.transport import DialError
+from node.configs import peer_config
 
 
 async def make_manager(tmp_path, name: str) -> PeerManager:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "target_outbound": 0})
     identity = NodeIdentity.generate()
-    manager = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    manager = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     await manager.start()
     return manager
 
