@@ -382,7 +382,7 @@ def main(argv: list[str]) -> None:
         if label.startswith("plaintext") and plaintext_dir is None:
             continue
         times = handshake_times(count, code_dir)
-        pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
+        pick = lambda q, times=times: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
         rows.append([label, count, pick(0.5), pick(0.99), times[-1] * 1000])
     print_table("Handshake time: TCP connect to open link, sequential dials between two processes",
                 ["link", "dials", "p50 ms", "p99 ms", "max ms"], rows)

@@ -4,7 +4,8 @@ Every route is guarded by node/auth.py; components add theirs through `node.api_
 """
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -48,6 +49,6 @@ async def start_api(node: Any, host: str, port: int) -> tuple[web.AppRunner, tup
     except BaseException:
         await runner.cleanup()   # the cookie written at setup goes too
         raise
-    server = site._server  # aiohttp keeps the asyncio server here; we need the bound port for port 0
+    server = cast("asyncio.Server | None", site._server)  # aiohttp keeps it here; we need the bound port for port 0
     sockname = server.sockets[0].getsockname() if server and server.sockets else (host, port)
     return runner, (sockname[0], sockname[1])

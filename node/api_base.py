@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Awaitable, Callable, overload
 
 import orjson
 from aiohttp import web
 
 log = logging.getLogger("node.api")
 NODE_KEY = web.AppKey("node", object)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -33,7 +34,7 @@ class ApiError(Exception):
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler):
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -64,6 +65,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "request body must be a JSON object")
     return body
+
+
+@overload
+def body_number(body: dict, name: str, default: float, low: float, high: float) -> float: ...
+@overload
+def body_number(body: dict, name: str, default: None, low: float, high: float) -> float | None: ...
 
 
 def body_number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from exchange.chain.service import ChainService, NotReady
-from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, op_from_json, sign_tx
+from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.api_base import ApiError, json_response, node_of
@@ -325,7 +325,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
         why, future = await _queue(chain, tx)
         answers.append((tx, why, future))
     finals = []
-    for tx, why, future in answers:
+    for _tx, why, future in answers:
         finals.append(None if why is not None or future is None else await chain.wait(future, wait))
     for slot, where in enumerate(slots):
         if where is None:

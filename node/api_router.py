@@ -129,7 +129,7 @@ class LoadGenerator:
         elif len(self.gc_pauses) < 100_000:
             self.gc_pauses.append(time.perf_counter() - self._gc_started)
 
-    def lag_summary(self) -> dict[str, float | None]:
+    def lag_summary(self) -> dict[str, Any]:
         lags = sorted(self.lags)
         if not lags:
             return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}

@@ -125,7 +125,7 @@ def _run(settings: Settings) -> None:
             loop_factory = uvloop.new_event_loop
         except ImportError:
             if settings.event_loop == "uvloop":
-                raise OSError("EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)")
+                raise OSError("EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)") from None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
 

@@ -103,7 +103,7 @@ class EvictionPolicy:
             kept.append(c)
         pool = kept
         # the fastest peers
-        measured = sorted((c for c in pool if c.rtt is not None), key=lambda c: c.rtt)  # type: ignore[arg-type]
+        measured = sorted((c for c in pool if c.rtt is not None), key=lambda c: c.rtt or 0.0)
         fast = {id(c) for c in measured[:PROTECT_LOW_RTT]}
         pool = [c for c in pool if id(c) not in fast]
         # the longest-lived half of the rest

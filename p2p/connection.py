@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from p2p import messages as m
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
@@ -135,11 +135,11 @@ class PeerLink(asyncio.Protocol):
 
     # --- asyncio Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = tcp = cast(asyncio.Transport, transport)  # a stream transport (uvloop's are not subclasses)
         peername = transport.get_extra_info("peername")
         if peername:
             self.remote_addr = (peername[0], peername[1])
-        transport.set_write_buffer_limits(high=max(64 * 1024, self.host.send_buffer_bytes // 4))
+        tcp.set_write_buffer_limits(high=max(64 * 1024, self.host.send_buffer_bytes // 4))
         host = self.host
         try:
             if self.direction == "inbound":
@@ -317,7 +317,8 @@ class PeerLink(asyncio.Protocol):
     def _on_goodbye(self, message: dict) -> None:
         reason = message.get("reason")
         reason = "".join(c for c in reason[:48] if c in _REASON_CHARS) if isinstance(reason, str) else ""
-        detail = message.get("detail") if isinstance(message.get("detail"), str) else ""
+        detail = message.get("detail")
+        detail = detail if isinstance(detail, str) else ""
         self.close("remote_" + (reason or "unknown"), detail, send_goodbye=False)
 
     def _on_heartbeat(self, message: dict) -> None:

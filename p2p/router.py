@@ -168,7 +168,7 @@ class MessageRouter:
         """A broadcast copy ours or from a link: over Grenache to members our links do not reach,
         unless its origin is a member itself (it has sent them its own copy)."""
         path = self.grenache
-        if not path.members or (origin != self.node_id and path.is_member(origin)):
+        if path is None or not path.members or (origin != self.node_id and path.is_member(origin)):
             return
         exclude = self._link_reach()
         if src is not None:
@@ -292,7 +292,7 @@ class MessageRouter:
             "summary": self.summary(),
         }
 
-    def paths(self) -> dict[str, dict[str, int]]:
+    def paths(self) -> dict[str, dict[str, int] | int]:
         """How messages travelled: unicasts sent and received, and unique broadcasts received, by path."""
         counters = self.counters
         return {"unicast_sent": dict(counters.unicast_sent), "unicast_received": dict(counters.unicast_received),

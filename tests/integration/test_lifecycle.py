@@ -192,7 +192,7 @@ async def test_in_process_a_component_that_raises_leaves_no_task(tmp_path, step:
     async def broken() -> None:
         raise RuntimeError("injected")
 
-    setattr(getattr(node, component), "start", broken)
+    getattr(node, component).start = broken
     failure = await failed_start(node)
     assert failure.step == step and str(failure.cause) == "injected"
     assert left_tasks() == set()

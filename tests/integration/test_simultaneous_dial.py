@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from config import load_settings
 from node.identity import NodeIdentity
@@ -35,7 +34,7 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
     a = await make_manager(tmp_path, "a")
     b = await make_manager(tmp_path, "b")
     try:
-        for round_ in range(40):
+        for _ in range(40):
             results = await asyncio.gather(a.dial("127.0.0.1", b.listen_port), b.dial("127.0.0.1", a.listen_port),
                                            return_exceptions=True)
             assert any(not isinstance(r, Exception) for r in results) or all(

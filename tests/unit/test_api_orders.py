@@ -186,7 +186,7 @@ def test_orders_book_trades_and_cancel(api):
     status, rejected = api.request("POST", "/orders", {**GOOD, "type": "fok", "qty": "100"})
     assert status == 201 and rejected["order"]["status"] == "rejected"
     assert rejected["order"]["reason"] == "fok_not_fillable"
-    status, mine = api.request("GET", f"/orders?account=maker")
+    status, mine = api.request("GET", "/orders?account=maker")
     assert status == 200 and [o["id"] for o in mine["orders"]] == [order["id"]]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import stat
-import types
 from pathlib import Path
 
 import pytest

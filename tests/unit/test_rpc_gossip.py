@@ -3,7 +3,6 @@ a direct link are relayed; relayed hints are verified against the origin's key, 
 dropped, rate-limited, never create peers, and stale ones are ignored."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random

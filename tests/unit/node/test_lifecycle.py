@@ -47,7 +47,7 @@ async def test_stops_run_in_reverse_order_of_starts() -> None:
 async def test_a_start_that_fails_stops_what_had_started_and_names_the_step() -> None:
     journal: list[str] = []
     steps = Lifecycle(step_timeout=1.0, total_timeout=5.0)
-    a, b, broken, late = (Part("a", journal), Part("b", journal), Part("api", journal, start_fails=True),
+    a, b, broken, _late = (Part("a", journal), Part("b", journal), Part("api", journal, start_fails=True),
                           Part("late", journal))
     await steps.start("a", a.start, a.stop)
     steps.on_stop("file", lambda: journal.append("remove file"))
