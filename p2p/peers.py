@@ -29,7 +29,7 @@ from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal
-from p2p.connection import PeerLink
+from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
 from p2p.peer_config import PeerConfig
@@ -175,7 +175,7 @@ class PeerManager:
 
     # --- LinkHost ---------------------------------------------------------------------------
     def local_hello(self, link: PeerLink) -> dict:
-        if link.direction == "outbound":
+        if link.direction == Direction.OUTBOUND:
             self._dial_seq += 1
             link.dial_seq = self._dial_seq
         hello: dict[str, Any] = {}
@@ -226,7 +226,7 @@ class PeerManager:
         return reason
 
     def _inbound_links(self) -> list[PeerLink]:
-        return [link for link in self.links.values() if link.direction == "inbound"] + list(self._inbound_pending)
+        return [link for link in self.links.values() if link.direction == Direction.INBOUND] + list(self._inbound_pending)
 
     def _slots_in_use(self) -> int:
         """Links and handshakes in progress that count against MAX_PEERS (kept nodes come on top)."""
@@ -237,7 +237,7 @@ class PeerManager:
         candidates = [EvictionCandidate(link, link.remote_addr[0] if link.remote_addr else "", link.opened_at or 0.0,
                                         link.rtt)
                       for link in self.links.values()
-                      if link.direction == "inbound" and link.remote_id not in self._kept]
+                      if link.direction == Direction.INBOUND and link.remote_id not in self._kept]
         chosen = self.eviction.choose(candidates)
         return None if chosen is None else chosen.key  # type: ignore[return-value]
 
@@ -271,7 +271,7 @@ class PeerManager:
         node_id = link.remote_id
         assert node_id is not None
         other = self._claimed.get(node_id)
-        if other is not None and other is not link and other.state != "closed":
+        if other is not None and other is not link and other.state != LinkState.CLOSED:
             if self._link_rank(link) < self._link_rank(other):
                 other.close("duplicate_link", "a preferred link to this node exists")
             else:
@@ -290,7 +290,7 @@ class PeerManager:
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
         port = hello.get("listen_port") or 0
-        if link.direction == "outbound" and link.dial_address:
+        if link.direction == Direction.OUTBOUND and link.dial_address:
             return link.dial_address
         host = hello.get("listen_host") or (link.remote_addr[0] if link.remote_addr else None)
         if not host or not port:
@@ -313,7 +313,8 @@ class PeerManager:
         record.host, record.port = address
         record.direction = link.direction
         record.status = "connected"
-        record.source = source if record.source in ("inbound", "unknown") or link.direction == "outbound" else record.source
+        if record.source in ("inbound", "unknown") or link.direction == Direction.OUTBOUND:
+            record.source = source
         record.last_seen = time.time()
         record.close_reason = None
         record.services = tuple(hello.get("services", ()))
@@ -408,7 +409,7 @@ class PeerManager:
 
     def _handshake_failed(self, link: PeerLink, reason: str) -> None:
         """An inbound connection refused or failed before it opened (outbound ones report as dials)."""
-        if link.direction != "inbound" or self._stopping:
+        if link.direction != Direction.INBOUND or self._stopping:
             return
         host = link.remote_addr[0] if link.remote_addr else "?"
         entry = self.failures.record(host, reason, link.close_detail, what="inbound connection from")
@@ -419,7 +420,7 @@ class PeerManager:
     # --- public API -------------------------------------------------------------------------
     @property
     def outbound_count(self) -> int:
-        return sum(1 for link in self.links.values() if link.direction == "outbound")
+        return sum(1 for link in self.links.values() if link.direction == Direction.OUTBOUND)
 
     def connected_ids(self) -> list[str]:
         return list(self.links)
