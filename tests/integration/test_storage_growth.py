@@ -13,6 +13,7 @@ building the same state block by block). The bounds asserted leave room for a lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -20,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT
-from exchange.chain.chainstate import SNAPSHOT_INTERVAL
+from exchange.chain.genesis import Genesis
 from tests.chain_fill import FillResult, disk_bytes, fill, rss_kib
 from tests.harness import Cluster, NodeProcess, wait_until
 
 MiB = 1024 * 1024
+# tests/chain_fill.py founds its chain with the genesis defaults
+SNAPSHOT_INTERVAL = {f.name: f.default for f in dataclasses.fields(Genesis)}["snapshot_interval"]
 
 
 def take_over(cluster: Cluster, data_dir: Path) -> tuple[NodeProcess, float]:
