@@ -37,9 +37,14 @@ npm-deps: $(NPM_STAMP)
 
 test-deps: $(TEST_STAMP) npm-deps
 
-## Install what the tests need (Python and Node.js Grenache) and run the default suite.
-test: test-deps
+## Install what the tests need (Python and Node.js Grenache), lint, type-check and run the default suite.
+test: test-deps lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## ruff over the tree and mypy over the package (settings in pyproject.toml).
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 soak: test-deps
 	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)

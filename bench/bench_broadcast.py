@@ -152,7 +152,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
     arrivals: dict[str, list[float]] = {}
     depth: dict[str, int] = {}
     copies = handled = 0
-    for node_id, received in rows.items():
+    for _node_id, received in rows.items():
         for mid, origin, ts, first, n_copies, n_handled, hops in received:
             if ts is None or ts < started:
                 continue  # settle-phase stragglers

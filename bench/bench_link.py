@@ -27,6 +27,7 @@ import msgpack
 from bench.plaintext import PLAINTEXT_COMMIT, plaintext_tree, use_code as _use_code
 from bench.table import print_table
 from p2p.framing import FrameDecoder, encode_frame
+from node.configs import peer_config
 
 ORDER = {"type": "bench_order", "id": "9f1c2a7e5b3d4f60a1b2c3d4e5f60718", "origin": "a" * 40, "ts": 1795341650.3984764,
          "market": "BTC-USD", "side": "buy", "kind": "limit", "price": 10005123, "qty": 15000, "seq": 123456,
@@ -91,7 +92,7 @@ def _settings(tmp: str, **extra):
 def _manager(tmp: str, **extra):
     from node.identity import NodeIdentity
     from p2p.peers import PeerManager
-    return PeerManager(_settings(tmp, **extra), NodeIdentity.generate(), verify=NodeIdentity.verify,
+    return PeerManager(peer_config(_settings(tmp, **extra)), NodeIdentity.generate(), verify=NodeIdentity.verify,
                        node_id_for=NodeIdentity.node_id_for)
 
 
@@ -381,7 +382,7 @@ def main(argv: list[str]) -> None:
         if label.startswith("plaintext") and plaintext_dir is None:
             continue
         times = handshake_times(count, code_dir)
-        pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
+        pick = lambda q, times=times: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
         rows.append([label, count, pick(0.5), pick(0.99), times[-1] * 1000])
     print_table("Handshake time: TCP connect to open link, sequential dials between two processes",
                 ["link", "dials", "p50 ms", "p99 ms", "max ms"], rows)

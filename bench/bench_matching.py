@@ -17,7 +17,6 @@ import gc
 import random
 import time
 from collections import deque
-from typing import Callable
 
 from sortedcontainers import SortedDict
 

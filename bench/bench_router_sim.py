@@ -51,7 +51,8 @@ def main(argv: list[str]) -> None:
           + ("" if duration == 60.0 else f" (the issue's 10-40 s of 60 s, scaled to a {duration:.0f} s run)") + ".")
     print(f"Client: attempt timeout {cfg.timeout:.1f} s, up to {cfg.max_attempts} attempts on distinct backends, "
           f"full-jitter backoff {cfg.retry_base * 1000:.0f}-{cfg.retry_cap * 1000:.0f} ms, retry budget "
-          f"{cfg.budget_ratio:.0%} of requests + {cfg.budget_floor:.0f}/s, i.e. {cfg.budget_ratio + cfg.budget_floor / cfg.rate:.1%} of {cfg.rate:,.0f} req/s "
+          f"{cfg.budget_ratio:.0%} of requests + {cfg.budget_floor:.0f}/s, "
+          f"i.e. {cfg.budget_ratio + cfg.budget_floor / cfg.rate:.1%} of {cfg.rate:,.0f} req/s "
           "(the real RetryPolicy and RetryBudget, shared by every strategy).")
     print(f"Hints (ours+hints only): {cfg.hint_sources} honest nodes gossip what they see {cfg.hint_lag:.1f} s late "
           f"through HintEmitter; in 'false_hint' a lying node repeats a DEGRADED hint.")

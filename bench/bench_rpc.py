@@ -36,6 +36,7 @@ import msgpack
 
 from bench.plaintext import plaintext_tree, use_code
 from bench.table import print_table
+from node.configs import peer_config
 
 PAYLOAD = {"op": "quote", "market": "BTC-USD", "side": "buy", "qty": "0.5"}
 CONCURRENCY = (1, 50)
@@ -53,7 +54,7 @@ def _serve_ours(port_q: mp.Queue, data_dir: str, code_dir: str | None = None) ->
     async def main() -> None:
         settings = load_settings(env={}, cli={"data_dir": data_dir, "p2p_host": "127.0.0.1", "p2p_port": 0,
                                               "target_outbound": 0})
-        peers = PeerManager(settings, NodeIdentity.generate(), verify=NodeIdentity.verify,
+        peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                             node_id_for=NodeIdentity.node_id_for)
         rpc = RpcService(peers, RpcConfig(warmup_period=0))
         rpc.register("echo", lambda payload, peer: payload)
@@ -188,7 +189,7 @@ class OursClient:
 
         settings = load_settings(env={}, cli={"data_dir": self.data_dir, "p2p_host": "127.0.0.1", "p2p_port": 0,
                                               "target_outbound": 0})
-        self.peers = PeerManager(settings, NodeIdentity.generate(), verify=NodeIdentity.verify,
+        self.peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for)
         self.rpc = RpcService(self.peers, RpcConfig(warmup_period=0))
         self.rpc.start()

@@ -148,7 +148,7 @@ def restart_to_serving(base: str, name: str) -> tuple[float, int, str]:
         wait_until(lambda: node.api("GET", "/ready")[0] == 200, 300, interval=0.02, message="serving")
         seconds = time.perf_counter() - started
         rss = rss_kib(node.proc.pid)
-        line = next(l for l in reversed(node.log_tail(200).splitlines()) if "blocks replayed" in l)
+        line = next(x for x in reversed(node.log_tail(200).splitlines()) if "blocks replayed" in x)
         node.stop(60)
         return seconds, rss, line
     finally:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -77,8 +77,9 @@ class Settings:
         p.optional(p.path))
 
     max_peers: int = _setting(50, "MAX_PEERS", "Most peer links at once, inbound and outbound: the high mark", p.integer(1))
-    target_outbound: int = _setting(8, "TARGET_OUTBOUND", "Outbound links the node keeps dialling towards: the low mark (capped at MAX_PEERS)",
-                                    p.integer(0))
+    target_outbound: int = _setting(
+        8, "TARGET_OUTBOUND", "Outbound links the node keeps dialling towards: the low mark (capped at MAX_PEERS)",
+        p.integer(0))
     max_inbound_per_ip: int = _setting(4, "MAX_INBOUND_PER_IP", "Inbound links and handshakes from one IP address",
                                        p.integer(1))
     max_inbound_per_subnet: int = _setting(8, "MAX_INBOUND_PER_SUBNET",
@@ -139,7 +140,9 @@ class Settings:
                                        p.integer(1, 255))
     seen_cache_size: int = _setting(100000, "SEEN_CACHE_SIZE", "Message ids remembered for deduplication",
                                     p.integer(1000))
-    seen_cache_ttl: float = _setting(120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered (signed messages older than half of it are refused as replays)", _FLOAT_POS)
+    seen_cache_ttl: float = _setting(
+        120.0, "SEEN_CACHE_TTL", "Seconds a message id is remembered (signed messages older than half of it are "
+        "refused as replays)", _FLOAT_POS)
     router_rate_limit: float = _setting(2000.0, "ROUTER_RATE_LIMIT",
                                         "Messages/s accepted from one peer before it is throttled", _FLOAT_POS)
     router_rate_burst: int = _setting(4000, "ROUTER_RATE_BURST", "Messages one peer may send at once above the rate",
@@ -223,14 +226,19 @@ class Settings:
     @classmethod
     def describe(cls) -> list[SettingInfo]:
         """Every setting with its env name, default and help, in declaration order."""
-        return [SettingInfo(f.name, f.metadata["env"],
-                            f.default_factory() if f.default is MISSING else f.default, f.metadata["help"])
-                for f in fields(cls)]
+        return [SettingInfo(f.name, f.metadata["env"], _default_of(f), f.metadata["help"]) for f in fields(cls)]
 
     @classmethod
     def parser_for(cls, name: str) -> p.Parser:
         """The parser that validates raw values of field `name` (KeyError if no such setting)."""
         return _PARSERS[name]
+
+
+def _default_of(f: Field[Any]) -> Any:
+    if f.default is MISSING:
+        assert f.default_factory is not MISSING, f.name
+        return f.default_factory()
+    return f.default
 
 
 _PARSERS: dict[str, p.Parser] = {f.name: f.metadata["parse"] for f in fields(Settings)}

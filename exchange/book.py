@@ -51,7 +51,7 @@ class PriceLevel(deque):
         self.clear()
         self.extend(live)
 
-    __hash__ = object.__hash__  # levels are compared and hashed by identity, as before
+    __hash__ = object.__hash__  # type: ignore[assignment]  # levels are compared and hashed by identity
     __eq__ = object.__eq__
 
 
@@ -75,10 +75,10 @@ class BookSide:
         return self.levels[self.best].price if self.levels else None
 
     def add(self, order: Order) -> None:
-        key = order.price * self.sign
+        key = order.price * self.sign  # type: ignore[operator]  # resting orders are priced
         level = self.levels.get(key)
         if level is None:
-            level = self.levels[key] = PriceLevel(order.price)
+            level = self.levels[key] = PriceLevel(order.price)  # type: ignore[arg-type]
             self.new_key(key)
         level.append(order)
         level.live += 1
@@ -109,7 +109,7 @@ class BookSide:
     def discard(self, order: Order) -> None:
         """Take a live order out of its level, marking it cancelled."""
         order.status = _CANCELLED
-        key = order.price * self.sign
+        key = order.price * self.sign  # type: ignore[operator]  # resting orders are priced
         level = self.levels[key]
         level.live -= 1
         level.volume -= order.remaining
@@ -120,7 +120,7 @@ class BookSide:
 
     def shrink(self, order: Order, lots: int) -> None:
         """Reduce a live order's size in place; it keeps its queue position."""
-        self.levels[order.price * self.sign].volume -= lots
+        self.levels[order.price * self.sign].volume -= lots  # type: ignore[operator]
         order.remaining -= lots
         order.quantity -= lots
 

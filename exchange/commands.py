@@ -7,7 +7,7 @@ engine's, which answers with an OrderRejected event instead of raising.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 from exchange.errors import InvalidCommand
 from exchange.orders import OrderType, SelfTradeMode, Side, _plain_key, parse_enum
@@ -108,6 +108,11 @@ class _Fields:
     def __init__(self, data: dict) -> None:
         self.data = data
 
+    @overload
+    def text(self, name: str) -> str: ...
+    @overload
+    def text(self, name: str, optional: bool) -> str | None: ...
+
     def text(self, name: str, optional: bool = False) -> str | None:
         value = self.data.get(name)
         if value is None and optional:
@@ -115,6 +120,11 @@ class _Fields:
         if not isinstance(value, str):
             raise InvalidCommand(f"invalid_{name}", f"{name} must be a string", name)
         return value
+
+    @overload
+    def integer(self, name: str) -> int: ...
+    @overload
+    def integer(self, name: str, optional: bool) -> int | None: ...
 
     def integer(self, name: str, optional: bool = False) -> int | None:
         value = self.data.get(name)

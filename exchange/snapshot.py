@@ -9,7 +9,7 @@ the same commands gives the same digest as the original book.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import msgpack
 
@@ -67,10 +67,10 @@ def _order_row(order: Order) -> list[Any]:
             list(key) if isinstance(key, tuple) else key, order.self_trade.value]
 
 
-def _levels(data: object, name: str) -> list[tuple[int, list]]:
+def _levels(data: object, name: str) -> list[tuple[int, Sequence[Any]]]:
     if not isinstance(data, list):
         raise InvalidSnapshot("malformed_snapshot", f"{name} must be a list of levels")
-    levels = []
+    levels: list[tuple[int, Sequence[Any]]] = []
     for entry in data:
         if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or type(entry[0]) is not int
                 or not isinstance(entry[1], (list, tuple)) or not entry[1]):
@@ -81,7 +81,7 @@ def _levels(data: object, name: str) -> list[tuple[int, list]]:
 
 def _order_from_row(row: object, market: Market, side: Side, price: int, book: OrderBook) -> Order:
     try:
-        order_id, type_name, quantity, remaining, owner, key, mode = row  # type: ignore[misc]
+        order_id, type_name, quantity, remaining, owner, key, mode = cast(Sequence[Any], row)
         order_type, self_trade = OrderType(type_name), SelfTradeMode(mode)
     except (TypeError, ValueError):
         raise InvalidSnapshot("malformed_snapshot", f"order row {row!r} is malformed") from None

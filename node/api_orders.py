@@ -19,10 +19,10 @@ import orjson
 from aiohttp import web
 
 from exchange.chain.service import ChainService, NotReady
-from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, op_from_json, sign_tx
+from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
-from node.api import ApiError, json_response, node_of
+from node.api_base import ApiError, json_response, node_of
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
@@ -325,7 +325,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
         why, future = await _queue(chain, tx)
         answers.append((tx, why, future))
     finals = []
-    for tx, why, future in answers:
+    for _tx, why, future in answers:
         finals.append(None if why is not None or future is None else await chain.wait(future, wait))
     for slot, where in enumerate(slots):
         if where is None:
@@ -460,7 +460,7 @@ async def retry_after(request: web.Request, handler: Any) -> web.StreamResponse:
 async def debug_commits(request: web.Request) -> web.Response:
     """`GET /debug/chain/commits?from=H` (DEBUG_API only): when each block became final here, and how many
     operations it held — benchmarks measure finality on every node with it."""
-    if not getattr(node_of(request).settings, "debug_api", False):
+    if not node_of(request).configs.api.debug_api:
         raise ApiError(404, "not_found", "debug endpoints are off (DEBUG_API)")
     chain = _chain(request)
     start = _query_number(request, "from", 0, 0, 1 << 62, integer=True)

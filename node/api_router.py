@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api import ApiError, json_response, node_of
+from node.api_base import ApiError, json_response, node_of
 from node.metrics import CounterNames, labelled_counter, split_counters
 from p2p.resilience.protection import MODES as PROTECTION_MODES
 
@@ -129,7 +129,7 @@ class LoadGenerator:
         elif len(self.gc_pauses) < 100_000:
             self.gc_pauses.append(time.perf_counter() - self._gc_started)
 
-    def lag_summary(self) -> dict[str, float | None]:
+    def lag_summary(self) -> dict[str, Any]:
         lags = sorted(self.lags)
         if not lags:
             return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any, Iterator
 
@@ -12,7 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api import ApiError, json_response, node_of
+from node.api_base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
 from node.demo.backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
@@ -35,29 +34,6 @@ def extend(app: web.Application) -> None:
     app.router.add_post("/debug/rpc-hint", post_hint)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "request body must be a JSON object")
-    return body
-
-
-def _number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:
-    value = body.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise ApiError(400, "invalid_field", f"{name} must be a number in [{low:g}, {high:g}]", name)
-    return float(value)
-
-
 def rpc_error_response(exc: e.RpcError) -> web.Response:
     return json_response({"error": exc.as_dict()}, HTTP_STATUS.get(exc.code, 502))
 
@@ -67,8 +43,8 @@ async def post_rpc(request: web.Request) -> web.Response:
     the router picks, or (grenache: true) on a Grenache worker announced on Grape."""
     node = node_of(request)
     service = request.match_info["service"]
-    body = await _body(request)
-    timeout = _number(body, "timeout", None, 0.001, 300.0)
+    body = await read_json_object(request)
+    timeout = body_number(body, "timeout", None, 0.001, 300.0)
     peer = body.get("peer")
     if peer is not None and (not isinstance(peer, str) or not peer):
         raise ApiError(400, "invalid_field", "peer must be a node id", "peer")
@@ -125,21 +101,14 @@ async def get_routing(request: web.Request) -> web.Response:
 
 
 # --- debug endpoints ----------------------------------------------------------------------------
-def _require_debug(request: web.Request) -> Any:
-    node = node_of(request)
-    if not getattr(node.settings, "debug_api", False):
-        raise ApiError(404, "not_found", "debug endpoints are off (start the node with DEBUG_API=true)")
-    return node
-
-
 async def post_fault(request: web.Request) -> web.Response:
     """Body {"delay"?, "fail"?, "fail_delay"?, "capacity"?, "queue"?}: how test.echo misbehaves on this
     node from now on."""
-    node = _require_debug(request)
-    body = await _body(request)
-    fault = FaultSpec(delay=_number(body, "delay", 0.0, 0.0, 60.0), fail=_number(body, "fail", 0.0, 0.0, 1.0),
-                      fail_delay=_number(body, "fail_delay", 0.0, 0.0, 60.0),
-                      capacity=_number(body, "capacity", 0.0, 0.0, 1e6), queue=_number(body, "queue", 100.0, 0.0, 1e6))
+    node = require_debug(request)
+    body = await read_json_object(request)
+    fault = FaultSpec(delay=body_number(body, "delay", 0.0, 0.0, 60.0), fail=body_number(body, "fail", 0.0, 0.0, 1.0),
+                      fail_delay=body_number(body, "fail_delay", 0.0, 0.0, 60.0),
+                      capacity=body_number(body, "capacity", 0.0, 0.0, 1e6), queue=body_number(body, "queue", 100.0, 0.0, 1e6))
     node.rpc.builtins.fault = fault
     return json_response({"fault": fault.as_dict()})
 
@@ -147,8 +116,8 @@ async def post_fault(request: web.Request) -> web.Response:
 async def post_hint(request: web.Request) -> web.Response:
     """Body {"subject", "status": "DEGRADED"|"HEALTHY", "service"?: "test.echo"}: broadcast one signed
     hint about a peer, whatever this node has seen of it (the false-gossip scenario)."""
-    node = _require_debug(request)
-    body = await _body(request)
+    node = require_debug(request)
+    body = await read_json_object(request)
     subject, status, service = body.get("subject"), body.get("status"), body.get("service", "test.echo")
     if not isinstance(subject, str) or len(subject) != 40:
         raise ApiError(400, "invalid_field", "subject must be a 40-character node id", "subject")
@@ -166,15 +135,15 @@ async def post_load(request: web.Request) -> web.Response:
     """Body {"service", "rate", "seconds", "payload"?, "timeout"?, "bucket"?}: send `rate` requests/s
     for `seconds` through the adaptive router; returns outcomes and, per time bucket, the attempts
     sent to each peer (from which tests read how traffic moved)."""
-    node = _require_debug(request)
-    body = await _body(request)
+    node = require_debug(request)
+    body = await read_json_object(request)
     service = body.get("service")
     if not isinstance(service, str) or not service:
         raise ApiError(400, "invalid_field", "service is required", "service")
-    rate = _number(body, "rate", 100.0, 0.1, MAX_LOAD_RATE)
-    seconds = _number(body, "seconds", 1.0, 0.01, MAX_LOAD_SECONDS)
-    bucket = _number(body, "bucket", 0.5, 0.05, 60.0)
-    timeout = _number(body, "timeout", None, 0.001, 60.0)
+    rate = body_number(body, "rate", 100.0, 0.1, MAX_LOAD_RATE)
+    seconds = body_number(body, "seconds", 1.0, 0.01, MAX_LOAD_SECONDS)
+    bucket = body_number(body, "bucket", 0.5, 0.05, 60.0)
+    timeout = body_number(body, "timeout", None, 0.001, 60.0)
     return json_response(await run_load(node.rpc.service, service, body.get("payload"), rate, seconds, bucket,
                                         timeout))
 

@@ -1,5 +1,5 @@
-"""ExchangeNode: the composition root. Builds every part from Settings, starts them in order,
-and shuts them down in reverse (goodbyes sent, peers saved) on SIGINT/SIGTERM."""
+"""ExchangeNode: the composition root. Builds every part from its config (node/configs.py), starts them
+in order and stops them in reverse (node/lifecycle.py) on SIGINT/SIGTERM; a second signal exits at once."""
 from __future__ import annotations
 
 import asyncio
@@ -7,10 +7,12 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
+from aiohttp import web
 
 from config import Settings
 from config.version import VERSION
@@ -18,12 +20,21 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
+from node.api import start_api
 from node.api_orders import install_order_api
-from node.chain_network import P2PChainNetwork, core_config
+from node.api_router import install_debug_api, router_metrics
+from node.chain_network import P2PChainNetwork
+from node.configs import NodeConfigs
 from node.identity import NodeIdentity
+from node.lifecycle import Lifecycle
 from node.logs import bind_node
-from p2p.discovery import DiscoveryOrchestrator
+from node.operator import OperatorSurface
+from node.rpc_component import NodeRpc
+from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
+from p2p.discovery.grape import GrapeDiscovery
+from p2p.discovery.mdns import MdnsDiscovery
+from p2p.discovery.pex import PeerExchange
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
 from p2p.peer_store import PeerStore
 from p2p.peers import PeerManager
@@ -31,163 +42,190 @@ from p2p.router import MessageRouter
 
 log = logging.getLogger("node")
 
+# A clean stop takes well under a second; these bound one that hangs (a step, then the whole).
+STOP_STEP_TIMEOUT = 5.0
+STOP_TIMEOUT = 15.0
+EXIT_FORCED = 130          # a second SIGINT/SIGTERM: exit at once, shutdown left unfinished
+EXIT_UNCLEAN = 1           # the shutdown was bounded: a step raised or hung (logged)
+
 
 class NodeFailed(Exception):
     """The node stopped because it cannot go on safely (the message says why and what to do)."""
 
 
+class StopUnclean(Exception):
+    """A shutdown step raised, hung past its bound or was skipped for want of time (each is logged)."""
+
+
+def exit_now(message: str, status: int) -> None:
+    """Leave at once, whatever is still running (stuck steps, threads the event loop would wait for)."""
+    logging.shutdown()
+    sys.stderr.write(f"exchange-node: {message}\n")
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def force_exit() -> None:
+    log.error("second signal: exiting at once, shutdown unfinished")
+    exit_now("forced exit on a second signal (shutdown unfinished)", EXIT_FORCED)
+
+
 class ExchangeNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.identity = NodeIdentity.load_or_create(settings.data_dir)
+        self.configs = configs = NodeConfigs.from_settings(settings)
+        self.identity = NodeIdentity.load_or_create(configs.data_dir)
         self.node_id = self.identity.node_id
         bind_node(self.node_id)
         self.started_at = time.time()
-        self.store = PeerStore(settings.peers_file)
-        self.peers = PeerManager(settings, self.identity, verify=NodeIdentity.verify,
+        self.store = PeerStore(configs.peers_file)
+        self.peers = PeerManager(configs.peers, self.identity, verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for, peer_store=self.store)
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
-        self.api_extensions: list[Any] = []  # fn(aiohttp app), called by node/api.py build_app
-        self.metric_sources: list[Any] = []  # () -> iterable of metric families, for /metrics
-        self.router = MessageRouter(self.peers, settings)
-        self._wire_router()
-        from node.rpc_component import NodeRpc
-
-        self.rpc = NodeRpc(self)  # RPC over links + adaptive routing; registers its API routes and metrics
-        self.accounts = AccountStore(settings.data_dir)
-        self.chain_store = ChainStore(settings.data_dir, keep_blocks=settings.keep_blocks)
-        # legacy mode (P2P_ENABLED=false with DISCOVERY_GRENACHE): no peer port; the node reaches the network
-        # through Grenache alone, as a follower, and never founds a network of its own
-        self.legacy = not settings.p2p_enabled and settings.discovery_grenache
-        standalone = not settings.p2p_enabled and not settings.discovery_grenache
+        self.api_extensions: list[Callable[[web.Application], None]] = []  # called by node/api.py build_app
+        self.metric_sources: list[Callable[[], Any]] = []  # () -> iterable of metric families, for /metrics
+        self.router = MessageRouter(self.peers, configs.router)
+        self.metric_sources.append(lambda: router_metrics(self.router))
+        if configs.api.debug_api:
+            install_debug_api(self)
+        self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
+        self.accounts = AccountStore(configs.data_dir)
+        chain = configs.chain
+        self.chain_store = ChainStore(configs.data_dir, keep_blocks=chain.keep_blocks)
+        self.legacy = configs.legacy
         self.chain_network = P2PChainNetwork(self.peers, self.router, self.rpc)
         self.chain = ChainService(  # the BFT chain: validators order blocks, every node folds them into the book
-            self.identity, self.chain_network, self.chain_store, network_id=settings.network_id,
-            markets=settings.markets, order_ttl_ms=int(settings.order_ttl * 1000),
-            max_validators=settings.max_validators, pinned_validators=settings.validators,
-            found_after=0.0 if standalone else (float("inf") if self.legacy else settings.found_after),
-            snapshot_interval=settings.snapshot_interval, config=core_config(settings, legacy=self.legacy),
-            recovery_timeout=settings.recovery_timeout)
+            self.identity, self.chain_network, self.chain_store, network_id=chain.network_id,
+            markets=chain.markets, order_ttl_ms=chain.order_ttl_ms, max_validators=chain.max_validators,
+            pinned_validators=chain.pinned_validators, found_after=chain.found_after,
+            snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
-        if settings.discovery_grenache:
+        if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
         self.api_address: tuple[str, int] | None = None
-        from node.operator import OperatorSurface
-
-        self.operator = OperatorSurface(self)  # console, /ws stream, /health, /ready, systemd notify
-        self._api_runner: Any = None
+        self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
+        self._api_runner: web.AppRunner | None = None
+        self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
+        self.force_exit: Callable[[], None] = force_exit   # what a second signal does
         self._stop = asyncio.Event()
 
-    def _wire_router(self) -> None:
-        from node.api_router import install_debug_api, router_metrics
-
-        self.metric_sources.append(lambda: router_metrics(self.router))
-        if self.settings.debug_api:
-            install_debug_api(self)
-
     def _strategies(self) -> list[DiscoveryStrategy]:
-        settings = self.settings
+        config = self.configs.discovery
         strategies: list[DiscoveryStrategy] = [PersistedDiscovery(self.store),
-                                               BootstrapDiscovery(settings.bootstrap_peers)]
-        if settings.discovery_pex:
-            from p2p.discovery.pex import PeerExchange
-
+                                               BootstrapDiscovery(config.bootstrap_peers)]
+        if config.pex:
             strategies.append(PeerExchange(self.peers))
-        if settings.discovery_mdns:
-            from p2p.discovery.mdns import MdnsDiscovery, mdns_announce_hosts
-
+        if config.mdns:
             strategies.append(MdnsDiscovery(
-                self.node_id, settings.network_id, lambda: self.peers.listen_port,
-                interfaces=settings.mdns_interfaces,
-                announce_hosts=mdns_announce_hosts(settings.advertise_host, settings.p2p_host)))
-        if settings.discovery_grenache:
-            from p2p.discovery import DeferredStrategy
-            from p2p.discovery.grape import GrapeDiscovery
-
+                self.node_id, self.configs.network_id, lambda: self.peers.listen_port,
+                interfaces=config.mdns_interfaces, announce_hosts=list(config.mdns_announce_hosts)))
+        if config.grape:
             def grape() -> DiscoveryStrategy:  # built at start: it announces the bound port
                 port = self.peers.listen_port
-                own = {(h, port) for h in (settings.advertise_host, settings.p2p_host) if h}
-                return GrapeDiscovery(settings.grape_urls, settings.grape_service, port,
-                                      announce_interval=settings.grape_announce_interval, own_addresses=own)
+                return GrapeDiscovery(config.grape_urls, config.grape_service, port,
+                                      announce_interval=config.grape_announce_interval,
+                                      own_addresses={(h, port) for h in config.own_hosts})
 
             strategies.append(DeferredStrategy("grape", grape))
         return strategies
 
     @property
     def listen(self) -> str:
-        if not self.settings.p2p_enabled:
+        if not self.configs.p2p_enabled:
             return "legacy (Grenache only, no peer port)" if self.legacy else "standalone (no peer port)"
-        host = self.settings.advertise_host or self.settings.p2p_host
-        return f"{host}:{self.peers.listen_port}"
+        return f"{self.configs.listen_host}:{self.peers.listen_port}"
 
     async def start(self) -> None:
-        from node.api import start_api
-
-        if self.settings.p2p_enabled:
-            await self.peers.start()
-            await self.router.start()
-            self.discovery.start()
+        """Start every part in order; if one fails, what had started is stopped and StartFailed raised."""
+        steps = self.lifecycle
+        if self.configs.p2p_enabled:
+            await steps.start("peer listener", self.peers.start, self.peers.stop)
+            await steps.start("message router", self.router.start, self.router.stop)
+            await steps.start("discovery", self.discovery.start, self.discovery.stop)
         elif self.legacy:
-            await self.router.start()       # the Grenache path only: no peer port, no links
-        await self.rpc.start()
-        await self.chain.start()
-        self._api_runner, self.api_address = await start_api(self, self.settings.api_host, self.settings.api_port)
-        self._write_runtime_file()
-        await self.operator.start()
+            await steps.start("message router", self.router.start, self.router.stop)  # Grenache path only
+        await steps.start("rpc", self.rpc.start, self.rpc.stop)
+        steps.on_stop("chain store", self.chain_store.close)   # closed even when the chain fails to start
+        await steps.start("chain", self.chain.start, self.chain.stop)
+        await steps.start("control API", self._start_api, self._stop_api)
+        await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
+        await steps.start("operator surface", self.operator.start, self.operator.stop)
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        api = f"http://{self.api_address[0]}:{self.api_address[1]}"
+        api = self.api_url
         log.info("node %s up: peers on %s, control API on %s (network %s, event loop %s)", self.node_id,
-                 self.listen, api, self.settings.network_id, loop_kind, extra={"address": api})
+                 self.listen, api, self.configs.network_id, loop_kind, extra={"address": api})
+
+    @property
+    def api_url(self) -> str | None:
+        return None if self.api_address is None else f"http://{self.api_address[0]}:{self.api_address[1]}"
+
+    async def _start_api(self) -> None:
+        api = self.configs.api
+        self._api_runner, self.api_address = await start_api(self, api.host, api.port)
+
+    async def _stop_api(self) -> None:
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+            self._api_runner = None
 
     def _write_runtime_file(self) -> None:
         """DATA_DIR/node.json tells CLI commands and scripts where this node's API is."""
         info = {"pid": os.getpid(), "node_id": self.node_id, "listen": self.listen,
-                "api": f"http://{self.api_address[0]}:{self.api_address[1]}", "started_at": self.started_at}
-        path = self.settings.data_dir / "node.json"
+                "api": self.api_url, "started_at": self.started_at}
+        path = self.configs.data_dir / "node.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_bytes(orjson.dumps(info))
         os.replace(tmp, path)
 
-    async def stop(self) -> None:
-        log.info("shutting down")
-        await self.operator.stop()
-        await self.discovery.stop()
-        await self.rpc.stop()
-        await self.chain.stop()
-        await self.router.stop()
-        await self.peers.stop()
-        if self._api_runner is not None:
-            await self._api_runner.cleanup()
+    def _remove_runtime_file(self) -> None:
         try:
-            (self.settings.data_dir / "node.json").unlink()
+            (self.configs.data_dir / "node.json").unlink()
         except FileNotFoundError:
             pass
-        log.info("stopped")
+
+    async def stop(self) -> bool:
+        """Stop what started, in reverse order; False when a step raised, hung or ran out of time (logged)."""
+        log.info("shutting down")
+        clean = await self.lifecycle.stop()
+        if clean:
+            log.info("stopped")
+        else:
+            log.warning("stopped, but not cleanly: %s", ", ".join(self.lifecycle.unfinished))
+        return clean
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            self.force_exit()
+        else:
+            self.request_stop()
+
     async def run(self) -> None:
-        """Start, serve until SIGINT/SIGTERM, stop cleanly."""
+        """Start, serve until SIGINT/SIGTERM, stop cleanly. A second signal exits at once."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+            loop.add_signal_handler(sig, self._on_signal)
+        await self.start()   # on failure it has stopped what had started
         try:
             await self._stop.wait()
         finally:
-            await self.stop()
+            clean = await self.stop()
         if self.chain.fatal is not None:
             raise NodeFailed(self.chain.fatal)
+        if not clean:
+            raise StopUnclean(f"shutdown did not finish cleanly ({', '.join(self.lifecycle.unfinished)}); "
+                              "see the log")
 
     def status(self) -> dict[str, Any]:
         peer_status = self.peers.status()
         return {
-            "node_id": self.node_id, "version": VERSION, "network_id": self.settings.network_id,
-            "listen": self.listen, "api": f"http://{self.api_address[0]}:{self.api_address[1]}" if self.api_address else None,
+            "node_id": self.node_id, "version": VERSION, "network_id": self.configs.network_id,
+            "listen": self.listen, "api": self.api_url,
             "uptime_s": round(time.time() - self.started_at, 3), "pid": os.getpid(),
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
@@ -213,7 +251,7 @@ class ExchangeNode:
         core = self.chain.core
         if core is not None:
             return list(core.state.app.params.registry.symbols)   # type: ignore[attr-defined]
-        return parse_markets(self.settings.markets).symbols
+        return parse_markets(self.configs.chain.markets).symbols
 
     def peer_list(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.peers.peers.values()]

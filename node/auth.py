@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api import ApiError
+from node.api_base import ApiError
 from node.cookie import remove_cookie, write_cookie
 
 # What anyone who can reach the port may do. "/x/*" also covers a prefix resource at /x (static files).
@@ -105,9 +105,10 @@ class ApiAuth:
 AUTH_KEY = web.AppKey("auth", ApiAuth)
 
 
-def install_auth(app: web.Application, settings: Any) -> ApiAuth:
-    """Guard every route of `app` (added before or after this call); the cookie lives while the app runs."""
-    auth = ApiAuth(settings.data_dir, settings.api_token)
+def install_auth(app: web.Application, data_dir: Path, token: str | None) -> ApiAuth:
+    """Guard every route of `app` (added before or after this call); the cookie in `data_dir` lives while
+    the app runs; `token` (API_TOKEN) is accepted besides it."""
+    auth = ApiAuth(data_dir, token)
     app[AUTH_KEY] = auth
     app.middlewares.insert(0, auth.middleware)
     app.on_startup.append(auth.write_cookie)

@@ -15,9 +15,7 @@ import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from exchange.chain.core import CoreConfig
 from exchange.chain.service import MESSAGE_TYPES, ChainService
-from exchange.chain.tendermint import ConsensusConfig
 from p2p import messages as m
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
@@ -139,17 +137,6 @@ class P2PChainNetwork:
     def _check_decision(self, message: dict, sender: str) -> Any:
         assert self.chain is not None
         return self.chain.check_decision(message.get("body"))
-
-
-def core_config(settings: Any, legacy: bool = False) -> CoreConfig:
-    """The chain's tunables from Settings (timeouts scale with CONSENSUS_TIMEOUT); a legacy node is a follower."""
-    base = settings.consensus_timeout
-    consensus = ConsensusConfig(timeout_propose=base, timeout_propose_delta=base / 2, timeout_prevote=base / 2,
-                                timeout_prevote_delta=base / 4, timeout_precommit=base / 2,
-                                timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
-    return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
-                      role="follower" if legacy else settings.role,
-                      max_block_bytes=min(700_000, int(settings.max_frame_bytes * 0.6)))
 
 
 @contextmanager

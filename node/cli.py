@@ -45,6 +45,7 @@ def start(config_file: str | None, **flags: Any) -> None:
     """Run a node until SIGINT/SIGTERM (then say goodbye to peers, save them, exit 0)."""
     from node.accounts import AccountError, AccountStore
     from node.app import NodeFailed
+    from node.lifecycle import StartFailed
     from node.identity import IdentityError
 
     try:
@@ -68,12 +69,24 @@ def start(config_file: str | None, **flags: Any) -> None:
         with data_dir_lock:
             AccountStore(settings.data_dir).ensure_default()
             _run(settings)
+    except StartFailed as exc:  # what had started is stopped; say which part failed, in one line
+        cause = exc.cause
+        if isinstance(cause, (IdentityError, AccountError)):
+            fail(str(cause), 2)
+        if isinstance(cause, (NodeFailed, StorageError)):
+            fail(str(cause), 3)
+        fail(f"cannot start the {exc.step}: {_one_line(cause)}")
     except (IdentityError, AccountError) as exc:
         fail(str(exc), 2)
     except (NodeFailed, StorageError) as exc:
         fail(str(exc), 3)
     except OSError as exc:
         fail(f"cannot start: {exc}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _check_markets(settings: Settings, flags: dict[str, Any]) -> None:
@@ -96,11 +109,14 @@ def _flag_used(setting: str) -> str:
 
 
 def _run(settings: Settings) -> None:
-    from node.app import ExchangeNode
+    from node.app import EXIT_UNCLEAN, ExchangeNode, StopUnclean, exit_now
 
     async def main() -> None:
         node = ExchangeNode(settings)
-        await node.run()
+        try:
+            await node.run()
+        except StopUnclean as exc:  # a hung step may have left threads the event loop would wait for
+            exit_now(str(exc), EXIT_UNCLEAN)
 
     loop_factory = None
     if settings.event_loop in ("auto", "uvloop"):
@@ -109,7 +125,7 @@ def _run(settings: Settings) -> None:
             loop_factory = uvloop.new_event_loop
         except ImportError:
             if settings.event_loop == "uvloop":
-                raise OSError("EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)")
+                raise OSError("EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)") from None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
 

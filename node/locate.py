@@ -62,7 +62,7 @@ def normalize_api_url(raw: str, label: str) -> str:
         value = f"http://{value}"
     try:
         parts = urlsplit(value)
-        port = parts.port
+        url_port = parts.port
     except ValueError:
         raise LocateError(f"invalid {label} {raw!r}: bad port; {expected}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -73,7 +73,7 @@ def normalize_api_url(raw: str, label: str) -> str:
         host = parse_host(parts.hostname)
     except InvalidValue:
         raise LocateError(f"invalid {label} {raw!r}: {parts.hostname!r} is not a host name or IP address") from None
-    return _base_url(parts.scheme, host, port)
+    return _base_url(parts.scheme, host, url_port)
 
 
 def _base_url(scheme: str, host: str, port: int | None) -> str:

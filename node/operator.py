@@ -26,6 +26,7 @@ from node.metrics import CounterNames, labelled_counter, split_counters
 from exchange.markets import parse_markets
 from node.auth import check_token as check_api_token
 from node.chain_feed import ChainBridge
+from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
 
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
@@ -35,23 +36,22 @@ ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstand
 
 
 class OperatorSurface:
-    def __init__(self, node: Any, check_token: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, node: Any, config: OperatorConfig, check_token: Callable[[str], bool] | None = None) -> None:
         self.node = node
-        settings = node.settings
         self.readiness = ReadinessChecks()
         self.finality = FinalityTracker()
         self.loop_monitor = LoopMonitor()
         self.notifier = SystemdNotifier()
         self.bridge = ChainBridge(node.chain, node.accounts, self.finality)
-        self.feed = MarketFeed(list(parse_markets(settings.markets)), self.bridge)
+        self.feed = MarketFeed(list(parse_markets(config.markets)), self.bridge)
         self.status_channel = StatusChannel(self.status_summary)
         self._app: web.Application | None = None
         self.stream = StreamServer(self.feed, self.status_channel, check_token=check_token or self._check_token,
-                                   max_clients=settings.ws_max_clients, max_buffer=settings.ws_send_buffer_bytes,
+                                   max_clients=config.ws_max_clients, max_buffer=config.ws_send_buffer_bytes,
                                    hello=self.hello)
         self.readiness.register("api", lambda: (node.api_address is not None, "control API listening"
                                                 if node.api_address else "control API not bound yet"))
-        if settings.p2p_enabled:
+        if config.p2p_enabled:
             self.readiness.register("p2p", self._p2p_ready)
         self.readiness.register("chain", self.bridge.ready)
         node.api_extensions.append(self.install_routes)

@@ -1,4 +1,4 @@
-"""NodeRpc: the node's RPC side, built from Settings: RpcService over the peer links, built-in services,
+"""NodeRpc: the node's RPC side: RpcService over the peer links, built-in services,
 signed hint gossip, and (when GRENACHE_RPC_PORT is set) the Grenache HTTP endpoint announced on Grape.
 
 `node.rpc.register(service, handler)`, `await node.rpc.request(service, payload, timeout)` and
@@ -10,35 +10,31 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator
 
+from node import api_rpc
+from node.configs import NodeRpcConfig
+from node.identity import NodeIdentity
+from p2p.grenache.grape import GrapeClient
+from p2p.grenache.workers import GrenacheEndpoint, GrenacheWorkers
 from p2p.rpc.builtins import Builtins, FaultSpec
+from p2p.rpc.gossip import HintGossip
 from p2p.rpc.server import Handler
-from p2p.rpc.service import RpcConfig, RpcResult, RpcService
+from p2p.rpc.service import RpcResult, RpcService
 
 log = logging.getLogger("node.rpc")
 
 
-def rpc_config(settings: Any) -> RpcConfig:
-    return RpcConfig(default_timeout=settings.rpc_timeout, max_in_flight_per_peer=settings.rpc_max_in_flight,
-                     serve_in_flight_per_peer=settings.rpc_max_in_flight, max_attempts=settings.rpc_max_attempts,
-                     warmup_period=settings.rpc_warmup, warmup_rate=settings.rpc_warmup_rate,
-                     warmup_start=settings.rpc_warmup_start,
-                     hint_ttl=settings.hint_ttl)
-
-
 class NodeRpc:
-    def __init__(self, node: Any) -> None:
-        from node import api_rpc
-
+    def __init__(self, node: Any, config: NodeRpcConfig) -> None:
         self.node = node
-        settings = node.settings
-        self.service = RpcService(node.peers, rpc_config(settings))
-        self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(settings.test_service_fault))
+        self.config = config
+        self.service = RpcService(node.peers, config.service)
+        self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(config.test_service_fault))
         self.builtins.register_all(self.service)
         self.service.attach()   # before any link opens, so the handshake carries our services
-        self.gossip: Any = None
-        self.grape: Any = None       # GrapeClient, created on first use
-        self.grenache: Any = None    # GrenacheWorkers (client side)
-        self.endpoint: Any = None    # GrenacheEndpoint (server side, GRENACHE_RPC_PORT)
+        self.gossip: HintGossip | None = None
+        self.grape: GrapeClient | None = None          # created on first use
+        self.grenache: GrenacheWorkers | None = None   # client side
+        self.endpoint: GrenacheEndpoint | None = None  # server side (GRENACHE_RPC_PORT)
         node.api_extensions.append(api_rpc.extend)
         node.metric_sources.append(self.metrics)
 
@@ -60,26 +56,28 @@ class NodeRpc:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        node = self.node
-        settings = node.settings
+        """Start everything; if a part fails (the Grenache endpoint's port is busy), stop what started."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        node, config = self.node, self.config
         router = getattr(node, "router", None)
         self.service.use_router(router)
         self.service.start()
         if router is not None and hasattr(router, "broadcast"):
-            from node.identity import NodeIdentity
-            from p2p.rpc.gossip import HintGossip
-
             self.gossip = HintGossip(self.service, node.identity, verify=NodeIdentity.verify,
-                                     node_id_for=NodeIdentity.node_id_for, network=settings.network_id,
-                                     rate=settings.hint_rate, max_age=settings.hint_ttl)
+                                     node_id_for=NodeIdentity.node_id_for, network=config.network_id,
+                                     rate=config.hint_rate, max_age=config.hint_ttl)
             self.gossip.attach(router)
             self.gossip.start()
-        if settings.grenache_rpc_port is not None:
-            from p2p.grenache.workers import GrenacheEndpoint
-
-            self.endpoint = GrenacheEndpoint(self.service.server, self._grape(), settings.grenache_services,
-                                             host=settings.p2p_host, port=settings.grenache_rpc_port,
-                                             announce_interval=min(settings.grape_announce_interval, 60.0))
+        if config.grenache_rpc_port is not None:
+            self.endpoint = GrenacheEndpoint(self.service.server, self._grape(), config.grenache_services,
+                                             host=config.grenache_rpc_host, port=config.grenache_rpc_port,
+                                             announce_interval=config.grenache_announce_interval)
             await self.endpoint.start()
 
     async def stop(self) -> None:
@@ -94,21 +92,17 @@ class NodeRpc:
         await self.service.stop()
 
     # -- Grenache --------------------------------------------------------------------------------
-    def _grape(self) -> Any:
+    def _grape(self) -> GrapeClient:
         if self.grape is None:
-            from p2p.grenache.grape import GrapeClient
-
-            self.grape = GrapeClient(self.node.settings.grape_urls)
+            self.grape = GrapeClient(self.config.grape_urls)
         return self.grape
 
-    def workers(self) -> Any:
+    def workers(self) -> GrenacheWorkers:
         """GrenacheWorkers over the node's grapes (created on first use)."""
         if self.grenache is None:
-            from p2p.grenache.workers import GrenacheWorkers
-
-            settings = self.node.settings
-            self.grenache = GrenacheWorkers(self._grape(), default_timeout=settings.rpc_timeout,
-                                            max_attempts=settings.rpc_max_attempts,
+            service = self.config.service
+            self.grenache = GrenacheWorkers(self._grape(), default_timeout=service.default_timeout,
+                                            max_attempts=service.max_attempts,
                                             protection=self.service.protection)
         return self.grenache
 
@@ -125,6 +119,4 @@ class NodeRpc:
         return snap
 
     def metrics(self) -> Iterator[Any]:
-        from node.api_rpc import rpc_metric_families
-
-        yield from rpc_metric_families(self)
+        yield from api_rpc.rpc_metric_families(self)

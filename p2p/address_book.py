@@ -10,7 +10,7 @@ import ipaddress
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from p2p.discovery.base import SOURCE_PRIORITY, Candidate
 from p2p.resilience.backoff import Backoff
@@ -74,7 +74,7 @@ class AddressBook:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[KnownAddress]:
         return iter(list(self._entries.values()))
 
     def get(self, address: Address) -> KnownAddress | None:

@@ -50,15 +50,6 @@ class InboundLimits:
     per_subnet: int
     limit_loopback: bool = False
 
-    @classmethod
-    def from_settings(cls, settings: object) -> "InboundLimits":
-        max_peers = settings.max_peers  # type: ignore[attr-defined]
-        outbound = min(settings.target_outbound, max_peers)  # type: ignore[attr-defined]
-        return cls(max_peers=max_peers, max_inbound=max(1, max_peers - outbound),
-                   per_ip=getattr(settings, "max_inbound_per_ip", 4),
-                   per_subnet=getattr(settings, "max_inbound_per_subnet", 8),
-                   limit_loopback=getattr(settings, "inbound_limit_loopback", False))
-
 
 @dataclass(slots=True)
 class Candidate:
@@ -112,7 +103,7 @@ class EvictionPolicy:
             kept.append(c)
         pool = kept
         # the fastest peers
-        measured = sorted((c for c in pool if c.rtt is not None), key=lambda c: c.rtt)  # type: ignore[arg-type]
+        measured = sorted((c for c in pool if c.rtt is not None), key=lambda c: c.rtt or 0.0)
         fast = {id(c) for c in measured[:PROTECT_LOW_RTT]}
         pool = [c for c in pool if id(c) not in fast]
         # the longest-lived half of the rest

@@ -17,9 +17,10 @@ anything else is our bug: reported to the host with its traceback and the link c
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from p2p import messages as m
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
@@ -32,10 +33,22 @@ _SCHEMAS = m._SCHEMAS
 _LINK_TYPES = frozenset({"heartbeat", "goodbye", "handshake", "handshake_ack"})
 _REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
-SECURING = "securing"
-HANDSHAKING = "handshaking"
-OPEN = "open"
-CLOSED = "closed"
+
+class LinkState(StrEnum):
+    """Where a link is: Noise handshake, then hellos, then open until closed."""
+
+    SECURING = "securing"
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"   # we dialled
+    INBOUND = "inbound"     # they dialled us
+
+
+SECURING, HANDSHAKING, OPEN, CLOSED = LinkState
 
 
 class LinkHost(Protocol):
@@ -72,10 +85,10 @@ class PeerLink(asyncio.Protocol):
         "_bound", "_max_frame", "provisional",
     )
 
-    def __init__(self, host: LinkHost, direction: str, source: str = "inbound",
+    def __init__(self, host: LinkHost, direction: Direction, source: str = "inbound",
                  dial_address: tuple[str, int] | None = None) -> None:
         self.host = host
-        self.direction = direction  # "outbound" (we dialled) or "inbound"
+        self.direction = direction
         self.source = source
         self.dial_address = dial_address
         self.state = SECURING
@@ -120,14 +133,14 @@ class PeerLink(asyncio.Protocol):
 
     @property
     def dialer_seq(self) -> int:
-        if self.direction == "outbound":
+        if self.direction == Direction.OUTBOUND:
             return self.dial_seq
         seq = self.remote_hello.get("dial_seq", 0) if self.remote_hello else 0
         return seq if isinstance(seq, int) else 0
 
     @property
     def dialer_id(self) -> str | None:
-        return self.host.node_id if self.direction == "outbound" else self.remote_id
+        return self.host.node_id if self.direction == Direction.OUTBOUND else self.remote_id
 
     def __repr__(self) -> str:
         peer = self.remote_id[:8] if self.remote_id else "?"
@@ -135,21 +148,21 @@ class PeerLink(asyncio.Protocol):
 
     # --- asyncio Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = tcp = cast(asyncio.Transport, transport)  # a stream transport (uvloop's are not subclasses)
         peername = transport.get_extra_info("peername")
         if peername:
             self.remote_addr = (peername[0], peername[1])
-        transport.set_write_buffer_limits(high=max(64 * 1024, self.host.send_buffer_bytes // 4))
+        tcp.set_write_buffer_limits(high=max(64 * 1024, self.host.send_buffer_bytes // 4))
         host = self.host
         try:
-            if self.direction == "inbound":
+            if self.direction == Direction.INBOUND:
                 refused = host.accept(self)
                 if refused:
                     self._write_raw(refusal(refused))
                     self.close(refused, "refused at accept", send_goodbye=False)
                     return
             self._timeout_handle = self._loop.call_later(host.handshake_timeout, self._handshake_expired)
-            self._handshake = SecureHandshake(self.direction == "outbound", host.static_identity, host.verify,
+            self._handshake = SecureHandshake(self.direction == Direction.OUTBOUND, host.static_identity, host.verify,
                                               host.node_id_for)
             self._write_raw(self._handshake.start())
         except Exception as exc:  # noqa: BLE001 - never an unhandled error in a transport callback
@@ -317,7 +330,8 @@ class PeerLink(asyncio.Protocol):
     def _on_goodbye(self, message: dict) -> None:
         reason = message.get("reason")
         reason = "".join(c for c in reason[:48] if c in _REASON_CHARS) if isinstance(reason, str) else ""
-        detail = message.get("detail") if isinstance(message.get("detail"), str) else ""
+        detail = message.get("detail")
+        detail = detail if isinstance(detail, str) else ""
         self.close("remote_" + (reason or "unknown"), detail, send_goodbye=False)
 
     def _on_heartbeat(self, message: dict) -> None:

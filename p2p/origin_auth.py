@@ -75,7 +75,7 @@ class OriginAuth:
 
     def staleness(self, message: dict) -> str | None:
         ts = message.get("ts")
-        if type(ts) not in (int, float) or abs(self.clock() - ts) > self.max_age:
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or abs(self.clock() - ts) > self.max_age:
             return "stale"
         return None
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, overload
 
 import orjson
 
@@ -66,6 +66,12 @@ class StoredPeer:
         return cls(node_id=node_id, host=host, port=port, source=source,
                    first_seen=_timestamp(entry, "first_seen", last_seen), last_seen=last_seen,
                    last_connected=_timestamp(entry, "last_connected", None), failures=failures)
+
+
+@overload
+def _timestamp(entry: dict, key: str, default: float) -> float: ...
+@overload
+def _timestamp(entry: dict, key: str, default: None) -> float | None: ...
 
 
 def _timestamp(entry: dict, key: str, default: float | None) -> float | None:

@@ -28,10 +28,11 @@ from typing import Any, Callable, Iterable, Protocol
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
-from p2p.admission import EvictionPolicy, InboundLimits, host_cap_refusal, netgroup
-from p2p.connection import PeerLink
+from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
+from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
+from p2p.peer_config import PeerConfig
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.secure.channel import StaticIdentity
@@ -115,26 +116,26 @@ MessageHandler = Callable[[PeerLink, dict], None]
 
 
 class PeerManager:
-    def __init__(self, settings: Any, identity: Identity, *, verify: Callable[[bytes, bytes, bytes], bool],
+    def __init__(self, config: PeerConfig, identity: Identity, *, verify: Callable[[bytes, bytes, bytes], bool],
                  node_id_for: Callable[[bytes], str], peer_store: Any | None = None) -> None:
-        self.settings = settings
+        self.config = config
         self.identity = identity
         self.node_id = identity.node_id
-        self.network_id = settings.network_id
-        self.max_frame_bytes = settings.max_frame_bytes
-        self.send_buffer_bytes = settings.send_buffer_bytes
-        self.handshake_timeout = settings.handshake_timeout
+        self.network_id = config.network_id
+        self.max_frame_bytes = config.max_frame_bytes
+        self.send_buffer_bytes = config.send_buffer_bytes
+        self.handshake_timeout = config.handshake_timeout
         self._verify = verify
         self._node_id_for = node_id_for
         self.store = peer_store
         self.static_identity = StaticIdentity(identity.sign, identity.public_key_bytes)
         self.transport = Transport(self)
-        self.book = AddressBook(backoff_cap=settings.peer_reconnect_interval)
+        self.book = AddressBook(backoff_cap=config.reconnect_cap)
         self.links: dict[str, PeerLink] = {}  # open links by node id
         self._claimed: dict[str, PeerLink] = {}  # admitted (handshaking or open) by node id
         self._dialling: set[tuple[str, int]] = set()
         self._inbound_pending: set[PeerLink] = set()  # accepted, handshake in progress
-        self.limits = InboundLimits.from_settings(settings)
+        self.limits = config.limits
         self.eviction = EvictionPolicy()
         self._kept: frozenset[str] = frozenset()
         self.hello_extras: list[Callable[[], dict]] = []
@@ -144,11 +145,11 @@ class PeerManager:
         self.internal_errors = InternalErrors(log)
         self.violations: dict[str, int] = {}  # peer-caused closes by reason
         self.peers: dict[str, PeerRecord] = {}
-        self.dial_bucket = TokenBucket(settings.dial_rate, settings.dial_burst)
+        self.dial_bucket = TokenBucket(config.dial_rate, config.dial_burst)
         # storm protection's mode and canary share, for dials here and for the router and RPC on top
-        self.protection = Protection.from_settings(settings)
+        self.protection = Protection(config.protection_mode, config.protection_canary)
         self.listen_port = 0
-        self.advertise_host: str | None = settings.advertise_host
+        self.advertise_host: str | None = config.advertise_host
         self.services: list[str] = []
         self.capabilities: list[str] = ["relay", "pex"]
         self.message_handler: MessageHandler = lambda link, message: None
@@ -174,7 +175,7 @@ class PeerManager:
 
     # --- LinkHost ---------------------------------------------------------------------------
     def local_hello(self, link: PeerLink) -> dict:
-        if link.direction == "outbound":
+        if link.direction == Direction.OUTBOUND:
             self._dial_seq += 1
             link.dial_seq = self._dial_seq
         hello: dict[str, Any] = {}
@@ -225,7 +226,7 @@ class PeerManager:
         return reason
 
     def _inbound_links(self) -> list[PeerLink]:
-        return [link for link in self.links.values() if link.direction == "inbound"] + list(self._inbound_pending)
+        return [link for link in self.links.values() if link.direction == Direction.INBOUND] + list(self._inbound_pending)
 
     def _slots_in_use(self) -> int:
         """Links and handshakes in progress that count against MAX_PEERS (kept nodes come on top)."""
@@ -236,18 +237,19 @@ class PeerManager:
         """A handshake in progress from the most crowded netgroup goes first (the oldest of them: it has proven
         nothing yet, and silent handshakes must not hold slots that open links could use); else the policy's
         pick among open inbound links."""
-        pending = [link for link in self._inbound_pending if link.remote_addr and not link.provisional]
+        pending = [(netgroup(link.remote_addr[0]), link) for link in self._inbound_pending
+                   if link.remote_addr and not link.provisional]
         if pending:
             crowd: dict[str, int] = {}
             for link in self._inbound_links():
                 if link.remote_addr:
                     group = netgroup(link.remote_addr[0])
                     crowd[group] = crowd.get(group, 0) + 1
-            return min(pending, key=lambda link: (-crowd.get(netgroup(link.remote_addr[0]), 0), link.connected_at))
+            return min(pending, key=lambda item: (-crowd.get(item[0], 0), item[1].connected_at))[1]
         candidates = [EvictionCandidate(link, link.remote_addr[0] if link.remote_addr else "", link.opened_at or 0.0,
                                         link.rtt)
                       for link in self.links.values()
-                      if link.direction == "inbound" and link.remote_id not in self._kept]
+                      if link.direction == Direction.INBOUND and link.remote_id not in self._kept]
         chosen = self.eviction.choose(candidates)
         return None if chosen is None else chosen.key  # type: ignore[return-value]
 
@@ -281,7 +283,7 @@ class PeerManager:
         node_id = link.remote_id
         assert node_id is not None
         other = self._claimed.get(node_id)
-        if other is not None and other is not link and other.state != "closed":
+        if other is not None and other is not link and other.state != LinkState.CLOSED:
             if self._link_rank(link) < self._link_rank(other):
                 other.close("duplicate_link", "a preferred link to this node exists")
             else:
@@ -300,7 +302,7 @@ class PeerManager:
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
         port = hello.get("listen_port") or 0
-        if link.direction == "outbound" and link.dial_address:
+        if link.direction == Direction.OUTBOUND and link.dial_address:
             return link.dial_address
         host = hello.get("listen_host") or (link.remote_addr[0] if link.remote_addr else None)
         if not host or not port:
@@ -323,7 +325,8 @@ class PeerManager:
         record.host, record.port = address
         record.direction = link.direction
         record.status = "connected"
-        record.source = source if record.source in ("inbound", "unknown") or link.direction == "outbound" else record.source
+        if record.source in ("inbound", "unknown") or link.direction == Direction.OUTBOUND:
+            record.source = source
         record.last_seen = time.time()
         record.close_reason = None
         record.services = tuple(hello.get("services", ()))
@@ -418,7 +421,7 @@ class PeerManager:
 
     def _handshake_failed(self, link: PeerLink, reason: str) -> None:
         """An inbound connection refused or failed before it opened (outbound ones report as dials)."""
-        if link.direction != "inbound" or self._stopping:
+        if link.direction != Direction.INBOUND or self._stopping:
             return
         host = link.remote_addr[0] if link.remote_addr else "?"
         entry = self.failures.record(host, reason, link.close_detail, what="inbound connection from")
@@ -429,7 +432,7 @@ class PeerManager:
     # --- public API -------------------------------------------------------------------------
     @property
     def outbound_count(self) -> int:
-        return sum(1 for link in self.links.values() if link.direction == "outbound")
+        return sum(1 for link in self.links.values() if link.direction == Direction.OUTBOUND)
 
     def connected_ids(self) -> list[str]:
         return list(self.links)
@@ -510,7 +513,7 @@ class PeerManager:
             elif exc.reason in self.no_redial:
                 self.book.remove(address)
             elif exc.reason in ("duplicate_link", "remote_duplicate_link"):  # it works: we are linked already
-                self.book.mark_failed(address, exc.reason, delay=self.settings.peer_reconnect_interval, reached=True)
+                self.book.mark_failed(address, exc.reason, delay=self.config.reconnect_cap, reached=True)
             else:
                 self.book.mark_failed(address, exc.reason, delay=self._redial_delay(verdict))
             raise
@@ -521,7 +524,7 @@ class PeerManager:
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        host, port = await self.transport.listen(self.settings.p2p_host, self.settings.p2p_port)
+        host, port = await self.transport.listen(self.config.listen_host, self.config.listen_port)
         self.listen_port = port
         for self_host in {host, "127.0.0.1", "localhost", self.advertise_host or "127.0.0.1"}:
             self.book.self_addresses.add((self_host, port))
@@ -569,8 +572,8 @@ class PeerManager:
             await asyncio.sleep(0.5)
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat_interval
-        dead_after = interval * self.settings.dead_after
+        interval = self.config.heartbeat_interval
+        dead_after = interval * self.config.dead_after
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -602,12 +605,12 @@ class PeerManager:
         other peers filled the target, and the network could stay split in two (each half complete, with
         no link and so no peer exchange between them).
         """
-        settings = self.settings
+        config = self.config
         busy = set(self._claimed)
         if self._kept and not self._dial_kept(busy):
             return
-        room = min(settings.max_peers - self._slots_in_use(), 16)
-        want = min(min(settings.target_outbound, settings.max_peers) - self.outbound_count - len(self._dialling), room)
+        room = min(config.max_peers - self._slots_in_use(), 16)
+        want = min(config.target_outbound - self.outbound_count - len(self._dialling), room)
         if room <= 0:
             return
         due = self.book.due() if want > 0 else self.book.due_unreached("bootstrap")

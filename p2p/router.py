@@ -31,6 +31,7 @@ from p2p.grenache.grape import GrapeClient
 from p2p.origin_auth import OriginAuth
 from p2p.resilience.protection import Protection
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
+from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
 from p2p.routing.context import RoutingContext
 from p2p.routing.envelope import (BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
@@ -48,29 +49,23 @@ class MessageRouter:
     """Routes application messages for one node. Creating it hooks it into the PeerManager
     (message handler, open/close/heartbeat listeners); `start`/`stop` run its housekeeping."""
 
-    def __init__(self, peers: Any, settings: Any = None) -> None:
-        def setting(name: str, default: Any) -> Any:
-            return getattr(settings, name, default)
-
+    def __init__(self, peers: Any, config: RouterConfig) -> None:
         self.peers = peers
+        self.config = config
         self.node_id: str = peers.node_id
-        self.max_frame_bytes: int = setting("max_frame_bytes", 1 << 20)
+        self.max_frame_bytes = config.max_frame_bytes
         self.counters = RouterCounters()
-        self.seen = SeenCache(setting("seen_cache_size", 100_000), setting("seen_cache_ttl", 120.0))
-        self.protection = getattr(peers, "protection", None) or Protection.from_settings(settings)
-        self.queue = DeliveryQueue(setting("queue_max_messages", 1000), setting("queue_ttl", 60.0),
-                                   protection=self.protection)
-        self.auth = OriginAuth.for_peers(peers, max_age=setting("seen_cache_ttl", 120.0) / 2)
+        self.seen = SeenCache(config.seen_cache_size, config.seen_cache_ttl)
+        self.protection: Protection = peers.protection
+        self.queue = DeliveryQueue(config.queue_max_messages, config.queue_ttl, protection=self.protection)
+        self.auth = OriginAuth.for_peers(peers, max_age=config.seen_cache_ttl / 2)
         self.subscribers = Subscribers(peers, self.counters)
-        self.inbound = InboundLimiter(peers, self.counters, setting("router_rate_limit", 2000.0),
-                                      setting("router_rate_burst", 4000), setting("router_flood_ban", 120.0))
+        self.inbound = InboundLimiter(peers, self.counters, config.rate_limit, config.rate_burst, config.flood_ban)
         context = RoutingContext(peers, self.counters, self.seen, self.auth, self.subscribers, self.max_frame_bytes)
-        self.plumtree = Plumtree(context, mode=setting("broadcast_mode", "plumtree"),
-                                 max_hops=setting("broadcast_max_hops", 32),
-                                 cache_size=setting("seen_cache_size", 100_000) // 5 or 1)
+        self.plumtree = Plumtree(context, mode=config.broadcast_mode, max_hops=config.broadcast_max_hops,
+                                 cache_size=config.seen_cache_size // 5 or 1)
         self.unicast = Unicast(context, self.queue)
-        self.grenache = self._grenache_path(settings) if (setting("discovery_grenache", False)
-                                                          and setting("grenache_messages", True)) else None
+        self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None
         self._reach: tuple[float, set[str]] = (-1.0, set())
         self._tasks: list[asyncio.Task] = []
         self._control = {"relay": self.unicast.on_relay, "ihave": self.plumtree.on_ihave,
@@ -155,16 +150,15 @@ class MessageRouter:
         return self.plumtree.lateness
 
     # --- the Grenache path -------------------------------------------------------------------
-    def _grenache_path(self, settings: Any) -> GrenachePath:
+    def _grenache_path(self, config: GrenacheMessagesConfig) -> GrenachePath:
         unicast, plumtree = self.unicast, self.plumtree
         path = GrenachePath(
-            node_id=self.node_id, network_id=self.peers.network_id, grape=GrapeClient(settings.grape_urls),
-            service=settings.grape_service, host=settings.grenache_messages_host or settings.p2p_host,
-            port=settings.grenache_messages_port, max_frame_bytes=self.max_frame_bytes,
+            node_id=self.node_id, network_id=self.peers.network_id, grape=GrapeClient(config.grape_urls),
+            service=config.service, host=config.host, port=config.port, max_frame_bytes=self.max_frame_bytes,
             accept_unicast=unicast.on_grenache, accept_broadcast=plumtree.on_grenache,
             delivered=unicast.grenache_delivered, failed=unicast.grenache_failed,
             reachable_again=unicast.reachable_again, report=self.subscribers.internal_error,
-            announce_interval=min(settings.grape_announce_interval, 60.0),
+            announce_interval=config.announce_interval,
             inbound_rate=self.inbound.rate, inbound_burst=self.inbound.burst)
         unicast.grenache = path
         plumtree.fan_out = self._fan_out
@@ -174,7 +168,7 @@ class MessageRouter:
         """A broadcast copy ours or from a link: over Grenache to members our links do not reach,
         unless its origin is a member itself (it has sent them its own copy)."""
         path = self.grenache
-        if not path.members or (origin != self.node_id and path.is_member(origin)):
+        if path is None or not path.members or (origin != self.node_id and path.is_member(origin)):
             return
         exclude = self._link_reach()
         if src is not None:
@@ -194,9 +188,9 @@ class MessageRouter:
     # --- housekeeping -----------------------------------------------------------------------
     async def start(self) -> None:
         """Run housekeeping (and the Grenache path, if configured: needs no peer port)."""
-        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="router.sweep"))
         if self.grenache is not None:
             await self.grenache.start()
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="router.sweep"))
 
     async def stop(self) -> None:
         tasks = self._tasks
@@ -298,7 +292,7 @@ class MessageRouter:
             "summary": self.summary(),
         }
 
-    def paths(self) -> dict[str, dict[str, int]]:
+    def paths(self) -> dict[str, dict[str, int] | int]:
         """How messages travelled: unicasts sent and received, and unique broadcasts received, by path."""
         counters = self.counters
         return {"unicast_sent": dict(counters.unicast_sent), "unicast_received": dict(counters.unicast_received),

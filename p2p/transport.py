@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from p2p.connection import LinkClosed, LinkHost, PeerLink
+from p2p.connection import Direction, LinkClosed, LinkHost, PeerLink
 
 
 class DialError(Exception):
@@ -30,7 +30,7 @@ class Transport:
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: PeerLink(self.host, "inbound"), host, port, reuse_address=True, backlog=512)
+            lambda: PeerLink(self.host, Direction.INBOUND), host, port, reuse_address=True, backlog=512)
         sock = self._server.sockets[0]
         bound = sock.getsockname()
         self.listen_address = (bound[0], bound[1])
@@ -44,7 +44,7 @@ class Transport:
         try:
             async with asyncio.timeout(timeout):
                 _, link = await loop.create_connection(
-                    lambda: PeerLink(self.host, "outbound", source, address), host, port)
+                    lambda: PeerLink(self.host, Direction.OUTBOUND, source, address), host, port)
                 return await link.ready
         except LinkClosed as exc:
             raise DialError(address, exc.reason, exc.detail) from None

@@ -4,11 +4,11 @@ clock that moves a fixed step per block. A real `exchange-node start --data-dir 
 directory (same key, same genesis) as if it had made those blocks itself, so restart time, disk use and
 memory are measured on what a node under that load would hold.
 
-Each block holds one transaction of one account: a buyer's and a seller's in turn, at one price, so each
-block fills the one before it (the last is a sell, so the newest orders are filled) and the book stays steady (plus `resting` orders placed first, far from the
-price, that stay open all along). `fill(dir, orders, heights=...)` spreads the orders evenly over the
-heights; every `snapshot_interval` heights (500, the chain's) a snapshot is saved and the block log is
-compacted behind it unless `compact=False`.
+Each block holds one transaction of one account: a buyer's and a seller's in turn, at one price, so each block
+fills the one before it (the last is a sell, so the newest orders are filled) and the book stays steady (plus
+`resting` orders placed first, far from the price, that stay open all along). `fill(dir, orders, heights=...)`
+spreads the orders evenly over the heights; every `snapshot_interval` heights (500, the chain's) a snapshot is
+saved and the block log is compacted behind it unless `compact=False`.
 
     result = asyncio.run(fill(Path(dir), 100_000, heights=4000, progress=print))
 """

@@ -312,7 +312,7 @@ class ChainCore:
         # transactions that expired before a block could take them are still recorded (as expired), so an
         # order someone was told is pending resolves everywhere; one already applied is left out
         expired = [tx for tx in reaped if tx.expires <= time_ms and app.order(tx.order_id(0)) is None][:100]
-        txs: list[SignedTx | MembershipTx] = expired + [tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl]
+        txs: list[SignedTx | MembershipTx] = [*expired, *(tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl)]
         change = self._membership_change(time_ms)
         if change is not None:
             txs.append(change)

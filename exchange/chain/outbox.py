@@ -170,7 +170,7 @@ class Outbox:
         oldest = min((index for index, _ in self._pending.values()), default=log_.next_index)
         if oldest > log_.first_index:
             try:
-                self._store.write(lambda l: l.truncate_before(oldest))
+                self._store.write(lambda log_: log_.truncate_before(oldest))
             except StorageError as exc:
                 log.warning("could not compact the outbox: %s", exc)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from node.api_base import Handler
+
 STATIC = Path(__file__).resolve().parent / "static"
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -21,7 +23,7 @@ SECURITY_HEADERS = {
 
 
 @web.middleware
-async def console_headers(request: web.Request, handler):
+async def console_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if request.path == "/" or request.path.startswith("/static/"):
         response.headers.update(SECURITY_HEADERS)

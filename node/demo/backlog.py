@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api import ApiError, json_response
+from node.api_base import ApiError, body_number, json_response, read_json_object, require_debug
 from p2p.resilience.backoff import Backoff
 from p2p.resilience.protection import ENFORCE
 from p2p.rpc import errors as e
@@ -26,17 +26,15 @@ MAX_COUNT = 100_000
 
 
 async def post_backlog(request: web.Request) -> web.Response:
-    from node.api_rpc import _body, _number, _require_debug
-
-    node = _require_debug(request)
-    body = await _body(request)
+    node = require_debug(request)
+    body = await read_json_object(request)
     service = body.get("service")
     if not isinstance(service, str) or not service:
         raise ApiError(400, "invalid_field", "service is required", "service")
-    count = int(_number(body, "count", 2000, 1, MAX_COUNT))
-    deadline = _number(body, "deadline", 30.0, 0.1, 300.0)
-    timeout = _number(body, "timeout", 2.0, 0.01, 60.0)
-    bucket = _number(body, "bucket", 0.1, 0.01, 10.0)
+    count = int(body_number(body, "count", 2000, 1, MAX_COUNT))
+    deadline = body_number(body, "deadline", 30.0, 0.1, 300.0)
+    timeout = body_number(body, "timeout", 2.0, 0.01, 60.0)
+    bucket = body_number(body, "bucket", 0.1, 0.01, 10.0)
     return json_response(await run_backlog(node.rpc.service, service, count, deadline=deadline,
                                            call_timeout=timeout, bucket=bucket))
 

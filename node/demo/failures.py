@@ -32,7 +32,7 @@ SERVICE = "test.echo"
 CLIENT_RATE = 150.0
 OBSERVER_RATE = 20.0
 BUCKET = 0.1
-NODE_SETTINGS = {"hint_ttl": 5.0, "rpc_warmup": 0.0}
+NODE_SETTINGS: dict[str, Any] = {"hint_ttl": 5.0, "rpc_warmup": 0.0}
 REPO_JS = Path(__file__).resolve().parents[2] / "tests" / "interop" / "js"
 
 
@@ -95,7 +95,8 @@ class Lab:
             node.wait_ready()
         ids = {w.node_id for w in self.workers}
         for node in (self.client, self.observer):
-            wait_for(lambda n=node: ids <= set(self.providers(n)), 20, f"{node.data_dir.name} to see every worker")
+            wait_for(lambda: ids <= set(self.providers(node)), 20,  # noqa: B023 - polled in this iteration
+                     f"{node.data_dir.name} to see every worker")
         self.fair = 1.0 / len(self.providers(self.client))   # the observer serves test.echo too
 
     @staticmethod

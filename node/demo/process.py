@@ -116,11 +116,14 @@ class DemoNode:
     def wait_ready(self, timeout: float = 20.0) -> None:
         runtime = self.data_dir / "node.json"
 
+        proc = self.proc
+        assert proc is not None, "start() first"
+
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.data_dir.name} exited with {self.proc.returncode}: see {self.log_path}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.data_dir.name} exited with {proc.returncode}: see {self.log_path}")
             info = json.loads(runtime.read_text()) if runtime.exists() else {}
-            if info.get("pid") == self.proc.pid:
+            if info.get("pid") == proc.pid:
                 self.info = info
                 return True
             return False

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable
 
-from p2p.discovery.base import Candidate, DiscoveryStrategy, StrategyStats
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
 
 log = logging.getLogger("p2p.discovery")
 
@@ -28,7 +28,7 @@ class DeferredStrategy(DiscoveryStrategy):
         self._factory = factory
         self.inner: DiscoveryStrategy | None = None
 
-    async def run(self, sink) -> None:
+    async def run(self, sink: CandidateSink) -> None:
         self.inner = self._factory()
         self.inner.stats = self.stats
         await self.inner.run(sink)
@@ -57,7 +57,7 @@ class DiscoveryOrchestrator:
         if strategy is not None:
             strategy.stats.connected += 1
 
-    def sink_for(self, strategy: DiscoveryStrategy):
+    def sink_for(self, strategy: DiscoveryStrategy) -> CandidateSink:
         def sink(candidate: Candidate) -> None:
             if self.peers.add_candidate(candidate):
                 log.debug("%s found a candidate", strategy.name,

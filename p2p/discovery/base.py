@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 #: Dial priority of each source, lowest first (the seed's order).
@@ -54,5 +54,5 @@ class DiscoveryStrategy(abc.ABC):
     async def run(self, sink: CandidateSink) -> None:
         """Feed candidates to `sink` until cancelled."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a hook: most strategies hold nothing to release
         """Release resources (unregister services, close sessions). Called once at shutdown."""

@@ -132,8 +132,8 @@ class MdnsDiscovery(DiscoveryStrategy):
             if name in self._resolving:
                 continue
             self._resolving.add(name)
-            task = asyncio.create_task(self._resolve(name, sink))
-            task.add_done_callback(lambda _t, n=name: self._resolving.discard(n))
+            task = asyncio.create_task(self._resolve(name, sink), name=name)
+            task.add_done_callback(lambda done: self._resolving.discard(done.get_name()))
 
     async def _start(self) -> bool:
         from zeroconf import IPVersion

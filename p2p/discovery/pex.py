@@ -127,7 +127,7 @@ class PeerExchange(DiscoveryStrategy):
             return dialable(host, port, allow_loopback=loopback_ok)
 
         live: list[list] = []
-        for node_id, other in list(self.peers.links.items()):
+        for node_id, _other in list(self.peers.links.items()):
             record = self.peers.peers.get(node_id)
             if record is None or not usable(record.host, record.port, node_id):
                 continue

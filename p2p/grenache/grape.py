@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import re
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import aiohttp
 import orjson
@@ -25,7 +25,8 @@ import orjson
 __all__ = ["GrapeClient", "GrapeError", "GrapeUnavailable", "parse_address", "normalize_grape_url"]
 
 _ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_ .:-]{0,199}$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _MISSING = object()
 
 
@@ -188,7 +189,7 @@ class GrapeClient:
             )
         return self._session
 
-    async def _call(self, verb: str, data: Any, accept) -> Any:
+    async def _call(self, verb: str, data: Any, accept: Callable[[Any], bool]) -> Any:
         """POST to each grape in turn; the first usable answer wins.
 
         An error code from a grape (a JSON string, or a 4xx with an ERR_ text) is remembered and

@@ -15,6 +15,7 @@ strings: `RpcError("insufficient_funds")` answers "ERR_INSUFFICIENT_FUNDS".
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -96,7 +97,7 @@ class GrenacheWorkers:
         pending = self._lookups.get(service)
         if pending is None:   # one lookup at a time per service; concurrent callers share it
             pending = self._lookups[service] = asyncio.ensure_future(self._lookup(service))
-            pending.add_done_callback(lambda _f, s=service: self._lookups.pop(s, None))
+            pending.add_done_callback(functools.partial(_forget, self._lookups, service))
         return await asyncio.shield(pending)
 
     async def _lookup(self, service: str) -> list[str]:
@@ -229,10 +230,14 @@ class GrenacheEndpoint:
         return self.port
 
     async def announce(self) -> bool:
+        """Announce every service on the Grape (once the endpoint listens); False if one failed."""
+        port = self.port
+        if port is None:
+            return False
         ok = True
         for service in self.services:
             try:
-                await self.grape.announce(service, self.port)
+                await self.grape.announce(service, port)
                 self.announced[service] = time.time()
             except (GrapeError, ValueError) as exc:
                 ok = False
@@ -257,3 +262,8 @@ class GrenacheEndpoint:
     def snapshot(self) -> dict[str, Any]:
         return {"port": self.port, "services": list(self.services), "announced": dict(self.announced),
                 "announce_failures": self.announce_failures}
+
+
+def _forget(pending: dict[str, Any], key: str, _done: object) -> None:
+    """A done-callback that drops `key` (bound when the future was made) from `pending`."""
+    pending.pop(key, None)

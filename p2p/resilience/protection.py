@@ -50,10 +50,6 @@ class Protection:
         self._logged_at: dict[str, float] = {}
         self._verdict = None if mode == "off" else (ENFORCE if mode == "on" else SHADOW)
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> "Protection":
-        return cls(getattr(settings, "protection_mode", "on"), getattr(settings, "protection_canary", 1.0))
-
     @property
     def active(self) -> bool:
         """Whether any unit of traffic can be covered (mode is not off and the canary share is not 0)."""

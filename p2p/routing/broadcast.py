@@ -73,6 +73,12 @@ class MessageCache:
         return entry
 
 
+# The graft timeout adapts between these: never below a loopback/LAN delivery spread, and a missing
+# message is repaired within a quarter second even when late copies were seen
+GRAFT_TIMEOUT_FLOOR = 0.1
+GRAFT_TIMEOUT_CEILING = 0.25
+
+
 class LatenessEstimator:
     """Graft timeout from samples of how long after its first announcement an eagerly pushed copy
     arrived: smoothed mean + 4 x mean deviation (Jacobson/Karels), within [floor, ceiling], drifting
@@ -80,7 +86,7 @@ class LatenessEstimator:
 
     __slots__ = ("floor", "ceiling", "mean", "deviation", "samples")
 
-    def __init__(self, floor: float = 0.12, ceiling: float = 2.0) -> None:
+    def __init__(self, floor: float, ceiling: float) -> None:
         self.floor = floor
         self.ceiling = ceiling
         self.mean = 0.0
@@ -126,7 +132,7 @@ class Plumtree(RoutingPart):
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0)
         self.ihave_interval = 0.02
-        self.lateness = LatenessEstimator(floor=0.1, ceiling=0.25)
+        self.lateness = LatenessEstimator(floor=GRAFT_TIMEOUT_FLOOR, ceiling=GRAFT_TIMEOUT_CEILING)
         self.graft_retry = 0.06
         self._grafted: OrderedDict[Any, float] = OrderedDict()  # id -> first announcement, for late copies
         self.max_missing = 20_000

@@ -23,6 +23,7 @@ with links never needed it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import binascii
 import logging
@@ -179,7 +180,7 @@ class GrenachePath:
             return
         task = asyncio.get_running_loop().create_task(self._resolve(node_id), name="router.grenache.lookup")
         self._resolving[node_id] = task
-        task.add_done_callback(lambda _t, n=node_id: self._resolving.pop(n, None))
+        task.add_done_callback(functools.partial(_forget, self._resolving, node_id))
 
     async def _resolve(self, node_id: str) -> None:
         self.counters["lookups"] += 1
@@ -231,10 +232,11 @@ class GrenachePath:
     async def _refresh(self) -> None:
         """Announce both names when due, then learn who serves the shared name."""
         now = self.clock()
-        if now - self._announced_at >= self.announce_interval:
+        if self.port is not None and now - self._announced_at >= self.announce_interval:
+            port = self.port
             try:
                 for name in (self.unicast_key, self.broadcast_key):
-                    await self.grape.announce(name, self.port)
+                    await self.grape.announce(name, port)
                 self.counters["announces"] += 1
                 self._announced_at = now
             except GrapeError as exc:
@@ -446,3 +448,8 @@ class GrenachePath:
             "outbox": sum(len(box) for box in self._outboxes.values()),
             "counters": dict(self.counters), "refused": dict(self.refused),
         }
+
+
+def _forget(pending: dict[str, Any], key: str, _done: object) -> None:
+    """A done-callback that drops `key` (bound when the task was made) from `pending`."""
+    pending.pop(key, None)

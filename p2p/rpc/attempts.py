@@ -58,9 +58,9 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
         attempt = 1
     while True:
         if failed is not None:
-            peer, kind, error = failed
+            failed_peer, kind, error = failed
             failed = None
-            tried.add(peer)
+            tried.add(failed_peer)
             delay = retry.next_retry_delay(attempt, kind, guard)
             if delay is None or clock() + delay >= deadline - 0.001:
                 if delay is None and attempt < max_attempts:
@@ -94,13 +94,14 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
                 (abandon or router.cancel)(peer, clock())
                 raise
             except Exception as exc:  # noqa: BLE001 - classify decides; unknown exceptions re-raise
-                kind, error = classify(exc, peer)
+                failure, error = classify(exc, peer)   # failure kind, or None for an answer
                 done = clock()
                 error.attempts = attempt
-                if kind is None:                     # an application answer: the peer is fine
+                if failure is None:                  # an application answer: the peer is fine
                     router.on_success(peer, done - now, done)
                     error.answered = True
                     raise error from None
+                kind = failure
                 router.on_failure(peer, kind, done - now, done)
             else:
                 done = clock()

@@ -181,7 +181,7 @@ class AdaptiveRouter:
             known = [p.metrics for p in self._peers.values() if p.metrics.ewma is not None]
             if known:
                 mid = (len(known) - 1) // 2
-                self._prior = sorted([m.ewma for m in known])[mid]  # type: ignore[type-var]
+                self._prior = sorted([m.ewma for m in known if m.ewma is not None])[mid]
                 self._baseline = (sorted([m.errors for m in known])[mid],
                                   sorted([m.timeouts for m in known])[mid])
             else:
@@ -540,7 +540,8 @@ class AdaptiveRouter:
             if m.ewma is None or not self._fresh(p, now):
                 continue
             latency = m.latency(now, prior, self.config.weights.freshness)
-            errors = 1.0 - m.rate("success", now, self.config.min_volume) if m.window.total(now) >= self.config.min_volume else 0.0
+            volume = self.config.min_volume
+            errors = 1.0 - m.rate("success", now, volume) if m.window.total(now) >= volume else 0.0
             payload = emitter.observe(name, latency * 1000.0, errors, now, prior * 1000.0)
             if payload is not None:
                 out.append(payload)

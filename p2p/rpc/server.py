@@ -48,7 +48,7 @@ class RpcServer:
         if not isinstance(service, str) or not 0 < len(service) <= 128:
             raise ValueError("service names are 1-128 characters")
         is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None))
+            getattr(handler, "__call__", None))  # noqa: B004 - a callable object's own __call__
         new = service not in self._handlers
         self._handlers[service] = (handler, is_async)
         if new:

@@ -19,6 +19,7 @@ in between); frames relayed by the MessageRouter arrive through its subscription
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -61,10 +62,9 @@ class RpcConfig:
     throttle_span: float = 30.0
     hint_ttl: float = 60.0
     forget_after: float = 300.0           # s after a peer left before its request counts are dropped
-    # Peak-EWMA decay 0.3 s instead of the router's 1 s default: RPCs between nodes take milliseconds,
-    # and measured on real processes (tests/integration/test_rpc_faults.py, 2 shared cores) a 1 s
-    # memory of each scheduling hiccup's peak made healthy peers look 3x slower than they are, so a
-    # 10x slow peer kept 3-6% of the traffic; with 0.3 s it keeps about 1%.
+    # Peak-EWMA decay 0.3 s instead of the router's 1 s default: RPCs between nodes take milliseconds, and a
+    # 1 s memory of each scheduling hiccup's peak makes healthy peers look slower than they are, so a slow
+    # peer keeps more traffic than it should (tests/integration/test_rpc_faults.py holds the bound).
     router: RouterConfig = field(default_factory=lambda: RouterConfig(tau=0.3))
 
 
@@ -109,6 +109,7 @@ class RpcService:
         self.client = RpcClient(peers.links, self.node_id, route=self._route,
                                 max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
         self.routers: dict[str, AdaptiveRouter] = {}
+        self._sending: set[asyncio.Future[Any]] = set()
         self.protection = protection or getattr(peers, "protection", None) or Protection()
         self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
         self.retry = RetryPolicy(max_attempts=c.max_attempts, base=c.retry_base, cap=c.retry_cap,
@@ -193,7 +194,9 @@ class RpcService:
             log.debug("route to %s failed: %r", peer[:12], exc)
             return False
         if inspect.isawaitable(result):
-            asyncio.ensure_future(result)
+            sending = asyncio.ensure_future(result)
+            self._sending.add(sending)            # held until done: the loop keeps only weak references
+            sending.add_done_callback(self._sending.discard)
             return True
         return result is not False and result is not None and getattr(result, "ok", True) is not False
 
@@ -330,8 +333,7 @@ class RpcService:
         if router is None:
             router = AdaptiveRouter(self.config.router, rng=self.rng, clock=self.clock,
                                     hint_book=HintBook(ttl=self.config.hint_ttl), protection=self.protection,
-                                    on_transition=lambda peer, old, new, why, _s=service:
-                                    self._transition(_s, peer, old, new, why))
+                                    on_transition=functools.partial(self._transition, service))
             self.routers[service] = router
         return router
 
@@ -498,7 +500,8 @@ class RpcService:
         for name in sorted(set(self.routers) | set(self._providers)):
             router = self.routers.get(name)
             providers = self._providers.get(name, [])
-            peers = router.snapshot(now) if router is not None else {}
+            peers: dict[str, dict[str, Any] | None] = {}
+            peers.update(router.snapshot(now) if router is not None else {})
             for peer in providers:
                 peers.setdefault(peer, None)
             sent = self.requests_by_peer.get(name, {})

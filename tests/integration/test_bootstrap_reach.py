@@ -12,11 +12,12 @@ from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.harness import free_ports
+from node.configs import peer_config
 
 
 async def make_manager(tmp_path, name: str, port: int = 0, **settings) -> PeerManager:
     cli = {"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": port} | settings
-    manager = PeerManager(load_settings(env={}, cli=cli), NodeIdentity.generate(), verify=NodeIdentity.verify,
+    manager = PeerManager(peer_config(load_settings(env={}, cli=cli)), NodeIdentity.generate(), verify=NodeIdentity.verify,
                           node_id_for=NodeIdentity.node_id_for)
     await manager.start()
     return manager

@@ -11,6 +11,7 @@ from node.identity import NodeIdentity
 from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE
 from p2p.peers import PeerManager
 from tests.harness import free_ports, wait_until
+from node.configs import peer_config
 
 
 def start_chain(cluster, n: int, **settings) -> list:
@@ -58,7 +59,7 @@ async def _flood(port: int, data_dir, messages: int, per_message: int) -> dict:
     settings = dataclasses.replace(Settings(), data_dir=data_dir, p2p_host="127.0.0.1", p2p_port=0,
                                    target_outbound=0, discovery_mdns=False)
     identity = NodeIdentity.load_or_create(data_dir)
-    rogue = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    rogue = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     await rogue.start()
     try:
         link = await rogue.dial("127.0.0.1", port)

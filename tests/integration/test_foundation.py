@@ -6,7 +6,6 @@ import glob
 import struct
 import time
 
-import pytest
 
 from node.identity import NodeIdentity
 from p2p.framing import encode_frame

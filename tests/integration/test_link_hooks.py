@@ -12,12 +12,13 @@ from node.identity import NodeIdentity
 from p2p.discovery.base import Candidate
 from p2p.peers import PeerManager
 from p2p.transport import DialError
+from node.configs import peer_config
 
 
 async def manager(tmp_path, name: str, **cli) -> PeerManager:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "target_outbound": 0, "discovery_mdns": "false", **cli})
-    peers = PeerManager(settings, NodeIdentity.generate(), verify=NodeIdentity.verify,
+    peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                         node_id_for=NodeIdentity.node_id_for)
     await peers.start()
     return peers

@@ -109,7 +109,7 @@ def received_payloads(node) -> list:
 def test_flipped_injected_and_replayed_bytes_close_the_link_and_nothing_tampered_is_applied(proxied_pair):
     a, b, proxy = proxied_pair
     sent: dict[str, str] = {}
-    for round_, mode in enumerate(("flip", "inject", "replay")):
+    for mode in ("flip", "inject", "replay"):
         closes_before = b.status()["p2p"]["close_reasons"].get("decrypt_failed", 0)
         proxy.arm(mode)
         for i in range(20):  # traffic for the proxy to tamper with (and heartbeats every 0.2 s)

@@ -8,7 +8,6 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.version import VERSION
-from tests.harness import wait_until
 
 FAST = {"heartbeat_interval": 0.2}
 # Words that name a total next to its own outcomes (e.g. {event="requests"} beside {event="failed"}).

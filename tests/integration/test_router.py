@@ -12,6 +12,7 @@ from p2p.origin_auth import OriginAuth
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.harness import NodeProcess, free_ports, wait_until
+from node.configs import peer_config
 
 LINE = {"target_outbound": 1, "max_peers": 2, "discovery_pex": "false", "debug_api": "true"}
 
@@ -128,7 +129,7 @@ async def test_flooding_peer_is_cut_off_within_a_second_while_honest_traffic_flo
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / "attacker"), "p2p_host": "127.0.0.1",
                                           "p2p_port": 0, "heartbeat_interval": 0.5})
     identity = NodeIdentity.generate()
-    attacker = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    attacker = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     await attacker.start()
     signer = OriginAuth.for_peers(attacker, max_age=60.0)
     try:

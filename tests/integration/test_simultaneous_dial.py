@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from config import load_settings
 from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 from p2p.transport import DialError
+from node.configs import peer_config
 
 
 async def make_manager(tmp_path, name: str) -> PeerManager:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "target_outbound": 0})
     identity = NodeIdentity.generate()
-    manager = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    manager = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     await manager.start()
     return manager
 
@@ -34,7 +34,7 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
     a = await make_manager(tmp_path, "a")
     b = await make_manager(tmp_path, "b")
     try:
-        for round_ in range(40):
+        for _ in range(40):
             results = await asyncio.gather(a.dial("127.0.0.1", b.listen_port), b.dial("127.0.0.1", a.listen_port),
                                            return_exceptions=True)
             assert any(not isinstance(r, Exception) for r in results) or all(

@@ -17,7 +17,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
@@ -297,7 +296,7 @@ def test_the_only_node_of_a_one_validator_network_refuses_cleanly_when_its_block
         refused += 1
         assert node.proc.returncode == 3, (where, node.proc.returncode)
         tail = node.log_tail(5)
-        assert f"exchange-node: cannot recover blocks" in tail and str(blocks) in tail, (where, tail)
+        assert "exchange-node: cannot recover blocks" in tail and str(blocks) in tail, (where, tail)
         flip_at(path, offset, mask)     # the operator puts the disk right (the damaged file was left as it was)
         assert restart(node) == "up", where
         assert node.status()["exchange"]["recovering"] is None, where

@@ -24,6 +24,7 @@ from tests.chain_fill import SNAPSHOT_INTERVAL, FillResult, disk_bytes, fill, rs
 from tests.harness import Cluster, NodeProcess, wait_until
 
 MiB = 1024 * 1024
+# tests/chain_fill.py founds its chain with the genesis defaults
 
 
 def take_over(cluster: Cluster, data_dir: Path) -> tuple[NodeProcess, float]:

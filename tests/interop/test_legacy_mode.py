@@ -10,7 +10,6 @@ flow via Grenache and the metrics say so.
 """
 from __future__ import annotations
 
-import socket
 
 import pytest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from config import load_settings
+from node.configs import peer_config
 from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 
@@ -34,7 +35,7 @@ def test_handshakes_in_progress_from_a_few_subnets_cannot_lock_out_an_honest_new
     /24s open 4 TCP connections each (48) and never finish the Noise handshake: past 42 they only evict their
     own oldest. The next honest connection, from a seventh /24, is still admitted: the oldest silent handshake
     of the most crowded netgroup makes room for it. An attacker who re-opens at once evicts its own again."""
-    manager = PeerManager(load_settings(env={}, cli={}), NodeIdentity.generate(), verify=NodeIdentity.verify,
+    manager = PeerManager(peer_config(load_settings(env={}, cli={})), NodeIdentity.generate(), verify=NodeIdentity.verify,
                           node_id_for=NodeIdentity.node_id_for)
     assert (manager.limits.max_inbound, manager.limits.per_ip, manager.limits.per_subnet) == (42, 4, 8)
     attackers = [Connection(manager, f"203.0.{subnet}.{host}") for subnet in range(6) for host in (1, 2)

@@ -19,8 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Commit, Header, Proposal, Vote
-from exchange.chain.codec import digest
+from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.crypto import SigningKey, node_id_for
 from exchange.chain.genesis import Genesis

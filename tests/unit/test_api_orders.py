@@ -18,6 +18,7 @@ from exchange.chain.store import ChainStore
 from exchange.chain.txs import CancelOp, NewOrderOp, sign_tx
 from node.accounts import AccountStore
 from node.api import build_app
+from node.configs import ApiConfig
 from node.identity import NodeIdentity
 
 
@@ -49,7 +50,8 @@ class Harness:
         for name in ACCOUNTS:
             self.accounts.new(name, exist_ok=True)
         self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id, accounts=self.accounts,
-                                          settings=types.SimpleNamespace(data_dir=tmp_path, api_token=TOKEN))
+                                          configs=types.SimpleNamespace(api=ApiConfig(
+                                              host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))
         self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",
                                                     markets="BTC-USD,ETH-USD:0.01:0.001", found_after=0.0)
         from node.api_orders import install_order_api
@@ -184,7 +186,7 @@ def test_orders_book_trades_and_cancel(api):
     status, rejected = api.request("POST", "/orders", {**GOOD, "type": "fok", "qty": "100"})
     assert status == 201 and rejected["order"]["status"] == "rejected"
     assert rejected["order"]["reason"] == "fok_not_fillable"
-    status, mine = api.request("GET", f"/orders?account=maker")
+    status, mine = api.request("GET", "/orders?account=maker")
     assert status == 200 and [o["id"] for o in mine["orders"]] == [order["id"]]
 
 

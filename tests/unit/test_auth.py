@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import stat
-import types
 from pathlib import Path
 
 import pytest
@@ -74,7 +73,7 @@ def test_prefix_resources_and_new_routes():
 async def guarded(tmp_path):
     """A small app with one public and one private route, guarded like the node's."""
     app = web.Application()
-    install_auth(app, types.SimpleNamespace(data_dir=tmp_path, api_token=API_TOKEN))
+    install_auth(app, tmp_path, API_TOKEN)
 
     async def ok(request: web.Request) -> web.Response:
         return web.json_response({"route": request.match_info.route.resource.canonical, **request.match_info})
@@ -132,7 +131,7 @@ async def raw_status(port: int, request_line: str) -> int:
 
 async def test_cookie_is_private_and_removed_when_the_api_stops(tmp_path):
     app = web.Application()
-    install_auth(app, types.SimpleNamespace(data_dir=tmp_path / "new", api_token=None))
+    install_auth(app, tmp_path / "new", None)
     client = TestClient(TestServer(app))
     await client.start_server()
     path = cookie_path(tmp_path / "new")

@@ -98,7 +98,7 @@ def test_emitter_hysteresis_and_rate_limit():
 def test_router_emit_hints_reports_a_slow_peer():
     r = AdaptiveRouter(RouterConfig(fresh_samples=3), rng=random.Random(0))
     now = 0.0
-    for i in range(10):
+    for _i in range(10):
         for p, lat in (("a", 0.01), ("b", 0.01), ("c", 0.2)):
             r.on_start(p, now)
             r.on_success(p, lat, now + 0.001)

@@ -85,7 +85,7 @@ def test_sends_on_connect_without_receiver_itself(pm):
 
 
 def test_bounded_to_50_live_first_and_recent_verified(pm):
-    pex = PeerExchange(pm, rng=random.Random(2))
+    PeerExchange(pm, rng=random.Random(2))
     for i in range(1, 40):
         pm.connect(i)
     for i in range(100, 130):  # verified earlier, not connected now

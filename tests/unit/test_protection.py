@@ -13,6 +13,7 @@ from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy
 from p2p.rpc.service import RpcConfig
 from tests.unit.test_rpc_service import link, nodes
+from node.configs import peer_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,7 +152,7 @@ async def test_dial_pacing_and_backoff_by_mode(tmp_path, mode: str) -> None:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "dial_rate": 0.001, "dial_burst": 1, "target_outbound": 8,
                                           "protection_mode": mode})
-    peers = PeerManager(settings, NodeIdentity.generate(), verify=NodeIdentity.verify,
+    peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                         node_id_for=NodeIdentity.node_id_for)
     for _ in range(5):
         peers.add_candidate(Candidate("127.0.0.1", closed_port(), "bootstrap"))

@@ -9,15 +9,18 @@ import asyncio
 import functools
 import random
 import time
-from types import SimpleNamespace
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import pytest
 
+from config import Settings
+from node.configs import router_config
 from node.identity import NodeIdentity
 from p2p import messages as m
 from p2p.framing import decode_body
+from p2p.resilience.protection import Protection
 from p2p.router import MessageRouter, Outcome, check_envelope
 
 
@@ -86,6 +89,7 @@ class FakePeers:
         self.identity = identity
         self.node_id = identity.node_id
         self.network_id = "test-net"
+        self.protection = Protection("on", 1.0)
         self.verify = NodeIdentity.verify
         self.node_id_for = NodeIdentity.node_id_for
         self.links: dict[str, FakeLink] = {}
@@ -127,7 +131,7 @@ class SimNode:
     def __init__(self, net: "SimNet", i: int, **settings) -> None:
         self.node_id = nid(i)
         self.peers = FakePeers(identity(i))
-        self.router = MessageRouter(self.peers, SimpleNamespace(**settings))
+        self.router = MessageRouter(self.peers, router_config(replace(Settings(), **settings)))
         self.got: list[tuple[dict, str]] = []
         self.router.subscribe("note", lambda message, src: self.got.append((message, src)))
 

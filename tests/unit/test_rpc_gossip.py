@@ -3,7 +3,6 @@ a direct link are relayed; relayed hints are verified against the origin's key, 
 dropped, rate-limited, never create peers, and stale ones are ignored."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -20,6 +19,7 @@ from p2p.rpc.builtins import Builtins
 from p2p.rpc.gossip import HintGossip, hint_proof
 from p2p.rpc.service import RpcConfig, RpcService
 from tests.unit.test_rpc_service import eventually, link
+from node.configs import peer_config, router_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,8 +34,8 @@ async def make_node(tmp_path, name: str, rate: float = 10.0) -> Node:
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "target_outbound": 0, "heartbeat_interval": 0.2})
     identity = NodeIdentity.generate()
-    peers = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
-    router = MessageRouter(peers, settings)
+    peers = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    router = MessageRouter(peers, router_config(settings))
     rpc = RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2))
     rpc.register("svc", lambda payload, peer: "ok")
     Builtins(peers.node_id).register_all(rpc)

@@ -13,7 +13,7 @@ def router(**kw):
     return AdaptiveRouter(RouterConfig(**kw), rng=random.Random(7), clock=lambda: 0.0)
 
 
-def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1), step=0.05):
+def feed(r, peer, latency, now, n=20, fail=0.0, rng=random.Random(1), step=0.05):  # noqa: B008 - one stream for all calls
     for _ in range(n):
         r.on_start(peer, now)
         if rng.random() < fail:
@@ -343,7 +343,7 @@ def test_probation_ends_on_a_slow_answer():
         answers.append(t)
         return 0.010 if len(answers) == 1 else 0.3     # one normal answer, then slow again
 
-    sent = drive(r, peers, relapsing, 3.0, 6.0, pending, step=0.001)
+    drive(r, peers, relapsing, 3.0, 6.0, pending, step=0.001)
     assert len(answers) >= 3
     healed = answers[0] + 0.010
     # Before: trusted on that answer, it got a burst while its next (slow) answers were on their way.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 
 import pytest
@@ -15,6 +14,7 @@ from p2p.peers import PeerManager
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import Builtins, FaultSpec
 from p2p.rpc.service import RpcConfig, RpcService
+from node.configs import peer_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,7 +31,7 @@ async def make_node(tmp_path, name: str, config: RpcConfig | None = None, servic
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
                                           "target_outbound": 0, "heartbeat_interval": 0.2})
     identity = NodeIdentity.generate()
-    peers = PeerManager(settings, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    peers = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
     rpc = RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1))
     builtins = Builtins(peers.node_id)
     builtins.register_all(rpc)

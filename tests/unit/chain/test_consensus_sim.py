@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tests.sim.chain_sim import ChainSimulation, Scenario, run_many, run_seed
+from tests.sim.chain_sim import ChainSimulation, Scenario, run_many
 
 SEEDS = int(os.environ.get("CHAIN_SIM_SEEDS", "1000"))
 

@@ -63,7 +63,8 @@ def test_another_key_cannot_sign_for_an_account():
 
 @pytest.mark.parametrize("bad, code", [
     ({"nonce": "has space"}, "invalid_nonce"), ({"nonce": ""}, "invalid_nonce"), ({"expires": 0}, "invalid_expires"),
-    ({"expires": 2 ** 53}, "invalid_expires"), ({"expires": 1.5}, "invalid_expires"), ({"chain_id": "AB" * 32}, "invalid_chain_id"),
+    ({"expires": 2 ** 53}, "invalid_expires"), ({"expires": 1.5}, "invalid_expires"),
+    ({"chain_id": "AB" * 32}, "invalid_chain_id"),
     ({"account": "zz" * 32}, "invalid_account"), ({"sig": "00"}, "invalid_sig"), ({"ops": []}, "invalid_ops"),
     ({"ops": [{"op": "nope"}]}, "invalid_op"), ({"ops": [{"op": "new", "market": "btc-usd", "side": "buy",
                                                          "type": "limit", "price": "1", "qty": "1"}]}, "invalid_market"),

@@ -7,11 +7,12 @@ check an invariant on every disk image such a crash could leave.
         ...
     stats = enumerate_crashes(workload, check, seeds=range(4))
 
-A clean run first counts the operations (`FaultyFS.points`) and keeps its history (`stats.clean_run`); then for each point p in 0..count (count = crash
-after the last one) and each variant ("lose": only synced data survives, "keep": everything written survives,
-and one random image per seed: unsynced writes lost, kept, cut at a random byte or zero-filled from a sector,
-directory changes since the last directory fsync partly kept), the workload runs again with `crash_at(p)` and
-`check` judges `after_crash(...)`. A failing check raises AssertionError naming the point and the variant.
+A clean run first counts the operations (`FaultyFS.points`) and keeps its history (`stats.clean_run`); then
+for each point p in 0..count (count = crash after the last one) and each variant ("lose": only synced data
+survives, "keep": everything written survives, and one random image per seed: unsynced writes lost, kept, cut
+at a random byte or zero-filled from a sector, directory changes since the last directory fsync partly kept),
+the workload runs again with `crash_at(p)` and `check` judges `after_crash(...)`. A failing check raises
+AssertionError naming the point and the variant.
 """
 from __future__ import annotations
 

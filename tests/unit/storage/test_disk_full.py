@@ -29,7 +29,7 @@ async def test_a_full_disk_fails_whole_batches_and_writes_resume_when_space_retu
         acked[index] = f"order-{n}".encode() * 20
     before = disk_bytes(log_dir)
     small_disk.fill(leave=8192)  # room for part of a batch: a short write, then ENOSPC
-    for attempt in range(3):
+    for _attempt in range(3):
         outcomes = await asyncio.gather(*(commit.submit([b"x" * 3000]) for _ in range(20)),
                                         return_exceptions=True)
         assert all(isinstance(o, StorageError) and o.kind == NO_SPACE for o in outcomes), outcomes

@@ -52,7 +52,7 @@ async def test_a_full_disk_answers_no_space_until_space_returns_then_writes_resu
     commit: GroupCommit[bytes, int] = GroupCommit(log.write_batch)
     await commit.submit([b"before"])
     fs.set_capacity(fs.used_bytes() + 20)
-    for attempt in range(5):
+    for _attempt in range(5):
         with pytest.raises(StorageError) as caught:
             await commit.submit([b"x" * 100])
         assert caught.value.kind == NO_SPACE and caught.value.retry_after

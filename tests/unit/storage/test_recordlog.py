@@ -206,7 +206,7 @@ def test_damage_is_kept_as_evidence_until_repaired_and_repair_puts_the_records_b
     fs = FaultyFS()
     filled(fs, 40, segment_bytes=600).close()
     spans = frame_spans(fs)
-    for path, start, _, index in (spans[5], spans[6], spans[20]):
+    for path, start, _, _index in (spans[5], spans[6], spans[20]):
         fs.damage(path, start + FRAME_OVERHEAD + 1)
     first_open = reopen(fs, 600)
     assert first_open.report.missing == (range(6, 8), range(21, 22))

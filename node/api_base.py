@@ -1,0 +1,91 @@
+"""What every control API route shares: JSON responses and errors, the node behind a request, JSON
+bodies and bounded numbers in them, and the DEBUG_API gate.
+
+Errors are always JSON `{"error": {"code", "message", "field"?}}` with a 4xx/5xx status.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Awaitable, Callable, overload
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("node.api")
+NODE_KEY = web.AppKey("node", object)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def response(self) -> web.Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return json_response({"error": error}, self.status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        return ApiError(exc.status, code, exc.reason or code).response()
+    except Exception:
+        log.exception("control API handler failed: %s %s", request.method, request.path)
+        return ApiError(500, "internal_error", "internal error; see the node log").response()
+
+
+def node_of(request: web.Request) -> Any:
+    return request.app[NODE_KEY]
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is an empty object."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "request body must be a JSON object")
+    return body
+
+
+@overload
+def body_number(body: dict, name: str, default: float, low: float, high: float) -> float: ...
+@overload
+def body_number(body: dict, name: str, default: None, low: float, high: float) -> float | None: ...
+
+
+def body_number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:
+    """A finite number in [low, high] (not a bool), or `default` when absent."""
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ApiError(400, "invalid_field", f"{name} must be a number in [{low:g}, {high:g}]", name)
+    return float(value)
+
+
+def require_debug(request: web.Request) -> Any:
+    node = node_of(request)
+    if not node.configs.api.debug_api:
+        raise ApiError(404, "not_found", "debug endpoints are off (start the node with DEBUG_API=true)")
+    return node

@@ -1,0 +1,195 @@
+"""Every component's config, built from Settings in this one place.
+
+Components take a frozen config of their own and never read `Settings`; a value derived from several
+settings (the inbound share of MAX_PEERS, the chain's timeouts scaled from CONSENSUS_TIMEOUT) is
+derived here once. `NodeConfigs.from_settings` is what `ExchangeNode` and the tests use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import Settings
+from exchange.chain.core import CoreConfig
+from exchange.chain.tendermint import ConsensusConfig
+from p2p.admission import InboundLimits
+from p2p.discovery.mdns import mdns_announce_hosts
+from p2p.peer_config import PeerConfig
+from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
+from p2p.rpc.service import RpcConfig
+
+# Grape records expire after 1-2 x the grape's --dpa (often 120 s): announcing at least every
+# minute keeps a record alive whatever GRAPE_ANNOUNCE_INTERVAL says.
+MAX_GRENACHE_ANNOUNCE_INTERVAL = 60.0
+# A block must fit a frame with room for its certificate and envelope.
+MAX_BLOCK_BYTES = 700_000
+BLOCK_SHARE_OF_FRAME = 0.6
+
+
+def peer_config(settings: Settings) -> PeerConfig:
+    max_peers = settings.max_peers
+    outbound = min(settings.target_outbound, max_peers)
+    limits = InboundLimits(max_peers=max_peers, max_inbound=max(1, max_peers - outbound),
+                           per_ip=settings.max_inbound_per_ip, per_subnet=settings.max_inbound_per_subnet,
+                           limit_loopback=settings.inbound_limit_loopback)
+    return PeerConfig(
+        network_id=settings.network_id, listen_host=settings.p2p_host, listen_port=settings.p2p_port,
+        advertise_host=settings.advertise_host, max_frame_bytes=settings.max_frame_bytes,
+        send_buffer_bytes=settings.send_buffer_bytes, handshake_timeout=settings.handshake_timeout,
+        heartbeat_interval=settings.heartbeat_interval, dead_after=settings.dead_after,
+        reconnect_cap=settings.peer_reconnect_interval, dial_rate=settings.dial_rate,
+        dial_burst=settings.dial_burst, max_peers=max_peers, target_outbound=outbound, limits=limits,
+        protection_mode=settings.protection_mode, protection_canary=settings.protection_canary)
+
+
+def router_config(settings: Settings) -> RouterConfig:
+    grenache = None
+    if settings.discovery_grenache and settings.grenache_messages:
+        grenache = GrenacheMessagesConfig(
+            grape_urls=settings.grape_urls, service=settings.grape_service,
+            host=settings.grenache_messages_host or settings.p2p_host, port=settings.grenache_messages_port,
+            announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL))
+    return RouterConfig(
+        max_frame_bytes=settings.max_frame_bytes, seen_cache_size=settings.seen_cache_size,
+        seen_cache_ttl=settings.seen_cache_ttl, queue_max_messages=settings.queue_max_messages,
+        queue_ttl=settings.queue_ttl, rate_limit=settings.router_rate_limit, rate_burst=settings.router_rate_burst,
+        flood_ban=settings.router_flood_ban, broadcast_mode=settings.broadcast_mode,
+        broadcast_max_hops=settings.broadcast_max_hops, grenache=grenache)
+
+
+def rpc_config(settings: Settings) -> RpcConfig:
+    return RpcConfig(default_timeout=settings.rpc_timeout, max_in_flight_per_peer=settings.rpc_max_in_flight,
+                     serve_in_flight_per_peer=settings.rpc_max_in_flight, max_attempts=settings.rpc_max_attempts,
+                     warmup_period=settings.rpc_warmup, warmup_rate=settings.rpc_warmup_rate,
+                     warmup_start=settings.rpc_warmup_start, hint_ttl=settings.hint_ttl)
+
+
+def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
+    """The chain's tunables (timeouts scale with CONSENSUS_TIMEOUT); a legacy node is a follower."""
+    base = settings.consensus_timeout
+    consensus = ConsensusConfig(timeout_propose=base, timeout_propose_delta=base / 2, timeout_prevote=base / 2,
+                                timeout_prevote_delta=base / 4, timeout_precommit=base / 2,
+                                timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
+    return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
+                      role="follower" if legacy else settings.role,
+                      max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRpcConfig:
+    """The node's RPC side: the service's tunables plus hint gossip and the Grenache endpoint and workers."""
+
+    service: RpcConfig
+    network_id: str
+    test_service_fault: str | None
+    hint_rate: float
+    hint_ttl: float
+    grape_urls: tuple[str, ...]
+    grenache_rpc_port: int | None       # None: no Grenache HTTP endpoint
+    grenache_rpc_host: str
+    grenache_services: tuple[str, ...]
+    grenache_announce_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    """ChainService's keyword arguments, and where its store keeps blocks."""
+
+    network_id: str
+    markets: str
+    order_ttl_ms: int
+    max_validators: int
+    pinned_validators: tuple[str, ...]
+    found_after: float              # inf: never found a network (legacy mode)
+    snapshot_interval: int
+    recovery_timeout: float
+    keep_blocks: int
+    core: CoreConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    host: str
+    port: int
+    token: str | None
+    data_dir: Path                  # where the cookie is written
+    debug_api: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    markets: str
+    ws_max_clients: int
+    ws_send_buffer_bytes: int
+    p2p_enabled: bool               # readiness waits for the peer listener only when there is one
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    bootstrap_peers: tuple[tuple[str, int], ...]
+    pex: bool
+    mdns: bool
+    mdns_interfaces: tuple[str, ...]
+    grape: bool
+    grape_urls: tuple[str, ...]
+    grape_service: str
+    grape_announce_interval: float
+    mdns_announce_hosts: tuple[str, ...]  # empty: the mDNS interface addresses
+    own_hosts: tuple[str, ...]      # addresses peers know us by (ADVERTISE_HOST, P2P_HOST): Grape skips them
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfigs:
+    """One config per component, and the operating mode they were derived for."""
+
+    data_dir: Path
+    peers_file: Path
+    network_id: str
+    p2p_enabled: bool
+    legacy: bool                    # P2P off, Grenache on: no peer port, a follower over Grenache alone
+    standalone: bool                # P2P and Grenache off: its own one-validator chain
+    listen_host: str                # the host part of `listen` in /status
+    peers: PeerConfig
+    router: RouterConfig
+    rpc: NodeRpcConfig
+    chain: ChainConfig
+    api: ApiConfig
+    operator: OperatorConfig
+    discovery: DiscoveryConfig
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "NodeConfigs":
+        legacy = not settings.p2p_enabled and settings.discovery_grenache
+        standalone = not settings.p2p_enabled and not settings.discovery_grenache
+        found_after = 0.0 if standalone else (float("inf") if legacy else settings.found_after)
+        own_hosts = tuple(h for h in (settings.advertise_host, settings.p2p_host) if h)
+        return cls(
+            data_dir=settings.data_dir, peers_file=settings.peers_file, network_id=settings.network_id,
+            p2p_enabled=settings.p2p_enabled, legacy=legacy, standalone=standalone,
+            listen_host=settings.advertise_host or settings.p2p_host,
+            peers=peer_config(settings), router=router_config(settings),
+            rpc=NodeRpcConfig(
+                service=rpc_config(settings), network_id=settings.network_id,
+                test_service_fault=settings.test_service_fault, hint_rate=settings.hint_rate,
+                hint_ttl=settings.hint_ttl, grape_urls=settings.grape_urls,
+                grenache_rpc_port=settings.grenache_rpc_port, grenache_rpc_host=settings.p2p_host,
+                grenache_services=settings.grenache_services,
+                grenache_announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL)),
+            chain=ChainConfig(
+                network_id=settings.network_id, markets=settings.markets,
+                order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
+                pinned_validators=settings.validators, found_after=found_after,
+                snapshot_interval=settings.snapshot_interval, recovery_timeout=settings.recovery_timeout,
+                keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy)),
+            api=ApiConfig(host=settings.api_host, port=settings.api_port, token=settings.api_token,
+                          data_dir=settings.data_dir, debug_api=settings.debug_api),
+            operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
+                                    ws_send_buffer_bytes=settings.ws_send_buffer_bytes,
+                                    p2p_enabled=settings.p2p_enabled),
+            discovery=DiscoveryConfig(
+                bootstrap_peers=settings.bootstrap_peers, pex=settings.discovery_pex, mdns=settings.discovery_mdns,
+                mdns_interfaces=settings.mdns_interfaces, grape=settings.discovery_grenache,
+                grape_urls=settings.grape_urls, grape_service=settings.grape_service,
+                grape_announce_interval=settings.grape_announce_interval,
+                mdns_announce_hosts=tuple(mdns_announce_hosts(settings.advertise_host, settings.p2p_host)),
+                own_hosts=own_hosts))

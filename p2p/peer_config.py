@@ -1,0 +1,29 @@
+"""PeerConfig: the PeerManager's tunables, built from Settings by the composition root (node/configs.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2p.admission import InboundLimits
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """What the PeerManager needs to know; every value comes from Settings, none has a default here."""
+
+    network_id: str
+    listen_host: str
+    listen_port: int
+    advertise_host: str | None
+    max_frame_bytes: int
+    send_buffer_bytes: int
+    handshake_timeout: float
+    heartbeat_interval: float
+    dead_after: int                 # heartbeat intervals of silence before a link is dropped
+    reconnect_cap: float            # seconds: the reconnect backoff never waits longer
+    dial_rate: float
+    dial_burst: int
+    max_peers: int
+    target_outbound: int            # already capped at max_peers
+    limits: InboundLimits
+    protection_mode: str
+    protection_canary: float

@@ -1,0 +1,32 @@
+"""RouterConfig: the MessageRouter's tunables, built from Settings by the composition root (node/configs.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GrenacheMessagesConfig:
+    """Where the Grenache message path serves and announces (DISCOVERY_GRENACHE with GRENACHE_MESSAGES)."""
+
+    grape_urls: tuple[str, ...]
+    service: str
+    host: str
+    port: int
+    announce_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """What the MessageRouter needs to know; every value comes from Settings, none has a default here."""
+
+    max_frame_bytes: int
+    seen_cache_size: int
+    seen_cache_ttl: float          # signed messages older than half of it are refused as replays
+    queue_max_messages: int
+    queue_ttl: float
+    rate_limit: float              # messages/s accepted from one peer
+    rate_burst: int
+    flood_ban: float               # seconds a peer that keeps flooding is banned
+    broadcast_mode: str
+    broadcast_max_hops: int
+    grenache: GrenacheMessagesConfig | None   # None: no Grenache message path
