@@ -99,9 +99,11 @@ class PeerStore:
     def __init__(self, path: Path, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.path = Path(path)
         self.max_entries = max_entries
+        self.loaded = False     # saving before the file was read would replace what it remembers
 
     def load(self) -> list[StoredPeer]:
         """Remembered peers, newest first. Missing file: []. Unusable file: moved aside, warned about, []."""
+        self.loaded = True
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

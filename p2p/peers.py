@@ -547,7 +547,9 @@ class PeerManager:
         await self.save()
 
     async def save(self) -> None:
-        if self.store is None:
+        """Remember the verified peers, once the remembered ones were read (a start that failed early, or a
+        stop right after start, must not replace the file with the few peers this run met)."""
+        if self.store is None or not getattr(self.store, "loaded", True):
             return
         from p2p.peer_store import StoredPeer
         rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port, source=e.source, first_seen=e.first_seen,

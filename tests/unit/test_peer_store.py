@@ -129,3 +129,25 @@ def test_bad_entries_skipped_and_logged(store, caplog):
 def test_example_file_loads():
     peers = PeerStore(EXAMPLE).load()
     assert len(peers) == 2 and {p.source for p in peers} == {"mdns", "bootstrap"}
+
+
+async def test_a_manager_never_overwrites_remembered_peers_it_has_not_read(tmp_path):
+    """A start that fails before discovery read .peers.json (or a stop right after start) saves nothing."""
+    from config import load_settings
+    from node.configs import peer_config
+    from node.identity import NodeIdentity
+    from p2p.peers import PeerManager
+
+    path = tmp_path / ".peers.json"
+    remembered = StoredPeer(node_id="ab" * 20, host="192.0.2.7", port=7946, source="mdns", first_seen=1.0,
+                            last_seen=2.0, last_connected=2.0, failures=0)
+    PeerStore(path).save([remembered])
+    store = PeerStore(path)
+    manager = PeerManager(peer_config(load_settings(env={}, cli={})), NodeIdentity.generate(),
+                          verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for, peer_store=store)
+    before = path.read_bytes()
+    await manager.save()
+    assert path.read_bytes() == before
+    assert store.load() == [remembered]   # discovery reads it (and hands the peers to the address book)
+    await manager.save()
+    assert orjson.loads(path.read_bytes())["saved_at"] > orjson.loads(before)["saved_at"]
