@@ -39,7 +39,7 @@ test-deps: $(TEST_STAMP) npm-deps
 
 ## Install what the tests need (Python and Node.js Grenache), lint, type-check and run the default suite.
 test: test-deps lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ## ruff over the tree and mypy over the package (settings in pyproject.toml).
 lint: $(TEST_STAMP)
