@@ -16,7 +16,7 @@ about passes it through the standard `extra` mapping, with these names only:
 
 JSON lines carry each field given as its own key (`node` always, null until the identity is
 loaded); text lines append them as `key=value`. `extra` needs no import, so every layer (p2p
-included) can follow the convention; tests/unit/test_logs.py refuses any other `extra` key.
+included) can follow the convention; tests/unit/node/test_logs.py refuses any other `extra` key.
 """
 from __future__ import annotations
 

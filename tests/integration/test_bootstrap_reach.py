@@ -7,20 +7,9 @@ import asyncio
 
 import pytest
 
-from config import load_settings
-from node.identity import NodeIdentity
-from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.harness import free_ports
-from node.configs import peer_config
-
-
-async def make_manager(tmp_path, name: str, port: int = 0, **settings) -> PeerManager:
-    cli = {"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": port} | settings
-    manager = PeerManager(peer_config(load_settings(env={}, cli=cli)), NodeIdentity.generate(), verify=NodeIdentity.verify,
-                          node_id_for=NodeIdentity.node_id_for)
-    await manager.start()
-    return manager
+from tests.integration.managers import make_manager
 
 
 async def test_bootstrap_peer_down_at_start_is_reached_although_outbound_target_is_met(tmp_path):

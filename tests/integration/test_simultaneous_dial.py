@@ -3,20 +3,9 @@ from __future__ import annotations
 
 import asyncio
 
-from config import load_settings
-from node.identity import NodeIdentity
 from p2p.peers import PeerManager
 from p2p.transport import DialError
-from node.configs import peer_config
-
-
-async def make_manager(tmp_path, name: str) -> PeerManager:
-    settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
-                                          "target_outbound": 0})
-    identity = NodeIdentity.generate()
-    manager = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
-    await manager.start()
-    return manager
+from tests.integration.managers import make_manager
 
 
 async def settled(a: PeerManager, b: PeerManager) -> None:
@@ -31,8 +20,8 @@ async def settled(a: PeerManager, b: PeerManager) -> None:
 
 
 async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
-    a = await make_manager(tmp_path, "a")
-    b = await make_manager(tmp_path, "b")
+    a = await make_manager(tmp_path, "a", target_outbound=0)
+    b = await make_manager(tmp_path, "b", target_outbound=0)
     try:
         for _ in range(40):
             results = await asyncio.gather(a.dial("127.0.0.1", b.listen_port), b.dial("127.0.0.1", a.listen_port),
@@ -59,8 +48,8 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
 
 
 async def test_second_link_to_connected_node_is_refused(tmp_path):
-    a = await make_manager(tmp_path, "a")
-    b = await make_manager(tmp_path, "b")
+    a = await make_manager(tmp_path, "a", target_outbound=0)
+    b = await make_manager(tmp_path, "b", target_outbound=0)
     try:
         await a.dial("127.0.0.1", b.listen_port)
         await settled(a, b)
@@ -79,7 +68,7 @@ async def test_second_link_to_connected_node_is_refused(tmp_path):
 
 
 async def test_self_connection_refused(tmp_path):
-    a = await make_manager(tmp_path, "a")
+    a = await make_manager(tmp_path, "a", target_outbound=0)
     try:
         try:
             await a.dial("127.0.0.1", a.listen_port)

@@ -24,6 +24,7 @@ def _report(results: list[dict]) -> str:
     return "\n".join(f"seed {r['seed']}: {r['problems'][:3]}" for r in bad[:10])
 
 
+@pytest.mark.timeout(600)     # 1,000 seeds: ~100 s alone, CPU-bound, so it stretches on a shared machine
 def test_seeds_keep_every_final_block_and_finalise_everything_after_faults():
     results = run_many(list(range(SEEDS)), workers=min(2, os.cpu_count() or 1))
     assert len(results) == SEEDS

@@ -18,7 +18,7 @@ from exchange.commands import CancelOrder, ReplaceOrder
 from exchange.orders import OrderType, SelfTradeMode, Side
 from tests.unit.chain.state_helpers import (CHAIN, T0, Chain, TxMaker, account, cancel, grant, new, nonzero, replace,
                                             state_positions, trade_positions)
-from tests.unit.exchange_reference import ReferenceMatcher
+from tests.unit.exchange.reference import ReferenceMatcher
 
 MARKETS = "TEST-USD:1:1:1:100:1:1000,TEST-EUR:1:1:1:100:1:1000"
 SYMBOLS = ["TEST-USD", "TEST-EUR"]

@@ -12,6 +12,8 @@ import asyncio
 import errno
 from functools import partial
 
+import pytest
+
 from storage.faultyfs import FaultyFS
 from exchange.chain.store import ChainStore
 from tests.unit.storage.chain_node import DATA_DIR, ChainNode, Record, signature_key
@@ -122,6 +124,7 @@ def test_trading_run_without_crash_meets_every_fault_it_is_built_for():
     assert max(record.decisions) >= 2 * SNAPSHOT_INTERVAL
 
 
+@pytest.mark.timeout(600)     # ~85 s alone; CPU-bound, so it stretches on a shared machine
 def test_a_crash_at_any_point_keeps_every_answer_and_every_signature():
     stats = enumerate_crashes(trading_run, check_world, seeds=range(2))
     assert stats.findings.get("checked") == stats.runs

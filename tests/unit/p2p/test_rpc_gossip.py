@@ -10,16 +10,14 @@ import time
 
 import pytest
 
-from config import load_settings
 from node.identity import NodeIdentity
-from p2p.peers import PeerManager
 from p2p.router import MessageRouter
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import Builtins
 from p2p.rpc.gossip import HintGossip, hint_proof
 from p2p.rpc.service import RpcConfig, RpcService
-from tests.unit.test_rpc_service import eventually, link
-from node.configs import peer_config, router_config
+from tests.unit.p2p.rpc_nodes import eventually, link, local_peers
+from node.configs import router_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,10 +29,7 @@ class Node:
 
 
 async def make_node(tmp_path, name: str, rate: float = 10.0) -> Node:
-    settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
-                                          "target_outbound": 0, "heartbeat_interval": 0.2})
-    identity = NodeIdentity.generate()
-    peers = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
+    settings, identity, peers = local_peers(tmp_path, name)
     router = MessageRouter(peers, router_config(settings))
     rpc = RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2))
     rpc.register("svc", lambda payload, peer: "ok")

@@ -3,84 +3,15 @@ timeouts, cancellation, error codes, in-flight bounds, retries on another peer."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 
 import pytest
 
-from config import load_settings
-from node.identity import NodeIdentity
-from p2p.peers import PeerManager
 from p2p.rpc import errors as e
-from p2p.rpc.builtins import Builtins, FaultSpec
-from p2p.rpc.service import RpcConfig, RpcService
-from node.configs import peer_config
+from p2p.rpc.builtins import FaultSpec
+from p2p.rpc.service import RpcConfig
+from tests.unit.p2p.rpc_nodes import blocking_handler, eventually, link, nodes
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Node:
-    def __init__(self, peers: PeerManager, rpc: RpcService, builtins: Builtins) -> None:
-        self.peers = peers
-        self.rpc = rpc
-        self.builtins = builtins
-        self.node_id = peers.node_id
-
-
-async def make_node(tmp_path, name: str, config: RpcConfig | None = None, services: dict | None = None) -> Node:
-    settings = load_settings(env={}, cli={"data_dir": str(tmp_path / name), "p2p_host": "127.0.0.1", "p2p_port": 0,
-                                          "target_outbound": 0, "heartbeat_interval": 0.2})
-    identity = NodeIdentity.generate()
-    peers = PeerManager(peer_config(settings), identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for)
-    rpc = RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1))
-    builtins = Builtins(peers.node_id)
-    builtins.register_all(rpc)
-    for service, handler in (services or {}).items():
-        rpc.register(service, handler)
-    rpc.start()
-    await peers.start()
-    return Node(peers, rpc, builtins)
-
-
-@contextlib.asynccontextmanager
-async def nodes(tmp_path, *specs):
-    made = []
-    try:
-        for i, spec in enumerate(specs):
-            made.append(await make_node(tmp_path, f"n{i}", **spec))
-        yield made
-    finally:
-        for node in made:
-            await node.rpc.stop()
-            await node.peers.stop()
-
-
-async def link(a: Node, b: Node) -> None:
-    await a.peers.dial("127.0.0.1", b.peers.listen_port)
-    async with asyncio.timeout(3):
-        while b.node_id not in a.peers.links or a.node_id not in b.peers.links:
-            await asyncio.sleep(0.005)
-
-
-async def eventually(predicate, timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
-def blocking_handler():
-    """A handler that never answers; says when it started and when it was cancelled."""
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def slow(payload, peer):
-        started.set()
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    return started, cancelled, slow
 
 
 async def test_request_peer_round_trip_and_services_in_handshake(tmp_path):

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from config.version import VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_version_is_the_installed_distribution_and_pyproject():

@@ -10,7 +10,7 @@ import pytest
 
 from p2p.peer_store import PeerStore, StoredPeer
 
-EXAMPLE = Path(__file__).resolve().parents[2] / ".peers.json.example"
+EXAMPLE = Path(__file__).resolve().parents[3] / ".peers.json.example"
 
 
 def peer(n: int, **kw) -> StoredPeer:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from p2p.rpc.router import AdaptiveRouter, RouterConfig
-from tests.unit.test_rpc_router import deliver
+from tests.unit.p2p.test_rpc_router import deliver
 
 RATE = 200.0          # requests/s, as in the integration test
 BASE = 0.020          # normal service time (s)

@@ -16,7 +16,7 @@ from node.api import build_app
 from node.auth import AUTH_KEY, PUBLIC_ROUTES, check_token, install_auth, is_public
 from node.cookie import cookie_path, read_cookie, remove_cookie, write_cookie
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 API_TOKEN = "operator-token-0123456789abcdef"
 
 # The public read-only set as the brief and README state it, written out independently of node/auth.py.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.exchange_scenario import Scenario, check
+from tests.unit.exchange.scenario import Scenario, check
 
 SCENARIOS = [
     # ------------------------------------------------------------ limit orders

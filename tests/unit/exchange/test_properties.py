@@ -12,7 +12,7 @@ from exchange.events import OrderAccepted, OrderCancelled, Trade
 from exchange.matching import MatchingEngine
 from exchange.orders import Order, Side
 from tests.unit.exchange.streams import MARKET, commands, operations
-from tests.unit.exchange_reference import ReferenceMatcher, describe
+from tests.unit.exchange.reference import ReferenceMatcher, describe
 
 def run(command_list: list[object]) -> tuple[MatchingEngine, list[list[dict]]]:
     engine = MatchingEngine(MARKET)

@@ -12,7 +12,7 @@ from p2p.resilience.protection import ENFORCE, SHADOW, Protection
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy
 from p2p.rpc.service import RpcConfig
-from tests.unit.test_rpc_service import link, nodes
+from tests.unit.p2p.rpc_nodes import link, nodes
 from node.configs import peer_config
 
 pytestmark = pytest.mark.timeout(60)

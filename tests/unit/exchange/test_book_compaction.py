@@ -9,7 +9,7 @@ from exchange.commands import CancelOrder, NewOrder
 from exchange.markets import parse_market_entry
 from exchange.matching import MatchingEngine
 from exchange.orders import OrderType, Side
-from tests.unit.exchange_reference import ReferenceMatcher, describe
+from tests.unit.exchange.reference import ReferenceMatcher, describe
 
 
 def test_heap_and_queue_compaction_keep_the_book_right():

@@ -14,7 +14,7 @@ from p2p.grenache.fake import FakeGrape
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheRemoteError
 from p2p.router import Outcome
 from p2p.routing.grenache_path import broadcast_name, unicast_name
-from tests.unit.test_router import SimNet, nid
+from tests.unit.p2p.simnet import SimNet, nid
 
 pytestmark = pytest.mark.timeout(60)
 SERVICE = "test-node"

@@ -8,7 +8,7 @@ import pytest
 
 from p2p import messages as m
 from p2p.framing import encode_body
-from tests.unit.test_router import SimNet, line, nid
+from tests.unit.p2p.simnet import SimNet, line, nid
 
 
 def signed_note(net: SimNet, i: int, **fields) -> dict:

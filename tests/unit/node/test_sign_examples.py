@@ -15,7 +15,7 @@ from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
 from node.accounts import AccountStore
 from tests.scripted_api import ScriptedApi
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SEED = bytes(range(32))
 CHAIN = "ab" * 32
 NONCE, EXPIRES = "n-1", 1_700_000_000_000

@@ -11,7 +11,7 @@ import pytest
 
 from node import logs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("config", "p2p", "exchange", "node", "bench")
 
 
