@@ -120,7 +120,7 @@ class ChainBridge:
     def metrics(self) -> Iterator[Metric]:
         chain = self.chain
         core = chain.core
-        if core is None:
+        if core is None:        # the service's own counters exist before the chain does
             yield from split_counters(CHAIN_COUNTERS, chain.counters)
             return
         now = self.clock()

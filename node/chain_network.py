@@ -15,7 +15,7 @@ import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from exchange.chain.service import MESSAGE_TYPES, ChainService
+from exchange.chain.service import MESSAGE_TYPES, BadRequest, CannotServe, ChainService
 from p2p import messages as m
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
@@ -57,8 +57,8 @@ class P2PChainNetwork:
         self.peers.keep_linked(node_ids)
 
     def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None:
-        """The chain's handlers raise LookupError for what they cannot serve now and ValueError for a bad
-        request: both reach the caller as RPC error codes, not as a failure of ours."""
+        """The chain's handlers raise CannotServe for what they cannot serve now and BadRequest for a bad
+        request: both reach the caller as RPC error codes; anything else is our bug (reported as internal)."""
         if inspect.iscoroutinefunction(handler):
             async def serve_async(payload: Any, peer: str) -> Any:
                 with _as_rpc_errors():
@@ -143,7 +143,7 @@ class P2PChainNetwork:
 def _as_rpc_errors() -> Iterator[None]:
     try:
         yield
-    except LookupError as exc:
+    except CannotServe as exc:
         raise RpcError(UNAVAILABLE, str(exc)) from None
-    except ValueError as exc:
+    except BadRequest as exc:
         raise RpcError(BAD_REQUEST, str(exc)) from None

@@ -33,6 +33,7 @@ from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
 from p2p.peer_config import PeerConfig
+from p2p.peer_store import PeerStore, StoredPeer
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.secure.channel import StaticIdentity
@@ -117,7 +118,7 @@ MessageHandler = Callable[[PeerLink, dict], None]
 
 class PeerManager:
     def __init__(self, config: PeerConfig, identity: Identity, *, verify: Callable[[bytes, bytes, bytes], bool],
-                 node_id_for: Callable[[bytes], str], peer_store: Any | None = None) -> None:
+                 node_id_for: Callable[[bytes], str], peer_store: PeerStore | None = None) -> None:
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
@@ -549,9 +550,8 @@ class PeerManager:
     async def save(self) -> None:
         """Remember the verified peers, once the remembered ones were read (a start that failed early, or a
         stop right after start, must not replace the file with the few peers this run met)."""
-        if self.store is None or not getattr(self.store, "loaded", True):
+        if self.store is None or not self.store.loaded:
             return
-        from p2p.peer_store import StoredPeer
         rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port, source=e.source, first_seen=e.first_seen,
                            last_seen=e.last_seen, last_connected=e.last_connected, failures=e.failures)
                 for e in self.book.verified()]

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit, Malformed
@@ -56,6 +57,8 @@ class ChainNetwork(Protocol):
 class ChainStore(Protocol):
     """The node's chain on disk (exchange/chain/store.py)."""
 
+    root: Path
+
     def load_genesis(self) -> Genesis | None: ...
     def save_genesis(self, genesis: Genesis) -> None: ...
     @property
@@ -83,6 +86,8 @@ class ChainStore(Protocol):
     def outbox(self) -> list[SignedTx]: ...
     async def outbox_add(self, txs: list[SignedTx]) -> None: ...
     async def outbox_probe(self) -> bool: ...
+    @property
+    def outbox_error(self) -> StorageError | None: ...
     def outbox_done(self, tx_ids: list[str]) -> None: ...
     async def outbox_flush(self) -> None: ...
     def append_epoch(self, block: Block, commit: Commit) -> None: ...
@@ -96,6 +101,14 @@ class Signer(Protocol):
     public_key_bytes: bytes
 
     def sign(self, data: bytes) -> bytes: ...
+
+
+class CannotServe(Exception):
+    """A chain RPC this node cannot answer now (no chain yet, no snapshot): the caller asks someone else."""
+
+
+class BadRequest(Exception):
+    """A chain RPC whose payload is wrong: the caller's fault."""
 
 
 class NotReady(Exception):
@@ -240,7 +253,7 @@ class ChainService:
         return replayed
 
     def store_dir(self, part: str = "") -> str:
-        root = getattr(self.store, "root", "DATA_DIR/chain")
+        root = self.store.root
         return f"{root}/{part}" if part else str(root)
 
     def _restore_snapshot(self, core: ChainCore, params: ExchangeParams) -> int | None:
@@ -402,7 +415,7 @@ class ChainService:
 
     def _serve_genesis(self, payload: Any, peer: str) -> Any:
         if self.genesis is None:
-            raise LookupError("no chain yet")
+            raise CannotServe("no chain yet")
         return self.genesis.wire()
 
     # ------------------------------------------------------------------ peers
@@ -465,15 +478,15 @@ class ChainService:
         makes it checkable (the commit of its block, the certified block after it, the epoch proofs)."""
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
         if type(offset) is not int or offset < 0:
-            raise ValueError("offset must be a non-negative integer")
+            raise BadRequest("offset must be a non-negative integer")
         if offset == 0 or self._served_snapshot is None:
             loaded = self.store.load_snapshot()
             if loaded is None:
-                raise LookupError("no snapshot here")
+                raise CannotServe("no snapshot here")
             height, data = loaded
             at, after = self.store.get(height), self.store.get(height + 1)
             if at is None or after is None:
-                raise LookupError("the blocks that certify our snapshot are not stored yet")
+                raise CannotServe("the blocks that certify our snapshot are not stored yet")
             extras = [at[1].wire(), after[0].wire(), after[1].wire(),
                       [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
             self._served_snapshot = (height, data, extras)
@@ -739,7 +752,7 @@ class ChainService:
     def _probe_outbox(self) -> None:
         """After an outbox write failed, try a tiny one each second, so the node says it is ready again as
         soon as its disk takes writes (and not only after a user risked an order)."""
-        if getattr(self.store, "outbox_error", None) is None or self.clock() < self._next_probe:
+        if self.store.outbox_error is None or self.clock() < self._next_probe:
             return
         if self._probe is not None and not self._probe.done():
             return
@@ -818,7 +831,7 @@ class ChainService:
     @property
     def storage_problem(self) -> StorageError | None:
         """Why this node cannot write what it must (a consensus write, or its last outbox write), or None."""
-        return self.disk_error or getattr(self.store, "outbox_error", None)
+        return self.disk_error or self.store.outbox_error
 
     def pending_reason(self) -> str:
         core = self.core
@@ -837,7 +850,7 @@ class ChainService:
         base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
                                 "halted": self.halted, **self.counters, "recovering": self.recovering,
                                 "fatal": self.fatal, "disk_error": _problem(self.disk_error),
-                                "outbox_error": _problem(getattr(self.store, "outbox_error", None)),
+                                "outbox_error": _problem(self.store.outbox_error),
                                 "unsaved_blocks": len(self._unsaved_blocks)}
         if core is None:
             return base

@@ -57,6 +57,7 @@ class ChainStore:
         self._wal = ReopeningLog("wal", opener("wal", small_segment_bytes))
         self._outbox_log = ReopeningLog("outbox", opener("outbox", small_segment_bytes))
         self._epochs = ReopeningLog("epochs", opener("epochs", small_segment_bytes))
+        self._logs = (self._blocks, self._wal, self._outbox_log, self._epochs)
         self.snapshots = SnapshotStore(root / "snapshots", keep=2, fs=fs)
         self._outbox = Outbox(self._outbox_log)
         self.outbox_commit = self._outbox.commit
@@ -81,7 +82,7 @@ class ChainStore:
     @property
     def reopened(self) -> int:
         """Logs reopened after a write that could not be undone."""
-        return self._blocks.reopened + self._wal.reopened + self._outbox_log.reopened
+        return sum(log_.reopened for log_ in self._logs)
 
     # ------------------------------------------------------------------ genesis
     def load_genesis(self) -> Genesis | None:
@@ -162,7 +163,7 @@ class ChainStore:
 
     def append_block(self, block: Block, commit: Commit) -> None:
         """Durable on return. A height we already hold (re-fetched after damage) goes back in place."""
-        body = pack([block.wire(), commit.wire()])
+        body = _encode_block(block, commit)
         self._blocks.write(lambda log_: _put(log_, block.height, body))
 
     def compact(self, snapshot_height: int) -> None:
@@ -227,7 +228,7 @@ class ChainStore:
         return self._epochs.log
 
     def append_epoch(self, block: Block, commit: Commit) -> None:
-        body = pack([block.wire(), commit.wire()])
+        body = _encode_block(block, commit)
         self._epochs.write(lambda log_: log_.append([body]))
 
     def epoch_proofs(self) -> list[tuple[Block, Commit]]:
@@ -236,7 +237,7 @@ class ChainStore:
 
     def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None:
         """A node that started from a snapshot keeps the proofs it was given (it serves them in turn)."""
-        bodies = [pack([b.wire(), c.wire()]) for b, c in proofs]
+        bodies = [_encode_block(b, c) for b, c in proofs]
 
         def replace(log_: RecordLog) -> None:
             if log_.last_index >= log_.first_index:
@@ -259,10 +260,11 @@ class ChainStore:
             return {**log_.stats(), "damaged": [str(d) for d in log_.damage[:8]], "tail_damaged": log_.tail_damaged}
         return {"blocks": of(self.blocks_log),
                 "outbox": {"pending": len(self._outbox), "lost": self._outbox.lost, **of(self.outbox_log)},
-                "snapshots": self.snapshots.stats(), "wal": of(self.wal_log), "reopened": self.reopened}
+                "snapshots": self.snapshots.stats(), "wal": of(self.wal_log), "epochs": of(self.epochs_log),
+                "reopened": self.reopened}
 
     def close(self) -> None:
-        for log_ in (self._blocks, self._wal, self._outbox_log, self._epochs):
+        for log_ in self._logs:
             log_.close()
 
 
@@ -279,6 +281,10 @@ def _put(log_: RecordLog, height: int, body: bytes) -> None:
         # a restored snapshot or a jump: older blocks are not ours to serve
         log_.truncate_before(height)
         log_.append([body], index=height)
+
+
+def _encode_block(block: Block, commit: Commit) -> bytes:
+    return pack([block.wire(), commit.wire()])
 
 
 def _decode_block(body: bytes) -> tuple[Block, Commit]:
