@@ -96,10 +96,13 @@ def _manager(tmp: str, **extra):
                        node_id_for=NodeIdentity.node_id_for)
 
 
-def _register_bench_type() -> None:
+def _register_bench_type(manager: Any) -> None:
     from p2p import messages as m
-    m.register_schema("bench_order", {"id": m.is_str(64), "origin": m.is_node_id, "ts": m.is_number,
-                                      "price": m.is_int(), "qty": m.is_int()})
+    fields = {"id": m.is_str(64), "origin": m.is_node_id, "ts": m.is_number, "price": m.is_int(), "qty": m.is_int()}
+    if hasattr(manager, "schemas"):
+        manager.schemas.add({"bench_order": m.schema(fields)})
+    else:                                  # a baseline checkout from before per-node schema registries
+        m.register_schema("bench_order", fields)
 
 
 def _run(main, use_uvloop: bool = False) -> Any:
@@ -113,11 +116,11 @@ def _run(main, use_uvloop: bool = False) -> Any:
 def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False,
                    code_dir: str | None = None) -> None:
     _use_code(code_dir)
-    _register_bench_type()
 
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manager = _manager(tmp)
+            _register_bench_type(manager)
             done = asyncio.get_running_loop().create_future()
             state = {"count": 0, "first": 0.0}
 
@@ -141,11 +144,11 @@ def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop:
 def _link_sender(port: int, total: int, result_q: mp.Queue, use_uvloop: bool = False,
                  code_dir: str | None = None) -> None:
     _use_code(code_dir)
-    _register_bench_type()
 
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manager = _manager(tmp)
+            _register_bench_type(manager)
             await manager.start()
             link = await manager.dial("127.0.0.1", port)
             sent = 0

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from exchange.chain.service import MESSAGE_TYPES, BadRequest, CannotServe, ChainService
 from p2p import messages as m
+from p2p.close_reason import CloseReason
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
 log = logging.getLogger("node.chain")
@@ -24,10 +25,8 @@ log = logging.getLogger("node.chain")
 _UNICAST = tuple(t for t in MESSAGE_TYPES if t != "chain_decision")
 
 
-def register_chain_schemas() -> None:
-    """The envelope of every chain message: its `body` is checked in depth by the chain itself."""
-    for kind in MESSAGE_TYPES:
-        m.register_schema(kind, {"body": m.is_any})
+# The envelope of every chain message: its `body` is checked in depth by the chain itself.
+CHAIN_SCHEMAS: m.SchemaTable = {kind: m.schema({"body": m.is_any}) for kind in MESSAGE_TYPES}
 
 
 class P2PChainNetwork:
@@ -96,7 +95,7 @@ class P2PChainNetwork:
     # ------------------------------------------------------------------ wiring
     def attach(self, chain: ChainService) -> None:
         self.chain = chain
-        register_chain_schemas()
+        self.peers.schemas.add(CHAIN_SCHEMAS)
         for kind in _UNICAST:
             self.router.subscribe(kind, chain.on_message)
         self.router.declare_broadcast("chain_decision", validator=self._check_decision)
@@ -113,7 +112,7 @@ class P2PChainNetwork:
         info = self.chain.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
 
-    def _peer_chain(self, node_id: str | None, public_key: Any, fields: Any) -> str | None:
+    def _peer_chain(self, node_id: str | None, public_key: Any, fields: Any) -> CloseReason | None:
         if self.chain is None or not node_id:
             return None
         chain = fields.get("chain") if isinstance(fields, dict) else None
@@ -121,9 +120,9 @@ class P2PChainNetwork:
                 and isinstance(chain[1], int) and 0 <= chain[1] < (1 << 62)):
             return None
         key = public_key if isinstance(public_key, bytes) else b""
-        return self.chain.on_peer_info(node_id, key, chain[0] or None, chain[1])
+        return None if self.chain.on_peer_info(node_id, key, chain[0] or None, chain[1]) else CloseReason.GENESIS_MISMATCH
 
-    def _admit(self, hello: dict) -> str | None:
+    def _admit(self, hello: dict) -> CloseReason | None:
         return self._peer_chain(hello.get("node_id"), None, hello)
 
     def _on_open(self, link: Any) -> None:

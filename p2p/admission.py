@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from p2p.close_reason import CloseReason
+
 PROTECT_NETGROUPS = 4
 PROTECT_LOW_RTT = 8
 
@@ -61,7 +63,7 @@ class Candidate:
     rtt: float | None
 
 
-def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[str]) -> str | None:
+def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[str]) -> CloseReason | None:
     """"too_many_from_ip" / "too_many_from_subnet" when `host` already holds its share of inbound
     connections (handshakes in progress included), else None."""
     group = netgroup(host)
@@ -74,9 +76,9 @@ def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[s
         if netgroup(other) == group:
             same_group += 1
     if same_ip >= limits.per_ip:
-        return "too_many_from_ip"
+        return CloseReason.TOO_MANY_FROM_IP
     if same_group >= limits.per_subnet:
-        return "too_many_from_subnet"
+        return CloseReason.TOO_MANY_FROM_SUBNET
     return None
 
 

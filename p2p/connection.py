@@ -23,15 +23,14 @@ import time
 from typing import Any, Protocol, cast
 
 from p2p import messages as m
+from p2p.close_reason import CloseReason, LinkReason, remote_reason
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
 frame_header = HEADER.pack
 log = logging.getLogger("p2p.link")
 
-_SCHEMAS = m._SCHEMAS
 _LINK_TYPES = frozenset({"heartbeat", "goodbye", "handshake", "handshake_ack"})
-_REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class LinkState(StrEnum):
@@ -60,18 +59,19 @@ class LinkHost(Protocol):
     send_buffer_bytes: int
     handshake_timeout: float
     static_identity: StaticIdentity
+    schemas: m.Schemas
 
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool: ...
     def node_id_for(self, public_key: bytes) -> str: ...
-    def accept(self, link: "PeerLink") -> str | None: ...
+    def accept(self, link: "PeerLink") -> CloseReason | None: ...
     def local_hello(self, link: "PeerLink") -> dict: ...
-    def admit(self, link: "PeerLink", hello: dict) -> str | None: ...
-    def claim(self, link: "PeerLink") -> str | None: ...
+    def admit(self, link: "PeerLink", hello: dict) -> CloseReason | None: ...
+    def claim(self, link: "PeerLink") -> CloseReason | None: ...
     def on_open(self, link: "PeerLink") -> None: ...
     def on_message(self, link: "PeerLink", message: dict) -> None: ...
     def on_heartbeat(self, link: "PeerLink", message: dict) -> None: ...
     def on_unknown(self, link: "PeerLink", message: dict) -> None: ...
-    def on_closed(self, link: "PeerLink", reason: str, was_open: bool) -> None: ...
+    def on_closed(self, link: "PeerLink", reason: LinkReason, was_open: bool) -> None: ...
     def on_internal_error(self, link: "PeerLink", where: str, exc: BaseException) -> None: ...
 
 
@@ -99,7 +99,7 @@ class PeerLink(asyncio.Protocol):
         self.remote_public_key: bytes | None = None
         self.remote_hello: dict | None = None
         self.remote_addr: tuple[str, int] | None = None
-        self.close_reason: str | None = None
+        self.close_reason: LinkReason | None = None
         self.close_detail = ""
         self.close_fault: str | None = None  # "peer", "path" or "ours" when a failure closed the link
         self._loop = asyncio.get_running_loop()
@@ -200,7 +200,7 @@ class PeerLink(asyncio.Protocol):
     def _dispatch_open(self, messages: list[dict]) -> None:
         """Hot path for an open link: application messages go straight to their compiled schema
         check and the host; link-level types take the general path."""
-        schemas = _SCHEMAS
+        schemas = self.host.schemas.checks
         deliver = self.host.on_message
         for message in messages:
             if self.state != OPEN:
@@ -213,7 +213,7 @@ class PeerLink(asyncio.Protocol):
                 continue
             bad = check(message)
             if bad is not None:
-                raise m.ProtocolError("malformed_message", f"{kind}.{bad}")
+                raise m.ProtocolError(CloseReason.MALFORMED_MESSAGE, f"{kind}.{bad}")
             deliver(self, message)
 
     def eof_received(self) -> bool | None:
@@ -223,7 +223,8 @@ class PeerLink(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
         try:
-            self._finish(self.close_reason or ("connection_reset" if exc else "connection_closed"), str(exc or ""))
+            ended = CloseReason.CONNECTION_RESET if exc else CloseReason.CONNECTION_CLOSED
+            self._finish(self.close_reason or ended, str(exc or ""))
         except Exception as error:  # noqa: BLE001
             self.host.on_internal_error(self, "link.lost", error)
 
@@ -256,7 +257,7 @@ class PeerLink(asyncio.Protocol):
         self.handshake_hash = handshake.handshake_hash or b""
         self._secure = handshake.transport()
         if self.remote_id == self.host.node_id:
-            self.close("self_connection", "the remote key is our own")
+            self.close(CloseReason.SELF_CONNECTION, "the remote key is our own")
             return b""
         self.state = HANDSHAKING
         self.send(self.host.local_hello(self))
@@ -272,13 +273,13 @@ class PeerLink(asyncio.Protocol):
         kind = message["type"]
         if self.state == OPEN:
             if kind == "heartbeat":
-                m.validate(message)
+                self.host.schemas.validate(message)
                 self._on_heartbeat(message)
             elif kind == "goodbye":
                 self._on_goodbye(message)
             elif kind in ("handshake", "handshake_ack"):
-                raise m.ProtocolError("unexpected_handshake", kind)
-            elif m.validate(message):
+                raise m.ProtocolError(CloseReason.UNEXPECTED_HANDSHAKE, kind)
+            elif self.host.schemas.validate(message):
                 self.host.on_message(self, message)
             else:
                 self.host.on_unknown(self, message)
@@ -290,21 +291,21 @@ class PeerLink(asyncio.Protocol):
         elif kind == "goodbye":
             self._on_goodbye(message)
         else:
-            raise m.ProtocolError("handshake_required", kind)
+            raise m.ProtocolError(CloseReason.HANDSHAKE_REQUIRED, kind)
 
     def _on_hello(self, hello: dict) -> None:
         if self.remote_hello is not None:
-            raise m.ProtocolError("duplicate_handshake")
-        m.validate(hello)
+            raise m.ProtocolError(CloseReason.DUPLICATE_HANDSHAKE)
+        self.host.schemas.validate(hello)
         host = self.host
         protocol = hello["protocol"]
         if not m.MIN_PROTOCOL_VERSION <= protocol <= m.MAX_PROTOCOL_VERSION:
-            return self.close("incompatible_version", f"peer speaks {protocol}, we accept "
+            return self.close(CloseReason.INCOMPATIBLE_VERSION, f"peer speaks {protocol}, we accept "
                                                       f"{m.MIN_PROTOCOL_VERSION}..{m.MAX_PROTOCOL_VERSION}")
         if hello["network"] != host.network_id:
-            return self.close("network_mismatch", f"peer network {hello['network']!r}, ours {host.network_id!r}")
+            return self.close(CloseReason.NETWORK_MISMATCH, f"peer network {hello['network']!r}, ours {host.network_id!r}")
         if hello["node_id"] != self.remote_id:
-            return self.close("identity_mismatch", "the hello names another node than the Noise handshake proved",
+            return self.close(CloseReason.IDENTITY_MISMATCH, "the hello names another node than the Noise handshake proved",
                               fault="peer")
         self.remote_hello = hello
         refusal_reason = host.admit(self, hello)
@@ -315,7 +316,7 @@ class PeerLink(asyncio.Protocol):
     def _on_ack(self, ack: dict) -> None:
         """The peer accepted our hello (and we accepted its own, or we would have closed)."""
         if self.remote_hello is None:
-            raise m.ProtocolError("handshake_required", "ack before hello")
+            raise m.ProtocolError(CloseReason.HANDSHAKE_REQUIRED, "ack before hello")
         refusal_reason = self.host.claim(self)  # only a proven identity may displace another link
         if refusal_reason:
             return self.close(refusal_reason)
@@ -328,11 +329,9 @@ class PeerLink(asyncio.Protocol):
             self.ready.set_result(self)
 
     def _on_goodbye(self, message: dict) -> None:
-        reason = message.get("reason")
-        reason = "".join(c for c in reason[:48] if c in _REASON_CHARS) if isinstance(reason, str) else ""
         detail = message.get("detail")
         detail = detail if isinstance(detail, str) else ""
-        self.close("remote_" + (reason or "unknown"), detail, send_goodbye=False)
+        self.close(remote_reason(message.get("reason")), detail, send_goodbye=False)
 
     def _on_heartbeat(self, message: dict) -> None:
         self.peer_ts = message["ts"]
@@ -382,7 +381,7 @@ class PeerLink(asyncio.Protocol):
         return True
 
     def _overflow(self) -> bool:
-        self.close("send_buffer_overflow", "peer is not reading fast enough", send_goodbye=False)
+        self.close(CloseReason.SEND_BUFFER_OVERFLOW, "peer is not reading fast enough", send_goodbye=False)
         return False
 
     def _flush(self) -> None:
@@ -413,13 +412,13 @@ class PeerLink(asyncio.Protocol):
     # --- closing ----------------------------------------------------------------------------
     def _handshake_expired(self) -> None:
         if self.state in (SECURING, HANDSHAKING):
-            self.close("handshake_timeout", f"no handshake within {self.host.handshake_timeout:g}s")
+            self.close(CloseReason.HANDSHAKE_TIMEOUT, f"no handshake within {self.host.handshake_timeout:g}s")
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         self.host.on_internal_error(self, where, exc)
-        self.close("internal_error", type(exc).__name__, fault="ours")
+        self.close(CloseReason.INTERNAL_ERROR, type(exc).__name__, fault="ours")
 
-    def close(self, reason: str, detail: str = "", *, send_goodbye: bool = True, fault: str | None = None) -> None:
+    def close(self, reason: LinkReason, detail: str = "", *, send_goodbye: bool = True, fault: str | None = None) -> None:
         """Close with a reason (sent to the peer in an encrypted goodbye when the link can still carry one).
         `fault` says who caused a failure: "peer" (penalised), "path" or "ours" (nobody is)."""
         if self.state == CLOSED:
@@ -429,7 +428,7 @@ class PeerLink(asyncio.Protocol):
         self.close_fault = fault
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if reason == "send_buffer_overflow":
+            if reason == CloseReason.SEND_BUFFER_OVERFLOW:
                 transport.abort()
             else:
                 if send_goodbye and self._secure is not None:
@@ -440,7 +439,7 @@ class PeerLink(asyncio.Protocol):
                     transport.close()
         self._finish(reason, detail)
 
-    def _finish(self, reason: str, detail: str) -> None:
+    def _finish(self, reason: LinkReason, detail: str) -> None:
         if self.state == CLOSED:
             return
         was_open = self.state == OPEN
@@ -462,7 +461,7 @@ class PeerLink(asyncio.Protocol):
 
 
 class LinkClosed(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: LinkReason, detail: str = "") -> None:
         super().__init__(f"{reason} {detail}".strip())
         self.reason = reason
         self.detail = detail

@@ -11,6 +11,8 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
+from p2p.close_reason import CloseReason
+
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
@@ -24,18 +26,18 @@ MAX_MAP_LEN = 10_000
 class FrameError(Exception):
     """A frame that cannot be accepted; `reason` is the goodbye/close reason sent to the peer."""
 
-    reason = "malformed_frame"
+    reason: CloseReason = CloseReason.MALFORMED_FRAME
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
 
 
 class FrameTooLarge(FrameError):
-    reason = "frame_too_large"
+    reason = CloseReason.FRAME_TOO_LARGE
 
 
 class MalformedFrame(FrameError):
-    reason = "malformed_frame"
+    reason = CloseReason.MALFORMED_FRAME
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack

@@ -2,12 +2,18 @@
 
 Every frame is a map with `type`. Known types are checked against a schema (required fields,
 types, size bounds); a malformed known type is a protocol violation that closes the link.
-Unknown types are counted and ignored so newer peers can add messages. Later layers
-(router, replication, RPC) register their own types with `register_schema`.
+Unknown types are counted and ignored so newer peers can add messages.
+
+What a node understands is a `Schemas` registry its PeerManager owns: the link protocol's own types
+(`LINK_SCHEMAS`) are always in it; every other layer declares its table as a constant (routing,
+RPC, peer exchange, chain) and adds it when the composition root builds that layer, so a type is
+accepted because a component that handles it was built, never because its module was imported.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
+
+from p2p.close_reason import CloseReason
 
 # Protocol 2: every link is Noise-encrypted and the node id is proven by the Noise handshake.
 # A node links only with peers whose hello states a version in [MIN, MAX]; a release that stays
@@ -23,7 +29,7 @@ MAX_LIST = 512
 class ProtocolError(Exception):
     """A message that breaks the protocol; `reason` becomes the close reason."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: CloseReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -80,7 +86,14 @@ def custom(func: Callable[[Any], bool]) -> Check:
 
 
 _MISSING = object()
-_SCHEMAS: dict[str, Callable[[dict], str | None]] = {}
+FieldChecks = dict[str, Callable]
+Schema = tuple[FieldChecks, FieldChecks]    # (required fields, optional fields), each name -> check
+SchemaTable = Mapping[str, Schema]
+MessageCheck = Callable[[dict], "str | None"]
+
+
+def schema(required: FieldChecks, optional_fields: FieldChecks | None = None) -> Schema:
+    return required, optional_fields or {}
 
 
 def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable]) -> Callable[[dict], str | None]:
@@ -114,61 +127,78 @@ def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict
     return env["validate"]
 
 
-def register_schema(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable] | None = None) -> None:
-    _SCHEMAS[msg_type] = _compile(msg_type, required, optional_fields or {})
+class Schemas:
+    """The message types one node understands, each with its compiled check (see the module doc)."""
 
+    def __init__(self, *tables: SchemaTable) -> None:
+        self.checks: dict[str, MessageCheck] = {}     # read directly on the link's hot path
+        self._declared: dict[str, Schema] = {}
+        for table in (LINK_SCHEMAS, *tables):
+            self.add(table)
 
-def validate(message: dict) -> bool:
-    """True if the type is known and the message is well formed; False if the type is unknown.
+    def add(self, table: SchemaTable) -> None:
+        """Accept the table's types. Adding the same declaration again is a no-op (a component built
+        twice on one PeerManager); a second, different declaration of a type is a programming error."""
+        for kind, declared in table.items():
+            known = self._declared.get(kind)
+            if known is declared:
+                continue
+            if known is not None:
+                raise ValueError(f"message type {kind!r} is declared twice")
+            self._declared[kind] = declared
+            self.checks[kind] = _compile(kind, *declared)
 
-    Raises ProtocolError("malformed_message") for a known type with bad fields.
-    """
-    check = _SCHEMAS.get(message["type"])
-    if check is None:
-        return False
-    bad = check(message)
-    if bad is not None:
-        raise ProtocolError("malformed_message", f"{message['type']}.{bad}")
-    return True
+    def __contains__(self, kind: object) -> bool:
+        return kind in self.checks
 
+    def types(self) -> Iterable[str]:
+        return self.checks.keys()
 
-def schema_for(msg_type: str) -> Callable[[dict], str | None] | None:
-    return _SCHEMAS.get(msg_type)
+    def validate(self, message: dict) -> bool:
+        """True if the type is known and the message is well formed; False if the type is unknown.
+        Raises ProtocolError(MALFORMED_MESSAGE) for a known type with bad fields."""
+        check = self.checks.get(message["type"])
+        if check is None:
+            return False
+        bad = check(message)
+        if bad is not None:
+            raise ProtocolError(CloseReason.MALFORMED_MESSAGE, f"{message['type']}.{bad}")
+        return True
 
 
 # --- link-level messages -------------------------------------------------------------------
 
-# The hello, sent inside the encrypted channel once the Noise handshake has proven `node_id`.
-# Fields a higher layer adds (PeerManager.hello_extras) travel alongside and are not checked here.
-register_schema(
-    "handshake",
-    {
-        "node_id": is_node_id,
-        "protocol": is_int(0, (1 << 63) - 1),
-        "network": is_str(64),
-        "listen_port": is_int(0, 65535),
-    },
-    {
-        "listen_host": optional(is_str(255)),
-        "capabilities": is_list(64, is_str(64)),
-        "services": is_list(256, is_str(128)),
-        "software": is_str(128),
-        "ts": is_number,
-        "dial_seq": is_int(),
-    },
-)
-register_schema("handshake_ack", {})  # "your hello is accepted": a link opens once both sides said it
-register_schema(
-    "heartbeat",
-    {"ts": is_number},
-    {
-        "echo": optional(is_number),
-        "hold": optional(is_number),
-        "links": is_list(1024, is_node_id),
-        "watermark": is_any,
-    },
-)
-register_schema("goodbye", {"reason": is_str(64)}, {"detail": is_str(512)})
+LINK_SCHEMAS: SchemaTable = {
+    # The hello, sent inside the encrypted channel once the Noise handshake has proven `node_id`.
+    # Fields a higher layer adds (PeerManager.hello_extras) travel alongside and are not checked here.
+    "handshake": schema(
+        {
+            "node_id": is_node_id,
+            "protocol": is_int(0, (1 << 63) - 1),
+            "network": is_str(64),
+            "listen_port": is_int(0, 65535),
+        },
+        {
+            "listen_host": optional(is_str(255)),
+            "capabilities": is_list(64, is_str(64)),
+            "services": is_list(256, is_str(128)),
+            "software": is_str(128),
+            "ts": is_number,
+            "dial_seq": is_int(),
+        },
+    ),
+    "handshake_ack": schema({}),  # "your hello is accepted": a link opens once both sides said it
+    "heartbeat": schema(
+        {"ts": is_number},
+        {
+            "echo": optional(is_number),
+            "hold": optional(is_number),
+            "links": is_list(1024, is_node_id),
+            "watermark": is_any,
+        },
+    ),
+    "goodbye": schema({"reason": is_str(64)}, {"detail": is_str(512)}),
+}
 
 
 def goodbye(reason: str, detail: str = "") -> dict:

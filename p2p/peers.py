@@ -29,6 +29,7 @@ from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
+from p2p.close_reason import CloseReason, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
@@ -43,19 +44,19 @@ log = logging.getLogger("p2p.peers")
 
 SOFTWARE = "exchange-node/0.1.0"
 # Close reasons after which we do not redial the address.
-NO_REDIAL = {"self_connection", "network_mismatch", "remote_network_mismatch", "incompatible_version",
-             "remote_incompatible_version", "identity_mismatch"}
+NO_REDIAL = frozenset({CloseReason.SELF_CONNECTION, CloseReason.IDENTITY_MISMATCH}) | with_remote(
+    CloseReason.NETWORK_MISMATCH, CloseReason.INCOMPATIBLE_VERSION)
 # Close reasons that say nothing bad about the peer.
-BENIGN = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown", "too_many_peers",
-          "remote_too_many_peers", "evicted", "remote_evicted", "too_many_from_ip", "remote_too_many_from_ip",
-          "too_many_from_subnet", "remote_too_many_from_subnet"}
+BENIGN = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.TOO_MANY_PEERS, CloseReason.EVICTED,
+                     CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET)
 # Closes that are no failure worth an operator's attention.
-QUIET = {"duplicate_link", "remote_duplicate_link", "shutdown", "remote_shutdown"}
+QUIET = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN)
 BAN_THRESHOLD = 100.0
 MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons could be endless)
 MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
 VIOLATION_POINTS = 25.0  # a protocol violation that closed the link (unless the reason says otherwise)
-POINTS = {"bad_signature": 50.0, "spoofed_origin": 50.0, "identity_mismatch": 50.0}
+POINTS: dict[str, float] = {CloseReason.BAD_SIGNATURE: 50.0, CloseReason.SPOOFED_ORIGIN: 50.0,
+                            CloseReason.IDENTITY_MISMATCH: 50.0}
 
 
 class Identity(Protocol):
@@ -140,7 +141,7 @@ class PeerManager:
         self.eviction = EvictionPolicy()
         self._kept: frozenset[str] = frozenset()
         self.hello_extras: list[Callable[[], dict]] = []
-        self.admission_hooks: list[Callable[[dict], str | None]] = []
+        self.admission_hooks: list[Callable[[dict], CloseReason | None]] = []
         self.no_redial: set[str] = set(NO_REDIAL)
         self.failures = FailureLog(log)
         self.internal_errors = InternalErrors(log)
@@ -167,6 +168,7 @@ class PeerManager:
         self.counters: dict[str, int] = {"links_opened": 0, "links_closed": 0, "dials": 0, "dial_failures": 0,
                                          "bans": 0, "protocol_errors": 0, "refused_inbound": 0, "evictions": 0}
         self.close_reasons: dict[str, int] = {}
+        self.schemas = m.Schemas()  # what links accept; each layer built on this manager adds its types
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._dial_tasks: set[asyncio.Task] = set()
@@ -198,7 +200,7 @@ class PeerManager:
     def node_id_for(self, public_key: bytes) -> str:
         return self._node_id_for(public_key)
 
-    def accept(self, link: PeerLink) -> str | None:
+    def accept(self, link: PeerLink) -> CloseReason | None:
         """A new inbound connection, before any handshake: per-address caps, then a free inbound slot
         (making one by eviction if the policy finds an inbound peer worth less than a newcomer)."""
         host = link.remote_addr[0] if link.remote_addr else ""
@@ -214,15 +216,15 @@ class PeerManager:
                 self.counters["evictions"] += 1
                 log.info("evicting inbound peer %s %s to make room for %s", (victim.remote_id or "?")[:12],
                          victim.remote_addr, link.remote_addr)
-                victim.close("evicted", "making room for a new inbound peer")
+                victim.close(CloseReason.EVICTED, "making room for a new inbound peer")
             elif kept_host:
                 link.provisional = True  # only a node we keep linked may use this slot
             else:
-                return self._refused(link, "too_many_peers")
+                return self._refused(link, CloseReason.TOO_MANY_PEERS)
         self._inbound_pending.add(link)
         return None
 
-    def _refused(self, link: PeerLink, reason: str) -> str:
+    def _refused(self, link: PeerLink, reason: CloseReason) -> CloseReason:
         self.counters["refused_inbound"] += 1
         return reason
 
@@ -261,34 +263,34 @@ class PeerManager:
         missing = self._kept - set(self.links)
         return {entry.host for entry in self.book if entry.node_id in missing}
 
-    def admit(self, link: PeerLink, hello: dict) -> str | None:
+    def admit(self, link: PeerLink, hello: dict) -> CloseReason | None:
         """The remote's hello, its identity proven: bans, a provisional slot, then the higher layers' hooks."""
         node_id = hello["node_id"]
         record = self.peers.get(node_id)
         if record is not None and record.banned_until > time.monotonic():
-            return "banned"
+            return CloseReason.BANNED
         if link.provisional and node_id not in self._kept:
-            return "too_many_peers"
+            return CloseReason.TOO_MANY_PEERS
         for hook in self.admission_hooks:
             try:
                 reason = hook(hello)
             except Exception as exc:  # noqa: BLE001 - a broken hook refuses rather than admits
                 self.internal_errors.report("peers.admission_hook", exc)
-                return "admission_error"
+                return CloseReason.ADMISSION_ERROR
             if reason:
                 return reason
         return None
 
-    def claim(self, link: PeerLink) -> str | None:
+    def claim(self, link: PeerLink) -> CloseReason | None:
         """The peer proved its id: keep exactly one link per node, chosen the same way on both ends."""
         node_id = link.remote_id
         assert node_id is not None
         other = self._claimed.get(node_id)
         if other is not None and other is not link and other.state != LinkState.CLOSED:
             if self._link_rank(link) < self._link_rank(other):
-                other.close("duplicate_link", "a preferred link to this node exists")
+                other.close(CloseReason.DUPLICATE_LINK, "a preferred link to this node exists")
             else:
-                return "duplicate_link"
+                return CloseReason.DUPLICATE_LINK
         self._claimed[node_id] = link
         return None
 
@@ -354,7 +356,7 @@ class PeerManager:
         if "dst" in message and message.get("origin", link.remote_id) != link.remote_id and message["type"] != "relay":
             # a unicast straight from a neighbour names its author: it can only be that neighbour
             # (a relayed one travels in a `relay` wrapper, signed by its origin: the router checks that)
-            raise m.ProtocolError("spoofed_origin", f"{message['type']} names origin {str(message.get('origin'))[:12]}")
+            raise m.ProtocolError(CloseReason.SPOOFED_ORIGIN, f"{message['type']} names origin {str(message.get('origin'))[:12]}")
         handler = self.link_message_handlers.get(message["type"])
         if handler is not None:
             handler(link, message)
@@ -370,8 +372,9 @@ class PeerManager:
     def on_internal_error(self, link: PeerLink, where: str, exc: BaseException) -> None:
         self.internal_errors.report(where, exc, repr(link))
 
-    def on_closed(self, link: PeerLink, reason: str, was_open: bool) -> None:
-        counted = reason if reason in self.close_reasons or len(self.close_reasons) < MAX_REASONS else "other"
+    def on_closed(self, link: PeerLink, reason: LinkReason, was_open: bool) -> None:
+        key = str(reason)                   # a plain str: counts are JSON maps keyed by reason
+        counted = key if key in self.close_reasons or len(self.close_reasons) < MAX_REASONS else "other"
         self.close_reasons[counted] = self.close_reasons.get(counted, 0) + 1
         self._inbound_pending.discard(link)
         node_id = link.remote_id
@@ -379,7 +382,7 @@ class PeerManager:
             del self._claimed[node_id]
         if link.close_fault == "peer":
             self.counters["protocol_errors"] += 1
-            self.violations[reason] = self.violations.get(reason, 0) + 1
+            self.violations[key] = self.violations.get(key, 0) + 1
             log.warning("closed link %r: %s %s", link, reason, link.close_detail)
             if node_id:
                 self.penalize(node_id, POINTS.get(reason, VIOLATION_POINTS), reason)
@@ -485,7 +488,7 @@ class PeerManager:
         log.warning("banned peer %s for %.0fs: %s", node_id[:12], seconds, reason)
         link = self._claimed.get(node_id)
         if link is not None:
-            link.close("banned", reason)
+            link.close(CloseReason.BANNED, reason)
 
     async def dial(self, host: str, port: int, source: str = "manual") -> PeerLink:
         """Dial now (no pacing); used by tests and operators. Raises DialError."""
@@ -508,12 +511,12 @@ class PeerManager:
             self.counters["dial_failures"] += 1
             self._dial_failed(address, source, exc.reason, exc.detail)
             self.on_dial_result(source, False)
-            if exc.reason in ("self_connection",):
+            if exc.reason == CloseReason.SELF_CONNECTION:
                 self.book.self_addresses.add(address)
                 self.book.remove(address)
             elif exc.reason in self.no_redial:
                 self.book.remove(address)
-            elif exc.reason in ("duplicate_link", "remote_duplicate_link"):  # it works: we are linked already
+            elif exc.reason in with_remote(CloseReason.DUPLICATE_LINK):  # it works: we are linked already
                 self.book.mark_failed(address, exc.reason, delay=self.config.reconnect_cap, reached=True)
             else:
                 self.book.mark_failed(address, exc.reason, delay=self._redial_delay(verdict))
@@ -542,7 +545,7 @@ class PeerManager:
         await self.transport.close()
         links = list(set(self._claimed.values()) | self._inbound_pending)
         for link in links:
-            link.close("shutdown")
+            link.close(CloseReason.SHUTDOWN)
         if links:  # let transports flush their goodbyes before the loop can end
             await asyncio.wait([link.lost for link in links], timeout=1.0)
         await self.save()
@@ -584,7 +587,7 @@ class PeerManager:
                 extra.update(build())
             for link in list(self.links.values()):
                 if now - link.last_recv > dead_after:
-                    link.close("heartbeat_timeout", f"silent for {now - link.last_recv:.1f}s")
+                    link.close(CloseReason.HEARTBEAT_TIMEOUT, f"silent for {now - link.last_recv:.1f}s")
                 else:
                     link.heartbeat(extra)
 

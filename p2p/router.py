@@ -33,7 +33,7 @@ from p2p.resilience.protection import Protection
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
 from p2p.routing.context import RoutingContext
-from p2p.routing.envelope import (BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
+from p2p.routing.envelope import (ROUTING_SCHEMAS, BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
 from p2p.routing.grenache_path import GrenachePath
 from p2p.routing.inbound_limit import InboundLimiter
@@ -51,6 +51,7 @@ class MessageRouter:
 
     def __init__(self, peers: Any, config: RouterConfig) -> None:
         self.peers = peers
+        peers.schemas.add(ROUTING_SCHEMAS)
         self.config = config
         self.node_id: str = peers.node_id
         self.max_frame_bytes = config.max_frame_bytes
@@ -157,7 +158,7 @@ class MessageRouter:
             service=config.service, host=config.host, port=config.port, max_frame_bytes=self.max_frame_bytes,
             accept_unicast=unicast.on_grenache, accept_broadcast=plumtree.on_grenache,
             delivered=unicast.grenache_delivered, failed=unicast.grenache_failed,
-            reachable_again=unicast.reachable_again, report=self.subscribers.internal_error,
+            reachable_again=unicast.reachable_again, report=self.subscribers.internal_error, schemas=self.peers.schemas,
             announce_interval=config.announce_interval,
             inbound_rate=self.inbound.rate, inbound_burst=self.inbound.burst)
         unicast.grenache = path

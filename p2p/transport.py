@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from p2p.close_reason import CloseReason
 from p2p.connection import Direction, LinkClosed, LinkHost, PeerLink
 
 
@@ -49,7 +50,7 @@ class Transport:
         except LinkClosed as exc:
             raise DialError(address, exc.reason, exc.detail) from None
         except TimeoutError:
-            raise DialError(address, "dial_timeout", f"no link within {timeout:g}s") from None
+            raise DialError(address, CloseReason.DIAL_TIMEOUT, f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included
             raise DialError(address, os_reason(exc), str(exc)) from None
 

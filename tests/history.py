@@ -317,8 +317,7 @@ class History:
                         self._violation(None, f"order {order_id} (answered {accepted[order_id].answered}) is "
                                               f"{status} on {client.name} at the end: {body}")
         for market in markets:
-            books = [c.get(f"/book/{market}?depth=100000") for c in clients]
-            logs = [c.get(f"/trades/{market}?limit={MAX_TRADES}") for c in clients]
+            books, logs = self._read_at_one_height(clients, market)
             with self._lock:
                 views = {(b[1].get("height"), b[1].get("state_hash"), b[1].get("digest")) for b in books}
                 if len(views) != 1 or any(b[0] != 200 for b in books):
@@ -333,6 +332,21 @@ class History:
                 self._fills_match_trades(market, logs[0][1]["trades"])
                 traders.update(a for t in logs[0][1]["trades"] for a in (t.get("buyer"), t.get("seller")) if a)
         self._positions_balance(clients[0], traders)
+
+    @staticmethod
+    def _read_at_one_height(clients: list["RecordingClient"], market: str,
+                            timeout: float = 10.0) -> tuple[list, list]:
+        """Every node's book and trade log, read while no block landed between the first and the last
+        read: a live chain keeps committing (empty blocks included), so one pass over the nodes can
+        straddle a block. After `timeout` the last pass is returned as it is and judged as it is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            books = [c.get(f"/book/{market}?depth=100000") for c in clients]
+            logs = [c.get(f"/trades/{market}?limit={MAX_TRADES}") for c in clients]
+            heights = {b[1].get("height") for b in books} | {b[1].get("height") for b in logs}
+            if len(heights) == 1 or time.monotonic() >= deadline:
+                return books, logs
+            time.sleep(0.05)
 
     def _fills_match_trades(self, market: str, trades: list[dict]) -> None:
         filled: dict[str, Decimal] = defaultdict(Decimal)

@@ -423,8 +423,8 @@ class ChainService:
         """What our handshakes and heartbeats say about our chain."""
         return {"chain_id": self.genesis.chain_id if self.genesis else "", "height": self.core.height if self.core else 0}
 
-    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int) -> str | None:
-        """A peer's chain (from its hello or heartbeat). Returns a refusal reason when it is on another chain."""
+    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int) -> bool:
+        """A peer's chain (from its hello or heartbeat). False when it is on another chain: not to be linked."""
         now = self.clock()
         self.founding.observe(node_id, public_key, chain_id, height, now)
         mine = self.genesis.chain_id if self.genesis else None
@@ -435,11 +435,11 @@ class ChainService:
                             node_id[:12], self.network_id, chain_id[:16], height, mine[:16])
             self.conflicts[node_id] = {"chain_id": chain_id, "height": height, "seen": now,
                                        "reason": "founded apart (different genesis)"}
-            return "genesis_mismatch"
+            return False
         if self.core is not None and chain_id == mine:
             self.core.peer_height(node_id, height, now)
             self._schedule_pump()
-        return None
+        return True
 
     def on_peer_gone(self, node_id: str) -> None:
         self.founding.forget(node_id)

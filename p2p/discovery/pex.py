@@ -39,7 +39,7 @@ def _is_entry(v: Any) -> bool:
             and type(v[1]) is int and 0 <= v[1] <= 65535 and (v[2] is None or m.is_node_id(v[2])))
 
 
-m.register_schema(MSG_TYPE, {"peers": m.is_list(MAX_ENTRIES, _is_entry)})
+PEX_SCHEMAS: m.SchemaTable = {MSG_TYPE: m.schema({"peers": m.is_list(MAX_ENTRIES, _is_entry)})}
 
 
 def _is_ip(host: str) -> bool:
@@ -95,6 +95,7 @@ class PeerExchange(DiscoveryStrategy):
         super().__init__()
         self.stats: PexStats = PexStats()
         self.peers = peers
+        peers.schemas.add(PEX_SCHEMAS)
         self.fast_interval = fast_interval
         self.fast_period = fast_period
         self.slow_interval = slow_interval

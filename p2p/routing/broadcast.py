@@ -29,6 +29,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from p2p import messages as m
+from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
 from p2p.routing.context import RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
@@ -345,7 +346,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.dropped, "stale")
                 return False
             if problem is not None:
-                raise m.ProtocolError("bad_signature", f"{kind} {message['id']!s:.24} not signed by its origin")
+                raise m.ProtocolError(CloseReason.BAD_SIGNATURE, f"{kind} {message['id']!s:.24} not signed by its origin")
             author = message["origin"]
         validator = declared.validator
         if validator is not None:
@@ -372,7 +373,7 @@ class Plumtree(RoutingPart):
         ids = message["ids"]
         origins = message["origins"]
         if len(origins) != len(ids):
-            raise m.ProtocolError("malformed_message", "ihave.origins")
+            raise m.ProtocolError(CloseReason.MALFORMED_MESSAGE, "ihave.origins")
         self.counters.events["ihave_ids_received"] += len(ids)
         loop = None
         for mid, origin in zip(ids, origins):

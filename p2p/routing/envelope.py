@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from p2p import messages as m
+from p2p.close_reason import CloseReason
 
 MAX_IDS = 1024  # ids per ihave / graft frame
 MAX_HOPS_FIELD = 255
@@ -73,16 +74,18 @@ def new_message_id() -> str:
 is_hops = m.is_int(0, MAX_HOPS_FIELD)
 _is_pk = m.is_bytes(32, 32)
 _is_sig = m.is_bytes(64, 64)
-m.register_schema("relay", {"id": is_msg_id, "origin": m.is_node_id, "dst": m.is_node_id, "hops": is_hops,
-                            "body": m.is_bytes(1, 1 << 26), "pk": _is_pk, "sig": _is_sig}, {"ts": m.is_number})
-# ihave/graft: parallel lists of message ids and their origins
-m.register_schema("ihave", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
-m.register_schema("graft", {"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)})
-m.register_schema("prune", {"origin": m.is_node_id})
-# "note": a diagnostic broadcast/unicast type used by the debug API, tests and benchmarks.
-m.register_schema("note", {"id": is_msg_id, "origin": m.is_node_id},
-                  {"payload": lambda v: True, "ts": m.is_number, "hops": is_hops, "dst": m.is_node_id,
-                   "pk": _is_pk, "sig": _is_sig})
+ROUTING_SCHEMAS: m.SchemaTable = {
+    "relay": m.schema({"id": is_msg_id, "origin": m.is_node_id, "dst": m.is_node_id, "hops": is_hops,
+                       "body": m.is_bytes(1, 1 << 26), "pk": _is_pk, "sig": _is_sig}, {"ts": m.is_number}),
+    # ihave/graft: parallel lists of message ids and their origins
+    "ihave": m.schema({"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)}),
+    "graft": m.schema({"ids": m.is_list(MAX_IDS, is_msg_id), "origins": m.is_list(MAX_IDS, m.is_node_id)}),
+    "prune": m.schema({"origin": m.is_node_id}),
+    # "note": a diagnostic broadcast/unicast type used by the debug API, tests and benchmarks.
+    "note": m.schema({"id": is_msg_id, "origin": m.is_node_id},
+                     {"payload": lambda v: True, "ts": m.is_number, "hops": is_hops, "dst": m.is_node_id,
+                      "pk": _is_pk, "sig": _is_sig}),
+}
 
 
 def check_envelope(message: dict) -> None:
@@ -90,7 +93,7 @@ def check_envelope(message: dict) -> None:
     if not (is_msg_id(message["id"]) and m.is_node_id(message.get("origin"))
             and is_hops(message.get("hops", 0)) and m.is_number(message.get("ts", 0))
             and ("dst" not in message or m.is_node_id(message["dst"]))):
-        raise m.ProtocolError("malformed_message", f"{message['type']}.envelope")
+        raise m.ProtocolError(CloseReason.MALFORMED_MESSAGE, f"{message['type']}.envelope")
 
 
 UNICAST_PATHS = ("direct", "relay", "grenache")

@@ -84,13 +84,14 @@ class GrenachePath:
                  max_frame_bytes: int, accept_unicast: Callable[[dict], str | None],
                  accept_broadcast: Callable[[dict], str | None], delivered: Delivered, failed: Delivered,
                  reachable_again: Callable[[str], None], report: Callable[[str, BaseException], None],
-                 announce_interval: float = 30.0,
+                 schemas: m.Schemas, announce_interval: float = 30.0,
                  refresh_interval: float = 2.0, lookup_ttl: float = 10.0, negative_ttl: float = 2.0,
                  request_timeout: float = 5.0, inbound_rate: float = 2000.0, inbound_burst: float = 4000.0,
                  http: GrenacheHTTPClient | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.node_id = node_id
         self.network_id = network_id
+        self.schemas = schemas
         self.grape = grape
         self.service = service
         self.unicast_key = unicast_name(service, node_id)
@@ -427,13 +428,13 @@ class GrenachePath:
             return "malformed"
         try:
             message = decode_body(base64.b64decode(text, validate=True), self.max_frame_bytes)
-            if not m.validate(message):
+            if not self.schemas.validate(message):
                 return "unknown_type"
             return accept(message)
         except (binascii.Error, ValueError, MalformedFrame):
             return "malformed"
         except m.ProtocolError as exc:
-            return exc.reason
+            return str(exc.reason)          # a plain str: it keys JSON counts
         except Exception as exc:  # noqa: BLE001 - our bug: reported, the frame refused, the request answered
             self._report("router.grenache.receive", exc)
             return "internal_error"

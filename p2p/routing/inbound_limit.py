@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from p2p.close_reason import CloseReason
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.routing.envelope import RouterCounters, bump
 
@@ -71,4 +72,4 @@ class InboundLimiter:
                         self.ban_seconds)
             self.peers.ban(link.remote_id, self.ban_seconds, "flood")
             if link.is_open:  # ban() closes known peers; make sure of it
-                link.close("banned", "flood")
+                link.close(CloseReason.BANNED, "flood")

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Callable
 
 from p2p import messages as m
+from p2p.close_reason import CloseReason
 from p2p.delivery_queue import DeliveryQueue, Held
 from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame
 from p2p.routing.context import RoutingContext, RoutingPart
@@ -240,7 +241,7 @@ class Unicast(RoutingPart):
         then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
         counters = self.counters
         if not self.auth.check_relay(message):
-            raise m.ProtocolError("bad_signature", f"relay {message['id']!s:.24} not signed by its origin")
+            raise m.ProtocolError(CloseReason.BAD_SIGNATURE, f"relay {message['id']!s:.24} not signed by its origin")
         origin, dst, mid = message["origin"], message["dst"], message["id"]
         inner = self.relayed_inner(message)
         if inner is None:
@@ -294,8 +295,8 @@ class Unicast(RoutingPart):
             kind = inner["type"]
             if kind in CONTROL_TYPES or inner.get("id") != message["id"] or inner.get("origin") != origin \
                     or inner.get("dst") != message["dst"]:
-                raise m.ProtocolError("malformed_message", "relay.body does not match its wrapper")
-            known = m.validate(inner)
+                raise m.ProtocolError(CloseReason.MALFORMED_MESSAGE, "relay.body does not match its wrapper")
+            known = self.peers.schemas.validate(inner)
             check_envelope(inner)
         except (MalformedFrame, m.ProtocolError) as exc:
             bump(self.counters.dropped, "relayed_malformed")

@@ -35,9 +35,11 @@ down or being probed, it chooses nobody: the caller waits for an answer or for t
 to end (`wait_hint`), when that peer gets its probe.
 
 An outlier whose exploration did not come back normal is confirmed: it stays out, on its estimates
-as measured (no drift), until an answer within `healed_factor` x the prior, and then is on probation,
-one request at a time, until `new_peer_samples` normal answers in a row (a slow answer or a failure
-sends it back). Its estimate rests on sparse answers: a 10x slow peer answers within twice the prior
+as measured (no drift), until an answer within `healed_factor` x the prior (1.5: a healthy peer's
+answers straddle the median prior, so 1x kept a healed peer out for several explorations half the
+time), and then is on probation, one request at a time, until `new_peer_samples` normal answers in a
+row, or more for a peer that was failing (`_probation_length`); a slow answer or a failure sends it
+back. Its estimate rests on sparse answers: a 10x slow peer answers within twice the prior
 now and then, and each time it was trusted, P2C sent it a burst of slow requests.
 """
 from __future__ import annotations
@@ -83,8 +85,9 @@ class RouterConfig:
     probe_interval: float = 1.0        # s without a request before a peer gets an exploratory one,
     probe_interval_max: float = 3.0    # doubling up to this while the peer stays an outlier
     outlier_factor: float = 2.0        # unloaded cost above this x the prior: only probes, no P2C
-    healed_factor: float = 1.0         # an outlier's exploratory answer within this x the prior brings it back
+    healed_factor: float = 1.5         # an outlier's exploratory answer within this x the prior brings it back
     new_peer_samples: int = 3          # a peer with fewer samples gets one request at a time
+    probation_luck: float = 0.01       # odds that a peer still failing at its worst rate passes probation
     fresh_samples: int = 10            # this many outcomes in `fresh_window` s make hints irrelevant
     fresh_window: float = 2.0
     concurrency_limits: bool = True    # per-peer AIMD limit on requests in flight
@@ -97,7 +100,7 @@ class RouterConfig:
 
 
 class _Peer:
-    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried", "explore_every", "probation")
+    __slots__ = ("name", "metrics", "breaker", "limit", "last_tried", "explore_every", "probation", "suspect")
 
     def __init__(self, name: str, metrics: PeerMetrics, breaker: CircuitBreaker, limit: AIMDLimit | None) -> None:
         self.name = name
@@ -107,6 +110,7 @@ class _Peer:
         self.last_tried = -math.inf
         self.explore_every = 0.0   # current exploration interval (0: the configured base)
         self.probation = 0         # normal answers still owed, one request at a time, after healing
+        self.suspect = 0.0         # worst error average since it last passed probation
 
 
 class AdaptiveRouter:
@@ -224,7 +228,20 @@ class AdaptiveRouter:
         and then (lognormal luck): trusted at once, P2C sent it a burst before its slow answers came
         back. A healed peer answers quickly and is through in a few round trips."""
         p.explore_every = 0.0
-        p.probation = self.config.new_peer_samples
+        p.probation = self._probation_length(p)
+
+    def _probation_length(self, p: _Peer) -> int:
+        """`new_peer_samples`, or more for a peer that was failing: enough answers in a row that a
+        peer still failing at its worst measured rate passes with at most `probation_luck` odds.
+        Its error average is no guide here: explorations a second apart each take up to half of it
+        off, so a peer failing half its requests looked healed after two lucky ones and passed
+        three more by chance one time in eight, and got a burst each time. A healed peer pays a
+        few dozen quick answers, one at a time."""
+        c = self.config
+        worst = p.suspect
+        if worst <= self._free[0] or worst >= 1.0:
+            return c.new_peer_samples
+        return max(c.new_peer_samples, math.ceil(math.log(c.probation_luck) / math.log(1.0 - worst)))
 
     def _free_up_to(self, base: float) -> float:
         """The failure average at or below which a peer pays nothing: the reference rate plus
@@ -476,6 +493,8 @@ class AdaptiveRouter:
         """One answer of a peer on probation: a normal one counts down, a slow one is a relapse."""
         if latency <= self.config.outlier_factor * self.prior(now):
             p.probation -= 1
+            if not p.probation:
+                p.suspect = 0.0
         else:
             self._relapse(p)
 
@@ -491,7 +510,10 @@ class AdaptiveRouter:
         p = self._peers.get(peer)
         if p is None:
             return
-        p.metrics.on_failure(kind, latency, now)
+        m = p.metrics
+        m.on_failure(kind, latency, now)
+        if m.errors > p.suspect:
+            p.suspect = m.errors
         p.breaker.record_failure(now, timeout=kind == "timeout", started=now - latency)
         # A failure is fresh news: no exploratory request is owed for another interval. A timeout
         # arrives a whole timeout after its request was sent, and exploring the peer at once (its

@@ -40,7 +40,7 @@ from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
 from p2p.rpc.server import Handler, RpcServer
-from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, SERVICES
+from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES
 
 log = logging.getLogger("p2p.rpc")
 
@@ -99,6 +99,7 @@ class RpcService:
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  protection: Protection | None = None) -> None:
         self.peers = peers
+        peers.schemas.add(RPC_SCHEMAS)
         self.node_id: str = peers.node_id
         self.config = c = config or RpcConfig()
         self.clock = clock
@@ -110,7 +111,7 @@ class RpcService:
                                 max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
         self.routers: dict[str, AdaptiveRouter] = {}
         self._sending: set[asyncio.Future[Any]] = set()
-        self.protection = protection or getattr(peers, "protection", None) or Protection()
+        self.protection: Protection = protection or peers.protection   # one protection switch per node
         self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
         self.retry = RetryPolicy(max_attempts=c.max_attempts, base=c.retry_base, cap=c.retry_cap,
                                  budget=self.budget, rng=self.rng, clock=clock, protection=self.protection)

@@ -21,7 +21,7 @@ their author, and that path stays as fast as a plain link.
 """
 from __future__ import annotations
 
-from p2p.messages import is_any, is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, register_schema
+from p2p.messages import SchemaTable, is_any, is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, schema
 
 REQUEST = "rpc_request"
 RESPONSE = "rpc_response"
@@ -35,11 +35,13 @@ MAX_SERVICES = 256
 
 _ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "dst": is_node_id, "hops": is_int(0, 255)}
 
-register_schema(REQUEST, {"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": is_any, "ttl": is_number, **_ROUTED})
-register_schema(RESPONSE, {"rid": is_int()}, {"r": is_any, "err": is_str(64), "msg": is_str(512), **_ROUTED})
-register_schema(CANCEL, {"rid": is_int()}, dict(_ROUTED))
-register_schema(SERVICES, {"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))})
-register_schema(HINT, {"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,
-                       "status": is_str(16), "pk": is_bytes(32, 32), "sig": is_bytes(64, 64)},
-                {"latency_ms": optional(is_number), "error_rate": optional(is_number),
-                 "service": optional(is_str(MAX_SERVICE_NAME)), "hops": is_int(0, 255)})
+RPC_SCHEMAS: SchemaTable = {
+    REQUEST: schema({"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": is_any, "ttl": is_number, **_ROUTED}),
+    RESPONSE: schema({"rid": is_int()}, {"r": is_any, "err": is_str(64), "msg": is_str(512), **_ROUTED}),
+    CANCEL: schema({"rid": is_int()}, dict(_ROUTED)),
+    SERVICES: schema({"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))}),
+    HINT: schema({"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,
+                  "status": is_str(16), "pk": is_bytes(32, 32), "sig": is_bytes(64, 64)},
+                 {"latency_ms": optional(is_number), "error_rate": optional(is_number),
+                  "service": optional(is_str(MAX_SERVICE_NAME)), "hops": is_int(0, 255)}),
+}

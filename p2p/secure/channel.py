@@ -11,7 +11,7 @@
   frames of one event-loop pass) into as few AEAD messages as fit (65519 plaintext bytes each), and
   `open` turns received bytes back into plaintext, one AEAD message at a time. A message that fails
   authentication (tampered, replayed, reordered, injected: each breaks the nonce sequence or the
-  tag) raises `ChannelError("decrypt_failed")`.
+  tag) raises `ChannelError(CloseReason.DECRYPT_FAILED)`.
 - Before the handshake a responder that will not take the connection (full, or too many from one
   address) writes `REFUSAL` + reason and closes. It is unauthenticated, so the dialler only uses
   it to explain the close and back off, never to forget the address.
@@ -25,6 +25,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from p2p.close_reason import CloseReason, LinkReason, remote_reason
 from p2p.secure.noise import MAX_MESSAGE, MAX_NONCE, TAGLEN, HandshakeState, NoiseError, nonce_bytes, public_bytes
 
 IDENTITY_DOMAIN = b"exchange-node-noise-static-key:"
@@ -35,7 +36,7 @@ _pack_length = LENGTH.pack
 _unpack_length = LENGTH.unpack_from
 REFUSAL = b"\x00\x00\xff"  # a zero-length handshake message never occurs in XX
 MSG1_LEN = 32  # `-> e` with an empty payload
-REFUSAL_REASONS = frozenset({"too_many_peers", "too_many_from_ip", "too_many_from_subnet"})
+REFUSAL_REASONS = frozenset({CloseReason.TOO_MANY_PEERS, CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET})
 
 Verify = Callable[[bytes, bytes, bytes], bool]
 NodeIdFor = Callable[[bytes], str]
@@ -44,7 +45,7 @@ NodeIdFor = Callable[[bytes], str]
 class ChannelError(Exception):
     """The channel cannot go on; `reason` is the link's close reason."""
 
-    def __init__(self, reason: str, detail: str = "", *, reply: bytes = b"") -> None:
+    def __init__(self, reason: LinkReason, detail: str = "", *, reply: bytes = b"") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -65,23 +66,23 @@ class StaticIdentity:
 
 
 def verify_identity(payload: bytes, remote_static: bytes, verify: Verify, node_id_for: NodeIdFor) -> tuple[bytes, str]:
-    """(Ed25519 public key, node id) proven by a handshake payload, or ChannelError("bad_identity")."""
+    """(Ed25519 public key, node id) proven by a handshake payload, or ChannelError(CloseReason.BAD_IDENTITY)."""
     try:
         fields = msgpack.unpackb(payload, raw=False, max_str_len=64, max_bin_len=64, max_array_len=4,
                                  max_map_len=8, max_ext_len=0)
     except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
-        raise ChannelError("bad_identity", "undecodable handshake payload") from None
+        raise ChannelError(CloseReason.BAD_IDENTITY, "undecodable handshake payload") from None
     if type(fields) is not dict:
-        raise ChannelError("bad_identity", "handshake payload is not a map")
+        raise ChannelError(CloseReason.BAD_IDENTITY, "handshake payload is not a map")
     pk, sig = fields.get("pk"), fields.get("sig")
     if type(pk) is not bytes or len(pk) != 32 or type(sig) is not bytes or len(sig) != 64:
-        raise ChannelError("bad_identity", "handshake payload needs pk (32 bytes) and sig (64 bytes)")
+        raise ChannelError(CloseReason.BAD_IDENTITY, "handshake payload needs pk (32 bytes) and sig (64 bytes)")
     if not verify(pk, sig, IDENTITY_DOMAIN + remote_static):
-        raise ChannelError("bad_identity", "static key not signed by the claimed identity key")
+        raise ChannelError(CloseReason.BAD_IDENTITY, "static key not signed by the claimed identity key")
     return pk, node_id_for(pk)
 
 
-def refusal(reason: str) -> bytes:
+def refusal(reason: CloseReason) -> bytes:
     """What a responder writes, instead of a handshake, when it refuses a connection at accept."""
     text = reason.encode("ascii", "replace")[:64]
     return REFUSAL + bytes((len(text),)) + text
@@ -117,7 +118,7 @@ class SecureHandshake:
     def feed(self, data: bytes) -> bytes:
         """Consume received bytes; returns what to write back (maybe nothing). Raises ChannelError."""
         if self.done:
-            raise ChannelError("noise_handshake_failed", "handshake already complete")
+            raise ChannelError(CloseReason.NOISE_HANDSHAKE_FAILED, "handshake already complete")
         self._buffer += data
         out = b""
         while not self.done and len(self._buffer) >= 2:
@@ -145,16 +146,16 @@ class SecureHandshake:
                 return  # the rest of the refusal is on its way
             said = bytes(buffer[4:4 + buffer[3]]).decode("ascii", "replace")
             reason = said if said in REFUSAL_REASONS else "refused"  # unauthenticated: never a permanent one
-            raise ChannelError(f"remote_{reason}", "refused before the encrypted handshake (unauthenticated)")
-        reply = b"" if self.initiator else _v1_goodbye("incompatible_version", "this node speaks protocol 2 "
+            raise ChannelError(remote_reason(reason), "refused before the encrypted handshake (unauthenticated)")
+        reply = b"" if self.initiator else _v1_goodbye(CloseReason.INCOMPATIBLE_VERSION, "this node speaks protocol 2 "
                                                                                  "(Noise-encrypted links)")
-        raise ChannelError("incompatible_version", "peer speaks the plaintext protocol 1", reply=reply)
+        raise ChannelError(CloseReason.INCOMPATIBLE_VERSION, "peer speaks the plaintext protocol 1", reply=reply)
 
     def _step(self, message: bytes) -> bytes:
         state = self._state
         try:
             if not self.initiator and state.re is None and len(message) != MSG1_LEN:
-                raise ChannelError("noise_handshake_failed", f"first message of {len(message)} bytes, expected 32")
+                raise ChannelError(CloseReason.NOISE_HANDSHAKE_FAILED, f"first message of {len(message)} bytes, expected 32")
             payload = state.read_message(message)
             if state.rs is not None and self.remote_public_key is None:
                 self.remote_public_key, self.remote_id = verify_identity(payload, state.rs, self._verify,
@@ -163,7 +164,7 @@ class SecureHandshake:
             if not state.complete and state.my_turn():
                 reply = self._frame(state.write_message(self.identity.payload))
         except NoiseError as exc:
-            raise ChannelError("noise_handshake_failed", str(exc)) from None
+            raise ChannelError(CloseReason.NOISE_HANDSHAKE_FAILED, str(exc)) from None
         if state.complete:
             self.done = True
             self.handshake_hash = state.handshake_hash
@@ -172,7 +173,7 @@ class SecureHandshake:
     def transport(self) -> "SecureTransport":
         ciphers = self._state.ciphers
         if ciphers is None:
-            raise ChannelError("noise_handshake_failed", "handshake not complete")
+            raise ChannelError(CloseReason.NOISE_HANDSHAKE_FAILED, "handshake not complete")
         return SecureTransport(ciphers[0].aead, ciphers[1].aead)
 
     @staticmethod
@@ -202,13 +203,13 @@ class SecureTransport:
         size = len(data)
         if size <= MAX_PLAINTEXT:
             if n >= MAX_NONCE - 1:
-                raise ChannelError("nonce_exhausted")
+                raise ChannelError(CloseReason.NONCE_EXHAUSTED)
             sealed = self._encrypt(nonce_bytes(n), data, None)
             self._tx = n + 1
             return _pack_length(len(sealed)) + sealed
         count = -(-size // MAX_PLAINTEXT)
         if n + count >= MAX_NONCE - 1:
-            raise ChannelError("nonce_exhausted")
+            raise ChannelError(CloseReason.NONCE_EXHAUSTED)
         parts = []
         encrypt = self._encrypt
         with memoryview(data) as view:
@@ -241,11 +242,11 @@ class SecureTransport:
                     if stop > end:
                         break
                     if length < TAGLEN or n >= MAX_NONCE - 1:
-                        raise ChannelError("decrypt_failed", f"message of {length} bytes at #{n}")
+                        raise ChannelError(CloseReason.DECRYPT_FAILED, f"message of {length} bytes at #{n}")
                     try:
                         plain.append(decrypt(nonce_bytes(n), view[pos + 2:stop], None))
                     except InvalidTag:
-                        raise ChannelError("decrypt_failed", f"message #{n} does not authenticate "
+                        raise ChannelError(CloseReason.DECRYPT_FAILED, f"message #{n} does not authenticate "
                                                              "(tampered, replayed, reordered or injected)") from None
                     n += 1
                     pos = stop

@@ -16,14 +16,16 @@ from hypothesis import strategies as st
 import p2p.discovery.pex  # noqa: F401  (registers peerexchange)
 import p2p.router  # noqa: F401  (registers relay, ihave, graft, prune, note)
 import p2p.rpc.wire  # noqa: F401  (registers the RPC types and hint)
-from node.chain_network import register_chain_schemas
+from node.chain_network import CHAIN_SCHEMAS
+from p2p.discovery.pex import PEX_SCHEMAS
+from p2p.routing.envelope import ROUTING_SCHEMAS
+from p2p.rpc.wire import RPC_SCHEMAS
 from node.identity import NodeIdentity
 from p2p import messages as m
 from tests.harness import Cluster, wait_until
 from tests.wire import HandshakeRefused, RawPeer
 
-register_chain_schemas()
-TYPES = sorted(m._SCHEMAS)
+TYPES = sorted(m.Schemas(ROUTING_SCHEMAS, RPC_SCHEMAS, PEX_SCHEMAS, CHAIN_SCHEMAS).types())   # what a node understands
 FIELDS = ["id", "origin", "ts", "hops", "dst", "payload", "body", "pk", "sig", "ids", "origins", "rid", "svc", "p",
           "ttl", "r", "err", "msg", "services", "subject", "status", "latency_ms", "error_rate", "service", "peers",
           "events", "cp", "w", "n", "vec", "cps", "reason", "detail", "links", "echo", "hold", "node_id", "protocol",

@@ -66,7 +66,7 @@ class FakeLink:
         message = decode_body(frame[4:])
         try:
             peers = peer.owner.peers
-            if m.validate(message) and peers.message_gate(peer, message):
+            if peers.schemas.validate(message) and peers.message_gate(peer, message):
                 peers.message_handler(peer, message)
         except m.ProtocolError as exc:
             peer.close(exc.reason)
@@ -83,6 +83,7 @@ class FakePeers:
         self.identity = identity
         self.node_id = identity.node_id
         self.network_id = "test-net"
+        self.schemas = m.Schemas()
         self.protection = Protection("on", 1.0)
         self.verify = NodeIdentity.verify
         self.node_id_for = NodeIdentity.node_id_for

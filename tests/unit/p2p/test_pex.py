@@ -9,7 +9,10 @@ import pytest
 from p2p import messages as m
 from p2p.address_book import AddressBook
 from p2p.discovery.base import Candidate
-from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE, PeerExchange
+from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE, PEX_SCHEMAS, PeerExchange
+
+
+PEX_ONLY = m.Schemas(PEX_SCHEMAS)
 
 
 def nid(i: int) -> str:
@@ -25,7 +28,7 @@ class FakeLink:
         self.sent: list[dict] = []
 
     def send(self, message: dict) -> bool:
-        m.validate(message)  # what we send must pass the receiver's schema
+        PEX_ONLY.validate(message)  # what we send must pass the receiver's schema
         self.sent.append(message)
         return True
 
@@ -38,6 +41,7 @@ class Record:
 class FakePeers:
     def __init__(self) -> None:
         self.node_id = nid(0)
+        self.schemas = m.Schemas()
         self.book = AddressBook()
         self.links: dict[str, FakeLink] = {}
         self.peers: dict[str, Record] = {}
@@ -119,7 +123,7 @@ def test_received_entries_unverified_and_filtered(pm):
                ["127.0.0.1", 0, None],                    # no port
                ["evil.example", 41005, None]]            # hostname: never resolved for a peer
     message = {"type": MSG_TYPE, "peers": entries}
-    m.validate(message)
+    PEX_ONLY.validate(message)
     pm.link_message_handlers[MSG_TYPE](link, message)
     entry = pm.book.get(("127.0.0.1", 41000))
     assert entry is not None and not entry.verified and entry.source == "pex" and entry.node_id == nid(5)
@@ -135,11 +139,11 @@ def test_loopback_entries_from_remote_peer_skipped(pm):
 
 
 def test_schema_caps_list_and_checks_entries():
-    m.validate({"type": MSG_TYPE, "peers": [["127.0.0.1", 1, None]] * 50})
+    PEX_ONLY.validate({"type": MSG_TYPE, "peers": [["127.0.0.1", 1, None]] * 50})
     for bad in ([["127.0.0.1", 1, None]] * 51, [["127.0.0.1", 70000, None]], [["127.0.0.1", 1, "short"]],
                 [["127.0.0.1", 1]], [[1, 1, None]], "x"):
         with pytest.raises(m.ProtocolError):
-            m.validate({"type": MSG_TYPE, "peers": bad})
+            PEX_ONLY.validate({"type": MSG_TYPE, "peers": bad})
 
 
 def test_receive_rate_limit_drops_and_penalizes(pm):

@@ -95,7 +95,9 @@ async def test_relayed_unicast_arrives_with_its_proven_origin() -> None:
 async def test_undeclared_broadcast_types_are_refused_both_ways() -> None:
     net = line(2)
     router = net.nodes[0].router
-    m.register_schema("undeclared_kind", {"id": m.is_str(64), "origin": m.is_node_id})
+    known = {"undeclared_kind": m.schema({"id": m.is_str(64), "origin": m.is_node_id})}
+    for node in net.nodes:                   # a type both understand, neither declared as a broadcast
+        node.peers.schemas.add(known)
     with pytest.raises(ValueError, match="not declared"):
         router.broadcast({"type": "undeclared_kind"})
     with pytest.raises(ValueError, match="validator or an origin signature"):

@@ -419,3 +419,34 @@ def test_concurrency_limit_grows_only_while_in_use():
         for _ in range(6):
             r.on_success("busy", 0.001, now)
     assert r.snapshot(now)["busy"]["concurrency_limit"] > 8
+
+
+@pytest.mark.parametrize("noise", ["lognormal", "jitter"])
+def test_a_healed_peer_with_ordinary_latency_noise_is_back_within_seconds(noise):
+    """A peer that failed half its requests heals; its answers then look like everyone else's, noise
+    included (about half of them above the fleet's median). It must not need a lucky exploration
+    faster than the median to come back: in every seed it serves a real share within 5 s."""
+    late = []
+    for seed in range(100):
+        rng = random.Random(seed)
+        r = AdaptiveRouter(RouterConfig(), rng=random.Random(seed), clock=lambda: 0.0)
+        peers = [f"g{i}" for i in range(4)] + ["flaky"]
+        pending: list = []
+        sent = []
+        now = 0.0
+        while now < 10.0:                        # 200 requests/s; the fault heals at t = 3
+            deliver(r, pending, now)
+            p = r.choose(peers, now)
+            r.on_start(p, now)
+            if noise == "lognormal":
+                lat = 0.020 * rng.lognormvariate(0.0, 0.25)
+            else:                                # a fixed service time plus jitter (a sleep-bound service)
+                lat = 0.020 + 0.003 * rng.random()
+            ok = not (p == "flaky" and now < 3.0 and rng.random() < 0.5)
+            pending.append((now + lat, p, lat, ok))
+            sent.append((now, p))
+            now += 0.005
+        window = [p for t, p in sent if 6.0 <= t < 8.0]
+        if window.count("flaky") <= 0.05 * len(window):
+            late.append(seed)
+    assert not late, f"still shunned 3-5 s after healing in seeds {late}"
