@@ -51,6 +51,13 @@ class CloseReason(StrEnum):
     DIAL_TIMEOUT = "dial_timeout"
 
 
+class Fault(StrEnum):
+    """Who caused a failed link: only PEER is penalised (the path could be anyone; OURS is a bug here)."""
+    PEER = "peer"
+    PATH = "path"
+    OURS = "ours"
+
+
 RemoteReason = NewType("RemoteReason", str)
 LinkReason = CloseReason | RemoteReason
 

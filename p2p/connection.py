@@ -9,8 +9,8 @@ encrypted together (as few AEAD messages as fit) into a single `write()`, and re
 decrypted message by message before the FrameDecoder sees them.
 
 No exception raised by a peer's bytes leaves `data_received`: a protocol violation closes the link
-with its reason and `fault="peer"` (the PeerManager penalises it), a channel failure (tampered,
-replayed or injected bytes: anyone on the path could cause it) closes it with `fault="path"`, and
+with its reason and `fault=Fault.PEER` (the PeerManager penalises it), a channel failure (tampered,
+replayed or injected bytes: anyone on the path could cause it) closes it with `fault=Fault.PATH`, and
 anything else is our bug: reported to the host with its traceback and the link closed as
 `internal_error`, blaming nobody.
 """
@@ -23,7 +23,7 @@ import time
 from typing import Any, Protocol, cast
 
 from p2p import messages as m
-from p2p.close_reason import CloseReason, LinkReason, remote_reason
+from p2p.close_reason import CloseReason, Fault, LinkReason, remote_reason
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -101,7 +101,7 @@ class PeerLink(asyncio.Protocol):
         self.remote_addr: tuple[str, int] | None = None
         self.close_reason: LinkReason | None = None
         self.close_detail = ""
-        self.close_fault: str | None = None  # "peer", "path" or "ours" when a failure closed the link
+        self.close_fault: Fault | None = None  # who caused it, when a failure closed the link
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[PeerLink] = self._loop.create_future()
         self.lost: asyncio.Future[None] = self._loop.create_future()  # the socket is gone
@@ -189,11 +189,11 @@ class PeerLink(asyncio.Protocol):
                 self.msgs_in += 1
                 self._dispatch(message)
         except m.ProtocolError as exc:
-            self.close(exc.reason, exc.detail, fault="peer")
+            self.close(exc.reason, exc.detail, fault=Fault.PEER)
         except FrameError as exc:
-            self.close(exc.reason, str(exc), fault="peer")
+            self.close(exc.reason, str(exc), fault=Fault.PEER)
         except ChannelError as exc:
-            self.close(exc.reason, exc.detail, fault="path")
+            self.close(exc.reason, exc.detail, fault=Fault.PATH)
         except Exception as exc:  # noqa: BLE001 - our bug, never the peer's to pay for
             self._internal_error("link.receive", exc)
 
@@ -306,7 +306,7 @@ class PeerLink(asyncio.Protocol):
             return self.close(CloseReason.NETWORK_MISMATCH, f"peer network {hello['network']!r}, ours {host.network_id!r}")
         if hello["node_id"] != self.remote_id:
             return self.close(CloseReason.IDENTITY_MISMATCH, "the hello names another node than the Noise handshake proved",
-                              fault="peer")
+                              fault=Fault.PEER)
         self.remote_hello = hello
         refusal_reason = host.admit(self, hello)
         if refusal_reason:
@@ -416,9 +416,9 @@ class PeerLink(asyncio.Protocol):
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         self.host.on_internal_error(self, where, exc)
-        self.close(CloseReason.INTERNAL_ERROR, type(exc).__name__, fault="ours")
+        self.close(CloseReason.INTERNAL_ERROR, type(exc).__name__, fault=Fault.OURS)
 
-    def close(self, reason: LinkReason, detail: str = "", *, send_goodbye: bool = True, fault: str | None = None) -> None:
+    def close(self, reason: LinkReason, detail: str = "", *, send_goodbye: bool = True, fault: Fault | None = None) -> None:
         """Close with a reason (sent to the peer in an encrypted goodbye when the link can still carry one).
         `fault` says who caused a failure: "peer" (penalised), "path" or "ours" (nobody is)."""
         if self.state == CLOSED:

@@ -23,13 +23,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Callable, Iterable, Protocol
 
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
-from p2p.close_reason import CloseReason, LinkReason, with_remote
+from p2p.close_reason import CloseReason, Fault, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import Candidate
 from p2p.failure_log import FailureLog, InternalErrors
@@ -66,6 +67,13 @@ class Identity(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
+class PeerStatus(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    BANNED = "banned"
+
+
 @dataclass(slots=True)
 class PeerRecord:
     """One row of the peer table: what we know about a node we have handshaken with."""
@@ -75,7 +83,7 @@ class PeerRecord:
     port: int
     direction: str
     source: str
-    status: str = "connecting"
+    status: PeerStatus = PeerStatus.CONNECTING
     first_seen: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
     rtt: float | None = None
@@ -327,7 +335,7 @@ class PeerManager:
             self.peers[node_id] = record
         record.host, record.port = address
         record.direction = link.direction
-        record.status = "connected"
+        record.status = PeerStatus.CONNECTED
         if record.source in ("inbound", "unknown") or link.direction == Direction.OUTBOUND:
             record.source = source
         record.last_seen = time.time()
@@ -380,7 +388,7 @@ class PeerManager:
         node_id = link.remote_id
         if node_id and self._claimed.get(node_id) is link:
             del self._claimed[node_id]
-        if link.close_fault == "peer":
+        if link.close_fault == Fault.PEER:
             self.counters["protocol_errors"] += 1
             self.violations[key] = self.violations.get(key, 0) + 1
             log.warning("closed link %r: %s %s", link, reason, link.close_detail)
@@ -398,8 +406,8 @@ class PeerManager:
             record.link = None
             record.close_reason = reason
             record.last_seen = time.time()
-            if record.status != "banned":
-                record.status = "disconnected"
+            if record.status != PeerStatus.BANNED:
+                record.status = PeerStatus.DISCONNECTED
             if reason not in QUIET and reason not in BENIGN:
                 record.last_error = {"reason": reason, "detail": link.close_detail, "at": record.last_seen}
         log.info("peer disconnected %s reason=%s %s", node_id[:12], reason, link.close_detail)
@@ -483,7 +491,7 @@ class PeerManager:
         if record is None:
             return
         record.banned_until = time.monotonic() + seconds
-        record.status = "banned"
+        record.status = PeerStatus.BANNED
         self.counters["bans"] += 1
         log.warning("banned peer %s for %.0fs: %s", node_id[:12], seconds, reason)
         link = self._claimed.get(node_id)
