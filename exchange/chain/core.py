@@ -664,6 +664,10 @@ class ChainCore:
         self._sync_if_behind(now)
         self._drain_consensus(now)
 
+    def busy(self) -> bool:
+        """Work of its own that the tick carries forward: transactions to resubmit, a mempool to order."""
+        return bool(self._own) or len(self.mempool) > 0
+
     def next_deadline(self) -> float | None:
         times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at)
                  if t is not None]

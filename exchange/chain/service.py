@@ -37,6 +37,8 @@ MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership",
                  "chain_sync_request", "chain_sync_response", "chain_status")
 SUBMIT_SERVICE = "chain.submit"
 OUTBOX_PROBE_INTERVAL = 1.0
+BUSY_TICK = 0.02    # s between ticks while the core has work of its own
+IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
 GENESIS_SERVICE = "chain.genesis"
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
@@ -150,6 +152,8 @@ class ChainService:
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._pump_handle: asyncio.Handle | None = None
+        self._tick_wake: asyncio.Future[None] | None = None   # resolved to tick now
+        self._tick_due = 0.0                                  # when the ticker will wake by itself
         self._offered_submit = False
         self._ready = asyncio.Event()
         self.finality_observers: list[Callable[[float], None]] = []
@@ -607,6 +611,7 @@ class ChainService:
             elif kind == "need_snapshot" and self._snapshot_task is None:
                 self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(action[1]))
         self._recovery_progress()
+        self._nudge_ticker(core)
 
     def _flush_unsaved(self) -> None:
         saved: list[_UnsavedBlock] = []
@@ -721,11 +726,20 @@ class ChainService:
                  len(validators), core.state.validators.epoch, core.state.validators.quorum)
 
     async def _ticker(self) -> None:
+        """The core's clock: a tick at its next deadline, every BUSY_TICK while it has work of its own
+        (transactions to resubmit, a mempool, a disk to retry), else every IDLE_TICK at most. Messages
+        and submits are handled as they come (`pump`), which wakes the ticker early when they bring a
+        deadline forward; so an idle node wakes a few times a second, not fifty."""
+        loop = asyncio.get_running_loop()
         while True:
-            core = self.core
-            deadline = core.next_deadline() if core is not None else None
-            delay = 0.02 if deadline is None else min(0.02, max(0.0, deadline - self.clock()))
-            await asyncio.sleep(delay)
+            delay = self._tick_delay()
+            self._tick_due = self.clock() + delay
+            wake = self._tick_wake = loop.create_future()
+            timer = loop.call_later(delay, _resolve, wake)
+            try:
+                await wake
+            finally:
+                timer.cancel()
             self._tell_grenache_members()
             if self.core is not None:
                 try:
@@ -737,6 +751,25 @@ class ChainService:
                     self._probe_outbox()
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
+
+    def _tick_delay(self) -> float:
+        core = self.core
+        if core is None or self.disk_error is not None or core.busy():
+            cap = BUSY_TICK
+        else:
+            cap = IDLE_TICK
+        deadline = core.next_deadline() if core is not None else None
+        return cap if deadline is None else min(cap, max(0.0, deadline - self.clock()))
+
+    def _nudge_ticker(self, core: ChainCore) -> None:
+        """After messages or submits: tick sooner if they brought a deadline, or work, forward."""
+        wake = self._tick_wake
+        if wake is None or wake.done():
+            return
+        due = self._tick_due
+        deadline = core.next_deadline()
+        if (deadline is not None and deadline < due) or (due - self.clock() > BUSY_TICK and core.busy()):
+            wake.set_result(None)
 
     def _tell_grenache_members(self) -> None:
         """Every second, our chain id and height to the nodes we meet only through the Grape."""
@@ -875,6 +908,11 @@ class _UnsavedBlock:
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:
     return None if error is None else {"kind": error.kind, "message": str(error)}
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _typed(message: dict) -> dict:
