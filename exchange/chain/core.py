@@ -57,6 +57,8 @@ class CoreConfig:
     resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
     sync_batch: int = 100                 # blocks per catch-up answer
     sync_retry: float = 1.0
+    catchup_delay: float = 0.25           # a validator heard at a decided height is sent the block if it is
+                                          # still not past it this long after (late votes are the norm)
     max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched
     live_after: float = 3.0               # a node heard from within this is live (join eligibility, quorum view)
     expired_grace_ms: int = 600_000       # an accepted transaction that expired unordered is still put in a
@@ -120,6 +122,7 @@ class ChainCore:
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._sync_inflight: tuple[str, float] | None = None
         self._catchup_sent: dict[str, tuple[int, float]] = {}           # node -> (height, when) last helped
+        self._maybe_behind: dict[str, tuple[int, float]] = {}           # node -> (height heard at, since when)
         self._own: OrderedDict[str, list] = OrderedDict()             # our pending txs: id -> [tx, next retry]
         self._evidence: list[tuple[Vote, Vote]] = []
         self._next_join = now
@@ -380,6 +383,8 @@ class ChainCore:
         if vote.height <= self.state.height:
             self._help_behind(vote.validator, vote.height, sender)
             return
+        if self._maybe_behind:
+            self._moved_on(vote.validator, vote.height)
         if vote.height > self.state.height + 2:
             self._note_ahead(sender, vote.height - 1, now)
             return
@@ -395,6 +400,8 @@ class ChainCore:
         if proposal.height <= self.state.height:
             self._help_behind(proposal.proposer, proposal.height, sender)
             return
+        if self._maybe_behind:
+            self._moved_on(proposal.proposer, proposal.height)
         if proposal.height > self.state.height + 2:
             self._note_ahead(sender, proposal.height - 1, now)
             return
@@ -415,8 +422,34 @@ class ChainCore:
             self._validator_seen[validators.keys[validators.node_ids.index(sender)]] = now
 
     def _help_behind(self, validator: bytes, height: int, sender: str | None) -> None:
-        """A validator still at a height we decided: send it that height's certified block, once."""
+        """A validator heard at a height we decided. Usually only its vote was late (the fifth precommit
+        arrives after the quorum of four) and the decision broadcast reaches it anyway; if it is still
+        not past that height `catchup_delay` later (`_send_catchups`), it gets the certified block."""
+        if validator not in self.state.validators.index:
+            return                      # not a validator of ours (and unverified): nothing to keep for it
         node = node_id_for(validator)
+        known = self._maybe_behind.get(node)
+        if known is None or height > known[0]:
+            self._maybe_behind[node] = (height, self._now if known is None else known[1])
+
+    def _moved_on(self, validator: bytes, height: int) -> None:
+        """A validator's vote or proposal at `height` (above ours): it has every block below it."""
+        node = node_id_for(validator)
+        known = self._maybe_behind.get(node)
+        if known is not None and known[0] < height:
+            del self._maybe_behind[node]
+
+    def _send_catchups(self, now: float) -> None:
+        due = [(node, height) for node, (height, since) in self._maybe_behind.items()
+               if now - since >= self.config.catchup_delay]
+        for node, height in due:
+            del self._maybe_behind[node]
+            heard = self._heard.get(node)
+            if heard is None or heard[0] < height:      # its own heartbeat does not say it has the block
+                self._send_catchup(node, height)
+
+    def _send_catchup(self, node: str, height: int) -> None:
+        """That height's certified block, at most once per `sync_retry` for a height it was sent."""
         sent = self._catchup_sent.get(node)
         if sent is not None and sent[0] >= height and self._now - sent[1] < self.config.sync_retry:
             return
@@ -662,6 +695,8 @@ class ChainCore:
         self._resubmit_own(now)
         self._maybe_join(now)
         self._sync_if_behind(now)
+        if self._maybe_behind:
+            self._send_catchups(now)
         self._drain_consensus(now)
 
     def busy(self) -> bool:
@@ -669,8 +704,9 @@ class ChainCore:
         return bool(self._own) or len(self.mempool) > 0
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at)
-                 if t is not None]
+        catchup = min((since for _, since in self._maybe_behind.values()), default=None)
+        times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at,
+                             None if catchup is None else catchup + self.config.catchup_delay) if t is not None]
         return min(times, default=None)
 
     def _sync_if_behind(self, now: float) -> None:
