@@ -36,7 +36,7 @@ from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import MembershipTx
 from exchange.chain.mempool import Mempool
-from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint
+from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
 
 log = logging.getLogger("exchange.chain")
@@ -771,11 +771,11 @@ class ChainCore:
         """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets
         there: a node recovering damaged blocks starts below the height it was signing at."""
         records = self._restore or []
-        if not any((_wal_height(r) or 0) > height for r in records):
+        if not any((wal_record_height(r) or 0) > height for r in records):
             self._restore = None
-        if not any(_wal_height(r) == height for r in records):
+        if not any(wal_record_height(r) == height for r in records):
             return None
-        return [r for r in records if _wal_height(r) in (None, height)]
+        return [r for r in records if wal_record_height(r) in (None, height)]
 
     def _last_block_seconds(self) -> float:
         return self.state.time_ms / 1000.0
@@ -862,8 +862,3 @@ class ChainCore:
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
                 **self.counters}
 
-
-def _wal_height(record: Any) -> int | None:
-    if type(record) is list and record and record[0] == "signed":
-        return record[1][0]
-    return None

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.core import ChainCore, CoreConfig, _wal_height
+from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.tendermint import wal_record_height
 from exchange.chain.crypto import verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
@@ -83,6 +84,7 @@ class ChainStore(Protocol):
     def wal_records(self) -> list: ...
     def wal_append(self, record: list) -> None: ...
     def wal_reset(self) -> None: ...
+    def wal_height_done(self) -> None: ...
     def load_sign_from(self) -> int: ...
     def save_sign_from(self, height: int) -> None: ...
     def outbox(self) -> list[SignedTx]: ...
@@ -285,7 +287,7 @@ class ChainService:
         floor is stored before the evidence behind it is repaired, so a crash meanwhile keeps it."""
         store = self.store
         missing = list(store.missing_heights)
-        wal_top = max((h for h in map(_wal_height, wal or []) if h is not None), default=0)
+        wal_top = max((h for h in map(wal_record_height, wal or []) if h is not None), default=0)
         self._wal_top = wal_top
         wal_ok = store.wal_trustworthy
         # a block log whose newest file the disk cut short looks torn, not damaged: the WAL says how far we got
@@ -621,13 +623,13 @@ class ChainService:
                 self.store.append_block(entry.block, entry.commit)
                 saved.append(self._unsaved_blocks.pop(0))
                 if self._wal_top <= entry.block.height:     # a recovering node keeps the WAL of a later height
-                    self.store.wal_reset()
+                    self.store.wal_height_done()
                     self._wal_top = 0
             while self._unsaved_wal:
                 record = self._unsaved_wal[0]
                 self.store.wal_append(record)
                 self._unsaved_wal.pop(0)
-                self._wal_top = max(self._wal_top, _wal_height(record) or 0)
+                self._wal_top = max(self._wal_top, wal_record_height(record) or 0)
         except StorageError as exc:
             if self.disk_error is None:
                 log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "

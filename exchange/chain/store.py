@@ -27,6 +27,7 @@ from exchange.chain.codec import pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.outbox import Outbox
 from exchange.chain.reopening import ReopeningLog
+from exchange.chain.tendermint import wal_record_height
 from exchange.chain.txs import SignedTx
 from storage import AtomicDocument, FileSystem, OsFileSystem, RecordLog, SnapshotStore, StorageError
 from storage.errors import DAMAGED
@@ -35,6 +36,7 @@ log = logging.getLogger("exchange.chain.store")
 
 KEEP_BLOCKS_BEHIND_SNAPSHOT = 1_000     # blocks kept behind the newest snapshot, for peers catching up
 SMALL_SEGMENT_BYTES = 4 * 1024 * 1024   # the WAL and the outbox hold little: small files compact sooner
+WAL_KEEP_BYTES = 4 * 1024 * 1024          # decided heights' WAL records are dropped once they fill this
 SIGN_FROM_UNKNOWN = 1 << 62             # a damaged signing record: sign nothing until caught up with peers
 
 
@@ -174,17 +176,31 @@ class ChainStore:
 
     # ------------------------------------------------------------------ consensus WAL
     def wal_records(self) -> list:
+        """What we signed at heights no stored block decided yet (records of decided heights stay in the
+        log until `wal_height_done` drops them in bulk; they say nothing a stored block does not)."""
         records = []
         log_ = self.wal_log
+        decided = self.last_height
         for _, body in log_.iterate(log_.first_index, log_.last_index + 1):
             try:
-                records.append(unpack(body))
+                record = unpack(body)
             except ValueError:
                 continue
+            height = wal_record_height(record)
+            if height is None or height > decided:
+                records.append(record)
         return records
 
     def wal_append(self, record: list) -> None:
         self._wal.write(lambda log_: log_.append([pack(record)]))
+
+    def wal_height_done(self) -> None:
+        """A height was decided: its records are no longer needed, but dropping them costs a new file, a
+        manifest and three fsyncs, at every height. They are dropped once the WAL holds WAL_KEEP_BYTES;
+        until then a restart finds older heights' records too and takes only those of its height."""
+        log_ = self.wal_log
+        if log_.tail_damaged or log_.stats()["bytes"] >= WAL_KEEP_BYTES:
+            self.wal_reset()
 
     def wal_reset(self) -> None:
         """A new height: earlier records are no longer needed (whole old segments are deleted). Also how a

@@ -468,7 +468,7 @@ class Tendermint:
     def _wal_block(self, block: Block) -> None:
         if block.id not in self._walled:
             self._walled.add(block.id)
-            self.actions.append(("wal", ["block", block.wire()]))
+            self.actions.append(("wal", ["block", block.wire(), block.height]))
 
     def _wal(self, signed: Proposal | Vote) -> None:
         """Our locks and the message we are about to send: durable before it leaves the node."""
@@ -523,3 +523,13 @@ class Tendermint:
     def status(self) -> dict[str, Any]:
         return {"height": self.height, "round": self.round, "step": STEP_NAMES[self.step],
                 "locked_round": self.locked_round, "valid_round": self.valid_round, **self.counters}
+
+
+def wal_record_height(record: Any) -> int | None:
+    """The height a WAL record belongs to (None: a block record from before they carried one)."""
+    if type(record) is list and record:
+        if record[0] == "signed":
+            return record[1][0]
+        if record[0] == "block" and len(record) > 2:
+            return record[2]
+    return None

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from exchange.chain.store import SIGN_FROM_UNKNOWN, ChainStore
+from exchange.chain.store import SIGN_FROM_UNKNOWN, WAL_KEEP_BYTES, ChainStore
 from storage import StorageError
 from storage.faultyfs import FaultyFS
 from storage.frames import DATA_START, decode_segment_header, scan
@@ -161,3 +161,21 @@ def test_the_signing_floor_survives_and_a_damaged_one_means_unknown():
     path = max(p for p in fs.files() if "/signing/sign_from." in p)
     fs.damage(path, 20)
     assert ChainStore(DATA_DIR, fs=fs).load_sign_from() == SIGN_FROM_UNKNOWN
+
+
+def test_decided_heights_wal_records_are_dropped_in_bulk_not_a_file_per_height():
+    fs = FaultyFS()
+    store = ChainStore(DATA_DIR, fs=fs)
+    renames = fs.calls["rename"]
+    for height in range(1, 401):
+        record = ["signed", [height, 0, -1, None, -1, None], "v", [b"x" * 20_000]]
+        store.wal_append(record)
+        store.wal_height_done()
+    # 400 heights, ~8 MB of records: the WAL was emptied twice (a manifest each), not 400 times
+    assert fs.calls["rename"] - renames <= 6, fs.calls
+    assert store.wal_log.stats()["bytes"] <= WAL_KEEP_BYTES
+    heights = [r[1][0] for r in store.wal_records()]
+    assert heights == list(range(heights[0], 401)) and len(heights) > 50   # older heights kept, in order
+    store.close()
+    again = ChainStore(DATA_DIR, fs=fs)
+    assert again.wal_trustworthy and again.wal_records()[-1] == record
