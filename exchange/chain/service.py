@@ -84,6 +84,7 @@ class ChainStore(Protocol):
     def wal_records(self) -> list: ...
     def wal_append(self, record: list) -> None: ...
     def wal_reset(self) -> None: ...
+    def wal_append_many(self, records: list) -> None: ...
     def wal_height_done(self) -> None: ...
     def load_sign_from(self) -> int: ...
     def save_sign_from(self, height: int) -> None: ...
@@ -579,10 +580,12 @@ class ChainService:
         self._flush_unsaved()
         for action in actions:
             kind = action[0]
-            if kind == "wal":
+            if kind == "wal":               # consecutive records share one fsync, before anything that follows
                 self._unsaved_wal.append(action[1])
+                continue
+            if self._unsaved_wal:
                 self._flush_unsaved()
-            elif kind == "send_validators":
+            if kind == "send_validators":
                 message = action[1]
                 if self.disk_error is not None and message["type"] in ("vote", "proposal"):
                     continue
@@ -612,6 +615,8 @@ class ChainService:
                 self.halted = action[1]
             elif kind == "need_snapshot" and self._snapshot_task is None:
                 self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(action[1]))
+        if self._unsaved_wal:
+            self._flush_unsaved()
         self._recovery_progress()
         self._nudge_ticker(core)
 
@@ -625,11 +630,11 @@ class ChainService:
                 if self._wal_top <= entry.block.height:     # a recovering node keeps the WAL of a later height
                     self.store.wal_height_done()
                     self._wal_top = 0
-            while self._unsaved_wal:
-                record = self._unsaved_wal[0]
-                self.store.wal_append(record)
-                self._unsaved_wal.pop(0)
-                self._wal_top = max(self._wal_top, wal_record_height(record) or 0)
+            if self._unsaved_wal:
+                records = self._unsaved_wal
+                self.store.wal_append_many(records)
+                self._unsaved_wal = []
+                self._wal_top = max(self._wal_top, *(wal_record_height(r) or 0 for r in records))
         except StorageError as exc:
             if self.disk_error is None:
                 log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "

@@ -192,7 +192,12 @@ class ChainStore:
         return records
 
     def wal_append(self, record: list) -> None:
-        self._wal.write(lambda log_: log_.append([pack(record)]))
+        self.wal_append_many([record])
+
+    def wal_append_many(self, records: list) -> None:
+        """Durable on return, all or none (one fsync)."""
+        bodies = [pack(record) for record in records]
+        self._wal.write(lambda log_: log_.append(bodies))
 
     def wal_height_done(self) -> None:
         """A height was decided: its records are no longer needed, but dropping them costs a new file, a
