@@ -82,9 +82,8 @@ class ChainBridge:
         for market, row in result._trade_rows:
             if market.symbol in feed.markets:
                 feed.publish_trade(market.symbol, _print(row), ts=ts)
-        if self.accounts is not None and result.order_updates:
-            mine = {account.id for account in self.accounts.list()}
-            own = [view for account, views in result.order_updates.items() if account in mine for view in views]
+        if self.accounts is not None:
+            own = result.order_updates_of({account.id for account in self.accounts.list()})
             if own:
                 feed.publish_orders(own)
 

@@ -305,3 +305,12 @@ def test_block_book_changes_list_each_touched_level_once_best_first(chain, make)
                           make(2, [new("BTC-USD", "sell", "100", "1")])])
     assert result.book_changes == {"BTC-USD": [["buy", "100.00", "0"], ["buy", "99.00", "2.0000"],
                                                ["sell", "102.00", "1.0000"]]}
+
+
+def test_order_updates_of_some_accounts_are_the_same_views_as_for_all(chain, make):
+    result = chain.block([make(1, [new("BTC-USD", "sell", "100.00", "1")]),
+                          make(2, [new("BTC-USD", "buy", "101.00", "0.4")])])
+    for accounts in ({A}, {B}, {A, B}, set()):
+        expected = [view for account, views in result.order_updates.items() if account in accounts for view in views]
+        assert sorted(result.order_updates_of(accounts), key=lambda v: v["id"]) == \
+            sorted(expected, key=lambda v: v["id"]), accounts
