@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import Settings
+from config.version import DISTRIBUTION, VERSION
 from exchange.chain.core import CoreConfig
 from exchange.chain.tendermint import ConsensusConfig
 from p2p.admission import InboundLimits
@@ -39,7 +40,8 @@ def peer_config(settings: Settings) -> PeerConfig:
         heartbeat_interval=settings.heartbeat_interval, dead_after=settings.dead_after,
         reconnect_cap=settings.peer_reconnect_interval, dial_rate=settings.dial_rate,
         dial_burst=settings.dial_burst, max_peers=max_peers, target_outbound=outbound, limits=limits,
-        protection_mode=settings.protection_mode, protection_canary=settings.protection_canary)
+        protection_mode=settings.protection_mode, protection_canary=settings.protection_canary,
+        software=f"{DISTRIBUTION}/{VERSION}")
 
 
 def router_config(settings: Settings) -> RouterConfig:

@@ -27,3 +27,4 @@ class PeerConfig:
     limits: InboundLimits
     protection_mode: str
     protection_canary: float
+    software: str = "exchange-node"  # said in our hello: name/version

@@ -43,7 +43,6 @@ from p2p.transport import DialError, Transport
 
 log = logging.getLogger("p2p.peers")
 
-SOFTWARE = "exchange-node/0.1.0"
 # Close reasons after which we do not redial the address.
 NO_REDIAL = frozenset({CloseReason.SELF_CONNECTION, CloseReason.IDENTITY_MISMATCH}) | with_remote(
     CloseReason.NETWORK_MISMATCH, CloseReason.INCOMPATIBLE_VERSION)
@@ -195,7 +194,7 @@ class PeerManager:
         hello.update({
             "type": "handshake", "node_id": self.node_id, "protocol": m.PROTOCOL_VERSION, "network": self.network_id,
             "listen_port": self.listen_port, "listen_host": self.advertise_host, "capabilities": self.capabilities,
-            "services": self.services, "software": SOFTWARE, "ts": time.time(), "dial_seq": link.dial_seq,
+            "services": self.services, "software": self.config.software, "ts": time.time(), "dial_seq": link.dial_seq,
         })
         return hello
 

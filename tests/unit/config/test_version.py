@@ -1,4 +1,5 @@
 """One version source: what pip installed (pyproject.toml), read through importlib.metadata."""
+import re
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -25,6 +26,14 @@ def test_cli_version_reads_the_same_source():
 
 def test_no_other_module_writes_the_version_number():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    offenders = [str(path.relative_to(ROOT)) for folder in ("config", "node", "exchange", "bench")
-                 for path in (ROOT / folder).rglob("*.py") if f'"{declared}"' in path.read_text()]
+    number = re.compile(rf"(?<![\d.]){re.escape(declared)}(?![\d.])")
+    offenders = [str(path.relative_to(ROOT)) for folder in ("config", "node", "exchange", "p2p", "storage", "bench")
+                 for path in (ROOT / folder).rglob("*.py") if number.search(path.read_text())]
     assert offenders == []
+
+
+def test_the_handshake_says_the_installed_version():
+    from config import load_settings
+    from node.configs import peer_config
+
+    assert peer_config(load_settings(env={}, cli={})).software == f"exchange-node/{VERSION}"
