@@ -578,13 +578,15 @@ class ChainService:
             return
         actions = core.take_actions()
         self._flush_unsaved()
+        wal_failed = False
         for action in actions:
             kind = action[0]
             if kind == "wal":               # consecutive records share one fsync, before anything that follows
                 self._unsaved_wal.append(action[1])
                 continue
-            if self._unsaved_wal:
+            if self._unsaved_wal and not wal_failed:     # a failing disk is tried once per pump, not per action
                 self._flush_unsaved()
+                wal_failed = bool(self._unsaved_wal)
             if kind == "send_validators":
                 message = action[1]
                 if self.disk_error is not None and message["type"] in ("vote", "proposal"):
@@ -615,7 +617,7 @@ class ChainService:
                 self.halted = action[1]
             elif kind == "need_snapshot" and self._snapshot_task is None:
                 self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(action[1]))
-        if self._unsaved_wal:
+        if self._unsaved_wal and not wal_failed:
             self._flush_unsaved()
         self._recovery_progress()
         self._nudge_ticker(core)
