@@ -167,7 +167,7 @@ def follower_cost(base: Path, followers: int, rate: float, seconds: float) -> di
     cluster, vals, fols = start_network(base, 4, followers)
     try:
         targets = fols or vals
-        idle_window = 5.0
+        idle_window = 15.0      # one heartbeat interval and block every second: a short window is mostly noise
         idle_before = {n.name: cpu_seconds(n.proc.pid) for n in fols}
         time.sleep(idle_window)
         idle = [(cpu_seconds(n.proc.pid) - idle_before[n.name]) / idle_window * 100 for n in fols]
