@@ -148,14 +148,12 @@ def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[st
                 await asyncio.gather(*(client(session, vals[i % len(vals)], deadline) for i in range(clients)))
                 return began, time.time()
         began, ended = asyncio.run(drive())
-        cpu_before = sum(cpu_seconds(n.proc.pid) for n in vals)
         wait_until(lambda: vals[0].status()["exchange"]["mempool"] == 0, 60, interval=0.5,
                    message="everything accepted is in a block")
         log = commits(vals[0], start_height)
         ops = sum(o for t, o in log.values())
         done = last_order_commit(log, began)
         wait_until(lambda: converged(vals), 30, interval=0.5, message="books converged")
-        del cpu_before
         return {"mode": "batch 250" if batch else "single POST", "clients": clients, "accepted": answered[0],
                 "committed": ops, "orders_per_s": ops / max(1e-9, done - began), "converged": True}
     finally:

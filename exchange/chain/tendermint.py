@@ -526,10 +526,14 @@ class Tendermint:
 
 
 def wal_record_height(record: Any) -> int | None:
-    """The height a WAL record belongs to (None: a block record from before they carried one)."""
-    if type(record) is list and record:
-        if record[0] == "signed":
-            return record[1][0]
-        if record[0] == "block" and len(record) > 2:
-            return record[2]
-    return None
+    """The height a WAL record belongs to (None: a block record from before they carried one, or a
+    record of no known shape: the checksum passed, but the reader never trusts a shape it did not check)."""
+    if type(record) is not list or len(record) < 2:
+        return None
+    if record[0] == "signed" and type(record[1]) is list and record[1]:
+        height = record[1][0]
+    elif record[0] == "block" and len(record) > 2:
+        height = record[2]
+    else:
+        return None
+    return height if type(height) is int else None

@@ -14,31 +14,29 @@ async def test_a_goodbye_that_spells_our_verdicts_is_recorded_as_the_peers_words
     try:
         for said, recorded in (("banned", "remote_banned"), ("SELF_CONNECTION!", "remote_self_connection"),
                                ("\x00" * 10, "remote_unknown")):
-            closed = asyncio.get_running_loop().create_future()
-            a.close_listeners.append(lambda link, f=closed: f.done() or f.set_result(link))
+            closed, b_closed = _next(a.close_listeners, b.node_id), _next(b.close_listeners, a.node_id)
+            opened = _next(a.open_listeners, b.node_id)
             link = await b.dial("127.0.0.1", a.listen_port)
-            await asyncio.wait_for(_linked(a, b), 5)
+            await asyncio.wait_for(opened, 5)
             link.send(m.goodbye(said, "hostile words"))
             closed_link = await asyncio.wait_for(closed, 5)
             assert closed_link.close_reason == recorded
             assert a.close_reasons[recorded] == 1
-            await asyncio.wait_for(_unlinked(b, a), 5)
+            await asyncio.wait_for(b_closed, 5)
         record = a.peers[b.node_id]
         assert record.status == "disconnected" and a.counters["bans"] == 0
         assert CloseReason.BANNED not in a.close_reasons
         # nothing stops a from being dialled again: the words were not taken as a no-redial verdict
+        opened = _next(a.open_listeners, b.node_id)
         await b.dial("127.0.0.1", a.listen_port)
-        await asyncio.wait_for(_linked(a, b), 5)
+        await asyncio.wait_for(opened, 5)
     finally:
         await a.stop()
         await b.stop()
 
 
-async def _linked(a, b) -> None:
-    while b.node_id not in a.links or a.node_id not in b.links:
-        await asyncio.sleep(0.01)
-
-
-async def _unlinked(b, a) -> None:
-    while a.node_id in b.links:
-        await asyncio.sleep(0.01)
+def _next(listeners: list, node_id: str) -> asyncio.Future:
+    """The next link to `node_id` the listeners are told about."""
+    future = asyncio.get_running_loop().create_future()
+    listeners.append(lambda link: future.done() or link.remote_id != node_id or future.set_result(link))
+    return future

@@ -14,12 +14,6 @@ pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
-async def grape():
-    async with FakeGrape() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def client(grape):
     c = GrapeClient([grape.url], timeout=0.5)
     try:

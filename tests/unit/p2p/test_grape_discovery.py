@@ -18,12 +18,6 @@ SERVICE = "exchange-node:test"
 LOGGER = "p2p.discovery.grape"
 
 
-@pytest.fixture
-async def grape():
-    async with FakeGrape() as fake:
-        yield fake
-
-
 def make(urls, **kwargs) -> GrapeDiscovery:
     kwargs.setdefault("announce_interval", 0.2)
     kwargs.setdefault("lookup_interval", 0.1)

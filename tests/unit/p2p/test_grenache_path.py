@@ -55,12 +55,6 @@ class GrenacheNet:
 
 
 @pytest.fixture
-async def grape():
-    async with FakeGrape() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def gnet(grape):
     nets: list[GrenacheNet] = []
 

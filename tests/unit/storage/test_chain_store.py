@@ -179,3 +179,14 @@ def test_decided_heights_wal_records_are_dropped_in_bulk_not_a_file_per_height()
     store.close()
     again = ChainStore(DATA_DIR, fs=fs)
     assert again.wal_trustworthy and again.wal_records()[-1] == record
+
+
+@pytest.mark.parametrize("record", [["signed"], ["signed", 7], ["signed", []], ["signed", ["x"]], ["block", b"", "9"],
+                                    "text", [], {"a": 1}, ["block", b"", 3]])
+def test_a_wal_record_of_an_unknown_shape_is_kept_as_heightless_not_a_crash(record):
+    fs = FaultyFS()
+    store = ChainStore(DATA_DIR, fs=fs)
+    store.wal_append(record)
+    store.wal_append(["signed", [5, 0, -1, None, -1, None], "v", []])
+    assert store.wal_records()[-1] == ["signed", [5, 0, -1, None, -1, None], "v", []]
+    assert len(store.wal_records()) == 2
