@@ -16,8 +16,11 @@ def linked(a, b) -> bool:
 
 
 def test_two_nodes_nothing_configured_but_mdns_on_loopback_connect_within_3s(cluster):
-    a = cluster.node("a", start=False, discovery_mdns="true", mdns_interfaces="127.0.0.1")
-    b = cluster.node("b", start=False, discovery_mdns="true", mdns_interfaces="127.0.0.1")
+    # nothing but mDNS; the network id only keeps out the nodes of tests running in parallel, which
+    # mDNS on loopback reaches too
+    mdns = dict(discovery_mdns="true", mdns_interfaces="127.0.0.1", network_id="test-two-by-mdns")
+    a = cluster.node("a", start=False, **mdns)
+    b = cluster.node("b", start=False, **mdns)
     spawned = time.monotonic()
     a.start(wait=False)
     b.start(wait=False)

@@ -45,7 +45,9 @@ def test_hybrid_grape_finds_peers_without_bootstrap(cluster, fake_grape):
 
 def test_every_strategy_at_once_one_link_per_node(cluster, fake_grape):
     _, url = fake_grape
-    common = dict(discovery_grenache="true", grape_urls=url, grape_service="test-all",
+    # mDNS on loopback reaches every process on the machine: a network id of its own keeps the nodes of
+    # a test running in parallel (another pytest-xdist worker) out of this one
+    common = dict(discovery_grenache="true", grape_urls=url, grape_service="test-all", network_id="test-all-modes",
                   grape_announce_interval=1.0, discovery_mdns="true", mdns_interfaces="127.0.0.1")
     first = cluster.node("all0", **common)
     nodes = [first] + [cluster.node(f"all{i}", bootstrap_peers=first.p2p_address, **common) for i in (1, 2, 3)]
