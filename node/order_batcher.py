@@ -5,6 +5,11 @@ signed each order apart would spend most of the network's CPU on signatures. Ord
 same account within one event-loop pass (concurrent requests) are put into one transaction (up to
 MAX_OPS), signed once; each request still gets its own order id (`tx.order_id(i)`) and its own answer.
 The operations of one transaction are independent: each has its own outcome, as in /orders/batch.
+
+While an account's previous transaction is still being handed to the chain (its outbox write, about
+one fsync), that account's new orders wait and then leave together, as TCP's Nagle algorithm holds
+small segments while one is unacknowledged: an idle account's order leaves at once, a busy account's
+orders share signatures in proportion to the load. A full transaction (MAX_OPS) never waits.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ class OrderBatcher:
         self._on_signed = on_signed
         self._pending: dict[str, _Pending] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._in_flight: dict[str, int] = {}     # account id -> its transactions not yet handed to the chain
         self.transactions = 0
         self.operations = 0
 
@@ -49,15 +55,21 @@ class OrderBatcher:
         pending.futures.append(future)
         if len(pending.ops) >= MAX_OPS:
             self._sign(self._pending.pop(account.id))
-        elif self._flush_handle is None:
+        elif self._flush_handle is None and not self._in_flight.get(account.id):
             self._flush_handle = loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
         self._flush_handle = None
-        pending, self._pending = self._pending, {}
-        for batch in pending.values():
-            self._sign(batch)
+        for account_id in [a for a in self._pending if not self._in_flight.get(a)]:
+            self._sign(self._pending.pop(account_id))
+
+    def _handed_on(self, account_id: str) -> None:
+        left = self._in_flight.pop(account_id, 1) - 1
+        if left > 0:
+            self._in_flight[account_id] = left
+        elif account_id in self._pending and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _sign(self, batch: _Pending) -> None:
         account = batch.account
@@ -73,6 +85,8 @@ class OrderBatcher:
         self.transactions += 1
         self.operations += len(batch.ops)
         submitted = asyncio.ensure_future(self._submit(tx))
+        self._in_flight[account.id] = self._in_flight.get(account.id, 0) + 1
+        submitted.add_done_callback(lambda _: self._handed_on(account.id))
         for index, future in enumerate(batch.futures):
             if not future.done():
                 future.set_result((tx, index, submitted))
