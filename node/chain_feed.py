@@ -16,7 +16,7 @@ from exchange.chain.service import ChainService
 from node.finality import FinalityTracker
 from node.marketdata.book import Level
 from node.marketdata.feed import MarketFeed, TradePrint
-from node.metrics import CounterNames, split_counters
+from node.metrics import CounterNames, labelled_counter, split_counters
 
 CHAIN_COUNTERS = CounterNames("exchange_node_chain", "Chain")
 
@@ -139,6 +139,8 @@ class ChainBridge:
         yield GaugeMetricFamily("exchange_node_chain_outbox_transactions",
                                 "This node's users' transactions not yet in a block", value=core.own_pending())
         yield from split_counters(CHAIN_COUNTERS, {**core.counters, **chain.counters})
+        yield labelled_counter("exchange_node_storage_record_syncs", "fdatasyncs of appended records, by log",
+                               "log", chain.store.fsyncs())
         consensus = CounterMetricFamily("exchange_node_consensus_events", "Consensus events, by kind", labels=["kind"])
         for kind, value in core.consensus.counters.items():
             consensus.add_metric([kind], value)

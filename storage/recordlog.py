@@ -63,6 +63,7 @@ class RecordLog:
         self._tail_damaged = False
         self._failed: str | None = None
         self._closed = False
+        self._unsynced = False   # records appended with sync=False since the active segment's last fdatasync
         self._write_lock = RLock()
         self._state_lock = Lock()
         self.report = RecoveryReport(directory, 1, 0)
@@ -256,9 +257,12 @@ class RecordLog:
         return missing
 
     # --- append -----------------------------------------------------------------------------
-    def append(self, bodies: Sequence[bytes], index: int | None = None) -> int:
+    def append(self, bodies: Sequence[bytes], index: int | None = None, *, sync: bool = True) -> int:
         """Durably append records at consecutive indexes from `next_index` (which `index`, if given, must equal);
-        returns the first one's index. All of them are on disk when this returns; on StorageError none is."""
+        returns the first one's index. All of them are on disk when this returns; on StorageError none is.
+        With `sync=False` they are written but not fdatasync'ed: durable at the next `sync()` (or at the
+        next synced append, or when the log moves to a new segment); a crash of the machine before then
+        may cut them off as a torn tail. For records the caller can fetch again."""
         with self._write_lock:
             self._check_writable()
             first = self._next
@@ -280,7 +284,8 @@ class RecordLog:
                 raise StorageError(FAILED, self._failed, path=segment.path)
             try:
                 self.fs.write_all(self._active, data)
-                self.fs.fdatasync(self._active)
+                if sync:
+                    self.fs.fdatasync(self._active)
             except StorageError as exc:
                 self._undo(segment, start, len(bodies), exc)
             offsets = array("I")
@@ -292,8 +297,21 @@ class RecordLog:
                 segment.offsets.extend(offsets)
                 segment.size = position
                 self._next = first + len(bodies)
-            self.syncs += 1
+            if sync:
+                self.syncs += 1
+            self._unsynced = not sync
             return first
+
+    def sync(self) -> None:
+        """Make records appended with `sync=False` durable."""
+        with self._write_lock:
+            self._sync_active()
+
+    def _sync_active(self) -> None:
+        if self._unsynced and self._active is not None:
+            self.fs.fdatasync(self._active)
+            self.syncs += 1
+        self._unsynced = False
 
     def write_batch(self, bodies: Sequence[bytes]) -> list[int]:
         """`append` returning each record's index: the writer a GroupCommit of this log calls."""
@@ -328,6 +346,7 @@ class RecordLog:
     def _segment_for_append(self) -> Segment:
         if self._segments and self._active is not None and self._segments[-1].size < self.segment_bytes:
             return self._segments[-1]
+        self._sync_active()     # only the newest segment may end in records a crash can take
         first = self._next
         path = segment_path(self.directory, first)
         salt = os.urandom(8)
@@ -422,6 +441,7 @@ class RecordLog:
         past the end the log becomes empty and the next append gets `index` (a node joining from a snapshot)."""
         with self._write_lock:
             self._check_open()
+            self._sync_active()
             if index <= self._first:
                 return
             keep_from = 0
@@ -461,6 +481,7 @@ class RecordLog:
         may leave the dropped records in place, never a gap)."""
         with self._write_lock:
             self._check_open()
+            self._sync_active()
             if self._failed is not None:
                 raise StorageError(FAILED, self._failed, path=self.directory)
             if not self._first - 1 <= index <= self._next - 1:
@@ -492,6 +513,7 @@ class RecordLog:
         `missing`; the segment that should hold it is rewritten whole, without its damaged bytes."""
         with self._write_lock:
             self._check_open()
+            self._sync_active()
             if self._failed is not None:
                 raise StorageError(FAILED, self._failed, path=self.directory)
             for index in records:
@@ -560,6 +582,11 @@ class RecordLog:
     def close(self) -> None:
         with self._write_lock:
             self._closed = True
+            try:
+                self._sync_active()
+            except StorageError as exc:
+                log.warning("record log %s: records appended unsynced could not be synced at close: %s",
+                            self.directory, exc)
             if self._active is not None:
                 self.fs.close(self._active)
                 self._active = None

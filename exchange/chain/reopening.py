@@ -25,6 +25,12 @@ class ReopeningLog:
         self.log = opener()
         self.reopened = 0
         self._broken = False
+        self._earlier_syncs = 0     # those of the logs this one replaced
+
+    @property
+    def syncs(self) -> int:
+        """fdatasyncs of appends over this log's life, reopens included."""
+        return self._earlier_syncs + self.log.syncs
 
     def write(self, action: Callable[[RecordLog], T]) -> T:
         """Run a write on the log; on an error whose outcome is unknown, reopen it, then raise."""
@@ -39,6 +45,7 @@ class ReopeningLog:
 
     def _reopen(self) -> None:
         self.log.close()
+        self._earlier_syncs += self.log.syncs
         try:
             self.log = self._opener()
         except StorageError as exc:      # the closed log stays: writes fail until a later reopen works

@@ -163,10 +163,19 @@ class ChainStore:
     def last_height(self) -> int:
         return self.blocks_log.last_index
 
-    def append_block(self, block: Block, commit: Commit) -> None:
-        """Durable on return. A height we already hold (re-fetched after damage) goes back in place."""
+    def append_block(self, block: Block, commit: Commit, durable: bool = True) -> None:
+        """Durable on return unless `durable` is False (then at the next `sync_blocks`: for a certified block
+        a follower can fetch again). A height we already hold (re-fetched after damage) goes back in place."""
         body = _encode_block(block, commit)
-        self._blocks.write(lambda log_: _put(log_, block.height, body))
+        self._blocks.write(lambda log_: _put(log_, block.height, body, durable))
+
+    def fsyncs(self) -> dict[str, int]:
+        """fdatasyncs of appended records, by log (an operator's view of what the disk is asked for)."""
+        return {reopening.name: reopening.syncs for reopening in self._logs}
+
+    def sync_blocks(self) -> None:
+        """Blocks appended with durable=False are on disk on return."""
+        self._blocks.write(lambda log_: log_.sync())
 
     def compact(self, snapshot_height: int) -> None:
         """Keep blocks only from a little behind the newest snapshot (peers catching up still find them)."""
@@ -249,6 +258,7 @@ class ChainStore:
         return self._epochs.log
 
     def append_epoch(self, block: Block, commit: Commit) -> None:
+        self.sync_blocks()      # a proof of a validator change never outlives the blocks before it
         body = _encode_block(block, commit)
         self._epochs.write(lambda log_: log_.append([body]))
 
@@ -269,6 +279,7 @@ class ChainStore:
 
     # ------------------------------------------------------------------ snapshots and status
     def save_snapshot(self, height: int, data: bytes) -> None:
+        self.sync_blocks()      # a snapshot never outlives the blocks it was made from
         self.snapshots.save(height, data)
         self.compact(height)
 
@@ -289,11 +300,11 @@ class ChainStore:
             log_.close()
 
 
-def _put(log_: RecordLog, height: int, body: bytes) -> None:
+def _put(log_: RecordLog, height: int, body: bytes, durable: bool) -> None:
     if log_.tail_damaged:
         log_.truncate_after(log_.last_index)
     if height == log_.next_index:
-        log_.append([body], index=height)
+        log_.append([body], index=height, sync=durable)
     elif height < log_.first_index:
         return
     elif any(height in r for r in log_.missing):

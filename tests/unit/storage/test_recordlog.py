@@ -461,3 +461,47 @@ def test_a_segment_the_disk_cannot_read_is_damage_to_recover_not_a_failed_start(
     assert any(d.path == files[1] and "Input/output error" in d.reason for d in log.report.damaged)
     assert contents(log) == {i: body(i) for i in range(1, 41) if not first <= i < following}
     assert_heals(log, fs, range(first, following), 40, 600)  # rewritten to a new file, off the bad sectors
+
+
+# --- appends without fdatasync (a follower's refetchable blocks) --------------------------------------
+def test_unsynced_appends_are_lost_only_from_the_end_and_a_sync_or_a_segment_roll_makes_them_durable():
+    outcomes = set()
+    for seed in range(120):
+        fs = FaultyFS()
+        log = filled(fs, 10, segment_bytes=600)
+        first_unsynced = log.next_index
+        for index in range(first_unsynced, first_unsynced + 12):      # rolls past at least one segment
+            log.append([body(index)], sync=False)
+        rolled_past = [s.first for s in log._segments][-1]
+        for index in range(log.next_index, log.next_index + 3):
+            log.append([body(index)], sync=False)
+        top = log.next_index - 1
+        after = fs.after_crash(seed, hostile=seed % 2 == 1)
+        again = RecordLog.open(DIR, fs=after, segment_bytes=600)
+        kept = contents(again)
+        # everything before the newest segment is durable (synced at the roll); only its records may go
+        assert all(kept.get(i) == body(i) for i in range(1, rolled_past)), seed
+        assert set(kept) <= set(range(1, top + 1))
+        if again.report.clean:
+            assert sorted(kept) == list(range(1, again.next_index))     # a prefix: never a hole
+        outcomes.add("all" if len(kept) == top else "cut")
+        log.sync()
+        synced = RecordLog.open(DIR, fs=fs.after_crash(seed, hostile=True), segment_bytes=600)
+        assert contents(synced) == {i: body(i) for i in range(1, top + 1)}
+    assert outcomes == {"all", "cut"}
+
+
+def test_sync_counts_only_real_fdatasyncs_and_close_syncs_what_is_left():
+    fs = FaultyFS()
+    log = filled(fs, 3, batch=1, segment_bytes=1 << 20)
+    assert log.syncs == 3
+    log.append([body(4)], sync=False)
+    log.append([body(5)], sync=False)
+    assert log.syncs == 3
+    log.sync()
+    log.sync()
+    assert log.syncs == 4
+    log.append([body(6)], sync=False)
+    log.close()
+    assert contents(RecordLog.open(DIR, fs=fs.after_crash(0, mode="lose"), segment_bytes=1 << 20)) == \
+        {i: body(i) for i in range(1, 7)}

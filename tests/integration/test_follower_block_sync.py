@@ -1,0 +1,53 @@
+"""A follower writes the network's certified blocks without an fdatasync each (any peer can serve them
+again) and syncs them about once a second; a block holding one of its own users' orders is synced before
+the order's answer. Real processes, counted through the node's own metric."""
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import wait_until
+from tests.integration.chain_nodes import pinned_loopback
+
+ORDER = {"market": "BTC-USD", "side": "buy", "type": "limit", "price": "90.00", "qty": "0.1"}
+
+
+def block_syncs(node) -> float:
+    request = urllib.request.Request(node.api_url + "/metrics", headers=node.auth_headers())
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "exchange_node_storage_record_syncs_total" and sample.labels.get("log") == "blocks":
+                return sample.value
+    raise AssertionError("no block sync counter in /metrics")
+
+
+def final_order_at(node) -> None:
+    status, body = node.api("POST", "/orders?wait=5", ORDER)
+    assert status == 201 and body["final"] is True, (status, body)
+
+
+def test_a_follower_syncs_others_blocks_once_a_second_and_blocks_with_its_own_orders_at_once(cluster):
+    (validator,), (follower,) = pinned_loopback(cluster, 1, 1)
+    start_height = validator.status()["height"]
+    validator_before, follower_before = block_syncs(validator), block_syncs(follower)
+    began = time.monotonic()
+    for _ in range(40):
+        final_order_at(validator)
+    top = validator.status()["height"]
+    wait_until(lambda: follower.status()["height"] >= top, 10, message="the follower has every block")
+    elapsed = time.monotonic() - began
+    blocks = top - start_height
+    assert blocks >= 40
+    assert block_syncs(validator) - validator_before >= blocks, "a validator syncs every block"
+    others = block_syncs(follower) - follower_before
+    assert others <= elapsed + 2, f"{others} syncs for {blocks} blocks in {elapsed:.1f}s"
+
+    before = block_syncs(follower)
+    began = time.monotonic()
+    for _ in range(10):
+        final_order_at(follower)
+    own = block_syncs(follower) - before
+    assert own >= 10, f"10 blocks holding the follower's own orders, {own} syncs in {time.monotonic() - began:.1f}s"
