@@ -207,6 +207,7 @@ def follower_cost(base: Path, followers: int, rate: float, seconds: float) -> di
         v_cost = statistics.mean(after[n.name] - before[n.name] for n in vals) / max(1, ops)
         f_cost = statistics.mean(after[n.name] - before[n.name] for n in fols) / max(1, ops) if fols else float("nan")
         return {"followers": followers, "offered_per_s": rate, "committed_per_s": ops / max(1e-9, span),
+                "committed_of_offered_pct": 100 * ops / max(1, offered[0]),
                 "validator_us_per_order": 1e6 * v_cost, "follower_us_per_order": 1e6 * f_cost,
                 "idle_follower_cpu_pct": statistics.mean(idle) if idle else float("nan")}
     finally:
