@@ -9,7 +9,9 @@
 - throughput: 5 validators; /orders/batch (250 orders, one signature per batch) and single POSTs from
   concurrent clients at every node; committed orders/s over the run, and the books compared after it.
   The clients are `LeanHttp` keep-alive connections (the load generator's own CPU is printed: it shares
-  the machine's 2 cores with the 5 nodes).
+  the machine's 2 cores with the 5 nodes). Single POSTs run with 64 clients and again with 256: each
+  client waits for its answer, and a node puts one account's concurrent orders into one transaction, so
+  the number of clients sets how many orders share a signature.
 - followers: 4 validators + 0/10/20/40 followers with a steady load offered at the followers: CPU seconds
   per committed order for validators and followers (the curve must stay flat), idle follower CPU, and
   whether 500 orders/s offered at the followers of 4+40 get through.
@@ -249,6 +251,8 @@ def main(flags: list[str]) -> None:
                         "validators, <= 300 ms at 4 + 40 followers)", list(rows[0]), [list(r.values()) for r in rows])
         if "throughput" in parts:
             rows = [throughput(root / "tb", True, seconds, 10), throughput(root / "ts", False, seconds, 64)]
+            if not quick:       # more clients, bigger per-account transactions: the rate at saturation
+                rows.append(throughput(root / "ts256", False, seconds, 256))
             print_table("throughput at 5 validators (goal >= 5,000/s batched, >= 2,500/s single POSTs)",
                         list(rows[0]), [list(r.values()) for r in rows])
         if "followers" in parts:
