@@ -2,7 +2,8 @@
 
 On this 2-core machine the client shares the CPU with the nodes it measures. aiohttp's client spent about
 350 us per request (44 % of a core at 1,250 single POSTs/s), CPU the nodes under test then lacked; this one
-writes a prebuilt request and reads the status line, the headers and a Content-Length body (about 80 us).
+writes the request at once and reads the status line, the headers and a Content-Length body (16 % of a
+core at 1,865 requests/s, about 85 us each).
 It speaks only what our API answers (Content-Length bodies, keep-alive): a load tool, not a general client.
 """
 from __future__ import annotations
@@ -30,7 +31,11 @@ class LeanHttp:
         assert self._reader is not None
         data = orjson.dumps(body)
         self._writer.write(f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
-        status = int((await self._reader.readline()).split()[1])
+        status_line = await self._reader.readline()
+        if not status_line:
+            self.close()
+            raise ConnectionError(f"{self.host}:{self.port} closed the connection instead of answering {path}")
+        status = int(status_line.split()[1])
         length = 0
         while (line := await self._reader.readline()) not in (b"\r\n", b""):
             if line[:15].lower() == b"content-length:":

@@ -10,7 +10,9 @@ Inputs are plain calls with the wall-clock time passed in (seconds): messages fr
     ("send", node_id, message)      to one node
     ("broadcast", message)          to the whole network (certified blocks)
     ("penalize", node_id, points, reason)
-    ("commit", block, commit, outcome)   a block is final: store it, answer waiters, publish
+    ("commit", block, commit, outcome, holds_own)
+                                    a block is final: store it, answer waiters, publish (`holds_own`:
+                                    it holds one of our own transactions)
     ("forward", tx)                 a follower hands a transaction to the validators (RPC)
     ("own_done", tx_id, status)     one of our own pending transactions left the outbox
     ("halt", reason)                continuing would risk divergence: stop serving orders
@@ -813,11 +815,13 @@ class ChainCore:
         for tx, _ in outcome.membership:
             self.mempool.drop_membership(tx.id)
         self._evidence = [e for e in self._evidence if e[0].validator in self.state.validators]
+        holds_own = False
         for tx_id in committed:
             if self._own.pop(tx_id, None) is not None:
                 self.actions.append(("own_done", tx_id, "committed"))
+                holds_own = True
         self.mempool.expire(block.header.time_ms)
-        self.actions.append(("commit", block, commit, outcome))
+        self.actions.append(("commit", block, commit, outcome, holds_own))
         if announce:
             self.actions.append(("broadcast", {"type": "decision", "id": block.id.hex(),
                                                "body": [block.wire(), commit.wire()]}))

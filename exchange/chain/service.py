@@ -40,7 +40,7 @@ SUBMIT_SERVICE = "chain.submit"
 OUTBOX_PROBE_INTERVAL = 1.0
 BUSY_TICK = 0.02    # s between ticks while the core has work of its own
 IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
-FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced (see `_flush_unsaved`)
+FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced (see `_committed`)
 GENESIS_SERVICE = "chain.genesis"
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
@@ -85,7 +85,6 @@ class ChainStore(Protocol):
     def save_snapshot(self, height: int, data: bytes) -> None: ...
     def load_snapshot(self) -> tuple[int, bytes] | None: ...
     def wal_records(self) -> list: ...
-    def wal_append(self, record: list) -> None: ...
     def wal_reset(self) -> None: ...
     def wal_append_many(self, records: list) -> None: ...
     def wal_height_done(self) -> None: ...
@@ -176,7 +175,6 @@ class ChainService:
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self._served_snapshot: tuple[int, bytes, list] | None = None
         self._wal_top = 0       # the highest height with a signed record in the durable WAL
-        self._ours_committed = False      # the block being committed holds a transaction of our outbox
         self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
         self._probe: asyncio.Task | None = None
         self._next_probe = 0.0
@@ -614,7 +612,7 @@ class ChainService:
                 log.warning("penalising peer %s: %s", peer[:12], reason)
                 self.network.penalize(peer, points, reason)
             elif kind == "commit":
-                self._committed(action[1], action[2], action[3])
+                self._committed(*action[1:])
             elif kind == "forward":
                 asyncio.get_running_loop().create_task(self._forward(action[1]))
             elif kind == "own_done":
@@ -660,22 +658,21 @@ class ChainService:
             log.warning("disk writes work again: the blocks and the WAL are saved; voting again")
             self.disk_error = None
 
-    def _committed(self, block: Block, commit: Commit, outcome: Any) -> None:
+    def _committed(self, block: Block, commit: Commit, outcome: Any, holds_own: bool) -> None:
         """A validator stores every block durably before anything follows (for the only validator, or a
         quorum that lost power together, the block exists nowhere else). A follower's block is certified and
-        any peer can serve it again, so a follower skips the fdatasync (a follower of a busy network spent
-        40 % of its time in it, and 40 followers' syncs were the machine's disk and journal) unless the block
-        holds a transaction of its own outbox, whose answer must not outlive the block on this disk; the
-        rest are synced within FOLLOWER_SYNC_INTERVAL, before a snapshot or an epoch proof, and at stop.
-        A machine crash costs a follower at most that last second of blocks, fetched again at restart."""
+        any peer can serve it again, so a follower skips the fdatasync (40 % of a busy follower's samples
+        were in it) unless the block holds a transaction of its own outbox (`holds_own`), whose answer must
+        not outlive the block on this disk; the rest are synced within FOLLOWER_SYNC_INTERVAL, before a
+        snapshot or an epoch proof, and at stop. A machine crash costs a follower at most that last second
+        of blocks, fetched again at restart."""
         core = self.core
         snapshot = core.state.last_snapshot if core is not None else None
         if snapshot is None or snapshot[0] != block.height:
             snapshot = None
         elif core is not None:
             core.state.last_snapshot = None     # ours to store now: its bytes go once they are on disk
-        durable = core is None or core.is_validator or self._ours_committed
-        self._ours_committed = False
+        durable = core is None or core.is_validator or holds_own
         self._unsaved_blocks.append(_UnsavedBlock(block, commit, outcome, snapshot, durable))
         self._flush_unsaved()
         if self.core is not None and outcome.validators_changed:
@@ -720,7 +717,6 @@ class ChainService:
     def _own_done(self, tx_id: str, status: str) -> None:
         if status == "committed":       # its outbox entry goes once the block holding it is durable
             self.counters["committed_own"] += 1
-            self._ours_committed = True     # the core says so just before it commits the block
             return
         self.store.outbox_done([tx_id])
         self.counters["expired_own"] += 1

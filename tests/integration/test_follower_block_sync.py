@@ -8,7 +8,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import wait_until
+from tests.diskfull import mounted_small_disk
+from tests.harness import converged, wait_until
 from tests.integration.chain_nodes import pinned_loopback
 
 ORDER = {"market": "BTC-USD", "side": "buy", "type": "limit", "price": "90.00", "qty": "0.1"}
@@ -51,3 +52,36 @@ def test_a_follower_syncs_others_blocks_once_a_second_and_blocks_with_its_own_or
         final_order_at(follower)
     own = block_syncs(follower) - before
     assert own >= 10, f"10 blocks holding the follower's own orders, {own} syncs in {time.monotonic() - began:.1f}s"
+
+
+def test_a_follower_whose_disk_fills_follows_in_memory_and_stores_every_block_once_space_returns(cluster, tmp_path):
+    """Unsynced appends still fail at once on a full disk: the follower says so, is not ready, keeps
+    applying certified blocks in memory, stores every one of them once space is back (no restart), and a
+    restart opens its logs with no damage."""
+    with mounted_small_disk(tmp_path / "f0" / "chain", 4 * 1024 * 1024) as disk:
+        (validator,), (follower,) = pinned_loopback(cluster, 1, 1)
+        final_order_at(validator)
+        disk.fill()
+        for _ in range(30):
+            final_order_at(validator)
+        top = validator.status()["height"]
+        wait_until(lambda: follower.status()["height"] >= top, 10, message="the follower applies blocks in memory")
+        status = follower.status()
+        assert (status["exchange"]["disk_error"] or {}).get("kind") == "no_space", status["exchange"]["disk_error"]
+        assert status["storage"]["blocks"]["last_index"] < top, "30 blocks stored on a full disk?"
+        assert follower.api("GET", "/ready")[0] == 503
+
+        disk.free()
+        wait_until(lambda: follower.status()["exchange"]["disk_error"] is None
+                   and follower.status()["storage"]["blocks"]["last_index"] >= top, 30, interval=0.2,
+                   message="the follower stores the blocks it held once space returns")
+        wait_until(lambda: follower.api("GET", "/ready")[0] == 200, 30, message="ready again")
+        final_order_at(follower)
+
+        assert follower.stop() == 0
+        follower.start(p2p_port=follower.p2p_port)
+        storage = follower.status()["storage"]["blocks"]
+        assert storage["damaged"] == [] and not storage["tail_damaged"], storage
+        assert storage["last_index"] >= top + 1
+        wait_until(lambda: converged([validator, follower]), 30, interval=0.3)
+        follower.stop()

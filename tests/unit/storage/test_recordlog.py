@@ -505,3 +505,18 @@ def test_sync_counts_only_real_fdatasyncs_and_close_syncs_what_is_left():
     log.close()
     assert contents(RecordLog.open(DIR, fs=fs.after_crash(0, mode="lose"), segment_bytes=1 << 20)) == \
         {i: body(i) for i in range(1, 7)}
+
+
+def test_a_failed_sync_is_reported_keeps_the_log_usable_and_the_next_sync_makes_the_records_durable():
+    fs = FaultyFS()
+    log = filled(fs, 3, batch=1, segment_bytes=1 << 20)
+    for index in (4, 5):
+        log.append([body(index)], sync=False)
+    fs.fail("fdatasync", errno.EIO)
+    with pytest.raises(StorageError) as caught:
+        log.sync()
+    assert caught.value.kind == IO_ERROR
+    log.sync()                      # the failed one did not count the records as synced
+    again = reopen(fs.after_crash(3, mode="lose"))
+    assert again.report.clean and contents(again) == {i: body(i) for i in range(1, 6)}
+    assert log.append([body(6)]) == 6
