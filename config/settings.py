@@ -154,10 +154,24 @@ class Settings:
         7, "MAX_VALIDATORS", "Validator seats a network founded here offers (7 tolerates 2 faulty validators)",
         p.integer(1, 100))
     validators: tuple[str, ...] = _setting(
-        (), "VALIDATORS", "Node ids of a pinned validator set (empty = automatic: founder, then joiners up to "
-        "MAX_VALIDATORS)", p.listed(p.text(max_len=40, pattern=r"[0-9a-f]{40}", what="a 40-hex node id")))
-    role: str = _setting("auto", "ROLE", "auto: take a validator seat when one is free; follower: never",
+        (), "VALIDATORS", "Node ids of a pinned validator set (empty: the founder, then nodes granted a seat by "
+        "join token or by the validators' approvals)",
+        p.listed(p.text(max_len=40, pattern=r"[0-9a-f]{40}", what="a 40-hex node id")))
+    role: str = _setting("auto", "ROLE", "auto: take a validator seat once granted one; follower: never",
                          p.choice("auto", "follower"))
+    join_token: str | None = _setting(
+        None, "JOIN_TOKEN", "A network's join token (the founder's DATA_DIR/join-token): follow only that chain "
+        "and take a seat without waiting for approvals", p.optional(p.text(max_len=200, pattern=r"exn1-[0-9a-f]{64}-[0-9a-f]{64}",
+                                                                          what="exn1-<chain id>-<secret>")), secret=True)
+    chain_id: str | None = _setting(
+        None, "CHAIN_ID", "Follow only this chain (64 hex); without it a new node follows the only network in sight",
+        p.optional(p.text(max_len=64, pattern=r"[0-9a-f]{64}", what="a 64-hex chain id")))
+    keep_seat: bool = _setting(
+        False, "KEEP_SEAT", "On a graceful stop keep the validator seat (a restart) instead of handing it back",
+        p.boolean)
+    seat_rule: str = _setting(
+        "bft", "SEAT_RULE", "How a network founded here grows: bft (only to 1, 4, 7 ... seats, each tolerating one "
+        "more fault) or any (one seat at a time)", p.choice("bft", "any"))
     found_after: float = _setting(
         3.0, "FOUND_AFTER", "Seconds a node with no chain listens for an existing network before founding one",
         p.number(above=-1e-9))

@@ -22,6 +22,8 @@ from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api import start_api
 from node.api_orders import install_order_api
+from node.api_validators import install_validator_api
+from exchange.chain.join_token import JoinToken
 from node.api_router import install_debug_api, router_metrics
 from node.chain_network import P2PChainNetwork
 from node.configs import NodeConfigs
@@ -98,12 +100,15 @@ class ExchangeNode:
             self.identity, self.chain_network, self.chain_store, network_id=chain.network_id,
             markets=chain.markets, order_ttl_ms=chain.order_ttl_ms, max_validators=chain.max_validators,
             pinned_validators=chain.pinned_validators, found_after=chain.found_after,
-            snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout)
+            snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout,
+            join_token=JoinToken.parse(chain.join_token) if chain.join_token else None,
+            trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
+        self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None

@@ -107,6 +107,10 @@ class ChainConfig:
     recovery_timeout: float
     keep_blocks: int
     core: CoreConfig
+    join_token: str | None
+    chain_id: str | None
+    keep_seat: bool
+    seat_rule: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +186,9 @@ class NodeConfigs:
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
                 pinned_validators=settings.validators, found_after=found_after,
                 snapshot_interval=settings.snapshot_interval, recovery_timeout=settings.recovery_timeout,
-                keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy)),
+                keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),
+                join_token=settings.join_token, chain_id=settings.chain_id, keep_seat=settings.keep_seat,
+                seat_rule=settings.seat_rule),
             api=ApiConfig(host=settings.api_host, port=settings.api_port, token=settings.api_token,
                           data_dir=settings.data_dir, debug_api=settings.debug_api),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,

@@ -17,7 +17,8 @@ from typing import Any, Callable, Protocol
 from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
 from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import REQUEST_TTL, MembershipTx
+from exchange.chain.membership import MembershipTx
+from exchange.chain.seats import Seats
 from exchange.chain.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet
 
@@ -29,6 +30,7 @@ class Application(Protocol):
     def precheck(self, tx: SignedTx, chain_id: str, now_ms: int) -> str | None: ...
     def begin_block(self, height: int, time_ms: int) -> None: ...
     def apply_tx(self, tx: SignedTx) -> Any: ...
+    def reject_tx(self, tx: SignedTx, reason: str) -> Any: ...
     def end_block(self) -> Any: ...
     @property
     def app_hash(self) -> bytes: ...
@@ -77,14 +79,17 @@ class ChainState:
         self.prev_validators = self.validators                # the set that decided `height`
         self.recent_signers: tuple[bytes, ...] = ()
         self.last_seen: dict[bytes, tuple[int, int]] = {k: (0, 0) for k in self.validators.keys}
-        self.banned: set[bytes] = set()                       # removed for equivocation: never rejoin
+        self.seats = Seats()                                  # standbys, approvals, bans
         self.snapshot_hash = b""
         self.last_snapshot: tuple[int, bytes] | None = None    # the newest certified snapshot, to store
         self.hash = self._compute_hash()
 
     # ------------------------------------------------------------------ applying blocks
-    def apply_block(self, block: Block, txs: list[SignedTx | MembershipTx] | None = None) -> BlockOutcome:
-        """Fold a committed block (already checked by the caller: header, commit, transactions)."""
+    def apply_block(self, block: Block, txs: list[SignedTx | MembershipTx] | None = None,
+                    refused: dict[int, str] | None = None) -> BlockOutcome:
+        """Fold a committed block. Its header and commit were checked by the caller; so were its transactions'
+        signatures, and `refused` names (by index) those that failed: they are recorded as failed, never run.
+        Membership transactions are judged here against this node's own state, whoever certified them."""
         header = block.header
         if header.height != self.height + 1 or header.prev_id != self.last_block_id:
             raise ValueError(f"block {header.height} does not follow height {self.height}")
@@ -97,28 +102,45 @@ class ChainState:
             for key in signers:
                 if key in self.last_seen:
                     self.last_seen[key] = (commit.height, time_ms)
+        if header.proposer in self.last_seen:      # proposing a block that was decided shows it is here too
+            self.last_seen[header.proposer] = (height, time_ms)
         app = self.app
         app.begin_block(height, time_ms)
         outcome = BlockOutcome(height, block.id, time_ms, None)
         next_validators = self.validators
         changed = False
-        for tx in decoded:
+        refused = refused or {}
+        for index, tx in enumerate(decoded):
             if isinstance(tx, SignedTx):
-                app.apply_tx(tx)
+                reason = refused.get(index)
+                if reason is None:
+                    app.apply_tx(tx)
+                else:
+                    app.reject_tx(tx, reason)
                 continue
-            if changed:
+            if index in refused:
+                outcome.membership.append((tx, refused[index]))
+                continue
+            if changed and tx.changes_set:
                 outcome.membership.append((tx, "one_change_per_block"))
                 continue
-            verdict, candidate = self._membership(tx, height, time_ms)
-            outcome.membership.append((tx, verdict))
-            if candidate is not None:
-                next_validators, changed = candidate, True
-                log.warning("validator set epoch %d -> %d at height %d: %s %s (%d validators)", self.validators.epoch,
-                            candidate.epoch, height, tx.kind, tx.key.hex()[:12], len(candidate))
+            verdict = self.seats.problem(tx, self.validators, self.genesis, height,
+                                         lambda key: self.is_absent(key, height, time_ms))
+            if verdict is None:
+                candidate = self.seats.apply(tx, self.validators, height)
+                if candidate is not None:
+                    next_validators, changed = candidate, True
+                    log.warning("validator set epoch %d -> %d at height %d: %s (%d validators)",
+                                self.validators.epoch, candidate.epoch, height, tx, len(candidate))
+            outcome.membership.append((tx, verdict or "applied"))
         outcome.exchange = app.end_block()
         self.prev_validators = self.validators
         self.validators = next_validators
         outcome.validators_changed = changed
+        if changed:
+            self.seats.after_change(next_validators)
+            for key in next_validators.keys:        # a new validator's absence counts from its first seat
+                self.last_seen.setdefault(key, (height, time_ms))
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
         self.snapshot_hash = b""
@@ -129,31 +151,12 @@ class ChainState:
         self.hash = outcome.state_hash = self._compute_hash()
         return outcome
 
-    def _membership(self, tx: MembershipTx, height: int, time_ms: int) -> tuple[str, ValidatorSet | None]:
-        genesis, validators = self.genesis, self.validators
-        if genesis.pinned:
-            return "pinned", None
-        key = tx.key
-        if tx.kind in ("join", "leave") and not tx.at_height <= height <= tx.at_height + REQUEST_TTL:
-            return "expired", None
-        if tx.kind == "join":
-            if key in validators:
-                return "already_validator", None
-            if key in self.banned:
-                return "banned", None
-            if len(validators) >= genesis.max_validators:
-                return "set_full", None
-            self.last_seen[key] = (height, time_ms)
-            return "applied", validators.with_added(key)
-        if key not in validators:
-            return "not_validator", None
-        if len(validators) <= 1:
-            return "last_validator", None
-        if tx.kind == "remove" and tx.reason == "absent" and not self.is_absent(key, height, time_ms):
-            return "not_absent", None
-        if tx.kind == "remove" and tx.reason == "equivocation":
-            self.banned.add(key)
-        return "applied", validators.with_removed(key)
+    def membership_problem(self, tx: MembershipTx, height: int, time_ms: int, seats: Seats | None = None,
+                           validators: ValidatorSet | None = None) -> str | None:
+        """Why `tx` cannot apply at `height` (on `seats`/`validators` when a block's earlier changes are
+        simulated), or None."""
+        return (seats or self.seats).problem(tx, validators or self.validators, self.genesis, height,
+                                             lambda key: self.is_absent(key, height, time_ms))
 
     def is_absent(self, key: bytes, height: int, time_ms: int) -> bool:
         seen_height, seen_time = self.last_seen.get(key, (0, 0))
@@ -161,31 +164,31 @@ class ChainState:
 
     # ------------------------------------------------------------------ hashes and snapshots
     def _compute_hash(self) -> bytes:
-        return digest("exchange-node/state/v1", [self.height, self.last_block_id, self.app.app_hash,
-                                                 self.validators.wire(), self.snapshot_hash])
+        return digest("exchange-node/state/v2", [self.height, self.last_block_id, self.app.app_hash,
+                                                 self.validators.wire(), self.seats.hash(), self.snapshot_hash])
 
     def snapshot(self) -> bytes:
         """The whole state, canonically encoded (the chain certifies its hash every snapshot_interval)."""
         return pack([self.height, self.time_ms, self.last_block_id, self.validators.wire(),
                      self.prev_validators.wire(), list(self.recent_signers),
-                     sorted([k, h, t] for k, (h, t) in self.last_seen.items()), sorted(self.banned),
+                     sorted([k, h, t] for k, (h, t) in self.last_seen.items()), self.seats.wire(),
                      self.app.snapshot()])
 
     def restore(self, data: bytes, app_factory: Callable[[bytes], Application]) -> None:
         """Replace this state with a snapshot's (raises ValueError if malformed)."""
         try:
-            (height, time_ms, last_id, vals, prev_vals, recent, seen, banned, app_bytes) = unpack(data)
+            (height, time_ms, last_id, vals, prev_vals, recent, seen, seats_wire, app_bytes) = unpack(data)
             validators = ValidatorSet.from_wire(vals)
             prev_validators = ValidatorSet.from_wire(prev_vals)
             recent_signers = tuple(bytes(k) for k in recent)
             last_seen = {bytes(k): (int(h), int(t)) for k, h, t in seen}
-            banned_keys = {bytes(k) for k in banned}
+            seats = Seats.from_wire(seats_wire)
             app = app_factory(bytes(app_bytes))
         except (TypeError, ValueError, Malformed, InvalidTx) as exc:
             raise ValueError(f"malformed chain snapshot: {exc}") from None
         self.height, self.time_ms, self.last_block_id = int(height), int(time_ms), bytes(last_id)
         self.validators, self.prev_validators = validators, prev_validators
-        self.recent_signers, self.last_seen, self.banned = recent_signers, last_seen, banned_keys
+        self.recent_signers, self.last_seen, self.seats = recent_signers, last_seen, seats
         self.app = app
         self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
         self.last_snapshot = None

@@ -36,8 +36,9 @@ from exchange.chain.blocks import Block, Commit, Header, Malformed, Proposal, Vo
 from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item
 from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import MembershipTx
+from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
 from exchange.chain.mempool import Mempool
+from exchange.chain.seats import Seats
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
 
@@ -54,8 +55,9 @@ class CoreConfig:
     max_block_bytes: int = 700_000
     empty_block_interval: float = 1.0     # an idle network still makes a block this often
     max_clock_drift_ms: int = 500         # a proposal's time may be at most this far ahead of our clock
-    role: str = "auto"                    # auto: ask for a validator seat when there is room; follower: never
+    role: str = "auto"                    # auto: take a seat when granted (join token or approvals); follower: never
     join_retry: float = 3.0
+    max_block_membership: int = 32        # membership transactions one block may carry
     resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
     sync_batch: int = 100                 # blocks per catch-up answer
     sync_retry: float = 1.0
@@ -96,8 +98,10 @@ class _Context:
 class ChainCore:
     def __init__(self, genesis: Genesis, app: Application, *, public_key: bytes, sign: Callable[[bytes], bytes],
                  verify: Callable[[bytes, bytes, bytes], bool], blocks: BlockSource,
-                 config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0) -> None:
+                 config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0,
+                 admission_sign: Callable[[bytes], bytes] | None = None) -> None:
         self.genesis = genesis
+        self._admission_sign = admission_sign      # the join token's key: admits this node to standby
         self.chain_id = genesis.chain_id
         self.public_key = public_key
         self.node_id = node_id_for(public_key)
@@ -130,6 +134,7 @@ class ChainCore:
         self._next_join = now
         self._wake_at: float | None = None
         self._restore: list | None = None
+        self._future_warned = 0
         self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
                          "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
@@ -190,14 +195,13 @@ class ChainCore:
         self._buffered = {h: b for h, b in self._buffered.items() if h > height}
         self.counters["snapshots_installed"] = self.counters.get("snapshots_installed", 0) + 1
         log.warning("installed a certified snapshot at height %d (%d bytes)", height, len(data))
-        self.decode(next_block)
-        self._apply(next_block, next_commit, announce=False)
+        self._apply(next_block, next_commit, announce=False, refused=self._refused_txs(self.decode(next_block)))
         self._start_height(now)
         return None
 
     def load_block(self, block: Block, commit: Commit) -> None:
-        """Replay a block from our own store at start-up (it was verified before it was stored)."""
-        self._apply(block, commit, announce=False)
+        """Replay a block from our own store at start-up, refusing what we refused when we first applied it."""
+        self._apply(block, commit, announce=False, refused=self._refused_txs(self.decode(block)))
 
     @property
     def height(self) -> int:
@@ -276,14 +280,14 @@ class ChainCore:
             txs = [self._decode_known(item) for item in block.txs]
         except (Malformed, InvalidTx) as exc:
             return f"malformed_tx:{getattr(exc, 'code', exc)}"
+        why = self._membership_problem([tx for tx in txs if isinstance(tx, MembershipTx)], header.height,
+                                       header.time_ms)
+        if why is not None:
+            return why
         seen: set[str] = set()
-        membership = 0
         ttl = self.state.genesis.exchange.get("order_ttl_ms", 120_000)
         for tx in txs:
             if isinstance(tx, MembershipTx):
-                membership += 1
-                if membership > 1 or not tx.signature_valid(self.chain_id, self._verify):
-                    return "bad_membership_tx"
                 continue
             if tx.id in seen:
                 return "duplicate_tx"
@@ -318,9 +322,7 @@ class ChainCore:
         # order someone was told is pending resolves everywhere; one already applied is left out
         expired = [tx for tx in reaped if tx.expires <= time_ms and app.order(tx.order_id(0)) is None][:100]
         txs: list[SignedTx | MembershipTx] = [*expired, *(tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl)]
-        change = self._membership_change(time_ms)
-        if change is not None:
-            txs.append(change)
+        txs.extend(self._membership_txs(time_ms))
         items = [encode_item(tx) for tx in txs]
         header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
                         state.validators.hash, Block.txs_hash(items), self.last_commit if state.height else None)
@@ -328,28 +330,83 @@ class ChainCore:
         self._decoded[block.id] = txs
         return block
 
-    def _membership_change(self, time_ms: int) -> MembershipTx | None:
-        """At most one change per block: evidence first, then an absent validator, then a live joiner."""
+    def _membership_problem(self, changes: list[MembershipTx], height: int, time_ms: int) -> str | None:
+        """Why a block's membership transactions cannot all apply in order, or None: each signed by whom it
+        must be, each valid on the state the ones before it leave, and at most one change of the set."""
+        if len(changes) > self.config.max_block_membership:
+            return "too_many_membership_txs"
+        state = self.state
+        seats, validators, changed = state.seats.copy(), state.validators, False
+        for tx in changes:
+            if not tx.signature_valid(self.chain_id, self._verify, state.genesis.admission_key):
+                return "bad_membership_signature"
+            if changed and tx.changes_set:
+                return "two_set_changes"
+            why = state.membership_problem(tx, height, time_ms, seats, validators)
+            if why is not None:
+                return f"bad_membership_tx:{tx.kind}:{why}"
+            after = seats.apply(tx, validators, height)
+            if after is not None:
+                validators, changed = after, True
+                seats.after_change(after)
+        return None
+
+    def _membership_txs(self, time_ms: int) -> list[MembershipTx]:
+        """What this proposer puts in its block: the admissions and approvals it holds, then at most one
+        change of the set: evidence first, then approved removals, leaves, jailing the absent, and
+        promoting live standbys to a size the seat rule allows."""
         state, height = self.state, self.state.height + 1
         if state.genesis.pinned:
-            return None
-        for a, b in self._evidence:
-            if a.validator in state.validators and len(state.validators) > 1:
-                return MembershipTx.removal(a.validator, "equivocation", (a, b))
-        for key in state.validators.keys:
-            if key != self.public_key and len(state.validators) > 1 and state.is_absent(key, height, time_ms):
-                return MembershipTx.removal(key, "absent")
-        if len(state.validators) >= state.genesis.max_validators:
-            return None
-        now = self._now
+            return []
+        seats, validators = state.seats.copy(), state.validators
+        chosen: list[MembershipTx] = []
+        limit = self.config.max_block_membership - 1
         for tx in self.mempool.membership():
-            if tx.kind == "join" and tx.key not in state.validators and tx.at_height <= height:
-                heard = self._heard.get(node_id_for(tx.key))
-                if heard is not None and now - heard[1] <= self.config.live_after and heard[0] >= state.height - 2:
-                    return tx
-            elif tx.kind == "leave" and tx.key in state.validators:
+            if len(chosen) >= limit:
+                break
+            if tx.changes_set:
+                continue
+            why = state.membership_problem(tx, height, time_ms, seats, validators)
+            if why is None:
+                seats.apply(tx, validators, height)
+                chosen.append(tx)
+            elif why in ("expired", "already_validator", "already_standby", "already_approved", "banned",
+                         "pinned", "not_validator", "approver_not_validator"):
+                self.mempool.drop_membership(tx.id)
+        change = self._set_change(seats, height, time_ms)
+        if change is not None and state.membership_problem(change, height, time_ms, seats, validators) is None:
+            chosen.append(change)
+        return chosen
+
+    def _set_change(self, seats: Seats, height: int, time_ms: int) -> MembershipTx | None:
+        state, validators = self.state, self.state.validators
+        live = [key for key in seats.standby_order() if self._live_and_caught_up(key)]
+        successor = live[0] if live else None
+        for a, b in self._evidence:
+            if a.validator in validators and (len(validators) > 1 or successor is not None):
+                return Remove(a.validator, "equivocation", (a, b), successor)
+        for key in sorted(seats.removals):
+            if key in validators and (len(validators) > 1 or successor is not None):
+                return Remove(key, "approved", None, successor)
+        for tx in self.mempool.membership():
+            if isinstance(tx, Leave) and tx.key in validators:
                 return tx
+        for key in validators.keys:
+            if key != self.public_key and (len(validators) > 1 or successor is not None) \
+                    and state.is_absent(key, height, time_ms):
+                return Remove(key, "absent", None, successor)
+        for count in range(len(live), 0, -1):
+            if state.genesis.size_allowed(len(validators) + count):
+                return Promote(tuple(live[:count]))
         return None
+
+    def _live_and_caught_up(self, key: bytes) -> bool:
+        """A standby that would vote at once if given a seat: heard within `live_after`, at our height."""
+        if key == self.public_key:
+            return True
+        heard = self._heard.get(node_id_for(key))
+        return heard is not None and self._now - heard[1] <= self.config.live_after \
+            and heard[0] >= self.state.height - 2
 
     # ------------------------------------------------------------------ network input
     def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
@@ -522,13 +579,52 @@ class ChainCore:
             self._halt(f"state diverged at height {header.height}: the network's app hash is "
                        f"{header.app_hash.hex()[:16]}, ours {state.hash.hex()[:16]}")
             return
+        if header.time_ms <= state.time_ms:
+            self._halt(f"a certified block at height {header.height} moves time backwards ({header.time_ms} ms, "
+                       f"after {state.time_ms} ms): a quorum certified what every honest node refuses")
+            return
+        if header.time_ms > self._now_ms + self.config.max_clock_drift_ms:
+            # a quorum may certify a time far ahead; we do not apply it before our clock gets there (the block
+            # is fetched again then), so nobody can expire every order by moving time
+            self._future_certified(header)
+            return
         try:
-            self.decode(block)
+            txs = self.decode(block)
         except (Malformed, InvalidTx) as exc:
             self._halt(f"a certified block at height {header.height} does not decode: {exc}")
             return
-        self._apply(block, commit, announce=False)
+        self._apply(block, commit, announce=False, refused=self._refused_txs(txs))
         self._start_height(now)
+
+    def _refused_txs(self, txs: list) -> dict[int, str]:
+        """Transactions of a certified block that fail our own checks: recorded as failed, never run (a
+        quorum's certificate says the block was ordered, not that each transaction in it is genuine)."""
+        refused: dict[int, str] = {}
+        mempool = self.mempool
+        for index, tx in enumerate(txs):
+            if isinstance(tx, SignedTx):
+                if tx.chain_id != self.chain_id:
+                    refused[index] = "wrong_chain"
+                elif not (mempool.is_verified(tx) or tx.signature_valid()):
+                    refused[index] = "bad_signature"
+                else:
+                    mempool.remember_verified(tx)
+            elif not tx.signature_valid(self.chain_id, self._verify, self.state.genesis.admission_key):
+                refused[index] = "bad_signature"
+        if refused:
+            self.counters["refused_certified_txs"] = self.counters.get("refused_certified_txs", 0) + len(refused)
+            log.error("a certified block at height %d holds %d transaction(s) that fail our checks: recorded as "
+                      "failed, not executed", self.state.height + 1, len(refused))
+        return refused
+
+    def _future_certified(self, header: Header) -> None:
+        ahead = header.time_ms - self._now_ms
+        self.counters["future_certified_blocks"] = self.counters.get("future_certified_blocks", 0) + 1
+        if self._future_warned != header.height:
+            self._future_warned = header.height
+            log.error("a certified block at height %d is %.1f s ahead of this node's clock: not applied until the "
+                      "clock gets there (check this machine's clock if every node reports it)", header.height,
+                      ahead / 1000)
 
     def _on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
         if not self.is_validator or tx.id in self.mempool:
@@ -540,12 +636,19 @@ class ChainCore:
             self.consensus.kick(now)
 
     def _on_membership(self, tx: MembershipTx, sender: str | None) -> None:
-        if not self.is_validator:
+        """A request from the network: only signed kinds travel (a proposer makes removals and promotions
+        itself); one that could not apply now is not kept."""
+        if not self.is_validator or tx.id in self.mempool.membership_ids():
             return
-        if tx.kind not in ("join", "leave") or not tx.signature_valid(self.chain_id, self._verify):
+        if not isinstance(tx, (Join, Approve, Leave)) \
+                or not tx.signature_valid(self.chain_id, self._verify, self.state.genesis.admission_key):
             self._penalize(sender, PENALTY_INVALID, "bad_membership_signature")
             return
-        self.mempool.add_membership(tx)
+        state = self.state
+        if state.membership_problem(tx, state.height + 1, state.time_ms) is None:
+            self.mempool.add_membership(tx)
+            if self.consensus.step == WAITING:
+                self.consensus.kick(self._now)
 
     def _on_sync_request(self, body: Any, sender: str | None) -> None:
         if sender is None or type(body) is not list or len(body) != 2 \
@@ -742,18 +845,53 @@ class ChainCore:
             self.actions.append(("forward", tx))
 
     def _maybe_join(self, now: float) -> None:
+        """With the network's join token, ask for standby (then a proposer promotes us when the seat rule
+        allows). Without one, a node never asks: seats are granted by the validators' approvals."""
         state = self.state
-        if self.config.role != "auto" or self.is_validator or state.genesis.pinned or now < self._next_join:
-            return
-        if len(state.validators) >= state.genesis.max_validators:
+        if self._admission_sign is None or self.config.role != "auto" or state.genesis.pinned \
+                or self.is_validator or self.public_key in state.seats.standby or now < self._next_join:
             return
         claimed = self.best_claimed(now, self.config.live_after)
         best = -1 if claimed is None else claimed[0]
         if best < 0 or best > state.height + 1:
             return      # not caught up (or hearing from nobody): a seat would only slow the others down
         self._next_join = now + self.config.join_retry
-        tx = MembershipTx.request("join", self.chain_id, self.public_key, state.height, self._sign)
+        tx = Join.create(self.chain_id, self.public_key, state.height, self._admission_sign)
         self.actions.append(("send_validators", {"type": "membership", "body": tx.wire()}))
+
+    def request_leave(self, now: float) -> Leave | None:
+        """Give our seat back (a graceful stop), to the longest-waiting live standby if there is one. None
+        when we hold no seat or the set is pinned."""
+        self._set_now(now)
+        state = self.state
+        if not self.is_validator or state.genesis.pinned:
+            return None
+        live = [key for key in state.seats.standby_order() if key != self.public_key and self._live_and_caught_up(key)]
+        successor = live[0] if live else None
+        if len(state.validators) <= 1 and successor is None:
+            return None
+        tx = Leave.create(self.chain_id, self.public_key, state.height, successor, self._sign)
+        self._offer_membership(tx, now)
+        return tx
+
+    def approve(self, action: str, key: bytes, now: float) -> Approve:
+        """Our signed approval that `key` gets (`add`) or loses (`remove`) a seat; raises ValueError when it
+        cannot apply now (with the reason)."""
+        self._set_now(now)
+        state = self.state
+        tx = Approve.create(self.chain_id, action, key, self.public_key, state.height, self._sign)
+        why = state.membership_problem(tx, state.height + 1, state.time_ms)
+        if why is not None:
+            raise ValueError(why)
+        self._offer_membership(tx, now)
+        return tx
+
+    def _offer_membership(self, tx: MembershipTx, now: float) -> None:
+        self.mempool.add_membership(tx)
+        self.actions.append(("send_validators", {"type": "membership", "body": tx.wire()}))
+        if self.is_validator and self.consensus.step == WAITING:
+            self.consensus.kick(now)
+        self._drain_consensus(now)
 
     def own_pending(self) -> int:
         return len(self._own)
@@ -803,9 +941,9 @@ class ChainCore:
                     del self._evidence[:-16]
             actions = self.consensus.actions
 
-    def _apply(self, block: Block, commit: Commit, *, announce: bool) -> None:
+    def _apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None:
         txs = self.decode(block)
-        outcome = self.state.apply_block(block, txs)
+        outcome = self.state.apply_block(block, txs, refused)
         self.last_commit = commit
         self.last_commit_at = self._now
         self.counters["blocks"] += 1
@@ -852,6 +990,12 @@ class ChainCore:
                        if k == self.public_key or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
             return live >= validators.quorum
         return now - self.last_commit_at <= max(3.0, 3 * self.config.empty_block_interval)
+
+    def validator_heard(self, now: float) -> dict[bytes, float | None]:
+        """Seconds since each validator's last consensus message reached us (None: never; 0 for ourselves)."""
+        return {k: 0.0 if k == self.public_key else (round(now - self._validator_seen[k], 1)
+                                                     if k in self._validator_seen else None)
+                for k in self.state.validators.keys}
 
     def take_actions(self) -> list[tuple]:
         out, self.actions = self.actions, []

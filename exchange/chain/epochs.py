@@ -4,7 +4,7 @@ A validator set changes only through a membership transaction in a block, and th
 by the set that decided it. Every node keeps, forever, the certified block of each change (one per
 epoch: few, however long the chain runs). Replaying them from the genesis set proves the set of every
 later epoch without any other history: each proof's commit is checked against the set known so far,
-its header must name that set, and its single membership transaction gives the next set. A peer can
+its header must name that set, and its single set-changing membership transaction gives the next set. A peer can
 leave changes out (the node then believes an older set and catches up block by block from there, where
 the next change shows up certified), but it cannot make a node believe a set nobody certified.
 """
@@ -40,11 +40,13 @@ def replay_epochs(genesis: Genesis, proofs: list[tuple[Block, Commit]],
             raise BadProof(f"the block at height {header.height} was not decided by the set of epoch {current.epoch}")
         if not commit.verify(chain_id, current, verify):
             raise BadProof(f"the commit at height {header.height} is not a quorum of epoch {current.epoch}")
-        changes = [tx for tx in (decode_item(item) for item in block.txs) if isinstance(tx, MembershipTx)]
+        changes = [tx for tx in (decode_item(item) for item in block.txs)
+                   if isinstance(tx, MembershipTx) and tx.changes_set]
         if len(changes) != 1:
             raise BadProof(f"the block at height {header.height} changes no validator")
-        change = changes[0]
-        current = current.with_added(change.key) if change.kind == "join" else current.with_removed(change.key)
+        after = changes[0].next_set(current)
+        assert after is not None
+        current = after
         last_height = header.height
         sets.append((header.height + 1, current))
     return sets

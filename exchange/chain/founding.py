@@ -1,13 +1,16 @@
-"""Founding: which chain a node with no history joins, or whether it founds one — with no configuration.
+"""Founding: which chain a node with no history joins, or whether it founds one.
 
 A node that already has a genesis keeps it. One that has none listens for `found_after` seconds
 (mDNS needs 1-2 s to show a LAN's nodes) while links come up; each peer tells us its chain id (or
 that it has none yet) in its handshake and heartbeats. Then:
 
-- a peer already on a chain: adopt that chain (the one the most peers report, then the highest);
-  the node starts as a follower and asks for a validator seat once caught up;
+- given a chain to trust (`CHAIN_ID`, or the chain its `JOIN_TOKEN` names): adopt that chain once a
+  peer is on it, and never another, nor found one;
+- else, peers on exactly one chain: follow it (a follower has no say in it; a seat needs a join
+  token or the validators' approvals). Peers on two chains under one NETWORK_ID: adopt neither and
+  say so, since counting holders would let whoever runs more nodes choose for us;
 - no chain anywhere and `VALIDATORS` unset: the node with the smallest id among itself and the
-  chain-less peers it sees founds a chain with itself as the only validator; the others adopt it
+  chain-less peers it sees founds a chain with itself as the only validator; the others follow it
   when its heartbeats show it (nodes started together end up on one chain);
 - `VALIDATORS` set (a pinned set of node ids): the smallest listed id founds once it is linked to
   every listed node (it needs their keys), with exactly that set, which never changes.
@@ -37,11 +40,13 @@ class Decision:
     peers: list[str] = field(default_factory=list)          # who can give us the genesis (adopt)
     validators: list[bytes] = field(default_factory=list)   # the first validator set (found)
     pinned: bool = False
+    trust: str = ""                                         # why we adopt it: chain_id, join_token, only_chain
 
 
 class Founding:
     def __init__(self, node_id: str, public_key: bytes, *, found_after: float, started: float,
-                 pinned: tuple[str, ...] = (), forget_after: float = 10.0) -> None:
+                 pinned: tuple[str, ...] = (), forget_after: float = 10.0, trusted_chain: str | None = None,
+                 trusted_by: str = "chain_id") -> None:
         self.node_id = node_id
         self.public_key = public_key
         self.found_after = found_after
@@ -50,6 +55,8 @@ class Founding:
         self.forget_after = forget_after
         self.peers: dict[str, PeerChain] = {}
         self.refused: set[str] = set()            # chain ids we will not adopt (e.g. other markets)
+        self.trusted_chain = trusted_chain        # the only chain we may adopt (CHAIN_ID or the join token's)
+        self.trusted_by = trusted_by
 
     def observe(self, node_id: str, public_key: bytes, chain_id: str | None, height: int, now: float) -> None:
         """A peer's chain from its hello or heartbeat. `public_key` may be empty (a hello is judged before the
@@ -67,12 +74,22 @@ class Founding:
         for peer in live.values():
             if peer.chain_id is not None and peer.chain_id not in self.refused:
                 chains.setdefault(peer.chain_id, []).append(peer)
+        if self.trusted_chain is not None:
+            holders = sorted(chains.get(self.trusted_chain, []), key=lambda p: -p.height)
+            if not holders:
+                return Decision("wait", f"waiting for a peer on chain {self.trusted_chain[:12]} (from {self.trusted_by})")
+            return Decision("adopt", f"{len(holders)} peer(s) on chain {self.trusted_chain[:12]} (from "
+                                     f"{self.trusted_by})", self.trusted_chain, [p.node_id for p in holders],
+                            trust=self.trusted_by)
+        if len(chains) > 1:
+            names = ", ".join(f"{c[:12]} ({len(h)} peer(s))" for c, h in sorted(chains.items()))
+            return Decision("wait", f"peers are on {len(chains)} networks with this NETWORK_ID: {names}; not "
+                                    f"choosing one for you: set CHAIN_ID or JOIN_TOKEN")
         if chains:
-            chain_id, holders = max(chains.items(), key=lambda item: (len(item[1]), max(p.height for p in item[1]),
-                                                                      item[0]))
+            chain_id, holders = next(iter(chains.items()))
             holders.sort(key=lambda p: -p.height)
-            return Decision("adopt", f"{len(holders)} peer(s) already on chain {chain_id[:12]}", chain_id,
-                            [p.node_id for p in holders])
+            return Decision("adopt", f"{len(holders)} peer(s) on chain {chain_id[:12]}, the only network in sight",
+                            chain_id, [p.node_id for p in holders], trust="only_chain")
         if self.pinned:
             return self._pinned(live)
         if now - self.started < self.found_after:

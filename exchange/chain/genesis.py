@@ -1,10 +1,11 @@
 """Genesis: the first, unsigned facts of a network, hashed into its chain id.
 
 Everything every node must agree on before the first block is here: the network name, the first
-validator set, how the set may change (`max_validators`, or a pinned set), when an absent
-validator may be removed, and the exchange's own parameters (markets, order TTL, ...). The chain
-id is the hash of this document, so two networks founded apart, even under the same NETWORK_ID,
-never mistake each other's blocks, votes or signed orders for their own.
+validator set, how the set may change (`max_validators`, `seat_rule`, or a pinned set), who may
+admit a node without the validators' votes (`admission_key`: the public half of the join token the
+founder wrote), when an absent validator is jailed, and the exchange's own parameters (markets,
+order TTL, ...). The chain id is the hash of this document, so two networks founded apart, even
+under the same NETWORK_ID, never mistake each other's blocks, votes or signed orders for their own.
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.chain.codec import digest
+from exchange.chain.crypto import PUBLIC_KEY_BYTES
 from exchange.chain.validators import ValidatorSet
 
 DEFAULT_MAX_VALIDATORS = 7
+SEAT_RULES = ("bft", "any")     # bft: the set grows only to sizes 3f + 1 (1, 4, 7, ...); any: one seat at a time
+GENESIS_VERSION = "exchange-node/genesis/v2"
 
 
 @dataclass(frozen=True)
@@ -25,35 +29,50 @@ class Genesis:
     validators: tuple[bytes, ...]        # the first validator set
     max_validators: int = DEFAULT_MAX_VALIDATORS
     pinned: bool = False                 # True: the set never changes (VALIDATORS was configured)
-    absent_blocks: int = 20              # a validator missing from this many recorded commits ...
-    absent_ms: int = 30_000              # ... spanning at least this much block time may be removed
+    absent_blocks: int = 100             # a validator neither signing nor proposing in this many blocks ...
+    absent_ms: int = 60_000              # ... spanning at least this much block time is jailed (seat kept in standby)
     snapshot_interval: int = 500         # every this many heights the state hash covers a full snapshot
     exchange: dict[str, Any] = field(default_factory=dict)   # ExchangeParams.to_wire()
+    admission_key: bytes = b""           # Ed25519 key whose signature admits a node to standby (b"": none)
+    seat_rule: str = "bft"
 
     def wire(self) -> list:
-        return ["exchange-node/genesis/v1", self.network_id, self.created_ms, self.founder, list(self.validators),
+        return [GENESIS_VERSION, self.network_id, self.created_ms, self.founder, list(self.validators),
                 self.max_validators, self.pinned, self.absent_blocks, self.absent_ms,
-                sorted(self.exchange.items()), self.snapshot_interval]
+                sorted(self.exchange.items()), self.snapshot_interval, self.admission_key, self.seat_rule]
 
     @classmethod
     def from_wire(cls, data: Any) -> "Genesis":
-        if type(data) is not list or len(data) != 11 or data[0] != "exchange-node/genesis/v1":
+        if type(data) is list and data and data[0] == "exchange-node/genesis/v1":
+            raise ValueError("a genesis of protocol v1 (seats taken by joining): this version grants seats; "
+                             "move the data directory aside to start afresh")
+        if type(data) is not list or len(data) != 13 or data[0] != GENESIS_VERSION:
             raise ValueError("not a genesis document")
         (_, network_id, created_ms, founder, validators, max_validators, pinned, absent_blocks, absent_ms, ex,
-         snapshot_interval) = data
+         snapshot_interval, admission_key, seat_rule) = data
         if not (type(network_id) is str and type(created_ms) is int and type(founder) is bytes
                 and type(validators) is list and type(max_validators) is int and 1 <= max_validators <= 100
                 and type(pinned) is bool and type(absent_blocks) is int and type(absent_ms) is int
-                and type(ex) is list and type(snapshot_interval) is int and 1 <= snapshot_interval <= 10**9):
+                and type(ex) is list and type(snapshot_interval) is int and 1 <= snapshot_interval <= 10**9
+                and type(admission_key) is bytes and len(admission_key) in (0, PUBLIC_KEY_BYTES)
+                and seat_rule in SEAT_RULES):
             raise ValueError("malformed genesis document")
         ValidatorSet(0, validators)   # checks the keys
         return cls(network_id, created_ms, founder, tuple(validators), max_validators=max_validators, pinned=pinned,
                    absent_blocks=absent_blocks, absent_ms=absent_ms, snapshot_interval=snapshot_interval,
-                   exchange={k: v for k, v in ex})
+                   exchange={k: v for k, v in ex}, admission_key=admission_key, seat_rule=seat_rule)
 
     @property
     def chain_id(self) -> str:
-        return digest("exchange-node/chain-id/v1", self.wire()).hex()
+        return digest("exchange-node/chain-id/v2", self.wire()).hex()
 
     def first_validators(self) -> ValidatorSet:
         return ValidatorSet(0, self.validators)
+
+    def size_allowed(self, size: int) -> bool:
+        """May the set grow to `size` seats? Under `bft` only to 3f + 1 (each such size tolerates one more
+        faulty validator than the one before; 2, 3, 5, 6 tolerate no more than the size below them and need
+        more of their validators up)."""
+        if not 1 <= size <= self.max_validators:
+            return False
+        return self.seat_rule == "any" or size % 3 == 1

@@ -1,17 +1,25 @@
-"""Membership transactions: how the validator set changes, only through the ordered log.
+"""Membership transactions: how the validator set changes, only through the ordered log, and only by grant.
 
-- `join`: a node asks for a validator seat, signed by its node key. Applied when the set has room
-  (`max_validators`) and is not pinned; the proposer only includes a join from a node it hears
-  from and that is caught up, so a seat goes to a live node.
-- `leave`: a validator gives up its seat, signed by its node key (never the last one).
-- `remove`: any validator's proposal may remove a validator that the chain itself shows absent
-  (no signature in the last `absent_blocks` recorded commits, spanning at least `absent_ms` of
-  block time) or that signed two conflicting votes (both votes are the evidence). Its validity
-  is decided from the chain's own records, so it needs no signature.
+A seat is never taken. A node becomes a *standby* (approved, waiting for a seat) in one of two ways:
+- `approve add`: a current validator's signed approval (its operator ran `exchange-node validators add`);
+  once more than two thirds of the current validators approved, the node is in standby;
+- `join`: signed with the network's admission key (the founder's join token, named in the genesis).
 
-At most one membership change per block; it takes effect at the next height (epoch + 1). Requests
-carry the height they were made at and expire `REQUEST_TTL` heights later, so an old join cannot
-be replayed to put a removed validator back.
+Standbys take seats only by a `promote` a proposer puts in its block, and only to a size the genesis'
+seat rule allows (`bft`: 1, 4, 7 ...), or as the successor of a validator that leaves or is jailed,
+so the set keeps its size. The set changes by three kinds, each determining the next set from the
+current one alone (what epoch proofs replay without any other state):
+- `leave`: a validator gives its seat back, signed by its own key, naming an optional successor;
+- `remove`: `absent` (neither signed nor proposed for the genesis' window: jailed, its approval stands
+  so it gets its seat back when it returns), `equivocation` (two conflicting signed votes: banned) or
+  `approved` (more than two thirds approved `remove`), with an optional successor;
+- `promote`: standbys take seats.
+`join` and `approve` change only the standby list and the approvals (see `seats.py` for the rules).
+
+Requests carry the height they were made at and expire `REQUEST_TTL` heights later, so an old one
+cannot be replayed. Every node checks every membership transaction when it applies a block, against
+its own state: a quorum that certified an unapproved change only makes honest nodes refuse its next
+block, never changes their set.
 """
 from __future__ import annotations
 
@@ -20,71 +28,250 @@ from typing import Any, Callable
 from exchange.chain.blocks import Malformed, Vote
 from exchange.chain.codec import pack
 from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from exchange.chain.validators import ValidatorSet
 
 REQUEST_TTL = 200
-KINDS = ("join", "leave", "remove")
+MAX_PROMOTE = 16
+REMOVE_REASONS = ("absent", "equivocation", "approved")
+APPROVE_ACTIONS = ("add", "remove")
+Verify = Callable[[bytes, bytes, bytes], bool]
+Sign = Callable[[bytes], bytes]
 
 
-def request_bytes(chain_id: str, kind: str, key: bytes, at_height: int) -> bytes:
-    return pack(["exchange-node/membership/v1", chain_id, kind, key, at_height])
+def _key(value: Any) -> bool:
+    return type(value) is bytes and len(value) == PUBLIC_KEY_BYTES
+
+
+def _sig(value: Any) -> bool:
+    return type(value) is bytes and len(value) == SIGNATURE_BYTES
+
+
+def _height(value: Any) -> bool:
+    return type(value) is int and 0 <= value < (1 << 62)
 
 
 class MembershipTx:
-    __slots__ = ("kind", "key", "at_height", "sig", "reason", "evidence")
+    """One membership transaction. `key` is the node concerned (for `promote`, the first of `keys`)."""
 
-    def __init__(self, kind: str, key: bytes, at_height: int = 0, sig: bytes | None = None, reason: str = "",
-                 evidence: tuple[Vote, Vote] | None = None) -> None:
-        self.kind, self.key, self.at_height, self.sig = kind, key, at_height, sig
-        self.reason, self.evidence = reason, evidence
+    kind = ""
+    key: bytes = b""
+    at_height = 0
+    changes_set = False
 
-    @classmethod
-    def request(cls, kind: str, chain_id: str, key: bytes, at_height: int, sign: Callable[[bytes], bytes]) -> "MembershipTx":
-        return cls(kind, key, at_height, sign(request_bytes(chain_id, kind, key, at_height)))
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        raise NotImplementedError
 
-    @classmethod
-    def removal(cls, key: bytes, reason: str, evidence: tuple[Vote, Vote] | None = None) -> "MembershipTx":
-        return cls("remove", key, reason=reason, evidence=evidence)
-
-    def signature_valid(self, chain_id: str, verify: Callable[[bytes, bytes, bytes], bool]) -> bool:
-        if self.kind == "remove":
-            if self.reason == "equivocation":
-                a, b = self.evidence or (None, None)
-                return (a is not None and b is not None and a.validator == self.key == b.validator
-                        and a.kind == b.kind and a.height == b.height and a.round == b.round
-                        and a.block_id != b.block_id and a.valid(chain_id, verify) and b.valid(chain_id, verify))
-            return self.reason == "absent" and self.evidence is None
-        return self.sig is not None and verify(self.key, self.sig, request_bytes(chain_id, self.kind, self.key,
-                                                                                 self.at_height))
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+        """The set after this change (None: not a set change)."""
+        return None
 
     @property
     def id(self) -> str:
-        return f"{self.kind}:{self.key.hex()}:{self.at_height}"
+        raise NotImplementedError
 
     def wire(self) -> list:
-        if self.kind == "remove":
-            evidence = None if self.evidence is None else [self.evidence[0].wire(), self.evidence[1].wire()]
-            return ["remove", self.key, self.reason, evidence]
-        return [self.kind, self.key, self.at_height, self.sig]
+        raise NotImplementedError
 
-    @classmethod
-    def from_wire(cls, data: Any) -> "MembershipTx":
-        if type(data) is not list or not data or data[0] not in KINDS:
+    @staticmethod
+    def from_wire(data: Any) -> "MembershipTx":
+        if type(data) is not list or not data or type(data[0]) is not str:
             raise Malformed("bad_membership")
-        if data[0] == "remove":
-            if len(data) != 4 or type(data[1]) is not bytes or len(data[1]) != PUBLIC_KEY_BYTES \
-                    or data[2] not in ("absent", "equivocation"):
-                raise Malformed("bad_membership")
-            evidence = None
-            if data[3] is not None:
-                if type(data[3]) is not list or len(data[3]) != 2:
-                    raise Malformed("bad_membership")
-                evidence = (Vote.from_wire(data[3][0]), Vote.from_wire(data[3][1]))
-            return cls.removal(data[1], data[2], evidence)
-        if len(data) != 4 or type(data[1]) is not bytes or len(data[1]) != PUBLIC_KEY_BYTES \
-                or type(data[2]) is not int or not 0 <= data[2] < (1 << 62) \
-                or type(data[3]) is not bytes or len(data[3]) != SIGNATURE_BYTES:
+        kind = _KINDS.get(data[0])
+        if kind is None:
             raise Malformed("bad_membership")
-        return cls(data[0], data[1], data[2], data[3])
+        return kind.parse(data)
 
     def __repr__(self) -> str:
-        return f"MembershipTx({self.kind} {self.key.hex()[:12]} {self.reason or self.at_height})"
+        return f"{type(self).__name__}({self.id[:40]})"
+
+
+class Join(MembershipTx):
+    """A node admitted to standby by the admission key (the holder of the network's join token)."""
+
+    kind = "join"
+    __slots__ = ("key", "at_height", "sig")
+
+    def __init__(self, key: bytes, at_height: int, sig: bytes) -> None:
+        self.key, self.at_height, self.sig = key, at_height, sig
+
+    @staticmethod
+    def signed_bytes(chain_id: str, key: bytes, at_height: int) -> bytes:
+        return pack(["exchange-node/membership/v2", chain_id, "join", key, at_height])
+
+    @classmethod
+    def create(cls, chain_id: str, key: bytes, at_height: int, admission_sign: Sign) -> "Join":
+        return cls(key, at_height, admission_sign(cls.signed_bytes(chain_id, key, at_height)))
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        return bool(admission_key) and verify(admission_key, self.sig, self.signed_bytes(chain_id, self.key,
+                                                                                         self.at_height))
+
+    @property
+    def id(self) -> str:
+        return f"join:{self.key.hex()}:{self.at_height}"
+
+    def wire(self) -> list:
+        return ["join", self.key, self.at_height, self.sig]
+
+    @classmethod
+    def parse(cls, data: list) -> "Join":
+        if len(data) != 4 or not (_key(data[1]) and _height(data[2]) and _sig(data[3])):
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3])
+
+
+class Approve(MembershipTx):
+    """A validator's vote that `key` gets a seat (`add`) or loses it (`remove`)."""
+
+    kind = "approve"
+    __slots__ = ("action", "key", "approver", "at_height", "sig")
+
+    def __init__(self, action: str, key: bytes, approver: bytes, at_height: int, sig: bytes) -> None:
+        self.action, self.key, self.approver, self.at_height, self.sig = action, key, approver, at_height, sig
+
+    @staticmethod
+    def signed_bytes(chain_id: str, action: str, key: bytes, approver: bytes, at_height: int) -> bytes:
+        return pack(["exchange-node/membership/v2", chain_id, "approve", action, key, approver, at_height])
+
+    @classmethod
+    def create(cls, chain_id: str, action: str, key: bytes, approver: bytes, at_height: int, sign: Sign) -> "Approve":
+        return cls(action, key, approver, at_height, sign(cls.signed_bytes(chain_id, action, key, approver, at_height)))
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        return verify(self.approver, self.sig, self.signed_bytes(chain_id, self.action, self.key, self.approver,
+                                                                 self.at_height))
+
+    @property
+    def id(self) -> str:
+        return f"approve:{self.action}:{self.key.hex()}:{self.approver.hex()}:{self.at_height}"
+
+    def wire(self) -> list:
+        return ["approve", self.action, self.key, self.approver, self.at_height, self.sig]
+
+    @classmethod
+    def parse(cls, data: list) -> "Approve":
+        if len(data) != 6 or data[1] not in APPROVE_ACTIONS or not (_key(data[2]) and _key(data[3])
+                                                                   and _height(data[4]) and _sig(data[5])):
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3], data[4], data[5])
+
+
+class Leave(MembershipTx):
+    """A validator gives its seat back (a graceful stop), optionally to a standby it names."""
+
+    kind = "leave"
+    changes_set = True
+    __slots__ = ("key", "at_height", "successor", "sig")
+
+    def __init__(self, key: bytes, at_height: int, successor: bytes | None, sig: bytes) -> None:
+        self.key, self.at_height, self.successor, self.sig = key, at_height, successor, sig
+
+    @staticmethod
+    def signed_bytes(chain_id: str, key: bytes, at_height: int, successor: bytes | None) -> bytes:
+        return pack(["exchange-node/membership/v2", chain_id, "leave", key, at_height, successor])
+
+    @classmethod
+    def create(cls, chain_id: str, key: bytes, at_height: int, successor: bytes | None, sign: Sign) -> "Leave":
+        return cls(key, at_height, successor, sign(cls.signed_bytes(chain_id, key, at_height, successor)))
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        return verify(self.key, self.sig, self.signed_bytes(chain_id, self.key, self.at_height, self.successor))
+
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+        return validators.replaced(self.key, self.successor)
+
+    @property
+    def id(self) -> str:
+        return f"leave:{self.key.hex()}:{self.at_height}"
+
+    def wire(self) -> list:
+        return ["leave", self.key, self.at_height, self.successor, self.sig]
+
+    @classmethod
+    def parse(cls, data: list) -> "Leave":
+        if len(data) != 5 or not (_key(data[1]) and _height(data[2]) and (data[3] is None or _key(data[3]))
+                                  and _sig(data[4])) or data[3] == data[1]:
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3], data[4])
+
+
+class Remove(MembershipTx):
+    """A proposer removes a validator for a reason every node checks against its own state (absence,
+    approvals) or against the evidence the transaction carries (two conflicting signed votes)."""
+
+    kind = "remove"
+    changes_set = True
+    __slots__ = ("key", "reason", "evidence", "successor")
+
+    def __init__(self, key: bytes, reason: str, evidence: tuple[Vote, Vote] | None = None,
+                 successor: bytes | None = None) -> None:
+        self.key, self.reason, self.evidence, self.successor = key, reason, evidence, successor
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        if self.reason == "equivocation":
+            a, b = self.evidence or (None, None)
+            return (a is not None and b is not None and a.validator == self.key == b.validator
+                    and a.kind == b.kind and a.height == b.height and a.round == b.round
+                    and a.block_id != b.block_id and a.valid(chain_id, verify) and b.valid(chain_id, verify))
+        return self.evidence is None
+
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+        return validators.replaced(self.key, self.successor)
+
+    @property
+    def id(self) -> str:
+        return f"remove:{self.key.hex()}:{self.reason}"
+
+    def wire(self) -> list:
+        evidence = None if self.evidence is None else [self.evidence[0].wire(), self.evidence[1].wire()]
+        return ["remove", self.key, self.reason, evidence, self.successor]
+
+    @classmethod
+    def parse(cls, data: list) -> "Remove":
+        if len(data) != 5 or not _key(data[1]) or data[2] not in REMOVE_REASONS \
+                or not (data[4] is None or _key(data[4])) or data[4] == data[1]:
+            raise Malformed("bad_membership")
+        evidence = None
+        if data[3] is not None:
+            if type(data[3]) is not list or len(data[3]) != 2:
+                raise Malformed("bad_membership")
+            evidence = (Vote.from_wire(data[3][0]), Vote.from_wire(data[3][1]))
+        return cls(data[1], data[2], evidence, data[4])
+
+
+class Promote(MembershipTx):
+    """Standbys take seats (a proposer's choice of live ones, to a size the seat rule allows)."""
+
+    kind = "promote"
+    changes_set = True
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        self.keys = keys
+
+    @property
+    def key(self) -> bytes:        # type: ignore[override]
+        return self.keys[0]
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        return True
+
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+        return validators.with_added(*self.keys)
+
+    @property
+    def id(self) -> str:
+        return "promote:" + ",".join(k.hex() for k in self.keys)
+
+    def wire(self) -> list:
+        return ["promote", list(self.keys)]
+
+    @classmethod
+    def parse(cls, data: list) -> "Promote":
+        if len(data) != 2 or type(data[1]) is not list or not 1 <= len(data[1]) <= MAX_PROMOTE \
+                or not all(_key(k) for k in data[1]) or len(set(data[1])) != len(data[1]):
+            raise Malformed("bad_membership")
+        return cls(tuple(data[1]))
+
+
+_KINDS: dict[str, Any] = {"join": Join, "approve": Approve, "leave": Leave, "remove": Remove, "promote": Promote}

@@ -9,7 +9,7 @@ someone else's proposal are remembered for a while too, so one signature is chec
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable
+from typing import Iterable, KeysView
 
 from exchange.chain.codec import pack
 from exchange.chain.membership import MembershipTx
@@ -73,6 +73,9 @@ class Mempool:
 
     def membership(self) -> list[MembershipTx]:
         return list(self._membership.values())
+
+    def membership_ids(self) -> KeysView[str]:
+        return self._membership.keys()
 
     def drop_membership(self, tx_id: str) -> None:
         self._membership.pop(tx_id, None)

@@ -24,9 +24,10 @@ from typing import Any, Callable, Iterable, Protocol
 from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.tendermint import wal_record_height
-from exchange.chain.crypto import verify as ed25519_verify
+from exchange.chain.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
+from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
@@ -132,7 +133,9 @@ class ChainService:
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
                  pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
-                 recovery_timeout: float = 120.0) -> None:
+                 recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
+                 trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
+                 leave_timeout: float = 4.0) -> None:
         self.identity = identity
         self.network = network
         self.store = store
@@ -146,8 +149,17 @@ class ChainService:
         self.clock = clock
         self.core: ChainCore | None = None
         self.genesis: Genesis | None = None
+        self.join_token = join_token
+        self.keep_seat = keep_seat
+        self.seat_rule = seat_rule
+        self.leave_timeout = leave_timeout
+        if join_token is not None and trusted_chain_id is not None and join_token.chain_id != trusted_chain_id:
+            raise ValueError(f"JOIN_TOKEN is for chain {join_token.chain_id[:16]} but CHAIN_ID is {trusted_chain_id[:16]}")
+        trusted = trusted_chain_id or (join_token.chain_id if join_token is not None else None)
         self.founding = Founding(identity.node_id, identity.public_key_bytes, found_after=found_after,
-                                 started=clock(), pinned=pinned_validators)
+                                 started=clock(), pinned=pinned_validators, trusted_chain=trusted,
+                                 trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN")
+        self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
         self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
         self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
@@ -161,6 +173,7 @@ class ChainService:
         self._tick_due = 0.0                                  # when the ticker will wake by itself
         self._offered_submit = False
         self._ready = asyncio.Event()
+        self._seat_changed = asyncio.Event()
         self.finality_observers: list[Callable[[float], None]] = []
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
@@ -193,6 +206,7 @@ class ChainService:
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
 
     async def stop(self) -> None:
+        await self._give_seat_back()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -210,13 +224,56 @@ class ChainService:
         self._sync_follower_blocks()
         self.store.close()
 
+    async def _give_seat_back(self) -> None:
+        """A validator stopped on purpose hands its seat back through the log (to a live standby, when one
+        waits), so the rest keep their quorum; unless its operator asked to keep it (KEEP_SEAT, a pinned set),
+        and then the log says what the absence costs."""
+        core = self.core
+        if core is None or not core.is_validator or self.halted or core.halted:
+            return
+        validators = core.state.validators
+        cost = (f"the network tolerates {max(0, validators.faults - 1)} more faulty validator(s) until this node "
+                f"returns" if len(validators) > 1 else "the exchange halts until this node returns: it is the "
+                "only validator")
+        if self.keep_seat or core.genesis.pinned:
+            log.warning("stopping with our validator seat kept (%s): %s", "pinned set" if core.genesis.pinned
+                        else "KEEP_SEAT", cost)
+            return
+        tx = core.request_leave(self.clock())
+        if tx is None:
+            log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)
+            return
+        successor = f" to {node_id_for(tx.successor)[:12]}" if tx.successor else ""
+        log.warning("handing our validator seat back%s before stopping", successor)
+        self.pump()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.leave_timeout
+        while core.is_validator and loop.time() < deadline:
+            self._seat_changed.clear()
+            try:
+                await asyncio.wait_for(self._seat_changed.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        if core.is_validator:
+            log.warning("the seat was not handed back within %.0fs (no quorum to order it?): %s", self.leave_timeout,
+                        cost)
+        else:
+            log.warning("validator seat handed back at height %d%s", core.height, successor)
+
     def _boot(self, genesis: Genesis) -> None:
         self.genesis = genesis
         params = ExchangeParams.from_wire(genesis.exchange)
         identity = self.identity
+        token = self.join_token or read_token(self.store.root.parent)
+        admission = None
+        if token is not None and token.chain_id == genesis.chain_id and token.admission_key == genesis.admission_key:
+            admission = token.key.sign
+        elif self.join_token is not None:
+            log.error("JOIN_TOKEN is not this chain's (%s): this node follows without asking for a seat",
+                      genesis.chain_id[:16])
         core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
-                         rng=random.Random(), now=self.clock())
+                         rng=random.Random(), now=self.clock(), admission_sign=admission)
         start = self._restore_snapshot(core, params)
         replayed = self._replay(core, start)
         core.take_actions()
@@ -383,13 +440,18 @@ class ChainService:
 
     def _found_chain(self, decision: Decision) -> None:
         params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms)
+        token = None if decision.pinned else JoinToken.new()
         genesis = Genesis(network_id=self.network_id, created_ms=int(self.clock() * 1000),
                           founder=self.identity.public_key_bytes, validators=tuple(decision.validators),
                           max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
-                          snapshot_interval=self.snapshot_interval)
+                          snapshot_interval=self.snapshot_interval,
+                          admission_key=token.admission_key if token is not None else b"", seat_rule=self.seat_rule)
+        if token is not None:       # written before the genesis: a crash between them leaves no chain without it
+            token.for_chain(genesis.chain_id).write(self.store.root.parent)
         self.store.save_genesis(genesis)
         log.warning("founded a new network %s (chain %s) with %d validator(s)%s", self.network_id,
-                    genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else "")
+                    genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else
+                    f"; a node started with JOIN_TOKEN from {self.store.root.parent}/join-token gets a seat")
         self._boot(genesis)
 
     async def _adopt(self, decision: Decision) -> None:
@@ -410,6 +472,11 @@ class ChainService:
                 self.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
                 return
             self.store.save_genesis(genesis)
+            self.trust = decision.trust or self.trust
+            if decision.trust == "only_chain":
+                log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
+                            "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
+                            genesis.network_id, genesis.chain_id[:16])
             log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
             self._boot(genesis)
             return
@@ -677,6 +744,7 @@ class ChainService:
         self._flush_unsaved()
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
+            self._seat_changed.set()
 
     def _block_saved(self, entry: _UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
@@ -911,6 +979,65 @@ class ChainService:
         if not core.quorum_present(self.clock()):
             return "no_quorum"
         return "not_final_yet"
+
+    # ------------------------------------------------------------------ seats
+    def key_of(self, node_id: str) -> bytes | None:
+        """The public key behind a node id, from what this node knows first-hand: the chain's own records
+        (validators, standbys, approvals) or a link that proved it."""
+        core = self.core
+        known: list[bytes] = []
+        if core is not None:
+            state = core.state
+            known += [*state.validators.keys, *state.seats.standby, *(t for _, t in state.seats.approvals)]
+        known += [p.public_key for p in self.founding.peers.values() if len(p.public_key) == 32]
+        return next((key for key in known if node_id_for(key) == node_id), None)
+
+    def approve(self, action: str, node_id: str) -> dict[str, Any]:
+        """Our operator's signed approval that `node_id` gets (`add`) or loses (`remove`) a seat. Raises
+        ValueError (with why) when it cannot apply now, NotReady when no chain runs here."""
+        core = self._usable_core()
+        if not core.is_validator:
+            raise ValueError("this node holds no validator seat: run the command against a validator's node")
+        if core.genesis.pinned:
+            raise ValueError("the validator set is pinned (VALIDATORS): it never changes")
+        key = self.key_of(node_id)
+        if key is None:
+            raise ValueError(f"node {node_id} is unknown here: start it with this network's bootstrap address and "
+                             f"run the command again once it is linked")
+        tx = core.approve(action, key, self.clock())
+        self._schedule_pump()
+        log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
+        return {"action": action, "node_id": node_id, "approval": tx.id, **self.seats_view()}
+
+    def seats_view(self) -> dict[str, Any]:
+        """The validator set, each member's state, the standbys and the approvals pending."""
+        core = self._usable_core()
+        state, now = core.state, self.clock()
+        validators, seats, genesis = state.validators, state.seats, state.genesis
+        heard = core.validator_heard(now)
+        members = []
+        for key in validators.keys:
+            seen_height, seen_ms = state.last_seen.get(key, (0, 0))
+            members.append({"node_id": node_id_for(key), "me": key == core.public_key,
+                            "last_signed_height": seen_height,
+                            "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
+                            if state.height - seen_height > 2 else 0.0,
+                            "heard_s_ago": heard.get(key)})
+        pending = []
+        for (action, target), voters in sorted(seats.approvals.items()):
+            counted = [k for k in voters if k in validators]
+            pending.append({"action": action, "node_id": node_id_for(target), "approvals": len(counted),
+                            "needed": validators.quorum, "approvers": sorted(node_id_for(k) for k in counted)})
+        size = len(validators)
+        next_size = next((n for n in range(size + 1, genesis.max_validators + 1) if genesis.size_allowed(n)), None)
+        return {"epoch": validators.epoch, "size": size, "quorum": validators.quorum,
+                "faults_tolerated": validators.faults, "max_validators": genesis.max_validators,
+                "seat_rule": genesis.seat_rule, "pinned": genesis.pinned, "next_size": next_size,
+                "admission": bool(genesis.admission_key), "validators": members,
+                "standby": [{"node_id": node_id_for(k), "since_height": seats.standby[k]}
+                            for k in seats.standby_order()],
+                "pending": pending, "removals": sorted(node_id_for(k) for k in seats.removals),
+                "banned": sorted(node_id_for(k) for k in seats.banned)}
 
     @property
     def state(self) -> ExchangeState:

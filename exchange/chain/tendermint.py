@@ -231,7 +231,7 @@ class Tendermint:
                           message.height, message.round, conflict, message)
                 self.actions.append(("evidence", conflict, message))
             return None
-        if message.proposer != validators.proposer(message.height, message.round, ctx.recent_signers):
+        if message.proposer != validators.proposer(message.height, message.round):
             return "not_proposer"
         if not message.valid_signature(ctx.chain_id, self._verify):
             self.counters["bad_signatures"] += 1
@@ -295,7 +295,7 @@ class Tendermint:
         self.far_rounds = {v: r for v, r in self.far_rounds.items() if r > round_ + self.config.round_window}
         if not any(t[1] == _T_REBROADCAST for t in self._timers):
             self._schedule(_T_REBROADCAST, self.config.rebroadcast_interval, now)
-        if self.is_validator and ctx.validators.proposer(self.height, round_, ctx.recent_signers) == self.key:
+        if self.is_validator and ctx.validators.proposer(self.height, round_) == self.key:
             block = self.valid_value if self.valid_value is not None else ctx.get_value(round_)
             self._propose(block, now)
         else:

@@ -11,7 +11,7 @@ transactions applied by the state machine), so every node derives the same set a
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from exchange.chain.codec import digest
 from exchange.chain.crypto import PUBLIC_KEY_BYTES, node_id_for
@@ -45,21 +45,22 @@ class ValidatorSet:
     def faults(self) -> int:
         return (len(self.keys) - 1) // 3
 
-    def proposer(self, height: int, round_: int, recent: Sequence[bytes] = ()) -> bytes:
-        """The proposer of (height, round). Round 0 rotates over `recent` (the validators that signed the
-        last recorded commit, so an absent one does not cost every n-th height a timeout); later rounds
-        rotate over the whole set, so a round with an honest proposer always comes."""
-        if round_ == 0:
-            live = [k for k in self.keys if k in recent] if recent else []
-            if live:
-                return live[height % len(live)]
+    def proposer(self, height: int, round_: int) -> bytes:
+        """The proposer of (height, round): a rotation over the whole set, which nobody can bias (it reads no
+        record a proposer chose, such as which precommits it put in its block). An absent validator costs its
+        turn a propose timeout until it is jailed."""
         return self.keys[(height + round_) % len(self.keys)]
 
-    def with_added(self, key: bytes) -> "ValidatorSet":
-        return ValidatorSet(self.epoch + 1, (*self.keys, key))
+    def with_added(self, *keys: bytes) -> "ValidatorSet":
+        return ValidatorSet(self.epoch + 1, (*self.keys, *keys))
 
     def with_removed(self, key: bytes) -> "ValidatorSet":
         return ValidatorSet(self.epoch + 1, (k for k in self.keys if k != key))
+
+    def replaced(self, key: bytes, successor: bytes | None) -> "ValidatorSet":
+        """Without `key`, with `successor` (if any) in its seat."""
+        rest = [k for k in self.keys if k != key]
+        return ValidatorSet(self.epoch + 1, rest + [successor] if successor is not None else rest)
 
     def wire(self) -> list:
         return [self.epoch, list(self.keys)]

@@ -87,6 +87,10 @@ class SimApp:
         self.hash = hashlib.sha256(self.hash + tx.id.encode()).digest()
         return "applied"
 
+    def reject_tx(self, tx: SignedTx, reason: str) -> str:
+        self.hash = hashlib.sha256(self.hash + b"refused:" + tx.id.encode()).digest()
+        return reason
+
     def end_block(self) -> list:
         return []
 
@@ -122,7 +126,10 @@ class Scenario:
     byzantine: dict[int, str] = field(default_factory=dict)     # validator index -> behaviour
     pinned: bool = True
     max_validators: int = 7
-    joiners: int = 0                                            # followers with role auto (unpinned runs)
+    joiners: int = 0                                            # followers holding the join token (unpinned runs)
+    approvals: list[tuple[float, int]] = field(default_factory=list)   # (at, node): validators approve its seat
+    leaves: list[tuple[float, int]] = field(default_factory=list)      # (at, node): it hands its seat back
+    seat_rule: str = "bft"
     drop: float = 0.05
     duplicate: float = 0.05
     delay: tuple[float, float] = (0.001, 0.03)
@@ -163,10 +170,12 @@ class ChainSimulation:
         self.seq = 0
         total = scenario.validators + scenario.followers
         keys = [FakeKeys(f"sim-{seed}-{i}") for i in range(total)]
+        self.admission = FakeKeys(f"sim-{seed}-join-token")
         self.genesis = Genesis(network_id="sim", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
                                validators=tuple(k.public_key for k in keys[:scenario.validators]),
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
                                absent_blocks=20, absent_ms=3000, snapshot_interval=scenario.snapshot_interval,
+                               admission_key=self.admission.public_key, seat_rule=scenario.seat_rule,
                                exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]
         self.by_id = {n.keys.node_id: n for n in self.nodes}
@@ -178,7 +187,7 @@ class ChainSimulation:
         self.accepted: dict[str, int] = {}                    # tx id -> the honest node that accepted it
         self.account = SigningKey(hashlib.sha256(f"account-{seed}".encode()).digest())
         self.stats = {"delivered": 0, "dropped": 0, "duplicated": 0, "cut": 0, "penalties": 0, "byzantine_msgs": 0,
-                      "final_rollbacks": 0}
+                      "final_rollbacks": 0, "approvals": 0, "leaves": 0}
         self.honest_penalties: list[tuple[str, str, str]] = []
         self.commits: list[tuple[float, int, int, int]] = []     # (sim time, node, height, block time ms)
         self.max_round = 0
@@ -186,6 +195,10 @@ class ChainSimulation:
         for at, back, index in scenario.crashes:
             self._at(at, "crash", index)
             self._at(back, "restart", index)
+        for at, index in scenario.approvals:
+            self._at(at, "approve", index)
+        for at, index in scenario.leaves:
+            self._at(at, "leave", index)
         t = 0.0
         while t < scenario.fault_until:
             t += self.rng.expovariate(scenario.submit_rate)
@@ -195,12 +208,10 @@ class ChainSimulation:
 
     # ------------------------------------------------------------------ plumbing
     def _make_core(self, node: SimNode) -> ChainCore:
-        config = SIM_CORE
-        if not self.s.pinned and node.index >= self.s.validators + self.s.joiners:
-            config = CoreConfig(**{**SIM_CORE.__dict__, "role": "follower"})
+        joiner = not self.s.pinned and self.s.validators <= node.index < self.s.validators + self.s.joiners
         return ChainCore(self.genesis, SimApp(), public_key=node.keys.public_key, sign=node.keys.sign,
-                         verify=fake_verify, blocks=node.store, config=config, rng=random.Random(node.index),
-                         now=self._clock(node))
+                         verify=fake_verify, blocks=node.store, config=SIM_CORE, rng=random.Random(node.index),
+                         now=self._clock(node), admission_sign=self.admission.sign if joiner else None)
 
     def _clock(self, node: SimNode) -> float:
         return BASE_TIME + self.now + self.s.clock_skew.get(node.index, 0.0)
@@ -402,6 +413,26 @@ class ChainSimulation:
         core.start(self._clock(node), wal=list(node.wal))
         self._drain(node)
 
+    def _approve(self, index: int) -> None:
+        """Every live honest validator's operator approves a seat for node `index`."""
+        key = self.nodes[index].keys.public_key
+        for node in self.nodes:
+            core = node.core
+            if core is None or node.byzantine is not None or not core.is_validator:
+                continue
+            try:
+                core.approve("add", key, self._clock(node))
+                self.stats["approvals"] += 1
+            except ValueError:
+                pass
+            self._drain(node)
+
+    def _leave(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.core is not None and node.core.request_leave(self._clock(node)) is not None:
+            self.stats["leaves"] += 1
+            self._drain(node)
+
     def run(self) -> dict[str, Any]:
         end = self.s.fault_until + self.s.settle
         while self.queue and self.queue[0][0] <= end:
@@ -426,6 +457,10 @@ class ChainSimulation:
                 self._crash(payload)
             elif kind == "restart":
                 self._restart(payload)
+            elif kind == "approve":
+                self._approve(payload)
+            elif kind == "leave":
+                self._leave(payload)
         return self.check_end()
 
     def check_end(self) -> dict[str, Any]:
@@ -499,8 +534,9 @@ def random_scenario(seed: int) -> Scenario:
 
 
 def _membership_scenario(rng: random.Random) -> Scenario:
-    """An unpinned network: a few founders, followers that ask for seats, validators that crash for good
-    (and must be removed as absent for the rest to keep a quorum) or come back."""
+    """An unpinned network: a few founders, followers admitted by join token or by the validators' approvals
+    (promoted to the sizes the seat rule allows), validators that hand their seats back, crash for good (and
+    are jailed as absent, a standby taking the seat) or come back."""
     founders = rng.randint(1, 3)
     followers = rng.randint(2, 4)
     total = founders + followers
@@ -517,8 +553,12 @@ def _membership_scenario(rng: random.Random) -> Scenario:
         cut = rng.randint(1, total - 1)
         start = rng.uniform(0.5, 2.5)
         partitions.append((start, start + rng.uniform(0.3, 1.5), [set(members[:cut]), set(members[cut:])]))
-    return Scenario(validators=founders, followers=followers, pinned=False, max_validators=rng.choice([3, 4, 5]),
-                    joiners=followers, partitions=partitions, crashes=crashes, drop=rng.choice([0.0, 0.02, 0.05]),
+    joiners = rng.randint(0, followers)
+    approvals = [(rng.uniform(0.3, 2.5), index) for index in range(founders + joiners, total) if rng.random() < 0.7]
+    leaves = [(rng.uniform(1.0, 3.5), index) for index in rng.sample(range(total), rng.randint(0, 2))]
+    return Scenario(validators=founders, followers=followers, pinned=False, max_validators=rng.choice([3, 4, 5, 7]),
+                    joiners=joiners, approvals=approvals, leaves=leaves, seat_rule=rng.choice(["bft", "any"]),
+                    partitions=partitions, crashes=crashes, drop=rng.choice([0.0, 0.02, 0.05]),
                     duplicate=rng.choice([0.0, 0.05]), delay=(0.0005, rng.choice([0.01, 0.03])), settle=8.0)
 
 

@@ -220,6 +220,15 @@ class ExchangeState:
         self._txs.append(result)
         return result
 
+    def reject_tx(self, tx: SignedTx, reason: str) -> TxResult:
+        """Record a transaction of the block that must not run (its signature failed every node's check):
+        a quorum may certify it, but no account's state moves on its say."""
+        if not self._in_block:
+            raise RuntimeError("reject_tx outside a block")
+        result = TxResult(tx.id, sys.intern(tx.account.hex()), len(self._txs), REJECTED, reason, [])
+        self._txs.append(result)
+        return result
+
     def end_block(self) -> BlockResult:
         """Finish the block: its trades, level changes and order updates, and the new app hash."""
         if not self._in_block:

@@ -17,7 +17,7 @@ from tests.sim.chain_sim import SIM_CORE, ChainSimulation, FakeKeys, MemoryStore
 
 
 def _network() -> ChainSimulation:
-    sim = ChainSimulation(4, Scenario(validators=1, followers=3, pinned=False, joiners=3, max_validators=4,
+    sim = ChainSimulation(4, Scenario(validators=1, followers=3, pinned=False, joiners=3, max_validators=4, seat_rule="any",
                                       drop=0.0, duplicate=0.0, fault_until=3.0, settle=2.0, snapshot_interval=10))
     result = sim.run()
     assert not result["problems"]

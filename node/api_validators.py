@@ -1,0 +1,79 @@
+"""Control API for validator seats: who validates, and the operator's approvals (private routes).
+
+GET /validators lists the set with each member's state, the standbys and pending approvals;
+POST /validators/add and /validators/remove `{"node_id"}` record this validator's signed approval
+(the change applies once more than two thirds of the validators approved); GET /validators/join-token
+hands the operator the founder's join token (a node started with it gets a seat without approvals).
+"""
+from __future__ import annotations
+
+import re
+
+import orjson
+from aiohttp import web
+
+from exchange.chain.join_token import read_token
+from exchange.chain.service import ChainService, NotReady
+from node.api_base import ApiError, json_response, node_of
+
+NODE_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _chain(request: web.Request) -> ChainService:
+    chain = getattr(node_of(request), "chain", None)
+    if chain is None:
+        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
+    return chain
+
+
+def _ready_error(exc: NotReady) -> ApiError:
+    error = ApiError(503, exc.code, str(exc))
+    error.retry_after = exc.retry_after      # type: ignore[attr-defined]
+    return error
+
+
+async def get_validators(request: web.Request) -> web.Response:
+    try:
+        return json_response(_chain(request).seats_view())
+    except NotReady as exc:
+        raise _ready_error(exc) from None
+
+
+async def _approve(request: web.Request, action: str) -> web.Response:
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    node_id = body.get("node_id") if isinstance(body, dict) else None
+    if not isinstance(node_id, str) or not NODE_ID.match(node_id):
+        raise ApiError(400, "invalid_node_id", "node_id must be a 40-hex node id", "node_id")
+    try:
+        return json_response(_chain(request).approve(action, node_id), status=202)
+    except NotReady as exc:
+        raise _ready_error(exc) from None
+    except ValueError as exc:
+        raise ApiError(409, "not_approvable", str(exc), "node_id") from None
+
+
+async def post_add(request: web.Request) -> web.Response:
+    return await _approve(request, "add")
+
+
+async def post_remove(request: web.Request) -> web.Response:
+    return await _approve(request, "remove")
+
+
+async def get_join_token(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    token = read_token(chain.store.root.parent)
+    if token is None:
+        raise ApiError(404, "no_join_token", "this node holds no join token (only the founder of a network that "
+                                             "is not pinned writes one)")
+    return json_response({"token": token.text(), "chain_id": token.chain_id})
+
+
+def install_validator_api(app: web.Application) -> None:
+    app.router.add_get("/validators", get_validators)
+    app.router.add_post("/validators/add", post_add)
+    app.router.add_post("/validators/remove", post_remove)
+    app.router.add_get("/validators/join-token", get_join_token)
