@@ -250,7 +250,8 @@ class ExchangeNode:
                 "validators": list(validators.node_ids), "quorum_size": validators.quorum,
                 "validator_keys": {n: k.hex() for n, k in zip(validators.node_ids, validators.keys)},
                 "quorum": core.quorum_present(now), "finality_lag_s": round(max(0.0, now - core.state.time_ms / 1000), 3),
-                "conflicting_networks": chain.conflicts}
+                "faults_tolerated": validators.faults, "standby": len(core.state.seats.standby),
+                "trust": chain.trust, "conflicting_networks": chain.conflicts}
 
     def markets(self) -> list[str]:
         core = self.chain.core

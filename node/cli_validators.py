@@ -52,9 +52,9 @@ def register(cli: click.Group) -> None:
     def _approval(action: str) -> Any:
         @validators.command(action)
         @click.argument("node_id")
-        @click.pass_context
-        def command(ctx: click.Context, node_id: str) -> None:
-            api, as_json = ctx.obj["api"], ctx.obj["as_json"]
+        @api_option
+        @json_option
+        def command(node_id: str, api: NodeTarget, as_json: bool) -> None:
             data = request(api, "POST", f"/validators/{action}", {"node_id": node_id.lower()}, expect=("approval",))
             if as_json:
                 return emit_json(data)

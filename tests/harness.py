@@ -190,6 +190,10 @@ class NodeProcess:
     def status(self) -> dict:
         return self.get("/status")
 
+    def join_token(self) -> str:
+        """The network's join token, as its founder wrote it to DATA_DIR/join-token."""
+        return (self.data_dir / "join-token").read_text().strip()
+
     def peers(self) -> list[dict]:
         return self.get("/peers")["peers"]
 
@@ -222,6 +226,12 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def expected_seats(nodes: int, max_validators: int = 7, seat_rule: str = "bft") -> int:
+    """How many of `nodes` granted nodes hold seats: the largest size the seat rule allows."""
+    limit = min(nodes, max_validators)
+    return limit if seat_rule == "any" else max(n for n in range(1, limit + 1) if n % 3 == 1)
+
+
 class Cluster:
     """Starts nodes and guarantees every process it started is gone at teardown."""
 
@@ -236,21 +246,22 @@ class Cluster:
             node.start()
         return node
 
-    def chain(self, count: int, *, timeout: float = 30.0, **settings: Any) -> list[NodeProcess]:
-        """`count` nodes on one chain: the first founds it at once, the others bootstrap to it, adopt it
-        and take validator seats (up to MAX_VALIDATORS) as they catch up."""
+    def chain(self, count: int, *, timeout: float = 30.0, token: bool = True, **settings: Any) -> list[NodeProcess]:
+        """`count` nodes on one chain: the first founds it at once, the others bootstrap to it with its join
+        token (`token=False`: as plain followers) and take seats as the seat rule allows (1, 4, 7 under the
+        default `bft`; every joiner under `seat_rule="any"`), up to MAX_VALIDATORS."""
         first = self.node(f"n{len(self.nodes)}", **{"found_after": 0, **settings})
         wait_until(lambda: first.status()["chain_id"], 10, message="the first node founds a chain")
-        rest = [self.node(f"n{len(self.nodes)}", start=False, bootstrap_peers=first.p2p_address, **settings)
+        extra = {"join_token": first.join_token()} if token and settings.get("role") != "follower" else {}
+        rest = [self.node(f"n{len(self.nodes)}", start=False, bootstrap_peers=first.p2p_address, **extra, **settings)
                 for _ in range(1, count)]
         for node in rest:
             node.start(wait=False)
         for node in rest:
             node.wait_ready()
         nodes = [first, *rest]
-        seats = min(count, int(settings.get("max_validators", 7)))
-        if settings.get("role") == "follower":
-            seats = 1
+        seats = expected_seats(count if extra else 1, int(settings.get("max_validators", 7)),
+                               str(settings.get("seat_rule", "bft")))
 
         def formed() -> bool:
             views = [n.status() for n in nodes]
