@@ -135,6 +135,7 @@ class ChainCore:
         self._wake_at: float | None = None
         self._restore: list | None = None
         self._future_warned = 0
+        self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
         self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
                          "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
@@ -452,6 +453,7 @@ class ChainCore:
         why = self.consensus.on_vote(vote, now)
         if why is None and vote.height == self.state.height + 1:
             self._heard_validator(sender, now)
+            self._relay_if_disagrees(vote)
         elif why == "bad_signature":
             self._penalize(sender, PENALTY_INVALID, "bad_vote_signature")
 
@@ -471,6 +473,32 @@ class ChainCore:
             self._heard_validator(sender, now)
         elif why == "bad_signature":
             self._penalize(sender, PENALTY_INVALID, "bad_proposal_signature")
+
+    def _relay_if_disagrees(self, vote: Vote) -> None:
+        """A vote that differs from ours (another block, or nil) goes on to every validator. An equivocator
+        that tells each half of the set something else is then seen signing both by everyone (evidence, and
+        its removal); votes that agree with ours, the normal case, are not relayed."""
+        votes = self.consensus.votes.get((vote.round, vote.kind))
+        mine = None if votes is None else votes.first.get(self.public_key)
+        if mine is None or mine.block_id == vote.block_id or vote.validator == self.public_key:
+            return
+        tag = (vote.validator, vote.height, vote.round, vote.kind, vote.block_id)
+        if tag in self._relayed:
+            return
+        self._relayed[tag] = None
+        if len(self._relayed) > 4096:
+            self._relayed.popitem(last=False)
+        self.counters["votes_relayed"] = self.counters.get("votes_relayed", 0) + 1
+        self.actions.append(("send_validators", {"type": "vote", "body": vote.wire()}))
+
+    def _relay_held_disagreeing(self, mine: Vote) -> None:
+        """We just voted: the votes we already hold that differ from ours go on (see `_relay_if_disagrees`)."""
+        votes = self.consensus.votes.get((mine.round, mine.kind))
+        if votes is None:
+            return
+        for held in list(votes.by_validator.values()):
+            for vote in held.values():
+                self._relay_if_disagrees(vote)
 
     def _heard_validator(self, sender: str | None, now: float) -> None:
         """The validator that handed us a message of the current height is live. Not the message's signer:
@@ -930,6 +958,8 @@ class ChainCore:
                     message = action[1]
                     name = "vote" if isinstance(message, Vote) else "proposal"
                     self.actions.append(("send_validators", {"type": name, "body": message.wire()}))
+                    if isinstance(message, Vote) and message.validator == self.public_key:
+                        self._relay_held_disagreeing(message)
                 elif kind == "wal":
                     self.actions.append(action)
                 elif kind == "decide":

@@ -176,3 +176,19 @@ def test_seats_survive_a_snapshot_and_are_in_the_state_hash():
                 genesis.first_validators(), 2)
     copy = Seats.from_wire(seats.wire())
     assert copy.wire() == seats.wire() and copy.hash() == seats.hash() != Seats().hash()
+
+
+def test_an_equivocating_validator_is_seen_by_every_validator_and_removed():
+    """It tells each half of the set something else; votes that differ from a validator's own are relayed, so
+    every honest validator holds both signatures, and the next proposer removes (and bans) it."""
+    sim = ChainSimulation(9, Scenario(validators=4, followers=1, pinned=False, byzantine={3: "equivocate"},
+                                      drop=0.0, duplicate=0.0, fault_until=3.0, settle=3.0))
+    result = sim.run()
+    assert not result["problems"], result["problems"]
+    liar = sim.nodes[3].keys.public_key
+    honest = [n.core for n in sim.nodes[:3] + sim.nodes[4:] if n.core is not None]
+    for core in honest:
+        assert liar not in core.state.validators, "the equivocator kept its seat"
+        assert liar in core.state.seats.banned
+    assert all(n.core is not None and n.core.counters.get("votes_relayed", 0) > 0 for n in sim.nodes[:3])
+    assert len({core.state.hash for core in honest if core.height == honest[0].height}) == 1
