@@ -51,7 +51,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_network(base: Path, validators: int, followers: int, **settings: Any) -> tuple[Cluster, list, list]:
     cluster = Cluster(base)
-    seats = {**NODE, "max_validators": validators, **settings}
+    seats = {**NODE, "max_validators": validators, "seat_rule": "any", **settings}
     vals = cluster.chain(validators, **seats)
     first = vals[0]
     fols = [cluster.node(f"f{i}", start=False, role="follower", bootstrap_peers=first.p2p_address,

@@ -32,7 +32,7 @@ def main(flags: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-legacy-") as base, GrapeCluster(2) as grapes:
         cluster = Cluster(Path(base))
         try:
-            validators = cluster.chain(2, grape_urls=grapes[0], **settings)
+            validators = cluster.chain(2, seat_rule="any", grape_urls=grapes[0], **settings)
             hybrid = cluster.node("hybrid", role="follower", bootstrap_peers=validators[0].p2p_address,
                                   grape_urls=grapes[0], **settings)
             legacy = cluster.node("legacy", p2p_enabled="false", grape_urls=grapes[1], **settings)

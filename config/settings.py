@@ -166,6 +166,12 @@ class Settings:
     chain_id: str | None = _setting(
         None, "CHAIN_ID", "Follow only this chain (64 hex); without it a new node follows the only network in sight",
         p.optional(p.text(max_len=64, pattern=r"[0-9a-f]{64}", what="a 64-hex chain id")))
+    absent_blocks: int = _setting(
+        100, "ABSENT_BLOCKS", "A validator neither signing nor proposing for this many blocks (and ABSENT_SECONDS) "
+        "is jailed: a standby takes its seat until it returns (set at founding)", p.integer(3, 10**6))
+    absent_seconds: float = _setting(
+        60.0, "ABSENT_SECONDS", "... and for at least this many seconds of block time (set at founding)",
+        p.number(above=0.5))
     keep_seat: bool = _setting(
         False, "KEEP_SEAT", "On a graceful stop keep the validator seat (a restart) instead of handing it back",
         p.boolean)

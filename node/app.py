@@ -102,7 +102,8 @@ class ExchangeNode:
             pinned_validators=chain.pinned_validators, found_after=chain.found_after,
             snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout,
             join_token=JoinToken.parse(chain.join_token) if chain.join_token else None,
-            trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule)
+            trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
+            absent=(chain.absent_blocks, chain.absent_ms))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.chain_network.attach(self.chain)
         if configs.discovery.grape:

@@ -111,6 +111,8 @@ class ChainConfig:
     chain_id: str | None
     keep_seat: bool
     seat_rule: str
+    absent_blocks: int
+    absent_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,8 @@ class NodeConfigs:
                 snapshot_interval=settings.snapshot_interval, recovery_timeout=settings.recovery_timeout,
                 keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),
                 join_token=settings.join_token, chain_id=settings.chain_id, keep_seat=settings.keep_seat,
-                seat_rule=settings.seat_rule),
+                seat_rule=settings.seat_rule, absent_blocks=settings.absent_blocks,
+                absent_ms=int(settings.absent_seconds * 1000)),
             api=ApiConfig(host=settings.api_host, port=settings.api_port, token=settings.api_token,
                           data_dir=settings.data_dir, debug_api=settings.debug_api),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,

@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol
 
 from exchange.chain.blocks import Block, Commit, Header, Malformed, Proposal, Vote
 from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item
+from exchange.chain.codec import pack
 from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
@@ -46,6 +47,7 @@ log = logging.getLogger("exchange.chain")
 
 PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
 PENALTY_MALFORMED = 20.0
+BLOCK_OVERHEAD = 4096       # bytes a block may carry beyond max_block_bytes: its header and last commit
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ class ChainCore:
         elif commit is None or commit.height != state.height or commit.block_id != state.last_block_id \
                 or not commit.verify(self.chain_id, state.prev_validators, self._verify):
             return "bad_last_commit"
-        if len(block.txs) > self.config.max_block_txs or block.size > self.config.max_block_bytes + 4096:
+        if len(block.txs) > self.config.max_block_txs or block.size > self._max_block_size:
             return "block_too_large"
         try:
             txs = [self._decode_known(item) for item in block.txs]
@@ -317,18 +319,36 @@ class ChainCore:
         config = self.config
         ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
         self.mempool.expire(time_ms - config.expired_grace_ms)
-        reaped = self.mempool.reap(config.max_block_txs - 1, config.max_block_bytes)
+        reaped = self.mempool.reap(config.max_block_txs - config.max_block_membership, config.max_block_bytes)
         app = state.app
         # transactions that expired before a block could take them are still recorded (as expired), so an
         # order someone was told is pending resolves everywhere; one already applied is left out
         expired = [tx for tx in reaped if tx.expires <= time_ms and app.order(tx.order_id(0)) is None][:100]
         txs: list[SignedTx | MembershipTx] = [*expired, *(tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl)]
-        txs.extend(self._membership_txs(time_ms))
+        membership = self._membership_txs(time_ms)
+        while True:
+            block = self._assemble(time_ms, [*txs, *membership])
+            excess = block.size - self._max_block_size
+            if (excess <= 0 and len(block.txs) <= config.max_block_txs) or not txs:
+                return block
+            # measured as validation measures it (wrapped items, header, last commit): drop the newest
+            # transactions until it fits, so a full mempool never yields a block nobody accepts
+            while txs and (excess > 0 or len(txs) + len(membership) > config.max_block_txs):
+                excess -= len(pack(encode_item(txs.pop())))
+
+    @property
+    def _max_block_size(self) -> int:
+        return self.config.max_block_bytes + BLOCK_OVERHEAD
+
+    def _assemble(self, time_ms: int, txs: list[SignedTx | MembershipTx]) -> Block:
+        state = self.state
         items = [encode_item(tx) for tx in txs]
         header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
                         state.validators.hash, Block.txs_hash(items), self.last_commit if state.height else None)
         block = Block(header, items)
         self._decoded[block.id] = txs
+        if len(self._decoded) > 64:
+            self._decoded.popitem(last=False)
         return block
 
     def _membership_problem(self, changes: list[MembershipTx], height: int, time_ms: int) -> str | None:

@@ -135,7 +135,7 @@ class ChainService:
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
                  trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
-                 leave_timeout: float = 4.0) -> None:
+                 leave_timeout: float = 4.0, absent: tuple[int, int] = (100, 60_000)) -> None:
         self.identity = identity
         self.network = network
         self.store = store
@@ -152,6 +152,7 @@ class ChainService:
         self.join_token = join_token
         self.keep_seat = keep_seat
         self.seat_rule = seat_rule
+        self.absent = absent            # (blocks, ms) without a signature or proposal that jail a validator
         self.leave_timeout = leave_timeout
         if join_token is not None and trusted_chain_id is not None and join_token.chain_id != trusted_chain_id:
             raise ValueError(f"JOIN_TOKEN is for chain {join_token.chain_id[:16]} but CHAIN_ID is {trusted_chain_id[:16]}")
@@ -186,6 +187,7 @@ class ChainService:
         self._unsaved_wal: list[list] = []
         self._snapshot_task: asyncio.Task | None = None
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
+        self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
         self._served_snapshot: tuple[int, bytes, list] | None = None
         self._wal_top = 0       # the highest height with a signed record in the durable WAL
         self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
@@ -445,7 +447,8 @@ class ChainService:
                           founder=self.identity.public_key_bytes, validators=tuple(decision.validators),
                           max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
                           snapshot_interval=self.snapshot_interval,
-                          admission_key=token.admission_key if token is not None else b"", seat_rule=self.seat_rule)
+                          admission_key=token.admission_key if token is not None else b"", seat_rule=self.seat_rule,
+                          absent_blocks=self.absent[0], absent_ms=self.absent[1])
         if token is not None:       # written before the genesis: a crash between them leaves no chain without it
             token.for_chain(genesis.chain_id).write(self.store.root.parent)
         self.store.save_genesis(genesis)
@@ -739,6 +742,8 @@ class ChainService:
             snapshot = None
         elif core is not None:
             core.state.last_snapshot = None     # ours to store now: its bytes go once they are on disk
+        proposer = block.header.proposer
+        self.proposed[proposer] = self.proposed.get(proposer, 0) + 1
         durable = core is None or core.is_validator or holds_own
         self._unsaved_blocks.append(_UnsavedBlock(block, commit, outcome, snapshot, durable))
         self._flush_unsaved()
@@ -1022,7 +1027,7 @@ class ChainService:
                             "last_signed_height": seen_height,
                             "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
                             if state.height - seen_height > 2 else 0.0,
-                            "heard_s_ago": heard.get(key)})
+                            "heard_s_ago": heard.get(key), "proposed": self.proposed.get(key, 0)})
         pending = []
         for (action, target), voters in sorted(seats.approvals.items()):
             counted = [k for k in voters if k in validators]

@@ -32,7 +32,7 @@ def peer_record(node, node_id: str) -> dict | None:
 
 
 def test_forged_orders_votes_and_certificates_are_refused_and_the_forger_banned(cluster):
-    a, b = cluster.chain(2, **FAST)
+    a, b = cluster.chain(2, seat_rule="any", **FAST)
     status, placed = a.api("POST", "/orders", {"market": "BTC-USD", "side": "buy", "price": "100", "qty": "2"})
     assert status == 201
     alice = placed["order"]["account"]                   # a's default account: only a holds its key

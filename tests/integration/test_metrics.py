@@ -28,7 +28,7 @@ def value(families: dict, name: str, **labels: str) -> float:
 
 
 def test_metrics_follow_prometheus_conventions(cluster):
-    a, b = cluster.chain(2, **FAST)
+    a, b = cluster.chain(2, seat_rule="any", **FAST)
     b.new_accounts('buy', 'sell')
     for side, price in (("buy", "100"), ("sell", "100")):
         status, _ = b.api("POST", "/orders?wait=5", {"market": "BTC-USD", "side": side, "price": price, "qty": "1",

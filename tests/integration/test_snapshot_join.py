@@ -13,7 +13,7 @@ FAST = {"heartbeat_interval": 0.2, "snapshot_interval": 20, "keep_blocks": 10, "
 
 
 def test_a_late_node_joins_from_a_certified_snapshot_and_a_restart_uses_its_own(cluster: Cluster):
-    a, b = cluster.chain(2, **FAST)
+    a, b = cluster.chain(2, seat_rule="any", **FAST)
     a.new_accounts("maker")
     b.new_accounts("taker")
     for i in range(5):

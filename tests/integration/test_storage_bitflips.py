@@ -84,7 +84,7 @@ def consensus_counter(node: NodeProcess, name: str) -> int:
 
 
 def test_fifty_flips_in_block_logs_recover_from_peers_or_refuse(cluster: Cluster):
-    nodes = cluster.chain(3, **FAST)
+    nodes = cluster.chain(3, seat_rule="any", **FAST)
     answers = Answers()
     rng = random.Random(1919)
     outcomes: dict[str, int] = {}
@@ -219,7 +219,7 @@ def pending_orders_on(target: NodeProcess, others: list[NodeProcess], answers: A
 
 
 def test_flips_in_an_outbox_of_pending_orders_lose_none_of_them(cluster: Cluster):
-    nodes = cluster.chain(3, **FAST)
+    nodes = cluster.chain(3, seat_rule="any", **FAST)
     answers = Answers()
     rng = random.Random(5)
     for flip in range(OUTBOX_FLIPS):
@@ -239,7 +239,7 @@ def test_flips_in_an_outbox_of_pending_orders_lose_none_of_them(cluster: Cluster
 
 
 def test_an_outbox_order_whose_both_copies_are_damaged_is_reported_lost_not_silently(cluster: Cluster):
-    nodes = cluster.chain(3, **FAST)
+    nodes = cluster.chain(3, seat_rule="any", **FAST)
     answers = Answers()
     rng = random.Random(6)
     target, *others = nodes

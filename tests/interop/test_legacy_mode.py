@@ -48,7 +48,7 @@ def listening_ports(pid: int) -> set[int]:
 
 
 def test_a_legacy_node_trades_with_hybrid_nodes_through_grenache(cluster: Cluster, grapes) -> None:
-    a, b = cluster.chain(2, grape_urls=grapes[0], **FAST)
+    a, b = cluster.chain(2, seat_rule="any", grape_urls=grapes[0], **FAST)
     legacy = cluster.node("legacy", p2p_enabled="false", grape_urls=grapes[1], **FAST)
     wait_until(lambda: legacy.status()["chain_id"] == a.status()["chain_id"], 40, interval=0.3,
                message="the legacy node adopts the hybrid nodes' chain through Grenache")
@@ -94,7 +94,7 @@ def test_walled_hybrid_nodes_trade_over_grenache(cluster: Cluster, grapes) -> No
 def test_trading_goes_on_over_links_when_the_grapes_die(cluster: Cluster, grapes) -> None:
     """Hybrid nodes found through the grapes and linked: every grape is killed mid-run; orders keep becoming
     final over the links and none accepted is lost."""
-    nodes = cluster.chain(3, grape_urls=grapes[0], **FAST)
+    nodes = cluster.chain(3, seat_rule="any", grape_urls=grapes[0], **FAST)
     accepted = []
     for i, node in enumerate(nodes * 4):
         accepted.append(place(node, "buy" if i % 2 else "sell", f"{100 + i % 3}"))

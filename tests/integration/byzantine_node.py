@@ -1,0 +1,111 @@
+"""A real `exchange-node` whose chain lies, for attack tests: `python -m tests.integration.byzantine_node start ...`
+with BYZANTINE set to a comma list of behaviours:
+
+- `seat_grab`: every block it proposes also seats a key only it holds (a `promote` of a node nobody
+  approved, and a `join` signed with its own key instead of the network's admission key);
+- `equivocate`: half of the validators get, for each of its votes, a different vote, signed (its proposals
+  too: a block with another time, signed), the other half the real one.
+- `late`: honest, but every chain message it sends leaves LATE_SECONDS (default 0.1) late, as from a
+  validator on a slow link.
+Everything it signs is signed with its genuine node key: what honest nodes must refuse is what it says.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+from config import Settings
+from exchange.chain.blocks import Block, Header, Proposal, Vote
+from exchange.chain.core import ChainCore
+from exchange.chain.crypto import SigningKey
+from exchange.chain.membership import Join, MembershipTx, Promote
+from node.app import ExchangeNode
+from node.cli import main
+
+GRABBED = SigningKey(hashlib.sha256(b"a key only the byzantine node holds").digest())
+
+
+def _seat_grab() -> None:
+    original = ChainCore._membership_txs
+
+    def membership_txs(self: ChainCore, time_ms: int) -> list[MembershipTx]:
+        honest = original(self, time_ms)
+        if any(tx.changes_set for tx in honest):
+            return honest
+        own_join = Join.create(self.chain_id, GRABBED.public_key, self.state.height, self._sign)
+        return [*honest, own_join, Promote((GRABBED.public_key,))]
+
+    ChainCore._membership_txs = membership_txs      # type: ignore[method-assign]
+
+
+def _conflicting(message: dict, chain_id: str, key: bytes, sign: Any) -> dict:
+    body = message.get("body")
+    if message.get("type") == "chain_vote":
+        vote = Vote.from_wire(body)
+        if vote.validator != key:
+            return message
+        other = None if vote.block_id is not None else hashlib.sha256(b"other" + vote.sig).digest()
+        return {**message, "body": Vote.create(chain_id, vote.kind, vote.height, vote.round, other, key, sign).wire()}
+    if message.get("type") == "chain_proposal":
+        proposal = Proposal.from_wire(body)
+        if proposal.proposer != key:
+            return message
+        h = proposal.block.header
+        block = Block(Header(h.chain_id, h.height, h.time_ms + 1, h.prev_id, h.proposer, h.app_hash,
+                             h.validators_hash, h.txs_hash, h.last_commit), proposal.block.txs)
+        return {**message, "body": Proposal.create(chain_id, proposal.height, proposal.round, proposal.valid_round,
+                                                   block, key, sign).wire()}
+    return message
+
+
+def _equivocate() -> None:
+    original = ExchangeNode.__init__
+
+    def init(self: ExchangeNode, settings: Settings) -> None:
+        original(self, settings)
+        network, identity, chain = self.chain_network, self.identity, self.chain
+        send = network.send
+
+        def lying_send(node_id: str, message: dict) -> None:
+            core = chain.core
+            others = sorted(n for n in (core.state.validators.node_ids if core else ()) if n != identity.node_id)
+            if core is not None and node_id in others and others.index(node_id) % 2 == 1:
+                message = _conflicting(message, core.chain_id, identity.public_key_bytes, identity.sign)
+            send(node_id, message)
+
+        network.send = lying_send      # type: ignore[method-assign]
+
+    ExchangeNode.__init__ = init  # type: ignore[method-assign]
+
+
+def _late(delay: float) -> None:
+    original = ExchangeNode.__init__
+
+    def init(self: ExchangeNode, settings: Settings) -> None:
+        original(self, settings)
+        network = self.chain_network
+        send, broadcast = network.send, network.broadcast
+
+        def late_send(node_id: str, message: dict) -> None:
+            asyncio.get_running_loop().call_later(delay, send, node_id, message)
+
+        def late_broadcast(message: dict) -> None:
+            asyncio.get_running_loop().call_later(delay, broadcast, message)
+
+        network.send = late_send              # type: ignore[method-assign]
+        network.broadcast = late_broadcast    # type: ignore[method-assign]
+
+    ExchangeNode.__init__ = init  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    behaviours = set(os.environ.get("BYZANTINE", "").split(","))
+    if "seat_grab" in behaviours:
+        _seat_grab()
+    if "equivocate" in behaviours:
+        _equivocate()
+    if "late" in behaviours:
+        _late(float(os.environ.get("LATE_SECONDS", "0.1")))
+    main()

@@ -1,0 +1,29 @@
+"""A proposer's block is valid by construction: measured as validation measures it, even when a full mempool
+of the smallest transactions offers more than a block can hold (issue 25: the wrapping of each transaction
+and the header once made such blocks `block_too_large` at every validator, and the chain stopped)."""
+from __future__ import annotations
+
+from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.crypto import SigningKey
+from exchange.chain.genesis import Genesis
+from exchange.chain.txs import CancelOp, sign_tx
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+
+def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block():
+    keys = FakeKeys("proposer")
+    genesis = Genesis("t", int(BASE_TIME * 1000), keys.public_key, (keys.public_key,),
+                      exchange={"order_ttl_ms": 120_000})
+    config = CoreConfig(max_block_bytes=400_000, max_block_txs=4000)
+    core = ChainCore(genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=config, now=BASE_TIME)
+    account = SigningKey(bytes(32))
+    expires = int((BASE_TIME + 60) * 1000)
+    for n in range(2500):       # ~200 bytes each: more than a block holds, and over 1,365 of them fit
+        tx = sign_tx(account.sign, account.public_key, core.chain_id, f"{n}", expires, [CancelOp.parse("BTC-USD", "o")])
+        assert core.mempool.add(tx) is None
+    core._set_now(BASE_TIME + 1)
+    block = core.build_block()
+    assert block.size <= config.max_block_bytes + 4096
+    assert len(block.txs) > 1500, "the block should be nearly full"
+    assert core.validate(block, int((BASE_TIME + 1) * 1000)) is None
