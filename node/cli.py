@@ -260,6 +260,9 @@ def status(api: NodeTarget, as_json: bool) -> None:
         click.echo(f"role      {data.get('role')}: {len(validators)} validators, quorum {data.get('quorum_size')} "
                    f"({'present' if data.get('quorum') else 'NOT reachable: new orders stay pending'}), "
                    f"finality lag {data.get('finality_lag_s')}s")
+        click.echo(f"seats     tolerates {data.get('faults_tolerated', 0)} faulty validator(s); "
+                   f"{data.get('standby', 0)} standby; chain trusted by {data.get('trust', '?')} "
+                   f"(`exchange-node validators` for each member)")
         for node_id, conflict in (data.get("conflicting_networks") or {}).items():
             click.echo(f"WARNING   peer {node_id} is on another network: chain {conflict.get('chain_id')} "
                        f"({conflict.get('reason')})")
