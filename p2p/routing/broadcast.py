@@ -48,13 +48,17 @@ class _CacheEntry:
 
 
 class MessageCache:
-    """Recent broadcasts as ready-to-send frames (answers grafts), bounded by count and age."""
+    """Recent broadcasts as ready-to-send frames (answers grafts), bounded by count, bytes and age: a flood of
+    large broadcasts pushes the oldest out instead of growing the node's memory."""
 
-    def __init__(self, max_size: int = 20_000, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_size: int = 20_000, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_size = max_size
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self._clock = clock
         self._entries: OrderedDict[Any, _CacheEntry] = OrderedDict()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,9 +66,14 @@ class MessageCache:
     def put(self, mid: Any, frame: bytes, haves: set[str]) -> _CacheEntry:
         now = self._clock()
         entries = self._entries
-        while entries and (len(entries) >= self.max_size or next(iter(entries.values())).expires <= now):
-            entries.popitem(last=False)
+        old = entries.pop(mid, None)
+        if old is not None:
+            self.bytes -= len(old.frame)
+        while entries and (len(entries) >= self.max_size or self.bytes + len(frame) > self.max_bytes
+                           or next(iter(entries.values())).expires <= now):
+            self.bytes -= len(entries.popitem(last=False)[1].frame)
         entry = entries[mid] = _CacheEntry(frame, haves, now + self.ttl)
+        self.bytes += len(frame)
         return entry
 
     def get(self, mid: Any) -> _CacheEntry | None:
@@ -203,7 +212,7 @@ class Plumtree(RoutingPart):
         self.cache.put(mid, frame, haves)
         lazy = self.lazy_peers(origin)
         sent = suppressed = 0
-        for node_id, link in self.peers.links.items():
+        for node_id, link in list(self.peers.links.items()):     # a send may close a link (and drop it)
             if node_id in haves:
                 suppressed += 1
             elif node_id in lazy:

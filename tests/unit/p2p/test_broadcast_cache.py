@@ -1,0 +1,24 @@
+"""The broadcast cache answers grafts from frames it keeps: bounded by bytes as well as by count and age, so a
+flood of large broadcasts evicts the oldest instead of growing memory (issue 25: 400 KB notes once added
+220 MB to every node)."""
+from __future__ import annotations
+
+from p2p.routing.broadcast import MessageCache
+
+
+def test_the_cache_keeps_its_byte_budget_and_evicts_the_oldest():
+    now = [0.0]
+    cache = MessageCache(max_size=1000, ttl=30.0, clock=lambda: now[0], max_bytes=1_000_000)
+    for n in range(100):
+        cache.put(n, bytes(100_000), set())
+        assert cache.bytes <= 1_000_000
+    assert len(cache) == 10
+    assert cache.get(0) is None and cache.get(99) is not None
+    assert cache.bytes == sum(len(cache.get(n).frame) for n in range(90, 100))   # type: ignore[union-attr]
+
+
+def test_putting_the_same_message_again_does_not_count_it_twice():
+    cache = MessageCache(max_size=10, max_bytes=1000)
+    cache.put("a", bytes(400), set())
+    cache.put("a", bytes(400), set())
+    assert cache.bytes == 400 and len(cache) == 1
