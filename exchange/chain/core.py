@@ -65,7 +65,8 @@ class CoreConfig:
     sync_retry: float = 1.0
     catchup_delay: float = 0.25           # a validator heard at a decided height is sent the block if it is
                                           # still not past it this long after (late votes are the norm)
-    max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched
+    max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched ...
+    max_buffered_bytes: int = 32 * 1024 * 1024   # ... within this many bytes (a quarter per sender)
     live_after: float = 3.0               # a node heard from within this is live (join eligibility, quorum view)
     expired_grace_ms: int = 600_000       # an accepted transaction that expired unordered is still put in a
                                           # block this long after, so it resolves everywhere as `expired`
@@ -125,6 +126,7 @@ class ChainCore:
         self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
         self._good_commits: OrderedDict[tuple, None] = OrderedDict()  # commits whose signatures checked out
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
+        self._buffered_bytes = 0
         self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its claimed height, when)
         self._unbacked: dict[str, tuple[int, float]] = {}             # node id -> (claims it failed to back, last)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
@@ -195,7 +197,7 @@ class ChainCore:
             return "the certified block after it does not vouch for its state"
         self.state = candidate
         self.last_commit = commit_at
-        self._buffered = {h: b for h, b in self._buffered.items() if h > height}
+        self._prune_buffered()
         self.counters["snapshots_installed"] = self.counters.get("snapshots_installed", 0) + 1
         log.warning("installed a certified snapshot at height %d (%d bytes)", height, len(data))
         self._apply(next_block, next_commit, announce=False, refused=self._refused_txs(self.decode(next_block)))
@@ -576,14 +578,37 @@ class ChainCore:
         if height <= self.state.height:
             return
         if height > self.state.height + 1:
-            if len(self._buffered) < self.config.max_buffered_blocks:
-                self._buffered[height] = (block, commit, sender)
+            self._buffer(block, commit, sender)
             self._note_ahead(sender, height, now)
             return
         self._take_certified(block, commit, sender, now)
         while self.state.height + 1 in self._buffered and not self.halted:
-            block, commit, source = self._buffered.pop(self.state.height + 1)
+            block, commit, source = self._unbuffer(self.state.height + 1)
             self._take_certified(block, commit, source, now)
+
+    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> None:
+        """Hold a certified block until the ones before it arrive. It cannot be checked yet, so what anyone
+        can make us hold is bounded: heights within `max_buffered_blocks` of ours, `max_buffered_bytes` in
+        all, and a quarter of that per sender."""
+        height, size = block.height, block.size
+        config = self.config
+        if height > self.state.height + config.max_buffered_blocks or height in self._buffered:
+            return
+        by_sender = sum(b.size for b, _, s in self._buffered.values() if s == sender)
+        if self._buffered_bytes + size > config.max_buffered_bytes or by_sender + size > config.max_buffered_bytes // 4:
+            self.counters["buffer_refused"] = self.counters.get("buffer_refused", 0) + 1
+            return
+        self._buffered[height] = (block, commit, sender)
+        self._buffered_bytes += size
+
+    def _unbuffer(self, height: int) -> tuple[Block, Commit, str | None]:
+        entry = self._buffered.pop(height)
+        self._buffered_bytes -= entry[0].size
+        return entry
+
+    def _prune_buffered(self) -> None:
+        for height in [h for h in self._buffered if h <= self.state.height]:
+            self._unbuffer(height)
 
     def judge_certified(self, block: Block, commit: Commit) -> bool | None:
         """Before a certified block is forwarded: True (valid and next, or one we hold), False (cannot be
@@ -1009,6 +1034,8 @@ class ChainCore:
                 self.actions.append(("own_done", tx_id, "committed"))
                 holds_own = True
         self.mempool.expire(block.header.time_ms)
+        if self._buffered:
+            self._prune_buffered()
         self.actions.append(("commit", block, commit, outcome, holds_own))
         if announce:
             self.actions.append(("broadcast", {"type": "decision", "id": block.id.hex(),

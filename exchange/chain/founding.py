@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAX_PEERS = 1024        # peers' chains remembered: anyone may send a hello, so the map is bounded
+
 
 @dataclass
 class PeerChain:
@@ -61,9 +63,14 @@ class Founding:
     def observe(self, node_id: str, public_key: bytes, chain_id: str | None, height: int, now: float) -> None:
         """A peer's chain from its hello or heartbeat. `public_key` may be empty (a hello is judged before the
         link proves the key): the key an open link proved is kept."""
-        known = self.peers.get(node_id)
+        known = self.peers.pop(node_id, None)
         key = public_key or (known.public_key if known is not None else b"")
         self.peers[node_id] = PeerChain(node_id, key, chain_id or None, max(0, height), now)
+        if len(self.peers) > MAX_PEERS:     # newest last: drop the longest silent, never more than we keep
+            for stale in [n for n, p in self.peers.items() if now - p.seen > self.forget_after][:len(self.peers)]:
+                del self.peers[stale]
+            while len(self.peers) > MAX_PEERS:
+                del self.peers[next(iter(self.peers))]
 
     def forget(self, node_id: str) -> None:
         self.peers.pop(node_id, None)

@@ -45,6 +45,7 @@ FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsyn
 GENESIS_SERVICE = "chain.genesis"
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
+MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
 
 
 class ChainNetwork(Protocol):
@@ -510,12 +511,15 @@ class ChainService:
         self.founding.observe(node_id, public_key, chain_id, height, now)
         mine = self.genesis.chain_id if self.genesis else None
         if mine is not None and chain_id and chain_id != mine:
-            if node_id not in self.conflicts:
+            if chain_id not in {c["chain_id"] for c in self.conflicts.values()}:
                 log.warning("peer %s is on another network with the same NETWORK_ID %r (chain %s at height %d, "
                             "ours %s): not linking; the two networks were founded apart and are not merged",
                             node_id[:12], self.network_id, chain_id[:16], height, mine[:16])
+            self.conflicts.pop(node_id, None)
             self.conflicts[node_id] = {"chain_id": chain_id, "height": height, "seen": now,
                                        "reason": "founded apart (different genesis)"}
+            while len(self.conflicts) > MAX_CONFLICTS:      # anyone can name another chain: keep the newest few
+                del self.conflicts[next(iter(self.conflicts))]
             return False
         if self.core is not None and chain_id == mine:
             self.core.peer_height(node_id, height, now)

@@ -1,0 +1,51 @@
+"""What anyone can make a node hold is bounded (issue 25): certified blocks claimed for heights ahead are
+kept only near our height, within a byte budget and a quarter of it per sender (they cannot be checked
+until the blocks before them arrive); the peers' chains the founding logic remembers are bounded too."""
+from __future__ import annotations
+
+import os
+
+from exchange.chain.blocks import Block, Commit, Header
+from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.founding import MAX_PEERS, Founding
+from exchange.chain.genesis import Genesis
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+
+def _follower(config: CoreConfig) -> ChainCore:
+    validator, me = FakeKeys("bounds-validator"), FakeKeys("bounds-follower")
+    genesis = Genesis("t", int(BASE_TIME * 1000), validator.public_key, (validator.public_key,))
+    return ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=config, now=BASE_TIME)
+
+
+def _claimed(core: ChainCore, height: int, size: int) -> tuple[Block, Commit]:
+    items = [["a", os.urandom(size)]]
+    header = Header(core.chain_id, height, int(BASE_TIME * 1000) + height, os.urandom(32), bytes(32), bytes(32),
+                    bytes(32), Block.txs_hash(items), None)
+    block = Block(header, items)
+    return block, Commit(height, 0, block.id, ((0, bytes(64)),))
+
+
+def test_blocks_claimed_ahead_are_held_within_a_byte_budget_per_sender():
+    config = CoreConfig(max_buffered_blocks=512, max_buffered_bytes=4 * 1024 * 1024)
+    core = _follower(config)
+    for height in range(2, 500):
+        block, commit = _claimed(core, height, 100_000)
+        core.on_message("decision", [block.wire(), commit.wire()], "liar", BASE_TIME + 1)
+    assert core._buffered_bytes <= config.max_buffered_bytes // 4
+    assert core.counters["buffer_refused"] > 400
+    block, commit = _claimed(core, 400, 100_000)        # another sender still gets its share
+    core.on_message("decision", [block.wire(), commit.wire()], "honest", BASE_TIME + 1)
+    assert core._buffered[400][2] == "honest"
+    far, far_commit = _claimed(core, 10_000, 10)
+    core.on_message("decision", [far.wire(), far_commit.wire()], "honest", BASE_TIME + 1)
+    assert 10_000 not in core._buffered, "a height far ahead of ours was held"
+
+
+def test_the_founding_logic_remembers_a_bounded_number_of_peers():
+    founding = Founding("me", bytes(32), found_after=3.0, started=0.0)
+    for n in range(5 * MAX_PEERS):
+        founding.observe(f"peer{n}", b"", f"{n:064x}", 1, now=float(n) / 1000)
+    assert len(founding.peers) <= MAX_PEERS
+    assert f"peer{5 * MAX_PEERS - 1}" in founding.peers
