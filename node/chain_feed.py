@@ -103,7 +103,7 @@ class ChainBridge:
         now = self.clock()
         if not core.quorum_present(now):
             return False, "no quorum of validators reachable"
-        claimed = core.best_claimed(now)
+        claimed = core.best_claimed(now, validators_only=True)
         best = core.height if claimed is None else claimed[0]
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"

@@ -834,11 +834,15 @@ class ChainCore:
                 self._heard[peer] = (height, now)
             self._request_sync(peer, now)
 
-    def best_claimed(self, now: float, within: float = 10.0) -> tuple[int, str] | None:
+    def best_claimed(self, now: float, within: float = 10.0, validators_only: bool = False) -> tuple[int, str] | None:
         """The highest height a recent peer claims (with who), among peers that back what they claim: one
-        that was asked for the blocks it claims and handed over none no longer counts until it does."""
+        that was asked for the blocks it claims and handed over none no longer counts until it does. With
+        `validators_only`, only the current validators' claims count (a fresh key costs nothing, so a
+        stranger's claim must not make a node call itself behind)."""
+        members = set(self.state.validators.node_ids) if validators_only else None
         return max(((h, node) for node, (h, t) in self._heard.items()
-                    if now - t < within and not self._discounted(node, now)), default=None)
+                    if now - t < within and not self._discounted(node, now)
+                    and (members is None or node in members)), default=None)
 
     def _strike(self, node: str, now: float) -> None:
         count, _ = self._unbacked.get(node, (0, now))
