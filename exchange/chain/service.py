@@ -202,6 +202,11 @@ class ChainService:
         self.network.offer(GENESIS_SERVICE, self._serve_genesis)
         self.network.offer(SNAPSHOT_SERVICE, self._serve_snapshot)
         genesis = self.store.load_genesis()
+        trusted = self.founding.trusted_chain
+        if genesis is not None and trusted is not None and genesis.chain_id != trusted:
+            raise SystemExit(f"exchange-node: {self.store_dir()} holds chain {genesis.chain_id[:16]} but "
+                             f"{self.founding.trusted_by} names chain {trusted[:16]}: move the directory aside to "
+                             f"join that chain, or drop the setting")
         if genesis is not None:
             self._boot(genesis)
         else:
