@@ -27,6 +27,7 @@ from exchange.chain.tendermint import wal_record_height
 from exchange.chain.crypto import verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
+from exchange.chain.halt_watch import HaltWatch
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
@@ -178,6 +179,7 @@ class ChainService:
         self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
         self._probe: asyncio.Task | None = None
         self._next_probe = 0.0
+        self.halt_watch = HaltWatch(live_after=self.config.live_after)
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
                          "status_sent": 0, "status_received": 0}
 
@@ -776,8 +778,17 @@ class ChainService:
                         self._flush_unsaved()
                     self.pump()
                     self._probe_outbox()
+                    self._watch_quorum(self.core)
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
+
+    def _watch_quorum(self, core: ChainCore) -> None:
+        """Log a halt (no quorum) loudly and its end, through HaltWatch (at most one WARNING a minute)."""
+        now = self.clock()
+        said = self.halt_watch.observe(now, core.quorum_present(now), core.validator_liveness(now), core.role,
+                                       core.state.validators.quorum)
+        if said is not None:
+            log.log(*said)
 
     def _sync_follower_blocks(self, now: float | None = None) -> None:
         since = self._unsynced_since
@@ -926,7 +937,11 @@ class ChainService:
         if core is None:
             return base
         sign_from = core.consensus.sign_from
-        return {**core.status(self.clock()), **base, "network_id": self.network_id,
+        now = self.clock()
+        liveness = [{"node_id": node, "heard_s": None if age is None else round(age, 1), "us": us}
+                    for node, age, us in core.validator_liveness(now)]
+        return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
+                "liveness": liveness,
                 "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
                 "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
 
