@@ -56,6 +56,7 @@ class ChainBridge:
         state = core.state.app
         orders: list[dict[str, Any]] = []
         for account in self.accounts.list():
+            orders.extend(self.chain.pending_orders(account.id))     # answered 202, in no block yet
             orders.extend(state.orders(account.id, "open", 1000))   # type: ignore[attr-defined]
         return orders
 
