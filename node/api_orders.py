@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from exchange.chain.service import ChainService, NotReady
+from exchange.chain.service import ChainService, NotReady, Withdrawn, pending_view
 from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
@@ -173,10 +173,11 @@ async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str |
     return None, await chain.wait(future, wait)
 
 
-async def _queue(chain: ChainService, tx: SignedTx) -> tuple[str | None, Any]:
-    """Hand the transaction to the chain (durable in the outbox on return) or raise the API error."""
+async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> tuple[str | None, Any]:
+    """Hand the transaction to the chain (durable in the outbox on return) or raise the API error; `after`:
+    our pending transaction it must be ordered after (ChainService.submit_after)."""
     try:
-        return await chain.submit(tx)
+        return await (chain.submit(tx) if after is None else chain.submit_after(tx, after))
     except NotReady as exc:
         raise _not_ready(exc) from None
     except StorageError as exc:
@@ -214,21 +215,16 @@ def _finality(chain: ChainService) -> dict[str, Any]:
     return {"height": core.height, "epoch": core.state.validators.epoch, "role": core.role}
 
 
-def _pending_view(tx: SignedTx, index: int, op: NewOrderOp) -> dict[str, Any]:
-    return {"id": tx.order_id(index), "status": "pending", "market": op.market, "side": op.side, "type": op.type,
-            "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0", "account": tx.account_hex,
-            "tx_id": tx.id}
-
-
 def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[dict[str, Any], int]:
     op = tx.ops[index]
     if result is None:
-        view = _pending_view(tx, index, op)  # type: ignore[arg-type]
-        return {"order": view, "trades": [], "final": False, "reason": chain.pending_reason(), "tx_id": tx.id,
+        reason = chain.pending_reason()
+        view = pending_view(tx, index, op, reason)  # type: ignore[arg-type]
+        return {"order": view, "trades": [], "final": False, "reason": reason, "tx_id": tx.id,
                 **_finality(chain)}, 202
     state = chain.state
     order_id = tx.order_id(index)
-    view = state.order(order_id) or _pending_view(tx, index, op) | {"status": result.status}  # type: ignore[arg-type]
+    view = state.order(order_id) or pending_view(tx, index, op, None) | {"status": result.status}  # type: ignore[arg-type]
     op_result = result.ops[index] if index < len(result.ops) else None
     body: dict[str, Any] = {"order": view, "trades": [], "final": True, "tx_id": tx.id, "tx_status": result.status,
                             **_finality(chain)}
@@ -348,11 +344,16 @@ def _error_dict(exc: ApiError) -> dict[str, Any]:
 
 
 async def get_order(request: web.Request) -> web.Response:
+    """A final order, or one of ours answered 202 that no block holds yet (status `pending`, `final`: false)."""
     chain = _chain(request)
-    order = _state(chain).order(request.match_info["order_id"])
-    if order is None:
+    order_id = request.match_info["order_id"]
+    order = _state(chain).order(order_id)
+    if order is not None:
+        return json_response({"order": order, "final": True, **_finality(chain)})
+    pending = chain.pending_order(order_id)
+    if pending is None:
         raise ApiError(404, "unknown_order", "no such order (or it left the closed-order history)", "id")
-    return json_response({"order": order, **_finality(chain)})
+    return json_response({"order": pending[1], "final": False, "reason": pending[1]["reason"], **_finality(chain)})
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -363,21 +364,27 @@ async def list_orders(request: web.Request) -> web.Response:
     if account is not None and len(account) != 64:
         account = _account(request, account).id
     status = request.query.get("status") or None
+    pending = chain.pending_orders(account) if status in (None, "pending") else []
     try:
-        orders = state.orders(account, status, limit)
+        orders = [] if status == "pending" else state.orders(account, status, limit)
     except ExchangeError as exc:
         raise ApiError(400, exc.code, exc.message, exc.field) from None
-    return json_response({"orders": orders, **_finality(chain)})
+    return json_response({"orders": (pending + orders)[:limit], **_finality(chain)})
 
 
 async def delete_order(request: web.Request) -> web.Response:
+    """Cancel an order. A cancel of one of our orders that no block holds yet (status `pending`) is held
+    until a block has the order, so the chain orders it after the order: it goes to the chain if the order
+    then rests on the book, and resolves `not_needed` (nothing to cancel) if the order never rested."""
     chain = _chain(request)
     state = _state(chain)
     order_id = request.match_info["order_id"]
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = await _json_body(request, allow_empty=True)
     order = state.order(order_id)
-    if order is None:
+    pending = None if order is not None else chain.pending_order(order_id)
+    view = order or (pending[1] if pending is not None else None)
+    if view is None:
         raise ApiError(404, "unknown_order", "no such order", "id")
     if isinstance(body, dict) and "signed" in body:
         tx = _signed(body["signed"])
@@ -386,21 +393,33 @@ async def delete_order(request: web.Request) -> web.Response:
     else:
         accounts = getattr(node_of(request), "accounts", None)
         try:
-            account = accounts.get(order["account"]) if accounts is not None else None
+            account = accounts.get(view["account"]) if accounts is not None else None
         except Exception:
             account = None
         if account is None:
-            raise ApiError(403, "not_owner", f"this node does not hold the key of account {order['account']}; "
+            raise ApiError(403, "not_owner", f"this node does not hold the key of account {view['account']}; "
                            f"only the owner may cancel: send a cancel signed with that key", "id")
-        tx = _sign_local(request, chain, account.id, [CancelOp.parse(order["market"], order_id)], os.urandom(12).hex())
-    if order["status"] in CLOSED:
-        raise ApiError(409, "order_closed", f"order is already {order['status']}", "id")
-    why, result = await _submit(chain, tx, wait)
+        tx = _sign_local(request, chain, account.id, [CancelOp.parse(view["market"], order_id)], os.urandom(12).hex())
+    if view["status"] in CLOSED:
+        raise ApiError(409, "order_closed", f"order is already {view['status']}", "id")
+    if "cancel" in view:
+        raise ApiError(409, "cancel_pending", f"a cancel of this order ({view['cancel']['tx_id']}) already waits for "
+                       f"the order to be final", "id")
+    if pending is None:
+        why, result = await _submit(chain, tx, wait)
+    else:
+        why, future = await _queue(chain, tx, after=pending[0])
+        result = None if why is not None else await chain.wait(future, wait)
     if why is not None:
         raise _refused(why)
     if result is None:
-        return json_response({"order": order, "cancel": {"tx_id": tx.id, "status": "pending",
-                                                         "reason": chain.pending_reason()}, "final": False}, 202)
+        now = state.order(order_id) or (chain.pending_order(order_id) or (None, view))[1]
+        return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "pending",
+                                                       "reason": chain.pending_reason()}, "final": False}, 202)
+    if isinstance(result, Withdrawn):
+        now = state.order(order_id) or {**view, "status": "never_landed", "final": True}
+        return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "not_needed", "reason": result.reason},
+                              "final": True, **_finality(chain)})
     op = result.ops[0] if result.ops else None
     done = op is not None and op.outcome == "cancelled"
     cancel = {"tx_id": tx.id, "status": "done" if done else "rejected",
@@ -441,6 +460,7 @@ async def get_account(request: web.Request) -> web.Response:
         account = _account(request, account).id
     view = state.position(account)
     view["open_orders"] = len(state.orders(account, "open", MAX_LIST))
+    view["pending_orders"] = chain.pending_orders(account)
     return json_response({**view, **_finality(chain)})
 
 

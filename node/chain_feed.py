@@ -56,6 +56,7 @@ class ChainBridge:
         state = core.state.app
         orders: list[dict[str, Any]] = []
         for account in self.accounts.list():
+            orders.extend(self.chain.pending_orders(account.id))     # answered 202, in no block yet
             orders.extend(state.orders(account.id, "open", 1000))   # type: ignore[attr-defined]
         return orders
 
@@ -102,7 +103,7 @@ class ChainBridge:
             return False, f"disk error: {problem}"
         now = self.clock()
         if not core.quorum_present(now):
-            return False, "no quorum of validators reachable"
+            return False, chain.halt_watch.reason(now) or "no quorum of validators reachable"
         claimed = core.best_claimed(now, validators_only=True)
         best = core.height if claimed is None else claimed[0]
         if best > core.height + 2:
@@ -132,6 +133,9 @@ class ChainBridge:
                                 value=1 if core.is_validator else 0)
         yield GaugeMetricFamily("exchange_node_chain_quorum", "1 if a quorum of validators is reachable",
                                 value=1 if core.quorum_present(now) else 0)
+        yield GaugeMetricFamily("exchange_node_chain_halted_seconds",
+                                "Seconds this node has been without a quorum of validators (0 while it has one)",
+                                value=chain.halt_watch.halted_seconds(now))
         yield GaugeMetricFamily("exchange_node_chain_finality_lag_seconds", "Seconds since the last final block's time",
                                 value=max(0.0, now - state.time_ms / 1000))
         yield GaugeMetricFamily("exchange_node_chain_mempool_transactions", "Transactions waiting for a block",

@@ -98,6 +98,7 @@ def register(cli: click.Group) -> None:
         if as_json:
             return emit_json({"name": name, "id": account_id, "account": positions,
                               "open_orders": orders.get("orders") if isinstance(orders, dict) else None,
+                              "pending_orders": positions.get("pending_orders") if isinstance(positions, dict) else None,
                               "notes": [n for n in (position_note, orders_note) if n]})
         click.echo(f"account   {name or '(not held in this DATA_DIR)'}\nid        {account_id}")
         if position_note:
@@ -114,12 +115,18 @@ def register(cli: click.Group) -> None:
         elif isinstance(orders, dict):
             click.echo("")
             open_orders = orders.get("orders") or []
-            if not open_orders:
+            if open_orders:
+                print_table(["open order", "market", "side", "type", "price", "qty", "remaining"],
+                            [[o.get("id"), o.get("market"), o.get("side"), o.get("type"), o.get("price") or "-",
+                              o.get("qty"), o.get("remaining")] for o in open_orders])
+            else:
                 click.echo("no open orders")
-                return
-            print_table(["open order", "market", "side", "type", "price", "qty", "remaining"],
+        pending = positions.get("pending_orders") if isinstance(positions, dict) else None
+        if pending:     # answered 202: no block holds them yet
+            click.echo("")
+            print_table(["pending order", "market", "side", "type", "price", "qty", "reason"],
                         [[o.get("id"), o.get("market"), o.get("side"), o.get("type"), o.get("price") or "-",
-                          o.get("qty"), o.get("remaining")] for o in open_orders])
+                          o.get("qty"), o.get("reason") or ""] for o in pending])
 
 
 def _identify(store: AccountStore, account: str) -> tuple[str | None, str]:

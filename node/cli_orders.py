@@ -39,6 +39,17 @@ def _exit_if_rejected(what: str, result: dict[str, Any]) -> None:
         fail(f"{what} rejected: {result.get('reason') or 'no reason given'}")
 
 
+NOT_FINAL_EXIT = 3
+
+
+def _exit_if_not_final(what: str, data: dict[str, Any], wait: float) -> None:
+    """Accepted but not final within --wait is not done for a script: exit 3 with the reason on stderr (the
+    node keeps handing it on; `exchange-node orders` shows it as pending)."""
+    if data.get("final") is False:
+        reason = data.get("reason") or (data.get("cancel") or {}).get("reason") or "no reason given"
+        fail(f"{what} not final within {wait:g} s ({reason}); it stays pending on the node", NOT_FINAL_EXIT)
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("side", type=click.Choice(["buy", "sell"]))
@@ -57,7 +68,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def order(side: str, market: str, qty: str, price: str | None, kind: str, account: str | None,
               stp: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
-        """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`."""
+        """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
+        final within --wait (with the reason: no_quorum, not_final_yet)."""
         body: dict[str, Any] = {"market": market, "side": side, "type": kind, "qty": qty}
         for name, value in (("price", price), ("account", account), ("stp", stp)):
             if value is not None:
@@ -67,10 +79,12 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json(data)
         else:
-            click.echo(_order_line(order_data) + ("" if order_data.get("final") else "  [not final yet]"))
+            final = "final" if data.get("final") else f"NOT FINAL ({data.get('reason') or 'no reason given'})"
+            click.echo(f"{_order_line(order_data)}  [{final}]")
             if data.get("trades"):
                 print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
         _exit_if_rejected("order", order_data)
+        _exit_if_not_final("order", data, wait)
 
     @cli.command()
     @click.argument("order_id")
@@ -93,6 +107,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"cancel {result['status']}{reason}")
             click.echo(_order_line(data["order"]))
         _exit_if_rejected("cancel", result)
+        _exit_if_not_final("cancel", data, wait)
 
     @cli.command("orders")
     @click.option("--account", default=None, shell_complete=complete_account,

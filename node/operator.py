@@ -31,6 +31,8 @@ from node.sdnotify import SystemdNotifier
 
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
 STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
+CHAIN_FIELDS = ("height", "epoch", "role", "quorum", "finality_lag_s", "validators", "liveness", "halt", "halted",
+                "own_pending")   # the console's chain panel and halt banner
 ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstanding", "breaker", "hint",
                   "hint_multiplier", "offers", "connected", "requests_sent")
 
@@ -95,8 +97,8 @@ class OperatorSurface:
                 "channels": list(CHANNELS), "depths": list(BOOK_DEPTHS)}
 
     def status_summary(self) -> dict[str, Any]:
-        """The `status` channel: this node, its peers with the links each reports, the router's view,
-        finality. Peer ids are always whole."""
+        """The `status` channel: this node, its chain (validators and their liveness, a halt and why), its
+        peers with the links each reports, the router's view, finality. Peer ids are always whole."""
         node = self.node
         status = node.status()
         exchange = status.get("exchange") or {}
@@ -111,6 +113,7 @@ class OperatorSurface:
                      "listen": status["listen"], "uptime_s": status["uptime_s"], "role": status.get("role"),
                      "peers_connected": status["peers_connected"], "markets": status["markets"],
                      "exchange": {"summary": exchange.get("summary"), **book}},
+            "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},

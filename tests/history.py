@@ -165,12 +165,14 @@ class History:
                 if isinstance(item, dict) and "order" in item:
                     self._order_answer(a, item, item.get("height"), status=201 if item.get("final") else 202)
         elif a.status == 200 and isinstance(body.get("order"), dict) and height is not None:
-            self._observe_order(a, body["order"], height)
+            if _final_view(body["order"]):      # a pending order (ours, answered 202) is in no block yet
+                self._observe_order(a, body["order"], height)
         elif a.method == "GET" and _route(a.path) == "/orders/{id}" and a.status == 404:
             self._missing_order(a, a.path.rsplit("/", 1)[1].split("?")[0])
         if a.status == 200 and isinstance(body.get("orders"), list) and height is not None:
             for order in body["orders"]:
-                self._observe_order(a, order, height)
+                if _final_view(order):
+                    self._observe_order(a, order, height)
         if a.status == 200 and isinstance(body.get("trades"), list) and height is not None:
             self._observe_trades(a, body["trades"], height, _route(a.path) == "/trades/{m}", _limit(a.path))
         if a.status == 200 and "state_hash" in body and height is not None:
@@ -478,6 +480,12 @@ class Auditor:
                 for k in range(min(self.orders_per_pass, len(ids))):
                     client.get_order(ids[(start + k) % len(ids)])
         self.passes += 1
+
+
+def _final_view(order: dict) -> bool:
+    """An order view of a block's order, not this node's pending one (status `pending`, `final`: false) nor
+    the last view of a pending order that never landed (a cancel answered `not_needed`)."""
+    return order.get("final") is not False and order.get("status") not in ("pending", "never_landed")
 
 
 def _route(path: str) -> str:

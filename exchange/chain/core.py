@@ -1072,11 +1072,23 @@ class ChainCore:
             return live >= validators.quorum
         return now - self.last_commit_at <= max(3.0, 3 * self.config.empty_block_interval)
 
-    def validator_heard(self, now: float) -> dict[bytes, float | None]:
-        """Seconds since each validator's last consensus message reached us (None: never; 0 for ourselves)."""
-        return {k: 0.0 if k == self.public_key else (round(now - self._validator_seen[k], 1)
-                                                     if k in self._validator_seen else None)
-                for k in self.state.validators.keys}
+    def validator_liveness(self, now: float) -> list[tuple[str, float | None, bool]]:
+        """Each current validator as (node id, seconds since last heard or None if never, is it us): who a
+        halt is waiting for. A validator hears the others' consensus messages; a follower hears none, so it
+        counts the signers of the last commit as heard when that block became final here."""
+        if self.is_validator:
+            seen = self._validator_seen
+        else:
+            commit = self.last_commit
+            signers = commit.signers(self.state.prev_validators) if commit is not None else []
+            seen = dict.fromkeys(signers, self.last_commit_at)
+        validators = self.state.validators
+        out: list[tuple[str, float | None, bool]] = []
+        for key, node_id in zip(validators.keys, validators.node_ids):
+            us = key == self.public_key
+            heard = now if us else seen.get(key)
+            out.append((node_id, None if heard is None else max(0.0, now - heard), us))
+        return out
 
     def take_actions(self) -> list[tuple]:
         out, self.actions = self.actions, []

@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol
 
 from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.core import ChainCore, CoreConfig
@@ -28,9 +28,10 @@ from exchange.chain.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
+from exchange.chain.halt_watch import HaltWatch
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.store import SIGN_FROM_UNKNOWN
-from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
+from exchange.chain.txs import CancelOp, InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
@@ -129,6 +130,13 @@ class NotReady(Exception):
         self.retry_after = retry_after
 
 
+class Withdrawn(NamedTuple):
+    """What a held transaction's future resolves to when it was dropped unsent: a cancel of an order that
+    never rested on the book (`order_never_landed`, or the order's final status, e.g. `order_filled`)."""
+
+    reason: str
+
+
 class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
@@ -167,6 +175,7 @@ class ChainService:
         self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
         self.halted: str | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._held: dict[str, list[SignedTx]] = {}      # our pending tx id -> our txs to hand on once a block has it
         self._submitted_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
@@ -194,6 +203,7 @@ class ChainService:
         self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
         self._probe: asyncio.Task | None = None
         self._next_probe = 0.0
+        self.halt_watch = HaltWatch(live_after=self.config.live_after)
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
                          "status_sent": 0, "status_received": 0}
 
@@ -312,7 +322,13 @@ class ChainService:
             (final if in_block else pending).append(tx)
         if final:
             self.store.outbox_done([tx.id for tx in final])
-        core.restore_outbox(pending, now)
+        by_prefix = {tx.id[:30]: tx for tx in pending}
+        for tx in pending:
+            first = by_prefix.get(_cancelled_prefix(tx) or "")
+            if first is not None and first is not tx:
+                self._held.setdefault(first.id, []).append(tx)
+        held = {tx.id for txs in self._held.values() for tx in txs}
+        core.restore_outbox([tx for tx in pending if tx.id not in held], now)
 
     def _replay(self, core: ChainCore, start: int | None) -> int:
         """Fold our stored blocks into the state, checking each against the state it claims to follow: a stored
@@ -779,6 +795,10 @@ class ChainService:
         self.store.outbox_done([tx_result.tx_id for tx_result in tx_results])
         now = self.clock()
         self.commit_log.append((block.height, now, sum(len(tx.ops) for tx in tx_results)))
+        if self._held:
+            for tx_result in tx_results:
+                if tx_result.tx_id in self._held:
+                    self._release(tx_result.tx_id)
         for tx_result in tx_results:
             waiters = self._waiters.pop(tx_result.tx_id, None)
             submitted = self._submitted_at.pop(tx_result.tx_id, None)
@@ -805,6 +825,8 @@ class ChainService:
         for future in self._waiters.pop(tx_id, []):
             if not future.done():
                 future.set_result(None)
+        if tx_id in self._held:
+            self._release(tx_id)
 
     async def _forward(self, tx: SignedTx) -> None:
         try:
@@ -858,8 +880,17 @@ class ChainService:
                         self._flush_unsaved()
                     self.pump()
                     self._probe_outbox()
+                    self._watch_quorum(self.core)
                 except Exception:     # a bug here must not stop the chain's clock
                     log.exception("chain tick failed")
+
+    def _watch_quorum(self, core: ChainCore) -> None:
+        """Log a halt (no quorum) loudly and its end, through HaltWatch (at most one WARNING a minute)."""
+        now = self.clock()
+        said = self.halt_watch.observe(now, core.quorum_present(now), core.validator_liveness(now), core.role,
+                                       core.state.validators.quorum)
+        if said is not None:
+            log.log(*said)
 
     def _sync_follower_blocks(self, now: float | None = None) -> None:
         since = self._unsynced_since
@@ -967,6 +998,85 @@ class ChainService:
         self._schedule_pump()
         return None, future
 
+    async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future]:
+        """Take a cancel of our own order `first` that no block holds yet: durable in the outbox now, handed on
+        only once a block has `first`, so the chain orders it after the order. If the order then rests on the
+        book the cancel goes to the chain; if it never rested (it expired unordered, was rejected or filled at
+        once) the cancel is dropped unsent and its future resolves to Withdrawn(why). Returns like `submit`."""
+        if not self._pending_here(first.id):
+            return await self.submit(tx)
+        core = self._accepting_core()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        why = core.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
+        if why is not None:
+            future.set_result(None)
+            return why, future
+        await self.store.outbox_add([tx])
+        self._waiters.setdefault(tx.id, []).append(future)
+        self._held.setdefault(first.id, []).append(tx)
+        if not self._pending_here(first.id):      # a block took the order (or it expired) while we wrote
+            self._release(first.id)
+        return None, future
+
+    def _pending_here(self, tx_id: str) -> bool:
+        return any(tx.id == tx_id for tx in self.store.outbox())
+
+    def _release(self, first_id: str) -> None:
+        """`first` left the outbox: hand on what waited for it, or drop it when there is nothing to cancel."""
+        held = self._held.pop(first_id, [])
+        core = self.core
+        if core is None:
+            return
+        app = core.state.app
+        for tx in held:
+            op = tx.ops[0]
+            order = app.order(op.order_id) if isinstance(op, CancelOp) else None    # type: ignore[attr-defined]
+            if order is not None and order["status"] in ("open", "partially_filled"):
+                why = core.submit(tx, self.clock(), own=True)
+                if why is None or why == "duplicate":
+                    self._submitted_at.setdefault(tx.id, self.clock())
+                    continue
+                outcome = Withdrawn(why)
+            else:
+                outcome = Withdrawn("order_never_landed" if order is None else f"order_{order['status']}")
+            log.info("cancel %s not handed on: %s", tx.id, outcome.reason)
+            self.store.outbox_done([tx.id])
+            for future in self._waiters.pop(tx.id, []):
+                if not future.done():
+                    future.set_result(outcome)
+        self._schedule_pump()
+
+    def pending_orders(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Our users' orders answered 202 that no block holds yet, newest first: status `pending` with the
+        reason, and `cancel` when a cancel of it waits for it."""
+        core = self.core
+        if core is None:
+            return []
+        reason = self.pending_reason()
+        app = core.state.app
+        cancels = {_cancelled_prefix(tx): tx.id for txs in self._held.values() for tx in txs}
+        views: list[dict[str, Any]] = []
+        for tx in reversed(self.store.outbox()):
+            if account is not None and tx.account_hex != account:
+                continue
+            for index, op in enumerate(tx.ops):
+                if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:  # type: ignore[attr-defined]
+                    continue
+                view = pending_view(tx, index, op, reason)
+                cancel = cancels.get(tx.id[:30]) if len(tx.ops) == 1 else None
+                if cancel is not None:
+                    view["cancel"] = {"tx_id": cancel, "status": "pending", "reason": "waits_for_the_order"}
+                views.append(view)
+        return views
+
+    def pending_order(self, order_id: str) -> tuple[SignedTx, dict[str, Any]] | None:
+        """(its transaction, its view) for one of `pending_orders`, or None."""
+        for view in self.pending_orders():
+            if view["id"] == order_id:
+                tx = next(tx for tx in self.store.outbox() if tx.id == view["tx_id"])
+                return tx, view
+        return None
+
     def signed_here(self, tx: SignedTx) -> None:
         """A transaction this node signed itself with one of its accounts: its signature is known good."""
         if self.core is not None:
@@ -1028,7 +1138,8 @@ class ChainService:
         core = self._usable_core()
         state, now = core.state, self.clock()
         validators, seats, genesis = state.validators, state.seats, state.genesis
-        heard = core.validator_heard(now)
+        heard = {node_id: (None if seconds is None else round(seconds, 1))
+                 for node_id, seconds, _ in core.validator_liveness(now)}
         members = []
         for key in validators.keys:
             seen_height, seen_ms = state.last_seen.get(key, (0, 0))
@@ -1036,7 +1147,7 @@ class ChainService:
                             "last_signed_height": seen_height,
                             "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
                             if state.height - seen_height > 2 else 0.0,
-                            "heard_s_ago": heard.get(key), "proposed": self.proposed.get(key, 0)})
+                            "heard_s_ago": heard.get(node_id_for(key)), "proposed": self.proposed.get(key, 0)})
         pending = []
         for (action, target), voters in sorted(seats.approvals.items()):
             counted = [k for k in voters if k in validators]
@@ -1067,7 +1178,11 @@ class ChainService:
         if core is None:
             return base
         sign_from = core.consensus.sign_from
-        return {**core.status(self.clock()), **base, "network_id": self.network_id,
+        now = self.clock()
+        liveness = [{"node_id": node, "heard_s": None if age is None else round(age, 1), "us": us}
+                    for node, age, us in core.validator_liveness(now)]
+        return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
+                "liveness": liveness,
                 "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
                 "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
 
@@ -1085,6 +1200,20 @@ class _UnsavedBlock:
         self.snapshot = snapshot
         self.held: list[dict] = []      # decision broadcasts
         self.durable = durable          # fdatasync'ed before anything it holds back is let out
+
+
+def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None) -> dict[str, Any]:
+    """An order of ours no block holds yet, shaped like a final order's view."""
+    return {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market, "side": op.side,
+            "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0",
+            "account": tx.account_hex, "stp": op.stp, "tx_id": tx.id, "final": False}
+
+
+def _cancelled_prefix(tx: SignedTx) -> str | None:
+    """The tx id prefix (order ids start with it) of the order a one-cancel transaction cancels."""
+    if len(tx.ops) == 1 and isinstance(tx.ops[0], CancelOp):
+        return tx.ops[0].order_id[:30]
+    return None
 
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:

@@ -132,8 +132,9 @@ def probe_all(clients: list[RecordingClient], since: float, wait: float) -> list
 
 
 def final_everywhere(clients: list[RecordingClient], order_ids: list[str]) -> bool:
-    """Every order exists (so is final) on every node."""
-    return all(c.get(f"/orders/{oid}")[0] == 200 for c in clients for oid in order_ids)
+    """Every order is final on every node (the node that answered it 202 shows it `pending` until then)."""
+    return all(status == 200 and body.get("final") is not False
+               for c in clients for oid in order_ids for status, body in [c.get(f"/orders/{oid}")])
 
 
 def snapshot(nodes: list[NodeProcess]) -> str:

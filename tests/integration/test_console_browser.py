@@ -98,3 +98,35 @@ def test_console_graph_ticket_and_book_across_nodes(cluster, browser):
     assert "price" in page_a.inner_text("#order-result") and "refused" in page_a.inner_text("#order-result")
     assert problems == ["A console.error: Failed to load resource: the server responded with a status of 422 "
                         "(Unprocessable Entity)"]
+
+
+def test_console_shows_the_chain_and_a_red_banner_while_halted(cluster, browser):
+    from tests.integration.chain_nodes import pinned_loopback
+
+    validators, _ = pinned_loopback(cluster, 4, **FAST)
+    v0, _, v2, v3 = validators
+    problems: list[str] = []
+    page = open_console(browser, v0.api_url + "/", problems, "v0")
+    page.wait_for_selector('#chain-quorum[data-ok="true"]', timeout=20_000)
+    assert page.is_hidden("#halt-banner")
+    assert page.inner_text("#chain-faults") == "1"
+    for node in validators:
+        page.wait_for_selector(f'#validators td:text-is("{node.node_id}")', timeout=20_000)
+
+    v2.kill()
+    v3.kill()
+    page.wait_for_selector("#halt-banner:not([hidden])", timeout=20_000)
+    page.wait_for_function(f"""() => ['{v2.node_id}', '{v3.node_id}'].every(
+        id => document.getElementById('halt-banner').textContent.includes(id))""", timeout=20_000)
+    assert "HALTED" in page.inner_text("#halt-banner")
+    assert page.evaluate("getComputedStyle(document.getElementById('halt-banner')).backgroundColor") == "rgb(139, 26, 26)"
+    assert page.get_attribute("#chain-quorum", "data-ok") == "false"
+    silent_rows = page.eval_on_selector_all(".validator-silent", "cells => cells.length")
+    assert silent_rows == 2
+    shoot(page, "halted")
+
+    v2.start()
+    page.wait_for_selector("#halt-banner[hidden]", state="attached", timeout=60_000)
+    page.wait_for_selector('#chain-quorum[data-ok="true"]', timeout=20_000)
+    shoot(page, "halt-over")
+    assert problems == []

@@ -73,6 +73,7 @@ function renderStatus() {
   $("node-uptime").textContent = `${Math.round(node.uptime_s)} s`;
   const connected = status.peers.filter((p) => p.status === "connected").length;
   $("peer-count").textContent = `${connected} connected, ${status.peers.length} known`;
+  renderChain(status.chain || {});
   drawGraph($("graph"), node, status.peers);
   fill("peers", status.peers.map((p) => row([p.node_id, `${p.host}:${p.port}`, p.status, p.direction, p.source,
     p.rtt_ms === null ? "-" : p.rtt_ms.toFixed(2), (p.links || []).length, ago(p.last_seen)], ["id"])));
@@ -90,6 +91,35 @@ function renderStatus() {
     }
   }
   fill("router", routes);
+}
+
+// The chain panel and, while the chain cannot finalise (no quorum) or is halted, the red banner.
+function validatorState(v, role) {
+  if (v.us) return ["this node", "validator-live"];
+  if (v.heard_s === null) return [role === "validator" ? "never heard since start" : "not in the last block", "validator-silent"];
+  if (role !== "validator") return [`signed the last block (${v.heard_s.toFixed(0)} s ago)`, ""];
+  return v.heard_s <= 3 ? ["live", "validator-live"] : [`silent ${v.heard_s.toFixed(0)} s`, "validator-silent"];
+}
+
+function renderChain(chain) {
+  const set = chain.validators || {};
+  $("chain-summary").textContent = chain.role ? `${chain.role}, ${set.size} validators` : "not on a chain yet";
+  $("chain-height").textContent = chain.height ?? "-";
+  $("chain-epoch").textContent = chain.epoch ?? "-";
+  $("chain-quorum").textContent = chain.quorum ? `yes (${set.quorum} of ${set.size})` : `NO (${set.quorum} of ${set.size} needed)`;
+  $("chain-quorum").dataset.ok = String(Boolean(chain.quorum));
+  $("chain-faults").textContent = set.faults_tolerated ?? "-";
+  $("chain-lag").textContent = chain.finality_lag_s === null || chain.finality_lag_s === undefined ? "-" : `${chain.finality_lag_s.toFixed(1)} s`;
+  $("chain-pending").textContent = chain.own_pending ?? "-";
+  fill("validators", (chain.liveness || []).map((v) => {
+    const [text, cls] = validatorState(v, chain.role);
+    return row([v.node_id, text], ["id", cls]);
+  }));
+  const halt = chain.halt || {};
+  const banner = $("halt-banner");
+  const reason = chain.halted ? `chain halted on this node: ${chain.halted}` : halt.halted ? halt.reason : null;
+  banner.hidden = !reason;
+  banner.textContent = reason ? `HALTED — orders are not becoming final. ${reason}` : "";
 }
 
 function renderBook() {
@@ -111,12 +141,13 @@ function renderTrades() {
 
 function renderOrders() {
   const rows = [...state.orders.values()].filter((o) => o.market === state.market).slice(-50).reverse().map((o) => {
-    const open = o.status === "open" || o.status === "partially_filled";
+    const open = o.status === "open" || o.status === "partially_filled" || o.status === "pending";
     const button = document.createElement("button");
     button.textContent = "cancel";
     button.disabled = !open;
     button.addEventListener("click", () => cancel(o.id));
-    return row([o.id, o.side, o.type, o.price, o.qty, o.remaining, o.status, open ? button : ""],
+    const status = o.status === "pending" ? `pending (${o.reason || "not final"})` : o.status;
+    return row([o.id, o.side, o.type, o.price, o.qty, o.remaining, status, open ? button : ""],
       ["id", o.side]);
   });
   fill("orders", rows);
@@ -220,7 +251,8 @@ $("order-form").addEventListener("submit", async (event) => {
     const { order, trades } = await api("POST", "/orders?wait=2", body);
     state.orders.set(order.id, order);
     mark("orders");
-    report(`order ${order.id} ${order.status}, ${trades.length} trade(s)`, false);
+    report(`order ${order.id} ${order.status}${order.reason ? ` (${order.reason})` : ""}, ${trades.length} trade(s)`,
+      order.status === "pending");
   } catch (error) {
     report(`refused: ${error.message}`, true);
   }
