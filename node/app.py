@@ -31,6 +31,7 @@ from node.identity import NodeIdentity
 from node.lifecycle import Lifecycle
 from node.logs import bind_node
 from node.operator import OperatorSurface
+from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
@@ -105,6 +106,7 @@ class ExchangeNode:
             trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
             absent=(chain.absent_blocks, chain.absent_ms))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
+        self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)
         if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
