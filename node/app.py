@@ -163,8 +163,8 @@ class ExchangeNode:
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         api = self.api_url
-        log.info("node %s up: peers on %s, control API on %s (network %s, event loop %s)", self.node_id,
-                 self.listen, api, self.configs.network_id, loop_kind, extra={"address": api})
+        log.info("node %s up: peers on %s, control API on %s, web console at %s/ (network %s, event loop %s)",
+                 self.node_id, self.listen, api, api, self.configs.network_id, loop_kind, extra={"address": api})
 
     @property
     def api_url(self) -> str | None:
