@@ -17,6 +17,16 @@ _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _UNSET: Any = object()
 
 
+def metavar(parser: Parser) -> str:
+    """The placeholder `--help` shows for a value of this parser (N, HOST, PATH, true|false ...)."""
+    return getattr(parser, "metavar", "VALUE")
+
+
+def _shown_as(name: str, parser: Parser) -> Parser:
+    parser.metavar = name      # type: ignore[attr-defined]
+    return parser
+
+
 class InvalidValue(ValueError):
     """Raised by a parser; `value` overrides the reported value (e.g. the one bad entry of a list)."""
 
@@ -41,6 +51,9 @@ def boolean(raw: Any) -> bool:
     raise InvalidValue("must be a boolean (1/0, true/false, yes/no, on/off)")
 
 
+_shown_as("true|false", boolean)
+
+
 def integer(low: int, high: int | None = None) -> Parser:
     expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
 
@@ -57,7 +70,7 @@ def integer(low: int, high: int | None = None) -> Parser:
             raise InvalidValue(f"must be {expected}")
         return value
 
-    return parse
+    return _shown_as("N", parse)
 
 
 def number(*, above: float = 0.0, at_most: float | None = None) -> Parser:
@@ -78,7 +91,7 @@ def number(*, above: float = 0.0, at_most: float | None = None) -> Parser:
             raise InvalidValue(f"must be a number <= {at_most:g}")
         return value
 
-    return parse
+    return _shown_as("NUMBER", parse)
 
 
 def choice(*options: str) -> Parser:
@@ -90,7 +103,7 @@ def choice(*options: str) -> Parser:
             return by_key[raw.strip().lower()]
         raise InvalidValue(f"must be one of {', '.join(options)}")
 
-    return parse
+    return _shown_as("|".join(options), parse)
 
 
 def text(*, max_len: int | None = None, pattern: str | None = None, what: str = "a non-empty string") -> Parser:
@@ -104,7 +117,7 @@ def text(*, max_len: int | None = None, pattern: str | None = None, what: str = 
             raise InvalidValue(f"must be {what}")
         return value
 
-    return parse
+    return _shown_as("TEXT", parse)
 
 
 def host(raw: Any) -> str:
@@ -153,7 +166,7 @@ def secret(*, min_len: int, max_len: int = 256) -> Parser:
         raise InvalidValue(f"must be {min_len}-{max_len} visible ASCII characters without spaces",
                            value="(hidden)")
 
-    return parse
+    return _shown_as("TOKEN", parse)
 
 
 def host_port(raw: Any) -> tuple[str, int]:
@@ -217,7 +230,7 @@ def optional(parser: Parser) -> Parser:
             return None
         return parser(raw)
 
-    return parse
+    return _shown_as(metavar(parser), parse)
 
 
 def listed(item: Parser) -> Parser:
@@ -233,4 +246,8 @@ def listed(item: Parser) -> Parser:
         parsed = [item(x) for x in items if not (isinstance(x, str) and not x.strip())]
         return tuple(dict.fromkeys(parsed))
 
-    return parse
+    return _shown_as("LIST", parse)
+
+
+for _parser, _name in ((host, "HOST"), (host_port, "HOST:PORT"), (ip_address, "IP"), (http_url, "URL"), (path, "PATH")):
+    _shown_as(_name, _parser)

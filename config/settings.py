@@ -149,7 +149,8 @@ class Settings:
                                       p.integer(1))
     router_flood_ban: float = _setting(120.0, "ROUTER_FLOOD_BAN",
                                        "Seconds a peer that keeps flooding past its rate is banned", _FLOAT_POS)
-    debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API", p.boolean)
+    debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API and offer the "
+                                  "diagnostic test.echo RPC service", p.boolean)
     max_validators: int = _setting(
         7, "MAX_VALIDATORS", "Validator seats a network founded here offers (7 tolerates 2 faulty validators)",
         p.integer(1, 100))

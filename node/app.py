@@ -31,6 +31,7 @@ from node.identity import NodeIdentity
 from node.lifecycle import Lifecycle
 from node.logs import bind_node
 from node.operator import OperatorSurface
+from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
@@ -105,6 +106,7 @@ class ExchangeNode:
             trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
             absent=(chain.absent_blocks, chain.absent_ms))
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
+        self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)
         if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
@@ -161,8 +163,8 @@ class ExchangeNode:
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         api = self.api_url
-        log.info("node %s up: peers on %s, control API on %s (network %s, event loop %s)", self.node_id,
-                 self.listen, api, self.configs.network_id, loop_kind, extra={"address": api})
+        log.info("node %s up: peers on %s, control API on %s, web console at %s/ (network %s, event loop %s)",
+                 self.node_id, self.listen, api, api, self.configs.network_id, loop_kind, extra={"address": api})
 
     @property
     def api_url(self) -> str | None:

@@ -5,14 +5,18 @@ import asyncio
 import functools
 import math
 import os
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import click
 import orjson
 
 from config import Settings, SettingsError, load_settings
+from config.parsers import metavar as parser_metavar
+from config.settings import SettingInfo
 from config.version import VERSION
 from node.client import ApiFailure, NodeUnreachable, call
 from node.cookie import cookie_path
@@ -23,15 +27,106 @@ FLAG_ALIASES = {"p2p_port": ["--port"], "p2p_host": ["--host"], "bootstrap_peers
                 "network_id": ["--network"], "grape_urls": ["--grape-url"], "markets": ["--market"]}
 
 
+# Placeholders a parser's own (N, TEXT, NUMBER ...) would say less well.
+METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS", "join_token": "TOKEN",
+            "chain_id": "HEX", "test_service_fault": "SPEC", "bootstrap_peers": "HOST:PORT,...",
+            "mdns_interfaces": "IP,...", "grape_urls": "URL,...", "validators": "NODE_ID,...",
+            "grenache_services": "SERVICE,..."}
+
+
 def _settings_options(func: Callable) -> Callable:
     for info in reversed(Settings.describe()):
         flags = [f"--{info.name.replace('_', '-')}"] + FLAG_ALIASES.get(info.name, [])
-        func = click.option(*flags, info.name, default=None, metavar="VALUE",
-                            help=f"{info.help} [env {info.env}; default {info.default!r}]")(func)
+        func = click.option(*flags, info.name, default=None, metavar=setting_metavar(info),
+                            help=f"{info.help} [env {info.env}; default {shown_default(info.default)}]")(func)
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def setting_metavar(info: SettingInfo) -> str:
+    """What `--help` shows as a setting's value: PORT, SECONDS, BYTES, HOST, PATH, N, true|false, a|b ..."""
+    if info.name in METAVARS:
+        return METAVARS[info.name]
+    shown = parser_metavar(Settings.parser_for(info.name))
+    if info.name.endswith("_port"):
+        return "PORT"
+    if shown == "NUMBER" and "seconds" in info.help.lower():
+        return "SECONDS"
+    if shown == "N" and info.name.endswith("_bytes"):
+        return "BYTES"
+    return shown
+
+
+def shown_default(value: Any) -> str:
+    """A default as a user would type it: paths as paths (~ for home), lists comma-separated, "none" for an
+    empty list or an unset value, booleans true/false, numbers without a needless .0."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        home = Path.home()
+        return f"~/{value.relative_to(home)}" if value.is_relative_to(home) and value != home else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(shown_default(item) for item in value)
+    return str(value)
+
+
+ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf."})
+NEGATIVE_NUMBER = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def short_help(text: str, limit: int = 45) -> str:
+    """The first sentence of a command's help, shortened to `limit` with "...": an abbreviation such as
+    "e.g." does not end the sentence (click's own rule cuts "Place an order, e.g. `order ...`" at "e.g.")."""
+    words = text.partition("\n\n")[0].split()
+    if words and words[0] == "\b":
+        words = words[1:]
+    for i, word in enumerate(words):
+        if word.endswith(".") and word.lower() not in ABBREVIATIONS:
+            words = words[:i + 1]
+            break
+    sentence = " ".join(words)
+    if len(sentence) <= limit:
+        return sentence
+    kept: list[str] = []
+    for word in words:
+        if len(" ".join(kept + [word])) + 3 > limit:
+            break
+        kept.append(word)
+    while kept and kept[-1].lower() in ABBREVIATIONS:     # not "..., e.g...."
+        kept.pop()
+    return " ".join(kept).rstrip(",;:") + "..."
+
+
+class NodeCommand(click.Command):
+    """Every `exchange-node` command: its short help keeps abbreviations, and a negative number among its
+    arguments (`order buy BTC-USD -1`) is a value for the command to judge, not an unknown option."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return super().get_short_help_str(limit)
+        return short_help(self.help or "", limit)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = {name for param in self.params for name in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])}
+        if any(NEGATIVE_NUMBER.match(arg) and arg not in names for arg in args):
+            ctx.ignore_unknown_options = True
+        return super().parse_args(ctx, args)
+
+
+class NodeGroup(click.Group):
+    command_class = NodeCommand
+    group_class = type          # subgroups are NodeGroups too
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return super().get_short_help_str(limit)
+        return short_help(self.help or "", limit)
+
+
+@click.group(cls=NodeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(VERSION, prog_name="exchange-node")
 def cli() -> None:
     """Hybrid peer-to-peer exchange node."""

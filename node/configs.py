@@ -84,6 +84,7 @@ class NodeRpcConfig:
     service: RpcConfig
     network_id: str
     test_service_fault: str | None
+    test_services: bool                 # offer test.echo (DEBUG_API)
     hint_rate: float
     hint_ttl: float
     grape_urls: tuple[str, ...]
@@ -178,7 +179,8 @@ class NodeConfigs:
             peers=peer_config(settings), router=router_config(settings),
             rpc=NodeRpcConfig(
                 service=rpc_config(settings), network_id=settings.network_id,
-                test_service_fault=settings.test_service_fault, hint_rate=settings.hint_rate,
+                test_service_fault=settings.test_service_fault, test_services=settings.debug_api,
+                hint_rate=settings.hint_rate,
                 hint_ttl=settings.hint_ttl, grape_urls=settings.grape_urls,
                 grenache_rpc_port=settings.grenache_rpc_port, grenache_rpc_host=settings.p2p_host,
                 grenache_services=settings.grenache_services,

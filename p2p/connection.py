@@ -80,7 +80,7 @@ class PeerLink(asyncio.Protocol):
         "host", "direction", "source", "state", "transport", "decoder", "remote_id", "remote_public_key",
         "remote_hello", "remote_addr", "close_reason", "close_detail", "close_fault", "ready", "_pending",
         "_pending_bytes", "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_handshake", "_secure",
-        "handshake_hash", "opened_at", "connected_at", "last_recv", "rtt", "msgs_in", "msgs_out", "bytes_in",
+        "handshake_hash", "opened_at", "connected_at", "last_recv", "last_frame_at", "rtt", "msgs_in", "msgs_out", "bytes_in",
         "bytes_out", "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost",
         "_bound", "_max_frame", "provisional",
     )
@@ -118,6 +118,7 @@ class PeerLink(asyncio.Protocol):
         self.opened_at: float | None = None
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
+        self.last_frame_at: float | None = None  # wall-clock time of the last frame received (peers' "last seen")
         self.rtt: float | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer_ts: float | None = None
@@ -180,6 +181,8 @@ class PeerLink(asyncio.Protocol):
             if not plain:
                 return
             messages = self.decoder.feed(plain)
+            if messages:
+                self.last_frame_at = time.time()
             if self.state == OPEN:
                 self._dispatch_open(messages)
                 return

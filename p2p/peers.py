@@ -106,6 +106,8 @@ class PeerRecord:
             self.rtt = link.rtt if link.rtt is not None else self.rtt
             self.msgs_in, self.msgs_out = link.msgs_in, link.msgs_out
             self.bytes_in, self.bytes_out = link.bytes_in, link.bytes_out
+            if link.last_frame_at is not None:      # a connected peer was last seen when its last frame came
+                self.last_seen = max(self.last_seen, link.last_frame_at)
 
     def as_dict(self) -> dict[str, Any]:
         self.refresh_counters()

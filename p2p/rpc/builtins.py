@@ -1,5 +1,6 @@
-"""Built-in RPC services: `ping` and the diagnostic `test.echo` (the chain registers its own:
-`chain.submit`, `chain.genesis`, `chain.snapshot`)."""
+"""Built-in RPC services: `ping` and the diagnostic `test.echo`, which a node offers only with DEBUG_API (a
+production node's router table lists no test service). The chain registers its own: `chain.submit`,
+`chain.genesis`, `chain.snapshot`."""
 from __future__ import annotations
 
 import asyncio
@@ -63,9 +64,11 @@ class Builtins:
         self.rng = rng or random.Random()
         self._next_free = 0.0   # when the capacity-limited echo can answer its next request
 
-    def register_all(self, rpc: Any) -> None:
+    def register_all(self, rpc: Any, *, test_services: bool) -> None:
+        """Register `ping`, and `test.echo` when `test_services` (the node's DEBUG_API) is on."""
         rpc.register(PING, self.ping)
-        rpc.register(TEST_ECHO, self.echo)
+        if test_services:
+            rpc.register(TEST_ECHO, self.echo)
 
     def ping(self, payload: Any, peer: str) -> dict[str, Any]:
         return {"pong": True, "node_id": self.node_id, "ts": time.time()}

@@ -54,7 +54,8 @@ def test_node_calls_nodejs_workers_through_the_router(grapes, node_worker, clust
 
 def test_nodejs_clients_call_our_grenache_endpoint(grapes, cluster):
     port = free_port((socket.SOCK_STREAM,))
-    node = cluster.node("py", grape_urls=grapes[0], grenache_rpc_port=port, grenache_services="ping,test.echo")
+    node = cluster.node("py", grape_urls=grapes[0], grenache_rpc_port=port, grenache_services="ping,test.echo",
+                        debug_api="true")
     wait_until(lambda: http_post_json(f"{grapes[1]}/lookup", "test.echo") == [f"127.0.0.1:{port}"], 10,
                message="our endpoint announced on Grape")
     assert node.get("/routing")["grenache"]["endpoint"]["port"] == port

@@ -34,7 +34,7 @@ async def make_node(tmp_path, name: str, config: RpcConfig | None = None, servic
     settings, identity, peers = local_peers(tmp_path, name)
     rpc = RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1))
     builtins = Builtins(peers.node_id)
-    builtins.register_all(rpc)
+    builtins.register_all(rpc, test_services=True)
     for service, handler in (services or {}).items():
         rpc.register(service, handler)
     rpc.start()

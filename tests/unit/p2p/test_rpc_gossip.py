@@ -33,7 +33,7 @@ async def make_node(tmp_path, name: str, rate: float = 10.0) -> Node:
     router = MessageRouter(peers, router_config(settings))
     rpc = RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2))
     rpc.register("svc", lambda payload, peer: "ok")
-    Builtins(peers.node_id).register_all(rpc)
+    Builtins(peers.node_id).register_all(rpc, test_services=True)
     rpc.start()
     gossip = HintGossip(rpc, identity, verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for,
                         network=settings.network_id, rate=rate)
