@@ -4,7 +4,8 @@ with BYZANTINE set to a comma list of behaviours:
 - `seat_grab`: every block it proposes also seats a key only it holds (a `promote` of a node nobody
   approved, and a `join` signed with its own key instead of the network's admission key);
 - `equivocate`: half of the validators get, for each of its votes, a different vote, signed (its proposals
-  too: a block with another time, signed), the other half the real one.
+  too: a block with another time, signed), the other half the real one; from EQUIVOCATE_AFTER_BLOCKS
+  (default 0) blocks after it first holds a seat, so a test can watch its other lies first.
 - `late`: honest, but every chain message it sends leaves LATE_SECONDS (default 0.1) late, as from a
   validator on a slow link.
 Everything it signs is signed with its genuine node key: what honest nodes must refuse is what it says.
@@ -60,8 +61,9 @@ def _conflicting(message: dict, chain_id: str, key: bytes, sign: Any) -> dict:
     return message
 
 
-def _equivocate() -> None:
+def _equivocate(after_blocks: int) -> None:
     original = ExchangeNode.__init__
+    seated_at: list[int] = []
 
     def init(self: ExchangeNode, settings: Settings) -> None:
         original(self, settings)
@@ -70,8 +72,11 @@ def _equivocate() -> None:
 
         def lying_send(node_id: str, message: dict) -> None:
             core = chain.core
+            if core is not None and core.is_validator and not seated_at:
+                seated_at.append(core.height)
+            lying = bool(seated_at) and core is not None and core.height >= seated_at[0] + after_blocks
             others = sorted(n for n in (core.state.validators.node_ids if core else ()) if n != identity.node_id)
-            if core is not None and node_id in others and others.index(node_id) % 2 == 1:
+            if lying and core is not None and node_id in others and others.index(node_id) % 2 == 1:
                 message = _conflicting(message, core.chain_id, identity.public_key_bytes, identity.sign)
             send(node_id, message)
 
@@ -105,7 +110,7 @@ if __name__ == "__main__":
     if "seat_grab" in behaviours:
         _seat_grab()
     if "equivocate" in behaviours:
-        _equivocate()
+        _equivocate(int(os.environ.get("EQUIVOCATE_AFTER_BLOCKS", "0")))
     if "late" in behaviours:
         _late(float(os.environ.get("LATE_SECONDS", "0.1")))
     main()

@@ -21,6 +21,8 @@ import time
 import uuid
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
+from exchange.chain.crypto import node_id_for
+from tests.integration.byzantine_node import GRABBED
 from tests.history import Auditor, History
 from tests.trading import Trader, run_traders, stop_traders
 
@@ -100,29 +102,37 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
     token = founder.join_token()
     honest = [founder] + [cluster.node(f"v{i}", join_token=token, bootstrap_peers=founder.p2p_address, **FAST)
                           for i in (1, 2)]
-    liar = PatchedNode(cluster.base, "liar", join_token=token, bootstrap_peers=founder.p2p_address, **FAST)
-    liar.env_extra = {"BYZANTINE": "seat_grab,equivocate"}
-    cluster.nodes.append(liar)
-    liar.start()
     follower = cluster.node("follower", bootstrap_peers=founder.p2p_address, **FAST)
     everyone = [*honest, follower]
-    wait_until(lambda: all(set(n.status()["validators"]) == {*(h.node_id for h in honest), liar.node_id}
-                           for n in everyone), 30, interval=0.2, message="four validators, one of them the liar")
     history = History()
     clients = [history.client(node) for node in everyone]
+    for i, node in enumerate(honest):
+        node.new_accounts(f"t{i}")
     auditor = Auditor(history, clients, markets=["BTC-USD"]).start()
     stop = threading.Event()
     traders = [Trader(client, [f"t{i}"], seed=i, stop=stop) for i, client in enumerate(clients[:3])]
-    for i, node in enumerate(honest):
-        node.new_accounts(f"t{i}")
     run_traders(traders)
+    liar = PatchedNode(cluster.base, "liar", join_token=token, bootstrap_peers=founder.p2p_address, **FAST)
+    liar.env_extra = {"BYZANTINE": "seat_grab,equivocate", "EQUIVOCATE_AFTER_BLOCKS": "40"}
+    cluster.nodes.append(liar)
+    liar.start()
+    grabbed = node_id_for(GRABBED.public_key)
+
+    def never_grabbed() -> None:
+        for node in everyone:
+            seats = node.get("/validators")
+            held = {*(s["node_id"] for s in seats["standby"]), *(m["node_id"] for m in seats["validators"])}
+            assert grabbed not in held, seats
     try:
-        wait_until(lambda: all(liar.node_id not in n.status()["validators"] for n in everyone), 60, interval=0.3,
+        wait_until(lambda: liar.node_id in founder.status()["validators"], 30, interval=0.1,
+                   message="the liar (with the join token) is promoted with the three others")
+        wait_until(lambda: "refused: bad_membership" in founder.log_path.read_text(), 60, interval=0.3,
+                   message="a proposal of the liar's that seats its own key is refused")
+        never_grabbed()
+        wait_until(lambda: all(liar.node_id not in n.status()["validators"] for n in everyone), 90, interval=0.3,
                    message="the equivocating validator is removed")
-        banned = founder.get("/validators")["banned"]
-        assert liar.node_id in banned, banned
-        grabbed = [n.get("/validators") for n in everyone]
-        assert all(len(g["validators"]) == 3 and not g["standby"] for g in grabbed), grabbed
+        assert liar.node_id in founder.get("/validators")["banned"]
+        never_grabbed()
         height = founder.status()["height"]
         wait_until(lambda: founder.status()["height"] >= height + 5, 20, message="still finalising after")
         _order_final(follower)
