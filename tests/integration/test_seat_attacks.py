@@ -20,6 +20,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from exchange.chain.crypto import node_id_for
 from tests.integration.byzantine_node import GRABBED
@@ -148,6 +150,7 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
 LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "300"))
 
 
+@pytest.mark.timeout(LATE_RUN + 240)
 def test_a_validator_whose_messages_arrive_100ms_late_keeps_its_seat_and_proposes_its_share(cluster: Cluster):
     founder = cluster.node("v0", found_after=0, **FAST)
     wait_until(lambda: founder.status()["chain_id"], 10)
