@@ -52,12 +52,15 @@ class WalGap:
     below: int | None
     above: int | None
 
-    def __str__(self) -> str:
-        lost = (f"records from {self.start} on (the newest)" if self.stop is None else
+    @property
+    def records(self) -> str:
+        return (f"records from {self.start} on (the newest)" if self.stop is None else
                 f"record {self.start}" if self.stop == self.start + 1 else f"records {self.start}..{self.stop - 1}")
+
+    def __str__(self) -> str:
         around = (f"after a record of height {self.below}" if self.below is not None else "with no intact record before")
-        return f"{lost} {around}, " + ("with no intact record after" if self.above is None else
-                                        f"before a record of height {self.above}")
+        return f"{self.records} {around}, " + ("with no intact record after" if self.above is None else
+                                               f"before a record of height {self.above}")
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,11 @@ class WalDamage:
         where = "; ".join(str(gap) for gap in self.gaps[:4]) + ("; ..." if len(self.gaps) > 4 else "")
         risky = [gap for gap in self.gaps if not self.ordered or gap.above is None or gap.above > decided]
         if not risky:
-            return WalVerdict(1, f"the consensus WAL lost {where}: every lost record is of a height up to {decided}, "
-                                 f"already decided, so none can hide a vote we could contradict; signing as before")
+            return WalVerdict(1, f"the consensus WAL lost {where}: every lost record comes before an intact record of "
+                                 f"a height up to {decided}, all decided, so none can hide a vote we could contradict; "
+                                 f"signing as before")
         why = ("the intact records' heights are out of order, so a lost one may be of any height" if not self.ordered
-               else f"{risky[0]} may be of height {decided + 1}, not decided yet")
+               else f"{risky[0].records} may hide a vote of height {decided + 1}, not decided yet")
         return WalVerdict(decided + 2, f"the consensus WAL lost {where}: {why}; the signing floor covers height "
                                        f"{decided + 1} only (signing again from height {decided + 2})")
 
