@@ -139,8 +139,8 @@ class ChainStore:
         self.outbox_commit = self._outbox.commit
         self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing)
         if not self.wal_trustworthy:
-            # a damaged WAL cannot say what we signed at the height in progress: the service decides from
-            # which height we sign again (and records it) before the WAL is discarded
+            # the service judges the damage (`wal_damage().verdict`): harmless, it accepts the intact records;
+            # else it records from which height we sign again before the WAL is discarded
             log.error("consensus WAL in %s is damaged: %s", root / "wal", self.wal_log.report.summary())
 
     @property
