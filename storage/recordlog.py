@@ -8,8 +8,8 @@ until it is reopened, and the error says the outcome is unknown.
 
 Opening reads every segment and tells a torn tail (cut, reported in `RecoveryReport.torn_bytes`) from damage
 (kept on disk, reported with the byte ranges and the exact indexes missing). The records after damage stay
-readable. Missing records are put back with `repair`; compaction is `truncate_before`; `truncate_after` drops
-a damaged tail once the caller has decided to.
+readable (`intact` reads every one, stepping over the gaps). Missing records are put back with `repair`;
+compaction is `truncate_before`; `truncate_after` drops a damaged tail once the caller has decided to.
 
 A small manifest (an AtomicDocument: first live index, newest segment) lets open notice a lost first or last
 segment, which the files alone could not show. What no log can tell: a newest segment cut short by the disk
@@ -390,6 +390,20 @@ class RecordLog:
             for item in self._read_chunk(index, stop):
                 yield item
                 index = item[0] + 1
+
+    def intact(self, start: int | None = None, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(index, body) of every intact record with start <= index < stop, in order, stepping over the `missing`
+        ranges (where `iterate` raises): for a reader that judges the loss itself from the records around it
+        (the record just before a missing range and the one just after it are the nearest intact ones)."""
+        low = self._first if start is None else max(start, self._first)
+        high = self._next if stop is None else min(stop, self._next)
+        for gap in (*self.missing, range(high, high)):
+            if gap.stop <= low:
+                continue
+            yield from self.iterate(low, min(gap.start, high))
+            low = gap.stop
+            if low >= high:
+                return
 
     def _read_chunk(self, index: int, stop: int) -> list[tuple[int, bytes]]:
         """Intact records from `index` on, up to a chunk's worth in one segment; [] when a concurrent rewrite

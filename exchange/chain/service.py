@@ -30,7 +30,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
 from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.store import SIGN_FROM_UNKNOWN
+from exchange.chain.store import SIGN_FROM_UNKNOWN, WalDamage
 from exchange.chain.txs import CancelOp, InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
 
@@ -88,6 +88,8 @@ class ChainStore(Protocol):
     def save_snapshot(self, height: int, data: bytes) -> None: ...
     def load_snapshot(self) -> tuple[int, bytes] | None: ...
     def wal_records(self) -> list: ...
+    def wal_damage(self) -> WalDamage: ...
+    def accept_wal_damage(self) -> None: ...
     def wal_reset(self) -> None: ...
     def wal_append_many(self, records: list) -> None: ...
     def wal_height_done(self) -> None: ...
@@ -296,9 +298,10 @@ class ChainService:
         replayed = self._replay(core, start)
         core.take_actions()
         now = self.clock()
-        wal = self.store.wal_records() if self.store.wal_trustworthy else None
+        wal: list | None = self.store.wal_records()     # of a damaged WAL, the intact records
         self._recovery_check(core, now, wal)
         if not self.store.wal_trustworthy:
+            wal = None
             self.store.wal_reset()      # what it implied is in the signing floor now
         self._restore_outbox(core, now)
         self.core = core
@@ -369,15 +372,25 @@ class ChainService:
     def _recovery_check(self, core: ChainCore, now: float, wal: list | None) -> None:
         """Stored history that is damaged or lost must come back from peers before we serve orders, and we never
         sign at a height we may already have signed at. An intact WAL says exactly what we signed at the height
-        we were deciding (the core re-sends it when it gets there); without one, that height is skipped. The
-        floor is stored before the evidence behind it is repaired, so a crash meanwhile keeps it."""
+        we were deciding (the core re-sends it when it gets there). A damaged one costs that height only if a
+        lost record may be of it (`WalDamage.verdict`: records lost between intact ones of decided heights
+        cost nothing, and the WAL is then used as it is); otherwise that height is skipped. The floor is stored
+        before the evidence behind it is repaired, so a crash meanwhile keeps it. `wal`: the WAL's intact
+        records of heights no stored block decided."""
         store = self.store
         missing = list(store.missing_heights)
         wal_top = max((h for h in map(wal_record_height, wal or []) if h is not None), default=0)
-        self._wal_top = wal_top
-        wal_ok = store.wal_trustworthy
         # a block log whose newest file the disk cut short looks torn, not damaged: the WAL says how far we got
+        # (an intact record of height h, even in a damaged WAL, means h - 1 was decided)
         known_top = max(store.last_height, wal_top - 1)
+        verdict = None
+        if not store.wal_trustworthy:
+            verdict = store.wal_damage().verdict(known_top)
+            if verdict.sign_from <= 1:
+                log.warning("%s", verdict.text)
+                store.accept_wal_damage()
+        wal_ok = store.wal_trustworthy
+        self._wal_top = wal_top if wal_ok else 0
         needed = 1
         if missing or known_top > core.height:
             ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
@@ -394,8 +407,11 @@ class ChainService:
                 # decision leaves only once its block is durable), so nobody holds a signature to contradict
                 log.warning("the consensus WAL is damaged; this node is the only validator, so it signs the height "
                             "in progress afresh")
+                verdict = None
             else:
-                needed = core.height + 2
+                needed = known_top + 2
+        if verdict is not None and not wal_ok:
+            log.error("%s", verdict.text)
         floor = store.load_sign_from()
         if needed > floor:
             store.save_sign_from(needed)
@@ -404,9 +420,15 @@ class ChainService:
         if floor == SIGN_FROM_UNKNOWN and self.recovering is None:
             self.recovering = {"since": now, "need_height": core.height, "missing": "the signing record",
                                "tail_damaged": True, "damage": self.store_dir("signing")}
-        if floor > core.height + 1:
-            log.warning("not signing below height %s: we may have signed there before the damage",
-                        "unknown (until caught up with peers)" if floor == SIGN_FROM_UNKNOWN else floor)
+        if floor == SIGN_FROM_UNKNOWN:
+            log.warning("not signing at any height until caught up with peers: we may have signed there before "
+                        "the damage")
+        elif floor > known_top + 1:
+            log.warning("not signing at heights %d..%d (signing from height %d): we may have signed there before "
+                        "the damage", known_top + 1, floor - 1, floor)
+        elif floor > core.height + 1:
+            log.warning("not signing below height %d: heights %d..%d are decided; catching up with peers first",
+                        floor, core.height + 1, floor - 1)
 
     def _recovery_progress(self) -> None:
         core, recovering = self.core, self.recovering

@@ -19,6 +19,7 @@ segments' small indexes, never by history.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -38,6 +39,79 @@ KEEP_BLOCKS_BEHIND_SNAPSHOT = 1_000     # blocks kept behind the newest snapshot
 SMALL_SEGMENT_BYTES = 4 * 1024 * 1024   # the WAL and the outbox hold little: small files compact sooner
 WAL_KEEP_BYTES = 4 * 1024 * 1024          # decided heights' WAL records are dropped once they fill this
 SIGN_FROM_UNKNOWN = 1 << 62             # a damaged signing record: sign nothing until caught up with peers
+
+
+@dataclass(frozen=True)
+class WalGap:
+    """WAL records `start`..`stop - 1` read back damaged or not at all (`stop` None: the newest records are
+    damaged, so any number of them after `start` may be lost), with the heights of the nearest intact records
+    that have one: `below` before the gap, `above` after it (None: there is no such record)."""
+
+    start: int
+    stop: int | None
+    below: int | None
+    above: int | None
+
+    @property
+    def records(self) -> str:
+        return (f"records from {self.start} on (the newest)" if self.stop is None else
+                f"record {self.start}" if self.stop == self.start + 1 else f"records {self.start}..{self.stop - 1}")
+
+    def __str__(self) -> str:
+        around = (f"after a record of height {self.below}" if self.below is not None else "with no intact record before")
+        return f"{self.records} {around}, " + ("with no intact record after" if self.above is None else
+                                               f"before a record of height {self.above}")
+
+
+@dataclass(frozen=True)
+class WalVerdict:
+    """What WAL damage costs: `sign_from` 1 when no lost record can be of a height we may still sign at,
+    else the lowest height we may sign at; `text` says why, naming the records lost and the heights skipped."""
+
+    sign_from: int
+    text: str
+
+
+@dataclass(frozen=True)
+class WalDamage:
+    """The records a damaged WAL lost, placed between the intact ones around them (`ChainStore.wal_damage`).
+
+    Why the intact neighbours bound what was lost: the WAL only ever gets records of the height the consensus
+    is at, and that height only grows (it moves on when a block is stored, or jumps forward to a snapshot; a
+    restart resumes at or above the height of the last record: `_recovery_check` never lets a node sign below
+    a WAL record's height, nor below a stored block's). Records are appended in the order they were made and
+    the log never reorders them, so their heights never decrease along the indexes, and a lost record's height
+    lies between `below` and `above` of its gap. `ordered` checks this on every intact record: if it ever
+    failed, no gap is bounded and the damage counts as the worst case (as every damage did before)."""
+
+    gaps: tuple[WalGap, ...]
+    ordered: bool
+
+    def verdict(self, decided: int) -> WalVerdict:
+        """`decided`: every height up to it is decided (our stored blocks reach it, or a WAL record of the next
+        height exists: we had decided the one before) and we never sign at it again. A lost record of a height
+        <= `decided` is harmless: what it says is superseded by the decision. Only a lost record that may be of
+        a height above `decided` may hide a vote we could contradict, and that height can only be
+        `decided + 1`: a validator signs at a height only once the block before it is stored (so a record's
+        height is at most our stored blocks' height + 1), and a later intact record of height h makes h - 1
+        decided. So the floor, when one applies, is `decided + 2`: height `decided + 1` is skipped.
+
+        A gap is harmless when it has an intact record after it whose height is <= `decided` (everything
+        lost lies below that record, whatever its position in the log). A gap with no intact record after it
+        (the newest records, or a damaged tail) or one before a record of the undecided height may hide a vote
+        of that height, and so may any gap when the intact records' heights are out of order."""
+        if not self.gaps:
+            return WalVerdict(1, "")
+        where = "; ".join(str(gap) for gap in self.gaps[:4]) + ("; ..." if len(self.gaps) > 4 else "")
+        risky = [gap for gap in self.gaps if not self.ordered or gap.above is None or gap.above > decided]
+        if not risky:
+            return WalVerdict(1, f"the consensus WAL lost {where}: every lost record comes before an intact record of "
+                                 f"a height up to {decided}, all decided, so none can hide a vote we could contradict; "
+                                 f"signing as before")
+        why = ("the intact records' heights are out of order, so a lost one may be of any height" if not self.ordered
+               else f"{risky[0].records} may hide a vote of height {decided + 1}, not decided yet")
+        return WalVerdict(decided + 2, f"the consensus WAL lost {where}: {why}; the signing floor covers height "
+                                       f"{decided + 1} only (signing again from height {decided + 2})")
 
 
 class ChainStore:
@@ -65,8 +139,8 @@ class ChainStore:
         self.outbox_commit = self._outbox.commit
         self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing)
         if not self.wal_trustworthy:
-            # a damaged WAL cannot say what we signed at the height in progress: the service decides from
-            # which height we sign again (and records it) before the WAL is discarded
+            # the service judges the damage (`wal_damage().verdict`): harmless, it accepts the intact records;
+            # else it records from which height we sign again before the WAL is discarded
             log.error("consensus WAL in %s is damaged: %s", root / "wal", self.wal_log.report.summary())
 
     @property
@@ -186,19 +260,47 @@ class ChainStore:
     # ------------------------------------------------------------------ consensus WAL
     def wal_records(self) -> list:
         """What we signed at heights no stored block decided yet (records of decided heights stay in the
-        log until `wal_height_done` drops them in bulk; they say nothing a stored block does not)."""
+        log until `wal_height_done` drops them in bulk; they say nothing a stored block does not). Of a
+        damaged WAL, the intact records (`wal_damage` says what the lost ones may have been)."""
         records = []
-        log_ = self.wal_log
         decided = self.last_height
-        for _, body in log_.iterate(log_.first_index, log_.last_index + 1):
-            try:
-                record = unpack(body)
-            except ValueError:
-                continue
+        for _, record in self._wal_intact():
             height = wal_record_height(record)
             if height is None or height > decided:
                 records.append(record)
         return records
+
+    def _wal_intact(self) -> Iterator[tuple[int, Any]]:
+        """(index, record) of every intact WAL record; a body that does not decode counts as heightless."""
+        for index, body in self.wal_log.intact():
+            try:
+                yield index, unpack(body)
+            except ValueError:
+                yield index, None
+
+    def wal_damage(self) -> WalDamage:
+        """The WAL's lost records, each gap with the heights of the nearest intact records around it (no
+        gaps: the WAL is intact). See `WalDamage` for what they prove."""
+        log_ = self.wal_log
+        lost: list[tuple[int, int | None]] = [(r.start, r.stop) for r in log_.missing]
+        if log_.tail_damaged:
+            lost.append((log_.last_index + 1, None))
+        if not lost:
+            return WalDamage((), True)
+        heights = [(index, height) for index, height in
+                   ((index, wal_record_height(record)) for index, record in self._wal_intact()) if height is not None]
+        ordered = all(a[1] <= b[1] for a, b in zip(heights, heights[1:]))
+        gaps = []
+        for start, stop in lost:
+            below = [height for index, height in heights if index < start]
+            above = [] if stop is None else [height for index, height in heights if index >= stop]
+            gaps.append(WalGap(start, stop, below[-1] if below else None, above[0] if above else None))
+        return WalDamage(tuple(gaps), ordered)
+
+    def accept_wal_damage(self) -> None:
+        """The service found the WAL's damage harmless (`WalDamage.verdict`): its intact records count as what we
+        signed. The damage stays on disk until the next decided height drops the WAL (`wal_height_done`)."""
+        self.wal_trustworthy = True
 
     def wal_append(self, record: list) -> None:
         self.wal_append_many([record])
@@ -210,10 +312,11 @@ class ChainStore:
 
     def wal_height_done(self) -> None:
         """A height was decided: its records are no longer needed, but dropping them costs a new file, a
-        manifest and three fsyncs, at every height. They are dropped once the WAL holds WAL_KEEP_BYTES;
+        manifest and three fsyncs, at every height. They are dropped once the WAL holds WAL_KEEP_BYTES (or
+        holds damage that was judged harmless at the start: every record in it is of a decided height now);
         until then a restart finds older heights' records too and takes only those of its height."""
         log_ = self.wal_log
-        if log_.tail_damaged or log_.stats()["bytes"] >= WAL_KEEP_BYTES:
+        if log_.tail_damaged or log_.missing or log_.stats()["bytes"] >= WAL_KEEP_BYTES:
             self.wal_reset()
 
     def wal_reset(self) -> None:

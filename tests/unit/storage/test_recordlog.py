@@ -425,6 +425,26 @@ def test_a_missing_record_stops_iteration_with_a_clear_error():
     assert [i for i, _ in log.iterate(6)] == list(range(6, 11))
 
 
+def test_intact_reads_every_intact_record_around_the_gaps_and_only_those():
+    fs = FaultyFS()
+    filled(fs, 40, segment_bytes=600).close()
+    spans = frame_spans(fs)
+    files = segment_files(fs)
+    for _, start, _, index in spans:
+        if index in (1, 9, 10, 25):
+            fs.damage(next(p for p, s, _, i in spans if i == index), start + FRAME_OVERHEAD + 1)
+    fs.unlink(files[len(files) // 2])       # a whole segment of the middle lost too
+    log = reopen(fs, 600)
+    lost = {i for r in log.missing for i in r}
+    assert {1, 9, 10, 25} <= lost and len(lost) > 4, log.report.summary()
+    assert list(log.intact()) == [(i, body(i)) for i in range(1, 41) if i not in lost]
+    assert list(log.intact(9, 27)) == [(i, body(i)) for i in range(9, 27) if i not in lost]
+    assert list(log.intact(2, 3)) == [(2, body(2))] and list(log.intact(9, 11)) == []
+    assert list(log.intact(41)) == [] and list(log.intact(0, 1)) == []
+    with pytest.raises(StorageError):       # what iterate does at the first gap, which intact steps over
+        list(log.iterate())
+
+
 def test_bytes_damaged_after_open_are_caught_on_read():
     fs = FaultyFS()
     log = filled(fs, 10, segment_bytes=1 << 20)
