@@ -220,3 +220,52 @@ def test_epoch_proofs_carry_a_recovery_to_a_node_starting_from_a_snapshot():
         "without the recovery's proof the snapshot's set is unproven"
     assert fresh.install_snapshot(*args, [proof], _app_from, fresh._now) is None
     assert fresh.state.validators.keys == tuple(sorted(keep)) and fresh.height == snap_at + 1
+
+
+def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own():
+    sim = _halted()
+    height = sim.nodes[0].core.height       # type: ignore[union-attr]
+    keep = _keep(sim)
+    locked = next(i for i in (0, 1) if sim.nodes[i].core.consensus.own_lock(height + 1) is not None)  # type: ignore[union-attr]
+    node = sim.nodes[locked]
+    core = node.core
+    assert core is not None
+    core.recover(keep, sim._clock(node))
+    core.take_actions()                     # kept from the others: only the crafted offer below reaches it
+    tx = Recover(height, core.state.last_block_id, keep)
+    new_set = tx.next_set(core.state.validators)
+    assert new_set is not None
+    crafted = _recovery_block(core, tx)     # carries no lock, though this validator holds one
+    builder = new_set.proposer(height + 1, RECOVERY_ROUND)
+    builder_keys = next(n.keys for n in sim.nodes if n.keys.public_key == builder)
+    sig = Vote.create(core.chain_id, PRECOMMIT, height + 1, RECOVERY_ROUND, crafted.id, builder, builder_keys.sign).sig
+    core.on_message("recovery", ["offer", crafted.wire(), [[new_set.index[builder], sig]]], builder_keys.node_id,
+                    sim._clock(node))
+    assert crafted.id not in core._recovery_signed.values()
+    assert core.height == height
+    if builder != core.public_key:          # it hands its lock to the builder instead
+        sent = [a for a in core.take_actions() if a[0] == "send" and a[2]["type"] == "recovery"]
+        assert sent and sent[0][1] == builder_keys.node_id and sent[0][2]["body"][0] == "lock"
+
+
+def test_a_consent_survives_a_restart_and_the_recovery_completes():
+    sim = _halted()
+    height = sim.nodes[0].core.height       # type: ignore[union-attr]
+    keep = _keep(sim)
+    new_set = ValidatorSet(1, keep)
+    first = next(i for i in (0, 1) if sim.nodes[i].keys.public_key == new_set.proposer(height + 1, RECOVERY_ROUND))
+    _consent(sim, first, keep)              # the builder signs at once (the other waits for its block)
+    _advance(sim, 0.5)
+    assert any(r[0] == "recovery" for r in sim.nodes[first].wal), "the consent is in the WAL"
+    sim._crash(first)
+    sim._restart(first)
+    restarted = sim.nodes[first].core
+    assert restarted is not None
+    assert restarted.consensus.sign_from == height + 2, "it signs nothing more at the halted height"
+    status = restarted.recovery_status()
+    assert status is not None and status["state"] == "consented"
+    _consent(sim, 1 - first, keep)
+    result = _advance(sim, 3.0)
+    assert not result["problems"], result["problems"]
+    assert all(n.core.state.validators.keys == tuple(sorted(keep)) and n.core.height > height + 2
+               for n in _live(sim))
