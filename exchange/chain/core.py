@@ -598,6 +598,10 @@ class ChainCore:
     def _certifying_set(self, block: Block) -> tuple[ValidatorSet, bool] | None:
         """The set whose commit certifies `block` (the next height) and whether every member must sign it:
         ours, or for a recovery block the set it recovers to. None: a recovery block that cannot apply here."""
+        first = block.txs[0] if block.txs else None
+        if not (type(first) is list and len(first) == 2 and first[0] == "m" and type(first[1]) is list
+                and first[1][:1] == ["recover"]):
+            return self.state.validators, False         # not a recovery block: no need to decode it here
         try:
             recovery = recovery_of(self.decode(block))
         except (Malformed, InvalidTx):
