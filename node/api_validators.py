@@ -4,6 +4,9 @@ GET /validators lists the set with each member's state, the standbys and pending
 POST /validators/add and /validators/remove `{"node_id"}` record this validator's signed approval
 (the change applies once more than two thirds of the validators approved); GET /validators/join-token
 hands the operator the founder's join token (a node started with it gets a seat without approvals).
+POST /validators/recover `{"keep": [node_id, ...]}` is this validator's consent to the way out of a permanent
+halt (validators gone for good): the kept validators take the chain on from the last certified block, once
+every one of them consented (exchange/chain/recovery.py).
 """
 from __future__ import annotations
 
@@ -63,6 +66,23 @@ async def post_remove(request: web.Request) -> web.Response:
     return await _approve(request, "remove")
 
 
+async def post_recover(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    keep = body.get("keep") if isinstance(body, dict) else None
+    if not isinstance(keep, list) or not keep or not all(isinstance(n, str) and NODE_ID.match(n) for n in keep) \
+            or len(set(keep)) != len(keep):
+        raise ApiError(400, "invalid_keep", "keep must be a list of distinct 40-hex node ids", "keep")
+    try:
+        return json_response(_chain(request).recover(keep), status=202)
+    except NotReady as exc:
+        raise _ready_error(exc) from None
+    except ValueError as exc:
+        raise ApiError(409, "not_recoverable", str(exc), "keep") from None
+
+
 async def get_join_token(request: web.Request) -> web.Response:
     chain = _chain(request)
     token = read_token(chain.store.root.parent)
@@ -76,4 +96,5 @@ def install_validator_api(app: web.Application) -> None:
     app.router.add_get("/validators", get_validators)
     app.router.add_post("/validators/add", post_add)
     app.router.add_post("/validators/remove", post_remove)
+    app.router.add_post("/validators/recover", post_recover)
     app.router.add_get("/validators/join-token", get_join_token)

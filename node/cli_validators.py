@@ -1,6 +1,8 @@
-"""CLI commands for validator seats: `exchange-node validators [add|remove NODE_ID]` and `join-token`."""
+"""CLI commands for validator seats: `exchange-node validators [add|remove NODE_ID]`, `validators recover
+--keep ID,...` (the way out of a permanent halt) and `join-token`."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -68,6 +70,43 @@ def register(cli: click.Group) -> None:
     _approval("add")
     _approval("remove")
 
+    @validators.command("recover")
+    @click.option("--keep", required=True, metavar="NODE_ID,NODE_ID,...",
+                  help="The validators that take the chain on (this one among them): every validator still here.")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+                  help="Wait this long for every kept validator's consent and the recovered set (0: do not wait).")
+    @api_option
+    @json_option
+    def recover(keep: str, yes: bool, wait: float, api: NodeTarget, as_json: bool) -> None:
+        """The way out of a permanent halt: validators gone for good. Consent (signed by this validator) that the
+        validators KEEP take the chain on from the last certified block, as the whole new set. It takes effect
+        once every one of them consented (run it on each of their nodes); every final block stays as it is."""
+        kept = [n.strip().lower() for n in keep.split(",") if n.strip()]
+        if not yes:
+            click.echo(RECOVER_WARNING.format(keep="\n".join(f"  {n}" for n in kept)), err=True)
+            click.confirm("Consent to this recovery?", abort=True, err=True)
+        data = request(api, "POST", "/validators/recover", {"keep": kept}, expect=("recovery",))
+        deadline = time.monotonic() + wait
+        while wait > 0 and sorted(v["node_id"] for v in data["validators"]) != sorted(kept):
+            if time.monotonic() >= deadline:
+                missing = ", ".join(data["recovery"]["missing"]) if data.get("recovery") else "?"
+                fail_msg = f"not recovered within {wait:g}s: waiting for the consent of {missing}"
+                raise click.ClickException(fail_msg)
+            time.sleep(0.25)
+            data = {**request(api, "GET", "/validators", expect=("validators",)),
+                    "recovery": data["recovery"]}
+        if as_json:
+            return emit_json(data)
+        recovery = data["recovery"]
+        if sorted(v["node_id"] for v in data["validators"]) == sorted(kept):
+            click.echo(f"recovered: the {len(kept)} validators kept certify height {recovery['height']} and on")
+        else:
+            missing = ", ".join(recovery["missing"]) or "none"
+            click.echo(f"consent recorded for height {recovery['height']} ({recovery['state']}); waiting for the "
+                       f"consent of: {missing} (run the same command on each of their nodes)")
+        _print_seats(data)
+
     @cli.command("join-token")
     @api_option
     @json_option
@@ -75,3 +114,15 @@ def register(cli: click.Group) -> None:
         """Print the network's join token (founder only): a node started with JOIN_TOKEN=<it> gets a seat."""
         data = request(api, "GET", "/validators/join-token", expect=("token",))
         emit_json(data) if as_json else click.echo(data["token"])
+
+
+RECOVER_WARNING = """\
+This is the way out of a halt with validators gone for good: the validators below take the chain on
+from its last certified block, as the whole new validator set:
+{keep}
+Every final block stays as it is. It takes effect once every one of them has consented.
+
+DANGER: if the validators left out are in fact alive (behind a partition, or only stopped) and their
+side recovers too, the chain forks after the last certified block, as etcd's --force-new-cluster warns.
+Consent only when you know they are gone for good (their machines or data lost) and every operator of
+the kept validators agrees."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
 from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import MembershipTx
+from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
 from exchange.chain.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet
@@ -60,6 +60,14 @@ def decode_item(item: Any) -> SignedTx | MembershipTx:
     if item[0] == "m":
         return MembershipTx.from_wire(item[1])
     raise Malformed("bad_tx_item")
+
+
+def recovery_of(txs: list) -> Recover | None:
+    """The recovery a block's decoded transactions carry when it is a recovery block: its first transaction,
+    followed only by exchange transactions (those of the block it carries, see `Recover.lock`)."""
+    if txs and isinstance(txs[0], Recover) and all(isinstance(tx, SignedTx) for tx in txs[1:]):
+        return txs[0]
+    return None
 
 
 def encode_item(tx: SignedTx | MembershipTx) -> list:
@@ -108,6 +116,8 @@ class ChainState:
         app.begin_block(height, time_ms)
         outcome = BlockOutcome(height, block.id, time_ms, None)
         next_validators = self.validators
+        deciding = self.validators          # the set whose commit certifies this block
+        recovery = recovery_of(decoded)
         changed = False
         refused = refused or {}
         for index, tx in enumerate(decoded):
@@ -124,17 +134,22 @@ class ChainState:
             if changed and tx.changes_set:
                 outcome.membership.append((tx, "one_change_per_block"))
                 continue
+            if isinstance(tx, Recover) and tx is not recovery:
+                outcome.membership.append((tx, "recover_not_alone"))
+                continue
             verdict = self.seats.problem(tx, self.validators, self.genesis, height,
-                                         lambda key: self.is_absent(key, height, time_ms))
+                                         lambda key: self.is_absent(key, height, time_ms), self.last_block_id)
             if verdict is None:
                 candidate = self.seats.apply(tx, self.validators, height)
                 if candidate is not None:
                     next_validators, changed = candidate, True
+                    if tx is recovery:      # the recovered set certified this very block
+                        deciding = candidate
                     log.warning("validator set epoch %d -> %d at height %d: %s (%d validators)",
                                 self.validators.epoch, candidate.epoch, height, tx, len(candidate))
             outcome.membership.append((tx, verdict or "applied"))
         outcome.exchange = app.end_block()
-        self.prev_validators = self.validators
+        self.prev_validators = deciding
         self.validators = next_validators
         outcome.validators_changed = changed
         if changed:
@@ -156,7 +171,7 @@ class ChainState:
         """Why `tx` cannot apply at `height` (on `seats`/`validators` when a block's earlier changes are
         simulated), or None."""
         return (seats or self.seats).problem(tx, validators or self.validators, self.genesis, height,
-                                             lambda key: self.is_absent(key, height, time_ms))
+                                             lambda key: self.is_absent(key, height, time_ms), self.last_block_id)
 
     def is_absent(self, key: bytes, height: int, time_ms: int) -> bool:
         seen_height, seen_time = self.last_seen.get(key, (0, 0))

@@ -18,6 +18,9 @@ Inputs are plain calls with the wall-clock time passed in (seconds): messages fr
     ("halt", reason)                continuing would risk divergence: stop serving orders
     ("need_snapshot", node_id)      peers no longer hold the blocks we need: start from a certified snapshot
 
+The way out of a permanent halt (validators gone for good) is `recover`, the operator's consent to a
+recovery block (`recovery.py`): gathered over `recovery` messages, certified by every member of the new set.
+
 A validator runs Tendermint (`tendermint.py`) over `ChainState`; a follower only applies blocks whose
 commit (quorum certificate) it has verified against the validator set its own state derived, so
 followers — however many — can neither affect safety nor slow finality. Every message arriving here is
@@ -32,19 +35,27 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from exchange.chain.blocks import Block, Commit, Header, Malformed, Proposal, Vote
-from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item
+from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Proposal, Vote, vote_bytes
+from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item, recovery_of
 from exchange.chain.codec import pack
 from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
+from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.mempool import Mempool
+from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery, carried_problem
 from exchange.chain.seats import Seats
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")
 
+_RECOVERY_REFUSALS = {
+    "not_validator": "every validator kept must hold a seat now (a recovery seats nobody new)",
+    "removes_nobody": "the new set keeps every validator: nothing to recover (the chain needs a quorum of them)",
+    "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
+                    "tolerates): fewer could be a faulty minority rewriting history",
+}
 PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
 PENALTY_MALFORMED = 20.0
 BLOCK_OVERHEAD = 4096       # bytes a block may carry beyond max_block_bytes: its header and last commit
@@ -140,6 +151,11 @@ class ChainCore:
         self._restore: list | None = None
         self._future_warned = 0
         self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
+        self._recovery: PendingRecovery | None = None               # a recovery block for the next height
+        self._recovery_intent: tuple[int, tuple[bytes, ...]] | None = None   # our operator's (height, keep)
+        self._recovery_lock: tuple[Vote, Block] | None = None       # the highest lock a kept validator sent us
+        self._recovery_signed_at = 0
+        self._recovery_signed_by_round: dict[int, bytes] = {}
         self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
                          "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
@@ -148,7 +164,9 @@ class ChainCore:
         """Begin at the state's next height (after `load_block` replayed stored blocks)."""
         self._set_now(now)
         self.last_commit_at = now
-        self._restore = wal or None
+        consents = [r for r in wal or [] if type(r) is list and r and r[0] == "recovery"]
+        self._restore = [r for r in wal or [] if not (type(r) is list and r and r[0] == "recovery")] or None
+        self._restore_recovery(consents)
         self._start_height(now)
 
     def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
@@ -156,6 +174,7 @@ class ChainCore:
         one of those, its consensus starts over from what `wal` says we signed there: its rounds ran without
         our votes while we could not sign, and their rules do not fire twice."""
         self.consensus.sign_from = sign_from
+        self._freeze()
         if self.is_validator and not self.halted and self.state.height + 1 >= sign_from:
             self._restore = wal or None
             self._start_height(now)
@@ -361,6 +380,8 @@ class ChainCore:
         state = self.state
         seats, validators, changed = state.seats.copy(), state.validators, False
         for tx in changes:
+            if isinstance(tx, Recover):
+                return "recover_outside_a_recovery_block"
             if not tx.signature_valid(self.chain_id, self._verify, state.genesis.admission_key):
                 return "bad_membership_signature"
             if changed and tx.changes_set:
@@ -456,6 +477,8 @@ class ChainCore:
                 self._on_sync_request(body, sender)
             elif kind == "sync_response":
                 self._on_sync_response(body, sender, now)
+            elif kind == "recovery":
+                self._on_recovery(body, sender, now)
         except (Malformed, InvalidTx) as exc:
             self.counters["invalid_messages"] += 1
             self._penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
@@ -621,25 +644,89 @@ class ChainCore:
             return None if stored is None else stored[0].id == block.id
         if block.height > state.height + 1:
             return None
-        if not self._commit_ok(commit, state):
+        if not self._commit_ok(commit, block):
             return False
         return block.header.prev_id == state.last_block_id
 
-    def _commit_ok(self, commit: Commit, state: ChainState) -> bool:
+    def _commit_ok(self, commit: Commit, block: Block) -> bool:
+        """`commit` certifies `block`, the next height: a quorum of our set, or for a recovery block, every
+        member of the set it recovers to (at RECOVERY_ROUND)."""
+        certifying = self._certifying_set(block)
+        if certifying is None:
+            return False
+        validators, everyone = certifying
+        if everyone and (commit.round != RECOVERY_ROUND or len(commit.sigs) != len(validators)):
+            return False
         # the whole certificate and the set it was checked against: another copy of it is checked afresh
-        key = (commit.block_id, commit.round, commit.sigs, state.validators.epoch)
+        key = (commit.block_id, commit.round, commit.sigs, validators.hash)
         if key in self._good_commits:
             return True
-        if not commit.verify(self.chain_id, state.validators, self._verify):
+        if not commit.verify(self.chain_id, validators, self._verify):
             return False
         self._good_commits[key] = None
         if len(self._good_commits) > 64:
             self._good_commits.popitem(last=False)
         return True
 
+    def _certifying_set(self, block: Block) -> tuple[ValidatorSet, bool] | None:
+        """The set whose commit certifies `block` (the next height) and whether every member must sign it:
+        ours, or for a recovery block the set it recovers to. None: a recovery block that cannot apply here."""
+        first = block.txs[0] if block.txs else None
+        if not (type(first) is list and len(first) == 2 and first[0] == "m" and type(first[1]) is list
+                and first[1][:1] == ["recover"]):
+            return self.state.validators, False         # not a recovery block: no need to decode it here
+        try:
+            recovery = recovery_of(self.decode(block))
+        except (Malformed, InvalidTx):
+            return self.state.validators, False
+        if recovery is None:
+            return self.state.validators, False
+        if self._recovery_problem(block, recovery) is not None:
+            return None
+        after = recovery.next_set(self.state.validators)
+        assert after is not None
+        return after, True
+
+    def _recovery_problem(self, block: Block, tx: Recover, now_ms: int | None = None) -> str | None:
+        """Why `block` cannot be the recovery block at our next height, or None: on top of our last block, the
+        one its recovery names, by the recovery rule on our own set, naming the recovered set, built by its
+        designated member on our state, with the commit of our last block."""
+        state, header = self.state, block.header
+        if header.chain_id != self.chain_id:
+            return "wrong_chain"
+        if header.height != state.height + 1 or header.prev_id != state.last_block_id:
+            return "wrong_parent"
+        why = state.membership_problem(tx, header.height, header.time_ms)
+        if why is not None:
+            return f"recover:{why}"
+        why = carried_problem(tx, block)
+        if why is not None:
+            return why
+        if not tx.signature_valid(self.chain_id, self._verify):
+            return "bad_lock_signature"
+        after = tx.next_set(state.validators)
+        assert after is not None
+        if header.validators_hash != after.hash:
+            return "validators_mismatch"
+        if header.proposer != after.proposer(header.height, RECOVERY_ROUND):
+            return "not_the_recovery_proposer"
+        if header.app_hash != state.hash:
+            return "app_hash_mismatch"
+        if header.time_ms <= state.time_ms:
+            return "time_not_increasing"
+        if now_ms is not None and header.time_ms > now_ms + self.config.max_clock_drift_ms:
+            return "time_in_future"
+        commit = header.last_commit
+        if state.height == 0:
+            return "nothing_to_recover"
+        if commit is None or commit.height != state.height or commit.block_id != state.last_block_id \
+                or not commit.verify(self.chain_id, state.prev_validators, self._verify):
+            return "bad_last_commit"
+        return None
+
     def _take_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
         state = self.state
-        if not self._commit_ok(commit, state):
+        if not self._commit_ok(commit, block):
             self._penalize(sender, PENALTY_INVALID, "bad_commit")
             return
         header = block.header
@@ -668,6 +755,258 @@ class ChainCore:
             return
         self._apply(block, commit, announce=False, refused=self._refused_txs(txs))
         self._start_height(now)
+
+    # ------------------------------------------------------------------ the way out of a permanent halt
+    def recover(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
+        """Our operator's consent that the validators `keep` (us among them) take the chain on from our last
+        certified block, as the whole new set (`recovery.py`). Raises ValueError (why) when it cannot be given:
+        we hold no seat, the chain is not halted, or the set does not satisfy the recovery rule. The designated
+        member builds the recovery block (carrying the highest lock it learns of); the others sign it once it
+        arrives (at once if it already did); a member that holds a lock hands it to the builder."""
+        self._set_now(now)
+        state = self.state
+        height = state.height + 1
+        if self.halted:
+            raise ValueError(f"this node halted: {self.halted}")
+        if not self.is_validator:
+            raise ValueError("this node holds no validator seat: only a validator's operator can consent")
+        if state.genesis.pinned:
+            raise ValueError("the validator set is pinned (VALIDATORS): change it in every node's settings")
+        if state.height == 0:
+            raise ValueError("the chain has no certified block yet")
+        if self.public_key not in keep:
+            raise ValueError("the new set must include this validator (it consents for itself only)")
+        tx = Recover(state.height, state.last_block_id, keep)
+        why = state.membership_problem(tx, height, max(self._now_ms, state.time_ms + 1))
+        if why is not None:
+            raise ValueError(_RECOVERY_REFUSALS.get(why, why).format(
+                n=len(state.validators), need=state.validators.faults + 1))
+        if self.quorum_present(now):
+            raise ValueError("the chain is not halted: a quorum of its validators is heard; a recovery is only for "
+                             "validators gone for good")
+        signed = self._recovery
+        if self._recovery_signed and signed is not None and signed.consented and signed.tx.keys != tx.keys:
+            raise ValueError("this validator already consented to a recovery keeping " +
+                             ", ".join(node_id_for(k) for k in signed.tx.keys) + " at this height")
+        self._recovery_intent = (state.height, tx.keys)
+        mine = self.consensus.own_lock(height)
+        if mine is not None:
+            self._note_lock(*mine)
+            self.actions.append(("send_validators", {"type": "recovery", "body": ["lock", mine[0].wire(),
+                                                                                  mine[1].wire()]}))
+        self._build_recovery()
+        pending = self._recovery
+        if pending is not None and pending.tx.keys == tx.keys:
+            self._consent(now)
+        self._drain_consensus(now)
+        return self.recovery_status() or {"height": height, "keep": [node_id_for(k) for k in tx.keys],
+                                          "state": "recovered" if self.state.height >= height else "dropped",
+                                          "signed": [], "missing": []}
+
+    def _note_lock(self, vote: Vote, block: Block) -> None:
+        best = self._recovery_lock
+        if best is None or vote.round > best[0].round:
+            self._recovery_lock = (vote, block)
+
+    def _build_recovery(self) -> None:
+        """As the designated member of the set our operator named: build the recovery block carrying the
+        highest lock we know of, unless the one we hold already carries it."""
+        state, intent = self.state, self._recovery_intent
+        if intent is None or intent[0] != state.height:
+            return
+        probe = Recover(state.height, state.last_block_id, intent[1])
+        after = probe.next_set(state.validators)
+        assert after is not None
+        if after.proposer(state.height + 1, RECOVERY_ROUND) != self.public_key:
+            return
+        lock = self._recovery_lock
+        if lock is not None and lock[0].validator not in after:
+            lock = None
+        pending = self._recovery
+        carried = -1 if lock is None else lock[0].round
+        if pending is not None and pending.tx.keys == probe.keys and pending.tx.carried_round >= carried:
+            return
+        tx = Recover(state.height, state.last_block_id, intent[1], None if lock is None else (lock[0], lock[1].header))
+        items = [encode_item(tx), *(lock[1].txs if lock is not None else [])]
+        time_ms = lock[1].header.time_ms if lock is not None else max(self._now_ms, state.time_ms + 1)
+        header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
+                        after.hash, Block.txs_hash(items), self.last_commit)
+        block = Block(header, items)
+        if self._recovery_problem(block, tx) is None:
+            self._recovery = PendingRecovery(block, tx, after)
+
+    def _consent(self, now: float) -> None:
+        """Sign the pending recovery block if our own lock allows it (else hand our lock to its builder): durable
+        in the WAL before it leaves; from then on we sign nothing more at this height with the old set."""
+        pending = self._recovery
+        assert pending is not None
+        block, carried = pending.block, pending.tx.carried_round
+        if pending.validators.index[self.public_key] not in pending.sigs:
+            mine = self.consensus.own_lock(block.height)
+            carried_id = None if pending.tx.lock is None else pending.tx.lock[1].id
+            if mine is not None and (carried < mine[0].round or (carried == mine[0].round
+                                                                 and carried_id != mine[1].id)):
+                log.warning("the recovery block offered for height %d carries a lock of round %d, ours is of round "
+                            "%d: handing ours to its builder", block.height, carried, mine[0].round)
+                self.actions.append(("send", node_id_for(block.header.proposer),
+                                     {"type": "recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
+                return
+            signed = self._recovery_signed.get(carried)
+            if signed is not None and signed != block.id:
+                return              # one recovery block per carried round, never two
+            vote = Vote.create(self.chain_id, PRECOMMIT, block.height, RECOVERY_ROUND, block.id, self.public_key,
+                               self._sign)
+            pending.sigs[pending.validators.index[self.public_key]] = vote.sig
+            pending.consented = True
+            self._recovery_signed[carried] = block.id
+            self.actions.append(("wal", ["recovery", block.height, block.wire(), vote.sig]))
+            self._freeze()
+            log.warning("consented to recover height %d (carrying a lock of round %d): %d validators kept (%s)",
+                        block.height, carried, len(pending.validators),
+                        ", ".join(n[:12] for n in pending.validators.node_ids))
+        self._recovery_progress(now, resend=True)
+
+    def _freeze(self) -> None:
+        """Once we consented to a recovery at H + 1, never sign H + 1 with the old set (its consensus would
+        otherwise go on signing rounds, and a new lock there could outrank the one the recovery carries)."""
+        if self._recovery_signed_at == self.state.height + 1 and self._recovery_signed:
+            self.consensus.sign_from = max(self.consensus.sign_from, self.state.height + 2)
+
+    @property
+    def _recovery_signed(self) -> dict[int, bytes]:
+        """The recovery blocks we signed at the next height, by the lock round they carry."""
+        height = self.state.height + 1
+        if self._recovery_signed_at != height:
+            self._recovery_signed_at, self._recovery_signed_by_round = height, {}
+        return self._recovery_signed_by_round
+
+    def _restore_recovery(self, records: list) -> None:
+        """After a restart: our WAL says which recovery blocks we signed at the next height; hold to them."""
+        best: PendingRecovery | None = None
+        for record in records:
+            if len(record) != 4 or record[1] != self.state.height + 1 or type(record[3]) is not bytes:
+                continue
+            try:
+                block = Block.from_wire(record[2])
+                tx = recovery_of(self.decode(block))
+            except (Malformed, InvalidTx):
+                continue
+            if tx is None or self._recovery_problem(block, tx) is not None:
+                continue
+            after = tx.next_set(self.state.validators)
+            assert after is not None and self.public_key in after
+            self._recovery_signed[tx.carried_round] = block.id
+            if best is None or tx.carried_round > best.tx.carried_round:
+                best = PendingRecovery(block, tx, after)
+                best.sigs[after.index[self.public_key]] = record[3]
+                best.consented = True
+                self._recovery_intent = (self.state.height, tx.keys)
+        if best is not None:
+            self._recovery = best
+            log.warning("resuming our consent to recover height %d", best.block.height)
+
+    def _on_recovery(self, body: Any, sender: str | None, now: float) -> None:
+        """A recovery block for our next height with the precommits on it someone gathered (`offer`), or a kept
+        validator's lock for its builder (`lock`)."""
+        if type(body) is not list or len(body) != 3 or body[0] not in ("offer", "lock"):
+            raise Malformed("bad_recovery")
+        if body[0] == "lock":
+            vote, block = Vote.from_wire(body[1]), Block.from_wire(body[2])
+            state = self.state
+            if vote.height != state.height + 1:
+                return
+            if vote.kind != PRECOMMIT or vote.block_id != block.id or block.height != vote.height \
+                    or vote.validator not in state.validators or not vote.valid(self.chain_id, self._verify):
+                self._penalize(sender, PENALTY_INVALID, "bad_recovery_lock")
+                return
+            if block.header.prev_id == state.last_block_id:
+                self._note_lock(vote, block)
+                self._build_recovery()
+                if self._recovery is not None and self._recovery_intent is not None \
+                        and self._recovery.tx.keys == self._recovery_intent[1]:
+                    self._consent(now)
+            return
+        block = Block.from_wire(body[1])
+        sigs = body[2]
+        if type(sigs) is not list or len(sigs) > 1024 or not all(
+                type(i) is list and len(i) == 2 and type(i[0]) is int and type(i[1]) is bytes for i in sigs):
+            raise Malformed("bad_recovery")
+        state = self.state
+        if block.height != state.height + 1:
+            return                  # decided here already, or ahead of us: catch-up settles it
+        tx = recovery_of(self.decode(block))
+        if tx is None:
+            raise Malformed("not_a_recovery_block")
+        why = self._recovery_problem(block, tx, self._now_ms)
+        if why is not None:
+            if why != "time_in_future":
+                log.warning("recovery block from %s refused: %s", (sender or "us")[:12], why)
+            return
+        pending = self._recovery
+        if pending is None or pending.block.id != block.id:
+            if pending is not None and pending.consented and tx.carried_round <= pending.tx.carried_round:
+                return              # we signed one carrying as high a lock already
+            after = tx.next_set(state.validators)
+            assert after is not None
+            pending = self._recovery = PendingRecovery(block, tx, after)
+        data = vote_bytes(self.chain_id, PRECOMMIT, block.height, RECOVERY_ROUND, block.id)
+        added = False
+        for index, sig in sigs:
+            if index in pending.sigs:
+                continue
+            if index >= len(pending.validators) or not self._verify(pending.validators.keys[index], sig, data):
+                self._penalize(sender, PENALTY_INVALID, "bad_recovery_signature")
+                return
+            pending.sigs[index] = sig
+            added = True
+        intent = self._recovery_intent
+        if intent == (state.height, tx.keys) and self.public_key in pending.validators:
+            self._consent(now)
+        else:
+            self._recovery_progress(now, resend=added)
+
+    def _recovery_progress(self, now: float, resend: bool = False) -> None:
+        """A complete recovery is applied and broadcast like a decision; an incomplete one we signed is passed
+        on to the other validators (at once when it gained a signature, then every RESEND_INTERVAL)."""
+        pending = self._recovery
+        if pending is None:
+            return
+        if pending.block.height != self.state.height + 1:
+            self._recovery = None
+            return
+        if pending.complete:
+            block = pending.block
+            commit = Commit(block.height, RECOVERY_ROUND, block.id, tuple(sorted(pending.sigs.items())))
+            if not self._commit_ok(commit, block):
+                log.error("the recovery block at height %d does not check out: dropped", block.height)
+                self._recovery = None
+                return
+            log.warning("recovered: height %d is certified by all %d validators of the new set", block.height,
+                        len(pending.validators))
+            self.counters["recoveries"] = self.counters.get("recoveries", 0) + 1
+            self._apply(block, commit, announce=True, refused=self._refused_txs(self.decode(block)))
+            self._start_height(now)
+            return
+        if pending.consented and (resend or now >= pending.next_send):
+            pending.next_send = now + RESEND_INTERVAL
+            self.actions.append(("send_validators", {"type": "recovery", "body": ["offer", *pending.wire()]}))
+
+    def recovery_status(self) -> dict[str, Any] | None:
+        """The recovery under way here (None: none)."""
+        pending, intent = self._recovery, self._recovery_intent
+        if pending is None:
+            if intent is None or intent[0] != self.state.height:
+                return None
+            keep = ValidatorSet(self.state.validators.epoch + 1, intent[1])
+            designated = keep.proposer(intent[0] + 1, RECOVERY_ROUND)
+            return {"height": intent[0] + 1, "keep": list(keep.node_ids), "state": "waiting_for_block",
+                    "builder": node_id_for(designated), "signed": [], "missing": list(keep.node_ids)}
+        vs = pending.validators
+        signed = [vs.node_ids[i] for i in sorted(pending.sigs)]
+        return {"height": pending.block.height, "block_id": pending.block.id.hex(), "keep": list(vs.node_ids),
+                "state": "consented" if pending.consented else "offered", "carried_lock_round": pending.tx.carried_round,
+                "builder": node_id_for(pending.block.header.proposer), "signed": signed,
+                "missing": [n for n in vs.node_ids if n not in signed]}
 
     def _refused_txs(self, txs: list) -> dict[int, str]:
         """Transactions of a certified block that fail our own checks: recorded as failed, never run (a
@@ -875,6 +1214,8 @@ class ChainCore:
             if self.consensus.step == WAITING and self._wake_at is not None and now >= self._wake_at:
                 self.consensus.kick(now)
         self._resubmit_own(now)
+        if self._recovery is not None:
+            self._recovery_progress(now)
         self._maybe_join(now)
         self._sync_if_behind(now)
         if self._maybe_behind:
@@ -976,6 +1317,11 @@ class ChainCore:
     # ------------------------------------------------------------------ heights
     def _start_height(self, now: float) -> None:
         self._validator_seen = {k: t for k, t in self._validator_seen.items() if k in self.state.validators}
+        if self._recovery is not None and self._recovery.block.height != self.state.height + 1:
+            self._recovery = None
+        if self._recovery_lock is not None and self._recovery_lock[0].height != self.state.height + 1:
+            self._recovery_lock = None
+        self._freeze()
         if not self.is_validator:
             self._wake_at = None
             return
@@ -1101,5 +1447,5 @@ class ChainCore:
                 "last_block_time_ms": state.time_ms, "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
-                **self.counters}
+                "recovery": self.recovery_status(), **self.counters}
 

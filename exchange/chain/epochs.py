@@ -7,15 +7,21 @@ later epoch without any other history: each proof's commit is checked against th
 its header must name that set, and its single set-changing membership transaction gives the next set. A peer can
 leave changes out (the node then believes an older set and catches up block by block from there, where
 the next change shows up certified), but it cannot make a node believe a set nobody certified.
+
+A recovery block (the way out of a permanent halt, `recovery.py`) is the one proof certified by the set
+it installs: it is checked against the set before it by the recovery rule (a subset of it keeping more than
+its tolerated faults, naming the block before), and its commit must carry every new member's precommit.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.chainstate import decode_item
+from exchange.chain.chainstate import decode_item, recovery_of
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import MembershipTx
+from exchange.chain.membership import MembershipTx, Recover
+from exchange.chain.recovery import RECOVERY_ROUND, carried_problem
+from exchange.chain.seats import recovery_problem
 from exchange.chain.validators import ValidatorSet
 
 
@@ -36,12 +42,18 @@ def replay_epochs(genesis: Genesis, proofs: list[tuple[Block, Commit]],
             raise BadProof("an epoch proof's commit is not for its block")
         if header.height <= last_height:
             raise BadProof("epoch proofs out of order")
+        txs = [decode_item(item) for item in block.txs]
+        recovery = recovery_of(txs)
+        if recovery is not None:
+            current = _recovered(recovery, block, commit, current, chain_id, verify)
+            last_height = header.height
+            sets.append((header.height, current))       # the recovered set decided this block itself
+            continue
         if header.validators_hash != current.hash:
             raise BadProof(f"the block at height {header.height} was not decided by the set of epoch {current.epoch}")
         if not commit.verify(chain_id, current, verify):
             raise BadProof(f"the commit at height {header.height} is not a quorum of epoch {current.epoch}")
-        changes = [tx for tx in (decode_item(item) for item in block.txs)
-                   if isinstance(tx, MembershipTx) and tx.changes_set]
+        changes = [tx for tx in txs if isinstance(tx, MembershipTx) and tx.changes_set and not isinstance(tx, Recover)]
         if len(changes) != 1:
             raise BadProof(f"the block at height {header.height} changes no validator")
         after = changes[0].next_set(current)
@@ -50,6 +62,24 @@ def replay_epochs(genesis: Genesis, proofs: list[tuple[Block, Commit]],
         last_height = header.height
         sets.append((header.height + 1, current))
     return sets
+
+
+def _recovered(recovery: Recover, block: Block, commit: Commit, current: ValidatorSet, chain_id: str,
+               verify: Callable[[bytes, bytes, bytes], bool]) -> ValidatorSet:
+    header = block.header
+    why = recovery_problem(recovery, current, header.height, header.prev_id)
+    if why is not None:
+        raise BadProof(f"the recovery at height {header.height} cannot apply: {why}")
+    why = carried_problem(recovery, block)
+    if why is not None or not recovery.signature_valid(chain_id, verify):
+        raise BadProof(f"the recovery at height {header.height} does not carry its lock faithfully: {why}")
+    after = recovery.next_set(current)
+    assert after is not None
+    if header.validators_hash != after.hash:
+        raise BadProof(f"the recovery block at height {header.height} does not name the recovered set")
+    if commit.round != RECOVERY_ROUND or len(commit.sigs) != len(after) or not commit.verify(chain_id, after, verify):
+        raise BadProof(f"the recovery at height {header.height} is not signed by every member of the new set")
+    return after
 
 
 def set_at(sets: list[tuple[int, ValidatorSet]], height: int) -> ValidatorSet:

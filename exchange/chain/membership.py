@@ -16,6 +16,11 @@ current one alone (what epoch proofs replay without any other state):
 - `promote`: standbys take seats.
 `join` and `approve` change only the standby list and the approvals (see `seats.py` for the rules).
 
+One more kind is the way out of a permanent halt (validators gone for good, see `recovery.py`):
+- `recover`: the validators that remain take the chain on from the last certified block, as the whole
+  new set. It is never proposed through consensus: it is the only transaction of a *recovery block*, whose
+  commit must carry the precommits of every member of the new set (each its operator's decision).
+
 Requests carry the height they were made at and expire `REQUEST_TTL` heights later, so an old one
 cannot be replayed. Every node checks every membership transaction when it applies a block, against
 its own state: a quorum that certified an unapproved change only makes honest nodes refuse its next
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from exchange.chain.blocks import Malformed, Vote
+from exchange.chain.blocks import Header, Malformed, Vote
 from exchange.chain.codec import pack
 from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from exchange.chain.validators import ValidatorSet
@@ -274,4 +279,63 @@ class Promote(MembershipTx):
         return cls(tuple(data[1]))
 
 
-_KINDS: dict[str, Any] = {"join": Join, "approve": Approve, "leave": Leave, "remove": Remove, "promote": Promote}
+class Recover(MembershipTx):
+    """The way out of a permanent halt: the validators `keys` (a subset of the set that was to decide
+    `height` + 1) take the chain on from the certified block `block_id` at `height`, as the whole new set.
+    It carries no signature of its own: the recovery block holding it is certified by the precommits of
+    every member of the new set (`recovery.py`), which is each operator's consent.
+
+    `lock` is the highest-round precommit a kept validator signed at `height` + 1 for a block of the old set,
+    with that block's header: the recovery block then carries that block's transactions and time, so if it
+    was final on validators now gone, every fill of it is kept exactly."""
+
+    kind = "recover"
+    changes_set = True
+    __slots__ = ("height", "block_id", "keys", "lock")
+
+    def __init__(self, height: int, block_id: bytes, keys: tuple[bytes, ...],
+                 lock: "tuple[Vote, Header] | None" = None) -> None:
+        self.height, self.block_id, self.keys, self.lock = height, block_id, tuple(sorted(keys)), lock
+
+    @property
+    def key(self) -> bytes:        # type: ignore[override]
+        return self.keys[0]
+
+    @property
+    def at_height(self) -> int:    # type: ignore[override]
+        return self.height
+
+    @property
+    def carried_round(self) -> int:
+        return -1 if self.lock is None else self.lock[0].round
+
+    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+        return self.lock is None or self.lock[0].valid(chain_id, verify)
+
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+        return ValidatorSet(validators.epoch + 1, self.keys)
+
+    @property
+    def id(self) -> str:
+        return f"recover:{self.height}:{self.block_id.hex()}:{self.carried_round}:" + ",".join(k.hex() for k in self.keys)
+
+    def wire(self) -> list:
+        lock = None if self.lock is None else [self.lock[0].wire(), self.lock[1].wire()]
+        return ["recover", self.height, self.block_id, list(self.keys), lock]
+
+    @classmethod
+    def parse(cls, data: list) -> "Recover":
+        if len(data) != 5 or not _height(data[1]) or type(data[2]) is not bytes or len(data[2]) != 32 \
+                or type(data[3]) is not list or not 1 <= len(data[3]) <= MAX_PROMOTE \
+                or not all(_key(k) for k in data[3]) or data[3] != sorted(set(data[3])):
+            raise Malformed("bad_membership")
+        lock = None
+        if data[4] is not None:
+            if type(data[4]) is not list or len(data[4]) != 2:
+                raise Malformed("bad_membership")
+            lock = (Vote.from_wire(data[4][0]), Header.from_wire(data[4][1]))
+        return cls(data[1], data[2], tuple(data[3]), lock)
+
+
+_KINDS: dict[str, Any] = {"join": Join, "approve": Approve, "leave": Leave, "remove": Remove, "promote": Promote,
+                          "recover": Recover}

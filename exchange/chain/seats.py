@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from exchange.chain.codec import digest
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import REQUEST_TTL, Approve, Join, Leave, MembershipTx, Promote, Remove
+from exchange.chain.membership import REQUEST_TTL, Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.validators import ValidatorSet
 
 MAX_STANDBY = 64              # approved nodes waiting for a seat
@@ -39,11 +39,14 @@ class Seats:
 
     # ------------------------------------------------------------------ rules
     def problem(self, tx: MembershipTx, validators: ValidatorSet, genesis: Genesis, height: int,
-                absent: Callable[[bytes], bool]) -> str | None:
-        """Why `tx` cannot apply at `height` on top of `validators`, or None. Signatures are checked by the
-        caller (`MembershipTx.signature_valid`)."""
+                absent: Callable[[bytes], bool], last_block_id: bytes | None = None) -> str | None:
+        """Why `tx` cannot apply at `height` on top of `validators` (`last_block_id`: the block at height - 1),
+        or None. Signatures are checked by the caller (`MembershipTx.signature_valid`; a recovery's are its
+        block's commit)."""
         if genesis.pinned:
             return "pinned"
+        if isinstance(tx, Recover):
+            return recovery_problem(tx, validators, height, last_block_id)
         if isinstance(tx, (Join, Approve, Leave)) and not tx.at_height <= height <= tx.at_height + REQUEST_TTL:
             return "expired"
         if isinstance(tx, Join):
@@ -121,6 +124,11 @@ class Seats:
             return None
         after = tx.next_set(validators)
         assert after is not None
+        if isinstance(tx, Recover):     # the validators gone for good lose their seat and any approval
+            for key in validators.keys:
+                if key not in after:
+                    self._forget(key)
+            return after
         if isinstance(tx, Promote):
             for key in tx.keys:
                 del self.standby[key]
@@ -175,3 +183,21 @@ class Seats:
     def standby_order(self) -> list[bytes]:
         """Standbys, longest waiting first (then by key, so every node orders them alike)."""
         return sorted(self.standby, key=lambda k: (self.standby[k], k))
+
+
+def recovery_problem(tx: Recover, validators: ValidatorSet, height: int, last_block_id: bytes | None) -> str | None:
+    """Why a recovery cannot take effect at `height` on top of `validators` (the set that was to decide it),
+    or None. It names the last certified block, keeps only validators of that set, removes at least one, and
+    keeps more than the set's tolerated faults (f + 1): then at least one honest validator's operator agreed,
+    and every quorum that could have certified a block at `height` shares a validator with the new set."""
+    if tx.height != height - 1:
+        return "wrong_height"
+    if last_block_id is None or tx.block_id != last_block_id:
+        return "not_our_block"
+    if any(key not in validators for key in tx.keys):
+        return "not_validator"
+    if len(tx.keys) >= len(validators):
+        return "removes_nobody"
+    if len(tx.keys) < validators.faults + 1:
+        return "too_few_kept"
+    return None

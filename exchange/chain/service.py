@@ -37,7 +37,7 @@ from storage import StorageError
 log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
-                 "chain_sync_request", "chain_sync_response", "chain_status")
+                 "chain_sync_request", "chain_sync_response", "chain_status", "chain_recovery")
 SUBMIT_SERVICE = "chain.submit"
 OUTBOX_PROBE_INTERVAL = 1.0
 BUSY_TICK = 0.02    # s between ticks while the core has work of its own
@@ -710,7 +710,7 @@ class ChainService:
                 wal_failed = bool(self._unsaved_wal)
             if kind == "send_validators":
                 message = action[1]
-                if self.disk_error is not None and message["type"] in ("vote", "proposal"):
+                if self.disk_error is not None and message["type"] in ("vote", "proposal", "recovery"):
                     continue
                 message = _typed(message)
                 me = self.identity.node_id
@@ -1154,6 +1154,20 @@ class ChainService:
         self._schedule_pump()
         log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
         return {"action": action, "node_id": node_id, "approval": tx.id, **self.seats_view()}
+
+    def recover(self, node_ids: list[str]) -> dict[str, Any]:
+        """Our operator's consent that the validators `node_ids` (this one among them) take the chain on from
+        the last certified block, as the whole new set: the way out of a halt with validators gone for good
+        (exchange/chain/recovery.py). Raises ValueError (why) when it cannot be given."""
+        core = self._usable_core()
+        by_id = {node_id_for(k): k for k in core.state.validators.keys}
+        unknown = [n for n in node_ids if n not in by_id]
+        if unknown:
+            raise ValueError(f"not a validator of the current set: {', '.join(unknown)} (a recovery keeps only "
+                             f"validators that hold a seat)")
+        answer = core.recover(tuple(by_id[n] for n in node_ids), self.clock())
+        self._schedule_pump()
+        return {"recovery": answer, **self.seats_view()}
 
     def seats_view(self) -> dict[str, Any]:
         """The validator set, each member's state, the standbys and the approvals pending."""

@@ -520,6 +520,14 @@ class Tendermint:
         if self.step == PROPOSE:
             self._schedule(_T_PROPOSE, self._timeout(self.config.timeout_propose, self.config.timeout_propose_delta), now)
 
+    def own_lock(self, height: int) -> tuple[Vote, Block] | None:
+        """Our highest-round precommit for a block at `height` (the lock, line 36) and that block, or None."""
+        if height != self.height or self.locked is None:
+            return None
+        vote = next((m for m in reversed(self._own) if isinstance(m, Vote) and m.kind == PRECOMMIT
+                     and m.round == self.locked_round and m.block_id == self.locked.id), None)
+        return None if vote is None else (vote, self.locked)
+
     def status(self) -> dict[str, Any]:
         return {"height": self.height, "round": self.round, "step": STEP_NAMES[self.step],
                 "locked_round": self.locked_round, "valid_round": self.valid_round, **self.counters}
@@ -532,6 +540,8 @@ def wal_record_height(record: Any) -> int | None:
         return None
     if record[0] == "signed" and type(record[1]) is list and record[1]:
         height = record[1][0]
+    elif record[0] == "recovery":       # our consent to a recovery block (core.py)
+        height = record[1]
     elif record[0] == "block" and len(record) > 2:
         height = record[2]
     else:
