@@ -110,14 +110,14 @@ def test_a_lying_validator_cannot_stall_or_move_rounds_and_is_banned_beyond_the_
 
 
 def test_a_peer_lying_about_its_height_cannot_keep_nodes_from_a_seat_or_from_ready(cluster: Cluster):
-    founder, = cluster.chain(1, heartbeat_interval=0.5)
+    founder, = cluster.chain(1, heartbeat_interval=0.5, seat_rule="any")     # a second seat is allowed at once
     liar = ByzantinePeer(NodeIdentity.generate())      # any peer at all: no validator key needed
     try:
         liar.announce(founder.status()["chain_id"], founder.status()["height"] + 1000)
         liar.link(founder.p2p_address)
         port, = free_ports(1)
         joiner = cluster.node("n1", start=False, bootstrap_peers=founder.p2p_address, heartbeat_interval=0.5,
-                              p2p_port=port)
+                              p2p_port=port, join_token=founder.join_token())
         joiner.start(wait=False)
         # linked before the joiner is on the chain (it even asks the liar for the genesis first)
         wait_until(lambda: liar.try_link(f"127.0.0.1:{port}"), 15, message="the liar links to the joiner")
@@ -125,7 +125,7 @@ def test_a_peer_lying_about_its_height_cannot_keep_nodes_from_a_seat_or_from_rea
         wait_for(lambda: joiner.status()["height"] >= founder.status()["height"] - 1, 20,
                  "the joiner is caught up with the real chain", [founder, joiner])
         wait_for(lambda: len(founder.status()["validators"]) == 2, 12,
-                 "the caught-up joiner takes the free validator seat", [founder, joiner])
+                 "the caught-up joiner (with the join token) takes its seat", [founder, joiner])
         wait_for(lambda: all(node.api("GET", "/ready")[0] == 200 for node in (founder, joiner)), 10,
                  "both nodes ready", [founder, joiner])
     finally:

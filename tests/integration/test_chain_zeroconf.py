@@ -1,13 +1,15 @@
 """Zero configuration on a namespace LAN: nodes with nothing set (mDNS on, default port, default
 FOUND_AFTER and MAX_VALIDATORS; only the control API is bound to the LAN address with a token so the
-test can reach it) form one network with one validator set.
+test can reach it) form one network with one validator set; seats are granted, never taken.
 
-- started together: one chain, every node a validator (4 <= MAX_VALIDATORS = 7), orders final;
-- started alone, then others later: the lone node founds; the later ones adopt its chain as followers
-  and are promoted, through membership transactions in the chain itself, up to MAX_VALIDATORS (set to
-  3 on the founder: the cap is part of its genesis), the rest stay followers and their orders are final;
-- (soak: absent_ms is 30 s) a validator killed for good is removed as absent through the log and a
-  follower takes its seat.
+- started together: one chain, its founder the only validator, the others followers (nobody gave them
+  a seat), orders final everywhere;
+- started alone, then four others later with the founder's join token: the lone node founds; the later
+  ones adopt its chain and are promoted, through one membership transaction in the chain itself, to
+  the next size the seat rule allows (1 -> 4; a fifth seat would tolerate no more faults, so the fifth
+  node waits as a standby), and every node's orders are final;
+- (soak: absence is judged over 100 blocks and 60 s) a validator killed for good is jailed through the
+  log and the standby takes its seat.
 """
 from __future__ import annotations
 
@@ -43,11 +45,12 @@ def test_nodes_started_together_with_nothing_configured_form_one_network(lan, tm
     for node in nodes:
         node.wait_ready(30)
     started = time.monotonic()
-    wait_for(lambda: _one_network(nodes, 4), 60, "4 nodes on one chain, all 4 validators", nodes)
+    wait_for(lambda: _one_network(nodes, 1), 60, "4 nodes on one chain, its founder the only validator", nodes)
     formed = time.monotonic() - started
-    assert {n.status()["role"] for n in nodes} == {"validator"}
     founders = [n for n in nodes if "founded a new network" in n.log_tail(4000)]
     assert len(founders) == 1, [n.name for n in founders]
+    assert {n.name: n.status()["role"] for n in nodes} == {n.name: "validator" if n is founders[0] else "follower"
+                                                          for n in nodes}
     history = History()
     clients = [history.client(n) for n in nodes]
     for client in clients:
@@ -55,49 +58,48 @@ def test_nodes_started_together_with_nothing_configured_form_one_network(lan, tm
                                           "qty": "1"}, wait=5)
         assert status == 201, body
     settled(history, clients, nodes)
-    print(f"\n[{load_line()}] 4 nodes, nothing configured: one network, 4 validators, {formed:.2f}s after all "
-          f"were up (FOUND_AFTER 3 s)")
+    print(f"\n[{load_line()}] 4 nodes, nothing configured: one network, 1 validator and 3 followers, "
+          f"{formed:.2f}s after all were up (FOUND_AFTER 3 s)")
 
 
-def _founder_then_four(lan, tmp_path, seats: int) -> tuple[list, float]:
-    """A node alone founds (MAX_VALIDATORS = seats), then 4 more start; returns them all once `seats` of
-    them are validators, and how long the promotions took."""
-    founder = lan.node(tmp_path, 0, **NOTHING, max_validators=seats)
+def _founder_then_four(lan, tmp_path) -> tuple[list, float]:
+    """A node alone founds, then 4 more start with its join token; returns them all once 4 of them are
+    validators (the seat rule's next size), and how long the promotion took."""
+    founder = lan.node(tmp_path, 0, **NOTHING)
     founder.start()
     wait_for(lambda: founder.status()["chain_id"] and founder.status()["quorum"], 30, "a lone node founds",
              [founder])
     assert founder.status()["validators"] == [founder.node_id]
-    later = [lan.node(tmp_path, i, **NOTHING) for i in range(1, 5)]
+    later = [lan.node(tmp_path, i, **NOTHING, join_token=founder.join_token()) for i in range(1, 5)]
     for node in later:
         node.start(wait=False)
     for node in later:
         node.wait_ready(30)
     nodes = [founder, *later]
     started = time.monotonic()
-    wait_for(lambda: _one_network(nodes, seats), 60, f"5 nodes on one chain with {seats} validators", nodes)
+    wait_for(lambda: _one_network(nodes, 4), 60, "5 nodes on one chain with 4 validators", nodes)
     return nodes, time.monotonic() - started
 
 
-def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_path):
-    nodes, promoted = _founder_then_four(lan, tmp_path, 3)
+def test_a_lone_founder_and_later_nodes_with_its_token_promoted_to_the_next_size(lan, tmp_path):
+    nodes, promoted = _founder_then_four(lan, tmp_path)
     founder = nodes[0]
     views = {n.name: n.status() for n in nodes}
     chain = views[founder.name]["chain_id"]
     assert all(v["chain_id"] == chain for v in views.values()), snapshot(nodes)
     roles = sorted(v["role"] for v in views.values())
-    assert roles == ["follower", "follower", "validator", "validator", "validator"], snapshot(nodes)
-    assert views[founder.name]["epoch"] == 2            # two joins, each one certified change of the set
-    followers = [n for n in nodes if views[n.name]["role"] == "follower"]
+    assert roles == ["follower", "validator", "validator", "validator", "validator"], snapshot(nodes)
+    assert views[founder.name]["epoch"] == 1            # one promotion of three standbys: one certified change
+    assert views[founder.name]["standby"] == 1
     history = History()
     clients = [history.client(n) for n in nodes]
     for client in clients:
-        if client.name in {f.name for f in followers}:
-            status, body = client.post_order({"market": "BTC-USD", "side": "sell", "type": "limit",
-                                              "price": "500", "qty": "1"}, wait=5)
-            assert status == 201 and body["role"] == "follower", body
+        status, body = client.post_order({"market": "BTC-USD", "side": "sell", "type": "limit",
+                                          "price": "500", "qty": "1"}, wait=5)
+        assert status == 201, body
     settled(history, clients, nodes)
-    print(f"\n[{load_line()}] lone founder + 4 later nodes (MAX_VALIDATORS 3): 3 validators (epoch 2) and 2 "
-          f"followers {promoted:.2f}s after the later nodes were up")
+    print(f"\n[{load_line()}] lone founder + 4 later nodes with its token: 4 validators (epoch 1) and 1 "
+          f"standby {promoted:.2f}s after the later nodes were up")
 
 
 @pytest.mark.soak
@@ -105,7 +107,7 @@ def test_a_lone_founder_and_later_nodes_promoted_up_to_max_validators(lan, tmp_p
 def test_a_dead_validator_is_removed_and_a_follower_takes_its_seat(lan, tmp_path):
     # 4 seats (quorum 3): the 3 left still have a quorum to certify the removal (with 3 seats, quorum 3,
     # one dead validator halts the chain until it returns, safely)
-    nodes, _ = _founder_then_four(lan, tmp_path, 4)
+    nodes, _ = _founder_then_four(lan, tmp_path)
     founder = nodes[0]
     before = founder.status()
     dead = next(n for n in nodes[1:] if n.node_id in before["validators"])
@@ -113,15 +115,15 @@ def test_a_dead_validator_is_removed_and_a_follower_takes_its_seat(lan, tmp_path
     alive = [n for n in nodes if n is not dead]
     killed = time.monotonic()
     wait_for(lambda: _one_network(alive, 4) and dead.node_id not in founder.status()["validators"], 120,
-             "the dead validator removed and the follower promoted", alive)
+             "the dead validator jailed and the standby in its seat", alive)
     replaced = time.monotonic() - killed
     after = founder.status()
-    assert after["epoch"] == before["epoch"] + 2, (before["epoch"], after["epoch"])
+    assert after["epoch"] == before["epoch"] + 1, (before["epoch"], after["epoch"])   # jailed, standby in its seat
     history = History()
     clients = [history.client(n) for n in alive]
     status, body = clients[-1].post_order({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "10",
                                            "qty": "1"}, wait=5)
     assert status == 201, body
     settled(history, clients, alive)
-    print(f"\n[{load_line()}] a validator killed for good: removed and replaced by the follower "
-          f"{replaced:.1f}s later (the genesis' absent_ms is 30 s)")
+    print(f"\n[{load_line()}] a validator killed for good: jailed and replaced by the standby "
+          f"{replaced:.1f}s later (absence: 100 blocks and 60 s)")

@@ -147,11 +147,22 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
     assert auditor.passes > 5
 
 
-LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "300"))
+LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "60"))
 
 
 @pytest.mark.timeout(LATE_RUN + 240)
 def test_a_validator_whose_messages_arrive_100ms_late_keeps_its_seat_and_proposes_its_share(cluster: Cluster):
+    """A minute in the default suite (its 15-minute budget); five minutes in `make soak`."""
+    _late_validator_run(cluster, LATE_RUN)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300 + 240)
+def test_a_validator_100ms_late_keeps_its_seat_for_five_minutes(cluster: Cluster):
+    _late_validator_run(cluster, 300.0)
+
+
+def _late_validator_run(cluster: Cluster, seconds: float) -> None:
     founder = cluster.node("v0", found_after=0, **FAST)
     wait_until(lambda: founder.status()["chain_id"], 10)
     token = founder.join_token()
@@ -172,7 +183,7 @@ def test_a_validator_whose_messages_arrive_100ms_late_keeps_its_seat_and_propose
     run_traders(traders)
     start, checks = time.monotonic(), 0
     try:
-        while time.monotonic() - start < LATE_RUN:
+        while time.monotonic() - start < seconds:
             assert set(founder.status()["validators"]) == members, "a validator left the set"
             checks += 1
             stop.wait(2.0)
@@ -181,7 +192,7 @@ def test_a_validator_whose_messages_arrive_100ms_late_keeps_its_seat_and_propose
     seats = founder.get("/validators")
     proposed = {m["node_id"]: m["proposed"] for m in seats["validators"]}
     total = sum(proposed.values())
-    print(f"\n{LATE_RUN:.0f}s, {total} blocks, proposed per validator: {proposed} (late: {late.node_id[:12]})")
-    assert checks >= LATE_RUN / 3
+    print(f"\n{seconds:.0f}s, {total} blocks, proposed per validator: {proposed} (late: {late.node_id[:12]})")
+    assert checks >= seconds / 3
     assert proposed[late.node_id] >= 0.6 * total / 4, f"the late validator proposed too few blocks: {proposed}"
     history.assert_clean()

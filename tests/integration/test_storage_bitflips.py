@@ -21,7 +21,7 @@ from pathlib import Path
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
 
-FAST = {"heartbeat_interval": 0.2}
+FAST = {"heartbeat_interval": 0.2, "keep_seat": "true"}     # restarts keep their seats, as an operator restarting does
 BLOCK_FLIPS = int(os.environ.get("STORAGE_BLOCK_FLIPS", "50"))
 
 
