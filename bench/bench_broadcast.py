@@ -1,6 +1,6 @@
 """Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
 
-`python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
+`python -m bench broadcast [--quick | --smoke] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
 [--modes=plumtree,flood]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
 dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
 broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
@@ -40,7 +40,8 @@ from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: 
 def _args(argv: list[str]) -> dict:
     return parse_options(argv, {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
                                 "modes": "plumtree,flood", "settle": 4.0},
-                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree"})
+                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree"},
+                         smoke={"nodes": 4, "links": 2, "rate": 40.0, "duration": 1.0, "settle": 0.5})
 
 
 def _cpu_seconds(node: NodeProcess) -> float:

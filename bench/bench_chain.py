@@ -1,6 +1,6 @@
 """Chain benchmarks (issue 14): finality latency, throughput, per-node cost as followers grow.
 
-    python -m bench chain [--only=finality,throughput,followers,sim] [--quick]
+    python -m bench chain [--only=finality,throughput,followers,sim] [--quick | --smoke]
 
 - finality: orders submitted at random nodes, one at a time, at a steady rate; latency from the POST to
   the moment the block holding the order was final on EVERY node (each node's own commit time, from
@@ -17,7 +17,8 @@
   whether 500 orders/s offered at the followers of 4+40 get through.
 - sim: the deterministic simulation with 4 validators and 0..1,000 followers: consensus messages a
   validator handles per block (must not grow with followers).
-Every table prints the machine's load average next to its figures.
+Every table prints the machine's load average next to its figures. `--smoke` runs each part once on a
+network of 2 validators (+ 1 follower) for 1 s, only to check that every table still prints.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from bench.lean_http import LeanHttp
+from bench.options import sized
 from bench.table import print_table
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
@@ -126,8 +128,8 @@ def finality(base: Path, validators: int, followers: int, rate: float, seconds: 
 
 
 # ------------------------------------------------------------------------------------------ throughput
-def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[str, Any]:
-    cluster, vals, _ = start_network(base, 5, 0)
+def throughput(base: Path, batch: bool, seconds: float, clients: int, validators: int = 5) -> dict[str, Any]:
+    cluster, vals, _ = start_network(base, validators, 0)
     try:
         start_height = vals[0].status()["height"]
         rng = random.Random(2)
@@ -171,11 +173,12 @@ def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------ followers
-def follower_cost(base: Path, followers: int, rate: float, seconds: float) -> dict[str, Any]:
-    cluster, vals, fols = start_network(base, 4, followers)
+def follower_cost(base: Path, followers: int, rate: float, seconds: float, validators: int = 4,
+                  idle_window: float = 15.0) -> dict[str, Any]:
+    """idle_window: one heartbeat interval and block every second, so a short window is mostly noise."""
+    cluster, vals, fols = start_network(base, validators, followers)
     try:
         targets = fols or vals
-        idle_window = 15.0      # one heartbeat interval and block every second: a short window is mostly noise
         idle_before = {n.name: cpu_seconds(n.proc.pid) for n in fols}
         time.sleep(idle_window)
         idle = [(cpu_seconds(n.proc.pid) - idle_before[n.name]) / idle_window * 100 for n in fols]
@@ -237,33 +240,48 @@ def simulated(followers: int) -> dict[str, Any]:
             "sim_cpu_s": time.process_time() - started, "problems": len(result["problems"])}
 
 
+# (validators, followers) of each finality row; (batched?, clients) of each throughput row at `validators`;
+# follower counts (each with 100 orders/s offered) and the saturation row (followers, orders/s) at
+# `follower_validators`; the simulation's follower counts.
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {"seconds": 15.0, "finality": [(5, 0), (4, 40)], "validators": 5,
+             "throughput": [(True, 10), (False, 64), (False, 256)], "follower_validators": 4,
+             "followers": (0, 10, 20, 40), "saturation": (40, 500.0), "idle": 15.0, "sim": (0, 10, 100, 1000)},
+    "quick": {"seconds": 5.0, "finality": [(5, 0), (4, 10)], "validators": 5,
+              "throughput": [(True, 10), (False, 64)], "follower_validators": 4,
+              "followers": (0, 10), "saturation": None, "idle": 15.0, "sim": (0, 100)},
+    "smoke": {"seconds": 1.0, "finality": [(2, 1)], "validators": 2, "throughput": [(True, 2), (False, 4)],
+              "follower_validators": 2, "followers": (1,), "saturation": None, "idle": 1.0, "sim": (0, 10)},
+}
+
+
 def main(flags: list[str]) -> None:
-    quick = "--quick" in flags
+    size = SIZES[sized(flags, "full", "quick", "smoke")]
     only = next((f.split("=", 1)[1] for f in flags if f.startswith("--only=")), "")
     parts = [p for p in only.split(",") if p] or ["finality", "throughput", "followers", "sim"]
-    seconds = 5.0 if quick else 15.0
+    seconds = size["seconds"]
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as base:
         root = Path(base)
         if "finality" in parts:
-            rows = [finality(root / "f5", 5, 0, 10.0, seconds)]
-            rows.append(finality(root / "f44", 4, 10 if quick else 40, 10.0, seconds))
+            rows = [finality(root / f"f{v}-{f}", v, f, 10.0, seconds) for v, f in size["finality"]]
             print_table("finality: submit at a random node -> final on every node (goal p99 <= 100 ms at 5 "
                         "validators, <= 300 ms at 4 + 40 followers)", list(rows[0]), [list(r.values()) for r in rows])
         if "throughput" in parts:
-            rows = [throughput(root / "tb", True, seconds, 10), throughput(root / "ts", False, seconds, 64)]
-            if not quick:       # more clients, bigger per-account transactions: the rate at saturation
-                rows.append(throughput(root / "ts256", False, seconds, 256))
-            print_table("throughput at 5 validators (goal >= 5,000/s batched, >= 2,500/s single POSTs)",
+            v = size["validators"]
+            rows = [throughput(root / f"t{n}", batch, seconds, clients, v)
+                    for n, (batch, clients) in enumerate(size["throughput"])]
+            print_table(f"throughput at {v} validators (goal >= 5,000/s batched, >= 2,500/s single POSTs at 5)",
                         list(rows[0]), [list(r.values()) for r in rows])
         if "followers" in parts:
-            counts = (0, 10) if quick else (0, 10, 20, 40)
-            rows = [follower_cost(root / f"c{n}", n, 100.0, seconds) for n in counts]
-            if not quick:
-                rows.append(follower_cost(root / "c40x", 40, 500.0, seconds))
-            print_table("cost per committed order as followers grow (4 validators; goal: flat; idle follower "
+            v, idle = size["follower_validators"], size["idle"]
+            rows = [follower_cost(root / f"c{n}", n, 100.0, seconds, v, idle) for n in size["followers"]]
+            if size["saturation"] is not None:
+                n, rate = size["saturation"]
+                rows.append(follower_cost(root / f"c{n}x", n, rate, seconds, v, idle))
+            print_table(f"cost per committed order as followers grow ({v} validators; goal: flat; idle follower "
                         "<= 1% of a core; 4 + 40 sustain >= 500 orders/s offered at followers)", list(rows[0]),
                         [list(r.values()) for r in rows])
         if "sim" in parts:
-            rows = [simulated(n) for n in ((0, 100) if quick else (0, 10, 100, 1000))]
+            rows = [simulated(n) for n in size["sim"]]
             print_table("simulation: consensus messages a validator handles per block as followers grow",
                         list(rows[0]), [list(r.values()) for r in rows])
