@@ -37,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: E402
 
 
+SLOW = 60.0   # s for a node to answer a query after the run: 30 nodes on 2 shared cores may still be busy
+
+
 def _args(argv: list[str]) -> dict:
     return parse_options(argv, {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
                                 "modes": "plumtree,flood", "settle": 4.0},
@@ -137,7 +140,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
             if total != last:
                 last, quiet_since = total, time.monotonic()
             time.sleep(0.5)
-        loads = [node.get("/debug/load") for node in nodes]
+        loads = [node.get("/debug/load", timeout=SLOW) for node in nodes]
         sent = sum(load["sent"] for load in loads)
         node_lag99 = statistics.median(load["lag_p99_ms"] or 0.0 for load in loads)
         node_lagmax = max(load["lag_max_ms"] or 0.0 for load in loads)
@@ -145,7 +148,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
                         for t, ms in load.get("stalls", ()))
         gc_max = max(load.get("gc_max_ms", 0.0) for load in loads)
         after = {node.name: node.status()["router"] for node in nodes}
-        rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}
+        rows = {node.node_id: node.get("/debug/received?type=note", timeout=SLOW)["received"] for node in nodes}
     finally:
         cluster.close()
 
