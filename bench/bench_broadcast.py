@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: E402
 
 
-SLOW = 60.0   # s for a node to answer a query after the run: 30 nodes on 2 shared cores may still be busy
+SLOW = 60.0   # s for a node to answer a query around the run: 30 nodes on 2 shared cores may still be busy
 
 
 def _args(argv: list[str]) -> dict:
@@ -113,11 +113,12 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         per_node_rate = opts["rate"] / n
         # settle: a short run lets Plumtree prune redundant links before we measure
         for node in nodes:
-            node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["settle"], "size": opts["size"]})
+            node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["settle"], "size": opts["size"]},
+                     timeout=SLOW)
         time.sleep(opts["settle"] + 1.5)
         for node in nodes:
-            node.api("DELETE", "/debug/received")
-        before = {node.name: node.status()["router"] for node in nodes}
+            node.api("DELETE", "/debug/received", timeout=SLOW)
+        before = {node.name: node.get("/status", timeout=SLOW)["router"] for node in nodes}
         cpu_before = {node.name: _cpu_seconds(node) for node in nodes}
         load_before = os.getloadavg()[0]
         probe = WakeLagProbe()
@@ -125,7 +126,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         started = time.time()
         for node in nodes:
             status, body = node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["duration"],
-                                                            "size": opts["size"]})
+                                                            "size": opts["size"]}, timeout=SLOW)
             assert status == 200, body
         time.sleep(opts["duration"])
         lag50, lag99 = probe.stop()
@@ -136,7 +137,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         # wait for stragglers: until no node handled anything new for 2 s (at most 30 s)
         last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 30
         while time.monotonic() < deadline and time.monotonic() - quiet_since < 2.0:
-            total = sum(node.status()["router"]["received"].get("note", 0) for node in nodes)
+            total = sum(node.get("/status", timeout=SLOW)["router"]["received"].get("note", 0) for node in nodes)
             if total != last:
                 last, quiet_since = total, time.monotonic()
             time.sleep(0.5)
@@ -147,7 +148,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         stalls = sorted((round(t - started, 2), ms, node.name) for node, load in zip(nodes, loads)
                         for t, ms in load.get("stalls", ()))
         gc_max = max(load.get("gc_max_ms", 0.0) for load in loads)
-        after = {node.name: node.status()["router"] for node in nodes}
+        after = {node.name: node.get("/status", timeout=SLOW)["router"] for node in nodes}
         rows = {node.node_id: node.get("/debug/received?type=note", timeout=SLOW)["received"] for node in nodes}
     finally:
         cluster.close()
