@@ -1,4 +1,10 @@
-"""Run every benchmark (or those named): `python -m bench [name ...]`, e.g. `python -m bench framing`."""
+"""Run every benchmark (or those named): `python -m bench [name ...] [--quick | --smoke] [--key=value ...]`.
+
+`--quick`: shorter runs whose figures are still worth reading. `--smoke`: the smallest settings, a few
+seconds each, only to check that every benchmark still runs and prints its tables (the fast test tier
+runs them so, tests/test_bench_smoke.py); its figures mean nothing. Other dashed words go to every
+benchmark named (see each bench/bench_<name>.py for its own). Exits 1 naming the benchmarks that failed.
+"""
 from __future__ import annotations
 
 import importlib
@@ -15,8 +21,17 @@ def discover() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nBenchmarks: " + ", ".join(discover()))
+        return 0
     names = [a for a in argv if not a.startswith("-")] or discover()
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(discover())}", file=sys.stderr)
+        return 2
     flags = [a for a in argv if a.startswith("-")]
+    if "--smoke" in flags:
+        print("--smoke: the smallest settings, only to check that every table prints; the figures mean nothing")
     failed = []
     for name in names:
         print(f"\n=== bench {name} ===", flush=True)

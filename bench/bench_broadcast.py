@@ -1,6 +1,6 @@
 """Broadcast across real node processes: delivery ratio, propagation latency to all nodes, amplification.
 
-`python -m bench broadcast [--quick] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
+`python -m bench broadcast [--quick | --smoke] [--nodes=30] [--rate=100] [--duration=30] [--size=200] [--links=6]
 [--modes=plumtree,flood]` starts NODES `exchange-node` processes on loopback (DEBUG_API on), each
 dialling LINKS/2 random earlier nodes (so about LINKS links per node, peer exchange off), lets the
 broadcast tree settle, then has every node broadcast ~SIZE-byte "note" orders so that the network
@@ -37,10 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: E402
 
 
+SLOW = 60.0   # s for a node to answer a query around the run: 30 nodes on 2 shared cores may still be busy
+
+
 def _args(argv: list[str]) -> dict:
     return parse_options(argv, {"nodes": 30, "rate": 100.0, "duration": 30.0, "size": 200, "links": 6,
                                 "modes": "plumtree,flood", "settle": 4.0},
-                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree"})
+                         quick={"nodes": 20, "duration": 8.0, "settle": 3.0, "modes": "plumtree"},
+                         smoke={"nodes": 4, "links": 2, "rate": 40.0, "duration": 1.0, "settle": 0.5})
 
 
 def _cpu_seconds(node: NodeProcess) -> float:
@@ -109,11 +113,12 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         per_node_rate = opts["rate"] / n
         # settle: a short run lets Plumtree prune redundant links before we measure
         for node in nodes:
-            node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["settle"], "size": opts["size"]})
+            node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["settle"], "size": opts["size"]},
+                     timeout=SLOW)
         time.sleep(opts["settle"] + 1.5)
         for node in nodes:
-            node.api("DELETE", "/debug/received")
-        before = {node.name: node.status()["router"] for node in nodes}
+            node.api("DELETE", "/debug/received", timeout=SLOW)
+        before = {node.name: node.get("/status", timeout=SLOW)["router"] for node in nodes}
         cpu_before = {node.name: _cpu_seconds(node) for node in nodes}
         load_before = os.getloadavg()[0]
         probe = WakeLagProbe()
@@ -121,7 +126,7 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         started = time.time()
         for node in nodes:
             status, body = node.api("POST", "/debug/load", {"rate": per_node_rate, "duration": opts["duration"],
-                                                            "size": opts["size"]})
+                                                            "size": opts["size"]}, timeout=SLOW)
             assert status == 200, body
         time.sleep(opts["duration"])
         lag50, lag99 = probe.stop()
@@ -132,19 +137,19 @@ def run_mode(opts: dict, spec: str, base: Path) -> dict:
         # wait for stragglers: until no node handled anything new for 2 s (at most 30 s)
         last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 30
         while time.monotonic() < deadline and time.monotonic() - quiet_since < 2.0:
-            total = sum(node.status()["router"]["received"].get("note", 0) for node in nodes)
+            total = sum(node.get("/status", timeout=SLOW)["router"]["received"].get("note", 0) for node in nodes)
             if total != last:
                 last, quiet_since = total, time.monotonic()
             time.sleep(0.5)
-        loads = [node.get("/debug/load") for node in nodes]
+        loads = [node.get("/debug/load", timeout=SLOW) for node in nodes]
         sent = sum(load["sent"] for load in loads)
         node_lag99 = statistics.median(load["lag_p99_ms"] or 0.0 for load in loads)
         node_lagmax = max(load["lag_max_ms"] or 0.0 for load in loads)
         stalls = sorted((round(t - started, 2), ms, node.name) for node, load in zip(nodes, loads)
                         for t, ms in load.get("stalls", ()))
         gc_max = max(load.get("gc_max_ms", 0.0) for load in loads)
-        after = {node.name: node.status()["router"] for node in nodes}
-        rows = {node.node_id: node.get("/debug/received?type=note")["received"] for node in nodes}
+        after = {node.name: node.get("/status", timeout=SLOW)["router"] for node in nodes}
+        rows = {node.node_id: node.get("/debug/received?type=note", timeout=SLOW)["received"] for node in nodes}
     finally:
         cluster.close()
 

@@ -1,6 +1,6 @@
 """Chain benchmarks (issue 14): finality latency, throughput, per-node cost as followers grow.
 
-    python -m bench chain [--only=finality,throughput,followers,sim] [--quick]
+    python -m bench chain [--only=finality,throughput,followers,sim] [--quick | --smoke]
 
 - finality: orders submitted at random nodes, one at a time, at a steady rate; latency from the POST to
   the moment the block holding the order was final on EVERY node (each node's own commit time, from
@@ -17,7 +17,8 @@
   whether 500 orders/s offered at the followers of 4+40 get through.
 - sim: the deterministic simulation with 4 validators and 0..1,000 followers: consensus messages a
   validator handles per block (must not grow with followers).
-Every table prints the machine's load average next to its figures.
+Every table prints the machine's load average next to its figures. `--smoke` runs each part once on a
+network of 1 validator (+ 1 follower) for 1 s, only to check that every table still prints.
 """
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ from typing import Any
 import aiohttp
 
 from bench.lean_http import LeanHttp
+from bench.options import sized
 from bench.table import print_table
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 NODE = {"debug_api": "true", "log_level": "WARNING"}   # every other setting at its default, as an operator runs it
+DRAIN = 300.0   # s for a throughput run's accepted orders to be committed after the clients stop
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,20 +53,27 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_network(base: Path, validators: int, followers: int, **settings: Any) -> tuple[Cluster, list, list]:
+    """The network, up and caught up; on any failure its processes are stopped before the error goes on.
+    Start-up may take 3 s per follower: 40 of them starting at once on 2 shared cores are slow to import."""
     cluster = Cluster(base)
-    seats = {**NODE, "max_validators": validators, "seat_rule": "any", **settings}
-    vals = cluster.chain(validators, **seats)
-    first = vals[0]
-    fols = [cluster.node(f"f{i}", start=False, role="follower", bootstrap_peers=first.p2p_address,
-                         target_outbound=3, **{**NODE, **settings}) for i in range(followers)]
-    for node in fols:
-        node.start(wait=False)
-    for node in fols:
-        node.wait_ready(60)
-    if fols:
-        height = first.status()["height"]
-        wait_until(lambda: all(n.status()["height"] >= height for n in fols), 60, interval=0.5,
-                   message="followers caught up")
+    try:
+        seats = {**NODE, "max_validators": validators, "seat_rule": "any", **settings}
+        vals = cluster.chain(validators, timeout=30.0 + 5 * validators, **seats)
+        first = vals[0]
+        fols = [cluster.node(f"f{i}", start=False, role="follower", bootstrap_peers=first.p2p_address,
+                             target_outbound=3, **{**NODE, **settings}) for i in range(followers)]
+        for node in fols:
+            node.start(wait=False)
+        limit = 60.0 + 3 * followers
+        for node in fols:
+            node.wait_ready(limit)
+        if fols:
+            height = first.status()["height"]
+            wait_until(lambda: all(n.status()["height"] >= height for n in fols), limit, interval=0.5,
+                       message="followers caught up")
+    except BaseException:
+        cluster.close()
+        raise
     return cluster, vals, fols
 
 
@@ -126,8 +136,8 @@ def finality(base: Path, validators: int, followers: int, rate: float, seconds: 
 
 
 # ------------------------------------------------------------------------------------------ throughput
-def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[str, Any]:
-    cluster, vals, _ = start_network(base, 5, 0)
+def throughput(base: Path, batch: bool, seconds: float, clients: int, validators: int = 5) -> dict[str, Any]:
+    cluster, vals, _ = start_network(base, validators, 0)
     try:
         start_height = vals[0].status()["height"]
         rng = random.Random(2)
@@ -157,12 +167,13 @@ def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[st
             client_cpu[0] = time.process_time() - cpu
             return began, time.time()
         began, ended = asyncio.run(drive())
-        wait_until(lambda: vals[0].status()["exchange"]["mempool"] == 0, 60, interval=0.5,
+        # what was accepted drains at the commit rate, which a machine shared with other work (load 48 seen) slows
+        wait_until(lambda: vals[0].status()["exchange"]["mempool"] == 0, DRAIN, interval=0.5,
                    message="everything accepted is in a block")
         log = commits(vals[0], start_height)
         ops = sum(o for t, o in log.values())
         done = last_order_commit(log, began)
-        wait_until(lambda: converged(vals), 30, interval=0.5, message="books converged")
+        wait_until(lambda: converged(vals), DRAIN / 2, interval=0.5, message="books converged")
         return {"mode": "batch 250" if batch else "single POST", "clients": clients, "accepted": answered[0],
                 "committed": ops, "orders_per_s": ops / max(1e-9, done - began), "converged": True,
                 "load_generator_cpu_pct": 100 * client_cpu[0] / max(1e-9, ended - began)}
@@ -171,11 +182,12 @@ def throughput(base: Path, batch: bool, seconds: float, clients: int) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------ followers
-def follower_cost(base: Path, followers: int, rate: float, seconds: float) -> dict[str, Any]:
-    cluster, vals, fols = start_network(base, 4, followers)
+def follower_cost(base: Path, followers: int, rate: float, seconds: float, validators: int = 4,
+                  idle_window: float = 15.0) -> dict[str, Any]:
+    """idle_window: one heartbeat interval and block every second, so a short window is mostly noise."""
+    cluster, vals, fols = start_network(base, validators, followers)
     try:
         targets = fols or vals
-        idle_window = 15.0      # one heartbeat interval and block every second: a short window is mostly noise
         idle_before = {n.name: cpu_seconds(n.proc.pid) for n in fols}
         time.sleep(idle_window)
         idle = [(cpu_seconds(n.proc.pid) - idle_before[n.name]) / idle_window * 100 for n in fols]
@@ -237,33 +249,48 @@ def simulated(followers: int) -> dict[str, Any]:
             "sim_cpu_s": time.process_time() - started, "problems": len(result["problems"])}
 
 
+# (validators, followers) of each finality row; (batched?, clients) of each throughput row at `validators`;
+# follower counts (each with 100 orders/s offered) and the saturation row (followers, orders/s) at
+# `follower_validators`; the simulation's follower counts.
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {"seconds": 15.0, "finality": [(5, 0), (4, 40)], "validators": 5,
+             "throughput": [(True, 10), (False, 64), (False, 256)], "follower_validators": 4,
+             "followers": (0, 10, 20, 40), "saturation": (40, 500.0), "idle": 15.0, "sim": (0, 10, 100, 1000)},
+    "quick": {"seconds": 5.0, "finality": [(5, 0), (4, 10)], "validators": 5,
+              "throughput": [(True, 10), (False, 64)], "follower_validators": 4,
+              "followers": (0, 10), "saturation": None, "idle": 15.0, "sim": (0, 100)},
+    "smoke": {"seconds": 1.0, "finality": [(1, 1)], "validators": 1, "throughput": [(True, 2), (False, 4)],
+              "follower_validators": 1, "followers": (1,), "saturation": None, "idle": 1.0, "sim": (0, 10)},
+}
+
+
 def main(flags: list[str]) -> None:
-    quick = "--quick" in flags
+    size = SIZES[sized(flags, "full", "quick", "smoke")]
     only = next((f.split("=", 1)[1] for f in flags if f.startswith("--only=")), "")
     parts = [p for p in only.split(",") if p] or ["finality", "throughput", "followers", "sim"]
-    seconds = 5.0 if quick else 15.0
+    seconds = size["seconds"]
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as base:
         root = Path(base)
         if "finality" in parts:
-            rows = [finality(root / "f5", 5, 0, 10.0, seconds)]
-            rows.append(finality(root / "f44", 4, 10 if quick else 40, 10.0, seconds))
+            rows = [finality(root / f"f{v}-{f}", v, f, 10.0, seconds) for v, f in size["finality"]]
             print_table("finality: submit at a random node -> final on every node (goal p99 <= 100 ms at 5 "
                         "validators, <= 300 ms at 4 + 40 followers)", list(rows[0]), [list(r.values()) for r in rows])
         if "throughput" in parts:
-            rows = [throughput(root / "tb", True, seconds, 10), throughput(root / "ts", False, seconds, 64)]
-            if not quick:       # more clients, bigger per-account transactions: the rate at saturation
-                rows.append(throughput(root / "ts256", False, seconds, 256))
-            print_table("throughput at 5 validators (goal >= 5,000/s batched, >= 2,500/s single POSTs)",
+            v = size["validators"]
+            rows = [throughput(root / f"t{n}", batch, seconds, clients, v)
+                    for n, (batch, clients) in enumerate(size["throughput"])]
+            print_table(f"throughput at {v} validators (goal >= 5,000/s batched, >= 2,500/s single POSTs at 5)",
                         list(rows[0]), [list(r.values()) for r in rows])
         if "followers" in parts:
-            counts = (0, 10) if quick else (0, 10, 20, 40)
-            rows = [follower_cost(root / f"c{n}", n, 100.0, seconds) for n in counts]
-            if not quick:
-                rows.append(follower_cost(root / "c40x", 40, 500.0, seconds))
-            print_table("cost per committed order as followers grow (4 validators; goal: flat; idle follower "
+            v, idle = size["follower_validators"], size["idle"]
+            rows = [follower_cost(root / f"c{n}", n, 100.0, seconds, v, idle) for n in size["followers"]]
+            if size["saturation"] is not None:
+                n, rate = size["saturation"]
+                rows.append(follower_cost(root / f"c{n}x", n, rate, seconds, v, idle))
+            print_table(f"cost per committed order as followers grow ({v} validators; goal: flat; idle follower "
                         "<= 1% of a core; 4 + 40 sustain >= 500 orders/s offered at followers)", list(rows[0]),
                         [list(r.values()) for r in rows])
         if "sim" in parts:
-            rows = [simulated(n) for n in ((0, 100) if quick else (0, 10, 100, 1000))]
+            rows = [simulated(n) for n in size["sim"]]
             print_table("simulation: consensus messages a validator handles per block as followers grow",
                         list(rows[0]), [list(r.values()) for r in rows])

@@ -1,6 +1,6 @@
 """Unicast latency by path, in one run: a direct link, a relay through a neighbour, and Grenache.
 
-`python -m bench grenache_path [--quick] [--count=1000] [--rate=300]` starts one real grape and
+`python -m bench grenache_path [--quick | --smoke] [--count=1000] [--rate=300]` starts one real grape and
 four `exchange-node` processes on loopback (DEBUG_API on, peer exchange off):
 
 - A, on the grape, sends to the three others in turn;
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     if reason is not None:
         print(f"skipped: {reason}")
         return
-    opts = parse_options(argv, {"count": 1000, "rate": 300.0}, quick={"count": 300})
+    opts = parse_options(argv, {"count": 1000, "rate": 300.0}, quick={"count": 300}, smoke={"count": 10})
     grape = GrapeCluster(1)
     work = Path(tempfile.mkdtemp(prefix="bench-grenache-path-"))
     cluster = Cluster(work)

@@ -4,7 +4,7 @@ Two hybrid validators share a grape with a legacy node (P2P_ENABLED=false, DISCO
 hybrid follower. Orders are placed one at a time, alternating between the legacy node and the hybrid
 follower, with `?wait=10`: the time to the 201 answer is order-to-final as that node's user sees it.
 
-    python -m bench legacy [--quick]
+    python -m bench legacy [--quick | --smoke]
 """
 from __future__ import annotations
 
@@ -12,14 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.options import percentile, sized
 from bench.table import print_table
 from tests.harness import Cluster, wait_until
 from tests.interop.grenache_harness import GrapeCluster, node_missing_reason
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
 def main(flags: list[str]) -> None:
@@ -27,7 +23,7 @@ def main(flags: list[str]) -> None:
     if reason:
         print(f"bench legacy skipped: {reason}")
         return
-    count = 40 if "--quick" in flags else 200
+    count = sized(flags, 200, 40, 4)
     settings = {"heartbeat_interval": 0.5, "discovery_grenache": "true", "log_level": "WARNING"}
     with tempfile.TemporaryDirectory(prefix="bench-legacy-") as base, GrapeCluster(2) as grapes:
         cluster = Cluster(Path(base))

@@ -1,18 +1,18 @@
 """Link benchmark: frame codec rate, one-way link throughput of the encrypted link against a bare
-plaintext asyncio baseline and against the plaintext link of protocol 1 (the code at
-`PLAINTEXT_COMMIT`, checked out of git into a temporary directory), handshake time, and idle
-memory per connected peer.
+plaintext asyncio baseline, handshake time, and idle memory per connected peer.
 
 Every throughput row uses two processes (sender, receiver), the same ~200-byte order message,
 length-prefixed msgpack and the same batching on the sender (join frames written in one loop
 pass); the baseline has no protocol logic: no handshake, encryption, schema checks, counters or
 dispatch. Rows are interleaved in rounds so machine drift hits all alike; medians are reported.
 Handshake time: one process dials another `HANDSHAKES` times in a row (TCP connect to open link:
-Noise XX, hellos and acks for protocol 2; signed hellos for protocol 1).
+Noise XX, hellos and acks).
+`python -m bench link [--quick | --smoke]` (`--smoke`: tiny counts, only checks that every table runs).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import statistics
@@ -24,7 +24,8 @@ from typing import Any
 
 import msgpack
 
-from bench.plaintext import PLAINTEXT_COMMIT, plaintext_tree, use_code as _use_code
+from bench.child import Child, get
+from bench.options import sized
 from bench.table import print_table
 from p2p.framing import FrameDecoder, encode_frame
 from node.configs import peer_config
@@ -99,10 +100,7 @@ def _manager(tmp: str, **extra):
 def _register_bench_type(manager: Any) -> None:
     from p2p import messages as m
     fields = {"id": m.is_str(64), "origin": m.is_node_id, "ts": m.is_number, "price": m.is_int(), "qty": m.is_int()}
-    if hasattr(manager, "schemas"):
-        manager.schemas.add({"bench_order": m.schema(fields)})
-    else:                                  # a baseline checkout from before per-node schema registries
-        m.register_schema("bench_order", fields)
+    manager.schemas.add({"bench_order": m.schema(fields)})
 
 
 def _run(main, use_uvloop: bool = False) -> Any:
@@ -113,10 +111,7 @@ def _run(main, use_uvloop: bool = False) -> Any:
     return asyncio.run(main)
 
 
-def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False,
-                   code_dir: str | None = None) -> None:
-    _use_code(code_dir)
-
+def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop: bool = False) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manager = _manager(tmp)
@@ -141,10 +136,7 @@ def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop:
     _run(main(), use_uvloop)
 
 
-def _link_sender(port: int, total: int, result_q: mp.Queue, use_uvloop: bool = False,
-                 code_dir: str | None = None) -> None:
-    _use_code(code_dir)
-
+def _link_sender(port: int, total: int, result_q: mp.Queue, use_uvloop: bool = False) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manager = _manager(tmp)
@@ -166,12 +158,8 @@ def _link_sender(port: int, total: int, result_q: mp.Queue, use_uvloop: bool = F
 
 
 # --- senders (in the bench process) ----------------------------------------------------------
-async def _await_result(result_q: mp.Queue) -> float:
+async def _bare_send(port: int, total: int, result_q: mp.Queue, receiver: Child) -> float:
     """The receiver's elapsed time; the sender stays connected until the receiver has it all."""
-    return await asyncio.get_running_loop().run_in_executor(None, result_q.get, True, 120)
-
-
-async def _bare_send(port: int, total: int, result_q: mp.Queue) -> float:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     sent = 0
     while sent < total:
@@ -179,46 +167,37 @@ async def _bare_send(port: int, total: int, result_q: mp.Queue) -> float:
         writer.write(b"".join(encode_frame(ORDER) for _ in range(n)))
         sent += n
         await writer.drain()
-    elapsed = await _await_result(result_q)
+    elapsed = await asyncio.to_thread(get, result_q, [receiver], 120, "the receiver's time")
     writer.close()
     return elapsed
 
 
-def throughput(kind: str, total: int, plaintext_dir: str | None = None) -> float:
-    """kind: "bare", "link" (encrypted), "link-uvloop" (both processes on uvloop) or "plaintext"
-    (protocol 1's link, from `plaintext_dir`)."""
+def throughput(kind: str, total: int) -> float:
+    """kind: "bare", "link" (encrypted) or "link-uvloop" (both processes on uvloop)."""
     ctx = mp.get_context("spawn")
     port_q, result_q, done_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
     uv = kind == "link-uvloop"
-    code_dir = plaintext_dir if kind == "plaintext" else None
     if kind == "bare":
-        proc = ctx.Process(target=_bare_receiver, args=(port_q, result_q, total), daemon=True)
+        receiver = Child(ctx, _bare_receiver, port_q, result_q, total)
     else:
-        proc = ctx.Process(target=_link_receiver, args=(port_q, result_q, total, uv, code_dir), daemon=True)
-    proc.start()
-    sender = None
+        receiver = Child(ctx, _link_receiver, port_q, result_q, total, uv)
+    children = [receiver]
     try:
-        port = port_q.get(timeout=30)
+        port = get(port_q, children, 30, "the receiver's port")
         if kind == "bare":
-            elapsed = _run(_bare_send(port, total, result_q))
+            elapsed = _run(_bare_send(port, total, result_q, receiver))
         else:
-            sender = ctx.Process(target=_link_sender, args=(port, total, done_q, uv, code_dir), daemon=True)
-            sender.start()
-            elapsed = result_q.get(timeout=120)
+            children.append(Child(ctx, _link_sender, port, total, done_q, uv))
+            elapsed = get(result_q, children, 120, "the receiver's time")
             done_q.put(True)
     finally:
-        for child in (sender, proc):
-            if child is not None:
-                child.join(10)
-                if child.is_alive():
-                    child.kill()
+        for child in reversed(children):
+            child.stop()
     return total / elapsed
 
 
 # --- handshake time --------------------------------------------------------------------------
-def _listener(port_q: mp.Queue, stop_q: mp.Queue, code_dir: str | None) -> None:
-    _use_code(code_dir)
-
+def _listener(port_q: mp.Queue, stop_q: mp.Queue) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manager = _manager(tmp, max_peers=1000)
@@ -230,9 +209,7 @@ def _listener(port_q: mp.Queue, stop_q: mp.Queue, code_dir: str | None) -> None:
     asyncio.run(main())
 
 
-def _dialler(port: int, count: int, result_q: mp.Queue, code_dir: str | None) -> None:
-    _use_code(code_dir)
-
+def _dialler(port: int, count: int, result_q: mp.Queue) -> None:
     async def main() -> None:
         times = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -250,22 +227,18 @@ def _dialler(port: int, count: int, result_q: mp.Queue, code_dir: str | None) ->
     asyncio.run(main())
 
 
-def handshake_times(count: int, code_dir: str | None) -> list[float]:
+def handshake_times(count: int) -> list[float]:
     ctx = mp.get_context("spawn")
     port_q, stop_q, result_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
-    listener = ctx.Process(target=_listener, args=(port_q, stop_q, code_dir), daemon=True)
-    listener.start()
+    children = [Child(ctx, _listener, port_q, stop_q)]
     try:
-        port = port_q.get(timeout=30)
-        dialler = ctx.Process(target=_dialler, args=(port, count, result_q, code_dir), daemon=True)
-        dialler.start()
-        times = result_q.get(timeout=120)
-        dialler.join(10)
+        port = get(port_q, children, 30, "the listener's port")
+        children.append(Child(ctx, _dialler, port, count, result_q))
+        times = get(result_q, children, 120, "the dialler's times")
     finally:
         stop_q.put("stop")
-        listener.join(10)
-        if listener.is_alive():
-            listener.kill()
+        for child in reversed(children):
+            child.stop()
     return sorted(times)
 
 
@@ -278,6 +251,8 @@ def rss_kib(pid: int) -> int:
 
 
 def _hub(kind: str, port_q: mp.Queue, cmd_q: mp.Queue) -> None:
+    stack = contextlib.ExitStack()
+
     async def main() -> None:
         if kind == "bare":
             class Sink(asyncio.Protocol):
@@ -286,13 +261,14 @@ def _hub(kind: str, port_q: mp.Queue, cmd_q: mp.Queue) -> None:
             server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", 0)
             port_q.put(server.sockets[0].getsockname()[1])
         else:
-            tmp = tempfile.mkdtemp()
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
             manager = _manager(tmp)
             await manager.start()
             port_q.put(manager.listen_port)
         await asyncio.get_running_loop().run_in_executor(None, cmd_q.get)
 
-    asyncio.run(main())
+    with stack:
+        asyncio.run(main())
 
 
 async def _open_clients(kind: str, port: int, n: int, hold: float) -> int:
@@ -320,43 +296,36 @@ async def _open_clients(kind: str, port: int, n: int, hold: float) -> int:
 def memory_per_peer(kind: str, n: int = 200, hold: float = 3.0) -> float:
     ctx = mp.get_context("spawn")
     port_q, cmd_q = ctx.Queue(), ctx.Queue()
-    proc = ctx.Process(target=_hub, args=(kind, port_q, cmd_q), daemon=True)
-    proc.start()
+    hub = Child(ctx, _hub, kind, port_q, cmd_q)
     try:
-        port = port_q.get(timeout=30)
+        port = get(port_q, [hub], 30, "the hub's port")
         time.sleep(0.3)
-        before = rss_kib(proc.pid)
+        before = rss_kib(hub.pid)
         samples: list[int] = []
 
         async def run() -> None:
             task = asyncio.create_task(_open_clients(kind, port, n, hold))
             while not task.done():
                 await asyncio.sleep(0.25)
-                samples.append(rss_kib(proc.pid))
+                samples.append(rss_kib(hub.pid))
             await task
 
         asyncio.run(run())
         after = max(samples)
     finally:
         cmd_q.put("stop")
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
+        hub.stop()
     return (after - before) / n
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    rate, size = codec_rate(0.5 if quick else 2.0)
+    rate, size = codec_rate(sized(argv, 2.0, 0.5, 0.1))
     print_table("Frame codec (encode + decode, one process)", ["message", "frame bytes", "frames/s"],
                 [["order-sized map", size, rate]])
 
-    total = 100_000 if quick else 300_000
-    rounds = 1 if quick else 3
-    plaintext_dir = plaintext_tree()
-    kinds = ["bare", "link"] + (["plaintext"] if plaintext_dir else [])
-    if plaintext_dir is None:
-        print("  (git archive failed: the protocol 1 plaintext link row is skipped)")
+    total = sized(argv, 300_000, 100_000, 5_000)
+    rounds = sized(argv, 3, 1, 1)
+    kinds = ["bare", "link"]
     try:
         import uvloop  # noqa: F401  (optional: pip install exchange-node[fast])
         kinds.append("link-uvloop")
@@ -365,34 +334,28 @@ def main(argv: list[str]) -> None:
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
         for kind in kinds:
-            samples[kind].append(throughput(kind, total, plaintext_dir))
+            samples[kind].append(throughput(kind, total))
     rates = {k: statistics.median(v) for k, v in samples.items()}
     b, o = rates["bare"], rates["link"]
     labels = {"bare": "bare plaintext asyncio Protocol (baseline)",
-              "link": "exchange-node PeerLink, Noise-encrypted (protocol 2)",
-              "plaintext": f"exchange-node PeerLink, plaintext (protocol 1, {PLAINTEXT_COMMIT[:7]})",
+              "link": "exchange-node PeerLink, Noise-encrypted",
               "link-uvloop": "exchange-node PeerLink, encrypted, on uvloop"}
     print_table(f"One-way messages between two processes on loopback ({total:,} msgs, median of {rounds})",
-                ["path", "msgs/s", "MB/s", "ratio to bare", "ratio to plaintext link"],
-                [[labels[k], rates[k], rates[k] * size / 1e6, rates[k] / b,
-                  rates[k] / rates["plaintext"] if "plaintext" in rates else "-"] for k in kinds])
+                ["path", "msgs/s", "MB/s", "ratio to bare"],
+                [[labels[k], rates[k], rates[k] * size / 1e6, rates[k] / b] for k in kinds])
     print(f"  goal: encrypted link >= 0.5x bare -> {'MET' if o / b >= 0.5 else 'NOT MET'} ({o / b:.2f}x)")
 
-    count = 50 if quick else HANDSHAKES
-    rows = []
-    for label, code_dir in (("encrypted (Noise XX + hellos, protocol 2)", None),
-                            ("plaintext (signed hellos, protocol 1)", plaintext_dir)):
-        if label.startswith("plaintext") and plaintext_dir is None:
-            continue
-        times = handshake_times(count, code_dir)
-        pick = lambda q, times=times: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
-        rows.append([label, count, pick(0.5), pick(0.99), times[-1] * 1000])
+    count = sized(argv, HANDSHAKES, 50, 5)
+    times = handshake_times(count)
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1000  # noqa: E731
     print_table("Handshake time: TCP connect to open link, sequential dials between two processes",
-                ["link", "dials", "p50 ms", "p99 ms", "max ms"], rows)
+                ["link", "dials", "p50 ms", "p99 ms", "max ms"],
+                [["encrypted (Noise XX + hellos)", count, pick(0.5), pick(0.99), times[-1] * 1000]])
 
-    n = 50 if quick else 200
-    bare_mem = memory_per_peer("bare", n)
-    link_mem = memory_per_peer("link", n)
+    n = sized(argv, 200, 50, 5)
+    hold = sized(argv, 3.0, 3.0, 0.5)
+    bare_mem = memory_per_peer("bare", n, hold)
+    link_mem = memory_per_peer("link", n, hold)
     print_table(f"Idle memory per connected peer (hub RSS growth / {n} links)", ["hub", "KiB per peer"],
                 [["bare asyncio server", bare_mem], ["exchange-node PeerManager", link_mem]])
     print(f"  goal: <= 20 KiB per peer -> {'MET' if link_mem <= 20 else 'NOT MET'} ({link_mem:.1f} KiB)")

@@ -9,7 +9,7 @@ even blocks are timed whole (ops/s), odd blocks per operation (p50/p99). The
 garbage collector stays on, but survivors are frozen between blocks so one
 implementation's heap (akhil4n keeps every trade) does not slow another's
 collections.
-Run: `python -m bench matching [--ops N] [--block N]`.
+Run: `python -m bench matching [--ops=N] [--block=N] [--smoke]`.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from collections import deque
 
 from sortedcontainers import SortedDict
 
+from bench.options import parse_options
 from bench.table import print_table
 from exchange.events import Trade
 from exchange.markets import parse_market_entry
@@ -302,8 +303,8 @@ def verify(factories: list[type[Runner]], ops: list[Op]) -> dict[str, tuple[int,
 
 
 def main(argv: list[str]) -> None:
-    ops_count = _flag(argv, "--ops", OPS)
-    block = _flag(argv, "--block", BLOCK)
+    opts = parse_options(argv, {"ops": OPS, "block": BLOCK}, smoke={"ops": 5_000, "block": 1_000})
+    ops_count, block = opts["ops"], opts["block"]
     akhil, why_not = akhil_runner_class()
     factories: list[type[Runner]] = [BareRunner, EngineRunner] + ([akhil] if akhil else [])
     if akhil is None:
@@ -333,9 +334,3 @@ def main(argv: list[str]) -> None:
     for verdict in verdicts:
         print("  " + verdict)
 
-
-def _flag(argv: list[str], name: str, default: int) -> int:
-    for arg in argv:
-        if arg.startswith(name + "="):
-            return int(arg.split("=", 1)[1])
-    return default

@@ -1,6 +1,6 @@
 """Router simulation: peer-choice strategies side by side under injected backend faults.
 
-`python -m bench router_sim [--quick] [--duration S] [--seed N] [--scenario NAME ...]`
+`python -m bench router_sim [--quick | --smoke] [--duration S] [--seed N] [--scenario NAME ...]`
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bench.routersim import report
 from bench.routersim.scenarios import FAULT_END, FAULT_START, scenarios
 from bench.routersim.sim import SimConfig, Simulation
 from bench.routersim.strategies import LeastOutstanding, Oracle, Ours, P2CPeakEwma, RandomChoice, RoundRobin
+from bench.options import sized
 from bench.table import print_table
 
 STRATEGIES = {
@@ -37,12 +38,13 @@ def _fmt_time(seconds: float, met: bool) -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench router_sim")
     parser.add_argument("--quick", action="store_true", help="shorter run (20 s instead of 60 s)")
+    parser.add_argument("--smoke", action="store_true", help="a 2 s run: only checks that every table prints")
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenario", action="append", default=None)
     parser.add_argument("--strategy", action="append", default=None)
     args = parser.parse_args(argv)
-    duration = args.duration or (20.0 if args.quick else 60.0)
+    duration = args.duration or sized(argv, 60.0, 20.0, 2.0)
     cfg = SimConfig(duration=duration, seed=args.seed)
     fs, fe = FAULT_START * duration, FAULT_END * duration
     print(f"Router simulation, seed {cfg.seed}: {cfg.backends} backends x {cfg.workers} workers, lognormal service "

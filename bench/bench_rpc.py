@@ -11,15 +11,12 @@ Rows, each at 1 (sequential) and 50 requests in flight, the same small JSON-able
   handshake, schema checks, timeouts, counters or routing; the client joins the requests of one
   loop pass in one write, the server the answers to one chunk's requests.
 - `grenache-nodejs-http`: bench/grenache_baseline.py (needs Node.js and `make npm-deps`).
-- `plaintext link (protocol 1)`: the same two `exchange-node` rows with the unencrypted link of
-  protocol 1 (bench/plaintext.py: its code checked out of git), server and client in child
-  processes: what the encrypted links cost, measured in the same run.
 
 "client CPU us/req" is this process's CPU time per request (the Python rows only): unlike req/s it
 does not depend on what else the machine is running.
-Variants are measured in interleaved rounds (3 rounds of 2 s; `--quick`: 1 round of 1 s) and the
-median round is shown, so drift on a shared machine hits every row alike.
-Run: `python -m bench rpc [--quick] [--seconds=S]`.
+Variants are measured in interleaved rounds (3 rounds of 2 s; `--quick`: 1 round of 1 s; `--smoke`: 1 round
+of 0.2 s) and the median round is shown, so drift on a shared machine hits every row alike.
+Run: `python -m bench rpc [--quick | --smoke] [--seconds=S]`.
 """
 from __future__ import annotations
 
@@ -34,7 +31,8 @@ from typing import Any, Awaitable, Callable
 
 import msgpack
 
-from bench.plaintext import plaintext_tree, use_code
+from bench.child import Child, get
+from bench.options import sized
 from bench.table import print_table
 from node.configs import peer_config
 
@@ -44,8 +42,7 @@ _HEADER = struct.Struct(">I")
 
 
 # --- servers (child processes) -------------------------------------------------------------------
-def _serve_ours(port_q: mp.Queue, data_dir: str, code_dir: str | None = None) -> None:
-    use_code(code_dir)
+def _serve_ours(port_q: mp.Queue, data_dir: str) -> None:
     from config import load_settings
     from node.identity import NodeIdentity
     from p2p.peers import PeerManager
@@ -211,52 +208,8 @@ class OursClient:
         return self.rpc.request("echo", PAYLOAD)
 
 
-def _plaintext_client(port: int, server_id: str, data_dir: str, seconds: float, concurrency: int, code_dir: str,
-                      result_q: mp.Queue) -> None:
-    """In a child process, with protocol 1's code: both exchange-node rows at one concurrency."""
-    use_code(code_dir)
-
-    async def main() -> dict:
-        async with OursClient(port, server_id, data_dir) as ours:
-            return {"request_peer": await drive(ours.request_peer, seconds, concurrency),
-                    "request": await drive(ours.request, seconds, concurrency)}
-
-    result_q.put(asyncio.run(main()))
-
-
-class PlaintextRig:
-    """A protocol-1 server process; `measure` runs a protocol-1 client process against it."""
-
-    def __init__(self, code_dir: str, data_dir: str) -> None:
-        self.code_dir, self.data_dir = code_dir, data_dir
-        self.ctx = mp.get_context("spawn")
-        port_q = self.ctx.Queue()
-        self.server = self.ctx.Process(target=_serve_ours, args=(port_q, os.path.join(data_dir, "plain-server"),
-                                                                 code_dir), daemon=True)
-        self.server.start()
-        self.port, self.server_id = port_q.get(timeout=30)
-        self.rounds = 0
-
-    def measure(self, seconds: float, concurrency: int) -> dict:
-        self.rounds += 1
-        result_q = self.ctx.Queue()
-        client = self.ctx.Process(target=_plaintext_client, args=(
-            self.port, self.server_id, os.path.join(self.data_dir, f"plain-client-{self.rounds}"), seconds,
-            concurrency, self.code_dir, result_q), daemon=True)
-        client.start()
-        try:
-            return result_q.get(timeout=60 + 4 * seconds)
-        finally:
-            client.join(10)
-            if client.is_alive():
-                client.kill()
-
-    def close(self) -> None:
-        _stop(self.server)
-
-
 async def measure(ours_addr: tuple[int, str], bare_port: int, data_dir: str, seconds: float, rounds: int,
-                  grenache_rig: Any, plaintext_rig: Any = None) -> dict[tuple[str, int], list[dict]]:
+                  grenache_rig: Any) -> dict[tuple[str, int], list[dict]]:
     """Every variant once per round, rounds interleaved so machine drift hits all alike."""
     loop = asyncio.get_running_loop()
     transport, bare = await loop.create_connection(_BareClient, "127.0.0.1", bare_port)
@@ -272,10 +225,6 @@ async def measure(ours_addr: tuple[int, str], bare_port: int, data_dir: str, sec
                     if grenache_rig is not None:
                         stats = await asyncio.to_thread(grenache_rig.measure, seconds, concurrency)
                         results.setdefault(("grenache", concurrency), []).append(stats)
-                    if plaintext_rig is not None:
-                        both = await asyncio.to_thread(plaintext_rig.measure, seconds, concurrency)
-                        for name, stats in both.items():
-                            results.setdefault((f"plain_{name}", concurrency), []).append(stats)
             results[("router", 0)] = [ours.rpc.snapshot()["services"]["echo"]["peers"][ours.server_id]]
     finally:
         transport.close()
@@ -287,52 +236,38 @@ def _median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
-def _start(target: Callable[..., None], *args: Any) -> tuple[mp.Process, int, Any]:
+def _start(target: Callable[..., None], *args: Any) -> tuple[Child, int, Any]:
     ctx = mp.get_context("fork")
     port_q = ctx.Queue()
-    proc = ctx.Process(target=target, args=(port_q, *args), daemon=True)
-    proc.start()
-    port, node_id = port_q.get(timeout=20)
-    return proc, port, node_id
-
-
-def _stop(proc: mp.Process) -> None:
-    proc.terminate()
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5)
+    server = Child(ctx, target, port_q, *args)
+    try:
+        port, node_id = get(port_q, [server], 20, "the server's port")
+    except BaseException:
+        server.stop(5, terminate=True)
+        raise
+    return server, port, node_id
 
 
 def main(argv: list[str]) -> int:
     from bench.grenache_baseline import NodeGrenacheRig, node_grenache_missing
 
-    quick = "--quick" in argv
-    seconds, rounds = (1.0, 1) if quick else (2.0, 3)
+    seconds, rounds = sized(argv, (2.0, 3), (1.0, 1), (0.2, 1))
     for i, arg in enumerate(argv):   # `--seconds=S` (`python -m bench` passes on only dashed words) or `--seconds S`
         if arg.startswith("--seconds"):
             value = arg.partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else "")
             seconds = min(max(float(value), 0.2), 30.0)
     missing = node_grenache_missing()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        ours_proc, port, server_id = _start(_serve_ours, os.path.join(tmp, "server"))
-        stack.callback(_stop, ours_proc)
-        bare_proc, bare_port, _ = _start(_serve_bare)
-        stack.callback(_stop, bare_proc)
+        ours, port, server_id = _start(_serve_ours, os.path.join(tmp, "server"))
+        stack.callback(ours.stop, 5, True)
+        bare_server, bare_port, _ = _start(_serve_bare)
+        stack.callback(bare_server.stop, 5, True)
         rig = stack.enter_context(NodeGrenacheRig()) if missing is None else None
-        code_dir = plaintext_tree()
-        plain = PlaintextRig(code_dir, tmp) if code_dir is not None else None
-        if plain is not None:
-            stack.callback(plain.close)
-        else:
-            print("  (git archive failed: the protocol 1 plaintext rows are skipped)")
         results = asyncio.run(measure((port, server_id), bare_port, os.path.join(tmp, "client"), seconds, rounds,
-                                      rig, plain))
+                                      rig))
     med = {key: _median_run(runs) for key, runs in results.items() if key[0] != "router"}
     labels = {"request_peer": "exchange-node request_peer (link RPC)",
               "request": "exchange-node request (adaptive router)",
-              "plain_request_peer": "  same, plaintext link (protocol 1)",
-              "plain_request": "  request, plaintext link (protocol 1)",
               "bare": "bare asyncio Protocol (the limit)", "grenache": "grenache-nodejs-http Node->Node"}
     rows = []
     for c in CONCURRENCY:
@@ -353,9 +288,6 @@ def main(argv: list[str]) -> int:
     for key, label in (("request_peer", "request_peer"), ("request", "request (routed)")):
         s = med[(key, at)]
         parts = [f"{s['rps'] / bare['rps']:.2f}x bare (goal >= 0.4)"]
-        plain = med.get((f"plain_{key}", at))
-        if plain is not None:
-            parts.append(f"{s['rps'] / plain['rps']:.2f}x the plaintext link of protocol 1")
         if grenache is not None:
             parts.insert(0, f"{s['rps'] / grenache['rps']:.1f}x grenache req/s (goal >= 5), p99 {s['p99_ms']:.2f} "
                             f"ms vs {grenache['p99_ms']:.2f} ms (goal: lower)")

@@ -1,7 +1,7 @@
 """Seat changes on real processes (issue 24): how long a granted seat and a handed-back seat take, and what
 they cost the orders in flight.
 
-    python -m bench seats [--quick]
+    python -m bench seats [--quick | --smoke]      (--quick: one run each; --smoke: one run of `leave`)
 
 - add: a founder (the only validator) and three followers; the operator approves two of them (standbys:
   the set grows only 1 -> 4), then the third; measured from that last `exchange-node validators add` to
@@ -115,9 +115,11 @@ def bench_leave(base: Path) -> dict:
 
 
 def main(flags: list[str]) -> None:
-    runs = 1 if "--quick" in flags else 3
+    smoke = "--smoke" in flags
+    runs = 1 if "--quick" in flags or smoke else 3
     rows = []
-    for name, run in (("validators add -> 4 seats", bench_add), ("SIGTERM -> seat handed back", bench_leave)):
+    parts = [("validators add -> 4 seats", bench_add), ("SIGTERM -> seat handed back", bench_leave)]
+    for name, run in parts[1:] if smoke else parts:
         results = []
         for _ in range(runs):
             with tempfile.TemporaryDirectory(prefix=f"bench-seats-{name[:3]}-") as tmp:

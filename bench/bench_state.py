@@ -16,7 +16,7 @@ Batch verification: libsodium (PyNaCl) and OpenSSL (`cryptography`) verify one s
 call and offer no batch API; no maintained Python binding of a batch verifier (such as
 ed25519-dalek's) is on the registries here. The last table checks whether verification runs
 in parallel on two threads (PyNaCl calls libsodium through cffi, which releases the GIL).
-Run: `python -m bench state [--orders N] [--repeat N]`.
+Run: `python -m bench state [--orders=N] [--repeat=N] [--smoke]`.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bench.options import parse_options
 from bench.table import print_table
 from exchange.chain.crypto import SigningKey, verify
 from exchange.chain.state import ExchangeParams, ExchangeState
@@ -87,8 +88,8 @@ def verify_all(txs: list[SignedTx], threads: int) -> float:
 
 
 def main(flags: list[str]) -> None:
-    orders = _flag(flags, "--orders", ORDERS)
-    repeat = _flag(flags, "--repeat", REPEAT)
+    opts = parse_options(flags, {"orders": ORDERS, "repeat": REPEAT}, smoke={"orders": 1_000, "repeat": 1})
+    orders, repeat = opts["orders"], opts["repeat"]
     rows = []
     for ops_per_tx in SHAPES:
         txs = signed_transactions(orders, ops_per_tx)
@@ -113,9 +114,3 @@ def main(flags: list[str]) -> None:
                  [2, len(single) / two, two / len(single) * 1e6, f"{one / two:.2f}x"]])
     print(f"  (load avg {os.getloadavg()[0]:.2f} after the run; no batch verification API in PyNaCl or cryptography)")
 
-
-def _flag(flags: list[str], name: str, default: int) -> int:
-    for flag in flags:
-        if flag.startswith(name + "="):
-            return int(flag.split("=", 1)[1])
-    return default

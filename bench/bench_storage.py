@@ -15,7 +15,7 @@
    and the RSS of the filling process at 30 %, 60 % and 100 % of the orders (flat once the closed-order
    window of 100,000 is full). Ratios: after / before, and each scale / 10^4.
 
-`python -m bench storage [--quick]`
+`python -m bench storage [--quick | --smoke]` (`--smoke`: every part at a tiny size, 50 heights).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.options import sized
 from bench.table import print_table
 from tests.chain_fill import disk_bytes, fill, rss_kib
 from tests.harness import Cluster, wait_until
@@ -63,8 +64,8 @@ async def append_run(directory: str, writers: int, seconds: float) -> tuple[int,
     return done, syncs, elapsed
 
 
-def group_commit_table(base: str, quick: bool) -> None:
-    seconds = 1.5 if quick else 4.0
+def group_commit_table(base: str, argv: list[str]) -> None:
+    seconds = sized(argv, 4.0, 1.5, 0.2)
     rows = []
     baseline = None
     for writers in (1, 8, 64, 256):
@@ -90,9 +91,9 @@ def write_big_log(directory: str, target_bytes: int) -> int:
     return count
 
 
-def recovery_table(base: str, quick: bool) -> None:
+def recovery_table(base: str, argv: list[str]) -> None:
     directory = os.path.join(base, "big")
-    target = (10 if quick else 100) * 1024 * 1024
+    target = sized(argv, 100, 10, 1) * 1024 * 1024
     records = write_big_log(directory, target)
     size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -114,16 +115,17 @@ def recovery_table(base: str, quick: bool) -> None:
                   stats["index_bytes"] / 1024, rss_growth_mb]])
 
 
-def small_writes_table(base: str, quick: bool) -> None:
+def small_writes_table(base: str, argv: list[str]) -> None:
     document = AtomicDocument(os.path.join(base, "docs"), "vote")
     latencies = []
-    for n in range(50 if quick else 300):
+    snapshot_mb = sized(argv, 20, 20, 2)
+    for n in range(sized(argv, 300, 50, 10)):
         started = time.perf_counter()
         document.store(f"height={n} round=0 step=precommit locked=none".encode())
         latencies.append((time.perf_counter() - started) * 1000)
     latencies.sort()
     store = SnapshotStore(os.path.join(base, "snaps"))
-    state = os.urandom(20 * 2**20)
+    state = os.urandom(snapshot_mb * 2**20)
     started = time.perf_counter()
     store.save(1, [state[i:i + 2**20] for i in range(0, len(state), 2**20)])
     saved = time.perf_counter() - started
@@ -132,7 +134,7 @@ def small_writes_table(base: str, quick: bool) -> None:
     read = time.perf_counter() - started
     assert loaded is not None and loaded.data == state
     print_table("a validator's vote record, and a snapshot",
-                ["document stores", "p50 ms", "p99 ms", "max ms", "20 MB snapshot save s", "load s"],
+                ["document stores", "p50 ms", "p99 ms", "max ms", f"{snapshot_mb} MB snapshot save s", "load s"],
                 [[len(latencies), latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
                   latencies[-1], saved, read]])
 
@@ -155,12 +157,13 @@ def restart_to_serving(base: str, name: str) -> tuple[float, int, str]:
         cluster.close()
 
 
-def scale_table(base: str, quick: bool) -> None:
-    heights = 4000
+def scale_table(base: str, argv: list[str]) -> None:
+    heights = sized(argv, 4000, 4000, 50)
     rows = []
     before: dict[int, tuple[int, float]] = {}
     smallest: dict[bool, tuple[int, float, int]] = {}
-    for orders in (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000):
+    counts = sized(argv, (10_000, 100_000, 1_000_000), (10_000, 100_000), (1_000,))
+    for orders in counts:
         for compact in (False, True):
             name = f"scale-{orders}-{'after' if compact else 'before'}"
             directory = Path(base) / name
@@ -181,19 +184,18 @@ def scale_table(base: str, quick: bool) -> None:
                          f"{os.getloadavg()[0]:.2f}"])
             shutil.rmtree(directory, ignore_errors=True)
     print_table(f"a node at scale: {heights:,} heights, before (no compaction) and after (snapshots every 500 heights, "
-                "log cut 1,000 blocks behind); ratios after/before and vs 10^4 orders in the same mode",
+                f"log cut 1,000 blocks behind); ratios after/before and vs {counts[0]:,} orders in the same mode",
                 ["orders", "compaction", "heights", "fill s", "disk MB", "snapshots MB", "fill RSS 30% MB",
                  "60% MB", "100% MB", "restart-to-serving s", "blocks replayed", "node RSS MB", "disk vs before",
-                 "restart vs before", "disk vs 10^4", "restart vs 10^4", "node RSS vs 10^4", "load"], rows)
+                 "restart vs before", "disk vs first", "restart vs first", "node RSS vs first", "load"], rows)
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
     base = tempfile.mkdtemp(prefix="bench-storage-")
     try:
-        group_commit_table(base, quick)
-        recovery_table(base, quick)
-        small_writes_table(base, quick)
-        scale_table(base, quick)
+        group_commit_table(base, argv)
+        recovery_table(base, argv)
+        small_writes_table(base, argv)
+        scale_table(base, argv)
     finally:
         shutil.rmtree(base, ignore_errors=True)

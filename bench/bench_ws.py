@@ -10,7 +10,7 @@ in TIMING_EVERY parses its trade messages (one sample per message, from its olde
 rest only count what arrives. The workers' CPU is printed too. Clients that the node cuts off as too
 slow are counted, not hidden.
 
-`python -m bench ws [--quick] [--clients N] [--rate ORDERS_PER_S]`
+`python -m bench ws [--quick | --smoke] [--clients N] [--rate ORDERS_PER_S]`
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.child import Child, get, wait_event
+from bench.options import sized
 from bench.table import print_table
 from tests.harness import Cluster, NodeProcess, wait_until
 
@@ -39,11 +41,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def orders(rng: random.Random, count: int) -> list[dict]:
+def orders(rng: random.Random, count: int, accounts: int) -> list[dict]:
     """Orders around 100.00 that cross often (trades) without the book growing without bound."""
     return [{"market": "BTC-USD", "side": rng.choice(["buy", "sell"]), "type": rng.choice(["limit", "limit", "ioc"]),
              "price": f"{100 + rng.randint(-20, 20) / 100:.2f}", "qty": f"{rng.randint(1, 10) / 10:.1f}",
-             "account": f"a{rng.randint(0, 9)}"} for _ in range(count)]
+             "account": f"a{rng.randrange(accounts)}"} for _ in range(count)]
 
 
 # --- clients (worker processes) ---------------------------------------------------------------------
@@ -93,7 +95,7 @@ def _worker(url: str, clients: int, ready, go, finish, results) -> None:
 
 
 # --- one run ------------------------------------------------------------------------------------------
-async def _load(node: NodeProcess, rate: float, seconds: float) -> tuple[int, int]:
+async def _load(node: NodeProcess, rate: float, seconds: float, accounts: int) -> tuple[int, int]:
     """Open loop: a batch every BATCH_INTERVAL whether or not earlier ones were answered (at most
     MAX_IN_FLIGHT outstanding; a slot with none free is skipped and counted)."""
     rng = random.Random(7)
@@ -117,44 +119,41 @@ async def _load(node: NodeProcess, rate: float, seconds: float) -> tuple[int, in
             if len(in_flight) >= MAX_IN_FLIGHT:
                 skipped += per_batch
                 continue
-            task = asyncio.create_task(post(session, orjson.dumps({"orders": orders(rng, per_batch)})))
+            task = asyncio.create_task(post(session, orjson.dumps({"orders": orders(rng, per_batch, accounts)})))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         await asyncio.gather(*in_flight)
     return accepted, skipped
 
 
-def run(base: Path, clients: int, rate: float, seconds: float) -> dict:
+def run(base: Path, clients: int, rate: float, seconds: float, accounts: int = 10) -> dict:
     cluster = Cluster(base / f"run-{clients}")
     ctx = multiprocessing.get_context("spawn")
-    workers = []
+    workers: list[Child] = []
     try:
         node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10), log_level="WARNING")
-        node.new_accounts(*(f"a{i}" for i in range(10)))       # the orders come from ten accounts
+        node.new_accounts(*(f"a{i}" for i in range(accounts)))       # the orders come from these accounts
         wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")
-        node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200)})   # a book to stream
+        node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200, accounts)})   # a book to stream
         go, finish, results = ctx.Event(), ctx.Event(), ctx.Queue()
         url = node.api_url.replace("http", "ws", 1) + "/ws"
         shares = [clients // WORKERS + (1 if i < clients % WORKERS else 0) for i in range(WORKERS)] if clients else []
         readies = []
         for share in shares:
             ready = ctx.Event()
-            process = ctx.Process(target=_worker, args=(url, share, ready, go, finish, results), daemon=True)
-            process.start()
-            workers.append(process)
+            workers.append(Child(ctx, _worker, url, share, ready, go, finish, results))
             readies.append(ready)
         for ready in readies:
-            if not ready.wait(120):
-                raise RuntimeError("clients did not connect in time")
+            wait_event(ready, workers, 120, "the clients to connect")
         go.set()
         cpu_before, wall_before = cpu_seconds(node.proc.pid), time.monotonic()
-        clients_before = sum(cpu_seconds(p.pid) for p in workers)
-        accepted, skipped = asyncio.run(_load(node, rate, seconds))
+        clients_before = sum(cpu_seconds(w.pid) for w in workers)
+        accepted, skipped = asyncio.run(_load(node, rate, seconds, accounts))
         cpu = cpu_seconds(node.proc.pid) - cpu_before
-        clients_cpu = sum(cpu_seconds(p.pid) for p in workers) - clients_before
+        clients_cpu = sum(cpu_seconds(w.pid) for w in workers) - clients_before
         wall = time.monotonic() - wall_before
         finish.set()
-        collected = [results.get(timeout=60) for _ in workers]
+        collected = [get(results, workers, 60, "the clients' counts") for _ in workers]
         latencies = sorted(x for c in collected for x in c["latencies"])
         pick = (lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]) if latencies else \
             (lambda q: None)
@@ -164,26 +163,22 @@ def run(base: Path, clients: int, rate: float, seconds: float) -> dict:
                 "p50_ms": pick(0.5), "p99_ms": pick(0.99), "trades_seen": len(latencies),
                 "cut_off": sum(c["cut_off"] for c in collected)}
     finally:
-        for process in workers:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
+        for worker in workers:
+            worker.stop()
         cluster.close()
 
 
 def main(flags: list[str]) -> None:
-    quick = "--quick" in flags
-
     def option(name: str, default: float) -> float:
         return float(flags[flags.index(name) + 1]) if name in flags and flags.index(name) + 1 < len(flags) \
             else default
-    clients = int(option("--clients", 100 if quick else 1000))
+    clients = int(option("--clients", sized(flags, 1000, 100, 4)))
     rate = option("--rate", 1000.0)
-    seconds = 5.0 if quick else 20.0
+    seconds = sized(flags, 20.0, 5.0, 1.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as base:
         for count in (0, clients):
-            r = run(Path(base), count, rate, seconds)
+            r = run(Path(base), count, rate, seconds, sized(flags, 10, 10, 2))
             rows.append([r["clients"], r["orders_per_s"], r["skipped"], r["cpu_pct"], r["clients_cpu_pct"],
                          r["messages_per_s"],
                          "-" if r["p50_ms"] is None else r["p50_ms"], "-" if r["p99_ms"] is None else r["p99_ms"],

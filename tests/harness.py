@@ -182,8 +182,8 @@ class NodeProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def get(self, path: str) -> Any:
-        status, body = self.api("GET", path)
+    def get(self, path: str, timeout: float = 10.0) -> Any:
+        status, body = self.api("GET", path, timeout=timeout)
         assert status == 200, (status, body)
         return body
 

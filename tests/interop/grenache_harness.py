@@ -190,7 +190,8 @@ class GrapeCluster(Sequence[str]):
                 except (OSError, ValueError):
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"grape {url} did not answer in time")
+                    raise TimeoutError(f"grape {url} did not answer in time; its output:\n"
+                                       f"{self.procs[i].output()[-2000:]}")
                 time.sleep(0.02)
 
     def _wait_connected(self, deadline: float) -> None:
