@@ -1444,7 +1444,8 @@ class ChainCore:
         state = self.state
         return {"chain_id": self.chain_id, "role": self.role, "height": state.height,
                 "epoch": state.validators.epoch, "validators": state.validators.summary(),
-                "last_block_time_ms": state.time_ms, "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
+                "last_block_time_ms": state.time_ms, "last_block_id": state.last_block_id.hex(),
+                "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
                 "recovery": self.recovery_status(), **self.counters}
