@@ -16,18 +16,30 @@ import orjson
 from aiohttp import web
 
 from exchange.chain.join_token import read_token
-from exchange.chain.service import NotReady
-from node.api_base import ApiError, json_response
-from node.api_orders import _chain, _not_ready
+from exchange.chain.service import ChainService, NotReady
+from node.api_base import ApiError, json_response, node_of
 
 NODE_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _chain(request: web.Request) -> ChainService:
+    chain = getattr(node_of(request), "chain", None)
+    if chain is None:
+        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
+    return chain
+
+
+def _ready_error(exc: NotReady) -> ApiError:
+    error = ApiError(503, exc.code, str(exc))
+    error.retry_after = exc.retry_after      # type: ignore[attr-defined]
+    return error
 
 
 async def get_validators(request: web.Request) -> web.Response:
     try:
         return json_response(_chain(request).seats_view())
     except NotReady as exc:
-        raise _not_ready(exc) from None
+        raise _ready_error(exc) from None
 
 
 async def _approve(request: web.Request, action: str) -> web.Response:
@@ -41,7 +53,7 @@ async def _approve(request: web.Request, action: str) -> web.Response:
     try:
         return json_response(_chain(request).approve(action, node_id), status=202)
     except NotReady as exc:
-        raise _not_ready(exc) from None
+        raise _ready_error(exc) from None
     except ValueError as exc:
         raise ApiError(409, "not_approvable", str(exc), "node_id") from None
 
@@ -66,7 +78,7 @@ async def post_recover(request: web.Request) -> web.Response:
     try:
         return json_response(_chain(request).recover(keep), status=202)
     except NotReady as exc:
-        raise _not_ready(exc) from None
+        raise _ready_error(exc) from None
     except ValueError as exc:
         raise ApiError(409, "not_recoverable", str(exc), "keep") from None
 
