@@ -36,6 +36,7 @@ class Pacer(threading.Thread):
         self.node, self.interval = node, interval
         self.samples: list[tuple[float, float]] = []      # (sent at, seconds to final)
         self.stop = threading.Event()
+        self.errors: list[str] = []
 
     def run(self) -> None:
         n = 0
@@ -43,8 +44,12 @@ class Pacer(threading.Thread):
             n += 1
             side = "buy" if n % 2 else "sell"
             sent = time.monotonic()
-            status, _ = self.node.api("POST", "/orders?wait=10", {"market": "BTC-USD", "side": side,
-                                                                 "price": str(90 + n % 7), "qty": "0.01"}, 15)
+            try:
+                status, _ = self.node.api("POST", "/orders?wait=10", {"market": "BTC-USD", "side": side,
+                                                                     "price": str(90 + n % 7), "qty": "0.01"}, 15)
+            except OSError as error:        # the node is gone: the run is ending, its failure reported there
+                self.errors.append(str(error))
+                return
             if status == 201:
                 self.samples.append((sent, time.monotonic() - sent))
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
@@ -63,6 +68,7 @@ BASELINE = 5.0       # seconds of orders before the change
 
 def bench_add(base: Path) -> dict:
     cluster = Cluster(base)
+    pacer: Pacer | None = None
     try:
         founder, = cluster.chain(1, **NODE)
         followers = [cluster.node(f"f{i}", bootstrap_peers=founder.p2p_address, **NODE) for i in range(3)]
@@ -78,21 +84,26 @@ def bench_add(base: Path) -> dict:
         wait_until(lambda: all(len(n.status()["validators"]) == 4 for n in (founder, *followers)), 20, interval=0.01)
         took = time.monotonic() - start
         time.sleep(3.0)
-        pacer.stop.set()
-        pacer.join(20)
         return {"took": took, "base": pacer.window(start - BASELINE, start), "during": pacer.window(start, start + took + 3)}
     finally:
+        if pacer is not None:
+            pacer.stop.set()
+            pacer.join(20)
         cluster.close()
 
 
 def bench_leave(base: Path) -> dict:
     cluster = Cluster(base)
+    pacer: Pacer | None = None
     try:
         validators = cluster.chain(4, **NODE)
         standby = cluster.node("standby", join_token=validators[0].join_token(),
                                bootstrap_peers=validators[0].p2p_address, **NODE)
-        wait_until(lambda: len(validators[0].get("/validators")["standby"]) == 1, 20)
         leaver, keepers = validators[3], validators[:3]
+        # The leaver hands its seat to a standby it hears live: wait until it can, or the measure would be
+        # of a leave without a successor (then of the promotion that follows it).
+        wait_until(lambda: standby.node_id in leaver.connected_ids()
+                   and len(leaver.get("/validators")["standby"]) == 1, 30)
         pacer = Pacer(keepers[0])
         pacer.start()
         time.sleep(BASELINE)
@@ -100,17 +111,22 @@ def bench_leave(base: Path) -> dict:
         assert leaver.proc is not None
         leaver.proc.send_signal(signal.SIGTERM)
         members = {*(k.node_id for k in keepers), standby.node_id}
-        wait_until(lambda: all(set(n.status()["validators"]) == members for n in (*keepers, standby)), 20,
-                   interval=0.01)
+        try:
+            wait_until(lambda: all(set(n.status()["validators"]) == members for n in (*keepers, standby)), 30,
+                       interval=0.01)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}\nthe leaver's log:\n{leaver.log_tail(30)}\n"
+                                 f"a keeper's log:\n{keepers[0].log_tail(30)}") from None
         took = time.monotonic() - start
         leaver.proc.wait(20)
         exited = time.monotonic() - start
         time.sleep(3.0)
-        pacer.stop.set()
-        pacer.join(20)
         return {"took": took, "exited": exited, "base": pacer.window(start - BASELINE, start),
                 "during": pacer.window(start, start + took + 3)}
     finally:
+        if pacer is not None:
+            pacer.stop.set()
+            pacer.join(20)
         cluster.close()
 
 
