@@ -139,6 +139,7 @@ class ChainCore:
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
         self._buffered_bytes = 0
         self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its claimed height, when)
+        self._heard_lag: dict[str, int] = {}          # node id -> our height minus its claim, when it claimed
         self._unbacked: dict[str, tuple[int, float]] = {}             # node id -> (claims it failed to back, last)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._sync_inflight: tuple[str, float] | None = None
@@ -445,12 +446,16 @@ class ChainCore:
         return None
 
     def _live_and_caught_up(self, key: bytes) -> bool:
-        """A standby that would vote at once if given a seat: heard within `live_after`, at our height."""
+        """A standby that would vote at once if given a seat: heard within `live_after`, at most two blocks
+        behind us when it last said its height. Its claim is compared with our height at that moment, not
+        now: under steady traffic blocks come faster than heartbeats, and a live standby would otherwise
+        look behind between any two of them (no successor for a leave, no promotion)."""
         if key == self.public_key:
             return True
-        heard = self._heard.get(node_id_for(key))
+        node_id = node_id_for(key)
+        heard = self._heard.get(node_id)
         return heard is not None and self._now - heard[1] <= self.config.live_after \
-            and heard[0] >= self.state.height - 2
+            and self._heard_lag.get(node_id, 3) <= 2
 
     # ------------------------------------------------------------------ network input
     def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
@@ -1092,6 +1097,7 @@ class ChainCore:
             return
         if sender is not None:
             self._heard[sender] = (their_height, now)
+            self._heard_lag[sender] = self.state.height - their_height
             if not items and their_height > self.state.height:
                 # it claims blocks we lack yet hands over none: its claims stop counting until it backs one
                 self._strike(sender, now)
@@ -1163,6 +1169,7 @@ class ChainCore:
         """A neighbour's chain height (from its heartbeat)."""
         self._set_now(now)
         self._heard[node_id] = (height, now)
+        self._heard_lag[node_id] = self.state.height - height
         if height > self.state.height + 1:
             self._note_ahead(node_id, height, now)
 

@@ -192,3 +192,23 @@ def test_an_equivocating_validator_is_seen_by_every_validator_and_removed():
         assert liar in core.state.seats.banned
     assert all(n.core is not None and n.core.counters.get("votes_relayed", 0) > 0 for n in sim.nodes[:3])
     assert len({core.state.hash for core in honest if core.height == honest[0].height}) == 1
+
+
+def test_a_standby_is_caught_up_by_its_height_when_it_spoke_not_by_the_blocks_made_since():
+    """Blocks come faster than heartbeats under steady traffic: a standby that was at our height when it
+    last spoke stays a successor until its next heartbeat; one that was three blocks behind then is not."""
+    sim = _network()
+    core = next(n.core for n in sim.nodes if n.core is not None and n.core.is_validator)
+    standby, behind = FakeKeys("standby"), FakeKeys("behind")
+    for key in (standby, behind):
+        core.state.seats.standby[key.public_key] = core.state.height
+    now = core._now
+    core.peer_height(behind.node_id, core.state.height - 3, now)
+    core.peer_height(standby.node_id, core.state.height, now)
+    core.state.height += 5          # blocks applied since it spoke, with no heartbeat in between
+    leave = core.request_leave(now + 0.5)
+    assert leave is not None and leave.successor == standby.public_key
+    core.state.height -= 5
+    del core.state.seats.standby[standby.public_key]
+    leave = core.request_leave(now + 0.5)
+    assert leave is not None and leave.successor is None, "a standby behind when it spoke is no successor"
