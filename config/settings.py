@@ -195,6 +195,15 @@ class Settings:
     empty_block_interval: float = _setting(
         1.0, "EMPTY_BLOCK_INTERVAL", "Seconds between blocks when there are no orders (finality heartbeat)",
         _FLOAT_POS)
+    peer_tx_rate: float = _setting(
+        500.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second; "
+        "the excess is dropped before its signature is checked", _FLOAT_POS)
+    peer_tx_burst: float = _setting(
+        2000.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
+        _FLOAT_POS)
+    mempool_account_txs: int = _setting(
+        1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
+        "(more are refused: account_quota, 429)", p.integer(1, 10**6))
     recovery_timeout: float = _setting(
         120.0, "RECOVERY_TIMEOUT", "Seconds a node with damaged stored blocks waits for peers' certified copies "
         "before it stops, naming the directory", _FLOAT_POS)

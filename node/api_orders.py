@@ -197,13 +197,14 @@ def storage_error(exc: StorageError) -> ApiError:
     return error
 
 
-_REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "mempool_full": 503, "halted": 503}
+_REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "mempool_full": 503, "halted": 503,
+                   "account_quota": 429, "sender_quota": 429}
 
 
 def _refused(why: str) -> ApiError:
     status = _REFUSAL_STATUS.get(why, 422)
     error = ApiError(status, why, f"the order was refused: {why.replace('_', ' ')}")
-    if status == 503:
+    if status in (429, 503):
         error.retry_after = 1.0     # type: ignore[attr-defined]
     return error
 

@@ -2,8 +2,9 @@
 
 Each block that becomes final here is published to the market-data stream (level changes, trades,
 this node's accounts' order updates); submissions are timed to finality for the histogram; `/ready`
-says ready only on a chain, with a quorum, caught up and not recovering; `/metrics` carries the
-chain's height, epoch, validator count, role, quorum and finality lag.
+says ready only on a chain, with a quorum, caught up, not recovering and finalising (a quorum that is
+heard yet makes no block, as under a flood that outruns it, is a stall: even an idle chain makes a block
+a second); `/metrics` carries the chain's height, epoch, validator count, role, quorum and finality lag.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from node.marketdata.feed import MarketFeed, TradePrint
 from node.metrics import CounterNames, labelled_counter, split_counters
 
 CHAIN_COUNTERS = CounterNames("exchange_node_chain", "Chain")
+FINALITY_STALL_AFTER = 15.0     # s without a final block here, with a quorum heard, before /ready says stalled
 
 
 class ChainBridge:
@@ -29,7 +31,12 @@ class ChainBridge:
         self.finality = finality
         self.clock = clock
         self.feed: MarketFeed | None = None
+        self.last_block_at = clock()        # our clock when a block last became final here (or we started)
         chain.finality_observers.append(finality.observe_finality)
+        chain.block_listeners.append(self._note_block)
+
+    def _note_block(self, block: Any, result: Any) -> None:
+        self.last_block_at = self.clock()
 
     # --- MarketSource ----------------------------------------------------------------------------
     def _venue(self, market: str) -> Any:
@@ -108,6 +115,10 @@ class ChainBridge:
         best = core.height if claimed is None else claimed[0]
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"
+        stalled = now - self.last_block_at
+        if stalled > max(FINALITY_STALL_AFTER, 5 * chain.config.empty_block_interval):
+            return False, (f"finality stalled: no block final here for {stalled:.0f}s although a quorum of "
+                           f"validators is heard (height {core.height})")
         return True, f"{core.role} at height {core.height}, epoch {core.state.validators.epoch}"
 
     def status(self) -> dict[str, Any]:

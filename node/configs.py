@@ -73,7 +73,8 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                                 timeout_prevote_delta=base / 4, timeout_precommit=base / 2,
                                 timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
-                      role="follower" if legacy else settings.role,
+                      role="follower" if legacy else settings.role, peer_tx_rate=settings.peer_tx_rate,
+                      peer_tx_burst=settings.peer_tx_burst, mempool_account_txs=settings.mempool_account_txs,
                       max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))
 
 

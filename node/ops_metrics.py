@@ -4,7 +4,9 @@
   write a consensus record, or its last outbox write failed), 0 for every other kind; all 0 when writes work.
   Every kind is always exported, so an alert can test `== 1` and a dashboard can stack them.
 - `exchange_node_chain_mempool_bytes` and the pool's bounds, `exchange_node_chain_mempool_capacity_transactions`
-  and `exchange_node_chain_mempool_capacity_bytes`: a full pool refuses new transactions (`mempool_full`).
+  and `exchange_node_chain_mempool_capacity_bytes`: a full pool refuses new transactions (`mempool_full`);
+  `exchange_node_chain_mempool_refused_total{reason}` (also a sender's or an account's share used up),
+  `exchange_node_chain_mempool_evicted_total` and `exchange_node_chain_mempool_lanes` (senders waiting).
 - `exchange_node_chain_validator_absent_seconds{validator}`: per member of the current set, block time since the
   last block it signed, once it is more than two heights behind (what `GET /validators` shows as `absent_s`);
   `exchange_node_chain_validator_last_signed_height{validator}`: that height.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exchange.chain.crypto import node_id_for
 from storage import errors as storage_errors
@@ -47,6 +49,17 @@ def ops_metrics(chain: Any) -> Iterator[Metric]:
                             value=mempool.max_txs)
     yield GaugeMetricFamily("exchange_node_chain_mempool_capacity_bytes",
                             "Bytes the mempool holds at most (then it refuses: mempool_full)", value=mempool.max_bytes)
+    refused = CounterMetricFamily("exchange_node_chain_mempool_refused",
+                                  "Transactions the mempool refused, by reason (a sender's or account's share "
+                                  "used up, or the pool full)", labels=["reason"])
+    for reason, count in mempool.refused.items():
+        refused.add_metric([reason], count)
+    yield refused
+    yield CounterMetricFamily("exchange_node_chain_mempool_evicted",
+                              "Transactions evicted from the heaviest lane to make room for a lighter sender",
+                              value=mempool.evicted)
+    yield GaugeMetricFamily("exchange_node_chain_mempool_lanes", "Senders (lanes) with transactions waiting",
+                            value=len(mempool.lanes()))
     yield from validator_metrics(core.state)
 
 

@@ -41,7 +41,8 @@ from exchange.chain.codec import pack
 from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
-from exchange.chain.mempool import Mempool
+from exchange.chain.mempool import OWN_LANE, Mempool
+from exchange.chain.tx_budget import TxBudget
 from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery, carried_problem
 from exchange.chain.seats import Seats
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
@@ -81,6 +82,9 @@ class CoreConfig:
     live_after: float = 3.0               # a node heard from within this is live (join eligibility, quorum view)
     expired_grace_ms: int = 600_000       # an accepted transaction that expired unordered is still put in a
                                           # block this long after, so it resolves everywhere as `expired`
+    peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
+    peer_tx_burst: float = 2_000.0        # ... and at once (tx_budget.py: the excess is dropped unverified)
+    mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
 
 
 class BlockSource(Protocol):
@@ -125,7 +129,8 @@ class ChainCore:
         self.config = config or CoreConfig()
         self.rng = rng or random.Random(0)
         self.state = ChainState(genesis, app)
-        self.mempool = Mempool()
+        self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
+        self.tx_budget = TxBudget(self.config.peer_tx_rate, self.config.peer_tx_burst)
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self.actions: list[tuple] = []
         self.last_commit: Commit | None = None
@@ -474,7 +479,8 @@ class ChainCore:
                 self._on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
             elif kind == "tx":
                 if not (type(body) is list and len(body) == 6 and type(body[5]) is bytes
-                        and body[5] in self.mempool.by_sig):       # already held: no need to parse it again
+                        and body[5] in self.mempool.by_sig) \
+                        and self.within_tx_budget(sender, now):   # already held: no need to parse it again
                     self._on_gossiped_tx(SignedTx.from_wire(body), sender, now)
             elif kind == "membership":
                 self._on_membership(MembershipTx.from_wire(body), sender)
@@ -1043,10 +1049,17 @@ class ChainCore:
                       "clock gets there (check this machine's clock if every node reports it)", header.height,
                       ahead / 1000)
 
+    def within_tx_budget(self, sender: str | None, now: float) -> bool:
+        """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a
+        validator's relays, always."""
+        if sender is None or not self.is_validator or sender in self.state.validators.node_ids:
+            return True
+        return self.tx_budget.take(sender, now)
+
     def _on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
         if not self.is_validator or tx.id in self.mempool:
             return
-        why = self._admit(tx)
+        why = self._admit(tx, lane=sender or OWN_LANE)
         if why == "bad_signature":
             self._penalize(sender, PENALTY_INVALID, "bad_tx_signature")
         elif why is None and self.consensus.step == WAITING:
@@ -1119,9 +1132,10 @@ class ChainCore:
             self._request_sync(sender, now)
 
     # ------------------------------------------------------------------ local transactions
-    def submit(self, tx: SignedTx, now: float, own: bool = True) -> str | None:
+    def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
         """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
-        follower's RPC. Returns why it was refused, or None once it is queued."""
+        follower's RPC (`lane`: that follower, whose share of our mempool it takes). Returns why it was
+        refused, or None once it is queued."""
         self._set_now(now)
         if self.halted:
             return "halted"
@@ -1129,7 +1143,7 @@ class ChainCore:
         if why is not None:
             return why
         if self.is_validator:
-            why = self._admit(tx, checked=True)
+            why = self._admit(tx, checked=True, lane=lane)
             if why is not None and why != "duplicate":
                 return why
             self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
@@ -1157,12 +1171,12 @@ class ChainCore:
             return None
         return why
 
-    def _admit(self, tx: SignedTx, checked: bool = False) -> str | None:
+    def _admit(self, tx: SignedTx, checked: bool = False, lane: str = OWN_LANE) -> str | None:
         if not checked:
             why = self.precheck(tx, recording=True)
             if why is not None:
                 return why
-        return self.mempool.add(tx)
+        return self.mempool.add(tx, lane)
 
     # ------------------------------------------------------------------ peers and time
     def peer_height(self, node_id: str, height: int, now: float) -> None:
@@ -1454,6 +1468,7 @@ class ChainCore:
                 "last_block_time_ms": state.time_ms, "last_block_id": state.last_block_id.hex(),
                 "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
+                "mempool_lanes": self.mempool.view(), "tx_budget": self.tx_budget.view(),
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
                 "recovery": self.recovery_status(), **self.counters}
 

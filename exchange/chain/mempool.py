@@ -1,29 +1,56 @@
 """Mempool: transactions a validator has checked and holds until a block orders them.
 
-Only verified transactions enter (signature and a precheck against the current state), each once;
-the pool is bounded in count and bytes (a full pool refuses with `mempool_full`, which the API turns
-into 503 + Retry-After), and transactions leave when a block commits them or they expire. `reap`
-hands the proposer the oldest first, up to a block's limits. The ids of transactions verified in
-someone else's proposal are remembered for a while too, so one signature is checked once per node.
+Only verified transactions enter (signature and a precheck against the current state), each once,
+and leave when a block commits them or they expire. The ids of transactions verified in someone
+else's proposal are remembered for a while too, so one signature is checked once per node.
+
+Accounts and orders cost nothing, so the pool is shared out rather than filled first come, first
+served: every transaction belongs to a *lane*, the neighbour that handed it to us (a follower's RPC,
+a validator's relay, a gossip link) or our own API. A lane may hold at most a share of the pool and an
+account a bounded number of transactions (refused `sender_quota` / `account_quota`: the API answers 429
+with Retry-After). When the pool is full, room is made by evicting the newest transactions of the
+heaviest lane, never by refusing a lighter newcomer. `reap` takes from the lanes in turn (oldest
+first within each) and at most a share of a block from each, so one sender's backlog delays its own
+transactions, not everyone's.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, KeysView
+from typing import Iterable, Iterator, KeysView
 
 from exchange.chain.codec import pack
 from exchange.chain.membership import MembershipTx
 from exchange.chain.txs import SignedTx
 
+OWN_LANE = "self"        # transactions from our own API
+
+
+class _Lane:
+    __slots__ = ("ids", "bytes")
+
+    def __init__(self) -> None:
+        self.ids: OrderedDict[str, None] = OrderedDict()     # arrival order
+        self.bytes = 0
+
 
 class Mempool:
-    def __init__(self, max_txs: int = 50_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, max_txs: int = 50_000, max_bytes: int = 64 * 1024 * 1024, *, lane_share: float = 0.25,
+                 account_max_txs: int = 1_000, lane_block_share: float = 1 / 16) -> None:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
-        self._txs: OrderedDict[str, tuple[SignedTx, int]] = OrderedDict()   # id -> (tx, encoded size)
+        self.lane_max_txs = max(1, int(max_txs * lane_share))
+        self.lane_max_bytes = max(1, int(max_bytes * lane_share))
+        self.account_max_txs = account_max_txs
+        self.lane_block_share = lane_block_share
+        self._txs: OrderedDict[str, tuple[SignedTx, int, str]] = OrderedDict()   # id -> (tx, encoded size, lane)
         self.by_sig: dict[bytes, SignedTx] = {}                            # the same transactions, by signature
+        self._lanes: dict[str, _Lane] = {}
+        self._per_account: dict[bytes, int] = {}
         self._membership: OrderedDict[str, MembershipTx] = OrderedDict()
         self.bytes = 0
+        self.evicted = 0
+        self.refused: dict[str, int] = {"mempool_full": 0, "sender_quota": 0, "account_quota": 0}
+        self._next_lane = 0          # where the next reap starts its turn, so no lane is always first
         self.verified: OrderedDict[tuple[str, bytes], None] = OrderedDict()   # (id, signature) checked
         self.max_verified = 200_000
 
@@ -33,18 +60,53 @@ class Mempool:
     def __contains__(self, tx_id: str) -> bool:
         return tx_id in self._txs
 
-    def add(self, tx: SignedTx) -> str | None:
-        """Queue a verified transaction; returns a refusal reason or None."""
+    def add(self, tx: SignedTx, lane: str = OWN_LANE) -> str | None:
+        """Queue a verified transaction handed over by `lane`; returns a refusal reason or None."""
         if tx.id in self._txs:
             return "duplicate"
         size = len(pack(tx.wire()))
-        if len(self._txs) >= self.max_txs or self.bytes + size > self.max_bytes:
-            return "mempool_full"
-        self._txs[tx.id] = (tx, size)
+        why = self._refusal(tx, lane, size)
+        if why is not None:
+            self.refused[why] += 1
+            return why
+        self._txs[tx.id] = (tx, size, lane)
         self.by_sig[tx.sig] = tx
         self.bytes += size
+        queue = self._lanes.setdefault(lane, _Lane())
+        queue.ids[tx.id] = None
+        queue.bytes += size
+        self._per_account[tx.account] = self._per_account.get(tx.account, 0) + 1
         self.remember_verified(tx)
         return None
+
+    def _refusal(self, tx: SignedTx, lane: str, size: int) -> str | None:
+        if self._per_account.get(tx.account, 0) >= self.account_max_txs:
+            return "account_quota"
+        queue = self._lanes.get(lane)
+        held, held_bytes = (len(queue.ids), queue.bytes) if queue is not None else (0, 0)
+        if held >= self.lane_max_txs or held_bytes + size > self.lane_max_bytes:
+            return "sender_quota"
+        while len(self._txs) >= self.max_txs or self.bytes + size > self.max_bytes:
+            heaviest = max(self._lanes.items(), key=lambda item: item[1].bytes, default=None)
+            if heaviest is None or heaviest[0] == lane or heaviest[1].bytes <= held_bytes + size:
+                return "mempool_full"
+            self.remove([next(reversed(heaviest[1].ids))])
+            self.evicted += 1
+        return None
+
+    def lanes(self) -> dict[str, tuple[int, int]]:
+        """Each lane's (transactions, bytes) held now."""
+        return {lane: (len(queue.ids), queue.bytes) for lane, queue in self._lanes.items()}
+
+    def view(self, top: int = 5) -> dict[str, object]:
+        """For /status: the shares, the heaviest lanes (bounded, whoever floods) and what was refused."""
+        heaviest = sorted(self._lanes.items(), key=lambda item: item[1].bytes, reverse=True)[:top]
+        return {"transactions": len(self._txs), "bytes": self.bytes, "lanes": len(self._lanes),
+                "lane_max_transactions": self.lane_max_txs, "lane_max_bytes": self.lane_max_bytes,
+                "account_max_transactions": self.account_max_txs, "evicted": self.evicted,
+                "refused": dict(self.refused),
+                "heaviest": [{"lane": lane, "transactions": len(queue.ids), "bytes": queue.bytes}
+                             for lane, queue in heaviest]}
 
     def add_membership(self, tx: MembershipTx) -> None:
         self._membership.setdefault(tx.id, tx)
@@ -62,13 +124,35 @@ class Mempool:
         return (tx.id, tx.sig) in self.verified
 
     def reap(self, max_txs: int, max_bytes: int) -> list[SignedTx]:
+        """Up to a block's limits, one transaction from each lane in turn, oldest first within a lane, and at
+        most `lane_block_share` of the block from any one lane: a block of a flooder's thousands takes every
+        node long to check and apply, and the honest transactions beside it wait for that too."""
         out: list[SignedTx] = []
         total = 0
-        for tx, size in self._txs.values():
-            if len(out) >= max_txs or total + size > max_bytes:
-                break
-            out.append(tx)
-            total += size
+        names = list(self._lanes)
+        if not names:
+            return out
+        start = self._next_lane % len(names)
+        self._next_lane += 1
+        turns: list[Iterator[str]] = [iter(self._lanes[name].ids) for name in names[start:] + names[:start]]
+        per_lane = max(1, int(max_txs * self.lane_block_share))
+        rounds = 0
+        while turns and len(out) < max_txs and rounds < per_lane:
+            rounds += 1
+            still: list[Iterator[str]] = []
+            for turn in turns:
+                if len(out) >= max_txs:
+                    break
+                tx_id = next(turn, None)
+                if tx_id is None:
+                    continue
+                tx, size, _ = self._txs[tx_id]
+                if total + size > max_bytes:
+                    continue        # this lane's next does not fit; the others may still
+                out.append(tx)
+                total += size
+                still.append(turn)
+            turns = still
         return out
 
     def membership(self) -> list[MembershipTx]:
@@ -83,12 +167,24 @@ class Mempool:
     def remove(self, tx_ids: Iterable[str]) -> None:
         for tx_id in tx_ids:
             item = self._txs.pop(tx_id, None)
-            if item is not None:
-                self.bytes -= item[1]
-                self.by_sig.pop(item[0].sig, None)
+            if item is None:
+                continue
+            tx, size, lane = item
+            self.bytes -= size
+            self.by_sig.pop(tx.sig, None)
+            queue = self._lanes[lane]
+            del queue.ids[tx_id]
+            queue.bytes -= size
+            if not queue.ids:
+                del self._lanes[lane]
+            left = self._per_account[tx.account] - 1
+            if left:
+                self._per_account[tx.account] = left
+            else:
+                del self._per_account[tx.account]
 
     def expire(self, time_ms: int) -> int:
         """Drop transactions whose `expires` is not after `time_ms`; returns how many."""
-        dead = [tx_id for tx_id, (tx, _) in self._txs.items() if tx.expires <= time_ms]
+        dead = [tx_id for tx_id, (tx, _, _) in self._txs.items() if tx.expires <= time_ms]
         self.remove(dead)
         return len(dead)

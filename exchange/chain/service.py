@@ -671,12 +671,14 @@ class ChainService:
         core = self.core
         if core is None or not core.is_validator:
             return {"error": "not_validator"}
+        if not core.within_tx_budget(peer, self.clock()):
+            return {"error": "sender_quota"}
         try:
             tx = SignedTx.from_wire(payload)
         except InvalidTx as exc:
             self.network.penalize(peer, 20.0, f"malformed_tx:{exc.code}")
             return {"error": exc.code}
-        why = core.submit(tx, self.clock(), own=False)
+        why = core.submit(tx, self.clock(), own=False, lane=peer)
         self._schedule_pump()
         if why in ("bad_signature",):
             self.network.penalize(peer, 50.0, "bad_tx_signature")

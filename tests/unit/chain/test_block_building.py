@@ -17,11 +17,12 @@ def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block(
     config = CoreConfig(max_block_bytes=400_000, max_block_txs=4000)
     core = ChainCore(genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
                      blocks=MemoryStore(), config=config, now=BASE_TIME)
-    account = SigningKey(bytes(32))
+    accounts = [SigningKey(bytes([i]) * 32) for i in range(5)]      # an account holds at most 1,000 in the pool
     expires = int((BASE_TIME + 60) * 1000)
     for n in range(2500):       # ~200 bytes each: more than a block holds, and over 1,365 of them fit
+        account = accounts[n % len(accounts)]
         tx = sign_tx(account.sign, account.public_key, core.chain_id, f"{n}", expires, [CancelOp.parse("BTC-USD", "o")])
-        assert core.mempool.add(tx) is None
+        assert core.mempool.add(tx, lane=f"peer-{n % 16}") is None      # a lane fills a share of a block
     core._set_now(BASE_TIME + 1)
     block = core.build_block()
     assert block.size <= config.max_block_bytes + 4096

@@ -1,0 +1,154 @@
+"""Real processes (issue 25): one peer floods every validator with valid signed orders from fresh accounts,
+as fast as its links take them, while an honest client places one order every 200 ms at a follower.
+
+Each validator looks at no more of the flooder's transactions than its per-peer budget allows (the
+excess is dropped before any signature is checked), and what it admits waits in the flooder's own lane
+of the mempool; blocks take from every lane in turn, so the honest orders stay final in about their
+usual time while the flood is still queued. With a first-in-first-out pool and no budget they waited
+behind the whole backlog (the attack measured honest p50 80 s).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+from exchange.chain.crypto import SigningKey
+from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from node.identity import NodeIdentity
+from tests.harness import NodeProcess, converged, wait_until
+from tests.redteam.attacker import envelope, linked
+from tests.wire import RawPeer
+
+FAST = {"heartbeat_interval": 0.2}
+SPAM = 16_000               # signed one-order transactions, each sent to every validator
+INTERVAL = 0.2
+
+
+class HonestClient(threading.Thread):
+    """One order every 200 ms at a node, each timed until its final answer (201)."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        super().__init__(daemon=True)
+        self.node = node
+        self.samples: list[tuple[float, float | None]] = []     # (sent at, seconds to final | None: not final)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            sent = time.monotonic()
+            status, _ = self.node.api("POST", "/orders?wait=20", {"market": "BTC-USD", "side": "buy" if n % 2 else "sell",
+                                                                 "price": str(80 + n % 5 if n % 2 else 120 + n % 5),
+                                                                 "qty": "0.01"}, 30)
+            self.samples.append((sent, time.monotonic() - sent if status == 201 else None))
+            self.stop.wait(max(0.0, INTERVAL - (time.monotonic() - sent)))
+
+    def window(self, start: float, end: float) -> list[float | None]:
+        return [latency for sent, latency in self.samples if start <= sent < end]
+
+
+def _cut_off(node: NodeProcess, peer_id: str) -> bool:
+    """Whether `node` closed its link to `peer_id` for what it sent (a ban or a flood limit)."""
+    record = next((p for p in node.peers() if p["node_id"] == peer_id), None)
+    return record is not None and (record["status"] == "banned" or record.get("penalty", 0) > 0)
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def _spam(chain_id: str) -> list[SignedTx]:
+    expires = int(time.time() * 1000) + 110_000
+    op = [NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "0.01", None)]
+    return [sign_tx((key := SigningKey(os.urandom(32))).sign, key.public_key, chain_id, "spam", expires, op)
+            for _ in range(SPAM)]
+
+
+def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fast(cluster):
+    # a budget the flood exceeds however slowly this machine lets the test send it
+    validators = cluster.chain(4, seat_rule="any", peer_tx_rate=100, peer_tx_burst=200, **FAST)
+    follower = cluster.node("honest", bootstrap_peers=validators[0].p2p_address, **FAST)
+    wait_until(lambda: converged([*validators, follower]), 20)
+    chain_id = validators[0].status()["chain_id"]
+    spam = _spam(chain_id)
+    client = HonestClient(follower)
+    client.start()
+    try:
+        time.sleep(4.0)                                     # the honest baseline, before any flood
+        flood_start = time.monotonic()
+        flooder = NodeIdentity.generate()
+        backlog, heaviest, closed = asyncio.run(_flood(validators, flooder, chain_id, spam))
+        flooder_id = flooder.node_id
+        flood_end = time.monotonic()
+        time.sleep(6.0)                                     # and after it
+    finally:
+        client.stop.set()
+        client.join(40)
+    base = client.window(0, flood_start)
+    during = client.window(flood_start, flood_end)
+    assert base and during, (len(base), len(during))
+    assert None not in base + during, f"honest orders not final: {client.samples}"
+    throttled = [{t["peer"]: t["dropped"] for t in node.status()["exchange"]["tx_budget"]["throttled"]}
+                 for node in validators]
+    cut_off = [i in closed or _cut_off(node, flooder_id) for i, node in enumerate(validators)]
+    assert all(seen.get(flooder_id, 0) > 0 or cut for seen, cut in zip(throttled, cut_off)), \
+        f"a validator let the flooder past its budget: dropped {throttled}, cut off {cut_off}"
+    queued = [i for i in range(len(validators)) if backlog[i] >= 50]
+    assert all(heaviest[i] == flooder_id for i in queued), f"the backlog's lanes at its peak: {heaviest}"
+    base_p99, during_p99 = _p99(base), _p99(during)       # type: ignore[arg-type]
+    # The issue's goal is 2x the baseline; here the flooder, its signing and its encryption share the same
+    # two cores as the five nodes, so the bound is 3x or 3 s: a first-in-first-out pool with no budget
+    # measured 11.8-18.8 s on this test, lanes without a per-block share 3.6 s.
+    assert during_p99 <= max(3 * base_p99, 3.0), (f"honest p99 {during_p99 * 1000:.0f} ms during the flood vs "
+                                                   f"{base_p99 * 1000:.0f} ms before; backlog {backlog}")
+    wait_until(lambda: converged([*validators, follower]), 60, message="the flood's orders were not all ordered")
+
+
+async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id: str,
+                 spam: list[SignedTx]) -> tuple[list[int], list[str | None], set[int]]:
+    """Every spam transaction to every validator, as fast as the links take them; returns the largest mempool backlog each
+    validator reported while it ran, its heaviest lane then (sampled by the API in a thread), and which
+    validators closed the flooder's link."""
+    peers = [await linked(node, flooder, chain_id) for node in validators]
+    backlog = [0] * len(validators)
+    heaviest: list[str | None] = [None] * len(validators)
+    sampling = True
+
+    def sample() -> None:
+        while sampling:
+            for i, node in enumerate(validators):
+                lanes = node.status()["exchange"]["mempool_lanes"]
+                if lanes["transactions"] > backlog[i]:
+                    backlog[i] = lanes["transactions"]
+                    heaviest[i] = lanes["heaviest"][0]["lane"] if lanes["heaviest"] else None
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    open_links = dict(zip(peers, validators))
+
+    async def drain(peer: RawPeer) -> None:
+        try:
+            await peer.writer.drain()
+        except ConnectionError:
+            open_links.pop(peer, None)      # cut off by the validator: counted as stopped by the caller
+
+    try:
+        for index, tx in enumerate(spam):
+            for peer, node in list(open_links.items()):
+                if peer.writer.is_closing():
+                    open_links.pop(peer, None)
+                    continue
+                peer.send(envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()))
+            if index % 100 == 99:
+                await asyncio.gather(*(drain(peer) for peer in list(open_links)))
+    finally:
+        sampling = False
+        await asyncio.to_thread(sampler.join, 30)
+        for peer in peers:
+            peer.close()
+    closed = {validators.index(node) for peer, node in zip(peers, validators) if peer not in open_links}
+    return backlog, heaviest, closed

@@ -1,0 +1,101 @@
+"""The mempool is shared out, not first come, first served (issue 25): a flood from one neighbour or one
+account delays its own transactions, never an honest sender's; a full pool makes room by evicting the
+heaviest lane's newest, never by refusing a lighter newcomer."""
+from __future__ import annotations
+
+import itertools
+
+from exchange.chain.mempool import OWN_LANE, Mempool
+from exchange.chain.txs import NewOrderOp, SignedTx
+
+CHAIN = "ab" * 32
+_serial = itertools.count()
+OP = (NewOrderOp.parse("BTC-USD", "buy", "limit", "100", "1", None),)
+
+
+def tx(account: int | None = None, expires: int = 10_000) -> SignedTx:
+    """A transaction the pool takes as verified (the pool checks no signatures): unique signature bytes,
+    a fresh account unless one is named."""
+    n = next(_serial)
+    who = (account if account is not None else 1_000_000 + n).to_bytes(32, "big")
+    return SignedTx(CHAIN, who, f"n{n}", expires, OP, n.to_bytes(64, "big"))
+
+
+def test_one_senders_backlog_does_not_starve_anyone_in_the_next_block():
+    pool = Mempool()
+    for _ in range(3_000):
+        assert pool.add(tx(), lane="flooder") is None
+    honest = [tx() for _ in range(3)]
+    for i, item in enumerate(honest):
+        assert pool.add(item, lane=f"follower-{i}") is None
+    assert pool.add(own := tx(), lane=OWN_LANE) is None
+    block = pool.reap(1_600, 10 ** 9)
+    assert {t.id for t in [*honest, own]} <= {t.id for t in block}, "every lane gets a turn in each block"
+    assert len(block) == 100 + 4, "a lane fills at most its share of a block (1/16)"
+
+
+def test_a_lane_and_an_account_hold_at_most_their_share():
+    pool = Mempool(max_txs=1_000, lane_share=0.25, account_max_txs=10)
+    for _ in range(250):
+        assert pool.add(tx(), lane="flooder") is None
+    assert pool.add(tx(), lane="flooder") == "sender_quota"
+    assert pool.add(tx(), lane="honest") is None
+    for _ in range(10):
+        assert pool.add(tx(account=7), lane="honest") is None
+    assert pool.add(tx(account=7), lane="another") == "account_quota", "an account's quota spans lanes"
+    assert pool.refused["sender_quota"] == 1 and pool.refused["account_quota"] == 1
+
+
+def test_a_full_pool_evicts_the_heaviest_lanes_newest_never_the_lighter_newcomer():
+    pool = Mempool(max_txs=100, lane_share=0.5)
+    heavy = [tx() for _ in range(50)]
+    for item in heavy:
+        assert pool.add(item, lane="heavy") is None
+    for _ in range(40):
+        assert pool.add(tx(), lane="middle") is None
+    for _ in range(10):
+        assert pool.add(tx(), lane="light") is None
+    assert len(pool) == 100
+    newcomer = tx()
+    assert pool.add(newcomer, lane="light") is None
+    assert newcomer.id in pool and heavy[-1].id not in pool and heavy[0].id in pool
+    assert pool.evicted == 1 and pool.lanes()["heavy"][0] == 49
+    # the heaviest lane itself cannot push others out to grow
+    assert pool.add(tx(), lane="heavy") == "mempool_full"
+
+
+def test_bookkeeping_follows_removal_and_expiry():
+    pool = Mempool()
+    early, late = tx(account=1, expires=100), tx(account=1, expires=10_000)
+    assert pool.add(early, lane="a") is None and pool.add(late, lane="b") is None
+    assert pool.expire(100) == 1
+    assert pool.lanes() == {"b": (1, pool.bytes)}
+    pool.remove([late.id])
+    assert pool.lanes() == {} and pool.bytes == 0 and len(pool) == 0
+    for _ in range(Mempool().account_max_txs):
+        assert pool.add(tx(account=1), lane="a") is None, "a removed transaction frees its account's quota"
+
+
+def test_the_lane_that_goes_first_rotates():
+    pool = Mempool()
+    lane_of = {}
+    for lane in ("a", "b", "c"):
+        for _ in range(5):
+            item = tx()
+            pool.add(item, lane=lane)
+            lane_of[item.id] = lane
+    assert {lane_of[pool.reap(1, 10 ** 9)[0].id] for _ in range(3)} == {"a", "b", "c"}
+
+
+def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=10.0, burst=5.0, max_senders=3)
+    assert all(budget.take("flooder", 0.0) for _ in range(5))
+    assert not budget.take("flooder", 0.0) and budget.dropped == {"flooder": 1}
+    assert budget.take("honest", 0.0), "another neighbour's budget is its own"
+    assert budget.take("flooder", 0.1), "a tenth of a second at 10/s refills one"
+    assert not budget.take("flooder", 0.1)
+    for i in range(10):
+        budget.take(f"fresh-{i}", 1.0)
+    assert len(budget._buckets) == 3 and len(budget.view()["throttled"]) <= 5

@@ -1,0 +1,43 @@
+"""/ready says a stall: a quorum of validators is heard, yet no block has become final here for a while
+(issue 25: a flood that outran the chain kept /ready at 200 for minutes). Even an idle chain makes a block
+a second, so silence this long is never normal."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from exchange.chain.core import CoreConfig
+from node.chain_feed import FINALITY_STALL_AFTER, ChainBridge
+
+
+class FakeCore:
+    height = 7
+    role = "validator"
+    state = SimpleNamespace(validators=SimpleNamespace(epoch=1))
+    halted = None
+
+    def quorum_present(self, now: float) -> bool:
+        return True
+
+    def best_claimed(self, now: float, validators_only: bool = False) -> None:
+        return None
+
+
+def _bridge() -> tuple[ChainBridge, list[float]]:
+    clock = [1_000.0]
+    chain = SimpleNamespace(core=FakeCore(), fatal=None, halted=None, recovering=None, storage_problem=None,
+                            finality_observers=[], block_listeners=[], config=CoreConfig(),
+                            founding_status="founded", halt_watch=None)
+    bridge = ChainBridge(chain, None, SimpleNamespace(observe_finality=lambda *a: None),  # type: ignore[arg-type]
+                         clock=lambda: clock[0])
+    return bridge, clock
+
+
+def test_ready_turns_stalled_when_no_block_is_final_for_a_while_with_a_quorum_heard():
+    bridge, clock = _bridge()
+    assert bridge.ready()[0]
+    clock[0] += FINALITY_STALL_AFTER + 1
+    ready, reason = bridge.ready()
+    assert not ready and reason.startswith("finality stalled"), reason
+    for listener in bridge.chain.block_listeners:      # a block becomes final: ready again
+        listener(object(), object())
+    assert bridge.ready()[0]
