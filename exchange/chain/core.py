@@ -60,6 +60,7 @@ _RECOVERY_REFUSALS = {
 PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
 PENALTY_MALFORMED = 20.0
 BLOCK_OVERHEAD = 4096       # bytes a block may carry beyond max_block_bytes: its header and last commit
+MAX_HEARD = 4096            # neighbours whose claimed heights are remembered (pruned to half, newest first)
 
 
 @dataclass(frozen=True)
@@ -1184,8 +1185,19 @@ class ChainCore:
         self._set_now(now)
         self._heard[node_id] = (height, now)
         self._heard_lag[node_id] = self.state.height - height
+        if len(self._heard) > MAX_HEARD:
+            self._forget_unheard(now)
         if height > self.state.height + 1:
             self._note_ahead(node_id, height, now)
+
+    def _forget_unheard(self, now: float) -> None:
+        """Anyone may link with a fresh key and say a height: keep the claims of the last minute, and of
+        those at most MAX_HEARD, the newest."""
+        keep = sorted(((t, node) for node, (_, t) in self._heard.items() if now - t <= 60.0), reverse=True)
+        kept = {node for _, node in keep[:MAX_HEARD // 2]}
+        for node in [node for node in self._heard if node not in kept]:
+            del self._heard[node]
+            self._heard_lag.pop(node, None)
 
     def _note_ahead(self, peer: str | None, height: int, now: float) -> None:
         if peer is not None and height > self.state.height:

@@ -49,3 +49,19 @@ def test_the_founding_logic_remembers_a_bounded_number_of_peers():
         founding.observe(f"peer{n}", b"", f"{n:064x}", 1, now=float(n) / 1000)
     assert len(founding.peers) <= MAX_PEERS
     assert f"peer{5 * MAX_PEERS - 1}" in founding.peers
+
+
+def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
+    from exchange.chain.core import MAX_HEARD
+    from tests.sim.chain_sim import ChainSimulation, Scenario
+
+    sim = ChainSimulation(3, Scenario(validators=1, followers=0, drop=0.0, duplicate=0.0, fault_until=0.0,
+                                      settle=0.5, submit_rate=1.0))
+    sim.run()
+    core = sim.nodes[0].core
+    assert core is not None
+    now = core._now
+    for i in range(MAX_HEARD + 10):
+        core.peer_height(f"fresh-{i:05d}", core.state.height, now + i * 0.001)
+    assert len(core._heard) <= MAX_HEARD and len(core._heard_lag) == len(core._heard)
+    assert f"fresh-{MAX_HEARD + 9:05d}" in core._heard, "the newest claim is kept"
