@@ -131,7 +131,9 @@ def run(base: Path, clients: int, rate: float, seconds: float, accounts: int = 1
     ctx = multiprocessing.get_context("spawn")
     workers: list[Child] = []
     try:
-        node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10), log_level="WARNING")
+        node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10),
+                            ws_max_clients_per_address=clients + 10, ws_max_clients_per_subnet=clients + 10,
+                            log_level="WARNING")
         node.new_accounts(*(f"a{i}" for i in range(accounts)))       # the orders come from these accounts
         wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")
         node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200, accounts)})   # a book to stream

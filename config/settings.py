@@ -65,6 +65,12 @@ class Settings:
         "is not loopback", p.optional(p.secret(min_len=16)), secret=True)
     ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
                                    p.integer(1, 100_000))
+    ws_max_clients_per_address: int = _setting(
+        50, "WS_MAX_CLIENTS_PER_ADDRESS", "Most /ws clients from one IP address at once (the rest get 429)",
+        p.integer(1, 100_000))
+    ws_max_clients_per_subnet: int = _setting(
+        200, "WS_MAX_CLIENTS_PER_SUBNET", "Most /ws clients from one /24 (IPv4) or /48 (IPv6) at once",
+        p.integer(1, 100_000))
     ws_send_buffer_bytes: int = _setting(
         262144, "WS_SEND_BUFFER_BYTES", "Unread bytes a /ws client may have queued before it is cut off as too slow",
         p.integer(65536, 64 * 1024 * 1024))

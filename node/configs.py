@@ -130,6 +130,8 @@ class ApiConfig:
 class OperatorConfig:
     markets: str
     ws_max_clients: int
+    ws_max_clients_per_address: int
+    ws_max_clients_per_subnet: int
     ws_send_buffer_bytes: int
     p2p_enabled: bool               # readiness waits for the peer listener only when there is one
 
@@ -198,6 +200,8 @@ class NodeConfigs:
             api=ApiConfig(host=settings.api_host, port=settings.api_port, token=settings.api_token,
                           data_dir=settings.data_dir, debug_api=settings.debug_api),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
+                                    ws_max_clients_per_address=settings.ws_max_clients_per_address,
+                                    ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,
                                     ws_send_buffer_bytes=settings.ws_send_buffer_bytes,
                                     p2p_enabled=settings.p2p_enabled),
             discovery=DiscoveryConfig(

@@ -50,6 +50,8 @@ class OperatorSurface:
         self._app: web.Application | None = None
         self.stream = StreamServer(self.feed, self.status_channel, check_token=check_token or self._check_token,
                                    max_clients=config.ws_max_clients, max_buffer=config.ws_send_buffer_bytes,
+                                   max_per_address=config.ws_max_clients_per_address,
+                                   max_per_subnet=config.ws_max_clients_per_subnet,
                                    hello=self.hello)
         self.readiness.register("api", lambda: (node.api_address is not None, "control API listening"
                                                 if node.api_address else "control API not bound yet"))

@@ -4,11 +4,12 @@ Requests are JSON objects with an `event` (subscribe, unsubscribe, auth, ping); 
 event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...}`. README.md,
 "Market data stream", documents every message. A client's bad input gets an `error` event,
 never an exception; a client that floods requests or stops reading is disconnected with a close
-code that says why, and the number of clients is capped.
+code that says why, and the number of clients is capped per address, per subnet and in all.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import Any, Callable
 
@@ -76,17 +77,60 @@ class StatusChannel:
                 sub.send(body)
 
 
+def subnet_of(address: str) -> str:
+    """The network a client's address belongs to for the per-subnet cap: its /24 (IPv4) or /48 (IPv6), as
+    one operator's range usually is (an IPv6 host alone often holds a /64)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+class ClientCount:
+    """Open stream clients per address and per subnet, so one source cannot take the slots everyone shares
+    (the global cap stays behind it)."""
+
+    def __init__(self, per_address: int, per_subnet: int) -> None:
+        self.per_address, self.per_subnet = per_address, per_subnet
+        self.by_address: dict[str, int] = {}
+        self.by_subnet: dict[str, int] = {}
+
+    def refusal(self, address: str) -> str | None:
+        if self.by_address.get(address, 0) >= self.per_address:
+            return f"at most {self.per_address} stream clients from one address"
+        if self.by_subnet.get(subnet_of(address), 0) >= self.per_subnet:
+            return f"at most {self.per_subnet} stream clients from one network (/24 or /48)"
+        return None
+
+    def add(self, address: str) -> None:
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        subnet = subnet_of(address)
+        self.by_subnet[subnet] = self.by_subnet.get(subnet, 0) + 1
+
+    def remove(self, address: str) -> None:
+        for counts, key in ((self.by_address, address), (self.by_subnet, subnet_of(address))):
+            left = counts.get(key, 0) - 1
+            if left > 0:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
+
+
 class StreamServer:
     def __init__(self, feed: MarketFeed, status: StatusChannel, *, check_token: TokenCheck, max_clients: int,
-                 max_buffer: int, hello: Callable[[], dict[str, Any]]) -> None:
+                 max_buffer: int, hello: Callable[[], dict[str, Any]], max_per_address: int | None = None,
+                 max_per_subnet: int | None = None) -> None:
         self.feed = feed
         self.status = status
         self.check_token = check_token
         self.max_clients = max_clients
+        self.clients_by_source = ClientCount(max_per_address or max_clients, max_per_subnet or max_clients)
         self.max_buffer = max_buffer
         self.hello = hello
         self.sessions: set[StreamSession] = set()
-        self.counters = {"connections": 0, "refused_full": 0, "requests": 0, "bad_requests": 0,
+        self.counters = {"connections": 0, "refused_full": 0, "refused_per_source": 0, "requests": 0, "bad_requests": 0,
                          "auth_failures": 0, "messages_sent": 0, "bytes_sent": 0}
         self.disconnects: dict[str, int] = {}
 
@@ -95,9 +139,20 @@ class StreamServer:
         if len(self.sessions) >= self.max_clients:
             self.counters["refused_full"] += 1
             raise ApiError(503, "too_many_clients", f"this node serves at most {self.max_clients} stream clients")
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
-        await ws.prepare(request)
         peer = request.remote or ""
+        crowded = self.clients_by_source.refusal(peer)
+        if crowded is not None:
+            self.counters["refused_per_source"] += 1
+            error = ApiError(429, "too_many_clients_from_you", crowded)
+            error.retry_after = 10.0     # type: ignore[attr-defined]
+            raise error
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
+        self.clients_by_source.add(peer)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self.clients_by_source.remove(peer)
+            raise
         session = StreamSession(request.transport, self.max_buffer, peer=peer, on_closed=self._closed)
         session.ws = ws
         self.sessions.add(session)
@@ -126,7 +181,9 @@ class StreamServer:
         for sub in list(session.subscriptions.values()):
             self._unsubscribe(sub)
         session.subscriptions.clear()
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.clients_by_source.remove(session.peer)
         self.counters["messages_sent"] += session.messages_sent
         self.counters["bytes_sent"] += session.bytes_sent
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
@@ -226,7 +283,9 @@ class StreamServer:
     # --- observability -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         live = [s for s in self.sessions]
-        return {"clients": len(live), "max_clients": self.max_clients, "max_buffer_bytes": self.max_buffer,
+        return {"clients": len(live), "max_clients": self.max_clients,
+                "max_clients_per_address": self.clients_by_source.per_address,
+                "max_clients_per_subnet": self.clients_by_source.per_subnet, "max_buffer_bytes": self.max_buffer,
                 "unread_bytes": sum(s.unread_bytes for s in live),
                 "subscriptions": {**self.feed.subscriber_counts(), "status": len(self.status.subs)},
                 "counters": dict(self.counters,

@@ -181,3 +181,19 @@ async def test_a_failing_snapshot_source_is_an_error_event_not_a_dropped_connect
         await client.close()
         await stream.close_all()
         await server.close()
+
+
+def test_stream_clients_are_counted_per_address_and_per_subnet():
+    from node.marketdata.server import ClientCount, subnet_of
+
+    assert subnet_of("203.0.113.77") == "203.0.113.0/24"
+    assert subnet_of("2001:db8:1:2::5") == "2001:db8:1::/48"
+    count = ClientCount(per_address=2, per_subnet=3)
+    for address in ("203.0.113.1", "203.0.113.1", "203.0.113.2"):
+        assert count.refusal(address) is None
+        count.add(address)
+    assert "one address" in (count.refusal("203.0.113.1") or "")
+    assert "one network" in (count.refusal("203.0.113.9") or "")
+    assert count.refusal("198.51.100.1") is None, "another network has its own share"
+    count.remove("203.0.113.2")
+    assert count.refusal("203.0.113.9") is None and "203.0.113.2" not in count.by_address
