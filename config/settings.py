@@ -63,6 +63,14 @@ class Settings:
     api_token: str | None = _setting(
         None, "API_TOKEN", "Bearer token the control API accepts besides DATA_DIR/.cookie; required when API_HOST "
         "is not loopback", p.optional(p.secret(min_len=16)), secret=True)
+    api_max_connections: int = _setting(
+        2048, "API_MAX_CONNECTIONS", "Most open connections to the control API at once", p.integer(1, 1_000_000))
+    api_max_connections_per_address: int = _setting(
+        512, "API_MAX_CONNECTIONS_PER_ADDRESS", "Most open control API connections from one IP address",
+        p.integer(1, 1_000_000))
+    api_header_timeout: float = _setting(
+        10.0, "API_HEADER_TIMEOUT", "Seconds a new API connection has to send its first request's headers before "
+        "it is closed (slowloris)", _FLOAT_POS)
     ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
                                    p.integer(1, 100_000))
     ws_max_clients_per_address: int = _setting(

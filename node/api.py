@@ -1,15 +1,18 @@
 """Control API (aiohttp, 127.0.0.1 by default): what the CLI and operators' scripts talk to.
 
-Every route is guarded by node/auth.py; components add theirs through `node.api_extensions`.
+Every route is guarded by node/auth.py; components add theirs through `node.api_extensions`. Connections
+pass node/api_guard.py first (caps per address and in all, a deadline for the first request's headers).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api_base import NODE_KEY, errors_as_json, json_response, node_of
+from node.api_guard import ConnectionGuard, GuardedSite
 from node.auth import install_auth
 from node.metrics import render_metrics
 
@@ -40,10 +43,24 @@ def build_app(node: Any) -> web.Application:
     return app
 
 
+def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
+    yield GaugeMetricFamily("exchange_node_api_connections", "Open control API connections",
+                            value=guard.open_total)
+    refused = CounterMetricFamily("exchange_node_api_connections_refused",
+                                  "API connections closed by the guard, by reason (over a cap, headers too slow)",
+                                  labels=["reason"])
+    for reason, count in guard.counters.items():
+        refused.add_metric([reason], count)
+    yield refused
+
+
 async def start_api(node: Any, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
     runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    api = node.configs.api
+    guard = ConnectionGuard(api.max_connections_per_address, api.max_connections, api.header_timeout)
+    getattr(node, "metric_sources", []).append(lambda: guard_metrics(guard))
+    site = GuardedSite(runner, host, port, guard)
     try:
         await site.start()
     except BaseException:

@@ -124,6 +124,9 @@ class ApiConfig:
     token: str | None
     data_dir: Path                  # where the cookie is written
     debug_api: bool
+    max_connections: int = 2048
+    max_connections_per_address: int = 512
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,10 @@ class NodeConfigs:
                 seat_rule=settings.seat_rule, absent_blocks=settings.absent_blocks,
                 absent_ms=int(settings.absent_seconds * 1000)),
             api=ApiConfig(host=settings.api_host, port=settings.api_port, token=settings.api_token,
-                          data_dir=settings.data_dir, debug_api=settings.debug_api),
+                          data_dir=settings.data_dir, debug_api=settings.debug_api,
+                          max_connections=settings.api_max_connections,
+                          max_connections_per_address=settings.api_max_connections_per_address,
+                          header_timeout=settings.api_header_timeout),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,
