@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -61,12 +61,11 @@ class GuardedProtocol(asyncio.Protocol):
         self._tail = b""        # the last bytes seen before the first request's headers ended
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)     # uvloop's transports are not asyncio's classes
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else ""
         if not self.guard.admit(address):
-            transport.abort()
+            self.transport.abort()
             return
         self.address = address
         self._deadline = asyncio.get_running_loop().call_later(self.guard.header_timeout, self._too_slow)
