@@ -7,13 +7,15 @@ The suite runs in two tiers (Makefile: `make test-fast`, `make test`):
 Markers are put where they are true without anyone remembering them: every test under
 tests/integration is `integration` (they start exchange-node processes) and every test under
 tests/interop is `interop` (Node.js Grenache); a test using the `cluster` or `chain3` fixture is
-`integration`, one using the Grenache fixtures is `interop`. `netns`, `browser`, `process` and `slow`
+`integration`, one using the Grenache fixtures is `interop`; a test that builds namespaces (`NetnsLan`,
+`lan_or_skip`) or starts chromium, itself or in a fixture, is `netns` or `browser`. `process` and `slow`
 are written on the tests themselves. What keeps them true: while a test runs, an audit hook watches
 for a child process (subprocess, fork, exec, multiprocessing's spawn) and fails a test that starts
 one without a PROCESS_MARKS marker, so a test that spawns cannot slip into the fast tier.
 """
 from __future__ import annotations
 
+import inspect
 import multiprocessing.util
 import sys
 from pathlib import Path
@@ -32,6 +34,8 @@ FAST_EXCLUDED = (*PROCESS_MARKS, "slow")
 BY_FOLDER = {"integration": "integration", "interop": "interop"}
 BY_FIXTURE = {"cluster": "integration", "chain3": "integration",
               "grapes": "interop", "node_worker": "interop", "require_node": "interop"}
+# a call in the test or in one of its fixtures that builds namespaces or starts chromium
+BY_CALL = {"NetnsLan(": "netns", "lan_or_skip(": "netns", "sync_playwright(": "browser"}
 
 # audit events that start another program (multiprocessing's spawn and forkserver raise none: wrapped below)
 SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system",
@@ -57,7 +61,24 @@ def tier_marks(item: pytest.Item) -> set[str]:
     for name in getattr(item, "fixturenames", ()):
         if name in BY_FIXTURE:
             marks.add(BY_FIXTURE[name])
+    for source in _sources(item):
+        marks.update(mark for call, mark in BY_CALL.items() if call in source)
     return marks
+
+
+def _sources(item: pytest.Item) -> list[str]:
+    """The source of the test function and of the fixtures it uses (the test's own module's and conftests')."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        functions.extend(d.func for d in defs)
+    sources = []
+    for function in functions:
+        try:
+            sources.append(inspect.getsource(function))
+        except (TypeError, OSError):
+            pass
+    return sources
 
 
 def may_start_processes(item: pytest.Item) -> bool:
