@@ -37,6 +37,14 @@ BY_FIXTURE = {"cluster": "integration", "chain3": "integration",
 # a call in the test or in one of its fixtures that builds namespaces or starts chromium
 BY_CALL = {"NetnsLan(": "netns", "lan_or_skip(": "netns", "sync_playwright(": "browser"}
 
+# The real-process tier hands whole files to two workers in collection order (--dist loadfile): the longest
+# files go first, so neither worker starts one of them when the other is nearly done. Measured on the
+# real-process tier (2 cores, load 8 to 13): each of these files takes 2 to 6 minutes of one worker. The
+# fast tier's longest, the crash enumeration (76 s), goes first there for the same reason.
+LONGEST_FIRST = ("unit/storage/test_chain_crash.py", "integration/test_storage_bitflips.py", "integration/test_seat_attacks.py",
+                 "unit/chain/test_consensus_sim.py", "integration/test_chain_partitions.py",
+                 "integration/test_seats.py", "integration/test_storage_kill9.py")
+
 # audit events that start another program (multiprocessing's spawn and forkserver raise none: wrapped below)
 SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system",
                           "os.exec"})
@@ -90,6 +98,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name in sorted(tier_marks(item)):
             if not item.get_closest_marker(name):
                 item.add_marker(name)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).resolve().relative_to(TESTS).as_posix(), len(rank)))
 
 
 def _spawned(what: str) -> None:
