@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 NPM_DIR := tests/interop/js
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
-.PHONY: run test install test-deps npm-deps bench soak image-test clean lint
+.PHONY: run test test-fast test-process install test-deps npm-deps bench soak image-test clean lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,28 @@ npm-deps: $(NPM_STAMP)
 
 test-deps: $(TEST_STAMP) npm-deps
 
-## Install what the tests need (Python and Node.js Grenache), lint, type-check and run the default suite.
+# The suite's two tiers (markers in pyproject.toml, put and checked by tests/conftest.py): the fast tier runs
+# everything that starts no process (unit tests, the simulator); the real-process tier the rest.
+FAST := not (integration or interop or netns or browser or process or slow or soak or container)
+PROCESS_TIER := (integration or interop or netns or browser or process or slow) and not (soak or container)
+# each tier prints its wall time; the load average goes with it (the machine may be shared)
+TIMED = @start=$$(date +%s); status=0; $(1) || status=$$?; \
+	echo "== tier $(2): $$(( $$(date +%s) - start )) s wall, exit $$status ($$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) load)"; \
+	exit $$status
+
+## Install what the tests need (Python and Node.js Grenache), lint, type-check, then the fast tier and the
+## real-process tier. Everything but soak and container tests runs.
 test: test-deps lint
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
+	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
+
+## The inner loop: the fast tier alone (no lint; no process, namespace or browser; a few minutes).
+test-fast: $(TEST_STAMP)
+	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
+
+## The real-process tier alone: real nodes, Node.js Grenache, namespaces, chromium, helper processes, long sims.
+test-process: test-deps
+	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
 ## ruff over the tree and mypy over the package (settings in pyproject.toml).
 lint: $(TEST_STAMP)

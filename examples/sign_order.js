@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Sign an order for exchange-node with your own account key, as an external client does.
 //
-// Builds the exact text the account signs (README "Signed orders"), signs it with Ed25519 using
+// Builds the exact text the account signs (docs/signed-orders.md), signs it with Ed25519 using
 // Node.js's built-in crypto (Node 18+, no npm packages), and prints the body to POST to /orders on
 // any node: {"signed": {...}}. The signed text and the order id go to stderr.
 //

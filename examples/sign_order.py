@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sign an order for exchange-node with your own account key, as an external client does.
 
-Builds the exact text the account signs (README "Signed orders"), signs it with Ed25519, and prints
+Builds the exact text the account signs (docs/signed-orders.md), signs it with Ed25519, and prints
 the body to POST to /orders on any node: `{"signed": {...}}`. The signed text and the order id the
 node will give the order go to stderr. Needs only `cryptography` (pip install cryptography).
 

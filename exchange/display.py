@@ -1,7 +1,7 @@
 """API-shaped views with decimal strings (prices and sizes formatted per market), for the control API.
 
 The engine speaks integer ticks and lots; people and scripts read "100.05". These
-helpers produce the shapes documented in ARCHITECTURE.md section 7.
+helpers produce the shapes docs/api.md documents for the control API.
 """
 from __future__ import annotations
 

@@ -1,9 +1,54 @@
-"""Shared fixtures: `cluster` starts real exchange-node processes and always cleans them up."""
+"""Shared fixtures (`cluster` starts real exchange-node processes and always cleans them up), and the tiers.
+
+The suite runs in two tiers (Makefile: `make test-fast`, `make test`):
+- the fast tier: everything in this process, no child process, namespace or browser (unit, simulator);
+- the real-process tier: tests marked with one of PROCESS_MARKS, or `slow`.
+
+Markers are put where they are true without anyone remembering them: every test under
+tests/integration is `integration` (they start exchange-node processes) and every test under
+tests/interop is `interop` (Node.js Grenache); a test using the `cluster` or `chain3` fixture is
+`integration`, one using the Grenache fixtures is `interop`; a test that builds namespaces (`NetnsLan`,
+`lan_or_skip`) or starts chromium, itself or in a fixture, is `netns` or `browser`. `process` and `slow`
+are written on the tests themselves. What keeps them true: while a test runs, an audit hook watches
+for a child process (subprocess, fork, exec, multiprocessing's spawn) and fails a test that starts
+one without a PROCESS_MARKS marker, so a test that spawns cannot slip into the fast tier.
+"""
 from __future__ import annotations
+
+import inspect
+import multiprocessing.util
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import Cluster
+
+TESTS = Path(__file__).resolve().parent
+
+# A test carrying one of these may start processes; the fast tier deselects them all, and `slow`.
+PROCESS_MARKS = ("integration", "interop", "netns", "browser", "process", "container", "soak")
+FAST_EXCLUDED = (*PROCESS_MARKS, "slow")
+
+BY_FOLDER = {"integration": "integration", "interop": "interop"}
+BY_FIXTURE = {"cluster": "integration", "chain3": "integration",
+              "grapes": "interop", "node_worker": "interop", "require_node": "interop"}
+# a call in the test or in one of its fixtures that builds namespaces or starts chromium
+BY_CALL = {"NetnsLan(": "netns", "lan_or_skip(": "netns", "sync_playwright(": "browser"}
+
+# The real-process tier hands whole files to two workers in collection order (--dist loadfile): the longest
+# files go first, so neither worker starts one of them when the other is nearly done. Measured on the
+# real-process tier (2 cores, load 8 to 13): each of these files takes 2 to 6 minutes of one worker. The
+# fast tier's longest, the crash enumeration (76 s), goes first there for the same reason.
+LONGEST_FIRST = ("unit/storage/test_chain_crash.py", "integration/test_storage_bitflips.py", "integration/test_seat_attacks.py",
+                 "unit/chain/test_consensus_sim.py", "integration/test_chain_partitions.py",
+                 "integration/test_seats.py", "integration/test_storage_kill9.py")
+
+# audit events that start another program (multiprocessing's spawn and forkserver raise none: wrapped below)
+SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system",
+                          "os.exec"})
+_running: list[Any] = []       # the test item whose setup, call or teardown is running (this process only)
 
 
 @pytest.fixture
@@ -13,3 +58,80 @@ def cluster(tmp_path):
         yield c
     finally:
         c.close()
+
+
+def tier_marks(item: pytest.Item) -> set[str]:
+    """The markers the folder and the fixtures of a test imply."""
+    marks = set()
+    rel = Path(str(item.path)).resolve().relative_to(TESTS).parts
+    if rel and rel[0] in BY_FOLDER:
+        marks.add(BY_FOLDER[rel[0]])
+    for name in getattr(item, "fixturenames", ()):
+        if name in BY_FIXTURE:
+            marks.add(BY_FIXTURE[name])
+    for source in _sources(item):
+        marks.update(mark for call, mark in BY_CALL.items() if call in source)
+    return marks
+
+
+def _sources(item: pytest.Item) -> list[str]:
+    """The source of the test function and of the fixtures it uses (the test's own module's and conftests')."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        functions.extend(d.func for d in defs)
+    sources = []
+    for function in functions:
+        try:
+            sources.append(inspect.getsource(function))
+        except (TypeError, OSError):
+            pass
+    return sources
+
+
+def may_start_processes(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) for name in PROCESS_MARKS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in sorted(tier_marks(item)):
+            if not item.get_closest_marker(name):
+                item.add_marker(name)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).resolve().relative_to(TESTS).as_posix(), len(rank)))
+
+
+def _spawned(what: str) -> None:
+    if _running and not may_start_processes(_running[-1]):
+        item = _running[-1]
+        item.stash.setdefault(_SPAWNS, []).append(what)
+        raise RuntimeError(f"{item.nodeid} starts a process ({what}) but carries none of the markers "
+                           f"{', '.join(PROCESS_MARKS)}: the fast tier runs no process; mark it (tests/conftest.py)")
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event in SPAWN_EVENTS and _running:
+        _spawned(f"{event} {str(args[:2])[:120]}")
+
+
+_SPAWNS = pytest.StashKey[list]()
+sys.addaudithook(_audit)
+_spawnv_passfds = multiprocessing.util.spawnv_passfds
+
+
+def _spawnv_watched(path, args, passfds):       # multiprocessing's spawn and forkserver start children here
+    _spawned(f"multiprocessing {path}")
+    return _spawnv_passfds(path, args, passfds)
+
+
+multiprocessing.util.spawnv_passfds = _spawnv_watched
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.pop()

@@ -1,6 +1,6 @@
-"""A market data stream client as a user would write one from the README: it keeps a local copy of
+"""A market data stream client as a user would write one from docs/api.md ("Market data stream"): it keeps a local copy of
 a book from snapshot + updates, checks sequence numbers and the checksum (implemented here from
-the README's description, independently of the node's code)."""
+that description, independently of the node's code)."""
 from __future__ import annotations
 
 import asyncio

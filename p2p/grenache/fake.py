@@ -1,6 +1,6 @@
 """FakeGrape: an in-process stand-in for a Grape HTTP API, with fault injection, for tests without Node.js.
 
-It speaks the same wire format as a real grape (see FACTS.md) over a real loopback socket, keeps
+It speaks the same wire format as a real grape (docs/protocol.md, "Grenache") over a real loopback socket, keeps
 announcements in memory (several fakes can share one `FakeDHT` to behave like bootstrapped grapes)
 and can be told to misbehave in each way a real grape or the network does.
 """

@@ -1,6 +1,6 @@
 """GrapeClient: the Grenache Grape HTTP API (announce, lookup, put, get) with failover between grapes.
 
-Wire format (see FACTS.md): every call is `POST <grape>/<verb>` with `{"rid": ..., "data": ...}`.
+Wire format (docs/protocol.md, "Grenache"): every call is `POST <grape>/<verb>` with `{"rid": ..., "data": ...}`.
 The answer is JSON: announce -> 1, lookup -> ["ip:port", ...], put -> sha1 hex, get -> {"v": ...}
 or an EMPTY body when the hash is unknown. A grape reports its own errors as HTTP 200 with a JSON
 string body ("ERR_GRAPE_LOOKUP", "All queries failed"), a body it cannot parse as 500 text and an

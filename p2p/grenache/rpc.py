@@ -1,7 +1,7 @@
 """Grenache HTTP RPC, wire-compatible with grenache-nodejs-http: a client that calls Node workers and a
 server that Node PeerRPCClients can call.
 
-Wire format (FACTS.md): the client POSTs the JSON array `[rid, key, payload]` to `/` with header
+Wire format (docs/protocol.md, "Grenache"): the client POSTs the JSON array `[rid, key, payload]` to `/` with header
 `grc-compress: none`, or `gzip` with the body gzipped; the worker answers HTTP 200 with
 `[rid, null, data]` or `[rid, "ERR_...", null]`, gzipped when the request was. No
 Content-Encoding header is used in either direction (the Node client gunzips by itself and would

@@ -3,7 +3,7 @@
 Four validators (seats granted by the founder's join token) and a follower trade; then two validators are
 killed with SIGKILL and their data dirs deleted: gone for good. The two left can never again form a
 quorum (3 of 4): orders get 202 `no_quorum` and no height moves. Each survivor's operator runs
-`exchange-node validators recover --keep A,B` as README.md says. Then orders are final again on both
+`exchange-node validators recover --keep A,B` as docs/orders-and-finality.md says. Then orders are final again on both
 survivors and on the follower, the orders taken during the halt are final too, every fill final before the
 halt is still there identically on every node, and the validator set is the two survivors.
 """

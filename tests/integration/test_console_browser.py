@@ -21,6 +21,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 
+pytestmark = pytest.mark.browser     # (tests/conftest.py also derives it from the fixture that starts chromium)
+
 
 @pytest.fixture
 def browser(tmp_path):

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not 
 
 def installed_copy(tmp_path: Path, text: str | None = None) -> Path:
     """The unit with ExecStart pointing at this checkout's exchange-node (verify insists the binary
-    exists; /opt/exchange-node is where the README installs it)."""
+    exists; /opt/exchange-node is where docs/operations.md installs it)."""
     text = UNIT.read_text() if text is None else text
     binary = Path(sys.executable).with_name("exchange-node")
     unit = tmp_path / "exchange-node.service"

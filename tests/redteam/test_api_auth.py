@@ -2,7 +2,7 @@
 sends a path exactly as written): every private route and every spelling of one (`//peers`, dot segments,
 percent-encoding, case, trailing slash), other methods on public routes, method-override headers, a token
 in the wrong place or scheme, and the private `orders` channel of the WebSocket. Everything not in the
-README's public set must be 401 and must do nothing; the public set answers without a token and does not
+docs/api.md's public set must be 401 and must do nothing; the public set answers without a token and does not
 leak the cookie; the cookie and API_TOKEN are accepted (the positive control)."""
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 class Client:
-    """An external client holding its own account key, signing as the README documents."""
+    """An external client holding its own account key, signing as docs/signed-orders.md documents."""
 
     def __init__(self, chain_id: str) -> None:
         self.key = SigningKey(os.urandom(32))

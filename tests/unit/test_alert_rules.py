@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.process     # promtool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "packaging" / "prometheus" / "alerts.rules.yml"
 RULE_TESTS = ROOT / "packaging" / "prometheus" / "alerts.test.yml"

@@ -1,6 +1,8 @@
 """`make test` runs the linters first: ruff over the tree and mypy (disallow_untyped_defs) over the package."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import tomllib
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.process     # make -n
 def test_make_test_runs_ruff_and_mypy_before_the_suite() -> None:
     dry = subprocess.run(["make", "-n", "-W", "pyproject.toml", "test"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
@@ -24,3 +27,30 @@ def test_mypy_checks_every_package_with_untyped_defs_disallowed() -> None:
     packages = {p.split("*")[0] for p in config["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert set(mypy["files"]) == packages
     assert mypy["disallow_untyped_defs"] is True
+
+
+def test_the_two_tiers_select_every_test_but_soak_and_container_once() -> None:
+    """`make test` runs FAST then PROCESS_TIER: for every combination of markers a test can carry, exactly
+    one of the two selects it, unless it is a soak or container test, which neither does."""
+    import itertools
+    import re
+
+    from _pytest.mark.expression import Expression
+
+    from tests.conftest import FAST_EXCLUDED, PROCESS_MARKS
+
+    makefile = (ROOT / "Makefile").read_text()
+    fast = Expression.compile(re.search(r"^FAST := (.*)$", makefile, re.M).group(1))
+    process = Expression.compile(re.search(r"^PROCESS_TIER := (.*)$", makefile, re.M).group(1))
+    marks = sorted(set(FAST_EXCLUDED))
+    for n in range(len(marks) + 1):
+        for carried in itertools.combinations(marks, n):
+            chosen = [tier.evaluate(lambda name: name in carried) for tier in (fast, process)]
+            if {"soak", "container"} & set(carried):
+                assert chosen == [False, False], carried
+            else:
+                assert sum(chosen) == 1, carried
+                assert chosen[0] == (not carried), carried      # the fast tier is the tests with no marker of these
+    assert set(PROCESS_MARKS) | {"slow"} == set(marks)
+    registered = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert set(marks) <= {line.split(":")[0] for line in registered}

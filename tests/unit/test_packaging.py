@@ -1,5 +1,5 @@
 """What the package ships and what packaging/ describes: the console's static files are package data,
-the Dockerfile and the systemd unit say what the README promises."""
+the Dockerfile and the systemd unit say what docs/operations.md promises."""
 from __future__ import annotations
 
 import fnmatch

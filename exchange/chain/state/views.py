@@ -1,6 +1,6 @@
 """API-shaped views of the state, with prices and sizes as decimal strings per market.
 
-Shapes follow ARCHITECTURE.md section 7; order and trade views add the account ids, and trades
+Shapes are the control API's (docs/api.md); order and trade views add the account ids, and trades
 add the block height and time they executed at.
 """
 from __future__ import annotations

@@ -12,6 +12,8 @@ import pytest
 
 from bench.child import Child, ChildFailed, get, wait_event
 
+pytestmark = pytest.mark.process     # benchmark children (spawn and fork)
+
 
 def _fails_on_import_of_a_moved_name(port_q) -> None:
     from bench.table import NoSuchThing  # type: ignore[attr-defined]  # noqa: F401

@@ -12,6 +12,8 @@ import pytest
 from bench.__main__ import discover
 from tests.harness import ROOT
 
+pytestmark = pytest.mark.process     # each benchmark in a fresh `python -m bench` (real nodes among them)
+
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("name", discover())

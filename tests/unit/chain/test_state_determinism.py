@@ -110,6 +110,7 @@ print(chain.state.app_hash.hex(), hashlib.sha256(chain.state.snapshot()).hexdige
 """
 
 
+@pytest.mark.process     # Python children with other hash seeds
 def test_processes_with_different_hash_seeds_compute_the_same_state():
     """Python randomises str hashing per process: no set or dict order may leak into the state."""
     outputs = set()

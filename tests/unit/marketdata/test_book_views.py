@@ -1,5 +1,5 @@
 """Depth views: what subscribers apply always leaves them holding exactly the top N levels, with the
-checksum a README-following client computes."""
+checksum a client following docs/api.md computes."""
 from __future__ import annotations
 
 import zlib

@@ -47,6 +47,7 @@ def test_get_by_name_or_id_and_unknown_is_keyerror(tmp_path):
         store.get(alice.id[:-1] + ("0" if alice.id[-1] != "0" else "1"))
 
 
+@pytest.mark.process     # a spawn pool of creators
 def test_an_account_created_by_another_process_is_found_without_restart(tmp_path):
     running = AccountStore(tmp_path)
     running.ensure_default()
@@ -71,6 +72,7 @@ def test_existing_name_is_refused_and_key_kept(tmp_path):
     assert store.get("alice").path.read_bytes() == before
 
 
+@pytest.mark.process     # a spawn pool of creators
 def test_racing_creators_of_one_name_agree_on_one_key(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         results = pool.starmap(_try_create, [(tmp_path, "race")] * 8)

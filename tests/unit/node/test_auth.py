@@ -16,10 +16,10 @@ from node.api import build_app
 from node.auth import AUTH_KEY, PUBLIC_ROUTES, check_token, install_auth, is_public
 from node.cookie import cookie_path, read_cookie, remove_cookie, write_cookie
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 API_TOKEN = "operator-token-0123456789abcdef"
 
-# The public read-only set as the brief and README state it, written out independently of node/auth.py.
+# The public read-only set as the brief and docs/api.md state it, written out independently of node/auth.py.
 DOCUMENTED_PUBLIC = [r"/status", r"/health", r"/ready", r"/metrics", r"/book/.+", r"/trades/.+", r"/",
                      r"/static(/.*)?", r"/ws"]
 
@@ -152,8 +152,8 @@ def test_a_cookie_replaced_by_another_run_is_left_alone(tmp_path):
     assert not list(tmp_path.iterdir())               # no temp files either
 
 
-def test_readme_lists_exactly_the_public_routes():
-    text = README.read_text()
+def test_the_api_reference_lists_exactly_the_public_routes():
+    text = API_DOC.read_text()
     section = text[text.index("## Accounts and API access"):]
     listed = set(re.findall(r"`((?:GET|HEAD) /[^`]*)`", section[:section.index("\n## ", 5)]))
     assert set(PUBLIC_ROUTES) <= listed, set(PUBLIC_ROUTES) - listed

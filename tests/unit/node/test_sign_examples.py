@@ -15,6 +15,8 @@ from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
 from node.accounts import AccountStore
 from tests.scripted_api import ScriptedApi
 
+pytestmark = pytest.mark.process     # the examples run under python and node
+
 ROOT = Path(__file__).resolve().parents[3]
 SEED = bytes(range(32))
 CHAIN = "ab" * 32

@@ -48,11 +48,13 @@ def test_announce_hosts():
     assert mdns_announce_hosts("node.example", "0.0.0.0") == []
 
 
+@pytest.mark.process     # ifaddr finds libc with ldconfig
 def test_real_interface_addresses_excludes_loopback():
     for address in real_interface_addresses():
         assert not address.startswith("127.") and ":" not in address
 
 
+@pytest.mark.process     # ifaddr finds libc with ldconfig
 async def test_no_interfaces_warns_once_and_idles(caplog):
     s = strategy(interfaces=(), list_interfaces=lambda: [])
     with caplog.at_level(logging.WARNING, logger="p2p.discovery.mdns"):
@@ -75,6 +77,7 @@ async def test_interface_without_multicast_is_a_warning_not_a_crash(caplog):
     await s.close()
 
 
+@pytest.mark.process     # ifaddr finds libc with ldconfig
 async def test_two_instances_on_loopback_find_each_other_and_say_goodbye():
     from zeroconf import IPVersion, ServiceStateChange
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf

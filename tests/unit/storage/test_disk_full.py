@@ -14,6 +14,8 @@ from storage.recordlog import RecordLog
 from storage.snapshots import SnapshotStore
 from tests.diskfull import SmallDisk, small_disk  # noqa: F401  (the fixture)
 
+pytestmark = pytest.mark.process     # mount and umount a tmpfs
+
 
 def disk_bytes(directory) -> int:
     return sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))

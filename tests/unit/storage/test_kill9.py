@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from storage.recordlog import RecordLog
 from tests.harness import ROOT
 from tests.unit.storage.log_writer import SEGMENT_BYTES
+
+pytestmark = pytest.mark.process     # a writer process killed with SIGKILL
 
 
 def run_and_kill(directory: str, tag: str, acks_before_kill: int) -> dict[int, bytes]:

@@ -43,6 +43,7 @@ def test_a_new_directory_is_private_and_a_loose_one_is_tightened_with_an_info_li
     assert "0755" in caplog.text and "0700" in caplog.text and str(loose) in caplog.text
 
 
+@pytest.mark.process     # a Python child holds the lock
 def test_the_lock_of_a_killed_process_is_gone_with_it(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
