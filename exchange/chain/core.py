@@ -1181,8 +1181,12 @@ class ChainCore:
 
     # ------------------------------------------------------------------ peers and time
     def peer_height(self, node_id: str, height: int, now: float) -> None:
-        """A neighbour's chain height (from its heartbeat)."""
+        """A neighbour's chain height (from its heartbeat). A validator neighbour at our height is live even
+        when nothing is being decided: an idle chain (a long EMPTY_BLOCK_INTERVAL) sends no votes, and its
+        quorum must not look lost between blocks."""
         self._set_now(now)
+        if height >= self.state.height:
+            self._heard_validator(node_id, now)
         self._heard[node_id] = (height, now)
         self._heard_lag[node_id] = self.state.height - height
         if len(self._heard) > MAX_HEARD:

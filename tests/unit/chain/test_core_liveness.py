@@ -40,3 +40,17 @@ def test_a_validator_heard_long_ago_no_longer_counts():
         core.on_message("vote", vote.wire(), signer.node_id, BASE_TIME + 0.1)
     assert core.quorum_present(BASE_TIME + 0.2) is True
     assert core.quorum_present(BASE_TIME + 0.2 + core.config.live_after + 0.1) is False
+
+
+def test_an_idle_chains_validators_are_live_by_their_heartbeats_at_our_height():
+    """No block is being decided (a long EMPTY_BLOCK_INTERVAL): no votes flow, yet validators whose links say
+    they are at our height are live; one that says an older height is not (it cannot vote on ours)."""
+    core, keys, _ = _validator_core(4)
+    now = BASE_TIME + 10.0
+    assert core.quorum_present(now) is False, "nothing heard: no quorum"
+    core.peer_height(keys[1].node_id, core.state.height, now)
+    core.peer_height(keys[2].node_id, core.state.height - 1, now)
+    assert core.quorum_present(now) is False, "a validator behind us is not counted"
+    core.peer_height(keys[3].node_id, core.state.height, now)
+    assert core.quorum_present(now) is True
+    assert core.quorum_present(now + core.config.live_after + 0.1) is False, "heartbeats that stop stop counting"
