@@ -10,7 +10,7 @@ import threading
 import time
 
 from node.identity import NodeIdentity
-from p2p.framing import encode_body
+from p2p.framing import encode_body, encode_frame
 from tests.harness import wait_until
 from tests.wire import HandshakeRefused, RawPeer
 
@@ -40,8 +40,9 @@ async def attack_once(port: int, identity: NodeIdentity, batch: list[dict]) -> s
     except HandshakeRefused as exc:
         peer.close()
         return f"refused:{exc.reason}"
-    for message in batch:
-        peer.send(message)
+    # one write for the whole batch: the node closes at the first bad message, and a later write of ours
+    # into the closed socket would fail the read of its goodbye with a broken pipe
+    peer.send_plain(b"".join(encode_frame(message) for message in batch))
     try:
         reason, _ = await peer.until_goodbye(2.0)
     except TimeoutError:
