@@ -1002,7 +1002,7 @@ class ChainService:
         core = self._accepting_core()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         why = core.precheck(tx)
-        if why is not None and not (why == "duplicate" and tx.id in self._waiters):
+        if why is not None:     # "duplicate": a final block holds it, even if its first answer is still on its way
             future.set_result(None)
             return why, future
         await self.store.outbox_add([tx])
@@ -1217,7 +1217,9 @@ class ChainService:
             return base
         sign_from = core.consensus.sign_from
         now = self.clock()
-        liveness = [{"node_id": node, "heard_s": None if age is None else round(age, 1), "us": us}
+        live_after = self.config.live_after
+        liveness = [{"node_id": node, "heard_s": None if age is None else round(age, 1), "us": us,
+                     "live": us or (age is not None and age <= live_after)}
                     for node, age, us in core.validator_liveness(now)]
         return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
                 "liveness": liveness,

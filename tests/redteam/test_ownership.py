@@ -159,7 +159,7 @@ def test_a_replayed_signed_order_fills_once_even_when_sent_to_every_node_at_once
     # later replays through every node: refused as duplicates, nothing more fills
     for node in nodes:
         status, body = post(node, taker)
-        assert (status, body["error"]["code"]) == (422, "duplicate"), (node.name, status, body)
+        assert (status, body.get("error", {}).get("code")) == (422, "duplicate"), (node.name, status, body)
     for view in order_everywhere(nodes, resting.order_id(0)):
         assert D(view["remaining"]) == 2 and D(view["filled"]) == 1, view
     same_book(nodes)

@@ -98,7 +98,7 @@ function validatorState(v, role) {
   if (v.us) return ["this node", "validator-live"];
   if (v.heard_s === null) return [role === "validator" ? "never heard since start" : "not in the last block", "validator-silent"];
   if (role !== "validator") return [`signed the last block (${v.heard_s.toFixed(0)} s ago)`, ""];
-  return v.heard_s <= 3 ? ["live", "validator-live"] : [`silent ${v.heard_s.toFixed(0)} s`, "validator-silent"];
+  return v.live ? ["live", "validator-live"] : [`silent ${v.heard_s.toFixed(0)} s`, "validator-silent"];
 }
 
 function renderChain(chain) {
