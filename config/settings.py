@@ -163,8 +163,17 @@ class Settings:
                                       p.integer(1))
     router_flood_ban: float = _setting(120.0, "ROUTER_FLOOD_BAN",
                                        "Seconds a peer that keeps flooding past its rate is banned", _FLOAT_POS)
-    debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API and offer the "
-                                  "diagnostic test.echo RPC service", p.boolean)
+    router_graft_peer_bytes: int = _setting(
+        1048576, "ROUTER_GRAFT_PEER_BYTES", "Bytes/s of cached broadcasts re-sent to one neighbour that asks for them "
+        "(graft); each message is re-sent to a neighbour once", p.integer(1024))
+    router_graft_total_bytes: int = _setting(
+        16777216, "ROUTER_GRAFT_TOTAL_BYTES", "Bytes/s of cached broadcasts re-sent to all neighbours together",
+        p.integer(1024))
+    router_open_type_rate: float = _setting(
+        50.0, "ROUTER_OPEN_TYPE_RATE", "Broadcasts/s of a type any key may author (RPC health hints) one neighbour "
+        "may hand over; the excess is dropped unchecked and unforwarded, nobody penalised", _FLOAT_POS)
+    debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API, offer the "
+                                  "diagnostic test.echo RPC service and carry diagnostic note broadcasts", p.boolean)
     max_validators: int = _setting(
         7, "MAX_VALIDATORS", "Validator seats a network founded here offers (7 tolerates 2 faulty validators)",
         p.integer(1, 100))

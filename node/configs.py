@@ -55,7 +55,10 @@ def router_config(settings: Settings) -> RouterConfig:
         max_frame_bytes=settings.max_frame_bytes, seen_cache_size=settings.seen_cache_size,
         seen_cache_ttl=settings.seen_cache_ttl, queue_max_messages=settings.queue_max_messages,
         queue_ttl=settings.queue_ttl, rate_limit=settings.router_rate_limit, rate_burst=settings.router_rate_burst,
-        flood_ban=settings.router_flood_ban, broadcast_mode=settings.broadcast_mode,
+        flood_ban=settings.router_flood_ban, graft_peer_bytes=settings.router_graft_peer_bytes,
+        graft_total_bytes=settings.router_graft_total_bytes, diagnostic_types=settings.debug_api,
+        open_type_rate=settings.router_open_type_rate,
+        broadcast_mode=settings.broadcast_mode,
         broadcast_max_hops=settings.broadcast_max_hops, grenache=grenache)
 
 

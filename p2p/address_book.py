@@ -2,13 +2,17 @@
 
 Discovery feeds it; the PeerManager dials from it. It is built to survive poisoning by peer
 exchange: a size cap, a per-source intake cap per interval, unverified entries never evicting
-verified ones, and addresses we cannot dial skipped at the door.
+verified ones, and addresses we cannot dial skipped at the door. As in Bitcoin Core's addrman, an address
+is verified ("tried") only once we dialled it and reached the node: the listen address an inbound peer
+claims in its hello is queued for one feeler dial, so a stranger cannot fill the verified table, the
+addresses we share in peer exchange or the peers we remember with addresses nobody checked.
 """
 from __future__ import annotations
 
 import ipaddress
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -16,6 +20,7 @@ from p2p.discovery.base import SOURCE_PRIORITY, Candidate
 from p2p.resilience.backoff import Backoff
 
 Address = tuple[str, int]
+MAX_FEELERS = 256       # claimed addresses waiting for their check dial (the oldest forgotten)
 
 
 @dataclass(slots=True)
@@ -70,6 +75,7 @@ class AddressBook:
         self._intake: dict[str, tuple[float, int]] = {}  # reporter -> (window start, count)
         self.rejected = 0
         self.self_addresses: set[Address] = set()
+        self.feelers: OrderedDict[Address, str] = OrderedDict()     # claimed addresses to dial once to check
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -83,8 +89,11 @@ class AddressBook:
     def _backoff(self) -> Backoff:
         return Backoff(base=self.backoff_base, cap=self.backoff_cap, rng=self._rng)
 
-    def add(self, candidate: Candidate, *, reporter: str | None = None, verified: bool = False) -> bool:
-        """Add or refresh an address; returns True if it is new. `reporter` is who told us (for caps)."""
+    def add(self, candidate: Candidate, *, reporter: str | None = None, reporter_group: str | None = None,
+            verified: bool = False) -> bool:
+        """Add or refresh an address; returns True if it is new. `reporter` is who told us and `reporter_group`
+        its network group (a /24 or /48): keys are free, so a group's reporters together get four reporters'
+        intake."""
         address = candidate.address
         if address in self.self_addresses or not dialable(candidate.host, candidate.port):
             self.rejected += 1
@@ -103,6 +112,10 @@ class AddressBook:
         if reporter is not None and not self._take_intake(reporter):
             self.rejected += 1
             return False
+        if reporter_group is not None and not self._take_intake(f"group:{reporter_group}",
+                                                                4 * self.per_source_per_interval):
+            self.rejected += 1
+            return False
         if len(self._entries) >= self.capacity and not self._evict_one(for_verified=verified):
             self.rejected += 1
             return False
@@ -110,12 +123,12 @@ class AddressBook:
                                               candidate.node_id, verified, backoff=self._backoff())
         return True
 
-    def _take_intake(self, reporter: str) -> bool:
+    def _take_intake(self, reporter: str, limit: int | None = None) -> bool:
         now = time.monotonic()
         start, count = self._intake.get(reporter, (now, 0))
         if now - start > self.interval:
             start, count = now, 0
-        if count >= self.per_source_per_interval:
+        if count >= (self.per_source_per_interval if limit is None else limit):
             self._intake[reporter] = (start, count)
             return False
         self._intake[reporter] = (start, count + 1)
@@ -137,7 +150,53 @@ class AddressBook:
     def remove(self, address: Address) -> None:
         self._entries.pop(address, None)
 
+    def mark_claimed(self, address: Address, node_id: str, reporter: str) -> KnownAddress | None:
+        """A node that dialled us says it listens at `address`: remembered unverified and queued for a feeler
+        dial (nobody has dialled it; anyone can claim any address in a hello). `reporter` (the claimant's
+        subnet) is held to the per-source intake cap. None when the claim was not taken."""
+        entry = self._entries.get(address)
+        if entry is not None and entry.verified:
+            if entry.node_id == node_id:
+                entry.last_seen = time.time()
+            return entry
+        if entry is None:
+            if address in self.self_addresses or not dialable(*address) or not self._take_intake(reporter):
+                self.rejected += 1
+                return None
+            if len(self._entries) >= self.capacity and not self._evict_one(for_verified=False):
+                self.rejected += 1
+                return None
+            entry = self._entries[address] = KnownAddress(address[0], address[1], "inbound", node_id, False,
+                                                          backoff=self._backoff())
+        entry.node_id = node_id
+        entry.last_seen = time.time()
+        self.feelers[address] = node_id
+        self.feelers.move_to_end(address)
+        while len(self.feelers) > MAX_FEELERS:
+            self.feelers.popitem(last=False)
+        return entry
+
+    def next_feeler(self) -> tuple[Address, str] | None:
+        """The oldest claimed address still unverified (and in the book), to dial once to check it."""
+        while self.feelers:
+            address, node_id = self.feelers.popitem(last=False)
+            entry = self._entries.get(address)
+            if entry is not None and not entry.verified and entry.node_id == node_id:
+                return address, node_id
+        return None
+
+    def mark_verified(self, address: Address, node_id: str) -> None:
+        """A dial to `address` reached `node_id` (its handshake proved the key), even if the link was then
+        refused as a duplicate."""
+        entry = self._entries.get(address)
+        if entry is not None:
+            entry.node_id = node_id
+            entry.verified = True
+            entry.failures = 0
+            entry.last_error = None
+
     def mark_connected(self, address: Address, node_id: str, source: str | None = None) -> KnownAddress:
+        """We dialled `address` and reached `node_id`: the address is verified."""
         entry = self._entries.get(address)
         if entry is None:
             if len(self._entries) >= self.capacity:

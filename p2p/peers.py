@@ -41,6 +41,8 @@ from p2p.resilience.token_bucket import TokenBucket
 from p2p.secure.channel import StaticIdentity
 from p2p.transport import DialError, Transport
 
+FEELER_INTERVAL = 1.0     # s between check dials of addresses inbound peers claimed
+
 log = logging.getLogger("p2p.peers")
 
 # Close reasons after which we do not redial the address.
@@ -175,7 +177,8 @@ class PeerManager:
         self.on_dial_result: Callable[[str, bool], None] = lambda source, ok: None
         self.unknown_messages = 0
         self.counters: dict[str, int] = {"links_opened": 0, "links_closed": 0, "dials": 0, "dial_failures": 0,
-                                         "bans": 0, "protocol_errors": 0, "refused_inbound": 0, "evictions": 0}
+                                         "bans": 0, "protocol_errors": 0, "refused_inbound": 0, "evictions": 0,
+                                         "feelers": 0, "feelers_verified": 0}
         self.close_reasons: dict[str, int] = {}
         self.schemas = m.Schemas()  # what links accept; each layer built on this manager adds its types
         self._wake = asyncio.Event()
@@ -328,7 +331,13 @@ class PeerManager:
         hello = link.remote_hello or {}
         address = self._listen_address(link) or (link.remote_addr or ("?", 0))
         self.links[node_id] = link
-        entry = self.book.mark_connected(address, node_id, link.source) if address[1] else None
+        if not address[1]:
+            entry = None
+        elif link.direction == Direction.OUTBOUND and link.dial_address:
+            entry = self.book.mark_connected(address, node_id, link.source)
+        else:       # a claim in its hello: checked by a feeler dial before we vouch for it
+            entry = self.book.mark_claimed(address, node_id, f"inbound:{netgroup(link.remote_addr[0])}"
+                                           if link.remote_addr else "inbound:?")
         source = entry.source if entry is not None else link.source
         record = self.peers.get(node_id)
         if record is None:
@@ -457,11 +466,12 @@ class PeerManager:
         ids.discard(self.node_id)
         return len(ids)
 
-    def add_candidate(self, candidate: Candidate, *, reporter: str | None = None) -> bool:
+    def add_candidate(self, candidate: Candidate, *, reporter: str | None = None,
+                      reporter_group: str | None = None) -> bool:
         if candidate.node_id == self.node_id:
             return False
         remembered = candidate.source == "persisted" and candidate.node_id is not None
-        added = self.book.add(candidate, reporter=reporter, verified=remembered)
+        added = self.book.add(candidate, reporter=reporter, reporter_group=reporter_group, verified=remembered)
         if added:
             self._wake.set()
         return added
@@ -602,9 +612,13 @@ class PeerManager:
 
     async def _maintain(self) -> None:
         """Keep outbound links at target: dial due addresses best-first, paced by the token bucket."""
+        next_feeler = 0.0
         while True:
             self._wake.clear()
             self._dial_due()
+            now = time.monotonic()
+            if now >= next_feeler and self._start_feeler():
+                next_feeler = now + FEELER_INTERVAL
             try:
                 async with asyncio.timeout(0.25):
                     await self._wake.wait()
@@ -665,6 +679,43 @@ class PeerManager:
         task.add_done_callback(self._dial_tasks.discard)
         return True
 
+    def _start_feeler(self) -> bool:
+        """Dial one address an inbound peer claimed, once, to check it leads to that node (addrman's feeler)."""
+        if self.config.target_outbound <= 0 or self._stopping:      # a node told not to dial does not feel either
+            return False
+        due = self.book.next_feeler()
+        if due is None:
+            return False
+        address, node_id = due
+        if address in self._dialling:
+            return False
+        task = asyncio.create_task(self._feel(address, node_id))
+        self._dial_tasks.add(task)
+        task.add_done_callback(self._dial_tasks.discard)
+        return True
+
+    async def _feel(self, address: tuple[str, int], node_id: str) -> None:
+        self.counters["feelers"] += 1
+        try:
+            link = await self._dial_once(address, "feeler")
+        except DialError as exc:
+            if exc.remote_id == node_id:        # reached it; the link was refused as a duplicate of ours
+                self.book.mark_verified(address, node_id)
+                self.counters["feelers_verified"] += 1
+                self._save_wanted.set()
+            return
+        except Exception as exc:  # noqa: BLE001 - a dial task must never die silently
+            self.internal_errors.report("peers.feeler", exc)
+            return
+        if link.remote_id == node_id:
+            self.counters["feelers_verified"] += 1
+        else:       # someone else listens there: the claim was false (the link itself is a good one)
+            entry = self.book.get(address)
+            log.info("feeler to %s:%d reached %s, not the claimed %s", address[0], address[1],
+                     (link.remote_id or "?")[:12], node_id[:12])
+            if entry is not None:
+                entry.node_id = link.remote_id
+
     def _dial_failed(self, address: tuple[str, int], source: str, reason: str, detail: str) -> None:
         if self._stopping or reason in QUIET:
             return
@@ -687,6 +738,7 @@ class PeerManager:
         return {
             "peers_connected": len(self.links), "outbound": self.outbound_count,
             "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),
+            "verified_addresses": len(self.book.verified()), "feelers_waiting": len(self.book.feelers),
             "known_nodes": self.known_nodes(),
             "dialling": len(self._dialling), "handshakes_in_progress": len(self._inbound_pending) + len(self._dialling),
             "unknown_messages": self.unknown_messages, "kept": sorted(self._kept),

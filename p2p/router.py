@@ -31,6 +31,7 @@ from p2p.grenache.grape import GrapeClient
 from p2p.origin_auth import OriginAuth
 from p2p.resilience.protection import Protection
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
+from p2p.routing.budgets import GraftBudget
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
 from p2p.routing.context import RoutingContext
 from p2p.routing.envelope import (ROUTING_SCHEMAS, BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
@@ -63,8 +64,10 @@ class MessageRouter:
         self.subscribers = Subscribers(peers, self.counters)
         self.inbound = InboundLimiter(peers, self.counters, config.rate_limit, config.rate_burst, config.flood_ban)
         context = RoutingContext(peers, self.counters, self.seen, self.auth, self.subscribers, self.max_frame_bytes)
+        graft_budget = GraftBudget(config.graft_peer_bytes, config.graft_total_bytes, config.max_frame_bytes)
         self.plumtree = Plumtree(context, mode=config.broadcast_mode, max_hops=config.broadcast_max_hops,
-                                 cache_size=config.seen_cache_size // 5 or 1)
+                                 cache_size=config.seen_cache_size // 5 or 1, graft_budget=graft_budget,
+                                 open_type_rate=config.open_type_rate)
         self.unicast = Unicast(context, self.queue)
         self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None
         self._reach: tuple[float, set[str]] = (-1.0, set())
@@ -76,7 +79,8 @@ class MessageRouter:
         peers.open_listeners.append(self._on_open)
         peers.close_listeners.append(self._on_close)
         peers.heartbeat_listeners.append(self._on_heartbeat)
-        self.declare_broadcast("note", origin_signed=True)
+        if config.diagnostic_types:
+            self.declare_broadcast("note", origin_signed=True)
 
     # --- public API -------------------------------------------------------------------------
     def subscribe(self, msg_type: str, handler: Handler) -> None:
@@ -105,10 +109,11 @@ class MessageRouter:
         may use it, but not forwarded, and nobody is blamed."""
         self.plumtree.declare(msg_type, validator, origin_signed)
 
-    def set_validator(self, msg_type: str, validator: Validator) -> None:
-        """Declare `msg_type` with `validator` (keeping an origin signature it was declared with)."""
+    def set_validator(self, msg_type: str, validator: Validator, *, origin_rate: float | None = None) -> None:
+        """Declare `msg_type` with `validator` (keeping an origin signature it was declared with). `origin_rate`:
+        any key may author it, so copies are budgeted per neighbour and per origin before they are checked."""
         known = self.plumtree.types.get(msg_type)
-        self.declare_broadcast(msg_type, validator=validator, origin_signed=bool(known and known.origin_signed))
+        self.plumtree.declare(msg_type, validator, bool(known and known.origin_signed), origin_rate)
 
     @property
     def broadcast_types(self) -> dict[str, BroadcastType]:
@@ -233,7 +238,7 @@ class MessageRouter:
     def admit(self, link: Any, message: dict) -> bool:
         """PeerManager.message_gate: the per-peer inbound rate limit, asked for every application
         message (also those other layers handle directly). False drops the message."""
-        return self.inbound.admit(link)
+        return self.inbound.admit(link, relayed=_relayed_broadcast(link, message))
 
     def on_message(self, link: Any, message: dict) -> None:
         """PeerManager.message_handler: every validated application message no other layer took."""
@@ -313,3 +318,10 @@ class MessageRouter:
             stats = self.grenache.stats()
             line += f"; grenache :{stats['port']} grape {stats['grape']}, {len(stats['members'])} members"
         return line
+
+
+def _relayed_broadcast(link: Any, message: dict) -> bool:
+    """A broadcast the neighbour passes on from someone else: over its rate it is dropped, but it never gets the
+    neighbour banned (an honest relay of a spammer's copies is not the spammer)."""
+    origin = message.get("origin")
+    return origin is not None and origin != link.remote_id and "dst" not in message and "id" in message

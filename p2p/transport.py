@@ -9,11 +9,12 @@ from p2p.connection import Direction, LinkClosed, LinkHost, PeerLink
 
 
 class DialError(Exception):
-    def __init__(self, address: tuple[str, int], reason: str, detail: str = "") -> None:
+    def __init__(self, address: tuple[str, int], reason: str, detail: str = "", remote_id: str | None = None) -> None:
         super().__init__(f"dial {address[0]}:{address[1]} failed: {reason}" + (f" ({detail})" if detail else ""))
         self.address = address
         self.reason = reason
         self.detail = detail
+        self.remote_id = remote_id      # the node reached, when its key was proven before the link was refused
 
 
 def os_reason(exc: OSError) -> str:
@@ -42,13 +43,14 @@ class Transport:
         loop = asyncio.get_running_loop()
         timeout = self.host.handshake_timeout if timeout is None else timeout
         address = (host, port)
+        link: PeerLink | None = None
         try:
             async with asyncio.timeout(timeout):
                 _, link = await loop.create_connection(
                     lambda: PeerLink(self.host, Direction.OUTBOUND, source, address), host, port)
                 return await link.ready
         except LinkClosed as exc:
-            raise DialError(address, exc.reason, exc.detail) from None
+            raise DialError(address, exc.reason, exc.detail, link.remote_id if link is not None else None) from None
         except TimeoutError:
             raise DialError(address, CloseReason.DIAL_TIMEOUT, f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included

@@ -25,6 +25,7 @@ from typing import Any
 
 from p2p import messages as m
 from p2p.address_book import dialable
+from p2p.admission import netgroup
 from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
 from p2p.resilience.token_bucket import TokenBucket
 
@@ -193,10 +194,12 @@ class PeerExchange(DiscoveryStrategy):
                 self.peers.penalize(link.remote_id, self.excess_penalty, "peerexchange flood")
             return
         self.stats.received += 1
-        self.receive(link.remote_id, message["peers"],
-                     loopback_ok=_is_loopback(link.remote_addr[0] if link.remote_addr else None))
+        remote_host = link.remote_addr[0] if link.remote_addr else None
+        self.receive(link.remote_id, message["peers"], loopback_ok=_is_loopback(remote_host),
+                     reporter_group=netgroup(remote_host) if remote_host else None)
 
-    def receive(self, reporter: str | None, entries: list[list], *, loopback_ok: bool) -> int:
+    def receive(self, reporter: str | None, entries: list[list], *, loopback_ok: bool,
+                reporter_group: str | None = None) -> int:
         """Offer entries to the book as unverified; returns how many addresses were new."""
         added = 0
         own_id = self.peers.node_id
@@ -206,7 +209,8 @@ class PeerExchange(DiscoveryStrategy):
                     or not dialable(host, port, allow_loopback=loopback_ok)):
                 self.stats.skipped += 1
                 continue
-            if self.peers.add_candidate(Candidate(host, port, self.name, node_id), reporter=reporter):
+            if self.peers.add_candidate(Candidate(host, port, self.name, node_id), reporter=reporter,
+                                        reporter_group=reporter_group):
                 added += 1
             else:
                 self.stats.skipped += 1

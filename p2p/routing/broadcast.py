@@ -31,6 +31,7 @@ from typing import Any, Callable
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
+from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
 from p2p.routing.context import RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
                                   check_envelope, make_envelope)
@@ -136,8 +137,12 @@ class _Missing:
 class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
-    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int) -> None:
+    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int,
+                 graft_budget: GraftBudget, open_type_rate: float) -> None:
         super().__init__(context)
+        self.graft_budget = graft_budget
+        self.open_types = OpenTypeBudgets()
+        self.open_type_rate = open_type_rate
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0)
@@ -158,12 +163,17 @@ class Plumtree(RoutingPart):
         self.fan_out: Callable[[bytes, str, str | None], None] | None = None
 
     # --- declarations -----------------------------------------------------------------------
-    def declare(self, msg_type: str, validator: Validator | None, origin_signed: bool) -> None:
+    def declare(self, msg_type: str, validator: Validator | None, origin_signed: bool,
+                origin_rate: float | None = None) -> None:
+        """`origin_rate`: any key may author this type; each origin may author that many a second, and each
+        neighbour hand over `open_type_rate` a second (budgets.OpenTypeBudgets)."""
         if msg_type in CONTROL_TYPES:
             raise ValueError(f"{msg_type!r} is a router control type")
         if validator is None and not origin_signed:
             raise ValueError(f"broadcast type {msg_type!r} needs a validator or an origin signature")
         self.types[msg_type] = BroadcastType(validator, origin_signed)
+        if origin_rate is not None:
+            self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate))
 
     # --- sending ----------------------------------------------------------------------------
     def broadcast(self, message: dict) -> str | bytes:
@@ -273,6 +283,10 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
+        refused = self.open_types.refusal(kind, src, message["origin"])
+        if refused is not None:
+            bump(self.counters.dropped, refused)
+            return
         author = self._check(message, kind, src)
         if author is False:
             return
@@ -297,6 +311,10 @@ class Plumtree(RoutingPart):
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, origin)
             return None
+        refused = self.open_types.refusal(kind, "grenache", origin)
+        if refused is not None:
+            bump(self.counters.dropped, refused)
+            return refused
         author = self._check(message, kind, origin, blame=False)
         if author is False:
             return "invalid"
@@ -342,11 +360,11 @@ class Plumtree(RoutingPart):
         that sent a forgery loses its link; one that sent an invalid message is penalised (with
         `blame`)."""
         declared = self.types.get(kind)
-        if declared is None:
+        if declared is None:        # a type this node does not carry (diagnostic notes without DEBUG_API)
             bump(self.counters.dropped, "undeclared_type")
             if kind not in self._undeclared_logged:
                 self._undeclared_logged.add(kind)
-                log.error("dropping broadcasts of type %r: no validator declared for it (a bug of ours)", kind)
+                log.info("dropping %r broadcasts from peers: this node does not carry that type", kind)
             return False
         author = None
         if declared.origin_signed:
@@ -432,15 +450,22 @@ class Plumtree(RoutingPart):
         bump(self.counters.dropped, "graft_exhausted")
 
     def on_graft(self, link: Any, message: dict) -> None:
+        """Re-send what a neighbour missed: each id once per neighbour (it has it then), within the graft byte
+        budget; a request beyond either is dropped, not penalised (a slow honest link may ask twice)."""
         src = link.remote_id
         for origin in set(message["origins"]):
             self.lazy_peers(origin).discard(src)
         for mid in message["ids"]:
             entry = self.cache.get(mid)
-            if entry is not None and link.send_frame(entry.frame):
-                self.counters.events["grafts_served"] += 1
-            else:
+            if entry is None:
                 bump(self.counters.dropped, "graft_unknown")
+            elif src in entry.haves:
+                bump(self.counters.dropped, "graft_repeat")
+            elif not self.graft_budget.take(src, len(entry.frame)):
+                bump(self.counters.dropped, "graft_budget")
+            elif link.send_frame(entry.frame):
+                entry.haves.add(src)
+                self.counters.events["grafts_served"] += 1
 
     def on_prune(self, link: Any, message: dict) -> None:
         self.counters.events["prunes_received"] += 1
@@ -459,4 +484,5 @@ class Plumtree(RoutingPart):
     def stats(self) -> dict[str, Any]:
         return {"trees": len(self._lazy), "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
                 "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
-                "message_cache": len(self.cache)}
+                "message_cache": len(self.cache), "message_cache_bytes": self.cache.bytes,
+                "budget_throttled": self.open_types.throttled()}

@@ -27,6 +27,10 @@ class RouterConfig:
     rate_limit: float              # messages/s accepted from one peer
     rate_burst: int
     flood_ban: float               # seconds a peer that keeps flooding is banned
+    graft_peer_bytes: int          # bytes/s of cached broadcasts re-sent to one neighbour
+    graft_total_bytes: int         # ... and to all together
+    open_type_rate: float          # copies/s of a type any key may author one neighbour may hand over
+    diagnostic_types: bool         # carry "note" broadcasts (DEBUG_API): tests and benchmarks, never production
     broadcast_mode: str
     broadcast_max_hops: int
     grenache: GrenacheMessagesConfig | None   # None: no Grenache message path

@@ -1,7 +1,10 @@
 """InboundLimiter: the per-peer inbound message rate limit, with a ban for a peer that keeps flooding.
 
 A peer over its rate has messages dropped; drops closer together than FLOOD_GAP form one throttling
-episode, and an episode lasting FLOOD_GRACE marks a flood: the peer is banned and its link closed.
+episode, and an episode lasting FLOOD_GRACE marks a flood: the peer is banned and its link closed. Only
+what the peer itself authored counts towards a flood: broadcasts it relays for others are dropped over the
+rate but never get it banned, since an honest relay passes on whatever a spammer elsewhere originated (the
+type's own budgets, p2p/routing/budgets.py, stop that at the first hop).
 """
 from __future__ import annotations
 
@@ -44,14 +47,18 @@ class InboundLimiter:
     def closed(self, node_id: str) -> None:
         self._limits.pop(node_id, None)
 
-    def admit(self, link: Any) -> bool:
-        """Whether a message from `link` fits its peer's rate; False drops it."""
+    def admit(self, link: Any, relayed: bool = False) -> bool:
+        """Whether a message from `link` fits its peer's rate; False drops it. `relayed`: a broadcast it passes
+        on for another origin (dropped over the rate, never the start of a ban)."""
         src = link.remote_id
         limit = self._limits.get(src)
         if limit is None:
             limit = self._limits[src] = _InboundLimit(self.rate, self.burst)
         if limit.bucket.try_take():
             return True
+        if relayed:
+            bump(self.counters.dropped, "throttled_relay")
+            return False
         self._throttle(link, limit)
         return False
 

@@ -64,8 +64,8 @@ class HintGossip:
         """Use `router` (MessageRouter: broadcast, subscribe, set_validator) for hints."""
         self.router = router
         router.subscribe(HINT, self.on_hint)
-        if hasattr(router, "set_validator"):
-            router.set_validator(HINT, self.verify)
+        if hasattr(router, "set_validator"):     # any key may author a hint: budgeted per neighbour and origin
+            router.set_validator(HINT, self.verify, origin_rate=2 * self.bucket.rate)
 
     def start(self) -> None:
         if self._task is None and self.router is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 
 from config import Settings
@@ -112,3 +113,49 @@ def test_flood_of_10000_bogus_addresses_from_one_peer(cluster, tmp_path):
     late = cluster.node("late", bootstrap_peers=friends[0].p2p_address)
     wait_until(lambda: late.node_id in {p["node_id"] for p in hub.peers()} or
                hub.status()["p2p"]["known_nodes"] >= 4, 5.0, message="hub still learns real peers")
+
+
+async def _poison(hub, fakes: int, pex_identities: int) -> None:
+    """`fakes` handshakes with fresh keys, each claiming a closed loopback port as its listen address, and
+    `pex_identities` more that each hand over one full peer-exchange message of bogus loopback addresses."""
+    from tests.harness import closed_port
+    from tests.wire import RawPeer
+    host, port = hub.p2p_address.rsplit(":", 1)
+    for n in range(fakes + pex_identities):
+        peer = await RawPeer.connect(host, int(port))
+        try:
+            await peer.handshake(NodeIdentity.generate(), listen_port=closed_port())
+            if n >= fakes:
+                peer.send({"type": MSG_TYPE, "peers": [[f"127.88.{n % 250}.{k + 1}", 1024 + n, f"{n * 100 + k:040x}"]
+                                                       for k in range(MAX_ENTRIES)]})
+                await peer.writer.drain()
+        finally:
+            peer.close()
+
+
+def test_addresses_peers_claim_are_dialled_before_they_are_trusted_and_a_restart_links_to_honest_peers(cluster):
+    hub = cluster.node("hub", heartbeat_interval=1.0)
+    friends = [cluster.node(f"h{i}", bootstrap_peers=hub.p2p_address, heartbeat_interval=1.0) for i in range(3)]
+    honest = {f.node_id for f in friends}
+    # the friends dialled the hub: their listen addresses are claims until the hub's feelers reach them
+    wait_until(lambda: hub.status()["p2p"]["verified_addresses"] == 3, 15,
+               message="the hub's feelers verify the 3 addresses its inbound friends claimed")
+    asyncio.run(_poison(hub, fakes=300, pex_identities=200))       # 300 claims + 10,000 addresses by PEX
+    wait_until(lambda: hub.status()["p2p"]["counters"]["feelers"] >= 20, 40,
+               message=f"the hub checks claimed addresses with feelers: {hub.status()['p2p']}")
+    p2p = hub.status()["p2p"]
+    assert p2p["known_addresses"] > 100, p2p                        # the poison is in the book ...
+    assert p2p["verified_addresses"] == 3, p2p                      # ... and none of it is trusted
+    assert p2p["counters"]["feelers_verified"] == 3, p2p["counters"]
+    assert hub.stop() == 0
+    saved = json.loads((hub.data_dir / ".peers.json").read_text())["peers"]
+    assert {row["node_id"] for row in saved} == honest, saved      # only addresses we dialled are remembered
+    # a restart on a new port (nobody can dial it): the hub's own dials from what it remembered
+    logged = hub.log_path.stat().st_size
+    hub.start(p2p_port=0)
+    wait_until(lambda: honest <= set(hub.connected_ids()), 15, message="the restarted hub links to its friends")
+    with open(hub.log_path, "rb") as log:
+        log.seek(logged)
+        linked = [line for line in log.read().decode(errors="replace").splitlines() if "peer connected" in line]
+    first = [line.split("peer connected ", 1)[1].split()[0] for line in linked[:3]]
+    assert all(any(node_id.startswith(prefix) for node_id in honest) for prefix in first), linked[:5]

@@ -126,6 +126,7 @@ class SimNode:
     def __init__(self, net: "SimNet", i: int, **settings) -> None:
         self.node_id = nid(i)
         self.peers = FakePeers(identity(i))
+        settings.setdefault("debug_api", True)      # the tests' broadcasts are diagnostic notes
         self.router = MessageRouter(self.peers, router_config(replace(Settings(), **settings)))
         self.got: list[tuple[dict, str]] = []
         self.router.subscribe("note", lambda message, src: self.got.append((message, src)))

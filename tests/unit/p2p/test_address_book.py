@@ -83,3 +83,41 @@ def test_unreached_bootstrap_addresses_until_a_link_or_a_duplicate_proves_them()
     book.mark_failed(("127.0.0.1", 7003), "connection_refused")
     assert [e.port for e in book.due_unreached("bootstrap", later)] == [7003]
     assert book.due_unreached("bootstrap") == []   # 7003 waits out its backoff first
+
+
+def test_an_inbound_peers_claimed_address_stays_unverified_until_a_feeler_reaches_it():
+    book = AddressBook()
+    entry = book.mark_claimed(("127.0.0.2", 4000), "n1", "inbound:10.0.0.0/24")
+    assert entry is not None and not entry.verified and book.verified() == []
+    assert book.next_feeler() == (("127.0.0.2", 4000), "n1")
+    assert book.next_feeler() is None                   # one check per claim
+    book.mark_verified(("127.0.0.2", 4000), "n1")
+    assert [e.address for e in book.verified()] == [("127.0.0.2", 4000)]
+
+
+def test_claims_are_capped_per_source_subnet_and_never_displace_what_we_dialled():
+    book = AddressBook(capacity=150, per_source_per_interval=100)
+    dialled = [book.mark_connected(("127.0.1.1", 5000 + n), f"honest{n}") for n in range(50)]
+    taken = [book.mark_claimed(("127.0.0.9", 6000 + n), f"fake{n}", "inbound:10.0.0.0/24") for n in range(10_000)]
+    assert sum(1 for t in taken if t is not None) == 100            # one subnet's intake for the interval
+    more = [book.mark_claimed(("127.0.0.8", 7000 + n), f"other{n}", "inbound:10.0.1.0/24") for n in range(100)]
+    assert sum(1 for t in more if t is not None) == 100             # another subnet: its own intake, room by eviction
+    assert len(book) <= 150
+    assert {e.address for e in book.verified()} == {e.address for e in dialled}
+    assert all(book.get(e.address) is not None for e in dialled)
+
+
+def test_a_claim_on_an_address_verified_for_another_node_changes_nothing():
+    book = AddressBook()
+    book.mark_connected(("127.0.0.3", 4000), "honest")
+    book.mark_claimed(("127.0.0.3", 4000), "liar", "inbound:10.0.0.0/24")
+    entry = book.get(("127.0.0.3", 4000))
+    assert entry is not None and entry.verified and entry.node_id == "honest"
+    assert book.next_feeler() is None
+
+
+def test_fresh_keys_in_one_subnet_share_four_reporters_intake():
+    book = AddressBook(capacity=5000, per_source_per_interval=100)
+    taken = sum(book.add(bogus(i), reporter=f"key{i // 50}", reporter_group="10.0.0.0/24") for i in range(10_000))
+    assert taken == 400
+    assert book.add(bogus(20_000), reporter="key-x", reporter_group="10.0.1.0/24")     # another subnet is heard

@@ -53,10 +53,10 @@ class FakePeers:
     def _listen_address(self, link: FakeLink):
         return link.listen
 
-    def add_candidate(self, candidate: Candidate, *, reporter=None) -> bool:
+    def add_candidate(self, candidate: Candidate, *, reporter=None, reporter_group=None) -> bool:
         if candidate.node_id == self.node_id:
             return False
-        return self.book.add(candidate, reporter=reporter)
+        return self.book.add(candidate, reporter=reporter, reporter_group=reporter_group)
 
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         self.penalties.append((node_id, points))

@@ -1,0 +1,134 @@
+"""What a broadcast may cost, charged to whoever causes it (issue 25): re-requests served once per neighbour and
+within a byte budget; types any key may author budgeted per neighbour and per origin before any signature is
+checked; a relay never banned for what it relays; diagnostic notes not carried by production nodes."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from p2p.origin_auth import OriginAuth
+from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
+from tests.unit.p2p.simnet import SimNet, identity, line, nid
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def fresh_note(net: SimNet, key: int, payload: object = "spam") -> dict:
+    """A note authored and signed by key `key` (a fresh identity per key: free for an attacker)."""
+    author = identity(key)
+    auth = OriginAuth(node_id=author.node_id, public_key=author.public_key_bytes, sign=author.sign,
+                      verify=net.nodes[0].peers.verify, node_id_for=net.nodes[0].peers.node_id_for,
+                      network=net.nodes[0].peers.network_id)
+    note = {"type": "note", "origin": author.node_id, "ts": time.time(), "hops": 1, "payload": payload}
+    auth.sign_broadcast(note)
+    return note
+
+
+async def test_a_cached_broadcast_is_re_sent_to_a_neighbour_once():
+    net = line(2)
+    a, b = net.nodes
+    ids = [a.router.broadcast({"type": "note", "payload": n}) for n in range(5)]
+    await net.quiet()
+    asker = b.peers.links[a.node_id]
+    for _ in range(3):      # the attack: the same ids asked for again and again
+        asker.send({"type": "graft", "ids": ids, "origins": [a.node_id] * len(ids)})
+        await net.settle()
+    events, dropped = a.router.counters.events, a.router.counters.dropped
+    assert events["grafts_served"] == 5
+    assert dropped["graft_repeat"] == 10
+
+
+async def test_re_requests_stop_at_the_neighbours_byte_budget():
+    net = line(3, router_graft_peer_bytes=1024)
+    a, b, c = net.nodes
+    ids = [a.router.broadcast({"type": "note", "payload": bytes(100_000)}) for _ in range(40)]   # ~4 MB cached
+    await net.quiet()
+    b.peers.links[a.node_id].send({"type": "graft", "ids": ids, "origins": [a.node_id] * len(ids)})
+    await net.settle()
+    served = a.router.counters.events["grafts_served"]
+    largest = a.router.max_frame_bytes         # a neighbour's burst: one largest frame (1 KiB/s refills nothing)
+    assert 1 <= served <= largest // 100_000 + 1, served
+    assert a.router.counters.dropped["graft_budget"] == 40 - served
+    # b's own neighbour c has a budget of its own at b, which holds the same copies
+    c.peers.links[b.node_id].send({"type": "graft", "ids": ids[:3], "origins": [a.node_id] * 3})
+    await net.settle()
+    assert b.router.counters.events["grafts_served"] == 3
+
+
+def test_the_graft_budget_has_a_global_cap_behind_the_per_neighbour_one():
+    now = [0.0]
+    budget = GraftBudget(per_peer=1000, total=1500, largest=1000, clock=lambda: now[0])
+    assert budget.take("p1", 4000)           # a neighbour's burst is four seconds' worth
+    assert not budget.take("p1", 1)
+    assert budget.take("p2", 2000)           # the rest of the global burst (6000) ...
+    assert not budget.take("p3", 1)          # ... is spent: a third neighbour waits too
+    now[0] = 1.0
+    assert budget.take("p3", 1000) and not budget.take("p1", 1500)
+
+
+def test_open_type_budgets_are_per_neighbour_and_per_origin():
+    now = [0.0]
+    budgets = OpenTypeBudgets(clock=lambda: now[0])
+    budgets.limit("hint", OpenTypeRule(per_neighbour=10, per_origin=1))
+    assert budgets.refusal("other", "n1", "o1") is None              # a type with no rule is not budgeted
+    verdicts = [budgets.refusal("hint", "n1", f"o{k}") for k in range(60)]
+    assert verdicts.count(None) == 40 and verdicts[40:] == ["neighbour_budget"] * 20
+    assert budgets.refusal("hint", "n2", "o0") is None          # o0 used 1 of its burst of 4, n2 none of its own
+    loud = [budgets.refusal("hint", "n3", "loud") for _ in range(10)]
+    assert loud[:4] == [None] * 4 and set(loud[4:]) == {"origin_budget"}
+    assert "n1" in budgets.throttled()["hint"]["neighbours"]
+
+
+async def test_fresh_key_spam_of_an_open_type_stops_at_the_first_hop_and_no_one_is_penalised():
+    net = line(3, router_open_type_rate=10.0)
+    for node in net.nodes:
+        node.router.set_validator("note", lambda message, src: True, origin_rate=1.0)
+    spammer, relay, far = net.nodes
+    link = spammer.peers.links[relay.node_id]
+    for key in range(1000, 1200):
+        link.send(fresh_note(net, key))
+    await net.quiet()
+    got_relay = sum(1 for msg, _ in relay.got if msg["payload"] == "spam")
+    got_far = sum(1 for msg, _ in far.got if msg["payload"] == "spam")
+    assert got_relay <= 45, got_relay          # a burst of 40 and what 10/s refilled meanwhile
+    assert relay.router.counters.dropped["neighbour_budget"] >= 150
+    assert got_far == got_relay                # what the first hop took it forwarded; the far node took all of it
+    assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)
+
+
+async def test_a_relay_is_never_banned_for_what_it_relays_but_an_author_that_floods_is():
+    net = line(3, router_rate_limit=200, router_rate_burst=400)
+    spammer, relay, far = net.nodes
+    link = spammer.peers.links[relay.node_id]
+    notes = [fresh_note(net, 5000 + k) for k in range(3000)]
+    for start in range(0, len(notes), 300):     # 3,000 fresh-key notes in 0.5 s: far over 200/s
+        for note in notes[start:start + 300]:
+            link.send(note)
+        await net.settle(0.05)
+    await net.quiet()
+    assert far.router.counters.dropped.get("throttled_relay", 0) > 0, "the relay was never over its rate at far"
+    assert relay.router.counters.dropped.get("throttled_relay", 0) > 0
+    assert not far.peers.bans and not relay.peers.bans, (far.peers.bans, relay.peers.bans)
+    assert relay.node_id in far.peers.links
+    # the same rate of notes the neighbour authored itself is a flood: banned
+    for start in range(0, 3000, 300):
+        for seq in range(start, start + 300):
+            note = {"type": "note", "origin": nid(0), "ts": time.time(), "hops": 0, "seq": seq}
+            spammer.router.auth.sign_broadcast(note)
+            if link.is_open:
+                link.send(note)
+        await net.settle(0.05)
+    assert relay.peers.bans and relay.peers.bans[0][0] == nid(0) and relay.peers.bans[0][2] == "flood"
+
+
+async def test_a_production_node_neither_handles_nor_forwards_diagnostic_notes():
+    net = line(3, debug_api=False)
+    spammer, relay, far = net.nodes
+    with pytest.raises(ValueError, match="not declared"):
+        spammer.router.broadcast({"type": "note", "payload": 1})
+    spammer.peers.links[relay.node_id].send(fresh_note(net, 7000))
+    await net.quiet()
+    assert relay.got == [] and far.got == []
+    assert relay.router.counters.dropped["undeclared_type"] == 1
+    assert not relay.peers.penalties and not relay.peers.bans
