@@ -4,8 +4,8 @@ Discovery feeds it; the PeerManager dials from it. It is built to survive poison
 exchange: a size cap, a per-source intake cap per interval, unverified entries never evicting
 verified ones, and addresses we cannot dial skipped at the door. As in Bitcoin Core's addrman, an address
 is verified ("tried") only once we dialled it and reached the node: the listen address an inbound peer
-claims in its hello is queued for one feeler dial, so a stranger cannot fill the verified table, the
-addresses we share in peer exchange or the peers we remember with addresses nobody checked.
+claims in its hello is queued for one feeler dial (made once that peer is no longer linked), so a stranger
+cannot fill the verified table or the peers we remember with addresses nobody checked.
 """
 from __future__ import annotations
 

@@ -680,14 +680,17 @@ class PeerManager:
         return True
 
     def _start_feeler(self) -> bool:
-        """Dial one address an inbound peer claimed, once, to check it leads to that node (addrman's feeler)."""
+        """Dial one address a peer that is no longer linked claimed, once, to check it leads to that node
+        (addrman's feeler)."""
         if self.config.target_outbound <= 0 or self._stopping:      # a node told not to dial does not feel either
             return False
         due = self.book.next_feeler()
         if due is None:
             return False
         address, node_id = due
-        if address in self._dialling:
+        if address in self._dialling or node_id in self.links:
+            # linked now: a second link would replace ours or make the remote evict someone; its address is
+            # checked by the redial when this link closes, and we need no address while linked
             return False
         task = asyncio.create_task(self._feel(address, node_id))
         self._dial_tasks.add(task)
@@ -695,18 +698,27 @@ class PeerManager:
         return True
 
     async def _feel(self, address: tuple[str, int], node_id: str) -> None:
+        """A check, not a connection anyone asked for: a failure counts against the address in the book but is
+        not the peer's `last_error` (that stays the reason its link closed)."""
         self.counters["feelers"] += 1
+        self._dialling.add(address)
         try:
-            link = await self._dial_once(address, "feeler")
+            link = await self.transport.dial(address[0], address[1], source="feeler")
         except DialError as exc:
             if exc.remote_id == node_id:        # reached it; the link was refused as a duplicate of ours
                 self.book.mark_verified(address, node_id)
                 self.counters["feelers_verified"] += 1
                 self._save_wanted.set()
+            elif exc.reason not in self.no_redial:
+                self.book.mark_failed(address, exc.reason)
+            else:
+                self.book.remove(address)
             return
         except Exception as exc:  # noqa: BLE001 - a dial task must never die silently
             self.internal_errors.report("peers.feeler", exc)
             return
+        finally:
+            self._dialling.discard(address)
         if link.remote_id == node_id:
             self.counters["feelers_verified"] += 1
         else:       # someone else listens there: the claim was false (the link itself is a good one)
