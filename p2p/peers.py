@@ -32,7 +32,7 @@ from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
 from p2p.close_reason import CloseReason, Fault, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
-from p2p.discovery.base import Candidate
+from p2p.discovery.base import CLAIMED, Candidate
 from p2p.failure_log import FailureLog, InternalErrors
 from p2p.peer_config import PeerConfig
 from p2p.peer_store import PeerStore, StoredPeer
@@ -470,7 +470,7 @@ class PeerManager:
                       reporter_group: str | None = None) -> bool:
         if candidate.node_id == self.node_id:
             return False
-        remembered = candidate.source == "persisted" and candidate.node_id is not None
+        remembered = candidate.source == "persisted" and candidate.node_id is not None   # not CLAIMED
         added = self.book.add(candidate, reporter=reporter, reporter_group=reporter_group, verified=remembered)
         if added:
             self._wake.set()
@@ -562,21 +562,37 @@ class PeerManager:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._dial_tasks, return_exceptions=True)
         await self.transport.close()
+        claims = self._linked_claims()          # before the links close
         links = list(set(self._claimed.values()) | self._inbound_pending)
         for link in links:
             link.close(CloseReason.SHUTDOWN)
         if links:  # let transports flush their goodbyes before the loop can end
             await asyncio.wait([link.lost for link in links], timeout=1.0)
-        await self.save()
+        await self.save(claims)
 
-    async def save(self) -> None:
-        """Remember the verified peers, once the remembered ones were read (a start that failed early, or a
-        stop right after start, must not replace the file with the few peers this run met)."""
+    def _linked_claims(self) -> list[StoredPeer]:
+        """Peers linked now that dialled us: their addresses are unchecked claims, remembered as such (dialled
+        after the verified ones at the next start), so a node everyone dials still finds them after a
+        restart; a stranger's short-lived handshakes are not linked when we save."""
+        claims = []
+        for node_id, link in list(self.links.items()):
+            address = self._listen_address(link)
+            entry = self.book.get(address) if address else None
+            if address and address[1] and not (entry is not None and entry.verified):
+                claims.append(StoredPeer(node_id=node_id, host=address[0], port=address[1], source=CLAIMED))
+        return claims
+
+    async def save(self, claims: list[StoredPeer] | None = None) -> None:
+        """Remember the verified peers and the claims of those linked now (`claims`: as they were before a stop
+        closed the links), once the remembered ones were read (a start that failed early, or a stop right after
+        start, must not replace the file with the few peers this run met)."""
         if self.store is None or not self.store.loaded:
             return
-        rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port, source=e.source, first_seen=e.first_seen,
+        rows = [StoredPeer(node_id=e.node_id, host=e.host, port=e.port,
+                           source="persisted" if e.source == CLAIMED else e.source, first_seen=e.first_seen,
                            last_seen=e.last_seen, last_connected=e.last_connected, failures=e.failures)
                 for e in self.book.verified()]
+        rows += self._linked_claims() if claims is None else claims
         try:
             await asyncio.to_thread(self.store.save, rows)
         except OSError as exc:

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 #: Dial priority of each source, lowest first (the seed's order).
-SOURCE_PRIORITY: dict[str, int] = {"persisted": 0, "bootstrap": 1, "mdns": 2, "grape": 3, "pex": 4, "inbound": 5}
+# "claimed": remembered from a peer that dialled us, its address never dialled by us (unverified; dialled after
+# the verified remembered ones, which sort first within a priority)
+CLAIMED = "claimed"
+SOURCE_PRIORITY: dict[str, int] = {"persisted": 0, CLAIMED: 0, "bootstrap": 1, "mdns": 2, "grape": 3, "pex": 4,
+                                   "inbound": 5}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy
+from p2p.discovery.base import CLAIMED, Candidate, CandidateSink, DiscoveryStrategy
 
 
 class PersistedDiscovery(DiscoveryStrategy):
@@ -19,7 +19,8 @@ class PersistedDiscovery(DiscoveryStrategy):
     async def run(self, sink: CandidateSink) -> None:
         for stored in await asyncio.to_thread(self.store.load):
             self.stats.found += 1
-            sink(Candidate(stored.host, stored.port, self.name, stored.node_id))
+            source = CLAIMED if stored.source == CLAIMED else self.name     # a claim stays unverified
+            sink(Candidate(stored.host, stored.port, source, stored.node_id))
 
 
 class BootstrapDiscovery(DiscoveryStrategy):
