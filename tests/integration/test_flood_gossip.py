@@ -14,33 +14,13 @@ import time
 from typing import Any
 
 from node.identity import NodeIdentity
-from p2p.origin_auth import OriginAuth
-from p2p.rpc.gossip import hint_proof
 from tests.harness import NodeProcess, converged, wait_until
-from tests.integration.test_flood_orders import HonestClient, _p99
+from tests.flood import HonestClient, fresh_hint, fresh_note, p99
 from tests.redteam.attacker import honest_nodes_intact, linked
 
 FAST = {"heartbeat_interval": 0.2}
 FLOOD_SECONDS = 4.0
 NOTE_PAYLOAD = os.urandom(400).hex()
-
-
-def _note(network: str) -> dict:
-    author = NodeIdentity.generate()
-    auth = OriginAuth(node_id=author.node_id, public_key=author.public_key_bytes, sign=author.sign,
-                      verify=NodeIdentity.verify, node_id_for=NodeIdentity.node_id_for, network=network)
-    note = {"type": "note", "origin": author.node_id, "ts": time.time(), "hops": 1, "payload": NOTE_PAYLOAD}
-    auth.sign_broadcast(note)
-    return note
-
-
-def _hint(network: str, subject: str) -> dict:
-    author = NodeIdentity.generate()
-    hint = {"type": "hint", "id": os.urandom(12).hex(), "origin": author.node_id, "ts": time.time(),
-            "subject": subject, "status": "degraded", "service": "exchange.submit", "latency_ms": 900.0,
-            "error_rate": 0.5, "pk": author.public_key_bytes, "hops": 1}
-    hint["sig"] = author.sign(hint_proof(hint, network))
-    return hint
 
 
 def _router(node: NodeProcess) -> dict[str, Any]:
@@ -57,8 +37,8 @@ async def _flood(entries: list[NodeProcess], network: str, chain_id: str, subjec
     while time.monotonic() < end:
         for peer in peers:
             for _ in range(50):
-                peer.send(_note(network))
-                peer.send(_hint(network, subject))
+                peer.send(fresh_note(network, NOTE_PAYLOAD))
+                peer.send(fresh_hint(network, subject))
                 sent += 2
             try:
                 await asyncio.wait_for(peer.writer.drain(), 5)
@@ -94,7 +74,10 @@ def test_fresh_key_broadcast_spam_stops_at_the_first_hop_and_honest_nodes_keep_e
     for node in entries:
         dropped = after[node.name]["dropped"]
         assert dropped.get("undeclared_type", 0) > 0, (node.name, dropped)
-        assert dropped.get("neighbour_budget", 0) > 0.5 * per_entry, (node.name, per_entry, dropped)
+        # the excess hints are dropped unforwarded at the first hop: over the open-type budget, or over the
+        # link's rate limit first when the entry node reads the batch faster than the budget refills
+        first_hop = dropped.get("neighbour_budget", 0) + dropped.get("throttled_relay", 0)
+        assert first_hop > 0.5 * per_entry and dropped.get("neighbour_budget", 0) > 0, (node.name, per_entry, dropped)
     for node in validators:                                 # no node took a single note
         assert after[node.name]["received"].get("note", 0) - before[node.name]["received"].get("note", 0) \
             <= (per_entry if node in entries else 0), node.name
@@ -110,7 +93,7 @@ def test_fresh_key_broadcast_spam_stops_at_the_first_hop_and_honest_nodes_keep_e
     base = client.window(0, flood_start)
     during = client.window(flood_start, flood_end + 1.0)
     assert base and during and None not in base + during, client.samples
-    base_p99, during_p99 = _p99(base), _p99(during)       # type: ignore[arg-type]
+    base_p99, during_p99 = p99(base), p99(during)       # type: ignore[arg-type]
     assert during_p99 <= max(2 * base_p99, 1.0), (f"honest p99 {during_p99 * 1000:.0f} ms during the flood vs "
                                                    f"{base_p99 * 1000:.0f} ms before")
     distinct = [after[n.name]["received"].get("hint", 0) - after[n.name]["duplicates"].get("hint", 0) for n in far]

@@ -1,0 +1,154 @@
+"""Floods on real processes (issue 25): what one attacker gets at 1x, 3x and 10x of what it may send, and what
+it costs an honest client.
+
+    python -m bench flood [--quick | --smoke]      (--quick: 4 s windows; --smoke: 1 s, order spam at 1x only)
+
+Four validators and a follower on loopback; an honest client places one order every 200 ms at the follower
+and times each until it is final there. Each attack runs for one window while the client keeps going:
+- orders: signed one-order transactions from fresh accounts, each sent to every validator by one peer;
+  1x is `PEER_TX_RATE` (what a validator takes from one neighbour a second, the rest dropped before any
+  signature check). "got": spam orders final on the book once it stops growing (at most 60 s after).
+- hints: RPC health hints, each signed by a fresh key, to two validators; 1x is `ROUTER_OPEN_TYPE_RATE`.
+  "got": distinct hints that reached a validator the attacker is not linked to, over those sent.
+- grafts: a linked peer asks again for the newest 64 broadcasts the node pushed it (fresh-key hints at
+  another validator, within budget, give it some); 1x is 10 requests a second. "got": bytes of copies sent
+  back per byte asked, and how many ids it had collected (each id is answered once per neighbour).
+The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
+honest orders final per second against the baseline window measured first in the same run, as is "p99
+ratio". Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
+open broadcast type an outsider can spam is the RPC hint. RSS is the largest node's resident memory after the window.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.table import print_table
+from config import Settings
+from tests.flood import HonestClient, graft_flood, hint_flood, order_flood, quantile, rss_mb, spam_orders
+from tests.harness import Cluster, NodeProcess, converged, wait_until
+
+NODE = {"log_level": "WARNING", "heartbeat_interval": 0.5}
+LEVELS = (1, 3, 10)
+SPAM_QTY = Decimal("0.01")
+GRAFT_RATE = 10.0       # graft requests a second at 1x
+
+
+class Rig:
+    """The cluster, the honest client and the figures each attack window leaves."""
+
+    def __init__(self, base: Path, window: float) -> None:
+        self.cluster = Cluster(base)
+        self.window = window
+        self.validators = self.cluster.chain(4, seat_rule="any", debug_api="false", **NODE)
+        self.follower = self.cluster.node("honest", bootstrap_peers=self.validators[0].p2p_address, **NODE)
+        wait_until(lambda: converged([*self.validators, self.follower]), 30)
+        status = self.validators[0].status()
+        self.chain_id, self.network = status["chain_id"], status["network_id"]
+        self.client = HonestClient(self.follower)
+        self.client.start()
+        self.base_p99: float | None = None
+        self.base_throughput = 0.0
+        self.hint_rate = Settings().router_open_type_rate
+
+    def measure(self, attack: str, level: int | str, run: Callable[[], tuple[float, str]]) -> list[Any]:
+        start = time.monotonic()
+        sent_rate, got = run()
+        time.sleep(max(0.0, start + self.window - time.monotonic()) + 1.0)
+        samples = self.client.window(start, time.monotonic())
+        final = [s for s in samples if s is not None]
+        p50 = quantile(final, 0.5) * 1000 if final else float("nan")
+        p99 = quantile(final, 0.99) * 1000 if final else float("nan")
+        throughput = len(final) / (time.monotonic() - start)
+        if self.base_p99 is None:
+            self.base_p99, self.base_throughput = p99, throughput
+        rss = max(rss_mb(node) for node in (*self.validators, self.follower))
+        return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
+                100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99, rss]
+
+    def close(self) -> None:
+        self.client.stop.set()
+        self.client.join(40)
+        self.cluster.close()
+
+
+def _orders(rig: Rig, rate: float) -> tuple[float, str]:
+    spam = spam_orders(rig.chain_id, int(rate * rig.window))
+    final_before = _spam_final(rig.follower)
+    took = asyncio.run(order_flood(rig.validators, rig.chain_id, spam, rate))
+    final = _settled(lambda: _spam_final(rig.follower)) - final_before
+    return len(spam) / took, f"{final:,} final ({100.0 * final / len(spam):.0f} %)"
+
+
+def _spam_final(node: NodeProcess) -> int:
+    """How many spam orders rest on the final book: each buys 0.01 at 1, a price no honest order uses."""
+    book = node.get("/book/BTC-USD?depth=1000")
+    level = next((qty for price, qty in book["bids"] if Decimal(price) == 1), "0")
+    return int(Decimal(level) / SPAM_QTY)
+
+
+def _settled(read: Callable[[], int], quiet: float = 1.0, limit: float = 60.0) -> int:
+    """`read()` once it has stopped changing for `quiet` seconds: a validator reads a flood at its own pace,
+    long after the kernel took the attacker's bytes, and drops the excess as it reads."""
+    value, deadline = read(), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = read()
+        if now == value:
+            break
+        value = now
+    return value
+
+
+def _hints(rig: Rig, rate: float) -> tuple[float, str]:
+    entries, far = rig.validators[:2], rig.validators[3]
+
+    def distinct() -> int:
+        router = far.status()["router"]
+        return router["received"].get("hint", 0) - router["duplicates"].get("hint", 0)
+    before = distinct()
+    count = int(rate * rig.window)
+    took = asyncio.run(hint_flood(entries, rig.network, rig.chain_id, rig.validators[2].node_id, count, rate))
+    time.sleep(0.5)
+    return len(entries) * count / took, f"{100.0 * (distinct() - before) / (len(entries) * count):.1f} % of hints"
+
+
+def _grafts(rig: Rig, rate: float) -> tuple[float, str]:
+    async def both() -> tuple[int, int, int]:
+        # fresh-key hints at another validator (within its budget) give the target broadcasts to push
+        count = int(rig.window / 2 * rig.hint_rate)
+        feed = hint_flood(rig.validators[1:2], rig.network, rig.chain_id, rig.validators[2].node_id, count,
+                          rig.hint_rate)
+        result, _ = await asyncio.gather(graft_flood(rig.validators[0], rig.chain_id, rig.window / 2, rate), feed)
+        return result
+    asked, answered, ids = asyncio.run(both())
+    if ids == 0:
+        raise RuntimeError("the graft attacker was pushed no broadcast: nothing to re-request, no figure")
+    return rate, f"x{answered / max(1, asked):.2f} bytes ({ids} ids)"
+
+
+def main(flags: list[str]) -> None:
+    smoke = "--smoke" in flags
+    window = 1.0 if smoke else 4.0 if "--quick" in flags else 6.0
+    settings = Settings()
+    capacity = {"orders": settings.peer_tx_rate, "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}
+    attacks = {"orders": _orders, "hints": _hints, "grafts": _grafts}
+    plan = [("orders", 1)] if smoke else [(name, level) for name in attacks for level in LEVELS]
+    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+        rig = Rig(Path(tmp), window)
+        try:
+            rows = [rig.measure("none", "-", lambda: (0.0, "-"))]
+            for name, level in plan:
+                rate = capacity[name] * level
+                rows.append(rig.measure(name, level, functools.partial(attacks[name], rig, rate)))
+        finally:
+            rig.close()
+    print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
+                f"follower, ms to final there; x = multiple of what one peer may send",
+                ["attack", "x", "sent/s", "attacker got", "honest n", "final %", "thru %", "p50 ms", "p99 ms", "p99 ratio",
+                 "max RSS MB"], rows)
