@@ -199,6 +199,14 @@ def ip_address(raw: Any) -> str:
         raise InvalidValue("must be an IP address", value=raw) from None
 
 
+def ip_network(raw: Any) -> str:
+    """A CIDR network (an address alone is its own /32 or /128)."""
+    try:
+        return str(ipaddress.ip_network(raw.strip() if isinstance(raw, str) else raw, strict=False))
+    except (ValueError, TypeError):
+        raise InvalidValue("must be an IP network such as 10.0.0.0/8 or ::1/128", value=raw) from None
+
+
 def http_url(raw: Any) -> str:
     bad = InvalidValue("must be an http:// or https:// URL with a host", value=raw)
     if not isinstance(raw, str):

@@ -71,6 +71,17 @@ class Settings:
     api_header_timeout: float = _setting(
         10.0, "API_HEADER_TIMEOUT", "Seconds a new API connection has to send its first request's headers before "
         "it is closed (slowloris)", _FLOAT_POS)
+    api_public_rate: float = _setting(
+        20.0, "API_PUBLIC_RATE", "Requests a second one IP address may make to the public read-only routes without "
+        "a token (bursts of twice that; a /24 or /48 four times that); the rest get 429 with Retry-After",
+        _FLOAT_POS)
+    api_public_rate_total: float = _setting(
+        1000.0, "API_PUBLIC_RATE_TOTAL", "Requests a second to the public routes without a token from all "
+        "addresses together", _FLOAT_POS)
+    api_rate_exempt: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1/128"), "API_RATE_EXEMPT", "Networks whose clients the public rate limits do not "
+        "count (this machine by default; a reverse proxy in front must limit for its clients)",
+        p.listed(p.ip_network))
     ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
                                    p.integer(1, 100_000))
     ws_max_clients_per_address: int = _setting(

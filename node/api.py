@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node.api_base import NODE_KEY, errors_as_json, json_response, node_of
 from node.api_guard import ConnectionGuard, GuardedSite
+from node.api_rate import PublicRateLimit, install_public_rate_limit
 from node.auth import install_auth
 from node.metrics import render_metrics
 
@@ -34,7 +35,11 @@ def build_app(node: Any) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
     app[NODE_KEY] = node
     api = node.configs.api
-    install_auth(app, api.data_dir, api.token)
+    auth = install_auth(app, api.data_dir, api.token)
+    limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt)
+    install_public_rate_limit(app, limit, auth)
+    node.api_rate_limit = limit
+    getattr(node, "metric_sources", []).append(lambda: rate_metrics(limit))
     app.router.add_get("/status", get_status)
     app.router.add_get("/peers", get_peers)
     app.router.add_get("/metrics", get_metrics)
@@ -51,6 +56,15 @@ def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
                                   labels=["reason"])
     for reason, count in guard.counters.items():
         refused.add_metric([reason], count)
+    yield refused
+
+
+def rate_metrics(limit: PublicRateLimit) -> Iterator[Metric]:
+    refused = CounterMetricFamily("exchange_node_api_rate_limited",
+                                  "Public API requests without a token answered 429, by the limit that refused them",
+                                  labels=["limit"])
+    for name, count in limit.refused.items():
+        refused.add_metric([name], count)
     yield refused
 
 

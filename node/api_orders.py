@@ -25,7 +25,7 @@ from storage import StorageError
 from node.api_base import ApiError, json_response, node_of
 from node.order_batcher import OrderBatcher
 
-ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id"}
+ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until"}
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 30.0
 MAX_TRADES = 10_000
@@ -130,7 +130,7 @@ def _order_op(body: Any) -> NewOrderOp:
             raise ApiError(422, "float_not_allowed", f"{name} must be a decimal string, not a JSON number", name)
     try:
         return NewOrderOp.parse(body["market"], body["side"], body.get("type", "limit"), _text(body.get("price")),
-                                _text(body["qty"]), body.get("stp"))
+                                _text(body["qty"]), body.get("stp"), body.get("until"))
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 
@@ -460,7 +460,9 @@ async def get_account(request: web.Request) -> web.Response:
     if len(account) != 64:
         account = _account(request, account).id
     view = state.position(account)
-    view["open_orders"] = len(state.orders(account, "open", MAX_LIST))
+    view["open_orders"] = state.open_count(account)
+    view["max_open_orders"] = state.params.max_open_orders
+    view["cancel_all_at"] = state.switch(account)      # the dead-man's switch, block time in ms, or null
     view["pending_orders"] = chain.pending_orders(account)
     return json_response({**view, **_finality(chain)})
 

@@ -21,6 +21,7 @@ from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api import start_api
+from node.api_cancel_all import install_cancel_all_api
 from node.api_orders import install_order_api
 from node.api_validators import install_validator_api
 from exchange.chain.join_token import JoinToken
@@ -111,6 +112,7 @@ class ExchangeNode:
         if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
+        self.api_extensions.append(install_cancel_all_api)
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
@@ -238,6 +240,7 @@ class ExchangeNode:
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
             **self.chain_summary(), "exchange": self.chain.status(), "storage": self.chain_store.stats(),
+            "api_limits": limit.view() if (limit := getattr(self, "api_rate_limit", None)) is not None else None,
         }
 
     def chain_summary(self) -> dict[str, Any]:

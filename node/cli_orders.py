@@ -1,6 +1,8 @@
-"""CLI commands for the exchange: `order`, `cancel`, `orders`, `book`, `trades` (they call the control API)."""
+"""CLI commands for the exchange: `order`, `cancel`, `cancel-all`, `cancel-after`, `orders`, `book`, `trades`
+(they call the control API)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -62,16 +64,19 @@ def register(cli: click.Group) -> None:
                   help="Account that signs the order: a name in DATA_DIR/accounts or an id [default: default].")
     @click.option("--stp", default=None,
                   type=click.Choice(["cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel"]))
+    @click.option("--until", "good_for", type=SECONDS, default=None, metavar="SECONDS",
+                  help="Good-til-time: the chain cancels what rests of it this many seconds from now.")
     @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
                   help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
     def order(side: str, market: str, qty: str, price: str | None, kind: str, account: str | None,
-              stp: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
+              stp: str | None, good_for: float | None, wait: float, api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
         final within --wait (with the reason: no_quorum, not_final_yet)."""
         body: dict[str, Any] = {"market": market, "side": side, "type": kind, "qty": qty}
-        for name, value in (("price", price), ("account", account), ("stp", stp)):
+        until = None if good_for is None else int((time.time() + good_for) * 1000)
+        for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until)):
             if value is not None:
                 body[name] = value
         data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10, expect=("order",))
@@ -108,6 +113,65 @@ def register(cli: click.Group) -> None:
             click.echo(_order_line(data["order"]))
         _exit_if_rejected("cancel", result)
         _exit_if_not_final("cancel", data, wait)
+
+    @cli.command("cancel-all")
+    @click.option("--market", default=None, help="Only this market's orders [default: every market].")
+    @click.option("--side", default=None, type=click.Choice(["buy", "sell"]), help="Only this side [default: both].")
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Account whose orders are cancelled (it signs) [default: default].")
+    @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
+                  help="Seconds to wait for the cancel-all to be final.")
+    @api_option
+    @json_option
+    def cancel_all(market: str | None, side: str | None, account: str | None, wait: float, api: NodeTarget,
+                   as_json: bool) -> None:
+        """Cancel every open order of an account in one signed operation. Exits 3 if not final within --wait."""
+        body = {name: value for name, value in (("market", market), ("side", side), ("account", account)) if value}
+        data = request(api, "POST", f"/orders/cancel-all?wait={wait}", body, timeout=wait + 10, expect=("cancel_all",))
+        result = data["cancel_all"]
+        if as_json:
+            emit_json(data)
+        else:
+            scope = f"{result.get('market') or 'every market'}, {result.get('side') or 'both sides'}"
+            done = f"{result.get('cancelled', 0)} cancelled" if result["status"] == "done" else result["status"]
+            click.echo(f"cancel-all ({scope}): {done}" + (f" ({result['reason']})" if result.get("reason") else ""))
+            if data.get("pending_not_covered"):
+                click.echo(f"not covered (pending on this node, no block holds them yet): "
+                           f"{', '.join(data['pending_not_covered'])}")
+        _exit_if_rejected("cancel-all", result)
+        _exit_if_not_final("cancel-all", data, wait)
+
+    @cli.command("cancel-after")
+    @click.argument("after", type=SECONDS, required=False, metavar="SECONDS")
+    @click.option("--clear", is_flag=True, help="Disarm the switch.")
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Account whose orders the switch cancels (it signs) [default: default].")
+    @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
+                  help="Seconds to wait for the switch to be final.")
+    @api_option
+    @json_option
+    def cancel_after(after: float | None, clear: bool, account: str | None, wait: float, api: NodeTarget,
+                        as_json: bool) -> None:
+        """The dead-man's switch: cancel all of an account's orders SECONDS from now unless run again first
+        (`cancel-after 30` every 10 s keeps it from firing; `--clear` disarms it). The validators fire it
+        from block time, so it fires even when this node is gone."""
+        if (after is None) == (not clear):
+            fail("give SECONDS or --clear (not both)")
+        body: dict[str, Any] = {"at": None} if clear else {"after": after}
+        if account:
+            body["account"] = account
+        data = request(api, "POST", f"/orders/cancel-after?wait={wait}", body, timeout=wait + 10,
+                       expect=("schedule_cancel",))
+        result = data["schedule_cancel"]
+        if as_json:
+            emit_json(data)
+        elif result["status"] == "armed":
+            click.echo(f"switch armed: all orders of {result['account'][:12]}… are cancelled at block time "
+                       f"{result['at']} ms unless refreshed")
+        else:
+            click.echo(f"switch {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
+        _exit_if_rejected("cancel-after", result)
+        _exit_if_not_final("cancel-after", data, wait)
 
     @cli.command("orders")
     @click.option("--account", default=None, shell_complete=complete_account,

@@ -130,6 +130,9 @@ class ApiConfig:
     max_connections: int = 2048
     max_connections_per_address: int = 512
     header_timeout: float = 10.0
+    public_rate: float = 20.0
+    public_rate_total: float = 1000.0
+    rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +210,8 @@ class NodeConfigs:
                           data_dir=settings.data_dir, debug_api=settings.debug_api,
                           max_connections=settings.api_max_connections,
                           max_connections_per_address=settings.api_max_connections_per_address,
-                          header_timeout=settings.api_header_timeout),
+                          header_timeout=settings.api_header_timeout, public_rate=settings.api_public_rate,
+                          public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,

@@ -9,8 +9,10 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     account=<64 hex public key>
     nonce=<1-64 of A-Z a-z 0-9 . _ : ->
     expires=<integer milliseconds since the Unix epoch>
-    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->
+    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->[ until=<ms>]
     cancel <market> <order id>
+    cancel_all <market|-> <buy|sell|->
+    schedule_cancel <ms|->
     replace <market> <order id> <price|-> <qty>
     grant <account: 64 hex> <asset> <limit>
 
@@ -18,7 +20,11 @@ lines joined by a single "\\n" (no trailing newline), one operation line per op,
 Prices and quantities are the decimal strings the user gave (the market's tick and lot turn
 them into integers when the transaction is applied, the same way on every node). A `grant`
 sets the largest short position (`limit`, a decimal amount of `asset`) the account may hold;
-only the network's credit authority may sign one, which the state machine judges.
+only the network's credit authority may sign one, which the state machine judges. `until` makes a
+resting order good-til-time: the first block at or after that time cancels what is left of it.
+`cancel_all` cancels every open order of the account (in one market and on one side when named);
+`schedule_cancel` is the dead-man's switch: the first block at or after that time cancels every
+open order of the account unless a later `schedule_cancel` moved or cleared (`-`) it first.
 
 The transaction id is the first 32 hex characters of sha256(signed bytes); the order id of
 operation i is the first 30 of them followed by i as two hex digits, so a client knows its
@@ -37,6 +43,7 @@ MAX_OPS = 250
 MAX_EXPIRES = (1 << 53) - 1          # JSON-safe integer
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
+RESTING_TYPES = ("limit", "post_only")
 STP_MODES = ("cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel")
 
 _CHAIN_ID = re.compile(r"[0-9a-f]{64}")
@@ -77,38 +84,49 @@ def _optional(value: Any, check: Callable[[Any], str]) -> str | None:
 
 
 class NewOrderOp:
-    __slots__ = ("market", "side", "type", "price", "qty", "stp")
+    __slots__ = ("market", "side", "type", "price", "qty", "stp", "until")
     name = "new"
 
-    def __init__(self, market: str, side: str, type: str, price: str | None, qty: str, stp: str | None) -> None:
+    def __init__(self, market: str, side: str, type: str, price: str | None, qty: str, stp: str | None,
+                 until: int | None = None) -> None:
         self.market, self.side, self.type, self.price, self.qty, self.stp = market, side, type, price, qty, stp
+        self.until = until
 
     def line(self) -> str:
-        return f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
+        line = f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
+        return line if self.until is None else f"{line} until={self.until}"
 
     def wire(self) -> list:
-        return ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
+        wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
+        return wire if self.until is None else [*wire, self.until]
 
     def as_json(self) -> dict[str, Any]:
-        return {"op": "new", "market": self.market, "side": self.side, "type": self.type, "price": self.price,
+        view = {"op": "new", "market": self.market, "side": self.side, "type": self.type, "price": self.price,
                 "qty": self.qty, "stp": self.stp}
+        return view if self.until is None else {**view, "until": self.until}
 
     @classmethod
-    def parse(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any) -> "NewOrderOp":
+    def parse(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any,
+              until: Any = None) -> "NewOrderOp":
         if (side.__class__ is str and side in _SIDE_SET and type.__class__ is str and type in _TYPE_SET
                 and (stp is None or (stp.__class__ is str and stp in _STP_SET)) and market.__class__ is str
                 and qty.__class__ is str and (price is None or (price.__class__ is str and price != "-"))
-                and _NEW_FIELDS.fullmatch(f"{market} {price or '-'} {qty}") is not None):
+                and until is None and _NEW_FIELDS.fullmatch(f"{market} {price or '-'} {qty}") is not None):
             return cls(market, side, type, price, qty, stp)
-        return cls._parse_slowly(market, side, type, price, qty, stp)
+        return cls._parse_slowly(market, side, type, price, qty, stp, until)
 
     @classmethod
-    def _parse_slowly(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any) -> "NewOrderOp":
+    def _parse_slowly(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any,
+                      until: Any) -> "NewOrderOp":
         _need(side in SIDES, "invalid_side", "side must be buy or sell", "side")
         _need(type in ORDER_TYPES, "invalid_type", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
         _need(stp is None or stp in STP_MODES, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
+        _need(until is None or _timestamp(until), "invalid_until",
+              "until is a positive integer of milliseconds since the Unix epoch", "until")
+        _need(until is None or type in RESTING_TYPES, "until_not_resting",
+              f"only an order that can rest ({', '.join(RESTING_TYPES)}) can have until", "until")
         return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _text(v, _DECIMAL, "price")),
-                   _text(qty, _DECIMAL, "qty"), stp)
+                   _text(qty, _DECIMAL, "qty"), stp, until)
 
 
 class CancelOp:
@@ -130,6 +148,61 @@ class CancelOp:
     @classmethod
     def parse(cls, market: Any, order_id: Any) -> "CancelOp":
         return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"))
+
+
+class CancelAllOp:
+    """Cancel every open order of the signing account, in one market and on one side when named."""
+
+    __slots__ = ("market", "side")
+    name = "cancel_all"
+
+    def __init__(self, market: str | None, side: str | None) -> None:
+        self.market, self.side = market, side
+
+    def line(self) -> str:
+        return f"cancel_all {self.market or '-'} {self.side or '-'}"
+
+    def wire(self) -> list:
+        return ["cancel_all", self.market, self.side]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "cancel_all", "market": self.market, "side": self.side}
+
+    @property
+    def scope(self) -> str:
+        """`market/side` with `*` for what is not named (the op result's target)."""
+        return f"{self.market or '*'}/{self.side or '*'}"
+
+    @classmethod
+    def parse(cls, market: Any, side: Any) -> "CancelAllOp":
+        _need(side is None or side in SIDES, "invalid_side", "side must be buy, sell or null", "side")
+        return cls(_optional(market, lambda v: _text(v, _MARKET, "market")), side)
+
+
+class ScheduleCancelOp:
+    """The dead-man's switch: cancel every open order of the signing account at block time `at` (ms since the
+    Unix epoch) unless moved or cleared (`at` null) before then."""
+
+    __slots__ = ("at",)
+    name = "schedule_cancel"
+
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    def line(self) -> str:
+        return f"schedule_cancel {'-' if self.at is None else self.at}"
+
+    def wire(self) -> list:
+        return ["schedule_cancel", self.at]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "schedule_cancel", "at": self.at}
+
+    @classmethod
+    def parse(cls, at: Any) -> "ScheduleCancelOp":
+        _need(at is None or _timestamp(at), "invalid_at",
+              "at is a positive integer of milliseconds since the Unix epoch, or null to clear", "at")
+        return cls(at)
 
 
 class ReplaceOp:
@@ -178,9 +251,13 @@ class GrantOp:
                    _text(limit, _DECIMAL, "limit"))
 
 
-Op = Union[NewOrderOp, CancelOp, ReplaceOp, GrantOp]
-_OP_ARITY = {"new": (NewOrderOp, 6), "cancel": (CancelOp, 2), "replace": (ReplaceOp, 4), "grant": (GrantOp, 3)}
-_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp"), "cancel": ("market", "order_id"),
+Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp]
+# each op's class and the numbers of fields its wire list may have (a new order's `until` is written only when set)
+_OP_ARITY: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "new": (NewOrderOp, (6, 7)), "cancel": (CancelOp, (2,)), "cancel_all": (CancelAllOp, (2,)),
+    "schedule_cancel": (ScheduleCancelOp, (1,)), "replace": (ReplaceOp, (4,)), "grant": (GrantOp, (3,))}
+_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until"), "cancel": ("market", "order_id"),
+                "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
                 "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit")}
 
 
@@ -188,8 +265,10 @@ def parse_op(item: Any) -> Op:
     """An operation from its wire list (`["new", market, side, type, price, qty, stp]`, ...)."""
     _need(type(item) in (list, tuple) and len(item) >= 1, "invalid_op", "an operation is a list", "ops")
     spec = _OP_ARITY.get(item[0]) if type(item[0]) is str else None
-    _need(spec is not None and len(item) == spec[1] + 1, "invalid_op", "unknown operation or wrong arity", "ops")
-    return spec[0].parse(*item[1:])  # type: ignore[union-attr, index]
+    _need(spec is not None and len(item) - 1 in spec[1], "invalid_op", "unknown operation or wrong arity", "ops")
+    if len(item) == 8:
+        _need(item[7] is not None, "invalid_until", "an until written on the wire is set", "until")
+    return spec[0].parse(*item[1:])  # type: ignore[index, no-any-return]
 
 
 def op_from_json(item: Any) -> Op:
@@ -197,8 +276,11 @@ def op_from_json(item: Any) -> Op:
     _need(isinstance(item, dict), "invalid_op", "each operation is a JSON object", "ops")
     name = item.get("op", "new")
     fields = _JSON_FIELDS.get(name) if type(name) is str else None
-    _need(fields is not None, "invalid_op", "op must be new, cancel, replace or grant", "op")
-    return parse_op([name, *(item.get(f) for f in fields)])  # type: ignore[union-attr]
+    _need(fields is not None, "invalid_op", f"op must be one of {', '.join(_JSON_FIELDS)}", "op")
+    values = [item.get(f) for f in fields]  # type: ignore[union-attr]
+    if name == "new" and values[-1] is None:
+        values.pop()          # no until: the wire form without it
+    return parse_op([name, *values])
 
 
 class SignedTx:
@@ -251,6 +333,10 @@ class SignedTx:
 
     def __repr__(self) -> str:
         return f"SignedTx({self.id} account={self.account.hex()[:12]} ops={len(self.ops)})"
+
+
+def _timestamp(value: Any) -> bool:
+    return type(value) is int and 0 < value <= MAX_EXPIRES
 
 
 def _checked_expires(value: Any) -> int:

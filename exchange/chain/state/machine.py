@@ -23,6 +23,16 @@ Rules:
   still known (so a transaction applied earlier and included again after its expiry leaves its
   orders as they are, unless the history has already forgotten them).
 - Positions and credit: `positions.py`, `credit.py`. Bounded history: `history.py`.
+- An account may have at most `max_open_orders` resting orders (when the network has the cap): a
+  limit or post-only order beyond it is refused `too_many_open_orders` before it matches.
+- `cancel_all` cancels the account's open orders in its scope, oldest first (by created key, never
+  by arrival at this node, so a node restored from a snapshot cancels in the same order).
+- Block time alone (`timers.py`): at `begin_block`, before any transaction, every dead-man's switch
+  due fires (all the account's open orders cancelled, reason `scheduled_cancel`) and every
+  good-til-time order due is cancelled (reason `good_til_time`); each is a *timed* result of the
+  block, part of its results hash. A switch is armed only for a time after the block's and at most
+  MAX_SWITCH_MS past it (else `at_out_of_range`); an order's `until` at or before the block's time is
+  refused `until_passed`. A replace keeps the replaced order's `until`.
 
 Heights start at 1 after the genesis (height 0); block times never go backwards.
 """
@@ -37,10 +47,12 @@ from exchange.chain.state.history import ClosedOrders, TradeRow, trade_log
 from exchange.chain.state.params import ExchangeParams
 from exchange.chain.state.positions import Positions
 from exchange.chain.state.replay import ReplayWindow
+from exchange.chain.state.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
 from exchange.chain.state.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.chain.state.views import order_moment, order_view, trade_view
-from exchange.chain.txs import MAX_OPS, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx
+from exchange.chain.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
+                                ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
@@ -125,6 +137,9 @@ class ExchangeState:
         self._ttl = params.order_ttl_ms
         self.venues = {market.symbol: Venue(market, params) for market in params.registry}
         self.open_orders: dict[str, Order] = {}
+        self.by_account: dict[str, dict[str, None]] = {}    # account -> ids of its open orders
+        self.timers = Timers()
+        self._cap = params.max_open_orders
         self.closed = ClosedOrders(params.closed_order_history)
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
@@ -133,6 +148,7 @@ class ExchangeState:
         self._txs: list[TxResult] = []
         self._trades: list[tuple[Market, TradeRow]] = []
         self._touched_orders: dict[str, Order] = {}
+        self._timed: list[OpResult] = []
 
     @property
     def app_hash(self) -> bytes:
@@ -176,6 +192,10 @@ class ExchangeState:
     def _op_problem(self, op: Op, account: str) -> str | None:
         if isinstance(op, GrantOp):
             return self._grant_problem(op, account)
+        if isinstance(op, ScheduleCancelOp):
+            return None
+        if isinstance(op, CancelAllOp):
+            return None if op.market is None or op.market in self.venues else "unknown_market"
         venue = self.venues.get(op.market)
         if venue is None:
             return "unknown_market"
@@ -201,6 +221,8 @@ class ExchangeState:
         self.height, self.time_ms = height, time_ms
         self.replay.prune(time_ms)
         self._in_block = True
+        if self.timers:
+            self._fire_timers(time_ms)
 
     def apply_tx(self, tx: SignedTx) -> TxResult:
         """Apply the next transaction of the block (signature already verified by the caller)."""
@@ -234,12 +256,12 @@ class ExchangeState:
         if not self._in_block:
             raise RuntimeError("end_block outside a block")
         self._in_block = False
-        digest = results_hash(self.height, self.time_ms, self._txs, self._trades)
+        digest = results_hash(self.height, self.time_ms, self._txs, self._trades, self._timed)
         self._app_hash = chain_app_hash(self._app_hash, digest)
         moments = [(order, order_moment(order)) for order in self._touched_orders.values()]
         result = BlockResult(self.height, self.time_ms, self._txs, self._trades, self._book_changes(), moments,
-                             self.params.registry, digest, self._app_hash)
-        self._txs, self._trades, self._touched_orders = [], [], {}
+                             self.params.registry, digest, self._app_hash, self._timed)
+        self._txs, self._trades, self._touched_orders, self._timed = [], [], {}, []
         return result
 
     def _book_changes(self) -> dict[str, list[list[str]]]:
@@ -269,6 +291,10 @@ class ExchangeState:
                 results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
             elif isinstance(op, CancelOp):
                 results.append(self._cancel(account, op))
+            elif isinstance(op, CancelAllOp):
+                results.append(self._cancel_all(account, op))
+            elif isinstance(op, ScheduleCancelOp):
+                results.append(self._schedule_cancel(account, op))
             elif isinstance(op, ReplaceOp):
                 results.append(self._replace(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
             else:
@@ -287,6 +313,10 @@ class ExchangeState:
         except ExchangeError as error:
             return self._refused("new", order_id, None, op.market, side, kind, None, None, account, key, mode,
                                  _field_code(error))
+        if op.type in RESTING_TYPES:
+            why = self._resting_problem(account, op.until)
+            if why is not None:
+                return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode, why)
         if self.credit is not None and (kind is _MARKET) == (price is None):
             extra = (self._market_buy_cost(venue, account, qty) if price is None and side is _BUY
                      else worst_case(side, price, qty, venue.units)[1])
@@ -300,8 +330,18 @@ class ExchangeState:
                                  first.reason)
         order = first.order  # type: ignore[union-attr]  # OrderAccepted
         self._absorb(venue, events, order)
+        if op.until is not None and order_id in self.open_orders:
+            self.timers.set_order(order_id, op.until)
         # `_value_` rather than `.value`, a Python-level descriptor in 3.11, on this hot path
         return OpResult("new", order_id, None, order.status._value_, order.reason)
+
+    def _resting_problem(self, account: str, until: int | None) -> str | None:
+        """Why an order that may rest is refused before it matches: the account's cap, or a passed until."""
+        if until is not None and until <= self.time_ms:
+            return "until_passed"
+        if self._cap is not None and len(self.by_account.get(account, ())) >= self._cap:
+            return "too_many_open_orders"
+        return None
 
     def _cancel(self, account: str, op: CancelOp) -> OpResult:
         target = op.order_id
@@ -314,6 +354,51 @@ class ExchangeState:
         venue.engine.cancel_order(target, account)
         self._left_book(venue, order, order.remaining)
         return OpResult("cancel", None, target, "cancelled", order.reason)
+
+    def _cancel_all(self, account: str, op: CancelAllOp) -> OpResult:
+        if op.market is not None and op.market not in self.venues:
+            return OpResult("cancel_all", None, op.scope, "rejected", "unknown_market")
+        count = self._cancel_orders_of(account, "cancel_all", op.market, op.side)
+        return OpResult("cancel_all", None, op.scope, "cancelled", f"{count}_cancelled")
+
+    def _cancel_orders_of(self, account: str, reason: str, market: str | None = None, side: str | None = None) -> int:
+        """Cancel `account`'s open orders (in `market`, on `side` when given), oldest first; returns how many."""
+        ids = self.by_account.get(account)
+        if not ids:
+            return 0
+        chosen = [order for order in map(self.open_orders.__getitem__, ids)
+                  if (market is None or order.market == market) and (side is None or order.side._value_ == side)]
+        chosen.sort(key=_created)
+        for order in chosen:
+            venue = self.venues[order.market]
+            venue.engine.cancel_order(order.id, account)
+            self._left_book(venue, order, order.remaining)
+            order.reason = reason
+        return len(chosen)
+
+    def _schedule_cancel(self, account: str, op: ScheduleCancelOp) -> OpResult:
+        at = op.at
+        if at is not None and not self.time_ms < at <= self.time_ms + MAX_SWITCH_MS:
+            return OpResult("schedule_cancel", None, account, "rejected", "at_out_of_range")
+        self.timers.set_switch(account, at)
+        return OpResult("schedule_cancel", None, account, "cleared" if at is None else "armed", None)
+
+    def _fire_timers(self, now_ms: int) -> None:
+        """Block time reached some switches and good-til-time orders: cancel what they name (the block's
+        timed results, before its first transaction)."""
+        for kind, key in self.timers.due(now_ms):
+            if kind == SWITCH:
+                count = self._cancel_orders_of(key, "scheduled_cancel")
+                self._timed.append(OpResult("schedule_cancel", None, key, "fired", f"{count}_cancelled"))
+            elif kind == ORDER:
+                order = self.open_orders.get(key)
+                if order is None:
+                    continue
+                venue = self.venues[order.market]
+                venue.engine.cancel_order(key, order.owner)
+                self._left_book(venue, order, order.remaining)
+                order.reason = "good_til_time"
+                self._timed.append(OpResult("until", None, key, "cancelled", "good_til_time"))
 
     def _replace(self, order_id: str, key: tuple[int, int, int], account: str, op: ReplaceOp) -> OpResult:
         target = op.order_id
@@ -342,7 +427,10 @@ class ExchangeState:
             return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account, key,
                                  old.self_trade, reason or events[0].reason)  # type: ignore[union-attr]
         order = events[1].order  # type: ignore[union-attr]  # [OrderCancelled(old), OrderAccepted(new), ...]
+        until = self.timers.order_until.get(target)
         self._absorb(venue, events, order)
+        if until is not None and order_id in self.open_orders:
+            self.timers.set_order(order_id, until)
         return OpResult("replace", order_id, target, order.status._value_, order.reason)
 
     def _grant(self, account: str, op: GrantOp) -> OpResult:
@@ -376,7 +464,14 @@ class ExchangeState:
                                  _SIDES[op.side] if new else None, _TYPES[op.type] if new else None, None, None,
                                  account, (self.height, index, op_index),
                                  _STP_MODES[op.stp] if new and op.stp is not None else None, reason)
-        target = op.order_id if kind is CancelOp else op.account
+        if kind is CancelOp:
+            target = op.order_id
+        elif kind is GrantOp:
+            target = op.account
+        elif kind is CancelAllOp:
+            target = op.scope
+        else:
+            target = account
         return OpResult(op.name, None, target, "rejected", reason)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -431,6 +526,7 @@ class ExchangeState:
                 touched_orders[maker.id] = maker
                 if not maker.remaining:
                     del open_orders[maker.id]
+                    self._unindex(maker)
                     closed.add(maker)
             elif kind is OrderCancelled or kind is OrderReduced:
                 if event.order_id != taker_id:  # a resting order: self-trade prevention or the replaced one
@@ -444,6 +540,7 @@ class ExchangeState:
                         touched_orders[order.id] = order
         if taker.status in _RESTING:
             open_orders[taker_id] = taker
+            self.index(taker)
             touched.add(level_key(taker))
             if credit is not None:
                 credit.reserve(taker, units, taker.remaining)
@@ -453,11 +550,27 @@ class ExchangeState:
     def _left_book(self, venue: Venue, order: Order, remaining: int) -> None:
         """A resting order was cancelled with `remaining` lots unfilled."""
         del self.open_orders[order.id]
+        self._unindex(order)
         venue.touched.add(level_key(order))
         if self.credit is not None:
             self.credit.release(order, venue.units, remaining)
         self.closed.add(order)
         self._touched_orders[order.id] = order
+
+    def index(self, order: Order) -> None:
+        """A resting order joins its account's open orders."""
+        ids = self.by_account.get(order.owner)
+        if ids is None:
+            ids = self.by_account[order.owner] = {}
+        ids[order.id] = None
+
+    def _unindex(self, order: Order) -> None:
+        ids = self.by_account[order.owner]
+        del ids[order.id]
+        if not ids:
+            del self.by_account[order.owner]
+        if self.timers.order_until:
+            self.timers.drop_order(order.id)
 
     def _credit_allows(self, account: str, venue: Venue, side: Side, extra: int) -> bool:
         asset = venue.units.quote if side is _BUY else venue.units.base
@@ -482,7 +595,20 @@ class ExchangeState:
     def order(self, order_id: str) -> dict[str, Any] | None:
         """An order by id, open or closed (closed ones while the history keeps them)."""
         order = self.open_orders.get(order_id) or self.closed.get(order_id)
-        return None if order is None else order_view(order, self.params.registry)
+        if order is None:
+            return None
+        view = order_view(order, self.params.registry)
+        until = self.timers.order_until.get(order_id)
+        if until is not None:
+            view["until"] = until
+        return view
+
+    def switch(self, account: str) -> int | None:
+        """When `account`'s dead-man's switch fires (ms since the Unix epoch, block time), or None."""
+        return self.timers.switches.get(account)
+
+    def open_count(self, account: str) -> int:
+        return len(self.by_account.get(account, ()))
 
     def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Orders newest first, optionally of one account and one status (`open` means resting)."""

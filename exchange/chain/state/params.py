@@ -9,6 +9,11 @@ Credit (issue 16) is on when `credit_limits` is a map (possibly empty): it gives
 asset the default largest short position every account may hold, and `credit_authority` (an
 account id) may raise or lower one account's limit with a signed `grant`. With `credit_limits`
 None nothing is limited and grants are refused.
+
+`max_open_orders` caps the orders one account may have resting at once (a new order that would rest
+beyond it is refused `too_many_open_orders`): accounts are free keys, so this bounds what one key can
+make every node hold, and the per-account cost of a `cancel_all` or a dead-man's switch firing. A
+network founded without one (None, wire format 1) has no cap.
 """
 from __future__ import annotations
 
@@ -25,12 +30,16 @@ from exchange.markets import Market, MarketRegistry, parse_markets
 from exchange.chain.state.assets import AssetScales
 
 WIRE_FORMAT = 1
+CAPPED_FORMAT = 2            # the wire form with max_open_orders; a network without a cap keeps format 1
+MAX_OPEN_ORDERS_CAP = 1_000_000
+DEFAULT_MAX_OPEN_ORDERS = 1_000
 MAX_TTL_MS = 86_400_000
 MAX_CLOSED_ORDER_HISTORY = 10_000_000
 MAX_TRADE_HISTORY = 1_000_000
 _ACCOUNT_HEX = re.compile(r"[0-9a-f]{64}")
 _WIRE_KEYS = ("closed_order_history", "credit_authority", "credit_limits", "format", "markets", "order_ttl_ms",
               "trade_history")
+_CAPPED_KEYS = tuple(sorted((*_WIRE_KEYS, "max_open_orders")))
 
 
 class InvalidParams(ExchangeError):
@@ -47,6 +56,7 @@ class ExchangeParams:
     trade_history: int = 10_000
     credit_limits: Mapping[str, str] | None = None
     credit_authority: str | None = None
+    max_open_orders: int | None = DEFAULT_MAX_OPEN_ORDERS
 
     def __post_init__(self) -> None:
         try:
@@ -56,6 +66,8 @@ class ExchangeParams:
         _bounded_int(self.order_ttl_ms, "order_ttl_ms", 1, MAX_TTL_MS)
         _bounded_int(self.closed_order_history, "closed_order_history", 0, MAX_CLOSED_ORDER_HISTORY)
         _bounded_int(self.trade_history, "trade_history", 0, MAX_TRADE_HISTORY)
+        if self.max_open_orders is not None:
+            _bounded_int(self.max_open_orders, "max_open_orders", 1, MAX_OPEN_ORDERS_CAP)
         assets = AssetScales(registry)
         limits = None if self.credit_limits is None else _parse_limits(self.credit_limits, assets)
         if self.credit_authority is not None:
@@ -82,7 +94,7 @@ class ExchangeParams:
     def to_wire(self) -> dict[str, Any]:
         """The canonical plain form (keys sorted, markets expanded, limits at asset scale)."""
         limits = self.default_limits
-        return {
+        wire: dict[str, Any] = {
             "closed_order_history": self.closed_order_history,
             "credit_authority": self.credit_authority,
             "credit_limits": None if limits is None else {a: self.assets.format(a, v) for a, v in limits.items()},
@@ -91,6 +103,9 @@ class ExchangeParams:
             "order_ttl_ms": self.order_ttl_ms,
             "trade_history": self.trade_history,
         }
+        if self.max_open_orders is not None:
+            wire["format"], wire["max_open_orders"] = CAPPED_FORMAT, self.max_open_orders
+        return dict(sorted(wire.items()))
 
     def digest(self) -> bytes:
         """sha256 of the canonical msgpack encoding of `to_wire()`."""
@@ -99,10 +114,15 @@ class ExchangeParams:
     @classmethod
     def from_wire(cls, data: Any) -> ExchangeParams:
         """Parameters from their wire form; raises InvalidParams naming the problem."""
-        if not isinstance(data, dict) or tuple(sorted(data)) != _WIRE_KEYS:
-            raise InvalidParams("malformed_params", f"params must be a map with exactly {', '.join(_WIRE_KEYS)}")
-        if data["format"] != WIRE_FORMAT:
-            raise InvalidParams("unsupported_params", f"params format {data['format']!r} is not {WIRE_FORMAT}")
+        if not isinstance(data, dict) or tuple(sorted(data)) not in (_WIRE_KEYS, _CAPPED_KEYS):
+            raise InvalidParams("malformed_params", f"params must be a map with exactly {', '.join(_WIRE_KEYS)} "
+                                f"(and max_open_orders in format {CAPPED_FORMAT})")
+        expected = CAPPED_FORMAT if "max_open_orders" in data else WIRE_FORMAT
+        if data["format"] != expected:
+            raise InvalidParams("unsupported_params", f"params format {data['format']!r} is not {expected}")
+        if "max_open_orders" in data and data["max_open_orders"] is None:
+            raise InvalidParams("invalid_max_open_orders", "max_open_orders is written only when set",
+                                "max_open_orders")
         if type(data["markets"]) is not str:
             raise InvalidParams("invalid_markets", "markets must be a string", "markets")
         limits = data["credit_limits"]
@@ -112,7 +132,7 @@ class ExchangeParams:
         return cls(markets=data["markets"], order_ttl_ms=data["order_ttl_ms"],
                    closed_order_history=data["closed_order_history"], trade_history=data["trade_history"],
                    credit_limits=None if limits is None else dict(limits),
-                   credit_authority=data["credit_authority"])
+                   credit_authority=data["credit_authority"], max_open_orders=data.get("max_open_orders"))
 
 
 def _bounded_int(value: object, name: str, low: int, high: int) -> None:

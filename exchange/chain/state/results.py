@@ -13,10 +13,16 @@ order's status right after matching: open, partially_filled, filled, cancelled o
 cancel `cancelled` or `rejected`; for grant `granted` or `rejected`) and `reason` (a stable code
 when rejected or cancelled).
 
+A block's *timed* results are what block time alone did before its first transaction (`timers.py`):
+`schedule_cancel` / `fired` with reason `<n>_cancelled` for an account's dead-man's switch (target: the
+account), `until` / `cancelled` / `good_til_time` for a good-til-time order (target: the order). A
+`cancel_all` op reports `cancelled` with reason `<n>_cancelled` and its scope (`market/side`, `*` for
+any) as target; `schedule_cancel` reports `armed`, `cleared` or `rejected` (`at_out_of_range`).
+
 `results_hash` covers, in order, every transaction's result (id, account, index in the block,
-status, reason and every operation's outcome) and every trade of the block; `app_hash` chains
-it onto the previous block's app hash, so equal app hashes mean equal results over the whole
-chain.
+status, reason and every operation's outcome), every trade of the block, then the timed results
+when there are any; `app_hash` chains it onto the previous block's app hash, so equal app hashes
+mean equal results over the whole chain.
 """
 from __future__ import annotations
 
@@ -76,12 +82,14 @@ class BlockResult:
     """
 
     __slots__ = ("height", "time_ms", "txs", "book_changes", "results_hash", "app_hash", "_trade_rows",
-                 "_order_moments", "_registry", "_trades", "_order_updates")
+                 "_order_moments", "_registry", "_trades", "_order_updates", "timed")
 
     def __init__(self, height: int, time_ms: int, txs: list[TxResult], trade_rows: list[tuple[Market, TradeRow]],
                  book_changes: dict[str, list[list[str]]], order_moments: list[tuple[Order, tuple]],
-                 registry: MarketRegistry, results_hash: bytes, app_hash: bytes) -> None:
+                 registry: MarketRegistry, results_hash: bytes, app_hash: bytes,
+                 timed: list[OpResult] | None = None) -> None:
         self.height, self.time_ms, self.txs, self.book_changes = height, time_ms, txs, book_changes
+        self.timed: list[OpResult] = timed or []
         self.results_hash, self.app_hash = results_hash, app_hash
         self._trade_rows, self._order_moments, self._registry = trade_rows, order_moments, registry
         self._trades: list[dict[str, Any]] | None = None
@@ -114,9 +122,13 @@ class BlockResult:
                 f"app_hash={self.app_hash.hex()[:16]})")
 
 
-def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tuple[Market, TradeRow]]) -> bytes:
-    """sha256 over the canonical msgpack encoding of a block's results."""
-    body = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
+def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tuple[Market, TradeRow]],
+                 timed: list[OpResult] | None = None) -> bytes:
+    """sha256 over the canonical msgpack encoding of a block's results (a block with nothing timed hashes as it
+    did before timers existed)."""
+    body: list[Any] = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
+    if timed:
+        body.append(timed)
     return hashlib.sha256(msgpack.packb(body, use_bin_type=True)).digest()
 
 

@@ -10,7 +10,11 @@ msgpack array, in this order:
      [[trade row, oldest first] per market, MARKETS order] (up to trade_history each)
      [[account, [[asset, amount], ...]], ...]              (sorted; non-zero amounts)
      [[account, [[asset, limit], ...]], ...] | nil          (credit grants, sorted; nil: credit off)
-     [[expiry bucket, [tx id, ...]], ...]]                 (replay window, sorted)
+     [[expiry bucket, [tx id, ...]], ...]                  (replay window, sorted)
+     [[[account, at], ...], [[order id, until], ...]]]      (timers.py; format 2 only)
+
+Format 1 has no timers (12 items); a state with a dead-man's switch armed or a good-til-time order
+resting is written in format 2 (13 items), so a network that never uses them writes what it always did.
 
 A closed order row is `[id, market, side, type, price, qty, remaining, account, [height, tx,
 op], stp, status, reason]` (side, type, price, qty, remaining and stp are nil where a refused op
@@ -33,6 +37,7 @@ import msgpack
 
 from exchange.chain.state.positions import Positions
 from exchange.chain.state.replay import ReplayWindow
+from exchange.chain.state.timers import Timers
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     from exchange.chain.state.machine import ExchangeState
 
 SNAPSHOT_FORMAT = 1
+TIMERS_FORMAT = 2
 _CLOSED_STATUSES = {status.value: status for status in
                     (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)}
 _SIDES = {side.value: side for side in Side}
@@ -63,6 +69,9 @@ def encode_state(state: ExchangeState) -> bytes:
         None if state.credit is None else state.credit.grant_rows(),
         state.replay.rows(),
     ]
+    if state.timers:
+        body[0] = TIMERS_FORMAT
+        body.append(state.timers.rows())
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -96,9 +105,10 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
         body = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as error:  # msgpack raises many types for hostile bytes; all mean "not a snapshot"
         raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot is not msgpack: {error}") from None
-    _need(_list(body, 12), "must be a 12-item array")
-    fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body
-    _need(fmt == SNAPSHOT_FORMAT, f"format {fmt!r} is not {SNAPSHOT_FORMAT}", "unsupported_snapshot")
+    _need(_list(body) and len(body) in (12, 13), "must be a 12- or 13-item array")
+    fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body[:12]
+    expected = SNAPSHOT_FORMAT if len(body) == 12 else TIMERS_FORMAT
+    _need(fmt == expected, f"format {fmt!r} is not {expected}", "unsupported_snapshot")
     _need(params_digest == state.params.digest(), "made under other exchange parameters", "params_mismatch")
     _need(chain_id is None or type(chain_id) is str, "chain id must be a string")
     _need(state.chain_id is None or chain_id == state.chain_id, f"is for chain {chain_id!r}", "chain_mismatch")
@@ -111,6 +121,8 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
     _restore_positions(state, positions)
     _restore_grants(state, grants)
     _restore_replay(state, replay)
+    if len(body) == 13:
+        _restore_timers(state, body[12])
     _need(encode_state(state) == data, "is not in canonical form (order, duplicates or encoding)", "non_canonical")
     return state
 
@@ -134,6 +146,7 @@ def _restore_books(state: ExchangeState, books: Any) -> None:
             order.created_key = _check_key(order.created_key, state.height)
             order.owner = sys.intern(order.owner)
             state.open_orders[order.id] = order
+            state.index(order)
             if state.credit is not None:
                 state.credit.reserve(order, venue.units, order.remaining)
 
@@ -232,3 +245,15 @@ def _restore_replay(state: ExchangeState, rows: Any) -> None:
         _need(_list(row, 2) and _uint(row[0]) and _list(row[1]) and row[1]
               and all(type(i) is str and _TX_ID.fullmatch(i) for i in row[1]), f"replay bucket {row!r}")
     state.replay = ReplayWindow.from_rows(rows, state.time_ms)
+
+
+def _restore_timers(state: ExchangeState, rows: Any) -> None:
+    _need(_list(rows, 2) and _list(rows[0]) and _list(rows[1]), "timers must be [switches, orders]")
+    switches, orders = rows
+    for row in switches:
+        _need(_list(row, 2) and type(row[0]) is str and _uint(row[1]) and row[1] > state.time_ms,
+              f"switch {row!r}")
+    for row in orders:
+        _need(_list(row, 2) and row[0] in state.open_orders and _uint(row[1]) and row[1] > state.time_ms,
+              f"good-til-time order {row!r} must rest and be due after the snapshot's time")
+    state.timers = Timers.from_rows(switches, orders)

@@ -247,6 +247,8 @@ $("order-form").addEventListener("submit", async (event) => {
   if (type !== "market") body.price = $("order-price").value.trim();
   const account = $("order-account").value.trim();
   if (account) body.account = account;
+  const goodFor = Number($("order-until").value.trim());
+  if (goodFor > 0) body.until = Math.round(Date.now() + goodFor * 1000);
   try {
     const { order, trades } = await api("POST", "/orders?wait=2", body);
     state.orders.set(order.id, order);
@@ -268,6 +270,19 @@ async function cancel(orderId) {
     report(`cancel refused: ${error.message}`, true);
   }
 }
+
+$("cancel-all").addEventListener("click", async () => {
+  const account = $("order-account").value.trim();
+  const body = { market: state.market, ...(account ? { account } : {}) };
+  try {
+    const { cancel_all: outcome, pending_not_covered: uncovered } = await api("POST", "/orders/cancel-all?wait=2", body);
+    const done = outcome.status === "done" ? `${outcome.cancelled} cancelled` : outcome.status;
+    const rest = uncovered.length ? `; ${uncovered.length} pending order(s) not covered` : "";
+    report(`cancel all in ${state.market}: ${done}${rest}`, outcome.status === "rejected");
+  } catch (error) {
+    report(`cancel all refused: ${error.message}`, true);
+  }
+});
 
 $("cancel-form").addEventListener("submit", (event) => {
   event.preventDefault();

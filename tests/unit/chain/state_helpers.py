@@ -12,7 +12,7 @@ from typing import Iterable
 
 from exchange.chain.crypto import SIGNATURE_BYTES
 from exchange.chain.state import BlockResult, ExchangeParams, ExchangeState
-from exchange.chain.txs import CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx
+from exchange.chain.txs import CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, ScheduleCancelOp, SignedTx
 
 CHAIN = "ab" * 32
 T0 = 1_700_000_000_000
@@ -109,14 +109,16 @@ def nonzero(positions: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Dec
 class Workload:
     """A seeded random mix over several accounts and markets: limit orders around a drifting mid, some
     market/ioc/fok/post_only orders, cancels and replaces of one's own orders and of others' (refused),
-    and a few malformed values (refused per op)."""
+    a few malformed values (refused per op), and (`timers`) cancel-alls, dead-man's switches armed, moved
+    and cleared, and good-til-time orders, so block time cancels orders too."""
 
     PRICES = {"BTC-USD": (Decimal("100.00"), Decimal("0.01")), "ETH-USD": (Decimal("20.00"), Decimal("0.01")),
               "ETH-BTC": (Decimal("0.20000"), Decimal("0.00001"))}
     LOTS = {"BTC-USD": Decimal("0.0001"), "ETH-USD": Decimal("0.001"), "ETH-BTC": Decimal("0.001")}
 
-    def __init__(self, seed: int, accounts: int = 6) -> None:
+    def __init__(self, seed: int, accounts: int = 6, timers: bool = True) -> None:
         self.rng = random.Random(seed)
+        self.timers = timers
         self.accounts = accounts
         self.make = TxMaker(lifetime=5_000)
         self.placed: list[tuple[int, str, str]] = []   # (account, market, order id)
@@ -131,6 +133,8 @@ class Workload:
     def tx(self) -> SignedTx:
         rng = self.rng
         who = rng.randrange(self.accounts)
+        if self.timers and rng.random() < 0.03:
+            return self.make(who, [self.timer_op()])
         roll = rng.random()
         if roll < 0.2 and self.placed:
             owner, market, order_id = rng.choice(self.placed[-60:])
@@ -146,10 +150,19 @@ class Workload:
             price = None if kind == "market" else self.price(market)
             qty = self.qty(market) if rng.random() > 0.02 else "0.00000001"
             stp = rng.choice([None, None, None, "cancel_oldest", "cancel_both", "decrement_and_cancel"])
-            ops.append(new(market, rng.choice(["buy", "sell"]), price, qty, kind, stp))
+            until = (self.make.base_time + BLOCK_MS * rng.randint(0, 20)
+                     if self.timers and kind == "limit" and rng.random() < 0.1 else None)
+            ops.append(NewOrderOp.parse(market, rng.choice(["buy", "sell"]), kind, price, qty, stp, until))
         tx = self.make(who, ops)
         self.placed.extend((who, op.market, tx.order_id(i)) for i, op in enumerate(ops))
         return tx
+
+    def timer_op(self) -> Op:
+        rng = self.rng
+        if rng.random() < 0.4:
+            return CancelAllOp.parse(rng.choice([None, *self.PRICES]), rng.choice([None, "buy", "sell"]))
+        at = None if rng.random() < 0.2 else self.make.base_time + BLOCK_MS * rng.randint(-1, 30)
+        return ScheduleCancelOp.parse(at)
 
     def blocks(self, txs: int, per_block: int = 25) -> list[list[SignedTx]]:
         """`txs` transactions in blocks of `per_block`, each expiring 5 s after its block's time."""

@@ -2,11 +2,10 @@
 its open orders could already take; grants by the credit authority move one account's limit."""
 from __future__ import annotations
 
-import pytest
 
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.state.credit import worst_case
-from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, TxMaker, Workload, account, cancel, grant, new, \
+from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload, account, cancel, grant, new, \
     replace
 
 A, B, AUTHORITY = account(1).hex(), account(2).hex(), account(9).hex()
@@ -16,11 +15,6 @@ def credit_chain(limits: dict[str, str] | None = None) -> Chain:
     params = ExchangeParams(MARKETS, credit_limits={"USD": "1000", "BTC": "1"} if limits is None else limits,
                             credit_authority=AUTHORITY)
     return Chain(ExchangeState(params, CHAIN))
-
-
-@pytest.fixture
-def make() -> TxMaker:
-    return TxMaker()
 
 
 def outcomes(result) -> list[tuple[str, str | None]]:

@@ -62,7 +62,8 @@ def test_bad_params_are_refused_with_a_code(kwargs, code):
 
 
 @pytest.mark.parametrize("change", [
-    lambda w: w.pop("format"), lambda w: w.update(format=2), lambda w: w.update(extra=1),
+    lambda w: w.pop("format"), lambda w: w.update(format=1), lambda w: w.update(format=3),
+    lambda w: w.update(extra=1), lambda w: w.update(max_open_orders=None), lambda w: w.update(max_open_orders=0),
     lambda w: w.update(markets=7), lambda w: w.update(credit_limits={1: "2"}),
 ])
 def test_malformed_wire_params_are_refused(change):
@@ -72,3 +73,15 @@ def test_malformed_wire_params_are_refused(change):
         ExchangeParams.from_wire(wire)
     with pytest.raises(InvalidParams):
         ExchangeParams.from_wire("not a map")
+
+
+def test_a_network_without_an_open_order_cap_keeps_format_1_and_its_genesis_digest():
+    uncapped = ExchangeParams("BTC-USD", max_open_orders=None)
+    wire = uncapped.to_wire()
+    assert wire["format"] == 1 and "max_open_orders" not in wire
+    assert ExchangeParams.from_wire(wire).digest() == uncapped.digest()
+    capped = ExchangeParams("BTC-USD")
+    assert capped.to_wire()["format"] == 2 and capped.to_wire()["max_open_orders"] == 1000
+    assert ExchangeParams.from_wire(capped.to_wire()).max_open_orders == 1000
+    assert list(capped.to_wire()) == sorted(capped.to_wire())      # canonical: keys in order
+    assert capped.digest() != uncapped.digest()

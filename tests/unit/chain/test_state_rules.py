@@ -13,16 +13,6 @@ from tests.unit.chain.state_helpers import (BLOCK_MS, CHAIN, MARKETS, T0, Chain,
 A, B, C = account(1).hex(), account(2).hex(), account(3).hex()
 
 
-@pytest.fixture
-def chain() -> Chain:
-    return Chain()
-
-
-@pytest.fixture
-def make() -> TxMaker:
-    return TxMaker()
-
-
 def test_a_crossing_order_trades_at_the_makers_price_and_moves_both_positions(chain, make):
     sell = make(1, [new("BTC-USD", "sell", "100.00", "1")])
     buy = make(2, [new("BTC-USD", "buy", "101.00", "0.4")])

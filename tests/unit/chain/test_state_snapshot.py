@@ -38,6 +38,7 @@ def refused(data: bytes, params: ExchangeParams = PARAMS, chain_id: str | None =
 
 def test_the_busy_state_has_every_part_filled():
     assert all(BODY[6]) and BODY[7] and any(BODY[8]) and BODY[9] and BODY[11]
+    assert BODY[0] == 2 and BODY[12][0] and BODY[12][1]       # a switch armed and a good-til-time order rest
 
 
 def test_a_snapshot_restores_to_the_same_bytes():
@@ -68,7 +69,12 @@ def swap_first_two(rows: list) -> None:
 
 
 @pytest.mark.parametrize("change, code", [
-    (lambda b: b.__setitem__(0, 2), "unsupported_snapshot"),
+    (lambda b: b.__setitem__(0, 1), "unsupported_snapshot"),       # 13 items are format 2
+    (lambda b: b.__setitem__(0, 3), "unsupported_snapshot"),
+    (lambda b: b.pop(), "unsupported_snapshot"),                   # format 2 needs its timers
+    (lambda b: b[12][0].append(["z" * 64, 1]), "malformed_snapshot"),         # a switch already due
+    (lambda b: b[12][1].reverse(), "non_canonical"),
+    (lambda b: b[12].append([]), "malformed_snapshot"),
     (lambda b: b.__setitem__(3, -1), "malformed_snapshot"),
     (lambda b: b.__setitem__(5, b"short"), "malformed_snapshot"),
     (lambda b: b[6].pop(), "malformed_snapshot"),

@@ -2,6 +2,8 @@
 short helps not cut at "e.g."), and negative numbers on the command line reaching the API as values."""
 from __future__ import annotations
 
+import re
+
 import json
 import os
 from pathlib import Path
@@ -64,7 +66,7 @@ def test_top_level_help_cuts_no_command_at_an_abbreviation():
     result = run(["--help"])
     assert result.exit_code == 0
     commands = result.output.split("Commands:")[1]
-    assert "order       Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`." in commands
+    assert re.search(r"\n  order +Place an order, e\.g\. `order buy BTC-USD 1\.5 --price 100\.25`\.", commands), commands
     assert not [line for line in commands.splitlines() if line.rstrip().endswith(("e.g.", "e.g...."))]
 
 

@@ -1,0 +1,121 @@
+"""Control API for pulling quotes at once: cancel-all and the dead-man's switch.
+
+`POST /orders/cancel-all` cancels every open order of an account (in one market and on one side when
+named) with one signed operation. `POST /orders/cancel-after` arms the account's dead-man's switch:
+the validators cancel all its open orders at the first block at or after the time, from block time,
+so it fires even when this node is gone; a market maker refreshes it while it is alive. Both take
+plain fields (the node signs with one of its accounts) or `{"signed": {...}}` from an external client,
+and answer like DELETE /orders/{id}: 200 once final, 202 with `reason` while not, 409 when refused.
+
+A cancel-all covers what rests when the chain applies it. Orders this node answered 202 that no block
+holds yet may be ordered after it and then rest: the answer lists them as `pending_not_covered`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from exchange.chain.service import ChainService
+from exchange.chain.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
+from node.api_base import ApiError, json_response
+from node.api_orders import (DEFAULT_WAIT, MAX_WAIT, _chain, _finality, _json_body, _query_number, _refused,
+                             _sign_local, _signed, _state, _submit)
+
+MAX_AFTER_S = 86_400.0
+
+
+def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "send a JSON object")
+    unknown = sorted(str(k) for k in body if k not in allowed)
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+    return body
+
+
+def _one_op(body: dict[str, Any], kind: type[CancelAllOp] | type[ScheduleCancelOp]) -> SignedTx:
+    tx = _signed(body["signed"])
+    if len(tx.ops) != 1 or not isinstance(tx.ops[0], kind):
+        raise ApiError(422, f"{kind.name}_expected", f"the signed transaction must hold exactly one {kind.name}",
+                       "signed")
+    return tx
+
+
+def _parsed(make: Any, *values: Any) -> Op:
+    try:
+        return make(*values)  # type: ignore[no-any-return]
+    except InvalidTx as exc:
+        raise ApiError(422, exc.code, str(exc), exc.field) from None
+
+
+async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: float,
+               what: str, extra: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    why, result = await _submit(chain, tx, wait)
+    if why is not None:
+        raise _refused(why)
+    if result is None:
+        return {what: {"tx_id": tx.id, "status": "pending", "reason": chain.pending_reason(), **extra},
+                "final": False, "reason": chain.pending_reason()}, None
+    op = result.ops[0] if result.ops else None
+    return {what: {"tx_id": tx.id, "status": op.outcome if op is not None else "rejected",
+                   "reason": op.reason if op is not None else result.reason, **extra},
+            "final": True, **_finality(chain)}, op
+
+
+async def post_cancel_all(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    state = _state(chain)
+    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
+    body = _fields(await _json_body(request, allow_empty=True), {"account", "market", "side", "signed"})
+    if "signed" in body:
+        tx = _one_op(body, CancelAllOp)
+    else:
+        op = _parsed(CancelAllOp.parse, body.get("market"), body.get("side"))
+        tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
+    scope: CancelAllOp = tx.ops[0]  # type: ignore[assignment]
+    if scope.market is not None and scope.market not in state.params.registry:
+        raise ApiError(422, "unknown_market", f"unknown market {scope.market!r}", "market")
+    answer, op = await _run(request, chain, tx, wait, "cancel_all",
+                            {"account": tx.account_hex, "market": scope.market, "side": scope.side})
+    if op is not None and op.outcome == "cancelled":
+        answer["cancel_all"].update(status="done", cancelled=int(op.reason.split("_", 1)[0]), reason=None)
+    answer["pending_not_covered"] = [
+        view["id"] for view in chain.pending_orders(tx.account_hex)
+        if scope.market in (None, view["market"]) and scope.side in (None, view["side"])]
+    status = 202 if not answer["final"] else 200 if op is not None and op.outcome == "cancelled" else 409
+    return json_response(answer, status)
+
+
+async def post_schedule_cancel(request: web.Request) -> web.Response:
+    """`{"after": seconds}` or `{"at": ms since the epoch}` arms (or moves) the switch; `{"at": null}` clears."""
+    chain = _chain(request)
+    _state(chain)
+    wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
+    body = _fields(await _json_body(request, allow_empty=False), {"account", "after", "at", "signed"})
+    if "signed" in body:
+        tx = _one_op(body, ScheduleCancelOp)
+    else:
+        if ("after" in body) == ("at" in body):
+            raise ApiError(422, "after_or_at", "send either after (seconds from now) or at (ms, or null to clear)")
+        at = body.get("at")
+        if "after" in body:
+            after = body["after"]
+            if isinstance(after, bool) or not isinstance(after, (int, float)) or not 0 < after <= MAX_AFTER_S:
+                raise ApiError(422, "invalid_after", f"after is a number of seconds in (0, {MAX_AFTER_S:g}]", "after")
+            at = int(time.time() * 1000 + after * 1000)
+        op = _parsed(ScheduleCancelOp.parse, at)
+        tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
+    switch: ScheduleCancelOp = tx.ops[0]  # type: ignore[assignment]
+    answer, op = await _run(request, chain, tx, wait, "schedule_cancel", {"account": tx.account_hex, "at": switch.at})
+    status = 202 if not answer["final"] else 200 if op is not None and op.outcome in ("armed", "cleared") else 409
+    return json_response(answer, status)
+
+
+def install_cancel_all_api(app: web.Application) -> None:
+    app.router.add_post("/orders/cancel-all", post_cancel_all)
+    app.router.add_post("/orders/cancel-after", post_schedule_cancel)

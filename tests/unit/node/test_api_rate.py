@@ -1,0 +1,95 @@
+"""Public read-only routes are rate-limited per address, per subnet and in all; the operator's token, exempt
+networks and private routes are not counted; the maps stay bounded (issue 25)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from config import load_settings
+from node.api import build_app
+from node.api_rate import MAX_TRACKED, PublicRateLimit
+
+API_TOKEN = "operator-token-0123456789abcdef"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_address_gets_its_own_burst_then_its_rate():
+    clock = Clock()
+    limit = PublicRateLimit(per_address=10, total=1000, clock=clock)
+    assert all(limit.check("203.0.113.5") is None for _ in range(20))          # two seconds' worth at once
+    which, wait = limit.check("203.0.113.5")
+    assert which == "per_address" and 0 < wait <= 0.1
+    assert limit.check("198.51.100.7") is None                                 # someone else is not held up
+    clock.now += 0.5
+    assert [limit.check("203.0.113.5") is None for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_one_subnet_cannot_rotate_addresses_around_the_limit():
+    clock = Clock()
+    limit = PublicRateLimit(per_address=10, total=10_000, clock=clock)
+    admitted = sum(limit.check(f"203.0.113.{host}") is None for host in range(1, 255) for _ in range(20))
+    assert admitted == 10 * 4 * 2                                              # the /24's burst, not 254 bursts
+    assert limit.refused["per_subnet"] > 0
+    assert limit.check("198.51.100.7") is None
+    assert sum(limit.check(f"2001:db8:{i:x}::1") is None for i in range(100) for _ in range(20)) == 2000
+    assert sum(limit.check(f"2001:db8:ffff:{i:x}::1") is None for i in range(100) for _ in range(20)) == 80
+
+
+def test_the_total_caps_everyone_together_and_the_maps_stay_bounded():
+    clock = Clock()
+    limit = PublicRateLimit(per_address=10, total=100, clock=clock)
+    admitted = sum(limit.check(f"10.{i // 256}.{i % 256}.1") is None for i in range(1000))
+    assert admitted == 200 and limit.refused["total"] == 800
+    for i in range(3 * MAX_TRACKED):
+        limit.check(f"172.16.{i // 256 % 256}.{i % 256}")
+    assert len(limit.by_address) <= MAX_TRACKED and len(limit.by_subnet) <= MAX_TRACKED
+
+
+def test_exempt_networks():
+    limit = PublicRateLimit(per_address=1, total=1, exempt=("127.0.0.0/8", "::1/128"))
+    assert limit.is_exempt("127.0.0.2") and limit.is_exempt("::1") and not limit.is_exempt("10.0.0.1")
+    assert not limit.is_exempt("not an address")
+
+
+def _node(tmp_path: Path, exempt: str):
+    from node.app import ExchangeNode
+
+    settings = load_settings(env={}, cli={"data_dir": str(tmp_path), "p2p_port": 0, "api_port": 0,
+                                          "discovery_mdns": "false", "api_token": API_TOKEN,
+                                          "api_public_rate": "5", "api_rate_exempt": exempt})
+    return ExchangeNode(settings)
+
+
+async def test_the_app_answers_429_with_retry_after_to_an_anonymous_flood_only(tmp_path):
+    node = _node(tmp_path, "192.0.2.0/24")          # the test client's 127.0.0.1 is not exempt here
+    app = build_app(node)
+    async with TestClient(TestServer(app)) as client:
+        statuses = [(await client.get("/health")).status for _ in range(12)]
+        assert statuses[:10] == [200] * 10 and statuses[10:] == [429, 429]
+        refused = await client.get("/health")
+        assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert (await refused.json())["error"]["code"] == "rate_limited"
+        with_token = [(await client.get("/health", headers={"Authorization": f"Bearer {API_TOKEN}"})).status
+                      for _ in range(20)]
+        assert with_token == [200] * 20
+        private = await client.get("/peers")
+        assert private.status == 401                  # private routes answer as before (and are not counted)
+    assert node.api_rate_limit.view()["refused"]["per_address"] >= 3
+
+
+async def test_this_machine_is_exempt_by_default(tmp_path):
+    from node.app import ExchangeNode
+
+    settings = load_settings(env={}, cli={"data_dir": str(tmp_path), "p2p_port": 0, "api_port": 0,
+                                          "discovery_mdns": "false", "api_public_rate": "1"})
+    app = build_app(ExchangeNode(settings))
+    async with TestClient(TestServer(app)) as client:
+        assert [(await client.get("/health")).status for _ in range(30)] == [200] * 30
