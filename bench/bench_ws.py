@@ -133,7 +133,10 @@ def run(base: Path, clients: int, rate: float, seconds: float, accounts: int = 1
     try:
         node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10),
                             ws_max_clients_per_address=clients + 10, ws_max_clients_per_subnet=clients + 10,
-                            log_level="WARNING")
+                            # every client is on this machine: the API's per-address connection cap must let
+                            # them all in (it is 512 by default, for the slowloris guard)
+                            api_max_connections=max(2048, clients + 64),
+                            api_max_connections_per_address=clients + 64, log_level="WARNING")
         node.new_accounts(*(f"a{i}" for i in range(accounts)))       # the orders come from these accounts
         wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")
         node.api("POST", "/orders/batch", {"orders": orders(random.Random(1), 200, accounts)})   # a book to stream
