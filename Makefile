@@ -18,8 +18,8 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e '.[test]'
+$(TEST_STAMP): $(STAMP) clients/python/pyproject.toml
+	$(PIP) install -q -e '.[test]' -e clients/python
 	touch $@
 
 install: $(STAMP)

@@ -235,6 +235,24 @@ def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) ->
     return body, 201
 
 
+def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> dict[str, Any]:
+    """A batch item's answer: a new order's as POST /orders gives it; for any other op (cancel, replace,
+    cancel_all, schedule_cancel in a signed batch) the op, its result once final, and the order it made."""
+    op = tx.ops[index]
+    if isinstance(op, NewOrderOp):
+        return _answer_order(chain, tx, index, result)[0]
+    body: dict[str, Any] = {"op": op.as_json(), "tx_id": tx.id, "final": result is not None}
+    if result is None:
+        body["reason"] = chain.pending_reason()
+        return body
+    op_result = result.ops[index] if index < len(result.ops) else None
+    body["tx_status"] = result.status
+    body["result"] = None if op_result is None else op_result.to_dict()
+    if op_result is not None and op_result.order_id is not None:
+        body["order"] = chain.state.order(op_result.order_id)
+    return {**body, **_finality(chain)}
+
+
 async def post_order(request: web.Request) -> web.Response:
     chain = _chain(request)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
@@ -332,8 +350,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
         if why is not None:
             results[slot] = {"error": _error_dict(_refused(why))}
             continue
-        answer, _ = _answer_order(chain, tx, op_index, finals[tx_index])
-        results[slot] = answer
+        results[slot] = _answer_op(chain, tx, op_index, finals[tx_index])
     return json_response({"results": results})
 
 

@@ -1,56 +1,36 @@
 """A market data stream client as a user would write one from docs/api.md ("Market data stream"): it keeps a local copy of
 a book from snapshot + updates, checks sequence numbers and the checksum (implemented here from
-that description, independently of the node's code)."""
+that description, independently of the node's code: the Python client library's book)."""
 from __future__ import annotations
 
 import asyncio
-import zlib
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
+
+from exchange_node_client import LocalBook as ClientBook
 
 
 class SequenceGap(AssertionError):
     pass
 
 
-class LocalBook:
-    """A client's copy of one book subscription."""
+class LocalBook(ClientBook):
+    """A client's copy of one book subscription: the Python client library's book (clients/python), with the
+    sequence numbers and the depth checked strictly, so every stream test checks that library too."""
 
     def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.sides: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
+        super().__init__(depth)
         self.seq = -1
 
-    def apply(self, message: dict[str, Any]) -> None:
+    def apply(self, message: dict[str, Any]) -> bool:
         if message["seq"] != self.seq + 1:
             raise SequenceGap(f"expected seq {self.seq + 1}, got {message['seq']}")
         self.seq = message["seq"]
-        if message["type"] == "snapshot":
-            self.sides = {"bids": {}, "asks": {}}
-        for side in ("bids", "asks"):
-            for price, qty in message[side]:
-                if Decimal(qty) == 0:
-                    self.sides[side].pop(price, None)
-                else:
-                    self.sides[side][price] = qty
+        matches = super().apply(message)
         assert len(self.sides["bids"]) <= self.depth and len(self.sides["asks"]) <= self.depth
-        assert self.checksum() == message["checksum"], "book checksum mismatch"
-
-    def levels(self, side: str) -> list[list[str]]:
-        ordered = sorted(self.sides[side].items(), key=lambda kv: Decimal(kv[0]), reverse=side == "bids")
-        return [[price, qty] for price, qty in ordered]
-
-    def checksum(self) -> int:
-        bids, asks = self.levels("bids")[:25], self.levels("asks")[:25]
-        parts: list[str] = []
-        for i in range(max(len(bids), len(asks))):
-            if i < len(bids):
-                parts += bids[i]
-            if i < len(asks):
-                parts += [asks[i][0], "-" + asks[i][1]]
-        return zlib.crc32(":".join(parts).encode())
+        assert matches, "book checksum mismatch"
+        return matches
 
 
 class StreamClient:

@@ -15,12 +15,13 @@ from typing import Any
 
 from node.identity import NodeIdentity
 from tests.harness import NodeProcess, converged, wait_until
-from tests.flood import HonestClient, fresh_hint, fresh_note, p99
+from tests.flood import HonestClient, fresh_hint, fresh_note, p99, rss_mb
 from tests.redteam.attacker import honest_nodes_intact, linked
 
 FAST = {"heartbeat_interval": 0.2}
 FLOOD_SECONDS = 4.0
 NOTE_PAYLOAD = os.urandom(400).hex()
+RSS_GROWTH_MB = 96
 
 
 def _router(node: NodeProcess) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def test_fresh_key_broadcast_spam_stops_at_the_first_hop_and_honest_nodes_keep_e
     chain_id, network = status["chain_id"], status["network_id"]
     entries, far = validators[:2], validators[2:]
     before = {node.name: _router(node) for node in validators}
+    rss_before = [rss_mb(node) for node in validators]
     client = HonestClient(far[-1])
     client.start()
     try:
@@ -89,6 +91,10 @@ def test_fresh_key_broadcast_spam_stops_at_the_first_hop_and_honest_nodes_keep_e
         hints = copies["after"] - copies["before"]         # distinct hints: each fresh origin's tree starts eager
         assert hints <= budget, (node.name, hints, budget, sent)
     honest_nodes_intact(validators)
+    # memory: what an entry node holds of the flood is bounded by the broadcast cache's bytes (64 MiB) and the
+    # per-origin budget's table; a note is dropped unread
+    growth = [rss_mb(node) - start for node, start in zip(validators, rss_before)]
+    assert max(growth) <= RSS_GROWTH_MB, f"RSS grew by {[round(g) for g in growth]} MB (bound {RSS_GROWTH_MB} MB)"
 
     base = client.window(0, flood_start)
     during = client.window(flood_start, flood_end + 1.0)
@@ -98,4 +104,4 @@ def test_fresh_key_broadcast_spam_stops_at_the_first_hop_and_honest_nodes_keep_e
                                                    f"{base_p99 * 1000:.0f} ms before")
     distinct = [after[n.name]["received"].get("hint", 0) - after[n.name]["duplicates"].get("hint", 0) for n in far]
     print(f"\nsent {sent} broadcasts; honest p99 {base_p99 * 1000:.0f} ms before, {during_p99 * 1000:.0f} ms during; "
-          f"distinct hints at far nodes {distinct} (budget {budget:.0f})")
+          f"distinct hints at far nodes {distinct} (budget {budget:.0f}); RSS growth {[round(g) for g in growth]} MB")

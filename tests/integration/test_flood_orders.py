@@ -15,7 +15,7 @@ import time
 
 from exchange.chain.txs import SignedTx
 from node.identity import NodeIdentity
-from tests.flood import HonestClient, p99, spam_orders
+from tests.flood import HonestClient, p99, rss_mb, spam_orders
 from tests.harness import NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope, linked
 from tests.wire import RawPeer
@@ -23,6 +23,7 @@ from tests.wire import RawPeer
 FAST = {"heartbeat_interval": 0.2}
 SPAM = 16_000               # signed one-order transactions, each sent to every validator
 INTERVAL = 0.2
+RSS_GROWTH_MB = 64 + SPAM * 2 / 1024      # the mempool's byte cap, and twice a kilobyte per resting spam order
 
 
 def _cut_off(node: NodeProcess, peer_id: str) -> bool:
@@ -40,6 +41,7 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
     spam = spam_orders(chain_id, SPAM)
     client = HonestClient(follower)
     client.start()
+    rss_before = [rss_mb(node) for node in (*validators, follower)]
     try:
         time.sleep(4.0)                                     # the honest baseline, before any flood
         flood_start = time.monotonic()
@@ -69,6 +71,10 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
     assert during_p99 <= max(3 * base_p99, 3.0), (f"honest p99 {during_p99 * 1000:.0f} ms during the flood vs "
                                                    f"{base_p99 * 1000:.0f} ms before; backlog {backlog}")
     wait_until(lambda: converged([*validators, follower]), 60, message="the flood's orders were not all ordered")
+    # memory: the mempool is bounded by bytes (64 MiB) and what the flood leaves is its orders resting on the
+    # book (no collateral), about a kilobyte each at every node
+    growth = [rss_mb(node) - before for node, before in zip((*validators, follower), rss_before)]
+    assert max(growth) <= RSS_GROWTH_MB, f"RSS grew by {[round(g) for g in growth]} MB (bound {RSS_GROWTH_MB} MB)"
 
 
 async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id: str,

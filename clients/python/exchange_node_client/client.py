@@ -1,0 +1,193 @@
+"""The REST side: every control API endpoint a trader uses, typed answers, Retry-After honoured.
+
+With a `Signer` the client signs every operation itself (the node never sees the key; any node of the
+network will do); without one the node signs with one of its own accounts (`account`, default
+`default`). Each order-changing call returns an `Answer`: `final` once a certified block holds it (it
+never changes after), else `reason` (`no_quorum`, `not_final_yet`) while the node keeps handing it on.
+A 429 or 503 is retried after the node's Retry-After, up to `retries` times; other refusals raise
+`ApiError` with the node's stable code.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from exchange_node_client.errors import ApiError, Rejected
+from exchange_node_client.signing import Signer, order_id, signed_text, tx_id
+
+
+@dataclass
+class Answer:
+    """What the node answered for one operation."""
+
+    final: bool
+    status: int
+    body: dict[str, Any]
+    reason: str | None = None
+    order: dict[str, Any] | None = None
+    trades: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def order_id(self) -> str | None:
+        return None if self.order is None else self.order.get("id")
+
+
+class AsyncClient:
+    def __init__(self, api_url: str, token: str | None = None, signer: Signer | None = None,
+                 account: str | None = None, retries: int = 3, timeout: float = 40.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token, self.signer, self.account = token, signer, account
+        self.retries = retries
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._chain_id: str | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One API call; 429/503 retried after Retry-After (bounded); other errors raise ApiError."""
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
+        for attempt in range(self.retries + 1):
+            async with self._session.request(method, self.api_url + path, json=body) as response:
+                data = await response.json(content_type=None)
+                if response.status < 400:
+                    return response.status, data
+                error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                retry_after = response.headers.get("Retry-After")
+                failure = ApiError(response.status, error.get("code", "http_error"), error.get("message", ""),
+                                   error.get("field"), float(retry_after) if retry_after else None, data)
+            if not failure.retryable or attempt == self.retries:
+                raise failure
+            await asyncio.sleep(min(failure.retry_after or 1.0, 30.0))
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str) -> Any:
+        return (await self.request("GET", path))[1]
+
+    # ------------------------------------------------------------------ reads
+
+    async def status(self) -> dict[str, Any]:
+        return await self.get("/status")  # type: ignore[no-any-return]
+
+    async def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = (await self.status())["chain_id"]
+            if not self._chain_id:
+                raise ApiError(503, "no_chain_yet", "the node has not joined a network yet")
+        return self._chain_id
+
+    async def book(self, market: str, depth: int = 25) -> dict[str, Any]:
+        return await self.get(f"/book/{market}?depth={depth}")  # type: ignore[no-any-return]
+
+    async def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+        return (await self.get(f"/trades/{market}?limit={limit}"))["trades"]  # type: ignore[no-any-return]
+
+    async def order(self, order_id_: str) -> dict[str, Any]:
+        return (await self.get(f"/orders/{order_id_}"))["order"]  # type: ignore[no-any-return]
+
+    async def orders(self, account: str | None = None, status: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        query = "&".join(f"{k}={v}" for k, v in (("account", account or self._account_id()), ("status", status),
+                                                  ("limit", limit)) if v is not None)
+        return (await self.get(f"/orders?{query}"))["orders"]  # type: ignore[no-any-return]
+
+    async def account_view(self, account: str | None = None) -> dict[str, Any]:
+        return await self.get(f"/accounts/{account or self._account_id() or 'default'}")  # type: ignore[no-any-return]
+
+    def _account_id(self) -> str | None:
+        return self.signer.account if self.signer is not None else self.account
+
+    # ------------------------------------------------------------------ orders
+
+    async def place(self, market: str, side: str, qty: str, price: str | None = None, type: str = "limit",
+                    stp: str | None = None, until: int | None = None, wait: float = 2.0) -> Answer:
+        """A new order (decimal strings; `until`: good-til-time, ms since the epoch)."""
+        op: dict[str, Any] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
+                              "stp": stp}
+        if until is not None:
+            op["until"] = until
+        if self.signer is not None:
+            body: dict[str, Any] = {"signed": self.signer.sign(await self.chain_id(), [op])}
+        else:
+            body = {k: v for k, v in op.items() if k != "op" and v is not None}
+            if self.account:
+                body["account"] = self.account
+        status, data = await self.request("POST", f"/orders?wait={wait}", body)
+        return Answer(bool(data.get("final")), status, data, data.get("reason"), data.get("order"),
+                      data.get("trades", []))
+
+    async def cancel(self, order_id_: str, market: str | None = None, wait: float = 2.0) -> Answer:
+        body: dict[str, Any] | None = None
+        if self.signer is not None:
+            market = market or (await self.order(order_id_))["market"]
+            body = {"signed": self.signer.sign(await self.chain_id(), [
+                {"op": "cancel", "market": market, "order_id": order_id_}])}
+        status, data = await self.request("DELETE", f"/orders/{order_id_}?wait={wait}", body)
+        cancel = data.get("cancel", {})
+        answer = Answer(bool(data.get("final")), status, data, cancel.get("reason"), data.get("order"))
+        if cancel.get("status") == "rejected":
+            raise Rejected("cancel", cancel.get("reason"), data)
+        return answer
+
+    async def replace(self, order_id_: str, qty: str, price: str | None, market: str | None = None,
+                      wait: float = 2.0) -> Answer:
+        """Replace a resting order (a new id, a new place in the queue); needs a Signer."""
+        if self.signer is None:
+            raise ValueError("replace needs the account's key (a Signer)")
+        market = market or (await self.order(order_id_))["market"]
+        op = {"op": "replace", "market": market, "order_id": order_id_, "price": price, "qty": qty}
+        signed = self.signer.sign(await self.chain_id(), [op])
+        status, data = await self.request("POST", f"/orders/batch?wait={wait}", {"signed": signed})
+        item = data["results"][0]
+        if "error" in item:
+            error = item["error"]
+            raise ApiError(422, error["code"], error["message"], error.get("field"), body=data)
+        result = item.get("result") or {}
+        if result.get("outcome") == "rejected":
+            raise Rejected("replace", result.get("reason"), item)
+        return Answer(bool(item.get("final")), status, item, item.get("reason"), item.get("order"))
+
+    async def cancel_all(self, market: str | None = None, side: str | None = None, wait: float = 2.0) -> Answer:
+        """Cancel every open order of the account (in `market`, on `side` when given) in one operation."""
+        scope = {"market": market, "side": side}
+        body = await self._body({"op": "cancel_all", **scope}, {k: v for k, v in scope.items() if v})
+        status, data = await self.request("POST", f"/orders/cancel-all?wait={wait}", body)
+        return Answer(bool(data.get("final")), status, data, data["cancel_all"].get("reason"))
+
+    async def cancel_after(self, seconds: float | None, wait: float = 2.0) -> Answer:
+        """The dead-man's switch: the validators cancel all the account's orders `seconds` from now unless
+        this is called again first (None disarms it). Refresh well inside the window."""
+        import time
+
+        at = None if seconds is None else int((time.time() + seconds) * 1000)
+        plain: dict[str, Any] = {"at": None} if seconds is None else {"after": seconds}
+        body = await self._body({"op": "schedule_cancel", "at": at}, plain)
+        status, data = await self.request("POST", f"/orders/cancel-after?wait={wait}", body)
+        return Answer(bool(data.get("final")), status, data, data["schedule_cancel"].get("reason"))
+
+    async def _body(self, op: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+        if self.signer is not None:
+            return {"signed": self.signer.sign(await self.chain_id(), [op])}
+        return {**plain, **({"account": self.account} if self.account else {})}
+
+    @staticmethod
+    def order_ids(signed: dict[str, Any]) -> list[str]:
+        """The order ids a signed transaction's operations make, before it is sent."""
+        text = signed_text(signed["chain_id"], signed["account"], signed["nonce"], signed["expires"], signed["ops"])
+        return [order_id(tx_id(text), i) for i in range(len(signed["ops"]))]
