@@ -1,4 +1,5 @@
-"""`make test` runs the linters first: ruff over the tree and mypy (disallow_untyped_defs) over the package."""
+"""`make test` runs the linters first: ruff over the tree and mypy (disallow_untyped_defs) over the package and the
+client library."""
 from __future__ import annotations
 
 import pytest
@@ -25,6 +26,8 @@ def test_mypy_checks_every_package_with_untyped_defs_disallowed() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     mypy = config["tool"]["mypy"]
     packages = {p.split("*")[0] for p in config["tool"]["setuptools"]["packages"]["find"]["include"]}
+    client = tomllib.loads((ROOT / "clients/python/pyproject.toml").read_text())["tool"]["setuptools"]
+    packages |= {f"clients/python/{p.split('*')[0]}" for p in client["packages"]["find"]["include"]}
     assert set(mypy["files"]) == packages
     assert mypy["disallow_untyped_defs"] is True
 
