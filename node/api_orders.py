@@ -462,14 +462,6 @@ async def get_book(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-async def get_trades(request: web.Request) -> web.Response:
-    chain = _chain(request)
-    state = _state(chain)
-    market = _market(state, request.match_info["market"])
-    limit = _query_number(request, "limit", DEFAULT_TRADES, 0, MAX_TRADES, integer=True)
-    return json_response({"market": market, "trades": state.trades(market, limit), **_finality(chain)})
-
-
 async def get_account(request: web.Request) -> web.Response:
     chain = _chain(request)
     state = _state(chain)
@@ -515,6 +507,5 @@ def install_order_api(app: web.Application) -> None:
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_delete("/orders/{order_id}", delete_order)
     app.router.add_get("/book/{market}", get_book)
-    app.router.add_get("/trades/{market}", get_trades)
     app.router.add_get("/accounts/{account}", get_account)
     app.router.add_get("/debug/chain/commits", debug_commits)

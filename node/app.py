@@ -22,6 +22,7 @@ from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api import start_api
 from node.api_cancel_all import install_cancel_all_api
+from node.api_history import install_history_api
 from node.api_orders import install_order_api
 from node.api_validators import install_validator_api
 from exchange.chain.join_token import JoinToken
@@ -113,6 +114,7 @@ class ExchangeNode:
             self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
         self.api_extensions.append(install_cancel_all_api)
+        self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd

@@ -22,7 +22,7 @@ from node.cookie import remove_cookie, write_cookie
 # What anyone who can reach the port may do. "/x/*" also covers a prefix resource at /x (static files).
 PUBLIC_ROUTES: tuple[str, ...] = (
     "GET /status", "GET /health", "GET /ready", "GET /metrics",
-    "GET /book/*", "GET /trades/*",
+    "GET /book/*", "GET /trades/*", "GET /candles/*",
     "GET /", "GET /static/*",   # the web console's page and assets
     "GET /ws",                  # the market data stream; its private channels call `check_token` themselves
 )

@@ -42,6 +42,7 @@ import heapq
 import sys
 from typing import Any
 
+from exchange.chain.state.candles import candles, trades_between
 from exchange.chain.state.credit import CreditBook, worst_case
 from exchange.chain.state.history import ClosedOrders, TradeRow, trade_log
 from exchange.chain.state.params import ExchangeParams
@@ -648,6 +649,24 @@ class ExchangeState:
         if limit is not None:
             rows = rows[-limit:] if limit > 0 else []
         return [trade_view(row, venue.market) for row in rows]
+
+    def trades_between(self, market: str, start_ms: int | None = None, end_ms: int | None = None,
+                       cursor: str | None = None, limit: int = 1000,
+                       account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """The market's kept trades in [start, end) by block time, oldest first, a page of `limit` after the
+        trade `cursor` names; and the next page's cursor (candles.py). Raises CursorExpired."""
+        venue = self.venues.get(market)
+        if venue is None:
+            raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
+        rows, after = trades_between(list(venue.trades), start_ms, end_ms, cursor, limit, account)
+        return [trade_view(row, venue.market) for row in rows], after
+
+    def candles(self, market: str, interval_ms: int, start_ms: int | None = None,
+                end_ms: int | None = None) -> list[dict[str, Any]]:
+        venue = self.venues.get(market)
+        if venue is None:
+            raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
+        return candles(venue.trades, interval_ms, start_ms, end_ms, venue.market)
 
     def position(self, account: str) -> dict[str, Any]:
         """`{"account", "positions": {asset: amount}, "limits": {asset: limit or None}, "reserved": {...}}`.

@@ -54,9 +54,11 @@ class Harness:
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))
         self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",
                                                     markets="BTC-USD,ETH-USD:0.01:0.001", found_after=0.0)
+        from node.api_cancel_all import install_cancel_all_api
+        from node.api_history import install_history_api
         from node.api_orders import install_order_api
 
-        self.node.api_extensions.append(install_order_api)
+        self.node.api_extensions += [install_order_api, install_cancel_all_api, install_history_api]
 
         async def setup() -> TestClient:
             client = TestClient(TestServer(build_app(self.node)))

@@ -20,7 +20,7 @@ API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 API_TOKEN = "operator-token-0123456789abcdef"
 
 # The public read-only set as the brief and docs/api.md state it, written out independently of node/auth.py.
-DOCUMENTED_PUBLIC = [r"/status", r"/health", r"/ready", r"/metrics", r"/book/.+", r"/trades/.+", r"/",
+DOCUMENTED_PUBLIC = [r"/status", r"/health", r"/ready", r"/metrics", r"/book/.+", r"/trades/.+", r"/candles/.+", r"/",
                      r"/static(/.*)?", r"/ws"]
 
 

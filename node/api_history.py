@@ -1,0 +1,83 @@
+"""Control API for trade history: trades and an account's fills by block time with cursors, and OHLCV candles.
+
+`GET /trades/{market}?from=&to=&cursor=&limit=` pages through the kept trades (times in ms since the
+epoch, block time; `next_cursor` continues the page, null at the end); `GET /accounts/{id}/fills` is the
+same for the trades an account was in; `GET /candles/{market}?interval=1m&from=&to=` answers
+`{"candles": [{"t", "open", "high", "low", "close", "volume", "quote_volume", "trades"}]}`. All come from
+the state's kept trade log (`trade_history` per market, set at founding), so every node at one height
+answers the same; a cursor whose trade has left the log is 410 `cursor_expired`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from exchange.chain.state.candles import INTERVALS_MS, CursorExpired
+from node.api_base import ApiError, json_response
+from node.api_orders import DEFAULT_TRADES, MAX_TRADES, _account, _chain, _finality, _market, _query_number, _state
+
+MAX_TIME_MS = (1 << 53) - 1
+RANGE_KEYS = ("from", "to", "cursor")
+
+
+def _range(request: web.Request) -> tuple[int | None, int | None, str | None, int]:
+    start = _query_number(request, "from", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
+    end = _query_number(request, "to", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
+    if start is not None and end is not None and end < start:
+        raise ApiError(400, "invalid_range", "to must not be before from", "to")
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and (len(cursor) > 200 or not cursor.isprintable()):
+        raise ApiError(400, "invalid_cursor", "not a cursor this node handed out", "cursor")
+    return start, end, cursor, _query_number(request, "limit", 1000, 1, MAX_TRADES, integer=True)
+
+
+def _page(request: web.Request, market: str, account: str | None) -> dict[str, Any]:
+    chain = _chain(request)
+    state = _state(chain)
+    start, end, cursor, limit = _range(request)
+    try:
+        trades, after = state.trades_between(market, start, end, cursor, limit, account)
+    except CursorExpired:
+        raise ApiError(410, "cursor_expired", "the trade this cursor continues from has left the kept history; "
+                       "start again with from=", "cursor") from None
+    return {"market": market, "trades": trades, "next_cursor": after, **_finality(chain)}
+
+
+async def get_trades(request: web.Request) -> web.Response:
+    """The newest `limit` kept trades (oldest first), or with from/to/cursor a page by block time."""
+    chain = _chain(request)
+    state = _state(chain)
+    market = _market(state, request.match_info["market"])
+    if any(key in request.query for key in RANGE_KEYS):
+        return json_response(_page(request, market, None))
+    limit = _query_number(request, "limit", DEFAULT_TRADES, 0, MAX_TRADES, integer=True)
+    return json_response({"market": market, "trades": state.trades(market, limit), **_finality(chain)})
+
+
+async def get_fills(request: web.Request) -> web.Response:
+    state = _state(_chain(request))
+    account = request.match_info["account"]
+    if len(account) != 64:
+        account = _account(request, account).id
+    market = _market(state, request.query.get("market", "BTC-USD" if "BTC-USD" in state.params.registry
+                                              else state.params.registry.symbols[0]))
+    return json_response({"account": account, **_page(request, market, account)})
+
+
+async def get_candles(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    state = _state(chain)
+    market = _market(state, request.match_info["market"])
+    interval = request.query.get("interval", "1m")
+    if interval not in INTERVALS_MS:
+        raise ApiError(400, "invalid_interval", f"interval must be one of {', '.join(INTERVALS_MS)}", "interval")
+    start, end, _, _ = _range(request)
+    return json_response({"market": market, "interval": interval,
+                          "candles": state.candles(market, INTERVALS_MS[interval], start, end), **_finality(chain)})
+
+
+def install_history_api(app: web.Application) -> None:
+    app.router.add_get("/trades/{market}", get_trades)
+    app.router.add_get("/candles/{market}", get_candles)
+    app.router.add_get("/accounts/{account}/fills", get_fills)
