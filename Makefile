@@ -33,7 +33,15 @@ $(NPM_STAMP): $(NPM_DIR)/package.json
 	  cd $(NPM_DIR) && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: Grenache interop tests will be skipped"; fi
 
-npm-deps: $(NPM_STAMP)
+TS_DIR := clients/typescript
+TS_STAMP := $(TS_DIR)/dist/.built
+
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/tsconfig.json $(wildcard $(TS_DIR)/src/*.ts)
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(TS_DIR) && npm install --no-audit --no-fund --loglevel=error && npx tsc -p . && touch dist/.built; \
+	else echo "npm not found: the TypeScript client tests will be skipped"; fi
+
+npm-deps: $(NPM_STAMP) $(TS_STAMP)
 
 test-deps: $(TEST_STAMP) npm-deps
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 
+from tests.trading import open_ids
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 FAST = {"heartbeat_interval": 0.2}
@@ -26,10 +27,6 @@ def _order(node: NodeProcess, order_id: str) -> dict:
     return node.get(f"/orders/{order_id}")["order"]
 
 
-def _open(node: NodeProcess, account: str) -> set[str]:
-    return {o["id"] for o in node.get(f"/orders?account={account}&status=open")["orders"]}
-
-
 def test_cancel_all_through_the_cli_cancels_its_scope_on_every_node(cluster: Cluster):
     nodes = cluster.chain(2, markets="BTC-USD,ETH-USD", **FAST)
     node = nodes[0]
@@ -42,14 +39,14 @@ def test_cancel_all_through_the_cli_cancels_its_scope_on_every_node(cluster: Clu
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["final"] and answer["cancel_all"]["status"] == "done" and answer["cancel_all"]["cancelled"] == 2
-    assert _open(node, account) == {sell["id"], other["id"]}
+    assert open_ids(node, account) == {sell["id"], other["id"]}
     for order in buys:
         assert _order(node, order["id"])["reason"] == "cancel_all"
     shown = node.cli("cancel-all")
     assert shown.returncode == 0 and "2 cancelled" in shown.stdout, shown.stdout + shown.stderr
     wait_until(lambda: converged(nodes), 10)
     for each in nodes:
-        assert _open(each, account) == set() and _open(each, other_user["account"]) == {other_user["id"]}
+        assert open_ids(each, account) == set() and open_ids(each, other_user["account"]) == {other_user["id"]}
     status, body = node.api("POST", "/orders/cancel-all", {"market": "NOPE-USD"})
     assert status == 422 and body["error"]["code"] == "unknown_market", body
     status, body = node.api("POST", "/orders/cancel-all", {"side": "both"})
@@ -67,34 +64,34 @@ def test_the_dead_mans_switch_fires_after_its_clients_node_is_killed(cluster: Cl
     assert armed.returncode == 0, armed.stderr
     at = json.loads(armed.stdout)["schedule_cancel"]["at"]
     assert validators[0].get(f"/accounts/{account}")["cancel_all_at"] == at
-    wait_until(lambda: _open(validators[2], account) == {q["id"] for q in quotes}, 5)
+    wait_until(lambda: open_ids(validators[2], account) == {q["id"] for q in quotes}, 5)
     client_node.kill()                                        # kill -9: nothing of the client is left to act
-    assert time.time() * 1000 < at and _open(validators[2], account), "the switch was due before the kill"
-    wait_until(lambda: not _open(validators[2], account), 15, message="the switch fires from block time")
+    assert time.time() * 1000 < at and open_ids(validators[2], account), "the switch was due before the kill"
+    wait_until(lambda: not open_ids(validators[2], account), 15, message="the switch fires from block time")
     for node in validators:
-        wait_until(lambda node=node: not _open(node, account), 5)
+        wait_until(lambda node=node: not open_ids(node, account), 5)
         for quote in quotes:
             order = _order(node, quote["id"])
             assert (order["status"], order["reason"]) == ("cancelled", "scheduled_cancel"), order
         assert node.get(f"/accounts/{account}")["cancel_all_at"] is None
-        assert _open(node, bystander["account"]) == {bystander["id"]}
+        assert open_ids(node, bystander["account"]) == {bystander["id"]}
     assert time.time() * 1000 >= at
 
 
 def test_a_refreshed_switch_does_not_fire_and_a_cleared_one_never_does(cluster: Cluster):
     node, peer = cluster.chain(2, **FAST)
     quote = _place(node, "buy", "BTC-USD", "95")
-    wait_until(lambda: _open(peer, quote["account"]) == {quote["id"]}, 5)
+    wait_until(lambda: open_ids(peer, quote["account"]) == {quote["id"]}, 5)
     assert node.cli("cancel-after", "2").returncode == 0
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:                        # the maker is alive: it keeps moving the switch
         assert node.cli("cancel-after", "2").returncode == 0
-        assert _open(peer, quote["account"]) == {quote["id"]}
+        assert open_ids(peer, quote["account"]) == {quote["id"]}
     cleared = node.cli("cancel-after", "--clear", "--json")
     assert cleared.returncode == 0 and json.loads(cleared.stdout)["schedule_cancel"]["status"] == "cleared"
     height = peer.status()["height"]
     wait_until(lambda: peer.status()["height"] >= height + 15, 20, message="blocks go on")
-    assert _open(peer, quote["account"]) == {quote["id"]}
+    assert open_ids(peer, quote["account"]) == {quote["id"]}
     refused = node.cli("cancel-after", "3", "--clear")
     assert refused.returncode != 0
 

@@ -13,13 +13,10 @@ import time
 import pytest
 
 from exchange_node_client import ApiError, AsyncClient, Client, MarketStream, Signer
-from tests.harness import Cluster, NodeProcess, converged, free_ports, wait_until
+from tests.trading import cross, open_ids
+from tests.harness import Cluster, converged, free_ports, wait_until
 
 FAST = {"heartbeat_interval": 0.2}
-
-
-def _open(node: NodeProcess, account: str) -> set[str]:
-    return {o["id"] for o in node.get(f"/orders?account={account}&status=open")["orders"]}
 
 
 def test_a_program_trades_with_its_own_key_and_its_switch_fires_after_its_node_dies(cluster: Cluster):
@@ -53,10 +50,10 @@ def test_a_program_trades_with_its_own_key_and_its_switch_fires_after_its_node_d
             return [q for q in quotes if q], armed.body["schedule_cancel"]["at"]
 
     quotes, at = asyncio.run(trade())
-    wait_until(lambda: _open(validator, signer.account) == set(quotes), 5)
+    wait_until(lambda: open_ids(validator, signer.account) == set(quotes), 5)
     near.kill()                                                            # kill -9 of the client's node
     assert time.time() * 1000 < at
-    wait_until(lambda: not _open(validator, signer.account), 15, message="the switch fires from block time")
+    wait_until(lambda: not open_ids(validator, signer.account), 15, message="the switch fires from block time")
     assert {validator.get(f"/orders/{q}")["order"]["reason"] for q in quotes} == {"scheduled_cancel"}
     with Client(validator.api_url, validator.api_token) as sync:          # the blocking wrapper, the node's key
         placed = sync.place("BTC-USD", "buy", "1", "80")
@@ -70,16 +67,6 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
     watched = cluster.node("watched", bootstrap_peers=validator.p2p_address, api_port=api_port, **FAST)
     wait_until(lambda: converged([validator, watched]), 20)
 
-    def cross(count: int, price: int) -> None:
-        orders = []
-        for i in range(count):
-            orders.append({"market": "BTC-USD", "side": "sell", "price": str(price + i % 3), "qty": "1",
-                           "account": "maker"})
-            orders.append({"market": "BTC-USD", "side": "buy", "price": str(price + i % 3), "qty": "1",
-                           "account": "taker"})
-        for start in range(0, len(orders), 200):
-            status, body = validator.api("POST", "/orders/batch?wait=10", {"orders": orders[start:start + 200]})
-            assert status == 200 and all("error" not in r for r in body["results"]), body
 
     async def run() -> tuple[MarketStream, list[dict], dict]:
         stream = MarketStream(watched.api_url, backoff=(0.05, 0.5))
@@ -98,13 +85,13 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
                     book["bids"], book["asks"] = event.bids, event.asks
 
         reader = asyncio.create_task(consume())
-        await loop.run_in_executor(None, cross, 30, 100)
+        await loop.run_in_executor(None, cross, validator, 30, 100)
         first = await loop.run_in_executor(None, lambda: wait_until(
             lambda: len(watched.get("/trades/BTC-USD?limit=10000")["trades"]), 15))
         await loop.run_in_executor(None, lambda: wait_until(lambda: len(delivered) >= first, 15,
                                                             message="the first trades streamed"))
         await loop.run_in_executor(None, watched.stop)                     # the node goes away mid-stream
-        await loop.run_in_executor(None, cross, 250, 200)                  # more trades than a snapshot holds
+        await loop.run_in_executor(None, cross, validator, 250, 200)        # more trades than a snapshot holds
         validator.api("POST", "/orders", {"market": "BTC-USD", "side": "buy", "price": "50", "qty": "3",
                                           "account": "maker"})
         await loop.run_in_executor(None, lambda: watched.start(api_port=api_port))

@@ -1,0 +1,127 @@
+// The REST side: every trading endpoint, typed answers, Retry-After honoured (see the Python client's
+// docstring for the same contract). With a Signer the program signs every operation itself.
+import { Op, Signer, SignedTx } from "./signing.js";
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly field?: string,
+              readonly retryAfter?: number, readonly body?: unknown) {
+    super(`${status} ${code}: ${message}${field ? ` (field ${field})` : ""}`);
+  }
+  get retryable(): boolean { return this.status === 429 || this.status === 503; }
+}
+
+export class Rejected extends Error {
+  constructor(readonly what: string, readonly reason: string | null, readonly answer: unknown) {
+    super(`${what} rejected: ${reason}`);
+  }
+}
+
+export type Json = Record<string, any>;
+
+export interface Answer {
+  final: boolean; status: number; body: Json; reason?: string | null; order?: Json | null; trades?: Json[];
+}
+
+export interface ClientOptions { token?: string; signer?: Signer; account?: string; retries?: number; }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class Client {
+  readonly apiUrl: string;
+  private chainIdCache?: string;
+  constructor(apiUrl: string, readonly options: ClientOptions = {}) { this.apiUrl = apiUrl.replace(/\/$/, ""); }
+
+  async request(method: string, path: string, body?: unknown): Promise<[number, Json]> {
+    const retries = this.options.retries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      const response = await fetch(this.apiUrl + path, {
+        method,
+        headers: { "Content-Type": "application/json",
+          ...(this.options.token ? { Authorization: `Bearer ${this.options.token}` } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const data = (await response.json().catch(() => ({}))) as Json;
+      if (response.status < 400) return [response.status, data];
+      const error = data?.error ?? {};
+      const retryAfter = response.headers.get("Retry-After");
+      const failure = new ApiError(response.status, error.code ?? "http_error", error.message ?? "", error.field,
+        retryAfter ? Number(retryAfter) : undefined, data);
+      if (!failure.retryable || attempt >= retries) throw failure;
+      await sleep(Math.min(failure.retryAfter ?? 1, 30) * 1000);
+    }
+  }
+
+  async get(path: string): Promise<Json> { return (await this.request("GET", path))[1]; }
+  status(): Promise<Json> { return this.get("/status"); }
+  async chainId(): Promise<string> {
+    this.chainIdCache ??= (await this.status()).chain_id;
+    if (!this.chainIdCache) throw new ApiError(503, "no_chain_yet", "the node has not joined a network yet");
+    return this.chainIdCache;
+  }
+  book(market: string, depth = 25): Promise<Json> { return this.get(`/book/${market}?depth=${depth}`); }
+  async trades(market: string, limit = 100): Promise<Json[]> { return (await this.get(`/trades/${market}?limit=${limit}`)).trades; }
+  async candles(market: string, interval = "1m"): Promise<Json[]> {
+    return (await this.get(`/candles/${market}?interval=${interval}`)).candles;
+  }
+  async order(id: string): Promise<Json> { return (await this.get(`/orders/${id}`)).order; }
+  async orders(status?: string, limit = 100): Promise<Json[]> {
+    const account = this.options.signer?.account ?? this.options.account;
+    const query = new URLSearchParams({ limit: String(limit), ...(account ? { account } : {}), ...(status ? { status } : {}) });
+    return (await this.get(`/orders?${query}`)).orders;
+  }
+
+  private async signed(op: Op): Promise<{ signed: SignedTx }> {
+    return { signed: await this.options.signer!.sign(await this.chainId(), [op]) };
+  }
+  private plain(fields: Json): Json {
+    return { ...fields, ...(this.options.account ? { account: this.options.account } : {}) };
+  }
+
+  async place(market: string, side: "buy" | "sell", qty: string, price: string | null = null,
+              extra: { type?: string; stp?: string; until?: number; wait?: number } = {}): Promise<Answer> {
+    const op: Op = { op: "new", market, side, type: extra.type ?? "limit", price, qty, stp: extra.stp ?? null,
+      ...(extra.until !== undefined ? { until: extra.until } : {}) };
+    const { op: _kind, ...fields } = op;
+    const body = this.options.signer ? await this.signed(op)
+      : this.plain(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== null)));
+    const [status, data] = await this.request("POST", `/orders?wait=${extra.wait ?? 2}`, body);
+    return { final: Boolean(data.final), status, body: data, reason: data.reason, order: data.order, trades: data.trades };
+  }
+
+  async cancel(id: string, market?: string, wait = 2): Promise<Answer> {
+    let body: unknown;
+    if (this.options.signer) {
+      body = await this.signed({ op: "cancel", market: market ?? (await this.order(id)).market, order_id: id });
+    }
+    const [status, data] = await this.request("DELETE", `/orders/${id}?wait=${wait}`, body);
+    if (data.cancel?.status === "rejected") throw new Rejected("cancel", data.cancel.reason, data);
+    return { final: Boolean(data.final), status, body: data, reason: data.cancel?.reason, order: data.order };
+  }
+
+  async replace(id: string, qty: string, price: string | null, market?: string, wait = 2): Promise<Answer> {
+    if (!this.options.signer) throw new Error("replace needs the account's key (a Signer)");
+    const op: Op = { op: "replace", market: market ?? (await this.order(id)).market, order_id: id, price, qty };
+    const [status, data] = await this.request("POST", `/orders/batch?wait=${wait}`, await this.signed(op));
+    const item = data.results[0];
+    if (item.error) throw new ApiError(422, item.error.code, item.error.message, item.error.field, undefined, data);
+    if (item.result?.outcome === "rejected") throw new Rejected("replace", item.result.reason, item);
+    return { final: Boolean(item.final), status, body: item, reason: item.reason, order: item.order };
+  }
+
+  async cancelAll(market: string | null = null, side: "buy" | "sell" | null = null, wait = 2): Promise<Answer> {
+    const body = this.options.signer ? await this.signed({ op: "cancel_all", market, side })
+      : this.plain({ ...(market ? { market } : {}), ...(side ? { side } : {}) });
+    const [status, data] = await this.request("POST", `/orders/cancel-all?wait=${wait}`, body);
+    return { final: Boolean(data.final), status, body: data, reason: data.cancel_all?.reason };
+  }
+
+  /** The dead-man's switch: all the account's orders are cancelled `seconds` from now unless this is called
+   * again first; null disarms it. */
+  async cancelAfter(seconds: number | null, wait = 2): Promise<Answer> {
+    const at = seconds === null ? null : Date.now() + Math.round(seconds * 1000);
+    const body = this.options.signer ? await this.signed({ op: "schedule_cancel", at })
+      : this.plain(seconds === null ? { at: null } : { after: seconds });
+    const [status, data] = await this.request("POST", `/orders/cancel-after?wait=${wait}`, body);
+    return { final: Boolean(data.final), status, body: data, reason: data.schedule_cancel?.reason };
+  }
+}

@@ -1,0 +1,19 @@
+"""The TypeScript client library signs what every node checks, byte for byte, for every operation kind."""
+from __future__ import annotations
+
+import pytest
+
+from exchange.chain.txs import SignedTx
+from tests.typescript_client import needs_build, run
+
+pytestmark = [pytest.mark.process, needs_build]
+CHAIN = "ab" * 32
+
+
+def test_every_operation_signed_in_typescript_verifies_at_the_node():
+    signed = run("sign", "07" * 32, CHAIN)
+    for tx in [*signed["each"], signed["all"]]:
+        parsed = SignedTx.from_json(tx)
+        assert parsed.signature_valid(), tx["ops"]
+        assert parsed.account.hex() == signed["account"]
+    assert len(SignedTx.from_json(signed["all"]).ops) == 7
