@@ -56,6 +56,12 @@ class ChainBridge:
             return []
         return [_print(row) for row in list(venue.trades)[-limit:]]
 
+    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
+        core = self.chain.core
+        if core is None or market not in core.state.app.venues:     # type: ignore[attr-defined]
+            return []
+        return core.state.app.candles(market, interval_ms, start_ms)   # type: ignore[attr-defined, no-any-return]
+
     def open_orders(self) -> list[dict[str, Any]]:
         core = self.chain.core
         if core is None or self.accounts is None:

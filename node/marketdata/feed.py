@@ -24,10 +24,12 @@ import orjson
 from exchange.markets import Market
 from node.marketdata.book import SIDES, BookMirror, DepthView, Level
 from node.marketdata.session import StreamSession, Subscription
+from exchange.chain.state.candles import INTERVALS_MS as CANDLE_INTERVALS_MS
 from node.marketdata.ticker import Ticker
 
 BOOK_DEPTHS = (1, 10, 25, 100, 250)
 DEFAULT_DEPTH = 25
+CANDLES_KEPT = 500        # candles a new candles subscriber gets first (oldest first)
 TRADES_KEPT = 100         # trades per market a new trades subscriber gets first (oldest first)
 
 
@@ -56,6 +58,9 @@ class MarketSource(Protocol):
     def open_orders(self) -> list[dict[str, Any]]:
         """This node's open orders in the API's order shape."""
 
+    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
+        """OHLCV candles of the kept trades by block time, from the one open at `start_ms` (None: all)."""
+
 
 class SubscribeError(Exception):
     def __init__(self, code: str, message: str) -> None:
@@ -73,6 +78,8 @@ class _MarketState:
         self.book_subs: dict[int, list[Subscription]] = {}
         self.trade_subs: list[Subscription] = []
         self.ticker_subs: list[Subscription] = []
+        self.candle_subs: dict[str, list[Subscription]] = {}     # interval -> subscribers
+        self.candle_open: dict[str, int] = {}                     # interval -> the newest candle's open time sent
         self.trades: deque[dict[str, Any]] = deque(maxlen=TRADES_KEPT)
         self.ticker = Ticker()
         self.ticker_sent: dict[str, Any] | None = None
@@ -186,6 +193,7 @@ class MarketFeed:
     def _flush_market(self, state: _MarketState, now: float) -> None:
         touched = state.touched
         top_moved = False
+        traded = bool(state.new_trades)
         if touched["bids"] or touched["asks"]:
             for depth, view in state.views.items():
                 changes = view.refresh(state.mirror, touched)
@@ -206,6 +214,8 @@ class MarketFeed:
                 for sub in state.trade_subs:
                     sub.send(body)
             top_moved = True
+        if state.candle_subs and traded:
+            self._flush_candles(state)
         if top_moved and state.ticker_subs:
             ticker = state.ticker_json(now)
             if ticker != state.ticker_sent:
@@ -213,6 +223,18 @@ class MarketFeed:
                 body = _dumps({"type": "update", "ticker": ticker})
                 for sub in state.ticker_subs:
                     sub.send(body)
+
+    def _flush_candles(self, state: _MarketState) -> None:
+        """The candles the new trades changed (the newest, and any opened since), as block time says."""
+        for interval, subs in state.candle_subs.items():
+            size = CANDLE_INTERVALS_MS[interval]
+            changed = self.source.candles(state.market.symbol, size, state.candle_open.get(interval))
+            if not changed:
+                continue
+            state.candle_open[interval] = changed[-1]["t"]
+            body = _dumps({"type": "update", "candles": changed})
+            for sub in subs:
+                sub.send(body)
 
     # --- the subscribers' side -------------------------------------------------------------------
     def market_state(self, market: Any) -> _MarketState:
@@ -263,6 +285,25 @@ class MarketFeed:
             state.ticker_sent = ticker
         sub.send(_dumps({"type": "snapshot", "ticker": ticker}))
 
+    def subscribe_candles(self, session: StreamSession, market: Any, interval: Any) -> Subscription:
+        state = self.market_state(market)
+        if interval not in CANDLE_INTERVALS_MS:
+            raise SubscribeError("invalid_interval", f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}")
+        sub = Subscription(session, session.new_chan(), "candles", (market, interval),
+                           {"channel": "candles", "market": market, "interval": interval})
+        state.candle_subs.setdefault(interval, []).append(sub)
+        return sub
+
+    def candles_snapshot(self, sub: Subscription) -> None:
+        market, interval = sub.key
+        state = self.markets[market]
+        candles = self.source.candles(market, CANDLE_INTERVALS_MS[interval], None)[-CANDLES_KEPT:]
+        if candles and len(state.candle_subs[interval]) == 1:
+            state.candle_open[interval] = candles[-1]["t"]
+        elif not candles:
+            state.candle_open.pop(interval, None)
+        sub.send(_dumps({"type": "snapshot", "candles": candles}))
+
     def subscribe_orders(self, session: StreamSession) -> Subscription:
         if not session.authenticated:
             raise SubscribeError("auth_required", 'send {"event": "auth", "token": ...} before subscribing to orders')
@@ -277,6 +318,14 @@ class MarketFeed:
         if sub.channel == "orders":
             _discard(self.order_subs, sub)
             return
+        if sub.channel == "candles":
+            market, interval = sub.key
+            state = self.markets[market]
+            _discard(state.candle_subs.get(interval, []), sub)
+            if not state.candle_subs.get(interval):
+                state.candle_subs.pop(interval, None)
+                state.candle_open.pop(interval, None)
+            return
         if sub.channel == "book":
             market, depth = sub.key
             state = self.markets[market]
@@ -290,11 +339,12 @@ class MarketFeed:
         _discard(state.trade_subs if sub.channel == "trades" else state.ticker_subs, sub)
 
     def subscriber_counts(self) -> dict[str, int]:
-        counts = {"book": 0, "trades": 0, "ticker": 0, "orders": len(self.order_subs)}
+        counts = {"book": 0, "trades": 0, "ticker": 0, "candles": 0, "orders": len(self.order_subs)}
         for state in self.markets.values():
             counts["book"] += sum(len(subs) for subs in state.book_subs.values())
             counts["trades"] += len(state.trade_subs)
             counts["ticker"] += len(state.ticker_subs)
+            counts["candles"] += sum(len(subs) for subs in state.candle_subs.values())
         return counts
 
 

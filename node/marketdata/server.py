@@ -24,8 +24,8 @@ from p2p.resilience.token_bucket import TokenBucket
 
 log = logging.getLogger("node.stream")
 
-CHANNELS = ("book", "trades", "ticker", "orders", "status")
-MARKET_CHANNELS = ("book", "trades", "ticker")
+CHANNELS = ("book", "trades", "ticker", "candles", "orders", "status")
+MARKET_CHANNELS = ("book", "trades", "ticker", "candles")
 MAX_REQUEST_BYTES = 4096
 MAX_SUBSCRIPTIONS = 32          # per connection
 REQUEST_RATE = 20.0             # requests per second a client may send, on average ...
@@ -234,9 +234,11 @@ class StreamServer:
         if len(session.subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error(session, "too_many_subscriptions",
                                f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", req)
-        depth = request.get("depth", DEFAULT_DEPTH) if channel == "book" else None
+        depth = request.get("depth", DEFAULT_DEPTH) if channel == "book" else \
+            request.get("interval", "1m") if channel == "candles" else None
         key = (channel, request.get("market") if channel in MARKET_CHANNELS else None, depth)
-        if any((s.channel, s.info.get("market"), s.info.get("depth")) == key for s in session.subscriptions.values()):
+        if any((s.channel, s.info.get("market"), s.info.get("depth", s.info.get("interval"))) == key
+               for s in session.subscriptions.values()):
             return self._error(session, "already_subscribed", "this connection already has that subscription", req)
         feed = self.feed
         try:
@@ -246,6 +248,8 @@ class StreamServer:
                 sub, snapshot = feed.subscribe_trades(session, request.get("market")), feed.trades_snapshot
             elif channel == "ticker":
                 sub, snapshot = feed.subscribe_ticker(session, request.get("market")), feed.ticker_snapshot
+            elif channel == "candles":
+                sub, snapshot = feed.subscribe_candles(session, request.get("market"), depth), feed.candles_snapshot
             elif channel == "orders":
                 sub, snapshot = feed.subscribe_orders(session), feed.orders_snapshot
             elif channel == "status":

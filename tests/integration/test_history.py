@@ -73,3 +73,37 @@ def test_candles_and_pages_agree_on_every_node_and_with_the_trades(cluster: Clus
     assert [r["id"] for r in rows] == [t["id"] for t in trades]
     shown = late.cli("candles", "BTC-USD", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["candles"]
+
+
+def test_the_candles_channel_ends_equal_to_the_candles_endpoint(cluster: Cluster):
+    import asyncio
+
+    from tests.stream_client import StreamClient
+    from tests.trading import cross
+
+    (node,) = cluster.chain(1, **FAST)
+    node.new_accounts("maker", "taker")
+    cross(node, 5, 100)
+
+    async def watch() -> dict[int, dict]:
+        client = await StreamClient.connect(node.api_url)
+        try:
+            chan = await client.subscribe("candles", market="BTC-USD", interval="1m")
+            folded: dict[int, dict] = {}
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, cross, node, 60, 110)
+            final = node.get("/candles/BTC-USD?interval=1m")["candles"]
+
+            def caught_up() -> bool:
+                for message in client.data.get(chan, []):
+                    for candle in message["candles"]:
+                        folded[candle["t"]] = candle
+                client.data[chan] = []
+                return sorted(folded.values(), key=lambda c: c["t"]) == final
+            await client.wait_for(caught_up, 20)
+            return folded
+        finally:
+            await client.close()
+
+    folded = asyncio.run(watch())
+    assert sum(c["trades"] for c in folded.values()) == len(node.get("/trades/BTC-USD?limit=10000")["trades"])

@@ -666,7 +666,15 @@ class ExchangeState:
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
-        return candles(venue.trades, interval_ms, start_ms, end_ms, venue.market)
+        rows = venue.trades
+        if start_ms is not None and end_ms is None:      # the newest candles (the stream's updates): the tail only
+            tail: list[Any] = []
+            for row in reversed(rows):
+                if row[9] < start_ms:
+                    break
+                tail.append(row)
+            return candles(reversed(tail), interval_ms, start_ms, None, venue.market)
+        return candles(rows, interval_ms, start_ms, end_ms, venue.market)
 
     def position(self, account: str) -> dict[str, Any]:
         """`{"account", "positions": {asset: amount}, "limits": {asset: limit or None}, "reserved": {...}}`.

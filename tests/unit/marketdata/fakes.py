@@ -27,6 +27,9 @@ class DictSource:
     def open_orders(self):
         return list(self.orders)
 
+    def candles(self, market: str, interval_ms: int, start_ms):
+        return []
+
 
 class RecordingTransport:
     """Stands in for an asyncio transport: keeps what was written, reports a settable unread backlog."""

@@ -48,7 +48,8 @@ async def served():
 BAD_REQUESTS = [
     ("not json", "invalid_json"),
     ("[1, 2]", "invalid_request"),
-    ('{"event": "subscribe", "channel": "candles", "market": "BTC-USD"}', "unknown_channel"),
+    ('{"event": "subscribe", "channel": "candlez", "market": "BTC-USD"}', "unknown_channel"),
+    ('{"event": "subscribe", "channel": "candles", "market": "BTC-USD", "interval": "7m"}', "invalid_interval"),
     ('{"event": "subscribe", "channel": "book", "market": "DOGE-USD"}', "unknown_market"),
     ('{"event": "subscribe", "channel": "book", "market": "BTC-USD", "depth": 3}', "invalid_depth"),
     ('{"event": "subscribe", "channel": "trades"}', "unknown_market"),
