@@ -114,3 +114,10 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
     assert ids == [t["id"] for t in final["trades"]], "trades missing or out of order"
     assert stream.reconnects == 1 and stream.last_resume_s is not None
     assert stream.backfills == 1 and len(ids) - first_count > 100, "the gap was not larger than a snapshot"
+
+    async def history() -> tuple[list[dict], list[dict], list[dict]]:
+        async with AsyncClient(watched.api_url, watched.api_token) as client:
+            return (await client.trade_history("BTC-USD"), await client.candles("BTC-USD", "1h"),
+                    await client.peers())
+    every, hourly, peers = asyncio.run(history())
+    assert [t["id"] for t in every] == ids and sum(c["trades"] for c in hourly) == len(ids) and peers

@@ -82,3 +82,4 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
     assert final["book"] == {"bids": book["bids"], "asks": book["asks"]}
     assert final["reconnects"] == 1 and final["backfills"] == 1 and "resnapshot" in final["kinds"], final["kinds"]
     assert final["lastResumeMs"] is not None
+    assert final["history"] == final["trades"] and final["hourlyTrades"] == len(trades)

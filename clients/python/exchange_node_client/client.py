@@ -110,6 +110,56 @@ class AsyncClient:
     async def account_view(self, account: str | None = None) -> dict[str, Any]:
         return await self.get(f"/accounts/{account or self._account_id() or 'default'}")  # type: ignore[no-any-return]
 
+    async def fills(self, market: str, start_ms: int = 0, end_ms: int | None = None, account: str | None = None,
+                    cursor: str | None = None, limit: int = 1000) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the account's trades by block time, and the cursor of the next page (None at the end)."""
+        query = f"market={market}&from={start_ms}&limit={limit}" + (f"&to={end_ms}" if end_ms is not None else "") \
+            + (f"&cursor={cursor}" if cursor else "")
+        page = await self.get(f"/accounts/{account or self._account_id() or 'default'}/fills?{query}")
+        return page["trades"], page["next_cursor"]
+
+    async def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[dict[str, Any]]:
+        """Every kept trade of a market in [start, end) by block time, through the cursors."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            query = f"from={start_ms}&limit=10000" + (f"&to={end_ms}" if end_ms is not None else "") \
+                + (f"&cursor={cursor}" if cursor else "")
+            page = await self.get(f"/trades/{market}?{query}")
+            found += page["trades"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+    async def candles(self, market: str, interval: str = "1m", start_ms: int | None = None,
+                      end_ms: int | None = None) -> list[dict[str, Any]]:
+        query = f"interval={interval}" + (f"&from={start_ms}" if start_ms is not None else "") \
+            + (f"&to={end_ms}" if end_ms is not None else "")
+        return (await self.get(f"/candles/{market}?{query}"))["candles"]  # type: ignore[no-any-return]
+
+    async def peers(self) -> list[dict[str, Any]]:
+        return (await self.get("/peers"))["peers"]  # type: ignore[no-any-return]
+
+    async def validators(self) -> dict[str, Any]:
+        return await self.get("/validators")  # type: ignore[no-any-return]
+
+    async def routing(self) -> dict[str, Any]:
+        return await self.get("/routing")  # type: ignore[no-any-return]
+
+    async def ready(self) -> dict[str, Any]:
+        """/ready's checks, whether it answers 200 or 503."""
+        try:
+            return await self.get("/ready")  # type: ignore[no-any-return]
+        except ApiError as error:
+            if error.status == 503 and isinstance(error.body, dict):
+                return error.body
+            raise
+
+    async def rpc(self, service: str, payload: Any, timeout: float | None = None) -> Any:
+        """Call an RPC service through the node's adaptive router."""
+        body: dict[str, Any] = {"payload": payload, **({"timeout": timeout} if timeout is not None else {})}
+        return (await self.request("POST", f"/rpc/{service}", body))[1]
+
     def _account_id(self) -> str | None:
         return self.signer.account if self.signer is not None else self.account
 

@@ -50,6 +50,12 @@ class Client:
     def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._run(self.inner.orders(account, status, limit))
 
+    def candles(self, market: str, interval: str = "1m") -> list[dict[str, Any]]:
+        return self._run(self.inner.candles(market, interval))
+
+    def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[dict[str, Any]]:
+        return self._run(self.inner.trade_history(market, start_ms, end_ms))
+
     def place(self, market: str, side: str, qty: str, price: str | None = None, **options: Any) -> Answer:
         return self._run(self.inner.place(market, side, qty, price, **options))
 

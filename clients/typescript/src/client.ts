@@ -70,6 +70,28 @@ export class Client {
     return (await this.get(`/orders?${query}`)).orders;
   }
 
+  async fills(market: string, from = 0, cursor?: string, limit = 1000): Promise<{ trades: Json[]; next_cursor: string | null }> {
+    const account = this.options.signer?.account ?? this.options.account ?? "default";
+    const query = new URLSearchParams({ market, from: String(from), limit: String(limit), ...(cursor ? { cursor } : {}) });
+    return this.get(`/accounts/${account}/fills?${query}`) as Promise<any>;
+  }
+  /** Every kept trade of a market from `from` (block time, ms), through the cursors. */
+  async tradeHistory(market: string, from = 0): Promise<Json[]> {
+    const found: Json[] = [];
+    for (let cursor: string | null = null; ;) {
+      const page = await this.get(`/trades/${market}?from=${from}&limit=10000${cursor ? `&cursor=${cursor}` : ""}`);
+      found.push(...page.trades);
+      cursor = page.next_cursor;
+      if (!cursor) return found;
+    }
+  }
+  async peers(): Promise<Json[]> { return (await this.get("/peers")).peers; }
+  validators(): Promise<Json> { return this.get("/validators"); }
+  routing(): Promise<Json> { return this.get("/routing"); }
+  async rpc(service: string, payload: unknown, timeout?: number): Promise<Json> {
+    return (await this.request("POST", `/rpc/${service}`, { payload, ...(timeout !== undefined ? { timeout } : {}) }))[1];
+  }
+
   private async signed(op: Op): Promise<{ signed: SignedTx }> {
     return { signed: await this.options.signer!.sign(await this.chainId(), [op]) };
   }

@@ -59,10 +59,14 @@ if (mode === "sign") {
   process.stdin.on("data", (chunk) => {
     input += chunk;
     if (input.includes("done")) {
-      out({ final: true, trades: delivered, book, kinds, reconnects: stream.reconnects, backfills: stream.backfills,
-            lastResumeMs: stream.lastResumeMs });
-      stream.close();
-      process.exit(0);
+      const client = new Client(url);
+      Promise.all([client.tradeHistory("BTC-USD"), client.candles("BTC-USD", "1h")]).then(([history, hourly]) => {
+        out({ final: true, trades: delivered, book, kinds, reconnects: stream.reconnects, backfills: stream.backfills,
+              lastResumeMs: stream.lastResumeMs, history: history.map((t) => t.id),
+              hourlyTrades: hourly.reduce((n, c) => n + c.trades, 0) });
+        stream.close();
+        process.exit(0);
+      });
     }
   });
 } else {
