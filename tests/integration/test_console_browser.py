@@ -94,6 +94,24 @@ def test_console_graph_ticket_and_book_across_nodes(cluster, browser):
         assert page.inner_text("#stream-state") == "open"
     assert problems == []
 
+    for price in ("96", "95"):                       # pulling quotes: cancel-all and the dead-man's switch
+        page_a.evaluate("document.getElementById('order-result').textContent = ''")
+        page_a.fill("#order-price", price)
+        page_a.click("#order-form button")
+        page_a.wait_for_selector("#order-result:has-text('open')", timeout=20_000)
+    page_a.click("#cancel-all")
+    page_a.wait_for_selector("#order-result:has-text('2 cancelled')", timeout=20_000)
+    account = a.get("/accounts/web")["account"]
+    assert a.get(f"/orders?account={account}&status=open")["orders"] == []
+    page_a.fill("#switch-seconds", "600")
+    page_a.click("#switch-form button[type=submit]")
+    page_a.wait_for_selector("#order-result:has-text('armed')", timeout=20_000)
+    assert a.get("/accounts/web")["cancel_all_at"] is not None
+    page_a.click("#switch-clear")
+    page_a.wait_for_selector("#order-result:has-text('cleared')", timeout=20_000)
+    assert a.get("/accounts/web")["cancel_all_at"] is None
+    assert problems == []
+
     page_a.fill("#order-price", "not-a-price")       # the API's 422 is shown, and is the only complaint
     page_a.click("#order-form button")
     page_a.wait_for_selector("#order-result.error", timeout=20_000)

@@ -284,6 +284,24 @@ $("cancel-all").addEventListener("click", async () => {
   }
 });
 
+async function cancelAfter(body) {
+  const account = $("order-account").value.trim();
+  try {
+    const { schedule_cancel: outcome } = await api("POST", "/orders/cancel-after?wait=2", { ...body, ...(account ? { account } : {}) });
+    const when = outcome.at ? ` (fires at ${new Date(outcome.at).toLocaleTimeString()} unless armed again)` : "";
+    report(`dead-man's switch ${outcome.status}${when}`, outcome.status === "rejected");
+  } catch (error) {
+    report(`switch refused: ${error.message}`, true);
+  }
+}
+
+$("switch-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const seconds = Number($("switch-seconds").value.trim());
+  if (seconds > 0) cancelAfter({ after: seconds });
+});
+$("switch-clear").addEventListener("click", () => cancelAfter({ at: null }));
+
 $("cancel-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const id = $("cancel-id").value.trim();
