@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.trading import open_ids
+from tests.crossing import open_ids
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 FAST = {"heartbeat_interval": 0.2}

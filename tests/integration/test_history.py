@@ -79,7 +79,7 @@ def test_the_candles_channel_ends_equal_to_the_candles_endpoint(cluster: Cluster
     import asyncio
 
     from tests.stream_client import StreamClient
-    from tests.trading import cross
+    from tests.crossing import cross
 
     (node,) = cluster.chain(1, **FAST)
     node.new_accounts("maker", "taker")

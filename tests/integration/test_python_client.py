@@ -13,7 +13,7 @@ import time
 import pytest
 
 from exchange_node_client import ApiError, AsyncClient, Client, MarketStream, Signer
-from tests.trading import cross, open_ids
+from tests.crossing import cross, open_ids
 from tests.harness import Cluster, converged, free_ports, wait_until
 
 FAST = {"heartbeat_interval": 0.2}

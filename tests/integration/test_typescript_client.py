@@ -12,7 +12,7 @@ import threading
 import time
 
 
-from tests.trading import cross, open_ids
+from tests.crossing import cross, open_ids
 from tests.harness import Cluster, converged, free_ports, wait_until
 from tests.typescript_client import needs_build, run, start
 
