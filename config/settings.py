@@ -219,6 +219,9 @@ class Settings:
     order_ttl: float = _setting(
         120.0, "ORDER_TTL", "Seconds an order stays valid before it must be in a block (set at founding)",
         p.number(above=1.0))
+    max_open_orders: int = _setting(
+        1000, "MAX_OPEN_ORDERS", "Orders one account may have resting at once, 0 for no cap (set at founding)",
+        p.integer(0, 1_000_000))
     snapshot_interval: int = _setting(
         500, "SNAPSHOT_INTERVAL", "Blocks between certified state snapshots (set at founding)", p.integer(10, 10**7))
     keep_blocks: int = _setting(

@@ -106,7 +106,7 @@ class ExchangeNode:
             snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout,
             join_token=JoinToken.parse(chain.join_token) if chain.join_token else None,
             trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
-            absent=(chain.absent_blocks, chain.absent_ms))
+            absent=(chain.absent_blocks, chain.absent_ms), max_open_orders=chain.max_open_orders)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)

@@ -105,6 +105,7 @@ class ChainConfig:
     network_id: str
     markets: str
     order_ttl_ms: int
+    max_open_orders: int | None
     max_validators: int
     pinned_validators: tuple[str, ...]
     found_after: float              # inf: never found a network (legacy mode)
@@ -200,6 +201,7 @@ class NodeConfigs:
             chain=ChainConfig(
                 network_id=settings.network_id, markets=settings.markets,
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
+                max_open_orders=settings.max_open_orders or None,
                 pinned_validators=settings.validators, found_after=found_after,
                 snapshot_interval=settings.snapshot_interval, recovery_timeout=settings.recovery_timeout,
                 keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),

@@ -30,6 +30,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
 from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.chain.state.params import DEFAULT_MAX_OPEN_ORDERS
 from exchange.chain.store import SIGN_FROM_UNKNOWN, WalDamage
 from exchange.chain.txs import CancelOp, InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
@@ -146,13 +147,15 @@ class ChainService:
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
                  trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
-                 leave_timeout: float = 4.0, absent: tuple[int, int] = (100, 60_000)) -> None:
+                 leave_timeout: float = 4.0, absent: tuple[int, int] = (100, 60_000),
+                 max_open_orders: int | None = DEFAULT_MAX_OPEN_ORDERS) -> None:
         self.identity = identity
         self.network = network
         self.store = store
         self.network_id = network_id
         self.markets = markets
         self.order_ttl_ms = order_ttl_ms
+        self.max_open_orders = max_open_orders      # for a network founded here (exchange params)
         self.max_validators = max_validators
         self.snapshot_interval = snapshot_interval
         self.pinned_validators = pinned_validators
@@ -485,7 +488,8 @@ class ChainService:
                 await asyncio.sleep(0.2)
 
     def _found_chain(self, decision: Decision) -> None:
-        params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms)
+        params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms,
+                                max_open_orders=self.max_open_orders)
         token = None if decision.pinned else JoinToken.new()
         genesis = Genesis(network_id=self.network_id, created_ms=int(self.clock() * 1000),
                           founder=self.identity.public_key_bytes, validators=tuple(decision.validators),

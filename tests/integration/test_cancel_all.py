@@ -47,6 +47,7 @@ def test_cancel_all_through_the_cli_cancels_its_scope_on_every_node(cluster: Clu
     wait_until(lambda: converged(nodes), 10)
     for each in nodes:
         assert open_ids(each, account) == set() and open_ids(each, other_user["account"]) == {other_user["id"]}
+    assert node.get(f"/accounts/{account}")["max_open_orders"] == 1000       # the default cap of a new network
     status, body = node.api("POST", "/orders/cancel-all", {"market": "NOPE-USD"})
     assert status == 422 and body["error"]["code"] == "unknown_market", body
     status, body = node.api("POST", "/orders/cancel-all", {"side": "both"})
