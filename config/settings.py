@@ -241,6 +241,12 @@ class Settings:
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))
+    account_ops_per_block: int = _setting(
+        2000, "ACCOUNT_OPS_PER_BLOCK", "Operations of one account this validator admits for one block (more are "
+        "refused: account_rate, 429; 0: no limit)", p.integer(0, 10**7))
+    account_ops_per_100_blocks: int = _setting(
+        50000, "ACCOUNT_OPS_PER_100_BLOCKS", "... and for the last 100 blocks (every window must pass; 0: no limit)",
+        p.integer(0, 10**9))
     recovery_timeout: float = _setting(
         120.0, "RECOVERY_TIMEOUT", "Seconds a node with damaged stored blocks waits for peers' certified copies "
         "before it stops, naming the directory", _FLOAT_POS)

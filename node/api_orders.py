@@ -198,7 +198,7 @@ def storage_error(exc: StorageError) -> ApiError:
 
 
 _REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "mempool_full": 503, "halted": 503,
-                   "account_quota": 429, "sender_quota": 429}
+                   "account_quota": 429, "sender_quota": 429, "account_rate": 429}
 
 
 def _refused(why: str) -> ApiError:

@@ -42,6 +42,7 @@ from exchange.chain.crypto import node_id_for
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.mempool import OWN_LANE, Mempool
+from exchange.chain.account_rate import AccountRate
 from exchange.chain.tx_budget import TxBudget
 from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery, carried_problem
 from exchange.chain.seats import Seats
@@ -86,6 +87,8 @@ class CoreConfig:
     peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
     peer_tx_burst: float = 2_000.0        # ... and at once (tx_budget.py: the excess is dropped unverified)
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
+    account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
+    account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
 
 
 class BlockSource(Protocol):
@@ -132,6 +135,8 @@ class ChainCore:
         self.state = ChainState(genesis, app)
         self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
         self.tx_budget = TxBudget(self.config.peer_tx_rate, self.config.peer_tx_burst)
+        self.account_rate = AccountRate(((1, self.config.account_ops_per_block),
+                                         (100, self.config.account_ops_per_100_blocks)))
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self.actions: list[tuple] = []
         self.last_commit: Commit | None = None
@@ -1177,7 +1182,14 @@ class ChainCore:
             why = self.precheck(tx, recording=True)
             if why is not None:
                 return why
-        return self.mempool.add(tx, lane)
+        height, ops = self.state.height + 1, len(tx.ops)
+        if tx.id not in self.mempool and not self.account_rate.allows(tx.account, ops, height):
+            self.account_rate.refused += 1
+            return "account_rate"
+        why = self.mempool.add(tx, lane)
+        if why is None:
+            self.account_rate.record(tx.account, ops, height)
+        return why
 
     # ------------------------------------------------------------------ peers and time
     def peer_height(self, node_id: str, height: int, now: float) -> None:
@@ -1485,6 +1497,8 @@ class ChainCore:
                 "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), "tx_budget": self.tx_budget.view(),
+                "account_rate": {"windows": [list(w) for w in self.account_rate.windows],
+                                 "refused": self.account_rate.refused, "accounts": len(self.account_rate)},
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
                 "recovery": self.recovery_status(), **self.counters}
 
