@@ -3,20 +3,10 @@ catch-up, and the node's own pending transactions.
 
 Inputs are plain calls with the wall-clock time passed in (seconds): messages from neighbours
 (`on_message`), transactions from the local API (`submit`), peers' chain heights from heartbeats
-(`peer_height`), and `tick`. Outputs are appended to `actions` and executed by the caller, in order:
-
-    ("wal", record)                 consensus write-ahead record: durable before any later send
-    ("send_validators", message)    to every validator of the current set but us
-    ("send", node_id, message)      to one node
-    ("broadcast", message)          to the whole network (certified blocks)
-    ("penalize", node_id, points, reason)
-    ("commit", block, commit, outcome, holds_own)
-                                    a block is final: store it, answer waiters, publish (`holds_own`:
-                                    it holds one of our own transactions)
-    ("forward", tx)                 a follower hands a transaction to the validators (RPC)
-    ("own_done", tx_id, status)     one of our own pending transactions left the outbox
-    ("halt", reason)                continuing would risk divergence: stop serving orders
-    ("need_snapshot", node_id)      peers no longer hold the blocks we need: start from a certified snapshot
+(`peer_height`), and `tick`. Outputs are the typed effects of `effects.py` (`ChainEffect`), collected
+in emission order and taken as one `EffectBatch` by the caller (`take_effects`), which carries them out
+under the durability order that module states: a WAL record before any later send, a block stored
+before anything its finality lets out.
 
 The way out of a permanent halt (validators gone for good) is `recover`, the operator's consent to a
 recovery block (`recovery.py`): gathered over `recovery` messages, certified by every member of the new set.
@@ -33,12 +23,14 @@ import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, assert_never
 
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Proposal, Vote, vote_bytes
 from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item, recovery_of
 from exchange.chain.codec import pack
 from exchange.chain.crypto import node_id_for
+from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Decide, EffectBatch, Evidence, Forward, Halt,
+                                    NeedSnapshot, OwnDone, Penalize, SendConsensus, SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.mempool import OWN_LANE, Mempool
@@ -138,7 +130,7 @@ class ChainCore:
         self.account_rate = AccountRate(((1, self.config.account_ops_per_block),
                                          (100, self.config.account_ops_per_100_blocks)))
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
-        self.actions: list[tuple] = []
+        self._effects: list[ChainEffect] = []
         self.last_commit: Commit | None = None
         self.last_commit_at = now
         self.started_at = now
@@ -551,7 +543,7 @@ class ChainCore:
         if len(self._relayed) > 4096:
             self._relayed.popitem(last=False)
         self.counters["votes_relayed"] = self.counters.get("votes_relayed", 0) + 1
-        self.actions.append(("send_validators", {"type": "vote", "body": vote.wire()}))
+        self._effects.append(SendValidators({"type": "vote", "body": vote.wire()}))
 
     def _relay_held_disagreeing(self, mine: Vote) -> None:
         """We just voted: the votes we already hold that differ from ours go on (see `_relay_if_disagrees`)."""
@@ -605,7 +597,7 @@ class ChainCore:
         stored = self.blocks.get(height)
         if stored is not None:
             self._catchup_sent[node] = (height, self._now)
-            self.actions.append(("send", node, {"type": "decision", "id": stored[0].id.hex(),
+            self._effects.append(SendTo(node, {"type": "decision", "id": stored[0].id.hex(),
                                                 "body": [stored[0].wire(), stored[1].wire()]}))
 
     def _on_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
@@ -809,7 +801,7 @@ class ChainCore:
         mine = self.consensus.own_lock(height)
         if mine is not None:
             self._note_lock(*mine)
-            self.actions.append(("send_validators", {"type": "recovery", "body": ["lock", mine[0].wire(),
+            self._effects.append(SendValidators({"type": "recovery", "body": ["lock", mine[0].wire(),
                                                                                   mine[1].wire()]}))
         self._build_recovery()
         pending = self._recovery
@@ -865,7 +857,7 @@ class ChainCore:
                                                                  and carried_id != mine[1].id)):
                 log.warning("the recovery block offered for height %d carries a lock of round %d, ours is of round "
                             "%d: handing ours to its builder", block.height, carried, mine[0].round)
-                self.actions.append(("send", node_id_for(block.header.proposer),
+                self._effects.append(SendTo(node_id_for(block.header.proposer),
                                      {"type": "recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
                 return
             signed = self._recovery_signed.get(carried)
@@ -876,7 +868,7 @@ class ChainCore:
             pending.sigs[pending.validators.index[self.public_key]] = vote.sig
             pending.consented = True
             self._recovery_signed[carried] = block.id
-            self.actions.append(("wal", ["recovery", block.height, block.wire(), vote.sig]))
+            self._effects.append(WalRecord(["recovery", block.height, block.wire(), vote.sig]))
             self._freeze()
             log.warning("consented to recover height %d (carrying a lock of round %d): %d validators kept (%s)",
                         block.height, carried, len(pending.validators),
@@ -1006,7 +998,7 @@ class ChainCore:
             return
         if pending.consented and (resend or now >= pending.next_send):
             pending.next_send = now + RESEND_INTERVAL
-            self.actions.append(("send_validators", {"type": "recovery", "body": ["offer", *pending.wire()]}))
+            self._effects.append(SendValidators({"type": "recovery", "body": ["offer", *pending.wire()]}))
 
     def recovery_status(self) -> dict[str, Any] | None:
         """The recovery under way here (None: none)."""
@@ -1102,7 +1094,7 @@ class ChainCore:
             if size > self.config.max_block_bytes:
                 break
         first_kept = getattr(self.blocks, "first_height", 1)
-        self.actions.append(("send", sender, {"type": "sync_response", "body": [items, self.state.height, first_kept]}))
+        self._effects.append(SendTo(sender, {"type": "sync_response", "body": [items, self.state.height, first_kept]}))
 
     def _on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
         if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
@@ -1112,7 +1104,7 @@ class ChainCore:
         items, their_height = body[0], body[1]
         their_first = body[2] if len(body) == 3 and type(body[2]) is int else 1
         if not items and their_first > self.state.height + 1 and their_height > self.state.height and sender:
-            self.actions.append(("need_snapshot", sender))      # they compacted the blocks we lack
+            self._effects.append(NeedSnapshot(sender))      # they compacted the blocks we lack
             return
         if sender is not None:
             self._heard[sender] = (their_height, now)
@@ -1152,11 +1144,11 @@ class ChainCore:
             why = self._admit(tx, checked=True, lane=lane)
             if why is not None and why != "duplicate":
                 return why
-            self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
+            self._effects.append(SendValidators({"type": "tx", "body": tx.wire()}))
             if self.consensus.step == WAITING:
                 self.consensus.kick(now)
         else:
-            self.actions.append(("forward", tx))
+            self._effects.append(Forward(tx))
             self.counters["forwarded"] += 1
         if own and tx.id not in self._own:       # the caller made it durable in the outbox first
             self._own[tx.id] = [tx, now + self.config.resubmit_interval]
@@ -1251,7 +1243,7 @@ class ChainCore:
             self._strike(inflight[0], now)
         self._sync_inflight = (peer, now)
         first = self.state.height + 1
-        self.actions.append(("send", peer, {"type": "sync_request",
+        self._effects.append(SendTo(peer, {"type": "sync_request",
                                             "body": [first, first + self.config.sync_batch - 1]}))
 
     def tick(self, now: float) -> None:
@@ -1295,7 +1287,7 @@ class ChainCore:
             if tx.expires + self.config.expired_grace_ms <= time_ms:
                 del self._own[tx_id]
                 self.counters["expired_own"] += 1
-                self.actions.append(("own_done", tx_id, "expired"))
+                self._effects.append(OwnDone(tx_id, "expired"))
                 continue
             if now < due:
                 continue
@@ -1306,10 +1298,10 @@ class ChainCore:
                 if tx.id not in self.mempool:
                     self._admit(tx)
                 self.counters["resubmitted"] += 1
-                self.actions.append(("send_validators", {"type": "tx", "body": tx.wire()}))
+                self._effects.append(SendValidators({"type": "tx", "body": tx.wire()}))
                 continue
             self.counters["resubmitted"] += 1
-            self.actions.append(("forward", tx))
+            self._effects.append(Forward(tx))
 
     def _maybe_join(self, now: float) -> None:
         """With the network's join token, ask for standby (then a proposer promotes us when the seat rule
@@ -1324,7 +1316,7 @@ class ChainCore:
             return      # not caught up (or hearing from nobody): a seat would only slow the others down
         self._next_join = now + self.config.join_retry
         tx = Join.create(self.chain_id, self.public_key, state.height, self._admission_sign)
-        self.actions.append(("send_validators", {"type": "membership", "body": tx.wire()}))
+        self._effects.append(SendValidators({"type": "membership", "body": tx.wire()}))
 
     def request_leave(self, now: float) -> Leave | None:
         """Give our seat back (a graceful stop), to the longest-waiting live standby if there is one. None
@@ -1355,7 +1347,7 @@ class ChainCore:
 
     def _offer_membership(self, tx: MembershipTx, now: float) -> None:
         self.mempool.add_membership(tx)
-        self.actions.append(("send_validators", {"type": "membership", "body": tx.wire()}))
+        self._effects.append(SendValidators({"type": "membership", "body": tx.wire()}))
         if self.is_validator and self.consensus.step == WAITING:
             self.consensus.kick(now)
         self._drain_consensus(now)
@@ -1393,27 +1385,28 @@ class ChainCore:
         return self.state.time_ms / 1000.0
 
     def _drain_consensus(self, now: float) -> None:
-        actions = self.consensus.actions
-        while actions:
-            self.consensus.actions = []
-            for action in actions:
-                kind = action[0]
-                if kind == "send":
-                    message = action[1]
-                    name = "vote" if isinstance(message, Vote) else "proposal"
-                    self.actions.append(("send_validators", {"type": name, "body": message.wire()}))
-                    if isinstance(message, Vote) and message.validator == self.public_key:
-                        self._relay_held_disagreeing(message)
-                elif kind == "wal":
-                    self.actions.append(action)
-                elif kind == "decide":
-                    if action[1].height == self.state.height + 1:    # not already taken as a certified block
-                        self._apply(action[1], action[2], announce=True)
-                        self._start_height(now)
-                elif kind == "evidence":
-                    self._evidence.append((action[1], action[2]))
-                    del self._evidence[:-16]
-            actions = self.consensus.actions
+        effects = self.consensus.effects
+        while effects:
+            self.consensus.effects = []
+            for effect in effects:
+                match effect:
+                    case SendConsensus(message):
+                        name = "vote" if isinstance(message, Vote) else "proposal"
+                        self._effects.append(SendValidators({"type": name, "body": message.wire()}))
+                        if isinstance(message, Vote) and message.validator == self.public_key:
+                            self._relay_held_disagreeing(message)
+                    case WalRecord():
+                        self._effects.append(effect)
+                    case Decide(block, commit):
+                        if block.height == self.state.height + 1:    # not already taken as a certified block
+                            self._apply(block, commit, announce=True)
+                            self._start_height(now)
+                    case Evidence(first, second):
+                        self._evidence.append((first, second))
+                        del self._evidence[:-16]
+                    case _:
+                        assert_never(effect)
+            effects = self.consensus.effects
 
     def _apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None:
         txs = self.decode(block)
@@ -1430,25 +1423,25 @@ class ChainCore:
         holds_own = False
         for tx_id in committed:
             if self._own.pop(tx_id, None) is not None:
-                self.actions.append(("own_done", tx_id, "committed"))
+                self._effects.append(OwnDone(tx_id, "committed"))
                 holds_own = True
         self.mempool.expire(block.header.time_ms)
         if self._buffered:
             self._prune_buffered()
-        self.actions.append(("commit", block, commit, outcome, holds_own))
+        self._effects.append(Committed(block, commit, outcome, holds_own))
         if announce:
-            self.actions.append(("broadcast", {"type": "decision", "id": block.id.hex(),
+            self._effects.append(Broadcast({"type": "decision", "id": block.id.hex(),
                                                "body": [block.wire(), commit.wire()]}))
 
     def _halt(self, reason: str) -> None:
         if self.halted is None:
             self.halted = reason
             log.critical("chain halted: %s", reason)
-            self.actions.append(("halt", reason))
+            self._effects.append(Halt(reason))
 
     def _penalize(self, peer: str | None, points: float, reason: str) -> None:
         if peer is not None and peer != self.node_id:
-            self.actions.append(("penalize", peer, points, reason))
+            self._effects.append(Penalize(peer, points, reason))
 
     # ------------------------------------------------------------------ views
     _now = 0.0
@@ -1485,9 +1478,10 @@ class ChainCore:
             out.append((node_id, None if heard is None else max(0.0, now - heard), us))
         return out
 
-    def take_actions(self) -> list[tuple]:
-        out, self.actions = self.actions, []
-        return out
+    def take_effects(self) -> EffectBatch:
+        """What the calls since the last take asked for, in order (see `effects.py` for the rules)."""
+        batch, self._effects = EffectBatch(tuple(self._effects)), []
+        return batch
 
     def status(self, now: float) -> dict[str, Any]:
         state = self.state

@@ -19,10 +19,12 @@ import random
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
+                                    SendTo, SendValidators, WalRecord)
 from exchange.chain.tendermint import wal_record_height
 from exchange.chain.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
@@ -299,7 +301,7 @@ class ChainService:
                          rng=random.Random(), now=self.clock(), admission_sign=admission)
         start = self._restore_snapshot(core, params)
         replayed = self._replay(core, start)
-        core.take_actions()
+        core.take_effects()
         now = self.clock()
         wal: list | None = self.store.wal_records()     # of a damaged WAL, the intact records
         self._recovery_check(core, now, wal)
@@ -694,7 +696,7 @@ class ChainService:
             self._pump_handle = asyncio.get_running_loop().call_soon(self.pump)
 
     def pump(self) -> None:
-        """Carry out the core's actions in order. A consensus message leaves only when everything it depends
+        """Carry out the core's effects in order. A consensus message leaves only when everything it depends
         on is on disk (its WAL record, the blocks before its height); while a write fails we hold our votes —
         the network goes on without us — and retry until the disk works again. Whatever a final block lets
         out (the decision broadcast, API answers, the stream, the outbox entry's removal, a snapshot) waits
@@ -703,51 +705,56 @@ class ChainService:
         core = self.core
         if core is None:
             return
-        actions = core.take_actions()
+        batch = core.take_effects()
         self._flush_unsaved()
         wal_failed = False
-        for action in actions:
-            kind = action[0]
-            if kind == "wal":               # consecutive records share one fsync, before anything that follows
-                self._unsaved_wal.append(action[1])
-                continue
-            if self._unsaved_wal and not wal_failed:     # a failing disk is tried once per pump, not per action
+        for effect in batch:
+            # consecutive WAL records share one fsync, before anything that follows them; a failing disk is
+            # tried once per pump, not per effect
+            if not isinstance(effect, WalRecord) and self._unsaved_wal and not wal_failed:
                 self._flush_unsaved()
                 wal_failed = bool(self._unsaved_wal)
-            if kind == "send_validators":
-                message = action[1]
-                if self.disk_error is not None and message["type"] in ("vote", "proposal", "recovery"):
-                    continue
-                message = _typed(message)
-                me = self.identity.node_id
-                for node_id in core.state.validators.node_ids:
-                    if node_id != me:
-                        self.network.send(node_id, message)
-            elif kind == "send":
-                self.network.send(action[1], _typed(action[2]))
-            elif kind == "broadcast":
-                if self._unsaved_blocks:
-                    self._unsaved_blocks[-1].held.append(_typed(action[1]))
-                else:
-                    self.network.broadcast(_typed(action[1]))
-            elif kind == "penalize":
-                _, peer, points, reason = action
-                log.warning("penalising peer %s: %s", peer[:12], reason)
-                self.network.penalize(peer, points, reason)
-            elif kind == "commit":
-                self._committed(*action[1:])
-            elif kind == "forward":
-                asyncio.get_running_loop().create_task(self._forward(action[1]))
-            elif kind == "own_done":
-                self._own_done(action[1], action[2])
-            elif kind == "halt":
-                self.halted = action[1]
-            elif kind == "need_snapshot" and self._snapshot_task is None:
-                self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(action[1]))
+            self._carry_out(core, effect)
         if self._unsaved_wal and not wal_failed:
             self._flush_unsaved()
         self._recovery_progress()
         self._nudge_ticker(core)
+
+    def _carry_out(self, core: ChainCore, effect: ChainEffect) -> None:
+        match effect:
+            case SendValidators(message):
+                if self.disk_error is not None and message["type"] in ("vote", "proposal", "recovery"):
+                    return
+                typed = _typed(message)
+                me = self.identity.node_id
+                for node_id in core.state.validators.node_ids:
+                    if node_id != me:
+                        self.network.send(node_id, typed)
+            case SendTo(node_id, message):
+                self.network.send(node_id, _typed(message))
+            case Broadcast(message):
+                if self._unsaved_blocks:
+                    self._unsaved_blocks[-1].held.append(_typed(message))
+                else:
+                    self.network.broadcast(_typed(message))
+            case Penalize(peer, points, reason):
+                log.warning("penalising peer %s: %s", peer[:12], reason)
+                self.network.penalize(peer, points, reason)
+            case Committed(block, commit, outcome, holds_own):
+                self._committed(block, commit, outcome, holds_own)
+            case Forward(tx):
+                asyncio.get_running_loop().create_task(self._forward(tx))
+            case OwnDone(tx_id, status):
+                self._own_done(tx_id, status)
+            case Halt(reason):
+                self.halted = reason
+            case NeedSnapshot(node_id):
+                if self._snapshot_task is None:
+                    self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(node_id))
+            case WalRecord(record):
+                self._unsaved_wal.append(record)             # written by the pump before the next effect
+            case _:
+                assert_never(effect)
 
     def _flush_unsaved(self) -> None:
         saved: list[_UnsavedBlock] = []

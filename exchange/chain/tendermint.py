@@ -2,12 +2,13 @@
 gossip on BFT consensus" (arXiv:1807.04938, revised Nov 2019), as an I/O-free state machine.
 
 Line numbers in comments refer to that algorithm. Inputs are plain calls with the current time
-passed in (`on_proposal`, `on_vote`, `tick`); outputs are appended to `actions`, in order:
+passed in (`on_proposal`, `on_vote`, `tick`); outputs are appended to `effects`, in order, as the
+typed effects of `effects.py`:
 
-    ("wal", record)              for the write-ahead log; durable before any later "send" leaves the node
-    ("send", Proposal | Vote)    to every validator
-    ("decide", Block, Commit)    the height is decided (line 49)
-    ("evidence", Vote, Vote)     a validator signed two different votes for one (height, round, kind)
+    WalRecord(record)            for the write-ahead log; durable before any later send leaves the node
+    SendConsensus(message)       our Proposal or Vote (or one we relay), to every validator
+    Decide(block, commit)        the height is decided (line 49)
+    Evidence(first, second)      a validator signed two different votes for one (height, round, kind)
 
 Safety (no two correct validators decide different blocks at one height) needs fewer than a third
 of the validators to be faulty; it never depends on timing. Liveness needs messages between correct
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Commit, Proposal, Vote
+from exchange.chain.effects import ConsensusEffect, Decide, Evidence, SendConsensus, WalRecord
 from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.consensus")
@@ -120,7 +122,7 @@ class Tendermint:
         self._sign = sign
         self._verify = verify
         self.config = config or ConsensusConfig()
-        self.actions: list[tuple] = []
+        self.effects: list[ConsensusEffect] = []
         self.ctx: HeightContext | None = None
         self.height = 0
         self.round = 0
@@ -229,7 +231,7 @@ class Tendermint:
                 self.counters["equivocations"] += 1
                 log.error("validator %s equivocated at height %d round %d: %r and %r", message.validator.hex()[:12],
                           message.height, message.round, conflict, message)
-                self.actions.append(("evidence", conflict, message))
+                self.effects.append(Evidence(conflict, message))
             return None
         if message.proposer != validators.proposer(message.height, message.round):
             return "not_proposer"
@@ -312,7 +314,7 @@ class Tendermint:
         self.proposals.setdefault(self.round, proposal)
         self._wal(proposal)
         self._own.append(proposal)
-        self.actions.append(("send", proposal))
+        self.effects.append(SendConsensus(proposal))
 
     def _broadcast_vote(self, kind: int, block_id: bytes | None, now: float) -> None:
         if not self.is_validator:
@@ -329,7 +331,7 @@ class Tendermint:
         self.votes.setdefault((self.round, kind), _Votes()).add(vote)
         self._wal(vote)
         self._own.append(vote)
-        self.actions.append(("send", vote))
+        self.effects.append(SendConsensus(vote))
 
     def _run(self, now: float) -> None:
         """Evaluate the upon-rules until none fires (each firing may enable another)."""
@@ -415,7 +417,7 @@ class Tendermint:
             self.decided = True
             self.counters["decisions"] += 1
             self._timers = []
-            self.actions.append(("decide", block, Commit(self.height, round_, block_id, sigs)))
+            self.effects.append(Decide(block, Commit(self.height, round_, block_id, sigs)))
             return True
         return False
 
@@ -450,7 +452,7 @@ class Tendermint:
                   -1 if proposal is None else proposal.valid_round}
         for message in self._own:
             if message.round in wanted:
-                self.actions.append(("send", message))
+                self.effects.append(SendConsensus(message))
         quorum = self.ctx.validators.quorum if self.ctx is not None else 1
         for round_ in wanted:
             prevotes = self.votes.get((round_, PREVOTE))
@@ -462,13 +464,13 @@ class Tendermint:
                 # validator's other vote) cannot accept a re-proposal without it (the paper's gossip)
                 for vote in prevotes.for_block(block_id):
                     if vote.validator != self.key:
-                        self.actions.append(("send", vote))
+                        self.effects.append(SendConsensus(vote))
         self._schedule(_T_REBROADCAST, self.config.rebroadcast_interval, now)
 
     def _wal_block(self, block: Block) -> None:
         if block.id not in self._walled:
             self._walled.add(block.id)
-            self.actions.append(("wal", ["block", block.wire(), block.height]))
+            self.effects.append(WalRecord(["block", block.wire(), block.height]))
 
     def _wal(self, signed: Proposal | Vote) -> None:
         """Our locks and the message we are about to send: durable before it leaves the node."""
@@ -479,7 +481,7 @@ class Tendermint:
         state = [self.height, self.round, self.locked_round, None if self.locked is None else self.locked.id,
                  self.valid_round, None if self.valid_value is None else self.valid_value.id]
         tag = "p" if isinstance(signed, Proposal) else "v"
-        self.actions.append(("wal", ["signed", state, tag, signed.wire()]))
+        self.effects.append(WalRecord(["signed", state, tag, signed.wire()]))
 
     def _restore(self, records: list, now: float) -> None:
         """Resume a height after a restart with exactly what we had signed: the same locks, and our signed
@@ -515,7 +517,7 @@ class Tendermint:
                                       if isinstance(m, Vote) and m.round == self.round), default=PROPOSE))
         self.round_started_at = now
         for message in self._own:
-            self.actions.append(("send", message))
+            self.effects.append(SendConsensus(message))
         self._schedule(_T_REBROADCAST, self.config.rebroadcast_interval, now)
         if self.step == PROPOSE:
             self._schedule(_T_PROPOSE, self._timeout(self.config.timeout_propose, self.config.timeout_propose_delta), now)

@@ -17,11 +17,13 @@ import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.crypto import SigningKey, node_id_for
+from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
+                                    SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.tendermint import ConsensusConfig
 from exchange.chain.txs import CancelOp, SignedTx, sign_tx
@@ -256,41 +258,44 @@ class ChainSimulation:
         core = node.core
         if core is None:
             return
-        for action in core.take_actions():
-            self._act(node, action)
+        for effect in core.take_effects():
+            self._act(node, effect)
 
-    def _act(self, node: SimNode, action: tuple) -> None:
-        kind = action[0]
-        if kind == "wal":
-            node.wal.append(action[1])
-        elif kind == "own_done":
-            node.outbox.pop(action[1], None)
-        elif kind == "send_validators":
-            message = action[1]
-            for target in self._validators(node):
-                for body in self._byzantine_variants(node, message, target):
-                    self._send(node.index, target, message["type"], body)
-        elif kind == "send":
-            target = self.by_id.get(action[1])
-            if target is not None:
-                self._send(node.index, target.index, action[2]["type"], action[2]["body"])
-        elif kind == "broadcast":
-            for other in self.nodes:
-                self._send(node.index, other.index, action[1]["type"], action[1]["body"])
-        elif kind == "forward":
-            validators = [v for v in self._validators(node) if v != node.index]
-            if validators:
-                self._send(node.index, self.rng.choice(validators), "submit", action[1].wire())
-        elif kind == "penalize":
-            self.stats["penalties"] += 1
-            culprit = self.by_id.get(action[1])
-            if node.byzantine is None and culprit is not None and culprit.byzantine is None:
-                self.honest_penalties.append((node.keys.node_id[:8], action[1][:8], action[3]))
-        elif kind == "commit":
-            self._on_commit(node, action[1], action[2], action[3].state_hash)
-        elif kind == "halt":
-            if node.byzantine is None:
-                raise SafetyViolation(f"seed {self.seed}: honest node {node.index} halted: {action[1]}")
+    def _act(self, node: SimNode, effect: ChainEffect) -> None:
+        match effect:
+            case WalRecord(record):
+                node.wal.append(record)
+            case OwnDone(tx_id, _):
+                node.outbox.pop(tx_id, None)
+            case SendValidators(message):
+                for target in self._validators(node):
+                    for body in self._byzantine_variants(node, message, target):
+                        self._send(node.index, target, message["type"], body)
+            case SendTo(node_id, message):
+                target = self.by_id.get(node_id)
+                if target is not None:
+                    self._send(node.index, target.index, message["type"], message["body"])
+            case Broadcast(message):
+                for other in self.nodes:
+                    self._send(node.index, other.index, message["type"], message["body"])
+            case Forward(tx):
+                validators = [v for v in self._validators(node) if v != node.index]
+                if validators:
+                    self._send(node.index, self.rng.choice(validators), "submit", tx.wire())
+            case Penalize(peer, _, reason):
+                self.stats["penalties"] += 1
+                culprit = self.by_id.get(peer)
+                if node.byzantine is None and culprit is not None and culprit.byzantine is None:
+                    self.honest_penalties.append((node.keys.node_id[:8], peer[:8], reason))
+            case Committed(block, commit, outcome, _):
+                self._on_commit(node, block, commit, outcome.state_hash)
+            case Halt(reason):
+                if node.byzantine is None:
+                    raise SafetyViolation(f"seed {self.seed}: honest node {node.index} halted: {reason}")
+            case NeedSnapshot():
+                pass                # the simulation serves no snapshots (no store compacts): it syncs from others
+            case _:
+                assert_never(effect)
 
     def _on_commit(self, node: SimNode, block: Block, commit: Commit, state_hash: bytes) -> None:
         height = block.height
@@ -408,7 +413,7 @@ class ChainSimulation:
         for height in sorted(node.store.blocks):
             block, commit = node.store.blocks[height]
             core.load_block(block, commit)
-        core.take_actions()
+        core.take_effects()
         core.restore_outbox(list(node.outbox.values()), self._clock(node))
         core.start(self._clock(node), wal=list(node.wal))
         self._drain(node)

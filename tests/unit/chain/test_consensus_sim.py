@@ -14,6 +14,7 @@ import os
 
 import pytest
 
+from exchange.chain.effects import ChainEffect, SendTo
 from tests.sim.chain_sim import ChainSimulation, Scenario, run_many
 
 SEEDS = int(os.environ.get("CHAIN_SIM_SEEDS", "1000"))
@@ -134,10 +135,10 @@ def _catchup_blocks_sent(sim: ChainSimulation) -> list[tuple[int, int]]:
     sent: list[tuple[int, int]] = []
     original = sim._act
 
-    def act(node, action: tuple) -> None:
-        if action[0] == "send" and action[2]["type"] == "decision" and action[1] in sim.by_id:
-            sent.append((node.index, sim.by_id[action[1]].index))
-        original(node, action)
+    def act(node, effect: ChainEffect) -> None:
+        if isinstance(effect, SendTo) and effect.message["type"] == "decision" and effect.node_id in sim.by_id:
+            sent.append((node.index, sim.by_id[effect.node_id].index))
+        original(node, effect)
     sim._act = act   # type: ignore[method-assign]
     return sent
 

@@ -15,7 +15,7 @@ def _validator_core(count: int) -> tuple[ChainCore, list[FakeKeys], Genesis]:
     core = ChainCore(genesis, SimApp(), public_key=keys[0].public_key, sign=keys[0].sign, verify=fake_verify,
                      blocks=MemoryStore(), now=BASE_TIME)
     core.start(BASE_TIME)
-    core.take_actions()
+    core.take_effects()
     return core, keys, genesis
 
 

@@ -14,6 +14,7 @@ import pytest
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
 from exchange.chain.chainstate import encode_item
 from exchange.chain.core import ChainCore
+from exchange.chain.effects import SendTo
 from exchange.chain.epochs import BadProof, replay_epochs
 from exchange.chain.membership import Recover
 from exchange.chain.recovery import RECOVERY_ROUND
@@ -231,7 +232,7 @@ def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own()
     core = node.core
     assert core is not None
     core.recover(keep, sim._clock(node))
-    core.take_actions()                     # kept from the others: only the crafted offer below reaches it
+    core.take_effects()                     # kept from the others: only the crafted offer below reaches it
     tx = Recover(height, core.state.last_block_id, keep)
     new_set = tx.next_set(core.state.validators)
     assert new_set is not None
@@ -244,8 +245,8 @@ def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own()
     assert crafted.id not in core._recovery_signed.values()
     assert core.height == height
     if builder != core.public_key:          # it hands its lock to the builder instead
-        sent = [a for a in core.take_actions() if a[0] == "send" and a[2]["type"] == "recovery"]
-        assert sent and sent[0][1] == builder_keys.node_id and sent[0][2]["body"][0] == "lock"
+        sent = [e for e in core.take_effects() if isinstance(e, SendTo) and e.message["type"] == "recovery"]
+        assert sent and sent[0].node_id == builder_keys.node_id and sent[0].message["body"][0] == "lock"
 
 
 def test_a_consent_survives_a_restart_and_the_recovery_completes():

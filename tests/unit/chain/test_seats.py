@@ -11,6 +11,7 @@ from __future__ import annotations
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
 from exchange.chain.chainstate import encode_item
 from exchange.chain.core import ChainCore
+from exchange.chain.effects import Committed
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
 from exchange.chain.seats import Seats
@@ -60,9 +61,9 @@ def test_a_certified_block_cannot_seat_an_unapproved_node():
 
 
 def _last_outcome(core: ChainCore) -> list:
-    """The membership verdicts of the newest block the core applied (from its commit action)."""
-    commits = [a for a in core.take_actions() if a[0] == "commit"]
-    return commits[-1][3].membership
+    """The membership verdicts of the newest block the core applied (from its Committed effect)."""
+    commits = [e for e in core.take_effects() if isinstance(e, Committed)]
+    return commits[-1].outcome.membership
 
 
 def test_a_proposal_seating_someone_unapproved_is_invalid_at_every_honest_validator():
