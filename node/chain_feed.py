@@ -117,7 +117,7 @@ class ChainBridge:
         now = self.clock()
         if not core.quorum_present(now):
             return False, chain.halt_watch.reason(now) or "no quorum of validators reachable"
-        claimed = core.best_claimed(now, validators_only=True)
+        claimed = core.sync.best_claimed(now, validators_only=True)
         best = core.height if claimed is None else claimed[0]
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"

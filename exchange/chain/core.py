@@ -23,20 +23,24 @@ import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, assert_never
+from typing import Any, Callable, assert_never
 
+from exchange.chain.block_check import BlockCheck
+from exchange.chain.blocksync import BlockSync
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Proposal, Vote, vote_bytes
-from exchange.chain.chainstate import Application, ChainState, decode_item, encode_item, recovery_of
+from exchange.chain.chainstate import Application, ChainState, encode_item, recovery_of
 from exchange.chain.codec import pack
+from exchange.chain.core_view import BlockSource
 from exchange.chain.crypto import node_id_for
-from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Decide, EffectBatch, Evidence, Forward, Halt,
-                                    NeedSnapshot, OwnDone, Penalize, SendConsensus, SendTo, SendValidators, WalRecord)
+from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
+                                    EffectBatch, Evidence, Forward, Halt, OwnDone, Penalize, SendConsensus, SendTo,
+                                    SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.tx_budget import TxBudget
-from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery, carried_problem
+from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery
 from exchange.chain.seats import Seats
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
@@ -50,10 +54,6 @@ _RECOVERY_REFUSALS = {
     "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
                     "tolerates): fewer could be a faulty minority rewriting history",
 }
-PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
-PENALTY_MALFORMED = 20.0
-BLOCK_OVERHEAD = 4096       # bytes a block may carry beyond max_block_bytes: its header and last commit
-MAX_HEARD = 4096            # neighbours whose claimed heights are remembered (pruned to half, newest first)
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,6 @@ class CoreConfig:
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
 
 
-class BlockSource(Protocol):
-    """Committed blocks this node can serve to peers that are catching up."""
-
-    def get(self, height: int) -> tuple[Block, Commit] | None: ...
-
-
 class _Context:
     """The HeightContext Tendermint asks about the height being decided."""
 
@@ -103,7 +97,7 @@ class _Context:
         self.recent_signers = state.recent_signers
 
     def valid(self, block: Block) -> bool:
-        return self.core.validate(block, self.core._now_ms) is None
+        return self.core.check.validate(block, self.core.now_ms) is None
 
     def get_value(self, round_: int) -> Block:
         return self.core.build_block()
@@ -119,8 +113,8 @@ class ChainCore:
         self.chain_id = genesis.chain_id
         self.public_key = public_key
         self.node_id = node_id_for(public_key)
-        self._sign = sign
-        self._verify = verify
+        self.sign = sign
+        self.verify = verify
         self.blocks = blocks
         self.config = config or CoreConfig()
         self.rng = rng or random.Random(0)
@@ -135,25 +129,14 @@ class ChainCore:
         self.last_commit_at = now
         self.started_at = now
         self.halted: str | None = None
-        self._decoded: OrderedDict[bytes, list] = OrderedDict()       # block id -> decoded transactions
-        self._invalid: OrderedDict[bytes, str] = OrderedDict()        # block id -> why it is invalid
-        self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
-        self._good_commits: OrderedDict[tuple, None] = OrderedDict()  # commits whose signatures checked out
-        self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
-        self._buffered_bytes = 0
-        self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its claimed height, when)
-        self._heard_lag: dict[str, int] = {}          # node id -> our height minus its claim, when it claimed
-        self._unbacked: dict[str, tuple[int, float]] = {}             # node id -> (claims it failed to back, last)
+        self.check = BlockCheck(self)
+        self.sync = BlockSync(self)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
-        self._sync_inflight: tuple[str, float] | None = None
-        self._catchup_sent: dict[str, tuple[int, float]] = {}           # node -> (height, when) last helped
-        self._maybe_behind: dict[str, tuple[int, float]] = {}           # node -> (height heard at, since when)
         self._own: OrderedDict[str, list] = OrderedDict()             # our pending txs: id -> [tx, next retry]
         self._evidence: list[tuple[Vote, Vote]] = []
         self._next_join = now
         self._wake_at: float | None = None
         self._restore: list | None = None
-        self._future_warned = 0
         self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
         self._recovery: PendingRecovery | None = None               # a recovery block for the next height
         self._recovery_intent: tuple[int, tuple[bytes, ...]] | None = None   # our operator's (height, keep)
@@ -166,12 +149,12 @@ class ChainCore:
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float, wal: list | None = None) -> None:
         """Begin at the state's next height (after `load_block` replayed stored blocks)."""
-        self._set_now(now)
+        self.set_now(now)
         self.last_commit_at = now
         consents = [r for r in wal or [] if type(r) is list and r and r[0] == "recovery"]
         self._restore = [r for r in wal or [] if not (type(r) is list and r and r[0] == "recovery")] or None
         self._restore_recovery(consents)
-        self._start_height(now)
+        self.start_height(now)
 
     def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
         """Sign again from height `sign_from` (once damaged history is recovered). If the height in progress is
@@ -181,8 +164,8 @@ class ChainCore:
         self._freeze()
         if self.is_validator and not self.halted and self.state.height + 1 >= sign_from:
             self._restore = wal or None
-            self._start_height(now)
-            self._drain_consensus(now)
+            self.start_height(now)
+            self.drain(now)
 
     def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
@@ -196,9 +179,9 @@ class ChainCore:
         from our genesis (epochs.py) before anything of ours changes. Returns why it was refused, or None."""
         from exchange.chain.epochs import BadProof, replay_epochs, set_at
 
-        self._set_now(now)
+        self.set_now(now)
         try:
-            sets = replay_epochs(self.genesis, proofs, self._verify)
+            sets = replay_epochs(self.genesis, proofs, self.verify)
             candidate = ChainState(self.genesis, self.state.app)
             candidate.restore(data, app_factory)
         except (BadProof, ValueError, Malformed, InvalidTx) as exc:
@@ -210,26 +193,41 @@ class ChainCore:
                 or candidate.prev_validators.hash != set_at(sets, height).hash:
             return "its validator sets are not the proven ones"
         if commit_at.height != height or commit_at.block_id != candidate.last_block_id \
-                or not commit_at.verify(self.chain_id, candidate.prev_validators, self._verify):
+                or not commit_at.verify(self.chain_id, candidate.prev_validators, self.verify):
             return "no quorum certificate for its last block"
         header = next_block.header
         if header.height != height + 1 or header.prev_id != candidate.last_block_id \
                 or header.validators_hash != candidate.validators.hash or header.app_hash != candidate.hash \
                 or next_commit.height != height + 1 or next_commit.block_id != next_block.id \
-                or not next_commit.verify(self.chain_id, candidate.validators, self._verify):
+                or not next_commit.verify(self.chain_id, candidate.validators, self.verify):
             return "the certified block after it does not vouch for its state"
         self.state = candidate
         self.last_commit = commit_at
-        self._prune_buffered()
+        self.sync.prune_buffered()
         self.counters["snapshots_installed"] = self.counters.get("snapshots_installed", 0) + 1
         log.warning("installed a certified snapshot at height %d (%d bytes)", height, len(data))
-        self._apply(next_block, next_commit, announce=False, refused=self._refused_txs(self.decode(next_block)))
-        self._start_height(now)
+        self.apply(next_block, next_commit, announce=False, refused=self.check.refused_txs(self.check.decode(next_block)))
+        self.start_height(now)
         return None
 
     def load_block(self, block: Block, commit: Commit) -> None:
         """Replay a block from our own store at start-up, refusing what we refused when we first applied it."""
-        self._apply(block, commit, announce=False, refused=self._refused_txs(self.decode(block)))
+        self.apply(block, commit, announce=False, refused=self.check.refused_txs(self.check.decode(block)))
+
+    def peer_height(self, node_id: str, height: int, now: float) -> None:
+        """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
+        self.sync.peer_height(node_id, height, now)
+
+    def decode(self, block: Block) -> list:
+        return self.check.decode(block)
+
+    def validate(self, block: Block, now_ms: int | None = None) -> str | None:
+        """Why `block` cannot be the next block, or None (`block_check.py`)."""
+        return self.check.validate(block, now_ms)
+
+    def judge_certified(self, block: Block, commit: Commit) -> bool | None:
+        """Before a certified block is forwarded (`block_check.py`)."""
+        return self.check.judge_certified(block, commit)
 
     @property
     def height(self) -> int:
@@ -244,102 +242,10 @@ class ChainCore:
         return "validator" if self.is_validator else "follower"
 
     # ------------------------------------------------------------------ validation
-    def decode(self, block: Block) -> list:
-        txs = self._decoded.get(block.id)
-        if txs is None:
-            txs = [decode_item(item) for item in block.txs]
-            self._decoded[block.id] = txs
-            if len(self._decoded) > 64:
-                self._decoded.popitem(last=False)
-        return txs
-
-    def validate(self, block: Block, now_ms: int | None = None) -> str | None:
-        """Why `block` cannot be the next block, or None (Tendermint's valid(v); cached per block id)."""
-        known = self._invalid.get(block.id)
-        if known is not None:
-            return known
-        if block.id in self._valid:
-            return None
-        why = self._check(block, now_ms)
-        if why is not None:
-            if why != "time_in_future":          # our clock may catch up with an honest proposer's
-                self._invalid[block.id] = why
-            if len(self._invalid) > 256:
-                self._invalid.popitem(last=False)
-            self.counters["invalid_blocks"] += 1
-            log.warning("block %s at height %d refused: %s", block.id.hex()[:12], block.height, why)
-        return why
-
-    def _decode_known(self, item: Any) -> SignedTx | MembershipTx:
-        """A block's transaction, taken from the mempool when we hold the very same one (same signature and
-        the same content: we compare what we hold with the block's bytes) instead of parsing it again."""
-        if type(item) is list and len(item) == 2 and item[0] == "a" and type(item[1]) is list and len(item[1]) == 6:
-            known = self.mempool.by_sig.get(item[1][5]) if type(item[1][5]) is bytes else None
-            if known is not None and known.wire() == item[1]:
-                return known
-        return decode_item(item)
-
-    def _check(self, block: Block, now_ms: int | None) -> str | None:
-        state, header = self.state, block.header
-        if header.chain_id != self.chain_id:
-            return "wrong_chain"
-        if header.height != state.height + 1 or header.prev_id != state.last_block_id:
-            return "wrong_parent"
-        if header.time_ms <= state.time_ms:
-            return "time_not_increasing"
-        if now_ms is not None and header.time_ms > now_ms + self.config.max_clock_drift_ms:
-            return "time_in_future"
-        if header.proposer not in state.validators:
-            return "proposer_not_validator"
-        if header.app_hash != state.hash:
-            return "app_hash_mismatch"
-        if header.validators_hash != state.validators.hash:
-            return "validators_mismatch"
-        commit = header.last_commit
-        if state.height == 0:
-            if commit is not None:
-                return "unexpected_last_commit"
-        elif commit is None or commit.height != state.height or commit.block_id != state.last_block_id \
-                or not commit.verify(self.chain_id, state.prev_validators, self._verify):
-            return "bad_last_commit"
-        if len(block.txs) > self.config.max_block_txs or block.size > self._max_block_size:
-            return "block_too_large"
-        try:
-            txs = [self._decode_known(item) for item in block.txs]
-        except (Malformed, InvalidTx) as exc:
-            return f"malformed_tx:{getattr(exc, 'code', exc)}"
-        why = self._membership_problem([tx for tx in txs if isinstance(tx, MembershipTx)], header.height,
-                                       header.time_ms)
-        if why is not None:
-            return why
-        seen: set[str] = set()
-        ttl = self.state.genesis.exchange.get("order_ttl_ms", 120_000)
-        for tx in txs:
-            if isinstance(tx, MembershipTx):
-                continue
-            if tx.id in seen:
-                return "duplicate_tx"
-            seen.add(tx.id)
-            if tx.chain_id != self.chain_id:
-                return "tx_wrong_chain"
-            if tx.expires > header.time_ms + ttl:
-                return "tx_expires_too_late"
-            if not self.mempool.is_verified(tx):
-                if not tx.signature_valid():
-                    return "bad_tx_signature"
-                self.mempool.remember_verified(tx)
-        self._decoded[block.id] = txs
-        if len(self._decoded) > 64:
-            self._decoded.popitem(last=False)
-        self._valid[block.id] = None
-        if len(self._valid) > 64:
-            self._valid.popitem(last=False)
-        return None
-
     # ------------------------------------------------------------------ proposing
     def build_block(self) -> Block:
         state = self.state
-        now_ms = self._now_ms
+        now_ms = self.now_ms
         time_ms = max(now_ms, state.time_ms + 1)
         config = self.config
         ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
@@ -353,7 +259,7 @@ class ChainCore:
         membership = self._membership_txs(time_ms)
         while True:
             block = self._assemble(time_ms, [*txs, *membership])
-            excess = block.size - self._max_block_size
+            excess = block.size - self.check.max_block_size
             if (excess <= 0 and len(block.txs) <= config.max_block_txs) or not txs:
                 return block
             # measured as validation measures it (wrapped items, header, last commit): drop the newest
@@ -361,43 +267,14 @@ class ChainCore:
             while txs and (excess > 0 or len(txs) + len(membership) > config.max_block_txs):
                 excess -= len(pack(encode_item(txs.pop())))
 
-    @property
-    def _max_block_size(self) -> int:
-        return self.config.max_block_bytes + BLOCK_OVERHEAD
-
     def _assemble(self, time_ms: int, txs: list[SignedTx | MembershipTx]) -> Block:
         state = self.state
         items = [encode_item(tx) for tx in txs]
         header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
                         state.validators.hash, Block.txs_hash(items), self.last_commit if state.height else None)
         block = Block(header, items)
-        self._decoded[block.id] = txs
-        if len(self._decoded) > 64:
-            self._decoded.popitem(last=False)
+        self.check.remember_decoded(block, txs)
         return block
-
-    def _membership_problem(self, changes: list[MembershipTx], height: int, time_ms: int) -> str | None:
-        """Why a block's membership transactions cannot all apply in order, or None: each signed by whom it
-        must be, each valid on the state the ones before it leave, and at most one change of the set."""
-        if len(changes) > self.config.max_block_membership:
-            return "too_many_membership_txs"
-        state = self.state
-        seats, validators, changed = state.seats.copy(), state.validators, False
-        for tx in changes:
-            if isinstance(tx, Recover):
-                return "recover_outside_a_recovery_block"
-            if not tx.signature_valid(self.chain_id, self._verify, state.genesis.admission_key):
-                return "bad_membership_signature"
-            if changed and tx.changes_set:
-                return "two_set_changes"
-            why = state.membership_problem(tx, height, time_ms, seats, validators)
-            if why is not None:
-                return f"bad_membership_tx:{tx.kind}:{why}"
-            after = seats.apply(tx, validators, height)
-            if after is not None:
-                validators, changed = after, True
-                seats.after_change(after)
-        return None
 
     def _membership_txs(self, time_ms: int) -> list[MembershipTx]:
         """What this proposer puts in its block: the admissions and approvals it holds, then at most one
@@ -428,7 +305,7 @@ class ChainCore:
 
     def _set_change(self, seats: Seats, height: int, time_ms: int) -> MembershipTx | None:
         state, validators = self.state, self.state.validators
-        live = [key for key in seats.standby_order() if self._live_and_caught_up(key)]
+        live = [key for key in seats.standby_order() if self.sync.live_and_caught_up(key)]
         successor = live[0] if live else None
         for a, b in self._evidence:
             if a.validator in validators and (len(validators) > 1 or successor is not None):
@@ -448,22 +325,10 @@ class ChainCore:
                 return Promote(tuple(live[:count]))
         return None
 
-    def _live_and_caught_up(self, key: bytes) -> bool:
-        """A standby that would vote at once if given a seat: heard within `live_after`, at most two blocks
-        behind us when it last said its height. Its claim is compared with our height at that moment, not
-        now: under steady traffic blocks come faster than heartbeats, and a live standby would otherwise
-        look behind between any two of them (no successor for a leave, no promotion)."""
-        if key == self.public_key:
-            return True
-        node_id = node_id_for(key)
-        heard = self._heard.get(node_id)
-        return heard is not None and self._now - heard[1] <= self.config.live_after \
-            and self._heard_lag.get(node_id, 3) <= 2
-
     # ------------------------------------------------------------------ network input
     def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
         """One chain message from neighbour `sender` (None: from ourselves or a trusted local source)."""
-        self._set_now(now)
+        self.set_now(now)
         if self.halted:
             return
         try:
@@ -474,7 +339,7 @@ class ChainCore:
             elif kind == "decision":
                 if type(body) is not list or len(body) != 2:
                     raise Malformed("bad_decision")
-                self._on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
+                self.sync.on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
             elif kind == "tx":
                 if not (type(body) is list and len(body) == 6 and type(body[5]) is bytes
                         and body[5] in self.mempool.by_sig) \
@@ -483,50 +348,48 @@ class ChainCore:
             elif kind == "membership":
                 self._on_membership(MembershipTx.from_wire(body), sender)
             elif kind == "sync_request":
-                self._on_sync_request(body, sender)
+                self.sync.on_sync_request(body, sender)
             elif kind == "sync_response":
-                self._on_sync_response(body, sender, now)
+                self.sync.on_sync_response(body, sender, now)
             elif kind == "recovery":
                 self._on_recovery(body, sender, now)
         except (Malformed, InvalidTx) as exc:
             self.counters["invalid_messages"] += 1
-            self._penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
-        self._drain_consensus(now)
+            self.penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
+        self.drain(now)
 
     def _on_vote(self, vote: Vote, sender: str | None, now: float) -> None:
         if vote.height <= self.state.height:
-            self._help_behind(vote.validator, vote.height, sender)
+            self.sync.help_behind(vote.validator, vote.height, sender)
             return
-        if self._maybe_behind:
-            self._moved_on(vote.validator, vote.height)
+        self.sync.moved_on(vote.validator, vote.height)
         if vote.height > self.state.height + 2:
-            self._note_ahead(sender, vote.height - 1, now)
+            self.sync.note_ahead(sender, vote.height - 1, now)
             return
         if not self.is_validator:
             return
         why = self.consensus.on_vote(vote, now)
         if why is None and vote.height == self.state.height + 1:
-            self._heard_validator(sender, now)
+            self.heard_validator(sender, now)
             self._relay_if_disagrees(vote)
         elif why == "bad_signature":
-            self._penalize(sender, PENALTY_INVALID, "bad_vote_signature")
+            self.penalize(sender, PENALTY_INVALID, "bad_vote_signature")
 
     def _on_proposal(self, proposal: Proposal, sender: str | None, now: float) -> None:
         if proposal.height <= self.state.height:
-            self._help_behind(proposal.proposer, proposal.height, sender)
+            self.sync.help_behind(proposal.proposer, proposal.height, sender)
             return
-        if self._maybe_behind:
-            self._moved_on(proposal.proposer, proposal.height)
+        self.sync.moved_on(proposal.proposer, proposal.height)
         if proposal.height > self.state.height + 2:
-            self._note_ahead(sender, proposal.height - 1, now)
+            self.sync.note_ahead(sender, proposal.height - 1, now)
             return
         if not self.is_validator:
             return
         why = self.consensus.on_proposal(proposal, now)
         if why is None and proposal.height == self.state.height + 1:
-            self._heard_validator(sender, now)
+            self.heard_validator(sender, now)
         elif why == "bad_signature":
-            self._penalize(sender, PENALTY_INVALID, "bad_proposal_signature")
+            self.penalize(sender, PENALTY_INVALID, "bad_proposal_signature")
 
     def _relay_if_disagrees(self, vote: Vote) -> None:
         """A vote that differs from ours (another block, or nil) goes on to every validator. An equivocator
@@ -543,7 +406,7 @@ class ChainCore:
         if len(self._relayed) > 4096:
             self._relayed.popitem(last=False)
         self.counters["votes_relayed"] = self.counters.get("votes_relayed", 0) + 1
-        self._effects.append(SendValidators({"type": "vote", "body": vote.wire()}))
+        self.emit(SendValidators({"type": "vote", "body": vote.wire()}))
 
     def _relay_held_disagreeing(self, mine: Vote) -> None:
         """We just voted: the votes we already hold that differ from ours go on (see `_relay_if_disagrees`)."""
@@ -554,216 +417,13 @@ class ChainCore:
             for vote in held.values():
                 self._relay_if_disagrees(vote)
 
-    def _heard_validator(self, sender: str | None, now: float) -> None:
+    def heard_validator(self, sender: str | None, now: float) -> None:
         """The validator that handed us a message of the current height is live. Not the message's signer:
         validators re-send each other's votes (proofs of lock), so a vote signed by a validator that is cut
         off, or down, keeps arriving from those still here."""
         validators = self.state.validators
         if sender is not None and sender in validators.node_ids:
             self._validator_seen[validators.keys[validators.node_ids.index(sender)]] = now
-
-    def _help_behind(self, validator: bytes, height: int, sender: str | None) -> None:
-        """A validator heard at a height we decided. Usually only its vote was late (the fifth precommit
-        arrives after the quorum of four) and the decision broadcast reaches it anyway; if it is still
-        not past that height `catchup_delay` later (`_send_catchups`), it gets the certified block."""
-        if validator not in self.state.validators.index:
-            return                      # not a validator of ours (and unverified): nothing to keep for it
-        node = node_id_for(validator)
-        known = self._maybe_behind.get(node)
-        if known is None or height > known[0]:
-            self._maybe_behind[node] = (height, self._now if known is None else known[1])
-
-    def _moved_on(self, validator: bytes, height: int) -> None:
-        """A validator's vote or proposal at `height` (above ours): it has every block below it."""
-        node = node_id_for(validator)
-        known = self._maybe_behind.get(node)
-        if known is not None and known[0] < height:
-            del self._maybe_behind[node]
-
-    def _send_catchups(self, now: float) -> None:
-        due = [(node, height) for node, (height, since) in self._maybe_behind.items()
-               if now - since >= self.config.catchup_delay]
-        for node, height in due:
-            del self._maybe_behind[node]
-            heard = self._heard.get(node)
-            if heard is None or heard[0] < height:      # its own heartbeat does not say it has the block
-                self._send_catchup(node, height)
-
-    def _send_catchup(self, node: str, height: int) -> None:
-        """That height's certified block, at most once per `sync_retry` for a height it was sent."""
-        sent = self._catchup_sent.get(node)
-        if sent is not None and sent[0] >= height and self._now - sent[1] < self.config.sync_retry:
-            return
-        stored = self.blocks.get(height)
-        if stored is not None:
-            self._catchup_sent[node] = (height, self._now)
-            self._effects.append(SendTo(node, {"type": "decision", "id": stored[0].id.hex(),
-                                                "body": [stored[0].wire(), stored[1].wire()]}))
-
-    def _on_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
-        """A block with its quorum certificate (a decision broadcast, or a catch-up answer)."""
-        self.counters["decisions_received"] += 1
-        if commit.height != block.height or commit.block_id != block.id:
-            self._penalize(sender, PENALTY_INVALID, "commit_not_for_block")
-            return
-        height = block.height
-        if height <= self.state.height:
-            return
-        if height > self.state.height + 1:
-            self._buffer(block, commit, sender)
-            self._note_ahead(sender, height, now)
-            return
-        self._take_certified(block, commit, sender, now)
-        while self.state.height + 1 in self._buffered and not self.halted:
-            block, commit, source = self._unbuffer(self.state.height + 1)
-            self._take_certified(block, commit, source, now)
-
-    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> None:
-        """Hold a certified block until the ones before it arrive. It cannot be checked yet, so what anyone
-        can make us hold is bounded: heights within `max_buffered_blocks` of ours, `max_buffered_bytes` in
-        all, and a quarter of that per sender."""
-        height, size = block.height, block.size
-        config = self.config
-        if height > self.state.height + config.max_buffered_blocks or height in self._buffered:
-            return
-        by_sender = sum(b.size for b, _, s in self._buffered.values() if s == sender)
-        if self._buffered_bytes + size > config.max_buffered_bytes or by_sender + size > config.max_buffered_bytes // 4:
-            self.counters["buffer_refused"] = self.counters.get("buffer_refused", 0) + 1
-            return
-        self._buffered[height] = (block, commit, sender)
-        self._buffered_bytes += size
-
-    def _unbuffer(self, height: int) -> tuple[Block, Commit, str | None]:
-        entry = self._buffered.pop(height)
-        self._buffered_bytes -= entry[0].size
-        return entry
-
-    def _prune_buffered(self) -> None:
-        for height in [h for h in self._buffered if h <= self.state.height]:
-            self._unbuffer(height)
-
-    def judge_certified(self, block: Block, commit: Commit) -> bool | None:
-        """Before a certified block is forwarded: True (valid and next, or one we hold), False (cannot be
-        valid: its sender made it up), None (ahead of us: we cannot check it yet, so we do not forward it)."""
-        if commit.height != block.height or commit.block_id != block.id or block.header.chain_id != self.chain_id:
-            return False
-        state = self.state
-        if block.height <= state.height:
-            stored = self.blocks.get(block.height)
-            return None if stored is None else stored[0].id == block.id
-        if block.height > state.height + 1:
-            return None
-        if not self._commit_ok(commit, block):
-            return False
-        return block.header.prev_id == state.last_block_id
-
-    def _commit_ok(self, commit: Commit, block: Block) -> bool:
-        """`commit` certifies `block`, the next height: a quorum of our set, or for a recovery block, every
-        member of the set it recovers to (at RECOVERY_ROUND)."""
-        certifying = self._certifying_set(block)
-        if certifying is None:
-            return False
-        validators, everyone = certifying
-        if everyone and (commit.round != RECOVERY_ROUND or len(commit.sigs) != len(validators)):
-            return False
-        # the whole certificate and the set it was checked against: another copy of it is checked afresh
-        key = (commit.block_id, commit.round, commit.sigs, validators.hash)
-        if key in self._good_commits:
-            return True
-        if not commit.verify(self.chain_id, validators, self._verify):
-            return False
-        self._good_commits[key] = None
-        if len(self._good_commits) > 64:
-            self._good_commits.popitem(last=False)
-        return True
-
-    def _certifying_set(self, block: Block) -> tuple[ValidatorSet, bool] | None:
-        """The set whose commit certifies `block` (the next height) and whether every member must sign it:
-        ours, or for a recovery block the set it recovers to. None: a recovery block that cannot apply here."""
-        first = block.txs[0] if block.txs else None
-        if not (type(first) is list and len(first) == 2 and first[0] == "m" and type(first[1]) is list
-                and first[1][:1] == ["recover"]):
-            return self.state.validators, False         # not a recovery block: no need to decode it here
-        try:
-            recovery = recovery_of(self.decode(block))
-        except (Malformed, InvalidTx):
-            return self.state.validators, False
-        if recovery is None:
-            return self.state.validators, False
-        if self._recovery_problem(block, recovery) is not None:
-            return None
-        after = recovery.next_set(self.state.validators)
-        assert after is not None
-        return after, True
-
-    def _recovery_problem(self, block: Block, tx: Recover, now_ms: int | None = None) -> str | None:
-        """Why `block` cannot be the recovery block at our next height, or None: on top of our last block, the
-        one its recovery names, by the recovery rule on our own set, naming the recovered set, built by its
-        designated member on our state, with the commit of our last block."""
-        state, header = self.state, block.header
-        if header.chain_id != self.chain_id:
-            return "wrong_chain"
-        if header.height != state.height + 1 or header.prev_id != state.last_block_id:
-            return "wrong_parent"
-        why = state.membership_problem(tx, header.height, header.time_ms)
-        if why is not None:
-            return f"recover:{why}"
-        why = carried_problem(tx, block)
-        if why is not None:
-            return why
-        if not tx.signature_valid(self.chain_id, self._verify):
-            return "bad_lock_signature"
-        after = tx.next_set(state.validators)
-        assert after is not None
-        if header.validators_hash != after.hash:
-            return "validators_mismatch"
-        if header.proposer != after.proposer(header.height, RECOVERY_ROUND):
-            return "not_the_recovery_proposer"
-        if header.app_hash != state.hash:
-            return "app_hash_mismatch"
-        if header.time_ms <= state.time_ms:
-            return "time_not_increasing"
-        if now_ms is not None and header.time_ms > now_ms + self.config.max_clock_drift_ms:
-            return "time_in_future"
-        commit = header.last_commit
-        if state.height == 0:
-            return "nothing_to_recover"
-        if commit is None or commit.height != state.height or commit.block_id != state.last_block_id \
-                or not commit.verify(self.chain_id, state.prev_validators, self._verify):
-            return "bad_last_commit"
-        return None
-
-    def _take_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
-        state = self.state
-        if not self._commit_ok(commit, block):
-            self._penalize(sender, PENALTY_INVALID, "bad_commit")
-            return
-        header = block.header
-        if header.prev_id != state.last_block_id or header.chain_id != self.chain_id:
-            self._penalize(sender, PENALTY_INVALID, "certified_block_wrong_parent")
-            return
-        if header.app_hash != state.hash:
-            # a quorum certified a block built on a state other than ours: our state diverged (a bug, or a
-            # corrupted store); going on would serve wrong books, so stop and say so
-            self._halt(f"state diverged at height {header.height}: the network's app hash is "
-                       f"{header.app_hash.hex()[:16]}, ours {state.hash.hex()[:16]}")
-            return
-        if header.time_ms <= state.time_ms:
-            self._halt(f"a certified block at height {header.height} moves time backwards ({header.time_ms} ms, "
-                       f"after {state.time_ms} ms): a quorum certified what every honest node refuses")
-            return
-        if header.time_ms > self._now_ms + self.config.max_clock_drift_ms:
-            # a quorum may certify a time far ahead; we do not apply it before our clock gets there (the block
-            # is fetched again then), so nobody can expire every order by moving time
-            self._future_certified(header)
-            return
-        try:
-            txs = self.decode(block)
-        except (Malformed, InvalidTx) as exc:
-            self._halt(f"a certified block at height {header.height} does not decode: {exc}")
-            return
-        self._apply(block, commit, announce=False, refused=self._refused_txs(txs))
-        self._start_height(now)
 
     # ------------------------------------------------------------------ the way out of a permanent halt
     def recover(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
@@ -772,7 +432,7 @@ class ChainCore:
         we hold no seat, the chain is not halted, or the set does not satisfy the recovery rule. The designated
         member builds the recovery block (carrying the highest lock it learns of); the others sign it once it
         arrives (at once if it already did); a member that holds a lock hands it to the builder."""
-        self._set_now(now)
+        self.set_now(now)
         state = self.state
         height = state.height + 1
         if self.halted:
@@ -786,7 +446,7 @@ class ChainCore:
         if self.public_key not in keep:
             raise ValueError("the new set must include this validator (it consents for itself only)")
         tx = Recover(state.height, state.last_block_id, keep)
-        why = state.membership_problem(tx, height, max(self._now_ms, state.time_ms + 1))
+        why = state.membership_problem(tx, height, max(self.now_ms, state.time_ms + 1))
         if why is not None:
             raise ValueError(_RECOVERY_REFUSALS.get(why, why).format(
                 n=len(state.validators), need=state.validators.faults + 1))
@@ -801,13 +461,13 @@ class ChainCore:
         mine = self.consensus.own_lock(height)
         if mine is not None:
             self._note_lock(*mine)
-            self._effects.append(SendValidators({"type": "recovery", "body": ["lock", mine[0].wire(),
+            self.emit(SendValidators({"type": "recovery", "body": ["lock", mine[0].wire(),
                                                                                   mine[1].wire()]}))
         self._build_recovery()
         pending = self._recovery
         if pending is not None and pending.tx.keys == tx.keys:
             self._consent(now)
-        self._drain_consensus(now)
+        self.drain(now)
         return self.recovery_status() or {"height": height, "keep": [node_id_for(k) for k in tx.keys],
                                           "state": "recovered" if self.state.height >= height else "dropped",
                                           "signed": [], "missing": []}
@@ -837,11 +497,11 @@ class ChainCore:
             return
         tx = Recover(state.height, state.last_block_id, intent[1], None if lock is None else (lock[0], lock[1].header))
         items = [encode_item(tx), *(lock[1].txs if lock is not None else [])]
-        time_ms = lock[1].header.time_ms if lock is not None else max(self._now_ms, state.time_ms + 1)
+        time_ms = lock[1].header.time_ms if lock is not None else max(self.now_ms, state.time_ms + 1)
         header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
                         after.hash, Block.txs_hash(items), self.last_commit)
         block = Block(header, items)
-        if self._recovery_problem(block, tx) is None:
+        if self.check.recovery_problem(block, tx) is None:
             self._recovery = PendingRecovery(block, tx, after)
 
     def _consent(self, now: float) -> None:
@@ -857,18 +517,18 @@ class ChainCore:
                                                                  and carried_id != mine[1].id)):
                 log.warning("the recovery block offered for height %d carries a lock of round %d, ours is of round "
                             "%d: handing ours to its builder", block.height, carried, mine[0].round)
-                self._effects.append(SendTo(node_id_for(block.header.proposer),
+                self.emit(SendTo(node_id_for(block.header.proposer),
                                      {"type": "recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
                 return
             signed = self._recovery_signed.get(carried)
             if signed is not None and signed != block.id:
                 return              # one recovery block per carried round, never two
             vote = Vote.create(self.chain_id, PRECOMMIT, block.height, RECOVERY_ROUND, block.id, self.public_key,
-                               self._sign)
+                               self.sign)
             pending.sigs[pending.validators.index[self.public_key]] = vote.sig
             pending.consented = True
             self._recovery_signed[carried] = block.id
-            self._effects.append(WalRecord(["recovery", block.height, block.wire(), vote.sig]))
+            self.emit(WalRecord(["recovery", block.height, block.wire(), vote.sig]))
             self._freeze()
             log.warning("consented to recover height %d (carrying a lock of round %d): %d validators kept (%s)",
                         block.height, carried, len(pending.validators),
@@ -897,10 +557,10 @@ class ChainCore:
                 continue
             try:
                 block = Block.from_wire(record[2])
-                tx = recovery_of(self.decode(block))
+                tx = recovery_of(self.check.decode(block))
             except (Malformed, InvalidTx):
                 continue
-            if tx is None or self._recovery_problem(block, tx) is not None:
+            if tx is None or self.check.recovery_problem(block, tx) is not None:
                 continue
             after = tx.next_set(self.state.validators)
             assert after is not None and self.public_key in after
@@ -925,8 +585,8 @@ class ChainCore:
             if vote.height != state.height + 1:
                 return
             if vote.kind != PRECOMMIT or vote.block_id != block.id or block.height != vote.height \
-                    or vote.validator not in state.validators or not vote.valid(self.chain_id, self._verify):
-                self._penalize(sender, PENALTY_INVALID, "bad_recovery_lock")
+                    or vote.validator not in state.validators or not vote.valid(self.chain_id, self.verify):
+                self.penalize(sender, PENALTY_INVALID, "bad_recovery_lock")
                 return
             if block.header.prev_id == state.last_block_id:
                 self._note_lock(vote, block)
@@ -943,10 +603,10 @@ class ChainCore:
         state = self.state
         if block.height != state.height + 1:
             return                  # decided here already, or ahead of us: catch-up settles it
-        tx = recovery_of(self.decode(block))
+        tx = recovery_of(self.check.decode(block))
         if tx is None:
             raise Malformed("not_a_recovery_block")
-        why = self._recovery_problem(block, tx, self._now_ms)
+        why = self.check.recovery_problem(block, tx, self.now_ms)
         if why is not None:
             if why != "time_in_future":
                 log.warning("recovery block from %s refused: %s", (sender or "us")[:12], why)
@@ -963,8 +623,8 @@ class ChainCore:
         for index, sig in sigs:
             if index in pending.sigs:
                 continue
-            if index >= len(pending.validators) or not self._verify(pending.validators.keys[index], sig, data):
-                self._penalize(sender, PENALTY_INVALID, "bad_recovery_signature")
+            if index >= len(pending.validators) or not self.verify(pending.validators.keys[index], sig, data):
+                self.penalize(sender, PENALTY_INVALID, "bad_recovery_signature")
                 return
             pending.sigs[index] = sig
             added = True
@@ -986,19 +646,19 @@ class ChainCore:
         if pending.complete:
             block = pending.block
             commit = Commit(block.height, RECOVERY_ROUND, block.id, tuple(sorted(pending.sigs.items())))
-            if not self._commit_ok(commit, block):
+            if not self.check.commit_ok(commit, block):
                 log.error("the recovery block at height %d does not check out: dropped", block.height)
                 self._recovery = None
                 return
             log.warning("recovered: height %d is certified by all %d validators of the new set", block.height,
                         len(pending.validators))
             self.counters["recoveries"] = self.counters.get("recoveries", 0) + 1
-            self._apply(block, commit, announce=True, refused=self._refused_txs(self.decode(block)))
-            self._start_height(now)
+            self.apply(block, commit, announce=True, refused=self.check.refused_txs(self.check.decode(block)))
+            self.start_height(now)
             return
         if pending.consented and (resend or now >= pending.next_send):
             pending.next_send = now + RESEND_INTERVAL
-            self._effects.append(SendValidators({"type": "recovery", "body": ["offer", *pending.wire()]}))
+            self.emit(SendValidators({"type": "recovery", "body": ["offer", *pending.wire()]}))
 
     def recovery_status(self) -> dict[str, Any] | None:
         """The recovery under way here (None: none)."""
@@ -1017,36 +677,6 @@ class ChainCore:
                 "builder": node_id_for(pending.block.header.proposer), "signed": signed,
                 "missing": [n for n in vs.node_ids if n not in signed]}
 
-    def _refused_txs(self, txs: list) -> dict[int, str]:
-        """Transactions of a certified block that fail our own checks: recorded as failed, never run (a
-        quorum's certificate says the block was ordered, not that each transaction in it is genuine)."""
-        refused: dict[int, str] = {}
-        mempool = self.mempool
-        for index, tx in enumerate(txs):
-            if isinstance(tx, SignedTx):
-                if tx.chain_id != self.chain_id:
-                    refused[index] = "wrong_chain"
-                elif not (mempool.is_verified(tx) or tx.signature_valid()):
-                    refused[index] = "bad_signature"
-                else:
-                    mempool.remember_verified(tx)
-            elif not tx.signature_valid(self.chain_id, self._verify, self.state.genesis.admission_key):
-                refused[index] = "bad_signature"
-        if refused:
-            self.counters["refused_certified_txs"] = self.counters.get("refused_certified_txs", 0) + len(refused)
-            log.error("a certified block at height %d holds %d transaction(s) that fail our checks: recorded as "
-                      "failed, not executed", self.state.height + 1, len(refused))
-        return refused
-
-    def _future_certified(self, header: Header) -> None:
-        ahead = header.time_ms - self._now_ms
-        self.counters["future_certified_blocks"] = self.counters.get("future_certified_blocks", 0) + 1
-        if self._future_warned != header.height:
-            self._future_warned = header.height
-            log.error("a certified block at height %d is %.1f s ahead of this node's clock: not applied until the "
-                      "clock gets there (check this machine's clock if every node reports it)", header.height,
-                      ahead / 1000)
-
     def within_tx_budget(self, sender: str | None, now: float) -> bool:
         """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a
         validator's relays, always."""
@@ -1059,7 +689,7 @@ class ChainCore:
             return
         why = self._admit(tx, lane=sender or OWN_LANE)
         if why == "bad_signature":
-            self._penalize(sender, PENALTY_INVALID, "bad_tx_signature")
+            self.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
         elif why is None and self.consensus.step == WAITING:
             self.consensus.kick(now)
 
@@ -1069,72 +699,21 @@ class ChainCore:
         if not self.is_validator or tx.id in self.mempool.membership_ids():
             return
         if not isinstance(tx, (Join, Approve, Leave)) \
-                or not tx.signature_valid(self.chain_id, self._verify, self.state.genesis.admission_key):
-            self._penalize(sender, PENALTY_INVALID, "bad_membership_signature")
+                or not tx.signature_valid(self.chain_id, self.verify, self.state.genesis.admission_key):
+            self.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
             return
         state = self.state
         if state.membership_problem(tx, state.height + 1, state.time_ms) is None:
             self.mempool.add_membership(tx)
             if self.consensus.step == WAITING:
-                self.consensus.kick(self._now)
-
-    def _on_sync_request(self, body: Any, sender: str | None) -> None:
-        if sender is None or type(body) is not list or len(body) != 2 \
-                or not all(type(v) is int and v >= 1 for v in body):
-            raise Malformed("bad_sync_request")
-        first, last = body[0], min(body[1], self.state.height, body[0] + self.config.sync_batch - 1)
-        items = []
-        size = 0
-        for height in range(first, last + 1):
-            stored = self.blocks.get(height)
-            if stored is None:
-                break
-            size += stored[0].size
-            items.append([stored[0].wire(), stored[1].wire()])
-            if size > self.config.max_block_bytes:
-                break
-        first_kept = getattr(self.blocks, "first_height", 1)
-        self._effects.append(SendTo(sender, {"type": "sync_response", "body": [items, self.state.height, first_kept]}))
-
-    def _on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
-        if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
-            raise Malformed("bad_sync_response")
-        if self._sync_inflight is not None and self._sync_inflight[0] == sender:
-            self._sync_inflight = None
-        items, their_height = body[0], body[1]
-        their_first = body[2] if len(body) == 3 and type(body[2]) is int else 1
-        if not items and their_first > self.state.height + 1 and their_height > self.state.height and sender:
-            self._effects.append(NeedSnapshot(sender))      # they compacted the blocks we lack
-            return
-        if sender is not None:
-            self._heard[sender] = (their_height, now)
-            self._heard_lag[sender] = self.state.height - their_height
-            if not items and their_height > self.state.height:
-                # it claims blocks we lack yet hands over none: its claims stop counting until it backs one
-                self._strike(sender, now)
-                self._penalize(sender, 10.0, "claimed_height_not_backed")
-                return
-            if items:
-                self._unbacked.pop(sender, None)
-        for item in items:
-            if type(item) is not list or len(item) != 2:
-                raise Malformed("bad_sync_item")
-            block, commit = Block.from_wire(item[0]), Commit.from_wire(item[1])
-            if block.height == self.state.height + 1:
-                before = self.state.height
-                self._on_certified(block, commit, sender, now)
-                if self.state.height == before:
-                    return
-                self.counters["synced_blocks"] += 1
-        if self.state.height < their_height:
-            self._request_sync(sender, now)
+                self.consensus.kick(self.now)
 
     # ------------------------------------------------------------------ local transactions
     def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
         """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
         follower's RPC (`lane`: that follower, whose share of our mempool it takes). Returns why it was
         refused, or None once it is queued."""
-        self._set_now(now)
+        self.set_now(now)
         if self.halted:
             return "halted"
         why = self.precheck(tx, recording=tx.id in self._own or not own)
@@ -1144,15 +723,15 @@ class ChainCore:
             why = self._admit(tx, checked=True, lane=lane)
             if why is not None and why != "duplicate":
                 return why
-            self._effects.append(SendValidators({"type": "tx", "body": tx.wire()}))
+            self.emit(SendValidators({"type": "tx", "body": tx.wire()}))
             if self.consensus.step == WAITING:
                 self.consensus.kick(now)
         else:
-            self._effects.append(Forward(tx))
+            self.emit(Forward(tx))
             self.counters["forwarded"] += 1
         if own and tx.id not in self._own:       # the caller made it durable in the outbox first
             self._own[tx.id] = [tx, now + self.config.resubmit_interval]
-        self._drain_consensus(now)
+        self.drain(now)
         return None
 
     def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
@@ -1163,8 +742,8 @@ class ChainCore:
         if not (self.mempool.is_verified(tx) or tx.signature_valid()):
             return "bad_signature"
         self.mempool.remember_verified(tx)
-        why = self.state.app.precheck(tx, self.chain_id, self._now_ms)
-        if why == "expired" and recording and tx.expires + self.config.expired_grace_ms > self._now_ms \
+        why = self.state.app.precheck(tx, self.chain_id, self.now_ms)
+        if why == "expired" and recording and tx.expires + self.config.expired_grace_ms > self.now_ms \
                 and self.state.app.order(tx.order_id(0)) is None:
             return None
         return why
@@ -1184,70 +763,8 @@ class ChainCore:
         return why
 
     # ------------------------------------------------------------------ peers and time
-    def peer_height(self, node_id: str, height: int, now: float) -> None:
-        """A neighbour's chain height (from its heartbeat). A validator neighbour at our height is live even
-        when nothing is being decided: an idle chain (a long EMPTY_BLOCK_INTERVAL) sends no votes, and its
-        quorum must not look lost between blocks."""
-        self._set_now(now)
-        if height >= self.state.height:
-            self._heard_validator(node_id, now)
-        self._heard[node_id] = (height, now)
-        self._heard_lag[node_id] = self.state.height - height
-        if len(self._heard) > MAX_HEARD:
-            self._forget_unheard(now)
-        if height > self.state.height + 1:
-            self._note_ahead(node_id, height, now)
-
-    def _forget_unheard(self, now: float) -> None:
-        """Anyone may link with a fresh key and say a height: keep the claims of the last minute, and of
-        those at most MAX_HEARD, the newest."""
-        keep = sorted(((t, node) for node, (_, t) in self._heard.items() if now - t <= 60.0), reverse=True)
-        kept = {node for _, node in keep[:MAX_HEARD // 2]}
-        for node in [node for node in self._heard if node not in kept]:
-            del self._heard[node]
-            self._heard_lag.pop(node, None)
-
-    def _note_ahead(self, peer: str | None, height: int, now: float) -> None:
-        if peer is not None and height > self.state.height:
-            heard = self._heard.get(peer)
-            if heard is None or heard[0] < height:
-                self._heard[peer] = (height, now)
-            self._request_sync(peer, now)
-
-    def best_claimed(self, now: float, within: float = 10.0, validators_only: bool = False) -> tuple[int, str] | None:
-        """The highest height a recent peer claims (with who), among peers that back what they claim: one
-        that was asked for the blocks it claims and handed over none no longer counts until it does. With
-        `validators_only`, only the current validators' claims count (a fresh key costs nothing, so a
-        stranger's claim must not make a node call itself behind)."""
-        members = set(self.state.validators.node_ids) if validators_only else None
-        return max(((h, node) for node, (h, t) in self._heard.items()
-                    if now - t < within and not self._discounted(node, now)
-                    and (members is None or node in members)), default=None)
-
-    def _strike(self, node: str, now: float) -> None:
-        count, _ = self._unbacked.get(node, (0, now))
-        self._unbacked[node] = (count + 1, now)
-
-    def _discounted(self, node: str, now: float) -> bool:
-        """Two unbacked claims in the last 30 s: ignore what it claims for now (a slow honest peer recovers)."""
-        strikes = self._unbacked.get(node)
-        return strikes is not None and strikes[0] >= 2 and now - strikes[1] < 30.0
-
-    def _request_sync(self, peer: str | None, now: float) -> None:
-        if peer is None:
-            return
-        inflight = self._sync_inflight
-        if inflight is not None and now - inflight[1] < self.config.sync_retry:
-            return
-        if inflight is not None:          # the last request went unanswered
-            self._strike(inflight[0], now)
-        self._sync_inflight = (peer, now)
-        first = self.state.height + 1
-        self._effects.append(SendTo(peer, {"type": "sync_request",
-                                            "body": [first, first + self.config.sync_batch - 1]}))
-
     def tick(self, now: float) -> None:
-        self._set_now(now)
+        self.set_now(now)
         if self.halted:
             return
         if self.is_validator:
@@ -1258,25 +775,17 @@ class ChainCore:
         if self._recovery is not None:
             self._recovery_progress(now)
         self._maybe_join(now)
-        self._sync_if_behind(now)
-        if self._maybe_behind:
-            self._send_catchups(now)
-        self._drain_consensus(now)
+        self.sync.tick(now)
+        self.drain(now)
 
     def busy(self) -> bool:
         """Work of its own that the tick carries forward: transactions to resubmit, a mempool to order."""
         return bool(self._own) or len(self.mempool) > 0
 
     def next_deadline(self) -> float | None:
-        catchup = min((since for _, since in self._maybe_behind.values()), default=None)
         times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at,
-                             None if catchup is None else catchup + self.config.catchup_delay) if t is not None]
+                             self.sync.next_deadline()) if t is not None]
         return min(times, default=None)
-
-    def _sync_if_behind(self, now: float) -> None:
-        best = self.best_claimed(now)
-        if best is not None and best[0] > self.state.height and now - self.last_commit_at > self.config.sync_retry:
-            self._request_sync(best[1], now)
 
     def _resubmit_own(self, now: float) -> None:
         if not self._own:
@@ -1287,7 +796,7 @@ class ChainCore:
             if tx.expires + self.config.expired_grace_ms <= time_ms:
                 del self._own[tx_id]
                 self.counters["expired_own"] += 1
-                self._effects.append(OwnDone(tx_id, "expired"))
+                self.emit(OwnDone(tx_id, "expired"))
                 continue
             if now < due:
                 continue
@@ -1298,10 +807,10 @@ class ChainCore:
                 if tx.id not in self.mempool:
                     self._admit(tx)
                 self.counters["resubmitted"] += 1
-                self._effects.append(SendValidators({"type": "tx", "body": tx.wire()}))
+                self.emit(SendValidators({"type": "tx", "body": tx.wire()}))
                 continue
             self.counters["resubmitted"] += 1
-            self._effects.append(Forward(tx))
+            self.emit(Forward(tx))
 
     def _maybe_join(self, now: float) -> None:
         """With the network's join token, ask for standby (then a proposer promotes us when the seat rule
@@ -1310,35 +819,35 @@ class ChainCore:
         if self._admission_sign is None or self.config.role != "auto" or state.genesis.pinned \
                 or self.is_validator or self.public_key in state.seats.standby or now < self._next_join:
             return
-        claimed = self.best_claimed(now, self.config.live_after)
+        claimed = self.sync.best_claimed(now, self.config.live_after)
         best = -1 if claimed is None else claimed[0]
         if best < 0 or best > state.height + 1:
             return      # not caught up (or hearing from nobody): a seat would only slow the others down
         self._next_join = now + self.config.join_retry
         tx = Join.create(self.chain_id, self.public_key, state.height, self._admission_sign)
-        self._effects.append(SendValidators({"type": "membership", "body": tx.wire()}))
+        self.emit(SendValidators({"type": "membership", "body": tx.wire()}))
 
     def request_leave(self, now: float) -> Leave | None:
         """Give our seat back (a graceful stop), to the longest-waiting live standby if there is one. None
         when we hold no seat or the set is pinned."""
-        self._set_now(now)
+        self.set_now(now)
         state = self.state
         if not self.is_validator or state.genesis.pinned:
             return None
-        live = [key for key in state.seats.standby_order() if key != self.public_key and self._live_and_caught_up(key)]
+        live = [key for key in state.seats.standby_order() if key != self.public_key and self.sync.live_and_caught_up(key)]
         successor = live[0] if live else None
         if len(state.validators) <= 1 and successor is None:
             return None
-        tx = Leave.create(self.chain_id, self.public_key, state.height, successor, self._sign)
+        tx = Leave.create(self.chain_id, self.public_key, state.height, successor, self.sign)
         self._offer_membership(tx, now)
         return tx
 
     def approve(self, action: str, key: bytes, now: float) -> Approve:
         """Our signed approval that `key` gets (`add`) or loses (`remove`) a seat; raises ValueError when it
         cannot apply now (with the reason)."""
-        self._set_now(now)
+        self.set_now(now)
         state = self.state
-        tx = Approve.create(self.chain_id, action, key, self.public_key, state.height, self._sign)
+        tx = Approve.create(self.chain_id, action, key, self.public_key, state.height, self.sign)
         why = state.membership_problem(tx, state.height + 1, state.time_ms)
         if why is not None:
             raise ValueError(why)
@@ -1347,16 +856,16 @@ class ChainCore:
 
     def _offer_membership(self, tx: MembershipTx, now: float) -> None:
         self.mempool.add_membership(tx)
-        self._effects.append(SendValidators({"type": "membership", "body": tx.wire()}))
+        self.emit(SendValidators({"type": "membership", "body": tx.wire()}))
         if self.is_validator and self.consensus.step == WAITING:
             self.consensus.kick(now)
-        self._drain_consensus(now)
+        self.drain(now)
 
     def own_pending(self) -> int:
         return len(self._own)
 
     # ------------------------------------------------------------------ heights
-    def _start_height(self, now: float) -> None:
+    def start_height(self, now: float) -> None:
         self._validator_seen = {k: t for k, t in self._validator_seen.items() if k in self.state.validators}
         if self._recovery is not None and self._recovery.block.height != self.state.height + 1:
             self._recovery = None
@@ -1384,7 +893,7 @@ class ChainCore:
     def _last_block_seconds(self) -> float:
         return self.state.time_ms / 1000.0
 
-    def _drain_consensus(self, now: float) -> None:
+    def drain(self, now: float) -> None:
         effects = self.consensus.effects
         while effects:
             self.consensus.effects = []
@@ -1392,15 +901,15 @@ class ChainCore:
                 match effect:
                     case SendConsensus(message):
                         name = "vote" if isinstance(message, Vote) else "proposal"
-                        self._effects.append(SendValidators({"type": name, "body": message.wire()}))
+                        self.emit(SendValidators({"type": name, "body": message.wire()}))
                         if isinstance(message, Vote) and message.validator == self.public_key:
                             self._relay_held_disagreeing(message)
                     case WalRecord():
-                        self._effects.append(effect)
+                        self.emit(effect)
                     case Decide(block, commit):
                         if block.height == self.state.height + 1:    # not already taken as a certified block
-                            self._apply(block, commit, announce=True)
-                            self._start_height(now)
+                            self.apply(block, commit, announce=True)
+                            self.start_height(now)
                     case Evidence(first, second):
                         self._evidence.append((first, second))
                         del self._evidence[:-16]
@@ -1408,11 +917,11 @@ class ChainCore:
                         assert_never(effect)
             effects = self.consensus.effects
 
-    def _apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None:
-        txs = self.decode(block)
+    def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None:
+        txs = self.check.decode(block)
         outcome = self.state.apply_block(block, txs, refused)
         self.last_commit = commit
-        self.last_commit_at = self._now
+        self.last_commit_at = self.now
         self.counters["blocks"] += 1
         self.counters["txs"] += len(txs)
         committed = [tx.id for tx in txs if isinstance(tx, SignedTx)]
@@ -1423,33 +932,36 @@ class ChainCore:
         holds_own = False
         for tx_id in committed:
             if self._own.pop(tx_id, None) is not None:
-                self._effects.append(OwnDone(tx_id, "committed"))
+                self.emit(OwnDone(tx_id, "committed"))
                 holds_own = True
         self.mempool.expire(block.header.time_ms)
-        if self._buffered:
-            self._prune_buffered()
-        self._effects.append(Committed(block, commit, outcome, holds_own))
+        self.sync.prune_buffered()
+        self.emit(Committed(block, commit, outcome, holds_own))
         if announce:
-            self._effects.append(Broadcast({"type": "decision", "id": block.id.hex(),
+            self.emit(Broadcast({"type": "decision", "id": block.id.hex(),
                                                "body": [block.wire(), commit.wire()]}))
 
-    def _halt(self, reason: str) -> None:
+    def halt(self, reason: str) -> None:
         if self.halted is None:
             self.halted = reason
             log.critical("chain halted: %s", reason)
-            self._effects.append(Halt(reason))
+            self.emit(Halt(reason))
 
-    def _penalize(self, peer: str | None, points: float, reason: str) -> None:
+    def emit(self, effect: ChainEffect) -> None:
+        """Queue an effect for the driver (taken in order by `take_effects`)."""
+        self._effects.append(effect)
+
+    def penalize(self, peer: str | None, points: float, reason: str) -> None:
         if peer is not None and peer != self.node_id:
-            self._effects.append(Penalize(peer, points, reason))
+            self.emit(Penalize(peer, points, reason))
 
     # ------------------------------------------------------------------ views
-    _now = 0.0
-    _now_ms = 0
+    now = 0.0
+    now_ms = 0
 
-    def _set_now(self, now: float) -> None:
-        self._now = now
-        self._now_ms = int(now * 1000)
+    def set_now(self, now: float) -> None:
+        self.now = now
+        self.now_ms = int(now * 1000)
 
     def quorum_present(self, now: float) -> bool:
         """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.)"""

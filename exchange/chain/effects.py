@@ -77,6 +77,10 @@ class Broadcast:
     message: ChainMessage
 
 
+PENALTY_INVALID = 50.0      # a certificate, signature or block that cannot be valid: only its sender made it
+PENALTY_MALFORMED = 20.0    # bytes that do not decode as the message they claim to be
+
+
 @dataclass(frozen=True, slots=True)
 class Penalize:
     """A neighbour sent what only its sender could have made invalid."""

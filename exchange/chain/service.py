@@ -442,7 +442,7 @@ class ChainService:
         if core.height < recovering["need_height"] or self.store.missing_heights:
             return self._recovery_deadline(recovering)
         if recovering["tail_damaged"]:
-            claimed = core.best_claimed(self.clock())
+            claimed = core.sync.best_claimed(self.clock())
             best = -1 if claimed is None else claimed[0]
             if best < 0 or core.height < best:
                 return self._recovery_deadline(recovering)

@@ -23,7 +23,7 @@ def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block(
         account = accounts[n % len(accounts)]
         tx = sign_tx(account.sign, account.public_key, core.chain_id, f"{n}", expires, [CancelOp.parse("BTC-USD", "o")])
         assert core.mempool.add(tx, lane=f"peer-{n % 16}") is None      # a lane fills a share of a block
-    core._set_now(BASE_TIME + 1)
+    core.set_now(BASE_TIME + 1)
     block = core.build_block()
     assert block.size <= config.max_block_bytes + 4096
     assert len(block.txs) > 1500, "the block should be nearly full"

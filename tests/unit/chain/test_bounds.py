@@ -33,14 +33,14 @@ def test_blocks_claimed_ahead_are_held_within_a_byte_budget_per_sender():
     for height in range(2, 500):
         block, commit = _claimed(core, height, 100_000)
         core.on_message("decision", [block.wire(), commit.wire()], "liar", BASE_TIME + 1)
-    assert core._buffered_bytes <= config.max_buffered_bytes // 4
+    assert core.sync._buffered_bytes <= config.max_buffered_bytes // 4
     assert core.counters["buffer_refused"] > 400
     block, commit = _claimed(core, 400, 100_000)        # another sender still gets its share
     core.on_message("decision", [block.wire(), commit.wire()], "honest", BASE_TIME + 1)
-    assert core._buffered[400][2] == "honest"
+    assert core.sync._buffered[400][2] == "honest"
     far, far_commit = _claimed(core, 10_000, 10)
     core.on_message("decision", [far.wire(), far_commit.wire()], "honest", BASE_TIME + 1)
-    assert 10_000 not in core._buffered, "a height far ahead of ours was held"
+    assert 10_000 not in core.sync._buffered, "a height far ahead of ours was held"
 
 
 def test_the_founding_logic_remembers_a_bounded_number_of_peers():
@@ -52,7 +52,7 @@ def test_the_founding_logic_remembers_a_bounded_number_of_peers():
 
 
 def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
-    from exchange.chain.core import MAX_HEARD
+    from exchange.chain.blocksync import MAX_HEARD
     from tests.sim.chain_sim import ChainSimulation, Scenario
 
     sim = ChainSimulation(3, Scenario(validators=1, followers=0, drop=0.0, duplicate=0.0, fault_until=0.0,
@@ -60,8 +60,8 @@ def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
     sim.run()
     core = sim.nodes[0].core
     assert core is not None
-    now = core._now
+    now = core.now
     for i in range(MAX_HEARD + 10):
         core.peer_height(f"fresh-{i:05d}", core.state.height, now + i * 0.001)
-    assert len(core._heard) <= MAX_HEARD and len(core._heard_lag) == len(core._heard)
-    assert f"fresh-{MAX_HEARD + 9:05d}" in core._heard, "the newest claim is kept"
+    assert len(core.sync._heard) <= MAX_HEARD and len(core.sync._heard_lag) == len(core.sync._heard)
+    assert f"fresh-{MAX_HEARD + 9:05d}" in core.sync._heard, "the newest claim is kept"

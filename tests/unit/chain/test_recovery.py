@@ -117,7 +117,7 @@ _STRANGERS = [FakeKeys("recovery-stranger")]
 def _offer(sim: ChainSimulation, block: Block, commit: Commit) -> ChainCore:
     follower = sim.nodes[-1].core
     assert follower is not None and not follower.is_validator
-    follower.on_message("decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower._now + 0.1)
+    follower.on_message("decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.1)
     return follower
 
 
@@ -217,9 +217,9 @@ def test_epoch_proofs_carry_a_recovery_to_a_node_starting_from_a_snapshot():
     data = replayer.state.last_snapshot[1]
     fresh = sim._make_core(sim.nodes[5])
     args = (data, store[snap_at][1], store[snap_at + 1][0], store[snap_at + 1][1])
-    assert fresh.install_snapshot(*args, [], _app_from, fresh._now) is not None, \
+    assert fresh.install_snapshot(*args, [], _app_from, fresh.now) is not None, \
         "without the recovery's proof the snapshot's set is unproven"
-    assert fresh.install_snapshot(*args, [proof], _app_from, fresh._now) is None
+    assert fresh.install_snapshot(*args, [proof], _app_from, fresh.now) is None
     assert fresh.state.validators.keys == tuple(sorted(keep)) and fresh.height == snap_at + 1
 
 
