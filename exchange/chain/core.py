@@ -25,36 +25,26 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, assert_never
 
+from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.block_check import BlockCheck
 from exchange.chain.blocksync import BlockSync
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Proposal, Vote, vote_bytes
-from exchange.chain.chainstate import Application, ChainState, encode_item, recovery_of
-from exchange.chain.codec import pack
+from exchange.chain.blocks import Block, Commit, Malformed, Proposal, Vote
+from exchange.chain.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
 from exchange.chain.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
-                                    EffectBatch, Evidence, Forward, Halt, OwnDone, Penalize, SendConsensus, SendTo,
+                                    EffectBatch, Evidence, Forward, Halt, OwnDone, Penalize, SendConsensus,
                                     SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
+from exchange.chain.membership import Approve, Join, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.tx_budget import TxBudget
-from exchange.chain.recovery import RECOVERY_ROUND, RESEND_INTERVAL, PendingRecovery
-from exchange.chain.seats import Seats
+from exchange.chain.recovery import HaltRecovery
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
-from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")
-
-_RECOVERY_REFUSALS = {
-    "not_validator": "every validator kept must hold a seat now (a recovery seats nobody new)",
-    "removes_nobody": "the new set keeps every validator: nothing to recover (the chain needs a quorum of them)",
-    "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
-                    "tolerates): fewer could be a faulty minority rewriting history",
-}
-
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -100,7 +90,7 @@ class _Context:
         return self.core.check.validate(block, self.core.now_ms) is None
 
     def get_value(self, round_: int) -> Block:
-        return self.core.build_block()
+        return self.core.builder.build_block()
 
 
 class ChainCore:
@@ -131,18 +121,14 @@ class ChainCore:
         self.halted: str | None = None
         self.check = BlockCheck(self)
         self.sync = BlockSync(self)
+        self.builder = BlockBuilder(self)
+        self.halt_recovery = HaltRecovery(self)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._own: OrderedDict[str, list] = OrderedDict()             # our pending txs: id -> [tx, next retry]
-        self._evidence: list[tuple[Vote, Vote]] = []
         self._next_join = now
         self._wake_at: float | None = None
         self._restore: list | None = None
         self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
-        self._recovery: PendingRecovery | None = None               # a recovery block for the next height
-        self._recovery_intent: tuple[int, tuple[bytes, ...]] | None = None   # our operator's (height, keep)
-        self._recovery_lock: tuple[Vote, Block] | None = None       # the highest lock a kept validator sent us
-        self._recovery_signed_at = 0
-        self._recovery_signed_by_round: dict[int, bytes] = {}
         self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
                          "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
@@ -153,7 +139,7 @@ class ChainCore:
         self.last_commit_at = now
         consents = [r for r in wal or [] if type(r) is list and r and r[0] == "recovery"]
         self._restore = [r for r in wal or [] if not (type(r) is list and r and r[0] == "recovery")] or None
-        self._restore_recovery(consents)
+        self.halt_recovery.restore(consents)
         self.start_height(now)
 
     def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
@@ -161,7 +147,7 @@ class ChainCore:
         one of those, its consensus starts over from what `wal` says we signed there: its rounds ran without
         our votes while we could not sign, and their rules do not fire twice."""
         self.consensus.sign_from = sign_from
-        self._freeze()
+        self.halt_recovery.freeze()
         if self.is_validator and not self.halted and self.state.height + 1 >= sign_from:
             self._restore = wal or None
             self.start_height(now)
@@ -214,6 +200,15 @@ class ChainCore:
         """Replay a block from our own store at start-up, refusing what we refused when we first applied it."""
         self.apply(block, commit, announce=False, refused=self.check.refused_txs(self.check.decode(block)))
 
+    def build_block(self) -> Block:
+        """The block we would propose at the next height now (`block_builder.py`)."""
+        return self.builder.build_block()
+
+    def recover(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
+        """Our operator's consent to a recovery keeping the validators `keep` (`recovery.py`); raises
+        ValueError (why) when it cannot be given."""
+        return self.halt_recovery.consent(keep, now)
+
     def peer_height(self, node_id: str, height: int, now: float) -> None:
         """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
         self.sync.peer_height(node_id, height, now)
@@ -243,88 +238,6 @@ class ChainCore:
 
     # ------------------------------------------------------------------ validation
     # ------------------------------------------------------------------ proposing
-    def build_block(self) -> Block:
-        state = self.state
-        now_ms = self.now_ms
-        time_ms = max(now_ms, state.time_ms + 1)
-        config = self.config
-        ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
-        self.mempool.expire(time_ms - config.expired_grace_ms)
-        reaped = self.mempool.reap(config.max_block_txs - config.max_block_membership, config.max_block_bytes)
-        app = state.app
-        # transactions that expired before a block could take them are still recorded (as expired), so an
-        # order someone was told is pending resolves everywhere; one already applied is left out
-        expired = [tx for tx in reaped if tx.expires <= time_ms and app.order(tx.order_id(0)) is None][:100]
-        txs: list[SignedTx | MembershipTx] = [*expired, *(tx for tx in reaped if time_ms < tx.expires <= time_ms + ttl)]
-        membership = self._membership_txs(time_ms)
-        while True:
-            block = self._assemble(time_ms, [*txs, *membership])
-            excess = block.size - self.check.max_block_size
-            if (excess <= 0 and len(block.txs) <= config.max_block_txs) or not txs:
-                return block
-            # measured as validation measures it (wrapped items, header, last commit): drop the newest
-            # transactions until it fits, so a full mempool never yields a block nobody accepts
-            while txs and (excess > 0 or len(txs) + len(membership) > config.max_block_txs):
-                excess -= len(pack(encode_item(txs.pop())))
-
-    def _assemble(self, time_ms: int, txs: list[SignedTx | MembershipTx]) -> Block:
-        state = self.state
-        items = [encode_item(tx) for tx in txs]
-        header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
-                        state.validators.hash, Block.txs_hash(items), self.last_commit if state.height else None)
-        block = Block(header, items)
-        self.check.remember_decoded(block, txs)
-        return block
-
-    def _membership_txs(self, time_ms: int) -> list[MembershipTx]:
-        """What this proposer puts in its block: the admissions and approvals it holds, then at most one
-        change of the set: evidence first, then approved removals, leaves, jailing the absent, and
-        promoting live standbys to a size the seat rule allows."""
-        state, height = self.state, self.state.height + 1
-        if state.genesis.pinned:
-            return []
-        seats, validators = state.seats.copy(), state.validators
-        chosen: list[MembershipTx] = []
-        limit = self.config.max_block_membership - 1
-        for tx in self.mempool.membership():
-            if len(chosen) >= limit:
-                break
-            if tx.changes_set:
-                continue
-            why = state.membership_problem(tx, height, time_ms, seats, validators)
-            if why is None:
-                seats.apply(tx, validators, height)
-                chosen.append(tx)
-            elif why in ("expired", "already_validator", "already_standby", "already_approved", "banned",
-                         "pinned", "not_validator", "approver_not_validator"):
-                self.mempool.drop_membership(tx.id)
-        change = self._set_change(seats, height, time_ms)
-        if change is not None and state.membership_problem(change, height, time_ms, seats, validators) is None:
-            chosen.append(change)
-        return chosen
-
-    def _set_change(self, seats: Seats, height: int, time_ms: int) -> MembershipTx | None:
-        state, validators = self.state, self.state.validators
-        live = [key for key in seats.standby_order() if self.sync.live_and_caught_up(key)]
-        successor = live[0] if live else None
-        for a, b in self._evidence:
-            if a.validator in validators and (len(validators) > 1 or successor is not None):
-                return Remove(a.validator, "equivocation", (a, b), successor)
-        for key in sorted(seats.removals):
-            if key in validators and (len(validators) > 1 or successor is not None):
-                return Remove(key, "approved", None, successor)
-        for tx in self.mempool.membership():
-            if isinstance(tx, Leave) and tx.key in validators:
-                return tx
-        for key in validators.keys:
-            if key != self.public_key and (len(validators) > 1 or successor is not None) \
-                    and state.is_absent(key, height, time_ms):
-                return Remove(key, "absent", None, successor)
-        for count in range(len(live), 0, -1):
-            if state.genesis.size_allowed(len(validators) + count):
-                return Promote(tuple(live[:count]))
-        return None
-
     # ------------------------------------------------------------------ network input
     def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
         """One chain message from neighbour `sender` (None: from ourselves or a trusted local source)."""
@@ -352,7 +265,7 @@ class ChainCore:
             elif kind == "sync_response":
                 self.sync.on_sync_response(body, sender, now)
             elif kind == "recovery":
-                self._on_recovery(body, sender, now)
+                self.halt_recovery.on_message(body, sender, now)
         except (Malformed, InvalidTx) as exc:
             self.counters["invalid_messages"] += 1
             self.penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
@@ -426,257 +339,6 @@ class ChainCore:
             self._validator_seen[validators.keys[validators.node_ids.index(sender)]] = now
 
     # ------------------------------------------------------------------ the way out of a permanent halt
-    def recover(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
-        """Our operator's consent that the validators `keep` (us among them) take the chain on from our last
-        certified block, as the whole new set (`recovery.py`). Raises ValueError (why) when it cannot be given:
-        we hold no seat, the chain is not halted, or the set does not satisfy the recovery rule. The designated
-        member builds the recovery block (carrying the highest lock it learns of); the others sign it once it
-        arrives (at once if it already did); a member that holds a lock hands it to the builder."""
-        self.set_now(now)
-        state = self.state
-        height = state.height + 1
-        if self.halted:
-            raise ValueError(f"this node halted: {self.halted}")
-        if not self.is_validator:
-            raise ValueError("this node holds no validator seat: only a validator's operator can consent")
-        if state.genesis.pinned:
-            raise ValueError("the validator set is pinned (VALIDATORS): change it in every node's settings")
-        if state.height == 0:
-            raise ValueError("the chain has no certified block yet")
-        if self.public_key not in keep:
-            raise ValueError("the new set must include this validator (it consents for itself only)")
-        tx = Recover(state.height, state.last_block_id, keep)
-        why = state.membership_problem(tx, height, max(self.now_ms, state.time_ms + 1))
-        if why is not None:
-            raise ValueError(_RECOVERY_REFUSALS.get(why, why).format(
-                n=len(state.validators), need=state.validators.faults + 1))
-        if self.quorum_present(now):
-            raise ValueError("the chain is not halted: a quorum of its validators is heard; a recovery is only for "
-                             "validators gone for good")
-        signed = self._recovery
-        if self._recovery_signed and signed is not None and signed.consented and signed.tx.keys != tx.keys:
-            raise ValueError("this validator already consented to a recovery keeping " +
-                             ", ".join(node_id_for(k) for k in signed.tx.keys) + " at this height")
-        self._recovery_intent = (state.height, tx.keys)
-        mine = self.consensus.own_lock(height)
-        if mine is not None:
-            self._note_lock(*mine)
-            self.emit(SendValidators({"type": "recovery", "body": ["lock", mine[0].wire(),
-                                                                                  mine[1].wire()]}))
-        self._build_recovery()
-        pending = self._recovery
-        if pending is not None and pending.tx.keys == tx.keys:
-            self._consent(now)
-        self.drain(now)
-        return self.recovery_status() or {"height": height, "keep": [node_id_for(k) for k in tx.keys],
-                                          "state": "recovered" if self.state.height >= height else "dropped",
-                                          "signed": [], "missing": []}
-
-    def _note_lock(self, vote: Vote, block: Block) -> None:
-        best = self._recovery_lock
-        if best is None or vote.round > best[0].round:
-            self._recovery_lock = (vote, block)
-
-    def _build_recovery(self) -> None:
-        """As the designated member of the set our operator named: build the recovery block carrying the
-        highest lock we know of, unless the one we hold already carries it."""
-        state, intent = self.state, self._recovery_intent
-        if intent is None or intent[0] != state.height:
-            return
-        probe = Recover(state.height, state.last_block_id, intent[1])
-        after = probe.next_set(state.validators)
-        assert after is not None
-        if after.proposer(state.height + 1, RECOVERY_ROUND) != self.public_key:
-            return
-        lock = self._recovery_lock
-        if lock is not None and lock[0].validator not in after:
-            lock = None
-        pending = self._recovery
-        carried = -1 if lock is None else lock[0].round
-        if pending is not None and pending.tx.keys == probe.keys and pending.tx.carried_round >= carried:
-            return
-        tx = Recover(state.height, state.last_block_id, intent[1], None if lock is None else (lock[0], lock[1].header))
-        items = [encode_item(tx), *(lock[1].txs if lock is not None else [])]
-        time_ms = lock[1].header.time_ms if lock is not None else max(self.now_ms, state.time_ms + 1)
-        header = Header(self.chain_id, state.height + 1, time_ms, state.last_block_id, self.public_key, state.hash,
-                        after.hash, Block.txs_hash(items), self.last_commit)
-        block = Block(header, items)
-        if self.check.recovery_problem(block, tx) is None:
-            self._recovery = PendingRecovery(block, tx, after)
-
-    def _consent(self, now: float) -> None:
-        """Sign the pending recovery block if our own lock allows it (else hand our lock to its builder): durable
-        in the WAL before it leaves; from then on we sign nothing more at this height with the old set."""
-        pending = self._recovery
-        assert pending is not None
-        block, carried = pending.block, pending.tx.carried_round
-        if pending.validators.index[self.public_key] not in pending.sigs:
-            mine = self.consensus.own_lock(block.height)
-            carried_id = None if pending.tx.lock is None else pending.tx.lock[1].id
-            if mine is not None and (carried < mine[0].round or (carried == mine[0].round
-                                                                 and carried_id != mine[1].id)):
-                log.warning("the recovery block offered for height %d carries a lock of round %d, ours is of round "
-                            "%d: handing ours to its builder", block.height, carried, mine[0].round)
-                self.emit(SendTo(node_id_for(block.header.proposer),
-                                     {"type": "recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
-                return
-            signed = self._recovery_signed.get(carried)
-            if signed is not None and signed != block.id:
-                return              # one recovery block per carried round, never two
-            vote = Vote.create(self.chain_id, PRECOMMIT, block.height, RECOVERY_ROUND, block.id, self.public_key,
-                               self.sign)
-            pending.sigs[pending.validators.index[self.public_key]] = vote.sig
-            pending.consented = True
-            self._recovery_signed[carried] = block.id
-            self.emit(WalRecord(["recovery", block.height, block.wire(), vote.sig]))
-            self._freeze()
-            log.warning("consented to recover height %d (carrying a lock of round %d): %d validators kept (%s)",
-                        block.height, carried, len(pending.validators),
-                        ", ".join(n[:12] for n in pending.validators.node_ids))
-        self._recovery_progress(now, resend=True)
-
-    def _freeze(self) -> None:
-        """Once we consented to a recovery at H + 1, never sign H + 1 with the old set (its consensus would
-        otherwise go on signing rounds, and a new lock there could outrank the one the recovery carries)."""
-        if self._recovery_signed_at == self.state.height + 1 and self._recovery_signed:
-            self.consensus.sign_from = max(self.consensus.sign_from, self.state.height + 2)
-
-    @property
-    def _recovery_signed(self) -> dict[int, bytes]:
-        """The recovery blocks we signed at the next height, by the lock round they carry."""
-        height = self.state.height + 1
-        if self._recovery_signed_at != height:
-            self._recovery_signed_at, self._recovery_signed_by_round = height, {}
-        return self._recovery_signed_by_round
-
-    def _restore_recovery(self, records: list) -> None:
-        """After a restart: our WAL says which recovery blocks we signed at the next height; hold to them."""
-        best: PendingRecovery | None = None
-        for record in records:
-            if len(record) != 4 or record[1] != self.state.height + 1 or type(record[3]) is not bytes:
-                continue
-            try:
-                block = Block.from_wire(record[2])
-                tx = recovery_of(self.check.decode(block))
-            except (Malformed, InvalidTx):
-                continue
-            if tx is None or self.check.recovery_problem(block, tx) is not None:
-                continue
-            after = tx.next_set(self.state.validators)
-            assert after is not None and self.public_key in after
-            self._recovery_signed[tx.carried_round] = block.id
-            if best is None or tx.carried_round > best.tx.carried_round:
-                best = PendingRecovery(block, tx, after)
-                best.sigs[after.index[self.public_key]] = record[3]
-                best.consented = True
-                self._recovery_intent = (self.state.height, tx.keys)
-        if best is not None:
-            self._recovery = best
-            log.warning("resuming our consent to recover height %d", best.block.height)
-
-    def _on_recovery(self, body: Any, sender: str | None, now: float) -> None:
-        """A recovery block for our next height with the precommits on it someone gathered (`offer`), or a kept
-        validator's lock for its builder (`lock`)."""
-        if type(body) is not list or len(body) != 3 or body[0] not in ("offer", "lock"):
-            raise Malformed("bad_recovery")
-        if body[0] == "lock":
-            vote, block = Vote.from_wire(body[1]), Block.from_wire(body[2])
-            state = self.state
-            if vote.height != state.height + 1:
-                return
-            if vote.kind != PRECOMMIT or vote.block_id != block.id or block.height != vote.height \
-                    or vote.validator not in state.validators or not vote.valid(self.chain_id, self.verify):
-                self.penalize(sender, PENALTY_INVALID, "bad_recovery_lock")
-                return
-            if block.header.prev_id == state.last_block_id:
-                self._note_lock(vote, block)
-                self._build_recovery()
-                if self._recovery is not None and self._recovery_intent is not None \
-                        and self._recovery.tx.keys == self._recovery_intent[1]:
-                    self._consent(now)
-            return
-        block = Block.from_wire(body[1])
-        sigs = body[2]
-        if type(sigs) is not list or len(sigs) > 1024 or not all(
-                type(i) is list and len(i) == 2 and type(i[0]) is int and type(i[1]) is bytes for i in sigs):
-            raise Malformed("bad_recovery")
-        state = self.state
-        if block.height != state.height + 1:
-            return                  # decided here already, or ahead of us: catch-up settles it
-        tx = recovery_of(self.check.decode(block))
-        if tx is None:
-            raise Malformed("not_a_recovery_block")
-        why = self.check.recovery_problem(block, tx, self.now_ms)
-        if why is not None:
-            if why != "time_in_future":
-                log.warning("recovery block from %s refused: %s", (sender or "us")[:12], why)
-            return
-        pending = self._recovery
-        if pending is None or pending.block.id != block.id:
-            if pending is not None and pending.consented and tx.carried_round <= pending.tx.carried_round:
-                return              # we signed one carrying as high a lock already
-            after = tx.next_set(state.validators)
-            assert after is not None
-            pending = self._recovery = PendingRecovery(block, tx, after)
-        data = vote_bytes(self.chain_id, PRECOMMIT, block.height, RECOVERY_ROUND, block.id)
-        added = False
-        for index, sig in sigs:
-            if index in pending.sigs:
-                continue
-            if index >= len(pending.validators) or not self.verify(pending.validators.keys[index], sig, data):
-                self.penalize(sender, PENALTY_INVALID, "bad_recovery_signature")
-                return
-            pending.sigs[index] = sig
-            added = True
-        intent = self._recovery_intent
-        if intent == (state.height, tx.keys) and self.public_key in pending.validators:
-            self._consent(now)
-        else:
-            self._recovery_progress(now, resend=added)
-
-    def _recovery_progress(self, now: float, resend: bool = False) -> None:
-        """A complete recovery is applied and broadcast like a decision; an incomplete one we signed is passed
-        on to the other validators (at once when it gained a signature, then every RESEND_INTERVAL)."""
-        pending = self._recovery
-        if pending is None:
-            return
-        if pending.block.height != self.state.height + 1:
-            self._recovery = None
-            return
-        if pending.complete:
-            block = pending.block
-            commit = Commit(block.height, RECOVERY_ROUND, block.id, tuple(sorted(pending.sigs.items())))
-            if not self.check.commit_ok(commit, block):
-                log.error("the recovery block at height %d does not check out: dropped", block.height)
-                self._recovery = None
-                return
-            log.warning("recovered: height %d is certified by all %d validators of the new set", block.height,
-                        len(pending.validators))
-            self.counters["recoveries"] = self.counters.get("recoveries", 0) + 1
-            self.apply(block, commit, announce=True, refused=self.check.refused_txs(self.check.decode(block)))
-            self.start_height(now)
-            return
-        if pending.consented and (resend or now >= pending.next_send):
-            pending.next_send = now + RESEND_INTERVAL
-            self.emit(SendValidators({"type": "recovery", "body": ["offer", *pending.wire()]}))
-
-    def recovery_status(self) -> dict[str, Any] | None:
-        """The recovery under way here (None: none)."""
-        pending, intent = self._recovery, self._recovery_intent
-        if pending is None:
-            if intent is None or intent[0] != self.state.height:
-                return None
-            keep = ValidatorSet(self.state.validators.epoch + 1, intent[1])
-            designated = keep.proposer(intent[0] + 1, RECOVERY_ROUND)
-            return {"height": intent[0] + 1, "keep": list(keep.node_ids), "state": "waiting_for_block",
-                    "builder": node_id_for(designated), "signed": [], "missing": list(keep.node_ids)}
-        vs = pending.validators
-        signed = [vs.node_ids[i] for i in sorted(pending.sigs)]
-        return {"height": pending.block.height, "block_id": pending.block.id.hex(), "keep": list(vs.node_ids),
-                "state": "consented" if pending.consented else "offered", "carried_lock_round": pending.tx.carried_round,
-                "builder": node_id_for(pending.block.header.proposer), "signed": signed,
-                "missing": [n for n in vs.node_ids if n not in signed]}
-
     def within_tx_budget(self, sender: str | None, now: float) -> bool:
         """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a
         validator's relays, always."""
@@ -772,8 +434,7 @@ class ChainCore:
             if self.consensus.step == WAITING and self._wake_at is not None and now >= self._wake_at:
                 self.consensus.kick(now)
         self._resubmit_own(now)
-        if self._recovery is not None:
-            self._recovery_progress(now)
+        self.halt_recovery.tick(now)
         self._maybe_join(now)
         self.sync.tick(now)
         self.drain(now)
@@ -867,11 +528,7 @@ class ChainCore:
     # ------------------------------------------------------------------ heights
     def start_height(self, now: float) -> None:
         self._validator_seen = {k: t for k, t in self._validator_seen.items() if k in self.state.validators}
-        if self._recovery is not None and self._recovery.block.height != self.state.height + 1:
-            self._recovery = None
-        if self._recovery_lock is not None and self._recovery_lock[0].height != self.state.height + 1:
-            self._recovery_lock = None
-        self._freeze()
+        self.halt_recovery.new_height()
         if not self.is_validator:
             self._wake_at = None
             return
@@ -911,8 +568,7 @@ class ChainCore:
                             self.apply(block, commit, announce=True)
                             self.start_height(now)
                     case Evidence(first, second):
-                        self._evidence.append((first, second))
-                        del self._evidence[:-16]
+                        self.builder.note_evidence(first, second)
                     case _:
                         assert_never(effect)
             effects = self.consensus.effects
@@ -928,7 +584,7 @@ class ChainCore:
         self.mempool.remove(committed)
         for tx, _ in outcome.membership:
             self.mempool.drop_membership(tx.id)
-        self._evidence = [e for e in self._evidence if e[0].validator in self.state.validators]
+        self.builder.forget_outsiders()
         holds_own = False
         for tx_id in committed:
             if self._own.pop(tx_id, None) is not None:
@@ -1006,5 +662,5 @@ class ChainCore:
                 "account_rate": {"windows": [list(w) for w in self.account_rate.windows],
                                  "refused": self.account_rate.refused, "accounts": len(self.account_rate)},
                 "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
-                "recovery": self.recovery_status(), **self.counters}
+                "recovery": self.halt_recovery.status(), **self.counters}
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from exchange.chain.block_check import BlockCheck
+    from exchange.chain.blocksync import BlockSync
     from exchange.chain.blocks import Block, Commit
     from exchange.chain.chainstate import ChainState
     from exchange.chain.core import CoreConfig
@@ -52,6 +53,9 @@ class CoreView(Protocol):
 
     @property
     def check(self) -> BlockCheck: ...
+
+    @property
+    def sync(self) -> BlockSync: ...
 
     @property
     def is_validator(self) -> bool: ...

@@ -242,7 +242,7 @@ def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own()
     sig = Vote.create(core.chain_id, PRECOMMIT, height + 1, RECOVERY_ROUND, crafted.id, builder, builder_keys.sign).sig
     core.on_message("recovery", ["offer", crafted.wire(), [[new_set.index[builder], sig]]], builder_keys.node_id,
                     sim._clock(node))
-    assert crafted.id not in core._recovery_signed.values()
+    assert crafted.id not in core.halt_recovery.signed.values()
     assert core.height == height
     if builder != core.public_key:          # it hands its lock to the builder instead
         sent = [e for e in core.take_effects() if isinstance(e, SendTo) and e.message["type"] == "recovery"]
@@ -263,7 +263,7 @@ def test_a_consent_survives_a_restart_and_the_recovery_completes():
     restarted = sim.nodes[first].core
     assert restarted is not None
     assert restarted.consensus.sign_from == height + 2, "it signs nothing more at the halted height"
-    status = restarted.recovery_status()
+    status = restarted.halt_recovery.status()
     assert status is not None and status["state"] == "consented"
     _consent(sim, 1 - first, keep)
     result = _advance(sim, 3.0)
