@@ -1,5 +1,13 @@
-"""ChainCore: one node's part in the chain, with no I/O — consensus, the replicated state, the mempool,
-catch-up, and the node's own pending transactions.
+"""ChainCore: one node's part in the chain, with no I/O. It owns the replicated state (`ChainState`), the
+consensus instance (`tendermint.py`), the mempool and the effects; the rest is done by its parts, each with
+its own bookkeeping, each seeing the core only through `core_view.CoreView`:
+
+- `block_check.py`   whether a block can be the next one (proposals in full, certified blocks' transactions);
+- `block_builder.py` the block this validator proposes, and the one set change it carries;
+- `blocksync.py`     claimed heights, sync requests and answers, catch-ups, blocks held until their turn;
+- `intake.py`        transactions in (API, followers' RPC, gossip) and our own until a block has them;
+- `seat_requests.py` our own join, leave and approvals;
+- `recovery.py`      the way out of a permanent halt (validators gone for good).
 
 Inputs are plain calls with the wall-clock time passed in (seconds): messages from neighbours
 (`on_message`), transactions from the local API (`submit`), peers' chain heights from heartbeats
@@ -8,14 +16,11 @@ in emission order and taken as one `EffectBatch` by the caller (`take_effects`),
 under the durability order that module states: a WAL record before any later send, a block stored
 before anything its finality lets out.
 
-The way out of a permanent halt (validators gone for good) is `recover`, the operator's consent to a
-recovery block (`recovery.py`): gathered over `recovery` messages, certified by every member of the new set.
-
-A validator runs Tendermint (`tendermint.py`) over `ChainState`; a follower only applies blocks whose
-commit (quorum certificate) it has verified against the validator set its own state derived, so
-followers — however many — can neither affect safety nor slow finality. Every message arriving here is
-checked before it is acted on; what fails a check that needs no local knowledge (shape, signature,
-certificate) is blamed on the neighbour that sent it, since honest nodes check before they forward.
+A validator runs Tendermint over `ChainState`; a follower only applies blocks whose commit (quorum
+certificate) it has verified against the validator set its own state derived, so followers — however
+many — can neither affect safety nor slow finality. Every message arriving here is checked before it is
+acted on; what fails a check that needs no local knowledge (shape, signature, certificate) is blamed on
+the neighbour that sent it, since honest nodes check before they forward.
 """
 from __future__ import annotations
 
@@ -33,18 +38,18 @@ from exchange.chain.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
 from exchange.chain.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
-                                    EffectBatch, Evidence, Forward, Halt, OwnDone, Penalize, SendConsensus,
-                                    SendValidators, WalRecord)
+                                    EffectBatch, Evidence, Halt, Penalize, SendConsensus, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import Approve, Join, Leave, MembershipTx
+from exchange.chain.intake import TxIntake
+from exchange.chain.membership import Approve, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE, Mempool
-from exchange.chain.account_rate import AccountRate
-from exchange.chain.tx_budget import TxBudget
 from exchange.chain.recovery import HaltRecovery
+from exchange.chain.seat_requests import SeatRequests
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.chain.txs import InvalidTx, SignedTx
 
 log = logging.getLogger("exchange.chain")
+
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -99,7 +104,6 @@ class ChainCore:
                  config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0,
                  admission_sign: Callable[[bytes], bytes] | None = None) -> None:
         self.genesis = genesis
-        self._admission_sign = admission_sign      # the join token's key: admits this node to standby
         self.chain_id = genesis.chain_id
         self.public_key = public_key
         self.node_id = node_id_for(public_key)
@@ -110,9 +114,6 @@ class ChainCore:
         self.rng = rng or random.Random(0)
         self.state = ChainState(genesis, app)
         self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
-        self.tx_budget = TxBudget(self.config.peer_tx_rate, self.config.peer_tx_burst)
-        self.account_rate = AccountRate(((1, self.config.account_ops_per_block),
-                                         (100, self.config.account_ops_per_100_blocks)))
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self._effects: list[ChainEffect] = []
         self.last_commit: Commit | None = None
@@ -123,9 +124,9 @@ class ChainCore:
         self.sync = BlockSync(self)
         self.builder = BlockBuilder(self)
         self.halt_recovery = HaltRecovery(self)
+        self.intake = TxIntake(self)
+        self.seat_requests = SeatRequests(self, admission_sign, now)
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
-        self._own: OrderedDict[str, list] = OrderedDict()             # our pending txs: id -> [tx, next retry]
-        self._next_join = now
         self._wake_at: float | None = None
         self._restore: list | None = None
         self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
@@ -155,8 +156,7 @@ class ChainCore:
 
     def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
-        for tx in txs:
-            self._own.setdefault(tx.id, [tx, now])
+        self.intake.restore(txs, now)
 
     def install_snapshot(self, data: bytes, commit_at: Commit, next_block: Block, next_commit: Commit,
                          proofs: list[tuple[Block, Commit]], app_factory: Callable[[bytes], Application],
@@ -209,6 +209,22 @@ class ChainCore:
         ValueError (why) when it cannot be given."""
         return self.halt_recovery.consent(keep, now)
 
+    def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
+        """A transaction from our API or a follower's RPC (`intake.py`): why it was refused, or None."""
+        return self.intake.submit(tx, now, own, lane)
+
+    def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
+        """Why `tx` cannot be queued, or None (`intake.py`)."""
+        return self.intake.precheck(tx, recording=recording)
+
+    def request_leave(self, now: float) -> Leave | None:
+        """Give our seat back (`seat_requests.py`); None when we hold no seat or the set is pinned."""
+        return self.seat_requests.request_leave(now)
+
+    def approve(self, action: str, key: bytes, now: float) -> Approve:
+        """Our signed approval of a seat change (`seat_requests.py`); ValueError when it cannot apply now."""
+        return self.seat_requests.approve(action, key, now)
+
     def peer_height(self, node_id: str, height: int, now: float) -> None:
         """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
         self.sync.peer_height(node_id, height, now)
@@ -256,10 +272,10 @@ class ChainCore:
             elif kind == "tx":
                 if not (type(body) is list and len(body) == 6 and type(body[5]) is bytes
                         and body[5] in self.mempool.by_sig) \
-                        and self.within_tx_budget(sender, now):   # already held: no need to parse it again
-                    self._on_gossiped_tx(SignedTx.from_wire(body), sender, now)
+                        and self.intake.within_tx_budget(sender, now):   # already held: no need to parse it again
+                    self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now)
             elif kind == "membership":
-                self._on_membership(MembershipTx.from_wire(body), sender)
+                self.intake.on_membership(MembershipTx.from_wire(body), sender)
             elif kind == "sync_request":
                 self.sync.on_sync_request(body, sender)
             elif kind == "sync_response":
@@ -339,91 +355,7 @@ class ChainCore:
             self._validator_seen[validators.keys[validators.node_ids.index(sender)]] = now
 
     # ------------------------------------------------------------------ the way out of a permanent halt
-    def within_tx_budget(self, sender: str | None, now: float) -> bool:
-        """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a
-        validator's relays, always."""
-        if sender is None or not self.is_validator or sender in self.state.validators.node_ids:
-            return True
-        return self.tx_budget.take(sender, now)
-
-    def _on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
-        if not self.is_validator or tx.id in self.mempool:
-            return
-        why = self._admit(tx, lane=sender or OWN_LANE)
-        if why == "bad_signature":
-            self.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
-        elif why is None and self.consensus.step == WAITING:
-            self.consensus.kick(now)
-
-    def _on_membership(self, tx: MembershipTx, sender: str | None) -> None:
-        """A request from the network: only signed kinds travel (a proposer makes removals and promotions
-        itself); one that could not apply now is not kept."""
-        if not self.is_validator or tx.id in self.mempool.membership_ids():
-            return
-        if not isinstance(tx, (Join, Approve, Leave)) \
-                or not tx.signature_valid(self.chain_id, self.verify, self.state.genesis.admission_key):
-            self.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
-            return
-        state = self.state
-        if state.membership_problem(tx, state.height + 1, state.time_ms) is None:
-            self.mempool.add_membership(tx)
-            if self.consensus.step == WAITING:
-                self.consensus.kick(self.now)
-
     # ------------------------------------------------------------------ local transactions
-    def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
-        """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
-        follower's RPC (`lane`: that follower, whose share of our mempool it takes). Returns why it was
-        refused, or None once it is queued."""
-        self.set_now(now)
-        if self.halted:
-            return "halted"
-        why = self.precheck(tx, recording=tx.id in self._own or not own)
-        if why is not None:
-            return why
-        if self.is_validator:
-            why = self._admit(tx, checked=True, lane=lane)
-            if why is not None and why != "duplicate":
-                return why
-            self.emit(SendValidators({"type": "tx", "body": tx.wire()}))
-            if self.consensus.step == WAITING:
-                self.consensus.kick(now)
-        else:
-            self.emit(Forward(tx))
-            self.counters["forwarded"] += 1
-        if own and tx.id not in self._own:       # the caller made it durable in the outbox first
-            self._own[tx.id] = [tx, now + self.config.resubmit_interval]
-        self.drain(now)
-        return None
-
-    def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
-        """Why `tx` cannot be queued, or None. With `recording`, a transaction that expired unordered (within
-        the grace) is still accepted: a block records it as expired."""
-        if tx.chain_id != self.chain_id:
-            return "wrong_chain"
-        if not (self.mempool.is_verified(tx) or tx.signature_valid()):
-            return "bad_signature"
-        self.mempool.remember_verified(tx)
-        why = self.state.app.precheck(tx, self.chain_id, self.now_ms)
-        if why == "expired" and recording and tx.expires + self.config.expired_grace_ms > self.now_ms \
-                and self.state.app.order(tx.order_id(0)) is None:
-            return None
-        return why
-
-    def _admit(self, tx: SignedTx, checked: bool = False, lane: str = OWN_LANE) -> str | None:
-        if not checked:
-            why = self.precheck(tx, recording=True)
-            if why is not None:
-                return why
-        height, ops = self.state.height + 1, len(tx.ops)
-        if tx.id not in self.mempool and not self.account_rate.allows(tx.account, ops, height):
-            self.account_rate.refused += 1
-            return "account_rate"
-        why = self.mempool.add(tx, lane)
-        if why is None:
-            self.account_rate.record(tx.account, ops, height)
-        return why
-
     # ------------------------------------------------------------------ peers and time
     def tick(self, now: float) -> None:
         self.set_now(now)
@@ -433,97 +365,23 @@ class ChainCore:
             self.consensus.tick(now)
             if self.consensus.step == WAITING and self._wake_at is not None and now >= self._wake_at:
                 self.consensus.kick(now)
-        self._resubmit_own(now)
+        self.intake.resubmit_own(now)
         self.halt_recovery.tick(now)
-        self._maybe_join(now)
+        self.seat_requests.maybe_join(now)
         self.sync.tick(now)
         self.drain(now)
 
     def busy(self) -> bool:
         """Work of its own that the tick carries forward: transactions to resubmit, a mempool to order."""
-        return bool(self._own) or len(self.mempool) > 0
+        return bool(self.intake.own) or len(self.mempool) > 0
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at,
                              self.sync.next_deadline()) if t is not None]
         return min(times, default=None)
 
-    def _resubmit_own(self, now: float) -> None:
-        if not self._own:
-            return
-        time_ms = self.state.time_ms
-        for tx_id, entry in list(self._own.items()):
-            tx, due = entry
-            if tx.expires + self.config.expired_grace_ms <= time_ms:
-                del self._own[tx_id]
-                self.counters["expired_own"] += 1
-                self.emit(OwnDone(tx_id, "expired"))
-                continue
-            if now < due:
-                continue
-            entry[1] = now + self.config.resubmit_interval
-            if self.is_validator:
-                # hand it to the other validators again: our own proposals may not be the ones that win
-                # (receivers that already hold it recognise it by its signature without parsing it)
-                if tx.id not in self.mempool:
-                    self._admit(tx)
-                self.counters["resubmitted"] += 1
-                self.emit(SendValidators({"type": "tx", "body": tx.wire()}))
-                continue
-            self.counters["resubmitted"] += 1
-            self.emit(Forward(tx))
-
-    def _maybe_join(self, now: float) -> None:
-        """With the network's join token, ask for standby (then a proposer promotes us when the seat rule
-        allows). Without one, a node never asks: seats are granted by the validators' approvals."""
-        state = self.state
-        if self._admission_sign is None or self.config.role != "auto" or state.genesis.pinned \
-                or self.is_validator or self.public_key in state.seats.standby or now < self._next_join:
-            return
-        claimed = self.sync.best_claimed(now, self.config.live_after)
-        best = -1 if claimed is None else claimed[0]
-        if best < 0 or best > state.height + 1:
-            return      # not caught up (or hearing from nobody): a seat would only slow the others down
-        self._next_join = now + self.config.join_retry
-        tx = Join.create(self.chain_id, self.public_key, state.height, self._admission_sign)
-        self.emit(SendValidators({"type": "membership", "body": tx.wire()}))
-
-    def request_leave(self, now: float) -> Leave | None:
-        """Give our seat back (a graceful stop), to the longest-waiting live standby if there is one. None
-        when we hold no seat or the set is pinned."""
-        self.set_now(now)
-        state = self.state
-        if not self.is_validator or state.genesis.pinned:
-            return None
-        live = [key for key in state.seats.standby_order() if key != self.public_key and self.sync.live_and_caught_up(key)]
-        successor = live[0] if live else None
-        if len(state.validators) <= 1 and successor is None:
-            return None
-        tx = Leave.create(self.chain_id, self.public_key, state.height, successor, self.sign)
-        self._offer_membership(tx, now)
-        return tx
-
-    def approve(self, action: str, key: bytes, now: float) -> Approve:
-        """Our signed approval that `key` gets (`add`) or loses (`remove`) a seat; raises ValueError when it
-        cannot apply now (with the reason)."""
-        self.set_now(now)
-        state = self.state
-        tx = Approve.create(self.chain_id, action, key, self.public_key, state.height, self.sign)
-        why = state.membership_problem(tx, state.height + 1, state.time_ms)
-        if why is not None:
-            raise ValueError(why)
-        self._offer_membership(tx, now)
-        return tx
-
-    def _offer_membership(self, tx: MembershipTx, now: float) -> None:
-        self.mempool.add_membership(tx)
-        self.emit(SendValidators({"type": "membership", "body": tx.wire()}))
-        if self.is_validator and self.consensus.step == WAITING:
-            self.consensus.kick(now)
-        self.drain(now)
-
     def own_pending(self) -> int:
-        return len(self._own)
+        return len(self.intake.own)
 
     # ------------------------------------------------------------------ heights
     def start_height(self, now: float) -> None:
@@ -533,7 +391,7 @@ class ChainCore:
             self._wake_at = None
             return
         restore = self._take_restore(self.state.height + 1)
-        idle = len(self.mempool) == 0 and not self._own
+        idle = len(self.mempool) == 0 and not self.intake.own
         self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
         self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
 
@@ -585,11 +443,7 @@ class ChainCore:
         for tx, _ in outcome.membership:
             self.mempool.drop_membership(tx.id)
         self.builder.forget_outsiders()
-        holds_own = False
-        for tx_id in committed:
-            if self._own.pop(tx_id, None) is not None:
-                self.emit(OwnDone(tx_id, "committed"))
-                holds_own = True
+        holds_own = self.intake.committed(committed)
         self.mempool.expire(block.header.time_ms)
         self.sync.prune_buffered()
         self.emit(Committed(block, commit, outcome, holds_own))
@@ -658,9 +512,7 @@ class ChainCore:
                 "last_block_time_ms": state.time_ms, "last_block_id": state.last_block_id.hex(),
                 "finality_lag_s": round(max(0.0, now - state.time_ms / 1000), 3),
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
-                "mempool_lanes": self.mempool.view(), "tx_budget": self.tx_budget.view(),
-                "account_rate": {"windows": [list(w) for w in self.account_rate.windows],
-                                 "refused": self.account_rate.refused, "accounts": len(self.account_rate)},
-                "own_pending": len(self._own), "consensus": self.consensus.status() if self.is_validator else None,
+                "mempool_lanes": self.mempool.view(), **self.intake.view(),
+                "consensus": self.consensus.status() if self.is_validator else None,
                 "recovery": self.halt_recovery.status(), **self.counters}
 

@@ -677,7 +677,7 @@ class ChainService:
         core = self.core
         if core is None or not core.is_validator:
             return {"error": "not_validator"}
-        if not core.within_tx_budget(peer, self.clock()):
+        if not core.intake.within_tx_budget(peer, self.clock()):
             return {"error": "sender_quota"}
         try:
             tx = SignedTx.from_wire(payload)

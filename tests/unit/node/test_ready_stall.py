@@ -9,17 +9,22 @@ from exchange.chain.core import CoreConfig
 from node.chain_feed import FINALITY_STALL_AFTER, ChainBridge
 
 
+class FakeSync:
+    def best_claimed(self, now: float, validators_only: bool = False) -> None:
+        return None
+
+
 class FakeCore:
     height = 7
     role = "validator"
     state = SimpleNamespace(validators=SimpleNamespace(epoch=1))
     halted = None
 
+    def __init__(self) -> None:
+        self.sync = FakeSync()
+
     def quorum_present(self, now: float) -> bool:
         return True
-
-    def best_claimed(self, now: float, validators_only: bool = False) -> None:
-        return None
 
 
 def _bridge() -> tuple[ChainBridge, list[float]]:

@@ -1,0 +1,164 @@
+"""Transaction intake: how a transaction reaches the mempool, and how our own stay alive until a block has them.
+
+Three ways in. The local API's (`submit`, `own`: made durable in the outbox by the caller first, then handed
+on every `resubmit_interval` until a block holds it or it expires); a follower's, forwarded over RPC
+(`submit` with its `lane`: that follower's share of the mempool); and gossip from neighbours
+(`on_gossiped_tx`, looked at only within the neighbour's budget, `tx_budget.py`). Every way runs the same
+checks (`precheck`: chain, signature, the exchange's own rules) and the same per-account limits
+(`account_rate.py`, the mempool's per-account and per-lane caps). A validator queues what it admits and
+hands it to the other validators; a follower forwards it (`Forward`).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from exchange.chain.account_rate import AccountRate
+from exchange.chain.core_view import CoreView
+from exchange.chain.effects import PENALTY_INVALID, Forward, OwnDone, SendValidators
+from exchange.chain.membership import Approve, Join, Leave, MembershipTx
+from exchange.chain.mempool import OWN_LANE
+from exchange.chain.tendermint import WAITING
+from exchange.chain.tx_budget import TxBudget
+from exchange.chain.txs import SignedTx
+
+
+class TxIntake:
+    """One node's admission of transactions, and its own pending ones (`own`: id -> [tx, next retry])."""
+
+    def __init__(self, core: CoreView) -> None:
+        self.core = core
+        config = core.config
+        self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst)
+        self.account_rate = AccountRate(((1, config.account_ops_per_block), (100, config.account_ops_per_100_blocks)))
+        self.own: OrderedDict[str, list] = OrderedDict()
+
+    def restore(self, txs: list[SignedTx], now: float) -> None:
+        """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
+        for tx in txs:
+            self.own.setdefault(tx.id, [tx, now])
+
+    def committed(self, tx_ids: list[str]) -> bool:
+        """A block holds these: ours among them leave the outbox (`OwnDone`). Whether any was ours."""
+        holds_own = False
+        for tx_id in tx_ids:
+            if self.own.pop(tx_id, None) is not None:
+                self.core.emit(OwnDone(tx_id, "committed"))
+                holds_own = True
+        return holds_own
+
+    def view(self) -> dict:
+        rate = self.account_rate
+        return {"tx_budget": self.tx_budget.view(),
+                "account_rate": {"windows": [list(w) for w in rate.windows], "refused": rate.refused,
+                                 "accounts": len(rate)},
+                "own_pending": len(self.own)}
+
+    def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
+        """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
+        follower's RPC (`lane`: that follower, whose share of our mempool it takes). Returns why it was
+        refused, or None once it is queued."""
+        self.core.set_now(now)
+        if self.core.halted:
+            return "halted"
+        why = self.precheck(tx, recording=tx.id in self.own or not own)
+        if why is not None:
+            return why
+        if self.core.is_validator:
+            why = self.admit(tx, checked=True, lane=lane)
+            if why is not None and why != "duplicate":
+                return why
+            self.core.emit(SendValidators({"type": "tx", "body": tx.wire()}))
+            if self.core.consensus.step == WAITING:
+                self.core.consensus.kick(now)
+        else:
+            self.core.emit(Forward(tx))
+            self.core.counters["forwarded"] += 1
+        if own and tx.id not in self.own:       # the caller made it durable in the outbox first
+            self.own[tx.id] = [tx, now + self.core.config.resubmit_interval]
+        self.core.drain(now)
+        return None
+
+    def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
+        """Why `tx` cannot be queued, or None. With `recording`, a transaction that expired unordered (within
+        the grace) is still accepted: a block records it as expired."""
+        if tx.chain_id != self.core.chain_id:
+            return "wrong_chain"
+        if not (self.core.mempool.is_verified(tx) or tx.signature_valid()):
+            return "bad_signature"
+        self.core.mempool.remember_verified(tx)
+        why = self.core.state.app.precheck(tx, self.core.chain_id, self.core.now_ms)
+        if why == "expired" and recording and tx.expires + self.core.config.expired_grace_ms > self.core.now_ms \
+                and self.core.state.app.order(tx.order_id(0)) is None:
+            return None
+        return why
+
+    def admit(self, tx: SignedTx, checked: bool = False, lane: str = OWN_LANE) -> str | None:
+        if not checked:
+            why = self.precheck(tx, recording=True)
+            if why is not None:
+                return why
+        height, ops = self.core.state.height + 1, len(tx.ops)
+        if tx.id not in self.core.mempool and not self.account_rate.allows(tx.account, ops, height):
+            self.account_rate.refused += 1
+            return "account_rate"
+        why = self.core.mempool.add(tx, lane)
+        if why is None:
+            self.account_rate.record(tx.account, ops, height)
+        return why
+
+    def on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
+        if not self.core.is_validator or tx.id in self.core.mempool:
+            return
+        why = self.admit(tx, lane=sender or OWN_LANE)
+        if why == "bad_signature":
+            self.core.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
+        elif why is None and self.core.consensus.step == WAITING:
+            self.core.consensus.kick(now)
+
+    def on_membership(self, tx: MembershipTx, sender: str | None) -> None:
+        """A request from the network: only signed kinds travel (a proposer makes removals and promotions
+        itself); one that could not apply now is not kept."""
+        if not self.core.is_validator or tx.id in self.core.mempool.membership_ids():
+            return
+        if not isinstance(tx, (Join, Approve, Leave)) \
+                or not tx.signature_valid(self.core.chain_id, self.core.verify, self.core.state.genesis.admission_key):
+            self.core.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
+            return
+        state = self.core.state
+        if state.membership_problem(tx, state.height + 1, state.time_ms) is None:
+            self.core.mempool.add_membership(tx)
+            if self.core.consensus.step == WAITING:
+                self.core.consensus.kick(self.core.now)
+
+    def within_tx_budget(self, sender: str | None, now: float) -> bool:
+        """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a
+        validator's relays, always."""
+        if sender is None or not self.core.is_validator or sender in self.core.state.validators.node_ids:
+            return True
+        return self.tx_budget.take(sender, now)
+
+    def resubmit_own(self, now: float) -> None:
+        if not self.own:
+            return
+        time_ms = self.core.state.time_ms
+        for tx_id, entry in list(self.own.items()):
+            tx, due = entry
+            if tx.expires + self.core.config.expired_grace_ms <= time_ms:
+                del self.own[tx_id]
+                self.core.counters["expired_own"] += 1
+                self.core.emit(OwnDone(tx_id, "expired"))
+                continue
+            if now < due:
+                continue
+            entry[1] = now + self.core.config.resubmit_interval
+            if self.core.is_validator:
+                # hand it to the other validators again: our own proposals may not be the ones that win
+                # (receivers that already hold it recognise it by its signature without parsing it)
+                if tx.id not in self.core.mempool:
+                    self.admit(tx)
+                self.core.counters["resubmitted"] += 1
+                self.core.emit(SendValidators({"type": "tx", "body": tx.wire()}))
+                continue
+            self.core.counters["resubmitted"] += 1
+            self.core.emit(Forward(tx))
+
