@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from exchange.chain.service import ChainService, NotReady, Withdrawn, pending_view
+from exchange.chain.ports import NotReady
+from exchange.chain.own_orders import Withdrawn, pending_view
+from exchange.chain.service import ChainService
 from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError

@@ -15,7 +15,8 @@ import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from exchange.chain.service import MESSAGE_TYPES, BadRequest, CannotServe, ChainService
+from exchange.chain.ports import BadRequest, CannotServe
+from exchange.chain.service import MESSAGE_TYPES, ChainService
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError

@@ -10,6 +10,11 @@ to the disk only through `ChainStore`, so it runs the same over real links and i
 
 A node with no genesis first runs the founding logic (`founding.py`): it adopts the chain its peers
 are on (fetching and checking the genesis), or founds one.
+
+Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start from, replayed blocks, the
+signing floor after damage), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's
+waits on our own transactions and the cancels held for their orders), `seats_view.py` (what
+`exchange-node validators` shows), and `ports.py` (the network, disk and key it runs over).
 """
 from __future__ import annotations
 
@@ -18,10 +23,14 @@ import logging
 import random
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Protocol, assert_never
+from typing import Any, Callable, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
+from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotServer, fetch_snapshot
+from exchange.chain.seats_view import key_of, seats_view
+from exchange.chain.own_orders import OwnOrders
+from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
+from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
                                     SendTo, SendValidators, WalRecord)
@@ -33,8 +42,8 @@ from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
 from exchange.chain.state import ExchangeParams, ExchangeState
 from exchange.chain.state.params import DEFAULT_MAX_OPEN_ORDERS
-from exchange.chain.store import SIGN_FROM_UNKNOWN, WalDamage
-from exchange.chain.txs import CancelOp, InvalidTx, NewOrderOp, SignedTx
+from exchange.chain.store import SIGN_FROM_UNKNOWN
+from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
@@ -47,99 +56,7 @@ BUSY_TICK = 0.02    # s between ticks while the core has work of its own
 IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
 FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced (see `_committed`)
 GENESIS_SERVICE = "chain.genesis"
-SNAPSHOT_SERVICE = "chain.snapshot"
-SNAPSHOT_CHUNK = 256 * 1024
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
-
-
-class ChainNetwork(Protocol):
-    """What the chain needs from the peer-to-peer layer (node/chain_network.py provides it)."""
-
-    def send(self, node_id: str, message: dict) -> None: ...
-    def broadcast(self, message: dict) -> None: ...
-    def penalize(self, node_id: str, points: float, reason: str) -> None: ...
-    def keep_linked(self, node_ids: set[str]) -> None: ...
-    def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None: ...
-    def withdraw(self, service: str) -> None: ...
-    async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any: ...
-
-
-class ChainStore(Protocol):
-    """The node's chain on disk (exchange/chain/store.py)."""
-
-    root: Path
-
-    def load_genesis(self) -> Genesis | None: ...
-    def save_genesis(self, genesis: Genesis) -> None: ...
-    @property
-    def wal_trustworthy(self) -> bool: ...
-    @property
-    def missing_heights(self) -> list[range]: ...
-    @property
-    def blocks_tail_damaged(self) -> bool: ...
-    @property
-    def blocks_damage(self) -> list[str]: ...
-    @property
-    def first_height(self) -> int: ...
-    @property
-    def last_height(self) -> int: ...
-    def get(self, height: int) -> tuple[Block, Commit] | None: ...
-    def blocks(self, start: int | None = None) -> Iterable[tuple[Block, Commit]]: ...
-    def append_block(self, block: Block, commit: Commit, durable: bool = True) -> None: ...
-    def sync_blocks(self) -> None: ...
-    def fsyncs(self) -> dict[str, int]: ...
-    def save_snapshot(self, height: int, data: bytes) -> None: ...
-    def load_snapshot(self) -> tuple[int, bytes] | None: ...
-    def wal_records(self) -> list: ...
-    def wal_damage(self) -> WalDamage: ...
-    def accept_wal_damage(self) -> None: ...
-    def wal_reset(self) -> None: ...
-    def wal_append_many(self, records: list) -> None: ...
-    def wal_height_done(self) -> None: ...
-    def load_sign_from(self) -> int: ...
-    def save_sign_from(self, height: int) -> None: ...
-    def outbox(self) -> list[SignedTx]: ...
-    async def outbox_add(self, txs: list[SignedTx]) -> None: ...
-    async def outbox_probe(self) -> bool: ...
-    @property
-    def outbox_error(self) -> StorageError | None: ...
-    def outbox_done(self, tx_ids: list[str]) -> None: ...
-    async def outbox_flush(self) -> None: ...
-    def append_epoch(self, block: Block, commit: Commit) -> None: ...
-    def epoch_proofs(self) -> list[tuple[Block, Commit]]: ...
-    def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None: ...
-    def close(self) -> None: ...
-
-
-class Signer(Protocol):
-    node_id: str
-    public_key_bytes: bytes
-
-    def sign(self, data: bytes) -> bytes: ...
-
-
-class CannotServe(Exception):
-    """A chain RPC this node cannot answer now (no chain yet, no snapshot): the caller asks someone else."""
-
-
-class BadRequest(Exception):
-    """A chain RPC whose payload is wrong: the caller's fault."""
-
-
-class NotReady(Exception):
-    """The node cannot take orders yet (no chain yet, halted, or a disk it cannot write)."""
-
-    def __init__(self, code: str, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
-
-
-class Withdrawn(NamedTuple):
-    """What a held transaction's future resolves to when it was dropped unsent: a cancel of an order that
-    never rested on the book (`order_never_landed`, or the order's final status, e.g. `order_filled`)."""
-
-    reason: str
 
 
 class ChainService:
@@ -181,9 +98,7 @@ class ChainService:
         self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
         self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
         self.halted: str | None = None
-        self._waiters: dict[str, list[asyncio.Future]] = {}
-        self._held: dict[str, list[SignedTx]] = {}      # our pending tx id -> our txs to hand on once a block has it
-        self._submitted_at: dict[str, float] = {}
+        self.own_orders = OwnOrders(store, clock)
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._pump_handle: asyncio.Handle | None = None
@@ -192,7 +107,7 @@ class ChainService:
         self._offered_submit = False
         self._ready = asyncio.Event()
         self._seat_changed = asyncio.Event()
-        self.finality_observers: list[Callable[[float], None]] = []
+        self.finality_observers = self.own_orders.finality_observers
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
         self.recovering: dict[str, Any] | None = None
@@ -205,7 +120,7 @@ class ChainService:
         self._snapshot_task: asyncio.Task | None = None
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
-        self._served_snapshot: tuple[int, bytes, list] | None = None
+        self._snapshots = SnapshotServer(store)
         self._wal_top = 0       # the highest height with a signed record in the durable WAL
         self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
         self._probe: asyncio.Task | None = None
@@ -241,10 +156,7 @@ class ChainService:
         if self._pump_handle is not None:
             self._pump_handle.cancel()
             self.pump()
-        for waiters in self._waiters.values():
-            for future in waiters:
-                if not future.done():
-                    future.cancel()
+        self.own_orders.cancel_waits()
         await self.store.outbox_flush()
         self._sync_follower_blocks()
         self.store.close()
@@ -299,12 +211,12 @@ class ChainService:
         core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
                          rng=random.Random(), now=self.clock(), admission_sign=admission)
-        start = self._restore_snapshot(core, params)
-        replayed = self._replay(core, start)
+        start = restore_snapshot(self.store, core, params)
+        replayed = replay(self.store, core, start)
         core.take_effects()
         now = self.clock()
         wal: list | None = self.store.wal_records()     # of a damaged WAL, the intact records
-        self._recovery_check(core, now, wal)
+        self.recovering, self._wal_top = check_history(self.store, core, now, wal)
         if not self.store.wal_trustworthy:
             wal = None
             self.store.wal_reset()      # what it implied is in the signing floor now
@@ -330,110 +242,10 @@ class ChainService:
             (final if in_block else pending).append(tx)
         if final:
             self.store.outbox_done([tx.id for tx in final])
-        by_prefix = {tx.id[:30]: tx for tx in pending}
-        for tx in pending:
-            first = by_prefix.get(_cancelled_prefix(tx) or "")
-            if first is not None and first is not tx:
-                self._held.setdefault(first.id, []).append(tx)
-        held = {tx.id for txs in self._held.values() for tx in txs}
-        core.restore_outbox([tx for tx in pending if tx.id not in held], now)
-
-    def _replay(self, core: ChainCore, start: int | None) -> int:
-        """Fold our stored blocks into the state, checking each against the state it claims to follow: a stored
-        block or snapshot that does not fit is never served from."""
-        replayed = 0
-        for block, commit in self.store.blocks(start):
-            header = block.header
-            if header.prev_id != core.state.last_block_id or header.app_hash != core.state.hash:
-                raise SystemExit(f"exchange-node: stored block {header.height} in {self.store_dir('blocks')} does "
-                                 f"not follow the state replayed before it (height {core.height}); the stored chain "
-                                 f"is inconsistent: move {self.store_dir()} aside to resynchronise from peers")
-            core.load_block(block, commit)
-            replayed += 1
-        return replayed
+        core.restore_outbox(self.own_orders.restore(pending), now)
 
     def store_dir(self, part: str = "") -> str:
-        root = self.store.root
-        return f"{root}/{part}" if part else str(root)
-
-    def _restore_snapshot(self, core: ChainCore, params: ExchangeParams) -> int | None:
-        """Start from the newest stored snapshot when the blocks before it were compacted away."""
-        first = self.store.first_height
-        if first <= 1:
-            return None
-        loaded = self.store.load_snapshot()
-        if loaded is None or loaded[0] + 1 < first:
-            raise SystemExit(f"exchange-node: the block log starts at height {first} but no usable snapshot "
-                             f"covers the heights before it; move {self.store_dir()} aside to resynchronise from peers")
-        height, data = loaded
-        chain_id = core.chain_id
-        core.state.restore(data, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id))
-        stored = self.store.get(height)
-        if stored is not None:      # the next block we propose carries the commit of this one
-            core.last_commit = stored[1]
-        log.info("restored the state at height %d from a snapshot (%d bytes)", height, len(data))
-        return height + 1
-
-    def _recovery_check(self, core: ChainCore, now: float, wal: list | None) -> None:
-        """Stored history that is damaged or lost must come back from peers before we serve orders, and we never
-        sign at a height we may already have signed at. An intact WAL says exactly what we signed at the height
-        we were deciding (the core re-sends it when it gets there). A damaged one costs that height only if a
-        lost record may be of it (`WalDamage.verdict`: records lost between intact ones of decided heights
-        cost nothing, and the WAL is then used as it is); otherwise that height is skipped. The floor is stored
-        before the evidence behind it is repaired, so a crash meanwhile keeps it. `wal`: the WAL's intact
-        records of heights no stored block decided."""
-        store = self.store
-        missing = list(store.missing_heights)
-        wal_top = max((h for h in map(wal_record_height, wal or []) if h is not None), default=0)
-        # a block log whose newest file the disk cut short looks torn, not damaged: the WAL says how far we got
-        # (an intact record of height h, even in a damaged WAL, means h - 1 was decided)
-        known_top = max(store.last_height, wal_top - 1)
-        verdict = None
-        if not store.wal_trustworthy:
-            verdict = store.wal_damage().verdict(known_top)
-            if verdict.sign_from <= 1:
-                log.warning("%s", verdict.text)
-                store.accept_wal_damage()
-        wal_ok = store.wal_trustworthy
-        self._wal_top = wal_top if wal_ok else 0
-        needed = 1
-        if missing or known_top > core.height:
-            ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
-            damage = "; ".join(store.blocks_damage) or f"{self.store_dir('blocks')} ends early"
-            self.recovering = {"since": now, "need_height": known_top, "missing": ranges,
-                               "tail_damaged": store.blocks_tail_damaged, "damage": damage}
-            log.error("stored blocks %s are damaged or lost (%s): replayed up to height %d; fetching certified "
-                      "copies from peers before serving orders", ranges, damage, core.height)
-            # how far we had signed is unknown when the newest blocks are damaged: follow the peers first
-            needed = SIGN_FROM_UNKNOWN if store.blocks_tail_damaged else known_top + (1 if wal_ok else 2)
-        elif not wal_ok:
-            if core.state.validators.keys == (core.public_key,):
-                # the only validator: whatever it signed at the height in progress never left this node (a
-                # decision leaves only once its block is durable), so nobody holds a signature to contradict
-                log.warning("the consensus WAL is damaged; this node is the only validator, so it signs the height "
-                            "in progress afresh")
-                verdict = None
-            else:
-                needed = known_top + 2
-        if verdict is not None and not wal_ok:
-            log.error("%s", verdict.text)
-        floor = store.load_sign_from()
-        if needed > floor:
-            store.save_sign_from(needed)
-            floor = needed
-        core.consensus.sign_from = max(floor, wal_top if wal_ok else 0)
-        if floor == SIGN_FROM_UNKNOWN and self.recovering is None:
-            self.recovering = {"since": now, "need_height": core.height, "missing": "the signing record",
-                               "tail_damaged": True, "damage": self.store_dir("signing")}
-        if floor == SIGN_FROM_UNKNOWN:
-            log.warning("not signing at any height until caught up with peers: we may have signed there before "
-                        "the damage")
-        elif floor > known_top + 1:
-            log.warning("not signing at heights %d..%d (signing from height %d): we may have signed there before "
-                        "the damage", known_top + 1, floor - 1, floor)
-        elif floor > core.height + 1:
-            log.warning("not signing below height %d: heights %d..%d are decided; catching up with peers first",
-                        floor, core.height + 1, floor - 1)
+        return store_dir(self.store, part)
 
     def _recovery_progress(self) -> None:
         core, recovering = self.core, self.recovering
@@ -608,46 +420,12 @@ class ChainService:
 
     # ------------------------------------------------------------------ snapshots for joining nodes
     def _serve_snapshot(self, payload: Any, peer: str) -> Any:
-        """`chain.snapshot` {"offset"}: our newest snapshot in chunks; the first chunk also carries what
-        makes it checkable (the commit of its block, the certified block after it, the epoch proofs)."""
-        offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
-        if type(offset) is not int or offset < 0:
-            raise BadRequest("offset must be a non-negative integer")
-        if offset == 0 or self._served_snapshot is None:
-            loaded = self.store.load_snapshot()
-            if loaded is None:
-                raise CannotServe("no snapshot here")
-            height, data = loaded
-            at, after = self.store.get(height), self.store.get(height + 1)
-            if at is None or after is None:
-                raise CannotServe("the blocks that certify our snapshot are not stored yet")
-            extras = [at[1].wire(), after[0].wire(), after[1].wire(),
-                      [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
-            self._served_snapshot = (height, data, extras)
-        height, data, extras = self._served_snapshot
-        answer: dict[str, Any] = {"height": height, "total": len(data), "offset": offset,
-                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
-        if offset == 0:
-            answer["proof"] = extras
-        return answer
+        return self._snapshots.serve(payload)
 
     async def _snapshot_join(self, peer: str) -> None:
         """Fetch a peer's snapshot and install it if every part checks out against our genesis."""
         try:
-            first = await self.network.call(SNAPSHOT_SERVICE, {"offset": 0}, timeout=10.0, peer=peer)
-            height, total, proof = first["height"], first["total"], first["proof"]
-            parts = [first["chunk"]]
-            size = len(first["chunk"])
-            while size < total:
-                more = await self.network.call(SNAPSHOT_SERVICE, {"offset": size}, timeout=10.0, peer=peer)
-                if more["height"] != height or not more["chunk"]:
-                    raise ValueError("the snapshot changed while we fetched it")
-                parts.append(more["chunk"])
-                size += len(more["chunk"])
-            data = b"".join(parts)[:total]
-            commit_at = Commit.from_wire(proof[0])
-            next_block, next_commit = Block.from_wire(proof[1]), Commit.from_wire(proof[2])
-            proofs = [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]]
+            fetched = await fetch_snapshot(self.network, peer)
         except Exception as exc:     # a peer's bad answer: try again on the next sync round
             log.warning("snapshot from %s not usable: %s", peer[:12], exc)
             return
@@ -658,15 +436,16 @@ class ChainService:
             return
         params = ExchangeParams.from_wire(core.genesis.exchange)
         chain_id = core.chain_id
-        why = core.install_snapshot(data, commit_at, next_block, next_commit, proofs,
-                                    lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id), self.clock())
+        why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
+                                    fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id),
+                                    self.clock())
         if why is not None:
-            log.warning("snapshot at height %d from %s refused: %s", height, peer[:12], why)
+            log.warning("snapshot at height %d from %s refused: %s", fetched.height, peer[:12], why)
             self.network.penalize(peer, 50.0, "bad_snapshot")
             return
         try:
-            self.store.save_snapshot(height, data)
-            self.store.replace_epochs(proofs)
+            self.store.save_snapshot(fetched.height, fetched.data)
+            self.store.replace_epochs(fetched.proofs)
         except StorageError as exc:
             log.error("could not store the snapshot we started from: %s", exc)
         self._roles_changed()
@@ -828,23 +607,9 @@ class ChainService:
                 log.error("could not store the proof of the validator set changed at height %d: %s", block.height, exc)
         tx_results = getattr(result, "txs", ())
         self.store.outbox_done([tx_result.tx_id for tx_result in tx_results])
-        now = self.clock()
-        self.commit_log.append((block.height, now, sum(len(tx.ops) for tx in tx_results)))
-        if self._held:
-            for tx_result in tx_results:
-                if tx_result.tx_id in self._held:
-                    self._release(tx_result.tx_id)
-        for tx_result in tx_results:
-            waiters = self._waiters.pop(tx_result.tx_id, None)
-            submitted = self._submitted_at.pop(tx_result.tx_id, None)
-            if submitted is not None:
-                latency = now - submitted
-                for observe in self.finality_observers:
-                    observe(latency)
-            if waiters:
-                for future in waiters:
-                    if not future.done():
-                        future.set_result(tx_result)
+        self.commit_log.append((block.height, self.clock(), sum(len(tx.ops) for tx in tx_results)))
+        if self.own_orders.settle(tx_results, self.core):
+            self._schedule_pump()
         for listener in self.block_listeners:
             try:
                 listener(block, result)
@@ -857,11 +622,8 @@ class ChainService:
             return
         self.store.outbox_done([tx_id])
         self.counters["expired_own"] += 1
-        for future in self._waiters.pop(tx_id, []):
-            if not future.done():
-                future.set_result(None)
-        if tx_id in self._held:
-            self._release(tx_id)
+        if self.own_orders.expired(tx_id, self.core):
+            self._schedule_pump()
 
     async def _forward(self, tx: SignedTx) -> None:
         try:
@@ -1028,8 +790,7 @@ class ChainService:
             future.set_result(None)
             return why, future
         self.counters["submitted"] += 1
-        self._waiters.setdefault(tx.id, []).append(future)
-        self._submitted_at.setdefault(tx.id, self.clock())
+        self.own_orders.wait_for(tx, future)
         self._schedule_pump()
         return None, future
 
@@ -1047,62 +808,19 @@ class ChainService:
             future.set_result(None)
             return why, future
         await self.store.outbox_add([tx])
-        self._waiters.setdefault(tx.id, []).append(future)
-        self._held.setdefault(first.id, []).append(tx)
-        if not self._pending_here(first.id):      # a block took the order (or it expired) while we wrote
-            self._release(first.id)
+        self.own_orders.wait_for(tx, future, timed=False)
+        self.own_orders.hold(first.id, tx)
+        if not self._pending_here(first.id) and self.own_orders.release(first.id, self.core):
+            self._schedule_pump()       # a block took the order (or it expired) while we wrote
         return None, future
 
     def _pending_here(self, tx_id: str) -> bool:
         return any(tx.id == tx_id for tx in self.store.outbox())
 
-    def _release(self, first_id: str) -> None:
-        """`first` left the outbox: hand on what waited for it, or drop it when there is nothing to cancel."""
-        held = self._held.pop(first_id, [])
-        core = self.core
-        if core is None:
-            return
-        app = core.state.app
-        for tx in held:
-            op = tx.ops[0]
-            order = app.order(op.order_id) if isinstance(op, CancelOp) else None    # type: ignore[attr-defined]
-            if order is not None and order["status"] in ("open", "partially_filled"):
-                why = core.submit(tx, self.clock(), own=True)
-                if why is None or why == "duplicate":
-                    self._submitted_at.setdefault(tx.id, self.clock())
-                    continue
-                outcome = Withdrawn(why)
-            else:
-                outcome = Withdrawn("order_never_landed" if order is None else f"order_{order['status']}")
-            log.info("cancel %s not handed on: %s", tx.id, outcome.reason)
-            self.store.outbox_done([tx.id])
-            for future in self._waiters.pop(tx.id, []):
-                if not future.done():
-                    future.set_result(outcome)
-        self._schedule_pump()
-
     def pending_orders(self, account: str | None = None) -> list[dict[str, Any]]:
-        """Our users' orders answered 202 that no block holds yet, newest first: status `pending` with the
-        reason, and `cancel` when a cancel of it waits for it."""
+        """Our users' orders answered 202 that no block holds yet, newest first (`own_orders.py`)."""
         core = self.core
-        if core is None:
-            return []
-        reason = self.pending_reason()
-        app = core.state.app
-        cancels = {_cancelled_prefix(tx): tx.id for txs in self._held.values() for tx in txs}
-        views: list[dict[str, Any]] = []
-        for tx in reversed(self.store.outbox()):
-            if account is not None and tx.account_hex != account:
-                continue
-            for index, op in enumerate(tx.ops):
-                if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:  # type: ignore[attr-defined]
-                    continue
-                view = pending_view(tx, index, op, reason)
-                cancel = cancels.get(tx.id[:30]) if len(tx.ops) == 1 else None
-                if cancel is not None:
-                    view["cancel"] = {"tx_id": cancel, "status": "pending", "reason": "waits_for_the_order"}
-                views.append(view)
-        return views
+        return [] if core is None else self.own_orders.views(core, account, self.pending_reason())
 
     def pending_order(self, order_id: str) -> tuple[SignedTx, dict[str, Any]] | None:
         """(its transaction, its view) for one of `pending_orders`, or None."""
@@ -1141,15 +859,8 @@ class ChainService:
 
     # ------------------------------------------------------------------ seats
     def key_of(self, node_id: str) -> bytes | None:
-        """The public key behind a node id, from what this node knows first-hand: the chain's own records
-        (validators, standbys, approvals) or a link that proved it."""
-        core = self.core
-        known: list[bytes] = []
-        if core is not None:
-            state = core.state
-            known += [*state.validators.keys, *state.seats.standby, *(t for _, t in state.seats.approvals)]
-        known += [p.public_key for p in self.founding.peers.values() if len(p.public_key) == 32]
-        return next((key for key in known if node_id_for(key) == node_id), None)
+        """The public key behind a node id, from what this node knows first-hand (`seats_view.py`)."""
+        return key_of(self.core, [p.public_key for p in self.founding.peers.values()], node_id)
 
     def approve(self, action: str, node_id: str) -> dict[str, Any]:
         """Our operator's signed approval that `node_id` gets (`add`) or loses (`remove`) a seat. Raises
@@ -1183,35 +894,8 @@ class ChainService:
         return {"recovery": answer, **self.seats_view()}
 
     def seats_view(self) -> dict[str, Any]:
-        """The validator set, each member's state, the standbys and the approvals pending."""
-        core = self._usable_core()
-        state, now = core.state, self.clock()
-        validators, seats, genesis = state.validators, state.seats, state.genesis
-        heard = {node_id: (None if seconds is None else round(seconds, 1))
-                 for node_id, seconds, _ in core.validator_liveness(now)}
-        members = []
-        for key in validators.keys:
-            seen_height, seen_ms = state.last_seen.get(key, (0, 0))
-            members.append({"node_id": node_id_for(key), "me": key == core.public_key,
-                            "last_signed_height": seen_height,
-                            "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
-                            if state.height - seen_height > 2 else 0.0,
-                            "heard_s_ago": heard.get(node_id_for(key)), "proposed": self.proposed.get(key, 0)})
-        pending = []
-        for (action, target), voters in sorted(seats.approvals.items()):
-            counted = [k for k in voters if k in validators]
-            pending.append({"action": action, "node_id": node_id_for(target), "approvals": len(counted),
-                            "needed": validators.quorum, "approvers": sorted(node_id_for(k) for k in counted)})
-        size = len(validators)
-        next_size = next((n for n in range(size + 1, genesis.max_validators + 1) if genesis.size_allowed(n)), None)
-        return {"epoch": validators.epoch, "size": size, "quorum": validators.quorum,
-                "faults_tolerated": validators.faults, "max_validators": genesis.max_validators,
-                "seat_rule": genesis.seat_rule, "pinned": genesis.pinned, "next_size": next_size,
-                "admission": bool(genesis.admission_key), "validators": members,
-                "standby": [{"node_id": node_id_for(k), "since_height": seats.standby[k]}
-                            for k in seats.standby_order()],
-                "pending": pending, "removals": sorted(node_id_for(k) for k in seats.removals),
-                "banned": sorted(node_id_for(k) for k in seats.banned)}
+        """The validator set, each member's state, the standbys and the approvals pending (`seats_view.py`)."""
+        return seats_view(self._usable_core(), self.proposed, self.clock())
 
     @property
     def state(self) -> ExchangeState:
@@ -1251,20 +935,6 @@ class _UnsavedBlock:
         self.snapshot = snapshot
         self.held: list[dict] = []      # decision broadcasts
         self.durable = durable          # fdatasync'ed before anything it holds back is let out
-
-
-def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None) -> dict[str, Any]:
-    """An order of ours no block holds yet, shaped like a final order's view."""
-    return {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market, "side": op.side,
-            "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0",
-            "account": tx.account_hex, "stp": op.stp, "tx_id": tx.id, "final": False}
-
-
-def _cancelled_prefix(tx: SignedTx) -> str | None:
-    """The tx id prefix (order ids start with it) of the order a one-cancel transaction cancels."""
-    if len(tx.ops) == 1 and isinstance(tx.ops[0], CancelOp):
-        return tx.ops[0].order_id[:30]
-    return None
 
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:

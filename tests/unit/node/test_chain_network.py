@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.chain.service import BadRequest, CannotServe
+from exchange.chain.ports import BadRequest, CannotServe
 from node.chain_network import P2PChainNetwork
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 

@@ -23,7 +23,8 @@ from exchange.chain.codec import unpack
 from exchange.chain.core import CoreConfig
 from exchange.chain.crypto import SigningKey, node_id_for
 from exchange.chain.genesis import Genesis
-from exchange.chain.service import ChainService, NotReady
+from exchange.chain.ports import NotReady
+from exchange.chain.service import ChainService
 from exchange.chain.state import ExchangeParams
 from exchange.chain.store import ChainStore
 from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx

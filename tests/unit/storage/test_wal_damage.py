@@ -1,7 +1,7 @@
 """What WAL damage costs a validator (issue #24): records lost between intact records of decided heights cost
 nothing, and only damage that may hide a record of a height not decided yet skips that height. The decision
 on its own (`WalDamage.verdict`), then on a real ChainStore on FaultyFS with bytes flipped in its WAL, then
-through the service's start check (`ChainService._recovery_check`) with a validator of four: the signing
+through the start check (`exchange/chain/boot.py`, `check_history`) with a validator of four: the signing
 floor it stores, the one the consensus gets, and the log line naming the heights it covers.
 
 Each case states both sides, so a floor applied always fails the harmless cases and a floor never applied
@@ -13,11 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from exchange.chain.service import ChainService
+from exchange.chain.boot import check_history
 from exchange.chain.store import ChainStore, WalDamage, WalGap
 from exchange.chain.tendermint import wal_record_height
 from storage.faultyfs import FaultyFS
-from tests.chain_fill import NoNetwork
 from tests.unit.storage.chain_node import DATA_DIR
 from tests.unit.storage.test_chain_store import frames
 
@@ -58,7 +57,7 @@ def flip_three(fs: FaultyFS, *records: int) -> None:
 
 
 class FakeCore:
-    """What `_recovery_check` reads of a core: its height, whether it is the only validator, and where the
+    """What `check_history` reads of a core: its height, whether it is the only validator, and where the
     consensus' signing floor goes."""
 
     def __init__(self, height: int, validators: int = 4) -> None:
@@ -72,12 +71,9 @@ class FakeCore:
 def start_check(fs: FaultyFS, height: int = DECIDED, validators: int = 4) -> tuple[ChainStore, FakeCore, list | None]:
     """Open the store and run the service's start check as `_boot` does: (store, core, WAL handed to the core)."""
     store = ChainStore(DATA_DIR, fs=fs)
-    identity = SimpleNamespace(node_id="n0", public_key_bytes=bytes(32), sign=lambda data: b"")
-    service = ChainService(identity, NoNetwork(), store, network_id="wal", markets="BTC-USD",  # type: ignore[arg-type]
-                           found_after=0.0, clock=lambda: 1000.0)
     core = FakeCore(height, validators)
     wal: list | None = store.wal_records()
-    service._recovery_check(core, 1000.0, wal)  # type: ignore[arg-type]
+    check_history(store, core, 1000.0, wal)  # type: ignore[arg-type]
     if not store.wal_trustworthy:
         wal = None
         store.wal_reset()

@@ -1,0 +1,74 @@
+"""State sync: a node that is far behind (its peers compacted the blocks it lacks) starts again from a
+peer's snapshot instead of replaying every block.
+
+The serving side answers `chain.snapshot` {"offset"} with its newest stored snapshot in chunks; the first
+chunk also carries what makes it checkable: the commit of its block, the certified block after it, and the
+epoch proofs from genesis. The joining side fetches every chunk from one peer and hands the lot to
+`ChainCore.install_snapshot`, which checks each part against validator sets proven from its own genesis
+before anything of its state changes.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from exchange.chain.blocks import Block, Commit
+from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore
+
+SNAPSHOT_SERVICE = "chain.snapshot"
+SNAPSHOT_CHUNK = 256 * 1024
+FETCH_TIMEOUT = 10.0        # s per chunk
+
+
+class SnapshotServer:
+    """Our newest snapshot for joining peers, with its proof; the chunks of one snapshot come from one read."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self._served: tuple[int, bytes, list] | None = None
+
+    def serve(self, payload: Any) -> dict[str, Any]:
+        offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
+        if type(offset) is not int or offset < 0:
+            raise BadRequest("offset must be a non-negative integer")
+        if offset == 0 or self._served is None:
+            loaded = self.store.load_snapshot()
+            if loaded is None:
+                raise CannotServe("no snapshot here")
+            height, data = loaded
+            at, after = self.store.get(height), self.store.get(height + 1)
+            if at is None or after is None:
+                raise CannotServe("the blocks that certify our snapshot are not stored yet")
+            extras = [at[1].wire(), after[0].wire(), after[1].wire(),
+                      [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
+            self._served = (height, data, extras)
+        height, data, extras = self._served
+        answer: dict[str, Any] = {"height": height, "total": len(data), "offset": offset,
+                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
+        if offset == 0:
+            answer["proof"] = extras
+        return answer
+
+
+class FetchedSnapshot(NamedTuple):
+    height: int
+    data: bytes
+    commit_at: Commit                       # certifies the snapshot's last block
+    next_block: Block                       # the certified block after it: its header vouches for the state
+    next_commit: Commit
+    proofs: list[tuple[Block, Commit]]      # validator set changes from genesis
+
+
+async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
+    """Every chunk of `peer`'s snapshot and its proof, decoded (not yet checked). Raises on a bad answer."""
+    first = await network.call(SNAPSHOT_SERVICE, {"offset": 0}, timeout=FETCH_TIMEOUT, peer=peer)
+    height, total, proof = first["height"], first["total"], first["proof"]
+    parts = [first["chunk"]]
+    size = len(first["chunk"])
+    while size < total:
+        more = await network.call(SNAPSHOT_SERVICE, {"offset": size}, timeout=FETCH_TIMEOUT, peer=peer)
+        if more["height"] != height or not more["chunk"]:
+            raise ValueError("the snapshot changed while we fetched it")
+        parts.append(more["chunk"])
+        size += len(more["chunk"])
+    return FetchedSnapshot(height, b"".join(parts)[:total], Commit.from_wire(proof[0]), Block.from_wire(proof[1]),
+                           Commit.from_wire(proof[2]), [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]])
