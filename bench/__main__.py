@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         try:   # one broken benchmark must not hide the others' figures
             importlib.import_module(f"bench.bench_{name}").main(flags)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
         print(f"--- {name}: {time.perf_counter() - started:.1f} s", flush=True)

@@ -34,7 +34,7 @@ from bench.options import parse_options, percentile
 from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import Cluster, NodeProcess, free_ports, wait_until  # noqa: E402
+from tests.harness import Cluster, NodeProcess, free_ports, wait_until
 
 
 SLOW = 60.0   # s for a node to answer a query around the run: 30 nodes on 2 shared cores may still be busy

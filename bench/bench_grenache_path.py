@@ -27,8 +27,8 @@ from bench.options import parse_options, percentile
 from bench.table import print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import Cluster, wait_until  # noqa: E402
-from tests.interop.grenache_harness import GrapeCluster, node_missing_reason  # noqa: E402
+from tests.harness import Cluster, wait_until
+from tests.interop.grenache_harness import GrapeCluster, node_missing_reason
 
 COMMON = {"discovery_pex": "false", "debug_api": "true", "heartbeat_interval": 0.2, "log_level": "WARNING"}
 

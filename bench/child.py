@@ -45,7 +45,7 @@ def _stderr_to(path: str) -> Iterator[None]:
 def _child_main(target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """In the child: a forked child inherits this process's `sys.stderr` object, which may not write to fd 2
     (pytest's capture replaces it), so it is pointed at fd 2 again before `target(*args)`."""
-    sys.stderr = open(2, "w", buffering=1, closefd=False)   # noqa: SIM115 - fd 2 outlives this call
+    sys.stderr = open(2, "w", buffering=1, closefd=False)   # fd 2 outlives this call
     target(*args)
 
 

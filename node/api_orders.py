@@ -92,7 +92,7 @@ def _account(request: web.Request, name: Any) -> Any:
         raise ApiError(422, "invalid_account", "account is an account name or its 64-hex id", "account")
     try:
         return accounts.get(name)
-    except Exception:
+    except KeyError:
         raise ApiError(422, "unknown_account", f"this node holds no account {name!r}; create it with "
                        f"`exchange-node account new {name}` or send a transaction signed with your own key",
                        "account") from None
@@ -414,7 +414,7 @@ async def delete_order(request: web.Request) -> web.Response:
         accounts = getattr(node_of(request), "accounts", None)
         try:
             account = accounts.get(view["account"]) if accounts is not None else None
-        except Exception:
+        except KeyError:
             account = None
         if account is None:
             raise ApiError(403, "not_owner", f"this node does not hold the key of account {view['account']}; "

@@ -108,7 +108,7 @@ def expected_seats(count: int) -> int:
 def _formed(nodes: list[DevnetNode]) -> bool:
     try:
         views = [node.status() for node in nodes]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a node not answering yet is not formed
         return False
     return len({v["chain_id"] for v in views}) == 1 and views[0]["chain_id"] is not None \
         and all(v["quorum"] and len(v["validators"]) == expected_seats(len(nodes)) for v in views)

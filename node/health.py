@@ -46,7 +46,7 @@ class ReadinessChecks:
             try:
                 outcome = check()
                 ok, detail = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
-            except Exception as exc:      # a broken check means "not ready", never a 500
+            except Exception as exc:  # noqa: BLE001 - a broken check means "not ready", never a 500
                 ok, detail = False, f"check failed: {type(exc).__name__}: {exc}"
             results.append({"name": name, "ok": bool(ok), "detail": detail})
         return all(r["ok"] for r in results), results

@@ -76,7 +76,7 @@ class OrderBatcher:
         try:
             tx = sign_tx(account.sign, account.public_key, self._chain_id(), os.urandom(12).hex(),
                          int(time.time() * 1000) + self._ttl_ms() - 1000, batch.ops)
-        except Exception as exc:     # an op that breaks the format was refused before it got here
+        except Exception as exc:  # noqa: BLE001 - an op that breaks the format was refused before it got here
             for future in batch.futures:
                 if not future.done():
                     future.set_exception(exc)

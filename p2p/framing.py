@@ -73,7 +73,7 @@ def decode_body(body: bytes | bytearray | memoryview, max_frame_bytes: int = DEF
             max_map_len=MAX_MAP_LEN,
             max_ext_len=0,
         )
-    except Exception as exc:  # msgpack raises ValueError, TypeError, ExtraData, StackError, ...
+    except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ExtraData, StackError, ...
         raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
     if type(message) is not dict or type(message.get("type")) is not str:
         raise MalformedFrame("frame is not a map with a string 'type'")
@@ -119,7 +119,7 @@ class FrameDecoder:
                     try:  # decode_body inlined: this loop runs once per received frame
                         message = _unpackb(view[start:stop], raw=False, max_str_len=limit, max_bin_len=limit,
                                            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - msgpack raises many types for hostile bytes
                         raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
                     if type(message) is not dict or type(message.get("type")) is not str:
                         raise MalformedFrame("frame is not a map with a string 'type'")

@@ -35,58 +35,51 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-class Check:
-    """A field check that is both callable and renderable as a Python expression, so a schema
-    compiles into one generated function per message type (one call per message, not one per field)."""
-
-    __slots__ = ("source", "func")
-
-    def __init__(self, source: str, func: Callable[[Any], bool]) -> None:
-        self.source = source  # expression over `v`
-        self.func = func
-
-    def __call__(self, v: Any) -> bool:
-        return self.func(v)
+FieldCheck = Callable[[Any], bool]
 
 
-def _check(source: str) -> Check:
-    return Check(source, eval(f"lambda v: {source}"))  # noqa: S307 - our own constant templates
+def is_str(max_len: int = MAX_STR) -> FieldCheck:
+    return lambda v: type(v) is str and len(v) <= max_len
 
 
-def is_str(max_len: int = MAX_STR) -> Check:
-    return _check(f"type(v) is str and len(v) <= {int(max_len)}")
+def is_bytes(min_len: int, max_len: int) -> FieldCheck:
+    return lambda v: type(v) is bytes and min_len <= len(v) <= max_len
 
 
-def is_bytes(min_len: int, max_len: int) -> Check:
-    return _check(f"type(v) is bytes and {int(min_len)} <= len(v) <= {int(max_len)}")
+def is_int(lo: int = 0, hi: int = (1 << 63) - 1) -> FieldCheck:
+    return lambda v: type(v) is int and lo <= v <= hi
 
 
-def is_int(lo: int = 0, hi: int = (1 << 63) - 1) -> Check:
-    return _check(f"type(v) is int and {int(lo)} <= v <= {int(hi)}")
+def is_number(v: Any) -> bool:
+    return type(v) is int or type(v) is float
 
 
-is_number = _check("(type(v) is int or type(v) is float)")
-is_node_id = _check(f"type(v) is str and len(v) == {NODE_ID_LEN}")
-is_any = _check("True")
+def is_node_id(v: Any) -> bool:
+    return type(v) is str and len(v) == NODE_ID_LEN
 
 
-def is_list(max_len: int = MAX_LIST, item: Callable[[Any], bool] | None = None) -> Check:
+def is_any(v: Any) -> bool:
+    """Any value: a required field only has to be present; an optional one is not looked at."""
+    return True
+
+
+def is_list(max_len: int = MAX_LIST, item: FieldCheck | None = None) -> FieldCheck:
     if item is None:
-        return _check(f"type(v) is list and len(v) <= {int(max_len)}")
-    return Check("<list>", lambda v: type(v) is list and len(v) <= max_len and all(item(x) for x in v))
+        return lambda v: type(v) is list and len(v) <= max_len
+    return lambda v: type(v) is list and len(v) <= max_len and all(item(x) for x in v)
 
 
-def optional(check: Callable[[Any], bool]) -> Check:
-    return Check("<optional>", lambda v: v is None or check(v))
+def optional(check: FieldCheck) -> FieldCheck:
+    return lambda v: v is None or check(v)
 
 
-def custom(func: Callable[[Any], bool]) -> Check:
-    """Any predicate; used as a plain call inside the compiled validator."""
-    return Check("<custom>", func)
+def custom(func: FieldCheck) -> FieldCheck:
+    """Any predicate over the field's value."""
+    return func
 
 
 _MISSING = object()
-FieldChecks = dict[str, Callable]
+FieldChecks = dict[str, FieldCheck]
 Schema = tuple[FieldChecks, FieldChecks]    # (required fields, optional fields), each name -> check
 SchemaTable = Mapping[str, Schema]
 MessageCheck = Callable[[dict], "str | None"]
@@ -96,35 +89,28 @@ def schema(required: FieldChecks, optional_fields: FieldChecks | None = None) ->
     return required, optional_fields or {}
 
 
-def _compile(msg_type: str, required: dict[str, Callable], optional_fields: dict[str, Callable]) -> Callable[[dict], str | None]:
-    """Generate `def validate(message) -> name of the first bad field, or None`.
+def _compile(required: FieldChecks, optional_fields: FieldChecks) -> MessageCheck:
+    """`validate(message) -> name of the first bad field, or None`, with the fields to look at fixed once:
+    a required field that may hold anything is only looked up, an optional one is not looked at."""
+    checked = tuple((name, check) for name, check in required.items() if check is not is_any)
+    present = tuple(name for name, check in required.items() if check is is_any)
+    optional_checked = tuple((name, check) for name, check in optional_fields.items() if check is not is_any)
 
-    The happy path is one boolean expression over plain subscripts (every application message
-    pays it); only a message that fails it is walked field by field to name the culprit.
-    """
-    env: dict[str, Any] = {"_MISSING": _MISSING}
-    fast: list[str] = []
-    slow: list[str] = []
-    for n, (fields, needed) in enumerate(((required, True), (optional_fields, False))):
-        for i, (name, check) in enumerate(fields.items()):
-            source = getattr(check, "source", "<custom>")
-            if source == "True" and not needed:
-                continue                      # an optional field that may hold anything: nothing to check
-            if source.startswith("<"):
-                env[f"c{n}_{i}"] = check
-                source = f"c{n}_{i}(v)"
-            if needed:
-                fast.append(f"((v := message[{name!r}]) is v and ({source}))")
-                slow.append(f"    v = get({name!r}, _MISSING)\n"
-                            f"    if v is _MISSING or not ({source}): return {name!r}")
-            else:
-                fast.append(f"({name!r} not in message or ((v := message[{name!r}]) is v and ({source})))")
-                slow.append(f"    v = get({name!r}, _MISSING)\n"
-                            f"    if v is not _MISSING and not ({source}): return {name!r}")
-    lines = ["def validate(message):", "    try:", f"        if {' and '.join(fast) or 'True'}: return None",
-             "    except KeyError:", "        pass", "    get = message.get", *slow, "    return None"]
-    exec("\n".join(lines), env)  # noqa: S102 - generated from our own schema declarations
-    return env["validate"]
+    def validate(message: dict) -> str | None:
+        for name, check in checked:
+            value = message.get(name, _MISSING)
+            if value is _MISSING or not check(value):
+                return name
+        for name in present:
+            if name not in message:
+                return name
+        for name, check in optional_checked:
+            value = message.get(name, _MISSING)
+            if value is not _MISSING and not check(value):
+                return name
+        return None
+
+    return validate
 
 
 class Schemas:
@@ -146,7 +132,7 @@ class Schemas:
             if known is not None:
                 raise ValueError(f"message type {kind!r} is declared twice")
             self._declared[kind] = declared
-            self.checks[kind] = _compile(kind, *declared)
+            self.checks[kind] = _compile(*declared)
 
     def __contains__(self, kind: object) -> bool:
         return kind in self.checks

@@ -61,7 +61,7 @@ class Trader(threading.Thread):
         try:
             while not self.stop_event.is_set() and self.sent < self.max_orders:
                 self.step()
-        except BaseException as exc:     # surfaced by the test through `error`
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test through `error`
             self.error = exc
 
     def step(self) -> None:

@@ -23,7 +23,7 @@ def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=max_bytes, max_bin_len=max_bytes,
                                max_array_len=1_000_000, max_map_len=100_000, max_ext_len=0)
-    except Exception as exc:     # msgpack raises several unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for bad input
         raise ValueError(f"undecodable record: {type(exc).__name__}") from None
 
 

@@ -324,7 +324,7 @@ class ChainService:
             try:
                 wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
                 genesis = Genesis.from_wire(wire)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a peer's failed answer, whatever it raised
                 log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
                 continue
             if genesis.chain_id != decision.chain_id:
@@ -426,7 +426,7 @@ class ChainService:
         """Fetch a peer's snapshot and install it if every part checks out against our genesis."""
         try:
             fetched = await fetch_snapshot(self.network, peer)
-        except Exception as exc:     # a peer's bad answer: try again on the next sync round
+        except Exception as exc:  # noqa: BLE001 - a peer's bad answer: try again on the next sync round
             log.warning("snapshot from %s not usable: %s", peer[:12], exc)
             return
         finally:
@@ -628,7 +628,7 @@ class ChainService:
     async def _forward(self, tx: SignedTx) -> None:
         try:
             answer = await self.network.call(SUBMIT_SERVICE, tx.wire(), timeout=2.0)
-        except Exception as exc:     # the outbox hands it on again after resubmit_interval
+        except Exception as exc:  # noqa: BLE001 - the outbox hands it on again after resubmit_interval
             self.counters["forward_failures"] += 1
             log.debug("forwarding %s failed: %s", tx.id, exc)
             return

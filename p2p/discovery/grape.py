@@ -82,7 +82,7 @@ class GrapeDiscovery(DiscoveryStrategy):
                     next_lookup = loop.time() + self._jitter(self.lookup_interval)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # GrapeError by contract; anything else must not stop discovery either
+            except Exception as exc:  # noqa: BLE001 - GrapeError by contract; anything else must not stop discovery either
                 self._on_failure(exc)
                 await asyncio.sleep(max(0.05, self.backoff.next_delay()))
                 next_announce = next_lookup = loop.time()  # on recovery: re-announce and look up at once
@@ -108,7 +108,7 @@ class GrapeDiscovery(DiscoveryStrategy):
                 self.stats.found += 1
             try:
                 sink(Candidate(address[0], address[1], self.name))
-            except Exception:  # noqa: BLE001 - a faulty sink is a bug elsewhere; keep discovering
+            except Exception:  # a faulty sink is a bug elsewhere; keep discovering
                 if not self._sink_error_logged:
                     self._sink_error_logged = True
                     log.exception("grape discovery: candidate sink failed")

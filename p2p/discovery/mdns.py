@@ -117,7 +117,7 @@ class MdnsDiscovery(DiscoveryStrategy):
                 started = await self._start()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # no multicast, bad interface address, socket errors
+            except Exception as exc:  # noqa: BLE001 - no multicast, bad interface address, socket errors
                 self._error(type(exc).__name__, f"cannot start on {self.interfaces or 'real interfaces'}: "
                                                 f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)")
                 await self._shutdown(goodbye=False)
@@ -182,7 +182,7 @@ class MdnsDiscovery(DiscoveryStrategy):
             ok = await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - zeroconf's errors vary by platform: reported, never fatal to discovery
             self._error("resolve", f"resolving {name}: {type(exc).__name__}: {exc}")
             return
         if not ok:  # no answer in time (a busy or slow responder): the browser will not tell us again
@@ -239,7 +239,7 @@ class MdnsDiscovery(DiscoveryStrategy):
                 sent = await zc.async_unregister_service(self._info)
                 await sent  # the goodbye packets are only sent once this completes
             await zc.async_close()
-        except Exception as exc:  # shutting down: report, never raise
+        except Exception as exc:  # noqa: BLE001 - shutting down: report, never raise
             log.debug("mDNS shutdown: %s", exc)
         finally:
             self._browser = None

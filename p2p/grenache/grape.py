@@ -145,7 +145,7 @@ class GrapeClient:
             raise TypeError("value must be a str")
         return await self._call("put", {"v": value}, lambda v: isinstance(v, str) and bool(v))
 
-    async def get(self, hash: str) -> str | None:  # noqa: A002 - mirrors the Grape API name
+    async def get(self, hash: str) -> str | None:     # `hash`: the Grape API's own name
         """The string stored under `hash`, or None when the DHT does not know it."""
         if not isinstance(hash, str) or not hash:
             raise ValueError("hash must be a non-empty string")

@@ -292,7 +292,7 @@ class GrenacheHTTPServer:
         except (asyncio.TimeoutError, TimeoutError):
             log.warning("grenache handler %r timed out after %ss", key, self.handler_timeout)
             return "ERR_TIMEOUT", None
-        except Exception as exc:  # noqa: BLE001 - any handler failure becomes an error string
+        except Exception as exc:  # any handler failure becomes an error string
             code = getattr(exc, "code", None)
             if isinstance(code, str) and code.startswith("ERR_") and len(code) <= 200:
                 return code, None

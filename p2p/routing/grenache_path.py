@@ -226,7 +226,7 @@ class GrenachePath:
                 await self._refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug of ours must not end the path
+            except Exception:  # a bug of ours must not end the path
                 log.exception("grenache path: refresh failed")
             await asyncio.sleep(self.refresh_interval * self.rng.uniform(0.9, 1.1))
 

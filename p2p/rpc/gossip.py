@@ -82,7 +82,7 @@ class HintGossip:
             await asyncio.sleep(self.interval)
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - gossip must never stop on one bad round
+            except Exception:  # gossip must never stop on one bad round
                 log.exception("hint round failed")
 
     # -- sending ---------------------------------------------------------------------------------

@@ -198,5 +198,5 @@ class RpcServer:
             reply["msg"] = message[: e.MAX_MESSAGE]
         try:
             replier.send(reply)
-        except Exception:  # noqa: BLE001 - the link may be gone; the requester times out
+        except Exception:  # the link may be gone; the requester times out
             log.debug("could not send rpc error %s for request %d", code, rid, exc_info=True)

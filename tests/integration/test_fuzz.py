@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import p2p.discovery.pex  # noqa: F401  (registers peerexchange)
-import p2p.router  # noqa: F401  (registers relay, ihave, graft, prune, note)
+import p2p.discovery.pex
+import p2p.router
 import p2p.rpc.wire  # noqa: F401  (registers the RPC types and hint)
 from node.chain_network import CHAIN_SCHEMAS
 from p2p.discovery.pex import PEX_SCHEMAS

@@ -31,4 +31,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grenache_harness import grapes, node_worker, require_node  # noqa: E402,F401 - fixtures
+from grenache_harness import grapes, node_worker, require_node  # noqa: F401 - fixtures

@@ -66,7 +66,7 @@ def http_post_json(url: str, data: Any, timeout: float = 1.0) -> Any:
     """Synchronous POST {"rid", "data"} to a grape; returns the decoded answer (None for an empty body)."""
     body = json.dumps({"rid": str(uuid.uuid4()), "data": data}).encode()
     req = urllib.request.Request(url, data=body, method="POST", headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback test grape
+    with urllib.request.urlopen(req, timeout=timeout) as resp:     # a loopback test Grape
         raw = resp.read()
     return json.loads(raw) if raw.strip() else None
 

@@ -103,7 +103,7 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
     _need(type(data) is bytes, "must be bytes")
     try:
         body = msgpack.unpackb(data, raw=False, use_list=True)
-    except Exception as error:  # msgpack raises many types for hostile bytes; all mean "not a snapshot"
+    except Exception as error:  # noqa: BLE001 - msgpack raises many types for hostile bytes; all mean "not a snapshot"
         raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot is not msgpack: {error}") from None
     _need(_list(body) and len(body) in (12, 13), "must be a 12- or 13-item array")
     fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body[:12]
