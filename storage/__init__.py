@@ -24,7 +24,7 @@ What each piece promises, and how they fit:
 - `StorageError.kind`: `no_space` (answer 507), `io_error` / `read_only` / `failed` (503 with `retry_after`),
   `damaged` / `missing` (history to recover from peers), `locked`, `closed`, `permission`, `not_found`.
   `outcome_unknown` marks a write that could not be undone and may reappear after a restart.
-- `FileSystem` is the seam every store takes as `fs=`: `OsFileSystem` by default, `FaultyFS` in tests
+- `FileSystem` is the seam every store takes as `fs=`: `OsFileSystem` by default, `FaultyFS` in tests (tests/faultyfs.py)
   (failures, short writes, a full disk, and crashes that leave what a real crash could).
 
 Record log layout (one directory): `<first index>.seg` segment files (`storage.frames` has the byte format),
@@ -33,7 +33,6 @@ the one writer.
 """
 from storage.atomic import AtomicDocument, Document
 from storage.errors import StorageError
-from storage.faultyfs import Crash, FaultyFS
 from storage.fs import FileSystem, OsFileSystem
 from storage.group_commit import GroupCommit
 from storage.lock import DataDirInUse, DataDirLock
@@ -41,6 +40,6 @@ from storage.recordlog import RecordLog
 from storage.recovery import Damage, RecoveryReport
 from storage.snapshots import Snapshot, SnapshotStore
 
-__all__ = ["AtomicDocument", "Crash", "Damage", "DataDirInUse", "DataDirLock", "Document", "FaultyFS",
+__all__ = ["AtomicDocument", "Damage", "DataDirInUse", "DataDirLock", "Document",
            "FileSystem", "GroupCommit", "OsFileSystem", "RecordLog", "RecoveryReport", "Snapshot",
            "SnapshotStore", "StorageError"]

@@ -1,7 +1,7 @@
 """The file-system seam: the few operations the stores use, so tests can swap in `FaultyFS`.
 
 Every method raises `StorageError` (never a bare OSError), so a store needs one `except`. Paths are plain
-strings. `OsFileSystem` is the real thing; `storage.faultyfs.FaultyFS` models what a crash can leave.
+strings. `OsFileSystem` is the real thing; `FaultyFS` (tests/faultyfs.py) models what a crash can leave.
 `replace_file` is the one durable write-then-rename sequence the document and snapshot stores share.
 """
 from __future__ import annotations

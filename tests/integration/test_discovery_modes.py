@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from p2p.grenache.fake import FakeGrape
+from tests.fake_grape import FakeGrape
 from tests.harness import wait_until
 
 

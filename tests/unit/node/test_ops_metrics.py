@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.chain.crypto import SigningKey, node_id_for
 from node.ops_metrics import STORAGE_KINDS, ops_metrics, validator_metrics
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from tests.unit.storage.chain_node import ChainNode, Record
 
 

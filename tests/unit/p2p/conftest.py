@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p.grenache.fake import FakeGrape
+from tests.fake_grape import FakeGrape
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from p2p.grenache.fake import FakeDHT, FakeGrape
+from tests.fake_grape import FakeDHT, FakeGrape
 from p2p.grenache.grape import GrapeClient, GrapeError, GrapeUnavailable, normalize_grape_url, parse_address
 from tests.harness import closed_port
 

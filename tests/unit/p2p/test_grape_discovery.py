@@ -10,7 +10,7 @@ import pytest
 
 from p2p.discovery.base import Candidate
 from p2p.discovery.grape import GrapeDiscovery
-from p2p.grenache.fake import FakeDHT, FakeGrape
+from tests.fake_grape import FakeDHT, FakeGrape
 from p2p.resilience.backoff import Backoff
 
 pytestmark = pytest.mark.timeout(20)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from p2p.framing import encode_body
-from p2p.grenache.fake import FakeGrape
+from tests.fake_grape import FakeGrape
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheRemoteError
 from p2p.router import Outcome
 from p2p.routing.grenache_path import broadcast_name, unicast_name

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from p2p.grenache.fake import FakeGrape
+from tests.fake_grape import FakeGrape
 from p2p.grenache.grape import GrapeClient
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
 from p2p.grenache.workers import GrenacheEndpoint, GrenacheWorkers, grenache_code

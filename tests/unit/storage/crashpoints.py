@@ -21,7 +21,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Union
 
-from storage.faultyfs import Crash, FaultyFS
+from tests.faultyfs import Crash, FaultyFS
 
 Workload = Callable[[FaultyFS, "History"], Union[None, Awaitable[None]]]
 Check = Callable[[FaultyFS, "History", "CrashStats"], None]

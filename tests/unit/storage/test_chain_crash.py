@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from exchange.chain.store import ChainStore
 from tests.unit.storage.chain_node import DATA_DIR, ChainNode, Record, signature_key
 from tests.unit.storage.crashpoints import CrashStats, History, enumerate_crashes

@@ -9,7 +9,7 @@ import pytest
 
 from exchange.chain.store import SIGN_FROM_UNKNOWN, WAL_KEEP_BYTES, ChainStore
 from storage import StorageError
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from storage.frames import DATA_START, decode_segment_header, scan
 from tests.unit.storage.chain_node import DATA_DIR, ChainNode, Record
 

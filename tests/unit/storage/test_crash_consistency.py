@@ -8,7 +8,7 @@ import errno
 
 from storage.atomic import AtomicDocument
 from storage.errors import StorageError
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from storage.group_commit import GroupCommit
 from storage.recordlog import RecordLog
 from storage.snapshots import SnapshotStore

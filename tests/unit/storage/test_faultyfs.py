@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from storage.errors import IO_ERROR, NO_SPACE, NOT_FOUND, READ_ONLY, StorageError
-from storage.faultyfs import SECTOR, Crash, FaultyFS
+from tests.faultyfs import SECTOR, Crash, FaultyFS
 from storage.fs import OsFileSystem, replace_file
 
 

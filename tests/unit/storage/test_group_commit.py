@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from storage.errors import CLOSED, IO_ERROR, NO_SPACE, StorageError
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from storage.group_commit import GroupCommit
 from storage.recordlog import RecordLog
 

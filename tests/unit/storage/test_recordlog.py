@@ -10,7 +10,7 @@ import pytest
 
 from storage import recordlog as recordlog_module
 from storage.errors import DAMAGED, FAILED, IO_ERROR, MISSING, NO_SPACE, READ_ONLY, StorageError
-from storage.faultyfs import SECTOR, FaultyFS
+from tests.faultyfs import SECTOR, FaultyFS
 from storage.frames import DATA_START, FRAME_OVERHEAD, encode_batch
 from storage.recordlog import RecordLog
 

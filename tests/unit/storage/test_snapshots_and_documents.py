@@ -9,7 +9,7 @@ import pytest
 
 from storage.atomic import AtomicDocument
 from storage.errors import DAMAGED, NO_SPACE, StorageError
-from storage.faultyfs import FaultyFS
+from tests.faultyfs import FaultyFS
 from storage.snapshots import SnapshotStore
 
 

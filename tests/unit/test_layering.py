@@ -1,0 +1,77 @@
+"""The package layering docs/architecture.md states, checked over every import of the source tree (as
+zeroconf checks for circular imports): a layer imports only the layers below it, production code never
+imports demo code or a test double, and the chain's sans-I/O parts import nothing that does I/O."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OURS = {"config", "storage", "exchange", "p2p", "node", "tests", "bench", "clients"}
+
+# layer -> the layers of ours it may import (besides itself)
+ALLOWED = {
+    "config": set(),
+    "storage": set(),
+    "exchange": set(),                          # the domain: orders, books, matching
+    "exchange.chain": {"exchange", "storage"},
+    "p2p": {"config"},
+    "node": {"config", "storage", "exchange", "exchange.chain", "p2p"},
+}
+# the chain's deciding parts: no asyncio, no sockets, no files (their drivers do the I/O)
+SANS_IO = ["exchange/chain/core.py", "exchange/chain/core_view.py", "exchange/chain/block_check.py",
+           "exchange/chain/block_builder.py", "exchange/chain/blocksync.py", "exchange/chain/intake.py",
+           "exchange/chain/seat_requests.py", "exchange/chain/recovery.py", "exchange/chain/tendermint.py",
+           "exchange/chain/effects.py", "exchange/chain/mempool.py"]
+IO_MODULES = {"asyncio", "socket", "os", "aiohttp", "pathlib", "shutil", "subprocess"}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append(node.module)
+    return found
+
+
+def _layer(module: str) -> str:
+    return "exchange.chain" if module.startswith("exchange.chain") else module.split(".")[0]
+
+
+def _production_files() -> list[Path]:
+    return [p for package in ("config", "storage", "exchange", "p2p", "node") for p in (ROOT / package).rglob("*.py")]
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    wrong = []
+    for path in _production_files():
+        layer = _layer(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for module in _imports(path):
+            target = _layer(module)
+            if target in OURS and target != layer and target not in ALLOWED[layer]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {module} ({layer} may import "
+                             f"{sorted(ALLOWED[layer]) or 'nothing of ours'})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_production_code_imports_no_demo_and_no_test_double():
+    wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in _production_files()
+             if "demo" not in path.parts
+             for module in _imports(path) if module.startswith(("node.demo", "tests"))]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_chain_parts_that_decide_do_no_io():
+    wrong = [f"{name} imports {module}" for name in SANS_IO for module in _imports(ROOT / name)
+             if module.split(".")[0] in IO_MODULES]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checks_see_the_whole_tree():
+    """A rename that empties a layer would make the checks above pass vacuously."""
+    files = _production_files()
+    assert len(files) > 150
+    assert {_layer(".".join(p.relative_to(ROOT).with_suffix("").parts)) for p in files} == set(ALLOWED)
