@@ -41,7 +41,7 @@ class EventRecord:
         return tuple(getattr(self, name) for name in names)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.fields() == other.fields()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.fields() == other.fields()
 
     __hash__ = None  # type: ignore[assignment]  # equal by value, but mutable in principle
 

@@ -8,7 +8,7 @@ a hostile string cannot make the integer arithmetic expensive.
 from __future__ import annotations
 
 import re
-from typing import Type
+from typing import Type, cast
 
 from exchange.errors import ExchangeError
 
@@ -85,7 +85,7 @@ def to_units(value: object, step: Step, field: str, error: Type[ExchangeError], 
     units, leftover = divmod(numerator, denominator)
     if leftover:
         raise error(not_multiple_code, f"{field} {value} is not a multiple of {step.text}", field)
-    return units
+    return cast("int", units)
 
 
 def format_units(units: int, step: Step) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from exchange.chain.ports import NotReady
 from exchange.chain.own_orders import Withdrawn, pending_view
@@ -66,7 +67,7 @@ def _chain(request: web.Request) -> ChainService:
     chain = getattr(node_of(request), "chain", None)
     if chain is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return chain
+    return cast("ChainService", chain)
 
 
 def _state(chain: ChainService) -> Any:
@@ -264,7 +265,7 @@ async def post_order(request: web.Request) -> web.Response:
         tx = _signed(body["signed"])
         if len(tx.ops) != 1 or not isinstance(tx.ops[0], NewOrderOp):
             raise ApiError(422, "one_order_expected", "POST /orders takes one new order; use /orders/batch", "signed")
-        _market_checked(state, tx.ops[0])  # type: ignore[arg-type]
+        _market_checked(state, tx.ops[0])
         why, result = await _submit(chain, tx, wait)
         index = 0
     else:
@@ -479,7 +480,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def retry_after(request: web.Request, handler: Any) -> web.StreamResponse:
+async def retry_after(request: web.Request, handler: Handler) -> web.StreamResponse:
     """503/507 answers say when to come back."""
     try:
         return await handler(request)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.api_base import ApiError
 from node.auth import ApiAuth, is_public
@@ -86,7 +87,7 @@ class PublicRateLimit:
 
 def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth: ApiAuth) -> None:
     @web.middleware
-    async def public_rate_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def public_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         if not is_public(request.method, resource.canonical if resource is not None else None):
             return await handler(request)

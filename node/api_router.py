@@ -17,7 +17,7 @@ import asyncio
 import gc
 import time
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -190,7 +190,7 @@ def install_debug_api(node: Any) -> None:
         kind = body.get("type", "note")
         if kind not in DEBUG_TYPES:
             raise ApiError(400, "bad_type", f"type must be one of {', '.join(DEBUG_TYPES)}", "type")
-        return kind
+        return cast("str", kind)
 
     async def post_broadcast(request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import orjson
 from aiohttp import web
@@ -88,7 +88,7 @@ def _resolve_peer(node: Any, prefix: str) -> str:
     matches = [n for n in node.peers.peers if n.startswith(prefix)]
     if len(matches) != 1:
         raise ApiError(400, "invalid_field", f"peer {prefix!r} matches {len(matches)} known nodes", "peer")
-    return matches[0]
+    return cast("str", matches[0])
 
 
 async def get_routing(request: web.Request) -> web.Response:

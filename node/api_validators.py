@@ -10,6 +10,8 @@ every one of them consented (exchange/chain/recovery.py).
 """
 from __future__ import annotations
 
+from typing import cast
+
 import re
 
 import orjson
@@ -27,7 +29,7 @@ def _chain(request: web.Request) -> ChainService:
     chain = getattr(node_of(request), "chain", None)
     if chain is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return chain
+    return cast("ChainService", chain)
 
 
 def _ready_error(exc: NotReady) -> ApiError:

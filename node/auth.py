@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.api_base import ApiError
 from node.cookie import remove_cookie, write_cookie
@@ -70,7 +71,7 @@ class ApiAuth:
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         if is_public(request.method, resource.canonical if resource is not None else None):
             return await handler(request)

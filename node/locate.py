@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -87,7 +87,7 @@ def resolve_data_dir(flag: str | None, env: Mapping[str, str]) -> Path:
     if not raw:
         return default_data_dir(env)
     try:
-        return Settings.parser_for("data_dir")(raw)
+        return cast("Path", Settings.parser_for("data_dir")(raw))
     except InvalidValue as exc:
         raise LocateError(f"invalid {'--data-dir' if flag else 'DATA_DIR'} {raw!r}: {exc}") from None
 

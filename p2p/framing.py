@@ -7,7 +7,7 @@ so a tiny frame cannot expand into a huge object.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import msgpack
 
@@ -53,7 +53,7 @@ def encode_frame(message: Mapping[str, Any], max_frame_bytes: int = DEFAULT_MAX_
     body = _packb(message)
     if len(body) > max_frame_bytes:
         raise FrameTooLarge(f"frame of {len(body)} bytes exceeds limit {max_frame_bytes}")
-    return HEADER.pack(len(body)) + body
+    return cast("bytes", HEADER.pack(len(body)) + body)
 
 
 def frame_body(body: bytes) -> bytes:

@@ -7,7 +7,7 @@ domain string so a signature of one kind can never be replayed as another.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -15,7 +15,7 @@ _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 def pack(value: Any) -> bytes:
-    return _packb(value)
+    return cast("bytes", _packb(value))
 
 
 def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Any:

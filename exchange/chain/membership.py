@@ -28,7 +28,7 @@ block, never changes their set.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from exchange.chain.blocks import Header, Malformed, Vote
 from exchange.chain.codec import pack
@@ -84,7 +84,7 @@ class MembershipTx:
         kind = _KINDS.get(data[0])
         if kind is None:
             raise Malformed("bad_membership")
-        return kind.parse(data)
+        return cast("MembershipTx", kind.parse(data))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id[:40]})"

@@ -96,7 +96,7 @@ class OwnOrders:
         handed = False
         for tx in held:
             op = tx.ops[0]
-            order = app.order(op.order_id) if isinstance(op, CancelOp) else None    # type: ignore[attr-defined]
+            order = app.order(op.order_id) if isinstance(op, CancelOp) else None
             if order is not None and order["status"] in ("open", "partially_filled"):
                 why = core.submit(tx, self.clock(), own=True)
                 if why is None or why == "duplicate":
@@ -130,7 +130,7 @@ class OwnOrders:
             if account is not None and tx.account_hex != account:
                 continue
             for index, op in enumerate(tx.ops):
-                if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:  # type: ignore[attr-defined]
+                if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:
                     continue
                 view = pending_view(tx, index, op, reason)
                 cancel = cancels.get(tx.id[:30]) if len(tx.ops) == 1 else None

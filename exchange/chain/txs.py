@@ -34,7 +34,7 @@ checked here (statelessly); what a valid transaction then does is the state mach
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
 from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
 
@@ -76,7 +76,7 @@ def _need(ok: bool, code: str, message: str, field: str | None = None) -> None:
 def _text(value: Any, pattern: re.Pattern[str], field: str) -> str:
     _need(type(value) is str and pattern.fullmatch(value) is not None, f"invalid_{field}",
           f"{field} has a bad value", field)
-    return value
+    return cast("str", value)
 
 
 def _optional(value: Any, check: Callable[[Any], str]) -> str | None:
@@ -342,7 +342,7 @@ def _timestamp(value: Any) -> bool:
 def _checked_expires(value: Any) -> int:
     _need(type(value) is int and 0 < value <= MAX_EXPIRES, "invalid_expires",
           "expires is a positive integer of milliseconds since the Unix epoch", "expires")
-    return value
+    return cast("int", value)
 
 
 def _checked_ops(items: Any, parse: Callable[[Any], Op]) -> tuple[Op, ...]:

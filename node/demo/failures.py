@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
@@ -72,7 +72,7 @@ def _free_port() -> int:
         tcp.bind(("127.0.0.1", 0))
         port = tcp.getsockname()[1]
         udp.bind(("127.0.0.1", port))
-        return port
+        return cast("int", port)
 
 
 class Lab:
@@ -101,11 +101,11 @@ class Lab:
 
     @staticmethod
     def providers(node: DemoNode) -> list[str]:
-        return node.get("/routing")["services"].get(SERVICE, {}).get("providers", [])
+        return cast("list[str]", node.get("/routing")["services"].get(SERVICE, {}).get("providers", []))
 
     @staticmethod
     def row(node: DemoNode, subject: str) -> dict[str, Any] | None:
-        return node.get("/routing")["services"].get(SERVICE, {}).get("peers", {}).get(subject)
+        return cast("dict[str, Any] | None", node.get("/routing")["services"].get(SERVICE, {}).get("peers", {}).get(subject))
 
 
 class Run:
@@ -155,7 +155,7 @@ class Run:
     def finish(self) -> dict[str, Any]:
         for thread in self.threads:
             thread.join(self.seconds + 40)
-        return self.loads.get("client", {})
+        return cast("dict[str, Any]", self.loads.get("client", {}))
 
 
 def _bad(lab: Lab, subject: str) -> bool:
@@ -296,7 +296,7 @@ def grape_crash(lab: Lab, grape: Grape | None) -> dict[str, Any]:
     run = Run(lab, subject, 10.0)
 
     def grape_state() -> str:
-        return (lab.client.get("/status")["router"].get("grenache") or {}).get("grape", "?")
+        return cast("str", (lab.client.get("/status")["router"].get("grenache") or {}).get("grape", "?"))
 
     wait_for(lambda: grape_state() == "up", 10, "the client to reach the grape")
     run.at(2.0)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from config import Settings
 from node.client import ApiFailure, NodeUnreachable, call
@@ -132,11 +132,11 @@ class DemoNode:
 
     @property
     def node_id(self) -> str:
-        return self.info["node_id"]
+        return cast("str", self.info["node_id"])
 
     @property
     def p2p_address(self) -> str:
-        return self.info["listen"]
+        return cast("str", self.info["listen"])
 
     @property
     def pid(self) -> int:

@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
@@ -58,7 +58,7 @@ def _run(processes: Processes, base: Path, target: DemoNode, mode: str, pending:
                         for key in ("answered", "errors", "overloaded")}
     result["limit_summary"] = (_limit_summary(result["limits"], target.node_id) if mode == "on"
                                else f"none applied ({mode})")
-    return result
+    return cast("dict[str, Any]", result)
 
 
 def _limit_summary(limits: dict[str, Any], target: str) -> str:

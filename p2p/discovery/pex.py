@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from p2p import messages as m
 from p2p.address_book import dialable
@@ -172,7 +172,7 @@ class PeerExchange(DiscoveryStrategy):
         ok = link.send({"type": MSG_TYPE, "peers": entries})
         if ok:
             self.stats.sent += 1
-        return ok
+        return cast("bool", ok)
 
     # --- PeerManager hooks ------------------------------------------------------------------
     def _on_open(self, link: Any) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import re
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import aiohttp
 import orjson
@@ -143,7 +143,7 @@ class GrapeClient:
         """Store an immutable string in the DHT (Grape expects under 1000 bytes); returns its sha1 hex."""
         if not isinstance(value, str):
             raise TypeError("value must be a str")
-        return await self._call("put", {"v": value}, lambda v: isinstance(v, str) and bool(v))
+        return cast("str", await self._call("put", {"v": value}, lambda v: isinstance(v, str) and bool(v)))
 
     async def get(self, hash: str) -> str | None:     # `hash`: the Grape API's own name
         """The string stored under `hash`, or None when the DHT does not know it."""

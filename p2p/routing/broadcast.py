@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from p2p import messages as m
 from p2p.close_reason import CloseReason
@@ -195,7 +195,7 @@ class Plumtree(RoutingPart):
         self._push(mid, kind, frame_body(body), set(), self.node_id)
         if self.fan_out is not None:
             self.fan_out(body, self.node_id, None)
-        return mid
+        return cast("str | bytes", mid)
 
     def lazy_peers(self, origin: str) -> set[str]:
         """Neighbours that only get ids (not messages) of `origin`'s broadcasts from us (live set)."""

@@ -3,7 +3,7 @@ origin signatures and local subscribers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from p2p.origin_auth import OriginAuth
 from p2p.routing.envelope import RouterCounters
@@ -22,7 +22,7 @@ class RoutingContext:
 
     @property
     def node_id(self) -> str:
-        return self.peers.node_id
+        return cast("str", self.peers.node_id)
 
 
 class RoutingPart:

@@ -51,7 +51,7 @@ class SendResult:
 
 
 Handler = Callable[[dict, str], None]  # (message, node id of the neighbour it came from)
-Validator = Callable[[dict, str], bool]
+Validator = Callable[[dict, str], "bool | None"]     # None: cannot be judged yet (held, not forwarded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,9 @@ SIGNED_FIELDS = ("id", "origin", "ts", "subject", "status", "service", "latency_
 
 def hint_proof(message: dict, network: str) -> bytes:
     """The bytes an origin signs: a fixed-order msgpack array of the hint's fields and the network id."""
-    return msgpack.packb(["exchange-node/hint/1", network, *(message.get(k) for k in SIGNED_FIELDS)],
-                         use_bin_type=True)
+    proof: bytes = msgpack.packb(["exchange-node/hint/1", network, *(message.get(k) for k in SIGNED_FIELDS)],
+                                 use_bin_type=True)
+    return proof
 
 
 class HintGossip:

@@ -26,7 +26,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, cast
 
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.protection import ENFORCE, Protection
@@ -89,7 +89,7 @@ class _Routed:
         svc = self.service
         link = svc.peers.links.get(self.target)
         if link is not None:
-            return link.send(message)
+            return cast("bool", link.send(message))
         message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time())
         return svc._route(self.target, message)
 
@@ -340,7 +340,7 @@ class RpcService:
 
     async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
         """`request` that also says which peer answered, after how many attempts and how long."""
-        return await self._call(service, payload, timeout, True)
+        return cast("RpcResult", await self._call(service, payload, timeout, True))
 
     def _lane(self, service: str) -> tuple[AdaptiveRouter, dict[str, int]]:
         """The router of `service` and its per-peer sent counts, looked up once per request."""

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, cast
 
 import msgpack
 from cryptography.exceptions import InvalidTag
@@ -91,7 +91,7 @@ def refusal(reason: CloseReason) -> bytes:
 def _v1_goodbye(reason: str, detail: str) -> bytes:
     """A frame of the plaintext protocol 1, so a node not yet upgraded logs why it was refused."""
     body = msgpack.packb({"type": "goodbye", "reason": reason, "detail": detail}, use_bin_type=True)
-    return struct.pack(">I", len(body)) + body
+    return cast("bytes", struct.pack(">I", len(body)) + body)
 
 
 class SecureHandshake:
@@ -132,7 +132,8 @@ class SecureHandshake:
             del self._buffer[:2 + length]
             out += self._step(message)
         if self.done:
-            self.leftover = bytes(self._buffer)
+            # `_step` sets `done`: mypy keeps the loop's narrowing
+            self.leftover = bytes(self._buffer)  # type: ignore[unreachable]
             self._buffer.clear()
         return out
 
@@ -206,7 +207,7 @@ class SecureTransport:
                 raise ChannelError(CloseReason.NONCE_EXHAUSTED)
             sealed = self._encrypt(nonce_bytes(n), data, None)
             self._tx = n + 1
-            return _pack_length(len(sealed)) + sealed
+            return cast("bytes", _pack_length(len(sealed)) + sealed)
         count = -(-size // MAX_PLAINTEXT)
         if n + count >= MAX_NONCE - 1:
             raise ChannelError(CloseReason.NONCE_EXHAUSTED)

@@ -143,7 +143,8 @@ class MarketStream:
                     reason = f"closed by the node ({ws.close_code})"
                 self._ws = None
                 if self._closed:
-                    return
+                    # `close()` sets it during the awaits above: mypy keeps the narrowing
+                    return  # type: ignore[unreachable]
                 if dropped_at is None:
                     dropped_at = time.monotonic()
                     self.reconnects += 1

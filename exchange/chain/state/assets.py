@@ -7,6 +7,8 @@ exact integers at that scale and positions from different markets add up without
 """
 from __future__ import annotations
 
+from typing import cast
+
 from dataclasses import dataclass
 
 from exchange.errors import ExchangeError
@@ -64,7 +66,7 @@ class AssetScales:
             digits -= 1
         if digits > scale:
             raise InvalidAmount("too_precise", f"{field} {text} has more than {scale} decimals for {asset}", field)
-        return mantissa * 10 ** (scale - digits)
+        return cast("int", mantissa * 10 ** (scale - digits))
 
 
 def _widen(scales: dict[str, int], asset: str, scale: int) -> None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Any
+from typing import Any, cast
 
 from exchange.chain.state.candles import candles, trades_between
 from exchange.chain.state.credit import CreditBook, worst_case
@@ -711,7 +711,7 @@ class ExchangeState:
 
 
 def _created(order: Order) -> tuple:
-    return order.created_key
+    return cast("tuple[Any, ...]", order.created_key)
 
 
 def _field_code(error: ExchangeError) -> str:

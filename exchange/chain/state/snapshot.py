@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, TYPE_CHECKING, cast
 
 import msgpack
 
@@ -72,7 +72,7 @@ def encode_state(state: ExchangeState) -> bytes:
     if state.timers:
         body[0] = TIMERS_FORMAT
         body.append(state.timers.rows())
-    return msgpack.packb(body, use_bin_type=True)
+    return cast("bytes", msgpack.packb(body, use_bin_type=True))
 
 
 def _closed_row(order: Order) -> list:
@@ -130,7 +130,7 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
 def _check_key(key: Any, height: int) -> tuple[int, int, int]:
     _need(type(key) in (list, tuple) and len(key) == 3 and all(_uint(part) for part in key) and key[0] <= height,
           f"created key {key!r} is not [height, tx, op] at or below the snapshot height")
-    return tuple(key)  # type: ignore[return-value]
+    return tuple(key)
 
 
 def _restore_books(state: ExchangeState, books: Any) -> None:
@@ -200,7 +200,7 @@ def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool
         _need(_list(row, 2) and type(row[0]) is str and _list(row[1]) and row[1], f"{what} row {row!r}")
         for pair in row[1]:
             _need(_list(pair, 2) and pair[0] in assets and valid(pair[1]), f"{what} of {row[0]}: {pair!r}")
-    return rows
+    return cast("list[Any]", rows)
 
 
 INT64 = range(-(1 << 63), 1 << 63)
