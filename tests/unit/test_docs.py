@@ -3,6 +3,7 @@ backticks or as a link) is in the tree, every document in docs/ is linked from t
 document, and docs/configuration.md is what config.Settings generates today."""
 from __future__ import annotations
 
+import ast
 import re
 from functools import cache
 from pathlib import Path
@@ -107,3 +108,30 @@ def test_every_link_to_a_section_finds_it(doc: Path) -> None:
     broken = [f"{target}#{anchor}" for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", doc.read_text())
               if anchor not in anchors((doc.parent / target) if target else doc)]
     assert not broken, f"{doc.name} links to sections that do not exist: {broken}"
+
+
+def _defined_names(path: Path) -> set[str]:
+    """Top-level classes and functions of a module, and its classes' methods as `Class.method`."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{item.name}" for item in node.body
+                      if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def test_every_hop_of_the_walks_in_architecture_md_is_real() -> None:
+    """docs/architecture.md walks an order and a vote hop by hop: every function or class it names there
+    is defined in one of the files that section names."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("### Hop by hop", 1)[1].split("\n## ", 1)[0]
+    files = [ROOT / name for name in re.findall(r"`((?:exchange|p2p|node)/[\w/]+\.py)`", section)]
+    assert len(files) >= 15, "the walks name fewer files than they did: read the section again"
+    defined = set().union(*(_defined_names(path) for path in files))
+    words = {"chain_vote", "chain_"}          # the message type the walk follows, and its prefix
+    named = {n for n in re.findall(r"`([A-Za-z_][\w.]*)`", section) if "/" not in n and n not in words}
+    missing = sorted(name for name in named if name not in defined)
+    assert not missing, f"docs/architecture.md's walks name what the files they name do not define: {missing}"
