@@ -6,12 +6,12 @@ pass node/api_guard.py first (caps per address and in all, a deadline for the fi
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator, cast
+from typing import Iterator, cast
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api_base import NODE_KEY, errors_as_json, json_response, node_of
+from node.api_base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
 from node.api_guard import ConnectionGuard, GuardedSite
 from node.api_rate import PublicRateLimit, install_public_rate_limit
 from node.auth import install_auth
@@ -31,7 +31,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def build_app(node: Any) -> web.Application:
+def build_app(node: ApiNode) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
     app[NODE_KEY] = node
     api = node.configs.api
@@ -39,11 +39,11 @@ def build_app(node: Any) -> web.Application:
     limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt)
     install_public_rate_limit(app, limit, auth)
     node.api_rate_limit = limit
-    getattr(node, "metric_sources", []).append(lambda: rate_metrics(limit))
+    node.metric_sources.append(lambda: rate_metrics(limit))
     app.router.add_get("/status", get_status)
     app.router.add_get("/peers", get_peers)
     app.router.add_get("/metrics", get_metrics)
-    for extend in getattr(node, "api_extensions", []):
+    for extend in node.api_extensions:
         extend(app)
     return app
 
@@ -68,12 +68,12 @@ def rate_metrics(limit: PublicRateLimit) -> Iterator[Metric]:
     yield refused
 
 
-async def start_api(node: Any, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
+async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
     runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
     await runner.setup()
     api = node.configs.api
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections, api.header_timeout)
-    getattr(node, "metric_sources", []).append(lambda: guard_metrics(guard))
+    node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)
     try:
         await site.start()

@@ -7,13 +7,50 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Awaitable, Callable, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, overload
 
 import orjson
 from aiohttp import web
 
+if TYPE_CHECKING:
+    from exchange.chain.service import ChainService
+    from node.accounts import AccountStore
+    from node.api_rate import PublicRateLimit
+    from node.configs import NodeConfigs
+    from node.order_batcher import OrderBatcher
+    from node.rpc_component import NodeRpc
+    from p2p.peers import PeerManager
+    from p2p.router import MessageRouter
+
 log = logging.getLogger("node.api")
-NODE_KEY = web.AppKey("node", object)
+
+
+class ApiNode(Protocol):
+    """What the control API reads of the node it serves (node/app.py's ExchangeNode is one)."""
+
+    node_id: str
+    started_at: float
+    configs: NodeConfigs
+    peers: PeerManager
+    router: MessageRouter
+    rpc: NodeRpc
+    order_batcher: OrderBatcher | None            # made by the first node-signed order (api_orders.py)
+    api_rate_limit: PublicRateLimit | None        # set by build_app (api.py)
+    api_extensions: list[Callable[[web.Application], None]]
+    metric_sources: list[Callable[[], Any]]      # () -> iterable of prometheus metric families
+
+    @property
+    def chain(self) -> ChainService | None: ...           # None: a node that runs no exchange
+
+    @property
+    def accounts(self) -> AccountStore | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def peer_list(self) -> list[dict[str, Any]]: ...
+
+
+NODE_KEY = web.AppKey("node", ApiNode)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,7 +86,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return ApiError(500, "internal_error", "internal error; see the node log").response()
 
 
-def node_of(request: web.Request) -> Any:
+def node_of(request: web.Request) -> ApiNode:
     return request.app[NODE_KEY]
 
 
@@ -84,7 +121,7 @@ def body_number(body: dict, name: str, default: float | None, low: float, high: 
     return float(value)
 
 
-def require_debug(request: web.Request) -> Any:
+def require_debug(request: web.Request) -> ApiNode:
     node = node_of(request)
     if not node.configs.api.debug_api:
         raise ApiError(404, "not_found", "debug endpoints are off (start the node with DEBUG_API=true)")

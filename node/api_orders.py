@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -64,10 +64,10 @@ async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
 
 
 def _chain(request: web.Request) -> ChainService:
-    chain = getattr(node_of(request), "chain", None)
+    chain = node_of(request).chain
     if chain is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return cast("ChainService", chain)
+    return chain
 
 
 def _state(chain: ChainService) -> Any:
@@ -84,7 +84,7 @@ def _not_ready(exc: NotReady) -> ApiError:
 
 
 def _account(request: web.Request, name: Any) -> Any:
-    accounts = getattr(node_of(request), "accounts", None)
+    accounts = node_of(request).accounts
     if accounts is None:
         raise ApiError(503, "no_accounts", "this node holds no accounts")
     if name is None:
@@ -286,7 +286,7 @@ async def post_order(request: web.Request) -> web.Response:
 
 def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
     node = node_of(request)
-    batcher = getattr(node, "order_batcher", None)
+    batcher = node.order_batcher
     if batcher is None:
         batcher = node.order_batcher = OrderBatcher(lambda: chain.genesis.chain_id,  # type: ignore[union-attr]
                                                     lambda: chain.order_ttl_ms, lambda tx: _queue(chain, tx),
@@ -412,7 +412,7 @@ async def delete_order(request: web.Request) -> web.Response:
         if len(tx.ops) != 1 or not isinstance(tx.ops[0], CancelOp) or tx.ops[0].order_id != order_id:
             raise ApiError(422, "cancel_expected", "the signed transaction must cancel exactly this order", "signed")
     else:
-        accounts = getattr(node_of(request), "accounts", None)
+        accounts = node_of(request).accounts
         try:
             account = accounts.get(view["account"]) if accounts is not None else None
         except KeyError:

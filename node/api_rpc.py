@@ -94,7 +94,7 @@ def _resolve_peer(node: Any, prefix: str) -> str:
 async def get_routing(request: web.Request) -> web.Response:
     node = node_of(request)
     snapshot = node.rpc.snapshot()
-    router = getattr(node, "router", None)
+    router = node.router
     if router is not None:
         snapshot["message_paths"] = router.paths()
     return json_response(snapshot)

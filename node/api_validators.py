@@ -10,7 +10,6 @@ every one of them consented (exchange/chain/recovery.py).
 """
 from __future__ import annotations
 
-from typing import cast
 
 import re
 
@@ -26,10 +25,10 @@ NODE_ID = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _chain(request: web.Request) -> ChainService:
-    chain = getattr(node_of(request), "chain", None)
+    chain = node_of(request).chain
     if chain is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return cast("ChainService", chain)
+    return chain
 
 
 def _ready_error(exc: NotReady) -> ApiError:

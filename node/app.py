@@ -21,6 +21,7 @@ from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api import start_api
+from node.api_rate import PublicRateLimit
 from node.api_cancel_all import install_cancel_all_api
 from node.api_history import install_history_api
 from node.api_orders import install_order_api
@@ -33,6 +34,7 @@ from node.identity import NodeIdentity
 from node.lifecycle import Lifecycle
 from node.logs import bind_node
 from node.operator import OperatorSurface
+from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
@@ -117,6 +119,8 @@ class ExchangeNode:
         self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
+        self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api.py)
+        self.order_batcher: OrderBatcher | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
@@ -242,7 +246,7 @@ class ExchangeNode:
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
             **self.chain_summary(), "exchange": self.chain.status(), "storage": self.chain_store.stats(),
-            "api_limits": limit.view() if (limit := getattr(self, "api_rate_limit", None)) is not None else None,
+            "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
         }
 
     def chain_summary(self) -> dict[str, Any]:

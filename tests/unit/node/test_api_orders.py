@@ -49,7 +49,8 @@ class Harness:
         self.accounts = AccountStore(tmp_path)
         for name in ACCOUNTS:
             self.accounts.new(name, exist_ok=True)
-        self.node = types.SimpleNamespace(api_extensions=[], node_id=identity.node_id, accounts=self.accounts,
+        self.node = types.SimpleNamespace(api_extensions=[], metric_sources=[], order_batcher=None,
+                                          node_id=identity.node_id, accounts=self.accounts,
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))
         self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",

@@ -97,7 +97,8 @@ class TwoValidators:
         self.accounts = AccountStore(tmp_path / "node0")
         for name in ("default", "maker"):
             self.accounts.new(name, exist_ok=True)
-        self.node = types.SimpleNamespace(api_extensions=[install_order_api], node_id=ids[0].node_id,
+        self.node = types.SimpleNamespace(api_extensions=[install_order_api], metric_sources=[], order_batcher=None,
+                                          node_id=ids[0].node_id,
                                           accounts=self.accounts, chain=self.a,
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path,
