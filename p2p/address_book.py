@@ -2,7 +2,10 @@
 
 Discovery feeds it; the PeerManager dials from it. It is built to survive poisoning by peer
 exchange: a size cap, a per-source intake cap per interval, unverified entries never evicting
-verified ones, and addresses we cannot dial skipped at the door. As in Bitcoin Core's addrman, an address
+verified ones, and addresses we cannot dial skipped at the door. As addrman's "new" table is bucketed by
+the network group of whoever told us, each source group (the reporter's /24 or /48) holds at most a share
+of the unverified entries: a flooder churns its own share, and when the book is full the heaviest source
+group gives up an entry, never a quiet one. As in Bitcoin Core's addrman, an address
 is verified ("tried") only once we dialled it and reached the node: the listen address an inbound peer
 claims in its hello is queued for one feeler dial (made once that peer is no longer linked), so a stranger
 cannot fill the verified table or the peers we remember with addresses nobody checked.
@@ -35,6 +38,7 @@ class KnownAddress:
     last_connected: float | None = None
     failures: int = 0
     next_attempt: float = 0.0  # monotonic
+    source_group: str = ""     # who told us (the reporter's network group): its share of the unverified
     last_error: str | None = None
     backoff: Backoff | None = None
 
@@ -76,6 +80,8 @@ class AddressBook:
         self.rejected = 0
         self.self_addresses: set[Address] = set()
         self.feelers: OrderedDict[Address, str] = OrderedDict()     # claimed addresses to dial once to check
+        self.new_share = max(16, capacity // 16)    # unverified entries one source group may hold
+        self._new_by_group: dict[str, int] = {}      # source group -> its unverified entries
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,7 +113,7 @@ class AddressBook:
             if SOURCE_PRIORITY.get(candidate.source, 9) < entry.priority:
                 entry.source = candidate.source
             if verified:
-                entry.verified = True
+                self._set_verified(entry)
             return False
         if reporter is not None and not self._take_intake(reporter):
             self.rejected += 1
@@ -116,12 +122,49 @@ class AddressBook:
                                                                 4 * self.per_source_per_interval):
             self.rejected += 1
             return False
-        if len(self._entries) >= self.capacity and not self._evict_one(for_verified=verified):
+        group = reporter_group or (f"id:{reporter}" if reporter is not None else f"source:{candidate.source}")
+        if not verified and self._new_by_group.get(group, 0) >= self.new_share:
+            self._evict_from(group)          # its share is full: it replaces one of its own
+        elif len(self._entries) >= self.capacity and not self._evict_one(for_verified=verified):
             self.rejected += 1
             return False
-        self._entries[address] = KnownAddress(candidate.host, candidate.port, candidate.source,
-                                              candidate.node_id, verified, backoff=self._backoff())
+        self._put(KnownAddress(candidate.host, candidate.port, candidate.source, candidate.node_id, verified,
+                               backoff=self._backoff(), source_group=group))
         return True
+
+    def _put(self, entry: KnownAddress) -> None:
+        self._drop(entry.address)
+        self._entries[entry.address] = entry
+        if not entry.verified:
+            self._new_by_group[entry.source_group] = self._new_by_group.get(entry.source_group, 0) + 1
+
+    def _drop(self, address: Address) -> None:
+        entry = self._entries.pop(address, None)
+        if entry is not None and not entry.verified:
+            self._uncount(entry.source_group)
+
+    def _uncount(self, group: str) -> None:
+        left = self._new_by_group.get(group, 0) - 1
+        if left > 0:
+            self._new_by_group[group] = left
+        else:
+            self._new_by_group.pop(group, None)
+
+    def _set_verified(self, entry: KnownAddress) -> None:
+        if not entry.verified:
+            entry.verified = True
+            self._uncount(entry.source_group)
+
+    def _evict_from(self, group: str) -> bool:
+        victims = [e for e in self._entries.values() if not e.verified and e.source_group == group]
+        if not victims:
+            return False
+        self._drop(max(victims, key=lambda e: (e.failures, -e.last_seen)).address)
+        return True
+
+    def new_by_group(self) -> dict[str, int]:
+        """Unverified entries per source group (a copy)."""
+        return dict(self._new_by_group)
 
     def _take_intake(self, reporter: str, limit: int | None = None) -> bool:
         now = time.monotonic()
@@ -137,18 +180,20 @@ class AddressBook:
         return True
 
     def _evict_one(self, *, for_verified: bool) -> bool:
-        """Make room by dropping the worst unverified entry; verified ones go only for verified."""
-        victims = [e for e in self._entries.values() if not e.verified]
-        if not victims and for_verified:
-            victims = [e for e in self._entries.values() if e.last_connected is None or e.failures > 0]
+        """Make room: the worst unverified entry of the source group holding the most; verified entries go
+        only for verified ones (one never reached, or failing)."""
+        if self._new_by_group:
+            return self._evict_from(max(self._new_by_group, key=lambda g: self._new_by_group[g]))
+        if not for_verified:
+            return False
+        victims = [e for e in self._entries.values() if e.last_connected is None or e.failures > 0]
         if not victims:
             return False
-        worst = max(victims, key=lambda e: (e.failures, -e.last_seen))
-        del self._entries[worst.address]
+        self._drop(max(victims, key=lambda e: (e.failures, -e.last_seen)).address)
         return True
 
     def remove(self, address: Address) -> None:
-        self._entries.pop(address, None)
+        self._drop(address)
 
     def mark_claimed(self, address: Address, node_id: str, reporter: str) -> KnownAddress | None:
         """A node that dialled us says it listens at `address`: remembered unverified and queued for a feeler
@@ -163,11 +208,14 @@ class AddressBook:
             if address in self.self_addresses or not dialable(*address) or not self._take_intake(reporter):
                 self.rejected += 1
                 return None
-            if len(self._entries) >= self.capacity and not self._evict_one(for_verified=False):
+            if self._new_by_group.get(reporter, 0) >= self.new_share:
+                self._evict_from(reporter)
+            elif len(self._entries) >= self.capacity and not self._evict_one(for_verified=False):
                 self.rejected += 1
                 return None
-            entry = self._entries[address] = KnownAddress(address[0], address[1], "inbound", node_id, False,
-                                                          backoff=self._backoff())
+            entry = KnownAddress(address[0], address[1], "inbound", node_id, False, backoff=self._backoff(),
+                                 source_group=reporter)
+            self._put(entry)
         entry.node_id = node_id
         entry.last_seen = time.time()
         self.feelers[address] = node_id
@@ -191,7 +239,7 @@ class AddressBook:
         entry = self._entries.get(address)
         if entry is not None:
             entry.node_id = node_id
-            entry.verified = True
+            self._set_verified(entry)
             entry.failures = 0
             entry.last_error = None
 
@@ -202,9 +250,9 @@ class AddressBook:
             if len(self._entries) >= self.capacity:
                 self._evict_one(for_verified=True)
             entry = KnownAddress(address[0], address[1], source or "inbound", node_id, True, backoff=self._backoff())
-            self._entries[address] = entry
+            self._put(entry)
         entry.node_id = node_id
-        entry.verified = True
+        self._set_verified(entry)
         entry.failures = 0
         entry.last_error = None
         entry.last_connected = entry.last_seen = time.time()
@@ -227,7 +275,7 @@ class AddressBook:
         wait = backoff.next_delay() if delay is None else delay
         entry.next_attempt = time.monotonic() + wait
         if not entry.verified and entry.failures >= 8:
-            del self._entries[address]
+            self._drop(address)
 
     def schedule_reconnect(self, address: Address, *, delay: float | None = None) -> None:
         """A live link was lost: retry soon (first retry well under a second), then back off
@@ -261,4 +309,5 @@ class AddressBook:
         for entry in entries:
             if entry.address not in self.self_addresses and len(self._entries) < self.capacity:
                 entry.backoff = entry.backoff or self._backoff()
-                self._entries[entry.address] = entry
+                entry.source_group = entry.source_group or f"source:{entry.source}"
+                self._put(entry)

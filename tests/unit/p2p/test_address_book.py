@@ -17,7 +17,8 @@ def test_ten_thousand_from_one_reporter_stay_within_caps():
         book.mark_connected(("127.0.0.1", port), f"{port:040x}")
     added = sum(book.add(bogus(i), reporter="evil") for i in range(10_000))
     assert added == 100 and book.rejected == 9_900
-    assert len(book) == 110 and len(book.verified()) == 10
+    # of the 100 it got in, it holds its source group's share: the rest replaced its own
+    assert len(book) == 10 + book.new_share and len(book.verified()) == 10
 
 
 def test_size_cap_never_evicts_verified_for_unverified():
@@ -121,3 +122,49 @@ def test_fresh_keys_in_one_subnet_share_four_reporters_intake():
     taken = sum(book.add(bogus(i), reporter=f"key{i // 50}", reporter_group="10.0.0.0/24") for i in range(10_000))
     assert taken == 400
     assert book.add(bogus(20_000), reporter="key-x", reporter_group="10.0.1.0/24")     # another subnet is heard
+
+
+def test_a_flood_from_many_subnets_churns_its_own_shares_and_never_an_honest_sources():
+    """addrman's new table: unverified entries are shared out by the network group of whoever told us. Fifty
+    attacking /24s with 10,000 addresses fill the book; twenty honest reporters' 200 addresses all stay."""
+    book = AddressBook(capacity=2000, per_source_per_interval=10_000)
+    honest = set()
+    for r in range(20):
+        for k in range(10):
+            candidate = Candidate(f"10.{r}.{k}.1", 9000 + k, "pex", f"{r * 100 + k:040x}")
+            assert book.add(candidate, reporter=f"honest-{r}", reporter_group=f"10.{r}.0.0/24")
+            honest.add(candidate.address)
+    for i in range(10_000):
+        book.add(bogus(i), reporter=f"evil-{i}", reporter_group=f"66.{i % 50}.0.0/24")
+    kept = {e.address for e in book}
+    assert honest <= kept, f"{len(honest - kept)} honest addresses were evicted by the flood"
+    shares = book.new_by_group()
+    assert len(book) <= 2000 and max(shares.values()) <= book.new_share, shares
+    assert sum(n for g, n in shares.items() if g.startswith("66.")) == len(book) - len(honest)
+
+
+def test_when_the_book_is_full_the_heaviest_source_group_gives_up_an_entry():
+    book = AddressBook(capacity=40, per_source_per_interval=10_000)
+    assert book.new_share == 16
+    quiet = Candidate("10.1.1.1", 9000, "pex", f"{1:040x}")
+    book.add(quiet, reporter="quiet", reporter_group="10.1.1.0/24")
+    for group in range(3):      # three groups of 13: the book is full at 40
+        for k in range(13):
+            book.add(bogus(group * 100 + k), reporter="r", reporter_group=f"66.{group}.0.0/24")
+    assert len(book) == 40
+    heavy = Candidate("66.0.0.7", 9100, "pex", f"{777:040x}")
+    book.add(heavy, reporter="r", reporter_group="66.9.0.0/24")     # a fifth group: someone must go
+    assert book.get(quiet.address) is not None and len(book) == 40
+    assert sorted(book.new_by_group().values()) == [1, 1, 12, 13, 13]
+
+
+def test_shares_follow_verification_and_removal():
+    book = AddressBook(capacity=100, per_source_per_interval=10_000)
+    entry = bogus(1)
+    book.add(entry, reporter="r", reporter_group="66.1.0.0/24")
+    assert book.new_by_group() == {"66.1.0.0/24": 1}
+    book.mark_connected(entry.address, entry.node_id)           # dialled: tried, out of the new share
+    assert book.new_by_group() == {}
+    book.add(bogus(2), reporter="r", reporter_group="66.1.0.0/24")
+    book.remove(bogus(2).address)
+    assert book.new_by_group() == {} and len(book) == 1
