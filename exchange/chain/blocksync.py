@@ -88,7 +88,7 @@ class BlockSync:
         stored = self.core.blocks.get(height)
         if stored is not None:
             self._catchup_sent[node] = (height, self.core.now)
-            self.core.emit(SendTo(node, {"type": "decision", "id": stored[0].id.hex(),
+            self.core.emit(SendTo(node, {"type": "chain_decision", "id": stored[0].id.hex(),
                                                 "body": [stored[0].wire(), stored[1].wire()]}))
 
     def on_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
@@ -190,7 +190,7 @@ class BlockSync:
             if size > self.core.config.max_block_bytes:
                 break
         first_kept = getattr(self.core.blocks, "first_height", 1)
-        self.core.emit(SendTo(sender, {"type": "sync_response", "body": [items, self.core.state.height, first_kept]}))
+        self.core.emit(SendTo(sender, {"type": "chain_sync_response", "body": [items, self.core.state.height, first_kept]}))
 
     def on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
         if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
@@ -284,7 +284,7 @@ class BlockSync:
             self._strike(inflight[0], now)
         self._sync_inflight = (peer, now)
         first = self.core.state.height + 1
-        self.core.emit(SendTo(peer, {"type": "sync_request",
+        self.core.emit(SendTo(peer, {"type": "chain_sync_request",
                                             "body": [first, first + self.core.config.sync_batch - 1]}))
 
     def sync_if_behind(self, now: float) -> None:

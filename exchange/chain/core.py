@@ -50,6 +50,10 @@ from exchange.chain.txs import InvalidTx, SignedTx
 
 log = logging.getLogger("exchange.chain")
 
+# the chain's message types, the same string from the emitting part to the wire to `on_message`
+MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
+                 "chain_sync_request", "chain_sync_response", "chain_recovery")
+
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -126,6 +130,7 @@ class ChainCore:
         self.halt_recovery = HaltRecovery(self)
         self.intake = TxIntake(self)
         self.seat_requests = SeatRequests(self, admission_sign, now)
+        self._handlers = self._message_handlers()
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._wake_at: float | None = None
         self._restore: list | None = None
@@ -256,36 +261,46 @@ class ChainCore:
     # ------------------------------------------------------------------ proposing
     # ------------------------------------------------------------------ network input
     def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
-        """One chain message from neighbour `sender` (None: from ourselves or a trusted local source)."""
+        """One chain message (`kind`: its wire type, one of MESSAGE_TYPES) from neighbour `sender` (None: from
+        ourselves or a trusted local source)."""
         self.set_now(now)
         if self.halted:
             return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return
         try:
-            if kind == "vote":
-                self._on_vote(Vote.from_wire(body), sender, now)
-            elif kind == "proposal":
-                self._on_proposal(Proposal.from_wire(body), sender, now)
-            elif kind == "decision":
-                if type(body) is not list or len(body) != 2:
-                    raise Malformed("bad_decision")
-                self.sync.on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
-            elif kind == "tx":
-                if not (type(body) is list and len(body) == 6 and type(body[5]) is bytes
-                        and body[5] in self.mempool.by_sig) \
-                        and self.intake.within_tx_budget(sender, now):   # already held: no need to parse it again
-                    self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now)
-            elif kind == "membership":
-                self.intake.on_membership(MembershipTx.from_wire(body), sender)
-            elif kind == "sync_request":
-                self.sync.on_sync_request(body, sender)
-            elif kind == "sync_response":
-                self.sync.on_sync_response(body, sender, now)
-            elif kind == "recovery":
-                self.halt_recovery.on_message(body, sender, now)
+            handler(body, sender, now)
         except (Malformed, InvalidTx) as exc:
             self.counters["invalid_messages"] += 1
-            self.penalize(sender, PENALTY_MALFORMED, f"malformed_{kind}:{getattr(exc, 'code', exc)}")
+            self.penalize(sender, PENALTY_MALFORMED,
+                          f"malformed_{kind.removeprefix('chain_')}:{getattr(exc, 'code', exc)}")
         self.drain(now)
+
+    def _message_handlers(self) -> dict[str, Callable[[Any, str | None, float], None]]:
+        """Every chain message type this core handles, and where it goes: the one place they are wired."""
+        return {
+            "chain_vote": lambda body, sender, now: self._on_vote(Vote.from_wire(body), sender, now),
+            "chain_proposal": lambda body, sender, now: self._on_proposal(Proposal.from_wire(body), sender, now),
+            "chain_decision": self._on_decision,
+            "chain_tx": self._on_tx,
+            "chain_membership": lambda body, sender, now: self.intake.on_membership(MembershipTx.from_wire(body),
+                                                                                     sender),
+            "chain_sync_request": lambda body, sender, now: self.sync.on_sync_request(body, sender),
+            "chain_sync_response": self.sync.on_sync_response,
+            "chain_recovery": self.halt_recovery.on_message,
+        }
+
+    def _on_decision(self, body: Any, sender: str | None, now: float) -> None:
+        if type(body) is not list or len(body) != 2:
+            raise Malformed("bad_decision")
+        self.sync.on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
+
+    def _on_tx(self, body: Any, sender: str | None, now: float) -> None:
+        if type(body) is list and len(body) == 6 and type(body[5]) is bytes and body[5] in self.mempool.by_sig:
+            return          # already held: no need to parse it again
+        if self.intake.within_tx_budget(sender, now):
+            self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now)
 
     def _on_vote(self, vote: Vote, sender: str | None, now: float) -> None:
         if vote.height <= self.state.height:
@@ -335,7 +350,7 @@ class ChainCore:
         if len(self._relayed) > 4096:
             self._relayed.popitem(last=False)
         self.counters["votes_relayed"] = self.counters.get("votes_relayed", 0) + 1
-        self.emit(SendValidators({"type": "vote", "body": vote.wire()}))
+        self.emit(SendValidators({"type": "chain_vote", "body": vote.wire()}))
 
     def _relay_held_disagreeing(self, mine: Vote) -> None:
         """We just voted: the votes we already hold that differ from ours go on (see `_relay_if_disagrees`)."""
@@ -415,7 +430,7 @@ class ChainCore:
             for effect in effects:
                 match effect:
                     case SendConsensus(message):
-                        name = "vote" if isinstance(message, Vote) else "proposal"
+                        name = "chain_vote" if isinstance(message, Vote) else "chain_proposal"
                         self.emit(SendValidators({"type": name, "body": message.wire()}))
                         if isinstance(message, Vote) and message.validator == self.public_key:
                             self._relay_held_disagreeing(message)
@@ -448,7 +463,7 @@ class ChainCore:
         self.sync.prune_buffered()
         self.emit(Committed(block, commit, outcome, holds_own))
         if announce:
-            self.emit(Broadcast({"type": "decision", "id": block.id.hex(),
+            self.emit(Broadcast({"type": "chain_decision", "id": block.id.hex(),
                                                "body": [block.wire(), commit.wire()]}))
 
     def halt(self, reason: str) -> None:

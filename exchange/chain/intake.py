@@ -67,7 +67,7 @@ class TxIntake:
             why = self.admit(tx, checked=True, lane=lane)
             if why is not None and why != "duplicate":
                 return why
-            self.core.emit(SendValidators({"type": "tx", "body": tx.wire()}))
+            self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
             if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(now)
         else:
@@ -157,7 +157,7 @@ class TxIntake:
                 if tx.id not in self.core.mempool:
                     self.admit(tx)
                 self.core.counters["resubmitted"] += 1
-                self.core.emit(SendValidators({"type": "tx", "body": tx.wire()}))
+                self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
                 continue
             self.core.counters["resubmitted"] += 1
             self.core.emit(Forward(tx))

@@ -153,7 +153,7 @@ class HaltRecovery:
         mine = self.core.consensus.own_lock(height)
         if mine is not None:
             self._note_lock(*mine)
-            self.core.emit(SendValidators({"type": "recovery", "body": ["lock", mine[0].wire(),
+            self.core.emit(SendValidators({"type": "chain_recovery", "body": ["lock", mine[0].wire(),
                                                                                   mine[1].wire()]}))
         self._build()
         pending = self.pending
@@ -210,7 +210,7 @@ class HaltRecovery:
                 log.warning("the recovery block offered for height %d carries a lock of round %d, ours is of round "
                             "%d: handing ours to its builder", block.height, carried, mine[0].round)
                 self.core.emit(SendTo(node_id_for(block.header.proposer),
-                                     {"type": "recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
+                                     {"type": "chain_recovery", "body": ["lock", mine[0].wire(), mine[1].wire()]}))
                 return
             signed = self.signed.get(carried)
             if signed is not None and signed != block.id:
@@ -350,7 +350,7 @@ class HaltRecovery:
             return
         if pending.consented and (resend or now >= pending.next_send):
             pending.next_send = now + RESEND_INTERVAL
-            self.core.emit(SendValidators({"type": "recovery", "body": ["offer", *pending.wire()]}))
+            self.core.emit(SendValidators({"type": "chain_recovery", "body": ["offer", *pending.wire()]}))
 
     def status(self) -> dict[str, Any] | None:
         """The recovery under way here (None: none)."""

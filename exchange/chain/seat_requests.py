@@ -35,7 +35,7 @@ class SeatRequests:
             return      # not caught up (or hearing from nobody): a seat would only slow the others down
         self._next_join = now + self.core.config.join_retry
         tx = Join.create(self.core.chain_id, self.core.public_key, state.height, self._admission_sign)
-        self.core.emit(SendValidators({"type": "membership", "body": tx.wire()}))
+        self.core.emit(SendValidators({"type": "chain_membership", "body": tx.wire()}))
 
     def request_leave(self, now: float) -> Leave | None:
         """Give our seat back (a graceful stop), to the longest-waiting live standby if there is one. None
@@ -67,7 +67,7 @@ class SeatRequests:
 
     def _offer(self, tx: MembershipTx, now: float) -> None:
         self.core.mempool.add_membership(tx)
-        self.core.emit(SendValidators({"type": "membership", "body": tx.wire()}))
+        self.core.emit(SendValidators({"type": "chain_membership", "body": tx.wire()}))
         if self.core.is_validator and self.core.consensus.step == WAITING:
             self.core.consensus.kick(now)
         self.core.drain(now)

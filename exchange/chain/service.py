@@ -31,7 +31,7 @@ from exchange.chain.seats_view import key_of, seats_view
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
 from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.tendermint import wal_record_height
@@ -48,8 +48,7 @@ from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
 
-MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
-                 "chain_sync_request", "chain_sync_response", "chain_status", "chain_recovery")
+MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
 SUBMIT_SERVICE = "chain.submit"
 OUTBOX_PROBE_INTERVAL = 1.0
 BUSY_TICK = 0.02    # s between ticks while the core has work of its own
@@ -404,7 +403,7 @@ class ChainService:
         core = self.core
         if core is None:
             return
-        core.on_message(kind[6:] if kind.startswith("chain_") else kind, message.get("body"), sender, self.clock())
+        core.on_message(kind, message.get("body"), sender, self.clock())
         self._schedule_pump()
 
     def check_decision(self, body: Any) -> bool | None:
@@ -503,20 +502,19 @@ class ChainService:
     def _carry_out(self, core: ChainCore, effect: ChainEffect) -> None:
         match effect:
             case SendValidators(message):
-                if self.disk_error is not None and message["type"] in ("vote", "proposal", "recovery"):
+                if self.disk_error is not None and message["type"] in ("chain_vote", "chain_proposal", "chain_recovery"):
                     return
-                typed = _typed(message)
                 me = self.identity.node_id
                 for node_id in core.state.validators.node_ids:
                     if node_id != me:
-                        self.network.send(node_id, typed)
+                        self.network.send(node_id, message)
             case SendTo(node_id, message):
-                self.network.send(node_id, _typed(message))
+                self.network.send(node_id, message)
             case Broadcast(message):
                 if self._unsaved_blocks:
-                    self._unsaved_blocks[-1].held.append(_typed(message))
+                    self._unsaved_blocks[-1].held.append(message)
                 else:
-                    self.network.broadcast(_typed(message))
+                    self.network.broadcast(message)
             case Penalize(peer, points, reason):
                 log.warning("penalising peer %s: %s", peer[:12], reason)
                 self.network.penalize(peer, points, reason)
@@ -946,6 +944,3 @@ def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
-
-def _typed(message: dict) -> dict:
-    return {**message, "type": "chain_" + message["type"]}

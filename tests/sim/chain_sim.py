@@ -322,7 +322,7 @@ class ChainSimulation:
         """What a validator actually sends to one target (honest: the message itself)."""
         mode = node.byzantine
         body = message["body"]
-        if mode is None or message["type"] not in ("vote", "proposal"):
+        if mode is None or message["type"] not in ("chain_vote", "chain_proposal"):
             return [body]
         self.stats["byzantine_msgs"] += 1
         if mode == "silent":
@@ -332,7 +332,7 @@ class ChainSimulation:
         if mode == "forge":
             other = self.nodes[(node.index + 1) % self.s.validators]
             forged = list(body)
-            if message["type"] == "vote":
+            if message["type"] == "chain_vote":
                 forged[4] = other.keys.public_key           # claims to be another validator
                 forged[3] = None if forged[3] is not None else hashlib.sha256(b"x").digest()
             else:
@@ -342,7 +342,7 @@ class ChainSimulation:
             old = [b for b in node.wal if b[0] == "signed"]
             extra = [self.rng.choice(old)[3]] if old else []
             huge = list(body)
-            if message["type"] == "vote":
+            if message["type"] == "chain_vote":
                 huge[2] = 10 ** 6                              # a far-future round, properly signed
                 huge[5] = node.keys.sign(_vote_bytes(self.genesis.chain_id, huge))
             return [body, huge] + [e for e in extra if len(e) == 6 and type(e[3]) is not list]
@@ -353,7 +353,7 @@ class ChainSimulation:
         if target % 2 == 0:
             return body
         chain_id = self.genesis.chain_id
-        if kind == "vote":
+        if kind == "chain_vote":
             vote = Vote.from_wire(body)
             other = None if vote.block_id is not None else hashlib.sha256(b"other" + body[5]).digest()
             return Vote.create(chain_id, vote.kind, vote.height, vote.round, other, vote.validator,
@@ -395,8 +395,8 @@ class ChainSimulation:
             node.core.submit(SignedTx.from_wire(body), now, own=False)
         else:
             node.core.on_message(kind, body, self.nodes[src].keys.node_id, now)
-            if kind in ("decision", "vote", "proposal") and src != dst:
-                height = body[1] if kind == "vote" else (body[0] if kind == "proposal" else None)
+            if kind in ("chain_decision", "chain_vote", "chain_proposal") and src != dst:
+                height = body[1] if kind == "chain_vote" else (body[0] if kind == "chain_proposal" else None)
                 if height is not None:
                     node.core.peer_height(self.nodes[src].keys.node_id, height - 1, now)
         self._drain(node)

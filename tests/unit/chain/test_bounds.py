@@ -32,14 +32,14 @@ def test_blocks_claimed_ahead_are_held_within_a_byte_budget_per_sender():
     core = _follower(config)
     for height in range(2, 500):
         block, commit = _claimed(core, height, 100_000)
-        core.on_message("decision", [block.wire(), commit.wire()], "liar", BASE_TIME + 1)
+        core.on_message("chain_decision", [block.wire(), commit.wire()], "liar", BASE_TIME + 1)
     assert core.sync._buffered_bytes <= config.max_buffered_bytes // 4
     assert core.counters["buffer_refused"] > 400
     block, commit = _claimed(core, 400, 100_000)        # another sender still gets its share
-    core.on_message("decision", [block.wire(), commit.wire()], "honest", BASE_TIME + 1)
+    core.on_message("chain_decision", [block.wire(), commit.wire()], "honest", BASE_TIME + 1)
     assert core.sync._buffered[400][2] == "honest"
     far, far_commit = _claimed(core, 10_000, 10)
-    core.on_message("decision", [far.wire(), far_commit.wire()], "honest", BASE_TIME + 1)
+    core.on_message("chain_decision", [far.wire(), far_commit.wire()], "honest", BASE_TIME + 1)
     assert 10_000 not in core.sync._buffered, "a height far ahead of ours was held"
 
 

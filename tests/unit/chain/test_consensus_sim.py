@@ -136,7 +136,7 @@ def _catchup_blocks_sent(sim: ChainSimulation) -> list[tuple[int, int]]:
     original = sim._act
 
     def act(node, effect: ChainEffect) -> None:
-        if isinstance(effect, SendTo) and effect.message["type"] == "decision" and effect.node_id in sim.by_id:
+        if isinstance(effect, SendTo) and effect.message["type"] == "chain_decision" and effect.node_id in sim.by_id:
             sent.append((node.index, sim.by_id[effect.node_id].index))
         original(node, effect)
     sim._act = act   # type: ignore[method-assign]

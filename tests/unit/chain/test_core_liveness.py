@@ -26,9 +26,9 @@ def test_votes_re_sent_by_one_validator_do_not_make_the_others_look_live():
     now = BASE_TIME + 0.1
     for signer in keys[1:]:
         vote = Vote.create(genesis.chain_id, PREVOTE, 1, 0, None, signer.public_key, signer.sign)
-        core.on_message("vote", vote.wire(), keys[1].node_id, now)
+        core.on_message("chain_vote", vote.wire(), keys[1].node_id, now)
     assert core.quorum_present(now) is False
-    core.on_message("vote", Vote.create(genesis.chain_id, PREVOTE, 1, 0, None, keys[2].public_key,
+    core.on_message("chain_vote", Vote.create(genesis.chain_id, PREVOTE, 1, 0, None, keys[2].public_key,
                                         keys[2].sign).wire(), keys[2].node_id, now)
     assert core.quorum_present(now) is True        # 0, 1 and 2 are heard from: 3 of 4
 
@@ -37,7 +37,7 @@ def test_a_validator_heard_long_ago_no_longer_counts():
     core, keys, genesis = _validator_core(4)
     for signer in keys[1:]:
         vote = Vote.create(genesis.chain_id, PREVOTE, 1, 0, None, signer.public_key, signer.sign)
-        core.on_message("vote", vote.wire(), signer.node_id, BASE_TIME + 0.1)
+        core.on_message("chain_vote", vote.wire(), signer.node_id, BASE_TIME + 0.1)
     assert core.quorum_present(BASE_TIME + 0.2) is True
     assert core.quorum_present(BASE_TIME + 0.2 + core.config.live_after + 0.1) is False
 

@@ -17,7 +17,7 @@ TICK = 0.25
 
 def _vote(core, genesis, signer, now):
     vote = Vote.create(genesis.chain_id, PREVOTE, 1, 0, None, signer.public_key, signer.sign)
-    core.on_message("vote", vote.wire(), signer.node_id, now)
+    core.on_message("chain_vote", vote.wire(), signer.node_id, now)
 
 
 def _run(core, genesis, watch, talking, start, seconds):

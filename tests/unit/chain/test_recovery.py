@@ -117,7 +117,7 @@ _STRANGERS = [FakeKeys("recovery-stranger")]
 def _offer(sim: ChainSimulation, block: Block, commit: Commit) -> ChainCore:
     follower = sim.nodes[-1].core
     assert follower is not None and not follower.is_validator
-    follower.on_message("decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.1)
+    follower.on_message("chain_decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.1)
     return follower
 
 
@@ -240,12 +240,12 @@ def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own()
     builder = new_set.proposer(height + 1, RECOVERY_ROUND)
     builder_keys = next(n.keys for n in sim.nodes if n.keys.public_key == builder)
     sig = Vote.create(core.chain_id, PRECOMMIT, height + 1, RECOVERY_ROUND, crafted.id, builder, builder_keys.sign).sig
-    core.on_message("recovery", ["offer", crafted.wire(), [[new_set.index[builder], sig]]], builder_keys.node_id,
+    core.on_message("chain_recovery", ["offer", crafted.wire(), [[new_set.index[builder], sig]]], builder_keys.node_id,
                     sim._clock(node))
     assert crafted.id not in core.halt_recovery.signed.values()
     assert core.height == height
     if builder != core.public_key:          # it hands its lock to the builder instead
-        sent = [e for e in core.take_effects() if isinstance(e, SendTo) and e.message["type"] == "recovery"]
+        sent = [e for e in core.take_effects() if isinstance(e, SendTo) and e.message["type"] == "chain_recovery"]
         assert sent and sent[0].node_id == builder_keys.node_id and sent[0].message["body"][0] == "lock"
 
 

@@ -53,7 +53,7 @@ def test_a_certified_block_cannot_seat_an_unapproved_node():
     stranger = FakeKeys("stranger")
     before = follower.state.validators.keys
     block, commit = _certified(sim, follower, [Promote((stranger.public_key,))])
-    follower.on_message("decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.01)
+    follower.on_message("chain_decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.01)
     assert follower.state.validators.keys == before
     assert follower.state.height == block.height      # the block is ordered; the change in it is refused
     assert stranger.public_key not in follower.state.validators
@@ -91,12 +91,12 @@ def test_a_captured_quorum_cannot_run_a_forged_order_or_move_time():
     assert isinstance(forged, SignedTx) and not forged.signature_valid()
     block, commit = _certified(sim, follower, [forged])
     height = follower.height
-    follower.on_message("decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.01)
+    follower.on_message("chain_decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.01)
     assert follower.height == height + 1
     assert forged.id not in follower.state.app.resolved, "a forged transaction ran"
     assert follower.counters["refused_certified_txs"] == 1
     future, future_commit = _certified(sim, follower, [], ahead_ms=24 * 3600 * 1000)
-    follower.on_message("decision", [future.wire(), future_commit.wire()], sim.nodes[0].keys.node_id,
+    follower.on_message("chain_decision", [future.wire(), future_commit.wire()], sim.nodes[0].keys.node_id,
                         follower.now + 0.01)
     assert follower.height == height + 1, "a block 24 h ahead was applied"
     assert follower.counters["future_certified_blocks"] >= 1
