@@ -137,6 +137,8 @@ class Settings:
         "announcement carries it)", _PORT)
     discovery_pex: bool = _setting(True, "DISCOVERY_PEX", "Learn peers from connected peers (peer exchange)",
                                    p.boolean)
+    discovery_dht: bool = _setting(True, "DISCOVERY_DHT", "Take part in the DHT of signed node records: find nodes "
+                                   "by id and services by name with no Grape", p.boolean)
 
     markets: str = _setting("BTC-USD", "MARKETS", "Markets this node trades, e.g. BTC-USD,ETH-USD", p.text())
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from node.configs import NodeConfigs
     from node.order_batcher import OrderBatcher
     from node.rpc_component import NodeRpc
+    from p2p.dht.service import DhtService
     from p2p.peers import PeerManager
     from p2p.router import MessageRouter
 
@@ -44,6 +45,9 @@ class ApiNode(Protocol):
 
     @property
     def accounts(self) -> AccountStore | None: ...
+
+    @property
+    def dht(self) -> DhtService | None: ...               # None: DISCOVERY_DHT off, or no peer port
 
     def status(self) -> dict[str, Any]: ...
 

@@ -23,6 +23,7 @@ from node.accounts import AccountStore
 from node.api import start_api
 from node.api_rate import PublicRateLimit
 from node.api_cancel_all import install_cancel_all_api
+from node.api_dht import install_dht_api
 from node.api_history import install_history_api
 from node.api_orders import install_order_api
 from node.api_validators import install_validator_api
@@ -37,6 +38,7 @@ from node.operator import OperatorSurface
 from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
+from p2p.dht.service import DhtService
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
 from p2p.discovery.grape import GrapeDiscovery
@@ -98,6 +100,14 @@ class ExchangeNode:
         self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(configs.data_dir)
         chain = configs.chain
+        self.dht: DhtService | None = None
+        if configs.discovery.dht and configs.p2p_enabled:
+            self.dht = DhtService(self.peers, self.rpc, public_key=self.identity.public_key_bytes,
+                                  sign=self.identity.sign, verify=NodeIdentity.verify,
+                                  node_id_for=NodeIdentity.node_id_for, services=self._dht_services,
+                                  addresses=self._dht_addresses)
+            self.discovery.strategies[self.dht.name] = self.dht
+            self.api_extensions.append(install_dht_api)
         self.chain_store = ChainStore(configs.data_dir, keep_blocks=chain.keep_blocks)
         self.legacy = configs.legacy
         self.chain_network = P2PChainNetwork(self.peers, self.router, self.rpc)
@@ -126,6 +136,17 @@ class ExchangeNode:
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
         self.force_exit: Callable[[], None] = force_exit   # what a second signal does
         self._stop = asyncio.Event()
+
+    def _dht_services(self) -> tuple[str, ...]:
+        """What our DHT record says we serve: the node itself and the RPC services we answer."""
+        offered = sorted(s for s in self.rpc.service.server.services() if not s.startswith("dht."))
+        return ("exchange-node", *offered)
+
+    def _dht_addresses(self) -> tuple[tuple[str, int, str], ...]:
+        """Where our DHT record says we listen: the hosts peers know us by (ADVERTISE_HOST, P2P_HOST)."""
+        port = self.peers.listen_port
+        hosts = [h for h in self.configs.discovery.own_hosts if h not in ("0.0.0.0", "::", "")]
+        return tuple((host, port, "listen") for host in hosts[:4] if port)
 
     def _strategies(self) -> list[DiscoveryStrategy]:
         config = self.configs.discovery

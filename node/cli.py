@@ -401,7 +401,7 @@ def _extensions() -> list[Callable[[click.Group], None]]:
     """Command groups contributed by other parts of the node (orders, routing, accounts, demos)."""
     found = []
     for module_name in ("node.cli_orders", "node.cli_rpc", "node.cli_accounts", "node.cli_validators", "node.cli_devnet",
-                        "node.cli_history", "node.demo.cli"):
+                        "node.cli_history", "node.cli_dht", "node.demo.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -152,6 +152,7 @@ class OperatorConfig:
 class DiscoveryConfig:
     bootstrap_peers: tuple[tuple[str, int], ...]
     pex: bool
+    dht: bool
     mdns: bool
     mdns_interfaces: tuple[str, ...]
     grape: bool
@@ -223,6 +224,7 @@ class NodeConfigs:
                                     p2p_enabled=settings.p2p_enabled),
             discovery=DiscoveryConfig(
                 bootstrap_peers=settings.bootstrap_peers, pex=settings.discovery_pex, mdns=settings.discovery_mdns,
+                dht=settings.discovery_dht,
                 mdns_interfaces=settings.mdns_interfaces, grape=settings.discovery_grenache,
                 grape_urls=settings.grape_urls, grape_service=settings.grape_service,
                 grape_announce_interval=settings.grape_announce_interval,

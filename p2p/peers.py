@@ -314,6 +314,10 @@ class PeerManager:
         smaller = min(self.node_id, link.remote_id or "")
         return (0 if link.dialer_id == smaller else 1, link.dialer_seq, link.handshake_hash)
 
+    def listen_address(self, link: PeerLink) -> tuple[str, int] | None:
+        """Where `link`'s node listens: the address we dialled, or what its hello claims (unverified)."""
+        return self._listen_address(link)
+
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
         port = hello.get("listen_port") or 0

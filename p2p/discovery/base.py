@@ -10,7 +10,7 @@ from typing import Callable
 # the verified remembered ones, which sort first within a priority)
 CLAIMED = "claimed"
 SOURCE_PRIORITY: dict[str, int] = {"persisted": 0, CLAIMED: 0, "bootstrap": 1, "mdns": 2, "grape": 3, "pex": 4,
-                                   "inbound": 5}
+                                   "dht": 4, "inbound": 5}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,58 @@
+"""Control API of the DHT (private routes): GET /dht (the routing table's size and buckets, the records
+kept, counters), GET /dht/nodes/{id} (the newest valid record of a node, found by lookup; 404 when none),
+GET /dht/providers/{service} (live records of nodes that serve it)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from node.api_base import ApiError, json_response, node_of
+from p2p.dht.records import NodeRecord
+from p2p.dht.service import DhtService
+
+NODE_ID = re.compile(r"^[0-9a-f]{40}$")
+SERVICE = re.compile(r"^[\w.:-]{1,128}$")
+
+
+def _dht(request: web.Request) -> DhtService:
+    dht = node_of(request).dht
+    if dht is None:
+        raise ApiError(503, "dht_off", "this node takes no part in the DHT (DISCOVERY_DHT=false, or no peer port)")
+    return dht
+
+
+async def get_dht(request: web.Request) -> web.Response:
+    return json_response({"dht": _dht(request).view()})
+
+
+async def get_node(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"].lower()
+    if not NODE_ID.match(node_id):
+        raise ApiError(400, "invalid_node_id", "a node id is 40 hex characters", "node_id")
+    record = await _dht(request).find_node(node_id)
+    if record is None:
+        raise ApiError(404, "no_record", f"no live record of node {node_id} in the DHT")
+    return json_response({"record": record_view(record)})
+
+
+async def get_providers(request: web.Request) -> web.Response:
+    service = request.match_info["service"]
+    if not SERVICE.match(service):
+        raise ApiError(400, "invalid_service", "a service name is 1-128 letters, digits and . _ : -", "service")
+    records = await _dht(request).find_providers(service)
+    return json_response({"service": service, "providers": [record_view(r) for r in records]})
+
+
+def record_view(record: NodeRecord) -> dict[str, Any]:
+    return {"node_id": record.node_id,
+            "addresses": [{"host": host, "port": port, "how": how} for host, port, how in record.addresses],
+            "services": list(record.services), "protocol": record.protocol, "seq": record.seq,
+            "expires_ms": record.expires_ms}
+
+
+def install_dht_api(app: web.Application) -> None:
+    app.router.add_get("/dht", get_dht)
+    app.router.add_get("/dht/nodes/{node_id}", get_node)
+    app.router.add_get("/dht/providers/{service}", get_providers)

@@ -1,0 +1,315 @@
+"""The DHT carried over the node's links: the driver of p2p/dht's sans-I/O parts.
+
+Two RPC services every node serves over its Noise links: `dht.find` {target, service?} answers with the
+contacts its table holds closest to the target, and the record it keeps for that id (or the providers of
+`service`); `dht.store` {record} keeps a peer's signed record (checked, bounded per peer). The routing table
+is fed from the links the node already has. A lookup asks the nodes its `Lookup` names, dialling the ones
+it is not linked to (the handshake proves each is the node it claims to be: an address from the DHT is
+only a hint). Every node publishes its own record on the k nodes closest to its id, and on those closest to
+each service it serves, at start and every `republish` seconds. As a discovery strategy it also walks
+random ids now and then and hands what it meets to the address book (source `dht`, unverified until
+dialled).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from p2p.address_book import dialable
+from p2p.admission import netgroup
+from p2p.dht.ids import ID_HEX, key_for
+from p2p.dht.lookup import Lookup, Query
+from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify
+from p2p.dht.table import K, Contact, RoutingTable
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.rpc import errors as e
+from p2p.transport import DialError
+
+log = logging.getLogger("p2p.dht")
+
+FIND = "dht.find"
+STORE = "dht.store"
+PROTOCOL = 2
+MAX_SERVICE = 128
+
+
+class DhtLink(Protocol):
+    remote_id: str | None
+    remote_addr: tuple[str, int] | None
+
+
+class DhtPeers(Protocol):
+    """What the DHT needs of the PeerManager."""
+
+    node_id: str
+    links: dict[str, Any]
+    open_listeners: list[Callable[[Any], None]]
+    close_listeners: list[Callable[[Any], None]]
+
+    def listen_address(self, link: Any) -> tuple[str, int] | None: ...
+
+    async def dial(self, host: str, port: int, source: str = "manual") -> Any: ...
+
+
+class DhtRpc(Protocol):
+    def register(self, service: str, handler: Callable[[Any, str], Any]) -> None: ...
+
+    def request_peer(self, node_id: str, service: str, payload: Any = None,
+                     timeout: float | None = None) -> Awaitable[Any]: ...
+
+
+@dataclass(slots=True)
+class DhtStats(StrategyStats):
+    lookups: int = 0
+    found: int = 0
+    queries: int = 0
+    failed_queries: int = 0
+    bad_answers: int = 0
+    published: int = 0
+
+    def as_dict(self) -> dict:
+        return StrategyStats.as_dict(self) | {
+            "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
+            "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published}
+
+
+class DhtService(DiscoveryStrategy):
+    name = "dht"
+
+    def __init__(self, peers: DhtPeers, rpc: DhtRpc, *, public_key: bytes, sign: Sign, verify: Verify,
+                 node_id_for: NodeIdFor, services: Callable[[], tuple[str, ...]],
+                 addresses: Callable[[], tuple[Address, ...]], k: int = K, query_timeout: float = 2.0,
+                 record_ttl: float = 3600.0, republish: float = 600.0, walk_interval: float = 30.0,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        super().__init__()
+        self.stats: DhtStats = DhtStats()
+        self.peers = peers
+        self.rpc = rpc
+        self.node_id = peers.node_id
+        self.public_key = public_key
+        self._sign = sign
+        self._verify = verify
+        self._node_id_for = node_id_for
+        self._services = services
+        self._addresses = addresses
+        self.k = k
+        self.query_timeout = query_timeout
+        self.record_ttl = record_ttl
+        self.republish = republish
+        self.walk_interval = walk_interval
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.table = RoutingTable(self.node_id, k=k)
+        self.store = RecordStore()
+        self._known: dict[str, tuple[str, int]] = {}       # node id -> an address a peer gave for it (a hint)
+        self._seq = int(clock() * 1000)                     # a restarted node's records outrank its old ones
+        peers.open_listeners.append(self._on_open)
+        peers.close_listeners.append(self._on_close)
+        rpc.register(FIND, self._serve_find)
+        rpc.register(STORE, self._serve_store)
+
+    # --- the table, from links ------------------------------------------------------------------------
+    def _on_open(self, link: Any) -> None:
+        node_id = link.remote_id
+        address = self.peers.listen_address(link)
+        if not node_id or address is None:
+            return
+        self._known[node_id] = address
+        host = link.remote_addr[0] if link.remote_addr else address[0]
+        self.table.add(Contact(node_id, address[0], address[1], netgroup(host)), self.clock())
+
+    def _on_close(self, link: Any) -> None:
+        """A link closed: the contact stays (Kademlia keeps nodes that are merely not linked now)."""
+
+    # --- serving ----------------------------------------------------------------------------------------
+    def _contacts(self, target: str) -> list[list[Any]]:
+        return [[c.node_id, c.host, c.port] for c in self.table.closest(target, self.k) if c.port]
+
+    def _serve_find(self, payload: Any, peer: str) -> dict[str, Any]:
+        if not isinstance(payload, dict) or type(payload.get("target")) is not str \
+                or len(payload["target"]) != ID_HEX:
+            raise e.RpcError(e.BAD_REQUEST, "target must be a node id")
+        target = payload["target"]
+        try:
+            int(target, 16)
+        except ValueError:
+            raise e.RpcError(e.BAD_REQUEST, "target must be hex") from None
+        now_ms = int(self.clock() * 1000)
+        answer: dict[str, Any] = {"contacts": self._contacts(target)}
+        service = payload.get("service")
+        if service is not None:
+            if type(service) is not str or not 0 < len(service) <= MAX_SERVICE:
+                raise e.RpcError(e.BAD_REQUEST, "service must be a name")
+            answer["providers"] = [r.wire() for r in self.store.providers_of(service, now_ms)][:self.k]
+        record = self.own_record() if target == self.node_id else self.store.get(target, now_ms)
+        if record is not None:
+            answer["record"] = record.wire()
+        return answer
+
+    def _serve_store(self, payload: Any, peer: str) -> dict[str, Any]:
+        try:
+            record = NodeRecord.from_wire(payload.get("record") if isinstance(payload, dict) else None)
+            record.check(self._verify, self._node_id_for)
+        except RecordError as exc:
+            self.stats.bad_answers += 1
+            raise e.RpcError(e.BAD_REQUEST, f"record refused: {exc}") from None
+        why = self.store.put(record, peer, int(self.clock() * 1000))
+        return {"ok": why is None, "error": why}
+
+    # --- our own record -----------------------------------------------------------------------------------
+    def own_record(self) -> NodeRecord:
+        now = self.clock()
+        return NodeRecord.create(self.public_key, self._sign, self._node_id_for, addresses=self._addresses(),
+                                 services=self._services()[:32], protocol=PROTOCOL, seq=self._seq,
+                                 expires_ms=int((now + self.record_ttl) * 1000))
+
+    async def publish(self) -> int:
+        """Store our record on the k nodes closest to our id and to each service we serve; how many took it."""
+        self._seq = max(self._seq + 1, int(self.clock() * 1000))
+        record = self.own_record()
+        searches = await asyncio.gather(*(self._lookup(target, want_value=False)
+                                          for target in [self.node_id, *(key_for(s) for s in record.services)]))
+        holders = {node_id for search in searches for node_id in search.closest()}
+        stored = sum(await asyncio.gather(*(self._store(node_id, record) for node_id in holders)))
+        return stored
+
+    async def _store(self, node_id: str, record: NodeRecord) -> bool:
+        try:
+            answer = await self.rpc.request_peer(node_id, STORE, {"record": record.wire()}, self.query_timeout)
+        except (e.RpcError, asyncio.TimeoutError, OSError):
+            return False
+        ok = isinstance(answer, dict) and answer.get("ok") is True
+        self.stats.published += ok
+        return ok
+
+    # --- lookups -------------------------------------------------------------------------------------------
+    async def find_node(self, node_id: str) -> NodeRecord | None:
+        """The newest valid record of `node_id` the DHT holds (None: not found)."""
+        self.stats.lookups += 1
+        now_ms = int(self.clock() * 1000)
+        search = await self._lookup(node_id, want_value=True)
+        record = search.value if isinstance(search.value, NodeRecord) else None
+        if record is not None and record.live(now_ms):
+            self.stats.found += 1
+            return record
+        return None
+
+    async def find_providers(self, service: str) -> list[NodeRecord]:
+        """Live records of nodes that serve `service`, from the nodes closest to its key."""
+        self.stats.lookups += 1
+        found: dict[str, NodeRecord] = {}
+        await self._lookup(key_for(service), want_value=False, service=service, providers=found)
+        return sorted(found.values(), key=lambda r: r.node_id)
+
+    async def _lookup(self, target: str, *, want_value: bool, service: str | None = None,
+                      providers: dict[str, NodeRecord] | None = None) -> Lookup[NodeRecord]:
+        seeds = [c.node_id for c in self.table.closest(target, self.k)]
+        search: Lookup[NodeRecord] = Lookup(target, seeds, k=self.k, want_value=want_value,
+                                            exclude=frozenset({self.node_id}))
+        while not search.done:
+            queries = search.next_queries()
+            if not queries:
+                break
+            await asyncio.gather(*(self._ask(search, q, target, service, providers) for q in queries))
+        return search
+
+    async def _ask(self, search: Lookup[NodeRecord], query: Query, target: str, service: str | None,
+                   providers: dict[str, NodeRecord] | None) -> None:
+        self.stats.queries += 1
+        payload: dict[str, Any] = {"target": target}
+        if service is not None:
+            payload["service"] = service
+        try:
+            await self._ensure_link(query.node_id)
+            answer = await self.rpc.request_peer(query.node_id, FIND, payload, self.query_timeout)
+            contacts, record = self._read_answer(answer, target, service, providers)
+        except (e.RpcError, asyncio.TimeoutError, OSError, RecordError, ValueError, DialError) as exc:
+            self.stats.failed_queries += 1
+            log.debug("dht query to %s failed: %s", query.node_id[:12], exc)
+            search.failed(query)
+            return
+        search.answered(query, contacts, record)
+
+    async def _ensure_link(self, node_id: str) -> None:
+        if node_id in self.peers.links:
+            return
+        address = self._known.get(node_id)
+        if address is None:
+            raise ValueError("no address for it")
+        try:
+            link = await asyncio.wait_for(self.peers.dial(address[0], address[1], source=self.name),
+                                          self.query_timeout)
+        except DialError:
+            if node_id in self.peers.links:     # it dialled us at the same moment: one link, whichever won
+                return
+            raise
+        if getattr(link, "remote_id", None) != node_id:
+            raise ValueError("the address led to another node")
+
+    def _read_answer(self, answer: Any, target: str, service: str | None,
+                     providers: dict[str, NodeRecord] | None) -> tuple[list[str], NodeRecord | None]:
+        if not isinstance(answer, dict) or type(answer.get("contacts")) is not list:
+            raise ValueError("not a dht answer")
+        contacts: list[str] = []
+        for item in answer["contacts"][:self.k]:
+            if type(item) is list and len(item) == 3 and type(item[0]) is str and len(item[0]) == ID_HEX \
+                    and type(item[1]) is str and type(item[2]) is int and dialable(item[1], item[2]):
+                contacts.append(item[0])
+                if item[0] != self.node_id:
+                    self._known.setdefault(item[0], (item[1], item[2]))
+        record = None
+        if answer.get("record") is not None:
+            record = self._checked(answer["record"])
+            if record.node_id != target:
+                raise RecordError("a record for another id")
+        if service is not None and providers is not None:
+            for wire in (answer.get("providers") or [])[:self.k]:
+                provider = self._checked(wire)
+                if service in provider.services:
+                    known = providers.get(provider.node_id)
+                    if known is None or known.seq < provider.seq:
+                        providers[provider.node_id] = provider
+        return contacts, record
+
+    def _checked(self, wire: Any) -> NodeRecord:
+        try:
+            record = NodeRecord.from_wire(wire)
+            record.check(self._verify, self._node_id_for)
+        except RecordError:
+            self.stats.bad_answers += 1
+            raise
+        return record
+
+    # --- as a discovery strategy -------------------------------------------------------------------------
+    async def run(self, sink: CandidateSink) -> None:
+        await asyncio.sleep(1.0)
+        next_publish = 0.0
+        while True:
+            if not len(self.table):             # nobody to ask yet: look again in a second
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                now = time.monotonic()
+                if now >= next_publish:
+                    await self.publish()
+                    next_publish = now + self.republish
+                search = await self._lookup(f"{self.rng.getrandbits(160):040x}", want_value=False)
+                for node_id in search.closest():
+                    address = self._known.get(node_id)
+                    if address is not None and node_id not in self.peers.links:
+                        sink(Candidate(address[0], address[1], self.name, node_id))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - discovery never stops on one bad round
+                self.stats.last_error, self.stats.last_error_at = f"{type(exc).__name__}: {exc}", time.time()
+                log.warning("dht round failed: %s", exc)
+            await asyncio.sleep(self.walk_interval * (0.5 + self.rng.random()))
+
+    def view(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "contacts": len(self.table), "buckets": self.table.buckets(),
+                "records": len(self.store.nodes), "services": len(self.store.providers),
+                "refused": {**self.table.refused, **self.store.refused}, **self.stats.as_dict()}

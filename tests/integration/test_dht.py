@@ -1,0 +1,57 @@
+"""The DHT on real exchange-node processes: with peer exchange and mDNS off, twelve nodes started in a line
+(each knows only the one before it) publish their records, and one end finds the other's record and the
+providers of a service by DHT lookup alone, through the CLI as an operator would, and links to it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness import free_ports, wait_until
+
+pytestmark = pytest.mark.integration
+
+COUNT = 12
+
+
+def _line(cluster, n: int) -> list:
+    ports = free_ports(n)
+    nodes = [cluster.node(f"d{i}", start=False, p2p_port=ports[i], discovery_pex="false",
+                          bootstrap_peers=f"127.0.0.1:{ports[i - 1]}" if i else None)
+             for i in range(n)]
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready(60)
+    return nodes
+
+
+def test_a_node_finds_any_other_and_a_service_by_dht_alone_and_links_to_it(cluster):
+    nodes = _line(cluster, COUNT)
+    first, last = nodes[0], nodes[-1]
+    # every node published its record once it had a contact (1 s after start, then every 10 minutes)
+    wait_until(lambda: all(n.status()["discovery"]["dht"]["published"] > 0 for n in nodes), 60, interval=0.5,
+               message="every node stored its record on the nodes closest to its id")
+
+    done = last.cli("dht", "lookup", first.node_id, "--json", timeout=60)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)["record"]
+    assert record["node_id"] == first.node_id
+    assert {"host": "127.0.0.1", "port": int(first.p2p_address.rsplit(":", 1)[1]), "how": "listen"} in record["addresses"]
+    assert "exchange-node" in record["services"]
+    # lookups dial what they need (each address proven by the handshake): the ends are linked, and the last
+    # node holds links it made through the DHT alone (its bootstrap knows one node, peer exchange is off)
+    wait_until(lambda: first.node_id in last.connected_ids(), 10, message="the last node linked to the first")
+    sources = {p["node_id"]: p["source"] for p in last.peers() if p["status"] == "connected"}
+    assert "dht" in sources.values() and len(sources) > 2, sources
+
+    providers = last.cli("dht", "providers", "exchange-node", "--json", timeout=60)
+    assert providers.returncode == 0, providers.stderr
+    found = {r["node_id"] for r in json.loads(providers.stdout)["providers"]}
+    assert len(found) >= 10, f"only {len(found)} providers of exchange-node found"
+
+    unknown = last.cli("dht", "lookup", "0" * 40, timeout=60)
+    assert unknown.returncode == 1 and "no live record" in unknown.stderr, (unknown.returncode, unknown.stderr)
+
+    table = json.loads(nodes[5].cli("dht", "--json").stdout)
+    assert table["contacts"] >= 2 and table["bad_answers"] == 0, table
