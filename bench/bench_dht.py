@@ -61,7 +61,8 @@ def processes(count: int, rounds: int) -> None:
     cluster = Cluster(base)
     try:
         ports = free_ports(count)
-        nodes = [cluster.node(f"d{i}", start=False, p2p_port=ports[i], discovery_pex="false", log_level="WARNING",
+        nodes = [cluster.node(f"d{i}", start=False, p2p_port=ports[i], discovery_pex="false", discovery_dht="true",
+                              log_level="WARNING",
                               bootstrap_peers=f"127.0.0.1:{ports[i - 1]}" if i else None) for i in range(count)]
         for node in nodes:
             node.start(wait=False)

@@ -77,6 +77,9 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
                                          "discovery_mdns": "false", "discovery_grenache": "false",
+                                         # the DHT dials whatever its lookups name: tests that build a topology
+                                         # (relays, partitions) keep it off; tests of the DHT turn it on
+                                         "discovery_dht": "false",
                                          "heartbeat_interval": 1.0, "event_loop": "asyncio",
                                          "found_after": 30.0} | settings
         self.env_extra: dict[str, str] = {}

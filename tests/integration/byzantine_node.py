@@ -19,7 +19,7 @@ from typing import Any
 
 from config import Settings
 from exchange.chain.blocks import Block, Header, Proposal, Vote
-from exchange.chain.core import ChainCore
+from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.crypto import SigningKey
 from exchange.chain.membership import Join, MembershipTx, Promote
 from node.app import ExchangeNode
@@ -29,16 +29,17 @@ GRABBED = SigningKey(hashlib.sha256(b"a key only the byzantine node holds").dige
 
 
 def _seat_grab() -> None:
-    original = ChainCore._membership_txs
+    original = BlockBuilder._membership_txs
 
-    def membership_txs(self: ChainCore, time_ms: int) -> list[MembershipTx]:
+    def membership_txs(self: BlockBuilder, time_ms: int) -> list[MembershipTx]:
         honest = original(self, time_ms)
         if any(tx.changes_set for tx in honest):
             return honest
-        own_join = Join.create(self.chain_id, GRABBED.public_key, self.state.height, self._sign)
+        core = self.core
+        own_join = Join.create(core.chain_id, GRABBED.public_key, core.state.height, core.sign)
         return [*honest, own_join, Promote((GRABBED.public_key,))]
 
-    ChainCore._membership_txs = membership_txs      # type: ignore[method-assign]
+    BlockBuilder._membership_txs = membership_txs      # type: ignore[method-assign]
 
 
 def _conflicting(message: dict, chain_id: str, key: bytes, sign: Any) -> dict:

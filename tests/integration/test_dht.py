@@ -16,7 +16,7 @@ COUNT = 12
 
 def _line(cluster, n: int) -> list:
     ports = free_ports(n)
-    nodes = [cluster.node(f"d{i}", start=False, p2p_port=ports[i], discovery_pex="false",
+    nodes = [cluster.node(f"d{i}", start=False, p2p_port=ports[i], discovery_pex="false", discovery_dht="true",
                           bootstrap_peers=f"127.0.0.1:{ports[i - 1]}" if i else None)
              for i in range(n)]
     for node in nodes:
