@@ -42,7 +42,7 @@ def register(cli: click.Group) -> None:
     @api_option
     @json_option
     def lookup(node_id: str, api: NodeTarget, as_json: bool) -> None:
-        """The newest valid record of NODE_ID (exit 1 when the DHT has none)."""
+        """The newest valid record of NODE_ID, and a link to it (exit 1 when the DHT has none)."""
         data = request(api, "GET", f"/dht/nodes/{node_id.lower()}", timeout=30.0, expect=("record",))
         emit_json(data) if as_json else _print_record(data["record"])
 

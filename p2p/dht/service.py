@@ -187,16 +187,32 @@ class DhtService(DiscoveryStrategy):
         return ok
 
     # --- lookups -------------------------------------------------------------------------------------------
-    async def find_node(self, node_id: str) -> NodeRecord | None:
-        """The newest valid record of `node_id` the DHT holds (None: not found)."""
+    async def find_node(self, node_id: str, *, link: bool = False) -> NodeRecord | None:
+        """The newest valid record of `node_id` the DHT holds (None: not found); with `link`, then a link to
+        it (dialled at the record's addresses, the handshake proving the node; best effort)."""
         self.stats.lookups += 1
         now_ms = int(self.clock() * 1000)
         search = await self._lookup(node_id, want_value=True)
         record = search.value if isinstance(search.value, NodeRecord) else None
-        if record is not None and record.live(now_ms):
-            self.stats.found += 1
-            return record
-        return None
+        if record is None or not record.live(now_ms):
+            return None
+        self.stats.found += 1
+        if link and record.node_id not in self.peers.links:
+            await self._link_to(record)
+        return record
+
+    async def _link_to(self, record: NodeRecord) -> None:
+        for host, port, _ in record.addresses:
+            if record.node_id in self.peers.links or not dialable(host, port):
+                return
+            self._known.setdefault(record.node_id, (host, port))
+            try:
+                link = await asyncio.wait_for(self.peers.dial(host, port, source=self.name), self.query_timeout)
+            except (DialError, asyncio.TimeoutError, OSError) as exc:
+                log.info("could not link to %s at %s:%d: %s", record.node_id[:12], host, port, exc)
+                continue
+            if getattr(link, "remote_id", None) == record.node_id:
+                return
 
     async def find_providers(self, service: str) -> list[NodeRecord]:
         """Live records of nodes that serve `service`, from the nodes closest to its key."""

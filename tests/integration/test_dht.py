@@ -41,7 +41,7 @@ def test_a_node_finds_any_other_and_a_service_by_dht_alone_and_links_to_it(clust
     assert "exchange-node" in record["services"]
     # lookups dial what they need (each address proven by the handshake): the ends are linked, and the last
     # node holds links it made through the DHT alone (its bootstrap knows one node, peer exchange is off)
-    wait_until(lambda: first.node_id in last.connected_ids(), 10, message="the last node linked to the first")
+    wait_until(lambda: first.node_id in last.connected_ids(), 20, message="the last node linked to the first")
     sources = {p["node_id"]: p["source"] for p in last.peers() if p["status"] == "connected"}
     assert "dht" in sources.values() and len(sources) > 2, sources
 
