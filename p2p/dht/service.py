@@ -6,7 +6,8 @@ contacts its table holds closest to the target, and the record it keeps for that
 is fed from the links the node already has. A lookup asks the nodes its `Lookup` names, dialling the ones
 it is not linked to (the handshake proves each is the node it claims to be: an address from the DHT is
 only a hint). Every node publishes its own record on the k nodes closest to its id, and on those closest to
-each service it serves, at start and every `republish` seconds. As a discovery strategy it also walks
+each service it serves, at start (again 5, 20 and 60 s later, as its table fills) and every
+`republish` seconds. As a discovery strategy it also walks
 random ids now and then and hands what it meets to the address book (source `dht`, unverified until
 dialled).
 """
@@ -31,6 +32,7 @@ from p2p.transport import DialError
 
 log = logging.getLogger("p2p.dht")
 
+EARLY_REPUBLISH = (5.0, 20.0, 60.0)      # s between a new node's first publications, then `republish`
 FIND = "dht.find"
 STORE = "dht.store"
 PROTOCOL = 2
@@ -192,8 +194,10 @@ class DhtService(DiscoveryStrategy):
         it (dialled at the record's addresses, the handshake proving the node; best effort)."""
         self.stats.lookups += 1
         now_ms = int(self.clock() * 1000)
-        search = await self._lookup(node_id, want_value=True)
-        record = search.value if isinstance(search.value, NodeRecord) else None
+        record = self.own_record() if node_id == self.node_id else self.store.get(node_id, now_ms)
+        if record is None:          # not among the records kept here: ask the network
+            search = await self._lookup(node_id, want_value=True)
+            record = search.value if isinstance(search.value, NodeRecord) else None
         if record is None or not record.live(now_ms):
             return None
         self.stats.found += 1
@@ -304,6 +308,7 @@ class DhtService(DiscoveryStrategy):
     async def run(self, sink: CandidateSink) -> None:
         await asyncio.sleep(1.0)
         next_publish = 0.0
+        early = list(EARLY_REPUBLISH)       # a young node's first copies went to the few nodes it knew then
         while True:
             if not len(self.table):             # nobody to ask yet: look again in a second
                 await asyncio.sleep(1.0)
@@ -312,7 +317,7 @@ class DhtService(DiscoveryStrategy):
                 now = time.monotonic()
                 if now >= next_publish:
                     await self.publish()
-                    next_publish = now + self.republish
+                    next_publish = now + (early.pop(0) if early else self.republish)
                 search = await self._lookup(f"{self.rng.getrandbits(160):040x}", want_value=False)
                 for node_id in search.closest():
                     address = self._known.get(node_id)
