@@ -71,12 +71,14 @@ class DhtStats(StrategyStats):
     queries: int = 0
     failed_queries: int = 0
     bad_answers: int = 0
-    published: int = 0
+    published: int = 0          # copies of our record other nodes took
+    publications: int = 0       # rounds of publishing done
 
     def as_dict(self) -> dict:
         return StrategyStats.as_dict(self) | {
             "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
-            "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published}
+            "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,
+            "publications": self.publications}
 
 
 class DhtService(DiscoveryStrategy):
@@ -177,6 +179,7 @@ class DhtService(DiscoveryStrategy):
                                           for target in [self.node_id, *(key_for(s) for s in record.services)]))
         holders = {node_id for search in searches for node_id in search.closest()}
         stored = sum(await asyncio.gather(*(self._store(node_id, record) for node_id in holders)))
+        self.stats.publications += 1
         return stored
 
     async def _store(self, node_id: str, record: NodeRecord) -> bool:
@@ -307,28 +310,34 @@ class DhtService(DiscoveryStrategy):
     # --- as a discovery strategy -------------------------------------------------------------------------
     async def run(self, sink: CandidateSink) -> None:
         await asyncio.sleep(1.0)
-        next_publish = 0.0
+        next_publish = next_walk = 0.0
         early = list(EARLY_REPUBLISH)       # a young node's first copies went to the few nodes it knew then
         while True:
             if not len(self.table):             # nobody to ask yet: look again in a second
                 await asyncio.sleep(1.0)
                 continue
             try:
-                now = time.monotonic()
-                if now >= next_publish:
+                if time.monotonic() >= next_publish:
                     await self.publish()
-                    next_publish = now + (early.pop(0) if early else self.republish)
-                search = await self._lookup(f"{self.rng.getrandbits(160):040x}", want_value=False)
-                for node_id in search.closest():
-                    address = self._known.get(node_id)
-                    if address is not None and node_id not in self.peers.links:
-                        sink(Candidate(address[0], address[1], self.name, node_id))
+                    next_publish = time.monotonic() + (early.pop(0) if early else self.republish)
+                if time.monotonic() >= next_walk:
+                    await self._walk(sink)
+                    next_walk = time.monotonic() + self.walk_interval * (0.5 + self.rng.random())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - discovery never stops on one bad round
                 self.stats.last_error, self.stats.last_error_at = f"{type(exc).__name__}: {exc}", time.time()
                 log.warning("dht round failed: %s", exc)
-            await asyncio.sleep(self.walk_interval * (0.5 + self.rng.random()))
+                next_walk = time.monotonic() + self.walk_interval
+            await asyncio.sleep(max(0.1, min(next_publish, next_walk) - time.monotonic()))
+
+    async def _walk(self, sink: CandidateSink) -> None:
+        """Look up a random id and hand the nodes met that we are not linked to to the address book."""
+        search = await self._lookup(f"{self.rng.getrandbits(160):040x}", want_value=False)
+        for node_id in search.closest():
+            address = self._known.get(node_id)
+            if address is not None and node_id not in self.peers.links:
+                sink(Candidate(address[0], address[1], self.name, node_id))
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "contacts": len(self.table), "buckets": self.table.buckets(),
