@@ -1,0 +1,264 @@
+"""A small internet of network namespaces: a public segment and private sites behind NAT routers (needs root).
+
+    public segment 198.18.0.0/24 (a bridge in the hub namespace; the hub itself is 198.18.0.254)
+      public host i ............ 198.18.0.<i+1>
+      site s's router (WAN) .... 198.18.0.<101+s>   nftables NAT: `cone` (masquerade, ports kept when free:
+                                                    endpoint-independent mapping) or `symmetric` (masquerade
+                                                    random: a new port for every connection)
+        site s's LAN 10.<10+s>.0.0/24 (a bridge in the router namespace, router 10.<10+s>.0.1)
+          site s's host j ...... 10.<10+s>.0.<j+2>
+
+198.18.0.0/15 is the range set aside for benchmarking network devices (RFC 2544), so nothing here
+looks like a real network. The routers behave as a home router does: they forward what their LAN
+starts and the replies to it, and drop (silently) anything from the WAN that no connection of theirs
+expects, including packets for their own address. Public hosts have no route into a site. Nothing is
+created in the root namespace: every veth is made inside a namespace and moved straight into another.
+
+Each node's control API binds its host address; the test reaches it through a small HTTP proxy in
+the hub (public hosts) or in the site's router (its LAN hosts). `close()` ends what the net started
+and deletes every namespace, on failure too.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import pytest
+
+from tests.harness import NodeProcess
+from tests.integration.netns import _PROXY, netns_unavailable, nft_unavailable
+
+PUBLIC = "198.18.0"
+HUB_ADDRESS = f"{PUBLIC}.254"
+NatKind = Literal["cone", "symmetric"]
+_counter = itertools.count()
+
+
+def _run(args: list[str], stdin: str | None = None) -> None:
+    result = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
+
+
+class NsProxy:
+    """One HTTP proxy process inside a namespace, answering many concurrent requests from test threads."""
+
+    def __init__(self, ns: str, processes: list[subprocess.Popen]) -> None:
+        self.ns = ns
+        self._processes = processes
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._replies: dict[int, list] = {}
+        self._ids = itertools.count()
+
+    def request(self, method: str, url: str, token: str | None, body: Any, timeout: float) -> tuple[int, Any]:
+        with self._lock:
+            self._ensure()
+            request_id = next(self._ids)
+            slot: list = [threading.Event(), None]
+            self._replies[request_id] = slot
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps({"id": request_id, "method": method, "url": url, "token": token,
+                                               "body": body, "timeout": timeout}) + "\n")
+            self._proc.stdin.flush()
+        if not slot[0].wait(timeout + 5.0):
+            self._replies.pop(request_id, None)
+            raise OSError(f"no answer from the proxy in {self.ns} within {timeout + 5.0:g}s: {method} {url}")
+        reply = slot[1]
+        if reply["status"] == 0:
+            raise OSError(reply.get("error"))
+        return reply["status"], reply.get("body")
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-u", "-c", _PROXY],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._processes.append(self._proc)
+        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            reply = json.loads(line)
+            slot = self._replies.pop(reply["id"], None)
+            if slot is not None:
+                slot[1] = reply
+                slot[0].set()
+        for slot in list(self._replies.values()):
+            slot[1] = {"status": 0, "error": "proxy gone"}
+            slot[0].set()
+
+
+@dataclass
+class Host:
+    """One machine of the net: its namespace, its address, and the proxy that reaches its API."""
+
+    ns: str
+    address: str
+    proxy: NsProxy
+    site: int | None = None          # None: on the public segment
+
+
+@dataclass
+class Site:
+    router_ns: str
+    wan_address: str
+    lan_prefix: str
+    nat: NatKind
+    hosts: list[Host] = field(default_factory=list)
+
+
+class WanNet:
+    def __init__(self, public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1) -> None:
+        assert 0 <= public_hosts <= 90 and len(sites) <= 20 and 1 <= hosts_per_site <= 50
+        self.tag = f"{os.getpid() % 100000:05d}{next(_counter) % 100:02d}"
+        self.hub = f"ew{self.tag}hub"
+        self.created: list[str] = []
+        self.processes: list[subprocess.Popen] = []
+        self.nodes: list[WanNode] = []
+        self.api_token = secrets.token_hex(16)
+        self.hub_proxy = NsProxy(self.hub, self.processes)
+        self.public = [Host(f"ew{self.tag}p{i}", f"{PUBLIC}.{i + 1}", self.hub_proxy) for i in range(public_hosts)]
+        self.sites: list[Site] = []
+        for s, nat in enumerate(sites):
+            router = f"ew{self.tag}r{s}"
+            site = Site(router, f"{PUBLIC}.{101 + s}", f"10.{10 + s}.0", nat)
+            proxy = NsProxy(router, self.processes)
+            site.hosts = [Host(f"ew{self.tag}s{s}h{j}", f"{site.lan_prefix}.{j + 2}", proxy, s)
+                          for j in range(hosts_per_site)]
+            self.sites.append(site)
+        self._ports = itertools.count(2)
+
+    def __enter__(self) -> "WanNet":
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- building ---------------------------------------------------------------------------
+    def _netns(self, name: str) -> None:
+        _run(["ip", "netns", "add", name])
+        self.created.append(name)
+        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+    def _plug(self, ns: str, dev: str, bridge_ns: str, bridge: str, address: str) -> None:
+        """A veth from `ns` (named `dev`, holding `address`) to a port of `bridge` in `bridge_ns`."""
+        port = f"v{next(self._ports)}"
+        _run(["ip", "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", port, "netns", bridge_ns])
+        _run(["ip", "-n", ns, "addr", "add", address, "dev", dev])
+        _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        _run(["ip", "-n", bridge_ns, "link", "set", port, "master", bridge])
+        _run(["ip", "-n", bridge_ns, "link", "set", port, "up"])
+
+    def build(self) -> None:
+        self._netns(self.hub)
+        _run(["ip", "-n", self.hub, "link", "add", "wan0", "type", "bridge"])
+        _run(["ip", "-n", self.hub, "addr", "add", f"{HUB_ADDRESS}/24", "dev", "wan0"])
+        _run(["ip", "-n", self.hub, "link", "set", "wan0", "up"])
+        for host in self.public:
+            self._netns(host.ns)
+            self._plug(host.ns, "eth0", self.hub, "wan0", f"{host.address}/24")
+        for site in self.sites:
+            self._build_site(site)
+
+    def _build_site(self, site: Site) -> None:
+        router = site.router_ns
+        self._netns(router)
+        self._plug(router, "wan", self.hub, "wan0", f"{site.wan_address}/24")
+        _run(["ip", "-n", router, "link", "add", "lan0", "type", "bridge"])
+        _run(["ip", "-n", router, "addr", "add", f"{site.lan_prefix}.1/24", "dev", "lan0"])
+        _run(["ip", "-n", router, "link", "set", "lan0", "up"])
+        _run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        masquerade = "masquerade random" if site.nat == "symmetric" else "masquerade"
+        _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin="\n".join([
+            "table ip nat {",
+            f"  chain postrouting {{ type nat hook postrouting priority 100; oifname \"wan\" {masquerade}; }}",
+            "}",
+            "table inet firewall {",
+            "  chain input { type filter hook input priority 0; policy drop;",
+            "    ct state established,related accept; iifname { \"lo\", \"lan0\" } accept; }",
+            "  chain forward { type filter hook forward priority 0; policy drop;",
+            "    ct state established,related accept; iifname \"lan0\" oifname \"wan\" accept; }",
+            "}",
+        ]) + "\n")
+        for host in site.hosts:
+            self._netns(host.ns)
+            self._plug(host.ns, "eth0", router, "lan0", f"{host.address}/24")
+            _run(["ip", "-n", host.ns, "route", "add", "default", "via", f"{site.lan_prefix}.1"])
+
+    # --- nodes --------------------------------------------------------------------------------
+    def node(self, base: Path, host: Host, name: str, **settings: Any) -> "WanNode":
+        node = WanNode(self, host, base, name, **settings)
+        self.nodes.append(node)
+        return node
+
+    def exec_in(self, host: Host, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", host.ns, *args], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def close(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.processes.clear()
+        for node in self.nodes:
+            if getattr(node, "_log", None):
+                node._log.close()
+        for ns in reversed(self.created):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self.created.clear()
+
+
+class WanNode(NodeProcess):
+    """An exchange-node on one host of the net: P2P on all its addresses, control API on its address."""
+
+    def __init__(self, net: WanNet, host: Host, base: Path, name: str, **settings: Any) -> None:
+        defaults = {"p2p_host": "0.0.0.0", "api_host": host.address, "api_token": net.api_token}
+        super().__init__(base, name, **(defaults | settings))
+        self.net = net
+        self.host = host
+
+    def command(self) -> list[str]:
+        return ["ip", "netns", "exec", self.host.ns, *super().command()]
+
+    def start(self, wait: bool = True, **overrides: Any) -> "WanNode":
+        super().start(wait=False, **overrides)
+        assert self.proc is not None
+        self.net.processes.append(self.proc)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+        return self.host.proxy.request(method, self.api_url + path, self.api_token, body, timeout)
+
+
+@contextmanager
+def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1) -> Iterator[WanNet]:
+    """A WAN for one test, or a skip saying why this machine cannot build one."""
+    reason = netns_unavailable() or nft_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with WanNet(public_hosts, sites, hosts_per_site) as net:
+        yield net
