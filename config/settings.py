@@ -140,6 +140,25 @@ class Settings:
     discovery_dht: bool = _setting(True, "DISCOVERY_DHT", "Take part in the DHT of signed node records: find nodes "
                                    "by id and services by name with no Grape", p.boolean)
 
+    relay_service: bool = _setting(True, "RELAY_SERVICE", "Relay links for nodes behind NAT while dial-backs say this "
+                                   "node is public (they see only ciphertext)", p.boolean)
+    relay_client: bool = _setting(True, "RELAY_CLIENT", "Behind a NAT nobody can dial: hold slots on two relays and be "
+                                  "reached through them", p.boolean)
+    hole_punch: bool = _setting(True, "HOLE_PUNCH", "Try a direct link (TCP simultaneous open) to a node reached "
+                                "through a relay", p.boolean)
+    relay_max_reservations: int = _setting(64, "RELAY_MAX_RESERVATIONS", "Nodes one relay holds slots for (at most "
+                                           "4 per /24)", p.integer(0, 100000))
+    relay_max_circuits: int = _setting(64, "RELAY_MAX_CIRCUITS", "Relayed links through this node at once",
+                                       p.integer(0, 100000))
+    relay_circuits_per_peer: int = _setting(8, "RELAY_CIRCUITS_PER_PEER", "Relayed links one node may hold through "
+                                            "this relay", p.integer(0, 10000))
+    relay_circuit_bytes: int = _setting(256 * 1024 * 1024, "RELAY_CIRCUIT_BYTES", "Bytes one relayed link may carry "
+                                        "before the relay closes it", p.integer(1024, 1 << 40))
+    relay_circuit_seconds: float = _setting(3600.0, "RELAY_CIRCUIT_SECONDS", "Seconds one relayed link may last",
+                                            _FLOAT_POS)
+    relay_circuit_rate: int = _setting(1024 * 1024, "RELAY_CIRCUIT_RATE", "Bytes/s one relayed link may carry, "
+                                       "sustained (bursts of 8x)", p.integer(1024, 1 << 34))
+
     markets: str = _setting("BTC-USD", "MARKETS", "Markets this node trades, e.g. BTC-USD,ETH-USD", p.text())
 
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR",

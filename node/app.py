@@ -39,6 +39,7 @@ from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
 from p2p.dht.service import DhtService
+from p2p.nat.service import NatService
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
 from p2p.discovery.grape import GrapeDiscovery
@@ -97,6 +98,7 @@ class ExchangeNode:
         self.metric_sources.append(lambda: router_metrics(self.router))
         if configs.api.debug_api:
             install_debug_api(self)
+        self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
         self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(configs.data_dir)
         chain = configs.chain
@@ -180,6 +182,8 @@ class ExchangeNode:
         if self.configs.p2p_enabled:
             await steps.start("peer listener", self.peers.start, self.peers.stop)
             await steps.start("message router", self.router.start, self.router.stop)
+            if self.nat is not None:
+                await steps.start("reachability", self.nat.start, self.nat.stop)
             await steps.start("discovery", self.discovery.start, self.discovery.stop)
         elif self.legacy:
             await steps.start("message router", self.router.start, self.router.stop)  # Grenache path only
@@ -265,6 +269,8 @@ class ExchangeNode:
             "listen": self.listen, "api": self.api_url,
             "uptime_s": round(time.time() - self.started_at, 3), "pid": os.getpid(),
             "peers_connected": peer_status["peers_connected"], "markets": self.markets(),
+            "reachability": None if self.nat is None else str(self.nat.reachability),
+            "nat": None if self.nat is None else self.nat.status(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
             **self.chain_summary(), "exchange": self.chain.status(), "storage": self.chain_store.stats(),
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,

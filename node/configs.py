@@ -15,6 +15,7 @@ from exchange.chain.core import CoreConfig
 from exchange.chain.tendermint import ConsensusConfig
 from p2p.admission import InboundLimits
 from p2p.discovery.mdns import mdns_announce_hosts
+from p2p.nat.config import NatConfig
 from p2p.peer_config import PeerConfig
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
 from p2p.rpc.service import RpcConfig
@@ -25,6 +26,17 @@ MAX_GRENACHE_ANNOUNCE_INTERVAL = 60.0
 # A block must fit a frame with room for its certificate and envelope.
 MAX_BLOCK_BYTES = 700_000
 BLOCK_SHARE_OF_FRAME = 0.6
+
+
+def nat_config(settings: Settings) -> NatConfig:
+    return NatConfig(relay_service=settings.relay_service, relay_client=settings.relay_client,
+                     hole_punch=settings.hole_punch, relay_max_reservations=settings.relay_max_reservations,
+                     relay_max_circuits=settings.relay_max_circuits,
+                     relay_circuits_per_peer=settings.relay_circuits_per_peer,
+                     relay_circuit_bytes=settings.relay_circuit_bytes,
+                     relay_circuit_seconds=settings.relay_circuit_seconds,
+                     relay_circuit_rate=float(settings.relay_circuit_rate),
+                     relay_circuit_burst=8.0 * settings.relay_circuit_rate)
 
 
 def peer_config(settings: Settings) -> PeerConfig:
@@ -181,6 +193,7 @@ class NodeConfigs:
     api: ApiConfig
     operator: OperatorConfig
     discovery: DiscoveryConfig
+    nat: NatConfig
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "NodeConfigs":
@@ -229,4 +242,5 @@ class NodeConfigs:
                 grape_urls=settings.grape_urls, grape_service=settings.grape_service,
                 grape_announce_interval=settings.grape_announce_interval,
                 mdns_announce_hosts=tuple(mdns_announce_hosts(settings.advertise_host, settings.p2p_host)),
-                own_hosts=own_hosts))
+                own_hosts=own_hosts),
+            nat=nat_config(settings))

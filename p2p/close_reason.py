@@ -40,6 +40,7 @@ class CloseReason(StrEnum):
     TOO_MANY_FROM_SUBNET = "too_many_from_subnet"
     ADMISSION_ERROR = "admission_error"
     DUPLICATE_LINK = "duplicate_link"
+    DIAL_BACK = "dial_back"              # a reachability check: the dialler only wanted to see who answers
     EVICTED = "evicted"
     # the life of an open link
     SHUTDOWN = "shutdown"

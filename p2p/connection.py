@@ -82,7 +82,7 @@ class PeerLink(asyncio.Protocol):
         "_pending_bytes", "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_handshake", "_secure",
         "handshake_hash", "opened_at", "connected_at", "last_recv", "last_frame_at", "rtt", "msgs_in", "msgs_out", "bytes_in",
         "bytes_out", "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost",
-        "_bound", "_max_frame", "provisional",
+        "_bound", "_max_frame", "provisional", "via",
     )
 
     def __init__(self, host: LinkHost, direction: Direction, source: str = "inbound",
@@ -126,6 +126,7 @@ class PeerLink(asyncio.Protocol):
         self.remote_links: frozenset[str] = frozenset()
         self.dial_seq = 0  # the dialler's count of dials; set by the dialler's hello
         self.provisional = False  # let in past a full house for a node we keep linked: must prove it is one
+        self.via: str | None = None  # the relay's node id, for a link carried through a relay (p2p/nat/circuit.py)
 
     # --- identity helpers -------------------------------------------------------------------
     @property
@@ -461,6 +462,22 @@ class PeerLink(asyncio.Protocol):
             self.ready.set_exception(LinkClosed(self.close_reason, self.close_detail))
             self.ready.exception()  # mark retrieved: nobody may be awaiting an inbound link
         self.host.on_closed(self, self.close_reason, was_open)
+
+
+class ProbeLink(PeerLink):
+    """A dial that only asks who answers (a reachability dial-back): once the Noise handshake proves the
+    remote key, `ready` holds the link and it closes with `dial_back`; it never opens, so the node it
+    reached keeps its links and slots as they were."""
+
+    __slots__ = ()
+
+    def _handshake_bytes(self, data: bytes) -> bytes:
+        super()._handshake_bytes(data)
+        if self.remote_id is not None and self.state == HANDSHAKING:
+            if not self.ready.done():
+                self.ready.set_result(self)
+            self.close(CloseReason.DIAL_BACK, "reachability check")
+        return b""
 
 
 class LinkClosed(Exception):

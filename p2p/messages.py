@@ -171,6 +171,7 @@ LINK_SCHEMAS: SchemaTable = {
             "software": is_str(128),
             "ts": is_number,
             "dial_seq": is_int(),
+            "observed_host": is_str(64),
         },
     ),
     "handshake_ack": schema({}),  # "your hello is accepted": a link opens once both sides said it
@@ -181,6 +182,7 @@ LINK_SCHEMAS: SchemaTable = {
             "hold": optional(is_number),
             "links": is_list(1024, is_node_id),
             "watermark": is_any,
+            "reachability": is_str(16),
         },
     ),
     "goodbye": schema({"reason": is_str(64)}, {"detail": is_str(512)}),

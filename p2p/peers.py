@@ -49,10 +49,11 @@ log = logging.getLogger("p2p.peers")
 NO_REDIAL = frozenset({CloseReason.SELF_CONNECTION, CloseReason.IDENTITY_MISMATCH}) | with_remote(
     CloseReason.NETWORK_MISMATCH, CloseReason.INCOMPATIBLE_VERSION)
 # Close reasons that say nothing bad about the peer.
-BENIGN = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.TOO_MANY_PEERS, CloseReason.EVICTED,
+BENIGN = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.DIAL_BACK,
+                     CloseReason.TOO_MANY_PEERS, CloseReason.EVICTED,
                      CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET)
 # Closes that are no failure worth an operator's attention.
-QUIET = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN)
+QUIET = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.DIAL_BACK)
 BAN_THRESHOLD = 100.0
 MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons could be endless)
 MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
@@ -168,6 +169,8 @@ class PeerManager:
         self.message_handler: MessageHandler = lambda link, message: None
         # Asked first for every application message (the router's per-peer rate limit); False drops it.
         self.message_gate: Callable[[PeerLink, dict], bool] = lambda link, message: True
+        # Types the gate never drops: relayed bytes, limited per circuit by the relay and per peer inside the link.
+        self.ungated_types: set[str] = set()
         # Link-local message types (e.g. peerexchange) handled before `message_handler` sees them.
         self.link_message_handlers: dict[str, MessageHandler] = {}
         self.open_listeners: list[LinkListener] = []
@@ -201,6 +204,8 @@ class PeerManager:
             "listen_port": self.listen_port, "listen_host": self.advertise_host, "capabilities": self.capabilities,
             "services": self.services, "software": self.config.software, "ts": time.time(), "dial_seq": link.dial_seq,
         })
+        if link.remote_addr and link.via is None:   # where we see the remote: how a node behind NAT learns its address
+            hello["observed_host"] = link.remote_addr[0]
         return hello
 
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
@@ -306,13 +311,14 @@ class PeerManager:
         self._claimed[node_id] = link
         return None
 
-    def _link_rank(self, link: PeerLink) -> tuple[int, int, bytes]:
-        """Both ends rank two links to each other identically: prefer the one dialled by the
-        smaller node id, then the dialler's earlier dial (so a repeat dial is refused), then the
+    def _link_rank(self, link: PeerLink) -> tuple[int, int, int, bytes]:
+        """Both ends rank two links to each other identically: prefer a direct link to a relayed one,
+        then the one dialled by the smaller node id, then the dialler's earlier dial (so a repeat dial is refused), then the
         smaller Noise handshake hash (the same on both ends of a link). So simultaneous dials keep
         the same link on both sides."""
         smaller = min(self.node_id, link.remote_id or "")
-        return (0 if link.dialer_id == smaller else 1, link.dialer_seq, link.handshake_hash)
+        return (0 if link.via is None else 1, 0 if link.dialer_id == smaller else 1, link.dialer_seq,
+                link.handshake_hash)
 
     def listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         """Where `link`'s node listens: the address we dialled, or what its hello claims (unverified)."""
@@ -321,6 +327,8 @@ class PeerManager:
     def _listen_address(self, link: PeerLink) -> tuple[str, int] | None:
         hello = link.remote_hello or {}
         port = hello.get("listen_port") or 0
+        if link.via is not None:        # reached through a relay: no address of its own we could dial
+            return None
         if link.direction == Direction.OUTBOUND and link.dial_address:
             return link.dial_address
         host = hello.get("listen_host") or (link.remote_addr[0] if link.remote_addr else None)
@@ -335,7 +343,7 @@ class PeerManager:
         hello = link.remote_hello or {}
         address = self._listen_address(link) or (link.remote_addr or ("?", 0))
         self.links[node_id] = link
-        if not address[1]:
+        if not address[1] or link.via is not None:
             entry = None
         elif link.direction == Direction.OUTBOUND and link.dial_address:
             entry = self.book.mark_connected(address, node_id, link.source)
@@ -373,7 +381,7 @@ class PeerManager:
                 self.internal_errors.report(where, exc)
 
     def on_message(self, link: PeerLink, message: dict) -> None:
-        if not self.message_gate(link, message):
+        if message["type"] not in self.ungated_types and not self.message_gate(link, message):
             return
         if "dst" in message and message.get("origin", link.remote_id) != link.remote_id and message["type"] != "relay":
             # a unicast straight from a neighbour names its author: it can only be that neighbour

@@ -5,7 +5,7 @@ import asyncio
 import os
 
 from p2p.close_reason import CloseReason
-from p2p.connection import Direction, LinkClosed, LinkHost, PeerLink
+from p2p.connection import Direction, LinkClosed, LinkHost, PeerLink, ProbeLink
 
 
 class DialError(Exception):
@@ -55,6 +55,24 @@ class Transport:
             raise DialError(address, CloseReason.DIAL_TIMEOUT, f"no link within {timeout:g}s") from None
         except OSError as exc:  # socket.gaierror included
             raise DialError(address, os_reason(exc), str(exc)) from None
+
+    async def probe(self, host: str, port: int, timeout: float) -> str:
+        """Dial, prove who answers with the Noise handshake, hang up: the node id reached. Raises DialError."""
+        loop = asyncio.get_running_loop()
+        address = (host, port)
+        try:
+            async with asyncio.timeout(timeout):
+                _, link = await loop.create_connection(
+                    lambda: ProbeLink(self.host, Direction.OUTBOUND, "dial-back", address), host, port)
+                await link.ready
+        except LinkClosed as exc:
+            raise DialError(address, exc.reason, exc.detail) from None
+        except TimeoutError:
+            raise DialError(address, CloseReason.DIAL_TIMEOUT, f"no answer within {timeout:g}s") from None
+        except OSError as exc:
+            raise DialError(address, os_reason(exc), str(exc)) from None
+        assert link.remote_id is not None
+        return link.remote_id
 
     async def close(self) -> None:
         if self._server is not None:

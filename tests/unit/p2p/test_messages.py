@@ -53,11 +53,15 @@ def test_the_composition_root_assembles_every_layers_types():
     from node.app import ExchangeNode
     from node.chain_network import CHAIN_SCHEMAS
     from p2p.discovery.pex import PEX_SCHEMAS
+    from p2p.nat.autonat import AUTONAT_SCHEMAS
+    from p2p.nat.holepunch import HOLEPUNCH_SCHEMAS
+    from p2p.nat.service import RELAY_SCHEMAS
     from p2p.routing.envelope import ROUTING_SCHEMAS
     from p2p.rpc.wire import RPC_SCHEMAS
 
     import tempfile
     with tempfile.TemporaryDirectory() as data_dir:
         node = ExchangeNode(load_settings(env={}, cli={"data_dir": data_dir, "p2p_host": "127.0.0.1"}))
-        expected = {*m.LINK_SCHEMAS, *ROUTING_SCHEMAS, *RPC_SCHEMAS, *PEX_SCHEMAS, *CHAIN_SCHEMAS}
+        expected = {*m.LINK_SCHEMAS, *ROUTING_SCHEMAS, *RPC_SCHEMAS, *PEX_SCHEMAS, *CHAIN_SCHEMAS, *AUTONAT_SCHEMAS,
+                    *RELAY_SCHEMAS, *HOLEPUNCH_SCHEMAS}
         assert set(node.peers.schemas.types()) == expected

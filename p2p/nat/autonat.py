@@ -1,0 +1,235 @@
+"""AutoNAT-style reachability: peers tell us where they see us, and a few of them dial us back there.
+
+Client: whenever an address of ours (a peer's `observed_host` with our listen port, or a port
+mapping) has not been checked lately, ask up to `fanout` linked peers - peers outside our own /24
+first, each in a different /24 - to dial it back (`autonat.request`); each answers
+`autonat.response` with what its dial found. SelfAddresses turns the answers into `reachability`.
+
+Server: a dial-back goes only to the address the request came from (the link's remote IP) at the
+port asked for, never to an IP the requester names, so nobody can aim our dials at a third party
+(the amplification libp2p's AutoNAT v2 charges for with extra bytes: we simply refuse it). The
+requester pays a request; we pay one TCP connect and a Noise handshake that closes at once
+(ProbeLink). Requests are limited per peer (one per `per_peer_interval`), per /24 (a token bucket)
+and globally (`max_concurrent` dial-backs at once); what is over a limit is answered `refused` and
+costs nobody points, since an honest node may ask again after restarts.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from p2p import messages as m
+from p2p.admission import netgroup
+from p2p.connection import PeerLink
+from p2p.nat.self_addresses import Reachability, SelfAddresses
+from p2p.resilience.token_bucket import TokenBucket
+from p2p.transport import DialError
+
+if TYPE_CHECKING:
+    from p2p.peers import PeerManager
+
+log = logging.getLogger("p2p.nat.autonat")
+
+REQUEST, RESPONSE = "autonat.request", "autonat.response"
+NONCE_BYTES = 8
+AUTONAT_SCHEMAS: m.SchemaTable = {
+    REQUEST: m.schema({"nonce": m.is_bytes(NONCE_BYTES, NONCE_BYTES), "port": m.is_int(1, 65535)}),
+    RESPONSE: m.schema({"nonce": m.is_bytes(NONCE_BYTES, NONCE_BYTES), "status": m.is_str(16)},
+                       {"reason": m.is_str(64)}),
+}
+OK, FAILED, REFUSED = "ok", "failed", "refused"
+
+
+def local_group(link: PeerLink) -> str:
+    """The /24 of our own end of this link."""
+    transport = link.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    return netgroup(sockname[0]) if sockname else "?"
+
+
+def remote_group(link: PeerLink) -> str:
+    return netgroup(link.remote_addr[0]) if link.remote_addr else "?"
+
+
+class AutoNat:
+    def __init__(self, peers: "PeerManager", *, fanout: int = 3, recheck: float = 300.0, retry: float = 5.0,
+                 answer_timeout: float = 10.0, dial_timeout: float = 5.0, per_peer_interval: float = 10.0,
+                 per_group_rate: float = 0.5, per_group_burst: float = 4.0, max_concurrent: int = 4) -> None:
+        self.peers = peers
+        self.addresses = SelfAddresses()
+        self.fanout = fanout
+        self.recheck = recheck
+        self.retry = retry
+        self.answer_timeout = answer_timeout
+        self.dial_timeout = dial_timeout
+        self.per_peer_interval = per_peer_interval
+        self.per_group_rate, self.per_group_burst = per_group_rate, per_group_burst
+        self.max_concurrent = max_concurrent
+        self.reachability_listeners: list[Callable[[Reachability], None]] = []
+        self._asked: dict[bytes, tuple[str, int, str, bool, float]] = {}   # nonce -> host, port, server, outside, at
+        self._served_at: dict[str, float] = {}          # requester node id -> when we last dialled it back
+        self._group_buckets: dict[str, TokenBucket] = {}
+        self._serving = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._last: Reachability = Reachability.UNKNOWN
+        self.counters = {"asked": 0, "answers_ok": 0, "answers_failed": 0, "answers_refused": 0,
+                         "served": 0, "served_ok": 0, "refused": 0}
+        peers.schemas.add(AUTONAT_SCHEMAS)
+        peers.link_message_handlers[REQUEST] = self._on_request
+        peers.link_message_handlers[RESPONSE] = self._on_response
+        peers.open_listeners.append(self._on_open)
+        peers.heartbeat_extras.append(lambda: {"reachability": str(self.reachability)})
+
+    @property
+    def reachability(self) -> Reachability:
+        return self.addresses.reachability
+
+    # --- client -----------------------------------------------------------------------------
+    def _on_open(self, link: PeerLink) -> None:
+        hello = link.remote_hello or {}
+        host = hello.get("observed_host")
+        self.addresses.listen_port = self.peers.listen_port
+        if isinstance(host, str) and self.addresses.observed(host, remote_group(link), local_group(link)) is not None:
+            self._wake.set()
+
+    def _servers(self) -> list[PeerLink]:
+        """Linked peers to ask: outside our /24 first, one per /24, freshest links last (they are the likeliest
+        to be new nodes that came to us)."""
+        chosen: list[PeerLink] = []
+        groups: set[str] = set()
+        links = sorted(self.peers.links.values(), key=lambda lk: (remote_group(lk) == local_group(lk),
+                                                                   lk.opened_at or 0.0))
+        for link in links:
+            group = remote_group(link)
+            if group not in groups:
+                groups.add(group)
+                chosen.append(link)
+        return chosen[:self.fanout]
+
+    def ask(self) -> int:
+        """Send the checks due now; the number of requests sent."""
+        sent = 0
+        now = time.time()
+        pending = {(host, port) for host, port, *_ in self._asked.values()}
+        for address in self.addresses.to_check(self.recheck, now):
+            if (address.host, address.port) in pending:
+                continue
+            for link in self._servers():
+                nonce = secrets.token_bytes(NONCE_BYTES)
+                outside = remote_group(link) != local_group(link)
+                if link.send({"type": REQUEST, "nonce": nonce, "port": address.port}):
+                    self._asked[nonce] = (address.host, address.port, link.remote_id or "?", outside, now)
+                    self.counters["asked"] += 1
+                    sent += 1
+        return sent
+
+    def _on_response(self, link: PeerLink, message: dict) -> None:
+        asked = self._asked.pop(message["nonce"], None)
+        if asked is None or asked[2] != link.remote_id:
+            return          # not ours, or not from whom we asked: ignored
+        host, port, server, outside, _ = asked
+        status = message["status"]
+        if status == REFUSED or status not in (OK, FAILED):
+            self.counters["answers_refused"] += 1
+            return
+        self.counters["answers_ok" if status == OK else "answers_failed"] += 1
+        self.addresses.answered(host, port, status == OK, server, outside)
+        self._changed()
+
+    def _expire_questions(self) -> None:
+        cutoff = time.time() - self.answer_timeout
+        for nonce in [n for n, q in self._asked.items() if q[4] < cutoff]:
+            del self._asked[nonce]
+
+    def _changed(self) -> None:
+        now = self.reachability
+        if now != self._last:
+            log.info("reachability %s -> %s (%s)", self._last, now,
+                     ", ".join(f"{a.host}:{a.port} {'ok' if a.confirmed else 'not reached'}"
+                               for a in self.addresses.addresses.values()))
+            self._last = now
+            for listener in self.reachability_listeners:
+                listener(now)
+
+    async def run(self) -> None:
+        """Check new addresses soon, retry unanswered ones every `retry` s, confirmed ones every `recheck` s."""
+        while True:
+            self._wake.clear()
+            self._expire_questions()
+            self.addresses.listen_port = self.peers.listen_port
+            self.ask()
+            try:
+                async with asyncio.timeout(self.retry):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    # --- server -----------------------------------------------------------------------------
+    def _refusal(self, link: PeerLink) -> str | None:
+        now = time.monotonic()
+        requester = link.remote_id or ""
+        if now - self._served_at.get(requester, float("-inf")) < self.per_peer_interval:
+            return "too_soon"
+        group = remote_group(link)
+        bucket = self._group_buckets.get(group)
+        if bucket is None:
+            if len(self._group_buckets) > 4096:
+                self._group_buckets.clear()
+            bucket = self._group_buckets[group] = TokenBucket(self.per_group_rate, self.per_group_burst)
+        if self._serving >= self.max_concurrent:
+            return "busy"
+        if not bucket.try_take():
+            return "subnet_busy"
+        if len(self._served_at) > 4096:
+            self._served_at = {k: v for k, v in self._served_at.items() if now - v < self.per_peer_interval}
+        self._served_at[requester] = now
+        return None
+
+    def _on_request(self, link: PeerLink, message: dict) -> None:
+        reason = self._refusal(link) if link.remote_addr else "no_address"
+        if reason is not None:
+            self.counters["refused"] += 1
+            link.send({"type": RESPONSE, "nonce": message["nonce"], "status": REFUSED, "reason": reason})
+            return
+        assert link.remote_addr is not None
+        self._serving += 1
+        task = asyncio.create_task(self._dial_back(link, link.remote_addr[0], message["port"], message["nonce"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial_back(self, link: PeerLink, host: str, port: int, nonce: bytes) -> None:
+        self.counters["served"] += 1
+        try:
+            reached = await self.peers.transport.probe(host, port, self.dial_timeout)
+            status, reason = (OK, "") if reached == link.remote_id else (FAILED, "another_node")
+        except DialError as exc:
+            status, reason = FAILED, str(exc.reason)[:64]
+        except Exception as exc:  # noqa: BLE001 - a dial-back task must never die silently
+            self.peers.internal_errors.report("autonat.dial_back", exc)
+            status, reason = FAILED, "internal_error"
+        finally:
+            self._serving -= 1
+        if status == OK:
+            self.counters["served_ok"] += 1
+        reply: dict[str, Any] = {"type": RESPONSE, "nonce": nonce, "status": status}
+        if reason:
+            reply["reason"] = reason
+        link.send(reply)
+
+    # --- lifecycle and status -----------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="autonat")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        return self.addresses.as_dict() | {"counters": dict(self.counters), "asking": len(self._asked)}

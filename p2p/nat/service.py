@@ -1,0 +1,166 @@
+"""Reaching nodes behind NAT, composed on a PeerManager: reachability checks, relay service and use,
+hole punching. One place registers every message type these parts speak and sends each to its part."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from p2p import messages as m
+from p2p.connection import PeerLink
+from p2p.nat.autonat import AutoNat
+from p2p.nat.circuit import CHUNK, CLOSE, DATA
+from p2p.nat.config import NatConfig
+from p2p.nat.holepunch import HOLEPUNCH_SCHEMAS, HolePuncher
+from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient
+from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer
+from p2p.nat.self_addresses import Reachability
+
+if TYPE_CHECKING:
+    from p2p.peers import PeerManager
+
+log = logging.getLogger("p2p.nat")
+
+ROUTES = "relay.routes"
+MAX_ROUTES_SENT = 64
+_circuit = m.is_int(1, (1 << 31) - 1)
+RELAY_SCHEMAS: m.SchemaTable = {
+    RESERVE: m.schema({}),
+    RESERVATION: m.schema({"status": m.is_str(16)}, {"ttl": m.is_int(0, 86400), "reason": m.is_str(64)}),
+    CONNECT: m.schema({"circuit": _circuit, "target": m.is_node_id}),
+    INCOMING: m.schema({"circuit": _circuit, "source": m.is_node_id}),
+    OPENED: m.schema({"circuit": _circuit}),
+    DATA: m.schema({"circuit": _circuit, "data": m.is_bytes(1, CHUNK)}),
+    CLOSE: m.schema({"circuit": _circuit}, {"reason": m.is_str(64)}),
+    ROUTES: m.schema({"targets": m.is_list(MAX_ROUTES_SENT, m.is_node_id)}),
+}
+
+
+class NatService:
+    def __init__(self, peers: "PeerManager", config: NatConfig) -> None:
+        self.peers = peers
+        self.config = config
+        self.autonat = AutoNat(peers)
+        self.server = RelayServer(config, lambda: self.autonat.reachability == Reachability.PUBLIC)
+        self.client = RelayClient(peers, config, lambda: self.autonat.reachability == Reachability.PRIVATE,
+                                  self._peer_public)
+        self.puncher = HolePuncher(peers, self.autonat.addresses, enabled=config.hole_punch)
+        self._peer_reach: dict[str, str] = {}
+        self._routes_sent: dict[str, tuple[str, ...]] = {}
+        self._task: asyncio.Task | None = None
+        peers.schemas.add(RELAY_SCHEMAS)
+        peers.schemas.add(HOLEPUNCH_SCHEMAS)
+        peers.ungated_types.update({DATA, CLOSE})    # the relay's per-circuit budget and the inner link's own limit
+        handlers = {RESERVE: self._on_reserve, RESERVATION: self.client.on_reservation, CONNECT: self._on_connect,
+                    INCOMING: lambda link, msg: self.client.on_incoming(link, msg["circuit"], msg["source"]),
+                    OPENED: lambda link, msg: self.client.on_opened(link, msg["circuit"]),
+                    DATA: self._on_data, CLOSE: self._on_close,
+                    ROUTES: lambda link, msg: self.client.on_routes(link, msg["targets"]),
+                    **self.puncher.handlers()}
+        peers.link_message_handlers.update(handlers)
+        peers.heartbeat_listeners.append(self._on_heartbeat)
+        peers.close_listeners.append(self._on_link_closed)
+        peers.open_listeners.append(self._on_link_open)
+        if config.relay_service:
+            peers.capabilities.append(RELAY_CAPABILITY)
+
+    @property
+    def reachability(self) -> Reachability:
+        return self.autonat.reachability
+
+    def _peer_public(self, node_id: str) -> bool:
+        return self._peer_reach.get(node_id) == Reachability.PUBLIC
+
+    def peer_reachability(self, node_id: str) -> str | None:
+        """What a linked peer says of itself in its heartbeats (public / private / unknown)."""
+        return self._peer_reach.get(node_id)
+
+    # --- handlers -----------------------------------------------------------------------------
+    def _on_reserve(self, link: PeerLink, message: dict) -> None:
+        ok, reason = self.server.reserve(link)
+        reply: dict[str, Any] = {"type": RESERVATION, "status": "ok" if ok else "refused"}
+        if ok:
+            reply["ttl"] = int(self.config.relay_reservation_ttl)
+        else:
+            reply["reason"] = reason
+        link.send(reply)
+        if ok:
+            self._announce_routes()
+
+    def _on_connect(self, link: PeerLink, message: dict) -> None:
+        refusal = self.server.connect(link, message["circuit"], message["target"])
+        if refusal is not None:
+            link.send({"type": CLOSE, "circuit": message["circuit"], "reason": refusal})
+
+    def _on_data(self, link: PeerLink, message: dict) -> None:
+        if self.server.owns(link, message["circuit"]):
+            self.server.data(link, message["circuit"], message["data"])
+        else:
+            self.client.data(link, message["circuit"], message["data"])
+
+    def _on_close(self, link: PeerLink, message: dict) -> None:
+        if self.server.owns(link, message["circuit"]):
+            self.server.close(link, message["circuit"])
+        else:
+            self.client.closed(link, message["circuit"])
+
+    def _on_heartbeat(self, link: PeerLink, message: dict) -> None:
+        said = message.get("reachability")
+        if link.remote_id and isinstance(said, str) and said in Reachability.__members__.values():
+            if self._peer_reach.get(link.remote_id) != said:
+                self._peer_reach[link.remote_id] = said
+                self.client.maintain()
+
+    def _on_link_open(self, link: PeerLink) -> None:
+        if self.server.reservations:
+            self._send_routes(link)
+        self.puncher.link_opened(link)
+
+    def _on_link_closed(self, link: PeerLink) -> None:
+        self.server.link_closed(link)
+        self.client.link_closed(link)
+        if link.remote_id:
+            self._peer_reach.pop(link.remote_id, None)
+            self._routes_sent.pop(link.remote_id, None)
+        if self.server.reservations:
+            self._announce_routes()
+
+    # --- telling neighbours whom we relay for ---------------------------------------------------
+    def _announce_routes(self) -> None:
+        for link in list(self.peers.links.values()):
+            self._send_routes(link)
+
+    def _send_routes(self, link: PeerLink) -> None:
+        if link.via is not None or not link.remote_id:
+            return
+        targets = tuple(t for t in self.server.reserved() if t != link.remote_id)[:MAX_ROUTES_SENT]
+        if self._routes_sent.get(link.remote_id) != targets:
+            self._routes_sent[link.remote_id] = targets
+            link.send({"type": ROUTES, "targets": list(targets)})
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.client.maintain()
+            self.client.dial_due()
+            self.server.sweep()
+            if self.server.reservations:
+                self._announce_routes()
+
+    async def start(self) -> None:
+        await self.autonat.start()
+        self.autonat.reachability_listeners.append(lambda reach: self.client.maintain())
+        self._task = asyncio.create_task(self._run(), name="nat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.stop()
+        await self.puncher.stop()
+        await self.autonat.stop()
+
+    def status(self) -> dict[str, Any]:
+        return self.autonat.status() | {"relay_service": self.server.status(), "relay_client": self.client.status(),
+                                        "hole_punching": self.puncher.status()}

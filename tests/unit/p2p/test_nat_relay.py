@@ -1,0 +1,191 @@
+"""Reachability checks, relay reservations and relayed links between in-process nodes on loopback.
+
+Loopback makes everyone reachable, so the node that plays "behind NAT" is told so the way dial-backs
+would tell it (failed answers from outside); everything else - the dial-backs, the relay's limits,
+the Noise handshake end to end through the relay - is the real code over real sockets."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from p2p.close_reason import CloseReason
+from p2p.connection import Direction, PeerLink
+from p2p.nat.circuit import CircuitTransport
+from p2p.nat.config import NatConfig
+from p2p.nat.self_addresses import Reachability
+from p2p.nat.service import NatService
+from p2p.peers import PeerManager
+from p2p.transport import DialError
+from tests.unit.p2p.rpc_nodes import eventually, local_peers
+
+
+class NatNode:
+    def __init__(self, peers: PeerManager, nat: NatService) -> None:
+        self.peers, self.nat = peers, nat
+        self.node_id = peers.node_id
+        self.received: list[dict] = []
+        peers.message_handler = lambda link, message: self.received.append(message)
+        peers.schemas.add({"test.ping": ({}, {"n": lambda v: True})})
+
+
+@contextlib.asynccontextmanager
+async def nat_nodes(tmp_path, n: int, config: NatConfig | None = None):
+    made: list[NatNode] = []
+    try:
+        for i in range(n):
+            _, _, peers = local_peers(tmp_path, f"n{i}")
+            nat = NatService(peers, config or NatConfig())
+            await peers.start()
+            await nat.start()
+            made.append(NatNode(peers, nat))
+        yield made
+    finally:
+        for node in made:
+            await node.nat.stop()
+            await node.peers.stop()
+
+
+def make_private(node: NatNode) -> None:
+    """What failed dial-backs from outside say: nobody can dial this node."""
+    addresses = node.nat.autonat.addresses
+    addresses.listen_port = node.peers.listen_port
+    entry = addresses.observed("203.0.113.9", "203.0.113.0/24", "10.0.0.0/24")
+    assert entry is not None
+    addresses.answered(entry.host, entry.port, False, "someone", outside=True)
+    assert node.nat.reachability == Reachability.PRIVATE
+
+
+async def link(a: NatNode, b: NatNode) -> None:
+    await a.peers.dial("127.0.0.1", b.peers.listen_port)
+    await eventually(lambda: b.node_id in a.peers.links and a.node_id in b.peers.links)
+
+
+async def relay_for(relay: NatNode, private: NatNode, dialler: NatNode) -> None:
+    """Both linked to the relay, the relay public, the private node holding a reservation with it."""
+    await link(private, relay)
+    await link(dialler, relay)
+    await eventually(lambda: relay.nat.reachability == Reachability.PUBLIC, 5.0)
+    make_private(private)
+    await eventually(lambda: relay.node_id in private.nat.client.relays, 5.0)
+
+
+@pytest.mark.asyncio
+async def test_dial_back_confirms_a_reachable_address(tmp_path) -> None:
+    async with nat_nodes(tmp_path, 2) as (a, b):
+        await link(a, b)
+        # both see each other on loopback, ask each other, and the dial-back reaches them
+        await eventually(lambda: a.nat.reachability == Reachability.PUBLIC == b.nat.reachability, 5.0)
+        status = a.nat.status()
+        assert status["addresses"][0]["host"] == "127.0.0.1" and status["addresses"][0]["confirmed"]
+        assert b.nat.autonat.counters["served_ok"] >= 1
+        # the dial-back never opened a second link or disturbed the first
+        assert len(a.peers.links) == len(b.peers.links) == 1
+        assert a.peers.links[b.node_id].is_open
+
+
+@pytest.mark.asyncio
+async def test_dial_back_goes_only_to_the_requesters_own_address_and_is_rate_limited(tmp_path) -> None:
+    async with nat_nodes(tmp_path, 2) as (a, b):
+        await link(a, b)
+        await eventually(lambda: b.nat.autonat.counters["served"] >= 1, 5.0)
+        served = b.nat.autonat.counters["served"]
+        replies: list[dict] = []
+        a.peers.link_message_handlers["autonat.response"] = (
+            lambda link, message: replies.append(message) if message["nonce"] == b"12345678" else None)
+        to_b = a.peers.links[b.node_id]
+        for _ in range(5):       # a burst of requests: one per 10 s per peer is served, the rest refused
+            to_b.send({"type": "autonat.request", "nonce": b"12345678", "port": 9})
+        await eventually(lambda: len(replies) == 5, 10.0)
+        assert [r["status"] for r in replies].count("refused") >= 4
+        assert b.nat.autonat.counters["served"] <= served + 1
+
+
+@pytest.mark.asyncio
+async def test_a_private_node_is_reached_through_a_relay_end_to_end(tmp_path) -> None:
+    async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
+        await relay_for(relay, private, dialler)
+        assert relay.nat.server.reserved() == [private.node_id]
+        # the relay tells its links whom it relays for; the dialler links through it
+        await eventually(lambda: private.node_id in dialler.nat.client.routes, 5.0)
+        link_ = await dialler.nat.client.dial_via(relay.node_id, private.node_id)
+        assert link_.remote_id == private.node_id and link_.via == relay.node_id
+        await eventually(lambda: dialler.node_id in private.peers.links)
+        # messages flow both ways, inside a Noise channel the relay only forwards
+        link_.send({"type": "test.ping", "n": 1})
+        private.peers.links[dialler.node_id].send({"type": "test.ping", "n": 2})
+        await eventually(lambda: any(m.get("n") == 1 for m in private.received)
+                         and any(m.get("n") == 2 for m in dialler.received))
+        assert relay.nat.server.counters["bytes"] > 0
+        assert not any(m.get("type") == "test.ping" for m in relay.received)
+        # the relayed peer is no address to advertise or dial
+        assert private.peers.peers[dialler.node_id].port == 0
+
+
+@pytest.mark.asyncio
+async def test_a_relay_keeps_its_limits(tmp_path) -> None:
+    config = NatConfig(relay_circuit_rate=2048.0, relay_circuit_burst=64 * 1024.0, hole_punch=False)
+    async with nat_nodes(tmp_path, 3, config) as (relay, private, dialler):
+        await link(private, relay)
+        await link(dialler, relay)
+        await eventually(lambda: relay.nat.reachability == Reachability.PUBLIC, 5.0)
+        # no reservation, no circuit: the relay refuses to reach a node that did not ask for it
+        with pytest.raises(Exception) as refused:
+            await dialler.nat.client.dial_via(relay.node_id, private.node_id, timeout=2.0)
+        assert "relay refused" in str(refused.value) or "closed" in str(refused.value)
+        make_private(private)
+        await eventually(lambda: relay.node_id in private.nat.client.relays, 5.0)
+        link_ = await dialler.nat.client.dial_via(relay.node_id, private.node_id)
+        # a relayed link that never stops sending hits the circuit's rate and is closed, both ends told
+        for i in range(200):
+            if not link_.is_open:
+                break
+            link_.send({"type": "test.ping", "n": i, "pad": "x" * 4000})
+            await asyncio.sleep(0)
+        await eventually(lambda: not link_.is_open, 5.0)
+        assert relay.nat.server.counters["circuits_limited"] >= 1
+        await eventually(lambda: dialler.node_id not in private.peers.links, 5.0)
+        # the relay's own links stay up: it serves its users
+        assert private.node_id in relay.peers.links and dialler.node_id in relay.peers.links
+
+
+@pytest.mark.asyncio
+async def test_a_relay_cannot_impersonate_the_target(tmp_path) -> None:
+    """A lying relay answers the circuit itself, with its own key: the dialler sees the Noise-proven id is
+    not the node it asked for and refuses the link."""
+    async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
+        await relay_for(relay, private, dialler)
+
+        def impersonate(carrier, message) -> None:
+            circuit = message["circuit"]
+            transport = CircuitTransport(carrier, circuit, relay.node_id, lambda t: None)
+            relay.nat.client.circuits[(id(carrier), circuit)] = transport
+            carrier.send({"type": "relay.opened", "circuit": circuit})
+            transport.attach(PeerLink(relay.peers, Direction.INBOUND, "relayed"))
+
+        relay.peers.link_message_handlers["relay.connect"] = impersonate
+        with pytest.raises(DialError) as wrong:
+            await dialler.nat.client.dial_via(relay.node_id, private.node_id, timeout=3.0)
+        assert wrong.value.reason == CloseReason.IDENTITY_MISMATCH
+        assert private.node_id not in dialler.peers.links
+
+
+@pytest.mark.asyncio
+async def test_hole_punching_replaces_the_relayed_link_with_a_direct_one(tmp_path) -> None:
+    """On loopback nothing stands in the way: the punch over the relayed link opens a direct link, both ends
+    keep it and drop the relayed one, and the relay carries nothing more."""
+    async with nat_nodes(tmp_path, 3) as (relay, private, dialler):
+        await relay_for(relay, private, dialler)
+        await eventually(lambda: private.node_id in dialler.nat.client.routes, 5.0)
+        relayed = await dialler.nat.client.dial_via(relay.node_id, private.node_id)
+        await eventually(lambda: not relayed.is_open and dialler.peers.links.get(private.node_id) is not None
+                         and dialler.peers.links[private.node_id].via is None, 8.0)
+        assert relayed.close_reason in (CloseReason.DUPLICATE_LINK, "remote_duplicate_link")
+        direct = dialler.peers.links[private.node_id]
+        assert private.peers.links[dialler.node_id].via is None
+        assert private.nat.puncher.counters["direct"] + dialler.nat.puncher.counters["direct"] >= 1
+        carried = relay.nat.server.counters["bytes"]
+        direct.send({"type": "test.ping", "n": 7})
+        await eventually(lambda: any(m.get("n") == 7 for m in private.received))
+        assert relay.nat.server.counters["bytes"] == carried
