@@ -122,6 +122,7 @@ class PeerRecord:
             "services": list(self.services), "software": self.software,
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1), "last_error": self.last_error,
+            "via": self.link.via if self.link is not None else None,       # the relay carrying the link, if any
         }
 
 

@@ -59,4 +59,4 @@ def test_nat_sites_reach_out_and_keep_strangers_out() -> None:
         # a site cannot reach another site's LAN either; only the public segment is routed
         ping = net.exec_in(cone_host, "ping", "-c1", "-W1", net.sites[1].hosts[0].address)
         assert ping.returncode != 0
-        assert net.exec_in(cone_host, "ping", "-c1", "-W2", f"{PUBLIC}.1").returncode == 0
+        assert net.exec_in(cone_host, "ping", "-c1", "-W2", f"{PUBLIC}.1.1").returncode == 0

@@ -1,8 +1,8 @@
 """A small internet of network namespaces: a public segment and private sites behind NAT routers (needs root).
 
-    public segment 198.18.0.0/24 (a bridge in the hub namespace; the hub itself is 198.18.0.254)
-      public host i ............ 198.18.0.<i+1>
-      site s's router (WAN) .... 198.18.0.<101+s>   nftables NAT: `cone` (masquerade, ports kept when free:
+    public segment 198.18.0.0/16 (a bridge in the hub namespace; the hub itself is 198.18.0.254)
+      public host i ............ 198.18.<i+1>.1     (each in a /24 of its own, as hosts on the internet are)
+      site s's router (WAN) .... 198.18.<101+s>.1   nftables NAT: `cone` (masquerade, ports kept when free:
                                                     endpoint-independent mapping) or `symmetric` (masquerade
                                                     random: a new port for every connection)
         site s's LAN 10.<10+s>.0.0/24 (a bridge in the router namespace, router 10.<10+s>.0.1)
@@ -37,8 +37,8 @@ import pytest
 from tests.harness import NodeProcess
 from tests.integration.netns import _PROXY, netns_unavailable, nft_unavailable
 
-PUBLIC = "198.18.0"
-HUB_ADDRESS = f"{PUBLIC}.254"
+PUBLIC = "198.18"
+HUB_ADDRESS = f"{PUBLIC}.0.254"
 NatKind = Literal["cone", "symmetric"]
 _counter = itertools.count()
 
@@ -128,11 +128,11 @@ class WanNet:
         self.nodes: list[WanNode] = []
         self.api_token = secrets.token_hex(16)
         self.hub_proxy = NsProxy(self.hub, self.processes)
-        self.public = [Host(f"ew{self.tag}p{i}", f"{PUBLIC}.{i + 1}", self.hub_proxy) for i in range(public_hosts)]
+        self.public = [Host(f"ew{self.tag}p{i}", f"{PUBLIC}.{i + 1}.1", self.hub_proxy) for i in range(public_hosts)]
         self.sites: list[Site] = []
         for s, nat in enumerate(sites):
             router = f"ew{self.tag}r{s}"
-            site = Site(router, f"{PUBLIC}.{101 + s}", f"10.{10 + s}.0", nat)
+            site = Site(router, f"{PUBLIC}.{101 + s}.1", f"10.{10 + s}.0", nat)
             proxy = NsProxy(router, self.processes)
             site.hosts = [Host(f"ew{self.tag}s{s}h{j}", f"{site.lan_prefix}.{j + 2}", proxy, s)
                           for j in range(hosts_per_site)]
@@ -168,18 +168,18 @@ class WanNet:
     def build(self) -> None:
         self._netns(self.hub)
         _run(["ip", "-n", self.hub, "link", "add", "wan0", "type", "bridge"])
-        _run(["ip", "-n", self.hub, "addr", "add", f"{HUB_ADDRESS}/24", "dev", "wan0"])
+        _run(["ip", "-n", self.hub, "addr", "add", f"{HUB_ADDRESS}/16", "dev", "wan0"])
         _run(["ip", "-n", self.hub, "link", "set", "wan0", "up"])
         for host in self.public:
             self._netns(host.ns)
-            self._plug(host.ns, "eth0", self.hub, "wan0", f"{host.address}/24")
+            self._plug(host.ns, "eth0", self.hub, "wan0", f"{host.address}/16")
         for site in self.sites:
             self._build_site(site)
 
     def _build_site(self, site: Site) -> None:
         router = site.router_ns
         self._netns(router)
-        self._plug(router, "wan", self.hub, "wan0", f"{site.wan_address}/24")
+        self._plug(router, "wan", self.hub, "wan0", f"{site.wan_address}/16")
         _run(["ip", "-n", router, "link", "add", "lan0", "type", "bridge"])
         _run(["ip", "-n", router, "addr", "add", f"{site.lan_prefix}.1/24", "dev", "lan0"])
         _run(["ip", "-n", router, "link", "set", "lan0", "up"])

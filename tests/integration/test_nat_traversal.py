@@ -1,0 +1,100 @@
+"""Nodes behind NAT on the WAN test network (tests/integration/wan.py), real processes, nothing configured by
+hand: no ADVERTISE_HOST, no port forwarding, each node given one public bootstrap address.
+
+Two validators sit on the public segment; follower `a` behind a cone NAT, `b` behind another cone NAT,
+`c` behind a symmetric NAT. Each learns where peers see it and whether a dial-back reaches it, so the
+public nodes say `public` and the three others `private`. The private ones reserve slots on the public
+ones, find each other through the relays, and link through them; `a` and `b` then punch a direct link
+(both NATs keep a socket's port), while `c`'s links stay relayed (its NAT gives every destination its
+own port). `a` and `b` trade with each other, and every order is final on every node.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness import converged, wait_until
+from tests.history import History, RecordingClient
+from tests.integration.chain_nodes import node_ids, snapshot
+from tests.integration.wan import wan_or_skip
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+P2P_PORT = 7946
+SETTINGS = {"heartbeat_interval": 0.5, "peer_reconnect_interval": 2.0, "p2p_port": P2P_PORT,
+            "network_id": "wan-nat-test"}
+
+
+def link_to(node, other_id: str) -> dict | None:
+    return next((p for p in node.peers() if p["node_id"] == other_id and p["status"] == "connected"), None)
+
+
+def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
+    with wan_or_skip(2, ["cone", "cone", "symmetric"]) as net:
+        ids = node_ids(tmp_path, ["v0", "v1"])
+        bootstrap = f"{net.public[0].address}:{P2P_PORT}"
+        common = SETTINGS | {"validators": ",".join(ids), "bootstrap_peers": bootstrap}
+        v0 = net.node(tmp_path, net.public[0], "v0", **common)
+        v1 = net.node(tmp_path, net.public[1], "v1", **common)
+        a = net.node(tmp_path, net.sites[0].hosts[0], "a", **common)
+        b = net.node(tmp_path, net.sites[1].hosts[0], "b", **common)
+        c = net.node(tmp_path, net.sites[2].hosts[0], "c", **common)
+        nodes = [v0, v1, a, b, c]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready(30.0)
+
+        def reach(node) -> str | None:
+            return node.status().get("reachability")
+
+        wait_until(lambda: [reach(n) for n in nodes] == ["public", "public", "private", "private", "private"], 40,
+                   interval=0.5, message="every node knows whether it can be dialled: "
+                   + json.dumps({n.name: n.status().get("nat") for n in nodes}, default=str)[:3000])
+        # what each learnt, and how: the NATed nodes' observed address is their router's, never confirmed
+        nat_a = a.status()["nat"]
+        observed = {x["host"]: x for x in nat_a["addresses"]}
+        assert net.sites[0].wan_address in observed and not observed[net.sites[0].wan_address]["confirmed"]
+        assert observed[net.sites[0].wan_address]["how"] == "observed"
+        nat_v0 = v0.status()["nat"]
+        assert any(x["host"] == net.public[0].address and x["confirmed"] for x in nat_v0["addresses"])
+
+        # the private nodes hold reservations on both public nodes (each in a /24 of its own)
+        for node in (a, b, c):
+            wait_until(lambda node=node: len(node.status()["nat"]["relay_client"]["relays"]) == 2, 30, interval=0.5,
+                       message=f"{node.name} reserves slots on two relays")
+        # a and b link: through a relay first, then directly once the punch went through
+        wait_until(lambda: (link_to(a, b.node_id) or {}).get("via", "x") is None
+                   and (link_to(b, a.node_id) or {}).get("via", "x") is None, 60, interval=0.5,
+                   message="a and b hold a direct link: " + json.dumps([a.status()["nat"], b.status()["nat"]])[:3000])
+        direct = link_to(a, b.node_id)
+        assert direct is not None and direct["host"] == net.sites[1].wan_address, direct
+        assert a.status()["nat"]["hole_punching"]["counters"]["direct"] \
+            + b.status()["nat"]["hole_punching"]["counters"]["direct"] >= 1
+        # c, behind the symmetric NAT, is linked to both, through relays only
+        wait_until(lambda: link_to(c, a.node_id) is not None and link_to(c, b.node_id) is not None, 60, interval=0.5,
+                   message="c links to a and b through relays")
+        for other in (a, b):
+            assert link_to(c, other.node_id)["via"] in ids, link_to(c, other.node_id)
+
+        # a and b trade with each other; every order is final on every node
+        history = History()
+        clients = {n.name: RecordingClient(history, n) for n in nodes}
+        status, sold = clients["a"].post_order({"market": "BTC-USD", "side": "sell", "type": "limit",
+                                                "price": "100.00", "qty": "1"}, wait=10)
+        assert status in (200, 201), sold
+        status, bought = clients["b"].post_order({"market": "BTC-USD", "side": "buy", "type": "limit",
+                                                  "price": "100.00", "qty": "1"}, wait=10)
+        assert status in (200, 201) and bought["order"]["status"] == "filled", bought
+        status, rested = clients["c"].post_order({"market": "BTC-USD", "side": "buy", "type": "post_only",
+                                                  "price": "50.00", "qty": "0.1"}, wait=10)
+        assert status in (200, 201), rested
+        order_ids = [sold["order"]["id"], bought["order"]["id"], rested["order"]["id"]]
+        wait_until(lambda: converged(nodes), 30, interval=0.3, message="every node converges:\n" + snapshot(nodes))
+        for node in nodes:
+            for order_id in order_ids:
+                assert node.get(f"/orders/{order_id}").get("final") is not False, (node.name, order_id)
+            trades = node.get("/trades/BTC-USD")["trades"]
+            assert trades and trades[-1]["taker_order_id"] == bought["order"]["id"], (node.name, trades)
+        history.assert_clean()
