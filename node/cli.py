@@ -335,6 +335,17 @@ def _ago(ts: float | None) -> str:
     return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
+def reach_line(nat: dict) -> str:
+    """Our addresses as peers see them, how each was learnt and whether a dial-back reached it; our relays."""
+    parts = [f"{a['host']}:{a['port']} {a['how']} "
+             f"({'confirmed' if a['confirmed'] else 'not reached' if a.get('checks') else 'unchecked'})"
+             for a in nat.get("addresses", [])[:4]]
+    relays = (nat.get("relay_client") or {}).get("relays") or []
+    if relays:
+        parts.append(f"relayed via {', '.join(r[:12] for r in relays)}")
+    return "; ".join(parts) or "no peer has told us our address yet"
+
+
 @cli.command()
 @api_option
 @json_option
@@ -348,6 +359,9 @@ def status(api: NodeTarget, as_json: bool) -> None:
     p2p = data.get("p2p", {})
     click.echo(f"peers     {data['peers_connected']} connected ({p2p.get('outbound', 0)} out, "
                f"{p2p.get('inbound', 0)} in), {p2p.get('known_addresses', 0)} known addresses")
+    nat = data.get("nat")
+    if nat:
+        click.echo(f"reach     {nat.get('reachability')}: {reach_line(nat)}")
     click.echo(f"markets   {', '.join(data.get('markets', []))}")
     if data.get("chain_id"):
         validators = data.get("validators") or []

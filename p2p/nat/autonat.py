@@ -89,6 +89,10 @@ class AutoNat:
     def reachability(self) -> Reachability:
         return self.addresses.reachability
 
+    def wake(self) -> None:
+        """Check addresses now (a new mapping, say) rather than at the next round."""
+        self._wake.set()
+
     # --- client -----------------------------------------------------------------------------
     def _on_open(self, link: PeerLink) -> None:
         hello = link.remote_hello or {}

@@ -9,6 +9,7 @@ class NatConfig:
     relay_service: bool = True              # serve as a relay while dial-backs say we are public
     relay_client: bool = True               # reserve relay slots while dial-backs say we are private
     hole_punch: bool = True                 # try a direct link to a node we reach through a relay
+    port_mapping: bool = True               # ask the LAN's UPnP gateway to forward our P2P port
     relay_max_reservations: int = 64
     relay_reservations_per_subnet: int = 4
     relay_reservation_ttl: float = 600.0

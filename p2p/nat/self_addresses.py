@@ -91,6 +91,8 @@ class SelfAddresses:
         entry = self.addresses.get(key)
         if entry is None:
             entry = self.addresses[key] = OwnAddress(host, port, "mapped")
+        elif entry.how != "mapped":
+            entry.answers.clear()       # what dial-backs found before the mapping says nothing about it now
         entry.how = "mapped"
         return entry
 

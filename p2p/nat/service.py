@@ -3,6 +3,7 @@ hole punching. One place registers every message type these parts speak and send
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from p2p.nat.autonat import AutoNat
 from p2p.nat.circuit import CHUNK, CLOSE, DATA
 from p2p.nat.config import NatConfig
 from p2p.nat.holepunch import HOLEPUNCH_SCHEMAS, HolePuncher
+from p2p.nat.port_mapping import PortMapper
 from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient
 from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer
 from p2p.nat.self_addresses import Reachability
@@ -45,6 +47,7 @@ class NatService:
         self.client = RelayClient(peers, config, lambda: self.autonat.reachability == Reachability.PRIVATE,
                                   self._peer_public)
         self.puncher = HolePuncher(peers, self.autonat.addresses, enabled=config.hole_punch)
+        self.mapper = PortMapper(lambda: peers.listen_port, self._lan_address, self._mapped, self._unmapped)
         self._peer_reach: dict[str, str] = {}
         self._routes_sent: dict[str, tuple[str, ...]] = {}
         self._task: asyncio.Task | None = None
@@ -74,6 +77,29 @@ class NatService:
     def peer_reachability(self, node_id: str) -> str | None:
         """What a linked peer says of itself in its heartbeats (public / private / unknown)."""
         return self._peer_reach.get(node_id)
+
+    # --- port mapping ---------------------------------------------------------------------------
+    def _lan_address(self) -> str | None:
+        """Our address on a private LAN, as our own end of a direct link shows it: the only place a UPnP
+        gateway can be (never loopback, never a public address, so no search leaves the LAN)."""
+        for link in list(self.peers.links.values()):
+            transport = link.transport
+            sockname = transport.get_extra_info("sockname") if link.via is None and transport is not None else None
+            if sockname:
+                try:
+                    ip = ipaddress.ip_address(sockname[0])
+                except ValueError:
+                    continue
+                if ip.version == 4 and ip.is_private and not ip.is_loopback and not ip.is_link_local:
+                    return str(ip)
+        return None
+
+    def _mapped(self, host: str, port: int) -> None:
+        self.autonat.addresses.mapped(host, port)
+        self.autonat.wake()
+
+    def _unmapped(self, host: str, port: int) -> None:
+        self.autonat.addresses.unmapped(host, port)
 
     # --- handlers -----------------------------------------------------------------------------
     def _on_reserve(self, link: PeerLink, message: dict) -> None:
@@ -151,16 +177,20 @@ class NatService:
     async def start(self) -> None:
         await self.autonat.start()
         self.autonat.reachability_listeners.append(lambda reach: self.client.maintain())
+        if self.config.port_mapping:
+            await self.mapper.start()
         self._task = asyncio.create_task(self._run(), name="nat")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.mapper.stop()
         await self.client.stop()
         await self.puncher.stop()
         await self.autonat.stop()
 
     def status(self) -> dict[str, Any]:
         return self.autonat.status() | {"relay_service": self.server.status(), "relay_client": self.client.status(),
-                                        "hole_punching": self.puncher.status()}
+                                        "hole_punching": self.puncher.status(),
+                                        "port_mapping": self.mapper.status() | {"enabled": self.config.port_mapping}}

@@ -10,7 +10,7 @@ own port). `a` and `b` trade with each other, and every order is final on every 
 """
 from __future__ import annotations
 
-import json
+import subprocess
 
 import pytest
 
@@ -24,6 +24,29 @@ pytestmark = [pytest.mark.netns, pytest.mark.integration]
 P2P_PORT = 7946
 SETTINGS = {"heartbeat_interval": 0.5, "peer_reconnect_interval": 2.0, "p2p_port": P2P_PORT,
             "network_id": "wan-nat-test"}
+
+
+def nat_views(nodes) -> str:
+    """Each node's reachability, addresses and relay / punching counters now, for failure messages."""
+    lines = []
+    for node in nodes:
+        try:
+            nat = node.status().get("nat") or {}
+        except (OSError, AssertionError) as exc:
+            lines.append(f"{node.name}: unreachable ({exc})")
+            continue
+        addresses = [(a["host"], a["port"], a["how"], a["confirmed"], a["checks"]) for a in nat.get("addresses", [])]
+        lines.append(f"{node.name}: {nat.get('reachability')} {addresses} autonat={nat.get('counters')} "
+                     f"relays={(nat.get('relay_client') or {}).get('relays')} "
+                     f"punch={(nat.get('hole_punching') or {}).get('counters')} map={nat.get('port_mapping')}")
+    return "\n".join(lines)
+
+
+def wait_nat(nodes, predicate, timeout: float, what: str) -> None:
+    try:
+        wait_until(predicate, timeout, interval=0.5, message=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{nat_views(nodes)}") from None
 
 
 def link_to(node, other_id: str) -> dict | None:
@@ -49,9 +72,8 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
         def reach(node) -> str | None:
             return node.status().get("reachability")
 
-        wait_until(lambda: [reach(n) for n in nodes] == ["public", "public", "private", "private", "private"], 40,
-                   interval=0.5, message="every node knows whether it can be dialled: "
-                   + json.dumps({n.name: n.status().get("nat") for n in nodes}, default=str)[:3000])
+        wait_nat(nodes, lambda: [reach(n) for n in nodes] == ["public", "public", "private", "private", "private"], 40,
+                 "every node knows whether it can be dialled")
         # what each learnt, and how: the NATed nodes' observed address is their router's, never confirmed
         nat_a = a.status()["nat"]
         observed = {x["host"]: x for x in nat_a["addresses"]}
@@ -62,12 +84,11 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
 
         # the private nodes hold reservations on both public nodes (each in a /24 of its own)
         for node in (a, b, c):
-            wait_until(lambda node=node: len(node.status()["nat"]["relay_client"]["relays"]) == 2, 30, interval=0.5,
-                       message=f"{node.name} reserves slots on two relays")
+            wait_nat(nodes, lambda node=node: len(node.status()["nat"]["relay_client"]["relays"]) == 2, 30,
+                     f"{node.name} reserves slots on two relays")
         # a and b link: through a relay first, then directly once the punch went through
-        wait_until(lambda: (link_to(a, b.node_id) or {}).get("via", "x") is None
-                   and (link_to(b, a.node_id) or {}).get("via", "x") is None, 60, interval=0.5,
-                   message="a and b hold a direct link: " + json.dumps([a.status()["nat"], b.status()["nat"]])[:3000])
+        wait_nat(nodes, lambda: (link_to(a, b.node_id) or {}).get("via", "x") is None
+                 and (link_to(b, a.node_id) or {}).get("via", "x") is None, 60, "a and b hold a direct link")
         direct = link_to(a, b.node_id)
         assert direct is not None and direct["host"] == net.sites[1].wan_address, direct
         assert a.status()["nat"]["hole_punching"]["counters"]["direct"] \
@@ -98,3 +119,41 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
             trades = node.get("/trades/BTC-USD")["trades"]
             assert trades and trades[-1]["taker_order_id"] == bought["order"]["id"], (node.name, trades)
         history.assert_clean()
+
+
+def test_reachability_in_every_position_and_a_upnp_gateway_makes_a_node_public(tmp_path) -> None:
+    """Public, behind a cone NAT, behind a symmetric NAT, and behind a UPnP gateway, where the node maps its
+    port, a dial-back through the mapping reaches it, and it becomes public: linked directly, known at the
+    mapped address, no relay needed. At stop the mapping is removed."""
+    with wan_or_skip(2, ["cone", "symmetric", "upnp"]) as net:
+        ids = node_ids(tmp_path, ["v0"])
+        common = SETTINGS | {"validators": ",".join(ids), "bootstrap_peers": f"{net.public[0].address}:{P2P_PORT}"}
+        v0 = net.node(tmp_path, net.public[0], "v0", **common)
+        p1 = net.node(tmp_path, net.public[1], "p1", **common)
+        cone = net.node(tmp_path, net.sites[0].hosts[0], "cone", **common)
+        symmetric = net.node(tmp_path, net.sites[1].hosts[0], "symmetric", **common)
+        upnp = net.node(tmp_path, net.sites[2].hosts[0], "upnp", **common)
+        nodes = [v0, p1, cone, symmetric, upnp]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready(30.0)
+        expected = {"v0": "public", "p1": "public", "cone": "private", "symmetric": "private", "upnp": "public"}
+        wait_nat(nodes, lambda: {n.name: n.status().get("reachability") for n in nodes} == expected, 60,
+                 "reachability in every position")
+        nat = upnp.status()["nat"]
+        gateway = net.sites[2].wan_address
+        assert nat["port_mapping"]["mapped"] == [gateway, P2P_PORT], nat["port_mapping"]
+        mapped = next(x for x in nat["addresses"] if x["host"] == gateway)
+        assert mapped["how"] == "mapped" and mapped["confirmed"], mapped
+        assert not upnp.status()["nat"]["relay_client"]["relays"]      # public: it needs no relay
+        # the CLI says it too
+        shown = upnp.cli("status")
+        assert shown.returncode == 0 and "public" in shown.stdout and gateway in shown.stdout, shown.stdout
+        # it is linked directly (no relay) and known at the mapped address
+        wait_nat(nodes, lambda: (link_to(v0, upnp.node_id) or {}).get("host") == gateway
+                 and link_to(v0, upnp.node_id)["via"] is None, 10, "v0 knows upnp at its mapped address")
+        upnp.stop()
+        rules = subprocess.run(["ip", "netns", "exec", net.sites[2].router_ns, "nft", "list", "chain", "inet",
+                                "filter", "prerouting_miniupnpd"], capture_output=True, text=True).stdout
+        assert str(P2P_PORT) not in rules, rules       # the mapping went with the node

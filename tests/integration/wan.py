@@ -1,15 +1,19 @@
 """A small internet of network namespaces: a public segment and private sites behind NAT routers (needs root).
 
-    public segment 198.18.0.0/16 (a bridge in the hub namespace; the hub itself is 198.18.0.254)
-      public host i ............ 198.18.<i+1>.1     (each in a /24 of its own, as hosts on the internet are)
-      site s's router (WAN) .... 198.18.<101+s>.1   nftables NAT: `cone` (masquerade, ports kept when free:
+    public segment 11.18.0.0/16 (a bridge in the hub namespace; the hub itself is 11.18.0.254)
+      public host i ............ 11.18.<i+1>.1      (each in a /24 of its own, as hosts on the internet are)
+      site s's router (WAN) .... 11.18.<101+s>.1    nftables NAT: `cone` (masquerade, ports kept when free:
                                                     endpoint-independent mapping) or `symmetric` (masquerade
-                                                    random: a new port for every connection)
+                                                    random: a new port for every connection) or `upnp`
+                                                    (cone, and Debian's miniupnpd as its UPnP-IGD / NAT-PMP
+                                                    gateway on the LAN side)
         site s's LAN 10.<10+s>.0.0/24 (a bridge in the router namespace, router 10.<10+s>.0.1)
           site s's host j ...... 10.<10+s>.0.<j+2>
 
-198.18.0.0/15 is the range set aside for benchmarking network devices (RFC 2544), so nothing here
-looks like a real network. The routers behave as a home router does: they forward what their LAN
+The public segment needs addresses that are not reserved: a UPnP gateway (miniupnpd, as real ones)
+refuses to map ports onto a private or reserved external address, so the test internet uses part of
+11.0.0.0/8. It exists only inside the test's namespaces, which have no route to anything else: no
+packet to these addresses can leave the test network. The routers behave as a home router does: they forward what their LAN
 starts and the replies to it, and drop (silently) anything from the WAN that no connection of theirs
 expects, including packets for their own address. Public hosts have no route into a site. Nothing is
 created in the root namespace: every veth is made inside a namespace and moved straight into another.
@@ -24,7 +28,9 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 from contextlib import contextmanager
@@ -34,12 +40,12 @@ from typing import Any, Iterator, Literal
 
 import pytest
 
-from tests.harness import NodeProcess
+from tests.harness import ROOT, NodeProcess
 from tests.integration.netns import _PROXY, netns_unavailable, nft_unavailable
 
-PUBLIC = "198.18"
+PUBLIC = "11.18"
 HUB_ADDRESS = f"{PUBLIC}.0.254"
-NatKind = Literal["cone", "symmetric"]
+NatKind = Literal["cone", "symmetric", "upnp"]
 _counter = itertools.count()
 
 
@@ -116,6 +122,7 @@ class Site:
     lan_prefix: str
     nat: NatKind
     hosts: list[Host] = field(default_factory=list)
+    gateway_log: Path | None = None          # miniupnpd's output, for a `upnp` site
 
 
 class WanNet:
@@ -138,6 +145,7 @@ class WanNet:
                           for j in range(hosts_per_site)]
             self.sites.append(site)
         self._ports = itertools.count(2)
+        self._temp_dirs: list[Path] = []
 
     def __enter__(self) -> "WanNet":
         try:
@@ -185,21 +193,47 @@ class WanNet:
         _run(["ip", "-n", router, "link", "set", "lan0", "up"])
         _run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         masquerade = "masquerade random" if site.nat == "symmetric" else "masquerade"
+        # one inet table, laid out as miniupnpd's nftables backend expects (its chains jumped to, empty at first)
         _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin="\n".join([
-            "table ip nat {",
-            f"  chain postrouting {{ type nat hook postrouting priority 100; oifname \"wan\" {masquerade}; }}",
-            "}",
-            "table inet firewall {",
+            "table inet filter {",
             "  chain input { type filter hook input priority 0; policy drop;",
             "    ct state established,related accept; iifname { \"lo\", \"lan0\" } accept; }",
             "  chain forward { type filter hook forward priority 0; policy drop;",
-            "    ct state established,related accept; iifname \"lan0\" oifname \"wan\" accept; }",
+            "    ct state established,related accept; iifname \"lan0\" oifname \"wan\" accept; jump miniupnpd; }",
+            "  chain miniupnpd { }",
+            "  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }",
+            "  chain postrouting { type nat hook postrouting priority 100; policy accept;",
+            f"    jump postrouting_miniupnpd; oifname \"wan\" {masquerade}; }}",
+            "  chain prerouting_miniupnpd { }",
+            "  chain postrouting_miniupnpd { }",
             "}",
         ]) + "\n")
         for host in site.hosts:
             self._netns(host.ns)
             self._plug(host.ns, "eth0", router, "lan0", f"{host.address}/24")
             _run(["ip", "-n", host.ns, "route", "add", "default", "via", f"{site.lan_prefix}.1"])
+        if site.nat == "upnp":
+            self._start_gateway(site)
+
+    def _start_gateway(self, site: Site) -> None:
+        """miniupnpd on the router: UPnP-IGD on the LAN side (SSDP, HTTP on port 5000) and NAT-PMP/PCP, mapping
+        ports of the LAN's hosts (1024-65535) to its WAN address."""
+        if shutil.which("miniupnpd") is None:
+            raise RuntimeError("miniupnpd not installed (apt-get install miniupnpd miniupnpd-nftables)")
+        conf = Path(tempfile.mkdtemp(prefix=f"ew{self.tag}")) / "miniupnpd.conf"
+        conf.write_text("\n".join([
+            "ext_ifname=wan", "listening_ip=lan0", "http_port=5000", "enable_natpmp=yes", "enable_upnp=yes",
+            "secure_mode=yes", "system_uptime=yes", f"uuid=00000000-0000-4000-8000-{self.tag:0>12}",
+            "upnp_table_name=filter", "upnp_nat_table_name=filter", "upnp_forward_chain=miniupnpd",
+            "upnp_nat_chain=prerouting_miniupnpd", "upnp_nat_postrouting_chain=postrouting_miniupnpd",
+            f"allow 1024-65535 {site.lan_prefix}.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535", ""]))
+        self._temp_dirs.append(conf.parent)
+        log = open(conf.parent / "miniupnpd.log", "wb")
+        proc = subprocess.Popen(["ip", "netns", "exec", site.router_ns, "miniupnpd", "-f", str(conf), "-d"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.processes.append(proc)
+        site.gateway_log = conf.parent / "miniupnpd.log"
 
     # --- nodes --------------------------------------------------------------------------------
     def node(self, base: Path, host: Host, name: str, **settings: Any) -> "WanNode":
@@ -228,6 +262,8 @@ class WanNet:
         for ns in reversed(self.created):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.created.clear()
+        for path in self._temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class WanNode(NodeProcess):
@@ -249,6 +285,14 @@ class WanNode(NodeProcess):
         if wait:
             self.wait_ready()
         return self
+
+    def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+        """The CLI as the operator runs it on this host (inside its namespace, where the API is reachable)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_NODE")}
+        env |= {"DATA_DIR": str(self.data_dir), "EXCHANGE_NODE_API": self.api_url,
+                "EXCHANGE_NODE_TOKEN": str(self.settings["api_token"])}
+        return subprocess.run(["ip", "netns", "exec", self.host.ns, sys.executable, "-m", "node.cli", *args],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         return self.host.proxy.request(method, self.api_url + path, self.api_token, body, timeout)

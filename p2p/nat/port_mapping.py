@@ -1,0 +1,164 @@
+"""Port mapping: ask the LAN's gateway (UPnP-IGD) to forward our P2P port, with a lease we renew and a
+mapping we remove at stop.
+
+async-upnp-client (Home Assistant's UPnP library) does the SSDP search and the SOAP calls; we only
+decide what to map. The mapped address (the gateway's external IP and the port it granted) is one of
+our addresses like any other: it counts as ours only once a dial-back through it reached us (the
+gateway may itself sit behind another NAT). A gateway that is absent or refuses is one INFO line,
+then a retry every `retry` seconds, since routers reboot and come back.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from datetime import timedelta
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger("p2p.nat.portmap")
+
+DESCRIPTION = "exchange-node"
+
+
+class Gateway(Protocol):
+    """What we need of an Internet Gateway Device."""
+
+    async def external_ip(self) -> str | None: ...
+    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> None: ...
+    async def delete(self, external_port: int) -> None: ...
+
+
+class IgdGateway:
+    """A UPnP-IGD gateway reached through async-upnp-client."""
+
+    def __init__(self, device: Any, session: Any) -> None:
+        self._device = device
+        self._session = session
+
+    @classmethod
+    async def find(cls, local_ip: str, timeout: int = 3) -> "IgdGateway | None":
+        from async_upnp_client.aiohttp import AiohttpSessionRequester
+        from async_upnp_client.client_factory import UpnpFactory
+        from async_upnp_client.profiles.igd import IgdDevice
+        from async_upnp_client.search import async_search
+        import aiohttp
+
+        locations: list[str] = []
+
+        async def found(headers: Any) -> None:
+            location = headers.get("location")
+            if location and location not in locations:
+                locations.append(location)
+
+        for target in IgdDevice.DEVICE_TYPES:
+            await async_search(found, timeout=timeout, search_target=target, source=(local_ip, 0))
+            if locations:
+                break
+        if not locations:
+            return None
+        session = aiohttp.ClientSession()
+        try:
+            factory = UpnpFactory(AiohttpSessionRequester(session, with_sleep=False, timeout=5))
+            device = await factory.async_create_device(locations[0])
+            return cls(IgdDevice(device, None), session)
+        except BaseException:
+            await session.close()
+            raise
+
+    async def external_ip(self) -> str | None:
+        ip: str | None = await self._device.async_get_external_ip_address()
+        return ip
+
+    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> None:
+        await self._device.async_add_port_mapping(
+            ipaddress.IPv4Address("0.0.0.0"), external_port, "TCP", internal_port,
+            ipaddress.IPv4Address(internal_client), True, DESCRIPTION, timedelta(seconds=int(lease)))
+
+    async def delete(self, external_port: int) -> None:
+        await self._device.async_delete_port_mapping(ipaddress.IPv4Address("0.0.0.0"), external_port, "TCP")
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class PortMapper:
+    def __init__(self, port: Callable[[], int], local_ip: Callable[[], str | None],
+                 on_mapped: Callable[[str, int], None], on_unmapped: Callable[[str, int], None], *,
+                 lease: float = 3600.0, retry: float = 300.0,
+                 find: Callable[[str], Any] = IgdGateway.find) -> None:
+        self.port = port
+        self.local_ip = local_ip
+        self.on_mapped = on_mapped
+        self.on_unmapped = on_unmapped
+        self.lease = lease
+        self.retry = retry
+        self._find = find
+        self.gateway: Any = None
+        self.mapped: tuple[str, int] | None = None
+        self.renewed_at: float | None = None
+        self.last_error: str | None = None
+        self._task: asyncio.Task | None = None
+
+    async def map_once(self) -> bool:
+        """Find the gateway (once) and map or renew our port; False (with `last_error`) when that failed."""
+        port, local = self.port(), self.local_ip()
+        if not port or not local:
+            self.last_error = "no local address yet"
+            return False
+        try:
+            async with asyncio.timeout(15):
+                if self.gateway is None:
+                    self.gateway = await self._find(local)
+                    if self.gateway is None:
+                        raise LookupError("no UPnP gateway answered")
+                external = await self.gateway.external_ip()
+                if not external:
+                    raise LookupError("the gateway has no external address")
+                await self.gateway.add(port, local, port, self.lease)
+        except Exception as exc:  # noqa: BLE001 - any failure of the gateway is one line and a later retry
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            if reason != self.last_error:
+                log.info("no port mapping (%s); retrying every %.0f s", reason, self.retry)
+            self.last_error = reason
+            return False
+        if self.mapped != (external, port):
+            if self.mapped is not None:
+                self.on_unmapped(*self.mapped)
+            log.info("gateway maps %s:%d to our port %d (lease %.0f s)", external, port, port, self.lease)
+            self.mapped = (external, port)
+            self.on_mapped(external, port)
+        self.renewed_at = time.time()
+        self.last_error = None
+        return True
+
+    async def run(self) -> None:
+        """Map as soon as we know our LAN address (our first link shows it), then renew at half the lease."""
+        while True:
+            if not self.local_ip():
+                await asyncio.sleep(1.0)
+                continue
+            ok = await self.map_once()
+            await asyncio.sleep(self.lease / 2 if ok else self.retry)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="port-mapping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        gateway, mapped = self.gateway, self.mapped
+        if gateway is not None and mapped is not None:
+            try:
+                async with asyncio.timeout(3):
+                    await gateway.delete(mapped[1])
+                log.info("removed the port mapping %s:%d", *mapped)
+            except Exception as exc:  # noqa: BLE001 - the lease ends it anyway
+                log.info("could not remove the port mapping (%s); its lease ends it", type(exc).__name__)
+        if gateway is not None and hasattr(gateway, "close"):
+            await gateway.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"mapped": None if self.mapped is None else list(self.mapped), "renewed_at": self.renewed_at,
+                "lease_s": self.lease, "last_error": self.last_error}
