@@ -302,6 +302,8 @@ class WanNode(NodeProcess):
 def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1) -> Iterator[WanNet]:
     """A WAN for one test, or a skip saying why this machine cannot build one."""
     reason = netns_unavailable() or nft_unavailable()
+    if "upnp" in sites and shutil.which("miniupnpd") is None:
+        reason = reason or "miniupnpd not installed (apt-get install miniupnpd miniupnpd-nftables)"
     if reason:
         pytest.skip(reason)
     with WanNet(public_hosts, sites, hosts_per_site) as net:
