@@ -60,3 +60,37 @@ def test_nat_sites_reach_out_and_keep_strangers_out() -> None:
         ping = net.exec_in(cone_host, "ping", "-c1", "-W1", net.sites[1].hosts[0].address)
         assert ping.returncode != 0
         assert net.exec_in(cone_host, "ping", "-c1", "-W2", f"{PUBLIC}.1.1").returncode == 0
+
+
+_CONNECT_TIME = """
+import socket, sys, time
+times = []
+for _ in range(5):
+    s = socket.socket(); started = time.monotonic()
+    s.connect((sys.argv[1], int(sys.argv[2]))); times.append((time.monotonic() - started) * 1000); s.close()
+print(sorted(times)[2])
+"""
+
+
+def _tcp_rtt_ms(net, source, target, port: int) -> float:
+    """A TCP connect waits exactly one round trip (SYN out, SYN-ACK back): the median of five, in ms. (ping
+    would under-report: its receive timestamp is taken before the last edge's queue.)"""
+    import subprocess
+    server = subprocess.Popen(["ip", "netns", "exec", target.ns, "python3", "-c", _ECHO_PEER, str(port), "5"],
+                              stdout=subprocess.PIPE, text=True)
+    net.processes.append(server)
+    assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+    out = net.exec_in(source, "python3", "-c", _CONNECT_TIME, target.address, str(port), timeout=20)
+    server.kill()
+    return float(out.stdout.strip())
+
+
+def test_delay_between_sites_is_what_the_network_says() -> None:
+    """25 ms at every site's edge, each way: 50 ms one way between two sites, 100 ms round trip, measured
+    as TCP connect time between public hosts and from a NATed host to a public one (through its router)."""
+    with wan_or_skip(2, ["cone"], edge_delay_ms=25) as net:
+        public, public2 = net.public
+        between_public = _tcp_rtt_ms(net, public, public2, 7030)
+        from_site = _tcp_rtt_ms(net, net.sites[0].hosts[0], public, 7031)
+        assert 99 <= between_public < 130, between_public
+        assert 99 <= from_site < 130, from_site

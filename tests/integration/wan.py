@@ -18,6 +18,10 @@ starts and the replies to it, and drop (silently) anything from the WAN that no 
 expects, including packets for their own address. Public hosts have no route into a site. Nothing is
 created in the root namespace: every veth is made inside a namespace and moved straight into another.
 
+With `edge_delay_ms`, every site's edge (a public host's eth0, a router's WAN side) holds each packet
+that far, each way, in userspace (tests/integration/delay_queue.py behind iptables' NFQUEUE target):
+two sites are then 2 x edge_delay_ms apart one way.
+
 Each node's control API binds its host address; the test reaches it through a small HTTP proxy in
 the hub (public hosts) or in the site's router (its LAN hosts). `close()` ends what the net started
 and deletes every namespace, on failure too.
@@ -126,9 +130,11 @@ class Site:
 
 
 class WanNet:
-    def __init__(self, public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1) -> None:
+    def __init__(self, public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1,
+                 edge_delay_ms: float = 0.0) -> None:
         assert 0 <= public_hosts <= 90 and len(sites) <= 20 and 1 <= hosts_per_site <= 50
         self.tag = f"{os.getpid() % 100000:05d}{next(_counter) % 100:02d}"
+        self.edge_delay_ms = edge_delay_ms
         self.hub = f"ew{self.tag}hub"
         self.created: list[str] = []
         self.processes: list[subprocess.Popen] = []
@@ -183,6 +189,26 @@ class WanNet:
             self._plug(host.ns, "eth0", self.hub, "wan0", f"{host.address}/16")
         for site in self.sites:
             self._build_site(site)
+        if self.edge_delay_ms:
+            for host in self.public:          # the hub's proxy reaches the APIs undelayed
+                self._delay(host.ns, [["OUTPUT", "-o", "eth0", "!", "-d", HUB_ADDRESS],
+                                      ["INPUT", "-i", "eth0", "!", "-s", HUB_ADDRESS]])
+            for site in self.sites:
+                self._delay(site.router_ns, [["FORWARD", "-i", "wan"], ["FORWARD", "-o", "wan"]])
+
+    def _delay(self, ns: str, matches: list[list[str]]) -> None:
+        """Hold packets crossing this namespace's WAN edge for `edge_delay_ms`, each way (delay_queue.py):
+        between two sites a packet crosses two edges, so their one-way delay is twice the edge's. The rules
+        are iptables' NFQUEUE target: this kernel lacks nftables' own `queue` expression, but iptables-nft
+        reaches the same queue through its xtables compatibility."""
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "tests.integration.delay_queue",
+                                 str(self.edge_delay_ms)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.processes.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the delay queue in {ns} did not start")
+        for match in matches:
+            _run(["ip", "netns", "exec", ns, "iptables", "-A", *match, "-j", "NFQUEUE", "--queue-num", "0"])
 
     def _build_site(self, site: Site) -> None:
         router = site.router_ns
@@ -299,12 +325,15 @@ class WanNode(NodeProcess):
 
 
 @contextmanager
-def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1) -> Iterator[WanNet]:
+def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1,
+                edge_delay_ms: float = 0.0) -> Iterator[WanNet]:
     """A WAN for one test, or a skip saying why this machine cannot build one."""
     reason = netns_unavailable() or nft_unavailable()
+    if edge_delay_ms and shutil.which("iptables") is None:
+        reason = reason or "iptables not installed (apt-get install iptables): delay uses its NFQUEUE target"
     if "upnp" in sites and shutil.which("miniupnpd") is None:
         reason = reason or "miniupnpd not installed (apt-get install miniupnpd miniupnpd-nftables)"
     if reason:
         pytest.skip(reason)
-    with WanNet(public_hosts, sites, hosts_per_site) as net:
+    with WanNet(public_hosts, sites, hosts_per_site, edge_delay_ms) as net:
         yield net
