@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from node.order_batcher import OrderBatcher
     from node.rpc_component import NodeRpc
     from p2p.dht.service import DhtService
+    from p2p.nat.service import NatService
     from p2p.peers import PeerManager
     from p2p.router import MessageRouter
 
@@ -48,6 +49,9 @@ class ApiNode(Protocol):
 
     @property
     def dht(self) -> DhtService | None: ...               # None: DISCOVERY_DHT off, or no peer port
+
+    @property
+    def nat(self) -> NatService | None: ...               # None: no peer port
 
     def status(self) -> dict[str, Any]: ...
 

@@ -24,6 +24,7 @@ from node.api import start_api
 from node.api_rate import PublicRateLimit
 from node.api_cancel_all import install_cancel_all_api
 from node.api_dht import install_dht_api
+from node.api_nat import install_nat_api
 from node.api_history import install_history_api
 from node.api_orders import install_order_api
 from node.api_validators import install_validator_api
@@ -99,6 +100,8 @@ class ExchangeNode:
         if configs.api.debug_api:
             install_debug_api(self)
         self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
+        if self.nat is not None:
+            self.api_extensions.append(install_nat_api)
         self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(configs.data_dir)
         chain = configs.chain

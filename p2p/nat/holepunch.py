@@ -210,9 +210,8 @@ class HolePuncher:
                 sock.close()
                 await asyncio.sleep(0.05)       # refused or already joined to the other side's dial: again
                 continue
-            _, link = await loop.create_connection(
-                lambda: PeerLink(self.peers, direction, "holepunch",
-                                 address if direction == Direction.OUTBOUND else None), sock=sock)
+            # no dial address: the punch port is no address to remember or tell others (the hello's claim is)
+            _, link = await loop.create_connection(lambda: PeerLink(self.peers, direction, "holepunch"), sock=sock)
             return link
         return None
 

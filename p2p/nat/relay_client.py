@@ -155,6 +155,9 @@ class RelayClient:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def dialling(self, target: str) -> bool:
+        return target in self._dialling
+
     async def _dial_task(self, relay_id: str, target: str) -> None:
         try:
             await self.dial_via(relay_id, target)

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from p2p import messages as m
+from p2p.close_reason import CloseReason
 from p2p.connection import PeerLink
 from p2p.nat.autonat import AutoNat
 from p2p.nat.circuit import CHUNK, CLOSE, DATA
@@ -17,6 +18,7 @@ from p2p.nat.port_mapping import PortMapper
 from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient
 from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer
 from p2p.nat.self_addresses import Reachability
+from p2p.transport import DialError
 
 if TYPE_CHECKING:
     from p2p.peers import PeerManager
@@ -163,6 +165,31 @@ class NatService:
         if self._routes_sent.get(link.remote_id) != targets:
             self._routes_sent[link.remote_id] = targets
             link.send({"type": ROUTES, "targets": list(targets)})
+
+    # --- a measured hole punch (benchmarks and diagnostics) -------------------------------------
+    async def punch_trial(self, target: str, relay_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Drop our link to `target`, link again through `relay_id`, and time how long the hole punch takes to
+        put a direct link in its place (or say it did not within `timeout`)."""
+        loop = asyncio.get_running_loop()
+        old = self.peers.links.get(target)
+        if old is not None:
+            old.close(CloseReason.SHUTDOWN, "hole punching trial")
+        started = loop.time()
+        relayed_at = None
+        while loop.time() - started < timeout:
+            link = self.peers.links.get(target)
+            if link is not None and link.via is None and link is not old:
+                return {"direct": True, "relayed_ms": relayed_at, "ms": round((loop.time() - started) * 1000, 1)}
+            if link is not None and relayed_at is None:
+                relayed_at = round((loop.time() - started) * 1000, 1)
+            if link is None and not self.client.dialling(target):
+                try:
+                    await self.client.dial_via(relay_id, target, timeout=max(0.5, timeout - (loop.time() - started)))
+                except DialError:
+                    await asyncio.sleep(0.05)
+                continue
+            await asyncio.sleep(0.01)
+        return {"direct": False, "relayed_ms": relayed_at, "ms": round((loop.time() - started) * 1000, 1)}
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def _run(self) -> None:
