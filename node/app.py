@@ -92,16 +92,16 @@ class ExchangeNode:
         self.store = PeerStore(configs.peers_file)
         self.peers = PeerManager(configs.peers, self.identity, verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for, peer_store=self.store)
-        self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
         self.api_extensions: list[Callable[[web.Application], None]] = []  # called by node/api.py build_app
+        self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
+        if self.nat is not None:
+            self.api_extensions.append(install_nat_api)
+        self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
         self.metric_sources: list[Callable[[], Any]] = []  # () -> iterable of metric families, for /metrics
         self.router = MessageRouter(self.peers, configs.router)
         self.metric_sources.append(lambda: router_metrics(self.router))
         if configs.api.debug_api:
             install_debug_api(self)
-        self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
-        if self.nat is not None:
-            self.api_extensions.append(install_nat_api)
         self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
         self.accounts = AccountStore(configs.data_dir)
         chain = configs.chain
@@ -110,7 +110,8 @@ class ExchangeNode:
             self.dht = DhtService(self.peers, self.rpc, public_key=self.identity.public_key_bytes,
                                   sign=self.identity.sign, verify=NodeIdentity.verify,
                                   node_id_for=NodeIdentity.node_id_for, services=self._dht_services,
-                                  addresses=self._dht_addresses)
+                                  addresses=self._dht_addresses,
+                                  relay_dial=None if self.nat is None else self.nat.dial_through)
             self.discovery.strategies[self.dht.name] = self.dht
             self.api_extensions.append(install_dht_api)
         self.chain_store = ChainStore(configs.data_dir, keep_blocks=chain.keep_blocks)
@@ -148,17 +149,22 @@ class ExchangeNode:
         return ("exchange-node", *offered)
 
     def _dht_addresses(self) -> tuple[tuple[str, int, str], ...]:
-        """Where our DHT record says we listen: the hosts peers know us by (ADVERTISE_HOST, P2P_HOST)."""
+        """Where our DHT record says we are: the hosts we were told to give (ADVERTISE_HOST, P2P_HOST), the
+        addresses a dial-back confirmed (observed, mapped), and our relays' addresses (relayed)."""
         port = self.peers.listen_port
         hosts = [h for h in self.configs.discovery.own_hosts if h not in ("0.0.0.0", "::", "")]
-        return tuple((host, port, "listen") for host in hosts[:4] if port)
+        listed = [(host, port, "listen") for host in hosts[:4] if port]
+        nat = [] if self.nat is None else [a for a in self.nat.addresses_to_publish() if a[:2] not in
+                                           {x[:2] for x in listed}]
+        return tuple((listed + nat)[:8])
 
     def _strategies(self) -> list[DiscoveryStrategy]:
         config = self.configs.discovery
         strategies: list[DiscoveryStrategy] = [PersistedDiscovery(self.store),
                                                BootstrapDiscovery(config.bootstrap_peers)]
         if config.pex:
-            strategies.append(PeerExchange(self.peers))
+            nat = self.nat
+            strategies.append(PeerExchange(self.peers, unreachable=None if nat is None else nat.says_private))
         if config.mdns:
             strategies.append(MdnsDiscovery(
                 self.node_id, self.configs.network_id, lambda: self.peers.listen_port,

@@ -114,6 +114,7 @@ class OperatorSurface:
             "node": {"node_id": status["node_id"], "version": status["version"], "network_id": status["network_id"],
                      "listen": status["listen"], "uptime_s": status["uptime_s"], "role": status.get("role"),
                      "peers_connected": status["peers_connected"], "markets": status["markets"],
+                     "reachability": self._reachability(status.get("nat")),
                      "exchange": {"summary": exchange.get("summary"), **book}},
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
@@ -121,6 +122,15 @@ class OperatorSurface:
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},
         }
+
+    @staticmethod
+    def _reachability(nat: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What the console shows of NAT traversal: reachability, our addresses and how learnt, our relays."""
+        if nat is None:
+            return None
+        return {"reachability": nat.get("reachability"),
+                "addresses": [{k: a.get(k) for k in ("host", "port", "how", "confirmed")} for a in nat["addresses"][:8]],
+                "relays": (nat.get("relay_client") or {}).get("relays", [])}
 
     def routing_summary(self) -> dict[str, Any]:
         snap = self.node.rpc.snapshot()

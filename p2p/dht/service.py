@@ -88,8 +88,10 @@ class DhtService(DiscoveryStrategy):
                  node_id_for: NodeIdFor, services: Callable[[], tuple[str, ...]],
                  addresses: Callable[[], tuple[Address, ...]], k: int = K, query_timeout: float = 2.0,
                  record_ttl: float = 3600.0, republish: float = 600.0, walk_interval: float = 30.0,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 relay_dial: Callable[[str, int, str], Awaitable[Any]] | None = None) -> None:
         super().__init__()
+        self._relay_dial = relay_dial        # (relay host, relay port, target) -> a link through that relay
         self.stats: DhtStats = DhtStats()
         self.peers = peers
         self.rpc = rpc
@@ -209,12 +211,22 @@ class DhtService(DiscoveryStrategy):
         return record
 
     async def _link_to(self, record: NodeRecord) -> None:
-        for host, port, _ in record.addresses:
-            if record.node_id in self.peers.links or not dialable(host, port):
+        """Dial the record's own addresses first, then through the relays it names (a node behind NAT)."""
+        ordered = sorted(record.addresses, key=lambda a: a[2] == "relayed")
+        for host, port, how in ordered:
+            if record.node_id in self.peers.links:
                 return
-            self._known.setdefault(record.node_id, (host, port))
+            if not dialable(host, port):
+                continue
+            relayed = how == "relayed"
+            if relayed and self._relay_dial is None:
+                continue
+            if not relayed:
+                self._known.setdefault(record.node_id, (host, port))
             try:
-                link = await asyncio.wait_for(self.peers.dial(host, port, source=self.name), self.query_timeout)
+                dialling = (self._relay_dial(host, port, record.node_id) if relayed and self._relay_dial is not None
+                            else self.peers.dial(host, port, source=self.name))
+                link = await asyncio.wait_for(dialling, 2 * self.query_timeout if relayed else self.query_timeout)
             except (DialError, asyncio.TimeoutError, OSError) as exc:
                 log.info("could not link to %s at %s:%d: %s", record.node_id[:12], host, port, exc)
                 continue

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from p2p import messages as m
 from p2p.address_book import dialable
@@ -92,7 +92,7 @@ class PeerExchange(DiscoveryStrategy):
     def __init__(self, peers: Any, *, fast_interval: float = 2.0, fast_period: float = 30.0,
                  slow_interval: float = 30.0, min_gap: float = 1.0, recv_rate: float = 1.0,
                  recv_burst: float = 5.0, recent: float = 600.0, excess_penalty: float = 2.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, unreachable: Callable[[str], bool] | None = None) -> None:
         super().__init__()
         self.stats: PexStats = PexStats()
         self.peers = peers
@@ -106,6 +106,7 @@ class PeerExchange(DiscoveryStrategy):
         self.recent = recent
         self.excess_penalty = excess_penalty
         self._rng = rng or random.Random()
+        self._unreachable = unreachable or (lambda node_id: False)   # peers that say a dial-back failed
         self._links: dict[int, _LinkState] = {}  # by id(link)
         self._version = 0  # bumped whenever our set of links changes
         self._started = time.monotonic()
@@ -115,8 +116,9 @@ class PeerExchange(DiscoveryStrategy):
 
     # --- building what we send --------------------------------------------------------------
     def entries_for(self, link: Any) -> list[list]:
-        """At most 50 peers we verified recently (live links first), never the receiver itself;
-        loopback addresses only for a receiver on loopback."""
+        """At most 50 peers we verified recently (live links first), never the receiver itself nor a peer that
+        says nobody can dial it (it is reached through its relays); loopback addresses only for a receiver on
+        loopback."""
         receiver_id = link.remote_id
         receiver_addr = self.peers._listen_address(link)
         loopback_ok = _is_loopback(link.remote_addr[0] if link.remote_addr else None)
@@ -131,7 +133,7 @@ class PeerExchange(DiscoveryStrategy):
         live: list[list] = []
         for node_id, _other in list(self.peers.links.items()):
             record = self.peers.peers.get(node_id)
-            if record is None or not usable(record.host, record.port, node_id):
+            if record is None or not usable(record.host, record.port, node_id) or self._unreachable(node_id):
                 continue
             seen_ids.add(node_id)
             seen_addrs.add((record.host, record.port))

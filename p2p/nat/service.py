@@ -76,6 +76,10 @@ class NatService:
     def _peer_public(self, node_id: str) -> bool:
         return self._peer_reach.get(node_id) == Reachability.PUBLIC
 
+    def says_private(self, node_id: str) -> bool:
+        """A linked peer that says nobody can dial it: its claimed address is not worth telling anyone."""
+        return self._peer_reach.get(node_id) == Reachability.PRIVATE
+
     def peer_reachability(self, node_id: str) -> str | None:
         """What a linked peer says of itself in its heartbeats (public / private / unknown)."""
         return self._peer_reach.get(node_id)
@@ -165,6 +169,24 @@ class NatService:
         if self._routes_sent.get(link.remote_id) != targets:
             self._routes_sent[link.remote_id] = targets
             link.send({"type": ROUTES, "targets": list(targets)})
+
+    # --- reaching a node through a relay a record names -----------------------------------------
+    async def dial_through(self, relay_host: str, relay_port: int, target: str) -> PeerLink:
+        """Link to `target` through the relay listening at relay_host:relay_port (dialled first if we hold no
+        link to it). Raises DialError."""
+        relay = next((link for link in self.peers.links.values()
+                      if link.via is None and self.peers.listen_address(link) == (relay_host, relay_port)), None)
+        if relay is None:
+            relay = await self.peers.dial(relay_host, relay_port, source="relay")
+        assert relay.remote_id is not None
+        self.client.add_route(target, relay.remote_id)
+        return await self.client.dial_via(relay.remote_id, target)
+
+    def addresses_to_publish(self) -> list[tuple[str, int, str]]:
+        """Our addresses a dial-back confirmed (observed or mapped), then our relays' (how = "relayed")."""
+        own = [(a.host, a.port, a.how) for a in self.autonat.addresses.confirmed()]
+        relayed = [(host, port, "relayed") for host, port, _ in self.client.relayed_addresses()]
+        return own + relayed
 
     # --- a measured hole punch (benchmarks and diagnostics) -------------------------------------
     async def punch_trial(self, target: str, relay_id: str, timeout: float = 10.0) -> dict[str, Any]:

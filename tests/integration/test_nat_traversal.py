@@ -11,12 +11,13 @@ own port). `a` and `b` trade with each other, and every order is final on every 
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import pytest
 
 from tests.harness import converged, wait_until
 from tests.history import History, RecordingClient
-from tests.integration.chain_nodes import node_ids, snapshot
+from tests.integration.chain_nodes import final_everywhere, node_ids, snapshot
 from tests.integration.wan import wan_or_skip
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
@@ -157,3 +158,96 @@ def test_reachability_in_every_position_and_a_upnp_gateway_makes_a_node_public(t
         rules = subprocess.run(["ip", "netns", "exec", net.sites[2].router_ns, "nft", "list", "chain", "inet",
                                 "filter", "prerouting_miniupnpd"], capture_output=True, text=True).stdout
         assert str(P2P_PORT) not in rules, rules       # the mapping went with the node
+
+
+def test_the_relay_dies_mid_trade_and_the_pair_relinks_through_another_losing_no_order(tmp_path) -> None:
+    """Two nodes behind symmetric NATs (no punching through those) are linked through one of two relays
+    while one of them places an order every 100 ms; the relay carrying them is killed (SIGKILL). They link
+    again through the other relay, and every order accepted is final on every node that is still up."""
+    with wan_or_skip(3, ["symmetric", "symmetric"]) as net:
+        ids = node_ids(tmp_path, ["v0"])
+        common = SETTINGS | {"validators": ",".join(ids), "bootstrap_peers": f"{net.public[0].address}:{P2P_PORT}"}
+        v0 = net.node(tmp_path, net.public[0], "v0", **common, relay_service="false")   # the validator relays nobody
+        r1 = net.node(tmp_path, net.public[1], "r1", **common)
+        r2 = net.node(tmp_path, net.public[2], "r2", **common)
+        a = net.node(tmp_path, net.sites[0].hosts[0], "a", **common)
+        b = net.node(tmp_path, net.sites[1].hosts[0], "b", **common)
+        nodes = [v0, r1, r2, a, b]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready(30.0)
+        relays = {r1.node_id: r1, r2.node_id: r2}
+        wait_nat(nodes, lambda: all(set(n.status()["nat"]["relay_client"]["relays"]) == set(relays) for n in (a, b)),
+                 40, "a and b hold slots on both relays")
+        wait_nat(nodes, lambda: (link_to(a, b.node_id) or {}).get("via") in relays, 40, "a and b linked via a relay")
+        carrier = relays[link_to(a, b.node_id)["via"]]
+        survivor = r2 if carrier is r1 else r1
+
+        history = History()
+        clients = {n.name: RecordingClient(history, n) for n in nodes}
+        accepted: list[str] = []
+        stop = threading.Event()
+
+        def trade() -> None:
+            i = 0
+            while not stop.is_set():
+                status, body = clients["a"].post_order({"market": "BTC-USD", "side": "buy", "type": "post_only",
+                                                        "price": f"{40 + i % 10}.00", "qty": "0.1"}, wait=5)
+                if status in (200, 201, 202):
+                    accepted.append(body["order"]["id"])
+                i += 1
+                stop.wait(0.1)
+
+        trader = threading.Thread(target=trade, daemon=True)
+        trader.start()
+        wait_until(lambda: len(accepted) >= 5, 20, message="orders flowing")
+        carrier.kill()
+        wait_nat([v0, survivor, a, b], lambda: (link_to(a, b.node_id) or {}).get("via") == survivor.node_id
+                 and (link_to(b, a.node_id) or {}).get("via") == survivor.node_id, 40,
+                 "a and b linked again, through the surviving relay")
+        placed = len(accepted)
+        wait_until(lambda: len(accepted) >= placed + 5, 20, message="orders still flowing after the relay died")
+        stop.set()
+        trader.join(15)
+        alive = [v0, survivor, a, b]
+        alive_clients = [clients[n.name] for n in alive]
+        wait_until(lambda: converged(alive), 30, interval=0.3, message="the nodes still up converge:\n"
+                   + snapshot(alive))
+        assert final_everywhere(alive_clients, accepted), "an accepted order is not final everywhere"
+        history.assert_clean()
+
+
+def test_a_node_behind_nat_is_found_in_the_dht_by_its_relayed_address(tmp_path) -> None:
+    """With the DHT as the only way to reach each other (peer exchange off; the seeker wants no link beyond its
+    bootstrap, so a relay's word on whom it serves does not make it dial), a node finds the record of a node
+    behind a symmetric NAT: it names the relay's address (how = relayed) and nothing unreachable, and the
+    lookup links to the node through that relay."""
+    with wan_or_skip(2, ["symmetric", "cone"]) as net:
+        ids = node_ids(tmp_path, ["v0"])
+        common = SETTINGS | {"validators": ",".join(ids), "bootstrap_peers": f"{net.public[0].address}:{P2P_PORT}",
+                             "discovery_pex": "false", "discovery_dht": "true", "target_outbound": 1}
+        v0 = net.node(tmp_path, net.public[0], "v0", **common)
+        p1 = net.node(tmp_path, net.public[1], "p1", **common)
+        hidden = net.node(tmp_path, net.sites[0].hosts[0], "hidden", **common)
+        seeker = net.node(tmp_path, net.sites[1].hosts[0], "seeker", **common)
+        nodes = [v0, p1, hidden, seeker]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready(30.0)
+        wait_nat(nodes, lambda: hidden.status()["nat"]["relay_client"]["relayed_addresses"], 40,
+                 "the hidden node holds a relay slot")
+        relay_host, relay_port, relay_id = hidden.status()["nat"]["relay_client"]["relayed_addresses"][0]
+
+        def found() -> dict | None:
+            status, body = seeker.api("GET", f"/dht/nodes/{hidden.node_id}", timeout=20)
+            record = body.get("record") if status == 200 else None
+            relayed = [x for x in (record or {}).get("addresses", []) if x["how"] == "relayed"]
+            return record if relayed and link_to(seeker, hidden.node_id) is not None else None
+
+        wait_nat(nodes, found, 60, "the seeker finds the hidden node's relayed address in the DHT and links")
+        record = found() or {}
+        assert {"host": relay_host, "port": relay_port, "how": "relayed"} in record["addresses"], record
+        assert not any(x["how"] in ("listen", "observed") for x in record["addresses"]), record  # nothing unreachable
+        assert link_to(seeker, hidden.node_id)["via"] is not None

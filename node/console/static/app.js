@@ -70,12 +70,17 @@ function renderStatus() {
   $("node-network").textContent = node.network_id;
   $("node-listen").textContent = node.listen;
   $("node-role").textContent = node.role || "member";
+  const reach = node.reachability || {};
+  $("node-reach").textContent = reach.reachability || "-";
+  $("node-reach").title = (reach.addresses || []).map((a) =>
+    `${a.host}:${a.port} ${a.how} ${a.confirmed ? "confirmed" : "not reached"}`).concat(
+    (reach.relays || []).map((r) => `relayed via ${r.slice(0, 12)}`)).join("\n");
   $("node-uptime").textContent = `${Math.round(node.uptime_s)} s`;
   const connected = status.peers.filter((p) => p.status === "connected").length;
   $("peer-count").textContent = `${connected} connected, ${status.peers.length} known`;
   renderChain(status.chain || {});
   drawGraph($("graph"), node, status.peers);
-  fill("peers", status.peers.map((p) => row([p.node_id, `${p.host}:${p.port}`, p.status, p.direction, p.source,
+  fill("peers", status.peers.map((p) => row([p.node_id, p.via ? `via relay ${p.via.slice(0, 12)}` : `${p.host}:${p.port}`, p.status, p.direction, p.source,
     p.rtt_ms === null ? "-" : p.rtt_ms.toFixed(2), (p.links || []).length, ago(p.last_seen)], ["id"])));
   const finality = status.finality;
   $("finality-p50").textContent = seconds(finality.p50_seconds);
