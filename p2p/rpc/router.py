@@ -120,8 +120,12 @@ class AdaptiveRouter:
 
     def __init__(self, config: RouterConfig | None = None, *, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic, hint_book: HintBook | None = None,
-                 on_transition: Optional[TransitionLog] = None, protection: Protection | None = None) -> None:
+                 on_transition: Optional[TransitionLog] = None, protection: Protection | None = None,
+                 path_costs: Mapping[str, float] | None = None) -> None:
         self.config = config or RouterConfig()
+        # cost multipliers by peer for the path a request takes (a link through a relay costs more than its
+        # measured latency says: the relay's bandwidth and limits are shared); absent peers cost 1
+        self.path_costs: Mapping[str, float] = path_costs if path_costs is not None else {}
         self.protection = protection
         self.rng = rng or random.Random()
         self.clock = clock
@@ -293,6 +297,8 @@ class AdaptiveRouter:
         cost *= load if w.load == 1.0 else load ** w.load
         if c.hints and p.name in self.hints and not m.fresh_count(now) >= c.fresh_samples:
             cost *= self.hints.multiplier(p.name, now)
+        if self.path_costs:
+            cost *= self.path_costs.get(p.name, 1.0)
         return cost
 
     def cost(self, peer: str, now: float) -> float:

@@ -43,6 +43,9 @@ from p2p.rpc.server import Handler, RpcServer
 from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES
 
 log = logging.getLogger("p2p.rpc")
+# A peer reached through a relay costs this many times its measured latency in every router's choice: its
+# link shares the relay's bandwidth and budgets, so a direct peer that is somewhat slower is the better pick.
+RELAYED_PATH_COST = 2.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class RpcService:
         self.client = RpcClient(peers.links, self.node_id, route=self._route,
                                 max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
         self.routers: dict[str, AdaptiveRouter] = {}
+        self.path_costs: dict[str, float] = {}         # peer -> RELAYED_PATH_COST while its link runs through a relay
         self._sending: set[asyncio.Future[Any]] = set()
         self.protection: Protection = protection or peers.protection   # one protection switch per node
         self.budget = RetryBudget(c.retry_ratio, c.retry_min_per_second, clock=clock)
@@ -248,12 +252,18 @@ class RpcService:
         peer = link.remote_id
         hello = link.remote_hello or {}
         self._left.pop(peer, None)
+        if getattr(link, "via", None) is not None:
+            self.path_costs[peer] = RELAYED_PATH_COST
+        else:
+            self.path_costs.pop(peer, None)
         self._set_remote(peer, hello.get("services") or ())
 
     def _on_close(self, link: Any) -> None:
         peer = link.remote_id
         if peer is None:
             return
+        if peer not in self.peers.links:
+            self.path_costs.pop(peer, None)
         self.client.link_closed(peer, link.close_reason or "")
         self.server.peer_gone(peer)
         old = self._remote.pop(peer, frozenset())
@@ -334,7 +344,8 @@ class RpcService:
         if router is None:
             router = AdaptiveRouter(self.config.router, rng=self.rng, clock=self.clock,
                                     hint_book=HintBook(ttl=self.config.hint_ttl), protection=self.protection,
-                                    on_transition=functools.partial(self._transition, service))
+                                    on_transition=functools.partial(self._transition, service),
+                                    path_costs=self.path_costs)
             self.routers[service] = router
         return router
 

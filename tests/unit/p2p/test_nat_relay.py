@@ -189,3 +189,68 @@ async def test_hole_punching_replaces_the_relayed_link_with_a_direct_one(tmp_pat
         direct.send({"type": "test.ping", "n": 7})
         await eventually(lambda: any(m.get("n") == 7 for m in private.received))
         assert relay.nat.server.counters["bytes"] == carried
+
+
+class _Link:
+    """Just enough of a PeerLink for the relay's bookkeeping: an id, an address, what was sent."""
+
+    def __init__(self, node_id: str, host: str) -> None:
+        self.remote_id, self.remote_addr, self.via = node_id, (host, 7946), None
+        self.state, self.is_open = "open", True
+        self.sent: list[dict] = []
+
+    def send(self, message: dict) -> bool:
+        self.sent.append(message)
+        return True
+
+
+def test_many_reservations_meet_the_per_subnet_and_global_caps() -> None:
+    from p2p.nat.relay_server import RelayServer
+    server = RelayServer(NatConfig(relay_max_reservations=10, relay_reservations_per_subnet=4), lambda: True)
+    one_subnet = [_Link(f"{i:040x}", f"198.51.100.{i}") for i in range(1, 9)]
+    granted = [server.reserve(link)[0] for link in one_subnet]
+    assert granted.count(True) == 4 and server.reserve(one_subnet[-1])[1] == "subnet_full"
+    others = [_Link(f"{100 + i:040x}", f"203.0.{i}.1") for i in range(20)]
+    results = [server.reserve(link) for link in others]
+    assert sum(ok for ok, _ in results) == 6 and results[-1] == (False, "relay_full")
+    assert server.reserve(one_subnet[0]) == (True, "")          # renewing is no new slot
+    assert len(server.reserved()) == 10
+
+
+def test_circuits_per_peer_and_in_all_are_capped_and_a_relayed_link_cannot_reserve() -> None:
+    from p2p.nat.relay_server import RelayServer
+    server = RelayServer(NatConfig(relay_max_circuits=5, relay_circuits_per_peer=2), lambda: True)
+    targets = [_Link(f"{i:040x}", f"203.0.{i}.1") for i in range(1, 5)]
+    for link in targets:
+        assert server.reserve(link)[0]
+    dialler = _Link("f" * 40, "192.0.2.1")
+    assert server.connect(dialler, 1, targets[0].remote_id) is None
+    assert server.connect(dialler, 3, targets[1].remote_id) is None
+    assert server.connect(dialler, 5, targets[2].remote_id) == "too_many_circuits"
+    assert server.connect(dialler, 2, targets[2].remote_id) == "bad_circuit"
+    assert server.connect(dialler, 7, "e" * 40) == "no_reservation"
+    relayed = _Link("d" * 40, "192.0.2.2")
+    relayed.via = "c" * 40
+    assert server.reserve(relayed) == (False, "relayed_link")
+
+
+@pytest.mark.asyncio
+async def test_the_adaptive_router_counts_a_relayed_peer_as_dearer(tmp_path) -> None:
+    """A peer over a relayed link costs twice its latency in every service's router (so of two equal peers the
+    direct one ranks first); once that link is gone, the peer costs what it measures."""
+    import random as _random
+
+    from p2p.rpc.service import RELAYED_PATH_COST, RpcConfig, RpcService
+    async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
+        rpc = RpcService(dialler.peers, RpcConfig(warmup_period=0), rng=_random.Random(1))
+        rpc.start()
+        await relay_for(relay, private, dialler)
+        await dialler.nat.client.dial_via(relay.node_id, private.node_id)
+        assert rpc.path_costs == {private.node_id: RELAYED_PATH_COST}
+        router = rpc.router_for("any.service")
+        now = 0.0
+        assert router.cost(private.node_id, now) == pytest.approx(RELAYED_PATH_COST * router.cost(relay.node_id, now))
+        dialler.peers.links[private.node_id].close(CloseReason.SHUTDOWN)
+        await eventually(lambda: private.node_id not in dialler.peers.links)
+        assert rpc.path_costs == {}
+        await rpc.stop()
