@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from exchange.chain.ports import BadRequest, CannotServe
-from exchange.chain.service import MESSAGE_TYPES, SUBMIT_SERVICE, ChainService
+from exchange.chain.service import MESSAGE_TYPES, ChainService
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
@@ -75,14 +75,7 @@ class P2PChainNetwork:
         self.rpc.unregister(service)
 
     async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any:
-        if peer is None and service == SUBMIT_SERVICE:
-            peer = self._next_proposer()
-            if peer is not None:
-                try:
-                    return await self.rpc.request_peer(peer, service, payload, timeout)
-                except RpcError:
-                    pass                        # the router's choice, as for anyone else
-        elif peer is not None:
+        if peer is not None:
             return await self.rpc.request_peer(peer, service, payload, timeout)
         if self.rpc.service.providers(service) or self.chain is None or self.chain.core is None:
             return await self.rpc.request(service, payload, timeout)
@@ -92,19 +85,6 @@ class P2PChainNetwork:
         if not validators:
             raise ConnectionError(f"no peer offers {service}")
         return await self.rpc.request_peer(random.choice(validators), service, payload, timeout)
-
-    def _next_proposer(self) -> str | None:
-        """The validator that proposes the next block, when we hold a link to it and it takes submissions: a
-        follower's order then reaches the block's author in one hop instead of two (one link's delay less
-        to finality across sites)."""
-        core = None if self.chain is None else self.chain.core
-        if core is None or core.is_validator:
-            return None
-        validators = core.state.validators
-        proposer = validators.node_ids[validators.index[validators.proposer(core.state.height + 1, 0)]]
-        if proposer in self.peers.links and proposer in self.rpc.service.providers(SUBMIT_SERVICE):
-            return proposer
-        return None
 
     def grenache_members(self) -> set[str]:
         """Nodes met through the Grape that we have no link to (they hear from us over Grenache)."""

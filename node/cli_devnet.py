@@ -124,6 +124,9 @@ def run_devnet(count: int, directory: Path, markets: str | None, out: IO[str] = 
     nodes = [DevnetNode(i, directory / f"node{i}", dict(base)) for i in range(count)]
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C stops the devnet even when whoever started us ignores SIGINT (a shell's background job does, and
+    # Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         founder = nodes[0]
         founder.settings["found_after"] = 0
