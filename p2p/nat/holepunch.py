@@ -39,6 +39,8 @@ MAX_ADDRS = 8
 ATTEMPTS = 3
 DIAL_TIMEOUT = 4.0
 MAX_DIALS = 4                 # addresses of the other side dialled at once, from the same punch port
+REDIAL_GAP = 0.2              # s between SYNs to one address: a lying peer can aim at most ~20 per address per try
+PEER_COOLDOWN = 30.0          # s before a peer may open a new punch with us (its retries of one punch excepted)
 MAX_OPEN_ATTEMPTS = 64        # punch ports held for others' attempts at once
 
 
@@ -61,6 +63,7 @@ class HolePuncher:
         self._sent_at: dict[tuple[str, int], float] = {}          # (peer, attempt) -> when we sent connect
         self._their_addrs: dict[str, tuple[int, list[tuple[str, int]]]] = {}
         self._ports: dict[tuple[str, int], socket.socket] = {}      # (peer, attempt) -> the bound punch socket
+        self._opened: dict[str, float] = {}        # peer -> when it last opened a punch with us
         self._tasks: set[asyncio.Task] = set()
         self.counters = {"attempts": 0, "direct": 0, "failed": 0}
         self.last_times: list[float] = []           # seconds from the first connect to a direct link
@@ -109,8 +112,14 @@ class HolePuncher:
         attempt = message["attempt"]
         started = self._sent_at.pop((peer, attempt), None)
         if started is None:                 # their opening move: answer with ours, dial on their sync
-            if len(self._ports) >= MAX_OPEN_ATTEMPTS:
+            now = time.monotonic()
+            if len(self._ports) >= MAX_OPEN_ATTEMPTS or (
+                    attempt == 0 and now - self._opened.get(peer, float("-inf")) < PEER_COOLDOWN):
                 return
+            if attempt == 0:
+                if len(self._opened) > 4096:
+                    self._opened = {p: t for p, t in self._opened.items() if now - t < PEER_COOLDOWN}
+                self._opened[peer] = now
             self._their_addrs[peer] = (attempt, addrs)
             link.send({"type": CONNECT, "addrs": self._our_addrs(self._bind(peer, attempt)), "attempt": attempt})
             return
@@ -208,7 +217,7 @@ class HolePuncher:
                     await loop.sock_connect(sock, address)
             except (OSError, TimeoutError):
                 sock.close()
-                await asyncio.sleep(0.05)       # refused or already joined to the other side's dial: again
+                await asyncio.sleep(REDIAL_GAP)  # refused or already joined to the other side's dial: again
                 continue
             # no dial address: the punch port is no address to remember or tell others (the hello's claim is)
             _, link = await loop.create_connection(lambda: PeerLink(self.peers, direction, "holepunch"), sock=sock)

@@ -80,10 +80,6 @@ class NatService:
         """A linked peer that says nobody can dial it: its claimed address is not worth telling anyone."""
         return self._peer_reach.get(node_id) == Reachability.PRIVATE
 
-    def peer_reachability(self, node_id: str) -> str | None:
-        """What a linked peer says of itself in its heartbeats (public / private / unknown)."""
-        return self._peer_reach.get(node_id)
-
     # --- port mapping ---------------------------------------------------------------------------
     def _lan_address(self) -> str | None:
         """Our address on a private LAN, as our own end of a direct link shows it: the only place a UPnP

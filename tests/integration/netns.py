@@ -72,6 +72,56 @@ for line in sys.stdin:
 _counter = itertools.count()
 
 
+class NsProxy:
+    """One HTTP proxy process inside a namespace, answering many concurrent requests from test threads."""
+
+    def __init__(self, ns: str, processes: list[subprocess.Popen]) -> None:
+        self.ns = ns
+        self._processes = processes
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._replies: dict[int, list] = {}
+        self._ids = itertools.count()
+
+    def request(self, method: str, url: str, token: str | None, body: Any, timeout: float) -> tuple[int, Any]:
+        with self._lock:
+            self._ensure()
+            request_id = next(self._ids)
+            slot: list = [threading.Event(), None]
+            self._replies[request_id] = slot
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps({"id": request_id, "method": method, "url": url, "token": token,
+                                               "body": body, "timeout": timeout}) + "\n")
+            self._proc.stdin.flush()
+        if not slot[0].wait(timeout + 5.0):
+            self._replies.pop(request_id, None)
+            raise OSError(f"no answer from the proxy in {self.ns} within {timeout + 5.0:g}s: {method} {url}")
+        reply = slot[1]
+        if reply["status"] == 0:
+            raise OSError(reply.get("error"))
+        return reply["status"], reply.get("body")
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-u", "-c", _PROXY],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._processes.append(self._proc)
+        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            reply = json.loads(line)
+            slot = self._replies.pop(reply["id"], None)
+            if slot is not None:
+                slot[1] = reply
+                slot[0].set()
+        for slot in list(self._replies.values()):
+            slot[1] = {"status": 0, "error": "proxy gone"}
+            slot[0].set()
+
+
 def nft_unavailable() -> str | None:
     """Why partitions cannot be made here (None if they can): nftables is in Debian's `nftables`."""
     if shutil.which("nft") is None:
@@ -120,10 +170,7 @@ class NetnsLan:
         self.created: list[str] = []
         self.processes: list[subprocess.Popen] = []
         self.nodes: list[NetnsNode] = []
-        self._proxy: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._replies: dict[int, list] = {}          # request id -> [event, reply]
-        self._ids = itertools.count()
+        self.proxy = NsProxy(self.hub, self.processes)     # reaches every host's control API from the hub
         self.api_token = secrets.token_hex(16)
         self.groups: list[set[int]] | None = None     # the partition in force (None: every host reaches every host)
         self.loss = 0                                 # percent of frames between hosts dropped at random
@@ -164,45 +211,10 @@ class NetnsLan:
     def http(self, method: str, url: str, token: str | None = None, body: Any = None,
              timeout: float = 10.0) -> tuple[int, Any]:
         """One request through the hub's proxy; many threads may call this at once."""
-        with self._lock:
-            self._ensure_proxy()
-            request_id = next(self._ids)
-            slot: list = [threading.Event(), None]
-            self._replies[request_id] = slot
-            assert self._proxy is not None and self._proxy.stdin is not None
-            self._proxy.stdin.write(json.dumps({"id": request_id, "method": method, "url": url, "token": token,
-                                                "body": body, "timeout": timeout}) + "\n")
-            self._proxy.stdin.flush()
-        if not slot[0].wait(timeout + 5.0):
-            self._replies.pop(request_id, None)
-            raise OSError(f"no answer from the namespace proxy within {timeout + 5.0:g}s: {method} {url}")
-        reply = slot[1]
-        if reply["status"] == 0:
-            raise OSError(reply.get("error"))
-        return reply["status"], reply.get("body")
+        return self.proxy.request(method, url, token, body, timeout)
 
     def http_get(self, url: str, token: str | None = None) -> tuple[int, Any]:
         return self.http("GET", url, token)
-
-    def _ensure_proxy(self) -> None:
-        if self._proxy is not None and self._proxy.poll() is None:
-            return
-        self._proxy = subprocess.Popen([*self.exec_prefix(self.hub), sys.executable, "-u", "-c", _PROXY],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.processes.append(self._proxy)
-        threading.Thread(target=self._read_replies, args=(self._proxy,), daemon=True).start()
-
-    def _read_replies(self, proxy: subprocess.Popen) -> None:
-        assert proxy.stdout is not None
-        for line in proxy.stdout:
-            reply = json.loads(line)
-            slot = self._replies.pop(reply["id"], None)
-            if slot is not None:
-                slot[1] = reply
-                slot[0].set()
-        for slot in list(self._replies.values()):      # the proxy is gone: nobody waits forever
-            slot[1] = {"status": 0, "error": "proxy gone"}
-            slot[0].set()
 
     # --- partitions ---------------------------------------------------------------------------
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
@@ -263,7 +275,6 @@ class NetnsLan:
                 proc.kill()
                 proc.wait(5)
         self.processes.clear()
-        self._proxy = None
         for node in self.nodes:
             if getattr(node, "_log", None):
                 node._log.close()

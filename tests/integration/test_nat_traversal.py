@@ -50,6 +50,14 @@ def wait_nat(nodes, predicate, timeout: float, what: str) -> None:
         raise AssertionError(f"{exc}\n{nat_views(nodes)}") from None
 
 
+def start_all(nodes) -> None:
+    """Start every node at once, then wait until each has written its runtime file."""
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready(30.0)
+
+
 def link_to(node, other_id: str) -> dict | None:
     return next((p for p in node.peers() if p["node_id"] == other_id and p["status"] == "connected"), None)
 
@@ -65,10 +73,7 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
         b = net.node(tmp_path, net.sites[1].hosts[0], "b", **common)
         c = net.node(tmp_path, net.sites[2].hosts[0], "c", **common)
         nodes = [v0, v1, a, b, c]
-        for node in nodes:
-            node.start(wait=False)
-        for node in nodes:
-            node.wait_ready(30.0)
+        start_all(nodes)
 
         def reach(node) -> str | None:
             return node.status().get("reachability")
@@ -135,10 +140,7 @@ def test_reachability_in_every_position_and_a_upnp_gateway_makes_a_node_public(t
         symmetric = net.node(tmp_path, net.sites[1].hosts[0], "symmetric", **common)
         upnp = net.node(tmp_path, net.sites[2].hosts[0], "upnp", **common)
         nodes = [v0, p1, cone, symmetric, upnp]
-        for node in nodes:
-            node.start(wait=False)
-        for node in nodes:
-            node.wait_ready(30.0)
+        start_all(nodes)
         expected = {"v0": "public", "p1": "public", "cone": "private", "symmetric": "private", "upnp": "public"}
         wait_nat(nodes, lambda: {n.name: n.status().get("reachability") for n in nodes} == expected, 60,
                  "reachability in every position")
@@ -173,10 +175,7 @@ def test_the_relay_dies_mid_trade_and_the_pair_relinks_through_another_losing_no
         a = net.node(tmp_path, net.sites[0].hosts[0], "a", **common)
         b = net.node(tmp_path, net.sites[1].hosts[0], "b", **common)
         nodes = [v0, r1, r2, a, b]
-        for node in nodes:
-            node.start(wait=False)
-        for node in nodes:
-            node.wait_ready(30.0)
+        start_all(nodes)
         relays = {r1.node_id: r1, r2.node_id: r2}
         wait_nat(nodes, lambda: all(set(n.status()["nat"]["relay_client"]["relays"]) == set(relays) for n in (a, b)),
                  40, "a and b hold slots on both relays")
@@ -232,10 +231,7 @@ def test_a_node_behind_nat_is_found_in_the_dht_by_its_relayed_address(tmp_path) 
         hidden = net.node(tmp_path, net.sites[0].hosts[0], "hidden", **common)
         seeker = net.node(tmp_path, net.sites[1].hosts[0], "seeker", **common)
         nodes = [v0, p1, hidden, seeker]
-        for node in nodes:
-            node.start(wait=False)
-        for node in nodes:
-            node.wait_ready(30.0)
+        start_all(nodes)
         wait_nat(nodes, lambda: hidden.status()["nat"]["relay_client"]["relayed_addresses"], 40,
                  "the hidden node holds a relay slot")
         relay_host, relay_port, relay_id = hidden.status()["nat"]["relay_client"]["relayed_addresses"][0]

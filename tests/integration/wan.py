@@ -29,14 +29,12 @@ and deletes every namespace, on failure too.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +43,7 @@ from typing import Any, Iterator, Literal
 import pytest
 
 from tests.harness import ROOT, NodeProcess
-from tests.integration.netns import _PROXY, netns_unavailable, nft_unavailable
+from tests.integration.netns import NsProxy, netns_unavailable, nft_unavailable
 
 PUBLIC = "11.18"
 HUB_ADDRESS = f"{PUBLIC}.0.254"
@@ -57,56 +55,6 @@ def _run(args: list[str], stdin: str | None = None) -> None:
     result = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=10)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
-
-
-class NsProxy:
-    """One HTTP proxy process inside a namespace, answering many concurrent requests from test threads."""
-
-    def __init__(self, ns: str, processes: list[subprocess.Popen]) -> None:
-        self.ns = ns
-        self._processes = processes
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._replies: dict[int, list] = {}
-        self._ids = itertools.count()
-
-    def request(self, method: str, url: str, token: str | None, body: Any, timeout: float) -> tuple[int, Any]:
-        with self._lock:
-            self._ensure()
-            request_id = next(self._ids)
-            slot: list = [threading.Event(), None]
-            self._replies[request_id] = slot
-            assert self._proc is not None and self._proc.stdin is not None
-            self._proc.stdin.write(json.dumps({"id": request_id, "method": method, "url": url, "token": token,
-                                               "body": body, "timeout": timeout}) + "\n")
-            self._proc.stdin.flush()
-        if not slot[0].wait(timeout + 5.0):
-            self._replies.pop(request_id, None)
-            raise OSError(f"no answer from the proxy in {self.ns} within {timeout + 5.0:g}s: {method} {url}")
-        reply = slot[1]
-        if reply["status"] == 0:
-            raise OSError(reply.get("error"))
-        return reply["status"], reply.get("body")
-
-    def _ensure(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            return
-        self._proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-u", "-c", _PROXY],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._processes.append(self._proc)
-        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            reply = json.loads(line)
-            slot = self._replies.pop(reply["id"], None)
-            if slot is not None:
-                slot[1] = reply
-                slot[0].set()
-        for slot in list(self._replies.values()):
-            slot[1] = {"status": 0, "error": "proxy gone"}
-            slot[0].set()
 
 
 @dataclass

@@ -254,3 +254,24 @@ async def test_the_adaptive_router_counts_a_relayed_peer_as_dearer(tmp_path) -> 
         await eventually(lambda: private.node_id not in dialler.peers.links)
         assert rpc.path_costs == {}
         await rpc.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_relayed_peer_cannot_make_us_punch_at_will(tmp_path) -> None:
+    """Each punch dials the addresses the other side names: a lying peer could aim our SYNs anywhere, so one
+    peer opens at most one punch with us per PEER_COOLDOWN (its own retries of that punch excepted)."""
+    from p2p.nat.holepunch import CONNECT, HolePuncher
+    from p2p.nat.self_addresses import SelfAddresses
+    _, _, peers = local_peers(tmp_path, "punch")
+    puncher = HolePuncher(peers, SelfAddresses(), enabled=True)
+    liar = _Link("a" * 40, "203.0.113.5")
+    liar.via = "b" * 40
+    victim = {"type": CONNECT, "addrs": [["192.0.2.77", 80]], "attempt": 0}
+    puncher._on_connect(liar, victim)
+    assert len(liar.sent) == 1 and liar.sent[0]["type"] == CONNECT          # answered once
+    for _ in range(5):
+        puncher._on_connect(liar, victim)
+    assert len(liar.sent) == 1                                               # new punches refused for now
+    puncher._on_connect(liar, victim | {"attempt": 1})
+    assert len(liar.sent) == 2                                               # a retry of the same punch is served
+    await puncher.stop()
