@@ -74,6 +74,9 @@ class P2PChainNetwork:
     def withdraw(self, service: str) -> None:
         self.rpc.unregister(service)
 
+    def linked_providers(self, service: str) -> list[str]:
+        return list(self.rpc.service.providers(service))
+
     async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any:
         if peer is not None:
             return await self.rpc.request_peer(peer, service, payload, timeout)

@@ -51,6 +51,7 @@ from exchange.chain.txs import InvalidTx, SignedTx
 log = logging.getLogger("exchange.chain")
 
 # the chain's message types, the same string from the emitting part to the wire to `on_message`
+FORWARD_FANOUT = 3
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
                  "chain_sync_request", "chain_sync_response", "chain_recovery")
 
@@ -256,6 +257,11 @@ class ChainCore:
     @property
     def role(self) -> str:
         return "validator" if self.is_validator else "follower"
+
+    def upcoming_proposers(self) -> tuple[str, ...]:
+        """Who a follower hands its transactions to (`Forward`): the next FORWARD_FANOUT heights' proposers,
+        since our view may lag the validators' by up to that many heights minus one."""
+        return self.state.validators.upcoming_proposers(self.state.height, FORWARD_FANOUT)
 
     # ------------------------------------------------------------------ validation
     # ------------------------------------------------------------------ proposing

@@ -101,8 +101,10 @@ class Committed:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """A follower hands a transaction to the validators (RPC)."""
+    """A follower hands a transaction to the validators (RPC): to each of `proposers` it is linked with (the
+    authors of the next blocks), or else to one validator the router picks."""
     tx: "SignedTx"
+    proposers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

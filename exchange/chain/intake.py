@@ -67,11 +67,12 @@ class TxIntake:
             why = self.admit(tx, checked=True, lane=lane)
             if why is not None and why != "duplicate":
                 return why
-            self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
+            if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
+                self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
             if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(now)
         else:
-            self.core.emit(Forward(tx))
+            self.core.emit(Forward(tx, self.core.upcoming_proposers()))
             self.core.counters["forwarded"] += 1
         if own and tx.id not in self.own:       # the caller made it durable in the outbox first
             self.own[tx.id] = [tx, now + self.core.config.resubmit_interval]
@@ -160,5 +161,5 @@ class TxIntake:
                 self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
                 continue
             self.core.counters["resubmitted"] += 1
-            self.core.emit(Forward(tx))
+            self.core.emit(Forward(tx, self.core.upcoming_proposers()))
 

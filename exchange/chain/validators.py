@@ -51,6 +51,17 @@ class ValidatorSet:
         turn a propose timeout until it is jailed."""
         return self.keys[(height + round_) % len(self.keys)]
 
+    def upcoming_proposers(self, height: int, count: int) -> tuple[str, ...]:
+        """Node ids of the round-0 proposers of the `count` heights after `height`, without repeats: where a
+        follower hands its transactions, so the block's author has them one hop after they were placed
+        even when the follower's view lags the validators' by a height or two."""
+        chosen: list[str] = []
+        for offset in range(1, min(count, len(self.keys)) + 1):
+            node_id = self.node_ids[(height + offset) % len(self.keys)]
+            if node_id not in chosen:
+                chosen.append(node_id)
+        return tuple(chosen)
+
     def with_added(self, *keys: bytes) -> "ValidatorSet":
         return ValidatorSet(self.epoch + 1, (*self.keys, *keys))
 

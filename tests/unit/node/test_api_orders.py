@@ -33,6 +33,7 @@ class NoNetwork:
     def broadcast(self, message): pass
     def penalize(self, node_id, points, reason): pass
     def keep_linked(self, node_ids): pass
+    def linked_providers(self, service): return []
     def offer(self, service, handler): pass
     def withdraw(self, service): pass
 

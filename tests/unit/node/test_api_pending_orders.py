@@ -61,6 +61,7 @@ class LocalNet:
 
     def penalize(self, node_id, points, reason): pass
     def keep_linked(self, node_ids): pass
+    def linked_providers(self, service): return []
 
     def offer(self, service, handler):
         self.offers[service] = handler

@@ -98,6 +98,9 @@ class RecordingNetwork:
     def keep_linked(self, node_ids: set[str]) -> None:
         pass
 
+    def linked_providers(self, service: str) -> list[str]:
+        return []
+
     def offer(self, service: str, handler: Any) -> None:
         pass
 
