@@ -1,11 +1,12 @@
-"""Port mapping: ask the LAN's gateway (UPnP-IGD) to forward our P2P port, with a lease we renew and a
-mapping we remove at stop.
+"""Port mapping: ask the LAN's gateway (UPnP-IGD, else NAT-PMP) to forward our P2P port, with a lease we
+renew and a mapping we remove at stop.
 
-async-upnp-client (Home Assistant's UPnP library) does the SSDP search and the SOAP calls; we only
-decide what to map. The mapped address (the gateway's external IP and the port it granted) is one of
-our addresses like any other: it counts as ours only once a dial-back through it reached us (the
-gateway may itself sit behind another NAT). A gateway that is absent or refuses is one INFO line,
-then a retry every `retry` seconds, since routers reboot and come back.
+async-upnp-client (Home Assistant's UPnP library) does the SSDP search and the SOAP calls; NAT-PMP is
+two UDP messages (`natpmp.py`). We only decide what to map. The mapped address (the gateway's external
+IP and the port it granted, which under NAT-PMP may differ from ours) is one of our addresses like any
+other: it counts as ours only once a dial-back through it reached us (the gateway may itself sit behind
+another NAT). A gateway that is absent or refuses is one INFO line, then a retry every `retry` seconds,
+since routers reboot and come back.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import ipaddress
 import logging
 import time
 from datetime import timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 log = logging.getLogger("p2p.nat.portmap")
 
@@ -22,15 +23,19 @@ DESCRIPTION = "exchange-node"
 
 
 class Gateway(Protocol):
-    """What we need of an Internet Gateway Device."""
+    """What we need of a gateway that maps ports: `add` returns the external port it granted."""
+
+    kind: str
 
     async def external_ip(self) -> str | None: ...
-    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> None: ...
-    async def delete(self, external_port: int) -> None: ...
+    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> int: ...
+    async def delete(self, external_port: int, internal_port: int) -> None: ...
 
 
 class IgdGateway:
     """A UPnP-IGD gateway reached through async-upnp-client."""
+
+    kind = "upnp-igd"
 
     def __init__(self, device: Any, session: Any) -> None:
         self._device = device
@@ -70,23 +75,41 @@ class IgdGateway:
         ip: str | None = await self._device.async_get_external_ip_address()
         return ip
 
-    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> None:
+    async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> int:
         await self._device.async_add_port_mapping(
             ipaddress.IPv4Address("0.0.0.0"), external_port, "TCP", internal_port,
             ipaddress.IPv4Address(internal_client), True, DESCRIPTION, timedelta(seconds=int(lease)))
+        return external_port
 
-    async def delete(self, external_port: int) -> None:
+    async def delete(self, external_port: int, internal_port: int) -> None:
         await self._device.async_delete_port_mapping(ipaddress.IPv4Address("0.0.0.0"), external_port, "TCP")
 
     async def close(self) -> None:
         await self._session.close()
 
 
+async def find_gateway(local_ip: str) -> Gateway | None:
+    """The LAN's gateway: UPnP-IGD if one answers the SSDP search, else NAT-PMP at the default route (asked
+    at the same time)."""
+    from p2p.nat.natpmp import NatPmpGateway
+
+    natpmp = asyncio.ensure_future(NatPmpGateway.find(local_ip))     # asked at once: SSDP takes seconds to fail
+    try:
+        found: Gateway | None = await IgdGateway.find(local_ip)
+    except BaseException:
+        natpmp.cancel()
+        raise
+    if found is not None:
+        natpmp.cancel()
+        return found
+    return await natpmp
+
+
 class PortMapper:
     def __init__(self, port: Callable[[], int], local_ip: Callable[[], str | None],
                  on_mapped: Callable[[str, int], None], on_unmapped: Callable[[str, int], None], *,
                  lease: float = 3600.0, retry: float = 300.0,
-                 find: Callable[[str], Any] = IgdGateway.find) -> None:
+                 find: Callable[[str], Awaitable[Gateway | None]] = find_gateway) -> None:
         self.port = port
         self.local_ip = local_ip
         self.on_mapped = on_mapped
@@ -94,7 +117,7 @@ class PortMapper:
         self.lease = lease
         self.retry = retry
         self._find = find
-        self.gateway: Any = None
+        self.gateway: Gateway | None = None
         self.mapped: tuple[str, int] | None = None
         self.renewed_at: float | None = None
         self.last_error: str | None = None
@@ -111,23 +134,25 @@ class PortMapper:
                 if self.gateway is None:
                     self.gateway = await self._find(local)
                     if self.gateway is None:
-                        raise LookupError("no UPnP gateway answered")
+                        raise LookupError("no UPnP-IGD or NAT-PMP gateway answered")
                 external = await self.gateway.external_ip()
                 if not external:
                     raise LookupError("the gateway has no external address")
-                await self.gateway.add(port, local, port, self.lease)
+                asked = self.mapped[1] if self.mapped is not None else port
+                granted = await self.gateway.add(asked, local, port, self.lease)
         except Exception as exc:  # noqa: BLE001 - any failure of the gateway is one line and a later retry
             reason = f"{type(exc).__name__}: {exc}"[:200]
             if reason != self.last_error:
                 log.info("no port mapping (%s); retrying every %.0f s", reason, self.retry)
             self.last_error = reason
             return False
-        if self.mapped != (external, port):
+        if self.mapped != (external, granted):
             if self.mapped is not None:
                 self.on_unmapped(*self.mapped)
-            log.info("gateway maps %s:%d to our port %d (lease %.0f s)", external, port, port, self.lease)
-            self.mapped = (external, port)
-            self.on_mapped(external, port)
+            log.info("%s gateway maps %s:%d to our port %d (lease %.0f s)", self.gateway.kind, external, granted,
+                     port, self.lease)
+            self.mapped = (external, granted)
+            self.on_mapped(external, granted)
         self.renewed_at = time.time()
         self.last_error = None
         return True
@@ -152,13 +177,15 @@ class PortMapper:
         if gateway is not None and mapped is not None:
             try:
                 async with asyncio.timeout(3):
-                    await gateway.delete(mapped[1])
+                    await gateway.delete(mapped[1], self.port())
                 log.info("removed the port mapping %s:%d", *mapped)
             except Exception as exc:  # noqa: BLE001 - the lease ends it anyway
                 log.info("could not remove the port mapping (%s); its lease ends it", type(exc).__name__)
-        if gateway is not None and hasattr(gateway, "close"):
-            await gateway.close()
+        close = getattr(gateway, "close", None)
+        if close is not None:
+            await close()
 
     def status(self) -> dict[str, Any]:
         return {"mapped": None if self.mapped is None else list(self.mapped), "renewed_at": self.renewed_at,
+                "gateway": None if self.gateway is None else self.gateway.kind,
                 "lease_s": self.lease, "last_error": self.last_error}

@@ -92,6 +92,14 @@ class RelayClient:
             if now - self._asked.get(link.remote_id or "", -1e9) > 30.0:
                 self._reserve(link, now)
 
+    def release_all(self) -> None:
+        """We are reachable now (a port mapping, a changed network): our relayed addresses are no longer
+        published and nobody should pay a relay to reach us. The relays' slots lapse with their TTL;
+        circuits open through them stay until either side closes them."""
+        if self.relays:
+            log.info("reachable directly now: dropping %d relay reservation(s)", len(self.relays))
+        self.relays.clear()
+
     def _reserve(self, link: PeerLink, now: float) -> None:
         self._asked[link.remote_id or ""] = now
         link.send({"type": RESERVE})

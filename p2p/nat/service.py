@@ -219,9 +219,14 @@ class NatService:
             if self.server.reservations:
                 self._announce_routes()
 
+    def _reachability_changed(self, reach: Reachability) -> None:
+        if reach == Reachability.PUBLIC:
+            self.client.release_all()
+        self.client.maintain()
+
     async def start(self) -> None:
         await self.autonat.start()
-        self.autonat.reachability_listeners.append(lambda reach: self.client.maintain())
+        self.autonat.reachability_listeners.append(self._reachability_changed)
         if self.config.port_mapping:
             await self.mapper.start()
         self._task = asyncio.create_task(self._run(), name="nat")

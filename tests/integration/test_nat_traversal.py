@@ -127,11 +127,12 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
         history.assert_clean()
 
 
-def test_reachability_in_every_position_and_a_upnp_gateway_makes_a_node_public(tmp_path) -> None:
-    """Public, behind a cone NAT, behind a symmetric NAT, and behind a UPnP gateway, where the node maps its
-    port, a dial-back through the mapping reaches it, and it becomes public: linked directly, known at the
-    mapped address, no relay needed. At stop the mapping is removed."""
-    with wan_or_skip(2, ["cone", "symmetric", "upnp"]) as net:
+def test_reachability_in_every_position_and_a_port_mapping_gateway_makes_a_node_public(tmp_path) -> None:
+    """Public, behind a cone NAT, behind a symmetric NAT, behind a UPnP-IGD gateway and behind a gateway
+    that speaks only NAT-PMP: behind either gateway the node maps its port, a dial-back through the mapping
+    reaches it, and it becomes public: linked directly, known at the mapped address, no relay needed. At
+    stop the mapping is removed."""
+    with wan_or_skip(2, ["cone", "symmetric", "upnp", "natpmp"]) as net:
         ids = node_ids(tmp_path, ["v0"])
         common = SETTINGS | {"validators": ",".join(ids), "bootstrap_peers": f"{net.public[0].address}:{P2P_PORT}"}
         v0 = net.node(tmp_path, net.public[0], "v0", **common)
@@ -139,27 +140,33 @@ def test_reachability_in_every_position_and_a_upnp_gateway_makes_a_node_public(t
         cone = net.node(tmp_path, net.sites[0].hosts[0], "cone", **common)
         symmetric = net.node(tmp_path, net.sites[1].hosts[0], "symmetric", **common)
         upnp = net.node(tmp_path, net.sites[2].hosts[0], "upnp", **common)
-        nodes = [v0, p1, cone, symmetric, upnp]
+        natpmp = net.node(tmp_path, net.sites[3].hosts[0], "natpmp", **common)
+        nodes = [v0, p1, cone, symmetric, upnp, natpmp]
         start_all(nodes)
-        expected = {"v0": "public", "p1": "public", "cone": "private", "symmetric": "private", "upnp": "public"}
+        expected = {"v0": "public", "p1": "public", "cone": "private", "symmetric": "private", "upnp": "public",
+                    "natpmp": "public"}
         wait_nat(nodes, lambda: {n.name: n.status().get("reachability") for n in nodes} == expected, 60,
                  "reachability in every position")
-        nat = upnp.status()["nat"]
-        gateway = net.sites[2].wan_address
-        assert nat["port_mapping"]["mapped"] == [gateway, P2P_PORT], nat["port_mapping"]
-        mapped = next(x for x in nat["addresses"] if x["host"] == gateway)
-        assert mapped["how"] == "mapped" and mapped["confirmed"], mapped
-        assert not upnp.status()["nat"]["relay_client"]["relays"]      # public: it needs no relay
+        for node, site, kind in ((upnp, net.sites[2], "upnp-igd"), (natpmp, net.sites[3], "nat-pmp")):
+            nat = node.status()["nat"]
+            gateway = site.wan_address
+            assert nat["port_mapping"]["mapped"] == [gateway, P2P_PORT], nat["port_mapping"]
+            assert nat["port_mapping"]["gateway"] == kind, nat["port_mapping"]
+            mapped = next(x for x in nat["addresses"] if x["host"] == gateway)
+            assert mapped["how"] == "mapped" and mapped["confirmed"], mapped
+            assert not nat["relay_client"]["relays"]      # public: it needs no relay
+            # it is linked directly (no relay) and known at the mapped address
+            wait_nat(nodes, lambda: (link_to(v0, node.node_id) or {}).get("host") == gateway
+                     and link_to(v0, node.node_id)["via"] is None, 10, f"v0 knows {node.name} at its mapped address")
         # the CLI says it too
         shown = upnp.cli("status")
-        assert shown.returncode == 0 and "public" in shown.stdout and gateway in shown.stdout, shown.stdout
-        # it is linked directly (no relay) and known at the mapped address
-        wait_nat(nodes, lambda: (link_to(v0, upnp.node_id) or {}).get("host") == gateway
-                 and link_to(v0, upnp.node_id)["via"] is None, 10, "v0 knows upnp at its mapped address")
-        upnp.stop()
-        rules = subprocess.run(["ip", "netns", "exec", net.sites[2].router_ns, "nft", "list", "chain", "inet",
-                                "filter", "prerouting_miniupnpd"], capture_output=True, text=True).stdout
-        assert str(P2P_PORT) not in rules, rules       # the mapping went with the node
+        assert shown.returncode == 0 and "public" in shown.stdout and net.sites[2].wan_address in shown.stdout, \
+            shown.stdout
+        for node, site in ((upnp, net.sites[2]), (natpmp, net.sites[3])):
+            node.stop()
+            rules = subprocess.run(["ip", "netns", "exec", site.router_ns, "nft", "list", "chain", "inet",
+                                    "filter", "prerouting_miniupnpd"], capture_output=True, text=True).stdout
+            assert str(P2P_PORT) not in rules, (node.name, rules)       # the mapping went with the node
 
 
 def test_the_relay_dies_mid_trade_and_the_pair_relinks_through_another_losing_no_order(tmp_path) -> None:

@@ -6,7 +6,8 @@
                                                     endpoint-independent mapping) or `symmetric` (masquerade
                                                     random: a new port for every connection) or `upnp`
                                                     (cone, and Debian's miniupnpd as its UPnP-IGD / NAT-PMP
-                                                    gateway on the LAN side)
+                                                    gateway on the LAN side) or `natpmp` (the same
+                                                    miniupnpd with UPnP off: NAT-PMP/PCP only)
         site s's LAN 10.<10+s>.0.0/24 (a bridge in the router namespace, router 10.<10+s>.0.1)
           site s's host j ...... 10.<10+s>.0.<j+2>
 
@@ -34,6 +35,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,7 +49,8 @@ from tests.integration.netns import NsProxy, netns_unavailable, nft_unavailable
 
 PUBLIC = "11.18"
 HUB_ADDRESS = f"{PUBLIC}.0.254"
-NatKind = Literal["cone", "symmetric", "upnp"]
+NatKind = Literal["cone", "symmetric", "upnp", "natpmp"]
+GATEWAY_KINDS = ("upnp", "natpmp")          # sites whose router runs miniupnpd
 _counter = itertools.count()
 
 
@@ -186,28 +189,38 @@ class WanNet:
             self._netns(host.ns)
             self._plug(host.ns, "eth0", router, "lan0", f"{host.address}/24")
             _run(["ip", "-n", host.ns, "route", "add", "default", "via", f"{site.lan_prefix}.1"])
-        if site.nat == "upnp":
+        if site.nat in GATEWAY_KINDS:
             self._start_gateway(site)
 
     def _start_gateway(self, site: Site) -> None:
-        """miniupnpd on the router: UPnP-IGD on the LAN side (SSDP, HTTP on port 5000) and NAT-PMP/PCP, mapping
-        ports of the LAN's hosts (1024-65535) to its WAN address."""
+        """miniupnpd on the router: UPnP-IGD on the LAN side (SSDP, HTTP on port 5000; off at a `natpmp` site)
+        and NAT-PMP/PCP, mapping ports of the LAN's hosts (1024-65535) to its WAN address."""
         if shutil.which("miniupnpd") is None:
             raise RuntimeError("miniupnpd not installed (apt-get install miniupnpd miniupnpd-nftables)")
         conf = Path(tempfile.mkdtemp(prefix=f"ew{self.tag}")) / "miniupnpd.conf"
         conf.write_text("\n".join([
-            "ext_ifname=wan", "listening_ip=lan0", "http_port=5000", "enable_natpmp=yes", "enable_upnp=yes",
+            "ext_ifname=wan", "listening_ip=lan0", "http_port=5000", "enable_natpmp=yes",
+            f"enable_upnp={'yes' if site.nat == 'upnp' else 'no'}",
             "secure_mode=yes", "system_uptime=yes", f"uuid=00000000-0000-4000-8000-{self.tag:0>12}",
             "upnp_table_name=filter", "upnp_nat_table_name=filter", "upnp_forward_chain=miniupnpd",
             "upnp_nat_chain=prerouting_miniupnpd", "upnp_nat_postrouting_chain=postrouting_miniupnpd",
             f"allow 1024-65535 {site.lan_prefix}.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535", ""]))
         self._temp_dirs.append(conf.parent)
         log = open(conf.parent / "miniupnpd.log", "wb")
-        proc = subprocess.Popen(["ip", "netns", "exec", site.router_ns, "miniupnpd", "-f", str(conf), "-d"],
+        proc = subprocess.Popen(["ip", "netns", "exec", site.router_ns, "miniupnpd", "-f", str(conf), "-d",
+                                 "-P", str(conf.parent / "miniupnpd.pid")],
                                 stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.processes.append(proc)
         site.gateway_log = conf.parent / "miniupnpd.log"
+        # a home gateway is up long before the node: wait for it to listen (its log says so), as a node could
+        # otherwise ask during miniupnpd's first moments and wait out the mapper's retry interval
+        ready = "Listening for NAT-PMP/PCP traffic"
+        deadline = time.monotonic() + 10
+        while ready not in site.gateway_log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"miniupnpd did not start: {site.gateway_log.read_text(errors='replace')[-500:]}")
+            time.sleep(0.05)
 
     # --- nodes --------------------------------------------------------------------------------
     def node(self, base: Path, host: Host, name: str, **settings: Any) -> "WanNode":
@@ -279,7 +292,7 @@ def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1
     reason = netns_unavailable() or nft_unavailable()
     if edge_delay_ms and shutil.which("iptables") is None:
         reason = reason or "iptables not installed (apt-get install iptables): delay uses its NFQUEUE target"
-    if "upnp" in sites and shutil.which("miniupnpd") is None:
+    if set(GATEWAY_KINDS) & set(sites) and shutil.which("miniupnpd") is None:
         reason = reason or "miniupnpd not installed (apt-get install miniupnpd miniupnpd-nftables)"
     if reason:
         pytest.skip(reason)

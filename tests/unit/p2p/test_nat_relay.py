@@ -275,3 +275,20 @@ async def test_a_relayed_peer_cannot_make_us_punch_at_will(tmp_path) -> None:
     puncher._on_connect(liar, victim | {"attempt": 1})
     assert len(liar.sent) == 2                                               # a retry of the same punch is served
     await puncher.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_node_that_becomes_reachable_drops_its_relay_reservations(tmp_path) -> None:
+    """A port mapping (or a new network) makes a private node public: it stops publishing relayed addresses
+    at once instead of keeping them until the reservations lapse."""
+    async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
+        await relay_for(relay, private, dialler)
+        assert private.nat.client.relayed_addresses()
+        private.nat.autonat._changed()          # what a dial-back's answer does after recording it
+        addresses = private.nat.autonat.addresses
+        mapped = addresses.observed("198.51.100.7", "198.51.100.0/24", "10.0.0.0/24")
+        assert mapped is not None
+        addresses.answered(mapped.host, mapped.port, True, "someone", outside=True)
+        private.nat.autonat._changed()
+        assert private.nat.reachability == Reachability.PUBLIC
+        assert private.nat.client.relays == {} and private.nat.client.relayed_addresses() == []
