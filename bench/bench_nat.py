@@ -26,11 +26,12 @@ from bench.table import print_table
 from tests.harness import wait_until
 from tests.integration.chain_nodes import node_ids
 from tests.integration.netns import netns_unavailable, nft_unavailable
-from tests.integration.wan import WanNet, WanNode
+from tests.integration.wan import WanNet, WanNode, punch_pair
 
 P2P_PORT = 7946
 BIG = 32 * 1024      # bytes of an echo payload for throughput (under the control API's body limit)
-BASE = {"heartbeat_interval": 0.5, "peer_reconnect_interval": 2.0, "p2p_port": P2P_PORT, "debug_api": "true"}
+BASE = {"heartbeat_interval": 0.5, "peer_reconnect_interval": 2.0, "p2p_port": P2P_PORT, "debug_api": "true",
+        "hole_punch_cooldown": 0.5}     # each try is a new punch with the same peer: let it (the default waits 30 s)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -45,27 +46,11 @@ def _start(nodes: list[WanNode]) -> None:
         node.wait_ready(30.0)
 
 
-def _pair_net(base: Path, kinds: list[str], tag: str, **settings: Any) -> tuple[WanNet, WanNode, WanNode, WanNode]:
-    net = WanNet(1, kinds)          # type: ignore[arg-type]
-    net.build()
-    ids = node_ids(base, [f"{tag}v"])
-    common = BASE | {"validators": ids[0], "bootstrap_peers": f"{net.public[0].address}:{P2P_PORT}",
-                     "network_id": f"bench-nat-{tag}"} | settings
-    relay = net.node(base, net.public[0], f"{tag}v", **common)
-    a = net.node(base, net.sites[0].hosts[0], f"{tag}a", **common)
-    b = net.node(base, net.sites[1].hosts[0], f"{tag}b", **common)
-    _start([relay, a, b])
-    wait_until(lambda: all(n.status()["reachability"] == "private" and n.status()["nat"]["relay_client"]["relays"]
-                           for n in (a, b)), 60, interval=0.5, message="both NATed nodes private, with a relay")
-    wait_until(lambda: b.node_id in a.connected_ids(), 60, interval=0.5, message="the pair linked")
-    return net, relay, a, b
-
-
 def punching(tries: int) -> None:
     rows = []
     for kinds in (["cone", "cone"], ["cone", "symmetric"], ["symmetric", "symmetric"]):
         base = Path(tempfile.mkdtemp(prefix="bench-nat-"))
-        net, relay, a, b = _pair_net(base, kinds, "p")
+        net, relay, a, b = punch_pair(base, kinds, "p", **BASE)
         try:
             results = []
             for _ in range(tries):
@@ -108,7 +93,7 @@ def relayed_vs_direct(calls: int) -> None:
     baseline: dict[str, float] = {}
     for label, punch in (("direct (punched)", "true"), ("relayed", "false")):
         base = Path(tempfile.mkdtemp(prefix="bench-nat-"))
-        net, _, a, b = _pair_net(base, ["cone", "cone"], "r", hole_punch=punch)
+        net, _, a, b = punch_pair(base, ["cone", "cone"], "r", **(BASE | {"hole_punch": punch}))
         try:
             _wait_link(a, b.node_id, direct=punch == "true")
             small, _ = _echo(a, b.node_id, "x" * 100, calls)

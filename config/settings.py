@@ -146,8 +146,12 @@ class Settings:
                                   "reached through them", p.boolean)
     hole_punch: bool = _setting(True, "HOLE_PUNCH", "Try a direct link (TCP simultaneous open) to a node reached "
                                 "through a relay", p.boolean)
-    port_mapping: bool = _setting(True, "PORT_MAPPING", "Ask the LAN's UPnP gateway to forward P2P_PORT (a lease, "
-                                  "renewed, removed at stop); only from a private LAN address", p.boolean)
+    hole_punch_cooldown: float = _setting(30.0, "HOLE_PUNCH_COOLDOWN", "Seconds before one peer may start a new hole "
+                                          "punch with this node (each punch aims SYNs at addresses the peer names)",
+                                          _FLOAT_POS)
+    port_mapping: bool = _setting(True, "PORT_MAPPING", "Ask the LAN's gateway (UPnP-IGD or NAT-PMP) to forward "
+                                  "P2P_PORT (a lease, renewed, removed at stop); only from a private LAN address",
+                                  p.boolean)
     relay_max_reservations: int = _setting(64, "RELAY_MAX_RESERVATIONS", "Nodes one relay holds slots for (at most "
                                            "4 per /24)", p.integer(0, 100000))
     relay_max_circuits: int = _setting(64, "RELAY_MAX_CIRCUITS", "Relayed links through this node at once",

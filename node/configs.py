@@ -30,7 +30,8 @@ BLOCK_SHARE_OF_FRAME = 0.6
 
 def nat_config(settings: Settings) -> NatConfig:
     return NatConfig(relay_service=settings.relay_service, relay_client=settings.relay_client,
-                     hole_punch=settings.hole_punch, port_mapping=settings.port_mapping,
+                     hole_punch=settings.hole_punch,
+                     hole_punch_cooldown=settings.hole_punch_cooldown, port_mapping=settings.port_mapping,
                      relay_max_reservations=settings.relay_max_reservations,
                      relay_max_circuits=settings.relay_max_circuits,
                      relay_circuits_per_peer=settings.relay_circuits_per_peer,

@@ -9,6 +9,7 @@ class NatConfig:
     relay_service: bool = True              # serve as a relay while dial-backs say we are public
     relay_client: bool = True               # reserve relay slots while dial-backs say we are private
     hole_punch: bool = True                 # try a direct link to a node we reach through a relay
+    hole_punch_cooldown: float = 30.0       # s before a peer may open a new punch with us
     port_mapping: bool = True               # ask the LAN's UPnP gateway to forward our P2P port
     relay_max_reservations: int = 64
     relay_reservations_per_subnet: int = 4

@@ -40,7 +40,6 @@ ATTEMPTS = 3
 DIAL_TIMEOUT = 4.0
 MAX_DIALS = 4                 # addresses of the other side dialled at once, from the same punch port
 REDIAL_GAP = 0.2              # s between SYNs to one address: a lying peer can aim at most ~20 per address per try
-PEER_COOLDOWN = 30.0          # s before a peer may open a new punch with us (its retries of one punch excepted)
 MAX_OPEN_ATTEMPTS = 64        # punch ports held for others' attempts at once
 
 
@@ -56,10 +55,12 @@ HOLEPUNCH_SCHEMAS: m.SchemaTable = {
 
 
 class HolePuncher:
-    def __init__(self, peers: "PeerManager", addresses: SelfAddresses, *, enabled: bool = True) -> None:
+    def __init__(self, peers: "PeerManager", addresses: SelfAddresses, *, enabled: bool = True,
+                 cooldown: float = 30.0) -> None:
         self.peers = peers
         self.addresses = addresses
         self.enabled = enabled
+        self.cooldown = cooldown          # s before a peer may open a new punch with us (its retries excepted)
         self._sent_at: dict[tuple[str, int], float] = {}          # (peer, attempt) -> when we sent connect
         self._their_addrs: dict[str, tuple[int, list[tuple[str, int]]]] = {}
         self._ports: dict[tuple[str, int], socket.socket] = {}      # (peer, attempt) -> the bound punch socket
@@ -114,11 +115,11 @@ class HolePuncher:
         if started is None:                 # their opening move: answer with ours, dial on their sync
             now = time.monotonic()
             if len(self._ports) >= MAX_OPEN_ATTEMPTS or (
-                    attempt == 0 and now - self._opened.get(peer, float("-inf")) < PEER_COOLDOWN):
+                    attempt == 0 and now - self._opened.get(peer, float("-inf")) < self.cooldown):
                 return
             if attempt == 0:
                 if len(self._opened) > 4096:
-                    self._opened = {p: t for p, t in self._opened.items() if now - t < PEER_COOLDOWN}
+                    self._opened = {p: t for p, t in self._opened.items() if now - t < self.cooldown}
                 self._opened[peer] = now
             self._their_addrs[peer] = (attempt, addrs)
             link.send({"type": CONNECT, "addrs": self._our_addrs(self._bind(peer, attempt)), "attempt": attempt})

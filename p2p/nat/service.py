@@ -48,7 +48,8 @@ class NatService:
         self.server = RelayServer(config, lambda: self.autonat.reachability == Reachability.PUBLIC)
         self.client = RelayClient(peers, config, lambda: self.autonat.reachability == Reachability.PRIVATE,
                                   self._peer_public)
-        self.puncher = HolePuncher(peers, self.autonat.addresses, enabled=config.hole_punch)
+        self.puncher = HolePuncher(peers, self.autonat.addresses, enabled=config.hole_punch,
+                                   cooldown=config.hole_punch_cooldown)
         self.mapper = PortMapper(lambda: peers.listen_port, self._lan_address, self._mapped, self._unmapped)
         self._peer_reach: dict[str, str] = {}
         self._routes_sent: dict[str, tuple[str, ...]] = {}

@@ -44,7 +44,7 @@ from typing import Any, Iterator, Literal
 
 import pytest
 
-from tests.harness import ROOT, NodeProcess
+from tests.harness import ROOT, NodeProcess, wait_until
 from tests.integration.netns import NsProxy, netns_unavailable, nft_unavailable
 
 PUBLIC = "11.18"
@@ -298,3 +298,32 @@ def wan_or_skip(public_hosts: int, sites: list[NatKind], hosts_per_site: int = 1
         pytest.skip(reason)
     with WanNet(public_hosts, sites, hosts_per_site, edge_delay_ms) as net:
         yield net
+
+
+def punch_pair(base: Path, kinds: list[NatKind], tag: str, edge_delay_ms: float = 0.0,
+               **settings: Any) -> tuple[WanNet, "WanNode", "WanNode", "WanNode"]:
+    """One public relay (also the lone validator) and a node behind each of two NATs, started, both private
+    with a relay slot and linked to each other: what the punching benchmark and soak try over and over.
+    The caller closes the network."""
+    from tests.integration.chain_nodes import node_ids
+
+    net = WanNet(1, kinds, edge_delay_ms=edge_delay_ms)
+    net.build()
+    try:
+        ids = node_ids(base, [f"{tag}v"])
+        common = settings | {"validators": ids[0], "bootstrap_peers": f"{net.public[0].address}:{settings['p2p_port']}",
+                             "network_id": f"wan-{tag}"}
+        relay = net.node(base, net.public[0], f"{tag}v", **common)
+        a = net.node(base, net.sites[0].hosts[0], f"{tag}a", **common)
+        b = net.node(base, net.sites[1].hosts[0], f"{tag}b", **common)
+        for node in (relay, a, b):
+            node.start(wait=False)
+        for node in (relay, a, b):
+            node.wait_ready(30.0)
+        wait_until(lambda: all(n.status()["reachability"] == "private" and n.status()["nat"]["relay_client"]["relays"]
+                               for n in (a, b)), 60, interval=0.5, message="both NATed nodes private, with a relay")
+        wait_until(lambda: b.node_id in a.connected_ids(), 60, interval=0.5, message="the pair linked")
+    except BaseException:
+        net.close()
+        raise
+    return net, relay, a, b

@@ -259,7 +259,7 @@ async def test_the_adaptive_router_counts_a_relayed_peer_as_dearer(tmp_path) -> 
 @pytest.mark.asyncio
 async def test_a_relayed_peer_cannot_make_us_punch_at_will(tmp_path) -> None:
     """Each punch dials the addresses the other side names: a lying peer could aim our SYNs anywhere, so one
-    peer opens at most one punch with us per PEER_COOLDOWN (its own retries of that punch excepted)."""
+    peer opens at most one punch with us per HOLE_PUNCH_COOLDOWN (its own retries of that punch excepted)."""
     from p2p.nat.holepunch import CONNECT, HolePuncher
     from p2p.nat.self_addresses import SelfAddresses
     _, _, peers = local_peers(tmp_path, "punch")
