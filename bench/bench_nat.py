@@ -26,7 +26,7 @@ from bench.table import print_table
 from tests.harness import wait_until
 from tests.integration.chain_nodes import node_ids
 from tests.integration.netns import netns_unavailable, nft_unavailable
-from tests.integration.wan import WanNet, WanNode, punch_pair
+from tests.integration.wan import WanNet, WanNode, punch_pair, punch_trials
 
 P2P_PORT = 7946
 BIG = 32 * 1024      # bytes of an echo payload for throughput (under the control API's body limit)
@@ -52,12 +52,7 @@ def punching(tries: int) -> None:
         base = Path(tempfile.mkdtemp(prefix="bench-nat-"))
         net, relay, a, b = punch_pair(base, kinds, "p", **BASE)
         try:
-            results = []
-            for _ in range(tries):
-                status, body = a.api("POST", "/debug/nat/punch", {"node_id": b.node_id, "relay": relay.node_id,
-                                                                 "timeout": 8.0}, timeout=20)
-                assert status == 200, body
-                results.append(body)
+            results = punch_trials(relay, a, b, tries)
         finally:
             net.close()
         direct = [r["ms"] for r in results if r["direct"]]

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from tests.integration.netns import netns_unavailable, nft_unavailable
-from tests.integration.wan import NatKind, punch_pair
+from tests.integration.wan import NatKind, punch_pair, punch_trials
 
 pytestmark = [pytest.mark.soak, pytest.mark.netns, pytest.mark.timeout(900)]
 
@@ -31,12 +31,7 @@ def test_punching_matrix(tmp_path, first: NatKind, second: NatKind, edge_ms: flo
         pytest.skip(reason)
     net, relay, a, b = punch_pair(tmp_path, [first, second], "s", edge_delay_ms=edge_ms, **SETTINGS)
     try:
-        results = []
-        for _ in range(TRIES):
-            status, body = a.api("POST", "/debug/nat/punch", {"node_id": b.node_id, "relay": relay.node_id,
-                                                             "timeout": 8.0}, timeout=30)
-            assert status == 200, body
-            results.append(body)
+        results = punch_trials(relay, a, b, TRIES)
     finally:
         net.close()
     direct = sum(1 for r in results if r["direct"])

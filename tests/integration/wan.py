@@ -327,3 +327,15 @@ def punch_pair(base: Path, kinds: list[NatKind], tag: str, edge_delay_ms: float 
         net.close()
         raise
     return net, relay, a, b
+
+
+def punch_trials(relay: "WanNode", a: "WanNode", b: "WanNode", tries: int) -> list[dict[str, Any]]:
+    """`tries` hole punches from `a` to `b` (POST /debug/nat/punch: drop the link, link through `relay`,
+    wait up to 8 s for the direct link); each answer says whether it went direct and how long it took."""
+    results = []
+    for _ in range(tries):
+        status, body = a.api("POST", "/debug/nat/punch", {"node_id": b.node_id, "relay": relay.node_id,
+                                                         "timeout": 8.0}, timeout=30)
+        assert status == 200, body
+        results.append(body)
+    return results
