@@ -40,6 +40,7 @@ from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
 from node.rpc_component import NodeRpc
 from p2p.dht.service import DhtService
+from p2p.nat.self_addresses import Reachability
 from p2p.nat.service import NatService
 from p2p.discovery import DeferredStrategy, DiscoveryOrchestrator
 from p2p.discovery.base import DiscoveryStrategy
@@ -111,7 +112,8 @@ class ExchangeNode:
                                   sign=self.identity.sign, verify=NodeIdentity.verify,
                                   node_id_for=NodeIdentity.node_id_for, services=self._dht_services,
                                   addresses=self._dht_addresses,
-                                  relay_dial=None if self.nat is None else self.nat.dial_through)
+                                  relay_dial=None if self.nat is None else self.nat.dial_through,
+                                  private=self._dht_private, peer_private=self._dht_peer_private)
             self.discovery.strategies[self.dht.name] = self.dht
             self.api_extensions.append(install_dht_api)
         self.chain_store = ChainStore(configs.data_dir, keep_blocks=chain.keep_blocks)
@@ -157,6 +159,13 @@ class ExchangeNode:
         nat = [] if self.nat is None else [a for a in self.nat.addresses_to_publish() if a[:2] not in
                                            {x[:2] for x in listed}]
         return tuple((listed + nat)[:8])
+
+    def _dht_private(self) -> bool:
+        """Dial-backs say nobody can reach us: the DHT runs in client mode."""
+        return self.nat is not None and self.nat.reachability == Reachability.PRIVATE
+
+    def _dht_peer_private(self, node_id: str) -> bool:
+        return self.nat is not None and self.nat.says_private(node_id)
 
     def _strategies(self) -> list[DiscoveryStrategy]:
         config = self.configs.discovery

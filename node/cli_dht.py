@@ -32,7 +32,8 @@ def register(cli: click.Group) -> None:
         data = request(api, "GET", "/dht", expect=("dht",))["dht"]
         if as_json:
             return emit_json(data)
-        click.echo(f"{data['contacts']} contacts in {len(data['buckets'])} buckets; {data['records']} records and "
+        click.echo(f"{data.get('mode', 'server')} mode: {data['contacts']} contacts in {len(data['buckets'])} buckets; "
+                   f"{data['records']} records and "
                    f"{data['services']} services kept; {data['lookups']} lookups, {data['queries']} queries "
                    f"({data['failed_queries']} failed), {data['published']} copies of our record stored")
         print_table(["bucket", "contacts"], [[index, count] for index, count in data["buckets"]])

@@ -9,7 +9,8 @@ only a hint). Every node publishes its own record on the k nodes closest to its 
 each service it serves, at start (again 5, 20 and 60 s later, as its table fills) and every
 `republish` seconds. As a discovery strategy it also walks
 random ids now and then and hands what it meets to the address book (source `dht`, unverified until
-dialled).
+dialled). A node that dial-backs say nobody can reach runs in client mode (`mode`): it looks up and
+publishes but serves neither service, and servers neither hand it out as a contact nor query it.
 """
 from __future__ import annotations
 
@@ -73,12 +74,15 @@ class DhtStats(StrategyStats):
     bad_answers: int = 0
     published: int = 0          # copies of our record other nodes took
     publications: int = 0       # rounds of publishing done
+    refused_as_client: int = 0  # queries and stores we turned away in client mode
+    skipped_clients: int = 0    # lookup steps not sent to a peer that says it is a client
 
     def as_dict(self) -> dict:
         return StrategyStats.as_dict(self) | {
             "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
             "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,
-            "publications": self.publications}
+            "publications": self.publications, "refused_as_client": self.refused_as_client,
+            "skipped_clients": self.skipped_clients}
 
 
 class DhtService(DiscoveryStrategy):
@@ -89,8 +93,12 @@ class DhtService(DiscoveryStrategy):
                  addresses: Callable[[], tuple[Address, ...]], k: int = K, query_timeout: float = 2.0,
                  record_ttl: float = 3600.0, republish: float = 600.0, walk_interval: float = 30.0,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 relay_dial: Callable[[str, int, str], Awaitable[Any]] | None = None) -> None:
+                 relay_dial: Callable[[str, int, str], Awaitable[Any]] | None = None,
+                 private: Callable[[], bool] = lambda: False,
+                 peer_private: Callable[[str], bool] = lambda node_id: False) -> None:
         super().__init__()
+        self._private = private              # dial-backs say nobody can reach us: client mode
+        self._peer_private = peer_private    # a peer says nobody can reach it: a client, never a contact
         self._relay_dial = relay_dial        # (relay host, relay port, target) -> a link through that relay
         self.stats: DhtStats = DhtStats()
         self.peers = peers
@@ -132,10 +140,24 @@ class DhtService(DiscoveryStrategy):
         """A link closed: the contact stays (Kademlia keeps nodes that are merely not linked now)."""
 
     # --- serving ----------------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """`server` while others can dial us; `client` behind a NAT nobody can dial (as libp2p's kad-dht):
+        we look up and publish our record but answer no queries and hold nobody's records, and servers
+        leave us out of the contacts they hand out, so no lookup waits on a node it cannot reach."""
+        return "client" if self._private() else "server"
+
+    def _refuse_as_client(self) -> None:
+        if self._private():
+            self.stats.refused_as_client += 1
+            raise e.RpcError(e.UNAVAILABLE, "dht client mode: this node cannot be dialled, ask a server")
+
     def _contacts(self, target: str) -> list[list[Any]]:
-        return [[c.node_id, c.host, c.port] for c in self.table.closest(target, self.k) if c.port]
+        return [[c.node_id, c.host, c.port] for c in self.table.closest(target, self.k + 8)
+                if c.port and not self._peer_private(c.node_id)][:self.k]
 
     def _serve_find(self, payload: Any, peer: str) -> dict[str, Any]:
+        self._refuse_as_client()
         if not isinstance(payload, dict) or type(payload.get("target")) is not str \
                 or len(payload["target"]) != ID_HEX:
             raise e.RpcError(e.BAD_REQUEST, "target must be a node id")
@@ -157,6 +179,7 @@ class DhtService(DiscoveryStrategy):
         return answer
 
     def _serve_store(self, payload: Any, peer: str) -> dict[str, Any]:
+        self._refuse_as_client()
         try:
             record = NodeRecord.from_wire(payload.get("record") if isinstance(payload, dict) else None)
             record.check(self._verify, self._node_id_for)
@@ -242,7 +265,8 @@ class DhtService(DiscoveryStrategy):
 
     async def _lookup(self, target: str, *, want_value: bool, service: str | None = None,
                       providers: dict[str, NodeRecord] | None = None) -> Lookup[NodeRecord]:
-        seeds = [c.node_id for c in self.table.closest(target, self.k)]
+        seeds = [c.node_id for c in self.table.closest(target, self.k + 8)
+                 if not self._peer_private(c.node_id)][:self.k]
         search: Lookup[NodeRecord] = Lookup(target, seeds, k=self.k, want_value=want_value,
                                             exclude=frozenset({self.node_id}))
         while not search.done:
@@ -254,6 +278,10 @@ class DhtService(DiscoveryStrategy):
 
     async def _ask(self, search: Lookup[NodeRecord], query: Query, target: str, service: str | None,
                    providers: dict[str, NodeRecord] | None) -> None:
+        if self._peer_private(query.node_id):       # a client answers nothing: do not wait on it
+            self.stats.skipped_clients += 1
+            search.failed(query)
+            return
         self.stats.queries += 1
         payload: dict[str, Any] = {"target": target}
         if service is not None:
@@ -352,6 +380,6 @@ class DhtService(DiscoveryStrategy):
                 sink(Candidate(address[0], address[1], self.name, node_id))
 
     def view(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "contacts": len(self.table), "buckets": self.table.buckets(),
+        return {"node_id": self.node_id, "mode": self.mode, "contacts": len(self.table), "buckets": self.table.buckets(),
                 "records": len(self.store.nodes), "services": len(self.store.providers),
                 "refused": {**self.table.refused, **self.store.refused}, **self.stats.as_dict()}
