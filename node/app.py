@@ -115,6 +115,7 @@ class ExchangeNode:
                                   relay_dial=None if self.nat is None else self.nat.dial_through,
                                   private=self._dht_private, peer_private=self._dht_peer_private)
             self.discovery.strategies[self.dht.name] = self.dht
+            self.rpc.service.use_finder(self.dht)     # no linked provider of a service: its DHT providers
             self.api_extensions.append(install_dht_api)
         self.chain_store = ChainStore(configs.data_dir, keep_blocks=chain.keep_blocks)
         self.legacy = configs.legacy

@@ -76,13 +76,14 @@ class DhtStats(StrategyStats):
     publications: int = 0       # rounds of publishing done
     refused_as_client: int = 0  # queries and stores we turned away in client mode
     skipped_clients: int = 0    # lookup steps not sent to a peer that says it is a client
+    providers_linked: int = 0   # links made so an RPC call found a provider no linked peer was
 
     def as_dict(self) -> dict:
         return StrategyStats.as_dict(self) | {
             "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
             "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,
             "publications": self.publications, "refused_as_client": self.refused_as_client,
-            "skipped_clients": self.skipped_clients}
+            "skipped_clients": self.skipped_clients, "providers_linked": self.providers_linked}
 
 
 class DhtService(DiscoveryStrategy):
@@ -255,6 +256,24 @@ class DhtService(DiscoveryStrategy):
                 continue
             if getattr(link, "remote_id", None) == record.node_id:
                 return
+
+    async def link_provider(self, service: str, timeout: float) -> bool:
+        """For the RPC layer (`ProviderFinder`): link to some live provider of `service`, trying them in a
+        random order; whether we are now linked to one."""
+        async def search() -> bool:
+            providers = [r for r in await self.find_providers(service) if r.node_id != self.node_id]
+            self.rng.shuffle(providers)
+            for record in providers[:4]:
+                if record.node_id not in self.peers.links:
+                    await self._link_to(record)
+                if record.node_id in self.peers.links:
+                    self.stats.providers_linked += 1
+                    return True
+            return False
+        try:
+            return await asyncio.wait_for(search(), timeout)
+        except asyncio.TimeoutError:
+            return False
 
     async def find_providers(self, service: str) -> list[NodeRecord]:
         """Live records of nodes that serve `service`, from the nodes closest to its key."""

@@ -38,6 +38,7 @@ from p2p.rpc import errors as e
 from p2p.rpc.attempts import ATTEMPT_SHARE, call_with_retries
 from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
+from p2p.rpc.provider_search import ProviderFinder, ProviderSearch
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
 from p2p.rpc.server import Handler, RpcServer
 from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES
@@ -128,6 +129,7 @@ class RpcService:
         self._pace = TokenBucket(self.warmup.rate(started), burst, clock=clock, initial=burst) if self._warming else None
         self._remote: dict[str, frozenset[str]] = {}          # linked peer -> services it offers
         self._providers: dict[str, list[str]] = {}             # service -> linked peers offering it
+        self.provider_search: ProviderSearch | None = None      # no linked provider: ask the DHT (use_finder)
         self._left: dict[str, float] = {}                      # peer -> when its link closed
         self.transitions: list[tuple[float, str, str, str, str, str]] = []   # recent breaker changes
         self.transition_count: dict[str, int] = {}
@@ -225,6 +227,11 @@ class RpcService:
         for link in list(self.peers.links.values()):
             link.send(message)
 
+    def use_finder(self, finder: ProviderFinder) -> None:
+        """When no linked peer offers a service, link to a provider `finder` knows (the DHT) before failing."""
+        self.provider_search = ProviderSearch(finder, lambda service: bool(self._providers.get(service)),
+                                              clock=self.clock)
+
     def providers(self, service: str) -> list[str]:
         """Linked peers that offer `service`."""
         return self._providers.get(service, [])
@@ -245,6 +252,8 @@ class RpcService:
         offering = sorted(p for p, s in self._remote.items() if service in s)
         if offering:
             self._providers[service] = offering
+            if self.provider_search is not None:
+                self.provider_search.offered(service)
         else:
             self._providers.pop(service, None)
 
@@ -371,6 +380,10 @@ class RpcService:
         started = now = clock()
         deadline = started + (self._default_timeout if timeout is None else timeout)
         pool = self._providers.get(service)
+        if not pool and self.provider_search is not None \
+                and await self.provider_search.find(service, (deadline - started) / 2):
+            pool = self._providers.get(service)
+            now = clock()
         if not pool:
             counters["no_peers"] += 1
             counters["failed"] += 1
