@@ -61,8 +61,9 @@ class HolePuncher:
         self.addresses = addresses
         self.enabled = enabled
         self.cooldown = cooldown          # s before a peer may open a new punch with us (its retries excepted)
-        self._sent_at: dict[tuple[str, int], float] = {}          # (peer, attempt) -> when we sent connect
-        self._their_addrs: dict[str, tuple[int, list[tuple[str, int]]]] = {}
+        # (peer, attempt) -> the relayed link we sent our connect on, and when: an answer counts only on it
+        self._sent_at: dict[tuple[str, int], tuple[PeerLink, float]] = {}
+        self._their_addrs: dict[str, tuple[PeerLink, int, list[tuple[str, int]]]] = {}
         self._ports: dict[tuple[str, int], socket.socket] = {}      # (peer, attempt) -> the bound punch socket
         self._opened: dict[str, float] = {}        # peer -> when it last opened a punch with us
         self._tasks: set[asyncio.Task] = set()
@@ -96,12 +97,31 @@ class HolePuncher:
                 and self.addresses.addresses:
             self._start(link, 0)
 
+    def link_closed(self, link: PeerLink) -> None:
+        """Forget a punch being arranged over `link`: when both ends redial through the relay at once, one of
+        the two relayed links closes as a duplicate, and a connect sent on it must not be taken as the
+        answer to one sent on the link kept (each side would wait for the other)."""
+        peer = link.remote_id
+        if peer is None:
+            return
+        for key in [k for k, (on, _) in self._sent_at.items() if k[0] == peer and on is link]:
+            del self._sent_at[key]
+            sock = self._ports.pop(key, None)
+            if sock is not None:
+                sock.close()
+        waiting = self._their_addrs.get(peer)
+        if waiting is not None and waiting[0] is link:
+            del self._their_addrs[peer]
+            sock = self._ports.pop((peer, waiting[1]), None)
+            if sock is not None:
+                sock.close()
+
     def _start(self, link: PeerLink, attempt: int) -> None:
         peer = link.remote_id
         if peer is None or not link.is_open:
             return
         port = self._bind(peer, attempt)
-        self._sent_at[(peer, attempt)] = time.monotonic()
+        self._sent_at[(peer, attempt)] = (link, time.monotonic())
         self.counters["attempts"] += 1
         link.send({"type": CONNECT, "addrs": self._our_addrs(port), "attempt": attempt})
 
@@ -111,8 +131,8 @@ class HolePuncher:
             return
         addrs = [(a[0], a[1]) for a in message["addrs"]]
         attempt = message["attempt"]
-        started = self._sent_at.pop((peer, attempt), None)
-        if started is None:                 # their opening move: answer with ours, dial on their sync
+        sent = self._sent_at.get((peer, attempt))
+        if sent is None or sent[0] is not link:     # their opening move: answer with ours, dial on their sync
             now = time.monotonic()
             if len(self._ports) >= MAX_OPEN_ATTEMPTS or (
                     attempt == 0 and now - self._opened.get(peer, float("-inf")) < self.cooldown):
@@ -121,17 +141,20 @@ class HolePuncher:
                 if len(self._opened) > 4096:
                     self._opened = {p: t for p, t in self._opened.items() if now - t < self.cooldown}
                 self._opened[peer] = now
-            self._their_addrs[peer] = (attempt, addrs)
+            self._sent_at.pop((peer, attempt), None)
+            self._their_addrs[peer] = (link, attempt, addrs)
             link.send({"type": CONNECT, "addrs": self._our_addrs(self._bind(peer, attempt)), "attempt": attempt})
             return
+        del self._sent_at[(peer, attempt)]
+        started = sent[1]
         rtt = time.monotonic() - started    # their answer to ours: sync, then dial half a round trip later
         link.send({"type": SYNC, "attempt": attempt})
         self._spawn(self._punch(link, addrs, rtt / 2, attempt, started))
 
     def _on_sync(self, link: PeerLink, message: dict) -> None:
         peer = link.remote_id or ""
-        attempt, addrs = self._their_addrs.pop(peer, (-1, []))
-        if addrs and link.via is not None and attempt == message["attempt"]:
+        on, attempt, addrs = self._their_addrs.pop(peer, (None, -1, []))
+        if addrs and on is link and attempt == message["attempt"]:
             self._spawn(self._punch(link, addrs, 0.0, attempt, time.monotonic()))
 
     def _spawn(self, coro: Any) -> None:

@@ -148,6 +148,7 @@ class NatService:
     def _on_link_closed(self, link: PeerLink) -> None:
         self.server.link_closed(link)
         self.client.link_closed(link)
+        self.puncher.link_closed(link)
         if link.remote_id:
             self._peer_reach.pop(link.remote_id, None)
             self._routes_sent.pop(link.remote_id, None)

@@ -278,6 +278,28 @@ async def test_a_relayed_peer_cannot_make_us_punch_at_will(tmp_path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_punch_arranged_on_a_closed_duplicate_link_is_not_answered_on_the_kept_one(tmp_path) -> None:
+    """Both ends redial through the relay at once and one relayed link closes as a duplicate. The connect we
+    sent on it is no question the other side's connect on the kept link answers: we answer that connect
+    with ours, as an opening move, and do not sync and dial alone (each side would wait for the other)."""
+    from p2p.nat.holepunch import CONNECT, HolePuncher
+    from p2p.nat.self_addresses import SelfAddresses
+    _, _, peers = local_peers(tmp_path, "punch")
+    puncher = HolePuncher(peers, SelfAddresses(), enabled=True, cooldown=0.001)
+    closing, kept = _Link("a" * 40, "203.0.113.5"), _Link("a" * 40, "203.0.113.5")
+    closing.via = kept.via = "b" * 40
+    puncher._start(closing, 0)
+    assert [m["type"] for m in closing.sent] == [CONNECT]
+    puncher._on_connect(kept, {"type": CONNECT, "addrs": [["192.0.2.77", 4000]], "attempt": 0})
+    assert [m["type"] for m in kept.sent] == [CONNECT]                      # our answer, not a sync
+    puncher.link_closed(closing)                                            # the duplicate's close comes later
+    assert len(puncher._ports) == 1 and puncher._their_addrs["a" * 40][0] is kept
+    puncher.link_closed(kept)
+    assert puncher._ports == {} and puncher._their_addrs == {} and puncher._sent_at == {}
+    await puncher.stop()
+
+
+@pytest.mark.asyncio
 async def test_a_node_that_becomes_reachable_drops_its_relay_reservations(tmp_path) -> None:
     """A port mapping (or a new network) makes a private node public: it stops publishing relayed addresses
     at once instead of keeping them until the reservations lapse."""
