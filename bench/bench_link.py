@@ -126,7 +126,8 @@ def _link_receiver(port_q: mp.Queue, result_q: mp.Queue, total: int, use_uvloop:
                 if state["count"] >= total and not done.done():
                     done.set_result(time.perf_counter() - state["first"])
 
-            manager.message_handler = on_message
+            from p2p.peer_hooks import PeerHooks
+            manager.attach(PeerHooks("bench", application=on_message))
             await manager.start()
             port_q.put(manager.listen_port)
             result_q.put(await done)

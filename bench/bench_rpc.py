@@ -53,7 +53,7 @@ def _serve_ours(port_q: mp.Queue, data_dir: str) -> None:
                                               "target_outbound": 0})
         peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                             node_id_for=NodeIdentity.node_id_for)
-        rpc = RpcService(peers, RpcConfig(warmup_period=0))
+        rpc = peers.attach(RpcService(peers, RpcConfig(warmup_period=0)))
         rpc.register("echo", lambda payload, peer: payload)
         rpc.start()
         await peers.start()
@@ -188,7 +188,7 @@ class OursClient:
                                               "target_outbound": 0})
         self.peers = PeerManager(peer_config(settings), NodeIdentity.generate(), verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for)
-        self.rpc = RpcService(self.peers, RpcConfig(warmup_period=0))
+        self.rpc = self.peers.attach(RpcService(self.peers, RpcConfig(warmup_period=0)))
         self.rpc.start()
         await self.peers.start()
         await self.peers.dial("127.0.0.1", self.port)

@@ -48,6 +48,7 @@ from p2p.discovery.grape import GrapeDiscovery
 from p2p.discovery.mdns import MdnsDiscovery
 from p2p.discovery.pex import PeerExchange
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
+from p2p.peer_hooks import PeerComponent
 from p2p.peer_store import PeerStore
 from p2p.peers import PeerManager
 from p2p.router import MessageRouter
@@ -97,6 +98,7 @@ class ExchangeNode:
         self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
         if self.nat is not None:
             self.api_extensions.append(install_nat_api)
+        self.pex: PeerExchange | None = None
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
         self.metric_sources: list[Callable[[], Any]] = []  # () -> iterable of metric families, for /metrics
         self.router = MessageRouter(self.peers, configs.router)
@@ -131,6 +133,7 @@ class ExchangeNode:
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)
+        self._wire_links()
         if configs.discovery.grape:
             self.chain.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
@@ -145,6 +148,21 @@ class ExchangeNode:
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
         self.force_exit: Callable[[], None] = force_exit   # what a second signal does
         self._stop = asyncio.Event()
+
+    def _wire_links(self) -> None:
+        """Every component that rides on the links, wired in one place and in this order (a link opening
+        reaches their listeners so): each says in `peer_hooks` what it handles and hears."""
+        components: list[PeerComponent] = []
+        if self.nat is not None:
+            components.append(self.nat)
+        if self.pex is not None:
+            components.append(self.pex)
+        components += [self.discovery, self.router, self.rpc.service]
+        if self.dht is not None:
+            components.append(self.dht)
+        components.append(self.chain_network)
+        for component in components:
+            self.peers.attach(component)
 
     def _dht_services(self) -> tuple[str, ...]:
         """What our DHT record says we serve: the node itself and the RPC services we answer."""
@@ -174,7 +192,8 @@ class ExchangeNode:
                                                BootstrapDiscovery(config.bootstrap_peers)]
         if config.pex:
             nat = self.nat
-            strategies.append(PeerExchange(self.peers, unreachable=None if nat is None else nat.says_private))
+            self.pex = PeerExchange(self.peers, unreachable=None if nat is None else nat.says_private)
+            strategies.append(self.pex)
         if config.mdns:
             strategies.append(MdnsDiscovery(
                 self.node_id, self.configs.network_id, lambda: self.peers.listen_port,

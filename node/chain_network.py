@@ -19,6 +19,7 @@ from exchange.chain.ports import BadRequest, CannotServe
 from exchange.chain.service import MESSAGE_TYPES, ChainService
 from p2p import messages as m
 from p2p.close_reason import CloseReason
+from p2p.peer_hooks import PeerHooks
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
 log = logging.getLogger("node.chain")
@@ -98,18 +99,24 @@ class P2PChainNetwork:
 
     # ------------------------------------------------------------------ wiring
     def attach(self, chain: ChainService) -> None:
+        """Deliver the chain's messages to `chain`: its unicast types and its decisions from the router.
+        Its link hooks are `peer_hooks`, which the composition root attaches to the PeerManager."""
         self.chain = chain
-        self.peers.schemas.add(CHAIN_SCHEMAS)
         for kind in _UNICAST:
             self.router.subscribe(kind, chain.on_message)
         self.router.declare_broadcast("chain_decision", validator=self._check_decision)
         self.router.subscribe("chain_decision", chain.on_message)
-        self.peers.hello_extras.append(self._chain_fields)
-        self.peers.heartbeat_extras.append(self._chain_fields)
-        self.peers.admission_hooks.append(self._admit)
-        self.peers.heartbeat_listeners.append(self._on_heartbeat)
-        self.peers.open_listeners.append(self._on_open)
-        self.peers.close_listeners.append(lambda link: chain.on_peer_gone(link.remote_id) if link.remote_id else None)
+
+    def peer_hooks(self) -> PeerHooks:
+        """The chain id and height in hellos and heartbeats; a peer on another chain refused at admission;
+        what peers say of their chain heard on links opening and in heartbeats."""
+        return PeerHooks("chain", schemas=CHAIN_SCHEMAS, hello_fields=(self._chain_fields,),
+                         heartbeat_fields=(self._chain_fields,), admit=(self._admit,),
+                         on_heartbeat=(self._on_heartbeat,), on_open=(self._on_open,), on_close=(self._on_close,))
+
+    def _on_close(self, link: Any) -> None:
+        if self.chain is not None and link.remote_id:
+            self.chain.on_peer_gone(link.remote_id)
 
     def _chain_fields(self) -> dict:
         assert self.chain is not None

@@ -30,7 +30,6 @@ class NodeRpc:
         self.service = RpcService(node.peers, config.service)
         self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(config.test_service_fault))
         self.builtins.register_all(self.service, test_services=config.test_services)   # test.echo: DEBUG_API only
-        self.service.attach()   # before any link opens, so the handshake carries our services
         self.gossip: HintGossip | None = None
         self.grape: GrapeClient | None = None          # created on first use
         self.grenache: GrenacheWorkers | None = None   # client side

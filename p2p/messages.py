@@ -156,7 +156,7 @@ class Schemas:
 
 LINK_SCHEMAS: SchemaTable = {
     # The hello, sent inside the encrypted channel once the Noise handshake has proven `node_id`.
-    # Fields a higher layer adds (PeerManager.hello_extras) travel alongside and are not checked here.
+    # Fields a higher layer adds (the hello_fields of its peer hooks) travel alongside and are not checked here.
     "handshake": schema(
         {
             "node_id": is_node_id,

@@ -9,13 +9,13 @@ links plus handshakes in progress (inbound from accept, outbound from the dial),
 connections get MAX_PEERS - TARGET_OUTBOUND of them, and per-address / per-subnet caps and the
 eviction policy of p2p/admission.py decide who gets an inbound slot.
 
-What higher layers may ask (the chain layer keeps its validators meshed with these):
-- `hello_extras`: callables returning a dict of fields added to our hello (our own fields win).
-- `admission_hooks`: callables `(remote hello) -> refusal reason | None`, asked once the remote's
-  identity is proven (`hello["node_id"]` is the Noise-proven id); a reason closes the link with a
-  goodbye saying it. Add permanent reasons to `no_redial` so a refused dialler stops trying.
-- `keep_linked(node_ids)`: links to these nodes are dialled first through their known addresses,
-  come on top of MAX_PEERS, pass the inbound caps, and are never evicted.
+Components riding on the links (router, RPC, NAT traversal, peer exchange, the DHT, discovery, the
+chain's network) are wired by `attach` alone, each with the PeerHooks it declares (p2p/peer_hooks.py):
+the message types it accepts and handles, fields for our hellos and heartbeats, admission checks asked
+once the remote's identity is proven (`hello["node_id"]` is the Noise-proven id; a reason closes the
+link with a goodbye saying it), and link listeners. Add permanent refusal reasons to `no_redial` so a
+refused dialler stops trying. `keep_linked(node_ids)`: links to these nodes are dialled first through
+their known addresses, come on top of MAX_PEERS, pass the inbound caps, and are never evicted.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
@@ -35,6 +35,7 @@ from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
 from p2p.failure_log import FailureLog, InternalErrors
 from p2p.peer_config import PeerConfig
+from p2p.peer_hooks import Admission, DialResult, Fields, Gate, LinkListener, MessageHandler, PeerComponent
 from p2p.peer_store import PeerStore, StoredPeer
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
@@ -126,8 +127,7 @@ class PeerRecord:
         }
 
 
-LinkListener = Callable[[PeerLink], None]
-MessageHandler = Callable[[PeerLink, dict], None]
+Component = TypeVar("Component", bound=PeerComponent)
 
 
 class PeerManager:
@@ -153,8 +153,8 @@ class PeerManager:
         self.limits = config.limits
         self.eviction = EvictionPolicy()
         self._kept: frozenset[str] = frozenset()
-        self.hello_extras: list[Callable[[], dict]] = []
-        self.admission_hooks: list[Callable[[dict], CloseReason | None]] = []
+        self._hello_fields: list[Fields] = []
+        self._admit: list[Admission] = []
         self.no_redial: set[str] = set(NO_REDIAL)
         self.failures = FailureLog(log)
         self.internal_errors = InternalErrors(log)
@@ -167,18 +167,18 @@ class PeerManager:
         self.advertise_host: str | None = config.advertise_host
         self.services: list[str] = []
         self.capabilities: list[str] = ["relay", "pex"]
-        self.message_handler: MessageHandler = lambda link, message: None
-        # Asked first for every application message (the router's per-peer rate limit); False drops it.
-        self.message_gate: Callable[[PeerLink, dict], bool] = lambda link, message: True
-        # Types the gate never drops: relayed bytes, limited per circuit by the relay and per peer inside the link.
-        self.ungated_types: set[str] = set()
-        # Link-local message types (e.g. peerexchange) handled before `message_handler` sees them.
-        self.link_message_handlers: dict[str, MessageHandler] = {}
-        self.open_listeners: list[LinkListener] = []
-        self.close_listeners: list[LinkListener] = []
-        self.heartbeat_listeners: list[MessageHandler] = []
-        self.heartbeat_extras: list[Callable[[], dict]] = []
-        self.on_dial_result: Callable[[str, bool], None] = lambda source, ok: None
+        # What `attach` wires: see p2p/peer_hooks.py for each.
+        self._application: MessageHandler = lambda link, message: None
+        self._gate: Gate = lambda link, message: True
+        self._ungated: set[str] = set()
+        self._handlers: dict[str, MessageHandler] = {}
+        self._handler_owner: dict[str, str] = {}
+        self._on_open: list[LinkListener] = []
+        self._on_close: list[LinkListener] = []
+        self._on_heartbeat: list[MessageHandler] = []
+        self._heartbeat_fields: list[Fields] = []
+        self._on_dial_result: list[DialResult] = []
+        self.attached: list[str] = []              # owners, in the order attached (what a frame may reach)
         self.unknown_messages = 0
         self.counters: dict[str, int] = {"links_opened": 0, "links_closed": 0, "dials": 0, "dial_failures": 0,
                                          "bans": 0, "protocol_errors": 0, "refused_inbound": 0, "evictions": 0,
@@ -192,13 +192,53 @@ class PeerManager:
         self._dial_seq = 0
         self._stopping = False
 
+    # --- wiring -----------------------------------------------------------------------------
+    def attach(self, component: Component) -> Component:
+        """Wire `component` as its `peer_hooks()` says (the only way a component is wired); links already
+        open are reported to its open listeners. A message type another component handles is refused."""
+        hooks = component.peer_hooks()
+        taken = {kind: self._handler_owner[kind] for kind in hooks.handlers if kind in self._handler_owner}
+        if taken:
+            raise ValueError(f"{hooks.owner}: message types handled already: {taken}")
+        if hooks.application is not None and "application" in self._handler_owner:
+            raise ValueError(f"{hooks.owner}: {self._handler_owner['application']} takes application messages already")
+        self.schemas.add(hooks.schemas)
+        self._handlers.update(hooks.handlers)
+        self._handler_owner.update(dict.fromkeys(hooks.handlers, hooks.owner))
+        self._ungated |= hooks.ungated
+        if hooks.application is not None:
+            self._application = hooks.application
+            self._handler_owner["application"] = hooks.owner
+        if hooks.gate is not None:
+            self._gate = hooks.gate
+        self._on_open += hooks.on_open
+        self._on_close += hooks.on_close
+        self._on_heartbeat += hooks.on_heartbeat
+        self._hello_fields += hooks.hello_fields
+        self._heartbeat_fields += hooks.heartbeat_fields
+        self._admit += hooks.admit
+        self._on_dial_result += hooks.on_dial_result
+        self.capabilities += [c for c in hooks.capabilities if c not in self.capabilities]
+        self.attached.append(hooks.owner)
+        for link in list(self.links.values()):
+            self._notify(hooks.on_open, "peers.open_listener", link)
+        return component
+
+    def advertise_services(self, services: Iterable[str]) -> None:
+        """The RPC services our hellos name (links opened from now on; RPC tells open links itself)."""
+        self.services = list(services)
+
+    def to_application(self, link: PeerLink, message: dict) -> None:
+        """Hand a message to the application path (the router), as if no link-local handler took it."""
+        self._application(link, message)
+
     # --- LinkHost ---------------------------------------------------------------------------
     def local_hello(self, link: PeerLink) -> dict:
         if link.direction == Direction.OUTBOUND:
             self._dial_seq += 1
             link.dial_seq = self._dial_seq
         hello: dict[str, Any] = {}
-        for extra in self.hello_extras:
+        for extra in self._hello_fields:
             hello.update(extra())
         hello.update({
             "type": "handshake", "node_id": self.node_id, "protocol": m.PROTOCOL_VERSION, "network": self.network_id,
@@ -289,7 +329,7 @@ class PeerManager:
             return CloseReason.BANNED
         if link.provisional and node_id not in self._kept:
             return CloseReason.TOO_MANY_PEERS
-        for hook in self.admission_hooks:
+        for hook in self._admit:
             try:
                 reason = hook(hello)
             except Exception as exc:  # noqa: BLE001 - a broken hook refuses rather than admits
@@ -371,9 +411,9 @@ class PeerManager:
         self._save_wanted.set()
         log.info("peer connected %s %s:%d direction=%s source=%s", node_id[:12], address[0], address[1],
                  link.direction, record.source)
-        self._notify(self.open_listeners, "peers.open_listener", link)
+        self._notify(self._on_open, "peers.open_listener", link)
 
-    def _notify(self, listeners: list, where: str, *args: Any) -> None:
+    def _notify(self, listeners: Iterable[Callable[..., None]], where: str, *args: Any) -> None:
         """Call every listener; one that fails is our bug: reported, and the others still run."""
         for listener in listeners:
             try:
@@ -382,20 +422,20 @@ class PeerManager:
                 self.internal_errors.report(where, exc)
 
     def on_message(self, link: PeerLink, message: dict) -> None:
-        if message["type"] not in self.ungated_types and not self.message_gate(link, message):
+        if message["type"] not in self._ungated and not self._gate(link, message):
             return
         if "dst" in message and message.get("origin", link.remote_id) != link.remote_id and message["type"] != "relay":
             # a unicast straight from a neighbour names its author: it can only be that neighbour
             # (a relayed one travels in a `relay` wrapper, signed by its origin: the router checks that)
             raise m.ProtocolError(CloseReason.SPOOFED_ORIGIN, f"{message['type']} names origin {str(message.get('origin'))[:12]}")
-        handler = self.link_message_handlers.get(message["type"])
+        handler = self._handlers.get(message["type"])
         if handler is not None:
             handler(link, message)
         else:
-            self.message_handler(link, message)
+            self._application(link, message)
 
     def on_heartbeat(self, link: PeerLink, message: dict) -> None:
-        self._notify(self.heartbeat_listeners, "peers.heartbeat_listener", link, message)
+        self._notify(self._on_heartbeat, "peers.heartbeat_listener", link, message)
 
     def on_unknown(self, link: PeerLink, message: dict) -> None:
         self.unknown_messages += 1
@@ -444,7 +484,7 @@ class PeerManager:
                 self.book.schedule_reconnect(address, delay=self._redial_delay(self.protection.covers()))
         self._save_wanted.set()
         self._wake.set()
-        self._notify(self.close_listeners, "peers.close_listener", link)
+        self._notify(self._on_close, "peers.close_listener", link)
 
     def _forget_old_records(self) -> None:
         """Bound the peer table: drop the longest-disconnected rows of nodes not banned, linked or kept."""
@@ -542,7 +582,7 @@ class PeerManager:
         except DialError as exc:
             self.counters["dial_failures"] += 1
             self._dial_failed(address, source, exc.reason, exc.detail)
-            self.on_dial_result(source, False)
+            self._notify(self._on_dial_result, "peers.dial_result", source, False)
             if exc.reason == CloseReason.SELF_CONNECTION:
                 self.book.self_addresses.add(address)
                 self.book.remove(address)
@@ -555,7 +595,7 @@ class PeerManager:
             raise
         finally:
             self._dialling.discard(address)
-        self.on_dial_result(source, True)
+        self._notify(self._on_dial_result, "peers.dial_result", source, True)
         return link
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -631,7 +671,7 @@ class PeerManager:
             await asyncio.sleep(interval)
             now = time.monotonic()
             extra: dict[str, Any] = {"links": list(self.links)[:1024]}
-            for build in self.heartbeat_extras:
+            for build in self._heartbeat_fields:
                 extra.update(build())
             for link in list(self.links.values()):
                 if now - link.last_recv > dead_after:

@@ -34,6 +34,7 @@ from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
 from p2p.routing.budgets import GraftBudget
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
 from p2p.routing.context import RoutingContext
+from p2p.peer_hooks import PeerHooks
 from p2p.routing.envelope import (ROUTING_SCHEMAS, BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
 from p2p.routing.grenache_path import GrenachePath
@@ -47,12 +48,12 @@ __all__ = ["MessageRouter", "Outcome", "SendResult", "check_envelope", "is_msg_i
 
 
 class MessageRouter:
-    """Routes application messages for one node. Creating it hooks it into the PeerManager
-    (message handler, open/close/heartbeat listeners); `start`/`stop` run its housekeeping."""
+    """Routes application messages for one node: PeerManager.attach wires it as `peer_hooks` says (every
+    message no link-local handler takes, the per-peer gate, link and heartbeat listeners); `start`/`stop`
+    run its housekeeping."""
 
     def __init__(self, peers: Any, config: RouterConfig) -> None:
         self.peers = peers
-        peers.schemas.add(ROUTING_SCHEMAS)
         self.config = config
         self.node_id: str = peers.node_id
         self.max_frame_bytes = config.max_frame_bytes
@@ -74,11 +75,6 @@ class MessageRouter:
         self._tasks: list[asyncio.Task] = []
         self._control = {"relay": self.unicast.on_relay, "ihave": self.plumtree.on_ihave,
                          "graft": self.plumtree.on_graft, "prune": self.plumtree.on_prune}
-        peers.message_handler = self.on_message
-        peers.message_gate = self.admit
-        peers.open_listeners.append(self._on_open)
-        peers.close_listeners.append(self._on_close)
-        peers.heartbeat_listeners.append(self._on_heartbeat)
         if config.diagnostic_types:
             self.declare_broadcast("note", origin_signed=True)
 
@@ -235,13 +231,17 @@ class MessageRouter:
     def _on_heartbeat(self, link: Any, message: dict) -> None:
         self.unicast.heartbeat(link)
 
+    def peer_hooks(self) -> PeerHooks:
+        return PeerHooks("router", schemas=ROUTING_SCHEMAS, application=self.on_message, gate=self.admit,
+                         on_open=(self._on_open,), on_close=(self._on_close,), on_heartbeat=(self._on_heartbeat,))
+
     def admit(self, link: Any, message: dict) -> bool:
-        """PeerManager.message_gate: the per-peer inbound rate limit, asked for every application
+        """The gate of our peer hooks: the per-peer inbound rate limit, asked for every application
         message (also those other layers handle directly). False drops the message."""
         return self.inbound.admit(link, relayed=_relayed_broadcast(link, message))
 
     def on_message(self, link: Any, message: dict) -> None:
-        """PeerManager.message_handler: every validated application message no other layer took."""
+        """The application path of our peer hooks: every validated message no link-local handler took."""
         src = link.remote_id
         kind = message["type"]
         received = self.counters.received

@@ -28,6 +28,7 @@ from p2p.dht.lookup import Lookup, Query
 from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify
 from p2p.dht.table import K, Contact, RoutingTable
 from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.peer_hooks import PeerHooks
 from p2p.rpc import errors as e
 from p2p.transport import DialError
 
@@ -50,8 +51,6 @@ class DhtPeers(Protocol):
 
     node_id: str
     links: dict[str, Any]
-    open_listeners: list[Callable[[Any], None]]
-    close_listeners: list[Callable[[Any], None]]
 
     def listen_address(self, link: Any) -> tuple[str, int] | None: ...
 
@@ -122,10 +121,12 @@ class DhtService(DiscoveryStrategy):
         self.store = RecordStore()
         self._known: dict[str, tuple[str, int]] = {}       # node id -> an address a peer gave for it (a hint)
         self._seq = int(clock() * 1000)                     # a restarted node's records outrank its old ones
-        peers.open_listeners.append(self._on_open)
-        peers.close_listeners.append(self._on_close)
         rpc.register(FIND, self._serve_find)
         rpc.register(STORE, self._serve_store)
+
+    def peer_hooks(self) -> PeerHooks:
+        """The routing table follows links (its own queries travel as RPC)."""
+        return PeerHooks("dht", on_open=(self._on_open,), on_close=(self._on_close,))
 
     # --- the table, from links ------------------------------------------------------------------------
     def _on_open(self, link: Any) -> None:

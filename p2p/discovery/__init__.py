@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.peer_hooks import PeerHooks
 
 log = logging.getLogger("p2p.discovery")
 
@@ -43,8 +44,10 @@ class DiscoveryOrchestrator:
         self.peers = peers
         self.strategies: dict[str, DiscoveryStrategy] = {s.name: s for s in strategies}
         self._tasks: list[asyncio.Task] = []
-        peers.on_dial_result = self._on_dial_result
-        peers.open_listeners.append(self._on_open)
+
+    def peer_hooks(self) -> PeerHooks:
+        """Dials and links counted for the strategy that named the address."""
+        return PeerHooks("discovery", on_dial_result=(self._on_dial_result,), on_open=(self._on_open,))
 
     def _on_dial_result(self, source: str, ok: bool) -> None:
         strategy = self.strategies.get(source)

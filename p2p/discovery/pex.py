@@ -27,6 +27,7 @@ from p2p import messages as m
 from p2p.address_book import dialable
 from p2p.admission import netgroup
 from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.peer_hooks import PeerHooks
 from p2p.resilience.token_bucket import TokenBucket
 
 log = logging.getLogger("p2p.discovery.pex")
@@ -96,7 +97,6 @@ class PeerExchange(DiscoveryStrategy):
         super().__init__()
         self.stats: PexStats = PexStats()
         self.peers = peers
-        peers.schemas.add(PEX_SCHEMAS)
         self.fast_interval = fast_interval
         self.fast_period = fast_period
         self.slow_interval = slow_interval
@@ -110,9 +110,11 @@ class PeerExchange(DiscoveryStrategy):
         self._links: dict[int, _LinkState] = {}  # by id(link)
         self._version = 0  # bumped whenever our set of links changes
         self._started = time.monotonic()
-        peers.link_message_handlers[MSG_TYPE] = self._on_message
-        peers.open_listeners.append(self._on_open)
-        peers.close_listeners.append(self._on_close)
+
+    def peer_hooks(self) -> PeerHooks:
+        """Address lists on links; each link's exchange starts when it opens."""
+        return PeerHooks("pex", schemas=PEX_SCHEMAS, handlers={MSG_TYPE: self._on_message},
+                         on_open=(self._on_open,), on_close=(self._on_close,))
 
     # --- building what we send --------------------------------------------------------------
     def entries_for(self, link: Any) -> list[list]:

@@ -25,6 +25,7 @@ from p2p import messages as m
 from p2p.admission import netgroup
 from p2p.connection import PeerLink
 from p2p.nat.self_addresses import Reachability, SelfAddresses
+from p2p.peer_hooks import PeerHooks
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.transport import DialError
 
@@ -79,11 +80,12 @@ class AutoNat:
         self._last: Reachability = Reachability.UNKNOWN
         self.counters = {"asked": 0, "answers_ok": 0, "answers_failed": 0, "answers_refused": 0,
                          "served": 0, "served_ok": 0, "refused": 0}
-        peers.schemas.add(AUTONAT_SCHEMAS)
-        peers.link_message_handlers[REQUEST] = self._on_request
-        peers.link_message_handlers[RESPONSE] = self._on_response
-        peers.open_listeners.append(self._on_open)
-        peers.heartbeat_extras.append(lambda: {"reachability": str(self.reachability)})
+
+    def peer_hooks(self) -> PeerHooks:
+        """Dial-back requests and answers; each new link may be asked; heartbeats say our reachability."""
+        return PeerHooks("autonat", schemas=AUTONAT_SCHEMAS,
+                         handlers={REQUEST: self._on_request, RESPONSE: self._on_response},
+                         on_open=(self._on_open,), heartbeat_fields=(lambda: {"reachability": str(self.reachability)},))
 
     @property
     def reachability(self) -> Reachability:

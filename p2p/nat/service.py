@@ -18,6 +18,7 @@ from p2p.nat.port_mapping import PortMapper
 from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient
 from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer
 from p2p.nat.self_addresses import Reachability
+from p2p.peer_hooks import PeerHooks
 from p2p.transport import DialError
 
 if TYPE_CHECKING:
@@ -54,21 +55,21 @@ class NatService:
         self._peer_reach: dict[str, str] = {}
         self._routes_sent: dict[str, tuple[str, ...]] = {}
         self._task: asyncio.Task | None = None
-        peers.schemas.add(RELAY_SCHEMAS)
-        peers.schemas.add(HOLEPUNCH_SCHEMAS)
-        peers.ungated_types.update({DATA, CLOSE})    # the relay's per-circuit budget and the inner link's own limit
+
+    def peer_hooks(self) -> PeerHooks:
+        """Relay reservations, circuits and their bytes, hole punching, and the dial-back service."""
         handlers = {RESERVE: self._on_reserve, RESERVATION: self.client.on_reservation, CONNECT: self._on_connect,
                     INCOMING: lambda link, msg: self.client.on_incoming(link, msg["circuit"], msg["source"]),
                     OPENED: lambda link, msg: self.client.on_opened(link, msg["circuit"]),
                     DATA: self._on_data, CLOSE: self._on_close,
                     ROUTES: lambda link, msg: self.client.on_routes(link, msg["targets"]),
                     **self.puncher.handlers()}
-        peers.link_message_handlers.update(handlers)
-        peers.heartbeat_listeners.append(self._on_heartbeat)
-        peers.close_listeners.append(self._on_link_closed)
-        peers.open_listeners.append(self._on_link_open)
-        if config.relay_service:
-            peers.capabilities.append(RELAY_CAPABILITY)
+        own = PeerHooks("nat", schemas={**RELAY_SCHEMAS, **HOLEPUNCH_SCHEMAS}, handlers=handlers,
+                        ungated=frozenset({DATA, CLOSE}),   # the relay's per-circuit budget and the inner link's limit
+                        on_heartbeat=(self._on_heartbeat,), on_close=(self._on_link_closed,),
+                        on_open=(self._on_link_open,),
+                        capabilities=(RELAY_CAPABILITY,) if self.config.relay_service else ())
+        return self.autonat.peer_hooks() + own
 
     @property
     def reachability(self) -> Reachability:

@@ -13,7 +13,7 @@
   retry budget, breakers, AIMD) applies as the node's `Protection` says: each request draws one
   verdict (on, shadow, or none) that every mechanism honours.
 
-Rpc frames on a direct link are handled in `PeerManager.link_message_handlers` (no dispatch layer
+Rpc frames on a direct link are handled by the handlers of our peer hooks (no dispatch layer
 in between); frames relayed by the MessageRouter arrive through its subscriptions.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple, cast
 
+from p2p.peer_hooks import PeerHooks
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.retry_budget import RetryBudget
@@ -103,7 +104,6 @@ class RpcService:
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  protection: Protection | None = None) -> None:
         self.peers = peers
-        peers.schemas.add(RPC_SCHEMAS)
         self.node_id: str = peers.node_id
         self.config = c = config or RpcConfig()
         self.clock = clock
@@ -143,28 +143,15 @@ class RpcService:
         self._calls = 0                                        # `call`s in progress
         self._slot_waiters: deque[asyncio.Future] = deque()    # calls waiting for a provider's slot
         self._subscribed: Any = None
-        self._attached = False
         self._task: asyncio.Task | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Hook into the PeerManager (and the MessageRouter, if any). Call once, before links open."""
-        if self._attached:
-            return
-        self._attached = True
-        peers = self.peers
-        handlers = peers.link_message_handlers
-        handlers[REQUEST] = self._on_link_request
-        handlers[RESPONSE] = self._on_link_response
-        handlers[CANCEL] = self._on_link_cancel
-        handlers[SERVICES] = self._on_link_services
-        peers.open_listeners.append(self._on_open)
-        peers.close_listeners.append(self._on_close)
-        peers.services = self.server.services()
-        for link in list(peers.links.values()):
-            self._on_open(link)
-        if self.message_router is not None:
-            self.use_router(self.message_router)
+    def peer_hooks(self) -> PeerHooks:
+        """Requests, answers, cancels and service lists on links; links opening and closing."""
+        return PeerHooks("rpc", schemas=RPC_SCHEMAS,
+                         handlers={REQUEST: self._on_link_request, RESPONSE: self._on_link_response,
+                                   CANCEL: self._on_link_cancel, SERVICES: self._on_link_services},
+                         on_open=(self._on_open,), on_close=(self._on_close,))
 
     def use_router(self, router: Any) -> None:
         """Send to unlinked nodes through `router` (MessageRouter API: send_to_peer, subscribe)."""
@@ -178,7 +165,8 @@ class RpcService:
             router.subscribe(CANCEL, self._on_routed_cancel)
 
     def start(self) -> None:
-        self.attach()
+        if self.message_router is not None:
+            self.use_router(self.message_router)
         if self._task is None:
             self._task = asyncio.create_task(self._housekeeping(), name="rpc.housekeeping")
 
@@ -220,9 +208,7 @@ class RpcService:
 
     def _services_changed(self) -> None:
         services = self.server.services()
-        self.peers.services = services
-        if not self._attached:
-            return
+        self.peers.advertise_services(services)
         message = {"type": SERVICES, "services": services}
         for link in list(self.peers.links.values()):
             link.send(message)
@@ -289,7 +275,7 @@ class RpcService:
         """A relayed frame addressed to another node: hand it to the MessageRouter's handler."""
         dst = message.get("dst")
         if dst is not None and dst != self.node_id:
-            self.peers.message_handler(link, message)
+            self.peers.to_application(link, message)
             return True
         return False
 

@@ -9,7 +9,7 @@ import pytest
 
 from p2p.transport import DialError
 from tests.harness import free_ports
-from tests.integration.managers import make_manager
+from tests.integration.managers import make_manager, watch
 
 
 async def test_bootstrap_peer_down_at_start_is_reached_although_outbound_target_is_met(tmp_path):
@@ -24,7 +24,7 @@ async def test_bootstrap_peer_down_at_start_is_reached_although_outbound_target_
         await node.dial("127.0.0.1", other.listen_port)                        # the outbound target is met
         assert node.outbound_count == 1
         linked: asyncio.Future = asyncio.get_running_loop().create_future()
-        node.open_listeners.append(lambda link: linked.done() or linked.set_result(link))
+        watch(node).on_open.append(lambda link: linked.done() or linked.set_result(link))
         late = await make_manager(tmp_path, "late", port=late_port, target_outbound=0)
         link = await asyncio.wait_for(linked, 6)                               # backoff capped at 2 s here
         assert link.remote_id == late.node_id and link.direction == "outbound"

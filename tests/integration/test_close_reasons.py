@@ -5,7 +5,7 @@ import asyncio
 
 from p2p import messages as m
 from p2p.close_reason import CloseReason
-from tests.integration.managers import make_manager
+from tests.integration.managers import make_manager, watch
 
 
 async def test_a_goodbye_that_spells_our_verdicts_is_recorded_as_the_peers_words(tmp_path):
@@ -14,8 +14,8 @@ async def test_a_goodbye_that_spells_our_verdicts_is_recorded_as_the_peers_words
     try:
         for said, recorded in (("banned", "remote_banned"), ("SELF_CONNECTION!", "remote_self_connection"),
                                ("\x00" * 10, "remote_unknown")):
-            closed, b_closed = _next(a.close_listeners, b.node_id), _next(b.close_listeners, a.node_id)
-            opened = _next(a.open_listeners, b.node_id)
+            closed, b_closed = _next(watch(a).on_close, b.node_id), _next(watch(b).on_close, a.node_id)
+            opened = _next(watch(a).on_open, b.node_id)
             link = await b.dial("127.0.0.1", a.listen_port)
             await asyncio.wait_for(opened, 5)
             link.send(m.goodbye(said, "hostile words"))
@@ -27,7 +27,7 @@ async def test_a_goodbye_that_spells_our_verdicts_is_recorded_as_the_peers_words
         assert record.status == "disconnected" and a.counters["bans"] == 0
         assert CloseReason.BANNED not in a.close_reasons
         # nothing stops a from being dialled again: the words were not taken as a no-redial verdict
-        opened = _next(a.open_listeners, b.node_id)
+        opened = _next(watch(a).on_open, b.node_id)
         await b.dial("127.0.0.1", a.listen_port)
         await asyncio.wait_for(opened, 5)
     finally:

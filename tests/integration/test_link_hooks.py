@@ -1,6 +1,6 @@
-"""What a higher layer may ask of the PeerManager: fields in our hello, refusing a link after seeing
-the remote hello, and keeping links to chosen nodes past MAX_PEERS and eviction (in-process
-managers over real encrypted links on loopback)."""
+"""What a higher layer may ask of the PeerManager through the hooks it attaches: fields in our hello,
+refusing a link after seeing the remote hello, one handler per message type, and keeping links to
+chosen nodes past MAX_PEERS and eviction (in-process managers over real encrypted links on loopback)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +10,7 @@ import pytest
 from config import load_settings
 from node.identity import NodeIdentity
 from p2p.discovery.base import Candidate
+from p2p.peer_hooks import PeerHooks
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from node.configs import peer_config
@@ -30,42 +31,63 @@ async def until(predicate, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_hello_extras_travel_and_admission_hooks_refuse_with_a_reason(tmp_path):
+async def test_hello_fields_travel_and_admission_checks_refuse_with_a_reason(tmp_path):
     a = await manager(tmp_path, "a")
     b = await manager(tmp_path, "b")
     try:
-        b.hello_extras.append(lambda: {"markets": ["BTC-USD"], "node_id": "not ours"})  # core fields win
+        markets = {"b": ["BTC-USD"], "a_hook": "same"}
+        b.attach(PeerHooks("markets", hello_fields=(lambda: {"markets": markets["b"], "node_id": "not ours"},)))
         seen = []
 
         def same_markets(hello: dict) -> str | None:
+            if markets["a_hook"] == "broken":
+                raise RuntimeError("hook bug")
             seen.append(hello)
             return None if hello.get("markets") == ["ETH-USD"] else "market_mismatch"
 
-        a.admission_hooks.append(same_markets)
+        a.attach(PeerHooks("markets", admit=(same_markets,)))
         with pytest.raises(DialError) as refused:
             await b.dial("127.0.0.1", a.listen_port)
         assert refused.value.reason == "remote_market_mismatch"
         assert seen[0]["node_id"] == b.node_id and seen[0]["markets"] == ["BTC-USD"]
         assert b.status()["last_error"]["reason"] == "remote_market_mismatch"
 
-        b.hello_extras[:] = [lambda: {"markets": ["ETH-USD"]}]
+        markets["b"] = ["ETH-USD"]
         link = await b.dial("127.0.0.1", a.listen_port)
         assert link.is_open
         await until(lambda: b.node_id in a.links)
         assert a.links[b.node_id].remote_hello["markets"] == ["ETH-USD"]
 
-        def broken(hello: dict) -> str | None:
-            raise RuntimeError("hook bug")
-
         c = await manager(tmp_path, "c")
         try:
-            a.admission_hooks[:] = [broken]
+            markets["a_hook"] = "broken"
             with pytest.raises(DialError) as refused:
                 await c.dial("127.0.0.1", a.listen_port)
             assert refused.value.reason == "remote_admission_error"  # a broken hook fails closed
             assert a.internal_errors.counts == {"peers.admission_hook:RuntimeError": 1}
         finally:
             await c.stop()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_message_type_has_one_handler_and_late_attachers_hear_open_links(tmp_path):
+    a = await manager(tmp_path, "a")
+    b = await manager(tmp_path, "b")
+    try:
+        a.attach(PeerHooks("first", handlers={"x.ping": lambda link, message: None}))
+        with pytest.raises(ValueError, match="x.ping"):
+            a.attach(PeerHooks("second", handlers={"x.ping": lambda link, message: None}))
+        a.attach(PeerHooks("router", application=lambda link, message: None))
+        with pytest.raises(ValueError, match="application"):
+            a.attach(PeerHooks("another router", application=lambda link, message: None))
+        await b.dial("127.0.0.1", a.listen_port)
+        await until(lambda: b.node_id in a.links)
+        heard: list[str] = []
+        a.attach(PeerHooks("late", on_open=(lambda link: heard.append(link.remote_id),)))
+        assert heard == [b.node_id]
+        assert a.attached == ["first", "router", "late"]
     finally:
         await a.stop()
         await b.stop()

@@ -5,7 +5,7 @@ import asyncio
 
 from p2p.peers import PeerManager
 from p2p.transport import DialError
-from tests.integration.managers import make_manager
+from tests.integration.managers import make_manager, watch
 
 
 async def settled(a: PeerManager, b: PeerManager) -> None:
@@ -37,10 +37,10 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
             smaller = min(a.node_id, b.node_id)
             assert link_a.dialer_id == smaller and link_b.dialer_id == smaller
             closed = asyncio.get_running_loop().create_future()
-            b.close_listeners.append(lambda link: closed.done() or closed.set_result(True))
+            watch(b).on_close.append(lambda link: closed.done() or closed.set_result(True))
             link_a.close("test_round_over")
             await asyncio.wait_for(closed, 2)
-            b.close_listeners.clear()
+            watch(b).on_close.clear()
             assert not a.links and not b.links
     finally:
         await a.stop()

@@ -32,7 +32,7 @@ def local_peers(tmp_path, name: str) -> tuple[Settings, NodeIdentity, PeerManage
 
 async def make_node(tmp_path, name: str, config: RpcConfig | None = None, services: dict | None = None) -> Node:
     settings, identity, peers = local_peers(tmp_path, name)
-    rpc = RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1))
+    rpc = peers.attach(RpcService(peers, config or RpcConfig(warmup_period=0), rng=random.Random(1)))
     builtins = Builtins(peers.node_id)
     builtins.register_all(rpc, test_services=True)
     for service, handler in (services or {}).items():

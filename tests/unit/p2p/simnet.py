@@ -6,6 +6,7 @@ import asyncio
 import functools
 import random
 from dataclasses import replace
+from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -66,8 +67,8 @@ class FakeLink:
         message = decode_body(frame[4:])
         try:
             peers = peer.owner.peers
-            if peers.schemas.validate(message) and peers.message_gate(peer, message):
-                peers.message_handler(peer, message)
+            if peers.schemas.validate(message) and peers.gate(peer, message):
+                peers.application(peer, message)
         except m.ProtocolError as exc:
             peer.close(exc.reason)
 
@@ -88,13 +89,24 @@ class FakePeers:
         self.verify = NodeIdentity.verify
         self.node_id_for = NodeIdentity.node_id_for
         self.links: dict[str, FakeLink] = {}
-        self.message_handler = lambda link, message: None
-        self.message_gate = lambda link, message: True
+        self.application: Callable[[Any, dict], None] = lambda link, message: None
+        self.gate: Callable[[Any, dict], bool] = lambda link, message: True
         self.open_listeners: list = []
         self.close_listeners: list = []
         self.heartbeat_listeners: list = []
         self.bans: list[tuple[str, float, str]] = []
         self.penalties: list[tuple[str, float, str]] = []
+
+    def attach(self, component: Any) -> Any:
+        """PeerManager.attach for the router: its hooks, kept where the fake links call them."""
+        hooks = component.peer_hooks()
+        self.schemas.add(hooks.schemas)
+        self.application = hooks.application or self.application
+        self.gate = hooks.gate or self.gate
+        self.open_listeners += hooks.on_open
+        self.close_listeners += hooks.on_close
+        self.heartbeat_listeners += hooks.on_heartbeat
+        return component
 
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         self.penalties.append((node_id, points, reason))
@@ -127,7 +139,7 @@ class SimNode:
         self.node_id = nid(i)
         self.peers = FakePeers(identity(i))
         settings.setdefault("debug_api", True)      # the tests' broadcasts are diagnostic notes
-        self.router = MessageRouter(self.peers, router_config(replace(Settings(), **settings)))
+        self.router = self.peers.attach(MessageRouter(self.peers, router_config(replace(Settings(), **settings))))
         self.got: list[tuple[dict, str]] = []
         self.router.subscribe("note", lambda message, src: self.got.append((message, src)))
 

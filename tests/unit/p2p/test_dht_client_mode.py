@@ -19,8 +19,6 @@ class Peers:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.links: dict[str, Any] = {}
-        self.open_listeners: list[Callable[[Any], None]] = []
-        self.close_listeners: list[Callable[[Any], None]] = []
 
     def listen_address(self, link: Any) -> tuple[str, int] | None:
         return None

@@ -16,6 +16,7 @@ from p2p.nat.circuit import CircuitTransport
 from p2p.nat.config import NatConfig
 from p2p.nat.self_addresses import Reachability
 from p2p.nat.service import NatService
+from p2p.peer_hooks import PeerHooks
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.unit.p2p.rpc_nodes import eventually, local_peers
@@ -26,8 +27,8 @@ class NatNode:
         self.peers, self.nat = peers, nat
         self.node_id = peers.node_id
         self.received: list[dict] = []
-        peers.message_handler = lambda link, message: self.received.append(message)
-        peers.schemas.add({"test.ping": ({}, {"n": lambda v: True})})
+        peers.attach(PeerHooks("test", schemas={"test.ping": ({}, {"n": lambda v: True})},
+                               application=lambda link, message: self.received.append(message)))
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +37,7 @@ async def nat_nodes(tmp_path, n: int, config: NatConfig | None = None):
     try:
         for i in range(n):
             _, _, peers = local_peers(tmp_path, f"n{i}")
-            nat = NatService(peers, config or NatConfig())
+            nat = peers.attach(NatService(peers, config or NatConfig()))
             await peers.start()
             await nat.start()
             made.append(NatNode(peers, nat))
@@ -92,7 +93,7 @@ async def test_dial_back_goes_only_to_the_requesters_own_address_and_is_rate_lim
         await eventually(lambda: b.nat.autonat.counters["served"] >= 1, 5.0)
         served = b.nat.autonat.counters["served"]
         replies: list[dict] = []
-        a.peers.link_message_handlers["autonat.response"] = (
+        a.peers._handlers["autonat.response"] = (      # a node that reads answers itself
             lambda link, message: replies.append(message) if message["nonce"] == b"12345678" else None)
         to_b = a.peers.links[b.node_id]
         for _ in range(5):       # a burst of requests: one per 10 s per peer is served, the rest refused
@@ -164,7 +165,7 @@ async def test_a_relay_cannot_impersonate_the_target(tmp_path) -> None:
             carrier.send({"type": "relay.opened", "circuit": circuit})
             transport.attach(PeerLink(relay.peers, Direction.INBOUND, "relayed"))
 
-        relay.peers.link_message_handlers["relay.connect"] = impersonate
+        relay.peers._handlers["relay.connect"] = impersonate      # a relay that answers for the target
         with pytest.raises(DialError) as wrong:
             await dialler.nat.client.dial_via(relay.node_id, private.node_id, timeout=3.0)
         assert wrong.value.reason == CloseReason.IDENTITY_MISMATCH
@@ -242,7 +243,7 @@ async def test_the_adaptive_router_counts_a_relayed_peer_as_dearer(tmp_path) -> 
 
     from p2p.rpc.service import RELAYED_PATH_COST, RpcConfig, RpcService
     async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
-        rpc = RpcService(dialler.peers, RpcConfig(warmup_period=0), rng=_random.Random(1))
+        rpc = dialler.peers.attach(RpcService(dialler.peers, RpcConfig(warmup_period=0), rng=_random.Random(1)))
         rpc.start()
         await relay_for(relay, private, dialler)
         await dialler.nat.client.dial_via(relay.node_id, private.node_id)

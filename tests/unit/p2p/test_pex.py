@@ -45,10 +45,18 @@ class FakePeers:
         self.book = AddressBook()
         self.links: dict[str, FakeLink] = {}
         self.peers: dict[str, Record] = {}
-        self.link_message_handlers: dict = {}
+        self.link_message_handlers: dict = {}      # what PeerManager.attach wires, kept for the tests to call
         self.open_listeners: list = []
         self.close_listeners: list = []
         self.penalties: list[tuple[str, float]] = []
+
+    def attach(self, component):
+        hooks = component.peer_hooks()
+        self.schemas.add(hooks.schemas)
+        self.link_message_handlers.update(hooks.handlers)
+        self.open_listeners += hooks.on_open
+        self.close_listeners += hooks.on_close
+        return component
 
     def _listen_address(self, link: FakeLink):
         return link.listen
@@ -78,7 +86,7 @@ def pm() -> FakePeers:
 
 
 def test_sends_on_connect_without_receiver_itself(pm):
-    pex = PeerExchange(pm, rng=random.Random(1))
+    pex = pm.attach(PeerExchange(pm, rng=random.Random(1)))
     a = pm.connect(1)
     assert a.sent == []  # nothing to tell the first peer but itself
     b = pm.connect(2)
@@ -89,7 +97,7 @@ def test_sends_on_connect_without_receiver_itself(pm):
 
 
 def test_bounded_to_50_live_first_and_recent_verified(pm):
-    PeerExchange(pm, rng=random.Random(2))
+    pm.attach(PeerExchange(pm, rng=random.Random(2)))
     for i in range(1, 40):
         pm.connect(i)
     for i in range(100, 130):  # verified earlier, not connected now
@@ -105,7 +113,7 @@ def test_bounded_to_50_live_first_and_recent_verified(pm):
 
 
 def test_loopback_addresses_not_sent_to_remote_peer(pm):
-    PeerExchange(pm)
+    pm.attach(PeerExchange(pm))
     pm.connect(1)  # on loopback
     pm.connect(2, host="10.9.0.2", port=7946)
     remote = pm.connect(3, host="10.9.0.3", port=7946)
@@ -113,7 +121,7 @@ def test_loopback_addresses_not_sent_to_remote_peer(pm):
 
 
 def test_received_entries_unverified_and_filtered(pm):
-    pex = PeerExchange(pm)
+    pex = pm.attach(PeerExchange(pm))
     link = pm.connect(1)
     entries = [["127.0.0.1", 41000, nid(5)],
                ["127.0.0.1", 41001, pm.node_id],          # ourselves
@@ -132,7 +140,7 @@ def test_received_entries_unverified_and_filtered(pm):
 
 
 def test_loopback_entries_from_remote_peer_skipped(pm):
-    pex = PeerExchange(pm)
+    pex = pm.attach(PeerExchange(pm))
     link = pm.connect(1, host="10.9.0.2", port=7946)
     pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 41000, None], ["10.9.0.5", 7946, None]]})
     assert pm.book.get(("127.0.0.1", 41000)) is None and pm.book.get(("10.9.0.5", 7946)) is not None
@@ -147,7 +155,7 @@ def test_schema_caps_list_and_checks_entries():
 
 
 def test_receive_rate_limit_drops_and_penalizes(pm):
-    pex = PeerExchange(pm, recv_rate=1.0, recv_burst=3)
+    pex = pm.attach(PeerExchange(pm, recv_rate=1.0, recv_burst=3))
     link = pm.connect(1)
     for i in range(20):
         pex._on_message(link, {"type": MSG_TYPE, "peers": [["127.0.0.1", 42000 + i, None]]})
@@ -156,7 +164,7 @@ def test_receive_rate_limit_drops_and_penalizes(pm):
 
 
 def test_periodic_and_change_driven_sends_respect_min_gap(pm):
-    pex = PeerExchange(pm, fast_interval=2.0, fast_period=30.0, slow_interval=30.0, min_gap=1.0)
+    pex = pm.attach(PeerExchange(pm, fast_interval=2.0, fast_period=30.0, slow_interval=30.0, min_gap=1.0))
     t0 = time.monotonic()
     pex._started = t0
     a = pm.connect(1)
@@ -177,7 +185,7 @@ def test_periodic_and_change_driven_sends_respect_min_gap(pm):
 
 
 def test_closed_link_forgotten(pm):
-    pex = PeerExchange(pm)
+    pex = pm.attach(PeerExchange(pm))
     link = pm.connect(1)
     del pm.links[link.remote_id]
     for listener in pm.close_listeners:
@@ -187,7 +195,7 @@ def test_closed_link_forgotten(pm):
 
 
 def test_change_driven_send_carries_only_news(pm):
-    pex = PeerExchange(pm, fast_interval=2.0, min_gap=1.0)
+    pex = pm.attach(PeerExchange(pm, fast_interval=2.0, min_gap=1.0))
     t0 = time.monotonic()
     pex._started = t0
     a = pm.connect(1)

@@ -30,8 +30,8 @@ class Node:
 
 async def make_node(tmp_path, name: str, rate: float = 10.0) -> Node:
     settings, identity, peers = local_peers(tmp_path, name)
-    router = MessageRouter(peers, router_config(settings))
-    rpc = RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2))
+    router = peers.attach(MessageRouter(peers, router_config(settings)))
+    rpc = peers.attach(RpcService(peers, RpcConfig(warmup_period=0), message_router=router, rng=random.Random(2)))
     rpc.register("svc", lambda payload, peer: "ok")
     Builtins(peers.node_id).register_all(rpc, test_services=True)
     rpc.start()
