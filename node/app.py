@@ -20,16 +20,16 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
-from node.api import start_api
-from node.api_rate import PublicRateLimit
-from node.api_cancel_all import install_cancel_all_api
-from node.api_dht import install_dht_api
-from node.api_nat import install_nat_api
-from node.api_history import install_history_api
-from node.api_orders import install_order_api
-from node.api_validators import install_validator_api
+from node.api.server import start_api
+from node.api.rate import PublicRateLimit
+from node.api.cancel_all import install_cancel_all_api
+from node.api.dht import install_dht_api
+from node.api.nat import install_nat_api
+from node.api.history import install_history_api
+from node.api.orders import install_order_api
+from node.api.validators import install_validator_api
 from exchange.chain.join_token import JoinToken
-from node.api_router import install_debug_api, router_metrics
+from node.api.router import install_debug_api, router_metrics
 from node.chain_network import P2PChainNetwork
 from node.configs import NodeConfigs
 from node.identity import NodeIdentity
@@ -94,7 +94,7 @@ class ExchangeNode:
         self.store = PeerStore(configs.peers_file)
         self.peers = PeerManager(configs.peers, self.identity, verify=NodeIdentity.verify,
                                  node_id_for=NodeIdentity.node_id_for, peer_store=self.store)
-        self.api_extensions: list[Callable[[web.Application], None]] = []  # called by node/api.py build_app
+        self.api_extensions: list[Callable[[web.Application], None]] = []  # called by node/api/server.py build_app
         self.nat: NatService | None = NatService(self.peers, configs.nat) if configs.p2p_enabled else None
         if self.nat is not None:
             self.api_extensions.append(install_nat_api)
@@ -141,7 +141,7 @@ class ExchangeNode:
         self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
-        self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api.py)
+        self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
         self.order_batcher: OrderBatcher | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None

@@ -2,7 +2,7 @@
 written at every start (mode 0600) and removed at stop, so whoever can read DATA_DIR can use the API
 and nobody has to configure a password.
 
-Kept apart from node/auth.py so the CLI can read the cookie without importing aiohttp.
+Kept apart from node/api/auth.py so the CLI can read the cookie without importing aiohttp.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Union
 
 from aiohttp import web
 
-from node.api_base import json_response
+from node.api.base import json_response
 from node.tasks import cancel_and_wait
 
 log = logging.getLogger("node.health")

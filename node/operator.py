@@ -24,7 +24,7 @@ from node.marketdata.feed import BOOK_DEPTHS
 from node.marketdata.server import CHANNELS
 from node.metrics import CounterNames, labelled_counter, split_counters
 from exchange.markets import parse_markets
-from node.auth import check_token as check_api_token
+from node.api.auth import check_token as check_api_token
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier

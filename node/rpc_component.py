@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator
 
-from node import api_rpc
+from node.api import rpc as api_rpc
 from node.configs import NodeRpcConfig
 from node.identity import NodeIdentity
 from p2p.grenache.grape import GrapeClient

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from node.api_base import Handler
+from node.api.base import Handler
 
 STATIC = Path(__file__).resolve().parent / "static"
 SECURITY_HEADERS = {

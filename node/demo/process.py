@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, cast
 
 from config import Settings
-from node.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, NodeUnreachable, call
 from node.cookie import read_cookie
 
 _SETTING_ENVS = frozenset(Settings.env_names().values())

@@ -2,7 +2,7 @@
 
 A target node serves `test.echo` with a limited capacity (CAPACITY answers/s, QUEUE waiting; past
 that it answers `overloaded` at once). For each protection mode a fresh node starts (a restart),
-links to the target and releases PENDING requests at once (node/api_debug_backlog.py), resubmitting each
+links to the target and releases PENDING requests at once (node/api/debug_backlog.py), resubmitting each
 until it is delivered. Everything in the table is measured on those processes in this run.
 """
 from __future__ import annotations

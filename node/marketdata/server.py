@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import WSMsgType, web
 
-from node.api_base import ApiError
+from node.api.base import ApiError
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
 from node.tasks import cancel_and_wait

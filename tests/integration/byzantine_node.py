@@ -23,7 +23,7 @@ from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.crypto import SigningKey
 from exchange.chain.membership import Join, MembershipTx, Promote
 from node.app import ExchangeNode
-from node.cli import main
+from node.cli.main import main
 
 GRABBED = SigningKey(hashlib.sha256(b"a key only the byzantine node holds").digest())
 

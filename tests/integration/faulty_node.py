@@ -9,7 +9,7 @@ from typing import Any
 
 from config import Settings
 from node.app import ExchangeNode
-from node.cli import main
+from node.cli.main import main
 
 
 def make_faulty() -> None:

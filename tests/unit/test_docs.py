@@ -41,7 +41,7 @@ def named_paths(text: str) -> set[str]:
 
 
 def named_modules(text: str) -> set[str]:
-    """`python -m x.y`, and dotted names that start with one of our packages (`node.cli`, `tests.sim`)."""
+    """`python -m x.y`, and dotted names that start with one of our packages (`node.cli.main`, `tests.sim`)."""
     ours = r"(?:config|p2p|exchange|node|storage|tests|scripts|bench)"
     modules = set(re.findall(rf"python3? -m ({ours}(?:\.\w+)*)", text))
     modules |= {m for m in re.findall(r"`((?:config|p2p|exchange|node|storage|tests|scripts|bench)(?:\.\w+)+)`", text)}

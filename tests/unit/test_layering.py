@@ -77,3 +77,14 @@ def test_the_checks_see_the_whole_tree():
     files = _production_files()
     assert len(files) > 150
     assert {_layer(".".join(p.relative_to(ROOT).with_suffix("").parts)) for p in files} == set(ALLOWED)
+
+
+def test_the_api_and_the_cli_stay_apart():
+    """node/ is split by concern: the control API never reaches into the command line, and the command
+    line reaches a running node only over its API (main.py's `start` alone builds a node)."""
+    wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "node" / "api").rglob("*.py")
+             for module in _imports(path) if module.startswith("node.cli")]
+    wrong += [f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "node" / "cli").rglob("*.py")
+              if path.name != "main.py"
+              for module in _imports(path) if module.startswith(("node.app", "node.api"))]
+    assert not wrong, "\n".join(wrong)

@@ -48,7 +48,7 @@ def test_every_make_target_the_readme_names_exists() -> None:
 
 
 def test_every_exchange_node_line_parses_against_the_cli() -> None:
-    from node.cli import _extensions, cli
+    from node.cli.main import _extensions, cli
 
     for register in _extensions():      # as node.cli.main does before it runs a command
         register(cli)

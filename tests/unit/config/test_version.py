@@ -17,7 +17,7 @@ def test_version_is_the_installed_distribution_and_pyproject():
 
 
 def test_cli_version_reads_the_same_source():
-    from node.cli import cli
+    from node.cli.main import cli
 
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from node.api_base import errors_as_json
+from node.api.base import errors_as_json
 from node.marketdata import MarketFeed, StatusChannel, StreamServer
 from node.marketdata.server import REQUEST_BURST
 from tests.stream_client import StreamClient

@@ -17,7 +17,7 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.chain.txs import CancelOp, NewOrderOp, sign_tx
 from node.accounts import AccountStore
-from node.api import build_app
+from node.api.server import build_app
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
 
@@ -56,9 +56,9 @@ class Harness:
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))
         self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",
                                                     markets="BTC-USD,ETH-USD:0.01:0.001", found_after=0.0)
-        from node.api_cancel_all import install_cancel_all_api
-        from node.api_history import install_history_api
-        from node.api_orders import install_order_api
+        from node.api.cancel_all import install_cancel_all_api
+        from node.api.history import install_history_api
+        from node.api.orders import install_order_api
 
         self.node.api_extensions += [install_order_api, install_cancel_all_api, install_history_api]
 

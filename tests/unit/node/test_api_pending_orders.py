@@ -19,8 +19,8 @@ from exchange.chain.service import ChainService
 from exchange.chain.state import ExchangeParams
 from exchange.chain.store import ChainStore
 from node.accounts import AccountStore
-from node.api import build_app
-from node.api_orders import install_order_api
+from node.api.server import build_app
+from node.api.orders import install_order_api
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
 

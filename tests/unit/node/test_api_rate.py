@@ -7,8 +7,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from config import load_settings
-from node.api import build_app
-from node.api_rate import MAX_TRACKED, PublicRateLimit
+from node.api.server import build_app
+from node.api.rate import MAX_TRACKED, PublicRateLimit
 
 API_TOKEN = "operator-token-0123456789abcdef"
 

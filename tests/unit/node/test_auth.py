@@ -12,14 +12,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from config import load_settings
-from node.api import build_app
-from node.auth import AUTH_KEY, PUBLIC_ROUTES, check_token, install_auth, is_public
+from node.api.server import build_app
+from node.api.auth import AUTH_KEY, PUBLIC_ROUTES, check_token, install_auth, is_public
 from node.cookie import cookie_path, read_cookie, remove_cookie, write_cookie
 
 API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 API_TOKEN = "operator-token-0123456789abcdef"
 
-# The public read-only set as the brief and docs/api.md state it, written out independently of node/auth.py.
+# The public read-only set as the brief and docs/api.md state it, written out independently of node/api/auth.py.
 DOCUMENTED_PUBLIC = [r"/status", r"/health", r"/ready", r"/metrics", r"/book/.+", r"/trades/.+", r"/candles/.+", r"/",
                      r"/static(/.*)?", r"/ws"]
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from node.accounts import AccountStore
-from node.cli import _extensions, cli
+from node.cli.main import _extensions, cli
 from node.cookie import write_cookie
 from tests.harness import closed_port
 from tests.scripted_api import ScriptedApi

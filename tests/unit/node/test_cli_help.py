@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from config.settings import Settings
-from node.cli import _extensions, cli, setting_metavar, short_help, shown_default
+from node.cli.main import _extensions, cli, setting_metavar, short_help, shown_default
 from tests.scripted_api import ScriptedApi
 
 for _register in _extensions():

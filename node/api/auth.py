@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from node.api_base import ApiError
+from node.api.base import ApiError
 from node.cookie import remove_cookie, write_cookie
 
 # What anyone who can reach the port may do. "/x/*" also covers a prefix resource at /x (static files).

@@ -1,6 +1,6 @@
 """Control API routes of the RPC side: `POST /rpc/{service}`, `GET /routing`, Prometheus metrics, and
 (with DEBUG_API on) `/debug/rpc-fault`, `/debug/rpc-load`, `/debug/rpc-hint` and `/debug/rpc-backlog`
-(node/api_debug_backlog.py) for tests, demos and diagnostics."""
+(node/api/debug_backlog.py) for tests, demos and diagnostics."""
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +11,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api_base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
-from node.api_debug_backlog import post_backlog
+from node.api.base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.debug_backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec

@@ -12,8 +12,8 @@ from urllib.parse import quote, urlencode
 import click
 
 from node.accounts import ACCOUNT_ID, DEFAULT_ACCOUNT, Account, AccountError, AccountStore, check_name
-from node.cli import api_option, emit_json, fail, failure_message, json_option, print_table, unreachable_message
-from node.client import ApiFailure, NodeUnreachable, call
+from node.cli.main import api_option, emit_json, fail, failure_message, json_option, print_table, unreachable_message
+from node.cli.client import ApiFailure, NodeUnreachable, call
 from node.locate import LocateError, NodeTarget, resolve_data_dir
 
 

@@ -10,7 +10,7 @@ from node.locate import NodeTarget
 
 
 def _print_record(record: dict[str, Any]) -> None:
-    from node.cli import print_table
+    from node.cli.main import print_table
 
     click.echo(f"node {record['node_id']}  seq {record['seq']}  protocol {record['protocol']}  "
                f"expires {record['expires_ms']} ms")
@@ -19,7 +19,7 @@ def _print_record(record: dict[str, Any]) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from node.cli import api_option, emit_json, json_option, print_table, request
+    from node.cli.main import api_option, emit_json, json_option, print_table, request
 
     @cli.group("dht", invoke_without_command=True)
     @api_option

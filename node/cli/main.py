@@ -18,7 +18,7 @@ from config import Settings, SettingsError, load_settings
 from config.parsers import metavar as parser_metavar
 from config.settings import SettingInfo
 from config.version import VERSION
-from node.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, NodeUnreachable, call
 from node.cookie import cookie_path
 from node.locate import LocateError, NodeTarget, locate_node
 
@@ -414,8 +414,8 @@ def main() -> None:
 def _extensions() -> list[Callable[[click.Group], None]]:
     """Command groups contributed by other parts of the node (orders, routing, accounts, demos)."""
     found = []
-    for module_name in ("node.cli_orders", "node.cli_rpc", "node.cli_accounts", "node.cli_validators", "node.cli_devnet",
-                        "node.cli_history", "node.cli_dht", "node.demo.cli"):
+    for module_name in ("node.cli.orders", "node.cli.rpc", "node.cli.accounts", "node.cli.validators", "node.cli.devnet",
+                        "node.cli.history", "node.cli.dht", "node.demo.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

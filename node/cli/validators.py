@@ -11,7 +11,7 @@ from node.locate import NodeTarget
 
 
 def _print_seats(data: dict[str, Any]) -> None:
-    from node.cli import print_table
+    from node.cli.main import print_table
 
     size, faults = data["size"], data["faults_tolerated"]
     rule = "pinned" if data["pinned"] else f"seat rule {data['seat_rule']}, max {data['max_validators']}"
@@ -37,7 +37,7 @@ def _print_seats(data: dict[str, Any]) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from node.cli import api_option, emit_json, json_option, request
+    from node.cli.main import api_option, emit_json, json_option, request
 
     @cli.group("validators", invoke_without_command=True)
     @api_option

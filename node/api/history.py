@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from exchange.chain.state.candles import INTERVALS_MS, CursorExpired
-from node.api_base import ApiError, json_response
-from node.api_orders import DEFAULT_TRADES, MAX_TRADES, _account, _chain, _finality, _market, _query_number, _state
+from node.api.base import ApiError, json_response
+from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _chain, _finality, _market, _query_number, _state
 
 MAX_TIME_MS = (1 << 53) - 1
 RANGE_KEYS = ("from", "to", "cursor")

@@ -25,7 +25,7 @@ from exchange.chain.service import ChainService
 from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
-from node.api_base import ApiError, json_response, node_of
+from node.api.base import ApiError, json_response, node_of
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until"}

@@ -15,7 +15,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from exchange.chain.service import ChainService
     from node.accounts import AccountStore
-    from node.api_rate import PublicRateLimit
+    from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
     from node.order_batcher import OrderBatcher
     from node.rpc_component import NodeRpc
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from p2p.peers import PeerManager
     from p2p.router import MessageRouter
 
-log = logging.getLogger("node.api")
+log = logging.getLogger("node.api.server")
 
 
 class ApiNode(Protocol):
@@ -36,8 +36,8 @@ class ApiNode(Protocol):
     peers: PeerManager
     router: MessageRouter
     rpc: NodeRpc
-    order_batcher: OrderBatcher | None            # made by the first node-signed order (api_orders.py)
-    api_rate_limit: PublicRateLimit | None        # set by build_app (api.py)
+    order_batcher: OrderBatcher | None            # made by the first node-signed order (orders.py)
+    api_rate_limit: PublicRateLimit | None        # set by build_app (server.py)
     api_extensions: list[Callable[[web.Application], None]]
     metric_sources: list[Callable[[], Any]]      # () -> iterable of prometheus metric families
 

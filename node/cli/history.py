@@ -8,7 +8,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from node.cli import api_option, emit_json, json_option, print_table, request
+from node.cli.main import api_option, emit_json, json_option, print_table, request
 from node.locate import NodeTarget
 
 CSV_FIELDS = ("time_ms", "height", "id", "market", "price", "qty", "taker_side", "buyer", "seller", "buy_order_id",

@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from node.api_base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
 from p2p.nat.service import NatService
 
 NODE_ID = re.compile(r"^[0-9a-f]{40}$")

@@ -25,7 +25,7 @@ from typing import IO, Any
 import click
 
 from config import Settings
-from node.client import call
+from node.cli.client import call
 from node.cookie import read_cookie
 
 _SETTING_ENVS = frozenset(Settings.env_names().values())

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from exchange.chain.service import ChainService
 from exchange.chain.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
-from node.api_base import ApiError, json_response
-from node.api_orders import (DEFAULT_WAIT, MAX_WAIT, _chain, _finality, _json_body, _query_number, _refused,
+from node.api.base import ApiError, json_response
+from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _chain, _finality, _json_body, _query_number, _refused,
                              _sign_local, _signed, _state, _submit)
 
 MAX_AFTER_S = 86_400.0

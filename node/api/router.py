@@ -22,7 +22,7 @@ from typing import Any, Iterator, cast
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api_base import ApiError, json_response, node_of
+from node.api.base import ApiError, json_response, node_of
 from node.metrics import CounterNames, labelled_counter, split_counters
 from p2p.resilience.protection import MODES as PROTECTION_MODES
 

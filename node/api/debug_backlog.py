@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api_base import ApiError, body_number, json_response, read_json_object, require_debug
+from node.api.base import ApiError, body_number, json_response, read_json_object, require_debug
 from p2p.resilience.backoff import Backoff
 from p2p.resilience.protection import ENFORCE
 from p2p.rpc import errors as e

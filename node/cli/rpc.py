@@ -8,12 +8,12 @@ from urllib.parse import quote
 import click
 import orjson
 
-from node.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, NodeUnreachable, call
 from node.locate import NodeTarget
 
 
 def register(cli: click.Group) -> None:
-    from node.cli import (SECONDS, api_option, emit_json, fail, failure_message, json_option, print_table, request,
+    from node.cli.main import (SECONDS, api_option, emit_json, fail, failure_message, json_option, print_table, request,
                           unreachable_message)
 
     @cli.command("rpc")

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-log = logging.getLogger("node.api")
+log = logging.getLogger("node.api.server")
 
 
 @dataclass

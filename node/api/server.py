@@ -1,7 +1,7 @@
 """Control API (aiohttp, 127.0.0.1 by default): what the CLI and operators' scripts talk to.
 
-Every route is guarded by node/auth.py; components add theirs through `node.api_extensions`. Connections
-pass node/api_guard.py first (caps per address and in all, a deadline for the first request's headers).
+Every route is guarded by node/api/auth.py; components add theirs through `node.api_extensions`. Connections
+pass node/api/guard.py first (caps per address and in all, a deadline for the first request's headers).
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Iterator, cast
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api_base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
-from node.api_guard import ConnectionGuard, GuardedSite
-from node.api_rate import PublicRateLimit, install_public_rate_limit
-from node.auth import install_auth
+from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
+from node.api.guard import ConnectionGuard, GuardedSite
+from node.api.rate import PublicRateLimit, install_public_rate_limit
+from node.api.auth import install_auth
 from node.metrics import render_metrics
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from exchange.chain.join_token import read_token
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
-from node.api_base import ApiError, json_response, node_of
+from node.api.base import ApiError, json_response, node_of
 
 NODE_ID = re.compile(r"^[0-9a-f]{40}$")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api_base import ApiError, json_response, node_of
+from node.api.base import ApiError, json_response, node_of
 from p2p.dht.records import NodeRecord
 from p2p.dht.service import DhtService
 

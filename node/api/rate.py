@@ -2,7 +2,7 @@
 
 Anyone who can reach the API port may read `/status`, books, trades, metrics and the console without a
 token, and each read costs the node work (a book of thousands of levels, a status of every peer). The
-connection guard (api_guard.py) caps how many connections one address holds; this caps how fast they
+connection guard (guard.py) caps how many connections one address holds; this caps how fast they
 ask: a token bucket per address (`API_PUBLIC_RATE` a second, bursts of two seconds' worth), four times
 that per /24 (IPv4) or /48 (IPv6) so one network cannot rotate addresses around it, and
 `API_PUBLIC_RATE_TOTAL` behind them all. The excess gets 429 with Retry-After and costs the node nothing
@@ -21,8 +21,8 @@ from typing import Any, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from node.api_base import ApiError
-from node.auth import ApiAuth, is_public
+from node.api.base import ApiError
+from node.api.auth import ApiAuth, is_public
 from node.marketdata.server import subnet_of
 
 BURST_SECONDS = 2.0

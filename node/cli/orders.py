@@ -8,8 +8,8 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from node.cli_accounts import complete_account
-from node.cli import SECONDS, api_option, emit_json, fail, json_option, print_table, request
+from node.cli.accounts import complete_account
+from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, print_table, request
 from node.locate import NodeTarget
 
 
