@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench.options import parse_options
 from bench.table import print_table
-from exchange.chain.crypto import SigningKey, verify
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.crypto import SigningKey, verify
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 
 CHAIN = "ab" * 32
 T0 = 1_700_000_000_000

@@ -14,7 +14,7 @@ import re
 import stat
 from pathlib import Path
 
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from node.keyfile import create_key_file, load_key_file, raw_seed
 
 ACCOUNTS_DIR_NAME = "accounts"

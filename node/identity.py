@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange.chain.crypto import verify as crypto_verify
+from exchange.crypto import verify as crypto_verify
 from node.keyfile import create_key_file, load_key_file
 
 KEY_FILE_NAME = "node_key"
@@ -65,7 +65,7 @@ class NodeIdentity:
     @staticmethod
     def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
         """True only if `signature` is a valid signature of `data` by that key; never raises (libsodium, as
-        every signature in the chain: exchange/chain/crypto.py)."""
+        every signature in the chain: exchange/crypto.py)."""
         try:
             return crypto_verify(bytes(public_key_bytes), bytes(signature), bytes(data))
         except (ValueError, TypeError):

@@ -65,6 +65,6 @@ def fsync_dir(directory: Path) -> None:
 
 
 def raw_seed(key: Ed25519PrivateKey) -> bytes:
-    """The 32-byte seed libsodium signs with (exchange.chain.crypto.SigningKey)."""
+    """The 32-byte seed libsodium signs with (exchange.crypto.SigningKey)."""
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                              serialization.NoEncryption())

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from storage import errors as storage_errors
 
 STORAGE_KINDS = (storage_errors.NO_SPACE, storage_errors.READ_ONLY, storage_errors.IO_ERROR,

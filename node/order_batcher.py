@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any, Awaitable, Callable
 
-from exchange.chain.txs import MAX_OPS, Op, SignedTx, sign_tx
+from exchange.app.txs import MAX_OPS, Op, SignedTx, sign_tx
 
 
 class _Pending:

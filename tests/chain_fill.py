@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from exchange.chain.core import CoreConfig
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from exchange.chain.genesis import Genesis
 from exchange.chain.service import ChainService
-from exchange.chain.state import ExchangeParams
+from exchange.app import ExchangeParams
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
-from exchange.chain.txs import NewOrderOp, sign_tx
+from exchange.app.txs import NewOrderOp, sign_tx
 from node.identity import NodeIdentity
 
 NETWORK_ID = "exchange-mainnet"

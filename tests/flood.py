@@ -8,8 +8,8 @@ import os
 import threading
 import time
 
-from exchange.chain.crypto import SigningKey
-from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.crypto import SigningKey
+from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 from node.identity import NodeIdentity
 from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth

@@ -15,7 +15,7 @@ from exchange.chain.codec import pack
 from exchange.chain.core_view import CoreView
 from exchange.chain.membership import Leave, MembershipTx, Promote, Remove
 from exchange.chain.seats import Seats
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 
 MAX_EVIDENCE = 16           # equivocations remembered until a block removes the equivocator
 

@@ -18,7 +18,7 @@ from exchange.chain.chainstate import decode_item, recovery_of
 from exchange.chain.core_view import CoreView
 from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.recovery import RECOVERY_ROUND, carried_problem
-from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from exchange.chain.codec import digest, pack
-from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from exchange.chain.validators import ValidatorSet
 
 PREVOTE, PRECOMMIT = 1, 2

@@ -17,9 +17,9 @@ from typing import Any
 
 from exchange.chain.blocks import Block, Commit, Header, Malformed
 from exchange.chain.core_view import CoreView
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, NeedSnapshot, SendTo
-from exchange.chain.txs import InvalidTx
+from exchange.app.txs import InvalidTx
 
 log = logging.getLogger("exchange.chain")
 

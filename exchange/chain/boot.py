@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from exchange.chain.core import ChainCore
 from exchange.chain.ports import ChainStore
-from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.chain.tendermint import wal_record_height
 

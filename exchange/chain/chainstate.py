@@ -19,13 +19,13 @@ from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
-from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")
 
 class Application(Protocol):
-    """The exchange state machine (exchange/chain/state.py) as the chain drives it."""
+    """The exchange state machine (exchange/app.py) as the chain drives it."""
 
     def precheck(self, tx: SignedTx, chain_id: str, now_ms: int) -> str | None: ...
     def begin_block(self, height: int, time_ms: int) -> None: ...

@@ -36,7 +36,7 @@ from exchange.chain.blocksync import BlockSync
 from exchange.chain.blocks import Block, Commit, Malformed, Proposal, Vote
 from exchange.chain.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
                                     EffectBatch, Evidence, Halt, Penalize, SendConsensus, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
@@ -46,7 +46,7 @@ from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.recovery import HaltRecovery
 from exchange.chain.seat_requests import SeatRequests
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
-from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.app.txs import InvalidTx, SignedTx
 
 log = logging.getLogger("exchange.chain")
 

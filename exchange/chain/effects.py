@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 if TYPE_CHECKING:
     from exchange.chain.blocks import Block, Commit, Proposal, Vote
     from exchange.chain.chainstate import BlockOutcome
-    from exchange.chain.txs import SignedTx
+    from exchange.app.txs import SignedTx
 
 # A chain message on the wire: {"type": name, "body": wire form}. Its body is msgpack-able data whose
 # shape each receiver checks (`blocks.Malformed`) before acting on it.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.chain.codec import digest
-from exchange.chain.crypto import PUBLIC_KEY_BYTES
+from exchange.crypto import PUBLIC_KEY_BYTES
 from exchange.chain.validators import ValidatorSet
 
 DEFAULT_MAX_VALIDATORS = 7

@@ -19,7 +19,7 @@ from exchange.chain.membership import Approve, Join, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE
 from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 
 
 class TxIntake:

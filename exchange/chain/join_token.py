@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from exchange.chain.crypto import SEED_BYTES, SigningKey
+from exchange.crypto import SEED_BYTES, SigningKey
 
 PREFIX = "exn1"
 TOKEN_FILE = "join-token"

@@ -32,7 +32,7 @@ from typing import Any, Callable, cast
 
 from exchange.chain.blocks import Header, Malformed, Vote
 from exchange.chain.codec import pack
-from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from exchange.chain.validators import ValidatorSet
 
 REQUEST_TTL = 200

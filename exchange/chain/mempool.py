@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, KeysView
 
 from exchange.chain.codec import pack
 from exchange.chain.membership import MembershipTx
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 
 OWN_LANE = "self"        # transactions from our own API
 

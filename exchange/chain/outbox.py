@@ -18,7 +18,7 @@ from typing import Iterator
 
 from exchange.chain.codec import pack, unpack
 from exchange.chain.reopening import ReopeningLog
-from exchange.chain.txs import InvalidTx, SignedTx
+from exchange.app.txs import InvalidTx, SignedTx
 from storage import GroupCommit, RecordLog, StorageError
 
 log = logging.getLogger("exchange.chain.store")

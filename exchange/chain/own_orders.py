@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from exchange.chain.core import ChainCore
 from exchange.chain.ports import ChainStore
-from exchange.chain.txs import CancelOp, NewOrderOp, SignedTx
+from exchange.app.txs import CancelOp, NewOrderOp, SignedTx
 
 log = logging.getLogger("exchange.chain")
 

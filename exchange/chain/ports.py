@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Protocol
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.genesis import Genesis
 from exchange.chain.store import WalDamage
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 from storage import StorageError
 
 

@@ -38,10 +38,10 @@ from typing import Any
 from exchange.chain.blocks import MAX_ROUND, PRECOMMIT, Block, Commit, Header, Malformed, Vote, vote_bytes
 from exchange.chain.chainstate import encode_item, recovery_of
 from exchange.chain.core_view import CoreView
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, SendTo, SendValidators, WalRecord
 from exchange.chain.membership import Recover
-from exchange.chain.txs import InvalidTx
+from exchange.app.txs import InvalidTx
 from exchange.chain.validators import ValidatorSet
 
 log = logging.getLogger("exchange.chain")

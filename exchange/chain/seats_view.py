@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from exchange.chain.core import ChainCore
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 
 
 def key_of(core: ChainCore | None, linked_keys: Iterable[bytes], node_id: str) -> bytes | None:

@@ -36,15 +36,15 @@ from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore,
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.tendermint import wal_record_height
-from exchange.chain.crypto import node_id_for, verify as ed25519_verify
+from exchange.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.state.params import DEFAULT_MAX_OPEN_ORDERS
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
 from exchange.chain.store import SIGN_FROM_UNKNOWN
-from exchange.chain.txs import InvalidTx, NewOrderOp, SignedTx
+from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")

@@ -29,7 +29,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.outbox import Outbox
 from exchange.chain.reopening import ReopeningLog
 from exchange.chain.tendermint import wal_record_height
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 from storage import AtomicDocument, FileSystem, OsFileSystem, RecordLog, SnapshotStore, StorageError
 from storage.errors import DAMAGED
 

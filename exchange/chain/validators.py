@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from exchange.chain.codec import digest
-from exchange.chain.crypto import PUBLIC_KEY_BYTES, node_id_for
+from exchange.crypto import PUBLIC_KEY_BYTES, node_id_for
 
 
 class ValidatorSet:

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.chain.service import ChainService
-from exchange.chain.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
+from exchange.app.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
 from node.api.base import ApiError, json_response
 from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _chain, _finality, _json_body, _query_number, _refused,
                              _sign_local, _signed, _state, _submit)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exchange.chain.state.candles import INTERVALS_MS, CursorExpired
+from exchange.app.candles import INTERVALS_MS, CursorExpired
 from node.api.base import ApiError, json_response
 from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _chain, _finality, _market, _query_number, _state
 

@@ -3,7 +3,7 @@
 POST /orders and /orders/batch take either plain order fields, which the node signs with one of
 its own accounts (`account`: a name or id; `default` when absent), or `{"signed": {...}}`, a
 transaction an external client signed with its own key (the exact bytes are documented in
-exchange/chain/txs.py and the README). DELETE /orders/{id} cancels with the owner's key, which
+exchange/app/txs.py and the README). DELETE /orders/{id} cancels with the owner's key, which
 this node must hold (or the client sends a signed cancel). Every answer says whether it is final:
 201/200 once a block with a quorum certificate holds it, 202 with `reason` (`no_quorum`,
 `not_final_yet`) while it is not — a 202 order is in this node's outbox on disk and is handed on
@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 from exchange.chain.ports import NotReady
 from exchange.chain.own_orders import Withdrawn, pending_view
 from exchange.chain.service import ChainService
-from exchange.chain.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
+from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.api.base import ApiError, json_response, node_of

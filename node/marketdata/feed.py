@@ -24,7 +24,7 @@ import orjson
 from exchange.markets import Market
 from node.marketdata.book import SIDES, BookMirror, DepthView, Level
 from node.marketdata.session import StreamSession, Subscription
-from exchange.chain.state.candles import INTERVALS_MS as CANDLE_INTERVALS_MS
+from exchange.app.candles import INTERVALS_MS as CANDLE_INTERVALS_MS
 from node.marketdata.ticker import Ticker
 
 BOOK_DEPTHS = (1, 10, 25, 100, 250)

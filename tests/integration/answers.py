@@ -24,7 +24,7 @@ import urllib.error
 from collections import Counter
 from typing import Any
 
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 
 LATER = {"open": {"open", "partially_filled", "filled", "cancelled"},
          "partially_filled": {"partially_filled", "filled", "cancelled"},

@@ -20,7 +20,7 @@ from typing import Any
 from config import Settings
 from exchange.chain.blocks import Block, Header, Proposal, Vote
 from exchange.chain.block_builder import BlockBuilder
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from exchange.chain.membership import Join, MembershipTx, Promote
 from node.app import ExchangeNode
 from node.cli.main import main

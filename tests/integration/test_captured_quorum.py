@@ -15,7 +15,7 @@ import time
 
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
 from exchange.chain.chainstate import encode_item
-from exchange.chain.txs import NewOrderOp, sign_tx
+from exchange.app.txs import NewOrderOp, sign_tx
 from exchange.chain.validators import ValidatorSet
 from node.identity import NodeIdentity
 from tests.harness import Cluster, NodeProcess, wait_until

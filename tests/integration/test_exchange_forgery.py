@@ -13,8 +13,8 @@ import os
 import time
 
 from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
-from exchange.chain.crypto import SigningKey
-from exchange.chain.txs import NewOrderOp, sign_tx
+from exchange.crypto import SigningKey
+from exchange.app.txs import NewOrderOp, sign_tx
 from node.identity import NodeIdentity
 from tests.harness import converged, wait_until
 from tests.wire import RawPeer

@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
 from tests.flood import HonestClient, p99, rss_mb, spam_orders
 from tests.harness import NodeProcess, converged, wait_until

@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from tests.integration.byzantine_node import GRABBED
 from tests.history import Auditor, History
 from tests.trading import Trader, run_traders, stop_traders

@@ -8,8 +8,8 @@ import hashlib
 import random
 import time
 
-from exchange.chain.crypto import SigningKey
-from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.crypto import SigningKey
+from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 from tests.diskfull import mounted_small_disk
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order

@@ -4,7 +4,7 @@ newest), then a real `exchange-node` takes the directory over, restarts from its
 blocks after it, serves /status with the sizes, and takes orders.
 
 The window that bounds memory and snapshots is the exchange's: 100,000 closed orders and 10,000 trades
-per market (exchange/chain/state/history.py); older closed orders answer 404. Measured here at 10^6 orders
+per market (exchange/app/history.py); older closed orders answer 404. Measured here at 10^6 orders
 (4,000 heights, 250 orders a block, load 2.6): disk 50-63 MB once compaction runs (two snapshots of 18.5 MB
 and 12-25 MB of blocks: the window plus up to one 16 MiB segment), in-process RSS 100-118 MB from 2*10^5
 orders on, a real restart serving in 2.3 s at 242 MB RSS (decoding the snapshot costs more memory than

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from exchange.chain.crypto import SigningKey
-from exchange.chain.txs import CancelOp, GrantOp, NewOrderOp, ReplaceOp, SignedTx, sign_tx
+from exchange.crypto import SigningKey
+from exchange.app.txs import CancelOp, GrantOp, NewOrderOp, ReplaceOp, SignedTx, sign_tx
 from tests.harness import NodeProcess, converged, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

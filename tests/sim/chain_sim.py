@@ -21,12 +21,12 @@ from typing import Any, assert_never
 
 from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
-from exchange.chain.crypto import SigningKey, node_id_for
+from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.tendermint import ConsensusConfig
-from exchange.chain.txs import CancelOp, SignedTx, sign_tx
+from exchange.app.txs import CancelOp, SignedTx, sign_tx
 
 BASE_TIME = 1_700_000_000.0
 

@@ -10,9 +10,9 @@ import random
 from decimal import Decimal
 from typing import Iterable
 
-from exchange.chain.crypto import SIGNATURE_BYTES
-from exchange.chain.state import BlockResult, ExchangeParams, ExchangeState
-from exchange.chain.txs import CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, ScheduleCancelOp, SignedTx
+from exchange.crypto import SIGNATURE_BYTES
+from exchange.app import BlockResult, ExchangeParams, ExchangeState
+from exchange.app.txs import CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp, ScheduleCancelOp, SignedTx
 
 CHAIN = "ab" * 32
 T0 = 1_700_000_000_000

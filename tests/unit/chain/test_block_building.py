@@ -4,9 +4,9 @@ and the header once made such blocks `block_too_large` at every validator, and t
 from __future__ import annotations
 
 from exchange.chain.core import ChainCore, CoreConfig
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from exchange.chain.genesis import Genesis
-from exchange.chain.txs import CancelOp, sign_tx
+from exchange.app.txs import CancelOp, sign_tx
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
 

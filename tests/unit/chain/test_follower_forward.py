@@ -8,14 +8,14 @@ import asyncio
 import hashlib
 import time
 
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from exchange.chain.core import FORWARD_FANOUT, ChainCore
 from exchange.chain.effects import Forward
 from exchange.chain.genesis import Genesis
-from exchange.chain.state import ExchangeParams
+from exchange.app import ExchangeParams
 from exchange.chain.service import FOLLOWER_VALIDATOR_LINKS, SUBMIT_SERVICE, ChainService
 from exchange.chain.store import ChainStore
-from exchange.chain.txs import CancelOp, SignedTx, sign_tx
+from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
 from node.identity import NodeIdentity
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify

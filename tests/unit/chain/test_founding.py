@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from exchange.chain.crypto import node_id_for
+from exchange.crypto import node_id_for
 from exchange.chain.founding import Founding
 from exchange.chain.validators import ValidatorSet
 

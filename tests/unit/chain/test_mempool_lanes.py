@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 from exchange.chain.mempool import OWN_LANE, Mempool
-from exchange.chain.txs import NewOrderOp, SignedTx
+from exchange.app.txs import NewOrderOp, SignedTx
 
 CHAIN = "ab" * 32
 _serial = itertools.count()

@@ -15,7 +15,7 @@ from exchange.chain.effects import Committed
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
 from exchange.chain.seats import Seats
-from exchange.chain.txs import CancelOp, SignedTx, sign_tx
+from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
 from tests.sim.chain_sim import BASE_TIME, ChainSimulation, FakeKeys, Scenario, fake_verify
 

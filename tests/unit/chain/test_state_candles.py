@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.state.candles import INTERVALS_MS, CursorExpired
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.candles import INTERVALS_MS, CursorExpired
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, T0, Chain, Workload
 
 

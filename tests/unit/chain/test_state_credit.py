@@ -3,8 +3,8 @@ its open orders could already take; grants by the credit authority move one acco
 from __future__ import annotations
 
 
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.state.credit import worst_case
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.credit import worst_case
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload, account, cancel, grant, new, \
     replace
 

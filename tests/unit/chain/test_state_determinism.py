@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.app import ExchangeParams, ExchangeState
 from tests.unit.chain.state_helpers import (CHAIN, MARKETS, Chain, Workload, account, nonzero, state_positions,
                                             trade_positions)
 
@@ -99,7 +99,7 @@ def test_a_seeded_run_of_1000_orders_positions_equal_the_summed_trade_log(seed):
 
 RUN_IN_A_PROCESS = """
 import hashlib
-from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.app import ExchangeParams, ExchangeState
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload, account
 params = ExchangeParams(MARKETS, closed_order_history=300, trade_history=50, order_ttl_ms=30_000,
                         credit_limits={"USD": "5"}, credit_authority=account(9).hex())

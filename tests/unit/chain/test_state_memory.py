@@ -16,8 +16,8 @@ import sys
 from collections import deque
 from types import FunctionType, ModuleType
 
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.txs import SignedTx
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.txs import SignedTx
 from tests.unit.chain.state_helpers import CHAIN, T0, account, cancel, new
 
 ORDERS = 200_000

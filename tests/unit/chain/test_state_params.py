@@ -4,7 +4,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from exchange.chain.state import ExchangeParams, InvalidParams
+from exchange.app import ExchangeParams, InvalidParams
 
 AUTHORITY = "ab" * 32
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.chain.state import ExchangeParams, ExchangeState
+from exchange.app import ExchangeParams, ExchangeState
 from exchange.commands import CancelOrder, ReplaceOrder
 from exchange.orders import OrderType, SelfTradeMode, Side
 from tests.unit.chain.state_helpers import (CHAIN, T0, Chain, TxMaker, account, cancel, grant, new, nonzero, replace,

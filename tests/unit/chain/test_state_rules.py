@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.chain.state import ExchangeParams, ExchangeState, InvalidQuery
-from exchange.chain.state.replay import BUCKET_MS
+from exchange.app import ExchangeParams, ExchangeState, InvalidQuery
+from exchange.app.replay import BUCKET_MS
 from exchange.errors import UnknownMarket
 from tests.unit.chain.state_helpers import (BLOCK_MS, CHAIN, MARKETS, T0, Chain, TxMaker, account, cancel, new,
                                             replace)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.chain.state import ExchangeParams, ExchangeState, InvalidStateSnapshot
+from exchange.app import ExchangeParams, ExchangeState, InvalidStateSnapshot
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload
 
 PARAMS = ExchangeParams(MARKETS, closed_order_history=100, trade_history=20, credit_limits={"USD": "50"})
@@ -114,9 +114,9 @@ def test_no_corruption_makes_restore_fail_any_other_way(data):
 def test_positions_beyond_64_bits_still_snapshot_and_restore():
     """A position is the sum of every fill and Python's ints do not overflow: a few trades of the largest
     size at the largest price must not make the state unwritable (msgpack stops at 64 bits)."""
-    from exchange.chain.crypto import SigningKey
-    from exchange.chain.state import ExchangeParams, ExchangeState
-    from exchange.chain.txs import NewOrderOp, sign_tx
+    from exchange.crypto import SigningKey
+    from exchange.app import ExchangeParams, ExchangeState
+    from exchange.app.txs import NewOrderOp, sign_tx
 
     chain_id = "ab" * 32
     params = ExchangeParams(markets="BTC-USD", order_ttl_ms=100_000)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.chain.state import ExchangeParams, ExchangeState
-from exchange.chain.state.snapshot import InvalidStateSnapshot
-from exchange.chain.state.timers import MAX_SWITCH_MS, Timers
-from exchange.chain.txs import CancelAllOp, InvalidTx, NewOrderOp, ScheduleCancelOp, SignedTx, op_from_json, parse_op
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.snapshot import InvalidStateSnapshot
+from exchange.app.timers import MAX_SWITCH_MS, Timers
+from exchange.app.txs import CancelAllOp, InvalidTx, NewOrderOp, ScheduleCancelOp, SignedTx, op_from_json, parse_op
 from tests.unit.chain.state_helpers import BLOCK_MS, CHAIN, MARKETS, T0, Chain, account, new
 
 A, B = account(1).hex(), account(2).hex()

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.chain.crypto import SigningKey, verify
-from exchange.chain.txs import (CancelOp, GrantOp, InvalidTx, NewOrderOp, ReplaceOp, SignedTx, op_from_json, order_id,
+from exchange.crypto import SigningKey, verify
+from exchange.app.txs import (CancelOp, GrantOp, InvalidTx, NewOrderOp, ReplaceOp, SignedTx, op_from_json, order_id,
                                 sign_tx)
 
 CHAIN = "ab" * 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 from exchange_node_client import AsyncClient, NonceSource, Signer, signed_text, tx_id
 
 CHAIN = "ab" * 32

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.chain.txs import SignedTx
+from exchange.app.txs import SignedTx
 from tests.typescript_client import needs_build, run
 
 pytestmark = [pytest.mark.process, needs_build]

@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.chain.crypto import SigningKey
+from exchange.crypto import SigningKey
 from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
-from exchange.chain.txs import CancelOp, NewOrderOp, sign_tx
+from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
 from node.accounts import AccountStore
 from node.api.server import build_app
 from node.configs import ApiConfig

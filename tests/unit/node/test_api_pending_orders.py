@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exchange.chain.codec import pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.service import ChainService
-from exchange.chain.state import ExchangeParams
+from exchange.app import ExchangeParams
 from exchange.chain.store import ChainStore
 from node.accounts import AccountStore
 from node.api.server import build_app

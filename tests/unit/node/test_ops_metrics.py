@@ -8,7 +8,7 @@ import types
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange.chain.crypto import SigningKey, node_id_for
+from exchange.crypto import SigningKey, node_id_for
 from node.ops_metrics import STORAGE_KINDS, ops_metrics, validator_metrics
 from tests.faultyfs import FaultyFS
 from tests.unit.storage.chain_node import ChainNode, Record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from exchange.chain.txs import MAX_OPS, NewOrderOp, SignedTx
+from exchange.app.txs import MAX_OPS, NewOrderOp, SignedTx
 from node.accounts import Account
 from node.order_batcher import OrderBatcher
 

@@ -1,5 +1,5 @@
 """The signing examples for external clients (Python and Node.js) produce, byte for byte, the signed text
-and signature `exchange.chain.txs.sign_tx` does, and the body a node accepts as a SignedTx."""
+and signature `exchange.app.txs.sign_tx` does, and the body a node accepts as a SignedTx."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exchange.chain.crypto import SigningKey
-from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.crypto import SigningKey
+from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 from node.accounts import AccountStore
 from tests.scripted_api import ScriptedApi
 

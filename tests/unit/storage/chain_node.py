@@ -21,13 +21,13 @@ from typing import Any
 from exchange.chain.blocks import PRECOMMIT, Commit, Proposal, Vote
 from exchange.chain.codec import unpack
 from exchange.chain.core import CoreConfig
-from exchange.chain.crypto import SigningKey, node_id_for
+from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.genesis import Genesis
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
-from exchange.chain.state import ExchangeParams
+from exchange.app import ExchangeParams
 from exchange.chain.store import ChainStore
-from exchange.chain.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 from storage import FileSystem, StorageError
 
 DATA_DIR = "/node"

@@ -35,14 +35,14 @@ from typing import Any, Callable, TYPE_CHECKING, cast
 
 import msgpack
 
-from exchange.chain.state.positions import Positions
-from exchange.chain.state.replay import ReplayWindow
-from exchange.chain.state.timers import Timers
+from exchange.app.positions import Positions
+from exchange.app.replay import ReplayWindow
+from exchange.app.timers import Timers
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 
 if TYPE_CHECKING:
-    from exchange.chain.state.machine import ExchangeState
+    from exchange.app.machine import ExchangeState
 
 SNAPSHOT_FORMAT = 1
 TIMERS_FORMAT = 2

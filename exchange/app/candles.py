@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from exchange.chain.state.history import TradeRow
+from exchange.app.history import TradeRow
 from exchange.markets import Market
 from exchange.units import format_scaled
 

@@ -15,7 +15,7 @@ has reserved cancels nothing: it only refuses orders that would add to the short
 """
 from __future__ import annotations
 
-from exchange.chain.state.assets import MarketUnits
+from exchange.app.assets import MarketUnits
 from exchange.orders import Order, Side
 
 _BUY = Side.BUY

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange.chain.state.history import TradeRow
+from exchange.app.history import TradeRow
 from exchange.markets import Market, MarketRegistry
 from exchange.orders import Order
 

@@ -31,8 +31,8 @@ from typing import Any, Container, NamedTuple
 
 import msgpack
 
-from exchange.chain.state.history import TradeRow
-from exchange.chain.state.views import order_view_as, trade_view
+from exchange.app.history import TradeRow
+from exchange.app.views import order_view_as, trade_view
 from exchange.markets import Market, MarketRegistry
 from exchange.orders import Order
 

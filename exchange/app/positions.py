@@ -8,7 +8,7 @@ hold the same map whatever order they reached it in.
 """
 from __future__ import annotations
 
-from exchange.chain.state.assets import MarketUnits
+from exchange.app.assets import MarketUnits
 
 
 class Positions:

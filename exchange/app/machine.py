@@ -42,17 +42,17 @@ import heapq
 import sys
 from typing import Any, cast
 
-from exchange.chain.state.candles import candles, trades_between
-from exchange.chain.state.credit import CreditBook, worst_case
-from exchange.chain.state.history import ClosedOrders, TradeRow, trade_log
-from exchange.chain.state.params import ExchangeParams
-from exchange.chain.state.positions import Positions
-from exchange.chain.state.replay import ReplayWindow
-from exchange.chain.state.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
-from exchange.chain.state.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
+from exchange.app.candles import candles, trades_between
+from exchange.app.credit import CreditBook, worst_case
+from exchange.app.history import ClosedOrders, TradeRow, trade_log
+from exchange.app.params import ExchangeParams
+from exchange.app.positions import Positions
+from exchange.app.replay import ReplayWindow
+from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
+from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
-from exchange.chain.state.views import order_moment, order_view, trade_view
-from exchange.chain.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
+from exchange.app.views import order_moment, order_view, trade_view
+from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
                                 ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
@@ -698,7 +698,7 @@ class ExchangeState:
 
     def snapshot(self) -> bytes:
         """The canonical encoding of the whole state between blocks (see `snapshot.py`)."""
-        from exchange.chain.state.snapshot import encode_state
+        from exchange.app.snapshot import encode_state
         if self._in_block:
             raise RuntimeError("snapshot inside a block")
         return encode_state(self)
@@ -706,7 +706,7 @@ class ExchangeState:
     @classmethod
     def restore(cls, params: ExchangeParams, data: bytes, chain_id: str | None = None) -> ExchangeState:
         """The state a `snapshot()` encodes; raises InvalidStateSnapshot naming what is wrong."""
-        from exchange.chain.state.snapshot import decode_state
+        from exchange.app.snapshot import decode_state
         return decode_state(cls(params, chain_id), data)
 
 

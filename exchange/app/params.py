@@ -27,7 +27,7 @@ import msgpack
 
 from exchange.errors import ExchangeError
 from exchange.markets import Market, MarketRegistry, parse_markets
-from exchange.chain.state.assets import AssetScales
+from exchange.app.assets import AssetScales
 
 WIRE_FORMAT = 1
 CAPPED_FORMAT = 2            # the wire form with max_open_orders; a network without a cap keeps format 1

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Union, cast
 
-from exchange.chain.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
+from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
 
 DOMAIN = "exchange-node/tx/v1"
 MAX_OPS = 250
