@@ -7,10 +7,11 @@
   answer with random contacts and forged records, half stay silent) and 10 % of honest nodes gone:
   found %, hops p50/p99/max, queries per lookup (each a request and an answer) and its ratio to the
   baseline, and the memory of one routing table (tracemalloc over building them all).
-- real processes: 12 nodes in a line (each bootstraps to the one before it; peer exchange and mDNS off;
+- real processes: 30 nodes in a line (each bootstraps to the one before it; peer exchange and mDNS off;
   --smoke: 4), every node's record published; from the last node, `GET /dht/nodes/{id}` for each other
-  node, several rounds: lookup latency p50/p99 against `GET /status` on the same node (the baseline: one
-  API round trip), and queries per lookup.
+  node, asked of the network even where the asker keeps a copy (`?fresh=1`), several rounds: lookup
+  latency p50/p99 against `GET /status` on the same node (the baseline: one API round trip), queries
+  per lookup and the hop distribution.
 """
 from __future__ import annotations
 
@@ -72,11 +73,12 @@ def processes(count: int, rounds: int) -> None:
                    message="every node published its record twice")
         asker, others = nodes[-1], nodes[:-1]
         queries_before = asker.status()["discovery"]["dht"]["queries"]
+        hops_before = asker.status()["discovery"]["dht"]["lookup_hops"]
         lookup_ms, status_ms, missing = [], [], 0
         for _ in range(rounds):
             for other in others:
                 started = time.perf_counter()
-                code, _ = asker.api("GET", f"/dht/nodes/{other.node_id}", None, 30)
+                code, _ = asker.api("GET", f"/dht/nodes/{other.node_id}?fresh=1", None, 30)
                 lookup_ms.append(1000 * (time.perf_counter() - started))
                 missing += code != 200
                 started = time.perf_counter()
@@ -84,12 +86,15 @@ def processes(count: int, rounds: int) -> None:
                 status_ms.append(1000 * (time.perf_counter() - started))
         done = asker.status()["discovery"]["dht"]
         queries = (done["queries"] - queries_before) / max(1, len(lookup_ms))
+        hops = {h: n - hops_before.get(h, 0) for h, n in done["lookup_hops"].items() if n > hops_before.get(h, 0)}
         base_p50 = _pct(status_ms, 0.5)
         rows = [["GET /status (baseline)", len(status_ms), "-", f"{base_p50:.2f}", f"{_pct(status_ms, 0.99):.2f}", "1.00"],
                 ["GET /dht/nodes/{id}", len(lookup_ms), len(lookup_ms) - missing, f"{_pct(lookup_ms, 0.5):.2f}",
                  f"{_pct(lookup_ms, 0.99):.2f}", f"{_pct(lookup_ms, 0.5) / base_p50:.2f}"]]
         print_table(f"DHT lookups on {count} real processes in a line (peer exchange and mDNS off), from the last node "
-                    f"for every other, {rounds} round(s); {queries:.1f} dht.find queries per lookup",
+                    f"for every other, asked of the network (fresh), {rounds} round(s); {queries:.1f} dht.find "
+                    f"queries per lookup; hops (the depth of the node that answered): "
+                    f"{', '.join(f'{h}: {n}' for h, n in sorted(hops.items())) or '-'}",
                     ["request", "n", "found", "p50 ms", "p99 ms", "p50 ratio"], rows)
     finally:
         for node in cluster.nodes:
@@ -108,4 +113,4 @@ def main(flags: list[str]) -> None:
         processes(8, 2)
     else:
         simulation([1000, 10_000], 300)
-        processes(12, 3)
+        processes(30, 3)

@@ -110,8 +110,8 @@ class Settings:
     max_inbound_per_subnet: int = _setting(8, "MAX_INBOUND_PER_SUBNET",
                                            "Inbound links and handshakes from one IPv4 /24 or IPv6 /48", p.integer(1))
     inbound_limit_loopback: bool = _setting(
-        False, "INBOUND_LIMIT_LOOPBACK", "Apply the per-IP and per-subnet caps to loopback too (off: nodes on "
-        "this machine are the operator's own)", p.boolean)
+        False, "INBOUND_LIMIT_LOOPBACK", "Apply the per-IP and per-subnet caps (inbound links, DHT "
+        "routing table) to loopback too (off: nodes on this machine are the operator's own)", p.boolean)
     peer_reconnect_interval: float = _setting(
         30.0, "PEER_RECONNECT_INTERVAL", "Cap in seconds of the reconnect backoff", _FLOAT_POS)
 

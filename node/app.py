@@ -115,7 +115,8 @@ class ExchangeNode:
                                   node_id_for=NodeIdentity.node_id_for, services=self._dht_services,
                                   addresses=self._dht_addresses,
                                   relay_dial=None if self.nat is None else self.nat.dial_through,
-                                  private=self._dht_private, peer_private=self._dht_peer_private)
+                                  private=self._dht_private, peer_private=self._dht_peer_private,
+                                  limit_loopback=configs.peers.limits.limit_loopback)
             self.discovery.strategies[self.dht.name] = self.dht
             self.rpc.service.use_finder(self.dht)     # no linked provider of a service: its DHT providers
             self.api_extensions.append(install_dht_api)

@@ -1,6 +1,6 @@
 """Control API of the DHT (private routes): GET /dht (the routing table's size and buckets, the records
-kept, counters), GET /dht/nodes/{id} (the newest valid record of a node, found by lookup, and a link to it; 404 when
-none),
+kept, counters), GET /dht/nodes/{id}[?fresh=1] (the newest valid record of a node, found by lookup, and a link to it; 404 when
+none; with fresh, asked of the network even when a copy is kept here),
 GET /dht/providers/{service} (live records of nodes that serve it)."""
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ async def get_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"].lower()
     if not NODE_ID.match(node_id):
         raise ApiError(400, "invalid_node_id", "a node id is 40 hex characters", "node_id")
-    record = await _dht(request).find_node(node_id, link=True)
+    fresh = request.query.get("fresh", "0") not in ("0", "false", "")
+    record = await _dht(request).find_node(node_id, link=True, fresh=fresh)
     if record is None:
         raise ApiError(404, "no_record", f"no live record of node {node_id} in the DHT")
     return json_response({"record": record_view(record)})

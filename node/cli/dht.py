@@ -40,11 +40,13 @@ def register(cli: click.Group) -> None:
 
     @dht.command("lookup")
     @click.argument("node_id")
+    @click.option("--fresh", is_flag=True, help="Ask the network even when the node keeps a copy of the record")
     @api_option
     @json_option
-    def lookup(node_id: str, api: NodeTarget, as_json: bool) -> None:
+    def lookup(node_id: str, fresh: bool, api: NodeTarget, as_json: bool) -> None:
         """The newest valid record of NODE_ID, and a link to it (exit 1 when the DHT has none)."""
-        data = request(api, "GET", f"/dht/nodes/{node_id.lower()}", timeout=30.0, expect=("record",))
+        path = f"/dht/nodes/{node_id.lower()}" + ("?fresh=1" if fresh else "")
+        data = request(api, "GET", path, timeout=30.0, expect=("record",))
         emit_json(data) if as_json else _print_record(data["record"])
 
     @dht.command("providers")

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from p2p.address_book import dialable
@@ -76,13 +76,15 @@ class DhtStats(StrategyStats):
     refused_as_client: int = 0  # queries and stores we turned away in client mode
     skipped_clients: int = 0    # lookup steps not sent to a peer that says it is a client
     providers_linked: int = 0   # links made so an RPC call found a provider no linked peer was
+    lookup_hops: dict[int, int] = field(default_factory=dict)   # node lookups that went to the network, by hops
 
     def as_dict(self) -> dict:
         return StrategyStats.as_dict(self) | {
             "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
             "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,
             "publications": self.publications, "refused_as_client": self.refused_as_client,
-            "skipped_clients": self.skipped_clients, "providers_linked": self.providers_linked}
+            "skipped_clients": self.skipped_clients, "providers_linked": self.providers_linked,
+            "lookup_hops": {str(h): n for h, n in sorted(self.lookup_hops.items())}}
 
 
 class DhtService(DiscoveryStrategy):
@@ -95,7 +97,7 @@ class DhtService(DiscoveryStrategy):
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  relay_dial: Callable[[str, int, str], Awaitable[Any]] | None = None,
                  private: Callable[[], bool] = lambda: False,
-                 peer_private: Callable[[str], bool] = lambda node_id: False) -> None:
+                 peer_private: Callable[[str], bool] = lambda node_id: False, limit_loopback: bool = False) -> None:
         super().__init__()
         self._private = private              # dial-backs say nobody can reach us: client mode
         self._peer_private = peer_private    # a peer says nobody can reach it: a client, never a contact
@@ -117,7 +119,7 @@ class DhtService(DiscoveryStrategy):
         self.walk_interval = walk_interval
         self.clock = clock
         self.rng = rng or random.Random()
-        self.table = RoutingTable(self.node_id, k=k)
+        self.table = RoutingTable(self.node_id, k=k, limit_loopback=limit_loopback)
         self.store = RecordStore()
         self._known: dict[str, tuple[str, int]] = {}       # node id -> an address a peer gave for it (a hint)
         self._seq = int(clock() * 1000)                     # a restarted node's records outrank its old ones
@@ -219,15 +221,18 @@ class DhtService(DiscoveryStrategy):
         return ok
 
     # --- lookups -------------------------------------------------------------------------------------------
-    async def find_node(self, node_id: str, *, link: bool = False) -> NodeRecord | None:
+    async def find_node(self, node_id: str, *, link: bool = False, fresh: bool = False) -> NodeRecord | None:
         """The newest valid record of `node_id` the DHT holds (None: not found); with `link`, then a link to
-        it (dialled at the record's addresses, the handshake proving the node; best effort)."""
+        it (dialled at the record's addresses, the handshake proving the node; best effort). With `fresh`,
+        the network is asked even when a copy is kept here (what do the nodes near the id hold now?)."""
         self.stats.lookups += 1
         now_ms = int(self.clock() * 1000)
-        record = self.own_record() if node_id == self.node_id else self.store.get(node_id, now_ms)
-        if record is None:          # not among the records kept here: ask the network
+        record = self.own_record() if node_id == self.node_id else None if fresh else self.store.get(node_id, now_ms)
+        if record is None and node_id != self.node_id:     # not among the records kept here: ask the network
             search = await self._lookup(node_id, want_value=True)
             record = search.value if isinstance(search.value, NodeRecord) else None
+            if record is not None:
+                self.stats.lookup_hops[search.hops] = self.stats.lookup_hops.get(search.hops, 0) + 1
         if record is None or not record.live(now_ms):
             return None
         self.stats.found += 1

@@ -2,7 +2,8 @@
 
 Resistance as S/Kademlia and libp2p's kad-dht ask: ids are bound to keys (the Noise handshake proves
 them), a bucket holds at most `per_subnet` contacts of one /24 (or /48) and the table `per_subnet_total`,
-so one subnet cannot fill the neighbourhood of an id; and a full bucket keeps its oldest contact unless it
+so one subnet cannot fill the neighbourhood of an id (loopback contacts are exempt unless `limit_loopback`:
+nodes on one machine are its operator's, as for inbound links); and a full bucket keeps its oldest contact unless it
 fails a check (test before evict: long-lived nodes are the likeliest to stay, and a flood of fresh ids
 cannot push them out).
 """
@@ -32,8 +33,10 @@ class _Bucket:
 
 
 class RoutingTable:
-    def __init__(self, own_id: str, *, k: int = K, per_subnet: int = 2, per_subnet_total: int = 10) -> None:
+    def __init__(self, own_id: str, *, k: int = K, per_subnet: int = 2, per_subnet_total: int = 10,
+                 limit_loopback: bool = False) -> None:
         self.own_id = own_id
+        self.limit_loopback = limit_loopback
         self.k = k
         self.per_subnet = per_subnet
         self.per_subnet_total = per_subnet_total
@@ -48,6 +51,9 @@ class RoutingTable:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._where
 
+    def _limited(self, contact: Contact) -> bool:
+        return self.limit_loopback or contact.subnet != "loopback"
+
     def _refuse(self, reason: str) -> str:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return reason
@@ -61,9 +67,10 @@ class RoutingTable:
         bucket = self._buckets[index]
         if self.touch(contact.node_id, now):
             return "updated"
-        if sum(1 for c in bucket.contacts if c.subnet == contact.subnet) >= self.per_subnet:
+        limited = self._limited(contact)
+        if limited and sum(1 for c in bucket.contacts if c.subnet == contact.subnet) >= self.per_subnet:
             return self._refuse("bucket_subnet_limit")
-        if self._subnets.get(contact.subnet, 0) >= self.per_subnet_total:
+        if limited and self._subnets.get(contact.subnet, 0) >= self.per_subnet_total:
             return self._refuse("table_subnet_limit")
         contact.last_seen = now
         if len(bucket.contacts) < self.k:
@@ -109,7 +116,7 @@ class RoutingTable:
         self.remove(node_id)
         if bucket.pending is not None:
             pending, bucket.pending = bucket.pending, None
-            if self._subnets.get(pending.subnet, 0) < self.per_subnet_total:
+            if not self._limited(pending) or self._subnets.get(pending.subnet, 0) < self.per_subnet_total:
                 self._insert(index, pending)
 
     def remove(self, node_id: str) -> None:

@@ -107,6 +107,16 @@ def test_the_table_limits_one_subnet_per_bucket_and_in_all():
     assert len(table) == 3 and table.buckets() == [(158, 1), (159, 2)]
 
 
+def test_loopback_contacts_pass_the_subnet_limits_unless_asked_to_count():
+    """Nodes on one machine are its operator's (as INBOUND_LIMIT_LOOPBACK says for inbound links): thirty of
+    them must not share ten table entries; with the setting on they count like any subnet."""
+    ids = [f"8{i:039x}" for i in range(1, 6)] + [f"4{i:039x}" for i in range(1, 4)]
+    table = RoutingTable("0" * 40, k=20, per_subnet=2, per_subnet_total=3)
+    assert {table.add(contact(n, "loopback"), 1.0) for n in ids} == {"added"}
+    strict = RoutingTable("0" * 40, k=20, per_subnet=2, per_subnet_total=3, limit_loopback=True)
+    assert [strict.add(contact(n, "loopback"), 1.0) for n in ids].count("added") == 3
+
+
 def test_a_full_bucket_keeps_its_oldest_unless_it_fails_a_check():
     table = RoutingTable("0" * 40, k=2, per_subnet=2, per_subnet_total=20)
     old, mid, new = "8" + "1" * 39, "8" + "2" * 39, "8" + "3" * 39
