@@ -18,7 +18,6 @@ waits on our own transactions and the cancels held for their orders), `seats_vie
 """
 from __future__ import annotations
 
-import hashlib
 import asyncio
 import logging
 import random
@@ -37,6 +36,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, 
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.tendermint import wal_record_height
 from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.chain.forwarding import TxForwarding
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
@@ -50,8 +50,6 @@ from storage import StorageError
 log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
-SUBMIT_SERVICE = "chain.submit"
-FOLLOWER_VALIDATOR_LINKS = 7    # validators a follower keeps linked (all of a default-sized set)
 OUTBOX_PROBE_INTERVAL = 1.0
 BUSY_TICK = 0.02    # s between ticks while the core has work of its own
 IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
@@ -105,7 +103,6 @@ class ChainService:
         self._pump_handle: asyncio.Handle | None = None
         self._tick_wake: asyncio.Future[None] | None = None   # resolved to tick now
         self._tick_due = 0.0                                  # when the ticker will wake by itself
-        self._offered_submit = False
         self._ready = asyncio.Event()
         self._seat_changed = asyncio.Event()
         self.finality_observers = self.own_orders.finality_observers
@@ -129,6 +126,7 @@ class ChainService:
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
                          "status_sent": 0, "status_received": 0}
+        self.forwarding = TxForwarding(network, identity.node_id, self._serve_submit, self.counters)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -523,7 +521,7 @@ class ChainService:
             case Committed(block, commit, outcome, holds_own):
                 self._committed(block, commit, outcome, holds_own)
             case Forward(tx, proposers):
-                asyncio.get_running_loop().create_task(self._forward(tx, proposers))
+                asyncio.get_running_loop().create_task(self.forwarding.forward(tx, proposers))
             case OwnDone(tx_id, status):
                 self._own_done(tx_id, status)
             case Halt(reason):
@@ -626,53 +624,9 @@ class ChainService:
         if self.own_orders.expired(tx_id, self.core):
             self._schedule_pump()
 
-    async def _forward(self, tx: SignedTx, proposers: tuple[str, ...]) -> None:
-        """Hand `tx` to each upcoming proposer we hold a link to (the block's author then has it one hop
-        after it was placed, not two), else to the validator the router picks. The outbox hands it on
-        again after resubmit_interval if nobody took it."""
-        offering = set(self.network.linked_providers(SUBMIT_SERVICE))
-        targets: list[str | None] = [p for p in proposers if p in offering] or [None]
-        answers = await asyncio.gather(*(self._submit_to(target, tx) for target in targets))
-        if not any(answers):
-            self.counters["forward_failures"] += 1
-
-    async def _submit_to(self, peer: str | None, tx: SignedTx) -> bool:
-        try:
-            answer = await self.network.call(SUBMIT_SERVICE, tx.wire(), timeout=2.0, peer=peer)
-        except Exception as exc:  # noqa: BLE001 - a peer's failure is only a failed hand-off
-            log.debug("forwarding %s to %s failed: %s", tx.id, peer or "a validator", exc)
-            return False
-        if isinstance(answer, dict) and answer.get("error") not in (None, "duplicate"):
-            log.info("validator refused forwarded tx %s: %s", tx.id, answer.get("error"))
-            return False
-        return True
-
     def _roles_changed(self) -> None:
-        core = self.core
-        assert core is not None
-        validators = set(core.state.validators.node_ids)
-        if core.is_validator:
-            self.network.keep_linked(validators - {self.identity.node_id})
-            if not self._offered_submit:
-                self.network.offer(SUBMIT_SERVICE, self._serve_submit)
-                self._offered_submit = True
-        else:
-            self.network.keep_linked(self._validators_to_follow(validators))
-            if self._offered_submit:
-                self.network.withdraw(SUBMIT_SERVICE)
-                self._offered_submit = False
-        log.info("role %s at height %d: %d validators (epoch %d, quorum %d)", core.role, core.height,
-                 len(validators), core.state.validators.epoch, core.state.validators.quorum)
-
-    def _validators_to_follow(self, validators: set[str]) -> set[str]:
-        """A follower links to every validator (up to FOLLOWER_VALIDATOR_LINKS): its orders then reach each
-        block's author in one hop. In a larger set each follower keeps its own choice (rendezvous hashing on
-        both ids), so followers spread over the validators instead of crowding the same few."""
-        me = self.identity.node_id
-
-        def rank(node_id: str) -> bytes:
-            return hashlib.sha256(f"{me}/{node_id}".encode()).digest()
-        return set(sorted(validators, key=rank)[:FOLLOWER_VALIDATOR_LINKS])
+        assert self.core is not None
+        self.forwarding.roles_changed(self.core)
 
     async def _ticker(self) -> None:
         """The core's clock: a tick at its next deadline, every BUSY_TICK while it has work of its own

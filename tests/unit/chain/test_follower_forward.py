@@ -13,7 +13,8 @@ from exchange.chain.core import FORWARD_FANOUT, ChainCore
 from exchange.chain.effects import Forward
 from exchange.chain.genesis import Genesis
 from exchange.app import ExchangeParams
-from exchange.chain.service import FOLLOWER_VALIDATOR_LINKS, SUBMIT_SERVICE, ChainService
+from exchange.chain.forwarding import FOLLOWER_VALIDATOR_LINKS, SUBMIT_SERVICE
+from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
@@ -99,12 +100,12 @@ def test_a_follower_submits_to_each_linked_upcoming_proposer_else_to_the_routers
             upcoming = core.upcoming_proposers()
             others = [v.node_id for v in validators if v.node_id not in upcoming]
             net.linked = [upcoming[0], upcoming[2], *others]
-            await service._forward(_order(genesis.chain_id, 1, time.time()), upcoming)
+            await service.forwarding.forward(_order(genesis.chain_id, 1, time.time()), upcoming)
             assert sorted(net.calls, key=str) == sorted([upcoming[0], upcoming[2]]), \
                 "each linked upcoming proposer, and nobody else"
             net.calls.clear()
             net.linked = others
-            await service._forward(_order(genesis.chain_id, 2, time.time()), upcoming)
+            await service.forwarding.forward(_order(genesis.chain_id, 2, time.time()), upcoming)
             assert net.calls == [None], "no upcoming proposer linked: the router picks one validator"
             assert service.counters["forward_failures"] == 0
         finally:
@@ -120,7 +121,7 @@ def test_followers_of_a_large_set_spread_over_the_validators(tmp_path):
     for n in range(8):
         service = ChainService(NodeIdentity.generate(), RecordingNet(), ChainStore(tmp_path / f"f{n}"),
                                network_id="t", markets="BTC-USD")
-        picked = service._validators_to_follow(validators)
+        picked = service.forwarding.validators_to_follow(validators)
         assert len(picked) == FOLLOWER_VALIDATOR_LINKS and picked <= validators
         chosen.append(picked)
     assert len({frozenset(c) for c in chosen}) > 1
