@@ -37,7 +37,8 @@ from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, 
 from exchange.chain.tendermint import wal_record_height
 from exchange.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.forwarding import TxForwarding
-from exchange.chain.founding import Decision, Founding
+from exchange.chain.founding import Founding
+from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, FoundingLoop
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
@@ -54,7 +55,6 @@ OUTBOX_PROBE_INTERVAL = 1.0
 BUSY_TICK = 0.02    # s between ticks while the core has work of its own
 IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
 FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced (see `_committed`)
-GENESIS_SERVICE = "chain.genesis"
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
 
 
@@ -71,11 +71,7 @@ class ChainService:
         self.network = network
         self.store = store
         self.network_id = network_id
-        self.markets = markets
         self.order_ttl_ms = order_ttl_ms
-        self.max_open_orders = max_open_orders      # for a network founded here (exchange params)
-        self.max_validators = max_validators
-        self.snapshot_interval = snapshot_interval
         self.pinned_validators = pinned_validators
         self.config = config or CoreConfig()
         self.clock = clock
@@ -83,8 +79,6 @@ class ChainService:
         self.genesis: Genesis | None = None
         self.join_token = join_token
         self.keep_seat = keep_seat
-        self.seat_rule = seat_rule
-        self.absent = absent            # (blocks, ms) without a signature or proposal that jail a validator
         self.leave_timeout = leave_timeout
         if join_token is not None and trusted_chain_id is not None and join_token.chain_id != trusted_chain_id:
             raise ValueError(f"JOIN_TOKEN is for chain {join_token.chain_id[:16]} but CHAIN_ID is {trusted_chain_id[:16]}")
@@ -95,6 +89,11 @@ class ChainService:
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
         self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
+        self.founding_loop = FoundingLoop(
+            self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
+                             max_open_orders=max_open_orders, max_validators=max_validators,
+                             snapshot_interval=snapshot_interval, seat_rule=seat_rule, absent=absent),
+            self.founding, network, store, identity.public_key_bytes, clock)
         self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
         self.halted: str | None = None
         self.own_orders = OwnOrders(store, clock)
@@ -139,9 +138,9 @@ class ChainService:
                              f"{self.founding.trusted_by} names chain {trusted[:16]}: move the directory aside to "
                              f"join that chain, or drop the setting")
         if genesis is not None:
-            self._boot(genesis)
+            self.boot(genesis)
         else:
-            self._tasks.append(asyncio.create_task(self._found(), name="chain.founding"))
+            self._tasks.append(asyncio.create_task(self.founding_loop.run(), name="chain.founding"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
 
     async def stop(self) -> None:
@@ -197,7 +196,8 @@ class ChainService:
             # the awaited block changes it: mypy keeps the loop's narrowing
             log.warning("validator seat handed back at height %d%s", core.height, successor)  # type: ignore[unreachable]
 
-    def _boot(self, genesis: Genesis) -> None:
+    def boot(self, genesis: Genesis) -> None:
+        """Run the chain `genesis` starts: restore, replay, check the history, start the core."""
         self.genesis = genesis
         params = ExchangeParams.from_wire(genesis.exchange)
         identity = self.identity
@@ -282,79 +282,6 @@ class ChainService:
         log.critical("%s", self.fatal)
         for stop in self.fatal_listeners:
             stop(self.fatal)
-
-    async def _found(self) -> None:
-        last_reason = ""
-        while self.genesis is None:
-            decision = self.founding.decide(self.clock())
-            if decision.reason != last_reason:
-                log.info("founding: %s", decision.reason)
-                last_reason = decision.reason
-            self.founding_status = decision.reason
-            try:
-                if decision.action == "found":
-                    self._found_chain(decision)
-                elif decision.action == "adopt":
-                    await self._adopt(decision)
-            except Exception:     # one bad peer answer must not end the founding loop
-                log.exception("founding step failed")
-            if self.genesis is None:
-                await asyncio.sleep(0.2)
-
-    def _found_chain(self, decision: Decision) -> None:
-        params = ExchangeParams(markets=self.markets, order_ttl_ms=self.order_ttl_ms,
-                                max_open_orders=self.max_open_orders)
-        token = None if decision.pinned else JoinToken.new()
-        genesis = Genesis(network_id=self.network_id, created_ms=int(self.clock() * 1000),
-                          founder=self.identity.public_key_bytes, validators=tuple(decision.validators),
-                          max_validators=self.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
-                          snapshot_interval=self.snapshot_interval,
-                          admission_key=token.admission_key if token is not None else b"", seat_rule=self.seat_rule,
-                          absent_blocks=self.absent[0], absent_ms=self.absent[1])
-        if token is not None:       # written before the genesis: a crash between them leaves no chain without it
-            token.for_chain(genesis.chain_id).write(self.store.root.parent)
-        self.store.save_genesis(genesis)
-        log.warning("founded a new network %s (chain %s) with %d validator(s)%s", self.network_id,
-                    genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else
-                    f"; a node started with JOIN_TOKEN from {self.store.root.parent}/join-token gets a seat")
-        self._boot(genesis)
-
-    async def _adopt(self, decision: Decision) -> None:
-        for peer in decision.peers[:3]:
-            try:
-                wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
-                genesis = Genesis.from_wire(wire)
-            except Exception as exc:  # noqa: BLE001 - a peer's failed answer, whatever it raised
-                log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
-                continue
-            if genesis.chain_id != decision.chain_id:
-                self.network.penalize(peer, 50.0, "genesis_mismatch")
-                continue
-            problem = self._genesis_problem(genesis)
-            if problem is not None:
-                log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
-                self.founding.refused.add(genesis.chain_id)
-                self.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
-                return
-            self.store.save_genesis(genesis)
-            self.trust = decision.trust or self.trust
-            if decision.trust == "only_chain":
-                log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
-                            "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
-                            genesis.network_id, genesis.chain_id[:16])
-            log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
-            self._boot(genesis)
-            return
-
-    def _genesis_problem(self, genesis: Genesis) -> str | None:
-        if genesis.network_id != self.network_id:
-            return f"its NETWORK_ID is {genesis.network_id!r}, ours {self.network_id!r}"
-        ours = ExchangeParams(markets=self.markets).to_wire().get("markets")
-        theirs = genesis.exchange.get("markets")
-        if ours != theirs:
-            return (f"it trades {theirs!r} but MARKETS here is {ours!r}; set MARKETS to match the network "
-                    f"(or use another NETWORK_ID)")
-        return None
 
     def _serve_genesis(self, payload: Any, peer: str) -> Any:
         if self.genesis is None:

@@ -1,0 +1,132 @@
+"""The founding loop of a node with no chain yet: every 200 ms it asks Founding (sans-I/O,
+exchange/chain/founding.py) what to do, then founds a chain (the join token written first, then the
+genesis) or adopts a peer's (its genesis fetched, checked to be the chain the decision names and to carry
+our network and markets), until a genesis is in place; the service then boots from it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from exchange.app import ExchangeParams
+from exchange.chain.founding import Decision, Founding
+from exchange.chain.genesis import Genesis
+from exchange.chain.join_token import JoinToken
+from exchange.chain.ports import ChainNetwork, ChainStore
+
+log = logging.getLogger("exchange.chain")
+
+GENESIS_SERVICE = "chain.genesis"
+RETRY = 0.2         # s between founding decisions
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRules:
+    """What a chain founded here carries, and what a chain adopted here must match (network, markets)."""
+    network_id: str
+    markets: str
+    order_ttl_ms: int
+    max_open_orders: int | None
+    max_validators: int
+    snapshot_interval: int
+    seat_rule: str
+    absent: tuple[int, int]         # (blocks, ms) without a signature or proposal that jail a validator
+
+    def problem_with(self, genesis: Genesis) -> str | None:
+        """Why this node will not join `genesis`, or None."""
+        if genesis.network_id != self.network_id:
+            return f"its NETWORK_ID is {genesis.network_id!r}, ours {self.network_id!r}"
+        ours = ExchangeParams(markets=self.markets).to_wire().get("markets")
+        theirs = genesis.exchange.get("markets")
+        if ours != theirs:
+            return (f"it trades {theirs!r} but MARKETS here is {ours!r}; set MARKETS to match the network "
+                    f"(or use another NETWORK_ID)")
+        return None
+
+
+class FoundingHost(Protocol):
+    """What the loop reads and sets on the chain service."""
+    genesis: Genesis | None
+    founding_status: str
+    trust: str
+    conflicts: dict[str, dict[str, Any]]
+
+    def boot(self, genesis: Genesis) -> None: ...
+
+
+class FoundingLoop:
+    def __init__(self, host: FoundingHost, rules: ChainRules, founding: Founding, network: ChainNetwork,
+                 store: ChainStore, founder_key: bytes, clock: Callable[[], float]) -> None:
+        self.host = host
+        self.rules = rules
+        self.founding = founding
+        self.network = network
+        self.store = store
+        self.founder_key = founder_key
+        self.clock = clock
+
+    async def run(self) -> None:
+        last_reason = ""
+        while self.host.genesis is None:
+            decision = self.founding.decide(self.clock())
+            if decision.reason != last_reason:
+                log.info("founding: %s", decision.reason)
+                last_reason = decision.reason
+            self.host.founding_status = decision.reason
+            try:
+                if decision.action == "found":
+                    self._found_chain(decision)
+                elif decision.action == "adopt":
+                    await self._adopt(decision)
+            except Exception:     # one bad peer answer must not end the founding loop
+                log.exception("founding step failed")
+            if self.host.genesis is None:
+                await asyncio.sleep(RETRY)
+
+    def _found_chain(self, decision: Decision) -> None:
+        rules = self.rules
+        params = ExchangeParams(markets=rules.markets, order_ttl_ms=rules.order_ttl_ms,
+                                max_open_orders=rules.max_open_orders)
+        token = None if decision.pinned else JoinToken.new()
+        genesis = Genesis(network_id=rules.network_id, created_ms=int(self.clock() * 1000),
+                          founder=self.founder_key, validators=tuple(decision.validators),
+                          max_validators=rules.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
+                          snapshot_interval=rules.snapshot_interval,
+                          admission_key=token.admission_key if token is not None else b"", seat_rule=rules.seat_rule,
+                          absent_blocks=rules.absent[0], absent_ms=rules.absent[1])
+        if token is not None:       # written before the genesis: a crash between them leaves no chain without it
+            token.for_chain(genesis.chain_id).write(self.store.root.parent)
+        self.store.save_genesis(genesis)
+        log.warning("founded a new network %s (chain %s) with %d validator(s)%s", rules.network_id,
+                    genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else
+                    f"; a node started with JOIN_TOKEN from {self.store.root.parent}/join-token gets a seat")
+        self.host.boot(genesis)
+
+    async def _adopt(self, decision: Decision) -> None:
+        for peer in decision.peers[:3]:
+            try:
+                wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
+                genesis = Genesis.from_wire(wire)
+            except Exception as exc:  # noqa: BLE001 - a peer's failed answer, whatever it raised
+                log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
+                continue
+            if genesis.chain_id != decision.chain_id:
+                self.network.penalize(peer, 50.0, "genesis_mismatch")
+                continue
+            problem = self.rules.problem_with(genesis)
+            if problem is not None:
+                log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
+                self.founding.refused.add(genesis.chain_id)
+                self.host.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
+                return
+            self.store.save_genesis(genesis)
+            self.host.trust = decision.trust or self.host.trust
+            if decision.trust == "only_chain":
+                log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
+                            "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
+                            genesis.network_id, genesis.chain_id[:16])
+            log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
+            self.host.boot(genesis)
+            return
