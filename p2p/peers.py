@@ -16,6 +16,10 @@ once the remote's identity is proven (`hello["node_id"]` is the Noise-proven id;
 link with a goodbye saying it), and link listeners. Add permanent refusal reasons to `no_redial` so a
 refused dialler stops trying. `keep_linked(node_ids)`: links to these nodes are dialled first through
 their known addresses, come on top of MAX_PEERS, pass the inbound caps, and are never evicted.
+
+Over 500 lines on purpose: admission, dialling, claims and link bookkeeping keep one table of links
+consistent; what stands alone is beside it (admission.py, address_book.py, peer_store.py, transport.py,
+peer_hooks.py).
 """
 from __future__ import annotations
 

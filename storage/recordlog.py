@@ -17,6 +17,9 @@ looks like a torn write, so the caller checks the last index against its own dur
 vote record names the height it reached).
 
 Threads: one writer at a time (a GroupCommit worker, or the caller); readers may run meanwhile from any thread.
+
+Over 500 lines on purpose: open, append, repair and truncation all keep one segment index true across
+crashes; split, that invariant would be spread over modules.
 """
 from __future__ import annotations
 

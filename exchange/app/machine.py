@@ -35,6 +35,9 @@ Rules:
   refused `until_passed`. A replace keeps the replaced order's `until`.
 
 Heights start at 1 after the genesis (height 0); block times never go backwards.
+
+Over 500 lines on purpose: one deterministic fold, whose order of applying the rules must read in one
+place; the rules that stand alone are its sibling modules (credit, positions, replay, timers, history).
 """
 from __future__ import annotations
 

@@ -21,6 +21,8 @@ certificate) it has verified against the validator set its own state derived, so
 many — can neither affect safety nor slow finality. Every message arriving here is checked before it is
 acted on; what fails a check that needs no local knowledge (shape, signature, certificate) is blamed on
 the neighbour that sent it, since honest nodes check before they forward.
+
+Over 500 lines on purpose: what stays here is the state the parts share and the one batch of effects.
 """
 from __future__ import annotations
 

@@ -15,6 +15,11 @@ Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start fr
 signing floor after damage), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's
 waits on our own transactions and the cancels held for their orders), `seats_view.py` (what
 `exchange-node validators` shows), and `ports.py` (the network, disk and key it runs over).
+
+Over 500 lines on purpose: the pump, the ticker and the API's waits all act on the one core, the list of
+blocks final but not yet durable and the disk error, in the durability order above; split, each would
+reach into the others' state. The parts that stand alone are beside it (boot, statesync, own_orders,
+seats_view, forwarding, founding_loop).
 """
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ Departures from the pseudocode, all on the side of the paper's own assumptions:
   needs, so a Byzantine validator cannot make us store unbounded rounds;
 - a height may wait for transactions before round 0 starts (`start_height(..., wait=True)`), as
   CometBFT's `create_empty_blocks=false` does; any message of the height, or `kick`, starts it.
+
+Over 500 lines on purpose: Algorithm 1 is one state machine, kept whole so it reads against the paper
+line by line.
 """
 from __future__ import annotations
 

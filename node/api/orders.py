@@ -8,6 +8,9 @@ this node must hold (or the client sends a signed cancel). Every answer says whe
 201/200 once a block with a quorum certificate holds it, 202 with `reason` (`no_quorum`,
 `not_final_yet`) while it is not — a 202 order is in this node's outbox on disk and is handed on
 until a block has it or it expires. Errors are `{"error": {"code", "message", "field"?}}`.
+
+Over 500 lines on purpose: the order routes share body parsing, signing, the wait and the answer's
+shape.
 """
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ time), and then is on probation, one request at a time, until `new_peer_samples`
 row, or more for a peer that was failing (`_probation_length`); a slow answer or a failure sends it
 back. Its estimate rests on sparse answers: a 10x slow peer answers within twice the prior
 now and then, and each time it was trusted, P2C sent it a burst of slow requests.
+
+Over 500 lines on purpose: the cost, breakers, AIMD limits and ejection decide together on every pick;
+their mechanisms live in p2p/resilience/.
 """
 from __future__ import annotations
 

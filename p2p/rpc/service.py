@@ -15,6 +15,9 @@
 
 Rpc frames on a direct link are handled by the handlers of our peer hooks (no dispatch layer
 in between); frames relayed by the MessageRouter arrive through its subscriptions.
+
+Over 500 lines on purpose: a call's path (deadline, retries, throttle, warm-up, slots) is one loop;
+the separable parts are client.py, server.py, attempts.py and provider_search.py.
 """
 from __future__ import annotations
 

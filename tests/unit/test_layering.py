@@ -92,3 +92,16 @@ def test_the_api_and_the_cli_stay_apart():
               if path.name != "main.py"
               for module in _imports(path) if module.startswith(("node.app", "node.api"))]
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_module_over_500_lines_says_why_at_its_top():
+    """Small modules with one job each; a longer one carries its reason in its docstring."""
+    wrong = []
+    for path in _production_files():
+        text = path.read_text()
+        if text.count("\n") > 520:
+            tree = ast.parse(text)
+            doc = ast.get_docstring(tree) or ""
+            if "Over 500 lines on purpose" not in doc:
+                wrong.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines and no reason at its top")
+    assert not wrong, "\n".join(wrong)
