@@ -12,14 +12,16 @@ A node with no genesis first runs the founding logic (`founding.py`): it adopts 
 are on (fetching and checking the genesis), or founds one.
 
 Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start from, replayed blocks, the
-signing floor after damage), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's
-waits on our own transactions and the cancels held for their orders), `seats_view.py` (what
-`exchange-node validators` shows), and `ports.py` (the network, disk and key it runs over).
+signing floor after damage), `durability.py` (what is written before what leaves), `ticker.py` (the core's
+clock), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's waits on our own
+transactions and the cancels held for their orders), `forwarding.py` (where a follower's transactions go),
+`founding_loop.py` (founding or adopting a chain), `seats_view.py` (what `exchange-node validators` shows),
+and `ports.py` (the network, disk and key it runs over).
 
-Over 500 lines on purpose: the pump, the ticker and the API's waits all act on the one core, the list of
-blocks final but not yet durable and the disk error, in the durability order above; split, each would
-reach into the others' state. The parts that stand alone are beside it (boot, statesync, own_orders,
-seats_view, forwarding, founding_loop).
+Over 500 lines on purpose: what is left is the driver (the pump matching the core's effects, the tick) and
+the facade the API and the peers call (submit, seats, status), each acting on the one core, its halt and
+recovery state and the disk error in the durability order above; split further, each would reach into the
+others' state.
 """
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
                                     SendTo, SendValidators, WalRecord)
-from exchange.chain.tendermint import wal_record_height
 from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
+from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
 from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, FoundingLoop
 from exchange.chain.genesis import Genesis
@@ -57,9 +60,6 @@ log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
 OUTBOX_PROBE_INTERVAL = 1.0
-BUSY_TICK = 0.02    # s between ticks while the core has work of its own
-IDLE_TICK = 0.25    # s between ticks at most while it has none (deadlines and messages wake it sooner)
-FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced (see `_committed`)
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
 
 
@@ -105,8 +105,7 @@ class ChainService:
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._pump_handle: asyncio.Handle | None = None
-        self._tick_wake: asyncio.Future[None] | None = None   # resolved to tick now
-        self._tick_due = 0.0                                  # when the ticker will wake by itself
+        self.ticker = Ticker(clock)
         self._ready = asyncio.Event()
         self._seat_changed = asyncio.Event()
         self.finality_observers = self.own_orders.finality_observers
@@ -116,15 +115,11 @@ class ChainService:
         self.recovery_timeout = recovery_timeout
         self.fatal: str | None = None
         self.fatal_listeners: list[Callable[[str], None]] = []
-        self.disk_error: StorageError | None = None         # a write consensus needs failed: we hold our votes
-        self._unsaved_blocks: list[_UnsavedBlock] = []       # final here, not yet durable: nothing of them leaves
-        self._unsaved_wal: list[list] = []
+        self.durability = BlockDurability(store, clock, self._block_saved)
         self._snapshot_task: asyncio.Task | None = None
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
         self._snapshots = SnapshotServer(store)
-        self._wal_top = 0       # the highest height with a signed record in the durable WAL
-        self._unsynced_since: float | None = None     # a follower's blocks appended without fdatasync since
         self._probe: asyncio.Task | None = None
         self._next_probe = 0.0
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
@@ -161,7 +156,7 @@ class ChainService:
             self.pump()
         self.own_orders.cancel_waits()
         await self.store.outbox_flush()
-        self._sync_follower_blocks()
+        self.durability.sync_follower_blocks()
         self.store.close()
 
     async def _give_seat_back(self) -> None:
@@ -221,7 +216,7 @@ class ChainService:
         core.take_effects()
         now = self.clock()
         wal: list | None = self.store.wal_records()     # of a damaged WAL, the intact records
-        self.recovering, self._wal_top = check_history(self.store, core, now, wal)
+        self.recovering, self.durability.wal_top = check_history(self.store, core, now, wal)
         if not self.store.wal_trustworthy:
             wal = None
             self.store.wal_reset()      # what it implied is in the signing floor now
@@ -266,7 +261,7 @@ class ChainService:
             # caught up: every height we could have signed at is decided, but for the one in progress, which
             # an intact WAL covers (the core re-sent what it holds) and a damaged one makes us skip
             wal_ok = self.store.wal_trustworthy
-            sign_from = max(core.height + (1 if wal_ok else 2), self._wal_top)
+            sign_from = max(core.height + (1 if wal_ok else 2), self.durability.wal_top)
             try:
                 self.store.save_sign_from(sign_from)
                 wal = self.store.wal_records() if wal_ok else None
@@ -417,19 +412,20 @@ class ChainService:
         if core is None:
             return
         batch = core.take_effects()
-        self._flush_unsaved()
+        durability = self.durability
+        durability.flush()
         wal_failed = False
         for effect in batch:
             # consecutive WAL records share one fsync, before anything that follows them; a failing disk is
             # tried once per pump, not per effect
-            if not isinstance(effect, WalRecord) and self._unsaved_wal and not wal_failed:
-                self._flush_unsaved()
-                wal_failed = bool(self._unsaved_wal)
+            if not isinstance(effect, WalRecord) and durability.wal_waiting and not wal_failed:
+                durability.flush()
+                wal_failed = durability.wal_waiting
             self._carry_out(core, effect)
-        if self._unsaved_wal and not wal_failed:
-            self._flush_unsaved()
+        if durability.wal_waiting and not wal_failed:
+            durability.flush()
         self._recovery_progress()
-        self._nudge_ticker(core)
+        self.ticker.nudge(core)
 
     def _carry_out(self, core: ChainCore, effect: ChainEffect) -> None:
         match effect:
@@ -443,9 +439,7 @@ class ChainService:
             case SendTo(node_id, message):
                 self.network.send(node_id, message)
             case Broadcast(message):
-                if self._unsaved_blocks:
-                    self._unsaved_blocks[-1].held.append(message)
-                else:
+                if not self.durability.hold(message):
                     self.network.broadcast(message)
             case Penalize(peer, points, reason):
                 log.warning("penalising peer %s: %s", peer[:12], reason)
@@ -462,48 +456,16 @@ class ChainService:
                 if self._snapshot_task is None:
                     self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(node_id))
             case WalRecord(record):
-                self._unsaved_wal.append(record)             # written by the pump before the next effect
+                self.durability.add_wal(record)              # written by the pump before the next effect
             case _:
                 assert_never(effect)
-
-    def _flush_unsaved(self) -> None:
-        saved: list[_UnsavedBlock] = []
-        try:
-            while self._unsaved_blocks:
-                entry = self._unsaved_blocks[0]
-                self.store.append_block(entry.block, entry.commit, entry.durable)
-                if entry.durable:
-                    self._unsynced_since = None
-                elif self._unsynced_since is None:
-                    self._unsynced_since = self.clock()
-                saved.append(self._unsaved_blocks.pop(0))
-                if self._wal_top <= entry.block.height:     # a recovering node keeps the WAL of a later height
-                    self.store.wal_height_done()
-                    self._wal_top = 0
-            if self._unsaved_wal:
-                records = self._unsaved_wal
-                self.store.wal_append_many(records)
-                self._unsaved_wal = []
-                self._wal_top = max(self._wal_top, *(wal_record_height(r) or 0 for r in records))
-        except StorageError as exc:
-            if self.disk_error is None:
-                log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "
-                          "the network goes on", exc)
-            self.disk_error = exc
-            return
-        finally:
-            for entry in saved:
-                self._block_saved(entry)
-        if self.disk_error is not None:
-            log.warning("disk writes work again: the blocks and the WAL are saved; voting again")
-            self.disk_error = None
 
     def _committed(self, block: Block, commit: Commit, outcome: Any, holds_own: bool) -> None:
         """A validator stores every block durably before anything follows (for the only validator, or a
         quorum that lost power together, the block exists nowhere else). A follower's block is certified and
         any peer can serve it again, so a follower skips the fdatasync (40 % of a busy follower's samples
         were in it) unless the block holds a transaction of its own outbox (`holds_own`), whose answer must
-        not outlive the block on this disk; the rest are synced within FOLLOWER_SYNC_INTERVAL, before a
+        not outlive the block on this disk; the rest are synced within FOLLOWER_SYNC_INTERVAL (`durability.py`), before a
         snapshot or an epoch proof, and at stop. A machine crash costs a follower at most that last second
         of blocks, fetched again at restart."""
         core = self.core
@@ -515,13 +477,12 @@ class ChainService:
         proposer = block.header.proposer
         self.proposed[proposer] = self.proposed.get(proposer, 0) + 1
         durable = core is None or core.is_validator or holds_own
-        self._unsaved_blocks.append(_UnsavedBlock(block, commit, outcome, snapshot, durable))
-        self._flush_unsaved()
+        self.durability.add_block(UnsavedBlock(block, commit, outcome, snapshot, durable))
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
             self._seat_changed.set()
 
-    def _block_saved(self, entry: _UnsavedBlock) -> None:
+    def _block_saved(self, entry: UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
         block, result = entry.block, entry.outcome.exchange
         for message in entry.held:
@@ -561,28 +522,17 @@ class ChainService:
         self.forwarding.roles_changed(self.core)
 
     async def _ticker(self) -> None:
-        """The core's clock: a tick at its next deadline, every BUSY_TICK while it has work of its own
-        (transactions to resubmit, a mempool, a disk to retry), else every IDLE_TICK at most. Messages
-        and submits are handled as they come (`pump`), which wakes the ticker early when they bring a
-        deadline forward; so an idle node wakes a few times a second, not fifty."""
-        loop = asyncio.get_running_loop()
+        """The core's clock (`ticker.py`), and what runs on it besides the core's tick."""
         while True:
-            delay = self._tick_delay()
-            self._tick_due = self.clock() + delay
-            wake = self._tick_wake = loop.create_future()
-            timer = loop.call_later(delay, _resolve, wake)
-            try:
-                await wake
-            finally:
-                timer.cancel()
+            await self.ticker.sleep(tick_delay(self.core, self.disk_error is not None, self.clock()))
             self._tell_grenache_members()
-            self._sync_follower_blocks(self.clock())
+            self.durability.sync_follower_blocks(self.clock())
             if self.core is not None:
                 try:
                     if self.disk_error is None:
                         self.core.tick(self.clock())
                     else:       # no new heights of ours while nothing can be made durable: retry the disk
-                        self._flush_unsaved()
+                        self.durability.flush()
                     self.pump()
                     self._probe_outbox()
                     self._watch_quorum(self.core)
@@ -596,36 +546,6 @@ class ChainService:
                                        core.state.validators.quorum)
         if said is not None:
             log.log(*said)
-
-    def _sync_follower_blocks(self, now: float | None = None) -> None:
-        since = self._unsynced_since
-        if since is None or (now is not None and now - since < FOLLOWER_SYNC_INTERVAL):
-            return
-        try:
-            self.store.sync_blocks()
-        except StorageError as exc:     # the records stay written; the next tick tries again
-            log.warning("could not sync this follower's recent blocks: %s", exc)
-            return
-        self._unsynced_since = None
-
-    def _tick_delay(self) -> float:
-        core = self.core
-        if core is None or self.disk_error is not None or core.busy():
-            cap = BUSY_TICK
-        else:
-            cap = IDLE_TICK
-        deadline = core.next_deadline() if core is not None else None
-        return cap if deadline is None else min(cap, max(0.0, deadline - self.clock()))
-
-    def _nudge_ticker(self, core: ChainCore) -> None:
-        """After messages or submits: tick sooner if they brought a deadline, or work, forward."""
-        wake = self._tick_wake
-        if wake is None or wake.done():
-            return
-        due = self._tick_due
-        deadline = core.next_deadline()
-        if (deadline is not None and deadline < due) or (due - self.clock() > BUSY_TICK and core.busy()):
-            wake.set_result(None)
 
     def _tell_grenache_members(self) -> None:
         """Every second, our chain id and height to the nodes we meet only through the Grape."""
@@ -753,6 +673,11 @@ class ChainService:
             return None
 
     @property
+    def disk_error(self) -> StorageError | None:
+        """A write consensus needs failed: this node holds its votes until the disk works again."""
+        return self.durability.disk_error
+
+    @property
     def storage_problem(self) -> StorageError | None:
         """Why this node cannot write what it must (a consensus write, or its last outbox write), or None."""
         return self.disk_error or self.store.outbox_error
@@ -815,7 +740,7 @@ class ChainService:
                                 "halted": self.halted, **self.counters, "recovering": self.recovering,
                                 "fatal": self.fatal, "disk_error": _problem(self.disk_error),
                                 "outbox_error": _problem(self.store.outbox_error),
-                                "unsaved_blocks": len(self._unsaved_blocks)}
+                                "unsaved_blocks": self.durability.unsaved_blocks}
         if core is None:
             return base
         sign_from = core.consensus.sign_from
@@ -830,26 +755,5 @@ class ChainService:
                 "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
 
 
-class _UnsavedBlock:
-    """A block final here and not yet durable, with what it holds back until it is."""
-
-    __slots__ = ("block", "commit", "outcome", "snapshot", "held", "durable")
-
-    def __init__(self, block: Block, commit: Commit, outcome: Any, snapshot: tuple[int, bytes] | None,
-                 durable: bool) -> None:
-        self.block = block
-        self.commit = commit
-        self.outcome = outcome
-        self.snapshot = snapshot
-        self.held: list[dict] = []      # decision broadcasts
-        self.durable = durable          # fdatasync'ed before anything it holds back is let out
-
-
 def _problem(error: StorageError | None) -> dict[str, str] | None:
     return None if error is None else {"kind": error.kind, "message": str(error)}
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-

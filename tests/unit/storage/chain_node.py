@@ -174,7 +174,7 @@ class ChainNode:
         if service.disk_error is None:
             service.core.tick(self.now)
         else:
-            service._flush_unsaved()
+            service.durability.flush()
         self.pump()
         self.collect_finals()
 

@@ -1,0 +1,124 @@
+"""What must be on disk before what leaves: blocks final here and signed WAL records, written in order.
+
+ChainService's pump hands this class every WAL record and every final block the core decides, and asks it
+before a decision broadcast leaves. The rules it keeps:
+- consecutive WAL records share one fsync, and nothing the pump carries out after them leaves before it;
+- a block final here is appended before the next, and what it holds back (the decision broadcast, its
+  snapshot, its epoch proof, the API's answers and the stream, through `on_saved`) is let out only once it
+  is durable; a follower's block may skip the fdatasync (see `ChainService._committed`) and is synced within
+  FOLLOWER_SYNC_INTERVAL;
+- while a write fails, `disk_error` says why and the service holds its votes; each flush retries.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from exchange.chain.blocks import Block, Commit
+from exchange.chain.chainstate import BlockOutcome
+from exchange.chain.ports import ChainStore
+from exchange.chain.tendermint import wal_record_height
+from storage import StorageError
+
+log = logging.getLogger("exchange.chain")
+
+FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced
+
+
+class UnsavedBlock:
+    """A block final here and not yet durable, with what it holds back until it is."""
+
+    __slots__ = ("block", "commit", "outcome", "snapshot", "held", "durable")
+
+    def __init__(self, block: Block, commit: Commit, outcome: BlockOutcome, snapshot: tuple[int, bytes] | None,
+                 durable: bool) -> None:
+        self.block = block
+        self.commit = commit
+        self.outcome = outcome
+        self.snapshot = snapshot
+        self.held: list[dict] = []      # decision broadcasts
+        self.durable = durable          # fdatasync'ed before anything it holds back is let out
+
+
+class BlockDurability:
+    """The blocks and WAL records not yet on disk, the disk's error, and the follower's deferred sync."""
+
+    def __init__(self, store: ChainStore, clock: Callable[[], float],
+                 on_saved: Callable[[UnsavedBlock], None]) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_saved = on_saved
+        self.disk_error: StorageError | None = None    # a write consensus needs failed: the service holds its votes
+        self.wal_top = 0            # the highest height with a signed record in the durable WAL
+        self._blocks: list[UnsavedBlock] = []     # final here, not yet durable: nothing of them leaves
+        self._wal: list[list] = []
+        self._unsynced_since: float | None = None   # a follower's blocks appended without fdatasync since
+
+    @property
+    def unsaved_blocks(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def wal_waiting(self) -> bool:
+        """WAL records the pump took and has not written yet."""
+        return bool(self._wal)
+
+    def add_wal(self, record: list) -> None:
+        self._wal.append(record)
+
+    def add_block(self, entry: UnsavedBlock) -> None:
+        self._blocks.append(entry)
+        self.flush()
+
+    def hold(self, message: dict) -> bool:
+        """Keep a decision broadcast behind the newest block not yet durable; False when none waits."""
+        if not self._blocks:
+            return False
+        self._blocks[-1].held.append(message)
+        return True
+
+    def flush(self) -> None:
+        """Write what waits, in order; on failure keep the rest for the next flush and say so once."""
+        saved: list[UnsavedBlock] = []
+        try:
+            while self._blocks:
+                entry = self._blocks[0]
+                self.store.append_block(entry.block, entry.commit, entry.durable)
+                if entry.durable:
+                    self._unsynced_since = None
+                elif self._unsynced_since is None:
+                    self._unsynced_since = self.clock()
+                saved.append(self._blocks.pop(0))
+                if self.wal_top <= entry.block.height:     # a recovering node keeps the WAL of a later height
+                    self.store.wal_height_done()
+                    self.wal_top = 0
+            if self._wal:
+                records = self._wal
+                self.store.wal_append_many(records)
+                self._wal = []
+                self.wal_top = max(self.wal_top, *(wal_record_height(r) or 0 for r in records))
+        except StorageError as exc:
+            if self.disk_error is None:
+                log.error("disk write failed (%s): holding this node's votes until it works again; the rest of "
+                          "the network goes on", exc)
+            self.disk_error = exc
+            return
+        finally:
+            for done in saved:
+                self.on_saved(done)
+        if self.disk_error is not None:
+            log.warning("disk writes work again: the blocks and the WAL are saved; voting again")
+            self.disk_error = None
+
+    def sync_follower_blocks(self, now: float | None = None) -> None:
+        """fdatasync a follower's blocks appended without it, once FOLLOWER_SYNC_INTERVAL has passed (or now,
+        when `now` is None: at stop)."""
+        since = self._unsynced_since
+        if since is None or (now is not None and now - since < FOLLOWER_SYNC_INTERVAL):
+            return
+        try:
+            self.store.sync_blocks()
+        except StorageError as exc:     # the records stay written; the next tick tries again
+            log.warning("could not sync this follower's recent blocks: %s", exc)
+            return
+        self._unsynced_since = None
