@@ -79,10 +79,13 @@ def custom(func: FieldCheck) -> FieldCheck:
 
 
 _MISSING = object()
+# A frame as decoded: msgpack's map of a message's fields. Any because msgpack values carry no static type:
+# each type's schema checks its fields before a handler sees them, and handlers read them from there on.
+Message = dict[str, Any]
 FieldChecks = dict[str, FieldCheck]
 Schema = tuple[FieldChecks, FieldChecks]    # (required fields, optional fields), each name -> check
 SchemaTable = Mapping[str, Schema]
-MessageCheck = Callable[[dict], "str | None"]
+MessageCheck = Callable[[Message], "str | None"]
 
 
 def schema(required: FieldChecks, optional_fields: FieldChecks | None = None) -> Schema:
