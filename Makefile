@@ -70,8 +70,7 @@ test-process: test-deps
 
 ## ruff over the tree and mypy over the package (settings in pyproject.toml).
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	$(call TIMED,$(VENV)/bin/ruff check . && $(VENV)/bin/mypy,lint and types)
 
 soak: test-deps
 	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)

@@ -244,7 +244,7 @@ def optional(parser: Parser) -> Parser:
 def listed(item: Parser) -> Parser:
     """A comma-separated string or a list of items -> a de-duplicated tuple; blank items are skipped."""
 
-    def parse(raw: Any) -> tuple:
+    def parse(raw: Any) -> tuple[Any, ...]:
         if isinstance(raw, str):
             items = raw.split(",")
         elif isinstance(raw, (list, tuple)):

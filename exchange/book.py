@@ -28,7 +28,7 @@ _HEAP_SLACK = 64
 EMPTY_SIDE_KEY = 1 << 300  # `best` of an empty side: above every price key and every taker's limit
 
 
-class PriceLevel(deque):
+class PriceLevel(deque[Order]):
     """All resting orders at one price, oldest first (the level is the queue itself);
     `live` and `volume` count only live orders."""
 

@@ -105,7 +105,7 @@ class _Fields:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
 
     @overload

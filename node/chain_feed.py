@@ -13,7 +13,10 @@ from typing import Any, Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exchange.app.results import BlockResult
+from exchange.chain.blocks import Block
 from exchange.chain.service import ChainService
+from node.accounts import AccountStore
 from node.finality import FinalityTracker
 from node.marketdata.book import Level
 from node.marketdata.feed import MarketFeed, TradePrint
@@ -24,7 +27,7 @@ FINALITY_STALL_AFTER = 15.0     # s without a final block here, with a quorum he
 
 
 class ChainBridge:
-    def __init__(self, chain: ChainService, accounts: Any, finality: FinalityTracker,
+    def __init__(self, chain: ChainService, accounts: AccountStore, finality: FinalityTracker,
                  clock: Callable[[], float] = time.time) -> None:
         self.chain = chain
         self.accounts = accounts
@@ -35,7 +38,7 @@ class ChainBridge:
         chain.finality_observers.append(finality.observe_finality)
         chain.block_listeners.append(self._note_block)
 
-    def _note_block(self, block: Any, result: Any) -> None:
+    def _note_block(self, block: Block, result: BlockResult | None) -> None:
         self.last_block_at = self.clock()
 
     # --- MarketSource ----------------------------------------------------------------------------
@@ -79,7 +82,7 @@ class ChainBridge:
         self.chain.block_listeners.append(self._on_block)
         feed.resync(trades=True)
 
-    def _on_block(self, block: Any, result: Any) -> None:
+    def _on_block(self, block: Block, result: BlockResult | None) -> None:
         feed = self.feed
         if feed is None or result is None:
             return
@@ -172,7 +175,7 @@ def _is_zero(amount: str) -> bool:
     return amount.strip("0.") == ""
 
 
-def _print(row: tuple) -> TradePrint:
+def _print(row: tuple[Any, ...]) -> TradePrint:
     trade_id, price, qty, maker, taker, taker_side = row[:6]
     buy, sell = (taker, maker) if taker_side == "buy" else (maker, taker)
     return TradePrint(trade_id, price, qty, taker_side, maker, taker, buy, sell)

@@ -39,13 +39,13 @@ class P2PChainNetwork:
         self.chain: ChainService | None = None
 
     # ------------------------------------------------------------------ ChainNetwork
-    def send(self, node_id: str, message: dict) -> None:
+    def send(self, node_id: str, message: m.Message) -> None:
         try:
             self.router.send_to_peer(node_id, message)
         except ValueError as exc:   # e.g. a proposal over MAX_FRAME_BYTES
             log.warning("could not send %s to %s: %s", message.get("type"), node_id[:12], exc)
 
-    def broadcast(self, message: dict) -> None:
+    def broadcast(self, message: m.Message) -> None:
         try:
             self.router.broadcast(message)
         except ValueError as exc:
@@ -118,7 +118,7 @@ class P2PChainNetwork:
         if self.chain is not None and link.remote_id:
             self.chain.on_peer_gone(link.remote_id)
 
-    def _chain_fields(self) -> dict:
+    def _chain_fields(self) -> dict[str, Any]:
         assert self.chain is not None
         info = self.chain.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
@@ -133,18 +133,18 @@ class P2PChainNetwork:
         key = public_key if isinstance(public_key, bytes) else b""
         return None if self.chain.on_peer_info(node_id, key, chain[0] or None, chain[1]) else CloseReason.GENESIS_MISMATCH
 
-    def _admit(self, hello: dict) -> CloseReason | None:
+    def _admit(self, hello: m.Message) -> CloseReason | None:
         return self._peer_chain(hello.get("node_id"), None, hello)
 
     def _on_open(self, link: Any) -> None:
         self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {})
 
-    def _on_heartbeat(self, link: Any, message: dict) -> None:
+    def _on_heartbeat(self, link: Any, message: m.Message) -> None:
         refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message)
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
 
-    def _check_decision(self, message: dict, sender: str) -> Any:
+    def _check_decision(self, message: m.Message, sender: str) -> Any:
         assert self.chain is not None
         return self.chain.check_decision(message.get("body"))
 

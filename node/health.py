@@ -58,7 +58,7 @@ class LoopMonitor:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.samples: deque[tuple[float, float]] = deque(maxlen=int(LAG_WINDOW / LAG_PROBE_INTERVAL) + 1)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="health.loop_monitor")

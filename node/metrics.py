@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from config.version import VERSION
+
+if TYPE_CHECKING:
+    from node.api.base import ApiNode
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ DISCOVERY_EXTRAS = CounterNames("exchange_node_discovery", "Discovery",
 
 
 class NodeCollector:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: ApiNode) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -127,7 +130,7 @@ def discovery_metrics(stats: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric
         yield from split_counters(extras, row)
 
 
-def render_metrics(node: Any) -> tuple[bytes, str]:
+def render_metrics(node: ApiNode) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
     ProcessCollector(registry=registry)      # process_cpu_seconds_total, process_resident_memory_bytes, ...

@@ -20,6 +20,10 @@ from typing import Any, Awaitable, Callable
 
 from exchange.app.txs import MAX_OPS, Op, SignedTx, sign_tx
 
+# What each op's future resolves to: the signed transaction, the op's index in it, and the one task handing
+# that transaction to the chain (its result is the chain's answer, whatever `submit` returns)
+Batched = tuple[SignedTx, int, "asyncio.Future[Any]"]
+
 
 class _Pending:
     __slots__ = ("account", "ops", "futures")
@@ -27,7 +31,7 @@ class _Pending:
     def __init__(self, account: Any) -> None:
         self.account = account
         self.ops: list[Op] = []
-        self.futures: list[asyncio.Future] = []
+        self.futures: list[asyncio.Future[Batched]] = []
 
 
 class OrderBatcher:
@@ -43,7 +47,7 @@ class OrderBatcher:
         self.transactions = 0
         self.operations = 0
 
-    def add(self, account: Any, op: Op) -> asyncio.Future:
+    def add(self, account: Any, op: Op) -> asyncio.Future[Batched]:
         """Queue `op` for `account`; the future resolves to (signed transaction, index of the op in it, the one
         task submitting that transaction)."""
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ signed hint gossip, and (when GRENACHE_RPC_PORT is set) the Grenache HTTP endpoi
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from node.api import rpc as api_rpc
 from node.configs import NodeRpcConfig
@@ -20,11 +20,14 @@ from p2p.rpc.gossip import HintGossip
 from p2p.rpc.server import Handler
 from p2p.rpc.service import RpcResult, RpcService
 
+if TYPE_CHECKING:
+    from node.api.base import ApiNode
+
 log = logging.getLogger("node.rpc")
 
 
 class NodeRpc:
-    def __init__(self, node: Any, config: NodeRpcConfig) -> None:
+    def __init__(self, node: ApiNode, config: NodeRpcConfig) -> None:
         self.node = node
         self.config = config
         self.service = RpcService(node.peers, config.service)

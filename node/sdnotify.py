@@ -28,7 +28,7 @@ class SystemdNotifier:
         self.watchdog_interval = _watchdog_interval(env)
         self.sent = 0
         self._failed = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:

@@ -8,7 +8,7 @@ start in block time (UTC, since the Unix epoch).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Final, Iterable, Sequence
 
 from exchange.app.history import TradeRow
 from exchange.markets import Market
@@ -16,7 +16,10 @@ from exchange.units import format_scaled
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000,
                 "1d": 86_400_000}
-_TIME, _PRICE, _QTY, _ID = 9, 1, 2, 0
+_TIME: Final = 9      # TradeRow fields (Final, so mypy types the tuple's items they index)
+_PRICE: Final = 1
+_QTY: Final = 2
+_ID: Final = 0
 
 
 class CursorExpired(LookupError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from exchange.app.assets import MarketUnits
 from exchange.orders import Order, Side
+from exchange.wire import Wire
 
 _BUY = Side.BUY
 
@@ -64,7 +65,7 @@ class CreditBook:
             if not held:
                 del self.exposure[order.owner]
 
-    def grant_rows(self) -> list[list]:
+    def grant_rows(self) -> list[Wire]:
         """Canonical content: `[[account, [[asset, limit], ...]], ...]`, all sorted."""
         return [[account, sorted([asset, limit] for asset, limit in self.grants[account].items())]
                 for account in sorted(self.grants)]

@@ -15,7 +15,7 @@ from exchange.orders import Order
 
 # A trade as kept: (id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, taker_account,
 # height, time_ms); prices in ticks, quantities in lots.
-TradeRow = tuple
+TradeRow = tuple[str, int, int, str, str, str, str, str, int, int]
 
 
 class ClosedOrders:

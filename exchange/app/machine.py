@@ -495,7 +495,7 @@ class ExchangeState:
         return order, None
 
     def _refused(self, op: str, order_id: str, target: str | None, symbol: str, side: Side | None,
-                 kind: OrderType | None, price: int | None, qty: int | None, account: str, key: tuple,
+                 kind: OrderType | None, price: int | None, qty: int | None, account: str, key: tuple[int, int, int],
                  mode: SelfTradeMode | None, reason: str) -> OpResult:
         if order_id not in self.open_orders and order_id not in self.closed:
             order = Order()   # a refused op's record: fields it never had stay None
@@ -507,8 +507,9 @@ class ExchangeState:
             self._touched_orders[order_id] = order
         return OpResult(op, order_id, target, "rejected", reason)
 
-    def _absorb(self, venue: Venue, events: list, taker: Order) -> None:
+    def _absorb(self, venue: Venue, events: list[Any], taker: Order) -> None:
         """Fold the engine's events for one taker into positions, trades, history and the block's records."""
+        # events are `Event`s, typed Any: the loop dispatches on `type(event)` kept in a local, which mypy cannot narrow
         credit, open_orders, closed, touched_orders = self.credit, self.open_orders, self.closed, self._touched_orders
         units, touched, taker_id = venue.units, venue.touched, taker.id
         touched_orders[taker_id] = taker
@@ -671,7 +672,7 @@ class ExchangeState:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
         rows = venue.trades
         if start_ms is not None and end_ms is None:      # the newest candles (the stream's updates): the tail only
-            tail: list[Any] = []
+            tail: list[TradeRow] = []
             for row in reversed(rows):
                 if row[9] < start_ms:
                     break
@@ -713,8 +714,8 @@ class ExchangeState:
         return decode_state(cls(params, chain_id), data)
 
 
-def _created(order: Order) -> tuple:
-    return cast("tuple[Any, ...]", order.created_key)
+def _created(order: Order) -> tuple[int, int, int]:
+    return cast("tuple[int, int, int]", order.created_key)
 
 
 def _field_code(error: ExchangeError) -> str:

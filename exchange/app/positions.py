@@ -9,6 +9,7 @@ hold the same map whatever order they reached it in.
 from __future__ import annotations
 
 from exchange.app.assets import MarketUnits
+from exchange.wire import Wire
 
 
 class Positions:
@@ -55,13 +56,13 @@ class Positions:
                 totals[asset] = totals.get(asset, 0) + amount
         return totals
 
-    def rows(self) -> list[list]:
+    def rows(self) -> list[Wire]:
         """Canonical content: `[[account, [[asset, amount], ...]], ...]`, all sorted."""
         return [[account, sorted([asset, amount] for asset, amount in self.amounts[account].items())]
                 for account in sorted(self.amounts)]
 
     @classmethod
-    def from_rows(cls, rows: list[list]) -> Positions:
+    def from_rows(cls, rows: list[Wire]) -> Positions:
         positions = cls()
         for account, held in rows:
             positions.amounts[account] = {asset: amount for asset, amount in held}

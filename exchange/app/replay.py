@@ -16,6 +16,8 @@ batch size; a shorter TTL divides it too.
 """
 from __future__ import annotations
 
+from exchange.wire import Wire
+
 BUCKET_MS = 1_000
 
 
@@ -56,12 +58,12 @@ class ReplayWindow:
             self.size -= len(buckets.pop(key))
         self._floor = last + 1
 
-    def rows(self) -> list[list]:
+    def rows(self) -> list[Wire]:
         """Canonical content: `[[bucket, [ids sorted]], ...]` by bucket."""
         return [[key, sorted(self.buckets[key])] for key in sorted(self.buckets)]
 
     @classmethod
-    def from_rows(cls, rows: list[list], block_time_ms: int) -> ReplayWindow:
+    def from_rows(cls, rows: list[Wire], block_time_ms: int) -> ReplayWindow:
         """Rebuild from `rows()` (already validated by the caller)."""
         window = cls()
         for key, ids in rows:

@@ -32,7 +32,7 @@ from typing import Any, Container, NamedTuple
 import msgpack
 
 from exchange.app.history import TradeRow
-from exchange.app.views import order_view_as, trade_view
+from exchange.app.views import OrderMoment, order_view_as, trade_view
 from exchange.markets import Market, MarketRegistry
 from exchange.orders import Order
 
@@ -85,7 +85,7 @@ class BlockResult:
                  "_order_moments", "_registry", "_trades", "_order_updates", "timed")
 
     def __init__(self, height: int, time_ms: int, txs: list[TxResult], trade_rows: list[tuple[Market, TradeRow]],
-                 book_changes: dict[str, list[list[str]]], order_moments: list[tuple[Order, tuple]],
+                 book_changes: dict[str, list[list[str]]], order_moments: list[tuple[Order, OrderMoment]],
                  registry: MarketRegistry, results_hash: bytes, app_hash: bytes,
                  timed: list[OpResult] | None = None) -> None:
         self.height, self.time_ms, self.txs, self.book_changes = height, time_ms, txs, book_changes

@@ -40,6 +40,7 @@ from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
+from exchange.wire import Wire
 
 if TYPE_CHECKING:
     from exchange.app.machine import ExchangeState
@@ -75,7 +76,7 @@ def encode_state(state: ExchangeState) -> bytes:
     return cast("bytes", msgpack.packb(body, use_bin_type=True))
 
 
-def _closed_row(order: Order) -> list:
+def _closed_row(order: Order) -> Wire:
     return [order.id, order.market, _value(order.side), _value(order.type), order.price, order.quantity,
             order.remaining, order.owner, list(order.created_key), _value(order.self_trade), order.status.value,
             order.reason]
@@ -187,20 +188,20 @@ def _restore_trades(state: ExchangeState, per_market: Any) -> None:
             venue.trades.append(tuple(row))
 
 
-def _valid_trade(row: list, height: int) -> bool:
+def _valid_trade(row: Wire, height: int) -> bool:
     trade_id, price, qty, maker_id, taker_id, side, maker_account, taker_account, trade_height, time_ms = row
     return (all(type(v) is str for v in (trade_id, maker_id, taker_id, maker_account, taker_account))
             and side in _SIDES and price and qty and all(_uint(v) for v in (price, qty, trade_height, time_ms))
             and trade_height <= height)
 
 
-def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool]) -> list:
+def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool]) -> list[Wire]:
     _need(_list(rows), f"{what} must be a list")
     for row in rows:
         _need(_list(row, 2) and type(row[0]) is str and _list(row[1]) and row[1], f"{what} row {row!r}")
         for pair in row[1]:
             _need(_list(pair, 2) and pair[0] in assets and valid(pair[1]), f"{what} of {row[0]}: {pair!r}")
-    return cast("list[Any]", rows)
+    return cast("list[Wire]", rows)
 
 
 INT64 = range(-(1 << 63), 1 << 63)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import heapq
 
+from exchange.wire import Wire
+
 SWITCH, ORDER = 0, 1            # heap kinds: at one time, switches fire before single orders expire
 MAX_SWITCH_MS = 86_400_000      # a switch is set at most this far past the block's time
 
@@ -63,13 +65,13 @@ class Timers:
 
     # ------------------------------------------------------------------ snapshots
 
-    def rows(self) -> list[list[list]]:
+    def rows(self) -> list[list[Wire]]:
         """`[[[account, at], ...], [[order id, until], ...]]`, each sorted by key."""
         return [[[key, at] for key, at in sorted(self.switches.items())],
                 [[key, at] for key, at in sorted(self.order_until.items())]]
 
     @classmethod
-    def from_rows(cls, switches: list[list], orders: list[list]) -> Timers:
+    def from_rows(cls, switches: list[Wire], orders: list[Wire]) -> Timers:
         timers = cls()
         for account, at in switches:
             timers.set_switch(account, at)

@@ -37,6 +37,7 @@ import re
 from typing import Any, Callable, Union, cast
 
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
+from exchange.wire import Wire
 
 DOMAIN = "exchange-node/tx/v1"
 MAX_OPS = 250
@@ -96,7 +97,7 @@ class NewOrderOp:
         line = f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
         return line if self.until is None else f"{line} until={self.until}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
         return wire if self.until is None else [*wire, self.until]
 
@@ -139,7 +140,7 @@ class CancelOp:
     def line(self) -> str:
         return f"cancel {self.market} {self.order_id}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["cancel", self.market, self.order_id]
 
     def as_json(self) -> dict[str, Any]:
@@ -162,7 +163,7 @@ class CancelAllOp:
     def line(self) -> str:
         return f"cancel_all {self.market or '-'} {self.side or '-'}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["cancel_all", self.market, self.side]
 
     def as_json(self) -> dict[str, Any]:
@@ -192,7 +193,7 @@ class ScheduleCancelOp:
     def line(self) -> str:
         return f"schedule_cancel {'-' if self.at is None else self.at}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["schedule_cancel", self.at]
 
     def as_json(self) -> dict[str, Any]:
@@ -215,7 +216,7 @@ class ReplaceOp:
     def line(self) -> str:
         return f"replace {self.market} {self.order_id} {self.price or '-'} {self.qty}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["replace", self.market, self.order_id, self.price, self.qty]
 
     def as_json(self) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class GrantOp:
     def line(self) -> str:
         return f"grant {self.account} {self.asset} {self.limit}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["grant", self.account, self.asset, self.limit]
 
     def as_json(self) -> dict[str, Any]:
@@ -304,7 +305,7 @@ class SignedTx:
     def signature_valid(self) -> bool:
         return verify(self.account, self.sig, self.signed_bytes)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.chain_id, self.account, self.nonce, self.expires, [op.wire() for op in self.ops], self.sig]
 
     def as_json(self) -> dict[str, Any]:

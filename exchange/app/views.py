@@ -9,7 +9,10 @@ from typing import Any
 
 from exchange.app.history import TradeRow
 from exchange.markets import Market, MarketRegistry
-from exchange.orders import Order
+from exchange.orders import Order, OrderStatus
+
+# The fields of an order that change after it is placed: (quantity, remaining, status, reason).
+OrderMoment = tuple[int, int, OrderStatus, str | None]
 
 
 def order_view(order: Order, registry: MarketRegistry) -> dict[str, Any]:
@@ -17,12 +20,12 @@ def order_view(order: Order, registry: MarketRegistry) -> dict[str, Any]:
     return order_view_as(order, registry, order_moment(order))
 
 
-def order_moment(order: Order) -> tuple:
+def order_moment(order: Order) -> OrderMoment:
     """The fields of an order that change after it is placed, as they are now."""
     return order.quantity, order.remaining, order.status, order.reason
 
 
-def order_view_as(order: Order, registry: MarketRegistry, moment: tuple) -> dict[str, Any]:
+def order_view_as(order: Order, registry: MarketRegistry, moment: OrderMoment) -> dict[str, Any]:
     """The view of `order` as it was when `order_moment` took `moment`."""
     market = registry.get(order.market) if order.market in registry else None
     quantity, remaining, status, reason = moment

@@ -32,18 +32,19 @@ class BlockCheck:
 
     def __init__(self, core: CoreView) -> None:
         self.core = core
-        self._decoded: OrderedDict[bytes, list] = OrderedDict()       # block id -> decoded transactions
+        self._decoded: OrderedDict[bytes, list[SignedTx | MembershipTx]] = OrderedDict()  # block id -> decoded transactions
         self._invalid: OrderedDict[bytes, str] = OrderedDict()        # block id -> why it is invalid
         self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
-        self._good_commits: OrderedDict[tuple, None] = OrderedDict()  # commits whose signatures checked out
+        # commits whose signatures checked out: (block id, round, signatures, hash of the set checked against)
+        self._good_commits: OrderedDict[tuple[bytes, int, tuple[tuple[int, bytes], ...], bytes], None] = OrderedDict()
 
-    def remember_decoded(self, block: Block, txs: list) -> None:
+    def remember_decoded(self, block: Block, txs: list[SignedTx | MembershipTx]) -> None:
         """A block we built ourselves: its transactions are known without decoding them again."""
         self._decoded[block.id] = txs
         if len(self._decoded) > _CACHED_BLOCKS:
             self._decoded.popitem(last=False)
 
-    def decode(self, block: Block) -> list:
+    def decode(self, block: Block) -> list[SignedTx | MembershipTx]:
         txs = self._decoded.get(block.id)
         if txs is None:
             txs = [decode_item(item) for item in block.txs]
@@ -245,7 +246,7 @@ class BlockCheck:
             return "bad_last_commit"
         return None
 
-    def refused_txs(self, txs: list) -> dict[int, str]:
+    def refused_txs(self, txs: list[SignedTx | MembershipTx]) -> dict[int, str]:
         """Transactions of a certified block that fail our own checks: recorded as failed, never run (a
         quorum's certificate says the block was ordered, not that each transaction in it is genuine)."""
         refused: dict[int, str] = {}

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from exchange.chain.codec import digest, pack
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 PREVOTE, PRECOMMIT = 1, 2
 MAX_HEIGHT = (1 << 62)
@@ -79,7 +80,7 @@ class Commit:
             seen.add(index)
         return len(seen) >= validators.quorum
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.height, self.round, self.block_id, [[i, s] for i, s in self.sigs]]
 
     @classmethod
@@ -114,7 +115,7 @@ class Header:
         self.last_commit = last_commit
         self.id = digest("exchange-node/header/v1", self.wire())
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.chain_id, self.height, self.time_ms, self.prev_id, self.proposer, self.app_hash,
                 self.validators_hash, self.txs_hash, None if self.last_commit is None else self.last_commit.wire()]
 
@@ -136,7 +137,7 @@ class Block:
 
     __slots__ = ("header", "txs", "_size")
 
-    def __init__(self, header: Header, txs: list) -> None:
+    def __init__(self, header: Header, txs: list[Wire]) -> None:
         self.header = header
         self.txs = txs
         self._size = -1
@@ -150,10 +151,10 @@ class Block:
         return self.header.height
 
     @staticmethod
-    def txs_hash(txs: list) -> bytes:
+    def txs_hash(txs: list[Wire]) -> bytes:
         return digest("exchange-node/txs/v1", txs)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.header.wire(), self.txs]
 
     @property
@@ -199,7 +200,7 @@ class Vote:
     def valid(self, chain_id: str, verify: Verify) -> bool:
         return verify(self.validator, self.sig, vote_bytes(chain_id, self.kind, self.height, self.round, self.block_id))
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.kind, self.height, self.round, self.block_id, self.validator, self.sig]
 
     @classmethod
@@ -235,7 +236,7 @@ class Proposal:
         return verify(self.proposer, self.sig,
                       proposal_bytes(chain_id, self.height, self.round, self.valid_round, self.block.id))
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.height, self.round, self.valid_round, self.block.wire(), self.proposer, self.sig]
 
     @classmethod

@@ -17,6 +17,7 @@ from exchange.chain.ports import ChainStore
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.chain.tendermint import wal_record_height
+from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
 
@@ -68,7 +69,7 @@ def restore_snapshot(store: ChainStore, core: ChainCore, params: ExchangeParams)
     return height + 1
 
 
-def check_history(store: ChainStore, core: ChainCore, now: float, wal: list | None) -> HistoryCheck:
+def check_history(store: ChainStore, core: ChainCore, now: float, wal: list[Wire] | None) -> HistoryCheck:
     """Stored history that is damaged or lost must come back from peers before we serve orders, and we never
     sign at a height we may already have signed at. An intact WAL says exactly what we signed at the height
     we were deciding (the core re-sends it when it gets there). A damaged one costs that height only if a

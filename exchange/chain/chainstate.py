@@ -21,6 +21,7 @@ from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
 
@@ -62,7 +63,7 @@ def decode_item(item: Any) -> SignedTx | MembershipTx:
     raise Malformed("bad_tx_item")
 
 
-def recovery_of(txs: list) -> Recover | None:
+def recovery_of(txs: list[SignedTx | MembershipTx]) -> Recover | None:
     """The recovery a block's decoded transactions carry when it is a recovery block: its first transaction,
     followed only by exchange transactions (those of the block it carries, see `Recover.lock`)."""
     if txs and isinstance(txs[0], Recover) and all(isinstance(tx, SignedTx) for tx in txs[1:]):
@@ -70,7 +71,7 @@ def recovery_of(txs: list) -> Recover | None:
     return None
 
 
-def encode_item(tx: SignedTx | MembershipTx) -> list:
+def encode_item(tx: SignedTx | MembershipTx) -> Wire:
     return ["a", tx.wire()] if isinstance(tx, SignedTx) else ["m", tx.wire()]
 
 

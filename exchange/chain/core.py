@@ -49,6 +49,7 @@ from exchange.chain.recovery import HaltRecovery
 from exchange.chain.seat_requests import SeatRequests
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.app.txs import InvalidTx, SignedTx
+from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
 
@@ -136,13 +137,14 @@ class ChainCore:
         self._handlers = self._message_handlers()
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._wake_at: float | None = None
-        self._restore: list | None = None
-        self._relayed: OrderedDict[tuple, None] = OrderedDict()      # votes handed on (they differed from ours)
+        self._restore: list[Wire] | None = None
+        # votes handed on (they differed from ours): (validator, height, round, kind, block id)
+        self._relayed: OrderedDict[tuple[bytes, int, int, int, bytes | None], None] = OrderedDict()
         self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
                          "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, now: float, wal: list | None = None) -> None:
+    def start(self, now: float, wal: list[Wire] | None = None) -> None:
         """Begin at the state's next height (after `load_block` replayed stored blocks)."""
         self.set_now(now)
         self.last_commit_at = now
@@ -151,7 +153,7 @@ class ChainCore:
         self.halt_recovery.restore(consents)
         self.start_height(now)
 
-    def resume_signing(self, sign_from: int, now: float, wal: list | None = None) -> None:
+    def resume_signing(self, sign_from: int, now: float, wal: list[Wire] | None = None) -> None:
         """Sign again from height `sign_from` (once damaged history is recovered). If the height in progress is
         one of those, its consensus starts over from what `wal` says we signed there: its rounds ran without
         our votes while we could not sign, and their rules do not fire twice."""
@@ -237,7 +239,7 @@ class ChainCore:
         """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
         self.sync.peer_height(node_id, height, now)
 
-    def decode(self, block: Block) -> list:
+    def decode(self, block: Block) -> list[SignedTx | MembershipTx]:
         return self.check.decode(block)
 
     def validate(self, block: Block, now_ms: int | None = None) -> str | None:
@@ -418,7 +420,7 @@ class ChainCore:
         self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
         self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
 
-    def _take_restore(self, height: int) -> list | None:
+    def _take_restore(self, height: int) -> list[Wire] | None:
         """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets
         there: a node recovering damaged blocks starts below the height it was signing at."""
         records = self._restore or []

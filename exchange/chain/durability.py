@@ -16,8 +16,10 @@ from typing import Callable
 
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.chainstate import BlockOutcome
+from exchange.chain.effects import ChainMessage
 from exchange.chain.ports import ChainStore
 from exchange.chain.tendermint import wal_record_height
+from exchange.wire import Wire
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
@@ -36,7 +38,7 @@ class UnsavedBlock:
         self.commit = commit
         self.outcome = outcome
         self.snapshot = snapshot
-        self.held: list[dict] = []      # decision broadcasts
+        self.held: list[ChainMessage] = []      # decision broadcasts
         self.durable = durable          # fdatasync'ed before anything it holds back is let out
 
 
@@ -51,7 +53,7 @@ class BlockDurability:
         self.disk_error: StorageError | None = None    # a write consensus needs failed: the service holds its votes
         self.wal_top = 0            # the highest height with a signed record in the durable WAL
         self._blocks: list[UnsavedBlock] = []     # final here, not yet durable: nothing of them leaves
-        self._wal: list[list] = []
+        self._wal: list[Wire] = []
         self._unsynced_since: float | None = None   # a follower's blocks appended without fdatasync since
 
     @property
@@ -63,14 +65,14 @@ class BlockDurability:
         """WAL records the pump took and has not written yet."""
         return bool(self._wal)
 
-    def add_wal(self, record: list) -> None:
+    def add_wal(self, record: Wire) -> None:
         self._wal.append(record)
 
     def add_block(self, entry: UnsavedBlock) -> None:
         self._blocks.append(entry)
         self.flush()
 
-    def hold(self, message: dict) -> bool:
+    def hold(self, message: ChainMessage) -> bool:
         """Keep a decision broadcast behind the newest block not yet durable; False when none waits."""
         if not self._blocks:
             return False

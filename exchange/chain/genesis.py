@@ -15,6 +15,7 @@ from typing import Any
 from exchange.chain.codec import digest
 from exchange.crypto import PUBLIC_KEY_BYTES
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 DEFAULT_MAX_VALIDATORS = 7
 SEAT_RULES = ("bft", "any")     # bft: the set grows only to sizes 3f + 1 (1, 4, 7, ...); any: one seat at a time
@@ -36,7 +37,7 @@ class Genesis:
     admission_key: bytes = b""           # Ed25519 key whose signature admits a node to standby (b"": none)
     seat_rule: str = "bft"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [GENESIS_VERSION, self.network_id, self.created_ms, self.founder, list(self.validators),
                 self.max_validators, self.pinned, self.absent_blocks, self.absent_ms,
                 sorted(self.exchange.items()), self.snapshot_interval, self.admission_key, self.seat_rule]

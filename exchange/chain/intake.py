@@ -11,6 +11,7 @@ hands it to the other validators; a follower forwards it (`Forward`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
@@ -23,19 +24,19 @@ from exchange.app.txs import SignedTx
 
 
 class TxIntake:
-    """One node's admission of transactions, and its own pending ones (`own`: id -> [tx, next retry])."""
+    """One node's admission of transactions, and its own pending ones (`own`: id -> (tx, next retry))."""
 
     def __init__(self, core: CoreView) -> None:
         self.core = core
         config = core.config
         self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst)
         self.account_rate = AccountRate(((1, config.account_ops_per_block), (100, config.account_ops_per_100_blocks)))
-        self.own: OrderedDict[str, list] = OrderedDict()
+        self.own: OrderedDict[str, tuple[SignedTx, float]] = OrderedDict()
 
     def restore(self, txs: list[SignedTx], now: float) -> None:
         """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
         for tx in txs:
-            self.own.setdefault(tx.id, [tx, now])
+            self.own.setdefault(tx.id, (tx, now))
 
     def committed(self, tx_ids: list[str]) -> bool:
         """A block holds these: ours among them leave the outbox (`OwnDone`). Whether any was ours."""
@@ -46,7 +47,7 @@ class TxIntake:
                 holds_own = True
         return holds_own
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, Any]:
         rate = self.account_rate
         return {"tx_budget": self.tx_budget.view(),
                 "account_rate": {"windows": [list(w) for w in rate.windows], "refused": rate.refused,
@@ -75,7 +76,7 @@ class TxIntake:
             self.core.emit(Forward(tx, self.core.upcoming_proposers()))
             self.core.counters["forwarded"] += 1
         if own and tx.id not in self.own:       # the caller made it durable in the outbox first
-            self.own[tx.id] = [tx, now + self.core.config.resubmit_interval]
+            self.own[tx.id] = (tx, now + self.core.config.resubmit_interval)
         self.core.drain(now)
         return None
 
@@ -142,8 +143,7 @@ class TxIntake:
         if not self.own:
             return
         time_ms = self.core.state.time_ms
-        for tx_id, entry in list(self.own.items()):
-            tx, due = entry
+        for tx_id, (tx, due) in list(self.own.items()):
             if tx.expires + self.core.config.expired_grace_ms <= time_ms:
                 del self.own[tx_id]
                 self.core.counters["expired_own"] += 1
@@ -151,7 +151,7 @@ class TxIntake:
                 continue
             if now < due:
                 continue
-            entry[1] = now + self.core.config.resubmit_interval
+            self.own[tx_id] = (tx, now + self.core.config.resubmit_interval)
             if self.core.is_validator:
                 # hand it to the other validators again: our own proposals may not be the ones that win
                 # (receivers that already hold it recognise it by its signature without parsing it)

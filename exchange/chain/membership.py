@@ -34,6 +34,7 @@ from exchange.chain.blocks import Header, Malformed, Vote
 from exchange.chain.codec import pack
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 REQUEST_TTL = 200
 MAX_PROMOTE = 16
@@ -74,7 +75,7 @@ class MembershipTx:
     def id(self) -> str:
         raise NotImplementedError
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         raise NotImplementedError
 
     @staticmethod
@@ -115,11 +116,11 @@ class Join(MembershipTx):
     def id(self) -> str:
         return f"join:{self.key.hex()}:{self.at_height}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["join", self.key, self.at_height, self.sig]
 
     @classmethod
-    def parse(cls, data: list) -> "Join":
+    def parse(cls, data: Wire) -> "Join":
         if len(data) != 4 or not (_key(data[1]) and _height(data[2]) and _sig(data[3])):
             raise Malformed("bad_membership")
         return cls(data[1], data[2], data[3])
@@ -150,11 +151,11 @@ class Approve(MembershipTx):
     def id(self) -> str:
         return f"approve:{self.action}:{self.key.hex()}:{self.approver.hex()}:{self.at_height}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["approve", self.action, self.key, self.approver, self.at_height, self.sig]
 
     @classmethod
-    def parse(cls, data: list) -> "Approve":
+    def parse(cls, data: Wire) -> "Approve":
         if len(data) != 6 or data[1] not in APPROVE_ACTIONS or not (_key(data[2]) and _key(data[3])
                                                                    and _height(data[4]) and _sig(data[5])):
             raise Malformed("bad_membership")
@@ -189,11 +190,11 @@ class Leave(MembershipTx):
     def id(self) -> str:
         return f"leave:{self.key.hex()}:{self.at_height}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["leave", self.key, self.at_height, self.successor, self.sig]
 
     @classmethod
-    def parse(cls, data: list) -> "Leave":
+    def parse(cls, data: Wire) -> "Leave":
         if len(data) != 5 or not (_key(data[1]) and _height(data[2]) and (data[3] is None or _key(data[3]))
                                   and _sig(data[4])) or data[3] == data[1]:
             raise Malformed("bad_membership")
@@ -227,12 +228,12 @@ class Remove(MembershipTx):
     def id(self) -> str:
         return f"remove:{self.key.hex()}:{self.reason}"
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         evidence = None if self.evidence is None else [self.evidence[0].wire(), self.evidence[1].wire()]
         return ["remove", self.key, self.reason, evidence, self.successor]
 
     @classmethod
-    def parse(cls, data: list) -> "Remove":
+    def parse(cls, data: Wire) -> "Remove":
         if len(data) != 5 or not _key(data[1]) or data[2] not in REMOVE_REASONS \
                 or not (data[4] is None or _key(data[4])) or data[4] == data[1]:
             raise Malformed("bad_membership")
@@ -268,11 +269,11 @@ class Promote(MembershipTx):
     def id(self) -> str:
         return "promote:" + ",".join(k.hex() for k in self.keys)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return ["promote", list(self.keys)]
 
     @classmethod
-    def parse(cls, data: list) -> "Promote":
+    def parse(cls, data: Wire) -> "Promote":
         if len(data) != 2 or type(data[1]) is not list or not 1 <= len(data[1]) <= MAX_PROMOTE \
                 or not all(_key(k) for k in data[1]) or len(set(data[1])) != len(data[1]):
             raise Malformed("bad_membership")
@@ -319,12 +320,12 @@ class Recover(MembershipTx):
     def id(self) -> str:
         return f"recover:{self.height}:{self.block_id.hex()}:{self.carried_round}:" + ",".join(k.hex() for k in self.keys)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         lock = None if self.lock is None else [self.lock[0].wire(), self.lock[1].wire()]
         return ["recover", self.height, self.block_id, list(self.keys), lock]
 
     @classmethod
-    def parse(cls, data: list) -> "Recover":
+    def parse(cls, data: Wire) -> "Recover":
         if len(data) != 5 or not _height(data[1]) or type(data[2]) is not bytes or len(data[2]) != 32 \
                 or type(data[3]) is not list or not 1 <= len(data[3]) <= MAX_PROMOTE \
                 or not all(_key(k) for k in data[3]) or data[3] != sorted(set(data[3])):

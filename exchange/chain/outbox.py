@@ -35,7 +35,7 @@ class Outbox:
         self.lost = 0
         self.error: StorageError | None = None     # the last write failed (cleared by a success)
         self._done: list[str] = []
-        self._done_task: asyncio.Task | None = None
+        self._done_task: asyncio.Task[None] | None = None
         self._compacted_at = float("-inf")
         self._load()
 

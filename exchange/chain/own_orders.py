@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from exchange.chain.core import ChainCore
 from exchange.chain.ports import ChainStore
+from exchange.app.results import TxResult
 from exchange.app.txs import CancelOp, NewOrderOp, SignedTx
 
 log = logging.getLogger("exchange.chain")
@@ -28,18 +29,23 @@ class Withdrawn(NamedTuple):
     reason: str
 
 
+# What a future `OwnOrders` answers resolves to: the transaction's result once final here, Withdrawn when it was
+# dropped unsent, None when it expired unordered (or was refused before it was queued).
+TxOutcome = TxResult | Withdrawn | None
+
+
 class OwnOrders:
     """The API's waits on our own transactions, and the cancels held for their orders."""
 
     def __init__(self, store: ChainStore, clock: Callable[[], float]) -> None:
         self.store = store
         self.clock = clock
-        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._waiters: dict[str, list[asyncio.Future[TxOutcome]]] = {}
         self._held: dict[str, list[SignedTx]] = {}      # our pending tx id -> our txs to hand on once a block has it
         self._submitted_at: dict[str, float] = {}
         self.finality_observers: list[Callable[[float], None]] = []    # seconds from submit to final here
 
-    def wait_for(self, tx: SignedTx, future: asyncio.Future, *, timed: bool = True) -> None:
+    def wait_for(self, tx: SignedTx, future: asyncio.Future[TxOutcome], *, timed: bool = True) -> None:
         """`future` resolves when `tx` is final here (or expires); `timed`: its latency is observed."""
         self._waiters.setdefault(tx.id, []).append(future)
         if timed:

@@ -43,6 +43,7 @@ from exchange.chain.effects import PENALTY_INVALID, SendTo, SendValidators, WalR
 from exchange.chain.membership import Recover
 from exchange.app.txs import InvalidTx
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
 
@@ -72,7 +73,7 @@ class PendingRecovery:
     def complete(self) -> bool:
         return len(self.sigs) == len(self.validators)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.block.wire(), [[i, s] for i, s in sorted(self.sigs.items())]]
 
 
@@ -241,7 +242,7 @@ class HaltRecovery:
             self._signed_at, self._signed_by_round = height, {}
         return self._signed_by_round
 
-    def restore(self, records: list) -> None:
+    def restore(self, records: list[Wire]) -> None:
         """After a restart: our WAL says which recovery blocks we signed at the next height; hold to them."""
         best: PendingRecovery | None = None
         for record in records:

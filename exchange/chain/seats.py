@@ -15,6 +15,7 @@ from exchange.chain.codec import digest
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import REQUEST_TTL, Approve, Join, Leave, MembershipTx, Promote, Recover, Remove
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 MAX_STANDBY = 64              # approved nodes waiting for a seat
 MAX_PENDING_PER_APPROVER = 8  # targets one validator may have open approvals for
@@ -162,7 +163,7 @@ class Seats:
         self.removals &= set(validators.keys)
 
     # ------------------------------------------------------------------ views and snapshots
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [sorted([k, h] for k, h in self.standby.items()),
                 sorted([a, t, sorted([k, h] for k, h in v.items())] for (a, t), v in self.approvals.items()),
                 sorted(self.removals), sorted(self.banned)]

@@ -35,12 +35,12 @@ from typing import Any, Callable, assert_never
 from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotServer, fetch_snapshot
 from exchange.chain.seats_view import key_of, seats_view
-from exchange.chain.own_orders import OwnOrders
+from exchange.chain.own_orders import OwnOrders, TxOutcome
 from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
 from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
-from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
-                                    SendTo, SendValidators, WalRecord)
+from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, NeedSnapshot, OwnDone,
+                                    Penalize, SendTo, SendValidators, WalRecord)
 from exchange.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
@@ -54,6 +54,7 @@ from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
+from exchange.wire import Wire
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
@@ -102,7 +103,7 @@ class ChainService:
         self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
         self.halted: str | None = None
         self.own_orders = OwnOrders(store, clock)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._pump_handle: asyncio.Handle | None = None
         self.ticker = Ticker(clock)
@@ -116,11 +117,11 @@ class ChainService:
         self.fatal: str | None = None
         self.fatal_listeners: list[Callable[[str], None]] = []
         self.durability = BlockDurability(store, clock, self._block_saved)
-        self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
         self._snapshots = SnapshotServer(store)
-        self._probe: asyncio.Task | None = None
+        self._probe: asyncio.Task[bool] | None = None
         self._next_probe = 0.0
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
@@ -215,7 +216,7 @@ class ChainService:
         replayed = replay(self.store, core, start)
         core.take_effects()
         now = self.clock()
-        wal: list | None = self.store.wal_records()     # of a damaged WAL, the intact records
+        wal: list[Wire] | None = self.store.wal_records()     # of a damaged WAL, the intact records
         self.recovering, self.durability.wal_top = check_history(self.store, core, now, wal)
         if not self.store.wal_trustworthy:
             wal = None
@@ -318,7 +319,7 @@ class ChainService:
         self.founding.forget(node_id)
 
     # ------------------------------------------------------------------ messages
-    def on_message(self, message: dict, sender: str) -> None:
+    def on_message(self, message: ChainMessage, sender: str) -> None:
         kind = message.get("type", "")
         if kind == "chain_status":          # a Grenache-only peer's chain (linked peers say it in heartbeats)
             self.counters["status_received"] += 1
@@ -595,13 +596,13 @@ class ChainService:
             raise self.disk_error
         return core
 
-    async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future]:
+    async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
         """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
         Returns (refusal reason or None, a future resolving to its TxResult once final, or to None if it
         expired first). Raises NotReady, or StorageError when the outbox cannot be written (nothing left
         this node then)."""
         core = self._accepting_core()
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
         why = core.precheck(tx)
         if why is not None:     # "duplicate": a final block holds it, even if its first answer is still on its way
             future.set_result(None)
@@ -622,7 +623,7 @@ class ChainService:
         self._schedule_pump()
         return None, future
 
-    async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future]:
+    async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
         """Take a cancel of our own order `first` that no block holds yet: durable in the outbox now, handed on
         only once a block has `first`, so the chain orders it after the order. If the order then rests on the
         book the cancel goes to the chain; if it never rested (it expired unordered, was rejected or filled at
@@ -630,7 +631,7 @@ class ChainService:
         if not self._pending_here(first.id):
             return await self.submit(tx)
         core = self._accepting_core()
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
         why = core.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
         if why is not None:
             future.set_result(None)
@@ -664,7 +665,7 @@ class ChainService:
             self.core.mempool.remember_verified(tx)
 
     @staticmethod
-    async def wait(future: asyncio.Future, timeout: float) -> Any:
+    async def wait(future: asyncio.Future[TxOutcome], timeout: float) -> TxOutcome:
         if future.done():
             return future.result()
         try:

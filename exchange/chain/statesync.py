@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore
+from exchange.wire import Wire
 
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
@@ -24,7 +25,7 @@ class SnapshotServer:
 
     def __init__(self, store: ChainStore) -> None:
         self.store = store
-        self._served: tuple[int, bytes, list] | None = None
+        self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
 
     def serve(self, payload: Any) -> dict[str, Any]:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0

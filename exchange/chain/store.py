@@ -30,6 +30,7 @@ from exchange.chain.outbox import Outbox
 from exchange.chain.reopening import ReopeningLog
 from exchange.chain.tendermint import wal_record_height
 from exchange.app.txs import SignedTx
+from exchange.wire import Wire
 from storage import AtomicDocument, FileSystem, OsFileSystem, RecordLog, SnapshotStore, StorageError
 from storage.errors import DAMAGED
 
@@ -258,7 +259,7 @@ class ChainStore:
             self._blocks.write(lambda log_: log_.truncate_before(keep_from))
 
     # ------------------------------------------------------------------ consensus WAL
-    def wal_records(self) -> list:
+    def wal_records(self) -> list[Wire]:
         """What we signed at heights no stored block decided yet (records of decided heights stay in the
         log until `wal_height_done` drops them in bulk; they say nothing a stored block does not). Of a
         damaged WAL, the intact records (`wal_damage` says what the lost ones may have been)."""
@@ -302,10 +303,10 @@ class ChainStore:
         signed. The damage stays on disk until the next decided height drops the WAL (`wal_height_done`)."""
         self.wal_trustworthy = True
 
-    def wal_append(self, record: list) -> None:
+    def wal_append(self, record: Wire) -> None:
         self.wal_append_many([record])
 
-    def wal_append_many(self, records: list) -> None:
+    def wal_append_many(self, records: list[Wire]) -> None:
         """Durable on return, all or none (one fsync)."""
         bodies = [pack(record) for record in records]
         self._wal.write(lambda log_: log_.append(bodies))

@@ -36,6 +36,7 @@ from typing import Any, Callable, Protocol
 from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Commit, Proposal, Vote
 from exchange.chain.effects import ConsensusEffect, Decide, Evidence, SendConsensus, WalRecord
 from exchange.chain.validators import ValidatorSet
+from exchange.wire import Wire
 
 log = logging.getLogger("exchange.consensus")
 
@@ -138,7 +139,7 @@ class Tendermint:
         self.proposals: dict[int, Proposal] = {}
         self.votes: dict[tuple[int, int], _Votes] = {}
         self.far_rounds: dict[bytes, int] = {}         # validator -> highest round seen beyond the window
-        self._fired: set[tuple] = set()                 # "for the first time" rules already run
+        self._fired: set[tuple[str, int]] = set()                 # "for the first time" rules already run
         self._own: list[Any] = []                       # our proposal/votes of this height (re-sent)
         self._signed: dict[tuple[int, int, int], bytes | None] = {}
         self._timers: list[tuple[float, str, int, int]] = []
@@ -157,7 +158,7 @@ class Tendermint:
                 and self.height >= self.sign_from)
 
     def start_height(self, ctx: HeightContext, now: float, *, wait: bool = False,
-                     restore: list | None = None) -> None:
+                     restore: list[Wire] | None = None) -> None:
         """Begin deciding `ctx.height` (line 10/53). With `wait`, round 0 starts only at `kick` or when a
         message of this height arrives. `restore` is this height's WAL records after a restart."""
         self.ctx = ctx
@@ -486,7 +487,7 @@ class Tendermint:
         tag = "p" if isinstance(signed, Proposal) else "v"
         self.effects.append(WalRecord(["signed", state, tag, signed.wire()]))
 
-    def _restore(self, records: list, now: float) -> None:
+    def _restore(self, records: list[Wire], now: float) -> None:
         """Resume a height after a restart with exactly what we had signed: the same locks, and our signed
         messages re-sent as they were (never re-signed differently)."""
         blocks: dict[bytes, Block] = {}

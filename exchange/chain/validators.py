@@ -11,10 +11,11 @@ transactions applied by the state machine), so every node derives the same set a
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from exchange.chain.codec import digest
 from exchange.crypto import PUBLIC_KEY_BYTES, node_id_for
+from exchange.wire import Wire
 
 
 class ValidatorSet:
@@ -73,7 +74,7 @@ class ValidatorSet:
         rest = [k for k in self.keys if k != key]
         return ValidatorSet(self.epoch + 1, rest + [successor] if successor is not None else rest)
 
-    def wire(self) -> list:
+    def wire(self) -> Wire:
         return [self.epoch, list(self.keys)]
 
     @classmethod
@@ -82,7 +83,7 @@ class ValidatorSet:
             raise ValueError("a validator set is [epoch, [keys]]")
         return cls(data[0], data[1])
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "size": len(self.keys), "quorum": self.quorum, "faults_tolerated": self.faults,
                 "validators": list(self.node_ids)}
 

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from node.accounts import AccountStore
     from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
+    from node.identity import NodeIdentity
     from node.order_batcher import OrderBatcher
     from node.rpc_component import NodeRpc
     from p2p.dht.service import DhtService
+    from p2p.discovery import DiscoveryOrchestrator
     from p2p.nat.service import NatService
     from p2p.peers import PeerManager
     from p2p.router import MessageRouter
@@ -28,13 +30,16 @@ log = logging.getLogger("node.api.server")
 
 
 class ApiNode(Protocol):
-    """What the control API reads of the node it serves (node/app.py's ExchangeNode is one)."""
+    """What the control API, the metrics and the RPC component read of the node they serve (node/app.py's
+    ExchangeNode is one)."""
 
     node_id: str
+    identity: NodeIdentity
     started_at: float
     configs: NodeConfigs
     peers: PeerManager
     router: MessageRouter
+    discovery: DiscoveryOrchestrator
     rpc: NodeRpc
     order_batcher: OrderBatcher | None            # made by the first node-signed order (orders.py)
     api_rate_limit: PublicRateLimit | None        # set by build_app (server.py)
@@ -113,12 +118,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 @overload
-def body_number(body: dict, name: str, default: float, low: float, high: float) -> float: ...
+def body_number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float: ...
 @overload
-def body_number(body: dict, name: str, default: None, low: float, high: float) -> float | None: ...
+def body_number(body: dict[str, Any], name: str, default: None, low: float, high: float) -> float | None: ...
 
 
-def body_number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:
+def body_number(body: dict[str, Any], name: str, default: float | None, low: float, high: float) -> float | None:
     """A finite number in [low, high] (not a bool), or `default` when absent."""
     value = body.get(name, default)
     if value is None:

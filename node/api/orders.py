@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from exchange.chain.ports import NotReady
 from exchange.chain.own_orders import Withdrawn, pending_view
 from exchange.chain.service import ChainService
-from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, SignedTx, sign_tx
+from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.api.base import ApiError, json_response, node_of
@@ -150,7 +150,7 @@ def _nonce(body: Any) -> str:
     return client if isinstance(client, str) and client else os.urandom(12).hex()
 
 
-def _sign_local(request: web.Request, chain: ChainService, account_name: Any, ops: list, nonce: str) -> SignedTx:
+def _sign_local(request: web.Request, chain: ChainService, account_name: Any, ops: list[Op], nonce: str) -> SignedTx:
     account = _account(request, account_name)
     expires = int(time.time() * 1000) + chain.order_ttl_ms - 1000
     try:

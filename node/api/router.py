@@ -22,9 +22,11 @@ from typing import Any, Iterator, cast
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, json_response, node_of
+from node.api.base import ApiError, ApiNode, json_response, node_of
 from node.metrics import CounterNames, labelled_counter, split_counters
-from p2p.resilience.protection import MODES as PROTECTION_MODES
+from p2p.messages import Message
+from p2p.resilience.protection import MODES as PROTECTION_MODES, Protection
+from p2p.router import MessageRouter
 
 DEBUG_TYPES = ("note",)
 MAX_RECORDS = 200_000
@@ -34,7 +36,7 @@ ROUTER_EVENTS = CounterNames("exchange_node_router", "Message router")
 GRENACHE_PATH = CounterNames("exchange_node_grenache_path", "Routed messages over Grenache")
 
 
-def router_metrics(router: Any) -> Iterator[Metric]:
+def router_metrics(router: MessageRouter) -> Iterator[Metric]:
     counters = router.counters
     yield labelled_counter("exchange_node_router_messages_sent_total", "Messages sent, by type", "type",
                            counters.sent)
@@ -64,7 +66,7 @@ def router_metrics(router: Any) -> Iterator[Metric]:
     yield from protection_metrics(router.protection)
 
 
-def protection_metrics(protection: Any) -> Iterator[Metric]:
+def protection_metrics(protection: Protection) -> Iterator[Metric]:
     """The storm protection's mode and canary share, and what it limited (or, in shadow mode, would have)."""
     snapshot = protection.snapshot()
     mode = GaugeMetricFamily("exchange_node_protection_mode", "Storm protection mode (1 = current)", labels=["mode"])
@@ -88,14 +90,14 @@ def protection_metrics(protection: Any) -> Iterator[Metric]:
 class NoteRecorder:
     """Remembers diagnostic messages this node handled: first arrival time, copies, handler calls."""
 
-    def __init__(self, router: Any, limit: int = MAX_RECORDS) -> None:
+    def __init__(self, router: MessageRouter, limit: int = MAX_RECORDS) -> None:
         self.limit = limit
-        self.records: OrderedDict[Any, list] = OrderedDict()
+        self.records: OrderedDict[Any, list[Any]] = OrderedDict()   # keyed by the note's id, as it came
         for kind in DEBUG_TYPES:
             router.subscribe(kind, self.on_message)
         router.duplicate_listeners.append(self.on_duplicate)
 
-    def on_message(self, message: dict, src: str) -> None:
+    def on_message(self, message: Message, src: str) -> None:
         record = self.records.get(message["id"])
         if record is not None:
             record[5] += 1
@@ -105,7 +107,7 @@ class NoteRecorder:
         if len(self.records) > self.limit:
             self.records.popitem(last=False)
 
-    def on_duplicate(self, message: dict, src: str) -> None:
+    def on_duplicate(self, message: Message, src: str) -> None:
         record = self.records.get(message.get("id"))
         if record is not None:
             record[4] += 1
@@ -116,14 +118,14 @@ class LoadGenerator:
     how long this node's event loop was busy or the process was kept off the CPU."""
 
     def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.sent = 0
         self.lags: list[float] = []
         self.stalls: list[tuple[float, float]] = []  # (time.time() at wake-up, ms) of stalls over 100 ms
         self.gc_pauses: list[float] = []  # seconds per garbage collection during a run
         self._gc_started = 0.0
 
-    def _on_gc(self, phase: str, info: dict) -> None:
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif len(self.gc_pauses) < 100_000:
@@ -138,7 +140,7 @@ class LoadGenerator:
                 "stalls": self.stalls, "gc_count": len(self.gc_pauses),
                 "gc_max_ms": round(1000 * max(self.gc_pauses, default=0.0), 1)}
 
-    async def run(self, router: Any, rate: float, duration: float, size: int) -> None:
+    async def run(self, router: MessageRouter, rate: float, duration: float, size: int) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         filler = "x" * max(0, size - 120)  # the envelope and fields take about 120 bytes
@@ -152,7 +154,8 @@ class LoadGenerator:
         finally:
             gc.callbacks.remove(self._on_gc)
 
-    async def _run(self, router: Any, rate: float, duration: float, filler: str, loop: Any, started: float) -> None:
+    async def _run(self, router: MessageRouter, rate: float, duration: float, filler: str,
+                   loop: asyncio.AbstractEventLoop, started: float) -> None:
         while True:
             elapsed = loop.time() - started
             if elapsed >= duration:
@@ -172,12 +175,12 @@ class LoadGenerator:
                 self.stalls.append((time.time(), round(1000 * lag, 1)))
 
 
-def install_debug_api(node: Any) -> None:
+def install_debug_api(node: ApiNode) -> None:
     """Subscribe the recorder and add the /debug routes to the control API (call only with DEBUG_API on)."""
     recorder = NoteRecorder(node.router)
     load = LoadGenerator()
 
-    async def read_json(request: web.Request) -> dict:
+    async def read_json(request: web.Request) -> dict[str, Any]:
         try:
             body = await request.json()
         except ValueError:
@@ -186,7 +189,7 @@ def install_debug_api(node: Any) -> None:
             raise ApiError(400, "bad_json", "body must be an object")
         return body
 
-    def debug_type(body: dict) -> str:
+    def debug_type(body: dict[str, Any]) -> str:
         kind = body.get("type", "note")
         if kind not in DEBUG_TYPES:
             raise ApiError(400, "bad_type", f"type must be one of {', '.join(DEBUG_TYPES)}", "type")

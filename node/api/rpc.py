@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterator, cast
+from typing import Any, Iterator
 
 import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import ApiError, ApiNode, body_number, json_response, node_of, read_json_object, require_debug
 from node.api.debug_backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
@@ -81,14 +81,14 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _resolve_peer(node: Any, prefix: str) -> str:
+def _resolve_peer(node: ApiNode, prefix: str) -> str:
     """A full node id, or a unique prefix of a known one."""
     if len(prefix) == 40:
         return prefix
     matches = [n for n in node.peers.peers if n.startswith(prefix)]
     if len(matches) != 1:
         raise ApiError(400, "invalid_field", f"peer {prefix!r} matches {len(matches)} known nodes", "peer")
-    return cast("str", matches[0])
+    return matches[0]
 
 
 async def get_routing(request: web.Request) -> web.Response:
@@ -176,7 +176,7 @@ async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: f
 
     start = loop.time()
     total = int(rate * seconds)
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task[None]] = set()
     last = dict(counts)
     next_bucket = start + bucket
     interval = 1.0 / rate

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 import orjson
@@ -27,6 +27,8 @@ FLAG_ALIASES = {"p2p_port": ["--port"], "p2p_host": ["--host"], "bootstrap_peers
                 "network_id": ["--network"], "grape_urls": ["--grape-url"], "markets": ["--market"]}
 
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
 # Placeholders a parser's own (N, TEXT, NUMBER ...) would say less well.
 METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS", "join_token": "TOKEN",
             "chain_id": "HEX", "test_service_fault": "SPEC", "bootstrap_peers": "HOST:PORT,...",
@@ -34,7 +36,7 @@ METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS",
             "grenache_services": "SERVICE,..."}
 
 
-def _settings_options(func: Callable) -> Callable:
+def _settings_options(func: _Command) -> _Command:
     for info in reversed(Settings.describe()):
         flags = [f"--{info.name.replace('_', '-')}"] + FLAG_ALIASES.get(info.name, [])
         func = click.option(*flags, info.name, default=None, metavar=setting_metavar(info),
@@ -243,7 +245,7 @@ _TARGET_OPTIONS = (
 )
 
 
-def api_option(func: Callable) -> Callable:
+def api_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Adds --api/--data-dir/--token; the command receives `api`, the NodeTarget they (or the defaults) name."""
 
     @functools.wraps(func)
@@ -259,7 +261,7 @@ def api_option(func: Callable) -> Callable:
     return command
 
 
-class Seconds(click.ParamType):
+class Seconds(click.ParamType[float]):
     """A finite, non-negative number of seconds (click's FloatRange lets nan through)."""
 
     name = "seconds"
@@ -335,7 +337,7 @@ def _ago(ts: float | None) -> str:
     return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
-def reach_line(nat: dict) -> str:
+def reach_line(nat: dict[str, Any]) -> str:
     """Our addresses as peers see them, how each was learnt and whether a dial-back reached it; our relays."""
     parts = [f"{a['host']}:{a['port']} {a['how']} "
              f"({'confirmed' if a['confirmed'] else 'not reached' if a.get('checks') else 'unchecked'})"

@@ -43,7 +43,7 @@ class Grape:
         self.processes = processes
         self.dht_port, self.api_port = _free_port(), _free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def missing() -> str | None:
@@ -225,7 +225,7 @@ def _errors(load: dict[str, Any]) -> str:
 
 
 def _row(name: str, detect: Any, away: Any, hint: Any, recovery: Any, load: dict[str, Any], note: str,
-         shares: list[tuple[float, int, int]] | None = None) -> dict:
+         shares: list[tuple[float, int, int]] | None = None) -> dict[str, Any]:
     return {"scenario": name, "detect_s": detect, "route_away_s": away, "hint_s": hint, "recovery_s": recovery,
             "client_errors": _errors(load), "note": note, "attempts": shares or []}
 

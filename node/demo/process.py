@@ -60,9 +60,9 @@ class Processes:
     """The processes one demo run started; `close()` ends each by its PID."""
 
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+    def add(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         self.procs.append(proc)
         return proc
 
@@ -94,7 +94,7 @@ class DemoNode:
         self.processes = processes
         self.data_dir = Path(data_dir)
         self.settings = BASE_SETTINGS | settings
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.log_path = self.data_dir / "node.log"
 

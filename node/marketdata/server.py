@@ -43,7 +43,7 @@ class StatusChannel:
         self.source = source
         self.interval = interval
         self.subs: list[Subscription] = []
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def subscribe(self, session: StreamSession) -> Subscription:
         sub = Subscription(session, session.new_chan(), "status", None, {"channel": "status"})

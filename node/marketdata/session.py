@@ -58,7 +58,7 @@ class StreamSession:
         self._pending_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
         self._on_closed = on_closed
-        self._close_task: asyncio.Task | None = None
+        self._close_task: asyncio.Task[None] | None = None
         self.ws: Any = None                  # the aiohttp WebSocketResponse, for the close handshake
 
     @property
