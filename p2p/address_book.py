@@ -5,7 +5,13 @@ exchange: a size cap, a per-source intake cap per interval, unverified entries n
 verified ones, and addresses we cannot dial skipped at the door. As addrman's "new" table is bucketed by
 the network group of whoever told us, each source group (the reporter's /24 or /48) holds at most a share
 of the unverified entries: a flooder churns its own share, and when the book is full the heaviest source
-group gives up an entry, never a quiet one. As in Bitcoin Core's addrman, an address
+group gives up an entry, never a quiet one. Both tables are also split by the network group of the address
+itself (its /16 or /32, `address_group`): one range holds at most a quarter of the unverified entries (a
+flood aimed at one range, told by many sources, churns the heaviest of those sources) and at most an eighth
+of the verified ones, so whoever runs many real nodes in one range cannot fill what we dial. When a range's
+verified share is full, a newly reached address there replaces one that failed or was never reached; when
+all of them work, the newcomer waits unverified and the range's least recently reached entry is queued
+for a check dial first (addrman's test-before-evict): a failing check makes room. As in Bitcoin Core's addrman, an address
 is verified ("tried") only once we dialled it and reached the node: the listen address an inbound peer
 claims in its hello is queued for one feeler dial (made once that peer is no longer linked), so a stranger
 cannot fill the verified table or the peers we remember with addresses nobody checked.
@@ -39,6 +45,7 @@ class KnownAddress:
     failures: int = 0
     next_attempt: float = 0.0  # monotonic
     source_group: str = ""     # who told us (the reporter's network group): its share of the unverified
+    address_group: str = ""    # the address's own network group (`address_group`): its range's shares
     last_error: str | None = None
     backoff: Backoff | None = None
 
@@ -49,6 +56,20 @@ class KnownAddress:
     @property
     def priority(self) -> int:
         return SOURCE_PRIORITY.get(self.source, 9)
+
+
+def address_group(host: str) -> str:
+    """The network group of an address as addrman groups them: its /16 (IPv4) or /32 (IPv6); "loopback" for
+    loopback addresses; a host name is a group of its own."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return f"name:{host.lower()}"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    return str(ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 32}", strict=False))
 
 
 def dialable(host: str, port: int, *, allow_loopback: bool = True) -> bool:
@@ -81,7 +102,13 @@ class AddressBook:
         self.self_addresses: set[Address] = set()
         self.feelers: OrderedDict[Address, str] = OrderedDict()     # claimed addresses to dial once to check
         self.new_share = max(16, capacity // 16)    # unverified entries one source group may hold
+        self.new_range_share = max(64, capacity // 4)   # unverified entries of one address group
+        self.tried_range_share = max(64, capacity // 8)     # verified entries of one address group
         self._new_by_group: dict[str, int] = {}      # source group -> its unverified entries
+        self._new_by_range: dict[str, int] = {}      # address group -> its unverified entries
+        self._tried_by_range: dict[str, int] = {}    # address group -> its verified entries
+        self._tests: set[Address] = set()           # verified entries queued for a check before an eviction
+        self.tried_collisions = 0                    # reached addresses kept unverified: their range was full
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -123,37 +150,89 @@ class AddressBook:
             self.rejected += 1
             return False
         group = reporter_group or (f"id:{reporter}" if reporter is not None else f"source:{candidate.source}")
-        if not verified and self._new_by_group.get(group, 0) >= self.new_share:
-            self._evict_from(group)          # its share is full: it replaces one of its own
-        elif len(self._entries) >= self.capacity and not self._evict_one(for_verified=verified):
+        if not self._make_room(group, address_group(candidate.host), verified):
             self.rejected += 1
             return False
-        self._put(KnownAddress(candidate.host, candidate.port, candidate.source, candidate.node_id, verified,
-                               backoff=self._backoff(), source_group=group))
+        entry = KnownAddress(candidate.host, candidate.port, candidate.source, candidate.node_id, False,
+                             backoff=self._backoff(), source_group=group)
+        self._put(entry)
+        if verified:
+            self._set_verified(entry)
         return True
+
+    def _make_room(self, group: str, address_range: str, verified: bool) -> bool:
+        """Room for one more entry told by `group` at an address in `address_range`: a full share replaces one
+        of its own (the source group's, then the range's heaviest source); a full book gives up its worst."""
+        if not verified and self._new_by_group.get(group, 0) >= self.new_share:
+            return self._evict_from(group)          # its share is full: it replaces one of its own
+        if not verified and self._new_by_range.get(address_range, 0) >= self.new_range_share:
+            return self._evict_in_range(address_range)
+        return len(self._entries) < self.capacity or self._evict_one(for_verified=verified)
 
     def _put(self, entry: KnownAddress) -> None:
         self._drop(entry.address)
+        entry.address_group = entry.address_group or address_group(entry.host)
         self._entries[entry.address] = entry
-        if not entry.verified:
-            self._new_by_group[entry.source_group] = self._new_by_group.get(entry.source_group, 0) + 1
+        if entry.verified:
+            _count(self._tried_by_range, entry.address_group, 1)
+        else:
+            _count(self._new_by_group, entry.source_group, 1)
+            _count(self._new_by_range, entry.address_group, 1)
 
     def _drop(self, address: Address) -> None:
         entry = self._entries.pop(address, None)
-        if entry is not None and not entry.verified:
-            self._uncount(entry.source_group)
-
-    def _uncount(self, group: str) -> None:
-        left = self._new_by_group.get(group, 0) - 1
-        if left > 0:
-            self._new_by_group[group] = left
+        self._tests.discard(address)
+        if entry is None:
+            return
+        if entry.verified:
+            _count(self._tried_by_range, entry.address_group, -1)
         else:
-            self._new_by_group.pop(group, None)
+            _count(self._new_by_group, entry.source_group, -1)
+            _count(self._new_by_range, entry.address_group, -1)
 
-    def _set_verified(self, entry: KnownAddress) -> None:
-        if not entry.verified:
-            entry.verified = True
-            self._uncount(entry.source_group)
+    def _set_verified(self, entry: KnownAddress) -> bool:
+        """Move a reached entry to the verified table, unless its range's share is full of entries that work
+        (then one of them is queued for a check and the entry stays unverified). Whether it is verified."""
+        if entry.verified:
+            return True
+        if self._tried_by_range.get(entry.address_group, 0) >= self.tried_range_share \
+                and not self._make_tried_room(entry.address_group):
+            self.tried_collisions += 1
+            return False
+        entry.verified = True
+        _count(self._new_by_group, entry.source_group, -1)
+        _count(self._new_by_range, entry.address_group, -1)
+        _count(self._tried_by_range, entry.address_group, 1)
+        return True
+
+    def _make_tried_room(self, address_range: str) -> bool:
+        """Test-before-evict: a verified entry of the range that failed or was never reached makes room; if all
+        work, the least recently reached is queued for a check dial (a failure there makes room next time)."""
+        tried = [e for e in self._entries.values() if e.verified and e.address_group == address_range]
+        failing = [e for e in tried if e.failures > 0 or e.last_connected is None]
+        if failing:
+            self._drop(max(failing, key=lambda e: (e.failures, -e.last_seen)).address)
+            return True
+        oldest = min(tried, key=lambda e: e.last_connected or 0.0, default=None)
+        if oldest is not None and oldest.node_id and oldest.address not in self._tests:
+            self._tests.add(oldest.address)
+            self.feelers[oldest.address] = oldest.node_id
+            self.feelers.move_to_end(oldest.address)
+        return False
+
+    def _evict_in_range(self, address_range: str) -> bool:
+        """The range's unverified share is full: the heaviest source group among its entries gives one up (of
+        equally heavy ones, the one that told us something last: an established teller outlasts a new one)."""
+        victims = [e for e in self._entries.values() if not e.verified and e.address_group == address_range]
+        if not victims:
+            return False
+        weight: dict[str, tuple[int, float]] = {}
+        for e in victims:
+            count, newest = weight.get(e.source_group, (0, 0.0))
+            weight[e.source_group] = (count + 1, max(newest, e.first_seen))
+        group = max(weight, key=lambda g: weight[g])
+        self._drop(max((e for e in victims if e.source_group == group), key=lambda e: (e.failures, -e.last_seen)).address)
+        return True
 
     def _evict_from(self, group: str) -> bool:
         victims = [e for e in self._entries.values() if not e.verified and e.source_group == group]
@@ -165,6 +244,10 @@ class AddressBook:
     def new_by_group(self) -> dict[str, int]:
         """Unverified entries per source group (a copy)."""
         return dict(self._new_by_group)
+
+    def by_range(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(unverified, verified) entries per address group (copies)."""
+        return dict(self._new_by_range), dict(self._tried_by_range)
 
     def _take_intake(self, reporter: str, limit: int | None = None) -> bool:
         now = time.monotonic()
@@ -208,9 +291,7 @@ class AddressBook:
             if address in self.self_addresses or not dialable(*address) or not self._take_intake(reporter):
                 self.rejected += 1
                 return None
-            if self._new_by_group.get(reporter, 0) >= self.new_share:
-                self._evict_from(reporter)
-            elif len(self._entries) >= self.capacity and not self._evict_one(for_verified=False):
+            if not self._make_room(reporter, address_group(address[0]), False):
                 self.rejected += 1
                 return None
             entry = KnownAddress(address[0], address[1], "inbound", node_id, False, backoff=self._backoff(),
@@ -229,7 +310,9 @@ class AddressBook:
         while self.feelers:
             address, node_id = self.feelers.popitem(last=False)
             entry = self._entries.get(address)
-            if entry is not None and not entry.verified and entry.node_id == node_id:
+            tested = address in self._tests
+            self._tests.discard(address)
+            if entry is not None and entry.node_id == node_id and (not entry.verified or tested):
                 return address, node_id
         return None
 
@@ -249,7 +332,8 @@ class AddressBook:
         if entry is None:
             if len(self._entries) >= self.capacity:
                 self._evict_one(for_verified=True)
-            entry = KnownAddress(address[0], address[1], source or "inbound", node_id, True, backoff=self._backoff())
+            entry = KnownAddress(address[0], address[1], source or "inbound", node_id, False, backoff=self._backoff(),
+                                 source_group=f"source:{source or 'inbound'}")
             self._put(entry)
         entry.node_id = node_id
         self._set_verified(entry)
@@ -306,8 +390,20 @@ class AddressBook:
         return [e for e in self._entries.values() if e.verified]
 
     def load(self, entries: Iterable[KnownAddress]) -> None:
+        """Remembered entries, verified ones first as given (a range's verified share still holds)."""
         for entry in entries:
             if entry.address not in self.self_addresses and len(self._entries) < self.capacity:
                 entry.backoff = entry.backoff or self._backoff()
                 entry.source_group = entry.source_group or f"source:{entry.source}"
+                verified, entry.verified = entry.verified, False
                 self._put(entry)
+                if verified and self._tried_by_range.get(entry.address_group, 0) < self.tried_range_share:
+                    self._set_verified(entry)
+
+
+def _count(counts: dict[str, int], key: str, delta: int) -> None:
+    left = counts.get(key, 0) + delta
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

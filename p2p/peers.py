@@ -824,6 +824,7 @@ class PeerManager:
             "peers_connected": len(self.links), "outbound": self.outbound_count,
             "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),
             "verified_addresses": len(self.book.verified()), "feelers_waiting": len(self.book.feelers),
+            "tried_collisions": self.book.tried_collisions,
             "known_nodes": self.known_nodes(),
             "dialling": len(self._dialling), "handshakes_in_progress": len(self._inbound_pending) + len(self._dialling),
             "unknown_messages": self.unknown_messages, "kept": sorted(self._kept),

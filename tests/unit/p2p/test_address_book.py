@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from p2p.address_book import AddressBook, dialable
+from p2p.address_book import AddressBook, KnownAddress, address_group, dialable
 from p2p.discovery.base import Candidate
 
 
@@ -168,3 +168,71 @@ def test_shares_follow_verification_and_removal():
     book.add(bogus(2), reporter="r", reporter_group="66.1.0.0/24")
     book.remove(bogus(2).address)
     assert book.new_by_group() == {} and len(book) == 1
+
+
+def test_address_groups_are_slash_16_or_slash_32_loopback_and_names():
+    assert address_group("66.7.200.1") == address_group("66.7.3.9") == "66.7.0.0/16"
+    assert address_group("66.8.0.1") != address_group("66.7.0.1")
+    assert address_group("2001:db8:1:2::1") == "2001:db8::/32"
+    assert address_group("::ffff:66.7.1.1") == "66.7.0.0/16"
+    assert address_group("127.0.0.1") == address_group("127.9.9.9") == "loopback"
+    assert address_group("Node.Example") == "name:node.example"
+
+
+def test_one_range_told_by_many_sources_holds_a_quarter_of_the_unverified_and_churns_its_heaviest_teller():
+    """A flood aimed at one /16, told by ten /24s (each within its own source share, together past the range's),
+    stops at the range's share; honest addresses in that same range told by a quiet source stay, since the
+    range's heaviest teller gives up an entry each time."""
+    book = AddressBook(capacity=2000, per_source_per_interval=10_000)
+    quiet = [Candidate(f"66.7.250.{k}", 9000, "pex", f"{k:040x}") for k in range(1, 6)]
+    for candidate in quiet:
+        assert book.add(candidate, reporter="quiet", reporter_group="10.9.9.0/24")
+    for i in range(10_000):
+        book.add(Candidate(f"66.7.{i // 250 % 250}.{i % 250 + 1}", 20_000 + i % 100, "pex", f"{10**6 + i:040x}"),
+                 reporter=f"evil-{i}", reporter_group=f"77.{i % 10}.0.0/24")
+    new, tried = book.by_range()
+    assert new == {"66.7.0.0/16": book.new_range_share} and tried == {}
+    assert all(book.get(c.address) is not None for c in quiet), "the quiet source's addresses were evicted"
+
+
+def _reach(book: AddressBook, host: str, port: int) -> None:
+    book.mark_connected((host, port), f"{port:040x}")
+
+
+def test_one_range_holds_an_eighth_of_the_verified_and_a_newcomer_waits_for_a_check_of_the_oldest():
+    book = AddressBook(capacity=800, per_source_per_interval=10_000)
+    share = book.tried_range_share
+    assert share == 100
+    for k in range(share + 30):                 # one operator's many real nodes in one /16
+        _reach(book, f"66.7.{k // 200}.{k % 200 + 1}", 7000 + k)
+        time.sleep(0)
+    for k in range(20):                         # and honest nodes elsewhere
+        _reach(book, f"10.{k}.0.1", 9000 + k)
+    new, tried = book.by_range()
+    assert tried["66.7.0.0/16"] == share and sum(tried.values()) == share + 20
+    assert book.tried_collisions == 30 and new.get("66.7.0.0/16") == 30   # the newcomers wait, unverified
+    # test-before-evict: the oldest of the range was queued for a check dial, not evicted
+    due = book.next_feeler()
+    assert due is not None and due[0] == ("66.7.0.1", 7000)
+    assert book.get(("66.7.0.1", 7000)).verified                          # type: ignore[union-attr]
+
+
+def test_a_failed_check_makes_room_for_the_newcomer_in_a_full_range():
+    book = AddressBook(capacity=800, per_source_per_interval=10_000)
+    for k in range(book.tried_range_share):
+        _reach(book, f"66.7.0.{k + 1}", 7000 + k)
+    _reach(book, "66.7.9.9", 8000)                                         # no room: waits
+    assert not book.get(("66.7.9.9", 8000)).verified                      # type: ignore[union-attr]
+    address, node_id = book.next_feeler()                                 # type: ignore[misc]
+    book.mark_failed(address, "connection_refused")                       # the check failed
+    _reach(book, "66.7.9.9", 8000)                                         # reached again: takes the room
+    assert book.get(("66.7.9.9", 8000)).verified                          # type: ignore[union-attr]
+    assert book.get(address) is None and book.by_range()[1]["66.7.0.0/16"] == book.tried_range_share
+
+
+def test_remembered_verified_entries_keep_their_range_share_when_loaded():
+    book = AddressBook(capacity=800)
+    entries = [KnownAddress(f"66.7.0.{k + 1}", 7000 + k, "persisted", f"{k:040x}", True) for k in range(150)]
+    book.load(entries)
+    new, tried = book.by_range()
+    assert tried == {"66.7.0.0/16": book.tried_range_share} and new == {"66.7.0.0/16": 50}
