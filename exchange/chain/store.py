@@ -138,11 +138,13 @@ class ChainStore:
         self.snapshots = SnapshotStore(root / "snapshots", keep=2, fs=fs)
         self._outbox = Outbox(self._outbox_log)
         self.outbox_commit = self._outbox.commit
-        self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing)
+        unreadable = self._wal_read()[1]
+        self.wal_trustworthy = not (self.wal_log.tail_damaged or self.wal_log.missing or unreadable)
         if not self.wal_trustworthy:
             # the service judges the damage (`wal_damage().verdict`): harmless, it accepts the intact records;
             # else it records from which height we sign again before the WAL is discarded
-            log.error("consensus WAL in %s is damaged: %s", root / "wal", self.wal_log.report.summary())
+            log.error("consensus WAL in %s is damaged: %s%s", root / "wal", self.wal_log.report.summary(),
+                      f"; {len(unreadable)} record(s) with a good checksum do not decode" if unreadable else "")
 
     @property
     def blocks_log(self) -> RecordLog:
@@ -265,31 +267,43 @@ class ChainStore:
         damaged WAL, the intact records (`wal_damage` says what the lost ones may have been)."""
         records = []
         decided = self.last_height
-        for _, record in self._wal_intact():
+        for _, record in self._wal_read()[0]:
             height = wal_record_height(record)
             if height is None or height > decided:
                 records.append(record)
         return records
 
-    def _wal_intact(self) -> Iterator[tuple[int, Any]]:
-        """(index, record) of every intact WAL record; a body that does not decode counts as heightless."""
+    def _wal_read(self) -> tuple[list[tuple[int, Wire]], list[int]]:
+        """(index, record) of every readable WAL record, and the indices of records whose checksum holds but
+        whose body is no record (not msgpack, or not a list): only a bug writes one, and what it said is as
+        lost as a record whose bytes flipped, so it counts as a gap (`wal_damage`), never as a record."""
+        records: list[tuple[int, Wire]] = []
+        unreadable: list[int] = []
         for index, body in self.wal_log.intact():
             try:
-                yield index, unpack(body)
+                record = unpack(body)
             except ValueError:
-                yield index, None
+                record = None
+            if type(record) is list and record:
+                records.append((index, record))
+            else:
+                unreadable.append(index)
+        return records, unreadable
 
     def wal_damage(self) -> WalDamage:
         """The WAL's lost records, each gap with the heights of the nearest intact records around it (no
         gaps: the WAL is intact). See `WalDamage` for what they prove."""
         log_ = self.wal_log
+        readable, unreadable = self._wal_read()
         lost: list[tuple[int, int | None]] = [(r.start, r.stop) for r in log_.missing]
+        lost += [(index, index + 1) for index in unreadable]
+        lost.sort(key=lambda span: span[0])
         if log_.tail_damaged:
             lost.append((log_.last_index + 1, None))
         if not lost:
             return WalDamage((), True)
         heights = [(index, height) for index, height in
-                   ((index, wal_record_height(record)) for index, record in self._wal_intact()) if height is not None]
+                   ((index, wal_record_height(record)) for index, record in readable) if height is not None]
         ordered = all(a[1] <= b[1] for a, b in zip(heights, heights[1:]))
         gaps = []
         for start, stop in lost:

@@ -182,7 +182,7 @@ def test_decided_heights_wal_records_are_dropped_in_bulk_not_a_file_per_height()
 
 
 @pytest.mark.parametrize("record", [["signed"], ["signed", 7], ["signed", []], ["signed", ["x"]], ["block", b"", "9"],
-                                    "text", [], {"a": 1}, ["block", b"", 3]])
+                                    ["block", b"", 3]])
 def test_a_wal_record_of_an_unknown_shape_is_kept_as_heightless_not_a_crash(record):
     fs = FaultyFS()
     store = ChainStore(DATA_DIR, fs=fs)
@@ -190,3 +190,15 @@ def test_a_wal_record_of_an_unknown_shape_is_kept_as_heightless_not_a_crash(reco
     store.wal_append(["signed", [5, 0, -1, None, -1, None], "v", []])
     assert store.wal_records()[-1] == ["signed", [5, 0, -1, None, -1, None], "v", []]
     assert len(store.wal_records()) == 2
+
+
+@pytest.mark.parametrize("record", ["text", [], {"a": 1}, 7])
+def test_a_wal_record_that_is_no_list_is_a_gap_at_the_next_start_not_a_record(record):
+    fs = FaultyFS()
+    store = ChainStore(DATA_DIR, fs=fs)
+    store.wal_append(record)        # type: ignore[arg-type]  # what only a bug would write
+    store.wal_append(["signed", [5, 0, -1, None, -1, None], "v", []])
+    assert store.wal_records() == [["signed", [5, 0, -1, None, -1, None], "v", []]]
+    store.close()
+    again = ChainStore(DATA_DIR, fs=fs)
+    assert not again.wal_trustworthy and len(again.wal_damage().gaps) == 1

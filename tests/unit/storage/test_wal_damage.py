@@ -198,3 +198,25 @@ def test_the_only_validator_signs_the_height_in_progress_afresh_even_when_damage
     store, core, wal = start_check(fs, validators=1)
     assert store.load_sign_from() == 1 and core.consensus.sign_from == 1 and wal is None
     assert "this node is the only validator" in caplog.text
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x93\x01\x02", b"\xa4text"], ids=["not-msgpack", "truncated", "not-a-list"])
+def test_a_record_whose_checksum_holds_but_whose_body_is_no_record_is_a_gap(body, caplog):
+    """Only a bug writes one; what it said is as lost as a record whose bytes flipped. Among the records of the
+    height in progress it skips that height, and it never reaches the consensus as a record."""
+    fs = FaultyFS()
+    store = ChainStore(DATA_DIR, fs=fs)
+    store.blocks_log.append([b"block %d" % h for h in range(1, DECIDED + 1)])
+    for record in RECORDS[:-1]:
+        store.wal_append(record)
+    store.wal_log.append([body])
+    store.wal_append(RECORDS[-1])
+    store.close()
+    caplog.set_level(logging.WARNING)
+    reopened = ChainStore(DATA_DIR, fs=fs)
+    assert not reopened.wal_trustworthy and "do not decode" in caplog.text
+    assert reopened.wal_damage().gaps == (WalGap(len(RECORDS), len(RECORDS) + 1, DECIDED + 1, DECIDED + 1),)
+    assert all(type(r) is list for r in reopened.wal_records())
+    reopened.close()
+    store, core, wal = start_check(fs)
+    assert store.load_sign_from() == DECIDED + 2 and core.consensus.sign_from == DECIDED + 2 and wal is None
