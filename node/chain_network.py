@@ -13,14 +13,20 @@ import inspect
 import logging
 import random
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from exchange.chain.ports import BadRequest, CannotServe
 from exchange.chain.service import MESSAGE_TYPES, ChainService
 from p2p import messages as m
 from p2p.close_reason import CloseReason
+from p2p.connection import PeerLink
 from p2p.peer_hooks import PeerHooks
+from p2p.peers import PeerManager
+from p2p.router import MessageRouter
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
+
+if TYPE_CHECKING:
+    from node.rpc_component import NodeRpc
 
 log = logging.getLogger("node.chain")
 
@@ -32,7 +38,7 @@ CHAIN_SCHEMAS: m.SchemaTable = {kind: m.schema({"body": m.is_any}) for kind in M
 
 
 class P2PChainNetwork:
-    def __init__(self, peers: Any, router: Any, rpc: Any) -> None:
+    def __init__(self, peers: PeerManager, router: MessageRouter, rpc: NodeRpc) -> None:
         self.peers = peers
         self.router = router
         self.rpc = rpc
@@ -114,7 +120,7 @@ class P2PChainNetwork:
                          heartbeat_fields=(self._chain_fields,), admit=(self._admit,),
                          on_heartbeat=(self._on_heartbeat,), on_open=(self._on_open,), on_close=(self._on_close,))
 
-    def _on_close(self, link: Any) -> None:
+    def _on_close(self, link: PeerLink) -> None:
         if self.chain is not None and link.remote_id:
             self.chain.on_peer_gone(link.remote_id)
 
@@ -136,10 +142,10 @@ class P2PChainNetwork:
     def _admit(self, hello: m.Message) -> CloseReason | None:
         return self._peer_chain(hello.get("node_id"), None, hello)
 
-    def _on_open(self, link: Any) -> None:
+    def _on_open(self, link: PeerLink) -> None:
         self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {})
 
-    def _on_heartbeat(self, link: Any, message: m.Message) -> None:
+    def _on_heartbeat(self, link: PeerLink, message: m.Message) -> None:
         refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message)
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
