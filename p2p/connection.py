@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any, Protocol, cast
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason, Fault, LinkReason, remote_reason
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
@@ -64,13 +65,13 @@ class LinkHost(Protocol):
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool: ...
     def node_id_for(self, public_key: bytes) -> str: ...
     def accept(self, link: "PeerLink") -> CloseReason | None: ...
-    def local_hello(self, link: "PeerLink") -> dict: ...
-    def admit(self, link: "PeerLink", hello: dict) -> CloseReason | None: ...
+    def local_hello(self, link: "PeerLink") -> Message: ...
+    def admit(self, link: "PeerLink", hello: Message) -> CloseReason | None: ...
     def claim(self, link: "PeerLink") -> CloseReason | None: ...
     def on_open(self, link: "PeerLink") -> None: ...
-    def on_message(self, link: "PeerLink", message: dict) -> None: ...
-    def on_heartbeat(self, link: "PeerLink", message: dict) -> None: ...
-    def on_unknown(self, link: "PeerLink", message: dict) -> None: ...
+    def on_message(self, link: "PeerLink", message: Message) -> None: ...
+    def on_heartbeat(self, link: "PeerLink", message: Message) -> None: ...
+    def on_unknown(self, link: "PeerLink", message: Message) -> None: ...
     def on_closed(self, link: "PeerLink", reason: LinkReason, was_open: bool) -> None: ...
     def on_internal_error(self, link: "PeerLink", where: str, exc: BaseException) -> None: ...
 
@@ -97,7 +98,7 @@ class PeerLink(asyncio.Protocol):
         self._max_frame = host.max_frame_bytes
         self.remote_id: str | None = None  # proven by the Noise handshake, never taken from a message
         self.remote_public_key: bytes | None = None
-        self.remote_hello: dict | None = None
+        self.remote_hello: Message | None = None
         self.remote_addr: tuple[str, int] | None = None
         self.close_reason: LinkReason | None = None
         self.close_detail = ""
@@ -201,7 +202,7 @@ class PeerLink(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - our bug, never the peer's to pay for
             self._internal_error("link.receive", exc)
 
-    def _dispatch_open(self, messages: list[dict]) -> None:
+    def _dispatch_open(self, messages: list[Message]) -> None:
         """Hot path for an open link: application messages go straight to their compiled schema
         check and the host; link-level types take the general path."""
         schemas = self.host.schemas.checks
@@ -273,7 +274,7 @@ class PeerLink(asyncio.Protocol):
             self.transport.write(data)
 
     # --- receiving --------------------------------------------------------------------------
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: Message) -> None:
         kind = message["type"]
         if self.state == OPEN:
             if kind == "heartbeat":
@@ -297,7 +298,7 @@ class PeerLink(asyncio.Protocol):
         else:
             raise m.ProtocolError(CloseReason.HANDSHAKE_REQUIRED, kind)
 
-    def _on_hello(self, hello: dict) -> None:
+    def _on_hello(self, hello: Message) -> None:
         if self.remote_hello is not None:
             raise m.ProtocolError(CloseReason.DUPLICATE_HANDSHAKE)
         self.host.schemas.validate(hello)
@@ -317,7 +318,7 @@ class PeerLink(asyncio.Protocol):
             return self.close(refusal_reason)
         self.send({"type": "handshake_ack"})
 
-    def _on_ack(self, ack: dict) -> None:
+    def _on_ack(self, ack: Message) -> None:
         """The peer accepted our hello (and we accepted its own, or we would have closed)."""
         if self.remote_hello is None:
             raise m.ProtocolError(CloseReason.HANDSHAKE_REQUIRED, "ack before hello")
@@ -332,12 +333,12 @@ class PeerLink(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(self)
 
-    def _on_goodbye(self, message: dict) -> None:
+    def _on_goodbye(self, message: Message) -> None:
         detail = message.get("detail")
         detail = detail if isinstance(detail, str) else ""
         self.close(remote_reason(message.get("reason")), detail, send_goodbye=False)
 
-    def _on_heartbeat(self, message: dict) -> None:
+    def _on_heartbeat(self, message: Message) -> None:
         self.peer_ts = message["ts"]
         self.peer_ts_at = time.time()
         echo = message.get("echo")
@@ -363,7 +364,7 @@ class PeerLink(asyncio.Protocol):
             message.update(extra)
         return self.send(message)
 
-    def send(self, message: dict) -> bool:
+    def send(self, message: Message) -> bool:
         """Encode and queue one message (encode_frame inlined: every RPC goes through here)."""
         body = encode_body(message)
         if len(body) > self._max_frame:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, cast
 
 import msgpack
 
+from p2p.messages import Message
 from p2p.close_reason import CloseReason
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
@@ -60,7 +61,7 @@ def frame_body(body: bytes) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict:
+def decode_body(body: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Unpack one body into a message map, or raise MalformedFrame."""
     try:
         message = msgpack.unpackb(
@@ -94,14 +95,14 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[dict]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         buffer = self._buffer
         if buffer:
             buffer += data
             source: bytes | bytearray | memoryview = buffer
         else:
             source = data  # common case: the chunk starts on a frame boundary; no copy into the buffer
-        messages: list[dict] = []
+        messages: list[Message] = []
         limit = self.max_frame_bytes
         pos = 0
         end = len(source)

@@ -99,7 +99,7 @@ def _compile(required: FieldChecks, optional_fields: FieldChecks) -> MessageChec
     present = tuple(name for name, check in required.items() if check is is_any)
     optional_checked = tuple((name, check) for name, check in optional_fields.items() if check is not is_any)
 
-    def validate(message: dict) -> str | None:
+    def validate(message: Message) -> str | None:
         for name, check in checked:
             value = message.get(name, _MISSING)
             if value is _MISSING or not check(value):
@@ -143,7 +143,7 @@ class Schemas:
     def types(self) -> Iterable[str]:
         return self.checks.keys()
 
-    def validate(self, message: dict) -> bool:
+    def validate(self, message: Message) -> bool:
         """True if the type is known and the message is well formed; False if the type is unknown.
         Raises ProtocolError(MALFORMED_MESSAGE) for a known type with bad fields."""
         check = self.checks.get(message["type"])
@@ -192,7 +192,7 @@ LINK_SCHEMAS: SchemaTable = {
 }
 
 
-def goodbye(reason: str, detail: str = "") -> dict:
+def goodbye(reason: str, detail: str = "") -> Message:
     message: dict[str, Any] = {"type": "goodbye", "reason": reason}
     if detail:
         message["detail"] = detail[:512]

@@ -21,6 +21,7 @@ import hashlib
 import time
 from typing import Any, Callable
 
+from p2p.messages import Message
 from p2p.framing import encode_body
 
 BROADCAST_DOMAIN = b"exchange-node/broadcast/1|"
@@ -52,11 +53,11 @@ class OriginAuth:
                    verify=peers.verify, node_id_for=peers.node_id_for, network=peers.network_id, max_age=max_age)
 
     # --- broadcasts -------------------------------------------------------------------------
-    def _broadcast_bytes(self, message: dict) -> bytes:
+    def _broadcast_bytes(self, message: Message) -> bytes:
         return BROADCAST_DOMAIN + self._prefix + encode_body(
             {k: v for k, v in message.items() if k not in UNSIGNED_FIELDS})
 
-    def sign_broadcast(self, envelope: dict) -> None:
+    def sign_broadcast(self, envelope: Message) -> None:
         """Add pk, sig and the derived id to an envelope of ours (its other fields final)."""
         envelope.pop("id", None)
         envelope["pk"] = self.public_key
@@ -64,7 +65,7 @@ class OriginAuth:
         envelope["sig"] = signature
         envelope["id"] = signed_id(signature)
 
-    def check_broadcast(self, message: dict) -> str | None:
+    def check_broadcast(self, message: Message) -> str | None:
         """None if the origin signed exactly this message, else why not ("bad_signature", "stale")."""
         pk, sig = message.get("pk"), message.get("sig")
         if type(pk) is not bytes or type(sig) is not bytes or len(sig) != 64 or message["id"] != signed_id(sig):
@@ -73,18 +74,18 @@ class OriginAuth:
             return "bad_signature"
         return self.staleness(message)
 
-    def staleness(self, message: dict) -> str | None:
+    def staleness(self, message: Message) -> str | None:
         ts = message.get("ts")
         if not isinstance(ts, (int, float)) or isinstance(ts, bool) or abs(self.clock() - ts) > self.max_age:
             return "stale"
         return None
 
     # --- relayed unicasts -------------------------------------------------------------------
-    def sign_relay(self, wrapper: dict) -> None:
+    def sign_relay(self, wrapper: Message) -> None:
         wrapper["pk"] = self.public_key
         wrapper["sig"] = self._sign(RELAY_DOMAIN + self._prefix + wrapper["body"])
 
-    def check_relay(self, wrapper: dict) -> bool:
+    def check_relay(self, wrapper: Message) -> bool:
         pk, sig = wrapper.get("pk"), wrapper.get("sig")
         return (type(pk) is bytes and type(sig) is bytes and self._node_id_for(pk) == wrapper["origin"]
                 and self._verify(pk, sig, RELAY_DOMAIN + self._prefix + wrapper["body"]))

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 
 if TYPE_CHECKING:
     from p2p.connection import PeerLink
 
-MessageHandler = Callable[["PeerLink", dict], None]
+MessageHandler = Callable[["PeerLink", Message], None]
 LinkListener = Callable[["PeerLink"], None]
-Fields = Callable[[], dict]                       # fields added to every hello or heartbeat we send
-Admission = Callable[[dict], CloseReason | None]  # the remote's proven hello -> a reason to refuse it, or None
-Gate = Callable[["PeerLink", dict], bool]         # False drops the message
+Fields = Callable[[], dict[str, Any]]             # fields added to every hello or heartbeat we send
+Admission = Callable[[Message], CloseReason | None]      # the remote's proven hello -> a reason to refuse it, or None
+Gate = Callable[["PeerLink", Message], bool]             # False drops the message
 DialResult = Callable[[str, bool], None]          # (the discovery source that named the address, linked?)
 
 

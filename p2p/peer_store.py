@@ -69,12 +69,12 @@ class StoredPeer:
 
 
 @overload
-def _timestamp(entry: dict, key: str, default: float) -> float: ...
+def _timestamp(entry: dict[str, Any], key: str, default: float) -> float: ...
 @overload
-def _timestamp(entry: dict, key: str, default: None) -> float | None: ...
+def _timestamp(entry: dict[str, Any], key: str, default: None) -> float | None: ...
 
 
-def _timestamp(entry: dict, key: str, default: float | None) -> float | None:
+def _timestamp(entry: dict[str, Any], key: str, default: float | None) -> float | None:
     value = entry.get(key, default)
     if value is None and default is None:
         return None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
@@ -190,8 +191,8 @@ class PeerManager:
         self.close_reasons: dict[str, int] = {}
         self.schemas = m.Schemas()  # what links accept; each layer built on this manager adds its types
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
-        self._dial_tasks: set[asyncio.Task] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dial_tasks: set[asyncio.Task[None]] = set()
         self._save_wanted = asyncio.Event()
         self._dial_seq = 0
         self._stopping = False
@@ -232,12 +233,12 @@ class PeerManager:
         """The RPC services our hellos name (links opened from now on; RPC tells open links itself)."""
         self.services = list(services)
 
-    def to_application(self, link: PeerLink, message: dict) -> None:
+    def to_application(self, link: PeerLink, message: Message) -> None:
         """Hand a message to the application path (the router), as if no link-local handler took it."""
         self._application(link, message)
 
     # --- LinkHost ---------------------------------------------------------------------------
-    def local_hello(self, link: PeerLink) -> dict:
+    def local_hello(self, link: PeerLink) -> Message:
         if link.direction == Direction.OUTBOUND:
             self._dial_seq += 1
             link.dial_seq = self._dial_seq
@@ -325,7 +326,7 @@ class PeerManager:
         missing = self._kept - set(self.links)
         return {entry.host for entry in self.book if entry.node_id in missing}
 
-    def admit(self, link: PeerLink, hello: dict) -> CloseReason | None:
+    def admit(self, link: PeerLink, hello: Message) -> CloseReason | None:
         """The remote's hello, its identity proven: bans, a provisional slot, then the higher layers' hooks."""
         node_id = hello["node_id"]
         record = self.peers.get(node_id)
@@ -425,7 +426,7 @@ class PeerManager:
             except Exception as exc:  # noqa: BLE001
                 self.internal_errors.report(where, exc)
 
-    def on_message(self, link: PeerLink, message: dict) -> None:
+    def on_message(self, link: PeerLink, message: Message) -> None:
         if message["type"] not in self._ungated and not self._gate(link, message):
             return
         if "dst" in message and message.get("origin", link.remote_id) != link.remote_id and message["type"] != "relay":
@@ -438,10 +439,10 @@ class PeerManager:
         else:
             self._application(link, message)
 
-    def on_heartbeat(self, link: PeerLink, message: dict) -> None:
+    def on_heartbeat(self, link: PeerLink, message: Message) -> None:
         self._notify(self._on_heartbeat, "peers.heartbeat_listener", link, message)
 
-    def on_unknown(self, link: PeerLink, message: dict) -> None:
+    def on_unknown(self, link: PeerLink, message: Message) -> None:
         self.unknown_messages += 1
 
     def on_internal_error(self, link: PeerLink, where: str, exc: BaseException) -> None:

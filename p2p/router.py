@@ -26,6 +26,7 @@ import asyncio
 import time
 from typing import Any, Callable
 
+from p2p.messages import Message
 from p2p.delivery_queue import DeliveryQueue
 from p2p.grenache.grape import GrapeClient
 from p2p.origin_auth import OriginAuth
@@ -72,7 +73,7 @@ class MessageRouter:
         self.unicast = Unicast(context, self.queue)
         self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None
         self._reach: tuple[float, set[str]] = (-1.0, set())
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._control = {"relay": self.unicast.on_relay, "ihave": self.plumtree.on_ihave,
                          "graft": self.plumtree.on_graft, "prune": self.plumtree.on_prune}
         if config.diagnostic_types:
@@ -119,12 +120,12 @@ class MessageRouter:
     def validators(self) -> dict[str, Validator]:
         return {k: t.validator for k, t in self.plumtree.types.items() if t.validator is not None}
 
-    def broadcast(self, message: dict) -> str | bytes:
+    def broadcast(self, message: Message) -> str | bytes:
         """Send `message` (a dict with "type" and payload fields) to the whole network; returns its id.
         The envelope fields are filled in here; this node's own subscribers are not called."""
         return self.plumtree.broadcast(message)
 
-    def send_to_peer(self, node_id: str, message: dict,
+    def send_to_peer(self, node_id: str, message: Message,
                      on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
         """Send `message` to one node: over our link to it, else through a neighbour that links to it,
         else hold it (bounded, for QUEUE_TTL) until it is reachable. A QUEUED message's final outcome
@@ -228,19 +229,19 @@ class MessageRouter:
         self.inbound.closed(node_id)
         self.plumtree.link_closed(node_id)
 
-    def _on_heartbeat(self, link: Any, message: dict) -> None:
+    def _on_heartbeat(self, link: Any, message: Message) -> None:
         self.unicast.heartbeat(link)
 
     def peer_hooks(self) -> PeerHooks:
         return PeerHooks("router", schemas=ROUTING_SCHEMAS, application=self.on_message, gate=self.admit,
                          on_open=(self._on_open,), on_close=(self._on_close,), on_heartbeat=(self._on_heartbeat,))
 
-    def admit(self, link: Any, message: dict) -> bool:
+    def admit(self, link: Any, message: Message) -> bool:
         """The gate of our peer hooks: the per-peer inbound rate limit, asked for every application
         message (also those other layers handle directly). False drops the message."""
         return self.inbound.admit(link, relayed=_relayed_broadcast(link, message))
 
-    def on_message(self, link: Any, message: dict) -> None:
+    def on_message(self, link: Any, message: Message) -> None:
         """The application path of our peer hooks: every validated message no link-local handler took."""
         src = link.remote_id
         kind = message["type"]
@@ -320,7 +321,7 @@ class MessageRouter:
         return line
 
 
-def _relayed_broadcast(link: Any, message: dict) -> bool:
+def _relayed_broadcast(link: Any, message: Message) -> bool:
     """A broadcast the neighbour passes on from someone else: over its rate it is dropped, but it never gets the
     neighbour banned (an honest relay of a spammer's copies is not the spammer)."""
     origin = message.get("origin")

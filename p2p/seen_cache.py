@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 
 class SeenCache:
@@ -24,7 +24,7 @@ class SeenCache:
         self.granularity = float(granularity) if granularity is not None else max(ttl / 32.0, 0.001)
         self._clock = clock
         self._ids: OrderedDict[Hashable, None] = OrderedDict()
-        self._buckets: deque[list] = deque()  # [bucket start time, ids inserted in it], oldest first
+        self._buckets: deque[list[Any]] = deque()  # [bucket start time, ids inserted in it], oldest first
         self.evicted = 0  # pushed out by the count bound
         self.expired = 0  # aged out
 

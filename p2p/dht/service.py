@@ -78,7 +78,7 @@ class DhtStats(StrategyStats):
     providers_linked: int = 0   # links made so an RPC call found a provider no linked peer was
     lookup_hops: dict[int, int] = field(default_factory=dict)   # node lookups that went to the network, by hops
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return StrategyStats.as_dict(self) | {
             "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
             "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,

@@ -43,7 +43,7 @@ class DiscoveryOrchestrator:
     def __init__(self, peers: Any, strategies: Iterable[DiscoveryStrategy]) -> None:
         self.peers = peers
         self.strategies: dict[str, DiscoveryStrategy] = {s.name: s for s in strategies}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def peer_hooks(self) -> PeerHooks:
         """Dials and links counted for the strategy that named the address."""
@@ -92,7 +92,7 @@ class DiscoveryOrchestrator:
             except Exception:
                 log.exception("closing discovery strategy %s", strategy.name)
 
-    def stats(self) -> dict[str, dict]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         return {name: s.stats.as_dict() for name, s in self.strategies.items()}
 
 

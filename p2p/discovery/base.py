@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 #: Dial priority of each source, lowest first (the seed's order).
 # "claimed": remembered from a peer that dialled us, its address never dialled by us (unverified; dialled after
@@ -37,7 +37,7 @@ class StrategyStats:
     last_error: str | None = None
     last_error_at: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"found": self.found, "dialled": self.dialled, "connected": self.connected,
                 "last_error": self.last_error, "last_error_at": self.last_error_at}
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, cast
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.address_book import dialable
 from p2p.admission import netgroup
@@ -70,10 +71,13 @@ class PexStats(StrategyStats):
     dropped: int = 0  # messages over a link's receive rate
     skipped: int = 0  # entries not taken (ourselves, undialable, over a cap, already known)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return StrategyStats.as_dict(self) | {"sent": self.sent, "received": self.received,
                                               "dropped": self.dropped, "skipped": self.skipped}
 
+
+# [host, port, node id] as on the wire; `receive` checks each field before the book sees it
+PexEntry = list[Any]
 
 class _LinkState:
     __slots__ = ("last_sent", "sent_version", "bucket", "told")
@@ -81,7 +85,7 @@ class _LinkState:
     def __init__(self, recv_rate: float, recv_burst: float) -> None:
         self.last_sent = float("-inf")
         self.sent_version = -1
-        self.told: set[tuple] = set()  # entries this peer already has from us
+        self.told: set[tuple[Any, ...]] = set()  # entries this peer already has from us
         self.bucket = TokenBucket(recv_rate, recv_burst)
 
 
@@ -117,7 +121,7 @@ class PeerExchange(DiscoveryStrategy):
                          on_open=(self._on_open,), on_close=(self._on_close,))
 
     # --- building what we send --------------------------------------------------------------
-    def entries_for(self, link: Any) -> list[list]:
+    def entries_for(self, link: Any) -> list[PexEntry]:
         """At most 50 peers we verified recently (live links first), never the receiver itself nor a peer that
         says nobody can dial it (it is reached through its relays); loopback addresses only for a receiver on
         loopback."""
@@ -132,7 +136,7 @@ class PeerExchange(DiscoveryStrategy):
                 return False
             return dialable(host, port, allow_loopback=loopback_ok)
 
-        live: list[list] = []
+        live: list[PexEntry] = []
         for node_id, _other in list(self.peers.links.items()):
             record = self.peers.peers.get(node_id)
             if record is None or not usable(record.host, record.port, node_id) or self._unreachable(node_id):
@@ -144,7 +148,7 @@ class PeerExchange(DiscoveryStrategy):
         if len(live) >= MAX_ENTRIES:
             return live[:MAX_ENTRIES]
         cutoff = time.time() - self.recent
-        past: list[list] = []
+        past: list[PexEntry] = []
         for entry in self.peers.book.verified():
             if (entry.last_connected or 0) < cutoff or not usable(entry.host, entry.port, entry.node_id):
                 continue
@@ -188,7 +192,7 @@ class PeerExchange(DiscoveryStrategy):
         self._links.pop(id(link), None)
         self._version += 1
 
-    def _on_message(self, link: Any, message: dict) -> None:
+    def _on_message(self, link: Any, message: Message) -> None:
         state = self._links.get(id(link))
         if state is None:
             return
@@ -202,7 +206,7 @@ class PeerExchange(DiscoveryStrategy):
         self.receive(link.remote_id, message["peers"], loopback_ok=_is_loopback(remote_host),
                      reporter_group=netgroup(remote_host) if remote_host else None)
 
-    def receive(self, reporter: str | None, entries: list[list], *, loopback_ok: bool,
+    def receive(self, reporter: str | None, entries: list[PexEntry], *, loopback_ok: bool,
                 reporter_group: str | None = None) -> int:
         """Offer entries to the book as unverified; returns how many addresses were new."""
         added = 0

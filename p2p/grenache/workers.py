@@ -80,7 +80,7 @@ class GrenacheWorkers:
         self.routers: dict[str, AdaptiveRouter] = {}
         self._found: dict[str, tuple[float, list[str]]] = {}      # service -> (when, worker names)
         self._addresses: dict[str, tuple[str, int]] = {}
-        self._lookups: dict[str, asyncio.Future] = {}
+        self._lookups: dict[str, asyncio.Future[list[str]]] = {}
         self.counters: dict[str, int] = {"requests": 0, "succeeded": 0, "failed": 0, "retries": 0,
                                          "retries_denied": 0, "lookups": 0, "lookup_failures": 0}
         self.sent: dict[str, dict[str, int]] = {}
@@ -179,7 +179,7 @@ def grenache_code(code: str) -> str:
     return "ERR_" + (re.sub(r"[^A-Z0-9]+", "_", code.upper()).strip("_") or "SERVICE_FAILED")
 
 
-class _Exposed(Mapping):
+class _Exposed(Mapping[str, Callable[[Any], Any]]):
     """The GrenacheHTTPServer handler table: the exposed services that are registered right now."""
 
     def __init__(self, server: Any, names: tuple[str, ...]) -> None:
@@ -220,7 +220,7 @@ class GrenacheEndpoint:
         self.port: int | None = None
         self.announced: dict[str, float] = {}
         self.announce_failures = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         self.port = await self.http.start()

@@ -21,6 +21,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.admission import netgroup
 from p2p.connection import PeerLink
@@ -75,8 +76,8 @@ class AutoNat:
         self._group_buckets: dict[str, TokenBucket] = {}
         self._serving = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._last: Reachability = Reachability.UNKNOWN
         self.counters = {"asked": 0, "answers_ok": 0, "answers_failed": 0, "answers_refused": 0,
                          "served": 0, "served_ok": 0, "refused": 0}
@@ -134,7 +135,7 @@ class AutoNat:
                     sent += 1
         return sent
 
-    def _on_response(self, link: PeerLink, message: dict) -> None:
+    def _on_response(self, link: PeerLink, message: Message) -> None:
         asked = self._asked.pop(message["nonce"], None)
         if asked is None or asked[2] != link.remote_id:
             return          # not ours, or not from whom we asked: ignored
@@ -196,7 +197,7 @@ class AutoNat:
         self._served_at[requester] = now
         return None
 
-    def _on_request(self, link: PeerLink, message: dict) -> None:
+    def _on_request(self, link: PeerLink, message: Message) -> None:
         reason = self._refusal(link) if link.remote_addr else "no_address"
         if reason is not None:
             self.counters["refused"] += 1

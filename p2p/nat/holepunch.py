@@ -24,6 +24,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.connection import Direction, PeerLink
@@ -66,14 +67,14 @@ class HolePuncher:
         self._their_addrs: dict[str, tuple[PeerLink, int, list[tuple[str, int]]]] = {}
         self._ports: dict[tuple[str, int], socket.socket] = {}      # (peer, attempt) -> the bound punch socket
         self._opened: dict[str, float] = {}        # peer -> when it last opened a punch with us
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters = {"attempts": 0, "direct": 0, "failed": 0}
         self.last_times: list[float] = []           # seconds from the first connect to a direct link
 
-    def handlers(self) -> dict[str, Callable[[PeerLink, dict], None]]:
+    def handlers(self) -> dict[str, Callable[[PeerLink, Message], None]]:
         return {CONNECT: self._on_connect, SYNC: self._on_sync}
 
-    def _our_addrs(self, port: int) -> list[list]:
+    def _our_addrs(self, port: int) -> list[list[str | int]]:
         return [[a.host, port] for a in list(self.addresses.addresses.values())[:MAX_ADDRS]]
 
     def _bind(self, peer: str, attempt: int) -> int:
@@ -125,7 +126,7 @@ class HolePuncher:
         self.counters["attempts"] += 1
         link.send({"type": CONNECT, "addrs": self._our_addrs(port), "attempt": attempt})
 
-    def _on_connect(self, link: PeerLink, message: dict) -> None:
+    def _on_connect(self, link: PeerLink, message: Message) -> None:
         peer = link.remote_id
         if not self.enabled or link.via is None or peer is None:
             return
@@ -151,7 +152,7 @@ class HolePuncher:
         link.send({"type": SYNC, "attempt": attempt})
         self._spawn(self._punch(link, addrs, rtt / 2, attempt, started))
 
-    def _on_sync(self, link: PeerLink, message: dict) -> None:
+    def _on_sync(self, link: PeerLink, message: Message) -> None:
         peer = link.remote_id or ""
         on, attempt, addrs = self._their_addrs.pop(peer, (None, -1, []))
         if addrs and on is link and attempt == message["attempt"]:
@@ -170,7 +171,7 @@ class HolePuncher:
             return
         loop = asyncio.get_running_loop()
         direction = Direction.OUTBOUND if self.peers.node_id < peer else Direction.INBOUND
-        accepted: asyncio.Future[PeerLink] = loop.create_future()
+        accepted: asyncio.Future[PeerLink | None] = loop.create_future()
 
         def on_accept() -> PeerLink:
             link = PeerLink(self.peers, direction, "holepunch")
@@ -198,7 +199,7 @@ class HolePuncher:
         if relayed.direction == Direction.INBOUND and attempt + 1 < ATTEMPTS and relayed.is_open:
             self._start(relayed, attempt + 1)
 
-    async def _first_link(self, pending: list[asyncio.Future], peer: str) -> PeerLink | None:
+    async def _first_link(self, pending: list[asyncio.Future[PeerLink | None]], peer: str) -> PeerLink | None:
         """The first connection (dialled or accepted) whose Noise handshake proves it is `peer`."""
         deadline = asyncio.get_running_loop().time() + DIAL_TIMEOUT + self.peers.handshake_timeout
         waiting = set(pending)

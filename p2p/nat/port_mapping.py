@@ -121,7 +121,7 @@ class PortMapper:
         self.mapped: tuple[str, int] | None = None
         self.renewed_at: float | None = None
         self.last_error: str | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def map_once(self) -> bool:
         """Find the gateway (once) and map or renew our port; False (with `last_error`) when that failed."""

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from p2p.messages import Message
 from p2p.admission import netgroup
 from p2p.close_reason import CloseReason
 from p2p.connection import Direction, LinkClosed, PeerLink
@@ -50,7 +51,7 @@ class RelayClient:
         self._next_try: dict[str, float] = {}              # target -> monotonic time of the next relayed dial
         self._failures: dict[str, int] = {}
         self._dialling: set[str] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters = {"reservations": 0, "refused": 0, "dials": 0, "dials_ok": 0, "incoming": 0,
                          "incoming_refused": 0}
 
@@ -104,7 +105,7 @@ class RelayClient:
         self._asked[link.remote_id or ""] = now
         link.send({"type": RESERVE})
 
-    def on_reservation(self, link: PeerLink, message: dict) -> None:
+    def on_reservation(self, link: PeerLink, message: Message) -> None:
         relay_id = link.remote_id or ""
         if relay_id not in self._asked:
             return

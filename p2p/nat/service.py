@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.connection import PeerLink
@@ -54,7 +55,7 @@ class NatService:
         self.mapper = PortMapper(lambda: peers.listen_port, self._lan_address, self._mapped, self._unmapped)
         self._peer_reach: dict[str, str] = {}
         self._routes_sent: dict[str, tuple[str, ...]] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def peer_hooks(self) -> PeerHooks:
         """Relay reservations, circuits and their bytes, hole punching, and the dial-back service."""
@@ -106,7 +107,7 @@ class NatService:
         self.autonat.addresses.unmapped(host, port)
 
     # --- handlers -----------------------------------------------------------------------------
-    def _on_reserve(self, link: PeerLink, message: dict) -> None:
+    def _on_reserve(self, link: PeerLink, message: Message) -> None:
         ok, reason = self.server.reserve(link)
         reply: dict[str, Any] = {"type": RESERVATION, "status": "ok" if ok else "refused"}
         if ok:
@@ -117,24 +118,24 @@ class NatService:
         if ok:
             self._announce_routes()
 
-    def _on_connect(self, link: PeerLink, message: dict) -> None:
+    def _on_connect(self, link: PeerLink, message: Message) -> None:
         refusal = self.server.connect(link, message["circuit"], message["target"])
         if refusal is not None:
             link.send({"type": CLOSE, "circuit": message["circuit"], "reason": refusal})
 
-    def _on_data(self, link: PeerLink, message: dict) -> None:
+    def _on_data(self, link: PeerLink, message: Message) -> None:
         if self.server.owns(link, message["circuit"]):
             self.server.data(link, message["circuit"], message["data"])
         else:
             self.client.data(link, message["circuit"], message["data"])
 
-    def _on_close(self, link: PeerLink, message: dict) -> None:
+    def _on_close(self, link: PeerLink, message: Message) -> None:
         if self.server.owns(link, message["circuit"]):
             self.server.close(link, message["circuit"])
         else:
             self.client.closed(link, message["circuit"])
 
-    def _on_heartbeat(self, link: PeerLink, message: dict) -> None:
+    def _on_heartbeat(self, link: PeerLink, message: Message) -> None:
         said = message.get("reachability")
         if link.remote_id and isinstance(said, str) and said in Reachability.__members__.values():
             if self._peer_reach.get(link.remote_id) != said:

@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, cast
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
@@ -155,7 +156,7 @@ class Plumtree(RoutingPart):
         self.types: dict[str, BroadcastType] = {}
         self._undeclared_logged: set[str] = set()
         self._lazy: OrderedDict[str, set[str]] = OrderedDict()  # origin -> neighbours we only announce to
-        self._pending_ihave: dict[str, list] = {}
+        self._pending_ihave: dict[str, list[tuple[Any, str]]] = {}    # neighbour -> (message id, origin)
         self._ihave_handle: asyncio.TimerHandle | None = None
         self._missing: dict[Any, _Missing] = {}
         # (encoded copy, origin, neighbour it came from or None): also send it where links do not
@@ -176,7 +177,7 @@ class Plumtree(RoutingPart):
             self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate))
 
     # --- sending ----------------------------------------------------------------------------
-    def broadcast(self, message: dict) -> str | bytes:
+    def broadcast(self, message: Message) -> str | bytes:
         kind = message["type"]
         if kind in CONTROL_TYPES or "dst" in message:
             raise ValueError(f"cannot broadcast a {kind!r} message")
@@ -261,7 +262,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "ihave")
 
     # --- receiving --------------------------------------------------------------------------
-    def on_broadcast(self, link: Any, message: dict, kind: str) -> None:
+    def on_broadcast(self, link: Any, message: Message, kind: str) -> None:
         src = link.remote_id
         mid = message["id"]
         events = self.counters.events
@@ -297,7 +298,7 @@ class Plumtree(RoutingPart):
         self.lazy_peers(message["origin"]).discard(src)  # it is on a path from the origin to us: keep it eager
         self._accept(message, kind, src, author, "link")
 
-    def on_grenache(self, message: dict) -> str | None:
+    def on_grenache(self, message: Message) -> str | None:
         """A copy that came over Grenache (no link, no authenticated sender): checked like any copy,
         deduplicated, forwarded over our links and handled. None, or why it was refused; nobody is
         penalised (anyone can post to a Grenache endpoint)."""
@@ -325,7 +326,7 @@ class Plumtree(RoutingPart):
         self._accept(message, kind, origin, author, "grenache")
         return None
 
-    def _accept(self, message: dict, kind: str, src: str, author: str | None, via: str) -> None:
+    def _accept(self, message: Message, kind: str, src: str, author: str | None, via: str) -> None:
         """A checked broadcast seen for the first time: remember it, forward it, hand it over."""
         mid = message["id"]
         events = self.counters.events
@@ -353,7 +354,7 @@ class Plumtree(RoutingPart):
             events["hop_limited"] += 1
         self.subscribers.deliver(message, src, author)
 
-    def _check(self, message: dict, kind: str, src: str, blame: bool = True) -> Any:
+    def _check(self, message: Message, kind: str, src: str, blame: bool = True) -> Any:
         """Before a broadcast is forwarded or handled: False (dropped) unless its type is declared and
         it passes the origin signature and the validator; HELD when the validator cannot judge it
         yet. Otherwise its proven author (None when only the validator vouched for it). A neighbour
@@ -395,7 +396,7 @@ class Plumtree(RoutingPart):
                 return False
         return author
 
-    def on_ihave(self, link: Any, message: dict) -> None:
+    def on_ihave(self, link: Any, message: Message) -> None:
         src = link.remote_id
         ids = message["ids"]
         origins = message["origins"]
@@ -449,7 +450,7 @@ class Plumtree(RoutingPart):
         del self._missing[mid]
         bump(self.counters.dropped, "graft_exhausted")
 
-    def on_graft(self, link: Any, message: dict) -> None:
+    def on_graft(self, link: Any, message: Message) -> None:
         """Re-send what a neighbour missed: each id once per neighbour (it has it then), within the graft byte
         budget; a request beyond either is dropped, not penalised (a slow honest link may ask twice)."""
         src = link.remote_id
@@ -467,7 +468,7 @@ class Plumtree(RoutingPart):
                 entry.haves.add(src)
                 self.counters.events["grafts_served"] += 1
 
-    def on_prune(self, link: Any, message: dict) -> None:
+    def on_prune(self, link: Any, message: Message) -> None:
         self.counters.events["prunes_received"] += 1
         if self.mode == "plumtree":
             self.lazy_peers(message["origin"]).add(link.remote_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 
@@ -50,8 +51,8 @@ class SendResult:
         return {"outcome": self.outcome.value, "id": mid, "via": self.via, "reason": self.reason}
 
 
-Handler = Callable[[dict, str], None]  # (message, node id of the neighbour it came from)
-Validator = Callable[[dict, str], "bool | None"]     # None: cannot be judged yet (held, not forwarded)
+Handler = Callable[[Message, str], None]  # (message, node id of the neighbour it came from)
+Validator = Callable[[Message, str], "bool | None"]     # None: cannot be judged yet (held, not forwarded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ ROUTING_SCHEMAS: m.SchemaTable = {
 }
 
 
-def check_envelope(message: dict) -> None:
+def check_envelope(message: Message) -> None:
     """Raise ProtocolError unless the routing fields of a message with an id are well formed."""
     if not (is_msg_id(message["id"]) and m.is_node_id(message.get("origin"))
             and is_hops(message.get("hops", 0)) and m.is_number(message.get("ts", 0))
@@ -122,7 +123,7 @@ def bump(table: dict[str, int], key: str, n: int = 1) -> None:
     table[key] = table.get(key, 0) + n
 
 
-def make_envelope(origin: str, message: dict, dst: str | None = None) -> dict:
+def make_envelope(origin: str, message: Message, dst: str | None = None) -> Message:
     """A copy of `message` with the routing fields of a message `origin` sends now."""
     envelope = dict(message)
     envelope.setdefault("id", new_message_id())

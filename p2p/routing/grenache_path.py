@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.framing import MalformedFrame, decode_body
 from p2p.grenache.grape import GrapeClient, GrapeError
@@ -49,7 +50,7 @@ HELLO_TTL = 30.0            # s an address's hello answer is trusted
 MAX_OUTBOX = 10_000         # frames waiting for one node
 
 Address = tuple[str, int]
-Delivered = Callable[[str, list], None]   # (node id, tickets of the unicasts sent or failed, in order)
+Delivered = Callable[[str, list[Any]], None]   # (node id, tickets of the unicasts sent or failed, in order; opaque)
 
 
 def unicast_name(service: str, node_id: str) -> str:
@@ -66,9 +67,9 @@ def encode_frames(frames: Iterable[bytes]) -> list[str]:
 
 @dataclass
 class _Outbox:
-    unicasts: deque = field(default_factory=deque)     # (frame, ticket)
-    broadcasts: deque = field(default_factory=deque)   # frame
-    task: asyncio.Task | None = None
+    unicasts: deque[tuple[bytes, Any]] = field(default_factory=deque)     # (frame, the sender's opaque ticket)
+    broadcasts: deque[bytes] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self.unicasts) + len(self.broadcasts)
@@ -81,8 +82,8 @@ class GrenachePath:
     called when a node's address is (again) known."""
 
     def __init__(self, *, node_id: str, network_id: str, grape: GrapeClient, service: str, host: str, port: int,
-                 max_frame_bytes: int, accept_unicast: Callable[[dict], str | None],
-                 accept_broadcast: Callable[[dict], str | None], delivered: Delivered, failed: Delivered,
+                 max_frame_bytes: int, accept_unicast: Callable[[Message], str | None],
+                 accept_broadcast: Callable[[Message], str | None], delivered: Delivered, failed: Delivered,
                  reachable_again: Callable[[str], None], report: Callable[[str, BaseException], None],
                  schemas: m.Schemas, announce_interval: float = 30.0,
                  refresh_interval: float = 2.0, lookup_ttl: float = 10.0, negative_ttl: float = 2.0,
@@ -120,10 +121,10 @@ class GrenachePath:
         self.members: dict[str, Address] = {}                       # node id -> address (shared name)
         self._hellos: dict[Address, tuple[str | None, float]] = {}  # address -> (node id or None, when)
         self._resolved: dict[str, tuple[Address | None, float]] = {}  # node id -> (address or None, expires)
-        self._resolving: dict[str, asyncio.Task] = {}
+        self._resolving: dict[str, asyncio.Task[None]] = {}
         self._failing: dict[str, tuple[float, Backoff]] = {}        # node id -> (until, its backoff)
         self._outboxes: dict[str, _Outbox] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._announced_at = -1e18
         self._grape_down_since: float | None = None
         self._send_failures_logged: set[str] = set()
@@ -344,8 +345,8 @@ class GrenachePath:
                 del self._outboxes[node_id]
 
     @staticmethod
-    def _take(queue: deque, unicast: bool) -> list:
-        batch: list = []
+    def _take(queue: deque[Any], unicast: bool) -> list[Any]:
+        batch: list[Any] = []
         size = 0
         while queue and len(batch) < MAX_FRAMES:
             frame = queue[0][0] if unicast else queue[0]
@@ -397,7 +398,7 @@ class GrenachePath:
             return {"v": VERSION, "node_id": self.node_id, "network": self.network_id}
         return self._receive(payload, self._accept_broadcast)
 
-    def _receive(self, payload: Any, accept: Callable[[dict], str | None]) -> dict[str, Any]:
+    def _receive(self, payload: Any, accept: Callable[[Message], str | None]) -> dict[str, Any]:
         """Check and hand over each frame of a request; a bad frame is refused, never raised."""
         self.counters["requests_received"] += 1
         if not isinstance(payload, dict) or payload.get("v") != VERSION:
@@ -423,7 +424,7 @@ class GrenachePath:
         self.counters["frames_refused"] += len(frames) - accepted
         return {"accepted": accepted, "refused": refused}
 
-    def _one(self, text: Any, limit: int, accept: Callable[[dict], str | None]) -> str | None:
+    def _one(self, text: Any, limit: int, accept: Callable[[Message], str | None]) -> str | None:
         if not isinstance(text, str) or len(text) > limit:
             return "malformed"
         try:

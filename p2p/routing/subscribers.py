@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.routing.envelope import INVALID_POINTS, Handler, RouterCounters, bump
 
@@ -26,11 +27,11 @@ class Subscribers:
         if handler in handlers:
             handlers.remove(handler)
 
-    def duplicate(self, message: dict, src: str) -> None:
+    def duplicate(self, message: Message, src: str) -> None:
         for listener in self.duplicate_listeners:
             listener(message, src)
 
-    def deliver(self, message: dict, src: str, author: str | None) -> None:
+    def deliver(self, message: Message, src: str, author: str | None) -> None:
         """Hand a message to its subscribers. A subscriber's ProtocolError is the author's fault: the
         neighbour's link closes if it wrote the message itself, else the author (if proven) is
         penalised. Any other exception is our bug."""

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.delivery_queue import DeliveryQueue, Held
@@ -30,10 +31,10 @@ class Unicast(RoutingPart):
         super().__init__(context)
         self.queue = queue
         self.grenache: Any = None  # GrenachePath, when this node routes over Grenache too
-        self._drains: dict[str, asyncio.Task] = {}
+        self._drains: dict[str, asyncio.Task[None]] = {}
 
     # --- sending ----------------------------------------------------------------------------
-    def send_to_peer(self, node_id: str, message: dict,
+    def send_to_peer(self, node_id: str, message: Message,
                      on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
         kind = message["type"]
         if kind in CONTROL_TYPES:
@@ -68,7 +69,7 @@ class Unicast(RoutingPart):
                     best, best_rtt = link, rtt
         return ("relay", best) if best is not None else None
 
-    def _send_routed(self, node_id: str, envelope: dict) -> SendResult | None:
+    def _send_routed(self, node_id: str, envelope: Message) -> SendResult | None:
         """Send now if there is a route; None when there is none (or its link just closed)."""
         route = self.route_for(node_id)
         if route is None:
@@ -125,7 +126,7 @@ class Unicast(RoutingPart):
         return self.route_for(node_id) is not None or (
             self.grenache is not None and self.grenache.address_of(node_id) is not None)
 
-    def relay_wrapper(self, node_id: str, envelope: dict) -> dict:
+    def relay_wrapper(self, node_id: str, envelope: Message) -> Message:
         """`envelope` inside a relay wrapper signed by us (its origin)."""
         wrapper = {"type": "relay", "id": envelope["id"], "origin": self.node_id, "dst": node_id, "hops": 0,
                    "ts": envelope["ts"], "body": encode_body(envelope)}
@@ -137,7 +138,7 @@ class Unicast(RoutingPart):
         return SendResult(Outcome.DROPPED, mid, reason=reason)
 
     # --- the hold queue ---------------------------------------------------------------------
-    def _enqueue(self, node_id: str, envelope: dict, on_settled: Callable[[SendResult], None] | None) -> SendResult:
+    def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None) -> SendResult:
         accepted, evicted = self.queue.put(node_id, envelope, on_settled)
         if not accepted:
             return self.dropped(envelope["id"], "too_many_queues")
@@ -229,14 +230,14 @@ class Unicast(RoutingPart):
         return len(self._drains)
 
     # --- receiving --------------------------------------------------------------------------
-    def on_unicast(self, message: dict, src: str, author: str) -> None:
+    def on_unicast(self, message: Message, src: str, author: str) -> None:
         if not self.seen.add(message["id"]):
             bump(self.counters.duplicates, message["type"])
             self.subscribers.duplicate(message, src)
             return
         self.subscribers.deliver(message, src, author)
 
-    def on_relay(self, link: Any, message: dict) -> None:
+    def on_relay(self, link: Any, message: Message) -> None:
         """A unicast crossing us (or arriving through a neighbour): its origin's signature first,
         then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
         counters = self.counters
@@ -268,7 +269,7 @@ class Unicast(RoutingPart):
             counters.events["relayed"] += 1
             bump(counters.sent, "relay")
 
-    def on_grenache(self, wrapper: dict) -> str | None:
+    def on_grenache(self, wrapper: Message) -> str | None:
         """A unicast that came over Grenache: a relay wrapper for us, signed by its origin (an HTTP
         caller proves nothing, so the signature is all). None, or why it was refused."""
         if wrapper["type"] != "relay":
@@ -286,7 +287,7 @@ class Unicast(RoutingPart):
         self.on_unicast(inner, origin, origin)
         return None
 
-    def relayed_inner(self, message: dict) -> dict | None:
+    def relayed_inner(self, message: Message) -> Message | None:
         """The signed inner message if it is well formed and agrees with its wrapper, else None
         (dropped, the origin penalised: it signed it)."""
         origin = message["origin"]

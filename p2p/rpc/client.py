@@ -17,17 +17,18 @@ import math
 import time
 from typing import Any, Callable, Mapping, NamedTuple
 
+from p2p.messages import Message
 from p2p.rpc import errors as e
 from p2p.rpc.wire import CANCEL, REQUEST
 
-Route = Callable[[str, dict], bool]   # send a message to a node without a direct link; False if impossible
+Route = Callable[[str, Message], bool]   # send a message to a node without a direct link; False if impossible
 
 
 TICK = 0.01   # timeout resolution (s): requests expiring in the same tick share one timer
 
 
 class _Pending(NamedTuple):
-    future: asyncio.Future
+    future: asyncio.Future[Any]      # resolves to the reply's result: msgpack data the caller checks
     peer: str
     timeout: float
     route: bool          # True when sent through the MessageRouter
@@ -157,7 +158,7 @@ class RpcClient:
                     e.RpcError(e.TIMEOUT, f"no answer within {pending.timeout:g}s", peer=pending.peer))
 
     # -- receiving -----------------------------------------------------------------------------
-    def handle_response(self, message: dict, peer: str) -> bool:
+    def handle_response(self, message: Message, peer: str) -> bool:
         """An `rpc_response` from `peer`; False when it matches nothing we wait for (late, or forged)."""
         rid = message["rid"]
         pending = self._pending.get(rid)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import msgpack
 
+from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.rpc.hints import HintEmitter
 from p2p.rpc.wire import HINT
@@ -32,7 +33,7 @@ log = logging.getLogger("p2p.rpc.hints")
 SIGNED_FIELDS = ("id", "origin", "ts", "subject", "status", "service", "latency_ms", "error_rate")
 
 
-def hint_proof(message: dict, network: str) -> bytes:
+def hint_proof(message: Message, network: str) -> bytes:
     """The bytes an origin signs: a fixed-order msgpack array of the hint's fields and the network id."""
     proof: bytes = msgpack.packb(["exchange-node/hint/1", network, *(message.get(k) for k in SIGNED_FIELDS)],
                                  use_bin_type=True)
@@ -58,7 +59,7 @@ class HintGossip:
         self.counters: dict[str, int] = {"sent": 0, "rate_limited": 0, "received": 0, "accepted": 0,
                                          "ignored": 0, "stale": 0, "forged": 0}
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
     def attach(self, router: Any) -> None:
@@ -121,7 +122,7 @@ class HintGossip:
         return True
 
     # -- receiving -------------------------------------------------------------------------------
-    def verify(self, message: dict, from_node: str) -> bool:
+    def verify(self, message: Message, from_node: str) -> bool:
         """MessageRouter validator: the origin's key, its node id and the signature must all agree."""
         pk = message.get("pk")
         ok = (isinstance(pk, bytes) and self._node_id_for(pk) == message.get("origin")
@@ -132,7 +133,7 @@ class HintGossip:
                         str(message.get("origin"))[:12], from_node[:12])
         return ok
 
-    def on_hint(self, message: dict, from_node: str) -> None:
+    def on_hint(self, message: Message, from_node: str) -> None:
         """A hint broadcast by another node (already verified by `verify` when the router validates)."""
         self.counters["received"] += 1
         if self.router is None or not hasattr(self.router, "set_validator"):
@@ -156,7 +157,7 @@ class HintGossip:
                   service, "taken" if taken else "ignored")
 
     # -- observability ---------------------------------------------------------------------------
-    def _remember(self, direction: str, message: dict) -> None:
+    def _remember(self, direction: str, message: Message) -> None:
         self.recent.append({"direction": direction, "ts": message["ts"], "origin": message["origin"],
                             "subject": message["subject"], "status": message["status"],
                             "service": message.get("service"), "latency_ms": message.get("latency_ms"),

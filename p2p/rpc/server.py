@@ -14,6 +14,7 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Protocol, Union
 
+from p2p.messages import Message
 from p2p.failure_log import InternalErrors
 from p2p.rpc import errors as e
 from p2p.rpc.wire import RESPONSE
@@ -27,14 +28,14 @@ _PLAIN = frozenset({dict, list, str, int, float, bool, bytes, tuple, type(None)}
 class Replier(Protocol):
     """Where an answer goes: a PeerLink, or a route through the MessageRouter."""
 
-    def send(self, message: dict) -> bool: ...
+    def send(self, message: Message) -> bool: ...
 
 
 class RpcServer:
     def __init__(self, *, max_in_flight_per_peer: int = 256) -> None:
         self.max_in_flight_per_peer = max_in_flight_per_peer
         self._handlers: dict[str, tuple[Handler, bool]] = {}
-        self._active: dict[tuple[str, int], asyncio.Task] = {}
+        self._active: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._per_peer: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None
         self.counters: dict[str, int] = {"requests": 0, "answered": 0, "errors": 0, "overloaded": 0,
@@ -69,7 +70,7 @@ class RpcServer:
         return entry[0] if entry else None
 
     # -- requests ------------------------------------------------------------------------------
-    def handle_request(self, message: dict, peer: str, replier: Replier) -> None:
+    def handle_request(self, message: Message, peer: str, replier: Replier) -> None:
         """Answer one validated `rpc_request` from `peer`; the answer goes to `replier.send`."""
         rid = message["rid"]
         service = message["svc"]
@@ -99,7 +100,7 @@ class RpcServer:
             return
         self._answer(replier, rid, result, service)
 
-    def _start(self, handler: Handler, message: dict, rid: int, peer: str, replier: Replier) -> None:
+    def _start(self, handler: Handler, message: Message, rid: int, peer: str, replier: Replier) -> None:
         if self._per_peer.get(peer, 0) >= self.max_in_flight_per_peer:
             self.counters["overloaded"] += 1
             self._error(replier, rid, e.OVERLOADED, f"more than {self.max_in_flight_per_peer} requests in flight")
@@ -155,7 +156,7 @@ class RpcServer:
             else:
                 self._per_peer.pop(peer, None)
 
-    def handle_cancel(self, message: dict, peer: str) -> None:
+    def handle_cancel(self, message: Message, peer: str) -> None:
         task = self._active.get((peer, message["rid"]))
         if task is not None:
             task.cancel()

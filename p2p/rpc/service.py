@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple, cast
 
+from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.protection import ENFORCE, Protection
@@ -93,7 +94,7 @@ class _Routed:
         self.service = service
         self.target = target
 
-    def send(self, message: dict) -> bool:
+    def send(self, message: Message) -> bool:
         svc = self.service
         link = svc.peers.links.get(self.target)
         if link is not None:
@@ -144,9 +145,9 @@ class RpcService:
         self._default_timeout = c.default_timeout
         self._first_share = 1.0 if c.max_attempts <= 1 else ATTEMPT_SHARE   # of the time left, first attempt
         self._calls = 0                                        # `call`s in progress
-        self._slot_waiters: deque[asyncio.Future] = deque()    # calls waiting for a provider's slot
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()    # calls waiting for a provider's slot
         self._subscribed: Any = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
     def peer_hooks(self) -> PeerHooks:
@@ -181,7 +182,7 @@ class RpcService:
         self.client.close()
         await self.server.stop()
 
-    def _route(self, peer: str, message: dict) -> bool:
+    def _route(self, peer: str, message: Message) -> bool:
         """Send through the MessageRouter to a node we have no link to."""
         router = self.message_router
         if router is None or not hasattr(router, "send_to_peer"):
@@ -274,7 +275,7 @@ class RpcService:
         self._left[peer] = self.clock()
 
     # -- inbound frames ------------------------------------------------------------------------
-    def _for_router(self, link: Any, message: dict) -> bool:
+    def _for_router(self, link: Any, message: Message) -> bool:
         """A relayed frame addressed to another node: hand it to the MessageRouter's handler."""
         dst = message.get("dst")
         if dst is not None and dst != self.node_id:
@@ -282,7 +283,7 @@ class RpcService:
             return True
         return False
 
-    def _on_link_request(self, link: Any, message: dict) -> None:
+    def _on_link_request(self, link: Any, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
@@ -292,7 +293,7 @@ class RpcService:
             return
         self.server.handle_request(message, link.remote_id, link)
 
-    def _on_link_response(self, link: Any, message: dict) -> None:
+    def _on_link_response(self, link: Any, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
@@ -300,7 +301,7 @@ class RpcService:
             return
         self.client.handle_response(message, link.remote_id)
 
-    def _on_link_cancel(self, link: Any, message: dict) -> None:
+    def _on_link_cancel(self, link: Any, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
@@ -308,20 +309,20 @@ class RpcService:
             return
         self.server.handle_cancel(message, link.remote_id)
 
-    def _on_link_services(self, link: Any, message: dict) -> None:
+    def _on_link_services(self, link: Any, message: Message) -> None:
         self._set_remote(link.remote_id, message["services"])
 
-    def _on_routed_request(self, message: dict, from_node: str) -> None:
+    def _on_routed_request(self, message: Message, from_node: str) -> None:
         origin = message.get("origin") or from_node
         if message.get("dst") not in (None, self.node_id) or origin == self.node_id:
             return
         self.server.handle_request(message, origin, _Routed(self, origin))
 
-    def _on_routed_response(self, message: dict, from_node: str) -> None:
+    def _on_routed_response(self, message: Message, from_node: str) -> None:
         if message.get("dst") in (None, self.node_id):
             self.client.handle_response(message, message.get("origin") or from_node)
 
-    def _on_routed_cancel(self, message: dict, from_node: str) -> None:
+    def _on_routed_cancel(self, message: Message, from_node: str) -> None:
         if message.get("dst") in (None, self.node_id):
             self.server.handle_cancel(message, message.get("origin") or from_node)
 
