@@ -332,9 +332,9 @@ class ExchangeNode:
                 "trust": chain.trust, "conflicting_networks": chain.conflicts}
 
     def markets(self) -> list[str]:
-        core = self.chain.core
-        if core is not None:
-            return list(core.state.app.params.registry.symbols)   # type: ignore[attr-defined]
+        app = self.chain.app
+        if app is not None:
+            return list(app.params.registry.symbols)
         return parse_markets(self.configs.chain.markets).symbols
 
     def peer_list(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exchange.app.machine import Venue
 from exchange.app.results import BlockResult
 from exchange.chain.blocks import Block
 from exchange.chain.service import ChainService
@@ -42,9 +43,9 @@ class ChainBridge:
         self.last_block_at = self.clock()
 
     # --- MarketSource ----------------------------------------------------------------------------
-    def _venue(self, market: str) -> Any:
-        core = self.chain.core
-        return None if core is None else core.state.app.venues.get(market)   # type: ignore[attr-defined]
+    def _venue(self, market: str) -> Venue | None:
+        app = self.chain.app
+        return None if app is None else app.venues.get(market)
 
     def levels(self, market: str) -> tuple[list[Level], list[Level]]:
         venue = self._venue(market)
@@ -60,20 +61,19 @@ class ChainBridge:
         return [_print(row) for row in list(venue.trades)[-limit:]]
 
     def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
-        core = self.chain.core
-        if core is None or market not in core.state.app.venues:     # type: ignore[attr-defined]
+        app = self.chain.app
+        if app is None or market not in app.venues:
             return []
-        return core.state.app.candles(market, interval_ms, start_ms)   # type: ignore[attr-defined, no-any-return]
+        return app.candles(market, interval_ms, start_ms)
 
     def open_orders(self) -> list[dict[str, Any]]:
-        core = self.chain.core
-        if core is None or self.accounts is None:
+        state = self.chain.app
+        if state is None or self.accounts is None:
             return []
-        state = core.state.app
         orders: list[dict[str, Any]] = []
         for account in self.accounts.list():
             orders.extend(self.chain.pending_orders(account.id))     # answered 202, in no block yet
-            orders.extend(state.orders(account.id, "open", 1000))   # type: ignore[attr-defined]
+            orders.extend(state.orders(account.id, "open", 1000))
         return orders
 
     # --- feeding the stream ----------------------------------------------------------------------
@@ -86,7 +86,10 @@ class ChainBridge:
         feed = self.feed
         if feed is None or result is None:
             return
-        registry = self.chain.core.state.app.params.registry     # type: ignore[union-attr]
+        app = self.chain.app
+        if app is None:
+            return
+        registry = app.params.registry
         for symbol, changes in result.book_changes.items():
             if symbol not in feed.markets:
                 continue

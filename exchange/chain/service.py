@@ -234,11 +234,11 @@ class ChainService:
     def _restore_outbox(self, core: ChainCore, now: float) -> None:
         """Our accepted transactions not yet in a block are handed on again; those a replayed block holds (a
         crash came between the block and the outbox's 'done' record) leave the outbox."""
-        app = core.state.app
+        app = _exchange(core)
         pending: list[SignedTx] = []
         final: list[SignedTx] = []
         for tx in self.store.outbox():
-            in_block = app.replay.seen(tx.id, tx.expires) or (   # type: ignore[attr-defined]
+            in_block = app.replay.seen(tx.id, tx.expires) or (
                 isinstance(tx.ops[0], NewOrderOp) and app.order(tx.order_id(0)) is not None)
             (final if in_block else pending).append(tx)
         if final:
@@ -733,7 +733,12 @@ class ChainService:
 
     @property
     def state(self) -> ExchangeState:
-        return self._usable_core().state.app     # type: ignore[return-value]
+        return _exchange(self._usable_core())
+
+    @property
+    def app(self) -> ExchangeState | None:
+        """The exchange the core runs (None before a chain), typed: the core holds it as its Application."""
+        return None if self.core is None else _exchange(self.core)
 
     def status(self) -> dict[str, Any]:
         core = self.core
@@ -753,7 +758,14 @@ class ChainService:
         return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
                 "liveness": liveness,
                 "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
-                "markets": core.state.app.params.registry.symbols}   # type: ignore[attr-defined]
+                "markets": _exchange(core).params.registry.symbols}
+
+
+def _exchange(core: ChainCore) -> ExchangeState:
+    """The core's application, which `boot` made an ExchangeState: the core sees only its Protocol."""
+    app = core.state.app
+    assert isinstance(app, ExchangeState)
+    return app
 
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:
