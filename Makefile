@@ -68,7 +68,7 @@ test-fast: $(TEST_STAMP)
 test-process: test-deps
 	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
-## ruff over the tree and mypy over the package (settings in pyproject.toml).
+## ruff over the tree; mypy over the package and the tests (settings in pyproject.toml).
 lint: $(TEST_STAMP)
 	$(call TIMED,$(VENV)/bin/ruff check . && $(VENV)/bin/mypy,lint and types)
 

@@ -63,7 +63,8 @@ class NodeIdentity:
         return self._private_key.sign(data)
 
     @staticmethod
-    def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
+    def verify(public_key_bytes: bytes | bytearray | memoryview, signature: bytes | bytearray | memoryview,
+               data: bytes | bytearray | memoryview) -> bool:
         """True only if `signature` is a valid signature of `data` by that key; never raises (libsodium, as
         every signature in the chain: exchange/crypto.py)."""
         try:

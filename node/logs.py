@@ -87,6 +87,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def bind_node(node_id: str) -> None:
-    """From now on every line carries `node_id` (called once the node's identity is loaded)."""
+def bind_node(node_id: str | None) -> None:
+    """From now on every line carries `node_id` (called once the node's identity is loaded; None unbinds)."""
     _stamp.node_id = node_id

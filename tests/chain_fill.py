@@ -28,7 +28,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeParams
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
-from exchange.app.txs import NewOrderOp, sign_tx
+from exchange.app.txs import NewOrderOp, Op, sign_tx
 from node.identity import NodeIdentity
 
 NETWORK_ID = "exchange-mainnet"
@@ -100,7 +100,7 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
 
         sent = [0]
 
-        async def submit(key: SigningKey, ops: list[NewOrderOp]) -> None:
+        async def submit(key: SigningKey, ops: list[Op]) -> None:
             sent[0] += 1
             tx = sign_tx(key.sign, key.public_key, core.chain_id, f"f{sent[0]}", int(clock[0] * 1000) + 60_000, ops)
             why, _ = await service.submit(tx)

@@ -76,7 +76,7 @@ def tier_marks(item: pytest.Item) -> set[str]:
 
 def _sources(item: pytest.Item) -> list[str]:
     """The source of the test function and of the fixtures it uses (the test's own module's and conftests')."""
-    functions = [getattr(item, "function", None)]
+    functions: list[Any] = [getattr(item, "function", None)]     # None when the item is no function
     info = getattr(item, "_fixtureinfo", None)
     for defs in (info.name2fixturedefs.values() if info is not None else ()):
         functions.extend(d.func for d in defs)

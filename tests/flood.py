@@ -9,7 +9,7 @@ import threading
 import time
 
 from exchange.crypto import SigningKey
-from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
+from exchange.app.txs import NewOrderOp, Op, SignedTx, sign_tx
 from node.identity import NodeIdentity
 from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth
@@ -55,7 +55,7 @@ def p99(values: list[float]) -> float:
 def spam_orders(chain_id: str, count: int, ttl_ms: int = 110_000) -> list[SignedTx]:
     """`count` signed one-order transactions, each from a fresh account."""
     expires = int(time.time() * 1000) + ttl_ms
-    op = [NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "0.01", None)]
+    op: list[Op] = [NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "0.01", None)]
     return [sign_tx((key := SigningKey(os.urandom(32))).sign, key.public_key, chain_id, "spam", expires, op)
             for _ in range(count)]
 

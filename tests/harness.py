@@ -13,12 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def converged(nodes: list["NodeProcess"], market: str = "BTC-USD") -> bool:
+def converged(nodes: Sequence["NodeProcess"], market: str = "BTC-USD") -> bool:
     """Every node at the same height with the same state hash and the same book and trades."""
     views = [n.get(f"/book/{market}?depth=1000") for n in nodes]
     if len({(v["height"], v["state_hash"], v["digest"]) for v in views}) != 1:
@@ -119,6 +119,7 @@ class NodeProcess:
             if not runtime.exists():
                 return False
             info = json.loads(runtime.read_text())
+            assert self.proc is not None            # started before it is waited for
             if info.get("pid") != self.proc.pid:
                 return False
             self.info = info

@@ -47,7 +47,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Protocol
+from typing import Any, Generic, Iterable, Protocol, TypeVar
 
 LATER = {"open": {"open", "partially_filled", "filled", "cancelled"},
          "partially_filled": {"partially_filled", "filled", "cancelled"},
@@ -60,6 +60,9 @@ class Node(Protocol):
     name: str
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]: ...
+
+
+N = TypeVar("N", bound=Node)
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Split:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.frozen: dict[str, int] = {}
-        self.refused_final = Counter()      # node -> answers that were not final (202) inside the window
+        self.refused_final: Counter[str] = Counter()      # node -> answers that were not final (202) inside the window
 
     def freeze(self, heights: dict[str, int]) -> None:
         """From now until the heal, these nodes' heights must not move (nothing can be certified)."""
@@ -112,7 +115,7 @@ class History:
         self._lock = threading.RLock()
         self.answers: list[Answer] = []
         self.orders: dict[str, OrderFacts] = {}
-        self.trades: dict[str, dict[str, Any]] = {}
+        self.trades: dict[str | None, dict[str, Any]] = {}     # trade id (as the node sent it) -> view
         self.trade_logs: dict[str, list[str]] = {}                # market -> the longest full log seen
         self.state_hashes: dict[int, tuple[str, str]] = {}        # height -> (state hash, first node)
         self.digests: dict[tuple[str, int], tuple[str, str]] = {}
@@ -122,7 +125,7 @@ class History:
         self.counts: Counter = Counter()
         self.t0 = time.monotonic()
 
-    def client(self, node: Node) -> "RecordingClient":
+    def client(self, node: N) -> "RecordingClient[N]":
         return RecordingClient(self, node)
 
     # ------------------------------------------------------------------ windows
@@ -236,6 +239,8 @@ class History:
             self._violation(a, f"order {order_id} changed fields that never change: {changed}")
         if type(order.get("height")) is int and height < order["height"]:
             self._violation(a, f"order {order_id} created at height {order['height']} seen at height {height}")
+        if filled is None:      # unreadable (a violation above): nothing to compare with other sights
+            return
         seen = facts.states.get(height)
         if seen is not None and seen[:2] != (status, filled):
             self._violation(a, f"order {order_id} at height {height}: {status}/{filled} here, {seen[0]}/{seen[1]} "
@@ -364,13 +369,13 @@ class History:
                 self._violation(None, f"order {order_id} filled {amount} at height {top} ({node}) but its trades "
                                       f"add up to {filled.get(order_id, Decimal(0))}")
         for order_id, amount in filled.items():
-            facts = self.orders.get(order_id)
-            if facts is not None and facts.fixed.get("qty") is not None and amount > Decimal(facts.fixed["qty"]):
-                self._violation(None, f"order {order_id} traded {amount}, more than its qty {facts.fixed['qty']}")
+            seen = self.orders.get(order_id)
+            if seen is not None and seen.fixed.get("qty") is not None and amount > Decimal(seen.fixed["qty"]):
+                self._violation(None, f"order {order_id} traded {amount}, more than its qty {seen.fixed['qty']}")
 
     def _positions_balance(self, client: "RecordingClient", traders: set[str]) -> None:
         """Every account that traded (from the full trade logs) or placed an order we saw."""
-        accounts = traders | {f.fixed.get("account") for f in self.orders.values() if f.fixed.get("account")}
+        accounts = traders | {f.fixed["account"] for f in self.orders.values() if f.fixed.get("account")}
         totals: dict[str, Decimal] = defaultdict(Decimal)
         for account in sorted(accounts):
             status, body = client.get(f"/accounts/{account}")
@@ -400,10 +405,10 @@ class History:
                     f"{len(self.violations)} violations")
 
 
-class RecordingClient:
+class RecordingClient(Generic[N]):
     """A node's control API, every answer recorded in the history."""
 
-    def __init__(self, history: History, node: Node) -> None:
+    def __init__(self, history: History, node: N) -> None:
         self.history = history
         self.node = node
         self.name = node.name

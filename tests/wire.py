@@ -107,6 +107,7 @@ class RawPeer:
                              listen_port=listen_port, **extra))
         hello = await self.next_message()
         self._expect(hello, "handshake")
+        assert hello is not None            # _expect refused a missing answer
         self.node_hello = hello
         self.send({"type": "handshake_ack"})
         if wait_open:
@@ -116,7 +117,7 @@ class RawPeer:
     @staticmethod
     def _expect(message: dict | None, kind: str) -> None:
         if message is None or message["type"] == "goodbye":
-            raise HandshakeRefused(message and message.get("reason"))
+            raise HandshakeRefused(None if message is None else message.get("reason"))
         assert message["type"] == kind, message
 
     def close(self) -> None:

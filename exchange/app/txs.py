@@ -34,7 +34,7 @@ checked here (statelessly); what a valid transaction then does is the state mach
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Union, cast
+from typing import Any, Callable, Sequence, Union, cast
 
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
 from exchange.wire import Wire
@@ -372,7 +372,7 @@ def order_id(tx_id: str, index: int) -> str:
 
 
 def sign_tx(sign: Callable[[bytes], bytes], account: bytes, chain_id: str, nonce: str, expires: int,
-            ops: list[Op] | tuple[Op, ...]) -> SignedTx:
+            ops: Sequence[Op]) -> SignedTx:
     """Build and sign a transaction (raises InvalidTx if a field breaks the format)."""
     ops = tuple(ops)
     probe = SignedTx.from_wire([chain_id, account, nonce, expires, [op.wire() for op in ops], bytes(SIGNATURE_BYTES)])

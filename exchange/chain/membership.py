@@ -313,7 +313,7 @@ class Recover(MembershipTx):
     def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
         return self.lock is None or self.lock[0].valid(chain_id, verify)
 
-    def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
+    def next_set(self, validators: ValidatorSet) -> ValidatorSet:
         return ValidatorSet(validators.epoch + 1, self.keys)
 
     @property

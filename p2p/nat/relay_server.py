@@ -17,12 +17,12 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from p2p.admission import netgroup
-from p2p.connection import PeerLink
 from p2p.nat.circuit import CLOSE, DATA
 from p2p.nat.config import NatConfig
+from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
 
 log = logging.getLogger("p2p.nat.relay")
@@ -31,11 +31,28 @@ RESERVE, RESERVATION, CONNECT, INCOMING, OPENED = (
     "relay.reserve", "relay.reservation", "relay.connect", "relay.incoming", "relay.opened")
 
 
+class RelayLink(Protocol):
+    """What the relay reads of a link (a PeerLink is one): who it is, from where, through whom, and a way
+    to send to it."""
+
+    @property
+    def remote_id(self) -> str | None: ...
+    @property
+    def remote_addr(self) -> tuple[str, int] | None: ...
+    @property
+    def via(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def is_open(self) -> bool: ...
+    def send(self, message: Message) -> bool: ...
+
+
 @dataclass(slots=True)
 class Reservation:
     node_id: str
     group: str
-    link: PeerLink
+    link: RelayLink
     expires: float
 
 
@@ -43,7 +60,7 @@ class Reservation:
 class Hop:
     """One end of a circuit at the relay: frames from (link, circuit) go to `other`."""
 
-    link: PeerLink
+    link: RelayLink
     circuit: int
     pair: "Pair"
     other: "Hop | None" = None
@@ -72,7 +89,7 @@ class RelayServer:
                          "circuits_limited": 0, "bytes": 0}
 
     # --- reservations -----------------------------------------------------------------------
-    def reserve(self, link: PeerLink) -> tuple[bool, str]:
+    def reserve(self, link: RelayLink) -> tuple[bool, str]:
         config = self.config
         node_id = link.remote_id or ""
         if not config.relay_service:
@@ -109,7 +126,7 @@ class RelayServer:
         return list(self.reservations)
 
     # --- circuits ---------------------------------------------------------------------------
-    def connect(self, link: PeerLink, circuit: int, target: str) -> str | None:
+    def connect(self, link: RelayLink, circuit: int, target: str) -> str | None:
         """Open a circuit from `link`'s node to `target`: None when opened, else the refusal."""
         config = self.config
         source = link.remote_id or ""
@@ -146,10 +163,10 @@ class RelayServer:
         self.counters["circuits_refused" if refused else "circuits_limited"] += 1
         return reason
 
-    def owns(self, link: PeerLink, circuit: int) -> bool:
+    def owns(self, link: RelayLink, circuit: int) -> bool:
         return (id(link), circuit) in self.hops
 
-    def data(self, link: PeerLink, circuit: int, payload: bytes) -> None:
+    def data(self, link: RelayLink, circuit: int, payload: bytes) -> None:
         hop = self.hops.get((id(link), circuit))
         if hop is None or hop.other is None:
             return
@@ -165,7 +182,7 @@ class RelayServer:
         if not other.link.send({"type": DATA, "circuit": other.circuit, "data": payload}):
             self._close_pair(pair, "relay_overflow")
 
-    def close(self, link: PeerLink, circuit: int) -> None:
+    def close(self, link: RelayLink, circuit: int) -> None:
         hop = self.hops.get((id(link), circuit))
         if hop is not None:
             self._close_pair(hop.pair, "closed", skip=hop)
@@ -187,7 +204,7 @@ class RelayServer:
             if now - pair.started > self.config.relay_circuit_seconds:
                 self._close_pair(pair, "relay_duration_limit")
 
-    def link_closed(self, link: PeerLink) -> None:
+    def link_closed(self, link: RelayLink) -> None:
         for (link_key, _), hop in list(self.hops.items()):
             if link_key == id(link):
                 self._close_pair(hop.pair, "relay_link_lost", skip=hop)

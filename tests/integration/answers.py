@@ -97,6 +97,7 @@ class Answers:
             self._problem(f"{node.name} shows order {order_id} that was answered as not accepted")
         if status != 201:
             return
+        assert shown is not None                # recorded with its 201 answer
         same_process = before["pid"] == after["pid"]
         if code == 404 and same_process and min(before["height"], after["height"]) >= shown["height"]:
             self._problem(f"{node.name} at height {before['height']} answered 404 for order {order_id}, final at "

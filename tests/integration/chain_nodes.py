@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from node.identity import NodeIdentity
 from tests.harness import Cluster, NodeProcess, converged, free_ports, wait_until
@@ -44,7 +44,7 @@ def node_ids(base: Path, names: list[str]) -> list[str]:
 
 
 def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, env: dict[int, dict[str, str]] | None = None,
-                    outsiders: tuple[str, ...] = (), on_started: Callable[[list[NodeProcess]], None] | None = None,
+                    outsiders: tuple[str, ...] = (), on_started: Callable[[list[NodeProcess]], object] | None = None,
                     timeout: float = 60.0, **settings: Any) -> tuple[list[NodeProcess], list[NodeProcess]]:
     """The same on 127.0.0.1; `env` adds environment variables to node i (e.g. a faked clock); `outsiders`
     are node ids listed in VALIDATORS that no process here runs (a peer the test plays itself, linked by
@@ -64,7 +64,7 @@ def pinned_loopback(cluster: Cluster, validators: int, followers: int = 0, *, en
 
 
 def _started(nodes: list[Any], validators: int, timeout: float, seats: int | None = None,
-             on_started: Callable[[list[Any]], None] | None = None) -> tuple[list[Any], list[Any]]:
+             on_started: Callable[[list[Any]], object] | None = None) -> tuple[list[Any], list[Any]]:
     seats = validators if seats is None else seats
     for node in nodes:
         node.start(wait=False)
@@ -131,13 +131,13 @@ def probe_all(clients: list[RecordingClient], since: float, wait: float) -> list
     return probes
 
 
-def final_everywhere(clients: list[RecordingClient], order_ids: list[str]) -> bool:
+def final_everywhere(clients: list[RecordingClient], order_ids: Sequence[str | None]) -> bool:
     """Every order is final on every node (the node that answered it 202 shows it `pending` until then)."""
     return all(status == 200 and body.get("final") is not False
                for c in clients for oid in order_ids for status, body in [c.get(f"/orders/{oid}")])
 
 
-def snapshot(nodes: list[NodeProcess]) -> str:
+def snapshot(nodes: Sequence[NodeProcess]) -> str:
     """Each node's chain position, for failure messages."""
     lines = []
     for node in nodes:
@@ -151,7 +151,7 @@ def snapshot(nodes: list[NodeProcess]) -> str:
     return "\n".join(lines)
 
 
-def wait_for(predicate: Any, timeout: float, message: str, nodes: list[NodeProcess], interval: float = 0.2) -> Any:
+def wait_for(predicate: Any, timeout: float, message: str, nodes: Sequence[NodeProcess], interval: float = 0.2) -> Any:
     """wait_until, with every node's chain position in the failure message."""
     try:
         return wait_until(predicate, timeout, interval=interval, message=message)
@@ -159,7 +159,7 @@ def wait_for(predicate: Any, timeout: float, message: str, nodes: list[NodeProce
         raise AssertionError(f"{exc}\n{snapshot(nodes)}") from None
 
 
-def settled(history: History, clients: list[RecordingClient], nodes: list[NodeProcess], timeout: float = 30.0,
+def settled(history: History, clients: list[RecordingClient], nodes: Sequence[NodeProcess], timeout: float = 30.0,
             markets: tuple[str, ...] = ("BTC-USD",)) -> None:
     """The end of a run: every node converges on one state, then the history's end checks, then no
     contradiction may have been seen at any time."""

@@ -199,6 +199,7 @@ def test_a_readable_account_key_stops_start_up_with_the_fix(tmp_path):
     from node.accounts import AccountStore
 
     key = AccountStore(tmp_path / "d").ensure_default().path
+    assert key is not None
     key.chmod(0o644)
     proc = without_traceback(subprocess.run(
         [*command(), "start", "--data-dir", str(tmp_path / "d"), "--port", "0", "--api-port", "0",

@@ -3,9 +3,11 @@ operations than a block allows is refused account_rate (429 with Retry-After) an
 the allowance orders pass; the hundred-block window binds a steady sender; another account is not held up."""
 from __future__ import annotations
 
+from typing import Any
+
 from tests.harness import Cluster
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _order(account: str, price: str) -> dict:

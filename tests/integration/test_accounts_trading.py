@@ -12,10 +12,11 @@ import json
 import random
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 from tests.harness import Cluster, converged, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def test_two_users_on_two_nodes_trade_out_of_the_box(cluster: Cluster):

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from p2p.connection import PeerLink
 from p2p.transport import DialError
 from tests.harness import free_ports
 from tests.integration.managers import make_manager, watch
@@ -20,16 +21,22 @@ async def test_bootstrap_peer_down_at_start_is_reached_although_outbound_target_
     try:
         with pytest.raises(DialError):                                         # nobody listens there yet
             await node.dial("127.0.0.1", late_port, source="bootstrap")
-        assert node.book.get(("127.0.0.1", late_port)).failures >= 1
+        known = node.book.get(("127.0.0.1", late_port))
+        assert known is not None and known.failures >= 1
         await node.dial("127.0.0.1", other.listen_port)                        # the outbound target is met
         assert node.outbound_count == 1
         linked: asyncio.Future = asyncio.get_running_loop().create_future()
-        watch(node).on_open.append(lambda link: linked.done() or linked.set_result(link))
+
+        def on_open(link: PeerLink) -> None:
+            if not linked.done():
+                linked.set_result(link)
+        watch(node).on_open.append(on_open)
         late = await make_manager(tmp_path, "late", port=late_port, target_outbound=0)
         link = await asyncio.wait_for(linked, 6)                               # backoff capped at 2 s here
         assert link.remote_id == late.node_id and link.direction == "outbound"
         # reached once, the address is an ordinary known peer: no more dials beyond the target for it
-        assert node.book.get(("127.0.0.1", late_port)).last_connected is not None
+        known = node.book.get(("127.0.0.1", late_port))
+        assert known is not None and known.last_connected is not None
     finally:
         for manager in (node, other, late):
             if manager is not None:

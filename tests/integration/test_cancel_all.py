@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from tests.crossing import open_ids
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _place(node: NodeProcess, side: str, market: str, price: str, *extra: str) -> dict:
@@ -70,7 +71,7 @@ def test_the_dead_mans_switch_fires_after_its_clients_node_is_killed(cluster: Cl
     assert time.time() * 1000 < at and open_ids(validators[2], account), "the switch was due before the kill"
     wait_until(lambda: not open_ids(validators[2], account), 15, message="the switch fires from block time")
     for node in validators:
-        wait_until(lambda node=node: not open_ids(node, account), 5)
+        wait_until(lambda: not open_ids(node, account), 5)
         for quote in quotes:
             order = _order(node, quote["id"])
             assert (order["status"], order["reason"]) == ("cancelled", "scheduled_cancel"), order
@@ -104,7 +105,7 @@ def test_a_good_til_time_order_leaves_every_book_at_its_time(cluster: Cluster):
     keeper = _place(nodes[0], "sell", "BTC-USD", "151")
     assert order["until"] >= int(placed * 1000) + 1500
     for node in nodes:
-        wait_until(lambda node=node: _order(node, order["id"])["status"] == "cancelled", 15)
+        wait_until(lambda: _order(node, order["id"])["status"] == "cancelled", 15)
         gone = _order(node, order["id"])
         assert gone["reason"] == "good_til_time" and _order(node, keeper["id"])["status"] == "open"
     assert time.time() - placed >= 1.5

@@ -140,6 +140,8 @@ def _refusals(nodes) -> int:
 def test_a_stalled_or_slow_validator_does_not_slow_the_others(cluster):
     validators, _ = pinned_loopback(cluster, 4)
     staller = validators[3]
+    stalled = staller.proc
+    assert stalled is not None              # pinned_loopback started it
     honest = {n.name for n in validators[:3]}
     history = History()
     clients = [history.client(n) for n in validators]
@@ -150,19 +152,19 @@ def test_a_stalled_or_slow_validator_does_not_slow_the_others(cluster):
         start = time.monotonic()
         wait_until(lambda: history.counts["final_answers"] >= 30, 30, message="a baseline of final orders")
         phases["baseline"] = (start, time.monotonic())
-        staller.proc.send_signal(signal.SIGSTOP)
+        stalled.send_signal(signal.SIGSTOP)
         begin = time.monotonic()
         _phase(validators[:3], "the three others finalise while the fourth is stopped")
         phases["stopped"] = (begin, time.monotonic())
-        staller.proc.send_signal(signal.SIGCONT)
+        stalled.send_signal(signal.SIGCONT)
         begin = time.monotonic()
         slow = threading.Event()
 
         def stutter() -> None:     # a member that answers, but slowly: stopped 0.3 s of every 0.6 s
             while not slow.is_set():
-                staller.proc.send_signal(signal.SIGSTOP)
+                stalled.send_signal(signal.SIGSTOP)
                 slow.wait(0.3)
-                staller.proc.send_signal(signal.SIGCONT)
+                stalled.send_signal(signal.SIGCONT)
                 slow.wait(0.3)
         stutterer = threading.Thread(target=stutter, daemon=True)
         stutterer.start()
@@ -171,12 +173,12 @@ def test_a_stalled_or_slow_validator_does_not_slow_the_others(cluster):
         finally:
             slow.set()
             stutterer.join(5)
-            staller.proc.send_signal(signal.SIGCONT)
+            stalled.send_signal(signal.SIGCONT)
         phases["slow"] = (begin, time.monotonic())
         wait_for(lambda: staller.status()["height"] >= min(n.status()["height"] for n in validators[:3]), 30,
                  "the stalled validator catches up", validators)
     finally:
-        staller.proc.send_signal(signal.SIGCONT)
+        stalled.send_signal(signal.SIGCONT)
         stop_traders(traders, stop)
         auditor.stop()
     settled(history, clients, validators)
@@ -261,7 +263,7 @@ def test_two_networks_founded_apart_are_reported_and_never_merged(tmp_path):
             views = [n.status() for n in side]
             ids = {v["chain_id"] for v in views}
             return ids.pop() if len(ids) == 1 and None not in ids and all(v["quorum"] for v in views) else None
-        chains = [wait_until(lambda s=s: one_chain(s), 40, interval=0.3, message="each side founds one network")
+        chains = [wait_until(lambda: one_chain(s), 40, interval=0.3, message="each side founds one network")
                   for s in sides]
         assert chains[0] != chains[1]
         history = History()
@@ -289,8 +291,8 @@ def test_two_networks_founded_apart_are_reported_and_never_merged(tmp_path):
                                for n in nodes), 30, message="the other network keeps knocking and keeps being refused")
         for side, other in ((0, 1), (1, 0)):
             for node in sides[side]:
-                status = node.status()
-                assert status["chain_id"] == chains[side]
+                view = node.status()
+                assert view["chain_id"] == chains[side]
                 assert not node.connected_ids() & {n.node_id for n in sides[other]}, node.name
                 assert _warning_logged(node, "on another network with the same NETWORK_ID")
         for side in (0, 1):                              # each still finalises, and only its own orders

@@ -32,7 +32,7 @@ import pytest
 
 from tests.harness import wait_until
 from tests.history import Auditor, History
-from tests.integration.chain_nodes import (final_everywhere, heights, load_line, pinned_chain, probe_all,
+from tests.integration.chain_nodes import (Probe, final_everywhere, heights, load_line, pinned_chain, probe_all,
                                          proposer_now, settled, wait_for)
 from tests.integration.netns import lan_or_skip
 from tests.trading import Trader, create_accounts, run_traders, stop_traders
@@ -41,6 +41,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(480)]
 
 MARKETS = ["BTC-USD"]
 MAJORITY_FINAL_WITHIN = 2.0
+
+
+def latency(probe: Probe) -> float:
+    """The time a probe took; read once the probes have answered."""
+    assert probe.latency is not None, (probe.client.name, probe.status, probe.body)
+    return probe.latency
 
 
 @pytest.fixture
@@ -85,7 +91,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
                        message="the 4 side keeps finalising while one validator is cut off")
             assert heights([lonely])[lonely.name] == stalled
         lan8.heal()
-        latencies = sorted(p.latency for p in probes)
+        latencies = sorted(latency(p) for p in probes)
         figures.append(f"1|4 split (isolated {lonely.name}, the proposer): 4 side final again after "
                        f"{latencies[0]:.2f}s (first) .. {latencies[-1]:.2f}s (last of 4 probes)")
         assert all(p.status == 201 for p in probes), [(p.client.name, p.status, p.body) for p in probes]
@@ -149,8 +155,8 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
         flaps = 0
         while time.monotonic() < flap_until:
             hosts = rng.sample(range(8), 8)
-            cut = rng.randint(1, 4)
-            lan8.partition([set(hosts[:cut]), set(hosts[cut:])])
+            cut_at = rng.randint(1, 4)
+            lan8.partition([set(hosts[:cut_at]), set(hosts[cut_at:])])
             flaps += 1
             time.sleep(rng.uniform(0.2, 0.8))       # the fault's own schedule: how long each split lasts
         lan8.heal()
@@ -163,7 +169,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
                  "every node keeps finalising with 10% of frames lost", nodes)
         lan8.heal()
         figures.append(f"{flaps} flapping splits in 6 s, then 10% loss on every link: probes at all 8 nodes "
-                       f"final within {max(p.latency for p in probes):.2f}s")
+                       f"final within {max(latency(p) for p in probes):.2f}s")
 
         # --- kill -9 of the proposer, then of two validators ----------------------------------
         proposer = proposer_now(validators[0])
@@ -174,7 +180,7 @@ def test_splits_kills_and_heals_never_contradict_a_final_answer(lan8, tmp_path):
         probes = probe_all(rest, killed_at, wait=8.0)
         assert all(p.status == 201 for p in probes), [(p.client.name, p.status, p.body) for p in probes]
         figures.append(f"kill -9 of the proposer {victim.name}: the other 4 final again after "
-                       f"{max(p.latency for p in probes):.2f}s")
+                       f"{max(latency(p) for p in probes):.2f}s")
         victim.start(wait=False)
         victim.wait_ready(30)
         wait_until(lambda: victim.status()["height"] >= min(heights(rest).values()), 30, interval=0.2,

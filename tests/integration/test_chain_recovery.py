@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.integration.test_exchange import check_history, random_order
 
 pytestmark = pytest.mark.timeout(240)
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _trade(nodes: list[NodeProcess], seconds: float) -> dict[str, tuple[int, dict]]:

@@ -5,6 +5,7 @@ import asyncio
 
 from p2p import messages as m
 from p2p.close_reason import CloseReason
+from p2p.connection import PeerLink
 from tests.integration.managers import make_manager, watch
 
 
@@ -38,5 +39,9 @@ async def test_a_goodbye_that_spells_our_verdicts_is_recorded_as_the_peers_words
 def _next(listeners: list, node_id: str) -> asyncio.Future:
     """The next link to `node_id` the listeners are told about."""
     future = asyncio.get_running_loop().create_future()
-    listeners.append(lambda link: future.done() or link.remote_id != node_id or future.set_result(link))
+
+    def listener(link: PeerLink) -> None:
+        if not future.done() and link.remote_id == node_id:
+            future.set_result(link)
+    listeners.append(listener)
     return future

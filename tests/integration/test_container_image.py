@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(3600),
 
 
 def buildah(*args: str, timeout: float = 900) -> str:
+    assert BUILDAH is not None          # the module is skipped without it
     result = subprocess.run([BUILDAH, *STORAGE, *args], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"buildah {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     return result.stdout.strip()
@@ -39,6 +40,7 @@ def buildah(*args: str, timeout: float = 900) -> str:
 @pytest.fixture(scope="module")
 def base_image() -> str:
     """Debian bookworm with python3 and venv, made once and kept between runs."""
+    assert BUILDAH is not None and DEBOOTSTRAP is not None          # the module is skipped without them
     if subprocess.run([BUILDAH, *STORAGE, "inspect", "--type", "image", BASE], capture_output=True).returncode == 0:
         return BASE
     container = buildah("from", "scratch")
@@ -55,6 +57,7 @@ def base_image() -> str:
 
 @pytest.fixture
 def image(base_image):
+    assert BUILDAH is not None          # the module is skipped without it
     tag = f"localhost/exchange-node-test:{os.getpid()}"
     mounts = []   # where this machine's package registries are reached through its own CA, the build needs it too
     for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf"):
@@ -75,6 +78,7 @@ def test_image_runs_the_node_unprivileged_with_a_passing_healthcheck(image):
     assert env["DATA_DIR"] == "/var/lib/exchange-node"
     check = config["Healthcheck"]["Test"]
     assert check[0] == "CMD" and "/health" in check[-1]
+    assert BUILDAH is not None and CHROOT is not None          # the module is skipped without them
 
     container = buildah("from", image)
     root = Path(buildah("mount", container))
@@ -86,9 +90,10 @@ def test_image_runs_the_node_unprivileged_with_a_passing_healthcheck(image):
         run_env = env | {"API_HOST": "127.0.0.1", "P2P_HOST": "127.0.0.1", "API_PORT": str(api_port),
                          "P2P_PORT": str(p2p_port), "DISCOVERY_MDNS": "false"}
         as_user = [CHROOT, "--userspec=exchange-node:exchange-node", str(root)]
-        process = subprocess.Popen(as_user + config["Entrypoint"] + config["Cmd"], env=run_env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_until(lambda: (data / "node.json").exists() or process.poll() is not None, 60, message="node up")
+        process = started = subprocess.Popen(as_user + config["Entrypoint"] + config["Cmd"], env=run_env,
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_until(lambda: (data / "node.json").exists() or started.poll() is not None, 60, message="node up")
+        assert process.stdout is not None
         assert process.poll() is None, process.stdout.read().decode()
         assert data.stat().st_uid == (data / "node_key").stat().st_uid != 0      # files belong to the user
         health = subprocess.run(as_user + check[1:], env=run_env, capture_output=True, timeout=30)

@@ -88,7 +88,7 @@ def test_devnet_4_as_the_readme_says_forms_trades_and_leaves_nothing_behind(tmp_
         order_id = json.loads(placed.stdout)["order"]["id"]
         for index in range(4):
             shown = _cli(str(directory / f"node{index}"), "orders", "--json")
-            wait_until(lambda index=index: order_id in _cli(str(directory / f"node{index}"), "orders", "--json").stdout,
+            wait_until(lambda: order_id in _cli(str(directory / f"node{index}"), "orders", "--json").stdout,
                        10)
             assert shown.returncode == 0
         pids = _node_pids(directory)

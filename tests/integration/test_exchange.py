@@ -13,10 +13,11 @@ import threading
 import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 LATER = {"open": {"open", "partially_filled", "filled", "cancelled"},
          "partially_filled": {"partially_filled", "filled", "cancelled"},
          "filled": {"filled"}, "cancelled": {"cancelled"}, "rejected": {"rejected"}}

@@ -9,10 +9,11 @@ import json
 import random
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 from tests.harness import Cluster, converged, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _recomputed(trades: list[dict], size: int) -> list[dict]:

@@ -66,7 +66,7 @@ def listener(port: int) -> socket.socket:
 
 def assert_left_nothing(node: FaultyNode) -> None:
     for port in (node.settings["p2p_port"], node.settings["api_port"]):
-        assert port_is_free(int(port)), f"port {port} still bound"   # type: ignore[call-overload]
+        assert port_is_free(int(port)), f"port {port} still bound"
     assert not (node.data_dir / "node.json").exists()
     assert not (node.data_dir / ".cookie").exists()
     with DataDirLock.acquire(node.data_dir):
@@ -85,7 +85,7 @@ def assert_one_line_reason(node: FaultyNode, *needles: str) -> None:
 @pytest.mark.parametrize("busy", ["p2p_port", "api_port"])
 def test_a_busy_port_stops_the_start_with_one_line_and_leaves_nothing_behind(tmp_path, busy: str) -> None:
     node = FaultyNode(tmp_path, "busy")
-    port = int(node.settings[busy])   # type: ignore[call-overload]
+    port = int(node.settings[busy])
     with listener(port):
         node.start(wait=False)
         status = node.wait_exit(60)

@@ -43,7 +43,9 @@ class TamperingProxy:
         self.mode = mode
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.tasks.add(asyncio.current_task())
+        task = asyncio.current_task()
+        assert task is not None             # a connection handler runs as a task
+        self.tasks.add(task)
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         await asyncio.gather(self._pump(reader, up_writer, False), self._pump(up_reader, writer, True),
                              return_exceptions=True)

@@ -103,7 +103,8 @@ def test_nodes_behind_nat_link_relayed_then_direct_and_trade(tmp_path) -> None:
         wait_until(lambda: link_to(c, a.node_id) is not None and link_to(c, b.node_id) is not None, 60, interval=0.5,
                    message="c links to a and b through relays")
         for other in (a, b):
-            assert link_to(c, other.node_id)["via"] in ids, link_to(c, other.node_id)
+            relayed = link_to(c, other.node_id)
+            assert relayed is not None and relayed["via"] in ids, relayed
 
         # a and b trade with each other; every order is final on every node
         history = History()
@@ -157,7 +158,8 @@ def test_reachability_in_every_position_and_a_port_mapping_gateway_makes_a_node_
             assert not nat["relay_client"]["relays"]      # public: it needs no relay
             # it is linked directly (no relay) and known at the mapped address
             wait_nat(nodes, lambda: (link_to(v0, node.node_id) or {}).get("host") == gateway
-                     and link_to(v0, node.node_id)["via"] is None, 10, f"v0 knows {node.name} at its mapped address")
+                     and (link_to(v0, node.node_id) or {}).get("via", "x") is None, 10,
+                     f"v0 knows {node.name} at its mapped address")
         # the CLI says it too
         shown = upnp.cli("status")
         assert shown.returncode == 0 and "public" in shown.stdout and net.sites[2].wan_address in shown.stdout, \
@@ -187,7 +189,9 @@ def test_the_relay_dies_mid_trade_and_the_pair_relinks_through_another_losing_no
         wait_nat(nodes, lambda: all(set(n.status()["nat"]["relay_client"]["relays"]) == set(relays) for n in (a, b)),
                  40, "a and b hold slots on both relays")
         wait_nat(nodes, lambda: (link_to(a, b.node_id) or {}).get("via") in relays, 40, "a and b linked via a relay")
-        carrier = relays[link_to(a, b.node_id)["via"]]
+        relayed = link_to(a, b.node_id)
+        assert relayed is not None
+        carrier = relays[relayed["via"]]
         survivor = r2 if carrier is r1 else r1
 
         history = History()
@@ -253,4 +257,5 @@ def test_a_node_behind_nat_is_found_in_the_dht_by_its_relayed_address(tmp_path) 
         record = found() or {}
         assert {"host": relay_host, "port": relay_port, "how": "relayed"} in record["addresses"], record
         assert not any(x["how"] in ("listen", "observed") for x in record["addresses"]), record  # nothing unreachable
-        assert link_to(seeker, hidden.node_id)["via"] is not None
+        link = link_to(seeker, hidden.node_id)
+        assert link is not None and link["via"] is not None

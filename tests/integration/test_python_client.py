@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from exchange_node_client import ApiError, AsyncClient, Client, MarketStream, Si
 from tests.crossing import cross, open_ids
 from tests.harness import Cluster, converged, free_ports, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def test_a_program_trades_with_its_own_key_and_its_switch_fires_after_its_node_dies(cluster: Cluster):
@@ -28,13 +29,15 @@ def test_a_program_trades_with_its_own_key_and_its_switch_fires_after_its_node_d
     async def trade() -> tuple[list[str], int]:
         async with AsyncClient(near.api_url, near.api_token, signer) as client:
             first = await client.place("BTC-USD", "buy", "1", "90")
-            assert first.final and first.order["status"] == "open" and first.order["account"] == signer.account
+            assert first.final and first.order and first.order_id
+            assert first.order["status"] == "open" and first.order["account"] == signer.account
             second = await client.place("BTC-USD", "sell", "1", "110")
+            assert second.order_id
             moved = await client.replace(first.order_id, "2", "91")
-            assert moved.final and moved.order["price"] == "91.00" and moved.order["qty"] == "2.0000"
+            assert moved.final and moved.order and moved.order["price"] == "91.00" and moved.order["qty"] == "2.0000"
             assert (await client.order(first.order_id))["status"] == "cancelled"
             gone = await client.cancel(second.order_id)
-            assert gone.final and gone.order["status"] == "cancelled"
+            assert gone.final and gone.order and gone.order["status"] == "cancelled"
             with pytest.raises(ApiError) as closed:
                 await client.cancel(second.order_id)                      # already closed: the node says so
             assert (closed.value.status, closed.value.code) == (409, "order_closed")

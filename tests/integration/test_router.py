@@ -70,7 +70,7 @@ def test_relay_queue_across_restart_and_expiry(cluster) -> None:
     a, b, c = start_line(cluster, 3, queue_ttl=3)
 
     # A has no link to C: it relays through B once B's heartbeat told A that B links to C.
-    outcomes = []
+    outcomes: list[dict] = []       # the API's answers
 
     def relayed() -> bool:
         status, result = a.api("POST", "/debug/send", {"node_id": c.node_id, "payload": f"r{len(outcomes)}"})

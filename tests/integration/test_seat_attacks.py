@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from tests.integration.byzantine_node import GRABBED
 from tests.history import Auditor, History
 from tests.trading import Trader, run_traders, stop_traders
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _order_final(node: NodeProcess, price: str = "100") -> None:
@@ -69,8 +70,8 @@ def test_seat_theft_by_isolation_gives_the_attacker_nothing(cluster: Cluster):
 
 
 def test_a_newcomer_trusts_the_chain_it_was_given_not_the_one_with_more_holders(cluster: Cluster):
-    lan = {"network_id": f"lan-{uuid.uuid4().hex[:12]}", "discovery_mdns": "true", "mdns_interfaces": "127.0.0.1",
-           **FAST}
+    lan: dict[str, Any] = {"network_id": f"lan-{uuid.uuid4().hex[:12]}", "discovery_mdns": "true",
+                           "mdns_interfaces": "127.0.0.1", **FAST}
     honest = cluster.node("honest", found_after=0, **lan)
     liar = cluster.node("liar", found_after=0, **lan)
     wait_until(lambda: honest.status()["chain_id"] and liar.status()["chain_id"], 10)
@@ -82,7 +83,7 @@ def test_a_newcomer_trusts_the_chain_it_was_given_not_the_one_with_more_holders(
     by_chain_id = cluster.node("by-chain-id", chain_id=honest_chain, **lan)
     unsure = cluster.node("unsure", **lan)
     for newcomer in (by_token, by_chain_id):
-        wait_until(lambda n=newcomer: n.status()["chain_id"] == honest_chain, 20,
+        wait_until(lambda: newcomer.status()["chain_id"] == honest_chain, 20,
                    message=f"{newcomer.name} joins the chain it was given")
         _order_final(newcomer)
     deadline = time.monotonic() + 8.0

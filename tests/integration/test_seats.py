@@ -19,12 +19,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import ROOT, Cluster, NodeProcess, free_ports, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def _readme_block() -> list[str]:
@@ -121,7 +122,7 @@ def test_the_readmes_three_nodes_survive_any_one_stopped_with_ctrl_c(cluster: Cl
 
 def test_strangers_with_default_settings_get_no_seat(cluster: Cluster, tmp_path: Path):
     network = f"strangers-{uuid.uuid4().hex[:12]}"
-    lan = {"network_id": network, "discovery_mdns": "true", "mdns_interfaces": "127.0.0.1", **FAST}
+    lan: dict[str, Any] = {"network_id": network, "discovery_mdns": "true", "mdns_interfaces": "127.0.0.1", **FAST}
     founder, = cluster.chain(1, **lan)
     by_bootstrap = cluster.node("stranger-bootstrap", network_id=network, bootstrap_peers=founder.p2p_address, **FAST)
     by_mdns = cluster.node("stranger-mdns", **lan)
@@ -161,7 +162,7 @@ def test_seats_by_approval_grow_the_set_to_four_and_need_two_thirds(cluster: Clu
                            for p in founder.get("/validators")["pending"]), 10, message="one approval recorded")
     assert late.node_id not in {s["node_id"] for s in founder.get("/validators")["standby"]}, pending
     for validator in validators[1:3]:
-        wait_until(lambda v=validator: late.node_id in {p["node_id"] for p in v.get("/validators")["pending"]}, 10)
+        wait_until(lambda: late.node_id in {p["node_id"] for p in validator.get("/validators")["pending"]}, 10)
         done = validator.cli("validators", "add", late.node_id)
         assert done.returncode == 0, done.stdout + done.stderr
     wait_until(lambda: late.node_id in {s["node_id"] for s in founder.get("/validators")["standby"]}, 10,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+from p2p.connection import PeerLink
 from p2p.peers import PeerManager
 from p2p.transport import DialError
 from tests.integration.managers import make_manager, watch
@@ -30,6 +31,7 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
                 isinstance(r, DialError) and "duplicate" in r.reason for r in results), results
             await settled(a, b)
             link_a, link_b = a.links[b.node_id], b.links[a.node_id]
+            assert link_a.transport is not None and link_b.transport is not None
             # the same TCP connection seen from both ends
             assert link_a.transport.get_extra_info("sockname") == link_b.transport.get_extra_info("peername")
             assert link_a.transport.get_extra_info("peername") == link_b.transport.get_extra_info("sockname")
@@ -37,8 +39,12 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
             smaller = min(a.node_id, b.node_id)
             assert link_a.dialer_id == smaller and link_b.dialer_id == smaller
             closed = asyncio.get_running_loop().create_future()
-            watch(b).on_close.append(lambda link: closed.done() or closed.set_result(True))
-            link_a.close("test_round_over")
+
+            def on_close(link: PeerLink) -> None:
+                if not closed.done():
+                    closed.set_result(True)
+            watch(b).on_close.append(on_close)
+            link_a.close("test_round_over")  # type: ignore[arg-type]  # a reason of the test's own
             await asyncio.wait_for(closed, 2)
             watch(b).on_close.clear()
             assert not a.links and not b.links

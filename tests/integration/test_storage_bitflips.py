@@ -17,11 +17,13 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
 
-FAST = {"heartbeat_interval": 0.2, "keep_seat": "true"}     # restarts keep their seats, as an operator restarting does
+# restarts keep their seats, as an operator restarting does
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "keep_seat": "true"}
 BLOCK_FLIPS = int(os.environ.get("STORAGE_BLOCK_FLIPS", "50"))
 
 
@@ -99,6 +101,7 @@ def test_fifty_flips_in_block_logs_recover_from_peers_or_refuse(cluster: Cluster
         if restart(target) == "exited":
             outcomes["refused"] = outcomes.get("refused", 0) + 1
             text = target.log_tail(10)
+            assert target.proc is not None
             assert target.proc.returncode == 3 and str(path.parent) in text, f"{where}: unclear refusal:\n{text}"
             raise AssertionError(f"{where}: refused although two peers hold every block:\n{text}")
         status = target.status()["exchange"]
@@ -328,6 +331,7 @@ def test_the_only_node_of_a_one_validator_network_refuses_cleanly_when_its_block
             if node.status()["exchange"]["recovering"]:
                 code, body = node.api("POST", "/orders?wait=0", random_order(rng))
                 assert code == 503 and body["error"]["code"] == "recovering", (where, code, body)
+                assert node.proc is not None
                 node.proc.wait(30)
             else:
                 clean += 1
@@ -335,6 +339,7 @@ def test_the_only_node_of_a_one_validator_network_refuses_cleanly_when_its_block
                     assert node.api("GET", f"/orders/{order_id}")[0] == 200, where
                 continue
         refused += 1
+        assert node.proc is not None
         assert node.proc.returncode == 3, (where, node.proc.returncode)
         tail = node.log_tail(5)
         assert "exchange-node: cannot recover blocks" in tail and str(blocks) in tail, (where, tail)

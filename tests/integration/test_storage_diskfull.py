@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from typing import Any
 
 from exchange.crypto import SigningKey
 from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
@@ -14,7 +15,7 @@ from tests.diskfull import mounted_small_disk
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 class Client:

@@ -63,6 +63,7 @@ def check_restart(cluster: Cluster, data_dir: Path, result: FillResult) -> tuple
         assert code == 200 and body["order"]["status"] == "filled", (code, body)
     code, body = node.api("POST", "/orders?wait=2", {"market": "BTC-USD", "side": "buy", "price": "95", "qty": "1"})
     assert code == 201, (code, body)
+    assert node.proc is not None
     return node, seconds, rss_kib(node.proc.pid)
 
 

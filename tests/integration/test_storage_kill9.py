@@ -7,11 +7,12 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
 
 from tests.harness import Cluster, converged, wait_until
 from tests.integration.answers import UNREACHABLE, Answers, random_order
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 KILLS = 6
 CLIENTS = 12
 

@@ -7,6 +7,7 @@ import asyncio
 import random
 import re
 import urllib.request
+from typing import Any
 
 import aiohttp
 
@@ -14,7 +15,7 @@ from tests.harness import Cluster, NodeProcess, wait_until
 from tests.raw_ws import StalledClient
 from tests.stream_client import LocalBook, StreamClient
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def two_nodes(cluster: Cluster) -> tuple[NodeProcess, NodeProcess]:
@@ -52,7 +53,7 @@ async def test_book_and_trades_from_another_node_arrive_in_sequence(cluster):
                 local.apply(message)           # raises on a sequence gap or a checksum mismatch
             return False
 
-        async def settled() -> None:
+        async def settled() -> tuple[list[Any], list[Any]]:
             while True:
                 book = await in_thread(a.get, "/book/BTC-USD?depth=250")
                 trades = await in_thread(a.get, "/trades/BTC-USD?limit=10000")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 
 from tests.crossing import cross, open_ids
@@ -17,7 +18,7 @@ from tests.harness import Cluster, converged, free_ports, wait_until
 from tests.typescript_client import needs_build, run, start
 
 pytestmark = needs_build
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
 def test_a_node_program_trades_with_its_own_key_and_its_switch_fires_after_its_node_dies(cluster: Cluster):

@@ -135,7 +135,7 @@ class GrapeCluster(Sequence[str]):
         taken.add(port)
         return port
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.urls[index]
 
     def __len__(self) -> int:

@@ -98,8 +98,8 @@ def test_nodes_without_a_tcp_path_exchange_messages_over_grenache(cluster, grape
     assert grenache_count(summary) >= 21 and "grape up" in summary, summary
     routing = a.cli("routing")
     assert routing.returncode == 0 and grenache_count(routing.stdout) >= 21, routing.stdout + routing.stderr
-    status = a.cli("status")
-    assert "protection on" in status.stdout and grenache_count(status.stdout) >= 21, status.stdout
+    shown = a.cli("status")
+    assert "protection on" in shown.stdout and grenache_count(shown.stdout) >= 21, shown.stdout
 
 
 def test_linked_nodes_lose_nothing_when_every_grape_dies(cluster, grapes) -> None:
@@ -125,4 +125,5 @@ def test_linked_nodes_lose_nothing_when_every_grape_dies(cluster, grapes) -> Non
     assert metric(a, "exchange_node_router_unicast_sent_total", path="direct") >= 40  # ours and the exchange's
     assert metric(a, "exchange_node_router_unicast_sent_total", path="grenache") == 0
     assert b.node_id in a.connected_ids()
+    assert a.proc is not None and b.proc is not None
     assert a.proc.poll() is None and b.proc.poll() is None

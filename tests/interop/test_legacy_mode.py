@@ -10,6 +10,8 @@ flow via Grenache and the metrics say so.
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 import pytest
 
@@ -17,7 +19,7 @@ from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
-FAST = {"heartbeat_interval": 0.2, "discovery_grenache": "true"}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "discovery_grenache": "true"}
 
 
 def place(node: NodeProcess, side: str, price: str, qty: str = "1") -> dict:
@@ -67,6 +69,7 @@ def test_a_legacy_node_trades_with_hybrid_nodes_through_grenache(cluster: Cluste
     trades = legacy.get("/trades/BTC-USD")["trades"]
     assert {t["maker_order_id"] for t in trades} == {sell["id"], sold["id"]} and len(trades) == 3
     # the legacy node listens only for its API and its Grenache endpoint: no peer port
+    assert legacy.proc is not None
     ports = listening_ports(legacy.proc.pid)
     api_port = int(legacy.api_url.rsplit(":", 1)[1])
     grenache_port = legacy.status()["router"]["grenache"]["port"]
@@ -75,7 +78,7 @@ def test_a_legacy_node_trades_with_hybrid_nodes_through_grenache(cluster: Cluste
 
 
 def test_walled_hybrid_nodes_trade_over_grenache(cluster: Cluster, grapes) -> None:
-    walled = {"p2p_host": "127.0.0.2", "grenache_messages_host": "127.0.0.1", **FAST}
+    walled: dict[str, Any] = {"p2p_host": "127.0.0.2", "grenache_messages_host": "127.0.0.1", **FAST}
     a = cluster.node("a", found_after=0, grape_urls=grapes[0], **walled)
     wait_until(lambda: a.status()["chain_id"], 15)
     b = cluster.node("b", grape_urls=grapes[1], **walled)

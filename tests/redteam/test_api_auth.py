@@ -41,6 +41,7 @@ PUBLIC = ["/status", "/health", "/ready", "/metrics", "/book/BTC-USD", "/trades/
 def raw(url: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
         ) -> tuple[int, bytes, dict[str, str]]:
     parts = urlsplit(url)
+    assert parts.hostname is not None
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)

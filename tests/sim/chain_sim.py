@@ -272,9 +272,9 @@ class ChainSimulation:
                     for body in self._byzantine_variants(node, message, target):
                         self._send(node.index, target, message["type"], body)
             case SendTo(node_id, message):
-                target = self.by_id.get(node_id)
-                if target is not None:
-                    self._send(node.index, target.index, message["type"], message["body"])
+                addressee = self.by_id.get(node_id)
+                if addressee is not None:
+                    self._send(node.index, addressee.index, message["type"], message["body"])
             case Broadcast(message):
                 for other in self.nodes:
                     self._send(node.index, other.index, message["type"], message["body"])
@@ -486,7 +486,9 @@ class ChainSimulation:
             if core.state.height < top - 1:
                 problems.append(f"node {node.index} at height {core.state.height}, others at {top}")
             # a node that never came back cannot hand on what it accepted (its disk holds it)
-            missing = [tx_id for tx_id, by in self.accepted.items() if tx_id not in core.state.app.resolved
+            app = core.state.app
+            assert isinstance(app, SimApp)          # every simulated node runs the stand-in exchange
+            missing = [tx_id for tx_id, by in self.accepted.items() if tx_id not in app.resolved
                        and not self.nodes[by].crashed]
             if missing and core.state.height >= top - 1:
                 problems.append(f"node {node.index} lacks {len(missing)} accepted txs, e.g. {missing[0]}")
@@ -532,7 +534,7 @@ def random_scenario(seed: int) -> Scenario:
         index = rng.choice(honest)
         at = rng.uniform(0.2, 3.0)
         crashes.append((at, at + rng.uniform(0.2, 1.5), index))
-    skew = {i: rng.choice([10 ** 5, -10 ** 5]) for i in byzantine if rng.random() < 0.5}
+    skew: dict[int, float] = {i: rng.choice([10 ** 5, -10 ** 5]) for i in byzantine if rng.random() < 0.5}
     return Scenario(validators=n, followers=followers, byzantine=byzantine, partitions=partitions, crashes=crashes,
                     drop=rng.choice([0.0, 0.02, 0.1]), duplicate=rng.choice([0.0, 0.05]),
                     delay=(0.0005, rng.choice([0.01, 0.03, 0.08])), clock_skew=skew)

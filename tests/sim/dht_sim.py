@@ -85,7 +85,7 @@ class DhtSim:
     def add_sybils(self, target: str, count: int, prefix_bits: int) -> list[str]:
         """`count` attacker nodes with ids sharing `prefix_bits` leading bits with `target` (as if keys were
         ground until their hash came that close), all in one attacker's few subnets."""
-        ids = []
+        ids: list[str] = []
         while len(ids) < count:
             key = self.rng.randbytes(32)
             node_id = _stub_node_id(key)

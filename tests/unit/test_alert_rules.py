@@ -34,7 +34,7 @@ def alert_names() -> list[str]:
 
 
 def dashboard_queries() -> list[str]:
-    queries = []
+    queries: list[str] = []
 
     def walk(panels: list[dict]) -> None:
         for panel in panels:

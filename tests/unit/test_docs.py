@@ -80,7 +80,7 @@ def test_every_module_a_document_names_exists(doc: Path) -> None:
 
 
 def test_every_document_is_linked_from_another() -> None:
-    links = {}
+    links: dict[Path, set[str]] = {}
     for doc in DOCS:
         for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", doc.read_text()):
             links.setdefault((doc.parent / target).resolve(), set()).add(doc.name)

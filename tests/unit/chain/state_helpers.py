@@ -166,7 +166,7 @@ class Workload:
 
     def blocks(self, txs: int, per_block: int = 25) -> list[list[SignedTx]]:
         """`txs` transactions in blocks of `per_block`, each expiring 5 s after its block's time."""
-        blocks = []
+        blocks: list[list[SignedTx]] = []
         for start in range(0, txs, per_block):
             self.make.base_time = T0 + len(blocks) * BLOCK_MS
             blocks.append([self.tx() for _ in range(min(per_block, txs - start))])

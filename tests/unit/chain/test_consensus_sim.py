@@ -15,7 +15,7 @@ import os
 import pytest
 
 from exchange.chain.effects import ChainEffect, SendTo
-from tests.sim.chain_sim import ChainSimulation, Scenario, run_many
+from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp, run_many
 
 SEEDS = int(os.environ.get("CHAIN_SIM_SEEDS", "1000"))
 
@@ -125,7 +125,9 @@ def test_orders_held_by_a_cut_off_follower_past_their_expiry_still_resolve_every
     every node (none vanishes)."""
     sim = _run(21, Scenario(validators=4, followers=1, drop=0.0, duplicate=0.0, tx_lifetime=1.0, submit_rate=10.0,
                             partitions=[(0.5, 3.5, [{0, 1, 2, 3}, {4}])], fault_until=3.5, settle=4.0))
-    resolved = sim.nodes[0].core.state.app.resolved
+    core = sim.nodes[0].core
+    assert core is not None and isinstance(core.state.app, SimApp)
+    resolved = core.state.app.resolved
     assert "expired" in resolved.values() and "applied" in resolved.values()
     assert all(tx_id in resolved for tx_id in sim.accepted)
 
@@ -160,6 +162,7 @@ def test_a_validator_cut_off_and_back_catches_up_without_a_block_from_every_vali
     sent = _catchup_blocks_sent(sim)
     result = sim.run()
     assert not result["problems"]
-    heights = {node.index: node.core.state.height for node in sim.nodes}
+    assert all(node.core is not None for node in sim.nodes)
+    heights = {node.index: node.core.state.height for node in sim.nodes if node.core is not None}
     assert heights[4] == heights[0] > 20, heights
     assert len(sent) <= 4, sent      # it asks for what it missed (sync) instead of being sent it by all

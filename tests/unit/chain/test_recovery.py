@@ -101,6 +101,12 @@ def _recovery_block(core: ChainCore, tx: Recover, *, proposer: bytes | None = No
     return Block(header, items)
 
 
+def _next_set(change: Recover, validators: ValidatorSet) -> ValidatorSet:
+    after = change.next_set(validators)
+    assert after is not None            # a recovery always names the set after it
+    return after
+
+
 def _signed(sim: ChainSimulation, block: Block, signers: ValidatorSet, round_: int = RECOVERY_ROUND,
             leave_out: int = 0) -> Commit:
     keys = {n.keys.public_key: n.keys for n in sim.nodes}
@@ -131,29 +137,29 @@ def test_every_node_refuses_a_recovery_that_breaks_the_rule():
     cases = []
     ok = Recover(height, follower.state.last_block_id, keep)
     block = _recovery_block(follower, ok)
-    cases.append(("a survivor's signature missing", block, _signed(sim, block, ok.next_set(old), leave_out=1)))
+    cases.append(("a survivor's signature missing", block, _signed(sim, block, _next_set(ok, old), leave_out=1)))
     cases.append(("certified by a quorum of the old set", block, _signed(sim, block, old, leave_out=1)))
-    cases.append(("signed at an ordinary round", block, _signed(sim, block, ok.next_set(old), round_=0)))
+    cases.append(("signed at an ordinary round", block, _signed(sim, block, _next_set(ok, old), round_=0)))
     seating = Recover(height, follower.state.last_block_id, (*keep, stranger))
     block = _recovery_block(follower, seating)
-    cases.append(("seating a node outside the set", block, _signed(sim, block, seating.next_set(old))))
+    cases.append(("seating a node outside the set", block, _signed(sim, block, _next_set(seating, old))))
     other = Recover(height, bytes(32), keep)
     block = _recovery_block(follower, other)
-    cases.append(("naming another block at H", block, _signed(sim, block, other.next_set(old))))
+    cases.append(("naming another block at H", block, _signed(sim, block, _next_set(other, old))))
     alone = Recover(height, follower.state.last_block_id, keep[:1])
     block = _recovery_block(follower, alone)
-    cases.append(("kept by one validator of four", block, _signed(sim, block, alone.next_set(old))))
+    cases.append(("kept by one validator of four", block, _signed(sim, block, _next_set(alone, old))))
     everyone_else = Recover(height, follower.state.last_block_id, keep)
     block = _recovery_block(follower, everyone_else, proposer=old.keys[0] if old.keys[0] not in keep else
-                            next(k for k in keep if k != ok.next_set(old).proposer(height + 1, RECOVERY_ROUND)))
-    cases.append(("built by another than its designated member", block, _signed(sim, block, ok.next_set(old))))
+                            next(k for k in keep if k != _next_set(ok, old).proposer(height + 1, RECOVERY_ROUND)))
+    cases.append(("built by another than its designated member", block, _signed(sim, block, _next_set(ok, old))))
     for name, block, commit in cases:
         core = _offer(sim, block, commit)
         assert core.height == height, f"applied a recovery {name}"
         assert core.state.validators.keys == old.keys, name
         assert core.judge_certified(block, commit) is False, name
     good = _recovery_block(follower, ok)
-    core = _offer(sim, good, _signed(sim, good, ok.next_set(old)))
+    core = _offer(sim, good, _signed(sim, good, _next_set(ok, old)))
     assert core.height == height + 1 and core.state.validators.keys == tuple(sorted(keep)), \
         "the same recovery signed by every survivor is applied (the refusals above were for their flaws)"
 

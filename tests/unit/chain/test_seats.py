@@ -17,7 +17,7 @@ from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promot
 from exchange.chain.seats import Seats
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
-from tests.sim.chain_sim import BASE_TIME, ChainSimulation, FakeKeys, Scenario, fake_verify
+from tests.sim.chain_sim import BASE_TIME, ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
 
 
 def _network() -> ChainSimulation:
@@ -93,6 +93,7 @@ def test_a_captured_quorum_cannot_run_a_forged_order_or_move_time():
     height = follower.height
     follower.on_message("chain_decision", [block.wire(), commit.wire()], sim.nodes[0].keys.node_id, follower.now + 0.01)
     assert follower.height == height + 1
+    assert isinstance(follower.state.app, SimApp)
     assert forged.id not in follower.state.app.resolved, "a forged transaction ran"
     assert follower.counters["refused_certified_txs"] == 1
     future, future_commit = _certified(sim, follower, [], ahead_ms=24 * 3600 * 1000)

@@ -62,7 +62,8 @@ def test_an_honest_snapshot_is_installed_and_anything_tampered_is_refused():
     flipped[len(flipped) // 2] ^= 1
     assert core.install_snapshot(bytes(flipped), commit_at, next_block, next_commit, proofs, _app_from, now)
     forged = [(b, Commit(c.height, c.round, c.block_id, tuple((i, bytes(64)) for i, _ in c.sigs))) for b, c in proofs]
-    assert "proof" in core.install_snapshot(data, commit_at, next_block, next_commit, forged, _app_from, now)
+    refused = core.install_snapshot(data, commit_at, next_block, next_commit, forged, _app_from, now)
+    assert refused is not None and "proof" in refused
     assert core.install_snapshot(data, next_commit, next_block, next_commit, proofs, _app_from, now)
     assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs[:-1], _app_from, now)
     assert core.height == 0 and core.state.validators.epoch == 0

@@ -68,7 +68,8 @@ def test_replace_counts_the_new_size_less_the_old_one(make):
     chain.block([order])
     grow = make(1, [replace("BTC-USD", order.order_id(0), "100", "11")])
     assert outcomes(chain.block([grow])) == [("rejected", "credit_limit")]
-    assert chain.state.order(order.order_id(0))["status"] == "open"
+    kept = chain.state.order(order.order_id(0))
+    assert kept is not None and kept["status"] == "open"
     shift = make(1, [replace("BTC-USD", order.order_id(0), "99", "10")])
     assert outcomes(chain.block([shift])) == [("open", None)]
     assert chain.state.position(A)["reserved"]["USD"] == "990.000000"
@@ -89,7 +90,8 @@ def test_lowering_a_limit_cancels_nothing_but_refuses_more_risk(make):
     chain = credit_chain()
     resting = make(1, [new("BTC-USD", "buy", "100", "9")])
     chain.block([resting, make(9, [grant(A, "USD", "10")])])
-    assert chain.state.order(resting.order_id(0))["status"] == "open"
+    kept = chain.state.order(resting.order_id(0))
+    assert kept is not None and kept["status"] == "open"
     result = chain.block([make(1, [new("BTC-USD", "buy", "1", "0.01"), new("BTC-USD", "sell", "200", "0.5")])])
     assert outcomes(result) == [("rejected", "credit_limit"), ("open", None)]
 
@@ -114,9 +116,10 @@ def test_a_random_run_never_breaks_a_limit_and_reservations_match_the_open_order
                                        state.params.assets.markets[order.market])
             held = expected.setdefault(order.owner, {})
             held[asset] = held.get(asset, 0) + amount
+        assert state.credit is not None and state.params.default_limits is not None
         assert state.credit.exposure == expected
         for who in accounts:
             for asset, limit in state.params.default_limits.items():
-                held = state.positions.get(who, asset) - state.credit.exposure.get(who, {}).get(asset, 0)
-                assert held >= -limit, (who, asset)
+                balance = state.positions.get(who, asset) - state.credit.exposure.get(who, {}).get(asset, 0)
+                assert balance >= -limit, (who, asset)
     assert refused > 20   # the limits really were in play

@@ -57,6 +57,7 @@ def test_a_restored_state_fed_the_rest_equals_one_fed_everything():
     assert len(whole.state.replay) > 100 and len(whole.state.open_orders) > 20
     assert resumed.state.snapshot() == whole.state.snapshot()
     assert views(resumed.state) == views(whole.state)
+    assert resumed.state.credit is not None and whole.state.credit is not None
     assert resumed.state.credit.exposure == whole.state.credit.exposure
 
 
@@ -94,6 +95,7 @@ def test_a_seeded_run_of_1000_orders_positions_equal_the_summed_trade_log(seed):
             filled[trade["taker_order_id"]] += Decimal(trade["qty"])
     for order_id, amount in filled.items():
         view = chain.state.order(order_id)
+        assert view is not None
         assert amount == Decimal(view["filled"]) <= Decimal(view["qty"])
 
 

@@ -17,7 +17,7 @@ from collections import deque
 from types import FunctionType, ModuleType
 
 from exchange.app import ExchangeParams, ExchangeState
-from exchange.app.txs import SignedTx
+from exchange.app.txs import Op, SignedTx
 from tests.unit.chain.state_helpers import CHAIN, T0, account, cancel, new
 
 ORDERS = 200_000
@@ -33,10 +33,10 @@ def steady_transactions(seed: int):
     """Each transaction cancels the account's order from KEEP of its transactions ago and places a new one."""
     rng = random.Random(seed)
     keys = [account(n) for n in range(ACCOUNTS)]
-    recent = [deque(maxlen=KEEP) for _ in range(ACCOUNTS)]
+    recent: list[deque[str]] = [deque(maxlen=KEEP) for _ in range(ACCOUNTS)]
     for n in range(ORDERS):
         who = rng.randrange(ACCOUNTS)
-        ops = []
+        ops: list[Op] = []
         if len(recent[who]) == KEEP:
             ops.append(cancel("BTC-USD", recent[who][0]))
         side = rng.choice(("buy", "sell"))

@@ -9,11 +9,13 @@ positions equal the summed trades, and every asset sums to zero over all account
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.txs import CancelOp, ReplaceOp, SignedTx
 from exchange.commands import CancelOrder, ReplaceOrder
 from exchange.orders import OrderType, SelfTradeMode, Side
 from tests.unit.chain.state_helpers import (CHAIN, T0, Chain, TxMaker, account, cancel, grant, new, nonzero, replace,
@@ -85,10 +87,11 @@ def trades_of(events: list, symbol: str) -> list[tuple]:
 def test_random_blocks_match_the_reference_model(plan):
     chain, make, model = Chain(ExchangeState(ExchangeParams(MARKETS), CHAIN)), TxMaker(), Model()
     issued: list[str] = []
-    sent = []
+    sent: list[SignedTx] = []
     filled: dict[str, int] = defaultdict(int)
     for block_plan in plan:
-        txs, expected, expected_trades = [], [], []
+        txs, expected_trades = [], []
+        expected: list[tuple[str, list[tuple[str, Any]]]] = []
         for tx_step in block_plan:
             if tx_step[0] == "again":
                 if sent:
@@ -114,6 +117,7 @@ def test_random_blocks_match_the_reference_model(plan):
                     issued.append(order_id)
                     outcomes.append(outcome)
                     continue
+                assert isinstance(op, (CancelOp, ReplaceOp))        # every other step made one of these
                 problem = model.target_problem(op.order_id, who, step[1])
                 if step[0] == "cancel":
                     if problem is None:
@@ -147,7 +151,9 @@ def test_random_blocks_match_the_reference_model(plan):
             l3 = chain.state.venues[symbol].engine.l3()
             assert {k: [(o.id, o.price, o.remaining) for o in v] for k, v in l3.items()} == book.book()
         for order_id, amount in filled.items():
-            assert amount <= int(chain.state.order(order_id)["qty"])
+            view = chain.state.order(order_id)
+            assert view is not None
+            assert amount <= int(view["qty"])
         assert state_positions(chain.state, ACCOUNTS) == nonzero(trade_positions(chain.results, MARKETS))
         assert all(total == 0 for total in chain.state.positions.totals().values())
 

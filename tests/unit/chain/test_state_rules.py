@@ -167,7 +167,8 @@ def test_a_committed_transaction_is_refused_after_the_window_forgets_it():
     assert len(state.replay) == 1
     result = chain.block([tx], time_ms=T0 + 5_000 + BUCKET_MS)
     assert result.txs[0].status == "expired" and len(state.replay) == 0
-    assert state.order(tx.order_id(0))["status"] == "open"   # the applied order keeps its record
+    kept = state.order(tx.order_id(0))
+    assert kept is not None and kept["status"] == "open"    # the applied order keeps its record
     assert state.book("BTC-USD")["bids"] == [["100.00", "1.0000"]]
 
 

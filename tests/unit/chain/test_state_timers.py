@@ -7,7 +7,7 @@ import pytest
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.snapshot import InvalidStateSnapshot
 from exchange.app.timers import MAX_SWITCH_MS, Timers
-from exchange.app.txs import CancelAllOp, InvalidTx, NewOrderOp, ScheduleCancelOp, SignedTx, op_from_json, parse_op
+from exchange.app.txs import CancelAllOp, InvalidTx, NewOrderOp, Op, ScheduleCancelOp, SignedTx, op_from_json, parse_op
 from tests.unit.chain.state_helpers import BLOCK_MS, CHAIN, MARKETS, T0, Chain, account, new
 
 A, B = account(1).hex(), account(2).hex()
@@ -120,7 +120,7 @@ def test_an_until_already_passed_is_refused_and_only_resting_types_may_have_one(
 
 
 def test_new_ops_sign_over_text_and_round_trip_wire_and_json():
-    ops = [gtt("BTC-USD", "buy", "90", "1", T0), CancelAllOp.parse(None, "sell"), CancelAllOp.parse("BTC-USD", None),
+    ops: list[Op] = [gtt("BTC-USD", "buy", "90", "1", T0), CancelAllOp.parse(None, "sell"), CancelAllOp.parse("BTC-USD", None),
            ScheduleCancelOp.parse(T0), ScheduleCancelOp.parse(None), new("BTC-USD", "buy", "90", "1")]
     assert [op.line() for op in ops] == [
         f"new BTC-USD buy limit 90 1 - until={T0}", "cancel_all - sell", "cancel_all BTC-USD -",

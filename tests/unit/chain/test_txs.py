@@ -101,7 +101,9 @@ def test_a_grant_op_has_documented_bytes_and_round_trips():
     assert tx.signed_bytes.decode().endswith(f"\ngrant {account} USD 2500.5")
     for copy in (SignedTx.from_wire(tx.wire()), SignedTx.from_json(tx.as_json())):
         assert copy.id == tx.id and copy.signature_valid()
-        assert (copy.ops[0].account, copy.ops[0].asset, copy.ops[0].limit) == (account, "USD", "2500.5")
+        grant = copy.ops[0]
+        assert isinstance(grant, GrantOp)
+        assert (grant.account, grant.asset, grant.limit) == (account, "USD", "2500.5")
 
 
 @pytest.mark.parametrize("op, code", [

@@ -3,12 +3,13 @@ repeat, across restarts too."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from exchange.app.txs import SignedTx
 from exchange_node_client import AsyncClient, NonceSource, Signer, signed_text, tx_id
 
 CHAIN = "ab" * 32
-OPS = [
+OPS: list[dict[str, Any]] = [
     {"op": "new", "market": "BTC-USD", "side": "buy", "type": "limit", "price": "100.25", "qty": "0.5", "stp": None},
     {"op": "new", "market": "BTC-USD", "side": "sell", "type": "market", "price": None, "qty": "1", "stp": "cancel_both"},
     {"op": "new", "market": "ETH-USD", "side": "buy", "type": "post_only", "price": "5", "qty": "2", "stp": None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
+from exchange.commands import CancelOrder, Command, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.orders import OrderType, SelfTradeMode, Side
 
@@ -50,7 +50,7 @@ class ReferenceMatcher:
 
     # ---------------------------------------------------------------- commands
 
-    def apply(self, command: object) -> list[tuple]:
+    def apply(self, command: Command) -> list[tuple]:
         if isinstance(command, NewOrder):
             return self.new(command.order_id, command.side, command.order_type, command.quantity, command.price,
                             command.owner, command.self_trade or self.default_mode)
@@ -140,9 +140,11 @@ class ReferenceMatcher:
             return False
         if limit is None:
             return True
+        assert maker.price is not None          # only priced orders rest
         return maker.price <= limit if taker_side is Side.BUY else maker.price >= limit
 
     def priority(self, maker: RefOrder) -> tuple[int, int]:
+        assert maker.price is not None          # only priced orders rest
         return (maker.price if maker.side is Side.SELL else -maker.price, maker.arrival)
 
     def crossing_in_priority(self, side: Side, limit: int | None) -> list[RefOrder]:
@@ -166,7 +168,7 @@ class ReferenceMatcher:
                 return True
         return False
 
-    def book(self) -> dict[str, list[tuple[str, int, int]]]:
+    def book(self) -> dict[str, list[tuple[str, int | None, int]]]:
         """L3 in priority order: (id, price, remaining)."""
         return {name: [(o.id, o.price, o.remaining)
                        for o in sorted((o for o in self.resting if o.side is side), key=self.priority)]

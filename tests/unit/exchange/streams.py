@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
+from exchange.commands import CancelOrder, Command, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.markets import parse_market_entry
 from exchange.orders import OrderType, SelfTradeMode, Side
 
@@ -19,10 +19,10 @@ by_index = st.tuples(st.sampled_from(["cancel", "reduce", "replace"]), st.intege
 operations = st.lists(st.one_of(new_order, new_order, by_index), max_size=60)
 
 
-def commands(plan: list[tuple]) -> list[object]:
+def commands(plan: list[tuple]) -> list[Command]:
     """Turn a drawn plan into commands; cancel/reduce/replace refer to earlier ids by index (some long gone)."""
     issued: list[str] = []
-    result: list[object] = []
+    result: list[Command] = []
     for step in plan:
         if step[0] == "new":
             _, side, kind, price, qty, owner, mode = step

@@ -37,8 +37,8 @@ def test_heap_and_queue_compaction_keep_the_book_right():
         apply(NewOrder(f"r{i}", side, OrderType.LIMIT, 2, price, "again"))
         if i % 3:
             apply(CancelOrder(f"r{i}"))
-    for side in (engine.book.bids, engine.book.asks):
-        assert len(side.heap) <= 2 * len(side.levels) + 64  # stale keys were compacted
+    for book_side in (engine.book.bids, engine.book.asks):
+        assert len(book_side.heap) <= 2 * len(book_side.levels) + 64  # stale keys were compacted
     book = engine.book.depth()
     assert book["bids"] == sorted(book["bids"], key=lambda level: -level[0])
     assert book["asks"] == sorted(book["asks"], key=lambda level: level[0])

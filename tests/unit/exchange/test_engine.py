@@ -6,10 +6,10 @@ import msgpack
 import orjson
 import pytest
 
-from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder, command_from_dict
+from exchange.commands import CancelOrder, Command, NewOrder, ReduceOrder, ReplaceOrder, command_from_dict
 from exchange.display import depth_view, order_view, trade_view
 from exchange.errors import InvalidCommand, InvalidSnapshot
-from exchange.events import OrderRejected, Trade
+from exchange.events import OrderAccepted, OrderRejected, Trade
 from exchange.markets import parse_market_entry
 from exchange.matching import MAX_ORDER_ID_CHARS, MatchingEngine
 from exchange.orders import OrderStatus, OrderType, SelfTradeMode, Side, order_id_from_key
@@ -72,7 +72,9 @@ def test_an_invalid_side_leaves_a_crossing_book_untouched() -> None:
     before = subject.digest()
     for side in ("buy", None, 0):
         assert rejection(subject.place_order("x", side, LIMIT, 5, 10000, "ann")) == "invalid_side"  # type: ignore[arg-type]
-    assert subject.digest() == before and subject.order("s1").remaining == 5
+    resting = subject.order("s1")
+    assert resting is not None
+    assert subject.digest() == before and resting.remaining == 5
 
 
 def test_duplicate_live_id_is_rejected_and_unknown_commands_too() -> None:
@@ -93,15 +95,20 @@ def test_statuses_follow_the_order_life() -> None:
     subject = engine()
     subject.apply(NewOrder("s1", SELL, LIMIT, 10, 10000, "ann"))
     maker = subject.order("s1")
+    assert maker is not None
     assert maker.status is OrderStatus.OPEN
     events = subject.apply(NewOrder("b1", BUY, OrderType.IOC, 4, 10000, "bob"))
-    taker = events[0].order
+    accepted = events[0]
+    assert isinstance(accepted, OrderAccepted)
+    taker = accepted.order
     assert maker.status is OrderStatus.PARTIALLY_FILLED and maker.filled == 4
     assert taker.status is OrderStatus.FILLED and subject.order("b1") is None
     subject.apply(NewOrder("b2", BUY, OrderType.IOC, 8, 10000, "bob"))
     assert maker.status is OrderStatus.FILLED and subject.order("s1") is None
     events = subject.apply(NewOrder("b3", BUY, OrderType.MARKET, 8, None, "bob"))
-    assert events[0].order.status is OrderStatus.CANCELLED and events[0].order.reason == "market_remainder"
+    accepted = events[0]
+    assert isinstance(accepted, OrderAccepted)
+    assert accepted.order.status is OrderStatus.CANCELLED and accepted.order.reason == "market_remainder"
 
 
 def test_views_best_spread_depth_l3() -> None:
@@ -131,11 +138,13 @@ def test_events_and_orders_are_plain_data() -> None:
     assert isinstance(trade, Trade) and trade.id == "b1:s1"
     assert (trade.buy_order_id, trade.sell_order_id, trade.price) == ("b1", "s1", 10000)
     assert dicts[1]["maker_remaining"] == 0 and dicts[1]["taker_remaining"] == 2
-    resting = subject.order("b1").to_dict()
+    b1 = subject.order("b1")
+    assert b1 is not None
+    resting = b1.to_dict()
     assert resting["status"] == "partially_filled" and resting["filled"] == 5 and resting["created_key"] == [2, "b", 1]
     market = subject.market
     assert trade_view(trade, market)["price"] == "100.00"
-    assert order_view(subject.order("b1"), market)["remaining"] == "0.2"
+    assert order_view(b1, market)["remaining"] == "0.2"
 
 
 @pytest.mark.parametrize("command", [
@@ -144,7 +153,7 @@ def test_events_and_orders_are_plain_data() -> None:
     CancelOrder("o1", "ann"), CancelOrder("o1"), ReduceOrder("o1", 2, None),
     ReplaceOrder("o1", "o3", 4, 10010, (4, "node", 1), "ann"),
 ])
-def test_commands_round_trip_through_plain_dicts(command: object) -> None:
+def test_commands_round_trip_through_plain_dicts(command: Command) -> None:
     data = msgpack.unpackb(msgpack.packb(command.to_dict()))
     rebuilt = command_from_dict(data)
     assert type(rebuilt) is type(command) and rebuilt.to_dict() == command.to_dict()
@@ -235,7 +244,9 @@ def test_sizes_and_prices_past_the_fast_check_cap_take_the_detailed_check() -> N
     assert [e.kind for e in subject.place_order("s1", SELL, LIMIT, big_qty, big_price, "ann")] == ["accepted"]
     events = subject.place_order("b1", BUY, LIMIT, big_qty + 3, big_price, "bob")
     assert [e.kind for e in events] == ["accepted", "trade"]
-    assert (events[1].price, events[1].quantity, events[1].taker_remaining) == (big_price, big_qty, 3)
+    trade = events[1]
+    assert isinstance(trade, Trade)
+    assert (trade.price, trade.quantity, trade.taker_remaining) == (big_price, big_qty, 3)
     assert subject.depth() == {"bids": [(big_price, 3)], "asks": []}
     assert rejection(subject.place_order("b2", BUY, LIMIT, 10_000_000_001, 5, "bob")) == "qty_above_max"
     assert rejection(subject.place_order("b3", BUY, LIMIT, 5, 100_000_000_001, "bob")) == "price_above_band"

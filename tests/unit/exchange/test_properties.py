@@ -7,19 +7,19 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.commands import CancelOrder, NewOrder
+from exchange.commands import CancelOrder, Command, NewOrder
 from exchange.events import OrderAccepted, OrderCancelled, Trade
 from exchange.matching import MatchingEngine
 from exchange.orders import Order, Side
 from tests.unit.exchange.streams import MARKET, commands, operations
 from tests.unit.exchange.reference import ReferenceMatcher, describe
 
-def run(command_list: list[object]) -> tuple[MatchingEngine, list[list[dict]]]:
+def run(command_list: list[Command]) -> tuple[MatchingEngine, list[list[dict]]]:
     engine = MatchingEngine(MARKET)
     return engine, [[event.to_dict() for event in engine.apply(command)] for command in command_list]
 
 
-def l3(engine: MatchingEngine) -> dict[str, list[tuple[str, int, int]]]:
+def l3(engine: MatchingEngine) -> dict[str, list[tuple[str, int | None, int]]]:
     return {name: [(o.id, o.price, o.remaining) for o in orders] for name, orders in engine.l3().items()}
 
 

@@ -34,7 +34,7 @@ def test_snapshot_plus_updates_is_always_the_top_n(start, batches, depth):
     client.apply(message(view, 0))
     seq = 0
     for batch in batches:
-        touched = {"bids": set(), "asks": set()}
+        touched: dict[str, set[int]] = {"bids": set(), "asks": set()}
         for side, price, lots in batch:
             price = price * 10 + (0 if side == "bids" else 700)
             if mirror.set_level(side, price, lots):

@@ -20,6 +20,7 @@ def test_default_account_is_created_once_with_private_modes(tmp_path):
     assert first.name == "default" and len(first.public_key) == 32 and first.id == first.public_key.hex()
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "accounts").stat().st_mode) == 0o700
+    assert first.path is not None
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o600
     assert first.path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert sorted(p.name for p in (data_dir / "accounts").iterdir()) == ["default.pem"]  # no temp file left
@@ -32,7 +33,9 @@ def test_signatures_verify_and_match_the_pem_key(tmp_path):
     signature = account.sign(b"order bytes")
     assert verify(account.public_key, signature, b"order bytes")
     assert not verify(account.public_key, signature, b"order bytez")
+    assert account.path is not None
     pem_key = serialization.load_pem_private_key(account.path.read_bytes(), password=None)
+    assert isinstance(pem_key, Ed25519PrivateKey)
     assert pem_key.sign(b"order bytes") == signature  # Ed25519 is deterministic: same key, same signature
     Ed25519PublicKey.from_public_bytes(account.public_key).verify(signature, b"order bytes")
 
@@ -66,10 +69,14 @@ def test_unnamed_accounts_take_the_next_free_name(tmp_path):
 
 def test_existing_name_is_refused_and_key_kept(tmp_path):
     store = AccountStore(tmp_path)
-    before = store.new("alice").path.read_bytes()
+    created = store.new("alice").path
+    assert created is not None
+    before = created.read_bytes()
     with pytest.raises(AccountError, match="already exists"):
         AccountStore(tmp_path).new("alice")
-    assert store.get("alice").path.read_bytes() == before
+    kept = store.get("alice").path
+    assert kept is not None
+    assert kept.read_bytes() == before
 
 
 @pytest.mark.process     # a spawn pool of creators
@@ -100,6 +107,7 @@ def test_loose_directory_mode_is_refused_with_the_fix(tmp_path):
 
 def test_loose_key_mode_is_refused_with_the_fix(tmp_path):
     path = AccountStore(tmp_path).new("alice").path
+    assert path is not None
     os.chmod(path, 0o644)
     with pytest.raises(AccountError) as info:
         AccountStore(tmp_path).get("alice")

@@ -25,7 +25,9 @@ def test_each_address_gets_its_own_burst_then_its_rate():
     clock = Clock()
     limit = PublicRateLimit(per_address=10, total=1000, clock=clock)
     assert all(limit.check("203.0.113.5") is None for _ in range(20))          # two seconds' worth at once
-    which, wait = limit.check("203.0.113.5")
+    held = limit.check("203.0.113.5")
+    assert held is not None
+    which, wait = held
     assert which == "per_address" and 0 < wait <= 0.1
     assert limit.check("198.51.100.7") is None                                 # someone else is not held up
     clock.now += 0.5

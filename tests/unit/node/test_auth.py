@@ -76,7 +76,9 @@ async def guarded(tmp_path):
     install_auth(app, tmp_path, API_TOKEN)
 
     async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"route": request.match_info.route.resource.canonical, **request.match_info})
+        resource = request.match_info.route.resource
+        assert resource is not None
+        return web.json_response({"route": resource.canonical, **request.match_info})
 
     app.router.add_get("/status", ok)
     app.router.add_get("/book/{market}", ok)

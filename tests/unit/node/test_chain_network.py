@@ -19,7 +19,7 @@ class Registry:
 
 def offered(handler):
     rpc = Registry()
-    P2PChainNetwork(peers=None, router=None, rpc=rpc).offer("chain.x", handler)
+    P2PChainNetwork(peers=None, router=None, rpc=rpc).offer("chain.x", handler)  # type: ignore[arg-type]  # RPC only
     return rpc.handlers["chain.x"]
 
 

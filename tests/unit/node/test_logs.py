@@ -21,7 +21,9 @@ def capture():
     def configure(fmt: str) -> io.StringIO:
         logs.configure_logging("DEBUG", fmt)
         buffer = io.StringIO()
-        logging.getLogger().handlers[0].setStream(buffer)
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(buffer)
         return buffer
 
     saved = logging.getLogger().handlers[:], logging.getLogger().level

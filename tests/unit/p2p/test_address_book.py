@@ -67,9 +67,11 @@ def test_higher_priority_source_wins_on_merge():
     book = AddressBook()
     book.add(Candidate("127.0.0.1", 9000, "pex", "a" * 40))
     book.add(Candidate("127.0.0.1", 9000, "mdns", "a" * 40))
-    assert book.get(("127.0.0.1", 9000)).source == "mdns"
+    known = book.get(("127.0.0.1", 9000))
+    assert known is not None and known.source == "mdns"
     book.add(Candidate("127.0.0.1", 9000, "pex"))
-    assert book.get(("127.0.0.1", 9000)).source == "mdns"
+    known = book.get(("127.0.0.1", 9000))
+    assert known is not None and known.source == "mdns"
 
 
 def test_unreached_bootstrap_addresses_until_a_link_or_a_duplicate_proves_them():
@@ -163,6 +165,7 @@ def test_shares_follow_verification_and_removal():
     entry = bogus(1)
     book.add(entry, reporter="r", reporter_group="66.1.0.0/24")
     assert book.new_by_group() == {"66.1.0.0/24": 1}
+    assert entry.node_id is not None
     book.mark_connected(entry.address, entry.node_id)           # dialled: tried, out of the new share
     assert book.new_by_group() == {}
     book.add(bogus(2), reporter="r", reporter_group="66.1.0.0/24")

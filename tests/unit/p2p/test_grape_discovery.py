@@ -116,7 +116,7 @@ async def test_grape_error_answers_count_as_outage(grape, caplog):
     async with running(discovery) as found:
         await wait_for(lambda: not discovery.healthy)
         await asyncio.sleep(0.3)
-        assert "ERR_GRAPE_LOOKUP" in discovery.stats.last_error
+        assert discovery.stats.last_error is not None and "ERR_GRAPE_LOOKUP" in discovery.stats.last_error
         announce_other(grape, "127.0.0.1:5005")
         grape.fault = None
         await wait_for(lambda: any(c.port == 5005 for c in found))
@@ -128,7 +128,7 @@ async def test_slow_grape_times_out_and_never_raises(grape):
     discovery = make([grape.url], client_timeout=0.2)
     async with running(discovery):
         await wait_for(lambda: not discovery.healthy)
-        assert "timed out" in discovery.stats.last_error
+        assert discovery.stats.last_error is not None and "timed out" in discovery.stats.last_error
 
 
 async def test_fails_over_to_second_grape():

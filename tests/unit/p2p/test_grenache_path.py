@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from p2p.framing import encode_body
 from tests.fake_grape import FakeGrape
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheRemoteError
 from p2p.router import Outcome
+from p2p.routing.envelope import SendResult
 from p2p.routing.grenache_path import broadcast_name, unicast_name
 from tests.unit.p2p.simnet import SimNet, nid
 
@@ -78,7 +80,7 @@ async def test_unicast_and_broadcast_cross_grenache_between_unlinked_nodes(gnet,
     await g.start()
     await g.members_known()
     assert grape.dht.lookup(unicast_name(SERVICE, a.node_id)) and len(grape.dht.lookup(broadcast_name(SERVICE))) == 2
-    settled = []
+    settled: list[SendResult] = []
     result = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "hi"}, on_settled=settled.append)
     assert result.outcome is Outcome.GRENACHE and result.via == "grenache"
     await eventually(lambda: result.message_id in got_ids(b))
@@ -133,7 +135,7 @@ async def test_a_failed_grenache_send_is_held_and_delivered_when_the_node_is_bac
     await g.start()
     await g.members_known()
     await b.router.grenache.server.stop()           # b's endpoint goes away; the Grape still lists it
-    outcomes = []
+    outcomes: list[SendResult] = []
     first = a.router.send_to_peer(b.node_id, {"type": "note", "payload": 1}, on_settled=outcomes.append)
     assert first.outcome is Outcome.GRENACHE
     await eventually(lambda: a.router.queue.pending(b.node_id) == 1)   # the failed request: held again
@@ -160,7 +162,7 @@ async def test_a_node_missing_from_the_grape_is_held_then_looked_up(gnet, grape)
 
 
 # --- a hostile HTTP caller ----------------------------------------------------------------------
-async def post(path_owner, key: str, payload) -> object:
+async def post(path_owner, key: str, payload) -> Any:
     async with GrenacheHTTPClient(timeout=5.0) as http:
         return await http.request(("127.0.0.1", path_owner.router.grenache.port), key, payload)
 
@@ -175,6 +177,7 @@ async def test_hostile_requests_are_refused_and_the_node_keeps_serving(gnet) -> 
     await g.start()
     await g.members_known()
     key_b = unicast_name(SERVICE, b.node_id)
+    bad: object
     for bad in (None, [], {"v": 2, "frames": []}, {"v": 1}, {"v": 1, "frames": "x"},
                 {"v": 1, "frames": [None] * 300}):
         with pytest.raises(GrenacheRemoteError):

@@ -61,7 +61,7 @@ async def test_no_interfaces_warns_once_and_idles(caplog):
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.4):
                 await s.run(lambda c: None)
-    assert "no usable network interface" in s.stats.last_error
+    assert s.stats.last_error is not None and "no usable network interface" in s.stats.last_error
     assert len([r for r in caplog.records if "mDNS" in r.getMessage()]) == 1
     await s.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 import pytest
 
@@ -196,13 +197,19 @@ class _Link:
     """Just enough of a PeerLink for the relay's bookkeeping: an id, an address, what was sent."""
 
     def __init__(self, node_id: str, host: str) -> None:
-        self.remote_id, self.remote_addr, self.via = node_id, (host, 7946), None
+        self.remote_id, self.remote_addr = node_id, (host, 7946)
+        self.via: str | None = None
         self.state, self.is_open = "open", True
         self.sent: list[dict] = []
 
     def send(self, message: dict) -> bool:
         self.sent.append(message)
         return True
+
+
+def _as_peer_link(link: _Link) -> PeerLink:
+    """The double for what the hole puncher reads of a link (id, address, relay, send)."""
+    return cast("PeerLink", link)
 
 
 def test_many_reservations_meet_the_per_subnet_and_global_caps() -> None:
@@ -268,12 +275,12 @@ async def test_a_relayed_peer_cannot_make_us_punch_at_will(tmp_path) -> None:
     liar = _Link("a" * 40, "203.0.113.5")
     liar.via = "b" * 40
     victim = {"type": CONNECT, "addrs": [["192.0.2.77", 80]], "attempt": 0}
-    puncher._on_connect(liar, victim)
+    puncher._on_connect(_as_peer_link(liar), victim)
     assert len(liar.sent) == 1 and liar.sent[0]["type"] == CONNECT          # answered once
     for _ in range(5):
-        puncher._on_connect(liar, victim)
+        puncher._on_connect(_as_peer_link(liar), victim)
     assert len(liar.sent) == 1                                               # new punches refused for now
-    puncher._on_connect(liar, victim | {"attempt": 1})
+    puncher._on_connect(_as_peer_link(liar), victim | {"attempt": 1})
     assert len(liar.sent) == 2                                               # a retry of the same punch is served
     await puncher.stop()
 
@@ -289,13 +296,13 @@ async def test_a_punch_arranged_on_a_closed_duplicate_link_is_not_answered_on_th
     puncher = HolePuncher(peers, SelfAddresses(), enabled=True, cooldown=0.001)
     closing, kept = _Link("a" * 40, "203.0.113.5"), _Link("a" * 40, "203.0.113.5")
     closing.via = kept.via = "b" * 40
-    puncher._start(closing, 0)
+    puncher._start(_as_peer_link(closing), 0)
     assert [m["type"] for m in closing.sent] == [CONNECT]
-    puncher._on_connect(kept, {"type": CONNECT, "addrs": [["192.0.2.77", 4000]], "attempt": 0})
+    puncher._on_connect(_as_peer_link(kept), {"type": CONNECT, "addrs": [["192.0.2.77", 4000]], "attempt": 0})
     assert [m["type"] for m in kept.sent] == [CONNECT]                      # our answer, not a sync
-    puncher.link_closed(closing)                                            # the duplicate's close comes later
+    puncher.link_closed(_as_peer_link(closing))                                            # the duplicate's close comes later
     assert len(puncher._ports) == 1 and puncher._their_addrs["a" * 40][0] is kept
-    puncher.link_closed(kept)
+    puncher.link_closed(_as_peer_link(kept))
     assert puncher._ports == {} and puncher._their_addrs == {} and puncher._sent_at == {}
     await puncher.stop()
 

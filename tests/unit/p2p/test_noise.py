@@ -88,9 +88,11 @@ def test_published_vectors_byte_for_byte(vector):
     assert initiator.complete and responder.complete
     assert initiator.handshake_hash == responder.handshake_hash
     if vector["handshake_hash"]:
+        assert initiator.handshake_hash is not None
         assert initiator.handshake_hash.hex() == vector["handshake_hash"]
     assert initiator.rs == public_bytes(key(vector["resp_static"]))
     assert responder.rs == public_bytes(key(vector["init_static"]))
+    assert initiator.ciphers is not None and responder.ciphers is not None
     i_send, i_recv = initiator.ciphers
     r_send, r_recv = responder.ciphers
     for i, (payload, ciphertext) in enumerate(messages[3:], start=3):
@@ -147,6 +149,7 @@ def test_low_order_point_is_refused():
 
 def test_transport_rejects_replay_reorder_and_tampering_without_consuming_a_nonce():
     initiator, responder = handshake()
+    assert initiator.ciphers is not None and responder.ciphers is not None
     send, _ = initiator.ciphers
     _, recv = responder.ciphers
     first, second = send.encrypt_with_ad(b"", b"first"), send.encrypt_with_ad(b"", b"second")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / ".peers.json.example"
 
 
 def peer(n: int, **kw) -> StoredPeer:
-    fields = dict(node_id=f"{n:040x}", host=f"10.0.0.{n % 250 + 1}", port=7000 + n, source="mdns",
+    fields: dict[str, Any] = dict(node_id=f"{n:040x}", host=f"10.0.0.{n % 250 + 1}", port=7000 + n, source="mdns",
                   first_seen=1000.0 + n, last_seen=2000.0 + n, last_connected=None, failures=0)
     fields.update(kw)
     return StoredPeer(**fields)
@@ -69,8 +70,16 @@ def test_crash_before_rename_leaves_old_file(store, monkeypatch):
 def test_temp_file_is_fsynced_before_rename(store, monkeypatch):
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(a, b) -> None:
+        events.append("replace")
+        real_replace(a, b)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     store.save([peer(1)])
     assert events == ["fsync", "replace", "fsync"]  # file, rename, directory
 

@@ -13,6 +13,7 @@ import pytest
 
 from p2p import messages as m
 from p2p.router import Outcome, check_envelope
+from p2p.routing.envelope import SendResult
 from tests.unit.p2p.simnet import SimNet, line, nid, random_graph
 
 
@@ -29,7 +30,9 @@ async def test_broadcast_along_a_line_reaches_every_node_exactly_once() -> None:
 
 async def test_flood_mode_never_sends_back_and_counts_duplicates() -> None:
     net = SimNet(3, broadcast_mode="flood")
-    net.connect(0, 1), net.connect(1, 2), net.connect(0, 2)
+    net.connect(0, 1)
+    net.connect(1, 2)
+    net.connect(0, 2)
     mid = net.nodes[0].router.broadcast({"type": "note"})
     await net.quiet()
     assert net.delivered(mid) == [0, 1, 1]
@@ -183,7 +186,7 @@ async def test_send_direct_then_relay_then_queue() -> None:
 async def test_queued_message_is_delivered_once_when_target_connects() -> None:
     net = SimNet(2)
     a, b = net.nodes
-    outcomes = []
+    outcomes: list[SendResult] = []
     result = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "later"}, on_settled=outcomes.append)
     assert result.outcome is Outcome.QUEUED and result.ok
     await net.settle(0.05)
@@ -198,7 +201,7 @@ async def test_queued_message_is_delivered_once_when_target_connects() -> None:
 async def test_queued_message_expires_and_is_counted() -> None:
     net = SimNet(2, queue_ttl=0.05)
     a, b = net.nodes
-    outcomes = []
+    outcomes: list[SendResult] = []
     a.router.send_to_peer(b.node_id, {"type": "note"}, on_settled=outcomes.append)
     await asyncio.sleep(0.1)
     a.router.sweep()
@@ -212,7 +215,7 @@ async def test_queued_message_expires_and_is_counted() -> None:
 async def test_queue_bound_drops_oldest_and_flush_warms_up() -> None:
     net = SimNet(2, queue_max_messages=200)
     a, b = net.nodes
-    outcomes = []
+    outcomes: list[SendResult] = []
     for i in range(250):
         a.router.send_to_peer(b.node_id, {"type": "note", "seq": i}, on_settled=outcomes.append)
     assert len(outcomes) == 50 and all(o.reason == "queue_full" for o in outcomes)

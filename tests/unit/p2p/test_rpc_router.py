@@ -111,7 +111,7 @@ def deliver(r, pending, now):
 
 def simulate(r, latencies, steps=4000, rate=0.002):
     """Closed-form toy loop: one request every `rate` s, answered after the peer's latency."""
-    pending = []
+    pending: list[tuple[float, str, float, bool]] = []
     counts = {p: 0 for p in latencies}
     now = 0.0
     for _ in range(steps):
@@ -218,6 +218,7 @@ def test_retry_policy_attempts_budget_and_jitter():
                          budget=RetryBudget(ratio=0.5, min_per_second=0.0, max_balance=2.0, clock=lambda: t[0]))
     d1 = policy.next_retry_delay(1)
     d2 = policy.next_retry_delay(2)
+    assert d1 is not None and d2 is not None
     assert 0 <= d1 <= 0.01 and 0 <= d2 <= 0.02
     assert policy.next_retry_delay(3) is None          # max attempts
     assert policy.next_retry_delay(1) is None          # budget spent
@@ -240,7 +241,7 @@ def test_outlier_gets_only_backed_off_probes_and_returns_when_healed():
     r = router(probe_interval=0.5, probe_interval_max=2.0)
     rng = random.Random(4)
     peers = [f"g{i}" for i in range(4)] + ["slow"]
-    pending = []
+    pending: list[tuple[float, str, float]] = []
     picks = []
     now = 0.0
     while now < 10.0:                         # 500 req/s; 'slow' is 20x slower until t = 6
@@ -250,6 +251,7 @@ def test_outlier_gets_only_backed_off_probes_and_returns_when_healed():
             done, peer, lat = pending.pop(0)
             r.on_success(peer, lat, done)
         p = r.choose(peers, now)
+        assert p is not None
         r.on_start(p, now)
         lat = rng.lognormvariate(-4.6, 0.3) * (20 if p == "slow" and now < 6.0 else 1)
         pending.append((now + lat, p, lat))
@@ -292,7 +294,7 @@ def drive(r, peers, latency, start, end, pending, step=0.002):
 def test_a_confirmed_outlier_is_not_trusted_on_one_lucky_answer():
     r = router(probe_interval=0.5, probe_interval_max=1.0)
     peers = [f"g{i}" for i in range(4)] + ["slow"]
-    lucky = []
+    lucky: list[float] = []
 
     def latency(p, t):            # the healthy peers are busy (~7 requests in flight each)
         if p != "slow":
@@ -302,7 +304,7 @@ def test_a_confirmed_outlier_is_not_trusted_on_one_lucky_answer():
             return 0.045          # within twice the prior (30 ms), not within the prior
         return 0.300
 
-    pending = []
+    pending: list[tuple[float, str, float, bool]] = []
     sent = drive(r, peers, latency, 0.0, 5.0, pending, step=0.001)
     slow = [t for t, p in sent if p == "slow" and t >= 1.0]
     assert lucky
@@ -315,7 +317,7 @@ def test_a_confirmed_outlier_is_not_trusted_on_one_lucky_answer():
 def test_a_healed_outlier_is_on_probation_one_request_at_a_time():
     r = router(probe_interval=0.5, probe_interval_max=1.0)
     peers = [f"g{i}" for i in range(4)] + ["slow"]
-    pending = []
+    pending: list[tuple[float, str, float, bool]] = []
     drive(r, peers, lambda p, t: 0.1 if p == "slow" else 0.010, 0.0, 3.0, pending)
     log = []
 
@@ -333,7 +335,7 @@ def test_a_healed_outlier_is_on_probation_one_request_at_a_time():
 def test_probation_ends_on_a_slow_answer():
     r = router(probe_interval=0.5, probe_interval_max=1.0)
     peers = [f"g{i}" for i in range(4)] + ["slow"]
-    pending = []
+    pending: list[tuple[float, str, float, bool]] = []
     drive(r, peers, lambda p, t: 0.3 if p == "slow" else 0.030, 0.0, 3.0, pending, step=0.001)
     answers = []
 
@@ -437,6 +439,7 @@ def test_a_healed_peer_with_ordinary_latency_noise_is_back_within_seconds(noise)
         while now < 10.0:                        # 200 requests/s; the fault heals at t = 3
             deliver(r, pending, now)
             p = r.choose(peers, now)
+            assert p is not None
             r.on_start(p, now)
             if noise == "lognormal":
                 lat = 0.020 * rng.lognormvariate(0.0, 0.25)

@@ -32,6 +32,7 @@ def run(seed: int, fault_from: float = 1.0, heal_at: float = 9.0, until: float =
         deliver(r, pending, now)
         faulty = fault_from <= now < heal_at
         peer = r.choose(peers, now)
+        assert peer is not None
         r.on_start(peer, now)
         lat, ok = BASE * rng.lognormvariate(0, 0.2), True
         if faulty and peer == "slow":
@@ -83,6 +84,7 @@ def run_flapping(seed: int, rate: float = 1000.0, until: float = 27.0, timeout: 
     pending: list[tuple[float, int, str, float, bool]] = []
     lost: list[float] = []
     sent: list[tuple[float, str]] = []
+    peer: str | None
     now, n = 0.0, 0
     while now < until:
         now += 1.0 / rate
@@ -93,6 +95,7 @@ def run_flapping(seed: int, rate: float = 1000.0, until: float = 27.0, timeout: 
             else:
                 r.on_failure(peer, "timeout", lat, done)
         peer = r.choose(peers, now)
+        assert peer is not None
         r.on_start(peer, now)
         lat = BASE / 2 * rng.lognormvariate(0, 0.3)
         n += 1

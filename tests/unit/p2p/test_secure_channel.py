@@ -8,6 +8,7 @@ import random
 import pytest
 
 from node.identity import NodeIdentity
+from p2p.close_reason import CloseReason
 from p2p.framing import FrameDecoder, encode_frame
 from p2p.secure.channel import (MAX_PLAINTEXT, ChannelError, SecureHandshake, StaticIdentity, refusal,
                                 verify_identity)
@@ -66,7 +67,7 @@ def test_a_static_key_signed_by_another_identity_is_refused():
 def test_refusal_and_protocol_1_peers_are_recognised():
     initiator, _ = side(True)
     initiator.start()
-    data = refusal("too_many_peers")
+    data = refusal(CloseReason.TOO_MANY_PEERS)
     with pytest.raises(ChannelError) as caught:
         for byte in data:  # a refusal split anywhere
             initiator.feed(bytes([byte]))
@@ -74,7 +75,7 @@ def test_refusal_and_protocol_1_peers_are_recognised():
     initiator, _ = side(True)
     initiator.start()
     with pytest.raises(ChannelError) as caught:  # an unauthenticated refusal can never make us forget an address
-        initiator.feed(refusal("network_mismatch"))
+        initiator.feed(refusal(CloseReason.NETWORK_MISMATCH))
     assert caught.value.reason == "remote_refused"
 
     responder, _ = side(False)

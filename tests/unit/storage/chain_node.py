@@ -42,7 +42,7 @@ class Record:
     """What callers and peers were told, across every boot of one run."""
 
     accepted: dict[str, SignedTx] = field(default_factory=dict)      # tx id -> tx (answered 202 or 201)
-    finals: dict[str, dict[str, Any]] = field(default_factory=dict)  # order id -> order as answered 201
+    finals: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # order id -> order as answered 201
     failed: dict[str, SignedTx] = field(default_factory=dict)        # answered 507/503: nothing accepted
     unknown: dict[str, SignedTx] = field(default_factory=dict)       # the error said the outcome is unknown
     decisions: dict[int, bytes] = field(default_factory=dict)        # height -> block id broadcast
@@ -172,6 +172,7 @@ class ChainNode:
         self.record.now = self.now
         service = self.service
         if service.disk_error is None:
+            assert service.core is not None
             service.core.tick(self.now)
         else:
             service.durability.flush()
@@ -182,6 +183,7 @@ class ChainNode:
         side = "buy" if n % 2 else "sell"
         price = f"{100 + (n % 5) * (1 if side == 'sell' else -1)}.00"
         op = NewOrderOp("BTC-USD", side, "limit", price, f"{1 + n % 3}", None)
+        assert self.service.genesis is not None
         return sign_tx(ACCOUNT.sign, ACCOUNT.public_key, self.service.genesis.chain_id, f"order-{n}",
                        int(self.now * 1000) + 300_000, [op])
 
@@ -205,6 +207,7 @@ class ChainNode:
         return "accepted", tx
 
     def collect_finals(self) -> None:
+        assert self.service.core is not None
         app = self.service.core.state.app
         for tx_id, future in list(self.record.waiting.items()):
             if future.done():

@@ -85,6 +85,7 @@ async def _restart_and_check(disk: FaultyFS, record: Record, stats: CrashStats) 
     service, store = node.service, node.store
     assert service.fatal is None and service.halted is None
     assert service.recovering is None, f"a crash was taken for damage: {service.recovering}"
+    assert service.core is not None
     for log in (store.blocks_log, store.wal_log, store.outbox_log):
         assert log.report.clean, log.report.summary()
     if store.snapshots.heights():
@@ -100,6 +101,7 @@ async def _restart_and_check(disk: FaultyFS, record: Record, stats: CrashStats) 
     for tx in record.accepted.values():
         assert app.order(tx.order_id(0)) is not None, f"order {tx.order_id(0)}, answered 202/201, is lost"
     for order_id, shown in record.finals.items():
+        assert shown is not None, order_id
         now = app.order(order_id)
         assert now is not None and now["height"] == shown["height"], (order_id, shown, now)
         assert now["status"] in LATER[shown["status"]], (order_id, shown["status"], now["status"])

@@ -196,7 +196,7 @@ def test_a_wal_record_of_an_unknown_shape_is_kept_as_heightless_not_a_crash(reco
 def test_a_wal_record_that_is_no_list_is_a_gap_at_the_next_start_not_a_record(record):
     fs = FaultyFS()
     store = ChainStore(DATA_DIR, fs=fs)
-    store.wal_append(record)        # type: ignore[arg-type]  # what only a bug would write
+    store.wal_append(record)        # what only a bug would write
     store.wal_append(["signed", [5, 0, -1, None, -1, None], "v", []])
     assert store.wal_records() == [["signed", [5, 0, -1, None, -1, None], "v", []]]
     store.close()

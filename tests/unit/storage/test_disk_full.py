@@ -60,8 +60,11 @@ def test_snapshots_and_documents_on_a_full_disk_keep_the_old_value_and_leave_no_
         document.store(b"h=2" * 2000)
     assert caught.value.kind == NO_SPACE
     assert sorted(os.listdir(small_disk.path / "snaps")) == [f"snapshot-{1:020d}.snap"]
-    assert snapshots.load_newest().height == 1 and document.load().value == b"h=1"
+    newest, kept = snapshots.load_newest(), document.load()
+    assert newest is not None and kept is not None
+    assert newest.height == 1 and kept.value == b"h=1"
     assert [n for n in os.listdir(small_disk.path / "docs") if n.endswith(".tmp")] == []
     small_disk.free()
     snapshots.save(2, b"state" * 100_000)
-    assert snapshots.load_newest().height == 2
+    newest = snapshots.load_newest()
+    assert newest is not None and newest.height == 2

@@ -56,6 +56,7 @@ async def test_a_full_disk_answers_no_space_until_space_returns_then_writes_resu
         with pytest.raises(StorageError) as caught:
             await commit.submit([b"x" * 100])
         assert caught.value.kind == NO_SPACE and caught.value.retry_after
+    assert fs.capacity is not None
     assert fs.used_bytes() <= fs.capacity  # nothing half-written stays behind
     fs.set_capacity(None)
     assert await commit.submit([b"after"]) == [2]
