@@ -58,12 +58,14 @@ def remote_group(link: PeerLink) -> str:
 
 class AutoNat:
     def __init__(self, peers: "PeerManager", *, fanout: int = 3, recheck: float = 300.0, retry: float = 5.0,
+                 recheck_failed: float = 15.0,
                  answer_timeout: float = 10.0, dial_timeout: float = 5.0, per_peer_interval: float = 10.0,
                  per_group_rate: float = 0.5, per_group_burst: float = 4.0, max_concurrent: int = 4) -> None:
         self.peers = peers
         self.addresses = SelfAddresses()
         self.fanout = fanout
         self.recheck = recheck
+        self.recheck_failed = recheck_failed
         self.retry = retry
         self.answer_timeout = answer_timeout
         self.dial_timeout = dial_timeout
@@ -123,7 +125,7 @@ class AutoNat:
         sent = 0
         now = time.time()
         pending = {(host, port) for host, port, *_ in self._asked.values()}
-        for address in self.addresses.to_check(self.recheck, now):
+        for address in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed):
             if (address.host, address.port) in pending:
                 continue
             for link in self._servers():
@@ -164,7 +166,8 @@ class AutoNat:
                 listener(now)
 
     async def run(self) -> None:
-        """Check new addresses soon, retry unanswered ones every `retry` s, confirmed ones every `recheck` s."""
+        """Check new addresses soon, retry unanswered ones every `retry` s, failed ones after `recheck_failed` s
+        (doubling while they keep failing), confirmed ones every `recheck` s."""
         while True:
             self._wake.clear()
             self._expire_questions()

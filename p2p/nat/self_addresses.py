@@ -106,11 +106,29 @@ class SelfAddresses:
         if entry is not None:
             entry.answers.append(Answer(ok, server, outside, time.time() if now is None else now))
 
-    def to_check(self, max_age: float, now: float | None = None) -> list[OwnAddress]:
-        """Addresses worth a dial-back now: never checked, or last checked longer than `max_age` ago."""
+    def to_check(self, max_age: float, now: float | None = None, failed_after: float | None = None) -> list[OwnAddress]:
+        """Addresses worth a dial-back now: never checked, or last checked longer than `max_age` ago; one whose
+        last check failed sooner, after `failed_after` s doubling with each failure in a row up to `max_age`
+        (a dial-back that raced a new port mapping, or timed out on a busy machine, must not leave the node
+        private and relayed for `max_age`)."""
         now = time.time() if now is None else now
-        return [e for e in self.addresses.values()
-                if not e.answers or now - e.answers[-1].at >= max_age]
+        due: list[OwnAddress] = []
+        for entry in self.addresses.values():
+            if not entry.answers:
+                due.append(entry)
+                continue
+            last = entry.answers[-1]
+            wait = max_age
+            if not last.ok and failed_after is not None:
+                failures = 0
+                for answer in reversed(entry.answers):
+                    if answer.ok:
+                        break
+                    failures += 1
+                wait = min(max_age, failed_after * 2 ** (failures - 1))
+            if now - last.at >= wait:
+                due.append(entry)
+        return due
 
     @property
     def reachability(self) -> Reachability:

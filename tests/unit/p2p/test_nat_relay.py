@@ -322,3 +322,25 @@ async def test_a_node_that_becomes_reachable_drops_its_relay_reservations(tmp_pa
         private.nat.autonat._changed()
         assert private.nat.reachability == Reachability.PUBLIC
         assert private.nat.client.relays == {} and private.nat.client.relayed_addresses() == []
+
+
+def test_an_address_whose_dial_back_failed_is_checked_again_soon_and_a_confirmed_one_rarely() -> None:
+    """A dial-back that raced a new port mapping, or timed out on a busy machine, must not leave the node
+    private for the five minutes a confirmed address waits: a failed address is asked again after 15 s,
+    30 s, 60 s... (doubling while it keeps failing, up to the confirmed pace)."""
+    from p2p.nat.self_addresses import SelfAddresses
+    addresses = SelfAddresses(7946)
+    mapped = addresses.mapped("203.0.113.9", 7946)
+    t0 = 1000.0
+    assert addresses.to_check(300.0, t0, failed_after=15.0) == [mapped]      # never checked
+    addresses.answered("203.0.113.9", 7946, False, "a" * 40, True, now=t0)
+    assert addresses.to_check(300.0, t0 + 14, failed_after=15.0) == []
+    assert addresses.to_check(300.0, t0 + 15, failed_after=15.0) == [mapped]
+    assert addresses.to_check(300.0, t0 + 15) == []                          # without it: five minutes
+    addresses.answered("203.0.113.9", 7946, False, "b" * 40, True, now=t0 + 15)
+    assert addresses.to_check(300.0, t0 + 15 + 29, failed_after=15.0) == []
+    assert addresses.to_check(300.0, t0 + 15 + 30, failed_after=15.0) == [mapped]
+    addresses.answered("203.0.113.9", 7946, True, "c" * 40, True, now=t0 + 45)
+    assert addresses.reachability == Reachability.PUBLIC
+    assert addresses.to_check(300.0, t0 + 45 + 299, failed_after=15.0) == []  # confirmed: the slow pace
+    assert addresses.to_check(300.0, t0 + 45 + 300, failed_after=15.0) == [mapped]
