@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, overload
 
 import orjson
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from exchange.chain.ports import NotReady
     from exchange.chain.service import ChainService
     from node.accounts import AccountStore
     from node.api.rate import PublicRateLimit
@@ -64,6 +66,7 @@ class ApiNode(Protocol):
 
 
 NODE_KEY = web.AppKey("node", ApiNode)
+NODE_ID = re.compile(r"^[0-9a-f]{40}$")          # a node id as the routes take it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -72,9 +75,13 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    """An error answer; `retry_after` (seconds) becomes the Retry-After header (orders.py's middleware)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.retry_after = retry_after
 
     def response(self) -> web.Response:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -139,3 +146,16 @@ def require_debug(request: web.Request) -> ApiNode:
     if not node.configs.api.debug_api:
         raise ApiError(404, "not_found", "debug endpoints are off (start the node with DEBUG_API=true)")
     return node
+
+
+def chain_of(request: web.Request) -> ChainService:
+    """The exchange the node runs, or 503 for a node that runs none."""
+    chain = node_of(request).chain
+    if chain is None:
+        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
+    return chain
+
+
+def not_ready(exc: NotReady) -> ApiError:
+    """The chain cannot answer now (no chain yet, halted, recovering): 503 with its Retry-After."""
+    return ApiError(503, exc.code, str(exc), retry_after=exc.retry_after)

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from exchange.chain.service import ChainService
 from exchange.app.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
-from node.api.base import ApiError, json_response
-from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _chain, _finality, _json_body, _query_number, _refused,
+from node.api.base import ApiError, chain_of, json_response
+from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _finality, _json_body, _query_number, _refused,
                              _sign_local, _signed, _state, _submit)
 
 MAX_AFTER_S = 86_400.0
@@ -68,7 +68,7 @@ async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: fl
 
 
 async def post_cancel_all(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=True), {"account", "market", "side", "signed"})
@@ -93,7 +93,7 @@ async def post_cancel_all(request: web.Request) -> web.Response:
 
 async def post_schedule_cancel(request: web.Request) -> web.Response:
     """`{"after": seconds}` or `{"at": ms since the epoch}` arms (or moves) the switch; `{"at": null}` clears."""
-    chain = _chain(request)
+    chain = chain_of(request)
     _state(chain)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=False), {"account", "after", "at", "signed"})

@@ -9,11 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.base import ApiError, json_response, node_of
+from node.api.base import NODE_ID, ApiError, json_response, node_of
 from p2p.dht.records import NodeRecord
 from p2p.dht.service import DhtService
 
-NODE_ID = re.compile(r"^[0-9a-f]{40}$")
 SERVICE = re.compile(r"^[\w.:-]{1,128}$")
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from exchange.app.candles import INTERVALS_MS, CursorExpired
-from node.api.base import ApiError, json_response
-from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _chain, _finality, _market, _query_number, _state
+from node.api.base import ApiError, chain_of, json_response
+from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _query_number, _state
 
 MAX_TIME_MS = (1 << 53) - 1
 RANGE_KEYS = ("from", "to", "cursor")
@@ -33,7 +33,7 @@ def _range(request: web.Request) -> tuple[int | None, int | None, str | None, in
 
 
 def _page(request: web.Request, market: str, account: str | None) -> dict[str, Any]:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     start, end, cursor, limit = _range(request)
     try:
@@ -46,7 +46,7 @@ def _page(request: web.Request, market: str, account: str | None) -> dict[str, A
 
 async def get_trades(request: web.Request) -> web.Response:
     """The newest `limit` kept trades (oldest first), or with from/to/cursor a page by block time."""
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     market = _market(state, request.match_info["market"])
     if any(key in request.query for key in RANGE_KEYS):
@@ -56,7 +56,7 @@ async def get_trades(request: web.Request) -> web.Response:
 
 
 async def get_fills(request: web.Request) -> web.Response:
-    state = _state(_chain(request))
+    state = _state(chain_of(request))
     account = request.match_info["account"]
     if len(account) != 64:
         account = _account(request, account).id
@@ -66,7 +66,7 @@ async def get_fills(request: web.Request) -> web.Response:
 
 
 async def get_candles(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     market = _market(state, request.match_info["market"])
     interval = request.query.get("interval", "1m")

@@ -3,14 +3,12 @@ and reservations, hole punching, port mapping) and, with DEBUG_API on, POST /deb
 "relay"}: drop the link to a node, link again through a relay and time the hole punch (benchmarks)."""
 from __future__ import annotations
 
-import re
 
 from aiohttp import web
 
-from node.api.base import ApiError, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import NODE_ID, ApiError, body_number, json_response, node_of, read_json_object, require_debug
 from p2p.nat.service import NatService
 
-NODE_ID = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _nat(request: web.Request) -> NatService:

@@ -28,7 +28,7 @@ from exchange.chain.service import ChainService
 from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
-from node.api.base import ApiError, json_response, node_of
+from node.api.base import ApiError, chain_of, json_response, node_of, not_ready
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until"}
@@ -66,24 +66,11 @@ async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-def _chain(request: web.Request) -> ChainService:
-    chain = node_of(request).chain
-    if chain is None:
-        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return chain
-
-
 def _state(chain: ChainService) -> Any:
     try:
         return chain.state
     except NotReady as exc:
-        raise _not_ready(exc) from None
-
-
-def _not_ready(exc: NotReady) -> ApiError:
-    error = ApiError(503, exc.code, str(exc))
-    error.retry_after = exc.retry_after      # type: ignore[attr-defined]
-    return error
+        raise not_ready(exc) from None
 
 
 def _account(request: web.Request, name: Any) -> Any:
@@ -185,7 +172,7 @@ async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = Non
     try:
         return await (chain.submit(tx) if after is None else chain.submit_after(tx, after))
     except NotReady as exc:
-        raise _not_ready(exc) from None
+        raise not_ready(exc) from None
     except StorageError as exc:
         raise storage_error(exc) from None
 
@@ -199,7 +186,7 @@ def storage_error(exc: StorageError) -> ApiError:
         error = ApiError(507, "insufficient_storage", f"this node's disk is full; nothing was accepted ({exc})")
     else:
         error = ApiError(503, f"storage_{exc.kind}", f"this node cannot write its disk; nothing was accepted ({exc})")
-    error.retry_after = exc.retry_after or 30.0     # type: ignore[attr-defined]
+    error.retry_after = exc.retry_after or 30.0
     return error
 
 
@@ -211,7 +198,7 @@ def _refused(why: str) -> ApiError:
     status = _REFUSAL_STATUS.get(why, 422)
     error = ApiError(status, why, f"the order was refused: {why.replace('_', ' ')}")
     if status in (429, 503):
-        error.retry_after = 1.0     # type: ignore[attr-defined]
+        error.retry_after = 1.0
     return error
 
 
@@ -260,7 +247,7 @@ def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> di
 
 
 async def post_order(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = await _json_body(request)
     state = _state(chain)
@@ -311,7 +298,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
     """`{"orders": [...], "account"?}` (up to 250): one transaction per account, one signature for all of
     its orders; or `{"signed": {...}}` with up to 250 operations. Answers 200 with per-order results in
     request order; `?wait=` (default 0) waits for finality."""
-    chain = _chain(request)
+    chain = chain_of(request)
     wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT)
     body = await _json_body(request)
     state = _state(chain)
@@ -369,7 +356,7 @@ def _error_dict(exc: ApiError) -> dict[str, Any]:
 
 async def get_order(request: web.Request) -> web.Response:
     """A final order, or one of ours answered 202 that no block holds yet (status `pending`, `final`: false)."""
-    chain = _chain(request)
+    chain = chain_of(request)
     order_id = request.match_info["order_id"]
     order = _state(chain).order(order_id)
     if order is not None:
@@ -381,7 +368,7 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     limit = _query_number(request, "limit", 100, 0, MAX_LIST, integer=True)
     account = request.query.get("account") or None
@@ -400,7 +387,7 @@ async def delete_order(request: web.Request) -> web.Response:
     """Cancel an order. A cancel of one of our orders that no block holds yet (status `pending`) is held
     until a block has the order, so the chain orders it after the order: it goes to the chain if the order
     then rests on the book, and resolves `not_needed` (nothing to cancel) if the order never rested."""
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     order_id = request.match_info["order_id"]
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
@@ -459,7 +446,7 @@ def _market(state: Any, name: str) -> str:
 
 
 async def get_book(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     market = _market(state, request.match_info["market"])
     depth = _query_number(request, "depth", 50, 0, 100_000, integer=True)
@@ -469,7 +456,7 @@ async def get_book(request: web.Request) -> web.Response:
 
 
 async def get_account(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     state = _state(chain)
     account = request.match_info["account"]
     if len(account) != 64:
@@ -489,7 +476,7 @@ async def retry_after(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         response = exc.response()
-        wait = getattr(exc, "retry_after", None)
+        wait = exc.retry_after
         if wait is not None:
             response.headers["Retry-After"] = str(max(1, round(wait)))
         return response
@@ -500,7 +487,7 @@ async def debug_commits(request: web.Request) -> web.Response:
     operations it held — benchmarks measure finality on every node with it."""
     if not node_of(request).configs.api.debug_api:
         raise ApiError(404, "not_found", "debug endpoints are off (DEBUG_API)")
-    chain = _chain(request)
+    chain = chain_of(request)
     start = _query_number(request, "from", 0, 0, 1 << 62, integer=True)
     return json_response({"commits": [list(c) for c in chain.commit_log if c[0] >= start]})
 

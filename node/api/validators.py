@@ -11,37 +11,21 @@ every one of them consented (exchange/chain/recovery.py).
 from __future__ import annotations
 
 
-import re
 
 import orjson
 from aiohttp import web
 
 from exchange.chain.join_token import read_token
 from exchange.chain.ports import NotReady
-from exchange.chain.service import ChainService
-from node.api.base import ApiError, json_response, node_of
+from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
 
-NODE_ID = re.compile(r"^[0-9a-f]{40}$")
-
-
-def _chain(request: web.Request) -> ChainService:
-    chain = node_of(request).chain
-    if chain is None:
-        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return chain
-
-
-def _ready_error(exc: NotReady) -> ApiError:
-    error = ApiError(503, exc.code, str(exc))
-    error.retry_after = exc.retry_after      # type: ignore[attr-defined]
-    return error
 
 
 async def get_validators(request: web.Request) -> web.Response:
     try:
-        return json_response(_chain(request).seats_view())
+        return json_response(chain_of(request).seats_view())
     except NotReady as exc:
-        raise _ready_error(exc) from None
+        raise not_ready(exc) from None
 
 
 async def _approve(request: web.Request, action: str) -> web.Response:
@@ -53,9 +37,9 @@ async def _approve(request: web.Request, action: str) -> web.Response:
     if not isinstance(node_id, str) or not NODE_ID.match(node_id):
         raise ApiError(400, "invalid_node_id", "node_id must be a 40-hex node id", "node_id")
     try:
-        return json_response(_chain(request).approve(action, node_id), status=202)
+        return json_response(chain_of(request).approve(action, node_id), status=202)
     except NotReady as exc:
-        raise _ready_error(exc) from None
+        raise not_ready(exc) from None
     except ValueError as exc:
         raise ApiError(409, "not_approvable", str(exc), "node_id") from None
 
@@ -78,15 +62,15 @@ async def post_recover(request: web.Request) -> web.Response:
             or len(set(keep)) != len(keep):
         raise ApiError(400, "invalid_keep", "keep must be a list of distinct 40-hex node ids", "keep")
     try:
-        return json_response(_chain(request).recover(keep), status=202)
+        return json_response(chain_of(request).recover(keep), status=202)
     except NotReady as exc:
-        raise _ready_error(exc) from None
+        raise not_ready(exc) from None
     except ValueError as exc:
         raise ApiError(409, "not_recoverable", str(exc), "keep") from None
 
 
 async def get_join_token(request: web.Request) -> web.Response:
-    chain = _chain(request)
+    chain = chain_of(request)
     token = read_token(chain.store.root.parent)
     if token is None:
         raise ApiError(404, "no_join_token", "this node holds no join token (only the founder of a network that "

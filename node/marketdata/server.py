@@ -143,9 +143,7 @@ class StreamServer:
         crowded = self.clients_by_source.refusal(peer)
         if crowded is not None:
             self.counters["refused_per_source"] += 1
-            error = ApiError(429, "too_many_clients_from_you", crowded)
-            error.retry_after = 10.0     # type: ignore[attr-defined]
-            raise error
+            raise ApiError(429, "too_many_clients_from_you", crowded, retry_after=10.0)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
         self.clients_by_source.add(peer)
         try:
