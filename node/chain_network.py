@@ -60,6 +60,9 @@ class P2PChainNetwork:
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         self.peers.penalize(node_id, points, reason)
 
+    def hold_reading(self, node_id: str, seconds: float) -> None:
+        self.peers.hold_reading(node_id, seconds)
+
     def keep_linked(self, node_ids: set[str]) -> None:
         self.peers.keep_linked(node_ids)
 

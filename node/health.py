@@ -8,6 +8,7 @@ the failing ones otherwise. A check that raises counts as failing, with the erro
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -53,18 +54,33 @@ class ReadinessChecks:
 
 
 class LoopMonitor:
-    """How late the event loop runs a timer: a task sleeps LAG_PROBE_INTERVAL and records the excess."""
+    """How late the event loop runs a timer (a task sleeps LAG_PROBE_INTERVAL and records the excess), and
+    how long the garbage collector's full passes stop it: the usual cause of a late timer on a node
+    holding a large book."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.samples: deque[tuple[float, float]] = deque(maxlen=int(LAG_WINDOW / LAG_PROBE_INTERVAL) + 1)
+        self.gc_pauses: deque[tuple[float, float]] = deque(maxlen=256)     # (when, seconds) of full collections
+        self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="health.loop_monitor")
+        gc.callbacks.append(self._on_gc)
 
     async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         await cancel_and_wait(self._task)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append((self.clock(), time.perf_counter() - self._gc_started))
 
     async def _run(self) -> None:
         while True:
@@ -76,8 +92,10 @@ class LoopMonitor:
     def lag(self) -> dict[str, float | None]:
         cutoff = self.clock() - LAG_WINDOW
         recent = [lag for t, lag in self.samples if t >= cutoff]
+        pauses = [pause for t, pause in self.gc_pauses if t >= cutoff]
         return {"last_seconds": round(self.samples[-1][1], 6) if self.samples else None,
-                "max_10s_seconds": round(max(recent), 6) if recent else None}
+                "max_10s_seconds": round(max(recent), 6) if recent else None,
+                "full_gc_10s": len(pauses), "full_gc_max_10s_seconds": round(max(pauses), 6) if pauses else None}
 
 
 def install_health_routes(app: web.Application, monitor: LoopMonitor, readiness: ReadinessChecks,

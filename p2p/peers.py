@@ -544,6 +544,12 @@ class PeerManager:
     def kept(self) -> frozenset[str]:
         return self._kept
 
+    def hold_reading(self, node_id: str, seconds: float) -> None:
+        """Stop reading `node_id`'s link for `seconds`: a component's budget for it is spent (PeerLink.hold_reading)."""
+        link = self.links.get(node_id)
+        if link is not None:
+            link.hold_reading(seconds)
+
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         """Misbehaviour points decay (halving each minute); past the threshold the peer is banned."""
         record = self.peers.get(node_id)

@@ -90,6 +90,14 @@ class Penalize:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldReading:
+    """A neighbour spent its budget: read nothing more from it for `seconds` (what it sends meanwhile waits
+    in TCP, costing us nothing to drop)."""
+    node_id: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Committed:
     """A block is final: store it, answer waiters, publish. `holds_own`: it holds one of our own
     transactions (a follower syncs it before that order's answer)."""
@@ -126,8 +134,8 @@ class NeedSnapshot:
     node_id: str
 
 
-ChainEffect = Union[WalRecord, SendValidators, SendTo, Broadcast, Penalize, Committed, Forward, OwnDone,
-                    Halt, NeedSnapshot]
+ChainEffect = Union[WalRecord, SendValidators, SendTo, Broadcast, Penalize, HoldReading, Committed, Forward,
+                    OwnDone, Halt, NeedSnapshot]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
-from exchange.chain.effects import PENALTY_INVALID, Forward, OwnDone, SendValidators
+from exchange.chain.effects import PENALTY_INVALID, Forward, HoldReading, OwnDone, SendValidators
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE
 from exchange.chain.tendermint import WAITING
@@ -137,7 +137,12 @@ class TxIntake:
         validator's relays, always."""
         if sender is None or not self.core.is_validator or sender in self.core.state.validators.node_ids:
             return True
-        return self.tx_budget.take(sender, now)
+        if self.tx_budget.take(sender, now):
+            return True
+        hold = self.tx_budget.hold_for(sender, now)
+        if hold is not None:
+            self.core.emit(HoldReading(sender, hold))
+        return False
 
     def resubmit_own(self, now: float) -> None:
         if not self.own:

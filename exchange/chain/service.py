@@ -39,8 +39,8 @@ from exchange.chain.own_orders import OwnOrders, TxOutcome
 from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
 from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
-from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, NeedSnapshot, OwnDone,
-                                    Penalize, SendTo, SendValidators, WalRecord)
+from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
+                                    NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
 from exchange.crypto import node_id_for, verify as ed25519_verify
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
@@ -445,6 +445,8 @@ class ChainService:
             case Penalize(peer, points, reason):
                 log.warning("penalising peer %s: %s", peer[:12], reason)
                 self.network.penalize(peer, points, reason)
+            case HoldReading(peer, seconds):
+                self.network.hold_reading(peer, seconds)
             case Committed(block, commit, outcome, holds_own):
                 self._committed(block, commit, outcome, holds_own)
             case Forward(tx, proposers):

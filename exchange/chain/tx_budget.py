@@ -5,6 +5,10 @@ so a peer's excess is dropped unread (counted, never penalised: a follower relay
 bursty, not hostile) once its bucket is empty. Validators relaying to each other carry everyone's
 transactions and are not metered here; their own intake is. The map of senders is bounded: the least
 recently heard is forgotten first (it starts again with a full bucket, no more).
+
+A neighbour whose bucket is empty is also not read from until it has refilled a second's worth
+(`hold_for`): decoding what would be dropped costs the validator as much as the rest of its work, so
+past its budget a flood waits in the sender's TCP window instead of in our event loop.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ class TxBudget:
         self.rate, self.burst, self.max_senders = rate, burst, max_senders
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()    # sender -> (tokens, at)
         self.dropped: dict[str, int] = {}
+        self._held_until: OrderedDict[str, float] = OrderedDict()
+        self.holds = 0
 
     def take(self, sender: str, now: float) -> bool:
         """One transaction from `sender` at `now`: True when its budget allows it."""
@@ -31,8 +37,23 @@ class TxBudget:
                 del self.dropped[next(iter(self.dropped))]
         return allowed
 
+    def hold_for(self, sender: str, now: float) -> float | None:
+        """After `take` refused `sender`: seconds to read nothing from it, until its bucket holds a second's
+        worth again (so never over a second: the link's heartbeats wait too); None while an earlier hold
+        still covers `now` (what was read before it began is still being dropped)."""
+        if self._held_until.get(sender, 0.0) > now:
+            return None
+        tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
+        seconds = max(0.05, (min(self.burst, self.rate) - tokens) / self.rate)
+        self._held_until.pop(sender, None)
+        self._held_until[sender] = now + seconds
+        if len(self._held_until) > self.max_senders:
+            self._held_until.popitem(last=False)
+        self.holds += 1
+        return seconds
+
     def view(self, top: int = 5) -> dict[str, object]:
         """For /status: the senders whose excess was dropped most (bounded)."""
         worst = sorted(self.dropped.items(), key=lambda item: item[1], reverse=True)[:top]
-        return {"rate": self.rate, "burst": self.burst, "dropped_total": sum(self.dropped.values()),
+        return {"rate": self.rate, "burst": self.burst, "dropped_total": sum(self.dropped.values()), "holds": self.holds,
                 "throttled": [{"peer": peer, "dropped": count} for peer, count in worst]}

@@ -70,6 +70,16 @@ class CircuitTransport(asyncio.Transport):
     def abort(self) -> None:
         self.close()
 
+    def pause_reading(self) -> None:
+        """Nothing to pause here: what arrives is what the carrier link read, and the carrier reads at the
+        pace its own turns allow (a paused circuit's link queues it in order)."""
+
+    def resume_reading(self) -> None:
+        return None
+
+    def is_reading(self) -> bool:
+        return True
+
     def get_write_buffer_size(self) -> int:
         return 0
 

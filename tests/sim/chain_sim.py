@@ -22,7 +22,8 @@ from typing import Any, assert_never
 from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.crypto import SigningKey, node_id_for
-from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, NeedSnapshot, OwnDone, Penalize,
+from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, HoldReading, NeedSnapshot, OwnDone,
+                                    Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.tendermint import ConsensusConfig
@@ -282,6 +283,8 @@ class ChainSimulation:
                 validators = [v for v in self._validators(node) if v != node.index]
                 if validators:
                     self._send(node.index, self.rng.choice(validators), "submit", tx.wire())
+            case HoldReading():
+                self.stats["holds"] = self.stats.get("holds", 0) + 1
             case Penalize(peer, _, reason):
                 self.stats["penalties"] += 1
                 culprit = self.by_id.get(peer)

@@ -101,3 +101,41 @@ def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
     throttled = budget.view()["throttled"]
     assert isinstance(throttled, list)
     assert len(budget._buckets) == 3 and len(throttled) <= 5
+
+
+def test_a_neighbour_past_its_budget_is_held_until_a_second_refills_once_per_hold():
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=10.0, burst=5.0)
+    assert all(budget.take("flooder", 0.0) for _ in range(5))
+    assert not budget.take("flooder", 0.0)
+    assert budget.hold_for("flooder", 0.0) == 0.5, "until its bucket holds min(burst, a second's worth)"
+    assert budget.hold_for("flooder", 0.3) is None, "what was read before the hold began is dropped unheld"
+    assert budget.hold_for("flooder", 0.5) is not None, "once the hold is over, a new excess holds it again"
+    fast = TxBudget(rate=10_000.0, burst=100.0)
+    fast.take("a", 0.0)
+    assert fast.hold_for("a", 0.0) == 0.05, "never shorter than the floor (a hold per frame would cost more)"
+    slow = TxBudget(rate=1.0, burst=1.0)
+    assert slow.take("b", 0.0) and not slow.take("b", 0.0)
+    assert slow.hold_for("b", 0.0) == 1.0, "a second at most: the link's heartbeats wait too"
+    assert budget.view()["holds"] == 2
+
+
+def test_a_validator_holds_a_flooding_neighbours_link_and_not_a_validators():
+    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.effects import HoldReading
+    from exchange.chain.genesis import Genesis
+    from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+    me = FakeKeys("held-validator")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key,))
+    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=CoreConfig(peer_tx_rate=10.0, peer_tx_burst=5.0), now=BASE_TIME)
+    core.take_effects()
+    for _ in range(40):
+        core.on_message("chain_tx", ["not", "a", "tx"], "flooder", BASE_TIME + 1)
+    holds = [e for e in core.take_effects() if isinstance(e, HoldReading)]
+    assert holds == [HoldReading("flooder", 0.5)]
+    for _ in range(40):
+        core.on_message("chain_tx", ["not", "a", "tx"], None, BASE_TIME + 1)     # our own: never metered
+    assert not [e for e in core.take_effects() if isinstance(e, HoldReading)]

@@ -60,6 +60,7 @@ class LocalNet:
                 self.send(node_id, message)
 
     def penalize(self, node_id, points, reason): pass
+    def hold_reading(self, node_id, seconds): pass
     def keep_linked(self, node_ids): pass
     def linked_providers(self, service): return []
 

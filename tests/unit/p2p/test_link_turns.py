@@ -1,0 +1,121 @@
+"""A link hands its messages over a few at a time per event-loop turn, and is not read while it has a backlog
+or is held (issue 25): one peer's burst must not hold the loop, and every other link's votes behind it."""
+from __future__ import annotations
+
+import asyncio
+
+from p2p.close_reason import CloseReason, LinkReason
+from p2p.connection import OPEN, TURN_MESSAGES, Direction, PeerLink
+from p2p.messages import Message
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+        self.resumed = asyncio.Event()
+        self.pauses = 0
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        self.resumed.set()
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+class _Schemas:
+    checks = {"ping": lambda message: None}     # the compiled check of an application type: passes
+
+
+class _Host:
+    """What a PeerLink asks of its host while open: where messages go, and the limits it reads."""
+    max_frame_bytes = 1 << 20
+    send_buffer_bytes = 1 << 20
+    schemas = _Schemas()
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[int, int]] = []      # (turn, seq)
+        self.turn = 0
+
+    def on_message(self, link: PeerLink, message: Message) -> None:
+        self.delivered.append((self.turn, message["seq"]))
+
+    def on_closed(self, link: PeerLink, reason: LinkReason, was_open: bool) -> None:
+        pass
+
+    def on_internal_error(self, link: PeerLink, where: str, exc: BaseException) -> None:
+        raise AssertionError(f"{where}: {exc!r}") from exc
+
+
+def _open_link(host: _Host) -> tuple[PeerLink, _Transport]:
+    link = PeerLink(host, Direction.INBOUND)  # type: ignore[arg-type]  # a host with only what an open link uses
+    transport = _Transport()
+    link.transport = transport
+    link.state = OPEN
+    return link, transport
+
+
+async def _next_turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def test_a_burst_is_handed_over_a_turn_at_a_time_with_reading_paused_until_it_is_through() -> None:
+    host = _Host()
+    link, transport = _open_link(host)
+    burst = 3 * TURN_MESSAGES + 5
+    link._deliver([{"type": "ping", "seq": i} for i in range(burst)])
+    assert len(host.delivered) == TURN_MESSAGES and not transport.reading
+    other: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: other.append(len(host.delivered)))     # another link's callback
+    link._deliver([{"type": "ping", "seq": burst}])     # arrives while behind: queued after the backlog, in order
+    turns = 0
+    while not transport.reading:
+        host.turn += 1
+        turns += 1
+        await _next_turn()
+        assert turns < 10, "the backlog never drained"
+    assert [seq for _, seq in host.delivered] == list(range(burst + 1))
+    assert other == [2 * TURN_MESSAGES], "another callback ran between two turns of the burst"
+    per_turn = [sum(1 for turn, _ in host.delivered if turn == t) for t in range(turns + 1)]
+    assert max(per_turn) <= TURN_MESSAGES and transport.pauses == 1
+
+
+async def test_a_small_read_is_handed_over_at_once_without_pausing() -> None:
+    host = _Host()
+    link, transport = _open_link(host)
+    link._deliver([{"type": "ping", "seq": i} for i in range(TURN_MESSAGES)])
+    assert len(host.delivered) == TURN_MESSAGES and transport.reading and transport.pauses == 0
+
+
+async def test_a_hold_stops_reading_for_its_time_and_a_later_hold_only_extends_it() -> None:
+    host = _Host()
+    link, transport = _open_link(host)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    link.hold_reading(0.05)
+    link.hold_reading(0.01)     # shorter: no effect
+    assert link.reading_held and not transport.reading
+    await asyncio.wait_for(transport.resumed.wait(), 2)
+    assert loop.time() - started >= 0.05 and not link.reading_held and transport.pauses == 1
+
+
+async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
+    host = _Host()
+    link, transport = _open_link(host)
+    link._deliver([{"type": "ping", "seq": i} for i in range(2 * TURN_MESSAGES)])
+    link.hold_reading(5.0)
+    link._finish(CloseReason.CONNECTION_CLOSED, "")
+    await _next_turn()
+    assert len(host.delivered) == TURN_MESSAGES and not link._backlog and not link.reading_held
+
