@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit
+from exchange.chain.core import ChainCore
 from exchange.chain.effects import ChainMessage
 from exchange.chain.genesis import Genesis
 from exchange.chain.store import WalDamage
@@ -74,6 +75,27 @@ class ChainStore(Protocol):
     def epoch_proofs(self) -> list[tuple[Block, Commit]]: ...
     def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None: ...
     def close(self) -> None: ...
+
+
+class CoreGate(Protocol):
+    """What the service's API parts (`submissions.py`, `seat_admin.py`) see of the service: the core it runs,
+    the checks that the core may serve now, and the pump that carries out what they hand the core."""
+
+    @property
+    def core(self) -> ChainCore | None: ...
+
+    def usable_core(self) -> ChainCore:
+        """The core, when it runs and is not halted; else raises NotReady."""
+        ...
+
+    def accepting_core(self) -> ChainCore:
+        """The core, when it also takes orders now (not recovering, the disk writes); else raises NotReady or
+        the StorageError that stops it."""
+        ...
+
+    def schedule_pump(self) -> None:
+        """Carry out the core's effects soon (once, however often it is asked before then)."""
+        ...
 
 
 class Signer(Protocol):

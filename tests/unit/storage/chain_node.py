@@ -191,7 +191,7 @@ class ChainNode:
         """Submit order `n` as the API would and write down what the API would answer."""
         tx = self.make_tx(n)
         try:
-            why, future = await self.service.submit(tx)
+            why, future = await self.service.submissions.submit(tx)
         except StorageError as exc:
             (self.record.unknown if exc.outcome_unknown else self.record.failed)[tx.id] = tx
             return "failed", exc
