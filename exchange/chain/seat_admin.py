@@ -5,14 +5,29 @@ The transactions they sign go to the core; the chain orders and counts them (`se
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 from exchange.chain.founding import Founding
 from exchange.chain.ports import CoreGate
-from exchange.chain.seats_view import key_of, seats_view
+from exchange.chain.recovery import RecoveryStatus
+from exchange.chain.seats_view import SeatsView, key_of, seats_view
 from exchange.crypto import node_id_for
 
 log = logging.getLogger("exchange.chain")
+
+
+class Approval(SeatsView):
+    """`approve`'s answer: the approval signed (`approval`, its transaction id) and the seats after it."""
+
+    action: str
+    node_id: str
+    approval: str
+
+
+class RecoveryConsent(SeatsView):
+    """`recover`'s answer: the recovery as it stands after our consent, and the seats."""
+
+    recovery: RecoveryStatus
 
 
 class SeatAdmin:
@@ -29,7 +44,7 @@ class SeatAdmin:
         """The public key behind a node id, from what this node knows first-hand (`seats_view.py`)."""
         return key_of(self.gate.core, [p.public_key for p in self.founding.peers.values()], node_id)
 
-    def approve(self, action: str, node_id: str) -> dict[str, Any]:
+    def approve(self, action: str, node_id: str) -> Approval:
         """Our operator's signed approval that `node_id` gets (`add`) or loses (`remove`) a seat. Raises
         ValueError (with why) when it cannot apply now, NotReady when no chain runs here."""
         core = self.gate.usable_core()
@@ -46,7 +61,7 @@ class SeatAdmin:
         log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
         return {"action": action, "node_id": node_id, "approval": tx.id, **self.view()}
 
-    def recover(self, node_ids: list[str]) -> dict[str, Any]:
+    def recover(self, node_ids: list[str]) -> RecoveryConsent:
         """Our operator's consent that the validators `node_ids` (this one among them) take the chain on from
         the last certified block, as the whole new set: the way out of a halt with validators gone for good
         (exchange/chain/recovery.py). Raises ValueError (why) when it cannot be given."""
@@ -60,6 +75,6 @@ class SeatAdmin:
         self.gate.schedule_pump()
         return {"recovery": answer, **self.view()}
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> SeatsView:
         """The validator set, each member's state, the standbys and the approvals pending (`seats_view.py`)."""
         return seats_view(self.gate.usable_core(), self.proposed, self.clock())

@@ -32,29 +32,31 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any, Callable, assert_never
+from typing import Callable, TypedDict, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotServer, fetch_snapshot
+from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotChunk, SnapshotServer, fetch_snapshot
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
 from exchange.chain.submissions import Submissions
-from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
-from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
+from exchange.chain.boot import Recovering, check_history, replay, restore_snapshot, store_dir
+from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, RpcValue, Signer
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, NeedSnapshot, OwnDone,
                                     Penalize, SendTo, SendValidators, WalRecord)
 from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.chain.chainstate import BlockOutcome
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, FoundingLoop
+from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, Conflict, FoundingLoop
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
+from exchange.app.results import BlockResult
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
 from exchange.wire import Wire
@@ -65,6 +67,20 @@ log = logging.getLogger("exchange.chain")
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
 OUTBOX_PROBE_INTERVAL = 1.0
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
+
+
+class ChainInfo(TypedDict):
+    """Our chain as our handshakes and heartbeats state it ("" and 0 before we have one)."""
+
+    chain_id: str
+    height: int
+
+
+class SubmitAnswer(TypedDict, total=False):
+    """A validator's answer to a follower's `chain.submit`: `error` names a refusal (or why it cannot serve)."""
+
+    ok: bool
+    error: str | None
 
 
 class ChainService:
@@ -97,13 +113,13 @@ class ChainService:
                                  trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN")
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
-        self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
+        self.conflicts: dict[str, Conflict] = {}        # peers on another chain: node id -> what we know
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
                              snapshot_interval=snapshot_interval, seat_rule=seat_rule, absent=absent),
             self.founding, network, store, identity.public_key_bytes, clock)
-        self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
+        self.block_listeners: list[Callable[[Block, BlockResult | None], None]] = []   # once final here
         self.halted: str | None = None
         self.own_orders = OwnOrders(store, clock)
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,7 +131,7 @@ class ChainService:
         self.finality_observers = self.own_orders.finality_observers
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
-        self.recovering: dict[str, Any] | None = None
+        self.recovering: Recovering | None = None
         self.recovery_timeout = recovery_timeout
         self.fatal: str | None = None
         self.fatal_listeners: list[Callable[[str], None]] = []
@@ -278,7 +294,7 @@ class ChainService:
         log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
         self.recovering = None
 
-    def _recovery_deadline(self, recovering: dict[str, Any]) -> None:
+    def _recovery_deadline(self, recovering: Recovering) -> None:
         if self.fatal is not None or self.clock() - recovering["since"] <= self.recovery_timeout:
             return
         self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')} (damage: "
@@ -289,13 +305,13 @@ class ChainService:
         for stop in self.fatal_listeners:
             stop(self.fatal)
 
-    def _serve_genesis(self, payload: Any, peer: str) -> Any:
+    def _serve_genesis(self, payload: RpcValue, peer: str) -> Wire:
         if self.genesis is None:
             raise CannotServe("no chain yet")
         return self.genesis.wire()
 
     # ------------------------------------------------------------------ peers
-    def chain_info(self) -> dict[str, Any]:
+    def chain_info(self) -> ChainInfo:
         """What our handshakes and heartbeats say about our chain."""
         return {"chain_id": self.genesis.chain_id if self.genesis else "", "height": self.core.height if self.core else 0}
 
@@ -339,7 +355,7 @@ class ChainService:
         core.on_message(kind, message.get("body"), sender, self.clock())
         self.schedule_pump()
 
-    def check_decision(self, body: Any) -> bool | None:
+    def check_decision(self, body: object) -> bool | None:
         """The router's check before it forwards a certified block (see ChainCore.judge_certified)."""
         core = self.core
         if core is None:
@@ -352,7 +368,7 @@ class ChainService:
             return False
 
     # ------------------------------------------------------------------ snapshots for joining nodes
-    def _serve_snapshot(self, payload: Any, peer: str) -> Any:
+    def _serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
         return self._snapshots.serve(payload)
 
     async def _snapshot_join(self, peer: str) -> None:
@@ -384,7 +400,7 @@ class ChainService:
         self._roles_changed()
         self.pump()
 
-    def _serve_submit(self, payload: Any, peer: str) -> Any:
+    def _serve_submit(self, payload: RpcValue, peer: str) -> SubmitAnswer:
         """A follower hands us a transaction (RPC `chain.submit`)."""
         core = self.core
         if core is None or not core.is_validator:
@@ -466,7 +482,7 @@ class ChainService:
             case _:
                 assert_never(effect)
 
-    def _committed(self, block: Block, commit: Commit, outcome: Any, holds_own: bool) -> None:
+    def _committed(self, block: Block, commit: Commit, outcome: BlockOutcome, holds_own: bool) -> None:
         """A validator stores every block durably before anything follows (for the only validator, or a
         quorum that lost power together, the block exists nowhere else). A follower's block is certified and
         any peer can serve it again, so a follower skips the fdatasync (40 % of a busy follower's samples
@@ -490,7 +506,7 @@ class ChainService:
 
     def _block_saved(self, entry: UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
-        block, result = entry.block, entry.outcome.exchange
+        block, result = entry.block, _block_result(entry.outcome)
         for message in entry.held:
             self.network.broadcast(message)
         if entry.snapshot is not None:
@@ -503,7 +519,7 @@ class ChainService:
                 self.store.append_epoch(block, entry.commit)
             except StorageError as exc:
                 log.error("could not store the proof of the validator set changed at height %d: %s", block.height, exc)
-        tx_results = getattr(result, "txs", ())
+        tx_results = () if result is None else result.txs
         self.store.outbox_done([tx_result.tx_id for tx_result in tx_results])
         self.commit_log.append((block.height, self.clock(), sum(len(tx.ops) for tx in tx_results)))
         if self.own_orders.settle(tx_results, self.core):
@@ -622,13 +638,15 @@ class ChainService:
         """The exchange the core runs (None before a chain), typed: the core holds it as its Application."""
         return None if self.core is None else _exchange(self.core)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
+        """The chain as /status shows it (under `exchange`): the core's view, this node's founding, halt,
+        recovery and disk state, and the service's counters (a JSON object: counters are spread into it)."""
         core = self.core
-        base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
-                                "halted": self.halted, **self.counters, "recovering": self.recovering,
-                                "fatal": self.fatal, "disk_error": _problem(self.disk_error),
-                                "outbox_error": _problem(self.store.outbox_error),
-                                "unsaved_blocks": self.durability.unsaved_blocks}
+        base: dict[str, object] = {"founding": self.founding_status, "conflicts": self.conflicts,
+                                   "halted": self.halted, **self.counters, "recovering": self.recovering,
+                                   "fatal": self.fatal, "disk_error": _problem(self.disk_error),
+                                   "outbox_error": _problem(self.store.outbox_error),
+                                   "unsaved_blocks": self.durability.unsaved_blocks}
         if core is None:
             return base
         sign_from = core.consensus.sign_from
@@ -648,6 +666,12 @@ def _exchange(core: ChainCore) -> ExchangeState:
     app = core.state.app
     assert isinstance(app, ExchangeState)
     return app
+
+
+def _block_result(outcome: BlockOutcome) -> BlockResult | None:
+    """The exchange's result of a final block: the core's application is the ExchangeState `boot` made."""
+    result = outcome.exchange
+    return result if isinstance(result, BlockResult) else None
 
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:

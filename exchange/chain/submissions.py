@@ -9,10 +9,10 @@ block has it. The waits themselves and the cancels held back are `own_orders.py`
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Callable
 
 from exchange.app.txs import SignedTx
-from exchange.chain.own_orders import OwnOrders, TxOutcome
+from exchange.chain.own_orders import OrderView, OwnOrders, TxOutcome
 from exchange.chain.ports import ChainStore, CoreGate, NotReady
 
 
@@ -77,12 +77,12 @@ class Submissions:
     def _pending_here(self, tx_id: str) -> bool:
         return any(tx.id == tx_id for tx in self.store.outbox())
 
-    def pending_orders(self, account: str | None = None) -> list[dict[str, Any]]:
+    def pending_orders(self, account: str | None = None) -> list[OrderView]:
         """Our users' orders answered 202 that no block holds yet, newest first (`own_orders.py`)."""
         core = self.gate.core
         return [] if core is None else self.own_orders.views(core, account, self.pending_reason())
 
-    def pending_order(self, order_id: str) -> tuple[SignedTx, dict[str, Any]] | None:
+    def pending_order(self, order_id: str) -> tuple[SignedTx, OrderView] | None:
         """(its transaction, its view) for one of `pending_orders`, or None."""
         for view in self.pending_orders():
             if view["id"] == order_id:

@@ -207,8 +207,8 @@ class ChainNode:
         return "accepted", tx
 
     def collect_finals(self) -> None:
-        assert self.service.core is not None
-        app = self.service.core.state.app
+        app = self.service.app
+        assert app is not None
         for tx_id, future in list(self.record.waiting.items()):
             if future.done():
                 del self.record.waiting[tx_id]
