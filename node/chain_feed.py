@@ -72,7 +72,7 @@ class ChainBridge:
             return []
         orders: list[dict[str, Any]] = []
         for account in self.accounts.list():
-            orders.extend(self.chain.pending_orders(account.id))     # answered 202, in no block yet
+            orders.extend(self.chain.submissions.pending_orders(account.id))     # answered 202, in no block yet
             orders.extend(state.orders(account.id, "open", 1000))
         return orders
 

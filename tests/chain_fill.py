@@ -104,7 +104,7 @@ async def fill(data_dir: Path, orders: int, *, heights: int, resting: int = 1000
         async def submit(key: SigningKey, ops: list[Op]) -> None:
             sent[0] += 1
             tx = sign_tx(key.sign, key.public_key, core.chain_id, f"f{sent[0]}", int(clock[0] * 1000) + 60_000, ops)
-            why, _ = await service.submit(tx)
+            why, _ = await service.submissions.submit(tx)
             if why is not None:
                 result.refused[why] = result.refused.get(why, 0) + 1
             result.recent_order_ids = result.recent_order_ids[-3:] + [tx.order_id(i) for i in range(min(3, len(ops)))]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any
 
 from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.chainstate import decode_item, recovery_of
@@ -68,7 +67,7 @@ class BlockCheck:
             log.warning("block %s at height %d refused: %s", block.id.hex()[:12], block.height, why)
         return why
 
-    def decode_known(self, item: Any) -> SignedTx | MembershipTx:
+    def decode_known(self, item: object) -> SignedTx | MembershipTx:
         """A block's transaction, taken from the mempool when we hold the very same one (same signature and
         the same content: we compare what we hold with the block's bytes) instead of parsing it again."""
         if type(item) is list and len(item) == 2 and item[0] == "a" and type(item[1]) is list and len(item[1]) == 6:

@@ -14,7 +14,7 @@ Parsing here is strict and total: `from_wire` raises `Malformed` for anything of
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from exchange.chain.codec import digest, pack
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
@@ -41,19 +41,19 @@ class Malformed(ValueError):
         self.code = code
 
 
-def _int(value: Any, low: int, high: int) -> bool:
+def _int(value: object, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
-def _hash(value: Any) -> bool:
+def _hash(value: object) -> bool:
     return type(value) is bytes and len(value) == HASH_BYTES
 
 
-def _key(value: Any) -> bool:
+def _key(value: object) -> bool:
     return type(value) is bytes and len(value) == PUBLIC_KEY_BYTES
 
 
-def _sig(value: Any) -> bool:
+def _sig(value: object) -> bool:
     return type(value) is bytes and len(value) == SIGNATURE_BYTES
 
 
@@ -84,7 +84,7 @@ class Commit:
         return [self.height, self.round, self.block_id, [[i, s] for i, s in self.sigs]]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Commit":
+    def from_wire(cls, data: object) -> "Commit":
         if type(data) is not list or len(data) != 4:
             raise Malformed("bad_commit")
         height, round_, block_id, sigs = data
@@ -120,7 +120,7 @@ class Header:
                 self.validators_hash, self.txs_hash, None if self.last_commit is None else self.last_commit.wire()]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Header":
+    def from_wire(cls, data: object) -> "Header":
         if type(data) is not list or len(data) != 9:
             raise Malformed("bad_header")
         chain_id, height, time_ms, prev_id, proposer, app_hash, vhash, thash, last = data
@@ -164,7 +164,7 @@ class Block:
         return self._size
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Block":
+    def from_wire(cls, data: object) -> "Block":
         """Shape checks and the header/txs binding; transaction contents are judged by the caller."""
         if type(data) is not list or len(data) != 2 or type(data[1]) is not list or len(data[1]) > MAX_BLOCK_TXS:
             raise Malformed("bad_block")
@@ -204,7 +204,7 @@ class Vote:
         return [self.kind, self.height, self.round, self.block_id, self.validator, self.sig]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Vote":
+    def from_wire(cls, data: object) -> "Vote":
         if type(data) is not list or len(data) != 6:
             raise Malformed("bad_vote")
         kind, height, round_, block_id, validator, sig = data
@@ -240,7 +240,7 @@ class Proposal:
         return [self.height, self.round, self.valid_round, self.block.wire(), self.proposer, self.sig]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Proposal":
+    def from_wire(cls, data: object) -> "Proposal":
         if type(data) is not list or len(data) != 6:
             raise Malformed("bad_proposal")
         height, round_, valid_round, block, proposer, sig = data

@@ -13,7 +13,6 @@ fresh key costs nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from exchange.chain.blocks import Block, Commit, Header, Malformed
 from exchange.chain.core_view import CoreView
@@ -174,7 +173,7 @@ class BlockSync:
                       "clock gets there (check this machine's clock if every node reports it)", header.height,
                       ahead / 1000)
 
-    def on_sync_request(self, body: Any, sender: str | None) -> None:
+    def on_sync_request(self, body: object, sender: str | None) -> None:
         if sender is None or type(body) is not list or len(body) != 2 \
                 or not all(type(v) is int and v >= 1 for v in body):
             raise Malformed("bad_sync_request")
@@ -192,7 +191,7 @@ class BlockSync:
         first_kept = getattr(self.core.blocks, "first_height", 1)
         self.core.emit(SendTo(sender, {"type": "chain_sync_response", "body": [items, self.core.state.height, first_kept]}))
 
-    def on_sync_response(self, body: Any, sender: str | None, now: float) -> None:
+    def on_sync_response(self, body: object, sender: str | None, now: float) -> None:
         if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
             raise Malformed("bad_sync_response")
         if self._sync_inflight is not None and self._sync_inflight[0] == sender:

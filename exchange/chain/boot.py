@@ -10,7 +10,7 @@ height it may already have signed at.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypedDict
 
 from exchange.chain.core import ChainCore
 from exchange.chain.ports import ChainStore
@@ -22,11 +22,21 @@ from exchange.wire import Wire
 log = logging.getLogger("exchange.chain")
 
 
+class Recovering(TypedDict):
+    """History that must come back from peers before the node serves orders (shown in /status)."""
+
+    since: float            # when it was found (the service's clock)
+    need_height: int        # the height to reach again
+    missing: str            # what is missing, for people: heights "a-b, c-d" or "the signing record"
+    tail_damaged: bool      # the newest blocks are damaged: how far we signed is unknown
+    damage: str             # what the store found, for people
+
+
 class HistoryCheck(NamedTuple):
     """`recovering`: what must come back from peers before orders are served (None: nothing);
     `wal_top`: the highest height with a signed record in a trustworthy WAL (0: none)."""
 
-    recovering: dict[str, Any] | None
+    recovering: Recovering | None
     wal_top: int
 
 
@@ -91,7 +101,7 @@ def check_history(store: ChainStore, core: ChainCore, now: float, wal: list[Wire
     wal_ok = store.wal_trustworthy
     wal_top_kept = wal_top if wal_ok else 0
     needed = 1
-    recovering: dict[str, Any] | None = None
+    recovering: Recovering | None = None
     if missing or known_top > core.height:
         ranges = ", ".join(f"{r.start}-{r.stop - 1}" for r in missing) or f"{core.height + 1}-{known_top}"
         damage = "; ".join(store.blocks_damage) or f"{store_dir(store, 'blocks')} ends early"

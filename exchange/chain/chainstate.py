@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Callable, Mapping, Protocol, TypedDict
 
 from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
 from exchange.chain.codec import digest, pack, unpack
@@ -20,7 +20,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
 from exchange.app.txs import InvalidTx, SignedTx
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.validators import ValidatorSet, ValidatorSummary
 from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
@@ -30,13 +30,23 @@ class Application(Protocol):
 
     def precheck(self, tx: SignedTx, chain_id: str, now_ms: int) -> str | None: ...
     def begin_block(self, height: int, time_ms: int) -> None: ...
-    def apply_tx(self, tx: SignedTx) -> Any: ...
-    def reject_tx(self, tx: SignedTx, reason: str) -> Any: ...
-    def end_block(self) -> Any: ...
+    # what these return is the application's (the exchange's TxResult and BlockResult): the chain passes the
+    # block's result on in BlockOutcome.exchange and reads none of it
+    def apply_tx(self, tx: SignedTx) -> object: ...
+    def reject_tx(self, tx: SignedTx, reason: str) -> object: ...
+    def end_block(self) -> object: ...
     @property
     def app_hash(self) -> bytes: ...
     def snapshot(self) -> bytes: ...
-    def order(self, order_id: str) -> dict[str, Any] | None: ...
+    def order(self, order_id: str) -> Mapping[str, object] | None: ...   # its view (the chain reads `status`)
+
+
+class ChainStateStatus(TypedDict):
+    height: int
+    time_ms: int
+    last_block_id: str
+    validators: ValidatorSummary
+    app_hash: str
 
 
 @dataclass
@@ -46,13 +56,13 @@ class BlockOutcome:
     height: int
     block_id: bytes
     time_ms: int
-    exchange: Any
+    exchange: object                    # the application's end_block result (None until the block's end)
     membership: list[tuple[MembershipTx, str]] = field(default_factory=list)   # (tx, "applied" | reason)
     validators_changed: bool = False
     state_hash: bytes = b""          # the chain state's hash after this block (the next header's app_hash)
 
 
-def decode_item(item: Any) -> SignedTx | MembershipTx:
+def decode_item(item: object) -> SignedTx | MembershipTx:
     """One block transaction from its wire form (raises Malformed / InvalidTx)."""
     if type(item) is not list or len(item) != 2:
         raise Malformed("bad_tx_item")
@@ -210,6 +220,6 @@ class ChainState:
         self.last_snapshot = None
         self.hash = self._compute_hash()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ChainStateStatus:
         return {"height": self.height, "time_ms": self.time_ms, "last_block_id": self.last_block_id.hex(),
                 "validators": self.validators.summary(), "app_hash": self.hash.hex()}

@@ -13,12 +13,16 @@ import msgpack
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
+# A decoded msgpack value: a list, int, str, bytes, ... that no static type describes; each reader checks
+# the shape it expects (a `from_wire`, or a destructuring under `except (TypeError, ValueError)`).
+Unpacked = Any
 
-def pack(value: Any) -> bytes:
+
+def pack(value: object) -> bytes:
     return cast("bytes", _packb(value))
 
 
-def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Any:
+def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Unpacked:
     """Decode bytes we stored or received; raises ValueError on anything malformed."""
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=max_bytes, max_bin_len=max_bytes,
@@ -27,6 +31,6 @@ def unpack(data: bytes, max_bytes: int = 64 * 1024 * 1024) -> Any:
         raise ValueError(f"undecodable record: {type(exc).__name__}") from None
 
 
-def digest(domain: str, value: Any) -> bytes:
+def digest(domain: str, value: object) -> bytes:
     """sha256 over the domain-tagged canonical encoding."""
     return hashlib.sha256(_packb([domain, value])).digest()

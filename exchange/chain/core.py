@@ -30,7 +30,7 @@ import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, assert_never
+from typing import Callable, assert_never
 
 from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.block_check import BlockCheck
@@ -45,7 +45,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.intake import TxIntake
 from exchange.chain.membership import Approve, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE, Mempool
-from exchange.chain.recovery import HaltRecovery
+from exchange.chain.recovery import HaltRecovery, RecoveryStatus
 from exchange.chain.seat_requests import SeatRequests
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.app.txs import InvalidTx, SignedTx
@@ -214,7 +214,7 @@ class ChainCore:
         """The block we would propose at the next height now (`block_builder.py`)."""
         return self.builder.build_block()
 
-    def recover(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
+    def recover(self, keep: tuple[bytes, ...], now: float) -> RecoveryStatus:
         """Our operator's consent to a recovery keeping the validators `keep` (`recovery.py`); raises
         ValueError (why) when it cannot be given."""
         return self.halt_recovery.consent(keep, now)
@@ -270,7 +270,7 @@ class ChainCore:
     # ------------------------------------------------------------------ validation
     # ------------------------------------------------------------------ proposing
     # ------------------------------------------------------------------ network input
-    def on_message(self, kind: str, body: Any, sender: str | None, now: float) -> None:
+    def on_message(self, kind: str, body: object, sender: str | None, now: float) -> None:
         """One chain message (`kind`: its wire type, one of MESSAGE_TYPES) from neighbour `sender` (None: from
         ourselves or a trusted local source)."""
         self.set_now(now)
@@ -287,7 +287,7 @@ class ChainCore:
                           f"malformed_{kind.removeprefix('chain_')}:{getattr(exc, 'code', exc)}")
         self.drain(now)
 
-    def _message_handlers(self) -> dict[str, Callable[[Any, str | None, float], None]]:
+    def _message_handlers(self) -> dict[str, Callable[[object, str | None, float], None]]:
         """Every chain message type this core handles, and where it goes: the one place they are wired."""
         return {
             "chain_vote": lambda body, sender, now: self._on_vote(Vote.from_wire(body), sender, now),
@@ -301,12 +301,12 @@ class ChainCore:
             "chain_recovery": self.halt_recovery.on_message,
         }
 
-    def _on_decision(self, body: Any, sender: str | None, now: float) -> None:
+    def _on_decision(self, body: object, sender: str | None, now: float) -> None:
         if type(body) is not list or len(body) != 2:
             raise Malformed("bad_decision")
         self.sync.on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
 
-    def _on_tx(self, body: Any, sender: str | None, now: float) -> None:
+    def _on_tx(self, body: object, sender: str | None, now: float) -> None:
         if type(body) is list and len(body) == 6 and type(body[5]) is bytes and body[5] in self.mempool.by_sig:
             return          # already held: no need to parse it again
         if self.intake.within_tx_budget(sender, now):
@@ -530,7 +530,8 @@ class ChainCore:
         batch, self._effects = EffectBatch(tuple(self._effects)), []
         return batch
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float) -> dict[str, object]:
+        """The core's part of /status: a JSON object its counters are spread into (their keys grow with use)."""
         state = self.state
         return {"chain_id": self.chain_id, "role": self.role, "height": state.height,
                 "epoch": state.validators.epoch, "validators": state.validators.summary(),

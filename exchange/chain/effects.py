@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from exchange.chain.blocks import Block, Commit, Proposal, Vote
     from exchange.chain.chainstate import BlockOutcome
     from exchange.app.txs import SignedTx
+    from exchange.wire import Wire
 
 # A chain message on the wire: {"type": name, "body": wire form}. Its body is msgpack-able data whose
 # shape each receiver checks (`blocks.Malformed`) before acting on it.
@@ -32,7 +33,7 @@ ChainMessage = dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class WalRecord:
     """A consensus write-ahead record: durable before any later effect leaves the node."""
-    record: list[Any]
+    record: Wire
 
 
 @dataclass(frozen=True, slots=True)

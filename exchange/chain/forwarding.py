@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any, Callable
 
 from exchange.app.txs import SignedTx
 from exchange.chain.core import ChainCore
-from exchange.chain.ports import ChainNetwork
+from exchange.chain.ports import ChainNetwork, RpcHandler
 
 log = logging.getLogger("exchange.chain")
 
@@ -24,7 +23,7 @@ FOLLOWER_VALIDATOR_LINKS = 7    # validators a follower keeps linked (all of a d
 
 
 class TxForwarding:
-    def __init__(self, network: ChainNetwork, node_id: str, serve_submit: Callable[[Any, str], Any],
+    def __init__(self, network: ChainNetwork, node_id: str, serve_submit: RpcHandler,
                  counters: dict[str, int]) -> None:
         self.network = network
         self.node_id = node_id

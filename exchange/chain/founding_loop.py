@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, NotRequired, Protocol, TypedDict
 
 from exchange.app import ExchangeParams
 from exchange.chain.founding import Decision, Founding
@@ -46,12 +46,21 @@ class ChainRules:
         return None
 
 
+class Conflict(TypedDict):
+    """A peer on another chain than ours (shown in /status as `conflicts`)."""
+
+    chain_id: str
+    reason: str
+    height: NotRequired[int]        # its height and when we heard it: known from its hello or heartbeat
+    seen: NotRequired[float]
+
+
 class FoundingHost(Protocol):
     """What the loop reads and sets on the chain service."""
     genesis: Genesis | None
     founding_status: str
     trust: str
-    conflicts: dict[str, dict[str, Any]]
+    conflicts: dict[str, Conflict]
 
     def boot(self, genesis: Genesis) -> None: ...
 

@@ -22,6 +22,11 @@ SEAT_RULES = ("bft", "any")     # bft: the set grows only to sizes 3f + 1 (1, 4,
 GENESIS_VERSION = "exchange-node/genesis/v2"
 
 
+# The exchange's parameters as the genesis carries them (ExchangeParams.to_wire()): a msgpack map whose values
+# have no static type here; ExchangeParams.from_wire checks them where they are read.
+ParamsWire = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Genesis:
     network_id: str
@@ -33,7 +38,7 @@ class Genesis:
     absent_blocks: int = 100             # a validator neither signing nor proposing in this many blocks ...
     absent_ms: int = 60_000              # ... spanning at least this much block time is jailed (seat kept in standby)
     snapshot_interval: int = 500         # every this many heights the state hash covers a full snapshot
-    exchange: dict[str, Any] = field(default_factory=dict)   # ExchangeParams.to_wire()
+    exchange: ParamsWire = field(default_factory=dict)   # ExchangeParams.to_wire()
     admission_key: bytes = b""           # Ed25519 key whose signature admits a node to standby (b"": none)
     seat_rule: str = "bft"
 
@@ -43,7 +48,7 @@ class Genesis:
                 sorted(self.exchange.items()), self.snapshot_interval, self.admission_key, self.seat_rule]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Genesis":
+    def from_wire(cls, data: object) -> "Genesis":
         if type(data) is list and data and data[0] == "exchange-node/genesis/v1":
             raise ValueError("a genesis of protocol v1 (seats taken by joining): this version grants seats; "
                              "move the data directory aside to start afresh")

@@ -10,7 +10,7 @@ quorum is back it returns one line saying how long the halt lasted. `reason` is 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Sequence, TypedDict
 
 WARN_AFTER = 4.0        # s without a quorum before the first WARNING (a validator is live for 3 s after its last
                         # message, so a kill is warned about about 7 s after it happened)
@@ -18,6 +18,21 @@ REPEAT = 60.0           # s between repeated WARNINGs while the halt lasts
 LIVE_AFTER = 3.0        # a validator not heard from for longer than this is silent (CoreConfig.live_after)
 
 Liveness = Sequence[tuple[str, "float | None", bool]]     # (node id, seconds since heard or None, is us)
+
+
+class SilentView(TypedDict):
+    node_id: str
+    silent_s: float | None          # None: never heard since this node started
+
+
+class HaltView(TypedDict):
+    """The halt as /status (`halt`) and the console show it."""
+
+    halted: bool
+    since: float | None
+    seconds: float
+    reason: str | None
+    silent: list[SilentView]
 
 
 class HaltWatch:
@@ -75,7 +90,7 @@ class HaltWatch:
         return (f"chain halted for {lasted}: no quorum of validators ({self.needed} of {self.total} needed, "
                 f"{self.total - len(self.silent)} heard); not heard from: {silent or 'none'}")
 
-    def view(self, now: float) -> dict[str, Any]:
+    def view(self, now: float) -> HaltView:
         """The halt as `/status` and the console show it."""
         return {"halted": self.since is not None, "since": self.since, "seconds": round(self.halted_seconds(now), 1),
                 "reason": self.reason(now),

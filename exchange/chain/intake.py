@@ -11,7 +11,7 @@ hands it to the other validators; a follower forwards it (`Forward`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import TypedDict
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
@@ -21,6 +21,20 @@ from exchange.chain.mempool import OWN_LANE
 from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
+
+
+class AccountRateView(TypedDict):
+    windows: list[list[int]]        # [blocks, ops allowed in them]
+    refused: int
+    accounts: int
+
+
+class IntakeView(TypedDict):
+    """What the intake shows in /status (spread into the core's status)."""
+
+    tx_budget: dict[str, object]
+    account_rate: AccountRateView
+    own_pending: int
 
 
 class TxIntake:
@@ -47,7 +61,7 @@ class TxIntake:
                 holds_own = True
         return holds_own
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> IntakeView:
         rate = self.account_rate
         return {"tx_budget": self.tx_budget.view(),
                 "account_rate": {"windows": [list(w) for w in rate.windows], "refused": rate.refused,

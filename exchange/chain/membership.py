@@ -28,7 +28,7 @@ block, never changes their set.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, cast
+from typing import Callable
 
 from exchange.chain.blocks import Header, Malformed, Vote
 from exchange.chain.codec import pack
@@ -44,15 +44,15 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 Sign = Callable[[bytes], bytes]
 
 
-def _key(value: Any) -> bool:
+def _key(value: object) -> bool:
     return type(value) is bytes and len(value) == PUBLIC_KEY_BYTES
 
 
-def _sig(value: Any) -> bool:
+def _sig(value: object) -> bool:
     return type(value) is bytes and len(value) == SIGNATURE_BYTES
 
 
-def _height(value: Any) -> bool:
+def _height(value: object) -> bool:
     return type(value) is int and 0 <= value < (1 << 62)
 
 
@@ -79,13 +79,13 @@ class MembershipTx:
         raise NotImplementedError
 
     @staticmethod
-    def from_wire(data: Any) -> "MembershipTx":
+    def from_wire(data: object) -> "MembershipTx":
         if type(data) is not list or not data or type(data[0]) is not str:
             raise Malformed("bad_membership")
-        kind = _KINDS.get(data[0])
+        kind = _PARSERS.get(data[0])
         if kind is None:
             raise Malformed("bad_membership")
-        return cast("MembershipTx", kind.parse(data))
+        return kind(data)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id[:40]})"
@@ -338,5 +338,6 @@ class Recover(MembershipTx):
         return cls(data[1], data[2], tuple(data[3]), lock)
 
 
-_KINDS: dict[str, Any] = {"join": Join, "approve": Approve, "leave": Leave, "remove": Remove, "promote": Promote,
-                          "recover": Recover}
+_PARSERS: dict[str, Callable[[Wire], MembershipTx]] = {
+    "join": Join.parse, "approve": Approve.parse, "leave": Leave.parse, "remove": Remove.parse,
+    "promote": Promote.parse, "recover": Recover.parse}

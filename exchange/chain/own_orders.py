@@ -29,6 +29,11 @@ class Withdrawn(NamedTuple):
     reason: str
 
 
+# An order's view as the order API shows it, here one answered 202 that no block holds yet: the same JSON object
+# as the exchange's views of final orders (exchange/app/views.py builds those untyped), which the API lists and
+# merges with it, so it keeps their type.
+OrderView = dict[str, Any]
+
 # What a future `OwnOrders` answers resolves to: the transaction's result once final here, Withdrawn when it was
 # dropped unsent, None when it expired unordered (or was refused before it was queued).
 TxOutcome = TxResult | Withdrawn | None
@@ -66,7 +71,7 @@ class OwnOrders:
         held = {tx.id for txs in self._held.values() for tx in txs}
         return [tx for tx in pending if tx.id not in held]
 
-    def settle(self, tx_results: Iterable[Any], core: ChainCore | None) -> bool:
+    def settle(self, tx_results: Iterable[TxResult], core: ChainCore | None) -> bool:
         """A block holding these results is durable: answer who waits, release what waited for them. Whether
         anything was handed to the core (the caller pumps it)."""
         now = self.clock()
@@ -126,12 +131,12 @@ class OwnOrders:
                 if not future.done():
                     future.cancel()
 
-    def views(self, core: ChainCore, account: str | None, reason: str) -> list[dict[str, Any]]:
+    def views(self, core: ChainCore, account: str | None, reason: str) -> list[OrderView]:
         """Our users' orders answered 202 that no block holds yet, newest first: status `pending` with the
         reason, and `cancel` when a cancel of it waits for it."""
         app = core.state.app
         cancels = {cancelled_prefix(tx): tx.id for txs in self._held.values() for tx in txs}
-        views: list[dict[str, Any]] = []
+        views: list[OrderView] = []
         for tx in reversed(self.store.outbox()):
             if account is not None and tx.account_hex != account:
                 continue
@@ -146,7 +151,7 @@ class OwnOrders:
         return views
 
 
-def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None) -> dict[str, Any]:
+def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None) -> OrderView:
     """An order of ours no block holds yet, shaped like a final order's view."""
     return {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market, "side": op.side,
             "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0",

@@ -8,12 +8,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from exchange.chain.blocks import Block, Commit
+from exchange.chain.core import ChainCore
 from exchange.chain.effects import ChainMessage
 from exchange.chain.genesis import Genesis
 from exchange.chain.store import WalDamage
 from exchange.app.txs import SignedTx
 from exchange.wire import Wire
 from storage import StorageError
+
+
+# An RPC's payload or answer as it crosses the wire: a decoded msgpack value (a map, a list, None, ...) that no
+# static type describes; each handler and each caller checks the shape it expects before it reads it.
+RpcValue = Any
+RpcHandler = Callable[[RpcValue, str], RpcValue]      # (payload, the calling peer's node id) -> the answer
 
 
 class ChainNetwork(Protocol):
@@ -25,9 +32,9 @@ class ChainNetwork(Protocol):
     def hold_reading(self, node_id: str, seconds: float) -> None: ...
     def keep_linked(self, node_ids: set[str]) -> None: ...
     def linked_providers(self, service: str) -> list[str]: ...
-    def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None: ...
+    def offer(self, service: str, handler: RpcHandler) -> None: ...
     def withdraw(self, service: str) -> None: ...
-    async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any: ...
+    async def call(self, service: str, payload: RpcValue, timeout: float, peer: str | None = None) -> RpcValue: ...
 
 
 class ChainStore(Protocol):
@@ -75,6 +82,27 @@ class ChainStore(Protocol):
     def epoch_proofs(self) -> list[tuple[Block, Commit]]: ...
     def replace_epochs(self, proofs: list[tuple[Block, Commit]]) -> None: ...
     def close(self) -> None: ...
+
+
+class CoreGate(Protocol):
+    """What the service's API parts (`submissions.py`, `seat_admin.py`) see of the service: the core it runs,
+    the checks that the core may serve now, and the pump that carries out what they hand the core."""
+
+    @property
+    def core(self) -> ChainCore | None: ...
+
+    def usable_core(self) -> ChainCore:
+        """The core, when it runs and is not halted; else raises NotReady."""
+        ...
+
+    def accepting_core(self) -> ChainCore:
+        """The core, when it also takes orders now (not recovering, the disk writes); else raises NotReady or
+        the StorageError that stops it."""
+        ...
+
+    def schedule_pump(self) -> None:
+        """Carry out the core's effects soon (once, however often it is asked before then)."""
+        ...
 
 
 class Signer(Protocol):

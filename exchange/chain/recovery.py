@@ -33,7 +33,7 @@ chain forks from H + 1: that is the operators' responsibility, which the CLI spe
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from exchange.chain.blocks import MAX_ROUND, PRECOMMIT, Block, Commit, Header, Malformed, Vote, vote_bytes
 from exchange.chain.chainstate import encode_item, recovery_of
@@ -56,6 +56,19 @@ _REFUSALS = {
     "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
                     "tolerates): fewer could be a faulty minority rewriting history",
 }
+
+
+class RecoveryStatus(TypedDict):
+    """A recovery as /status and `exchange-node validators recover` show it."""
+
+    height: int                     # the height the recovery block takes
+    keep: list[str]                 # the node ids of the new set
+    state: str                      # waiting_for_block, offered, consented; recovered or dropped (an answer)
+    signed: list[str]
+    missing: list[str]
+    builder: NotRequired[str]       # the member that builds the block (while it is pending)
+    block_id: NotRequired[str]      # the recovery block, once built
+    carried_lock_round: NotRequired[int]
 
 
 class PendingRecovery:
@@ -119,7 +132,7 @@ class HaltRecovery:
         if self.pending is not None:
             self.progress(now)
 
-    def consent(self, keep: tuple[bytes, ...], now: float) -> dict[str, Any]:
+    def consent(self, keep: tuple[bytes, ...], now: float) -> RecoveryStatus:
         """Our operator's consent that the validators `keep` (us among them) take the chain on from our last
         certified block, as the whole new set (`recovery.py`). Raises ValueError (why) when it cannot be given:
         we hold no seat, the chain is not halted, or the set does not satisfy the recovery rule. The designated
@@ -267,7 +280,7 @@ class HaltRecovery:
             self.pending = best
             log.warning("resuming our consent to recover height %d", best.block.height)
 
-    def on_message(self, body: Any, sender: str | None, now: float) -> None:
+    def on_message(self, body: object, sender: str | None, now: float) -> None:
         """A recovery block for our next height with the precommits on it someone gathered (`offer`), or a kept
         validator's lock for its builder (`lock`)."""
         if type(body) is not list or len(body) != 3 or body[0] not in ("offer", "lock"):
@@ -353,7 +366,7 @@ class HaltRecovery:
             pending.next_send = now + RESEND_INTERVAL
             self.core.emit(SendValidators({"type": "chain_recovery", "body": ["offer", *pending.wire()]}))
 
-    def status(self) -> dict[str, Any] | None:
+    def status(self) -> RecoveryStatus | None:
         """The recovery under way here (None: none)."""
         pending, intent = self.pending, self._intent
         if pending is None:

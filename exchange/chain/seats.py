@@ -9,7 +9,7 @@ returns the next validator set when it changes one. No I/O, no clock but the blo
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from exchange.chain.codec import digest
 from exchange.chain.genesis import Genesis
@@ -169,7 +169,8 @@ class Seats:
                 sorted(self.removals), sorted(self.banned)]
 
     @classmethod
-    def from_wire(cls, data: Any) -> "Seats":
+    def from_wire(cls, data: Wire) -> "Seats":
+        """From a snapshot's part (its hash already checked); a wrong shape raises TypeError or ValueError."""
         seats = cls()
         standby, approvals, removals, banned = data
         seats.standby = {bytes(k): int(h) for k, h in standby}

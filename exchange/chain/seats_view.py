@@ -2,10 +2,51 @@
 long, last heard, blocks proposed), the standbys in the order they get seats, and the approvals pending."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable, TypedDict
 
 from exchange.chain.core import ChainCore
 from exchange.crypto import node_id_for
+
+
+class MemberView(TypedDict):
+    node_id: str
+    me: bool
+    last_signed_height: int
+    absent_s: float                 # block time without its signature (0.0 while at most two blocks behind)
+    heard_s_ago: float | None       # None: not heard since this node started
+    proposed: int                   # its blocks final here since this node started
+
+
+class StandbyView(TypedDict):
+    node_id: str
+    since_height: int
+
+
+class ApprovalView(TypedDict):
+    action: str                     # add or remove
+    node_id: str
+    approvals: int
+    needed: int
+    approvers: list[str]
+
+
+class SeatsView(TypedDict):
+    """What `exchange-node validators` and `GET /validators` show."""
+
+    epoch: int
+    size: int
+    quorum: int
+    faults_tolerated: int
+    max_validators: int
+    seat_rule: str
+    pinned: bool
+    next_size: int | None           # the size the set may grow to next (None: it cannot)
+    admission: bool                 # a join token admits nodes to standby
+    validators: list[MemberView]
+    standby: list[StandbyView]      # in the order they get seats
+    pending: list[ApprovalView]
+    removals: list[str]
+    banned: list[str]
 
 
 def key_of(core: ChainCore | None, linked_keys: Iterable[bytes], node_id: str) -> bytes | None:
@@ -19,13 +60,13 @@ def key_of(core: ChainCore | None, linked_keys: Iterable[bytes], node_id: str) -
     return next((key for key in known if node_id_for(key) == node_id), None)
 
 
-def seats_view(core: ChainCore, proposed: dict[bytes, int], now: float) -> dict[str, Any]:
+def seats_view(core: ChainCore, proposed: dict[bytes, int], now: float) -> SeatsView:
     """The validator set, each member's state, the standbys and the approvals pending."""
     state = core.state
     validators, seats, genesis = state.validators, state.seats, state.genesis
     heard = {node_id: (None if seconds is None else round(seconds, 1))
              for node_id, seconds, _ in core.validator_liveness(now)}
-    members = []
+    members: list[MemberView] = []
     for key in validators.keys:
         seen_height, seen_ms = state.last_seen.get(key, (0, 0))
         members.append({"node_id": node_id_for(key), "me": key == core.public_key,
@@ -33,7 +74,7 @@ def seats_view(core: ChainCore, proposed: dict[bytes, int], now: float) -> dict[
                         "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
                         if state.height - seen_height > 2 else 0.0,
                         "heard_s_ago": heard.get(node_id_for(key)), "proposed": proposed.get(key, 0)})
-    pending = []
+    pending: list[ApprovalView] = []
     for (action, target), voters in sorted(seats.approvals.items()):
         counted = [k for k in voters if k in validators]
         pending.append({"action": action, "node_id": node_id_for(target), "approvals": len(counted),

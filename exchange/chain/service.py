@@ -15,13 +15,15 @@ Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start fr
 signing floor after damage), `durability.py` (what is written before what leaves), `ticker.py` (the core's
 clock), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's waits on our own
 transactions and the cancels held for their orders), `forwarding.py` (where a follower's transactions go),
-`founding_loop.py` (founding or adopting a chain), `seats_view.py` (what `exchange-node validators` shows),
-and `ports.py` (the network, disk and key it runs over).
+`founding_loop.py` (founding or adopting a chain), and `ports.py` (the network, disk and key it runs over).
+The API calls two of them, which see the service only through `ports.CoreGate`: `submissions.py`
+(`submissions`: our users' transactions, into the outbox and the core) and `seat_admin.py` (`seats`: the
+operator's seat approvals, recovery consent and the view of the set, `seats_view.py`).
 
-Over 500 lines on purpose: what is left is the driver (the pump matching the core's effects, the tick) and
-the facade the API and the peers call (submit, seats, status), each acting on the one core, its halt and
-recovery state and the disk error in the durability order above; split further, each would reach into the
-others' state.
+Over 500 lines on purpose: what is left is the driver (boot and stop, the pump matching the core's effects, the tick,
+recovery progress, the peers' chain info, the snapshot join, serving followers' transactions, /status), and
+each of these reads or sets the same few fields (the core, its halt, the recovery and fatal states, the disk
+error) in the order the pump keeps; a part moved out would need a Protocol over most of them.
 """
 from __future__ import annotations
 
@@ -30,28 +32,31 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any, Callable, assert_never
+from typing import Callable, TypedDict, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotServer, fetch_snapshot
-from exchange.chain.seats_view import key_of, seats_view
-from exchange.chain.own_orders import OwnOrders, TxOutcome
-from exchange.chain.boot import check_history, replay, restore_snapshot, store_dir
-from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, Signer
+from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotChunk, SnapshotServer, fetch_snapshot
+from exchange.chain.own_orders import OwnOrders
+from exchange.chain.seat_admin import SeatAdmin
+from exchange.chain.submissions import Submissions
+from exchange.chain.boot import Recovering, check_history, replay, restore_snapshot, store_dir
+from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, RpcValue, Signer
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
                                     NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
 from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.chain.chainstate import BlockOutcome
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, FoundingLoop
+from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, Conflict, FoundingLoop
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
+from exchange.app.results import BlockResult
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
 from exchange.wire import Wire
@@ -62,6 +67,20 @@ log = logging.getLogger("exchange.chain")
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
 OUTBOX_PROBE_INTERVAL = 1.0
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
+
+
+class ChainInfo(TypedDict):
+    """Our chain as our handshakes and heartbeats state it ("" and 0 before we have one)."""
+
+    chain_id: str
+    height: int
+
+
+class SubmitAnswer(TypedDict, total=False):
+    """A validator's answer to a follower's `chain.submit`: `error` names a refusal (or why it cannot serve)."""
+
+    ok: bool
+    error: str | None
 
 
 class ChainService:
@@ -94,13 +113,13 @@ class ChainService:
                                  trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN")
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
-        self.conflicts: dict[str, dict[str, Any]] = {}          # peers on another chain: node id -> what we know
+        self.conflicts: dict[str, Conflict] = {}        # peers on another chain: node id -> what we know
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
                              snapshot_interval=snapshot_interval, seat_rule=seat_rule, absent=absent),
             self.founding, network, store, identity.public_key_bytes, clock)
-        self.block_listeners: list[Callable[[Block, Any], None]] = []   # (block, BlockResult) once final here
+        self.block_listeners: list[Callable[[Block, BlockResult | None], None]] = []   # once final here
         self.halted: str | None = None
         self.own_orders = OwnOrders(store, clock)
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,7 +131,7 @@ class ChainService:
         self.finality_observers = self.own_orders.finality_observers
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
-        self.recovering: dict[str, Any] | None = None
+        self.recovering: Recovering | None = None
         self.recovery_timeout = recovery_timeout
         self.fatal: str | None = None
         self.fatal_listeners: list[Callable[[str], None]] = []
@@ -127,6 +146,8 @@ class ChainService:
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
                          "status_sent": 0, "status_received": 0}
         self.forwarding = TxForwarding(network, identity.node_id, self._serve_submit, self.counters)
+        self.submissions = Submissions(self, store, self.own_orders, clock, self.counters)     # our users' txs
+        self.seats = SeatAdmin(self, self.founding, self.proposed, clock)     # the operator's seat commands
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -273,7 +294,7 @@ class ChainService:
         log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
         self.recovering = None
 
-    def _recovery_deadline(self, recovering: dict[str, Any]) -> None:
+    def _recovery_deadline(self, recovering: Recovering) -> None:
         if self.fatal is not None or self.clock() - recovering["since"] <= self.recovery_timeout:
             return
         self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')} (damage: "
@@ -284,13 +305,13 @@ class ChainService:
         for stop in self.fatal_listeners:
             stop(self.fatal)
 
-    def _serve_genesis(self, payload: Any, peer: str) -> Any:
+    def _serve_genesis(self, payload: RpcValue, peer: str) -> Wire:
         if self.genesis is None:
             raise CannotServe("no chain yet")
         return self.genesis.wire()
 
     # ------------------------------------------------------------------ peers
-    def chain_info(self) -> dict[str, Any]:
+    def chain_info(self) -> ChainInfo:
         """What our handshakes and heartbeats say about our chain."""
         return {"chain_id": self.genesis.chain_id if self.genesis else "", "height": self.core.height if self.core else 0}
 
@@ -312,7 +333,7 @@ class ChainService:
             return False
         if self.core is not None and chain_id == mine:
             self.core.peer_height(node_id, height, now)
-            self._schedule_pump()
+            self.schedule_pump()
         return True
 
     def on_peer_gone(self, node_id: str) -> None:
@@ -332,9 +353,9 @@ class ChainService:
         if core is None:
             return
         core.on_message(kind, message.get("body"), sender, self.clock())
-        self._schedule_pump()
+        self.schedule_pump()
 
-    def check_decision(self, body: Any) -> bool | None:
+    def check_decision(self, body: object) -> bool | None:
         """The router's check before it forwards a certified block (see ChainCore.judge_certified)."""
         core = self.core
         if core is None:
@@ -347,7 +368,7 @@ class ChainService:
             return False
 
     # ------------------------------------------------------------------ snapshots for joining nodes
-    def _serve_snapshot(self, payload: Any, peer: str) -> Any:
+    def _serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
         return self._snapshots.serve(payload)
 
     async def _snapshot_join(self, peer: str) -> None:
@@ -379,7 +400,7 @@ class ChainService:
         self._roles_changed()
         self.pump()
 
-    def _serve_submit(self, payload: Any, peer: str) -> Any:
+    def _serve_submit(self, payload: RpcValue, peer: str) -> SubmitAnswer:
         """A follower hands us a transaction (RPC `chain.submit`)."""
         core = self.core
         if core is None or not core.is_validator:
@@ -392,13 +413,13 @@ class ChainService:
             self.network.penalize(peer, 20.0, f"malformed_tx:{exc.code}")
             return {"error": exc.code}
         why = core.submit(tx, self.clock(), own=False, lane=peer)
-        self._schedule_pump()
+        self.schedule_pump()
         if why in ("bad_signature",):
             self.network.penalize(peer, 50.0, "bad_tx_signature")
         return {"ok": why is None, "error": why}
 
     # ------------------------------------------------------------------ the pump
-    def _schedule_pump(self) -> None:
+    def schedule_pump(self) -> None:
         if self._pump_handle is None:
             self._pump_handle = asyncio.get_running_loop().call_soon(self.pump)
 
@@ -463,7 +484,7 @@ class ChainService:
             case _:
                 assert_never(effect)
 
-    def _committed(self, block: Block, commit: Commit, outcome: Any, holds_own: bool) -> None:
+    def _committed(self, block: Block, commit: Commit, outcome: BlockOutcome, holds_own: bool) -> None:
         """A validator stores every block durably before anything follows (for the only validator, or a
         quorum that lost power together, the block exists nowhere else). A follower's block is certified and
         any peer can serve it again, so a follower skips the fdatasync (40 % of a busy follower's samples
@@ -487,7 +508,7 @@ class ChainService:
 
     def _block_saved(self, entry: UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
-        block, result = entry.block, entry.outcome.exchange
+        block, result = entry.block, _block_result(entry.outcome)
         for message in entry.held:
             self.network.broadcast(message)
         if entry.snapshot is not None:
@@ -500,11 +521,11 @@ class ChainService:
                 self.store.append_epoch(block, entry.commit)
             except StorageError as exc:
                 log.error("could not store the proof of the validator set changed at height %d: %s", block.height, exc)
-        tx_results = getattr(result, "txs", ())
+        tx_results = () if result is None else result.txs
         self.store.outbox_done([tx_result.tx_id for tx_result in tx_results])
         self.commit_log.append((block.height, self.clock(), sum(len(tx.ops) for tx in tx_results)))
         if self.own_orders.settle(tx_results, self.core):
-            self._schedule_pump()
+            self.schedule_pump()
         for listener in self.block_listeners:
             try:
                 listener(block, result)
@@ -518,7 +539,7 @@ class ChainService:
         self.store.outbox_done([tx_id])
         self.counters["expired_own"] += 1
         if self.own_orders.expired(tx_id, self.core):
-            self._schedule_pump()
+            self.schedule_pump()
 
     def _roles_changed(self) -> None:
         assert self.core is not None
@@ -571,7 +592,7 @@ class ChainService:
         self._next_probe = self.clock() + OUTBOX_PROBE_INTERVAL
         self._probe = asyncio.get_running_loop().create_task(self.store.outbox_probe(), name="chain.outbox-probe")
 
-    # ------------------------------------------------------------------ the API
+    # ------------------------------------------------------------------ what the API's parts see
     async def wait_ready(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
@@ -579,7 +600,8 @@ class ChainService:
         except asyncio.TimeoutError:
             return False
 
-    def _usable_core(self) -> ChainCore:
+    def usable_core(self) -> ChainCore:
+        """The core, when it runs and is not halted; else raises NotReady (`ports.CoreGate`)."""
         core = self.core
         if self.fatal:
             raise NotReady("unrecoverable", self.fatal, 60.0)
@@ -589,91 +611,15 @@ class ChainService:
             raise NotReady("halted", f"the chain is halted on this node: {self.halted or core.halted}", 30.0)
         return core
 
-    def _accepting_core(self) -> ChainCore:
-        core = self._usable_core()
+    def accepting_core(self) -> ChainCore:
+        """The core, when it also takes orders now; else raises NotReady, or the disk error that stops it."""
+        core = self.usable_core()
         if self.recovering is not None:
             raise NotReady("recovering", f"this node is getting its damaged history ({self.recovering['missing']}) back "
                                          f"from peers; orders resume when it has", 5.0)
         if self.disk_error is not None:
             raise self.disk_error
         return core
-
-    async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
-        """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
-        Returns (refusal reason or None, a future resolving to its TxResult once final, or to None if it
-        expired first). Raises NotReady, or StorageError when the outbox cannot be written (nothing left
-        this node then)."""
-        core = self._accepting_core()
-        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
-        why = core.precheck(tx)
-        if why is not None:     # "duplicate": a final block holds it, even if its first answer is still on its way
-            future.set_result(None)
-            return why, future
-        await self.store.outbox_add([tx])
-        try:
-            core = self._usable_core()      # durable now: a disk error since then no longer concerns this order
-        except NotReady:
-            self.store.outbox_done([tx.id])
-            raise
-        why = core.submit(tx, self.clock(), own=True)
-        if why is not None and why != "duplicate":
-            self.store.outbox_done([tx.id])
-            future.set_result(None)
-            return why, future
-        self.counters["submitted"] += 1
-        self.own_orders.wait_for(tx, future)
-        self._schedule_pump()
-        return None, future
-
-    async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
-        """Take a cancel of our own order `first` that no block holds yet: durable in the outbox now, handed on
-        only once a block has `first`, so the chain orders it after the order. If the order then rests on the
-        book the cancel goes to the chain; if it never rested (it expired unordered, was rejected or filled at
-        once) the cancel is dropped unsent and its future resolves to Withdrawn(why). Returns like `submit`."""
-        if not self._pending_here(first.id):
-            return await self.submit(tx)
-        core = self._accepting_core()
-        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
-        why = core.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
-        if why is not None:
-            future.set_result(None)
-            return why, future
-        await self.store.outbox_add([tx])
-        self.own_orders.wait_for(tx, future, timed=False)
-        self.own_orders.hold(first.id, tx)
-        if not self._pending_here(first.id) and self.own_orders.release(first.id, self.core):
-            self._schedule_pump()       # a block took the order (or it expired) while we wrote
-        return None, future
-
-    def _pending_here(self, tx_id: str) -> bool:
-        return any(tx.id == tx_id for tx in self.store.outbox())
-
-    def pending_orders(self, account: str | None = None) -> list[dict[str, Any]]:
-        """Our users' orders answered 202 that no block holds yet, newest first (`own_orders.py`)."""
-        core = self.core
-        return [] if core is None else self.own_orders.views(core, account, self.pending_reason())
-
-    def pending_order(self, order_id: str) -> tuple[SignedTx, dict[str, Any]] | None:
-        """(its transaction, its view) for one of `pending_orders`, or None."""
-        for view in self.pending_orders():
-            if view["id"] == order_id:
-                tx = next(tx for tx in self.store.outbox() if tx.id == view["tx_id"])
-                return tx, view
-        return None
-
-    def signed_here(self, tx: SignedTx) -> None:
-        """A transaction this node signed itself with one of its accounts: its signature is known good."""
-        if self.core is not None:
-            self.core.mempool.remember_verified(tx)
-
-    @staticmethod
-    async def wait(future: asyncio.Future[TxOutcome], timeout: float) -> TxOutcome:
-        if future.done():
-            return future.result()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            return None
 
     @property
     def disk_error(self) -> StorageError | None:
@@ -685,70 +631,24 @@ class ChainService:
         """Why this node cannot write what it must (a consensus write, or its last outbox write), or None."""
         return self.disk_error or self.store.outbox_error
 
-    def pending_reason(self) -> str:
-        core = self.core
-        if core is None:
-            return "no_chain_yet"
-        if not core.quorum_present(self.clock()):
-            return "no_quorum"
-        return "not_final_yet"
-
-    # ------------------------------------------------------------------ seats
-    def key_of(self, node_id: str) -> bytes | None:
-        """The public key behind a node id, from what this node knows first-hand (`seats_view.py`)."""
-        return key_of(self.core, [p.public_key for p in self.founding.peers.values()], node_id)
-
-    def approve(self, action: str, node_id: str) -> dict[str, Any]:
-        """Our operator's signed approval that `node_id` gets (`add`) or loses (`remove`) a seat. Raises
-        ValueError (with why) when it cannot apply now, NotReady when no chain runs here."""
-        core = self._usable_core()
-        if not core.is_validator:
-            raise ValueError("this node holds no validator seat: run the command against a validator's node")
-        if core.genesis.pinned:
-            raise ValueError("the validator set is pinned (VALIDATORS): it never changes")
-        key = self.key_of(node_id)
-        if key is None:
-            raise ValueError(f"node {node_id} is unknown here: start it with this network's bootstrap address and "
-                             f"run the command again once it is linked")
-        tx = core.approve(action, key, self.clock())
-        self._schedule_pump()
-        log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
-        return {"action": action, "node_id": node_id, "approval": tx.id, **self.seats_view()}
-
-    def recover(self, node_ids: list[str]) -> dict[str, Any]:
-        """Our operator's consent that the validators `node_ids` (this one among them) take the chain on from
-        the last certified block, as the whole new set: the way out of a halt with validators gone for good
-        (exchange/chain/recovery.py). Raises ValueError (why) when it cannot be given."""
-        core = self._usable_core()
-        by_id = {node_id_for(k): k for k in core.state.validators.keys}
-        unknown = [n for n in node_ids if n not in by_id]
-        if unknown:
-            raise ValueError(f"not a validator of the current set: {', '.join(unknown)} (a recovery keeps only "
-                             f"validators that hold a seat)")
-        answer = core.recover(tuple(by_id[n] for n in node_ids), self.clock())
-        self._schedule_pump()
-        return {"recovery": answer, **self.seats_view()}
-
-    def seats_view(self) -> dict[str, Any]:
-        """The validator set, each member's state, the standbys and the approvals pending (`seats_view.py`)."""
-        return seats_view(self._usable_core(), self.proposed, self.clock())
-
     @property
     def state(self) -> ExchangeState:
-        return _exchange(self._usable_core())
+        return _exchange(self.usable_core())
 
     @property
     def app(self) -> ExchangeState | None:
         """The exchange the core runs (None before a chain), typed: the core holds it as its Application."""
         return None if self.core is None else _exchange(self.core)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
+        """The chain as /status shows it (under `exchange`): the core's view, this node's founding, halt,
+        recovery and disk state, and the service's counters (a JSON object: counters are spread into it)."""
         core = self.core
-        base: dict[str, Any] = {"founding": self.founding_status, "conflicts": self.conflicts,
-                                "halted": self.halted, **self.counters, "recovering": self.recovering,
-                                "fatal": self.fatal, "disk_error": _problem(self.disk_error),
-                                "outbox_error": _problem(self.store.outbox_error),
-                                "unsaved_blocks": self.durability.unsaved_blocks}
+        base: dict[str, object] = {"founding": self.founding_status, "conflicts": self.conflicts,
+                                   "halted": self.halted, **self.counters, "recovering": self.recovering,
+                                   "fatal": self.fatal, "disk_error": _problem(self.disk_error),
+                                   "outbox_error": _problem(self.store.outbox_error),
+                                   "unsaved_blocks": self.durability.unsaved_blocks}
         if core is None:
             return base
         sign_from = core.consensus.sign_from
@@ -768,6 +668,12 @@ def _exchange(core: ChainCore) -> ExchangeState:
     app = core.state.app
     assert isinstance(app, ExchangeState)
     return app
+
+
+def _block_result(outcome: BlockOutcome) -> BlockResult | None:
+    """The exchange's result of a final block: the core's application is the ExchangeState `boot` made."""
+    result = outcome.exchange
+    return result if isinstance(result, BlockResult) else None
 
 
 def _problem(error: StorageError | None) -> dict[str, str] | None:

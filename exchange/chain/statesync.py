@@ -9,15 +9,25 @@ before anything of its state changes.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple, NotRequired, TypedDict
 
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore
+from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, RpcValue
 from exchange.wire import Wire
 
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
 FETCH_TIMEOUT = 10.0        # s per chunk
+
+
+class SnapshotChunk(TypedDict):
+    """One answer of `chain.snapshot`: the bytes from `offset` of the snapshot at `height`."""
+
+    height: int
+    total: int
+    offset: int
+    chunk: bytes
+    proof: NotRequired[list[Wire]]       # in the first chunk: [commit at, next block, its commit, epoch proofs]
 
 
 class SnapshotServer:
@@ -27,7 +37,7 @@ class SnapshotServer:
         self.store = store
         self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
 
-    def serve(self, payload: Any) -> dict[str, Any]:
+    def serve(self, payload: RpcValue) -> SnapshotChunk:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
         if type(offset) is not int or offset < 0:
             raise BadRequest("offset must be a non-negative integer")
@@ -43,8 +53,8 @@ class SnapshotServer:
                       [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
             self._served = (height, data, extras)
         height, data, extras = self._served
-        answer: dict[str, Any] = {"height": height, "total": len(data), "offset": offset,
-                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
+        answer: SnapshotChunk = {"height": height, "total": len(data), "offset": offset,
+                                 "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
         if offset == 0:
             answer["proof"] = extras
         return answer

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, TypedDict
 
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.codec import pack, unpack
@@ -113,6 +113,17 @@ class WalDamage:
                else f"{risky[0].records} may hide a vote of height {decided + 1}, not decided yet")
         return WalVerdict(decided + 2, f"the consensus WAL lost {where}: {why}; the signing floor covers height "
                                        f"{decided + 1} only (signing again from height {decided + 2})")
+
+
+class StoreStats(TypedDict):
+    """The chain's files as /status shows them (`storage`): each log's counts, damage and pending records."""
+
+    blocks: dict[str, object]
+    outbox: dict[str, object]
+    snapshots: dict[str, int]
+    wal: dict[str, object]
+    epochs: dict[str, object]
+    reopened: int
 
 
 class ChainStore:
@@ -405,8 +416,8 @@ class ChainStore:
         snapshot = self.snapshots.load_newest()
         return None if snapshot is None else (snapshot.height, snapshot.data)
 
-    def stats(self) -> dict[str, Any]:
-        def of(log_: RecordLog) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
+        def of(log_: RecordLog) -> dict[str, object]:
             return {**log_.stats(), "damaged": [str(d) for d in log_.damage[:8]], "tail_damaged": log_.tail_damaged}
         return {"blocks": of(self.blocks_log),
                 "outbox": {"pending": len(self._outbox), "lost": self._outbox.lost, **of(self.outbox_log)},

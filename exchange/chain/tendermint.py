@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Commit, Proposal, Vote
 from exchange.chain.effects import ConsensusEffect, Decide, Evidence, SendConsensus, WalRecord
@@ -140,12 +140,12 @@ class Tendermint:
         self.votes: dict[tuple[int, int], _Votes] = {}
         self.far_rounds: dict[bytes, int] = {}         # validator -> highest round seen beyond the window
         self._fired: set[tuple[str, int]] = set()                 # "for the first time" rules already run
-        self._own: list[Any] = []                       # our proposal/votes of this height (re-sent)
+        self._own: list[Proposal | Vote] = []           # our proposal/votes of this height (re-sent)
         self._signed: dict[tuple[int, int, int], bytes | None] = {}
         self._timers: list[tuple[float, str, int, int]] = []
         self._walled: set[bytes] = set()               # block ids already written to the WAL this height
         self._equivocators: set[tuple[bytes, int, int]] = set()
-        self._future: list[Any] = []                    # messages for height + 1
+        self._future: list[Proposal | Vote] = []        # messages for height + 1
         self.counters = {"proposals": 0, "votes": 0, "bad_signatures": 0, "equivocations": 0, "rounds": 0,
                          "timeouts": 0, "ignored": 0, "decisions": 0}
         self.round_started_at = 0.0
@@ -534,12 +534,13 @@ class Tendermint:
                      and m.round == self.locked_round and m.block_id == self.locked.id), None)
         return None if vote is None else (vote, self.locked)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
+        """Where consensus stands, for /status, with its counters spread in."""
         return {"height": self.height, "round": self.round, "step": STEP_NAMES[self.step],
                 "locked_round": self.locked_round, "valid_round": self.valid_round, **self.counters}
 
 
-def wal_record_height(record: Any) -> int | None:
+def wal_record_height(record: object) -> int | None:
     """The height a WAL record belongs to (None: a block record from before they carried one, or a
     record of no known shape: the checksum passed, but the reader never trusts a shape it did not check)."""
     if type(record) is not list or len(record) < 2:

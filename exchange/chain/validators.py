@@ -11,11 +11,21 @@ transactions applied by the state machine), so every node derives the same set a
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable, TypedDict
 
 from exchange.chain.codec import digest
 from exchange.crypto import PUBLIC_KEY_BYTES, node_id_for
 from exchange.wire import Wire
+
+
+class ValidatorSummary(TypedDict):
+    """A validator set as /status shows it."""
+
+    epoch: int
+    size: int
+    quorum: int
+    faults_tolerated: int
+    validators: list[str]       # node ids
 
 
 class ValidatorSet:
@@ -83,7 +93,7 @@ class ValidatorSet:
             raise ValueError("a validator set is [epoch, [keys]]")
         return cls(data[0], data[1])
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ValidatorSummary:
         return {"epoch": self.epoch, "size": len(self.keys), "quorum": self.quorum, "faults_tolerated": self.faults,
                 "validators": list(self.node_ids)}
 

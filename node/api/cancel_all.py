@@ -59,8 +59,8 @@ async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: fl
     if why is not None:
         raise _refused(why)
     if result is None:
-        return {what: {"tx_id": tx.id, "status": "pending", "reason": chain.pending_reason(), **extra},
-                "final": False, "reason": chain.pending_reason()}, None
+        return {what: {"tx_id": tx.id, "status": "pending", "reason": chain.submissions.pending_reason(), **extra},
+                "final": False, "reason": chain.submissions.pending_reason()}, None
     op = result.ops[0] if result.ops else None
     return {what: {"tx_id": tx.id, "status": op.outcome if op is not None else "rejected",
                    "reason": op.reason if op is not None else result.reason, **extra},
@@ -85,7 +85,7 @@ async def post_cancel_all(request: web.Request) -> web.Response:
     if op is not None and op.outcome == "cancelled":
         answer["cancel_all"].update(status="done", cancelled=int(op.reason.split("_", 1)[0]), reason=None)
     answer["pending_not_covered"] = [
-        view["id"] for view in chain.pending_orders(tx.account_hex)
+        view["id"] for view in chain.submissions.pending_orders(tx.account_hex)
         if scope.market in (None, view["market"]) and scope.side in (None, view["side"])]
     status = 202 if not answer["final"] else 200 if op is not None and op.outcome == "cancelled" else 409
     return json_response(answer, status)

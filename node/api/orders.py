@@ -144,7 +144,7 @@ def _sign_local(request: web.Request, chain: ChainService, account_name: Any, op
         tx = sign_tx(account.sign, account.public_key, chain.genesis.chain_id, nonce, expires, ops)  # type: ignore[union-attr]
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
-    chain.signed_here(tx)            # we just made the signature: no need to check it again
+    chain.submissions.signed_here(tx)            # we just made the signature: no need to check it again
     return tx
 
 
@@ -163,14 +163,14 @@ async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str |
     why, future = await _queue(chain, tx)
     if why is not None:
         return why, None
-    return None, await chain.wait(future, wait)
+    return None, await chain.submissions.wait(future, wait)
 
 
 async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> tuple[str | None, Any]:
     """Hand the transaction to the chain (durable in the outbox on return) or raise the API error; `after`:
-    our pending transaction it must be ordered after (ChainService.submit_after)."""
+    our pending transaction it must be ordered after (Submissions.submit_after)."""
     try:
-        return await (chain.submit(tx) if after is None else chain.submit_after(tx, after))
+        return await (chain.submissions.submit(tx) if after is None else chain.submissions.submit_after(tx, after))
     except NotReady as exc:
         raise not_ready(exc) from None
     except StorageError as exc:
@@ -212,7 +212,7 @@ def _finality(chain: ChainService) -> dict[str, Any]:
 def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[dict[str, Any], int]:
     op = tx.ops[index]
     if result is None:
-        reason = chain.pending_reason()
+        reason = chain.submissions.pending_reason()
         view = pending_view(tx, index, op, reason)  # type: ignore[arg-type]
         return {"order": view, "trades": [], "final": False, "reason": reason, "tx_id": tx.id,
                 **_finality(chain)}, 202
@@ -236,7 +236,7 @@ def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> di
         return _answer_order(chain, tx, index, result)[0]
     body: dict[str, Any] = {"op": op.as_json(), "tx_id": tx.id, "final": result is not None}
     if result is None:
-        body["reason"] = chain.pending_reason()
+        body["reason"] = chain.submissions.pending_reason()
         return body
     op_result = result.ops[index] if index < len(result.ops) else None
     body["tx_status"] = result.status
@@ -267,7 +267,7 @@ async def post_order(request: web.Request) -> web.Response:
         else:    # orders arriving together for one account share one transaction (one signature)
             tx, index, submitted = await _batcher(request, chain).add(_account(request, body.get("account")), op)
             why, future = await submitted
-            result = None if why is not None else await chain.wait(future, wait)
+            result = None if why is not None else await chain.submissions.wait(future, wait)
     if why is not None:
         raise _refused(why)
     answer, status = _answer_order(chain, tx, index, result)
@@ -280,7 +280,7 @@ def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
     if batcher is None:
         batcher = node.order_batcher = OrderBatcher(lambda: chain.genesis.chain_id,  # type: ignore[union-attr]
                                                     lambda: chain.order_ttl_ms, lambda tx: _queue(chain, tx),
-                                                    chain.signed_here)
+                                                    chain.submissions.signed_here)
     return batcher
 
 
@@ -334,7 +334,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
         answers.append((tx, why, future))
     finals = []
     for _tx, why, future in answers:
-        finals.append(None if why is not None or future is None else await chain.wait(future, wait))
+        finals.append(None if why is not None or future is None else await chain.submissions.wait(future, wait))
     for slot, where in enumerate(slots):
         if where is None:
             continue
@@ -361,7 +361,7 @@ async def get_order(request: web.Request) -> web.Response:
     order = _state(chain).order(order_id)
     if order is not None:
         return json_response({"order": order, "final": True, **_finality(chain)})
-    pending = chain.pending_order(order_id)
+    pending = chain.submissions.pending_order(order_id)
     if pending is None:
         raise ApiError(404, "unknown_order", "no such order (or it left the closed-order history)", "id")
     return json_response({"order": pending[1], "final": False, "reason": pending[1]["reason"], **_finality(chain)})
@@ -375,7 +375,7 @@ async def list_orders(request: web.Request) -> web.Response:
     if account is not None and len(account) != 64:
         account = _account(request, account).id
     status = request.query.get("status") or None
-    pending = chain.pending_orders(account) if status in (None, "pending") else []
+    pending = chain.submissions.pending_orders(account) if status in (None, "pending") else []
     try:
         orders = [] if status == "pending" else state.orders(account, status, limit)
     except ExchangeError as exc:
@@ -393,7 +393,7 @@ async def delete_order(request: web.Request) -> web.Response:
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = await _json_body(request, allow_empty=True)
     order = state.order(order_id)
-    pending = None if order is not None else chain.pending_order(order_id)
+    pending = None if order is not None else chain.submissions.pending_order(order_id)
     view = order or (pending[1] if pending is not None else None)
     if view is None:
         raise ApiError(404, "unknown_order", "no such order", "id")
@@ -420,13 +420,13 @@ async def delete_order(request: web.Request) -> web.Response:
         why, result = await _submit(chain, tx, wait)
     else:
         why, future = await _queue(chain, tx, after=pending[0])
-        result = None if why is not None else await chain.wait(future, wait)
+        result = None if why is not None else await chain.submissions.wait(future, wait)
     if why is not None:
         raise _refused(why)
     if result is None:
-        now = state.order(order_id) or (chain.pending_order(order_id) or (None, view))[1]
+        now = state.order(order_id) or (chain.submissions.pending_order(order_id) or (None, view))[1]
         return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "pending",
-                                                       "reason": chain.pending_reason()}, "final": False}, 202)
+                                                       "reason": chain.submissions.pending_reason()}, "final": False}, 202)
     if isinstance(result, Withdrawn):
         now = state.order(order_id) or {**view, "status": "never_landed", "final": True}
         return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "not_needed", "reason": result.reason},
@@ -465,7 +465,7 @@ async def get_account(request: web.Request) -> web.Response:
     view["open_orders"] = state.open_count(account)
     view["max_open_orders"] = state.params.max_open_orders
     view["cancel_all_at"] = state.switch(account)      # the dead-man's switch, block time in ms, or null
-    view["pending_orders"] = chain.pending_orders(account)
+    view["pending_orders"] = chain.submissions.pending_orders(account)
     return json_response({**view, **_finality(chain)})
 
 

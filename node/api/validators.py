@@ -23,7 +23,7 @@ from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
 
 async def get_validators(request: web.Request) -> web.Response:
     try:
-        return json_response(chain_of(request).seats_view())
+        return json_response(chain_of(request).seats.view())
     except NotReady as exc:
         raise not_ready(exc) from None
 
@@ -37,7 +37,7 @@ async def _approve(request: web.Request, action: str) -> web.Response:
     if not isinstance(node_id, str) or not NODE_ID.match(node_id):
         raise ApiError(400, "invalid_node_id", "node_id must be a 40-hex node id", "node_id")
     try:
-        return json_response(chain_of(request).approve(action, node_id), status=202)
+        return json_response(chain_of(request).seats.approve(action, node_id), status=202)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
@@ -62,7 +62,7 @@ async def post_recover(request: web.Request) -> web.Response:
             or len(set(keep)) != len(keep):
         raise ApiError(400, "invalid_keep", "keep must be a list of distinct 40-hex node ids", "keep")
     try:
-        return json_response(chain_of(request).recover(keep), status=202)
+        return json_response(chain_of(request).seats.recover(keep), status=202)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:

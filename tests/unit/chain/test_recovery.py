@@ -17,7 +17,7 @@ from exchange.chain.core import ChainCore
 from exchange.chain.effects import SendTo
 from exchange.chain.epochs import BadProof, replay_epochs
 from exchange.chain.membership import Recover
-from exchange.chain.recovery import RECOVERY_ROUND
+from exchange.chain.recovery import RECOVERY_ROUND, RecoveryStatus
 from exchange.chain.validators import ValidatorSet
 from tests.sim.chain_sim import ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
 
@@ -47,7 +47,7 @@ def _keep(sim: ChainSimulation) -> tuple[bytes, ...]:
     return tuple(sim.nodes[i].keys.public_key for i in range(4) if i not in GONE)
 
 
-def _consent(sim: ChainSimulation, index: int, keep: tuple[bytes, ...]) -> dict:
+def _consent(sim: ChainSimulation, index: int, keep: tuple[bytes, ...]) -> RecoveryStatus:
     node = sim.nodes[index]
     assert node.core is not None
     answer = node.core.recover(keep, sim._clock(node))

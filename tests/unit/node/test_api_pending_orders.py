@@ -159,7 +159,7 @@ def test_pending_orders_are_visible_cancellable_and_resolve_after_the_heal(pair)
 
     pair.world.linked = False                   # B is cut off; a jump past CoreConfig.live_after makes it silent
     pair.clock.offset += 5.0
-    assert pair.a.pending_reason() == "no_quorum"
+    assert pair.a.submissions.pending_reason() == "no_quorum"
     status, resting = pair.call("POST", "/orders?wait=0.3", order("50.00"))
     assert (status, resting["final"], resting["reason"], resting["order"]["status"]) == (202, False, "no_quorum",
                                                                                           "pending")

@@ -194,7 +194,7 @@ class ChainNode:
         """Submit order `n` as the API would and write down what the API would answer."""
         tx = self.make_tx(n)
         try:
-            why, future = await self.service.submit(tx)
+            why, future = await self.service.submissions.submit(tx)
         except StorageError as exc:
             (self.record.unknown if exc.outcome_unknown else self.record.failed)[tx.id] = tx
             return "failed", exc
@@ -210,8 +210,8 @@ class ChainNode:
         return "accepted", tx
 
     def collect_finals(self) -> None:
-        assert self.service.core is not None
-        app = self.service.core.state.app
+        app = self.service.app
+        assert app is not None
         for tx_id, future in list(self.record.waiting.items()):
             if future.done():
                 del self.record.waiting[tx_id]

@@ -1,0 +1,116 @@
+"""Our users' transactions, from the API's call to its answer: checked, made durable in the outbox, then
+handed to the core (`submit`); a cancel of an order no block holds yet held until a block has the order
+(`submit_after`); the orders answered 202 and still in no block (`pending_orders`), and why they wait.
+
+The order of the steps is the service's durability rule for the API: a transaction is in the outbox on disk
+before `submit` returns, so a 202 "pending" survives a crash and the node keeps handing the order on until a
+block has it. The waits themselves and the cancels held back are `own_orders.py`'s.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from exchange.app.txs import SignedTx
+from exchange.chain.own_orders import OrderView, OwnOrders, TxOutcome
+from exchange.chain.ports import ChainStore, CoreGate, NotReady
+
+
+class Submissions:
+    """The API's door to the chain for our users' transactions (the service's `submissions`)."""
+
+    def __init__(self, gate: CoreGate, store: ChainStore, own_orders: OwnOrders, clock: Callable[[], float],
+                 counters: dict[str, int]) -> None:
+        self.gate = gate
+        self.store = store
+        self.own_orders = own_orders
+        self.clock = clock
+        self.counters = counters
+
+    async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
+        """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
+        Returns (refusal reason or None, a future resolving to its TxResult once final, or to None if it
+        expired first). Raises NotReady, or StorageError when the outbox cannot be written (nothing left
+        this node then)."""
+        core = self.gate.accepting_core()
+        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
+        why = core.precheck(tx)
+        if why is not None:     # "duplicate": a final block holds it, even if its first answer is still on its way
+            future.set_result(None)
+            return why, future
+        await self.store.outbox_add([tx])
+        try:
+            core = self.gate.usable_core()      # durable now: a disk error since then no longer concerns this order
+        except NotReady:
+            self.store.outbox_done([tx.id])
+            raise
+        why = core.submit(tx, self.clock(), own=True)
+        if why is not None and why != "duplicate":
+            self.store.outbox_done([tx.id])
+            future.set_result(None)
+            return why, future
+        self.counters["submitted"] += 1
+        self.own_orders.wait_for(tx, future)
+        self.gate.schedule_pump()
+        return None, future
+
+    async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
+        """Take a cancel of our own order `first` that no block holds yet: durable in the outbox now, handed on
+        only once a block has `first`, so the chain orders it after the order. If the order then rests on the
+        book the cancel goes to the chain; if it never rested (it expired unordered, was rejected or filled at
+        once) the cancel is dropped unsent and its future resolves to Withdrawn(why). Returns like `submit`."""
+        if not self._pending_here(first.id):
+            return await self.submit(tx)
+        core = self.gate.accepting_core()
+        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
+        why = core.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
+        if why is not None:
+            future.set_result(None)
+            return why, future
+        await self.store.outbox_add([tx])
+        self.own_orders.wait_for(tx, future, timed=False)
+        self.own_orders.hold(first.id, tx)
+        if not self._pending_here(first.id) and self.own_orders.release(first.id, self.gate.core):
+            self.gate.schedule_pump()       # a block took the order (or it expired) while we wrote
+        return None, future
+
+    def _pending_here(self, tx_id: str) -> bool:
+        return any(tx.id == tx_id for tx in self.store.outbox())
+
+    def pending_orders(self, account: str | None = None) -> list[OrderView]:
+        """Our users' orders answered 202 that no block holds yet, newest first (`own_orders.py`)."""
+        core = self.gate.core
+        return [] if core is None else self.own_orders.views(core, account, self.pending_reason())
+
+    def pending_order(self, order_id: str) -> tuple[SignedTx, OrderView] | None:
+        """(its transaction, its view) for one of `pending_orders`, or None."""
+        for view in self.pending_orders():
+            if view["id"] == order_id:
+                tx = next(tx for tx in self.store.outbox() if tx.id == view["tx_id"])
+                return tx, view
+        return None
+
+    def signed_here(self, tx: SignedTx) -> None:
+        """A transaction this node signed itself with one of its accounts: its signature is known good."""
+        core = self.gate.core
+        if core is not None:
+            core.mempool.remember_verified(tx)
+
+    @staticmethod
+    async def wait(future: asyncio.Future[TxOutcome], timeout: float) -> TxOutcome:
+        """The transaction's outcome, or None when `timeout` passes first (the future stays live)."""
+        if future.done():
+            return future.result()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def pending_reason(self) -> str:
+        """Why our transactions are not final yet: `no_chain_yet`, `no_quorum` or `not_final_yet`."""
+        core = self.gate.core
+        if core is None:
+            return "no_chain_yet"
+        if not core.quorum_present(self.clock()):
+            return "no_quorum"
+        return "not_final_yet"
