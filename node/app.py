@@ -26,7 +26,7 @@ from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
 from node.api.nat import install_nat_api
 from node.api.history import install_history_api
-from node.api.orders import install_order_api
+from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
 from exchange.chain.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
@@ -143,7 +143,7 @@ class ExchangeNode:
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
-        self.order_batcher: OrderBatcher | None = None        # made by the first node-signed order
+        self.order_batcher: OrderBatcher[Queued] | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)

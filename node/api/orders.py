@@ -14,6 +14,7 @@ shape.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -23,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from exchange.chain.ports import NotReady
-from exchange.chain.own_orders import Withdrawn, pending_view
+from exchange.chain.own_orders import TxOutcome, Withdrawn, pending_view
 from exchange.chain.service import ChainService
 from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, sign_tx
 from exchange.errors import ExchangeError
@@ -38,6 +39,8 @@ MAX_TRADES = 10_000
 DEFAULT_TRADES = 100
 MAX_LIST = 1000
 CLOSED = {"filled", "cancelled", "rejected"}
+# A transaction handed to the chain: why it was refused (or None) and the future of its outcome once final
+Queued = tuple[str | None, asyncio.Future[TxOutcome]]
 
 
 def _query_number(request: web.Request, name: str, default: float, low: float, high: float,
@@ -166,7 +169,7 @@ async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str |
     return None, await chain.wait(future, wait)
 
 
-async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> tuple[str | None, Any]:
+async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> Queued:
     """Hand the transaction to the chain (durable in the outbox on return) or raise the API error; `after`:
     our pending transaction it must be ordered after (ChainService.submit_after)."""
     try:
@@ -274,7 +277,7 @@ async def post_order(request: web.Request) -> web.Response:
     return json_response(answer, status)
 
 
-def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
+def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher[Queued]:
     node = node_of(request)
     batcher = node.order_batcher
     if batcher is None:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, ApiNode, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import ApiError, ApiNode, JsonObject, body_number, json_response, node_of, read_json_object, require_debug
 from node.api.debug_backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
 from p2p.rpc.hints import STATUSES
+
+if TYPE_CHECKING:
+    from node.rpc_component import NodeRpc
+    from p2p.rpc.service import RpcService
 
 # RpcError code -> HTTP status of `POST /rpc/{service}`.
 HTTP_STATUS = {e.NO_PEERS: 503, e.THROTTLED: 503, e.TIMEOUT: 504, e.UNREACHABLE: 502, e.BAD_REQUEST: 400,
@@ -148,8 +152,8 @@ async def post_load(request: web.Request) -> web.Response:
                                         timeout))
 
 
-async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: float, bucket: float,
-                   timeout: float | None) -> dict[str, Any]:
+async def run_load(rpc: RpcService, service: str, payload: object, rate: float, seconds: float, bucket: float,
+                   timeout: float | None) -> JsonObject:
     """Steady open-loop load: one request every 1/rate s (not waiting for answers), bounded in time and
     count; slots missed while this process was held up are skipped (counted), not sent as a burst."""
     loop = asyncio.get_running_loop()
@@ -257,7 +261,7 @@ PEER_GAUGES = (  # (row key, metric, help, scale)
 )
 
 
-def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
+def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
     snap = node_rpc.snapshot()
     yield from split_counters(RPC_CALLS, snap["counters"])
     yield from split_counters(RPC_CLIENT, snap["client"])
