@@ -20,6 +20,7 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
+from node.api.base import JsonObject
 from node.api.server import start_api
 from node.api.rate import PublicRateLimit
 from node.api.cancel_all import install_cancel_all_api
@@ -301,7 +302,7 @@ class ExchangeNode:
             raise StopUnclean(f"shutdown did not finish cleanly ({', '.join(self.lifecycle.unfinished)}); "
                               "see the log")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         peer_status = self.peers.status()
         return {
             "node_id": self.node_id, "version": VERSION, "network_id": self.configs.network_id,
@@ -315,7 +316,7 @@ class ExchangeNode:
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
         }
 
-    def chain_summary(self) -> dict[str, Any]:
+    def chain_summary(self) -> JsonObject:
         """The chain fields scripts rely on, at the top of /status."""
         chain = self.chain
         core = chain.core
@@ -337,5 +338,5 @@ class ExchangeNode:
             return list(app.params.registry.symbols)
         return parse_markets(self.configs.chain.markets).symbols
 
-    def peer_list(self) -> list[dict[str, Any]]:
+    def peer_list(self) -> list[JsonObject]:
         return [record.as_dict() for record in self.peers.peers.values()]

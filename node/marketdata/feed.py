@@ -25,7 +25,8 @@ from exchange.markets import Market
 from node.marketdata.book import SIDES, BookMirror, DepthView, Level
 from node.marketdata.session import StreamSession, Subscription
 from exchange.app.candles import INTERVALS_MS as CANDLE_INTERVALS_MS
-from node.marketdata.ticker import Ticker
+from node.marketdata.ticker import Ticker, TickerView
+from node.api.base import Json, JsonObject
 
 BOOK_DEPTHS = (1, 10, 25, 100, 250)
 DEFAULT_DEPTH = 25
@@ -55,10 +56,10 @@ class MarketSource(Protocol):
     def recent_trades(self, market: str, limit: int) -> list[TradePrint]:
         """The last `limit` final trades, oldest first."""
 
-    def open_orders(self) -> list[dict[str, Any]]:
+    def open_orders(self) -> list[JsonObject]:
         """This node's open orders in the API's order shape."""
 
-    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
+    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[JsonObject]:
         """OHLCV candles of the kept trades by block time, from the one open at `start_ms` (None: all)."""
 
 
@@ -82,7 +83,7 @@ class _MarketState:
         self.candle_open: dict[str, int] = {}                     # interval -> the newest candle's open time sent
         self.trades: deque[dict[str, Any]] = deque(maxlen=TRADES_KEPT)
         self.ticker = Ticker()
-        self.ticker_sent: dict[str, Any] | None = None
+        self.ticker_sent: TickerView | None = None
         self.touched: dict[str, set[int]] = {side: set() for side in SIDES}
         self.new_trades: list[tuple[TradePrint, float]] = []
 
@@ -93,14 +94,14 @@ class _MarketState:
                 "maker_order_id": trade.maker_order_id, "taker_order_id": trade.taker_order_id,
                 "buy_order_id": trade.buy_order_id, "sell_order_id": trade.sell_order_id, "ts": round(ts, 6)}
 
-    def ticker_json(self, now: float) -> dict[str, Any]:
+    def ticker_json(self, now: float) -> TickerView:
         mirror, market = self.mirror, self.market
         bid, ask = mirror.top("bids", 1), mirror.top("asks", 1)
         return self.ticker.view(bid[0] if bid else None, ask[0] if ask else None, now,
                                 market.format_price, market.format_qty)
 
 
-def _dumps(data: dict[str, Any]) -> bytes:
+def _dumps(data: object) -> bytes:
     return orjson.dumps(data)
 
 
@@ -132,7 +133,7 @@ class MarketFeed:
         self.published["trades"] += 1
         self._mark(state)
 
-    def publish_orders(self, orders: Iterable[dict[str, Any]]) -> None:
+    def publish_orders(self, orders: Iterable[JsonObject]) -> None:
         for order in orders:
             self._new_orders[order["id"]] = order      # the latest state of an order wins within one pass
             self.published["orders"] += 1
@@ -237,13 +238,13 @@ class MarketFeed:
                 sub.send(body)
 
     # --- the subscribers' side -------------------------------------------------------------------
-    def market_state(self, market: Any) -> _MarketState:
+    def market_state(self, market: Json) -> _MarketState:
         state = self.markets.get(market) if isinstance(market, str) else None
         if state is None:
             raise SubscribeError("unknown_market", f"unknown market {market!r}; markets: {', '.join(self.markets)}")
         return state
 
-    def subscribe_book(self, session: StreamSession, market: Any, depth: Any) -> Subscription:
+    def subscribe_book(self, session: StreamSession, market: Json, depth: Json) -> Subscription:
         state = self.market_state(market)
         depth = DEFAULT_DEPTH if depth is None else depth
         if type(depth) is not int or depth not in BOOK_DEPTHS:
@@ -263,13 +264,13 @@ class MarketFeed:
         view = self.markets[market].views[depth]
         sub.send(_dumps({"type": "snapshot", **view.snapshot(), "checksum": view.checksum()}))
 
-    def subscribe_trades(self, session: StreamSession, market: Any) -> Subscription:
+    def subscribe_trades(self, session: StreamSession, market: Json) -> Subscription:
         return self._subscribe_market(session, market, "trades")
 
-    def subscribe_ticker(self, session: StreamSession, market: Any) -> Subscription:
+    def subscribe_ticker(self, session: StreamSession, market: Json) -> Subscription:
         return self._subscribe_market(session, market, "ticker")
 
-    def _subscribe_market(self, session: StreamSession, market: Any, channel: str) -> Subscription:
+    def _subscribe_market(self, session: StreamSession, market: Json, channel: str) -> Subscription:
         state = self.market_state(market)
         sub = Subscription(session, session.new_chan(), channel, market, {"channel": channel, "market": market})
         (state.trade_subs if channel == "trades" else state.ticker_subs).append(sub)
@@ -285,7 +286,7 @@ class MarketFeed:
             state.ticker_sent = ticker
         sub.send(_dumps({"type": "snapshot", "ticker": ticker}))
 
-    def subscribe_candles(self, session: StreamSession, market: Any, interval: Any) -> Subscription:
+    def subscribe_candles(self, session: StreamSession, market: Json, interval: Json) -> Subscription:
         state = self.market_state(market)
         if interval not in CANDLE_INTERVALS_MS:
             raise SubscribeError("invalid_interval", f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}")
