@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.rpc")
 
-# What a service answered, as msgpack decoded it: p2p/rpc hands it on untouched and the caller, who knows the
-# service, checks it.
-RpcAnswer = Any
+# A value an RPC carries, a request's payload or its answer, as msgpack decoded it: p2p/rpc hands it on
+# untouched and whoever knows the service (its handler, its caller) checks it.
+RpcValue = Any
 
 
 class NodeRpc:
@@ -54,14 +54,14 @@ class NodeRpc:
     def unregister(self, service: str) -> None:
         self.service.unregister(service)
 
-    async def request(self, service: str, payload: object = None, timeout: float | None = None) -> RpcAnswer:
+    async def request(self, service: str, payload: object = None, timeout: float | None = None) -> RpcValue:
         return await self.service.request(service, payload, timeout)
 
     async def call(self, service: str, payload: object = None, timeout: float | None = None) -> RpcResult:
         return await self.service.call(service, payload, timeout)
 
     async def request_peer(self, node_id: str, service: str, payload: object = None,
-                           timeout: float | None = None) -> RpcAnswer:
+                           timeout: float | None = None) -> RpcValue:
         return await self.service.request_peer(node_id, service, payload, timeout)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class NodeRpc:
         return self.grenache
 
     async def request_grenache(self, service: str, payload: object = None,
-                               timeout: float | None = None) -> RpcAnswer:
+                               timeout: float | None = None) -> RpcValue:
         """Call a Grenache worker announced for `service` on Grape (adaptive choice, retries)."""
         return await self.workers().request(service, payload, timeout)
 
