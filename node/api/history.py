@@ -22,8 +22,8 @@ RANGE_KEYS = ("from", "to", "cursor")
 
 
 def _range(request: web.Request) -> tuple[int | None, int | None, str | None, int]:
-    start = _query_number(request, "from", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
-    end = _query_number(request, "to", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
+    start = _query_number(request, "from", None, 0, MAX_TIME_MS, integer=True)
+    end = _query_number(request, "to", None, 0, MAX_TIME_MS, integer=True)
     if start is not None and end is not None and end < start:
         raise ApiError(400, "invalid_range", "to must not be before from", "to")
     cursor = request.query.get("cursor") or None
