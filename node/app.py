@@ -9,10 +9,11 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable, Iterable
 
 import orjson
 from aiohttp import web
+from prometheus_client.core import Metric
 
 from config import Settings
 from config.version import VERSION
@@ -101,7 +102,7 @@ class ExchangeNode:
             self.api_extensions.append(install_nat_api)
         self.pex: PeerExchange | None = None
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
-        self.metric_sources: list[Callable[[], Any]] = []  # () -> iterable of metric families, for /metrics
+        self.metric_sources: list[Callable[[], Iterable[Metric]]] = []  # read at every scrape of /metrics
         self.router = MessageRouter(self.peers, configs.router)
         self.metric_sources.append(lambda: router_metrics(self.router))
         if configs.api.debug_api:

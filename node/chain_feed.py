@@ -71,7 +71,7 @@ class ChainBridge:
         state = self.chain.app
         if state is None or self.accounts is None:
             return []
-        orders: list[dict[str, Any]] = []
+        orders: list[JsonObject] = []
         for account in self.accounts.list():
             orders.extend(self.chain.pending_orders(account.id))     # answered 202, in no block yet
             orders.extend(state.orders(account.id, "open", 1000))

@@ -13,7 +13,7 @@ import inspect
 import logging
 import random
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, cast
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, cast
 
 from exchange.chain.ports import BadRequest, CannotServe
 from exchange.chain.service import MESSAGE_TYPES, ChainService
@@ -125,12 +125,12 @@ class P2PChainNetwork:
         if self.chain is not None and link.remote_id:
             self.chain.on_peer_gone(link.remote_id)
 
-    def _chain_fields(self) -> dict[str, Any]:
+    def _chain_fields(self) -> dict[str, object]:
         assert self.chain is not None
         info = self.chain.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
 
-    def _peer_chain(self, node_id: str | None, public_key: Any, fields: Any) -> CloseReason | None:
+    def _peer_chain(self, node_id: str | None, public_key: object, fields: object) -> CloseReason | None:
         if self.chain is None or not node_id:
             return None
         chain = fields.get("chain") if isinstance(fields, dict) else None
@@ -151,7 +151,7 @@ class P2PChainNetwork:
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
 
-    def _check_decision(self, message: m.Message, sender: str) -> Any:
+    def _check_decision(self, message: m.Message, sender: str) -> bool | None:
         assert self.chain is not None
         return self.chain.check_decision(message.get("body"))
 

@@ -10,7 +10,7 @@ and `stop()`s it first on shutdown. The chain reaches it only through
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -145,7 +145,7 @@ class OperatorSurface:
         }
 
     @staticmethod
-    def _reachability(nat: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _reachability(nat: JsonObject | None) -> JsonObject | None:
         """What the console shows of NAT traversal: reachability, our addresses and how learnt, our relays."""
         if nat is None:
             return None

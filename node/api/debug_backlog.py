@@ -13,7 +13,7 @@ transitions, the rate limits in force at the end, and when everything was delive
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -106,7 +106,7 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0, 1)
 
 
-def _limits(rpc: RpcService, service: str) -> dict[str, Any]:
+def _limits(rpc: RpcService, service: str) -> JsonObject:
     """The rate limits in force now: warm-up rate, each peer's AIMD concurrency limit and breaker."""
     snapshot = rpc.snapshot()
     peers = snapshot["services"].get(service, {}).get("peers", {})

@@ -180,7 +180,7 @@ def install_debug_api(node: ApiNode) -> None:
     recorder = NoteRecorder(node.router)
     load = LoadGenerator()
 
-    async def read_json(request: web.Request) -> dict[str, Any]:
+    async def read_json(request: web.Request) -> JsonObject:
         try:
             body = await request.json()
         except ValueError:
@@ -189,7 +189,7 @@ def install_debug_api(node: ApiNode) -> None:
             raise ApiError(400, "bad_json", "body must be an object")
         return body
 
-    def debug_type(body: dict[str, Any]) -> str:
+    def debug_type(body: JsonObject) -> str:
         kind = body.get("type", "note")
         if kind not in DEBUG_TYPES:
             raise ApiError(400, "bad_type", f"type must be one of {', '.join(DEBUG_TYPES)}", "type")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, ApiNode, JsonObject, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import (ApiError, ApiNode, Json, JsonObject, body_number, json_response, node_of, read_json_object,
+                           require_debug)
 from node.api.debug_backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
@@ -77,7 +78,7 @@ async def post_rpc(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> Json:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, (set, frozenset, tuple)):
@@ -160,7 +161,7 @@ async def run_load(rpc: RpcService, service: str, payload: object, rate: float, 
     counts = rpc.requests_by_peer.setdefault(service, {})
     errors: dict[str, int] = {}
     latencies: list[float] = []
-    buckets: list[dict[str, Any]] = []
+    buckets: list[JsonObject] = []
     outcome = {"ok": 0, "failed": 0, "retried": 0}
     served: dict[str, int] = {}
 
@@ -217,7 +218,7 @@ async def run_load(rpc: RpcService, service: str, payload: object, rate: float, 
     }
 
 
-def _bucket_row(t: float, counts: dict[str, int], last: dict[str, int]) -> dict[str, Any]:
+def _bucket_row(t: float, counts: dict[str, int], last: dict[str, int]) -> JsonObject:
     row = {p: n - last.get(p, 0) for p, n in counts.items() if n - last.get(p, 0)}
     last.clear()
     last.update(counts)
@@ -277,7 +278,7 @@ def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
     sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
                                labels=["service", "peer"])
 
-    def add_rows(label: str, rows: dict[str, dict[str, Any]]) -> None:
+    def add_rows(label: str, rows: dict[str, JsonObject]) -> None:
         for peer, row in rows.items():
             for key, family, scale in gauges:
                 value = row.get(key)

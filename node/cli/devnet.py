@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, cast
+from typing import IO, Callable, cast
 
 import click
 
@@ -36,7 +36,7 @@ class DevnetNode:
     def __init__(self, index: int, data_dir: Path, settings: dict[str, object]) -> None:
         self.name, self.data_dir, self.settings = f"node{index}", data_dir, settings
         self.proc: subprocess.Popen[bytes] | None = None
-        self.info: dict[str, Any] = {}
+        self.info: JsonObject = {}
 
     def start(self, out: IO[str]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar, cast
+from typing import Callable, Iterator, TypeVar, cast
 
 from config import Settings
-from node.cli.client import ApiFailure, Json, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
 from node.cookie import read_cookie
 
 _SETTING_ENVS = frozenset(Settings.env_names().values())
@@ -96,7 +96,7 @@ class DemoNode:
         self.data_dir = Path(data_dir)
         self.settings = BASE_SETTINGS | settings
         self.proc: subprocess.Popen[bytes] | None = None
-        self.info: dict[str, Any] = {}
+        self.info: JsonObject = {}
         self.log_path = self.data_dir / "node.log"
 
     def start(self, wait: bool = True, timeout: float = 20.0) -> "DemoNode":

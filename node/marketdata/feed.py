@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol, TypedDict
 
 import orjson
 
@@ -45,6 +45,21 @@ class TradePrint(NamedTuple):
     taker_order_id: str
     buy_order_id: str
     sell_order_id: str
+
+
+class TradeView(TypedDict):
+    """A trade as the `trades` channel sends it: decimal strings, `ts` when this node learnt it (s)."""
+
+    id: str
+    market: str
+    price: str
+    qty: str
+    taker_side: str
+    maker_order_id: str
+    taker_order_id: str
+    buy_order_id: str
+    sell_order_id: str
+    ts: float
 
 
 class MarketSource(Protocol):
@@ -81,13 +96,13 @@ class _MarketState:
         self.ticker_subs: list[Subscription] = []
         self.candle_subs: dict[str, list[Subscription]] = {}     # interval -> subscribers
         self.candle_open: dict[str, int] = {}                     # interval -> the newest candle's open time sent
-        self.trades: deque[dict[str, Any]] = deque(maxlen=TRADES_KEPT)
+        self.trades: deque[TradeView] = deque(maxlen=TRADES_KEPT)
         self.ticker = Ticker()
         self.ticker_sent: TickerView | None = None
         self.touched: dict[str, set[int]] = {side: set() for side in SIDES}
         self.new_trades: list[tuple[TradePrint, float]] = []
 
-    def trade_json(self, trade: TradePrint, ts: float) -> dict[str, Any]:
+    def trade_json(self, trade: TradePrint, ts: float) -> TradeView:
         market = self.market
         return {"id": trade.id, "market": market.symbol, "price": market.format_price(trade.price),
                 "qty": market.format_qty(trade.qty), "taker_side": trade.taker_side,
@@ -112,7 +127,7 @@ class MarketFeed:
         self.clock = clock
         self.markets: dict[str, _MarketState] = {m.symbol: _MarketState(m) for m in markets}
         self.order_subs: list[Subscription] = []
-        self._new_orders: dict[str, dict[str, Any]] = {}
+        self._new_orders: dict[str, JsonObject] = {}
         self._dirty: set[_MarketState] = set()
         self._flush_handle: asyncio.Handle | None = None
         self.published = {"levels": 0, "trades": 0, "orders": 0}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from node.api.base import ApiError, JsonObject
+from node.api.base import ApiError, Json, JsonObject
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
 from node.tasks import cancel_and_wait
@@ -227,7 +227,7 @@ class StreamServer:
         else:
             self._error(session, "unknown_event", "event must be subscribe, unsubscribe, auth or ping", req)
 
-    def _subscribe(self, session: StreamSession, request: dict[str, Any], req: Any) -> None:
+    def _subscribe(self, session: StreamSession, request: JsonObject, req: Json) -> None:
         channel = request.get("channel")
         if len(session.subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error(session, "too_many_subscriptions",
@@ -273,12 +273,12 @@ class StreamServer:
             self.feed.unsubscribe(sub)
 
     # --- replies -------------------------------------------------------------------------------
-    def _event(self, session: StreamSession, event: dict[str, Any], req: Any = None) -> None:
+    def _event(self, session: StreamSession, event: dict[str, object], req: Json = None) -> None:
         if req is not None:
             event["req"] = req
         session.send(orjson.dumps(event))
 
-    def _error(self, session: StreamSession, code: str, message: str, req: Any) -> None:
+    def _error(self, session: StreamSession, code: str, message: str, req: Json) -> None:
         self.counters["bad_requests"] += 1
         self._event(session, {"event": "error", "code": code, "msg": message}, req)
 

@@ -22,7 +22,7 @@ class Client:
         self._thread.start()
         self.inner = AsyncClient(api_url, token, signer, account, retries)
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coroutine: Coroutine[object, object, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def close(self) -> None:
