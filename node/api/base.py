@@ -32,11 +32,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.api.server")
 
-# A JSON value as orjson decodes a request body or encodes an answer: the route that reads one checks each
-# field it uses (read_json_object, body_number, the schemas of exchange/app), so it has no static type.
+# A JSON value as orjson decodes a request body or a stream request: the route that reads one checks each
+# field it uses (read_json_object, body_number, SignedTx.from_json, NewOrderOp.parse ...), so it has no
+# static type.
 Json = Any
-# A JSON object: a request body once read_json_object has seen it is an object, or an answer a route
-# builds from views whose fields docs/ lists; it is read or written field by field.
+# A JSON object: a request body read_json_object has seen to be an object, or an answer a route builds from
+# the views docs/api.md describes; it is read or written field by field.
 JsonObject = dict[str, Any]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 # A JSON value the control API answered, as orjson decodes it: each command reads the fields it shows (the API
-# reference in docs/ gives the shapes). The CLI names it here rather than importing node/api/base.py's
+# reference in docs/api.md gives the shapes). The CLI names it here rather than importing node/api/base.py's
 # alias, so `exchange-node status` and friends start without loading aiohttp.
 Json = Any
 # A JSON object of an answer (a status, an order, an error body, ...), read field by field.

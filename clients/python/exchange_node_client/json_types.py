@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence, TypedDict
 
-# A JSON value the node answered, as aiohttp decodes it: its shape is the API reference's (docs/), the
+# A JSON value the node answered, as aiohttp decodes it: its shape is the API reference's (docs/api.md), the
 # caller reads the fields it needs, so it has no static type here.
 Json = Any
 # A JSON object the node answered (an order, a trade, a book, /status, ...), read field by field.
 JsonObject = dict[str, Any]
 # One operation in its JSON form (docs/signed-orders.md): `op` names its kind, the other fields are strings,
 # integers (`until`, `at`) or None, as op_line writes them into the signed text.
-Op = Mapping[str, "str | int | None"]
+Op = Mapping[str, str | int | None]
 
 
 class SignedTx(TypedDict):
