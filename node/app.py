@@ -9,10 +9,11 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable, Iterable
 
 import orjson
 from aiohttp import web
+from prometheus_client.core import Metric
 
 from config import Settings
 from config.version import VERSION
@@ -20,13 +21,14 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
+from node.api.base import JsonObject
 from node.api.server import start_api
 from node.api.rate import PublicRateLimit
 from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
 from node.api.nat import install_nat_api
 from node.api.history import install_history_api
-from node.api.orders import install_order_api
+from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
 from exchange.chain.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
@@ -100,7 +102,7 @@ class ExchangeNode:
             self.api_extensions.append(install_nat_api)
         self.pex: PeerExchange | None = None
         self.discovery = DiscoveryOrchestrator(self.peers, self._strategies())
-        self.metric_sources: list[Callable[[], Any]] = []  # () -> iterable of metric families, for /metrics
+        self.metric_sources: list[Callable[[], Iterable[Metric]]] = []  # read at every scrape of /metrics
         self.router = MessageRouter(self.peers, configs.router)
         self.metric_sources.append(lambda: router_metrics(self.router))
         if configs.api.debug_api:
@@ -143,7 +145,7 @@ class ExchangeNode:
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
-        self.order_batcher: OrderBatcher | None = None        # made by the first node-signed order
+        self.order_batcher: OrderBatcher[Queued] | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
@@ -301,7 +303,7 @@ class ExchangeNode:
             raise StopUnclean(f"shutdown did not finish cleanly ({', '.join(self.lifecycle.unfinished)}); "
                               "see the log")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         peer_status = self.peers.status()
         return {
             "node_id": self.node_id, "version": VERSION, "network_id": self.configs.network_id,
@@ -315,7 +317,7 @@ class ExchangeNode:
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
         }
 
-    def chain_summary(self) -> dict[str, Any]:
+    def chain_summary(self) -> JsonObject:
         """The chain fields scripts rely on, at the top of /status."""
         chain = self.chain
         core = chain.core
@@ -337,5 +339,5 @@ class ExchangeNode:
             return list(app.params.registry.symbols)
         return parse_markets(self.configs.chain.markets).symbols
 
-    def peer_list(self) -> list[dict[str, Any]]:
+    def peer_list(self) -> list[JsonObject]:
         return [record.as_dict() for record in self.peers.peers.values()]

@@ -18,6 +18,7 @@ from exchange.app.results import BlockResult
 from exchange.chain.blocks import Block
 from exchange.chain.service import ChainService
 from node.accounts import AccountStore
+from node.api.base import JsonObject
 from node.finality import FinalityTracker
 from node.marketdata.book import Level
 from node.marketdata.feed import MarketFeed, TradePrint
@@ -60,17 +61,17 @@ class ChainBridge:
             return []
         return [_print(row) for row in list(venue.trades)[-limit:]]
 
-    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
+    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[JsonObject]:
         app = self.chain.app
         if app is None or market not in app.venues:
             return []
         return app.candles(market, interval_ms, start_ms)
 
-    def open_orders(self) -> list[dict[str, Any]]:
+    def open_orders(self) -> list[JsonObject]:
         state = self.chain.app
         if state is None or self.accounts is None:
             return []
-        orders: list[dict[str, Any]] = []
+        orders: list[JsonObject] = []
         for account in self.accounts.list():
             orders.extend(self.chain.submissions.pending_orders(account.id))     # answered 202, in no block yet
             orders.extend(state.orders(account.id, "open", 1000))
@@ -133,7 +134,7 @@ class ChainBridge:
                            f"validators is heard (height {core.height})")
         return True, f"{core.role} at height {core.height}, epoch {core.state.validators.epoch}"
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         core = self.chain.core
         if core is None:
             return {"height": 0, "pending_events": 0}

@@ -13,7 +13,7 @@ import inspect
 import logging
 import random
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, cast
 
 from exchange.chain.ports import BadRequest, CannotServe
 from exchange.chain.service import MESSAGE_TYPES, ChainService
@@ -26,7 +26,7 @@ from p2p.router import MessageRouter
 from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
 
 if TYPE_CHECKING:
-    from node.rpc_component import NodeRpc
+    from node.rpc_component import NodeRpc, RpcValue
 
 log = logging.getLogger("node.chain")
 
@@ -66,17 +66,18 @@ class P2PChainNetwork:
     def keep_linked(self, node_ids: set[str]) -> None:
         self.peers.keep_linked(node_ids)
 
-    def offer(self, service: str, handler: Callable[[Any, str], Any]) -> None:
+    def offer(self, service: str, handler: Callable[[RpcValue, str], object]) -> None:
         """The chain's handlers raise CannotServe for what they cannot serve now and BadRequest for a bad
-        request: both reach the caller as RPC error codes; anything else is our bug (reported as internal)."""
+        request: both reach the caller as RPC error codes; anything else is our bug (reported as internal).
+        A handler answers with what msgpack packs, or with an awaitable of it when it is a coroutine function."""
         if inspect.iscoroutinefunction(handler):
-            async def serve_async(payload: Any, peer: str) -> Any:
+            async def serve_async(payload: RpcValue, peer: str) -> object:
                 with _as_rpc_errors():
-                    return await handler(payload, peer)
+                    return await cast(Awaitable[object], handler(payload, peer))
             self.rpc.register(service, serve_async)
             return
 
-        def serve(payload: Any, peer: str) -> Any:
+        def serve(payload: RpcValue, peer: str) -> object:
             with _as_rpc_errors():
                 return handler(payload, peer)
         self.rpc.register(service, serve)
@@ -87,7 +88,7 @@ class P2PChainNetwork:
     def linked_providers(self, service: str) -> list[str]:
         return list(self.rpc.service.providers(service))
 
-    async def call(self, service: str, payload: Any, timeout: float, peer: str | None = None) -> Any:
+    async def call(self, service: str, payload: object, timeout: float, peer: str | None = None) -> RpcValue:
         if peer is not None:
             return await self.rpc.request_peer(peer, service, payload, timeout)
         if self.rpc.service.providers(service) or self.chain is None or self.chain.core is None:
@@ -127,12 +128,12 @@ class P2PChainNetwork:
         if self.chain is not None and link.remote_id:
             self.chain.on_peer_gone(link.remote_id)
 
-    def _chain_fields(self) -> dict[str, Any]:
+    def _chain_fields(self) -> dict[str, object]:
         assert self.chain is not None
         info = self.chain.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
 
-    def _peer_chain(self, node_id: str | None, public_key: Any, fields: Any) -> CloseReason | None:
+    def _peer_chain(self, node_id: str | None, public_key: object, fields: object) -> CloseReason | None:
         if self.chain is None or not node_id:
             return None
         chain = fields.get("chain") if isinstance(fields, dict) else None
@@ -153,7 +154,7 @@ class P2PChainNetwork:
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
 
-    def _check_decision(self, message: m.Message, sender: str) -> Any:
+    def _check_decision(self, message: m.Message, sender: str) -> bool | None:
         assert self.chain is not None
         return self.chain.check_decision(message.get("body"))
 

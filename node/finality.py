@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, TypedDict
 
 from prometheus_client.core import Metric
 
@@ -17,6 +17,17 @@ from p2p.rpc.metrics import LatencyHistogram
 FINALITY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RECENT = 2048           # samples kept for the console's quantiles
 RECENT_WINDOW = 60.0    # seconds they describe
+
+
+class FinalitySummary(TypedDict):
+    """Finality of own orders over the recent window, as /status shows it (seconds; None with no samples)."""
+
+    observed_total: int
+    window_seconds: float
+    samples: int
+    p50_seconds: float | None
+    p99_seconds: float | None
+    max_seconds: float | None
 
 
 class FinalityTracker:
@@ -30,7 +41,7 @@ class FinalityTracker:
         self.histogram.observe(seconds)
         self.recent.append((self.clock(), seconds))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> FinalitySummary:
         """Quantiles over the last RECENT_WINDOW seconds (at most RECENT samples)."""
         cutoff = self.clock() - RECENT_WINDOW
         values = sorted(s for t, s in self.recent if t >= cutoff)

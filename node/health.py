@@ -12,7 +12,7 @@ import gc
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Union
+from typing import Callable, TypedDict, Union
 
 from aiohttp import web
 
@@ -24,6 +24,14 @@ log = logging.getLogger("node.health")
 CheckResult = Union[bool, tuple[bool, str]]
 LAG_PROBE_INTERVAL = 0.25
 LAG_WINDOW = 10.0
+
+
+class CheckOutcome(TypedDict):
+    """One readiness check as /ready lists it."""
+
+    name: str
+    ok: bool
+    detail: str
 
 
 class ReadinessChecks:
@@ -41,8 +49,8 @@ class ReadinessChecks:
     def names(self) -> list[str]:
         return list(self._checks)
 
-    def evaluate(self) -> tuple[bool, list[dict[str, Any]]]:
-        results = []
+    def evaluate(self) -> tuple[bool, list[CheckOutcome]]:
+        results: list[CheckOutcome] = []
         for name, check in self._checks.items():
             try:
                 outcome = check()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -24,6 +24,18 @@ from config.version import VERSION
 
 if TYPE_CHECKING:
     from node.api.base import ApiNode
+
+# A component's counts as its stats() reports them: numbers by key, beside which some keep other values (a
+# time, a text, a nested view) that split_counters passes over by their type.
+Counts = Mapping[str, Any]
+
+
+class Histogram(Protocol):
+    """What histogram_family reads of a histogram (p2p/rpc/metrics.py's LatencyHistogram is one)."""
+
+    sum: float
+
+    def cumulative(self) -> list[tuple[str, int]]: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class CounterNames:
     skip: frozenset[str] = field(default_factory=frozenset)
 
 
-def split_counters(names: CounterNames, counts: Mapping[str, Any],
+def split_counters(names: CounterNames, counts: Counts,
                    labels: Sequence[tuple[str, str]] = ()) -> Iterator[Metric]:
     """Counter families for `counts` (see the module docstring); `labels` are added to every sample."""
     label_names = [name for name, _ in labels]
@@ -77,7 +89,7 @@ def labelled_counter(name: str, documentation: str, label: str, counts: Mapping[
 
 
 def histogram_family(name: str, documentation: str, label_names: Sequence[str],
-                     rows: Iterable[tuple[Sequence[str], Any]]) -> HistogramMetricFamily:
+                     rows: Iterable[tuple[Sequence[str], Histogram]]) -> HistogramMetricFamily:
     """A histogram family from (label values, LatencyHistogram) rows."""
     family = HistogramMetricFamily(name, documentation, labels=list(label_names))
     for values, histogram in rows:
@@ -112,7 +124,7 @@ class NodeCollector:
             yield from extra()
 
 
-def discovery_metrics(stats: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+def discovery_metrics(stats: Mapping[str, Counts]) -> Iterator[Metric]:
     found = CounterMetricFamily("exchange_node_discovery_found_total", "Addresses a strategy found",
                                 labels=["strategy"])
     dialled = CounterMetricFamily("exchange_node_discovery_dials_total", "Dials of addresses a strategy found",

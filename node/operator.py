@@ -10,7 +10,7 @@ and `stop()`s it first on shutdown. The chain reaches it only through
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,9 +25,14 @@ from node.marketdata.server import CHANNELS
 from node.metrics import CounterNames, labelled_counter, split_counters
 from exchange.markets import parse_markets
 from node.api.auth import check_token as check_api_token
+from node.api.base import ApiNode, JsonObject
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
+
+if TYPE_CHECKING:
+    from exchange.chain.service import ChainService
+    from node.accounts import AccountStore
 
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
 STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
@@ -37,8 +42,23 @@ ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstand
                   "hint_multiplier", "offers", "connected", "requests_sent")
 
 
+class OperatorNode(ApiNode, Protocol):
+    """What the operator surface reads of its node beyond the API's view (node/app.py's ExchangeNode is one)."""
+
+    api_address: tuple[str, int] | None       # None until the control API is bound
+
+    @property
+    def chain(self) -> ChainService: ...
+
+    @property
+    def accounts(self) -> AccountStore: ...
+
+    @property
+    def listen(self) -> str: ...              # the peer address, as the log's first line shows it
+
+
 class OperatorSurface:
-    def __init__(self, node: Any, config: OperatorConfig, check_token: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, node: OperatorNode, config: OperatorConfig, check_token: Callable[[str], bool] | None = None) -> None:
         self.node = node
         self.readiness = ReadinessChecks()
         self.finality = FinalityTracker()
@@ -90,15 +110,16 @@ class OperatorSurface:
 
     def _one_line_status(self) -> str:
         node = self.node
+        assert node.api_address is not None        # start() runs once the control API is bound
         return (f"node {node.node_id[:12]} on {node.listen}, API {node.api_address[0]}:{node.api_address[1]}, "
                 f"{len(node.peers.links)} peers")
 
     # --- what the stream says ----------------------------------------------------------------------
-    def hello(self) -> dict[str, Any]:
+    def hello(self) -> JsonObject:
         return {"version": VERSION, "node_id": self.node.node_id, "markets": list(self.feed.markets),
                 "channels": list(CHANNELS), "depths": list(BOOK_DEPTHS)}
 
-    def status_summary(self) -> dict[str, Any]:
+    def status_summary(self) -> JsonObject:
         """The `status` channel: this node, its chain (validators and their liveness, a halt and why), its
         peers with the links each reports, the router's view, finality. Peer ids are always whole."""
         node = self.node
@@ -124,7 +145,7 @@ class OperatorSurface:
         }
 
     @staticmethod
-    def _reachability(nat: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _reachability(nat: JsonObject | None) -> JsonObject | None:
         """What the console shows of NAT traversal: reachability, our addresses and how learnt, our relays."""
         if nat is None:
             return None
@@ -132,7 +153,7 @@ class OperatorSurface:
                 "addresses": [{k: a.get(k) for k in ("host", "port", "how", "confirmed")} for a in nat["addresses"][:8]],
                 "relays": (nat.get("relay_client") or {}).get("relays", [])}
 
-    def routing_summary(self) -> dict[str, Any]:
+    def routing_summary(self) -> JsonObject:
         snap = self.node.rpc.snapshot()
         services = {name: {peer: {k: row.get(k) for k in ROUTING_FIELDS} for peer, row in data["peers"].items()}
                     for name, data in snap["services"].items()}

@@ -15,12 +15,16 @@ Read at scrape time from the chain service; nothing here is on a hot path.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exchange.crypto import node_id_for
 from storage import errors as storage_errors
+
+if TYPE_CHECKING:
+    from exchange.chain.chainstate import ChainState
+    from exchange.chain.service import ChainService
 
 STORAGE_KINDS = (storage_errors.NO_SPACE, storage_errors.READ_ONLY, storage_errors.IO_ERROR,
                  storage_errors.PERMISSION, storage_errors.NOT_FOUND, storage_errors.DAMAGED,
@@ -28,7 +32,7 @@ STORAGE_KINDS = (storage_errors.NO_SPACE, storage_errors.READ_ONLY, storage_erro
 ABSENT_AFTER_HEIGHTS = 2     # as seats_view: a member one or two blocks behind is just late
 
 
-def ops_metrics(chain: Any) -> Iterator[Metric]:
+def ops_metrics(chain: ChainService) -> Iterator[Metric]:
     problem = chain.storage_problem
     current = getattr(problem, "kind", None) if problem is not None else None
     storage = GaugeMetricFamily("exchange_node_storage_error",
@@ -63,7 +67,7 @@ def ops_metrics(chain: Any) -> Iterator[Metric]:
     yield from validator_metrics(core.state)
 
 
-def validator_metrics(state: Any) -> Iterator[Metric]:
+def validator_metrics(state: ChainState) -> Iterator[Metric]:
     """Per validator of `state.validators`: how long it has not signed (block time) and its last signed height."""
     absent = GaugeMetricFamily("exchange_node_chain_validator_absent_seconds",
                                "Block time since the validator last signed, once more than 2 heights behind (else 0)",

@@ -16,38 +16,43 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable, Generic, TypeVar
 
 from exchange.app.txs import MAX_OPS, Op, SignedTx, sign_tx
+from node.accounts import Account
+
+# What `submit` returns; the batcher hands it on without reading it.
+Result = TypeVar("Result")
 
 # What each op's future resolves to: the signed transaction, the op's index in it, and the one task handing
-# that transaction to the chain (its result is the chain's answer, whatever `submit` returns)
-Batched = tuple[SignedTx, int, "asyncio.Future[Any]"]
+# that transaction to the chain (its result is what `submit` returned)
+Batched = tuple[SignedTx, int, asyncio.Future[Result]]
 
 
-class _Pending:
+class _Pending(Generic[Result]):
     __slots__ = ("account", "ops", "futures")
 
-    def __init__(self, account: Any) -> None:
+    def __init__(self, account: Account) -> None:
         self.account = account
         self.ops: list[Op] = []
-        self.futures: list[asyncio.Future[Batched]] = []
+        self.futures: list[asyncio.Future[Batched[Result]]] = []
 
 
-class OrderBatcher:
+class OrderBatcher(Generic[Result]):
     def __init__(self, chain_id: Callable[[], str], ttl_ms: Callable[[], int],
-                 submit: Callable[[SignedTx], Awaitable[Any]], on_signed: Callable[[SignedTx], None] = lambda tx: None) -> None:
+                 submit: Callable[[SignedTx], Awaitable[Result]],
+                 on_signed: Callable[[SignedTx], None] = lambda tx: None) -> None:
         self._chain_id = chain_id
         self._ttl_ms = ttl_ms
         self._submit = submit
         self._on_signed = on_signed
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending[Result]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._in_flight: dict[str, int] = {}     # account id -> its transactions not yet handed to the chain
         self.transactions = 0
         self.operations = 0
 
-    def add(self, account: Any, op: Op) -> asyncio.Future[Batched]:
+    def add(self, account: Account, op: Op) -> asyncio.Future[Batched[Result]]:
         """Queue `op` for `account`; the future resolves to (signed transaction, index of the op in it, the one
         task submitting that transaction)."""
         loop = asyncio.get_running_loop()
@@ -75,7 +80,7 @@ class OrderBatcher:
         elif account_id in self._pending and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
-    def _sign(self, batch: _Pending) -> None:
+    def _sign(self, batch: _Pending[Result]) -> None:
         account = batch.account
         try:
             tx = sign_tx(account.sign, account.public_key, self._chain_id(), os.urandom(12).hex(),

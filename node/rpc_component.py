@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Iterator
 
+from prometheus_client.core import Metric
+
 from node.api import rpc as api_rpc
+from node.api.base import JsonObject
 from node.configs import NodeRpcConfig
 from node.identity import NodeIdentity
 from p2p.grenache.grape import GrapeClient
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from node.api.base import ApiNode
 
 log = logging.getLogger("node.rpc")
+
+# A value an RPC carries, a request's payload or its answer, as msgpack decoded it: p2p/rpc hands it on
+# untouched and whoever knows the service (its handler, its caller) checks it.
+RpcValue = Any
 
 
 class NodeRpc:
@@ -47,13 +54,14 @@ class NodeRpc:
     def unregister(self, service: str) -> None:
         self.service.unregister(service)
 
-    async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def request(self, service: str, payload: object = None, timeout: float | None = None) -> RpcValue:
         return await self.service.request(service, payload, timeout)
 
-    async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
+    async def call(self, service: str, payload: object = None, timeout: float | None = None) -> RpcResult:
         return await self.service.call(service, payload, timeout)
 
-    async def request_peer(self, node_id: str, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def request_peer(self, node_id: str, service: str, payload: object = None,
+                           timeout: float | None = None) -> RpcValue:
         return await self.service.request_peer(node_id, service, payload, timeout)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -108,17 +116,18 @@ class NodeRpc:
                                             protection=self.service.protection)
         return self.grenache
 
-    async def request_grenache(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def request_grenache(self, service: str, payload: object = None,
+                               timeout: float | None = None) -> RpcValue:
         """Call a Grenache worker announced for `service` on Grape (adaptive choice, retries)."""
         return await self.workers().request(service, payload, timeout)
 
     # -- observability -------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         snap = self.service.snapshot()
         snap["hints"] = self.gossip.snapshot() if self.gossip is not None else None
         snap["grenache"] = {"workers": self.grenache.snapshot() if self.grenache is not None else None,
                             "endpoint": self.endpoint.snapshot() if self.endpoint is not None else None}
         return snap
 
-    def metrics(self) -> Iterator[Any]:
+    def metrics(self) -> Iterator[Metric]:
         yield from api_rpc.rpc_metric_families(self)

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -56,7 +55,7 @@ class ApiAuth:
         self._accepted: list[bytes] = [_digest(api_token)] if api_token else []
         self.refused = 0
 
-    def check_token(self, token: Any) -> bool:
+    def check_token(self, token: object) -> bool:
         """True if `token` is the cookie or API_TOKEN. Constant time with respect to the token's content."""
         if not isinstance(token, str) or not token:
             return False
@@ -117,6 +116,6 @@ def install_auth(app: web.Application, data_dir: Path, token: str | None) -> Api
     return auth
 
 
-def check_token(app: web.Application, token: Any) -> bool:
+def check_token(app: web.Application, token: object) -> bool:
     """For code that authenticates inside a connection (the /ws private channels)."""
     return app[AUTH_KEY].check_token(token)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, overload
 
 import orjson
 from aiohttp import web
@@ -16,7 +16,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from exchange.chain.ports import NotReady
     from exchange.chain.service import ChainService
+    from prometheus_client.core import Metric
     from node.accounts import AccountStore
+    from node.api.orders import Queued
     from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
     from node.identity import NodeIdentity
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
     from p2p.router import MessageRouter
 
 log = logging.getLogger("node.api.server")
+
+# A JSON value as orjson decodes a request body or a stream request: the route that reads one checks each
+# field it uses (read_json_object, body_number, SignedTx.from_json, NewOrderOp.parse ...), so it has no
+# static type.
+Json = Any
+# A JSON object: a request body read_json_object has seen to be an object, or an answer a route builds from
+# the views docs/api.md describes; it is read or written field by field.
+JsonObject = dict[str, Any]
 
 
 class ApiNode(Protocol):
@@ -43,10 +53,10 @@ class ApiNode(Protocol):
     router: MessageRouter
     discovery: DiscoveryOrchestrator
     rpc: NodeRpc
-    order_batcher: OrderBatcher | None            # made by the first node-signed order (orders.py)
+    order_batcher: OrderBatcher[Queued] | None            # made by the first node-signed order (orders.py)
     api_rate_limit: PublicRateLimit | None        # set by build_app (server.py)
     api_extensions: list[Callable[[web.Application], None]]
-    metric_sources: list[Callable[[], Any]]      # () -> iterable of prometheus metric families
+    metric_sources: list[Callable[[], Iterable[Metric]]]      # read at every scrape of /metrics
 
     @property
     def chain(self) -> ChainService | None: ...           # None: a node that runs no exchange
@@ -60,9 +70,9 @@ class ApiNode(Protocol):
     @property
     def nat(self) -> NatService | None: ...               # None: no peer port
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> JsonObject: ...
 
-    def peer_list(self) -> list[dict[str, Any]]: ...
+    def peer_list(self) -> list[JsonObject]: ...
 
 
 NODE_KEY = web.AppKey("node", ApiNode)
@@ -70,7 +80,7 @@ NODE_ID = re.compile(r"^[0-9a-f]{40}$")          # a node id as the routes take 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
+def json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
@@ -84,7 +94,7 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def response(self) -> web.Response:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, object] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
         return json_response({"error": error}, self.status)
@@ -110,7 +120,7 @@ def node_of(request: web.Request) -> ApiNode:
     return request.app[NODE_KEY]
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request) -> JsonObject:
     """The request body as a JSON object; an empty body is an empty object."""
     raw = await request.read()
     if not raw.strip():
@@ -125,12 +135,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 @overload
-def body_number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float: ...
+def body_number(body: JsonObject, name: str, default: float, low: float, high: float) -> float: ...
 @overload
-def body_number(body: dict[str, Any], name: str, default: None, low: float, high: float) -> float | None: ...
+def body_number(body: JsonObject, name: str, default: None, low: float, high: float) -> float | None: ...
 
 
-def body_number(body: dict[str, Any], name: str, default: float | None, low: float, high: float) -> float | None:
+def body_number(body: JsonObject, name: str, default: float | None, low: float, high: float) -> float | None:
     """A finite number in [low, high] (not a bool), or `default` when absent."""
     value = body.get(name, default)
     if value is None:

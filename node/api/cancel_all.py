@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable, cast
 
 from aiohttp import web
 
 from exchange.chain.service import ChainService
 from exchange.app.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
-from node.api.base import ApiError, chain_of, json_response
+from node.api.base import ApiError, Json, JsonObject, chain_of, json_response
 from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _finality, _json_body, _query_number, _refused,
                              _sign_local, _signed, _state, _submit)
 
 MAX_AFTER_S = 86_400.0
 
 
-def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+def _fields(body: Json, allowed: set[str]) -> JsonObject:
     if body is None:
         return {}
     if not isinstance(body, dict):
@@ -38,7 +38,7 @@ def _fields(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _one_op(body: dict[str, Any], kind: type[CancelAllOp] | type[ScheduleCancelOp]) -> SignedTx:
+def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp]) -> SignedTx:
     tx = _signed(body["signed"])
     if len(tx.ops) != 1 or not isinstance(tx.ops[0], kind):
         raise ApiError(422, f"{kind.name}_expected", f"the signed transaction must hold exactly one {kind.name}",
@@ -46,15 +46,15 @@ def _one_op(body: dict[str, Any], kind: type[CancelAllOp] | type[ScheduleCancelO
     return tx
 
 
-def _parsed(make: Any, *values: Any) -> Op:
+def _parsed(make: Callable[..., Op], *values: Json) -> Op:
     try:
-        return make(*values)  # type: ignore[no-any-return]
+        return make(*values)
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 
 
 async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: float,
-               what: str, extra: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+               what: str, extra: JsonObject) -> tuple[JsonObject, Any]:  # Any: the op's OpResult, as _submit's outcome
     why, result = await _submit(chain, tx, wait)
     if why is not None:
         raise _refused(why)
@@ -77,7 +77,7 @@ async def post_cancel_all(request: web.Request) -> web.Response:
     else:
         op = _parsed(CancelAllOp.parse, body.get("market"), body.get("side"))
         tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
-    scope: CancelAllOp = tx.ops[0]  # type: ignore[assignment]
+    scope = cast(CancelAllOp, tx.ops[0])     # _one_op checked it, or we made it
     if scope.market is not None and scope.market not in state.params.registry:
         raise ApiError(422, "unknown_market", f"unknown market {scope.market!r}", "market")
     answer, op = await _run(request, chain, tx, wait, "cancel_all",
@@ -110,7 +110,7 @@ async def post_schedule_cancel(request: web.Request) -> web.Response:
             at = int(time.time() * 1000 + after * 1000)
         op = _parsed(ScheduleCancelOp.parse, at)
         tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
-    switch: ScheduleCancelOp = tx.ops[0]  # type: ignore[assignment]
+    switch = cast(ScheduleCancelOp, tx.ops[0])     # _one_op checked it, or we made it
     answer, op = await _run(request, chain, tx, wait, "schedule_cancel", {"account": tx.account_hex, "at": switch.at})
     status = 202 if not answer["final"] else 200 if op is not None and op.outcome in ("armed", "cleared") else 409
     return json_response(answer, status)

@@ -13,11 +13,14 @@ transitions, the rate limits in force at the end, and when everything was delive
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node.api.base import ApiError, body_number, json_response, read_json_object, require_debug
+from node.api.base import ApiError, JsonObject, body_number, json_response, read_json_object, require_debug
+
+if TYPE_CHECKING:
+    from p2p.rpc.service import RpcService
 from p2p.resilience.backoff import Backoff
 from p2p.resilience.protection import ENFORCE
 from p2p.rpc import errors as e
@@ -39,8 +42,8 @@ async def post_backlog(request: web.Request) -> web.Response:
                                            call_timeout=timeout, bucket=bucket))
 
 
-async def run_backlog(rpc: Any, service: str, count: int, *, deadline: float, call_timeout: float,
-                      bucket: float) -> dict[str, Any]:
+async def run_backlog(rpc: RpcService, service: str, count: int, *, deadline: float, call_timeout: float,
+                      bucket: float) -> JsonObject:
     loop = asyncio.get_running_loop()
     attempts = rpc.requests_by_peer.setdefault(service, {})
     first_attempts = sum(attempts.values())
@@ -103,7 +106,7 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0, 1)
 
 
-def _limits(rpc: Any, service: str) -> dict[str, Any]:
+def _limits(rpc: RpcService, service: str) -> JsonObject:
     """The rate limits in force now: warm-up rate, each peer's AIMD concurrency limit and breaker."""
     snapshot = rpc.snapshot()
     peers = snapshot["services"].get(service, {}).get("peers", {})

@@ -5,7 +5,7 @@ GET /dht/providers/{service} (live records of nodes that serve it)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TypedDict
 
 from aiohttp import web
 
@@ -46,7 +46,24 @@ async def get_providers(request: web.Request) -> web.Response:
     return json_response({"service": service, "providers": [record_view(r) for r in records]})
 
 
-def record_view(record: NodeRecord) -> dict[str, Any]:
+class AddressView(TypedDict):
+    host: str
+    port: int
+    how: str
+
+
+class RecordView(TypedDict):
+    """A node record as GET /dht/nodes/{node_id} and /dht/providers/{service} answer it."""
+
+    node_id: str
+    addresses: list[AddressView]
+    services: list[str]
+    protocol: int
+    seq: int
+    expires_ms: int
+
+
+def record_view(record: NodeRecord) -> RecordView:
     return {"node_id": record.node_id,
             "addresses": [{"host": host, "port": port, "how": how} for host, port, how in record.addresses],
             "services": list(record.services), "protocol": record.protocol, "seq": record.seq,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 
@@ -52,7 +52,7 @@ class ConnectionGuard:
 class GuardedProtocol(asyncio.Protocol):
     """aiohttp's protocol for one connection, behind the guard's caps and header deadline."""
 
-    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self.inner = inner
         self.guard = guard
         self.address: str | None = None

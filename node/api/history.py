@@ -9,12 +9,11 @@ answers the same; a cursor whose trade has left the log is 410 `cursor_expired`.
 """
 from __future__ import annotations
 
-from typing import Any
 
 from aiohttp import web
 
 from exchange.app.candles import INTERVALS_MS, CursorExpired
-from node.api.base import ApiError, chain_of, json_response
+from node.api.base import ApiError, JsonObject, chain_of, json_response
 from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _query_number, _state
 
 MAX_TIME_MS = (1 << 53) - 1
@@ -22,8 +21,8 @@ RANGE_KEYS = ("from", "to", "cursor")
 
 
 def _range(request: web.Request) -> tuple[int | None, int | None, str | None, int]:
-    start = _query_number(request, "from", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
-    end = _query_number(request, "to", None, 0, MAX_TIME_MS, integer=True)  # type: ignore[arg-type]
+    start = _query_number(request, "from", None, 0, MAX_TIME_MS, integer=True)
+    end = _query_number(request, "to", None, 0, MAX_TIME_MS, integer=True)
     if start is not None and end is not None and end < start:
         raise ApiError(400, "invalid_range", "to must not be before from", "to")
     cursor = request.query.get("cursor") or None
@@ -32,7 +31,7 @@ def _range(request: web.Request) -> tuple[int | None, int | None, str | None, in
     return start, end, cursor, _query_number(request, "limit", 1000, 1, MAX_TRADES, integer=True)
 
 
-def _page(request: web.Request, market: str, account: str | None) -> dict[str, Any]:
+def _page(request: web.Request, market: str, account: str | None) -> JsonObject:
     chain = chain_of(request)
     state = _state(chain)
     start, end, cursor, limit = _range(request)

@@ -14,21 +14,24 @@ shape.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from exchange.chain.ports import NotReady
-from exchange.chain.own_orders import Withdrawn, pending_view
+from exchange.chain.own_orders import TxOutcome, Withdrawn, pending_view
 from exchange.chain.service import ChainService
+from exchange.app import ExchangeState
 from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
-from node.api.base import ApiError, chain_of, json_response, node_of, not_ready
+from node.accounts import Account
+from node.api.base import ApiError, Json, JsonObject, chain_of, json_response, node_of, not_ready
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until"}
@@ -38,10 +41,24 @@ MAX_TRADES = 10_000
 DEFAULT_TRADES = 100
 MAX_LIST = 1000
 CLOSED = {"filled", "cancelled", "rejected"}
+# A transaction handed to the chain: why it was refused (or None) and the future of its outcome once final
+Queued = tuple[str | None, asyncio.Future[TxOutcome]]
 
 
+@overload
+def _query_number(request: web.Request, name: str, default: int, low: float, high: float,
+                  integer: Literal[True]) -> int: ...
+@overload
+def _query_number(request: web.Request, name: str, default: None, low: float, high: float,
+                  integer: Literal[True]) -> int | None: ...
+@overload
 def _query_number(request: web.Request, name: str, default: float, low: float, high: float,
-                  integer: bool = False) -> Any:
+                  integer: Literal[False] = False) -> float: ...
+
+
+def _query_number(request: web.Request, name: str, default: float | None, low: float, high: float,
+                  integer: bool = False) -> float | None:
+    """The query parameter `name` as a number in [low, high] (an int with `integer`), or `default`."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -54,7 +71,7 @@ def _query_number(request: web.Request, name: str, default: float, low: float, h
     return value
 
 
-async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
+async def _json_body(request: web.Request, allow_empty: bool = False) -> Json:
     raw = await request.read()
     if not raw.strip():
         if allow_empty:
@@ -66,14 +83,14 @@ async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-def _state(chain: ChainService) -> Any:
+def _state(chain: ChainService) -> ExchangeState:
     try:
         return chain.state
     except NotReady as exc:
         raise not_ready(exc) from None
 
 
-def _account(request: web.Request, name: Any) -> Any:
+def _account(request: web.Request, name: Json) -> Account:
     accounts = node_of(request).accounts
     if accounts is None:
         raise ApiError(503, "no_accounts", "this node holds no accounts")
@@ -89,7 +106,7 @@ def _account(request: web.Request, name: Any) -> Any:
                        "account") from None
 
 
-def _market_checked(state: Any, op: NewOrderOp) -> None:
+def _market_checked(state: ExchangeState, op: NewOrderOp) -> None:
     """Refuse what the state machine would reject at once, with the field that is wrong."""
     registry = state.params.registry
     if op.market not in registry:
@@ -109,7 +126,7 @@ def _market_checked(state: Any, op: NewOrderOp) -> None:
         raise ApiError(422, exc.code, exc.message, exc.field) from None
 
 
-def _order_op(body: Any) -> NewOrderOp:
+def _order_op(body: Json) -> NewOrderOp:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "each order is a JSON object")
     unknown = sorted(str(k) for k in body if k not in ORDER_FIELDS)
@@ -128,16 +145,16 @@ def _order_op(body: Any) -> NewOrderOp:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 
 
-def _text(value: Any) -> Any:
+def _text(value: Json) -> Json:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _nonce(body: Any) -> str:
+def _nonce(body: Json) -> str:
     client = body.get("client_id") if isinstance(body, dict) else None
     return client if isinstance(client, str) and client else os.urandom(12).hex()
 
 
-def _sign_local(request: web.Request, chain: ChainService, account_name: Any, ops: list[Op], nonce: str) -> SignedTx:
+def _sign_local(request: web.Request, chain: ChainService, account_name: Json, ops: list[Op], nonce: str) -> SignedTx:
     account = _account(request, account_name)
     expires = int(time.time() * 1000) + chain.order_ttl_ms - 1000
     try:
@@ -148,7 +165,7 @@ def _sign_local(request: web.Request, chain: ChainService, account_name: Any, op
     return tx
 
 
-def _signed(body: Any) -> SignedTx:
+def _signed(body: Json) -> SignedTx:
     try:
         tx = SignedTx.from_json(body)
     except InvalidTx as exc:
@@ -159,6 +176,8 @@ def _signed(body: Any) -> SignedTx:
     return tx
 
 
+# Any: the outcome is a TxResult once final, else None; only a cancel held behind its order (_queue's `after`)
+# resolves to Withdrawn, and the one route that holds one (delete_order) checks for it
 async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str | None, Any]:
     why, future = await _queue(chain, tx)
     if why is not None:
@@ -166,7 +185,7 @@ async def _submit(chain: ChainService, tx: SignedTx, wait: float) -> tuple[str |
     return None, await chain.submissions.wait(future, wait)
 
 
-async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> tuple[str | None, Any]:
+async def _queue(chain: ChainService, tx: SignedTx, after: SignedTx | None = None) -> Queued:
     """Hand the transaction to the chain (durable in the outbox on return) or raise the API error; `after`:
     our pending transaction it must be ordered after (Submissions.submit_after)."""
     try:
@@ -202,14 +221,15 @@ def _refused(why: str) -> ApiError:
     return error
 
 
-def _finality(chain: ChainService) -> dict[str, Any]:
+def _finality(chain: ChainService) -> JsonObject:
     core = chain.core
     if core is None:
         return {"height": 0}
     return {"height": core.height, "epoch": core.state.validators.epoch, "role": core.role}
 
 
-def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[dict[str, Any], int]:
+# Any: `result` is as _submit's
+def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[JsonObject, int]:
     op = tx.ops[index]
     if result is None:
         reason = chain.submissions.pending_reason()
@@ -220,7 +240,7 @@ def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) ->
     order_id = tx.order_id(index)
     view = state.order(order_id) or pending_view(tx, index, op, None) | {"status": result.status}  # type: ignore[arg-type]
     op_result = result.ops[index] if index < len(result.ops) else None
-    body: dict[str, Any] = {"order": view, "trades": [], "final": True, "tx_id": tx.id, "tx_status": result.status,
+    body: JsonObject = {"order": view, "trades": [], "final": True, "tx_id": tx.id, "tx_status": result.status,
                             **_finality(chain)}
     if op_result is not None and op_result.reason:
         body["reason"] = op_result.reason
@@ -228,13 +248,13 @@ def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) ->
     return body, 201
 
 
-def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> dict[str, Any]:
+def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> JsonObject:  # Any: as _answer_order's
     """A batch item's answer: a new order's as POST /orders gives it; for any other op (cancel, replace,
     cancel_all, schedule_cancel in a signed batch) the op, its result once final, and the order it made."""
     op = tx.ops[index]
     if isinstance(op, NewOrderOp):
         return _answer_order(chain, tx, index, result)[0]
-    body: dict[str, Any] = {"op": op.as_json(), "tx_id": tx.id, "final": result is not None}
+    body: JsonObject = {"op": op.as_json(), "tx_id": tx.id, "final": result is not None}
     if result is None:
         body["reason"] = chain.submissions.pending_reason()
         return body
@@ -274,7 +294,7 @@ async def post_order(request: web.Request) -> web.Response:
     return json_response(answer, status)
 
 
-def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
+def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher[Queued]:
     node = node_of(request)
     batcher = node.order_batcher
     if batcher is None:
@@ -284,7 +304,7 @@ def _batcher(request: web.Request, chain: ChainService) -> OrderBatcher:
     return batcher
 
 
-def _trades_of(chain: ChainService, order_id: str) -> list[dict[str, Any]]:
+def _trades_of(chain: ChainService, order_id: str) -> list[JsonObject]:
     """The order's trades among the market's recent ones (those the state keeps)."""
     state = chain.state
     order = state.order(order_id)
@@ -304,8 +324,8 @@ async def post_order_batch(request: web.Request) -> web.Response:
     state = _state(chain)
     if isinstance(body, dict) and "signed" in body:
         txs = [(_signed(body["signed"]), None)]
-        slots: list[Any] = [(0, i) for i in range(len(txs[0][0].ops))]
-        results: list[dict[str, Any]] = [{} for _ in slots]
+        slots: list[tuple[int, int] | None] = [(0, i) for i in range(len(txs[0][0].ops))]
+        results: list[JsonObject] = [{} for _ in slots]
     else:
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")
@@ -347,8 +367,8 @@ async def post_order_batch(request: web.Request) -> web.Response:
     return json_response({"results": results})
 
 
-def _error_dict(exc: ApiError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+def _error_dict(exc: ApiError) -> JsonObject:
+    error: JsonObject = {"code": exc.code, "message": exc.message}
     if exc.field is not None:
         error["field"] = exc.field
     return error
@@ -439,7 +459,7 @@ async def delete_order(request: web.Request) -> web.Response:
                          200 if done else 409)
 
 
-def _market(state: Any, name: str) -> str:
+def _market(state: ExchangeState, name: str) -> str:
     if name not in state.params.registry:
         raise ApiError(404, "unknown_market", f"unknown market {name!r}", "market")
     return name

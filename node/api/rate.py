@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -51,6 +51,15 @@ class _Buckets:
         return len(self._state)
 
 
+class RateLimitView(TypedDict):
+    """The public rate limit as /status shows it."""
+
+    rate_per_address: float
+    rate_total: float
+    tracked_addresses: int
+    refused: dict[str, int]
+
+
 class PublicRateLimit:
     def __init__(self, per_address: float, total: float, exempt: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -80,7 +89,7 @@ class PublicRateLimit:
                 return name, wait
         return None
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> RateLimitView:
         return {"rate_per_address": self.by_address.rate, "rate_total": self.overall.rate,
                 "tracked_addresses": len(self.by_address), "refused": dict(self.refused)}
 

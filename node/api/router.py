@@ -22,7 +22,7 @@ from typing import Any, Iterator, cast
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, ApiNode, json_response, node_of
+from node.api.base import ApiError, ApiNode, JsonObject, json_response, node_of
 from node.metrics import CounterNames, labelled_counter, split_counters
 from p2p.messages import Message
 from p2p.resilience.protection import MODES as PROTECTION_MODES, Protection
@@ -131,7 +131,7 @@ class LoadGenerator:
         elif len(self.gc_pauses) < 100_000:
             self.gc_pauses.append(time.perf_counter() - self._gc_started)
 
-    def lag_summary(self) -> dict[str, Any]:
+    def lag_summary(self) -> JsonObject:
         lags = sorted(self.lags)
         if not lags:
             return {"lag_p50_ms": None, "lag_p99_ms": None, "lag_max_ms": None}
@@ -180,7 +180,7 @@ def install_debug_api(node: ApiNode) -> None:
     recorder = NoteRecorder(node.router)
     load = LoadGenerator()
 
-    async def read_json(request: web.Request) -> dict[str, Any]:
+    async def read_json(request: web.Request) -> JsonObject:
         try:
             body = await request.json()
         except ValueError:
@@ -189,7 +189,7 @@ def install_debug_api(node: ApiNode) -> None:
             raise ApiError(400, "bad_json", "body must be an object")
         return body
 
-    def debug_type(body: dict[str, Any]) -> str:
+    def debug_type(body: JsonObject) -> str:
         kind = body.get("type", "note")
         if kind not in DEBUG_TYPES:
             raise ApiError(400, "bad_type", f"type must be one of {', '.join(DEBUG_TYPES)}", "type")

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.api.base import ApiError, ApiNode, body_number, json_response, node_of, read_json_object, require_debug
+from node.api.base import (ApiError, ApiNode, Json, JsonObject, body_number, json_response, node_of, read_json_object,
+                           require_debug)
 from node.api.debug_backlog import post_backlog
 from node.metrics import CounterGroup, CounterNames, histogram_family, labelled_counter, split_counters
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
 from p2p.rpc.hints import STATUSES
+
+if TYPE_CHECKING:
+    from node.rpc_component import NodeRpc
+    from p2p.rpc.service import RpcService
 
 # RpcError code -> HTTP status of `POST /rpc/{service}`.
 HTTP_STATUS = {e.NO_PEERS: 503, e.THROTTLED: 503, e.TIMEOUT: 504, e.UNREACHABLE: 502, e.BAD_REQUEST: 400,
@@ -73,7 +78,7 @@ async def post_rpc(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> Json:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, (set, frozenset, tuple)):
@@ -148,15 +153,15 @@ async def post_load(request: web.Request) -> web.Response:
                                         timeout))
 
 
-async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: float, bucket: float,
-                   timeout: float | None) -> dict[str, Any]:
+async def run_load(rpc: RpcService, service: str, payload: object, rate: float, seconds: float, bucket: float,
+                   timeout: float | None) -> JsonObject:
     """Steady open-loop load: one request every 1/rate s (not waiting for answers), bounded in time and
     count; slots missed while this process was held up are skipped (counted), not sent as a burst."""
     loop = asyncio.get_running_loop()
     counts = rpc.requests_by_peer.setdefault(service, {})
     errors: dict[str, int] = {}
     latencies: list[float] = []
-    buckets: list[dict[str, Any]] = []
+    buckets: list[JsonObject] = []
     outcome = {"ok": 0, "failed": 0, "retried": 0}
     served: dict[str, int] = {}
 
@@ -213,7 +218,7 @@ async def run_load(rpc: Any, service: str, payload: Any, rate: float, seconds: f
     }
 
 
-def _bucket_row(t: float, counts: dict[str, int], last: dict[str, int]) -> dict[str, Any]:
+def _bucket_row(t: float, counts: dict[str, int], last: dict[str, int]) -> JsonObject:
     row = {p: n - last.get(p, 0) for p, n in counts.items() if n - last.get(p, 0)}
     last.clear()
     last.update(counts)
@@ -257,7 +262,7 @@ PEER_GAUGES = (  # (row key, metric, help, scale)
 )
 
 
-def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
+def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
     snap = node_rpc.snapshot()
     yield from split_counters(RPC_CALLS, snap["counters"])
     yield from split_counters(RPC_CLIENT, snap["client"])
@@ -273,7 +278,7 @@ def rpc_metric_families(node_rpc: Any) -> Iterator[Metric]:
     sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
                                labels=["service", "peer"])
 
-    def add_rows(label: str, rows: dict[str, dict[str, Any]]) -> None:
+    def add_rows(label: str, rows: dict[str, JsonObject]) -> None:
         for peer, row in rows.items():
             for key, family, scale in gauges:
                 value = row.get(key)

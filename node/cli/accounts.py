@@ -6,14 +6,13 @@ and open orders when a node answers.
 from __future__ import annotations
 
 import os
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import click
 
 from node.accounts import ACCOUNT_ID, DEFAULT_ACCOUNT, Account, AccountError, AccountStore, check_name
 from node.cli.main import api_option, emit_json, fail, failure_message, json_option, print_table, unreachable_message
-from node.cli.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
 from node.locate import LocateError, NodeTarget, resolve_data_dir
 
 
@@ -26,7 +25,7 @@ def complete_account(ctx: click.Context, _param: click.Parameter, incomplete: st
         return []
 
 
-def _account_json(account: Account) -> dict[str, Any]:
+def _account_json(account: Account) -> JsonObject:
     return {"name": account.name, "id": account.id, "key_file": str(account.path)}
 
 
@@ -143,7 +142,7 @@ def _identify(store: AccountStore, account: str) -> tuple[str | None, str]:
         fail(str(exc))
 
 
-def _ask(api: NodeTarget, path: str, endpoint: str, what: str) -> tuple[Any, str]:
+def _ask(api: NodeTarget, path: str, endpoint: str, what: str) -> tuple[Json, str]:
     """(answer, "") or (None, a one-line note saying why `what` is not shown)."""
     try:
         return call(api.url, "GET", path, token=api.token)[1], ""
@@ -153,7 +152,7 @@ def _ask(api: NodeTarget, path: str, endpoint: str, what: str) -> tuple[Any, str
         return None, f"{what} not shown: {failure_message(api, exc, endpoint)}"
 
 
-def _position_rows(positions: Any) -> list[list[Any]]:
+def _position_rows(positions: Json) -> list[list[object]]:
     """`{"BTC": "1.5", ...}` or `[{"asset": "BTC", "position": "1.5"}, ...]` -> table rows."""
     if isinstance(positions, dict):
         return [[asset, amount] for asset, amount in sorted(positions.items())]

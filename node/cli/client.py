@@ -9,6 +9,13 @@ from typing import Any
 
 import orjson
 
+# A JSON value the control API answered, as orjson decodes it: each command reads the fields it shows (the API
+# reference in docs/api.md gives the shapes). The CLI names it here rather than importing node/api/base.py's
+# alias, so `exchange-node status` and friends start without loading aiohttp.
+Json = Any
+# A JSON object of an answer (a status, an order, an error body, ...), read field by field.
+JsonObject = dict[str, Any]
+
 
 class NodeUnreachable(Exception):
     """Nothing usable answered; `reason` says why in a few words (e.g. "connection refused")."""
@@ -19,14 +26,14 @@ class NodeUnreachable(Exception):
 
 
 class ApiFailure(Exception):
-    def __init__(self, status: int, error: dict[str, Any]) -> None:
+    def __init__(self, status: int, error: JsonObject) -> None:
         super().__init__(error.get("message", "request failed"))
         self.status = status
         self.error = error
 
 
-def call(url: str, method: str, path: str, body: Any = None, timeout: float = 10.0,
-         token: str | None = None) -> tuple[int, Any]:
+def call(url: str, method: str, path: str, body: object = None, timeout: float = 10.0,
+         token: str | None = None) -> tuple[int, Json]:
     """One request to the API at base `url`; raises NodeUnreachable or ApiFailure (4xx/5xx, or not JSON)."""
     data = orjson.dumps(body) if body is not None else None
     headers = {"Content-Type": "application/json"} if data else {}
@@ -49,7 +56,7 @@ def call(url: str, method: str, path: str, body: Any = None, timeout: float = 10
         raise NodeUnreachable(_reason(exc, timeout)) from None
 
 
-def _json(status: int, payload: bytes) -> Any:
+def _json(status: int, payload: bytes) -> Json:
     try:
         return orjson.loads(payload or b"null")
     except orjson.JSONDecodeError:

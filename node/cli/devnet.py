@@ -20,12 +20,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Callable, cast
 
 import click
 
 from config import Settings
-from node.cli.client import call
+from node.cli.client import JsonObject, call
 from node.cookie import read_cookie
 
 _SETTING_ENVS = frozenset(Settings.env_names().values())
@@ -33,10 +33,10 @@ FORM_TIMEOUT = 60.0
 
 
 class DevnetNode:
-    def __init__(self, index: int, data_dir: Path, settings: dict[str, Any]) -> None:
+    def __init__(self, index: int, data_dir: Path, settings: dict[str, object]) -> None:
         self.name, self.data_dir, self.settings = f"node{index}", data_dir, settings
         self.proc: subprocess.Popen[bytes] | None = None
-        self.info: dict[str, Any] = {}
+        self.info: JsonObject = {}
 
     def start(self, out: IO[str]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,8 @@ class DevnetNode:
             return True
         return False
 
-    def status(self) -> dict[str, Any]:
-        return call(self.info["api"], "GET", "/status", timeout=5, token=read_cookie(self.data_dir))[1]  # type: ignore[no-any-return]
+    def status(self) -> JsonObject:
+        return cast(JsonObject, call(self.info["api"], "GET", "/status", timeout=5, token=read_cookie(self.data_dir))[1])
 
     def stop(self, grace: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -92,7 +92,7 @@ def _network_id(directory: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -2,14 +2,14 @@
 `dht lookup NODE_ID` (a node's newest valid record; exit 1 when none is found) and `dht providers SERVICE`."""
 from __future__ import annotations
 
-from typing import Any
 
 import click
 
+from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
 
-def _print_record(record: dict[str, Any]) -> None:
+def _print_record(record: JsonObject) -> None:
     from node.cli.main import print_table
 
     click.echo(f"node {record['node_id']}  seq {record['seq']}  protocol {record['protocol']}  "

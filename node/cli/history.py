@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import csv
 import sys
-from typing import Any
+from typing import Iterator, Mapping
 from urllib.parse import quote, urlencode
 
 import click
 
 from node.cli.main import api_option, emit_json, json_option, print_table, request
+from node.cli.client import Json
 from node.locate import NodeTarget
 
 CSV_FIELDS = ("time_ms", "height", "id", "market", "price", "qty", "taker_side", "buyer", "seller", "buy_order_id",
               "sell_order_id")
 
 
-def _pages(api: NodeTarget, market: str, query: dict[str, Any]) -> Any:
+def _pages(api: NodeTarget, market: str, query: Mapping[str, object]) -> Iterator[Json]:
     cursor = None
     while True:
         page = request(api, "GET", f"/trades/{quote(market, safe='')}?"

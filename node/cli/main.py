@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 import click
 import orjson
@@ -18,7 +18,7 @@ from config import Settings, SettingsError, load_settings
 from config.parsers import metavar as parser_metavar
 from config.settings import SettingInfo
 from config.version import VERSION
-from node.cli.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
 from node.cookie import cookie_path
 from node.locate import LocateError, NodeTarget, locate_node
 
@@ -27,7 +27,8 @@ FLAG_ALIASES = {"p2p_port": ["--port"], "p2p_host": ["--host"], "bootstrap_peers
                 "network_id": ["--network"], "grape_urls": ["--grape-url"], "markets": ["--market"]}
 
 
-_Command = TypeVar("_Command", bound=Callable[..., Any])
+_Command = TypeVar("_Command", bound=Callable[..., object])
+_Result = TypeVar("_Result")
 
 # Placeholders a parser's own (N, TEXT, NUMBER ...) would say less well.
 METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS", "join_token": "TOKEN",
@@ -58,7 +59,7 @@ def setting_metavar(info: SettingInfo) -> str:
     return shown
 
 
-def shown_default(value: Any) -> str:
+def shown_default(value: object) -> str:
     """A default as a user would type it: paths as paths (~ for home), lists comma-separated, "none" for an
     empty list or an unset value, booleans true/false, numbers without a needless .0."""
     if value is None or value == ():
@@ -138,7 +139,7 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of settings (keys are the setting names below, lower case).")
 @_settings_options
-def start(config_file: str | None, **flags: Any) -> None:
+def start(config_file: str | None, **flags: object) -> None:
     """Run a node until SIGINT/SIGTERM (then say goodbye to peers, save them, exit 0)."""
     from node.accounts import AccountError, AccountStore
     from node.app import NodeFailed
@@ -186,7 +187,7 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _check_markets(settings: Settings, flags: dict[str, Any]) -> None:
+def _check_markets(settings: Settings, flags: dict[str, object]) -> None:
     """MARKETS is parsed by the exchange; a bad entry is a settings error (exit 2) like any other."""
     from exchange.errors import InvalidMarketSpec
     from exchange.markets import parse_markets
@@ -245,11 +246,11 @@ _TARGET_OPTIONS = (
 )
 
 
-def api_option(func: Callable[..., Any]) -> Callable[..., Any]:
+def api_option(func: Callable[..., _Result]) -> Callable[..., _Result]:
     """Adds --api/--data-dir/--token; the command receives `api`, the NodeTarget they (or the defaults) name."""
 
     @functools.wraps(func)
-    def command(*args: Any, api: str | None, data_dir: str | None, token: str | None, **kwargs: Any) -> Any:
+    def command(*args: Any, api: str | None, data_dir: str | None, token: str | None, **kwargs: Any) -> _Result:
         try:
             target = locate_node(api, data_dir, token)
         except LocateError as exc:
@@ -266,7 +267,8 @@ class Seconds(click.ParamType[float]):
 
     name = "seconds"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(self, value: Any, param: click.Parameter | None,  # Any: click's raw value, text or a default
+                ctx: click.Context | None) -> float:
         try:
             seconds = float(value)
         except (TypeError, ValueError):
@@ -280,8 +282,8 @@ SECONDS = Seconds()
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def request(api: NodeTarget, method: str, path: str, body: Any = None, timeout: float = 10.0,
-            expect: tuple[str, ...] = ()) -> Any:
+def request(api: NodeTarget, method: str, path: str, body: object = None, timeout: float = 10.0,
+            expect: tuple[str, ...] = ()) -> Json:
     """Call the API or exit 1 with a clear message (no node answering, refused credentials, an API error,
     an answer without the `expect`ed top-level fields, as from a server that is not an exchange-node)."""
     try:
@@ -317,11 +319,11 @@ def failure_message(api: NodeTarget, exc: ApiFailure, endpoint: str = "") -> str
     return text
 
 
-def emit_json(data: Any) -> None:
+def emit_json(data: object) -> None:
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
-def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+def print_table(headers: list[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [headers] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
@@ -337,7 +339,7 @@ def _ago(ts: float | None) -> str:
     return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
-def reach_line(nat: dict[str, Any]) -> str:
+def reach_line(nat: JsonObject) -> str:
     """Our addresses as peers see them, how each was learnt and whether a dial-back reached it; our relays."""
     parts = [f"{a['host']}:{a['port']} {a['how']} "
              f"({'confirmed' if a['confirmed'] else 'not reached' if a.get('checks') else 'unchecked'})"

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import click
 
 from node.cli.accounts import complete_account
 from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, print_table, request
+from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
 
-def _order_line(order: dict[str, Any]) -> str:
+def _order_line(order: JsonObject) -> str:
     price = f" @ {order['price']}" if order.get("price") else ""
     reason = f" ({order['reason']})" if order.get("reason") else ""
     return (f"{order['id']}  {order['status']}{reason}  {order['side']} {order['type']} {order['qty']} "
             f"{order['market']}{price}  remaining {order['remaining']}")
 
 
-def _trade_rows(trades: list[dict[str, Any]]) -> list[list[Any]]:
+def _trade_rows(trades: list[JsonObject]) -> list[list[object]]:
     return [[t["id"], t["price"], t["qty"], t.get("taker_side", ""), t["buy_order_id"], t["sell_order_id"]]
             for t in trades]
 
@@ -35,7 +35,7 @@ def _account_id(api: NodeTarget, account: str) -> str:
         return account
 
 
-def _exit_if_rejected(what: str, result: dict[str, Any]) -> None:
+def _exit_if_rejected(what: str, result: JsonObject) -> None:
     """A refused order or cancel is a failure for scripts: exit 1 with the reason on stderr."""
     if result.get("status") == "rejected":
         fail(f"{what} rejected: {result.get('reason') or 'no reason given'}")
@@ -44,7 +44,7 @@ def _exit_if_rejected(what: str, result: dict[str, Any]) -> None:
 NOT_FINAL_EXIT = 3
 
 
-def _exit_if_not_final(what: str, data: dict[str, Any], wait: float) -> None:
+def _exit_if_not_final(what: str, data: JsonObject, wait: float) -> None:
     """Accepted but not final within --wait is not done for a script: exit 3 with the reason on stderr (the
     node keeps handing it on; `exchange-node orders` shows it as pending)."""
     if data.get("final") is False:
@@ -74,7 +74,7 @@ def register(cli: click.Group) -> None:
               stp: str | None, good_for: float | None, wait: float, api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
         final within --wait (with the reason: no_quorum, not_final_yet)."""
-        body: dict[str, Any] = {"market": market, "side": side, "type": kind, "qty": qty}
+        body: dict[str, object] = {"market": market, "side": side, "type": kind, "qty": qty}
         until = None if good_for is None else int((time.time() + good_for) * 1000)
         for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until)):
             if value is not None:
@@ -157,7 +157,7 @@ def register(cli: click.Group) -> None:
         from block time, so it fires even when this node is gone."""
         if (after is None) == (not clear):
             fail("give SECONDS or --clear (not both)")
-        body: dict[str, Any] = {"at": None} if clear else {"after": after}
+        body: dict[str, object] = {"at": None} if clear else {"after": after}
         if account:
             body["account"] = account
         data = request(api, "POST", f"/orders/cancel-after?wait={wait}", body, timeout=wait + 10,

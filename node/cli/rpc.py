@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 from urllib.parse import quote
 
 import click
 import orjson
 
-from node.cli.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, NodeUnreachable, call
 from node.locate import NodeTarget
 
 
@@ -28,7 +27,7 @@ def register(cli: click.Group) -> None:
                     api: NodeTarget, as_json: bool) -> None:
         """Call SERVICE on a peer with a JSON PAYLOAD, e.g. `exchange-node rpc ping` or
         `exchange-node rpc test.echo '{"n": 1}'`. Exits 1 with the error code when the call fails."""
-        body: dict[str, Any] = {}
+        body: dict[str, object] = {}
         if payload is not None:
             try:
                 body["payload"] = orjson.loads(payload)
@@ -114,9 +113,9 @@ def register(cli: click.Group) -> None:
                 click.echo(f"  {t['service']} {t['peer']} {t['from']} -> {t['to']}: {t['reason']}")
 
 
-def _num(value: Any) -> str:
+def _num(value: Json) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _pct(value: Any) -> str:
+def _pct(value: Json) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"

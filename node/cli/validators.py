@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
 
+from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
 
-def _print_seats(data: dict[str, Any]) -> None:
+def _print_seats(data: JsonObject) -> None:
     from node.cli.main import print_table
 
     size, faults = data["size"], data["faults_tolerated"]
@@ -51,7 +51,7 @@ def register(cli: click.Group) -> None:
             data = request(api, "GET", "/validators", expect=("validators",))
             emit_json(data) if as_json else _print_seats(data)
 
-    def _approval(action: str) -> Any:
+    def _approval(action: str) -> click.Command:
         @validators.command(action)
         @click.argument("node_id")
         @api_option

@@ -24,16 +24,40 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Callable, TypedDict, cast
 
+from node.cli.client import JsonObject
 from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
 SERVICE = "test.echo"
 CLIENT_RATE = 150.0
 OBSERVER_RATE = 20.0
 BUCKET = 0.1
-NODE_SETTINGS: dict[str, Any] = {"hint_ttl": 5.0, "rpc_warmup": 0.0}
+NODE_SETTINGS: dict[str, object] = {"hint_ttl": 5.0, "rpc_warmup": 0.0}
 REPO_JS = Path(__file__).resolve().parents[2] / "tests" / "interop" / "js"
+
+# A measured time in seconds, None when it was not seen in time, or a word where it does not apply ("-", "never")
+Mark = float | str | None
+
+
+class ScenarioRow(TypedDict):
+    """One scenario's line of the table (`attempts`: the client's load per bucket, as _shares gives it)."""
+
+    scenario: str
+    detect_s: Mark
+    route_away_s: Mark
+    hint_s: Mark
+    recovery_s: Mark
+    client_errors: str
+    note: str
+    attempts: list[tuple[float, int, int]]
+
+
+class FailuresReport(TypedDict):
+    rows: list[ScenarioRow]
+    seconds: float
+    pids: list[int]
+    load: str
 
 
 class Grape:
@@ -104,8 +128,8 @@ class Lab:
         return cast("list[str]", node.get("/routing")["services"].get(SERVICE, {}).get("providers", []))
 
     @staticmethod
-    def row(node: DemoNode, subject: str) -> dict[str, Any] | None:
-        return cast("dict[str, Any] | None", node.get("/routing")["services"].get(SERVICE, {}).get("peers", {}).get(subject))
+    def row(node: DemoNode, subject: str) -> JsonObject | None:
+        return cast("JsonObject | None", node.get("/routing")["services"].get(SERVICE, {}).get("peers", {}).get(subject))
 
 
 class Run:
@@ -115,7 +139,7 @@ class Run:
         self.lab = lab
         self.subject = subject
         self.seconds = seconds
-        self.loads: dict[str, Any] = {}
+        self.loads: dict[str, JsonObject] = {}
         self.t0 = time.monotonic()
         self.threads = [threading.Thread(target=self._load, args=(name, node, rate), daemon=True)
                         for name, node, rate in (("client", lab.client, CLIENT_RATE),
@@ -152,10 +176,10 @@ class Run:
             time.sleep(0.05)
         return found
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> JsonObject:
         for thread in self.threads:
             thread.join(self.seconds + 40)
-        return cast("dict[str, Any]", self.loads.get("client", {}))
+        return self.loads.get("client", {})
 
 
 def _bad(lab: Lab, subject: str) -> bool:
@@ -174,7 +198,7 @@ def _hint_at(node: DemoNode, subject: str, status: str = "DEGRADED") -> bool:
     return bool(row and row.get("hint") and row["hint"].get("status") == status)
 
 
-def _shares(load: dict[str, Any], subject: str) -> list[tuple[float, int, int]]:
+def _shares(load: JsonObject, subject: str) -> list[tuple[float, int, int]]:
     """(bucket end, attempts to the subject, all attempts) per bucket of the client's load."""
     return [(b["t"], b["attempts"].get(subject, 0), sum(b["attempts"].values())) for b in load.get("buckets", [])]
 
@@ -218,19 +242,19 @@ def _recovered(shares: list[tuple[float, int, int]], repair: float, fair: float,
     return None
 
 
-def _errors(load: dict[str, Any]) -> str:
+def _errors(load: JsonObject) -> str:
     if "error" in load:
         return f"load failed: {load['error'][:40]}"
     return f"{load.get('failed', 0)} of {load.get('sent', 0)}"
 
 
-def _row(name: str, detect: Any, away: Any, hint: Any, recovery: Any, load: dict[str, Any], note: str,
-         shares: list[tuple[float, int, int]] | None = None) -> dict[str, Any]:
+def _row(name: str, detect: Mark, away: Mark, hint: Mark, recovery: Mark, load: JsonObject, note: str,
+         shares: list[tuple[float, int, int]] | None = None) -> ScenarioRow:
     return {"scenario": name, "detect_s": detect, "route_away_s": away, "hint_s": hint, "recovery_s": recovery,
             "client_errors": _errors(load), "note": note, "attempts": shares or []}
 
 
-def crash(lab: Lab) -> dict[str, Any]:
+def crash(lab: Lab) -> ScenarioRow:
     victim = lab.workers[1]
     run = Run(lab, victim.node_id, 11.0)
     run.at(2.0)
@@ -248,8 +272,8 @@ def crash(lab: Lab) -> dict[str, Any]:
                 marks["hint"], _recovered(shares, repaired, lab.fair), load, "recovery includes the restart", shares)
 
 
-def _fault(name: str, fault: dict[str, float], note: str) -> Callable[[Lab], dict[str, Any]]:
-    def scenario(lab: Lab) -> dict[str, Any]:
+def _fault(name: str, fault: dict[str, float], note: str) -> Callable[[Lab], ScenarioRow]:
+    def scenario(lab: Lab) -> ScenarioRow:
         victim = lab.workers[2]
         run = Run(lab, victim.node_id, 11.0)
         run.at(2.0)
@@ -267,7 +291,7 @@ def _fault(name: str, fault: dict[str, float], note: str) -> Callable[[Lab], dic
     return scenario
 
 
-def false_gossip(lab: Lab) -> dict[str, Any]:
+def false_gossip(lab: Lab) -> ScenarioRow:
     """The observer lies: DEGRADED hints about a healthy worker, 2 a second for 4 s."""
     victim = lab.workers[0]
     run = Run(lab, victim.node_id, 12.0)
@@ -289,7 +313,7 @@ def false_gossip(lab: Lab) -> dict[str, Any]:
                 gone["gone"], load, kept, shares)
 
 
-def grape_crash(lab: Lab, grape: Grape | None) -> dict[str, Any]:
+def grape_crash(lab: Lab, grape: Grape | None) -> ScenarioRow:
     if grape is None:
         return _row("grape crash", "-", "-", "-", "-", {}, f"skipped: {Grape.missing()}")
     subject = lab.workers[0].node_id
@@ -312,7 +336,7 @@ def grape_crash(lab: Lab, grape: Grape | None) -> dict[str, Any]:
                 "links carry on; recovery = grape seen again")
 
 
-SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+SCENARIOS: dict[str, Callable[[Lab], ScenarioRow]] = {
     "crash": crash,
     "slow": _fault("slow (+100 ms per answer)", {"delay": 0.1}, ""),
     "flaky": _fault("flaky (50% internal errors)", {"fail": 0.5}, ""),
@@ -321,7 +345,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def run_failures(base: Path | None = None, scenarios: tuple[str, ...] = (*SCENARIOS, "grape_crash"),
-                 say: Callable[[str], None] = print) -> dict[str, Any]:
+                 say: Callable[[str], None] = print) -> FailuresReport:
     owned = base is None
     base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="exchange-node-failures-"))
     processes = Processes()
@@ -342,8 +366,8 @@ def run_failures(base: Path | None = None, scenarios: tuple[str, ...] = (*SCENAR
             "load": f"{one:.2f} {five:.2f} ({os.cpu_count()} cores)"}
 
 
-def render(report: dict[str, Any]) -> str:
-    def cell(value: Any) -> str:
+def render(report: FailuresReport) -> str:
+    def cell(value: Mark) -> str:
         if value is None:
             return "not seen"
         return f"{value:.2f} s" if isinstance(value, (int, float)) else str(value)

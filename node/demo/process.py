@@ -15,20 +15,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, cast
+from typing import Callable, Iterator, TypeVar, cast
 
 from config import Settings
-from node.cli.client import ApiFailure, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
 from node.cookie import read_cookie
 
 _SETTING_ENVS = frozenset(Settings.env_names().values())
+T = TypeVar("T")
 
 BASE_SETTINGS = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0, "discovery_mdns": "false",
                  "discovery_grenache": "false", "discovery_pex": "true", "event_loop": "asyncio",
                  "debug_api": "true", "log_level": "WARNING", "heartbeat_interval": 0.2}
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
     """Poll `predicate` until it returns something truthy; TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -90,12 +91,12 @@ class Processes:
 
 
 class DemoNode:
-    def __init__(self, processes: Processes, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, processes: Processes, data_dir: Path, **settings: object) -> None:
         self.processes = processes
         self.data_dir = Path(data_dir)
         self.settings = BASE_SETTINGS | settings
         self.proc: subprocess.Popen[bytes] | None = None
-        self.info: dict[str, Any] = {}
+        self.info: JsonObject = {}
         self.log_path = self.data_dir / "node.log"
 
     def start(self, wait: bool = True, timeout: float = 20.0) -> "DemoNode":
@@ -143,13 +144,13 @@ class DemoNode:
         assert self.proc is not None
         return self.proc.pid
 
-    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    def api(self, method: str, path: str, body: object = None, timeout: float = 10.0) -> Json:
         return call(self.info["api"], method, path, body, timeout=timeout, token=read_cookie(self.data_dir))[1]
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str) -> Json:
         return self.api("GET", path)
 
-    def post(self, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    def post(self, path: str, body: object = None, timeout: float = 10.0) -> Json:
         return self.api("POST", path, body, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:

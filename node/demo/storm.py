@@ -11,8 +11,9 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Callable, TypedDict, cast
 
+from node.cli.client import JsonObject
 from node.demo.process import DemoNode, Processes, wait_for, work_dir
 
 PENDING = 2000
@@ -22,14 +23,26 @@ DEADLINE = 30.0           # s each run may take to deliver everything
 WARMUP = {"rpc_warmup": 10.0, "rpc_warmup_rate": 2 * CAPACITY, "rpc_warmup_start": 1.0}  # 1/s up to 600/s
 
 
+class StormReport(TypedDict):
+    """The measurements: one run per protection mode, each POST /debug/rpc-backlog's answer (debug_backlog.py)
+    with the mode, what the target served and the rate limit in force added."""
+
+    pending: int
+    capacity: float
+    runs: list[JsonObject]
+    seconds: float
+    pids: list[int]
+    load: str
+
+
 def run_storm(base: Path | None = None, modes: tuple[str, ...] = ("off", "on"), pending: int = PENDING,
               capacity: float = CAPACITY, deadline: float = DEADLINE,
-              say: Callable[[str], None] = print) -> dict[str, Any]:
+              say: Callable[[str], None] = print) -> StormReport:
     """Run the story once per mode; returns the measurements (and the PIDs it started, all ended)."""
     owned = base is None
     base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="exchange-node-storm-"))
     processes = Processes()
-    runs: list[dict[str, Any]] = []
+    runs: list[JsonObject] = []
     started = time.monotonic()
     with work_dir(base, owned, say), processes:
         target = DemoNode(processes, base / "target").start()
@@ -42,7 +55,7 @@ def run_storm(base: Path | None = None, modes: tuple[str, ...] = ("off", "on"), 
 
 
 def _run(processes: Processes, base: Path, target: DemoNode, mode: str, pending: int, deadline: float,
-         say: Callable[[str], None]) -> dict[str, Any]:
+         say: Callable[[str], None]) -> JsonObject:
     node = DemoNode(processes, base / f"restarted-{mode}", protection_mode=mode, bootstrap_peers=target.p2p_address,
                     **WARMUP).start()
     wait_for(lambda: target.node_id in node.get("/routing")["services"].get("test.echo", {}).get("providers", []),
@@ -58,10 +71,10 @@ def _run(processes: Processes, base: Path, target: DemoNode, mode: str, pending:
                         for key in ("answered", "errors", "overloaded")}
     result["limit_summary"] = (_limit_summary(result["limits"], target.node_id) if mode == "on"
                                else f"none applied ({mode})")
-    return cast("dict[str, Any]", result)
+    return cast(JsonObject, result)
 
 
-def _limit_summary(limits: dict[str, Any], target: str) -> str:
+def _limit_summary(limits: JsonObject, target: str) -> str:
     parts = []
     if limits.get("warmup_rate") is not None:
         parts.append(f"warm-up {limits['warmup_rate']:g}/s")
@@ -80,11 +93,11 @@ def _load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: StormReport) -> str:
     """The before/after table."""
     rows = [("", *(f"protection {run['mode']}" for run in report["runs"]))]
 
-    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+    def row(label: str, cell: Callable[[JsonObject], str]) -> None:
         rows.append((label, *(cell(run) for run in report["runs"])))
 
     row("peak requests/s", lambda r: f"{r['peak_rate']:,.0f}")

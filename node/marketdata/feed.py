@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol, TypedDict
 
 import orjson
 
@@ -25,7 +25,8 @@ from exchange.markets import Market
 from node.marketdata.book import SIDES, BookMirror, DepthView, Level
 from node.marketdata.session import StreamSession, Subscription
 from exchange.app.candles import INTERVALS_MS as CANDLE_INTERVALS_MS
-from node.marketdata.ticker import Ticker
+from node.marketdata.ticker import Ticker, TickerView
+from node.api.base import Json, JsonObject
 
 BOOK_DEPTHS = (1, 10, 25, 100, 250)
 DEFAULT_DEPTH = 25
@@ -46,6 +47,21 @@ class TradePrint(NamedTuple):
     sell_order_id: str
 
 
+class TradeView(TypedDict):
+    """A trade as the `trades` channel sends it: decimal strings, `ts` when this node learnt it (s)."""
+
+    id: str
+    market: str
+    price: str
+    qty: str
+    taker_side: str
+    maker_order_id: str
+    taker_order_id: str
+    buy_order_id: str
+    sell_order_id: str
+    ts: float
+
+
 class MarketSource(Protocol):
     """Where the feed reads the current state: at start, and when told to `resync`."""
 
@@ -55,10 +71,10 @@ class MarketSource(Protocol):
     def recent_trades(self, market: str, limit: int) -> list[TradePrint]:
         """The last `limit` final trades, oldest first."""
 
-    def open_orders(self) -> list[dict[str, Any]]:
+    def open_orders(self) -> list[JsonObject]:
         """This node's open orders in the API's order shape."""
 
-    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[dict[str, Any]]:
+    def candles(self, market: str, interval_ms: int, start_ms: int | None) -> list[JsonObject]:
         """OHLCV candles of the kept trades by block time, from the one open at `start_ms` (None: all)."""
 
 
@@ -80,27 +96,27 @@ class _MarketState:
         self.ticker_subs: list[Subscription] = []
         self.candle_subs: dict[str, list[Subscription]] = {}     # interval -> subscribers
         self.candle_open: dict[str, int] = {}                     # interval -> the newest candle's open time sent
-        self.trades: deque[dict[str, Any]] = deque(maxlen=TRADES_KEPT)
+        self.trades: deque[TradeView] = deque(maxlen=TRADES_KEPT)
         self.ticker = Ticker()
-        self.ticker_sent: dict[str, Any] | None = None
+        self.ticker_sent: TickerView | None = None
         self.touched: dict[str, set[int]] = {side: set() for side in SIDES}
         self.new_trades: list[tuple[TradePrint, float]] = []
 
-    def trade_json(self, trade: TradePrint, ts: float) -> dict[str, Any]:
+    def trade_json(self, trade: TradePrint, ts: float) -> TradeView:
         market = self.market
         return {"id": trade.id, "market": market.symbol, "price": market.format_price(trade.price),
                 "qty": market.format_qty(trade.qty), "taker_side": trade.taker_side,
                 "maker_order_id": trade.maker_order_id, "taker_order_id": trade.taker_order_id,
                 "buy_order_id": trade.buy_order_id, "sell_order_id": trade.sell_order_id, "ts": round(ts, 6)}
 
-    def ticker_json(self, now: float) -> dict[str, Any]:
+    def ticker_json(self, now: float) -> TickerView:
         mirror, market = self.mirror, self.market
         bid, ask = mirror.top("bids", 1), mirror.top("asks", 1)
         return self.ticker.view(bid[0] if bid else None, ask[0] if ask else None, now,
                                 market.format_price, market.format_qty)
 
 
-def _dumps(data: dict[str, Any]) -> bytes:
+def _dumps(data: object) -> bytes:
     return orjson.dumps(data)
 
 
@@ -111,7 +127,7 @@ class MarketFeed:
         self.clock = clock
         self.markets: dict[str, _MarketState] = {m.symbol: _MarketState(m) for m in markets}
         self.order_subs: list[Subscription] = []
-        self._new_orders: dict[str, dict[str, Any]] = {}
+        self._new_orders: dict[str, JsonObject] = {}
         self._dirty: set[_MarketState] = set()
         self._flush_handle: asyncio.Handle | None = None
         self.published = {"levels": 0, "trades": 0, "orders": 0}
@@ -132,7 +148,7 @@ class MarketFeed:
         self.published["trades"] += 1
         self._mark(state)
 
-    def publish_orders(self, orders: Iterable[dict[str, Any]]) -> None:
+    def publish_orders(self, orders: Iterable[JsonObject]) -> None:
         for order in orders:
             self._new_orders[order["id"]] = order      # the latest state of an order wins within one pass
             self.published["orders"] += 1
@@ -237,13 +253,13 @@ class MarketFeed:
                 sub.send(body)
 
     # --- the subscribers' side -------------------------------------------------------------------
-    def market_state(self, market: Any) -> _MarketState:
+    def market_state(self, market: Json) -> _MarketState:
         state = self.markets.get(market) if isinstance(market, str) else None
         if state is None:
             raise SubscribeError("unknown_market", f"unknown market {market!r}; markets: {', '.join(self.markets)}")
         return state
 
-    def subscribe_book(self, session: StreamSession, market: Any, depth: Any) -> Subscription:
+    def subscribe_book(self, session: StreamSession, market: Json, depth: Json) -> Subscription:
         state = self.market_state(market)
         depth = DEFAULT_DEPTH if depth is None else depth
         if type(depth) is not int or depth not in BOOK_DEPTHS:
@@ -263,13 +279,13 @@ class MarketFeed:
         view = self.markets[market].views[depth]
         sub.send(_dumps({"type": "snapshot", **view.snapshot(), "checksum": view.checksum()}))
 
-    def subscribe_trades(self, session: StreamSession, market: Any) -> Subscription:
+    def subscribe_trades(self, session: StreamSession, market: Json) -> Subscription:
         return self._subscribe_market(session, market, "trades")
 
-    def subscribe_ticker(self, session: StreamSession, market: Any) -> Subscription:
+    def subscribe_ticker(self, session: StreamSession, market: Json) -> Subscription:
         return self._subscribe_market(session, market, "ticker")
 
-    def _subscribe_market(self, session: StreamSession, market: Any, channel: str) -> Subscription:
+    def _subscribe_market(self, session: StreamSession, market: Json, channel: str) -> Subscription:
         state = self.market_state(market)
         sub = Subscription(session, session.new_chan(), channel, market, {"channel": channel, "market": market})
         (state.trade_subs if channel == "trades" else state.ticker_subs).append(sub)
@@ -285,7 +301,7 @@ class MarketFeed:
             state.ticker_sent = ticker
         sub.send(_dumps({"type": "snapshot", "ticker": ticker}))
 
-    def subscribe_candles(self, session: StreamSession, market: Any, interval: Any) -> Subscription:
+    def subscribe_candles(self, session: StreamSession, market: Json, interval: Json) -> Subscription:
         state = self.market_state(market)
         if interval not in CANDLE_INTERVALS_MS:
             raise SubscribeError("invalid_interval", f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from node.api.base import ApiError
+from node.api.base import ApiError, Json, JsonObject
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
 from node.tasks import cancel_and_wait
@@ -39,7 +39,7 @@ TokenCheck = Callable[[str], bool]
 class StatusChannel:
     """Pushes `source()` (node, peers, router, finality summaries) to its subscribers every second."""
 
-    def __init__(self, source: Callable[[], dict[str, Any]], interval: float = STATUS_INTERVAL) -> None:
+    def __init__(self, source: Callable[[], JsonObject], interval: float = STATUS_INTERVAL) -> None:
         self.source = source
         self.interval = interval
         self.subs: list[Subscription] = []
@@ -120,7 +120,7 @@ class ClientCount:
 
 class StreamServer:
     def __init__(self, feed: MarketFeed, status: StatusChannel, *, check_token: TokenCheck, max_clients: int,
-                 max_buffer: int, hello: Callable[[], dict[str, Any]], max_per_address: int | None = None,
+                 max_buffer: int, hello: Callable[[], JsonObject], max_per_address: int | None = None,
                  max_per_subnet: int | None = None) -> None:
         self.feed = feed
         self.status = status
@@ -227,7 +227,7 @@ class StreamServer:
         else:
             self._error(session, "unknown_event", "event must be subscribe, unsubscribe, auth or ping", req)
 
-    def _subscribe(self, session: StreamSession, request: dict[str, Any], req: Any) -> None:
+    def _subscribe(self, session: StreamSession, request: JsonObject, req: Json) -> None:
         channel = request.get("channel")
         if len(session.subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error(session, "too_many_subscriptions",
@@ -273,17 +273,17 @@ class StreamServer:
             self.feed.unsubscribe(sub)
 
     # --- replies -------------------------------------------------------------------------------
-    def _event(self, session: StreamSession, event: dict[str, Any], req: Any = None) -> None:
+    def _event(self, session: StreamSession, event: dict[str, object], req: Json = None) -> None:
         if req is not None:
             event["req"] = req
         session.send(orjson.dumps(event))
 
-    def _error(self, session: StreamSession, code: str, message: str, req: Any) -> None:
+    def _error(self, session: StreamSession, code: str, message: str, req: Json) -> None:
         self.counters["bad_requests"] += 1
         self._event(session, {"event": "error", "code": code, "msg": message}, req)
 
     # --- observability -------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> JsonObject:
         live = [s for s in self.sessions]
         return {"clients": len(live), "max_clients": self.max_clients,
                 "max_clients_per_address": self.clients_by_source.per_address,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from node.marketdata.wsframe import text_frame
 
@@ -22,13 +22,30 @@ CLOSE_TOO_MANY_MESSAGES = 4029
 CLOSE_GOING_AWAY = 1001
 CLOSE_GRACE = 5.0     # seconds a closing client has to take the close frame before the socket is dropped
 
+# What a channel keys its subscribers by: the market, or (market, depth) for a book, (market, interval) for
+# candles; the channel's own code builds it and unpacks it, so its shape is that channel's.
+SubscriptionKey = Any
+
+
+class Transport(Protocol):
+    """What a session does with its connection's transport (aiohttp's asyncio transport is one)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
 
 class Subscription:
     """One channel a client subscribed to: its channel id on that connection and its sequence number."""
 
     __slots__ = ("session", "chan", "seq", "channel", "key", "info")
 
-    def __init__(self, session: "StreamSession", chan: int, channel: str, key: Any, info: dict[str, Any]) -> None:
+    def __init__(self, session: "StreamSession", chan: int, channel: str, key: SubscriptionKey,
+                 info: dict[str, object]) -> None:
         self.session = session
         self.chan = chan
         self.seq = 0
@@ -43,7 +60,7 @@ class Subscription:
 
 
 class StreamSession:
-    def __init__(self, transport: Any, max_buffer: int, *, peer: str = "",
+    def __init__(self, transport: Transport | None, max_buffer: int, *, peer: str = "",
                  on_closed: Callable[["StreamSession", str], None] | None = None) -> None:
         self.transport = transport
         self.max_buffer = max_buffer

@@ -8,7 +8,7 @@ when the oldest minute falls out of the window.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 WINDOW_MINUTES = 24 * 60
 
@@ -18,6 +18,22 @@ class _Minute:
 
     def __init__(self, minute: int, price: int) -> None:
         self.minute, self.lots, self.trades, self.high, self.low = minute, 0, 0, price, price
+
+
+class TickerView(TypedDict):
+    """A market's ticker as the `ticker` channel sends it (decimal strings; None where there is none)."""
+
+    bid: str | None
+    bid_qty: str | None
+    ask: str | None
+    ask_qty: str | None
+    last_price: str | None
+    last_qty: str | None
+    last_taker_side: str | None
+    volume_24h: str
+    trades_24h: int
+    high_24h: str | None
+    low_24h: str | None
 
 
 class Ticker:
@@ -58,7 +74,7 @@ class Ticker:
             self.low = min((m.low for m in self.minutes), default=None)
 
     def view(self, best_bid: tuple[int, int] | None, best_ask: tuple[int, int] | None, now: float,
-             price: Callable[[int], str], qty: Callable[[int], str]) -> dict[str, Any]:
+             price: Callable[[int], str], qty: Callable[[int], str]) -> TickerView:
         self._expire(int(now // 60))
         last = self.last
         return {

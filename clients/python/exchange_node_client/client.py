@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import aiohttp
 
 from exchange_node_client.errors import ApiError, Rejected
+from exchange_node_client.json_types import Json, JsonObject, Op, SignedTx
 from exchange_node_client.signing import Signer, order_id, signed_text, tx_id
 
 
@@ -25,10 +26,10 @@ class Answer:
 
     final: bool
     status: int
-    body: dict[str, Any]
+    body: JsonObject
     reason: str | None = None
-    order: dict[str, Any] | None = None
-    trades: list[dict[str, Any]] = field(default_factory=list)
+    order: JsonObject | None = None
+    trades: list[JsonObject] = field(default_factory=list)
 
     @property
     def order_id(self) -> str | None:
@@ -58,7 +59,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def request(self, method: str, path: str, body: object = None) -> tuple[int, Json]:
         """One API call; 429/503 retried after Retry-After (bounded); other errors raise ApiError."""
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -77,13 +78,13 @@ class AsyncClient:
             await asyncio.sleep(min(failure.retry_after or 1.0, 30.0))
         raise AssertionError("unreachable")
 
-    async def get(self, path: str) -> Any:
+    async def get(self, path: str) -> Json:
         return (await self.request("GET", path))[1]
 
     # ------------------------------------------------------------------ reads
 
-    async def status(self) -> dict[str, Any]:
-        return await self.get("/status")  # type: ignore[no-any-return]
+    async def status(self) -> JsonObject:
+        return cast(JsonObject, await self.get("/status"))
 
     async def chain_id(self) -> str:
         if self._chain_id is None:
@@ -92,35 +93,35 @@ class AsyncClient:
                 raise ApiError(503, "no_chain_yet", "the node has not joined a network yet")
         return self._chain_id
 
-    async def book(self, market: str, depth: int = 25) -> dict[str, Any]:
-        return await self.get(f"/book/{market}?depth={depth}")  # type: ignore[no-any-return]
+    async def book(self, market: str, depth: int = 25) -> JsonObject:
+        return cast(JsonObject, await self.get(f"/book/{market}?depth={depth}"))
 
-    async def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
-        return (await self.get(f"/trades/{market}?limit={limit}"))["trades"]  # type: ignore[no-any-return]
+    async def trades(self, market: str, limit: int = 100) -> list[JsonObject]:
+        return cast(list[JsonObject], (await self.get(f"/trades/{market}?limit={limit}"))["trades"])
 
-    async def order(self, order_id_: str) -> dict[str, Any]:
-        return (await self.get(f"/orders/{order_id_}"))["order"]  # type: ignore[no-any-return]
+    async def order(self, order_id_: str) -> JsonObject:
+        return cast(JsonObject, (await self.get(f"/orders/{order_id_}"))["order"])
 
     async def orders(self, account: str | None = None, status: str | None = None,
-                     limit: int = 100) -> list[dict[str, Any]]:
+                     limit: int = 100) -> list[JsonObject]:
         query = "&".join(f"{k}={v}" for k, v in (("account", account or self._account_id()), ("status", status),
                                                   ("limit", limit)) if v is not None)
-        return (await self.get(f"/orders?{query}"))["orders"]  # type: ignore[no-any-return]
+        return cast(list[JsonObject], (await self.get(f"/orders?{query}"))["orders"])
 
-    async def account_view(self, account: str | None = None) -> dict[str, Any]:
-        return await self.get(f"/accounts/{account or self._account_id() or 'default'}")  # type: ignore[no-any-return]
+    async def account_view(self, account: str | None = None) -> JsonObject:
+        return cast(JsonObject, await self.get(f"/accounts/{account or self._account_id() or 'default'}"))
 
     async def fills(self, market: str, start_ms: int = 0, end_ms: int | None = None, account: str | None = None,
-                    cursor: str | None = None, limit: int = 1000) -> tuple[list[dict[str, Any]], str | None]:
+                    cursor: str | None = None, limit: int = 1000) -> tuple[list[JsonObject], str | None]:
         """A page of the account's trades by block time, and the cursor of the next page (None at the end)."""
         query = f"market={market}&from={start_ms}&limit={limit}" + (f"&to={end_ms}" if end_ms is not None else "") \
             + (f"&cursor={cursor}" if cursor else "")
         page = await self.get(f"/accounts/{account or self._account_id() or 'default'}/fills?{query}")
         return page["trades"], page["next_cursor"]
 
-    async def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[dict[str, Any]]:
+    async def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[JsonObject]:
         """Every kept trade of a market in [start, end) by block time, through the cursors."""
-        found: list[dict[str, Any]] = []
+        found: list[JsonObject] = []
         cursor: str | None = None
         while True:
             query = f"from={start_ms}&limit=10000" + (f"&to={end_ms}" if end_ms is not None else "") \
@@ -132,32 +133,32 @@ class AsyncClient:
                 return found
 
     async def candles(self, market: str, interval: str = "1m", start_ms: int | None = None,
-                      end_ms: int | None = None) -> list[dict[str, Any]]:
+                      end_ms: int | None = None) -> list[JsonObject]:
         query = f"interval={interval}" + (f"&from={start_ms}" if start_ms is not None else "") \
             + (f"&to={end_ms}" if end_ms is not None else "")
-        return (await self.get(f"/candles/{market}?{query}"))["candles"]  # type: ignore[no-any-return]
+        return cast(list[JsonObject], (await self.get(f"/candles/{market}?{query}"))["candles"])
 
-    async def peers(self) -> list[dict[str, Any]]:
-        return (await self.get("/peers"))["peers"]  # type: ignore[no-any-return]
+    async def peers(self) -> list[JsonObject]:
+        return cast(list[JsonObject], (await self.get("/peers"))["peers"])
 
-    async def validators(self) -> dict[str, Any]:
-        return await self.get("/validators")  # type: ignore[no-any-return]
+    async def validators(self) -> JsonObject:
+        return cast(JsonObject, await self.get("/validators"))
 
-    async def routing(self) -> dict[str, Any]:
-        return await self.get("/routing")  # type: ignore[no-any-return]
+    async def routing(self) -> JsonObject:
+        return cast(JsonObject, await self.get("/routing"))
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> JsonObject:
         """/ready's checks, whether it answers 200 or 503."""
         try:
-            return await self.get("/ready")  # type: ignore[no-any-return]
+            return cast(JsonObject, await self.get("/ready"))
         except ApiError as error:
             if error.status == 503 and isinstance(error.body, dict):
                 return error.body
             raise
 
-    async def rpc(self, service: str, payload: Any, timeout: float | None = None) -> Any:
+    async def rpc(self, service: str, payload: object, timeout: float | None = None) -> Json:
         """Call an RPC service through the node's adaptive router."""
-        body: dict[str, Any] = {"payload": payload, **({"timeout": timeout} if timeout is not None else {})}
+        body: dict[str, object] = {"payload": payload, **({"timeout": timeout} if timeout is not None else {})}
         return (await self.request("POST", f"/rpc/{service}", body))[1]
 
     def _account_id(self) -> str | None:
@@ -168,12 +169,12 @@ class AsyncClient:
     async def place(self, market: str, side: str, qty: str, price: str | None = None, type: str = "limit",
                     stp: str | None = None, until: int | None = None, wait: float = 2.0) -> Answer:
         """A new order (decimal strings; `until`: good-til-time, ms since the epoch)."""
-        op: dict[str, Any] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
+        op: dict[str, str | int | None] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
                               "stp": stp}
         if until is not None:
             op["until"] = until
         if self.signer is not None:
-            body: dict[str, Any] = {"signed": self.signer.sign(await self.chain_id(), [op])}
+            body: dict[str, object] = {"signed": self.signer.sign(await self.chain_id(), [op])}
         else:
             body = {k: v for k, v in op.items() if k != "op" and v is not None}
             if self.account:
@@ -183,7 +184,7 @@ class AsyncClient:
                       data.get("trades", []))
 
     async def cancel(self, order_id_: str, market: str | None = None, wait: float = 2.0) -> Answer:
-        body: dict[str, Any] | None = None
+        body: dict[str, object] | None = None
         if self.signer is not None:
             market = market or (await self.order(order_id_))["market"]
             body = {"signed": self.signer.sign(await self.chain_id(), [
@@ -226,18 +227,18 @@ class AsyncClient:
         import time
 
         at = None if seconds is None else int((time.time() + seconds) * 1000)
-        plain: dict[str, Any] = {"at": None} if seconds is None else {"after": seconds}
+        plain: dict[str, object] = {"at": None} if seconds is None else {"after": seconds}
         body = await self._body({"op": "schedule_cancel", "at": at}, plain)
         status, data = await self.request("POST", f"/orders/cancel-after?wait={wait}", body)
         return Answer(bool(data.get("final")), status, data, data["schedule_cancel"].get("reason"))
 
-    async def _body(self, op: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    async def _body(self, op: Op, plain: dict[str, object]) -> dict[str, object]:
         if self.signer is not None:
             return {"signed": self.signer.sign(await self.chain_id(), [op])}
         return {**plain, **({"account": self.account} if self.account else {})}
 
     @staticmethod
-    def order_ids(signed: dict[str, Any]) -> list[str]:
+    def order_ids(signed: SignedTx) -> list[str]:
         """The order ids a signed transaction's operations make, before it is sent."""
         text = signed_text(signed["chain_id"], signed["account"], signed["nonce"], signed["expires"], signed["ops"])
         return [order_id(tx_id(text), i) for i in range(len(signed["ops"]))]

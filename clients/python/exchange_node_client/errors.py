@@ -1,14 +1,14 @@
 """What the node refused, typed: the HTTP status, the node's stable code, the field, and when to retry."""
 from __future__ import annotations
 
-from typing import Any
+from exchange_node_client.json_types import Json, JsonObject
 
 
 class ApiError(Exception):
     """A 4xx/5xx answer: `code` is the node's stable error code (`unknown_market`, `rate_limited`, ...)."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 retry_after: float | None = None, body: Any = None) -> None:
+                 retry_after: float | None = None, body: Json = None) -> None:
         super().__init__(f"{status} {code}: {message}" + (f" (field {field})" if field else ""))
         self.status, self.code, self.message, self.field = status, code, message, field
         self.retry_after = retry_after
@@ -23,6 +23,6 @@ class ApiError(Exception):
 class Rejected(Exception):
     """An operation that became final as rejected (the chain refused it): `reason` is its stable code."""
 
-    def __init__(self, what: str, reason: str | None, answer: dict[str, Any]) -> None:
+    def __init__(self, what: str, reason: str | None, answer: JsonObject) -> None:
         super().__init__(f"{what} rejected: {reason}")
         self.reason, self.answer = reason, answer

@@ -12,19 +12,21 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Sequence
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange_node_client.json_types import Op, SignedTx
+
 DOMAIN = "exchange-node/tx/v1"
 
 
-def dash(value: Any) -> str:
+def dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def op_line(op: dict[str, Any]) -> str:
+def op_line(op: Op) -> str:
     """One operation's line of the signed text, from its JSON form."""
     kind = op.get("op", "new")
     if kind == "new":
@@ -42,7 +44,7 @@ def op_line(op: dict[str, Any]) -> str:
     raise ValueError(f"unknown operation {kind!r}")
 
 
-def signed_text(chain_id: str, account: str, nonce: str, expires: int, ops: list[dict[str, Any]]) -> bytes:
+def signed_text(chain_id: str, account: str, nonce: str, expires: int, ops: Sequence[Op]) -> bytes:
     lines = [DOMAIN, f"chain={chain_id}", f"account={account}", f"nonce={nonce}", f"expires={expires}"]
     return "\n".join(lines + [op_line(op) for op in ops]).encode()
 
@@ -97,7 +99,7 @@ class Signer:
     def generate(cls, nonces: NonceSource | None = None) -> Signer:
         return cls(Ed25519PrivateKey.generate(), nonces)
 
-    def sign(self, chain_id: str, ops: list[dict[str, Any]], ttl_ms: int = 60_000) -> dict[str, Any]:
+    def sign(self, chain_id: str, ops: Sequence[Op], ttl_ms: int = 60_000) -> SignedTx:
         """The `{"signed": ...}` body's transaction: `ops` in their JSON form, expiring `ttl_ms` from now."""
         nonce, expires = self.nonces.next(), int(time.time() * 1000) + ttl_ms
         text = signed_text(chain_id, self.account, nonce, expires, ops)

@@ -19,9 +19,11 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import aiohttp
+
+from exchange_node_client.json_types import JsonObject
 
 MAX_REMEMBERED_TRADES = 20_000
 
@@ -36,7 +38,7 @@ class StreamEvent:
     market: str | None = None
     bids: list[list[str]] = field(default_factory=list)
     asks: list[list[str]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[JsonObject] = field(default_factory=list)
     detail: str | None = None
 
 
@@ -47,7 +49,7 @@ class LocalBook:
         self.depth = depth
         self.sides: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
 
-    def apply(self, message: dict[str, Any]) -> bool:
+    def apply(self, message: JsonObject) -> bool:
         """Fold a snapshot or update in; False when the result does not match the node's checksum."""
         if message["type"] == "snapshot":
             self.sides = {"bids": {}, "asks": {}}
@@ -82,8 +84,8 @@ class _Subscription:
         self.had_data = False
         self.seen: OrderedDict[str, None] = OrderedDict()
 
-    def request(self, req: int) -> dict[str, Any]:
-        message: dict[str, Any] = {"event": "subscribe", "channel": self.channel, "market": self.market, "req": req}
+    def request(self, req: int) -> JsonObject:
+        message: JsonObject = {"event": "subscribe", "channel": self.channel, "market": self.market, "req": req}
         if self.depth is not None:
             message["depth"] = self.depth
         return message
@@ -189,7 +191,7 @@ class MarketStream:
                 if fresh:
                     yield StreamEvent("trades", "trades", sub.market, trades=fresh)
 
-    def _book_event(self, sub: _Subscription, data: dict[str, Any]) -> StreamEvent | None:
+    def _book_event(self, sub: _Subscription, data: JsonObject) -> StreamEvent | None:
         assert sub.book is not None
         if not sub.book.apply(data):
             return None
@@ -203,8 +205,8 @@ class MarketStream:
         await ws.send_json({"event": "unsubscribe", "chan": chan})
         await ws.send_json(sub.request(self._subs.index(sub)))
 
-    async def _new_trades(self, sub: _Subscription, data: dict[str, Any],
-                          session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+    async def _new_trades(self, sub: _Subscription, data: JsonObject,
+                          session: aiohttp.ClientSession) -> list[JsonObject]:
         trades = data.get("trades", [])
         if data["type"] == "snapshot" and sub.seen and trades and trades[0]["id"] not in sub.seen:
             # the snapshot starts after something we have: the gap may hold more than it does

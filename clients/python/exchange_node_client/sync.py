@@ -6,6 +6,7 @@ import threading
 from typing import Any, Coroutine, TypeVar
 
 from exchange_node_client.client import Answer, AsyncClient
+from exchange_node_client.json_types import JsonObject
 from exchange_node_client.signing import Signer
 
 T = TypeVar("T")
@@ -21,7 +22,7 @@ class Client:
         self._thread.start()
         self.inner = AsyncClient(api_url, token, signer, account, retries)
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coroutine: Coroutine[object, object, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def close(self) -> None:
@@ -35,28 +36,29 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return self._run(self.inner.status())
 
-    def book(self, market: str, depth: int = 25) -> dict[str, Any]:
+    def book(self, market: str, depth: int = 25) -> JsonObject:
         return self._run(self.inner.book(market, depth))
 
-    def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+    def trades(self, market: str, limit: int = 100) -> list[JsonObject]:
         return self._run(self.inner.trades(market, limit))
 
-    def order(self, order_id: str) -> dict[str, Any]:
+    def order(self, order_id: str) -> JsonObject:
         return self._run(self.inner.order(order_id))
 
-    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[JsonObject]:
         return self._run(self.inner.orders(account, status, limit))
 
-    def candles(self, market: str, interval: str = "1m") -> list[dict[str, Any]]:
+    def candles(self, market: str, interval: str = "1m") -> list[JsonObject]:
         return self._run(self.inner.candles(market, interval))
 
-    def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[dict[str, Any]]:
+    def trade_history(self, market: str, start_ms: int = 0, end_ms: int | None = None) -> list[JsonObject]:
         return self._run(self.inner.trade_history(market, start_ms, end_ms))
 
-    def place(self, market: str, side: str, qty: str, price: str | None = None, **options: Any) -> Answer:
+    def place(self, market: str, side: str, qty: str, price: str | None = None,
+              **options: Any) -> Answer:  # Any: AsyncClient.place's keyword options (type, stp, until, wait)
         return self._run(self.inner.place(market, side, qty, price, **options))
 
     def cancel(self, order_id: str, market: str | None = None, wait: float = 2.0) -> Answer:

@@ -38,7 +38,7 @@ def test_every_operation_signs_to_the_nodes_bytes_and_ids():
 
 def test_a_tampered_transaction_does_not_verify():
     signed = Signer.generate().sign(CHAIN, OPS[:1])
-    signed["ops"][0]["qty"] = "5"
+    signed["ops"] = [{**signed["ops"][0], "qty": "5"}]
     assert not SignedTx.from_json(signed).signature_valid()
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import types
+from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exchange.chain.chainstate import ChainState
 from exchange.crypto import SigningKey, node_id_for
 from node.ops_metrics import STORAGE_KINDS, ops_metrics, validator_metrics
 from tests.faultyfs import FaultyFS
@@ -61,7 +63,7 @@ def test_a_validator_silent_for_more_than_two_heights_is_absent_by_block_time():
     state = types.SimpleNamespace(
         height=100, time_ms=500_000, validators=types.SimpleNamespace(keys=[here, late, gone]),
         last_seen={here: (100, 500_000), late: (98, 499_000), gone: (90, 470_500)})
-    got = samples(validator_metrics(state))
+    got = samples(validator_metrics(cast(ChainState, state)))     # only what validator_metrics reads
     absent = {node_id_for(key): got[("exchange_node_chain_validator_absent_seconds", (("validator", node_id_for(key)),))]
               for key in (here, late, gone)}
     assert absent == {node_id_for(here): 0.0, node_id_for(late): 0.0, node_id_for(gone): 29.5}
