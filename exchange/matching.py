@@ -79,7 +79,7 @@ class MatchingEngine:
                                 command.price, command.owner, command.created_key, command.self_trade)
 
     def place_order(self, order_id: str, side: Side, order_type: OrderType, quantity: int, price: int | None = None,
-                    owner: str = "", created_key: Any = None, mode: SelfTradeMode | None = None) -> list[Event]:
+                    owner: str = "", created_key: object = None, mode: SelfTradeMode | None = None) -> list[Event]:
         """`place` from plain arguments: hot callers (the replicated ledger) skip building a NewOrder."""
         # Fast acceptance of the common well-formed limit order; anything else gets the detailed check.
         # (The side is checked where the book side is chosen, below.)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Any, cast
+from typing import Any
 
 from exchange.app.candles import candles, trades_between
 from exchange.app.credit import CreditBook, worst_case
@@ -54,7 +54,7 @@ from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
-from exchange.app.views import order_moment, order_view, trade_view
+from exchange.app.views import order_key, order_moment, order_view, trade_view
 from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
                                 ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
@@ -372,7 +372,7 @@ class ExchangeState:
             return 0
         chosen = [order for order in map(self.open_orders.__getitem__, ids)
                   if (market is None or order.market == market) and (side is None or order.side._value_ == side)]
-        chosen.sort(key=_created)
+        chosen.sort(key=order_key)
         for order in chosen:
             venue = self.venues[order.market]
             venue.engine.cancel_order(order.id, account)
@@ -631,7 +631,7 @@ class ExchangeState:
         chosen = (order for order in pool if (account is None or order.owner == account)
                   and (status is None or order.status.value in wanted))
         registry = self.params.registry
-        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=_created)]
+        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
 
     def book(self, market: str, depth: int | None = None) -> dict[str, Any]:
         """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first."""
@@ -712,10 +712,6 @@ class ExchangeState:
         """The state a `snapshot()` encodes; raises InvalidStateSnapshot naming what is wrong."""
         from exchange.app.snapshot import decode_state
         return decode_state(cls(params, chain_id), data)
-
-
-def _created(order: Order) -> tuple[int, int, int]:
-    return cast("tuple[int, int, int]", order.created_key)
 
 
 def _field_code(error: ExchangeError) -> str:

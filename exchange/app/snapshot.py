@@ -38,6 +38,7 @@ import msgpack
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
+from exchange.app.views import order_key
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.wire import Wire
@@ -78,7 +79,7 @@ def encode_state(state: ExchangeState) -> bytes:
 
 def _closed_row(order: Order) -> Wire:
     return [order.id, order.market, _value(order.side), _value(order.type), order.price, order.quantity,
-            order.remaining, order.owner, list(order.created_key), _value(order.self_trade), order.status.value,
+            order.remaining, order.owner, list(order_key(order)), _value(order.self_trade), order.status.value,
             order.reason]
 
 

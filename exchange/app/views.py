@@ -5,7 +5,7 @@ add the block height and time they executed at.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from exchange.app.history import TradeRow
 from exchange.markets import Market, MarketRegistry
@@ -13,6 +13,14 @@ from exchange.orders import Order, OrderStatus
 
 # The fields of an order that change after it is placed: (quantity, remaining, status, reason).
 OrderMoment = tuple[int, int, OrderStatus, str | None]
+# The created_key the state machine gives every order: (height, index of its tx in the block, index of its op).
+OrderKey = tuple[int, int, int]
+
+
+def order_key(order: Order) -> OrderKey:
+    """`order`'s (height, tx index, op index): the engine keeps a created_key as an opaque object, and every order of
+    the exchange application was given this triple (`ExchangeState._new`, the snapshot restore)."""
+    return cast("OrderKey", order.created_key)
 
 
 def order_view(order: Order, registry: MarketRegistry) -> dict[str, Any]:
@@ -29,7 +37,7 @@ def order_view_as(order: Order, registry: MarketRegistry, moment: OrderMoment) -
     """The view of `order` as it was when `order_moment` took `moment`."""
     market = registry.get(order.market) if order.market in registry else None
     quantity, remaining, status, reason = moment
-    height, tx_index, op_index = order.created_key
+    height, tx_index, op_index = order_key(order)
     return {
         "id": order.id, "status": status.value, "market": order.market,
         "side": None if order.side is None else order.side.value,
