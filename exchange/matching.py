@@ -17,7 +17,7 @@ from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
-from exchange.snapshot import book_digest, book_snapshot, restore_book
+from exchange.snapshot import BookSnapshot, book_digest, book_snapshot, restore_book
 
 MAX_ORDER_ID_CHARS = 128
 # CPython 3.11 runs `a <= b` on ints as a specialised instruction only while both fit one 30-bit digit;
@@ -315,7 +315,7 @@ class MatchingEngine:
         """sha256 hex of the canonical encoding of the whole book; computed on demand."""
         return book_digest(self.book, self.market)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> BookSnapshot:
         """Plain msgpack-able data from which `restore` rebuilds an identical book."""
         return book_snapshot(self.book, self.market)
 

@@ -54,7 +54,7 @@ from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
-from exchange.app.views import order_key, order_moment, order_view, trade_view
+from exchange.app.views import View, order_key, order_moment, order_view, trade_view
 from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
                                 ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
@@ -597,7 +597,7 @@ class ExchangeState:
 
     # ------------------------------------------------------------------ queries
 
-    def order(self, order_id: str) -> dict[str, Any] | None:
+    def order(self, order_id: str) -> View | None:
         """An order by id, open or closed (closed ones while the history keeps them)."""
         order = self.open_orders.get(order_id) or self.closed.get(order_id)
         if order is None:
@@ -615,7 +615,7 @@ class ExchangeState:
     def open_count(self, account: str) -> int:
         return len(self.by_account.get(account, ()))
 
-    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[View]:
         """Orders newest first, optionally of one account and one status (`open` means resting)."""
         if status is not None and status not in _ORDER_STATUSES:
             raise InvalidQuery("invalid_status", f"status must be one of {', '.join(sorted(_ORDER_STATUSES))}",
@@ -633,18 +633,16 @@ class ExchangeState:
         registry = self.params.registry
         return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
 
-    def book(self, market: str, depth: int | None = None) -> dict[str, Any]:
+    def book(self, market: str, depth: int | None = None) -> View:
         """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first."""
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
         if venue.digest is None:
             venue.digest = venue.engine.digest()
-        view = depth_view(venue.engine, depth, with_digest=False)
-        view["digest"], view["height"] = venue.digest, self.height
-        return view
+        return {**depth_view(venue.engine, depth, with_digest=False), "digest": venue.digest, "height": self.height}
 
-    def trades(self, market: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def trades(self, market: str, limit: int | None = None) -> list[View]:
         """The market's kept trades, oldest first; the newest `limit` of them when given."""
         venue = self.venues.get(market)
         if venue is None:
@@ -656,7 +654,7 @@ class ExchangeState:
 
     def trades_between(self, market: str, start_ms: int | None = None, end_ms: int | None = None,
                        cursor: str | None = None, limit: int = 1000,
-                       account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+                       account: str | None = None) -> tuple[list[View], str | None]:
         """The market's kept trades in [start, end) by block time, oldest first, a page of `limit` after the
         trade `cursor` names; and the next page's cursor (candles.py). Raises CursorExpired."""
         venue = self.venues.get(market)
@@ -666,7 +664,7 @@ class ExchangeState:
         return [trade_view(row, venue.market) for row in rows], after
 
     def candles(self, market: str, interval_ms: int, start_ms: int | None = None,
-                end_ms: int | None = None) -> list[dict[str, Any]]:
+                end_ms: int | None = None) -> list[View]:
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
@@ -680,12 +678,12 @@ class ExchangeState:
             return candles(reversed(tail), interval_ms, start_ms, None, venue.market)
         return candles(rows, interval_ms, start_ms, end_ms, venue.market)
 
-    def position(self, account: str) -> dict[str, Any]:
+    def position(self, account: str) -> View:
         """`{"account", "positions": {asset: amount}, "limits": {asset: limit or None}, "reserved": {...}}`.
 
         Every asset of the markets is listed; limits and reserved are empty when credit is off."""
         assets, credit = self.params.assets, self.credit
-        view: dict[str, Any] = {"account": account, "positions": {
+        view: View = {"account": account, "positions": {
             asset: assets.format(asset, self.positions.get(account, asset)) for asset in assets.scales}}
         limits: dict[str, str | None] = {}
         reserved: dict[str, str] = {}
