@@ -43,7 +43,8 @@ class EventRecord:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.fields() == other.fields()
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, but mutable in principle
+    # equal by value but mutable in principle, so unhashable; the ignore: typeshed declares object.__hash__ a method
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         names: tuple[str, ...] = self.__slots__
