@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Any
+from typing import Any, cast
 
 from exchange.app.candles import candles, trades_between
 from exchange.app.credit import CreditBook, worst_case
@@ -60,7 +60,7 @@ from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, Gra
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
-from exchange.events import OrderCancelled, OrderReduced, OrderRejected, Trade
+from exchange.events import OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
 from exchange.matching import MatchingEngine
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
@@ -126,7 +126,9 @@ def _remember(memory: dict[str, int], text: str, value: int) -> int:
 
 def level_key(order: Order) -> int:
     """The book's sort key of an order's level: asks by price, bids by minus price."""
-    return -order.price if order.side is _BUY else order.price  # type: ignore[operator, return-value]  # resting
+    price = order.price
+    assert price is not None  # an order that rests or rested
+    return -price if order.side is _BUY else price
 
 
 class ExchangeState:
@@ -324,15 +326,15 @@ class ExchangeState:
         if self.credit is not None and (kind is _MARKET) == (price is None):
             extra = (self._market_buy_cost(venue, account, qty) if price is None and side is _BUY
                      else worst_case(side, price, qty, venue.units)[1])
-            if not self._credit_allows(account, venue, side, extra):
+            if not self._credit_allows(self.credit, account, venue, side, extra):
                 return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
                                      "credit_limit")
         events = venue.engine.place_order(order_id, side, kind, qty, price, account, key, mode)
         first = events[0]
-        if type(first) is OrderRejected:
+        if type(first) is not OrderAccepted:   # then OrderRejected: place_order's first event is one of the two
             return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
-                                 first.reason)
-        order = first.order  # type: ignore[union-attr]  # OrderAccepted
+                                 cast(OrderRejected, first).reason)
+        order = first.order
         self._absorb(venue, events, order)
         if op.until is not None and order_id in self.open_orders:
             self.timers.set_order(order_id, op.until)
@@ -414,23 +416,25 @@ class ExchangeState:
         if old is None:
             return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
                                  reason or "unknown_order")
-        price: int | None = None
-        qty: int | None = None
         try:
             price, qty = venue.parse(op.price, op.qty)
         except ExchangeError as error:
-            reason = _field_code(error)
-        if reason is None and self.credit is not None and price is not None and qty is not None:
+            return self._refused("replace", order_id, target, op.market, old.side, old.type, None, None, account, key,
+                                 old.self_trade, _field_code(error))
+        if self.credit is not None and price is not None:
             held = worst_case(old.side, old.price, old.remaining, venue.units)[1]
             extra = worst_case(old.side, price, qty, venue.units)[1] - held
-            if not self._credit_allows(account, venue, old.side, extra):
-                reason = "credit_limit"
-        events = [] if reason is not None else venue.engine.replace(
-            ReplaceOrder(target, order_id, qty, price, key, account))  # type: ignore[arg-type]  # qty parsed
-        if reason is not None or type(events[0]) is OrderRejected:
+            if not self._credit_allows(self.credit, account, venue, old.side, extra):
+                return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account,
+                                     key, old.self_trade, "credit_limit")
+        events = venue.engine.replace(ReplaceOrder(target, order_id, qty, price, key, account))
+        first = events[0]
+        if type(first) is OrderRejected:
             return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account, key,
-                                 old.self_trade, reason or events[0].reason)  # type: ignore[union-attr]
-        order = events[1].order  # type: ignore[union-attr]  # [OrderCancelled(old), OrderAccepted(new), ...]
+                                 old.self_trade, first.reason)
+        placed = events[1]    # [OrderCancelled(old), OrderAccepted(new), ...]
+        assert type(placed) is OrderAccepted
+        order = placed.order
         until = self.timers.order_until.get(target)
         self._absorb(venue, events, order)
         if until is not None and order_id in self.open_orders:
@@ -500,6 +504,8 @@ class ExchangeState:
         if order_id not in self.open_orders and order_id not in self.closed:
             order = Order()   # a refused op's record: fields it never had stay None
             order.id, order.market, order.owner, order.created_key = order_id, symbol, account, key
+            # the ignores: Order types these fields as a placed order has them, and this record keeps None where the
+            # op never had a value (the views, views.order_view_as, read them as optional)
             order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
             order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
             order.status, order.reason = _REJECTED, reason
@@ -577,9 +583,9 @@ class ExchangeState:
         if self.timers.order_until:
             self.timers.drop_order(order.id)
 
-    def _credit_allows(self, account: str, venue: Venue, side: Side, extra: int) -> bool:
+    def _credit_allows(self, credit: CreditBook, account: str, venue: Venue, side: Side, extra: int) -> bool:
         asset = venue.units.quote if side is _BUY else venue.units.base
-        return self.credit.allows(account, asset, self.positions.get(account, asset), extra)  # type: ignore
+        return credit.allows(account, asset, self.positions.get(account, asset), extra)
 
     def _market_buy_cost(self, venue: Venue, account: str, qty: int) -> int:
         """The most a market buy of `qty` lots can pay: the cheapest `qty` lots others rest on the book."""
