@@ -9,13 +9,13 @@ the same commands gives the same digest as the original book.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Sequence, TypedDict, cast
+from typing import TYPE_CHECKING, Sequence, TypedDict, cast
 
 import msgpack
 
 from exchange.errors import InvalidSnapshot
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
-from exchange.wire import Wire
+from exchange.wire import Unchecked, Wire
 
 if TYPE_CHECKING:
     from exchange.book import BookSide, OrderBook
@@ -80,10 +80,10 @@ def _order_row(order: Order) -> Wire:
             list(key) if isinstance(key, tuple) else key, order.self_trade.value]
 
 
-def _levels(data: object, name: str) -> list[tuple[int, Sequence[Any]]]:
+def _levels(data: object, name: str) -> list[tuple[int, Sequence[Unchecked]]]:
     if not isinstance(data, list):
         raise InvalidSnapshot("malformed_snapshot", f"{name} must be a list of levels")
-    levels: list[tuple[int, Sequence[Any]]] = []
+    levels: list[tuple[int, Sequence[Unchecked]]] = []
     for entry in data:
         if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or type(entry[0]) is not int
                 or not isinstance(entry[1], (list, tuple)) or not entry[1]):
@@ -94,7 +94,7 @@ def _levels(data: object, name: str) -> list[tuple[int, Sequence[Any]]]:
 
 def _order_from_row(row: object, market: Market, side: Side, price: int, book: OrderBook) -> Order:
     try:
-        order_id, type_name, quantity, remaining, owner, key, mode = cast(Sequence[Any], row)
+        order_id, type_name, quantity, remaining, owner, key, mode = cast(Sequence[Unchecked], row)
         order_type, self_trade = OrderType(type_name), SelfTradeMode(mode)
     except (TypeError, ValueError):
         raise InvalidSnapshot("malformed_snapshot", f"order row {row!r} is malformed") from None

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Any, cast
+from typing import Any, Iterable, cast
 
 from exchange.app.candles import candles, trades_between
 from exchange.app.credit import CreditBook, worst_case
@@ -628,7 +628,7 @@ class ExchangeState:
                                "status")
         if type(limit) is not int or limit < 0:
             raise InvalidQuery("invalid_limit", "limit must be a non-negative integer", "limit")
-        pool: Any = self.open_orders.values()
+        pool: Iterable[Order] = self.open_orders.values()
         if status not in (None, "open", "partially_filled"):
             pool = iter(self.closed)
         elif status is None:

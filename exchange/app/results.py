@@ -27,7 +27,7 @@ mean equal results over the whole chain.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Container, NamedTuple, TypedDict
+from typing import Container, NamedTuple, TypedDict
 
 import msgpack
 
@@ -144,7 +144,7 @@ def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tu
                  timed: list[OpResult] | None = None) -> bytes:
     """sha256 over the canonical msgpack encoding of a block's results (a block with nothing timed hashes as it
     did before timers existed)."""
-    body: list[Any] = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
+    body: list[object] = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
     if timed:
         body.append(timed)
     return hashlib.sha256(msgpack.packb(body, use_bin_type=True)).digest()
