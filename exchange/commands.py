@@ -7,10 +7,13 @@ engine's, which answers with an OrderRejected event instead of raising.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, TypedDict, overload
+from enum import Enum
+from typing import Callable, TypedDict, TypeVar, overload
 
 from exchange.errors import InvalidCommand
 from exchange.orders import OrderType, SelfTradeMode, Side, _plain_key, parse_enum
+
+_E = TypeVar("_E", bound=Enum)
 
 
 class NewOrderDict(TypedDict):
@@ -173,7 +176,12 @@ class _Fields:
             raise InvalidCommand(f"invalid_{name}", f"{name} must be an integer", name)
         return value
 
-    def choice(self, name: str, kind: type, optional: bool = False) -> Any:
+    @overload
+    def choice(self, name: str, kind: type[_E]) -> _E: ...
+    @overload
+    def choice(self, name: str, kind: type[_E], optional: bool) -> _E | None: ...
+
+    def choice(self, name: str, kind: type[_E], optional: bool = False) -> _E | None:
         value = self.data.get(name)
         if value is None and optional:
             return None

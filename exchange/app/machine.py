@@ -463,20 +463,21 @@ class ExchangeState:
             return "limit_too_large"       # positions and limits stay 62-bit integers in every encoding
         return None
 
-    def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Any, reason: str) -> OpResult:
+    def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Op, reason: str) -> OpResult:
         """The result of an op that never ran; new and replace ops leave a rejected order record."""
-        kind = type(op)
-        if kind is NewOrderOp or kind is ReplaceOp:
-            new = kind is NewOrderOp
-            return self._refused(op.name, tx.order_id(op_index), None if new else op.order_id, op.market,
-                                 _SIDES[op.side] if new else None, _TYPES[op.type] if new else None, None, None,
-                                 account, (self.height, index, op_index),
-                                 _STP_MODES[op.stp] if new and op.stp is not None else None, reason)
-        if kind is CancelOp:
+        key = (self.height, index, op_index)
+        if type(op) is NewOrderOp:
+            return self._refused(op.name, tx.order_id(op_index), None, op.market, _SIDES[op.side], _TYPES[op.type],
+                                 None, None, account, key, None if op.stp is None else _STP_MODES[op.stp], reason)
+        if type(op) is ReplaceOp:
+            return self._refused(op.name, tx.order_id(op_index), op.order_id, op.market, None, None, None, None,
+                                 account, key, None, reason)
+        target: str | None
+        if type(op) is CancelOp:
             target = op.order_id
-        elif kind is GrantOp:
+        elif type(op) is GrantOp:
             target = op.account
-        elif kind is CancelAllOp:
+        elif type(op) is CancelAllOp:
             target = op.scope
         else:
             target = account
