@@ -1,8 +1,6 @@
 """SettingsError: one bad setting, named the way the operator wrote it, with the offending value."""
 from __future__ import annotations
 
-from typing import Any
-
 
 class SettingsError(ValueError):
     """A setting that cannot be used. `str()` reads e.g. ``invalid P2P_PORT='70000': must be an integer 0-65535``.
@@ -11,7 +9,7 @@ class SettingsError(ValueError):
     where it came from when the name alone does not (the config file's path).
     """
 
-    def __init__(self, setting: str, value: Any, message: str, *, source: str | None = None) -> None:
+    def __init__(self, setting: str, value: object, message: str, *, source: str | None = None) -> None:
         self.setting = setting
         self.value = value
         self.message = message

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from config.errors import SettingsError
-from config.parsers import InvalidValue, is_loopback
+from config.parsers import InvalidValue, RawValue, is_loopback
 from config.settings import Settings, default_data_dir
 
 
-def load_settings(*, cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+def load_settings(*, cli: Mapping[str, RawValue] | None = None, env: Mapping[str, str] | None = None,
                   config_file: str | Path | None = None) -> Settings:
     """Build validated `Settings`.
 
@@ -35,7 +35,7 @@ def load_settings(*, cli: Mapping[str, Any] | None = None, env: Mapping[str, str
     return _reconcile(Settings(**values))
 
 
-def _parse(name: str, raw: Any, *, label: str, source: str | None = None) -> Any:
+def _parse(name: str, raw: RawValue, *, label: str, source: str | None = None) -> Any:
     try:
         parse = Settings.parser_for(name)
     except KeyError:

@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-Parser = Callable[[Any], Any]
+# A setting's value as the operator gave it, before its parser checks it: a string from the environment, or
+# whatever TOML or the CLI produced (str, int, bool, list ...). Each parser narrows it with isinstance itself.
+RawValue = Any
+# A raw value to its typed value; what the typed value is depends on the parser (int, str, tuple ...), and the
+# Settings field the parser belongs to declares it.
+Parser = Callable[[RawValue], Any]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_UNSET: Any = object()
+_UNSET = object()
 
 
 def metavar(parser: Parser) -> str:
@@ -23,23 +28,23 @@ def metavar(parser: Parser) -> str:
 
 
 def _shown_as(name: str, parser: Parser) -> Parser:
-    parser.metavar = name      # type: ignore[attr-defined]
+    parser.metavar = name  # type: ignore[attr-defined]  # an attribute of the function, which Callable does not declare
     return parser
 
 
 class InvalidValue(ValueError):
     """Raised by a parser; `value` overrides the reported value (e.g. the one bad entry of a list)."""
 
-    def __init__(self, message: str, value: Any = _UNSET) -> None:
+    def __init__(self, message: str, value: object = _UNSET) -> None:
         super().__init__(message)
         self.value = value
 
-    def reported_value(self, raw: Any) -> Any:
+    def reported_value(self, raw: object) -> object:
         """The value to name in the error: the override if given, else the whole raw value."""
         return raw if self.value is _UNSET else self.value
 
 
-def boolean(raw: Any) -> bool:
+def boolean(raw: RawValue) -> bool:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str):
@@ -57,7 +62,7 @@ _shown_as("true|false", boolean)
 def integer(low: int, high: int | None = None) -> Parser:
     expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
 
-    def parse(raw: Any) -> int:
+    def parse(raw: RawValue) -> int:
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw
@@ -76,7 +81,7 @@ def integer(low: int, high: int | None = None) -> Parser:
 def number(*, above: float = 0.0, at_most: float | None = None) -> Parser:
     """A finite float strictly greater than `above` (and not over `at_most`, if given)."""
 
-    def parse(raw: Any) -> float:
+    def parse(raw: RawValue) -> float:
         value: float | None = None
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             value = float(raw)
@@ -98,7 +103,7 @@ def choice(*options: str) -> Parser:
     """Case-insensitive; returns the option as spelled in `options`."""
     by_key = {option.lower(): option for option in options}
 
-    def parse(raw: Any) -> str:
+    def parse(raw: RawValue) -> str:
         if isinstance(raw, str) and raw.strip().lower() in by_key:
             return by_key[raw.strip().lower()]
         raise InvalidValue(f"must be one of {', '.join(options)}")
@@ -109,7 +114,7 @@ def choice(*options: str) -> Parser:
 def text(*, max_len: int | None = None, pattern: str | None = None, what: str = "a non-empty string") -> Parser:
     compiled = re.compile(pattern) if pattern else None
 
-    def parse(raw: Any) -> str:
+    def parse(raw: RawValue) -> str:
         if not isinstance(raw, str) or not raw.strip():
             raise InvalidValue(f"must be {what}")
         value = raw.strip()
@@ -120,7 +125,7 @@ def text(*, max_len: int | None = None, pattern: str | None = None, what: str = 
     return _shown_as("TEXT", parse)
 
 
-def host(raw: Any) -> str:
+def host(raw: RawValue) -> str:
     """An IP address (IPv6 with or without brackets) or a DNS name; returned without brackets."""
     if isinstance(raw, str):
         value = raw.strip()
@@ -160,7 +165,7 @@ def secret(*, min_len: int, max_len: int = 256) -> Parser:
     """A token of visible ASCII without spaces (it travels in an HTTP header). Errors never echo the value."""
     pattern = re.compile(rf"[\x21-\x7e]{{{min_len},{max_len}}}")
 
-    def parse(raw: Any) -> str:
+    def parse(raw: RawValue) -> str:
         if isinstance(raw, str) and pattern.fullmatch(raw.strip()):
             return raw.strip()
         raise InvalidValue(f"must be {min_len}-{max_len} visible ASCII characters without spaces",
@@ -169,7 +174,7 @@ def secret(*, min_len: int, max_len: int = 256) -> Parser:
     return _shown_as("TOKEN", parse)
 
 
-def host_port(raw: Any) -> tuple[str, int]:
+def host_port(raw: RawValue) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` (or a ready ``(host, port)`` pair) with a port 1-65535."""
     bad = InvalidValue("must be host:port with a port 1-65535 (IPv6 as [::1]:7946)", value=raw)
     if isinstance(raw, (tuple, list)) and len(raw) == 2:
@@ -192,14 +197,14 @@ def host_port(raw: Any) -> tuple[str, int]:
         raise bad from None
 
 
-def ip_address(raw: Any) -> str:
+def ip_address(raw: RawValue) -> str:
     try:
         return str(ipaddress.ip_address(raw.strip() if isinstance(raw, str) else raw))
     except ValueError:
         raise InvalidValue("must be an IP address", value=raw) from None
 
 
-def ip_network(raw: Any) -> str:
+def ip_network(raw: RawValue) -> str:
     """A CIDR network (an address alone is its own /32 or /128)."""
     try:
         return str(ipaddress.ip_network(raw.strip() if isinstance(raw, str) else raw, strict=False))
@@ -207,7 +212,7 @@ def ip_network(raw: Any) -> str:
         raise InvalidValue("must be an IP network such as 10.0.0.0/8 or ::1/128", value=raw) from None
 
 
-def http_url(raw: Any) -> str:
+def http_url(raw: RawValue) -> str:
     bad = InvalidValue("must be an http:// or https:// URL with a host", value=raw)
     if not isinstance(raw, str):
         raise bad
@@ -222,7 +227,7 @@ def http_url(raw: Any) -> str:
     return value
 
 
-def path(raw: Any) -> Path:
+def path(raw: RawValue) -> Path:
     if isinstance(raw, str):
         raw = raw.strip()
     if isinstance(raw, Path) or (isinstance(raw, str) and raw):
@@ -233,7 +238,7 @@ def path(raw: Any) -> Path:
 def optional(parser: Parser) -> Parser:
     """None or an empty/blank string mean "unset" (None); anything else goes to `parser`."""
 
-    def parse(raw: Any) -> Any:
+    def parse(raw: RawValue) -> Any:  # Any: what `parser` gives, or None
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
         return parser(raw)
@@ -244,7 +249,7 @@ def optional(parser: Parser) -> Parser:
 def listed(item: Parser) -> Parser:
     """A comma-separated string or a list of items -> a de-duplicated tuple; blank items are skipped."""
 
-    def parse(raw: Any) -> tuple[Any, ...]:
+    def parse(raw: RawValue) -> tuple[Any, ...]:  # Any: what `item` gives for each entry
         if isinstance(raw, str):
             items = raw.split(",")
         elif isinstance(raw, (list, tuple)):

@@ -36,7 +36,7 @@ class SettingInfo(NamedTuple):
 
     name: str
     env: str
-    default: Any
+    default: object
     help: str
 
 

@@ -51,7 +51,8 @@ class PriceLevel(deque[Order]):
         self.clear()
         self.extend(live)
 
-    __hash__ = object.__hash__  # type: ignore[assignment]  # levels are compared and hashed by identity
+    # levels are compared and hashed by identity; the ignore: typeshed declares deque unhashable (__hash__ None)
+    __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
 
 
@@ -75,10 +76,12 @@ class BookSide:
         return self.levels[self.best].price if self.levels else None
 
     def add(self, order: Order) -> None:
-        key = order.price * self.sign  # type: ignore[operator]  # resting orders are priced
+        price = order.price
+        assert price is not None  # resting orders are priced
+        key = price * self.sign
         level = self.levels.get(key)
         if level is None:
-            level = self.levels[key] = PriceLevel(order.price)  # type: ignore[arg-type]
+            level = self.levels[key] = PriceLevel(price)
             self.new_key(key)
         level.append(order)
         level.live += 1
@@ -109,7 +112,9 @@ class BookSide:
     def discard(self, order: Order) -> None:
         """Take a live order out of its level, marking it cancelled."""
         order.status = _CANCELLED
-        key = order.price * self.sign  # type: ignore[operator]  # resting orders are priced
+        price = order.price
+        assert price is not None  # resting orders are priced
+        key = price * self.sign
         level = self.levels[key]
         level.live -= 1
         level.volume -= order.remaining
@@ -120,7 +125,9 @@ class BookSide:
 
     def shrink(self, order: Order, lots: int) -> None:
         """Reduce a live order's size in place; it keeps its queue position."""
-        self.levels[order.price * self.sign].volume -= lots  # type: ignore[operator]
+        price = order.price
+        assert price is not None  # resting orders are priced
+        self.levels[price * self.sign].volume -= lots
         order.remaining -= lots
         order.quantity -= lots
 

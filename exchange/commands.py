@@ -7,10 +7,50 @@ engine's, which answers with an OrderRejected event instead of raising.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, overload
+from enum import Enum
+from typing import Callable, TypedDict, TypeVar, overload
 
 from exchange.errors import InvalidCommand
 from exchange.orders import OrderType, SelfTradeMode, Side, _plain_key, parse_enum
+
+_E = TypeVar("_E", bound=Enum)
+
+
+class NewOrderDict(TypedDict):
+    """`NewOrder.to_dict()`: enum fields as their values (a field that is no enum member as it was given)."""
+
+    op: str
+    order_id: str
+    side: object
+    order_type: object
+    quantity: int
+    price: int | None
+    owner: str
+    created_key: object
+    self_trade: object
+
+
+class CancelOrderDict(TypedDict):
+    op: str
+    order_id: str
+    owner: str | None
+
+
+class ReduceOrderDict(TypedDict):
+    op: str
+    order_id: str
+    reduce_by: int
+    owner: str | None
+
+
+class ReplaceOrderDict(TypedDict):
+    op: str
+    order_id: str
+    new_order_id: str
+    quantity: int
+    price: int | None
+    created_key: object
+    owner: str | None
 
 
 class NewOrder:
@@ -20,7 +60,7 @@ class NewOrder:
     op = "new"
 
     def __init__(self, order_id: str, side: Side, order_type: OrderType, quantity: int, price: int | None = None,
-                 owner: str = "", created_key: Any = None, self_trade: SelfTradeMode | None = None) -> None:
+                 owner: str = "", created_key: object = None, self_trade: SelfTradeMode | None = None) -> None:
         self.order_id = order_id
         self.side = side
         self.order_type = order_type
@@ -30,7 +70,7 @@ class NewOrder:
         self.created_key = created_key
         self.self_trade = self_trade
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> NewOrderDict:
         return {"op": self.op, "order_id": self.order_id, "side": _value(self.side),
                 "order_type": _value(self.order_type), "quantity": self.quantity, "price": self.price,
                 "owner": self.owner, "created_key": _plain_key(self.created_key),
@@ -47,7 +87,7 @@ class CancelOrder:
         self.order_id = order_id
         self.owner = owner
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CancelOrderDict:
         return {"op": self.op, "order_id": self.order_id, "owner": self.owner}
 
 
@@ -62,7 +102,7 @@ class ReduceOrder:
         self.reduce_by = reduce_by
         self.owner = owner
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ReduceOrderDict:
         return {"op": self.op, "order_id": self.order_id, "reduce_by": self.reduce_by, "owner": self.owner}
 
 
@@ -73,7 +113,7 @@ class ReplaceOrder:
     op = "replace"
 
     def __init__(self, order_id: str, new_order_id: str, quantity: int, price: int | None,
-                 created_key: Any = None, owner: str | None = None) -> None:
+                 created_key: object = None, owner: str | None = None) -> None:
         self.order_id = order_id
         self.new_order_id = new_order_id
         self.quantity = quantity
@@ -81,7 +121,7 @@ class ReplaceOrder:
         self.created_key = created_key
         self.owner = owner
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ReplaceOrderDict:
         return {"op": self.op, "order_id": self.order_id, "new_order_id": self.new_order_id,
                 "quantity": self.quantity, "price": self.price,
                 "created_key": _plain_key(self.created_key), "owner": self.owner}
@@ -105,7 +145,7 @@ class _Fields:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, object]) -> None:
         self.data = data
 
     @overload
@@ -136,13 +176,18 @@ class _Fields:
             raise InvalidCommand(f"invalid_{name}", f"{name} must be an integer", name)
         return value
 
-    def choice(self, name: str, kind: type, optional: bool = False) -> Any:
+    @overload
+    def choice(self, name: str, kind: type[_E]) -> _E: ...
+    @overload
+    def choice(self, name: str, kind: type[_E], optional: bool) -> _E | None: ...
+
+    def choice(self, name: str, kind: type[_E], optional: bool = False) -> _E | None:
         value = self.data.get(name)
         if value is None and optional:
             return None
         return parse_enum(kind, value, name)
 
-    def key(self) -> Any:
+    def key(self) -> object:
         value = self.data.get("created_key")
         return tuple(value) if isinstance(value, list) else value
 

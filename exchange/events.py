@@ -12,7 +12,7 @@ NamedTuple built through `tuple.__new__`). Code off the hot path builds them wit
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar, Union
+from typing import TypedDict, TypeVar, Union
 
 from exchange.orders import Order, Side, _plain_key
 
@@ -26,7 +26,7 @@ class EventRecord:
     kind = ""
 
     @classmethod
-    def of(cls: type[_R], *values: Any) -> _R:
+    def of(cls: type[_R], *values: object) -> _R:
         """An event from its fields in slot order (the readable constructor for code off the hot path)."""
         if len(values) != len(cls.__slots__):
             raise TypeError(f"{cls.__name__}.of() takes {len(cls.__slots__)} fields, got {len(values)}")
@@ -36,19 +36,72 @@ class EventRecord:
             setattr(record, name, value)
         return record
 
-    def fields(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[object, ...]:
         names: tuple[str, ...] = self.__slots__
         return tuple(getattr(self, name) for name in names)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.fields() == other.fields()
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, but mutable in principle
+    # equal by value but mutable in principle, so unhashable; the ignore: typeshed declares object.__hash__ a method
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         names: tuple[str, ...] = self.__slots__
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
         return f"{type(self).__name__}({shown})"
+
+
+class AcceptedDict(TypedDict):
+    type: str
+    order_id: str
+    market: str
+    side: str
+    order_type: str
+    price: int | None
+    quantity: int
+    owner: str
+    created_key: object
+    self_trade: str
+
+
+class TradeDict(TypedDict):
+    type: str
+    id: str
+    market: str
+    price: int
+    quantity: int
+    taker_order_id: str
+    maker_order_id: str
+    buy_order_id: str
+    sell_order_id: str
+    taker_side: str
+    taker_owner: str
+    maker_owner: str
+    taker_remaining: int
+    maker_remaining: int
+
+
+class CancelledDict(TypedDict):
+    type: str
+    order_id: str
+    remaining: int
+    reason: str
+
+
+class RejectedDict(TypedDict):
+    type: str
+    operation: str
+    order_id: str | int
+    reason: str
+
+
+class ReducedDict(TypedDict):
+    type: str
+    order_id: str
+    reduced_by: int
+    remaining: int
+    reason: str
 
 
 class OrderAccepted(EventRecord):
@@ -59,7 +112,7 @@ class OrderAccepted(EventRecord):
     quantity: int
     kind = "accepted"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AcceptedDict:
         order = self.order
         return {"type": self.kind, "order_id": order.id, "market": order.market, "side": order.side.value,
                 "order_type": order.type.value, "price": order.price, "quantity": self.quantity,
@@ -107,7 +160,7 @@ class Trade(EventRecord):
     def sell_order_id(self) -> str:
         return self.maker.id if self.taker.side is Side.BUY else self.taker.id
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TradeDict:
         return {"type": self.kind, "id": self.id, "market": self.market, "price": self.price,
                 "quantity": self.quantity, "taker_order_id": self.taker.id, "maker_order_id": self.maker.id,
                 "buy_order_id": self.buy_order_id, "sell_order_id": self.sell_order_id,
@@ -125,7 +178,7 @@ class OrderCancelled(EventRecord):
     reason: str
     kind = "cancelled"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CancelledDict:
         return {"type": self.kind, "order_id": self.order_id, "remaining": self.remaining, "reason": self.reason}
 
 
@@ -138,7 +191,7 @@ class OrderRejected(EventRecord):
     reason: str
     kind = "rejected"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RejectedDict:
         order_id = self.order_id if isinstance(self.order_id, (str, int)) else repr(self.order_id)
         return {"type": self.kind, "operation": self.operation, "order_id": order_id, "reason": self.reason}
 
@@ -153,7 +206,7 @@ class OrderReduced(EventRecord):
     reason: str
     kind = "reduced"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ReducedDict:
         return {"type": self.kind, "order_id": self.order_id, "reduced_by": self.reduced_by,
                 "remaining": self.remaining, "reason": self.reason}
 

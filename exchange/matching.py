@@ -17,7 +17,7 @@ from exchange.commands import CancelOrder, NewOrder, ReduceOrder, ReplaceOrder
 from exchange.events import Event, OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
-from exchange.snapshot import book_digest, book_snapshot, restore_book
+from exchange.snapshot import BookSnapshot, book_digest, book_snapshot, restore_book
 
 MAX_ORDER_ID_CHARS = 128
 # CPython 3.11 runs `a <= b` on ints as a specialised instruction only while both fit one 30-bit digit;
@@ -49,6 +49,7 @@ class MatchingEngine:
         self._min_lots, self._max_lots = market.min_lots, min(market.max_lots, _ONE_DIGIT_INT)
         self._min_ticks, self._max_ticks = market.min_ticks, min(market.max_ticks, _ONE_DIGIT_INT)
         self._use_book(OrderBook(market.symbol))
+        # Any: each handler takes the command type it is keyed by, which a dict's type cannot say
         self._handlers: dict[type, Callable[[Any], list[Event]]] = {
             ReduceOrder: self.reduce, ReplaceOrder: self.replace,   # (new and cancel: `apply` calls them directly)
         }
@@ -61,14 +62,12 @@ class MatchingEngine:
 
     def apply(self, command: object) -> list[Event]:
         """Apply any command; unknown objects are rejected, not raised."""
-        kind = type(command)
-        if kind is NewOrder:
-            return self.place_order(command.order_id, command.side, command.order_type,  # type: ignore[attr-defined]
-                                    command.quantity, command.price, command.owner,  # type: ignore[attr-defined]
-                                    command.created_key, command.self_trade)  # type: ignore[attr-defined]
-        if kind is CancelOrder:
-            return self.cancel_order(command.order_id, command.owner)  # type: ignore[attr-defined]
-        handler = self._handlers.get(kind)
+        if type(command) is NewOrder:
+            return self.place_order(command.order_id, command.side, command.order_type, command.quantity,
+                                    command.price, command.owner, command.created_key, command.self_trade)
+        if type(command) is CancelOrder:
+            return self.cancel_order(command.order_id, command.owner)
+        handler = self._handlers.get(type(command))
         if handler is None:
             return [OrderRejected.of("unknown", getattr(command, "order_id", None), "unknown_command")]
         return handler(command)
@@ -79,7 +78,7 @@ class MatchingEngine:
                                 command.price, command.owner, command.created_key, command.self_trade)
 
     def place_order(self, order_id: str, side: Side, order_type: OrderType, quantity: int, price: int | None = None,
-                    owner: str = "", created_key: Any = None, mode: SelfTradeMode | None = None) -> list[Event]:
+                    owner: str = "", created_key: object = None, mode: SelfTradeMode | None = None) -> list[Event]:
         """`place` from plain arguments: hot callers (the replicated ledger) skip building a NewOrder."""
         # Fast acceptance of the common well-formed limit order; anything else gets the detailed check.
         # (The side is checked where the book side is chosen, below.)
@@ -92,15 +91,17 @@ class MatchingEngine:
             reason = self._new_order_problem(order_id, side, order_type, quantity, price, owner, mode)
             if reason is not None:
                 return [OrderRejected.of("new", order_id, reason)]
-        # below, `price` is an int unless the order is a market order (the checks above prove it)
+        # below, `price` is None exactly for a market order (the checks above prove it): it takes at any price
         if side is _BUY:
             opposite, own = self._asks, self._bids
-            limit_key: int = price if order_type is not _MARKET else _NO_LIMIT  # type: ignore[assignment]
+            limit_key = price if price is not None else _NO_LIMIT
             own_key = -limit_key
         elif side is _SELL:
             opposite, own = self._bids, self._asks
-            limit_key = -price if order_type is not _MARKET else _NO_LIMIT  # type: ignore[operator]
-            own_key = price  # type: ignore[assignment]
+            if price is not None:
+                limit_key, own_key = -price, price
+            else:
+                limit_key = own_key = _NO_LIMIT   # never rests
         else:  # every other field passed, so this names the side (or an earlier field, if the detailed check ran)
             return [OrderRejected.of("new", order_id, self._new_order_problem(order_id, side, order_type, quantity,
                                                                                price, owner, mode))]
@@ -203,8 +204,9 @@ class MatchingEngine:
             levels = own.levels
             resting = levels.get(own_key)
             if resting is None:
+                assert price is not None  # a limit or post-only order
                 level = levels[own_key] = new_level(PriceLevel)
-                level.price = price  # type: ignore[assignment]  # a priced order
+                level.price = price
                 level.live = 1
                 level.volume = order.remaining
                 level.append(order)
@@ -238,10 +240,12 @@ class MatchingEngine:
             return [rejected]
         # BookSide.discard, inlined
         order.status = _CANCELLED
+        price = order.price
+        assert price is not None  # a resting order
         if order.side is _BUY:
-            side, key = self._bids, -order.price  # type: ignore[operator]  # resting orders are priced
+            side, key = self._bids, -price
         else:
-            side, key = self._asks, order.price
+            side, key = self._asks, price
         level = side.levels[key]
         live = level.live = level.live - 1
         level.volume -= order.remaining
@@ -315,7 +319,7 @@ class MatchingEngine:
         """sha256 hex of the canonical encoding of the whole book; computed on demand."""
         return book_digest(self.book, self.market)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> BookSnapshot:
         """Plain msgpack-able data from which `restore` rebuilds an identical book."""
         return book_snapshot(self.book, self.market)
 
@@ -430,4 +434,6 @@ def _limit_key(order: Order) -> int:
     """The sort key on the opposite side beyond which `order` will not trade."""
     if order.type is _MARKET:
         return _NO_LIMIT
-    return order.price if order.side is _BUY else -order.price  # type: ignore[return-value,operator]
+    price = order.price
+    assert price is not None  # every other type is priced (the engine's checks refuse one that is not)
+    return price if order.side is _BUY else -price

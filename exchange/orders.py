@@ -8,7 +8,7 @@ engine is arrival order, which in the replicated layer is key order.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Type, TypeVar
+from typing import Type, TypedDict, TypeVar
 
 from exchange.errors import InvalidCommand
 
@@ -63,6 +63,24 @@ def order_id_from_key(key: tuple[int, str, int]) -> str:
     return f"{lamport}-{origin}-{seq}"
 
 
+class OrderDict(TypedDict):
+    """`Order.to_dict()`: enums as their values, price and sizes integer ticks and lots."""
+
+    id: str
+    market: str
+    side: str
+    type: str
+    price: int | None
+    quantity: int
+    remaining: int
+    filled: int
+    owner: str
+    created_key: object
+    self_trade: str
+    status: str
+    reason: str | None
+
+
 class Order:
     """One order's state; the engine mutates `remaining`, `quantity` (on reduce), `status` and `reason`.
 
@@ -81,14 +99,14 @@ class Order:
     quantity: int
     remaining: int
     owner: str
-    created_key: Any
+    created_key: object
     self_trade: SelfTradeMode
     status: OrderStatus
     reason: str | None
 
     @classmethod
     def new(cls, order_id: str, market: str, side: Side, order_type: OrderType, price: int | None,
-            quantity: int, owner: str, created_key: Any, self_trade: SelfTradeMode) -> Order:
+            quantity: int, owner: str, created_key: object, self_trade: SelfTradeMode) -> Order:
         """An open, unfilled order."""
         order = cls()
         order.id = order_id
@@ -108,7 +126,7 @@ class Order:
     def filled(self) -> int:
         return self.quantity - self.remaining
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> OrderDict:
         """Plain data (JSON and msgpack friendly); price and sizes stay integer ticks and lots."""
         return {
             "id": self.id, "market": self.market, "side": self.side.value, "type": self.type.value,
@@ -123,5 +141,5 @@ class Order:
                 f" @ {self.price} {self.owner!r} {self.status.value})")
 
 
-def _plain_key(key: Any) -> Any:
+def _plain_key(key: object) -> object:
     return list(key) if isinstance(key, tuple) else key

@@ -9,12 +9,13 @@ the same commands gives the same digest as the original book.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Sequence, TypedDict, cast
 
 import msgpack
 
 from exchange.errors import InvalidSnapshot
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
+from exchange.wire import Unchecked, Wire
 
 if TYPE_CHECKING:
     from exchange.book import BookSide, OrderBook
@@ -24,7 +25,19 @@ SNAPSHOT_FORMAT = 1
 _RESTING_TYPES = (OrderType.LIMIT, OrderType.POST_ONLY)
 
 
-def book_snapshot(book: OrderBook, market: Market) -> dict[str, Any]:
+class BookSnapshot(TypedDict):
+    """A book as plain data: each side `[[price, [order row, ...]], ...]`, best level first, oldest order first; an
+    order row is `[id, type, quantity, remaining, owner, created_key, self-trade mode]`."""
+
+    format: int
+    market: str
+    tick: str
+    lot: str
+    bids: list[Wire]
+    asks: list[Wire]
+
+
+def book_snapshot(book: OrderBook, market: Market) -> BookSnapshot:
     """The whole book as plain lists, ints and strings."""
     return {
         "format": SNAPSHOT_FORMAT, "market": market.symbol, "tick": market.tick.text, "lot": market.lot.text,
@@ -57,20 +70,20 @@ def restore_book(snapshot: object, market: Market) -> OrderBook:
     return book
 
 
-def _side_rows(side: BookSide) -> list[list[Any]]:
+def _side_rows(side: BookSide) -> list[Wire]:
     return [[level.price, [_order_row(order) for order in level.live_orders()]] for level in side.iter_levels()]
 
 
-def _order_row(order: Order) -> list[Any]:
+def _order_row(order: Order) -> Wire:
     key = order.created_key
     return [order.id, order.type.value, order.quantity, order.remaining, order.owner,
             list(key) if isinstance(key, tuple) else key, order.self_trade.value]
 
 
-def _levels(data: object, name: str) -> list[tuple[int, Sequence[Any]]]:
+def _levels(data: object, name: str) -> list[tuple[int, Sequence[Unchecked]]]:
     if not isinstance(data, list):
         raise InvalidSnapshot("malformed_snapshot", f"{name} must be a list of levels")
-    levels: list[tuple[int, Sequence[Any]]] = []
+    levels: list[tuple[int, Sequence[Unchecked]]] = []
     for entry in data:
         if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or type(entry[0]) is not int
                 or not isinstance(entry[1], (list, tuple)) or not entry[1]):
@@ -81,7 +94,7 @@ def _levels(data: object, name: str) -> list[tuple[int, Sequence[Any]]]:
 
 def _order_from_row(row: object, market: Market, side: Side, price: int, book: OrderBook) -> Order:
     try:
-        order_id, type_name, quantity, remaining, owner, key, mode = cast(Sequence[Any], row)
+        order_id, type_name, quantity, remaining, owner, key, mode = cast(Sequence[Unchecked], row)
         order_type, self_trade = OrderType(type_name), SelfTradeMode(mode)
     except (TypeError, ValueError):
         raise InvalidSnapshot("malformed_snapshot", f"order row {row!r} is malformed") from None

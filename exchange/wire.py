@@ -8,4 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# A value's wire form, a msgpack array: its elements have no static type until its `from_wire` checks them.
 Wire = list[Any]
+# A decoded msgpack or JSON value (or an element of one) not yet checked: the `from_wire`, `from_json` or
+# `parse` that receives it checks its type and shape before anything else reads it.
+Unchecked = Any

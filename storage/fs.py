@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from storage.errors import IO_ERROR, StorageError
 
@@ -149,7 +149,7 @@ def _fd(handle: FileHandle) -> int:
     return handle.fd
 
 
-def _os(action: str, path: str, func: Callable[..., _T], *args: Any) -> _T:
+def _os(action: str, path: str, func: Callable[..., _T], *args: object) -> _T:
     """Call an os function, turning its OSError into a StorageError that names the action and the path."""
     try:
         return func(*args)

@@ -8,10 +8,11 @@ start in block time (UTC, since the Unix epoch).
 """
 from __future__ import annotations
 
-from typing import Any, Final, Iterable, Sequence
+from typing import Final, Iterable, Sequence
 
 from exchange.app.history import TradeRow
 from exchange.markets import Market
+from exchange.app.views import View
 from exchange.units import format_scaled
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000,
@@ -49,7 +50,7 @@ def trades_between(rows: Sequence[TradeRow], start_ms: int | None, end_ms: int |
 
 
 def candles(rows: Iterable[TradeRow], interval_ms: int, start_ms: int | None, end_ms: int | None,
-            market: Market) -> list[dict[str, Any]]:
+            market: Market) -> list[View]:
     """OHLCV per interval with trades in [start, end): open, high, low, close, base volume, quote volume,
     trade count; oldest first."""
     built: list[list[int]] = []     # [open time, open, high, low, close, lots, ticks x lots, trades]

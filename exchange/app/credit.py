@@ -74,5 +74,6 @@ class CreditBook:
 def worst_case(side: Side, price: int | None, lots: int, units: MarketUnits) -> tuple[str, int]:
     """(asset, amount) an order of `lots` at limit `price` can give away at most."""
     if side is _BUY:
-        return units.quote, lots * price * units.quote_unit  # type: ignore[operator]
+        assert price is not None  # a buy is costed at its limit (a market buy's cost comes from the book instead)
+        return units.quote, lots * price * units.quote_unit
     return units.base, lots * units.base_unit

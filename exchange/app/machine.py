@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from typing import Any, cast
+from typing import Any, Iterable, cast
 
 from exchange.app.candles import candles, trades_between
 from exchange.app.credit import CreditBook, worst_case
@@ -54,13 +54,13 @@ from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
-from exchange.app.views import order_moment, order_view, trade_view
+from exchange.app.views import View, order_key, order_moment, order_view, trade_view
 from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
                                 ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
-from exchange.events import OrderCancelled, OrderReduced, OrderRejected, Trade
+from exchange.events import OrderAccepted, OrderCancelled, OrderReduced, OrderRejected, Trade
 from exchange.markets import Market
 from exchange.matching import MatchingEngine
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
@@ -126,7 +126,9 @@ def _remember(memory: dict[str, int], text: str, value: int) -> int:
 
 def level_key(order: Order) -> int:
     """The book's sort key of an order's level: asks by price, bids by minus price."""
-    return -order.price if order.side is _BUY else order.price  # type: ignore[operator, return-value]  # resting
+    price = order.price
+    assert price is not None  # an order that rests or rested
+    return -price if order.side is _BUY else price
 
 
 class ExchangeState:
@@ -324,15 +326,15 @@ class ExchangeState:
         if self.credit is not None and (kind is _MARKET) == (price is None):
             extra = (self._market_buy_cost(venue, account, qty) if price is None and side is _BUY
                      else worst_case(side, price, qty, venue.units)[1])
-            if not self._credit_allows(account, venue, side, extra):
+            if not self._credit_allows(self.credit, account, venue, side, extra):
                 return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
                                      "credit_limit")
         events = venue.engine.place_order(order_id, side, kind, qty, price, account, key, mode)
         first = events[0]
-        if type(first) is OrderRejected:
+        if type(first) is not OrderAccepted:   # then OrderRejected: place_order's first event is one of the two
             return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
-                                 first.reason)
-        order = first.order  # type: ignore[union-attr]  # OrderAccepted
+                                 cast(OrderRejected, first).reason)
+        order = first.order
         self._absorb(venue, events, order)
         if op.until is not None and order_id in self.open_orders:
             self.timers.set_order(order_id, op.until)
@@ -372,7 +374,7 @@ class ExchangeState:
             return 0
         chosen = [order for order in map(self.open_orders.__getitem__, ids)
                   if (market is None or order.market == market) and (side is None or order.side._value_ == side)]
-        chosen.sort(key=_created)
+        chosen.sort(key=order_key)
         for order in chosen:
             venue = self.venues[order.market]
             venue.engine.cancel_order(order.id, account)
@@ -414,23 +416,25 @@ class ExchangeState:
         if old is None:
             return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
                                  reason or "unknown_order")
-        price: int | None = None
-        qty: int | None = None
         try:
             price, qty = venue.parse(op.price, op.qty)
         except ExchangeError as error:
-            reason = _field_code(error)
-        if reason is None and self.credit is not None and price is not None and qty is not None:
+            return self._refused("replace", order_id, target, op.market, old.side, old.type, None, None, account, key,
+                                 old.self_trade, _field_code(error))
+        if self.credit is not None and price is not None:
             held = worst_case(old.side, old.price, old.remaining, venue.units)[1]
             extra = worst_case(old.side, price, qty, venue.units)[1] - held
-            if not self._credit_allows(account, venue, old.side, extra):
-                reason = "credit_limit"
-        events = [] if reason is not None else venue.engine.replace(
-            ReplaceOrder(target, order_id, qty, price, key, account))  # type: ignore[arg-type]  # qty parsed
-        if reason is not None or type(events[0]) is OrderRejected:
+            if not self._credit_allows(self.credit, account, venue, old.side, extra):
+                return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account,
+                                     key, old.self_trade, "credit_limit")
+        events = venue.engine.replace(ReplaceOrder(target, order_id, qty, price, key, account))
+        first = events[0]
+        if type(first) is OrderRejected:
             return self._refused("replace", order_id, target, op.market, old.side, old.type, price, qty, account, key,
-                                 old.self_trade, reason or events[0].reason)  # type: ignore[union-attr]
-        order = events[1].order  # type: ignore[union-attr]  # [OrderCancelled(old), OrderAccepted(new), ...]
+                                 old.self_trade, first.reason)
+        placed = events[1]    # [OrderCancelled(old), OrderAccepted(new), ...]
+        assert type(placed) is OrderAccepted
+        order = placed.order
         until = self.timers.order_until.get(target)
         self._absorb(venue, events, order)
         if until is not None and order_id in self.open_orders:
@@ -459,20 +463,21 @@ class ExchangeState:
             return "limit_too_large"       # positions and limits stay 62-bit integers in every encoding
         return None
 
-    def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Any, reason: str) -> OpResult:
+    def _refuse_op(self, tx: SignedTx, account: str, index: int, op_index: int, op: Op, reason: str) -> OpResult:
         """The result of an op that never ran; new and replace ops leave a rejected order record."""
-        kind = type(op)
-        if kind is NewOrderOp or kind is ReplaceOp:
-            new = kind is NewOrderOp
-            return self._refused(op.name, tx.order_id(op_index), None if new else op.order_id, op.market,
-                                 _SIDES[op.side] if new else None, _TYPES[op.type] if new else None, None, None,
-                                 account, (self.height, index, op_index),
-                                 _STP_MODES[op.stp] if new and op.stp is not None else None, reason)
-        if kind is CancelOp:
+        key = (self.height, index, op_index)
+        if type(op) is NewOrderOp:
+            return self._refused(op.name, tx.order_id(op_index), None, op.market, _SIDES[op.side], _TYPES[op.type],
+                                 None, None, account, key, None if op.stp is None else _STP_MODES[op.stp], reason)
+        if type(op) is ReplaceOp:
+            return self._refused(op.name, tx.order_id(op_index), op.order_id, op.market, None, None, None, None,
+                                 account, key, None, reason)
+        target: str | None
+        if type(op) is CancelOp:
             target = op.order_id
-        elif kind is GrantOp:
+        elif type(op) is GrantOp:
             target = op.account
-        elif kind is CancelAllOp:
+        elif type(op) is CancelAllOp:
             target = op.scope
         else:
             target = account
@@ -500,6 +505,8 @@ class ExchangeState:
         if order_id not in self.open_orders and order_id not in self.closed:
             order = Order()   # a refused op's record: fields it never had stay None
             order.id, order.market, order.owner, order.created_key = order_id, symbol, account, key
+            # the ignores: Order types these fields as a placed order has them, and this record keeps None where the
+            # op never had a value (the views, views.order_view_as, read them as optional)
             order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
             order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
             order.status, order.reason = _REJECTED, reason
@@ -577,9 +584,9 @@ class ExchangeState:
         if self.timers.order_until:
             self.timers.drop_order(order.id)
 
-    def _credit_allows(self, account: str, venue: Venue, side: Side, extra: int) -> bool:
+    def _credit_allows(self, credit: CreditBook, account: str, venue: Venue, side: Side, extra: int) -> bool:
         asset = venue.units.quote if side is _BUY else venue.units.base
-        return self.credit.allows(account, asset, self.positions.get(account, asset), extra)  # type: ignore
+        return credit.allows(account, asset, self.positions.get(account, asset), extra)
 
     def _market_buy_cost(self, venue: Venue, account: str, qty: int) -> int:
         """The most a market buy of `qty` lots can pay: the cheapest `qty` lots others rest on the book."""
@@ -597,7 +604,7 @@ class ExchangeState:
 
     # ------------------------------------------------------------------ queries
 
-    def order(self, order_id: str) -> dict[str, Any] | None:
+    def order(self, order_id: str) -> View | None:
         """An order by id, open or closed (closed ones while the history keeps them)."""
         order = self.open_orders.get(order_id) or self.closed.get(order_id)
         if order is None:
@@ -615,14 +622,14 @@ class ExchangeState:
     def open_count(self, account: str) -> int:
         return len(self.by_account.get(account, ()))
 
-    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[View]:
         """Orders newest first, optionally of one account and one status (`open` means resting)."""
         if status is not None and status not in _ORDER_STATUSES:
             raise InvalidQuery("invalid_status", f"status must be one of {', '.join(sorted(_ORDER_STATUSES))}",
                                "status")
         if type(limit) is not int or limit < 0:
             raise InvalidQuery("invalid_limit", "limit must be a non-negative integer", "limit")
-        pool: Any = self.open_orders.values()
+        pool: Iterable[Order] = self.open_orders.values()
         if status not in (None, "open", "partially_filled"):
             pool = iter(self.closed)
         elif status is None:
@@ -631,20 +638,18 @@ class ExchangeState:
         chosen = (order for order in pool if (account is None or order.owner == account)
                   and (status is None or order.status.value in wanted))
         registry = self.params.registry
-        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=_created)]
+        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
 
-    def book(self, market: str, depth: int | None = None) -> dict[str, Any]:
+    def book(self, market: str, depth: int | None = None) -> View:
         """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first."""
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
         if venue.digest is None:
             venue.digest = venue.engine.digest()
-        view = depth_view(venue.engine, depth, with_digest=False)
-        view["digest"], view["height"] = venue.digest, self.height
-        return view
+        return {**depth_view(venue.engine, depth, with_digest=False), "digest": venue.digest, "height": self.height}
 
-    def trades(self, market: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def trades(self, market: str, limit: int | None = None) -> list[View]:
         """The market's kept trades, oldest first; the newest `limit` of them when given."""
         venue = self.venues.get(market)
         if venue is None:
@@ -656,7 +661,7 @@ class ExchangeState:
 
     def trades_between(self, market: str, start_ms: int | None = None, end_ms: int | None = None,
                        cursor: str | None = None, limit: int = 1000,
-                       account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+                       account: str | None = None) -> tuple[list[View], str | None]:
         """The market's kept trades in [start, end) by block time, oldest first, a page of `limit` after the
         trade `cursor` names; and the next page's cursor (candles.py). Raises CursorExpired."""
         venue = self.venues.get(market)
@@ -666,7 +671,7 @@ class ExchangeState:
         return [trade_view(row, venue.market) for row in rows], after
 
     def candles(self, market: str, interval_ms: int, start_ms: int | None = None,
-                end_ms: int | None = None) -> list[dict[str, Any]]:
+                end_ms: int | None = None) -> list[View]:
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
@@ -680,12 +685,12 @@ class ExchangeState:
             return candles(reversed(tail), interval_ms, start_ms, None, venue.market)
         return candles(rows, interval_ms, start_ms, end_ms, venue.market)
 
-    def position(self, account: str) -> dict[str, Any]:
+    def position(self, account: str) -> View:
         """`{"account", "positions": {asset: amount}, "limits": {asset: limit or None}, "reserved": {...}}`.
 
         Every asset of the markets is listed; limits and reserved are empty when credit is off."""
         assets, credit = self.params.assets, self.credit
-        view: dict[str, Any] = {"account": account, "positions": {
+        view: View = {"account": account, "positions": {
             asset: assets.format(asset, self.positions.get(account, asset)) for asset in assets.scales}}
         limits: dict[str, str | None] = {}
         reserved: dict[str, str] = {}
@@ -712,10 +717,6 @@ class ExchangeState:
         """The state a `snapshot()` encodes; raises InvalidStateSnapshot naming what is wrong."""
         from exchange.app.snapshot import decode_state
         return decode_state(cls(params, chain_id), data)
-
-
-def _created(order: Order) -> tuple[int, int, int]:
-    return cast("tuple[int, int, int]", order.created_key)
 
 
 def _field_code(error: ExchangeError) -> str:

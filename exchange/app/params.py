@@ -21,13 +21,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 
 import msgpack
 
 from exchange.errors import ExchangeError
 from exchange.markets import Market, MarketRegistry, parse_markets
 from exchange.app.assets import AssetScales
+from exchange.wire import Unchecked
 
 WIRE_FORMAT = 1
 CAPPED_FORMAT = 2            # the wire form with max_open_orders; a network without a cap keeps format 1
@@ -91,10 +92,10 @@ class ExchangeParams:
     def credit_enabled(self) -> bool:
         return self.default_limits is not None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, object]:
         """The canonical plain form (keys sorted, markets expanded, limits at asset scale)."""
         limits = self.default_limits
-        wire: dict[str, Any] = {
+        wire: dict[str, object] = {
             "closed_order_history": self.closed_order_history,
             "credit_authority": self.credit_authority,
             "credit_limits": None if limits is None else {a: self.assets.format(a, v) for a, v in limits.items()},
@@ -112,7 +113,7 @@ class ExchangeParams:
         return hashlib.sha256(msgpack.packb(self.to_wire(), use_bin_type=True)).digest()
 
     @classmethod
-    def from_wire(cls, data: Any) -> ExchangeParams:
+    def from_wire(cls, data: Unchecked) -> ExchangeParams:
         """Parameters from their wire form; raises InvalidParams naming the problem."""
         if not isinstance(data, dict) or tuple(sorted(data)) not in (_WIRE_KEYS, _CAPPED_KEYS):
             raise InvalidParams("malformed_params", f"params must be a map with exactly {', '.join(_WIRE_KEYS)} "

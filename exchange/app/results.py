@@ -27,17 +27,34 @@ mean equal results over the whole chain.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Container, NamedTuple
+from typing import Container, NamedTuple, TypedDict
 
 import msgpack
 
 from exchange.app.history import TradeRow
-from exchange.app.views import OrderMoment, order_view_as, trade_view
+from exchange.app.views import OrderMoment, View, order_view_as, trade_view
 from exchange.markets import Market, MarketRegistry
 from exchange.orders import Order
 
 APPLIED, REJECTED, DUPLICATE, EXPIRED = "applied", "rejected", "duplicate", "expired"
 GENESIS_DOMAIN = b"exchange-node/state/v1\n"
+
+
+class OpResultDict(TypedDict):
+    op: str
+    order_id: str | None
+    target: str | None
+    outcome: str
+    reason: str | None
+
+
+class TxResultDict(TypedDict):
+    tx_id: str
+    account: str
+    tx_index: int
+    status: str
+    reason: str | None
+    ops: list[OpResultDict]
 
 
 class OpResult(NamedTuple):
@@ -49,8 +66,9 @@ class OpResult(NamedTuple):
     outcome: str
     reason: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
+    def to_dict(self) -> OpResultDict:
+        return OpResultDict(op=self.op, order_id=self.order_id, target=self.target, outcome=self.outcome,
+                            reason=self.reason)
 
 
 class TxResult(NamedTuple):
@@ -65,10 +83,10 @@ class TxResult(NamedTuple):
     reason: str | None
     ops: list[OpResult]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TxResultDict:
         return {"tx_id": self.tx_id, "account": self.account, "tx_index": self.tx_index,
                 "status": self.status,
-                "reason": self.reason, "ops": [op._asdict() for op in self.ops]}
+                "reason": self.reason, "ops": [op.to_dict() for op in self.ops]}
 
 
 class BlockResult:
@@ -92,25 +110,25 @@ class BlockResult:
         self.timed: list[OpResult] = timed or []
         self.results_hash, self.app_hash = results_hash, app_hash
         self._trade_rows, self._order_moments, self._registry = trade_rows, order_moments, registry
-        self._trades: list[dict[str, Any]] | None = None
-        self._order_updates: dict[str, list[dict[str, Any]]] | None = None
+        self._trades: list[View] | None = None
+        self._order_updates: dict[str, list[View]] | None = None
 
     @property
-    def trades(self) -> list[dict[str, Any]]:
+    def trades(self) -> list[View]:
         if self._trades is None:
             self._trades = [trade_view(row, market) for market, row in self._trade_rows]
         return self._trades
 
     @property
-    def order_updates(self) -> dict[str, list[dict[str, Any]]]:
+    def order_updates(self) -> dict[str, list[View]]:
         if self._order_updates is None:
-            updates: dict[str, list[dict[str, Any]]] = {}
+            updates: dict[str, list[View]] = {}
             for order, moment in self._order_moments:
                 updates.setdefault(order.owner, []).append(order_view_as(order, self._registry, moment))
             self._order_updates = updates
         return self._order_updates
 
-    def order_updates_of(self, accounts: Container[str]) -> list[dict[str, Any]]:
+    def order_updates_of(self, accounts: Container[str]) -> list[View]:
         """The views of `accounts`' orders this block changed (a node streams only its own accounts' orders:
         building every order's view on every node was a seventh of a follower's work under load)."""
         registry = self._registry
@@ -126,7 +144,7 @@ def results_hash(height: int, time_ms: int, txs: list[TxResult], trades: list[tu
                  timed: list[OpResult] | None = None) -> bytes:
     """sha256 over the canonical msgpack encoding of a block's results (a block with nothing timed hashes as it
     did before timers existed)."""
-    body: list[Any] = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
+    body: list[object] = [height, time_ms, txs, [[market.symbol, row] for market, row in trades]]
     if timed:
         body.append(timed)
     return hashlib.sha256(msgpack.packb(body, use_bin_type=True)).digest()

@@ -31,16 +31,18 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Callable, TYPE_CHECKING, cast
+from enum import Enum
+from typing import Any, Callable, Container, TYPE_CHECKING, cast
 
 import msgpack
 
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
+from exchange.app.views import order_key
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
-from exchange.wire import Wire
+from exchange.wire import Unchecked, Wire
 
 if TYPE_CHECKING:
     from exchange.app.machine import ExchangeState
@@ -78,11 +80,11 @@ def encode_state(state: ExchangeState) -> bytes:
 
 def _closed_row(order: Order) -> Wire:
     return [order.id, order.market, _value(order.side), _value(order.type), order.price, order.quantity,
-            order.remaining, order.owner, list(order.created_key), _value(order.self_trade), order.status.value,
+            order.remaining, order.owner, list(order_key(order)), _value(order.self_trade), order.status.value,
             order.reason]
 
 
-def _value(member: Any) -> Any:
+def _value(member: Enum | None) -> object:
     return None if member is None else member.value
 
 
@@ -91,11 +93,11 @@ def _need(ok: bool, message: str, code: str = "malformed_snapshot") -> None:
         raise InvalidStateSnapshot(code, f"state snapshot: {message}")
 
 
-def _uint(value: Any) -> bool:
+def _uint(value: Unchecked) -> bool:
     return type(value) is int and value >= 0
 
 
-def _list(value: Any, length: int | None = None) -> bool:
+def _list(value: Unchecked, length: int | None = None) -> bool:
     return type(value) is list and (length is None or len(value) == length)
 
 
@@ -128,13 +130,13 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
     return state
 
 
-def _check_key(key: Any, height: int) -> tuple[int, int, int]:
+def _check_key(key: Unchecked, height: int) -> tuple[int, int, int]:
     _need(type(key) in (list, tuple) and len(key) == 3 and all(_uint(part) for part in key) and key[0] <= height,
           f"created key {key!r} is not [height, tx, op] at or below the snapshot height")
     return tuple(key)
 
 
-def _restore_books(state: ExchangeState, books: Any) -> None:
+def _restore_books(state: ExchangeState, books: Unchecked) -> None:
     _need(_list(books, len(state.venues)), "needs one book per market")
     for venue, book in zip(state.venues.values(), books):
         try:
@@ -152,7 +154,7 @@ def _restore_books(state: ExchangeState, books: Any) -> None:
                 state.credit.reserve(order, venue.units, order.remaining)
 
 
-def _restore_closed(state: ExchangeState, rows: Any) -> None:
+def _restore_closed(state: ExchangeState, rows: Unchecked) -> None:
     _need(_list(rows) and len(rows) <= state.closed.limit, "closed orders must be a list within the history limit")
     for row in rows:
         _need(_list(row, 12), f"closed order {row!r} is not a 12-item row")
@@ -174,12 +176,13 @@ def _restore_closed(state: ExchangeState, rows: Any) -> None:
         state.closed.add(order)
 
 
-def _member(members: dict[str, Any], value: Any, name: str) -> Any:
+# Any: the member, or None for a field a refused op's record never had, stored in an Order field typed without None
+def _member(members: dict[str, Any], value: Unchecked, name: str) -> Any:
     _need(value is None or value in members, f"{name} {value!r} is unknown")
     return None if value is None else members[value]
 
 
-def _restore_trades(state: ExchangeState, per_market: Any) -> None:
+def _restore_trades(state: ExchangeState, per_market: Unchecked) -> None:
     _need(_list(per_market, len(state.venues)), "needs one trade list per market")
     for venue, rows in zip(state.venues.values(), per_market):
         _need(_list(rows) and len(rows) <= state.params.trade_history, f"{venue.market.symbol}: too many trades")
@@ -195,7 +198,7 @@ def _valid_trade(row: Wire, height: int) -> bool:
             and trade_height <= height)
 
 
-def _account_rows(rows: Any, what: str, assets: Any, valid: Callable[[Any], bool]) -> list[Wire]:
+def _account_rows(rows: Unchecked, what: str, assets: Container[str], valid: Callable[[Unchecked], bool]) -> list[Wire]:
     _need(_list(rows), f"{what} must be a list")
     for row in rows:
         _need(_list(row, 2) and type(row[0]) is str and _list(row[1]) and row[1], f"{what} row {row!r}")
@@ -213,7 +216,7 @@ def _wide(amount: int) -> int | str:
     return amount if amount in INT64 else str(amount)
 
 
-def _narrow(amount: Any) -> int | None:
+def _narrow(amount: Unchecked) -> int | None:
     if type(amount) is int:
         return amount
     if type(amount) is str and 19 <= len(amount.lstrip("-")) <= 400 and amount.lstrip("-").isdigit():
@@ -222,7 +225,7 @@ def _narrow(amount: Any) -> int | None:
     return None
 
 
-def _restore_positions(state: ExchangeState, rows: Any) -> None:
+def _restore_positions(state: ExchangeState, rows: Unchecked) -> None:
     assets = state.params.assets
     rows = _account_rows(rows, "positions", assets, lambda amount: _narrow(amount) not in (None, 0))
     rows = [[account, [[asset, _narrow(amount)] for asset, amount in held]] for account, held in rows]
@@ -231,7 +234,7 @@ def _restore_positions(state: ExchangeState, rows: Any) -> None:
     _need(not unbalanced, f"positions do not sum to zero: {unbalanced}", "positions_unbalanced")
 
 
-def _restore_grants(state: ExchangeState, rows: Any) -> None:
+def _restore_grants(state: ExchangeState, rows: Unchecked) -> None:
     if state.credit is None:
         _need(rows is None, "has credit grants but credit is off")
         return
@@ -240,7 +243,7 @@ def _restore_grants(state: ExchangeState, rows: Any) -> None:
             state.credit.grant(account, asset, limit)
 
 
-def _restore_replay(state: ExchangeState, rows: Any) -> None:
+def _restore_replay(state: ExchangeState, rows: Unchecked) -> None:
     _need(_list(rows), "replay window must be a list")
     for row in rows:
         _need(_list(row, 2) and _uint(row[0]) and _list(row[1]) and row[1]
@@ -248,7 +251,7 @@ def _restore_replay(state: ExchangeState, rows: Any) -> None:
     state.replay = ReplayWindow.from_rows(rows, state.time_ms)
 
 
-def _restore_timers(state: ExchangeState, rows: Any) -> None:
+def _restore_timers(state: ExchangeState, rows: Unchecked) -> None:
     _need(_list(rows, 2) and _list(rows[0]) and _list(rows[1]), "timers must be [switches, orders]")
     switches, orders = rows
     for row in switches:

@@ -34,10 +34,10 @@ checked here (statelessly); what a valid transaction then does is the state mach
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence, Union, cast
+from typing import Callable, Literal, NotRequired, Sequence, TypedDict, Union, cast
 
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, verify
-from exchange.wire import Wire
+from exchange.wire import Unchecked, Wire
 
 DOMAIN = "exchange-node/tx/v1"
 MAX_OPS = 250
@@ -74,14 +74,73 @@ def _need(ok: bool, code: str, message: str, field: str | None = None) -> None:
         raise InvalidTx(code, message, field)
 
 
-def _text(value: Any, pattern: re.Pattern[str], field: str) -> str:
+def _text(value: Unchecked, pattern: re.Pattern[str], field: str) -> str:
     _need(type(value) is str and pattern.fullmatch(value) is not None, f"invalid_{field}",
           f"{field} has a bad value", field)
     return cast("str", value)
 
 
-def _optional(value: Any, check: Callable[[Any], str]) -> str | None:
+def _optional(value: Unchecked, check: Callable[[Unchecked], str]) -> str | None:
     return None if value is None else check(value)
+
+
+class NewOrderJson(TypedDict):
+    """A new order in a transaction's JSON form (as `SignedTx.from_json` reads it); `until` only when set."""
+
+    op: Literal["new"]
+    market: str
+    side: str
+    type: str
+    price: str | None
+    qty: str
+    stp: str | None
+    until: NotRequired[int]
+
+
+class CancelJson(TypedDict):
+    op: Literal["cancel"]
+    market: str
+    order_id: str
+
+
+class CancelAllJson(TypedDict):
+    op: Literal["cancel_all"]
+    market: str | None
+    side: str | None
+
+
+class ScheduleCancelJson(TypedDict):
+    op: Literal["schedule_cancel"]
+    at: int | None
+
+
+class ReplaceJson(TypedDict):
+    op: Literal["replace"]
+    market: str
+    order_id: str
+    price: str | None
+    qty: str
+
+
+class GrantJson(TypedDict):
+    op: Literal["grant"]
+    account: str
+    asset: str
+    limit: str
+
+
+OpJson = Union[NewOrderJson, CancelJson, CancelAllJson, ScheduleCancelJson, ReplaceJson, GrantJson]
+
+
+class SignedTxJson(TypedDict):
+    """A signed transaction's JSON form: what an external client posts, account and sig in hex."""
+
+    chain_id: str
+    account: str
+    nonce: str
+    expires: int
+    ops: list[OpJson]
+    sig: str
 
 
 class NewOrderOp:
@@ -101,14 +160,16 @@ class NewOrderOp:
         wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
         return wire if self.until is None else [*wire, self.until]
 
-    def as_json(self) -> dict[str, Any]:
-        view = {"op": "new", "market": self.market, "side": self.side, "type": self.type, "price": self.price,
-                "qty": self.qty, "stp": self.stp}
-        return view if self.until is None else {**view, "until": self.until}
+    def as_json(self) -> NewOrderJson:
+        view: NewOrderJson = {"op": "new", "market": self.market, "side": self.side, "type": self.type,
+                              "price": self.price, "qty": self.qty, "stp": self.stp}
+        if self.until is not None:
+            view["until"] = self.until
+        return view
 
     @classmethod
-    def parse(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any,
-              until: Any = None) -> "NewOrderOp":
+    def parse(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
+              until: Unchecked = None) -> "NewOrderOp":
         if (side.__class__ is str and side in _SIDE_SET and type.__class__ is str and type in _TYPE_SET
                 and (stp is None or (stp.__class__ is str and stp in _STP_SET)) and market.__class__ is str
                 and qty.__class__ is str and (price is None or (price.__class__ is str and price != "-"))
@@ -117,8 +178,8 @@ class NewOrderOp:
         return cls._parse_slowly(market, side, type, price, qty, stp, until)
 
     @classmethod
-    def _parse_slowly(cls, market: Any, side: Any, type: Any, price: Any, qty: Any, stp: Any,
-                      until: Any) -> "NewOrderOp":
+    def _parse_slowly(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
+                      until: Unchecked) -> "NewOrderOp":
         _need(side in SIDES, "invalid_side", "side must be buy or sell", "side")
         _need(type in ORDER_TYPES, "invalid_type", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
         _need(stp is None or stp in STP_MODES, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
@@ -143,11 +204,11 @@ class CancelOp:
     def wire(self) -> Wire:
         return ["cancel", self.market, self.order_id]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> CancelJson:
         return {"op": "cancel", "market": self.market, "order_id": self.order_id}
 
     @classmethod
-    def parse(cls, market: Any, order_id: Any) -> "CancelOp":
+    def parse(cls, market: Unchecked, order_id: Unchecked) -> "CancelOp":
         return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"))
 
 
@@ -166,7 +227,7 @@ class CancelAllOp:
     def wire(self) -> Wire:
         return ["cancel_all", self.market, self.side]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> CancelAllJson:
         return {"op": "cancel_all", "market": self.market, "side": self.side}
 
     @property
@@ -175,7 +236,7 @@ class CancelAllOp:
         return f"{self.market or '*'}/{self.side or '*'}"
 
     @classmethod
-    def parse(cls, market: Any, side: Any) -> "CancelAllOp":
+    def parse(cls, market: Unchecked, side: Unchecked) -> "CancelAllOp":
         _need(side is None or side in SIDES, "invalid_side", "side must be buy, sell or null", "side")
         return cls(_optional(market, lambda v: _text(v, _MARKET, "market")), side)
 
@@ -196,11 +257,11 @@ class ScheduleCancelOp:
     def wire(self) -> Wire:
         return ["schedule_cancel", self.at]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ScheduleCancelJson:
         return {"op": "schedule_cancel", "at": self.at}
 
     @classmethod
-    def parse(cls, at: Any) -> "ScheduleCancelOp":
+    def parse(cls, at: Unchecked) -> "ScheduleCancelOp":
         _need(at is None or _timestamp(at), "invalid_at",
               "at is a positive integer of milliseconds since the Unix epoch, or null to clear", "at")
         return cls(at)
@@ -219,11 +280,11 @@ class ReplaceOp:
     def wire(self) -> Wire:
         return ["replace", self.market, self.order_id, self.price, self.qty]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ReplaceJson:
         return {"op": "replace", "market": self.market, "order_id": self.order_id, "price": self.price, "qty": self.qty}
 
     @classmethod
-    def parse(cls, market: Any, order_id: Any, price: Any, qty: Any) -> "ReplaceOp":
+    def parse(cls, market: Unchecked, order_id: Unchecked, price: Unchecked, qty: Unchecked) -> "ReplaceOp":
         return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"),
                    _optional(price, lambda v: _text(v, _DECIMAL, "price")), _text(qty, _DECIMAL, "qty"))
 
@@ -243,42 +304,44 @@ class GrantOp:
     def wire(self) -> Wire:
         return ["grant", self.account, self.asset, self.limit]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> GrantJson:
         return {"op": "grant", "account": self.account, "asset": self.asset, "limit": self.limit}
 
     @classmethod
-    def parse(cls, account: Any, asset: Any, limit: Any) -> "GrantOp":
+    def parse(cls, account: Unchecked, asset: Unchecked, limit: Unchecked) -> "GrantOp":
         return cls(_text(account, _ACCOUNT_HEX, "account"), _text(asset, _ASSET, "asset"),
                    _text(limit, _DECIMAL, "limit"))
 
 
 Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp]
-# each op's class and the numbers of fields its wire list may have (a new order's `until` is written only when set)
-_OP_ARITY: dict[str, tuple[Any, tuple[int, ...]]] = {
-    "new": (NewOrderOp, (6, 7)), "cancel": (CancelOp, (2,)), "cancel_all": (CancelAllOp, (2,)),
-    "schedule_cancel": (ScheduleCancelOp, (1,)), "replace": (ReplaceOp, (4,)), "grant": (GrantOp, (3,))}
+# each op's parser and the numbers of fields its wire list may have (a new order's `until` is written only when set)
+_OP_ARITY: dict[str, tuple[Callable[..., Op], tuple[int, ...]]] = {
+    "new": (NewOrderOp.parse, (6, 7)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
+    "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,))}
 _JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until"), "cancel": ("market", "order_id"),
                 "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
                 "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit")}
 
 
-def parse_op(item: Any) -> Op:
+def parse_op(item: Unchecked) -> Op:
     """An operation from its wire list (`["new", market, side, type, price, qty, stp]`, ...)."""
     _need(type(item) in (list, tuple) and len(item) >= 1, "invalid_op", "an operation is a list", "ops")
     spec = _OP_ARITY.get(item[0]) if type(item[0]) is str else None
-    _need(spec is not None and len(item) - 1 in spec[1], "invalid_op", "unknown operation or wrong arity", "ops")
+    if spec is None or len(item) - 1 not in spec[1]:
+        raise InvalidTx("invalid_op", "unknown operation or wrong arity", "ops")
     if len(item) == 8:
         _need(item[7] is not None, "invalid_until", "an until written on the wire is set", "until")
-    return spec[0].parse(*item[1:])  # type: ignore[index, no-any-return]
+    return spec[0](*item[1:])
 
 
-def op_from_json(item: Any) -> Op:
+def op_from_json(item: Unchecked) -> Op:
     """An operation from its JSON object (`{"op": "new", "market": ..., ...}`); missing optionals are null."""
     _need(isinstance(item, dict), "invalid_op", "each operation is a JSON object", "ops")
     name = item.get("op", "new")
     fields = _JSON_FIELDS.get(name) if type(name) is str else None
-    _need(fields is not None, "invalid_op", f"op must be one of {', '.join(_JSON_FIELDS)}", "op")
-    values = [item.get(f) for f in fields]  # type: ignore[union-attr]
+    if fields is None:
+        raise InvalidTx("invalid_op", f"op must be one of {', '.join(_JSON_FIELDS)}", "op")
+    values = [item.get(f) for f in fields]
     if name == "new" and values[-1] is None:
         values.pop()          # no until: the wire form without it
     return parse_op([name, *values])
@@ -308,12 +371,12 @@ class SignedTx:
     def wire(self) -> Wire:
         return [self.chain_id, self.account, self.nonce, self.expires, [op.wire() for op in self.ops], self.sig]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> SignedTxJson:
         return {"chain_id": self.chain_id, "account": self.account.hex(), "nonce": self.nonce,
                 "expires": self.expires, "ops": [op.as_json() for op in self.ops], "sig": self.sig.hex()}
 
     @classmethod
-    def from_wire(cls, data: Any) -> "SignedTx":
+    def from_wire(cls, data: Unchecked) -> "SignedTx":
         """Parse a transaction received from anyone (shape only; call `signature_valid` too)."""
         _need(type(data) in (list, tuple) and len(data) == 6, "invalid_tx", "a transaction is a 6-item list")
         chain_id, account, nonce, expires, ops, sig = data
@@ -324,7 +387,7 @@ class SignedTx:
                    _checked_expires(expires), _checked_ops(ops, parse_op), sig)
 
     @classmethod
-    def from_json(cls, data: Any) -> "SignedTx":
+    def from_json(cls, data: Unchecked) -> "SignedTx":
         """Parse the JSON form an external client posts (hex for account and sig)."""
         _need(isinstance(data, dict), "invalid_tx", "a signed transaction is a JSON object")
         account = _hex_bytes(data.get("account"), PUBLIC_KEY_BYTES, "account")
@@ -336,23 +399,23 @@ class SignedTx:
         return f"SignedTx({self.id} account={self.account.hex()[:12]} ops={len(self.ops)})"
 
 
-def _timestamp(value: Any) -> bool:
+def _timestamp(value: Unchecked) -> bool:
     return type(value) is int and 0 < value <= MAX_EXPIRES
 
 
-def _checked_expires(value: Any) -> int:
+def _checked_expires(value: Unchecked) -> int:
     _need(type(value) is int and 0 < value <= MAX_EXPIRES, "invalid_expires",
           "expires is a positive integer of milliseconds since the Unix epoch", "expires")
     return cast("int", value)
 
 
-def _checked_ops(items: Any, parse: Callable[[Any], Op]) -> tuple[Op, ...]:
+def _checked_ops(items: Unchecked, parse: Callable[[Unchecked], Op]) -> tuple[Op, ...]:
     _need(type(items) in (list, tuple) and 1 <= len(items) <= MAX_OPS, "invalid_ops",
           f"ops is a list of 1 to {MAX_OPS} operations", "ops")
     return tuple(parse(item) for item in items)
 
 
-def _hex_bytes(value: Any, size: int, field: str) -> bytes:
+def _hex_bytes(value: Unchecked, size: int, field: str) -> bytes:
     _need(type(value) is str and len(value) == 2 * size, f"invalid_{field}", f"{field} is {2 * size} hex characters",
           field)
     try:

@@ -5,7 +5,7 @@ add the block height and time they executed at.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from exchange.app.history import TradeRow
 from exchange.markets import Market, MarketRegistry
@@ -13,9 +13,22 @@ from exchange.orders import Order, OrderStatus
 
 # The fields of an order that change after it is placed: (quantity, remaining, status, reason).
 OrderMoment = tuple[int, int, OrderStatus, str | None]
+# An order, trade, candle, book or position view as the control API and the market-data stream send it (its keys
+# are docs/api.md's, listed in each builder's docstring). A plain dict rather than a TypedDict: the node adds keys
+# to these views and merges them into the answers it types as JSON objects (node.api.base.JsonObject).
+View = dict[str, Any]
+# The created_key the state machine gives every order: (height, index of its tx in the block, index of its op).
+OrderKey = tuple[int, int, int]
 
 
-def order_view(order: Order, registry: MarketRegistry) -> dict[str, Any]:
+def order_key(order: Order) -> OrderKey:
+    """`order`'s (height, tx index, op index): the engine keeps a created_key as an opaque object, and every order of
+    the exchange application was given this triple (`ExchangeState._new`, the snapshot restore)."""
+    return cast("OrderKey", order.created_key)
+
+
+
+def order_view(order: Order, registry: MarketRegistry) -> View:
     """`{"id", "status", "market", "side", "type", "price", "qty", "remaining", "filled", "account", ...}`."""
     return order_view_as(order, registry, order_moment(order))
 
@@ -25,11 +38,11 @@ def order_moment(order: Order) -> OrderMoment:
     return order.quantity, order.remaining, order.status, order.reason
 
 
-def order_view_as(order: Order, registry: MarketRegistry, moment: OrderMoment) -> dict[str, Any]:
+def order_view_as(order: Order, registry: MarketRegistry, moment: OrderMoment) -> View:
     """The view of `order` as it was when `order_moment` took `moment`."""
     market = registry.get(order.market) if order.market in registry else None
     quantity, remaining, status, reason = moment
-    height, tx_index, op_index = order.created_key
+    height, tx_index, op_index = order_key(order)
     return {
         "id": order.id, "status": status.value, "market": order.market,
         "side": None if order.side is None else order.side.value,
@@ -49,7 +62,7 @@ def _units(market: Market | None, value: int | None, kind: str) -> str | None:
     return market.format_price(value) if kind == "price" else market.format_qty(value)
 
 
-def trade_view(row: TradeRow, market: Market) -> dict[str, Any]:
+def trade_view(row: TradeRow, market: Market) -> View:
     """`{"id", "market", "price", "qty", "maker_order_id", "taker_order_id", "buy_order_id", "sell_order_id", ...}`."""
     trade_id, price, qty, maker_id, taker_id, taker_side, maker_account, taker_account, height, time_ms = row
     taker_buys = taker_side == "buy"

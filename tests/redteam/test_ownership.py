@@ -106,9 +106,9 @@ def test_a_signature_over_other_bytes_is_refused_and_leaves_no_order(chain3):
     nodes = chain3
     alice = Client(chain_id_of(nodes))
     genuine = alice.tx(new("sell", "500.00", "1"))
-    tampered = []
+    tampered: list[dict[str, Any]] = []
     for field, value in (("qty", "100"), ("price", "1.00"), ("side", "buy")):
-        body = genuine.as_json()
+        body: Any = genuine.as_json()       # JSON to tamper with
         body["ops"][0][field] = value
         tampered.append(body)
     for key in ("nonce", "expires"):

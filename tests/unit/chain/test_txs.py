@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -44,13 +45,13 @@ def test_wire_and_json_round_trip_keep_the_signature():
 
 @pytest.mark.parametrize("field, value", [("nonce", "other"), ("expires", 1_700_000_000_001), ("chain_id", "cd" * 32)])
 def test_any_changed_field_breaks_the_signature(field, value):
-    data = make().as_json()
+    data: Any = make().as_json()       # JSON to tamper with
     data[field] = value
     assert not SignedTx.from_json(data).signature_valid()
 
 
 def test_a_changed_op_breaks_the_signature():
-    data = make().as_json()
+    data: Any = make().as_json()
     data["ops"][0]["price"] = "100.26"
     assert not SignedTx.from_json(data).signature_valid()
 

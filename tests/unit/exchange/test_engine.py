@@ -2,6 +2,8 @@
 plain dicts, views, snapshot/restore/digest, and the API-shaped views with decimal strings."""
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import orjson
 import pytest
@@ -130,7 +132,7 @@ def test_events_and_orders_are_plain_data() -> None:
     subject = engine()
     subject.apply(NewOrder("s1", SELL, LIMIT, 5, 10000, "ann", (1, "a", 1)))
     events = subject.apply(NewOrder("b1", BUY, LIMIT, 7, 10010, "bob", (2, "b", 1), SelfTradeMode.CANCEL_BOTH))
-    dicts = [event.to_dict() for event in events]
+    dicts: list[Any] = [event.to_dict() for event in events]     # as JSON and msgpack see them
     assert [d["type"] for d in dicts] == ["accepted", "trade"]
     assert orjson.loads(orjson.dumps(dicts)) == dicts
     assert msgpack.unpackb(msgpack.packb(dicts)) == dicts

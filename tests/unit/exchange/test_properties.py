@@ -3,6 +3,7 @@ snapshot determinism, and agreement with the naive reference matcher."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Mapping
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ from exchange.orders import Order, Side
 from tests.unit.exchange.streams import MARKET, commands, operations
 from tests.unit.exchange.reference import ReferenceMatcher, describe
 
-def run(command_list: list[Command]) -> tuple[MatchingEngine, list[list[dict]]]:
+def run(command_list: list[Command]) -> tuple[MatchingEngine, list[list[Mapping[str, object]]]]:
     engine = MatchingEngine(MARKET)
     return engine, [[event.to_dict() for event in engine.apply(command)] for command in command_list]
 
