@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from p2p.close_reason import CloseReason
+from p2p.close_reason import CloseReason, GivenReason
 
 # Protocol 2: every link is Noise-encrypted and the node id is proven by the Noise handshake.
 # A node links only with peers whose hello states a version in [MIN, MAX]; a release that stays
@@ -29,7 +29,7 @@ MAX_LIST = 512
 class ProtocolError(Exception):
     """A message that breaks the protocol; `reason` becomes the close reason."""
 
-    def __init__(self, reason: CloseReason, detail: str = "") -> None:
+    def __init__(self, reason: GivenReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.close_reason import CloseReason
+from p2p.close_reason import GivenReason
 
 if TYPE_CHECKING:
     from p2p.connection import PeerLink
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MessageHandler = Callable[["PeerLink", Message], None]
 LinkListener = Callable[["PeerLink"], None]
 Fields = Callable[[], dict[str, Any]]             # fields added to every hello or heartbeat we send
-Admission = Callable[[Message], CloseReason | None]      # the remote's proven hello -> a reason to refuse it, or None
+Admission = Callable[[Message], GivenReason | None]      # the remote's proven hello -> a reason to refuse it, or None
 Gate = Callable[["PeerLink", Message], bool]             # False drops the message
 DialResult = Callable[[str, bool], None]          # (the discovery source that named the address, linked?)
 

@@ -35,7 +35,7 @@ from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
-from p2p.close_reason import CloseReason, Fault, LinkReason, with_remote
+from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
 from p2p.failure_log import FailureLog, InternalErrors
@@ -326,7 +326,7 @@ class PeerManager:
         missing = self._kept - set(self.links)
         return {entry.host for entry in self.book if entry.node_id in missing}
 
-    def admit(self, link: PeerLink, hello: Message) -> CloseReason | None:
+    def admit(self, link: PeerLink, hello: Message) -> GivenReason | None:
         """The remote's hello, its identity proven: bans, a provisional slot, then the higher layers' hooks."""
         node_id = hello["node_id"]
         record = self.peers.get(node_id)
