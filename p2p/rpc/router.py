@@ -58,7 +58,7 @@ from p2p.resilience.backoff import Backoff
 from p2p.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from p2p.resilience.protection import ENFORCE, SHADOW, Protection
 from p2p.resilience.retry_budget import RetryBudget
-from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
+from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, HintPayload, parse_hint
 from p2p.rpc.metrics import PeerMetrics, outcome_histograms
 
 _CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -549,7 +549,7 @@ class AdaptiveRouter:
             p.breaker.release(now)
 
     # -- hints ---------------------------------------------------------------------------------
-    def on_hint(self, payload: Mapping[str, Any], origin: str, now: float) -> bool:
+    def on_hint(self, payload: Mapping[str, object], origin: str, now: float) -> bool:
         """A verified hint from node `origin`. Only about peers we know; True if it was taken."""
         hint = parse_hint(payload, origin, now)
         if hint is None or hint.subject not in self._peers or hint.subject == origin:
@@ -562,7 +562,7 @@ class AdaptiveRouter:
                 p.last_tried = min(p.last_tried, now - self.config.probe_interval)  # explore it soon
         return True
 
-    def emit_hints(self, emitter: HintEmitter, now: float) -> list[dict[str, Any]]:
+    def emit_hints(self, emitter: HintEmitter, now: float) -> list[HintPayload]:
         """Payloads `emitter` wants broadcast about the peers we have data on."""
         prior = self.prior(now)
         out = []
