@@ -19,6 +19,7 @@ from p2p.rpc.builtins import Builtins, FaultSpec
 from p2p.rpc.gossip import HintGossip
 from p2p.rpc.server import Handler
 from p2p.rpc.service import RpcResult, RpcService
+from p2p.rpc.views import RoutingView
 
 if TYPE_CHECKING:
     from node.api.base import ApiNode
@@ -113,7 +114,7 @@ class NodeRpc:
         return await self.workers().request(service, payload, timeout)
 
     # -- observability -------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> RoutingView:
         snap = self.service.snapshot()
         snap["hints"] = self.gossip.snapshot() if self.gossip is not None else None
         snap["grenache"] = {"workers": self.grenache.snapshot() if self.grenache is not None else None,

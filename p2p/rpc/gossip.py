@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypedDict
 
 import msgpack
 
@@ -54,6 +54,12 @@ class HintPath(Protocol):
                       origin_rate: float | None = None) -> None: ...
 
     def broadcast(self, message: Message) -> object: ...
+
+
+class HintsView(TypedDict):
+    counters: dict[str, int]
+    rate: float                          # hints we may send per second
+    recent: list[dict[str, Any]]         # the last hints sent and received, as their messages' fields
 
 
 class HintGossip:
@@ -179,5 +185,5 @@ class HintGossip:
                             "service": message.get("service"), "latency_ms": message.get("latency_ms"),
                             "error_rate": message.get("error_rate")})
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> HintsView:
         return {"counters": dict(self.counters), "rate": self.bucket.rate, "recent": list(self.recent)}

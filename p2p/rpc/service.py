@@ -46,6 +46,7 @@ from p2p.rpc.hints import HintBook
 from p2p.rpc.provider_search import ProviderFinder, ProviderSearch
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
 from p2p.rpc.server import Handler, RpcServer
+from p2p.rpc.views import ProviderView, RoutingView, ServiceView, UnroutedProviderView
 from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES, Payload
 
 if TYPE_CHECKING:
@@ -521,26 +522,22 @@ class RpcService:
         level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
         log.log(level, "breaker %s peer %s: %s -> %s (%s)", service, peer[:12], old, new, why)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> RoutingView:
         """Everything `GET /routing` shows."""
         now = self.clock()
-        services: dict[str, Any] = {}
+        services: dict[str, ServiceView] = {}
         for name in sorted(set(self.routers) | set(self._providers)):
             router = self.routers.get(name)
             providers = self._providers.get(name, [])
-            peers: dict[str, dict[str, Any] | None] = {}
-            peers.update(router.snapshot(now) if router is not None else {})
-            for peer in providers:
-                peers.setdefault(peer, None)
+            routed = router.snapshot(now) if router is not None else {}
             sent = self.requests_by_peer.get(name, {})
-            rows = {}
-            for peer, row in peers.items():
-                row = dict(row) if row else {"score": None, "latency_ms": None, "error_rate": None,
-                                              "breaker": "closed", "hint": None}
-                row["offers"] = peer in providers
-                row["connected"] = peer in self.peers.links
-                row["requests_sent"] = sent.get(peer, 0)
-                rows[peer] = row
+            rows: dict[str, ProviderView | UnroutedProviderView] = {}
+            for peer in [*routed, *(p for p in providers if p not in routed)]:
+                seen = routed.get(peer)
+                offers, connected, count = peer in providers, peer in self.peers.links, sent.get(peer, 0)
+                rows[peer] = ({**seen, "offers": offers, "connected": connected, "requests_sent": count} if seen else
+                              {"score": None, "latency_ms": None, "error_rate": None, "breaker": "closed", "hint": None,
+                               "offers": offers, "connected": connected, "requests_sent": count})
             services[name] = {"providers": providers, "peers": rows}
         warm = self.warmup
         return {
