@@ -35,7 +35,10 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-FieldCheck = Callable[[Any], bool]
+# A field's value as a check sees it: decoded msgpack, not yet checked. Any because msgpack values carry no
+# static type: the check is what gives the field one.
+FieldValue = Any
+FieldCheck = Callable[[FieldValue], bool]
 
 
 def is_str(max_len: int = MAX_STR) -> FieldCheck:
@@ -50,15 +53,15 @@ def is_int(lo: int = 0, hi: int = (1 << 63) - 1) -> FieldCheck:
     return lambda v: type(v) is int and lo <= v <= hi
 
 
-def is_number(v: Any) -> bool:
+def is_number(v: FieldValue) -> bool:
     return type(v) is int or type(v) is float
 
 
-def is_node_id(v: Any) -> bool:
+def is_node_id(v: FieldValue) -> bool:
     return type(v) is str and len(v) == NODE_ID_LEN
 
 
-def is_any(v: Any) -> bool:
+def is_any(v: FieldValue) -> bool:
     """Any value: a required field only has to be present; an optional one is not looked at."""
     return True
 

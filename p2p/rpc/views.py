@@ -8,6 +8,7 @@ from p2p.rpc.router import PeerRouteView
 
 if TYPE_CHECKING:
     from p2p.grenache.workers import GrenacheView
+    from p2p.router import PathsView
     from p2p.rpc.gossip import HintsView
 
 
@@ -71,4 +72,4 @@ class RoutingView(TypedDict):
     breaker_transitions: list[TransitionView]
     hints: NotRequired[HintsView | None]         # added by the node's RPC component: hint gossip, if it runs
     grenache: NotRequired[GrenacheView]          # and the Grenache workers it calls and the endpoint it serves
-    message_paths: NotRequired[dict[str, dict[str, int] | int]]   # added by the API: MessageRouter.paths()
+    message_paths: NotRequired[PathsView]        # added by the API: MessageRouter.paths()
