@@ -135,12 +135,6 @@ class PeerLink(asyncio.Protocol):
         return self.state == OPEN
 
     @property
-    def peer_id(self) -> str:
-        """`remote_id` where it is known to be set: in the hooks of an open link (PeerManager runs them only
-        once the Noise handshake proved the id) and in code those hooks call."""
-        return cast("str", self.remote_id)
-
-    @property
     def dialer_seq(self) -> int:
         if self.direction == Direction.OUTBOUND:
             return self.dial_seq

@@ -34,8 +34,8 @@ from p2p.resilience.protection import Protection, ProtectionView
 from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree, PlumtreeStats
 from p2p.routing.budgets import GraftBudget
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
-from p2p.routing.context import RoutedLink, RouterPeers, RoutingContext, proven_id
-from p2p.peer_hooks import PeerHooks
+from p2p.routing.context import RoutedLink, RouterPeers, RoutingContext
+from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.routing.envelope import (ROUTING_SCHEMAS, BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
 from p2p.routing.grenache_path import GrenachePath, GrenachePathStats

@@ -33,7 +33,8 @@ from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
 from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
-from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart, proven_id
+from p2p.peer_hooks import proven_id
+from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, MessageId, Validator, bump,
                                   check_envelope, make_envelope)
 

@@ -3,26 +3,16 @@ origin signatures and local subscribers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Protocol, cast
+from typing import Mapping, Protocol
 
 from p2p.close_reason import LinkReason
 from p2p.messages import Message, Schemas
 from p2p.origin_auth import OriginAuth, SigningPeers
+from p2p.peer_hooks import Identified
 from p2p.resilience.protection import Protection
 from p2p.routing.envelope import RouterCounters
 from p2p.routing.subscribers import Subscribers
 from p2p.seen_cache import SeenCache
-
-
-class Identified(Protocol):
-    @property
-    def remote_id(self) -> str | None: ...
-
-
-def proven_id(link: Identified) -> str:
-    """The node id of a link the router hears from: PeerManager hands the router only links whose Noise
-    handshake proved the id, so it is set."""
-    return cast("str", link.remote_id)
 
 
 class RoutedLink(Identified, Protocol):

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from p2p.close_reason import CloseReason, LinkReason
 from p2p.resilience.token_bucket import TokenBucket
-from p2p.routing.context import Identified, proven_id
+from p2p.peer_hooks import Identified, proven_id
 from p2p.routing.envelope import RouterCounters, bump
 
 log = logging.getLogger("p2p.router")

@@ -17,7 +17,8 @@ from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.delivery_queue import DeliveryQueue, Held
 from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame
-from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart, proven_id
+from p2p.peer_hooks import proven_id
+from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS, MessageId, Outcome, SendResult, bump,
                                   check_envelope, make_envelope)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, cast
 
 from p2p.messages import Message
-from p2p.peer_hooks import PeerHooks
+from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.retry_budget import RetryBudget
@@ -262,7 +262,7 @@ class RpcService:
             self._providers.pop(service, None)
 
     def _on_open(self, link: PeerLink) -> None:
-        peer = link.peer_id
+        peer = proven_id(link)
         hello = link.remote_hello or {}
         self._left.pop(peer, None)
         if getattr(link, "via", None) is not None:
@@ -301,30 +301,30 @@ class RpcService:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            origin = message.get("origin") or link.peer_id
-            replier = link if origin == link.peer_id else _Routed(self, origin)
+            origin = message.get("origin") or proven_id(link)
+            replier = link if origin == proven_id(link) else _Routed(self, origin)
             self.server.handle_request(message, origin, replier)
             return
-        self.server.handle_request(message, link.peer_id, link)
+        self.server.handle_request(message, proven_id(link), link)
 
     def _on_link_response(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            self.client.handle_response(message, message.get("origin") or link.peer_id)
+            self.client.handle_response(message, message.get("origin") or proven_id(link))
             return
-        self.client.handle_response(message, link.peer_id)
+        self.client.handle_response(message, proven_id(link))
 
     def _on_link_cancel(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            self.server.handle_cancel(message, message.get("origin") or link.peer_id)
+            self.server.handle_cancel(message, message.get("origin") or proven_id(link))
             return
-        self.server.handle_cancel(message, link.peer_id)
+        self.server.handle_cancel(message, proven_id(link))
 
     def _on_link_services(self, link: PeerLink, message: Message) -> None:
-        self._set_remote(link.peer_id, message["services"])
+        self._set_remote(proven_id(link), message["services"])
 
     def _on_routed_request(self, message: Message, from_node: str) -> None:
         origin = message.get("origin") or from_node
