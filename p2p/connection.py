@@ -20,7 +20,7 @@ import asyncio
 from enum import StrEnum
 import logging
 import time
-from typing import Any, Protocol, cast
+from typing import Any, Mapping, Protocol, cast
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -353,7 +353,7 @@ class PeerLink(asyncio.Protocol):
         self.host.on_heartbeat(self, message)
 
     # --- sending ----------------------------------------------------------------------------
-    def heartbeat(self, extra: dict[str, Any] | None = None) -> bool:
+    def heartbeat(self, extra: Mapping[str, object] | None = None) -> bool:
         """Send a heartbeat that echoes the peer's last timestamp, so both sides measure RTT."""
         now = time.time()
         message: dict[str, Any] = {"type": "heartbeat", "ts": now}

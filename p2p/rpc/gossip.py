@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypedDict
+from typing import TYPE_CHECKING, Callable, Protocol, TypedDict
 
 import msgpack
 
@@ -56,10 +56,22 @@ class HintPath(Protocol):
     def broadcast(self, message: Message) -> object: ...
 
 
+class HintRecord(TypedDict):
+    """A hint sent or received, as `recent` shows it."""
+    direction: str                       # "sent" or "received"
+    ts: float
+    origin: str
+    subject: str
+    status: str
+    service: str | None
+    latency_ms: float | None
+    error_rate: float | None
+
+
 class HintsView(TypedDict):
     counters: dict[str, int]
     rate: float                          # hints we may send per second
-    recent: list[dict[str, Any]]         # the last hints sent and received, as their messages' fields
+    recent: list[HintRecord]             # the last hints sent and received
 
 
 class HintGossip:
@@ -80,7 +92,7 @@ class HintGossip:
         self.router: HintPath | None = None
         self.counters: dict[str, int] = {"sent": 0, "rate_limited": 0, "received": 0, "accepted": 0,
                                          "ignored": 0, "stale": 0, "forged": 0}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=20)
+        self.recent: deque[HintRecord] = deque(maxlen=20)
         self._task: asyncio.Task[None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
