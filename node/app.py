@@ -52,7 +52,7 @@ from p2p.discovery.pex import PeerExchange
 from p2p.discovery.static import BootstrapDiscovery, PersistedDiscovery
 from p2p.peer_hooks import PeerComponent
 from p2p.peer_store import PeerStore
-from p2p.peers import PeerManager
+from p2p.peers import PeerManager, PeerView
 from p2p.router import MessageRouter
 
 log = logging.getLogger("node")
@@ -339,5 +339,5 @@ class ExchangeNode:
             return list(app.params.registry.symbols)
         return parse_markets(self.configs.chain.markets).symbols
 
-    def peer_list(self) -> list[JsonObject]:
+    def peer_list(self) -> list[PeerView]:
         return [record.as_dict() for record in self.peers.peers.values()]

@@ -126,10 +126,11 @@ class OperatorSurface:
         status = node.status()
         exchange = status.get("exchange") or {}
         links = node.peers.links
-        peers = sorted(node.peer_list(), key=lambda p: (p["status"] != "connected", p["node_id"]))[:STATUS_PEERS]
-        for peer in peers:
+        listed = sorted(node.peer_list(), key=lambda p: (p["status"] != "connected", p["node_id"]))[:STATUS_PEERS]
+        peers: list[JsonObject] = []
+        for peer in listed:
             link = links.get(peer["node_id"])
-            peer["links"] = sorted(link.remote_links) if link is not None else []
+            peers.append({**peer, "links": sorted(link.remote_links) if link is not None else []})
         book = self.bridge.status()
         return {
             "node": {"node_id": status["node_id"], "version": status["version"], "network_id": status["network_id"],

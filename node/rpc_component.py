@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 from prometheus_client.core import Metric
 
 from node.api import rpc as api_rpc
-from node.api.base import JsonObject
 from node.configs import NodeRpcConfig
 from node.identity import NodeIdentity
 from p2p.grenache.grape import GrapeClient
@@ -22,6 +21,7 @@ from p2p.rpc.builtins import Builtins, FaultSpec
 from p2p.rpc.gossip import HintGossip
 from p2p.rpc.server import Handler
 from p2p.rpc.service import RpcResult, RpcService
+from p2p.rpc.views import RoutingView
 
 if TYPE_CHECKING:
     from node.api.base import ApiNode
@@ -122,7 +122,7 @@ class NodeRpc:
         return await self.workers().request(service, payload, timeout)
 
     # -- observability -------------------------------------------------------------------------
-    def snapshot(self) -> JsonObject:
+    def snapshot(self) -> RoutingView:
         snap = self.service.snapshot()
         snap["hints"] = self.gossip.snapshot() if self.gossip is not None else None
         snap["grenache"] = {"workers": self.grenache.snapshot() if self.grenache is not None else None,

@@ -60,7 +60,13 @@ class Fault(StrEnum):
 
 
 RemoteReason = NewType("RemoteReason", str)
-LinkReason = CloseReason | RemoteReason
+# A reason this node closes or refuses a link with: one of ours, or a word a component riding on the links
+# chose for a rule of its own (an admission hook refusing a peer, a subscriber rejecting content, a test
+# ending a round). Such a word is sent in the goodbye, counted and logged as it is, and p2p's decisions
+# (penalty points, bans, redials, quiet closes) give it their defaults, since they key on CloseReason
+# members only; so it is a plain str: p2p does not list every component's words.
+GivenReason = CloseReason | str
+LinkReason = GivenReason | RemoteReason    # why a link closed: a reason given here, or what the peer said
 
 REMOTE_PREFIX = "remote_"
 _SAID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")

@@ -21,11 +21,11 @@ from collections import deque
 from enum import StrEnum
 import logging
 import time
-from typing import Any, Protocol, cast
+from typing import Any, Mapping, Protocol, cast
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.close_reason import CloseReason, Fault, LinkReason, remote_reason
+from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, remote_reason
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -68,7 +68,7 @@ class LinkHost(Protocol):
     def node_id_for(self, public_key: bytes) -> str: ...
     def accept(self, link: "PeerLink") -> CloseReason | None: ...
     def local_hello(self, link: "PeerLink") -> Message: ...
-    def admit(self, link: "PeerLink", hello: Message) -> CloseReason | None: ...
+    def admit(self, link: "PeerLink", hello: Message) -> GivenReason | None: ...
     def claim(self, link: "PeerLink") -> CloseReason | None: ...
     def on_open(self, link: "PeerLink") -> None: ...
     def on_message(self, link: "PeerLink", message: Message) -> None: ...
@@ -428,7 +428,7 @@ class PeerLink(asyncio.Protocol):
         self.host.on_heartbeat(self, message)
 
     # --- sending ----------------------------------------------------------------------------
-    def heartbeat(self, extra: dict[str, Any] | None = None) -> bool:
+    def heartbeat(self, extra: Mapping[str, object] | None = None) -> bool:
         """Send a heartbeat that echoes the peer's last timestamp, so both sides measure RTT."""
         now = time.time()
         message: dict[str, Any] = {"type": "heartbeat", "ts": now}

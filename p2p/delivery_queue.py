@@ -14,11 +14,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from p2p.messages import Message
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.token_bucket import TokenBucket
+
+if TYPE_CHECKING:
+    from p2p.routing.envelope import SendResult
 
 
 @dataclass(slots=True)
@@ -27,7 +30,7 @@ class Held:
 
     message: Message
     expires: float
-    on_settled: Callable[[Any], None] | None = None
+    on_settled: Callable[[SendResult], None] | None = None
     guard: str | None = ENFORCE  # the protection verdict drawn for it (see Protection.covers)
 
 
@@ -67,7 +70,7 @@ class DeliveryQueue:
     def pending_targets(self) -> int:
         return len(self._queues)
 
-    def put(self, target: str, message: Message, on_settled: Callable[[Any], None] | None = None
+    def put(self, target: str, message: Message, on_settled: Callable[[SendResult], None] | None = None
             ) -> tuple[bool, Held | None]:
         """Queue a message. Returns (accepted, evicted): not accepted when there are too many targets
         already; `evicted` is the oldest message pushed out of a full queue (settle it as dropped)."""
@@ -80,7 +83,7 @@ class DeliveryQueue:
         queue.items.append(self.hold(message, on_settled))
         return True, evicted
 
-    def hold(self, message: Message, on_settled: Callable[[Any], None] | None = None) -> Held:
+    def hold(self, message: Message, on_settled: Callable[[SendResult], None] | None = None) -> Held:
         """A Held for `message` as `put` would queue it (expiry, protection verdict), queued nowhere yet."""
         return Held(message, self._clock() + self.ttl, on_settled, self.protection.covers())
 

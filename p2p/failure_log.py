@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import NotRequired, TypedDict
 
 # Failures that point at a configuration problem on one side or the other: WARNING, not INFO.
 CONFIG_PROBLEMS = frozenset({
@@ -22,22 +22,38 @@ CONFIG_PROBLEMS = frozenset({
 })
 
 
+class Failure(TypedDict):
+    """A failure as `last_error` shows it: why, its detail and when; and for a connection, the address and
+    what failed ("dial (source)", "inbound connection from", ...)."""
+    reason: str
+    detail: str
+    address: NotRequired[str]
+    what: NotRequired[str]
+    at: float
+
+
+class _AddressState(TypedDict):
+    logged_at: float
+    suppressed: int
+    last: Failure
+
+
 class FailureLog:
     def __init__(self, logger: logging.Logger, *, interval: float = 60.0, max_addresses: int = 1024,
                  recent: int = 32) -> None:
         self.log = logger
         self.interval = interval
         self.max_addresses = max_addresses
-        self._by_address: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self._by_address: OrderedDict[str, _AddressState] = OrderedDict()
+        self._recent: deque[Failure] = deque(maxlen=recent)
         self.total = 0
 
-    def record(self, address: str, reason: str, detail: str = "", *, what: str = "connection") -> dict[str, Any]:
+    def record(self, address: str, reason: str, detail: str = "", *, what: str = "connection") -> Failure:
         """Note one failure (`what`: "dial", "inbound", "link") and log it unless this address was
         logged less than `interval` ago; returns the entry shown as `last_error`."""
         now = time.time()
         self.total += 1
-        entry = {"reason": reason, "detail": detail, "address": address, "what": what, "at": now}
+        entry: Failure = {"reason": reason, "detail": detail, "address": address, "what": what, "at": now}
         state = self._by_address.get(address)
         if state is None:
             state = self._by_address[address] = {"logged_at": 0.0, "suppressed": 0, "last": entry}
@@ -58,15 +74,15 @@ class FailureLog:
             state["suppressed"] += 1
         return entry
 
-    def last_for(self, address: str) -> dict[str, Any] | None:
+    def last_for(self, address: str) -> Failure | None:
         state = self._by_address.get(address)
         return None if state is None else state["last"]
 
     @property
-    def last(self) -> dict[str, Any] | None:
+    def last(self) -> Failure | None:
         return self._recent[-1] if self._recent else None
 
-    def recent(self) -> list[dict[str, Any]]:
+    def recent(self) -> list[Failure]:
         return list(self._recent)
 
 

@@ -7,7 +7,7 @@ so a tiny frame cannot expand into a huge object.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Mapping, cast
+from typing import Callable, Mapping, cast
 
 import msgpack
 
@@ -47,10 +47,10 @@ _unpackb = msgpack.unpackb
 
 # msgpack body only; broadcasts encode once and reuse the bytes for every link. The packer's own
 # bound method, not a wrapper: the link's send path calls it once per message.
-encode_body: Callable[[Mapping[str, Any]], bytes] = _packb
+encode_body: Callable[[Mapping[str, object]], bytes] = _packb
 
 
-def encode_frame(message: Mapping[str, Any], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+def encode_frame(message: Mapping[str, object], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
     body = _packb(message)
     if len(body) > max_frame_bytes:
         raise FrameTooLarge(f"frame of {len(body)} bytes exceeds limit {max_frame_bytes}")

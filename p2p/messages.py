@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from p2p.close_reason import CloseReason
+from p2p.close_reason import CloseReason, GivenReason
 
 # Protocol 2: every link is Noise-encrypted and the node id is proven by the Noise handshake.
 # A node links only with peers whose hello states a version in [MIN, MAX]; a release that stays
@@ -29,13 +29,16 @@ MAX_LIST = 512
 class ProtocolError(Exception):
     """A message that breaks the protocol; `reason` becomes the close reason."""
 
-    def __init__(self, reason: CloseReason, detail: str = "") -> None:
+    def __init__(self, reason: GivenReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 
 
-FieldCheck = Callable[[Any], bool]
+# A field's value as a check sees it: decoded msgpack, not yet checked. Any because msgpack values carry no
+# static type: the check is what gives the field one.
+FieldValue = Any
+FieldCheck = Callable[[FieldValue], bool]
 
 
 def is_str(max_len: int = MAX_STR) -> FieldCheck:
@@ -50,15 +53,15 @@ def is_int(lo: int = 0, hi: int = (1 << 63) - 1) -> FieldCheck:
     return lambda v: type(v) is int and lo <= v <= hi
 
 
-def is_number(v: Any) -> bool:
+def is_number(v: FieldValue) -> bool:
     return type(v) is int or type(v) is float
 
 
-def is_node_id(v: Any) -> bool:
+def is_node_id(v: FieldValue) -> bool:
     return type(v) is str and len(v) == NODE_ID_LEN
 
 
-def is_any(v: Any) -> bool:
+def is_any(v: FieldValue) -> bool:
     """Any value: a required field only has to be present; an optional one is not looked at."""
     return True
 

@@ -19,10 +19,28 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from p2p.messages import Message
 from p2p.framing import encode_body
+
+if TYPE_CHECKING:
+    from p2p.peers import Identity
+
+
+class SigningPeers(Protocol):
+    """What origin signatures take from the PeerManager: our identity and the network's checks."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def network_id(self) -> str: ...
+    @property
+    def identity(self) -> Identity: ...
+
+    def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool: ...
+
+    def node_id_for(self, public_key: bytes) -> str: ...
 
 BROADCAST_DOMAIN = b"exchange-node/broadcast/1|"
 RELAY_DOMAIN = b"exchange-node/relay/1|"
@@ -48,7 +66,7 @@ class OriginAuth:
         self.clock = clock
 
     @classmethod
-    def for_peers(cls, peers: Any, max_age: float) -> "OriginAuth":
+    def for_peers(cls, peers: SigningPeers, max_age: float) -> "OriginAuth":
         return cls(node_id=peers.node_id, public_key=peers.identity.public_key_bytes, sign=peers.identity.sign,
                    verify=peers.verify, node_id_for=peers.node_id_for, network=peers.network_id, max_age=max_age)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.close_reason import CloseReason
+from p2p.close_reason import GivenReason
 
 if TYPE_CHECKING:
     from p2p.connection import PeerLink
@@ -23,9 +23,20 @@ if TYPE_CHECKING:
 MessageHandler = Callable[["PeerLink", Message], None]
 LinkListener = Callable[["PeerLink"], None]
 Fields = Callable[[], dict[str, Any]]             # fields added to every hello or heartbeat we send
-Admission = Callable[[Message], CloseReason | None]      # the remote's proven hello -> a reason to refuse it, or None
+Admission = Callable[[Message], GivenReason | None]      # the remote's proven hello -> a reason to refuse it, or None
 Gate = Callable[["PeerLink", Message], bool]             # False drops the message
 DialResult = Callable[[str, bool], None]          # (the discovery source that named the address, linked?)
+
+
+class Identified(Protocol):
+    @property
+    def remote_id(self) -> str | None: ...
+
+
+def proven_id(link: Identified) -> str:
+    """The node id of a link a hook hears from: PeerManager runs the hooks of a link (its handlers, open and
+    close listeners, gate) only once its Noise handshake proved the id, so it is set there."""
+    return cast("str", link.remote_id)
 
 
 @dataclass(frozen=True, slots=True)

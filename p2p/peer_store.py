@@ -42,7 +42,7 @@ class StoredPeer:
         return (self.host, self.port)
 
     @classmethod
-    def from_dict(cls, entry: Any) -> StoredPeer:
+    def from_dict(cls, entry: object) -> StoredPeer:
         """Validate one stored entry; raises ValueError naming what is wrong. Unknown keys are ignored."""
         if not isinstance(entry, dict):
             raise ValueError("entry is not an object")

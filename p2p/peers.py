@@ -28,17 +28,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Protocol, TypedDict, TypeVar
 
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
 from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
-from p2p.close_reason import CloseReason, Fault, LinkReason, with_remote
+from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
-from p2p.failure_log import FailureLog, InternalErrors
+from p2p.failure_log import Failure, FailureLog, InternalErrors
 from p2p.peer_config import PeerConfig
 from p2p.peer_hooks import Admission, DialResult, Fields, Gate, LinkListener, MessageHandler, PeerComponent
 from p2p.peer_store import PeerStore, StoredPeer
@@ -75,6 +75,60 @@ class Identity(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
+class PeerView(TypedDict):
+    """One row of `GET /peers`."""
+    node_id: str
+    host: str
+    port: int
+    status: str
+    direction: str
+    source: str
+    rtt_ms: float | None
+    last_seen: float
+    first_seen: float
+    close_reason: str | None
+    services: list[str]
+    software: str
+    msgs_in: int
+    msgs_out: int
+    bytes_in: int
+    bytes_out: int
+    penalty: float
+    last_error: Failure | None
+    via: str | None                    # the relay carrying the link, if any
+
+
+class LimitsView(TypedDict):
+    max_peers: int
+    max_inbound: int
+    per_ip: int
+    per_subnet: int
+    limit_loopback: bool
+
+
+class PeersStatus(TypedDict):
+    """The links and the peer table in `/status`."""
+    peers_connected: int
+    outbound: int
+    inbound: int
+    known_addresses: int
+    verified_addresses: int
+    feelers_waiting: int
+    tried_collisions: int
+    known_nodes: int
+    dialling: int
+    handshakes_in_progress: int
+    unknown_messages: int
+    kept: list[str]
+    counters: dict[str, int]
+    close_reasons: dict[str, int]
+    violations: dict[str, int]
+    internal_errors: dict[str, int]
+    last_error: Failure | None
+    recent_errors: list[Failure]
+    limits: LimitsView
+
+
 class PeerStatus(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -106,7 +160,7 @@ class PeerRecord:
     msgs_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    last_error: dict[str, Any] | None = None
+    last_error: Failure | None = None
     link: PeerLink | None = None
 
     def refresh_counters(self) -> None:
@@ -118,7 +172,7 @@ class PeerRecord:
             if link.last_frame_at is not None:      # a connected peer was last seen when its last frame came
                 self.last_seen = max(self.last_seen, link.last_frame_at)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PeerView:
         self.refresh_counters()
         return {
             "node_id": self.node_id, "host": self.host, "port": self.port, "status": self.status,
@@ -326,7 +380,7 @@ class PeerManager:
         missing = self._kept - set(self.links)
         return {entry.host for entry in self.book if entry.node_id in missing}
 
-    def admit(self, link: PeerLink, hello: Message) -> CloseReason | None:
+    def admit(self, link: PeerLink, hello: Message) -> GivenReason | None:
         """The remote's hello, its identity proven: bans, a provisional slot, then the higher layers' hooks."""
         node_id = hello["node_id"]
         record = self.peers.get(node_id)
@@ -826,7 +880,7 @@ class PeerManager:
             self.internal_errors.report("peers.dial", exc)
         self._wake.set()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PeersStatus:
         return {
             "peers_connected": len(self.links), "outbound": self.outbound_count,
             "inbound": len(self.links) - self.outbound_count, "known_addresses": len(self.book),

@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 from p2p.messages import Message
 from p2p.delivery_queue import DeliveryQueue
 from p2p.grenache.grape import GrapeClient
 from p2p.origin_auth import OriginAuth
-from p2p.resilience.protection import Protection
-from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree
+from p2p.resilience.protection import Protection, ProtectionView
+from p2p.routing.broadcast import LatenessEstimator, MessageCache, Plumtree, PlumtreeStats
 from p2p.routing.budgets import GraftBudget
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
-from p2p.routing.context import RoutingContext
-from p2p.peer_hooks import PeerHooks
+from p2p.routing.context import RoutedLink, RouterPeers, RoutingContext
+from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.routing.envelope import (ROUTING_SCHEMAS, BroadcastType, Handler, Outcome, RouterCounters, SendResult, Validator,
                                   check_envelope, is_msg_id, new_message_id)
-from p2p.routing.grenache_path import GrenachePath
+from p2p.routing.grenache_path import GrenachePath, GrenachePathStats
 from p2p.routing.inbound_limit import InboundLimiter
 from p2p.routing.subscribers import Subscribers
 from p2p.routing.unicast import Unicast
@@ -48,12 +48,60 @@ __all__ = ["MessageRouter", "Outcome", "SendResult", "check_envelope", "is_msg_i
            "LatenessEstimator", "MessageCache"]
 
 
+class PathsView(TypedDict):
+    """How messages travelled, by path: unicasts sent and received, unique broadcasts received."""
+    unicast_sent: dict[str, int]
+    unicast_received: dict[str, int]
+    broadcast_received: dict[str, int]
+    broadcast_sent_grenache: int
+
+
+class SeenCacheView(TypedDict):
+    size: int
+    max_size: int
+    ttl: float
+    evicted: int
+    expired: int
+
+
+class QueueView(TypedDict):
+    messages: int                    # unicasts held for nodes we cannot reach now
+    targets: int
+    draining: int
+
+
+class RateLimitView(TypedDict):
+    rate: float
+    burst: float
+
+
+class RouterStats(PlumtreeStats):
+    """The message router in `/status`: counters by type, the broadcast tree, the paths messages took."""
+    mode: str
+    sent: dict[str, int]
+    received: dict[str, int]
+    duplicates: dict[str, int]
+    dropped: dict[str, int]
+    events: dict[str, int]
+    amplification: float | None
+    links: int
+    relay_reach: int
+    relay_targets: list[str]
+    seen_cache: SeenCacheView
+    queue: QueueView
+    rate_limit: RateLimitView
+    paths: PathsView
+    grenache: GrenachePathStats | None
+    protection: ProtectionView
+    summary: str
+
+
 class MessageRouter:
     """Routes application messages for one node: PeerManager.attach wires it as `peer_hooks` says (every
     message no link-local handler takes, the per-peer gate, link and heartbeat listeners); `start`/`stop`
     run its housekeeping."""
 
-    def __init__(self, peers: Any, config: RouterConfig) -> None:
+    def __init__(self, peers: RouterPeers, config: RouterConfig) -> None:
         self.peers = peers
         self.config = config
         self.node_id: str = peers.node_id
@@ -132,7 +180,7 @@ class MessageRouter:
         is passed to `on_settled` later (delivered/relayed when flushed, dropped when it expires)."""
         return self.unicast.send_to_peer(node_id, message, on_settled)
 
-    def route_for(self, node_id: str) -> tuple[str, Any] | None:
+    def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
         return self.unicast.route_for(node_id)
 
@@ -218,32 +266,32 @@ class MessageRouter:
         self.plumtree.lateness.decay()
 
     # --- PeerManager hooks ------------------------------------------------------------------
-    def _on_open(self, link: Any) -> None:
-        node_id = link.remote_id
+    def _on_open(self, link: RoutedLink) -> None:
+        node_id = proven_id(link)
         self.inbound.opened(node_id)
         self.plumtree.forget_link(node_id)  # new links start eager for every origin; redundant ones get pruned
         self.unicast.link_opened(node_id)
 
-    def _on_close(self, link: Any) -> None:
-        node_id = link.remote_id
+    def _on_close(self, link: RoutedLink) -> None:
+        node_id = proven_id(link)
         self.inbound.closed(node_id)
         self.plumtree.link_closed(node_id)
 
-    def _on_heartbeat(self, link: Any, message: Message) -> None:
+    def _on_heartbeat(self, link: RoutedLink, message: Message) -> None:
         self.unicast.heartbeat(link)
 
     def peer_hooks(self) -> PeerHooks:
         return PeerHooks("router", schemas=ROUTING_SCHEMAS, application=self.on_message, gate=self.admit,
                          on_open=(self._on_open,), on_close=(self._on_close,), on_heartbeat=(self._on_heartbeat,))
 
-    def admit(self, link: Any, message: Message) -> bool:
+    def admit(self, link: RoutedLink, message: Message) -> bool:
         """The gate of our peer hooks: the per-peer inbound rate limit, asked for every application
         message (also those other layers handle directly). False drops the message."""
         return self.inbound.admit(link, relayed=_relayed_broadcast(link, message))
 
-    def on_message(self, link: Any, message: Message) -> None:
+    def on_message(self, link: RoutedLink, message: Message) -> None:
         """The application path of our peer hooks: every validated message no link-local handler took."""
-        src = link.remote_id
+        src = proven_id(link)
         kind = message["type"]
         received = self.counters.received
         received[kind] = received.get(kind, 0) + 1
@@ -273,7 +321,7 @@ class MessageRouter:
         unique = events["unique_broadcasts"]
         return round(events["broadcast_copies"] / unique, 4) if unique else None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RouterStats:
         counters = self.counters
         links = self.peers.links
         # nodes we reach only through a neighbour (as their heartbeats report), for operators and tests
@@ -299,7 +347,7 @@ class MessageRouter:
             "summary": self.summary(),
         }
 
-    def paths(self) -> dict[str, dict[str, int] | int]:
+    def paths(self) -> PathsView:
         """How messages travelled: unicasts sent and received, and unique broadcasts received, by path."""
         counters = self.counters
         return {"unicast_sent": dict(counters.unicast_sent), "unicast_received": dict(counters.unicast_received),
@@ -321,7 +369,7 @@ class MessageRouter:
         return line
 
 
-def _relayed_broadcast(link: Any, message: Message) -> bool:
+def _relayed_broadcast(link: RoutedLink, message: Message) -> bool:
     """A broadcast the neighbour passes on from someone else: over its rate it is dropped, but it never gets the
     neighbour banned (an honest relay of a spammer's copies is not the spammer)."""
     origin = message.get("origin")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from p2p.dht.service import DhtService
     from p2p.discovery import DiscoveryOrchestrator
     from p2p.nat.service import NatService
-    from p2p.peers import PeerManager
+    from p2p.peers import PeerManager, PeerView
     from p2p.router import MessageRouter
 
 log = logging.getLogger("node.api.server")
@@ -72,7 +72,7 @@ class ApiNode(Protocol):
 
     def status(self) -> JsonObject: ...
 
-    def peer_list(self) -> list[JsonObject]: ...
+    def peer_list(self) -> list[PeerView]: ...
 
 
 NODE_KEY = web.AppKey("node", ApiNode)

@@ -109,7 +109,8 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
 def _limits(rpc: RpcService, service: str) -> JsonObject:
     """The rate limits in force now: warm-up rate, each peer's AIMD concurrency limit and breaker."""
     snapshot = rpc.snapshot()
-    peers = snapshot["services"].get(service, {}).get("peers", {})
+    view = snapshot["services"].get(service)
+    peers = view["peers"] if view is not None else {}
     return {"warmup_rate": snapshot["warmup"]["rate"],
             "throttle_reject_probability": snapshot["throttle"]["reject_probability"],
             "peers": {peer: {"concurrency_limit": row.get("concurrency_limit"), "breaker": row.get("breaker")}

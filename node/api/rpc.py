@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import orjson
 from aiohttp import web
@@ -278,7 +278,7 @@ def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
     sent = CounterMetricFamily("exchange_node_rpc_peer_attempts", "Request attempts sent per peer",
                                labels=["service", "peer"])
 
-    def add_rows(label: str, rows: dict[str, JsonObject]) -> None:
+    def add_rows(label: str, rows: Mapping[str, Mapping[str, object]]) -> None:
         for peer, row in rows.items():
             for key, family, scale in gauges:
                 value = row.get(key)
@@ -286,13 +286,15 @@ def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
                     family.add_metric([label, peer], value * scale)
             for state in BREAKER_STATES:
                 breaker.add_metric([label, peer, state], 1.0 if row.get("breaker") == state else 0.0)
-            sent.add_metric([label, peer], row.get("requests_sent", 0))
+            attempts = row.get("requests_sent", 0)
+            sent.add_metric([label, peer], attempts if isinstance(attempts, (int, float)) else 0)
 
     for service, data in snap["services"].items():
         add_rows(service, data["peers"])
-    workers = (snap.get("grenache") or {}).get("workers") or {}
-    for service, data in workers.get("services", {}).items():
-        add_rows(f"grenache:{service}", data["peers"])
+    grenache = snap.get("grenache")
+    workers = grenache["workers"] if grenache is not None else None
+    for name, served in (workers["services"] if workers is not None else {}).items():
+        add_rows(f"grenache:{name}", served["peers"])
     yield from (family for _, family, _ in gauges)
     yield breaker
     yield sent

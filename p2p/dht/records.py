@@ -10,7 +10,7 @@ then proves the node (the chain's certificates stay the only authority on anythi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import msgpack
 
@@ -51,7 +51,7 @@ class NodeRecord:
                                     list(self.services), self.protocol, self.seq, self.expires_ms],
                                    use_bin_type=True))
 
-    def wire(self) -> list[Any]:
+    def wire(self) -> list[object]:
         return [self.node_id, self.public_key, [list(a) for a in self.addresses], list(self.services),
                 self.protocol, self.seq, self.expires_ms, self.sig]
 
@@ -63,7 +63,7 @@ class NodeRecord:
                    sign(unsigned.signed_part()))
 
     @classmethod
-    def from_wire(cls, data: Any) -> NodeRecord:
+    def from_wire(cls, data: object) -> NodeRecord:
         """The record a peer sent, its shape and sizes checked (not yet its signature: `check`)."""
         if type(data) is not list or len(data) != 8:
             raise RecordError("not a record")

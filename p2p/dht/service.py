@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol
 
 from p2p.address_book import dialable
 from p2p.admission import netgroup
@@ -27,10 +27,15 @@ from p2p.dht.ids import ID_HEX, key_for
 from p2p.dht.lookup import Lookup, Query
 from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify
 from p2p.dht.table import K, Contact, RoutingTable
-from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats, StrategyView
 from p2p.peer_hooks import PeerHooks
 from p2p.rpc import errors as e
+from p2p.rpc.server import Handler
+from p2p.rpc.wire import Payload
 from p2p.transport import DialError
+
+if TYPE_CHECKING:
+    from p2p.connection import PeerLink
 
 log = logging.getLogger("p2p.dht")
 
@@ -41,27 +46,49 @@ PROTOCOL = 2
 MAX_SERVICE = 128
 
 
-class DhtLink(Protocol):
-    remote_id: str | None
-    remote_addr: tuple[str, int] | None
-
-
 class DhtPeers(Protocol):
-    """What the DHT needs of the PeerManager."""
+    """What the DHT needs of the PeerManager: whom it is linked to (membership only), where a linked node
+    listens, and a dial (the link it returns is read only for its `remote_id`)."""
 
-    node_id: str
-    links: dict[str, Any]
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def links(self) -> Mapping[str, object]: ...
 
-    def listen_address(self, link: Any) -> tuple[str, int] | None: ...
+    def listen_address(self, link: PeerLink) -> tuple[str, int] | None: ...
 
-    async def dial(self, host: str, port: int, source: str = "manual") -> Any: ...
+    async def dial(self, host: str, port: int, source: str = "manual") -> object: ...
 
 
 class DhtRpc(Protocol):
-    def register(self, service: str, handler: Callable[[Any, str], Any]) -> None: ...
+    def register(self, service: str, handler: Handler) -> None: ...
 
-    def request_peer(self, node_id: str, service: str, payload: Any = None,
-                     timeout: float | None = None) -> Awaitable[Any]: ...
+    def request_peer(self, node_id: str, service: str, payload: Payload = None,
+                     timeout: float | None = None) -> Awaitable[Payload]: ...
+
+
+class DhtStatsView(StrategyView):
+    lookups: int
+    found_records: int
+    queries: int
+    failed_queries: int
+    bad_answers: int
+    published: int
+    publications: int
+    refused_as_client: int
+    skipped_clients: int
+    providers_linked: int
+    lookup_hops: dict[str, int]        # node lookups by hops taken
+
+
+class DhtView(DhtStatsView):
+    node_id: str
+    mode: str                          # "server" or "client"
+    contacts: int
+    buckets: list[tuple[int, int]]
+    records: int
+    services: int
+    refused: dict[str, int]            # contacts and records turned away, by reason
 
 
 @dataclass(slots=True)
@@ -78,9 +105,9 @@ class DhtStats(StrategyStats):
     providers_linked: int = 0   # links made so an RPC call found a provider no linked peer was
     lookup_hops: dict[int, int] = field(default_factory=dict)   # node lookups that went to the network, by hops
 
-    def as_dict(self) -> dict[str, Any]:
-        return StrategyStats.as_dict(self) | {
-            "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
+    def as_dict(self) -> DhtStatsView:
+        return {
+            **StrategyStats.as_dict(self), "lookups": self.lookups, "found_records": self.found, "queries": self.queries,
             "failed_queries": self.failed_queries, "bad_answers": self.bad_answers, "published": self.published,
             "publications": self.publications, "refused_as_client": self.refused_as_client,
             "skipped_clients": self.skipped_clients, "providers_linked": self.providers_linked,
@@ -95,7 +122,7 @@ class DhtService(DiscoveryStrategy):
                  addresses: Callable[[], tuple[Address, ...]], k: int = K, query_timeout: float = 2.0,
                  record_ttl: float = 3600.0, republish: float = 600.0, walk_interval: float = 30.0,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 relay_dial: Callable[[str, int, str], Awaitable[Any]] | None = None,
+                 relay_dial: Callable[[str, int, str], Awaitable[object]] | None = None,
                  private: Callable[[], bool] = lambda: False,
                  peer_private: Callable[[str], bool] = lambda node_id: False, limit_loopback: bool = False) -> None:
         super().__init__()
@@ -131,7 +158,7 @@ class DhtService(DiscoveryStrategy):
         return PeerHooks("dht", on_open=(self._on_open,), on_close=(self._on_close,))
 
     # --- the table, from links ------------------------------------------------------------------------
-    def _on_open(self, link: Any) -> None:
+    def _on_open(self, link: PeerLink) -> None:
         node_id = link.remote_id
         address = self.peers.listen_address(link)
         if not node_id or address is None:
@@ -140,7 +167,7 @@ class DhtService(DiscoveryStrategy):
         host = link.remote_addr[0] if link.remote_addr else address[0]
         self.table.add(Contact(node_id, address[0], address[1], netgroup(host)), self.clock())
 
-    def _on_close(self, link: Any) -> None:
+    def _on_close(self, link: PeerLink) -> None:
         """A link closed: the contact stays (Kademlia keeps nodes that are merely not linked now)."""
 
     # --- serving ----------------------------------------------------------------------------------------
@@ -404,7 +431,7 @@ class DhtService(DiscoveryStrategy):
             if address is not None and node_id not in self.peers.links:
                 sink(Candidate(address[0], address[1], self.name, node_id))
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> DhtView:
         return {"node_id": self.node_id, "mode": self.mode, "contacts": len(self.table), "buckets": self.table.buckets(),
                 "records": len(self.store.nodes), "services": len(self.store.providers),
                 "refused": {**self.table.refused, **self.store.refused}, **self.stats.as_dict()}

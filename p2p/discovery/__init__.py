@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
-from p2p.peer_hooks import PeerHooks
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats, StrategyView
+from p2p.peer_hooks import PeerHooks, proven_id
+
+if TYPE_CHECKING:
+    from p2p.connection import PeerLink
+    from p2p.peers import PeerManager
 
 log = logging.getLogger("p2p.discovery")
 
@@ -40,7 +44,7 @@ class DeferredStrategy(DiscoveryStrategy):
 
 
 class DiscoveryOrchestrator:
-    def __init__(self, peers: Any, strategies: Iterable[DiscoveryStrategy]) -> None:
+    def __init__(self, peers: PeerManager, strategies: Iterable[DiscoveryStrategy]) -> None:
         self.peers = peers
         self.strategies: dict[str, DiscoveryStrategy] = {s.name: s for s in strategies}
         self._tasks: list[asyncio.Task[None]] = []
@@ -54,8 +58,8 @@ class DiscoveryOrchestrator:
         if strategy is not None:
             strategy.stats.dialled += 1
 
-    def _on_open(self, link: Any) -> None:
-        record = self.peers.peers.get(link.remote_id)
+    def _on_open(self, link: PeerLink) -> None:
+        record = self.peers.peers.get(proven_id(link))
         strategy = self.strategies.get(record.source if record else link.source)
         if strategy is not None:
             strategy.stats.connected += 1
@@ -92,7 +96,7 @@ class DiscoveryOrchestrator:
             except Exception:
                 log.exception("closing discovery strategy %s", strategy.name)
 
-    def stats(self) -> dict[str, dict[str, Any]]:
+    def stats(self) -> dict[str, StrategyView]:
         return {name: s.stats.as_dict() for name, s in self.strategies.items()}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 #: Dial priority of each source, lowest first (the seed's order).
 # "claimed": remembered from a peer that dialled us, its address never dialled by us (unverified; dialled after
@@ -27,6 +27,14 @@ class Candidate:
         return (self.host, self.port)
 
 
+class StrategyView(TypedDict):
+    found: int
+    dialled: int
+    connected: int
+    last_error: str | None
+    last_error_at: float | None
+
+
 @dataclass(slots=True)
 class StrategyStats:
     """Per-strategy counters shown in GET /status."""
@@ -37,7 +45,7 @@ class StrategyStats:
     last_error: str | None = None
     last_error_at: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> StrategyView:
         return {"found": self.found, "dialled": self.dialled, "connected": self.connected,
                 "last_error": self.last_error, "last_error_at": self.last_error_at}
 

@@ -55,7 +55,7 @@ def txt_properties(node_id: str, network_id: str, port: int, protocol: int = m.P
     return {"id": node_id, "net": network_id, "proto": str(protocol), "port": str(port)}
 
 
-def parse_txt(properties: dict[Any, Any]) -> dict[str, str]:   # zeroconf's: bytes or str, checked here
+def parse_txt(properties: dict[Any, Any]) -> dict[str, str]:   # Any: zeroconf's keys and values, bytes or str, checked here
     out: dict[str, str] = {}
     for key, value in (properties or {}).items():
         try:

@@ -21,15 +21,19 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.address_book import dialable
+from p2p.address_book import AddressBook, dialable
 from p2p.admission import netgroup
-from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats
-from p2p.peer_hooks import PeerHooks
+from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats, StrategyView
+from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.resilience.token_bucket import TokenBucket
+
+if TYPE_CHECKING:
+    from p2p.connection import PeerLink
+    from p2p.peers import PeerRecord
 
 log = logging.getLogger("p2p.discovery.pex")
 
@@ -64,6 +68,13 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+class PexView(StrategyView):
+    sent: int
+    received: int
+    dropped: int
+    skipped: int
+
+
 @dataclass(slots=True)
 class PexStats(StrategyStats):
     sent: int = 0
@@ -71,9 +82,9 @@ class PexStats(StrategyStats):
     dropped: int = 0  # messages over a link's receive rate
     skipped: int = 0  # entries not taken (ourselves, undialable, over a cap, already known)
 
-    def as_dict(self) -> dict[str, Any]:
-        return StrategyStats.as_dict(self) | {"sent": self.sent, "received": self.received,
-                                              "dropped": self.dropped, "skipped": self.skipped}
+    def as_dict(self) -> PexView:
+        return {**StrategyStats.as_dict(self), "sent": self.sent, "received": self.received,
+                "dropped": self.dropped, "skipped": self.skipped}
 
 
 # [host, port, node id] as on the wire; `receive` checks each field before the book sees it
@@ -89,12 +100,33 @@ class _LinkState:
         self.bucket = TokenBucket(recv_rate, recv_burst)
 
 
+class PexPeers(Protocol):
+    """What peer exchange needs of the PeerManager: its links and peer table, the address book, candidates
+    and penalties, and where a linked node listens."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def links(self) -> Mapping[str, PeerLink]: ...
+    @property
+    def peers(self) -> Mapping[str, PeerRecord]: ...
+    @property
+    def book(self) -> AddressBook: ...
+
+    def add_candidate(self, candidate: Candidate, *, reporter: str | None = None,
+                      reporter_group: str | None = None) -> bool: ...
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None: ...
+
+    def _listen_address(self, link: PeerLink) -> tuple[str, int] | None: ...
+
+
 class PeerExchange(DiscoveryStrategy):
     """Runs on a PeerManager: registers its link-local handler and open/close listeners."""
 
     name = "pex"
 
-    def __init__(self, peers: Any, *, fast_interval: float = 2.0, fast_period: float = 30.0,
+    def __init__(self, peers: PexPeers, *, fast_interval: float = 2.0, fast_period: float = 30.0,
                  slow_interval: float = 30.0, min_gap: float = 1.0, recv_rate: float = 1.0,
                  recv_burst: float = 5.0, recent: float = 600.0, excess_penalty: float = 2.0,
                  rng: random.Random | None = None, unreachable: Callable[[str], bool] | None = None) -> None:
@@ -121,11 +153,11 @@ class PeerExchange(DiscoveryStrategy):
                          on_open=(self._on_open,), on_close=(self._on_close,))
 
     # --- building what we send --------------------------------------------------------------
-    def entries_for(self, link: Any) -> list[PexEntry]:
+    def entries_for(self, link: PeerLink) -> list[PexEntry]:
         """At most 50 peers we verified recently (live links first), never the receiver itself nor a peer that
         says nobody can dial it (it is reached through its relays); loopback addresses only for a receiver on
         loopback."""
-        receiver_id = link.remote_id
+        receiver_id = proven_id(link)
         receiver_addr = self.peers._listen_address(link)
         loopback_ok = _is_loopback(link.remote_addr[0] if link.remote_addr else None)
         seen_ids: set[str] = {receiver_id, self.peers.node_id}
@@ -159,7 +191,7 @@ class PeerExchange(DiscoveryStrategy):
         self._rng.shuffle(past)
         return (live + past)[:MAX_ENTRIES]
 
-    def send_to(self, link: Any, *, now: float | None = None, only_new: bool = False) -> bool:
+    def send_to(self, link: PeerLink, *, now: float | None = None, only_new: bool = False) -> bool:
         """Send our sample; `only_new` (a send driven by a change of our links) leaves out what
         this peer already heard from us, and sends nothing if that is everything."""
         state = self._links.get(id(link))
@@ -180,19 +212,19 @@ class PeerExchange(DiscoveryStrategy):
         ok = link.send({"type": MSG_TYPE, "peers": entries})
         if ok:
             self.stats.sent += 1
-        return cast("bool", ok)
+        return ok
 
     # --- PeerManager hooks ------------------------------------------------------------------
-    def _on_open(self, link: Any) -> None:
+    def _on_open(self, link: PeerLink) -> None:
         self._links[id(link)] = _LinkState(self.recv_rate, self.recv_burst)
         self._version += 1
         self.send_to(link)
 
-    def _on_close(self, link: Any) -> None:
+    def _on_close(self, link: PeerLink) -> None:
         self._links.pop(id(link), None)
         self._version += 1
 
-    def _on_message(self, link: Any, message: Message) -> None:
+    def _on_message(self, link: PeerLink, message: Message) -> None:
         state = self._links.get(id(link))
         if state is None:
             return

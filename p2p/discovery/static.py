@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Sequence
 
 from p2p.discovery.base import CLAIMED, Candidate, CandidateSink, DiscoveryStrategy
+from p2p.peer_store import PeerStore
 
 
 class PersistedDiscovery(DiscoveryStrategy):
@@ -12,7 +13,7 @@ class PersistedDiscovery(DiscoveryStrategy):
 
     name = "persisted"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: PeerStore) -> None:
         super().__init__()
         self.store = store
 

@@ -58,7 +58,7 @@ def normalize_grape_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def parse_address(text: Any) -> tuple[str, int] | None:
+def parse_address(text: object) -> tuple[str, int] | None:
     """Parse a Grape lookup entry into (host, port), or None when it is not a valid address.
 
     Accepts "1.2.3.4:1337", "[::1]:1337" and the unbracketed "::1:1337" that Grape produces for

@@ -27,11 +27,15 @@ import orjson
 from aiohttp import web
 
 __all__ = ["GrenacheHTTPClient", "GrenacheHTTPServer", "GrenacheError", "GrenacheRemoteError",
-           "GrenacheUnavailable", "GrenacheTimeout", "GrenacheProtocolError", "Handler"]
+           "GrenacheUnavailable", "GrenacheTimeout", "GrenacheProtocolError", "GrenacheJson", "Handler"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any], Awaitable[Any]]
+# A Grenache payload or result: the JSON value in the third slot of `[rid, key, payload]` and of a reply.
+# Any because JSON carries no static type and this layer only carries it: the handler that serves it, or the
+# caller that gets it back, checks it.
+GrenacheJson = Any
+Handler = Callable[[GrenacheJson], Awaitable[GrenacheJson]]
 
 DEFAULT_MAX_BODY = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -117,8 +121,8 @@ class GrenacheHTTPClient:
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
-    async def request(self, address: tuple[str, int], service_key: str, payload: Any,
-                      timeout: float | None = None, *, compress: bool | None = None) -> Any:
+    async def request(self, address: tuple[str, int], service_key: str, payload: GrenacheJson,
+                      timeout: float | None = None, *, compress: bool | None = None) -> GrenacheJson:
         timeout = self.timeout if timeout is None else timeout
         compress = self.compress if compress is None else compress
         rid = str(uuid.uuid4())

@@ -22,16 +22,17 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypedDict
 
 from p2p.grenache.grape import GrapeClient, GrapeError
-from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheProtocolError, GrenacheRemoteError,
-                              GrenacheTimeout, GrenacheUnavailable)
+from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheJson, GrenacheProtocolError,
+                              GrenacheRemoteError, GrenacheTimeout, GrenacheUnavailable, Handler)
 from p2p.resilience.protection import Protection
 from p2p.resilience.retry_budget import RetryBudget
 from p2p.rpc import errors as e
 from p2p.rpc.attempts import call_with_retries
-from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
+from p2p.rpc.router import AdaptiveRouter, PeerRouteView, RetryPolicy, RouterConfig
+from p2p.rpc.server import RpcServer
 
 log = logging.getLogger("p2p.grenache.workers")
 
@@ -124,10 +125,11 @@ class GrenacheWorkers:
         return names
 
     # -- requests --------------------------------------------------------------------------------
-    async def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def request(self, service: str, payload: GrenacheJson = None, timeout: float | None = None) -> GrenacheJson:
         return (await self.call(service, payload, timeout))[0]
 
-    async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> tuple[Any, str, int]:
+    async def call(self, service: str, payload: GrenacheJson = None,
+                   timeout: float | None = None) -> tuple[GrenacheJson, str, int]:
         """(result, worker, attempts). Raises `RpcError`."""
         self.counters["requests"] += 1
         deadline = self.clock() + (self.default_timeout if timeout is None else timeout)
@@ -159,14 +161,13 @@ class GrenacheWorkers:
             log.warning("breaker grenache %s worker %s: %s -> %s (%s)", service, worker, old, new, why)
         return log_transition
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> WorkersView:
         now = self.clock()
-        services = {}
+        services: dict[str, WorkerServiceView] = {}
         for service, router in self.routers.items():
-            rows = router.snapshot(now)
             sent = self.sent.get(service, {})
-            for worker, row in rows.items():
-                row["requests_sent"] = sent.get(worker, 0)
+            rows: dict[str, WorkerRouteView] = {worker: {**row, "requests_sent": sent.get(worker, 0)}
+                                                for worker, row in router.snapshot(now).items()}
             found = self._found.get(service)
             services[service] = {"workers": found[1] if found else [], "peers": rows}
         return {"services": services, "counters": dict(self.counters)}
@@ -179,21 +180,21 @@ def grenache_code(code: str) -> str:
     return "ERR_" + (re.sub(r"[^A-Z0-9]+", "_", code.upper()).strip("_") or "SERVICE_FAILED")
 
 
-class _Exposed(Mapping[str, Callable[[Any], Any]]):
+class _Exposed(Mapping[str, Handler]):
     """The GrenacheHTTPServer handler table: the exposed services that are registered right now."""
 
-    def __init__(self, server: Any, names: tuple[str, ...]) -> None:
+    def __init__(self, server: RpcServer, names: tuple[str, ...]) -> None:
         self.server = server
         self.names = names
 
-    def __getitem__(self, name: str) -> Callable[[Any], Any]:
+    def __getitem__(self, name: str) -> Handler:
         if name not in self.names:
             raise KeyError(name)
         handler = self.server.handler(name)
         if handler is None:
             raise KeyError(name)
 
-        async def call(payload: Any) -> Any:
+        async def call(payload: GrenacheJson) -> GrenacheJson:
             try:
                 result = handler(payload, "grenache")
                 if inspect.isawaitable(result):
@@ -210,8 +211,29 @@ class _Exposed(Mapping[str, Callable[[Any], Any]]):
         return sum(1 for _ in self)
 
 
+class WorkerRouteView(PeerRouteView):
+    requests_sent: int                   # attempts sent to the worker
+
+
+class WorkerServiceView(TypedDict):
+    workers: list[str]                   # the workers Grape named for the service
+    peers: dict[str, WorkerRouteView]    # the router's view of each
+
+
+class WorkersView(TypedDict):
+    services: dict[str, WorkerServiceView]
+    counters: dict[str, int]
+
+
+class EndpointView(TypedDict):
+    port: int | None
+    services: list[str]
+    announced: dict[str, float]      # service -> when it was last announced (wall clock)
+    announce_failures: int
+
+
 class GrenacheEndpoint:
-    def __init__(self, server: Any, grape: GrapeClient, services: tuple[str, ...], *, host: str = "127.0.0.1",
+    def __init__(self, server: RpcServer, grape: GrapeClient, services: tuple[str, ...], *, host: str = "127.0.0.1",
                  port: int = 0, announce_interval: float = 30.0, handler_timeout: float | None = 30.0) -> None:
         self.grape = grape
         self.services = tuple(services)
@@ -259,7 +281,7 @@ class GrenacheEndpoint:
             self._task = None
         await self.http.stop()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> EndpointView:
         return {"port": self.port, "services": list(self.services), "announced": dict(self.announced),
                 "announce_failures": self.announce_failures}
 
@@ -267,3 +289,8 @@ class GrenacheEndpoint:
 def _forget(pending: dict[str, Any], key: str, _done: object) -> None:
     """A done-callback that drops `key` (bound when the future was made) from `pending`."""
     pending.pop(key, None)
+
+
+class GrenacheView(TypedDict):
+    workers: WorkersView | None          # the workers this node calls, once it has called one
+    endpoint: EndpointView | None        # the services it serves over Grenache HTTP, if it does

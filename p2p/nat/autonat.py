@@ -25,7 +25,7 @@ from p2p.messages import Message
 from p2p import messages as m
 from p2p.admission import netgroup
 from p2p.connection import PeerLink
-from p2p.nat.self_addresses import Reachability, SelfAddresses
+from p2p.nat.self_addresses import AddressesView, Reachability, SelfAddresses
 from p2p.peer_hooks import PeerHooks
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.transport import DialError
@@ -54,6 +54,11 @@ def local_group(link: PeerLink) -> str:
 
 def remote_group(link: PeerLink) -> str:
     return netgroup(link.remote_addr[0]) if link.remote_addr else "?"
+
+
+class AutonatStatus(AddressesView):
+    counters: dict[str, int]
+    asking: int                      # dial-backs we asked for and wait on
 
 
 class AutoNat:
@@ -241,5 +246,5 @@ class AutoNat:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def status(self) -> dict[str, Any]:
-        return self.addresses.as_dict() | {"counters": dict(self.counters), "asking": len(self._asked)}
+    def status(self) -> AutonatStatus:
+        return {**self.addresses.as_dict(), "counters": dict(self.counters), "asking": len(self._asked)}

@@ -86,7 +86,7 @@ class CircuitTransport(asyncio.Transport):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         return None
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
+    def get_extra_info(self, name: str, default: Any = None) -> Any:   # Any: asyncio.BaseTransport's signature
         if name == "peername":      # no IP of the far end: the relay stands for it (caps count per relay)
             return (f"relay:{self.relay_id[:16]}", 0)
         return default

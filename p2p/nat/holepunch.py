@@ -22,7 +22,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -53,6 +53,12 @@ HOLEPUNCH_SCHEMAS: m.SchemaTable = {
     CONNECT: m.schema({"addrs": m.is_list(MAX_ADDRS, _is_address), "attempt": m.is_int(0, ATTEMPTS)}),
     SYNC: m.schema({"attempt": m.is_int(0, ATTEMPTS)}),
 }
+
+
+class HolePunchStatus(TypedDict):
+    enabled: bool
+    counters: dict[str, int]
+    time_to_direct_ms_p50: float | None
 
 
 class HolePuncher:
@@ -257,7 +263,7 @@ class HolePuncher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> HolePunchStatus:
         times = sorted(self.last_times)
         return {"enabled": self.enabled, "counters": dict(self.counters),
                 "time_to_direct_ms_p50": round(times[len(times) // 2] * 1000, 1) if times else None}

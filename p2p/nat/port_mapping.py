@@ -15,11 +15,15 @@ import ipaddress
 import logging
 import time
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypedDict
 
 log = logging.getLogger("p2p.nat.portmap")
 
 DESCRIPTION = "exchange-node"
+
+if TYPE_CHECKING:
+    import aiohttp
+    from async_upnp_client.profiles.igd import IgdDevice
 
 
 class Gateway(Protocol):
@@ -37,7 +41,7 @@ class IgdGateway:
 
     kind = "upnp-igd"
 
-    def __init__(self, device: Any, session: Any) -> None:
+    def __init__(self, device: IgdDevice, session: aiohttp.ClientSession) -> None:
         self._device = device
         self._session = session
 
@@ -103,6 +107,14 @@ async def find_gateway(local_ip: str) -> Gateway | None:
         natpmp.cancel()
         return found
     return await natpmp
+
+
+class PortMappingView(TypedDict):
+    mapped: list[str | int] | None   # [external ip, external port]
+    renewed_at: float | None
+    gateway: str | None              # its kind: "upnp-igd", "nat-pmp"
+    lease_s: float
+    last_error: str | None
 
 
 class PortMapper:
@@ -185,7 +197,7 @@ class PortMapper:
         if close is not None:
             await close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PortMappingView:
         return {"mapped": None if self.mapped is None else list(self.mapped), "renewed_at": self.renewed_at,
                 "gateway": None if self.gateway is None else self.gateway.kind,
                 "lease_s": self.lease, "last_error": self.last_error}

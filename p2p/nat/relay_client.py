@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable, TypedDict
 
 from p2p.messages import Message
 from p2p.admission import netgroup
@@ -33,6 +33,14 @@ RELAY_CAPABILITY = "circuit-relay"
 MAX_ROUTES_PER_RELAY = 64
 MAX_ROUTES = 1024
 MAX_RELAYED_INBOUND_PER_RELAY = 16
+
+
+class RelayClientStatus(TypedDict):
+    relays: list[str]                # the relays holding a reservation for us
+    relayed_addresses: list[list[str | int]]     # [host, port, relay id]
+    routes: int
+    circuits: int
+    counters: dict[str, int]
 
 
 class RelayClient:
@@ -272,6 +280,6 @@ class RelayClient:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RelayClientStatus:
         return {"relays": sorted(self.relays), "relayed_addresses": [list(a) for a in self.relayed_addresses()],
                 "routes": len(self.routes), "circuits": len(self.circuits), "counters": dict(self.counters)}

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol, TypedDict
 
 from p2p.admission import netgroup
 from p2p.nat.circuit import CLOSE, DATA
@@ -74,6 +74,24 @@ class Pair:
     bucket: TokenBucket
     bytes: int = 0
     hops: list[Hop] = field(default_factory=list)
+
+
+class RelayLimits(TypedDict):
+    reservations: int
+    reservations_per_subnet: int
+    circuits: int
+    circuits_per_peer: int
+    circuit_bytes: int
+    circuit_seconds: float
+    circuit_rate: float              # bytes/s, sustained
+
+
+class RelayServerStatus(TypedDict):
+    serving: bool
+    reservations: int
+    circuits: int
+    counters: dict[str, int]
+    limits: RelayLimits
 
 
 class RelayServer:
@@ -211,7 +229,7 @@ class RelayServer:
         if link.remote_id and (held := self.reservations.get(link.remote_id)) is not None and held.link is link:
             del self.reservations[link.remote_id]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RelayServerStatus:
         pairs = {id(h.pair): h.pair for h in self.hops.values()}.values()
         return {"serving": self.config.relay_service and self.is_public(), "reservations": len(self.reserved()),
                 "circuits": len(pairs), "counters": dict(self.counters),

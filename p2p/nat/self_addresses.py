@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 KEEP_ANSWERS = 8          # latest dial-back answers kept per address
 MAX_ADDRESSES = 32        # observed hosts kept; past it the least observed goes
@@ -38,6 +38,29 @@ class Answer:
     at: float
 
 
+class CheckView(TypedDict):
+    ok: bool
+    by: str                          # the start of the id of the node that dialled back
+    outside: bool
+    at: float
+
+
+class OwnAddressView(TypedDict):
+    host: str
+    port: int
+    how: str
+    observers: int                   # /24s that saw us here
+    confirmed: bool
+    checks: int
+    ok: int
+    last_check: CheckView | None
+
+
+class AddressesView(TypedDict):
+    reachability: str
+    addresses: list[OwnAddressView]
+
+
 @dataclass(slots=True)
 class OwnAddress:
     host: str
@@ -52,7 +75,7 @@ class OwnAddress:
     def confirmed(self) -> bool:
         return any(a.ok for a in self.answers)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> OwnAddressView:
         last = self.answers[-1] if self.answers else None
         return {"host": self.host, "port": self.port, "how": self.how, "observers": len(self.observers),
                 "confirmed": self.confirmed, "checks": len(self.answers),
@@ -145,6 +168,6 @@ class SelfAddresses:
         """Addresses a dial-back reached, most observed first: the ones worth advertising."""
         return sorted((e for e in self.addresses.values() if e.confirmed), key=lambda e: -len(e.observers))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> AddressesView:
         return {"reachability": str(self.reachability),
                 "addresses": [e.as_dict() for e in sorted(self.addresses.values(), key=lambda e: -len(e.observers))]}

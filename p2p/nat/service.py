@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.connection import PeerLink
-from p2p.nat.autonat import AutoNat
+from p2p.nat.autonat import AutoNat, AutonatStatus
 from p2p.nat.circuit import CHUNK, CLOSE, DATA
 from p2p.nat.config import NatConfig
-from p2p.nat.holepunch import HOLEPUNCH_SCHEMAS, HolePuncher
-from p2p.nat.port_mapping import PortMapper
-from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient
-from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer
+from p2p.nat.holepunch import HOLEPUNCH_SCHEMAS, HolePuncher, HolePunchStatus
+from p2p.nat.port_mapping import PortMapper, PortMappingView
+from p2p.nat.relay_client import RELAY_CAPABILITY, RelayClient, RelayClientStatus
+from p2p.nat.relay_server import CONNECT, INCOMING, OPENED, RESERVATION, RESERVE, RelayServer, RelayServerStatus
 from p2p.nat.self_addresses import Reachability
 from p2p.peer_hooks import PeerHooks
 from p2p.transport import DialError
@@ -40,6 +40,25 @@ RELAY_SCHEMAS: m.SchemaTable = {
     CLOSE: m.schema({"circuit": _circuit}, {"reason": m.is_str(64)}),
     ROUTES: m.schema({"targets": m.is_list(MAX_ROUTES_SENT, m.is_node_id)}),
 }
+
+
+class PortMappingStatus(PortMappingView):
+    enabled: bool
+
+
+class NatStatus(AutonatStatus):
+    """NAT traversal in `/status`: our addresses and reachability, relays both ways, hole punching, the
+    gateway's port mapping."""
+    relay_service: RelayServerStatus
+    relay_client: RelayClientStatus
+    hole_punching: HolePunchStatus
+    port_mapping: PortMappingStatus
+
+
+class PunchTrial(TypedDict):
+    direct: bool                     # a direct link replaced the relayed one in time
+    relayed_ms: float | None         # when the relayed link came
+    ms: float
 
 
 class NatService:
@@ -189,7 +208,7 @@ class NatService:
         return own + relayed
 
     # --- a measured hole punch (benchmarks and diagnostics) -------------------------------------
-    async def punch_trial(self, target: str, relay_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def punch_trial(self, target: str, relay_id: str, timeout: float = 10.0) -> PunchTrial:
         """Drop our link to `target`, link again through `relay_id`, and time how long the hole punch takes to
         put a direct link in its place (or say it did not within `timeout`)."""
         loop = asyncio.get_running_loop()
@@ -244,7 +263,7 @@ class NatService:
         await self.puncher.stop()
         await self.autonat.stop()
 
-    def status(self) -> dict[str, Any]:
-        return self.autonat.status() | {"relay_service": self.server.status(), "relay_client": self.client.status(),
-                                        "hole_punching": self.puncher.status(),
-                                        "port_mapping": self.mapper.status() | {"enabled": self.config.port_mapping}}
+    def status(self) -> NatStatus:
+        return {**self.autonat.status(), "relay_service": self.server.status(), "relay_client": self.client.status(),
+                "hole_punching": self.puncher.status(),
+                "port_mapping": {**self.mapper.status(), "enabled": self.config.port_mapping}}

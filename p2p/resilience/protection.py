@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 log = logging.getLogger("p2p.protection")
 
@@ -22,6 +22,13 @@ ENFORCE = "on"      # verdicts of `covers`: this unit is protected ...
 SHADOW = "shadow"   # ... or only watched; None: neither (mode off, or outside the canary share)
 MECHANISMS = ("dial.rate", "dial.backoff", "rpc.warmup", "rpc.throttle", "rpc.retry_budget", "rpc.breaker",
               "rpc.aimd", "queue.warmup")
+
+
+class ProtectionView(TypedDict):
+    mode: str
+    canary: float
+    units: dict[str, int]                    # units of traffic by verdict: on, shadow, bypassed
+    mechanisms: dict[str, dict[str, int]]    # mechanism -> {"enforced": n, "shadowed": n}
 
 
 class Protection:
@@ -87,6 +94,6 @@ class Protection:
         log.info("shadow protection: %s would have limited %d unit(s) of traffic%s", mechanism, count,
                  f" ({detail})" if detail else "", extra={"reason": f"shadow_{mechanism.replace('.', '_')}"})
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ProtectionView:
         return {"mode": self.mode, "canary": self.canary, "units": dict(self.units),
                 "mechanisms": {name: dict(row) for name, row in self.counters.items()}}

@@ -26,15 +26,16 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable, cast
+from typing import Any, Callable, TypedDict, cast
 
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
 from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
-from p2p.routing.context import RoutingContext, RoutingPart
-from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
+from p2p.peer_hooks import proven_id
+from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
+from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, MessageId, Validator, bump,
                                   check_envelope, make_envelope)
 
 log = logging.getLogger("p2p.router")
@@ -49,6 +50,16 @@ class _CacheEntry:
         self.expires = expires
 
 
+class PlumtreeStats(TypedDict):
+    trees: int                       # origins we keep lazy neighbours for
+    lazy_links: int
+    missing: int                     # ids announced to us whose message has not come yet
+    graft_timeout: float
+    message_cache: int
+    message_cache_bytes: int
+    budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours and origins over their budget now
+
+
 class MessageCache:
     """Recent broadcasts as ready-to-send frames (answers grafts), bounded by count, bytes and age: a flood of
     large broadcasts pushes the oldest out instead of growing the node's memory."""
@@ -59,13 +70,13 @@ class MessageCache:
         self.max_bytes = max_bytes
         self.ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[Any, _CacheEntry] = OrderedDict()
+        self._entries: OrderedDict[MessageId, _CacheEntry] = OrderedDict()
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, mid: Any, frame: bytes, haves: set[str]) -> _CacheEntry:
+    def put(self, mid: MessageId, frame: bytes, haves: set[str]) -> _CacheEntry:
         now = self._clock()
         entries = self._entries
         old = entries.pop(mid, None)
@@ -78,7 +89,7 @@ class MessageCache:
         self.bytes += len(frame)
         return entry
 
-    def get(self, mid: Any) -> _CacheEntry | None:
+    def get(self, mid: MessageId) -> _CacheEntry | None:
         entry = self._entries.get(mid)
         if entry is not None and entry.expires <= self._clock():
             return None
@@ -262,8 +273,8 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "ihave")
 
     # --- receiving --------------------------------------------------------------------------
-    def on_broadcast(self, link: Any, message: Message, kind: str) -> None:
-        src = link.remote_id
+    def on_broadcast(self, link: RoutedLink, message: Message, kind: str) -> None:
+        src = proven_id(link)
         mid = message["id"]
         events = self.counters.events
         events["broadcast_copies"] += 1
@@ -396,8 +407,8 @@ class Plumtree(RoutingPart):
                 return False
         return author
 
-    def on_ihave(self, link: Any, message: Message) -> None:
-        src = link.remote_id
+    def on_ihave(self, link: RoutedLink, message: Message) -> None:
+        src = proven_id(link)
         ids = message["ids"]
         origins = message["origins"]
         if len(origins) != len(ids):
@@ -450,10 +461,10 @@ class Plumtree(RoutingPart):
         del self._missing[mid]
         bump(self.counters.dropped, "graft_exhausted")
 
-    def on_graft(self, link: Any, message: Message) -> None:
+    def on_graft(self, link: RoutedLink, message: Message) -> None:
         """Re-send what a neighbour missed: each id once per neighbour (it has it then), within the graft byte
         budget; a request beyond either is dropped, not penalised (a slow honest link may ask twice)."""
-        src = link.remote_id
+        src = proven_id(link)
         for origin in set(message["origins"]):
             self.lazy_peers(origin).discard(src)
         for mid in message["ids"]:
@@ -468,10 +479,10 @@ class Plumtree(RoutingPart):
                 entry.haves.add(src)
                 self.counters.events["grafts_served"] += 1
 
-    def on_prune(self, link: Any, message: Message) -> None:
+    def on_prune(self, link: RoutedLink, message: Message) -> None:
         self.counters.events["prunes_received"] += 1
         if self.mode == "plumtree":
-            self.lazy_peers(message["origin"]).add(link.remote_id)
+            self.lazy_peers(message["origin"]).add(proven_id(link))
 
     # --- housekeeping -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -482,7 +493,7 @@ class Plumtree(RoutingPart):
                 missing.handle.cancel()
         self._missing.clear()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PlumtreeStats:
         return {"trees": len(self._lazy), "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
                 "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
                 "message_cache": len(self.cache), "message_cache_bytes": self.cache.bytes,

@@ -3,17 +3,56 @@ origin signatures and local subscribers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Mapping, Protocol
 
-from p2p.origin_auth import OriginAuth
+from p2p.close_reason import LinkReason
+from p2p.messages import Message, Schemas
+from p2p.origin_auth import OriginAuth, SigningPeers
+from p2p.peer_hooks import Identified
+from p2p.resilience.protection import Protection
 from p2p.routing.envelope import RouterCounters
 from p2p.routing.subscribers import Subscribers
 from p2p.seen_cache import SeenCache
 
 
+class RoutedLink(Identified, Protocol):
+    """What the routing paths read of a link (a PeerLink is one)."""
+
+    @property
+    def remote_hello(self) -> Message | None: ...
+    @property
+    def remote_links(self) -> frozenset[str]: ...      # the nodes its heartbeats say it links to
+    @property
+    def rtt(self) -> float | None: ...
+    @property
+    def is_open(self) -> bool: ...
+
+    def send(self, message: Message) -> bool: ...
+
+    def send_frame(self, frame: bytes) -> bool: ...
+
+    def close(self, reason: LinkReason, detail: str = "") -> None: ...
+
+
+class RouterPeers(SigningPeers, Protocol):
+    """What the message router and its paths need of the PeerManager: its open links, the message types
+    they accept, the protection switch, and penalties and bans for neighbours that misbehave."""
+
+    @property
+    def links(self) -> Mapping[str, RoutedLink]: ...
+    @property
+    def schemas(self) -> Schemas: ...
+    @property
+    def protection(self) -> Protection: ...
+
+    def penalize(self, node_id: str, points: float, reason: str) -> None: ...
+
+    def ban(self, node_id: str, seconds: float, reason: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingContext:
-    peers: Any  # PeerManager (links, penalize, ban)
+    peers: RouterPeers
     counters: RouterCounters
     seen: SeenCache
     auth: OriginAuth
@@ -22,7 +61,7 @@ class RoutingContext:
 
     @property
     def node_id(self) -> str:
-        return cast("str", self.peers.node_id)
+        return self.peers.node_id
 
 
 class RoutingPart:

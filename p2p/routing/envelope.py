@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Callable, TypedDict
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -35,10 +35,20 @@ class Outcome(str, Enum):
     DROPPED = "dropped"  # not sent; `reason` says why
 
 
+MessageId = str | bytes     # a routed message's id: a str, or the bytes a signed broadcast's id is derived as
+
+
+class SendResultView(TypedDict):
+    outcome: str
+    id: str | None                 # a bytes id as hex
+    via: str | None
+    reason: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     outcome: Outcome
-    message_id: str | bytes | None = None
+    message_id: MessageId | None = None
     via: str | None = None  # the neighbour a relayed message went through ("grenache" for that path)
     reason: str | None = None  # why it was dropped
 
@@ -46,7 +56,7 @@ class SendResult:
     def ok(self) -> bool:
         return self.outcome is not Outcome.DROPPED
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SendResultView:
         mid = self.message_id.hex() if isinstance(self.message_id, bytes) else self.message_id
         return {"outcome": self.outcome.value, "id": mid, "via": self.via, "reason": self.reason}
 
@@ -63,7 +73,7 @@ class BroadcastType:
     origin_signed: bool
 
 
-def is_msg_id(v: Any) -> bool:
+def is_msg_id(v: m.FieldValue) -> bool:
     t = type(v)
     return (t is str and 0 < len(v) <= 128) or (t is bytes and 0 < len(v) <= 64)
 

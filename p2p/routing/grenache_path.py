@@ -31,10 +31,11 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypedDict
 
 from p2p.messages import Message
 from p2p import messages as m
+from p2p.delivery_queue import Held
 from p2p.framing import MalformedFrame, decode_body
 from p2p.grenache.grape import GrapeClient, GrapeError
 from p2p.grenache.rpc import GrenacheError, GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
@@ -50,7 +51,7 @@ HELLO_TTL = 30.0            # s an address's hello answer is trusted
 MAX_OUTBOX = 10_000         # frames waiting for one node
 
 Address = tuple[str, int]
-Delivered = Callable[[str, list[Any]], None]   # (node id, tickets of the unicasts sent or failed, in order; opaque)
+Delivered = Callable[[str, list[Held]], None]   # (node id, tickets of the unicasts sent or failed, in order)
 
 
 def unicast_name(service: str, node_id: str) -> str:
@@ -65,9 +66,20 @@ def encode_frames(frames: Iterable[bytes]) -> list[str]:
     return [base64.b64encode(frame).decode("ascii") for frame in frames]
 
 
+class GrenachePathStats(TypedDict):
+    port: int | None
+    names: list[str]                 # the Grape names we serve unicasts and broadcasts on
+    grape: str                       # "up" or "down"
+    members: list[str]
+    failing: list[str]               # members we are backing off from
+    outbox: int                      # unicasts waiting to go
+    counters: dict[str, int]
+    refused: dict[str, int]
+
+
 @dataclass
 class _Outbox:
-    unicasts: deque[tuple[bytes, Any]] = field(default_factory=deque)     # (frame, the sender's opaque ticket)
+    unicasts: deque[tuple[bytes, Held]] = field(default_factory=deque)     # (frame, the sender's ticket, not read here)
     broadcasts: deque[bytes] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
 
@@ -276,7 +288,7 @@ class GrenachePath:
             self._grape_down_since = None
 
     # --- sending ----------------------------------------------------------------------------
-    def send_unicast(self, node_id: str, frame: bytes, ticket: Any) -> bool:
+    def send_unicast(self, node_id: str, frame: bytes, ticket: Held) -> bool:
         """Queue the encoded relay wrapper `frame` for `node_id`; the ticket comes back through
         `delivered` or `failed`. False (nothing queued) when its address is unknown or the outbox is full."""
         if self.address_of(node_id) is None:
@@ -441,7 +453,7 @@ class GrenachePath:
             return "internal_error"
 
     # --- reporting --------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> GrenachePathStats:
         now = self.clock()
         return {
             "port": self.port, "names": [self.unicast_key, self.broadcast_key],

@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Protocol
 
-from p2p.close_reason import CloseReason
+from p2p.close_reason import CloseReason, LinkReason
 from p2p.resilience.token_bucket import TokenBucket
+from p2p.peer_hooks import Identified, proven_id
 from p2p.routing.envelope import RouterCounters, bump
 
 log = logging.getLogger("p2p.router")
 
 FLOOD_GAP = 0.25  # drops closer than this belong to one throttling episode
 FLOOD_GRACE = 0.3  # a throttling episode this long is a flood: ban
+
+
+class LimitedLink(Identified, Protocol):
+    """What the limiter reads of a link (a PeerLink is one)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def close(self, reason: LinkReason, detail: str = "") -> None: ...
+
+
+class Banner(Protocol):
+    def ban(self, node_id: str, seconds: float, reason: str) -> None: ...
 
 
 class _InboundLimit:
@@ -33,7 +47,7 @@ class _InboundLimit:
 
 
 class InboundLimiter:
-    def __init__(self, peers: Any, counters: RouterCounters, rate: float, burst: float, ban_seconds: float) -> None:
+    def __init__(self, peers: Banner, counters: RouterCounters, rate: float, burst: float, ban_seconds: float) -> None:
         self.peers = peers
         self.counters = counters
         self.rate = rate
@@ -47,10 +61,10 @@ class InboundLimiter:
     def closed(self, node_id: str) -> None:
         self._limits.pop(node_id, None)
 
-    def admit(self, link: Any, relayed: bool = False) -> bool:
+    def admit(self, link: LimitedLink, relayed: bool = False) -> bool:
         """Whether a message from `link` fits its peer's rate; False drops it. `relayed`: a broadcast it passes
         on for another origin (dropped over the rate, never the start of a ban)."""
-        src = link.remote_id
+        src = proven_id(link)
         limit = self._limits.get(src)
         if limit is None:
             limit = self._limits[src] = _InboundLimit(self.rate, self.burst)
@@ -62,7 +76,7 @@ class InboundLimiter:
         self._throttle(link, limit)
         return False
 
-    def _throttle(self, link: Any, limit: _InboundLimit) -> None:
+    def _throttle(self, link: LimitedLink, limit: _InboundLimit) -> None:
         now = time.monotonic()
         if now - limit.last_drop > FLOOD_GAP:
             limit.episode_start = now
@@ -77,6 +91,6 @@ class InboundLimiter:
             log.warning("peer %s flooded past %g messages/s for %.1fs (%d dropped): disconnecting, banned %gs",
                         (link.remote_id or "?")[:12], self.rate, now - limit.episode_start, limit.drops,
                         self.ban_seconds)
-            self.peers.ban(link.remote_id, self.ban_seconds, "flood")
+            self.peers.ban(proven_id(link), self.ban_seconds, "flood")
             if link.is_open:  # ban() closes known peers; make sure of it
                 link.close(CloseReason.BANNED, "flood")

@@ -3,7 +3,7 @@ decides whom a handler's refusal blames."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Protocol
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -12,8 +12,12 @@ from p2p.routing.envelope import INVALID_POINTS, Handler, RouterCounters, bump
 log = logging.getLogger("p2p.router")
 
 
+class Penalizer(Protocol):
+    def penalize(self, node_id: str, points: float, reason: str) -> None: ...
+
+
 class Subscribers:
-    def __init__(self, peers: Any, counters: RouterCounters) -> None:
+    def __init__(self, peers: Penalizer, counters: RouterCounters) -> None:
         self.peers = peers
         self.counters = counters
         self.handlers: dict[str, list[Handler]] = {}

@@ -17,8 +17,9 @@ from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.delivery_queue import DeliveryQueue, Held
 from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame
-from p2p.routing.context import RoutingContext, RoutingPart
-from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS, Outcome, SendResult, bump,
+from p2p.peer_hooks import proven_id
+from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
+from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS, MessageId, Outcome, SendResult, bump,
                                   check_envelope, make_envelope)
 
 log = logging.getLogger("p2p.router")
@@ -53,7 +54,7 @@ class Unicast(RoutingPart):
             return self.dropped(mid, "too_large")
         return result if result is not None else self._enqueue(node_id, envelope, on_settled)
 
-    def route_for(self, node_id: str) -> tuple[str, Any] | None:
+    def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
         links = self.peers.links
         link = links.get(node_id)
@@ -133,7 +134,7 @@ class Unicast(RoutingPart):
         self.auth.sign_relay(wrapper)
         return wrapper
 
-    def dropped(self, mid: Any, reason: str) -> SendResult:
+    def dropped(self, mid: MessageId | None, reason: str) -> SendResult:
         bump(self.counters.dropped, reason)
         return SendResult(Outcome.DROPPED, mid, reason=reason)
 
@@ -211,7 +212,7 @@ class Unicast(RoutingPart):
         if self.queue.pending(node_id):
             self.start_drain(node_id)
 
-    def heartbeat(self, link: Any) -> None:
+    def heartbeat(self, link: RoutedLink) -> None:
         """A neighbour reported its links: drain queues of targets it can relay to."""
         if not self.queue.pending_targets:
             return
@@ -237,7 +238,7 @@ class Unicast(RoutingPart):
             return
         self.subscribers.deliver(message, src, author)
 
-    def on_relay(self, link: Any, message: Message) -> None:
+    def on_relay(self, link: RoutedLink, message: Message) -> None:
         """A unicast crossing us (or arriving through a neighbour): its origin's signature first,
         then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
         counters = self.counters
@@ -250,7 +251,7 @@ class Unicast(RoutingPart):
         if dst == self.node_id:
             bump(counters.received, inner["type"])
             counters.unicast_received["relay"] += 1
-            self.on_unicast(inner, link.remote_id, origin)
+            self.on_unicast(inner, proven_id(link), origin)
             return
         if not self.seen.add(mid):
             bump(counters.duplicates, "relay")

@@ -9,7 +9,7 @@ application answer (an error code that does not blame the peer) ends the call at
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, NamedTuple, Sequence
+from typing import Awaitable, Callable, Generic, NamedTuple, Sequence, TypeVar
 
 from p2p.resilience.protection import ENFORCE
 from p2p.rpc import errors as e
@@ -21,8 +21,11 @@ ATTEMPT_SHARE = 0.6   # of the time left that an attempt may use when another on
 Classify = Callable[[Exception, str], "tuple[str | None, e.RpcError]"]
 
 
-class Outcome(NamedTuple):
-    result: Any
+Result = TypeVar("Result")
+
+
+class Outcome(NamedTuple, Generic[Result]):
+    result: Result              # what the attempt's `send` returned
     peer: str
     attempts: int
     finished: float       # clock time of the answer
@@ -35,12 +38,12 @@ def classify_rpc_error(exc: Exception, peer: str) -> tuple[str | None, e.RpcErro
 
 
 async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Sequence[str]],
-                            send: Callable[[str, float], Awaitable[Any]], *, retry: RetryPolicy,
+                            send: Callable[[str, float], Awaitable[Result]], *, retry: RetryPolicy,
                             clock: Callable[[], float], deadline: float, max_attempts: int,
                             classify: Classify = classify_rpc_error, busy: Callable[[str], bool] | None = None,
                             sent: dict[str, int] | None = None, counters: dict[str, int] | None = None,
                             what: str = "service", failed: tuple[str, str, e.RpcError] | None = None,
-                            guard: str | None = ENFORCE) -> Outcome:
+                            guard: str | None = ENFORCE) -> Outcome[Result]:
     """Run one routed call; `send(peer, timeout)` performs an attempt. Raises `RpcError`; an error
     that is an application answer has `answered = True` (the peer is fine).
 

@@ -7,9 +7,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, TypedDict
 
 from p2p.rpc import errors as e
+from p2p.rpc.server import Handler
+from p2p.rpc.wire import Payload
 
 PING = "ping"
 TEST_ECHO = "test.echo"
@@ -55,6 +57,18 @@ class FaultSpec:
                 "queue": self.queue}
 
 
+class ServiceRegistry(Protocol):
+    """Where the built-in services are offered (an RpcService)."""
+
+    def register(self, service: str, handler: Handler) -> None: ...
+
+
+class Pong(TypedDict):
+    pong: bool
+    node_id: str
+    ts: float
+
+
 class Builtins:
     """Handlers of the built-in services for one node."""
 
@@ -64,16 +78,16 @@ class Builtins:
         self.rng = rng or random.Random()
         self._next_free = 0.0   # when the capacity-limited echo can answer its next request
 
-    def register_all(self, rpc: Any, *, test_services: bool) -> None:
+    def register_all(self, rpc: ServiceRegistry, *, test_services: bool) -> None:
         """Register `ping`, and `test.echo` when `test_services` (the node's DEBUG_API) is on."""
         rpc.register(PING, self.ping)
         if test_services:
             rpc.register(TEST_ECHO, self.echo)
 
-    def ping(self, payload: Any, peer: str) -> dict[str, Any]:
+    def ping(self, payload: Payload, peer: str) -> Pong:
         return {"pong": True, "node_id": self.node_id, "ts": time.time()}
 
-    def echo(self, payload: Any, peer: str) -> Any:
+    def echo(self, payload: Payload, peer: str) -> Payload:
         """Answers {"echo": payload, "node_id": ...}, misbehaving as `fault` says; the payload
         {"error": "<code>"} answers that error code (to test error paths end to end)."""
         if isinstance(payload, dict) and isinstance(payload.get("error"), str):
@@ -95,10 +109,10 @@ class Builtins:
             return self._echo_later(payload, fault.delay)
         return {"echo": payload, "node_id": self.node_id}
 
-    async def _echo_later(self, payload: Any, delay: float) -> Any:
+    async def _echo_later(self, payload: Payload, delay: float) -> Payload:
         await asyncio.sleep(delay)
         return {"echo": payload, "node_id": self.node_id}
 
-    async def _fail_later(self, delay: float) -> Any:
+    async def _fail_later(self, delay: float) -> Payload:
         await asyncio.sleep(delay)
         raise e.RpcError(e.INTERNAL, "injected fault")

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 from p2p.messages import Message
 from p2p.rpc import errors as e
-from p2p.rpc.wire import CANCEL, REQUEST
+from p2p.rpc.server import Replier
+from p2p.rpc.wire import CANCEL, REQUEST, Payload
 
 Route = Callable[[str, Message], bool]   # send a message to a node without a direct link; False if impossible
 
@@ -28,7 +29,7 @@ TICK = 0.01   # timeout resolution (s): requests expiring in the same tick share
 
 
 class _Pending(NamedTuple):
-    future: asyncio.Future[Any]      # resolves to the reply's result: msgpack data the caller checks
+    future: asyncio.Future[Payload]      # resolves to the reply's result: msgpack data the caller checks
     peer: str
     timeout: float
     route: bool          # True when sent through the MessageRouter
@@ -41,7 +42,7 @@ _pending = tuple.__new__   # `_pending(_Pending, (...))`: a _Pending without the
 class RpcClient:
     """`links` maps node id -> an open link with `send(message) -> bool` (PeerManager.links)."""
 
-    def __init__(self, links: Mapping[str, Any], node_id: str, *, route: Route | None = None,
+    def __init__(self, links: Mapping[str, Replier], node_id: str, *, route: Route | None = None,
                  max_in_flight_per_peer: int = 256, default_timeout: float = 5.0) -> None:
         self.links = links
         self.node_id = node_id
@@ -59,7 +60,7 @@ class RpcClient:
         return len(self._pending) if peer is None else self.per_peer.get(peer, 0)
 
     # -- sending -------------------------------------------------------------------------------
-    async def request(self, peer: str, service: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def request(self, peer: str, service: str, payload: Payload = None, timeout: float | None = None) -> Payload:
         """Call `service` on node `peer`; returns the result or raises `RpcError`."""
         pending = self.start(peer, service, payload, timeout)
         try:
@@ -68,7 +69,7 @@ class RpcClient:
             self.abandon(pending)
             raise
 
-    def start(self, peer: str, service: str, payload: Any = None, timeout: float | None = None) -> _Pending:
+    def start(self, peer: str, service: str, payload: Payload = None, timeout: float | None = None) -> _Pending:
         """Send the request now; await `.future` for the answer and call `abandon(pending)` if the
         waiter is cancelled (`request` does both; the routed fast path inlines them). Raises
         `RpcError` when the request cannot leave."""

@@ -10,7 +10,7 @@ Codes are split by whom they blame, which decides what the client does with them
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import NotRequired, TypedDict
 
 TIMEOUT = "timeout"                  # no answer within the timeout
 LINK_CLOSED = "link_closed"          # the link to the peer went away with the request in flight
@@ -38,6 +38,14 @@ FAILURE_KIND: dict[str, str] = {
 MAX_MESSAGE = 200
 
 
+class RpcErrorView(TypedDict):
+    """An RPC error as the API answers it."""
+    code: str
+    message: str
+    peer: NotRequired[str]             # the peer that answered or failed, when there was one
+    attempts: NotRequired[int]
+
+
 class RpcError(Exception):
     """An RPC failed with `code` (see the constants above); `peer` is the node that answered, if any."""
 
@@ -49,8 +57,8 @@ class RpcError(Exception):
         self.answered = False   # set when the serving peer answered with this code (it is healthy)
         super().__init__(f"{code}: {self.message}" if self.message else code)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message or self.code}
+    def as_dict(self) -> RpcErrorView:
+        out: RpcErrorView = {"code": self.code, "message": self.message or self.code}
         if self.peer:
             out["peer"] = self.peer
         if self.attempts:

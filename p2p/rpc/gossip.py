@@ -19,14 +19,18 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol, TypedDict
 
 import msgpack
 
 from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
-from p2p.rpc.hints import HintEmitter
+from p2p.rpc.hints import HintEmitter, HintPayload
 from p2p.rpc.wire import HINT
+
+if TYPE_CHECKING:
+    from p2p.peers import Identity
+    from p2p.rpc.service import RpcService
 
 log = logging.getLogger("p2p.rpc.hints")
 
@@ -40,8 +44,38 @@ def hint_proof(message: Message, network: str) -> bytes:
     return proof
 
 
+class HintPath(Protocol):
+    """What hint gossip uses of the MessageRouter: a broadcast type with its validator, its subscribers,
+    and broadcasting (the id it returns is not read)."""
+
+    def subscribe(self, msg_type: str, handler: Callable[[Message, str], None]) -> None: ...
+
+    def set_validator(self, msg_type: str, validator: Callable[[Message, str], bool | None], *,
+                      origin_rate: float | None = None) -> None: ...
+
+    def broadcast(self, message: Message) -> object: ...
+
+
+class HintRecord(TypedDict):
+    """A hint sent or received, as `recent` shows it."""
+    direction: str                       # "sent" or "received"
+    ts: float
+    origin: str
+    subject: str
+    status: str
+    service: str | None
+    latency_ms: float | None
+    error_rate: float | None
+
+
+class HintsView(TypedDict):
+    counters: dict[str, int]
+    rate: float                          # hints we may send per second
+    recent: list[HintRecord]             # the last hints sent and received
+
+
 class HintGossip:
-    def __init__(self, rpc: Any, identity: Any, *, verify: Callable[[bytes, bytes, bytes], bool],
+    def __init__(self, rpc: RpcService, identity: Identity, *, verify: Callable[[bytes, bytes, bytes], bool],
                  node_id_for: Callable[[bytes], str], network: str, rate: float = 2.0, interval: float = 0.5,
                  max_age: float = 60.0, wall_clock: Callable[[], float] = time.time) -> None:
         self.rpc = rpc
@@ -55,14 +89,14 @@ class HintGossip:
         self.wall_clock = wall_clock
         self.bucket = TokenBucket(rate, max(1.0, 2 * rate))
         self.emitters: dict[str, HintEmitter] = {}
-        self.router: Any = None
+        self.router: HintPath | None = None
         self.counters: dict[str, int] = {"sent": 0, "rate_limited": 0, "received": 0, "accepted": 0,
                                          "ignored": 0, "stale": 0, "forged": 0}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=20)
+        self.recent: deque[HintRecord] = deque(maxlen=20)
         self._task: asyncio.Task[None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
-    def attach(self, router: Any) -> None:
+    def attach(self, router: HintPath) -> None:
         """Use `router` (MessageRouter: broadcast, subscribe, set_validator) for hints."""
         self.router = router
         router.subscribe(HINT, self.on_hint)
@@ -100,7 +134,7 @@ class HintGossip:
                 sent += self.send(service, payload)
         return sent
 
-    def send(self, service: str, payload: dict[str, Any]) -> bool:
+    def send(self, service: str, payload: HintPayload) -> bool:
         """Sign and broadcast one hint (a HintEmitter payload) about a peer, if the rate allows."""
         if self.router is None:
             return False
@@ -109,7 +143,7 @@ class HintGossip:
             log.info("hint not sent (over %g/s): %s %s for %s", self.bucket.rate, payload["subject"][:12],
                      payload["status"], service)
             return False
-        message = {"type": HINT, "id": os.urandom(12).hex(), "origin": self.node_id, "ts": self.wall_clock(),
+        message: Message = {"type": HINT, "id": os.urandom(12).hex(), "origin": self.node_id, "ts": self.wall_clock(),
                    "subject": payload["subject"], "status": payload["status"], "service": service,
                    "latency_ms": payload.get("latency_ms"), "error_rate": payload.get("error_rate"),
                    "pk": self.identity.public_key_bytes}
@@ -163,5 +197,5 @@ class HintGossip:
                             "service": message.get("service"), "latency_ms": message.get("latency_ms"),
                             "error_rate": message.get("error_rate")})
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> HintsView:
         return {"counters": dict(self.counters), "rate": self.bucket.rate, "recent": list(self.recent)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping, NotRequired, TypedDict
 
 DEGRADED = "DEGRADED"
 HEALTHY = "HEALTHY"
@@ -27,7 +27,24 @@ class Hint:
     error_rate: float | None = None
 
 
-def parse_hint(payload: Mapping[str, Any], origin: str, now: float) -> Hint | None:
+class HintPayload(TypedDict):
+    """What a HintEmitter wants said about a peer, or an operator says through the API (without figures);
+    HintGossip signs and broadcasts it."""
+    subject: str
+    status: str
+    latency_ms: NotRequired[float]
+    error_rate: NotRequired[float]
+
+
+class HintSummary(TypedDict):
+    """What `GET /routing` shows about the live hints on one peer."""
+    status: str
+    origins: list[str]
+    multiplier: float
+    age_s: float
+
+
+def parse_hint(payload: Mapping[str, object], origin: str, now: float) -> Hint | None:
     """A validated `Hint` from a wire payload, or None if it is malformed."""
     subject = payload.get("subject")
     status = payload.get("status")
@@ -113,7 +130,7 @@ class HintBook:
         live = self._live(subject, now)
         return max(live, key=lambda h: h.received_at) if live else None
 
-    def summary(self, subject: str, now: float) -> dict[str, Any] | None:
+    def summary(self, subject: str, now: float) -> HintSummary | None:
         """What `GET /routing` shows about hints on `subject` (None when there are none)."""
         live = self._live(subject, now)
         if not live:
@@ -160,7 +177,7 @@ class HintEmitter:
         self._said: dict[str, tuple[str, float]] = {}  # last (status, time) announced per subject
 
     def observe(self, subject: str, latency_ms: float, error_rate: float, now: float,
-                baseline_ms: float | None = None) -> dict[str, Any] | None:
+                baseline_ms: float | None = None) -> HintPayload | None:
         """Feed the current local view of `subject`; returns a hint payload to sign and broadcast, or None."""
         base = max(self.min_latency_ms, baseline_ms if baseline_ms is not None else latency_ms)
         verdict = self._verdict.get(subject, HEALTHY)

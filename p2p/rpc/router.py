@@ -51,14 +51,14 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypedDict
 
 from p2p.resilience.aimd import AIMDLimit
 from p2p.resilience.backoff import Backoff
 from p2p.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from p2p.resilience.protection import ENFORCE, SHADOW, Protection
 from p2p.resilience.retry_budget import RetryBudget
-from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, parse_hint
+from p2p.rpc.hints import HEALTHY, HintBook, HintEmitter, HintPayload, HintSummary, parse_hint
 from p2p.rpc.metrics import PeerMetrics, outcome_histograms
 
 _CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -100,6 +100,23 @@ class RouterConfig:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     max_ejected: float = 0.5           # at most this fraction of known peers with a breaker not closed
     hints: bool = True                 # apply received hints (they are still stored when False)
+
+
+class PeerRouteView(TypedDict):
+    """One peer's row in `GET /routing`."""
+    score: float                   # cost in ms-equivalents, lower is better
+    latency_ms: float
+    error_rate: float
+    timeout_rate: float
+    outstanding: int
+    requests_in_window: int
+    breaker: str
+    breaker_trips: int
+    admission: float
+    concurrency_limit: int | None
+    last_seen: float | None
+    hint: HintSummary | None
+    hint_multiplier: float
 
 
 class _Peer:
@@ -549,7 +566,7 @@ class AdaptiveRouter:
             p.breaker.release(now)
 
     # -- hints ---------------------------------------------------------------------------------
-    def on_hint(self, payload: Mapping[str, Any], origin: str, now: float) -> bool:
+    def on_hint(self, payload: Mapping[str, object], origin: str, now: float) -> bool:
         """A verified hint from node `origin`. Only about peers we know; True if it was taken."""
         hint = parse_hint(payload, origin, now)
         if hint is None or hint.subject not in self._peers or hint.subject == origin:
@@ -562,7 +579,7 @@ class AdaptiveRouter:
                 p.last_tried = min(p.last_tried, now - self.config.probe_interval)  # explore it soon
         return True
 
-    def emit_hints(self, emitter: HintEmitter, now: float) -> list[dict[str, Any]]:
+    def emit_hints(self, emitter: HintEmitter, now: float) -> list[HintPayload]:
         """Payloads `emitter` wants broadcast about the peers we have data on."""
         prior = self.prior(now)
         out = []
@@ -579,11 +596,11 @@ class AdaptiveRouter:
         return out
 
     # -- observability -------------------------------------------------------------------------
-    def snapshot(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+    def snapshot(self, now: float | None = None) -> dict[str, PeerRouteView]:
         """Per-peer view for `GET /routing` (score = cost in ms-equivalents, lower is better)."""
         now = self.clock() if now is None else now
         prior = self.prior(now)
-        out = {}
+        out: dict[str, PeerRouteView] = {}
         for name, p in self._peers.items():
             m = p.metrics
             counts = m.counts(now)

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Protocol, Union
+from typing import Awaitable, Callable, Protocol, Union
 
 from p2p.messages import Message
 from p2p.failure_log import InternalErrors
 from p2p.rpc import errors as e
-from p2p.rpc.wire import RESPONSE
+from p2p.rpc.wire import RESPONSE, Payload
 
 log = logging.getLogger("p2p.rpc.server")
 
-Handler = Callable[[Any, str], Union[Any, Awaitable[Any]]]
+Handler = Callable[[Payload, str], Union[Payload, Awaitable[Payload]]]   # (payload, peer id) -> its answer
 _PLAIN = frozenset({dict, list, str, int, float, bool, bytes, tuple, type(None)})  # never awaitable: skip the ABC check
 
 
@@ -116,7 +116,7 @@ class RpcServer:
             return
         self._spawn(awaitable, message["svc"], rid, peer, replier, message.get("ttl"))
 
-    def _spawn(self, awaitable: Awaitable[Any], service: str, rid: int, peer: str, replier: Replier,
+    def _spawn(self, awaitable: Awaitable[Payload], service: str, rid: int, peer: str, replier: Replier,
                ttl: float | None) -> None:
         key = (peer, rid)
         if key in self._active:  # a requester reusing an id in flight: refuse, keep the first
@@ -128,7 +128,7 @@ class RpcServer:
         self._active[key] = task
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
 
-    async def _run(self, awaitable: Awaitable[Any], service: str, rid: int, peer: str, replier: Replier,
+    async def _run(self, awaitable: Awaitable[Payload], service: str, rid: int, peer: str, replier: Replier,
                    ttl: float | None) -> None:
         try:
             if ttl is not None and ttl > 0:
@@ -179,7 +179,7 @@ class RpcServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- answers -------------------------------------------------------------------------------
-    def _answer(self, replier: Replier, rid: int, result: Any, service: str) -> None:
+    def _answer(self, replier: Replier, rid: int, result: Payload, service: str) -> None:
         try:
             sent = replier.send({"type": RESPONSE, "rid": rid, "r": result})
         except (TypeError, ValueError, OverflowError) as exc:

@@ -29,10 +29,10 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, cast
 
 from p2p.messages import Message
-from p2p.peer_hooks import PeerHooks
+from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.resilience.breaker import BreakerState
 from p2p.resilience.protection import ENFORCE, Protection
 from p2p.resilience.retry_budget import RetryBudget
@@ -46,7 +46,12 @@ from p2p.rpc.hints import HintBook
 from p2p.rpc.provider_search import ProviderFinder, ProviderSearch
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
 from p2p.rpc.server import Handler, RpcServer
-from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES
+from p2p.rpc.views import ProviderView, RoutingView, ServiceView, UnroutedProviderView
+from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES, Payload
+
+if TYPE_CHECKING:
+    from p2p.connection import PeerLink
+    from p2p.peers import PeerManager
 
 log = logging.getLogger("p2p.rpc")
 # A peer reached through a relay costs this many times its measured latency in every router's choice: its
@@ -77,8 +82,17 @@ class RpcConfig:
     router: RouterConfig = field(default_factory=lambda: RouterConfig(tau=0.3))
 
 
+class MessagePath(Protocol):
+    """What RPC uses of the MessageRouter: sending to a node without a link to it, and subscribing to the
+    requests, answers and cancels it delivers. What `send_to_peer` returns is read loosely (see `_route`)."""
+
+    def send_to_peer(self, node_id: str, message: Message) -> object: ...
+
+    def subscribe(self, msg_type: str, handler: Callable[[Message, str], None]) -> None: ...
+
+
 class RpcResult(NamedTuple):
-    result: Any
+    result: Payload
     peer: str
     attempts: int
     latency: float        # seconds, whole request
@@ -98,13 +112,13 @@ class _Routed:
         svc = self.service
         link = svc.peers.links.get(self.target)
         if link is not None:
-            return cast("bool", link.send(message))
+            return link.send(message)
         message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time())
         return svc._route(self.target, message)
 
 
 class RpcService:
-    def __init__(self, peers: Any, config: RpcConfig | None = None, *, message_router: Any = None,
+    def __init__(self, peers: PeerManager, config: RpcConfig | None = None, *, message_router: MessagePath | None = None,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  protection: Protection | None = None) -> None:
         self.peers = peers
@@ -146,7 +160,7 @@ class RpcService:
         self._first_share = 1.0 if c.max_attempts <= 1 else ATTEMPT_SHARE   # of the time left, first attempt
         self._calls = 0                                        # `call`s in progress
         self._slot_waiters: deque[asyncio.Future[None]] = deque()    # calls waiting for a provider's slot
-        self._subscribed: Any = None
+        self._subscribed: MessagePath | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
@@ -157,7 +171,7 @@ class RpcService:
                                    CANCEL: self._on_link_cancel, SERVICES: self._on_link_services},
                          on_open=(self._on_open,), on_close=(self._on_close,))
 
-    def use_router(self, router: Any) -> None:
+    def use_router(self, router: MessagePath | None) -> None:
         """Send to unlinked nodes through `router` (MessageRouter API: send_to_peer, subscribe)."""
         if router is None or self._subscribed is router:
             return
@@ -247,8 +261,8 @@ class RpcService:
         else:
             self._providers.pop(service, None)
 
-    def _on_open(self, link: Any) -> None:
-        peer = link.remote_id
+    def _on_open(self, link: PeerLink) -> None:
+        peer = proven_id(link)
         hello = link.remote_hello or {}
         self._left.pop(peer, None)
         if getattr(link, "via", None) is not None:
@@ -257,7 +271,7 @@ class RpcService:
             self.path_costs.pop(peer, None)
         self._set_remote(peer, hello.get("services") or ())
 
-    def _on_close(self, link: Any) -> None:
+    def _on_close(self, link: PeerLink) -> None:
         peer = link.remote_id
         if peer is None:
             return
@@ -275,7 +289,7 @@ class RpcService:
         self._left[peer] = self.clock()
 
     # -- inbound frames ------------------------------------------------------------------------
-    def _for_router(self, link: Any, message: Message) -> bool:
+    def _for_router(self, link: PeerLink, message: Message) -> bool:
         """A relayed frame addressed to another node: hand it to the MessageRouter's handler."""
         dst = message.get("dst")
         if dst is not None and dst != self.node_id:
@@ -283,34 +297,34 @@ class RpcService:
             return True
         return False
 
-    def _on_link_request(self, link: Any, message: Message) -> None:
+    def _on_link_request(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            origin = message.get("origin") or link.remote_id
-            replier = link if origin == link.remote_id else _Routed(self, origin)
+            origin = message.get("origin") or proven_id(link)
+            replier = link if origin == proven_id(link) else _Routed(self, origin)
             self.server.handle_request(message, origin, replier)
             return
-        self.server.handle_request(message, link.remote_id, link)
+        self.server.handle_request(message, proven_id(link), link)
 
-    def _on_link_response(self, link: Any, message: Message) -> None:
+    def _on_link_response(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            self.client.handle_response(message, message.get("origin") or link.remote_id)
+            self.client.handle_response(message, message.get("origin") or proven_id(link))
             return
-        self.client.handle_response(message, link.remote_id)
+        self.client.handle_response(message, proven_id(link))
 
-    def _on_link_cancel(self, link: Any, message: Message) -> None:
+    def _on_link_cancel(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            self.server.handle_cancel(message, message.get("origin") or link.remote_id)
+            self.server.handle_cancel(message, message.get("origin") or proven_id(link))
             return
-        self.server.handle_cancel(message, link.remote_id)
+        self.server.handle_cancel(message, proven_id(link))
 
-    def _on_link_services(self, link: Any, message: Message) -> None:
-        self._set_remote(link.remote_id, message["services"])
+    def _on_link_services(self, link: PeerLink, message: Message) -> None:
+        self._set_remote(proven_id(link), message["services"])
 
     def _on_routed_request(self, message: Message, from_node: str) -> None:
         origin = message.get("origin") or from_node
@@ -327,13 +341,13 @@ class RpcService:
             self.server.handle_cancel(message, message.get("origin") or from_node)
 
     # -- requests ------------------------------------------------------------------------------
-    def request_peer(self, node_id: str, service: str, payload: Any = None,
-                     timeout: float | None = None) -> Awaitable[Any]:
+    def request_peer(self, node_id: str, service: str, payload: Payload = None,
+                     timeout: float | None = None) -> Awaitable[Payload]:
         """Call `service` on one named node; no routing, no retries. Await it; raises `RpcError`.
         (A plain function returning the client's coroutine: one coroutine frame less per request.)"""
         return self.client.request(node_id, service, payload, timeout)
 
-    def request(self, service: str, payload: Any = None, timeout: float | None = None) -> Awaitable[Any]:
+    def request(self, service: str, payload: Payload = None, timeout: float | None = None) -> Awaitable[Payload]:
         """Call `service` on whichever linked peer the adaptive router picks, retrying elsewhere.
         Await it; raises `RpcError`. (A plain function returning the coroutine, like `request_peer`.)"""
         return self._call(service, payload, timeout, False)
@@ -348,7 +362,7 @@ class RpcService:
             self.routers[service] = router
         return router
 
-    async def call(self, service: str, payload: Any = None, timeout: float | None = None) -> RpcResult:
+    async def call(self, service: str, payload: Payload = None, timeout: float | None = None) -> RpcResult:
         """`request` that also says which peer answered, after how many attempts and how long."""
         return cast("RpcResult", await self._call(service, payload, timeout, True))
 
@@ -359,7 +373,7 @@ class RpcService:
             lane = self._lanes[service] = (self.router_for(service), self.requests_by_peer.setdefault(service, {}))
         return lane
 
-    async def _call(self, service: str, payload: Any, timeout: float | None, info: bool) -> Any:
+    async def _call(self, service: str, payload: Payload, timeout: float | None, info: bool) -> Payload:
         """One routed request. The first attempt is made here, inline (the common case: one choice,
         one send, one answer, no closures, no extra objects); only a PEER failure or a peer at our
         local in-flight bound hands over to `call_with_retries`, which goes on from that attempt
@@ -508,26 +522,22 @@ class RpcService:
         level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
         log.log(level, "breaker %s peer %s: %s -> %s (%s)", service, peer[:12], old, new, why)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> RoutingView:
         """Everything `GET /routing` shows."""
         now = self.clock()
-        services: dict[str, Any] = {}
+        services: dict[str, ServiceView] = {}
         for name in sorted(set(self.routers) | set(self._providers)):
             router = self.routers.get(name)
             providers = self._providers.get(name, [])
-            peers: dict[str, dict[str, Any] | None] = {}
-            peers.update(router.snapshot(now) if router is not None else {})
-            for peer in providers:
-                peers.setdefault(peer, None)
+            routed = router.snapshot(now) if router is not None else {}
             sent = self.requests_by_peer.get(name, {})
-            rows = {}
-            for peer, row in peers.items():
-                row = dict(row) if row else {"score": None, "latency_ms": None, "error_rate": None,
-                                              "breaker": "closed", "hint": None}
-                row["offers"] = peer in providers
-                row["connected"] = peer in self.peers.links
-                row["requests_sent"] = sent.get(peer, 0)
-                rows[peer] = row
+            rows: dict[str, ProviderView | UnroutedProviderView] = {}
+            for peer in [*routed, *(p for p in providers if p not in routed)]:
+                seen = routed.get(peer)
+                offers, connected, count = peer in providers, peer in self.peers.links, sent.get(peer, 0)
+                rows[peer] = ({**seen, "offers": offers, "connected": connected, "requests_sent": count} if seen else
+                              {"score": None, "latency_ms": None, "error_rate": None, "breaker": "closed", "hint": None,
+                               "offers": offers, "connected": connected, "requests_sent": count})
             services[name] = {"providers": providers, "peers": rows}
         warm = self.warmup
         return {

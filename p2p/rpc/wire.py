@@ -21,7 +21,13 @@ their author, and that path stays as fast as a plain link.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from p2p.messages import SchemaTable, is_any, is_bytes, is_int, is_list, is_node_id, is_number, is_str, optional, schema
+
+# An RPC payload: the msgpack value a request carries (`p`) and an answer returns (`r`). Any because msgpack
+# values carry no static type and the RPC layer only carries them: each service's handler checks its own.
+Payload = Any
 
 REQUEST = "rpc_request"
 RESPONSE = "rpc_response"

@@ -45,12 +45,13 @@ async def test_hello_fields_travel_and_admission_checks_refuse_with_a_reason(tmp
             seen.append(hello)
             return None if hello.get("markets") == ["ETH-USD"] else "market_mismatch"
 
-        a.attach(PeerHooks("markets", admit=(same_markets,)))  # type: ignore[arg-type]  # a reason of its own: sent as is
+        a.attach(PeerHooks("markets", admit=(same_markets,)))  # a reason of its own: sent as is
         with pytest.raises(DialError) as refused:
             await b.dial("127.0.0.1", a.listen_port)
         assert refused.value.reason == "remote_market_mismatch"
         assert seen[0]["node_id"] == b.node_id and seen[0]["markets"] == ["BTC-USD"]
-        assert b.status()["last_error"]["reason"] == "remote_market_mismatch"
+        last_error = b.status()["last_error"]
+        assert last_error is not None and last_error["reason"] == "remote_market_mismatch"
 
         markets["b"] = ["ETH-USD"]
         link = await b.dial("127.0.0.1", a.listen_port)

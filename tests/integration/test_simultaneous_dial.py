@@ -44,7 +44,7 @@ async def test_simultaneous_dials_keep_exactly_one_link(tmp_path):
                 if not closed.done():
                     closed.set_result(True)
             watch(b).on_close.append(on_close)
-            link_a.close("test_round_over")  # type: ignore[arg-type]  # a reason of the test's own
+            link_a.close("test_round_over")  # a reason of the test's own
             await asyncio.wait_for(closed, 2)
             watch(b).on_close.clear()
             assert not a.links and not b.links

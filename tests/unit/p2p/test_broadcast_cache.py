@@ -10,13 +10,13 @@ def test_the_cache_keeps_its_byte_budget_and_evicts_the_oldest():
     now = [0.0]
     cache = MessageCache(max_size=1000, ttl=30.0, clock=lambda: now[0], max_bytes=1_000_000)
     for n in range(100):
-        cache.put(n, bytes(100_000), set())
+        cache.put(f"m{n}", bytes(100_000), set())
         assert cache.bytes <= 1_000_000
     assert len(cache) == 10
-    assert cache.get(0) is None and cache.get(99) is not None
+    assert cache.get("m0") is None and cache.get("m99") is not None
     frames = []
     for n in range(90, 100):
-        kept = cache.get(n)
+        kept = cache.get(f"m{n}")
         assert kept is not None
         frames.append(kept.frame)
     assert cache.bytes == sum(len(frame) for frame in frames)

@@ -5,7 +5,7 @@ cannot reach."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pytest
 
@@ -58,7 +58,7 @@ def _fill(dht: DhtService, count: int) -> list[str]:
     ids = [NodeIdentity.generate().node_id for _ in range(count)]
     for i, node_id in enumerate(ids):
         dht.table.add(Contact(node_id, f"11.18.{i + 1}.1", 7946, f"11.18.{i + 1}.0/24"), 0.0)
-        dht.peers.links[node_id] = object()
+        cast(Peers, dht.peers).links[node_id] = object()     # the fake PeerManager these tests built
     return ids
 
 

@@ -71,7 +71,8 @@ def test_router_applies_hints_only_to_known_peers_without_fresh_data():
     assert r.on_hint({"subject": "p", "status": DEGRADED}, "o2", 0.1)
     assert r.hint_multiplier("p", 0.2) == pytest.approx(2.0, rel=0.01)
     assert r.cost("p", 0.2) == pytest.approx(2 * r.cost("q", 0.2), rel=0.02)
-    assert r.snapshot(0.2)["p"]["hint"]["status"] == DEGRADED
+    hint = r.snapshot(0.2)["p"]["hint"]
+    assert hint is not None and hint["status"] == DEGRADED
     for i in range(6):                                     # fresh local data: hint ignored
         r.on_start("p", 0.3)
         r.on_success("p", 0.01, 0.3 + i * 0.01)

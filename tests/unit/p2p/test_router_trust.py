@@ -113,7 +113,7 @@ async def test_subscriber_errors_never_blame_a_relay() -> None:
     last = net.nodes[2]
 
     def rejects(message: dict, src: str) -> None:
-        raise m.ProtocolError("bad_content", "the subscriber found it wrong")  # type: ignore[arg-type]  # its own reason
+        raise m.ProtocolError("bad_content", "the subscriber found it wrong")  # its own reason
 
     def crashes(message: dict, src: str) -> None:
         raise RuntimeError("a bug of ours")
