@@ -17,7 +17,6 @@ anything else is our bug: reported to the host with its traceback and the link c
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from enum import StrEnum
 import logging
 import time
@@ -26,6 +25,7 @@ from typing import Any, Mapping, Protocol, cast
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, remote_reason
+from p2p.link_reading import LinkReading
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -33,7 +33,6 @@ frame_header = HEADER.pack
 log = logging.getLogger("p2p.link")
 
 _LINK_TYPES = frozenset({"heartbeat", "goodbye", "handshake", "handshake_ack"})
-TURN_MESSAGES = 64      # an open link's messages handled per event-loop turn (`_deliver`)
 
 
 class LinkState(StrEnum):
@@ -85,8 +84,7 @@ class PeerLink(asyncio.Protocol):
         "_pending_bytes", "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_handshake", "_secure",
         "handshake_hash", "opened_at", "connected_at", "last_recv", "last_frame_at", "rtt", "msgs_in", "msgs_out", "bytes_in",
         "bytes_out", "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost",
-        "_bound", "_max_frame", "provisional", "via", "_backlog", "_turn", "_hold_timer", "_hold_until",
-        "_reading_paused",
+        "_bound", "_max_frame", "provisional", "via", "reading",
     )
 
     def __init__(self, host: LinkHost, direction: Direction, source: str = "inbound",
@@ -131,11 +129,8 @@ class PeerLink(asyncio.Protocol):
         self.dial_seq = 0  # the dialler's count of dials; set by the dialler's hello
         self.provisional = False  # let in past a full house for a node we keep linked: must prove it is one
         self.via: str | None = None  # the relay's node id, for a link carried through a relay (p2p/nat/circuit.py)
-        self._backlog: deque[Message] = deque()     # received, decoded, waiting for a later loop turn
-        self._turn: asyncio.Handle | None = None
-        self._hold_timer: asyncio.TimerHandle | None = None
-        self._hold_until = 0.0
-        self._reading_paused = False
+        self.reading = LinkReading(self._loop, lambda: self.transport, self._dispatch_open, self._receive_failed,
+                                   lambda: self.state == OPEN)
 
     # --- identity helpers -------------------------------------------------------------------
     @property
@@ -194,7 +189,7 @@ class PeerLink(asyncio.Protocol):
             if messages:
                 self.last_frame_at = time.time()
             if self.state == OPEN:
-                self._deliver(messages)
+                self.reading.deliver(messages)
                 return
             for message in messages:
                 if self.state == CLOSED:
@@ -214,68 +209,10 @@ class PeerLink(asyncio.Protocol):
         else:   # our bug, never the peer's to pay for
             self._internal_error("link.receive", exc)
 
-    # --- fair reading -------------------------------------------------------------------------
-    def _deliver(self, messages: list[Message]) -> None:
-        """Hand the host at most TURN_MESSAGES of an open link's messages per event-loop turn. The rest wait
-        in the backlog, and the socket is not read meanwhile: one peer's burst (a read brings up to 256 KiB
-        of frames) would otherwise hold the loop, and every other link's votes behind it, for as long as its
-        frames take, and a peer sending faster than we handle its frames is slowed by TCP, not by our memory."""
-        if not self._backlog and len(messages) <= TURN_MESSAGES:
-            self._dispatch_open(messages)
-            return
-        self._backlog.extend(messages)
-        if self._turn is None:
-            self._take_turn()
-
-    def _take_turn(self) -> None:
-        self._turn = None
-        backlog = self._backlog
-        batch = [backlog.popleft() for _ in range(min(TURN_MESSAGES, len(backlog)))]
-        if backlog:
-            self._turn = self._loop.call_soon(self._next_turn)
-        self._update_reading()
-        self._dispatch_open(batch)
-
-    def _next_turn(self) -> None:
-        if self.state != OPEN:
-            self._backlog.clear()
-            return
-        try:
-            self._take_turn()
-        except Exception as exc:  # noqa: BLE001 - a transport callback in all but name: nothing escapes it
-            self._receive_failed(exc)
-
     def hold_reading(self, seconds: float) -> None:
-        """Read nothing from this peer for `seconds` (a later call may extend the hold, never shorten it):
-        a component whose budget for this peer is spent stops paying to decode what it would drop, and
-        the peer's sending stalls on TCP's window instead."""
-        until = self._loop.time() + seconds
-        if self.state == CLOSED or until <= self._hold_until:
-            return
-        self._hold_until = until
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-        self._hold_timer = self._loop.call_at(until, self._hold_over)
-        self._update_reading()
-
-    def _hold_over(self) -> None:
-        self._hold_timer = None
-        self._update_reading()
-
-    @property
-    def reading_held(self) -> bool:
-        return self._hold_timer is not None
-
-    def _update_reading(self) -> None:
-        paused = bool(self._backlog) or self._hold_timer is not None
-        transport = self.transport
-        if paused == self._reading_paused or transport is None or transport.is_closing():
-            return
-        self._reading_paused = paused
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+        """Read nothing from this peer for `seconds`: a component's budget for it is spent (link_reading.py)."""
+        if self.state != CLOSED:
+            self.reading.hold(seconds)
 
     def _dispatch_open(self, messages: list[Message]) -> None:
         """Hot path for an open link: application messages go straight to their compiled schema
@@ -531,11 +468,7 @@ class PeerLink(asyncio.Protocol):
         if self._flush_handle:
             self._flush_handle.cancel()
             self._flush_handle = None
-        for handle in (self._turn, self._hold_timer):
-            if handle is not None:
-                handle.cancel()
-        self._turn = self._hold_timer = None
-        self._backlog.clear()
+        self.reading.close()
         self._pending.clear()
         if self._resumed is not None:
             self._resumed.set()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from p2p.close_reason import CloseReason, LinkReason
-from p2p.connection import OPEN, TURN_MESSAGES, Direction, PeerLink
+from p2p.connection import OPEN, Direction, PeerLink
+from p2p.link_reading import TURN_MESSAGES
 from p2p.messages import Message
 
 
@@ -74,11 +75,11 @@ async def test_a_burst_is_handed_over_a_turn_at_a_time_with_reading_paused_until
     host = _Host()
     link, transport = _open_link(host)
     burst = 3 * TURN_MESSAGES + 5
-    link._deliver([{"type": "ping", "seq": i} for i in range(burst)])
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(burst)])
     assert len(host.delivered) == TURN_MESSAGES and not transport.reading
     other: list[int] = []
     asyncio.get_running_loop().call_soon(lambda: other.append(len(host.delivered)))     # another link's callback
-    link._deliver([{"type": "ping", "seq": burst}])     # arrives while behind: queued after the backlog, in order
+    link.reading.deliver([{"type": "ping", "seq": burst}])     # arrives while behind: queued after the backlog, in order
     turns = 0
     while not transport.reading:
         host.turn += 1
@@ -94,7 +95,7 @@ async def test_a_burst_is_handed_over_a_turn_at_a_time_with_reading_paused_until
 async def test_a_small_read_is_handed_over_at_once_without_pausing() -> None:
     host = _Host()
     link, transport = _open_link(host)
-    link._deliver([{"type": "ping", "seq": i} for i in range(TURN_MESSAGES)])
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(TURN_MESSAGES)])
     assert len(host.delivered) == TURN_MESSAGES and transport.reading and transport.pauses == 0
 
 
@@ -105,17 +106,17 @@ async def test_a_hold_stops_reading_for_its_time_and_a_later_hold_only_extends_i
     started = loop.time()
     link.hold_reading(0.05)
     link.hold_reading(0.01)     # shorter: no effect
-    assert link.reading_held and not transport.reading
+    assert link.reading.held and not transport.reading
     await asyncio.wait_for(transport.resumed.wait(), 2)
-    assert loop.time() - started >= 0.05 and not link.reading_held and transport.pauses == 1
+    assert loop.time() - started >= 0.05 and not link.reading.held and transport.pauses == 1
 
 
 async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
     host = _Host()
     link, transport = _open_link(host)
-    link._deliver([{"type": "ping", "seq": i} for i in range(2 * TURN_MESSAGES)])
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(2 * TURN_MESSAGES)])
     link.hold_reading(5.0)
     link._finish(CloseReason.CONNECTION_CLOSED, "")
     await _next_turn()
-    assert len(host.delivered) == TURN_MESSAGES and not link._backlog and not link.reading_held
+    assert len(host.delivered) == TURN_MESSAGES and not link.reading.backlog and not link.reading.held
 

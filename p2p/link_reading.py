@@ -1,0 +1,103 @@
+"""When an open link's messages are handed to the node, and whether its socket is read at all.
+
+One socket read brings up to 256 KiB, a thousand small frames; handled at once they hold the event loop,
+and every other link's messages behind them, for as long as they take. So a link hands over at most
+TURN_MESSAGES per event-loop turn and keeps the rest in its backlog with its socket paused: the next turn
+serves the other links first, and a peer that sends faster than we handle its frames is slowed by TCP, not
+by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
+(`hold`): nothing is read for a while, and the peer's sending waits in its own TCP window instead of being
+decoded here only to be dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+from p2p.messages import Message
+
+TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
+
+
+class LinkReading:
+    __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_turn", "_hold_timer",
+                 "_hold_until", "_paused")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: Callable[[], asyncio.Transport | None],
+                 dispatch: Callable[[list[Message]], None], failed: Callable[[Exception], None],
+                 is_open: Callable[[], bool]) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._dispatch = dispatch           # hands messages to the node; may raise for the link to close
+        self._failed = failed               # what a turn run later does with what `dispatch` raised
+        self._is_open = is_open
+        self.backlog: deque[Message] = deque()     # received and decoded, waiting for a later turn
+        self._turn: asyncio.Handle | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_until = 0.0
+        self._paused = False
+
+    def deliver(self, messages: list[Message]) -> None:
+        """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns."""
+        if not self.backlog and len(messages) <= TURN_MESSAGES:
+            self._dispatch(messages)
+            return
+        self.backlog.extend(messages)
+        if self._turn is None:
+            self._take_turn()
+
+    def _take_turn(self) -> None:
+        self._turn = None
+        backlog = self.backlog
+        batch = [backlog.popleft() for _ in range(min(TURN_MESSAGES, len(backlog)))]
+        if backlog:
+            self._turn = self._loop.call_soon(self._next_turn)
+        self._update()
+        self._dispatch(batch)
+
+    def _next_turn(self) -> None:
+        if not self._is_open():
+            self.backlog.clear()
+            return
+        try:
+            self._take_turn()
+        except Exception as exc:  # noqa: BLE001 - a transport callback in all but name: nothing escapes it
+            self._failed(exc)
+
+    def hold(self, seconds: float) -> None:
+        """Read nothing for `seconds` (a later call may extend the hold, never shorten it)."""
+        until = self._loop.time() + seconds
+        if until <= self._hold_until:
+            return
+        self._hold_until = until
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._hold_timer = self._loop.call_at(until, self._hold_over)
+        self._update()
+
+    def _hold_over(self) -> None:
+        self._hold_timer = None
+        self._update()
+
+    @property
+    def held(self) -> bool:
+        return self._hold_timer is not None
+
+    def _update(self) -> None:
+        paused = bool(self.backlog) or self._hold_timer is not None
+        transport = self._transport()
+        if paused == self._paused or transport is None or transport.is_closing():
+            return
+        self._paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def close(self) -> None:
+        """The link is gone: nothing more is handed over, no timer left behind."""
+        for handle in (self._turn, self._hold_timer):
+            if handle is not None:
+                handle.cancel()
+        self._turn = self._hold_timer = None
+        self.backlog.clear()
