@@ -12,18 +12,19 @@ A node with no genesis first runs the founding logic (`founding.py`): it adopts 
 are on (fetching and checking the genesis), or founds one.
 
 Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start from, replayed blocks, the
-signing floor after damage), `durability.py` (what is written before what leaves), `ticker.py` (the core's
-clock), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's waits on our own
-transactions and the cancels held for their orders), `forwarding.py` (where a follower's transactions go),
-`founding_loop.py` (founding or adopting a chain), and `ports.py` (the network, disk and key it runs over).
-The API calls two of them, which see the service only through `ports.CoreGate`: `submissions.py`
-(`submissions`: our users' transactions, into the outbox and the core) and `seat_admin.py` (`seats`: the
-operator's seat approvals, recovery consent and the view of the set, `seats_view.py`).
-
-Over 500 lines on purpose: what is left is the driver (boot and stop, the pump matching the core's effects, the tick,
-recovery progress, the peers' chain info, the snapshot join, serving followers' transactions, /status), and
-each of these reads or sets the same few fields (the core, its halt, the recovery and fatal states, the disk
-error) in the order the pump keeps; a part moved out would need a Protocol over most of them.
+signing floor after damage, the outbox handed on again), `durability.py` (what is written before what
+leaves), `ticker.py` (the core's clock), `statesync.py` (serving snapshots, and `snapshot_join`: starting
+from a peer's), `history_recovery.py` (`history`: damaged history back from peers, and its deadline),
+`own_orders.py` (the API's waits on our own transactions and the cancels held for their orders),
+`forwarding.py` (where a follower's transactions go), `founding_loop.py` (founding or adopting a chain),
+`seat_handback.py` (`handback`: our seat handed back at stop), and `ports.py` (the network, disk and key it
+runs over). Two face our peers and see the service only through `ports.ChainHost`: `peer_chains.py`
+(`peer_chains`: what peers say of their chain, `conflicts`, what we say of ours) and `serving.py`
+(`serving`: the RPCs `chain.genesis`, `chain.snapshot`, `chain.submit`). The API calls two, which see it only
+through `ports.CoreGate`: `submissions.py` (`submissions`: our users' transactions, into the outbox and the
+core) and `seat_admin.py` (`seats`: the operator's seat approvals, recovery consent and the view of the set,
+`seats_view.py`). What is left here is the driver: boot and stop, the pump matching the core's effects, the
+tick, the gates the API's parts pass (`usable_core`, `accepting_core`) and /status.
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ from exchange.chain.blocks import Block, Commit, Malformed
 from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
+from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.submissions import Submissions
-from exchange.chain.boot import Recovering, check_history, replay, restore_snapshot, store_dir
+from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
+                                 store_dir)
 from exchange.chain.history_recovery import HistoryRecovery
 from exchange.chain.peer_chains import PeerChains
 from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
@@ -47,7 +50,7 @@ from exchange.chain.serving import ChainServing
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
                                     NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
-from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.crypto import verify as ed25519_verify
 from exchange.chain.chainstate import BlockOutcome
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
@@ -61,7 +64,7 @@ from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
 from exchange.app.results import BlockResult
 from exchange.chain.store import SIGN_FROM_UNKNOWN
-from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
+from exchange.app.txs import InvalidTx
 from exchange.wire import Wire
 from storage import StorageError
 
@@ -91,8 +94,6 @@ class ChainService:
         self.core: ChainCore | None = None
         self.genesis: Genesis | None = None
         self.join_token = join_token
-        self.keep_seat = keep_seat
-        self.leave_timeout = leave_timeout
         if join_token is not None and trusted_chain_id is not None and join_token.chain_id != trusted_chain_id:
             raise ValueError(f"JOIN_TOKEN is for chain {join_token.chain_id[:16]} but CHAIN_ID is {trusted_chain_id[:16]}")
         trusted = trusted_chain_id or (join_token.chain_id if join_token is not None else None)
@@ -117,7 +118,7 @@ class ChainService:
         self._pump_handle: asyncio.Handle | None = None
         self.ticker = Ticker(clock)
         self._ready = asyncio.Event()
-        self._seat_changed = asyncio.Event()
+        self.handback = SeatHandback(clock, keep_seat, leave_timeout)
         self.finality_observers = self.own_orders.finality_observers
         self.history = HistoryRecovery(store, clock, recovery_timeout)     # damaged history back from peers
         self.fatal_listeners = self.history.fatal_listeners
@@ -149,7 +150,9 @@ class ChainService:
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
 
     async def stop(self) -> None:
-        await self._give_seat_back()
+        core = self.core       # a validator stopped on purpose hands its seat back first (`seat_handback.py`)
+        if core is not None and core.is_validator and not (self.halted or core.halted):
+            await self.handback.give_back(core, self.pump)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -163,43 +166,6 @@ class ChainService:
         await self.store.outbox_flush()
         self.durability.sync_follower_blocks()
         self.store.close()
-
-    async def _give_seat_back(self) -> None:
-        """A validator stopped on purpose hands its seat back through the log (to a live standby, when one
-        waits), so the rest keep their quorum; unless its operator asked to keep it (KEEP_SEAT, a pinned set),
-        and then the log says what the absence costs."""
-        core = self.core
-        if core is None or not core.is_validator or self.halted or core.halted:
-            return
-        validators = core.state.validators
-        cost = (f"the network tolerates {max(0, validators.faults - 1)} more faulty validator(s) until this node "
-                f"returns" if len(validators) > 1 else "the exchange halts until this node returns: it is the "
-                "only validator")
-        if self.keep_seat or core.genesis.pinned:
-            log.warning("stopping with our validator seat kept (%s): %s", "pinned set" if core.genesis.pinned
-                        else "KEEP_SEAT", cost)
-            return
-        tx = core.request_leave(self.clock())
-        if tx is None:
-            log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)
-            return
-        successor = f" to {node_id_for(tx.successor)[:12]}" if tx.successor else ""
-        log.warning("handing our validator seat back%s before stopping", successor)
-        self.pump()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.leave_timeout
-        while core.is_validator and loop.time() < deadline:
-            self._seat_changed.clear()
-            try:
-                await asyncio.wait_for(self._seat_changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                break
-        if core.is_validator:
-            log.warning("the seat was not handed back within %.0fs (no quorum to order it?): %s", self.leave_timeout,
-                        cost)
-        else:
-            # the awaited block changes it: mypy keeps the loop's narrowing
-            log.warning("validator seat handed back at height %d%s", core.height, successor)  # type: ignore[unreachable]
 
     def boot(self, genesis: Genesis) -> None:
         """Run the chain `genesis` starts: restore, replay, check the history, start the core."""
@@ -225,7 +191,7 @@ class ChainService:
         if not self.store.wal_trustworthy:
             wal = None
             self.store.wal_reset()      # what it implied is in the signing floor now
-        self._restore_outbox(core, now)
+        restore_outbox(self.store, core, self.own_orders, now)
         self.core = core
         core.start(now, wal=wal)
         self.founding_status = "on_chain"
@@ -234,20 +200,6 @@ class ChainService:
         self._roles_changed()
         self._ready.set()
         self.pump()
-
-    def _restore_outbox(self, core: ChainCore, now: float) -> None:
-        """Our accepted transactions not yet in a block are handed on again; those a replayed block holds (a
-        crash came between the block and the outbox's 'done' record) leave the outbox."""
-        app = _exchange(core)
-        pending: list[SignedTx] = []
-        final: list[SignedTx] = []
-        for tx in self.store.outbox():
-            in_block = app.replay.seen(tx.id, tx.expires) or (
-                isinstance(tx.ops[0], NewOrderOp) and app.order(tx.order_id(0)) is not None)
-            (final if in_block else pending).append(tx)
-        if final:
-            self.store.outbox_done([tx.id for tx in final])
-        core.restore_outbox(self.own_orders.restore(pending), now)
 
     def store_dir(self, part: str = "") -> str:
         return store_dir(self.store, part)
@@ -365,7 +317,7 @@ class ChainService:
         self.durability.add_block(UnsavedBlock(block, commit, outcome, snapshot, durable))
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
-            self._seat_changed.set()
+            self.handback.seats_changed()
 
     def _block_saved(self, entry: UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
@@ -493,12 +445,12 @@ class ChainService:
 
     @property
     def state(self) -> ExchangeState:
-        return _exchange(self.usable_core())
+        return exchange_of(self.usable_core())
 
     @property
     def app(self) -> ExchangeState | None:
         """The exchange the core runs (None before a chain), typed: the core holds it as its Application."""
-        return None if self.core is None else _exchange(self.core)
+        return None if self.core is None else exchange_of(self.core)
 
     def status(self) -> dict[str, object]:
         """The chain as /status shows it (under `exchange`): the core's view, this node's founding, halt,
@@ -520,14 +472,7 @@ class ChainService:
         return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
                 "liveness": liveness,
                 "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
-                "markets": _exchange(core).params.registry.symbols}
-
-
-def _exchange(core: ChainCore) -> ExchangeState:
-    """The core's application, which `boot` made an ExchangeState: the core sees only its Protocol."""
-    app = core.state.app
-    assert isinstance(app, ExchangeState)
-    return app
+                "markets": exchange_of(core).params.registry.symbols}
 
 
 def _block_result(outcome: BlockOutcome) -> BlockResult | None:
