@@ -260,7 +260,7 @@ class ChainService:
             self._carry_out(core, effect)
         if durability.wal_waiting and not wal_failed:
             durability.flush()
-        self.history.progress(core, self.durability.wal_top)
+        self.history.progress(core, durability.wal_top)
         self.ticker.nudge(core)
 
     def _carry_out(self, core: ChainCore, effect: ChainEffect) -> None:

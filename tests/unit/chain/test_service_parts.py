@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from exchange.chain.boot import Recovering
 from exchange.chain.founding import Founding
 from exchange.chain.history_recovery import HistoryRecovery
 from exchange.chain.peer_chains import MAX_CONFLICTS, PeerChains
@@ -18,7 +19,9 @@ from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.serving import ChainServing
 
 OURS, THEIRS = "a" * 64, "b" * 64
-NO_STORE: Any = SimpleNamespace()       # what serving transactions and the genesis never read
+# A SimpleNamespace standing in for a core, a store or a genesis: it holds only what the part under test reads.
+Fake = Any
+NO_STORE: Fake = SimpleNamespace()       # what serving transactions and the genesis never read
 
 
 class Validators(list):
@@ -28,17 +31,17 @@ class Validators(list):
 class Host:
     """The service as its peer-facing parts see it (`ports.ChainHost`)."""
 
-    def __init__(self, genesis: Any = None, core: Any = None) -> None:
+    def __init__(self, genesis: Fake = None, core: Fake = None) -> None:
         self.genesis = genesis
         self.core = core
         self.pumps = 0
 
-    def usable_core(self) -> Any:
+    def usable_core(self) -> Fake:
         if self.core is None:
             raise NotReady("no_chain_yet", "no chain")
         return self.core
 
-    def accepting_core(self) -> Any:
+    def accepting_core(self) -> Fake:
         return self.usable_core()
 
     def schedule_pump(self) -> None:
@@ -159,19 +162,19 @@ def test_a_malformed_submit_is_penalised():
     assert serving.serve_submit(["not a tx"], "p") == {"error": "sender_quota"}
 
 
-def _recovering(since: float, need_height: int, tail_damaged: bool = False) -> Any:
+def _recovering(since: float, need_height: int, tail_damaged: bool = False) -> Recovering:
     return {"since": since, "need_height": need_height, "missing": "heights 5-9", "tail_damaged": tail_damaged,
             "damage": "a torn block"}
 
 
 def test_damaged_history_not_back_in_time_is_fatal_once():
     clock = [100.0]
-    store: Any = SimpleNamespace(missing_heights=[range(5, 10)], root=Path("/data/chain"))
+    store: Fake = SimpleNamespace(missing_heights=[range(5, 10)], root=Path("/data/chain"))
     history = HistoryRecovery(store, lambda: clock[0], timeout=60.0)
     history.recovering = _recovering(100.0, 10)
     stopped: list[str] = []
     history.fatal_listeners.append(stopped.append)
-    core: Any = SimpleNamespace(height=4)
+    core: Fake = SimpleNamespace(height=4)
     history.progress(core, 0)
     assert history.fatal is None
     clock[0] = 161.0
@@ -182,17 +185,17 @@ def test_damaged_history_not_back_in_time_is_fatal_once():
 
 
 def test_history_back_from_peers_lets_orders_in_again():
-    store: Any = SimpleNamespace(missing_heights=[], root=Path("/data/chain"))
+    store: Fake = SimpleNamespace(missing_heights=[], root=Path("/data/chain"))
     history = HistoryRecovery(store, lambda: 100.0, timeout=60.0)
     history.recovering = _recovering(100.0, 10)
-    core: Any = SimpleNamespace(height=10)
+    core: Fake = SimpleNamespace(height=10)
     history.progress(core, 0)
     assert history.recovering is None and history.fatal is None
 
 
 async def test_a_kept_seat_is_not_handed_back():
     leaves: list[float] = []
-    core: Any = SimpleNamespace(state=SimpleNamespace(validators=Validators([1, 2, 3, 4])),
+    core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1, 2, 3, 4])),
                                 genesis=SimpleNamespace(pinned=False), request_leave=leaves.append)
     await SeatHandback(lambda: 100.0, keep_seat=True, timeout=0.1).give_back(core, lambda: None)
     assert leaves == []
@@ -200,7 +203,7 @@ async def test_a_kept_seat_is_not_handed_back():
 
 async def test_without_a_standby_the_only_validator_keeps_its_seat():
     pumps: list[int] = []
-    core: Any = SimpleNamespace(state=SimpleNamespace(validators=Validators([1])),
+    core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1])),
                                 genesis=SimpleNamespace(pinned=False), request_leave=lambda now: None)
     await SeatHandback(lambda: 100.0, keep_seat=False, timeout=0.1).give_back(core, lambda: pumps.append(1))
     assert pumps == []
