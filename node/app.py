@@ -138,7 +138,7 @@ class ExchangeNode:
         self.chain_network.attach(self.chain)
         self._wire_links()
         if configs.discovery.grape:
-            self.chain.grenache_members = self.chain_network.grenache_members
+            self.chain.peer_chains.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
         self.api_extensions.append(install_cancel_all_api)
         self.api_extensions.append(install_history_api)

@@ -126,11 +126,11 @@ class P2PChainNetwork:
 
     def _on_close(self, link: PeerLink) -> None:
         if self.chain is not None and link.remote_id:
-            self.chain.on_peer_gone(link.remote_id)
+            self.chain.peer_chains.on_peer_gone(link.remote_id)
 
     def _chain_fields(self) -> dict[str, object]:
         assert self.chain is not None
-        info = self.chain.chain_info()
+        info = self.chain.peer_chains.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
 
     def _peer_chain(self, node_id: str | None, public_key: object, fields: object) -> CloseReason | None:
@@ -141,7 +141,8 @@ class P2PChainNetwork:
                 and isinstance(chain[1], int) and 0 <= chain[1] < (1 << 62)):
             return None
         key = public_key if isinstance(public_key, bytes) else b""
-        return None if self.chain.on_peer_info(node_id, key, chain[0] or None, chain[1]) else CloseReason.GENESIS_MISMATCH
+        linkable = self.chain.peer_chains.on_peer_info(node_id, key, chain[0] or None, chain[1])
+        return None if linkable else CloseReason.GENESIS_MISMATCH
 
     def _admit(self, hello: m.Message) -> CloseReason | None:
         return self._peer_chain(hello.get("node_id"), None, hello)

@@ -5,7 +5,7 @@ Each stored block is replayed only if it follows the state replayed before it; a
 after height 1 needs a snapshot covering the heights before it. Then `check_history` compares what the
 block log, the consensus WAL and the stored signing floor say: history that is damaged or lost must come
 back from peers before the node serves orders (`HistoryCheck.recovering`), and the node never signs at a
-height it may already have signed at.
+height it may already have signed at. Last, `restore_outbox` hands our transactions no block holds yet on again.
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import logging
 from typing import NamedTuple, TypedDict
 
 from exchange.chain.core import ChainCore
+from exchange.chain.own_orders import OwnOrders
 from exchange.chain.ports import ChainStore
 from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.txs import NewOrderOp, SignedTx
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.chain.tendermint import wal_record_height
 from exchange.wire import Wire
@@ -38,6 +40,13 @@ class HistoryCheck(NamedTuple):
 
     recovering: Recovering | None
     wal_top: int
+
+
+def exchange_of(core: ChainCore) -> ExchangeState:
+    """The core's application, which boot made an ExchangeState: the core sees only its Protocol."""
+    app = core.state.app
+    assert isinstance(app, ExchangeState)
+    return app
 
 
 def store_dir(store: ChainStore, part: str = "") -> str:
@@ -140,3 +149,18 @@ def check_history(store: ChainStore, core: ChainCore, now: float, wal: list[Wire
         log.warning("not signing below height %d: heights %d..%d are decided; catching up with peers first",
                     floor, core.height + 1, floor - 1)
     return HistoryCheck(recovering, wal_top_kept)
+
+
+def restore_outbox(store: ChainStore, core: ChainCore, own_orders: OwnOrders, now: float) -> None:
+    """Our accepted transactions not yet in a block are handed on again; those a replayed block holds (a
+    crash came between the block and the outbox's 'done' record) leave the outbox."""
+    app = exchange_of(core)
+    pending: list[SignedTx] = []
+    final: list[SignedTx] = []
+    for tx in store.outbox():
+        in_block = app.replay.seen(tx.id, tx.expires) or (
+            isinstance(tx.ops[0], NewOrderOp) and app.order(tx.order_id(0)) is not None)
+        (final if in_block else pending).append(tx)
+    if final:
+        store.outbox_done([tx.id for tx in final])
+    core.restore_outbox(own_orders.restore(pending), now)

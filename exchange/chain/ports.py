@@ -105,6 +105,14 @@ class CoreGate(Protocol):
         ...
 
 
+class ChainHost(CoreGate, Protocol):
+    """What the service's parts facing its peers (`peer_chains.py`, `serving.py`) see of it: the CoreGate, and
+    the genesis of the chain it runs (None before it has one)."""
+
+    @property
+    def genesis(self) -> Genesis | None: ...
+
+
 class Signer(Protocol):
     node_id: str
     public_key_bytes: bytes

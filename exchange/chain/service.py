@@ -12,18 +12,19 @@ A node with no genesis first runs the founding logic (`founding.py`): it adopts 
 are on (fetching and checking the genesis), or founds one.
 
 Its parts, each doing one job of I/O for it: `boot.py` (the snapshot to start from, replayed blocks, the
-signing floor after damage), `durability.py` (what is written before what leaves), `ticker.py` (the core's
-clock), `statesync.py` (serving and fetching snapshots), `own_orders.py` (the API's waits on our own
-transactions and the cancels held for their orders), `forwarding.py` (where a follower's transactions go),
-`founding_loop.py` (founding or adopting a chain), and `ports.py` (the network, disk and key it runs over).
-The API calls two of them, which see the service only through `ports.CoreGate`: `submissions.py`
-(`submissions`: our users' transactions, into the outbox and the core) and `seat_admin.py` (`seats`: the
-operator's seat approvals, recovery consent and the view of the set, `seats_view.py`).
-
-Over 500 lines on purpose: what is left is the driver (boot and stop, the pump matching the core's effects, the tick,
-recovery progress, the peers' chain info, the snapshot join, serving followers' transactions, /status), and
-each of these reads or sets the same few fields (the core, its halt, the recovery and fatal states, the disk
-error) in the order the pump keeps; a part moved out would need a Protocol over most of them.
+signing floor after damage, the outbox handed on again), `durability.py` (what is written before what
+leaves), `ticker.py` (the core's clock), `statesync.py` (serving snapshots, and `snapshot_join`: starting
+from a peer's), `history_recovery.py` (`history`: damaged history back from peers, and its deadline),
+`own_orders.py` (the API's waits on our own transactions and the cancels held for their orders),
+`forwarding.py` (where a follower's transactions go), `founding_loop.py` (founding or adopting a chain),
+`seat_handback.py` (`handback`: our seat handed back at stop), and `ports.py` (the network, disk and key it
+runs over). Two face our peers and see the service only through `ports.ChainHost`: `peer_chains.py`
+(`peer_chains`: what peers say of their chain, `conflicts`, what we say of ours) and `serving.py`
+(`serving`: the RPCs `chain.genesis`, `chain.snapshot`, `chain.submit`). The API calls two, which see it only
+through `ports.CoreGate`: `submissions.py` (`submissions`: our users' transactions, into the outbox and the
+core) and `seat_admin.py` (`seats`: the operator's seat approvals, recovery consent and the view of the set,
+`seats_view.py`). What is left here is the driver: boot and stop, the pump matching the core's effects, the
+tick, the gates the API's parts pass (`usable_core`, `accepting_core`) and /status.
 """
 from __future__ import annotations
 
@@ -32,25 +33,30 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Callable, TypedDict, assert_never
+from typing import Callable, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.statesync import SNAPSHOT_SERVICE, SnapshotChunk, SnapshotServer, fetch_snapshot
+from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
+from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.submissions import Submissions
-from exchange.chain.boot import Recovering, check_history, replay, restore_snapshot, store_dir
-from exchange.chain.ports import CannotServe, ChainNetwork, ChainStore, NotReady, RpcValue, Signer
+from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
+                                 store_dir)
+from exchange.chain.history_recovery import HistoryRecovery
+from exchange.chain.peer_chains import PeerChains
+from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
+from exchange.chain.serving import ChainServing
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
                                     NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
-from exchange.crypto import node_id_for, verify as ed25519_verify
+from exchange.crypto import verify as ed25519_verify
 from exchange.chain.chainstate import BlockOutcome
 from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import GENESIS_SERVICE, ChainRules, Conflict, FoundingLoop
+from exchange.chain.founding_loop import ChainRules, FoundingLoop
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
@@ -58,7 +64,7 @@ from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
 from exchange.app.results import BlockResult
 from exchange.chain.store import SIGN_FROM_UNKNOWN
-from exchange.app.txs import InvalidTx, NewOrderOp, SignedTx
+from exchange.app.txs import InvalidTx
 from exchange.wire import Wire
 from storage import StorageError
 
@@ -66,21 +72,6 @@ log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
 OUTBOX_PROBE_INTERVAL = 1.0
-MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
-
-
-class ChainInfo(TypedDict):
-    """Our chain as our handshakes and heartbeats state it ("" and 0 before we have one)."""
-
-    chain_id: str
-    height: int
-
-
-class SubmitAnswer(TypedDict, total=False):
-    """A validator's answer to a follower's `chain.submit`: `error` names a refusal (or why it cannot serve)."""
-
-    ok: bool
-    error: str | None
 
 
 class ChainService:
@@ -103,8 +94,6 @@ class ChainService:
         self.core: ChainCore | None = None
         self.genesis: Genesis | None = None
         self.join_token = join_token
-        self.keep_seat = keep_seat
-        self.leave_timeout = leave_timeout
         if join_token is not None and trusted_chain_id is not None and join_token.chain_id != trusted_chain_id:
             raise ValueError(f"JOIN_TOKEN is for chain {join_token.chain_id[:16]} but CHAIN_ID is {trusted_chain_id[:16]}")
         trusted = trusted_chain_id or (join_token.chain_id if join_token is not None else None)
@@ -113,7 +102,10 @@ class ChainService:
                                  trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN")
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
-        self.conflicts: dict[str, Conflict] = {}        # peers on another chain: node id -> what we know
+        self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
+                         "status_sent": 0, "status_received": 0}
+        self.peer_chains = PeerChains(self, self.founding, network, network_id, clock, self.counters)
+        self.conflicts = self.peer_chains.conflicts     # peers on another chain: node id -> what we know
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
@@ -123,36 +115,28 @@ class ChainService:
         self.halted: str | None = None
         self.own_orders = OwnOrders(store, clock)
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
         self._pump_handle: asyncio.Handle | None = None
         self.ticker = Ticker(clock)
         self._ready = asyncio.Event()
-        self._seat_changed = asyncio.Event()
+        self.handback = SeatHandback(clock, keep_seat, leave_timeout)
         self.finality_observers = self.own_orders.finality_observers
-        self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
-        self._status_sent_at = 0.0
-        self.recovering: Recovering | None = None
-        self.recovery_timeout = recovery_timeout
-        self.fatal: str | None = None
-        self.fatal_listeners: list[Callable[[str], None]] = []
+        self.history = HistoryRecovery(store, clock, recovery_timeout)     # damaged history back from peers
+        self.fatal_listeners = self.history.fatal_listeners
         self.durability = BlockDurability(store, clock, self._block_saved)
-        self._snapshot_task: asyncio.Task[None] | None = None
+        self.snapshot_join = SnapshotJoin(self, network, store, clock, self._snapshot_installed)
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
-        self._snapshots = SnapshotServer(store)
+        self.serving = ChainServing(self, network, store, clock)        # the RPCs peers call
         self._probe: asyncio.Task[bool] | None = None
         self._next_probe = 0.0
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
-        self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
-                         "status_sent": 0, "status_received": 0}
-        self.forwarding = TxForwarding(network, identity.node_id, self._serve_submit, self.counters)
+        self.forwarding = TxForwarding(network, identity.node_id, self.serving.serve_submit, self.counters)
         self.submissions = Submissions(self, store, self.own_orders, clock, self.counters)     # our users' txs
         self.seats = SeatAdmin(self, self.founding, self.proposed, clock)     # the operator's seat commands
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.network.offer(GENESIS_SERVICE, self._serve_genesis)
-        self.network.offer(SNAPSHOT_SERVICE, self._serve_snapshot)
+        self.serving.offer()
         genesis = self.store.load_genesis()
         trusted = self.founding.trusted_chain
         if genesis is not None and trusted is not None and genesis.chain_id != trusted:
@@ -166,7 +150,9 @@ class ChainService:
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
 
     async def stop(self) -> None:
-        await self._give_seat_back()
+        core = self.core       # a validator stopped on purpose hands its seat back first (`seat_handback.py`)
+        if core is not None and core.is_validator and not (self.halted or core.halted):
+            await self.handback.give_back(core, self.pump)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -180,43 +166,6 @@ class ChainService:
         await self.store.outbox_flush()
         self.durability.sync_follower_blocks()
         self.store.close()
-
-    async def _give_seat_back(self) -> None:
-        """A validator stopped on purpose hands its seat back through the log (to a live standby, when one
-        waits), so the rest keep their quorum; unless its operator asked to keep it (KEEP_SEAT, a pinned set),
-        and then the log says what the absence costs."""
-        core = self.core
-        if core is None or not core.is_validator or self.halted or core.halted:
-            return
-        validators = core.state.validators
-        cost = (f"the network tolerates {max(0, validators.faults - 1)} more faulty validator(s) until this node "
-                f"returns" if len(validators) > 1 else "the exchange halts until this node returns: it is the "
-                "only validator")
-        if self.keep_seat or core.genesis.pinned:
-            log.warning("stopping with our validator seat kept (%s): %s", "pinned set" if core.genesis.pinned
-                        else "KEEP_SEAT", cost)
-            return
-        tx = core.request_leave(self.clock())
-        if tx is None:
-            log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)
-            return
-        successor = f" to {node_id_for(tx.successor)[:12]}" if tx.successor else ""
-        log.warning("handing our validator seat back%s before stopping", successor)
-        self.pump()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.leave_timeout
-        while core.is_validator and loop.time() < deadline:
-            self._seat_changed.clear()
-            try:
-                await asyncio.wait_for(self._seat_changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                break
-        if core.is_validator:
-            log.warning("the seat was not handed back within %.0fs (no quorum to order it?): %s", self.leave_timeout,
-                        cost)
-        else:
-            # the awaited block changes it: mypy keeps the loop's narrowing
-            log.warning("validator seat handed back at height %d%s", core.height, successor)  # type: ignore[unreachable]
 
     def boot(self, genesis: Genesis) -> None:
         """Run the chain `genesis` starts: restore, replay, check the history, start the core."""
@@ -238,11 +187,11 @@ class ChainService:
         core.take_effects()
         now = self.clock()
         wal: list[Wire] | None = self.store.wal_records()     # of a damaged WAL, the intact records
-        self.recovering, self.durability.wal_top = check_history(self.store, core, now, wal)
+        self.history.recovering, self.durability.wal_top = check_history(self.store, core, now, wal)
         if not self.store.wal_trustworthy:
             wal = None
             self.store.wal_reset()      # what it implied is in the signing floor now
-        self._restore_outbox(core, now)
+        restore_outbox(self.store, core, self.own_orders, now)
         self.core = core
         core.start(now, wal=wal)
         self.founding_status = "on_chain"
@@ -252,103 +201,14 @@ class ChainService:
         self._ready.set()
         self.pump()
 
-    def _restore_outbox(self, core: ChainCore, now: float) -> None:
-        """Our accepted transactions not yet in a block are handed on again; those a replayed block holds (a
-        crash came between the block and the outbox's 'done' record) leave the outbox."""
-        app = _exchange(core)
-        pending: list[SignedTx] = []
-        final: list[SignedTx] = []
-        for tx in self.store.outbox():
-            in_block = app.replay.seen(tx.id, tx.expires) or (
-                isinstance(tx.ops[0], NewOrderOp) and app.order(tx.order_id(0)) is not None)
-            (final if in_block else pending).append(tx)
-        if final:
-            self.store.outbox_done([tx.id for tx in final])
-        core.restore_outbox(self.own_orders.restore(pending), now)
-
     def store_dir(self, part: str = "") -> str:
         return store_dir(self.store, part)
-
-    def _recovery_progress(self) -> None:
-        core, recovering = self.core, self.recovering
-        if recovering is None or core is None:
-            return
-        if core.height < recovering["need_height"] or self.store.missing_heights:
-            return self._recovery_deadline(recovering)
-        if recovering["tail_damaged"]:
-            claimed = core.sync.best_claimed(self.clock())
-            best = -1 if claimed is None else claimed[0]
-            if best < 0 or core.height < best:
-                return self._recovery_deadline(recovering)
-            # caught up: every height we could have signed at is decided, but for the one in progress, which
-            # an intact WAL covers (the core re-sent what it holds) and a damaged one makes us skip
-            wal_ok = self.store.wal_trustworthy
-            sign_from = max(core.height + (1 if wal_ok else 2), self.durability.wal_top)
-            try:
-                self.store.save_sign_from(sign_from)
-                wal = self.store.wal_records() if wal_ok else None
-            except StorageError as exc:
-                log.warning("cannot record the signing height yet: %s", exc)
-                return
-            core.resume_signing(sign_from, self.clock(), wal)
-        log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
-        self.recovering = None
-
-    def _recovery_deadline(self, recovering: Recovering) -> None:
-        if self.fatal is not None or self.clock() - recovering["since"] <= self.recovery_timeout:
-            return
-        self.fatal = (f"cannot recover blocks {recovering['missing']} of {self.store_dir('blocks')} (damage: "
-                      f"{recovering['damage']}): no peer supplied certified copies within {self.recovery_timeout:g}s. "
-                      f"Start the node where its peers are reachable, restore the file from a backup, or move "
-                      f"{self.store_dir()} aside to resynchronise from scratch")
-        log.critical("%s", self.fatal)
-        for stop in self.fatal_listeners:
-            stop(self.fatal)
-
-    def _serve_genesis(self, payload: RpcValue, peer: str) -> Wire:
-        if self.genesis is None:
-            raise CannotServe("no chain yet")
-        return self.genesis.wire()
-
-    # ------------------------------------------------------------------ peers
-    def chain_info(self) -> ChainInfo:
-        """What our handshakes and heartbeats say about our chain."""
-        return {"chain_id": self.genesis.chain_id if self.genesis else "", "height": self.core.height if self.core else 0}
-
-    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int) -> bool:
-        """A peer's chain (from its hello or heartbeat). False when it is on another chain: not to be linked."""
-        now = self.clock()
-        self.founding.observe(node_id, public_key, chain_id, height, now)
-        mine = self.genesis.chain_id if self.genesis else None
-        if mine is not None and chain_id and chain_id != mine:
-            if chain_id not in {c["chain_id"] for c in self.conflicts.values()}:
-                log.warning("peer %s is on another network with the same NETWORK_ID %r (chain %s at height %d, "
-                            "ours %s): not linking; the two networks were founded apart and are not merged",
-                            node_id[:12], self.network_id, chain_id[:16], height, mine[:16])
-            self.conflicts.pop(node_id, None)
-            self.conflicts[node_id] = {"chain_id": chain_id, "height": height, "seen": now,
-                                       "reason": "founded apart (different genesis)"}
-            while len(self.conflicts) > MAX_CONFLICTS:      # anyone can name another chain: keep the newest few
-                del self.conflicts[next(iter(self.conflicts))]
-            return False
-        if self.core is not None and chain_id == mine:
-            self.core.peer_height(node_id, height, now)
-            self.schedule_pump()
-        return True
-
-    def on_peer_gone(self, node_id: str) -> None:
-        self.founding.forget(node_id)
 
     # ------------------------------------------------------------------ messages
     def on_message(self, message: ChainMessage, sender: str) -> None:
         kind = message.get("type", "")
         if kind == "chain_status":          # a Grenache-only peer's chain (linked peers say it in heartbeats)
-            self.counters["status_received"] += 1
-            body = message.get("body")
-            if type(body) is list and len(body) == 2 and type(body[0]) is str and len(body[0]) in (0, 64) \
-                    and type(body[1]) is int and 0 <= body[1] < (1 << 62):
-                self.on_peer_info(sender, b"", body[0] or None, body[1])
-            return
+            return self.peer_chains.on_status(message.get("body"), sender)
         core = self.core
         if core is None:
             return
@@ -367,56 +227,10 @@ class ChainService:
         except (Malformed, InvalidTx):
             return False
 
-    # ------------------------------------------------------------------ snapshots for joining nodes
-    def _serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
-        return self._snapshots.serve(payload)
-
-    async def _snapshot_join(self, peer: str) -> None:
-        """Fetch a peer's snapshot and install it if every part checks out against our genesis."""
-        try:
-            fetched = await fetch_snapshot(self.network, peer)
-        except Exception as exc:  # noqa: BLE001 - a peer's bad answer: try again on the next sync round
-            log.warning("snapshot from %s not usable: %s", peer[:12], exc)
-            return
-        finally:
-            self._snapshot_task = None
-        core = self.core
-        if core is None:
-            return
-        params = ExchangeParams.from_wire(core.genesis.exchange)
-        chain_id = core.chain_id
-        why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
-                                    fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id),
-                                    self.clock())
-        if why is not None:
-            log.warning("snapshot at height %d from %s refused: %s", fetched.height, peer[:12], why)
-            self.network.penalize(peer, 50.0, "bad_snapshot")
-            return
-        try:
-            self.store.save_snapshot(fetched.height, fetched.data)
-            self.store.replace_epochs(fetched.proofs)
-        except StorageError as exc:
-            log.error("could not store the snapshot we started from: %s", exc)
+    def _snapshot_installed(self) -> None:
+        """We start again from a peer's snapshot (`statesync.SnapshotJoin`): our role may have changed."""
         self._roles_changed()
         self.pump()
-
-    def _serve_submit(self, payload: RpcValue, peer: str) -> SubmitAnswer:
-        """A follower hands us a transaction (RPC `chain.submit`)."""
-        core = self.core
-        if core is None or not core.is_validator:
-            return {"error": "not_validator"}
-        if not core.intake.within_tx_budget(peer, self.clock()):
-            return {"error": "sender_quota"}
-        try:
-            tx = SignedTx.from_wire(payload)
-        except InvalidTx as exc:
-            self.network.penalize(peer, 20.0, f"malformed_tx:{exc.code}")
-            return {"error": exc.code}
-        why = core.submit(tx, self.clock(), own=False, lane=peer)
-        self.schedule_pump()
-        if why in ("bad_signature",):
-            self.network.penalize(peer, 50.0, "bad_tx_signature")
-        return {"ok": why is None, "error": why}
 
     # ------------------------------------------------------------------ the pump
     def schedule_pump(self) -> None:
@@ -446,7 +260,7 @@ class ChainService:
             self._carry_out(core, effect)
         if durability.wal_waiting and not wal_failed:
             durability.flush()
-        self._recovery_progress()
+        self.history.progress(core, durability.wal_top)
         self.ticker.nudge(core)
 
     def _carry_out(self, core: ChainCore, effect: ChainEffect) -> None:
@@ -477,8 +291,7 @@ class ChainService:
             case Halt(reason):
                 self.halted = reason
             case NeedSnapshot(node_id):
-                if self._snapshot_task is None:
-                    self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_join(node_id))
+                self.snapshot_join.need(node_id)
             case WalRecord(record):
                 self.durability.add_wal(record)              # written by the pump before the next effect
             case _:
@@ -504,7 +317,7 @@ class ChainService:
         self.durability.add_block(UnsavedBlock(block, commit, outcome, snapshot, durable))
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
-            self._seat_changed.set()
+            self.handback.seats_changed()
 
     def _block_saved(self, entry: UnsavedBlock) -> None:
         """The block is durable: let out what it holds back."""
@@ -549,7 +362,7 @@ class ChainService:
         """The core's clock (`ticker.py`), and what runs on it besides the core's tick."""
         while True:
             await self.ticker.sleep(tick_delay(self.core, self.disk_error is not None, self.clock()))
-            self._tell_grenache_members()
+            self.peer_chains.tell_grenache_members()
             self.durability.sync_follower_blocks(self.clock())
             if self.core is not None:
                 try:
@@ -570,17 +383,6 @@ class ChainService:
                                        core.state.validators.quorum)
         if said is not None:
             log.log(*said)
-
-    def _tell_grenache_members(self) -> None:
-        """Every second, our chain id and height to the nodes we meet only through the Grape."""
-        now = self.clock()
-        if now - self._status_sent_at < 1.0:
-            return
-        self._status_sent_at = now
-        info = self.chain_info()
-        for node_id in self.grenache_members():
-            self.network.send(node_id, {"type": "chain_status", "body": [info["chain_id"], info["height"]]})
-            self.counters["status_sent"] += 1
 
     def _probe_outbox(self) -> None:
         """After an outbox write failed, try a tiny one each second, so the node says it is ready again as
@@ -632,13 +434,23 @@ class ChainService:
         return self.disk_error or self.store.outbox_error
 
     @property
+    def recovering(self) -> Recovering | None:
+        """Damaged history still to come back from peers before orders are served (`history_recovery.py`)."""
+        return self.history.recovering
+
+    @property
+    def fatal(self) -> str | None:
+        """Why this node gave up (its history could not be recovered in time), or None."""
+        return self.history.fatal
+
+    @property
     def state(self) -> ExchangeState:
-        return _exchange(self.usable_core())
+        return exchange_of(self.usable_core())
 
     @property
     def app(self) -> ExchangeState | None:
         """The exchange the core runs (None before a chain), typed: the core holds it as its Application."""
-        return None if self.core is None else _exchange(self.core)
+        return None if self.core is None else exchange_of(self.core)
 
     def status(self) -> dict[str, object]:
         """The chain as /status shows it (under `exchange`): the core's view, this node's founding, halt,
@@ -660,14 +472,7 @@ class ChainService:
         return {**core.status(now), **base, "network_id": self.network_id, "halt": self.halt_watch.view(now),
                 "liveness": liveness,
                 "sign_from": None if sign_from >= SIGN_FROM_UNKNOWN else sign_from,
-                "markets": _exchange(core).params.registry.symbols}
-
-
-def _exchange(core: ChainCore) -> ExchangeState:
-    """The core's application, which `boot` made an ExchangeState: the core sees only its Protocol."""
-    app = core.state.app
-    assert isinstance(app, ExchangeState)
-    return app
+                "markets": exchange_of(core).params.registry.symbols}
 
 
 def _block_result(outcome: BlockOutcome) -> BlockResult | None:

@@ -5,15 +5,21 @@ The serving side answers `chain.snapshot` {"offset"} with its newest stored snap
 chunk also carries what makes it checkable: the commit of its block, the certified block after it, and the
 epoch proofs from genesis. The joining side fetches every chunk from one peer and hands the lot to
 `ChainCore.install_snapshot`, which checks each part against validator sets proven from its own genesis
-before anything of its state changes.
+before anything of its state changes (`SnapshotJoin`, when the core asks for a snapshot: one fetch at a time).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, NotRequired, TypedDict
+import asyncio
+import logging
+from typing import Callable, NamedTuple, NotRequired, TypedDict
 
+from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, RpcValue
+from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue
 from exchange.wire import Wire
+from storage import StorageError
+
+log = logging.getLogger("exchange.chain")
 
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
@@ -83,3 +89,49 @@ async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
         size += len(more["chunk"])
     return FetchedSnapshot(height, b"".join(parts)[:total], Commit.from_wire(proof[0]), Block.from_wire(proof[1]),
                            Commit.from_wire(proof[2]), [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]])
+
+
+class SnapshotJoin:
+    """Starting again from a peer's snapshot when the core asks (`NeedSnapshot`): install it if every part checks
+    out against our genesis, store it to start from, then tell the service (`installed`: the roles, the pump)."""
+
+    def __init__(self, gate: CoreGate, network: ChainNetwork, store: ChainStore, clock: Callable[[], float],
+                 installed: Callable[[], None]) -> None:
+        self.gate = gate
+        self.network = network
+        self.store = store
+        self.clock = clock
+        self.installed = installed
+        self._task: asyncio.Task[None] | None = None
+
+    def need(self, peer: str) -> None:
+        """Fetch `peer`'s snapshot, unless a fetch is under way."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._join(peer))
+
+    async def _join(self, peer: str) -> None:
+        try:
+            fetched = await fetch_snapshot(self.network, peer)
+        except Exception as exc:  # noqa: BLE001 - a peer's bad answer: try again on the next sync round
+            log.warning("snapshot from %s not usable: %s", peer[:12], exc)
+            return
+        finally:
+            self._task = None
+        core = self.gate.core
+        if core is None:
+            return
+        params = ExchangeParams.from_wire(core.genesis.exchange)
+        chain_id = core.chain_id
+        why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
+                                    fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id),
+                                    self.clock())
+        if why is not None:
+            log.warning("snapshot at height %d from %s refused: %s", fetched.height, peer[:12], why)
+            self.network.penalize(peer, 50.0, "bad_snapshot")
+            return
+        try:
+            self.store.save_snapshot(fetched.height, fetched.data)
+            self.store.replace_epochs(fetched.proofs)
+        except StorageError as exc:
+            log.error("could not store the snapshot we started from: %s", exc)
+        self.installed()

@@ -1,0 +1,58 @@
+"""A validator stopped on purpose hands its seat back through the log (to a live standby, when one waits), so
+the rest keep their quorum; unless its operator asked to keep it (KEEP_SEAT, a pinned set), and then the log
+says what the absence costs. The stop waits a few seconds for a block to order the leave.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from exchange.chain.core import ChainCore
+from exchange.crypto import node_id_for
+
+log = logging.getLogger("exchange.chain")
+
+
+class SeatHandback:
+    """Our seat handed back at stop (the service's `handback`)."""
+
+    def __init__(self, clock: Callable[[], float], keep_seat: bool, timeout: float) -> None:
+        self.clock = clock
+        self.keep_seat = keep_seat
+        self.timeout = timeout          # s to wait for the block that orders our leave
+        self._changed = asyncio.Event()
+
+    def seats_changed(self) -> None:
+        """A final block changed the validator set: the wait for our leave looks again."""
+        self._changed.set()
+
+    async def give_back(self, core: ChainCore, pump: Callable[[], None]) -> None:
+        """Hand the seat `core` holds back (the core runs, unhalted), and wait for a block to order it."""
+        validators = core.state.validators
+        cost = (f"the network tolerates {max(0, validators.faults - 1)} more faulty validator(s) until this node "
+                f"returns" if len(validators) > 1 else "the exchange halts until this node returns: it is the "
+                "only validator")
+        if self.keep_seat or core.genesis.pinned:
+            log.warning("stopping with our validator seat kept (%s): %s", "pinned set" if core.genesis.pinned
+                        else "KEEP_SEAT", cost)
+            return
+        tx = core.request_leave(self.clock())
+        if tx is None:
+            log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)
+            return
+        successor = f" to {node_id_for(tx.successor)[:12]}" if tx.successor else ""
+        log.warning("handing our validator seat back%s before stopping", successor)
+        pump()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while core.is_validator and loop.time() < deadline:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        if core.is_validator:
+            log.warning("the seat was not handed back within %.0fs (no quorum to order it?): %s", self.timeout, cost)
+        else:
+            log.warning("validator seat handed back at height %d%s", core.height, successor)
