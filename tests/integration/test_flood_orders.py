@@ -54,8 +54,9 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
         client.stop.set()
         client.join(40)
     base = client.window(0, flood_start)
-    during = client.window(flood_start, flood_end)
-    assert base and during, (len(base), len(during))
+    during = client.window(flood_start, flood_end + 6.0)     # sending, and the validators working through it
+    after = client.window(flood_end + 1.0, flood_end + 6.0)
+    assert base and during and after, (len(base), len(during), len(after))
     assert None not in base + during, f"honest orders not final: {client.samples}"
     throttled = [{t["peer"]: t["dropped"] for t in node.status()["exchange"]["tx_budget"]["throttled"]}
                  for node in validators]
@@ -64,12 +65,14 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
         f"a validator let the flooder past its budget: dropped {throttled}, cut off {cut_off}"
     queued = [i for i in range(len(validators)) if backlog[i] >= 50]
     assert all(heaviest[i] == flooder_id for i in queued), f"the backlog's lanes at its peak: {heaviest}"
-    base_p99, during_p99 = p99(base), p99(during)       # type: ignore[arg-type]
+    base_p99, during_p99, after_p99 = p99(base), p99(during), p99(after)       # type: ignore[arg-type]
     # The goal is 2x the baseline; here the flooder, its signing and its encryption share the same
-    # two cores as the five nodes, so the bound is 3x or 3 s. Measured on this test (docs/tradeoffs.md):
-    # the first-in-first-out pool with no budget 4.8 s, lanes without a per-block share 11.8-18.8 s.
-    assert during_p99 <= max(3 * base_p99, 3.0), (f"honest p99 {during_p99 * 1000:.0f} ms during the flood vs "
+    # two cores as the five nodes, and p99 over ~35 orders is their maximum, so the bound is 3x with a floor
+    # of half a second (what this test measured with each design is in docs/tradeoffs.md).
+    assert during_p99 <= max(3 * base_p99, 0.5), (f"honest p99 {during_p99 * 1000:.0f} ms during the flood vs "
                                                    f"{base_p99 * 1000:.0f} ms before; backlog {backlog}")
+    assert after_p99 <= max(3 * base_p99, 0.25), (f"honest p99 {after_p99 * 1000:.0f} ms from 1 s after the flood vs "
+                                                   f"{base_p99 * 1000:.0f} ms before")
     wait_until(lambda: converged([*validators, follower]), 60, message="the flood's orders were not all ordered")
     # memory: the mempool is bounded by bytes (64 MiB) and what the flood leaves is its orders resting on the
     # book (no collateral), about a kilobyte each at every node
