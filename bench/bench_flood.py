@@ -8,6 +8,8 @@ and times each until it is final there. Each attack runs for one window while th
 - orders: signed one-order transactions from fresh accounts, each sent to every validator by one peer;
   1x is `PEER_TX_RATE` (what a validator takes from one neighbour a second, the rest dropped before any
   signature check). "got": spam orders final on the book once it stops growing (at most 60 s after).
+  Past the budget a validator stops reading the flooder for a while, so its sends wait on TCP: "sent/s"
+  is what the validators let through, and the window lasts until all `rate x window` are sent.
 - hints: RPC health hints, each signed by a fresh key, to two validators; 1x is `ROUTER_OPEN_TYPE_RATE`.
   "got": distinct hints that reached a validator the attacker is not linked to, over those sent.
 - grafts: a linked peer asks again for the newest 64 broadcasts the node pushed it (fresh-key hints at
