@@ -6,7 +6,8 @@ TURN_MESSAGES per event-loop turn and keeps the rest in its backlog with its soc
 serves the other links first, and a peer that sends faster than we handle its frames is slowed by TCP, not
 by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
 (`hold`): nothing is read for a while, and the peer's sending waits in its own TCP window instead of being
-decoded here only to be dropped.
+decoded here only to be dropped. A link relayed through a circuit has no socket of its own: when it falls
+behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it either.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ TURN_MESSAGES = 64      # an open link's messages handed over per event-loop tur
 
 class LinkReading:
     __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_turn", "_hold_timer",
-                 "_hold_until", "_paused")
+                 "_hold_until", "_paused", "_blockers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: Callable[[], asyncio.Transport | None],
                  dispatch: Callable[[list[Message]], None], failed: Callable[[Exception], None],
@@ -36,6 +37,7 @@ class LinkReading:
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_until = 0.0
         self._paused = False
+        self._blockers: set[object] = set()     # what else stops this socket being read (a circuit carried on it)
 
     def deliver(self, messages: list[Message]) -> None:
         """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns."""
@@ -83,8 +85,18 @@ class LinkReading:
     def held(self) -> bool:
         return self._hold_timer is not None
 
+    def block(self, by: object) -> None:
+        """Stop reading until `by` unblocks it: a relayed link carried on this one is behind, and what this
+        link reads for it would only pile up in that link's backlog."""
+        self._blockers.add(by)
+        self._update()
+
+    def unblock(self, by: object) -> None:
+        self._blockers.discard(by)
+        self._update()
+
     def _update(self) -> None:
-        paused = bool(self.backlog) or self._hold_timer is not None
+        paused = bool(self.backlog) or self._hold_timer is not None or bool(self._blockers)
         transport = self._transport()
         if paused == self._paused or transport is None or transport.is_closing():
             return
@@ -101,3 +113,4 @@ class LinkReading:
                 handle.cancel()
         self._turn = self._hold_timer = None
         self.backlog.clear()
+        self._blockers.clear()

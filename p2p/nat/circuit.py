@@ -28,6 +28,7 @@ class CircuitTransport(asyncio.Transport):
         self._protocol: asyncio.Protocol | None = None
         self._closing = False
         self._lost = False
+        self._reading_paused = False
         self.bytes_in = self.bytes_out = 0
 
     def attach(self, protocol: asyncio.Protocol) -> None:
@@ -71,14 +72,20 @@ class CircuitTransport(asyncio.Transport):
         self.close()
 
     def pause_reading(self) -> None:
-        """Nothing to pause here: what arrives is what the carrier link read, and the carrier reads at the
-        pace its own turns allow (a paused circuit's link queues it in order)."""
+        """The link over this circuit is behind: its carrier stops reading until it catches up (every other
+        circuit on that carrier waits too: they share its flow control), so what the relay sends waits in TCP
+        rather than in the link's backlog."""
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.carrier.reading.block(self)
 
     def resume_reading(self) -> None:
-        return None
+        if self._reading_paused:
+            self._reading_paused = False
+            self.carrier.reading.unblock(self)
 
     def is_reading(self) -> bool:
-        return True
+        return not self._reading_paused
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -98,6 +105,7 @@ class CircuitTransport(asyncio.Transport):
         if self._lost:
             return
         self._lost = True
+        self.resume_reading()
         self._on_closed(self)
         if self._protocol is not None:
             self._protocol.connection_lost(exc)

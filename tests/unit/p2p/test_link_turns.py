@@ -120,3 +120,18 @@ async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
     await _next_turn()
     assert len(host.delivered) == TURN_MESSAGES and not link.reading.backlog and not link.reading.held
 
+
+
+async def test_a_relayed_link_behind_stops_its_carrier_being_read_until_it_catches_up_or_closes() -> None:
+    from p2p.nat.circuit import CircuitTransport
+
+    carrier, socket = _open_link(_Host())
+    closed: list[CircuitTransport] = []
+    one, other = (CircuitTransport(carrier, n, "relay", closed.append) for n in (1, 3))
+    one.pause_reading()
+    other.pause_reading()
+    assert not socket.reading and not one.is_reading()
+    one.resume_reading()
+    assert not socket.reading, "another circuit on the carrier is still behind"
+    other.remote_closed()
+    assert socket.reading and closed == [other], "a circuit that is gone blocks nothing"
