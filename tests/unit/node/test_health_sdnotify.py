@@ -63,3 +63,25 @@ async def test_without_notify_socket_nothing_is_sent_and_a_dead_socket_is_not_fa
                                            ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}, 1.0)])
 def test_watchdog_interval_is_only_for_this_process(env, interval):
     assert SystemdNotifier({"NOTIFY_SOCKET": "/x", **env}).watchdog_interval == interval
+
+
+async def test_the_loop_monitor_counts_full_collections_and_forgets_them_after_its_window():
+    import gc
+
+    from node.health import LAG_WINDOW, LoopMonitor
+
+    now = [100.0]
+    monitor = LoopMonitor(clock=lambda: now[0])
+    monitor.start()
+    try:
+        gc.collect(1)                   # a young collection is not a pause worth showing
+        assert monitor.lag()["full_gc_10s"] == 0
+        gc.collect()
+        seen = monitor.lag()
+        assert seen["full_gc_10s"] == 1 and seen["full_gc_max_10s_seconds"] is not None
+        now[0] += LAG_WINDOW + 1
+        assert monitor.lag()["full_gc_10s"] == 0
+    finally:
+        await monitor.stop()
+    gc.collect()
+    assert len(monitor.gc_pauses) == 1, "a stopped monitor no longer listens"
