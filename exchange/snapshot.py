@@ -74,10 +74,16 @@ def _side_rows(side: BookSide) -> list[Wire]:
     return [[level.price, [_order_row(order) for order in level.live_orders()]] for level in side.iter_levels()]
 
 
+# An enum member's `.value` goes through a descriptor; a dict lookup is several times cheaper, and every
+# node encodes every resting order this way each snapshot interval, in its event loop.
+_TYPE_VALUE = {member: member.value for member in OrderType}
+_SELF_TRADE_VALUE = {member: member.value for member in SelfTradeMode}
+
+
 def _order_row(order: Order) -> Wire:
     key = order.created_key
-    return [order.id, order.type.value, order.quantity, order.remaining, order.owner,
-            list(key) if isinstance(key, tuple) else key, order.self_trade.value]
+    return [order.id, _TYPE_VALUE[order.type], order.quantity, order.remaining, order.owner,
+            list(key) if isinstance(key, tuple) else key, _SELF_TRADE_VALUE[order.self_trade]]
 
 
 def _levels(data: object, name: str) -> list[tuple[int, Sequence[Unchecked]]]:

@@ -133,3 +133,25 @@ def test_positions_beyond_64_bits_still_snapshot_and_restore():
     data = state.snapshot()
     copy = ExchangeState.restore(params, data, chain_id)
     assert copy.snapshot() == data and copy.app_hash == state.app_hash
+
+
+def test_the_collector_is_paused_while_a_snapshot_is_encoded_and_left_as_it_was(monkeypatch):
+    import gc
+
+    import exchange.app.snapshot as snapshot_module
+
+    state = ExchangeState.restore(PARAMS, SNAPSHOT, CHAIN)
+    seen: list[bool] = []
+    encode = snapshot_module._encode_state
+
+    def watched(encoded: ExchangeState) -> bytes:
+        seen.append(gc.isenabled())
+        return encode(encoded)
+    monkeypatch.setattr(snapshot_module, "_encode_state", watched)
+    assert gc.isenabled() and state.snapshot() == SNAPSHOT and gc.isenabled()
+    gc.disable()
+    try:
+        assert state.snapshot() == SNAPSHOT and not gc.isenabled(), "a caller's own pause is left in place"
+    finally:
+        gc.enable()
+    assert seen == [False, False]
