@@ -599,10 +599,12 @@ class PeerManager:
         return self._kept
 
     def hold_reading(self, node_id: str, seconds: float) -> None:
-        """Stop reading `node_id`'s link for `seconds`: a component's budget for it is spent (PeerLink.hold_reading)."""
+        """Stop reading `node_id`'s link for `seconds`: a component's budget for it is spent (PeerLink.hold_reading).
+        At most half the silence after which the heartbeat loop drops a link: a held link brings no bytes, and
+        must not be judged dead for it."""
         link = self.links.get(node_id)
         if link is not None:
-            link.hold_reading(seconds)
+            link.hold_reading(min(seconds, self.config.heartbeat_interval * self.config.dead_after / 2))
 
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         """Misbehaviour points decay (halving each minute); past the threshold the peer is banned."""
