@@ -86,6 +86,12 @@ class LinkReading:
     def held(self) -> bool:
         return self._hold_timer is not None
 
+    @property
+    def hold_until(self) -> float:
+        """When (event-loop time) the latest hold ends or ended (0.0: never held): until then the peer's
+        silence is ours."""
+        return self._hold_until
+
     def block(self, by: object) -> None:
         """Stop reading until `by` unblocks it: a relayed link carried on this one is behind, and what this
         link reads for it would only pile up in that link's backlog."""
