@@ -210,8 +210,11 @@ class PeerLink(asyncio.Protocol):
             self._internal_error("link.receive", exc)
 
     def hold_reading(self, seconds: float) -> None:
-        """Read nothing from this peer for `seconds`: a component's budget for it is spent (link_reading.py)."""
-        if self.state != CLOSED:
+        """Read nothing from this peer for `seconds`: a component's budget for it is spent (link_reading.py).
+        A relayed link is never held: it has no socket of its own, and pausing it would stop its carrier, our
+        link to the relay, whose own messages (a validator's votes) and other circuits are not the one over
+        budget; the component drops that peer's excess as it reads it instead."""
+        if self.state != CLOSED and self.via is None:
             self.reading.hold(seconds)
 
     def _dispatch_open(self, messages: list[Message]) -> None:

@@ -7,7 +7,8 @@ serves the other links first, and a peer that sends faster than we handle its fr
 by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
 (`hold`): nothing is read for a while, and the peer's sending waits in its own TCP window instead of being
 decoded here only to be dropped. A link relayed through a circuit has no socket of its own: when it falls
-behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it either.
+behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it either; such a
+link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as the hold.
 """
 from __future__ import annotations
 
@@ -84,6 +85,12 @@ class LinkReading:
     @property
     def held(self) -> bool:
         return self._hold_timer is not None
+
+    @property
+    def hold_until(self) -> float:
+        """When (event-loop time) the latest hold ends or ended (0.0: never held): until then the peer's
+        silence is ours."""
+        return self._hold_until
 
     def block(self, by: object) -> None:
         """Stop reading until `by` unblocks it: a relayed link carried on this one is behind, and what this

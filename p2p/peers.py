@@ -599,7 +599,9 @@ class PeerManager:
         return self._kept
 
     def hold_reading(self, node_id: str, seconds: float) -> None:
-        """Stop reading `node_id`'s link for `seconds`: a component's budget for it is spent (PeerLink.hold_reading)."""
+        """Stop reading `node_id`'s link for `seconds`: a component's budget for it is spent (PeerLink.hold_reading).
+        The heartbeat loop counts a held link's silence from the hold's end: it brings no bytes because we do
+        not read it."""
         link = self.links.get(node_id)
         if link is not None:
             link.hold_reading(seconds)
@@ -732,14 +734,16 @@ class PeerManager:
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
         dead_after = interval * self.config.dead_after
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            loop_now = loop.time()
             extra: dict[str, Any] = {"links": list(self.links)[:1024]}
             for build in self._heartbeat_fields:
                 extra.update(build())
             for link in list(self.links.values()):
-                if now - link.last_recv > dead_after:
+                if now - link.last_recv > dead_after and loop_now - link.reading.hold_until > dead_after:
                     link.close(CloseReason.HEARTBEAT_TIMEOUT, f"silent for {now - link.last_recv:.1f}s")
                 else:
                     link.heartbeat(extra)

@@ -212,6 +212,14 @@ class ChainService:
         core = self.core
         if core is None:
             return
+        origin = message.get("origin")
+        if kind != "chain_decision" and type(origin) is str and origin != sender:
+            # relayed for `origin`, which signed the wrapper (a certified block is broadcast, its origin unsigned):
+            # its budget, its penalties and our answers are that node's, never the neighbour's that carried it
+            if kind == "chain_tx" and core.is_validator and origin not in core.state.validators.node_ids:
+                core.counters["relayed_tx_dropped"] = core.counters.get("relayed_tx_dropped", 0) + 1
+                return      # a follower hands transactions over by `chain.submit`, never in a relayed chain_tx
+            sender = origin
         core.on_message(kind, message.get("body"), sender, self.clock())
         self.schedule_pump()
 

@@ -135,3 +135,20 @@ async def test_a_relayed_link_behind_stops_its_carrier_being_read_until_it_catch
     assert not socket.reading, "another circuit on the carrier is still behind"
     other.remote_closed()
     assert socket.reading and closed == [other], "a circuit that is gone blocks nothing"
+
+
+async def test_a_hold_on_a_relayed_link_never_stops_its_carrier_being_read() -> None:
+    """The budget that holds a flooder is keyed by the node at the far end of a circuit; its carrier is our
+    link to the relay (often a validator, relaying its votes too): holding the circuit must not stop that."""
+    from p2p.nat.circuit import CircuitTransport
+
+    carrier, socket = _open_link(_Host())
+    relayed, _ = _open_link(_Host())
+    circuit = CircuitTransport(carrier, 1, "relay", lambda transport: None)
+    relayed.transport, relayed.via = circuit, "relay"
+    relayed.hold_reading(1.0)
+    assert socket.reading and socket.pauses == 0, "the relay's own link stopped being read"
+    relayed.reading.deliver([{"type": "ping", "seq": i} for i in range(2 * TURN_MESSAGES)])
+    assert not socket.reading, "a relayed link behind still stops its carrier while it catches up"
+    await _next_turn()
+    assert socket.reading
