@@ -121,14 +121,15 @@ def test_a_neighbour_past_its_budget_is_held_until_a_second_refills_once_per_hol
     assert budget.view()["holds"] == 2
 
 
-def test_a_validator_holds_a_flooding_neighbours_link_and_not_a_validators():
+def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transactions():
     from exchange.chain.core import ChainCore, CoreConfig
     from exchange.chain.effects import HoldReading
     from exchange.chain.genesis import Genesis
+    from exchange.crypto import node_id_for
     from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
-    me = FakeKeys("held-validator")
-    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key,))
+    me, other = FakeKeys("held-validator"), FakeKeys("other-validator")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key, other.public_key))
     core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
                      blocks=MemoryStore(), config=CoreConfig(peer_tx_rate=10.0, peer_tx_burst=5.0), now=BASE_TIME)
     core.take_effects()
@@ -138,4 +139,9 @@ def test_a_validator_holds_a_flooding_neighbours_link_and_not_a_validators():
     assert holds == [HoldReading("flooder", 0.5)]
     for _ in range(40):
         core.on_message("chain_tx", ["not", "a", "tx"], None, BASE_TIME + 1)     # our own: never metered
+    assert not [e for e in core.take_effects() if isinstance(e, HoldReading)]
+    validator = node_id_for(other.public_key)
+    assert validator in core.state.validators.node_ids
+    for _ in range(40):
+        core.on_message("chain_tx", ["not", "a", "tx"], validator, BASE_TIME + 1)   # a validator's relays
     assert not [e for e in core.take_effects() if isinstance(e, HoldReading)]
