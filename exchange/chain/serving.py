@@ -49,6 +49,8 @@ class ChainServing:
         core = self.host.core
         if core is None or not core.is_validator:
             return {"error": "not_validator"}
+        if core.holds_wire(payload):
+            return {"ok": True, "error": None}     # held already (another validator relayed it): no budget spent
         if not core.intake.within_tx_budget(peer, self.clock()):
             return {"error": "sender_quota"}
         try:

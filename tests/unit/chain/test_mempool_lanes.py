@@ -145,3 +145,76 @@ def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transact
     for _ in range(40):
         core.on_message("chain_tx", ["not", "a", "tx"], validator, BASE_TIME + 1)   # a validator's relays
     assert not [e for e in core.take_effects() if isinstance(e, HoldReading)]
+
+
+def test_a_relayed_transaction_charges_its_origins_budget_past_empty_but_holds_at_most_a_second():
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=10.0, burst=5.0)
+    for _ in range(50):
+        budget.charge("flooder", 0.0)
+    assert budget.view()["charged_by_relays"] == 50
+    assert not budget.take("flooder", 0.0), "what other validators admitted for it is not admitted again here"
+    assert not budget.take("flooder", 0.5), "a debt of a burst (5) takes half a second at 10/s to repay"
+    assert budget.take("flooder", 1.1)
+    deep = TxBudget(rate=10.0, burst=5.0)
+    for _ in range(20):
+        deep.charge("a", 0.0)
+    assert not deep.take("a", 0.0)
+    assert deep.hold_for("a", 0.0) == 1.0, "a debt never holds a link over a second: its heartbeats wait too"
+
+
+def _validators(count: int, rate: float = 10.0, burst: float = 5.0) -> list:
+    """`count` validator cores of one chain (real Ed25519 for the transactions, fake keys for the votes)."""
+    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.genesis import Genesis
+    from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+    keys = [FakeKeys(f"relay-validator-{i}") for i in range(count)]
+    genesis = Genesis("t", int(BASE_TIME * 1000), keys[0].public_key, tuple(k.public_key for k in keys))
+    cores = [ChainCore(genesis, SimApp(), public_key=k.public_key, sign=k.sign, verify=fake_verify, blocks=MemoryStore(),
+                       config=CoreConfig(peer_tx_rate=rate, peer_tx_burst=burst), now=BASE_TIME) for k in keys]
+    for core in cores:
+        core.take_effects()
+    return cores
+
+
+def _relays(core) -> list[dict]:
+    from exchange.chain.effects import SendValidators
+    return [e.message for e in core.take_effects() if isinstance(e, SendValidators) and e.message["type"] == "chain_tx"]
+
+
+def test_a_flooder_linked_to_every_validator_is_admitted_one_budget_in_all_not_one_per_validator():
+    """Each validator admits a budget from the flooder and relays it naming the flooder's lane; the others charge
+    it there, so sending each validator other transactions gets the flooder about one budget's worth in all."""
+    from tests.flood import spam_orders
+    from tests.sim.chain_sim import BASE_TIME
+
+    a, b = _validators(2)
+    chain_id = a.chain_id
+    now = BASE_TIME + 1
+    to_a, to_b = spam_orders(chain_id, 20, ttl_ms=10 ** 9), spam_orders(chain_id, 20, ttl_ms=10 ** 9)
+    for tx in to_a:
+        a.on_message("chain_tx", tx.wire(), "flooder", now)
+    relayed = _relays(a)
+    assert len(relayed) == 5, "a admits the flooder's burst (5) and hands each on"
+    assert {m["lane"] for m in relayed} == {"flooder"}
+    for message in relayed:
+        b.on_message("chain_tx", message["body"], a.node_id, now, lane=message["lane"])
+    assert b.mempool.lanes() == {"flooder": (5, b.mempool.lanes()["flooder"][1])}, "in the flooder's lane, not a's"
+    for tx in to_b:
+        b.on_message("chain_tx", tx.wire(), "flooder", now)
+    assert _relays(b) == [], "b's budget for the flooder was spent by what a admitted for it"
+    assert len(b.mempool) == 5 and b.intake.tx_budget.view()["charged_by_relays"] == 5
+
+
+def test_a_lane_named_by_a_non_validator_is_not_believed():
+    from tests.flood import spam_orders
+    from tests.sim.chain_sim import BASE_TIME
+
+    (a,) = _validators(1)
+    now = BASE_TIME + 1
+    for tx in spam_orders(a.chain_id, 20, ttl_ms=10 ** 9):
+        a.on_message("chain_tx", tx.wire(), "stranger", now, lane="victim")
+    assert set(a.mempool.lanes()) == {"stranger"}, "a stranger's transactions stay in its own lane and budget"
+    assert len(a.mempool) == 5 and a.intake.tx_budget.view()["charged_by_relays"] == 0

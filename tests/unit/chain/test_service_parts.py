@@ -153,13 +153,29 @@ def test_serving_without_a_chain():
 
 
 def test_a_malformed_submit_is_penalised():
-    core = SimpleNamespace(is_validator=True, intake=SimpleNamespace(within_tx_budget=lambda peer, now: True))
+    core = SimpleNamespace(is_validator=True, intake=SimpleNamespace(within_tx_budget=lambda peer, now: True),
+                           holds_wire=lambda body: False)
     net = Net()
     serving = ChainServing(Host(core=core), net, NO_STORE, lambda: 100.0)
     answer = serving.serve_submit(["not a tx"], "p")
     assert answer.get("error") and net.penalties and net.penalties[0][0] == "p"
     core.intake.within_tx_budget = lambda peer, now: False
     assert serving.serve_submit(["not a tx"], "p") == {"error": "sender_quota"}
+
+
+def test_a_submit_of_a_transaction_held_already_spends_no_budget():
+    """A follower hands each transaction to two upcoming proposers; the first relays it to the second, naming the
+    follower's lane and charging its budget there: the follower's own copy must not be charged again."""
+    spent: list[str] = []
+
+    def within_tx_budget(peer: str, now: float) -> bool:
+        spent.append(peer)
+        return False
+    core = SimpleNamespace(is_validator=True, holds_wire=lambda body: True,
+                           intake=SimpleNamespace(within_tx_budget=within_tx_budget))
+    serving = ChainServing(Host(core=core), Net(), NO_STORE, lambda: 100.0)
+    assert serving.serve_submit(["held"], "p") == {"ok": True, "error": None}
+    assert spent == []
 
 
 def _recovering(since: float, need_height: int, tail_damaged: bool = False) -> Recovering:
