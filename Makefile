@@ -43,7 +43,10 @@ $(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/tsconfig.json $(wildcard $(TS_DIR)
 
 npm-deps: $(NPM_STAMP) $(TS_STAMP)
 
+# Byte-compiled once here, so the hundreds of node processes the tests start read bytecode instead of each
+# compiling the package again (they would when the environment sets PYTHONDONTWRITEBYTECODE).
 test-deps: $(TEST_STAMP) npm-deps
+	@$(PY) -m compileall -q -j 0 config p2p exchange node storage bench tests clients/python/exchange_node_client
 
 # The suite's two tiers (markers in pyproject.toml, put and checked by tests/conftest.py): the fast tier runs
 # everything that starts no process (unit tests, the simulator); the real-process tier the rest.

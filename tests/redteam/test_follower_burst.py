@@ -1,5 +1,5 @@
 """An honest follower whose API takes a burst of orders beyond what a validator reads from one neighbour
-(PEER_TX_BURST, then PEER_TX_RATE a second) is held by each validator for a while (issue 25): that must cost
+(PEER_TX_BURST, then PEER_TX_RATE a second; here set low) is held by each validator for a while (issue 25): that must cost
 it nothing but time. Its links stay up even under fast heartbeats (a held link's silence is ours), nobody
 penalises it, and its own resubmission gets every order into a block."""
 from __future__ import annotations
@@ -16,7 +16,9 @@ from tests.redteam.attacker import penalties_logged
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-ORDERS = 8000       # at the API's pace (~1,000-1,500/s here) well past 2,000 + 500/s
+ORDERS = 3000
+# a budget the API's pace passes on any machine (it took 300-1,500 orders/s on the boxes this ran on)
+BUDGET = {"peer_tx_rate": 150, "peer_tx_burst": 300}
 
 
 async def burst(node, txs) -> dict[int, int]:
@@ -33,7 +35,7 @@ async def burst(node, txs) -> dict[int, int]:
 def test_a_follower_past_its_budget_is_held_and_loses_nothing(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("burst"))
     try:
-        validators = cluster.chain(3, seat_rule="any", debug_api="false", heartbeat_interval=0.2)
+        validators = cluster.chain(3, seat_rule="any", debug_api="false", heartbeat_interval=0.2, **BUDGET)
         follower = cluster.node("honest", bootstrap_peers=validators[0].p2p_address, debug_api="false",
                                 heartbeat_interval=0.2)
         wait_until(lambda: converged([*validators, follower]), 30)
