@@ -34,9 +34,7 @@ _UNICAST = tuple(t for t in MESSAGE_TYPES if t != "chain_decision")
 
 
 # The envelope of every chain message: its `body` is checked in depth by the chain itself.
-# A validator's relayed `chain_tx` also names the lane it admitted the transaction in (a node id).
-CHAIN_SCHEMAS: m.SchemaTable = {kind: m.schema({"body": m.is_any}, {"lane": m.is_node_id} if kind == "chain_tx" else None)
-                                for kind in MESSAGE_TYPES}
+CHAIN_SCHEMAS: m.SchemaTable = {kind: m.schema({"body": m.is_any}) for kind in MESSAGE_TYPES}
 
 
 class P2PChainNetwork:

@@ -270,10 +270,9 @@ class ChainCore:
     # ------------------------------------------------------------------ validation
     # ------------------------------------------------------------------ proposing
     # ------------------------------------------------------------------ network input
-    def on_message(self, kind: str, body: object, sender: str | None, now: float, lane: str | None = None) -> None:
+    def on_message(self, kind: str, body: object, sender: str | None, now: float) -> None:
         """One chain message (`kind`: its wire type, one of MESSAGE_TYPES) from neighbour `sender` (None: from
-        ourselves or a trusted local source). `lane`: a validator's relayed `chain_tx` names the neighbour it
-        admitted the transaction from (believed from validators only)."""
+        ourselves or a trusted local source)."""
         self.set_now(now)
         if self.halted:
             return
@@ -281,10 +280,7 @@ class ChainCore:
         if handler is None:
             return
         try:
-            if lane is not None and kind == "chain_tx" and sender in self.state.validators.node_ids:
-                self._on_relayed_tx(body, sender, lane, now)
-            else:
-                handler(body, sender, now)
+            handler(body, sender, now)
         except (Malformed, InvalidTx) as exc:
             self.counters["invalid_messages"] += 1
             self.penalize(sender, PENALTY_MALFORMED,
@@ -314,12 +310,9 @@ class ChainCore:
         if not self.holds_wire(body) and self.intake.within_tx_budget(sender, now):
             self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now)
 
-    def _on_relayed_tx(self, body: object, relay: str, lane: str, now: float) -> None:
-        if not self.holds_wire(body):
-            self.intake.on_relayed_tx(SignedTx.from_wire(body), relay, lane, now)
-
     def holds_wire(self, body: object) -> bool:
-        """A transaction's wire form whose signature the mempool holds already: no need to parse it again."""
+        """A transaction's wire form whose signature the mempool holds already: no need to parse it again, and no
+        budget spent on it (a follower hands each transaction to two proposers, the first relays it to the second)."""
         return type(body) is list and len(body) == 6 and type(body[5]) is bytes and body[5] in self.mempool.by_sig
 
     def _on_vote(self, vote: Vote, sender: str | None, now: float) -> None:

@@ -7,13 +7,6 @@ on every `resubmit_interval` until a block holds it or it expires); a follower's
 checks (`precheck`: chain, signature, the exchange's own rules) and the same per-account limits
 (`account_rate.py`, the mempool's per-account and per-lane caps). A validator queues what it admits and
 hands it to the other validators; a follower forwards it (`Forward`).
-
-A transaction a validator admitted from a neighbour that is not a validator keeps that neighbour's lane at the
-other validators: the relay names it (`lane`), and each receiver charges the relayed transaction to the lane's
-budget there and queues it in the lane (`on_relayed_tx`). So an origin's budget and shares hold across the
-network, not once per validator it can reach: a flooder linked to every validator is admitted about one
-budget's worth in all, where each validator alone would admit a budget of its own (different subsets, all
-ordered).
 """
 from __future__ import annotations
 
@@ -22,7 +15,7 @@ from typing import TypedDict
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
-from exchange.chain.effects import PENALTY_INVALID, ChainMessage, Forward, HoldReading, OwnDone, SendValidators
+from exchange.chain.effects import PENALTY_INVALID, Forward, HoldReading, OwnDone, SendValidators
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE
 from exchange.chain.tendermint import WAITING
@@ -90,7 +83,7 @@ class TxIntake:
             if why is not None and why != "duplicate":
                 return why
             if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
-                self._relay(tx, lane)
+                self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
             if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(now)
         else:
@@ -135,35 +128,8 @@ class TxIntake:
         why = self.admit(tx, lane=sender or OWN_LANE)
         if why == "bad_signature":
             self.core.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
-        elif why is None:
-            if sender is not None and sender not in self.core.state.validators.node_ids:
-                self._relay(tx, sender)
-            if self.core.consensus.step == WAITING:
-                self.core.consensus.kick(now)
-
-    def on_relayed_tx(self, tx: SignedTx, relay: str, lane: str, now: float) -> None:
-        """Validator `relay` admitted `tx` from neighbour `lane` and hands it on: it takes `lane`'s share here
-        and is charged to `lane`'s budget here (past it, into debt: the relay admitted it already and may
-        propose it, and the debt is what stops us admitting as much again straight from `lane`)."""
-        if not self.core.is_validator or tx.id in self.core.mempool:
-            return
-        why = self.admit(tx, lane=lane)
-        if why == "bad_signature":
-            self.core.penalize(relay, PENALTY_INVALID, "bad_tx_signature")
-            return
-        if why is not None:
-            return
-        if lane not in self.core.state.validators.node_ids:
-            self.tx_budget.charge(lane, now)
-        if self.core.consensus.step == WAITING:
+        elif why is None and self.core.consensus.step == WAITING:
             self.core.consensus.kick(now)
-
-    def _relay(self, tx: SignedTx, lane: str) -> None:
-        """Hand an admitted transaction to the other validators, naming the lane it came in by unless ours."""
-        message: ChainMessage = {"type": "chain_tx", "body": tx.wire()}
-        if lane != OWN_LANE:
-            message["lane"] = lane
-        self.core.emit(SendValidators(message))
 
     def on_membership(self, tx: MembershipTx, sender: str | None) -> None:
         """A request from the network: only signed kinds travel (a proposer makes removals and promotions

@@ -220,8 +220,7 @@ class ChainService:
                 core.counters["relayed_tx_dropped"] = core.counters.get("relayed_tx_dropped", 0) + 1
                 return      # a follower hands transactions over by `chain.submit`, never in a relayed chain_tx
             sender = origin
-        lane = message.get("lane")
-        core.on_message(kind, message.get("body"), sender, self.clock(), lane if type(lane) is str else None)
+        core.on_message(kind, message.get("body"), sender, self.clock())
         self.schedule_pump()
 
     def check_decision(self, body: object) -> bool | None:
