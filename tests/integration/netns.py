@@ -122,6 +122,28 @@ class NsProxy:
             slot[0].set()
 
 
+def tear_down(processes: list[subprocess.Popen], nodes: Iterable[object], namespaces: list[str]) -> None:
+    """Stop the processes a test network started (terminate, then kill after 5 s), close its nodes' logs and
+    delete its namespaces, newest first; the lists are emptied."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    processes.clear()
+    for node in nodes:
+        log = getattr(node, "_log", None)
+        if log:
+            log.close()
+    for ns in reversed(namespaces):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    namespaces.clear()
+
+
 def nft_unavailable() -> str | None:
     """Why partitions cannot be made here (None if they can): nftables is in Debian's `nftables`."""
     if shutil.which("nft") is None:
@@ -265,22 +287,7 @@ class NetnsLan:
         return node
 
     def close(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.processes.clear()
-        for node in self.nodes:
-            if getattr(node, "_log", None):
-                node._log.close()
-        for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        self.created.clear()
+        tear_down(self.processes, self.nodes, self.created)
 
 
 class NetnsNode(NodeProcess):

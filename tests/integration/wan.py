@@ -45,7 +45,7 @@ from typing import Any, Iterator, Literal
 import pytest
 
 from tests.harness import ROOT, NodeProcess, wait_until
-from tests.integration.netns import NsProxy, netns_unavailable, nft_unavailable
+from tests.integration.netns import NsProxy, netns_unavailable, nft_unavailable, tear_down
 
 PUBLIC = "11.18"
 HUB_ADDRESS = f"{PUBLIC}.0.254"
@@ -233,22 +233,7 @@ class WanNet:
                               timeout=timeout)
 
     def close(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.processes.clear()
-        for node in self.nodes:
-            if getattr(node, "_log", None):
-                node._log.close()
-        for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        self.created.clear()
+        tear_down(self.processes, self.nodes, self.created)
         for path in self._temp_dirs:
             shutil.rmtree(path, ignore_errors=True)
 

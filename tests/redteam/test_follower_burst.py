@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ORDERS = 3000
 # a budget the API's pace passes on any machine (it took 300-1,500 orders/s on the boxes this ran on)
-BUDGET = {"peer_tx_rate": 150, "peer_tx_burst": 300}
+PEER_TX_RATE, PEER_TX_BURST = 150, 300
 
 
 async def burst(node, txs) -> dict[int, int]:
@@ -35,7 +35,8 @@ async def burst(node, txs) -> dict[int, int]:
 def test_a_follower_past_its_budget_is_held_and_loses_nothing(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("burst"))
     try:
-        validators = cluster.chain(3, seat_rule="any", debug_api="false", heartbeat_interval=0.2, **BUDGET)
+        validators = cluster.chain(3, seat_rule="any", debug_api="false", heartbeat_interval=0.2,
+                                   peer_tx_rate=PEER_TX_RATE, peer_tx_burst=PEER_TX_BURST)
         follower = cluster.node("honest", bootstrap_peers=validators[0].p2p_address, debug_api="false",
                                 heartbeat_interval=0.2)
         wait_until(lambda: converged([*validators, follower]), 30)
