@@ -5,8 +5,9 @@ and every other link's messages behind them, for as long as they take. So a link
 TURN_MESSAGES per event-loop turn and keeps the rest in its backlog with its socket paused: the next turn
 serves the other links first, and a peer that sends faster than we handle its frames is slowed by TCP, not
 by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
-(`hold`): nothing is read for a while, and the peer's sending waits in its own TCP window instead of being
-decoded here only to be dropped. A link relayed through a circuit has no socket of its own: when it falls
+(`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own TCP
+window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace
+rather than in a burst each time a hold ends. A link relayed through a circuit has no socket of its own: when it falls
 behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it either; such a
 link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as the hold.
 """
@@ -41,12 +42,13 @@ class LinkReading:
         self._blockers: set[object] = set()     # what else stops this socket being read (a circuit carried on it)
 
     def deliver(self, messages: list[Message]) -> None:
-        """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns."""
-        if not self.backlog and len(messages) <= TURN_MESSAGES:
+        """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns (after the
+        hold, while the link is held)."""
+        if not self.backlog and len(messages) <= TURN_MESSAGES and self._hold_timer is None:
             self._dispatch(messages)
             return
         self.backlog.extend(messages)
-        if self._turn is None:
+        if self._turn is None and self._hold_timer is None:
             self._take_turn()
 
     def _take_turn(self) -> None:
@@ -59,9 +61,12 @@ class LinkReading:
         self._dispatch(batch)
 
     def _next_turn(self) -> None:
+        self._turn = None
         if not self._is_open():
             self.backlog.clear()
             return
+        if self._hold_timer is not None:
+            return          # held: the backlog waits for the hold's end (_hold_over)
         try:
             self._take_turn()
         except Exception as exc:  # noqa: BLE001 - a transport callback in all but name: nothing escapes it
@@ -80,6 +85,8 @@ class LinkReading:
 
     def _hold_over(self) -> None:
         self._hold_timer = None
+        if self.backlog and self._turn is None:
+            self._turn = self._loop.call_soon(self._next_turn)
         self._update()
 
     @property

@@ -6,13 +6,19 @@ bursty, not hostile) once its bucket is empty. Validators relaying to each other
 transactions and are not metered here; their own intake is. The map of senders is bounded: the least
 recently heard is forgotten first (it starts again with a full bucket, no more).
 
-A neighbour whose bucket is empty is also not read from until it has refilled a second's worth
-(`hold_for`): decoding what would be dropped costs the validator as much as the rest of its work, so
-past its budget a flood waits in the sender's TCP window instead of in our event loop.
+A neighbour whose bucket is empty is also not read from until it has refilled a tenth of a second's
+worth (`hold_for`): decoding what would be dropped costs the validator as much as the rest of its work, so
+past its budget a flood waits in the sender's TCP window instead of in our event loop, and is read again
+in small steps at the budget's pace: a longer hold would end in a burst of that many transactions at
+once, at every validator together.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+
+
+HOLD_REFILL_SECONDS = 0.1     # a held neighbour is read again once this much of its rate has refilled
+HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cost more than it saves
 
 
 class TxBudget:
@@ -38,13 +44,13 @@ class TxBudget:
         return allowed
 
     def hold_for(self, sender: str, now: float) -> float | None:
-        """After `take` refused `sender`: seconds to read nothing from it, until its bucket holds a second's
-        worth again (so never over a second: the link's heartbeats wait too); None while an earlier hold
-        still covers `now` (what was read before it began is still being dropped)."""
+        """After `take` refused `sender`: seconds to read nothing from it, until its bucket holds a tenth of a
+        second's worth again (so holds stay short: the link's heartbeats wait too); None while an earlier hold
+        still covers `now` (what was handed over before it began is still being dropped)."""
         if self._held_until.get(sender, 0.0) > now:
             return None
         tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
-        seconds = max(0.05, (min(self.burst, self.rate) - tokens) / self.rate)
+        seconds = max(HOLD_MIN_SECONDS, (min(self.burst, self.rate * HOLD_REFILL_SECONDS) - tokens) / self.rate)
         self._held_until.pop(sender, None)
         self._held_until[sender] = now + seconds
         if len(self._held_until) > self.max_senders:

@@ -111,6 +111,26 @@ async def test_a_hold_stops_reading_for_its_time_and_a_later_hold_only_extends_i
     assert loop.time() - started >= 0.05 and not link.reading.held and transport.pauses == 1
 
 
+async def test_a_held_links_backlog_waits_for_the_holds_end_and_then_goes_on_in_order() -> None:
+    """A budget spent mid-backlog holds the link: what was read already is not handed over (to be dropped)
+    until the hold ends, and then in order, nothing lost."""
+    host = _Host()
+    link, transport = _open_link(host)
+    loop = asyncio.get_running_loop()
+    burst = 3 * TURN_MESSAGES
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(burst)])
+    assert len(host.delivered) == TURN_MESSAGES
+    held_at = loop.time()
+    link.hold_reading(0.05)
+    link.reading.deliver([{"type": "ping", "seq": burst}])      # frames of the same read, arriving while held
+    for _ in range(5):
+        await _next_turn()
+    assert len(host.delivered) == TURN_MESSAGES, "a held link's backlog was handed over during the hold"
+    await asyncio.wait_for(transport.resumed.wait(), 2)
+    assert loop.time() - held_at >= 0.05
+    assert [seq for _, seq in host.delivered] == list(range(burst + 1)), "in order, nothing lost"
+
+
 async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
     host = _Host()
     link, transport = _open_link(host)
