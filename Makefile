@@ -61,7 +61,7 @@ TIMED = @start=$$(date +%s); status=0; $(1) || status=$$?; \
 ## real-process tier. Everything but soak and container tests runs.
 test: test-deps lint
 	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
-	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
+	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
 ## The inner loop: the fast tier alone (no lint; no process, namespace or browser; a few minutes).
 test-fast: $(TEST_STAMP)
