@@ -50,7 +50,8 @@ class TxBudget:
         if self._held_until.get(sender, 0.0) > now:
             return None
         tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
-        seconds = max(HOLD_MIN_SECONDS, (min(self.burst, self.rate * HOLD_REFILL_SECONDS) - tokens) / self.rate)
+        refill = min(self.burst, max(1.0, self.rate * HOLD_REFILL_SECONDS))     # at least one transaction's worth
+        seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / self.rate)
         self._held_until.pop(sender, None)
         self._held_until[sender] = now + seconds
         if len(self._held_until) > self.max_senders:

@@ -119,6 +119,9 @@ def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_o
     fast = TxBudget(rate=10_000.0, burst=100.0)
     fast.take("a", 0.0)
     assert fast.hold_for("a", 0.0) == 0.05, "never shorter than the floor (a hold per frame would cost more)"
+    slow = TxBudget(rate=1.0, burst=1.0)
+    assert slow.take("b", 0.0) and not slow.take("b", 0.0)
+    assert slow.hold_for("b", 0.0) == 1.0, "until one transaction's worth: not ten holds that each admit nothing"
     assert budget.view()["holds"] == 2
 
 
