@@ -222,8 +222,12 @@ class PeerLink(asyncio.Protocol):
         check and the host; link-level types take the general path."""
         schemas = self.host.schemas.checks
         deliver = self.host.on_message
-        for message in messages:
+        reading = self.reading
+        for index, message in enumerate(messages):
             if self.state != OPEN:
+                return
+            if reading.held:    # the last message spent a budget: the rest wait for the hold's end, unread
+                reading.put_back(messages[index:])
                 return
             self.msgs_in += 1
             kind = message["type"]

@@ -72,6 +72,12 @@ class LinkReading:
         except Exception as exc:  # noqa: BLE001 - a transport callback in all but name: nothing escapes it
             self._failed(exc)
 
+    def put_back(self, messages: list[Message]) -> None:
+        """Messages handed over while a hold began (the one before them spent a budget): first in line again,
+        for the turn after the hold."""
+        self.backlog.extendleft(reversed(messages))
+        self._update()
+
     def hold(self, seconds: float) -> None:
         """Read nothing for `seconds` (a later call may extend the hold, never shorten it)."""
         until = self._loop.time() + seconds

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from exchange.crypto import SigningKey
 from exchange.app.txs import NewOrderOp, Op, SignedTx, sign_tx
@@ -19,28 +22,62 @@ from tests.redteam.attacker import envelope, linked
 from tests.wire import RawPeer
 
 
-class HonestClient(threading.Thread):
-    """One order every `interval` at a node, each timed until its final answer (201)."""
+class HonestClient:
+    """One order every `interval` at a node, each timed until its final answer (201), from a process of its own
+    (tests/honest_orders.py): a trader is not the attacker, and timed inside the process that signs, encrypts
+    and sends the flood it would also be timing the attacker's hold on that process's interpreter lock."""
 
     def __init__(self, node: NodeProcess, interval: float = 0.2) -> None:
-        super().__init__(daemon=True)
         self.node, self.interval = node, interval
         self.samples: list[tuple[float, float | None]] = []     # (sent at, seconds to final | None: not final)
-        self.stop = threading.Event()
+        self.stop = _StopSignal(self)
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
-    def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            sent = time.monotonic()
-            status, _ = self.node.api("POST", "/orders?wait=20", {"market": "BTC-USD", "side": "buy" if n % 2 else "sell",
-                                                                 "price": str(80 + n % 5 if n % 2 else 120 + n % 5),
-                                                                 "qty": "0.01"}, 30)
-            self.samples.append((sent, time.monotonic() - sent if status == 201 else None))
-            self.stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
+    def start(self) -> None:
+        auth = self.node.auth_headers().get("Authorization", "")
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.honest_orders", self.node.api_url, str(self.interval),
+                                       auth], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      cwd=Path(__file__).resolve().parent.parent)
+        self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
+        self._reader.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sent, latency = line.split()
+            self.samples.append((float(sent), None if latency == "null" else float(latency)))
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the order in flight when `stop` was set, and its sample."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
 
     def window(self, start: float, end: float) -> list[float | None]:
         return [latency for sent, latency in self.samples if start <= sent < end]
+
+
+class _StopSignal:
+    """`client.stop.set()`: the client finishes the order in flight and exits (its stdin closes)."""
+
+    def __init__(self, client: HonestClient) -> None:
+        self._client = client
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        proc = self._client._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 def quantile(values: list[float], q: float) -> float:

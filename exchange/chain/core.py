@@ -40,7 +40,8 @@ from exchange.chain.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
 from exchange.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
-                                    EffectBatch, Evidence, Halt, Penalize, SendConsensus, SendValidators, WalRecord)
+                                    EffectBatch, Evidence, Halt, HoldReading, Penalize, SendConsensus, SendValidators,
+                                    WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.intake import TxIntake
 from exchange.chain.membership import Approve, Leave, MembershipTx
@@ -124,6 +125,7 @@ class ChainCore:
         self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self._effects: list[ChainEffect] = []
+        self.holds_waiting = False
         self.last_commit: Commit | None = None
         self.last_commit_at = now
         self.started_at = now
@@ -488,6 +490,19 @@ class ChainCore:
     def emit(self, effect: ChainEffect) -> None:
         """Queue an effect for the driver (taken in order by `take_effects`)."""
         self._effects.append(effect)
+        if type(effect) is HoldReading:
+            self.holds_waiting = True
+
+    def take_holds(self) -> list[HoldReading]:
+        """The reading holds queued since the last take, out of turn: a driver carries them out before the
+        neighbour's next message is handed over (they order nothing else), so what it sent past its budget
+        waits unread instead of being read only to be dropped."""
+        if not self.holds_waiting:
+            return []
+        self.holds_waiting = False
+        holds = [effect for effect in self._effects if type(effect) is HoldReading]
+        self._effects = [effect for effect in self._effects if type(effect) is not HoldReading]
+        return holds
 
     def penalize(self, peer: str | None, points: float, reason: str) -> None:
         if peer is not None and peer != self.node_id:

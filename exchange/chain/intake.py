@@ -151,12 +151,15 @@ class TxIntake:
         validator's relays, always."""
         if sender is None or not self.core.is_validator or sender in self.core.state.validators.node_ids:
             return True
-        if self.tx_budget.take(sender, now):
-            return True
-        hold = self.tx_budget.hold_for(sender, now)
-        if hold is not None:
-            self.core.emit(HoldReading(sender, hold))
-        return False
+        budget = self.tx_budget
+        allowed = budget.take(sender, now)
+        if not allowed or budget.spent(sender):
+            # held as soon as its last whole transaction is taken: what it sent next waits unread, and every
+            # validator reading the same stream takes the same transactions from it, none dropped
+            hold = budget.hold_for(sender, now)
+            if hold is not None:
+                self.core.emit(HoldReading(sender, hold))
+        return allowed
 
     def resubmit_own(self, now: float) -> None:
         if not self.own:

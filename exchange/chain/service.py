@@ -221,6 +221,8 @@ class ChainService:
                 return      # a follower hands transactions over by `chain.submit`, never in a relayed chain_tx
             sender = origin
         core.on_message(kind, message.get("body"), sender, self.clock())
+        for hold in core.take_holds():      # before the neighbour's next message is handed over
+            self.network.hold_reading(hold.node_id, hold.seconds)
         self.schedule_pump()
 
     def check_decision(self, body: object) -> bool | None:

@@ -1,16 +1,18 @@
 """How many transactions each neighbour may hand a validator per second, checked before any signature is.
 
 Verifying a signature is the costly part of admitting a transaction, and a fresh account costs nothing,
-so a peer's excess is dropped unread (counted, never penalised: a follower relaying a busy API is
-bursty, not hostile) once its bucket is empty. Validators relaying to each other carry everyone's
+so a neighbour is metered before anything it sends is parsed; being over budget is never penalised (a
+follower relaying a busy API is bursty, not hostile). Validators relaying to each other carry everyone's
 transactions and are not metered here; their own intake is. The map of senders is bounded: the least
 recently heard is forgotten first (it starts again with a full bucket, no more).
 
-A neighbour whose bucket is empty is also not read from until it has refilled a tenth of a second's
-worth (`hold_for`): decoding what would be dropped costs the validator as much as the rest of its work, so
-past its budget a flood waits in the sender's TCP window instead of in our event loop, and is read again
-in small steps at the budget's pace: a longer hold would end in a burst of that many transactions at
-once, at every validator together.
+The transaction that takes a neighbour's last whole token also stops its link being read (`hold_for`)
+until a tenth of a second's worth has refilled: what it sends meanwhile waits in its own TCP window, not
+in our event loop, and is read at the budget's pace in small steps (a longer hold would end in a burst of
+that many transactions at once, at every validator together). Nothing it sent is dropped on the way, so
+validators reading the same stream admit the same transactions from it: a flood sent to all of them costs
+the network one budget, not one per validator. A transaction handed over past the budget anyway (an RPC
+submit, a link relayed through a circuit, which is never held) is dropped unread and counted.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class TxBudget:
         self.rate, self.burst, self.max_senders = rate, burst, max_senders
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()    # sender -> (tokens, at)
         self.dropped: dict[str, int] = {}
+        self.held: dict[str, int] = {}         # holds per sender (bounded like `dropped`)
         self._held_until: OrderedDict[str, float] = OrderedDict()
         self.holds = 0
 
@@ -43,8 +46,13 @@ class TxBudget:
                 del self.dropped[next(iter(self.dropped))]
         return allowed
 
+    def spent(self, sender: str) -> bool:
+        """Whether `sender` has no whole transaction left in its bucket (after the `take` that emptied it)."""
+        item = self._buckets.get(sender)
+        return item is not None and item[0] < 1.0
+
     def hold_for(self, sender: str, now: float) -> float | None:
-        """After `take` refused `sender`: seconds to read nothing from it, until its bucket holds a tenth of a
+        """Once `sender`'s bucket is spent: seconds to read nothing from it, until its bucket holds a tenth of a
         second's worth again (so holds stay short: the link's heartbeats wait too); None while an earlier hold
         still covers `now` (what was handed over before it began is still being dropped)."""
         if self._held_until.get(sender, 0.0) > now:
@@ -57,10 +65,15 @@ class TxBudget:
         if len(self._held_until) > self.max_senders:
             self._held_until.popitem(last=False)
         self.holds += 1
+        self.held[sender] = self.held.get(sender, 0) + 1
+        if len(self.held) > self.max_senders:
+            del self.held[next(iter(self.held))]
         return seconds
 
     def view(self, top: int = 5) -> dict[str, object]:
-        """For /status: the senders whose excess was dropped most (bounded)."""
-        worst = sorted(self.dropped.items(), key=lambda item: item[1], reverse=True)[:top]
+        """For /status: the senders held or dropped most (bounded)."""
+        senders = set(self.dropped) | set(self.held)
+        worst = sorted(senders, key=lambda peer: self.held.get(peer, 0) + self.dropped.get(peer, 0), reverse=True)[:top]
         return {"rate": self.rate, "burst": self.burst, "dropped_total": sum(self.dropped.values()), "holds": self.holds,
-                "throttled": [{"peer": peer, "dropped": count} for peer, count in worst]}
+                "throttled": [{"peer": peer, "held": self.held.get(peer, 0), "dropped": self.dropped.get(peer, 0)}
+                              for peer in worst]}

@@ -1,8 +1,8 @@
 """Real processes (issue 25): one peer floods every validator with valid signed orders from fresh accounts,
 as fast as its links take them, while an honest client places one order every 200 ms at a follower.
 
-Each validator looks at no more of the flooder's transactions than its per-peer budget allows (the
-excess is dropped before any signature is checked), and what it admits waits in the flooder's own lane
+Each validator looks at no more of the flooder's transactions than its per-peer budget allows (past it,
+the flooder's link is not read for a while: its excess waits in TCP), and what it admits waits in the flooder's own lane
 of the mempool; blocks take from every lane in turn, so the honest orders stay final in about their
 usual time while the flood is still queued. With a first-in-first-out pool and no budget they waited
 behind the whole backlog (the attack measured honest p50 80 s).
@@ -58,11 +58,11 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
     after = client.window(flood_end + 1.0, flood_end + 6.0)     # from 1 s after they have read the last of it
     assert base and during and after, (len(base), len(during), len(after))
     assert None not in base + during, f"honest orders not final: {client.samples}"
-    throttled = [{t["peer"]: t["dropped"] for t in node.status()["exchange"]["tx_budget"]["throttled"]}
+    throttled = [{t["peer"]: t["held"] + t["dropped"] for t in node.status()["exchange"]["tx_budget"]["throttled"]}
                  for node in validators]
     cut_off = [i in closed or _cut_off(node, flooder_id) for i, node in enumerate(validators)]
     assert all(seen.get(flooder_id, 0) > 0 or cut for seen, cut in zip(throttled, cut_off)), \
-        f"a validator let the flooder past its budget: dropped {throttled}, cut off {cut_off}"
+        f"a validator let the flooder past its budget: held or dropped {throttled}, cut off {cut_off}"
     queued = [i for i in range(len(validators)) if backlog[i] >= 50]
     assert all(heaviest[i] == flooder_id for i in queued), f"the backlog's lanes at its peak: {heaviest}"
     base_p99, during_p99, after_p99 = p99(base), p99(during), p99(after)       # type: ignore[arg-type]

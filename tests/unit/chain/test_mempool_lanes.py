@@ -149,3 +149,26 @@ def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transact
     for _ in range(40):
         core.on_message("chain_tx", ["not", "a", "tx"], validator, BASE_TIME + 1)   # a validator's relays
     assert not [e for e in core.take_effects() if isinstance(e, HoldReading)]
+
+
+def test_the_transaction_that_empties_a_neighbours_budget_holds_it_at_once_and_nothing_is_dropped():
+    """Held on its last whole transaction, before any excess is read: the driver takes the hold out of turn
+    (`take_holds`) to stop the link before its next message, and every validator reading the same stream
+    admits the same transactions from it."""
+    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.effects import HoldReading
+    from exchange.chain.genesis import Genesis
+    from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+    me = FakeKeys("budgeted-validator")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key,))
+    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=CoreConfig(peer_tx_rate=100.0, peer_tx_burst=5.0), now=BASE_TIME)
+    core.take_effects()
+    for sent in range(1, 6):
+        core.on_message("chain_tx", ["not", "a", "tx"], "flooder", BASE_TIME + 1)
+        holds = core.take_holds()
+        assert holds == ([HoldReading("flooder", 0.05)] if sent == 5 else []), f"after transaction {sent}"
+    assert core.intake.tx_budget.view()["dropped_total"] == 0
+    assert not core.holds_waiting and not [e for e in core.take_effects() if isinstance(e, HoldReading)], \
+        "a hold taken out of turn is not carried out twice"

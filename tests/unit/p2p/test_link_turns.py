@@ -131,6 +131,27 @@ async def test_a_held_links_backlog_waits_for_the_holds_end_and_then_goes_on_in_
     assert [seq for _, seq in host.delivered] == list(range(burst + 1)), "in order, nothing lost"
 
 
+async def test_a_hold_begun_by_a_message_leaves_the_rest_of_its_turn_unread_until_the_hold_ends() -> None:
+    """The message that spends a budget holds the link while its turn is handed over: the messages after it in
+    that turn go back to the front of the backlog instead of being handed over (to be dropped), in order."""
+    class _Budgeted(_Host):
+        def on_message(self, link: PeerLink, message: Message) -> None:
+            super().on_message(link, message)
+            if message["seq"] == 9:
+                link.hold_reading(0.05)
+
+    host = _Budgeted()
+    link, transport = _open_link(host)
+    loop = asyncio.get_running_loop()
+    held_at = loop.time()
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(20)])      # one small read, handed over at once
+    assert [seq for _, seq in host.delivered] == list(range(10)) and not transport.reading
+    assert [message["seq"] for message in link.reading.backlog] == list(range(10, 20))
+    await asyncio.wait_for(transport.resumed.wait(), 2)
+    assert loop.time() - held_at >= 0.05
+    assert [seq for _, seq in host.delivered] == list(range(20)), "after the hold, in order, nothing lost"
+
+
 async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
     host = _Host()
     link, transport = _open_link(host)
