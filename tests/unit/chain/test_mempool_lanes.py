@@ -172,3 +172,54 @@ def test_the_transaction_that_empties_a_neighbours_budget_holds_it_at_once_and_n
     assert core.intake.tx_budget.view()["dropped_total"] == 0
     assert not core.holds_waiting and not [e for e in core.take_effects() if isinstance(e, HoldReading)], \
         "a hold taken out of turn is not carried out twice"
+
+
+def test_a_neighbour_sending_past_a_fifth_of_its_rate_is_a_bulk_sender_for_a_second():
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=100.0, burst=1_000.0)
+    for _ in range(20):                         # a second's worth at once, then a steady 10 a second: not bulk
+        assert budget.take("trader", 0.0)
+        assert not budget.bulk("trader", 0.0)
+    for i in range(100):
+        budget.take("trader", 1.0 + i * 0.1)
+        assert not budget.bulk("trader", 1.0 + i * 0.1)
+    now = 20.0
+    for _ in range(21):                         # 21 at once: past a second's worth of 20 a second
+        budget.take("relay", now)
+    assert budget.bulk("relay", now) and budget.bulk("relay", now + 0.99) and not budget.bulk("relay", now + 1.01)
+    assert not budget.bulk("stranger", now)
+
+
+def test_a_mempool_of_bulk_senders_waits_for_the_interval_and_anyone_elses_transaction_starts_a_block():
+    """A flood admitted at its budget's pace does not make blocks back to back: a validator holding only bulk
+    senders' transactions starts the next height BULK_BLOCK_INTERVAL after the last block; one transaction of
+    anyone else (ours, a follower's, a validator's relay) starts it at once."""
+    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.genesis import Genesis
+    from exchange.chain.tendermint import WAITING
+    from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+    me = FakeKeys("batching-validator")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key,))
+    config = CoreConfig(peer_tx_rate=100.0, peer_tx_burst=5.0, bulk_block_interval=0.25)
+    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=config, now=BASE_TIME)
+    core.state.time_ms = int(BASE_TIME * 1000)      # the last block's time
+    now = BASE_TIME + 0.1                            # a tenth of a second after it
+    intake = core.intake
+    assert not intake.urgent(now), "an empty mempool is not urgent"
+    for _ in range(6):
+        intake.within_tx_budget("flooder", now)
+    assert intake.tx_budget.bulk("flooder", now) and not intake.tx_budget.bulk("honest", now)
+    assert core.mempool.add(tx(), lane="flooder") is None
+    assert not intake.urgent(now), "only a bulk sender's transactions"
+    core.set_now(now)
+    core.start_height(now)
+    assert core.consensus.step == WAITING, "the height waits"
+    assert core._wake_at == BASE_TIME + 0.25, "until the interval after the last block"
+    assert not intake.tx_budget.bulk("flooder", now + 1.2), "a neighbour held no more is not a bulk sender"
+    assert core.mempool.add(tx(), lane="follower") is None
+    assert intake.urgent(now), "anyone else's transaction"
+    core.start_height(now)
+    assert core.consensus.step != WAITING, "starts the height at once"
