@@ -264,7 +264,7 @@ class Settings:
         "the excess is dropped before its signature is checked, and its link is not read until a tenth of a "
         "second's worth has refilled", _FLOAT_POS)
     peer_tx_burst: float = _setting(
-        2000.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
+        500.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
         _FLOAT_POS)
     bulk_block_interval: float = _setting(
         0.25, "BULK_BLOCK_INTERVAL", "Seconds a validator waits after a block before proposing one that would "

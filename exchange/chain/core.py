@@ -81,7 +81,7 @@ class CoreConfig:
     expired_grace_ms: int = 600_000       # an accepted transaction that expired unordered is still put in a
                                           # block this long after, so it resolves everywhere as `expired`
     peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
-    peer_tx_burst: float = 2_000.0        # ... and at once (tx_budget.py: the excess is dropped unverified)
+    peer_tx_burst: float = 500.0          # ... and at once (tx_budget.py: past it, its link waits unread)
     bulk_block_interval: float = 0.25     # a mempool holding only bulk senders' transactions waits this long
                                           # after the last block (intake.urgent)
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool

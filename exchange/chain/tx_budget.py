@@ -26,7 +26,7 @@ BULK_SECONDS = 1.0            # ... for this long after (and one held past its b
 
 
 class TxBudget:
-    def __init__(self, rate: float = 500.0, burst: float = 2_000.0, max_senders: int = 4_096) -> None:
+    def __init__(self, rate: float = 500.0, burst: float = 500.0, max_senders: int = 4_096) -> None:
         self.rate, self.burst, self.max_senders = rate, burst, max_senders
         self._buckets: OrderedDict[str, tuple[float, float, float]] = OrderedDict()  # sender -> (tokens, at, bulk)
         self.bulk_rate = rate * BULK_SHARE
