@@ -52,6 +52,7 @@ class ChainServing:
         if core.holds_wire(payload):
             return {"ok": True, "error": None}     # held already (another validator relayed it): no budget spent
         if not core.intake.within_tx_budget(peer, self.clock()):
+            self.host.schedule_pump()       # carries out the hold the spent budget asked for
             return {"error": "sender_quota"}
         try:
             tx = SignedTx.from_wire(payload)
