@@ -168,9 +168,7 @@ class TxIntake:
         if not allowed or budget.spent(sender):
             # held as soon as its last whole transaction is taken: what it sent next waits unread, and every
             # validator reading the same stream takes the same transactions from it, none dropped
-            hold = budget.hold_for(sender, now)
-            if hold is not None:
-                self.core.emit(HoldReading(sender, hold))
+            self.core.emit(HoldReading(sender, budget.hold_for(sender, now)))
         return allowed
 
     def resubmit_own(self, now: float) -> None:

@@ -75,12 +75,14 @@ class TxBudget:
         item = self._buckets.get(sender)
         return item is not None and item[0] < 1.0
 
-    def hold_for(self, sender: str, now: float) -> float | None:
+    def hold_for(self, sender: str, now: float) -> float:
         """Once `sender`'s bucket is spent: seconds to read nothing from it, until its bucket holds a tenth of a
-        second's worth again (so holds stay short: the link's heartbeats wait too); None while an earlier hold
-        still covers `now` (what was handed over before it began is still being dropped)."""
-        if self._held_until.get(sender, 0.0) > now:
-            return None
+        second's worth again (so holds stay short: the link's heartbeats wait too). While an earlier hold still
+        covers `now`, what is left of it, not a new hold: the link's clock (the event loop's) may end a hold a
+        moment before ours, and what it hands over then waits out the rest instead of being dropped."""
+        held_until = self._held_until.get(sender, 0.0)
+        if held_until > now:
+            return held_until - now
         tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
         refill = min(self.burst, max(1.0, self.rate * HOLD_REFILL_SECONDS))     # at least one transaction's worth
         seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / self.rate)
