@@ -260,9 +260,9 @@ class Settings:
         1.0, "EMPTY_BLOCK_INTERVAL", "Seconds between blocks when there are no orders (finality heartbeat)",
         _FLOAT_POS)
     peer_tx_rate: float = _setting(
-        500.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second; "
-        "the excess is dropped before its signature is checked, and its link is not read until a tenth of a "
-        "second's worth has refilled", _FLOAT_POS)
+        500.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second, "
+        "counted before any signature is checked: past it, its link is not read until a tenth of a second's worth "
+        "has refilled (what it sends waits in TCP)", _FLOAT_POS)
     peer_tx_burst: float = _setting(
         500.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
         _FLOAT_POS)
