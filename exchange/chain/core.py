@@ -423,9 +423,9 @@ class ChainCore:
             self._wake_at = None
             return
         restore = self._take_restore(self.state.height + 1)
-        urgent = self.intake.urgent(now)
         idle = len(self.mempool) == 0 and not self.intake.own
         pause = self.config.empty_block_interval if idle else self.config.bulk_block_interval
+        urgent = self.intake.urgent(now) or pause <= 0
         self._wake_at = None if urgent else max(now, self._last_block_seconds() + pause)
         self.consensus.start_height(_Context(self), now, wait=not urgent, restore=restore)
 

@@ -225,3 +225,22 @@ def test_a_mempool_of_bulk_senders_waits_for_the_interval_and_anyone_elses_trans
     assert intake.urgent(now), "anyone else's transaction"
     core.start_height(now)
     assert core.consensus.step != WAITING, "starts the height at once"
+
+
+def test_a_bulk_block_interval_of_zero_starts_every_height_at_once():
+    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.genesis import Genesis
+    from exchange.chain.tendermint import WAITING
+    from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+
+    me = FakeKeys("unbatched-validator")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key,))
+    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify, blocks=MemoryStore(),
+                     config=CoreConfig(peer_tx_rate=100.0, peer_tx_burst=5.0, bulk_block_interval=0.0), now=BASE_TIME)
+    now = BASE_TIME + 0.1
+    for _ in range(6):
+        core.intake.within_tx_budget("flooder", now)
+    assert core.mempool.add(tx(), lane="flooder") is None and not core.intake.urgent(now)
+    core.set_now(now)
+    core.start_height(now)
+    assert core.consensus.step != WAITING
