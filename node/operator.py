@@ -29,6 +29,7 @@ from node.api.base import ApiNode, JsonObject
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
+from node.throttled import throttled_rows
 
 if TYPE_CHECKING:
     from exchange.chain.service import ChainService
@@ -121,7 +122,8 @@ class OperatorSurface:
 
     def status_summary(self) -> JsonObject:
         """The `status` channel: this node, its chain (validators and their liveness, a halt and why), its
-        peers with the links each reports, the router's view, finality. Peer ids are always whole."""
+        peers with the links each reports, who it holds back and why, the router's view, finality. Peer ids
+        are always whole."""
         node = self.node
         status = node.status()
         exchange = status.get("exchange") or {}
@@ -140,6 +142,8 @@ class OperatorSurface:
                      "exchange": {"summary": exchange.get("summary"), **book}},
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
+            "held_back": throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
+                                        node.peer_list()),
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},

@@ -94,6 +94,7 @@ class PeerView(TypedDict):
     bytes_in: int
     bytes_out: int
     penalty: float
+    penalty_reason: str | None         # why the last misbehaviour points were given
     last_error: Failure | None
     via: str | None                    # the relay carrying the link, if any
 
@@ -154,6 +155,7 @@ class PeerRecord:
     software: str = ""
     close_reason: str | None = None
     penalty: float = 0.0
+    penalty_reason: str | None = None
     penalty_at: float = field(default_factory=time.monotonic)
     banned_until: float = 0.0
     msgs_in: int = 0
@@ -181,7 +183,8 @@ class PeerRecord:
             "last_seen": self.last_seen, "first_seen": self.first_seen, "close_reason": self.close_reason,
             "services": list(self.services), "software": self.software,
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1), "last_error": self.last_error,
+            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1), "penalty_reason": self.penalty_reason,
+            "last_error": self.last_error,
             "via": self.link.via if self.link is not None else None,       # the relay carrying the link, if any
         }
 
@@ -614,6 +617,7 @@ class PeerManager:
         now = time.monotonic()
         record.penalty = record.penalty * 0.5 ** ((now - record.penalty_at) / 60.0) + points
         record.penalty_at = now
+        record.penalty_reason = reason
         if record.penalty >= BAN_THRESHOLD:
             self.ban(node_id, 300.0, reason)
 

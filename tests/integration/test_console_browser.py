@@ -66,6 +66,7 @@ def test_console_graph_ticket_and_book_across_nodes(cluster, browser):
     for peer in (b, c):     # the graph shows every peer, with its whole id in the table
         page_a.wait_for_selector(f'#graph circle[data-node-id="{peer.node_id}"]', timeout=20_000)
         page_a.wait_for_selector(f'#peers td:text-is("{peer.node_id}")', timeout=20_000)
+        assert page_a.locator("#held-back tbody tr").count() == 0, "nobody is held back on an honest network"
     assert page_a.inner_text("#node-id") == a.node_id
     assert page_a.evaluate("location.hash") == "", "the token is taken out of the address bar"
     assert page_a.evaluate("sessionStorage.getItem('exchange-node-token')") == "operator-token-0123"

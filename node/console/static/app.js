@@ -82,6 +82,7 @@ function renderStatus() {
   drawGraph($("graph"), node, status.peers);
   fill("peers", status.peers.map((p) => row([p.node_id, p.via ? `via relay ${p.via.slice(0, 12)}` : `${p.host}:${p.port}`, p.status, p.direction, p.source,
     p.rtt_ms === null ? "-" : p.rtt_ms.toFixed(2), (p.links || []).length, ago(p.last_seen)], ["id"])));
+  fill("held-back", (status.held_back || []).map((h) => row([h.peer, h.what, h.why], ["id"])));
   const finality = status.finality;
   $("finality-p50").textContent = seconds(finality.p50_seconds);
   $("finality-p99").textContent = seconds(finality.p99_seconds);

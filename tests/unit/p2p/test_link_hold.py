@@ -22,3 +22,12 @@ async def test_a_held_link_is_not_dropped_as_silent_under_fast_heartbeats(tmp_pa
         await asyncio.sleep(0.5)
         assert a.peers.links.get(b.node_id) is held and held.is_open, held.close_reason
         await a.rpc.request_peer(b.node_id, "ping")     # and it is read again
+
+
+async def test_a_penalty_says_why_in_the_peer_row(tmp_path):
+    """/status and the console show who is penalised and for what (the last reason given)."""
+    async with nodes(tmp_path, {}, {}) as (a, b):
+        await link(a, b)
+        a.peers.penalize(b.node_id, 5.0, "bad_tx_signature")
+        row = a.peers.peers[b.node_id].as_dict()
+        assert row["penalty"] == 5.0 and row["penalty_reason"] == "bad_tx_signature"

@@ -1,0 +1,42 @@
+"""Who this node is holding back and why, gathered for the console from what /status already says: the
+validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now
+(per neighbour and per origin), and peers with misbehaviour points or banned (the last reason given)."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, TypedDict
+
+MAX_ROWS = 32       # the console's table is bounded whoever floods
+
+
+class ThrottledRow(TypedDict):
+    peer: str
+    what: str       # transactions, <type> broadcasts, banned, penalised
+    why: str
+
+
+def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Mapping[str, object] | None,
+                   peers: Iterable[Mapping[str, object]]) -> list[ThrottledRow]:
+    """Rows for the console's "held back" table, at most MAX_ROWS: budgets first, then penalties."""
+    rows: list[ThrottledRow] = []
+    throttled = tx_budget.get("throttled") if tx_budget else None
+    for entry in throttled if isinstance(throttled, list) else []:
+        rows.append({"peer": str(entry.get("peer")), "what": "transactions",
+                     "why": f"past PEER_TX_RATE: held {entry.get('held', 0)} times, "
+                            f"{entry.get('dropped', 0)} dropped unread"})
+    for kind, over in (broadcast_budgets or {}).items():
+        if not isinstance(over, Mapping):
+            continue
+        for role in ("neighbours", "origins"):
+            names = over.get(role)
+            for name in names if isinstance(names, list) else []:
+                rows.append({"peer": str(name), "what": f"{kind} broadcasts",
+                             "why": f"over its budget as {'a neighbour' if role == 'neighbours' else 'an origin'} now"})
+    for peer in peers:
+        points = peer.get("penalty") or 0
+        banned = peer.get("status") == "banned"
+        if not banned and not (isinstance(points, (int, float)) and points > 0):
+            continue
+        reason = peer.get("penalty_reason") or "-"
+        rows.append({"peer": str(peer.get("node_id")), "what": "banned" if banned else "penalised",
+                     "why": f"{points} points, last for {reason}"})
+    return rows[:MAX_ROWS]

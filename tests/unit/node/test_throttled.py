@@ -1,0 +1,26 @@
+"""The console's "held back" table (issue 25): who this node is holding back and why, from /status's own parts."""
+from __future__ import annotations
+
+from node.throttled import MAX_ROWS, throttled_rows
+
+
+def test_each_kind_of_holding_back_is_a_row_that_says_why():
+    tx_budget = {"throttled": [{"peer": "flooder", "held": 12, "dropped": 0}]}
+    broadcasts = {"hint": {"neighbours": ["spammy-neighbour"], "origins": ["fresh-key"]}}
+    peers = [{"node_id": "honest", "status": "connected", "penalty": 0.0, "penalty_reason": None},
+             {"node_id": "liar", "status": "connected", "penalty": 20.0, "penalty_reason": "bad_tx_signature"},
+             {"node_id": "banned-one", "status": "banned", "penalty": 120.0, "penalty_reason": "malformed_vote"}]
+    rows = throttled_rows(tx_budget, broadcasts, peers)
+    assert rows == [
+        {"peer": "flooder", "what": "transactions", "why": "past PEER_TX_RATE: held 12 times, 0 dropped unread"},
+        {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
+        {"peer": "fresh-key", "what": "hint broadcasts", "why": "over its budget as an origin now"},
+        {"peer": "liar", "what": "penalised", "why": "20.0 points, last for bad_tx_signature"},
+        {"peer": "banned-one", "what": "banned", "why": "120.0 points, last for malformed_vote"},
+    ], "nobody honest is listed"
+
+
+def test_the_table_is_bounded_and_takes_a_node_that_is_no_validator():
+    peers = [{"node_id": f"p{i}", "status": "connected", "penalty": 1.0, "penalty_reason": "x"} for i in range(500)]
+    assert len(throttled_rows(None, None, peers)) == MAX_ROWS
+    assert throttled_rows(None, {"hint": "not a mapping"}, []) == []
