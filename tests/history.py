@@ -45,6 +45,7 @@ import itertools
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, Iterable, Protocol, TypeVar
@@ -315,14 +316,22 @@ class History:
         """End of run (after the test waited for convergence): everything accepted is final everywhere and
         every node holds the same state."""
         accepted = self.accepted()
-        traders: set[str] = set()
-        for client in clients:
+
+        def every_accepted_order_on(client: RecordingClient) -> None:
+            # the height read once: the run is over, so it is below every read here, and any 404 is a violation
+            reached = client.height()
             for order_id in accepted:
-                status, body = client.get_order(order_id)
+                status, body = client.call("GET", f"/orders/{order_id}", note={"reached": reached})
                 if status != 200:
                     with self._lock:
                         self._violation(None, f"order {order_id} (answered {accepted[order_id].answered}) is "
                                               f"{status} on {client.name} at the end: {body}")
+
+        # one reader per node, the nodes answering side by side (thousands of reads: a minute one at a time)
+        with ThreadPoolExecutor(max_workers=max(1, len(clients)), thread_name_prefix="settle") as pool:
+            for done in [pool.submit(every_accepted_order_on, client) for client in clients]:
+                done.result()
+        traders: set[str] = set()
         for market in markets:
             books, logs = self._read_at_one_height(clients, market)
             with self._lock:
