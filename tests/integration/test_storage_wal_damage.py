@@ -19,8 +19,8 @@ from pathlib import Path
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
 from tests.integration.chain_nodes import pinned_loopback, wait_for
-from tests.integration.test_storage_bitflips import (consensus_counter, flip_at, frames_of, honest_everywhere,
-                                                     place_orders, restart)
+from tests.integration.storage_flips import (consensus_counter, flip_at, frames_of, honest_everywhere, place_orders,
+                                             restart)
 
 IDLE = 600.0        # EMPTY_BLOCK_INTERVAL: an idle network decides nothing while the test looks
 PROBE_WAIT = 5.0    # each probe must be final within this
