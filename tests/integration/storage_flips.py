@@ -56,8 +56,19 @@ def frames_of(segment: Path) -> list[tuple[int, int]]:
 def restart(node: NodeProcess, timeout: float = 30.0) -> str:
     """Start a stopped node on its previous peer port (its peers remember it there); 'up' once its API
     answers, 'exited' if the process ended first."""
-    node.start(wait=False, p2p_port=node.p2p_port)
+    return restart_all([node], timeout)[0]
+
+
+def restart_all(nodes: list[NodeProcess], timeout: float = 30.0) -> list[str]:
+    """`restart` for several stopped nodes at once: all started, then each waited for (a node's start is
+    mostly its own CPU, so one after the other only adds up their waits)."""
+    for node in nodes:
+        node.start(wait=False, p2p_port=node.p2p_port)
     deadline = time.monotonic() + timeout
+    return [_up_or_exited(node, deadline) for node in nodes]
+
+
+def _up_or_exited(node: NodeProcess, deadline: float) -> str:
     while time.monotonic() < deadline:
         if node.proc is not None and node.proc.poll() is not None:
             return "exited"

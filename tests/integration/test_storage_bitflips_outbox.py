@@ -10,7 +10,7 @@ import time
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
-from tests.integration.storage_flips import FAST, flip_at, flip_random_byte, frames_of, honest_everywhere, restart
+from tests.integration.storage_flips import FAST, flip_at, flip_random_byte, frames_of, honest_everywhere, restart_all
 
 OUTBOX_FLIPS = int(os.environ.get("STORAGE_OUTBOX_FLIPS", "12"))
 
@@ -39,8 +39,7 @@ def test_flips_in_an_outbox_of_pending_orders_lose_none_of_them(cluster: Cluster
         ids = pending_orders_on(target, others, answers, rng, 6)
         path, offset, mask = flip_random_byte(target.data_dir / "chain" / "outbox", rng)
         where = f"flip {flip}: {path.name} byte {offset} ^ {mask:#04x}"
-        for node in [*others, target]:
-            assert restart(node) == "up", where
+        assert restart_all([*others, target]) == ["up"] * len(nodes), where
         wait_until(lambda: all(n.api("GET", f"/orders/{oid}")[0] == 200 for n in nodes for oid in ids), 60,
                    interval=0.3, message=f"{where}: every order answered 202 final everywhere")
         assert target.status()["storage"]["outbox"]["pending"] == 0
@@ -61,8 +60,7 @@ def test_an_outbox_order_whose_both_copies_are_damaged_is_reported_lost_not_sile
     assert len(frames) == 2 * len(ids), frames       # each add twice
     for start, end in frames[2:4]:                   # both copies of the second order
         flip_at(segment, (start + end) // 2)
-    for node in [*others, target]:
-        assert restart(node) == "up"
+    assert restart_all([*others, target]) == ["up"] * len(nodes)
     lost, kept = ids[1], [ids[0], *ids[2:]]
     wait_until(lambda: all(n.api("GET", f"/orders/{oid}")[0] == 200 for n in nodes for oid in kept), 60,
                interval=0.3, message="the orders with an intact copy final everywhere")

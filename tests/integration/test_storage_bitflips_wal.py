@@ -14,7 +14,7 @@ import pytest
 from tests.harness import Cluster, converged, wait_until
 from tests.integration.answers import Answers, random_order
 from tests.integration.storage_flips import (FAST, consensus_counter, flip_at, flip_random_byte, frames_of,
-                                             honest_everywhere, place_orders, restart)
+                                             honest_everywhere, place_orders, restart, restart_all)
 
 # a restart is mostly the node's own CPU: beside another test that restarts nodes on two busy cores this run
 # takes up to twice its 75 s alone, past the suite's 120 s default
@@ -93,8 +93,7 @@ def test_flips_in_the_wal_of_a_validator_stopped_mid_height_never_make_it_sign_t
             else:
                 assert sign_from <= decided + 1, (where, sign_from, decided)
         time.sleep(1.5)         # the two of them at that height, without a quorum: would it sign there again?
-        for node in down:
-            assert restart(node) == "up", where
+        assert restart_all(down) == ["up"] * len(down), where
         wait_until(lambda: converged(nodes) and target.status()["exchange"]["recovering"] is None, 60,
                    interval=0.3, message=f"{where}: the four agree again")
         for node in nodes:
