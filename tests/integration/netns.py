@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 
 import pytest
 
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, end_processes
 
 SUBNET = "10.77.0"
 HUB_ADDRESS = f"{SUBNET}.254"
@@ -123,17 +123,9 @@ class NsProxy:
 
 
 def tear_down(processes: list[subprocess.Popen], nodes: Iterable[object], namespaces: list[str]) -> None:
-    """Stop the processes a test network started (terminate, then kill after 5 s), close its nodes' logs and
-    delete its namespaces, newest first; the lists are emptied."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in processes:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    """Stop the processes a test network started (terminate, then kill what is left after 1 s: harness.end_processes),
+    close its nodes' logs and delete its namespaces, newest first; the lists are emptied."""
+    end_processes(processes)
     processes.clear()
     for node in nodes:
         log = getattr(node, "_log", None)
