@@ -61,7 +61,7 @@ TIMED = @start=$$(date +%s); status=0; $(1) || status=$$?; \
 ## real-process tier. Everything but soak and container tests runs.
 test: test-deps lint
 	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
-	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
+	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
 ## The inner loop: the fast tier alone (no lint; no process, namespace or browser; a few minutes).
 test-fast: $(TEST_STAMP)
@@ -69,7 +69,7 @@ test-fast: $(TEST_STAMP)
 
 ## The real-process tier alone: real nodes, Node.js Grenache, namespaces, chromium, helper processes, long sims.
 test-process: test-deps
-	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
+	$(call TIMED,$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
 ## ruff over the tree; mypy over the package and the tests (settings in pyproject.toml).
 lint: $(TEST_STAMP)

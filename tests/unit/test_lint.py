@@ -66,3 +66,14 @@ def test_the_two_tiers_select_every_test_but_soak_and_container_once() -> None:
     assert set(PROCESS_MARKS) | {"slow"} == set(marks)
     registered = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert set(marks) <= {line.split(":")[0] for line in registered}
+
+
+def test_the_real_process_tier_starts_the_longest_files_first() -> None:
+    """tests/conftest.py puts LONGEST_FIRST at the head of the collection; under --dist loadfile xdist keeps that
+    order only with --no-loadscope-reorder (by default it sorts files by their number of tests, which put the
+    longest, one-test files last), and a file renamed away from the list would silently lose its place."""
+    from tests.conftest import LONGEST_FIRST, TESTS
+
+    runs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "--dist loadfile" in line]
+    assert runs and all("--no-loadscope-reorder" in line for line in runs), runs
+    assert [path for path in LONGEST_FIRST if not (TESTS / path).is_file()] == []
