@@ -266,10 +266,6 @@ class Settings:
     peer_tx_burst: float = _setting(
         500.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
         _FLOAT_POS)
-    bulk_block_interval: float = _setting(
-        0.25, "BULK_BLOCK_INTERVAL", "Seconds a validator waits after a block before proposing one that would "
-        "only carry bulk senders' transactions (neighbours sending past a fifth of PEER_TX_RATE; anyone else's "
-        "transaction starts a block at once; 0: no wait)", p.number(above=-1e-9))
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))

@@ -91,8 +91,7 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                                 timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
                       role="follower" if legacy else settings.role, peer_tx_rate=settings.peer_tx_rate,
-                      peer_tx_burst=settings.peer_tx_burst,
-                      bulk_block_interval=settings.bulk_block_interval, mempool_account_txs=settings.mempool_account_txs,
+                      peer_tx_burst=settings.peer_tx_burst, mempool_account_txs=settings.mempool_account_txs,
                       account_ops_per_block=settings.account_ops_per_block,
                       account_ops_per_100_blocks=settings.account_ops_per_100_blocks,
                       max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))

@@ -82,8 +82,6 @@ class CoreConfig:
                                           # block this long after, so it resolves everywhere as `expired`
     peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
     peer_tx_burst: float = 500.0          # ... and at once (tx_budget.py: past it, its link waits unread)
-    bulk_block_interval: float = 0.25     # a mempool holding only bulk senders' transactions waits this long
-                                          # after the last block (intake.urgent)
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
@@ -424,10 +422,8 @@ class ChainCore:
             return
         restore = self._take_restore(self.state.height + 1)
         idle = len(self.mempool) == 0 and not self.intake.own
-        pause = self.config.empty_block_interval if idle else self.config.bulk_block_interval
-        urgent = self.intake.urgent(now) or pause <= 0
-        self._wake_at = None if urgent else max(now, self._last_block_seconds() + pause)
-        self.consensus.start_height(_Context(self), now, wait=not urgent, restore=restore)
+        self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
+        self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
 
     def _take_restore(self, height: int) -> list[Wire] | None:
         """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets

@@ -84,7 +84,7 @@ class TxIntake:
                 return why
             if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
                 self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
-            if self.core.consensus.step == WAITING and not self.tx_budget.bulk(lane, now):
+            if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(now)
         else:
             self.core.emit(Forward(tx, self.core.upcoming_proposers()))
@@ -125,11 +125,10 @@ class TxIntake:
     def on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
         if not self.core.is_validator or tx.id in self.core.mempool:
             return
-        lane = sender or OWN_LANE
-        why = self.admit(tx, lane=lane)
+        why = self.admit(tx, lane=sender or OWN_LANE)
         if why == "bad_signature":
             self.core.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
-        elif why is None and self.core.consensus.step == WAITING and not self.tx_budget.bulk(lane, now):
+        elif why is None and self.core.consensus.step == WAITING:
             self.core.consensus.kick(now)
 
     def on_membership(self, tx: MembershipTx, sender: str | None) -> None:
@@ -146,17 +145,6 @@ class TxIntake:
             self.core.mempool.add_membership(tx)
             if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(self.core.now)
-
-    def urgent(self, now: float) -> bool:
-        """Whether a block should start at once: our own transactions wait, or those of someone who is not a
-        bulk sender (`TxBudget.bulk`). A mempool of bulk senders' transactions waits BULK_BLOCK_INTERVAL
-        after the last block: a flood admitted at its budget's pace then fills a few blocks a second instead
-        of every block back to back, each with its votes, fsyncs and every node's check of it, and an honest
-        transaction meets an idle chain most of the time and starts its block at once."""
-        if self.own:
-            return True
-        bulk = self.tx_budget.bulk
-        return any(not bulk(lane, now) for lane in self.core.mempool.lane_names())
 
     def within_tx_budget(self, sender: str | None, now: float) -> bool:
         """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a

@@ -21,17 +21,12 @@ from collections import OrderedDict
 
 HOLD_REFILL_SECONDS = 0.1     # a held neighbour is read again once this much of its rate has refilled
 HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cost more than it saves
-BULK_SHARE = 0.2              # a neighbour sending past this share of its rate is a bulk sender ...
-BULK_SECONDS = 1.0            # ... for this long after (and one held past its budget, too)
 
 
 class TxBudget:
     def __init__(self, rate: float = 500.0, burst: float = 500.0, max_senders: int = 4_096) -> None:
         self.rate, self.burst, self.max_senders = rate, burst, max_senders
-        self._buckets: OrderedDict[str, tuple[float, float, float]] = OrderedDict()  # sender -> (tokens, at, bulk)
-        self.bulk_rate = rate * BULK_SHARE
-        self.bulk_burst = max(1.0, self.bulk_rate)     # a second's worth: a burst of orders is not bulk
-        self._bulk_until: OrderedDict[str, float] = OrderedDict()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()    # sender -> (tokens, at)
         self.dropped: dict[str, int] = {}
         self.held: dict[str, int] = {}         # holds per sender (bounded like `dropped`)
         self._held_until: OrderedDict[str, float] = OrderedDict()
@@ -39,18 +34,10 @@ class TxBudget:
 
     def take(self, sender: str, now: float) -> bool:
         """One transaction from `sender` at `now`: True when its budget allows it."""
-        tokens, at, quick = self._buckets.pop(sender, (self.burst, now, self.bulk_burst))
-        elapsed = max(0.0, now - at)
-        tokens = min(self.burst, tokens + elapsed * self.rate)
-        quick = min(self.bulk_burst, quick + elapsed * self.bulk_rate)
+        tokens, at = self._buckets.pop(sender, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
         allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-            if quick >= 1.0:
-                quick -= 1.0
-            else:
-                self._mark_bulk(sender, now + BULK_SECONDS)
-        self._buckets[sender] = (tokens, now, quick)
+        self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
         if len(self._buckets) > self.max_senders:
             self._buckets.popitem(last=False)
         if not allowed:
@@ -58,17 +45,6 @@ class TxBudget:
             if len(self.dropped) > self.max_senders:
                 del self.dropped[next(iter(self.dropped))]
         return allowed
-
-    def _mark_bulk(self, sender: str, until: float) -> None:
-        self._bulk_until.pop(sender, None)
-        self._bulk_until[sender] = until
-        if len(self._bulk_until) > self.max_senders:
-            self._bulk_until.popitem(last=False)
-
-    def bulk(self, sender: str, now: float) -> bool:
-        """Whether `sender` sent past BULK_SHARE of its rate, or was held, within the last BULK_SECONDS: a
-        flood or a busy relay, whose transactions can ride in blocks a little apart (intake.urgent)."""
-        return self._bulk_until.get(sender, now) > now
 
     def spent(self, sender: str) -> bool:
         """Whether `sender` has no whole transaction left in its bucket (after the `take` that emptied it)."""
@@ -88,7 +64,6 @@ class TxBudget:
         seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / self.rate)
         self._held_until.pop(sender, None)
         self._held_until[sender] = now + seconds
-        self._mark_bulk(sender, now + seconds + BULK_SECONDS)
         if len(self._held_until) > self.max_senders:
             self._held_until.popitem(last=False)
         self.holds += 1
