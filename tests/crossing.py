@@ -2,7 +2,7 @@
 and make crossing trades between two of a node's accounts."""
 from __future__ import annotations
 
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, converged, wait_until
 
 
 def open_ids(node: NodeProcess, account: str) -> set[str]:
@@ -17,3 +17,15 @@ def cross(node: NodeProcess, count: int, price: int, maker: str = "maker", taker
     for begin in range(0, len(orders), 200):
         status, body = node.api("POST", "/orders/batch?wait=10", {"orders": orders[begin:begin + 200]})
         assert status == 200 and all("error" not in r for r in body["results"]), body
+
+
+def restart_caught_up(node: NodeProcess, others: list[NodeProcess], api_port: int) -> None:
+    """Start `node` again on `api_port` only once it holds what `others` decided while it was down: it first
+    catches up on another API port, out of sight of a stream client retrying `api_port`, so that client's
+    reconnect meets the whole gap at once (a gap larger than a snapshot), however slow the machine is.
+    Reconnecting while the node was still catching up would see the gap arrive live instead."""
+    node.start(api_port=0)
+    wait_until(lambda: converged([*others, node]), 30, message="the restarted node caught up")
+    node.stop()
+    node.start(api_port=api_port)
+    wait_until(lambda: converged([*others, node]), 30)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from exchange_node_client import ApiError, AsyncClient, Client, MarketStream, Signer
-from tests.crossing import cross, open_ids
+from tests.crossing import cross, open_ids, restart_caught_up
 from tests.harness import Cluster, converged, free_ports, wait_until
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
@@ -97,8 +97,7 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
         await loop.run_in_executor(None, cross, validator, 250, 200)        # more trades than a snapshot holds
         validator.api("POST", "/orders", {"market": "BTC-USD", "side": "buy", "price": "50", "qty": "3",
                                           "account": "maker"})
-        await loop.run_in_executor(None, lambda: watched.start(api_port=api_port))
-        await loop.run_in_executor(None, lambda: wait_until(lambda: converged([validator, watched]), 30))
+        await loop.run_in_executor(None, restart_caught_up, watched, [validator], api_port)
         final_trades = watched.get("/trades/BTC-USD?limit=10000")["trades"]
         final_book = watched.get("/book/BTC-USD?depth=25")
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 
-from tests.crossing import cross, open_ids
+from tests.crossing import cross, open_ids, restart_caught_up
 from tests.harness import Cluster, converged, free_ports, wait_until
 from tests.typescript_client import needs_build, run, start
 
@@ -63,8 +63,7 @@ def test_a_stream_whose_node_restarts_ends_with_the_nodes_book_and_every_trade_o
         cross(validator, 250, 200)
         validator.api("POST", "/orders", {"market": "BTC-USD", "side": "buy", "price": "50", "qty": "3",
                                           "account": "maker"})
-        watched.start(api_port=api_port)
-        wait_until(lambda: converged([validator, watched]), 30)
+        restart_caught_up(watched, [validator], api_port)
         trades = watched.get("/trades/BTC-USD?limit=10000")["trades"]
         book = watched.get("/book/BTC-USD?depth=25")
         expected_book = {"bids": book["bids"], "asks": book["asks"]}
