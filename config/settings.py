@@ -251,6 +251,10 @@ class Settings:
         p.integer(0, 1_000_000))
     snapshot_interval: int = _setting(
         500, "SNAPSHOT_INTERVAL", "Blocks between certified state snapshots (set at founding)", p.integer(10, 10**7))
+    snapshot_lag: int = _setting(
+        50, "SNAPSHOT_LAG", "Blocks after a snapshot whose state hash certifies it, so each node encodes it in a "
+        "child process while the chain goes on; at most half of SNAPSHOT_INTERVAL, 0 to encode and certify it "
+        "at its own height in the event loop (set at founding)", p.integer(0, 10**6))
     keep_blocks: int = _setting(
         1000, "KEEP_BLOCKS", "Blocks kept behind the newest snapshot (for peers catching up); older ones are "
         "compacted away", p.integer(10, 10**8))

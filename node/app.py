@@ -129,7 +129,8 @@ class ExchangeNode:
             self.identity, self.chain_network, self.chain_store, network_id=chain.network_id,
             markets=chain.markets, order_ttl_ms=chain.order_ttl_ms, max_validators=chain.max_validators,
             pinned_validators=chain.pinned_validators, found_after=chain.found_after,
-            snapshot_interval=chain.snapshot_interval, config=chain.core, recovery_timeout=chain.recovery_timeout,
+            snapshot_interval=chain.snapshot_interval, snapshot_lag=chain.snapshot_lag, config=chain.core,
+            recovery_timeout=chain.recovery_timeout,
             join_token=JoinToken.parse(chain.join_token) if chain.join_token else None,
             trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
             absent=(chain.absent_blocks, chain.absent_ms), max_open_orders=chain.max_open_orders)

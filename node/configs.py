@@ -126,6 +126,7 @@ class ChainConfig:
     pinned_validators: tuple[str, ...]
     found_after: float              # inf: never found a network (legacy mode)
     snapshot_interval: int
+    snapshot_lag: int
     recovery_timeout: float
     keep_blocks: int
     core: CoreConfig
@@ -221,7 +222,8 @@ class NodeConfigs:
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
                 max_open_orders=settings.max_open_orders or None,
                 pinned_validators=settings.validators, found_after=found_after,
-                snapshot_interval=settings.snapshot_interval, recovery_timeout=settings.recovery_timeout,
+                snapshot_interval=settings.snapshot_interval, snapshot_lag=settings.snapshot_lag,
+                recovery_timeout=settings.recovery_timeout,
                 keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),
                 join_token=settings.join_token, chain_id=settings.chain_id, keep_seat=settings.keep_seat,
                 seat_rule=settings.seat_rule, absent_blocks=settings.absent_blocks,

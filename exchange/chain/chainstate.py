@@ -5,8 +5,10 @@ consensus itself needs from the log: the height and time, the id of the last blo
 set for the next height (changed only by membership transactions), who signed the commits recorded
 in blocks (for the proposer rotation and to find absent validators), and a state hash that the next
 block's header must carry, so a node whose state diverged can never vote for, or accept, a block.
-Every `snapshot_interval` heights the hash also covers a full snapshot of the state, so a node may
-start from a peer's snapshot and check it against the chain's quorum certificates.
+Every `snapshot_interval` heights the state is snapshotted, and the hash covers the snapshot's digest,
+so a node may start from a peer's snapshot and check it against the chain's quorum certificates: at the
+same height, or `snapshot_lag` heights later where the genesis sets one (the encoding then runs off the
+event loop: `snapshot_maker.py`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
+from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotMaker, snapshot_digest
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.validators import ValidatorSet, ValidatorSummary
 from exchange.wire import Wire
@@ -85,12 +88,21 @@ def encode_item(tx: SignedTx | MembershipTx) -> Wire:
     return ["a", tx.wire()] if isinstance(tx, SignedTx) else ["m", tx.wire()]
 
 
+STATE_DOMAIN = "exchange-node/state/v2"
+KEEP_CERTIFICATES = 3
+
+
 class ChainState:
-    def __init__(self, genesis: Genesis, app: Application) -> None:
+    def __init__(self, genesis: Genesis, app: Application, snapshots: SnapshotMaker | None = None) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.app = app
         self.snapshot_interval = genesis.snapshot_interval
+        self.snapshot_lag = genesis.snapshot_lag
+        self.snapshots: SnapshotMaker = snapshots if snapshots is not None else InlineSnapshots()
+        # snapshot height -> what the state hash that certified it covered besides its digest (lagged networks;
+        # a joining peer is given it to check the snapshot against that hash)
+        self.certificates: dict[int, Wire] = {}
         self.height = 0
         self.time_ms = 0          # not the founder's clock: a founder whose clock is ahead must not set the chain's time
         self.last_block_id = GENESIS_PARENT
@@ -114,6 +126,9 @@ class ChainState:
             raise ValueError(f"block {header.height} does not follow height {self.height}")
         decoded = txs if txs is not None else [decode_item(item) for item in block.txs]
         height, time_ms = header.height, header.time_ms
+        certifying = self.certified_at(height)
+        # before anything changes: a snapshot whose encoding was lost leaves this block unapplied (SnapshotLost)
+        certified_digest = self.snapshots.digest(certifying) if certifying is not None else b""
         commit = header.last_commit
         if commit is not None:
             signers = tuple(commit.signers(self.prev_validators))
@@ -169,13 +184,28 @@ class ChainState:
                 self.last_seen.setdefault(key, (height, time_ms))
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
-        self.snapshot_hash = b""
+        self.snapshot_hash = certified_digest
         if height % self.snapshot_interval == 0:
-            data = self.snapshot()
-            self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
-            self.last_snapshot = (height, data)
+            if self.snapshot_lag:
+                self.snapshots.start(height, self.snapshot)
+            else:
+                data = self.snapshot()
+                self.snapshot_hash = snapshot_digest(data)
+                self.last_snapshot = (height, data)
         self.hash = outcome.state_hash = self._compute_hash()
+        if certifying is not None:
+            self.certificates[certifying] = self._hash_preimage()[:-1]
+            for old in sorted(self.certificates)[:-KEEP_CERTIFICATES]:
+                del self.certificates[old]
         return outcome
+
+    def certified_at(self, height: int) -> int | None:
+        """The snapshot whose digest the state hash of `height` covers on a lagged network, or None."""
+        lag, interval = self.snapshot_lag, self.snapshot_interval
+        taken = height - lag
+        if lag and taken >= interval and taken % interval == 0:
+            return taken
+        return None
 
     def membership_problem(self, tx: MembershipTx, height: int, time_ms: int, seats: Seats | None = None,
                            validators: ValidatorSet | None = None) -> str | None:
@@ -189,9 +219,12 @@ class ChainState:
         return height - seen_height > self.genesis.absent_blocks and time_ms - seen_time >= self.genesis.absent_ms
 
     # ------------------------------------------------------------------ hashes and snapshots
+    def _hash_preimage(self) -> Wire:
+        return [self.height, self.last_block_id, self.app.app_hash, self.validators.wire(), self.seats.hash(),
+                self.snapshot_hash]
+
     def _compute_hash(self) -> bytes:
-        return digest("exchange-node/state/v2", [self.height, self.last_block_id, self.app.app_hash,
-                                                 self.validators.wire(), self.seats.hash(), self.snapshot_hash])
+        return digest(STATE_DOMAIN, self._hash_preimage())
 
     def snapshot(self) -> bytes:
         """The whole state, canonically encoded (the chain certifies its hash every snapshot_interval)."""
@@ -216,7 +249,11 @@ class ChainState:
         self.validators, self.prev_validators = validators, prev_validators
         self.recent_signers, self.last_seen, self.seats = recent_signers, last_seen, seats
         self.app = app
-        self.snapshot_hash = digest("exchange-node/snapshot/v1", data)
+        if self.snapshot_lag:       # certified `snapshot_lag` heights later, by the digest of these very bytes
+            self.snapshot_hash = b""
+            self.snapshots.known(self.height, data)
+        else:
+            self.snapshot_hash = snapshot_digest(data)
         self.last_snapshot = None
         self.hash = self._compute_hash()
 

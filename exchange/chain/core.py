@@ -48,6 +48,8 @@ from exchange.chain.membership import Approve, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.recovery import HaltRecovery, RecoveryStatus
 from exchange.chain.seat_requests import SeatRequests
+from exchange.chain.snapshot_maker import SnapshotLost, SnapshotMaker, snapshot_digest
+from exchange.chain.snapshot_proof import SnapshotCertificate, certificate_problem
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.wire import Wire
@@ -111,7 +113,8 @@ class ChainCore:
     def __init__(self, genesis: Genesis, app: Application, *, public_key: bytes, sign: Callable[[bytes], bytes],
                  verify: Callable[[bytes, bytes, bytes], bool], blocks: BlockSource,
                  config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0,
-                 admission_sign: Callable[[bytes], bytes] | None = None) -> None:
+                 admission_sign: Callable[[bytes], bytes] | None = None,
+                 snapshots: SnapshotMaker | None = None) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.public_key = public_key
@@ -121,7 +124,7 @@ class ChainCore:
         self.blocks = blocks
         self.config = config or CoreConfig()
         self.rng = rng or random.Random(0)
-        self.state = ChainState(genesis, app)
+        self.state = ChainState(genesis, app, snapshots)
         self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self._effects: list[ChainEffect] = []
@@ -172,21 +175,27 @@ class ChainCore:
 
     def install_snapshot(self, data: bytes, commit_at: Commit, next_block: Block, next_commit: Commit,
                          proofs: list[tuple[Block, Commit]], app_factory: Callable[[bytes], Application],
-                         now: float) -> str | None:
+                         now: float, certificate: SnapshotCertificate | None = None) -> str | None:
         """Start over from a peer's snapshot at height S: every part is checked against validator sets proven
-        from our genesis (epochs.py) before anything of ours changes. Returns why it was refused, or None."""
+        from our genesis (epochs.py) before anything of ours changes. On a lagged network the snapshot's bytes
+        are certified by the state hash of S + snapshot_lag (`certificate`). Returns why it was refused, or None."""
         from exchange.chain.epochs import BadProof, replay_epochs, set_at
 
         self.set_now(now)
         try:
             sets = replay_epochs(self.genesis, proofs, self.verify)
-            candidate = ChainState(self.genesis, self.state.app)
+            candidate = ChainState(self.genesis, self.state.app, self.state.snapshots)
             candidate.restore(data, app_factory)
         except (BadProof, ValueError, Malformed, InvalidTx) as exc:
             return f"bad snapshot or proof: {exc}"
         height = candidate.height
         if height <= self.state.height:
             return "not ahead of us"
+        if candidate.snapshot_lag:
+            why = certificate_problem(certificate, height, candidate.snapshot_lag, snapshot_digest(data),
+                                      lambda at: set_at(sets, at), self.chain_id, self.verify)
+            if why is not None:
+                return why
         if candidate.validators.hash != set_at(sets, height + 1).hash \
                 or candidate.prev_validators.hash != set_at(sets, height).hash:
             return "its validator sets are not the proven ones"
@@ -463,7 +472,12 @@ class ChainCore:
 
     def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None:
         txs = self.check.decode(block)
-        outcome = self.state.apply_block(block, txs, refused)
+        try:
+            outcome = self.state.apply_block(block, txs, refused)
+        except SnapshotLost as exc:
+            self.halt(f"cannot certify the snapshot due at height {block.header.height}: {exc}; restart this node "
+                      f"to rebuild it from its stored blocks")
+            return
         self.last_commit = commit
         self.last_commit_at = self.now
         self.counters["blocks"] += 1

@@ -30,14 +30,12 @@ FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsyn
 class UnsavedBlock:
     """A block final here and not yet durable, with what it holds back until it is."""
 
-    __slots__ = ("block", "commit", "outcome", "snapshot", "held", "durable")
+    __slots__ = ("block", "commit", "outcome", "held", "durable")
 
-    def __init__(self, block: Block, commit: Commit, outcome: BlockOutcome, snapshot: tuple[int, bytes] | None,
-                 durable: bool) -> None:
+    def __init__(self, block: Block, commit: Commit, outcome: BlockOutcome, durable: bool) -> None:
         self.block = block
         self.commit = commit
         self.outcome = outcome
-        self.snapshot = snapshot
         self.held: list[ChainMessage] = []      # decision broadcasts
         self.durable = durable          # fdatasync'ed before anything it holds back is let out
 
@@ -55,6 +53,7 @@ class BlockDurability:
         self._blocks: list[UnsavedBlock] = []     # final here, not yet durable: nothing of them leaves
         self._wal: list[Wire] = []
         self._unsynced_since: float | None = None   # a follower's blocks appended without fdatasync since
+        self._snapshot: tuple[int, bytes] | None = None     # taken, its block not yet stored
 
     @property
     def unsaved_blocks(self) -> int:
@@ -71,6 +70,22 @@ class BlockDurability:
     def add_block(self, entry: UnsavedBlock) -> None:
         self._blocks.append(entry)
         self.flush()
+
+    def add_snapshot(self, height: int, data: bytes) -> None:
+        """The snapshot of `height`: stored once its block is (the store syncs the blocks first, so a snapshot
+        never outlives them); a newer one replaces one still waiting."""
+        self._snapshot = (height, data)
+        self._save_snapshot()
+
+    def _save_snapshot(self) -> None:
+        waiting = self._snapshot
+        if waiting is None or self.store.last_height < waiting[0]:
+            return
+        self._snapshot = None
+        try:
+            self.store.save_snapshot(*waiting)
+        except StorageError as exc:
+            log.warning("could not save the snapshot at height %d: %s", waiting[0], exc)
 
     def hold(self, message: ChainMessage) -> bool:
         """Keep a decision broadcast behind the newest block not yet durable; False when none waits."""
@@ -108,6 +123,8 @@ class BlockDurability:
         finally:
             for done in saved:
                 self.on_saved(done)
+            if saved:
+                self._save_snapshot()
         if self.disk_error is not None:
             log.warning("disk writes work again: the blocks and the WAL are saved; voting again")
             self.disk_error = None

@@ -31,6 +31,7 @@ class ChainRules:
     max_open_orders: int | None
     max_validators: int
     snapshot_interval: int
+    snapshot_lag: int
     seat_rule: str
     absent: tuple[int, int]         # (blocks, ms) without a signature or proposal that jail a validator
 
@@ -103,6 +104,7 @@ class FoundingLoop:
                           founder=self.founder_key, validators=tuple(decision.validators),
                           max_validators=rules.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
                           snapshot_interval=rules.snapshot_interval,
+                          snapshot_lag=min(rules.snapshot_lag, rules.snapshot_interval // 2),
                           admission_key=token.admission_key if token is not None else b"", seat_rule=rules.seat_rule,
                           absent_blocks=rules.absent[0], absent_ms=rules.absent[1])
         if token is not None:       # written before the genesis: a crash between them leaves no chain without it

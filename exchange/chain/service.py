@@ -36,6 +36,7 @@ from collections import deque
 from typing import Callable, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
+from exchange.chain.snapshot_fork import ForkedSnapshots
 from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
@@ -78,6 +79,7 @@ class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
                  pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
+                 snapshot_lag: int = 0,
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
                  trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
@@ -109,7 +111,8 @@ class ChainService:
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
-                             snapshot_interval=snapshot_interval, seat_rule=seat_rule, absent=absent),
+                             snapshot_interval=snapshot_interval, snapshot_lag=snapshot_lag, seat_rule=seat_rule,
+                             absent=absent),
             self.founding, network, store, identity.public_key_bytes, clock)
         self.block_listeners: list[Callable[[Block, BlockResult | None], None]] = []   # once final here
         self.halted: str | None = None
@@ -123,6 +126,7 @@ class ChainService:
         self.history = HistoryRecovery(store, clock, recovery_timeout)     # damaged history back from peers
         self.fatal_listeners = self.history.fatal_listeners
         self.durability = BlockDurability(store, clock, self._block_saved)
+        self.snapshots = ForkedSnapshots(self.schedule_pump)    # encoded off the loop on a lagged network
         self.snapshot_join = SnapshotJoin(self, network, store, clock, self._snapshot_installed)
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
@@ -165,6 +169,7 @@ class ChainService:
         self.own_orders.cancel_waits()
         await self.store.outbox_flush()
         self.durability.sync_follower_blocks()
+        self.snapshots.close()
         self.store.close()
 
     def boot(self, genesis: Genesis) -> None:
@@ -181,10 +186,12 @@ class ChainService:
                       genesis.chain_id[:16])
         core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
-                         rng=random.Random(), now=self.clock(), admission_sign=admission)
+                         rng=random.Random(), now=self.clock(), admission_sign=admission, snapshots=self.snapshots)
         start = restore_snapshot(self.store, core, params)
         replayed = replay(self.store, core, start)
         core.take_effects()
+        self.snapshots.take_ready()     # stored already, as the replayed blocks were
+        self.snapshots.live = True
         now = self.clock()
         wal: list[Wire] | None = self.store.wal_records()     # of a damaged WAL, the intact records
         self.history.recovering, self.durability.wal_top = check_history(self.store, core, now, wal)
@@ -270,6 +277,8 @@ class ChainService:
             self._carry_out(core, effect)
         if durability.wal_waiting and not wal_failed:
             durability.flush()
+        for encoded in self.snapshots.take_ready():       # a lagged network's, as the encoder hands them back
+            durability.add_snapshot(*encoded)
         self.history.progress(core, durability.wal_top)
         self.ticker.nudge(core)
 
@@ -316,15 +325,13 @@ class ChainService:
         snapshot or an epoch proof, and at stop. A machine crash costs a follower at most that last second
         of blocks, fetched again at restart."""
         core = self.core
-        snapshot = core.state.last_snapshot if core is not None else None
-        if snapshot is None or snapshot[0] != block.height:
-            snapshot = None
-        elif core is not None:
-            core.state.last_snapshot = None     # ours to store now: its bytes go once they are on disk
+        if core is not None and core.state.last_snapshot is not None:    # a network with no lag: taken just now
+            self.durability.add_snapshot(*core.state.last_snapshot)
+            core.state.last_snapshot = None
         proposer = block.header.proposer
         self.proposed[proposer] = self.proposed.get(proposer, 0) + 1
         durable = core is None or core.is_validator or holds_own
-        self.durability.add_block(UnsavedBlock(block, commit, outcome, snapshot, durable))
+        self.durability.add_block(UnsavedBlock(block, commit, outcome, durable))
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
             self.handback.seats_changed()
@@ -334,11 +341,6 @@ class ChainService:
         block, result = entry.block, _block_result(entry.outcome)
         for message in entry.held:
             self.network.broadcast(message)
-        if entry.snapshot is not None:
-            try:
-                self.store.save_snapshot(*entry.snapshot)
-            except StorageError as exc:
-                log.warning("could not save the snapshot at height %d: %s", entry.snapshot[0], exc)
         if entry.outcome.validators_changed:
             try:
                 self.store.append_epoch(block, entry.commit)

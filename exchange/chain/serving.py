@@ -28,7 +28,7 @@ class ChainServing:
         self.host = host
         self.network = network
         self.clock = clock
-        self._snapshots = SnapshotServer(store)
+        self._snapshots = SnapshotServer(store, self._snapshot_lag, self._certificate_preimage)
 
     def offer(self) -> None:
         """Serve the genesis and snapshots from now on (`chain.submit` goes by role: `forwarding.py`)."""
@@ -43,6 +43,14 @@ class ChainServing:
 
     def serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
         return self._snapshots.serve(payload)
+
+    def _snapshot_lag(self) -> int:
+        genesis = self.host.genesis
+        return 0 if genesis is None else genesis.snapshot_lag
+
+    def _certificate_preimage(self, height: int) -> Wire | None:
+        core = self.host.core
+        return None if core is None else core.state.certificates.get(height)
 
     def serve_submit(self, payload: RpcValue, peer: str) -> SubmitAnswer:
         """A follower hands us a transaction (RPC `chain.submit`)."""

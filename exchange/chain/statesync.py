@@ -1,11 +1,13 @@
 """State sync: a node that is far behind (its peers compacted the blocks it lacks) starts again from a
 peer's snapshot instead of replaying every block.
 
-The serving side answers `chain.snapshot` {"offset"} with its newest stored snapshot in chunks; the first
-chunk also carries what makes it checkable: the commit of its block, the certified block after it, and the
-epoch proofs from genesis. The joining side fetches every chunk from one peer and hands the lot to
-`ChainCore.install_snapshot`, which checks each part against validator sets proven from its own genesis
-before anything of its state changes (`SnapshotJoin`, when the core asks for a snapshot: one fetch at a time).
+The serving side answers `chain.snapshot` {"offset"} with its newest stored snapshot that it can prove, in
+chunks; the first chunk also carries what makes it checkable: the commit of its block, the certified block
+after it, the epoch proofs from genesis, and on a lagged network the certificate of its bytes
+(`snapshot_proof.py`: until the chain is `snapshot_lag` heights past it, the snapshot before it is served).
+The joining side fetches every chunk from one peer and hands the lot to `ChainCore.install_snapshot`, which
+checks each part against validator sets proven from its own genesis before anything of its state changes
+(`SnapshotJoin`, when the core asks for a snapshot: one fetch at a time).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable, NamedTuple, NotRequired, TypedDict
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue
+from exchange.chain.snapshot_proof import SnapshotCertificate
 from exchange.wire import Wire
 from storage import StorageError
 
@@ -33,14 +36,20 @@ class SnapshotChunk(TypedDict):
     total: int
     offset: int
     chunk: bytes
-    proof: NotRequired[list[Wire]]       # in the first chunk: [commit at, next block, its commit, epoch proofs]
+    proof: NotRequired[list[Wire]]       # in the first chunk: [commit at, next block, its commit, epoch proofs,
+                                         # and on a lagged network the certificate of its bytes]
 
 
 class SnapshotServer:
-    """Our newest snapshot for joining peers, with its proof; the chunks of one snapshot come from one read."""
+    """Our newest provable snapshot for joining peers, with its proof; the chunks of one snapshot come from one
+    read. `lag` and `preimage` read the chain's: its snapshot lag, and what the state hash that certified a
+    snapshot covered besides its digest (`ChainState.certificates`)."""
 
-    def __init__(self, store: ChainStore) -> None:
+    def __init__(self, store: ChainStore, lag: Callable[[], int] = lambda: 0,
+                 preimage: Callable[[int], Wire | None] = lambda height: None) -> None:
         self.store = store
+        self.lag = lag
+        self.preimage = preimage
         self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
 
     def serve(self, payload: RpcValue) -> SnapshotChunk:
@@ -48,22 +57,38 @@ class SnapshotServer:
         if type(offset) is not int or offset < 0:
             raise BadRequest("offset must be a non-negative integer")
         if offset == 0 or self._served is None:
-            loaded = self.store.load_snapshot()
-            if loaded is None:
-                raise CannotServe("no snapshot here")
-            height, data = loaded
-            at, after = self.store.get(height), self.store.get(height + 1)
-            if at is None or after is None:
-                raise CannotServe("the blocks that certify our snapshot are not stored yet")
-            extras = [at[1].wire(), after[0].wire(), after[1].wire(),
-                      [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
-            self._served = (height, data, extras)
+            self._served = self._newest_provable()
         height, data, extras = self._served
         answer: SnapshotChunk = {"height": height, "total": len(data), "offset": offset,
                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
         if offset == 0:
             answer["proof"] = extras
         return answer
+
+    def _newest_provable(self) -> tuple[int, bytes, list[Wire]]:
+        heights = self.store.snapshot_heights()
+        if not heights:
+            raise CannotServe("no snapshot here")
+        for height in heights:
+            proof = self._proof(height)
+            data = self.store.load_snapshot_at(height) if proof is not None else None
+            if proof is not None and data is not None:
+                return height, data, proof
+        raise CannotServe("the blocks that certify our snapshots are not stored yet")
+
+    def _proof(self, height: int) -> list[Wire] | None:
+        at, after = self.store.get(height), self.store.get(height + 1)
+        if at is None or after is None:
+            return None
+        proof = [at[1].wire(), after[0].wire(), after[1].wire(),
+                 [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
+        lag = self.lag()
+        if lag:
+            preimage, certifying = self.preimage(height), self.store.get(height + lag + 1)
+            if preimage is None or certifying is None:
+                return None
+            proof.append(SnapshotCertificate(preimage, *certifying).wire())
+        return proof
 
 
 class FetchedSnapshot(NamedTuple):
@@ -73,6 +98,7 @@ class FetchedSnapshot(NamedTuple):
     next_block: Block                       # the certified block after it: its header vouches for the state
     next_commit: Commit
     proofs: list[tuple[Block, Commit]]      # validator set changes from genesis
+    certificate: SnapshotCertificate | None     # on a lagged network: what certifies its bytes
 
 
 async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
@@ -88,7 +114,8 @@ async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
         parts.append(more["chunk"])
         size += len(more["chunk"])
     return FetchedSnapshot(height, b"".join(parts)[:total], Commit.from_wire(proof[0]), Block.from_wire(proof[1]),
-                           Commit.from_wire(proof[2]), [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]])
+                           Commit.from_wire(proof[2]), [(Block.from_wire(b), Commit.from_wire(c)) for b, c in proof[3]],
+                           SnapshotCertificate.from_wire(proof[4]) if len(proof) > 4 else None)
 
 
 class SnapshotJoin:
@@ -124,7 +151,7 @@ class SnapshotJoin:
         chain_id = core.chain_id
         why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
                                     fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id),
-                                    self.clock())
+                                    self.clock(), fetched.certificate)
         if why is not None:
             log.warning("snapshot at height %d from %s refused: %s", fetched.height, peer[:12], why)
             self.network.penalize(peer, 50.0, "bad_snapshot")

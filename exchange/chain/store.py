@@ -416,6 +416,17 @@ class ChainStore:
         snapshot = self.snapshots.load_newest()
         return None if snapshot is None else (snapshot.height, snapshot.data)
 
+    def snapshot_heights(self) -> list[int]:
+        """Heights of the stored snapshots, newest first."""
+        return self.snapshots.heights()
+
+    def load_snapshot_at(self, height: int) -> bytes | None:
+        """The stored snapshot of `height`, or None when it is missing or damaged."""
+        try:
+            return self.snapshots.load(height).data
+        except StorageError:
+            return None
+
     def stats(self) -> StoreStats:
         def of(log_: RecordLog) -> dict[str, object]:
             return {**log_.stats(), "damaged": [str(d) for d in log_.damage[:8]], "tail_damaged": log_.tail_damaged}

@@ -26,6 +26,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, 
                                     Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
+from exchange.chain.snapshot_maker import SnapshotMaker
 from exchange.chain.tendermint import ConsensusConfig
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 
@@ -144,6 +145,7 @@ class Scenario:
     clock_skew: dict[int, float] = field(default_factory=dict)
     tx_lifetime: float = 50.0                                   # seconds from submission to a tx's expiry
     snapshot_interval: int = 500
+    snapshot_lag: int = 0
 
 
 @dataclass
@@ -178,7 +180,8 @@ class ChainSimulation:
                                validators=tuple(k.public_key for k in keys[:scenario.validators]),
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
                                absent_blocks=20, absent_ms=3000, snapshot_interval=scenario.snapshot_interval,
-                               admission_key=self.admission.public_key, seat_rule=scenario.seat_rule,
+                               snapshot_lag=scenario.snapshot_lag, admission_key=self.admission.public_key,
+                               seat_rule=scenario.seat_rule,
                                exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]
         self.by_id = {n.keys.node_id: n for n in self.nodes}
@@ -570,6 +573,21 @@ def _membership_scenario(rng: random.Random) -> Scenario:
                     joiners=joiners, approvals=approvals, leaves=leaves, seat_rule=rng.choice(["bft", "any"]),
                     partitions=partitions, crashes=crashes, drop=rng.choice([0.0, 0.02, 0.05]),
                     duplicate=rng.choice([0.0, 0.05]), delay=(0.0005, rng.choice([0.01, 0.03])), settle=8.0)
+
+
+def joining_core(sim: "ChainSimulation", snapshots: SnapshotMaker | None = None, name: str = "newcomer") -> ChainCore:
+    """A brand-new core of `sim`'s chain, as a node that joins it late (from a snapshot, or replaying blocks)."""
+    keys = FakeKeys(name)
+    return ChainCore(sim.genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=SIM_CORE, rng=random.Random(0), now=sim._clock(sim.nodes[0]),
+                     snapshots=snapshots)
+
+
+def sim_app_from(data: bytes) -> SimApp:
+    """A SimApp restored from its snapshot (its hash is its whole state)."""
+    app = SimApp()
+    app.hash = data
+    return app
 
 
 def run_seed(seed: int, scenario: Scenario | None = None) -> dict[str, Any]:

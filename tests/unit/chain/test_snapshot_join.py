@@ -8,12 +8,10 @@ the new core untouched.
 """
 from __future__ import annotations
 
-import random
 
 from exchange.chain.blocks import Commit
 from exchange.chain.chainstate import ChainState
-from exchange.chain.core import ChainCore
-from tests.sim.chain_sim import SIM_CORE, ChainSimulation, FakeKeys, MemoryStore, Scenario, SimApp, fake_verify
+from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp, joining_core, sim_app_from
 
 
 def _network() -> ChainSimulation:
@@ -40,34 +38,22 @@ def _bundle(sim: ChainSimulation):
     return snapshots[-1]
 
 
-def _new_core(sim: ChainSimulation) -> ChainCore:
-    keys = FakeKeys("newcomer")
-    return ChainCore(sim.genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
-                     blocks=MemoryStore(), config=SIM_CORE, rng=random.Random(0), now=sim._clock(sim.nodes[0]))
-
-
-def _app_from(data: bytes) -> SimApp:
-    app = SimApp()
-    app.hash = data
-    return app
-
-
 def test_an_honest_snapshot_is_installed_and_anything_tampered_is_refused():
     sim = _network()
     data, commit_at, next_block, next_commit, proofs = _bundle(sim)
     now = sim._clock(sim.nodes[0])
 
-    core = _new_core(sim)
+    core = joining_core(sim)
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 1
-    assert core.install_snapshot(bytes(flipped), commit_at, next_block, next_commit, proofs, _app_from, now)
+    assert core.install_snapshot(bytes(flipped), commit_at, next_block, next_commit, proofs, sim_app_from, now)
     forged = [(b, Commit(c.height, c.round, c.block_id, tuple((i, bytes(64)) for i, _ in c.sigs))) for b, c in proofs]
-    refused = core.install_snapshot(data, commit_at, next_block, next_commit, forged, _app_from, now)
+    refused = core.install_snapshot(data, commit_at, next_block, next_commit, forged, sim_app_from, now)
     assert refused is not None and "proof" in refused
-    assert core.install_snapshot(data, next_commit, next_block, next_commit, proofs, _app_from, now)
-    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs[:-1], _app_from, now)
+    assert core.install_snapshot(data, next_commit, next_block, next_commit, proofs, sim_app_from, now)
+    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs[:-1], sim_app_from, now)
     assert core.height == 0 and core.state.validators.epoch == 0
 
-    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs, _app_from, now) is None
+    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs, sim_app_from, now) is None
     assert core.height == next_block.height
     assert core.state.hash == sim.decided[next_block.height][1]

@@ -1,0 +1,87 @@
+"""Who encodes the state at a snapshot height, and when its digest is known.
+
+A network whose genesis sets `snapshot_lag` L certifies the snapshot of height S in the state hash of height
+S + L, not S: the encoding (every resting order, account and recent trade) then need not run in the event loop
+at S, where at every node at once it would pause the chain for as long as the state is big. `ChainState` asks
+the maker to `start` at S and for the `digest` at S + L. `InlineSnapshots` encodes at once (the simulator, unit
+tests, and a replay at start-up); `exchange/chain/snapshot_fork.py` encodes in a forked child that sees the
+state as it was at S while the node goes on. A network with no lag encodes in `ChainState.apply_block` itself.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from exchange.chain.codec import digest
+
+SNAPSHOT_DOMAIN = "exchange-node/snapshot/v1"
+KEEP_DIGESTS = 4        # digests of the newest snapshots kept (only the newest is still to be certified)
+
+
+def snapshot_digest(data: bytes) -> bytes:
+    return digest(SNAPSHOT_DOMAIN, data)
+
+
+class SnapshotLost(Exception):
+    """The encoding of a snapshot did not finish (its worker died): the state it was taken from is gone, so the
+    node cannot compute the hash that certifies it and must rebuild it from its stored blocks (a restart)."""
+
+
+class SnapshotMaker(Protocol):
+    def start(self, height: int, encode: Callable[[], bytes]) -> None:
+        """Encode the state as it is now (`encode()`), the snapshot of `height`."""
+
+    def known(self, height: int, data: bytes) -> None:
+        """A snapshot of `height` we started from (restored or installed): its digest is certified later."""
+
+    def digest(self, height: int) -> bytes:
+        """The digest of the snapshot of `height`, waiting for its encoding if need be (raises SnapshotLost)."""
+
+    def take_ready(self) -> list[tuple[int, bytes]]:
+        """Snapshots encoded since the last call, (height, bytes), for the store."""
+
+    def close(self) -> None:
+        """Stop any encoding under way (the node stops)."""
+
+
+class DigestBook:
+    """The digests of the newest snapshots, by height (bounded)."""
+
+    def __init__(self) -> None:
+        self._digests: dict[int, bytes] = {}
+
+    def put(self, height: int, value: bytes) -> None:
+        self._digests[height] = value
+        for old in sorted(self._digests)[:-KEEP_DIGESTS]:
+            del self._digests[old]
+
+    def get(self, height: int) -> bytes | None:
+        return self._digests.get(height)
+
+
+class InlineSnapshots:
+    """Encodes at once, in the caller's thread: the digest is known before `start` returns."""
+
+    def __init__(self) -> None:
+        self._digests = DigestBook()
+        self._ready: list[tuple[int, bytes]] = []
+
+    def start(self, height: int, encode: Callable[[], bytes]) -> None:
+        data = encode()
+        self._digests.put(height, snapshot_digest(data))
+        self._ready = [(height, data)]      # only the newest waits for the store
+
+    def known(self, height: int, data: bytes) -> None:
+        self._digests.put(height, snapshot_digest(data))
+
+    def digest(self, height: int) -> bytes:
+        value = self._digests.get(height)
+        if value is None:
+            raise SnapshotLost(f"no snapshot of height {height} was taken here")
+        return value
+
+    def take_ready(self) -> list[tuple[int, bytes]]:
+        ready, self._ready = self._ready, []
+        return ready
+
+    def close(self) -> None:
+        self._ready = []

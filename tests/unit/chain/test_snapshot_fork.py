@@ -1,0 +1,81 @@
+"""Snapshots encoded in a forked child (exchange/chain/snapshot_fork.py): the event loop goes on while the child
+encodes the state as it was at the fork; the digest and bytes come back whole; a child that dies loses its
+snapshot loudly; nothing is left running or unreaped at close."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from exchange.chain.snapshot_fork import ForkedSnapshots
+from exchange.chain.snapshot_maker import SnapshotLost, snapshot_digest
+
+pytestmark = pytest.mark.process        # it forks
+
+
+def _slow_encoder(state: dict[str, int], seconds: float, size: int = 3_000_000) -> bytes:
+    time.sleep(seconds)                 # in the child: the parent's loop must not wait for this
+    return bytes([state["value"] % 256]) * size
+
+
+async def test_the_loop_goes_on_while_a_child_encodes_the_state_as_it_was_at_the_fork():
+    ready: list[int] = []
+    maker = ForkedSnapshots(lambda: ready.append(1))
+    maker.live = True
+    state = {"value": 7}
+    started = time.monotonic()
+    maker.start(10, lambda: _slow_encoder(state, 0.4))
+    forked_in = time.monotonic() - started
+    state["value"] = 9                  # the parent moves on; the child saw 7
+    ticks = 0
+    while not ready:
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert forked_in < 0.2 and ticks >= 20, (forked_in, ticks)     # the loop ran throughout the 0.4 s
+    expected = bytes([7]) * 3_000_000
+    assert maker.digest(10) == snapshot_digest(expected)
+    assert maker.take_ready() == [(10, expected)]
+    assert maker.take_ready() == []
+
+
+async def test_a_digest_asked_for_before_the_child_is_done_waits_for_it():
+    maker = ForkedSnapshots()
+    maker.live = True
+    maker.start(20, lambda: _slow_encoder({"value": 3}, 0.2, 1000))
+    assert maker.digest(20) == snapshot_digest(bytes([3]) * 1000)
+    assert maker.take_ready() == [(20, bytes([3]) * 1000)]
+
+
+async def test_a_child_that_dies_loses_its_snapshot_and_says_how():
+    maker = ForkedSnapshots()
+    maker.live = True
+    maker.start(30, lambda: _slow_encoder({"value": 1}, 5.0))
+    (job,) = maker._jobs.values()
+    os.kill(job.pid, signal.SIGKILL)
+    with pytest.raises(SnapshotLost, match="height 30 was lost.*status -9"):
+        maker.digest(30)
+    assert maker.take_ready() == []
+
+
+async def test_close_ends_the_children_under_way_and_reaps_them():
+    maker = ForkedSnapshots()
+    maker.live = True
+    maker.start(40, lambda: _slow_encoder({"value": 1}, 30.0))
+    (job,) = maker._jobs.values()
+    maker.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(job.pid, os.WNOHANG)         # reaped already
+    with pytest.raises(SnapshotLost, match="the node stopped"):
+        maker.digest(40)
+
+
+def test_before_the_node_is_live_or_outside_a_loop_the_snapshot_is_encoded_at_once():
+    maker = ForkedSnapshots()
+    maker.start(50, lambda: b"abc")
+    assert maker.digest(50) == snapshot_digest(b"abc") and maker.take_ready() == [(50, b"abc")]
+    maker.live = True
+    maker.start(60, lambda: b"def")         # no running loop here
+    assert maker.forked == 0 and maker.digest(60) == snapshot_digest(b"def")

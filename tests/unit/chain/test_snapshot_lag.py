@@ -1,0 +1,155 @@
+"""A snapshot certified `snapshot_lag` heights after it was taken (exchange/chain/snapshot_maker.py).
+
+The genesis keeps its old encoding and chain id without a lag; a simulated network with one stays safe and
+certifies each snapshot's digest in the state hash `snapshot_lag` heights later; a new core installs an
+honest snapshot with the certificate of its bytes and refuses it when the bytes, the certificate or its
+commit were tampered with or left out; a snapshot whose encoding was lost halts the chain instead of
+applying a block whose hash it cannot compute.
+"""
+from __future__ import annotations
+
+import pytest
+
+from exchange.chain.blocks import Block, Commit
+from exchange.chain.chainstate import ChainState
+from exchange.chain.codec import digest
+from exchange.chain.genesis import Genesis
+from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, snapshot_digest
+from exchange.chain.snapshot_proof import SnapshotCertificate
+from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp, joining_core, sim_app_from
+
+INTERVAL, LAG = 10, 4
+
+Bundle = tuple[bytes, Commit, Block, Commit, list[tuple[Block, Commit]], SnapshotCertificate]
+
+
+def _genesis(lag: int) -> Genesis:
+    return Genesis(network_id="n", created_ms=1, founder=bytes(32), validators=(bytes(32),), snapshot_interval=INTERVAL,
+                   snapshot_lag=lag)
+
+
+def test_a_genesis_without_a_lag_keeps_its_encoding_and_one_with_a_lag_round_trips():
+    plain, lagged = _genesis(0), _genesis(LAG)
+    assert len(plain.wire()) == 13 and Genesis.from_wire(plain.wire()) == plain
+    assert digest("exchange-node/chain-id/v2", plain.wire()[:13]).hex() == plain.chain_id
+    assert len(lagged.wire()) == 14 and Genesis.from_wire(lagged.wire()) == lagged
+    assert lagged.chain_id != plain.chain_id
+    for bad in (0, INTERVAL, -1, "4"):
+        with pytest.raises(ValueError):
+            Genesis.from_wire([*plain.wire(), bad])
+
+
+def test_the_state_hash_covers_a_snapshot_lag_heights_after_it_was_taken():
+    state = ChainState(_genesis(LAG), SimApp())
+    assert [h for h in range(1, 40) if state.certified_at(h) is not None] == [INTERVAL + LAG, 2 * INTERVAL + LAG,
+                                                                           3 * INTERVAL + LAG]
+    assert state.certified_at(LAG) is None      # height 0 is no snapshot
+    assert ChainState(_genesis(0), SimApp()).certified_at(INTERVAL) is None
+
+
+def _network() -> ChainSimulation:
+    sim = ChainSimulation(7, Scenario(validators=1, followers=3, pinned=False, joiners=3, max_validators=4,
+                                      seat_rule="any", drop=0.0, duplicate=0.0, fault_until=3.0, settle=2.0,
+                                      snapshot_interval=INTERVAL, snapshot_lag=LAG))
+    result = sim.run()
+    assert not result["problems"], result["problems"]
+    return sim
+
+
+def _bundle(sim: ChainSimulation) -> Bundle:
+    """The newest snapshot whose certificate is stored, with everything a peer serves with it."""
+    store = sim.nodes[0].store.blocks
+    maker = InlineSnapshots()
+    replay = ChainState(sim.genesis, SimApp(), maker)
+    proofs: list[tuple[Block, Commit]] = []
+    taken: dict[int, bytes] = {}
+    bundles: list[Bundle] = []
+    for height in sorted(store):
+        block, commit = store[height]
+        if replay.apply_block(block).validators_changed:
+            proofs.append((block, commit))
+        taken.update(maker.take_ready())
+        snapshot = height - LAG
+        if snapshot in taken and snapshot + 1 in store and height + 1 in store:
+            certificate = SnapshotCertificate(replay.certificates[snapshot], *store[height + 1])
+            bundles.append((taken[snapshot], store[snapshot][1], *store[snapshot + 1], list(proofs), certificate))
+    assert len(proofs) >= 2 and bundles, "the set must have changed, and a snapshot been certified"
+    return bundles[-1]
+
+
+def test_a_lagged_network_certifies_each_snapshot_and_a_joiner_checks_its_bytes_against_that():
+    sim = _network()
+    data, commit_at, next_block, next_commit, proofs, certificate = _bundle(sim)
+    snapshot_height = commit_at.height
+    certifying = snapshot_height + LAG
+    assert certificate.block.header.height == certifying + 1
+    # the certified state hash covers the digest of the bytes taken `LAG` heights before
+    assert digest("exchange-node/state/v2", [*certificate.preimage, snapshot_digest(data)]) == \
+        sim.decided[certifying][1]
+    now = sim._clock(sim.nodes[0])
+
+    def refused(why: str, **changed: object) -> None:
+        core = joining_core(sim)
+        args: dict[str, object] = {"data": data, "certificate": certificate, **changed}
+        answer = core.install_snapshot(args["data"], commit_at, next_block, next_commit, proofs,  # type: ignore[arg-type]
+                                       sim_app_from, now, args["certificate"])     # type: ignore[arg-type]
+        assert answer is not None and why in answer, answer
+        assert core.height == 0
+
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 1
+    refused("", data=bytes(flipped))
+    refused("no certificate", certificate=None)
+    refused("does not cover its bytes", certificate=certificate._replace(
+        preimage=[*certificate.preimage[:2], bytes(32), *certificate.preimage[3:]]))
+    refused("not the block after", certificate=certificate._replace(block=next_block, commit=next_commit))
+    forged = certificate.commit
+    refused("no quorum certificate", certificate=certificate._replace(
+        commit=Commit(forged.height, forged.round, forged.block_id, tuple((i, bytes(64)) for i, _ in forged.sigs))))
+    refused("not the state of height", certificate=certificate._replace(
+        preimage=[certifying + 1, *certificate.preimage[1:]]))
+
+    core = joining_core(sim)
+    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs, sim_app_from, now, certificate) is None
+    assert core.height == next_block.height
+    assert core.state.hash == sim.decided[next_block.height][1]
+    # it goes on from there: the certifying height's state hash comes out right from the bytes it installed
+    store = sim.nodes[0].store.blocks
+    for height in range(next_block.height + 1, certifying + 2):
+        core.load_block(*store[height])
+        assert core.state.hash == sim.decided[height][1], height
+
+
+class _LostMaker(InlineSnapshots):
+    def digest(self, height: int) -> bytes:
+        raise SnapshotLost(f"the snapshot of height {height} was lost: its worker process ended with status -9")
+
+
+def test_a_lost_snapshot_halts_the_chain_before_the_block_that_would_certify_it():
+    sim = _network()
+    store = sim.nodes[0].store.blocks
+    core = joining_core(sim, _LostMaker(), "replayer")
+    certifying = INTERVAL + LAG
+    for height in range(1, certifying):
+        core.load_block(*store[height])
+    before = core.state.hash
+    core.load_block(*store[certifying])
+    assert core.halted is not None and "status -9" in core.halted and "restart" in core.halted
+    assert core.height == certifying - 1 and core.state.hash == before
+
+
+def test_a_restored_snapshot_is_certified_from_its_own_bytes():
+    sim = _network()
+    store = sim.nodes[0].store.blocks
+    maker = InlineSnapshots()
+    replay = ChainState(sim.genesis, SimApp(), maker)
+    for height in range(1, INTERVAL + 1):
+        replay.apply_block(store[height][0])
+    ((taken, data),) = maker.take_ready()
+    assert taken == INTERVAL
+    restored = ChainState(sim.genesis, SimApp(), InlineSnapshots())
+    restored.restore(data, sim_app_from)
+    assert restored.hash == replay.hash == sim.decided[INTERVAL][1]
+    for height in range(INTERVAL + 1, INTERVAL + LAG + 1):
+        restored.apply_block(store[height][0])
+    assert restored.hash == sim.decided[INTERVAL + LAG][1]
