@@ -11,7 +11,10 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   each later one (time idle between requests is aiohttp's keep-alive timeout's, API_KEEPALIVE_TIMEOUT);
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived.
 
-A request passed either deadline gets 408 and its connection is closed. The connection learns where one
+A request past either deadline gets 408 and its connection is shut: nothing more it sends is read, and the
+socket is dropped when the client closes its side or LINGER seconds later, whichever comes first (closing at
+once would answer the client's next trickled byte with a reset, which on many systems discards the 408 before
+the client reads it). The connection learns where one
 request ends and the next begins from aiohttp itself: `track_requests`, the app's outermost middleware,
 tells it when a request's headers are complete (its handler starts) and when the request is over (its
 handler returned and its body has arrived). The handlers of this API that take a body read it before they
@@ -33,6 +36,7 @@ from node.sources import Shares, cap_name
 
 log = logging.getLogger("node.api.server")
 
+LINGER = 2.0          # seconds a cut client has to read its 408 before its socket is dropped
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s")
 
@@ -98,6 +102,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._handling = False             # a request's handler is running
         self._headers_due: asyncio.TimerHandle | None = None
         self._body_due: asyncio.TimerHandle | None = None
+        self._cut = False                  # past a deadline: nothing more is read
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)     # uvloop's transports are not asyncio's classes
@@ -145,14 +151,16 @@ class GuardedProtocol(asyncio.Protocol):
         self.guard.refused(address, f"{part}_timeouts", f"api_{part}_timeout")
         log.info("API connection cut: request %s not complete within %g s", part, timeout,
                  extra={"address": address, "reason": f"{part}_timeout"})
+        self._cut = True
         if transport.get_write_buffer_size() == 0 and (part == "header" or self._handling):
             body = (b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
                     % (part.encode(), timeout))
             transport.write(TIMEOUT_ANSWER % (len(body), body))
-        if transport.get_write_buffer_size():       # a client that does not read does not get to hold the socket
-            transport.abort()
-        else:
-            transport.close()
+        if transport.get_write_buffer_size() or not transport.can_write_eof():
+            transport.abort()                       # a client that does not read does not get to hold the socket
+            return
+        transport.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(LINGER, transport.abort)
 
     def _cancel(self, name: str) -> None:
         handle: asyncio.TimerHandle | None = getattr(self, name)
@@ -162,14 +170,16 @@ class GuardedProtocol(asyncio.Protocol):
 
     # --- aiohttp's protocol, behind the guard ------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.address is None:
+        if self.address is None or self._cut:
             return
         if self._awaiting_request and self._headers_due is None:
             self._arm_header_deadline()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self.address is not None else None
+        if self.address is None or self._cut:
+            return None                             # the transport closes: the cut client has gone
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         if self.address is not None:
@@ -182,6 +192,7 @@ class GuardedProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel("_headers_due")
         self._cancel("_body_due")
+        self._cancel("_linger")
         if self.address is None:
             return
         self.guard.release(self.address)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 
+import node.api.guard as guard_module
 from node.api.guard import ConnectionGuard, GuardedSite, install_guard
 from node.refusals import RefusalLog
 
@@ -82,11 +83,30 @@ async def test_every_request_of_a_keep_alive_connection_has_its_own_header_deadl
     started = time.monotonic()
     trickle = asyncio.create_task(_trickle(writer, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: "))
     answer, closed = await _answer_and_close(reader)
-    await trickle
+    trickle.cancel()
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
     assert DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0, closed - started
-    assert guard.counters["header_timeouts"] == 1 and guard.open.held == 0
+    assert guard.counters["header_timeouts"] == 1
+    writer.close()                              # the client closes its side: the node lets go of the socket
+    await asyncio.wait_for(_until(lambda: guard.open.held == 0), guard_module.LINGER / 2)
+
+
+async def test_a_cut_client_that_keeps_its_side_open_is_dropped_after_the_linger(served, monkeypatch):
+    monkeypatch.setattr(guard_module, "LINGER", 0.5)
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+    answer, cut = await _answer_and_close(reader)          # the 408, then the end of what the node sends
+    assert answer.startswith(b"HTTP/1.1 408") and guard.open.held == 1, "read nothing more, but not gone yet"
+    writer.write(b"more header bytes, unread")
+    await asyncio.wait_for(_until(lambda: guard.open.held == 0), 5)
+    assert time.monotonic() - cut >= 0.4
     writer.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
 
 
 async def test_a_connection_that_never_finishes_its_first_headers_is_cut(served):
@@ -110,7 +130,7 @@ async def test_a_body_trickled_after_complete_headers_is_cut_at_the_body_deadlin
     started = time.monotonic()
     trickle = asyncio.create_task(_trickle(writer, b"x"))
     answer, closed = await _answer_and_close(reader)
-    await trickle
+    trickle.cancel()
     assert answer.startswith(answered) and answer.count(b"HTTP/1.1") == 1, answer
     assert b"request body did not arrive" in answer if answered.endswith(b"408") else answer.endswith(b"hello")
     assert DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0, closed - started
