@@ -8,7 +8,8 @@ connection's aiohttp protocol in `GuardedProtocol`, which refuses a connection o
 Go's `http.Server` does, gives every request of the connection its own deadlines:
 
 - headers: `header_timeout` from the connection's start for its first request, and from the first byte of
-  each later one (time idle between requests is aiohttp's keep-alive timeout's, API_KEEPALIVE_TIMEOUT);
+  each later one (time idle between requests is aiohttp's keep-alive timeout's, API_KEEPALIVE_TIMEOUT); a
+  new connection that has sent nothing by then is closed as idle, without an answer;
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived.
 
 A request past either deadline gets 408 and its connection is shut: nothing more it sends is read, and the
@@ -63,7 +64,7 @@ class ConnectionGuard:
     refusals: RefusalLog | None = None
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
-        "body_timeouts": 0})
+        "body_timeouts": 0, "idle_timeouts": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
@@ -103,6 +104,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._headers_due: asyncio.TimerHandle | None = None
         self._body_due: asyncio.TimerHandle | None = None
         self._cut = False                  # past a deadline: nothing more is read
+        self._spoke = False                # the client has sent something
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,10 +149,15 @@ class GuardedProtocol(asyncio.Protocol):
         address, transport = self.address, self.transport
         if address is None or transport is None or transport.is_closing():
             return
+        if not self._spoke:
+            # nothing asked at all (a browser's preconnect does that too): closed as idle, not held against anyone
+            self.guard.counters["idle_timeouts"] += 1
+            transport.close()
+            return
         timeout = self.guard.header_timeout if part == "header" else self.guard.body_timeout
         self.guard.refused(address, f"{part}_timeouts", f"api_{part}_timeout")
-        log.info("API connection cut: request %s not complete within %g s", part, timeout,
-                 extra={"address": address, "reason": f"{part}_timeout"})
+        log.debug("API connection cut: request %s not complete within %g s", part, timeout,
+                  extra={"address": address, "reason": f"{part}_timeout"})
         self._cut = True
         if transport.get_write_buffer_size() == 0 and (part == "header" or self._handling):
             body = (b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
@@ -172,6 +179,7 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.address is None or self._cut:
             return
+        self._spoke = True
         if self._awaiting_request and self._headers_due is None:
             self._arm_header_deadline()
         self.inner.data_received(data)

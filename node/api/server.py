@@ -54,7 +54,7 @@ def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
     yield GaugeMetricFamily("exchange_node_api_connections", "Open control API connections",
                             value=guard.open.held)
     refused = CounterMetricFamily("exchange_node_api_connections_refused",
-                                  "API connections closed by the guard, by reason (over a cap, headers or body too slow)",
+                                  "API connections closed by the guard, by reason (over a cap, headers or body too slow, idle)",
                                   labels=["reason"])
     for reason, count in guard.counters.items():
         refused.add_metric([reason], count)

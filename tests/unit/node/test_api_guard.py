@@ -113,9 +113,21 @@ async def test_a_connection_that_never_finishes_its_first_headers_is_cut(served)
     port, guard = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.monotonic()
-    answer, closed = await _answer_and_close(reader)         # sends nothing at all
+    writer.write(b"GET /hello HTTP/1.1\r\n")
+    answer, closed = await _answer_and_close(reader)
     assert answer.startswith(b"HTTP/1.1 408") and DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0
     assert guard.counters["header_timeouts"] == 1
+    writer.close()
+
+
+async def test_a_connection_that_asks_nothing_is_closed_as_idle_and_held_against_nobody(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    answer, closed = await _answer_and_close(reader)         # sends nothing at all, as a browser's preconnect
+    assert answer == b"" and DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0
+    assert guard.counters["idle_timeouts"] == 1 and guard.counters["header_timeouts"] == 0
+    assert guard.refusals is not None and guard.refusals.view()["addresses"] == []
     writer.close()
 
 
