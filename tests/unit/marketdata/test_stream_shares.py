@@ -169,7 +169,7 @@ async def test_the_cap_on_all_unread_bytes_cuts_the_clients_behind_whoever_they_
 async def test_a_client_that_never_reads_is_dropped_with_its_buffer_when_its_heartbeat_fails(monkeypatch):
     """aiohttp closes a socket whose pong is late with transport.close(), which keeps the socket and all the
     client never read until it is written: the stream drops it instead."""
-    monkeypatch.setattr(stream_server, "HEARTBEAT", 1.0)
+    monkeypatch.setattr(stream_server, "HEARTBEAT", 2.0)       # time for its buffer to fill first
     big = {"x": "y" * 200_000}
     feed = MarketFeed(list(MARKETS), DictSource())
     status = StatusChannel(lambda: big, interval=0.05)
