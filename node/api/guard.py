@@ -15,11 +15,11 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
 A request past either deadline gets 408 and its connection is shut: nothing more it sends is read, and the
 socket is dropped when the client closes its side or LINGER seconds later, whichever comes first (closing at
 once would answer the client's next trickled byte with a reset, which on many systems discards the 408 before
-the client reads it). The connection learns where one
-request ends and the next begins from aiohttp itself: `track_requests`, the app's outermost middleware,
-tells it when a request's headers are complete (its handler starts) and when the request is over (its
-handler returned and its body has arrived). The handlers of this API that take a body read it before they
-answer, so a 408 never follows the start of another answer.
+the client reads it). The connection learns where one request ends and the next begins from aiohttp itself:
+`track_requests`, the app's outermost middleware, tells it when a request's headers are complete (its
+handler starts) and when the request is over (its handler returned and its body has arrived). The handlers
+of this API that take a body read it before they answer, and nothing is written while an answer is still
+queued, so a 408 never lands inside another answer.
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._awaiting_request = True
 
     def _too_slow(self, part: str) -> None:
-        self._headers_due = self._body_due = None
+        setattr(self, "_headers_due" if part == "header" else "_body_due", None)
         address, transport = self.address, self.transport
         if address is None or transport is None or transport.is_closing():
             return
