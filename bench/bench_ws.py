@@ -131,11 +131,16 @@ def run(base: Path, clients: int, rate: float, seconds: float, accounts: int = 1
     ctx = multiprocessing.get_context("spawn")
     workers: list[Child] = []
     try:
+        subscriptions = 2 * clients + 10                # book and trades each
+        unread = max(64 << 20, clients * (256 << 10))    # the per-client bound alone decides who is too slow
         node = cluster.node("n", p2p_enabled="false", ws_max_clients=max(1000, clients + 10),
                             ws_max_clients_per_address=clients + 10, ws_max_clients_per_subnet=clients + 10,
-                            # every client is on this machine: the API's per-address connection cap must let
-                            # them all in (it is 512 by default, for the slowloris guard)
-                            api_max_connections=max(2048, clients + 64),
+                            # every client is on this machine: the per-address shares of the API's connections
+                            # and of the stream's subscriptions and unread bytes must let them all in
+                            ws_max_subscriptions=max(16384, subscriptions), ws_max_subscriptions_per_address=subscriptions,
+                            ws_max_subscriptions_per_subnet=subscriptions, ws_send_buffer_per_address=unread,
+                            ws_send_buffer_per_subnet=unread, ws_send_buffer_total=unread,
+                            api_max_connections=max(2048, clients + 64), api_max_connections_per_subnet=max(1024, clients + 64),
                             api_max_connections_per_address=clients + 64, log_level="WARNING")
         node.new_accounts(*(f"a{i}" for i in range(accounts)))       # the orders come from these accounts
         wait_until(lambda: node.status()["chain_id"], 10, message="the standalone node founds its chain")

@@ -68,9 +68,19 @@ class Settings:
     api_max_connections_per_address: int = _setting(
         512, "API_MAX_CONNECTIONS_PER_ADDRESS", "Most open control API connections from one IP address",
         p.integer(1, 1_000_000))
+    api_max_connections_per_subnet: int = _setting(
+        1024, "API_MAX_CONNECTIONS_PER_SUBNET", "Most open control API connections from one /24 (IPv4) or /48 (IPv6)",
+        p.integer(1, 1_000_000))
     api_header_timeout: float = _setting(
-        10.0, "API_HEADER_TIMEOUT", "Seconds a new API connection has to send its first request's headers before "
-        "it is closed (slowloris)", _FLOAT_POS)
+        10.0, "API_HEADER_TIMEOUT", "Seconds a request has to send its headers (the first from the connection's "
+        "start, each later one from its first byte) before it gets 408 and its connection is closed (slowloris)",
+        _FLOAT_POS)
+    api_body_timeout: float = _setting(
+        10.0, "API_BODY_TIMEOUT", "Seconds a request's body (at most 64 KiB) has to arrive after its headers before "
+        "it gets 408 and its connection is closed", _FLOAT_POS)
+    api_keepalive_timeout: float = _setting(
+        60.0, "API_KEEPALIVE_TIMEOUT", "Seconds an API connection may sit idle between requests before it is closed",
+        _FLOAT_POS)
     api_public_rate: float = _setting(
         20.0, "API_PUBLIC_RATE", "Requests a second one IP address may make to the public read-only routes without "
         "a token (bursts of twice that; a /24 or /48 four times that); the rest get 429 with Retry-After",
@@ -93,6 +103,23 @@ class Settings:
     ws_send_buffer_bytes: int = _setting(
         262144, "WS_SEND_BUFFER_BYTES", "Unread bytes a /ws client may have queued before it is cut off as too slow",
         p.integer(65536, 64 * 1024 * 1024))
+    ws_send_buffer_per_address: int = _setting(
+        4 * 1024 * 1024, "WS_SEND_BUFFER_PER_ADDRESS", "Unread bytes all /ws clients of one IP address may have "
+        "queued together; past it, each of them that is behind is cut off as too slow", p.integer(65536))
+    ws_send_buffer_per_subnet: int = _setting(
+        16 * 1024 * 1024, "WS_SEND_BUFFER_PER_SUBNET", "Unread bytes all /ws clients of one /24 (IPv4) or /48 (IPv6) "
+        "may have queued together", p.integer(65536))
+    ws_send_buffer_total: int = _setting(
+        64 * 1024 * 1024, "WS_SEND_BUFFER_TOTAL", "Unread bytes all /ws clients may have queued together",
+        p.integer(65536))
+    ws_max_subscriptions_per_address: int = _setting(
+        256, "WS_MAX_SUBSCRIPTIONS_PER_ADDRESS", "Most /ws subscriptions all clients of one IP address may hold "
+        "(each connection holds at most 32)", p.integer(1, 10_000_000))
+    ws_max_subscriptions_per_subnet: int = _setting(
+        1024, "WS_MAX_SUBSCRIPTIONS_PER_SUBNET", "Most /ws subscriptions all clients of one /24 (IPv4) or /48 (IPv6) "
+        "may hold", p.integer(1, 10_000_000))
+    ws_max_subscriptions: int = _setting(
+        16384, "WS_MAX_SUBSCRIPTIONS", "Most /ws subscriptions on this node at once", p.integer(1, 10_000_000))
 
     bootstrap_peers: tuple[tuple[str, int], ...] = _setting(
         (), "BOOTSTRAP_PEERS", "Peers to dial at start: comma-separated host:port, IPv6 as [::1]:7946",

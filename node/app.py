@@ -23,6 +23,7 @@ from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api.base import JsonObject
 from node.api.server import start_api
+from node.api.guard import ConnectionGuard
 from node.api.rate import PublicRateLimit
 from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
@@ -40,6 +41,7 @@ from node.logs import bind_node
 from node.operator import OperatorSurface
 from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
+from node.refusals import RefusalLog
 from node.rpc_component import NodeRpc
 from p2p.dht.service import DhtService
 from p2p.nat.self_addresses import Reachability
@@ -146,6 +148,8 @@ class ExchangeNode:
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
+        self.api_guard: ConnectionGuard | None = None         # set when the API listens (node/api/server.py)
+        self.public_refusals = RefusalLog()                   # who the API and the stream refused, and why
         self.order_batcher: OrderBatcher[Queued] | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         self._api_runner: web.AppRunner | None = None
@@ -316,6 +320,8 @@ class ExchangeNode:
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
             **self.chain_summary(), "exchange": self.chain.status(), "storage": self.chain_store.stats(),
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
+            "api_connections": guard.view() if (guard := self.api_guard) is not None else None,
+            "public_refused": self.public_refusals.view(),
         }
 
     def chain_summary(self) -> JsonObject:

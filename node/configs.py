@@ -147,7 +147,10 @@ class ApiConfig:
     debug_api: bool
     max_connections: int = 2048
     max_connections_per_address: int = 512
+    max_connections_per_subnet: int = 1024
     header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
     public_rate: float = 20.0
     public_rate_total: float = 1000.0
     rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
@@ -161,6 +164,12 @@ class OperatorConfig:
     ws_max_clients_per_subnet: int
     ws_send_buffer_bytes: int
     p2p_enabled: bool               # readiness waits for the peer listener only when there is one
+    ws_send_buffer_per_address: int = 4 * 1024 * 1024
+    ws_send_buffer_per_subnet: int = 16 * 1024 * 1024
+    ws_send_buffer_total: int = 64 * 1024 * 1024
+    ws_max_subscriptions_per_address: int = 256
+    ws_max_subscriptions_per_subnet: int = 1024
+    ws_max_subscriptions: int = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +241,21 @@ class NodeConfigs:
                           data_dir=settings.data_dir, debug_api=settings.debug_api,
                           max_connections=settings.api_max_connections,
                           max_connections_per_address=settings.api_max_connections_per_address,
-                          header_timeout=settings.api_header_timeout, public_rate=settings.api_public_rate,
+                          max_connections_per_subnet=settings.api_max_connections_per_subnet,
+                          header_timeout=settings.api_header_timeout, body_timeout=settings.api_body_timeout,
+                          keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
                           public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,
                                     ws_send_buffer_bytes=settings.ws_send_buffer_bytes,
-                                    p2p_enabled=settings.p2p_enabled),
+                                    p2p_enabled=settings.p2p_enabled,
+                                    ws_send_buffer_per_address=settings.ws_send_buffer_per_address,
+                                    ws_send_buffer_per_subnet=settings.ws_send_buffer_per_subnet,
+                                    ws_send_buffer_total=settings.ws_send_buffer_total,
+                                    ws_max_subscriptions_per_address=settings.ws_max_subscriptions_per_address,
+                                    ws_max_subscriptions_per_subnet=settings.ws_max_subscriptions_per_subnet,
+                                    ws_max_subscriptions=settings.ws_max_subscriptions),
             discovery=DiscoveryConfig(
                 bootstrap_peers=settings.bootstrap_peers, pex=settings.discovery_pex, mdns=settings.discovery_mdns,
                 dht=settings.discovery_dht,

@@ -29,7 +29,9 @@ from node.api.base import ApiNode, JsonObject
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
-from node.throttled import throttled_rows
+from node.refusals import refused_rows
+from node.sources import Shares
+from node.throttled import MAX_ROWS, throttled_rows
 
 if TYPE_CHECKING:
     from exchange.chain.service import ChainService
@@ -73,7 +75,12 @@ class OperatorSurface:
                                    max_clients=config.ws_max_clients, max_buffer=config.ws_send_buffer_bytes,
                                    max_per_address=config.ws_max_clients_per_address,
                                    max_per_subnet=config.ws_max_clients_per_subnet,
-                                   hello=self.hello)
+                                   subscriptions=Shares(config.ws_max_subscriptions_per_address,
+                                                        config.ws_max_subscriptions_per_subnet,
+                                                        config.ws_max_subscriptions),
+                                   unread=Shares(config.ws_send_buffer_per_address, config.ws_send_buffer_per_subnet,
+                                                 config.ws_send_buffer_total),
+                                   refusals=node.public_refusals, hello=self.hello)
         self.readiness.register("api", lambda: (node.api_address is not None, "control API listening"
                                                 if node.api_address else "control API not bound yet"))
         if config.p2p_enabled:
@@ -142,8 +149,8 @@ class OperatorSurface:
                      "exchange": {"summary": exchange.get("summary"), **book}},
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
-            "held_back": throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
-                                        node.peer_list()),
+            "held_back": (throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
+                                         node.peer_list()) + refused_rows(status.get("public_refused")))[:MAX_ROWS],
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},

@@ -44,8 +44,10 @@ class StreamClient:
         self.data: dict[int, list[dict[str, Any]]] = {}
 
     @classmethod
-    async def connect(cls, api_url: str, **kwargs: Any) -> "StreamClient":
-        session = aiohttp.ClientSession()
+    async def connect(cls, api_url: str, *, local_address: str | None = None, **kwargs: Any) -> "StreamClient":
+        """`local_address`: the source address to connect from (127.0.0.2, 127.0.1.5 ... on loopback)."""
+        connector = aiohttp.TCPConnector(local_addr=(local_address, 0)) if local_address else None
+        session = aiohttp.ClientSession(connector=connector)
         try:
             ws = await session.ws_connect(api_url.replace("http", "ws", 1) + "/ws", **kwargs)
         except BaseException:

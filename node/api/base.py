@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
     from node.accounts import AccountStore
     from node.api.orders import Queued
+    from node.api.guard import ConnectionGuard
     from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
     from node.identity import NodeIdentity
     from node.order_batcher import OrderBatcher
+    from node.refusals import RefusalLog
     from node.rpc_component import NodeRpc
     from p2p.dht.service import DhtService
     from p2p.discovery import DiscoveryOrchestrator
@@ -55,6 +57,8 @@ class ApiNode(Protocol):
     rpc: NodeRpc
     order_batcher: OrderBatcher[Queued] | None            # made by the first node-signed order (orders.py)
     api_rate_limit: PublicRateLimit | None        # set by build_app (server.py)
+    api_guard: ConnectionGuard | None             # set by start_api (server.py)
+    public_refusals: RefusalLog                   # who the API and the stream refused, and why
     api_extensions: list[Callable[[web.Application], None]]
     metric_sources: list[Callable[[], Iterable[Metric]]]      # read at every scrape of /metrics
 
@@ -111,7 +115,12 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
         return ApiError(exc.status, code, exc.reason or code).response()
-    except Exception:
+    except Exception as exc:
+        transport = request.transport
+        if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+            # the client left, or the guard cut it, while its request was read: nobody is there to answer
+            log.debug("control API client gone: %s %s", request.method, request.path)
+            return ApiError(400, "client_gone", "the connection closed before the request was read").response()
         log.exception("control API handler failed: %s %s", request.method, request.path)
         return ApiError(500, "internal_error", "internal error; see the node log").response()
 

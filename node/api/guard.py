@@ -1,64 +1,111 @@
-"""The API's connection guard: a cap on open connections per address and in all, and a deadline for a
-connection's first request headers, so slowloris clients (connections opened and fed a byte at a time)
-are cut and cannot hold the sockets honest clients need. aiohttp has neither (its keep-alive timeout
-counts idle time between requests, not a request that never finishes its headers).
+"""The API's connection guard: caps on open connections per address, per network (/24 or /48) and in all,
+and deadlines on what a client sends, so slowloris clients (connections fed a byte at a time) are cut and
+cannot hold the sockets honest clients need.
 
-`GuardedSite` listens like `web.TCPSite` but wraps each connection's aiohttp protocol in
-`GuardedProtocol`, which refuses a connection over the caps at once and closes one whose first
-request's headers have not arrived within `header_timeout`.
+aiohttp has no such deadlines: its keep-alive timeout counts idle time between requests, and nothing
+bounds a body trickled after complete headers. `GuardedSite` listens like `web.TCPSite` but wraps each
+connection's aiohttp protocol in `GuardedProtocol`, which refuses a connection over a cap at once and, as
+Go's `http.Server` does, gives every request of the connection its own deadlines:
+
+- headers: `header_timeout` from the connection's start for its first request, and from the first byte of
+  each later one (time idle between requests is aiohttp's keep-alive timeout's, API_KEEPALIVE_TIMEOUT); a
+  new connection that has sent nothing by then is closed as idle, without an answer;
+- body: `body_timeout` from the end of the headers until the last byte of the body has arrived.
+
+A request past either deadline gets 408 and its connection is shut: nothing more it sends is read, and the
+socket is dropped when the client closes its side or LINGER seconds later, whichever comes first (closing at
+once would answer the client's next trickled byte with a reset, which on many systems discards the 408 before
+the client reads it). The connection learns where one request ends and the next begins from aiohttp itself:
+`track_requests`, the app's outermost middleware, tells it when a request's headers are complete (its
+handler starts) and when the request is over (its handler returned and its body has arrived). The handlers
+of this API that take a body read it before they answer, and nothing is written while an answer is still
+queued, so a 408 never lands inside another answer.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypedDict, cast
 
 from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.typedefs import Handler
+
+from node.refusals import RefusalLog
+from node.sources import Shares, cap_name
 
 log = logging.getLogger("node.api.server")
+
+LINGER = 2.0          # seconds a cut client has to read its 408 before its socket is dropped
+TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n%s")
+
+
+class GuardView(TypedDict):
+    """The guard as /status shows it."""
+
+    open: int
+    max_per_address: int
+    max_per_subnet: int
+    max_total: int
+    header_timeout_s: float
+    body_timeout_s: float
+    counters: dict[str, int]
 
 
 @dataclass
 class ConnectionGuard:
     per_address: int = 512
+    per_subnet: int = 1024
     total: int = 2048
     header_timeout: float = 10.0
-    open_by_address: dict[str, int] = field(default_factory=dict)
-    open_total: int = 0
-    counters: dict[str, int] = field(default_factory=lambda: {"refused_per_address": 0, "refused_total": 0,
-                                                              "header_timeouts": 0})
+    body_timeout: float = 10.0
+    refusals: RefusalLog | None = None
+    counters: dict[str, int] = field(default_factory=lambda: {
+        "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
+        "body_timeouts": 0, "idle_timeouts": 0})
+
+    def __post_init__(self) -> None:
+        self.open = Shares(self.per_address, self.per_subnet, self.total)
 
     def admit(self, address: str) -> bool:
-        if self.open_total >= self.total:
-            self.counters["refused_total"] += 1
+        scope = self.open.over(address)
+        if scope is not None:
+            self.refused(address, f"refused_{cap_name(scope)}", f"api_connections_{cap_name(scope)}")
             return False
-        if self.open_by_address.get(address, 0) >= self.per_address:
-            self.counters["refused_per_address"] += 1
-            return False
-        self.open_by_address[address] = self.open_by_address.get(address, 0) + 1
-        self.open_total += 1
+        self.open.add(address)
         return True
 
     def release(self, address: str) -> None:
-        left = self.open_by_address.get(address, 0) - 1
-        if left > 0:
-            self.open_by_address[address] = left
-        else:
-            self.open_by_address.pop(address, None)
-        self.open_total -= 1
+        self.open.remove(address)
+
+    def refused(self, address: str, counter: str, reason: str) -> None:
+        self.counters[counter] += 1
+        if self.refusals is not None:
+            self.refusals.record(address, reason)
+
+    def view(self) -> GuardView:
+        return {"open": self.open.held, "max_per_address": self.per_address, "max_per_subnet": self.per_subnet,
+                "max_total": self.total, "header_timeout_s": self.header_timeout,
+                "body_timeout_s": self.body_timeout, "counters": dict(self.counters)}
 
 
 class GuardedProtocol(asyncio.Protocol):
-    """aiohttp's protocol for one connection, behind the guard's caps and header deadline."""
+    """aiohttp's protocol for one connection, behind the guard's caps and deadlines."""
 
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self.inner = inner
         self.guard = guard
         self.address: str | None = None
         self.transport: asyncio.Transport | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self._tail = b""        # the last bytes seen before the first request's headers ended
+        self._awaiting_request = True      # between requests: the next byte starts a request's headers
+        self._handling = False             # a request's handler is running
+        self._headers_due: asyncio.TimerHandle | None = None
+        self._body_due: asyncio.TimerHandle | None = None
+        self._cut = False                  # past a deadline: nothing more is read
+        self._spoke = False                # the client has sent something
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)     # uvloop's transports are not asyncio's classes
@@ -68,28 +115,79 @@ class GuardedProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         self.address = address
-        self._deadline = asyncio.get_running_loop().call_later(self.guard.header_timeout, self._too_slow)
+        self._arm_header_deadline()         # a connection that sends nothing is as slow as one that trickles
         self.inner.connection_made(transport)
 
-    def _too_slow(self) -> None:
-        self.guard.counters["header_timeouts"] += 1
-        if self.transport is not None:
-            self.transport.abort()
+    # --- the deadlines -------------------------------------------------------------------------
+    def _arm_header_deadline(self) -> None:
+        self._headers_due = asyncio.get_running_loop().call_later(self.guard.header_timeout, self._too_slow,
+                                                                  "header")
 
-    def data_received(self, data: bytes) -> None:
+    def request_started(self, body: StreamReader | None) -> None:
+        """A request's headers are complete (its handler starts); `body`, when it has one still arriving."""
         if self.address is None:
             return
-        if self._deadline is not None:
-            seen = self._tail + data
-            if b"\r\n\r\n" in seen:
-                self._deadline.cancel()
-                self._deadline = None
-            else:
-                self._tail = seen[-3:]
+        self._cancel("_headers_due")
+        self._cancel("_body_due")
+        self._awaiting_request = False
+        self._handling = True
+        if body is not None and not body.is_eof():
+            self._body_due = asyncio.get_running_loop().call_later(self.guard.body_timeout, self._too_slow, "body")
+            body.on_eof(lambda: self._cancel("_body_due"))
+
+    def handler_done(self, body: StreamReader) -> None:
+        """The request's handler returned; the request is over once its body has arrived (aiohttp reads and
+        drops what a handler left unread)."""
+        self._handling = False
+        body.on_eof(self._request_over)
+
+    def _request_over(self) -> None:
+        self._awaiting_request = True
+
+    def _too_slow(self, part: str) -> None:
+        setattr(self, "_headers_due" if part == "header" else "_body_due", None)
+        address, transport = self.address, self.transport
+        if address is None or transport is None or transport.is_closing():
+            return
+        if not self._spoke:
+            # nothing asked at all (a browser's preconnect does that too): closed as idle, not held against anyone
+            self.guard.counters["idle_timeouts"] += 1
+            transport.close()
+            return
+        timeout = self.guard.header_timeout if part == "header" else self.guard.body_timeout
+        self.guard.refused(address, f"{part}_timeouts", f"api_{part}_timeout")
+        log.debug("API connection cut: request %s not complete within %g s", part, timeout,
+                  extra={"address": address, "reason": f"{part}_timeout"})
+        self._cut = True
+        if transport.get_write_buffer_size() == 0 and (part == "header" or self._handling):
+            body = (b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
+                    % (part.encode(), timeout))
+            transport.write(TIMEOUT_ANSWER % (len(body), body))
+        if transport.get_write_buffer_size() or not transport.can_write_eof():
+            transport.abort()                       # a client that does not read does not get to hold the socket
+            return
+        transport.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(LINGER, transport.abort)
+
+    def _cancel(self, name: str) -> None:
+        handle: asyncio.TimerHandle | None = getattr(self, name)
+        if handle is not None:
+            handle.cancel()
+            setattr(self, name, None)
+
+    # --- aiohttp's protocol, behind the guard ------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.address is None or self._cut:
+            return
+        self._spoke = True
+        if self._awaiting_request and self._headers_due is None:
+            self._arm_header_deadline()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self.address is not None else None
+        if self.address is None or self._cut:
+            return None                             # the transport closes: the cut client has gone
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         if self.address is not None:
@@ -100,9 +198,9 @@ class GuardedProtocol(asyncio.Protocol):
             self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._cancel("_headers_due")
+        self._cancel("_body_due")
+        self._cancel("_linger")
         if self.address is None:
             return
         self.guard.release(self.address)
@@ -110,8 +208,23 @@ class GuardedProtocol(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
 
+@web.middleware
+async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection's guard where each request starts and ends (the app's outermost middleware)."""
+    transport = request.transport
+    guarded = transport.get_protocol() if transport is not None else None
+    if not isinstance(guarded, GuardedProtocol):
+        return await handler(request)
+    guarded.request_started(request.content if request.body_exists else None)
+    try:
+        return await handler(request)
+    finally:
+        guarded.handler_done(request.content)
+
+
 class GuardedSite(web.TCPSite):
-    """web.TCPSite whose connections pass through `guard`."""
+    """web.TCPSite whose connections pass through `guard`; its app must have `track_requests` outermost
+    (`install_guard`)."""
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard) -> None:
         super().__init__(runner, host, port, reuse_address=True)
@@ -124,3 +237,8 @@ class GuardedSite(web.TCPSite):
         guard = self.guard
         self._server = await asyncio.get_running_loop().create_server(
             lambda: GuardedProtocol(handler(), guard), self._host, self._port, reuse_address=True)
+
+
+def install_guard(app: web.Application) -> None:
+    """Put `track_requests` in front of every other middleware of `app` (call it after they are all in)."""
+    app.middlewares.insert(0, track_requests)

@@ -23,7 +23,8 @@ from aiohttp.typedefs import Handler
 
 from node.api.base import ApiError
 from node.api.auth import ApiAuth, is_public
-from node.marketdata.server import subnet_of
+from node.refusals import RefusalLog
+from node.sources import subnet_of
 
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
@@ -62,13 +63,14 @@ class RateLimitView(TypedDict):
 
 class PublicRateLimit:
     def __init__(self, per_address: float, total: float, exempt: tuple[str, ...] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, refusals: RefusalLog | None = None) -> None:
         self.by_address = _Buckets(per_address, per_address * BURST_SECONDS)
         self.by_subnet = _Buckets(per_address * SUBNET_FACTOR, per_address * SUBNET_FACTOR * BURST_SECONDS)
         self.overall = _Buckets(total, total * BURST_SECONDS, limit=1)
         self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
         self.clock = clock
         self.refused = {"per_address": 0, "per_subnet": 0, "total": 0}
+        self.refusals = refusals
 
     def is_exempt(self, address: str) -> bool:
         try:
@@ -86,6 +88,8 @@ class PublicRateLimit:
             wait = buckets.wait_needed(key, now)
             if wait:
                 self.refused[name] += 1
+                if self.refusals is not None:
+                    self.refusals.record(address, f"api_rate_{name}")
                 return name, wait
         return None
 

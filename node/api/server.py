@@ -1,7 +1,9 @@
 """Control API (aiohttp, 127.0.0.1 by default): what the CLI and operators' scripts talk to.
 
 Every route is guarded by node/api/auth.py; components add theirs through `node.api_extensions`. Connections
-pass node/api/guard.py first (caps per address and in all, a deadline for the first request's headers).
+pass node/api/guard.py first (caps per address, per network and in all; deadlines for every request's headers
+and body); an idle keep-alive connection is closed after API_KEEPALIVE_TIMEOUT (aiohttp's own default is an
+hour).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
-from node.api.guard import ConnectionGuard, GuardedSite
+from node.api.guard import ConnectionGuard, GuardedSite, install_guard
 from node.api.rate import PublicRateLimit, install_public_rate_limit
 from node.api.auth import install_auth
 from node.metrics import render_metrics
@@ -36,7 +38,7 @@ def build_app(node: ApiNode) -> web.Application:
     app[NODE_KEY] = node
     api = node.configs.api
     auth = install_auth(app, api.data_dir, api.token)
-    limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt)
+    limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt, refusals=node.public_refusals)
     install_public_rate_limit(app, limit, auth)
     node.api_rate_limit = limit
     node.metric_sources.append(lambda: rate_metrics(limit))
@@ -50,9 +52,9 @@ def build_app(node: ApiNode) -> web.Application:
 
 def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
     yield GaugeMetricFamily("exchange_node_api_connections", "Open control API connections",
-                            value=guard.open_total)
+                            value=guard.open.held)
     refused = CounterMetricFamily("exchange_node_api_connections_refused",
-                                  "API connections closed by the guard, by reason (over a cap, headers too slow)",
+                                  "API connections closed by the guard, by reason (over a cap, headers or body too slow, idle)",
                                   labels=["reason"])
     for reason, count in guard.counters.items():
         refused.add_metric([reason], count)
@@ -69,10 +71,14 @@ def rate_metrics(limit: PublicRateLimit) -> Iterator[Metric]:
 
 
 async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
-    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
-    await runner.setup()
     api = node.configs.api
-    guard = ConnectionGuard(api.max_connections_per_address, api.max_connections, api.header_timeout)
+    app = build_app(node)
+    install_guard(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=api.keepalive_timeout)
+    await runner.setup()
+    guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
+                            api.header_timeout, api.body_timeout, refusals=node.public_refusals)
+    node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)
     try:

@@ -1,15 +1,16 @@
 """The `/ws` endpoint: accepts clients, reads their requests, and routes them to the channels.
 
 Requests are JSON objects with an `event` (subscribe, unsubscribe, auth, ping); every reply is an
-event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...}`. README.md,
+event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...}`. docs/api.md,
 "Market data stream", documents every message. A client's bad input gets an `error` event,
 never an exception; a client that floods requests or stops reading is disconnected with a close
-code that says why, and the number of clients is capped per address, per subnet and in all.
+code that says why. Clients, subscriptions and unread bytes each have a share per address, a share per
+network (/24 or /48) and a cap in all (node/sources.py `Shares`); what is refused over them is recorded by
+source (node/refusals.py) for /status and the console.
 """
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from typing import Callable
 
@@ -19,6 +20,8 @@ from aiohttp import WSMsgType, web
 from node.api.base import ApiError, Json, JsonObject
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
+from node.refusals import RefusalLog
+from node.sources import Shares, cap_name, scope_words
 from node.tasks import cancel_and_wait
 from p2p.resilience.token_bucket import TokenBucket
 
@@ -77,73 +80,42 @@ class StatusChannel:
                 sub.send(body)
 
 
-def subnet_of(address: str) -> str:
-    """The network a client's address belongs to for the per-subnet cap: its /24 (IPv4) or /48 (IPv6), as
-    one operator's range usually is (an IPv6 host alone often holds a /64)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
-class ClientCount:
-    """Open stream clients per address and per subnet, so one source cannot take the slots everyone shares
-    (the global cap stays behind it)."""
-
-    def __init__(self, per_address: int, per_subnet: int) -> None:
-        self.per_address, self.per_subnet = per_address, per_subnet
-        self.by_address: dict[str, int] = {}
-        self.by_subnet: dict[str, int] = {}
-
-    def refusal(self, address: str) -> str | None:
-        if self.by_address.get(address, 0) >= self.per_address:
-            return f"at most {self.per_address} stream clients from one address"
-        if self.by_subnet.get(subnet_of(address), 0) >= self.per_subnet:
-            return f"at most {self.per_subnet} stream clients from one network (/24 or /48)"
-        return None
-
-    def add(self, address: str) -> None:
-        self.by_address[address] = self.by_address.get(address, 0) + 1
-        subnet = subnet_of(address)
-        self.by_subnet[subnet] = self.by_subnet.get(subnet, 0) + 1
-
-    def remove(self, address: str) -> None:
-        for counts, key in ((self.by_address, address), (self.by_subnet, subnet_of(address))):
-            left = counts.get(key, 0) - 1
-            if left > 0:
-                counts[key] = left
-            else:
-                counts.pop(key, None)
-
-
 class StreamServer:
+    """`subscriptions` and `unread` share subscriptions and unread bytes among sources (None: no share beyond
+    MAX_SUBSCRIPTIONS and `max_buffer` per connection); `refusals` hears whom the stream refused or cut."""
+
     def __init__(self, feed: MarketFeed, status: StatusChannel, *, check_token: TokenCheck, max_clients: int,
                  max_buffer: int, hello: Callable[[], JsonObject], max_per_address: int | None = None,
-                 max_per_subnet: int | None = None) -> None:
+                 max_per_subnet: int | None = None, subscriptions: Shares | None = None, unread: Shares | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self.feed = feed
         self.status = status
         self.check_token = check_token
         self.max_clients = max_clients
-        self.clients_by_source = ClientCount(max_per_address or max_clients, max_per_subnet or max_clients)
+        self.clients_by_source = Shares(max_per_address or max_clients, max_per_subnet or max_clients, max_clients)
+        unbounded = max_clients * MAX_SUBSCRIPTIONS
+        self.subscriptions_by_source = subscriptions or Shares(unbounded, unbounded, unbounded)
+        self.unread = unread
+        self.refusals = refusals
         self.max_buffer = max_buffer
         self.hello = hello
         self.sessions: set[StreamSession] = set()
-        self.counters = {"connections": 0, "refused_full": 0, "refused_per_source": 0, "requests": 0, "bad_requests": 0,
-                         "auth_failures": 0, "messages_sent": 0, "bytes_sent": 0}
+        self.counters = {"connections": 0, "refused_full": 0, "refused_per_source": 0, "refused_subscriptions": 0,
+                         "requests": 0, "bad_requests": 0, "auth_failures": 0, "messages_sent": 0, "bytes_sent": 0}
         self.disconnects: dict[str, int] = {}
 
     # --- the endpoint ------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if len(self.sessions) >= self.max_clients:
-            self.counters["refused_full"] += 1
-            raise ApiError(503, "too_many_clients", f"this node serves at most {self.max_clients} stream clients")
         peer = request.remote or ""
-        crowded = self.clients_by_source.refusal(peer)
-        if crowded is not None:
+        scope = self.clients_by_source.over(peer)
+        if scope is not None:
+            self._refused(peer, f"ws_clients_{cap_name(scope)}")
+            if scope == "total":
+                self.counters["refused_full"] += 1
+                raise ApiError(503, "too_many_clients", f"this node serves at most {self.max_clients} stream clients")
             self.counters["refused_per_source"] += 1
-            raise ApiError(429, "too_many_clients_from_you", crowded, retry_after=10.0)
+            raise ApiError(429, "too_many_clients_from_you", f"at most {self.clients_by_source.cap(scope)} stream "
+                           f"clients {scope_words(scope)}", retry_after=10.0)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_REQUEST_BYTES, compress=False)
         self.clients_by_source.add(peer)
         try:
@@ -151,7 +123,8 @@ class StreamServer:
         except BaseException:
             self.clients_by_source.remove(peer)
             raise
-        session = StreamSession(request.transport, self.max_buffer, peer=peer, on_closed=self._closed)
+        session = StreamSession(request.transport, self.max_buffer, peer=peer, on_closed=self._closed,
+                                unread=self.unread)
         session.ws = ws
         self.sessions.add(session)
         self.counters["connections"] += 1
@@ -185,6 +158,12 @@ class StreamServer:
         self.counters["messages_sent"] += session.messages_sent
         self.counters["bytes_sent"] += session.bytes_sent
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+        if reason.startswith("slow_consumer") or reason == "too_many_requests":
+            self._refused(session.peer, f"ws_{reason}")
+
+    def _refused(self, peer: str, reason: str) -> None:
+        if self.refusals is not None:
+            self.refusals.record(peer, reason)
 
     async def close_all(self) -> None:
         sessions = list(self.sessions)
@@ -238,6 +217,13 @@ class StreamServer:
         if any((s.channel, s.info.get("market"), s.info.get("depth", s.info.get("interval"))) == key
                for s in session.subscriptions.values()):
             return self._error(session, "already_subscribed", "this connection already has that subscription", req)
+        shares = self.subscriptions_by_source
+        scope = shares.over(session.peer)
+        if scope is not None:
+            self.counters["refused_subscriptions"] += 1
+            self._refused(session.peer, f"ws_subscriptions_{cap_name(scope)}")
+            return self._error(session, "subscriptions_full" if scope == "total" else "too_many_subscriptions_from_you",
+                               f"at most {shares.cap(scope)} subscriptions {scope_words(scope)}", req)
         feed = self.feed
         try:
             if channel == "book":
@@ -257,6 +243,7 @@ class StreamServer:
         except SubscribeError as exc:
             return self._error(session, exc.code, exc.message, req)
         session.subscriptions[sub.chan] = sub
+        shares.add(session.peer)
         self._event(session, {"event": "subscribed", "chan": sub.chan, **sub.info}, req)
         try:
             snapshot(sub)
@@ -267,6 +254,7 @@ class StreamServer:
             self._error(session, "snapshot_failed", "the node could not build the snapshot; see its log", req)
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        self.subscriptions_by_source.remove(sub.session.peer)
         if sub.channel == "status":
             self.status.unsubscribe(sub)
         else:
@@ -285,12 +273,16 @@ class StreamServer:
     # --- observability -------------------------------------------------------------------------
     def stats(self) -> JsonObject:
         live = [s for s in self.sessions]
+        subscriptions = self.subscriptions_by_source
         return {"clients": len(live), "max_clients": self.max_clients,
                 "max_clients_per_address": self.clients_by_source.per_address,
                 "max_clients_per_subnet": self.clients_by_source.per_subnet, "max_buffer_bytes": self.max_buffer,
+                "max_subscriptions": {"per_address": subscriptions.per_address, "per_subnet": subscriptions.per_subnet,
+                                      "total": subscriptions.total},
                 "unread_bytes": sum(s.unread_bytes for s in live),
                 "subscriptions": {**self.feed.subscriber_counts(), "status": len(self.status.subs)},
                 "counters": dict(self.counters,
                                  messages_sent=self.counters["messages_sent"] + sum(s.messages_sent for s in live),
                                  bytes_sent=self.counters["bytes_sent"] + sum(s.bytes_sent for s in live)),
                 "disconnects": dict(self.disconnects)}
+

@@ -6,6 +6,12 @@ batch is due and that buffer already holds more than `max_buffer` bytes, the cli
 it is cut off with close code 4008 and everything queued for it is dropped. A client therefore
 never holds more than `max_buffer` bytes plus one batch of the node's memory, and a client that
 keeps up is never cut off however large a single batch is.
+
+The clients of one address, of one network and of the whole node share budgets of unread bytes too
+(`unread`, a `Shares` of bytes): each session reports what its buffer holds whenever it writes, and a
+client that is behind (its buffer not empty) while its address, its network or the node is over budget
+is cut off the same way, so many slow readers from one source cannot add up to the node's memory while
+clients that keep up are never cut for them.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from node.marketdata.wsframe import text_frame
+from node.sources import Shares, scope_words
 
 log = logging.getLogger("node.stream")
 
@@ -61,10 +68,12 @@ class Subscription:
 
 class StreamSession:
     def __init__(self, transport: Transport | None, max_buffer: int, *, peer: str = "",
-                 on_closed: Callable[["StreamSession", str], None] | None = None) -> None:
+                 on_closed: Callable[["StreamSession", str], None] | None = None, unread: Shares | None = None) -> None:
         self.transport = transport
         self.max_buffer = max_buffer
         self.peer = peer
+        self.unread = unread
+        self._reported = 0                   # the bytes of its buffer this session last reported to `unread`
         self.subscriptions: dict[int, Subscription] = {}
         self.authenticated = False
         self.closing: str | None = None      # the reason, once closing
@@ -108,14 +117,26 @@ class StreamSession:
         if transport is None or transport.is_closing():
             self.close(CLOSE_GOING_AWAY, "connection_lost")
             return
-        if transport.get_write_buffer_size() > self.max_buffer:
+        buffered = transport.get_write_buffer_size()
+        if buffered > self.max_buffer:
             self.close(CLOSE_SLOW_CONSUMER, "slow_consumer", f"slow consumer: more than {self.max_buffer} bytes unread")
+            return
+        self._report(buffered)
+        if buffered and self.unread is not None and (scope := self.unread.over(self.peer, 0)) is not None:
+            self.close(CLOSE_SLOW_CONSUMER, f"slow_consumer_{scope}",
+                       f"slow consumer: more than {self.unread.cap(scope)} bytes unread by clients {scope_words(scope)}")
             return
         transport.write(b"".join(self._pending) if len(self._pending) > 1 else self._pending[0])
         self.messages_sent += len(self._pending)
         self.bytes_sent += self._pending_bytes
         self._pending.clear()
         self._pending_bytes = 0
+        self._report(transport.get_write_buffer_size())
+
+    def _report(self, buffered: int) -> None:
+        if self.unread is not None and buffered != self._reported:
+            self.unread.add(self.peer, buffered - self._reported)
+            self._reported = buffered
 
     # --- closing ------------------------------------------------------------------------------
     def close(self, code: int, reason: str, message: str = "") -> None:
@@ -127,6 +148,7 @@ class StreamSession:
         self.closing = reason
         self._pending.clear()
         self._pending_bytes = 0
+        self._report(0)                      # what it still holds is dropped within CLOSE_GRACE
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -143,8 +165,15 @@ class StreamSession:
             await self._close_task
 
     async def _close(self, code: int, message: str) -> None:
+        transport = self.transport
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), CLOSE_GRACE)
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            if self.transport is not None:
-                self.transport.abort()       # frees whatever the client never read
+            if transport is not None:
+                transport.abort()            # frees whatever the client never read
+            return
+        # a close handshake the client finished means it read everything before it; a socket aiohttp had
+        # already closed (a missed heartbeat pong) may still hold what the client never read, and an asyncio
+        # transport keeps a closing socket until its buffer is written, however long that takes
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()

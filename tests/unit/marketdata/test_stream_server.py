@@ -184,17 +184,23 @@ async def test_a_failing_snapshot_source_is_an_error_event_not_a_dropped_connect
         await server.close()
 
 
-def test_stream_clients_are_counted_per_address_and_per_subnet():
-    from node.marketdata.server import ClientCount, subnet_of
+def test_shares_are_counted_per_address_per_subnet_and_in_all():
+    from node.sources import Shares, subnet_of
 
     assert subnet_of("203.0.113.77") == "203.0.113.0/24"
     assert subnet_of("2001:db8:1:2::5") == "2001:db8:1::/48"
-    count = ClientCount(per_address=2, per_subnet=3)
+    assert subnet_of("not an address") == "not an address"
+    shares = Shares(per_address=2, per_subnet=3, total=5)
     for address in ("203.0.113.1", "203.0.113.1", "203.0.113.2"):
-        assert count.refusal(address) is None
-        count.add(address)
-    assert "one address" in (count.refusal("203.0.113.1") or "")
-    assert "one network" in (count.refusal("203.0.113.9") or "")
-    assert count.refusal("198.51.100.1") is None, "another network has its own share"
-    count.remove("203.0.113.2")
-    assert count.refusal("203.0.113.9") is None and "203.0.113.2" not in count.by_address
+        assert shares.over(address) is None
+        shares.add(address)
+    assert shares.over("203.0.113.1") == "address"
+    assert shares.over("203.0.113.9") == "subnet"
+    assert shares.over("198.51.100.1") is None, "another network has its own share"
+    shares.add("198.51.100.1", 2)
+    assert shares.over("192.0.2.1") == "total", "the cap on all stands behind the shares"
+    assert shares.over("198.51.100.1", 0) is None and shares.over("198.51.100.1", 1) == "total"
+    shares.remove("203.0.113.2")
+    assert shares.over("203.0.113.9") is None and "203.0.113.2" not in shares.by_address
+    shares.add("198.51.100.1", -2)
+    assert shares.held == 2 and "198.51.100.0/24" not in shares.by_subnet, "nothing held, nothing kept"

@@ -20,6 +20,7 @@ from node.accounts import AccountStore
 from node.api.server import build_app
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
+from node.refusals import RefusalLog
 
 
 TOKEN = "test-token-0123456789"
@@ -51,7 +52,7 @@ class Harness:
         self.accounts = AccountStore(tmp_path)
         for name in ACCOUNTS:
             self.accounts.new(name, exist_ok=True)
-        self.node = types.SimpleNamespace(api_extensions=[], metric_sources=[], order_batcher=None,
+        self.node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[], metric_sources=[], order_batcher=None,
                                           node_id=identity.node_id, accounts=self.accounts,
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))

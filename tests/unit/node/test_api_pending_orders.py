@@ -23,6 +23,7 @@ from node.api.server import build_app
 from node.api.orders import install_order_api
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
+from node.refusals import RefusalLog
 
 TOKEN = "test-token-0123456789"
 MARKETS = "BTC-USD"
@@ -99,8 +100,8 @@ class TwoValidators:
         self.accounts = AccountStore(tmp_path / "node0")
         for name in ("default", "maker"):
             self.accounts.new(name, exist_ok=True)
-        self.node = types.SimpleNamespace(api_extensions=[install_order_api], metric_sources=[], order_batcher=None,
-                                          node_id=ids[0].node_id,
+        self.node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[install_order_api],
+                                          metric_sources=[], order_batcher=None, node_id=ids[0].node_id,
                                           accounts=self.accounts, chain=self.a,
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path,

@@ -1,0 +1,75 @@
+"""Who a public client is, for the limits that share the control API and the /ws stream among clients: its
+IP address and its network, the /24 (IPv4) or /48 (IPv6) one operator usually holds (an IPv6 host alone
+often holds a /64). `Shares` counts what each source holds (connections, subscriptions, unread bytes)
+against a share per address, a share per network and a cap on everyone behind them."""
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Literal
+
+Scope = Literal["total", "address", "subnet"]
+
+
+@lru_cache(maxsize=4096)
+def subnet_of(address: str) -> str:
+    """The network `address` belongs to for the per-subnet shares: its /24 (IPv4) or /48 (IPv6); a string that
+    is no IP address is its own network."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+class Shares:
+    """What each address and each network holds of one thing, against a share each and a cap on all.
+
+    The maps hold only sources holding something now, so they are bounded by what the caps admit."""
+
+    def __init__(self, per_address: int, per_subnet: int, total: int) -> None:
+        self.per_address, self.per_subnet, self.total = per_address, per_subnet, total
+        self.by_address: dict[str, int] = {}
+        self.by_subnet: dict[str, int] = {}
+        self.held = 0
+
+    def over(self, address: str, amount: int = 1) -> Scope | None:
+        """Which cap `address` holding `amount` more would pass (the cap on all is checked first), or None.
+        `amount=0` asks whether it is past one now."""
+        if self.held + amount > self.total:
+            return "total"
+        if self.by_address.get(address, 0) + amount > self.per_address:
+            return "address"
+        if self.by_subnet.get(subnet_of(address), 0) + amount > self.per_subnet:
+            return "subnet"
+        return None
+
+    def cap(self, scope: Scope) -> int:
+        return {"total": self.total, "address": self.per_address, "subnet": self.per_subnet}[scope]
+
+    def add(self, address: str, amount: int = 1) -> None:
+        """`address` holds `amount` more (less, when negative)."""
+        if amount == 0:
+            return
+        self.held += amount
+        for counts, key in ((self.by_address, address), (self.by_subnet, subnet_of(address))):
+            left = counts.get(key, 0) + amount
+            if left > 0:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
+
+    def remove(self, address: str, amount: int = 1) -> None:
+        self.add(address, -amount)
+
+
+def cap_name(scope: Scope) -> str:
+    """How counters and refusal reasons name a cap: per_address, per_subnet or total."""
+    return "total" if scope == "total" else f"per_{scope}"
+
+
+def scope_words(scope: Scope) -> str:
+    """How a refusal names the cap it hit."""
+    return {"total": "on this node in all", "address": "from one address",
+            "subnet": "from one network (/24 or /48)"}[scope]

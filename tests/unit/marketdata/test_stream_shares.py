@@ -1,0 +1,217 @@
+"""The stream's shares per source (issue 25): subscriptions per address, per network and in all, refused with
+a clear error and the connection kept; unread bytes per address, per network and in all, where only clients
+that are behind are cut; who was refused is recorded; and a client that never reads is never held after its
+connection ends."""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Awaitable, Callable, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+import node.marketdata.server as stream_server
+from node.api.base import errors_as_json
+from node.marketdata import MarketFeed, StatusChannel, StreamServer
+from node.marketdata.session import CLOSE_SLOW_CONSUMER, StreamSession
+from node.refusals import RefusalLog
+from node.sources import Shares
+from tests.raw_ws import StalledClient
+from tests.stream_client import StreamClient
+from tests.unit.marketdata.fakes import MARKETS, DictSource, RecordingTransport
+
+Connect = Callable[[str], Awaitable[StreamClient]]
+BOOKS = [{"channel": "book", "market": market, "depth": depth} for market in ("BTC-USD", "ETH-USD")
+         for depth in (1, 10, 25, 100, 250)]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[StreamServer, Connect, RefusalLog]]:
+    refusals = RefusalLog()
+    feed = MarketFeed(list(MARKETS), DictSource())
+    status = StatusChannel(lambda: {"node": {"node_id": "n1"}}, interval=60)
+    stream = StreamServer(feed, status, check_token=lambda token: False, max_clients=20, max_buffer=1 << 20,
+                          hello=lambda: {}, subscriptions=Shares(per_address=5, per_subnet=8, total=10),
+                          refusals=refusals)
+    app = web.Application(middlewares=[errors_as_json])
+    app.router.add_get("/ws", stream.handle)
+    server = TestServer(app, host="0.0.0.0")
+    await server.start_server()
+    clients: list[StreamClient] = []
+
+    async def connect(source: str) -> StreamClient:
+        client = await StreamClient.connect(f"http://127.0.0.1:{server.port}", local_address=source)
+        clients.append(client)
+        return client
+
+    yield stream, connect, refusals
+    for client in clients:
+        await client.close()
+    await stream.close_all()
+    await server.close()
+
+
+async def test_subscriptions_are_shared_per_address_per_network_and_in_all(served):
+    stream, connect, refusals = served
+    first, second = await connect("127.0.0.1"), await connect("127.0.0.1")
+    for request in BOOKS[:3]:
+        await first.subscribe(**request)
+    for request in BOOKS[3:5]:
+        await second.subscribe(**request)
+    refused = await first.request(event="subscribe", **BOOKS[5])
+    assert refused["event"] == "error" and refused["code"] == "too_many_subscriptions_from_you"
+    assert refused["msg"] == "at most 5 subscriptions from one address", refused
+    assert (await first.request(event="ping"))["event"] == "pong", "the connection stays"
+
+    neighbour = await connect("127.0.0.2")                  # the same /24: the network's share is 8
+    for request in BOOKS[:3]:
+        await neighbour.subscribe(**request)
+    refused = await neighbour.request(event="subscribe", **BOOKS[3])
+    assert refused["code"] == "too_many_subscriptions_from_you" and "one network" in refused["msg"], refused
+
+    elsewhere = await connect("127.0.1.5")                  # another network: its own share, up to the cap on all
+    await elsewhere.subscribe(**BOOKS[0])
+    await elsewhere.subscribe(**BOOKS[1])
+    refused = await elsewhere.request(event="subscribe", **BOOKS[2])
+    assert refused["code"] == "subscriptions_full" and refused["msg"] == "at most 10 subscriptions on this node in all"
+
+    chan = first.events[1]["chan"]                          # its first `subscribed`: giving one back frees a share
+    assert (await first.request(event="unsubscribe", chan=chan))["event"] == "unsubscribed"
+    await elsewhere.subscribe(**BOOKS[2])
+    await second.close()                                    # and a connection that goes gives back all of its
+    await asyncio.wait_for(_until(lambda: stream.subscriptions_by_source.held == 8), 5)
+    await first.subscribe(**BOOKS[6])
+
+    assert stream.counters["refused_subscriptions"] == 3
+    reasons = {row["source"]: row["reasons"] for row in refusals.view()["addresses"]}
+    assert reasons == {"127.0.0.1": {"ws_subscriptions_per_address": 1},
+                       "127.0.0.2": {"ws_subscriptions_per_subnet": 1},
+                       "127.0.1.5": {"ws_subscriptions_total": 1}}
+
+
+async def test_clients_over_their_source_share_get_429_and_are_recorded(served):
+    stream, connect, refusals = served
+    stream.clients_by_source = Shares(per_address=2, per_subnet=3, total=20)
+    await connect("127.0.0.1")
+    await connect("127.0.0.1")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect("127.0.0.1")
+    assert refused.value.status == 429
+    await connect("127.0.0.3")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect("127.0.0.4")
+    assert refused.value.status == 429
+    await connect("127.0.2.1")
+    view = refusals.view()
+    assert [(row["source"], row["reasons"]) for row in view["subnets"]] == \
+        [("127.0.0.0/24", {"ws_clients_per_address": 1, "ws_clients_per_subnet": 1})]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def _session(transport: RecordingTransport, peer: str, unread: Shares, closed: list[tuple[str, str]]) -> StreamSession:
+    return StreamSession(transport, max_buffer=10_000, peer=peer, unread=unread,
+                         on_closed=lambda session, reason: closed.append((session.peer, reason)))
+
+
+async def test_unread_bytes_are_shared_and_only_clients_that_are_behind_are_cut():
+    unread = Shares(per_address=1000, per_subnet=1500, total=2500)
+    closed: list[tuple[str, str]] = []
+    slow_a, slow_b, fast_a = RecordingTransport(), RecordingTransport(), RecordingTransport()
+    sessions = {"slow_a": _session(slow_a, "203.0.113.1", unread, closed),
+                "slow_b": _session(slow_b, "203.0.113.1", unread, closed),
+                "fast_a": _session(fast_a, "203.0.113.1", unread, closed)}
+
+    def batch(*names: str) -> None:
+        for name in names:
+            sessions[name].send(b'{"x":1}')
+            sessions[name].flush()
+
+    slow_a.backlog = 600
+    batch("slow_a", "fast_a")
+    assert unread.by_address == {"203.0.113.1": 600} and closed == []
+    slow_b.backlog = 600                                # the address now holds 1,200 unread: over its 1,000
+    batch("slow_b")
+    assert closed == [("203.0.113.1", "slow_consumer_address")] and sessions["slow_b"].closing is not None
+    assert unread.by_address == {"203.0.113.1": 600}, "what a cut client held is given back"
+    batch("fast_a")                                     # a client that keeps up is never cut for its neighbours
+    assert sessions["fast_a"].closing is None
+    slow_a.backlog = 0                                  # the slow one caught up: its share is back
+    batch("slow_a")
+    assert unread.held == 0 and sessions["slow_a"].closing is None
+
+    neighbours = [RecordingTransport() for _ in range(3)]     # three addresses of one /24, each within its share
+    for n, transport in enumerate(neighbours):
+        transport.backlog = 900
+        session = _session(transport, f"198.51.100.{n}", unread, closed)
+        session.send(b'{"x":1}')
+        session.flush()
+    assert closed[1:] == [("198.51.100.1", "slow_consumer_subnet"), ("198.51.100.2", "slow_consumer_subnet")]
+
+
+async def test_the_cap_on_all_unread_bytes_cuts_the_clients_behind_whoever_they_are():
+    unread = Shares(per_address=1000, per_subnet=1000, total=1500)
+    closed: list[tuple[str, str]] = []
+    transports = [RecordingTransport() for _ in range(3)]
+    sessions = [_session(t, f"192.0.{n}.1", unread, closed) for n, t in enumerate(transports)]
+    for session, transport in zip(sessions, transports):
+        transport.backlog = 700
+        session.send(b'{"x":1}')
+        session.flush()
+    assert closed == [("192.0.2.1", "slow_consumer_total")] and unread.held == 1400
+
+
+async def test_a_client_that_never_reads_is_dropped_with_its_buffer_when_its_heartbeat_fails(monkeypatch):
+    """aiohttp closes a socket whose pong is late with transport.close(), which keeps the socket and all the
+    client never read until it is written: the stream drops it instead."""
+    monkeypatch.setattr(stream_server, "HEARTBEAT", 2.0)       # time for its buffer to fill first
+    big = {"x": "y" * 200_000}
+    feed = MarketFeed(list(MARKETS), DictSource())
+    status = StatusChannel(lambda: big, interval=0.05)
+    stream = StreamServer(feed, status, check_token=lambda token: False, max_clients=4, max_buffer=64 << 20,
+                          hello=lambda: {})
+    app = web.Application()
+    app.router.add_get("/ws", stream.handle)
+    server = TestServer(app)
+    await server.start_server()
+    status.start()
+    client = await asyncio.to_thread(StalledClient, str(server.make_url("")).rstrip("/"), 4096)
+    try:
+        client.send({"event": "subscribe", "channel": "status"})
+        await asyncio.wait_for(_until(lambda: any(s.unread_bytes for s in stream.sessions)), 10)
+        session = next(iter(stream.sessions))
+        transport = cast(asyncio.Transport, session.transport)      # aiohttp's, under the session's Protocol
+        await asyncio.wait_for(_until(lambda: session.closing is not None), 10)
+        assert session.closing == "client_gone", "the heartbeat ended it, not the buffer bound"
+        await asyncio.wait_for(session.wait_closed(), 10)
+        assert transport.get_write_buffer_size() == 0, "what the client never read is dropped"
+        await asyncio.wait_for(_until(lambda: transport.get_extra_info("socket").fileno() == -1), 5)
+    finally:
+        client.sock.close()
+        await stream.close_all()
+        await status.stop()
+        await server.close()
+
+
+def test_a_session_closed_by_the_close_handshake_keeps_nothing_it_has_not_sent():
+    """The rule alone: after the handshake, a socket still holding unsent bytes is aborted."""
+
+    class ClosedAlready:
+        async def close(self, code: int, message: bytes) -> bool:
+            return False
+
+    async def run() -> RecordingTransport:
+        transport = RecordingTransport()
+        transport.backlog = 5000
+        session = StreamSession(transport, max_buffer=10_000)
+        session.ws = ClosedAlready()
+        session.close(CLOSE_SLOW_CONSUMER, "client_gone")
+        await session.wait_closed()
+        return transport
+
+    assert asyncio.run(run()).aborted

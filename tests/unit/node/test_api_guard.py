@@ -1,0 +1,208 @@
+"""The API's connection guard (issue 25), in process over real sockets: caps per address, per network and in
+all; every request of a keep-alive connection has its own header deadline, counted from its first byte; a
+body trickled after complete headers is cut at its own deadline; an idle keep-alive connection is closed; and
+who was cut is recorded by source."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+import node.api.guard as guard_module
+from node.api.guard import ConnectionGuard, GuardedSite, install_guard
+from node.refusals import RefusalLog
+
+DEADLINE = 0.6
+
+
+async def hello(_request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read())
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[int, ConnectionGuard]]:
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    app.router.add_post("/echo", echo)
+    install_guard(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=3 * DEADLINE)
+    await runner.setup()
+    guard = ConnectionGuard(per_address=8, per_subnet=8, total=8, header_timeout=DEADLINE, body_timeout=DEADLINE,
+                            refusals=RefusalLog())
+    site = GuardedSite(runner, "127.0.0.1", 0, guard)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    yield server.sockets[0].getsockname()[1], guard
+    await runner.cleanup()
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> bytes:
+    """Send one whole request and read its whole answer (Content-Length framed)."""
+    writer.write(raw)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    return head + await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, every: float = 0.05) -> None:
+    """Feed `data` a byte at a time, then keep feeding spaces, until the connection is closed."""
+    for byte in data + b" " * 10_000:
+        if writer.is_closing():
+            return
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(every)
+
+
+async def _answer_and_close(reader: asyncio.StreamReader) -> tuple[bytes, float]:
+    """What the node answers until it closes the connection, and when it closed it."""
+    try:
+        data = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        data = b""
+    return data, time.monotonic()
+
+
+async def test_every_request_of_a_keep_alive_connection_has_its_own_header_deadline_from_its_first_byte(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+    await asyncio.sleep(1.5 * DEADLINE)         # idle between requests is the keep-alive timeout's, not this
+    assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+    started = time.monotonic()
+    trickle = asyncio.create_task(_trickle(writer, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+    answer, closed = await _answer_and_close(reader)
+    trickle.cancel()
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
+    assert DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0, closed - started
+    assert guard.counters["header_timeouts"] == 1
+    writer.close()                              # the client closes its side: the node lets go of the socket
+    await asyncio.wait_for(_until(lambda: guard.open.held == 0), guard_module.LINGER / 2)
+
+
+async def test_a_cut_client_that_keeps_its_side_open_is_dropped_after_the_linger(served, monkeypatch):
+    monkeypatch.setattr(guard_module, "LINGER", 0.5)
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+    answer, cut = await _answer_and_close(reader)          # the 408, then the end of what the node sends
+    assert answer.startswith(b"HTTP/1.1 408") and guard.open.held == 1, "read nothing more, but not gone yet"
+    writer.write(b"more header bytes, unread")
+    await asyncio.wait_for(_until(lambda: guard.open.held == 0), 5)
+    assert time.monotonic() - cut >= 0.4
+    writer.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_connection_that_never_finishes_its_first_headers_is_cut(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(b"GET /hello HTTP/1.1\r\n")
+    answer, closed = await _answer_and_close(reader)
+    assert answer.startswith(b"HTTP/1.1 408") and DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0
+    assert guard.counters["header_timeouts"] == 1
+    writer.close()
+
+
+async def test_a_connection_that_asks_nothing_is_closed_as_idle_and_held_against_nobody(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    answer, closed = await _answer_and_close(reader)         # sends nothing at all, as a browser's preconnect
+    assert answer == b"" and DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0
+    assert guard.counters["idle_timeouts"] == 1 and guard.counters["header_timeouts"] == 0
+    assert guard.refusals is not None and guard.refusals.view()["addresses"] == []
+    writer.close()
+
+
+@pytest.mark.parametrize("head, answered", [
+    (b"POST /echo", b"HTTP/1.1 408"),       # the handler waits for the body: 408, then the connection closes
+    (b"GET /hello", b"HTTP/1.1 200"),       # it answered without reading it: the rest must still come in time
+], ids=["read by the handler", "left unread"])
+async def test_a_body_trickled_after_complete_headers_is_cut_at_the_body_deadline(served, head, answered):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+    started = time.monotonic()
+    trickle = asyncio.create_task(_trickle(writer, b"x"))
+    answer, closed = await _answer_and_close(reader)
+    trickle.cancel()
+    assert answer.startswith(answered) and answer.count(b"HTTP/1.1") == 1, answer
+    assert b"request body did not arrive" in answer if answered.endswith(b"408") else answer.endswith(b"hello")
+    assert DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0, closed - started
+    assert guard.counters == {**guard.counters, "body_timeouts": 1, "header_timeouts": 0}
+    writer.close()
+
+
+async def test_bodies_and_requests_that_arrive_in_time_keep_the_connection(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for n in range(3):
+        body = b"%d" % n * 1000
+        answer = await _request(reader, writer, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                                % (len(body), body))
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(body)
+        await asyncio.sleep(DEADLINE / 2)
+    chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    assert (await _request(reader, writer, chunked)).endswith(b"hello")
+    await asyncio.sleep(1.5 * DEADLINE)
+    assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+    assert guard.counters["header_timeouts"] == guard.counters["body_timeouts"] == 0
+    writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(served):
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+    idle_from = time.monotonic()
+    answer, closed = await _answer_and_close(reader)
+    assert answer == b"" and 3 * DEADLINE * 0.9 <= closed - idle_from <= 3 * DEADLINE + 2.0
+    assert guard.counters["header_timeouts"] == 0
+    writer.close()
+
+
+async def test_connections_over_a_cap_are_refused_at_accept_and_recorded_by_source(served):
+    port, guard = served
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(), 5) == b"", "the ninth is closed unanswered"
+    assert guard.counters["refused_total"] == 1
+    assert guard.refusals is not None
+    view = guard.refusals.view()
+    assert view["addresses"][0]["source"] == "127.0.0.1"
+    assert view["addresses"][0]["reasons"] == {"api_connections_total": 1}
+    assert view["subnets"][0]["source"] == "127.0.0.0/24"
+    for _, w in held + [(reader, writer)]:
+        w.close()
+
+
+def test_the_caps_are_per_address_per_network_and_in_all():
+    guard = ConnectionGuard(per_address=2, per_subnet=3, total=4, refusals=RefusalLog())
+    assert guard.admit("203.0.113.1") and guard.admit("203.0.113.1") and not guard.admit("203.0.113.1")
+    assert guard.admit("203.0.113.2") and not guard.admit("203.0.113.3"), "the /24's share is 3"
+    assert guard.admit("198.51.100.1") and not guard.admit("192.0.2.1"), "and 4 in all"
+    assert {k: v for k, v in guard.counters.items() if v} == {"refused_per_address": 1, "refused_per_subnet": 1,
+                                                                "refused_total": 1}
+    guard.release("203.0.113.1")
+    assert guard.admit("192.0.2.1") and guard.view()["open"] == 4
+    assert guard.refusals is not None
+    reasons = {row["source"]: row["reasons"] for row in guard.refusals.view()["subnets"]}
+    assert reasons == {"203.0.113.0/24": {"api_connections_per_address": 1, "api_connections_per_subnet": 1},
+                       "192.0.2.0/24": {"api_connections_total": 1}}
