@@ -640,14 +640,16 @@ class ExchangeState:
         registry = self.params.registry
         return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
 
-    def book(self, market: str, depth: int | None = None) -> View:
-        """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first."""
+    def book(self, market: str, depth: int | None = None, with_digest: bool = True) -> View:
+        """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first (`digest` None
+        unless `with_digest`: it encodes the whole book, once per height the book changed at)."""
         venue = self.venues.get(market)
         if venue is None:
             raise UnknownMarket("unknown_market", f"unknown market {market!r}", "market")
-        if venue.digest is None:
+        if venue.digest is None and with_digest:
             venue.digest = venue.engine.digest()
-        return {**depth_view(venue.engine, depth, with_digest=False), "digest": venue.digest, "height": self.height}
+        return {**depth_view(venue.engine, depth, with_digest=False), "digest": venue.digest if with_digest else None,
+                "height": self.height}
 
     def trades(self, market: str, limit: int | None = None) -> list[View]:
         """The market's kept trades, oldest first; the newest `limit` of them when given."""

@@ -8,6 +8,12 @@ that died (killed, out of memory) loses the snapshot, which the state can no lon
 with that reason and a restart rebuilds the state from the stored blocks. Where fork fails, or before the
 node is live (the replay at start-up, which waits for each digest a few blocks later anyway), the snapshot
 is encoded at once.
+
+Before each fork the garbage collector's objects are frozen (`gc.freeze`, as Python's documentation advises
+before a fork): the state a snapshot finds is long-lived, and a full collection would otherwise walk all of
+it again and again in the event loop, the longer the bigger the book. Frozen objects are never collected,
+so every THAW_EVERY-th snapshot thaws them instead, and the collections until the next snapshot free what
+cycles among them became garbage.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ log = logging.getLogger("exchange.chain")
 _HEADER = struct.Struct(">Q32s")        # bytes of the snapshot, its digest
 _PIPE_BYTES = 1 << 20                   # asked of the kernel for each pipe (fewer wake-ups); it may give less
 _READ_BYTES = 1 << 20
+THAW_EVERY = 8          # snapshots: one in this many thaws the frozen objects instead of freezing more
 
 
 class _Job:
@@ -47,6 +54,7 @@ class ForkedSnapshots:
         self._ready: list[tuple[int, bytes]] = []
         self._lost: dict[int, str] = {}
         self.forked = 0
+        self._since_thaw = 0
 
     # ------------------------------------------------------------------ SnapshotMaker
     def start(self, height: int, encode: Callable[[], bytes]) -> None:
@@ -60,6 +68,7 @@ class ForkedSnapshots:
             log.warning("snapshot of height %d encoded in the event loop: no pipe (%s)", height, exc)
             self._encode_here(height, encode)
             return
+        self._freeze()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -115,6 +124,14 @@ class ForkedSnapshots:
         self._ready = []
 
     # ------------------------------------------------------------------ the parent's side
+    def _freeze(self) -> None:
+        self._since_thaw += 1
+        if self._since_thaw >= THAW_EVERY:
+            self._since_thaw = 0
+            gc.unfreeze()
+        else:
+            gc.freeze()
+
     def _encode_here(self, height: int, encode: Callable[[], bytes]) -> None:
         self._inline.start(height, encode)
         self._digests.put(height, self._inline.digest(height))

@@ -4,13 +4,14 @@ snapshot loudly; nothing is left running or unreaped at close."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
 
 import pytest
 
-from exchange.chain.snapshot_fork import ForkedSnapshots
+from exchange.chain.snapshot_fork import THAW_EVERY, ForkedSnapshots
 from exchange.chain.snapshot_maker import SnapshotLost, snapshot_digest
 
 pytestmark = pytest.mark.process        # it forks
@@ -79,3 +80,16 @@ def test_before_the_node_is_live_or_outside_a_loop_the_snapshot_is_encoded_at_on
     maker.live = True
     maker.start(60, lambda: b"def")         # no running loop here
     assert maker.forked == 0 and maker.digest(60) == snapshot_digest(b"def")
+
+
+async def test_each_fork_freezes_the_long_lived_objects_and_every_few_thaw_them():
+    maker = ForkedSnapshots()
+    maker.live = True
+    gc.unfreeze()
+    try:
+        for n in range(1, THAW_EVERY + 1):
+            maker.start(n, lambda: b"x")
+            maker.digest(n)
+            assert (gc.get_freeze_count() > 0) == (n < THAW_EVERY), n
+    finally:
+        gc.unfreeze()

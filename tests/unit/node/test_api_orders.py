@@ -168,6 +168,9 @@ def test_orders_book_trades_and_cancel(api):
     status, book = api.request("GET", "/book/BTC-USD?depth=5")
     assert status == 200 and book["bids"][0] == ["100.25", "1.0000"] and book["asks"] == []
     assert book["height"] >= 2 and len(book["digest"]) == 64 and book["final"] is True
+    status, plain = api.request("GET", "/book/BTC-USD?depth=5&digest=0")     # the same levels, not the digest
+    assert status == 200 and plain["digest"] is None and plain["bids"] == book["bids"]
+    assert api.request("GET", "/book/BTC-USD?digest=2")[1]["error"]["code"] == "invalid_digest"
     status, trades = api.request("GET", "/trades/BTC-USD?limit=10")
     assert status == 200 and trades["trades"][-1]["id"] == trade["id"]
     status, got = api.request("GET", f"/orders/{order['id']}")
