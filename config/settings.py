@@ -205,6 +205,10 @@ class Settings:
                                         _FLOAT_POS)
     max_frame_bytes: int = _setting(1048576, "MAX_FRAME_BYTES", "Largest frame accepted or sent (1 KiB..64 MiB)",
                                     p.integer(1024, 64 * 1024 * 1024))
+    peer_read_rate: int = _setting(
+        33554432, "PEER_READ_RATE", "Bytes a second read from one peer's link (bursts of a second's worth, at least "
+        "two frames); past it the link is not read until the budget refills, and the peer's sending waits on TCP",
+        p.integer(65536))
     send_buffer_bytes: int = _setting(
         4194304, "SEND_BUFFER_BYTES", "Bytes queued per link before it counts as slow (at least MAX_FRAME_BYTES)",
         p.integer(1024))

@@ -50,7 +50,8 @@ def peer_config(settings: Settings) -> PeerConfig:
     return PeerConfig(
         network_id=settings.network_id, listen_host=settings.p2p_host, listen_port=settings.p2p_port,
         advertise_host=settings.advertise_host, max_frame_bytes=settings.max_frame_bytes,
-        send_buffer_bytes=settings.send_buffer_bytes, handshake_timeout=settings.handshake_timeout,
+        send_buffer_bytes=settings.send_buffer_bytes, read_rate=settings.peer_read_rate,
+        handshake_timeout=settings.handshake_timeout,
         heartbeat_interval=settings.heartbeat_interval, dead_after=settings.dead_after,
         reconnect_cap=settings.peer_reconnect_interval, dial_rate=settings.dial_rate,
         dial_burst=settings.dial_burst, max_peers=max_peers, target_outbound=outbound, limits=limits,

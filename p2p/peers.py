@@ -93,6 +93,7 @@ class PeerView(TypedDict):
     msgs_out: int
     bytes_in: int
     bytes_out: int
+    read_holds: int                    # times its link was not read for a while: past PEER_READ_RATE
     penalty: float
     penalty_reason: str | None         # why the last misbehaviour points were given
     last_error: Failure | None
@@ -162,6 +163,7 @@ class PeerRecord:
     msgs_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    read_holds: int = 0
     last_error: Failure | None = None
     link: PeerLink | None = None
 
@@ -171,6 +173,7 @@ class PeerRecord:
             self.rtt = link.rtt if link.rtt is not None else self.rtt
             self.msgs_in, self.msgs_out = link.msgs_in, link.msgs_out
             self.bytes_in, self.bytes_out = link.bytes_in, link.bytes_out
+            self.read_holds = link.read_holds
             if link.last_frame_at is not None:      # a connected peer was last seen when its last frame came
                 self.last_seen = max(self.last_seen, link.last_frame_at)
 
@@ -183,7 +186,8 @@ class PeerRecord:
             "last_seen": self.last_seen, "first_seen": self.first_seen, "close_reason": self.close_reason,
             "services": list(self.services), "software": self.software,
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out, "penalty": round(self.penalty, 1), "penalty_reason": self.penalty_reason,
+            "bytes_out": self.bytes_out, "read_holds": self.read_holds, "penalty": round(self.penalty, 1),
+            "penalty_reason": self.penalty_reason,
             "last_error": self.last_error,
             "via": self.link.via if self.link is not None else None,       # the relay carrying the link, if any
         }
@@ -201,6 +205,8 @@ class PeerManager:
         self.network_id = config.network_id
         self.max_frame_bytes = config.max_frame_bytes
         self.send_buffer_bytes = config.send_buffer_bytes
+        self.read_rate = float(config.read_rate)
+        self.read_burst = float(max(config.read_rate, 2 * config.max_frame_bytes))
         self.handshake_timeout = config.handshake_timeout
         self._verify = verify
         self._node_id_for = node_id_for

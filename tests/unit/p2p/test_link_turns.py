@@ -43,6 +43,8 @@ class _Host:
     """What a PeerLink asks of its host while open: where messages go, and the limits it reads."""
     max_frame_bytes = 1 << 20
     send_buffer_bytes = 1 << 20
+    read_rate = 10_000_000.0
+    read_burst = 2_000_000.0
     schemas = _Schemas()
 
     def __init__(self) -> None:
@@ -193,3 +195,19 @@ async def test_a_hold_on_a_relayed_link_never_stops_its_carrier_being_read() -> 
     assert not socket.reading, "a relayed link behind still stops its carrier while it catches up"
     await _next_turn()
     assert socket.reading
+
+
+async def test_a_peer_past_its_byte_budget_is_not_read_until_the_deficit_has_refilled() -> None:
+    host = _Host()
+    link, transport = _open_link(host)
+    link.charge_read(1_500_000)                 # within the burst: read on
+    assert transport.reading and link.read_holds == 0
+    started = asyncio.get_running_loop().time()
+    link.charge_read(1_000_000)                 # 500 KB past it: 0.05 s at 10 MB/s
+    assert not transport.reading and link.read_holds == 1
+    transport.resumed.clear()
+    await asyncio.wait_for(transport.resumed.wait(), 1.0)
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.04 <= waited < 0.5, waited
+    link.charge_read(400_000)                   # refilled only by what the wait brought: past it again
+    assert link.read_holds == 2
