@@ -640,6 +640,11 @@ class ExchangeState:
         registry = self.params.registry
         return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
 
+    def has_digest(self, market: str) -> bool:
+        """Whether the book's digest at this height is computed already (False for an unknown market)."""
+        venue = self.venues.get(market)
+        return venue is not None and venue.digest is not None
+
     def book(self, market: str, depth: int | None = None, with_digest: bool = True) -> View:
         """`{"market", "bids": [[price, qty], ...], "asks": ..., "digest", "height"}`, best first (`digest` None
         unless `with_digest`: it encodes the whole book, once per height the book changed at)."""

@@ -17,6 +17,7 @@ from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
 from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
 from node.accounts import AccountStore
+from node.api.orders import BOOK_DIGEST_BUDGET
 from node.api.server import build_app
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
@@ -171,6 +172,17 @@ def test_orders_book_trades_and_cancel(api):
     status, plain = api.request("GET", "/book/BTC-USD?depth=5&digest=0")     # the same levels, not the digest
     assert status == 200 and plain["digest"] is None and plain["bids"] == book["bids"]
     assert api.request("GET", "/book/BTC-USD?digest=2")[1]["error"]["code"] == "invalid_digest"
+    budget = api.client.server.app[BOOK_DIGEST_BUDGET]
+    budget.spent(60.0)                                          # the digest's share of the loop is spent ...
+    status, cached = api.request("GET", "/book/BTC-USD?depth=5")    # ... but this height's digest is computed
+    assert cached["digest"] == book["digest"] and "digest_deferred" not in cached
+    assert api.request("POST", "/orders", {**GOOD, "price": "90", "qty": "0.1"})[0] == 201     # the book changes
+    status, deferred = api.request("GET", "/book/BTC-USD?depth=5")
+    assert status == 200 and deferred["digest"] is None and deferred["digest_deferred"] is True
+    assert deferred["bids"][-1] == ["90.00", "0.1000"]
+    budget.spent(0.0)
+    status, fresh = api.request("GET", "/book/BTC-USD?depth=5")
+    assert len(fresh["digest"]) == 64 and fresh["digest"] != book["digest"] and "digest_deferred" not in fresh
     status, trades = api.request("GET", "/trades/BTC-USD?limit=10")
     assert status == 200 and trades["trades"][-1]["id"] == trade["id"]
     status, got = api.request("GET", f"/orders/{order['id']}")
