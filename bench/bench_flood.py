@@ -8,18 +8,22 @@ trader) places one order every 200 ms at the follower and times each until it is
 runs for one window while the client keeps going:
 - orders: signed one-order transactions from fresh accounts (signed before the window), each sent to every
   validator by one peer; 1x is `PEER_TX_RATE` (what a validator takes from one neighbour a second, checked
-  before any signature). "got": spam orders final on the book once it stops growing (at most 60 s after).
+  before any signature). "admitted": spam orders final on the book once it stops growing (at most 60 s after).
   Past the budget a validator stops reading the flooder for a while, so its sends wait on TCP: "sent/s"
   is what the validators let through, and the window lasts until all `rate x window` are sent.
+- notes: diagnostic notes of NOTE_BYTES, each signed by a fresh key, to two validators; 1x is
+  `ROUTER_OPEN_TYPE_RATE`. A production node carries no notes (DEBUG_API off): "got" is the notes that reached
+  a validator the attacker is not linked to, over those sent.
 - hints: RPC health hints, each signed by a fresh key, to two validators; 1x is `ROUTER_OPEN_TYPE_RATE`.
-  "got": distinct hints that reached a validator the attacker is not linked to, over those sent.
+  "admitted": distinct hints that reached a validator the attacker is not linked to, over those sent.
 - grafts: a linked peer asks again for the newest 64 broadcasts the node pushed it (fresh-key hints at
-  another validator, within budget, give it some); 1x is 10 requests a second. "got": bytes of copies sent
+  another validator, within budget, give it some); 1x is 10 requests a second. "admitted": bytes of copies sent
   back per byte asked, and how many ids it had collected (each id is answered once per neighbour).
 The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
 honest orders final per second against the baseline window measured first in the same run, as is "p99
 ratio". Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
-open broadcast type an outsider can spam is the RPC hint. RSS is the largest node's resident memory after the window.
+open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
+(the four validators, then the follower).
 """
 from __future__ import annotations
 
@@ -34,13 +38,17 @@ from typing import Any, Callable
 from bench.table import print_table
 from config import Settings
 from exchange.app.txs import SignedTx
-from tests.flood import HonestClient, graft_flood, hint_flood, order_flood, quantile, rss_mb, spam_orders
+from tests.flood import (HonestClient, fresh_note, graft_flood, hint_flood, order_flood, quantile, rss_mb, send_paced,
+                         spam_orders)
+from tests.redteam.attacker import linked
+from node.identity import NodeIdentity
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 NODE = {"log_level": "WARNING", "heartbeat_interval": 0.5}
 LEVELS = (1, 3, 10)
 SPAM_QTY = Decimal("0.01")
 GRAFT_RATE = 10.0       # graft requests a second at 1x
+NOTE_BYTES = 16 * 1024  # each spam note's payload
 
 
 class Rig:
@@ -71,7 +79,7 @@ class Rig:
         throughput = len(final) / (time.monotonic() - start)
         if self.base_p99 is None:
             self.base_p99, self.base_throughput = p99, throughput
-        rss = max(rss_mb(node) for node in (*self.validators, self.follower))
+        rss = "/".join(f"{rss_mb(node):.0f}" for node in (*self.validators, self.follower))
         return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
                 100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99, rss]
 
@@ -121,6 +129,29 @@ def _hints(rig: Rig, rate: float) -> tuple[float, str]:
     return len(entries) * count / took, f"{100.0 * (distinct() - before) / (len(entries) * count):.1f} % of hints"
 
 
+def _notes(rig: Rig, rate: float) -> tuple[float, str]:
+    entries, far = rig.validators[:2], rig.validators[3]
+
+    def received() -> int:
+        return int(far.status()["router"]["received"].get("note", 0))
+
+    async def flood(count: int) -> float:
+        attacker = NodeIdentity.generate()
+        peers = [await linked(node, attacker, rig.chain_id) for node in entries]
+        try:
+            payload = "n" * NOTE_BYTES
+            return await send_paced(peers, [[fresh_note(rig.network, payload) for _ in range(count)] for _ in entries],
+                                    rate)
+        finally:
+            for peer in peers:
+                peer.close()
+    before = received()
+    count = int(rate * rig.window)
+    took = asyncio.run(flood(count))
+    time.sleep(0.5)
+    return len(entries) * count / took, f"{100.0 * (received() - before) / (len(entries) * count):.1f} % of notes"
+
+
 def _grafts(rig: Rig, rate: float) -> tuple[float, str]:
     async def both() -> tuple[int, int, int]:
         # fresh-key hints at another validator (within its budget) give the target broadcasts to push
@@ -139,8 +170,10 @@ def main(flags: list[str]) -> None:
     smoke = "--smoke" in flags
     window = 1.0 if smoke else 4.0 if "--quick" in flags else 6.0
     settings = Settings()
-    capacity = {"orders": settings.peer_tx_rate, "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}
-    attacks: dict[str, Callable[[Rig, float], tuple[float, str]]] = {"hints": _hints, "grafts": _grafts}
+    capacity = {"orders": settings.peer_tx_rate, "notes": settings.router_open_type_rate,
+                "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}
+    attacks: dict[str, Callable[[Rig, float], tuple[float, str]]] = {"notes": _notes, "hints": _hints,
+                                                                     "grafts": _grafts}
     plan = [("orders", 1)] if smoke else [(name, level) for name in ("orders", *attacks) for level in LEVELS]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         rig = Rig(Path(tmp), window)
@@ -157,5 +190,5 @@ def main(flags: list[str]) -> None:
             rig.close()
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
                 f"follower, ms to final there; x = multiple of what one peer may send",
-                ["attack", "x", "sent/s", "attacker got", "honest n", "final %", "thru %", "p50 ms", "p99 ms", "p99 ratio",
-                 "max RSS MB"], rows)
+                ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
+                 "p99 ratio", "RSS MB v0/v1/v2/v3/f"], rows)
