@@ -73,6 +73,9 @@ class CoreConfig:
     resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
     sync_batch: int = 100                 # blocks per catch-up answer
     sync_retry: float = 1.0
+    sync_peer_rate: float = 100.0         # sync requests one peer may make a second (sync_budget.py) ...
+    sync_peer_bytes: float = 8 * 1024 * 1024     # ... and bytes of answers it may take a second ...
+    sync_total_bytes: float = 32 * 1024 * 1024   # ... and all but the validators together
     catchup_delay: float = 0.25           # a validator heard at a decided height is sent the block if it is
                                           # still not past it this long after (late votes are the norm)
     max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched ...
@@ -558,5 +561,5 @@ class ChainCore:
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
-                "recovery": self.halt_recovery.status(), **self.counters}
+                "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(), **self.counters}
 
