@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 
 from exchange.chain.blocks import MAX_HEIGHT, PRECOMMIT
 from node.identity import NodeIdentity
@@ -65,8 +66,16 @@ class ReadySampler:
         return [(t, status, height) for t, node, status, height in self.samples if node == name and start <= t < end]
 
 
-async def _lie(nodes: list[NodeProcess], chain_id: str, validator_key: bytes) -> dict[str, object]:
-    """The attack: returns how many liars linked, what the nodes sent them and why they closed their links."""
+@dataclass
+class Attack:
+    liars: int
+    links: int
+    received: dict[str, int]            # message type -> how many the nodes sent the liars
+    goodbyes: dict[str, int]            # why the nodes closed liars' links
+
+
+async def _lie(nodes: list[NodeProcess], chain_id: str, validator_key: bytes) -> Attack:
+    """The attack: how many liars linked, what the nodes sent them and why they closed their links."""
     peers: list[tuple[RawPeer, str, NodeIdentity, int]] = []
     received: dict[str, int] = {}
     goodbyes: dict[str, int] = {}
@@ -114,7 +123,7 @@ async def _lie(nodes: list[NodeProcess], chain_id: str, validator_key: bytes) ->
     for reader in readers:
         reader.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
-    return {"liars": liars, "links": len(peers), "received": received, "goodbyes": goodbyes}
+    return Attack(liars, len(peers), received, goodbyes)
 
 
 def test_fresh_keys_claiming_height_2_62_keep_no_node_from_ready_nor_slow_honest_orders(cluster):
@@ -158,11 +167,11 @@ def test_fresh_keys_claiming_height_2_62_keep_no_node_from_ready_nor_slow_honest
     assert during_p99 <= max(2 * base_p99, 0.25), (f"honest p99 {during_p99 * 1000:.0f} ms during the lies vs "
                                                     f"{base_p99 * 1000:.0f} ms before")
     # ignored: nobody asked a liar for the blocks it claims, and every node's height is the real one
-    assert attack["received"].get("chain_sync_request", 0) == 0, attack
-    assert attack["liars"] >= ATTACK_SECONDS / NEW_LIAR_EVERY - 1, attack
+    assert attack.received.get("chain_sync_request", 0) == 0, attack
+    assert attack.liars >= ATTACK_SECONDS / NEW_LIAR_EVERY - 1, attack
     tops = [node.status()["height"] for node in nodes]
     assert max(tops) < 10_000, tops
     honest_nodes_intact(nodes)
-    print(f"\n{attack['liars']} fresh liars ({attack['links']} links) claiming {LIE}; honest p99 "
-          f"{base_p99 * 1000:.0f} ms before, {during_p99 * 1000:.0f} ms during; liars were sent {attack['received']}, "
-          f"closed {attack['goodbyes']}")
+    print(f"\n{attack.liars} fresh liars ({attack.links} links) claiming {LIE}; honest p99 "
+          f"{base_p99 * 1000:.0f} ms before, {during_p99 * 1000:.0f} ms during; liars were sent {attack.received}, "
+          f"closed {attack.goodbyes}")
