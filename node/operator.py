@@ -143,7 +143,7 @@ class OperatorSurface:
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
             "held_back": throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
-                                        node.peer_list()),
+                                        node.peer_list(), exchange.get("sync_budget")),
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},
