@@ -8,8 +8,8 @@ ahead of the next height wait in a bounded buffer; the next one is applied on it
 
 Claimed heights (heartbeats, votes, sync answers) are hints (`claims.py`): one counts only when f + 1
 current validators claim it or we checked a quorum certificate at that height (`network_height`), and sync
-asks a claimant of that height. A stranger's claim is tried only when nothing counts and no block came for
-`sync_retry`. What we serve is budgeted per peer with a global cap (`sync_budget.py`), and a catch-up is sent
+asks a claimant of that height. A stranger's claim is tried only when nothing counts (fewer than f + 1
+validators heard) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap (`sync_budget.py`), and a catch-up is sent
 only for the last two heights, so old votes replayed cannot make us send every block we keep.
 """
 from __future__ import annotations

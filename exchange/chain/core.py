@@ -4,7 +4,8 @@ its own bookkeeping, each seeing the core only through `core_view.CoreView`:
 
 - `block_check.py`   whether a block can be the next one (proposals in full, certified blocks' transactions);
 - `block_builder.py` the block this validator proposes, and the one set change it carries;
-- `blocksync.py`     claimed heights, sync requests and answers, catch-ups, blocks held until their turn;
+- `blocksync.py`     sync requests and answers, catch-ups, blocks held until their turn; which claimed heights
+                     count (`claims.py`) and what a peer may ask of us (`sync_budget.py`);
 - `intake.py`        transactions in (API, followers' RPC, gossip) and our own until a block has them;
 - `seat_requests.py` our own join, leave and approvals;
 - `recovery.py`      the way out of a permanent halt (validators gone for good).
