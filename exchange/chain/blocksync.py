@@ -9,8 +9,9 @@ ahead of the next height wait in a bounded buffer; the next one is applied on it
 Claimed heights (heartbeats, votes, sync answers) are hints (`claims.py`): one counts only when f + 1
 current validators claim it or we checked a quorum certificate at that height (`network_height`), and sync
 asks a claimant of that height. A stranger's claim is tried only when nothing counts (fewer than f + 1
-validators heard) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap (`sync_budget.py`), and a catch-up is sent
-only for the last two heights, so old votes replayed cannot make us send every block we keep.
+validators heard) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap
+(`sync_budget.py`), and a catch-up is sent only for the last two heights, so old votes replayed cannot make
+us send every block we keep.
 """
 from __future__ import annotations
 
@@ -318,6 +319,11 @@ class BlockSync:
         have signed), which no stranger can raise and a lying validator holds up only until it is struck."""
         validators = self.core.state.validators
         return self.claims.validators_height(validators.node_ids, 1, now, within)
+
+    def highest_claim(self, now: float, within: float = CLAIMS_WITHIN) -> int | None:
+        """The highest height anyone claimed within `within` seconds, of those not discounted: what the only
+        validator, recovering a damaged tail, must reach (it has no other validator to believe)."""
+        return self.claims.highest(now, within)
 
     def _sync_counted(self, now: float) -> bool:
         """Ask for blocks toward `network_height` when it is above ours; whether there was one to ask."""

@@ -86,6 +86,10 @@ class HeightClaims:
                          and not self.discounted(node, now)), reverse=True)
         return claims[skip - 1] if len(claims) >= skip else None
 
+    def highest(self, now: float, within: float) -> int | None:
+        """The highest claim of anyone made within `within` seconds and not discounted."""
+        return self.validators_height(self._heard, 1, now, within)
+
     def source(self, at_least: int, validators: Iterable[str], now: float, within: float,
                rng: random.Random) -> str | None:
         """Whom to ask for blocks up to `at_least`: a recent claimant of at least that height. Of those with the

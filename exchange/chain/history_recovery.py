@@ -57,8 +57,15 @@ class HistoryRecovery:
     def _caught_up(core: ChainCore, now: float) -> bool:
         """A validator: at the highest claim of a current validator (an upper bound: stopping short of what
         we may have signed would sign it again), once f + 1 of them are heard; a stranger's claim never
-        counts, and a validator that cannot back its claim is struck and discounted (blocksync.py). A node
-        without a seat signs nothing: at what counts (`network_height`) is enough."""
+        counts, and a validator that cannot back its claim is struck and discounted (blocksync.py). The only
+        validator: at the highest claim of anyone not discounted (its followers hold the blocks it lost; a
+        stranger's claim holds it up until tested). A node without a seat signs nothing: at what counts
+        (`network_height`) is enough."""
+        if core.is_validator and len(core.state.validators) == 1:
+            # the only validator has no other to believe: every claim counts until it is put to the test
+            # (sync asks each claimant in turn; two unanswered requests discount it), as the old rule did
+            highest = core.sync.highest_claim(now)
+            return highest is not None and core.height >= highest
         counted = core.sync.network_height(now)
         if counted is None or core.height < counted:
             return False

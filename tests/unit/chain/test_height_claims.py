@@ -16,6 +16,7 @@ from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Penalize, SendTo, SendValidators
 from exchange.chain.genesis import Genesis
 from exchange.chain.history_recovery import HistoryRecovery
+from exchange.chain.store import SIGN_FROM_UNKNOWN
 from node.chain_feed import ChainBridge
 from tests.sim.chain_sim import BASE_TIME, SIM_CORE, ChainSimulation, FakeKeys, MemoryStore, Scenario, SimApp, fake_verify
 
@@ -171,6 +172,8 @@ class _RecoveryStore:
 
 
 def _recovering(core: ChainCore) -> tuple[HistoryRecovery, _RecoveryStore, list[float]]:
+    """`core` recovering a damaged tail: it signs nothing until `progress` says it has caught up."""
+    core.consensus.sign_from = SIGN_FROM_UNKNOWN
     store = _RecoveryStore()
     clock = [BASE_TIME + 1.0]
     history = HistoryRecovery(store, lambda: clock[0], timeout=60.0)  # type: ignore[arg-type]
@@ -275,3 +278,27 @@ def test_replayed_old_votes_of_a_validator_draw_no_blocks_and_the_last_height_on
     core.tick(now + 1.0)
     sent = [e for e in core.take_effects() if isinstance(e, SendTo) and e.message["type"] == "chain_decision"]
     assert [e.node_id for e in sent] == [target.node_id], "a validator heard at the height just decided gets it"
+
+
+def test_the_only_validator_recovers_to_its_followers_claim_once_a_liars_claim_is_tested():
+    """The only validator has no other validator to believe: its followers hold the blocks it lost, so every
+    claim counts until it is put to the test (sync asks the claimant; two unanswered requests discount it)."""
+    alone = FakeKeys("recover-alone")
+    core = _core([alone], alone)
+    history, store, clock = _recovering(core)
+    follower, liar = FakeKeys("recover-follower").node_id, FakeKeys("recover-liar").node_id
+    core.peer_height(follower, core.height, clock[0])
+    core.peer_height(liar, LIE, clock[0])
+    history.progress(core, 0)
+    assert history.recovering is not None, "a claim above ours, not yet tested"
+    asked: list[str] = []
+    for _ in range(4):
+        clock[0] += SIM_CORE.sync_retry + 0.1
+        core.peer_height(follower, core.height, clock[0])
+        core.tick(clock[0])
+        asked += _sync_requests(core)
+        history.progress(core, 0)
+        if history.recovering is None:
+            break
+    assert asked and set(asked) == {liar}, asked
+    assert history.recovering is None and store.sign_from == core.height + 1
