@@ -1,13 +1,15 @@
 """Heights peers claim (heartbeats, votes and blocks ahead of ours, sync answers), and what of them to believe.
 
 A claim costs nothing: any key can link and say 2^62. So a claimed height counts (for being "behind" in
-/ready, for asking for a seat, for finishing the recovery of damaged history, for whom sync asks first) only
-when at least f + 1 current validators claim it, or when we checked a quorum certificate at that height
-(`BlockSync`): the (f + 1)-th highest of the validators' claims is claimed by at least one honest validator,
-so no f liars and no stranger can raise it, and a stranger's claim never blocks anything. Claims that count
-for nothing still tell sync whom to try when nothing counts (our validators all left the set while we were
-away): a peer asked for the blocks it claims that hands over none is struck, and two strikes in
-STRIKES_FOR seconds discount its claims.
+/ready, for asking for a seat, for whom sync asks) only when at least f + 1 current validators claim it, or
+when we checked a quorum certificate at that height (`BlockSync.network_height`): the (f + 1)-th highest of
+the validators' claims is claimed by at least one honest validator, so no f liars and no stranger can raise
+it, and a stranger's claim never blocks anything. Where an upper bound is needed (finishing the recovery of
+a damaged tail), the highest validator's claim counts once tested, and for the only validator of a network
+anyone's. A claim is tested by asking its claimant for the blocks: one that hands over none is struck, two
+strikes in STRIKES_FOR seconds discount its claims, and whom sync asks is chosen among the fewest strikes.
+Claims that count for nothing still tell sync whom to try when nothing counts (we hear fewer than f + 1
+validators: say ours all left the set while we were away).
 
 Every map here is per identity and bounded by count (MAX_HEARD, the oldest first) and by age (`prune`).
 """
