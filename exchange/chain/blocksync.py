@@ -330,16 +330,23 @@ class BlockSync:
         target = self.network_height(now)
         if target is None or target <= self.core.state.height:
             return False
+        if self._asking(now):
+            return True             # asked already: no search of every claim for each heartbeat meanwhile
         source = self.claims.source(target, self.core.state.validators.node_ids, now, CLAIMS_WITHIN, self.core.rng)
         if source is None:
             return False
         self._request_sync(source, now)
         return True
 
-    def _request_sync(self, peer: str, now: float) -> None:
+    def _asking(self, now: float) -> bool:
+        """A request of ours is in flight, not yet `sync_retry` old."""
         inflight = self._sync_inflight
-        if inflight is not None and now - inflight[1] < self.core.config.sync_retry:
+        return inflight is not None and now - inflight[1] < self.core.config.sync_retry
+
+    def _request_sync(self, peer: str, now: float) -> None:
+        if self._asking(now):
             return
+        inflight = self._sync_inflight
         if inflight is not None:          # the last request went unanswered
             self.claims.strike(inflight[0], now)
         self._sync_inflight = (peer, now)
@@ -352,7 +359,7 @@ class BlockSync:
         f + 1 validators: say every validator we know left the set while we were away), try a peer that
         claims more than we have (a current validator first)."""
         if now - self.core.last_commit_at <= self.core.config.sync_retry or self._sync_counted(now) \
-                or self.network_height(now) is not None:
+                or self.network_height(now) is not None or self._asking(now):
             return
         source = self.claims.source(self.core.state.height + 1, self.core.state.validators.node_ids, now,
                                     CLAIMS_WITHIN, self.core.rng)
