@@ -301,6 +301,16 @@ class Settings:
     peer_tx_burst: float = _setting(
         500.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
         _FLOAT_POS)
+    sync_peer_rate: float = _setting(
+        100.0, "SYNC_PEER_RATE", "Block sync requests one peer may make a second (bursts of twice that); more are "
+        "ignored and counted, never penalised: a node catching up has one request in flight and asks again",
+        _FLOAT_POS)
+    sync_peer_bytes: int = _setting(
+        8 * 1024 * 1024, "SYNC_PEER_BYTES", "Bytes of blocks one peer catching up may be sent a second",
+        p.integer(1024))
+    sync_total_bytes: int = _setting(
+        32 * 1024 * 1024, "SYNC_TOTAL_BYTES", "Bytes of blocks sent a second to all peers catching up together, but "
+        "the current validators (each within SYNC_PEER_BYTES)", p.integer(1024))
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))

@@ -124,8 +124,8 @@ class ChainBridge:
         now = self.clock()
         if not core.quorum_present(now):
             return False, chain.halt_watch.reason(now) or "no quorum of validators reachable"
-        claimed = core.sync.best_claimed(now, validators_only=True)
-        best = core.height if claimed is None else claimed[0]
+        claimed = core.sync.network_height(now)        # f + 1 validators' word, never a stranger's
+        best = core.height if claimed is None else claimed
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"
         stalled = now - self.last_block_at

@@ -93,6 +93,8 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
                       role="follower" if legacy else settings.role, peer_tx_rate=settings.peer_tx_rate,
                       peer_tx_burst=settings.peer_tx_burst, mempool_account_txs=settings.mempool_account_txs,
+                      sync_peer_rate=settings.sync_peer_rate, sync_peer_bytes=settings.sync_peer_bytes,
+                      sync_total_bytes=settings.sync_total_bytes,
                       account_ops_per_block=settings.account_ops_per_block,
                       account_ops_per_100_blocks=settings.account_ops_per_100_blocks,
                       max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))

@@ -150,7 +150,8 @@ class OperatorSurface:
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
             "held_back": (throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
-                                         node.peer_list()) + refused_rows(status.get("public_refused")))[:MAX_ROWS],
+                                         node.peer_list(), exchange.get("sync_budget"))
+                          + refused_rows(status.get("public_refused")))[:MAX_ROWS],
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},

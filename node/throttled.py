@@ -1,6 +1,7 @@
 """Who this node is holding back and why, gathered for the console from what /status already says: the
 validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now
-(per neighbour and per origin), and peers with misbehaviour points or banned (the last reason given)."""
+(per neighbour and per origin), the sync budget (requests ignored per peer), and peers with misbehaviour
+points or banned (the last reason given)."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping, TypedDict
@@ -10,12 +11,13 @@ MAX_ROWS = 32       # the console's table is bounded whoever floods
 
 class ThrottledRow(TypedDict):
     peer: str
-    what: str       # transactions, <type> broadcasts, banned, penalised
+    what: str       # transactions, <type> broadcasts, sync requests, banned, penalised
     why: str
 
 
 def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Mapping[str, object] | None,
-                   peers: Iterable[Mapping[str, object]]) -> list[ThrottledRow]:
+                   peers: Iterable[Mapping[str, object]],
+                   sync_budget: Mapping[str, object] | None = None) -> list[ThrottledRow]:
     """Rows for the console's "held back" table, at most MAX_ROWS: budgets first, then penalties."""
     rows: list[ThrottledRow] = []
     throttled = tx_budget.get("throttled") if tx_budget else None
@@ -31,6 +33,11 @@ def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Ma
             for name in names if isinstance(names, list) else []:
                 rows.append({"peer": str(name), "what": f"{kind} broadcasts",
                              "why": f"over its budget as {'a neighbour' if role == 'neighbours' else 'an origin'} now"})
+    ignored = sync_budget.get("throttled") if sync_budget else None
+    for entry in ignored if isinstance(ignored, list) else []:
+        rows.append({"peer": str(entry.get("peer")), "what": "sync requests",
+                     "why": f"past SYNC_PEER_RATE, SYNC_PEER_BYTES or SYNC_TOTAL_BYTES: {entry.get('refused', 0)} "
+                            f"ignored"})
     for peer in peers:
         points = peer.get("penalty") or 0
         banned = peer.get("status") == "banned"

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from p2p.admission import LOOPBACK
 from p2p.discovery.base import SOURCE_PRIORITY, Candidate
 from p2p.resilience.backoff import Backoff
 
@@ -59,17 +60,18 @@ class KnownAddress:
 
 
 def address_group(host: str) -> str:
-    """The network group of an address as addrman groups them: its /16 (IPv4) or /32 (IPv6); "loopback" for
-    loopback addresses; a host name is a group of its own."""
+    """The network group of an address as addrman groups them: its /16 (IPv4) or /32 (IPv6), marked as loopback
+    for loopback addresses (127.a.0.0/16 each, as `netgroup` splits loopback); a host name is a group of its own."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return f"name:{host.lower()}"
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    group = str(ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 32}", strict=False))
     if ip.is_loopback:
-        return "loopback"
-    return str(ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 32}", strict=False))
+        return LOOPBACK if ip.version == 6 else f"{LOOPBACK}/{group}"
+    return group
 
 
 def dialable(host: str, port: int, *, allow_loopback: bool = True) -> bool:

@@ -7,9 +7,10 @@ node we keep linked, or one of the peers worth keeping: a few from netgroups pic
 rest. Of what is left, the youngest peer of the most crowded netgroup goes. So one host or one
 subnet cannot fill every slot, and a flood of new connections cannot displace long-lived peers.
 
-Netgroups are IPv4 /24s and IPv6 /48s; loopback is one group, and exempt from the per-address caps
-unless `limit_loopback` (several nodes on one machine are the operator's own doing; every remote
-host is capped).
+Netgroups are IPv4 /24s and IPv6 /48s, marked as loopback for loopback addresses (127.a.b.0/24 each, so
+loopback aliases stand for distinct subnets on one machine; ::1 is one group); loopback is exempt from the
+per-address caps unless `limit_loopback` (several nodes on one machine are the operator's own doing; every
+remote host is capped).
 """
 from __future__ import annotations
 
@@ -25,8 +26,12 @@ PROTECT_NETGROUPS = 4
 PROTECT_LOW_RTT = 8
 
 
+LOOPBACK = "loopback"
+
+
 def netgroup(host: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) of an address; "loopback" for loopback addresses."""
+    """The /24 (IPv4) or /48 (IPv6) of an address; a loopback address's group is marked as such
+    ("loopback/127.0.0.0/24"; "loopback" for ::1)."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -34,14 +39,18 @@ def netgroup(host: str) -> str:
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_loopback:
-        return "loopback"
+        return LOOPBACK if ip.version == 6 else f"{LOOPBACK}/{ipaddress.ip_network(f'{ip}/24', strict=False)}"
     if ip.version == 4:
         return str(ipaddress.ip_network(f"{ip}/24", strict=False))
     return str(ipaddress.ip_network(f"{ip}/48", strict=False))
 
 
+def is_loopback_group(group: str) -> bool:
+    return group == LOOPBACK or group.startswith(LOOPBACK + "/")
+
+
 def is_loopback(host: str) -> bool:
-    return netgroup(host) == "loopback"
+    return is_loopback_group(netgroup(host))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,7 @@ def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[s
     """"too_many_from_ip" / "too_many_from_subnet" when `host` already holds its share of inbound
     connections (handshakes in progress included), else None."""
     group = netgroup(host)
-    if group == "loopback" and not limits.limit_loopback:
+    if is_loopback_group(group) and not limits.limit_loopback:
         return None
     same_ip = same_group = 0
     for other in inbound_hosts:

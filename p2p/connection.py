@@ -86,7 +86,7 @@ class PeerLink(asyncio.Protocol):
         "_pending_bytes", "_flush_handle", "_paused", "_resumed", "_timeout_handle", "_handshake", "_secure",
         "handshake_hash", "opened_at", "connected_at", "last_recv", "last_frame_at", "rtt", "msgs_in", "msgs_out", "bytes_in",
         "bytes_out", "peer_ts", "peer_ts_at", "remote_links", "_loop", "dial_address", "dial_seq", "lost",
-        "_bound", "_max_frame", "provisional", "via", "reading", "read_holds", "_read_tokens", "_read_at",
+        "_bound", "_max_frame", "provisional", "via", "reading",
     )
 
     def __init__(self, host: LinkHost, direction: Direction, source: str = "inbound",
@@ -125,8 +125,6 @@ class PeerLink(asyncio.Protocol):
         self.last_frame_at: float | None = None  # wall-clock time of the last frame received (peers' "last seen")
         self.rtt: float | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
-        self.read_holds = 0
-        self._read_tokens, self._read_at = host.read_burst, self._loop.time()
         self.peer_ts: float | None = None
         self.peer_ts_at = 0.0
         self.remote_links: frozenset[str] = frozenset()
@@ -134,7 +132,7 @@ class PeerLink(asyncio.Protocol):
         self.provisional = False  # let in past a full house for a node we keep linked: must prove it is one
         self.via: str | None = None  # the relay's node id, for a link carried through a relay (p2p/nat/circuit.py)
         self.reading = LinkReading(self._loop, lambda: self.transport, self._dispatch_open, self._receive_failed,
-                                   lambda: self.state == OPEN)
+                                   lambda: self.state == OPEN, (host.read_rate, host.read_burst))
 
     # --- identity helpers -------------------------------------------------------------------
     @property
@@ -181,8 +179,8 @@ class PeerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.last_recv = time.monotonic()
-        if self.via is None:
-            self.charge_read(len(data))
+        if self.via is None:    # a relayed link is bounded by its circuit's byte budget at the relay
+            self.reading.charge(len(data))
         try:
             if self._secure is None:
                 data = self._handshake_bytes(data)
@@ -214,19 +212,6 @@ class PeerLink(asyncio.Protocol):
             self.close(exc.reason, exc.detail, fault=Fault.PATH)
         else:   # our bug, never the peer's to pay for
             self._internal_error("link.receive", exc)
-
-    def charge_read(self, size: int) -> None:
-        """Bytes read from this peer's socket, against its budget (`read_rate` a second, bursts of `read_burst`):
-        what one peer costs us to decrypt and frame is bounded per peer, not only by the message rate, and past
-        the budget its socket is not read until the deficit has refilled (the peer's sending waits on TCP;
-        nothing is dropped). A relayed link is bounded by its circuit's own byte budget at the relay."""
-        now = self._loop.time()
-        rate = self.host.read_rate
-        tokens = min(self.host.read_burst, self._read_tokens + (now - self._read_at) * rate) - size
-        self._read_tokens, self._read_at = tokens, now
-        if tokens < 0:
-            self.read_holds += 1
-            self.reading.hold(-tokens / rate)
 
     def hold_reading(self, seconds: float) -> None:
         """Read nothing from this peer for `seconds`: a component's budget for it is spent (link_reading.py).

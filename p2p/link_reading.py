@@ -7,9 +7,12 @@ serves the other links first, and a peer that sends faster than we handle its fr
 by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
 (`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own TCP
 window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace
-rather than in a burst each time a hold ends. A link relayed through a circuit has no socket of its own: when it falls
-behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it either; such a
-link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as the hold.
+rather than in a burst each time a hold ends. Every read is also charged against the peer's byte budget
+(`charge`): what one peer costs us to decrypt and frame is bounded per peer, not only by its message rate,
+and past the budget its socket waits until the deficit has refilled. A link relayed through a circuit has no
+socket of its own: when it falls behind, its carrier link stops reading (`block`), so a relay cannot pile
+frames up in it either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier
+for as long as the hold.
 """
 from __future__ import annotations
 
@@ -24,11 +27,12 @@ TURN_MESSAGES = 64      # an open link's messages handed over per event-loop tur
 
 class LinkReading:
     __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_turn", "_hold_timer",
-                 "_hold_until", "_paused", "_blockers")
+                 "_hold_until", "_paused", "_blockers", "_read_rate", "_read_burst", "_read_tokens", "_read_at",
+                 "read_holds")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: Callable[[], asyncio.Transport | None],
                  dispatch: Callable[[list[Message]], None], failed: Callable[[Exception], None],
-                 is_open: Callable[[], bool]) -> None:
+                 is_open: Callable[[], bool], read_budget: tuple[float, float]) -> None:
         self._loop = loop
         self._transport = transport
         self._dispatch = dispatch           # hands messages to the node; may raise for the link to close
@@ -40,6 +44,9 @@ class LinkReading:
         self._hold_until = 0.0
         self._paused = False
         self._blockers: set[object] = set()     # what else stops this socket being read (a circuit carried on it)
+        self._read_rate, self._read_burst = read_budget     # bytes a second, bursts of
+        self._read_tokens, self._read_at = self._read_burst, loop.time()
+        self.read_holds = 0
 
     def deliver(self, messages: list[Message]) -> None:
         """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns (after the
@@ -71,6 +78,15 @@ class LinkReading:
             self._take_turn()
         except Exception as exc:  # noqa: BLE001 - a transport callback in all but name: nothing escapes it
             self._failed(exc)
+
+    def charge(self, size: int) -> None:
+        """`size` bytes read from the socket: past the budget, read nothing until the deficit has refilled."""
+        now = self._loop.time()
+        tokens = min(self._read_burst, self._read_tokens + (now - self._read_at) * self._read_rate) - size
+        self._read_tokens, self._read_at = tokens, now
+        if tokens < 0:
+            self.read_holds += 1
+            self.hold(-tokens / self._read_rate)
 
     def put_back(self, messages: list[Message]) -> None:
         """Messages handed over while a hold began (the one before them spent a budget): first in line again,

@@ -16,7 +16,7 @@ class PeerConfig:
     advertise_host: str | None
     max_frame_bytes: int
     send_buffer_bytes: int
-    read_rate: int                  # bytes a second read from one link (PeerLink.charge_read)
+    read_rate: int                  # bytes a second read from one link (LinkReading.charge)
     handshake_timeout: float
     heartbeat_interval: float
     dead_after: int                 # heartbeat intervals of silence before a link is dropped

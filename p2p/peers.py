@@ -173,7 +173,7 @@ class PeerRecord:
             self.rtt = link.rtt if link.rtt is not None else self.rtt
             self.msgs_in, self.msgs_out = link.msgs_in, link.msgs_out
             self.bytes_in, self.bytes_out = link.bytes_in, link.bytes_out
-            self.read_holds = link.read_holds
+            self.read_holds = link.reading.read_holds
             if link.last_frame_at is not None:      # a connected peer was last seen when its last frame came
                 self.last_seen = max(self.last_seen, link.last_frame_at)
 
@@ -722,7 +722,8 @@ class PeerManager:
                            source="persisted" if e.source == CLAIMED else e.source, first_seen=e.first_seen,
                            last_seen=e.last_seen, last_connected=e.last_connected, failures=e.failures)
                 for e in self.book.verified()]
-        rows += self._linked_claims() if claims is None else claims
+        claims = self._linked_claims() if claims is None else claims
+        rows += claims[:max(0, self.store.max_entries - len(rows))]      # the tried ones first, whatever their age
         try:
             await asyncio.to_thread(self.store.save, rows)
         except OSError as exc:
@@ -790,6 +791,9 @@ class PeerManager:
         if room <= 0:
             return
         due = self.book.due() if want > 0 else self.book.due_unreached("bootstrap")
+        trying_tried = self._trying_tried() or any(
+            _untried_since_reached(e) and e.address not in self._dialling and not (e.node_id and e.node_id in busy)
+            for e in due)
         for entry in due:
             if room <= 0:
                 break
@@ -797,10 +801,20 @@ class PeerManager:
                 continue
             if entry.address in self._dialling or (entry.node_id and entry.node_id in busy):
                 continue
+            if not entry.verified and trying_tried:
+                continue        # tried first: an address nobody checked waits until the tried ones have answered
             if not self._start_dial(entry):
                 break
             want -= 1
             room -= 1
+
+    def _trying_tried(self) -> bool:
+        """A dial to a verified address that has not failed since we last reached it is under way. Until it
+        has answered, no unverified address is dialled (nor felt): after a restart the peers we reached before
+        are linked before any address a stranger told us, and a book full of claims cannot take the first
+        outbound slots from them. One that failed holds nobody back (it may be gone for good)."""
+        return any((entry := self.book.get(address)) is not None and _untried_since_reached(entry)
+                   for address in self._dialling)
 
     def _dial_kept(self, busy: set[str]) -> bool:
         """Dial the due addresses of kept nodes we hold no link to; False when out of dial tokens."""
@@ -830,8 +844,8 @@ class PeerManager:
     def _start_feeler(self) -> bool:
         """Dial one address a peer that is no longer linked claimed, once, to check it leads to that node
         (addrman's feeler)."""
-        if self.config.target_outbound <= 0 or self._stopping:      # a node told not to dial does not feel either
-            return False
+        if self.config.target_outbound <= 0 or self._stopping or self._trying_tried():
+            return False        # a node told not to dial does not feel either; tried addresses go first
         due = self.book.next_feeler()
         if due is None:
             return False
@@ -911,3 +925,8 @@ class PeerManager:
                        "per_ip": self.limits.per_ip, "per_subnet": self.limits.per_subnet,
                        "limit_loopback": self.limits.limit_loopback},
         }
+
+
+def _untried_since_reached(entry: KnownAddress) -> bool:
+    """A verified address whose last dial (if any since we reached it) did not fail."""
+    return entry.verified and entry.failures == 0

@@ -1,28 +1,36 @@
 """Block sync: how a node that is behind gets the certified blocks it lacks, and helps others get theirs.
 
 Three ways in, one way to apply. A certified block arrives as a decision broadcast, as a catch-up a
-validator sends to one it heard voting at a height already decided (`help_behind`, `send_catchups`), or in
-a sync answer to our request (`on_sync_request` / `on_sync_response`, at most one request in flight, to
-the best peer by claimed height). Blocks ahead of the next height wait in a bounded buffer; the next one
-is applied on its quorum certificate (`on_certified`), checked against our own state first.
+validator sends to one it heard voting at the height just decided (`help_behind`, `send_catchups`), or in
+a sync answer to our request (`on_sync_request` / `on_sync_response`, at most one request in flight). Blocks
+ahead of the next height wait in a bounded buffer; the next one is applied on its quorum certificate
+(`on_certified`), checked against our own state first.
 
-Claimed heights (heartbeats, sync answers) are hints, never trusted: a peer that claims blocks and hands
-none over is struck and its claims stop counting for a while, and the map of claims is bounded, since a
-fresh key costs nothing.
+Claimed heights (heartbeats, votes, sync answers) are hints (`claims.py`): one counts only when f + 1
+current validators claim it or we checked a quorum certificate at that height (`network_height`), and sync
+asks a claimant of that height. A stranger's claim is tried only when nothing counts (fewer than f + 1
+validators heard) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap
+(`sync_budget.py`), and a catch-up is sent only for the last two heights, so old votes replayed cannot make
+us send every block we keep.
 """
 from __future__ import annotations
 
 import logging
 
 from exchange.chain.blocks import Block, Commit, Header, Malformed
+from exchange.chain.claims import HeightClaims
 from exchange.chain.core_view import CoreView
+from exchange.chain.sync_budget import Bucket, SyncBudget
 from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, NeedSnapshot, SendTo
 from exchange.app.txs import InvalidTx
 
 log = logging.getLogger("exchange.chain")
 
-MAX_HEARD = 4096            # neighbours whose claimed heights are remembered (pruned to half, newest first)
+CLAIMS_WITHIN = 10.0        # s a claim counts after it was made
+CATCHUP_WINDOW = 2          # a validator heard voting this many heights below ours or less is sent the block
+AHEAD_CHECKS_PER_S = 4.0    # certificates of blocks far ahead whose signatures we check, a second, from anyone
+PRUNE_EVERY = 1.0           # s between prunes of the per-identity maps
 
 
 class BlockSync:
@@ -30,20 +38,34 @@ class BlockSync:
 
     def __init__(self, core: CoreView) -> None:
         self.core = core
+        config = core.config
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
         self._buffered_bytes = 0
-        self._heard: dict[str, tuple[int, float]] = {}                # node id -> (its claimed height, when)
-        self._heard_lag: dict[str, int] = {}          # node id -> our height minus its claim, when it claimed
-        self._unbacked: dict[str, tuple[int, float]] = {}             # node id -> (claims it failed to back, last)
+        self.claims = HeightClaims()
+        self.budget = SyncBudget(config.sync_peer_rate, config.sync_peer_bytes, config.sync_total_bytes)
+        self._verified_ahead = 0                  # the highest height above ours whose certificate we checked
+        self._ahead_checks = Bucket(AHEAD_CHECKS_PER_S, AHEAD_CHECKS_PER_S, core.now)
         self._sync_inflight: tuple[str, float] | None = None
         self._catchup_sent: dict[str, tuple[int, float]] = {}         # node -> (height, when) last helped
         self._maybe_behind: dict[str, tuple[int, float]] = {}         # node -> (height heard at, since when)
         self._future_warned = 0
+        self._pruned_at = core.now
 
     def tick(self, now: float) -> None:
         self.sync_if_behind(now)
         if self._maybe_behind:
             self.send_catchups(now)
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self.prune(now)
+
+    def prune(self, now: float) -> None:
+        """Forget old claims and strikes, and help owed to nodes that hold no seat now."""
+        self._pruned_at = now
+        self.claims.prune(now)
+        members = set(self.core.state.validators.node_ids)
+        for table in (self._catchup_sent, self._maybe_behind):
+            for node in [node for node in table if node not in members]:
+                del table[node]
 
     def next_deadline(self) -> float | None:
         """When the earliest catch-up owed falls due (None: none owed)."""
@@ -53,9 +75,11 @@ class BlockSync:
     def help_behind(self, validator: bytes, height: int, sender: str | None) -> None:
         """A validator heard at a height we decided. Usually only its vote was late (the fifth precommit
         arrives after the quorum of four) and the decision broadcast reaches it anyway; if it is still
-        not past that height `catchup_delay` later (`send_catchups`), it gets the certified block."""
-        if validator not in self.core.state.validators.index:
-            return                      # not a validator of ours (and unverified): nothing to keep for it
+        not past that height `catchup_delay` later (`send_catchups`), it gets the certified block. Only for
+        the last CATCHUP_WINDOW heights: a validator further behind syncs by asking, and anyone can replay a
+        validator's old precommits (they are in every commit) to have us send it one block for each."""
+        if validator not in self.core.state.validators.index or height <= self.core.state.height - CATCHUP_WINDOW:
+            return                      # not a validator of ours (and unverified), or old: nothing to keep for it
         node = node_id_for(validator)
         known = self._maybe_behind.get(node)
         if known is None or height > known[0]:
@@ -75,7 +99,7 @@ class BlockSync:
                if now - since >= self.core.config.catchup_delay]
         for node, height in due:
             del self._maybe_behind[node]
-            heard = self._heard.get(node)
+            heard = self.claims.heard(node)
             if heard is None or heard[0] < height:      # its own heartbeat does not say it has the block
                 self._send_catchup(node, height)
 
@@ -101,6 +125,7 @@ class BlockSync:
             return
         if height > self.core.state.height + 1:
             self._buffer(block, commit, sender)
+            self._check_ahead(block, commit, sender, now)
             self.note_ahead(sender, height, now)
             return
         self._take_certified(block, commit, sender, now)
@@ -122,6 +147,24 @@ class BlockSync:
             return
         self._buffered[height] = (block, commit, sender)
         self._buffered_bytes += size
+
+    def _check_ahead(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
+        """A certified block above the next height that names our current validator set: once its certificate
+        checks out, its height counts as reached (`network_height`) though no validator told us so. At most
+        AHEAD_CHECKS_PER_S checks a second, only of heights above what counts already; a certificate that
+        fails for the set its block names was made up by whoever sent it."""
+        state = self.core.state
+        if block.height <= max(self._verified_ahead, state.height + 1) or block.header.chain_id != self.core.chain_id \
+                or block.header.validators_hash != state.validators.hash:
+            return
+        if self._ahead_checks.level(now) < 1.0:
+            self.core.counters["ahead_checks_skipped"] = self.core.counters.get("ahead_checks_skipped", 0) + 1
+            return
+        self._ahead_checks.spend(1.0, now)
+        if commit.verify(self.core.chain_id, state.validators, self.core.verify):
+            self._verified_ahead = block.height
+        else:
+            self.core.penalize(sender, PENALTY_INVALID, "bad_commit_ahead")
 
     def _unbuffer(self, height: int) -> tuple[Block, Commit, str | None]:
         entry = self._buffered.pop(height)
@@ -174,9 +217,19 @@ class BlockSync:
                       ahead / 1000)
 
     def on_sync_request(self, body: object, sender: str | None) -> None:
+        """Up to `sync_batch` stored blocks from the height asked, within a block's worth of bytes and what the
+        sender's budget allows (`sync_budget.py`); over budget, nothing (counted: the asker times out and asks
+        again)."""
         if sender is None or type(body) is not list or len(body) != 2 \
                 or not all(type(v) is int and v >= 1 for v in body):
             raise Malformed("bad_sync_request")
+        now = self.core.now
+        capped = sender not in self.core.state.validators.node_ids
+        allowed = self.budget.allowance(sender, now, capped=capped)
+        if allowed <= 0:
+            self.core.counters["sync_requests_refused"] = self.core.counters.get("sync_requests_refused", 0) + 1
+            return
+        limit = min(self.core.config.max_block_bytes, allowed)
         first, last = body[0], min(body[1], self.core.state.height, body[0] + self.core.config.sync_batch - 1)
         items = []
         size = 0
@@ -186,31 +239,34 @@ class BlockSync:
                 break
             size += stored[0].size
             items.append([stored[0].wire(), stored[1].wire()])
-            if size > self.core.config.max_block_bytes:
+            if size >= limit:
                 break
+        self.budget.spend(sender, size, now, capped=capped)
         first_kept = getattr(self.core.blocks, "first_height", 1)
         self.core.emit(SendTo(sender, {"type": "chain_sync_response", "body": [items, self.core.state.height, first_kept]}))
 
     def on_sync_response(self, body: object, sender: str | None, now: float) -> None:
         if type(body) is not list or len(body) not in (2, 3) or type(body[0]) is not list or type(body[1]) is not int:
             raise Malformed("bad_sync_response")
-        if self._sync_inflight is not None and self._sync_inflight[0] == sender:
+        asked = self._sync_inflight is not None and self._sync_inflight[0] == sender
+        if asked:
             self._sync_inflight = None
         items, their_height = body[0], body[1]
         their_first = body[2] if len(body) == 3 and type(body[2]) is int else 1
-        if not items and their_first > self.core.state.height + 1 and their_height > self.core.state.height and sender:
-            self.core.emit(NeedSnapshot(sender))      # they compacted the blocks we lack
+        ours = self.core.state.height
+        if not items and their_first > ours + 1 and their_height > ours and sender:
+            if asked:
+                self.core.emit(NeedSnapshot(sender))      # they compacted the blocks we lack
             return
         if sender is not None:
-            self._heard[sender] = (their_height, now)
-            self._heard_lag[sender] = self.core.state.height - their_height
-            if not items and their_height > self.core.state.height:
+            self.claims.record(sender, their_height, now, ours)
+            if not items and their_height > ours:
                 # it claims blocks we lack yet hands over none: its claims stop counting until it backs one
-                self._strike(sender, now)
+                self.claims.strike(sender, now)
                 self.core.penalize(sender, 10.0, "claimed_height_not_backed")
                 return
             if items:
-                self._unbacked.pop(sender, None)
+                self.claims.backed(sender)
         for item in items:
             if type(item) is not list or len(item) != 2:
                 raise Malformed("bad_sync_item")
@@ -221,7 +277,7 @@ class BlockSync:
                 if self.core.state.height == before:
                     return
                 self.core.counters["synced_blocks"] += 1
-        if self.core.state.height < their_height:
+        if asked and sender is not None and self.core.state.height < their_height:
             self._request_sync(sender, now)
 
     def peer_height(self, node_id: str, height: int, now: float) -> None:
@@ -231,65 +287,84 @@ class BlockSync:
         self.core.set_now(now)
         if height >= self.core.state.height:
             self.core.heard_validator(node_id, now)
-        self._heard[node_id] = (height, now)
-        self._heard_lag[node_id] = self.core.state.height - height
-        if len(self._heard) > MAX_HEARD:
-            self._forget_unheard(now)
+        self.claims.record(node_id, height, now, self.core.state.height)
         if height > self.core.state.height + 1:
             self.note_ahead(node_id, height, now)
 
-    def _forget_unheard(self, now: float) -> None:
-        """Anyone may link with a fresh key and say a height: keep the claims of the last minute, and of
-        those at most MAX_HEARD, the newest."""
-        keep = sorted(((t, node) for node, (_, t) in self._heard.items() if now - t <= 60.0), reverse=True)
-        kept = {node for _, node in keep[:MAX_HEARD // 2]}
-        for node in [node for node in self._heard if node not in kept]:
-            del self._heard[node]
-            self._heard_lag.pop(node, None)
-
     def note_ahead(self, peer: str | None, height: int, now: float) -> None:
-        if peer is not None and height > self.core.state.height:
-            heard = self._heard.get(peer)
-            if heard is None or heard[0] < height:
-                self._heard[peer] = (height, now)
-            self._request_sync(peer, now)
+        """`peer` showed a height above ours (a heartbeat, a vote or proposal, a certified block): if what
+        counts (`network_height`) is now above ours, ask a claimant of it at once."""
+        if peer is None or height <= self.core.state.height:
+            return
+        self.claims.raise_to(peer, height, now)
+        if peer in self.core.state.validators.node_ids and not self.claims.discounted(peer, now):
+            self._request_sync(peer, now)       # a validator's claim is put to the test: it backs it or is struck
+        else:
+            self._sync_counted(now)
 
-    def best_claimed(self, now: float, within: float = 10.0, validators_only: bool = False) -> tuple[int, str] | None:
-        """The highest height a recent peer claims (with who), among peers that back what they claim: one
-        that was asked for the blocks it claims and handed over none no longer counts until it does. With
-        `validators_only`, only the current validators' claims count (a fresh key costs nothing, so a
-        stranger's claim must not make a node call itself behind)."""
-        members = set(self.core.state.validators.node_ids) if validators_only else None
-        return max(((h, node) for node, (h, t) in self._heard.items()
-                    if now - t < within and not self._discounted(node, now)
-                    and (members is None or node in members)), default=None)
+    def network_height(self, now: float, within: float = CLAIMS_WITHIN) -> int | None:
+        """A height the network has certainly reached, as far as we can tell: the (f + 1)-th highest of the
+        current validators' recent claims (at least one of them is honest), or a height above ours whose
+        certificate we checked, whichever is higher. None: fewer than f + 1 validators heard within `within`
+        seconds and no certificate ahead. A stranger's claim never raises it."""
+        validators = self.core.state.validators
+        claimed = self.claims.validators_height(validators.node_ids, validators.skip, now, within)
+        verified = self._verified_ahead if self._verified_ahead > self.core.state.height else None
+        return max((h for h in (claimed, verified) if h is not None), default=None)
 
-    def _strike(self, node: str, now: float) -> None:
-        count, _ = self._unbacked.get(node, (0, now))
-        self._unbacked[node] = (count + 1, now)
+    def validators_highest(self, now: float, within: float = CLAIMS_WITHIN) -> int | None:
+        """The highest height a current validator claimed within `within` seconds, of those not discounted
+        for failing to back a claim (a validator's claim ahead of ours is put to the test when it arrives):
+        an upper bound where one is needed (recovering a damaged tail must not stop short of what we may
+        have signed), which no stranger can raise and a lying validator holds up only until it is struck."""
+        validators = self.core.state.validators
+        return self.claims.validators_height(validators.node_ids, 1, now, within)
 
-    def _discounted(self, node: str, now: float) -> bool:
-        """Two unbacked claims in the last 30 s: ignore what it claims for now (a slow honest peer recovers)."""
-        strikes = self._unbacked.get(node)
-        return strikes is not None and strikes[0] >= 2 and now - strikes[1] < 30.0
+    def highest_claim(self, now: float, within: float = CLAIMS_WITHIN) -> int | None:
+        """The highest height anyone claimed within `within` seconds, of those not discounted: what the only
+        validator, recovering a damaged tail, must reach (it has no other validator to believe)."""
+        return self.claims.highest(now, within)
 
-    def _request_sync(self, peer: str | None, now: float) -> None:
-        if peer is None:
+    def _sync_counted(self, now: float) -> bool:
+        """Ask for blocks toward `network_height` when it is above ours; whether there was one to ask."""
+        target = self.network_height(now)
+        if target is None or target <= self.core.state.height:
+            return False
+        if self._asking(now):
+            return True             # asked already: no search of every claim for each heartbeat meanwhile
+        source = self.claims.source(target, self.core.state.validators.node_ids, now, CLAIMS_WITHIN, self.core.rng)
+        if source is None:
+            return False
+        self._request_sync(source, now)
+        return True
+
+    def _asking(self, now: float) -> bool:
+        """A request of ours is in flight, not yet `sync_retry` old."""
+        inflight = self._sync_inflight
+        return inflight is not None and now - inflight[1] < self.core.config.sync_retry
+
+    def _request_sync(self, peer: str, now: float) -> None:
+        if self._asking(now):
             return
         inflight = self._sync_inflight
-        if inflight is not None and now - inflight[1] < self.core.config.sync_retry:
-            return
         if inflight is not None:          # the last request went unanswered
-            self._strike(inflight[0], now)
+            self.claims.strike(inflight[0], now)
         self._sync_inflight = (peer, now)
         first = self.core.state.height + 1
         self.core.emit(SendTo(peer, {"type": "chain_sync_request",
                                             "body": [first, first + self.core.config.sync_batch - 1]}))
 
     def sync_if_behind(self, now: float) -> None:
-        best = self.best_claimed(now)
-        if best is not None and best[0] > self.core.state.height and now - self.core.last_commit_at > self.core.config.sync_retry:
-            self._request_sync(best[1], now)
+        """No block for `sync_retry`: ask toward what counts, or else, when nothing counts (we hear fewer than
+        f + 1 validators: say every validator we know left the set while we were away), try a peer that
+        claims more than we have (a current validator first)."""
+        if now - self.core.last_commit_at <= self.core.config.sync_retry or self._sync_counted(now) \
+                or self.network_height(now) is not None or self._asking(now):
+            return
+        source = self.claims.source(self.core.state.height + 1, self.core.state.validators.node_ids, now,
+                                    CLAIMS_WITHIN, self.core.rng)
+        if source is not None:
+            self._request_sync(source, now)
 
     def live_and_caught_up(self, key: bytes) -> bool:
         """A standby that would vote at once if given a seat: heard within `live_after`, at most two blocks
@@ -299,7 +374,7 @@ class BlockSync:
         if key == self.core.public_key:
             return True
         node_id = node_id_for(key)
-        heard = self._heard.get(node_id)
+        heard, lag = self.claims.heard(node_id), self.claims.lag(node_id)
         return heard is not None and self.core.now - heard[1] <= self.core.config.live_after \
-            and self._heard_lag.get(node_id, 3) <= 2
+            and lag is not None and lag <= 2
 

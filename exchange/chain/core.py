@@ -4,7 +4,8 @@ its own bookkeeping, each seeing the core only through `core_view.CoreView`:
 
 - `block_check.py`   whether a block can be the next one (proposals in full, certified blocks' transactions);
 - `block_builder.py` the block this validator proposes, and the one set change it carries;
-- `blocksync.py`     claimed heights, sync requests and answers, catch-ups, blocks held until their turn;
+- `blocksync.py`     sync requests and answers, catch-ups, blocks held until their turn; which claimed heights
+                     count (`claims.py`) and what a peer may ask of us (`sync_budget.py`);
 - `intake.py`        transactions in (API, followers' RPC, gossip) and our own until a block has them;
 - `seat_requests.py` our own join, leave and approvals;
 - `recovery.py`      the way out of a permanent halt (validators gone for good).
@@ -75,6 +76,9 @@ class CoreConfig:
     resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
     sync_batch: int = 100                 # blocks per catch-up answer
     sync_retry: float = 1.0
+    sync_peer_rate: float = 100.0         # sync requests one peer may make a second (sync_budget.py) ...
+    sync_peer_bytes: float = 8 * 1024 * 1024     # ... and bytes of answers it may take a second ...
+    sync_total_bytes: float = 32 * 1024 * 1024   # ... and all but the validators together
     catchup_delay: float = 0.25           # a validator heard at a decided height is sent the block if it is
                                           # still not past it this long after (late votes are the norm)
     max_buffered_blocks: int = 512        # certified blocks held while the ones before them are fetched ...
@@ -572,5 +576,5 @@ class ChainCore:
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
-                "recovery": self.halt_recovery.status(), **self.counters}
+                "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(), **self.counters}
 

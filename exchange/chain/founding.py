@@ -39,7 +39,8 @@ class Decision:
     action: str                                   # "wait", "adopt" or "found"
     reason: str = ""
     chain_id: str | None = None
-    peers: list[str] = field(default_factory=list)          # who can give us the genesis (adopt)
+    peers: list[str] = field(default_factory=list)          # who can give us the genesis (adopt; whatever
+                                                            # height they claim: anyone can claim the highest)
     validators: list[bytes] = field(default_factory=list)   # the first validator set (found)
     pinned: bool = False
     trust: str = ""                                         # why we adopt it: chain_id, join_token, only_chain
@@ -82,7 +83,7 @@ class Founding:
             if peer.chain_id is not None and peer.chain_id not in self.refused:
                 chains.setdefault(peer.chain_id, []).append(peer)
         if self.trusted_chain is not None:
-            holders = sorted(chains.get(self.trusted_chain, []), key=lambda p: -p.height)
+            holders = chains.get(self.trusted_chain, [])
             if not holders:
                 return Decision("wait", f"waiting for a peer on chain {self.trusted_chain[:12]} (from {self.trusted_by})")
             return Decision("adopt", f"{len(holders)} peer(s) on chain {self.trusted_chain[:12]} (from "
@@ -94,7 +95,6 @@ class Founding:
                                     f"choosing one for you: set CHAIN_ID or JOIN_TOKEN")
         if chains:
             chain_id, holders = next(iter(chains.items()))
-            holders.sort(key=lambda p: -p.height)
             return Decision("adopt", f"{len(holders)} peer(s) on chain {chain_id[:12]}, the only network in sight",
                             chain_id, [p.node_id for p in holders], trust="only_chain")
         if self.pinned:

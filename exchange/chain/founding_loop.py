@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 from typing import Callable, NotRequired, Protocol, TypedDict
 
@@ -20,6 +21,8 @@ log = logging.getLogger("exchange.chain")
 
 GENESIS_SERVICE = "chain.genesis"
 RETRY = 0.2         # s between founding decisions
+GENESIS_ASKED = 16  # holders of the chain asked for its genesis at once ...
+GENESIS_RETRY_AFTER = 30.0      # ... of those that have not failed to hand it over in this many seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class FoundingLoop:
         self.store = store
         self.founder_key = founder_key
         self.clock = clock
+        self._failed: dict[str, float] = {}        # holders that did not hand over the genesis -> when
 
     async def run(self) -> None:
         last_reason = ""
@@ -116,28 +120,50 @@ class FoundingLoop:
         self.host.boot(genesis)
 
     async def _adopt(self, decision: Decision) -> None:
-        for peer in decision.peers[:3]:
-            try:
-                wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
-                genesis = Genesis.from_wire(wire)
-            except Exception as exc:  # noqa: BLE001 - a peer's failed answer, whatever it raised
-                log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
-                continue
-            if genesis.chain_id != decision.chain_id:
-                self.network.penalize(peer, 50.0, "genesis_mismatch")
-                continue
-            problem = self.rules.problem_with(genesis)
-            if problem is not None:
-                log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
-                self.founding.refused.add(genesis.chain_id)
-                self.host.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
-                return
-            self.store.save_genesis(genesis)
-            self.host.trust = decision.trust or self.host.trust
-            if decision.trust == "only_chain":
-                log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
-                            "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
-                            genesis.network_id, genesis.chain_id[:16])
-            log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
-            self.host.boot(genesis)
-            return
+        """Ask up to GENESIS_ASKED holders at once, in random order, those that failed lately last, and take the
+        first answer that is the chain's genesis (its id is its hash): a claimed height decides nothing, and
+        strangers claiming the highest heights and never answering must not keep us from the genesis an
+        honest holder has."""
+        now = self.clock()
+        self._failed = {peer: at for peer, at in self._failed.items() if now - at < GENESIS_RETRY_AFTER}
+        holders = [peer for peer in decision.peers if peer not in self._failed] or list(decision.peers)
+        random.shuffle(holders)
+        asks = [asyncio.ensure_future(self._fetch_genesis(peer)) for peer in holders[:GENESIS_ASKED]]
+        try:
+            for answer in asyncio.as_completed(asks):
+                peer, genesis = await answer
+                if genesis is not None and self._take(decision, peer, genesis):
+                    return
+        finally:
+            for ask in asks:
+                ask.cancel()
+
+    async def _fetch_genesis(self, peer: str) -> tuple[str, Genesis | None]:
+        try:
+            wire = await self.network.call(GENESIS_SERVICE, None, timeout=3.0, peer=peer)
+            return peer, Genesis.from_wire(wire)
+        except Exception as exc:  # noqa: BLE001 - a peer's failed answer, whatever it raised
+            log.info("could not fetch the genesis from %s: %s", peer[:12], exc)
+            self._failed[peer] = self.clock()          # asked again only after the others (GENESIS_RETRY_AFTER)
+            return peer, None
+
+    def _take(self, decision: Decision, peer: str, genesis: Genesis) -> bool:
+        """`peer`'s answer: whether the founding step is over (the genesis adopted, or the chain refused)."""
+        if genesis.chain_id != decision.chain_id:
+            self.network.penalize(peer, 50.0, "genesis_mismatch")
+            return False
+        problem = self.rules.problem_with(genesis)
+        if problem is not None:
+            log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
+            self.founding.refused.add(genesis.chain_id)
+            self.host.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
+            return True
+        self.store.save_genesis(genesis)
+        self.host.trust = decision.trust or self.host.trust
+        if decision.trust == "only_chain":
+            log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
+                        "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
+                        genesis.network_id, genesis.chain_id[:16])
+        log.info("joined network %s (chain %s) through %s", genesis.network_id, genesis.chain_id[:16], peer[:12])
+        self.host.boot(genesis)
+        return True

@@ -37,9 +37,7 @@ class HistoryRecovery:
         if core.height < recovering["need_height"] or self.store.missing_heights:
             return self._deadline(recovering)
         if recovering["tail_damaged"]:
-            claimed = core.sync.best_claimed(self.clock())
-            best = -1 if claimed is None else claimed[0]
-            if best < 0 or core.height < best:
+            if not self._caught_up(core, self.clock()):
                 return self._deadline(recovering)
             # caught up: every height we could have signed at is decided, but for the one in progress, which
             # an intact WAL covers (the core re-sent what it holds) and a damaged one makes us skip
@@ -54,6 +52,25 @@ class HistoryRecovery:
             core.resume_signing(sign_from, self.clock(), wal)
         log.warning("recovered the damaged history from peers: height %d, serving orders again", core.height)
         self.recovering = None
+
+    @staticmethod
+    def _caught_up(core: ChainCore, now: float) -> bool:
+        """A validator: at the highest claim of a current validator (an upper bound: stopping short of what
+        we may have signed would sign it again), once f + 1 of them are heard; a stranger's claim never
+        counts, and a validator that cannot back its claim is struck and discounted (blocksync.py). The only
+        validator: at the highest claim of anyone not discounted (its followers hold the blocks it lost; a
+        stranger's claim holds it up until tested). A node without a seat signs nothing: at what counts
+        (`network_height`) is enough."""
+        if core.is_validator and len(core.state.validators) == 1:
+            # the only validator has no other to believe: every claim counts until it is put to the test
+            # (sync asks each claimant in turn; two unanswered requests discount it), as the old rule did
+            highest = core.sync.highest_claim(now)
+            return highest is not None and core.height >= highest
+        counted = core.sync.network_height(now)
+        if counted is None or core.height < counted:
+            return False
+        highest = core.sync.validators_highest(now) if core.is_validator else None
+        return highest is None or core.height >= highest
 
     def _deadline(self, recovering: Recovering) -> None:
         if self.fatal is not None or self.clock() - recovering["since"] <= self.timeout:

@@ -29,10 +29,10 @@ class SeatRequests:
         if self._admission_sign is None or self.core.config.role != "auto" or state.genesis.pinned \
                 or self.core.is_validator or self.core.public_key in state.seats.standby or now < self._next_join:
             return
-        claimed = self.core.sync.best_claimed(now, self.core.config.live_after)
-        best = -1 if claimed is None else claimed[0]
-        if best < 0 or best > state.height + 1:
-            return      # not caught up (or hearing from nobody): a seat would only slow the others down
+        # f + 1 validators' word (or a certificate we checked), never a stranger's claim (`claims.py`)
+        best = self.core.sync.network_height(now, self.core.config.live_after)
+        if best is None or best > state.height + 1:
+            return      # not caught up (or hearing too few validators): a seat would only slow the others down
         self._next_join = now + self.core.config.join_retry
         tx = Join.create(self.core.chain_id, self.core.public_key, state.height, self._admission_sign)
         self.core.emit(SendValidators({"type": "chain_membership", "body": tx.wire()}))

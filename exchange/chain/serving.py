@@ -28,7 +28,7 @@ class ChainServing:
         self.host = host
         self.network = network
         self.clock = clock
-        self._snapshots = SnapshotServer(store, self._snapshot_lag, self._certificate_preimage)
+        self._snapshots = SnapshotServer(store, clock, self._snapshot_lag, self._certificate_preimage)
 
     def offer(self) -> None:
         """Serve the genesis and snapshots from now on (`chain.submit` goes by role: `forwarding.py`)."""
@@ -42,7 +42,20 @@ class ChainServing:
         return genesis.wire()
 
     def serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
-        return self._snapshots.serve(payload)
+        """A chunk of our newest snapshot, within `peer`'s sync budget (the one its block sync requests draw on,
+        `sync_budget.py`); over budget the peer is told to ask again later or someone else."""
+        core = self.host.core
+        if core is None:
+            return self._snapshots.serve(payload)
+        now = self.clock()
+        capped = peer not in core.state.validators.node_ids
+        budget = core.sync.budget
+        if budget.allowance(peer, now, capped=capped) <= 0:
+            core.counters["sync_requests_refused"] = core.counters.get("sync_requests_refused", 0) + 1
+            raise CannotServe("sync_budget: ask again later or another peer")
+        answer = self._snapshots.serve(payload)
+        budget.spend(peer, len(answer["chunk"]), now, capped=capped)
+        return answer
 
     def _snapshot_lag(self) -> int:
         genesis = self.host.genesis

@@ -27,6 +27,7 @@ log = logging.getLogger("exchange.chain")
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
 FETCH_TIMEOUT = 10.0        # s per chunk
+RELOAD_AFTER = 5.0          # s a snapshot read from disk is served from memory before the newest is read again
 
 
 class SnapshotChunk(TypedDict):
@@ -42,22 +43,27 @@ class SnapshotChunk(TypedDict):
 
 class SnapshotServer:
     """Our newest provable snapshot for joining peers, with its proof; the chunks of one snapshot come from one
-    read. `lag` and `preimage` read the chain's: its snapshot lag, and what the state hash that certified a
-    snapshot covered besides its digest (`ChainState.certificates`)."""
+    read, and a first chunk asked for again within RELOAD_AFTER seconds of the read comes from it too (asking
+    for the first chunk over and over must not make us read the whole snapshot from disk each time). `lag` and
+    `preimage` read the chain's: its snapshot lag, and what the state hash that certified a snapshot covered
+    besides its digest (`ChainState.certificates`)."""
 
-    def __init__(self, store: ChainStore, lag: Callable[[], int] = lambda: 0,
+    def __init__(self, store: ChainStore, clock: Callable[[], float], lag: Callable[[], int] = lambda: 0,
                  preimage: Callable[[int], Wire | None] = lambda height: None) -> None:
         self.store = store
+        self.clock = clock
         self.lag = lag
         self.preimage = preimage
         self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
+        self._loaded_at = float("-inf")
 
     def serve(self, payload: RpcValue) -> SnapshotChunk:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
         if type(offset) is not int or offset < 0:
             raise BadRequest("offset must be a non-negative integer")
-        if offset == 0 or self._served is None:
+        if self._served is None or (offset == 0 and self.clock() - self._loaded_at >= RELOAD_AFTER):
             self._served = self._newest_provable()
+            self._loaded_at = self.clock()
         height, data, extras = self._served
         answer: SnapshotChunk = {"height": height, "total": len(data), "offset": offset,
                                  "chunk": data[offset:offset + SNAPSHOT_CHUNK]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2p.admission import is_loopback_group
 from p2p.dht.ids import ID_BITS, bucket_of, distance
 
 K = 20
@@ -52,7 +53,7 @@ class RoutingTable:
         return node_id in self._where
 
     def _limited(self, contact: Contact) -> bool:
-        return self.limit_loopback or contact.subnet != "loopback"
+        return self.limit_loopback or not is_loopback_group(contact.subnet)
 
     def _refuse(self, reason: str) -> str:
         self.refused[reason] = self.refused.get(reason, 0) + 1

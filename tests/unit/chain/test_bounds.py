@@ -52,7 +52,7 @@ def test_the_founding_logic_remembers_a_bounded_number_of_peers():
 
 
 def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
-    from exchange.chain.blocksync import MAX_HEARD
+    from exchange.chain.claims import MAX_HEARD
     from tests.sim.chain_sim import ChainSimulation, Scenario
 
     sim = ChainSimulation(3, Scenario(validators=1, followers=0, drop=0.0, duplicate=0.0, fault_until=0.0,
@@ -63,5 +63,6 @@ def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
     now = core.now
     for i in range(MAX_HEARD + 10):
         core.peer_height(f"fresh-{i:05d}", core.state.height, now + i * 0.001)
-    assert len(core.sync._heard) <= MAX_HEARD and len(core.sync._heard_lag) == len(core.sync._heard)
-    assert f"fresh-{MAX_HEARD + 9:05d}" in core.sync._heard, "the newest claim is kept"
+    claims = core.sync.claims
+    assert len(claims) <= MAX_HEARD and len(claims._lag) == len(claims)
+    assert claims.heard(f"fresh-{MAX_HEARD + 9:05d}") is not None, "the newest claim is kept"

@@ -1,6 +1,7 @@
 """Founding with a pinned validator set: the genesis holds every listed validator's proven key."""
 from __future__ import annotations
 
+import asyncio
 import os
 
 from exchange.crypto import node_id_for
@@ -36,3 +37,45 @@ def test_the_founder_waits_for_a_validator_known_only_from_its_hello():
     assert founding.decide(1.1).action == "wait"
     founding.observe(ids[1], keys[1], None, 0, 1.2)
     assert founding.decide(1.3).action == "found"
+
+
+async def test_strangers_claiming_the_highest_heights_cannot_keep_a_new_node_from_the_genesis():
+    """Issue 25: holders used to be asked in order of the height they claim, three a round, so three fresh keys
+    claiming 2^62 and never answering kept a new node from ever fetching the genesis. Now a claimed height
+    decides nothing: holders are asked many at once in random order, those that failed lately last."""
+    from types import SimpleNamespace
+
+    from exchange.chain.founding_loop import GENESIS_SERVICE, FoundingLoop
+    from exchange.chain.genesis import Genesis
+
+    genesis = Genesis("test-net", 1_000, os.urandom(32), (os.urandom(32),))
+    honest = node_id_for(os.urandom(32))
+    liars = [node_id_for(os.urandom(32)) for _ in range(40)]
+    asked: list[str] = []
+
+    class Network:
+        async def call(self, service: str, payload: object, timeout: float, peer: str | None = None) -> object:
+            assert service == GENESIS_SERVICE and peer is not None
+            asked.append(peer)
+            if peer != honest:
+                await asyncio.sleep(0.01)
+                raise TimeoutError("no answer")
+            return genesis.wire()
+
+        def penalize(self, node_id: str, points: float, reason: str) -> None:
+            raise AssertionError(f"{node_id} penalised: {reason}")
+
+    booted: list[Genesis] = []
+    host = SimpleNamespace(genesis=None, founding_status="", trust="", conflicts={}, boot=booted.append)
+    store = SimpleNamespace(save_genesis=lambda g: None)
+    founding = Founding(node_id_for(os.urandom(32)), os.urandom(32), found_after=0, started=0)
+    for liar in liars:
+        founding.observe(liar, os.urandom(32), genesis.chain_id, (1 << 62) - 1, 1.0)
+    founding.observe(honest, os.urandom(32), genesis.chain_id, 5, 1.0)
+    rules = SimpleNamespace(problem_with=lambda g: None)       # the markets check is not what this is about
+    loop = FoundingLoop(host, rules, founding, Network(), store, os.urandom(32), lambda: 1.0)  # type: ignore[arg-type]
+    for _ in range(4):
+        await loop._adopt(founding.decide(1.1))
+        if booted:
+            break
+    assert booted == [genesis] and len(asked) <= 41, len(asked)

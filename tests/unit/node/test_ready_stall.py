@@ -10,7 +10,7 @@ from node.chain_feed import FINALITY_STALL_AFTER, ChainBridge
 
 
 class FakeSync:
-    def best_claimed(self, now: float, validators_only: bool = False) -> None:
+    def network_height(self, now: float) -> None:
         return None
 
 

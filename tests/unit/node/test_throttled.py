@@ -10,11 +10,14 @@ def test_each_kind_of_holding_back_is_a_row_that_says_why():
     peers = [{"node_id": "honest", "status": "connected", "penalty": 0.0, "penalty_reason": None},
              {"node_id": "liar", "status": "connected", "penalty": 20.0, "penalty_reason": "bad_tx_signature"},
              {"node_id": "banned-one", "status": "banned", "penalty": 120.0, "penalty_reason": "malformed_vote"}]
-    rows = throttled_rows(tx_budget, broadcasts, peers)
+    sync_budget = {"throttled": [{"peer": "greedy", "refused": 170}]}
+    rows = throttled_rows(tx_budget, broadcasts, peers, sync_budget)
     assert rows == [
         {"peer": "flooder", "what": "transactions", "why": "past PEER_TX_RATE: held 12 times, 0 dropped unread"},
         {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
         {"peer": "fresh-key", "what": "hint broadcasts", "why": "over its budget as an origin now"},
+        {"peer": "greedy", "what": "sync requests",
+         "why": "past SYNC_PEER_RATE, SYNC_PEER_BYTES or SYNC_TOTAL_BYTES: 170 ignored"},
         {"peer": "liar", "what": "penalised", "why": "20.0 points, last for bad_tx_signature"},
         {"peer": "banned-one", "what": "banned", "why": "120.0 points, last for malformed_vote"},
     ], "nobody honest is listed"

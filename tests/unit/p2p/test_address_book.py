@@ -178,7 +178,8 @@ def test_address_groups_are_slash_16_or_slash_32_loopback_and_names():
     assert address_group("66.8.0.1") != address_group("66.7.0.1")
     assert address_group("2001:db8:1:2::1") == "2001:db8::/32"
     assert address_group("::ffff:66.7.1.1") == "66.7.0.0/16"
-    assert address_group("127.0.0.1") == address_group("127.9.9.9") == "loopback"
+    assert address_group("127.0.0.1") == address_group("127.0.9.9") == "loopback/127.0.0.0/16" != address_group("127.9.9.9")
+    assert address_group("::1") == "loopback"
     assert address_group("Node.Example") == "name:node.example"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from p2p.admission import Candidate, EvictionPolicy, InboundLimits, host_cap_refusal, netgroup
+from p2p.admission import Candidate, EvictionPolicy, InboundLimits, host_cap_refusal, is_loopback, netgroup
 from p2p.failure_log import FailureLog, InternalErrors
 
 
@@ -11,7 +11,9 @@ def test_netgroups():
     assert netgroup("203.0.113.7") == netgroup("203.0.113.250") == "203.0.113.0/24"
     assert netgroup("2001:db8:1:2::5") == netgroup("2001:db8:1:ffff::1") == "2001:db8:1::/48"
     assert netgroup("::ffff:203.0.113.9") == "203.0.113.0/24"
-    assert netgroup("127.0.0.1") == netgroup("127.5.5.5") == netgroup("::1") == "loopback"
+    assert netgroup("127.0.0.1") == netgroup("127.0.0.9") == "loopback/127.0.0.0/24" != netgroup("127.5.5.5")
+    assert netgroup("::1") == "loopback" and all(is_loopback(h) for h in ("127.0.0.1", "127.5.5.5", "::1"))
+    assert not is_loopback("203.0.113.7")
 
 
 def test_host_caps_and_the_loopback_exemption():

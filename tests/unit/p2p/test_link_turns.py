@@ -200,14 +200,14 @@ async def test_a_hold_on_a_relayed_link_never_stops_its_carrier_being_read() -> 
 async def test_a_peer_past_its_byte_budget_is_not_read_until_the_deficit_has_refilled() -> None:
     host = _Host()
     link, transport = _open_link(host)
-    link.charge_read(1_500_000)                 # within the burst: read on
-    assert transport.reading and link.read_holds == 0
+    link.reading.charge(1_500_000)                 # within the burst: read on
+    assert transport.reading and link.reading.read_holds == 0
     started = asyncio.get_running_loop().time()
-    link.charge_read(1_000_000)                 # 500 KB past it: 0.05 s at 10 MB/s
-    assert not transport.reading and link.read_holds == 1
+    link.reading.charge(1_000_000)                 # 500 KB past it: 0.05 s at 10 MB/s
+    assert not transport.reading and link.reading.read_holds == 1
     transport.resumed.clear()
     await asyncio.wait_for(transport.resumed.wait(), 1.0)
     waited = asyncio.get_running_loop().time() - started
     assert 0.04 <= waited < 0.5, waited
-    link.charge_read(400_000)                   # refilled only by what the wait brought: past it again
-    assert link.read_holds == 2
+    link.reading.charge(400_000)                   # refilled only by what the wait brought: past it again
+    assert link.reading.read_holds == 2
