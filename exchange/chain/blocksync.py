@@ -100,28 +100,36 @@ class BlockSync:
         if height <= self.core.state.height:
             return
         if height > self.core.state.height + 1:
-            self._buffer(block, commit, sender)
-            self.note_ahead(sender, height, now)
+            if self._buffer(block, commit, sender):
+                self.note_ahead(sender, height, now)
             return
         self._take_certified(block, commit, sender, now)
         while self.core.state.height + 1 in self._buffered and not self.core.halted:
             block, commit, source = self._unbuffer(self.core.state.height + 1)
             self._take_certified(block, commit, source, now)
 
-    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> None:
-        """Hold a certified block until the ones before it arrive. It cannot be checked yet, so what anyone
-        can make us hold is bounded: heights within `max_buffered_blocks` of ours, `max_buffered_bytes` in
-        all, and a quarter of that per sender."""
+    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> bool:
+        """Hold a certified block until the ones before it arrive. Its parent and state cannot be checked yet,
+        so what anyone can make us hold is bounded: heights within `max_buffered_blocks` of ours,
+        `max_buffered_bytes` in all, and a quarter of that per sender; and its certificate must check out against
+        our validator set first. False when it does not: a block made up (a fresh key's garbage signatures), or
+        one signed by a set that changes before its height, which the sync fetches once we get there; either
+        way it is neither held nor believed as a claim of that height. Nobody is penalised (an honest peer may
+        pass on a block of a later set)."""
         height, size = block.height, block.size
         config = self.core.config
         if height > self.core.state.height + config.max_buffered_blocks or height in self._buffered:
-            return
+            return True
+        if not self.core.check.commit_ok(commit, block):
+            self.core.counters["ahead_unverified"] = self.core.counters.get("ahead_unverified", 0) + 1
+            return False
         by_sender = sum(b.size for b, _, s in self._buffered.values() if s == sender)
         if self._buffered_bytes + size > config.max_buffered_bytes or by_sender + size > config.max_buffered_bytes // 4:
             self.core.counters["buffer_refused"] = self.core.counters.get("buffer_refused", 0) + 1
-            return
+            return True
         self._buffered[height] = (block, commit, sender)
         self._buffered_bytes += size
+        return True
 
     def _unbuffer(self, height: int) -> tuple[Block, Commit, str | None]:
         entry = self._buffered.pop(height)

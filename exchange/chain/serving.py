@@ -24,11 +24,11 @@ class ChainServing:
     """The chain's RPC handlers (the service's `serving`)."""
 
     def __init__(self, host: ChainHost, network: ChainNetwork, store: ChainStore,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], snapshot_cache_bytes: int = 64 << 20) -> None:
         self.host = host
         self.network = network
         self.clock = clock
-        self._snapshots = SnapshotServer(store)
+        self.snapshots = SnapshotServer(store, snapshot_cache_bytes)
 
     def offer(self) -> None:
         """Serve the genesis and snapshots from now on (`chain.submit` goes by role: `forwarding.py`)."""
@@ -42,7 +42,7 @@ class ChainServing:
         return genesis.wire()
 
     def serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
-        return self._snapshots.serve(payload)
+        return self.snapshots.serve(payload)
 
     def serve_submit(self, payload: RpcValue, peer: str) -> SubmitAnswer:
         """A follower hands us a transaction (RPC `chain.submit`)."""

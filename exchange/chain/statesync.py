@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple, NotRequired, TypedDict
 
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue
+from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue, Throttled
 from exchange.wire import Wire
 from storage import StorageError
 
@@ -24,6 +24,7 @@ log = logging.getLogger("exchange.chain")
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
 FETCH_TIMEOUT = 10.0        # s per chunk
+THROTTLED_WAITS = 20        # times one chunk is asked again after the peer said to wait (its serving budget)
 
 
 class SnapshotChunk(TypedDict):
@@ -36,34 +37,65 @@ class SnapshotChunk(TypedDict):
     proof: NotRequired[list[Wire]]       # in the first chunk: [commit at, next block, its commit, epoch proofs]
 
 
-class SnapshotServer:
-    """Our newest snapshot for joining peers, with its proof; the chunks of one snapshot come from one read."""
+class _Served(NamedTuple):
+    """The snapshot we serve now: its bytes when they fit the cache (else read a chunk at a time) and its proof."""
 
-    def __init__(self, store: ChainStore) -> None:
+    height: int
+    total: int
+    data: bytes | None
+    proof: list[Wire] | None        # None: the blocks that certify it are not stored yet
+    as_of: int                      # the store's newest snapshot height when it was chosen (newer ones damaged)
+
+
+class SnapshotServer:
+    """Our newest snapshot for joining peers, with its proof. It is checked and read from disk once per new
+    snapshot, not per request: kept in memory up to `cache_bytes`, a bigger one read a chunk at a time (what each
+    answer costs is charged to whoever asks by the RPC layer's serving budget)."""
+
+    def __init__(self, store: ChainStore, cache_bytes: int = 64 << 20) -> None:
         self.store = store
-        self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
+        self.cache_bytes = cache_bytes
+        self._served: _Served | None = None
+        self.reads = 0              # snapshots checked (and, when they fit, loaded) from disk
 
     def serve(self, payload: RpcValue) -> SnapshotChunk:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
         if type(offset) is not int or offset < 0:
             raise BadRequest("offset must be a non-negative integer")
-        if offset == 0 or self._served is None:
-            loaded = self.store.load_snapshot()
-            if loaded is None:
-                raise CannotServe("no snapshot here")
-            height, data = loaded
-            at, after = self.store.get(height), self.store.get(height + 1)
-            if at is None or after is None:
-                raise CannotServe("the blocks that certify our snapshot are not stored yet")
-            extras = [at[1].wire(), after[0].wire(), after[1].wire(),
-                      [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
-            self._served = (height, data, extras)
-        height, data, extras = self._served
-        answer: SnapshotChunk = {"height": height, "total": len(data), "offset": offset,
-                                 "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
+        served = self._current()
+        if served.proof is None:
+            raise CannotServe("the blocks that certify our snapshot are not stored yet")
+        if served.data is not None:
+            chunk = served.data[offset:offset + SNAPSHOT_CHUNK]
+        else:
+            chunk = self.store.read_snapshot(served.height, offset, SNAPSHOT_CHUNK) if offset < served.total else b""
+        answer: SnapshotChunk = {"height": served.height, "total": served.total, "offset": offset, "chunk": chunk}
         if offset == 0:
-            answer["proof"] = extras
+            answer["proof"] = served.proof
         return answer
+
+    def _current(self) -> _Served:
+        served = self._served
+        newest = self.store.newest_snapshot_height()
+        if served is not None and served.as_of == newest:
+            if served.proof is None:
+                served = self._served = served._replace(proof=self._proof(served.height))
+            return served
+        found = self.store.checked_snapshot()
+        self.reads += 1
+        if found is None:
+            raise CannotServe("no snapshot here")
+        height, total = found
+        data = self.store.read_snapshot(height, 0, total) if total <= self.cache_bytes else None
+        served = self._served = _Served(height, total, data, self._proof(height), newest)
+        return served
+
+    def _proof(self, height: int) -> list[Wire] | None:
+        at, after = self.store.get(height), self.store.get(height + 1)
+        if at is None or after is None:
+            return None
+        return [at[1].wire(), after[0].wire(), after[1].wire(),
+                [[b.wire(), c.wire()] for b, c in self.store.epoch_proofs()]]
 
 
 class FetchedSnapshot(NamedTuple):
@@ -75,14 +107,25 @@ class FetchedSnapshot(NamedTuple):
     proofs: list[tuple[Block, Commit]]      # validator set changes from genesis
 
 
+async def _chunk(network: ChainNetwork, peer: str, offset: int) -> RpcValue:
+    """One chunk, asked again as often as the peer says to wait for its serving budget (a big snapshot may take
+    a joiner more than the budget's burst)."""
+    for _ in range(THROTTLED_WAITS):
+        try:
+            return await network.call(SNAPSHOT_SERVICE, {"offset": offset}, timeout=FETCH_TIMEOUT, peer=peer)
+        except Throttled as exc:
+            await asyncio.sleep(min(max(exc.retry_after, 0.05), FETCH_TIMEOUT))
+    raise TimeoutError(f"{peer[:12]} kept asking us to wait for the chunk at {offset}")
+
+
 async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
     """Every chunk of `peer`'s snapshot and its proof, decoded (not yet checked). Raises on a bad answer."""
-    first = await network.call(SNAPSHOT_SERVICE, {"offset": 0}, timeout=FETCH_TIMEOUT, peer=peer)
+    first = await _chunk(network, peer, 0)
     height, total, proof = first["height"], first["total"], first["proof"]
     parts = [first["chunk"]]
     size = len(first["chunk"])
     while size < total:
-        more = await network.call(SNAPSHOT_SERVICE, {"offset": size}, timeout=FETCH_TIMEOUT, peer=peer)
+        more = await _chunk(network, peer, size)
         if more["height"] != height or not more["chunk"]:
             raise ValueError("the snapshot changed while we fetched it")
         parts.append(more["chunk"])

@@ -35,8 +35,10 @@ class Unicast(RoutingPart):
         self._drains: dict[str, asyncio.Task[None]] = {}
 
     # --- sending ----------------------------------------------------------------------------
-    def send_to_peer(self, node_id: str, message: Message,
-                     on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
+    def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+                     *, hold: bool = True, via: str | None = None) -> SendResult:
+        """See MessageRouter.send_to_peer. `hold=False`: send now or drop ("unroutable"), never queue; `via`: the
+        neighbour to hand it to, relayed, when we know no route (the one a request we answer came through)."""
         kind = message["type"]
         if kind in CONTROL_TYPES:
             raise ValueError(f"cannot send a {kind!r} message")
@@ -44,15 +46,21 @@ class Unicast(RoutingPart):
         mid = envelope["id"]
         if node_id == self.node_id:
             return self.dropped(mid, "to_self")
-        if self.queue.pending(node_id):  # keep order behind what is already waiting
+        if hold and self.queue.pending(node_id):  # keep order behind what is already waiting
             return self._enqueue(node_id, envelope, on_settled)
         try:
             result = self._send_routed(node_id, envelope)
+            if result is None and via is not None:
+                result = self._send_via(via, node_id, envelope)
             if result is None and self.grenache is not None:
-                result = self._send_grenache(node_id, self.queue.hold(envelope, on_settled))
+                held = self.queue.hold(envelope, on_settled)
+                held.keep = hold
+                result = self._send_grenache(node_id, held)
         except FrameError:
             return self.dropped(mid, "too_large")
-        return result if result is not None else self._enqueue(node_id, envelope, on_settled)
+        if result is not None:
+            return result
+        return self._enqueue(node_id, envelope, on_settled) if hold else self.dropped(mid, "unroutable")
 
     def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
@@ -91,6 +99,18 @@ class Unicast(RoutingPart):
         bump(self.counters.sent, "relay")
         return SendResult(Outcome.RELAYED, envelope["id"], link.remote_id)
 
+    def _send_via(self, neighbour: str, node_id: str, envelope: Message) -> SendResult | None:
+        """Relay through `neighbour` (still linked, and not the target itself); None when it is gone."""
+        link = self.peers.links.get(neighbour)
+        if link is None or not link.is_open or neighbour == node_id:
+            return None
+        if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
+            return None
+        self.counters.events["relayed_out"] += 1
+        self.counters.unicast_sent["relay"] += 1
+        bump(self.counters.sent, "relay")
+        return SendResult(Outcome.RELAYED, envelope["id"], neighbour)
+
     def _send_grenache(self, node_id: str, held: Held) -> SendResult | None:
         """Hand a message to the Grenache path if the node's address is known; None otherwise (a
         lookup is started). Its outcome is settled when the request answers (`grenache_delivered`);
@@ -112,7 +132,14 @@ class Unicast(RoutingPart):
             self.settle(held, SendResult(Outcome.GRENACHE, held.message["id"], "grenache"))
 
     def grenache_failed(self, node_id: str, tickets: list[Held]) -> None:
-        """The Grenache path could not deliver these (in order): hold them again, first in line."""
+        """The Grenache path could not deliver these (in order): hold them again, first in line (those sent on
+        condition they are never held are dropped)."""
+        for held in tickets:
+            if not held.keep:
+                self.settle(held, self.dropped(held.message["id"], "unroutable"))
+        tickets = [held for held in tickets if held.keep]
+        for held in tickets:
+            held.size = held.size or len(encode_body(held.message))
         self.queue.requeue_front(node_id, tickets)
         self.counters.events["queued"] += len(tickets)
         if self.route_for(node_id) is not None:
@@ -140,11 +167,11 @@ class Unicast(RoutingPart):
 
     # --- the hold queue ---------------------------------------------------------------------
     def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None) -> SendResult:
-        accepted, evicted = self.queue.put(node_id, envelope, on_settled)
-        if not accepted:
-            return self.dropped(envelope["id"], "too_many_queues")
-        if evicted is not None:
-            self.settle(evicted, self.dropped(evicted.message["id"], "queue_full"))
+        refusal, evicted = self.queue.put(node_id, envelope, on_settled, len(encode_body(envelope)))
+        if refusal is not None:
+            return self.dropped(envelope["id"], refusal)
+        for held in evicted:
+            self.settle(held, self.dropped(held.message["id"], "queue_full"))
         self.counters.events["queued"] += 1
         if node_id not in self._drains and self._reachable(node_id):
             self.start_drain(node_id)
