@@ -47,10 +47,10 @@ class P2PChainNetwork:
 
     # ------------------------------------------------------------------ ChainNetwork
     def send(self, node_id: str, message: m.Message) -> None:
-        """To one node; an answer (`ANSWER_TYPES`) now or never: held for a requester nobody reaches, it would be held
-        for whoever asked (any fresh key), and the requester asks again anyway."""
+        """To one node; an answer (`ANSWER_TYPES`) goes now, never held for long (MessageRouter.send_to_peer):
+        held for a requester nobody reaches, it would be held for whoever asked, and the requester asks again."""
         try:
-            self.router.send_to_peer(node_id, message, hold=message.get("type") not in ANSWER_TYPES)
+            self.router.send_to_peer(node_id, message, answer=message.get("type") in ANSWER_TYPES)
         except ValueError as exc:   # e.g. a proposal over MAX_FRAME_BYTES
             log.warning("could not send %s to %s: %s", message.get("type"), node_id[:12], exc)
 

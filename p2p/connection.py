@@ -404,6 +404,10 @@ class PeerLink(asyncio.Protocol):
             return self._overflow()
         return True
 
+    def room(self) -> int:
+        """Bytes this link still takes before it is closed as not reading fast enough."""
+        return self._bound - self._pending_bytes
+
     def _overflow(self) -> bool:
         self.close(CloseReason.SEND_BUFFER_OVERFLOW, "peer is not reading fast enough", send_goodbye=False)
         return False

@@ -36,7 +36,6 @@ class Held:
     on_settled: Callable[[SendResult], None] | None = None
     guard: str | None = ENFORCE  # the protection verdict drawn for it (see Protection.covers)
     size: int = 0                # its encoded bytes, as counted against the queue's byte budgets
-    keep: bool = True            # False: sent on condition it is never held (an answer), dropped instead
 
 
 class _TargetQueue:
@@ -81,8 +80,10 @@ class DeliveryQueue:
         return len(self._queues)
 
     def put(self, target: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
-            size: int = 0) -> tuple[str | None, list[Held]]:
-        """Queue a message of `size` encoded bytes. Returns (refusal, evicted): why it was not queued
+            size: int = 0, ttl: float | None = None) -> tuple[str | None, list[Held]]:
+        """Queue a message of `size` encoded bytes, for `ttl` seconds if that is shorter than the queue's own (it
+        expires once that has passed and everything queued for its target before it is gone, since each target's
+        messages leave in order). Returns (refusal, evicted): why it was not queued
         ("too_many_queues", "too_large_to_hold") or None, and the older messages pushed out to make room for it
         (settle them as dropped)."""
         if size > self.max_target_bytes:
@@ -100,7 +101,7 @@ class DeliveryQueue:
             evicted.append(self._pop_oldest(self._queues[heaviest]))
             if heaviest != target and not self._queues[heaviest].items:
                 del self._queues[heaviest]
-        held = self.hold(message, on_settled)
+        held = self.hold(message, on_settled, ttl)
         held.size = size
         queue.items.append(held)
         queue.bytes += size
@@ -119,9 +120,11 @@ class DeliveryQueue:
         queue.bytes -= held.size
         self.bytes -= held.size
 
-    def hold(self, message: Message, on_settled: Callable[[SendResult], None] | None = None) -> Held:
+    def hold(self, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+             ttl: float | None = None) -> Held:
         """A Held for `message` as `put` would queue it (expiry, protection verdict), queued nowhere yet."""
-        return Held(message, self._clock() + self.ttl, on_settled, self.protection.covers())
+        expires = self._clock() + (self.ttl if ttl is None else min(ttl, self.ttl))
+        return Held(message, expires, on_settled, self.protection.covers())
 
     def expire(self) -> list[Held]:
         """Remove and return every message past its expiry (queues are in expiry order)."""

@@ -176,18 +176,23 @@ class MessageRouter:
         return self.plumtree.broadcast(message)
 
     def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
-                     *, hold: bool = True, via: str | None = None) -> SendResult:
+                     *, answer: bool = False) -> SendResult:
         """Send `message` to one node: over our link to it, else through a neighbour that links to it,
         else hold it (bounded by count and bytes, for QUEUE_TTL) until it is reachable. A QUEUED message's
         final outcome is passed to `on_settled` later (delivered/relayed when flushed, dropped when it
-        expires). An answer is sent with `hold=False` (now or never: holding it for a requester nobody reaches
-        would hold it for whoever asked) and `via` the neighbour its request came through, which is tried
-        when we know no route."""
-        return self.unicast.send_to_peer(node_id, message, on_settled, hold=hold, via=via)
+        expires). An `answer` to someone's request goes now, through a neighbour only while that link keeps half
+        its room (else dropped "link_busy"), and is held only while a Grenache lookup may find its node (at most
+        ANSWER_HOLD seconds); with no path it is dropped "unroutable": held for a requester nobody reaches, it
+        would be held for whoever asked, and a fresh key costs nothing."""
+        return self.unicast.send_to_peer(node_id, message, on_settled, answer=answer)
 
     def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
         return self.unicast.route_for(node_id)
+
+    def reachable(self, node_id: str) -> bool:
+        """Whether a message to `node_id` could leave now: a link, a relay, or its address on Grenache."""
+        return self.unicast.reachable(node_id)
 
     def lazy_peers(self, origin: str) -> set[str]:
         """Neighbours that only get ids (not messages) of `origin`'s broadcasts from us (live set)."""

@@ -31,6 +31,8 @@ class RoutedLink(Identified, Protocol):
 
     def send_frame(self, frame: bytes) -> bool: ...
 
+    def room(self) -> int: ...                          # bytes it takes before it counts as slow (and closes)
+
     def close(self, reason: LinkReason, detail: str = "") -> None: ...
 
 

@@ -24,6 +24,10 @@ from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS,
 
 log = logging.getLogger("p2p.router")
 
+# An answer with no route waits at most this long, and only for a Grenache lookup of its requester: about as long as
+# a requester waits for it (RPC_TIMEOUT's default). Without a Grenache path it is dropped at once.
+ANSWER_HOLD = 5.0
+
 
 class Unicast(RoutingPart):
     """The unicast side of the MessageRouter."""
@@ -36,9 +40,11 @@ class Unicast(RoutingPart):
 
     # --- sending ----------------------------------------------------------------------------
     def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
-                     *, hold: bool = True, via: str | None = None) -> SendResult:
-        """See MessageRouter.send_to_peer. `hold=False`: send now or drop ("unroutable"), never queue; `via`: the
-        neighbour to hand it to, relayed, when we know no route (the one a request we answer came through)."""
+                     *, answer: bool = False) -> SendResult:
+        """See MessageRouter.send_to_peer. An `answer` never waits behind what is held for its node, goes through
+        a neighbour only while that link keeps half its room ("link_busy"), and is held only while a Grenache
+        lookup of its node may find it (at most ANSWER_HOLD seconds); with no path at all it is dropped
+        ("unroutable")."""
         kind = message["type"]
         if kind in CONTROL_TYPES:
             raise ValueError(f"cannot send a {kind!r} message")
@@ -46,21 +52,20 @@ class Unicast(RoutingPart):
         mid = envelope["id"]
         if node_id == self.node_id:
             return self.dropped(mid, "to_self")
-        if hold and self.queue.pending(node_id):  # keep order behind what is already waiting
+        ttl = ANSWER_HOLD if answer else None
+        if not answer and self.queue.pending(node_id):  # keep order behind what is already waiting
             return self._enqueue(node_id, envelope, on_settled)
         try:
-            result = self._send_routed(node_id, envelope)
-            if result is None and via is not None:
-                result = self._send_via(via, node_id, envelope)
+            result = self._send_routed(node_id, envelope, spare=answer)
             if result is None and self.grenache is not None:
-                held = self.queue.hold(envelope, on_settled)
-                held.keep = hold
-                result = self._send_grenache(node_id, held)
+                result = self._send_grenache(node_id, self.queue.hold(envelope, on_settled, ttl))
         except FrameError:
             return self.dropped(mid, "too_large")
         if result is not None:
             return result
-        return self._enqueue(node_id, envelope, on_settled) if hold else self.dropped(mid, "unroutable")
+        if answer and self.grenache is None:
+            return self.dropped(mid, "unroutable")
+        return self._enqueue(node_id, envelope, on_settled, ttl)
 
     def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
@@ -78,8 +83,10 @@ class Unicast(RoutingPart):
                     best, best_rtt = link, rtt
         return ("relay", best) if best is not None else None
 
-    def _send_routed(self, node_id: str, envelope: Message) -> SendResult | None:
-        """Send now if there is a route; None when there is none (or its link just closed)."""
+    def _send_routed(self, node_id: str, envelope: Message, spare: bool = False) -> SendResult | None:
+        """Send now if there is a route; None when there is none (or its link just closed). `spare`: a relay
+        link is used only while it keeps half its room for its own traffic (else dropped, "link_busy"): a
+        burst of answers must never overflow, and so close, a link between honest nodes."""
         route = self.route_for(node_id)
         if route is None:
             return None
@@ -92,24 +99,15 @@ class Unicast(RoutingPart):
             self.counters.unicast_sent["direct"] += 1
             bump(self.counters.sent, kind)
             return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
-        if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
+        frame = encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)
+        if spare and 2 * len(frame) > link.room():
+            return self.dropped(envelope["id"], "link_busy")
+        if not link.send_frame(frame):
             return None
         self.counters.events["relayed_out"] += 1
         self.counters.unicast_sent["relay"] += 1
         bump(self.counters.sent, "relay")
         return SendResult(Outcome.RELAYED, envelope["id"], link.remote_id)
-
-    def _send_via(self, neighbour: str, node_id: str, envelope: Message) -> SendResult | None:
-        """Relay through `neighbour` (still linked, and not the target itself); None when it is gone."""
-        link = self.peers.links.get(neighbour)
-        if link is None or not link.is_open or neighbour == node_id:
-            return None
-        if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
-            return None
-        self.counters.events["relayed_out"] += 1
-        self.counters.unicast_sent["relay"] += 1
-        bump(self.counters.sent, "relay")
-        return SendResult(Outcome.RELAYED, envelope["id"], neighbour)
 
     def _send_grenache(self, node_id: str, held: Held) -> SendResult | None:
         """Hand a message to the Grenache path if the node's address is known; None otherwise (a
@@ -132,12 +130,8 @@ class Unicast(RoutingPart):
             self.settle(held, SendResult(Outcome.GRENACHE, held.message["id"], "grenache"))
 
     def grenache_failed(self, node_id: str, tickets: list[Held]) -> None:
-        """The Grenache path could not deliver these (in order): hold them again, first in line (those sent on
-        condition they are never held are dropped)."""
-        for held in tickets:
-            if not held.keep:
-                self.settle(held, self.dropped(held.message["id"], "unroutable"))
-        tickets = [held for held in tickets if held.keep]
+        """The Grenache path could not deliver these (in order): hold them again, first in line (each until its
+        own expiry)."""
         for held in tickets:
             held.size = held.size or len(encode_body(held.message))
         self.queue.requeue_front(node_id, tickets)
@@ -150,7 +144,7 @@ class Unicast(RoutingPart):
         if self.queue.pending(node_id):
             self.start_drain(node_id)
 
-    def _reachable(self, node_id: str) -> bool:
+    def reachable(self, node_id: str) -> bool:
         return self.route_for(node_id) is not None or (
             self.grenache is not None and self.grenache.address_of(node_id) is not None)
 
@@ -166,14 +160,15 @@ class Unicast(RoutingPart):
         return SendResult(Outcome.DROPPED, mid, reason=reason)
 
     # --- the hold queue ---------------------------------------------------------------------
-    def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None) -> SendResult:
-        refusal, evicted = self.queue.put(node_id, envelope, on_settled, len(encode_body(envelope)))
+    def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None,
+                 ttl: float | None = None) -> SendResult:
+        refusal, evicted = self.queue.put(node_id, envelope, on_settled, len(encode_body(envelope)), ttl)
         if refusal is not None:
             return self.dropped(envelope["id"], refusal)
         for held in evicted:
             self.settle(held, self.dropped(held.message["id"], "queue_full"))
         self.counters.events["queued"] += 1
-        if node_id not in self._drains and self._reachable(node_id):
+        if node_id not in self._drains and self.reachable(node_id):
             self.start_drain(node_id)
         return SendResult(Outcome.QUEUED, envelope["id"])
 
@@ -195,7 +190,7 @@ class Unicast(RoutingPart):
         """Flush a target's queue at its warm-up rate while it stays reachable."""
         try:
             while self.queue.pending(target):
-                if not self._reachable(target):
+                if not self.reachable(target):
                     return  # unreachable again: keep holding; a later open/heartbeat/lookup restarts us
                 ready, expired, wait = self.queue.take(target)
                 for held in expired:
@@ -230,7 +225,7 @@ class Unicast(RoutingPart):
         for target in self.queue.targets():
             if target in self._drains:
                 continue
-            if self._reachable(target):
+            if self.reachable(target):
                 self.start_drain(target)
             else:
                 grenache.want(target)

@@ -46,7 +46,8 @@ class RpcServer:
         self._per_peer: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None
         self.counters: dict[str, int] = {"requests": 0, "answered": 0, "errors": 0, "overloaded": 0,
-                                         "rate_limited": 0, "unknown_service": 0, "cancelled": 0, "expired": 0}
+                                         "rate_limited": 0, "unroutable": 0, "unknown_service": 0, "cancelled": 0,
+                                         "expired": 0}
         self.served: dict[str, int] = {}   # requests per service
         self.internal_errors = InternalErrors(log)  # a handler's exception: traceback once, then counted
 

@@ -47,7 +47,7 @@ from p2p.rpc.provider_search import ProviderFinder, ProviderSearch
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
 from p2p.rpc.serve_budget import ServeBudget, ServeLimits
 from p2p.rpc.server import Handler, RpcServer
-from p2p.rpc.views import ProviderView, RoutingView, ServiceView, UnroutedProviderView
+from p2p.rpc.views import ProviderView, RoutingView, ServiceView, ServingView, UnroutedProviderView
 from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES, Payload
 
 if TYPE_CHECKING:
@@ -89,9 +89,11 @@ class RpcConfig:
 class MessagePath(Protocol):
     """What RPC uses of the MessageRouter: sending to a node without a link to it, and subscribing to the
     requests, answers and cancels it delivers. What `send_to_peer` returns is read loosely (see `_route`).
-    An answer goes with `hold=False` (now or never) and `via` the neighbour its request came through."""
+    An answer goes with `answer=True`: now, never held for long."""
 
-    def send_to_peer(self, node_id: str, message: Message, *, hold: bool = True, via: str | None = None) -> object: ...
+    def send_to_peer(self, node_id: str, message: Message, *, answer: bool = False) -> object: ...
+
+    def reachable(self, node_id: str) -> bool: ...
 
     def subscribe(self, msg_type: str, handler: Callable[[Message, str], None]) -> None: ...
 
@@ -105,16 +107,14 @@ class RpcResult(NamedTuple):
 
 
 class _Routed:
-    """Replier for a request that reached us through the MessageRouter: answers go back the same way, never
-    held for later (the requester waits seconds at most, and one nobody reaches could be anyone's fresh key):
-    by a route to the requester if we know one, else through the neighbour that relayed the request."""
+    """Replier for a request that reached us through the MessageRouter: answers go back the same way, now or
+    never (the requester waits seconds at most, and one nobody reaches could be anyone's fresh key)."""
 
-    __slots__ = ("service", "target", "via")
+    __slots__ = ("service", "target")
 
-    def __init__(self, service: "RpcService", target: str, via: str | None) -> None:
+    def __init__(self, service: "RpcService", target: str) -> None:
         self.service = service
         self.target = target
-        self.via = via
 
     def send(self, message: Message) -> bool:
         svc = self.service
@@ -122,7 +122,7 @@ class _Routed:
         if link is not None:
             return link.send(message)
         message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time())
-        return svc._route(self.target, message, answer_via=self.via)
+        return svc._route(self.target, message, answer=True)
 
 
 class RpcService:
@@ -205,17 +205,13 @@ class RpcService:
         self.client.close()
         await self.server.stop()
 
-    def _route(self, peer: str, message: Message, answer_via: str | None = None) -> bool:
-        """Send through the MessageRouter to a node we have no link to. An answer (`answer_via`: the neighbour
-        its request came through, "" when it came some other way) is sent now or dropped, never held."""
+    def _route(self, peer: str, message: Message, answer: bool = False) -> bool:
+        """Send through the MessageRouter to a node we have no link to (an answer: now, never held for long)."""
         router = self.message_router
         if router is None or not hasattr(router, "send_to_peer"):
             return False
         try:
-            if answer_via is None:
-                result = router.send_to_peer(peer, message)
-            else:
-                result = router.send_to_peer(peer, message, hold=False, via=answer_via or None)
+            result = router.send_to_peer(peer, message, answer=answer)
         except Exception as exc:  # noqa: BLE001
             log.debug("route to %s failed: %r", peer[:12], exc)
             return False
@@ -316,7 +312,7 @@ class RpcService:
                 return
             neighbour = proven_id(link)
             origin = message.get("origin") or neighbour
-            replier = link if origin == neighbour else _Routed(self, origin, neighbour)
+            replier = link if origin == neighbour else _Routed(self, origin)
             self.server.handle_request(message, origin, replier, neighbour)
             return
         self.server.handle_request(message, proven_id(link), link)
@@ -341,11 +337,16 @@ class RpcService:
         self._set_remote(proven_id(link), message["services"])
 
     def _on_routed_request(self, message: Message, from_node: str) -> None:
+        """A request relayed to us. From a requester no route reaches it is dropped unanswered before anything
+        runs: its answer could only be dropped (an origin nobody links to could be anyone's fresh key)."""
         origin = message.get("origin") or from_node
         if message.get("dst") not in (None, self.node_id) or origin == self.node_id:
             return
-        via = from_node if from_node != origin else ""    # "" : over Grenache, no neighbour to go back through
-        self.server.handle_request(message, origin, _Routed(self, origin, via), from_node)
+        router = self.message_router
+        if from_node != origin and router is not None and not router.reachable(origin):
+            self.server.counters["unroutable"] += 1     # (one that came over Grenache may be looked up)
+            return
+        self.server.handle_request(message, origin, _Routed(self, origin), from_node)
 
     def _on_routed_response(self, message: Message, from_node: str) -> None:
         if message.get("dst") in (None, self.node_id):
@@ -574,6 +575,11 @@ class RpcService:
                 {"ts": ts, "service": s, "peer": p, "from": a, "to": b, "reason": why}
                 for ts, s, p, a, b, why in self.transitions[-20:]],
         }
+
+    def serving(self) -> ServingView:
+        """What /status shows of the requests we serve: the server's counters and its budgets."""
+        server = self.server
+        return {"counters": dict(server.counters), "budget": server.budget.view() if server.budget is not None else None}
 
     # -- housekeeping --------------------------------------------------------------------------
     async def _housekeeping(self) -> None:

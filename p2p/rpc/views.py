@@ -75,3 +75,9 @@ class RoutingView(TypedDict):
     hints: NotRequired[HintsView | None]         # added by the node's RPC component: hint gossip, if it runs
     grenache: NotRequired[GrenacheView]          # and the Grenache workers it calls and the endpoint it serves
     message_paths: NotRequired[PathsView]        # added by the API: MessageRouter.paths()
+
+
+class ServingView(TypedDict):
+    """What /status shows of the requests this node serves (`rpc_serving`)."""
+    counters: dict[str, int]                  # requests, answered, rate_limited, unroutable, ...
+    budget: ServeBudgetView | None
