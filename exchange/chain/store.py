@@ -411,7 +411,7 @@ class ChainStore:
     def save_snapshot(self, height: int, data: bytes) -> None:
         self.sync_blocks()      # a snapshot never outlives the blocks it was made from
         self.snapshots.save(height, data)
-        self._snapshot_height = height
+        self._snapshot_height = None        # looked up again: the newest one may be another than this
         self.compact(height)
 
     def load_snapshot(self) -> tuple[int, bytes] | None:
