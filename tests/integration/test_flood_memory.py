@@ -147,9 +147,11 @@ class Run:
         print(f"\n{label}: RSS growth {[round(g, 1) for g in growth]} MB (bound {rss_bound_mb} MB), /status bytes "
               f"{sizes}, honest orders {len(base)} before, {len(during)} during")
         assert base and during and None not in base + during, f"honest orders not final: {self.client.samples}"
-        base_p99, during_p99 = p99(base), p99(during)     # type: ignore[arg-type]
+        final_base = [x for x in base if x is not None]
+        final_during = sorted(x for x in during if x is not None)
+        base_p99, during_p99 = p99(final_base), p99(final_during)
         print(f"{label}: honest p99 {base_p99 * 1000:.0f} ms before, {during_p99 * 1000:.0f} ms during "
-              f"(slowest {[round(x * 1000) for x in sorted(during)[-4:]]} ms)")     # type: ignore[type-var]
+              f"(slowest {[round(x * 1000) for x in final_during[-4:]]} ms)")
         assert during_p99 <= max(2 * base_p99, P99_FLOOR), \
             f"honest p99 {during_p99 * 1000:.0f} ms during the attack vs {base_p99 * 1000:.0f} ms before"
         assert max(growth) <= rss_bound_mb, f"RSS grew by {[round(g) for g in growth]} MB (bound {rss_bound_mb} MB)"
