@@ -313,12 +313,12 @@ class Settings:
         "requests (bursts of 2 s' worth); past it the answer is rate_limited with the wait, the handler never runs",
         _FLOAT_POS)
     rpc_serve_bytes: int = _setting(
-        4194304, "RPC_SERVE_BYTES", "Bytes/s of RPC answers to one requester, and through one relaying neighbour "
+        2097152, "RPC_SERVE_BYTES", "Bytes/s of RPC answers to one requester, and through one relaying neighbour "
         "(bursts of 2 s' worth; charged once each answer is known, a scope in debt waits)", p.integer(65536))
     rpc_serve_total_rate: float = _setting(
         10000.0, "RPC_SERVE_TOTAL_RATE", "RPC requests/s this node serves everyone together", _FLOAT_POS)
     rpc_serve_total_bytes: int = _setting(
-        33554432, "RPC_SERVE_TOTAL_BYTES", "Bytes/s of RPC answers to everyone together", p.integer(65536))
+        16777216, "RPC_SERVE_TOTAL_BYTES", "Bytes/s of RPC answers to everyone together", p.integer(65536))
     hint_rate: float = _setting(2.0, "HINT_RATE", "Most routing hints this node broadcasts per second", _FLOAT_POS)
     test_service_fault: str | None = _setting(
         None, "TEST_SERVICE_FAULT", "Make the diagnostic test.echo service misbehave (tests): delay=S,fail=FRACTION,"

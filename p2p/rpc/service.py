@@ -78,8 +78,8 @@ class RpcConfig:
     hint_ttl: float = 60.0
     forget_after: float = 300.0           # s after a peer left before its request counts are dropped
     # what the requests we serve may cost, per requester and per relaying neighbour, and in all (serve_budget.py)
-    serve: ServeLimits = field(default_factory=lambda: ServeLimits(rate=1000.0, bytes=4 << 20, total_rate=10_000.0,
-                                                                   total_bytes=32 << 20))
+    serve: ServeLimits = field(default_factory=lambda: ServeLimits(rate=1000.0, bytes=2 << 20, total_rate=10_000.0,
+                                                                   total_bytes=16 << 20))
     # Peak-EWMA decay 0.3 s instead of the router's 1 s default: RPCs between nodes take milliseconds, and a
     # 1 s memory of each scheduling hiccup's peak makes healthy peers look slower than they are, so a slow
     # peer keeps more traffic than it should (tests/integration/test_rpc_faults.py holds the bound).
