@@ -86,7 +86,7 @@ class DeliveryQueue:
         messages leave in order). Returns (refusal, evicted): why it was not queued
         ("too_many_queues", "too_large_to_hold") or None, and the older messages pushed out to make room for it
         (settle them as dropped)."""
-        if size > self.max_target_bytes:
+        if size > min(self.max_target_bytes, self.max_bytes):
             return "too_large_to_hold", []
         queue = self._queues.get(target)
         if queue is None:
@@ -190,8 +190,4 @@ class DeliveryQueue:
         added = sum(h.size for h in held)
         queue.bytes += added
         self.bytes += added
-
-    def view(self) -> tuple[int, int, int]:
-        """(messages, targets, bytes) held now."""
-        return len(self), len(self._queues), self.bytes
 

@@ -181,7 +181,7 @@ class MessageRouter:
         else hold it (bounded by count and bytes, for QUEUE_TTL) until it is reachable. A QUEUED message's
         final outcome is passed to `on_settled` later (delivered/relayed when flushed, dropped when it
         expires). An `answer` to someone's request goes now, through a neighbour only while that link keeps half
-        its room (else dropped "link_busy"), and is held only while a Grenache lookup may find its node (at most
+        its send buffer free (else dropped "link_busy"), and is held only while a Grenache lookup may find its node (at most
         ANSWER_HOLD seconds); with no path it is dropped "unroutable": held for a requester nobody reaches, it
         would be held for whoever asked, and a fresh key costs nothing."""
         return self.unicast.send_to_peer(node_id, message, on_settled, answer=answer)

@@ -31,7 +31,7 @@ class RoutedLink(Identified, Protocol):
 
     def send_frame(self, frame: bytes) -> bool: ...
 
-    def room(self) -> int: ...                          # bytes it takes before it counts as slow (and closes)
+    def spare_room(self) -> int: ...                    # bytes it takes while half its send buffer stays free
 
     def close(self, reason: LinkReason, detail: str = "") -> None: ...
 

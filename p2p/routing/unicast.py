@@ -42,7 +42,7 @@ class Unicast(RoutingPart):
     def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
                      *, answer: bool = False) -> SendResult:
         """See MessageRouter.send_to_peer. An `answer` never waits behind what is held for its node, goes through
-        a neighbour only while that link keeps half its room ("link_busy"), and is held only while a Grenache
+        a neighbour only while that link keeps half its send buffer free ("link_busy"), and is held only while a Grenache
         lookup of its node may find it (at most ANSWER_HOLD seconds); with no path at all it is dropped
         ("unroutable")."""
         kind = message["type"]
@@ -85,8 +85,8 @@ class Unicast(RoutingPart):
 
     def _send_routed(self, node_id: str, envelope: Message, spare: bool = False) -> SendResult | None:
         """Send now if there is a route; None when there is none (or its link just closed). `spare`: a relay
-        link is used only while it keeps half its room for its own traffic (else dropped, "link_busy"): a
-        burst of answers must never overflow, and so close, a link between honest nodes."""
+        link is used only while it keeps half its send buffer free for its own traffic (else dropped,
+        "link_busy"): a burst of answers must never overflow, and so close, a link between honest nodes."""
         route = self.route_for(node_id)
         if route is None:
             return None
@@ -100,7 +100,7 @@ class Unicast(RoutingPart):
             bump(self.counters.sent, kind)
             return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
         frame = encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)
-        if spare and 2 * len(frame) > link.room():
+        if spare and len(frame) > link.spare_room():
             return self.dropped(envelope["id"], "link_busy")
         if not link.send_frame(frame):
             return None

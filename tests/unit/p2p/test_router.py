@@ -263,11 +263,11 @@ async def test_an_answer_for_a_node_nobody_reaches_is_dropped_not_held() -> None
     assert [msg["payload"] for msg, _ in b.got] == ["ours"]
 
 
-async def test_an_answer_never_fills_a_relays_link_past_half_its_room() -> None:
+async def test_an_answer_never_fills_a_relays_link_past_half_its_send_buffer() -> None:
     net = line(3)
     net.heartbeats()
     a, b, c = net.nodes
-    net.link_room = 4_000                       # what the link to the relay would still take
+    net.link_room = 2_000                       # what the link to the relay can spare
     small = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "x" * 500}, answer=True)
     big = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "x" * 3_000}, answer=True)
     ours = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "y" * 3_000})
