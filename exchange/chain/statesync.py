@@ -56,7 +56,6 @@ class SnapshotServer:
         self.store = store
         self.cache_bytes = cache_bytes
         self._served: _Served | None = None
-        self.reads = 0              # snapshots checked (and, when they fit, loaded) from disk
 
     def serve(self, payload: RpcValue) -> SnapshotChunk:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
@@ -82,7 +81,6 @@ class SnapshotServer:
                 served = self._served = served._replace(proof=self._proof(served.height))
             return served
         found = self.store.checked_snapshot()
-        self.reads += 1
         if found is None:
             raise CannotServe("no snapshot here")
         height, total = found
