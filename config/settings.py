@@ -216,6 +216,12 @@ class Settings:
     dial_burst: int = _setting(20, "DIAL_BURST", "Dials allowed at once before DIAL_RATE applies", p.integer(1))
     queue_max_messages: int = _setting(1000, "QUEUE_MAX_MESSAGES", "Messages held per offline peer",
                                        p.integer(1))
+    queue_target_bytes: int = _setting(
+        4194304, "QUEUE_TARGET_BYTES", "Bytes of messages held for one offline peer (its oldest make room)",
+        p.integer(65536))
+    queue_max_bytes: int = _setting(
+        33554432, "QUEUE_MAX_BYTES", "Bytes of messages held for all offline peers together (past it the peer "
+        "holding the most gives up its oldest)", p.integer(65536))
     queue_ttl: float = _setting(60.0, "QUEUE_TTL", "Seconds a held message waits for its peer", _FLOAT_POS)
     broadcast_mode: str = _setting("plumtree", "BROADCAST_MODE", "plumtree (eager tree + lazy ids) or flood",
                                    p.choice("plumtree", "flood"))
@@ -286,6 +292,9 @@ class Settings:
         50, "SNAPSHOT_LAG", "Blocks after a snapshot whose state hash certifies it, so each node encodes it in a "
         "child process while the chain goes on; at most half of SNAPSHOT_INTERVAL, 0 to encode and certify it "
         "at its own height in the event loop (set at founding)", p.integer(0, 10**6))
+    snapshot_cache_bytes: int = _setting(
+        67108864, "SNAPSHOT_CACHE_BYTES", "Bytes of the newest snapshot kept in memory to serve joining peers (one "
+        "read per snapshot, not per request); a bigger one is read from disk a chunk at a time", p.integer(0))
     keep_blocks: int = _setting(
         1000, "KEEP_BLOCKS", "Blocks kept behind the newest snapshot (for peers catching up); older ones are "
         "compacted away", p.integer(10, 10**8))
@@ -344,6 +353,17 @@ class Settings:
     rpc_warmup_start: float | None = _setting(
         None, "RPC_WARMUP_START", "Outgoing RPCs/s at the start of the warm-up (default 10% of RPC_WARMUP_RATE)",
         p.optional(_FLOAT_POS))
+    rpc_serve_rate: float = _setting(
+        1000.0, "RPC_SERVE_RATE", "RPC requests/s this node serves one requester, and one neighbour relaying others' "
+        "requests (bursts of 2 s' worth); past it the answer is rate_limited with the wait, the handler never runs",
+        _FLOAT_POS)
+    rpc_serve_bytes: int = _setting(
+        2097152, "RPC_SERVE_BYTES", "Bytes/s of RPC answers to one requester, and through one relaying neighbour "
+        "(bursts of 2 s' worth; charged once each answer is known, a scope in debt waits)", p.integer(65536))
+    rpc_serve_total_rate: float = _setting(
+        10000.0, "RPC_SERVE_TOTAL_RATE", "RPC requests/s this node serves everyone together", _FLOAT_POS)
+    rpc_serve_total_bytes: int = _setting(
+        16777216, "RPC_SERVE_TOTAL_BYTES", "Bytes/s of RPC answers to everyone together", p.integer(65536))
     hint_rate: float = _setting(2.0, "HINT_RATE", "Most routing hints this node broadcasts per second", _FLOAT_POS)
     test_service_fault: str | None = _setting(
         None, "TEST_SERVICE_FAULT", "Make the diagnostic test.echo service misbehave (tests): delay=S,fail=FRACTION,"

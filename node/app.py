@@ -318,6 +318,7 @@ class ExchangeNode:
             "reachability": None if self.nat is None else str(self.nat.reachability),
             "nat": None if self.nat is None else self.nat.status(),
             "p2p": peer_status, "discovery": self.discovery.stats(), "router": self.router.stats(),
+            "rpc_serving": self.rpc.service.serving(),
             **self.chain_summary(), "exchange": self.chain.status(), "storage": self.chain_store.stats(),
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
             "api_connections": guard.view() if (guard := self.api_guard) is not None else None,

@@ -15,7 +15,7 @@ import random
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, cast
 
-from exchange.chain.ports import BadRequest, CannotServe
+from exchange.chain.ports import BadRequest, CannotServe, Throttled
 from exchange.chain.service import MESSAGE_TYPES, ChainService
 from p2p import messages as m
 from p2p.close_reason import CloseReason
@@ -23,7 +23,7 @@ from p2p.connection import PeerLink
 from p2p.peer_hooks import PeerHooks
 from p2p.peers import PeerManager
 from p2p.router import MessageRouter
-from p2p.rpc.errors import BAD_REQUEST, UNAVAILABLE, RpcError
+from p2p.rpc.errors import BAD_REQUEST, RATE_LIMITED, UNAVAILABLE, RpcError
 
 if TYPE_CHECKING:
     from node.rpc_component import NodeRpc, RpcValue
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.chain")
 
 _UNICAST = tuple(t for t in MESSAGE_TYPES if t != "chain_decision")
+ANSWER_TYPES = frozenset({"chain_sync_response"})      # sent to whoever asked: never held for later
 
 
 # The envelope of every chain message: its `body` is checked in depth by the chain itself.
@@ -46,8 +47,10 @@ class P2PChainNetwork:
 
     # ------------------------------------------------------------------ ChainNetwork
     def send(self, node_id: str, message: m.Message) -> None:
+        """To one node; an answer (`ANSWER_TYPES`) goes now, never held for long (MessageRouter.send_to_peer):
+        held for a requester nobody reaches, it would be held for whoever asked, and the requester asks again."""
         try:
-            self.router.send_to_peer(node_id, message)
+            self.router.send_to_peer(node_id, message, answer=message.get("type") in ANSWER_TYPES)
         except ValueError as exc:   # e.g. a proposal over MAX_FRAME_BYTES
             log.warning("could not send %s to %s: %s", message.get("type"), node_id[:12], exc)
 
@@ -89,6 +92,15 @@ class P2PChainNetwork:
         return list(self.rpc.service.providers(service))
 
     async def call(self, service: str, payload: object, timeout: float, peer: str | None = None) -> RpcValue:
+        """The chain's RPC; a peer's `rate_limited` answer (its serving budget for us is spent) raises Throttled."""
+        try:
+            return await self._call(service, payload, timeout, peer)
+        except RpcError as exc:
+            if exc.code == RATE_LIMITED:
+                raise Throttled(str(exc), exc.retry_after if exc.retry_after is not None else 1.0) from None
+            raise
+
+    async def _call(self, service: str, payload: object, timeout: float, peer: str | None) -> RpcValue:
         if peer is not None:
             return await self.rpc.request_peer(peer, service, payload, timeout)
         if self.rpc.service.providers(service) or self.chain is None or self.chain.core is None:

@@ -18,6 +18,7 @@ from p2p.discovery.mdns import mdns_announce_hosts
 from p2p.nat.config import NatConfig
 from p2p.peer_config import PeerConfig
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
+from p2p.rpc.serve_budget import ServeLimits
 from p2p.rpc.service import RpcConfig
 
 # Grape records expire after 1-2 x the grape's --dpa (often 120 s): announcing at least every
@@ -69,6 +70,7 @@ def router_config(settings: Settings) -> RouterConfig:
     return RouterConfig(
         max_frame_bytes=settings.max_frame_bytes, seen_cache_size=settings.seen_cache_size,
         seen_cache_ttl=settings.seen_cache_ttl, queue_max_messages=settings.queue_max_messages,
+        queue_target_bytes=settings.queue_target_bytes, queue_max_bytes=settings.queue_max_bytes,
         queue_ttl=settings.queue_ttl, rate_limit=settings.router_rate_limit, rate_burst=settings.router_rate_burst,
         flood_ban=settings.router_flood_ban, graft_peer_bytes=settings.router_graft_peer_bytes,
         graft_total_bytes=settings.router_graft_total_bytes, diagnostic_types=settings.debug_api,
@@ -81,7 +83,10 @@ def rpc_config(settings: Settings) -> RpcConfig:
     return RpcConfig(default_timeout=settings.rpc_timeout, max_in_flight_per_peer=settings.rpc_max_in_flight,
                      serve_in_flight_per_peer=settings.rpc_max_in_flight, max_attempts=settings.rpc_max_attempts,
                      warmup_period=settings.rpc_warmup, warmup_rate=settings.rpc_warmup_rate,
-                     warmup_start=settings.rpc_warmup_start, hint_ttl=settings.hint_ttl)
+                     warmup_start=settings.rpc_warmup_start, hint_ttl=settings.hint_ttl,
+                     serve=ServeLimits(rate=settings.rpc_serve_rate, bytes=settings.rpc_serve_bytes,
+                                       total_rate=settings.rpc_serve_total_rate,
+                                       total_bytes=settings.rpc_serve_total_bytes))
 
 
 def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
@@ -97,6 +102,7 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                       sync_total_bytes=settings.sync_total_bytes,
                       account_ops_per_block=settings.account_ops_per_block,
                       account_ops_per_100_blocks=settings.account_ops_per_100_blocks,
+                      snapshot_cache_bytes=settings.snapshot_cache_bytes,
                       max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))
 
 

@@ -408,6 +408,11 @@ class PeerLink(asyncio.Protocol):
             return self._overflow()
         return True
 
+    def spare_room(self) -> int:
+        """Bytes this link takes while half its send buffer stays free (past the whole of it, it is closed as not
+        reading fast enough): what can be sent on it that its own traffic could do without."""
+        return self._bound - self._pending_bytes - self.host.send_buffer_bytes // 2
+
     def _overflow(self) -> bool:
         self.close(CloseReason.SEND_BUFFER_OVERFLOW, "peer is not reading fast enough", send_goodbye=False)
         return False

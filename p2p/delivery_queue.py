@@ -1,7 +1,10 @@
 """DeliveryQueue: messages held for peers we cannot reach yet, bounded, expiring, drained at a warm-up rate.
 
-Each target has its own FIFO of at most `max_messages` (the oldest is dropped to make room) and every
-message expires `ttl` seconds after it was queued. When the target becomes reachable the queue drains
+Each target has its own FIFO of at most `max_messages` and `max_target_bytes` (the oldest is dropped to make
+room: what is newest matters most to a peer that comes back), all targets together at most `max_bytes` (past it
+the target holding the most bytes gives up its oldest, so a peer gone for long, or a flood of messages for one
+target, cannot push out another target's few), and every message expires `ttl` seconds after it was queued. A
+message's size is its encoded size, counted once as it is queued. When the target becomes reachable the queue drains
 through a token bucket whose rate starts at `start_rate` and doubles every second up to `max_rate`,
 so a peer back from downtime is never hit by thousands of messages at once. The warm-up is storm
 protection (p2p/resilience/protection.py): each message draws its verdict when it is queued, and a
@@ -32,29 +35,35 @@ class Held:
     expires: float
     on_settled: Callable[[SendResult], None] | None = None
     guard: str | None = ENFORCE  # the protection verdict drawn for it (see Protection.covers)
+    size: int = 0                # its encoded bytes, as counted against the queue's byte budgets
 
 
 class _TargetQueue:
-    __slots__ = ("items", "bucket", "drain_started")
+    __slots__ = ("items", "bucket", "drain_started", "bytes")
 
     def __init__(self) -> None:
         self.items: deque[Held] = deque()
         self.bucket: TokenBucket | None = None
         self.drain_started = 0.0
+        self.bytes = 0
 
 
 class DeliveryQueue:
     def __init__(self, max_messages: int = 1000, ttl: float = 60.0, *, max_targets: int = 1024,
+                 max_target_bytes: int = 4 << 20, max_bytes: int = 32 << 20,
                  start_rate: float = 20.0, max_rate: float = 2000.0, clock: Callable[[], float] = time.monotonic,
                  protection: Protection | None = None) -> None:
         self.max_messages = max_messages
         self.ttl = ttl
         self.max_targets = max_targets
+        self.max_target_bytes = max_target_bytes
+        self.max_bytes = max_bytes
         self.start_rate = start_rate
         self.max_rate = max_rate
         self._clock = clock
         self.protection = protection or Protection()
         self._queues: dict[str, _TargetQueue] = {}
+        self.bytes = 0                # held by every target together
 
     def __len__(self) -> int:
         return sum(len(q.items) for q in self._queues.values())
@@ -70,31 +79,62 @@ class DeliveryQueue:
     def pending_targets(self) -> int:
         return len(self._queues)
 
-    def put(self, target: str, message: Message, on_settled: Callable[[SendResult], None] | None = None
-            ) -> tuple[bool, Held | None]:
-        """Queue a message. Returns (accepted, evicted): not accepted when there are too many targets
-        already; `evicted` is the oldest message pushed out of a full queue (settle it as dropped)."""
+    def put(self, target: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+            size: int = 0, ttl: float | None = None) -> tuple[str | None, list[Held]]:
+        """Queue a message of `size` encoded bytes, for `ttl` seconds if that is shorter than the queue's own (it
+        expires once that has passed and everything queued for its target before it is gone, since each target's
+        messages leave in order). Returns (refusal, evicted): why it was not queued
+        ("too_many_queues", "too_large_to_hold") or None, and the older messages pushed out to make room for it
+        (settle them as dropped)."""
+        if size > min(self.max_target_bytes, self.max_bytes):
+            return "too_large_to_hold", []
         queue = self._queues.get(target)
         if queue is None:
             if len(self._queues) >= self.max_targets:
-                return False, None
+                return "too_many_queues", []
             queue = self._queues[target] = _TargetQueue()
-        evicted = queue.items.popleft() if len(queue.items) >= self.max_messages else None
-        queue.items.append(self.hold(message, on_settled))
-        return True, evicted
+        evicted: list[Held] = []
+        while queue.items and (len(queue.items) >= self.max_messages or queue.bytes + size > self.max_target_bytes):
+            evicted.append(self._pop_oldest(queue))
+        while self.bytes + size > self.max_bytes:
+            heaviest = max(self._queues, key=self._target_bytes)
+            evicted.append(self._pop_oldest(self._queues[heaviest]))
+            if heaviest != target and not self._queues[heaviest].items:
+                del self._queues[heaviest]
+        held = self.hold(message, on_settled, ttl)
+        held.size = size
+        queue.items.append(held)
+        queue.bytes += size
+        self.bytes += size
+        return None, evicted
 
-    def hold(self, message: Message, on_settled: Callable[[SendResult], None] | None = None) -> Held:
+    def _target_bytes(self, target: str) -> int:
+        return self._queues[target].bytes
+
+    def _pop_oldest(self, queue: _TargetQueue) -> Held:
+        held = queue.items.popleft()
+        self._uncount(queue, held)
+        return held
+
+    def _uncount(self, queue: _TargetQueue, held: Held) -> None:
+        queue.bytes -= held.size
+        self.bytes -= held.size
+
+    def hold(self, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+             ttl: float | None = None) -> Held:
         """A Held for `message` as `put` would queue it (expiry, protection verdict), queued nowhere yet."""
-        return Held(message, self._clock() + self.ttl, on_settled, self.protection.covers())
+        expires = self._clock() + (self.ttl if ttl is None else min(ttl, self.ttl))
+        return Held(message, expires, on_settled, self.protection.covers())
 
     def expire(self) -> list[Held]:
         """Remove and return every message past its expiry (queues are in expiry order)."""
         now = self._clock()
         gone: list[Held] = []
         for target in list(self._queues):
-            items = self._queues[target].items
+            queue = self._queues[target]
+            items = queue.items
             while items and items[0].expires <= now:
-                gone.append(items.popleft())
+                gone.append(self._pop_oldest(queue))
             if not items:
                 del self._queues[target]
         return gone
@@ -128,9 +168,9 @@ class DeliveryQueue:
         while items:
             head = items[0]
             if head.expires <= now:
-                expired.append(items.popleft())
+                expired.append(self._pop_oldest(queue))
             elif head.guard is None or bucket.try_take() or not protection.limited("queue.warmup", head.guard):
-                ready.append(items.popleft())
+                ready.append(self._pop_oldest(queue))
             else:
                 break
         if not items:
@@ -139,11 +179,15 @@ class DeliveryQueue:
         return ready, expired, max(bucket.wait_time(), 0.001)
 
     def requeue_front(self, target: str, held: list[Held]) -> None:
-        """Put messages taken but not sent back at the head, in order (the route vanished mid-flush)."""
+        """Put messages taken but not sent back at the head, in order (the route vanished mid-flush). They were
+        counted when queued and are counted again; the budgets are checked at the next `put`."""
         if not held:
             return
         queue = self._queues.get(target)
         if queue is None:
             queue = self._queues[target] = _TargetQueue()
         queue.items.extendleft(reversed(held))
+        added = sum(h.size for h in held)
+        queue.bytes += added
+        self.bytes += added
 

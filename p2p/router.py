@@ -67,6 +67,7 @@ class SeenCacheView(TypedDict):
 class QueueView(TypedDict):
     messages: int                    # unicasts held for nodes we cannot reach now
     targets: int
+    bytes: int                       # their encoded size (QUEUE_TARGET_BYTES per target, QUEUE_MAX_BYTES in all)
     draining: int
 
 
@@ -109,7 +110,8 @@ class MessageRouter:
         self.counters = RouterCounters()
         self.seen = SeenCache(config.seen_cache_size, config.seen_cache_ttl)
         self.protection: Protection = peers.protection
-        self.queue = DeliveryQueue(config.queue_max_messages, config.queue_ttl, protection=self.protection)
+        self.queue = DeliveryQueue(config.queue_max_messages, config.queue_ttl, max_target_bytes=config.queue_target_bytes,
+                                   max_bytes=config.queue_max_bytes, protection=self.protection)
         self.auth = OriginAuth.for_peers(peers, max_age=config.seen_cache_ttl / 2)
         self.subscribers = Subscribers(peers, self.counters)
         self.inbound = InboundLimiter(peers, self.counters, config.rate_limit, config.rate_burst, config.flood_ban)
@@ -173,16 +175,24 @@ class MessageRouter:
         The envelope fields are filled in here; this node's own subscribers are not called."""
         return self.plumtree.broadcast(message)
 
-    def send_to_peer(self, node_id: str, message: Message,
-                     on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
+    def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+                     *, answer: bool = False) -> SendResult:
         """Send `message` to one node: over our link to it, else through a neighbour that links to it,
-        else hold it (bounded, for QUEUE_TTL) until it is reachable. A QUEUED message's final outcome
-        is passed to `on_settled` later (delivered/relayed when flushed, dropped when it expires)."""
-        return self.unicast.send_to_peer(node_id, message, on_settled)
+        else hold it (bounded by count and bytes, for QUEUE_TTL) until it is reachable. A QUEUED message's
+        final outcome is passed to `on_settled` later (delivered/relayed when flushed, dropped when it
+        expires). An `answer` to someone's request goes now, through a neighbour only while that link keeps half
+        its send buffer free (else dropped "link_busy"), and is held only while a Grenache lookup may find its node (at most
+        ANSWER_HOLD seconds); with no path it is dropped "unroutable": held for a requester nobody reaches, it
+        would be held for whoever asked, and a fresh key costs nothing."""
+        return self.unicast.send_to_peer(node_id, message, on_settled, answer=answer)
 
     def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
         return self.unicast.route_for(node_id)
+
+    def reachable(self, node_id: str) -> bool:
+        """Whether a message to `node_id` could leave now: a link, a relay, or its address on Grenache."""
+        return self.unicast.reachable(node_id)
 
     def lazy_peers(self, origin: str) -> set[str]:
         """Neighbours that only get ids (not messages) of `origin`'s broadcasts from us (live set)."""
@@ -338,7 +348,7 @@ class MessageRouter:
             "relay_reach": len(relay_targets), "relay_targets": sorted(relay_targets)[:256],
             "seen_cache": {"size": len(seen), "max_size": seen.max_size, "ttl": seen.ttl,
                            "evicted": seen.evicted, "expired": seen.expired},
-            "queue": {"messages": len(self.queue), "targets": self.queue.pending_targets,
+            "queue": {"messages": len(self.queue), "targets": self.queue.pending_targets, "bytes": self.queue.bytes,
                       "draining": self.unicast.draining},
             "rate_limit": {"rate": self.inbound.rate, "burst": self.inbound.burst},
             "paths": self.paths(),

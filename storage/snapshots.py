@@ -29,6 +29,7 @@ SNAP_TAIL = struct.Struct(">QI4s")
 SNAP_MAGIC = b"XNSNAP01"
 SNAP_END = b"XNSE"
 _NAME = re.compile(r"^snapshot-(\d{20})\.snap$")
+CHECK_PIECE = 1 << 20       # bytes read at a time to check a snapshot's checksum
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,44 @@ class SnapshotStore:
             return Snapshot(height, decode_snapshot(self.fs.read_file(path), height), path)
         except ValueError as exc:
             raise StorageError(DAMAGED, f"snapshot {path} is damaged: {exc}", path=path) from None
+
+    def check(self, height: int) -> int:
+        """The body length of the snapshot at `height` once its checksum holds, read in pieces (never whole in
+        memory); kind `not_found` if absent, `damaged` if it fails its checks."""
+        path = self.path_for(height)
+        handle = self.fs.open_read(path)
+        try:
+            size = self.fs.size(handle)
+            head, tail = SNAP_HEAD.size, SNAP_TAIL.size
+            if size < head + tail:
+                raise ValueError(f"{size} bytes, too short for a snapshot")
+            magic, stored_height = SNAP_HEAD.unpack(self.fs.pread(handle, head, 0))
+            length: int
+            length, crc, end = SNAP_TAIL.unpack(self.fs.pread(handle, tail, size - tail))
+            if magic != SNAP_MAGIC or end != SNAP_END:
+                raise ValueError("not a snapshot file (bad magic)")
+            if length != size - head - tail or stored_height != height:
+                raise ValueError(f"holds height {stored_height} and {size - head - tail} body bytes, its name says "
+                                 f"{height} and its trailer {length}")
+            running = 0
+            for offset in range(0, length, CHECK_PIECE):
+                running = zlib.crc32(self.fs.pread(handle, min(CHECK_PIECE, length - offset), head + offset), running)
+            if running != crc:
+                raise ValueError("checksum mismatch")
+            return length
+        except (ValueError, struct.error) as exc:
+            raise StorageError(DAMAGED, f"snapshot {path} is damaged: {exc}", path=path) from None
+        finally:
+            self.fs.close(handle)
+
+    def read_body(self, height: int, offset: int, size: int) -> bytes:
+        """Up to `size` bytes of the body of the snapshot at `height`, from `offset` (checked whole by `check`)."""
+        handle = self.fs.open_read(self.path_for(height))
+        try:
+            body = self.fs.size(handle) - SNAP_HEAD.size - SNAP_TAIL.size
+            return self.fs.pread(handle, max(0, min(size, body - offset)), SNAP_HEAD.size + offset)
+        finally:
+            self.fs.close(handle)
 
     def load_newest(self) -> Snapshot | None:
         """The newest intact snapshot (None if there is none); damaged newer ones are skipped, each with a

@@ -44,7 +44,7 @@ BY_CALL = {"NetnsLan(": "netns", "lan_or_skip(": "netns", "sync_playwright(": "b
 # its own CPU, not next to each other). Seconds of one worker each, measured alone on 2 cores
 # (load 1 to 4): bench smoke 212, seat attacks 124, partitions 90, bit flips in block logs 85, in the WAL 74,
 # seats 72, chain attacks 64, NAT traversal 63, the lone node's bit flips 57, DHT 56, console 50, outbox bit
-# flips 49, cancel-all 45, kill -9 37, DHT simulator 36, flood 33; every other file under 30. The fast tier's
+# flips 49, flood memory 48, cancel-all 45, kill -9 37, DHT simulator 36, flood 33; every other file under 30. The fast tier's
 # longest, the crash enumeration (76 s), goes first there for the same reason.
 LONGEST_FIRST = ("unit/storage/test_chain_crash.py",
                  "unit/bench/test_smoke.py", "integration/test_seat_attacks.py", "integration/test_chain_partitions.py",
@@ -53,7 +53,8 @@ LONGEST_FIRST = ("unit/storage/test_chain_crash.py",
                  "integration/test_nat_traversal.py",
                  "integration/test_storage_bitflips_solo.py", "integration/test_dht.py",
                  "integration/test_console_browser.py", "integration/test_storage_bitflips_outbox.py",
-                 "integration/test_cancel_all.py", "integration/test_storage_kill9.py", "unit/p2p/test_dht_sim.py",
+                 "integration/test_flood_memory.py", "integration/test_cancel_all.py",
+                 "integration/test_storage_kill9.py", "unit/p2p/test_dht_sim.py",
                  "integration/test_flood_orders.py")
 
 # audit events that start another program (multiprocessing's spawn and forkserver raise none: wrapped below)

@@ -124,29 +124,42 @@ class BlockSync:
         if height <= self.core.state.height:
             return
         if height > self.core.state.height + 1:
-            self._buffer(block, commit, sender)
-            self._check_ahead(block, commit, sender, now)
-            self.note_ahead(sender, height, now)
+            if self._buffer(block, commit, sender):
+                self._check_ahead(block, commit, sender, now)
+                self.note_ahead(sender, height, now)
+            elif block.header.validators_hash == self.core.state.validators.hash:
+                # it names our set and that set did not sign it: whoever sent it made it up (an honest node
+                # never passes on a block ahead of it: judge_certified)
+                self.core.penalize(sender, PENALTY_INVALID, "bad_commit_ahead")
             return
         self._take_certified(block, commit, sender, now)
         while self.core.state.height + 1 in self._buffered and not self.core.halted:
             block, commit, source = self._unbuffer(self.core.state.height + 1)
             self._take_certified(block, commit, source, now)
 
-    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> None:
-        """Hold a certified block until the ones before it arrive. It cannot be checked yet, so what anyone
-        can make us hold is bounded: heights within `max_buffered_blocks` of ours, `max_buffered_bytes` in
-        all, and a quarter of that per sender."""
+    def _buffer(self, block: Block, commit: Commit, sender: str | None) -> bool:
+        """Hold a certified block until the ones before it arrive. Its parent and state cannot be checked yet,
+        so what anyone can make us hold is bounded: heights within `max_buffered_blocks` of ours,
+        `max_buffered_bytes` in all, and a quarter of that per sender; and its certificate must check out against
+        our validator set first. False when it does not: a block made up (a fresh key's garbage signatures), or
+        one signed by a set that changes before its height, which the sync fetches once we get there; either
+        way it is neither held nor believed as a claim of that height. Nobody is penalised (an honest peer may
+        pass on a block of a later set)."""
         height, size = block.height, block.size
         config = self.core.config
         if height > self.core.state.height + config.max_buffered_blocks or height in self._buffered:
-            return
+            return True
+        if not self.core.check.commit_ok(commit, block):
+            self.core.counters["ahead_unverified"] = self.core.counters.get("ahead_unverified", 0) + 1
+            return False
+        self._verified_ahead = max(self._verified_ahead, height)    # our validators certified it: reached
         by_sender = sum(b.size for b, _, s in self._buffered.values() if s == sender)
         if self._buffered_bytes + size > config.max_buffered_bytes or by_sender + size > config.max_buffered_bytes // 4:
             self.core.counters["buffer_refused"] = self.core.counters.get("buffer_refused", 0) + 1
-            return
+            return True
         self._buffered[height] = (block, commit, sender)
         self._buffered_bytes += size
+        return True
 
     def _check_ahead(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
         """A certified block above the next height that names our current validator set: once its certificate

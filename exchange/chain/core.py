@@ -91,6 +91,7 @@ class CoreConfig:
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
+    snapshot_cache_bytes: int = 64 * 1024 * 1024   # the snapshot we serve is kept in memory up to this size
 
 
 class _Context:

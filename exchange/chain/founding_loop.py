@@ -64,7 +64,10 @@ class FoundingHost(Protocol):
     genesis: Genesis | None
     founding_status: str
     trust: str
-    conflicts: dict[str, Conflict]
+
+    def note_conflict(self, node_id: str, conflict: Conflict) -> None:
+        """A peer on another chain (shown in /status, bounded by count and age)."""
+        ...
 
     def boot(self, genesis: Genesis) -> None: ...
 
@@ -156,7 +159,7 @@ class FoundingLoop:
         if problem is not None:
             log.error("not joining chain %s of peer %s: %s", genesis.chain_id[:16], peer[:12], problem)
             self.founding.refused.add(genesis.chain_id)
-            self.host.conflicts[peer] = {"chain_id": genesis.chain_id, "reason": problem}
+            self.host.note_conflict(peer, {"chain_id": genesis.chain_id, "reason": problem})
             return True
         self.store.save_genesis(genesis)
         self.host.trust = decision.trust or self.host.trust

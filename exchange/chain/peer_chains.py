@@ -3,8 +3,10 @@
 A peer states its chain id and height in its hello and heartbeats (or, met only over Grenache, in a
 `chain_status` message): the founding logic hears it (which chain to adopt), the core's block sync learns how
 far the peer is. A peer on another chain with our NETWORK_ID is not linked and is remembered in `conflicts`
-(shown in /status; at most MAX_CONFLICTS, the newest, since anyone can name another chain). Ours goes into our
-handshakes and heartbeats (`chain_info`) and, every second, to the nodes we meet only over Grenache.
+(shown in /status). Anyone can name another chain with a fresh key, so what is remembered is bounded by count
+and age: at most MAX_CONFLICTS, the most recently heard, none heard longer than CONFLICT_TTL ago; a new chain is
+logged at most once per CONFLICT_LOG_INTERVAL, with a count of the others since. Ours goes into our handshakes
+and heartbeats (`chain_info`) and, every second, to the nodes we meet only over Grenache.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from exchange.chain.ports import ChainHost, ChainNetwork
 
 log = logging.getLogger("exchange.chain")
 
-MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status)
+MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status) ...
+CONFLICT_TTL = 600.0        # ... each for this many seconds after it was last heard
+CONFLICT_LOG_INTERVAL = 10.0    # s between warnings about another network in sight
 
 
 class ChainInfo(TypedDict):
@@ -41,6 +45,8 @@ class PeerChains:
         self.conflicts: dict[str, Conflict] = {}        # peers on another chain: node id -> what we know
         self.grenache_members: Callable[[], set[str]] = set     # nodes we reach only over Grenache
         self._status_sent_at = 0.0
+        self._warned_at = float("-inf")
+        self._unwarned = 0                                  # other networks heard since the last warning
 
     def chain_info(self) -> ChainInfo:
         """What our handshakes and heartbeats say about our chain."""
@@ -55,20 +61,46 @@ class PeerChains:
         mine = genesis.chain_id if genesis else None
         if mine is not None and chain_id and chain_id != mine:
             if chain_id not in {c["chain_id"] for c in self.conflicts.values()}:
-                log.warning("peer %s is on another network with the same NETWORK_ID %r (chain %s at height %d, "
-                            "ours %s): not linking; the two networks were founded apart and are not merged",
-                            node_id[:12], self.network_id, chain_id[:16], height, mine[:16])
-            self.conflicts.pop(node_id, None)
-            self.conflicts[node_id] = {"chain_id": chain_id, "height": height, "seen": now,
-                                       "reason": "founded apart (different genesis)"}
-            while len(self.conflicts) > MAX_CONFLICTS:      # anyone can name another chain: keep the newest few
-                del self.conflicts[next(iter(self.conflicts))]
+                self._warn(node_id, chain_id, height, mine, now)
+            self.note_conflict(node_id, {"chain_id": chain_id, "height": height, "seen": now,
+                                         "reason": "founded apart (different genesis)"})
             return False
         core = self.host.core
         if core is not None and chain_id == mine:
             core.peer_height(node_id, height, now)
             self.host.schedule_pump()
         return True
+
+    def note_conflict(self, node_id: str, conflict: Conflict) -> None:
+        """Remember a peer on another chain (the most recently heard first to stay), within the bounds."""
+        now = self.clock()
+        self.conflicts.pop(node_id, None)
+        self.conflicts[node_id] = {**conflict, "seen": conflict.get("seen", now)}
+        self._forget_conflicts(now)
+
+    def conflict_view(self) -> dict[str, Conflict]:
+        """The peers on other chains heard within CONFLICT_TTL (at most MAX_CONFLICTS), for /status."""
+        self._forget_conflicts(self.clock())
+        return dict(self.conflicts)
+
+    def _forget_conflicts(self, now: float) -> None:
+        conflicts = self.conflicts
+        while conflicts:
+            oldest = next(iter(conflicts))
+            if len(conflicts) <= MAX_CONFLICTS and now - conflicts[oldest].get("seen", now) <= CONFLICT_TTL:
+                return
+            del conflicts[oldest]
+
+    def _warn(self, node_id: str, chain_id: str, height: int, mine: str, now: float) -> None:
+        """One warning per CONFLICT_LOG_INTERVAL, however many fresh keys name chains of their own."""
+        if now - self._warned_at < CONFLICT_LOG_INTERVAL:
+            self._unwarned += 1
+            return
+        others = f" ({self._unwarned} other networks heard since the last warning)" if self._unwarned else ""
+        self._warned_at, self._unwarned = now, 0
+        log.warning("peer %s is on another network with the same NETWORK_ID %r (chain %s at height %d, "
+                    "ours %s): not linking; the two networks were founded apart and are not merged%s",
+                    node_id[:12], self.network_id, chain_id[:16], height, mine[:16], others)
 
     def on_peer_gone(self, node_id: str) -> None:
         self.founding.forget(node_id)

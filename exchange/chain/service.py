@@ -57,7 +57,7 @@ from exchange.chain.durability import BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import ChainRules, FoundingLoop
+from exchange.chain.founding_loop import ChainRules, Conflict, FoundingLoop
 from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken, read_token
 from exchange.chain.halt_watch import HaltWatch
@@ -107,7 +107,7 @@ class ChainService:
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
                          "status_sent": 0, "status_received": 0}
         self.peer_chains = PeerChains(self, self.founding, network, network_id, clock, self.counters)
-        self.conflicts = self.peer_chains.conflicts     # peers on another chain: node id -> what we know
+        self.note_conflict = self.peer_chains.note_conflict     # a peer on another chain (the founding loop's)
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
@@ -130,7 +130,7 @@ class ChainService:
         self.snapshot_join = SnapshotJoin(self, network, store, clock, self._snapshot_installed)
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started
-        self.serving = ChainServing(self, network, store, clock)        # the RPCs peers call
+        self.serving = ChainServing(self, network, store, clock, self.config.snapshot_cache_bytes)   # peers' RPCs
         self._probe: asyncio.Task[bool] | None = None
         self._next_probe = 0.0
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
@@ -458,6 +458,11 @@ class ChainService:
     @property
     def state(self) -> ExchangeState:
         return exchange_of(self.usable_core())
+
+    @property
+    def conflicts(self) -> dict[str, Conflict]:
+        """Peers on another chain than ours, heard lately (bounded: `peer_chains.py`)."""
+        return self.peer_chains.conflict_view()
 
     @property
     def app(self) -> ExchangeState | None:

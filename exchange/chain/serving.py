@@ -24,11 +24,11 @@ class ChainServing:
     """The chain's RPC handlers (the service's `serving`)."""
 
     def __init__(self, host: ChainHost, network: ChainNetwork, store: ChainStore,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], snapshot_cache_bytes: int = 64 << 20) -> None:
         self.host = host
         self.network = network
         self.clock = clock
-        self._snapshots = SnapshotServer(store, clock, self._snapshot_lag, self._certificate_preimage)
+        self.snapshots = SnapshotServer(store, snapshot_cache_bytes, self._snapshot_lag, self._certificate_preimage)
 
     def offer(self) -> None:
         """Serve the genesis and snapshots from now on (`chain.submit` goes by role: `forwarding.py`)."""
@@ -46,14 +46,14 @@ class ChainServing:
         `sync_budget.py`); over budget the peer is told to ask again later or someone else."""
         core = self.host.core
         if core is None:
-            return self._snapshots.serve(payload)
+            return self.snapshots.serve(payload)
         now = self.clock()
         capped = peer not in core.state.validators.node_ids
         budget = core.sync.budget
         if budget.allowance(peer, now, capped=capped) <= 0:
             core.counters["sync_requests_refused"] = core.counters.get("sync_requests_refused", 0) + 1
             raise CannotServe("sync_budget: ask again later or another peer")
-        answer = self._snapshots.serve(payload)
+        answer = self.snapshots.serve(payload)
         budget.spend(peer, len(answer["chunk"]), now, capped=capped)
         return answer
 

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, NotRequired, TypedDict
 
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue
+from exchange.chain.ports import BadRequest, CannotServe, ChainNetwork, ChainStore, CoreGate, RpcValue, Throttled
 from exchange.chain.snapshot_proof import SnapshotCertificate
 from exchange.wire import Wire
 from storage import StorageError
@@ -27,7 +27,7 @@ log = logging.getLogger("exchange.chain")
 SNAPSHOT_SERVICE = "chain.snapshot"
 SNAPSHOT_CHUNK = 256 * 1024
 FETCH_TIMEOUT = 10.0        # s per chunk
-RELOAD_AFTER = 5.0          # s a snapshot read from disk is served from memory before the newest is read again
+THROTTLED_WAITS = 20        # times one chunk is asked again after the peer said to wait (its serving budget)
 
 
 class SnapshotChunk(TypedDict):
@@ -41,45 +41,67 @@ class SnapshotChunk(TypedDict):
                                          # and on a lagged network the certificate of its bytes]
 
 
-class SnapshotServer:
-    """Our newest provable snapshot for joining peers, with its proof; the chunks of one snapshot come from one
-    read, and a first chunk asked for again within RELOAD_AFTER seconds of the read comes from it too (asking
-    for the first chunk over and over must not make us read the whole snapshot from disk each time). `lag` and
-    `preimage` read the chain's: its snapshot lag, and what the state hash that certified a snapshot covered
-    besides its digest (`ChainState.certificates`)."""
+class _Served(NamedTuple):
+    """The snapshot we serve now: its bytes when they fit the cache (else read a chunk at a time) and its proof."""
 
-    def __init__(self, store: ChainStore, clock: Callable[[], float], lag: Callable[[], int] = lambda: 0,
+    height: int
+    total: int
+    data: bytes | None
+    proof: list[Wire]
+    as_of: int                      # the store's newest snapshot height when it was chosen
+    newest_unproven: bool           # the newest was passed over only because it cannot be proven yet
+
+
+class SnapshotServer:
+    """Our newest snapshot that checks out and that we can prove, for joining peers, with its proof. It is
+    checked and read from disk once per snapshot chosen, not per request: kept in memory up to `cache_bytes`, a
+    bigger one read a chunk at a time (what each answer costs is charged to whoever asks by the RPC layer's
+    serving budget). `lag` and `preimage` read the chain's: its snapshot lag, and what the state hash that
+    certified a snapshot covered besides its digest (`ChainState.certificates`); on a lagged network the newest
+    snapshot can be proven only `lag` heights after it was taken, and the one before it is served meanwhile."""
+
+    def __init__(self, store: ChainStore, cache_bytes: int = 64 << 20, lag: Callable[[], int] = lambda: 0,
                  preimage: Callable[[int], Wire | None] = lambda height: None) -> None:
         self.store = store
-        self.clock = clock
+        self.cache_bytes = cache_bytes
         self.lag = lag
         self.preimage = preimage
-        self._served: tuple[int, bytes, list[Wire]] | None = None   # height, snapshot, proof
-        self._loaded_at = float("-inf")
+        self._served: _Served | None = None
 
     def serve(self, payload: RpcValue) -> SnapshotChunk:
         offset = payload.get("offset", 0) if isinstance(payload, dict) else 0
         if type(offset) is not int or offset < 0:
             raise BadRequest("offset must be a non-negative integer")
-        if self._served is None or (offset == 0 and self.clock() - self._loaded_at >= RELOAD_AFTER):
-            self._served = self._newest_provable()
-            self._loaded_at = self.clock()
-        height, data, extras = self._served
-        answer: SnapshotChunk = {"height": height, "total": len(data), "offset": offset,
-                                 "chunk": data[offset:offset + SNAPSHOT_CHUNK]}
+        served = self._current() if offset == 0 or self._served is None else self._served
+        if served.data is not None:
+            chunk = served.data[offset:offset + SNAPSHOT_CHUNK]
+        else:
+            chunk = self.store.read_snapshot(served.height, offset, SNAPSHOT_CHUNK) if offset < served.total else b""
+        answer: SnapshotChunk = {"height": served.height, "total": served.total, "offset": offset, "chunk": chunk}
         if offset == 0:
-            answer["proof"] = extras
+            answer["proof"] = served.proof
         return answer
 
-    def _newest_provable(self) -> tuple[int, bytes, list[Wire]]:
+    def _current(self) -> _Served:
+        """At a fetch's first chunk: the snapshot to serve (its other chunks come from the same one)."""
+        served = self._served
+        newest = self.store.newest_snapshot_height()
+        if served is not None and served.as_of == newest and not (served.newest_unproven and self._proof(newest)):
+            return served       # chosen for this newest snapshot (which is it, damaged, or not provable yet)
         heights = self.store.snapshot_heights()
         if not heights:
             raise CannotServe("no snapshot here")
+        unproven = False
         for height in heights:
             proof = self._proof(height)
-            data = self.store.load_snapshot_at(height) if proof is not None else None
-            if proof is not None and data is not None:
-                return height, data, proof
+            if proof is None:
+                unproven = unproven or height == newest
+                continue
+            total = self.store.checked_snapshot_at(height)
+            if total is not None:
+                data = self.store.read_snapshot(height, 0, total) if total <= self.cache_bytes else None
+                served = self._served = _Served(height, total, data, proof, newest, unproven)
+                return served
         raise CannotServe("the blocks that certify our snapshots are not stored yet")
 
     def _proof(self, height: int) -> list[Wire] | None:
@@ -107,14 +129,25 @@ class FetchedSnapshot(NamedTuple):
     certificate: SnapshotCertificate | None     # on a lagged network: what certifies its bytes
 
 
+async def _chunk(network: ChainNetwork, peer: str, offset: int) -> RpcValue:
+    """One chunk, asked again as often as the peer says to wait for its serving budget (a big snapshot may take
+    a joiner more than the budget's burst)."""
+    for _ in range(THROTTLED_WAITS):
+        try:
+            return await network.call(SNAPSHOT_SERVICE, {"offset": offset}, timeout=FETCH_TIMEOUT, peer=peer)
+        except Throttled as exc:
+            await asyncio.sleep(min(max(exc.retry_after, 0.05), FETCH_TIMEOUT))
+    raise TimeoutError(f"{peer[:12]} kept asking us to wait for the chunk at {offset}")
+
+
 async def fetch_snapshot(network: ChainNetwork, peer: str) -> FetchedSnapshot:
     """Every chunk of `peer`'s snapshot and its proof, decoded (not yet checked). Raises on a bad answer."""
-    first = await network.call(SNAPSHOT_SERVICE, {"offset": 0}, timeout=FETCH_TIMEOUT, peer=peer)
+    first = await _chunk(network, peer, 0)
     height, total, proof = first["height"], first["total"], first["proof"]
     parts = [first["chunk"]]
     size = len(first["chunk"])
     while size < total:
-        more = await network.call(SNAPSHOT_SERVICE, {"offset": size}, timeout=FETCH_TIMEOUT, peer=peer)
+        more = await _chunk(network, peer, size)
         if more["height"] != height or not more["chunk"]:
             raise ValueError("the snapshot changed while we fetched it")
         parts.append(more["chunk"])

@@ -147,6 +147,7 @@ class ChainStore:
         self._epochs = ReopeningLog("epochs", opener("epochs", small_segment_bytes))
         self._logs = (self._blocks, self._wal, self._outbox_log, self._epochs)
         self.snapshots = SnapshotStore(root / "snapshots", keep=2, fs=fs)
+        self._snapshot_height: int | None = None      # the newest snapshot's (None: not looked yet)
         self._outbox = Outbox(self._outbox_log)
         self.outbox_commit = self._outbox.commit
         unreadable = self._wal_read()[1]
@@ -410,20 +411,31 @@ class ChainStore:
     def save_snapshot(self, height: int, data: bytes) -> None:
         self.sync_blocks()      # a snapshot never outlives the blocks it was made from
         self.snapshots.save(height, data)
+        self._snapshot_height = None        # looked up again: the newest one may be another than this
         self.compact(height)
 
     def load_snapshot(self) -> tuple[int, bytes] | None:
         snapshot = self.snapshots.load_newest()
         return None if snapshot is None else (snapshot.height, snapshot.data)
 
+    def newest_snapshot_height(self) -> int:
+        """The height of the newest snapshot file (0: none), known without reading the disk once it was read."""
+        if self._snapshot_height is None:
+            heights = self.snapshots.heights()
+            self._snapshot_height = heights[0] if heights else 0
+        return self._snapshot_height
+
+    def read_snapshot(self, height: int, offset: int, size: int) -> bytes:
+        return self.snapshots.read_body(height, offset, size)
+
     def snapshot_heights(self) -> list[int]:
         """Heights of the stored snapshots, newest first."""
         return self.snapshots.heights()
 
-    def load_snapshot_at(self, height: int) -> bytes | None:
-        """The stored snapshot of `height`, or None when it is missing or damaged."""
+    def checked_snapshot_at(self, height: int) -> int | None:
+        """The body length of the snapshot of `height` once its checksum holds, or None (missing or damaged)."""
         try:
-            return self.snapshots.load(height).data
+            return self.snapshots.check(height)
         except StorageError:
             return None
 

@@ -62,6 +62,8 @@ def router_metrics(router: MessageRouter) -> Iterator[Metric]:
                             value=router.amplification or 0.0)
     yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",
                             value=len(router.queue))
+    yield GaugeMetricFamily("exchange_node_router_queued_bytes", "Encoded bytes of the messages held for unreachable "
+                            "peers", value=router.queue.bytes)
     yield GaugeMetricFamily("exchange_node_router_seen_ids", "Message ids in the dedup cache", value=len(router.seen))
     yield from protection_metrics(router.protection)
 

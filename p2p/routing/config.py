@@ -23,6 +23,8 @@ class RouterConfig:
     seen_cache_size: int
     seen_cache_ttl: float          # signed messages older than half of it are refused as replays
     queue_max_messages: int
+    queue_target_bytes: int        # encoded bytes held for one unreachable node ...
+    queue_max_bytes: int           # ... and for all of them together
     queue_ttl: float
     rate_limit: float              # messages/s accepted from one peer
     rate_burst: int

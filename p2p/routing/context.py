@@ -31,6 +31,8 @@ class RoutedLink(Identified, Protocol):
 
     def send_frame(self, frame: bytes) -> bool: ...
 
+    def spare_room(self) -> int: ...                    # bytes it takes while half its send buffer stays free
+
     def close(self, reason: LinkReason, detail: str = "") -> None: ...
 
 

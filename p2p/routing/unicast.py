@@ -24,6 +24,10 @@ from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS,
 
 log = logging.getLogger("p2p.router")
 
+# An answer with no route waits at most this long, and only for a Grenache lookup of its requester: about as long as
+# a requester waits for it (RPC_TIMEOUT's default). Without a Grenache path it is dropped at once.
+ANSWER_HOLD = 5.0
+
 
 class Unicast(RoutingPart):
     """The unicast side of the MessageRouter."""
@@ -35,8 +39,12 @@ class Unicast(RoutingPart):
         self._drains: dict[str, asyncio.Task[None]] = {}
 
     # --- sending ----------------------------------------------------------------------------
-    def send_to_peer(self, node_id: str, message: Message,
-                     on_settled: Callable[[SendResult], None] | None = None) -> SendResult:
+    def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
+                     *, answer: bool = False) -> SendResult:
+        """See MessageRouter.send_to_peer. An `answer` never waits behind what is held for its node, goes through
+        a neighbour only while that link keeps half its send buffer free ("link_busy"), and is held only while a Grenache
+        lookup of its node may find it (at most ANSWER_HOLD seconds); with no path at all it is dropped
+        ("unroutable")."""
         kind = message["type"]
         if kind in CONTROL_TYPES:
             raise ValueError(f"cannot send a {kind!r} message")
@@ -44,15 +52,20 @@ class Unicast(RoutingPart):
         mid = envelope["id"]
         if node_id == self.node_id:
             return self.dropped(mid, "to_self")
-        if self.queue.pending(node_id):  # keep order behind what is already waiting
+        ttl = ANSWER_HOLD if answer else None
+        if not answer and self.queue.pending(node_id):  # keep order behind what is already waiting
             return self._enqueue(node_id, envelope, on_settled)
         try:
-            result = self._send_routed(node_id, envelope)
+            result = self._send_routed(node_id, envelope, spare=answer)
             if result is None and self.grenache is not None:
-                result = self._send_grenache(node_id, self.queue.hold(envelope, on_settled))
+                result = self._send_grenache(node_id, self.queue.hold(envelope, on_settled, ttl))
         except FrameError:
             return self.dropped(mid, "too_large")
-        return result if result is not None else self._enqueue(node_id, envelope, on_settled)
+        if result is not None:
+            return result
+        if answer and self.grenache is None:
+            return self.dropped(mid, "unroutable")
+        return self._enqueue(node_id, envelope, on_settled, ttl)
 
     def route_for(self, node_id: str) -> tuple[str, RoutedLink] | None:
         """("direct", link) or ("relay", neighbour link) or None when the node is unreachable now."""
@@ -70,8 +83,10 @@ class Unicast(RoutingPart):
                     best, best_rtt = link, rtt
         return ("relay", best) if best is not None else None
 
-    def _send_routed(self, node_id: str, envelope: Message) -> SendResult | None:
-        """Send now if there is a route; None when there is none (or its link just closed)."""
+    def _send_routed(self, node_id: str, envelope: Message, spare: bool = False) -> SendResult | None:
+        """Send now if there is a route; None when there is none (or its link just closed). `spare`: a relay
+        link is used only while it keeps half its send buffer free for its own traffic (else dropped,
+        "link_busy"): a burst of answers must never overflow, and so close, a link between honest nodes."""
         route = self.route_for(node_id)
         if route is None:
             return None
@@ -84,7 +99,10 @@ class Unicast(RoutingPart):
             self.counters.unicast_sent["direct"] += 1
             bump(self.counters.sent, kind)
             return SendResult(Outcome.DELIVERED, envelope["id"], node_id)
-        if not link.send_frame(encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)):
+        frame = encode_frame(self.relay_wrapper(node_id, envelope), self.max_frame_bytes)
+        if spare and len(frame) > link.spare_room():
+            return self.dropped(envelope["id"], "link_busy")
+        if not link.send_frame(frame):
             return None
         self.counters.events["relayed_out"] += 1
         self.counters.unicast_sent["relay"] += 1
@@ -112,7 +130,10 @@ class Unicast(RoutingPart):
             self.settle(held, SendResult(Outcome.GRENACHE, held.message["id"], "grenache"))
 
     def grenache_failed(self, node_id: str, tickets: list[Held]) -> None:
-        """The Grenache path could not deliver these (in order): hold them again, first in line."""
+        """The Grenache path could not deliver these (in order): hold them again, first in line (each until its
+        own expiry)."""
+        for held in tickets:
+            held.size = held.size or len(encode_body(held.message))
         self.queue.requeue_front(node_id, tickets)
         self.counters.events["queued"] += len(tickets)
         if self.route_for(node_id) is not None:
@@ -123,7 +144,7 @@ class Unicast(RoutingPart):
         if self.queue.pending(node_id):
             self.start_drain(node_id)
 
-    def _reachable(self, node_id: str) -> bool:
+    def reachable(self, node_id: str) -> bool:
         return self.route_for(node_id) is not None or (
             self.grenache is not None and self.grenache.address_of(node_id) is not None)
 
@@ -139,14 +160,15 @@ class Unicast(RoutingPart):
         return SendResult(Outcome.DROPPED, mid, reason=reason)
 
     # --- the hold queue ---------------------------------------------------------------------
-    def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None) -> SendResult:
-        accepted, evicted = self.queue.put(node_id, envelope, on_settled)
-        if not accepted:
-            return self.dropped(envelope["id"], "too_many_queues")
-        if evicted is not None:
-            self.settle(evicted, self.dropped(evicted.message["id"], "queue_full"))
+    def _enqueue(self, node_id: str, envelope: Message, on_settled: Callable[[SendResult], None] | None,
+                 ttl: float | None = None) -> SendResult:
+        refusal, evicted = self.queue.put(node_id, envelope, on_settled, len(encode_body(envelope)), ttl)
+        if refusal is not None:
+            return self.dropped(envelope["id"], refusal)
+        for held in evicted:
+            self.settle(held, self.dropped(held.message["id"], "queue_full"))
         self.counters.events["queued"] += 1
-        if node_id not in self._drains and self._reachable(node_id):
+        if node_id not in self._drains and self.reachable(node_id):
             self.start_drain(node_id)
         return SendResult(Outcome.QUEUED, envelope["id"])
 
@@ -168,7 +190,7 @@ class Unicast(RoutingPart):
         """Flush a target's queue at its warm-up rate while it stays reachable."""
         try:
             while self.queue.pending(target):
-                if not self._reachable(target):
+                if not self.reachable(target):
                     return  # unreachable again: keep holding; a later open/heartbeat/lookup restarts us
                 ready, expired, wait = self.queue.take(target)
                 for held in expired:
@@ -203,7 +225,7 @@ class Unicast(RoutingPart):
         for target in self.queue.targets():
             if target in self._drains:
                 continue
-            if self._reachable(target):
+            if self.reachable(target):
                 self.start_drain(target)
             else:
                 grenache.want(target)

@@ -176,7 +176,9 @@ class RpcClient:
             future.set_result(message.get("r"))
         else:
             self.counters["errors"] += 1
-            future.set_exception(e.RpcError(err, message.get("msg") or "", peer=peer))
+            after = message.get("after")
+            future.set_exception(e.RpcError(err, message.get("msg") or "", peer=peer,
+                                            retry_after=max(0.0, min(float(after), 60.0)) if after is not None else None))
         return True
 
     def link_closed(self, peer: str, reason: str = "") -> int:

@@ -23,6 +23,7 @@ BAD_REQUEST = "bad_request"          # malformed request or payload (the caller'
 NO_PEERS = "no_peers"                # nobody we are linked to offers the service
 THROTTLED = "throttled"              # shed locally: client-side throttling or warm-up rate
 CANCELLED = "cancelled"              # the caller gave up
+RATE_LIMITED = "rate_limited"        # the serving peer's budget for this requester (or its relay) is spent for now
 
 # PEER code -> failure kind for the adaptive router ("error", "timeout", "rejected").
 FAILURE_KIND: dict[str, str] = {
@@ -30,6 +31,7 @@ FAILURE_KIND: dict[str, str] = {
     LINK_CLOSED: "error",
     UNREACHABLE: "error",
     OVERLOADED: "rejected",
+    RATE_LIMITED: "rejected",
     UNAVAILABLE: "error",
     INTERNAL: "error",
     UNKNOWN_SERVICE: "error",
@@ -49,11 +51,13 @@ class RpcErrorView(TypedDict):
 class RpcError(Exception):
     """An RPC failed with `code` (see the constants above); `peer` is the node that answered, if any."""
 
-    def __init__(self, code: str, message: str = "", *, peer: str | None = None, attempts: int = 0) -> None:
+    def __init__(self, code: str, message: str = "", *, peer: str | None = None, attempts: int = 0,
+                 retry_after: float | None = None) -> None:
         self.code = code
         self.message = message[:MAX_MESSAGE] if message else ""
         self.peer = peer
         self.attempts = attempts
+        self.retry_after = retry_after       # seconds the serving peer asked us to wait (`rate_limited`)
         self.answered = False   # set when the serving peer answered with this code (it is healthy)
         super().__init__(f"{code}: {self.message}" if self.message else code)
 

@@ -45,8 +45,9 @@ from p2p.rpc.client import RpcClient
 from p2p.rpc.hints import HintBook
 from p2p.rpc.provider_search import ProviderFinder, ProviderSearch
 from p2p.rpc.router import AdaptiveRouter, RetryPolicy, RouterConfig
+from p2p.rpc.serve_budget import ServeBudget, ServeLimits
 from p2p.rpc.server import Handler, RpcServer
-from p2p.rpc.views import ProviderView, RoutingView, ServiceView, UnroutedProviderView
+from p2p.rpc.views import ProviderView, RoutingView, ServiceView, ServingView, UnroutedProviderView
 from p2p.rpc.wire import CANCEL, REQUEST, RESPONSE, RPC_SCHEMAS, SERVICES, Payload
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ class RpcConfig:
     throttle_span: float = 30.0
     hint_ttl: float = 60.0
     forget_after: float = 300.0           # s after a peer left before its request counts are dropped
+    # what the requests we serve may cost, per requester and per relaying neighbour, and in all (serve_budget.py)
+    serve: ServeLimits = field(default_factory=lambda: ServeLimits(rate=1000.0, bytes=2 << 20, total_rate=10_000.0,
+                                                                   total_bytes=16 << 20))
     # Peak-EWMA decay 0.3 s instead of the router's 1 s default: RPCs between nodes take milliseconds, and a
     # 1 s memory of each scheduling hiccup's peak makes healthy peers look slower than they are, so a slow
     # peer keeps more traffic than it should (tests/integration/test_rpc_faults.py holds the bound).
@@ -84,9 +88,12 @@ class RpcConfig:
 
 class MessagePath(Protocol):
     """What RPC uses of the MessageRouter: sending to a node without a link to it, and subscribing to the
-    requests, answers and cancels it delivers. What `send_to_peer` returns is read loosely (see `_route`)."""
+    requests, answers and cancels it delivers. What `send_to_peer` returns is read loosely (see `_route`).
+    An answer goes with `answer=True`: now, never held for long."""
 
-    def send_to_peer(self, node_id: str, message: Message) -> object: ...
+    def send_to_peer(self, node_id: str, message: Message, *, answer: bool = False) -> object: ...
+
+    def reachable(self, node_id: str) -> bool: ...
 
     def subscribe(self, msg_type: str, handler: Callable[[Message, str], None]) -> None: ...
 
@@ -100,7 +107,8 @@ class RpcResult(NamedTuple):
 
 
 class _Routed:
-    """Replier for a request that reached us through the MessageRouter: answers go back the same way."""
+    """Replier for a request that reached us through the MessageRouter: answers go back the same way, now or
+    never (the requester waits seconds at most, and one nobody reaches could be anyone's fresh key)."""
 
     __slots__ = ("service", "target")
 
@@ -114,7 +122,7 @@ class _Routed:
         if link is not None:
             return link.send(message)
         message.update(id=f"{svc.node_id}:r{message['rid']}", origin=svc.node_id, ts=time.time())
-        return svc._route(self.target, message)
+        return svc._route(self.target, message, answer=True)
 
 
 class RpcService:
@@ -127,7 +135,8 @@ class RpcService:
         self.clock = clock
         self.rng = rng or random.Random()
         self.message_router = message_router
-        self.server = RpcServer(max_in_flight_per_peer=c.serve_in_flight_per_peer)
+        self.server = RpcServer(max_in_flight_per_peer=c.serve_in_flight_per_peer,
+                                budget=ServeBudget(c.serve, clock=clock))
         self.server.on_change = self._services_changed
         self.client = RpcClient(peers.links, self.node_id, route=self._route,
                                 max_in_flight_per_peer=c.max_in_flight_per_peer, default_timeout=c.default_timeout)
@@ -196,13 +205,13 @@ class RpcService:
         self.client.close()
         await self.server.stop()
 
-    def _route(self, peer: str, message: Message) -> bool:
-        """Send through the MessageRouter to a node we have no link to."""
+    def _route(self, peer: str, message: Message, answer: bool = False) -> bool:
+        """Send through the MessageRouter to a node we have no link to (an answer: now, never held for long)."""
         router = self.message_router
         if router is None or not hasattr(router, "send_to_peer"):
             return False
         try:
-            result = router.send_to_peer(peer, message)
+            result = router.send_to_peer(peer, message, answer=answer)
         except Exception as exc:  # noqa: BLE001
             log.debug("route to %s failed: %r", peer[:12], exc)
             return False
@@ -301,9 +310,10 @@ class RpcService:
         if "dst" in message:
             if self._for_router(link, message):
                 return
-            origin = message.get("origin") or proven_id(link)
-            replier = link if origin == proven_id(link) else _Routed(self, origin)
-            self.server.handle_request(message, origin, replier)
+            neighbour = proven_id(link)
+            origin = message.get("origin") or neighbour
+            replier = link if origin == neighbour else _Routed(self, origin)
+            self.server.handle_request(message, origin, replier, neighbour)
             return
         self.server.handle_request(message, proven_id(link), link)
 
@@ -327,10 +337,16 @@ class RpcService:
         self._set_remote(proven_id(link), message["services"])
 
     def _on_routed_request(self, message: Message, from_node: str) -> None:
+        """A request relayed to us. From a requester no route reaches it is dropped unanswered before anything
+        runs: its answer could only be dropped (an origin nobody links to could be anyone's fresh key)."""
         origin = message.get("origin") or from_node
         if message.get("dst") not in (None, self.node_id) or origin == self.node_id:
             return
-        self.server.handle_request(message, origin, _Routed(self, origin))
+        router = self.message_router
+        if from_node != origin and router is not None and not router.reachable(origin):
+            self.server.counters["unroutable"] += 1     # (one that came over Grenache may be looked up)
+            return
+        self.server.handle_request(message, origin, _Routed(self, origin), from_node)
 
     def _on_routed_response(self, message: Message, from_node: str) -> None:
         if message.get("dst") in (None, self.node_id):
@@ -554,10 +570,16 @@ class RpcService:
             "counters": dict(self.counters),
             "client": dict(self.client.counters, in_flight=self.client.in_flight()),
             "server": dict(self.server.counters, in_flight=self.server.in_flight(), served=dict(self.server.served)),
+            "serve_budget": self.server.budget.view() if self.server.budget is not None else None,
             "breaker_transitions": [
                 {"ts": ts, "service": s, "peer": p, "from": a, "to": b, "reason": why}
                 for ts, s, p, a, b, why in self.transitions[-20:]],
         }
+
+    def serving(self) -> ServingView:
+        """What /status shows of the requests we serve: the server's counters and its budgets."""
+        server = self.server
+        return {"counters": dict(server.counters), "budget": server.budget.view() if server.budget is not None else None}
 
     # -- housekeeping --------------------------------------------------------------------------
     async def _housekeeping(self) -> None:

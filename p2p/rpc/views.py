@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from p2p.resilience.protection import ProtectionView
 from p2p.rpc.router import PeerRouteView
+from p2p.rpc.serve_budget import ServeBudgetView
 
 if TYPE_CHECKING:
     from p2p.grenache.workers import GrenacheView
@@ -69,7 +70,14 @@ class RoutingView(TypedDict):
     counters: dict[str, int]
     client: dict[str, int]
     server: dict[str, int | dict[str, int]]   # counters, in_flight, served (requests per service)
+    serve_budget: ServeBudgetView | None      # what serving may cost per requester and relay, who was refused
     breaker_transitions: list[TransitionView]
     hints: NotRequired[HintsView | None]         # added by the node's RPC component: hint gossip, if it runs
     grenache: NotRequired[GrenacheView]          # and the Grenache workers it calls and the endpoint it serves
     message_paths: NotRequired[PathsView]        # added by the API: MessageRouter.paths()
+
+
+class ServingView(TypedDict):
+    """What /status shows of the requests this node serves (`rpc_serving`)."""
+    counters: dict[str, int]                  # requests, answered, rate_limited, unroutable, ...
+    budget: ServeBudgetView | None

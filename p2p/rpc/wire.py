@@ -4,7 +4,8 @@ Plain dicts with short keys (one msgpack map per frame, no envelope objects):
 
 - `rpc_request`  {rid, svc, p?, ttl?}: `rid` is unique per requesting node, `p` the payload,
   `ttl` the seconds the requester will wait (the server gives up on the handler after it).
-- `rpc_response` {rid, r?} or {rid, err, msg?}: a result, or an error code (never a traceback).
+- `rpc_response` {rid, r?} or {rid, err, msg?, after?}: a result, or an error code (never a traceback);
+  `after` is the seconds to wait before asking again (`rate_limited`).
 - `rpc_cancel`   {rid}: the requester gave up; the server cancels the handler if still running.
 - `services`     {services}: the sender's service list changed (the handshake carries the first one).
 - `hint`         {id, origin, ts, subject, status, pk, sig, latency_ms?, error_rate?, service?}:
@@ -43,7 +44,8 @@ _ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "dst": is_n
 
 RPC_SCHEMAS: SchemaTable = {
     REQUEST: schema({"rid": is_int(), "svc": is_str(MAX_SERVICE_NAME)}, {"p": is_any, "ttl": is_number, **_ROUTED}),
-    RESPONSE: schema({"rid": is_int()}, {"r": is_any, "err": is_str(64), "msg": is_str(512), **_ROUTED}),
+    RESPONSE: schema({"rid": is_int()}, {"r": is_any, "err": is_str(64), "msg": is_str(512), "after": is_number,
+                                         **_ROUTED}),
     CANCEL: schema({"rid": is_int()}, dict(_ROUTED)),
     SERVICES: schema({"services": is_list(MAX_SERVICES, is_str(MAX_SERVICE_NAME))}),
     HINT: schema({"id": is_str(128), "origin": is_node_id, "ts": is_number, "subject": is_node_id,

@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 from node.identity import NodeIdentity
+from p2p.framing import encode_body
+from p2p.origin_auth import RELAY_DOMAIN
 from tests.harness import NodeProcess, converged, wait_until
 from tests.wire import HandshakeRefused, RawPeer
 
@@ -15,6 +17,14 @@ from tests.wire import HandshakeRefused, RawPeer
 def envelope(kind: str, origin: str, dst: str, body: Any) -> dict:
     return {"type": kind, "id": os.urandom(12).hex(), "origin": origin, "dst": dst, "ts": time.time(), "hops": 0,
             "body": body}
+
+
+def relayed(identity: NodeIdentity, inner: dict, network: str = "exchange-mainnet") -> dict:
+    """`inner` in a relay wrapper signed by `identity` (its origin), as any node's router builds one."""
+    body = encode_body(inner)
+    return {"type": "relay", "id": inner["id"], "origin": identity.node_id, "dst": inner["dst"], "hops": 0,
+            "ts": inner["ts"], "body": body, "pk": identity.public_key_bytes,
+            "sig": identity.sign(RELAY_DOMAIN + network.encode() + b"|" + body)}
 
 
 async def linked(node: NodeProcess, identity: NodeIdentity, chain_id: str) -> RawPeer:

@@ -15,21 +15,9 @@ import time
 import pytest
 
 from node.identity import NodeIdentity
-from p2p.framing import encode_body
-from p2p.origin_auth import RELAY_DOMAIN
-from tests.redteam.attacker import envelope, honest_nodes_intact, linked, penalties_logged
+from tests.redteam.attacker import envelope, honest_nodes_intact, linked, penalties_logged, relayed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-NETWORK = "exchange-mainnet"    # what RawPeer announces, and the cluster's network
-
-
-def relayed(identity: NodeIdentity, inner: dict) -> dict:
-    """`inner` in a relay wrapper signed by `identity` (its origin), as any node's router builds one."""
-    body = encode_body(inner)
-    return {"type": "relay", "id": inner["id"], "origin": identity.node_id, "dst": inner["dst"], "hops": 0,
-            "ts": inner["ts"], "body": body, "pk": identity.public_key_bytes,
-            "sig": identity.sign(RELAY_DOMAIN + NETWORK.encode() + b"|" + body)}
 
 
 def test_chain_messages_relayed_through_a_validator_are_the_origins_doing_not_the_relays(chain3):

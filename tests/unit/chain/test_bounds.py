@@ -1,30 +1,35 @@
 """What anyone can make a node hold is bounded (issue 25): certified blocks claimed for heights ahead are
-kept only near our height, within a byte budget and a quarter of it per sender (they cannot be checked
-until the blocks before them arrive); the peers' chains the founding logic remembers are bounded too."""
+kept only near our height, once their certificate checks out against our validator set, within a byte budget
+and a quarter of it per sender (their parents cannot be checked until the blocks before them arrive); the
+peers' chains the founding logic remembers are bounded too."""
 from __future__ import annotations
 
 import os
 
-from exchange.chain.blocks import Block, Commit, Header
+from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, vote_bytes
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.founding import MAX_PEERS, Founding
 from exchange.chain.genesis import Genesis
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
+VALIDATOR = FakeKeys("bounds-validator")
+
 
 def _follower(config: CoreConfig) -> ChainCore:
-    validator, me = FakeKeys("bounds-validator"), FakeKeys("bounds-follower")
-    genesis = Genesis("t", int(BASE_TIME * 1000), validator.public_key, (validator.public_key,))
+    me = FakeKeys("bounds-follower")
+    genesis = Genesis("t", int(BASE_TIME * 1000), VALIDATOR.public_key, (VALIDATOR.public_key,))
     return ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
                      blocks=MemoryStore(), config=config, now=BASE_TIME)
 
 
-def _claimed(core: ChainCore, height: int, size: int) -> tuple[Block, Commit]:
+def _claimed(core: ChainCore, height: int, size: int, signed: bool = True) -> tuple[Block, Commit]:
+    """A block ahead, certified by our one validator (`signed`), or carrying a made-up signature."""
     items = [["a", os.urandom(size)]]
     header = Header(core.chain_id, height, int(BASE_TIME * 1000) + height, os.urandom(32), bytes(32), bytes(32),
                     bytes(32), Block.txs_hash(items), None)
     block = Block(header, items)
-    return block, Commit(height, 0, block.id, ((0, bytes(64)),))
+    sig = VALIDATOR.sign(vote_bytes(core.chain_id, PRECOMMIT, height, 0, block.id)) if signed else os.urandom(64)
+    return block, Commit(height, 0, block.id, ((0, sig),))
 
 
 def test_blocks_claimed_ahead_are_held_within_a_byte_budget_per_sender():
@@ -41,6 +46,21 @@ def test_blocks_claimed_ahead_are_held_within_a_byte_budget_per_sender():
     far, far_commit = _claimed(core, 10_000, 10)
     core.on_message("chain_decision", [far.wire(), far_commit.wire()], "honest", BASE_TIME + 1)
     assert 10_000 not in core.sync._buffered, "a height far ahead of ours was held"
+
+
+def test_blocks_claimed_ahead_with_made_up_signatures_are_neither_held_nor_believed():
+    core = _follower(CoreConfig(max_buffered_blocks=512, max_buffered_bytes=4 * 1024 * 1024))
+    for height in range(2, 300):
+        block, commit = _claimed(core, height, 100_000, signed=False)
+        core.on_message("chain_decision", [block.wire(), commit.wire()], f"fresh-{height}", BASE_TIME + 1)
+    assert core.sync._buffered == {} and core.sync._buffered_bytes == 0
+    assert core.counters["ahead_unverified"] == 298 and core.counters.get("buffer_refused", 0) == 0
+    assert core.sync.highest_claim(BASE_TIME + 1) is None and core.sync.network_height(BASE_TIME + 1) is None, \
+        "a made-up block counted as a claim of its height"
+    assert core.sync._sync_inflight is None, "a made-up block sent us asking its sender for blocks"
+    block, commit = _claimed(core, 7, 1_000)            # the certified one is still held
+    core.on_message("chain_decision", [block.wire(), commit.wire()], "honest", BASE_TIME + 1)
+    assert 7 in core.sync._buffered and core.sync.network_height(BASE_TIME + 1) == 7
 
 
 def test_the_founding_logic_remembers_a_bounded_number_of_peers():

@@ -13,7 +13,7 @@ import pytest
 from exchange.chain.boot import Recovering
 from exchange.chain.founding import Founding
 from exchange.chain.history_recovery import HistoryRecovery
-from exchange.chain.peer_chains import MAX_CONFLICTS, PeerChains
+from exchange.chain.peer_chains import CONFLICT_LOG_INTERVAL, CONFLICT_TTL, MAX_CONFLICTS, PeerChains
 from exchange.chain.ports import CannotServe, NotReady, RpcHandler, RpcValue
 from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.serving import ChainServing
@@ -102,6 +102,25 @@ def test_a_peer_on_another_chain_is_not_linked_and_only_the_newest_conflicts_are
     assert "friend" in peers.founding.peers and "friend" not in peers.conflicts
     peers.on_peer_gone("friend")
     assert "friend" not in peers.founding.peers
+
+
+def test_conflicting_networks_are_forgotten_once_unheard_and_warned_of_once_in_a_while(caplog):
+    clock = [100.0]
+    peers, _, _ = _peer_chains(Host(genesis=SimpleNamespace(chain_id=OURS)), clock)
+    with caplog.at_level("WARNING", logger="exchange.chain"):
+        for i in range(3000):                               # fresh keys, each naming a chain of its own
+            clock[0] = 100.0 + i * 0.001
+            peers.on_peer_info(f"n{i}", b"", f"{i:064x}", 1)
+    warnings = [r.getMessage() for r in caplog.records if "another network" in r.getMessage()]
+    assert len(warnings) == 1 and len(peers.conflict_view()) == MAX_CONFLICTS
+    clock[0] += CONFLICT_LOG_INTERVAL
+    peers.on_peer_info("late", b"", THEIRS, 1)
+    assert "(2999 other networks heard since the last warning)" in caplog.records[-1].getMessage()
+    clock[0] += CONFLICT_TTL - 1
+    assert list(peers.conflict_view()) == ["late"], "those unheard for CONFLICT_TTL are forgotten"
+    peers.note_conflict("founding", {"chain_id": THEIRS, "reason": "its MARKETS differ"})
+    clock[0] += 2
+    assert list(peers.conflict_view()) == ["founding"] and peers.conflicts["founding"]["seen"] == clock[0] - 2
 
 
 def test_before_a_chain_we_state_none_and_link_every_peer():

@@ -60,6 +60,9 @@ class FakeLink:
             self.net.loop.call_soon(self._arrive, frame)
         return True
 
+    def spare_room(self) -> int:
+        return self.net.link_room
+
     def _arrive(self, frame: bytes) -> None:
         peer = self.peer
         if peer is None or not peer.is_open:
@@ -148,6 +151,7 @@ class SimNet:
     def __init__(self, n: int, **settings) -> None:
         self.loop = asyncio.get_running_loop()
         self.jitter = 0.0  # each frame arrives after a random delay up to this (uneven, reordering links)
+        self.link_room = 2 << 20    # bytes every link says it can spare (PeerLink.spare_room)
         self.rng = random.Random(5)
         self.nodes = [SimNode(self, i, **settings) for i in range(n)]
 

@@ -148,6 +148,19 @@ async def test_a_failed_grenache_send_is_held_and_delivered_when_the_node_is_bac
     assert a.router.grenache.counters["requests_failed"] >= 1
 
 
+async def test_an_answer_waits_for_a_grenache_lookup_only_as_long_as_a_requester_waits(gnet, grape) -> None:
+    from p2p.routing.unicast import ANSWER_HOLD
+    g = gnet(2)
+    a, b = g.nodes
+    await g.start(0)
+    result = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "an answer"}, answer=True)
+    assert result.outcome is Outcome.QUEUED                        # b may yet be found on the Grape ...
+    (held,) = a.router.queue._queues[b.node_id].items
+    assert held.expires - time.monotonic() <= ANSWER_HOLD          # ... but not for QUEUE_TTL (60 s)
+    await g.start(1)
+    await eventually(lambda: len(b.got) == 1, timeout=20)
+
+
 async def test_a_node_missing_from_the_grape_is_held_then_looked_up(gnet, grape) -> None:
     g = gnet(2)
     a, b = g.nodes

@@ -248,6 +248,35 @@ async def test_relayed_duplicate_is_handled_once() -> None:
     assert len(c.got) == 1
 
 
+# --- answers: now or never ------------------------------------------------------------------
+async def test_an_answer_for_a_node_nobody_reaches_is_dropped_not_held() -> None:
+    net = SimNet(2)
+    a, b = net.nodes
+    outcomes: list[SendResult] = []
+    answer = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "an answer"}, outcomes.append, answer=True)
+    assert (answer.outcome, answer.reason) == (Outcome.DROPPED, "unroutable")
+    held = a.router.send_to_peer(b.node_id, {"type": "note", "payload": "ours"})
+    assert held.outcome is Outcome.QUEUED, "a message of our own is still held for its node"
+    assert a.router.stats()["queue"]["messages"] == 1 and a.router.counters.dropped["unroutable"] == 1
+    net.connect(0, 1)
+    await net.settle(0.5)
+    assert [msg["payload"] for msg, _ in b.got] == ["ours"]
+
+
+async def test_an_answer_never_fills_a_relays_link_past_half_its_send_buffer() -> None:
+    net = line(3)
+    net.heartbeats()
+    a, b, c = net.nodes
+    net.link_room = 2_000                       # what the link to the relay can spare
+    small = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "x" * 500}, answer=True)
+    big = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "x" * 3_000}, answer=True)
+    ours = a.router.send_to_peer(c.node_id, {"type": "note", "payload": "y" * 3_000})
+    assert small.outcome is Outcome.RELAYED and ours.outcome is Outcome.RELAYED
+    assert (big.outcome, big.reason) == (Outcome.DROPPED, "link_busy")
+    await net.quiet()
+    assert sorted(len(msg["payload"]) for msg, _ in c.got) == [500, 3_000]
+
+
 # --- inbound rate limit ---------------------------------------------------------------------
 async def test_flooding_peer_is_throttled_then_banned_while_others_continue() -> None:
     net = SimNet(3, router_rate_limit=200, router_rate_burst=400)

@@ -8,6 +8,7 @@ import pytest
 
 from p2p.rpc import errors as e
 from p2p.rpc.builtins import FaultSpec
+from p2p.rpc.serve_budget import ServeLimits
 from p2p.rpc.service import RpcConfig
 from tests.unit.p2p.rpc_nodes import blocking_handler, eventually, link, nodes
 
@@ -277,3 +278,64 @@ def test_fault_spec_parsing():
         with pytest.raises(ValueError):
             FaultSpec.parse(bad)
 
+
+
+async def test_a_requester_past_its_serving_budget_is_told_to_wait_and_its_handler_never_runs(tmp_path):
+    calls: list[str] = []
+
+    def count(payload, peer):
+        calls.append(peer)
+        return "x" * 1000
+
+    serve = ServeLimits(rate=5.0, bytes=1 << 20, total_rate=1000.0, total_bytes=1 << 24)
+    async with nodes(tmp_path, {}, {"config": RpcConfig(warmup_period=0, serve=serve),
+                                    "services": {"count": count}}) as (a, b):
+        await link(a, b)
+        outcomes = await asyncio.gather(*(a.rpc.request_peer(b.node_id, "count") for _ in range(20)),
+                                        return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, e.RpcError)]
+        assert len(calls) == 10 == 20 - len(refused), "a burst of 2 s at 5/s, no more"
+        assert {o.code for o in refused} == {e.RATE_LIMITED}
+        assert all(0.0 < (o.retry_after or 0.0) <= 0.2 for o in refused), [o.retry_after for o in refused]
+        assert b.rpc.server.counters["rate_limited"] == 10
+        view = b.rpc.serving()
+        assert view["budget"] is not None and view["budget"]["throttled_requesters"][0]["node_id"] == a.node_id
+        assert b.node_id not in {row["node_id"] for row in a.rpc.serving()["budget"]["throttled_requesters"]}
+
+
+class _Paths:
+    """A MessageRouter stand-in: who is reachable, and what was sent (with `answer`)."""
+
+    def __init__(self, reachable: set[str]) -> None:
+        self.reach = reachable
+        self.sent: list[tuple[str, dict, bool]] = []
+
+    def send_to_peer(self, node_id, message, *, answer=False):
+        self.sent.append((node_id, message, answer))
+        return True
+
+    def reachable(self, node_id):
+        return node_id in self.reach
+
+    def subscribe(self, msg_type, handler):
+        pass
+
+
+async def test_a_relayed_request_nobody_could_answer_is_not_run_and_an_answer_is_never_held(tmp_path):
+    calls: list[str] = []
+
+    def snap(payload, peer):
+        calls.append(peer)
+        return "chunk"
+
+    async with nodes(tmp_path, {"services": {"snap": snap}}) as (a,):
+        paths = _Paths({"r" * 40})
+        a.rpc.use_router(paths)
+        request = {"type": "rpc_request", "rid": 1, "svc": "snap", "id": "i1", "origin": "f" * 40, "dst": a.node_id,
+                   "ts": 0.0, "hops": 1}
+        a.rpc._on_routed_request(request, "n" * 40)            # a fresh key's, through a neighbour
+        assert calls == [] and paths.sent == [] and a.rpc.server.counters["unroutable"] == 1
+        a.rpc._on_routed_request(dict(request, origin="r" * 40), "n" * 40)
+        assert calls == ["r" * 40]
+        ((to, answer, now_or_never),) = paths.sent
+        assert to == "r" * 40 and answer["r"] == "chunk" and now_or_never
