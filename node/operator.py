@@ -65,7 +65,7 @@ class OperatorSurface:
         self.finality = FinalityTracker()
         self.loop_monitor = LoopMonitor()
         self.notifier = SystemdNotifier()
-        self.bridge = ChainBridge(node.chain, node.accounts, self.finality)
+        self.bridge = ChainBridge(node.chain, node.accounts, self.finality, config.finality_stall_after)
         self.feed = MarketFeed(list(parse_markets(config.markets)), self.bridge)
         self.status_channel = StatusChannel(self.status_summary)
         self._app: web.Application | None = None

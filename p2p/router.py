@@ -116,7 +116,8 @@ class MessageRouter:
         context = RoutingContext(peers, self.counters, self.seen, self.auth, self.subscribers, self.max_frame_bytes)
         graft_budget = GraftBudget(config.graft_peer_bytes, config.graft_total_bytes, config.max_frame_bytes)
         self.plumtree = Plumtree(context, mode=config.broadcast_mode, max_hops=config.broadcast_max_hops,
-                                 cache_size=config.seen_cache_size // 5 or 1, graft_budget=graft_budget,
+                                 cache_size=config.seen_cache_size // 5 or 1,
+                                 cache_bytes=config.broadcast_cache_bytes, graft_budget=graft_budget,
                                  open_type_rate=config.open_type_rate)
         self.unicast = Unicast(context, self.queue)
         self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None

@@ -82,6 +82,10 @@ class CoreConfig:
                                           # block this long after, so it resolves everywhere as `expired`
     peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
     peer_tx_burst: float = 500.0          # ... and at once (tx_budget.py: past it, its link waits unread)
+    mempool_max_txs: int = 50_000         # transactions the mempool holds ...
+    mempool_max_bytes: int = 64 * 1024 * 1024     # ... and bytes (mempool.py: the heaviest lane is evicted first)
+    mempool_lane_share: float = 0.25      # of the pool one lane (a neighbour, or our API) may hold
+    block_lane_share: float = 1 / 16     # of a block's transactions one lane may fill
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
@@ -122,7 +126,9 @@ class ChainCore:
         self.config = config or CoreConfig()
         self.rng = rng or random.Random(0)
         self.state = ChainState(genesis, app)
-        self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
+        pool = self.config
+        self.mempool = Mempool(pool.mempool_max_txs, pool.mempool_max_bytes, lane_share=pool.mempool_lane_share,
+                               account_max_txs=pool.mempool_account_txs, lane_block_share=pool.block_lane_share)
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self._effects: list[ChainEffect] = []
         self.holds_waiting = False
@@ -142,8 +148,8 @@ class ChainCore:
         self._restore: list[Wire] | None = None
         # votes handed on (they differed from ours): (validator, height, round, kind, block id)
         self._relayed: OrderedDict[tuple[bytes, int, int, int, bytes | None], None] = OrderedDict()
-        self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
-                         "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
+        self.counters = {"blocks": 0, "txs": 0, "blocks_past_round_0": 0, "decisions_received": 0, "invalid_blocks": 0,
+                         "invalid_messages": 0, "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float, wal: list[Wire] | None = None) -> None:
@@ -468,6 +474,8 @@ class ChainCore:
         self.last_commit_at = self.now
         self.counters["blocks"] += 1
         self.counters["txs"] += len(txs)
+        if commit.round > 0:        # its round 0 made no decision: a proposal late, refused or missing
+            self.counters["blocks_past_round_0"] += 1
         committed = [tx.id for tx in txs if isinstance(tx, SignedTx)]
         self.mempool.remove(committed)
         for tx, _ in outcome.membership:
@@ -558,5 +566,6 @@ class ChainCore:
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
+                "refused_proposals": dict(self.check.refused),
                 "recovery": self.halt_recovery.status(), **self.counters}
 

@@ -149,7 +149,7 @@ class _Missing:
 class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
-    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int,
+    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int, cache_bytes: int,
                  graft_budget: GraftBudget, open_type_rate: float) -> None:
         super().__init__(context)
         self.graft_budget = graft_budget
@@ -157,7 +157,7 @@ class Plumtree(RoutingPart):
         self.open_type_rate = open_type_rate
         self.mode = mode
         self.max_hops = max_hops
-        self.cache = MessageCache(max_size=cache_size, ttl=30.0)
+        self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
         self.ihave_interval = 0.02
         self.lateness = LatenessEstimator(floor=GRAFT_TIMEOUT_FLOOR, ceiling=GRAFT_TIMEOUT_CEILING)
         self.graft_retry = 0.06
