@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from exchange.crypto import SigningKey
 from exchange.app.txs import NewOrderOp, Op, SignedTx, sign_tx
@@ -18,7 +20,7 @@ from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth
 from p2p.rpc.gossip import hint_proof
 from tests.harness import NodeProcess
-from tests.redteam.attacker import envelope, linked
+from tests.redteam.attacker import envelope, honest_nodes_intact, linked
 from tests.wire import RawPeer
 
 
@@ -209,3 +211,196 @@ def rss_mb(node: NodeProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+# --- the common pass criteria ----------------------------------------------------------------------------------
+
+class ChainWatch:
+    """Every node's chain, readiness, memory and the budgets it holds back, sampled from a thread every `interval`
+    seconds while a flood runs (its /status, /ready and RSS): what the common criteria (`assert_fair`) judge.
+    Use as a context manager around the honest baseline, the flood and the time after it."""
+
+    def __init__(self, nodes: list[NodeProcess], interval: float = 0.5) -> None:
+        self.nodes, self.interval = nodes, interval
+        self.first: dict[str, dict[str, Any]] = {}          # node name -> its /status when the watch started
+        self.last: dict[str, dict[str, Any]] = {}
+        self.heights: dict[str, list[tuple[float, int]]] = {n.name: [] for n in nodes}      # (when, height)
+        self.unready: dict[str, list[tuple[float, str]]] = {n.name: [] for n in nodes}     # (when, failing checks)
+        self.rss_start = {n.name: rss_mb(n) for n in nodes}
+        self.rss_peak = dict(self.rss_start)
+        self.held_back: dict[str, set[str]] = {n.name: set() for n in nodes}     # ids a budget held back, ever seen
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ChainWatch":
+        for node in self.nodes:
+            self.first[node.name] = self.last[node.name] = node.status()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for node in self.nodes:
+                try:
+                    self._sample(node)
+                except (OSError, ValueError, KeyError, AssertionError) as exc:
+                    self.errors.append(f"{node.name}: {exc!r}")
+            self._stop.wait(self.interval)
+
+    def _sample(self, node: NodeProcess) -> None:
+        status = node.status()
+        now = time.monotonic()
+        self.last[node.name] = status
+        self.heights[node.name].append((now, status["exchange"]["height"]))
+        code, ready = node.api("GET", "/ready")
+        if code != 200:
+            self.unready[node.name].append((now, ", ".join(ready.get("failing") or []) or str(code)))
+        self.rss_peak[node.name] = max(self.rss_peak[node.name], rss_mb(node))
+        self.held_back[node.name] |= held_back(status)
+
+    def longest_stall(self, name: str, start: float, end: float) -> float:
+        """The longest time between `start` and `end` that `name`'s height did not move (at the sampling's grain)."""
+        changes = [start]
+        previous = None
+        for when, height in self.heights[name]:
+            if previous is not None and height != previous and start <= when <= end:
+                changes.append(when)
+            previous = height
+        changes.append(end)
+        return max(b - a for a, b in zip(changes, changes[1:]))
+
+    def delta(self, name: str, key: str) -> Any:
+        """How much the chain counter `key` (a number, or a dict of numbers by reason) grew on `name`."""
+        first, last = self.first[name]["exchange"].get(key), self.last[name]["exchange"].get(key)
+        if isinstance(last, dict):
+            before = first or {}
+            return {k: v - before.get(k, 0) for k, v in last.items() if v != before.get(k, 0)}
+        return (last or 0) - (first or 0)
+
+
+def held_back(status: dict[str, Any]) -> set[str]:
+    """Who a node's /status says it holds back now: neighbours past their transaction budget (ever), and
+    neighbours and origins over a broadcast budget (now)."""
+    ids = {entry["peer"] for entry in status["exchange"].get("tx_budget", {}).get("throttled", [])
+           if entry.get("held") or entry.get("dropped")}
+    for over in (status.get("router") or {}).get("budget_throttled", {}).values():
+        ids.update(over.get("neighbours", []))
+        ids.update(over.get("origins", []))
+    return ids
+
+
+@dataclass
+class FairReport:
+    """What `assert_fair` measured, for the test's printout and the docs."""
+
+    baseline: tuple[int, float, float, float]       # (orders, final/s, p50 s, p99 s) before the flood
+    during: tuple[int, float, float, float]
+    after: tuple[int, float, float, float]          # from `recover` seconds after the flood's end
+    stalls: dict[str, float]                        # node -> longest time its height stood still
+    late_blocks: dict[str, int]                     # node -> blocks decided after round 0
+    rss_growth: dict[str, float]                    # node -> MB above its start, at its peak
+
+    def line(self) -> str:
+        def show(window: tuple[int, float, float, float]) -> str:
+            return f"{window[0]} orders, {window[1]:.2f}/s, p50 {window[2] * 1000:.0f} ms, p99 {window[3] * 1000:.0f} ms"
+        return (f"honest before: {show(self.baseline)}; during: {show(self.during)}; after: {show(self.after)}; "
+                f"longest stall {max(self.stalls.values()):.1f} s; blocks past round 0 {self.late_blocks}; "
+                f"RSS growth {[round(g) for g in self.rss_growth.values()]} MB")
+
+
+def honest_window(client: HonestClient, start: float, end: float) -> tuple[int, float, float, float]:
+    """(orders placed, orders final per second, p50, p99) of the honest client's orders sent in [start, end):
+    the rate is final orders over the time from the first one's sending to the last one's slot (its answer, or
+    the client's interval if that came sooner), so where the window cuts the client's pace does not count."""
+    samples = sorted((sent, latency) for sent, latency in client.samples if start <= sent < end)
+    if not samples:
+        return 0, 0.0, float("nan"), float("nan")
+    final = [latency for _, latency in samples if latency is not None]
+    last_sent, last_latency = samples[-1]
+    span = last_sent + max(client.interval, last_latency or client.interval) - samples[0][0]
+    if not final:
+        return len(samples), 0.0, float("nan"), float("nan")
+    return len(samples), len(final) / span, quantile(final, 0.5), p99(final)
+
+
+def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, float], *, honest: list[NodeProcess],
+                attackers: dict[str, list[NodeProcess]], p99_floor: float, rss_growth_mb: float,
+                recover: float = 5.0, max_stall: float = 3.0, late_blocks: int = 0,
+                throughput_share: float = 0.95, p99_factor: float = 2.0) -> FairReport:
+    """The issue's pass criteria for a flood from `flood[0]` to `flood[1]` (monotonic clock), checked alike in every
+    flood test; the honest client must have run before the flood and for a while from `recover` s after it:
+    - no honest order lost: every order the client placed became final (201);
+    - honest throughput during the flood and after it at least `throughput_share` (95 %) of the baseline
+      (`honest_window`);
+    - honest p99 during the flood at most `p99_factor` (2) times the baseline's, or `p99_floor` (the test states it:
+      p99 of a few dozen orders is their maximum, and on two shared cores the baseline is tens of milliseconds);
+      a test that cannot meet the issue's 95 % and 2x on this machine passes its own bounds and says why;
+    - back to baseline `recover` s after it: p99 at most twice the baseline's (or the floor) and p50 at most 1.5
+      times the baseline's plus 10 ms;
+    - the chain committed every round: at most `late_blocks` blocks decided after round 0 on any node, no
+      proposal refused anywhere, no node's height still for more than `max_stall` s, and /ready 200 throughout;
+    - every node's RSS at most `rss_growth_mb` above its start;
+    - each attacker held back (a budget's throttle), penalised or banned by every node in `attackers[id]`;
+    - no honest node penalised or banned another, every honest link up, one state (`honest_nodes_intact`)."""
+    start, end = flood
+    first_sent = min((sent for sent, _ in client.samples), default=start)
+    baseline = honest_window(client, first_sent, start)
+    during = honest_window(client, start, end)
+    after = honest_window(client, end + recover, float("inf"))
+    assert baseline[0] >= 5 and during[0] >= 1 and after[0] >= 3, \
+        f"too few honest orders to judge: before {baseline[0]}, during {during[0]}, after {after[0]}"
+    lost = [(round(sent - start, 2), latency) for sent, latency in client.samples if latency is None]
+    assert not lost, f"honest orders not final (sent at s from the flood's start): {lost}"
+    assert during[1] >= throughput_share * baseline[1], (f"honest throughput during the flood {during[1]:.2f}/s < "
+                                                         f"{throughput_share:.0%} of the baseline {baseline[1]:.2f}/s")
+    assert after[1] >= 0.95 * baseline[1], \
+        f"honest throughput after the flood {after[1]:.2f}/s < 95 % of the baseline {baseline[1]:.2f}/s"
+    assert during[3] <= max(p99_factor * baseline[3], p99_floor), \
+        f"honest p99 {during[3] * 1000:.0f} ms during the flood vs {baseline[3] * 1000:.0f} ms before"
+    assert after[3] <= max(2 * baseline[3], p99_floor) and after[2] <= 1.5 * baseline[2] + 0.01, \
+        (f"not back to baseline {recover:g} s after the flood: p50/p99 {after[2] * 1000:.0f}/{after[3] * 1000:.0f} ms "
+         f"vs {baseline[2] * 1000:.0f}/{baseline[3] * 1000:.0f} ms before")
+
+    watched_until = max(when for heights in watch.heights.values() for when, _ in heights)
+    stalls = {name: watch.longest_stall(name, first_sent, watched_until) for name in watch.heights}
+    late = {name: watch.delta(name, "blocks_past_round_0") for name in watch.heights}
+    refused = {name: watch.delta(name, "refused_proposals") for name in watch.heights}
+    assert not watch.errors, watch.errors[:10]
+    assert all(count <= late_blocks for count in late.values()), f"blocks decided after round 0: {late}"
+    assert not any(refused.values()), f"proposals refused: {refused}"
+    assert max(stalls.values()) <= max_stall, f"a node's height stood still for {stalls} s (bound {max_stall} s)"
+    unready = {name: spans[:5] for name, spans in watch.unready.items() if spans}
+    assert not unready, f"/ready not 200: {unready}"
+    growth = {name: watch.rss_peak[name] - watch.rss_start[name] for name in watch.rss_peak}
+    assert max(growth.values()) <= rss_growth_mb, \
+        f"RSS grew by {[round(g) for g in growth.values()]} MB (bound {rss_growth_mb:g} MB)"
+
+    for attacker, targets in attackers.items():
+        for node in targets:
+            row = next((p for p in node.peers() if p["node_id"] == attacker), None)
+            punished = row is not None and (row["status"] == "banned" or row.get("penalty", 0) > 0)
+            assert attacker in watch.held_back[node.name] or attacker in held_back(node.status()) or punished, \
+                f"{node.name} neither held back nor penalised attacker {attacker[:12]} (peer row {row})"
+    honest_nodes_intact(honest)
+    return FairReport(baseline, during, after, stalls, late, growth)
+
+
+async def stay_linked(peer: RawPeer, interval: float = 0.1) -> None:
+    """Keep an attacker's link open while it waits or floods: a heartbeat every `interval` (a node drops a link
+    silent for a few heartbeats) and whatever the node sends read and thrown away undecrypted (a full block pushed
+    to a reader that never reads would overflow the node's send buffer and close the link). Cancel to stop."""
+    async def read() -> None:
+        while await peer.reader.read(1 << 16):
+            pass
+    reader = asyncio.create_task(read())
+    try:
+        while not peer.writer.is_closing():
+            peer.send({"type": "heartbeat", "ts": time.time()})
+            await asyncio.sleep(interval)
+    finally:
+        reader.cancel()
