@@ -155,11 +155,13 @@ class MessageRouter:
         may use it, but not forwarded, and nobody is blamed."""
         self.plumtree.declare(msg_type, validator, origin_signed)
 
-    def set_validator(self, msg_type: str, validator: Validator, *, origin_rate: float | None = None) -> None:
+    def set_validator(self, msg_type: str, validator: Validator, *, origin_rate: float | None = None,
+                      max_bytes: int | None = None) -> None:
         """Declare `msg_type` with `validator` (keeping an origin signature it was declared with). `origin_rate`:
-        any key may author it, so copies are budgeted per neighbour and per origin before they are checked."""
+        any key may author it, so copies are budgeted per neighbour and per origin before they are checked, and
+        one larger than `max_bytes` encoded is dropped unchecked."""
         known = self.plumtree.types.get(msg_type)
-        self.plumtree.declare(msg_type, validator, bool(known and known.origin_signed), origin_rate)
+        self.plumtree.declare(msg_type, validator, bool(known and known.origin_signed), origin_rate, max_bytes)
 
     @property
     def broadcast_types(self) -> dict[str, BroadcastType]:

@@ -176,16 +176,20 @@ class Plumtree(RoutingPart):
 
     # --- declarations -----------------------------------------------------------------------
     def declare(self, msg_type: str, validator: Validator | None, origin_signed: bool,
-                origin_rate: float | None = None) -> None:
+                origin_rate: float | None = None, max_bytes: int | None = None) -> None:
         """`origin_rate`: any key may author this type; each origin may author that many a second, and each
-        neighbour hand over `open_type_rate` a second (budgets.OpenTypeBudgets)."""
+        neighbour hand over `open_type_rate` a second, each copy at most `max_bytes` encoded
+        (budgets.OpenTypeBudgets)."""
         if msg_type in CONTROL_TYPES:
             raise ValueError(f"{msg_type!r} is a router control type")
         if validator is None and not origin_signed:
             raise ValueError(f"broadcast type {msg_type!r} needs a validator or an origin signature")
         self.types[msg_type] = BroadcastType(validator, origin_signed)
         if origin_rate is not None:
-            self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate))
+            if max_bytes is None:
+                raise ValueError(f"an open broadcast type ({msg_type!r}) needs the largest size a copy may have")
+            self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate,
+                                                         max_bytes=max_bytes))
 
     # --- sending ----------------------------------------------------------------------------
     def broadcast(self, message: Message) -> str | bytes:
@@ -295,7 +299,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        refused = self.open_types.refusal(kind, src, message["origin"])
+        refused = self.open_types.refusal(kind, src, message["origin"], message)
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
@@ -323,7 +327,7 @@ class Plumtree(RoutingPart):
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, origin)
             return None
-        refused = self.open_types.refusal(kind, "grenache", origin)
+        refused = self.open_types.refusal(kind, "grenache", origin, message)
         if refused is not None:
             bump(self.counters.dropped, refused)
             return refused

@@ -6,7 +6,10 @@ Two budgets, both per someone with a global cap behind them:
   neighbour that hands copies over and per origin key, so one link or one key cannot make the whole
   network verify and forward its copies. Fresh keys are free, so the neighbour's rate is what binds
   a spammer; the origin's rate keeps one loud honest origin from using a relay's whole share. The
-  excess is dropped unforwarded and nobody is penalised: the neighbour may be an honest relay.
+  excess is dropped unforwarded and nobody is penalised: the neighbour may be an honest relay. A copy
+  larger than its type ever is (fields the signature does not cover, padded to hundreds of kilobytes)
+  is dropped first, before it spends a budget or its signature is checked: relayed, every node would
+  forward and cache it whole.
 - `GraftBudget`: bytes of cached broadcasts re-sent on request, per neighbour and in all. Together
   with serving each id once per neighbour, a few bytes of `graft` can no longer pull megabytes.
 """
@@ -17,6 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from p2p.framing import encode_body
+from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
 
 MAX_TRACKED = 4096      # neighbours or origins remembered per budget (least recently used forgotten)
@@ -24,10 +29,12 @@ MAX_TRACKED = 4096      # neighbours or origins remembered per budget (least rec
 
 @dataclass(frozen=True, slots=True)
 class OpenTypeRule:
-    """Copies per second (and at once) one neighbour may hand over, and one origin may author."""
+    """Copies per second (and at once) one neighbour may hand over, and one origin may author; the largest copy
+    (encoded bytes) the type ever needs."""
 
     per_neighbour: float
     per_origin: float
+    max_bytes: int
 
     def burst(self, rate: float) -> float:
         return max(1.0, 4 * rate)
@@ -63,16 +70,20 @@ class OpenTypeBudgets:
         self.clock = clock
         self._by_neighbour: dict[str, _Buckets] = {}
         self._by_origin: dict[str, _Buckets] = {}
+        self._max_bytes: dict[str, int] = {}
 
     def limit(self, kind: str, rule: OpenTypeRule) -> None:
         self._by_neighbour[kind] = _Buckets(rule.per_neighbour, rule.burst(rule.per_neighbour), self.clock)
         self._by_origin[kind] = _Buckets(rule.per_origin, rule.burst(rule.per_origin), self.clock)
+        self._max_bytes[kind] = rule.max_bytes
 
-    def refusal(self, kind: str, neighbour: str, origin: str) -> str | None:
+    def refusal(self, kind: str, neighbour: str, origin: str, message: Message) -> str | None:
         """Why a copy of `kind` handed over by `neighbour` and authored by `origin` is dropped, or None."""
         by_neighbour = self._by_neighbour.get(kind)
         if by_neighbour is None:
             return None
+        if len(encode_body(message)) > self._max_bytes[kind]:
+            return "oversized_open_type"
         if not by_neighbour.take(neighbour):
             return "neighbour_budget"
         if not self._by_origin[kind].take(origin):
