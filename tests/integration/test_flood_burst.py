@@ -25,9 +25,10 @@ from exchange.chain.codec import pack
 from exchange.chain.block_check import BLOCK_OVERHEAD
 from node.configs import core_config
 from node.identity import NodeIdentity
-from tests.flood import ChainWatch, HonestClient, assert_fair, send_paced, spam_orders, stay_linked
+from tests.flood import (ChainWatch, HonestClient, assert_fair, attacker_links, honest_after, honest_baseline,
+                         send_paced, spam_orders)
 from tests.harness import NodeProcess, converged, wait_until
-from tests.redteam.attacker import envelope, linked
+from tests.redteam.attacker import envelope
 
 PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
 PER_PEER = 250              # within PEER_TX_BURST: a burst each validator takes at once
@@ -84,15 +85,8 @@ async def _scenario(client: HonestClient, attackers: list[NodeIdentity], validat
     to every validator at once (each peer its own set, as the filed attack sent one set to all) while each
     validator's API takes its own set; then the burst ordered in full and the honest client's time after it.
     Returns (the burst's start, when its last order was final at the follower, API answers by status)."""
-    peers, alive = [], []
-    for attacker in attackers:
-        for node in validators:
-            peers.append(await linked(node, attacker, chain_id))
-            alive.append(asyncio.create_task(stay_linked(peers[-1])))
-    try:
-        client.start()
-        await asyncio.to_thread(wait_until, lambda: len(client.samples) >= 20, 30, 0.1, "the honest baseline")
-        flood_start = time.monotonic()
+    async with attacker_links([(attacker, node) for attacker in attackers for node in validators], chain_id) as peers:
+        flood_start = await honest_baseline(client)
         api = asyncio.create_task(asyncio.to_thread(_post_all, validators, by_api))
         batches = [[envelope("chain_tx", attacker.node_id, node.node_id, tx.wire()) for tx in txs]
                    for attacker, txs in zip(attackers, by_peers) for node in validators]
@@ -105,14 +99,8 @@ async def _scenario(client: HonestClient, attackers: list[NodeIdentity], validat
             raise AssertionError(f"the burst's {total} orders not final at the follower within 60 s "
                                  f"({_spam_final(follower)} are); proposals refused by the validators: {refused}") from None
         flood_end = time.monotonic()
-        await asyncio.to_thread(wait_until, lambda: len(client.window(flood_end + 5.0, float("inf"))) >= 20, 30, 0.1,
-                                "the honest orders after the burst")
+        await honest_after(client, flood_end)
         return flood_start, flood_end, posted
-    finally:
-        for task in alive:
-            task.cancel()
-        for peer in peers:
-            peer.close()
 
 
 def _post_all(validators: list[NodeProcess], by_api: list[list[SignedTx]]) -> dict[int, int]:
