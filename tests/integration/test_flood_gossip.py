@@ -21,9 +21,9 @@ from node.identity import NodeIdentity
 from p2p.rpc.wire import HINT_MAX_BYTES
 from tests.flood import (ChainWatch, HonestClient, assert_fair, attacker_links, fresh_hint, fresh_note,
                          graft_flood_linked, honest_after, honest_baseline, settled)
-from tests.harness import NodeProcess, converged, wait_until
+from tests.harness import Cluster, NodeProcess, converged, wait_until
 
-FAST = {"heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 FLOOD_SECONDS = 4.0
 SMALL_PAYLOAD = os.urandom(400).hex()
 BIG = 400_000               # bytes of a large note's payload and of a padded hint's unsigned field (as filed)
@@ -37,6 +37,12 @@ def _router(node: NodeProcess) -> dict[str, Any]:
 
 
 def test_fresh_key_broadcast_spam_and_re_requests_stop_at_the_first_hop_and_honest_nodes_keep_each_other(cluster):
+    gossip_flood_holds(cluster, FLOOD_SECONDS, BIG_EACH)
+
+
+def gossip_flood_holds(cluster: Cluster, seconds: float, big_each: int) -> None:
+    """The flood for `seconds`, `big_each` large notes and padded hints to each entry node among it, and its checks
+    (also `make soak`'s minute-long flood, tests/integration/test_flood_soak.py)."""
     validators = cluster.chain(4, seat_rule="any", debug_api="false", **FAST)
     follower = cluster.node("honest", bootstrap_peers=validators[0].p2p_address, debug_api="false", **FAST)
     nodes = [*validators, follower]
@@ -45,16 +51,13 @@ def test_fresh_key_broadcast_spam_and_re_requests_stop_at_the_first_hop_and_hone
     chain_id, network = status["chain_id"], status["network_id"]
     entries, far = validators[:2], validators[2:]
     subject = validators[1].node_id
-    # the large copies are signed before the window, as the attacker's own machine would
-    big = [[fresh_note(network, "x" * BIG) for _ in range(BIG_EACH)] for _ in entries]
-    padded = [[{**fresh_hint(network, subject), "pad": bytes(BIG)} for _ in range(BIG_EACH)] for _ in entries]
     flooder = NodeIdentity.generate()
     client = HonestClient(follower)
     try:
         with ChainWatch(nodes) as watch:
             before = {node.name: _router(node) for node in nodes}
             flood_start, flood_end, sent, (asked, answered, ids) = asyncio.run(
-                _scenario(client, flooder, entries, chain_id, network, subject, big, padded))
+                _scenario(client, flooder, entries, chain_id, network, subject, seconds, big_each))
             after = {node.name: _router(node) for node in nodes}
     finally:
         client.stop.set()
@@ -67,14 +70,14 @@ def test_fresh_key_broadcast_spam_and_re_requests_stop_at_the_first_hop_and_hone
     for node in entries:
         # notes are dropped unread (the link's rate limit may drop some of the flood first, whatever their type)
         assert grew(node.name, "dropped", "undeclared_type") > 0, after[node.name]["dropped"]
-        assert 0 < grew(node.name, "dropped", "oversized_open_type") <= BIG_EACH, after[node.name]["dropped"]
+        assert 0 < grew(node.name, "dropped", "oversized_open_type") <= big_each, after[node.name]["dropped"]
         # the excess hints are dropped unforwarded at the first hop: over the open-type budget, or over the
         # link's rate limit first when the entry node reads the batch faster than the budget refills
         first_hop = grew(node.name, "dropped", "neighbour_budget") + grew(node.name, "dropped", "throttled_relay")
         assert first_hop > 0.5 * per_entry and grew(node.name, "dropped", "neighbour_budget") > 0, \
             (node.name, per_entry, after[node.name]["dropped"])
     for node in nodes:                                     # no node took a single note
-        assert grew(node.name, "received", "note") <= (per_entry + BIG_EACH if node in entries else 0), node.name
+        assert grew(node.name, "received", "note") <= (per_entry + big_each if node in entries else 0), node.name
     # what the entry nodes let through is their budget (a burst of 200 and 50/s), whatever was sent; an entry node
     # under load keeps reading what its socket buffered after the attacker stopped, and the budget keeps refilling
     # while it does, so the window runs until the counters are read
@@ -82,8 +85,9 @@ def test_fresh_key_broadcast_spam_and_re_requests_stop_at_the_first_hop_and_hone
     for node in [*far, follower]:
         hints = grew(node.name, "received", "hint") - grew(node.name, "duplicates", "hint")
         assert hints <= budget, (node.name, hints, budget, sent)
-        # no padded copy went past the entries: every cached frame is a hint's size
-        assert after[node.name]["message_cache_bytes"] <= after[node.name]["message_cache"] * HINT_MAX_BYTES + 64_000, \
+        # no padded copy went past the entries: every cached frame is a hint's size or a small block's (less slack
+        # in all than one padded copy)
+        assert after[node.name]["message_cache_bytes"] <= after[node.name]["message_cache"] * HINT_MAX_BYTES + BIG // 2, \
             (node.name, after[node.name]["message_cache"], after[node.name]["message_cache_bytes"])
     # re-requests: each cached broadcast is re-sent to a neighbour once (as filed, 109 KB of requests pulled 617 MB):
     # what came back is at most one copy of each id it was pushed, each a hint or a small block's decision
@@ -91,45 +95,44 @@ def test_fresh_key_broadcast_spam_and_re_requests_stop_at_the_first_hop_and_hone
     assert grew(entries[0].name, "dropped", "graft_repeat") > 0, after[entries[0].name]["dropped"]
     assert answered <= ids * 4 * HINT_MAX_BYTES, (asked, answered, ids)
 
+    # The client orders one at a time, so an order slower than its 200 ms interval costs throughput: a 4 s window holds
+    # ~20 orders, and two of them at 300 ms (the flood's p99 here, with other suites beside it) cost 5 %. Measured
+    # 92-100 % of the baseline; 90 % still fails a starved client (as filed: 4 of 149 honest orders final).
     report = assert_fair(client, watch, (flood_start, flood_end), honest=nodes, attackers={flooder.node_id: entries},
-                         p99_floor=0.5, rss_growth_mb=RSS_GROWTH_MB)
+                         p99_floor=0.5, rss_growth_mb=RSS_GROWTH_MB, throughput_share=0.9)
     distinct = [grew(n.name, "received", "hint") - grew(n.name, "duplicates", "hint") for n in far]
-    print(f"\nsent {sent} small and {2 * BIG_EACH * len(entries)} large broadcasts; distinct hints at far nodes "
+    print(f"\nsent {sent} small and {2 * big_each * len(entries)} large broadcasts; distinct hints at far nodes "
           f"{distinct} (budget {budget:.0f}); re-requests {asked} B asked, {answered} B answered ({ids} ids); "
           f"{report.line()}")
 
 
 async def _scenario(client: HonestClient, flooder: NodeIdentity, entries: list[NodeProcess], chain_id: str,
-                    network: str, subject: str, big: list[list[dict]],
-                    padded: list[list[dict]]) -> tuple[float, float, int, tuple[int, int, int]]:
-    """The honest baseline, then FLOOD_SECONDS of fresh-key notes and hints to each entry node as fast as the links
-    take them (with the large ones among them) while another peer re-requests what the first entry pushes it; then
-    the honest client's time after the entries have read the last of it. Returns (the flood's start, when the
-    entries had read it, small broadcasts sent, (graft bytes asked, answered, ids collected))."""
+                    network: str, subject: str, seconds: float,
+                    big_each: int) -> tuple[float, float, int, tuple[int, int, int]]:
+    """The honest baseline, then `seconds` of fresh-key notes and hints to each entry node as fast as the links take
+    them (a large note and a padded hint among each round's, `big_each` of each) while another peer re-requests what
+    the first entry pushes it; then the honest client's time after the entries have read the last of it. Returns
+    (the flood's start, when the entries had read it, small broadcasts sent, (graft bytes asked, answered, ids))."""
     async with attacker_links([(flooder, node) for node in entries], chain_id) as peers:
         flood_start = await honest_baseline(client)
-        grafts = asyncio.create_task(graft_flood_linked(entries[0], chain_id, FLOOD_SECONDS / 2, GRAFT_RATE))
-        sent = 0
-        end = flood_start + FLOOD_SECONDS
-        while time.monotonic() < end:
-            for peer, notes, hints in zip(peers, big, padded):
-                for _ in range(50):
-                    peer.send(fresh_note(network, SMALL_PAYLOAD))
-                    peer.send(fresh_hint(network, subject))
-                    sent += 2
-                if notes:
-                    peer.send(notes.pop())
-                    peer.send(hints.pop())
+        grafts = asyncio.create_task(graft_flood_linked(entries[0], chain_id, seconds / 2, GRAFT_RATE))
+        sent = large = 0
+        while time.monotonic() < flood_start + seconds or large < big_each:
+            for peer in peers:
+                if time.monotonic() < flood_start + seconds:
+                    for _ in range(50):
+                        peer.send(fresh_note(network, SMALL_PAYLOAD))
+                        peer.send(fresh_hint(network, subject))
+                        sent += 2
+                if large < big_each:    # signed as it goes (400 KB each): the attacker's machine holds few
+                    peer.send(fresh_note(network, "x" * BIG))
+                    peer.send({**fresh_hint(network, subject), "pad": bytes(BIG)})
                 try:
                     await asyncio.wait_for(peer.writer.drain(), 5)
                 except (ConnectionError, asyncio.TimeoutError):
                     pass
+            large += 1
             await asyncio.sleep(0)
-        for peer, notes, hints in zip(peers, big, padded):     # what is left of the large ones, at the end
-            while notes:
-                peer.send(notes.pop())
-                peer.send(hints.pop())
-            await asyncio.wait_for(peer.writer.drain(), 30)
         graft = await grafts
         flood_end = await asyncio.to_thread(settled, lambda: [_router(node)["dropped"] for node in entries])
         await honest_after(client, flood_end)
