@@ -127,6 +127,7 @@ class OperatorSurface:
         node = self.node
         status = node.status()
         exchange = status.get("exchange") or {}
+        router = status.get("router") or {}
         links = node.peers.links
         listed = sorted(node.peer_list(), key=lambda p: (p["status"] != "connected", p["node_id"]))[:STATUS_PEERS]
         peers: list[JsonObject] = []
@@ -142,8 +143,8 @@ class OperatorSurface:
                      "exchange": {"summary": exchange.get("summary"), **book}},
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
-            "held_back": throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
-                                        node.peer_list()),
+            "held_back": throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
+                                        router.get("budget_refused")),
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},

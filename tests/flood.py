@@ -30,8 +30,9 @@ class HonestClient:
     (tests/honest_orders.py): a trader is not the attacker, and timed inside the process that signs, encrypts
     and sends the flood it would also be timing the attacker's hold on that process's interpreter lock."""
 
-    def __init__(self, node: NodeProcess, interval: float = 0.2) -> None:
+    def __init__(self, node: NodeProcess, interval: float = 0.2, open_loop: bool = False) -> None:
         self.node, self.interval = node, interval
+        self.open_loop = open_loop      # an order every `interval` whatever is in flight (else one at a time)
         self.samples: list[tuple[float, float | None]] = []     # (sent at, seconds to final | None: not final)
         self.stop = _StopSignal(self)
         self._proc: subprocess.Popen[str] | None = None
@@ -40,8 +41,8 @@ class HonestClient:
     def start(self) -> None:
         auth = self.node.auth_headers().get("Authorization", "")
         self._proc = subprocess.Popen([sys.executable, "-m", "tests.honest_orders", self.node.api_url, str(self.interval),
-                                       auth], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      cwd=Path(__file__).resolve().parent.parent)
+                                       auth, *(["open"] if self.open_loop else [])], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
         self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
         self._reader.start()
 
@@ -243,6 +244,7 @@ class ChainWatch:
         self.first: dict[str, dict[str, Any]] = {}          # node name -> its /status when the watch started
         self.last: dict[str, dict[str, Any]] = {}
         self.heights: dict[str, list[tuple[float, int]]] = {n.name: [] for n in nodes}      # (when, height)
+        self.late: dict[str, list[tuple[float, int]]] = {n.name: [] for n in nodes}   # (when, blocks past round 0)
         self.unready: dict[str, list[tuple[float, str]]] = {n.name: [] for n in nodes}     # (when, failing checks)
         self.rss_start = {n.name: rss_mb(n) for n in nodes}
         self.rss_peak = dict(self.rss_start)
@@ -275,9 +277,11 @@ class ChainWatch:
         now = time.monotonic()
         self.last[node.name] = status
         self.heights[node.name].append((now, status["exchange"]["height"]))
+        self.late[node.name].append((now, status["exchange"].get("blocks_past_round_0", 0)))
         code, ready = node.api("GET", "/ready")
         if code != 200:
-            self.unready[node.name].append((now, ", ".join(ready.get("failing") or []) or str(code)))
+            failing = [f"{check['name']}: {check.get('detail')}" for check in ready.get("checks", []) if not check["ok"]]
+            self.unready[node.name].append((now, "; ".join(failing) or str(code)))
         self.rss_peak[node.name] = max(self.rss_peak[node.name], rss_mb(node))
         self.held_back[node.name] |= held_back(status)
 
@@ -292,6 +296,11 @@ class ChainWatch:
         changes.append(end)
         return max(b - a for a, b in zip(changes, changes[1:]))
 
+    def late_since(self, name: str, since: float) -> int:
+        """Blocks `name` saw decided after round 0 from `since` on (at the sampling's grain)."""
+        before = [count for when, count in self.late[name] if when <= since]
+        return self.late[name][-1][1] - (before[-1] if before else self.first[name]["exchange"]["blocks_past_round_0"])
+
     def delta(self, name: str, key: str) -> Any:
         """How much the chain counter `key` (a number, or a dict of numbers by reason) grew on `name`."""
         first, last = self.first[name]["exchange"].get(key), self.last[name]["exchange"].get(key)
@@ -302,13 +311,15 @@ class ChainWatch:
 
 
 def held_back(status: dict[str, Any]) -> set[str]:
-    """Who a node's /status says it holds back now: neighbours past their transaction budget (ever), and
-    neighbours and origins over a broadcast budget (now)."""
+    """Who a node's /status says it holds back: neighbours past their transaction budget, and neighbours and
+    origins over a broadcast budget (now, or dropped over it since the start)."""
     ids = {entry["peer"] for entry in status["exchange"].get("tx_budget", {}).get("throttled", [])
            if entry.get("held") or entry.get("dropped")}
-    for over in (status.get("router") or {}).get("budget_throttled", {}).values():
-        ids.update(over.get("neighbours", []))
-        ids.update(over.get("origins", []))
+    router = status.get("router") or {}
+    for view in ("budget_throttled", "budget_refused"):
+        for over in router.get(view, {}).values():
+            ids.update(over.get("neighbours", []))
+            ids.update(over.get("origins", []))
     return ids
 
 
@@ -331,44 +342,54 @@ class FairReport:
                 f"RSS growth {[round(g) for g in self.rss_growth.values()]} MB")
 
 
-def honest_window(client: HonestClient, start: float, end: float) -> tuple[int, float, float, float]:
-    """(orders placed, orders final per second, p50, p99) of the honest client's orders sent in [start, end):
-    the rate is final orders over the time from the first one's sending to the last one's slot (its answer, or
-    the client's interval if that came sooner), so where the window cuts the client's pace does not count."""
+def honest_window(client: HonestClient, start: float, end: float,
+                  settle: float = 0.0) -> tuple[int, float, float, float]:
+    """(orders placed, orders final per second, p50, p99) of the honest client's orders sent in [start, end).
+    One order at a time, the rate is final orders over the time from the first one's sending to the last one's
+    slot (its answer, or the client's interval if that came sooner), so where the window cuts the client's pace
+    does not count; that rate is 1 / latency once latency passes the interval. In an open loop it is the rate
+    offered times the share of the window's orders final by `settle` seconds after its end: what the system
+    finalised of a fixed rate, lower only when honest orders were lost or still backed up then."""
     samples = sorted((sent, latency) for sent, latency in client.samples if start <= sent < end)
     if not samples:
         return 0, 0.0, float("nan"), float("nan")
     final = [latency for _, latency in samples if latency is not None]
-    last_sent, last_latency = samples[-1]
-    span = last_sent + max(client.interval, last_latency or client.interval) - samples[0][0]
     if not final:
         return len(samples), 0.0, float("nan"), float("nan")
-    return len(samples), len(final) / span, quantile(final, 0.5), p99(final)
+    if client.open_loop:
+        in_time = sum(1 for sent, latency in samples if latency is not None and sent + latency <= end + settle)
+        rate = in_time / len(samples) / client.interval
+    else:
+        last_sent, last_latency = samples[-1]
+        rate = len(final) / (last_sent + max(client.interval, last_latency or client.interval) - samples[0][0])
+    return len(samples), rate, quantile(final, 0.5), p99(final)
 
 
 def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, float], *, honest: list[NodeProcess],
                 attackers: dict[str, list[NodeProcess]], p99_floor: float, rss_growth_mb: float,
-                recover: float = 5.0, max_stall: float = 3.0, late_blocks: int = 0,
+                recover: float = 5.0, max_stall: float = 3.0, late_blocks: int | None = 0,
                 throughput_share: float = 0.95, p99_factor: float = 2.0) -> FairReport:
     """The issue's pass criteria for a flood from `flood[0]` to `flood[1]` (monotonic clock), checked alike in every
     flood test; the honest client must have run before the flood and for a while from `recover` s after it:
     - no honest order lost: every order the client placed became final (201);
-    - honest throughput during the flood and after it at least `throughput_share` (95 %) of the baseline
-      (`honest_window`);
+    - honest throughput during the flood (in an open loop: until `recover` s after it) and after it at least
+      `throughput_share` (95 %) of the baseline (`honest_window`);
     - honest p99 during the flood at most `p99_factor` (2) times the baseline's, or `p99_floor` (the test states it:
       p99 of a few dozen orders is their maximum, and on two shared cores the baseline is tens of milliseconds);
       a test that cannot meet the issue's 95 % and 2x on this machine passes its own bounds and says why;
     - back to baseline `recover` s after it: p99 at most twice the baseline's (or the floor) and p50 at most twice
-      the baseline's plus 20 ms (the machine is shared: what runs beside the test changes between the windows);
-    - the chain committed every round: at most `late_blocks` blocks decided after round 0 on any node, no
-      proposal refused anywhere, no node's height still for more than `max_stall` s, and /ready 200 throughout;
+      the baseline's plus 20 ms (or half the floor: the machine is shared, and what runs beside the test changes
+      between the windows);
+    - the chain committed every round: at most `late_blocks` blocks decided after round 0 on any node while the
+      flood lasts (None: any number, a test that says why) and none from `recover` s after it, no proposal refused
+      anywhere, no node's height still for more than `max_stall` s, and /ready 200 throughout;
     - every node's RSS at most `rss_growth_mb` above its start;
     - each attacker held back (a budget's throttle), penalised or banned by every node in `attackers[id]`;
     - no honest node penalised or banned another, every honest link up, one state (`honest_nodes_intact`)."""
     start, end = flood
     first_sent = min((sent for sent, _ in client.samples), default=start)
     baseline = honest_window(client, first_sent, start)
-    during = honest_window(client, start, end)
+    during = honest_window(client, start, end, settle=recover)
     after = honest_window(client, end + recover, float("inf"))
     assert not watch.errors, watch.errors[:10]
     watched_until = max(when for heights in watch.heights.values() for when, _ in heights)
@@ -385,12 +406,15 @@ def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, flo
     assert after[1] >= 0.95 * baseline[1], "honest throughput after the flood under 95 % of the baseline" + measured
     assert during[3] <= max(p99_factor * baseline[3], p99_floor), \
         f"honest p99 during the flood over {p99_factor:g}x the baseline's and {p99_floor:g} s" + measured
-    assert after[3] <= max(2 * baseline[3], p99_floor) and after[2] <= 2 * baseline[2] + 0.02, \
+    assert after[3] <= max(2 * baseline[3], p99_floor) and after[2] <= max(2 * baseline[2] + 0.02, p99_floor / 2), \
         f"not back to baseline {recover:g} s after the flood" + measured
 
     refused = {name: watch.delta(name, "refused_proposals") for name in watch.heights}
-    assert all(count <= late_blocks for count in report.late_blocks.values()), \
+    assert late_blocks is None or all(count <= late_blocks for count in report.late_blocks.values()), \
         f"more than {late_blocks} blocks decided after round 0" + measured
+    after_flood = {name: watch.late_since(name, end + recover) for name in watch.late}
+    assert not any(after_flood.values()), \
+        f"blocks decided after round 0 from {recover:g} s after the flood: {after_flood}" + measured
     assert not any(refused.values()), f"proposals refused: {refused}"
     assert max(report.stalls.values()) <= max_stall, \
         f"a node's height stood still for {report.stalls} s (bound {max_stall} s)"

@@ -56,6 +56,7 @@ log = logging.getLogger("exchange.chain")
 
 # the chain's message types, the same string from the emitting part to the wire to `on_message`
 FORWARD_FANOUT = 3
+FOLLOWER_BLOCK_SILENCE = 3.0    # s without a final block after which a follower hearing no quorum says so
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
                  "chain_sync_request", "chain_sync_response", "chain_recovery")
 
@@ -525,24 +526,31 @@ class ChainCore:
         self.now_ms = int(now * 1000)
 
     def quorum_present(self, now: float) -> bool:
-        """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.)"""
+        """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.) A validator
+        counts those it heard within `live_after`, itself included. A follower hears them through their blocks,
+        and through the heartbeats of those it is linked to: a block slower than FOLLOWER_BLOCK_SILENCE (a full
+        one on a busy machine) is not a halt while a quorum of validators say they are at our height or past it."""
         validators = self.state.validators
+        live = sum(1 for k in validators.keys if (k == self.public_key and self.is_validator)
+                   or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
         if self.is_validator:
-            live = sum(1 for k in validators.keys
-                       if k == self.public_key or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
             return live >= validators.quorum
-        return now - self.last_commit_at <= max(3.0, 3 * self.config.empty_block_interval)
+        return live >= validators.quorum \
+            or now - self.last_commit_at <= max(FOLLOWER_BLOCK_SILENCE, 3 * self.config.empty_block_interval)
 
     def validator_liveness(self, now: float) -> list[tuple[str, float | None, bool]]:
         """Each current validator as (node id, seconds since last heard or None if never, is it us): who a
         halt is waiting for. A validator hears the others' consensus messages; a follower hears none, so it
-        counts the signers of the last commit as heard when that block became final here."""
+        counts the signers of the last commit as heard when that block became final here, and the validators
+        it is linked to when their heartbeats say they are at its height or past it."""
         if self.is_validator:
             seen = self._validator_seen
-        else:
+        else:       # the last block's signers when it became final here, or a heartbeat heard since
             commit = self.last_commit
             signers = commit.signers(self.state.prev_validators) if commit is not None else []
             seen = dict.fromkeys(signers, self.last_commit_at)
+            for key, at in self._validator_seen.items():
+                seen[key] = max(at, seen.get(key, at))
         validators = self.state.validators
         out: list[tuple[str, float | None, bool]] = []
         for key, node_id in zip(validators.keys, validators.node_ids):

@@ -58,6 +58,7 @@ class PlumtreeStats(TypedDict):
     message_cache: int
     message_cache_bytes: int
     budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours and origins over their budget now
+    budget_refused: dict[str, dict[str, dict[str, int]]]  # type -> the neighbours and origins most dropped, how many
 
 
 class MessageCache:
@@ -501,4 +502,4 @@ class Plumtree(RoutingPart):
         return {"trees": len(self._lazy), "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
                 "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
                 "message_cache": len(self.cache), "message_cache_bytes": self.cache.bytes,
-                "budget_throttled": self.open_types.throttled()}
+                "budget_throttled": self.open_types.throttled(), "budget_refused": self.open_types.refused()}

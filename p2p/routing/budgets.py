@@ -25,6 +25,7 @@ from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
 
 MAX_TRACKED = 4096      # neighbours or origins remembered per budget (least recently used forgotten)
+SHOWN = 20              # of them /status names per type and role
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,12 @@ class OpenTypeRule:
 
 class _Buckets:
     """Token buckets by key, the least recently used forgotten past `MAX_TRACKED` (a forgotten key starts full,
-    which gives a returning sender at most one burst)."""
+    which gives a returning sender at most one burst), and how much each key had refused (as many keys kept)."""
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.refused: OrderedDict[str, int] = OrderedDict()
 
     def take(self, key: str, n: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
@@ -56,11 +58,19 @@ class _Buckets:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.try_take(n)
+        if bucket.try_take(n):
+            return True
+        self.refused[key] = self.refused.pop(key, 0) + 1
+        if len(self.refused) > MAX_TRACKED:
+            self.refused.popitem(last=False)
+        return False
 
     def over(self) -> list[str]:
         """Keys whose bucket is empty now (who is being throttled)."""
         return [key for key, bucket in self._buckets.items() if bucket.tokens < 1.0]
+
+    def most_refused(self, top: int) -> dict[str, int]:
+        return dict(sorted(self.refused.items(), key=lambda item: item[1], reverse=True)[:top])
 
 
 class OpenTypeBudgets:
@@ -96,7 +106,17 @@ class OpenTypeBudgets:
         for kind, by_neighbour in self._by_neighbour.items():
             neighbours, origins = by_neighbour.over(), self._by_origin[kind].over()
             if neighbours or origins:
-                out[kind] = {"neighbours": neighbours[:20], "origins": origins[:20]}
+                out[kind] = {"neighbours": neighbours[:SHOWN], "origins": origins[:SHOWN]}
+        return out
+
+    def refused(self) -> dict[str, dict[str, dict[str, int]]]:
+        """For /status: per type, the neighbours and origins that had the most copies dropped over their budget
+        since the start (whoever flooded a minute ago, not only who is over it now), with how many."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for kind, by_neighbour in self._by_neighbour.items():
+            neighbours, origins = by_neighbour.most_refused(SHOWN), self._by_origin[kind].most_refused(SHOWN)
+            if neighbours or origins:
+                out[kind] = {"neighbours": neighbours, "origins": origins}
         return out
 
 

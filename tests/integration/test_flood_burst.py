@@ -1,4 +1,4 @@
-"""Real processes (issue 25, "one burst halts the chain"): 4,200 ordinary signed one-order transactions at once,
+"""Real processes (issue 25, "one burst halts the chain"): 6,600 ordinary signed one-order transactions at once,
 from sixteen peers (each a lane of every validator's mempool) and from the validators' own APIs, while an honest
 client orders every 200 ms at a follower.
 
@@ -31,10 +31,9 @@ from tests.harness import NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope
 
 PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
-PER_PEER = 250              # within PEER_TX_BURST: a burst each validator takes at once
+PER_PEER = 400              # within PEER_TX_BURST: a burst each validator takes at once, over two blocks' worth
 PER_API = 50                # signed orders posted to each validator's API
-BIG_BLOCK_OPS = 1_000       # a block this large may take a second round (see the test)
-RSS_GROWTH_MB = 96          # the burst's 4,200 resting orders, about a kilobyte each, and the mempool's bytes
+RSS_GROWTH_MB = 96          # the burst's 6,600 resting orders, about a kilobyte each, and the mempool's bytes
 
 
 def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_blocks(cluster):
@@ -49,7 +48,7 @@ def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_
     by_api = [spam_orders(chain_id, PER_API) for _ in validators]
     total = sum(map(len, by_peers)) + sum(map(len, by_api))
     attackers = [NodeIdentity.generate() for _ in range(PEERS)]
-    client = HonestClient(follower)
+    client = HonestClient(follower, open_loop=True)
     try:
         with ChainWatch(nodes) as watch:
             flood_start, flood_end, posted = asyncio.run(
@@ -63,17 +62,17 @@ def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_
     assert max(blocks) >= 0.95 * capacity, f"no block reached its byte limit ({capacity} orders): {sorted(blocks)[-8:]}"
     # Every height is decided and no proposal refused. The first block after the burst is full (~2,900 orders,
     # every one checked by the follower and applied by all five nodes, on two cores shared with the attacker):
-    # measured here 3.0-4.4 s from the burst to its finality, with a second round when the proposal reached a
-    # validator after the round-0 timeout (CONSENSUS_TIMEOUT 0.4 s). The honest order placed meanwhile waits for
-    # it, so this row cannot meet the issue's 2x and 95 % during the burst on this machine (docs/tradeoffs.md).
-    # Its bounds are against the halt (as filed: no block for ~115 s, until the burst expired), with room for a
-    # busier machine than measured: no height still for more than 10 s, every honest order final
-    # within 10 s, /ready 200 throughout (it says stalled after 15 s), and back to baseline 5 s after.
-    big = sum(1 for ops in blocks if ops >= BIG_BLOCK_OPS)
+    # measured here 3.0-4.4 s from the burst to its finality, while the burst lasts some heights take a second
+    # round (a proposal reached a validator after the round-0 timeout, CONSENSUS_TIMEOUT 0.4 s, while it was
+    # still busy with the last full block), none after it. The honest order placed meanwhile waits for
+    # it, so this row cannot meet the issue's 2x during the burst on this machine (docs/tradeoffs.md).
+    # Its bounds are against the halt (as filed: no block for ~115 s, until the burst expired): with the test
+    # suite beside it the longest stall measured 2.5-8.6 s, so no height still for 15 s (when /ready would say
+    # stalled), every honest order final within 15 s, /ready 200 throughout, back to baseline 5 s after.
     # Each peer stays within its budget, so no budget holds it back and none should: what bounds a crowd of peers
     # is the lanes and each lane's block share.
-    report = assert_fair(client, watch, (flood_start, flood_end), honest=nodes, attackers={}, p99_floor=10.0,
-                         rss_growth_mb=RSS_GROWTH_MB, late_blocks=big, max_stall=10.0, throughput_share=0.0)
+    report = assert_fair(client, watch, (flood_start, flood_end), honest=nodes, attackers={}, p99_floor=15.0,
+                         rss_growth_mb=RSS_GROWTH_MB, late_blocks=None, max_stall=15.0)
     print(f"\n{total} spam orders in {flood_end - flood_start:.1f} s, largest blocks {sorted(blocks)[-5:]} ops "
           f"(byte limit {capacity}); {report.line()}")
 

@@ -39,7 +39,7 @@ def test_a_minute_of_order_flood_past_the_budget_leaves_the_exchange_fair(cluste
     chain_id = validators[0].status()["chain_id"]
     flooder = NodeIdentity.generate()
     rate = level * Settings().peer_tx_rate
-    client = HonestClient(follower)
+    client = HonestClient(follower, open_loop=True)
     try:
         with ChainWatch(nodes, interval=1.0) as watch:
             flood_start, flood_end, sent = asyncio.run(_orders(client, validators, flooder, chain_id, rate))

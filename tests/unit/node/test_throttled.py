@@ -24,3 +24,16 @@ def test_the_table_is_bounded_and_takes_a_node_that_is_no_validator():
     peers = [{"node_id": f"p{i}", "status": "connected", "penalty": 1.0, "penalty_reason": "x"} for i in range(500)]
     assert len(throttled_rows(None, None, peers)) == MAX_ROWS
     assert throttled_rows(None, {"hint": "not a mapping"}, []) == []
+
+
+def test_who_had_broadcasts_dropped_before_is_named_with_how_many_once():
+    """/status names who is over a broadcast budget now and who had copies dropped over one before (a flood a
+    minute ago): the table lists the second kind too, without naming anyone twice."""
+    now = {"hint": {"neighbours": ["spammy-neighbour"], "origins": []}}
+    before = {"hint": {"neighbours": {"spammy-neighbour": 900, "old-flooder": 4000}, "origins": {"fresh-key": 3}}}
+    rows = throttled_rows(None, now, [], before)
+    assert rows == [
+        {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
+        {"peer": "old-flooder", "what": "hint broadcasts", "why": "4000 dropped over its budget as a neighbour"},
+        {"peer": "fresh-key", "what": "hint broadcasts", "why": "3 dropped over its budget as an origin"},
+    ]

@@ -79,6 +79,9 @@ def test_open_type_budgets_are_per_neighbour_and_per_origin():
     loud = [budgets.refusal("hint", "n3", "loud", hint) for _ in range(10)]
     assert loud[:4] == [None] * 4 and set(loud[4:]) == {"origin_budget"}
     assert "n1" in budgets.throttled()["hint"]["neighbours"]
+    now[0] = 100.0      # long after: nobody is over a budget now, and who was is still named, with how much
+    assert budgets.throttled() == {}
+    assert budgets.refused() == {"hint": {"neighbours": {"n1": 20}, "origins": {"loud": 6}}}
 
 
 async def test_fresh_key_spam_of_an_open_type_stops_at_the_first_hop_and_no_one_is_penalised():
