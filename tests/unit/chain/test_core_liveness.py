@@ -5,18 +5,11 @@ from __future__ import annotations
 from exchange.chain.blocks import PREVOTE, Vote
 from exchange.chain.core import FOLLOWER_BLOCK_SILENCE, ChainCore
 from exchange.chain.genesis import Genesis
-from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 
 def _validator_core(count: int) -> tuple[ChainCore, list[FakeKeys], Genesis]:
-    keys = [FakeKeys(f"liveness-{i}") for i in range(count)]
-    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
-                      validators=tuple(k.public_key for k in keys), pinned=True)
-    core = ChainCore(genesis, SimApp(), public_key=keys[0].public_key, sign=keys[0].sign, verify=fake_verify,
-                     blocks=MemoryStore(), now=BASE_TIME)
-    core.start(BASE_TIME)
-    core.take_effects()
-    return core, keys, genesis
+    return pinned_core("liveness", count)
 
 
 def test_votes_re_sent_by_one_validator_do_not_make_the_others_look_live():
@@ -61,13 +54,8 @@ def test_a_follower_hearing_a_quorum_of_validators_at_its_height_is_not_halted_b
     their blocks called the chain halted (/ready 503, 202 no_quorum) after 3 s without one. The validators it is
     linked to say their height in their heartbeats: a quorum of them at its height or past it is a live chain;
     without them the 3 s rule stands, and heartbeats that stop stop counting."""
-    keys = [FakeKeys(f"follow-{i}") for i in range(4)]
     me = FakeKeys("follow-me")
-    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
-                      validators=tuple(k.public_key for k in keys), pinned=True)
-    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
-                     blocks=MemoryStore(), now=BASE_TIME)
-    core.start(BASE_TIME)
+    core, keys, _ = pinned_core("follow", 4, me)
     assert core.role == "follower"
     silence = FOLLOWER_BLOCK_SILENCE + 1.0
     assert core.quorum_present(BASE_TIME + 1.0) is True, "a block (here the start) within 3 s"

@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from exchange.crypto import SigningKey
-from exchange.chain.core import FORWARD_FANOUT, ChainCore
+from exchange.chain.core import FORWARD_FANOUT
 from exchange.chain.effects import Forward
 from exchange.chain.genesis import Genesis
 from exchange.app import ExchangeParams
@@ -20,7 +20,7 @@ from exchange.chain.store import ChainStore
 from exchange.app.txs import CancelOp, NewOrderOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
 from node.identity import NodeIdentity
-from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 ACCOUNT = SigningKey(hashlib.sha256(b"follower-forward").digest())
 
@@ -41,14 +41,7 @@ def test_upcoming_proposers_are_the_next_heights_round_zero_authors_without_repe
 
 
 def test_a_follower_core_names_the_next_proposers_when_it_forwards():
-    keys = [FakeKeys(f"fwd-{i}") for i in range(4)]
-    me = FakeKeys("fwd-follower")
-    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
-                      validators=tuple(k.public_key for k in keys), pinned=True)
-    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
-                     blocks=MemoryStore(), now=BASE_TIME)
-    core.start(BASE_TIME)
-    core.take_effects()
+    core, _, genesis = pinned_core("fwd", 4, FakeKeys("fwd-follower"))
     assert core.submit(_order(genesis.chain_id, 1, BASE_TIME), BASE_TIME) is None
     forwards = [e for e in core.take_effects() if isinstance(e, Forward)]
     assert len(forwards) == 1
