@@ -244,6 +244,9 @@ class Settings:
     router_graft_total_bytes: int = _setting(
         16777216, "ROUTER_GRAFT_TOTAL_BYTES", "Bytes/s of cached broadcasts re-sent to all neighbours together",
         p.integer(1024))
+    broadcast_cache_bytes: int = _setting(
+        64 * 1024 * 1024, "BROADCAST_CACHE_BYTES", "Bytes of recent broadcasts kept to answer re-requests (graft); "
+        "past it the oldest are forgotten", p.integer(1024 * 1024))
     router_open_type_rate: float = _setting(
         50.0, "ROUTER_OPEN_TYPE_RATE", "Broadcasts/s of a type any key may author (RPC health hints) one neighbour "
         "may hand over; the excess is dropped unchecked and unforwarded, nobody penalised", _FLOAT_POS)
@@ -303,6 +306,9 @@ class Settings:
     empty_block_interval: float = _setting(
         1.0, "EMPTY_BLOCK_INTERVAL", "Seconds between blocks when there are no orders (finality heartbeat)",
         _FLOAT_POS)
+    finality_stall_after: float = _setting(
+        15.0, "FINALITY_STALL_AFTER", "Seconds without a final block here, with a quorum of validators heard, before "
+        "/ready says finality stalled (at least 5 x EMPTY_BLOCK_INTERVAL)", _FLOAT_POS)
     peer_tx_rate: float = _setting(
         500.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second, "
         "counted before any signature is checked: past it, its link is not read until a tenth of a second's worth "
@@ -320,6 +326,18 @@ class Settings:
     sync_total_bytes: int = _setting(
         32 * 1024 * 1024, "SYNC_TOTAL_BYTES", "Bytes of blocks sent a second to all peers catching up together, but "
         "the current validators (each within SYNC_PEER_BYTES)", p.integer(1024))
+    mempool_max_txs: int = _setting(
+        50000, "MEMPOOL_MAX_TXS", "Transactions this validator's mempool holds; when full the heaviest sender's newest "
+        "are evicted for a lighter newcomer", p.integer(100, 10**7))
+    mempool_max_bytes: int = _setting(
+        64 * 1024 * 1024, "MEMPOOL_MAX_BYTES", "Bytes of transactions this validator's mempool holds",
+        p.integer(1024 * 1024, 2**40))
+    mempool_lane_share: float = _setting(
+        0.25, "MEMPOOL_LANE_SHARE", "Share of the mempool (transactions and bytes) one lane may hold: one neighbour, "
+        "or this node's own API (more are refused: sender_quota, 429)", p.number(above=0.0, at_most=1.0))
+    block_lane_share: float = _setting(
+        0.0625, "BLOCK_LANE_SHARE", "Share of a block's transactions one lane may fill when others wait (the proposer "
+        "takes from each lane in turn)", p.number(above=0.0, at_most=1.0))
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))

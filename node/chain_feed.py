@@ -25,13 +25,13 @@ from node.marketdata.feed import MarketFeed, TradePrint
 from node.metrics import CounterNames, labelled_counter, split_counters
 
 CHAIN_COUNTERS = CounterNames("exchange_node_chain", "Chain")
-FINALITY_STALL_AFTER = 15.0     # s without a final block here, with a quorum heard, before /ready says stalled
 
 
 class ChainBridge:
     def __init__(self, chain: ChainService, accounts: AccountStore, finality: FinalityTracker,
-                 clock: Callable[[], float] = time.time) -> None:
+                 stall_after: float, clock: Callable[[], float] = time.time) -> None:
         self.chain = chain
+        self.stall_after = stall_after      # s without a final block here, a quorum heard, before /ready says stalled
         self.accounts = accounts
         self.finality = finality
         self.clock = clock
@@ -129,7 +129,7 @@ class ChainBridge:
         if best > core.height + 2:
             return False, f"catching up: height {core.height}, peers at {best}"
         stalled = now - self.last_block_at
-        if stalled > max(FINALITY_STALL_AFTER, 5 * chain.config.empty_block_interval):
+        if stalled > max(self.stall_after, 5 * chain.config.empty_block_interval):
             return False, (f"finality stalled: no block final here for {stalled:.0f}s although a quorum of "
                            f"validators is heard (height {core.height})")
         return True, f"{core.role} at height {core.height}, epoch {core.state.validators.epoch}"
@@ -167,6 +167,8 @@ class ChainBridge:
         yield GaugeMetricFamily("exchange_node_chain_outbox_transactions",
                                 "This node's users' transactions not yet in a block", value=core.own_pending())
         yield from split_counters(CHAIN_COUNTERS, {**core.counters, **chain.counters})
+        yield labelled_counter("exchange_node_chain_refused_proposals", "Proposals this node refused to vote for, "
+                               "by reason", "reason", core.check.refused)
         yield labelled_counter("exchange_node_storage_record_syncs", "fdatasyncs of appended records, by log",
                                "log", chain.store.fsyncs())
         consensus = CounterMetricFamily("exchange_node_consensus_events", "Consensus events, by kind", labels=["kind"])

@@ -74,7 +74,7 @@ def router_config(settings: Settings) -> RouterConfig:
         queue_ttl=settings.queue_ttl, rate_limit=settings.router_rate_limit, rate_burst=settings.router_rate_burst,
         flood_ban=settings.router_flood_ban, graft_peer_bytes=settings.router_graft_peer_bytes,
         graft_total_bytes=settings.router_graft_total_bytes, diagnostic_types=settings.debug_api,
-        open_type_rate=settings.router_open_type_rate,
+        open_type_rate=settings.router_open_type_rate, broadcast_cache_bytes=settings.broadcast_cache_bytes,
         broadcast_mode=settings.broadcast_mode,
         broadcast_max_hops=settings.broadcast_max_hops, grenache=grenache)
 
@@ -97,7 +97,9 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                                 timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
                       role="follower" if legacy else settings.role, peer_tx_rate=settings.peer_tx_rate,
-                      peer_tx_burst=settings.peer_tx_burst, mempool_account_txs=settings.mempool_account_txs,
+                      peer_tx_burst=settings.peer_tx_burst, mempool_max_txs=settings.mempool_max_txs,
+                      mempool_max_bytes=settings.mempool_max_bytes, mempool_lane_share=settings.mempool_lane_share,
+                      block_lane_share=settings.block_lane_share, mempool_account_txs=settings.mempool_account_txs,
                       sync_peer_rate=settings.sync_peer_rate, sync_peer_bytes=settings.sync_peer_bytes,
                       sync_total_bytes=settings.sync_total_bytes,
                       account_ops_per_block=settings.account_ops_per_block,
@@ -173,6 +175,7 @@ class OperatorConfig:
     ws_max_clients_per_subnet: int
     ws_send_buffer_bytes: int
     p2p_enabled: bool               # readiness waits for the peer listener only when there is one
+    finality_stall_after: float     # /ready says stalled after this long without a final block, a quorum heard
     ws_send_buffer_per_address: int = 4 * 1024 * 1024
     ws_send_buffer_per_subnet: int = 16 * 1024 * 1024
     ws_send_buffer_total: int = 64 * 1024 * 1024
@@ -259,6 +262,7 @@ class NodeConfigs:
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,
                                     ws_send_buffer_bytes=settings.ws_send_buffer_bytes,
                                     p2p_enabled=settings.p2p_enabled,
+                                    finality_stall_after=settings.finality_stall_after,
                                     ws_send_buffer_per_address=settings.ws_send_buffer_per_address,
                                     ws_send_buffer_per_subnet=settings.ws_send_buffer_per_subnet,
                                     ws_send_buffer_total=settings.ws_send_buffer_total,

@@ -67,7 +67,7 @@ class OperatorSurface:
         self.finality = FinalityTracker()
         self.loop_monitor = LoopMonitor()
         self.notifier = SystemdNotifier()
-        self.bridge = ChainBridge(node.chain, node.accounts, self.finality)
+        self.bridge = ChainBridge(node.chain, node.accounts, self.finality, config.finality_stall_after)
         self.feed = MarketFeed(list(parse_markets(config.markets)), self.bridge)
         self.status_channel = StatusChannel(self.status_summary)
         self._app: web.Application | None = None
@@ -134,6 +134,7 @@ class OperatorSurface:
         node = self.node
         status = node.status()
         exchange = status.get("exchange") or {}
+        router = status.get("router") or {}
         links = node.peers.links
         listed = sorted(node.peer_list(), key=lambda p: (p["status"] != "connected", p["node_id"]))[:STATUS_PEERS]
         peers: list[JsonObject] = []
@@ -149,8 +150,8 @@ class OperatorSurface:
                      "exchange": {"summary": exchange.get("summary"), **book}},
             "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
             "peers": peers,
-            "held_back": (throttled_rows(exchange.get("tx_budget"), (status.get("router") or {}).get("budget_throttled"),
-                                         node.peer_list(), exchange.get("sync_budget"))
+            "held_back": (throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
+                                         router.get("budget_refused"), exchange.get("sync_budget"))
                           + refused_rows(status.get("public_refused")))[:MAX_ROWS],
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},

@@ -1,7 +1,7 @@
 """Who this node is holding back and why, gathered for the console from what /status already says: the
-validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now
-(per neighbour and per origin), the sync budget (requests ignored per peer), and peers with misbehaviour
-points or banned (the last reason given)."""
+validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now and
+those that had copies dropped over them before (per neighbour and per origin), the sync budget (requests ignored
+per peer), and peers with misbehaviour points or banned (the last reason given)."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping, TypedDict
@@ -17,22 +17,36 @@ class ThrottledRow(TypedDict):
 
 def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Mapping[str, object] | None,
                    peers: Iterable[Mapping[str, object]],
+                   broadcast_refused: Mapping[str, object] | None = None,
                    sync_budget: Mapping[str, object] | None = None) -> list[ThrottledRow]:
-    """Rows for the console's "held back" table, at most MAX_ROWS: budgets first, then penalties."""
+    """Rows for the console's "held back" table, at most MAX_ROWS: budgets first (over a broadcast budget now,
+    then dropped over one before), then penalties."""
     rows: list[ThrottledRow] = []
     throttled = tx_budget.get("throttled") if tx_budget else None
     for entry in throttled if isinstance(throttled, list) else []:
         rows.append({"peer": str(entry.get("peer")), "what": "transactions",
                      "why": f"past PEER_TX_RATE: held {entry.get('held', 0)} times, "
                             f"{entry.get('dropped', 0)} dropped unread"})
+    now: set[tuple[str, str]] = set()
     for kind, over in (broadcast_budgets or {}).items():
         if not isinstance(over, Mapping):
             continue
         for role in ("neighbours", "origins"):
             names = over.get(role)
             for name in names if isinstance(names, list) else []:
+                now.add((kind, str(name)))
                 rows.append({"peer": str(name), "what": f"{kind} broadcasts",
                              "why": f"over its budget as {'a neighbour' if role == 'neighbours' else 'an origin'} now"})
+    for kind, dropped in (broadcast_refused or {}).items():
+        if not isinstance(dropped, Mapping):
+            continue
+        for role in ("neighbours", "origins"):
+            counts = dropped.get(role)
+            for name, count in counts.items() if isinstance(counts, Mapping) else ():
+                if (kind, str(name)) not in now:
+                    rows.append({"peer": str(name), "what": f"{kind} broadcasts",
+                                 "why": f"{count} dropped over its budget as "
+                                        f"{'a neighbour' if role == 'neighbours' else 'an origin'}"})
     ignored = sync_budget.get("throttled") if sync_budget else None
     for entry in ignored if isinstance(ignored, list) else []:
         rows.append({"peer": str(entry.get("peer")), "what": "sync requests",

@@ -27,8 +27,8 @@ TURN_MESSAGES = 64      # an open link's messages handed over per event-loop tur
 
 class LinkReading:
     __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_turn", "_hold_timer",
-                 "_hold_until", "_paused", "_blockers", "_read_rate", "_read_burst", "_read_tokens", "_read_at",
-                 "read_holds")
+                 "_hold_until", "_paused", "_blockers", "_caught_up_at", "_read_rate", "_read_burst", "_read_tokens",
+                 "_read_at", "read_holds")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: Callable[[], asyncio.Transport | None],
                  dispatch: Callable[[list[Message]], None], failed: Callable[[Exception], None],
@@ -44,6 +44,7 @@ class LinkReading:
         self._hold_until = 0.0
         self._paused = False
         self._blockers: set[object] = set()     # what else stops this socket being read (a circuit carried on it)
+        self._caught_up_at = 0.0        # event-loop time the backlog last emptied (0.0: it never held anything)
         self._read_rate, self._read_burst = read_budget     # bytes a second, bursts of
         self._read_tokens, self._read_at = self._read_burst, loop.time()
         self.read_holds = 0
@@ -64,6 +65,8 @@ class LinkReading:
         batch = [backlog.popleft() for _ in range(min(TURN_MESSAGES, len(backlog)))]
         if backlog:
             self._turn = self._loop.call_soon(self._next_turn)
+        else:
+            self._caught_up_at = self._loop.time()
         self._update()
         self._dispatch(batch)
 
@@ -117,9 +120,18 @@ class LinkReading:
 
     @property
     def hold_until(self) -> float:
-        """When (event-loop time) the latest hold ends or ended (0.0: never held): until then the peer's
-        silence is ours."""
+        """When (event-loop time) the latest hold ends or ended (0.0: never held)."""
         return self._hold_until
+
+    @property
+    def ours_until(self) -> float:
+        """Until when (event-loop time) the peer's silence is ours, not its own: now while we have not read its
+        socket because its messages still wait in our backlog or a circuit on it blocks it (a node busy with a
+        flood is behind, its peer not silent), else the end of the latest hold or the moment our backlog last
+        emptied, whichever is later."""
+        if self.backlog or self._blockers:
+            return self._loop.time()
+        return max(self._hold_until, self._caught_up_at)
 
     def block(self, by: object) -> None:
         """Stop reading until `by` unblocks it: a relayed link carried on this one is behind, and what this

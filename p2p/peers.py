@@ -754,7 +754,7 @@ class PeerManager:
             for build in self._heartbeat_fields:
                 extra.update(build())
             for link in list(self.links.values()):
-                if now - link.last_recv > dead_after and loop_now - link.reading.hold_until > dead_after:
+                if now - link.last_recv > dead_after and loop_now - link.reading.ours_until > dead_after:
                     link.close(CloseReason.HEARTBEAT_TIMEOUT, f"silent for {now - link.last_recv:.1f}s")
                 else:
                     link.heartbeat(extra)

@@ -118,7 +118,8 @@ class MessageRouter:
         context = RoutingContext(peers, self.counters, self.seen, self.auth, self.subscribers, self.max_frame_bytes)
         graft_budget = GraftBudget(config.graft_peer_bytes, config.graft_total_bytes, config.max_frame_bytes)
         self.plumtree = Plumtree(context, mode=config.broadcast_mode, max_hops=config.broadcast_max_hops,
-                                 cache_size=config.seen_cache_size // 5 or 1, graft_budget=graft_budget,
+                                 cache_size=config.seen_cache_size // 5 or 1,
+                                 cache_bytes=config.broadcast_cache_bytes, graft_budget=graft_budget,
                                  open_type_rate=config.open_type_rate)
         self.unicast = Unicast(context, self.queue)
         self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None
@@ -156,11 +157,13 @@ class MessageRouter:
         may use it, but not forwarded, and nobody is blamed."""
         self.plumtree.declare(msg_type, validator, origin_signed)
 
-    def set_validator(self, msg_type: str, validator: Validator, *, origin_rate: float | None = None) -> None:
+    def set_validator(self, msg_type: str, validator: Validator, *, origin_rate: float | None = None,
+                      max_bytes: int | None = None) -> None:
         """Declare `msg_type` with `validator` (keeping an origin signature it was declared with). `origin_rate`:
-        any key may author it, so copies are budgeted per neighbour and per origin before they are checked."""
+        any key may author it, so copies are budgeted per neighbour and per origin before they are checked, and
+        one larger than `max_bytes` encoded is dropped unchecked."""
         known = self.plumtree.types.get(msg_type)
-        self.plumtree.declare(msg_type, validator, bool(known and known.origin_signed), origin_rate)
+        self.plumtree.declare(msg_type, validator, bool(known and known.origin_signed), origin_rate, max_bytes)
 
     @property
     def broadcast_types(self) -> dict[str, BroadcastType]:

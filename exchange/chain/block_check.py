@@ -24,6 +24,7 @@ log = logging.getLogger("exchange.chain")
 
 BLOCK_OVERHEAD = 4096       # bytes a block may carry beyond max_block_bytes: its header and last commit
 _CACHED_BLOCKS = 64
+_REFUSAL_REASONS = 32       # distinct reasons counted (a malformed transaction's code is part of its reason)
 
 
 class BlockCheck:
@@ -36,6 +37,7 @@ class BlockCheck:
         self._valid: OrderedDict[bytes, None] = OrderedDict()         # block ids that passed every check
         # commits whose signatures checked out: (block id, round, signatures, hash of the set checked against)
         self._good_commits: OrderedDict[tuple[bytes, int, tuple[tuple[int, bytes], ...], bytes], None] = OrderedDict()
+        self.refused: dict[str, int] = {}      # proposals refused here, by reason (/status, metrics)
 
     def remember_decoded(self, block: Block, txs: list[SignedTx | MembershipTx]) -> None:
         """A block we built ourselves: its transactions are known without decoding them again."""
@@ -64,6 +66,8 @@ class BlockCheck:
             if len(self._invalid) > 256:
                 self._invalid.popitem(last=False)
             self.core.counters["invalid_blocks"] += 1
+            reason = why if why in self.refused or len(self.refused) < _REFUSAL_REASONS else "other"
+            self.refused[reason] = self.refused.get(reason, 0) + 1
             log.warning("block %s at height %d refused: %s", block.id.hex()[:12], block.height, why)
         return why
 

@@ -59,6 +59,7 @@ log = logging.getLogger("exchange.chain")
 
 # the chain's message types, the same string from the emitting part to the wire to `on_message`
 FORWARD_FANOUT = 3
+FOLLOWER_BLOCK_SILENCE = 3.0    # s without a final block after which a follower hearing no quorum says so
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
                  "chain_sync_request", "chain_sync_response", "chain_recovery")
 
@@ -88,6 +89,10 @@ class CoreConfig:
                                           # block this long after, so it resolves everywhere as `expired`
     peer_tx_rate: float = 500.0           # transactions a non-validator neighbour may hand us per second ...
     peer_tx_burst: float = 500.0          # ... and at once (tx_budget.py: past it, its link waits unread)
+    mempool_max_txs: int = 50_000         # transactions the mempool holds ...
+    mempool_max_bytes: int = 64 * 1024 * 1024     # ... and bytes (mempool.py: the heaviest lane is evicted first)
+    mempool_lane_share: float = 0.25      # of the pool one lane (a neighbour, or our API) may hold
+    block_lane_share: float = 1 / 16     # of a block's transactions one lane may fill
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
@@ -130,7 +135,9 @@ class ChainCore:
         self.config = config or CoreConfig()
         self.rng = rng or random.Random(0)
         self.state = ChainState(genesis, app, snapshots)
-        self.mempool = Mempool(account_max_txs=self.config.mempool_account_txs)
+        pool = self.config
+        self.mempool = Mempool(pool.mempool_max_txs, pool.mempool_max_bytes, lane_share=pool.mempool_lane_share,
+                               account_max_txs=pool.mempool_account_txs, lane_block_share=pool.block_lane_share)
         self.consensus = Tendermint(key=public_key, sign=sign, verify=verify, config=self.config.consensus)
         self._effects: list[ChainEffect] = []
         self.holds_waiting = False
@@ -150,8 +157,8 @@ class ChainCore:
         self._restore: list[Wire] | None = None
         # votes handed on (they differed from ours): (validator, height, round, kind, block id)
         self._relayed: OrderedDict[tuple[bytes, int, int, int, bytes | None], None] = OrderedDict()
-        self.counters = {"blocks": 0, "txs": 0, "decisions_received": 0, "invalid_blocks": 0, "invalid_messages": 0,
-                         "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
+        self.counters = {"blocks": 0, "txs": 0, "blocks_past_round_0": 0, "decisions_received": 0, "invalid_blocks": 0,
+                         "invalid_messages": 0, "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float, wal: list[Wire] | None = None) -> None:
@@ -487,6 +494,8 @@ class ChainCore:
         self.last_commit_at = self.now
         self.counters["blocks"] += 1
         self.counters["txs"] += len(txs)
+        if commit.round > 0:        # its round 0 made no decision: a proposal late, refused or missing
+            self.counters["blocks_past_round_0"] += 1
         committed = [tx.id for tx in txs if isinstance(tx, SignedTx)]
         self.mempool.remove(committed)
         for tx, _ in outcome.membership:
@@ -536,24 +545,31 @@ class ChainCore:
         self.now_ms = int(now * 1000)
 
     def quorum_present(self, now: float) -> bool:
-        """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.)"""
+        """Do we hear from enough validators for the chain to move? (What a 202's reason is based on.) A validator
+        counts those it heard within `live_after`, itself included. A follower hears them through their blocks,
+        and through the heartbeats of those it is linked to: a block slower than FOLLOWER_BLOCK_SILENCE (a full
+        one on a busy machine) is not a halt while a quorum of validators say they are at our height or past it."""
         validators = self.state.validators
+        live = sum(1 for k in validators.keys if (k == self.public_key and self.is_validator)
+                   or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
         if self.is_validator:
-            live = sum(1 for k in validators.keys
-                       if k == self.public_key or now - self._validator_seen.get(k, -1e18) <= self.config.live_after)
             return live >= validators.quorum
-        return now - self.last_commit_at <= max(3.0, 3 * self.config.empty_block_interval)
+        return live >= validators.quorum \
+            or now - self.last_commit_at <= max(FOLLOWER_BLOCK_SILENCE, 3 * self.config.empty_block_interval)
 
     def validator_liveness(self, now: float) -> list[tuple[str, float | None, bool]]:
         """Each current validator as (node id, seconds since last heard or None if never, is it us): who a
         halt is waiting for. A validator hears the others' consensus messages; a follower hears none, so it
-        counts the signers of the last commit as heard when that block became final here."""
+        counts the signers of the last commit as heard when that block became final here, and the validators
+        it is linked to when their heartbeats say they are at its height or past it."""
         if self.is_validator:
             seen = self._validator_seen
-        else:
+        else:       # the last block's signers when it became final here, or a heartbeat heard since
             commit = self.last_commit
             signers = commit.signers(self.state.prev_validators) if commit is not None else []
             seen = dict.fromkeys(signers, self.last_commit_at)
+            for key, at in self._validator_seen.items():
+                seen[key] = max(at, seen.get(key, at))
         validators = self.state.validators
         out: list[tuple[str, float | None, bool]] = []
         for key, node_id in zip(validators.keys, validators.node_ids):
@@ -577,5 +593,6 @@ class ChainCore:
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
+                "refused_proposals": dict(self.check.refused),
                 "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(), **self.counters}
 

@@ -63,7 +63,7 @@ class HaltWatch:
         if role == "validator":
             self.silent = [(node, None if age is None else now - age) for node, age, us in liveness
                            if not us and (age is None or age > self.live_after)]
-        else:       # a follower hears validators only through their blocks: those that did not sign the last
+        else:       # a follower hears validators through their blocks and its links' heartbeats: those neither
             self.silent = [(node, None) for node, age, _ in liveness if age is None]
         if now - self.since < self.warn_after:
             return None
@@ -83,8 +83,9 @@ class HaltWatch:
         lasted = _duration(now - self.since)
         if self.role != "validator":
             silent = ", ".join(node for node, _ in self.silent)
-            return (f"chain halted for {lasted}: no final block reached this follower (it hears validators only "
-                    f"through their blocks); validators that did not sign the last one: {silent or 'none'}")
+            return (f"chain halted for {lasted}: no final block reached this follower and fewer than a quorum of "
+                    f"validators heard (through their blocks and the heartbeats of those it links to); validators "
+                    f"that did not sign the last block and whose heartbeats it has not heard: {silent or 'none'}")
         silent = ", ".join(f"{node} ({'never heard since start' if heard is None else 'silent ' + _duration(now - heard)})"
                            for node, heard in self.silent)
         return (f"chain halted for {lasted}: no quorum of validators ({self.needed} of {self.total} needed, "

@@ -15,6 +15,7 @@ import logging
 from typing import Any, Callable, Iterable, NamedTuple
 
 from exchange.chain.core import ChainCore
+from exchange.chain.forwarding import Refusal
 from exchange.chain.ports import ChainStore
 from exchange.app.results import TxResult
 from exchange.app.txs import CancelOp, NewOrderOp, SignedTx
@@ -131,9 +132,11 @@ class OwnOrders:
                 if not future.done():
                     future.cancel()
 
-    def views(self, core: ChainCore, account: str | None, reason: str) -> list[OrderView]:
+    def views(self, core: ChainCore, account: str | None, reason: str,
+              refusal: Callable[[str], Refusal | None]) -> list[OrderView]:
         """Our users' orders answered 202 that no block holds yet, newest first: status `pending` with the
-        reason, and `cancel` when a cancel of it waits for it."""
+        reason and the validators' last refusal of its transaction (`refusal(tx id)`), and `cancel` when a
+        cancel of it waits for it."""
         app = core.state.app
         cancels = {cancelled_prefix(tx): tx.id for txs in self._held.values() for tx in txs}
         views: list[OrderView] = []
@@ -143,7 +146,7 @@ class OwnOrders:
             for index, op in enumerate(tx.ops):
                 if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:
                     continue
-                view = pending_view(tx, index, op, reason)
+                view = pending_view(tx, index, op, reason, refusal(tx.id))
                 cancel = cancels.get(tx.id[:30]) if len(tx.ops) == 1 else None
                 if cancel is not None:
                     view["cancel"] = {"tx_id": cancel, "status": "pending", "reason": "waits_for_the_order"}
@@ -151,11 +154,16 @@ class OwnOrders:
         return views
 
 
-def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None) -> OrderView:
-    """An order of ours no block holds yet, shaped like a final order's view."""
-    return {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market, "side": op.side,
-            "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty, "filled": "0",
-            "account": tx.account_hex, "stp": op.stp, "tx_id": tx.id, "final": False}
+def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None,
+                 refusal: Refusal | None = None) -> OrderView:
+    """An order of ours no block holds yet, shaped like a final order's view; a pending one (with a `reason`)
+    also says what the validators last said when none took it (`validator_refusal`, null when none refused)."""
+    view: OrderView = {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market,
+                       "side": op.side, "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty,
+                       "filled": "0", "account": tx.account_hex, "stp": op.stp, "tx_id": tx.id, "final": False}
+    if reason is not None:
+        view["validator_refusal"] = refusal
+    return view
 
 
 def cancelled_prefix(tx: SignedTx) -> str | None:

@@ -134,8 +134,9 @@ class ChainService:
         self._probe: asyncio.Task[bool] | None = None
         self._next_probe = 0.0
         self.halt_watch = HaltWatch(live_after=self.config.live_after)
-        self.forwarding = TxForwarding(network, identity.node_id, self.serving.serve_submit, self.counters)
-        self.submissions = Submissions(self, store, self.own_orders, clock, self.counters)     # our users' txs
+        self.forwarding = TxForwarding(network, identity.node_id, self.serving.serve_submit, self.counters, clock)
+        self.submissions = Submissions(self, store, self.own_orders, clock, self.counters,     # our users' txs
+                                       self.forwarding.refusals)
         self.seats = SeatAdmin(self, self.founding, self.proposed, clock)     # the operator's seat commands
 
     # ------------------------------------------------------------------ lifecycle
@@ -358,6 +359,7 @@ class ChainService:
                 log.exception("block listener failed")
 
     def _own_done(self, tx_id: str, status: str) -> None:
+        self.forwarding.refusals.forget(tx_id)
         if status == "committed":       # its outbox entry goes once the block holding it is durable
             self.counters["committed_own"] += 1
             return

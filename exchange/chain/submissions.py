@@ -12,6 +12,7 @@ import asyncio
 from typing import Callable
 
 from exchange.app.txs import SignedTx
+from exchange.chain.forwarding import ForwardRefusals, Refusal
 from exchange.chain.own_orders import OrderView, OwnOrders, TxOutcome
 from exchange.chain.ports import ChainStore, CoreGate, NotReady
 
@@ -20,12 +21,13 @@ class Submissions:
     """The API's door to the chain for our users' transactions (the service's `submissions`)."""
 
     def __init__(self, gate: CoreGate, store: ChainStore, own_orders: OwnOrders, clock: Callable[[], float],
-                 counters: dict[str, int]) -> None:
+                 counters: dict[str, int], refusals: ForwardRefusals) -> None:
         self.gate = gate
         self.store = store
         self.own_orders = own_orders
         self.clock = clock
         self.counters = counters
+        self.refusals = refusals        # what the validators last said of our pending transactions
 
     async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
         """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
@@ -80,7 +82,7 @@ class Submissions:
     def pending_orders(self, account: str | None = None) -> list[OrderView]:
         """Our users' orders answered 202 that no block holds yet, newest first (`own_orders.py`)."""
         core = self.gate.core
-        return [] if core is None else self.own_orders.views(core, account, self.pending_reason())
+        return [] if core is None else self.own_orders.views(core, account, self.pending_reason(), self.refusal)
 
     def pending_order(self, order_id: str) -> tuple[SignedTx, OrderView] | None:
         """(its transaction, its view) for one of `pending_orders`, or None."""
@@ -105,6 +107,11 @@ class Submissions:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
             return None
+
+    def refusal(self, tx_id: str) -> Refusal | None:
+        """What the validators said the last time our pending transaction `tx_id` was handed on and none took
+        it (`sender_quota`, `account_rate`, `mempool_full`, ...), or None; this node keeps handing it on."""
+        return self.refusals.latest(tx_id)
 
     def pending_reason(self) -> str:
         """Why our transactions are not final yet: `no_chain_yet`, `no_quorum` or `not_final_yet`."""

@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 HOLD_REFILL_SECONDS = 0.1     # a held neighbour is read again once this much of its rate has refilled
 HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cost more than it saves
+SHOWN_SENDERS = 32            # senders /status names, the most held first (as many as the console's table)
 
 
 class TxBudget:
@@ -72,7 +73,7 @@ class TxBudget:
             del self.held[next(iter(self.held))]
         return seconds
 
-    def view(self, top: int = 5) -> dict[str, object]:
+    def view(self, top: int = SHOWN_SENDERS) -> dict[str, object]:
         """For /status: the senders held or dropped most (bounded)."""
         senders = set(self.dropped) | set(self.held)
         worst = sorted(senders, key=lambda peer: self.held.get(peer, 0) + self.dropped.get(peer, 0), reverse=True)[:top]

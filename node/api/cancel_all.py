@@ -59,8 +59,9 @@ async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: fl
     if why is not None:
         raise _refused(why)
     if result is None:
-        return {what: {"tx_id": tx.id, "status": "pending", "reason": chain.submissions.pending_reason(), **extra},
-                "final": False, "reason": chain.submissions.pending_reason()}, None
+        reason, refusal = chain.submissions.pending_reason(), chain.submissions.refusal(tx.id)
+        return {what: {"tx_id": tx.id, "status": "pending", "reason": reason, "validator_refusal": refusal, **extra},
+                "final": False, "reason": reason, "validator_refusal": refusal}, None
     op = result.ops[0] if result.ops else None
     return {what: {"tx_id": tx.id, "status": op.outcome if op is not None else "rejected",
                    "reason": op.reason if op is not None else result.reason, **extra},

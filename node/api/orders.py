@@ -233,10 +233,10 @@ def _finality(chain: ChainService) -> JsonObject:
 def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) -> tuple[JsonObject, int]:
     op = tx.ops[index]
     if result is None:
-        reason = chain.submissions.pending_reason()
-        view = pending_view(tx, index, op, reason)  # type: ignore[arg-type]
-        return {"order": view, "trades": [], "final": False, "reason": reason, "tx_id": tx.id,
-                **_finality(chain)}, 202
+        reason, refusal = chain.submissions.pending_reason(), chain.submissions.refusal(tx.id)
+        view = pending_view(tx, index, op, reason, refusal)  # type: ignore[arg-type]
+        return {"order": view, "trades": [], "final": False, "reason": reason, "validator_refusal": refusal,
+                "tx_id": tx.id, **_finality(chain)}, 202
     state = chain.state
     order_id = tx.order_id(index)
     view = state.order(order_id) or pending_view(tx, index, op, None) | {"status": result.status}  # type: ignore[arg-type]
@@ -258,6 +258,7 @@ def _answer_op(chain: ChainService, tx: SignedTx, index: int, result: Any) -> Js
     body: JsonObject = {"op": op.as_json(), "tx_id": tx.id, "final": result is not None}
     if result is None:
         body["reason"] = chain.submissions.pending_reason()
+        body["validator_refusal"] = chain.submissions.refusal(tx.id)
         return body
     op_result = result.ops[index] if index < len(result.ops) else None
     body["tx_status"] = result.status
@@ -385,7 +386,8 @@ async def get_order(request: web.Request) -> web.Response:
     pending = chain.submissions.pending_order(order_id)
     if pending is None:
         raise ApiError(404, "unknown_order", "no such order (or it left the closed-order history)", "id")
-    return json_response({"order": pending[1], "final": False, "reason": pending[1]["reason"], **_finality(chain)})
+    return json_response({"order": pending[1], "final": False, "reason": pending[1]["reason"],
+                          "validator_refusal": pending[1]["validator_refusal"], **_finality(chain)})
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -447,7 +449,9 @@ async def delete_order(request: web.Request) -> web.Response:
     if result is None:
         now = state.order(order_id) or (chain.submissions.pending_order(order_id) or (None, view))[1]
         return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "pending",
-                                                       "reason": chain.submissions.pending_reason()}, "final": False}, 202)
+                                                       "reason": chain.submissions.pending_reason(),
+                                                       "validator_refusal": chain.submissions.refusal(tx.id)},
+                              "final": False}, 202)
     if isinstance(result, Withdrawn):
         now = state.order(order_id) or {**view, "status": "never_landed", "final": True}
         return json_response({"order": now, "cancel": {"tx_id": tx.id, "status": "not_needed", "reason": result.reason},

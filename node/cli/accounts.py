@@ -11,7 +11,8 @@ from urllib.parse import quote, urlencode
 import click
 
 from node.accounts import ACCOUNT_ID, DEFAULT_ACCOUNT, Account, AccountError, AccountStore, check_name
-from node.cli.main import api_option, emit_json, fail, failure_message, json_option, print_table, unreachable_message
+from node.cli.main import (api_option, emit_json, fail, failure_message, json_option, pending_reason, print_table,
+                           unreachable_message)
 from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
 from node.locate import LocateError, NodeTarget, resolve_data_dir
 
@@ -125,7 +126,7 @@ def register(cli: click.Group) -> None:
             click.echo("")
             print_table(["pending order", "market", "side", "type", "price", "qty", "reason"],
                         [[o.get("id"), o.get("market"), o.get("side"), o.get("type"), o.get("price") or "-",
-                          o.get("qty"), o.get("reason") or ""] for o in pending])
+                          o.get("qty"), pending_reason(o) if o.get("reason") else ""] for o in pending])
 
 
 def _identify(store: AccountStore, account: str) -> tuple[str | None, str]:

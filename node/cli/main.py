@@ -234,6 +234,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def pending_reason(answer: JsonObject) -> str:
+    """A pending answer's reason, with what a validator last said when none took it (the node hands it on again)."""
+    reason = str(answer.get("reason") or "no reason given")
+    refusal = answer.get("validator_refusal")
+    return f"{reason}; a validator refused it for now: {refusal['error']}" if isinstance(refusal, dict) else reason
+
+
 _TARGET_OPTIONS = (
     click.option("--api", "api", default=None, metavar="URL",
                  help="Control API of the node, http://HOST:PORT or HOST:PORT [default: EXCHANGE_NODE_API, else the "

@@ -8,14 +8,14 @@ from urllib.parse import quote, urlencode
 import click
 
 from node.cli.accounts import complete_account
-from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, print_table, request
+from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, pending_reason, print_table, request
 from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
 
 def _order_line(order: JsonObject) -> str:
     price = f" @ {order['price']}" if order.get("price") else ""
-    reason = f" ({order['reason']})" if order.get("reason") else ""
+    reason = f" ({pending_reason(order)})" if order.get("reason") else ""
     return (f"{order['id']}  {order['status']}{reason}  {order['side']} {order['type']} {order['qty']} "
             f"{order['market']}{price}  remaining {order['remaining']}")
 
@@ -48,7 +48,7 @@ def _exit_if_not_final(what: str, data: JsonObject, wait: float) -> None:
     """Accepted but not final within --wait is not done for a script: exit 3 with the reason on stderr (the
     node keeps handing it on; `exchange-node orders` shows it as pending)."""
     if data.get("final") is False:
-        reason = data.get("reason") or (data.get("cancel") or {}).get("reason") or "no reason given"
+        reason = pending_reason(data if data.get("reason") else data.get("cancel") or {})
         fail(f"{what} not final within {wait:g} s ({reason}); it stays pending on the node", NOT_FINAL_EXIT)
 
 
@@ -84,7 +84,7 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json(data)
         else:
-            final = "final" if data.get("final") else f"NOT FINAL ({data.get('reason') or 'no reason given'})"
+            final = "final" if data.get("final") else f"NOT FINAL ({pending_reason(data)})"
             click.echo(f"{_order_line(order_data)}  [{final}]")
             if data.get("trades"):
                 print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
@@ -191,7 +191,8 @@ def register(cli: click.Group) -> None:
             return
         print_table(["order", "account", "market", "side", "type", "price", "qty", "remaining", "status", "reason"],
                     [[o["id"], o.get("account", ""), o["market"], o["side"], o["type"], o.get("price") or "-",
-                      o["qty"], o["remaining"], o["status"], o.get("reason") or ""] for o in data["orders"]])
+                      o["qty"], o["remaining"], o["status"], pending_reason(o) if o.get("reason") else ""]
+                     for o in data["orders"]])
 
     @cli.command()
     @click.argument("market")

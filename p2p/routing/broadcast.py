@@ -58,6 +58,7 @@ class PlumtreeStats(TypedDict):
     message_cache: int
     message_cache_bytes: int
     budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours and origins over their budget now
+    budget_refused: dict[str, dict[str, dict[str, int]]]  # type -> the neighbours and origins most dropped, how many
 
 
 class MessageCache:
@@ -149,7 +150,7 @@ class _Missing:
 class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
-    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int,
+    def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int, cache_bytes: int,
                  graft_budget: GraftBudget, open_type_rate: float) -> None:
         super().__init__(context)
         self.graft_budget = graft_budget
@@ -157,7 +158,7 @@ class Plumtree(RoutingPart):
         self.open_type_rate = open_type_rate
         self.mode = mode
         self.max_hops = max_hops
-        self.cache = MessageCache(max_size=cache_size, ttl=30.0)
+        self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
         self.ihave_interval = 0.02
         self.lateness = LatenessEstimator(floor=GRAFT_TIMEOUT_FLOOR, ceiling=GRAFT_TIMEOUT_CEILING)
         self.graft_retry = 0.06
@@ -176,16 +177,20 @@ class Plumtree(RoutingPart):
 
     # --- declarations -----------------------------------------------------------------------
     def declare(self, msg_type: str, validator: Validator | None, origin_signed: bool,
-                origin_rate: float | None = None) -> None:
+                origin_rate: float | None = None, max_bytes: int | None = None) -> None:
         """`origin_rate`: any key may author this type; each origin may author that many a second, and each
-        neighbour hand over `open_type_rate` a second (budgets.OpenTypeBudgets)."""
+        neighbour hand over `open_type_rate` a second, each copy at most `max_bytes` encoded
+        (budgets.OpenTypeBudgets)."""
         if msg_type in CONTROL_TYPES:
             raise ValueError(f"{msg_type!r} is a router control type")
         if validator is None and not origin_signed:
             raise ValueError(f"broadcast type {msg_type!r} needs a validator or an origin signature")
         self.types[msg_type] = BroadcastType(validator, origin_signed)
         if origin_rate is not None:
-            self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate))
+            if max_bytes is None:
+                raise ValueError(f"an open broadcast type ({msg_type!r}) needs the largest size a copy may have")
+            self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate,
+                                                         max_bytes=max_bytes))
 
     # --- sending ----------------------------------------------------------------------------
     def broadcast(self, message: Message) -> str | bytes:
@@ -295,7 +300,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        refused = self.open_types.refusal(kind, src, message["origin"])
+        refused = self.open_types.refusal(kind, src, message["origin"], message)
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
@@ -323,7 +328,7 @@ class Plumtree(RoutingPart):
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, origin)
             return None
-        refused = self.open_types.refusal(kind, "grenache", origin)
+        refused = self.open_types.refusal(kind, "grenache", origin, message)
         if refused is not None:
             bump(self.counters.dropped, refused)
             return refused
@@ -497,4 +502,4 @@ class Plumtree(RoutingPart):
         return {"trees": len(self._lazy), "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
                 "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
                 "message_cache": len(self.cache), "message_cache_bytes": self.cache.bytes,
-                "budget_throttled": self.open_types.throttled()}
+                "budget_throttled": self.open_types.throttled(), "budget_refused": self.open_types.refused()}

@@ -26,7 +26,7 @@ import msgpack
 from p2p.messages import Message
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.rpc.hints import HintEmitter, HintPayload
-from p2p.rpc.wire import HINT
+from p2p.rpc.wire import HINT, HINT_MAX_BYTES
 
 if TYPE_CHECKING:
     from p2p.peers import Identity
@@ -51,7 +51,7 @@ class HintPath(Protocol):
     def subscribe(self, msg_type: str, handler: Callable[[Message, str], None]) -> None: ...
 
     def set_validator(self, msg_type: str, validator: Callable[[Message, str], bool | None], *,
-                      origin_rate: float | None = None) -> None: ...
+                      origin_rate: float | None = None, max_bytes: int | None = None) -> None: ...
 
     def broadcast(self, message: Message) -> object: ...
 
@@ -101,7 +101,7 @@ class HintGossip:
         self.router = router
         router.subscribe(HINT, self.on_hint)
         if hasattr(router, "set_validator"):     # any key may author a hint: budgeted per neighbour and origin
-            router.set_validator(HINT, self.verify, origin_rate=2 * self.bucket.rate)
+            router.set_validator(HINT, self.verify, origin_rate=2 * self.bucket.rate, max_bytes=HINT_MAX_BYTES)
 
     def start(self) -> None:
         if self._task is None and self.router is not None:

@@ -40,6 +40,10 @@ MAX_SERVICE_NAME = 128
 MAX_SERVICES = 256
 
 
+# The largest a hint ever is, encoded with its broadcast envelope: every field at its schema's limit takes under
+# 700 bytes. A copy larger than this carries fields nobody signed (a relay could add them) and is dropped unread.
+HINT_MAX_BYTES = 1024
+
 _ROUTED = {"id": is_str(128), "origin": is_node_id, "ts": is_number, "dst": is_node_id, "hops": is_int(0, 255)}
 
 RPC_SCHEMAS: SchemaTable = {

@@ -15,7 +15,7 @@ import time
 
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
-from tests.flood import HonestClient, p99, rss_mb, spam_orders
+from tests.flood import HonestClient, p99, rss_mb, settled, spam_orders
 from tests.harness import NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope, linked
 from tests.wire import RawPeer
@@ -83,20 +83,12 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
     assert max(growth) <= RSS_GROWTH_MB, f"RSS grew by {[round(g) for g in growth]} MB (bound {RSS_GROWTH_MB} MB)"
 
 
-def _read_through(validators: list[NodeProcess], quiet: float = 1.0, limit: float = 30.0) -> float:
+def _read_through(validators: list[NodeProcess]) -> float:
     """When the validators have read what the flooder sent: its last send only put bytes in the kernel's
     buffers (megabytes on loopback), which a validator reads at its budget's pace long after. That moment is
-    when no validator has held or dropped anything of it for `quiet` seconds (at most `limit` after)."""
-    def budgets() -> list[tuple[object, object]]:
-        return [(b["holds"], b["dropped_total"]) for b in (v.status()["exchange"]["tx_budget"] for v in validators)]
-    seen, deadline = budgets(), time.monotonic() + limit
-    changed_at = time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - changed_at < quiet:
-        time.sleep(0.2)
-        now = budgets()
-        if now != seen:
-            seen, changed_at = now, time.monotonic()
-    return changed_at
+    when no validator has held or dropped anything of it for a second."""
+    return settled(lambda: [(b["holds"], b["dropped_total"])
+                            for b in (v.status()["exchange"]["tx_budget"] for v in validators)])
 
 
 async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id: str,

@@ -116,6 +116,20 @@ class MemoryStore:
         return self.blocks.get(height)
 
 
+def pinned_core(prefix: str, count: int, me: FakeKeys | None = None) -> tuple[ChainCore, list[FakeKeys], Genesis]:
+    """A started core on a pinned set of `count` validators (`prefix`-0 ... founds it), its effects taken: one of
+    them (the first) unless `me` is given, else a follower. For tests of one node's view."""
+    keys = [FakeKeys(f"{prefix}-{i}") for i in range(count)]
+    own = me or keys[0]
+    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
+                      validators=tuple(k.public_key for k in keys), pinned=True)
+    core = ChainCore(genesis, SimApp(), public_key=own.public_key, sign=own.sign, verify=fake_verify,
+                     blocks=MemoryStore(), now=BASE_TIME)
+    core.start(BASE_TIME)
+    core.take_effects()
+    return core, keys, genesis
+
+
 SIM_CONSENSUS = ConsensusConfig(timeout_propose=0.3, timeout_propose_delta=0.1, timeout_prevote=0.1,
                                 timeout_prevote_delta=0.05, timeout_precommit=0.1, timeout_precommit_delta=0.05,
                                 rebroadcast_interval=0.4)

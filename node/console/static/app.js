@@ -152,7 +152,8 @@ function renderOrders() {
     button.textContent = "cancel";
     button.disabled = !open;
     button.addEventListener("click", () => cancel(o.id));
-    const status = o.status === "pending" ? `pending (${o.reason || "not final"})` : o.status;
+    const refused = o.validator_refusal ? `; a validator refused it for now: ${o.validator_refusal.error}` : "";
+    const status = o.status === "pending" ? `pending (${o.reason || "not final"}${refused})` : o.status;
     return row([o.id, o.side, o.type, o.price, o.qty, o.remaining, status, open ? button : ""],
       ["id", o.side]);
   });

@@ -3,6 +3,7 @@ of the smallest transactions offers more than a block can hold (issue 25: the wr
 and the header once made such blocks `block_too_large` at every validator, and the chain stopped)."""
 from __future__ import annotations
 
+from exchange.chain.blocks import Commit
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.crypto import SigningKey
 from exchange.chain.genesis import Genesis
@@ -28,3 +29,32 @@ def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block(
     assert block.size <= config.max_block_bytes + 4096
     assert len(block.txs) > 1500, "the block should be nearly full"
     assert core.validate(block, int((BASE_TIME + 1) * 1000)) is None
+
+
+def test_refused_proposals_are_counted_by_reason_and_blocks_decided_after_round_0_are_counted():
+    """What the flood tests read on every node: proposals refused by reason (`block_too_large` was the halt)
+    and blocks whose certificate is from a round after 0 (the chain did not decide in its first round)."""
+    keys = FakeKeys("proposer")
+    genesis = Genesis("t", int(BASE_TIME * 1000), keys.public_key, (keys.public_key,),
+                      exchange={"order_ttl_ms": 120_000})
+    core = ChainCore(genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=CoreConfig(max_block_bytes=20_000, max_block_txs=4000), now=BASE_TIME)
+    account = SigningKey(bytes([7]) * 32)
+    expires = int((BASE_TIME + 60) * 1000)
+    txs = [sign_tx(account.sign, account.public_key, core.chain_id, f"{n}", expires, [CancelOp.parse("BTC-USD", "o")])
+           for n in range(200)]       # ~40 KB: twice what a block may carry
+    core.set_now(BASE_TIME + 1)
+    oversized = core.builder._assemble(core.now_ms, list(txs))
+    assert core.validate(oversized, core.now_ms) == "block_too_large"
+    assert core.validate(oversized, core.now_ms) == "block_too_large"       # the same block again: counted once
+    wrong = core.builder._assemble(core.now_ms + 10_000, [])
+    assert core.validate(wrong, core.now_ms) == "time_in_future"
+    assert core.status(BASE_TIME + 1)["refused_proposals"] == {"block_too_large": 1, "time_in_future": 1}
+
+    block = core.build_block()
+    core.apply(block, Commit(block.header.height, 0, block.id, ()), announce=False)
+    assert core.status(BASE_TIME + 1)["blocks_past_round_0"] == 0
+    core.set_now(BASE_TIME + 2)
+    block = core.build_block()
+    core.apply(block, Commit(block.header.height, 2, block.id, ()), announce=False)
+    assert core.status(BASE_TIME + 2)["blocks_past_round_0"] == 1

@@ -3,20 +3,13 @@ validators it hears from, not the signers of votes that other validators re-send
 from __future__ import annotations
 
 from exchange.chain.blocks import PREVOTE, Vote
-from exchange.chain.core import ChainCore
+from exchange.chain.core import FOLLOWER_BLOCK_SILENCE, ChainCore
 from exchange.chain.genesis import Genesis
-from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 
 def _validator_core(count: int) -> tuple[ChainCore, list[FakeKeys], Genesis]:
-    keys = [FakeKeys(f"liveness-{i}") for i in range(count)]
-    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
-                      validators=tuple(k.public_key for k in keys), pinned=True)
-    core = ChainCore(genesis, SimApp(), public_key=keys[0].public_key, sign=keys[0].sign, verify=fake_verify,
-                     blocks=MemoryStore(), now=BASE_TIME)
-    core.start(BASE_TIME)
-    core.take_effects()
-    return core, keys, genesis
+    return pinned_core("liveness", count)
 
 
 def test_votes_re_sent_by_one_validator_do_not_make_the_others_look_live():
@@ -54,3 +47,30 @@ def test_an_idle_chains_validators_are_live_by_their_heartbeats_at_our_height():
     core.peer_height(keys[3].node_id, core.state.height, now)
     assert core.quorum_present(now) is True
     assert core.quorum_present(now + core.config.live_after + 0.1) is False, "heartbeats that stop stop counting"
+
+
+def test_a_follower_hearing_a_quorum_of_validators_at_its_height_is_not_halted_by_one_slow_block():
+    """Issue 25: a full block takes seconds on a busy machine, and a follower that heard validators only through
+    their blocks called the chain halted (/ready 503, 202 no_quorum) after 3 s without one. The validators it is
+    linked to say their height in their heartbeats: a quorum of them at its height or past it is a live chain;
+    without them the 3 s rule stands, and heartbeats that stop stop counting."""
+    me = FakeKeys("follow-me")
+    core, keys, _ = pinned_core("follow", 4, me)
+    assert core.role == "follower"
+    silence = FOLLOWER_BLOCK_SILENCE + 1.0
+    assert core.quorum_present(BASE_TIME + 1.0) is True, "a block (here the start) within 3 s"
+    assert core.quorum_present(BASE_TIME + silence) is False, "no block for longer, nobody heard"
+    now = BASE_TIME + silence
+    core.peer_height(keys[0].node_id, core.state.height, now)
+    core.peer_height(keys[1].node_id, core.state.height + 1, now)
+    core.peer_height(keys[2].node_id, core.state.height - 1, now)
+    assert core.quorum_present(now) is False, "two at our height or past it, one behind: 2 of the 3 a quorum takes"
+    core.peer_height(keys[3].node_id, core.state.height, now)
+    assert core.quorum_present(now) is True
+    heard = {node: age for node, age, _ in core.validator_liveness(now)}
+    assert heard[keys[2].node_id] is None and heard[keys[3].node_id] == 0.0
+    assert core.quorum_present(now + core.config.live_after + 0.1) is False, "heartbeats that stop stop counting"
+    core.peer_height(me.node_id, core.state.height, now)        # a follower's own id is no validator's
+    stranger = FakeKeys("stranger")
+    core.peer_height(stranger.node_id, core.state.height + 5, now + core.config.live_after + 0.1)
+    assert core.quorum_present(now + core.config.live_after + 0.1) is False, "a stranger's heartbeat counts for nothing"

@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import Callable
 
 from exchange.crypto import SigningKey
-from exchange.chain.core import FORWARD_FANOUT, ChainCore
+from exchange.chain.core import FORWARD_FANOUT
 from exchange.chain.effects import Forward
 from exchange.chain.genesis import Genesis
 from exchange.app import ExchangeParams
-from exchange.chain.forwarding import FOLLOWER_VALIDATOR_LINKS, SUBMIT_SERVICE
+from exchange.chain.forwarding import FOLLOWER_VALIDATOR_LINKS, MAX_ERROR_CHARS, SUBMIT_SERVICE, ForwardRefusals
 from exchange.chain.service import ChainService
 from exchange.chain.store import ChainStore
-from exchange.app.txs import CancelOp, SignedTx, sign_tx
+from exchange.app.txs import CancelOp, NewOrderOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
 from node.identity import NodeIdentity
-from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 ACCOUNT = SigningKey(hashlib.sha256(b"follower-forward").digest())
 
@@ -40,14 +41,7 @@ def test_upcoming_proposers_are_the_next_heights_round_zero_authors_without_repe
 
 
 def test_a_follower_core_names_the_next_proposers_when_it_forwards():
-    keys = [FakeKeys(f"fwd-{i}") for i in range(4)]
-    me = FakeKeys("fwd-follower")
-    genesis = Genesis(network_id="t", created_ms=int(BASE_TIME * 1000), founder=keys[0].public_key,
-                      validators=tuple(k.public_key for k in keys), pinned=True)
-    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
-                     blocks=MemoryStore(), now=BASE_TIME)
-    core.start(BASE_TIME)
-    core.take_effects()
+    core, _, genesis = pinned_core("fwd", 4, FakeKeys("fwd-follower"))
     assert core.submit(_order(genesis.chain_id, 1, BASE_TIME), BASE_TIME) is None
     forwards = [e for e in core.take_effects() if isinstance(e, Forward)]
     assert len(forwards) == 1
@@ -127,3 +121,83 @@ def test_followers_of_a_large_set_spread_over_the_validators(tmp_path):
         chosen.append(picked)
     assert len({frozenset(c) for c in chosen}) > 1
     assert set().union(*chosen) != chosen[0]
+
+
+class RefusingNet(RecordingNet):
+    """Validators that answer each submit as `answers` says: an error code, None (taken) or an exception."""
+
+    def __init__(self, answers: dict[str, str | None | Exception]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.linked = list(answers)
+
+    async def call(self, service: str, payload: object, timeout: float, peer: str | None = None) -> object:
+        self.calls.append(peer)
+        answer = self.answers[str(peer)]
+        if isinstance(answer, Exception):
+            raise answer
+        return {"ok": answer is None, "error": answer}
+
+
+def test_what_the_validators_said_when_none_took_a_pending_transaction_is_shown_until_one_takes_it(tmp_path):
+    """Issue 25, "the origin told why": a follower's forward refused by every validator it reached was only
+    logged, and its client saw 202 `not_final_yet`. The last refusal is kept per pending transaction and
+    shown with the pending order; an unreachable validator says nothing, and a validator taking it clears it."""
+    async def scenario() -> None:
+        validators = [NodeIdentity.generate() for _ in range(2)]
+        ids = [v.node_id for v in validators]
+        genesis = Genesis(network_id="t", created_ms=int(time.time() * 1000), founder=validators[0].public_key_bytes,
+                          validators=tuple(v.public_key_bytes for v in validators), pinned=True,
+                          exchange=ExchangeParams(markets="BTC-USD").to_wire())
+        store = ChainStore(tmp_path / "follower")
+        store.save_genesis(genesis)
+        net = RefusingNet({ids[0]: "sender_quota", ids[1]: "account_rate"})
+        service = ChainService(NodeIdentity.generate(), net, store, network_id="t", markets="BTC-USD")
+        await service.start()
+        try:
+            tx = sign_tx(ACCOUNT.sign, ACCOUNT.public_key, genesis.chain_id, "n1", int((time.time() + 60) * 1000),
+                         [NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "90", None)])
+            why, _ = await service.submissions.submit(tx)
+            assert why is None
+            await _settle(lambda: len(net.calls) == 2)
+            refusal = service.submissions.refusal(tx.id)
+            assert refusal is not None and refusal["error"] in ("sender_quota", "account_rate"), refusal
+            assert refusal["validator"] == ids[("sender_quota", "account_rate").index(refusal["error"])]
+            (view,) = service.submissions.pending_orders()
+            assert view["status"] == "pending" and view["reason"] == "not_final_yet"
+            assert view["validator_refusal"] == {**refusal, "age_s": view["validator_refusal"]["age_s"]}
+
+            net.answers = {ids[0]: ConnectionError("gone"), ids[1]: ConnectionError("gone")}
+            await service.forwarding.forward(tx, tuple(ids))
+            assert service.submissions.refusal(tx.id) is not None, "an unreachable validator said nothing new"
+            net.answers = {ids[0]: "mempool_full", ids[1]: None}
+            await service.forwarding.forward(tx, tuple(ids))
+            assert service.submissions.refusal(tx.id) is None, "a validator holds it now"
+            assert service.submissions.pending_orders()[0]["validator_refusal"] is None
+            net.answers = {ids[0]: "mempool_full", ids[1]: ConnectionError("gone")}
+            await service.forwarding.forward(tx, tuple(ids))
+            again = service.submissions.refusal(tx.id)
+            assert again is not None and again["error"] == "mempool_full"
+        finally:
+            await service.stop()
+    asyncio.run(scenario())
+
+
+def test_the_refusals_kept_are_bounded_and_forgotten_with_their_transaction():
+    now = [0.0]
+    refusals = ForwardRefusals(lambda: now[0], limit=3)
+    for n in range(5):
+        refusals.record(f"tx{n}", "sender_quota" * 20, "v")
+    assert len(refusals) == 3 and refusals.latest("tx0") is None
+    latest = refusals.latest("tx4")
+    assert latest is not None and len(latest["error"]) <= MAX_ERROR_CHARS     # a peer's word, cut short
+    now[0] = 2.5
+    assert refusals.latest("tx4") == {"error": latest["error"], "validator": "v", "age_s": 2.5}
+    refusals.forget("tx4")
+    assert refusals.latest("tx4") is None and len(refusals) == 2
+
+
+async def _settle(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

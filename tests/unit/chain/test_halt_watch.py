@@ -92,6 +92,6 @@ def test_a_follower_names_the_validators_that_did_not_sign_the_last_block():
     assert watch.observe(100.0, False, liveness, "follower", 3) is None
     level, text = watch.observe(105.0, False, liveness, "follower", 3) or (0, "")
     assert level == logging.WARNING and "halted for 5 s" in text
-    assert "did not sign the last one: " + "c" * 40 + ", " + "d" * 40 in text and "a" * 40 not in text
+    assert "whose heartbeats it has not heard: " + "c" * 40 + ", " + "d" * 40 in text and "a" * 40 not in text
     assert watch.view(105.0)["silent"] == [{"node_id": "c" * 40, "silent_s": None},
                                            {"node_id": "d" * 40, "silent_s": None}]

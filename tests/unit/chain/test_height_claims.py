@@ -124,7 +124,7 @@ def test_ready_stays_200_while_fresh_keys_claim_2_62_and_says_catching_up_on_f_p
                             finality_observers=[], block_listeners=[], config=CoreConfig(),
                             founding_status="founded", halt_watch=None)
     bridge = ChainBridge(chain, None, SimpleNamespace(observe_finality=lambda *a: None),  # type: ignore[arg-type]
-                         clock=lambda: clock[0])
+                         stall_after=15.0, clock=lambda: clock[0])
     for key in validators:
         follower.peer_height(key.node_id, follower.height, clock[0])
     _lie_from_fresh_keys(follower, 50, clock[0])

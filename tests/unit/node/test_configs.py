@@ -8,12 +8,16 @@ import re
 from pathlib import Path
 
 from config import Settings
-from exchange.chain.core import CoreConfig
+from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.genesis import Genesis
+from exchange.chain.mempool import Mempool
 from exchange.chain.service import ChainService
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT
 from node.configs import (BLOCK_SHARE_OF_FRAME, MAX_BLOCK_BYTES, MAX_GRENACHE_ANNOUNCE_INTERVAL, NodeConfigs, core_config,
                           peer_config, rpc_config)
+from p2p.routing.broadcast import MessageCache
 from p2p.rpc.service import RpcConfig
+from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULTS = Settings()
@@ -78,3 +82,33 @@ def test_no_component_reads_settings() -> None:
         if re.search(r"\bsettings\s*:|getattr\(\s*settings|(?<!config)\.settings\b|from config import Settings", text):
             readers.append(rel)
     assert readers == []
+
+
+def test_the_mempool_broadcast_cache_and_stall_limits_are_settings_that_reach_their_components() -> None:
+    """The lane shares, the mempool's size, the broadcast cache's bytes and the finality stall were constants;
+    each is a setting now, its default the old constant, and a changed value reaches the part that uses it."""
+    bare, pool = CoreConfig(), Mempool()
+    default_core = core_config(DEFAULTS)
+    assert (default_core.mempool_max_txs, default_core.mempool_max_bytes, default_core.mempool_lane_share,
+            default_core.block_lane_share) == (bare.mempool_max_txs, bare.mempool_max_bytes,
+                                               bare.mempool_lane_share, bare.block_lane_share)
+    assert (pool.max_txs, pool.max_bytes, pool.lane_block_share) == (50_000, 64 * 1024 * 1024, 1 / 16)
+    assert (bare.mempool_max_txs, bare.mempool_max_bytes, bare.block_lane_share) == \
+        (pool.max_txs, pool.max_bytes, pool.lane_block_share)
+    assert pool.lane_max_txs == int(bare.mempool_max_txs * bare.mempool_lane_share)
+    assert MessageCache().max_bytes == DEFAULTS.broadcast_cache_bytes
+    assert DEFAULTS.finality_stall_after == 15.0
+
+    changed = dataclasses.replace(DEFAULTS, mempool_max_txs=2_000, mempool_max_bytes=3 * 1024 * 1024,
+                                  mempool_lane_share=0.5, block_lane_share=0.25,
+                                  broadcast_cache_bytes=5 * 1024 * 1024, finality_stall_after=40.0)
+    configs = NodeConfigs.from_settings(changed)
+    keys = FakeKeys("v")
+    genesis = Genesis("t", int(BASE_TIME * 1000), keys.public_key, (keys.public_key,))
+    core = ChainCore(genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
+                     blocks=MemoryStore(), config=configs.chain.core, now=BASE_TIME)
+    mempool = core.mempool
+    assert (mempool.max_txs, mempool.max_bytes, mempool.lane_max_txs, mempool.lane_max_bytes,
+            mempool.lane_block_share) == (2_000, 3 * 1024 * 1024, 1_000, 3 * 512 * 1024, 0.25)
+    assert configs.router.broadcast_cache_bytes == 5 * 1024 * 1024
+    assert configs.operator.finality_stall_after == 40.0

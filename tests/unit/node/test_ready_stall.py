@@ -6,7 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from exchange.chain.core import CoreConfig
-from node.chain_feed import FINALITY_STALL_AFTER, ChainBridge
+from config import Settings
+from node.chain_feed import ChainBridge
+
+STALL_AFTER = Settings().finality_stall_after
 
 
 class FakeSync:
@@ -33,14 +36,14 @@ def _bridge() -> tuple[ChainBridge, list[float]]:
                             finality_observers=[], block_listeners=[], config=CoreConfig(),
                             founding_status="founded", halt_watch=None)
     bridge = ChainBridge(chain, None, SimpleNamespace(observe_finality=lambda *a: None),  # type: ignore[arg-type]
-                         clock=lambda: clock[0])
+                         STALL_AFTER, clock=lambda: clock[0])
     return bridge, clock
 
 
 def test_ready_turns_stalled_when_no_block_is_final_for_a_while_with_a_quorum_heard():
     bridge, clock = _bridge()
     assert bridge.ready()[0]
-    clock[0] += FINALITY_STALL_AFTER + 1
+    clock[0] += STALL_AFTER + 1
     ready, reason = bridge.ready()
     assert not ready and reason.startswith("finality stalled"), reason
     for listener in bridge.chain.block_listeners:      # a block becomes final: ready again

@@ -11,7 +11,7 @@ def test_each_kind_of_holding_back_is_a_row_that_says_why():
              {"node_id": "liar", "status": "connected", "penalty": 20.0, "penalty_reason": "bad_tx_signature"},
              {"node_id": "banned-one", "status": "banned", "penalty": 120.0, "penalty_reason": "malformed_vote"}]
     sync_budget = {"throttled": [{"peer": "greedy", "refused": 170}]}
-    rows = throttled_rows(tx_budget, broadcasts, peers, sync_budget)
+    rows = throttled_rows(tx_budget, broadcasts, peers, sync_budget=sync_budget)
     assert rows == [
         {"peer": "flooder", "what": "transactions", "why": "past PEER_TX_RATE: held 12 times, 0 dropped unread"},
         {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
@@ -27,3 +27,16 @@ def test_the_table_is_bounded_and_takes_a_node_that_is_no_validator():
     peers = [{"node_id": f"p{i}", "status": "connected", "penalty": 1.0, "penalty_reason": "x"} for i in range(500)]
     assert len(throttled_rows(None, None, peers)) == MAX_ROWS
     assert throttled_rows(None, {"hint": "not a mapping"}, []) == []
+
+
+def test_who_had_broadcasts_dropped_before_is_named_with_how_many_once():
+    """/status names who is over a broadcast budget now and who had copies dropped over one before (a flood a
+    minute ago): the table lists the second kind too, without naming anyone twice."""
+    now = {"hint": {"neighbours": ["spammy-neighbour"], "origins": []}}
+    before = {"hint": {"neighbours": {"spammy-neighbour": 900, "old-flooder": 4000}, "origins": {"fresh-key": 3}}}
+    rows = throttled_rows(None, now, [], before)
+    assert rows == [
+        {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
+        {"peer": "old-flooder", "what": "hint broadcasts", "why": "4000 dropped over its budget as a neighbour"},
+        {"peer": "fresh-key", "what": "hint broadcasts", "why": "3 dropped over its budget as an origin"},
+    ]

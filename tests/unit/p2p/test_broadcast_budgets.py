@@ -70,20 +70,24 @@ def test_the_graft_budget_has_a_global_cap_behind_the_per_neighbour_one():
 def test_open_type_budgets_are_per_neighbour_and_per_origin():
     now = [0.0]
     budgets = OpenTypeBudgets(clock=lambda: now[0])
-    budgets.limit("hint", OpenTypeRule(per_neighbour=10, per_origin=1))
-    assert budgets.refusal("other", "n1", "o1") is None              # a type with no rule is not budgeted
-    verdicts = [budgets.refusal("hint", "n1", f"o{k}") for k in range(60)]
+    budgets.limit("hint", OpenTypeRule(per_neighbour=10, per_origin=1, max_bytes=1024))
+    hint = {"type": "hint", "id": "x"}
+    assert budgets.refusal("other", "n1", "o1", hint) is None              # a type with no rule is not budgeted
+    verdicts = [budgets.refusal("hint", "n1", f"o{k}", hint) for k in range(60)]
     assert verdicts.count(None) == 40 and verdicts[40:] == ["neighbour_budget"] * 20
-    assert budgets.refusal("hint", "n2", "o0") is None          # o0 used 1 of its burst of 4, n2 none of its own
-    loud = [budgets.refusal("hint", "n3", "loud") for _ in range(10)]
+    assert budgets.refusal("hint", "n2", "o0", hint) is None          # o0 used 1 of its burst of 4, n2 none of its own
+    loud = [budgets.refusal("hint", "n3", "loud", hint) for _ in range(10)]
     assert loud[:4] == [None] * 4 and set(loud[4:]) == {"origin_budget"}
     assert "n1" in budgets.throttled()["hint"]["neighbours"]
+    now[0] = 100.0      # long after: nobody is over a budget now, and who was is still named, with how much
+    assert budgets.throttled() == {}
+    assert budgets.refused() == {"hint": {"neighbours": {"n1": 20}, "origins": {"loud": 6}}}
 
 
 async def test_fresh_key_spam_of_an_open_type_stops_at_the_first_hop_and_no_one_is_penalised():
     net = line(3, router_open_type_rate=10.0)
     for node in net.nodes:
-        node.router.set_validator("note", lambda message, src: True, origin_rate=1.0)
+        node.router.set_validator("note", lambda message, src: True, origin_rate=1.0, max_bytes=2048)
     spammer, relay, far = net.nodes
     link = spammer.peers.links[relay.node_id]
     for key in range(1000, 1200):
@@ -132,3 +136,36 @@ async def test_a_production_node_neither_handles_nor_forwards_diagnostic_notes()
     assert relay.got == [] and far.got == []
     assert relay.router.counters.dropped["undeclared_type"] == 1
     assert not relay.peers.penalties and not relay.peers.bans
+
+
+def test_a_copy_larger_than_its_open_type_ever_is_dropped_before_it_spends_a_budget():
+    budgets = OpenTypeBudgets(clock=lambda: 0.0)
+    budgets.limit("hint", OpenTypeRule(per_neighbour=1, per_origin=1, max_bytes=1024))
+    padded = {"type": "hint", "id": "x", "pad": bytes(400_000)}
+    assert [budgets.refusal("hint", "n1", "o1", padded) for _ in range(10)] == ["oversized_open_type"] * 10
+    assert budgets.refusal("hint", "n1", "o1", {"type": "hint", "id": "x"}) is None, "no budget was spent on them"
+    assert budgets.refusal("other", "n1", "o1", padded) is None, "only open types have the cap"
+
+
+async def test_a_padded_open_type_copy_stops_at_the_first_hop_unchecked_and_nobody_is_penalised():
+    """Issue 25: fields the signature does not cover can pad an open-type broadcast to hundreds of kilobytes, and
+    every node forwarded and cached it whole (400 KB notes: 240 MB in became 5.6 GB between nodes)."""
+    net = line(3, router_open_type_rate=10.0)
+    checked: list[str] = []
+
+    def check(message: dict, src: str) -> bool:
+        checked.append(src)
+        return True
+    for node in net.nodes:
+        node.router.set_validator("note", check, origin_rate=1.0, max_bytes=2048)
+    spammer, relay, far = net.nodes
+    link = spammer.peers.links[relay.node_id]
+    for key in range(1000, 1005):
+        link.send({**fresh_note(net, key), "pad": bytes(400_000)})
+    link.send(fresh_note(net, 2000))
+    await net.quiet()
+    assert relay.router.counters.dropped["oversized_open_type"] == 5
+    assert [msg["payload"] for msg, _ in far.got] == ["spam"], "only the copy of a normal size went on"
+    assert relay.router.cache.bytes < 10_000 and far.router.cache.bytes < 10_000
+    assert len(checked) == 2, "the padded copies were never checked: one check each at the relay and far node"
+    assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)

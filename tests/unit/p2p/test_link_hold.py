@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from p2p.link_reading import TURN_MESSAGES, LinkReading
 from tests.unit.p2p.rpc_nodes import link, nodes
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,3 +32,43 @@ async def test_a_penalty_says_why_in_the_peer_row(tmp_path):
         a.peers.penalize(b.node_id, 5.0, "bad_tx_signature")
         row = a.peers.peers[b.node_id].as_dict()
         assert row["penalty"] == 5.0 and row["penalty_reason"] == "bad_tx_signature"
+
+
+async def test_a_link_we_are_behind_on_is_not_dropped_as_silent(tmp_path):
+    """Issue 25: under a burst a validator leaves a link's messages in its backlog (socket paused) for as long as its
+    loop is busy elsewhere, and the liveness check, seeing no bytes from it, dropped the link as silent though it
+    was us who had not read it. A link whose socket we stop reading (its backlog waiting, or a circuit on it
+    blocking it) counts as heard until we read it again."""
+    async with nodes(tmp_path, {}, {}) as (a, b):     # heartbeats every 0.2 s: silent for 0.6 s is dead
+        await link(a, b)
+        behind = a.peers.links[b.node_id]
+        behind.reading.block("a circuit carried on it")
+        await asyncio.sleep(1.2)
+        assert a.peers.links.get(b.node_id) is behind and behind.is_open, behind.close_reason
+        behind.reading.unblock("a circuit carried on it")
+        await a.rpc.request_peer(b.node_id, "ping")     # and it is read again
+        assert a.peers.links.get(b.node_id) is behind
+
+
+def test_silence_is_ours_while_a_backlog_waits_and_until_it_empties():
+    class Loop:
+        now = 10.0
+
+        def time(self) -> float:
+            return self.now
+
+        def call_soon(self, callback: object) -> None:
+            return None
+
+    loop = Loop()
+    dispatched: list[list[dict]] = []
+    reading = LinkReading(loop, lambda: None, dispatched.append, lambda exc: None,  # type: ignore[arg-type]
+                          lambda: True, (1e9, 1e9))
+    assert reading.ours_until == 0.0
+    reading.deliver([{"type": "x"}] * (TURN_MESSAGES + 1))      # one turn's worth handed over, one waits
+    loop.now = 15.0
+    assert reading.backlog and reading.ours_until == 15.0
+    reading._next_turn()
+    assert not reading.backlog and reading.ours_until == 15.0
+    loop.now = 20.0
+    assert reading.ours_until == 15.0, "from the moment it emptied, the peer's silence is its own again"

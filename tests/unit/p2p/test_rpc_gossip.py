@@ -18,6 +18,9 @@ from p2p.rpc.gossip import HintGossip, hint_proof
 from p2p.rpc.service import RpcConfig, RpcService
 from tests.unit.p2p.rpc_nodes import eventually, link, local_peers
 from node.configs import router_config
+from p2p.framing import encode_body
+from p2p.messages import Schemas
+from p2p.rpc.wire import HINT, HINT_MAX_BYTES, MAX_SERVICE_NAME, RPC_SCHEMAS
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -147,3 +150,13 @@ async def test_request_peer_without_a_link_is_relayed_by_the_message_router(tmp_
         with pytest.raises(e.RpcError) as info:                               # errors come back the same way
             await a.rpc.request_peer(c.node_id, "nope")
         assert info.value.code == e.UNKNOWN_SERVICE
+
+
+def test_the_largest_hint_the_schema_allows_fits_under_the_open_type_cap():
+    """HINT_MAX_BYTES drops padded copies unchecked (issue 25); no hint an honest node can send comes near it."""
+    author = NodeIdentity.generate()
+    largest = {"type": "hint", "id": "i" * 128, "origin": author.node_id, "ts": time.time(),
+               "subject": author.node_id, "status": "s" * 16, "service": "v" * MAX_SERVICE_NAME,
+               "latency_ms": 1e308, "error_rate": 1.0, "pk": author.public_key_bytes, "sig": bytes(64), "hops": 255}
+    assert Schemas(RPC_SCHEMAS).checks[HINT](largest) is None
+    assert len(encode_body(largest)) <= 0.75 * HINT_MAX_BYTES

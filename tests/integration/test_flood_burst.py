@@ -1,0 +1,127 @@
+"""Real processes (issue 25, "one burst halts the chain"): 6,600 ordinary signed one-order transactions at once,
+from sixteen peers (each a lane of every validator's mempool) and from the validators' own APIs, while an honest
+client orders every 200 ms at a follower.
+
+As filed, 3,400 such transactions sent to every validator made every proposal `block_too_large`: the proposer
+filled a block to its byte limit counting each transaction's own encoding, validation counted the wrapping and
+the header too, and no block was made for ~115 s per burst while `/ready` said 200. Now the proposer measures
+its block with validation's function, so the burst is ordered in full blocks, each decided, and the common
+criteria hold (`tests/flood.py` `assert_fair`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+from config import Settings
+from exchange.app.txs import SignedTx
+from exchange.chain.chainstate import encode_item
+from exchange.chain.codec import pack
+from exchange.chain.block_check import BLOCK_OVERHEAD
+from node.configs import core_config
+from node.identity import NodeIdentity
+from tests.flood import (ChainWatch, HonestClient, assert_fair, attacker_links, honest_after, honest_baseline,
+                         send_paced, spam_orders)
+from tests.harness import NodeProcess, converged, wait_until
+from tests.redteam.attacker import envelope
+
+PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
+PER_PEER = 400              # within PEER_TX_BURST: a burst each validator takes at once, over two blocks' worth
+PER_API = 50                # signed orders posted to each validator's API
+RSS_GROWTH_MB = 96          # the burst's 6,600 resting orders, about a kilobyte each, and the mempool's bytes
+
+
+def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_blocks(cluster):
+    # production heartbeats (HEARTBEAT_INTERVAL 1 s, a link silent for 3 s is dropped): checking and applying a
+    # full block of ~2,900 orders keeps a validator's event loop busy for over a second on two shared cores
+    validators = cluster.chain(4, seat_rule="any", debug_api="true")
+    follower = cluster.node("honest", bootstrap_peers=validators[0].p2p_address, debug_api="true")
+    nodes = [*validators, follower]
+    wait_until(lambda: converged(nodes), 20)
+    chain_id = validators[0].status()["chain_id"]
+    by_peers = [spam_orders(chain_id, PER_PEER) for _ in range(PEERS)]
+    by_api = [spam_orders(chain_id, PER_API) for _ in validators]
+    total = sum(map(len, by_peers)) + sum(map(len, by_api))
+    attackers = [NodeIdentity.generate() for _ in range(PEERS)]
+    client = HonestClient(follower, open_loop=True)
+    try:
+        with ChainWatch(nodes) as watch:
+            flood_start, flood_end, posted = asyncio.run(
+                _scenario(client, attackers, validators, follower, chain_id, by_peers, by_api, total))
+    finally:
+        client.stop.set()
+        client.join(40)
+    assert set(posted) <= {201, 202}, posted
+    blocks = [ops for _, _, ops in follower.get("/debug/chain/commits")["commits"]]
+    capacity = (core_config(Settings()).max_block_bytes + BLOCK_OVERHEAD) // len(pack(encode_item(by_api[0][0])))
+    assert max(blocks) >= 0.95 * capacity, f"no block reached its byte limit ({capacity} orders): {sorted(blocks)[-8:]}"
+    # Every height is decided and no proposal refused. The first block after the burst is full (~2,900 orders,
+    # every one checked by the follower and applied by all five nodes, on two cores shared with the attacker):
+    # measured here 3.0-4.4 s from the burst to its finality, while the burst lasts some heights take a second
+    # round (a proposal reached a validator after the round-0 timeout, CONSENSUS_TIMEOUT 0.4 s, while it was
+    # still busy with the last full block), none after it. The honest order placed meanwhile waits for
+    # it, so this row cannot meet the issue's 2x during the burst on this machine (docs/tradeoffs.md).
+    # Its bounds are against the halt (as filed: no block for ~115 s, until the burst expired): with the test
+    # suite beside it the longest stall measured 2.5-8.6 s, so no height still for 15 s (when /ready would say
+    # stalled), every honest order final within 15 s, /ready 200 throughout, back to baseline 5 s after.
+    # Each peer stays within its budget, so no budget holds it back and none should: what bounds a crowd of peers
+    # is the lanes and each lane's block share.
+    report = assert_fair(client, watch, (flood_start, flood_end), honest=nodes, attackers={}, p99_floor=15.0,
+                         rss_growth_mb=RSS_GROWTH_MB, late_blocks=None, max_stall=15.0)
+    print(f"\n{total} spam orders in {flood_end - flood_start:.1f} s, largest blocks {sorted(blocks)[-5:]} ops "
+          f"(byte limit {capacity}); {report.line()}")
+
+
+async def _scenario(client: HonestClient, attackers: list[NodeIdentity], validators: list[NodeProcess],
+                    follower: NodeProcess, chain_id: str, by_peers: list[list[SignedTx]], by_api: list[list[SignedTx]],
+                    total: int) -> tuple[float, float, dict[int, int]]:
+    """Link every attacker to every validator, take the honest baseline, then the burst: every peer's transactions
+    to every validator at once (each peer its own set, as the filed attack sent one set to all) while each
+    validator's API takes its own set; then the burst ordered in full and the honest client's time after it.
+    Returns (the burst's start, when its last order was final at the follower, API answers by status)."""
+    async with attacker_links([(attacker, node) for attacker in attackers for node in validators], chain_id) as peers:
+        flood_start = await honest_baseline(client)
+        api = asyncio.create_task(asyncio.to_thread(_post_all, validators, by_api))
+        batches = [[envelope("chain_tx", attacker.node_id, node.node_id, tx.wire()) for tx in txs]
+                   for attacker, txs in zip(attackers, by_peers) for node in validators]
+        await send_paced(peers, batches, rate=1e9)
+        posted = await api
+        try:
+            await asyncio.to_thread(wait_until, lambda: _spam_final(follower) >= total, 60, 0.2)
+        except AssertionError:
+            refused = [node.status()["exchange"]["refused_proposals"] for node in validators]
+            raise AssertionError(f"the burst's {total} orders not final at the follower within 60 s "
+                                 f"({_spam_final(follower)} are); proposals refused by the validators: {refused}") from None
+        flood_end = time.monotonic()
+        await honest_after(client, flood_end)
+        return flood_start, flood_end, posted
+
+
+def _post_all(validators: list[NodeProcess], by_api: list[list[SignedTx]]) -> dict[int, int]:
+    """Each validator's set posted to its API as signed orders, eight at a time; how many got each status."""
+    def post(node: NodeProcess, tx: SignedTx) -> int:
+        request = urllib.request.Request(node.api_url + "/orders?wait=0", method="POST",
+                                         data=json.dumps({"signed": tx.as_json()}).encode(),
+                                         headers={"Content-Type": "application/json", **node.auth_headers()})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda item: post(*item), [(node, tx) for node, txs in zip(validators, by_api)
+                                                          for tx in txs]))
+    return {code: codes.count(code) for code in set(codes)}
+
+
+def _spam_final(node: NodeProcess) -> int:
+    """Spam orders resting on the final book: each buys 0.01 at 1, a price no honest order uses."""
+    book = node.get("/book/BTC-USD?depth=1000")
+    level = next((qty for price, qty in book["bids"] if Decimal(price) == 1), "0")
+    return int(Decimal(level) / Decimal("0.01"))
