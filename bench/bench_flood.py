@@ -38,7 +38,7 @@ from typing import Any, Callable
 from bench.table import print_table
 from config import Settings
 from exchange.app.txs import SignedTx
-from tests.flood import (HonestClient, fresh_note, graft_flood, hint_flood, order_flood, quantile, rss_mb, send_paced,
+from tests.flood import (HonestClient, fresh_note, graft_flood_linked, hint_flood, order_flood, quantile, rss_mb, send_paced,
                          spam_orders)
 from tests.redteam.attacker import linked
 from node.identity import NodeIdentity
@@ -158,7 +158,7 @@ def _grafts(rig: Rig, rate: float) -> tuple[float, str]:
         count = int(rig.window / 2 * rig.hint_rate)
         feed = hint_flood(rig.validators[1:2], rig.network, rig.chain_id, rig.validators[2].node_id, count,
                           rig.hint_rate)
-        result, _ = await asyncio.gather(graft_flood(rig.validators[0], rig.chain_id, rig.window / 2, rate), feed)
+        result, _ = await asyncio.gather(graft_flood_linked(rig.validators[0], rig.chain_id, rig.window / 2, rate), feed)
         return result
     asked, answered, ids = asyncio.run(both())
     if ids == 0:
