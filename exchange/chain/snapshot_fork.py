@@ -9,6 +9,11 @@ with that reason and a restart rebuilds the state from the stored blocks. Where 
 node is live (the replay at start-up, which waits for each digest a few blocks later anyway), the snapshot
 is encoded at once.
 
+The child runs at a lower scheduling priority (CHILD_NICE): every node forks at the same height, and their
+encodings competing with the nodes' own work for the machine made the slowest honest orders of a flood fall
+on snapshot heights; the digest is due only `snapshot_lag` heights later, and a child that is late is waited
+for.
+
 Before each fork the garbage collector's objects are frozen (`gc.freeze`, as Python's documentation advises
 before a fork): the state a snapshot finds is long-lived, and a full collection would otherwise walk all of
 it again and again in the event loop, the longer the bigger the book. Frozen objects are never collected,
@@ -33,6 +38,7 @@ log = logging.getLogger("exchange.chain")
 _HEADER = struct.Struct(">Q32s")        # bytes of the snapshot, its digest
 _PIPE_BYTES = 1 << 20                   # asked of the kernel for each pipe (fewer wake-ups); it may give less
 _READ_BYTES = 1 << 20
+CHILD_NICE = 10         # the encoding child's scheduling priority below the node's (0 to 19, lower first)
 THAW_EVERY = 8          # snapshots: one in this many thaws the frozen objects instead of freezing more
 
 
@@ -181,6 +187,7 @@ def _child(write_fd: int, encode: Callable[[], bytes]) -> NoReturn:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         gc.disable()                    # nothing here lives long enough to need collecting
+        os.nice(CHILD_NICE)             # the nodes' own work first: the digest is due only `snapshot_lag` later
         data = encode()
         view = memoryview(_HEADER.pack(len(data), snapshot_digest(data)) + data)
         while view:
