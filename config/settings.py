@@ -136,6 +136,13 @@ class Settings:
                                        p.integer(1))
     max_inbound_per_subnet: int = _setting(8, "MAX_INBOUND_PER_SUBNET",
                                            "Inbound links and handshakes from one IPv4 /24 or IPv6 /48", p.integer(1))
+    inbound_handshake_rate: float = _setting(
+        5.0, "INBOUND_HANDSHAKE_RATE", "New inbound connections a second from one IP address, four times that from "
+        "one /24 or /48 (bursts of two seconds' worth); faster ones are refused before any handshake work",
+        _FLOAT_POS)
+    inbound_handshake_rate_total: float = _setting(
+        100.0, "INBOUND_HANDSHAKE_RATE_TOTAL", "New inbound connections a second from everyone (bursts of two "
+        "seconds' worth)", _FLOAT_POS)
     inbound_limit_loopback: bool = _setting(
         False, "INBOUND_LIMIT_LOOPBACK", "Apply the per-IP and per-subnet caps (inbound links, DHT "
         "routing table) to loopback too (off: nodes on this machine are the operator's own)", p.boolean)

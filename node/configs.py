@@ -56,6 +56,7 @@ def peer_config(settings: Settings) -> PeerConfig:
         heartbeat_interval=settings.heartbeat_interval, dead_after=settings.dead_after,
         reconnect_cap=settings.peer_reconnect_interval, dial_rate=settings.dial_rate,
         dial_burst=settings.dial_burst, max_peers=max_peers, target_outbound=outbound, limits=limits,
+        handshake_rate=settings.inbound_handshake_rate, handshake_rate_total=settings.inbound_handshake_rate_total,
         protection_mode=settings.protection_mode, protection_canary=settings.protection_canary,
         software=f"{DISTRIBUTION}/{VERSION}")
 

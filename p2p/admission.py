@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from p2p.close_reason import CloseReason
+from p2p.resilience.token_bucket import TokenBucket
 
 PROTECT_NETGROUPS = 4
 PROTECT_LOW_RTT = 8
@@ -89,6 +91,50 @@ def host_cap_refusal(limits: InboundLimits, host: str, inbound_hosts: Iterable[s
     if same_group >= limits.per_subnet:
         return CloseReason.TOO_MANY_FROM_SUBNET
     return None
+
+
+class HandshakeRate:
+    """New inbound connections a second from one address, one netgroup (four times that) and in all: a handshake
+    costs us its Diffie-Hellman and signature work before we know who dials, and a refused one (another chain, a
+    full house) can be tried again at once, so the caps on open connections alone let one host keep a core busy
+    handshaking. Past a budget the connection is refused at accept, before any of that work. Loopback is exempt
+    unless `limit_loopback`, as it is from the caps. The maps are bounded (least recently heard forgotten)."""
+
+    def __init__(self, per_ip: float, total: float, limit_loopback: bool = False, max_sources: int = 4096,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.per_ip, self.per_subnet, self.total = per_ip, 4 * per_ip, total
+        self.limit_loopback = limit_loopback
+        self.max_sources = max_sources
+        self._clock = clock
+        self._all = self._bucket(total)
+        self._by_ip: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._by_group: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.refused = 0
+
+    def _bucket(self, rate: float) -> TokenBucket:
+        if self._clock is None:
+            return TokenBucket(rate, 2 * rate)
+        return TokenBucket(rate, 2 * rate, clock=self._clock)
+
+    def _of(self, table: OrderedDict[str, TokenBucket], key: str, rate: float) -> TokenBucket:
+        bucket = table.pop(key, None) or self._bucket(rate)
+        table[key] = bucket
+        if len(table) > self.max_sources:
+            table.popitem(last=False)
+        return bucket
+
+    def allow(self, host: str) -> bool:
+        group = netgroup(host)
+        if is_loopback_group(group) and not self.limit_loopback:
+            return True
+        by_ip, by_group = self._of(self._by_ip, host, self.per_ip), self._of(self._by_group, group, self.per_subnet)
+        if by_ip.tokens >= 1 and by_group.tokens >= 1 and self._all.tokens >= 1:
+            by_ip.try_take()
+            by_group.try_take()
+            self._all.try_take()
+            return True
+        self.refused += 1
+        return False
 
 
 class EvictionPolicy:

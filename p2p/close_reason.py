@@ -38,6 +38,7 @@ class CloseReason(StrEnum):
     TOO_MANY_PEERS = "too_many_peers"
     TOO_MANY_FROM_IP = "too_many_from_ip"
     TOO_MANY_FROM_SUBNET = "too_many_from_subnet"
+    TOO_MANY_HANDSHAKES = "too_many_handshakes"     # new connections from that address or subnet came too fast
     ADMISSION_ERROR = "admission_error"
     DUPLICATE_LINK = "duplicate_link"
     DIAL_BACK = "dial_back"              # a reachability check: the dialler only wanted to see who answers

@@ -26,6 +26,8 @@ class PeerConfig:
     max_peers: int
     target_outbound: int            # already capped at max_peers
     limits: InboundLimits
+    handshake_rate: float           # new inbound connections a second from one address (4x per netgroup)
+    handshake_rate_total: float     # ... and from everyone
     protection_mode: str
     protection_canary: float
     software: str = "exchange-node"  # said in our hello: name/version

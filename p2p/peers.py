@@ -34,7 +34,7 @@ from p2p.messages import Message
 from p2p import messages as m
 from p2p.address_book import AddressBook, KnownAddress
 from p2p.admission import Candidate as EvictionCandidate
-from p2p.admission import EvictionPolicy, host_cap_refusal, netgroup
+from p2p.admission import EvictionPolicy, HandshakeRate, host_cap_refusal, netgroup
 from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, with_remote
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
@@ -57,7 +57,7 @@ NO_REDIAL = frozenset({CloseReason.SELF_CONNECTION, CloseReason.IDENTITY_MISMATC
 # Close reasons that say nothing bad about the peer.
 BENIGN = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.DIAL_BACK,
                      CloseReason.TOO_MANY_PEERS, CloseReason.EVICTED,
-                     CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET)
+                     CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET, CloseReason.TOO_MANY_HANDSHAKES)
 # Closes that are no failure worth an operator's attention.
 QUIET = with_remote(CloseReason.DUPLICATE_LINK, CloseReason.SHUTDOWN, CloseReason.DIAL_BACK)
 BAN_THRESHOLD = 100.0
@@ -220,6 +220,7 @@ class PeerManager:
         self._inbound_pending: set[PeerLink] = set()  # accepted, handshake in progress
         self.limits = config.limits
         self.eviction = EvictionPolicy()
+        self.handshakes = HandshakeRate(config.handshake_rate, config.handshake_rate_total, self.limits.limit_loopback)
         self._kept: frozenset[str] = frozenset()
         self._hello_fields: list[Fields] = []
         self._admit: list[Admission] = []
@@ -333,6 +334,8 @@ class PeerManager:
         kept_host = host in self._kept_hosts()
         inbound = [other for other in self._inbound_links() if other is not link]
         if not kept_host:
+            if not self.handshakes.allow(host):
+                return self._refused(link, CloseReason.TOO_MANY_HANDSHAKES)
             refusal = host_cap_refusal(self.limits, host, (o.remote_addr[0] for o in inbound if o.remote_addr))
             if refusal:
                 return self._refused(link, refusal)

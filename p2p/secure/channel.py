@@ -36,7 +36,8 @@ _pack_length = LENGTH.pack
 _unpack_length = LENGTH.unpack_from
 REFUSAL = b"\x00\x00\xff"  # a zero-length handshake message never occurs in XX
 MSG1_LEN = 32  # `-> e` with an empty payload
-REFUSAL_REASONS = frozenset({CloseReason.TOO_MANY_PEERS, CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET})
+REFUSAL_REASONS = frozenset({CloseReason.TOO_MANY_PEERS, CloseReason.TOO_MANY_FROM_IP, CloseReason.TOO_MANY_FROM_SUBNET,
+                             CloseReason.TOO_MANY_HANDSHAKES})
 
 Verify = Callable[[bytes, bytes, bytes], bool]
 NodeIdFor = Callable[[bytes], str]

@@ -242,3 +242,25 @@ def test_relayed_rpc_carries_its_origins_signature_and_a_forged_one_stops_at_the
     assert c.get("/routing")["server"]["requests"] == served  # never reached the target
     assert b.connected_ids() == {a.node_id, c.node_id}
     no_tracebacks(a, b, c)
+
+
+def test_connections_faster_than_the_handshake_rate_are_refused_before_any_handshake_work(cluster):
+    node = cluster.node("paced", inbound_limit_loopback="true", inbound_handshake_rate=2, discovery_pex="false")
+
+    async def dial_in_turn(times: int) -> list[str]:
+        results = []
+        for _ in range(times):          # each closed before the next: the caps on open connections never bind
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.p2p_port, local_addr=("127.0.0.5", 0))
+            peer = RawPeer(reader, writer)
+            try:
+                await peer.handshake(NodeIdentity.generate())
+                results.append("open")
+            except (HandshakeRefused, ConnectionError, TimeoutError):
+                results.append("refused")
+            finally:
+                peer.close()
+        return results
+
+    results = asyncio.run(dial_in_turn(12))
+    assert results[:4] == ["open"] * 4 and results.count("refused") >= 6, results     # a burst of 2 s' worth, then 2/s
+    assert node.status()["p2p"]["close_reasons"].get("too_many_handshakes", 0) >= 6
