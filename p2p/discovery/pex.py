@@ -39,6 +39,7 @@ log = logging.getLogger("p2p.discovery.pex")
 
 MSG_TYPE = "peerexchange"
 MAX_ENTRIES = 50
+MAX_CLAIMED = MAX_ENTRIES // 4      # of them, addresses linked peers claim that nobody here has dialled
 
 
 def _is_entry(v: Any) -> bool:
@@ -154,9 +155,11 @@ class PeerExchange(DiscoveryStrategy):
 
     # --- building what we send --------------------------------------------------------------
     def entries_for(self, link: PeerLink) -> list[PexEntry]:
-        """At most 50 peers we verified recently (live links first), never the receiver itself nor a peer that
-        says nobody can dial it (it is reached through its relays); loopback addresses only for a receiver on
-        loopback."""
+        """At most 50 peers: those linked at an address we dialled first, then those we verified recently, then a
+        few (MAX_CLAIMED) linked at an address only they claim (a node that is only ever dialled is still
+        passed on, but inbound peers' claims cannot make up what we advertise); never the receiver itself nor a
+        peer that says nobody can dial it (it is reached through its relays); loopback addresses only for a
+        receiver on loopback."""
         receiver_id = proven_id(link)
         receiver_addr = self.peers._listen_address(link)
         loopback_ok = _is_loopback(link.remote_addr[0] if link.remote_addr else None)
@@ -168,20 +171,24 @@ class PeerExchange(DiscoveryStrategy):
                 return False
             return dialable(host, port, allow_loopback=loopback_ok)
 
+        verified_book = self.peers.book.verified()
+        dialled = {entry.address for entry in verified_book}
         live: list[PexEntry] = []
+        claimed: list[PexEntry] = []
         for node_id, _other in list(self.peers.links.items()):
             record = self.peers.peers.get(node_id)
             if record is None or not usable(record.host, record.port, node_id) or self._unreachable(node_id):
                 continue
             seen_ids.add(node_id)
             seen_addrs.add((record.host, record.port))
-            live.append([record.host, record.port, node_id])
+            (live if (record.host, record.port) in dialled else claimed).append([record.host, record.port, node_id])
         self._rng.shuffle(live)
+        self._rng.shuffle(claimed)
         if len(live) >= MAX_ENTRIES:
             return live[:MAX_ENTRIES]
         cutoff = time.time() - self.recent
         past: list[PexEntry] = []
-        for entry in self.peers.book.verified():
+        for entry in verified_book:
             if (entry.last_connected or 0) < cutoff or not usable(entry.host, entry.port, entry.node_id):
                 continue
             if entry.node_id:
@@ -189,7 +196,7 @@ class PeerExchange(DiscoveryStrategy):
             seen_addrs.add(entry.address)
             past.append([entry.host, entry.port, entry.node_id])
         self._rng.shuffle(past)
-        return (live + past)[:MAX_ENTRIES]
+        return (live + past + claimed[:MAX_CLAIMED])[:MAX_ENTRIES]
 
     def send_to(self, link: PeerLink, *, now: float | None = None, only_new: bool = False) -> bool:
         """Send our sample; `only_new` (a send driven by a change of our links) leaves out what

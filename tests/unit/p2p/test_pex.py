@@ -9,7 +9,7 @@ import pytest
 from p2p import messages as m
 from p2p.address_book import AddressBook
 from p2p.discovery.base import Candidate
-from p2p.discovery.pex import MAX_ENTRIES, MSG_TYPE, PEX_SCHEMAS, PeerExchange
+from p2p.discovery.pex import MAX_CLAIMED, MAX_ENTRIES, MSG_TYPE, PEX_SCHEMAS, PeerExchange
 
 
 PEX_ONLY = m.Schemas(PEX_SCHEMAS)
@@ -69,12 +69,14 @@ class FakePeers:
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         self.penalties.append((node_id, points))
 
-    def connect(self, i: int, host: str = "127.0.0.1", port: int | None = None) -> FakeLink:
+    def connect(self, i: int, host: str = "127.0.0.1", port: int | None = None, dialled: bool = True) -> FakeLink:
+        """A link to peer `i`; `dialled=False`: it dialled us, its address is only its claim."""
         port = port or 40000 + i
         link = FakeLink(nid(i), (host, 55555), (host, port))
         self.links[link.remote_id] = link
         self.peers[link.remote_id] = Record(host, port)
-        self.book.mark_connected((host, port), link.remote_id, "bootstrap")
+        if dialled:
+            self.book.mark_connected((host, port), link.remote_id, "bootstrap")
         for listener in self.open_listeners:
             listener(link)
         return link
@@ -110,6 +112,20 @@ def test_bounded_to_50_live_first_and_recent_verified(pm):
     ids = [e[2] for e in entries]
     assert len(set(ids)) == MAX_ENTRIES and nid(200) not in ids and nid(999) not in ids
     assert set(ids) >= {nid(i) for i in range(1, 40)}  # all live links made the cut
+
+
+def test_addresses_only_linked_peers_claim_are_a_bounded_share_of_what_is_sent(pm):
+    """Fifty inbound peers each claiming a made-up address cannot make up the list: the peers we dialled come
+    first, and claims fill at most MAX_CLAIMED places."""
+    pm.attach(PeerExchange(pm, rng=random.Random(3)))
+    for i in range(1, 6):
+        pm.connect(i)
+    for i in range(300, 350):
+        pm.connect(i, dialled=False)
+    receiver = pm.connect(200)
+    ids = [e[2] for e in receiver.sent[-1]["peers"]]
+    assert {nid(i) for i in range(1, 6)} <= set(ids)
+    assert len([i for i in ids if i not in {nid(i) for i in range(1, 6)}]) == MAX_CLAIMED
 
 
 def test_loopback_addresses_not_sent_to_remote_peer(pm):
