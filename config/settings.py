@@ -299,7 +299,7 @@ class Settings:
     snapshot_interval: int = _setting(
         500, "SNAPSHOT_INTERVAL", "Blocks between certified state snapshots (set at founding)", p.integer(10, 10**7))
     snapshot_lag: int = _setting(
-        50, "SNAPSHOT_LAG", "Blocks after a snapshot whose state hash certifies it, so each node encodes it in a "
+        100, "SNAPSHOT_LAG", "Blocks after a snapshot whose state hash certifies it, so each node encodes it in a "
         "child process while the chain goes on; at most half of SNAPSHOT_INTERVAL, 0 to encode and certify it "
         "at its own height in the event loop (set at founding)", p.integer(0, 10**6))
     snapshot_cache_bytes: int = _setting(

@@ -38,7 +38,7 @@ log = logging.getLogger("exchange.chain")
 _HEADER = struct.Struct(">Q32s")        # bytes of the snapshot, its digest
 _PIPE_BYTES = 1 << 20                   # asked of the kernel for each pipe (fewer wake-ups); it may give less
 _READ_BYTES = 1 << 20
-CHILD_NICE = 10         # the encoding child's scheduling priority below the node's (0 to 19, lower first)
+CHILD_NICE = 19         # the encoding child's scheduling niceness: it runs in what the node leaves idle
 THAW_EVERY = 8          # snapshots: one in this many thaws the frozen objects instead of freezing more
 
 
