@@ -3,8 +3,8 @@
 At a snapshot height the node forks: the child sees the state exactly as it was at that height (the kernel
 copies a page only when one side writes it), encodes it, and writes its digest and bytes to a pipe; the
 parent's event loop goes on, reads the pipe as it fills, and has the digest long before the chain needs it
-`snapshot_lag` heights later (`snapshot_maker.py`). A child that has not finished by then is waited for; one
-that died (killed, out of memory) loses the snapshot, which the state can no longer give: the chain halts
+`snapshot_lag` heights later (`snapshot_maker.py`). A child that has not finished by then is waited for, at
+most DIGEST_WAIT (then killed); one that died or hung (killed, out of memory) loses the snapshot, which the state can no longer give: the chain halts
 with that reason and a restart rebuilds the state from the stored blocks. Where fork fails, or before the
 node is live (the replay at start-up, which waits for each digest a few blocks later anyway), the snapshot
 is encoded at once.
@@ -27,7 +27,9 @@ import fcntl
 import gc
 import logging
 import os
+import select
 import signal
+import time
 import struct
 from typing import Callable, NoReturn
 
@@ -39,6 +41,7 @@ _HEADER = struct.Struct(">Q32s")        # bytes of the snapshot, its digest
 _PIPE_BYTES = 1 << 20                   # asked of the kernel for each pipe (fewer wake-ups); it may give less
 _READ_BYTES = 1 << 20
 CHILD_NICE = 19         # the encoding child's scheduling niceness: it runs in what the node leaves idle
+DIGEST_WAIT = 60.0      # s the node waits for a late child when the digest is due, before it gives the snapshot up
 THAW_EVERY = 8          # snapshots: one in this many thaws the frozen objects instead of freezing more
 
 
@@ -60,6 +63,7 @@ class ForkedSnapshots:
         self._ready: list[tuple[int, bytes]] = []
         self._lost: dict[int, str] = {}
         self.forked = 0
+        self.digest_wait = DIGEST_WAIT
         self._since_thaw = 0
 
     # ------------------------------------------------------------------ SnapshotMaker
@@ -105,11 +109,20 @@ class ForkedSnapshots:
         if value is not None:
             return value
         job = self._jobs.get(height)
-        if job is not None:         # not finished yet: wait for it here
+        if job is not None:         # not finished yet: wait for it here, at most DIGEST_WAIT (a hung child)
             _running_loop_remove_reader(job.fd)
-            os.set_blocking(job.fd, True)
+            deadline = time.monotonic() + self.digest_wait
             while self._jobs.get(height) is job:
-                self._read(job)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    try:
+                        os.kill(job.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    self._finish(job, failed=f"its worker had not finished {self.digest_wait:g} s after it was due")
+                    break
+                if select.select([job.fd], [], [], remaining)[0]:
+                    self._read(job)
             value = self._digests.get(height)
             if value is not None:
                 return value

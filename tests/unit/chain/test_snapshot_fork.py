@@ -93,3 +93,17 @@ async def test_each_fork_freezes_the_long_lived_objects_and_every_few_thaw_them(
             assert (gc.get_freeze_count() > 0) == (n < THAW_EVERY), n
     finally:
         gc.unfreeze()
+
+
+async def test_a_child_that_hangs_is_given_up_when_its_digest_is_due_and_says_so():
+    maker = ForkedSnapshots()
+    maker.live = True
+    maker.digest_wait = 0.3
+    maker.start(70, lambda: _slow_encoder({"value": 1}, 30.0))
+    (job,) = maker._jobs.values()
+    started = time.monotonic()
+    with pytest.raises(SnapshotLost, match="height 70 was lost.*had not finished 0.3 s after it was due"):
+        maker.digest(70)
+    assert 0.3 <= time.monotonic() - started < 5.0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(job.pid, os.WNOHANG)         # killed and reaped
