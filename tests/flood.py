@@ -157,11 +157,17 @@ async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[S
 async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, subject: str, count: int,
                      rate: float) -> float:
     """`count` fresh-key hints to each entry node at `rate` a second."""
+    return await broadcast_flood(entries, chain_id, lambda: fresh_hint(network, subject), count, rate)
+
+
+async def broadcast_flood(entries: list[NodeProcess], chain_id: str, make: Callable[[], dict], count: int,
+                          rate: float) -> float:
+    """`count` broadcasts (`make()`, each its own) to each entry node at `rate` a second, from one attacker linked
+    to all of them; returns the seconds it took."""
     attacker = NodeIdentity.generate()
     peers = [await linked(node, attacker, chain_id) for node in entries]
     try:
-        batches = [[fresh_hint(network, subject) for _ in range(count)] for _ in entries]
-        return await send_paced(peers, batches, rate)
+        return await send_paced(peers, [[make() for _ in range(count)] for _ in entries], rate)
     finally:
         for peer in peers:
             peer.close()

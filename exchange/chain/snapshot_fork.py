@@ -4,8 +4,9 @@ At a snapshot height the node forks: the child sees the state exactly as it was 
 copies a page only when one side writes it), encodes it, and writes its digest and bytes to a pipe; the
 parent's event loop goes on, reads the pipe as it fills, and has the digest long before the chain needs it
 `snapshot_lag` heights later (`snapshot_maker.py`). A child that has not finished by then is waited for, at
-most DIGEST_WAIT (then killed); one that died or hung (killed, out of memory) loses the snapshot, which the state can no longer give: the chain halts
-with that reason and a restart rebuilds the state from the stored blocks. Where fork fails, or before the
+most DIGEST_WAIT (then killed); one that died or hung (killed, out of memory) loses the snapshot, which the
+state can no longer give: the chain halts with that reason and a restart rebuilds the state from the stored
+blocks. Where fork fails, or before the
 node is live (the replay at start-up, which waits for each digest a few blocks later anyway), the snapshot
 is encoded at once.
 
