@@ -86,7 +86,7 @@ class SnapshotServer:
         """At a fetch's first chunk: the snapshot to serve (its other chunks come from the same one)."""
         served = self._served
         newest = self.store.newest_snapshot_height()
-        if served is not None and served.as_of == newest and not (served.newest_unproven and self._proof(newest)):
+        if served is not None and served.as_of == newest and not (served.newest_unproven and self._may_prove(newest)):
             return served       # chosen for this newest snapshot (which is it, damaged, or not provable yet)
         heights = self.store.snapshot_heights()
         if not heights:
@@ -103,6 +103,11 @@ class SnapshotServer:
                 served = self._served = _Served(height, total, data, proof, newest, unproven)
                 return served
         raise CannotServe("the blocks that certify our snapshots are not stored yet")
+
+    def _may_prove(self, height: int) -> bool:
+        """Whether what proves the snapshot of `height` may be here by now (no disk read: asked per request)."""
+        lag = self.lag()
+        return self.store.last_height > height + lag and (not lag or self.preimage(height) is not None)
 
     def _proof(self, height: int) -> list[Wire] | None:
         at, after = self.store.get(height), self.store.get(height + 1)
