@@ -17,7 +17,7 @@ from typing import Any, Coroutine
 
 from exchange.chain.blocks import Vote
 from node.identity import NodeIdentity
-from tests.wire import RawPeer
+from tests.wire import RawPeer, read_until_goodbye
 
 HEARTBEAT = 0.3
 
@@ -106,17 +106,9 @@ class ByzantinePeer:
 
     async def _drain(self, node_id: str, peer: RawPeer) -> None:
         try:
-            while True:
-                message = await peer.next_message(timeout=3600)
-                if message is None:
-                    return
-                kind = message.get("type", "?")
-                self.received[kind] = self.received.get(kind, 0) + 1
-                if kind == "goodbye":
-                    self.goodbyes.append((node_id, message.get("reason")))
-                    return
-        except (OSError, asyncio.TimeoutError, ValueError):
-            return
+            goodbye = await read_until_goodbye(peer, self.received)
+            if goodbye is not None:
+                self.goodbyes.append((node_id, goodbye.get("reason")))
         finally:
             peer.close()
 

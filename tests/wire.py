@@ -122,3 +122,19 @@ class RawPeer:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def read_until_goodbye(peer: RawPeer, received: dict[str, int]) -> dict | None:
+    """Read what `peer` is sent, counting it by type in `received`, until the node says goodbye (the goodbye is
+    returned) or the link ends (None)."""
+    try:
+        while True:
+            message = await peer.next_message(timeout=3600)
+            if message is None:
+                return None
+            kind = message.get("type", "?")
+            received[kind] = received.get(kind, 0) + 1
+            if kind == "goodbye":
+                return message
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return None

@@ -22,7 +22,7 @@ from node.identity import NodeIdentity
 from tests.flood import HonestClient, p99
 from tests.harness import NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope, honest_nodes_intact
-from tests.wire import RawPeer
+from tests.wire import RawPeer, read_until_goodbye
 
 FAST = {"heartbeat_interval": 0.2}
 ATTACK_SECONDS = 20.0
@@ -81,19 +81,10 @@ async def _lie(nodes: list[NodeProcess], chain_id: str, validator_key: bytes) ->
     goodbyes: dict[str, int] = {}
 
     async def read(peer: RawPeer) -> None:
-        try:
-            while True:
-                message = await peer.next_message(timeout=3600)
-                if message is None:
-                    return
-                kind = message.get("type", "?")
-                received[kind] = received.get(kind, 0) + 1
-                if kind == "goodbye":
-                    reason = str(message.get("reason"))
-                    goodbyes[reason] = goodbyes.get(reason, 0) + 1
-                    return
-        except (OSError, asyncio.TimeoutError, ValueError):
-            return
+        goodbye = await read_until_goodbye(peer, received)
+        if goodbye is not None:
+            reason = str(goodbye.get("reason"))
+            goodbyes[reason] = goodbyes.get(reason, 0) + 1
 
     readers = []
     liars = 0
