@@ -839,9 +839,14 @@ class PeerManager:
                 asyncio.get_running_loop().call_later(wait, self._wake.set)
             return False
         entry.next_attempt = time.monotonic() + 1.0  # until the dial reports back
+        # dialling from now, not from when the task first runs: a feeler started in this same turn must see it
+        # (`_trying_tried`), and the slots it will take are counted at once
+        address = entry.address
+        self._dialling.add(address)
         task = asyncio.create_task(self._background_dial(entry, verdict))
         self._dial_tasks.add(task)
         task.add_done_callback(self._dial_tasks.discard)
+        task.add_done_callback(lambda _done: self._dialling.discard(address))
         return True
 
     def _start_feeler(self) -> bool:

@@ -36,11 +36,12 @@ async def test_no_unverified_address_is_dialled_or_felt_while_a_tried_one_is_bei
             peers.add_candidate(Candidate(f"127.9.{n}.1", closed_port(), "pex", f"{n:040x}"), reporter="stranger")
         peers.book.mark_claimed(("127.8.0.1", closed_port()), "cd" * 20, "inbound:stranger")
         peers._dial_due()
-        await asyncio.sleep(0.05)
+        # in the same turn, before the dial's task has run at all (the loop does this right after _dial_due)
         assert peers._dialling == {tried}, peers._dialling
-        peers._dial_due()
         assert not peers._start_feeler(), "a feeler went out while a tried address was being dialled"
         await asyncio.sleep(0.05)
+        peers._dial_due()
+        assert not peers._start_feeler(), "a feeler went out while a tried address was being dialled"
         assert peers._dialling == {tried}, peers._dialling
         assert peers.counters["dials"] == 1
         await asyncio.gather(*list(peers._dial_tasks))           # the tried dial times out
