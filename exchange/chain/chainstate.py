@@ -237,15 +237,23 @@ class ChainState:
         """Replace this state with a snapshot's (raises ValueError if malformed)."""
         try:
             (height, time_ms, last_id, vals, prev_vals, recent, seen, seats_wire, app_bytes) = unpack(data)
+            # a peer's bytes: each field of the type it must be (int(), bytes() of a peer's number would
+            # convert or allocate whatever it says)
+            if not (type(height) is int and height >= 0 and type(time_ms) is int and time_ms >= 0
+                    and type(last_id) is bytes and len(last_id) == len(GENESIS_PARENT) and type(recent) is list
+                    and all(type(k) is bytes for k in recent) and type(seen) is list and type(app_bytes) is bytes
+                    and all(type(row) is list and len(row) == 3 and type(row[0]) is bytes and type(row[1]) is int
+                            and type(row[2]) is int for row in seen)):
+                raise ValueError("a field of the wrong type")
             validators = ValidatorSet.from_wire(vals)
             prev_validators = ValidatorSet.from_wire(prev_vals)
-            recent_signers = tuple(bytes(k) for k in recent)
-            last_seen = {bytes(k): (int(h), int(t)) for k, h, t in seen}
+            recent_signers = tuple(recent)
+            last_seen = {k: (h, t) for k, h, t in seen}
             seats = Seats.from_wire(seats_wire)
-            app = app_factory(bytes(app_bytes))
-        except (TypeError, ValueError, Malformed, InvalidTx) as exc:
+            app = app_factory(app_bytes)
+        except (TypeError, ValueError, OverflowError, Malformed, InvalidTx) as exc:
             raise ValueError(f"malformed chain snapshot: {exc}") from None
-        self.height, self.time_ms, self.last_block_id = int(height), int(time_ms), bytes(last_id)
+        self.height, self.time_ms, self.last_block_id = height, time_ms, last_id
         self.validators, self.prev_validators = validators, prev_validators
         self.recent_signers, self.last_seen, self.seats = recent_signers, last_seen, seats
         self.app = app

@@ -49,7 +49,7 @@ from exchange.chain.membership import Approve, Leave, MembershipTx
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.recovery import HaltRecovery, RecoveryStatus
 from exchange.chain.seat_requests import SeatRequests
-from exchange.chain.snapshot_maker import SnapshotLost, SnapshotMaker, snapshot_digest
+from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
 from exchange.chain.snapshot_proof import SnapshotCertificate, certificate_problem
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.app.txs import InvalidTx, SignedTx
@@ -196,7 +196,9 @@ class ChainCore:
         self.set_now(now)
         try:
             sets = replay_epochs(self.genesis, proofs, self.verify)
-            candidate = ChainState(self.genesis, self.state.app, self.state.snapshots)
+            # the candidate records the bytes' digest in a maker of its own: ours learns it only once every check
+            # below has passed (a refused snapshot must not change what our state hash will certify)
+            candidate = ChainState(self.genesis, self.state.app, InlineSnapshots())
             candidate.restore(data, app_factory)
         except (BadProof, ValueError, Malformed, InvalidTx) as exc:
             return f"bad snapshot or proof: {exc}"
@@ -220,6 +222,9 @@ class ChainCore:
                 or next_commit.height != height + 1 or next_commit.block_id != next_block.id \
                 or not next_commit.verify(self.chain_id, candidate.validators, self.verify):
             return "the certified block after it does not vouch for its state"
+        if candidate.snapshot_lag:
+            self.state.snapshots.known(height, data)
+        candidate.snapshots = self.state.snapshots
         self.state = candidate
         self.last_commit = commit_at
         self.sync.prune_buffered()

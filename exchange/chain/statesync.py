@@ -193,9 +193,13 @@ class SnapshotJoin:
             return
         params = ExchangeParams.from_wire(core.genesis.exchange)
         chain_id = core.chain_id
-        why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
-                                    fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes, chain_id),
-                                    self.clock(), fetched.certificate)
+        try:
+            why = core.install_snapshot(fetched.data, fetched.commit_at, fetched.next_block, fetched.next_commit,
+                                        fetched.proofs, lambda app_bytes: ExchangeState.restore(params, app_bytes,
+                                                                                                chain_id),
+                                        self.clock(), fetched.certificate)
+        except Exception as exc:  # noqa: BLE001 - a peer's bytes, whatever they made raise: refused like any
+            why = f"bad snapshot: {type(exc).__name__}: {exc}"
         if why is not None:
             log.warning("snapshot at height %d from %s refused: %s", fetched.height, peer[:12], why)
             self.network.penalize(peer, 50.0, "bad_snapshot")

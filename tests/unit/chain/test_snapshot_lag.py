@@ -8,11 +8,13 @@ applying a block whose hash it cannot compute.
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from exchange.chain.blocks import Block, Commit
 from exchange.chain.chainstate import ChainState
-from exchange.chain.codec import digest
+from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, snapshot_digest
 from exchange.chain.snapshot_proof import SnapshotCertificate
@@ -153,3 +155,42 @@ def test_a_restored_snapshot_is_certified_from_its_own_bytes():
     for height in range(INTERVAL + 1, INTERVAL + LAG + 1):
         restored.apply_block(store[height][0])
     assert restored.hash == sim.decided[INTERVAL + LAG][1]
+
+
+def test_a_refused_snapshot_leaves_what_our_state_hash_will_certify_untouched():
+    """A forged snapshot for a height whose digest we are still to certify must not replace that digest: the
+    candidate state records it in a maker of its own, ours only once every check has passed."""
+    sim = _network()
+    data, commit_at, next_block, next_commit, proofs, certificate = _bundle(sim)
+    height, now = commit_at.height, sim._clock(sim.nodes[0])
+    core = joining_core(sim)
+    fields = unpack(data)
+    forged = pack([fields[0], fields[1] + 1, *fields[2:]])     # well formed, restores, certified by nobody
+    assert "does not cover its bytes" in (core.install_snapshot(forged, commit_at, next_block, next_commit, proofs,
+                                                                sim_app_from, now, certificate) or "")
+    with pytest.raises(SnapshotLost):
+        core.state.snapshots.digest(height)         # nothing recorded for that height
+    assert core.install_snapshot(data, commit_at, next_block, next_commit, proofs, sim_app_from, now, certificate) \
+        is None
+    assert core.state.snapshots.digest(height) == snapshot_digest(data)
+
+
+def test_snapshot_bytes_from_a_fuzzer_are_refused_with_a_reason_never_raised_nor_inflated():
+    sim = _network()
+    data, commit_at, next_block, next_commit, proofs, certificate = _bundle(sim)
+    now = sim._clock(sim.nodes[0])
+    fields = unpack(data)
+    bomb = pack([fields[0], fields[1], 300_000_000, *fields[3:]])    # an id that bytes() would make 300 MB of
+    core = joining_core(sim)
+    assert "malformed" in (core.install_snapshot(bomb, commit_at, next_block, next_commit, proofs, sim_app_from, now,
+                                                 certificate) or "")
+    rng = random.Random(25)
+    for _ in range(2_000):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        if mutated == data:
+            continue        # a byte set to what it was: the honest snapshot
+        why = core.install_snapshot(bytes(mutated), commit_at, next_block, next_commit, proofs, sim_app_from, now,
+                                    certificate)
+        assert why is not None and core.height == 0
