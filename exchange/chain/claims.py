@@ -94,17 +94,18 @@ class HeightClaims:
 
     def source(self, at_least: int, validators: Iterable[str], now: float, within: float,
                rng: random.Random) -> str | None:
-        """Whom to ask for blocks up to `at_least`: a recent claimant of at least that height. Of those with the
-        fewest strikes, a current validator if any claims it, chosen at random (a liar's claim is not preferred
-        for being higher); a discounted claimant is still asked when nobody else claims as much (a validator
-        that was down a while comes back with strikes for the requests it missed)."""
+        """Whom to ask for blocks up to `at_least`: a recent claimant of at least that height. A current validator
+        if any claims it, whatever its strikes (a stranger's claim costs nothing, and a validator's ignored
+        request, its sync budget spent, is a strike too), then the fewest strikes, chosen at random among equals
+        (a liar's claim is not preferred for being higher); a discounted claimant is still asked when nobody
+        else claims as much (a validator that was down a while comes back with strikes)."""
         members = set(validators)
-        best: tuple[int, bool] | None = None
+        best: tuple[bool, int] | None = None
         chosen: list[str] = []
         for node, (height, when) in self._heard.items():
             if height < at_least or now - when >= within:
                 continue
-            rank = (-self.strikes(node, now), node in members)
+            rank = (node in members, -self.strikes(node, now))
             if best is None or rank > best:
                 best, chosen = rank, [node]
             elif rank == best:

@@ -302,3 +302,17 @@ def test_the_only_validator_recovers_to_its_followers_claim_once_a_liars_claim_i
             break
     assert asked and set(asked) == {liar}, asked
     assert history.recovering is None and store.sign_from == core.height + 1
+
+
+def test_sync_asks_a_validator_claiming_the_height_before_any_stranger_even_one_with_strikes():
+    """A validator whose request was ignored (its sync budget spent) has a strike; a fresh key has none. The
+    validator is still asked first: a stranger's claim costs nothing."""
+    import random
+    claims = HeightClaims()
+    claims.record("validator", 100, 10.0, 50)
+    claims.strike("validator", 10.0)
+    for n in range(20):
+        claims.record(f"stranger-{n}", 2**62, 10.0, 50)
+    rng = random.Random(1)
+    assert {claims.source(100, ["validator"], 11.0, 30.0, rng) for _ in range(20)} == {"validator"}
+    assert claims.source(200, ["validator"], 11.0, 30.0, rng) != "validator"     # only strangers claim 200
