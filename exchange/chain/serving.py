@@ -42,20 +42,10 @@ class ChainServing:
         return genesis.wire()
 
     def serve_snapshot(self, payload: RpcValue, peer: str) -> SnapshotChunk:
-        """A chunk of our newest snapshot, within `peer`'s sync budget (the one its block sync requests draw on,
-        `sync_budget.py`); over budget the peer is told to ask again later or someone else."""
-        core = self.host.core
-        if core is None:
-            return self.snapshots.serve(payload)
-        now = self.clock()
-        capped = peer not in core.state.validators.node_ids
-        budget = core.sync.budget
-        if budget.allowance(peer, now, capped=capped) <= 0:
-            core.counters["sync_requests_refused"] = core.counters.get("sync_requests_refused", 0) + 1
-            raise CannotServe("sync_budget: ask again later or another peer")
-        answer = self.snapshots.serve(payload)
-        budget.spend(peer, len(answer["chunk"]), now, capped=capped)
-        return answer
+        """A chunk of our newest snapshot. What it costs is charged by the RPC layer's serving budget, to the
+        requester and the neighbour relaying it, before this runs (p2p/rpc/serve_budget.py): past it the joiner
+        is told `rate_limited` with the seconds to wait, and waits (`statesync._chunk`)."""
+        return self.snapshots.serve(payload)
 
     def _snapshot_lag(self) -> int:
         genesis = self.host.genesis
