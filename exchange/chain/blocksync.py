@@ -143,8 +143,8 @@ class BlockSync:
         `max_buffered_bytes` in all, and a quarter of that per sender; and its certificate must check out against
         our validator set first. False when it does not: a block made up (a fresh key's garbage signatures), or
         one signed by a set that changes before its height, which the sync fetches once we get there; either
-        way it is neither held nor believed as a claim of that height. Nobody is penalised (an honest peer may
-        pass on a block of a later set)."""
+        way it is neither held nor believed as a claim of that height. Its sender is penalised only when the block
+        names our current set (`on_certified`): one of a later set may come from an honest peer."""
         height, size = block.height, block.size
         config = self.core.config
         if height > self.core.state.height + config.max_buffered_blocks or height in self._buffered:
