@@ -191,7 +191,12 @@ class ChainService:
         start = restore_snapshot(self.store, core, params)
         replayed = replay(self.store, core, start)
         core.take_effects()
-        self.snapshots.take_ready()     # stored already, as the replayed blocks were
+        # the newest snapshot the replay took again: stored already, unless we stopped before it was
+        taken = self.snapshots.take_ready() + ([core.state.last_snapshot] if core.state.last_snapshot else [])
+        core.state.last_snapshot = None
+        for height, data in taken[-1:]:
+            if height not in self.store.snapshot_heights():
+                self.durability.add_snapshot(height, data)
         self.snapshots.live = True
         now = self.clock()
         wal: list[Wire] | None = self.store.wal_records()     # of a damaged WAL, the intact records

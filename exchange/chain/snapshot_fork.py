@@ -111,6 +111,8 @@ class ForkedSnapshots:
             return value
         job = self._jobs.get(height)
         if job is not None:         # not finished yet: wait for it here, at most DIGEST_WAIT (a hung child)
+            log.warning("the snapshot of height %d is due and its encoding is not done: waiting for it, the "
+                        "event loop held (at most %g s)", height, self.digest_wait)
             _running_loop_remove_reader(job.fd)
             deadline = time.monotonic() + self.digest_wait
             while self._jobs.get(height) is job:
