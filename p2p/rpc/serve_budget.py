@@ -1,14 +1,16 @@
 """ServeBudget: what the requests this node serves may cost it, charged to whoever asks, before any handler runs.
 
-Three scopes, as libp2p's resource manager scopes them: the requester (the origin key that signed a relayed
+Four scopes, as libp2p's resource manager scopes them: the requester (the origin key that signed a relayed
 request, or the node at the other end of the link for a direct one), the neighbour that relays other nodes'
-requests to us, and everyone together. Each has two budgets:
+requests to us, the network the link it came over is from (its /24 or /48, SUBNET_SHARE times one requester's
+budgets; none on loopback, the operator's own nodes), and everyone together. Each has two budgets:
 - requests a second (a token bucket, bursts of `BURST_SECONDS`' worth);
 - bytes of answers a second. An answer's size is known only once its handler has run, so it is charged after:
   a scope in debt is refused until the debt is paid back, and none gets more than one answer beyond its budget.
 A request past any of them is answered `rate_limited` with the seconds to wait, at once and without running
-its handler (a few dozen bytes); nobody is penalised, since an honest relay carries what others ask. Keys are
-free, so against a crowd of fresh origins it is the neighbour's budget that binds, and behind it the total. The
+its handler (a few dozen bytes, charged to nobody); nobody is penalised, since an honest relay carries what
+others ask. Keys are free, so against a crowd of fresh origins it is the neighbour's budget that binds, against
+a crowd of fresh neighbours from one network that network's, and behind them the total. The
 tables keep the `MAX_TRACKED` requesters and neighbours heard from most recently (a forgotten one starts with a
 full budget, as a fresh key would). No I/O; the clock is injectable.
 """
@@ -21,6 +23,7 @@ from typing import Callable, NamedTuple, TypedDict
 
 BURST_SECONDS = 2.0         # a scope may spend this many seconds' worth of its budget at once
 MAX_TRACKED = 4096          # requesters, and neighbours, remembered
+SUBNET_SHARE = 2.0          # one network's budgets, in requesters' budgets
 SHOWN = 16                  # scopes listed in /status as throttled
 RECENT = 60.0               # s: a scope refused this recently is listed as throttled
 
@@ -100,6 +103,7 @@ class ServeBudgetView(TypedDict):
     answer_bytes: int
     throttled_requesters: list[ThrottledView]
     throttled_neighbours: list[ThrottledView]
+    throttled_subnets: list[ThrottledView]
 
 
 class ServeBudget:
@@ -110,34 +114,41 @@ class ServeBudget:
         self.clock = clock
         now = clock()
         self._one = (limits.rate, limits.bytes)
+        self._subnet = (limits.rate * SUBNET_SHARE, limits.bytes * SUBNET_SHARE)
         self._total = _Scope((limits.total_rate, limits.total_bytes), now)
         self._requesters: OrderedDict[str, _Scope] = OrderedDict()
         self._neighbours: OrderedDict[str, _Scope] = OrderedDict()
+        self._subnets: OrderedDict[str, _Scope] = OrderedDict()
         self.admitted = 0
         self.answer_bytes = 0
         self.refused: dict[str, int] = {}
 
-    def _scope(self, table: OrderedDict[str, _Scope], key: str, now: float) -> _Scope:
+    def _scope(self, table: OrderedDict[str, _Scope], key: str, now: float,
+               limits: tuple[float, float] | None = None) -> _Scope:
         scope = table.get(key)
         if scope is None:
-            scope = table[key] = _Scope(self._one, now)
+            scope = table[key] = _Scope(limits or self._one, now)
             if len(table) > MAX_TRACKED:
                 table.popitem(last=False)
         else:
             table.move_to_end(key)
         return scope
 
-    def _scopes(self, requester: str, neighbour: str | None, now: float) -> list[tuple[str, _Scope]]:
+    def _scopes(self, requester: str, neighbour: str | None, subnet: str | None,
+                now: float) -> list[tuple[str, _Scope]]:
         scopes = [("requester", self._scope(self._requesters, requester, now))]
         if neighbour is not None and neighbour != requester:
             scopes.append(("neighbour", self._scope(self._neighbours, neighbour, now)))
+        if subnet is not None:
+            scopes.append(("subnet", self._scope(self._subnets, subnet, now, self._subnet)))
         scopes.append(("total", self._total))
         return scopes
 
-    def admit(self, requester: str, neighbour: str | None) -> Refusal | None:
-        """Take one request from every scope it falls in, or say which budget is spent (and take nothing)."""
+    def admit(self, requester: str, neighbour: str | None, subnet: str | None = None) -> Refusal | None:
+        """Take one request from every scope it falls in, or say which budget is spent (and take nothing).
+        `subnet`: the network of the link it came over (None: loopback, or no address)."""
         now = self.clock()
-        scopes = self._scopes(requester, neighbour, now)
+        scopes = self._scopes(requester, neighbour, subnet, now)
         for name, scope in scopes:
             refusal = scope.refusal(name, now)
             if refusal is not None:
@@ -151,10 +162,10 @@ class ServeBudget:
         self.admitted += 1
         return None
 
-    def charge(self, requester: str, neighbour: str | None, size: int) -> None:
-        """An answer of `size` bytes went to `requester` (through `neighbour`)."""
+    def charge(self, requester: str, neighbour: str | None, size: int, subnet: str | None = None) -> None:
+        """An answer of `size` bytes went to `requester` (through `neighbour`, over a link from `subnet`)."""
         now = self.clock()
-        for _, scope in self._scopes(requester, neighbour, now):
+        for _, scope in self._scopes(requester, neighbour, subnet, now):
             scope.bytes.refill(now)
             scope.bytes.level -= size
         self.answer_bytes += size
@@ -166,7 +177,8 @@ class ServeBudget:
                 "total_bytes": limits.total_bytes, "admitted": self.admitted, "refused": dict(self.refused),
                 "answer_bytes": self.answer_bytes,
                 "throttled_requesters": _throttled(self._requesters, now),
-                "throttled_neighbours": _throttled(self._neighbours, now)}
+                "throttled_neighbours": _throttled(self._neighbours, now),
+                "throttled_subnets": _throttled(self._subnets, now)}
 
 
 def _throttled(table: OrderedDict[str, _Scope], now: float) -> list[ThrottledView]:

@@ -78,16 +78,17 @@ class RpcServer:
         return entry[0] if entry else None
 
     # -- requests ------------------------------------------------------------------------------
-    def handle_request(self, message: Message, peer: str, replier: Replier, via: str | None = None) -> None:
-        """Answer one validated `rpc_request` from `peer` (relayed to us by the neighbour `via`, if it was); the
-        answer goes to `replier.send`."""
+    def handle_request(self, message: Message, peer: str, replier: Replier, via: str | None = None,
+                       subnet: str | None = None) -> None:
+        """Answer one validated `rpc_request` from `peer` (relayed to us by the neighbour `via`, if it was, over a
+        link from `subnet`: None for loopback); the answer goes to `replier.send`."""
         rid = message["rid"]
         service = message["svc"]
         counters = self.counters
         counters["requests"] += 1
-        to = _Answering(replier, peer, via)
+        to = _Answering(replier, peer, via, subnet)
         if self.budget is not None:
-            refusal = self.budget.admit(peer, via)
+            refusal = self.budget.admit(peer, via, subnet)
             if refusal is not None:
                 counters["rate_limited"] += 1
                 self._error(to, rid, e.RATE_LIMITED, f"over this node's {refusal.budget} budget for its "
@@ -201,7 +202,7 @@ class RpcServer:
     def _charge(self, to: _Answering, reply: Message) -> None:
         """The answer's encoded bytes to its requester's and relay's budgets (raises what encoding raises)."""
         if self.budget is not None:
-            self.budget.charge(to.peer, to.via, len(encode_body(reply)))
+            self.budget.charge(to.peer, to.via, len(encode_body(reply)), to.subnet)
 
     def _answer(self, to: _Answering, rid: int, result: Payload, service: str) -> None:
         reply = {"type": RESPONSE, "rid": rid, "r": result}
@@ -227,7 +228,8 @@ class RpcServer:
         if after is not None:
             reply["after"] = round(after, 3)
         try:
-            self._charge(to, reply)
+            if code != e.RATE_LIMITED:     # a refusal costs a few bytes, charged to nobody (not even the total)
+                self._charge(to, reply)
             to.replier.send(reply)
         except Exception:  # the link may be gone; the requester times out
             log.debug("could not send rpc error %s for request %d", code, rid, exc_info=True)
@@ -239,3 +241,4 @@ class _Answering(NamedTuple):
     replier: Replier
     peer: str                   # the requester
     via: str | None             # the neighbour that relayed the request, if one did
+    subnet: str | None          # the network of the link it came over (None: loopback or unknown)

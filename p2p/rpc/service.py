@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, cast
 
+from p2p.admission import is_loopback_group, netgroup
 from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.resilience.breaker import BreakerState
@@ -313,9 +314,9 @@ class RpcService:
             neighbour = proven_id(link)
             origin = message.get("origin") or neighbour
             replier = link if origin == neighbour else _Routed(self, origin)
-            self.server.handle_request(message, origin, replier, neighbour)
+            self.server.handle_request(message, origin, replier, neighbour, _subnet(link))
             return
-        self.server.handle_request(message, proven_id(link), link)
+        self.server.handle_request(message, proven_id(link), link, subnet=_subnet(link))
 
     def _on_link_response(self, link: PeerLink, message: Message) -> None:
         if "dst" in message:
@@ -346,7 +347,8 @@ class RpcService:
         if from_node != origin and router is not None and not router.reachable(origin):
             self.server.counters["unroutable"] += 1     # (one that came over Grenache may be looked up)
             return
-        self.server.handle_request(message, origin, _Routed(self, origin), from_node)
+        self.server.handle_request(message, origin, _Routed(self, origin), from_node,
+                                   _subnet(self.peers.links.get(from_node)))
 
     def _on_routed_response(self, message: Message, from_node: str) -> None:
         if message.get("dst") in (None, self.node_id):
@@ -592,3 +594,12 @@ class RpcService:
                     del self._left[peer]
                     for sent in self.requests_by_peer.values():
                         sent.pop(peer, None)
+
+
+def _subnet(link: PeerLink | None) -> str | None:
+    """The network (/24 or /48) a link's peer is in, for the serving budget; None on loopback (the operator's
+    own nodes, as every per-network cap treats them) or when the address is unknown."""
+    if link is None or link.remote_addr is None:
+        return None
+    group = netgroup(link.remote_addr[0])
+    return None if is_loopback_group(group) else group

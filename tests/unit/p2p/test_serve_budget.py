@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p.rpc.serve_budget import BURST_SECONDS, MAX_TRACKED, ServeBudget, ServeLimits
+from p2p.rpc.serve_budget import BURST_SECONDS, MAX_TRACKED, SUBNET_SHARE, ServeBudget, ServeLimits
 
 
 class Clock:
@@ -65,3 +65,43 @@ def test_the_tables_keep_the_most_recent_scopes():
     for n in range(MAX_TRACKED + 10):
         budget.admit(f"fresh-{n}", None)
     assert len(budget._requesters) == MAX_TRACKED and "fresh-0" not in budget._requesters
+
+
+def test_fresh_keys_from_one_network_share_its_budget_and_leave_the_total_to_others():
+    """Eight fresh keys linked from one /24 each get a requester's budget, but together only the network's
+    (SUBNET_SHARE requesters' worth): what they cannot take is left in the total for everyone else."""
+    budget, clock = _budget(rate=10.0, bytes_=1000.0, total_rate=100.0, total_bytes=10_000.0)
+    admitted = 0
+    for _ in range(10):
+        for key in range(8):
+            if budget.admit(f"fresh-{key}", None, "203.0.113.0/24") is None:
+                admitted += 1
+                budget.charge(f"fresh-{key}", None, 400, "203.0.113.0/24")
+    assert admitted <= SUBNET_SHARE * 1000.0 * BURST_SECONDS / 400 + 8, admitted     # the network's bytes, not 8x
+    refusal = budget.admit("fresh-0", None, "203.0.113.0/24")
+    assert refusal is not None and refusal.scope in ("subnet", "requester")
+    assert budget.admit("elsewhere", None, "198.51.100.0/24") is None, "another network still gets answers"
+    assert budget.admit("local", None, None) is None
+    assert budget.view()["throttled_subnets"][0]["node_id"] == "203.0.113.0/24"
+
+
+async def test_a_refusal_is_charged_to_nobody():
+    """A flood's refusals must not drain the budgets the refused requests could not: only answers are charged."""
+    from p2p.rpc.server import RpcServer
+
+    budget, clock = _budget(rate=1.0, bytes_=1000.0)
+    server = RpcServer(budget=budget)
+    sent: list[dict] = []
+
+    class Replier:
+        def send(self, message: dict) -> bool:
+            sent.append(message)
+            return True
+
+    for rid in range(50):
+        server.handle_request({"type": "rpc_request", "rid": rid, "svc": "none", "p": None}, "flooder", Replier())
+    refused = [m for m in sent if m.get("err") == "rate_limited"]
+    assert len(refused) >= 45 and budget.view()["refused"]["requester.requests"] == len(refused)
+    from p2p.framing import encode_body
+    answered = [m for m in sent if m.get("err") != "rate_limited"]
+    assert budget.answer_bytes == sum(len(encode_body(m)) for m in answered)      # the refusals: charged nothing
