@@ -39,13 +39,17 @@ class Held:
 
 
 class _TargetQueue:
-    __slots__ = ("items", "bucket", "drain_started", "bytes")
+    __slots__ = ("items", "bucket", "drain_started", "bytes", "earliest")
 
     def __init__(self) -> None:
         self.items: deque[Held] = deque()
         self.bucket: TokenBucket | None = None
         self.drain_started = 0.0
         self.bytes = 0
+        self.earliest = float("inf")    # no item expires before this (it may be one already gone)
+
+    def hold(self, held: Held) -> None:
+        self.earliest = min(self.earliest, held.expires)
 
 
 class DeliveryQueue:
@@ -81,9 +85,8 @@ class DeliveryQueue:
 
     def put(self, target: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
             size: int = 0, ttl: float | None = None) -> tuple[str | None, list[Held]]:
-        """Queue a message of `size` encoded bytes, for `ttl` seconds if that is shorter than the queue's own (it
-        expires once that has passed and everything queued for its target before it is gone, since each target's
-        messages leave in order). Returns (refusal, evicted): why it was not queued
+        """Queue a message of `size` encoded bytes, for `ttl` seconds if that is shorter than the queue's own (an
+        answer held a few seconds expires then, whatever waits before it). Returns (refusal, evicted): why it was not queued
         ("too_many_queues", "too_large_to_hold") or None, and the older messages pushed out to make room for it
         (settle them as dropped)."""
         if size > min(self.max_target_bytes, self.max_bytes):
@@ -104,6 +107,7 @@ class DeliveryQueue:
         held = self.hold(message, on_settled, ttl)
         held.size = size
         queue.items.append(held)
+        queue.hold(held)
         queue.bytes += size
         self.bytes += size
         return None, evicted
@@ -127,15 +131,23 @@ class DeliveryQueue:
         return Held(message, expires, on_settled, self.protection.covers())
 
     def expire(self) -> list[Held]:
-        """Remove and return every message past its expiry (queues are in expiry order)."""
+        """Remove and return every message past its expiry, wherever it waits in its queue (a short-lived answer
+        may wait behind older messages); a queue is looked through only when something in it is due."""
         now = self._clock()
         gone: list[Held] = []
         for target in list(self._queues):
             queue = self._queues[target]
-            items = queue.items
-            while items and items[0].expires <= now:
-                gone.append(self._pop_oldest(queue))
-            if not items:
+            if queue.earliest <= now:
+                kept: deque[Held] = deque()
+                for held in queue.items:
+                    if held.expires <= now:
+                        self._uncount(queue, held)
+                        gone.append(held)
+                    else:
+                        kept.append(held)
+                queue.items = kept
+                queue.earliest = min((held.expires for held in kept), default=float("inf"))
+            if not queue.items:
                 del self._queues[target]
         return gone
 
@@ -187,6 +199,8 @@ class DeliveryQueue:
         if queue is None:
             queue = self._queues[target] = _TargetQueue()
         queue.items.extendleft(reversed(held))
+        for item in held:
+            queue.hold(item)
         added = sum(h.size for h in held)
         queue.bytes += added
         self.bytes += added

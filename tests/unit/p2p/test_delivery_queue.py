@@ -74,3 +74,16 @@ def test_a_message_held_for_a_short_while_expires_then():
     queue.put("t", {"type": "x", "seq": 1}, size=10, ttl=5.0)
     clock.now += 5.5
     assert [held.message["seq"] for held in queue.expire()] == [1] and queue.bytes == 0
+
+
+def test_an_answer_held_a_few_seconds_expires_then_even_behind_older_messages():
+    now = [0.0]
+    queue = DeliveryQueue(ttl=60.0, clock=lambda: now[0])
+    assert queue.put("peer", {"type": "x", "n": 1}, size=10)[0] is None              # held the queue's 60 s
+    assert queue.put("peer", {"type": "rpc_response", "n": 2}, size=10, ttl=5.0)[0] is None
+    assert queue.put("peer", {"type": "x", "n": 3}, size=10)[0] is None
+    now[0] = 6.0
+    gone = queue.expire()
+    assert [held.message["n"] for held in gone] == [2] and queue.pending("peer") == 2 and queue.bytes == 20
+    now[0] = 61.0
+    assert [held.message["n"] for held in queue.expire()] == [1, 3] and queue.bytes == 0 and not queue.targets()
