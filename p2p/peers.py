@@ -331,15 +331,15 @@ class PeerManager:
         """A new inbound connection, before any handshake: per-address caps, then a free inbound slot
         (making one by eviction if the policy finds an inbound peer worth less than a newcomer)."""
         host = link.remote_addr[0] if link.remote_addr else ""
-        kept_host = host in self._kept_hosts()
         inbound = [other for other in self._inbound_links() if other is not link]
-        if not kept_host:
-            if not self.handshakes.allow(host):
-                return self._refused(link, CloseReason.TOO_MANY_HANDSHAKES)
-            refusal = host_cap_refusal(self.limits, host, (o.remote_addr[0] for o in inbound if o.remote_addr))
-            if refusal:
-                return self._refused(link, refusal)
-        if self._slots_in_use() >= self.limits.max_peers or len(inbound) >= self.limits.max_inbound:
+        refusal = (None if self.handshakes.allow(host) else CloseReason.TOO_MANY_HANDSHAKES) \
+            or host_cap_refusal(self.limits, host, (o.remote_addr[0] for o in inbound if o.remote_addr))
+        full = self._slots_in_use() >= self.limits.max_peers or len(inbound) >= self.limits.max_inbound
+        # the book is searched for kept nodes only when a kept node would be let past a refusal or a full house
+        kept_host = bool(refusal or full) and host in self._kept_hosts()
+        if refusal and not kept_host:
+            return self._refused(link, refusal)
+        if full:
             victim = self._eviction_victim()
             if victim is not None:
                 self.counters["evictions"] += 1
