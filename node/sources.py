@@ -14,11 +14,14 @@ Scope = Literal["total", "address", "subnet"]
 @lru_cache(maxsize=4096)
 def subnet_of(address: str) -> str:
     """The network `address` belongs to for the per-subnet shares: its /24 (IPv4) or /48 (IPv6); a string that
-    is no IP address is its own network."""
+    is no IP address is its own network. An IPv4 client of a dual-stack listener (::ffff:a.b.c.d) is counted in
+    its IPv4 /24: as an IPv6 /48 every such client would share one network."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 

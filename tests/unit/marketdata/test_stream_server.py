@@ -189,6 +189,9 @@ def test_shares_are_counted_per_address_per_subnet_and_in_all():
 
     assert subnet_of("203.0.113.77") == "203.0.113.0/24"
     assert subnet_of("2001:db8:1:2::5") == "2001:db8:1::/48"
+    # a dual-stack listener sees IPv4 clients as mapped addresses: each keeps its own /24, not one shared /48
+    assert subnet_of("::ffff:203.0.113.77") == "203.0.113.0/24" != subnet_of("::ffff:198.51.100.1")
+    assert subnet_of("fe80::1%eth0") == "fe80::/48"
     assert subnet_of("not an address") == "not an address"
     shares = Shares(per_address=2, per_subnet=3, total=5)
     for address in ("203.0.113.1", "203.0.113.1", "203.0.113.2"):
