@@ -1,6 +1,6 @@
 """Who a public client is, for the limits that share the control API and the /ws stream among clients: its
-IP address and its network, the /24 (IPv4) or /48 (IPv6) one operator usually holds (an IPv6 host alone
-often holds a /64). `Shares` counts what each source holds (connections, subscriptions, unread bytes)
+IP address (for IPv6, its /64: one host alone often holds a whole /64) and its network, the /24 (IPv4) or /48
+(IPv6) one operator usually holds. `Shares` counts what each source holds (connections, subscriptions, unread bytes)
 against a share per address, a share per network and a cap on everyone behind them."""
 from __future__ import annotations
 
@@ -11,17 +11,38 @@ from typing import Literal
 Scope = Literal["total", "address", "subnet"]
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a client address (a zone dropped, an IPv4-mapped IPv6 address as its IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@lru_cache(maxsize=4096)
+def host_of(address: str) -> str:
+    """The one client `address` stands for in the per-address shares: an IPv4 address itself, an IPv6 address's
+    /64 (one host is usually given a whole /64, so counting its single addresses would let it take a fresh share
+    per address); a string that is no IP address is its own client."""
+    ip = _ip(address)
+    if ip is None:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 @lru_cache(maxsize=4096)
 def subnet_of(address: str) -> str:
     """The network `address` belongs to for the per-subnet shares: its /24 (IPv4) or /48 (IPv6); a string that
     is no IP address is its own network. An IPv4 client of a dual-stack listener (::ffff:a.b.c.d) is counted in
     its IPv4 /24: as an IPv6 /48 every such client would share one network."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return address
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
@@ -42,7 +63,7 @@ class Shares:
         `amount=0` asks whether it is past one now."""
         if self.held + amount > self.total:
             return "total"
-        if self.by_address.get(address, 0) + amount > self.per_address:
+        if self.by_address.get(host_of(address), 0) + amount > self.per_address:
             return "address"
         if self.by_subnet.get(subnet_of(address), 0) + amount > self.per_subnet:
             return "subnet"
@@ -56,7 +77,7 @@ class Shares:
         if amount == 0:
             return
         self.held += amount
-        for counts, key in ((self.by_address, address), (self.by_subnet, subnet_of(address))):
+        for counts, key in ((self.by_address, host_of(address)), (self.by_subnet, subnet_of(address))):
             left = counts.get(key, 0) + amount
             if left > 0:
                 counts[key] = left

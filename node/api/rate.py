@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from node.api.base import ApiError
 from node.api.auth import ApiAuth, is_public
 from node.refusals import RefusalLog
-from node.sources import subnet_of
+from node.sources import host_of, subnet_of
 
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
@@ -74,15 +74,17 @@ class PublicRateLimit:
 
     def is_exempt(self, address: str) -> bool:
         try:
-            ip = ipaddress.ip_address(address)
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:   # an IPv4 client of a dual-stack listener
+            ip = ip.ipv4_mapped
         return any(ip in net for net in self.exempt)
 
     def check(self, address: str) -> tuple[str, float] | None:
         """None when a public request from `address` may go now; else (which limit, seconds to wait)."""
         now = self.clock()
-        for name, buckets, key in (("per_address", self.by_address, address),
+        for name, buckets, key in (("per_address", self.by_address, host_of(address)),
                                    ("per_subnet", self.by_subnet, subnet_of(address)),
                                    ("total", self.overall, "*")):
             wait = buckets.wait_needed(key, now)

@@ -185,7 +185,7 @@ async def test_a_failing_snapshot_source_is_an_error_event_not_a_dropped_connect
 
 
 def test_shares_are_counted_per_address_per_subnet_and_in_all():
-    from node.sources import Shares, subnet_of
+    from node.sources import Shares, host_of, subnet_of
 
     assert subnet_of("203.0.113.77") == "203.0.113.0/24"
     assert subnet_of("2001:db8:1:2::5") == "2001:db8:1::/48"
@@ -193,6 +193,12 @@ def test_shares_are_counted_per_address_per_subnet_and_in_all():
     assert subnet_of("::ffff:203.0.113.77") == "203.0.113.0/24" != subnet_of("::ffff:198.51.100.1")
     assert subnet_of("fe80::1%eth0") == "fe80::/48"
     assert subnet_of("not an address") == "not an address"
+    assert host_of("2001:db8:1:2::5") == host_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert host_of("::ffff:203.0.113.77") == "203.0.113.77" and host_of("203.0.113.77") == "203.0.113.77"
+    v6 = Shares(per_address=2, per_subnet=10, total=10)
+    v6.add("2001:db8:1:2::5", 2)
+    assert v6.over("2001:db8:1:2::6") == "address", "a host's /64 is one client however many addresses it uses"
+    assert v6.over("2001:db8:1:3::6") is None
     shares = Shares(per_address=2, per_subnet=3, total=5)
     for address in ("203.0.113.1", "203.0.113.1", "203.0.113.2"):
         assert shares.over(address) is None

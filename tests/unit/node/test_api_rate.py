@@ -45,6 +45,14 @@ def test_one_subnet_cannot_rotate_addresses_around_the_limit():
     assert sum(limit.check(f"2001:db8:ffff:{i:x}::1") is None for i in range(100) for _ in range(20)) == 80
 
 
+def test_one_ipv6_host_rotating_addresses_in_its_64_is_one_client():
+    clock = Clock()
+    limit = PublicRateLimit(per_address=10, total=10_000, clock=clock)
+    admitted = sum(limit.check(f"2001:db8:1:2::{i:x}") is None for i in range(1, 200))
+    assert admitted == 20 and limit.refused["per_address"] == 179                # one /64: one address's burst
+    assert limit.check("2001:db8:1:3::1") is None, "the next /64 is another client of the same network"
+
+
 def test_the_total_caps_everyone_together_and_the_maps_stay_bounded():
     clock = Clock()
     limit = PublicRateLimit(per_address=10, total=100, clock=clock)
@@ -58,6 +66,7 @@ def test_the_total_caps_everyone_together_and_the_maps_stay_bounded():
 def test_exempt_networks():
     limit = PublicRateLimit(per_address=1, total=1, exempt=("127.0.0.0/8", "::1/128"))
     assert limit.is_exempt("127.0.0.2") and limit.is_exempt("::1") and not limit.is_exempt("10.0.0.1")
+    assert limit.is_exempt("::ffff:127.0.0.1"), "a dual-stack listener's IPv4 loopback client"
     assert not limit.is_exempt("not an address")
 
 
