@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Iterable
@@ -61,7 +62,8 @@ def decode_snapshot(raw: bytes, height: int) -> bytes:
 
 
 class SnapshotStore:
-    """Snapshots in `directory`; `keep` is how many of the newest survive each save."""
+    """Snapshots in `directory`; `keep` is how many of the newest survive each save. Saves may come from a
+    worker thread and the event loop at once: one at a time, so neither prunes the file the other is writing."""
 
     def __init__(self, directory: str | os.PathLike[str], *, keep: int = 2, fs: FileSystem | None = None) -> None:
         if keep < 1:
@@ -69,6 +71,7 @@ class SnapshotStore:
         self.directory = os.fspath(directory)
         self.keep = keep
         self.fs = fs or OsFileSystem()
+        self._saving = threading.Lock()
 
     def path_for(self, height: int) -> str:
         return os.path.join(self.directory, f"snapshot-{height:020d}.snap")
@@ -95,11 +98,12 @@ class SnapshotStore:
     def save(self, height: int, chunks: bytes | Iterable[bytes]) -> str:
         """Durably store the state at `height` (bytes, or an iterable of chunks to stream); returns the path.
         Older snapshots beyond the newest `keep` are deleted afterwards."""
-        self.fs.makedirs(self.directory)
         path = self.path_for(height)
         parts = [chunks] if isinstance(chunks, bytes) else chunks
-        replace_file(self.fs, path, _framed(height, parts))
-        self._prune()
+        with self._saving:
+            self.fs.makedirs(self.directory)
+            replace_file(self.fs, path, _framed(height, parts))
+            self._prune()
         return path
 
     def _prune(self) -> None:

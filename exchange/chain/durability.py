@@ -7,10 +7,14 @@ before a decision broadcast leaves. The rules it keeps:
   snapshot, its epoch proof, the API's answers and the stream, through `on_saved`) is let out only once it
   is durable; a follower's block may skip the fdatasync (see `ChainService._committed`) and is synced within
   FOLLOWER_SYNC_INTERVAL;
-- while a write fails, `disk_error` says why and the service holds its votes; each flush retries.
+- while a write fails, `disk_error` says why and the service holds its votes; each flush retries;
+- a snapshot is written once the blocks it was made from are synced, in a worker thread (writing and syncing
+  a big state would hold the event loop, on every node at the same height), one at a time, and the blocks it
+  covers are compacted only once it is on disk.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Callable
 
@@ -53,7 +57,8 @@ class BlockDurability:
         self._blocks: list[UnsavedBlock] = []     # final here, not yet durable: nothing of them leaves
         self._wal: list[Wire] = []
         self._unsynced_since: float | None = None   # a follower's blocks appended without fdatasync since
-        self._snapshot: tuple[int, bytes] | None = None     # taken, its block not yet stored
+        self._snapshot: tuple[int, bytes] | None = None     # taken, its block not yet stored (or one being written)
+        self._writing: asyncio.Future[None] | None = None   # a snapshot's file being written by a worker thread
 
     @property
     def unsaved_blocks(self) -> int:
@@ -79,13 +84,45 @@ class BlockDurability:
 
     def _save_snapshot(self) -> None:
         waiting = self._snapshot
-        if waiting is None or self.store.last_height < waiting[0]:
+        if waiting is None or self.store.last_height < waiting[0] or self._writing is not None:
             return
         self._snapshot = None
+        height, data = waiting
         try:
-            self.store.save_snapshot(*waiting)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        try:
+            if loop is None:
+                self.store.save_snapshot(height, data)
+                return
+            self.store.sync_blocks()        # a snapshot never outlives the blocks it was made from
         except StorageError as exc:
-            log.warning("could not save the snapshot at height %d: %s", waiting[0], exc)
+            log.warning("could not save the snapshot at height %d: %s", height, exc)
+            return
+        writing = loop.run_in_executor(None, self.store.write_snapshot, height, data)
+        self._writing = writing
+        writing.add_done_callback(lambda done: self._written(height, done))
+
+    def _written(self, height: int, done: asyncio.Future[None]) -> None:
+        self._writing = None
+        error = None if done.cancelled() else done.exception()
+        try:
+            if error is not None:
+                raise error
+            if not done.cancelled():
+                self.store.snapshot_written(height)
+        except StorageError as exc:
+            log.warning("could not save the snapshot at height %d: %s", height, exc)
+        except Exception:   # a bug in the write must not end the node: the next snapshot tries again
+            log.exception("writing the snapshot at height %d failed", height)
+        self._save_snapshot()       # a newer one that came meanwhile
+
+    async def finish_snapshot(self) -> None:
+        """Once the snapshot being written (if any) is on disk: at stop, before the store closes."""
+        while (writing := self._writing) is not None:
+            await asyncio.wait([writing])   # `_written` was added first, so it ran before this wakes (it may start
+                                            # the next waiting one)
 
     def hold(self, message: ChainMessage) -> bool:
         """Keep a decision broadcast behind the newest block not yet durable; False when none waits."""

@@ -169,6 +169,7 @@ class ChainService:
             self.pump()
         self.own_orders.cancel_waits()
         await self.store.outbox_flush()
+        await self.durability.finish_snapshot()
         self.durability.sync_follower_blocks()
         self.snapshots.close()
         self.store.close()

@@ -410,8 +410,18 @@ class ChainStore:
     # ------------------------------------------------------------------ snapshots and status
     def save_snapshot(self, height: int, data: bytes) -> None:
         self.sync_blocks()      # a snapshot never outlives the blocks it was made from
+        self.write_snapshot(height, data)
+        self.snapshot_written(height)
+
+    def write_snapshot(self, height: int, data: bytes) -> None:
+        """The snapshot's own file, durable on return; touches nothing else, so a worker thread may write it while
+        the event loop appends blocks (the caller synced the blocks it was made from first)."""
         self.snapshots.save(height, data)
-        self._snapshot_height = None        # looked up again: the newest one may be another than this
+
+    def snapshot_written(self, height: int) -> None:
+        """After `write_snapshot`, in the event loop: the newest snapshot is looked up again, and the blocks it
+        covers compacted."""
+        self._snapshot_height = None
         self.compact(height)
 
     def load_snapshot(self) -> tuple[int, bytes] | None:
