@@ -69,6 +69,12 @@ class Shares:
             return "subnet"
         return None
 
+    def among_heaviest(self, address: str) -> bool:
+        """Whether the network of `address` holds at least half what the heaviest network holds: who makes room
+        when everyone together is over the cap is the heaviest, never a light bystander."""
+        mine = self.by_subnet.get(subnet_of(address), 0)
+        return mine > 0 and 2 * mine >= max(self.by_subnet.values())
+
     def cap(self, scope: Scope) -> int:
         return {"total": self.total, "address": self.per_address, "subnet": self.per_subnet}[scope]
 

@@ -9,9 +9,10 @@ keeps up is never cut off however large a single batch is.
 
 The clients of one address, of one network and of the whole node share budgets of unread bytes too
 (`unread`, a `Shares` of bytes): each session reports what its buffer holds whenever it writes, and a
-client that is behind (its buffer not empty) while its address, its network or the node is over budget
-is cut off the same way, so many slow readers from one source cannot add up to the node's memory while
-clients that keep up are never cut for them.
+client that is behind (its buffer not empty) while its address or its network is over budget is cut off
+the same way, so many slow readers from one source cannot add up to the node's memory while clients that
+keep up are never cut for them; while the node as a whole is over budget, only clients of the heaviest
+networks (at least half what the heaviest holds) are cut, never a light bystander that is a little behind.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ class StreamSession:
             self.close(CLOSE_SLOW_CONSUMER, "slow_consumer", f"slow consumer: more than {self.max_buffer} bytes unread")
             return
         self._report(buffered)
-        if buffered and self.unread is not None and (scope := self.unread.over(self.peer, 0)) is not None:
+        if buffered and self.unread is not None and (scope := self.unread.over(self.peer, 0)) is not None \
+                and (scope != "total" or self.unread.among_heaviest(self.peer)):
             self.close(CLOSE_SLOW_CONSUMER, f"slow_consumer_{scope}",
                        f"slow consumer: more than {self.unread.cap(scope)} bytes unread by clients {scope_words(scope)}")
             return

@@ -166,6 +166,26 @@ async def test_the_cap_on_all_unread_bytes_cuts_the_clients_behind_whoever_they_
     assert closed == [("192.0.2.1", "slow_consumer_total")] and unread.held == 1400
 
 
+async def test_over_the_cap_on_all_the_heaviest_network_makes_room_not_a_bystander():
+    unread = Shares(per_address=1000, per_subnet=2000, total=1500)
+    closed: list[tuple[str, str]] = []
+    heavy = [RecordingTransport() for _ in range(2)]
+    heavy_sessions = [_session(t, f"203.0.113.{n}", unread, closed) for n, t in enumerate(heavy)]
+    bystander_transport = RecordingTransport()
+    bystander = _session(bystander_transport, "198.51.100.7", unread, closed)
+    for session, transport in zip(heavy_sessions, heavy):
+        transport.backlog = 700
+        session.send(b'{"x":1}')
+        session.flush()
+    bystander_transport.backlog = 200                   # a little behind, in a network of its own: 1,600 in all
+    bystander.send(b'{"x":1}')
+    bystander.flush()
+    assert closed == [] and bystander.closing is None, "a light bystander is not cut for the heavy network"
+    heavy_sessions[0].send(b'{"x":1}')                  # the heavy network's next write makes the room
+    heavy_sessions[0].flush()
+    assert closed == [("203.0.113.0", "slow_consumer_total")] and unread.held == 900
+
+
 async def test_a_client_that_never_reads_is_dropped_with_its_buffer_when_its_heartbeat_fails(monkeypatch):
     """aiohttp closes a socket whose pong is late with transport.close(), which keeps the socket and all the
     client never read until it is written: the stream drops it instead."""
