@@ -84,15 +84,22 @@ class SnapshotStore:
         return sorted(found, reverse=True)
 
     def stats(self) -> dict[str, int]:
-        """For /status: how many snapshot files, their bytes, the newest height (0 when none)."""
-        heights = self.heights()
+        """For /status: how many snapshot files, their bytes, the newest height (0 when none). A file listed and
+        then pruned by a save in a worker thread before it is opened is not counted."""
+        heights: list[int] = []
         total = 0
-        for height in heights:
-            handle = self.fs.open_read(self.path_for(height))
+        for height in self.heights():
+            try:
+                handle = self.fs.open_read(self.path_for(height))
+            except StorageError as exc:
+                if exc.kind != NOT_FOUND:
+                    raise
+                continue
             try:
                 total += self.fs.size(handle)
             finally:
                 self.fs.close(handle)
+            heights.append(height)
         return {"count": len(heights), "bytes": total, "newest_height": heights[0] if heights else 0}
 
     def save(self, height: int, chunks: bytes | Iterable[bytes]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import threading
 
 import pytest
 
@@ -25,6 +27,35 @@ def test_snapshots_round_trip_streamed_and_only_the_last_k_are_kept(tmp_path):
         f"snapshot-{h:020d}.snap" for h in (50, 60, 70)]
     assert store.stats() == {"count": 3, "newest_height": 70,
                              "bytes": sum(p.stat().st_size for p in (tmp_path / "snaps").iterdir())}
+
+
+def test_stats_do_not_fail_when_a_save_in_another_thread_prunes_a_listed_file(tmp_path, monkeypatch):
+    store = SnapshotStore(tmp_path, keep=2)
+    store.save(10, b"x" * 100)
+    store.save(20, b"y" * 100)
+    listed = store.heights()
+    monkeypatch.setattr(store, "heights", lambda: listed)      # listed, then pruned before it is opened
+    os.remove(store.path_for(10))
+    stats = store.stats()
+    assert stats["count"] == 1 and stats["newest_height"] == 20 and stats["bytes"] > 100
+
+
+def test_stats_while_a_thread_saves_and_prunes(tmp_path):
+    store = SnapshotStore(tmp_path, keep=1)
+    store.save(1, b"z" * 1000)
+    done = threading.Event()
+
+    def saving() -> None:
+        for height in range(2, 300):
+            store.save(height, b"z" * 1000)
+        done.set()
+
+    worker = threading.Thread(target=saving)
+    worker.start()
+    while not done.is_set():
+        assert store.stats()["count"] >= 0     # never raises for a file pruned under it
+    worker.join()
+    assert store.stats()["newest_height"] == 299
 
 
 def test_a_damaged_newest_snapshot_falls_back_to_the_previous_with_a_warning_naming_it(caplog):
