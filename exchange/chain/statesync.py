@@ -99,7 +99,10 @@ class SnapshotServer:
                 continue
             total = self.store.checked_snapshot_at(height)
             if total is not None:
-                data = self.store.read_snapshot(height, 0, total) if total <= self.cache_bytes else None
+                try:
+                    data = self.store.read_snapshot(height, 0, total) if total <= self.cache_bytes else None
+                except StorageError:    # pruned since it was checked, by a save in the worker thread
+                    continue
                 served = self._served = _Served(height, total, data, proof, newest, unproven)
                 return served
         raise CannotServe("the blocks that certify our snapshots are not stored yet")
