@@ -13,7 +13,8 @@ is encoded at once.
 The child runs at a lower scheduling priority (CHILD_NICE): every node forks at the same height, and their
 encodings competing with the nodes' own work for the machine made the slowest honest orders of a flood fall
 on snapshot heights; the digest is due only `snapshot_lag` heights later, and a child that is late is waited
-for.
+for, the loop held, so the priority is only somewhat lower: at the lowest a loaded machine starved the child
+past its deadline.
 
 Before each fork the garbage collector's objects are frozen (`gc.freeze`, as Python's documentation advises
 before a fork): the state a snapshot finds is long-lived, and a full collection would otherwise walk all of
@@ -41,7 +42,7 @@ log = logging.getLogger("exchange.chain")
 _HEADER = struct.Struct(">Q32s")        # bytes of the snapshot, its digest
 _PIPE_BYTES = 1 << 20                   # asked of the kernel for each pipe (fewer wake-ups); it may give less
 _READ_BYTES = 1 << 20
-CHILD_NICE = 19         # the encoding child's scheduling niceness: it runs in what the node leaves idle
+CHILD_NICE = 10         # the encoding child's scheduling niceness: the nodes' own work first, but not starved
 DIGEST_WAIT = 60.0      # s the node waits for a late child when the digest is due, before it gives the snapshot up
 THAW_EVERY = 8          # snapshots: one in this many thaws the frozen objects instead of freezing more
 
