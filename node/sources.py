@@ -11,7 +11,7 @@ from typing import Literal
 Scope = Literal["total", "address", "subnet"]
 
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP of a client address (a zone dropped, an IPv4-mapped IPv6 address as its IPv4), or None."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -27,7 +27,7 @@ def host_of(address: str) -> str:
     """The one client `address` stands for in the per-address shares: an IPv4 address itself, an IPv6 address's
     /64 (one host is usually given a whole /64, so counting its single addresses would let it take a fresh share
     per address); a string that is no IP address is its own client."""
-    ip = _ip(address)
+    ip = client_ip(address)
     if ip is None:
         return address
     if ip.version == 4:
@@ -40,7 +40,7 @@ def subnet_of(address: str) -> str:
     """The network `address` belongs to for the per-subnet shares: its /24 (IPv4) or /48 (IPv6); a string that
     is no IP address is its own network. An IPv4 client of a dual-stack listener (::ffff:a.b.c.d) is counted in
     its IPv4 /24: as an IPv6 /48 every such client would share one network."""
-    ip = _ip(address)
+    ip = client_ip(address)
     if ip is None:
         return address
     prefix = 24 if ip.version == 4 else 48

@@ -107,15 +107,15 @@ class BlockDurability:
     def _written(self, height: int, done: asyncio.Future[None]) -> None:
         self._writing = None
         error = None if done.cancelled() else done.exception()
-        try:
-            if error is not None:
-                raise error
-            if not done.cancelled():
+        if error is None and not done.cancelled():
+            try:
                 self.store.snapshot_written(height)
-        except StorageError as exc:
-            log.warning("could not save the snapshot at height %d: %s", height, exc)
-        except Exception:   # a bug in the write must not end the node: the next snapshot tries again
-            log.exception("writing the snapshot at height %d failed", height)
+            except StorageError as exc:
+                error = exc
+        if isinstance(error, StorageError):
+            log.warning("could not save the snapshot at height %d: %s", height, error)
+        elif error is not None:     # a bug in the write must not end the node: the next snapshot tries again
+            log.error("writing the snapshot at height %d failed", height, exc_info=error)
         self._save_snapshot()       # a newer one that came meanwhile
 
     async def finish_snapshot(self) -> None:

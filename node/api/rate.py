@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from node.api.base import ApiError
 from node.api.auth import ApiAuth, is_public
 from node.refusals import RefusalLog
-from node.sources import host_of, subnet_of
+from node.sources import client_ip, host_of, subnet_of
 
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
@@ -73,13 +73,8 @@ class PublicRateLimit:
         self.refusals = refusals
 
     def is_exempt(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:   # an IPv4 client of a dual-stack listener
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.exempt)
+        ip = client_ip(address)     # an IPv4 client of a dual-stack listener as its IPv4 address
+        return ip is not None and any(ip in net for net in self.exempt)
 
     def check(self, address: str) -> tuple[str, float] | None:
         """None when a public request from `address` may go now; else (which limit, seconds to wait)."""
