@@ -6,7 +6,10 @@
 2. Recovery: write a ~100 MB log (10 MB with --quick), close it, then time `RecordLog.open` (reads and checks
    every frame, builds the index) and a full `iterate`; also the index's memory and the open's peak RSS growth.
 3. What a validator waits for before a vote leaves: `AtomicDocument.store` latency (temporary file, fsync,
-   rename, directory fsync); and saving / loading a 20 MB snapshot.
+   rename, directory fsync); and saving / loading a 20 MB snapshot. Then a vote record's fdatasync (a
+   200-byte append every 2 ms, in a thread) while a 32 MB snapshot is saved beside it, the snapshot synced
+   once at the end ("whole") or every SYNC_EVERY bytes as the store does ("in pieces"); the baseline row
+   saves nothing meanwhile. Each row three times.
 4. A node at 10^4, 10^5 and 10^6 orders (10^6 left out with --quick), before and after compaction: the orders
    go through one validator's own chain code (tests/chain_fill.py, 4,000 heights, the book steady), once with
    the block log never cut ("before": every block kept, a restart replays them all) and once as the node runs
@@ -24,6 +27,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,7 +37,8 @@ from tests.chain_fill import disk_bytes, fill, rss_kib
 from tests.harness import Cluster, wait_until
 from storage.atomic import AtomicDocument
 from storage.group_commit import GroupCommit
-from storage.snapshots import SnapshotStore
+from storage.fs import OsFileSystem, replace_file
+from storage.snapshots import SYNC_EVERY, SnapshotStore
 from storage.recordlog import RecordLog
 
 RECORD = 200
@@ -139,6 +144,64 @@ def small_writes_table(base: str, argv: list[str]) -> None:
                   latencies[-1], saved, read]])
 
 
+def _vote_syncs_beside(directory: str, snapshot: bytes | None, sync_every: int | None) -> tuple[list[float], float]:
+    """ms of each vote-record fdatasync while `snapshot` is saved beside it (none: the same span idle), and the
+    save's own seconds."""
+    wal = os.open(os.path.join(directory, "wal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    latencies: list[float] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    def votes() -> None:
+        while not stop.is_set():
+            os.write(wal, b"v" * RECORD)
+            began = time.perf_counter()
+            os.fdatasync(wal)
+            latencies.append((time.perf_counter() - began) * 1000)
+            started.set()
+            time.sleep(0.002)
+    thread = threading.Thread(target=votes)
+    thread.start()
+    started.wait()
+    latencies.clear()
+    began = time.perf_counter()
+    if snapshot is None:
+        time.sleep(0.2)
+    else:
+        replace_file(OsFileSystem(), os.path.join(directory, "snap"), [snapshot], sync_every=sync_every)
+    saved = time.perf_counter() - began
+    stop.set()
+    thread.join()
+    os.close(wal)
+    return latencies, saved
+
+
+def entangled_syncs_table(base: str, argv: list[str]) -> None:
+    snapshot_mb = sized(argv, 32, 8, 1)
+    snapshot = os.urandom(snapshot_mb * 2**20)
+    rows = []
+    baseline = None
+    for label, data, every in (("nothing saved", None, None), ("whole", snapshot, None),
+                               ("in pieces", snapshot, SYNC_EVERY)):
+        latencies: list[float] = []
+        saves = []
+        for run in range(3):
+            directory = os.path.join(base, f"entangled-{len(rows)}-{run}")
+            os.makedirs(directory)
+            got, saved = _vote_syncs_beside(directory, data, every)
+            latencies += got
+            saves.append(saved)
+            shutil.rmtree(directory, ignore_errors=True)
+        latencies.sort()
+        worst = latencies[-1]
+        baseline = baseline or worst
+        rows.append([label, len(latencies), latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
+                     worst, worst / baseline, "-" if data is None else f"{sum(saves) / len(saves):.3f}"])
+    print_table(f"a vote record's fdatasync while a {snapshot_mb} MB snapshot is saved beside it (synced whole, or "
+                f"every {SYNC_EVERY >> 20} MiB)",
+                ["snapshot", "syncs", "p50 ms", "p99 ms", "max ms", "max ratio", "save s"], rows)
+
+
 def restart_to_serving(base: str, name: str) -> tuple[float, int, str]:
     """(seconds from spawn to /ready 200, RSS KiB once serving, the start-up line) of a real node on base/name."""
     cluster = Cluster(Path(base))
@@ -196,6 +259,7 @@ def main(argv: list[str]) -> None:
         group_commit_table(base, argv)
         recovery_table(base, argv)
         small_writes_table(base, argv)
+        entangled_syncs_table(base, argv)
         scale_table(base, argv)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -113,15 +113,32 @@ class FileSystem(ABC):
             pass
 
 
-def replace_file(fs: FileSystem, path: str, chunks: Iterable[bytes]) -> None:
+def replace_file(fs: FileSystem, path: str, chunks: Iterable[bytes], sync_every: int | None = None) -> None:
     """Durably replace `path` with `chunks`: write a temporary file, fsync it, rename it over `path`, fsync
-    the directory. A crash at any point leaves either the old file or the whole new one."""
+    the directory. A crash at any point leaves either the old file or the whole new one.
+
+    With `sync_every`, the data is also fdatasync'ed each time that many more bytes were written (RocksDB's
+    `bytes_per_sync`, PostgreSQL's `*_flush_after`): on a journalled file system the writer's other files'
+    fsyncs (the node's WAL and blocks, before its votes leave) wait for whatever data a commit must write
+    first, so a big file synced once makes them all wait for all of it, and synced as it goes, for a piece."""
     tmp = path + TMP_SUFFIX
     fs.remove_quietly(tmp)
     handle = fs.open_append(tmp)
     try:
+        unsynced = 0
         for chunk in chunks:
-            fs.write_all(handle, chunk)
+            if sync_every is None:
+                fs.write_all(handle, chunk)
+                continue
+            start = 0
+            while start < len(chunk):
+                take = min(len(chunk) - start, sync_every - unsynced)
+                fs.write_all(handle, chunk[start:start + take])
+                start += take
+                unsynced += take
+                if unsynced == sync_every:
+                    fs.fdatasync(handle)
+                    unsynced = 0
         fs.fsync(handle)
     except BaseException:
         fs.close(handle)

@@ -31,6 +31,7 @@ SNAP_MAGIC = b"XNSNAP01"
 SNAP_END = b"XNSE"
 _NAME = re.compile(r"^snapshot-(\d{20})\.snap$")
 CHECK_PIECE = 1 << 20       # bytes read at a time to check a snapshot's checksum
+SYNC_EVERY = 1 << 20         # bytes written between fdatasyncs while saving (`replace_file`)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class SnapshotStore:
         parts = [chunks] if isinstance(chunks, bytes) else chunks
         with self._saving:
             self.fs.makedirs(self.directory)
-            replace_file(self.fs, path, _framed(height, parts))
+            replace_file(self.fs, path, _framed(height, parts), sync_every=SYNC_EVERY)
             self._prune()
         return path
 

@@ -12,7 +12,7 @@ import pytest
 from storage.atomic import AtomicDocument
 from storage.errors import DAMAGED, NO_SPACE, StorageError
 from tests.faultyfs import FaultyFS
-from storage.snapshots import SnapshotStore
+from storage.snapshots import SYNC_EVERY, SnapshotStore
 
 
 def test_snapshots_round_trip_streamed_and_only_the_last_k_are_kept(tmp_path):
@@ -87,6 +87,33 @@ def test_every_kind_of_bad_snapshot_file_is_refused(damage):
     else:
         fs.put(store.path_for(5), b"Y" + raw[1:])
     assert store.load_newest() is None
+
+
+class _SyncRecordingFS(FaultyFS):
+    """Records the size of the file at each fdatasync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.synced_at: list[int] = []
+
+    def fdatasync(self, handle):
+        self.synced_at.append(self.size(handle))
+        super().fdatasync(handle)
+
+
+def test_a_big_snapshot_is_synced_as_it_is_written_not_only_at_the_end():
+    """Synced once at the end, a big file makes the node's WAL and block fsyncs (before its votes leave) wait
+    for all of its data on a journalled file system; synced every SYNC_EVERY bytes, for one piece at most."""
+    fs = _SyncRecordingFS()
+    store = SnapshotStore("/data/snaps", keep=2, fs=fs)
+    body = os.urandom(SYNC_EVERY * 5 // 2)
+    store.save(7, body)
+    assert fs.synced_at == [SYNC_EVERY, 2 * SYNC_EVERY]
+    assert fs.calls["fsync"] >= 1                        # the whole file, once it is all written
+    assert store.load(7).data == body
+    small = _SyncRecordingFS()
+    SnapshotStore("/data/snaps", keep=2, fs=small).save(8, b"tiny")
+    assert small.synced_at == []
 
 
 def test_a_failed_snapshot_save_keeps_the_old_ones_and_leaves_no_temporary_file():
