@@ -302,6 +302,11 @@ class Settings:
         100, "SNAPSHOT_LAG", "Blocks after a snapshot whose state hash certifies it, so each node encodes it in a "
         "child process while the chain goes on; at most half of SNAPSHOT_INTERVAL, 0 to encode and certify it "
         "at its own height in the event loop (set at founding)", p.integer(0, 10**6))
+    snapshot_min_seconds: float = _setting(
+        60.0, "SNAPSHOT_MIN_SECONDS", "Least block time between two snapshots, whatever SNAPSHOT_INTERVAL says: a "
+        "flood that makes blocks many times faster does not make snapshots (each a fork and an encoding of the "
+        "whole state on every node) as much more frequent; one is taken after ten intervals whatever the time. "
+        "0 for every SNAPSHOT_INTERVAL blocks (set at founding)", p.number(above=-1e-9, at_most=86_400.0))
     snapshot_cache_bytes: int = _setting(
         67108864, "SNAPSHOT_CACHE_BYTES", "Bytes of the newest snapshot kept in memory to serve joining peers (one "
         "read per snapshot, not per request); a bigger one is read from disk a chunk at a time", p.integer(0))

@@ -139,6 +139,7 @@ class ChainConfig:
     found_after: float              # inf: never found a network (legacy mode)
     snapshot_interval: int
     snapshot_lag: int
+    snapshot_min_ms: int
     recovery_timeout: float
     keep_blocks: int
     core: CoreConfig
@@ -245,7 +246,7 @@ class NodeConfigs:
                 max_open_orders=settings.max_open_orders or None,
                 pinned_validators=settings.validators, found_after=found_after,
                 snapshot_interval=settings.snapshot_interval, snapshot_lag=settings.snapshot_lag,
-                recovery_timeout=settings.recovery_timeout,
+                snapshot_min_ms=int(settings.snapshot_min_seconds * 1000), recovery_timeout=settings.recovery_timeout,
                 keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),
                 join_token=settings.join_token, chain_id=settings.chain_id, keep_seat=settings.keep_seat,
                 seat_rule=settings.seat_rule, absent_blocks=settings.absent_blocks,

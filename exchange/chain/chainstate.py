@@ -8,7 +8,11 @@ block's header must carry, so a node whose state diverged can never vote for, or
 Every `snapshot_interval` heights the state is snapshotted, and the hash covers the snapshot's digest,
 so a node may start from a peer's snapshot and check it against the chain's quorum certificates: at the
 same height, or `snapshot_lag` heights later where the genesis sets one (the encoding then runs off the
-event loop: `snapshot_maker.py`).
+event loop: `snapshot_maker.py`). Where the genesis sets `snapshot_min_ms`, a snapshot also waits until
+that much block time has passed since the last one (at most SNAPSHOT_FORCED_AFTER intervals): a snapshot
+costs every node the same whatever the block rate, and a flood that makes blocks many times faster would
+otherwise make snapshots as much more frequent. Which heights are snapshots follows from the chain alone
+(block times, and the height and time of the snapshot a node started from), so every node agrees.
 """
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ def encode_item(tx: SignedTx | MembershipTx) -> Wire:
 
 STATE_DOMAIN = "exchange-node/state/v2"
 KEEP_CERTIFICATES = 3
+SNAPSHOT_FORCED_AFTER = 10      # intervals: a snapshot is due then however little block time passed (a clock held back)
 
 
 class ChainState:
@@ -99,6 +104,7 @@ class ChainState:
         self.app = app
         self.snapshot_interval = genesis.snapshot_interval
         self.snapshot_lag = genesis.snapshot_lag
+        self.snapshot_min_ms = genesis.snapshot_min_ms
         self.snapshots: SnapshotMaker = snapshots if snapshots is not None else InlineSnapshots()
         # snapshot height -> what the state hash that certified it covered besides its digest (lagged networks;
         # a joining peer is given it to check the snapshot against that hash)
@@ -113,6 +119,7 @@ class ChainState:
         self.seats = Seats()                                  # standbys, approvals, bans
         self.snapshot_hash = b""
         self.last_snapshot: tuple[int, bytes] | None = None    # the newest certified snapshot, to store
+        self.snapshot_taken = (0, 0)        # height and block time of the newest snapshot (or of the start)
         self.hash = self._compute_hash()
 
     # ------------------------------------------------------------------ applying blocks
@@ -185,7 +192,8 @@ class ChainState:
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
         self.snapshot_hash = certified_digest
-        if height % self.snapshot_interval == 0:
+        if self.snapshot_due(height, time_ms):
+            self.snapshot_taken = (height, time_ms)
             if self.snapshot_lag:
                 self.snapshots.start(height, self.snapshot)
             else:
@@ -199,11 +207,21 @@ class ChainState:
                 del self.certificates[old]
         return outcome
 
+    def snapshot_due(self, height: int, time_ms: int) -> bool:
+        """Whether the state after block `height` (of block time `time_ms`) is a snapshot: `snapshot_interval`
+        heights after the last one, and `snapshot_min_ms` of block time after it (or SNAPSHOT_FORCED_AFTER
+        intervals after it, whatever the time)."""
+        taken_height, taken_ms = self.snapshot_taken
+        since = height - taken_height
+        if since < self.snapshot_interval:
+            return False
+        return time_ms - taken_ms >= self.snapshot_min_ms or since >= SNAPSHOT_FORCED_AFTER * self.snapshot_interval
+
     def certified_at(self, height: int) -> int | None:
-        """The snapshot whose digest the state hash of `height` covers on a lagged network, or None."""
-        lag, interval = self.snapshot_lag, self.snapshot_interval
-        taken = height - lag
-        if lag and taken >= interval and taken % interval == 0:
+        """The snapshot whose digest the state hash of `height` covers on a lagged network, or None (the next
+        snapshot is at least `snapshot_interval` heights on, more than the lag, so the newest is the one)."""
+        taken = self.snapshot_taken[0]
+        if self.snapshot_lag and taken > 0 and height == taken + self.snapshot_lag:
             return taken
         return None
 
@@ -257,6 +275,7 @@ class ChainState:
         self.validators, self.prev_validators = validators, prev_validators
         self.recent_signers, self.last_seen, self.seats = recent_signers, last_seen, seats
         self.app = app
+        self.snapshot_taken = (height, time_ms)     # a snapshot is only ever taken (and served) at a snapshot height
         if self.snapshot_lag:       # certified `snapshot_lag` heights later, by the digest of these very bytes
             self.snapshot_hash = b""
             self.snapshots.known(self.height, data)

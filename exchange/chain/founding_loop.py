@@ -35,6 +35,7 @@ class ChainRules:
     max_validators: int
     snapshot_interval: int
     snapshot_lag: int
+    snapshot_min_ms: int
     seat_rule: str
     absent: tuple[int, int]         # (blocks, ms) without a signature or proposal that jail a validator
 
@@ -112,6 +113,7 @@ class FoundingLoop:
                           max_validators=rules.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
                           snapshot_interval=rules.snapshot_interval,
                           snapshot_lag=min(rules.snapshot_lag, rules.snapshot_interval // 2),
+                          snapshot_min_ms=rules.snapshot_min_ms,
                           admission_key=token.admission_key if token is not None else b"", seat_rule=rules.seat_rule,
                           absent_blocks=rules.absent[0], absent_ms=rules.absent[1])
         if token is not None:       # written before the genesis: a crash between them leaves no chain without it

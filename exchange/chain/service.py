@@ -79,7 +79,7 @@ class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
                  pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
-                 snapshot_lag: int = 0,
+                 snapshot_lag: int = 0, snapshot_min_ms: int = 0,
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
                  trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
@@ -111,7 +111,8 @@ class ChainService:
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
                              max_open_orders=max_open_orders, max_validators=max_validators,
-                             snapshot_interval=snapshot_interval, snapshot_lag=snapshot_lag, seat_rule=seat_rule,
+                             snapshot_interval=snapshot_interval, snapshot_lag=snapshot_lag,
+                             snapshot_min_ms=snapshot_min_ms, seat_rule=seat_rule,
                              absent=absent),
             self.founding, network, store, identity.public_key_bytes, clock)
         self.block_listeners: list[Callable[[Block, BlockResult | None], None]] = []   # once final here

@@ -68,7 +68,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess
     makes the snapshot bigger than one 256 KiB chunk."""
     cluster = Cluster(Path(tmp_path_factory.mktemp("flood_memory")))
     try:
-        validators = cluster.chain(4, seat_rule="any", snapshot_interval=20, **FAST)
+        validators = cluster.chain(4, seat_rule="any", snapshot_interval=20, snapshot_min_seconds=0, **FAST)
         follower = cluster.node("follower", bootstrap_peers=validators[0].p2p_address, **FAST)
         everyone = [*validators, follower]
         wait_until(lambda: converged(everyone), 30)

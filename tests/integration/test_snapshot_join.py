@@ -11,7 +11,8 @@ from typing import Any
 
 from tests.harness import Cluster, converged, wait_until
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "snapshot_interval": 20, "keep_blocks": 10, "empty_block_interval": 0.05}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "snapshot_interval": 20, "snapshot_min_seconds": 0,
+                        "keep_blocks": 10, "empty_block_interval": 0.05}
 
 
 def test_a_late_node_joins_from_a_certified_snapshot_and_a_restart_uses_its_own(cluster: Cluster):

@@ -160,6 +160,7 @@ class Scenario:
     tx_lifetime: float = 50.0                                   # seconds from submission to a tx's expiry
     snapshot_interval: int = 500
     snapshot_lag: int = 0
+    snapshot_min_ms: int = 0
 
 
 @dataclass
@@ -194,7 +195,8 @@ class ChainSimulation:
                                validators=tuple(k.public_key for k in keys[:scenario.validators]),
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
                                absent_blocks=20, absent_ms=3000, snapshot_interval=scenario.snapshot_interval,
-                               snapshot_lag=scenario.snapshot_lag, admission_key=self.admission.public_key,
+                               snapshot_lag=scenario.snapshot_lag, snapshot_min_ms=scenario.snapshot_min_ms,
+                               admission_key=self.admission.public_key,
                                seat_rule=scenario.seat_rule,
                                exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]

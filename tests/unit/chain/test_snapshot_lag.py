@@ -41,21 +41,79 @@ def test_a_genesis_without_a_lag_keeps_its_encoding_and_one_with_a_lag_round_tri
             Genesis.from_wire([*plain.wire(), bad])
 
 
-def test_the_state_hash_covers_a_snapshot_lag_heights_after_it_was_taken():
-    state = ChainState(_genesis(LAG), SimApp())
-    assert [h for h in range(1, 40) if state.certified_at(h) is not None] == [INTERVAL + LAG, 2 * INTERVAL + LAG,
-                                                                           3 * INTERVAL + LAG]
-    assert state.certified_at(LAG) is None      # height 0 is no snapshot
-    assert ChainState(_genesis(0), SimApp()).certified_at(INTERVAL) is None
+def test_a_genesis_with_a_least_time_between_snapshots_round_trips_and_refuses_bad_values():
+    timed = Genesis(network_id="n", created_ms=1, founder=bytes(32), validators=(bytes(32),),
+                    snapshot_interval=INTERVAL, snapshot_lag=LAG, snapshot_min_ms=5_000)
+    assert len(timed.wire()) == 15 and Genesis.from_wire(timed.wire()) == timed
+    assert timed.chain_id != _genesis(LAG).chain_id
+    unlagged = Genesis(network_id="n", created_ms=1, founder=bytes(32), validators=(bytes(32),),
+                       snapshot_interval=INTERVAL, snapshot_min_ms=5_000)
+    assert unlagged.wire()[13:] == [0, 5_000] and Genesis.from_wire(unlagged.wire()) == unlagged
+    for bad in (0, -1, 86_400_001, "5000", 1.5):
+        with pytest.raises(ValueError):
+            Genesis.from_wire([*timed.wire()[:14], bad])
+    with pytest.raises(ValueError):
+        Genesis.from_wire([*timed.wire()[:13], INTERVAL, 5_000])      # a lag must stay below the interval
 
 
-def _network() -> ChainSimulation:
-    sim = ChainSimulation(7, Scenario(validators=1, followers=3, pinned=False, joiners=3, max_validators=4,
-                                      seat_rule="any", drop=0.0, duplicate=0.0, fault_until=3.0, settle=2.0,
-                                      snapshot_interval=INTERVAL, snapshot_lag=LAG))
+def _network(min_ms: int = 0, seed: int = 7) -> ChainSimulation:
+    sim = ChainSimulation(seed, Scenario(validators=1, followers=3, pinned=False, joiners=3, max_validators=4,
+                                         seat_rule="any", drop=0.0, duplicate=0.0, fault_until=3.0, settle=2.0,
+                                         snapshot_interval=INTERVAL, snapshot_lag=LAG, snapshot_min_ms=min_ms))
     result = sim.run()
     assert not result["problems"], result["problems"]
     return sim
+
+
+def _replay(sim: ChainSimulation, start: tuple[int, bytes] | None = None) -> tuple[list[int], list[int], ChainState]:
+    """Heights snapshotted and heights whose state hash certified one, folding the first node's stored blocks
+    into a fresh state (from genesis, or from a snapshot's bytes)."""
+    store = sim.nodes[0].store.blocks
+    maker = InlineSnapshots()
+    state = ChainState(sim.genesis, SimApp(), maker)
+    if start is not None:
+        state.restore(start[1], sim_app_from)
+    taken: list[int] = []
+    certified: list[int] = []
+    for height in sorted(h for h in store if h > state.height):
+        if state.certified_at(height) is not None:
+            certified.append(height)
+        state.apply_block(store[height][0])
+        taken += [h for h, _ in maker.take_ready()]
+    return taken, certified, state
+
+
+def test_the_state_hash_covers_a_snapshot_lag_heights_after_it_was_taken():
+    sim = _network()
+    taken, certified, state = _replay(sim)
+    assert taken == list(range(INTERVAL, state.height + 1, INTERVAL))       # no least time: every interval
+    assert certified == [h + LAG for h in taken if h + LAG <= state.height]
+    assert len(certified) >= 2
+
+
+def test_snapshots_wait_for_block_time_and_every_node_agrees_which_heights_they_are():
+    """With a least block time between snapshots, a fast chain snapshots less often than every interval; the
+    heights follow from the chain, so a node that starts from a snapshot finds the same later ones as one that
+    folded every block (a disagreement would split the state hash, and the simulation would find it)."""
+    min_ms = 1_500
+    sim = _network(min_ms)
+    store = sim.nodes[0].store.blocks
+    taken, certified, state = _replay(sim)
+    assert len(taken) >= 3, taken
+    times = {h: store[h][0].header.time_ms for h in taken}
+    for before, after in zip(taken, taken[1:]):
+        assert after - before >= INTERVAL
+        assert times[after] - times[before] >= min_ms or after - before >= 10 * INTERVAL
+    assert any(after - before > INTERVAL for before, after in zip(taken, taken[1:])), "blocks were never fast enough"
+    assert certified == [h + LAG for h in taken if h + LAG <= state.height]
+    maker = InlineSnapshots()
+    source = ChainState(sim.genesis, SimApp(), maker)
+    for height in range(1, taken[0] + 1):
+        source.apply_block(store[height][0])
+    first = maker.take_ready()[-1]
+    assert first[0] == taken[0]
+    later, later_certified, restored = _replay(sim, first)
+    assert later == taken[1:] and later_certified == certified and restored.hash == state.hash
 
 
 def _bundle(sim: ChainSimulation) -> Bundle:
