@@ -119,7 +119,7 @@ class ChainState:
         self.seats = Seats()                                  # standbys, approvals, bans
         self.snapshot_hash = b""
         self.last_snapshot: tuple[int, bytes] | None = None    # the newest certified snapshot, to store
-        self.snapshot_taken = (0, 0)        # height and block time of the newest snapshot (or of the start)
+        self.snapshot_taken = (0, 0)        # height and block time of the newest snapshot (or of the first block)
         self.hash = self._compute_hash()
 
     # ------------------------------------------------------------------ applying blocks
@@ -192,6 +192,8 @@ class ChainState:
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
         self.snapshot_hash = certified_digest
+        if height == 1:     # block time counts from the chain's first block (the state's own starts at 0)
+            self.snapshot_taken = (0, time_ms)
         if self.snapshot_due(height, time_ms):
             self.snapshot_taken = (height, time_ms)
             if self.snapshot_lag:
@@ -209,8 +211,8 @@ class ChainState:
 
     def snapshot_due(self, height: int, time_ms: int) -> bool:
         """Whether the state after block `height` (of block time `time_ms`) is a snapshot: `snapshot_interval`
-        heights after the last one, and `snapshot_min_ms` of block time after it (or SNAPSHOT_FORCED_AFTER
-        intervals after it, whatever the time)."""
+        heights after the last one, and `snapshot_min_ms` of block time after it or after the first block (or
+        SNAPSHOT_FORCED_AFTER intervals after it, whatever the time)."""
         taken_height, taken_ms = self.snapshot_taken
         since = height - taken_height
         if since < self.snapshot_interval:

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from exchange.chain.blocks import Block, Commit
-from exchange.chain.chainstate import ChainState
+from exchange.chain.chainstate import SNAPSHOT_FORCED_AFTER, ChainState
 from exchange.chain.codec import digest, pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, snapshot_digest
@@ -95,12 +95,13 @@ def test_snapshots_wait_for_block_time_and_every_node_agrees_which_heights_they_
     """With a least block time between snapshots, a fast chain snapshots less often than every interval; the
     heights follow from the chain, so a node that starts from a snapshot finds the same later ones as one that
     folded every block (a disagreement would split the state hash, and the simulation would find it)."""
-    min_ms = 1_500
+    min_ms = 1_000
     sim = _network(min_ms)
     store = sim.nodes[0].store.blocks
     taken, certified, state = _replay(sim)
     assert len(taken) >= 3, taken
-    times = {h: store[h][0].header.time_ms for h in taken}
+    times = {h: store[h][0].header.time_ms for h in [1, *taken]}
+    assert taken[0] >= INTERVAL and times[taken[0]] - times[1] >= min_ms      # counted from the first block
     for before, after in zip(taken, taken[1:]):
         assert after - before >= INTERVAL
         assert times[after] - times[before] >= min_ms or after - before >= 10 * INTERVAL
@@ -252,3 +253,16 @@ def test_snapshot_bytes_from_a_fuzzer_are_refused_with_a_reason_never_raised_nor
         why = core.install_snapshot(bytes(mutated), commit_at, next_block, next_commit, proofs, sim_app_from, now,
                                     certificate)
         assert why is not None and core.height == 0
+
+
+def test_a_snapshot_held_back_by_block_time_is_taken_after_ten_intervals_anyway():
+    """Block time is the proposers' clocks: were it held back, snapshots (and the blocks a restart replays)
+    would still be bounded in heights."""
+    state = ChainState(Genesis(network_id="n", created_ms=1, founder=bytes(32), validators=(bytes(32),),
+                               snapshot_interval=INTERVAL, snapshot_lag=LAG, snapshot_min_ms=5_000), SimApp())
+    state.snapshot_taken = (100, 1_000_000)
+    assert not state.snapshot_due(100 + INTERVAL - 1, 9_000_000)         # never sooner than the interval
+    assert not state.snapshot_due(100 + INTERVAL, 1_004_999)
+    assert state.snapshot_due(100 + INTERVAL, 1_005_000)
+    assert not state.snapshot_due(100 + SNAPSHOT_FORCED_AFTER * INTERVAL - 1, 1_000_001)
+    assert state.snapshot_due(100 + SNAPSHOT_FORCED_AFTER * INTERVAL, 1_000_001)
