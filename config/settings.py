@@ -322,12 +322,17 @@ class Settings:
         15.0, "FINALITY_STALL_AFTER", "Seconds without a final block here, with a quorum of validators heard, before "
         "/ready says finality stalled (at least 5 x EMPTY_BLOCK_INTERVAL)", _FLOAT_POS)
     peer_tx_rate: float = _setting(
-        500.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second, "
+        200.0, "PEER_TX_RATE", "Transactions a neighbour that is not a validator may hand this validator per second, "
         "counted before any signature is checked: past it, its link is not read until a tenth of a second's worth "
         "has refilled (what it sends waits in TCP)", _FLOAT_POS)
     peer_tx_burst: float = _setting(
-        500.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full)",
+        200.0, "PEER_TX_BURST", "Transactions such a neighbour may hand over at once (its budget when full; a "
+        "neighbour not heard from yet starts with a tenth of a second's worth and earns the rest by waiting)",
         _FLOAT_POS)
+    peer_tx_total_rate: float = _setting(
+        1_000.0, "PEER_TX_TOTAL_RATE", "Transactions all neighbours that are not validators together may hand this "
+        "validator per second: while more of them send than it covers at PEER_TX_RATE each, every one sending gets an "
+        "equal share of it (and a burst of at most a second's share)", _FLOAT_POS)
     sync_peer_rate: float = _setting(
         100.0, "SYNC_PEER_RATE", "Block sync requests one peer may make a second (bursts of twice that); more are "
         "ignored and counted, never penalised: a node catching up has one request in flight and asks again",

@@ -98,7 +98,8 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                                 timeout_precommit_delta=base / 4, rebroadcast_interval=max(0.25, base))
     return CoreConfig(consensus=consensus, empty_block_interval=settings.empty_block_interval,
                       role="follower" if legacy else settings.role, peer_tx_rate=settings.peer_tx_rate,
-                      peer_tx_burst=settings.peer_tx_burst, mempool_max_txs=settings.mempool_max_txs,
+                      peer_tx_burst=settings.peer_tx_burst, peer_tx_total_rate=settings.peer_tx_total_rate,
+                      mempool_max_txs=settings.mempool_max_txs,
                       mempool_max_bytes=settings.mempool_max_bytes, mempool_lane_share=settings.mempool_lane_share,
                       block_lane_share=settings.block_lane_share, mempool_account_txs=settings.mempool_account_txs,
                       sync_peer_rate=settings.sync_peer_rate, sync_peer_bytes=settings.sync_peer_bytes,

@@ -43,7 +43,7 @@ class TxIntake:
     def __init__(self, core: CoreView) -> None:
         self.core = core
         config = core.config
-        self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst)
+        self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst, config.peer_tx_total_rate)
         self.account_rate = AccountRate(((1, config.account_ops_per_block), (100, config.account_ops_per_100_blocks)))
         self.own: OrderedDict[str, tuple[SignedTx, float]] = OrderedDict()
 

@@ -4,7 +4,13 @@ Verifying a signature is the costly part of admitting a transaction, and a fresh
 so a neighbour is metered before anything it sends is parsed; being over budget is never penalised (a
 follower relaying a busy API is bursty, not hostile). Validators relaying to each other carry everyone's
 transactions and are not metered here; their own intake is. The map of senders is bounded: the least
-recently heard is forgotten first (it starts again with a full bucket, no more).
+recently heard is forgotten first (it starts again as a newcomer, with a tenth of a second's worth, as does
+a neighbour silent for ACTIVE_SECONDS).
+
+Behind the neighbours' budgets is a total (`total_rate`): while more neighbours send than it covers at their
+full rate, each gets an equal part of it (max-min fair, over the neighbours heard within ACTIVE_SECONDS), so a
+crowd of fresh keys slows itself, not the validator, and a quiet neighbour keeps its own small flow whoever
+fills the rest: its bucket refills at the same share as everyone's.
 
 The transaction that takes a neighbour's last whole token also stops its link being read (`hold_for`)
 until a tenth of a second's worth has refilled: what it sends meanwhile waits in its own TCP window, not
@@ -21,22 +27,48 @@ from collections import OrderedDict
 
 HOLD_REFILL_SECONDS = 0.1     # a held neighbour is read again once this much of its rate has refilled
 HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cost more than it saves
+ACTIVE_SECONDS = 10.0        # a neighbour that handed us a transaction this recently has a share of the total
 SHOWN_SENDERS = 32            # senders /status names, the most held first (as many as the console's table)
 
 
 class TxBudget:
-    def __init__(self, rate: float = 500.0, burst: float = 500.0, max_senders: int = 4_096) -> None:
-        self.rate, self.burst, self.max_senders = rate, burst, max_senders
+    def __init__(self, rate: float = 200.0, burst: float = 200.0, total_rate: float = float("inf"),
+                 max_senders: int = 4_096) -> None:
+        self.rate, self.burst, self.total_rate, self.max_senders = rate, burst, total_rate, max_senders
+        self._active: OrderedDict[str, float] = OrderedDict()     # sender -> when it last took, oldest first
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()    # sender -> (tokens, at)
         self.dropped: dict[str, int] = {}
         self.held: dict[str, int] = {}         # holds per sender (bounded like `dropped`)
         self._held_until: OrderedDict[str, float] = OrderedDict()
         self.holds = 0
 
+    def share(self, now: float) -> float:
+        """A neighbour's rate at `now`: its own, or an equal part of the total among those sending, if less."""
+        horizon = now - ACTIVE_SECONDS
+        while self._active and next(iter(self._active.values())) < horizon:
+            self._active.popitem(last=False)
+        return min(self.rate, self.total_rate / max(1, len(self._active)))
+
+    def _limits(self, sender: str, now: float) -> tuple[float, float, bool]:
+        """`sender`'s (rate, burst) now, counting it among those sending (a burst is at most a second's share), and
+        whether it was one of them already."""
+        self.share(now)
+        known = self._active.pop(sender, None) is not None
+        self._active[sender] = now
+        if len(self._active) > self.max_senders:
+            self._active.popitem(last=False)
+        rate = self.share(now)
+        return rate, min(self.burst, max(1.0, rate)), known
+
     def take(self, sender: str, now: float) -> bool:
         """One transaction from `sender` at `now`: True when its budget allows it."""
-        tokens, at = self._buckets.pop(sender, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+        rate, burst, known = self._limits(sender, now)
+        # a neighbour not sending lately starts with a tenth of a second's worth and earns the rest of its burst
+        # by sending within it: a crowd bursting together gets little more than one neighbour's burst at first,
+        # and one that sent a little to fill its buckets first has them shrunk to its shares of the total
+        start = min(burst, max(1.0, rate * HOLD_REFILL_SECONDS))
+        tokens, at = self._buckets.pop(sender, (start, now))
+        tokens = min(burst if known else start, tokens + max(0.0, now - at) * rate)
         allowed = tokens >= 1.0
         self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
         if len(self._buckets) > self.max_senders:
@@ -61,8 +93,9 @@ class TxBudget:
         if held_until > now:
             return held_until - now
         tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
-        refill = min(self.burst, max(1.0, self.rate * HOLD_REFILL_SECONDS))     # at least one transaction's worth
-        seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / self.rate)
+        rate, burst, _ = self._limits(sender, now)
+        refill = min(burst, max(1.0, rate * HOLD_REFILL_SECONDS))     # at least one transaction's worth
+        seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / rate)
         self._held_until.pop(sender, None)
         self._held_until[sender] = now + seconds
         if len(self._held_until) > self.max_senders:
@@ -77,6 +110,8 @@ class TxBudget:
         """For /status: the senders held or dropped most (bounded)."""
         senders = set(self.dropped) | set(self.held)
         worst = sorted(senders, key=lambda peer: self.held.get(peer, 0) + self.dropped.get(peer, 0), reverse=True)[:top]
-        return {"rate": self.rate, "burst": self.burst, "dropped_total": sum(self.dropped.values()), "holds": self.holds,
+        total = self.total_rate if self.total_rate != float("inf") else None
+        return {"rate": self.rate, "burst": self.burst, "total_rate": total,
+                "dropped_total": sum(self.dropped.values()), "holds": self.holds,
                 "throttled": [{"peer": peer, "held": self.held.get(peer, 0), "dropped": self.dropped.get(peer, 0)}
                               for peer in worst]}

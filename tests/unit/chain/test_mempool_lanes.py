@@ -91,16 +91,47 @@ def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
     from exchange.chain.tx_budget import SHOWN_SENDERS, TxBudget
 
     budget = TxBudget(rate=10.0, burst=5.0, max_senders=3)
-    assert all(budget.take("flooder", 0.0) for _ in range(5))
-    assert not budget.take("flooder", 0.0) and budget.dropped == {"flooder": 1}
-    assert budget.take("honest", 0.0), "another neighbour's budget is its own"
-    assert budget.take("flooder", 0.1), "a tenth of a second at 10/s refills one"
-    assert not budget.take("flooder", 0.1)
+    assert budget.take("flooder", 0.0) and not budget.take("flooder", 0.0), "a newcomer has a tenth of a second's worth"
+    assert budget.dropped == {"flooder": 1}
+    assert sum(budget.take("flooder", 1.0) for _ in range(10)) == 5, "and earns its burst by waiting"
+    assert budget.take("honest", 1.0), "another neighbour's budget is its own"
+    assert budget.take("flooder", 1.1), "a tenth of a second at 10/s refills one"
+    assert not budget.take("flooder", 1.1)
     for i in range(10):
         budget.take(f"fresh-{i}", 1.0)
     throttled = budget.view()["throttled"]
     assert isinstance(throttled, list)
     assert len(budget._buckets) == 3 and len(throttled) <= SHOWN_SENDERS
+
+
+def test_a_crowd_of_neighbours_shares_the_total_equally_and_a_quiet_one_keeps_its_flow():
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=100.0, burst=100.0, total_rate=200.0)
+    assert sum(budget.take("first", 0.0) for _ in range(150)) == 10, "a newcomer: a tenth of a second's worth"
+    assert sum(budget.take("first", 0.4) for _ in range(150)) == 40, "alone, a neighbour has its own rate ..."
+    assert sum(budget.take("first", 1.5) for _ in range(150)) == 100, "... and its own burst"
+    crowd = [f"fresh-{i}" for i in range(19)]
+    for key in crowd:
+        budget.take(key, 1.5)
+    assert budget.share(1.5) == 10.0, "twenty sending: each a twentieth of the total"
+    assert all(sum(budget.take(key, 2.0) for _ in range(50)) <= 10 for key in crowd), \
+        "a burst of a second's share at most, whatever it was when it came"
+    admitted = {key: 0 for key in crowd}
+    quiet = 0
+    for step in range(1, 101):       # one more second: the crowd sends all it can, the quiet one 5 a second
+        now = 2.0 + step / 100
+        for key in crowd:
+            admitted[key] += sum(budget.take(key, now) for _ in range(5))
+        if step % 20 == 0:
+            quiet += budget.take("quiet", now)
+    assert quiet == 5, "a neighbour sending little is never held back by the crowd"
+    assert sum(admitted.values()) <= 200 + 20 * 10, "the total's rate, plus each one's burst at most"
+    assert max(admitted.values()) <= 20 and min(admitted.values()) >= 5, admitted
+    assert budget.share(3.0) == 200.0 / 21, "the quiet one counts too: twenty-one sending"
+    assert budget.share(13.1) == 100.0, "a neighbour silent for ACTIVE_SECONDS has no share"
+    assert sum(budget.take("first", 13.1) for _ in range(150)) == 10, "and comes back with a tenth of a second's worth"
+    assert budget.view()["total_rate"] == 200.0
 
 
 def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_once_per_hold():

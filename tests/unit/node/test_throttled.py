@@ -13,7 +13,8 @@ def test_each_kind_of_holding_back_is_a_row_that_says_why():
     sync_budget = {"throttled": [{"peer": "greedy", "refused": 170}]}
     rows = throttled_rows(tx_budget, broadcasts, peers, sync_budget=sync_budget)
     assert rows == [
-        {"peer": "flooder", "what": "transactions", "why": "past PEER_TX_RATE: held 12 times, 0 dropped unread"},
+        {"peer": "flooder", "what": "transactions",
+         "why": "past PEER_TX_RATE or its share of PEER_TX_TOTAL_RATE: held 12 times, 0 dropped unread"},
         {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
         {"peer": "fresh-key", "what": "hint broadcasts", "why": "over its budget as an origin now"},
         {"peer": "greedy", "what": "sync requests",
