@@ -11,6 +11,8 @@ runs for one window while the client keeps going:
   before any signature). "admitted": spam orders final on the book once it stops growing (at most 60 s after).
   Past the budget a validator stops reading the flooder for a while, so its sends wait on TCP: "sent/s"
   is what the validators let through, and the window lasts until all `rate x window` are sent.
+- burst: the issue's first attack as filed, BURST_TXS such transactions from one peer to every validator at once
+  ("x" is how many); the validators read them at the budget's pace, so the row lasts until all are read.
 - notes: diagnostic notes of NOTE_BYTES, each signed by a fresh key, to two validators; 1x is
   `ROUTER_OPEN_TYPE_RATE`. A production node carries no notes (DEBUG_API off): "got" is the notes that reached
   a validator the attacker is not linked to, over those sent.
@@ -39,8 +41,10 @@ from typing import Any, Callable
 from bench.table import print_table
 from config import Settings
 from exchange.app.txs import SignedTx
-from tests.flood import (HonestClient, broadcast_flood, fresh_note, graft_flood_linked, hint_flood, order_flood, quantile,
-                         rss_mb, spam_orders)
+from node.identity import NodeIdentity
+from tests.flood import (HonestClient, attacker_links, broadcast_flood, fresh_note, graft_flood_linked, hint_flood,
+                         order_flood, quantile, rss_mb, send_paced, spam_orders)
+from tests.redteam.attacker import envelope
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
 NODE = {"log_level": "WARNING", "heartbeat_interval": 0.5}
@@ -48,6 +52,7 @@ LEVELS = (1, 3, 10)
 SPAM_QTY = Decimal("0.01")
 GRAFT_RATE = 10.0       # graft requests a second at 1x
 NOTE_BYTES = 16 * 1024  # each spam note's payload
+BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 4    # the no-attack row lasts this many windows: its p99 is what every row is divided by
 
 
@@ -95,6 +100,26 @@ def _orders(rig: Rig, rate: float, spam: list[SignedTx]) -> tuple[float, str]:
     took = asyncio.run(order_flood(rig.validators, rig.chain_id, spam, rate))
     final = _settled(lambda: _spam_final(rig.follower)) - final_before
     return len(spam) / took, f"{final:,} final ({100.0 * final / len(spam):.0f} %)"
+
+
+def _burst(rig: Rig, spam: list[SignedTx]) -> tuple[float, str]:
+    """`spam` to every validator at once from one peer, whose links stay open until all of it is final at the
+    follower (a link closed with a backlog the node has not read yet is reset, and the backlog lost)."""
+    final_before = _spam_final(rig.follower)
+
+    async def run() -> float:
+        flooder = NodeIdentity.generate()
+        async with attacker_links([(flooder, node) for node in rig.validators], rig.chain_id) as peers:
+            started = time.monotonic()
+            await send_paced(peers, [[envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()) for tx in spam]
+                                     for node in rig.validators], float("inf"))
+            await asyncio.to_thread(wait_until, lambda: _spam_final(rig.follower) - final_before >= len(spam), 120,
+                                    0.2, "the burst final")
+            return time.monotonic() - started
+
+    took = asyncio.run(run())
+    final = _spam_final(rig.follower) - final_before
+    return len(spam) / took, f"{final:,} final in {took:.1f} s"
 
 
 def _spam_final(node: NodeProcess) -> int:
@@ -166,17 +191,22 @@ def main(flags: list[str]) -> None:
                 "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}
     attacks: dict[str, Callable[[Rig, float], tuple[float, str]]] = {"notes": _notes, "hints": _hints,
                                                                      "grafts": _grafts}
-    plan = [("orders", 1)] if smoke else [(name, level) for name in ("orders", *attacks) for level in LEVELS]
+    plan: list[tuple[str, int | str]] = [("orders", 1)] if smoke else [
+        *(("orders", level) for level in LEVELS), ("burst", f"{BURST_TXS:,}"),
+        *((name, level) for name in attacks for level in LEVELS)]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         rig = Rig(Path(tmp), window)
         try:
             rows = [rig.measure("none", "-", lambda: (0.0, "-"), BASELINE_WINDOWS * window)]
             for name, level in plan:
-                rate = capacity[name] * level
-                if name == "orders":        # signed before the window: the attacker's own machine does that
+                # spam is signed before the window: the attacker's own machine does that
+                if name == "burst":
+                    run = functools.partial(_burst, rig, spam_orders(rig.chain_id, BURST_TXS))
+                elif name == "orders":
+                    rate = capacity[name] * int(level)
                     run = functools.partial(_orders, rig, rate, spam_orders(rig.chain_id, int(rate * rig.window)))
                 else:
-                    run = functools.partial(attacks[name], rig, rate)
+                    run = functools.partial(attacks[name], rig, capacity[name] * int(level))
                 rows.append(rig.measure(name, level, run))
         finally:
             rig.close()
