@@ -33,6 +33,7 @@ from tests.redteam.attacker import envelope
 
 PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
 PER_PEER = 400              # each peer's burst, all of it sent at once
+PACED_PER_PEER = 250        # ... against production budgets: past each one's share of the total's first second
 PER_API = 50                # signed orders posted to each validator's API
 RSS_GROWTH_MB = 96          # the burst's 6,600 resting orders, about a kilobyte each, and the mempool's bytes
 
@@ -49,9 +50,9 @@ class Burst(NamedTuple):
     attackers: list[str]
 
 
-def _burst(cluster: Cluster, **budgets: Any) -> Burst:
+def _burst(cluster: Cluster, per_peer: int = PER_PEER, **budgets: Any) -> Burst:
     """Four validators (with `budgets`) and a follower, sixteen peers linked to every validator: the burst of
-    PER_PEER transactions from each and PER_API at each validator's API, until every one is final."""
+    `per_peer` transactions from each and PER_API at each validator's API, until every one is final."""
     # production heartbeats (HEARTBEAT_INTERVAL 1 s, a link silent for 3 s is dropped): checking and applying a
     # full block of ~2,900 orders keeps a validator's event loop busy for over a second on two shared cores
     validators = cluster.chain(4, seat_rule="any", debug_api="true", **budgets)
@@ -59,7 +60,7 @@ def _burst(cluster: Cluster, **budgets: Any) -> Burst:
     nodes = [*validators, follower]
     wait_until(lambda: converged(nodes), 20)
     chain_id = validators[0].status()["chain_id"]
-    by_peers = [spam_orders(chain_id, PER_PEER) for _ in range(PEERS)]
+    by_peers = [spam_orders(chain_id, per_peer) for _ in range(PEERS)]
     by_api = [spam_orders(chain_id, PER_API) for _ in validators]
     total = sum(map(len, by_peers)) + sum(map(len, by_api))
     attackers = [NodeIdentity.generate() for _ in range(PEERS)]
@@ -104,17 +105,18 @@ def test_a_burst_from_a_crowd_of_peers_is_paced_by_the_validators_total_budget(c
     # Production budgets: sixteen peers sending are each an equal share of PEER_TX_TOTAL_RATE, a burst of a
     # second's share at most, so the crowd is admitted at the total's pace instead of a full block at once. Each
     # sent a transaction seconds before and has its whole (shared) burst: the worst case for the total
-    burst = _burst(cluster)
+    burst = _burst(cluster, PACED_PER_PEER)
     assert set(burst.posted) <= {201, 202}, burst.posted
     total_rate = Settings().peer_tx_total_rate
     took = burst.span[1] - burst.span[0]
-    assert took >= PEERS * PER_PEER / total_rate * 0.8, f"{PEERS * PER_PEER} orders admitted in {took:.1f} s"
-    # at most a second of the total at once (the crowd's bursts, each its share) and the APIs': measured 1,083 orders
-    # in the largest block, the rest 50-140, against full blocks of 2,929 in the test above
+    crowd = PEERS * PACED_PER_PEER      # a second of the total at once (each one's burst), the rest at its pace
+    assert took >= (crowd - total_rate) / total_rate * 0.8, f"{crowd} orders admitted in {took:.1f} s"
+    # at most a second of the total at once (the crowd's bursts, each its share) and the APIs': measured 1,083-1,157
+    # orders in the largest block, the rest 50-160, against full blocks of 2,929 in the test above
     assert max(burst.blocks) <= 1.5 * total_rate, f"blocks past the total's burst: {sorted(burst.blocks)[-5:]}"
     # The crowd's 1,000 a second is above what five nodes on two cores apply within 2x (the honest p50 doubles),
     # and the honest orders that meet that largest block wait for it: measured p99 146-729 ms across the runs while
-    # the budgets took shape (319 ms with this worst case). The bound is against a full block's seconds.
+    # the budgets took shape (319-381 ms with this worst case). The bound is against a full block's seconds.
     report = assert_fair(burst.client, burst.watch, burst.span, honest=burst.nodes,
                          attackers={key: burst.validators for key in burst.attackers}, p99_floor=1.5,
                          rss_growth_mb=RSS_GROWTH_MB)
