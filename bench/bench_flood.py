@@ -29,7 +29,7 @@ time) puts one honest order at about 2.5x the baseline wherever it falls, and in
 one order was the row's p99.
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
 open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
-(the four validators, then the follower).
+(the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any.
 """
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ class Rig:
     def measure(self, attack: str, level: int | str, run: Callable[[], tuple[float, str]],
                 seconds: float | None = None) -> list[Any]:
         start = time.monotonic()
+        snapshot_before = self.last_snapshot()
         sent_rate, got = run()
         time.sleep(max(0.0, start + (seconds or self.window) - time.monotonic()) + 1.0)
         samples = self.client.window(start, time.monotonic())
@@ -89,8 +90,14 @@ class Rig:
         if self.base_p99 is None:
             self.base_p99, self.base_throughput = p99, throughput
         rss = "/".join(f"{rss_mb(node):.0f}" for node in (*self.validators, self.follower))
+        snapshot = self.last_snapshot()
         return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
-                100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99, rss]
+                100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99,
+                f"{snapshot:,}" if snapshot != snapshot_before else "-", rss]
+
+    def last_snapshot(self) -> int:
+        """The height of the newest snapshot (every node forks at it): a row with one has an order or two late."""
+        return int(self.validators[0].status()["exchange"]["snapshots"]["last_height"])
 
     def close(self) -> None:
         self.client.stop.set()
@@ -216,4 +223,4 @@ def main(flags: list[str]) -> None:
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
                 f"follower, ms to final there; x = multiple of what one peer may send",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
-                 "p99 ratio", "RSS MB v0/v1/v2/v3/f"], rows)
+                 "p99 ratio", "snapshot at", "RSS MB v0/v1/v2/v3/f"], rows)

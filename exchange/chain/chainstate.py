@@ -56,6 +56,15 @@ class ChainStateStatus(TypedDict):
     app_hash: str
 
 
+class SnapshotView(TypedDict):
+    """The network's snapshot rules (from its genesis) and the newest snapshot height, for /status."""
+    interval: int
+    lag: int
+    min_seconds: float
+    last_height: int        # 0: none yet
+    last_time_ms: int
+
+
 @dataclass
 class BlockOutcome:
     """What applying one block did: the exchange's result and any validator-set change."""
@@ -285,6 +294,12 @@ class ChainState:
             self.snapshot_hash = snapshot_digest(data)
         self.last_snapshot = None
         self.hash = self._compute_hash()
+
+    def snapshot_view(self) -> SnapshotView:
+        height, time_ms = self.snapshot_taken
+        return {"interval": self.snapshot_interval, "lag": self.snapshot_lag,
+                "min_seconds": self.snapshot_min_ms / 1000, "last_height": height,
+                "last_time_ms": time_ms if height else 0}
 
     def status(self) -> ChainStateStatus:
         return {"height": self.height, "time_ms": self.time_ms, "last_block_id": self.last_block_id.hex(),

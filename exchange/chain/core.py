@@ -600,5 +600,6 @@ class ChainCore:
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
                 "refused_proposals": dict(self.check.refused),
-                "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(), **self.counters}
+                "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(),
+                "snapshots": state.snapshot_view(), **self.counters}
 

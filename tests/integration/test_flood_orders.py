@@ -15,13 +15,13 @@ import time
 
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
-from tests.flood import HonestClient, p99, rss_mb, settled, spam_orders
+from tests.flood import HonestClient, p99, rss_mb, settled, spam_orders, stay_linked
 from tests.harness import NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope, linked
 from tests.wire import RawPeer
 
 FAST = {"heartbeat_interval": 0.2}
-SPAM = 16_000               # signed one-order transactions, each sent to every validator
+SPAM = 5_000                # signed one-order transactions, each sent to every validator (about 50 s at the budget)
 INTERVAL = 0.2
 RSS_GROWTH_MB = 64 + SPAM * 2 / 1024      # the mempool's byte cap, and twice a kilobyte per resting spam order
 
@@ -46,9 +46,8 @@ def test_a_flood_of_valid_orders_waits_in_its_own_lane_and_honest_orders_stay_fa
         time.sleep(4.0)                                     # the honest baseline, before any flood
         flood_start = time.monotonic()
         flooder = NodeIdentity.generate()
-        backlog, heaviest, closed = asyncio.run(_flood(validators, flooder, chain_id, spam))
+        backlog, heaviest, closed, flood_end = asyncio.run(_flood(validators, flooder, chain_id, spam))
         flooder_id = flooder.node_id
-        flood_end = _read_through(validators)
         time.sleep(6.0)                                     # and after it
     finally:
         client.stop.set()
@@ -88,15 +87,17 @@ def _read_through(validators: list[NodeProcess]) -> float:
     buffers (megabytes on loopback), which a validator reads at its budget's pace long after. That moment is
     when no validator has held or dropped anything of it for a second."""
     return settled(lambda: [(b["holds"], b["dropped_total"])
-                            for b in (v.status()["exchange"]["tx_budget"] for v in validators)])
+                            for b in (v.status()["exchange"]["tx_budget"] for v in validators)], limit=90.0)
 
 
 async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id: str,
-                 spam: list[SignedTx]) -> tuple[list[int], list[str | None], set[int]]:
-    """Every spam transaction to every validator, as fast as the links take them; returns the largest mempool backlog each
-    validator reported while it ran, its heaviest lane then (sampled by the API in a thread), and which
-    validators closed the flooder's link."""
+                 spam: list[SignedTx]) -> tuple[list[int], list[str | None], set[int], float]:
+    """Every spam transaction to every validator, as fast as the links take them, the links kept open until the
+    validators have read all of it (closed with a backlog unread, a link is reset and the backlog lost); returns
+    the largest mempool backlog each validator reported while it ran, its heaviest lane then (sampled by the API
+    in a thread), which validators closed the flooder's link, and when they had read it all."""
     peers = [await linked(node, flooder, chain_id) for node in validators]
+    alive = [asyncio.create_task(stay_linked(peer)) for peer in peers]
     backlog = [0] * len(validators)
     heaviest: list[str | None] = [None] * len(validators)
     sampling = True
@@ -128,10 +129,13 @@ async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id:
                 peer.send(envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()))
             if index % 100 == 99:
                 await asyncio.gather(*(drain(peer) for peer in list(open_links)))
+        read_through = await asyncio.to_thread(_read_through, validators)
     finally:
         sampling = False
         await asyncio.to_thread(sampler.join, 30)
+        for task in alive:
+            task.cancel()
         for peer in peers:
             peer.close()
     closed = {validators.index(node) for peer, node in zip(peers, validators) if peer not in open_links}
-    return backlog, heaviest, closed
+    return backlog, heaviest, closed, read_through

@@ -115,6 +115,9 @@ def test_snapshots_wait_for_block_time_and_every_node_agrees_which_heights_they_
     assert first[0] == taken[0]
     later, later_certified, restored = _replay(sim, first)
     assert later == taken[1:] and later_certified == certified and restored.hash == state.hash
+    view = {"interval": INTERVAL, "lag": LAG, "min_seconds": 1.0, "last_height": taken[-1],
+            "last_time_ms": times[taken[-1]]}
+    assert state.snapshot_view() == view and restored.snapshot_view() == view, "what /status shows"
 
 
 def _bundle(sim: ChainSimulation) -> Bundle:
