@@ -52,13 +52,19 @@ class TxBudget:
     def _limits(self, sender: str, now: float) -> tuple[float, float, bool]:
         """`sender`'s (rate, burst) now, counting it among those sending (a burst is at most a second's share), and
         whether it was one of them already."""
-        self.share(now)
+        self.share(now)         # forgets those silent for ACTIVE_SECONDS first
         known = self._active.pop(sender, None) is not None
         self._active[sender] = now
         if len(self._active) > self.max_senders:
             self._active.popitem(last=False)
-        rate = self.share(now)
+        rate = min(self.rate, self.total_rate / len(self._active))
         return rate, min(self.burst, max(1.0, rate)), known
+
+    @staticmethod
+    def _tenth(rate: float, burst: float) -> float:
+        """A tenth of a second's worth at `rate` (at least one transaction, at most `burst`): what a newcomer
+        starts with and what a hold waits to refill."""
+        return min(burst, max(1.0, rate * HOLD_REFILL_SECONDS))
 
     def take(self, sender: str, now: float) -> bool:
         """One transaction from `sender` at `now`: True when its budget allows it."""
@@ -66,7 +72,7 @@ class TxBudget:
         # a neighbour not sending lately starts with a tenth of a second's worth and earns the rest of its burst
         # by sending within it: a crowd bursting together gets little more than one neighbour's burst at first,
         # and one that sent a little to fill its buckets first has them shrunk to its shares of the total
-        start = min(burst, max(1.0, rate * HOLD_REFILL_SECONDS))
+        start = self._tenth(rate, burst)
         tokens, at = self._buckets.pop(sender, (start, now))
         tokens = min(burst if known else start, tokens + max(0.0, now - at) * rate)
         allowed = tokens >= 1.0
@@ -94,7 +100,7 @@ class TxBudget:
             return held_until - now
         tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
         rate, burst, _ = self._limits(sender, now)
-        refill = min(burst, max(1.0, rate * HOLD_REFILL_SECONDS))     # at least one transaction's worth
+        refill = self._tenth(rate, burst)
         seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / rate)
         self._held_until.pop(sender, None)
         self._held_until[sender] = now + seconds
