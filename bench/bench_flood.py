@@ -23,10 +23,9 @@ runs for one window while the client keeps going:
   back per byte asked, and how many ids it had collected (each id is answered once per neighbour).
 The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
 honest orders final per second against the baseline measured first in the same run, as is "p99 ratio"; the
-baseline lasts BASELINE_WINDOWS windows (~180 orders). A window is 18 s (~90 honest orders), so a row's p99 is
-not its slowest order: a snapshot's fork (every node forks at the same height, at most once a minute of block
-time) puts one honest order at about 2.5x the baseline wherever it falls, and in a row of 6 s (~35 orders) that
-one order was the row's p99.
+baseline lasts BASELINE_WINDOWS windows. A window is 18 s (~90 honest orders at one every 200 ms), so a row's
+p99 is not its slowest order: a snapshot's fork (every node forks at the same height, at most once a minute of
+block time) slows the honest order in flight wherever it falls (docs/tradeoffs.md has the figures).
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
 open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
 (the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any.
@@ -96,7 +95,7 @@ class Rig:
                 f"{snapshot:,}" if snapshot != snapshot_before else "-", rss]
 
     def last_snapshot(self) -> int:
-        """The height of the newest snapshot (every node forks at it): a row with one has an order or two late."""
+        """The height of the newest snapshot (every node forks at it), to read each row's slowest orders against."""
         return int(self.validators[0].status()["exchange"]["snapshots"]["last_height"])
 
     def close(self) -> None:
