@@ -75,7 +75,10 @@ class TxBudget:
         start = self._tenth(rate, burst)
         tokens, at = self._buckets.pop(sender, (start, now))
         tokens = min(burst if known else start, tokens + max(0.0, now - at) * rate)
-        allowed = tokens >= 1.0
+        # a link we held is read again only when its hold is over, and nothing read from it is dropped: if its
+        # share fell during the hold (more neighbours began sending), its first transaction is taken on credit
+        # (less than one token owed) and its next hold lasts until the debt is paid and a tenth refilled
+        allowed = tokens >= 1.0 or (tokens > 0.0 and sender in self._held_until)
         self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
         if len(self._buckets) > self.max_senders:
             self._buckets.popitem(last=False)
@@ -93,13 +96,18 @@ class TxBudget:
     def hold_for(self, sender: str, now: float) -> float:
         """Once `sender`'s bucket is spent: seconds to read nothing from it, until its bucket holds a tenth of a
         second's worth again (so holds stay short: the link's heartbeats wait too). While an earlier hold still
-        covers `now`, what is left of it, not a new hold: the link's clock (the event loop's) may end a hold a
-        moment before ours, and what it hands over then waits out the rest instead of being dropped."""
+        covers `now`, what is left of it (or until a whole token is back, if longer), not a new hold: the link's
+        clock (the event loop's) may end a hold a moment before ours, and what it hands over then is taken on
+        credit and waits out the rest instead of being dropped."""
         held_until = self._held_until.get(sender, 0.0)
-        if held_until > now:
-            return held_until - now
-        tokens = self._buckets[sender][0] if sender in self._buckets else 0.0
         rate, burst, _ = self._limits(sender, now)
+        tokens, at = self._buckets.get(sender, (0.0, now))
+        tokens = min(burst, tokens + max(0.0, now - at) * rate)
+        if held_until > now:
+            # at least until one whole token is back, if what was handed over early was taken on credit
+            until = max(held_until, now + (1.0 - tokens) / rate)
+            self._held_until[sender] = until
+            return until - now
         refill = self._tenth(rate, burst)
         seconds = max(HOLD_MIN_SECONDS, (refill - tokens) / rate)
         self._held_until.pop(sender, None)

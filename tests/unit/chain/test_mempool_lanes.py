@@ -156,6 +156,37 @@ def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_o
     assert budget.view()["holds"] == 2
 
 
+def test_a_held_link_loses_nothing_when_its_share_falls_during_the_hold_or_its_clock_ends_the_hold_early():
+    """A link we hold is read again when its hold ends; if more neighbours began sending meanwhile, its share
+    (and so its refill) fell, and its first transaction is taken on credit, not dropped: its next hold is longer
+    instead, so its rate is still its share."""
+    from exchange.chain.tx_budget import TxBudget
+
+    budget = TxBudget(rate=100.0, burst=100.0, total_rate=200.0)
+    now, admitted, earned, growth = 0.0, 0, 0.0, iter(range(400))
+    while now < 6.0:            # a link read only between holds, sending all it can; the crowd grows meanwhile
+        assert budget.take("held", now), f"dropped at {now:.3f} s: it was read only once its hold was over"
+        admitted += 1
+        if budget.spent("held"):
+            hold = budget.hold_for("held", now)
+            for _ in range(20 if now < 3.0 else 0):      # twenty more keys send one each during every hold
+                budget.take(f"crowd-{next(growth)}", now + hold / 2)
+            earned += hold * budget.share(now + hold)    # what the hold refilled, at the share it ended with
+            now += hold
+    assert budget.dropped.get("held", 0) == 0 and budget.share(now) < 2.0, "the crowd took the total"
+    assert admitted <= 10 + earned + 1, f"its share and no more: {admitted} taken, {earned:.1f} earned"
+    assert admitted >= earned - 1, f"and all of its share: {admitted} taken, {earned:.1f} earned"
+
+    early = TxBudget(rate=10.0, burst=10.0)        # a tenth of a second's worth is one transaction here
+    assert early.take("a", 0.0) and early.spent("a")
+    hold = early.hold_for("a", 0.0)
+    assert early.take("a", hold - 0.002), "the loop's clock ended the hold 2 ms before ours: taken on credit"
+    assert abs(early.hold_for("a", hold - 0.002) - 0.102) < 1e-9, "and held until the debt and a token are back"
+    assert early.take("a", hold + 0.1) and early.dropped == {}
+    unheld = TxBudget(rate=10.0, burst=1.0)
+    assert unheld.take("rpc", 0.0) and not unheld.take("rpc", 0.05), "never held: no credit, dropped"
+
+
 def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transactions():
     from exchange.chain.core import ChainCore, CoreConfig
     from exchange.chain.effects import HoldReading
