@@ -169,6 +169,36 @@ class Settings:
     grenache_messages_port: int = _setting(
         0, "GRENACHE_MESSAGES_PORT", "TCP port of the Grenache message endpoint (0 = ephemeral; the Grape "
         "announcement carries it)", _PORT)
+    grenache_messages_rate: float = _setting(
+        500.0, "GRENACHE_MESSAGES_RATE", "Frames a second one IP address may send to the Grenache message endpoint "
+        "(bursts of twice that; a /24 or /48 four times that); a request past it gets 429 ERR_BUSY unread",
+        _FLOAT_POS)
+    grenache_messages_rate_total: float = _setting(
+        8000.0, "GRENACHE_MESSAGES_RATE_TOTAL", "Frames a second the Grenache message endpoint takes from all "
+        "addresses together (bursts of twice that)", _FLOAT_POS)
+    grenache_rpc_rate: float = _setting(
+        100.0, "GRENACHE_RPC_RATE", "Requests a second one IP address may make to the Grenache RPC endpoint "
+        "(GRENACHE_RPC_PORT; bursts of twice that; a /24 or /48 four times that); the rest get 429 ERR_BUSY unread",
+        _FLOAT_POS)
+    grenache_rpc_rate_total: float = _setting(
+        2000.0, "GRENACHE_RPC_RATE_TOTAL", "Requests a second the Grenache RPC endpoint takes from all addresses "
+        "together (bursts of twice that)", _FLOAT_POS)
+    grenache_max_connections: int = _setting(
+        1024, "GRENACHE_MAX_CONNECTIONS", "Most open connections to each Grenache HTTP server (the message and the "
+        "RPC endpoint) at once", p.integer(1, 1_000_000))
+    grenache_max_connections_per_address: int = _setting(
+        64, "GRENACHE_MAX_CONNECTIONS_PER_ADDRESS", "Most open connections to each Grenache HTTP server from one IP "
+        "address", p.integer(1, 1_000_000))
+    grenache_max_connections_per_subnet: int = _setting(
+        256, "GRENACHE_MAX_CONNECTIONS_PER_SUBNET", "Most open connections to each Grenache HTTP server from one /24 "
+        "(IPv4) or /48 (IPv6)", p.integer(1, 1_000_000))
+    grenache_header_timeout: float = _setting(
+        10.0, "GRENACHE_HEADER_TIMEOUT", "Seconds a request to a Grenache HTTP server has to send its headers (the "
+        "first from the connection's start, each later one from its first byte) before it gets 408 and its "
+        "connection is closed (slowloris)", _FLOAT_POS)
+    grenache_body_timeout: float = _setting(
+        10.0, "GRENACHE_BODY_TIMEOUT", "Seconds a request's body has to arrive at a Grenache HTTP server after its "
+        "headers before it gets 408 and its connection is closed", _FLOAT_POS)
     discovery_pex: bool = _setting(True, "DISCOVERY_PEX", "Learn peers from connected peers (peer exchange)",
                                    p.boolean)
     discovery_dht: bool = _setting(True, "DISCOVERY_DHT", "Take part in the DHT of signed node records: find nodes "

@@ -23,7 +23,7 @@ from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api.base import JsonObject
 from node.api.server import start_api
-from node.api.guard import ConnectionGuard
+from p2p.public.guard import ConnectionGuard
 from node.api.rate import PublicRateLimit
 from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
@@ -41,7 +41,7 @@ from node.logs import bind_node
 from node.operator import OperatorSurface
 from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
-from node.refusals import RefusalLog
+from p2p.public.refusals import RefusalLog
 from node.rpc_component import NodeRpc
 from p2p.dht.service import DhtService
 from p2p.nat.self_addresses import Reachability

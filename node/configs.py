@@ -15,6 +15,7 @@ from exchange.chain.core import CoreConfig
 from exchange.chain.tendermint import ConsensusConfig
 from p2p.admission import InboundLimits
 from p2p.discovery.mdns import mdns_announce_hosts
+from p2p.grenache.limits import GrenacheLimits
 from p2p.nat.config import NatConfig
 from p2p.peer_config import PeerConfig
 from p2p.routing.config import GrenacheMessagesConfig, RouterConfig
@@ -61,13 +62,23 @@ def peer_config(settings: Settings) -> PeerConfig:
         software=f"{DISTRIBUTION}/{VERSION}")
 
 
+def grenache_limits(settings: Settings, rate: float, rate_total: float) -> GrenacheLimits:
+    """A Grenache HTTP server's limits: its own rate (frames or requests), the connection caps both share."""
+    return GrenacheLimits(rate_per_address=rate, rate_total=rate_total,
+                          max_connections_per_address=settings.grenache_max_connections_per_address,
+                          max_connections_per_subnet=settings.grenache_max_connections_per_subnet,
+                          max_connections=settings.grenache_max_connections,
+                          header_timeout=settings.grenache_header_timeout, body_timeout=settings.grenache_body_timeout)
+
+
 def router_config(settings: Settings) -> RouterConfig:
     grenache = None
     if settings.discovery_grenache and settings.grenache_messages:
         grenache = GrenacheMessagesConfig(
             grape_urls=settings.grape_urls, service=settings.grape_service,
             host=settings.grenache_messages_host or settings.p2p_host, port=settings.grenache_messages_port,
-            announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL))
+            announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL),
+            limits=grenache_limits(settings, settings.grenache_messages_rate, settings.grenache_messages_rate_total))
     return RouterConfig(
         max_frame_bytes=settings.max_frame_bytes, seen_cache_size=settings.seen_cache_size,
         seen_cache_ttl=settings.seen_cache_ttl, queue_max_messages=settings.queue_max_messages,
@@ -125,6 +136,7 @@ class NodeRpcConfig:
     grenache_rpc_host: str
     grenache_services: tuple[str, ...]
     grenache_announce_interval: float
+    grenache_limits: GrenacheLimits     # what each client of the Grenache endpoint may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +252,8 @@ class NodeConfigs:
                 hint_ttl=settings.hint_ttl, grape_urls=settings.grape_urls,
                 grenache_rpc_port=settings.grenache_rpc_port, grenache_rpc_host=settings.p2p_host,
                 grenache_services=settings.grenache_services,
-                grenache_announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL)),
+                grenache_announce_interval=min(settings.grape_announce_interval, MAX_GRENACHE_ANNOUNCE_INTERVAL),
+                grenache_limits=grenache_limits(settings, settings.grenache_rpc_rate, settings.grenache_rpc_rate_total)),
             chain=ChainConfig(
                 network_id=settings.network_id, markets=settings.markets,
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,

@@ -30,7 +30,7 @@ from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
 from node.refusals import refused_rows
-from node.sources import Shares
+from p2p.public.sources import Shares
 from node.throttled import MAX_ROWS, throttled_rows
 
 if TYPE_CHECKING:

@@ -87,7 +87,8 @@ class NodeRpc:
         if config.grenache_rpc_port is not None:
             self.endpoint = GrenacheEndpoint(self.service.server, self._grape(), config.grenache_services,
                                              host=config.grenache_rpc_host, port=config.grenache_rpc_port,
-                                             announce_interval=config.grenache_announce_interval)
+                                             announce_interval=config.grenache_announce_interval,
+                                             limits=config.grenache_limits)
             await self.endpoint.start()
 
     async def stop(self) -> None:

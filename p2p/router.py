@@ -222,8 +222,7 @@ class MessageRouter:
             accept_unicast=unicast.on_grenache, accept_broadcast=plumtree.on_grenache,
             delivered=unicast.grenache_delivered, failed=unicast.grenache_failed,
             reachable_again=unicast.reachable_again, report=self.subscribers.internal_error, schemas=self.peers.schemas,
-            announce_interval=config.announce_interval,
-            inbound_rate=self.inbound.rate, inbound_burst=self.inbound.burst)
+            announce_interval=config.announce_interval, limits=config.limits)
         unicast.grenache = path
         plumtree.fan_out = self._fan_out
         return path

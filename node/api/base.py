@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
     from node.accounts import AccountStore
     from node.api.orders import Queued
-    from node.api.guard import ConnectionGuard
+    from p2p.public.guard import ConnectionGuard
     from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
     from node.identity import NodeIdentity
     from node.order_batcher import OrderBatcher
-    from node.refusals import RefusalLog
+    from p2p.public.refusals import RefusalLog
     from node.rpc_component import NodeRpc
     from p2p.dht.service import DhtService
     from p2p.discovery import DiscoveryOrchestrator

@@ -2,20 +2,20 @@
 
 Anyone who can reach the API port may read `/status`, books, trades, metrics and the console without a
 token, and each read costs the node work (a book of thousands of levels, a status of every peer). The
-connection guard (guard.py) caps how many connections one address holds; this caps how fast they
+connection guard (p2p/public/guard.py) caps how many connections one address holds; this caps how fast they
 ask: a token bucket per address (`API_PUBLIC_RATE` a second, bursts of two seconds' worth), four times
 that per /24 (IPv4) or /48 (IPv6) so one network cannot rotate addresses around it, and
 `API_PUBLIC_RATE_TOTAL` behind them all. The excess gets 429 with Retry-After and costs the node nothing
 more. A request with a valid token (the operator's) is not counted, nor is one from `API_RATE_EXEMPT`
 (this machine by default: the CLI, the console on localhost, a local monitor). The maps are bounded:
 the least recently heard address or subnet is forgotten first and starts again with a full bucket, which
-the subnet and total buckets still bound.
+the subnet and total buckets still bound (the buckets are p2p/public/rate.py's, shared with the Grenache HTTP
+servers).
 """
 from __future__ import annotations
 
 import ipaddress
 import time
-from collections import OrderedDict
 from typing import Callable, TypedDict
 
 from aiohttp import web
@@ -23,33 +23,9 @@ from aiohttp.typedefs import Handler
 
 from node.api.base import ApiError
 from node.api.auth import ApiAuth, is_public
-from node.refusals import RefusalLog
-from node.sources import client_ip, host_of, subnet_of
-
-BURST_SECONDS = 2.0
-SUBNET_FACTOR = 4
-MAX_TRACKED = 8192
-
-
-class _Buckets:
-    """Token buckets by key, bounded in number (least recently used forgotten)."""
-
-    def __init__(self, rate: float, burst: float, limit: int = MAX_TRACKED) -> None:
-        self.rate, self.burst, self.limit = rate, burst, limit
-        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def wait_needed(self, key: str, now: float) -> float:
-        """0 when `key` may go now (a token taken), else the seconds until it may."""
-        tokens, at = self._state.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
-        wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
-        self._state[key] = (tokens - 1.0 if wait == 0.0 else tokens, now)
-        if len(self._state) > self.limit:
-            self._state.popitem(last=False)
-        return wait
-
-    def __len__(self) -> int:
-        return len(self._state)
+from p2p.public.rate import ClientRate
+from p2p.public.refusals import RefusalLog
+from p2p.public.sources import client_ip
 
 
 class RateLimitView(TypedDict):
@@ -61,34 +37,17 @@ class RateLimitView(TypedDict):
     refused: dict[str, int]
 
 
-class PublicRateLimit:
+class PublicRateLimit(ClientRate):
+    """The shared per-client rate (p2p/public/rate.py) with this API's exemptions."""
+
     def __init__(self, per_address: float, total: float, exempt: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.monotonic, refusals: RefusalLog | None = None) -> None:
-        self.by_address = _Buckets(per_address, per_address * BURST_SECONDS)
-        self.by_subnet = _Buckets(per_address * SUBNET_FACTOR, per_address * SUBNET_FACTOR * BURST_SECONDS)
-        self.overall = _Buckets(total, total * BURST_SECONDS, limit=1)
+        super().__init__(per_address, total, surface="api", clock=clock, refusals=refusals)
         self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
-        self.clock = clock
-        self.refused = {"per_address": 0, "per_subnet": 0, "total": 0}
-        self.refusals = refusals
 
     def is_exempt(self, address: str) -> bool:
         ip = client_ip(address)     # an IPv4 client of a dual-stack listener as its IPv4 address
         return ip is not None and any(ip in net for net in self.exempt)
-
-    def check(self, address: str) -> tuple[str, float] | None:
-        """None when a public request from `address` may go now; else (which limit, seconds to wait)."""
-        now = self.clock()
-        for name, buckets, key in (("per_address", self.by_address, host_of(address)),
-                                   ("per_subnet", self.by_subnet, subnet_of(address)),
-                                   ("total", self.overall, "*")):
-            wait = buckets.wait_needed(key, now)
-            if wait:
-                self.refused[name] += 1
-                if self.refusals is not None:
-                    self.refusals.record(address, f"api_rate_{name}")
-                return name, wait
-        return None
 
     def view(self) -> RateLimitView:
         return {"rate_per_address": self.by_address.rate, "rate_total": self.overall.rate,

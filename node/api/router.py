@@ -58,6 +58,9 @@ def router_metrics(router: MessageRouter) -> Iterator[Metric]:
         yield GaugeMetricFamily("exchange_node_grenache_path_members",
                                 "Nodes serving the shared Grenache message name, as last looked up",
                                 value=len(router.grenache.members))
+        yield labelled_counter("exchange_node_grenache_path_refused_total",
+                               "Requests and connections the Grenache message endpoint refused or closed over a "
+                               "client's share, by reason", "reason", router.grenache.limits.refused_counts())
     yield GaugeMetricFamily("exchange_node_router_amplification", "Copies received per unique broadcast received",
                             value=router.amplification or 0.0)
     yield GaugeMetricFamily("exchange_node_router_queued", "Messages held for unreachable peers",

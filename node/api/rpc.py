@@ -308,6 +308,10 @@ def rpc_metric_families(node_rpc: NodeRpc) -> Iterator[Metric]:
                             for service, router in routers for outcome, histogram in router.latency.items()])
     yield labelled_counter("exchange_node_rpc_breaker_transitions_total", "Breaker transitions, by new state",
                            "to", node_rpc.service.transition_count)
+    if node_rpc.endpoint is not None:
+        yield labelled_counter("exchange_node_grenache_endpoint_refused_total",
+                               "Requests and connections the Grenache RPC endpoint refused or closed over a client's "
+                               "share, by reason", "reason", node_rpc.endpoint.limits.refused_counts())
     gossip = snap.get("hints")
     if isinstance(gossip, dict):
         yield from split_counters(RPC_HINTS, gossip.get("counters", {}))

@@ -1,7 +1,7 @@
 """Control API (aiohttp, 127.0.0.1 by default): what the CLI and operators' scripts talk to.
 
 Every route is guarded by node/api/auth.py; components add theirs through `node.api_extensions`. Connections
-pass node/api/guard.py first (caps per address, per network and in all; deadlines for every request's headers
+pass p2p/public/guard.py first (caps per address, per network and in all; deadlines for every request's headers
 and body); an idle keep-alive connection is closed after API_KEEPALIVE_TIMEOUT (aiohttp's own default is an
 hour).
 """
@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
-from node.api.guard import ConnectionGuard, GuardedSite, install_guard
+from p2p.public.guard import ConnectionGuard, GuardedSite, install_guard
 from node.api.rate import PublicRateLimit, install_public_rate_limit
 from node.api.auth import install_auth
 from node.metrics import render_metrics

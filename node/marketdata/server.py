@@ -5,8 +5,8 @@ event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...
 "Market data stream", documents every message. A client's bad input gets an `error` event,
 never an exception; a client that floods requests or stops reading is disconnected with a close
 code that says why. Clients, subscriptions and unread bytes each have a share per address, a share per
-network (/24 or /48) and a cap in all (node/sources.py `Shares`); what is refused over them is recorded by
-source (node/refusals.py) for /status and the console.
+network (/24 or /48) and a cap in all (p2p/public/sources.py `Shares`); what is refused over them is recorded by
+source (p2p/public/refusals.py) for /status and the console.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from aiohttp import WSMsgType, web
 from node.api.base import ApiError, Json, JsonObject
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
-from node.refusals import RefusalLog
-from node.sources import Shares, cap_name, scope_words
+from p2p.public.refusals import RefusalLog
+from p2p.public.sources import Shares, cap_name, scope_words
 from node.tasks import cancel_and_wait
 from p2p.resilience.token_bucket import TokenBucket
 

@@ -21,7 +21,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from node.marketdata.wsframe import text_frame
-from node.sources import Shares, scope_words
+from p2p.public.sources import Shares, scope_words
 
 log = logging.getLogger("node.stream")
 

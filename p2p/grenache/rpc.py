@@ -26,6 +26,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from p2p.grenache.limits import KEEPALIVE_TIMEOUT, ServerLimits
+from p2p.public.guard import GuardedSite, install_guard
+
 __all__ = ["GrenacheHTTPClient", "GrenacheHTTPServer", "GrenacheError", "GrenacheRemoteError",
            "GrenacheUnavailable", "GrenacheTimeout", "GrenacheProtocolError", "GrenacheJson", "Handler"]
 
@@ -213,15 +216,22 @@ class GrenacheHTTPServer:
     over `max_body_bytes`) gets a non-200 status with a plain "ERR_..." text: the Node client
     then fails at once, whereas an array with a null rid would leave it waiting for its timeout.
     Streaming requests (grenache `_gr` header) are not supported.
+
+    With `limits` (p2p/grenache/limits.py) connections pass its guard, and a request from a client past its
+    rate is refused before its body is read, the same way: 429 "ERR_BUSY" with Retry-After. `cost(payload)`
+    says what a request it read is worth in the limits' units (1 when not given), charged to its client.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], host: str = "127.0.0.1", port: int = 0, *,
-                 max_body_bytes: int = DEFAULT_MAX_BODY, handler_timeout: float | None = None) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY, handler_timeout: float | None = None,
+                 limits: ServerLimits | None = None, cost: Callable[[GrenacheJson], int] | None = None) -> None:
         self.handlers = handlers
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
         self.handler_timeout = handler_timeout
+        self.limits = limits
+        self.cost = cost
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -230,10 +240,14 @@ class GrenacheHTTPServer:
             return self.port
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        if self.limits is not None:
+            install_guard(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                               keepalive_timeout=KEEPALIVE_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            site = (web.TCPSite(runner, self.host, self.port, reuse_address=True) if self.limits is None
+                    else GuardedSite(runner, self.host, self.port, self.limits.guard))
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -255,6 +269,11 @@ class GrenacheHTTPServer:
         await self.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        address = request.remote or ""
+        if self.limits is not None:
+            wait = self.limits.admit(address)
+            if wait is not None:
+                return web.Response(status=429, text="ERR_BUSY", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
         compressed = "gzip" in request.headers.get("grc-compress", "")
         try:
             raw = await request.read()
@@ -277,6 +296,8 @@ class GrenacheHTTPServer:
         rid = message[0]
         key = message[1] if len(message) > 1 else None
         payload = message[2] if len(message) > 2 else None
+        if self.limits is not None and self.cost is not None:
+            self.limits.charge(address, self.cost(payload))
         err, data = await self._dispatch(key, payload)
         return self._reply(rid, err, data, compressed)
 

@@ -10,7 +10,9 @@ raised as `RpcError(code)` without a retry.
 `GrenacheEndpoint`: serve chosen local services (RpcServer handlers) over a Grenache-compatible
 HTTP endpoint (GrenacheHTTPServer) and announce them on Grape, again every `announce_interval`
 seconds (a Grape record expires after about 1-2 x its dpa). Handler error codes become Grenache
-strings: `RpcError("insufficient_funds")` answers "ERR_INSUFFICIENT_FUNDS".
+strings: `RpcError("insufficient_funds")` answers "ERR_INSUFFICIENT_FUNDS". The endpoint is public:
+each client gets a share of its requests and connections (`limits`, p2p/grenache/limits.py), and
+one past its share gets 429 "ERR_BUSY" before its request is read.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator, TypedDict
 
 from p2p.grenache.grape import GrapeClient, GrapeError
+from p2p.grenache.limits import GrenacheLimits, LimitsView, ServerLimits
 from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheJson, GrenacheProtocolError,
                               GrenacheRemoteError, GrenacheTimeout, GrenacheUnavailable, Handler)
 from p2p.resilience.protection import Protection
@@ -230,15 +233,19 @@ class EndpointView(TypedDict):
     services: list[str]
     announced: dict[str, float]      # service -> when it was last announced (wall clock)
     announce_failures: int
+    limits: LimitsView               # requests refused by a client's share, and by whom
 
 
 class GrenacheEndpoint:
     def __init__(self, server: RpcServer, grape: GrapeClient, services: tuple[str, ...], *, host: str = "127.0.0.1",
-                 port: int = 0, announce_interval: float = 30.0, handler_timeout: float | None = 30.0) -> None:
+                 port: int = 0, announce_interval: float = 30.0, handler_timeout: float | None = 30.0,
+                 limits: GrenacheLimits) -> None:
         self.grape = grape
         self.services = tuple(services)
         self.announce_interval = announce_interval
-        self.http = GrenacheHTTPServer(_Exposed(server, self.services), host, port, handler_timeout=handler_timeout)
+        self.limits = ServerLimits(limits, "grenache_rpc", "requests")
+        self.http = GrenacheHTTPServer(_Exposed(server, self.services), host, port, handler_timeout=handler_timeout,
+                                       limits=self.limits)
         self.port: int | None = None
         self.announced: dict[str, float] = {}
         self.announce_failures = 0
@@ -283,7 +290,7 @@ class GrenacheEndpoint:
 
     def snapshot(self) -> EndpointView:
         return {"port": self.port, "services": list(self.services), "announced": dict(self.announced),
-                "announce_failures": self.announce_failures}
+                "announce_failures": self.announce_failures, "limits": self.limits.view()}
 
 
 def _forget(pending: dict[str, Any], key: str, _done: object) -> None:

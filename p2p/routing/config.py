@@ -3,16 +3,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2p.grenache.limits import GrenacheLimits
+
 
 @dataclass(frozen=True, slots=True)
 class GrenacheMessagesConfig:
-    """Where the Grenache message path serves and announces (DISCOVERY_GRENACHE with GRENACHE_MESSAGES)."""
+    """Where the Grenache message path serves and announces (DISCOVERY_GRENACHE with GRENACHE_MESSAGES), and what
+    each client of its endpoint may take (frames a second, connections)."""
 
     grape_urls: tuple[str, ...]
     service: str
     host: str
     port: int
     announce_interval: float
+    limits: GrenacheLimits
 
 
 @dataclass(frozen=True, slots=True)

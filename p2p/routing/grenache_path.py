@@ -11,9 +11,13 @@ p2p/grenache/rpc.py) with two service names, announced on the Grape:
   the node's id, which is how a node learns who is behind each address it looks up.
 
 A request is the JSON payload `{"v": 1, "frames": ["<base64 msgpack>", ...]}`; the answer is
-`{"accepted": n, "refused": {reason: count}}` or a Grenache error string (`ERR_BUSY` past the
-inbound rate). Outgoing messages wait in a per-node outbox and leave in batches, one request in
-flight per node, so their order holds. A unicast whose request fails goes back to the router (which
+`{"accepted": n, "refused": {reason: count}}` or a Grenache error string. The endpoint is public, so
+each client gets a share (p2p/grenache/limits.py, counted in frames: a request's frames are charged to
+its address, its network and everyone's total) and its connections pass a guard; a client past its
+share gets HTTP 429 "ERR_BUSY" before its request is read.
+
+Outgoing messages wait in a per-node outbox and leave in batches, one request in flight per node, so
+their order holds. A unicast whose request fails goes back to the router (which
 holds it in its queue) and that node's address is looked up afresh after a pause; broadcast copies
 are best effort (the links and anti-entropy carry the rest).
 
@@ -38,9 +42,9 @@ from p2p import messages as m
 from p2p.delivery_queue import Held
 from p2p.framing import MalformedFrame, decode_body
 from p2p.grenache.grape import GrapeClient, GrapeError
+from p2p.grenache.limits import GrenacheLimits, LimitsView, ServerLimits
 from p2p.grenache.rpc import GrenacheError, GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
 from p2p.resilience.backoff import Backoff
-from p2p.resilience.token_bucket import TokenBucket
 
 log = logging.getLogger("p2p.router.grenache")
 
@@ -74,7 +78,8 @@ class GrenachePathStats(TypedDict):
     failing: list[str]               # members we are backing off from
     outbox: int                      # unicasts waiting to go
     counters: dict[str, int]
-    refused: dict[str, int]
+    refused: dict[str, int]          # frames refused, by reason
+    limits: LimitsView               # requests refused by a client's share, and by whom
 
 
 @dataclass
@@ -99,7 +104,7 @@ class GrenachePath:
                  reachable_again: Callable[[str], None], report: Callable[[str, BaseException], None],
                  schemas: m.Schemas, announce_interval: float = 30.0,
                  refresh_interval: float = 2.0, lookup_ttl: float = 10.0, negative_ttl: float = 2.0,
-                 request_timeout: float = 5.0, inbound_rate: float = 2000.0, inbound_burst: float = 4000.0,
+                 request_timeout: float = 5.0, limits: GrenacheLimits,
                  http: GrenacheHTTPClient | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.node_id = node_id
@@ -125,11 +130,12 @@ class GrenachePath:
         self.rng = rng or random.Random()
         self.http = http or GrenacheHTTPClient(timeout=request_timeout)
         max_body = 2 * max_frame_bytes + (1 << 20)   # base64 of the largest frame, and some
+        self.limits = ServerLimits(limits, "grenache_msg", "frames", clock=clock)
         self.server = GrenacheHTTPServer({self.unicast_key: self._on_unicast_request,
                                           self.broadcast_key: self._on_broadcast_request},
-                                         host, port, max_body_bytes=max_body, handler_timeout=10.0)
+                                         host, port, max_body_bytes=max_body, handler_timeout=10.0,
+                                         limits=self.limits, cost=frames_in)
         self.port: int | None = None
-        self._inbound = TokenBucket(inbound_rate, inbound_burst)
         self.members: dict[str, Address] = {}                       # node id -> address (shared name)
         self._hellos: dict[Address, tuple[str | None, float]] = {}  # address -> (node id or None, when)
         self._resolved: dict[str, tuple[Address | None, float]] = {}  # node id -> (address or None, expires)
@@ -143,7 +149,7 @@ class GrenachePath:
         self.counters: dict[str, int] = dict.fromkeys((
             "requests_sent", "requests_failed", "unicasts_sent", "unicasts_failed", "broadcasts_sent",
             "broadcasts_failed", "outbox_full", "requests_received", "frames_received", "frames_refused",
-            "busy", "lookups", "lookup_failures", "announces", "announce_failures", "hellos"), 0)
+            "lookups", "lookup_failures", "announces", "announce_failures", "hellos"), 0)
         self.refused: dict[str, int] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -418,9 +424,6 @@ class GrenachePath:
         frames = payload.get("frames")
         if not isinstance(frames, list) or not 0 < len(frames) <= MAX_FRAMES:
             raise GrenacheRemoteError("ERR_REQUEST_INVALID", f"frames: a list of 1..{MAX_FRAMES}")
-        if not self._inbound.try_take(len(frames)):
-            self.counters["busy"] += 1
-            raise GrenacheRemoteError("ERR_BUSY", "over the inbound message rate")
         accepted = 0
         refused: dict[str, int] = {}
         limit = self.max_frame_bytes * 4 // 3 + 4
@@ -460,8 +463,14 @@ class GrenachePath:
             "grape": "down" if self._grape_down_since is not None else "up",
             "members": sorted(self.members), "failing": sorted(n for n, (until, _) in self._failing.items() if until > now),
             "outbox": sum(len(box) for box in self._outboxes.values()),
-            "counters": dict(self.counters), "refused": dict(self.refused),
+            "counters": dict(self.counters), "refused": dict(self.refused), "limits": self.limits.view(),
         }
+
+
+def frames_in(payload: Any) -> int:
+    """What a request is worth in the endpoint's limits: its frames (1 for a hello, or one it refuses as invalid)."""
+    frames = payload.get("frames") if isinstance(payload, dict) else None
+    return len(frames) if isinstance(frames, list) and 0 < len(frames) <= MAX_FRAMES else 1
 
 
 def _forget(pending: dict[str, Any], key: str, _done: object) -> None:

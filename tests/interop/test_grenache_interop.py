@@ -12,6 +12,7 @@ import pytest
 from grenache_harness import arun_node_json
 from p2p.discovery.grape import GrapeDiscovery
 from p2p.grenache.grape import GrapeClient, GrapeError
+from p2p.grenache.limits import GrenacheLimits, ServerLimits
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
 from p2p.resilience.backoff import Backoff
 
@@ -112,24 +113,45 @@ async def test_node_client_calls_our_server_announced_by_our_client(grapes, comp
         await server.stop()
 
 
-async def test_node_client_gets_fast_error_for_oversized_request(grapes):
-    async def echo(payload):
-        return payload
+async def _echo(payload):
+    return payload
 
-    server = GrenacheHTTPServer({"interop:small": echo}, max_body_bytes=1024)
+
+async def node_client_calls(grape_url: str, server: GrenacheHTTPServer, service: str, payloads: list) -> tuple[list, float]:
+    """Serve `server` as `service` on the grape and let the Node client call it with each payload in turn (a
+    5 s timeout each): its results, and how long they took."""
     port = await server.start()
-    grape = GrapeClient([grapes[0]])
+    grape = GrapeClient([grape_url])
     try:
-        await grape.announce("interop:small", port)
+        await grape.announce(service, port)
         started = time.monotonic()
-        results = await arun_node_json("client.js", grape=grapes[0], service="interop:small",
-                                       payloads=["x" * 4000, "ok"], timeout=5000)
-        assert time.monotonic() - started < 4
-        assert results[0]["ok"] is False and "ERR_REQUEST_TOO_LARGE" in results[0]["error"]
-        assert results[1] == {"ok": True, "data": "ok"}
+        results = await arun_node_json("client.js", grape=grape_url, service=service, payloads=payloads,
+                                       timeout=5000)
+        return results, time.monotonic() - started
     finally:
         await grape.close()
         await server.stop()
+
+
+async def test_node_client_gets_fast_error_for_oversized_request(grapes):
+    server = GrenacheHTTPServer({"interop:small": _echo}, max_body_bytes=1024)
+    results, seconds = await node_client_calls(grapes[0], server, "interop:small", ["x" * 4000, "ok"])
+    assert seconds < 4
+    assert results[0]["ok"] is False and "ERR_REQUEST_TOO_LARGE" in results[0]["error"]
+    assert results[1] == {"ok": True, "data": "ok"}
+
+
+async def test_node_client_fails_at_once_on_a_busy_refusal(grapes):
+    """Past its share a client gets 429 "ERR_BUSY" before its request is read; the Node client fails on it at
+    once (a 200 with a null rid would leave it waiting for its timeout)."""
+    limits = GrenacheLimits(rate_per_address=1.0, rate_total=100.0, max_connections_per_address=64,
+                            max_connections_per_subnet=256, max_connections=1024, header_timeout=10.0,
+                            body_timeout=10.0)
+    server = GrenacheHTTPServer({"interop:limited": _echo}, limits=ServerLimits(limits, "grenache_rpc", "requests"))
+    results, seconds = await node_client_calls(grapes[0], server, "interop:limited", ["a", "b", "c"])
+    assert seconds < 4
+    assert results[:2] == [{"ok": True, "data": "a"}, {"ok": True, "data": "b"}]     # a burst of two
+    assert results[2]["ok"] is False and "ERR_BUSY" in results[2]["error"], results
 
 
 async def test_discovery_survives_both_grapes_restarting_on_same_ports(grapes, caplog):

@@ -65,12 +65,19 @@ def grenache_members(node: NodeProcess) -> set[str]:
     return set(node.status()["router"]["grenache"]["members"])
 
 
-def test_nodes_without_a_tcp_path_exchange_messages_over_grenache(cluster, grapes) -> None:
+def walled_pair(cluster: Cluster, grapes) -> tuple[NodeProcess, NodeProcess]:
+    """Two hybrid nodes whose peer ports the other cannot reach (each listens on 127.0.0.2, while the Grape
+    records the announcing grape's 127.0.0.1), once each knows the other behind the shared Grenache name."""
     walled = {"p2p_host": "127.0.0.2", "grenache_messages_host": "127.0.0.1"}
     a = hybrid(cluster, "a", grapes[0], **walled)
     b = hybrid(cluster, "b", grapes[1], **walled)
     wait_until(lambda: b.node_id in grenache_members(a) and a.node_id in grenache_members(b), 30,
                message="each node finds the other behind the shared Grenache name")
+    return a, b
+
+
+def test_nodes_without_a_tcp_path_exchange_messages_over_grenache(cluster, grapes) -> None:
+    a, b = walled_pair(cluster, grapes)
     wait_until(lambda: a.status()["discovery"]["grape"]["dialled"] >= 1, 30, message="a tried b's peer port")
     assert a.connected_ids() == set() and b.connected_ids() == set()   # no TCP link either way
 

@@ -185,7 +185,7 @@ async def test_a_failing_snapshot_source_is_an_error_event_not_a_dropped_connect
 
 
 def test_shares_are_counted_per_address_per_subnet_and_in_all():
-    from node.sources import Shares, host_of, subnet_of
+    from p2p.public.sources import Shares, host_of, subnet_of
 
     assert subnet_of("203.0.113.77") == "203.0.113.0/24"
     assert subnet_of("2001:db8:1:2::5") == "2001:db8:1::/48"

@@ -16,8 +16,8 @@ import node.marketdata.server as stream_server
 from node.api.base import errors_as_json
 from node.marketdata import MarketFeed, StatusChannel, StreamServer
 from node.marketdata.session import CLOSE_SLOW_CONSUMER, StreamSession
-from node.refusals import RefusalLog
-from node.sources import Shares
+from p2p.public.refusals import RefusalLog
+from p2p.public.sources import Shares
 from tests.raw_ws import StalledClient
 from tests.stream_client import StreamClient
 from tests.unit.marketdata.fakes import MARKETS, DictSource, RecordingTransport

@@ -11,9 +11,9 @@ from typing import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-import node.api.guard as guard_module
-from node.api.guard import ConnectionGuard, GuardedSite, install_guard
-from node.refusals import RefusalLog
+import p2p.public.guard as guard_module
+from p2p.public.guard import ConnectionGuard, GuardedSite, install_guard
+from p2p.public.refusals import RefusalLog
 
 DEADLINE = 0.6
 

@@ -21,7 +21,7 @@ from node.api.orders import BOOK_DIGEST_BUDGET
 from node.api.server import build_app
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
-from node.refusals import RefusalLog
+from p2p.public.refusals import RefusalLog
 
 
 TOKEN = "test-token-0123456789"

@@ -23,7 +23,7 @@ from node.api.server import build_app
 from node.api.orders import install_order_api
 from node.configs import ApiConfig
 from node.identity import NodeIdentity
-from node.refusals import RefusalLog
+from p2p.public.refusals import RefusalLog
 
 TOKEN = "test-token-0123456789"
 MARKETS = "BTC-USD"

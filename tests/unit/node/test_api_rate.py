@@ -8,7 +8,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config import load_settings
 from node.api.server import build_app
-from node.api.rate import MAX_TRACKED, PublicRateLimit
+from node.api.rate import PublicRateLimit
+from p2p.public.rate import MAX_TRACKED
 
 API_TOKEN = "operator-token-0123456789abcdef"
 

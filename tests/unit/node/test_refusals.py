@@ -10,7 +10,8 @@ import orjson
 
 from config import load_settings
 from node.api.server import start_api
-from node.refusals import RefusalLog, refused_rows
+from node.refusals import refused_rows
+from p2p.public.refusals import RefusalLog
 from tests.unit.node.test_api_rate import Clock
 
 

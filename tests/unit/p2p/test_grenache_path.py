@@ -225,17 +225,23 @@ async def test_hostile_requests_are_refused_and_the_node_keeps_serving(gnet) -> 
     await eventually(lambda: result.message_id in got_ids(b))
 
 
-async def test_past_the_inbound_rate_the_endpoint_answers_busy(gnet) -> None:
-    g = gnet(2, router_rate_limit=1.0, router_rate_burst=5)
+async def test_past_its_share_a_client_is_answered_busy_until_its_frames_are_paid_for(gnet) -> None:
+    """A request's frames are charged to its client on credit: the 6 frames pass on a share of 5 (a burst of
+    5), and the next request is refused, unread, until the debt is paid."""
+    g = gnet(2, grenache_messages_rate=2.5)
     a, b = g.nodes
     await g.start()
     frames = []
-    for i in range(6):
+    for i in range(7):
         wrapper = a.router.unicast.relay_wrapper(b.node_id, {"type": "note", "id": f"b{i}", "origin": a.node_id,
                                                              "dst": b.node_id, "ts": time.time(), "hops": 0})
         frames.append(frame(wrapper))
+    assert (await post(b, unicast_name(SERVICE, b.node_id), {"v": 1, "frames": frames[:6]}))["accepted"] == 6
     with pytest.raises(GrenacheRemoteError) as info:
-        await post(b, unicast_name(SERVICE, b.node_id), {"v": 1, "frames": frames})
-    assert info.value.code == "ERR_BUSY" and b.got == []
-    answer = await post(b, unicast_name(SERVICE, b.node_id), {"v": 1, "frames": frames[:5]})
-    assert answer["accepted"] == 5
+        await post(b, unicast_name(SERVICE, b.node_id), {"v": 1, "frames": frames[6:]})
+    assert info.value.code == "ERR_BUSY" and info.value.detail == "HTTP 429" and len(b.got) == 6
+    limits = b.router.grenache.stats()["limits"]
+    assert limits["unit"] == "frames" and limits["refused"] == {"per_address": 1, "per_subnet": 0, "total": 0}
+    assert b.router.grenache.counters["requests_received"] == 1           # the refused one was never read
+    await asyncio.sleep(1.0)                                              # 2.5 frames a second: paid, and one more
+    assert (await post(b, unicast_name(SERVICE, b.node_id), {"v": 1, "frames": frames[6:]}))["accepted"] == 1

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fake_grape import FakeGrape
 from p2p.grenache.grape import GrapeClient
+from p2p.grenache.limits import GrenacheLimits
 from p2p.grenache.rpc import GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
 from p2p.grenache.workers import GrenacheEndpoint, GrenacheWorkers, grenache_code
 from p2p.rpc import errors as e
@@ -74,7 +75,10 @@ async def test_endpoint_serves_registered_services_announces_and_maps_error_code
     server.register("slow", slow)
     server.register("hidden", lambda payload, peer: "not exposed")
     async with FakeGrape() as grape_server, GrapeClient([grape_server.url]) as grape:
-        endpoint = GrenacheEndpoint(server, grape, ("echo", "slow", "later"), announce_interval=0.05)
+        limits = GrenacheLimits(rate_per_address=100.0, rate_total=2000.0, max_connections_per_address=64,
+                                max_connections_per_subnet=256, max_connections=1024, header_timeout=10.0,
+                                body_timeout=10.0)
+        endpoint = GrenacheEndpoint(server, grape, ("echo", "slow", "later"), announce_interval=0.05, limits=limits)
         port = await endpoint.start()
         client = GrenacheHTTPClient()
         try:

@@ -1,7 +1,8 @@
-"""Who a public client is, for the limits that share the control API and the /ws stream among clients: its
-IP address (for IPv6, its /64: one host alone often holds a whole /64) and its network, the /24 (IPv4) or /48
-(IPv6) one operator usually holds. `Shares` counts what each source holds (connections, subscriptions, unread bytes)
-against a share per address, a share per network and a cap on everyone behind them."""
+"""Who a public client is, for the limits that share a public surface (the control API, the /ws stream, the
+Grenache HTTP servers) among clients: its IP address (for IPv6, its /64: one host alone often holds a whole /64)
+and its network, the /24 (IPv4) or /48 (IPv6) one operator usually holds. `Shares` counts what each source holds
+(connections, subscriptions, unread bytes) against a share per address, a share per network and a cap on
+everyone behind them."""
 from __future__ import annotations
 
 import ipaddress

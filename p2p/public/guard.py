@@ -1,6 +1,6 @@
-"""The API's connection guard: caps on open connections per address, per network (/24 or /48) and in all,
-and deadlines on what a client sends, so slowloris clients (connections fed a byte at a time) are cut and
-cannot hold the sockets honest clients need.
+"""A connection guard for a public aiohttp server (the control API, each Grenache HTTP server): caps on open
+connections per address, per network (/24 or /48) and in all, and deadlines on what a client sends, so slowloris
+clients (connections fed a byte at a time) are cut and cannot hold the sockets honest clients need.
 
 aiohttp has no such deadlines: its keep-alive timeout counts idle time between requests, and nothing
 bounds a body trickled after complete headers. `GuardedSite` listens like `web.TCPSite` but wraps each
@@ -8,38 +8,49 @@ connection's aiohttp protocol in `GuardedProtocol`, which refuses a connection o
 Go's `http.Server` does, gives every request of the connection its own deadlines:
 
 - headers: `header_timeout` from the connection's start for its first request, and from the first byte of
-  each later one (time idle between requests is aiohttp's keep-alive timeout's, API_KEEPALIVE_TIMEOUT); a
+  each later one (time idle between requests is aiohttp's keep-alive timeout's, which the server sets); a
   new connection that has sent nothing by then is closed as idle, without an answer;
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived.
 
-A request past either deadline gets 408 and its connection is shut: nothing more it sends is read, and the
-socket is dropped when the client closes its side or LINGER seconds later, whichever comes first (closing at
-once would answer the client's next trickled byte with a reset, which on many systems discards the 408 before
-the client reads it). The connection learns where one request ends and the next begins from aiohttp itself:
-`track_requests`, the app's outermost middleware, tells it when a request's headers are complete (its
-handler starts) and when the request is over (its handler returned and its body has arrived). The handlers
-of this API that take a body read it before they answer, and nothing is written while an answer is still
-queued, so a 408 never lands inside another answer.
+A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
+nothing more it sends is read, and the socket is dropped when the client closes its side or LINGER seconds
+later, whichever comes first (closing at once would answer the client's next trickled byte with a reset, which
+on many systems discards the 408 before the client reads it). The connection learns where one request ends and
+the next begins from aiohttp itself: `track_requests`, the app's outermost middleware, tells it when a request's
+headers are complete (its handler starts) and when the request is over (its handler returned and its body has
+arrived). A handler that takes a body reads it before it answers (or refuses the request without reading it:
+aiohttp then reads and drops it, within the body deadline still), and nothing is written while an answer is
+still queued, so a 408 never lands inside another answer. Refusals are counted and recorded by source under
+the guard's `surface` name (api_connections_per_address, grenache_msg_header_timeout).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TypedDict, cast
+from typing import Callable, TypedDict, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 
-from node.refusals import RefusalLog
-from node.sources import Shares, cap_name
+from p2p.public.refusals import RefusalLog
+from p2p.public.sources import Shares, cap_name
 
-log = logging.getLogger("node.api.server")
+log = logging.getLogger("p2p.public.guard")
 
 LINGER = 2.0          # seconds a cut client has to read its 408 before its socket is dropped
-TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s")
+# what a cut request is told: (part, "header" or "body"; the deadline in seconds) -> (content type, body)
+TimeoutAnswer = Callable[[str, float], tuple[bytes, bytes]]
+
+
+def json_timeout(part: str, timeout: float) -> tuple[bytes, bytes]:
+    """The control API's 408 body: its JSON error shape."""
+    return (b"application/json",
+            b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
+            % (part.encode(), timeout))
 
 
 class GuardView(TypedDict):
@@ -62,6 +73,8 @@ class ConnectionGuard:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     refusals: RefusalLog | None = None
+    surface: str = "api"                      # names its refusals: api_connections_per_address, api_header_timeout
+    timeout_answer: TimeoutAnswer = json_timeout
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
         "body_timeouts": 0, "idle_timeouts": 0})
@@ -72,7 +85,7 @@ class ConnectionGuard:
     def admit(self, address: str) -> bool:
         scope = self.open.over(address)
         if scope is not None:
-            self.refused(address, f"refused_{cap_name(scope)}", f"api_connections_{cap_name(scope)}")
+            self.refused(address, f"refused_{cap_name(scope)}", f"{self.surface}_connections_{cap_name(scope)}")
             return False
         self.open.add(address)
         return True
@@ -155,14 +168,13 @@ class GuardedProtocol(asyncio.Protocol):
             transport.close()
             return
         timeout = self.guard.header_timeout if part == "header" else self.guard.body_timeout
-        self.guard.refused(address, f"{part}_timeouts", f"api_{part}_timeout")
-        log.debug("API connection cut: request %s not complete within %g s", part, timeout,
+        self.guard.refused(address, f"{part}_timeouts", f"{self.guard.surface}_{part}_timeout")
+        log.debug("%s connection cut: request %s not complete within %g s", self.guard.surface, part, timeout,
                   extra={"address": address, "reason": f"{part}_timeout"})
         self._cut = True
         if transport.get_write_buffer_size() == 0 and (part == "header" or self._handling):
-            body = (b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
-                    % (part.encode(), timeout))
-            transport.write(TIMEOUT_ANSWER % (len(body), body))
+            content_type, body = self.guard.timeout_answer(part, timeout)
+            transport.write(TIMEOUT_ANSWER % (content_type, len(body), body))
         if transport.get_write_buffer_size() or not transport.can_write_eof():
             transport.abort()                       # a client that does not read does not get to hold the socket
             return
