@@ -467,7 +467,7 @@ class GrenachePath:
         }
 
 
-def frames_in(payload: Any) -> int:
+def frames_in(payload: object) -> int:
     """What a request is worth in the endpoint's limits: its frames (1 for a hello, or one it refuses as invalid)."""
     frames = payload.get("frames") if isinstance(payload, dict) else None
     return len(frames) if isinstance(frames, list) and 0 < len(frames) <= MAX_FRAMES else 1
