@@ -66,6 +66,9 @@ class P2PChainNetwork:
     def hold_reading(self, node_id: str, seconds: float) -> None:
         self.peers.hold_reading(node_id, seconds)
 
+    def network_of(self, node_id: str) -> str | None:
+        return self.peers.network_of(node_id)
+
     def keep_linked(self, node_ids: set[str]) -> None:
         self.peers.keep_linked(node_ids)
 
@@ -139,6 +142,7 @@ class P2PChainNetwork:
     def _on_close(self, link: PeerLink) -> None:
         if self.chain is not None and link.remote_id:
             self.chain.peer_chains.on_peer_gone(link.remote_id)
+            self.chain.link_closed(link.remote_id)
 
     def _chain_fields(self) -> dict[str, object]:
         assert self.chain is not None

@@ -25,8 +25,9 @@ def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Ma
     throttled = tx_budget.get("throttled") if tx_budget else None
     for entry in throttled if isinstance(throttled, list) else []:
         rows.append({"peer": str(entry.get("peer")), "what": "transactions",
-                     "why": f"past PEER_TX_RATE or its share of PEER_TX_TOTAL_RATE: held {entry.get('held', 0)} "
-                            f"times, {entry.get('dropped', 0)} dropped unread"})
+                     "why": f"past PEER_TX_RATE or its share of PEER_TX_TOTAL_RATE"
+                            f"{' (shared by ' + str(entry['network']) + ')' if entry.get('network') else ''}: held "
+                            f"{entry.get('held', 0)} times, {entry.get('dropped', 0)} dropped unread"})
     now: set[tuple[str, str]] = set()
     for kind, over in (broadcast_budgets or {}).items():
         if not isinstance(over, Mapping):

@@ -618,6 +618,16 @@ class PeerManager:
         if link is not None:
             link.hold_reading(seconds)
 
+    def network_of(self, node_id: str) -> str | None:
+        """The network `node_id`'s open link comes from: its address's netgroup (/24 or /48), or for a link carried
+        through a relay, that relay ("via:<relay id>"); None when it has no open link."""
+        link = self.links.get(node_id)
+        if link is None:
+            return None
+        if link.via is not None:
+            return f"via:{link.via}"
+        return netgroup(link.remote_addr[0]) if link.remote_addr is not None else None
+
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         """Misbehaviour points decay (halving each minute); past the threshold the peer is banned."""
         record = self.peers.get(node_id)

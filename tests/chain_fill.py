@@ -43,6 +43,8 @@ class NoNetwork:
     def send(self, node_id: str, message: dict) -> None: pass
     def broadcast(self, message: dict) -> None: pass
     def penalize(self, node_id: str, points: float, reason: str) -> None: pass
+    def network_of(self, node_id: str) -> str | None:
+        return None
     def hold_reading(self, node_id: str, seconds: float) -> None: pass
     def keep_linked(self, node_ids: set[str]) -> None: pass
     def linked_providers(self, service: str) -> list[str]: return []

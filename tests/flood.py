@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from exchange.crypto import SigningKey
 from exchange.app.txs import NewOrderOp, Op, SignedTx, sign_tx
@@ -454,15 +454,27 @@ async def stay_linked(peer: RawPeer, interval: float = 0.1) -> None:
         reader.cancel()
 
 
+async def linked_from(node: NodeProcess, identity: NodeIdentity, chain_id: str, source: str) -> RawPeer:
+    """`linked`, from the loopback address `source`."""
+    host, port = node.p2p_address.rsplit(":", 1)
+    peer = await RawPeer.connect(host, int(port), local_host=source)
+    await peer.handshake(identity, chain=[chain_id, 0])
+    return peer
+
+
 @contextlib.asynccontextmanager
-async def attacker_links(pairs: list[tuple[NodeIdentity, NodeProcess]], chain_id: str) -> AsyncIterator[list[RawPeer]]:
-    """An open link from each (identity, node) pair, each kept alive (`stay_linked`) from the moment it opens (a
-    link opened first would fall silent while the others are set up); all closed at the end."""
+async def attacker_links(pairs: list[tuple[NodeIdentity, NodeProcess]], chain_id: str,
+                         sources: Sequence[str | None] = ()) -> AsyncIterator[list[RawPeer]]:
+    """An open link from each (identity, node) pair (from the loopback address `sources[i]`, if given), each kept
+    alive (`stay_linked`) from the moment it opens (a link opened first would fall silent while the others are set
+    up); all closed at the end."""
     peers: list[RawPeer] = []
     alive: list[asyncio.Task[None]] = []
     try:
-        for identity, node in pairs:
-            peers.append(await linked(node, identity, chain_id))
+        for index, (identity, node) in enumerate(pairs):
+            source = sources[index] if index < len(sources) else None
+            peers.append(await (linked_from(node, identity, chain_id, source) if source is not None
+                                else linked(node, identity, chain_id)))
             alive.append(asyncio.create_task(stay_linked(peers[-1])))
         yield peers
     finally:

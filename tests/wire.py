@@ -33,8 +33,10 @@ class RawPeer:
         self.node_hello: dict | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> "RawPeer":
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(cls, host: str, port: int, local_host: str | None = None) -> "RawPeer":
+        """A TCP connection to (host, port), from `local_host` if given (on loopback, another /24 of 127/8 looks
+        like another network to the node)."""
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(local_host, 0) if local_host else None)
         return cls(reader, writer)
 
     # --- the encrypted channel --------------------------------------------------------------

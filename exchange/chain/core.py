@@ -125,8 +125,12 @@ class ChainCore:
                  verify: Callable[[bytes, bytes, bytes], bool], blocks: BlockSource,
                  config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0,
                  admission_sign: Callable[[bytes], bytes] | None = None,
-                 snapshots: SnapshotMaker | None = None) -> None:
+                 snapshots: SnapshotMaker | None = None,
+                 network_of: Callable[[str], str | None] | None = None) -> None:
         self.genesis = genesis
+        # the network (/24, /48, or relay) a neighbour's link comes from, whose share of the transaction budget it
+        # spends (tx_budget.py); None: not known, the neighbour's own
+        self.network_of: Callable[[str], str | None] = network_of or (lambda node_id: None)
         self.chain_id = genesis.chain_id
         self.public_key = public_key
         self.node_id = node_id_for(public_key)

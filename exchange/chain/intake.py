@@ -152,7 +152,7 @@ class TxIntake:
         if sender is None or not self.core.is_validator or sender in self.core.state.validators.node_ids:
             return True
         budget = self.tx_budget
-        allowed = budget.take(sender, now)
+        allowed = budget.take(sender, now, self.core.network_of(sender))
         if not allowed or budget.spent(sender):
             # held as soon as its last whole transaction is taken: what it sent next waits unread, and every
             # validator reading the same stream takes the same transactions from it, none dropped

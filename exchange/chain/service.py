@@ -189,7 +189,8 @@ class ChainService:
                       genesis.chain_id[:16])
         core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
-                         rng=random.Random(), now=self.clock(), admission_sign=admission, snapshots=self.snapshots)
+                         rng=random.Random(), now=self.clock(), admission_sign=admission, snapshots=self.snapshots,
+                         network_of=self.network.network_of)
         start = restore_snapshot(self.store, core, params)
         replayed = replay(self.store, core, start)
         core.take_effects()
@@ -239,6 +240,11 @@ class ChainService:
         for hold in core.take_holds():      # before the neighbour's next message is handed over
             self.network.hold_reading(hold.node_id, hold.seconds)
         self.schedule_pump()
+
+    def link_closed(self, node_id: str) -> None:
+        """`node_id`'s link closed: it no longer counts among the neighbours sharing the transaction budget."""
+        if self.core is not None:
+            self.core.intake.tx_budget.forget(node_id)
 
     def check_decision(self, body: object) -> bool | None:
         """The router's check before it forwards a certified block (see ChainCore.judge_certified)."""

@@ -45,6 +45,7 @@ class Burst(NamedTuple):
     span: tuple[float, float]
     posted: dict[int, int]
     blocks: list[int]
+    finals: list[float]             # when each of those blocks became final at the follower (its clock)
     nodes: list[NodeProcess]
     validators: list[NodeProcess]
     attackers: list[str]
@@ -72,8 +73,9 @@ def _burst(cluster: Cluster, per_peer: int = PER_PEER, **budgets: Any) -> Burst:
     finally:
         client.stop.set()
         client.join(40)
-    blocks = [ops for _, _, ops in follower.get("/debug/chain/commits")["commits"]]
-    return Burst(client, watch, (flood_start, flood_end), posted, blocks, nodes, validators,
+    commits = follower.get("/debug/chain/commits")["commits"]
+    blocks, finals = [ops for _, _, ops in commits], [when for _, when, _ in commits]
+    return Burst(client, watch, (flood_start, flood_end), posted, blocks, finals, nodes, validators,
                  [attacker.node_id for attacker in attackers])
 
 
@@ -111,16 +113,22 @@ def test_a_burst_from_a_crowd_of_peers_is_paced_by_the_validators_total_budget(c
     took = burst.span[1] - burst.span[0]
     crowd = PEERS * PACED_PER_PEER      # a second of the total at once (each one's burst), the rest at its pace
     assert took >= (crowd - total_rate) / total_rate * 0.8, f"{crowd} orders admitted in {took:.1f} s"
-    # at most a second of the total at once (the crowd's bursts, each its share) and the APIs': measured 1,083-1,157
-    # orders in the largest block, the rest 50-160, against full blocks of 2,929 in the test above
-    assert max(burst.blocks) <= 1.5 * total_rate, f"blocks past the total's burst: {sorted(burst.blocks)[-5:]}"
+    # at most a second of the total at once (the crowd's bursts, each its share) and the APIs', beyond what the total
+    # admits while a block is decided: measured 1,083-1,196 orders in the largest block alone, 1,596-1,929 beside
+    # another flood test (blocks decided slower, each holding more of the paced rest), against full blocks of 2,929
+    # in the test above
+    excess = max(ops - total_rate * (when - before)
+                 for ops, when, before in zip(burst.blocks[1:], burst.finals[1:], burst.finals))
+    assert excess <= 1.2 * total_rate + len(burst.validators) * PER_API, \
+        f"a block held {excess:.0f} orders past the total's pace: largest {sorted(burst.blocks)[-5:]}"
     # The crowd's 1,000 a second is above what five nodes on two cores apply within 2x (the honest p50 doubles),
     # and the honest orders that meet that largest block wait for it: measured p99 146-729 ms across the runs while
     # the budgets took shape (319-381 ms with this worst case). The bound is against a full block's seconds.
     report = assert_fair(burst.client, burst.watch, burst.span, honest=burst.nodes,
                          attackers={key: burst.validators for key in burst.attackers}, p99_floor=1.5,
                          rss_growth_mb=RSS_GROWTH_MB)
-    print(f"\n{sum(burst.blocks)} orders in {took:.1f} s, largest blocks {sorted(burst.blocks)[-5:]} ops; "
+    print(f"\n{sum(burst.blocks)} orders in {took:.1f} s, largest blocks {sorted(burst.blocks)[-5:]} ops, "
+          f"{excess:.0f} past the total's pace; "
           f"{report.line()}")
 
 

@@ -60,6 +60,8 @@ class RecordingNet:
     def send(self, node_id: str, message: dict) -> None: pass
     def broadcast(self, message: dict) -> None: pass
     def penalize(self, node_id: str, points: float, reason: str) -> None: pass
+    def network_of(self, node_id: str) -> str | None:
+        return None
     def hold_reading(self, node_id: str, seconds: float) -> None: pass
     def offer(self, service: str, handler: object) -> None: pass
     def withdraw(self, service: str) -> None: pass

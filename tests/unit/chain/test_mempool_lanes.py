@@ -134,6 +134,54 @@ def test_a_crowd_of_neighbours_shares_the_total_equally_and_a_quiet_one_keeps_it
     assert budget.view()["total_rate"] == 200.0
 
 
+def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_network_dilutes_only_itself():
+    from exchange.chain.tx_budget import ACTIVE_SECONDS, TxBudget
+
+    budget = TxBudget(rate=200.0, burst=200.0, total_rate=1_000.0)
+    crowd = [f"sybil-{i}" for i in range(40)]
+    for key in crowd:
+        budget.take(key, 0.0, "203.0.113.0/24")
+    assert budget.share(0.0, "net:203.0.113.0/24") == 1_000.0 / 40, "alone, one network has the whole total"
+    assert budget.take("follower", 0.0, "198.51.100.0/24")
+    assert budget.share(0.0, "net:198.51.100.0/24") == 200.0, "a neighbour on another network: half, up to its own rate"
+    assert budget.share(0.0, "net:203.0.113.0/24") == 500.0 / 40, "and the crowd's network the other half"
+    admitted = {"follower": 0, "crowd": 0}
+    for step in range(1, 201):        # two seconds: everyone sends all it can, every 10 ms
+        now = 1.0 + step / 100
+        admitted["follower"] += sum(budget.take("follower", now, "198.51.100.0/24") for _ in range(5))
+        for key in crowd:
+            admitted["crowd"] += sum(budget.take(key, now, "203.0.113.0/24") for _ in range(5))
+    assert admitted["follower"] >= 2 * 200 - 2, admitted
+    assert admitted["crowd"] <= 2 * 500 + 40 * 13, admitted
+    view = budget.view()
+    assert view["networks_sending"] == 2
+    throttled = view["throttled"]
+    assert isinstance(throttled, list) and {row["network"] for row in throttled} == {"203.0.113.0/24"}, \
+        "the crowd, named with the network it shares"
+
+    rotated = TxBudget(rate=200.0, burst=200.0, total_rate=1_000.0)
+    for i in range(400):           # keys rotated through one network faster than ACTIVE_SECONDS: one network still
+        rotated.take(f"fresh-{i}", i * ACTIVE_SECONDS / 1_000, "203.0.113.0/24")
+    assert rotated.take("follower", 4.0, "198.51.100.0/24") and rotated.share(4.0, "net:198.51.100.0/24") == 200.0
+    moved = TxBudget(rate=200.0, burst=200.0, total_rate=1_000.0)
+    moved.take("a", 0.0, "203.0.113.0/24")
+    moved.take("a", 0.1, "198.51.100.0/24")      # relinked from elsewhere: counted in its new network only
+    assert moved.view()["networks_sending"] == 1
+    unlinked = TxBudget(rate=200.0, burst=200.0, total_rate=1_000.0)
+    for i in range(1_024):          # origins routed to us without a link: any key can claim to be one
+        unlinked.take(f"routed-{i}", 0.0)
+    unlinked.take("follower", 0.0, "198.51.100.0/24")
+    assert unlinked.view()["networks_sending"] == 2, "origins without a link are one network together"
+    assert unlinked.share(0.0, "net:198.51.100.0/24") == 200.0 and unlinked.share(0.0) == 500.0 / 1_024
+    for i in range(400):            # keys linking from the follower's own /24, sending once and hanging up
+        unlinked.take(f"rotating-{i}", 0.1, "198.51.100.0/24")
+        unlinked.forget(f"rotating-{i}")
+    assert unlinked.share(0.2, "net:198.51.100.0/24") == 200.0, "a key counts while its link is open, no longer"
+    assert unlinked.view()["networks_sending"] == 2
+    assert budget.share(1.0 + 2.0 + ACTIVE_SECONDS + 0.1) == 200.0, "silent networks are forgotten"
+    assert budget.view()["networks_sending"] == 0
+
+
 def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_once_per_hold():
     from exchange.chain.tx_budget import TxBudget
 

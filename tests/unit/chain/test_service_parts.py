@@ -65,6 +65,9 @@ class Net:
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         self.penalties.append((node_id, reason))
 
+    def network_of(self, node_id: str) -> str | None:
+        return None
+
     def hold_reading(self, node_id: str, seconds: float) -> None:
         pass
 

@@ -34,6 +34,7 @@ class NoNetwork:
     def send(self, node_id, message): pass
     def broadcast(self, message): pass
     def penalize(self, node_id, points, reason): pass
+    def network_of(self, node_id): return None
     def hold_reading(self, node_id, seconds): pass
     def keep_linked(self, node_ids): pass
     def linked_providers(self, service): return []

@@ -62,6 +62,7 @@ class LocalNet:
 
     def penalize(self, node_id, points, reason): pass
     def hold_reading(self, node_id, seconds): pass
+    def network_of(self, node_id): return None
     def keep_linked(self, node_ids): pass
     def linked_providers(self, service): return []
 

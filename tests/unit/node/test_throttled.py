@@ -5,7 +5,8 @@ from node.throttled import MAX_ROWS, throttled_rows
 
 
 def test_each_kind_of_holding_back_is_a_row_that_says_why():
-    tx_budget = {"throttled": [{"peer": "flooder", "held": 12, "dropped": 0}]}
+    tx_budget = {"throttled": [{"peer": "flooder", "held": 12, "dropped": 0},
+                               {"peer": "sybil", "network": "203.0.113.0/24", "held": 3, "dropped": 1}]}
     broadcasts = {"hint": {"neighbours": ["spammy-neighbour"], "origins": ["fresh-key"]}}
     peers = [{"node_id": "honest", "status": "connected", "penalty": 0.0, "penalty_reason": None},
              {"node_id": "liar", "status": "connected", "penalty": 20.0, "penalty_reason": "bad_tx_signature"},
@@ -15,6 +16,8 @@ def test_each_kind_of_holding_back_is_a_row_that_says_why():
     assert rows == [
         {"peer": "flooder", "what": "transactions",
          "why": "past PEER_TX_RATE or its share of PEER_TX_TOTAL_RATE: held 12 times, 0 dropped unread"},
+        {"peer": "sybil", "what": "transactions", "why": "past PEER_TX_RATE or its share of PEER_TX_TOTAL_RATE "
+                                                          "(shared by 203.0.113.0/24): held 3 times, 1 dropped unread"},
         {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
         {"peer": "fresh-key", "what": "hint broadcasts", "why": "over its budget as an origin now"},
         {"peer": "greedy", "what": "sync requests",

@@ -95,6 +95,9 @@ class RecordingNetwork:
     def penalize(self, node_id: str, points: float, reason: str) -> None:
         raise AssertionError(f"a lone validator penalised {node_id}: {reason}")
 
+    def network_of(self, node_id: str) -> str | None:
+        return None
+
     def hold_reading(self, node_id: str, seconds: float) -> None:
         raise AssertionError(f"a lone validator held back {node_id}: it has no neighbour to meter")
 
