@@ -619,12 +619,17 @@ class PeerManager:
             link.hold_reading(seconds)
 
     def network_of(self, node_id: str) -> str | None:
-        """The network `node_id`'s open link comes from: its address's netgroup (/24 or /48), or for a link carried
-        through a relay, that relay ("via:<relay id>"); None when it has no open link."""
+        """The network `node_id`'s open link comes from: its address's netgroup (/24 or /48); for a link carried
+        through a relay, the netgroup of the relay's own link to us (relay keys are as free as any, the address
+        that carries their circuits is not), or "via:<relay id>" if we cannot see it; None when it has no open
+        link."""
         link = self.links.get(node_id)
         if link is None:
             return None
         if link.via is not None:
+            carrier = self.links.get(link.via)
+            if carrier is not None and carrier.via is None and carrier.remote_addr is not None:
+                return netgroup(carrier.remote_addr[0])
             return f"via:{link.via}"
         return netgroup(link.remote_addr[0]) if link.remote_addr is not None else None
 

@@ -9,8 +9,8 @@ a neighbour silent for ACTIVE_SECONDS).
 
 Behind the neighbours' budgets is a total (`total_rate`): while more send than it covers at their full rate,
 it is shared out by network first, then by neighbour: each network sending (the /24 or /48 of a neighbour's
-link, or the relay that carries it; those heard within ACTIVE_SECONDS whose link is still open) gets an equal
-part, and each of its neighbours sending an equal part of that; origins without a link share one part. Keys
+link, a relayed link's that of its relay; those heard within ACTIVE_SECONDS whose link is still open) gets an
+equal part, and each of its neighbours sending an equal part of that; origins without a link share one part. Keys
 are free and addresses are not: a crowd of fresh keys from one network slows itself, not the validator nor a
 neighbour on another network, and a quiet neighbour keeps its own small flow whoever fills the rest: its
 bucket refills at the same share as everyone's.

@@ -40,20 +40,25 @@ class OpenTypeRule:
     def burst(self, rate: float) -> float:
         return max(1.0, 4 * rate)
 
+    def start(self, rate: float) -> float:
+        """What a neighbour or origin new to us starts with: one second's worth."""
+        return max(1.0, rate)
+
 
 class _Buckets:
-    """Token buckets by key, the least recently used forgotten past `MAX_TRACKED` (a forgotten key starts full,
-    which gives a returning sender at most one burst), and how much each key had refused (as many keys kept)."""
+    """Token buckets by key, the least recently used forgotten past `MAX_TRACKED`, and how much each key had
+    refused (as many keys kept). A new (or forgotten) key's bucket starts with `initial` tokens (default: full)
+    and earns the rest of its burst by waiting."""
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float], initial: float | None = None) -> None:
+        self.rate, self.burst, self.clock, self.initial = rate, burst, clock, initial
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.refused: OrderedDict[str, int] = OrderedDict()
 
     def take(self, key: str, n: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, clock=self.clock)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, clock=self.clock, initial=self.initial)
             if len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
         else:
@@ -83,8 +88,13 @@ class OpenTypeBudgets:
         self._max_bytes: dict[str, int] = {}
 
     def limit(self, kind: str, rule: OpenTypeRule) -> None:
-        self._by_neighbour[kind] = _Buckets(rule.per_neighbour, rule.burst(rule.per_neighbour), self.clock)
-        self._by_origin[kind] = _Buckets(rule.per_origin, rule.burst(rule.per_origin), self.clock)
+        # a neighbour or origin new to us starts with one second's worth and earns its burst by waiting: a fresh
+        # link or key costs nothing, and each one starting with four seconds' worth made every node verify and
+        # forward that much of a flood at its start
+        self._by_neighbour[kind] = _Buckets(rule.per_neighbour, rule.burst(rule.per_neighbour), self.clock,
+                                            initial=rule.start(rule.per_neighbour))
+        self._by_origin[kind] = _Buckets(rule.per_origin, rule.burst(rule.per_origin), self.clock,
+                                         initial=rule.start(rule.per_origin))
         self._max_bytes[kind] = rule.max_bytes
 
     def refusal(self, kind: str, neighbour: str, origin: str, message: Message) -> str | None:

@@ -74,14 +74,18 @@ def test_open_type_budgets_are_per_neighbour_and_per_origin():
     hint = {"type": "hint", "id": "x"}
     assert budgets.refusal("other", "n1", "o1", hint) is None              # a type with no rule is not budgeted
     verdicts = [budgets.refusal("hint", "n1", f"o{k}", hint) for k in range(60)]
-    assert verdicts.count(None) == 40 and verdicts[40:] == ["neighbour_budget"] * 20
-    assert budgets.refusal("hint", "n2", "o0", hint) is None          # o0 used 1 of its burst of 4, n2 none of its own
+    assert verdicts.count(None) == 10 and verdicts[10:] == ["neighbour_budget"] * 50, \
+        "a neighbour new to us: one second's worth, not its burst of four"
+    assert budgets.refusal("hint", "n2", "o0", hint) == "origin_budget"    # o0 spent its second's worth via n1
+    assert budgets.refusal("hint", "n2", "fresh", hint) is None            # n2 has its own budget
     loud = [budgets.refusal("hint", "n3", "loud", hint) for _ in range(10)]
-    assert loud[:4] == [None] * 4 and set(loud[4:]) == {"origin_budget"}
+    assert loud[:1] == [None] and set(loud[1:]) == {"origin_budget"}
     assert "n1" in budgets.throttled()["hint"]["neighbours"]
     now[0] = 100.0      # long after: nobody is over a budget now, and who was is still named, with how much
     assert budgets.throttled() == {}
-    assert budgets.refused() == {"hint": {"neighbours": {"n1": 20}, "origins": {"loud": 6}}}
+    assert budgets.refused() == {"hint": {"neighbours": {"n1": 50}, "origins": {"loud": 9, "o0": 1}}}
+    burst = [budgets.refusal("hint", "n1", f"p{k}", hint) for k in range(60)]
+    assert burst.count(None) == 40, "a neighbour that waited has earned its burst of four seconds' worth"
 
 
 async def test_fresh_key_spam_of_an_open_type_stops_at_the_first_hop_and_no_one_is_penalised():

@@ -244,6 +244,22 @@ def test_circuits_per_peer_and_in_all_are_capped_and_a_relayed_link_cannot_reser
 
 
 @pytest.mark.asyncio
+async def test_a_relayed_peer_is_on_the_network_of_its_relays_link(tmp_path) -> None:
+    """What a validator's transaction budget groups a neighbour by (PeerManager.network_of): a relayed link's
+    network is that of the relay's own link to us, since relay keys cost nothing; no link, no network."""
+    from p2p.admission import netgroup
+    async with nat_nodes(tmp_path, 3, NatConfig(hole_punch=False)) as (relay, private, dialler):
+        await relay_for(relay, private, dialler)
+        await dialler.nat.client.dial_via(relay.node_id, private.node_id)
+        relay_link = dialler.peers.links[relay.node_id]
+        assert relay_link.remote_addr is not None
+        assert dialler.peers.links[private.node_id].via == relay.node_id
+        assert dialler.peers.network_of(private.node_id) == netgroup(relay_link.remote_addr[0])
+        assert dialler.peers.network_of(relay.node_id) == netgroup(relay_link.remote_addr[0])
+        assert dialler.peers.network_of("f" * 40) is None
+
+
+@pytest.mark.asyncio
 async def test_the_adaptive_router_counts_a_relayed_peer_as_dearer(tmp_path) -> None:
     """A peer over a relayed link costs twice its latency in every service's router (so of two equal peers the
     direct one ranks first); once that link is gone, the peer costs what it measures."""
