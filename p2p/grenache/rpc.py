@@ -42,6 +42,8 @@ Handler = Callable[[GrenacheJson], Awaitable[GrenacheJson]]
 
 DEFAULT_MAX_BODY = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAX_RATIO = 20           # a body may inflate to at most this many times its compressed size ...
+GZIP_FREE_BYTES = 64 * 1024   # ... or this many bytes, whichever is more (JSON of base64 frames inflates ~1.3x)
 _ERR_TEXT = re.compile(r"^ERR_[A-Z0-9_]{1,100}$")
 
 
@@ -88,7 +90,10 @@ def _url(address: tuple[str, int]) -> str:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress at most `limit` bytes (guards against gzip bombs); ValueError when it would be more."""
+    """Decompress at most `limit` bytes, and at most GZIP_MAX_RATIO times `data` (past GZIP_FREE_BYTES): a gzip
+    bomb inflating a few kilobytes into megabytes of tiny JSON objects cost the node a core for each request it
+    was charged one unit for. ValueError when it would be more."""
+    limit = min(limit, max(GZIP_FREE_BYTES, GZIP_MAX_RATIO * len(data)))
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = inflater.decompress(data, limit + 1)
     if len(out) > limit:
@@ -279,6 +284,8 @@ class GrenacheHTTPServer:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text="ERR_REQUEST_TOO_LARGE")
+        except ConnectionError:     # cut by the guard past its body deadline (or the client left): nobody to answer
+            return web.Response(status=408, text="ERR_REQUEST_TIMEOUT")
         if compressed and raw.startswith(_GZIP_MAGIC):
             try:
                 raw = _gunzip(raw, self.max_body_bytes)
