@@ -231,7 +231,10 @@ class GrenachePath:
             answer = await self.http.request(address, self.broadcast_key, {"v": VERSION, "op": "hello"},
                                              self.request_timeout)
         except GrenacheError:
-            answer = None
+            # busy (past its share of a loaded endpoint), slow or unreachable says nothing of who is there: not
+            # remembered, asked again at the next refresh (cached as nobody, one busy answer dropped the node
+            # from our members for HELLO_TTL)
+            return known[0] if known is not None else None
         if isinstance(answer, dict) and answer.get("network") == self.network_id and m.is_node_id(answer.get("node_id")):
             node_id = answer["node_id"]
         self._hellos[address] = (node_id, now)

@@ -148,6 +148,24 @@ async def test_a_failed_grenache_send_is_held_and_delivered_when_the_node_is_bac
     assert a.router.grenache.counters["requests_failed"] >= 1
 
 
+async def test_a_hello_that_fails_is_not_remembered_as_nobody(gnet, grape) -> None:
+    """A hello answered busy (or not at all) says nothing of who is at the address: the node stays a member and is
+    asked again next time, instead of being taken for nobody for HELLO_TTL (red team, FINDING 7)."""
+    g = gnet(2)
+    a, b = g.nodes
+    await g.start()
+    await g.members_known()
+    path = a.router.grenache
+    address = path.members[b.node_id]
+    path._hellos[address] = (b.node_id, path.clock() - 3600.0)      # its hello is due again
+    await b.router.grenache.server.stop()
+    assert await path._identify(address) == b.node_id, "a failed hello keeps what we knew"
+    del path._hellos[address]
+    assert await path._identify(address) is None and address not in path._hellos, "and caches nothing new"
+    await b.router.grenache.server.start()                              # back on the same port
+    assert await path._identify(address) == b.node_id, "asked again at once, not after HELLO_TTL"
+
+
 async def test_an_answer_waits_for_a_grenache_lookup_only_as_long_as_a_requester_waits(gnet, grape) -> None:
     from p2p.routing.unicast import ANSWER_HOLD
     g = gnet(2)
