@@ -21,7 +21,7 @@ from tests.redteam.attacker import envelope, linked
 from tests.wire import RawPeer
 
 FAST = {"heartbeat_interval": 0.2}
-SPAM = 5_000                # signed one-order transactions, each sent to every validator (about 50 s at the budget)
+SPAM = 3_000                # signed one-order transactions, each sent to every validator (about 30 s at the budget)
 INTERVAL = 0.2
 RSS_GROWTH_MB = 64 + SPAM * 2 / 1024      # the mempool's byte cap, and twice a kilobyte per resting spam order
 

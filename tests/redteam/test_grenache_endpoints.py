@@ -167,6 +167,7 @@ def test_gzip_bodies_from_one_address_do_not_saturate_the_node(cluster, grapes) 
     assert lost == 0 and p99(during) <= LATENCY_BOUND, (p99(during), lost)
 
 
+@pytest.mark.soak          # the same mend as the message endpoint's test above; ~11 s, in `make soak`
 def test_gzip_bodies_to_the_rpc_endpoint_do_not_saturate_the_node(cluster, grapes) -> None:
     port = free_ports(1)[0]
     b = hybrid(cluster, "b", grapes[0], grenache_rpc_port=port)

@@ -213,10 +213,11 @@ async def rotate_keys(node, chain_id: str, source: str, tx: list, seconds: float
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-# rotation from one side alone (the follower's /24, or four others) held before the fix too: those two run in
-# `make soak`, the combined attack in the default suite
+# ~28 s each: in `make soak` (the default suite keeps FINDING 5's attack; FINDING 6's mend, a neighbour leaving
+# the count when its link closes, is unit-tested in tests/unit/chain/test_mempool_lanes.py)
 @pytest.mark.parametrize("subnets", [pytest.param("own", marks=pytest.mark.soak),
-                                     pytest.param("others", marks=pytest.mark.soak), "both"])
+                                     pytest.param("others", marks=pytest.mark.soak),
+                                     pytest.param("both", marks=pytest.mark.soak)])
 def test_keys_rotated_through_the_link_slots_do_not_starve_an_honest_followers_share(tmp_path_factory, subnets):
     hosts = [f"{subnet}.{host}" for subnet in SUBNETS[subnets] for host in (2, 3, 4, 5)]
     cluster = Cluster(tmp_path_factory.mktemp("dilute-links"))
