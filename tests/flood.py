@@ -438,17 +438,18 @@ def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, flo
     return report
 
 
-async def stay_linked(peer: RawPeer, interval: float = 0.1) -> None:
-    """Keep an attacker's link open while it waits or floods: a heartbeat every `interval` (a node drops a link
-    silent for a few heartbeats) and whatever the node sends read and thrown away undecrypted (a full block pushed
-    to a reader that never reads would overflow the node's send buffer and close the link). Cancel to stop."""
+async def stay_linked(peer: RawPeer, interval: float = 0.1, **heartbeat: Any) -> None:
+    """Keep an attacker's link open while it waits or floods: a heartbeat every `interval` (with `heartbeat`'s
+    fields: what it claims; a node drops a link silent for a few heartbeats) and whatever the node sends read and
+    thrown away undecrypted (a full block pushed to a reader that never reads would overflow the node's send
+    buffer and close the link). Cancel to stop."""
     async def read() -> None:
         while await peer.reader.read(1 << 16):
             pass
     reader = asyncio.create_task(read())
     try:
         while not peer.writer.is_closing():
-            peer.send({"type": "heartbeat", "ts": time.time()})
+            peer.send({"type": "heartbeat", "ts": time.time(), **heartbeat})
             await asyncio.sleep(interval)
     finally:
         reader.cancel()

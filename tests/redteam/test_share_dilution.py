@@ -30,7 +30,7 @@ import pytest
 from exchange.app.txs import NewOrderOp, sign_tx
 from exchange.crypto import SigningKey
 from node.identity import NodeIdentity
-from tests.flood import HonestClient, honest_window, rss_mb
+from tests.flood import HonestClient, honest_window, rss_mb, stay_linked
 from tests.harness import Cluster, converged, wait_until
 from tests.redteam.attacker import honest_nodes_intact, relayed
 from tests.wire import RawPeer
@@ -60,8 +60,7 @@ def foreign_tx() -> list:
 async def connect_from(node, source: str) -> RawPeer:
     """A TCP connection to `node` from the loopback address `source` (another host, another /24)."""
     host, port = node.p2p_address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
-    return RawPeer(reader, writer)
+    return await RawPeer.connect(host, int(port), local_host=source)
 
 
 async def relay_link(node, identity: NodeIdentity, chain_id: str, source: str = ATTACKER_HOST) -> RawPeer:
@@ -73,18 +72,7 @@ async def relay_link(node, identity: NodeIdentity, chain_id: str, source: str = 
 async def keep_claiming(peer: RawPeer, keys: list[NodeIdentity]) -> None:
     """Heartbeats naming every fresh key as linked to us (so the node routes answers to them through us, and
     serves what they 'relay'), and whatever the node sends read and thrown away."""
-    links = [k.node_id for k in keys]
-
-    async def drain() -> None:
-        while await peer.reader.read(1 << 16):
-            pass
-    reader = asyncio.create_task(drain())
-    try:
-        while not peer.writer.is_closing():
-            peer.send({"type": "heartbeat", "ts": time.time(), "links": links})
-            await asyncio.sleep(0.2)
-    finally:
-        reader.cancel()
+    await stay_linked(peer, 0.2, links=[k.node_id for k in keys])
 
 
 async def submit_storm(peers: list[RawPeer], targets: list[str], keys: list[NodeIdentity], seconds: float) -> int:
@@ -122,6 +110,30 @@ def _honest_cluster(cluster: Cluster):
     return validators, follower
 
 
+def _judge(client: HonestClient, validators: list, follower, views: list, span: tuple[float, float],
+           settle: float, attack: str, extra: str) -> None:
+    """Stop the honest client and hold its attack window (from `settle` s after the start) to the bounds: no order
+    lost, p99 within max(2x the baseline, P99_FLOOR), honest nodes intact; print what was measured."""
+    start, end = span
+    client.stop.set()
+    client.join(30)
+    baseline = honest_window(client, 0.0, start)
+    during = honest_window(client, start + settle, end)
+    lost = [latency for _, latency in client.samples if latency is None]
+    follower_rows = [next((row for row in view["throttled"] if row["peer"] == follower.node_id), None)
+                     for view in views]
+    print(f"\n{attack}; "
+          f"honest before: {baseline[0]} orders p50 {baseline[2] * 1000:.0f} ms p99 {baseline[3] * 1000:.0f} ms; "
+          f"during: {during[0]} orders p50 {during[2] * 1000:.0f} ms p99 {during[3] * 1000:.0f} ms, "
+          f"{during[1]:.2f}/s final (before {baseline[1]:.2f}/s); lost {len(lost)}; "
+          f"follower at each validator {follower_rows}; "
+          f"networks sending {[view.get('networks_sending') for view in views]}; {extra}")
+    assert not lost, f"{len(lost)} honest orders not final within 20 s"
+    assert during[3] <= max(2 * baseline[3], P99_FLOOR), \
+        f"honest p99 {during[3]:.3f} s during the attack against {baseline[3]:.3f} s before"
+    honest_nodes_intact([*validators, follower])
+
+
 def test_fresh_origin_keys_over_rpc_do_not_starve_an_honest_followers_share(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("dilute-rpc"))
     try:
@@ -152,25 +164,10 @@ def test_fresh_origin_keys_over_rpc_do_not_starve_an_honest_followers_share(tmp_
         start, end, sent = asyncio.run(scenario())
         views = [v.status()["exchange"]["tx_budget"] for v in validators]
         rss_growth = [round(rss_mb(v) - before, 1) for v, before in zip(validators, rss_before)]
-        client.stop.set()
-        client.join(30)
-        baseline = honest_window(client, 0.0, start)
         # the attack window from 2 s in (its keys are counted by then), to its end
-        during = honest_window(client, start + 2.0, end)
-        lost = [latency for sent_at, latency in client.samples if latency is None]
-        follower_rows = [next((row for row in view["throttled"] if row["peer"] == follower.node_id), None)
-                         for view in views]
-        print(f"\nload {load_before} -> {loadavg()}; {sent} requests from {KEYS} keys in {end - start:.1f} s; "
-              f"honest before: {baseline[0]} orders p50 {baseline[2] * 1000:.0f} ms p99 {baseline[3] * 1000:.0f} ms; "
-              f"during: {during[0]} orders p50 {during[2] * 1000:.0f} ms p99 {during[3] * 1000:.0f} ms, "
-              f"{during[1]:.2f}/s final (before {baseline[1]:.2f}/s); lost {len(lost)}; "
-              f"follower at each validator {follower_rows}; "
-              f"networks sending {[view.get('networks_sending') for view in views]}; RSS growth {rss_growth} MB; "
-              f"forward_failures {follower.status()['exchange'].get('forward_failures')}")
-        assert not lost, f"{len(lost)} honest orders not final within 20 s"
-        assert during[3] <= max(2 * baseline[3], P99_FLOOR), \
-            f"honest p99 {during[3]:.3f} s during the attack against {baseline[3]:.3f} s before"
-        honest_nodes_intact([*validators, follower])
+        _judge(client, validators, follower, views, (start, end), 2.0,
+               f"load {load_before} -> {loadavg()}; {sent} requests from {KEYS} keys in {end - start:.1f} s",
+               f"RSS growth {rss_growth} MB; forward_failures {follower.status()['exchange'].get('forward_failures')}")
     finally:
         cluster.close()
 
@@ -244,23 +241,8 @@ def test_keys_rotated_through_the_link_slots_do_not_starve_an_honest_followers_s
 
         start, end = asyncio.run(scenario())
         views = [v.status()["exchange"]["tx_budget"] for v in validators]
-        client.stop.set()
-        client.join(30)
-        baseline = honest_window(client, 0.0, start)
-        during = honest_window(client, start + 4.0, end)
-        lost = [latency for sent_at, latency in client.samples if latency is None]
-        follower_rows = [next((row for row in view["throttled"] if row["peer"] == follower.node_id), None)
-                         for view in views]
-        print(f"\nload {load_before} -> {loadavg()}; attack {end - start:.1f} s, {counts}; "
-              f"honest before: {baseline[0]} orders p50 {baseline[2] * 1000:.0f} ms p99 {baseline[3] * 1000:.0f} ms; "
-              f"during: {during[0]} orders p50 {during[2] * 1000:.0f} ms p99 {during[3] * 1000:.0f} ms, "
-              f"{during[1]:.2f}/s final (before {baseline[1]:.2f}/s); lost {len(lost)}; "
-              f"follower at each validator {follower_rows}; "
-              f"networks sending {[view.get('networks_sending') for view in views]}; "
-              f"close reasons {[v.status()['p2p']['close_reasons'] for v in validators]}")
-        assert not lost, f"{len(lost)} honest orders not final within 20 s"
-        assert during[3] <= max(2 * baseline[3], P99_FLOOR), \
-            f"honest p99 {during[3]:.3f} s during the attack against {baseline[3]:.3f} s before"
-        honest_nodes_intact([*validators, follower])
+        _judge(client, validators, follower, views, (start, end), 4.0,
+               f"load {load_before} -> {loadavg()}; attack {end - start:.1f} s, {counts}",
+               f"close reasons {[v.status()['p2p']['close_reasons'] for v in validators]}")
     finally:
         cluster.close()
