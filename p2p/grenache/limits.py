@@ -6,9 +6,10 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   and its body within `body_timeout`, else 408 "ERR_REQUEST_TIMEOUT" and the connection is cut (the guard of
   p2p/public/guard.py); an idle keep-alive connection is closed after KEEPALIVE_TIMEOUT.
 - Rate: `rate_per_address` units a second from one address (bursts of two seconds' worth), four times that
-  from one network, `rate_total` from everyone (p2p/public/rate.py). A request is refused before its body is
-  read while its client is short; a request worth more than one unit (the message path's frames) is charged
-  the rest once decoded, on credit, so the client's next requests wait until it is repaid.
+  from one network, `rate_total` from everyone, of which the last part only light networks may take
+  (p2p/public/rate.py). A request is refused before its body is read while its client is short; one that is
+  read pays the most it may be worth up front (the message path's MAX_FRAMES) and gets back what it did not
+  cost once decoded, so a client that starts many requests at once owes at most one request's worth.
 
 Who was refused, and by which limit, is kept per server (p2p/public/refusals.py) for /status.
 """
@@ -69,14 +70,15 @@ class ServerLimits:
                                      limits.max_connections, limits.header_timeout, limits.body_timeout,
                                      refusals=self.refusals, surface=surface, timeout_answer=timeout_text)
 
-    def admit(self, address: str) -> float | None:
-        """None when a request from `address` may be read now (one unit taken); else the seconds to wait."""
-        refused = self.rate.check(address)
+    def admit(self, address: str, reserve: int = 1) -> float | None:
+        """None when a request from `address` may be read now (`reserve` units, the most it may be worth, taken);
+        else the seconds to wait."""
+        refused = self.rate.check(address, reserve)
         return None if refused is None else refused[1]
 
-    def charge(self, address: str, units: int) -> None:
-        """The request from `address` is worth `units` in all: the rest of what `admit` took, on credit."""
-        self.rate.charge(address, units - 1)
+    def settle(self, address: str, units: int, reserved: int) -> None:
+        """The request from `address` admitted on `reserved` units is worth `units`: the difference given back."""
+        self.rate.settle(address, units, reserved)
 
     def refused_counts(self) -> dict[str, int]:
         """Requests refused and connections refused or closed, by reason, for /metrics: rate_per_address ...,

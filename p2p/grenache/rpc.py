@@ -209,6 +209,20 @@ class GrenacheHTTPClient:
         await self.close()
 
 
+class _Admitted:
+    """One request admitted on `reserved` units, settled once with what it turned out to be worth."""
+
+    __slots__ = ("limits", "address", "reserved")
+
+    def __init__(self, limits: ServerLimits, address: str, reserved: int) -> None:
+        self.limits, self.address, self.reserved = limits, address, reserved
+
+    def settle(self, units: int) -> None:
+        if self.reserved:
+            self.limits.settle(self.address, units, self.reserved)
+            self.reserved = 0
+
+
 class GrenacheHTTPServer:
     """An aiohttp HTTP server answering Grenache RPC requests, callable from Node PeerRPCClients.
 
@@ -224,12 +238,14 @@ class GrenacheHTTPServer:
 
     With `limits` (p2p/grenache/limits.py) connections pass its guard, and a request from a client past its
     rate is refused before its body is read, the same way: 429 "ERR_BUSY" with Retry-After. `cost(payload)`
-    says what a request it read is worth in the limits' units (1 when not given), charged to its client.
+    says what a request it read is worth in the limits' units (1 when not given), at most `max_cost`: a request
+    is admitted on `max_cost` units and its client gets back what it did not cost once it is decoded.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], host: str = "127.0.0.1", port: int = 0, *,
                  max_body_bytes: int = DEFAULT_MAX_BODY, handler_timeout: float | None = None,
-                 limits: ServerLimits | None = None, cost: Callable[[GrenacheJson], int] | None = None) -> None:
+                 limits: ServerLimits | None = None, cost: Callable[[GrenacheJson], int] | None = None,
+                 max_cost: int = 1) -> None:
         self.handlers = handlers
         self.host = host
         self.port = port
@@ -237,6 +253,7 @@ class GrenacheHTTPServer:
         self.handler_timeout = handler_timeout
         self.limits = limits
         self.cost = cost
+        self.max_cost = max_cost if cost is not None else 1
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -275,10 +292,20 @@ class GrenacheHTTPServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         address = request.remote or ""
-        if self.limits is not None:
-            wait = self.limits.admit(address)
-            if wait is not None:
-                return web.Response(status=429, text="ERR_BUSY", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+        limits = self.limits
+        if limits is None:
+            return await self._answer(request, None)
+        wait = limits.admit(address, self.max_cost)
+        if wait is not None:
+            return web.Response(status=429, text="ERR_BUSY", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+        admitted = _Admitted(limits, address, self.max_cost)
+        try:
+            return await self._answer(request, admitted)
+        finally:
+            admitted.settle(1)          # not read or not decoded: worth one unit
+
+    async def _answer(self, request: web.Request, admitted: _Admitted | None) -> web.Response:
+        """Read, decode and answer one request (`admitted` is settled once its cost is known)."""
         compressed = "gzip" in request.headers.get("grc-compress", "")
         try:
             raw = await request.read()
@@ -303,8 +330,8 @@ class GrenacheHTTPServer:
         rid = message[0]
         key = message[1] if len(message) > 1 else None
         payload = message[2] if len(message) > 2 else None
-        if self.limits is not None and self.cost is not None:
-            self.limits.charge(address, self.cost(payload))
+        if admitted is not None:
+            admitted.settle(min(self.max_cost, max(1, self.cost(payload))) if self.cost is not None else 1)
         err, data = await self._dispatch(key, payload)
         return self._reply(rid, err, data, compressed)
 

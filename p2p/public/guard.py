@@ -22,26 +22,34 @@ arrived). A handler that takes a body reads it before it answers (or refuses the
 aiohttp then reads and drops it, within the body deadline still), and nothing is written while an answer is
 still queued, so a 408 never lands inside another answer. Refusals are counted and recorded by source under
 the guard's `surface` name (api_connections_per_address, grenache_msg_header_timeout).
+
+When every slot is taken, a newcomer is not simply refused: the network holding the most connections (more than
+the newcomer's would then hold) gives up its connection that has been quiet longest, one with no request being
+handled (idle keep-alive, or headers still to come), as link admission makes room by evicting from the most
+crowded network. Clients that each stay inside their caps therefore cannot lock out a network that holds
+nothing.
 """
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, TypedDict, cast
+from typing import Callable, Protocol, TypedDict, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import Shares, cap_name
+from p2p.public.sources import Shares, cap_name, subnet_of
 
 log = logging.getLogger("p2p.public.guard")
 
 LINGER = 2.0          # seconds a cut client has to read its 408 before its socket is dropped
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s")
+EVICT_NETWORKS = 8     # the most crowded networks looked at for a connection to give up when every slot is taken
 # what a cut request is told: (part, "header" or "body"; the deadline in seconds) -> (content type, body)
 TimeoutAnswer = Callable[[str, float], tuple[bytes, bytes]]
 
@@ -51,6 +59,15 @@ def json_timeout(part: str, timeout: float) -> tuple[bytes, bytes]:
     return (b"application/json",
             b'{"error": {"code": "request_timeout", "message": "the request %s did not arrive within %g s"}}'
             % (part.encode(), timeout))
+
+
+class Evictable(Protocol):
+    """A connection the guard may close to make room for a newcomer."""
+
+    address: str | None
+    quiet_since: float | None       # since when no request of it is being handled (None: one is)
+
+    def evict(self) -> None: ...
 
 
 class GuardView(TypedDict):
@@ -77,21 +94,51 @@ class ConnectionGuard:
     timeout_answer: TimeoutAnswer = json_timeout
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
-        "body_timeouts": 0, "idle_timeouts": 0})
+        "body_timeouts": 0, "idle_timeouts": 0, "evicted": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
+        self._by_network: dict[str, dict[Evictable, None]] = {}     # the connections each network holds
 
-    def admit(self, address: str) -> bool:
+    def admit(self, address: str, connection: Evictable | None = None) -> bool:
+        """Whether a connection from `address` may be held (counted, and `connection` may be evicted later)."""
         scope = self.open.over(address)
+        if scope == "total" and self._make_room(address):
+            scope = self.open.over(address)
         if scope is not None:
             self.refused(address, f"refused_{cap_name(scope)}", f"{self.surface}_connections_{cap_name(scope)}")
             return False
         self.open.add(address)
+        if connection is not None:
+            self._by_network.setdefault(subnet_of(address), {})[connection] = None
         return True
 
-    def release(self, address: str) -> None:
+    def release(self, address: str, connection: Evictable | None = None) -> None:
         self.open.remove(address)
+        network = subnet_of(address)
+        held = self._by_network.get(network)
+        if held is not None and connection is not None:
+            held.pop(connection, None)
+            if not held:
+                del self._by_network[network]
+
+    def _make_room(self, address: str) -> bool:
+        """Every slot is taken: close the connection quiet longest of the most crowded network that holds more than
+        the newcomer's network would with it, and has one quiet (no request being handled). False when none."""
+        mine = self.open.by_subnet.get(subnet_of(address), 0) + 1
+        crowded = heapq.nlargest(EVICT_NETWORKS, self.open.by_subnet.items(), key=lambda item: item[1])
+        for network, held in crowded:
+            if held <= mine:
+                return False
+            quiet = [c for c in self._by_network.get(network, {}) if c.quiet_since is not None]
+            if quiet:
+                victim = min(quiet, key=lambda c: c.quiet_since or 0.0)
+                self.counters["evicted"] += 1
+                if self.refusals is not None and victim.address is not None:
+                    self.refusals.record(victim.address, f"{self.surface}_connection_evicted")
+                victim.evict()
+                return True
+        return False
 
     def refused(self, address: str, counter: str, reason: str) -> None:
         self.counters[counter] += 1
@@ -119,15 +166,17 @@ class GuardedProtocol(asyncio.Protocol):
         self._cut = False                  # past a deadline: nothing more is read
         self._spoke = False                # the client has sent something
         self._linger: asyncio.TimerHandle | None = None
+        self.quiet_since: float | None = None      # loop time since which no request is being handled (None: one is)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)     # uvloop's transports are not asyncio's classes
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else ""
-        if not self.guard.admit(address):
+        if not self.guard.admit(address, self):
             self.transport.abort()
             return
         self.address = address
+        self.quiet_since = asyncio.get_running_loop().time()
         self._arm_header_deadline()         # a connection that sends nothing is as slow as one that trickles
         self.inner.connection_made(transport)
 
@@ -144,6 +193,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._cancel("_body_due")
         self._awaiting_request = False
         self._handling = True
+        self.quiet_since = None
         if body is not None and not body.is_eof():
             self._body_due = asyncio.get_running_loop().call_later(self.guard.body_timeout, self._too_slow, "body")
             body.on_eof(lambda: self._cancel("_body_due"))
@@ -156,6 +206,23 @@ class GuardedProtocol(asyncio.Protocol):
 
     def _request_over(self) -> None:
         self._awaiting_request = True
+        if self.address is not None and not self._handling:
+            self.quiet_since = asyncio.get_running_loop().time()
+
+    def evict(self) -> None:
+        """Give this connection's slot to a newcomer: its slot is freed now and it is closed (a keep-alive client
+        opens a new connection for its next request)."""
+        address, transport = self.address, self.transport
+        if address is None or transport is None:
+            return
+        self._cancel("_headers_due")
+        self._cancel("_body_due")
+        self._cut = True
+        self.guard.release(address, self)
+        self.address = None
+        self.quiet_since = None
+        self.inner.connection_lost(None)
+        transport.close()
 
     def _too_slow(self, part: str) -> None:
         setattr(self, "_headers_due" if part == "header" else "_body_due", None)
@@ -215,8 +282,9 @@ class GuardedProtocol(asyncio.Protocol):
         self._cancel("_linger")
         if self.address is None:
             return
-        self.guard.release(self.address)
+        self.guard.release(self.address, self)
         self.address = None
+        self.quiet_since = None
         self.inner.connection_lost(exc)
 
 

@@ -134,7 +134,7 @@ class GrenachePath:
         self.server = GrenacheHTTPServer({self.unicast_key: self._on_unicast_request,
                                           self.broadcast_key: self._on_broadcast_request},
                                          host, port, max_body_bytes=max_body, handler_timeout=10.0,
-                                         limits=self.limits, cost=frames_in)
+                                         limits=self.limits, cost=frames_in, max_cost=MAX_FRAMES)
         self.port: int | None = None
         self.members: dict[str, Address] = {}                       # node id -> address (shared name)
         self._hellos: dict[Address, tuple[str | None, float]] = {}  # address -> (node id or None, when)

@@ -39,8 +39,8 @@ CREDIT_ADDRESSES = 4             # per /24: 4 x 64 = GRENACHE_MAX_CONNECTIONS_PE
 
 
 def credit_burst(port: int, key: str, counts: dict[str, int]):
-    """Every 2 s a fresh /24 (127.0.<30+k>.1-4): 256 connections send complete headers of a 256-frame request, are
-    all admitted on one unit each while their address still has one, then send the bodies (charged on credit)."""
+    """Every 2 s a fresh /24 (127.0.<30+k>.1-4): 256 connections send complete headers of a 256-frame request, as
+    many admitted as their address has units for, then send the bodies."""
     body = grenache_body(key, {"v": 1, "frames": note_frames(MAX_FRAMES)})
     head = post_head(len(body))
 
@@ -78,9 +78,7 @@ def credit_burst(port: int, key: str, counts: dict[str, int]):
     return attack
 
 
-@pytest.mark.soak          # open (FINDINGS.md): ~40 s, checked by `make soak`, not the default suite
-@pytest.mark.xfail(strict=True, reason="FINDING 7: a request's frames taken on credit let fresh addresses drain "
-                                       "the endpoint's total, and the total refuses the honest node")
+@pytest.mark.soak          # ~40 s, in `make soak`; the mend is unit-tested in tests/unit/p2p/test_grenache_limits.py
 def test_credit_bursts_from_fresh_subnets_do_not_starve_an_honest_grenache_peer(cluster, grapes) -> None:
     a, b = walled_pair(cluster, grapes)
     path = b.status()["router"]["grenache"]
@@ -210,9 +208,7 @@ def hold_slots(port: int, key: str, counts: dict[str, int], subnets: int = 5):
     return attack
 
 
-@pytest.mark.soak          # open (FINDINGS.md): ~20 s, checked by `make soak`, not the default suite
-@pytest.mark.xfail(strict=True, reason="FINDING 9: idle keep-alive connections from five /24s take every "
-                                       "connection slot of the message endpoint; a newcomer cannot reach the node")
+@pytest.mark.soak          # ~20 s, in `make soak`; the mend is unit-tested in tests/unit/node/test_api_guard.py
 def test_idle_connections_from_five_subnets_do_not_lock_a_newcomer_out(cluster, grapes) -> None:
     b = hybrid(cluster, "b", grapes[1], **WALLED)
     wait_until(lambda: b.status()["router"]["grenache"]["port"], 10, message="b's message endpoint")

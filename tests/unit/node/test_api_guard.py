@@ -26,11 +26,24 @@ async def echo(request: web.Request) -> web.Response:
     return web.Response(body=await request.read())
 
 
+GATE = web.AppKey("gate", asyncio.Event)
+ARRIVED: web.AppKey[asyncio.Queue[None]] = web.AppKey("arrived")
+
+
+async def wait_for_gate(request: web.Request) -> web.Response:
+    request.app[ARRIVED].put_nowait(None)
+    await request.app[GATE].wait()
+    return web.Response(text="through")
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[int, ConnectionGuard]]:
+async def served_app() -> AsyncIterator[tuple[int, ConnectionGuard, web.Application]]:
     app = web.Application()
     app.router.add_get("/hello", hello)
     app.router.add_post("/echo", echo)
+    app.router.add_get("/wait", wait_for_gate)
+    app[GATE] = asyncio.Event()
+    app[ARRIVED] = asyncio.Queue()
     install_guard(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=3 * DEADLINE)
     await runner.setup()
@@ -40,8 +53,15 @@ async def served() -> AsyncIterator[tuple[int, ConnectionGuard]]:
     await site.start()
     server = site._server
     assert isinstance(server, asyncio.Server)
-    yield server.sockets[0].getsockname()[1], guard
+    yield server.sockets[0].getsockname()[1], guard, app
+    app[GATE].set()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def served(served_app) -> tuple[int, ConnectionGuard]:
+    port, guard, _ = served_app
+    return port, guard
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> bytes:
@@ -191,6 +211,74 @@ async def test_connections_over_a_cap_are_refused_at_accept_and_recorded_by_sour
     assert view["subnets"][0]["source"] == "127.0.0.0/24"
     for _, w in held + [(reader, writer)]:
         w.close()
+
+
+async def test_a_newcomer_network_gets_the_slot_the_crowded_network_left_quiet_longest(served):
+    """Every slot held by idle keep-alive connections of one network, each inside its caps (FINDING 9): a client
+    of another network is served, and the connection quiet longest gives up its slot."""
+    port, guard = served
+    held = []
+    for _ in range(8):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+        held.append((reader, writer))
+    for source in ("127.0.1.1", "127.0.1.2"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+        held.append((reader, writer))
+    for oldest in held[:2]:
+        assert (await _answer_and_close(oldest[0]))[0] == b"", "the two quiet longest were closed"
+    reader, writer = held[2]
+    assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+    assert guard.counters["evicted"] == 2 and guard.counters["refused_total"] == 0
+    assert guard.view()["open"] == 8
+    assert guard.refusals is not None
+    assert guard.refusals.view()["addresses"][0]["reasons"] == {"api_connection_evicted": 2}
+    for _, w in held:
+        w.close()
+
+
+async def test_no_connection_gives_up_its_slot_while_its_request_is_handled(served_app):
+    port, guard, app = served_app
+    held = []
+    for _ in range(8):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append((reader, writer))
+    for _ in held:
+        await app[ARRIVED].get()            # every request reached its handler
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.1.1", 0))
+    assert (await _answer_and_close(reader))[0] == b"", "refused: nobody is quiet"
+    assert guard.counters["evicted"] == 0 and guard.counters["refused_total"] == 1
+    app[GATE].set()
+    for r, w in held:
+        assert (await _request(r, w, b"")).endswith(b"through"), "and every request held is answered"
+        w.close()
+    writer.close()
+
+
+def test_a_network_gives_up_a_slot_only_to_one_that_would_hold_fewer():
+    class Quiet:
+        def __init__(self, address: str) -> None:
+            self.address: str | None = address
+            self.quiet_since: float | None = 0.0
+            self.evicted = False
+
+        def evict(self) -> None:
+            self.evicted = True
+            assert self.address is not None
+            guard.release(self.address, self)
+            self.address = None
+
+    guard = ConnectionGuard(per_address=8, per_subnet=8, total=6)
+    first = [Quiet("203.0.113.1") for _ in range(4)] + [Quiet("198.51.100.1") for _ in range(2)]
+    assert all(guard.admit(c.address or "", c) for c in first)
+    newcomer = Quiet("198.51.100.2")
+    assert guard.admit("198.51.100.2", newcomer), "2 + 1 < 4: the crowded /24 gives up one"
+    assert [c.evicted for c in first] == [True] + [False] * 5
+    assert not guard.admit("198.51.100.3", Quiet("198.51.100.3")), "3 + 1 would not hold fewer than 3"
+    assert guard.admit("192.0.2.1", Quiet("192.0.2.1")), "a third network holding none is let in"
+    assert guard.counters["evicted"] == 2 and guard.counters["refused_total"] == 1
 
 
 def test_the_caps_are_per_address_per_network_and_in_all():

@@ -86,17 +86,78 @@ async def post_once(source: str, port: int, body: bytes) -> tuple[int, Any]:
 
 
 # --- the rates --------------------------------------------------------------------------------------------------
-def test_a_request_worth_many_units_is_charged_on_credit_and_its_client_waits_the_debt_out():
+def test_a_request_pays_its_most_up_front_and_gets_back_what_it_did_not_cost():
     clock = Clock()
     rate = ClientRate(per_address=100, total=10_000, surface="grenache_msg", clock=clock)
-    assert rate.check("203.0.113.5") is None
-    rate.charge("203.0.113.5", 255)                      # a batch of 256 frames: 200 in the bucket, 56 owed
-    refused = rate.check("203.0.113.5")
+    assert rate.check("203.0.113.5", reserve=256) is None      # 200 in the bucket, 56 owed until it is decoded
+    refused = rate.check("203.0.113.5", reserve=256)
     assert refused is not None and refused[0] == "per_address" and refused[1] == pytest.approx(0.57)
-    assert rate.check("203.0.114.5") is None, "another network is not held up"
-    clock.now = 0.58
-    assert rate.check("203.0.113.5") is None
-    assert rate.refused == {"per_address": 1, "per_subnet": 0, "total": 0}
+    assert rate.check("203.0.114.5", reserve=256) is None, "another network is not held up"
+    rate.settle("203.0.113.5", 1, reserved=256)                 # it held one frame: 255 back, 199 left
+    assert rate.check("203.0.113.5", reserve=256) is None
+    rate.settle("203.0.113.5", 256, reserved=256)               # this one held all it could: nothing back
+    refused = rate.check("203.0.113.5", reserve=256)
+    assert refused is not None and refused[1] == pytest.approx(0.58)
+    clock.now = 0.59
+    assert rate.check("203.0.113.5", reserve=256) is None
+    assert rate.refused == {"per_address": 2, "per_subnet": 0, "total": 0}
+
+
+def test_requests_started_at_once_owe_at_most_one_request_whatever_their_number():
+    """The red team's credit burst (FINDING 7): a client sends the headers of many requests at once and only then
+    their bodies. Each request pays its most when it is admitted, so the second finds the bucket short."""
+    clock = Clock()
+    rate = ClientRate(per_address=500, total=8_000, surface="grenache_msg", clock=clock)
+    addresses = [f"198.51.{net}.{host}" for net in range(100, 110) for host in range(1, 5)]
+    admitted = [address for address in addresses for _ in range(64) if rate.check(address, reserve=256) is None]
+    for address in admitted:
+        rate.settle(address, 256, reserved=256)
+    assert len(admitted) <= 16_000 // 256 + 1                  # the total's burst, one request over at most
+    assert rate.overall.tokens("*", clock.now) >= 1 - 256
+    for address in set(admitted):
+        assert rate.by_address.tokens(address, clock.now) >= 1 - 256
+
+
+def test_networks_sending_all_they_may_cannot_take_the_total_from_one_that_sends_a_little():
+    """Ten /24s of four addresses each ask as fast as they are let (together five times the total's rate); a light
+    network asks ten times a second. The heavy networks are refused on the total once it is down to its
+    headroom, the light one is not once the first second's drain is over (each heavy network looks light until
+    it has taken its part), and all together never get more than the total."""
+    clock = Clock()
+    rate = ClientRate(per_address=100, total=1_000, surface="grenache_msg", clock=clock)   # bursts 200, 800, 2,000
+    heavy = [f"198.51.{net}.{host}" for net in range(100, 110) for host in range(1, 5)]
+    light, light_refused, admitted = "203.0.113.5", [], 0
+    for tick in range(200):                                   # 20 s in steps of 0.1 s
+        clock.now = tick / 10
+        for address in heavy:
+            while rate.check(address) is None:
+                admitted += 1
+        if rate.check(light) is None:
+            admitted += 1
+        else:
+            light_refused.append(clock.now)
+    assert max(light_refused, default=0) < 1.0, light_refused
+    assert rate.refused["total"] > 0, "the heavy networks met the total"
+    assert admitted <= 1_000 * clock.now + 2_000
+
+
+def test_fresh_networks_can_drain_the_headroom_for_a_moment_not_hold_it():
+    """Five heavy /24s keep the total at its headroom, and besides a fresh /24 arrives every 0.1 s to take what
+    light networks may: as every newcomer makes every network's part smaller, a network asking once a second
+    is refused at most for a moment."""
+    clock = Clock()
+    rate = ClientRate(per_address=100, total=1_000, surface="grenache_msg", clock=clock)
+    heavy = [f"198.51.{net}.{host}" for net in range(100, 105) for host in range(1, 5)]
+    light_answers = []
+    for tick in range(300):                                   # 30 s
+        clock.now = tick / 10
+        fresh = [f"10.{tick // 256}.{tick % 256}.{host}" for host in range(1, 5)]
+        for address in heavy + fresh:
+            while rate.check(address) is None:
+                pass
+        if tick % 10 == 5:
+            light_answers.append(rate.check("203.0.113.5") is None)
+    assert all(light_answers[1:]), light_answers
 
 
 def test_what_a_message_request_is_worth_is_its_frames_whatever_it_holds():
@@ -133,7 +194,7 @@ async def test_one_address_past_its_rate_is_refused_unread_while_other_addresses
 
 
 async def test_one_network_rotating_addresses_meets_its_share_and_everyone_the_total():
-    server, applied = await served(rate_per_address=2.0, rate_total=12.0)   # bursts: 4 an address, 16 a /24, 24 in all
+    server, applied = await served(rate_per_address=2.0, rate_total=20.0)   # bursts: 4 an address, 16 a /24, 40 in all
     clients = [Client(f"127.0.5.{host}", server.port) for host in range(1, 9)]
     others = [Client(f"127.0.{net}.1", server.port) for net in (6, 8)]
     try:
@@ -143,7 +204,12 @@ async def test_one_network_rotating_addresses_meets_its_share_and_everyone_the_t
         statuses = [(await others[1].post("echo", 1))[0] for _ in range(4)]
         assert statuses == [200] * 4 and applied.rate.refused["total"] == 0
         assert (await others[1].post("echo", 1))[0] == 429                 # past its own share, and ...
-        assert await post_once("127.0.9.1", server.port, b"[]") == (429, "ERR_BUSY")   # ... the 24 in all
+        fresh = 0
+        for net in range(9, 30):                                            # ... fresh networks take the rest
+            while (answer := await post_once(f"127.0.{net}.1", server.port, b'["r", "echo", 1]')) == (200, 1):
+                fresh += 1
+            assert answer == (429, "ERR_BUSY")
+        assert 16 + 8 + fresh == 40, "everyone together got the total's burst, and no more"
         assert applied.rate.refused["total"] >= 1
     finally:
         for client in clients + others:
