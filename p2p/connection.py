@@ -195,9 +195,11 @@ class PeerLink(asyncio.Protocol):
             if self.state == OPEN:
                 self.reading.deliver(messages)
                 return
-            for message in messages:
+            for index, message in enumerate(messages):
                 if self.state == CLOSED:
                     return
+                if self.state == OPEN:      # read with the ack that opened it: in turns, never past a hold
+                    return self.reading.deliver(messages[index:])
                 self.msgs_in += 1
                 self._dispatch(message)
         except Exception as exc:  # noqa: BLE001 - sorted by who caused it in _receive_failed
