@@ -28,7 +28,8 @@ p99 is not its slowest order: a snapshot's fork (every node forks at the same he
 block time) slows the honest order in flight wherever it falls (docs/tradeoffs.md has the figures).
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
 open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
-(the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any.
+(the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any,
+and how long it held each node's event loop (the same order).
 """
 from __future__ import annotations
 
@@ -92,11 +93,16 @@ class Rig:
         snapshot = self.last_snapshot()
         return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
                 100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99,
-                f"{snapshot:,}" if snapshot != snapshot_before else "-", rss]
+                f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-", rss]
 
     def last_snapshot(self) -> int:
         """The height of the newest snapshot (every node forks at it), to read each row's slowest orders against."""
         return int(self.validators[0].status()["exchange"]["snapshots"]["last_height"])
+
+    def loop_held(self) -> str:
+        """How long the last snapshot held each node's event loop, ms (a fork, or a wait for a late child)."""
+        held = [node.status()["exchange"]["snapshots"]["loop_held_last_ms"] for node in (*self.validators, self.follower)]
+        return "/".join(f"{ms:.0f}" for ms in held) + " ms"
 
     def close(self) -> None:
         self.client.stop.set()

@@ -166,6 +166,13 @@ class ChainBridge:
                                 value=len(core.mempool))
         yield GaugeMetricFamily("exchange_node_chain_outbox_transactions",
                                 "This node's users' transactions not yet in a block", value=core.own_pending())
+        held = state.snapshots.held
+        yield GaugeMetricFamily("exchange_node_snapshot_loop_held_seconds", "How long taking the last snapshot held "
+                                "the event loop (a fork, an encoding at once, or a wait for a late one)",
+                                value=held.last_seconds)
+        yield GaugeMetricFamily("exchange_node_snapshot_loop_held_longest_seconds",
+                                "The longest a snapshot held the event loop since the node started",
+                                value=held.longest_seconds)
         yield from split_counters(CHAIN_COUNTERS, {**core.counters, **chain.counters})
         yield labelled_counter("exchange_node_chain_refused_proposals", "Proposals this node refused to vote for, "
                                "by reason", "reason", core.check.refused)

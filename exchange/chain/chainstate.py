@@ -63,6 +63,8 @@ class SnapshotView(TypedDict):
     min_seconds: float
     last_height: int        # 0: none yet
     last_time_ms: int
+    loop_held_last_ms: float        # how long taking the last one held the event loop (a fork, mostly)
+    loop_held_longest_ms: float     # the longest since the node started
 
 
 @dataclass
@@ -297,9 +299,12 @@ class ChainState:
 
     def snapshot_view(self) -> SnapshotView:
         height, time_ms = self.snapshot_taken
+        held = self.snapshots.held
         return {"interval": self.snapshot_interval, "lag": self.snapshot_lag,
                 "min_seconds": self.snapshot_min_ms / 1000, "last_height": height,
-                "last_time_ms": time_ms if height else 0}
+                "last_time_ms": time_ms if height else 0,
+                "loop_held_last_ms": round(held.last_seconds * 1000, 2),
+                "loop_held_longest_ms": round(held.longest_seconds * 1000, 2)}
 
     def status(self) -> ChainStateStatus:
         return {"height": self.height, "time_ms": self.time_ms, "last_block_id": self.last_block_id.hex(),

@@ -60,6 +60,7 @@ class ForkedSnapshots:
         self.on_ready = on_ready        # a snapshot's bytes arrived: the store may take them (`take_ready`)
         self.live = False               # until then (the replay at start-up) snapshots are encoded at once
         self._inline = InlineSnapshots()
+        self.held = self._inline.held           # a fork, an encoding at once, or a wait for a late child
         self._digests = DigestBook()
         self._jobs: dict[int, _Job] = {}
         self._ready: list[tuple[int, bytes]] = []
@@ -80,6 +81,7 @@ class ForkedSnapshots:
             log.warning("snapshot of height %d encoded in the event loop: no pipe (%s)", height, exc)
             self._encode_here(height, encode)
             return
+        started = time.perf_counter()
         self._freeze()
         try:
             pid = os.fork()
@@ -92,6 +94,7 @@ class ForkedSnapshots:
         if pid == 0:        # the child: encode, hand over, and leave without running anything of the parent's
             os.close(read_fd)
             _child(write_fd, encode)
+        self.held.add(time.perf_counter() - started)
         os.close(write_fd)
         try:
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
@@ -115,6 +118,7 @@ class ForkedSnapshots:
             log.warning("the snapshot of height %d is due and its encoding is not done: waiting for it, the "
                         "event loop held (at most %g s)", height, self.digest_wait)
             _running_loop_remove_reader(job.fd)
+            started = time.perf_counter()
             deadline = time.monotonic() + self.digest_wait
             while self._jobs.get(height) is job:
                 remaining = deadline - time.monotonic()
@@ -127,6 +131,7 @@ class ForkedSnapshots:
                     break
                 if select.select([job.fd], [], [], remaining)[0]:
                     self._read(job)
+            self.held.add(time.perf_counter() - started)
             value = self._digests.get(height)
             if value is not None:
                 return value

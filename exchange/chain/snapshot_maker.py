@@ -9,6 +9,7 @@ state as it was at S while the node goes on. A network with no lag encodes in `C
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Protocol
 
 from exchange.chain.codec import digest
@@ -26,7 +27,27 @@ class SnapshotLost(Exception):
     node cannot compute the hash that certifies it and must rebuild it from its stored blocks (a restart)."""
 
 
+class LoopHeld:
+    """How long taking snapshots held the event loop: a fork (the kernel copies the page tables of the whole
+    process), an encoding done at once, or a wait for a late encoding. Operators read it as Redis users read
+    `latest_fork_usec`: it grows with the state, and every node holds its loop at the same heights."""
+
+    __slots__ = ("last_seconds", "longest_seconds", "count")
+
+    def __init__(self) -> None:
+        self.last_seconds = 0.0
+        self.longest_seconds = 0.0
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self.last_seconds = seconds
+        self.longest_seconds = max(self.longest_seconds, seconds)
+        self.count += 1
+
+
 class SnapshotMaker(Protocol):
+    held: LoopHeld
+
     def start(self, height: int, encode: Callable[[], bytes]) -> None:
         """Encode the state as it is now (`encode()`), the snapshot of `height`."""
 
@@ -64,11 +85,14 @@ class InlineSnapshots:
     def __init__(self) -> None:
         self._digests = DigestBook()
         self._ready: list[tuple[int, bytes]] = []
+        self.held = LoopHeld()
 
     def start(self, height: int, encode: Callable[[], bytes]) -> None:
+        started = time.perf_counter()
         data = encode()
         self._digests.put(height, snapshot_digest(data))
         self._ready = [(height, data)]      # only the newest waits for the store
+        self.held.add(time.perf_counter() - started)
 
     def known(self, height: int, data: bytes) -> None:
         self._digests.put(height, snapshot_digest(data))

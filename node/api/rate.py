@@ -1,16 +1,16 @@
 """Rate limits on the public read-only routes, per client address, per subnet and in all.
 
-Anyone who can reach the API port may read `/status`, books, trades, metrics and the console without a
-token, and each read costs the node work (a book of thousands of levels, a status of every peer). The
-connection guard (p2p/public/guard.py) caps how many connections one address holds; this caps how fast they
-ask: a token bucket per address (`API_PUBLIC_RATE` a second, bursts of two seconds' worth), four times
-that per /24 (IPv4) or /48 (IPv6) so one network cannot rotate addresses around it, and
-`API_PUBLIC_RATE_TOTAL` behind them all, which refuses the heaviest networks first once it runs low. The excess gets 429 with Retry-After and costs the node nothing
-more. A request with a valid token (the operator's) is not counted, nor is one from `API_RATE_EXEMPT`
-(this machine by default: the CLI, the console on localhost, a local monitor). The maps are bounded:
-the least recently heard address or subnet is forgotten first and starts again with a full bucket, which
-the subnet and total buckets still bound (the buckets are p2p/public/rate.py's, shared with the Grenache HTTP
-servers).
+Anyone who can reach the API port may read `/status`, books, trades, metrics and the console without a token,
+and each read costs the node work (a book of thousands of levels, a status of every peer). The connection
+guard (p2p/public/guard.py) caps how many connections one address holds; this caps how fast they ask: a token
+bucket per address (`API_PUBLIC_RATE` a second, bursts of two seconds' worth), four times that per /24 (IPv4)
+or /48 (IPv6) so one network cannot rotate addresses around it, and `API_PUBLIC_RATE_TOTAL` behind them all,
+which refuses the heaviest networks first once it runs low. The excess gets 429 with Retry-After and costs the
+node nothing more. A request with a valid token (the operator's) is not counted, nor is one from
+`API_RATE_EXEMPT` (this machine by default: the CLI, the console on localhost, a local monitor). The maps are
+bounded: the least recently heard address or subnet is forgotten first and starts again with a full bucket,
+which the subnet and total buckets still bound (the buckets are p2p/public/rate.py's, shared with the Grenache
+HTTP servers).
 """
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ async def test_the_loop_goes_on_while_a_child_encodes_the_state_as_it_was_at_the
         await asyncio.sleep(0.01)
         ticks += 1
     assert forked_in < 0.2 and ticks >= 20, (forked_in, ticks)     # the loop ran throughout the 0.4 s
+    assert maker.held.count == 1 and 0 < maker.held.last_seconds <= forked_in, "the fork's hold is measured"
     expected = bytes([7]) * 3_000_000
     assert maker.digest(10) == snapshot_digest(expected)
     assert maker.take_ready() == [(10, expected)]
@@ -47,6 +48,7 @@ async def test_a_digest_asked_for_before_the_child_is_done_waits_for_it():
     maker.live = True
     maker.start(20, lambda: _slow_encoder({"value": 3}, 0.2, 1000))
     assert maker.digest(20) == snapshot_digest(bytes([3]) * 1000)
+    assert maker.held.count == 2 and maker.held.longest_seconds >= 0.1, "the wait held the loop, and says so"
     assert maker.take_ready() == [(20, bytes([3]) * 1000)]
 
 
@@ -75,8 +77,9 @@ async def test_close_ends_the_children_under_way_and_reaps_them():
 
 def test_before_the_node_is_live_or_outside_a_loop_the_snapshot_is_encoded_at_once():
     maker = ForkedSnapshots()
-    maker.start(50, lambda: b"abc")
-    assert maker.digest(50) == snapshot_digest(b"abc") and maker.take_ready() == [(50, b"abc")]
+    maker.start(50, lambda: _slow_encoder({"value": 97}, 0.05, 3)[:3])
+    assert maker.digest(50) == snapshot_digest(b"aaa") and maker.take_ready() == [(50, b"aaa")]
+    assert maker.held.count == 1 and maker.held.last_seconds >= 0.05, "encoded at once: the loop held throughout"
     maker.live = True
     maker.start(60, lambda: b"def")         # no running loop here
     assert maker.forked == 0 and maker.digest(60) == snapshot_digest(b"def")
