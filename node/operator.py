@@ -29,9 +29,9 @@ from node.api.base import ApiNode, JsonObject
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
-from node.refusals import refused_rows
+from node.refusals import grenache_refusals, refused_rows
 from p2p.public.sources import Shares
-from node.throttled import MAX_ROWS, throttled_rows
+from node.throttled import MAX_ROWS, ThrottledRow, throttled_rows
 
 if TYPE_CHECKING:
     from exchange.chain.service import ChainService
@@ -152,11 +152,22 @@ class OperatorSurface:
             "peers": peers,
             "held_back": (throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
                                          router.get("budget_refused"), exchange.get("sync_budget"))
-                          + refused_rows(status.get("public_refused")))[:MAX_ROWS],
+                          + refused_rows(status.get("public_refused"))
+                          + self._grenache_refused_rows(router))[:MAX_ROWS],
             "routing": self.routing_summary(),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},
         }
+
+    def _grenache_refused_rows(self, router: JsonObject) -> list[ThrottledRow]:
+        """Who the Grenache message endpoint and the Grenache RPC endpoint refused lately, and why."""
+        message_path = router.get("grenache")
+        grenache = self.node.rpc.snapshot().get("grenache")
+        endpoint = grenache["endpoint"] if grenache is not None else None
+        return (refused_rows(grenache_refusals(message_path.get("limits") if isinstance(message_path, dict) else None),
+                             "Grenache message client")
+                + refused_rows(grenache_refusals(endpoint["limits"] if endpoint is not None else None),
+                               "Grenache RPC client"))
 
     @staticmethod
     def _reachability(nat: JsonObject | None) -> JsonObject | None:

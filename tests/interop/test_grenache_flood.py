@@ -2,7 +2,8 @@
 one source floods node b's Grenache message endpoint from another loopback /24 (127.0.7.1) with valid-shaped
 requests of 256 frames, as fast as it can on 16 connections, while node a, which reaches b only over Grenache,
 sends it unicasts and broadcasts. a's messages all arrive, the flood gets 429 "ERR_BUSY" past its address's share
-(GRENACHE_MESSAGES_RATE frames a second), b's /status and /metrics name it, and nobody else is refused or blamed.
+(GRENACHE_MESSAGES_RATE frames a second), b's /status, /metrics and console name it, and nobody else is refused or
+blamed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from config import Settings
 from p2p.framing import encode_body
 from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import wait_until
+from tests.stream_client import StreamClient
 from tests.interop.test_grenache_messages import metric, received, walled_pair
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -28,6 +30,17 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 ATTACKER = "127.0.7.1"
 CONNECTIONS = 16
 RATE = Settings().grenache_messages_rate       # the default: frames a second from one address
+
+
+async def console_held_back(api_url: str) -> list[dict[str, str]]:
+    """The console's "held back" rows, as its status channel sends them."""
+    client = await StreamClient.connect(api_url)
+    try:
+        chan = await client.subscribe("status")
+        await client.wait_for(lambda: bool(client.data.get(chan)))
+        return list(client.data[chan][0]["status"]["held_back"])
+    finally:
+        await client.close()
 
 
 class Flood:
@@ -104,6 +117,8 @@ def test_a_flood_from_one_address_is_refused_busy_and_an_honest_node_still_gets_
     assert set(refused_by) == {ATTACKER}, refused_by                  # a (127.0.0.1) was never refused
     assert refused_by[ATTACKER]["grenache_msg_rate_per_address"] >= busy
     assert metric(b, "exchange_node_grenache_path_refused_total", reason="rate_per_address") >= busy
+    held_back = asyncio.run(console_held_back(b.api_url))
+    assert [row["what"] for row in held_back if row["peer"] == ATTACKER] == ["Grenache message client"], held_back
     assert a.status()["router"]["grenache"]["counters"]["requests_failed"] == failed_before
     assert all(peer["penalty"] == 0 for peer in b.peers() + a.peers())
     assert a.proc is not None and b.proc is not None and a.proc.poll() is None and b.proc.poll() is None

@@ -10,7 +10,7 @@ import orjson
 
 from config import load_settings
 from node.api.server import start_api
-from node.refusals import refused_rows
+from node.refusals import grenache_refusals, refused_rows
 from p2p.public.refusals import RefusalLog
 from tests.unit.node.test_api_rate import Clock
 
@@ -36,6 +36,9 @@ def test_sources_are_ranked_by_refusals_with_their_reasons_by_address_and_by_net
     assert rows[0] == {"peer": "203.0.113.7", "what": "API/stream client",
                        "why": "refused 6 times (api_connections_per_address 5, api_header_timeout 1), last 3.0 s ago"}
     assert len(rows) == 4 and refused_rows(None) == [] and refused_rows({"addresses": "not a list"}) == []
+    grenache = refused_rows(grenache_refusals({"unit": "frames", "refused_by": view}), "Grenache message client")
+    assert grenache[0] == {**rows[0], "what": "Grenache message client"}
+    assert grenache_refusals(None) is None and grenache_refusals({"refused_by": 3}) is None
 
 
 def test_the_log_is_bounded_in_count_and_forgets_sources_not_refused_lately():
