@@ -29,13 +29,15 @@ block time) slows the honest order in flight wherever it falls (docs/tradeoffs.m
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
 open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
 (the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any,
-and how long it held each node's event loop (the same order).
+and how long it held each node's event loop (the same order). "loop late / full GC" is the longest any node's
+event loop ran a timer late during the row, and its longest full garbage collection (each node's /health).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +59,7 @@ GRAFT_RATE = 10.0       # graft requests a second at 1x
 NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
+LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
 
 
 class Rig:
@@ -80,8 +83,11 @@ class Rig:
                 seconds: float | None = None) -> list[Any]:
         start = time.monotonic()
         snapshot_before = self.last_snapshot()
+        watch = LoopWatch([*self.validators, self.follower])
+        watch.start()
         sent_rate, got = run()
         time.sleep(max(0.0, start + (seconds or self.window) - time.monotonic()) + 1.0)
+        watch.finish()
         samples = self.client.window(start, time.monotonic())
         final = [s for s in samples if s is not None]
         p50 = quantile(final, 0.5) * 1000 if final else float("nan")
@@ -93,7 +99,8 @@ class Rig:
         snapshot = self.last_snapshot()
         return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
                 100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99,
-                f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-", rss]
+                f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-",
+                f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss]
 
     def last_snapshot(self) -> int:
         """The height of the newest snapshot (every node forks at it), to read each row's slowest orders against."""
@@ -108,6 +115,31 @@ class Rig:
         self.client.stop.set()
         self.client.join(40)
         self.cluster.close()
+
+
+class LoopWatch(threading.Thread):
+    """The longest each node's event loop ran a timer late, and the longest full garbage collection, over a row
+    (each node's /health reports the last 10 s; read every LOOP_POLL s), the most of any node."""
+
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        super().__init__(daemon=True)
+        self.nodes = nodes
+        self.lag_ms = 0.0
+        self.gc_ms = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            for node in self.nodes:
+                lag = node.get("/health")["loop_lag"]
+                self.lag_ms = max(self.lag_ms, 1000 * (lag["max_10s_seconds"] or 0.0))
+                self.gc_ms = max(self.gc_ms, 1000 * (lag["full_gc_max_10s_seconds"] or 0.0))
+            if self._stop_event.wait(LOOP_POLL):
+                return
+
+    def finish(self) -> None:
+        self._stop_event.set()
+        self.join(30)
 
 
 def _orders(rig: Rig, rate: float, spam: list[SignedTx]) -> tuple[float, str]:
@@ -228,4 +260,4 @@ def main(flags: list[str]) -> None:
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
                 f"follower, ms to final there; x = multiple of what one peer may send",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
-                 "p99 ratio", "snapshot at", "RSS MB v0/v1/v2/v3/f"], rows)
+                 "p99 ratio", "snapshot at", "loop late / full GC ms", "RSS MB v0/v1/v2/v3/f"], rows)
