@@ -332,7 +332,8 @@ class ExchangeNode:
         core = chain.core
         if core is None:
             return {"chain_id": None, "role": "joining", "height": 0, "epoch": None, "validators": [],
-                    "quorum": False, "finality_lag_s": None, "founding": chain.founding_status}
+                    "quorum": False, "finality_lag_s": None, "founding": chain.founding_status,
+                    "conflicting_networks": chain.conflicts}
         now = time.time()
         validators = core.state.validators
         return {"chain_id": core.chain_id, "role": core.role, "height": core.height, "epoch": validators.epoch,

@@ -488,8 +488,8 @@ class ChainService:
         """The chain as /status shows it (under `exchange`): the core's view, this node's founding, halt,
         recovery and disk state, and the service's counters (a JSON object: counters are spread into it)."""
         core = self.core
-        base: dict[str, object] = {"founding": self.founding_status, "conflicts": self.conflicts,
-                                   "halted": self.halted, **self.counters, "recovering": self.recovering,
+        base: dict[str, object] = {"founding": self.founding_status, "halted": self.halted, **self.counters,
+                                   "recovering": self.recovering,
                                    "fatal": self.fatal, "disk_error": _problem(self.disk_error),
                                    "outbox_error": _problem(self.store.outbox_error),
                                    "unsaved_blocks": self.durability.unsaved_blocks}

@@ -74,8 +74,8 @@ def test_positions_equal_the_trade_log_on_every_node(cluster: Cluster):
 def test_a_node_with_other_markets_refuses_the_network_and_says_why(cluster: Cluster):
     a, = cluster.chain(1, **FAST)
     odd = cluster.node("odd", bootstrap_peers=a.p2p_address, markets="BTC-USD,ETH-USD", **FAST)
-    wait_until(lambda: odd.status()["exchange"]["conflicts"], 15, message="the mismatch is reported")
-    conflict = next(iter(odd.status()["exchange"]["conflicts"].values()))
+    wait_until(lambda: odd.status()["conflicting_networks"], 15, message="the mismatch is reported")
+    conflict = next(iter(odd.status()["conflicting_networks"].values()))
     assert "MARKETS" in conflict["reason"] and "BTC-USD" in conflict["reason"]
     assert odd.status()["chain_id"] is None
     assert "not joining chain" in odd.log_tail(100)
