@@ -50,7 +50,7 @@ class PublicRateLimit(ClientRate):
         return ip is not None and any(ip in net for net in self.exempt)
 
     def view(self) -> RateLimitView:
-        return {"rate_per_address": self.by_address.rate, "rate_total": self.overall.rate,
+        return {"rate_per_address": self.by_address.rate, "rate_total": self.total_rate,
                 "tracked_addresses": len(self.by_address), "refused": dict(self.refused)}
 
 

@@ -5,11 +5,11 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   /24 or /48 and `max_connections` in all, refused at accept; each request's headers within `header_timeout`
   and its body within `body_timeout`, else 408 "ERR_REQUEST_TIMEOUT" and the connection is cut (the guard of
   p2p/public/guard.py); an idle keep-alive connection is closed after KEEPALIVE_TIMEOUT.
-- Rate: `rate_per_address` units a second from one address (bursts of two seconds' worth), four times that
-  from one network, `rate_total` from everyone, of which the last part only light networks may take
-  (p2p/public/rate.py). A request is refused before its body is read while its client is short; one that is
-  read pays the most it may be worth up front (the message path's MAX_FRAMES) and gets back what it did not
-  cost once decoded, so a client that starts many requests at once owes at most one request's worth.
+- Rate: `rate_per_address` units a second from one address (bursts of two seconds' worth), four times that from one
+  network, `rate_total` from everyone, shared evenly by the networks asking (p2p/public/rate.py). A request is
+  refused before its body is read while its client is short; one that is read pays the most it may be worth up
+  front (the message path's MAX_FRAMES) and gets back what it did not cost once decoded, so a client that starts
+  many requests at once owes at most one request's worth.
 
 Who was refused, and by which limit, is kept per server (p2p/public/refusals.py) for /status.
 """
@@ -88,6 +88,6 @@ class ServerLimits:
 
     def view(self) -> LimitsView:
         rate = self.rate
-        return {"unit": self.unit, "rate_per_address": rate.by_address.rate, "rate_total": rate.overall.rate,
+        return {"unit": self.unit, "rate_per_address": rate.by_address.rate, "rate_total": rate.total_rate,
                 "refused": dict(rate.refused), "connections": self.guard.view(),
                 "refused_by": self.refusals.view(REFUSALS_SHOWN)}

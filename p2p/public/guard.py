@@ -24,10 +24,12 @@ still queued, so a 408 never lands inside another answer. Refusals are counted a
 the guard's `surface` name (api_connections_per_address, grenache_msg_header_timeout).
 
 When every slot is taken, a newcomer is not simply refused: the network holding the most connections (more than
-the newcomer's would then hold) gives up its connection that has been quiet longest, one with no request being
-handled (idle keep-alive, or headers still to come), as link admission makes room by evicting from the most
-crowded network. Clients that each stay inside their caps therefore cannot lock out a network that holds
-nothing.
+the newcomer's would then hold) gives up its connection that has been quiet longest, one where nothing came in for
+longest while no handler was at work on a whole request (idle keep-alive, headers still to come, or a body that
+stopped arriving), as link admission makes room by evicting from the most crowded network. The servers this guard
+fronts do not linger to read a body their handler left unread (aiohttp's `lingering_time=0`): a request refused
+before its body is read is answered and its connection closed, so it holds no slot meanwhile. Clients that each
+stay inside their caps therefore cannot lock out a network that holds nothing.
 """
 from __future__ import annotations
 
@@ -64,8 +66,12 @@ def json_timeout(part: str, timeout: float) -> tuple[bytes, bytes]:
 class Evictable(Protocol):
     """A connection the guard may close to make room for a newcomer."""
 
-    address: str | None
-    quiet_since: float | None       # since when no request of it is being handled (None: one is)
+    @property
+    def quiet_since(self) -> float | None:
+        """Since when nothing has come in while no handler of it was at work on a whole request (None: one is)."""
+
+    @property
+    def address(self) -> str | None: ...
 
     def evict(self) -> None: ...
 
@@ -166,7 +172,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._cut = False                  # past a deadline: nothing more is read
         self._spoke = False                # the client has sent something
         self._linger: asyncio.TimerHandle | None = None
-        self.quiet_since: float | None = None      # loop time since which no request is being handled (None: one is)
+        self._counted = False              # holds one of the guard's slots
+        self._heard = 0.0                  # loop time of the last byte in (or of the last request's end)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)     # uvloop's transports are not asyncio's classes
@@ -176,7 +183,8 @@ class GuardedProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         self.address = address
-        self.quiet_since = asyncio.get_running_loop().time()
+        self._counted = True
+        self._heard = asyncio.get_running_loop().time()
         self._arm_header_deadline()         # a connection that sends nothing is as slow as one that trickles
         self.inner.connection_made(transport)
 
@@ -193,7 +201,6 @@ class GuardedProtocol(asyncio.Protocol):
         self._cancel("_body_due")
         self._awaiting_request = False
         self._handling = True
-        self.quiet_since = None
         if body is not None and not body.is_eof():
             self._body_due = asyncio.get_running_loop().call_later(self.guard.body_timeout, self._too_slow, "body")
             body.on_eof(lambda: self._cancel("_body_due"))
@@ -206,23 +213,29 @@ class GuardedProtocol(asyncio.Protocol):
 
     def _request_over(self) -> None:
         self._awaiting_request = True
-        if self.address is not None and not self._handling:
-            self.quiet_since = asyncio.get_running_loop().time()
+        self._heard = asyncio.get_running_loop().time()
+
+    @property
+    def quiet_since(self) -> float | None:
+        """Since when nothing has come in while no handler was at work on a whole request: idle between requests,
+        headers still to come, or a body that stopped arriving. None while a handler works on a request whose
+        body is all in (it is doing what was asked), or once the connection holds no slot."""
+        if not self._counted or (self._handling and self._body_due is None):
+            return None
+        return self._heard
 
     def evict(self) -> None:
-        """Give this connection's slot to a newcomer: its slot is freed now and it is closed (a keep-alive client
-        opens a new connection for its next request)."""
+        """Give this connection's slot to a newcomer: the slot is freed now and the connection reset (a keep-alive
+        client opens a new one for its next request; one that stalled has nothing to lose)."""
         address, transport = self.address, self.transport
-        if address is None or transport is None:
+        if not self._counted or address is None or transport is None:
             return
         self._cancel("_headers_due")
         self._cancel("_body_due")
         self._cut = True
+        self._counted = False
         self.guard.release(address, self)
-        self.address = None
-        self.quiet_since = None
-        self.inner.connection_lost(None)
-        transport.close()
+        transport.abort()           # connection_lost follows, and tells aiohttp the usual way
 
     def _too_slow(self, part: str) -> None:
         setattr(self, "_headers_due" if part == "header" else "_body_due", None)
@@ -259,6 +272,7 @@ class GuardedProtocol(asyncio.Protocol):
         if self.address is None or self._cut:
             return
         self._spoke = True
+        self._heard = asyncio.get_running_loop().time()
         if self._awaiting_request and self._headers_due is None:
             self._arm_header_deadline()
         self.inner.data_received(data)
@@ -282,9 +296,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._cancel("_linger")
         if self.address is None:
             return
-        self.guard.release(self.address, self)
+        if self._counted:
+            self._counted = False
+            self.guard.release(self.address, self)
         self.address = None
-        self.quiet_since = None
         self.inner.connection_lost(exc)
 
 

@@ -1,6 +1,6 @@
-"""How fast each client of a public surface may ask: a token bucket per address, one per network (/24 or /48,
-SUBNET_FACTOR times an address's rate, so one network cannot rotate addresses around it) and one for everyone
-behind them, each holding BURST_SECONDS of its rate. A unit is what the surface counts: a request to the control
+"""How fast each client of a public surface may ask: a token bucket per address and one per network (/24 or /48,
+SUBNET_FACTOR times an address's rate, so one network cannot rotate addresses around it), each holding
+BURST_SECONDS of its rate, and behind them a total shared by network. A unit is what the surface counts: a request to the control
 API's public routes or to the Grenache RPC endpoint, a frame on the Grenache message path.
 
 `check` admits a request while its client has a whole unit in each bucket, and takes what the request may be
@@ -10,19 +10,18 @@ holds over time, and since every admitted request has paid its most up front, ho
 once no bucket goes more than one request's worth below zero: credit cannot drain a network's share or the
 total for later askers.
 
-The total refuses the heaviest first: once it holds less than HEADROOM of its burst, only a *light* network may
-take from what is left, one that has taken less of the total lately than its even part of that headroom among
-the networks taking from it (`TotalUse`: what each took, fading with a time constant of USE_SECONDS). Networks
-sending all they may cannot take the last of the total from one that sends a little, and the total itself is
-never exceeded. A fresh network looks light until it has taken its part, but each one that arrives makes every
-part smaller: fresh networks can drain the headroom for a moment, not hold it (docs/tradeoffs.md).
+The total is shared by network, as the chain's transaction budget shares its own: each network admitted something
+within ACTIVE_SECONDS has an even part of the total's rate (`TotalParts`), in a bucket of its own holding
+BURST_SECONDS of that part, so a network asking for less than its part is never refused whatever the others do,
+and there is no shared bucket for many networks to race for. A network new to the total starts with one
+second's worth of its part (each newcomer makes every part smaller: k networks arriving together start with
+1 + 1/2 + ... + 1/k seconds of the total between them), and one gone quiet keeps its debt until it is repaid.
 
 The maps are bounded: the least recently heard address or network is forgotten first and starts again with a
-full bucket, which the network's and everyone's buckets still bound.
+full bucket (a part of the total: with one second of it), which the network's bucket and its part still bound.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from typing import Callable, Literal
@@ -33,9 +32,8 @@ from p2p.public.sources import host_of, subnet_of
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
 MAX_TRACKED = 8192
-HEADROOM = 0.5      # of the total's burst: below it only light networks are admitted
-USE_SECONDS = BURST_SECONDS * HEADROOM      # what a network took of the total fades with this time constant, so one
-                                            # taking its even part of the total's rate holds its part of the headroom
+ACTIVE_SECONDS = BURST_SECONDS      # a network admitted nothing for this long no longer shares the total
+START_SECONDS = 1.0                 # of its part: what a network new to the total starts with
 
 Limit = Literal["per_address", "per_subnet", "total"]
 
@@ -69,29 +67,49 @@ class Buckets:
         return len(self._state)
 
 
-class TotalUse:
-    """What each network took of the total lately: a sum fading with time constant USE_SECONDS (a network taking
-    r units a second holds about r * USE_SECONDS), kept for the networks that took something within
-    2 * USE_SECONDS and at most MAX_TRACKED of them (the least recent forgotten)."""
+class TotalParts:
+    """The total's rate shared evenly among the networks admitted lately, each part a bucket of its own (see the
+    module docstring). Same calls as `Buckets`, by network. Bounded: at most MAX_TRACKED networks (the least
+    recently heard forgotten: it starts again as new, with one second of its part)."""
 
-    def __init__(self) -> None:
-        self._use: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (use, when), oldest first
-
-    def used(self, network: str, now: float) -> float:
-        use, at = self._use.get(network, (0.0, now))
-        return use * math.exp(-max(0.0, now - at) / USE_SECONDS)
-
-    def add(self, network: str, now: float, amount: float) -> None:
-        use = max(0.0, self.used(network, now) + amount)
-        self._use.pop(network, None)
-        self._use[network] = (use, now)
+    def __init__(self, rate: float, burst_seconds: float = BURST_SECONDS) -> None:
+        self.rate, self.burst_seconds = rate, burst_seconds
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, when)
+        self._active: OrderedDict[str, float] = OrderedDict()      # network -> when last admitted, oldest first
 
     def networks(self, now: float) -> int:
-        """How many networks took something lately (at least one: whoever asks)."""
-        use = self._use
-        while use and (len(use) > MAX_TRACKED or next(iter(use.values()))[1] < now - 2 * USE_SECONDS):
-            use.popitem(last=False)
-        return max(1, len(use))
+        """How many networks share the total now (admitted something within ACTIVE_SECONDS)."""
+        active = self._active
+        while active and (len(active) > MAX_TRACKED or next(iter(active.values())) < now - ACTIVE_SECONDS):
+            active.popitem(last=False)
+        return len(active)
+
+    def part(self, network: str, now: float) -> float:
+        """The rate of `network`'s part: the total over the networks sharing it, itself among them."""
+        return self.rate / (self.networks(now) + (0 if network in self._active else 1))
+
+    def tokens(self, network: str, now: float) -> float:
+        part = self.part(network, now)
+        tokens, at = self._state.pop(network, (part * START_SECONDS, now))
+        tokens = min(part * self.burst_seconds, tokens + max(0.0, now - at) * part)
+        self._state[network] = (tokens, now)
+        if len(self._state) > MAX_TRACKED:
+            self._state.popitem(last=False)
+        return tokens
+
+    def wait(self, network: str, now: float, need: float = 1.0) -> float:
+        tokens = self.tokens(network, now)
+        return 0.0 if tokens >= need else (need - tokens) / self.part(network, now)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def take(self, network: str, now: float, amount: float) -> None:
+        """Take `amount` (give back, when negative) from the part of `network`, which now shares the total."""
+        tokens = self.tokens(network, now)
+        self._state[network] = (min(tokens - amount, self.part(network, now) * self.burst_seconds), now)
+        self._active.pop(network, None)
+        self._active[network] = now
 
 
 class ClientRate:
@@ -102,16 +120,20 @@ class ClientRate:
                  clock: Callable[[], float] = time.monotonic, refusals: RefusalLog | None = None) -> None:
         self.by_address = Buckets(per_address, per_address * BURST_SECONDS)
         self.by_subnet = Buckets(per_address * SUBNET_FACTOR, per_address * SUBNET_FACTOR * BURST_SECONDS)
-        self.overall = Buckets(total, total * BURST_SECONDS, limit=1)
+        self.parts = TotalParts(total)
         self.surface = surface
         self.clock = clock
         self.refusals = refusals
         self.refused: dict[str, int] = {"per_address": 0, "per_subnet": 0, "total": 0}
-        self.total_use = TotalUse()
 
-    def _buckets(self, address: str) -> tuple[tuple[Limit, Buckets, str], ...]:
-        return (("per_address", self.by_address, host_of(address)), ("per_subnet", self.by_subnet, subnet_of(address)),
-                ("total", self.overall, "*"))
+    @property
+    def total_rate(self) -> float:
+        return self.parts.rate
+
+    def _buckets(self, address: str) -> tuple[tuple[Limit, Buckets | TotalParts, str], ...]:
+        network = subnet_of(address)
+        return (("per_address", self.by_address, host_of(address)), ("per_subnet", self.by_subnet, network),
+                ("total", self.parts, network))
 
     def check(self, address: str, reserve: float = 1.0) -> tuple[Limit, float] | None:
         """None when `address` may go now (`reserve` units taken); else (the limit that refuses it, seconds to
@@ -119,7 +141,7 @@ class ClientRate:
         now = self.clock()
         buckets = self._buckets(address)
         for name, table, key in buckets:
-            wait = table.wait(key, now, self._need(table, address, now))
+            wait = table.wait(key, now)
             if wait:
                 self.refused[name] += 1
                 if self.refusals is not None:
@@ -127,18 +149,7 @@ class ClientRate:
                 return name, wait
         for _, table, key in buckets:
             table.take(key, now, reserve)
-        self.total_use.add(buckets[1][2], now, reserve)
         return None
-
-    def _need(self, table: Buckets, address: str, now: float) -> float:
-        """What `table` must hold to admit `address`: a whole unit, and of the total, its headroom too unless the
-        network of `address` is light."""
-        if table is not self.overall:
-            return 1.0
-        headroom = HEADROOM * table.burst
-        use = self.total_use
-        light = use.used(subnet_of(address), now) < headroom / use.networks(now)
-        return 1.0 if light else 1.0 + headroom
 
     def settle(self, address: str, units: float, reserved: float) -> None:
         """The request `check` admitted on `reserved` units was worth `units`: the difference is given back, or
@@ -148,4 +159,3 @@ class ClientRate:
         now = self.clock()
         for _, table, key in self._buckets(address):
             table.take(key, now, units - reserved)
-        self.total_use.add(subnet_of(address), now, units - reserved)

@@ -45,7 +45,8 @@ async def served_app() -> AsyncIterator[tuple[int, ConnectionGuard, web.Applicat
     app[GATE] = asyncio.Event()
     app[ARRIVED] = asyncio.Queue()
     install_guard(app)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=3 * DEADLINE)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=3 * DEADLINE,
+                           lingering_time=0)       # as the API and the Grenache servers run it
     await runner.setup()
     guard = ConnectionGuard(per_address=8, per_subnet=8, total=8, header_timeout=DEADLINE, body_timeout=DEADLINE,
                             refusals=RefusalLog())
@@ -151,20 +152,18 @@ async def test_a_connection_that_asks_nothing_is_closed_as_idle_and_held_against
     writer.close()
 
 
-@pytest.mark.parametrize("head, answered", [
-    (b"POST /echo", b"HTTP/1.1 408"),       # the handler waits for the body: 408, then the connection closes
-    (b"GET /hello", b"HTTP/1.1 200"),       # it answered without reading it: the rest must still come in time
-], ids=["read by the handler", "left unread"])
-async def test_a_body_trickled_after_complete_headers_is_cut_at_the_body_deadline(served, head, answered):
+async def test_a_body_trickled_after_complete_headers_is_cut_at_the_body_deadline(served):
+    """The handler waits for the body: 408, then the connection closes (one that answers without reading the body
+    closes the connection with its answer: the next test)."""
     port, guard = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(head + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
     started = time.monotonic()
     trickle = asyncio.create_task(_trickle(writer, b"x"))
     answer, closed = await _answer_and_close(reader)
     trickle.cancel()
-    assert answer.startswith(answered) and answer.count(b"HTTP/1.1") == 1, answer
-    assert b"request body did not arrive" in answer if answered.endswith(b"408") else answer.endswith(b"hello")
+    assert answer.startswith(b"HTTP/1.1 408") and answer.count(b"HTTP/1.1") == 1, answer
+    assert b"request body did not arrive" in answer
     assert DEADLINE * 0.9 <= closed - started <= DEADLINE + 2.0, closed - started
     assert guard.counters == {**guard.counters, "body_timeouts": 1, "header_timeouts": 0}
     writer.close()
@@ -254,6 +253,45 @@ async def test_no_connection_gives_up_its_slot_while_its_request_is_handled(serv
     for r, w in held:
         assert (await _request(r, w, b"")).endswith(b"through"), "and every request held is answered"
         w.close()
+    writer.close()
+
+
+async def test_bodies_that_stopped_arriving_give_up_their_slots_to_a_newcomer(served_app):
+    """The red team's FINDING 12: every slot held by requests whose body never comes (headers and one byte of a
+    100-byte body, under their body deadline). A client of another network is served all the same: the stalled
+    body quiet longest gives up its slot."""
+    port, guard, app = served_app
+    guard.body_timeout = 30.0                   # the stalled bodies outlast the test
+    held = []
+    for _ in range(8):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+        held.append((reader, writer))
+    reader, writer = held[-1]
+    await writer.drain()
+    for _ in range(3):                                  # every request reached the guard (its headers are in)
+        await asyncio.sleep(0)
+    newcomers = []
+    for source in ("127.0.1.1", "127.0.1.2", "127.0.1.3"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        assert (await _request(reader, writer, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"hello")
+        newcomers.append((reader, writer))
+    assert guard.counters["evicted"] == 3 and guard.counters["refused_total"] == 0
+    for stalled_reader, _ in held[:3]:
+        assert (await _answer_and_close(stalled_reader))[0] == b"", "the three quiet longest were reset"
+    for _, w in held + newcomers:
+        w.close()
+
+
+async def test_a_request_answered_without_reading_its_body_is_closed_at_once(served):
+    """A handler that answers without reading the body (as a refusal before the body does) ends the connection
+    with its answer: nobody waits for the rest of a body that may never come, so the slot is free at once."""
+    port, guard = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+    answer, _ = await _answer_and_close(reader)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+    assert guard.counters["body_timeouts"] == 0
     writer.close()
 
 
