@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 from p2p.admission import LOOPBACK
 from p2p.discovery.base import SOURCE_PRIORITY, Candidate
+from p2p.public.sources import client_ip
 from p2p.resilience.backoff import Backoff
 
 Address = tuple[str, int]
@@ -62,12 +63,9 @@ class KnownAddress:
 def address_group(host: str) -> str:
     """The network group of an address as addrman groups them: its /16 (IPv4) or /32 (IPv6), marked as loopback
     for loopback addresses (127.a.0.0/16 each, as `netgroup` splits loopback); a host name is a group of its own."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = client_ip(host)
+    if ip is None:
         return f"name:{host.lower()}"
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     group = str(ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 32}", strict=False))
     if ip.is_loopback:
         return LOOPBACK if ip.version == 6 else f"{LOOPBACK}/{group}"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from p2p.close_reason import CloseReason
+from p2p.public.sources import client_ip
 from p2p.resilience.token_bucket import TokenBucket
 
 PROTECT_NETGROUPS = 4
@@ -34,12 +35,9 @@ LOOPBACK = "loopback"
 def netgroup(host: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) of an address; a loopback address's group is marked as such
     ("loopback/127.0.0.0/24"; "loopback" for ::1)."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = client_ip(host)
+    if ip is None:
         return host
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_loopback:
         return LOOPBACK if ip.version == 6 else f"{LOOPBACK}/{ipaddress.ip_network(f'{ip}/24', strict=False)}"
     if ip.version == 4:

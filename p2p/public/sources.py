@@ -13,7 +13,8 @@ Scope = Literal["total", "address", "subnet"]
 
 
 def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IP of a client address (a zone dropped, an IPv4-mapped IPv6 address as its IPv4), or None."""
+    """The IP an address names (a zone dropped, an IPv4-mapped IPv6 address as its IPv4), or None; the peer
+    admission's and address book's network groups read addresses the same way."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
