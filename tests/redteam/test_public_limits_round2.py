@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from p2p.public.guard import ConnectionGuard
 from p2p.public.rate import BURST_SECONDS, ClientRate
 from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import wait_until
@@ -191,3 +192,63 @@ def test_idle_networks_do_not_slow_an_honest_grenache_sender(cluster, grapes) ->
     assert attack.error is None, attack.error
     no_traceback(a, b)
     assert failed == 0 and lost == 0 and p99(during) <= LATENCY_BOUND, (failed, lost, p99(during))
+
+
+# --- eviction: which networks can lock a newcomer out (guard logic, no sockets) --------------------------------------
+class Held:
+    """A connection the guard holds: quiet since `since` (None: a handler is at work on it)."""
+
+    def __init__(self, guard: ConnectionGuard, address: str, since: float | None) -> None:
+        self.guard, self._address, self.since, self.evicted = guard, address, since, False
+
+    @property
+    def quiet_since(self) -> float | None:
+        return None if self.evicted else self.since
+
+    @property
+    def address(self) -> str | None:
+        return self._address
+
+    def evict(self) -> None:
+        self.evicted = True         # as GuardedProtocol.evict: the slot is freed at once
+        self.guard.release(self._address, self)
+
+
+def fill(guard: ConnectionGuard, networks: int, each: int) -> list[Held]:
+    held = []
+    for n in range(networks):
+        for i in range(each):
+            connection = Held(guard, f"10.{n // 256}.{n % 256}.{1 + i % 4}", float(n))
+            assert guard.admit(connection._address, connection)
+            held.append(connection)
+    return held
+
+
+def test_a_newcomer_evicts_from_a_crowded_network_and_never_an_honest_single_connection() -> None:
+    """Grenache's caps (1,024 in all, 256 a /24, 64 an address): 1,023 idle connections from 4 /24s plus the honest
+    node's one; a newcomer takes an attacker's slot, the honest one is never the victim, and the attacker
+    re-opening from its networks is refused."""
+    guard = ConnectionGuard(64, 256, 1024)
+    attackers = fill(guard, 4, 255)
+    for i in range(3):
+        attackers.append(Held(guard, f"10.0.4.{i + 1}", 5.0))
+        assert guard.admit(f"10.0.4.{i + 1}", attackers[-1])
+    honest = Held(guard, "127.0.0.1", 0.0)       # quiet longest of all
+    assert guard.admit("127.0.0.1", honest)
+    assert guard.open.held == 1024
+    newcomer = Held(guard, "127.0.90.1", None)
+    assert guard.admit("127.0.90.1", newcomer)
+    assert not honest.evicted and sum(c.evicted for c in attackers) == 1
+    again = [c for c in attackers if c.evicted][0]
+    assert not guard.admit(again._address, Held(guard, again._address, None))       # no network holds more now
+
+
+def test_one_idle_connection_from_each_of_1024_networks_locks_newcomers_out() -> None:
+    """The design limit: a network holding one connection is never evicted (the newcomer's would then hold as many),
+    so 1,023 /24s with one idle keep-alive connection each (one hello per 14 s keeps it: ~73 requests/s) and the
+    honest node's leave a newcomer refused; 1,022 leave room."""
+    guard = ConnectionGuard(64, 256, 1024)
+    fill(guard, 1023, 1)
+    assert guard.admit("127.0.0.1", Held(guard, "127.0.0.1", 0.0))
+    assert not guard.admit("127.0.90.1", Held(guard, "127.0.90.1", None))
+    assert guard.counters["refused_total"] == 1 and guard.counters["evicted"] == 0
