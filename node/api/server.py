@@ -74,8 +74,7 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     api = node.configs.api
     app = build_app(node)
     install_guard(app)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=api.keepalive_timeout,
-                           lingering_time=0)     # a body left unread is not waited for: the guard's docstring says why
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=api.keepalive_timeout)
     await runner.setup()
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
                             api.header_timeout, api.body_timeout, refusals=node.public_refusals)

@@ -6,7 +6,7 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   and its body within `body_timeout`, else 408 "ERR_REQUEST_TIMEOUT" and the connection is cut (the guard of
   p2p/public/guard.py); an idle keep-alive connection is closed after KEEPALIVE_TIMEOUT.
 - Rate: `rate_per_address` units a second from one address (bursts of two seconds' worth), four times that from one
-  network, `rate_total` from everyone, shared evenly by the networks asking (p2p/public/rate.py). A request is
+  network, `rate_total` from everyone, shared max-min fairly by network (p2p/public/rate.py). A request is
   refused before its body is read while its client is short; one that is read pays the most it may be worth up
   front (the message path's MAX_FRAMES) and gets back what it did not cost once decoded, so a client that starts
   many requests at once owes at most one request's worth.

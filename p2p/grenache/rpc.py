@@ -265,7 +265,7 @@ class GrenacheHTTPServer:
         if self.limits is not None:
             install_guard(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-                               keepalive_timeout=KEEPALIVE_TIMEOUT, lingering_time=0)   # p2p/public/guard.py
+                               keepalive_timeout=KEEPALIVE_TIMEOUT)
         await runner.setup()
         try:
             site = (web.TCPSite(runner, self.host, self.port, reuse_address=True) if self.limits is None

@@ -25,11 +25,10 @@ the guard's `surface` name (api_connections_per_address, grenache_msg_header_tim
 
 When every slot is taken, a newcomer is not simply refused: the network holding the most connections (more than
 the newcomer's would then hold) gives up its connection that has been quiet longest, one where nothing came in for
-longest while no handler was at work on a whole request (idle keep-alive, headers still to come, or a body that
-stopped arriving), as link admission makes room by evicting from the most crowded network. The servers this guard
-fronts do not linger to read a body their handler left unread (aiohttp's `lingering_time=0`): a request refused
-before its body is read is answered and its connection closed, so it holds no slot meanwhile. Clients that each
-stay inside their caps therefore cannot lock out a network that holds nothing.
+longest while no handler was at work on a whole request (idle keep-alive, headers still to come, a body that
+stopped arriving, or the rest of a body its handler refused unread, which aiohttp reads and drops until the body
+deadline), as link admission makes room by evicting from the most crowded network. Clients that each stay inside
+their caps therefore cannot lock out a network that holds nothing.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """How fast each client of a public surface may ask: a token bucket per address and one per network (/24 or /48,
 SUBNET_FACTOR times an address's rate, so one network cannot rotate addresses around it), each holding
-BURST_SECONDS of its rate, and behind them a total shared by network. A unit is what the surface counts: a request to the control
-API's public routes or to the Grenache RPC endpoint, a frame on the Grenache message path.
+BURST_SECONDS of its rate, and behind them a total shared by network. A unit is what the surface counts: a request
+to the control API's public routes or to the Grenache RPC endpoint, a frame on the Grenache message path.
 
 `check` admits a request while its client has a whole unit in each bucket, and takes what the request may be
 worth at most (`reserve`: one, or a message request's most frames) up front, before its body is read; `settle`
@@ -10,18 +10,22 @@ holds over time, and since every admitted request has paid its most up front, ho
 once no bucket goes more than one request's worth below zero: credit cannot drain a network's share or the
 total for later askers.
 
-The total is shared by network, as the chain's transaction budget shares its own: each network admitted something
-within ACTIVE_SECONDS has an even part of the total's rate (`TotalParts`), in a bucket of its own holding
-BURST_SECONDS of that part, so a network asking for less than its part is never refused whatever the others do,
-and there is no shared bucket for many networks to race for. A network new to the total starts with one
-second's worth of its part (each newcomer makes every part smaller: k networks arriving together start with
-1 + 1/2 + ... + 1/k seconds of the total between them), and one gone quiet keeps its debt until it is repaid.
+The total is shared by network, max-min fairly (`TotalParts`): what each network took lately (an average over
+USE_SECONDS) and which networks their part refused set a fair level by water-filling, networks taking less than an
+even part of what is left counted at what they take and those refused sharing the rest; each network's part is a
+bucket of its own refilling at that level, which a virtual clock integrates, so a part refills at the levels it
+held and not at the one of the moment it next asks. A network asking for less than its part is never refused
+whatever the others do, there is no shared bucket to race for, and networks asking for little do not shrink the
+others' parts: what they leave is the others'. A network new to the total starts with one second of an even part,
+and newcomers come in at NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past
+MAX_TRACKED) cannot take the total by arriving.
 
 The maps are bounded: the least recently heard address or network is forgotten first and starts again with a
-full bucket (a part of the total: with one second of it), which the network's bucket and its part still bound.
+full bucket (a part of the total: as a newcomer), which the network's bucket and its part still bound.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from typing import Callable, Literal
@@ -32,8 +36,12 @@ from p2p.public.sources import host_of, subnet_of
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
 MAX_TRACKED = 8192
-ACTIVE_SECONDS = BURST_SECONDS      # a network admitted nothing for this long no longer shares the total
-START_SECONDS = 1.0                 # of its part: what a network new to the total starts with
+USE_SECONDS = 10.0                  # what a network takes of the total is an average over about this long: longer
+                                    # than a network that asks now and then waits between asks
+SHORT_SECONDS = BURST_SECONDS       # a network its part refused this recently wants more than it has
+LEVEL_EVERY = 0.1                   # s between computations of the total's fair level
+NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth)
+START_SECONDS = 1.0                 # of the fair level: what a network new to the total starts with
 
 Limit = Literal["per_address", "per_subnet", "total"]
 
@@ -68,48 +76,107 @@ class Buckets:
 
 
 class TotalParts:
-    """The total's rate shared evenly among the networks admitted lately, each part a bucket of its own (see the
-    module docstring). Same calls as `Buckets`, by network. Bounded: at most MAX_TRACKED networks (the least
-    recently heard forgotten: it starts again as new, with one second of its part)."""
+    """The total's rate shared max-min fairly among the networks asking for it lately, each network's part a bucket
+    of its own (see the module docstring). Same calls as `Buckets`, by network, and `ask` to tell it what a
+    network asked for. Bounded: at most MAX_TRACKED networks in each map (the least recently heard forgotten)."""
 
     def __init__(self, rate: float, burst_seconds: float = BURST_SECONDS) -> None:
         self.rate, self.burst_seconds = rate, burst_seconds
-        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, when)
-        self._active: OrderedDict[str, float] = OrderedDict()      # network -> when last admitted, oldest first
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, virtual time)
+        self._demand: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (units/s taken, when)
+        self._short: OrderedDict[str, float] = OrderedDict()    # network -> when its part last refused it
+        self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
+        self._level = rate                  # the fair level: what each network's part refills at
+        self._level_at: float | None = None
+        self._virtual = 0.0                 # the level integrated over time: what a part has refilled since
+        self._virtual_at: float | None = None
+
+    # --- demand and the fair level --------------------------------------------------------------------------
+    def _took(self, network: str, now: float, amount: float) -> None:
+        """`network` took `amount` units (gave back, when negative)."""
+        demand = max(0.0, self._demand_of(network, now) + amount / USE_SECONDS)
+        self._demand.pop(network, None)
+        self._demand[network] = (demand, now)
+        if len(self._demand) > MAX_TRACKED:
+            self._demand.popitem(last=False)
+
+    def _demand_of(self, network: str, now: float) -> float:
+        value, at = self._demand.get(network, (0.0, now))
+        return value * math.exp(-max(0.0, now - at) / USE_SECONDS)
 
     def networks(self, now: float) -> int:
-        """How many networks share the total now (admitted something within ACTIVE_SECONDS)."""
-        active = self._active
-        while active and (len(active) > MAX_TRACKED or next(iter(active.values())) < now - ACTIVE_SECONDS):
-            active.popitem(last=False)
-        return len(active)
+        """How many networks took something lately (within three USE_SECONDS) or were refused by their part."""
+        demand, short = self._demand, self._short
+        while demand and next(iter(demand.values()))[1] < now - 3 * USE_SECONDS:
+            demand.popitem(last=False)
+        while short and (len(short) > MAX_TRACKED or next(iter(short.values())) < now - SHORT_SECONDS):
+            short.popitem(last=False)
+        return len(demand.keys() | short.keys())
+
+    def _fair_level(self, now: float) -> float:
+        """Max-min fairness (water-filling): a network its part refused lately wants more than it has; the others
+        are counted at what they took, while that is less than an even part of what is left; the level is the
+        even part of the rest. The whole rate when all fit."""
+        self.networks(now)
+        short = self._short
+        demands = sorted([self._demand_of(network, now) for network in self._demand if network not in short]
+                         + [math.inf] * len(short))
+        remaining, left = self.rate, len(demands)
+        for demand in demands:
+            share = remaining / left
+            if demand >= share:
+                return share
+            remaining -= demand
+            left -= 1
+        return self.rate
+
+    def _advance(self, now: float) -> None:
+        if self._virtual_at is None:
+            self._virtual_at = now
+        self._virtual += self._level * max(0.0, now - self._virtual_at)
+        self._virtual_at = max(now, self._virtual_at)
+        if self._level_at is None or now - self._level_at >= LEVEL_EVERY:
+            self._level, self._level_at = self._fair_level(now), now
 
     def part(self, network: str, now: float) -> float:
-        """The rate of `network`'s part: the total over the networks sharing it, itself among them."""
-        return self.rate / (self.networks(now) + (0 if network in self._active else 1))
+        """The rate a part refills at now: the fair level, the same for every network."""
+        self._advance(now)
+        return self._level
 
+    # --- the parts, as buckets ------------------------------------------------------------------------------
     def tokens(self, network: str, now: float) -> float:
-        part = self.part(network, now)
-        tokens, at = self._state.pop(network, (part * START_SECONDS, now))
-        tokens = min(part * self.burst_seconds, tokens + max(0.0, now - at) * part)
-        self._state[network] = (tokens, now)
-        if len(self._state) > MAX_TRACKED:
-            self._state.popitem(last=False)
+        """What the part of `network` holds (a network new to the total: one second of an even part, if newcomers
+        may come in)."""
+        self._advance(now)
+        state = self._state.pop(network, None)
+        if state is None:       # an even part's worth, not the level's: newcomers arrive together
+            return min(self._level, self.rate / (self.networks(now) + 1)) * START_SECONDS
+        tokens = min(self._level * self.burst_seconds, state[0] + (self._virtual - state[1]))
+        self._state[network] = (tokens, self._virtual)
         return tokens
 
     def wait(self, network: str, now: float, need: float = 1.0) -> float:
+        if network not in self._state and self._newcomers.wait("*", now):
+            return self._newcomers.wait("*", now)     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND
         tokens = self.tokens(network, now)
-        return 0.0 if tokens >= need else (need - tokens) / self.part(network, now)
+        if tokens >= need:
+            return 0.0
+        self._short.pop(network, None)
+        self._short[network] = now
+        return (need - tokens) / max(self.part(network, now), 1e-9)
+
+    def take(self, network: str, now: float, amount: float) -> None:
+        """Take `amount` (give back, when negative) from the part of `network`."""
+        if network not in self._state:
+            self._newcomers.take("*", now, 1.0)
+        tokens = self.tokens(network, now)
+        self._state[network] = (min(tokens - amount, self._level * self.burst_seconds), self._virtual)
+        if len(self._state) > MAX_TRACKED:
+            self._state.popitem(last=False)
+        self._took(network, now, amount)
 
     def __len__(self) -> int:
         return len(self._state)
-
-    def take(self, network: str, now: float, amount: float) -> None:
-        """Take `amount` (give back, when negative) from the part of `network`, which now shares the total."""
-        tokens = self.tokens(network, now)
-        self._state[network] = (min(tokens - amount, self.part(network, now) * self.burst_seconds), now)
-        self._active.pop(network, None)
-        self._active[network] = now
 
 
 class ClientRate:

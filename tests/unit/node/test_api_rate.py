@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from config import load_settings
 from node.api.server import build_app
 from node.api.rate import PublicRateLimit
-from p2p.public.rate import MAX_TRACKED
+from p2p.public.rate import BURST_SECONDS, NEWCOMERS_PER_SECOND, MAX_TRACKED
 
 API_TOKEN = "operator-token-0123456789abcdef"
 
@@ -42,7 +42,11 @@ def test_one_subnet_cannot_rotate_addresses_around_the_limit():
     assert admitted == 10 * 4 * 2                                              # the /24's burst, not 254 bursts
     assert limit.refused["per_subnet"] > 0
     assert limit.check("198.51.100.7") is None
-    assert sum(limit.check(f"2001:db8:{i:x}::1") is None for i in range(100) for _ in range(20)) == 2000
+    # networks new to the total come in at NEWCOMERS_PER_SECOND (the clock stands still: its two seconds' burst,
+    # less the two /24s above), each with its own burst
+    newcomers = int(NEWCOMERS_PER_SECOND * BURST_SECONDS) - 2
+    assert sum(limit.check(f"2001:db8:{i:x}::1") is None for i in range(100) for _ in range(20)) == newcomers * 20
+    clock.now += 10
     assert sum(limit.check(f"2001:db8:ffff:{i:x}::1") is None for i in range(100) for _ in range(20)) == 80
 
 
@@ -58,7 +62,8 @@ def test_the_total_caps_everyone_together_and_the_maps_stay_bounded():
     clock = Clock()
     limit = PublicRateLimit(per_address=10, total=100, clock=clock)
     admitted = sum(limit.check(f"10.{i // 256}.{i % 256}.1") is None for i in range(1000))
-    assert admitted == 100 and limit.refused["total"] == 900, "networks arriving at once share a second's worth"
+    assert admitted == NEWCOMERS_PER_SECOND * BURST_SECONDS, "networks new to the total come in at a pace"
+    assert limit.refused["total"] == 1000 - admitted
     for i in range(3 * MAX_TRACKED):
         limit.check(f"172.16.{i // 256 % 256}.{i % 256}")
     assert len(limit.by_address) <= MAX_TRACKED and len(limit.by_subnet) <= MAX_TRACKED
