@@ -17,7 +17,9 @@ its address, its network and everyone's total) and its connections pass a guard;
 share gets HTTP 429 "ERR_BUSY" before its request is read.
 
 Outgoing messages wait in a per-node outbox and leave in batches, one request in flight per node, so
-their order holds. A unicast whose request fails goes back to the router (which
+their order holds. A batch answered ERR_BUSY is sent again once the node's share for us has had time to refill
+(BUSY_WAIT, doubling, BUSY_TRIES times): the node is there, and giving it up would send its unicasts elsewhere
+and its broadcast copies nowhere. A unicast whose request fails otherwise goes back to the router (which
 holds it in its queue) and that node's address is looked up afresh after a pause; broadcast copies
 are best effort (the links and anti-entropy carry the rest).
 
@@ -53,6 +55,9 @@ MAX_FRAMES = 256            # frames per request
 BATCH_BYTES = 512 * 1024    # base64 text per request (a single larger frame goes alone)
 HELLO_TTL = 30.0            # s an address's hello answer is trusted
 MAX_OUTBOX = 10_000         # frames waiting for one node
+BUSY_WAIT = 0.5             # s before a batch answered ERR_BUSY is sent again (doubling each time, at most ...)
+BUSY_WAIT_MAX = 4.0         # ... this long; after BUSY_TRIES busy answers in a row the node counts as failing
+BUSY_TRIES = 4
 
 Address = tuple[str, int]
 Delivered = Callable[[str, list[Held]], None]   # (node id, tickets of the unicasts sent or failed, in order)
@@ -149,7 +154,7 @@ class GrenachePath:
         self.counters: dict[str, int] = dict.fromkeys((
             "requests_sent", "requests_failed", "unicasts_sent", "unicasts_failed", "broadcasts_sent",
             "broadcasts_failed", "outbox_full", "requests_received", "frames_received", "frames_refused",
-            "lookups", "lookup_failures", "announces", "announce_failures", "hellos"), 0)
+            "lookups", "lookup_failures", "announces", "announce_failures", "hellos", "busy_waits"), 0)
         self.refused: dict[str, int] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -334,6 +339,7 @@ class GrenachePath:
             box.task = asyncio.get_running_loop().create_task(self._send_loop(node_id, box), name="router.grenache.send")
 
     async def _send_loop(self, node_id: str, box: _Outbox) -> None:
+        busy = 0        # ERR_BUSY answers in a row: the node is there, its share for us is spent for now
         try:
             while box.unicasts or box.broadcasts:
                 address = self.address_of(node_id)
@@ -345,7 +351,9 @@ class GrenachePath:
                 batch = self._take(queue, unicast)
                 frames = [item[0] for item in batch] if unicast else batch
                 key = unicast_name(self.service, node_id) if unicast else self.broadcast_key
-                if await self._post(node_id, address, key, frames):
+                outcome = await self._post(node_id, address, key, frames)
+                if outcome == "sent":
+                    busy = 0
                     self._send_failures_logged.discard(node_id)
                     self._failing.pop(node_id, None)
                     if unicast:
@@ -354,6 +362,15 @@ class GrenachePath:
                     else:
                         self.counters["broadcasts_sent"] += len(batch)
                     continue
+                if outcome == "busy" and busy < BUSY_TRIES:
+                    # refused unread before its rate: the same batch again once its share has refilled, the
+                    # node kept as it is (dropping it would send its unicasts elsewhere and its copies nowhere)
+                    queue.extendleft(reversed(batch))
+                    busy += 1
+                    self.counters["busy_waits"] += 1
+                    await asyncio.sleep(min(BUSY_WAIT_MAX, BUSY_WAIT * 2 ** (busy - 1)))
+                    continue
+                busy = 0
                 if unicast:
                     box.unicasts.extendleft(reversed(batch))
                 else:
@@ -377,19 +394,22 @@ class GrenachePath:
             size += len(frame) * 4 // 3
         return batch
 
-    async def _post(self, node_id: str, address: Address, key: str, frames: list[bytes]) -> bool:
+    async def _post(self, node_id: str, address: Address, key: str, frames: list[bytes]) -> str:
+        """"sent", "busy" (refused before its rate: ERR_BUSY) or "failed"."""
         self.counters["requests_sent"] += 1
         try:
             answer = await self.http.request(address, key, {"v": VERSION, "frames": encode_frames(frames)},
                                              self.request_timeout)
         except GrenacheError as exc:
             self.counters["requests_failed"] += 1
+            if exc.code == "ERR_BUSY":
+                return "busy"
             if node_id not in self._send_failures_logged:
                 self._send_failures_logged.add(node_id)
                 log.info("grenache path to %s failing: %s", node_id[:12], exc,
                          extra={"peer": node_id, "address": f"{address[0]}:{address[1]}", "reason": exc.code})
-            return False
-        return isinstance(answer, dict)
+            return "failed"
+        return "sent" if isinstance(answer, dict) else "failed"
 
     def _mark_failing(self, node_id: str, address: Address) -> None:
         """Not this address for a while (full-jitter backoff per node); look it up afresh after."""

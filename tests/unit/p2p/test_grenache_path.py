@@ -148,6 +148,26 @@ async def test_a_failed_grenache_send_is_held_and_delivered_when_the_node_is_bac
     assert a.router.grenache.counters["requests_failed"] >= 1
 
 
+async def test_unicasts_answered_busy_wait_their_turn_and_keep_the_node(gnet, grape) -> None:
+    """b lets a's address 100 frames a second (bursts of 200) and a sends it 300 unicasts at once: the second
+    request is refused busy (ERR_BUSY, unread), and a sends the same batch again once the share has refilled,
+    with b still its member: nothing goes back to the router or elsewhere, and all arrive in order."""
+    g = gnet(2, grenache_messages_rate=100.0, queue_ttl=30.0)
+    a, b = g.nodes
+    await g.start()
+    await g.members_known()
+    outcomes: list[SendResult] = []
+    for i in range(300):
+        a.router.send_to_peer(b.node_id, {"type": "note", "payload": i}, on_settled=outcomes.append)
+    await eventually(lambda: len(b.got) == 300, timeout=20)
+    assert [message["payload"] for message, _ in b.got] == list(range(300))
+    path = a.router.grenache
+    assert path.counters["busy_waits"] >= 1 and path.counters["unicasts_failed"] == 0
+    assert b.node_id in path.members and b.node_id not in path.stats()["failing"]
+    assert {o.outcome for o in outcomes} == {Outcome.GRENACHE}
+    assert b.router.grenache.stats()["limits"]["refused"]["per_address"] >= 1
+
+
 async def test_a_hello_that_fails_is_not_remembered_as_nobody(gnet, grape) -> None:
     """A hello answered busy (or not at all) says nothing of who is at the address: the node stays a member and is
     asked again next time, instead of being taken for nobody for HELLO_TTL (red team, FINDING 7)."""
