@@ -41,7 +41,8 @@ USE_SECONDS = 10.0                  # what a network takes of the total is an av
 SHORT_SECONDS = BURST_SECONDS       # a network its part refused this recently wants more than it has
 LEVEL_EVERY = 0.1                   # s between computations of the total's fair level
 NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth)
-START_SECONDS = 1.0                 # of the fair level: what a network new to the total starts with
+START_SECONDS = 1.0                 # of an even part: what a network new to the total starts with
+LEVEL_RISE = 2.0                    # the fair level rises at most this factor a second (it falls at once)
 
 Limit = Literal["per_address", "per_subnet", "total"]
 
@@ -77,28 +78,43 @@ class Buckets:
 
 class TotalParts:
     """The total's rate shared max-min fairly among the networks asking for it lately, each network's part a bucket
-    of its own (see the module docstring). Same calls as `Buckets`, by network, and `ask` to tell it what a
-    network asked for. Bounded: at most MAX_TRACKED networks in each map (the least recently heard forgotten)."""
+    of its own (see the module docstring). Same calls as `Buckets`, by network; `took` says what a request turned
+    out to cost and `settled` that its reserve is no longer out. Bounded: at most MAX_TRACKED networks in each map
+    (the least recently heard forgotten)."""
 
     def __init__(self, rate: float, burst_seconds: float = BURST_SECONDS) -> None:
         self.rate, self.burst_seconds = rate, burst_seconds
         self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, virtual time)
         self._demand: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (units/s taken, when)
         self._short: OrderedDict[str, float] = OrderedDict()    # network -> when its part last refused it
+        self._out: dict[str, int] = {}      # network -> its requests admitted on a reserve and not settled yet
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
         self._level = rate                  # the fair level: what each network's part refills at
         self._level_at: float | None = None
+        self._networks = 0                  # networks asking lately, as of the level's last computation ...
+        self._joined = 0                    # ... and newcomers let in since
         self._virtual = 0.0                 # the level integrated over time: what a part has refilled since
         self._virtual_at: float | None = None
 
     # --- demand and the fair level --------------------------------------------------------------------------
-    def _took(self, network: str, now: float, amount: float) -> None:
-        """`network` took `amount` units (gave back, when negative)."""
+    def took(self, network: str, now: float, amount: float) -> None:
+        """`network` used `amount` units of the total (gave back, when negative): what its demand is made of."""
         demand = max(0.0, self._demand_of(network, now) + amount / USE_SECONDS)
         self._demand.pop(network, None)
         self._demand[network] = (demand, now)
         if len(self._demand) > MAX_TRACKED:
             self._demand.popitem(last=False)
+
+    def reserved(self, network: str) -> None:
+        """A request of `network` was admitted on a reserve; `settled` follows."""
+        self._out[network] = self._out.get(network, 0) + 1
+
+    def settled(self, network: str) -> None:
+        left = self._out.get(network, 0) - 1
+        if left > 0:
+            self._out[network] = left
+        else:
+            self._out.pop(network, None)
 
     def _demand_of(self, network: str, now: float) -> float:
         value, at = self._demand.get(network, (0.0, now))
@@ -117,7 +133,7 @@ class TotalParts:
         """Max-min fairness (water-filling): a network its part refused lately wants more than it has; the others
         are counted at what they took, while that is less than an even part of what is left; the level is the
         even part of the rest. The whole rate when all fit."""
-        self.networks(now)
+        self._networks, self._joined = self.networks(now), 0
         short = self._short
         demands = sorted([self._demand_of(network, now) for network in self._demand if network not in short]
                          + [math.inf] * len(short))
@@ -135,45 +151,57 @@ class TotalParts:
             self._virtual_at = now
         self._virtual += self._level * max(0.0, now - self._virtual_at)
         self._virtual_at = max(now, self._virtual_at)
-        if self._level_at is None or now - self._level_at >= LEVEL_EVERY:
+        if self._level_at is None:
             self._level, self._level_at = self._fair_level(now), now
+        elif now - self._level_at >= LEVEL_EVERY:
+            # down at once; up at most LEVEL_RISE times a second, so networks quiet for a while cannot come back
+            # together to a level that had risen to the whole rate while they were away
+            rise = LEVEL_RISE ** (now - self._level_at)
+            self._level, self._level_at = min(self._fair_level(now), self._level * rise), now
 
     def part(self, network: str, now: float) -> float:
         """The rate a part refills at now: the fair level, the same for every network."""
         self._advance(now)
         return self._level
 
+    def _depth(self) -> float:
+        """How much a part may hold: BURST_SECONDS of the level, and of an even part among the networks holding a
+        part, so that all the parts together hold BURST_SECONDS of the total at most."""
+        return self.burst_seconds * min(self._level, self.rate / max(1, len(self._state)))
+
     # --- the parts, as buckets ------------------------------------------------------------------------------
     def tokens(self, network: str, now: float) -> float:
-        """What the part of `network` holds (a network new to the total: one second of an even part, if newcomers
-        may come in)."""
+        """What the part of `network` holds (a network new to the total: one second of an even part among the
+        networks asking lately, and at least one unit: the newcomers' pace bounds them together)."""
         self._advance(now)
         state = self._state.pop(network, None)
-        if state is None:       # an even part's worth, not the level's: newcomers arrive together
-            return min(self._level, self.rate / (self.networks(now) + 1)) * START_SECONDS
-        tokens = min(self._level * self.burst_seconds, state[0] + (self._virtual - state[1]))
+        if state is None:
+            return max(1.0, min(self._level, self.rate / (self._networks + self._joined + 1)) * START_SECONDS)
+        tokens = min(self._depth(), state[0] + (self._virtual - state[1]))
         self._state[network] = (tokens, self._virtual)
         return tokens
 
     def wait(self, network: str, now: float, need: float = 1.0) -> float:
-        if network not in self._state and self._newcomers.wait("*", now):
-            return self._newcomers.wait("*", now)     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND
+        if network not in self._state:     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND
+            return self._newcomers.wait("*", now)
         tokens = self.tokens(network, now)
         if tokens >= need:
             return 0.0
-        self._short.pop(network, None)
-        self._short[network] = now
+        if network not in self._out:        # short of its part, not of its own reserve still out
+            self._short.pop(network, None)
+            self._short[network] = now
         return (need - tokens) / max(self.part(network, now), 1e-9)
 
     def take(self, network: str, now: float, amount: float) -> None:
         """Take `amount` (give back, when negative) from the part of `network`."""
-        if network not in self._state:
-            self._newcomers.take("*", now, 1.0)
+        newcomer = network not in self._state
         tokens = self.tokens(network, now)
-        self._state[network] = (min(tokens - amount, self._level * self.burst_seconds), self._virtual)
+        if newcomer:
+            self._newcomers.take("*", now, 1.0)
+            self._joined += 1
+        self._state[network] = (min(tokens - amount, self._depth()), self._virtual)
         if len(self._state) > MAX_TRACKED:
             self._state.popitem(last=False)
-        self._took(network, now, amount)
 
     def __len__(self) -> int:
         return len(self._state)
@@ -216,13 +244,22 @@ class ClientRate:
                 return name, wait
         for _, table, key in buckets:
             table.take(key, now, reserve)
+        network = buckets[2][2]
+        if reserve > 1:
+            self.parts.reserved(network)    # what it used is known at `settle`
+        else:
+            self.parts.took(network, now, reserve)
         return None
 
     def settle(self, address: str, units: float, reserved: float) -> None:
         """The request `check` admitted on `reserved` units was worth `units`: the difference is given back, or
         (when it cost more than was reserved) taken on credit."""
+        now = self.clock()
+        buckets = self._buckets(address)
+        if reserved > 1:
+            self.parts.settled(buckets[2][2])
+            self.parts.took(buckets[2][2], now, units)
         if units == reserved:
             return
-        now = self.clock()
-        for _, table, key in self._buckets(address):
+        for _, table, key in buckets:
             table.take(key, now, units - reserved)
