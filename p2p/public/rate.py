@@ -88,6 +88,7 @@ class TotalParts:
         self._demand: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (units/s taken, when)
         self._short: OrderedDict[str, float] = OrderedDict()    # network -> when its part last refused it
         self._out: dict[str, int] = {}      # network -> its requests admitted on a reserve and not settled yet
+        self.floor = 1.0                    # a part is at least this deep: one unit, so a request can always go
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
         self._level = rate                  # the fair level: what each network's part refills at
         self._level_at: float | None = None
@@ -156,7 +157,7 @@ class TotalParts:
         elif now - self._level_at >= LEVEL_EVERY:
             # down at once; up at most LEVEL_RISE times a second, so networks quiet for a while cannot come back
             # together to a level that had risen to the whole rate while they were away
-            rise = LEVEL_RISE ** (now - self._level_at)
+            rise = LEVEL_RISE ** min(now - self._level_at, 60.0)      # a surface idle for long: no overflow
             self._level, self._level_at = min(self._fair_level(now), self._level * rise), now
 
     def part(self, network: str, now: float) -> float:
@@ -166,8 +167,9 @@ class TotalParts:
 
     def _depth(self) -> float:
         """How much a part may hold: BURST_SECONDS of the level, and of an even part among the networks holding a
-        part, so that all the parts together hold BURST_SECONDS of the total at most."""
-        return self.burst_seconds * min(self._level, self.rate / max(1, len(self._state)))
+        part, so that all the parts together hold BURST_SECONDS of the total at most; and never less than one unit
+        (a request may always go once its debt is repaid, however many networks the node remembers)."""
+        return max(self.floor, self.burst_seconds * min(self._level, self.rate / max(1, len(self._state))))
 
     # --- the parts, as buckets ------------------------------------------------------------------------------
     def tokens(self, network: str, now: float) -> float:

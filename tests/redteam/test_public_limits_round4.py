@@ -50,8 +50,6 @@ def returning_client(total: float, per_address: float, networks: int, seconds: f
     return sent, admitted, rate.parts._depth()
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING 20: past 2 x total networks remembered a part is under one unit deep: "
-                   "every known network (the honest one too) is refused for good")
 @pytest.mark.parametrize("total, per_address, networks", [(1000.0, 20.0, 2100), (2000.0, 100.0, 4100)],
                          ids=["api", "grenache_rpc"])
 def test_a_known_client_still_gets_in_once_many_networks_were_heard(total: float, per_address: float,
@@ -182,8 +180,6 @@ def test_quiet_networks_cannot_take_more_than_two_seconds_of_the_total_at_once()
 
 
 # --- (5) the level's rise after a long silence ----------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="FINDING 19: LEVEL_RISE ** (now - level_at) overflows "
-                   "after 1,024 s without a request: every check raises from then on")
 def test_a_surface_quiet_for_twenty_minutes_still_answers() -> None:
     clock = Clock()
     rate = ClientRate(20.0, 1000.0, surface="api", clock=clock)
