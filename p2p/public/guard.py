@@ -128,8 +128,8 @@ class ConnectionGuard:
                 del self._by_network[network]
 
     def _make_room(self, address: str) -> bool:
-        """Every slot is taken: close the connection quiet longest of the most crowded network that holds more than
-        the newcomer's network would with it, and has one quiet (no request being handled). False when none."""
+        """Every slot is taken: close the connection quiet longest (`quiet_since`) of the most crowded network that
+        holds more than the newcomer's network would with it and has a quiet one. False when none."""
         mine = self.open.by_subnet.get(subnet_of(address), 0) + 1
         crowded = heapq.nlargest(EVICT_NETWORKS, self.open.by_subnet.items(), key=lambda item: item[1])
         for network, held in crowded:
