@@ -9,7 +9,8 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   network, `rate_total` from everyone, shared max-min fairly by network (p2p/public/rate.py). A request is
   refused before its body is read while its client is short; one that is read pays the most it may be worth up
   front (the message path's MAX_FRAMES) and gets back what it did not cost once decoded, so a client that starts
-  many requests at once owes at most one request's worth.
+  many requests at once owes at most one request's worth; one whose cost the total cannot cover once decoded
+  (its network's part and the credit behind the parts) is answered busy unhandled.
 
 Who was refused, and by which limit, is kept per server (p2p/public/refusals.py) for /status.
 """
@@ -76,9 +77,10 @@ class ServerLimits:
         refused = self.rate.check(address, reserve)
         return None if refused is None else refused[1]
 
-    def settle(self, address: str, units: int, reserved: int) -> None:
-        """The request from `address` admitted on `reserved` units is worth `units`: the difference given back."""
-        self.rate.settle(address, units, reserved)
+    def settle(self, address: str, units: int, reserved: int) -> bool:
+        """The request from `address` admitted on `reserved` units is worth `units`: the difference given back.
+        False when the total cannot cover it: it is to be answered busy, unhandled (charged one unit)."""
+        return self.rate.settle(address, units, reserved)
 
     def refused_counts(self) -> dict[str, int]:
         """Requests refused and connections refused or closed, by reason, for /metrics: rate_per_address ...,

@@ -209,6 +209,10 @@ class GrenacheHTTPClient:
         await self.close()
 
 
+def _busy(wait: float) -> web.Response:
+    return web.Response(status=429, text="ERR_BUSY", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+
+
 class _Admitted:
     """One request admitted on `reserved` units, settled once with what it turned out to be worth."""
 
@@ -217,10 +221,10 @@ class _Admitted:
     def __init__(self, limits: ServerLimits, address: str, reserved: int) -> None:
         self.limits, self.address, self.reserved = limits, address, reserved
 
-    def settle(self, units: int) -> None:
-        if self.reserved:
-            self.limits.settle(self.address, units, self.reserved)
-            self.reserved = 0
+    def settle(self, units: int) -> bool:
+        """False when the limits refuse what it turned out to be worth (it is answered busy, unhandled)."""
+        reserved, self.reserved = self.reserved, 0
+        return not reserved or self.limits.settle(self.address, units, reserved)
 
 
 class GrenacheHTTPServer:
@@ -239,7 +243,8 @@ class GrenacheHTTPServer:
     With `limits` (p2p/grenache/limits.py) connections pass its guard, and a request from a client past its
     rate is refused before its body is read, the same way: 429 "ERR_BUSY" with Retry-After. `cost(payload)`
     says what a request it read is worth in the limits' units (1 when not given), at most `max_cost`: a request
-    is admitted on `max_cost` units and its client gets back what it did not cost once it is decoded.
+    is admitted on `max_cost` units and its client gets back what it did not cost once it is decoded (or, when
+    the total cannot cover that cost, it is answered ERR_BUSY unhandled).
     """
 
     def __init__(self, handlers: Mapping[str, Handler], host: str = "127.0.0.1", port: int = 0, *,
@@ -297,7 +302,7 @@ class GrenacheHTTPServer:
             return await self._answer(request, None)
         wait = limits.admit(address, self.max_cost)
         if wait is not None:
-            return web.Response(status=429, text="ERR_BUSY", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+            return _busy(wait)
         admitted = _Admitted(limits, address, self.max_cost)
         try:
             return await self._answer(request, admitted)
@@ -330,8 +335,9 @@ class GrenacheHTTPServer:
         rid = message[0]
         key = message[1] if len(message) > 1 else None
         payload = message[2] if len(message) > 2 else None
-        if admitted is not None:
-            admitted.settle(min(self.max_cost, max(1, self.cost(payload))) if self.cost is not None else 1)
+        if admitted is not None and not admitted.settle(min(self.max_cost, max(1, self.cost(payload)))
+                                                        if self.cost is not None else 1):
+            return _busy(1.0)
         err, data = await self._dispatch(key, payload)
         return self._reply(rid, err, data, compressed)
 

@@ -4,21 +4,27 @@ BURST_SECONDS of its rate, and behind them a total shared by network. A unit is 
 to the control API's public routes or to the Grenache RPC endpoint, a frame on the Grenache message path.
 
 `check` admits a request while its client has a whole unit in each bucket, and takes what the request may be
-worth at most (`reserve`: one, or a message request's most frames) up front, before its body is read; `settle`
-gives back what it did not cost once it is decoded. A client in debt is refused until it is repaid, so its rate
-holds over time, and since every admitted request has paid its most up front, however many a client starts at
-once no bucket goes more than one request's worth below zero: credit cannot drain a network's share or the
-total for later askers.
+worth at most (`reserve`: one, or a message request's most frames) up front from its address's and network's
+buckets, before its body is read; `settle` gives back what it did not cost once it is decoded. A client in debt is
+refused until it is repaid, so its rate holds over time, and since every admitted request has paid its most up
+front, however many a client starts at once neither bucket goes more than one request's worth below zero.
 
 The total is shared by network, max-min fairly (`TotalParts`): what each network took lately (an average over
 USE_SECONDS) and which networks their part refused set a fair level by water-filling, networks taking less than an
 even part of what is left counted at what they take and those refused sharing the rest; each network's part is a
 bucket of its own refilling at that level, which a virtual clock integrates, so a part refills at the levels it
-held and not at the one of the moment it next asks. A network asking for less than its part is never refused
-whatever the others do, there is no shared bucket to race for, and networks asking for little do not shrink the
-others' parts: what they leave is the others'. A network new to the total starts with one second of an even part,
-and newcomers come in at NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past
-MAX_TRACKED) cannot take the total by arriving.
+held and not at the one of the moment it next asks. A part is charged what a request cost when it settles; what a
+request may be worth beyond what its part holds (a message request's most frames, against parts a few frames deep
+once thousands of networks are known) must be on credit: a bucket of BURST_SECONDS of the total refilling at its
+rate, taken only by what requests cost beyond their parts. A request the credit cannot cover when it settles is
+refused unhandled, and a part goes at most one request below zero, so networks asking at once get BURST_SECONDS of
+the total beyond their parts however many they are. CREDIT_KEPT of the credit is for networks in use (a request
+fitted the part lately, none took credit for USE_SECONDS): networks quiet until they ask at once, or taking credit
+in turns, cannot take it. A network asking for less than its part in requests its part holds is never refused
+whatever the others do, and networks asking for little do not shrink the others' parts: what they leave is the
+others'. A network new to the total starts with one second of an even part, and newcomers come in at
+NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past MAX_TRACKED) cannot take the total by
+arriving.
 
 The maps are bounded: the least recently heard address or network is forgotten first and starts again with a
 full bucket (a part of the total: as a newcomer), which the network's bucket and its part still bound.
@@ -43,6 +49,7 @@ LEVEL_EVERY = 0.1                   # s between computations of the total's fair
 NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth)
 START_SECONDS = 1.0                 # of an even part: what a network new to the total starts with
 LEVEL_RISE = 2.0                    # the fair level rises at most this factor a second (it falls at once)
+CREDIT_KEPT = 0.5                   # of the credit, what only networks whose requests fit their parts lately may use
 
 Limit = Literal["per_address", "per_subnet", "total"]
 
@@ -78,16 +85,20 @@ class Buckets:
 
 class TotalParts:
     """The total's rate shared max-min fairly among the networks asking for it lately, each network's part a bucket
-    of its own (see the module docstring). Same calls as `Buckets`, by network; `took` says what a request turned
-    out to cost and `settled` that its reserve is no longer out. Bounded: at most MAX_TRACKED networks in each map
-    (the least recently heard forgotten)."""
+    of its own, and the credit behind the parts (see the module docstring). `wait` and `admit` by network and
+    reserve, as `Buckets`' wait and take; `settle` charges what a request cost, `took` counts it in the network's
+    demand. Bounded: at most MAX_TRACKED networks in each map (the least recently heard forgotten)."""
 
     def __init__(self, rate: float, burst_seconds: float = BURST_SECONDS) -> None:
         self.rate, self.burst_seconds = rate, burst_seconds
         self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, virtual time)
         self._demand: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (units/s taken, when)
         self._short: OrderedDict[str, float] = OrderedDict()    # network -> when its part last refused it
-        self._out: dict[str, int] = {}      # network -> its requests admitted on a reserve and not settled yet
+        self._out: dict[str, tuple[int, float]] = {}    # network -> (requests admitted on a reserve and not
+                                                        # settled yet, their reserves)
+        self._standing: OrderedDict[str, tuple[float, float]] = OrderedDict()   # network -> (when a request of
+                                        # it last fitted its part, when one last took credit)
+        self._credit = Buckets(rate, rate * burst_seconds, limit=1)     # what requests may cost beyond their parts
         self.floor = 1.0                    # a part is at least this deep: one unit, so a request can always go
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
         self._level = rate                  # the fair level: what each network's part refills at
@@ -106,14 +117,15 @@ class TotalParts:
         if len(self._demand) > MAX_TRACKED:
             self._demand.popitem(last=False)
 
-    def reserved(self, network: str) -> None:
-        """A request of `network` was admitted on a reserve; `settled` follows."""
-        self._out[network] = self._out.get(network, 0) + 1
+    def reserved(self, network: str, units: float = 0.0) -> None:
+        """A request of `network` was admitted on a reserve of `units`; `settled` follows."""
+        count, out = self._out.get(network, (0, 0.0))
+        self._out[network] = (count + 1, out + units)
 
-    def settled(self, network: str) -> None:
-        left = self._out.get(network, 0) - 1
-        if left > 0:
-            self._out[network] = left
+    def settled(self, network: str, units: float = 0.0) -> None:
+        count, out = self._out.get(network, (0, 0.0))
+        if count > 1:
+            self._out[network] = (count - 1, out - units)
         else:
             self._out.pop(network, None)
 
@@ -183,16 +195,61 @@ class TotalParts:
         self._state[network] = (tokens, self._virtual)
         return tokens
 
-    def wait(self, network: str, now: float, need: float = 1.0) -> float:
+    def wait(self, network: str, now: float, reserve: float = 1.0) -> float:
+        """0 when a request of `network` that may be worth `reserve` may go now, else the seconds until it may: its
+        part must hold a unit, and what this request and the network's others out may be worth beyond the part
+        must be on credit."""
         if network not in self._state:     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND
-            return self._newcomers.wait("*", now)
+            wait = self._newcomers.wait("*", now)
+            if wait:
+                return wait
         tokens = self.tokens(network, now)
-        if tokens >= need:
-            return 0.0
-        if network not in self._out:        # short of its part, not of its own reserve still out
+        if tokens < 1:
             self._short.pop(network, None)
             self._short[network] = now
-        return (need - tokens) / max(self.part(network, now), 1e-9)
+            return (1 - tokens) / max(self.part(network, now), 1e-9)
+        beyond = reserve + self._out.get(network, (0, 0.0))[1] - tokens
+        credit = self._credit_for(network, now)
+        return 0.0 if beyond <= credit else (beyond - credit) / self.rate
+
+    def _credit_for(self, network: str, now: float) -> float:
+        """The credit `network` may use: all of it when a request of it fitted its part lately and none took credit
+        for USE_SECONDS, else what is left above CREDIT_KEPT of it: networks quiet until they ask at once, or
+        taking credit in turns, cannot take what a network in use needs."""
+        fitted, owed = self._standing.get(network, (-math.inf, -math.inf))
+        in_use = now - fitted <= SHORT_SECONDS and now - owed > USE_SECONDS
+        return self._credit.tokens("*", now) - (0.0 if in_use else self._credit.burst * CREDIT_KEPT)
+
+    def admit(self, network: str, now: float, reserve: float) -> None:
+        """A request of `network` goes on `reserve` (one unit: taken now; more: what it cost is taken at `settle`)."""
+        if reserve > 1:
+            self.take(network, now, 0.0)
+            self.reserved(network, reserve)
+        else:
+            self.take(network, now, reserve)
+            self.took(network, now, reserve)
+
+    def settle(self, network: str, now: float, units: float, reserved: float) -> bool:
+        """The request `admit` let in on `reserved` is worth `units`: taken from the part, what it holds not being
+        enough taken on credit. False (and one unit taken) when neither the credit nor the part can cover it: a
+        part goes at most one request below zero."""
+        self.settled(network, reserved)
+        tokens = self.tokens(network, now)
+        beyond, handled, credit = units - max(0.0, tokens), True, self._credit_for(network, now)
+        fitted, owed = self._standing.pop(network, (-math.inf, -math.inf))
+        if beyond <= 0:
+            fitted = now
+        elif tokens - units >= 1 - reserved and beyond <= credit:
+            self._credit.take("*", now, beyond)
+            owed = now
+        else:
+            units, handled = 1.0, False
+        self._standing[network] = (fitted, owed)
+        if len(self._standing) > MAX_TRACKED:
+            self._standing.popitem(last=False)
+        self.take(network, now, units)
+        self.took(network, now, units)
+        return handled
 
     def take(self, network: str, now: float, amount: float) -> None:
         """Take `amount` (give back, when negative) from the part of `network`."""
@@ -233,35 +290,35 @@ class ClientRate:
                 ("total", self.parts, network))
 
     def check(self, address: str, reserve: float = 1.0) -> tuple[Limit, float] | None:
-        """None when `address` may go now (`reserve` units taken); else (the limit that refuses it, seconds to
-        wait)."""
+        """None when `address` may go now (`reserve` units taken; the total's part is charged at `settle` when the
+        reserve is more than one); else (the limit that refuses it, seconds to wait)."""
         now = self.clock()
         buckets = self._buckets(address)
         for name, table, key in buckets:
-            wait = table.wait(key, now)
+            wait = table.wait(key, now, reserve=reserve) if isinstance(table, TotalParts) else table.wait(key, now)
             if wait:
                 self.refused[name] += 1
                 if self.refusals is not None:
                     self.refusals.record(address, f"{self.surface}_rate_{name}")
                 return name, wait
-        for _, table, key in buckets:
+        for _, table, key in buckets[:2]:
             table.take(key, now, reserve)
-        network = buckets[2][2]
-        if reserve > 1:
-            self.parts.reserved(network)    # what it used is known at `settle`
-        else:
-            self.parts.took(network, now, reserve)
+        self.parts.admit(buckets[2][2], now, reserve)
         return None
 
-    def settle(self, address: str, units: float, reserved: float) -> None:
+    def settle(self, address: str, units: float, reserved: float) -> bool:
         """The request `check` admitted on `reserved` units was worth `units`: the difference is given back, or
-        (when it cost more than was reserved) taken on credit."""
+        (when it cost more than was reserved) taken on credit. False when the total cannot cover it: it is to be
+        refused unhandled, and costs one unit."""
         now = self.clock()
         buckets = self._buckets(address)
         if reserved > 1:
-            self.parts.settled(buckets[2][2])
-            self.parts.took(buckets[2][2], now, units)
-        if units == reserved:
-            return
-        for _, table, key in buckets:
-            table.take(key, now, units - reserved)
+            handled = self.parts.settle(buckets[2][2], now, units, reserved)
+            units = units if handled else 1
+            tables = buckets[:2]
+        else:
+            handled, tables = True, buckets
+        if units != reserved:
+            for _, table, key in tables:
+                table.take(key, now, units - reserved)
+        return handled

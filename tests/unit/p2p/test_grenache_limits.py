@@ -188,6 +188,54 @@ def test_light_networks_taking_turns_cannot_starve_one_that_sends_a_little(netwo
     assert honest_refused == 0, (honest_refused, honest_asked)
 
 
+def test_requests_out_at_once_are_handled_within_the_credit_and_a_network_in_use_keeps_its_half():
+    """FINDING 21 with the bodies held back: 200 quiet /24s each start a 256-frame request before any is read. A
+    part is charged at settle and what it cannot hold comes from the credit (two seconds of the total), so those
+    it cannot cover are refused unhandled, each part owing one request at most; a network whose requests fitted
+    its part lately still gets its request in, from the half of the credit quiet networks cannot reach."""
+    clock = Clock()
+    rate = ClientRate(per_address=500, total=8_000, surface="grenache_msg", clock=clock)
+    honest, quiet = "203.0.113.5", [f"10.0.{n}.1" for n in range(200)]
+    for address in [honest] + quiet:                          # let in once each, at the newcomers' pace
+        while rate.check(address, reserve=256) is not None:
+            clock.now += 0.05
+        assert rate.settle(address, 1, reserved=256)
+    clock.now += 40
+    for _ in range(3):                                        # the honest network in use: one frame at a time
+        assert rate.check(honest, reserve=256) is None and rate.settle(honest, 1, reserved=256)
+        clock.now += 0.05
+    assert all(rate.check(address, reserve=256) is None for address in quiet), "all admitted: credit is taken at settle"
+    depth = rate.parts._depth()                               # 80 frames: 2 s of 8,000 / 200
+    handled = [rate.settle(address, 256, reserved=256) for address in quiet]
+    assert 0 < handled.count(True) * (256 - depth) <= 8_000, handled.count(True)   # the credit above CREDIT_KEPT
+    for address in quiet:
+        assert rate.parts.tokens(address.rsplit(".", 1)[0] + ".0/24", clock.now) >= 1 - 256
+    assert rate.check(honest, reserve=256) is None and rate.settle(honest, 1, reserved=256)
+    refused = rate.check(quiet[handled.index(False)], reserve=256)
+    assert refused is not None and refused[0] == "total", "a quiet one waits for the credit to refill"
+
+
+async def test_a_request_the_total_cannot_cover_once_decoded_is_answered_busy_unhandled(monkeypatch):
+    called: list[Any] = []
+
+    async def handler(payload: Any) -> Any:
+        called.append(payload)
+        return payload
+
+    applied = ServerLimits(limits(), "grenache_msg", "frames", clock=Clock())
+    server = GrenacheHTTPServer({"svc": handler}, limits=applied, cost=frames_in, max_cost=256)
+    await server.start()
+    client = Client("127.0.3.5", server.port)
+    try:
+        assert await client.post("svc", {"v": 1, "frames": ["x"]}) == (200, {"v": 1, "frames": ["x"]})
+        monkeypatch.setattr(applied, "settle", lambda address, units, reserved: False)
+        assert await client.post("svc", {"v": 1, "frames": ["y"]}) == (429, "ERR_BUSY")
+    finally:
+        await client.close()
+        await server.stop()
+    assert called == [{"v": 1, "frames": ["x"]}]
+
+
 def test_what_a_message_request_is_worth_is_its_frames_whatever_it_holds():
     assert frames_in({"v": 1, "frames": ["x"] * 256}) == 256
     odd: object
