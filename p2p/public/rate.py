@@ -44,11 +44,12 @@ SUBNET_FACTOR = 4
 MAX_TRACKED = 8192
 USE_SECONDS = 10.0                  # what a network takes of the total is an average over about this long: longer
                                     # than a network that asks now and then waits between asks
-SHORT_SECONDS = BURST_SECONDS       # a network its part refused this recently wants more than it has
 LEVEL_EVERY = 0.1                   # s between computations of the total's fair level
+SHORT_SECONDS = BURST_SECONDS       # a network its part refused wants more than it has for as long after its last
+                                    # refusal as it had been refused in a row, at most this long ...
+SHORT_FIRST = 2 * LEVEL_EVERY       # ... and at least this long (a computation of the level sees it)
 NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth)
 START_SECONDS = 1.0                 # of an even part: what a network new to the total starts with
-LEVEL_RISE = 2.0                    # the fair level rises at most this factor a second (it falls at once)
 CREDIT_KEPT = 0.5                   # of the credit, what only networks whose requests fit their parts lately may use
 
 Limit = Literal["per_address", "per_subnet", "total"]
@@ -94,6 +95,7 @@ class TotalParts:
         self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()     # network -> (tokens, virtual time)
         self._demand: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (units/s taken, when)
         self._short: OrderedDict[str, float] = OrderedDict()    # network -> when its part last refused it
+        self._refused: dict[str, float] = {}    # network -> when its part first refused it, in a row, lately
         self._out: dict[str, tuple[int, float]] = {}    # network -> (requests admitted on a reserve and not
                                                         # settled yet, their reserves)
         self._standing: OrderedDict[str, tuple[float, float]] = OrderedDict()   # network -> (when a request of
@@ -139,15 +141,18 @@ class TotalParts:
         while demand and next(iter(demand.values()))[1] < now - 3 * USE_SECONDS:
             demand.popitem(last=False)
         while short and (len(short) > MAX_TRACKED or next(iter(short.values())) < now - SHORT_SECONDS):
-            short.popitem(last=False)
+            self._refused.pop(short.popitem(last=False)[0], None)
         return len(demand.keys() | short.keys())
 
     def _fair_level(self, now: float) -> float:
-        """Max-min fairness (water-filling): a network its part refused lately wants more than it has; the others
-        are counted at what they took, while that is less than an even part of what is left; the level is the
-        even part of the rest. The whole rate when all fit."""
+        """Max-min fairness (water-filling): a network its part refused lately wants more than it has (for as long
+        after its last refusal as it had been refused in a row: a crowd refused once each pulls the level down
+        for SHORT_FIRST, not SHORT_SECONDS); the others are counted at what they took, while that is less than an
+        even part of what is left; the level is the even part of the rest. The whole rate when all fit."""
         self._networks, self._joined = self.networks(now), 0
-        short = self._short
+        refused = self._refused
+        short = {network for network, last in self._short.items()
+                 if now - last <= SHORT_FIRST or now - last <= last - refused.get(network, last - SHORT_SECONDS)}
         demands = sorted([self._demand_of(network, now) for network in self._demand if network not in short]
                          + [math.inf] * len(short))
         remaining, left = self.rate, len(demands)
@@ -164,13 +169,9 @@ class TotalParts:
             self._virtual_at = now
         self._virtual += self._level * max(0.0, now - self._virtual_at)
         self._virtual_at = max(now, self._virtual_at)
-        if self._level_at is None:
+        if self._level_at is None or now - self._level_at >= LEVEL_EVERY:
+            # up or down at once: what parts hold is bounded by their depth, what requests cost beyond by the credit
             self._level, self._level_at = self._fair_level(now), now
-        elif now - self._level_at >= LEVEL_EVERY:
-            # down at once; up at most LEVEL_RISE times a second, so networks quiet for a while cannot come back
-            # together to a level that had risen to the whole rate while they were away
-            rise = LEVEL_RISE ** min(now - self._level_at, 60.0)      # a surface idle for long: no overflow
-            self._level, self._level_at = min(self._fair_level(now), self._level * rise), now
 
     def part(self, network: str, now: float) -> float:
         """The rate a part refills at now: the fair level, the same for every network."""
@@ -205,12 +206,18 @@ class TotalParts:
                 return wait
         tokens = self.tokens(network, now)
         if tokens < 1:
-            self._short.pop(network, None)
-            self._short[network] = now
+            self._refusing(network, now)
             return (1 - tokens) / max(self.part(network, now), 1e-9)
         beyond = reserve + self._out.get(network, (0, 0.0))[1] - tokens
         credit = self._credit_for(network, now)
         return 0.0 if beyond <= credit else (beyond - credit) / self.rate
+
+    def _refusing(self, network: str, now: float) -> None:
+        """Its part refused `network`: it is short (see `_fair_level`)."""
+        last = self._short.pop(network, None)
+        if last is None or now - last > SHORT_SECONDS:
+            self._refused[network] = now
+        self._short[network] = now
 
     def _credit_for(self, network: str, now: float) -> float:
         """The credit `network` may use: all of it when a request of it fitted its part lately and none took credit
