@@ -31,6 +31,7 @@ from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
 from node.refusals import grenache_refusals, refused_rows
 from p2p.public.sources import Shares
+from p2p.rpc.views import RoutingView
 from node.throttled import MAX_ROWS, ThrottledRow, throttled_rows
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class OperatorSurface:
             link = links.get(peer["node_id"])
             peers.append({**peer, "links": sorted(link.remote_links) if link is not None else []})
         book = self.bridge.status()
+        rpc = self.node.rpc.snapshot()      # one snapshot for the held-back rows and the routing panel
         return {
             "node": {"node_id": status["node_id"], "version": status["version"], "network_id": status["network_id"],
                      "listen": status["listen"], "uptime_s": status["uptime_s"], "role": status.get("role"),
@@ -153,16 +155,17 @@ class OperatorSurface:
             "held_back": (throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
                                          router.get("budget_refused"), exchange.get("sync_budget"))
                           + refused_rows(status.get("public_refused"))
-                          + self._grenache_refused_rows(router))[:MAX_ROWS],
-            "routing": self.routing_summary(),
+                          + self._grenache_refused_rows(router, rpc))[:MAX_ROWS],
+            "routing": self.routing_summary(rpc),
             "finality": {**self.finality.summary(), "pending_events": book["pending_events"]},
             "stream": {"clients": len(self.stream.sessions)},
         }
 
-    def _grenache_refused_rows(self, router: JsonObject) -> list[ThrottledRow]:
+    @staticmethod
+    def _grenache_refused_rows(router: JsonObject, rpc: RoutingView) -> list[ThrottledRow]:
         """Who the Grenache message endpoint and the Grenache RPC endpoint refused lately, and why."""
         message_path = router.get("grenache")
-        grenache = self.node.rpc.snapshot().get("grenache")
+        grenache = rpc.get("grenache")
         endpoint = grenache["endpoint"] if grenache is not None else None
         return (refused_rows(grenache_refusals(message_path.get("limits") if isinstance(message_path, dict) else None),
                              "Grenache message client")
@@ -178,8 +181,8 @@ class OperatorSurface:
                 "addresses": [{k: a.get(k) for k in ("host", "port", "how", "confirmed")} for a in nat["addresses"][:8]],
                 "relays": (nat.get("relay_client") or {}).get("relays", [])}
 
-    def routing_summary(self) -> JsonObject:
-        snap = self.node.rpc.snapshot()
+    @staticmethod
+    def routing_summary(snap: RoutingView) -> JsonObject:
         services = {name: {peer: {k: row.get(k) for k in ROUTING_FIELDS} for peer, row in data["peers"].items()}
                     for name, data in snap["services"].items()}
         return {"services": services, "retry_budget": snap["retry_budget"], "throttle": snap["throttle"],

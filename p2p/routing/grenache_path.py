@@ -37,7 +37,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypedDict
+from typing import Any, Callable, Iterable, Literal, TypedDict
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -61,6 +61,7 @@ BUSY_TRIES = 4
 
 Address = tuple[str, int]
 Delivered = Callable[[str, list[Held]], None]   # (node id, tickets of the unicasts sent or failed, in order)
+Posted = Literal["sent", "busy", "failed"]      # a batch taken; refused before its rate (ERR_BUSY); not taken
 
 
 def unicast_name(service: str, node_id: str) -> str:
@@ -394,8 +395,7 @@ class GrenachePath:
             size += len(frame) * 4 // 3
         return batch
 
-    async def _post(self, node_id: str, address: Address, key: str, frames: list[bytes]) -> str:
-        """"sent", "busy" (refused before its rate: ERR_BUSY) or "failed"."""
+    async def _post(self, node_id: str, address: Address, key: str, frames: list[bytes]) -> Posted:
         self.counters["requests_sent"] += 1
         try:
             answer = await self.http.request(address, key, {"v": VERSION, "frames": encode_frames(frames)},
