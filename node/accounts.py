@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 from exchange.crypto import SigningKey
@@ -22,6 +23,7 @@ KEY_SUFFIX = ".pem"
 DEFAULT_ACCOUNT = "default"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 ACCOUNT_ID = re.compile(r"[0-9a-f]{64}")
+RACY_SECONDS = 2        # a directory changed this recently may change again within its timestamp's resolution
 
 
 class AccountError(Exception):
@@ -64,6 +66,7 @@ class AccountStore:
         self.directory = Path(data_dir) / ACCOUNTS_DIR_NAME
         self._by_name: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
+        self._read_as_of: tuple[int, int] | None = None     # the directory's (inode, mtime) when last read whole
 
     def ensure_default(self) -> Account:
         """The `default` account, created the first time (the node calls this at start)."""
@@ -104,13 +107,21 @@ class AccountStore:
             raise AccountError(f"account {name!r} already exists ({path})")
 
     def reload(self) -> None:
-        """Read the directory again: picks up accounts another process created."""
-        if not self._open_directory(create=False):
+        """Read the directory again: picks up accounts another process created. Skipped while the directory is
+        unchanged since it was last read (every block lists the accounts); a change within RACY_SECONDS of the
+        read may share its timestamp, so such a directory is read again each time."""
+        found = self._open_directory(create=False)
+        if found is None:
+            return
+        stamp = (found.st_ino, found.st_mtime_ns)
+        if stamp == self._read_as_of:
             return
         for path in sorted(self.directory.glob(f"*{KEY_SUFFIX}")):
             name = path.name[:-len(KEY_SUFFIX)]
             if name not in self._by_name and NAME_PATTERN.fullmatch(name):
                 self._load(name, path)
+        settled = time.time_ns() - found.st_mtime_ns > RACY_SECONDS * 1_000_000_000
+        self._read_as_of = stamp if settled else None
 
     def _free_name(self) -> str:
         taken = {p.name[:-len(KEY_SUFFIX)] for p in self.directory.glob(f"*{KEY_SUFFIX}")}
@@ -119,8 +130,8 @@ class AccountStore:
             n += 1
         return f"account-{n}"
 
-    def _open_directory(self, create: bool) -> bool:
-        """Check (or create) the directory; False if it does not exist and `create` is off."""
+    def _open_directory(self, create: bool) -> os.stat_result | None:
+        """Check (or create) the directory: its stat, or None if it does not exist and `create` is off."""
         if create:
             try:
                 self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # DATA_DIR itself is 0700 too
@@ -128,17 +139,18 @@ class AccountStore:
             except OSError as exc:
                 raise AccountError(f"cannot create {self.directory}: {exc.strerror or exc}") from None
         try:
-            mode = self.directory.stat().st_mode
+            found = self.directory.stat()
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             raise AccountError(f"cannot read {self.directory}: {exc.strerror or exc}") from None
+        mode = found.st_mode
         if not stat.S_ISDIR(mode):
             raise AccountError(f"{self.directory} is not a directory; move it away so the node can create it")
         if os.name == "posix" and mode & 0o077:
             raise AccountError(f"account directory {self.directory} is accessible by group/others (mode "
                                f"{stat.S_IMODE(mode):04o}); fix with: chmod 700 {self.directory}")
-        return True
+        return found
 
     def _load(self, name: str, path: Path) -> Account:
         account = Account(name, _read_seed(path), path)

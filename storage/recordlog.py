@@ -114,6 +114,11 @@ class RecordLog:
     def tail_damaged(self) -> bool:
         return self._tail_damaged
 
+    def size_bytes(self) -> int:
+        """Bytes on disk (what `stats` reports as "bytes", without building the rest: asked at every height)."""
+        with self._state_lock:
+            return sum(s.size for s in self._segments)
+
     def stats(self) -> dict[str, int]:
         """Sizes for /status: files, bytes on disk, records, and the memory the in-memory index takes."""
         with self._state_lock:

@@ -343,7 +343,7 @@ class ChainStore:
         holds damage that was judged harmless at the start: every record in it is of a decided height now);
         until then a restart finds older heights' records too and takes only those of its height."""
         log_ = self.wal_log
-        if log_.tail_damaged or log_.missing or log_.stats()["bytes"] >= WAL_KEEP_BYTES:
+        if log_.tail_damaged or log_.missing or log_.size_bytes() >= WAL_KEEP_BYTES:
             self.wal_reset()
 
     def wal_reset(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -58,6 +60,25 @@ def test_an_account_created_by_another_process_is_found_without_restart(tmp_path
     assert running.get("carol").id == created
     assert running.get(created).name == "carol"
     assert [a.name for a in running.list()] == ["carol", "default"]
+
+
+def test_an_unchanged_directory_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    """Every block lists the accounts: a settled, unchanged directory is only stat'ed, not globbed and parsed."""
+    store = AccountStore(tmp_path)
+    store.new("alice")
+    directory = tmp_path / "accounts"
+    settled = time.time() - 10
+    os.utime(directory, (settled, settled))
+    reads: list[str] = []
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: reads.append(pattern) or real_glob(self, pattern))
+    assert [a.name for a in store.list()] == ["alice"]
+    assert [a.name for a in store.list()] == ["alice"]
+    assert len(reads) == 1
+    AccountStore(tmp_path).new("bob")           # another process: the directory changes
+    assert [a.name for a in store.list()] == ["alice", "bob"]
+    assert [a.name for a in store.list()] == ["alice", "bob"]
+    assert len(reads) == 3                      # changed within RACY_SECONDS: read again until it settles
 
 
 def test_unnamed_accounts_take_the_next_free_name(tmp_path):
