@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
 import orjson
@@ -61,10 +62,13 @@ def note_frames(count: int, payload: str = "flood") -> list[str]:
     return [frame] * count
 
 
+Attack = Callable[[threading.Event], Coroutine[Any, Any, None]]
+
+
 class Background:
     """An async attack run in a thread with its own loop until `stop` (the nodes are other processes)."""
 
-    def __init__(self, attack: Callable[[threading.Event], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, attack: Attack) -> None:
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -197,3 +201,50 @@ def p99(values: list[float]) -> float:
     if not values:
         return float("inf")
     return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+# --- an honest sender before and during an attack ----------------------------------------------
+@dataclass
+class AttackWindow:
+    """What an honest sender's unicasts met before and during an attack on their receiver, and what it cost."""
+
+    started: float
+    ended: float
+    before: list[float]             # delivery latencies of the unicasts sent before the attack
+    lost_before: int
+    during: list[float]             # ... and of those sent during it, from `settle` s in
+    lost: int
+    failed: int                     # the sender's Grenache requests that failed while the attack ran
+    outcomes: dict[str, int]        # how the sender's /debug/send answered
+    limits: dict[str, Any]          # the receiver's message-path limits once it ended
+    usage: Usage                    # the receiver's CPU and RSS while it ran
+    error: BaseException | None     # what the attack raised, if anything
+
+    def honest(self) -> str:
+        p50 = self.during[len(self.during) // 2] if self.during else None
+        return (f"honest p99 {p99(self.before):.3f} s before ({len(self.before)}, lost {self.lost_before}), "
+                f"{p99(self.during):.3f} s during ({len(self.during)}, lost {self.lost}), p50 {p50}; "
+                f"a's requests failed {self.failed}, outcomes {self.outcomes}")
+
+
+def honest_under_attack(sender: NodeProcess, receiver: NodeProcess, attack: Attack, *, seconds: float = 16.0,
+                        warmup: float = 3.0, settle: float = 2.0, interval: float = 0.25) -> AttackWindow:
+    """`sender` sends `receiver` a unicast every `interval` s for `warmup` s, then while `attack` runs for
+    `seconds`; the unicasts of its first `settle` s are in neither window."""
+    def failed_requests() -> int:
+        return int(sender.status()["router"]["grenache"]["counters"]["requests_failed"])
+
+    assert receiver.proc is not None
+    probe = Probe(sender, receiver, interval=interval).start()
+    time.sleep(warmup)
+    failed_before = failed_requests()
+    with Usage(receiver.proc.pid) as usage, Background(attack) as background:
+        started = time.monotonic()
+        time.sleep(seconds)
+        ended = time.monotonic()
+    probe.finish()
+    before, lost_before = probe.latencies(until=started)
+    during, lost = probe.latencies(since=started + settle, until=ended)
+    return AttackWindow(started, ended, before, lost_before, during, lost, failed_requests() - failed_before,
+                        dict(probe.outcomes), receiver.status()["router"]["grenache"]["limits"], usage,
+                        background.error)

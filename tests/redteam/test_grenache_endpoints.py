@@ -17,7 +17,7 @@ from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import free_ports, wait_until
 from tests.interop.grenache_harness import grapes, require_node  # noqa: F401 - fixtures
 from tests.interop.test_grenache_messages import grenache_members, hybrid, walled_pair
-from tests.redteam.grenache_attack import (Background, Probe, Usage, connect, grenache_body, note_frames, p99, post,
+from tests.redteam.grenache_attack import (Background, Usage, connect, honest_under_attack, grenache_body, note_frames, p99, post,
                                            post_head, read_response)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
@@ -82,30 +82,17 @@ def credit_burst(port: int, key: str, counts: dict[str, int]):
 def test_credit_bursts_from_fresh_subnets_do_not_starve_an_honest_grenache_peer(cluster, grapes) -> None:
     a, b = walled_pair(cluster, grapes)
     path = b.status()["router"]["grenache"]
-    probe = Probe(a, b).start()
-    time.sleep(3)
-    failed_before = a.status()["router"]["grenache"]["counters"]["requests_failed"]
     counts: dict[str, int] = {}
-    assert b.proc is not None
-    with Usage(b.proc.pid) as usage, Background(credit_burst(path["port"], path["names"][1], counts)) as attack:
-        started = time.monotonic()
-        time.sleep(16)
-        ended = time.monotonic()
-    probe.finish()
-    before, lost_before = probe.latencies(until=started)
-    during, lost = probe.latencies(since=started + 2, until=ended)
-    limits = b.status()["router"]["grenache"]["limits"]
-    failed = a.status()["router"]["grenache"]["counters"]["requests_failed"] - failed_before
-    read = counts.get("200", 0)
-    print(f"\ncredit bursts: {counts}; {read * MAX_FRAMES} frames read in {ended - started:.1f} s "
-          f"(the total allows {8000 * (ended - started) + 16000:.0f}); b {usage}; refused {limits['refused']}; "
-          f"honest p99 {p99(before):.3f} s before ({len(before)}, lost {lost_before}), "
-          f"{p99(during):.3f} s during ({len(during)}, lost {lost}), a's requests failed {failed}")
-    assert attack.error is None, attack.error
+    window = honest_under_attack(a, b, credit_burst(path["port"], path["names"][1], counts))
+    read, limits = counts.get("200", 0), window.limits
+    print(f"\ncredit bursts: {counts}; {read * MAX_FRAMES} frames read in {window.ended - window.started:.1f} s "
+          f"(the total allows {8000 * (window.ended - window.started) + 16000:.0f}); b {window.usage}; refused "
+          f"{limits['refused']}; {window.honest()}")
+    assert window.error is None, window.error
     no_traceback(a, b)
     refused_sources = {row["source"] for row in limits["refused_by"]["addresses"]}
-    assert failed == 0 and "127.0.0.1" not in refused_sources, (failed, limits["refused_by"])   # honest never refused
-    assert lost == 0 and p99(during) <= LATENCY_BOUND, (p99(during), lost)
+    assert window.failed == 0 and "127.0.0.1" not in refused_sources, (window.failed, limits["refused_by"])  # never refused
+    assert window.lost == 0 and p99(window.during) <= LATENCY_BOUND, (p99(window.during), window.lost)
 
 
 # --- (b): gzip bodies that inflate to max_body of JSON, each one unit ------------------------------------------------
@@ -146,24 +133,15 @@ def gzip_bomb(port: int, key: str, counts: dict[str, int], source: str = "127.0.
 def test_gzip_bodies_from_one_address_do_not_saturate_the_node(cluster, grapes) -> None:
     a, b = walled_pair(cluster, grapes)
     path = b.status()["router"]["grenache"]
-    probe = Probe(a, b).start()
-    time.sleep(3)
     counts: dict[str, int] = {}
-    assert b.proc is not None
-    with Usage(b.proc.pid) as usage, Background(gzip_bomb(path["port"], path["names"][1], counts)) as attack:
-        started = time.monotonic()
-        time.sleep(14)
-        ended = time.monotonic()
-    probe.finish()
-    before, _ = probe.latencies(until=started)
-    during, lost = probe.latencies(since=started + 2, until=ended)
-    print(f"\ngzip bodies of {counts.get('body_bytes')} B from one address: {counts}; b {usage}; "
-          f"honest p99 {p99(before):.3f} s before, {p99(during):.3f} s during ({len(during)}, lost {lost})")
-    assert attack.error is None, attack.error
+    window = honest_under_attack(a, b, gzip_bomb(path["port"], path["names"][1], counts), seconds=14)
+    print(f"\ngzip bodies of {counts.get('body_bytes')} B from one address: {counts}; b {window.usage}; "
+          f"{window.honest()}")
+    assert window.error is None, window.error
     no_traceback(a, b)
     # one address's share is GRENACHE_MESSAGES_RATE units (500/s): it should not buy most of a core
-    assert usage.cpu < 0.5, str(usage)
-    assert lost == 0 and p99(during) <= LATENCY_BOUND, (p99(during), lost)
+    assert window.usage.cpu < 0.5, str(window.usage)
+    assert window.lost == 0 and p99(window.during) <= LATENCY_BOUND, (p99(window.during), window.lost)
 
 
 @pytest.mark.soak          # the same mend as the message endpoint's test above; ~11 s, in `make soak`

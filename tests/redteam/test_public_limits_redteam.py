@@ -16,7 +16,7 @@ from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import wait_until
 from tests.interop.grenache_harness import grapes, require_node  # noqa: F401 - fixtures
 from tests.interop.test_grenache_messages import hybrid, walled_pair
-from tests.redteam.grenache_attack import (Background, Probe, Usage, connect, cpu_seconds, grenache_body, loadavg,
+from tests.redteam.grenache_attack import (Background, connect, honest_under_attack, cpu_seconds, grenache_body, loadavg,
                                            p99, post, post_head, read_response, rss_mb)
 from tests.redteam.test_grenache_endpoints import LATENCY_BOUND, WALLED, no_traceback
 
@@ -63,30 +63,17 @@ def light_networks(port: int, key: str, counts: dict[str, int], networks: int = 
 def test_light_networks_by_turns_do_not_starve_a_light_honest_sender(cluster, grapes) -> None:
     a, b = walled_pair(cluster, grapes)
     path = b.status()["router"]["grenache"]
-    probe = Probe(a, b).start()
-    time.sleep(3)
-    failed_before = a.status()["router"]["grenache"]["counters"]["requests_failed"]
     counts: dict[str, int] = {}
-    assert b.proc is not None
-    with Usage(b.proc.pid) as usage, Background(light_networks(path["port"], path["names"][1], counts)) as attack:
-        started = time.monotonic()
-        time.sleep(16)
-        ended = time.monotonic()
-    probe.finish()
-    before, lost_before = probe.latencies(until=started)
-    during, lost = probe.latencies(since=started + 2, until=ended)
-    limits = b.status()["router"]["grenache"]["limits"]
-    failed = a.status()["router"]["grenache"]["counters"]["requests_failed"] - failed_before
+    window = honest_under_attack(a, b, light_networks(path["port"], path["names"][1], counts))
+    limits = window.limits
     others = limits["refused"]["total"] - counts.get("429", 0)        # refused on the total and not the attacker's
-    print(f"\nlight networks ({HEADROOM_NETWORKS} /24s): {counts}; b {usage}; refused {limits['refused']}; "
-          f"refused on the total but not to the attacker ~{others}; a's requests failed {failed}, outcomes {probe.outcomes}; "
-          f"honest p99 {p99(before):.3f} s before ({len(before)}, lost {lost_before}), "
-          f"{p99(during):.3f} s during ({len(during)}, lost {lost}), p50 {during[len(during) // 2] if during else None}")
-    assert attack.error is None, attack.error
+    print(f"\nlight networks ({HEADROOM_NETWORKS} /24s): {counts}; b {window.usage}; refused {limits['refused']}; "
+          f"refused on the total but not to the attacker ~{others}; {window.honest()}")
+    assert window.error is None, window.error
     no_traceback(a, b)
     assert counts.get("200", 0) > 0                                              # the attack did take the total
-    assert failed == 0, (failed, others)                                         # the light honest node never refused
-    assert lost == 0 and p99(during) <= LATENCY_BOUND, (p99(during), lost)
+    assert window.failed == 0, (window.failed, others)                           # the light honest node never refused
+    assert window.lost == 0 and p99(window.during) <= LATENCY_BOUND, (p99(window.during), window.lost)
 
 
 # --- (1) + (2): every slot held by requests whose body never comes: none of them is quiet, so none is evicted ------

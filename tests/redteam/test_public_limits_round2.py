@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import wait_until
 from tests.interop.grenache_harness import grapes, require_node  # noqa: F401 - fixtures
 from tests.interop.test_grenache_messages import grenache_members, hybrid
-from tests.redteam.grenache_attack import Background, Probe, Usage, connect, grenache_body, p99, post, read_response
+from tests.redteam.grenache_attack import connect, grenache_body, honest_under_attack, p99, post, read_response
 from tests.redteam.test_grenache_endpoints import LATENCY_BOUND, WALLED, no_traceback
 
 TOTAL = 8000.0            # GRENACHE_MESSAGES_RATE_TOTAL's default, frames/s
@@ -163,28 +162,16 @@ def test_idle_networks_do_not_slow_an_honest_grenache_sender(cluster, grapes) ->
     wait_until(lambda: b.node_id in grenache_members(a) and a.node_id in grenache_members(b), 30,
                message="each node finds the other behind the shared Grenache name")
     path = b.status()["router"]["grenache"]
-    probe = Probe(a, b, interval=HONEST_INTERVAL).start()
-    time.sleep(4)
-    failed_before = a.status()["router"]["grenache"]["counters"]["requests_failed"]
     counts: dict[str, int] = {}
-    assert b.proc is not None
-    with Usage(b.proc.pid) as usage, Background(idle_networks(path["port"], path["names"][0], counts)) as attack:
-        started = time.monotonic()
-        time.sleep(16)
-        ended = time.monotonic()
-    probe.finish()
-    before, lost_before = probe.latencies(until=started)
-    during, lost = probe.latencies(since=started + 3, until=ended)
-    limits = b.status()["router"]["grenache"]["limits"]
-    failed = a.status()["router"]["grenache"]["counters"]["requests_failed"] - failed_before
+    window = honest_under_attack(a, b, idle_networks(path["port"], path["names"][0], counts), warmup=4, settle=3,
+                                 interval=HONEST_INTERVAL)
     attacker_frames = counts.get("200", 0) + counts.get("400", 0)
     print(f"\nidle networks ({IDLE_NETWORKS} /24s, total {SCALED_TOTAL:.0f}): {counts} (~{attacker_frames / 16:.0f} "
-          f"frames/s); b {usage}; refused {limits['refused']}; a's requests failed {failed}, outcomes "
-          f"{probe.outcomes}; honest p99 {p99(before):.3f} s before ({len(before)}, lost {lost_before}), "
-          f"{p99(during):.3f} s during ({len(during)}, lost {lost}), p50 {during[len(during) // 2] if during else None}")
-    assert attack.error is None, attack.error
+          f"frames/s); b {window.usage}; refused {window.limits['refused']}; {window.honest()}")
+    assert window.error is None, window.error
     no_traceback(a, b)
-    assert failed == 0 and lost == 0 and p99(during) <= LATENCY_BOUND, (failed, lost, p99(during))
+    assert window.failed == 0 and window.lost == 0 and p99(window.during) <= LATENCY_BOUND, \
+        (window.failed, window.lost, p99(window.during))
 
 
 # --- eviction: which networks can lock a newcomer out (guard logic, no sockets) --------------------------------------
