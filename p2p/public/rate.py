@@ -224,7 +224,7 @@ class TotalParts:
         for USE_SECONDS, else what is left above CREDIT_KEPT of it: networks quiet until they ask at once, or
         taking credit in turns, cannot take what a network in use needs."""
         fitted, owed = self._standing.get(network, (-math.inf, -math.inf))
-        in_use = now - fitted <= SHORT_SECONDS and now - owed > USE_SECONDS
+        in_use = now - fitted <= 3 * USE_SECONDS and now - owed > USE_SECONDS
         return self._credit.tokens("*", now) - (0.0 if in_use else self._credit.burst * CREDIT_KEPT)
 
     def admit(self, network: str, now: float, reserve: float) -> None:

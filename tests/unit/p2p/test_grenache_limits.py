@@ -215,6 +215,36 @@ def test_requests_out_at_once_are_handled_within_the_credit_and_a_network_in_use
     assert refused is not None and refused[0] == "total", "a quiet one waits for the credit to refill"
 
 
+def test_a_network_in_use_is_not_refused_while_quiet_networks_take_the_credit_in_turns():
+    """500 quiet /24s each send one 256-frame request (full cost) as soon as the credit lets them, for 10 s: they
+    keep its upper half drawn, and a network whose requests fitted its part within the last 30 s, sending one
+    frame every 5 s, is admitted every time."""
+    clock = Clock()
+    rate = ClientRate(per_address=500, total=8_000, surface="grenache_msg", clock=clock)
+    honest, pending = "203.0.113.5", [f"10.{n // 250}.{n % 250}.1" for n in range(500)]
+    for address in [honest] + pending:
+        while rate.check(address, reserve=256) is not None:
+            clock.now += 0.05
+        assert rate.settle(address, 1, reserved=256)
+    clock.now += 40
+    assert rate.check(honest, reserve=256) is None and rate.settle(honest, 1, reserved=256)
+    asked, shots = 0, 0
+    for tick in range(1000):                                  # 10 s in steps of 10 ms
+        clock.now += 0.01
+        waiting = []
+        for address in pending:
+            if rate.check(address, reserve=256) is None and rate.settle(address, 256, reserved=256):
+                shots += 1
+            else:
+                waiting.append(address)
+        pending = waiting
+        if tick % 500 == 0:
+            asked += 1
+            assert rate.check(honest, reserve=256) is None, (tick, shots)
+            assert rate.settle(honest, 1, reserved=256)
+    assert asked == 2 and 0 < shots < 500 and pending, (shots, len(pending))
+
+
 async def test_a_request_the_total_cannot_cover_once_decoded_is_answered_busy_unhandled(monkeypatch):
     called: list[Any] = []
 
