@@ -210,7 +210,7 @@ class TotalParts:
             return (1 - tokens) / max(self.part(network, now), 1e-9)
         beyond = reserve + self._out.get(network, (0, 0.0))[1] - tokens
         credit = self._credit_for(network, now)
-        return 0.0 if beyond <= credit else (beyond - credit) / self.rate
+        return 0.0 if beyond <= max(0.0, credit) else (beyond - credit) / self.rate
 
     def _refusing(self, network: str, now: float) -> None:
         """Its part refused `network`: it is short (see `_fair_level`)."""

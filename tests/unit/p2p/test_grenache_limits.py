@@ -245,6 +245,18 @@ def test_a_network_in_use_is_not_refused_while_quiet_networks_take_the_credit_in
     assert asked == 2 and 0 < shots < 500 and pending, (shots, len(pending))
 
 
+def test_a_request_its_part_holds_needs_no_credit():
+    """With the credit below the half networks not in use may take, a request whose reserve its part holds (a
+    message request beside ten networks: parts 1,600 frames deep) still goes, and is handled."""
+    clock = Clock()
+    rate = ClientRate(per_address=500, total=8_000, surface="grenache_msg", clock=clock)
+    for net in range(10):
+        assert rate.check(f"10.0.{net}.1", reserve=256) is None and rate.settle(f"10.0.{net}.1", 1, reserved=256)
+    clock.now += 40
+    rate.parts._credit.take("*", clock.now, 12_000)         # 4,000 left: under CREDIT_KEPT of 16,000
+    assert rate.check("10.0.3.1", reserve=256) is None and rate.settle("10.0.3.1", 256, reserved=256)
+
+
 async def test_a_request_the_total_cannot_cover_once_decoded_is_answered_busy_unhandled(monkeypatch):
     called: list[Any] = []
 
