@@ -6,6 +6,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -71,7 +72,11 @@ def test_an_unchanged_directory_is_not_read_again_and_a_changed_one_is(tmp_path,
     os.utime(directory, (settled, settled))
     reads: list[str] = []
     real_glob = Path.glob
-    monkeypatch.setattr(Path, "glob", lambda self, pattern: reads.append(pattern) or real_glob(self, pattern))
+
+    def counted_glob(self: Path, pattern: str) -> Iterator[Path]:
+        reads.append(pattern)
+        return real_glob(self, pattern)
+    monkeypatch.setattr(Path, "glob", counted_glob)
     assert [a.name for a in store.list()] == ["alice"]
     assert [a.name for a in store.list()] == ["alice"]
     assert len(reads) == 1
