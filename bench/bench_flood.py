@@ -29,7 +29,10 @@ block time) slows the honest order in flight wherever it falls (docs/tradeoffs.m
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the
 open broadcast type an outsider can spam is the RPC hint. RSS is each node's resident memory after the window
 (the four validators, then the follower). "snapshot at" is the height of a snapshot taken during the row, if any,
-and how long it held each node's event loop (the same order). "loop late / full GC" is the longest any node's
+and how long it held each node's event loop (the same order). "ratio clear of forks" is the p99 ratio of the honest
+orders not sent within FORK_SHADOW of a snapshot's fork (how many were, in brackets): every node forks at the same
+height and the half second after it is slower everywhere, so this is what the attack costs apart from the
+snapshot (docs/tradeoffs.md). "loop late / full GC" is the longest any node's
 event loop ran a timer late during the row, and its longest full garbage collection (each node's /health).
 """
 from __future__ import annotations
@@ -60,6 +63,7 @@ NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
+FORK_SHADOW = (-0.05, 0.4)  # s around a snapshot's fork within which an honest order is sent in its shadow
 
 
 class Rig:
@@ -88,10 +92,14 @@ class Rig:
         sent_rate, got = run()
         time.sleep(max(0.0, start + (seconds or self.window) - time.monotonic()) + 1.0)
         watch.finish()
-        samples = self.client.window(start, time.monotonic())
+        forks = watch.forks | {at for at in [fork_at(self.validators[0])] if at is not None}
+        timed = self.client.timed(start, time.monotonic())
+        samples = [latency for _, latency in timed]
         final = [s for s in samples if s is not None]
         p50 = quantile(final, 0.5) * 1000 if final else float("nan")
         p99 = quantile(final, 0.99) * 1000 if final else float("nan")
+        clear = [latency for sent, latency in timed if latency is not None and not in_shadow(sent, forks)]
+        p99_clear = quantile(clear, 0.99) * 1000 if clear else float("nan")
         throughput = len(final) / (time.monotonic() - start)
         if self.base_p99 is None:
             self.base_p99, self.base_throughput = p99, throughput
@@ -99,6 +107,7 @@ class Rig:
         snapshot = self.last_snapshot()
         return [attack, level, sent_rate, got, len(samples), 100.0 * len(final) / max(1, len(samples)),
                 100.0 * throughput / self.base_throughput, p50, p99, p99 / self.base_p99,
+                f"{p99_clear / self.base_p99:.2f} ({len(final) - len(clear)})",
                 f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-",
                 f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss]
 
@@ -126,6 +135,7 @@ class LoopWatch(threading.Thread):
         self.nodes = nodes
         self.lag_ms = 0.0
         self.gc_ms = 0.0
+        self.forks: set[float] = set()      # when the first node's snapshots forked (this process's monotonic clock)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -134,12 +144,25 @@ class LoopWatch(threading.Thread):
                 lag = node.get("/health")["loop_lag"]
                 self.lag_ms = max(self.lag_ms, 1000 * (lag["max_10s_seconds"] or 0.0))
                 self.gc_ms = max(self.gc_ms, 1000 * (lag["full_gc_max_10s_seconds"] or 0.0))
+            at = fork_at(self.nodes[0])
+            if at is not None and all(abs(at - seen) > 1.0 for seen in self.forks):
+                self.forks.add(at)
             if self._stop_event.wait(LOOP_POLL):
                 return
 
     def finish(self) -> None:
         self._stop_event.set()
         self.join(30)
+
+
+def fork_at(node: NodeProcess) -> float | None:
+    """When `node`'s last snapshot held its loop (its fork), on the machine's monotonic clock (every process's)."""
+    ago = node.status()["exchange"]["snapshots"]["loop_held_ago_s"]
+    return None if ago is None else time.monotonic() - ago
+
+
+def in_shadow(sent: float, forks: set[float]) -> bool:
+    return any(FORK_SHADOW[0] <= sent - fork <= FORK_SHADOW[1] for fork in forks)
 
 
 def _orders(rig: Rig, rate: float, spam: list[SignedTx]) -> tuple[float, str]:
@@ -260,4 +283,5 @@ def main(flags: list[str]) -> None:
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
                 f"follower, ms to final there; x = multiple of what one peer may send",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
-                 "p99 ratio", "snapshot at", "loop late / full GC ms", "RSS MB v0/v1/v2/v3/f"], rows)
+                 "p99 ratio", "ratio clear of forks (n in shadow)", "snapshot at", "loop late / full GC ms",
+                 "RSS MB v0/v1/v2/v3/f"], rows)

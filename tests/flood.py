@@ -64,7 +64,11 @@ class HonestClient:
             self._reader.join(5)
 
     def window(self, start: float, end: float) -> list[float | None]:
-        return [latency for sent, latency in self.samples if start <= sent < end]
+        return [latency for _, latency in self.timed(start, end)]
+
+    def timed(self, start: float, end: float) -> list[tuple[float, float | None]]:
+        """(sent at, latency) of the orders sent in [start, end)."""
+        return [(sent, latency) for sent, latency in self.samples if start <= sent < end]
 
 
 class _StopSignal:

@@ -65,6 +65,7 @@ class SnapshotView(TypedDict):
     last_time_ms: int
     loop_held_last_ms: float        # how long taking the last one held the event loop (a fork, mostly)
     loop_held_longest_ms: float     # the longest since the node started
+    loop_held_ago_s: float | None   # seconds since the last one ended (None: none taken here yet)
 
 
 @dataclass
@@ -304,7 +305,8 @@ class ChainState:
                 "min_seconds": self.snapshot_min_ms / 1000, "last_height": height,
                 "last_time_ms": time_ms if height else 0,
                 "loop_held_last_ms": round(held.last_seconds * 1000, 2),
-                "loop_held_longest_ms": round(held.longest_seconds * 1000, 2)}
+                "loop_held_longest_ms": round(held.longest_seconds * 1000, 2),
+                "loop_held_ago_s": None if (ago := held.ago()) is None else round(ago, 3)}
 
     def status(self) -> ChainStateStatus:
         return {"height": self.height, "time_ms": self.time_ms, "last_block_id": self.last_block_id.hex(),

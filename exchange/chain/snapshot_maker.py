@@ -32,17 +32,25 @@ class LoopHeld:
     process), an encoding done at once, or a wait for a late encoding. Operators read it as Redis users read
     `latest_fork_usec`: it grows with the state, and every node holds its loop at the same heights."""
 
-    __slots__ = ("last_seconds", "longest_seconds", "count")
+    __slots__ = ("last_seconds", "longest_seconds", "count", "last_at")
 
     def __init__(self) -> None:
         self.last_seconds = 0.0
         self.longest_seconds = 0.0
         self.count = 0
+        self.last_at: float | None = None      # time.monotonic() when the last hold ended
 
     def add(self, seconds: float) -> None:
         self.last_seconds = seconds
         self.longest_seconds = max(self.longest_seconds, seconds)
         self.count += 1
+        self.last_at = time.monotonic()
+
+    def ago(self) -> float | None:
+        """Seconds since the last hold ended (None: none yet): what came right after a fork is slower on every node
+        (the kernel copies each page the node writes while the child shares it), so latency tails are read
+        against it."""
+        return None if self.last_at is None else time.monotonic() - self.last_at
 
 
 class SnapshotMaker(Protocol):

@@ -121,6 +121,9 @@ def test_snapshots_wait_for_block_time_and_every_node_agrees_which_heights_they_
         return {key: value for key, value in shown.items() if not key.startswith("loop_held")}
     assert rules(state.snapshot_view()) == view and rules(restored.snapshot_view()) == view, "what /status shows"
     assert state.snapshot_view()["loop_held_last_ms"] > 0, "how long the last one held the loop (encoded at once)"
+    ago = state.snapshot_view()["loop_held_ago_s"]
+    assert ago is not None and 0 <= ago < 60, "how long ago it ended"
+    assert ChainState(sim.genesis, SimApp(), InlineSnapshots()).snapshot_view()["loop_held_ago_s"] is None
 
 
 def _bundle(sim: ChainSimulation) -> Bundle:
