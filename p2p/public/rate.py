@@ -189,10 +189,11 @@ class TotalParts:
         """What the part of `network` holds (a network new to the total: one second of an even part among the
         networks asking lately, and at least one unit: the newcomers' pace bounds them together)."""
         self._advance(now)
+        depth = self._depth()       # with this network counted, as `take` counts it: admission and settle agree
         state = self._state.pop(network, None)
         if state is None:
             return max(1.0, min(self._level, self.rate / (self._networks + self._joined + 1)) * START_SECONDS)
-        tokens = min(self._depth(), state[0] + (self._virtual - state[1]))
+        tokens = min(depth, state[0] + (self._virtual - state[1]))
         self._state[network] = (tokens, self._virtual)
         return tokens
 

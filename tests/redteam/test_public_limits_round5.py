@@ -169,8 +169,6 @@ def busy_with_nothing_between(networks: int, seconds: float = 1.0, step: float =
     return ok, busy
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING 27: TotalParts.tokens computes a part's depth with the network "
-                   "popped (N-1 parts): wait admits a request settle then answers busy, decoded for nothing")
 def test_a_request_admitted_and_settled_at_once_is_never_answered_busy() -> None:
     ok, busy = busy_with_nothing_between(200)
     print(f"\n200 quiet /24s, 256-frame requests settled as soon as admitted, 1 s: {ok} handled, {busy} read, "
