@@ -24,7 +24,8 @@ in turns, cannot take it. A network asking for less than its part in requests it
 whatever the others do, and networks asking for little do not shrink the others' parts: what they leave is the
 others'. A network new to the total starts with one second of an even part, and newcomers come in at
 NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past MAX_TRACKED) cannot take the total by
-arriving.
+arriving; at most half of them from one group (a /16 or /32, `group_of`), so one provider's block of fresh networks
+cannot take every newcomer's turn.
 
 The maps are bounded: the least recently heard address or network is forgotten first and starts again with a
 full bucket (a part of the total: as a newcomer), which the network's bucket and its part still bound.
@@ -37,7 +38,7 @@ from collections import OrderedDict
 from typing import Callable, Literal
 
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import host_of, subnet_of
+from p2p.public.sources import group_of, host_of, subnet_of
 
 BURST_SECONDS = 2.0
 SUBNET_FACTOR = 4
@@ -48,7 +49,8 @@ LEVEL_EVERY = 0.1                   # s between computations of the total's fair
 SHORT_SECONDS = BURST_SECONDS       # a network its part refused wants more than it has for as long after its last
                                     # refusal as it had been refused in a row, at most this long ...
 SHORT_FIRST = 2 * LEVEL_EVERY       # ... and at least this long (a computation of the level sees it)
-NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth)
+NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth) ...
+NEWCOMERS_PER_GROUP = NEWCOMERS_PER_SECOND / 2     # ... of them from one /16 or /32 (`group_of`) at most
 START_SECONDS = 1.0                 # of an even part: what a network new to the total starts with
 CREDIT_KEPT = 0.5                   # of the credit, what only networks whose requests fit their parts lately may use
 
@@ -103,6 +105,7 @@ class TotalParts:
         self._credit = Buckets(rate, rate * burst_seconds, limit=1)     # what requests may cost beyond their parts
         self.floor = 1.0                    # a part is at least this deep: one unit, so a request can always go
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
+        self._newcomer_groups = Buckets(NEWCOMERS_PER_GROUP, NEWCOMERS_PER_GROUP * burst_seconds)
         self._level = rate                  # the fair level: what each network's part refills at
         self._level_at: float | None = None
         self._networks = 0                  # networks asking lately, as of the level's last computation ...
@@ -201,9 +204,9 @@ class TotalParts:
         """0 when a request of `network` that may be worth `reserve` may go now, else the seconds until it may: its
         part must hold a unit, and what this request and the network's others out may be worth beyond the part
         must be on credit."""
-        if network not in self._state:     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND
-            wait = self._newcomers.wait("*", now)
-            if wait:
+        if network not in self._state:     # new to the total: newcomers come in at NEWCOMERS_PER_SECOND, a group's
+            wait = max(self._newcomers.wait("*", now), self._newcomer_groups.wait(group_of(network), now))
+            if wait:                        # at NEWCOMERS_PER_GROUP
                 return wait
         tokens = self.tokens(network, now)
         if tokens < 1:
@@ -265,6 +268,7 @@ class TotalParts:
         tokens = self.tokens(network, now)
         if newcomer:
             self._newcomers.take("*", now, 1.0)
+            self._newcomer_groups.take(group_of(network), now, 1.0)
             self._joined += 1
         self._state[network] = (min(tokens - amount, self._depth()), self._virtual)
         if len(self._state) > MAX_TRACKED:

@@ -49,6 +49,21 @@ def subnet_of(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+@lru_cache(maxsize=4096)
+def group_of(network: str) -> str:
+    """The wider group a network (a `subnet_of` key) belongs to, as address books group addresses: its /16 (IPv4)
+    or /32 (IPv6), one provider's block more often than not. A loopback network is a group of its own (the
+    machine's own clients, told apart by /24 as peer admission tells them); a key that is no network is its own
+    group."""
+    try:
+        net = ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return network
+    if net.is_loopback:
+        return network
+    return str(net.supernet(new_prefix=16 if net.version == 4 else 32))
+
+
 class Shares:
     """What each address and each network holds of one thing, against a share each and a cap on all.
 

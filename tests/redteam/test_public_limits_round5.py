@@ -135,8 +135,6 @@ def newcomer_race(rate: ClientRate, clock: Clock, seconds: float = 30.0) -> tupl
     return k / seconds, tries, admitted
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING 26: an attacker taking each newcomer token as it appears (16 "
-                   "requests/s from fresh /48s) keeps every new network out of every public surface")
 @pytest.mark.parametrize("surface", ["api", "grenache_msg"])
 def test_a_newcomer_gets_in_while_an_attacker_races_the_newcomers_gate(surface: str) -> None:
     clock = Clock()

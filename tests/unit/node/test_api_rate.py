@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from config import load_settings
 from node.api.server import build_app
 from node.api.rate import PublicRateLimit
-from p2p.public.rate import BURST_SECONDS, NEWCOMERS_PER_SECOND, MAX_TRACKED
+from p2p.public.rate import BURST_SECONDS, MAX_TRACKED, NEWCOMERS_PER_GROUP, NEWCOMERS_PER_SECOND
 
 API_TOKEN = "operator-token-0123456789abcdef"
 
@@ -42,10 +42,11 @@ def test_one_subnet_cannot_rotate_addresses_around_the_limit():
     assert admitted == 10 * 4 * 2                                              # the /24's burst, not 254 bursts
     assert limit.refused["per_subnet"] > 0
     assert limit.check("198.51.100.7") is None
-    # networks new to the total come in at NEWCOMERS_PER_SECOND (the clock stands still: its two seconds' burst,
-    # less the two /24s above), each with its own burst
-    newcomers = int(NEWCOMERS_PER_SECOND * BURST_SECONDS) - 2
+    # networks new to the total come in at NEWCOMERS_PER_SECOND, at most NEWCOMERS_PER_GROUP of them from one /32 (the
+    # clock stands still: that group's two seconds' burst), each with its own burst; another group's are let in still
+    newcomers = int(NEWCOMERS_PER_GROUP * BURST_SECONDS)
     assert sum(limit.check(f"2001:db8:{i:x}::1") is None for i in range(100) for _ in range(20)) == newcomers * 20
+    assert limit.check("2001:db9::1") is None
     clock.now += 10
     assert sum(limit.check(f"2001:db8:ffff:{i:x}::1") is None for i in range(100) for _ in range(20)) == 80
 
