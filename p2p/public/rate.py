@@ -12,20 +12,21 @@ front, however many a client starts at once neither bucket goes more than one re
 The total is shared by network, max-min fairly (`TotalParts`): what each network took lately (an average over
 USE_SECONDS) and which networks their part refused set a fair level by water-filling, networks taking less than an
 even part of what is left counted at what they take and those refused sharing the rest; each network's part is a
-bucket of its own refilling at that level, which a virtual clock integrates, so a part refills at the levels it
-held and not at the one of the moment it next asks. A part is charged what a request cost when it settles; what a
-request may be worth beyond what its part holds (a message request's most frames, against parts a few frames deep
-once thousands of networks are known) must be on credit: a bucket of BURST_SECONDS of the total refilling at its
-rate, taken only by what requests cost beyond their parts. A request the credit cannot cover when it settles is
-refused unhandled, and a part goes at most one request below zero, so networks asking at once get BURST_SECONDS of
-the total beyond their parts however many they are. CREDIT_KEPT of the credit is for networks in use (a request
-fitted the part lately, none took credit for USE_SECONDS): networks quiet until they ask at once, or taking credit
-in turns, cannot take it. A network asking for less than its part in requests its part holds is never refused
-whatever the others do, and networks asking for little do not shrink the others' parts: what they leave is the
-others'. A network new to the total starts with one second of an even part, and newcomers come in at
-NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past MAX_TRACKED) cannot take the total by
-arriving; at most half of them from one group (a /16 or /32, `group_of`), so one provider's block of fresh networks
-cannot take every newcomer's turn.
+bucket of its own refilling at that level, which a virtual clock integrates, so a part refills at the levels it held
+and not at the one of the moment it next asks. A part is charged what a request cost when it settles; what a request
+may be worth beyond what its part holds (a message request's most frames, against parts a few frames deep once
+thousands of networks are known; for a network whose requests cost little lately, twice the most one cost) must be
+on credit: a bucket of BURST_SECONDS of the total refilling at what the parts leave of the total (so parts and
+credit together hold it over time), taken only by what requests cost beyond their parts. A request the credit cannot
+cover when it settles is refused unhandled, and a part goes at most one request below zero, so networks asking at
+once get BURST_SECONDS of the total beyond their parts however many they are. CREDIT_KEPT of the credit is for
+networks in use (a request fitted the part lately, none took credit for USE_SECONDS): networks quiet until they ask
+at once, or taking credit in turns, cannot take it. A network asking for less than its part in requests its part
+holds is never refused whatever the others do, and networks asking for little do not shrink the others' parts: what
+they leave is the others'. A network new to the total starts with one second of an even part, and newcomers come in
+at NEWCOMERS_PER_SECOND, so networks the node has not heard from (or forgot, past MAX_TRACKED) cannot take the total
+by arriving; at most half of them from one group (a /16 or /32, `group_of`), so one provider's block of fresh
+networks cannot take every newcomer's turn.
 
 The maps are bounded: the least recently heard address or network is forgotten first and starts again with a
 full bucket (a part of the total: as a newcomer), which the network's bucket and its part still bound.
@@ -102,6 +103,8 @@ class TotalParts:
                                                         # settled yet, their reserves)
         self._standing: OrderedDict[str, tuple[float, float]] = OrderedDict()   # network -> (when a request of
                                         # it last fitted its part, when one last took credit)
+        self._largest: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (the most a request
+                                        # of it cost lately, when): what its next is expected to cost at most
         self._credit = Buckets(rate, rate * burst_seconds, limit=1)     # what requests may cost beyond their parts
         self.floor = 1.0                    # a part is at least this deep: one unit, so a request can always go
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
@@ -156,7 +159,10 @@ class TotalParts:
         refused = self._refused
         short = {network for network, last in self._short.items()
                  if now - last <= SHORT_FIRST or now - last <= last - refused.get(network, last - SHORT_SECONDS)}
-        demands = sorted([self._demand_of(network, now) for network in self._demand if network not in short]
+        taking = {network: self._demand_of(network, now) for network in self._demand}
+        self._credit.tokens("*", now)       # the credit refills at what the parts leave: together they hold the total
+        self._credit.rate = max(0.0, self.rate - sum(taking.values()))
+        demands = sorted([demand for network, demand in taking.items() if network not in short]
                          + [math.inf] * len(short))
         remaining, left = self.rate, len(demands)
         for demand in demands:
@@ -212,9 +218,16 @@ class TotalParts:
         if tokens < 1:
             self._refusing(network, now)
             return (1 - tokens) / max(self.part(network, now), 1e-9)
-        beyond = reserve + self._out.get(network, (0, 0.0))[1] - tokens
+        beyond = self._expected(network, now, reserve) + self._out.get(network, (0, 0.0))[1] - tokens
         credit = self._credit_for(network, now)
         return 0.0 if beyond <= max(0.0, credit) else (beyond - credit) / self.rate
+
+    def _expected(self, network: str, now: float, reserve: float) -> float:
+        """What a request of `network` admitted on `reserve` is expected to cost: twice the most one of its requests
+        cost within USE_SECONDS (a network sending small requests needs no credit for a reserve it never uses), the
+        whole reserve without one. One that costs more is judged at `settle`, and counts for USE_SECONDS after."""
+        largest, at = self._largest.get(network, (reserve, -math.inf))
+        return reserve if now - at > USE_SECONDS else min(reserve, max(1.0, 2 * largest))
 
     def _refusing(self, network: str, now: float) -> None:
         """Its part refused `network`: it is short (see `_fair_level`)."""
@@ -245,6 +258,10 @@ class TotalParts:
         enough taken on credit. False (and one unit taken) when neither the credit nor the part can cover it: a
         part goes at most one request below zero."""
         self.settled(network, reserved)
+        largest, at = self._largest.pop(network, (0.0, -math.inf))
+        self._largest[network] = (units, now) if units >= largest or now - at > USE_SECONDS else (largest, at)
+        if len(self._largest) > MAX_TRACKED:
+            self._largest.popitem(last=False)
         tokens = self.tokens(network, now)
         beyond, handled, credit = units - max(0.0, tokens), True, self._credit_for(network, now)
         fitted, owed = self._standing.pop(network, (-math.inf, -math.inf))

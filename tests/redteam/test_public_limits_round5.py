@@ -66,8 +66,6 @@ def in_use_drain(networks: int, seconds: float = 12.0, step: float = 0.02) -> tu
     return frames / seconds, sent, refused, rate.parts._level
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING 24: networks in use drain the whole credit; a request its part holds "
-                   "still needs its reserve on credit to be admitted")
 def test_networks_in_use_cannot_refuse_a_network_asking_for_less_than_its_part() -> None:
     used, sent, refused, level = in_use_drain(320)
     print(f"\n320 /24s in use, 256 frames each per 10 s: {used:.0f} frames/s handled; level {level:.1f}/s; honest "
