@@ -53,6 +53,7 @@ SHORT_FIRST = 2 * LEVEL_EVERY       # ... and at least this long (a computation 
 NEWCOMERS_PER_SECOND = 16.0         # networks new to the total let in a second (bursts of two seconds' worth) ...
 NEWCOMERS_PER_GROUP = NEWCOMERS_PER_SECOND / 2     # ... of them from one /16 or /32 (`group_of`) at most
 START_SECONDS = 1.0                 # of an even part: what a network new to the total starts with
+CREDIT_FLOOR = 0.05                 # of the total, the least the credit refills at, however much the parts take
 CREDIT_KEPT = 0.5                   # of the credit, what only networks whose requests fit their parts lately may use
 
 Limit = Literal["per_address", "per_subnet", "total"]
@@ -161,7 +162,7 @@ class TotalParts:
                  if now - last <= SHORT_FIRST or now - last <= last - refused.get(network, last - SHORT_SECONDS)}
         taking = {network: self._demand_of(network, now) for network in self._demand}
         self._credit.tokens("*", now)       # the credit refills at what the parts leave: together they hold the total
-        self._credit.rate = max(0.0, self.rate - sum(taking.values()))
+        self._credit.rate = max(self.rate * CREDIT_FLOOR, self.rate - sum(taking.values()))
         demands = sorted([demand for network, demand in taking.items() if network not in short]
                          + [math.inf] * len(short))
         remaining, left = self.rate, len(demands)
@@ -220,14 +221,15 @@ class TotalParts:
             return (1 - tokens) / max(self.part(network, now), 1e-9)
         beyond = self._expected(network, now, reserve) + self._out.get(network, (0, 0.0))[1] - tokens
         credit = self._credit_for(network, now)
-        return 0.0 if beyond <= max(0.0, credit) else (beyond - credit) / self.rate
+        return 0.0 if beyond <= max(0.0, credit) else (beyond - credit) / self._credit.rate
 
     def _expected(self, network: str, now: float, reserve: float) -> float:
         """What a request of `network` admitted on `reserve` is expected to cost: twice the most one of its requests
-        cost within USE_SECONDS (a network sending small requests needs no credit for a reserve it never uses), the
-        whole reserve without one. One that costs more is judged at `settle`, and counts for USE_SECONDS after."""
+        cost within three USE_SECONDS, as long as it counts as in use (a network sending small requests needs no
+        credit for a reserve it never uses), the whole reserve without one. One that costs more is judged at
+        `settle`, and counts from then on."""
         largest, at = self._largest.get(network, (reserve, -math.inf))
-        return reserve if now - at > USE_SECONDS else min(reserve, max(1.0, 2 * largest))
+        return reserve if now - at > 3 * USE_SECONDS else min(reserve, max(1.0, 2 * largest))
 
     def _refusing(self, network: str, now: float) -> None:
         """Its part refused `network`: it is short (see `_fair_level`)."""
@@ -259,7 +261,7 @@ class TotalParts:
         part goes at most one request below zero."""
         self.settled(network, reserved)
         largest, at = self._largest.pop(network, (0.0, -math.inf))
-        self._largest[network] = (units, now) if units >= largest or now - at > USE_SECONDS else (largest, at)
+        self._largest[network] = (units, now) if units >= largest or now - at > 3 * USE_SECONDS else (largest, at)
         if len(self._largest) > MAX_TRACKED:
             self._largest.popitem(last=False)
         tokens = self.tokens(network, now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 
 from p2p.public.rate import USE_SECONDS
 from p2p.routing.grenache_path import MAX_FRAMES
@@ -45,9 +44,6 @@ def test_a_sender_within_use_seconds_is_admitted_beside_networks_filling_their_p
     assert refused == 0, (sent, refused, used, credit_rate)
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING 28: the credit refills at the total less the parts' demand, zero "
-                   "while networks fill their parts; a network asking less often than USE_SECONDS is judged on the "
-                   "whole reserve and refused for as long as they do")
 def test_a_sender_now_and_then_is_admitted_beside_networks_filling_their_parts() -> None:
     sent, refused, used, credit_rate, credit = slow_sender_beside_full_parts(200, 12.0)
     print(f"\n200 /24s filling their parts ({used:.0f} frames/s), 20 of them draining the credit: it refills at "
