@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 from p2p.public.refusals import RefusalLog
 from p2p.public.sources import group_of, host_of, subnet_of
@@ -57,6 +57,16 @@ CREDIT_FLOOR = 0.05                 # of the total, the least the credit refills
 CREDIT_KEPT = 0.5                   # of the credit, what only networks whose requests fit their parts lately may use
 
 Limit = Literal["per_address", "per_subnet", "total"]
+
+
+class _Standing(NamedTuple):
+    """What a network's settled requests say of it: whether it is in use (`fitted` lately, not `owed` lately) and
+    what its next request is expected to cost at most (twice `largest`, within three USE_SECONDS of `largest_at`)."""
+
+    fitted: float = -math.inf       # when a request of it last fitted its part
+    owed: float = -math.inf         # when one last took credit
+    largest: float = 0.0            # the most one cost lately ...
+    largest_at: float = -math.inf   # ... and when
 
 
 class Buckets:
@@ -102,10 +112,7 @@ class TotalParts:
         self._refused: dict[str, float] = {}    # network -> when its part first refused it, in a row, lately
         self._out: dict[str, tuple[int, float]] = {}    # network -> (requests admitted on a reserve and not
                                                         # settled yet, their reserves)
-        self._standing: OrderedDict[str, tuple[float, float]] = OrderedDict()   # network -> (when a request of
-                                        # it last fitted its part, when one last took credit)
-        self._largest: OrderedDict[str, tuple[float, float]] = OrderedDict()    # network -> (the most a request
-                                        # of it cost lately, when): what its next is expected to cost at most
+        self._standing: OrderedDict[str, _Standing] = OrderedDict()
         self._credit = Buckets(rate, rate * burst_seconds, limit=1)     # what requests may cost beyond their parts
         self.floor = 1.0                    # a part is at least this deep: one unit, so a request can always go
         self._newcomers = Buckets(NEWCOMERS_PER_SECOND, NEWCOMERS_PER_SECOND * burst_seconds, limit=1)
@@ -228,8 +235,10 @@ class TotalParts:
         cost within three USE_SECONDS, as long as it counts as in use (a network sending small requests needs no
         credit for a reserve it never uses), the whole reserve without one. One that costs more is judged at
         `settle`, and counts from then on."""
-        largest, at = self._largest.get(network, (reserve, -math.inf))
-        return reserve if now - at > 3 * USE_SECONDS else min(reserve, max(1.0, 2 * largest))
+        standing = self._standing.get(network)
+        if standing is None or now - standing.largest_at > 3 * USE_SECONDS:
+            return reserve
+        return min(reserve, max(1.0, 2 * standing.largest))
 
     def _refusing(self, network: str, now: float) -> None:
         """Its part refused `network`: it is short (see `_fair_level`)."""
@@ -242,8 +251,8 @@ class TotalParts:
         """The credit `network` may use: all of it when a request of it fitted its part lately and none took credit
         for USE_SECONDS, else what is left above CREDIT_KEPT of it: networks quiet until they ask at once, or
         taking credit in turns, cannot take what a network in use needs."""
-        fitted, owed = self._standing.get(network, (-math.inf, -math.inf))
-        in_use = now - fitted <= 3 * USE_SECONDS and now - owed > USE_SECONDS
+        standing = self._standing.get(network, _Standing())
+        in_use = now - standing.fitted <= 3 * USE_SECONDS and now - standing.owed > USE_SECONDS
         return self._credit.tokens("*", now) - (0.0 if in_use else self._credit.burst * CREDIT_KEPT)
 
     def admit(self, network: str, now: float, reserve: float) -> None:
@@ -260,21 +269,19 @@ class TotalParts:
         enough taken on credit. False (and one unit taken) when neither the credit nor the part can cover it: a
         part goes at most one request below zero."""
         self.settled(network, reserved)
-        largest, at = self._largest.pop(network, (0.0, -math.inf))
-        self._largest[network] = (units, now) if units >= largest or now - at > 3 * USE_SECONDS else (largest, at)
-        if len(self._largest) > MAX_TRACKED:
-            self._largest.popitem(last=False)
         tokens = self.tokens(network, now)
         beyond, handled, credit = units - max(0.0, tokens), True, self._credit_for(network, now)
-        fitted, owed = self._standing.pop(network, (-math.inf, -math.inf))
+        standing = self._standing.pop(network, _Standing())
+        if units >= standing.largest or now - standing.largest_at > 3 * USE_SECONDS:
+            standing = standing._replace(largest=units, largest_at=now)
         if beyond <= 0:
-            fitted = now
+            standing = standing._replace(fitted=now)
         elif tokens - units >= 1 - reserved and beyond <= credit:
             self._credit.take("*", now, beyond)
-            owed = now
+            standing = standing._replace(owed=now)
         else:
             units, handled = 1.0, False
-        self._standing[network] = (fitted, owed)
+        self._standing[network] = standing
         if len(self._standing) > MAX_TRACKED:
             self._standing.popitem(last=False)
         self.take(network, now, units)
@@ -315,27 +322,32 @@ class ClientRate:
     def total_rate(self) -> float:
         return self.parts.rate
 
-    def _buckets(self, address: str) -> tuple[tuple[Limit, Buckets | TotalParts, str], ...]:
-        network = subnet_of(address)
-        return (("per_address", self.by_address, host_of(address)), ("per_subnet", self.by_subnet, network),
-                ("total", self.parts, network))
+    def _buckets(self, address: str) -> tuple[tuple[Limit, Buckets, str], tuple[Limit, Buckets, str]]:
+        """The address's and its network's buckets, each with its key (the network's is also its part's key)."""
+        return (("per_address", self.by_address, host_of(address)),
+                ("per_subnet", self.by_subnet, subnet_of(address)))
 
     def check(self, address: str, reserve: float = 1.0) -> tuple[Limit, float] | None:
         """None when `address` may go now (`reserve` units taken; the total's part is charged at `settle` when the
         reserve is more than one); else (the limit that refuses it, seconds to wait)."""
         now = self.clock()
         buckets = self._buckets(address)
+        network = buckets[1][2]
         for name, table, key in buckets:
-            wait = table.wait(key, now, reserve=reserve) if isinstance(table, TotalParts) else table.wait(key, now)
-            if wait:
-                self.refused[name] += 1
-                if self.refusals is not None:
-                    self.refusals.record(address, f"{self.surface}_rate_{name}")
-                return name, wait
-        for _, table, key in buckets[:2]:
+            if wait := table.wait(key, now):
+                return self._refuse(address, name, wait)
+        if wait := self.parts.wait(network, now, reserve):
+            return self._refuse(address, "total", wait)
+        for _, table, key in buckets:
             table.take(key, now, reserve)
-        self.parts.admit(buckets[2][2], now, reserve)
+        self.parts.admit(network, now, reserve)
         return None
+
+    def _refuse(self, address: str, limit: Limit, wait: float) -> tuple[Limit, float]:
+        self.refused[limit] += 1
+        if self.refusals is not None:
+            self.refusals.record(address, f"{self.surface}_rate_{limit}")
+        return limit, wait
 
     def settle(self, address: str, units: float, reserved: float) -> bool:
         """The request `check` admitted on `reserved` units was worth `units`: the difference is given back, or
@@ -343,13 +355,14 @@ class ClientRate:
         refused unhandled, and costs one unit."""
         now = self.clock()
         buckets = self._buckets(address)
+        network = buckets[1][2]
+        handled = True
         if reserved > 1:
-            handled = self.parts.settle(buckets[2][2], now, units, reserved)
+            handled = self.parts.settle(network, now, units, reserved)
             units = units if handled else 1
-            tables = buckets[:2]
-        else:
-            handled, tables = True, buckets
+        elif units != reserved:
+            self.parts.take(network, now, units - reserved)
         if units != reserved:
-            for _, table, key in tables:
+            for _, table, key in buckets:
                 table.take(key, now, units - reserved)
         return handled

@@ -14,6 +14,7 @@ from p2p.grenache.rpc import GrenacheHTTPServer
 from p2p.public.rate import ClientRate
 from p2p.routing.grenache_path import MAX_FRAMES
 from tests.redteam.test_public_limits_round2 import PER_ADDRESS, TOTAL, Clock, ask
+from tests.redteam.test_public_limits_round3 import message_rate
 
 HONEST = "192.0.2.1"        # an honest client's address (its /24 known to the node before the attack)
 
@@ -25,6 +26,17 @@ def let_in(rate: ClientRate, clock: Clock, addresses: list[str], reserve: float 
             clock.t += max(refused[1], 0.001)
         if reserve > 1:
             rate.settle(address, 1, reserve)
+
+
+def quiet_known(networks: int, clock: Clock) -> tuple[ClientRate, list[str]]:
+    """The honest network and `networks` attacker /24s known to the message endpoint (let in once each), then 40 s
+    of quiet."""
+    rate = message_rate(clock)
+    ask(rate, HONEST, 1)
+    nets = attackers(networks)
+    let_in(rate, clock, nets)
+    clock.t += 40
+    return rate, nets
 
 
 def attackers(networks: int, first: int = 10) -> list[str]:
@@ -68,11 +80,7 @@ def level_pulled_down(networks: int, period: float, seconds: float = 30.0, step:
     the network is 'short' for 2 s). The honest network sends 20 one-frame requests a second. (attacker frames/s,
     honest sent, refused, lowest level)."""
     clock = Clock()
-    rate = ClientRate(PER_ADDRESS, TOTAL, surface="grenache_msg", clock=clock)
-    ask(rate, HONEST, 1)
-    nets = attackers(networks)
-    let_in(rate, clock, nets)
-    clock.t += 40
+    rate, nets = quiet_known(networks, clock)
     burst_due = honest_due = clock.t
     end = clock.t + seconds
     frames = sent = refused = 0
@@ -150,11 +158,7 @@ def debt_burst(networks: int, after: float = 20.0, step: float = 0.05) -> tuple[
     frames (full cost) at the same instant. The honest network sends 20 one-frame requests a second for `after` s.
     (frames admitted in the burst, honest sent, refused, the level at the end)."""
     clock = Clock()
-    rate = ClientRate(PER_ADDRESS, TOTAL, surface="grenache_msg", clock=clock)
-    ask(rate, HONEST, 1)
-    nets = attackers(networks)
-    let_in(rate, clock, nets)
-    clock.t += 40
+    rate, nets = quiet_known(networks, clock)
     burst = MAX_FRAMES * sum(ask(rate, address, MAX_FRAMES) for address in nets)
     sent = refused = 0
     end = clock.t + after

@@ -16,21 +16,13 @@ from p2p.grenache.rpc import GrenacheHTTPServer
 from p2p.public.rate import MAX_TRACKED, Buckets, ClientRate
 from p2p.routing.grenache_path import MAX_FRAMES
 from tests.redteam.test_public_limits_round2 import PER_ADDRESS, TOTAL, Clock, ask
-from tests.redteam.test_public_limits_round4 import HONEST, attackers, let_in
-
-
-def message_rate(clock: Clock) -> ClientRate:
-    return ClientRate(PER_ADDRESS, TOTAL, surface="grenache_msg", clock=clock)
+from tests.redteam.test_public_limits_round3 import message_rate
+from tests.redteam.test_public_limits_round4 import HONEST, attackers, let_in, quiet_known
 
 
 def known(networks: int, clock: Clock) -> tuple[ClientRate, list[str]]:
-    """The honest network and `networks` attacker /24s let in once each (one frame), then 40 s of quiet; the honest
-    network then sends one frame (its part holds it: in use)."""
-    rate = message_rate(clock)
-    ask(rate, HONEST, 1)
-    nets = attackers(networks)
-    let_in(rate, clock, nets)
-    clock.t += 40
+    """`quiet_known`, and then the honest network sends one frame (its part holds it: in use)."""
+    rate, nets = quiet_known(networks, clock)
     assert ask(rate, HONEST, 1)
     return rate, nets
 
