@@ -71,7 +71,7 @@ def restore_book(snapshot: object, market: Market) -> OrderBook:
 
 
 def _side_rows(side: BookSide) -> list[Wire]:
-    return [[level.price, [_order_row(order) for order in level.live_orders()]] for level in side.iter_levels()]
+    return [[level.price, [order_row(order) for order in level.live_orders()]] for level in side.iter_levels()]
 
 
 # An enum member's `.value` goes through a descriptor; a dict lookup is several times cheaper, and every
@@ -80,7 +80,7 @@ _TYPE_VALUE = {member: member.value for member in OrderType}
 _SELF_TRADE_VALUE = {member: member.value for member in SelfTradeMode}
 
 
-def _order_row(order: Order) -> Wire:
+def order_row(order: Order) -> Wire:
     key = order.created_key
     return [order.id, _TYPE_VALUE[order.type], order.quantity, order.remaining, order.owner,
             list(key) if isinstance(key, tuple) else key, _SELF_TRADE_VALUE[order.self_trade]]

@@ -72,6 +72,24 @@ def cluster(tmp_path):
         c.close()
 
 
+@pytest.fixture(autouse=True)
+def snapshots_built_plain_too(monkeypatch):
+    """Every state snapshot a test encodes in this process is also built the plain way and must be the same bytes:
+    the snapshot joins rows it kept packed (exchange/app/packed_rows.py), and a kept row gone stale would change
+    the certified digest. A failure names the height."""
+    from exchange.app import snapshot
+    from tests.snapshot_reference import plain_snapshot
+
+    joined = snapshot._encode_state
+
+    def checked(state):
+        parts = joined(state)
+        if b"".join(parts) != plain_snapshot(state):
+            raise AssertionError(f"the snapshot of height {state.height} joined from kept rows is not the plain one")
+        return parts
+    monkeypatch.setattr(snapshot, "_encode_state", checked)
+
+
 def tier_marks(item: pytest.Item) -> set[str]:
     """The markers the folder and the fixtures of a test imply."""
     marks = set()

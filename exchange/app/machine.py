@@ -49,6 +49,7 @@ from exchange.app.candles import candles, trades_between
 from exchange.app.credit import CreditBook, worst_case
 from exchange.app.history import ClosedOrders, TradeRow, trade_log
 from exchange.app.params import ExchangeParams
+from exchange.app.packed_rows import PackedRows
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
@@ -150,6 +151,7 @@ class ExchangeState:
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
         self.replay = ReplayWindow()
+        self.packed_rows = PackedRows()     # the snapshot's rows, packed again only when they change
         self._in_block = False
         self._txs: list[TxResult] = []
         self._trades: list[tuple[Market, TradeRow]] = []
@@ -265,6 +267,8 @@ class ExchangeState:
         digest = results_hash(self.height, self.time_ms, self._txs, self._trades, self._timed)
         self._app_hash = chain_app_hash(self._app_hash, digest)
         moments = [(order, order_moment(order)) for order in self._touched_orders.values()]
+        self.packed_rows.pack_resting(self._touched_orders.values(),
+                                      {symbol: venue.engine.book for symbol, venue in self.venues.items()})
         result = BlockResult(self.height, self.time_ms, self._txs, self._trades, self._book_changes(), moments,
                              self.params.registry, digest, self._app_hash, self._timed)
         self._txs, self._trades, self._touched_orders, self._timed = [], [], {}, []
@@ -714,10 +718,14 @@ class ExchangeState:
 
     def snapshot(self) -> bytes:
         """The canonical encoding of the whole state between blocks (see `snapshot.py`)."""
-        from exchange.app.snapshot import encode_state
+        return b"".join(self.snapshot_parts())
+
+    def snapshot_parts(self) -> list[bytes]:
+        """`snapshot()` in the pieces it joins: most of them kept from the last snapshot (packed_rows.py)."""
+        from exchange.app.snapshot import encode_state_parts
         if self._in_block:
             raise RuntimeError("snapshot inside a block")
-        return encode_state(self)
+        return encode_state_parts(self)
 
     @classmethod
     def restore(cls, params: ExchangeParams, data: bytes, chain_id: str | None = None) -> ExchangeState:

@@ -6,11 +6,11 @@ short-term order scheme of dYdX v4 (an order carries a good-til-block at most a 
 ahead; its id is remembered until then), with block time in place of height.
 
 Ids are kept in buckets by `expires // BUCKET_MS`; a transaction's own `expires` names the
-bucket its id would be in, so a lookup is one dict and one set probe, and pruning drops whole
+bucket its id would be in, so a lookup is two dict probes, and pruning drops whole
 buckets once every `expires` they can hold is at or below the block time. Memory is therefore
 bounded by the transactions committed in any `ttl + BUCKET_MS` of block time: at most
 (transactions per second) x (ttl + 1 s) ids, about 150 bytes each in CPython (measured: the
-32-character id string plus its set slot) — 5,000 single-op tx/s with the default 120 s TTL is
+32-character id string plus its slot) — 5,000 single-op tx/s with the default 120 s TTL is
 605,000 ids, about 90 MB. Batching ops into one transaction (up to 250) divides that by the
 batch size; a shorter TTL divides it too.
 """
@@ -27,7 +27,7 @@ class ReplayWindow:
     __slots__ = ("buckets", "size", "_floor")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, set[str]] = {}
+        self.buckets: dict[int, dict[str, None]] = {}     # ids in the order they came: a bucket only grows
         self.size = 0
         self._floor = 0   # every bucket below this has been pruned
 
@@ -39,9 +39,9 @@ class ReplayWindow:
         key = expires // BUCKET_MS
         bucket = self.buckets.get(key)
         if bucket is None:
-            bucket = self.buckets[key] = set()
+            bucket = self.buckets[key] = {}
         if tx_id not in bucket:
-            bucket.add(tx_id)
+            bucket[tx_id] = None
             self.size += 1
 
     def prune(self, block_time_ms: int) -> None:
@@ -67,7 +67,7 @@ class ReplayWindow:
         """Rebuild from `rows()` (already validated by the caller)."""
         window = cls()
         for key, ids in rows:
-            window.buckets[key] = set(ids)
+            window.buckets[key] = dict.fromkeys(ids)
             window.size += len(ids)
         window._floor = (block_time_ms + 1) // BUCKET_MS
         return window

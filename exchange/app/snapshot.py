@@ -37,6 +37,7 @@ from typing import Any, Callable, Container, TYPE_CHECKING, cast
 
 import msgpack
 
+from exchange.app.packed_rows import array_header, packb
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
@@ -63,10 +64,15 @@ class InvalidStateSnapshot(ExchangeError):
 
 
 def encode_state(state: ExchangeState) -> bytes:
-    """The whole state as one msgpack document. The cyclic garbage collector is paused meanwhile: the rows
-    built here (a list per resting order) hold no cycles and are freed by reference counting, while their
-    numbers would start full collections over the whole heap, which on a large book cost more than the
-    encoding itself."""
+    """The whole state as one msgpack document."""
+    return b"".join(encode_state_parts(state))
+
+
+def encode_state_parts(state: ExchangeState) -> list[bytes]:
+    """`encode_state` in the pieces it joins. The cyclic garbage collector is paused meanwhile: the rows built
+    here (a list per order packed again) hold no cycles and are freed by reference counting, while their numbers
+    would start full collections over the whole heap, which on a large book cost more than the encoding
+    itself."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -76,21 +82,25 @@ def encode_state(state: ExchangeState) -> bytes:
             gc.enable()
 
 
-def _encode_state(state: ExchangeState) -> bytes:
+def _encode_state(state: ExchangeState) -> list[bytes]:
+    """The document above in pieces: the rows of orders, positions and replay buckets come packed from
+    `state.packed_rows` (packed_rows.py), which packs again only what changed since the last snapshot."""
     venues = state.venues.values()
-    body = [
-        SNAPSHOT_FORMAT, state.params.digest(), state.chain_id, state.height, state.time_ms, state.app_hash,
-        [venue.engine.snapshot() for venue in venues],
-        [_closed_row(order) for order in state.closed],
-        [list(venue.trades) for venue in venues],
-        [[account, [[asset, _wide(amount)] for asset, amount in held]] for account, held in state.positions.rows()],
-        None if state.credit is None else state.credit.grant_rows(),
-        state.replay.rows(),
-    ]
-    if state.timers:
-        body[0] = TIMERS_FORMAT
-        body.append(state.timers.rows())
-    return cast("bytes", msgpack.packb(body, use_bin_type=True))
+    rows = state.packed_rows
+    timed = bool(state.timers)
+    parts = [array_header(13 if timed else 12), packb(TIMERS_FORMAT if timed else SNAPSHOT_FORMAT),
+             packb(state.params.digest()), packb(state.chain_id), packb(state.height), packb(state.time_ms),
+             packb(state.app_hash), array_header(len(venues))]
+    for venue in venues:
+        rows.book(venue.engine.book, venue.engine.market, parts)
+    rows.closed(state.closed, len(state.closed), _closed_row, parts)
+    parts.append(packb([list(venue.trades) for venue in venues]))
+    rows.positions(state.positions, _wide, parts)
+    parts.append(packb(None if state.credit is None else state.credit.grant_rows()))
+    rows.replay(state.replay, parts)
+    if timed:
+        parts.append(packb(state.timers.rows()))
+    return parts
 
 
 def _closed_row(order: Order) -> Wire:

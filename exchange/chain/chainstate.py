@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, TypedDict
+from typing import Callable, Mapping, Protocol, Sequence, TypedDict
+
+import msgpack
 
 from exchange.chain.blocks import GENESIS_PARENT, Block, Malformed
-from exchange.chain.codec import digest, pack, unpack
+from exchange.chain.codec import bin_header, digest, pack, unpack
 from exchange.chain.genesis import Genesis
 from exchange.chain.membership import MembershipTx, Recover
 from exchange.chain.seats import Seats
@@ -45,6 +47,7 @@ class Application(Protocol):
     @property
     def app_hash(self) -> bytes: ...
     def snapshot(self) -> bytes: ...
+    def snapshot_parts(self) -> Sequence[bytes]: ...    # what joins to snapshot(), in pieces
     def order(self, order_id: str) -> Mapping[str, object] | None: ...   # its view (the chain reads `status`)
 
 
@@ -63,7 +66,8 @@ class SnapshotView(TypedDict):
     min_seconds: float
     last_height: int        # 0: none yet
     last_time_ms: int
-    loop_held_last_ms: float        # how long taking the last one held the event loop (a fork, mostly)
+    loop_held_last_ms: float        # how long taking the last one held the event loop
+    loop_held_last_by: str | None   # how: "join" (kept rows), "fork", "encode" (whole, at once), "wait" (a late child)
     loop_held_longest_ms: float     # the longest since the node started
     loop_held_ago_s: float | None   # seconds since the last one ended (None: none taken here yet)
 
@@ -209,7 +213,7 @@ class ChainState:
         if self.snapshot_due(height, time_ms):
             self.snapshot_taken = (height, time_ms)
             if self.snapshot_lag:
-                self.snapshots.start(height, self.snapshot)
+                self.snapshots.start(height, self.snapshot_parts)
             else:
                 data = self.snapshot()
                 self.snapshot_hash = snapshot_digest(data)
@@ -260,10 +264,16 @@ class ChainState:
 
     def snapshot(self) -> bytes:
         """The whole state, canonically encoded (the chain certifies its hash every snapshot_interval)."""
-        return pack([self.height, self.time_ms, self.last_block_id, self.validators.wire(),
-                     self.prev_validators.wire(), list(self.recent_signers),
-                     sorted([k, h, t] for k, (h, t) in self.last_seen.items()), self.seats.wire(),
-                     self.app.snapshot()])
+        return b"".join(self.snapshot_parts())
+
+    def snapshot_parts(self) -> list[bytes]:
+        """`pack([height, time, last block, validators, previous validators, recent signers, last seen, seats,
+        the application's snapshot])` in pieces, the application's own pieces last, so nothing is copied before
+        the one join that makes the bytes."""
+        own = [self.height, self.time_ms, self.last_block_id, self.validators.wire(), self.prev_validators.wire(),
+               list(self.recent_signers), sorted([k, h, t] for k, (h, t) in self.last_seen.items()), self.seats.wire()]
+        app = self.app.snapshot_parts()
+        return [msgpack.Packer().pack_array_header(len(own) + 1), *map(pack, own), bin_header(sum(map(len, app))), *app]
 
     def restore(self, data: bytes, app_factory: Callable[[bytes], Application]) -> None:
         """Replace this state with a snapshot's (raises ValueError if malformed)."""
@@ -304,7 +314,7 @@ class ChainState:
         return {"interval": self.snapshot_interval, "lag": self.snapshot_lag,
                 "min_seconds": self.snapshot_min_ms / 1000, "last_height": height,
                 "last_time_ms": time_ms if height else 0,
-                "loop_held_last_ms": round(held.last_seconds * 1000, 2),
+                "loop_held_last_ms": round(held.last_seconds * 1000, 2), "loop_held_last_by": held.last_way,
                 "loop_held_longest_ms": round(held.longest_seconds * 1000, 2),
                 "loop_held_ago_s": None if (ago := held.ago()) is None else round(ago, 3)}
 

@@ -36,7 +36,7 @@ from collections import deque
 from typing import Callable, assert_never
 
 from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.snapshot_fork import ForkedSnapshots
+from exchange.chain.snapshot_live import LiveSnapshots
 from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
@@ -127,7 +127,7 @@ class ChainService:
         self.history = HistoryRecovery(store, clock, recovery_timeout)     # damaged history back from peers
         self.fatal_listeners = self.history.fatal_listeners
         self.durability = BlockDurability(store, clock, self._block_saved)
-        self.snapshots = ForkedSnapshots(self.schedule_pump)    # encoded off the loop on a lagged network
+        self.snapshots = LiveSnapshots(self.schedule_pump)  # joined in the loop or forked, on a lagged network
         self.snapshot_join = SnapshotJoin(self, network, store, clock, self._snapshot_installed)
         self.commit_log: deque[tuple[int, float, int]] = deque(maxlen=20_000)   # (height, when final here, ops)
         self.proposed: dict[bytes, int] = {}        # validator key -> its blocks final here since this node started

@@ -35,7 +35,7 @@ import time
 import struct
 from typing import Callable, NoReturn
 
-from exchange.chain.snapshot_maker import DigestBook, InlineSnapshots, SnapshotLost, snapshot_digest
+from exchange.chain.snapshot_maker import DigestBook, InlineSnapshots, Parts, SnapshotLost, snapshot_digest
 
 log = logging.getLogger("exchange.chain")
 
@@ -70,7 +70,7 @@ class ForkedSnapshots:
         self._since_thaw = 0
 
     # ------------------------------------------------------------------ SnapshotMaker
-    def start(self, height: int, encode: Callable[[], bytes]) -> None:
+    def start(self, height: int, encode: Parts) -> None:
         loop = _running_loop()
         if not self.live or loop is None:
             self._encode_here(height, encode)
@@ -94,7 +94,7 @@ class ForkedSnapshots:
         if pid == 0:        # the child: encode, hand over, and leave without running anything of the parent's
             os.close(read_fd)
             _child(write_fd, encode)
-        self.held.add(time.perf_counter() - started)
+        self.held.add(time.perf_counter() - started, "fork")
         os.close(write_fd)
         try:
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
@@ -131,7 +131,7 @@ class ForkedSnapshots:
                     break
                 if select.select([job.fd], [], [], remaining)[0]:
                     self._read(job)
-            self.held.add(time.perf_counter() - started)
+            self.held.add(time.perf_counter() - started, "wait")
             value = self._digests.get(height)
             if value is not None:
                 return value
@@ -160,7 +160,7 @@ class ForkedSnapshots:
         else:
             gc.freeze()
 
-    def _encode_here(self, height: int, encode: Callable[[], bytes]) -> None:
+    def _encode_here(self, height: int, encode: Parts) -> None:
         self._inline.start(height, encode)
         self._digests.put(height, self._inline.digest(height))
         self._ready = self._inline.take_ready()
@@ -201,7 +201,7 @@ class ForkedSnapshots:
         log.error("%s", self._lost[job.height])
 
 
-def _child(write_fd: int, encode: Callable[[], bytes]) -> NoReturn:
+def _child(write_fd: int, encode: Parts) -> NoReturn:
     """Runs in the forked child and never returns."""
     code = 1
     try:
@@ -210,7 +210,7 @@ def _child(write_fd: int, encode: Callable[[], bytes]) -> NoReturn:
             signal.signal(signum, signal.SIG_DFL)
         gc.disable()                    # nothing here lives long enough to need collecting
         os.nice(CHILD_NICE)             # the nodes' own work first: the digest is due only `snapshot_lag` later
-        data = encode()
+        data = b"".join(encode())
         view = memoryview(_HEADER.pack(len(data), snapshot_digest(data)) + data)
         while view:
             view = view[os.write(write_fd, view):]

@@ -9,17 +9,29 @@ state as it was at S while the node goes on. A network with no lag encodes in `C
 """
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol, Sequence
 
-from exchange.chain.codec import digest
+import msgpack
+
+from exchange.chain.codec import bin_header
 
 SNAPSHOT_DOMAIN = "exchange-node/snapshot/v1"
 KEEP_DIGESTS = 4        # digests of the newest snapshots kept (only the newest is still to be certified)
 
 
+Parts = Callable[[], Sequence[bytes]]      # the state's snapshot as pieces that join to its bytes
+_PREFIX = msgpack.packb([SNAPSHOT_DOMAIN, b""], use_bin_type=True)[:-2]     # the array and the domain, no bin
+
+
 def snapshot_digest(data: bytes) -> bytes:
-    return digest(SNAPSHOT_DOMAIN, data)
+    """`codec.digest(SNAPSHOT_DOMAIN, data)`: sha256 over `[domain, data]` packed, with the data hashed where it
+    lies rather than copied into the packing (a worker thread hashes it while the loop goes on)."""
+    hasher = hashlib.sha256(_PREFIX)
+    hasher.update(bin_header(len(data)))
+    hasher.update(data)
+    return hasher.digest()
 
 
 class SnapshotLost(Exception):
@@ -27,20 +39,26 @@ class SnapshotLost(Exception):
     node cannot compute the hash that certifies it and must rebuild it from its stored blocks (a restart)."""
 
 
+HoldWay = Literal["fork", "join", "encode", "wait"]     # forked; joined from kept rows; encoded whole; a late child
+
+
 class LoopHeld:
     """How long taking snapshots held the event loop: a fork (the kernel copies the page tables of the whole
-    process), an encoding done at once, or a wait for a late encoding. Operators read it as Redis users read
-    `latest_fork_usec`: it grows with the state, and every node holds its loop at the same heights."""
+    process), a join of the state's kept rows, an encoding done at once, or a wait for a late child. Operators read
+    it as Redis users read `latest_fork_usec`: it grows with the state, and every node holds its loop at the same
+    heights."""
 
-    __slots__ = ("last_seconds", "longest_seconds", "count", "last_at")
+    __slots__ = ("last_seconds", "longest_seconds", "count", "last_at", "last_way")
 
     def __init__(self) -> None:
+        self.last_way: HoldWay | None = None
         self.last_seconds = 0.0
         self.longest_seconds = 0.0
         self.count = 0
         self.last_at: float | None = None      # time.monotonic() when the last hold ended
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, way: HoldWay) -> None:
+        self.last_way = way
         self.last_seconds = seconds
         self.longest_seconds = max(self.longest_seconds, seconds)
         self.count += 1
@@ -56,8 +74,8 @@ class LoopHeld:
 class SnapshotMaker(Protocol):
     held: LoopHeld
 
-    def start(self, height: int, encode: Callable[[], bytes]) -> None:
-        """Encode the state as it is now (`encode()`), the snapshot of `height`."""
+    def start(self, height: int, parts: Parts) -> None:
+        """Encode the state as it is now (`parts()`, joined), the snapshot of `height`."""
 
     def known(self, height: int, data: bytes) -> None:
         """A snapshot of `height` we started from (restored or installed): its digest is certified later."""
@@ -95,12 +113,12 @@ class InlineSnapshots:
         self._ready: list[tuple[int, bytes]] = []
         self.held = LoopHeld()
 
-    def start(self, height: int, encode: Callable[[], bytes]) -> None:
+    def start(self, height: int, parts: Parts) -> None:
         started = time.perf_counter()
-        data = encode()
+        data = b"".join(parts())
         self._digests.put(height, snapshot_digest(data))
         self._ready = [(height, data)]      # only the newest waits for the store
-        self.held.add(time.perf_counter() - started)
+        self.held.add(time.perf_counter() - started, "encode")
 
     def known(self, height: int, data: bytes) -> None:
         self._digests.put(height, snapshot_digest(data))

@@ -105,6 +105,9 @@ class SimApp:
     def snapshot(self) -> bytes:
         return self.hash
 
+    def snapshot_parts(self) -> list[bytes]:
+        return [self.hash]
+
 
 class MemoryStore:
     """A node's committed blocks as its disk would hold them."""

@@ -17,9 +17,9 @@ from exchange.chain.snapshot_maker import SnapshotLost, snapshot_digest
 pytestmark = pytest.mark.process        # it forks
 
 
-def _slow_encoder(state: dict[str, int], seconds: float, size: int = 3_000_000) -> bytes:
+def _slow_encoder(state: dict[str, int], seconds: float, size: int = 3_000_000) -> list[bytes]:
     time.sleep(seconds)                 # in the child: the parent's loop must not wait for this
-    return bytes([state["value"] % 256]) * size
+    return [bytes([state["value"] % 256]) * (size // 2), bytes([state["value"] % 256]) * (size - size // 2)]
 
 
 async def test_the_loop_goes_on_while_a_child_encodes_the_state_as_it_was_at_the_fork():
@@ -77,11 +77,11 @@ async def test_close_ends_the_children_under_way_and_reaps_them():
 
 def test_before_the_node_is_live_or_outside_a_loop_the_snapshot_is_encoded_at_once():
     maker = ForkedSnapshots()
-    maker.start(50, lambda: _slow_encoder({"value": 97}, 0.05, 3)[:3])
+    maker.start(50, lambda: _slow_encoder({"value": 97}, 0.05, 3))
     assert maker.digest(50) == snapshot_digest(b"aaa") and maker.take_ready() == [(50, b"aaa")]
     assert maker.held.count == 1 and maker.held.last_seconds >= 0.05, "encoded at once: the loop held throughout"
     maker.live = True
-    maker.start(60, lambda: b"def")         # no running loop here
+    maker.start(60, lambda: [b"de", b"f"])  # no running loop here
     assert maker.forked == 0 and maker.digest(60) == snapshot_digest(b"def")
 
 
@@ -91,7 +91,7 @@ async def test_each_fork_freezes_the_long_lived_objects_and_every_few_thaw_them(
     gc.unfreeze()
     try:
         for n in range(1, THAW_EVERY + 1):
-            maker.start(n, lambda: b"x")
+            maker.start(n, lambda: [b"x"])
             maker.digest(n)
             assert (gc.get_freeze_count() > 0) == (n < THAW_EVERY), n
     finally:

@@ -144,7 +144,7 @@ def test_the_collector_is_paused_while_a_snapshot_is_encoded_and_left_as_it_was(
     seen: list[bool] = []
     encode = snapshot_module._encode_state
 
-    def watched(encoded: ExchangeState) -> bytes:
+    def watched(encoded: ExchangeState) -> list[bytes]:
         seen.append(gc.isenabled())
         return encode(encoded)
     monkeypatch.setattr(snapshot_module, "_encode_state", watched)

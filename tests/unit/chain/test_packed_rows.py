@@ -1,0 +1,127 @@
+"""A snapshot joins rows it kept packed (exchange/app/packed_rows.py): it must be byte for byte the plain
+encoding after anything the state does between two snapshots, and it packs again only what changed."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app import packed_rows
+from tests.snapshot_reference import plain_snapshot
+from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload
+
+PARAMS = ExchangeParams(MARKETS, closed_order_history=40, trade_history=10, credit_limits={"USD": "50"})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), every=st.integers(1, 7), per_block=st.integers(1, 40))
+def test_every_snapshot_is_the_plain_encoding(seed, every, per_block):
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    for n, block in enumerate(Workload(seed=seed, accounts=4).blocks(240, per_block=per_block)):
+        chain.block(block)
+        if n % every == 0:
+            assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state), f"block {n}"
+
+
+def packed_rows_snapshot(state: ExchangeState) -> bytes:
+    from exchange.app.snapshot import _encode_state
+    return b"".join(_encode_state(state))
+
+
+def busy_chain() -> Chain:
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    for block in Workload(seed=3, accounts=5).blocks(200, per_block=20):
+        chain.block(block)
+    return chain
+
+
+def test_a_restored_state_snapshots_to_the_bytes_it_came_from():
+    data = busy_chain().state.snapshot()
+    restored = ExchangeState.restore(PARAMS, data, CHAIN)
+    assert restored.snapshot() == data == plain_snapshot(restored)
+
+
+def test_an_unchanged_state_packs_no_row_again(monkeypatch):
+    state = busy_chain().state
+    state.snapshot()
+    packed: list[object] = []
+    real = packed_rows.packb
+    monkeypatch.setattr(packed_rows, "packb", lambda value: packed.append(value) or real(value))
+    state.snapshot()
+    rows = [value for value in packed if isinstance(value, list)]
+    assert rows == [], f"{len(rows)} rows packed again"
+
+
+def test_a_row_changed_in_place_is_packed_again():
+    state = busy_chain().state
+    before = state.snapshot()
+    order = next(iter(state.open_orders.values()))
+    order.remaining -= 1        # what a partial fill does to the very same object
+    after = packed_rows_snapshot(state)
+    assert after != before and after == plain_snapshot(state)
+    order.quantity -= 1         # a reduce
+    assert packed_rows_snapshot(state) == plain_snapshot(state)
+
+
+def test_a_closed_order_changed_in_place_is_packed_again():
+    state = busy_chain().state
+    state.snapshot()
+    closed = next(iter(state.closed))
+    closed.reason = "another_reason"
+    assert packed_rows_snapshot(state) == plain_snapshot(state)
+
+
+def test_a_replay_bucket_replaced_by_another_of_the_same_size_is_packed_again():
+    state = busy_chain().state
+    state.snapshot()
+    key, ids = next(iter(state.replay.buckets.items()))
+    state.replay.buckets[key] = dict.fromkeys(f"{n:032x}" for n in range(len(ids)))
+    assert packed_rows_snapshot(state) == plain_snapshot(state)
+
+
+def test_rows_of_orders_gone_from_the_book_are_not_kept_for_ever(monkeypatch):
+    monkeypatch.setattr(packed_rows, "PRUNE_SLACK", 8)
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    pruned, seen = 0, 0
+    for block in Workload(seed=11, accounts=6).blocks(1500, per_block=30):
+        chain.block(block)
+        chain.state.snapshot()
+        kept = sum(map(len, chain.state.packed_rows._resting.values()))
+        pruned, seen = pruned + (kept < seen), kept
+        for venue in chain.state.venues.values():
+            kept = chain.state.packed_rows._resting[venue.market.symbol]
+            assert len(kept) <= 2 * len(venue.engine.book.orders) + 8
+    assert pruned, "no kept row was ever dropped: the bound above was never tested"
+
+
+@pytest.mark.parametrize("timers", [False, True])
+def test_both_formats_join_to_the_plain_encoding(timers):
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    for block in Workload(seed=21, accounts=3, timers=timers).blocks(150, per_block=15):
+        chain.block(block)
+    assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state)
+
+
+def test_rows_a_block_leaves_resting_are_packed_at_its_end_not_at_the_snapshot(monkeypatch):
+    chain = busy_chain()
+    chain.state.snapshot()
+    blocks = Workload(seed=8, accounts=5).blocks(40, per_block=20)
+    for block in blocks:
+        chain.block(block)
+    packed: list[object] = []
+    real = packed_rows.packb
+    monkeypatch.setattr(packed_rows, "packb", lambda value: packed.append(value) or real(value))
+    assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state)
+    resting_rows = [value for value in packed if isinstance(value, list) and len(value) == 7]
+    assert resting_rows == [], f"{len(resting_rows)} resting rows packed at the snapshot"
+
+
+def test_rows_packed_at_each_block_stay_bounded_without_any_snapshot(monkeypatch):
+    monkeypatch.setattr(packed_rows, "PRUNE_SLACK", 8)
+    chain = Chain(ExchangeState(PARAMS, CHAIN))
+    for block in Workload(seed=12, accounts=6).blocks(1500, per_block=30):
+        chain.block(block)
+        for venue in chain.state.venues.values():
+            kept = chain.state.packed_rows._resting.get(venue.market.symbol, {})
+            assert len(kept) <= 2 * len(venue.engine.book.orders) + 8
