@@ -24,14 +24,15 @@ runs for one window while the client keeps going:
 The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
 honest orders final per second against the baseline measured first in the same run, as is "p99 ratio"; the
 baseline lasts BASELINE_WINDOWS windows. A window is 18 s (~90 honest orders at one every 200 ms), so a row's
-p99 is not its slowest order: a snapshot's fork (every node forks at the same height, at most once a minute of
-block time) slows the honest order in flight wherever it falls (docs/tradeoffs.md has the figures).
+p99 is not its slowest order: a snapshot (every node takes it at the same height, at most once a minute of block
+time) slows the honest order in flight wherever it falls (docs/tradeoffs.md has the figures).
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the open broadcast type
 an outsider can spam is the RPC hint. RSS is each node's resident memory after the window (the four validators, then
 the follower). "snapshot at" is the height of a snapshot taken during the row, if any, and how long it held each
-node's event loop (the same order). "ratio clear of forks" is the p99 ratio of the honest orders not sent within
-FORK_SHADOW of a snapshot's fork (how many were, in brackets), against the baseline's taken the same way: every node
-forks at the same height and the half second after it is slower everywhere, so this is what the attack costs apart
+node's event loop (the same order) and how ("j": gathered from the rows the state keeps packed, "f": forked).
+"ratio clear of snapshots" is the p99 ratio of the honest orders not sent within SNAPSHOT_SHADOW of a snapshot
+(how many were, in brackets), against the baseline's taken the same way: every node takes it at the same height
+and the half second after it is slower everywhere, so this is what the attack costs apart
 from the snapshot (docs/tradeoffs.md). "loop late / full GC" is the longest any node's event loop ran a timer late
 during the row, and its longest full garbage collection (each node's /health).
 """
@@ -63,7 +64,7 @@ NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
-FORK_SHADOW = (-0.05, 0.4)  # s around a snapshot's fork within which an honest order is sent in its shadow
+SNAPSHOT_SHADOW = (-0.05, 0.4)  # s around a snapshot within which an honest order is sent in its shadow
 
 
 class Rig:
@@ -80,7 +81,7 @@ class Rig:
         self.client = HonestClient(self.follower)
         self.client.start()
         self.base_p99: float | None = None
-        self.base_p99_clear = float("nan")      # the baseline's, clear of forks as well: what that column divides by
+        self.base_p99_clear = float("nan")      # the baseline's, clear of snapshots too: what that column divides by
         self.base_throughput = 0.0
         self.hint_rate = Settings().router_open_type_rate
 
@@ -93,13 +94,13 @@ class Rig:
         sent_rate, got = run()
         time.sleep(max(0.0, start + (seconds or self.window) - time.monotonic()) + 1.0)
         watch.finish()
-        forks = watch.forks | {at for at in [fork_at(self.validators[0])] if at is not None}
+        taken = watch.snapshots | {at for at in [snapshot_at(self.validators[0])] if at is not None}
         timed = self.client.timed(start, time.monotonic())
         samples = [latency for _, latency in timed]
         final = [s for s in samples if s is not None]
         p50 = quantile(final, 0.5) * 1000 if final else float("nan")
         p99 = quantile(final, 0.99) * 1000 if final else float("nan")
-        clear = [latency for sent, latency in timed if latency is not None and not in_shadow(sent, forks)]
+        clear = [latency for sent, latency in timed if latency is not None and not in_shadow(sent, taken)]
         p99_clear = quantile(clear, 0.99) * 1000 if clear else float("nan")
         throughput = len(final) / (time.monotonic() - start)
         if self.base_p99 is None:
@@ -113,13 +114,14 @@ class Rig:
                 f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss]
 
     def last_snapshot(self) -> int:
-        """The height of the newest snapshot (every node forks at it), to read each row's slowest orders against."""
+        """The height of the newest snapshot (every node takes it), to read each row's slowest orders against."""
         return int(self.validators[0].status()["exchange"]["snapshots"]["last_height"])
 
     def loop_held(self) -> str:
-        """How long the last snapshot held each node's event loop, ms (a fork, or a wait for a late child)."""
-        held = [node.status()["exchange"]["snapshots"]["loop_held_last_ms"] for node in (*self.validators, self.follower)]
-        return "/".join(f"{ms:.0f}" for ms in held) + " ms"
+        """How long the last snapshot held each node's event loop, ms, and how (j: gathered, f: forked, w: a wait
+        for a late child, e: encoded whole)."""
+        views = [node.status()["exchange"]["snapshots"] for node in (*self.validators, self.follower)]
+        return "/".join(f"{view['loop_held_last_ms']:.0f}{(view['loop_held_last_by'] or '?')[0]}" for view in views) + " ms"
 
     def close(self) -> None:
         self.client.stop.set()
@@ -136,7 +138,7 @@ class LoopWatch(threading.Thread):
         self.nodes = nodes
         self.lag_ms = 0.0
         self.gc_ms = 0.0
-        self.forks: set[float] = set()      # when the first node's snapshots forked (this process's monotonic clock)
+        self.snapshots: set[float] = set()  # when the first node took its snapshots (this process's monotonic clock)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -145,9 +147,9 @@ class LoopWatch(threading.Thread):
                 lag = node.get("/health")["loop_lag"]
                 self.lag_ms = max(self.lag_ms, 1000 * (lag["max_10s_seconds"] or 0.0))
                 self.gc_ms = max(self.gc_ms, 1000 * (lag["full_gc_max_10s_seconds"] or 0.0))
-            at = fork_at(self.nodes[0])
-            if at is not None and all(abs(at - seen) > 1.0 for seen in self.forks):
-                self.forks.add(at)
+            at = snapshot_at(self.nodes[0])
+            if at is not None and all(abs(at - seen) > 1.0 for seen in self.snapshots):
+                self.snapshots.add(at)
             if self._stop_event.wait(LOOP_POLL):
                 return
 
@@ -156,14 +158,14 @@ class LoopWatch(threading.Thread):
         self.join(30)
 
 
-def fork_at(node: NodeProcess) -> float | None:
-    """When `node`'s last snapshot held its loop (its fork), on the machine's monotonic clock (every process's)."""
+def snapshot_at(node: NodeProcess) -> float | None:
+    """When `node`'s last snapshot held its loop, on the machine's monotonic clock (every process's)."""
     ago = node.status()["exchange"]["snapshots"]["loop_held_ago_s"]
     return None if ago is None else time.monotonic() - ago
 
 
-def in_shadow(sent: float, forks: set[float]) -> bool:
-    return any(FORK_SHADOW[0] <= sent - fork <= FORK_SHADOW[1] for fork in forks)
+def in_shadow(sent: float, taken: set[float]) -> bool:
+    return any(SNAPSHOT_SHADOW[0] <= sent - at <= SNAPSHOT_SHADOW[1] for at in taken)
 
 
 def _orders(rig: Rig, rate: float, spam: list[SignedTx]) -> tuple[float, str]:
@@ -284,5 +286,5 @@ def main(flags: list[str]) -> None:
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
                 f"follower, ms to final there; x = multiple of what one peer may send",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
-                 "p99 ratio", "ratio clear of forks (n in shadow)", "snapshot at", "loop late / full GC ms",
+                 "p99 ratio", "ratio clear of snapshots (n in shadow)", "snapshot at", "loop late / full GC ms",
                  "RSS MB v0/v1/v2/v3/f"], rows)

@@ -82,7 +82,7 @@ class ForkedSnapshots:
             self._encode_here(height, encode)
             return
         started = time.perf_counter()
-        self._freeze()
+        self.freeze_long_lived()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -152,7 +152,8 @@ class ForkedSnapshots:
         self._ready = []
 
     # ------------------------------------------------------------------ the parent's side
-    def _freeze(self) -> None:
+    def freeze_long_lived(self) -> None:
+        """Freeze the collector's objects, or every THAW_EVERY-th time thaw them (see the module's docstring)."""
         self._since_thaw += 1
         if self._since_thaw >= THAW_EVERY:
             self._since_thaw = 0

@@ -9,7 +9,8 @@ so the state at that height is captured once the list is made; a worker thread j
 digest (hashlib lets go of the interpreter lock while it hashes), and the bytes go to the store when it is done.
 The chain needs the digest only `snapshot_lag` heights later; asked for sooner, it waits for the worker.
 
-A snapshot is gathered this way while the last one was at most `join_max_bytes` (what the gathering's time grows
+The collector's long-lived objects are frozen at each snapshot, as before a fork (`snapshot_fork.py`), and thawed
+every few. A snapshot is gathered this way while the last one was at most `join_max_bytes` (what the gathering's time grows
 with; the first after a start packs every row, later ones only what changed); after a bigger one the next is
 forked, as is every snapshot before the node is live (the replay at start-up encodes them at once).
 """
@@ -58,6 +59,7 @@ class LiveSnapshots:
             self.forks.start(height, parts)
             return
         started = time.perf_counter()
+        self.forks.freeze_long_lived()      # as a fork does: the state is long-lived, full collections need not walk it
         pieces = parts()
         self.held.add(time.perf_counter() - started, "join")
         if self._worker is None:

@@ -22,6 +22,7 @@ class RecordedForks:
         self.live = False
         self.held = LoopHeld()
         self.started: list[int] = []
+        self.frozen = 0
         self._ready: list[tuple[int, bytes]] = []
         self._digests: dict[int, bytes] = {}
 
@@ -31,6 +32,9 @@ class RecordedForks:
         self._digests[height] = snapshot_digest(data)
         self._ready = [(height, data)]
         self.held.add(0.0, "fork")
+
+    def freeze_long_lived(self) -> None:
+        self.frozen += 1
 
     def known(self, height: int, data: bytes) -> None:
         self._digests[height] = snapshot_digest(data)
@@ -74,6 +78,7 @@ async def test_a_snapshot_is_gathered_in_the_loop_then_joined_and_digested_by_a_
     try:
         maker.start(10, parts)
         assert forks.started == [] and maker.joined == 1 and maker.held.last_way == "join" and maker.held.count == 1
+        assert forks.frozen == 1, "the long-lived objects are frozen as they are before a fork"
         await asyncio.wait_for(ready.wait(), 5)
         assert gathered == [threading.current_thread().name] and worked_in[0].startswith("snapshot-join")
         assert maker.take_ready() == [(10, b"state at 10")] and maker.take_ready() == []
