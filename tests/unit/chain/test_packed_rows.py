@@ -29,6 +29,18 @@ def packed_rows_snapshot(state: ExchangeState) -> bytes:
     return b"".join(_encode_state(state))
 
 
+def recorded_packs(monkeypatch) -> list[object]:
+    """Every value packed_rows packs from now on."""
+    packed: list[object] = []
+    real = packed_rows.packb
+
+    def recording(value: object) -> bytes:
+        packed.append(value)
+        return real(value)
+    monkeypatch.setattr(packed_rows, "packb", recording)
+    return packed
+
+
 def busy_chain() -> Chain:
     chain = Chain(ExchangeState(PARAMS, CHAIN))
     for block in Workload(seed=3, accounts=5).blocks(200, per_block=20):
@@ -45,9 +57,7 @@ def test_a_restored_state_snapshots_to_the_bytes_it_came_from():
 def test_an_unchanged_state_packs_no_row_again(monkeypatch):
     state = busy_chain().state
     state.snapshot()
-    packed: list[object] = []
-    real = packed_rows.packb
-    monkeypatch.setattr(packed_rows, "packb", lambda value: packed.append(value) or real(value))
+    packed = recorded_packs(monkeypatch)
     state.snapshot()
     rows = [value for value in packed if isinstance(value, list)]
     assert rows == [], f"{len(rows)} rows packed again"
@@ -87,8 +97,8 @@ def test_rows_of_orders_gone_from_the_book_are_not_kept_for_ever(monkeypatch):
     for block in Workload(seed=11, accounts=6).blocks(1500, per_block=30):
         chain.block(block)
         chain.state.snapshot()
-        kept = sum(map(len, chain.state.packed_rows._resting.values()))
-        pruned, seen = pruned + (kept < seen), kept
+        total = sum(map(len, chain.state.packed_rows._resting.values()))
+        pruned, seen = pruned + (total < seen), total
         for venue in chain.state.venues.values():
             kept = chain.state.packed_rows._resting[venue.market.symbol]
             assert len(kept) <= 2 * len(venue.engine.book.orders) + 8
@@ -109,9 +119,7 @@ def test_rows_a_block_leaves_resting_are_packed_at_its_end_not_at_the_snapshot(m
     blocks = Workload(seed=8, accounts=5).blocks(40, per_block=20)
     for block in blocks:
         chain.block(block)
-    packed: list[object] = []
-    real = packed_rows.packb
-    monkeypatch.setattr(packed_rows, "packb", lambda value: packed.append(value) or real(value))
+    packed = recorded_packs(monkeypatch)
     assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state)
     resting_rows = [value for value in packed if isinstance(value, list) and len(value) == 7]
     assert resting_rows == [], f"{len(resting_rows)} resting rows packed at the snapshot"
