@@ -9,7 +9,7 @@ ahead of the next height wait in a bounded buffer; the next one is applied on it
 Claimed heights (heartbeats, votes, sync answers) are hints (`claims.py`): one counts only when f + 1
 current validators claim it or we checked a quorum certificate at that height (`network_height`), and sync
 asks a claimant of that height. A stranger's claim is tried only when nothing counts (fewer than f + 1
-validators heard) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap
+validators heard within `live_after`) and no block came for `sync_retry`. What we serve is budgeted per peer with a global cap
 (`sync_budget.py`), and a catch-up is sent only for the last two heights, so old votes replayed cannot make
 us send every block we keep.
 """
@@ -370,9 +370,12 @@ class BlockSync:
     def sync_if_behind(self, now: float) -> None:
         """No block for `sync_retry`: ask toward what counts, or else, when nothing counts (we hear fewer than
         f + 1 validators: say every validator we know left the set while we were away), try a peer that
-        claims more than we have (a current validator first)."""
+        claims more than we have (a current validator first). "Hear" is the core's own `live_after`, not the
+        CLAIMS_WITHIN that what counts is held for: a validator that went silent at our height (it crashed, or
+        the set moved on without us while we were cut off) would otherwise keep us from a peer that has the
+        blocks for up to CLAIMS_WITHIN, and a quorum that needs us would wait as long."""
         if now - self.core.last_commit_at <= self.core.config.sync_retry or self._sync_counted(now) \
-                or self.network_height(now) is not None or self._asking(now):
+                or self.network_height(now, within=self.core.config.live_after) is not None or self._asking(now):
             return
         source = self.claims.source(self.core.state.height + 1, self.core.state.validators.node_ids, now,
                                     CLAIMS_WITHIN, self.core.rng)

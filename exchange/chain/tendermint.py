@@ -376,11 +376,14 @@ class Tendermint:
                 and ctx.valid(proposal.block):                                                # line 36
             self._fired.add(("locked", r))
             block = proposal.block
+            # lines 38-43 are one atomic step; valid is set before the precommit is signed so that the WAL
+            # record written with it carries the valid value too (valid_round >= locked_round after a restart:
+            # a restored lock without it made us propose a fresh block we would not prevote ourselves)
+            self.valid_value, self.valid_round = block, r
             if self.step == PREVOTE_STEP:
                 self.locked, self.locked_round = block, r
                 self._broadcast_vote(PRECOMMIT, block.id, now)
                 self.step = PRECOMMIT_STEP
-            self.valid_value, self.valid_round = block, r
             return True
         if self.step == PREVOTE_STEP and prevotes is not None and prevotes.count(None) >= quorum:  # line 44
             self._broadcast_vote(PRECOMMIT, None, now)
@@ -514,6 +517,9 @@ class Tendermint:
         _, self.round, self.locked_round, locked_id, self.valid_round, valid_id = state
         self.locked = blocks.get(locked_id) if locked_id is not None else None
         self.valid_value = blocks.get(valid_id) if valid_id is not None else None
+        if self.locked is not None and self.valid_round < self.locked_round:
+            # a WAL written before valid was set ahead of the precommit: the lock rule set both (line 42)
+            self.valid_value, self.valid_round = self.locked, self.locked_round
         own_rounds = [m.round for m in self._own]
         if max(own_rounds, default=0) > self.round:
             self.round = max(own_rounds)

@@ -1,8 +1,9 @@
 """Claimed heights (issue 25: a heartbeat or an unchecked vote claiming 2^62 from a fresh key every 5 s kept
 /ready at 503 for 96 % of 45 s). A claim counts only when f + 1 current validators make it or a quorum
 certificate at that height checked out; a stranger's claim never makes a node behind, never keeps a standby
-from its seat or a recovery from finishing, and never draws the node's sync request; every per-identity map
-of claims is bounded by count and age."""
+from its seat or a recovery from finishing, and never draws the node's sync request while f + 1 validators are
+heard (within `live_after`; when they all went silent, a peer claiming more is asked, and struck if it lies);
+every per-identity map of claims is bounded by count and age."""
 from __future__ import annotations
 
 import os
@@ -68,9 +69,35 @@ def test_fresh_keys_claiming_2_62_by_heartbeat_and_unchecked_vote_never_count_no
     assert follower.sync.network_height(now) == follower.height
     assert not set(_sync_requests(follower)) & liars, "a stranger's claim drew a sync request"
     for step in range(1, 30):                       # 3 s of ticks with no block: what counts says we are caught up
+        if step % 10 == 0:                          # live validators keep saying so (a link heartbeat a second)
+            for key in validators:
+                follower.peer_height(key.node_id, follower.height, now + step * 0.1)
         follower.tick(now + step * 0.1)
     assert not set(_sync_requests(follower)) & liars
     assert follower.sync.network_height(now + 3) == follower.height
+
+
+def test_a_validator_gone_silent_at_our_height_does_not_keep_us_from_a_peer_that_has_the_blocks():
+    """Simulator seed 10979: a standby cut off while the set grew to include it; the only validator it knew
+    crashed for good just after its last heartbeat. Its claim (at our height) stayed "heard" for CLAIMS_WITHIN
+    (10 s), so the peers that had the blocks (strangers to our old set) were not asked, and the new set's
+    quorum, which needed this node, waited as long. Heard means within `live_after`, as for the quorum view."""
+    validators = _keys(1, "claims-gone")
+    node = _core(validators, FakeKeys("claims-gone-standby"))
+    peer = FakeKeys("claims-gone-peer").node_id        # a validator of a later set, unknown to our old one
+    now = BASE_TIME + 1.0
+    node.last_commit_at = now
+    node.peer_height(validators[0].node_id, node.height, now)    # its last word, then it went down
+    node.peer_height(peer, node.height + 9, now)
+    node.take_effects()
+    step = 0.1
+    asked = []
+    t = now
+    while t < now + node.config.live_after + 2 * node.config.sync_retry:
+        t += step
+        node.tick(t)
+        asked += _sync_requests(node)
+    assert peer in asked, "nobody asked while the silent validator's claim was still within CLAIMS_WITHIN"
 
 
 def test_one_lying_validator_of_four_cannot_raise_what_counts_and_f_plus_1_can():
