@@ -7,17 +7,22 @@ keeps its rows packed (`exchange/app/packed_rows.py`), so in the loop a snapshot
 pieces: only the rows that changed since the last one are packed again. Those pieces are bytes no one changes,
 so the state at that height is captured once the list is made; a worker thread joins them and computes the
 digest (hashlib lets go of the interpreter lock while it hashes), and the bytes go to the store when it is done.
-The chain needs the digest only `snapshot_lag` heights later; asked for sooner, it waits for the worker.
+The pieces are handed to the worker at a random moment within SPREAD_SECONDS: every node gathers at the same
+height, and the joins, digests and file writes of nodes that share cores (a test machine, one host's virtual
+machines) then neither all land at once nor on the rounds right after that height. The chain needs the digest
+only `snapshot_lag` heights later; asked for sooner, the pieces are joined there and then, or the worker waited
+for.
 
 The collector's long-lived objects are frozen at each snapshot, as before a fork (`snapshot_fork.py`), and thawed
-every few. A snapshot is gathered this way while the last one was at most `join_max_bytes` (what the gathering's time grows
-with; the first after a start packs every row, later ones only what changed); after a bigger one the next is
-forked, as is every snapshot before the node is live (the replay at start-up encodes them at once).
+every few. A snapshot is gathered this way while the last one was at most `join_max_bytes` (what the gathering's
+time grows with; the first after a start packs every row, later ones only what changed); after a bigger one the
+next is forked, as is every snapshot before the node is live (the replay at start-up encodes them at once).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
@@ -27,18 +32,23 @@ from exchange.chain.snapshot_maker import KEEP_DIGESTS, DigestBook, Parts, Snaps
 
 log = logging.getLogger("exchange.chain")
 
+SPREAD_SECONDS = 0.5       # a gathered snapshot is handed to the worker within this long, at a random moment
 JOIN_MAX_BYTES = 4 << 20   # the largest last snapshot after which the next is gathered in the loop rather than forked
 
 
 class LiveSnapshots:
-    def __init__(self, on_ready: Callable[[], None] = lambda: None, join_max_bytes: int = JOIN_MAX_BYTES) -> None:
+    def __init__(self, on_ready: Callable[[], None] = lambda: None, join_max_bytes: int = JOIN_MAX_BYTES,
+                 spread_seconds: float = SPREAD_SECONDS, rng: random.Random | None = None) -> None:
         self.on_ready = on_ready
         self.join_max_bytes = join_max_bytes
+        self.spread_seconds = spread_seconds
+        self._rng = rng or random.Random()
         self.forks = ForkedSnapshots(on_ready)
         self.held = self.forks.held
         self.joined = 0
         self._last_bytes = 0                            # the last snapshot's size, joined or forked
         self._digests = DigestBook()
+        self._waiting: dict[int, tuple[asyncio.TimerHandle, Sequence[bytes]]] = {}   # gathered, not yet handed over
         self._joining: dict[int, Future[tuple[bytes, bytes]]] = {}     # (bytes, digest) from the worker, by height
         self._lost: dict[int, str] = {}
         self._ready: list[tuple[int, bytes]] = []
@@ -62,19 +72,36 @@ class LiveSnapshots:
         self.forks.freeze_long_lived()      # as a fork does: the state is long-lived, full collections need not walk it
         pieces = parts()
         self.held.add(time.perf_counter() - started, "join")
+        self.joined += 1
+        self._waiting[height] = (loop.call_later(self._rng.uniform(0.0, self.spread_seconds), self._hand_over,
+                                                 loop, height), pieces)
+        for old in sorted(self._waiting)[:-KEEP_DIGESTS]:
+            self._waiting.pop(old)[0].cancel()
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, height: int) -> None:
+        """The pieces of `height` to the worker, which joins and digests them."""
+        _, pieces = self._waiting.pop(height)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-join")
         joining = self._worker.submit(_join_and_digest, pieces)
         self._joining[height] = joining
         for old in sorted(self._joining)[:-KEEP_DIGESTS]:
             self._joining.pop(old).cancel()
-        self.joined += 1
         joining.add_done_callback(lambda _: _call_soon(loop, self._collect, height, joining))
 
     def known(self, height: int, data: bytes) -> None:
         self.forks.known(height, data)
 
     def digest(self, height: int) -> bytes:
+        waiting = self._waiting.pop(height, None)
+        if waiting is not None:                 # due before the worker was handed it: joined here, now
+            waiting[0].cancel()
+            joined: Future[tuple[bytes, bytes]] = Future()
+            try:
+                joined.set_result(_join_and_digest(waiting[1]))
+            except Exception as exc:  # noqa: BLE001 - as from the worker: the snapshot is lost, and says why
+                joined.set_exception(exc)
+            self._joining[height] = joined
         joining = self._joining.get(height)
         if joining is not None:
             self._collect(height, joining)      # waits for the worker if it is not done yet
@@ -95,6 +122,9 @@ class LiveSnapshots:
     def close(self) -> None:
         self.forks.close()
         self._ready = []
+        for handle, _ in self._waiting.values():
+            handle.cancel()
+        self._waiting.clear()
         self._joining.clear()
         if self._worker is not None:
             self._worker.shutdown(wait=False, cancel_futures=True)

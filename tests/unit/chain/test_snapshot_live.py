@@ -54,7 +54,7 @@ class RecordedForks:
 
 def live_maker() -> tuple[LiveSnapshots, RecordedForks, asyncio.Event]:
     ready = asyncio.Event()
-    maker = LiveSnapshots(ready.set)
+    maker = LiveSnapshots(ready.set, spread_seconds=0.0)
     forks = maker.forks = RecordedForks()       # type: ignore[assignment]
     maker.held = forks.held
     maker.live = True
@@ -130,14 +130,20 @@ def test_before_the_node_is_live_or_outside_a_loop_the_fork_path_decides():
     assert forks.live is False
 
 
-async def test_a_worker_that_failed_loses_the_snapshot_and_says_so(monkeypatch, caplog):
+@pytest.mark.parametrize("spread", [0.0, 60.0])     # the worker failed, or the join done at once when due
+async def test_a_join_that_failed_loses_the_snapshot_and_says_so(monkeypatch, caplog, spread):
     maker, _, ready = live_maker()
+    maker.spread_seconds = spread
+    tried = threading.Event()
 
     def broken(pieces):
+        tried.set()
         raise MemoryError("no room")
     monkeypatch.setattr(live, "_join_and_digest", broken)
     try:
         maker.start(10, lambda: [b"a"])
+        if spread == 0.0:                   # handed over at the loop's next turn, and failed in the worker
+            assert await asyncio.to_thread(tried.wait, 5)
         with pytest.raises(SnapshotLost, match="height 10.*no room"):
             maker.digest(10)
         assert not ready.is_set() and maker.take_ready() == []
@@ -155,3 +161,36 @@ async def test_only_the_newest_are_kept():
         maker.digest(10)
     assert maker.digest(190) == snapshot_digest(b"a")
     maker.close()
+
+
+async def test_the_pieces_reach_the_worker_at_a_random_moment_within_the_spread(monkeypatch):
+    maker, _, ready = live_maker()
+    maker.spread_seconds = 0.2
+    handed: list[float] = []
+    real = live._join_and_digest
+
+    def timed(pieces):
+        handed.append(loop.time())
+        return real(pieces)
+    monkeypatch.setattr(live, "_join_and_digest", timed)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        maker.start(10, lambda: [b"a"])
+        assert handed == [], "not at the snapshot's height itself"
+        await asyncio.wait_for(ready.wait(), 5)
+        assert 0.0 <= handed[0] - started <= 0.2 + 0.05
+    finally:
+        maker.close()
+
+
+async def test_a_digest_due_before_the_worker_was_handed_the_pieces_joins_them_at_once(monkeypatch):
+    maker, _, ready = live_maker()
+    maker.spread_seconds = 60.0
+    try:
+        maker.start(10, lambda: [b"a", b"b"])
+        assert maker.digest(10) == snapshot_digest(b"ab")
+        assert ready.is_set() and maker.take_ready() == [(10, b"ab")]
+        assert maker._waiting == {}, "nothing left to hand over"
+    finally:
+        maker.close()
