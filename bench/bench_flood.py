@@ -49,6 +49,7 @@ from typing import Any, Callable
 
 from bench.table import print_table
 from config import Settings
+from exchange.chain.snapshot_live import SPREAD_SECONDS
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
 from tests.flood import (HonestClient, attacker_links, broadcast_flood, fresh_note, graft_flood_linked, hint_flood,
@@ -64,7 +65,9 @@ NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
-SNAPSHOT_SHADOW = (-0.05, 0.4)  # s around a snapshot within which an honest order is sent in its shadow
+# s around a snapshot within which an honest order is sent in its shadow: the half second after it, and the
+# spread within which each node's worker joins, digests and stores it (exchange/chain/snapshot_live.py)
+SNAPSHOT_SHADOW = (-0.05, 0.4 + SPREAD_SECONDS)
 
 
 class Rig:
