@@ -71,7 +71,7 @@ class ForkedSnapshots:
 
     # ------------------------------------------------------------------ SnapshotMaker
     def start(self, height: int, encode: Parts) -> None:
-        loop = _running_loop()
+        loop = running_loop()
         if not self.live or loop is None:
             self._encode_here(height, encode)
             return
@@ -229,7 +229,7 @@ def _reap(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -237,6 +237,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _running_loop_remove_reader(fd: int) -> None:
-    loop = _running_loop()
+    loop = running_loop()
     if loop is not None:
         loop.remove_reader(fd)

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from exchange.chain.snapshot_fork import ForkedSnapshots
+from exchange.chain.snapshot_fork import ForkedSnapshots, running_loop
 from exchange.chain.snapshot_maker import KEEP_DIGESTS, DigestBook, Parts, SnapshotLost, snapshot_digest
 
 log = logging.getLogger("exchange.chain")
@@ -64,7 +64,7 @@ class LiveSnapshots:
 
     # ------------------------------------------------------------------ SnapshotMaker
     def start(self, height: int, parts: Parts) -> None:
-        loop = _running_loop()
+        loop = running_loop()
         if not self.live or loop is None or self._last_bytes > self.join_max_bytes:
             self.forks.start(height, parts)
             return
@@ -162,10 +162,3 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:
         pass        # the loop closed (the node stopped): nobody waits for this snapshot any more
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
