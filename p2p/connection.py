@@ -25,7 +25,7 @@ from typing import Any, Mapping, Protocol, cast
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, remote_reason
-from p2p.link_reading import LinkReading
+from p2p.link_reading import TURN_SECONDS, LinkReading
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -229,11 +229,12 @@ class PeerLink(asyncio.Protocol):
         schemas = self.host.schemas.checks
         deliver = self.host.on_message
         reading = self.reading
+        turn_ends = time.perf_counter() + TURN_SECONDS
         for index, message in enumerate(messages):
             if self.state != OPEN:
                 return
-            if reading.held:    # the last message spent a budget: the rest wait for the hold's end, unread
-                reading.put_back(messages[index:])
+            if reading.held or (index and time.perf_counter() > turn_ends):    # a budget spent, or the turn's time
+                reading.put_back(messages[index:])      # the rest wait for the hold's end, or the link's next turn
                 return
             self.msgs_in += 1
             kind = message["type"]

@@ -1,15 +1,17 @@
 """When an open link's messages are handed to the node, and whether its socket is read at all.
 
-One socket read brings up to 256 KiB, a thousand small frames; handled at once they hold the event loop,
-and every other link's messages behind them, for as long as they take. So a link hands over at most
-TURN_MESSAGES per event-loop turn and keeps the rest in its backlog with its socket paused: the next turn
-serves the other links first, and a peer that sends faster than we handle its frames is slowed by TCP, not
-by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
-(`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own TCP
-window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace
+One socket read brings up to 256 KiB, a thousand small frames; handled at once they hold the event loop, and
+every other link's messages behind them, for as long as they take. So a link hands over at most TURN_MESSAGES
+per event-loop turn, fewer once the turn has taken TURN_SECONDS (PeerLink._dispatch_open: 64 messages that
+each cost a signature check, such as fresh-key hints, would hold the loop for ten milliseconds, and a
+validator's vote on another link behind them); it keeps the rest in its backlog with its socket paused: the
+next turn serves the other links first, and a peer that sends faster than we handle its frames is slowed by
+TCP, not by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the
+link (`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own
+TCP window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace
 rather than in a burst each time a hold ends. Every read is also charged against the peer's byte budget
-(`charge`): what one peer costs us to decrypt and frame is bounded per peer, not only by its message rate,
-and past the budget its socket waits until the deficit has refilled. A link relayed through a circuit has no
+(`charge`): what one peer costs us to decrypt and frame is bounded per peer, not only by its message rate, and
+past the budget its socket waits until the deficit has refilled. A link relayed through a circuit has no
 socket of its own: when it falls behind, its carrier link stops reading (`block`), so a relay cannot pile
 frames up in it either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier
 for as long as the hold.
@@ -23,6 +25,7 @@ from typing import Callable
 from p2p.messages import Message
 
 TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
+TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
 
 
 class LinkReading:
@@ -92,9 +95,12 @@ class LinkReading:
             self.hold(-tokens / self._read_rate)
 
     def put_back(self, messages: list[Message]) -> None:
-        """Messages handed over while a hold began (the one before them spent a budget): first in line again,
-        for the turn after the hold."""
+        """Messages of a turn that a hold began in (the one before them spent a budget), or that the turn had no
+        time left for (TURN_SECONDS): first in line again, for the turn after the hold, or the link's next turn
+        after the other callbacks ready now."""
         self.backlog.extendleft(reversed(messages))
+        if self._turn is None and self._hold_timer is None:
+            self._turn = self._loop.call_soon(self._next_turn)
         self._update()
 
     def hold(self, seconds: float) -> None:

@@ -3,11 +3,12 @@ or is held (issue 25): one peer's burst must not hold the loop, and every other 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from p2p.close_reason import CloseReason, LinkReason
 from p2p.connection import HANDSHAKING, OPEN, Direction, PeerLink
 from p2p.framing import encode_frame
-from p2p.link_reading import TURN_MESSAGES
+from p2p.link_reading import TURN_MESSAGES, TURN_SECONDS
 from p2p.messages import Message
 
 
@@ -93,6 +94,43 @@ async def test_a_burst_is_handed_over_a_turn_at_a_time_with_reading_paused_until
     assert other == [2 * TURN_MESSAGES], "another callback ran between two turns of the burst"
     per_turn = [sum(1 for turn, _ in host.delivered if turn == t) for t in range(turns + 1)]
     assert max(per_turn) <= TURN_MESSAGES and transport.pauses == 1
+
+
+async def test_a_turn_of_costly_messages_ends_once_it_took_turn_seconds_and_others_go_between() -> None:
+    """Messages that each cost work (a fresh-key hint's signature check) end a link's turn after TURN_SECONDS,
+    however few: another link's vote waits behind one link's turn, not behind TURN_MESSAGES such checks."""
+    cost = TURN_SECONDS * 0.3
+
+    class _Costly(_Host):
+        def on_message(self, link: PeerLink, message: Message) -> None:
+            super().on_message(link, message)
+            done = time.perf_counter() + cost
+            while time.perf_counter() < done:       # the work a message costs, on the event loop
+                pass
+
+    host = _Costly()
+    link, transport = _open_link(host)
+    burst = 40
+    others: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def other_link() -> None:       # another link's callback: it runs between this link's turns
+        others.append(len(host.delivered))
+        if len(others) < burst:
+            loop.call_soon(other_link)
+    loop.call_soon(other_link)
+    link.reading.deliver([{"type": "ping", "seq": i} for i in range(burst)])
+    assert 1 <= len(host.delivered) <= 4 and not transport.reading
+    turns = 0
+    while not transport.reading:
+        host.turn += 1
+        turns += 1
+        await _next_turn()
+        assert turns < burst, "the backlog never drained"
+    assert [seq for _, seq in host.delivered] == list(range(burst)), "in order, nothing lost"
+    per_turn = [sum(1 for turn, _ in host.delivered if turn == t) for t in range(turns + 1)]
+    assert max(per_turn) <= 4, f"a turn ran past TURN_SECONDS: {per_turn}"
+    assert len(set(others)) >= turns // 2, "the other link's callbacks did not run between this link's turns"
 
 
 async def test_a_small_read_is_handed_over_at_once_without_pausing() -> None:
