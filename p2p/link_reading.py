@@ -3,18 +3,18 @@
 One socket read brings up to 256 KiB, a thousand small frames; handled at once they hold the event loop, and
 every other link's messages behind them, for as long as they take. So a link hands over at most TURN_MESSAGES
 per event-loop turn, fewer once the turn has taken TURN_SECONDS (PeerLink._dispatch_open: 64 messages that
-each cost a signature check, such as fresh-key hints, would hold the loop for ten milliseconds, and a
-validator's vote on another link behind them); it keeps the rest in its backlog with its socket paused: the
-next turn serves the other links first, and a peer that sends faster than we handle its frames is slowed by
-TCP, not by our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the
-link (`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own
-TCP window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace
-rather than in a burst each time a hold ends. Every read is also charged against the peer's byte budget
-(`charge`): what one peer costs us to decrypt and frame is bounded per peer, not only by its message rate, and
-past the budget its socket waits until the deficit has refilled. A link relayed through a circuit has no
-socket of its own: when it falls behind, its carrier link stops reading (`block`), so a relay cannot pile
-frames up in it either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier
-for as long as the hold.
+each cost a signature check, such as fresh-key hints, would hold the loop for all 64 checks, and a validator's
+vote on another link behind them); it keeps the rest in its backlog with its socket paused: the next turn
+serves the other links first, and a peer that sends faster than we handle its frames is slowed by TCP, not by
+our memory. Nothing is dropped. A component whose budget for the peer is spent may also hold the link
+(`hold`): nothing is read for a while and its backlog waits too, so the peer's sending waits in its own TCP
+window instead of being decoded here only to be dropped, and what it sent is taken at the budget's pace rather
+than in a burst each time a hold ends. Every read is also charged against the peer's byte budget (`charge`):
+what one peer costs us to decrypt and frame is bounded per peer, not only by its message rate, and past the
+budget its socket waits until the deficit has refilled. A link relayed through a circuit has no socket of its
+own: when it falls behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it
+either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as
+the hold.
 """
 from __future__ import annotations
 
