@@ -164,13 +164,14 @@ class TotalParts:
         for SHORT_FIRST, not SHORT_SECONDS); the others are counted at what they took, while that is less than an
         even part of what is left; the level is the even part of the rest. The whole rate when all fit."""
         self._networks, self._joined = self.networks(now), 0
-        refused = self._refused
+        refused_at = self._refused.get
         short = {network for network, last in self._short.items()
-                 if now - last <= SHORT_FIRST or now - last <= last - refused.get(network, last - SHORT_SECONDS)}
-        taking = {network: self._demand_of(network, now) for network in self._demand}
+                 if now - last <= SHORT_FIRST or now - last <= last - refused_at(network, last - SHORT_SECONDS)}
+        exp, decay = math.exp, 1.0 / USE_SECONDS      # `_demand_of` inlined: this runs over every network
+        taking = [value * exp((at - now) * decay) if at < now else value for value, at in self._demand.values()]
         self._credit.tokens("*", now)       # the credit refills at what the parts leave: together they hold the total
-        self._credit.rate = max(self.rate * CREDIT_FLOOR, self.rate - sum(taking.values()))
-        demands = sorted([demand for network, demand in taking.items() if network not in short]
+        self._credit.rate = max(self.rate * CREDIT_FLOOR, self.rate - sum(taking))
+        demands = sorted([demand for network, demand in zip(self._demand, taking) if network not in short]
                          + [math.inf] * len(short))
         remaining, left = self.rate, len(demands)
         for demand in demands:

@@ -218,6 +218,7 @@ def test_the_fair_level_is_cheap_and_computed_at_most_ten_times_a_second() -> No
     for k in range(MAX_TRACKED):
         parts.took(f"a{k}", now, 5.0)
         parts._short[f"s{k}"] = now
+    now += 1.0                          # every demand has aged and every refusal is past SHORT_FIRST: the whole path
     started = time.perf_counter()
     for _ in range(10):
         parts._fair_level(now)
