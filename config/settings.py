@@ -386,6 +386,10 @@ class Settings:
     block_lane_share: float = _setting(
         0.0625, "BLOCK_LANE_SHARE", "Share of a block's transactions one lane may fill when others wait (the proposer "
         "takes from each lane in turn)", p.number(above=0.0, at_most=1.0))
+    block_seconds_target: float = _setting(
+        0.2, "BLOCK_SECONDS_TARGET", "Seconds a block this validator proposes should take the network to decide: it "
+        "holds as many transactions as recent heights show fit (0: as many as a block's limits allow)",
+        p.number(above=-1e-9, at_most=60.0))
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))

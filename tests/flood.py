@@ -254,6 +254,7 @@ class ChainWatch:
         self.first: dict[str, dict[str, Any]] = {}          # node name -> its /status when the watch started
         self.last: dict[str, dict[str, Any]] = {}
         self.heights: dict[str, list[tuple[float, int]]] = {n.name: [] for n in nodes}      # (when, height)
+        self.commits: dict[str, list[float]] = {}   # node name -> when each block became final there (DEBUG_API)
         self.late: dict[str, list[tuple[float, int]]] = {n.name: [] for n in nodes}   # (when, blocks past round 0)
         self.unready: dict[str, list[tuple[float, str]]] = {n.name: [] for n in nodes}     # (when, failing checks)
         self.rss_start = {n.name: rss_mb(n) for n in nodes}
@@ -272,6 +273,14 @@ class ChainWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
+        # a busy node answers /status late, so the samples can be seconds apart: where a node keeps a commit log,
+        # its stalls are read from when each block became final there (its wall clock, this machine's)
+        wall_ahead = time.time() - time.monotonic()
+        for node in self.nodes:
+            since = self.first[node.name]["exchange"]["height"] + 1
+            code, body = node.api("GET", f"/debug/chain/commits?from={since}")
+            if code == 200:
+                self.commits[node.name] = [when - wall_ahead for _, when, _ in body["commits"]]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -296,7 +305,11 @@ class ChainWatch:
         self.held_back[node.name] |= held_back(status)
 
     def longest_stall(self, name: str, start: float, end: float) -> float:
-        """The longest time between `start` and `end` that `name`'s height did not move (at the sampling's grain)."""
+        """The longest time between `start` and `end` that `name`'s height did not move: between the blocks of its
+        commit log, or at the sampling's grain without one."""
+        if name in self.commits:
+            changes = [start, *(when for when in self.commits[name] if start <= when <= end), end]
+            return max(b - a for a, b in zip(changes, changes[1:]))
         changes = [start]
         previous = None
         for when, height in self.heights[name]:

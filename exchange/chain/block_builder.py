@@ -9,6 +9,7 @@ allows.
 """
 from __future__ import annotations
 
+from exchange.chain.block_pace import BlockPace
 from exchange.chain.blocks import Block, Header, Vote
 from exchange.chain.chainstate import encode_item
 from exchange.chain.codec import pack
@@ -26,6 +27,8 @@ class BlockBuilder:
     def __init__(self, core: CoreView) -> None:
         self.core = core
         self.evidence: list[tuple[Vote, Vote]] = []
+        config = core.config
+        self.pace = BlockPace(config.block_seconds_target, config.max_block_txs - config.max_block_membership)
 
     def note_evidence(self, first: Vote, second: Vote) -> None:
         self.evidence.append((first, second))
@@ -43,7 +46,8 @@ class BlockBuilder:
         config = self.core.config
         ttl = state.genesis.exchange.get("order_ttl_ms", 120_000)
         self.core.mempool.expire(time_ms - config.expired_grace_ms)
-        reaped = self.core.mempool.reap(config.max_block_txs - config.max_block_membership, config.max_block_bytes)
+        # as many as the network decides within the pace's target, each lane's share of a block at its limits
+        reaped = self.core.mempool.reap(self.pace.limit, config.max_block_bytes, lane_of=self.pace.ceiling)
         app = state.app
         # transactions that expired before a block could take them are still recorded (as expired), so an
         # order someone was told is pending resolves everywhere; one already applied is left out

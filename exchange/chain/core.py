@@ -94,6 +94,8 @@ class CoreConfig:
     mempool_max_bytes: int = 64 * 1024 * 1024     # ... and bytes (mempool.py: the heaviest lane is evicted first)
     mempool_lane_share: float = 0.25      # of the pool one lane (a neighbour, or our API) may hold
     block_lane_share: float = 1 / 16     # of a block's transactions one lane may fill
+    block_seconds_target: float = 0.2     # a proposer's blocks hold what the network decides within this (block_pace.py;
+                                          # 0: up to max_block_txs)
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
@@ -159,6 +161,7 @@ class ChainCore:
         self._handlers = self._message_handlers()
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._wake_at: float | None = None
+        self._paced_from: float | None = None     # when this height started, if transactions were waiting
         self._restore: list[Wire] | None = None
         # votes handed on (they differed from ours): (validator, height, round, kind, block id)
         self._relayed: OrderedDict[tuple[bytes, int, int, int, bytes | None], None] = OrderedDict()
@@ -449,10 +452,11 @@ class ChainCore:
         self._validator_seen = {k: t for k, t in self._validator_seen.items() if k in self.state.validators}
         self.halt_recovery.new_height()
         if not self.is_validator:
-            self._wake_at = None
+            self._wake_at = self._paced_from = None
             return
         restore = self._take_restore(self.state.height + 1)
         idle = len(self.mempool) == 0 and not self.intake.own
+        self._paced_from = None if idle else now
         self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
         self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
 
@@ -484,6 +488,8 @@ class ChainCore:
                         self.emit(effect)
                     case Decide(block, commit):
                         if block.height == self.state.height + 1:    # not already taken as a certified block
+                            if self._paced_from is not None and commit.round == 0:
+                                self.builder.pace.observe(len(block.txs), now - self._paced_from)
                             self.apply(block, commit, announce=True)
                             self.start_height(now)
                     case Evidence(first, second):
@@ -603,7 +609,7 @@ class ChainCore:
                 "quorum": self.quorum_present(now), "halted": self.halted, "mempool": len(self.mempool),
                 "mempool_lanes": self.mempool.view(), **self.intake.view(),
                 "consensus": self.consensus.status() if self.is_validator else None,
-                "refused_proposals": dict(self.check.refused),
+                "refused_proposals": dict(self.check.refused), "block_pace": self.builder.pace.view(),
                 "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(),
                 "snapshots": state.snapshot_view(), **self.counters}
 

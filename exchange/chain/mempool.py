@@ -123,10 +123,11 @@ class Mempool:
     def is_verified(self, tx: SignedTx) -> bool:
         return (tx.id, tx.sig) in self.verified
 
-    def reap(self, max_txs: int, max_bytes: int) -> list[SignedTx]:
-        """Up to a block's limits, one transaction from each lane in turn, oldest first within a lane, and at
-        most `lane_block_share` of the block from any one lane: a block of a flooder's thousands takes every
-        node long to check and apply, and the honest transactions beside it wait for that too."""
+    def reap(self, max_txs: int, max_bytes: int, lane_of: int | None = None) -> list[SignedTx]:
+        """Up to `max_txs` and `max_bytes`, one transaction from each lane in turn, oldest first within a lane,
+        and at most `lane_block_share` of a block of `lane_of` transactions (`max_txs` if not given) from any one
+        lane: a block of a flooder's thousands takes every node long to check and apply, and the honest
+        transactions beside it wait for that too."""
         out: list[SignedTx] = []
         total = 0
         names = list(self._lanes)
@@ -135,7 +136,7 @@ class Mempool:
         start = self._next_lane % len(names)
         self._next_lane += 1
         turns: list[Iterator[str]] = [iter(self._lanes[name].ids) for name in names[start:] + names[:start]]
-        per_lane = max(1, int(max_txs * self.lane_block_share))
+        per_lane = max(1, int((lane_of or max_txs) * self.lane_block_share))
         rounds = 0
         while turns and len(out) < max_txs and rounds < per_lane:
             rounds += 1

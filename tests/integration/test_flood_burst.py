@@ -1,4 +1,4 @@
-"""Real processes (issue 25, "one burst halts the chain"): 6,600 ordinary signed one-order transactions at once,
+"""Real processes (issue 25, "one burst halts the chain"): 13,000 ordinary signed one-order transactions at once,
 from sixteen peers (each a lane of every validator's mempool) and from the validators' own APIs, while an honest
 client orders every 200 ms at a follower.
 
@@ -6,7 +6,8 @@ As filed, 3,400 such transactions sent to every validator made every proposal `b
 filled a block to its byte limit counting each transaction's own encoding, validation counted the wrapping and
 the header too, and no block was made for ~115 s per burst while `/ready` said 200. Now the proposer measures
 its block with validation's function, so the burst is ordered in full blocks, each decided, and the common
-criteria hold (`tests/flood.py` `assert_fair`).
+criteria hold (`tests/flood.py` `assert_fair`). With the production defaults a crowd's burst is paced by the
+validators' total budget, and blocks by what the network decides within BLOCK_SECONDS_TARGET (block_pace.py).
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope
 
 PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
-PER_PEER = 400              # each peer's burst, all of it sent at once
-PACED_PER_PEER = 250        # ... against production budgets: past each one's share of the total's first second
+PER_PEER = 800              # each peer's burst, all of it sent at once: with the APIs', over four blocks' worth
+PACED_PER_PEER = 250        # each peer's burst against production budgets: past its share of the total's first second
 PER_API = 50                # signed orders posted to each validator's API
-RSS_GROWTH_MB = 96          # the burst's 6,600 resting orders, about a kilobyte each, and the mempool's bytes
+RSS_GROWTH_MB = 96          # the burst's 13,000 resting orders, about a kilobyte each, and the mempool's bytes
 
 
 class Burst(NamedTuple):
@@ -80,9 +81,12 @@ def _burst(cluster: Cluster, per_peer: int = PER_PEER, **budgets: Any) -> Burst:
 
 
 def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_blocks(cluster):
-    # Each peer's budget covers its burst and the validators' total covers the crowd, so all 6,600 come at once:
-    # this test is about blocks at their byte limit (the next one is about the budgets' defaults)
-    burst = _burst(cluster, peer_tx_burst=PER_PEER, peer_tx_total_rate=PEERS * PER_PEER)
+    # Each peer's budget covers its burst and the validators' total covers the crowd, so all 13,000 come at once,
+    # and blocks are not paced (BLOCK_SECONDS_TARGET 0): this test is about blocks at their byte limit, as a
+    # proposer whose recent heights were quick makes them (the next one is about the defaults). Validators
+    # checking the burst's signatures on two shared cores keep deciding heights meanwhile, each with what has
+    # arrived: the largest block was 2,142 orders of 6,600 in one run of three, and 2,516 of 9,800 in one of two
+    burst = _burst(cluster, peer_tx_burst=PER_PEER, peer_tx_total_rate=PEERS * PER_PEER, block_seconds_target=0)
     assert set(burst.posted) <= {201, 202}, burst.posted
     one_order = len(pack(encode_item(spam_orders(burst.validators[0].status()["chain_id"], 1)[0])))
     capacity = (core_config(Settings()).max_block_bytes + BLOCK_OVERHEAD) // one_order
@@ -121,9 +125,12 @@ def test_a_burst_from_a_crowd_of_peers_is_paced_by_the_validators_total_budget(c
                  for ops, when, before in zip(burst.blocks[1:], burst.finals[1:], burst.finals))
     assert excess <= 1.2 * total_rate + len(burst.validators) * PER_API, \
         f"a block held {excess:.0f} orders past the total's pace: largest {sorted(burst.blocks)[-5:]}"
-    # The crowd's 1,000 a second is above what five nodes on two cores apply within 2x (the honest p50 doubles),
-    # and the honest orders that meet that largest block wait for it: measured p99 146-729 ms across the runs while
-    # the budgets took shape (319-381 ms with this worst case). The bound is against a full block's seconds.
+    # The crowd's 1,000 a second is above what five nodes on two cores apply within 2x (the honest p50 doubles).
+    # Blocks holding all that arrived while the last was decided made the honest orders that met them wait for
+    # it: measured p99 146-729 ms on a faster day, 3.5-3.7 s on a day when this machine ran Python at half the
+    # speed (one block of 2,661 orders took 2.7 s). Paced blocks (block_pace.py: 64-600 orders here) leave the
+    # honest orders to wait for the burst's signature checks and a short block or two: p99 0.97-1.52 s that
+    # slower day. The bound is against seconds of one block, not against the machine's speed.
     report = assert_fair(burst.client, burst.watch, burst.span, honest=burst.nodes,
                          attackers={key: burst.validators for key in burst.attackers}, p99_floor=1.5,
                          rss_growth_mb=RSS_GROWTH_MB)

@@ -15,7 +15,7 @@ def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block(
     keys = FakeKeys("proposer")
     genesis = Genesis("t", int(BASE_TIME * 1000), keys.public_key, (keys.public_key,),
                       exchange={"order_ttl_ms": 120_000})
-    config = CoreConfig(max_block_bytes=400_000, max_block_txs=4000)
+    config = CoreConfig(max_block_bytes=400_000, max_block_txs=4000, block_seconds_target=0)     # unpaced: at its limits
     core = ChainCore(genesis, SimApp(), public_key=keys.public_key, sign=keys.sign, verify=fake_verify,
                      blocks=MemoryStore(), config=config, now=BASE_TIME)
     accounts = [SigningKey(bytes([i]) * 32) for i in range(5)]      # an account holds at most 1,000 in the pool
