@@ -14,6 +14,7 @@ remote host is capped).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -32,9 +33,11 @@ PROTECT_LOW_RTT = 8
 LOOPBACK = "loopback"
 
 
+@functools.lru_cache(maxsize=4096)
 def netgroup(host: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) of an address; a loopback address's group is marked as such
-    ("loopback/127.0.0.0/24"; "loopback" for ::1)."""
+    ("loopback/127.0.0.0/24"; "loopback" for ::1). Cached: a validator asks it for every transaction a
+    neighbour hands over, and parsing the address each time was a large part of admitting one."""
     ip = client_ip(host)
     if ip is None:
         return host

@@ -1,4 +1,4 @@
-"""Real processes (issue 25, "one burst halts the chain"): 13,000 ordinary signed one-order transactions at once,
+"""Real processes (issue 25, "one burst halts the chain"): 9,800 ordinary signed one-order transactions at once,
 from sixteen peers (each a lane of every validator's mempool) and from the validators' own APIs, while an honest
 client orders every 200 ms at a follower.
 
@@ -33,10 +33,12 @@ from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.redteam.attacker import envelope
 
 PEERS = 16                  # lanes at every validator: with its API's, more than a block's worth of lane shares
-PER_PEER = 800              # each peer's burst, all of it sent at once: with the APIs', over four blocks' worth
+PER_PEER = 600              # each peer's burst, all of it sent at once
+FRAME_BYTES = 600_000       # MAX_FRAME_BYTES where blocks must reach their byte limit: blocks of 360,000 bytes
 PACED_PER_PEER = 250        # each peer's burst against production budgets: past its share of the total's first second
 PER_API = 50                # signed orders posted to each validator's API
-RSS_GROWTH_MB = 96          # the burst's 13,000 resting orders, about a kilobyte each, and the mempool's bytes
+PACED_WAIT = 0.4            # of the crowd's burst, what an honest order may wait at most (p99)
+RSS_GROWTH_MB = 96          # the burst's 9,800 resting orders, about a kilobyte each, and the mempool's bytes
 
 
 class Burst(NamedTuple):
@@ -81,18 +83,25 @@ def _burst(cluster: Cluster, per_peer: int = PER_PEER, **budgets: Any) -> Burst:
 
 
 def test_a_burst_of_small_transactions_over_many_lanes_is_ordered_in_full_valid_blocks(cluster):
-    # Each peer's budget covers its burst and the validators' total covers the crowd, so all 13,000 come at once,
+    # Each peer's budget covers its burst and the validators' total covers the crowd, so all 9,800 come at once,
     # and blocks are not paced (BLOCK_SECONDS_TARGET 0): this test is about blocks at their byte limit, as a
     # proposer whose recent heights were quick makes them (the next one is about the defaults). Validators
     # checking the burst's signatures on two shared cores keep deciding heights meanwhile, each with what has
-    # arrived: the largest block was 2,142 orders of 6,600 in one run of three, and 2,516 of 9,800 in one of two
-    burst = _burst(cluster, peer_tx_burst=PER_PEER, peer_tx_total_rate=PEERS * PER_PEER, block_seconds_target=0)
+    # arrived, and blocks grow only while the backlog outruns them: at the default byte limit (~2,930 orders) the
+    # largest block was 2,142 of 6,600 in one run of three, and 13,000 kept honest orders from being final within
+    # 20 s under the suite's load. Blocks of 360,000 bytes (~1,680 orders) still show the filed bug (their items'
+    # wrapping alone, 3 bytes each, is more than the BLOCK_OVERHEAD validation allows beyond the limit); 6,600
+    # stopped short of them in two runs of four (largest 1,043 and 1,321), 9,800 reached them in every run
+    burst = _burst(cluster, peer_tx_burst=PER_PEER, peer_tx_total_rate=PEERS * PER_PEER, block_seconds_target=0,
+                   max_frame_bytes=FRAME_BYTES)
     assert set(burst.posted) <= {201, 202}, burst.posted
     one_order = len(pack(encode_item(spam_orders(burst.validators[0].status()["chain_id"], 1)[0])))
-    capacity = (core_config(Settings()).max_block_bytes + BLOCK_OVERHEAD) // one_order
+    capacity = (core_config(Settings(max_frame_bytes=FRAME_BYTES)).max_block_bytes + BLOCK_OVERHEAD) // one_order
+    assert 3 * capacity > BLOCK_OVERHEAD, capacity
     blocks = burst.blocks
     assert max(blocks) >= 0.95 * capacity, f"no block reached its byte limit ({capacity} orders): {sorted(blocks)[-8:]}"
-    # Every height is decided and no proposal refused. The first block after the burst is full (~2,900 orders,
+    # Every height is decided and no proposal refused. The first block after the burst is full (~2,900 orders at the
+    # default byte limit,
     # every one checked by the follower and applied by all five nodes, on two cores shared with the attacker):
     # measured here 3.0-4.4 s from the burst to its finality, while the burst lasts some heights take a second
     # round (a proposal reached a validator after the round-0 timeout, CONSENSUS_TIMEOUT 0.4 s, while it was
@@ -129,10 +138,13 @@ def test_a_burst_from_a_crowd_of_peers_is_paced_by_the_validators_total_budget(c
     # Blocks holding all that arrived while the last was decided made the honest orders that met them wait for
     # it: measured p99 146-729 ms on a faster day, 3.5-3.7 s on a day when this machine ran Python at half the
     # speed (one block of 2,661 orders took 2.7 s). Paced blocks (block_pace.py: 64-600 orders here) leave the
-    # honest orders to wait for the burst's signature checks and a short block or two: p99 0.97-1.52 s that
-    # slower day. The bound is against seconds of one block, not against the machine's speed.
+    # honest orders to wait for the burst's checks and a short block or two: p99 0.81-1.17 s alone that slower
+    # day, 1.75 s in the suite (p50 1.0 s: five nodes' work on two busy cores). So the bound is not a fixed
+    # 1.5 s, which measured the machine, but a share of the burst's own length in this run: an honest order
+    # waits at most PACED_WAIT of it, not for the burst (that day unpaced p99 was about 60-75 % of the burst's
+    # length; paced, 18-28 % alone and about 26 % in the suite)
     report = assert_fair(burst.client, burst.watch, burst.span, honest=burst.nodes,
-                         attackers={key: burst.validators for key in burst.attackers}, p99_floor=1.5,
+                         attackers={key: burst.validators for key in burst.attackers}, p99_floor=PACED_WAIT * took,
                          rss_growth_mb=RSS_GROWTH_MB)
     print(f"\n{sum(burst.blocks)} orders in {took:.1f} s, largest blocks {sorted(burst.blocks)[-5:]} ops, "
           f"{excess:.0f} past the total's pace; "
