@@ -294,8 +294,13 @@ def test_a_relayed_requests_from_fresh_origins_hold_nothing(nodes):
             answered = budget["answer_bytes"] - was["rpc_serving"]["budget"]["answer_bytes"]
             allowed = budget["bytes"] * (BURST_SECONDS + elapsed + AFTER) + 300_000 + 100_000   # + one answer, honest
             assert answered <= allowed, (node.name, answered, allowed)
-        for node, view, was in zip((entry, other), after[:2], run.before[:2]):
-            assert _delta(view, was, "rpc_serving", "counters", "unroutable") == fresh, (node.name, view["rpc_serving"])
+        for node, was in zip((entry, other), run.before[:2]):
+            # a node busy with the flood may still have the last requests in a link's backlog when it ends
+            def unroutable(node: NodeProcess = node, was: dict[str, Any] = was) -> int:
+                return _delta(node.status(), was, "rpc_serving", "counters", "unroutable")
+            wait_until(lambda: unroutable() >= fresh, 15,
+                       message=f"{node.name} counts each request from a fresh origin as unroutable")
+            assert unroutable() == fresh, (node.name, unroutable(), fresh)
         # the attacker was refused past its budget, or cut off for not reading what it asked for: either shows
         refused = {row["node_id"] for row in after[0]["rpc_serving"]["budget"]["throttled_requesters"]}
         assert attacker in refused or _cut_off(entry, attacker) == "send_buffer_overflow", (after[0]["rpc_serving"],
