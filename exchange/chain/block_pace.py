@@ -12,7 +12,8 @@ The limit is learnt the way TCP learns a window, from what the proposer sees: ea
 transactions waiting and was decided in its first round took `seconds` for `ops` transactions (the previous
 block's application, this one's checks and votes: the whole network's pace, on the clock the core is given).
 A height over `target` with at least `floor` transactions sets the limit to what would have fitted; one at least
-half the limit within half the target doubles it, up to the ceiling (the block's own limits). Heights that waited
+half the limit within half the target raises it by a quarter (by `floor` at least), up to the ceiling (the
+block's own limits). Heights that waited
 for work, or needed a second round (a proposer down, a proposal late), say nothing of how long transactions take,
 and are not counted. Only the proposer's own choice changes: validation accepts any block within the byte and
 transaction limits, so validators learning different limits agree on every block.
