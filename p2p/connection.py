@@ -1,18 +1,16 @@
-"""One peer link: Noise handshake, encrypted hello, heartbeat RTT, batched encrypted writes with a
-hard buffer bound, close reasons.
+"""One peer link: Noise handshake, encrypted hello, heartbeat RTT, batched encrypted writes with a hard buffer bound,
+close reasons.
 
-A `PeerLink` is an asyncio Protocol (10-30% faster than streams here). It goes
-`securing` (Noise XX, p2p/secure/channel.py: proves the remote node id) -> `handshaking` (hellos,
-then `handshake_ack` from each side once it admits the other) -> `open` -> `closed`. After the
-Noise handshake every byte is sealed: the frames queued in one event-loop pass are joined and
-encrypted together (as few AEAD messages as fit) into a single `write()`, and received bytes are
-decrypted message by message before the FrameDecoder sees them.
+A `PeerLink` is an asyncio Protocol (10-30% faster than streams here). It goes `securing` (Noise XX,
+p2p/secure/channel.py: proves the remote node id) -> `handshaking` (hellos, then `handshake_ack` from each side once
+it admits the other) -> `open` -> `closed`. After the Noise handshake every byte is sealed: the frames queued in one
+event-loop pass are joined and encrypted together (as few AEAD messages as fit) into a single `write()`, and
+received bytes are decrypted message by message before the FrameDecoder sees them.
 
-No exception raised by a peer's bytes leaves `data_received`: a protocol violation closes the link
-with its reason and `fault=Fault.PEER` (the PeerManager penalises it), a channel failure (tampered,
-replayed or injected bytes: anyone on the path could cause it) closes it with `fault=Fault.PATH`, and
-anything else is our bug: reported to the host with its traceback and the link closed as
-`internal_error`, blaming nobody.
+No exception raised by a peer's bytes leaves `data_received`: a protocol violation closes the link with its reason
+and `fault=Fault.PEER` (the PeerManager penalises it), a channel failure (tampered, replayed or injected bytes:
+anyone on the path could cause it) closes it with `fault=Fault.PATH`, and anything else is our bug: reported to the
+host with its traceback and the link closed as `internal_error`, blaming nobody.
 """
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ from typing import Any, Mapping, Protocol, cast
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, remote_reason
-from p2p.link_reading import TURN_SECONDS, LinkReading
+from p2p.link_reading import TURN_SECONDS, LinkReading, ReadTurns, read_network
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -61,6 +59,7 @@ class LinkHost(Protocol):
     send_buffer_bytes: int
     read_rate: float                # bytes a second read from one link, in bursts of up to read_burst
     read_burst: float
+    read_turns: ReadTurns           # hands out its links' read turns, by network
     handshake_timeout: float
     static_identity: StaticIdentity
     schemas: m.Schemas
@@ -132,7 +131,8 @@ class PeerLink(asyncio.Protocol):
         self.provisional = False  # let in past a full house for a node we keep linked: must prove it is one
         self.via: str | None = None  # the relay's node id, for a link carried through a relay (p2p/nat/circuit.py)
         self.reading = LinkReading(self._loop, lambda: self.transport, self._dispatch_open, self._receive_failed,
-                                   lambda: self.state == OPEN, (host.read_rate, host.read_burst))
+                                   lambda: self.state == OPEN, (host.read_rate, host.read_burst), host.read_turns,
+                                   lambda: read_network(self.remote_addr, self.via))
 
     # --- identity helpers -------------------------------------------------------------------
     @property

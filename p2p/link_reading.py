@@ -15,6 +15,12 @@ budget its socket waits until the deficit has refilled. A link relayed through a
 own: when it falls behind, its carrier link stops reading (`block`), so a relay cannot pile frames up in it
 either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as
 the hold.
+
+The turns after a link's first are handed out by its node's ReadTurns, by network first: each event-loop
+turn, every network (the /24 or /48 a link comes from) with links waiting gets one link's turn, its links
+in turn. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it
+reads one neighbour from another, as the transaction budgets share the total (exchange/chain/tx_budget.py);
+by link, eight keys from one /24 would get eight turns to the other neighbour's one.
 """
 from __future__ import annotations
 
@@ -22,27 +28,73 @@ import asyncio
 from collections import deque
 from typing import Callable
 
+from p2p.admission import netgroup
 from p2p.messages import Message
 
 TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
 TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
 
 
+def read_network(address: tuple[str, int] | None, via: str | None) -> str:
+    """Whose read turns a link shares (ReadTurns): its address's network, or, carried through a relay, the
+    relay's circuits'."""
+    if via is not None:
+        return f"via:{via}"
+    return netgroup(address[0]) if address is not None else "unknown"
+
+
+class ReadTurns:
+    """A node's links waiting for a turn, by network: one callback per event-loop turn gives every network
+    waiting one link's turn (LinkReading._next_turn), the links of a network in the order they asked."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, deque[LinkReading]] = {}
+        self._handle: asyncio.Handle | None = None
+
+    def want(self, reading: "LinkReading", network: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting.setdefault(network, deque()).append(reading)
+        if self._handle is None:
+            self._handle = loop.call_soon(self._run, loop)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = None
+        waiting = self._waiting
+        for network in list(waiting):
+            links = waiting[network]
+            reading = links.popleft()
+            if not links:
+                del waiting[network]
+            try:
+                reading._next_turn()    # asks again (`want`) while it has a backlog: the next callback, behind the rest
+            except Exception as exc:  # noqa: BLE001 - one link's failure must not cost the others their turns
+                loop.call_exception_handler(
+                    {"message": "a link's read turn failed", "exception": exc})
+        if waiting and self._handle is None:    # links still waiting, and none of this run's asked again
+            self._handle = loop.call_soon(self._run, loop)
+
+    def waiting(self) -> dict[str, int]:
+        """Links waiting for a turn, per network."""
+        return {network: len(links) for network, links in self._waiting.items()}
+
+
 class LinkReading:
-    __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_turn", "_hold_timer",
+    __slots__ = ("_loop", "_transport", "_dispatch", "_failed", "_is_open", "backlog", "_queued", "_hold_timer",
                  "_hold_until", "_paused", "_blockers", "_caught_up_at", "_read_rate", "_read_burst", "_read_tokens",
-                 "_read_at", "read_holds")
+                 "_read_at", "read_holds", "_turns", "_network")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: Callable[[], asyncio.Transport | None],
                  dispatch: Callable[[list[Message]], None], failed: Callable[[Exception], None],
-                 is_open: Callable[[], bool], read_budget: tuple[float, float]) -> None:
+                 is_open: Callable[[], bool], read_budget: tuple[float, float], turns: ReadTurns,
+                 network: Callable[[], str]) -> None:
         self._loop = loop
+        self._turns = turns                 # who hands out this link's turns after its first, by network
+        self._network = network             # the network this link comes from
         self._transport = transport
         self._dispatch = dispatch           # hands messages to the node; may raise for the link to close
         self._failed = failed               # what a turn run later does with what `dispatch` raised
         self._is_open = is_open
         self.backlog: deque[Message] = deque()     # received and decoded, waiting for a later turn
-        self._turn: asyncio.Handle | None = None
+        self._queued = False                # waiting in `_turns` for a turn
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_until = 0.0
         self._paused = False
@@ -59,22 +111,25 @@ class LinkReading:
             self._dispatch(messages)
             return
         self.backlog.extend(messages)
-        if self._turn is None and self._hold_timer is None:
+        if not self._queued and self._hold_timer is None:
             self._take_turn()
 
+    def _want_turn(self) -> None:
+        self._queued = True
+        self._turns.want(self, self._network(), self._loop)
+
     def _take_turn(self) -> None:
-        self._turn = None
         backlog = self.backlog
         batch = [backlog.popleft() for _ in range(min(TURN_MESSAGES, len(backlog)))]
         if backlog:
-            self._turn = self._loop.call_soon(self._next_turn)
+            self._want_turn()
         else:
             self._caught_up_at = self._loop.time()
         self._update()
         self._dispatch(batch)
 
     def _next_turn(self) -> None:
-        self._turn = None
+        self._queued = False
         if not self._is_open():
             self.backlog.clear()
             return
@@ -99,8 +154,8 @@ class LinkReading:
         time left for (TURN_SECONDS): first in line again, for the turn after the hold, or the link's next turn
         after the other callbacks ready now."""
         self.backlog.extendleft(reversed(messages))
-        if self._turn is None and self._hold_timer is None:
-            self._turn = self._loop.call_soon(self._next_turn)
+        if not self._queued and self._hold_timer is None:
+            self._want_turn()
         self._update()
 
     def hold(self, seconds: float) -> None:
@@ -116,8 +171,8 @@ class LinkReading:
 
     def _hold_over(self) -> None:
         self._hold_timer = None
-        if self.backlog and self._turn is None:
-            self._turn = self._loop.call_soon(self._next_turn)
+        if self.backlog and not self._queued:
+            self._want_turn()
         self._update()
 
     @property
@@ -162,9 +217,8 @@ class LinkReading:
 
     def close(self) -> None:
         """The link is gone: nothing more is handed over, no timer left behind."""
-        for handle in (self._turn, self._hold_timer):
-            if handle is not None:
-                handle.cancel()
-        self._turn = self._hold_timer = None
-        self.backlog.clear()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._hold_timer = None
+        self.backlog.clear()        # a turn it still waits for finds it closed and empty
         self._blockers.clear()

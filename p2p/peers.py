@@ -39,6 +39,7 @@ from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, with_r
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
 from p2p.failure_log import Failure, FailureLog, InternalErrors
+from p2p.link_reading import ReadTurns
 from p2p.peer_config import PeerConfig
 from p2p.peer_hooks import Admission, DialResult, Fields, Gate, LinkListener, MessageHandler, PeerComponent
 from p2p.peer_store import PeerStore, StoredPeer
@@ -207,6 +208,7 @@ class PeerManager:
         self.send_buffer_bytes = config.send_buffer_bytes
         self.read_rate = float(config.read_rate)
         self.read_burst = float(max(config.read_rate, 2 * config.max_frame_bytes))
+        self.read_turns = ReadTurns()
         self.handshake_timeout = config.handshake_timeout
         self._verify = verify
         self._node_id_for = node_id_for

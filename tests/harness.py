@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
+# Until a started node writes its node.json: about a second of CPU for its imports on an idle machine. In a CI run of
+# the real-process tier (load 3.2 on two cores) a follower had not written it after 15 s; its log says why if 30 s
+# is not enough either.
+START_SECONDS = 30.0
 
 
 def converged(nodes: Sequence["NodeProcess"], market: str = "BTC-USD") -> bool:
@@ -110,7 +114,7 @@ class NodeProcess:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = START_SECONDS) -> None:
         runtime = self.data_dir / "node.json"
 
         def ready() -> bool:
@@ -125,7 +129,10 @@ class NodeProcess:
             self.info = info
             return True
 
-        wait_until(ready, timeout, message=f"{self.name} to start")
+        try:
+            wait_until(ready, timeout, message=f"{self.name} to start")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log ends:\n{self.log_tail()}") from None
 
     @property
     def api_url(self) -> str:

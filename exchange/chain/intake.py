@@ -117,7 +117,8 @@ class TxIntake:
         if tx.id not in self.core.mempool and not self.account_rate.allows(tx.account, ops, height):
             self.account_rate.refused += 1
             return "account_rate"
-        why = self.core.mempool.add(tx, lane)
+        group = None if lane == OWN_LANE else TxBudget.group_key(self.core.network_of(lane))
+        why = self.core.mempool.add(tx, lane, group)
         if why is None:
             self.account_rate.record(tx.account, ops, height)
         return why

@@ -6,16 +6,19 @@ else's proposal are remembered for a while too, so one signature is checked once
 
 Accounts and orders cost nothing, so the pool is shared out rather than filled first come, first
 served: every transaction belongs to a *lane*, the neighbour that handed it to us (a follower's RPC,
-a validator's relay, a gossip link) or our own API. A lane may hold at most a share of the pool and an
-account a bounded number of transactions (refused `sender_quota` / `account_quota`: the API answers 429
-with Retry-After). When the pool is full, room is made by evicting the newest transactions of the
-heaviest lane, never by refusing a lighter newcomer. `reap` takes from the lanes in turn (oldest
-first within each) and at most a share of a block from each, so one sender's backlog delays its own
-transactions, not everyone's.
+a validator's relay, a gossip link) or our own API, and each lane to a *group*, the network the neighbour
+links from (its /24 or /48, as the neighbours' transaction budgets share the total: tx_budget.py). A lane
+may hold at most a share of the pool and an account a bounded number of transactions (refused
+`sender_quota` / `account_quota`: the API answers 429 with Retry-After). When the pool is full, room is
+made by evicting the newest transactions of the heaviest lane, never by refusing a lighter newcomer.
+`reap` takes from the groups in turn, and within a group from its lanes in turn (oldest first within
+each), and at most a share of a block from each lane, so one sender's backlog delays its own
+transactions, not everyone's, and a crowd of keys from one network gets one network's turns in a block
+that cannot hold everything waiting (block_pace.py), not one turn per key.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Iterable, Iterator, KeysView
 
 from exchange.chain.codec import pack
@@ -26,11 +29,12 @@ OWN_LANE = "self"        # transactions from our own API
 
 
 class _Lane:
-    __slots__ = ("ids", "bytes")
+    __slots__ = ("ids", "bytes", "group")
 
-    def __init__(self) -> None:
+    def __init__(self, group: str) -> None:
         self.ids: OrderedDict[str, None] = OrderedDict()     # arrival order
         self.bytes = 0
+        self.group = group          # whose turns in a block this lane shares (its network; else itself)
 
 
 class Mempool:
@@ -60,8 +64,9 @@ class Mempool:
     def __contains__(self, tx_id: str) -> bool:
         return tx_id in self._txs
 
-    def add(self, tx: SignedTx, lane: str = OWN_LANE) -> str | None:
-        """Queue a verified transaction handed over by `lane`; returns a refusal reason or None."""
+    def add(self, tx: SignedTx, lane: str = OWN_LANE, group: str | None = None) -> str | None:
+        """Queue a verified transaction handed over by `lane` (of `group`: its network, when known; a lane
+        keeps the group it was made with); returns a refusal reason or None."""
         if tx.id in self._txs:
             return "duplicate"
         size = len(pack(tx.wire()))
@@ -72,7 +77,9 @@ class Mempool:
         self._txs[tx.id] = (tx, size, lane)
         self.by_sig[tx.sig] = tx
         self.bytes += size
-        queue = self._lanes.setdefault(lane, _Lane())
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = _Lane(group if group is not None else f"lane:{lane}")
         queue.ids[tx.id] = None
         queue.bytes += size
         self._per_account[tx.account] = self._per_account.get(tx.account, 0) + 1
@@ -124,35 +131,43 @@ class Mempool:
         return (tx.id, tx.sig) in self.verified
 
     def reap(self, max_txs: int, max_bytes: int, lane_of: int | None = None) -> list[SignedTx]:
-        """Up to `max_txs` and `max_bytes`, one transaction from each lane in turn, oldest first within a lane,
-        and at most `lane_block_share` of a block of `lane_of` transactions (`max_txs` if not given) from any one
-        lane: a block of a flooder's thousands takes every node long to check and apply, and the honest
-        transactions beside it wait for that too."""
+        """Up to `max_txs` and `max_bytes`: one transaction from each group in turn, from that group's lanes in
+        turn, oldest first within a lane, and at most `lane_block_share` of a block of `lane_of` transactions
+        (`max_txs` if not given) from any one lane: a block of a flooder's thousands takes every node long to
+        check and apply, and the honest transactions beside it wait for that too."""
         out: list[SignedTx] = []
-        total = 0
         names = list(self._lanes)
         if not names:
             return out
         start = self._next_lane % len(names)
         self._next_lane += 1
-        turns: list[Iterator[str]] = [iter(self._lanes[name].ids) for name in names[start:] + names[:start]]
+        groups: dict[str, deque[tuple[Iterator[str], list[int]]]] = {}
+        for name in names[start:] + names[:start]:
+            lane = self._lanes[name]
+            groups.setdefault(lane.group, deque()).append((iter(lane.ids), [0]))
         per_lane = max(1, int((lane_of or max_txs) * self.lane_block_share))
-        rounds = 0
-        while turns and len(out) < max_txs and rounds < per_lane:
-            rounds += 1
-            still: list[Iterator[str]] = []
-            for turn in turns:
+        total = 0
+        turns = list(groups.values())
+        while turns and len(out) < max_txs:
+            still: list[deque[tuple[Iterator[str], list[int]]]] = []
+            for lanes in turns:
                 if len(out) >= max_txs:
                     break
-                tx_id = next(turn, None)
-                if tx_id is None:
-                    continue
-                tx, size, _ = self._txs[tx_id]
-                if total + size > max_bytes:
-                    continue        # this lane's next does not fit; the others may still
-                out.append(tx)
-                total += size
-                still.append(turn)
+                while lanes:
+                    turn, taken = lanes.popleft()
+                    tx_id = next(turn, None) if taken[0] < per_lane else None
+                    if tx_id is None:
+                        continue        # this lane is done for this block
+                    tx, size, _ = self._txs[tx_id]
+                    if total + size > max_bytes:
+                        continue        # this lane's next does not fit; the others may still
+                    out.append(tx)
+                    total += size
+                    taken[0] += 1
+                    lanes.append((turn, taken))
+                    break
+                if lanes:
+                    still.append(lanes)
             turns = still
         return out
 

@@ -126,12 +126,20 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
             seats = node.get("/validators")
             held = {*(s["node_id"] for s in seats["standby"]), *(m["node_id"] for m in seats["validators"])}
             assert grabbed not in held, seats
+    audited = []        # auditor passes that began after each phase: each phase was read while it lasted
+
+    def audit_since_now(phase: str) -> None:
+        begun = auditor.passes + 1      # the pass under way may have read before the phase
+        wait_until(lambda: auditor.passes > begun, 60, interval=0.1, message=f"an audit pass after {phase}")
+        audited.append(phase)
     try:
         wait_until(lambda: liar.node_id in founder.status()["validators"], 30, interval=0.1,
                    message="the liar (with the join token) is promoted with the three others")
+        audit_since_now("the liar's promotion")
         wait_until(lambda: "refused: bad_membership" in founder.log_path.read_text(), 60, interval=0.3,
                    message="a proposal of the liar's that seats its own key is refused")
         never_grabbed()
+        audit_since_now("the refused seat grab")
         wait_until(lambda: all(liar.node_id not in n.status()["validators"] for n in everyone), 90, interval=0.3,
                    message="the equivocating validator is removed")
         assert liar.node_id in founder.get("/validators")["banned"]
@@ -139,13 +147,14 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
         height = founder.status()["height"]
         wait_until(lambda: founder.status()["height"] >= height + 5, 20, message="still finalising after")
         _order_final(follower)
+        audit_since_now("the removal")
     finally:
         stop_traders(traders, stop)
         auditor.stop()
     wait_until(lambda: converged(everyone), 30, interval=0.3)
     history.settle(clients, markets=["BTC-USD"])
     history.assert_clean()
-    assert auditor.passes > 5
+    assert len(audited) == 3, audited
 
 
 LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "60"))

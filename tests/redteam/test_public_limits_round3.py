@@ -219,10 +219,12 @@ def test_the_fair_level_is_cheap_and_computed_at_most_ten_times_a_second() -> No
         parts.took(f"a{k}", now, 5.0)
         parts._short[f"s{k}"] = now
     now += 1.0                          # every demand has aged and every refusal is past SHORT_FIRST: the whole path
-    started = time.perf_counter()
+    # CPU time, what the bound is about (a share of a core): wall time also counts the waits for a core that the
+    # other test worker holds, and measured over 20 ms beside it in CI while the work took under 10
+    started = time.process_time()
     for _ in range(10):
         parts._fair_level(now)
-    cost = (time.perf_counter() - started) / 10
+    cost = (time.process_time() - started) / 10
     computed = 0
     level = parts._fair_level
 

@@ -87,6 +87,33 @@ def test_the_lane_that_goes_first_rotates():
     assert {lane_of[pool.reap(1, 10 ** 9)[0].id] for _ in range(3)} == {"a", "b", "c"}
 
 
+def test_a_block_that_cannot_hold_everything_gives_each_network_its_turns_not_each_key():
+    """Eight keys linked from one /24 and one neighbour on another, each with a backlog, and a block paced to
+    64: the lone network's lane takes half of it (one network's turns), not a ninth (one key's)."""
+    pool = Mempool()
+    lane_of = {}
+    lanes = [(f"crowd-{i}", "net:10.0.5.0/24") for i in range(8)] + [("lone", "net:10.0.6.0/24")]
+    for lane, group in lanes:
+        for _ in range(200):
+            item = tx()
+            assert pool.add(item, lane=lane, group=group) is None
+            lane_of[item.id] = lane
+    for _ in range(5):
+        block = pool.reap(64, 10 ** 9, lane_of=3_000)
+        taken = [lane_of[t.id] for t in block]
+        assert len(block) == 64 and taken.count("lone") == 32, taken
+        crowd = {lane: taken.count(lane) for lane in set(taken) - {"lone"}}
+        assert len(crowd) == 8 and max(crowd.values()) - min(crowd.values()) <= 1, crowd
+        pool.remove(t.id for t in block)
+    # with the group gone quiet, its network's turns are the crowd's: nothing is held back for it
+    pool.remove([i for i, lane in lane_of.items() if lane == "lone" and i in pool])
+    assert len(pool.reap(64, 10 ** 9, lane_of=3_000)) == 64
+    # a lane's share of a block is still its own, whatever its group holds: 187 of crowd-0's 280, the others' 180
+    for _ in range(100):
+        assert pool.add(tx(), lane="crowd-0") is None
+    assert len(pool.reap(3_000, 10 ** 9)) == int(3_000 / 16) + 7 * 180
+
+
 def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
     from exchange.chain.tx_budget import SHOWN_SENDERS, TxBudget
 

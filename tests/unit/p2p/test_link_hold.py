@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from p2p.link_reading import TURN_MESSAGES, LinkReading
+from p2p.link_reading import TURN_MESSAGES, LinkReading, ReadTurns
 from tests.unit.p2p.rpc_nodes import link, nodes
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,13 +57,13 @@ def test_silence_is_ours_while_a_backlog_waits_and_until_it_empties():
         def time(self) -> float:
             return self.now
 
-        def call_soon(self, callback: object) -> None:
+        def call_soon(self, callback: object, *args: object) -> None:
             return None
 
     loop = Loop()
     dispatched: list[list[dict]] = []
     reading = LinkReading(loop, lambda: None, dispatched.append, lambda exc: None,  # type: ignore[arg-type]
-                          lambda: True, (1e9, 1e9))
+                          lambda: True, (1e9, 1e9), ReadTurns(), lambda: "net")
     assert reading.ours_until == 0.0
     reading.deliver([{"type": "x"}] * (TURN_MESSAGES + 1))      # one turn's worth handed over, one waits
     loop.now = 15.0

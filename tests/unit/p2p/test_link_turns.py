@@ -3,12 +3,13 @@ or is held (issue 25): one peer's burst must not hold the loop, and every other 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from p2p.close_reason import CloseReason, LinkReason
 from p2p.connection import HANDSHAKING, OPEN, Direction, PeerLink
 from p2p.framing import encode_frame
-from p2p.link_reading import TURN_MESSAGES, TURN_SECONDS
+from p2p.link_reading import TURN_MESSAGES, TURN_SECONDS, ReadTurns
 from p2p.messages import Message
 
 
@@ -50,6 +51,7 @@ class _Host:
     schemas = _Schemas()
 
     def __init__(self) -> None:
+        self.read_turns = ReadTurns()
         self.delivered: list[tuple[int, int]] = []      # (turn, seq)
         self.turn = 0
 
@@ -298,3 +300,52 @@ async def test_messages_read_with_the_handshake_ack_are_handed_over_as_an_open_l
     await asyncio.wait_for(transport.resumed.wait(), 2)
     assert [seq for _, seq in host.delivered] == list(range(burst)), "after the hold, in order, nothing lost"
     assert link.msgs_in == burst + 1
+
+
+async def test_links_behind_take_turns_by_network_so_a_crowd_of_keys_from_one_network_gets_one_networks_turns():
+    """Eight links from one /24 and one from another, each with a backlog the node cannot read at once: every
+    event-loop turn gives each network one link's turn, so the lone link is read as fast as the whole crowd
+    (by link, it would get a ninth of the reading); within the crowd, its links take their turns in order."""
+    class _Counting(_Host):
+        def __init__(self) -> None:
+            super().__init__()
+            self.read: collections.Counter[str] = collections.Counter()     # messages handed over, by address
+
+        def on_message(self, link: PeerLink, message: Message) -> None:
+            self.read[link.remote_addr[0] if link.remote_addr else ""] += 1
+
+    host = _Counting()
+    links = []
+    for address in [f"10.0.5.{i}" for i in range(1, 9)] + ["10.0.6.1"]:
+        link, _ = _open_link(host)
+        link.remote_addr = (address, 7000)
+        links.append(link)
+    backlog = 40 * TURN_MESSAGES
+    for link in links:
+        link.reading.deliver([{"type": "ping", "seq": i} for i in range(backlog)])     # the first turn: at once
+    first = TURN_MESSAGES
+    assert all(count == first for count in host.read.values())
+    assert host.read_turns.waiting() == {"10.0.5.0/24": 8, "10.0.6.0/24": 1}
+    for _ in range(16):
+        await _next_turn()
+    lone = host.read["10.0.6.1"] - first
+    crowd = {address: count - first for address, count in host.read.items() if address != "10.0.6.1"}
+    assert lone == 16 * TURN_MESSAGES, "the lone network's link had a turn in every event-loop turn"
+    assert sum(crowd.values()) == lone, f"the crowd's network had as many turns, shared by its links: {crowd}"
+    assert set(crowd.values()) == {2 * TURN_MESSAGES}, f"the crowd's links took their turns in order: {crowd}"
+
+
+async def test_a_network_whose_link_caught_up_in_its_turn_still_gives_its_other_links_theirs():
+    """Two links from one network behind: the first's turn empties its backlog, so it asks for no other; the
+    second still waits, and gets its turn in the next event-loop turn (nothing else would ever ask for one)."""
+    host = _Host()
+    first, first_transport = _open_link(host)
+    second, second_transport = _open_link(host)
+    for link in (first, second):
+        link.remote_addr = ("10.0.5.1", 7000)
+    first.reading.deliver([{"type": "ping", "seq": i} for i in range(TURN_MESSAGES + 1)])
+    second.reading.deliver([{"type": "ping", "seq": i} for i in range(3 * TURN_MESSAGES)])
+    for _ in range(4):
+        await _next_turn()
+    assert first_transport.reading and second_transport.reading, host.read_turns.waiting()
+    assert len(host.delivered) == 4 * TURN_MESSAGES + 1
