@@ -23,7 +23,7 @@ from typing import Any, Mapping, Protocol, cast
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, remote_reason
-from p2p.link_reading import TURN_SECONDS, LinkReading, ReadTurns, read_network
+from p2p.link_reading import TURN_SECONDS, LinkReading, ReadTurns
 from p2p.framing import HEADER, FrameDecoder, FrameError, encode_body, encode_frame
 from p2p.secure.channel import ChannelError, SecureHandshake, SecureTransport, StaticIdentity, refusal
 
@@ -132,7 +132,7 @@ class PeerLink(asyncio.Protocol):
         self.via: str | None = None  # the relay's node id, for a link carried through a relay (p2p/nat/circuit.py)
         self.reading = LinkReading(self._loop, lambda: self.transport, self._dispatch_open, self._receive_failed,
                                    lambda: self.state == OPEN, (host.read_rate, host.read_burst), host.read_turns,
-                                   lambda: read_network(self.remote_addr, self.via))
+                                   lambda: host.read_turns.network_of(self.remote_id, self.remote_addr, self.via))
 
     # --- identity helpers -------------------------------------------------------------------
     @property

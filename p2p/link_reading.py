@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Callable
+from typing import Callable, Collection
 
 from p2p.admission import netgroup
 from p2p.messages import Message
@@ -35,21 +35,25 @@ TURN_MESSAGES = 64      # an open link's messages handed over per event-loop tur
 TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
 
 
-def read_network(address: tuple[str, int] | None, via: str | None) -> str:
-    """Whose read turns a link shares (ReadTurns): its address's network, or, carried through a relay, the
-    relay's circuits'."""
-    if via is not None:
-        return f"via:{via}"
-    return netgroup(address[0]) if address is not None else "unknown"
-
-
 class ReadTurns:
     """A node's links waiting for a turn, by network: one callback per event-loop turn gives every network
-    waiting one link's turn (LinkReading._next_turn), the links of a network in the order they asked."""
+    waiting one link's turn (LinkReading._next_turn), the links of a network in the order they asked. A node we
+    keep linked (`kept`: the validators) is a network of its own: a crowd on its /24, or all of a test's nodes
+    on one machine, never shares its votes' turns."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept: Callable[[], Collection[str]] = frozenset) -> None:
+        self._kept = kept
         self._waiting: dict[str, deque[LinkReading]] = {}
         self._handle: asyncio.Handle | None = None
+
+    def network_of(self, node_id: str | None, address: tuple[str, int] | None, via: str | None) -> str:
+        """Whose turns a link shares: a kept node's its own; else its address's network (/24 or /48), or,
+        carried through a relay, the relay's circuits'."""
+        if node_id is not None and node_id in self._kept():
+            return f"kept:{node_id}"
+        if via is not None:
+            return f"via:{via}"
+        return netgroup(address[0]) if address is not None else "unknown"
 
     def want(self, reading: "LinkReading", network: str, loop: asyncio.AbstractEventLoop) -> None:
         self._waiting.setdefault(network, deque()).append(reading)

@@ -208,7 +208,7 @@ class PeerManager:
         self.send_buffer_bytes = config.send_buffer_bytes
         self.read_rate = float(config.read_rate)
         self.read_burst = float(max(config.read_rate, 2 * config.max_frame_bytes))
-        self.read_turns = ReadTurns()
+        self.read_turns = ReadTurns(lambda: self._kept)
         self.handshake_timeout = config.handshake_timeout
         self._verify = verify
         self._node_id_for = node_id_for

@@ -117,7 +117,10 @@ class TxIntake:
         if tx.id not in self.core.mempool and not self.account_rate.allows(tx.account, ops, height):
             self.account_rate.refused += 1
             return "account_rate"
-        group = None if lane == OWN_LANE else TxBudget.group_key(self.core.network_of(lane))
+        # a validator's relays are a group of their own, as its link's read turns are (ReadTurns): whoever shares
+        # its network, their block turns are not its relays'
+        validator = lane == OWN_LANE or lane in self.core.state.validators.node_ids
+        group = None if validator else TxBudget.group_key(self.core.network_of(lane))
         why = self.core.mempool.add(tx, lane, group)
         if why is None:
             self.account_rate.record(tx.account, ops, height)

@@ -349,3 +349,22 @@ async def test_a_network_whose_link_caught_up_in_its_turn_still_gives_its_other_
         await _next_turn()
     assert first_transport.reading and second_transport.reading, host.read_turns.waiting()
     assert len(host.delivered) == 4 * TURN_MESSAGES + 1
+
+
+async def test_a_node_we_keep_linked_has_turns_of_its_own_whoever_shares_its_network():
+    """A validator's link from the /24 of a crowd (or, in a test, from the machine every node is on) is read as a
+    network of its own: its votes do not wait for the crowd's turns."""
+    validator_id = "v" * 40
+    host = _Host()
+    host.read_turns = ReadTurns(lambda: {validator_id})
+    read: collections.Counter[str] = collections.Counter()
+    host.on_message = lambda link, message: read.update([str(link.remote_id)])  # type: ignore[method-assign]
+    for index in range(9):
+        link, _ = _open_link(host)
+        link.remote_addr, link.remote_id = (f"10.0.5.{index + 1}", 7000), validator_id if index == 8 else f"k{index}"
+        link.reading.deliver([{"type": "ping", "seq": i} for i in range(40 * TURN_MESSAGES)])
+    assert host.read_turns.waiting() == {"10.0.5.0/24": 8, f"kept:{validator_id}": 1}
+    for _ in range(16):
+        await _next_turn()
+    crowd = sum(count for who, count in read.items() if who != validator_id)
+    assert read[validator_id] == crowd - 7 * TURN_MESSAGES == 17 * TURN_MESSAGES, read
