@@ -117,6 +117,8 @@ class NodeCollector:
         yield GaugeMetricFamily("exchange_node_known_addresses", "Addresses in the address book",
                                 value=status["known_addresses"])
         yield from split_counters(PEER_COUNTERS, dict(status["counters"], unknown_messages=status["unknown_messages"]))
+        yield CounterMetricFamily("exchange_node_p2p_read_turns_total", "Turns links waited for while this node "
+                                  "was behind reading them (shared by network)", value=status["read_turns"]["given"])
         yield labelled_counter("exchange_node_p2p_connections_closed_total",
                                "Connections closed (handshaking or open), by reason", "reason", status["close_reasons"])
         yield from discovery_metrics(node.discovery.stats())

@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Callable, Collection
+from typing import Callable, Collection, TypedDict
 
 from p2p.admission import netgroup
 from p2p.messages import Message
 
 TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
 TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
+
+
+class ReadTurnsView(TypedDict):
+    given: int
+    waiting: dict[str, int]
 
 
 class ReadTurns:
@@ -45,6 +50,7 @@ class ReadTurns:
         self._kept = kept
         self._waiting: dict[str, deque[LinkReading]] = {}
         self._handle: asyncio.Handle | None = None
+        self.given = 0          # turns handed out after a link's first: how often this node was behind its links
 
     def network_of(self, node_id: str | None, address: tuple[str, int] | None, via: str | None) -> str:
         """Whose turns a link shares: a kept node's its own; else its address's network (/24 or /48), or,
@@ -68,6 +74,7 @@ class ReadTurns:
             reading = links.popleft()
             if not links:
                 del waiting[network]
+            self.given += 1
             try:
                 reading._next_turn()    # asks again (`want`) while it has a backlog: the next callback, behind the rest
             except Exception as exc:  # noqa: BLE001 - one link's failure must not cost the others their turns
@@ -75,6 +82,10 @@ class ReadTurns:
                     {"message": "a link's read turn failed", "exception": exc})
         if waiting and self._handle is None:    # links still waiting, and none of this run's asked again
             self._handle = loop.call_soon(self._run, loop)
+
+    def view(self) -> ReadTurnsView:
+        """For /status: the turns handed out so far, and the links waiting for one now, per network."""
+        return {"given": self.given, "waiting": self.waiting()}
 
     def waiting(self) -> dict[str, int]:
         """Links waiting for a turn, per network."""

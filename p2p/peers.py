@@ -39,7 +39,7 @@ from p2p.close_reason import CloseReason, Fault, GivenReason, LinkReason, with_r
 from p2p.connection import Direction, LinkState, PeerLink
 from p2p.discovery.base import CLAIMED, Candidate
 from p2p.failure_log import Failure, FailureLog, InternalErrors
-from p2p.link_reading import ReadTurns
+from p2p.link_reading import ReadTurns, ReadTurnsView
 from p2p.peer_config import PeerConfig
 from p2p.peer_hooks import Admission, DialResult, Fields, Gate, LinkListener, MessageHandler, PeerComponent
 from p2p.peer_store import PeerStore, StoredPeer
@@ -123,6 +123,7 @@ class PeersStatus(TypedDict):
     handshakes_in_progress: int
     unknown_messages: int
     kept: list[str]
+    read_turns: ReadTurnsView       # links read in turns while this node was behind them (p2p/link_reading.py)
     counters: dict[str, int]
     close_reasons: dict[str, int]
     violations: dict[str, int]
@@ -941,7 +942,7 @@ class PeerManager:
             "tried_collisions": self.book.tried_collisions,
             "known_nodes": self.known_nodes(),
             "dialling": len(self._dialling), "handshakes_in_progress": len(self._inbound_pending) + len(self._dialling),
-            "unknown_messages": self.unknown_messages, "kept": sorted(self._kept),
+            "unknown_messages": self.unknown_messages, "kept": sorted(self._kept), "read_turns": self.read_turns.view(),
             "counters": dict(self.counters, internal_errors=self.internal_errors.total),
             "close_reasons": dict(self.close_reasons), "violations": dict(self.violations),
             "internal_errors": dict(self.internal_errors.counts),

@@ -413,11 +413,11 @@ def assert_fair(client: HonestClient, watch: ChainWatch, flood: tuple[float, flo
       flood lasts (None: any number, a test that says why) and none from `recover` s after it, no proposal refused
       anywhere, no node's height still for more than `max_stall` s, and /ready 200 throughout;
     - every node's RSS at most `rss_growth_mb` above its start;
-    - each attacker held back (a budget's throttle), penalised or banned by every node in `attackers[id]`; for a
-      `crowd` of attackers sending alike, a node may leave some unheld: it read them no faster than their budgets,
-      so its CPU paced them, in turns shared by network (p2p/link_reading.py ReadTurns, unit-tested; on real
-      processes tests/integration/test_flood_networks.py), and the test bounds what the crowd took together;
-      the report names those nodes;
+    - each attacker held back (a budget's throttle), penalised or banned by every node in `attackers[id]`: the
+      attack outran its budget and was stopped there. For a `crowd` of attackers sending alike, a node may leave
+      some unheld: it read them no faster than their budgets (a budget takes nothing past itself, so an attacker
+      never held never had more than its budget), so its CPU paced them, in turns shared by network
+      (p2p/link_reading.py ReadTurns); the report counts them per node;
     - no honest node penalised or banned another, every honest link up, one state (`honest_nodes_intact`)."""
     start, end = flood
     first_sent = min((sent for sent, _ in client.samples), default=start)

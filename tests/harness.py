@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -183,6 +184,15 @@ class NodeProcess:
             return ""
 
     # --- control API ------------------------------------------------------------------------
+    def metric(self, name: str) -> float:
+        """One unlabelled series of /metrics; a series the node does not export fails."""
+        request = urllib.request.Request(self.api_url + "/metrics", headers=self.auth_headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert found, f"{name} not in /metrics"
+        return float(found.group(1))
+
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.api_url + path, data=data, method=method,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.request
 
 from tests.harness import NodeProcess, wait_until
 from tests.integration.chain_nodes import pinned_loopback, wait_for
@@ -19,15 +18,6 @@ HALT_WARNING = re.compile(r"^\S+ WARNING exchange\.chain: chain halted for \d+ s
 
 def order(price: str) -> dict:
     return {"market": "BTC-USD", "side": "buy", "type": "post_only", "price": price, "qty": "0.1"}
-
-
-def metric(node: NodeProcess, name: str) -> float:
-    request = urllib.request.Request(node.api_url + "/metrics", headers=node.auth_headers())
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 def halt_warnings(node: NodeProcess) -> list[str]:
@@ -63,8 +53,8 @@ def test_a_halt_is_loud_and_pending_orders_become_final_after_it(cluster):
     assert status == 503 and ready["failing"] == ["chain"], ready
     detail = next(c["detail"] for c in ready["checks"] if c["name"] == "chain")
     assert "no quorum of validators" in detail and all(node in detail for node in silent), detail
-    assert metric(v0, "exchange_node_chain_quorum") == 0.0
-    assert metric(v0, "exchange_node_chain_halted_seconds") > 0.0
+    assert v0.metric("exchange_node_chain_quorum") == 0.0
+    assert v0.metric("exchange_node_chain_halted_seconds") > 0.0
 
     status, seen = v0.api("GET", f"/orders/{order_id}")
     assert (status, seen["final"], seen["order"]["status"], seen["order"]["reason"]) == (200, False, "pending",
@@ -92,4 +82,4 @@ def test_a_halt_is_loud_and_pending_orders_become_final_after_it(cluster):
     wait_until(lambda: v0.api("GET", "/ready")[0] == 200, 20.0, message="v0 ready again")
     wait_until(lambda: "chain quorum is back after" in v0.log_path.read_text(errors="replace"), 10.0,
                message="v0 logs that the quorum is back")
-    assert metric(v0, "exchange_node_chain_halted_seconds") == 0.0
+    assert v0.metric("exchange_node_chain_halted_seconds") == 0.0

@@ -333,6 +333,8 @@ async def test_links_behind_take_turns_by_network_so_a_crowd_of_keys_from_one_ne
     assert lone == 16 * TURN_MESSAGES, "the lone network's link had a turn in every event-loop turn"
     assert sum(crowd.values()) == lone, f"the crowd's network had as many turns, shared by its links: {crowd}"
     assert set(crowd.values()) == {2 * TURN_MESSAGES}, f"the crowd's links took their turns in order: {crowd}"
+    assert host.read_turns.view() == {"given": 32, "waiting": {"10.0.5.0/24": 8, "10.0.6.0/24": 1}}, \
+        "/status counts the turns handed out and shows who waits now"
 
 
 async def test_a_network_whose_link_caught_up_in_its_turn_still_gives_its_other_links_theirs():
