@@ -16,11 +16,13 @@ own: when it falls behind, its carrier link stops reading (`block`), so a relay 
 either; such a link is never held (PeerLink.hold_reading), since that would stop the carrier for as long as
 the hold.
 
-The turns after a link's first are handed out by its node's ReadTurns, by network first: each event-loop
-turn, every network (the /24 or /48 a link comes from) with links waiting gets one link's turn, its links
-in turn. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it
-reads one neighbour from another, as the transaction budgets share the total (exchange/chain/tx_budget.py);
-by link, eight keys from one /24 would get eight turns to the other neighbour's one.
+A link's turns are handed out by its node's ReadTurns, by network: each event-loop turn, every network (the
+/24 or /48 a link comes from) gets one link's turn, its links in turn. A read that finds its network's turn
+taken, or its network's links waiting, waits in the backlog with the socket paused, however small it is. A node
+that cannot keep up with what it is sent reads a crowd of keys from one network as it reads one neighbour from
+another, as the transaction budgets share the total (exchange/chain/tx_budget.py); by link, eight keys from one
+/24 would get eight turns to the other neighbour's one, and so would eight links that each send less than a turn
+between reads, since those never fall behind on their own.
 """
 from __future__ import annotations
 
@@ -41,16 +43,18 @@ class ReadTurnsView(TypedDict):
 
 
 class ReadTurns:
-    """A node's links waiting for a turn, by network: one callback per event-loop turn gives every network
-    waiting one link's turn (LinkReading._next_turn), the links of a network in the order they asked. A node we
-    keep linked (`kept`: the validators) is a network of its own: a crowd on its /24, or all of a test's nodes
-    on one machine, never shares its votes' turns."""
+    """A node's read turns, by network: each event-loop turn, every network gets one link's turn. A network whose
+    links wait gets it from one callback (`_run`: LinkReading._next_turn), its links in the order they asked; a
+    network with none waiting takes it at the read (`take_now`), and its next reads in the same event-loop turn
+    wait. A node we keep linked (`kept`: the validators) is a network of its own: a crowd on its /24, or all of
+    a test's nodes on one machine, never shares its votes' turns."""
 
     def __init__(self, kept: Callable[[], Collection[str]] = frozenset) -> None:
         self._kept = kept
         self._waiting: dict[str, deque[LinkReading]] = {}
+        self._served: set[str] = set()      # networks that had their turn in this event-loop turn
         self._handle: asyncio.Handle | None = None
-        self.given = 0          # turns handed out after a link's first: how often this node was behind its links
+        self.given = 0          # turns handed out to links waiting: how often this node was behind its links
 
     def network_of(self, node_id: str | None, address: tuple[str, int] | None, via: str | None) -> str:
         """Whose turns a link shares: a kept node's its own; else its address's network (/24 or /48), or,
@@ -61,27 +65,42 @@ class ReadTurns:
             return f"via:{via}"
         return netgroup(address[0]) if address is not None else "unknown"
 
+    def take_now(self, network: str, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a read from `network` may be handed over at once: none of its links waits and it has not had
+        its turn in this event-loop turn. If so, that read is its turn."""
+        if network in self._served or network in self._waiting:
+            return False
+        self._served.add(network)
+        self._schedule(loop)
+        return True
+
     def want(self, reading: "LinkReading", network: str, loop: asyncio.AbstractEventLoop) -> None:
         self._waiting.setdefault(network, deque()).append(reading)
-        if self._handle is None:
+        self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._handle is None:    # called soon: at the start of the next event-loop turn, before its reads
             self._handle = loop.call_soon(self._run, loop)
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A new event-loop turn: every network may take a turn again, and each with links waiting takes it."""
         self._handle = None
+        self._served = served = set()
         waiting = self._waiting
         for network in list(waiting):
             links = waiting[network]
             reading = links.popleft()
             if not links:
                 del waiting[network]
+            served.add(network)
             self.given += 1
             try:
                 reading._next_turn()    # asks again (`want`) while it has a backlog: the next callback, behind the rest
             except Exception as exc:  # noqa: BLE001 - one link's failure must not cost the others their turns
                 loop.call_exception_handler(
                     {"message": "a link's read turn failed", "exception": exc})
-        if waiting and self._handle is None:    # links still waiting, and none of this run's asked again
-            self._handle = loop.call_soon(self._run, loop)
+        if waiting or served:       # links still waiting, or networks to let read again in the next turn
+            self._schedule(loop)
 
     def view(self) -> ReadTurnsView:
         """For /status: the turns handed out so far, and the links waiting for one now, per network."""
@@ -102,7 +121,7 @@ class LinkReading:
                  is_open: Callable[[], bool], read_budget: tuple[float, float], turns: ReadTurns,
                  network: Callable[[], str]) -> None:
         self._loop = loop
-        self._turns = turns                 # who hands out this link's turns after its first, by network
+        self._turns = turns                 # who hands out this link's turns, by network
         self._network = network             # the network this link comes from
         self._transport = transport
         self._dispatch = dispatch           # hands messages to the node; may raise for the link to close
@@ -120,14 +139,19 @@ class LinkReading:
         self.read_holds = 0
 
     def deliver(self, messages: list[Message]) -> None:
-        """Hand over at most TURN_MESSAGES now, in order after any backlog; the rest in later turns (after the
-        hold, while the link is held)."""
-        if not self.backlog and len(messages) <= TURN_MESSAGES and self._hold_timer is None:
+        """Hand over at most TURN_MESSAGES now, if this is its network's turn (ReadTurns.take_now); the rest, or
+        all of them if not, in later turns, in order after any backlog (after the hold, while the link is held)."""
+        if self.backlog or self._hold_timer is not None or not self._turns.take_now(self._network(), self._loop):
+            self.backlog.extend(messages)
+            if not self._queued and self._hold_timer is None:
+                self._want_turn()
+            self._update()
+            return
+        if len(messages) <= TURN_MESSAGES:
             self._dispatch(messages)
             return
         self.backlog.extend(messages)
-        if not self._queued and self._hold_timer is None:
-            self._take_turn()
+        self._take_turn()
 
     def _want_turn(self) -> None:
         self._queued = True
