@@ -5,7 +5,7 @@ other neighbour's each get half of PEER_TX_TOTAL_RATE (400 here): the lone neigh
 the crowd's keys an eighth of 200 each, so the lone one's last order is final long before any of the crowd's.
 Shared by key instead, all nine would get a ninth of the total and finish together. The total is lower than the
 default so that the validator reads every link at its budget's pace even on a busy machine: where it cannot keep
-up, it reads its links in turns, one link at a time, and the crowd's eight links get eight turns to one.
+up, its reading paces the links instead (by network too: p2p/link_reading.py ReadTurns), not the budgets.
 """
 from __future__ import annotations
 
