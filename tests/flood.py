@@ -146,10 +146,12 @@ async def send_paced(peers: list[RawPeer], messages: list[list[dict]], rate: flo
     return time.monotonic() - started
 
 
-async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[SignedTx], rate: float) -> float:
-    """Every spam transaction to every validator at `rate` a second, from one fresh peer identity."""
+async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[SignedTx], rate: float,
+                      source: str | None = None) -> float:
+    """Every spam transaction to every validator at `rate` a second, from one fresh peer identity (linked from the
+    loopback address `source`, if given)."""
     flooder = NodeIdentity.generate()
-    peers = [await linked(node, flooder, chain_id) for node in validators]
+    peers = [await linked(node, flooder, chain_id, source) for node in validators]
     try:
         batches = [[envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()) for tx in spam] for node in validators]
         return await send_paced(peers, batches, rate)
@@ -159,17 +161,17 @@ async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[S
 
 
 async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, subject: str, count: int,
-                     rate: float) -> float:
+                     rate: float, source: str | None = None) -> float:
     """`count` fresh-key hints to each entry node at `rate` a second."""
-    return await broadcast_flood(entries, chain_id, lambda: fresh_hint(network, subject), count, rate)
+    return await broadcast_flood(entries, chain_id, lambda: fresh_hint(network, subject), count, rate, source)
 
 
 async def broadcast_flood(entries: list[NodeProcess], chain_id: str, make: Callable[[], dict], count: int,
-                          rate: float) -> float:
+                          rate: float, source: str | None = None) -> float:
     """`count` broadcasts (`make()`, each its own) to each entry node at `rate` a second, from one attacker linked
-    to all of them; returns the seconds it took."""
+    to all of them (from the loopback address `source`, if given); returns the seconds it took."""
     attacker = NodeIdentity.generate()
-    peers = [await linked(node, attacker, chain_id) for node in entries]
+    peers = [await linked(node, attacker, chain_id, source) for node in entries]
     try:
         return await send_paced(peers, [[make() for _ in range(count)] for _ in entries], rate)
     finally:
@@ -184,16 +186,17 @@ async def graft_flood(node: NodeProcess, chain_id: str, seconds: float, rate: fl
     return await _grafts(node, chain_id, seconds, rate, heartbeat=None)
 
 
-async def graft_flood_linked(node: NodeProcess, chain_id: str, seconds: float, rate: float) -> tuple[int, int, int]:
+async def graft_flood_linked(node: NodeProcess, chain_id: str, seconds: float, rate: float,
+                             source: str | None = None) -> tuple[int, int, int]:
     """`graft_flood` from a peer that keeps its link alive meanwhile (a heartbeat every tenth of a second): silent
     while it collects, a node with fast heartbeats drops the link before the re-requests begin."""
-    return await _grafts(node, chain_id, seconds, rate, heartbeat=0.1)
+    return await _grafts(node, chain_id, seconds, rate, heartbeat=0.1, source=source)
 
 
 async def _grafts(node: NodeProcess, chain_id: str, seconds: float, rate: float,
-                  heartbeat: float | None) -> tuple[int, int, int]:
+                  heartbeat: float | None, source: str | None = None) -> tuple[int, int, int]:
     attacker = NodeIdentity.generate()
-    peer = await linked(node, attacker, chain_id)
+    peer = await linked(node, attacker, chain_id, source)
     ids: dict[str, str] = {}
     asked = answered = 0
 
@@ -485,14 +488,6 @@ async def stay_linked(peer: RawPeer, interval: float = 0.1, **heartbeat: Any) ->
         reader.cancel()
 
 
-async def linked_from(node: NodeProcess, identity: NodeIdentity, chain_id: str, source: str) -> RawPeer:
-    """`linked`, from the loopback address `source`."""
-    host, port = node.p2p_address.rsplit(":", 1)
-    peer = await RawPeer.connect(host, int(port), local_host=source)
-    await peer.handshake(identity, chain=[chain_id, 0])
-    return peer
-
-
 @contextlib.asynccontextmanager
 async def attacker_links(pairs: list[tuple[NodeIdentity, NodeProcess]], chain_id: str,
                          sources: Sequence[str | None] = ()) -> AsyncIterator[list[RawPeer]]:
@@ -504,8 +499,7 @@ async def attacker_links(pairs: list[tuple[NodeIdentity, NodeProcess]], chain_id
     try:
         for index, (identity, node) in enumerate(pairs):
             source = sources[index] if index < len(sources) else None
-            peers.append(await (linked_from(node, identity, chain_id, source) if source is not None
-                                else linked(node, identity, chain_id)))
+            peers.append(await linked(node, identity, chain_id, source))
             alive.append(asyncio.create_task(stay_linked(peers[-1])))
         yield peers
     finally:

@@ -27,10 +27,11 @@ def relayed(identity: NodeIdentity, inner: dict, network: str = "exchange-mainne
             "sig": identity.sign(RELAY_DOMAIN + network.encode() + b"|" + body)}
 
 
-async def linked(node: NodeProcess, identity: NodeIdentity, chain_id: str) -> RawPeer:
-    """An open, authenticated link to `node` from `identity`, announcing `chain_id` at height 0."""
+async def linked(node: NodeProcess, identity: NodeIdentity, chain_id: str, source: str | None = None) -> RawPeer:
+    """An open, authenticated link to `node` from `identity`, announcing `chain_id` at height 0 (from the loopback
+    address `source`, if given: another host on another network)."""
     host, port = node.p2p_address.rsplit(":", 1)
-    peer = await RawPeer.connect(host, int(port))
+    peer = await RawPeer.connect(host, int(port), local_host=source)
     await peer.handshake(identity, chain=[chain_id, 0])
     return peer
 
