@@ -32,7 +32,7 @@ from node.sdnotify import SystemdNotifier
 from node.refusals import grenache_refusals, refused_rows
 from p2p.public.sources import Shares
 from p2p.rpc.views import RoutingView
-from node.throttled import MAX_ROWS, ThrottledRow, throttled_rows
+from node.throttled import MAX_ROWS, ThrottledRow, read_turn_rows, throttled_rows
 
 if TYPE_CHECKING:
     from exchange.chain.service import ChainService
@@ -154,6 +154,7 @@ class OperatorSurface:
             "peers": peers,
             "held_back": (throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
                                          router.get("budget_refused"), exchange.get("sync_budget"))
+                          + read_turn_rows((status.get("p2p") or {}).get("read_turns"))
                           + refused_rows(status.get("public_refused"))
                           + self._grenache_refused_rows(router, rpc))[:MAX_ROWS],
             "routing": self.routing_summary(rpc),

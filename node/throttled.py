@@ -1,17 +1,19 @@
 """Who this node is holding back and why, gathered for the console from what /status already says: the
 validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now and
 those that had copies dropped over them before (per neighbour and per origin), the sync budget (requests ignored
-per peer), and peers with misbehaviour points or banned (the last reason given)."""
+per peer), peers with misbehaviour points or banned (the last reason given), and the networks whose links wait
+for a read turn (p2p/link_reading.py ReadTurns: this node is behind what they send)."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping, TypedDict
 
 MAX_ROWS = 32       # the console's table is bounded whoever floods
+READ_BEHIND_S = 1.0     # a network whose links waited this long for read turns without a break is listed
 
 
 class ThrottledRow(TypedDict):
     peer: str
-    what: str       # transactions, <type> broadcasts, sync requests, banned, penalised
+    what: str       # transactions, <type> broadcasts, sync requests, banned, penalised, reads
     why: str
 
 
@@ -62,3 +64,19 @@ def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Ma
         rows.append({"peer": str(peer.get("node_id")), "what": "banned" if banned else "penalised",
                      "why": f"{points} points, last for {reason}"})
     return rows[:MAX_ROWS]
+
+
+def read_turn_rows(read_turns: Mapping[str, object] | None) -> list[ThrottledRow]:
+    """A row per network whose links have waited for a read turn for READ_BEHIND_S or longer without a break, the
+    most waiting first (at most MAX_ROWS): this node reads them slower than they send, one link's turn per network
+    per event-loop turn. A shorter wait is one busy event-loop turn, not a node behind."""
+    waiting = read_turns.get("waiting") if read_turns else None
+    behind = read_turns.get("behind_s") if read_turns else None
+    if not isinstance(waiting, Mapping) or not isinstance(behind, Mapping):
+        return []
+    counts = [(str(network), count, float(behind.get(network) or 0.0)) for network, count in waiting.items()
+              if isinstance(count, int) and count > 0 and float(behind.get(network) or 0.0) >= READ_BEHIND_S]
+    counts.sort(key=lambda item: (-item[1], item[0]))
+    return [{"peer": network, "what": "reads",
+             "why": f"{count} link{'s' if count != 1 else ''} waiting for this network's read turn for {seconds:.0f} s: "
+                    f"this node is behind what they send"} for network, count, seconds in counts[:MAX_ROWS]]

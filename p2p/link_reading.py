@@ -27,6 +27,7 @@ between reads, since those never fall behind on their own.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Callable, Collection, TypedDict
 
@@ -39,7 +40,8 @@ TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, t
 
 class ReadTurnsView(TypedDict):
     given: int
-    waiting: dict[str, int]
+    waiting: dict[str, int]         # links waiting for a turn now, per network
+    behind_s: dict[str, float]      # how long each of those networks has had links waiting without a break
 
 
 class ReadTurns:
@@ -52,6 +54,7 @@ class ReadTurns:
     def __init__(self, kept: Callable[[], Collection[str]] = frozenset) -> None:
         self._kept = kept
         self._waiting: dict[str, deque[LinkReading]] = {}
+        self._since: dict[str, float] = {}  # when each network waiting began to, without a break (monotonic)
         self._served: set[str] = set()      # networks that had their turn in this event-loop turn
         self._handle: asyncio.Handle | None = None
         self.given = 0          # turns handed out to links waiting: how often this node was behind its links
@@ -76,6 +79,7 @@ class ReadTurns:
 
     def want(self, reading: "LinkReading", network: str, loop: asyncio.AbstractEventLoop) -> None:
         self._waiting.setdefault(network, deque()).append(reading)
+        self._since.setdefault(network, time.monotonic())
         self._schedule(loop)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -99,12 +103,17 @@ class ReadTurns:
             except Exception as exc:  # noqa: BLE001 - one link's failure must not cost the others their turns
                 loop.call_exception_handler(
                     {"message": "a link's read turn failed", "exception": exc})
+        for network in [network for network in self._since if network not in waiting]:
+            del self._since[network]    # caught up (a link that asked again in its turn kept it waiting)
         if waiting or served:       # links still waiting, or networks to let read again in the next turn
             self._schedule(loop)
 
     def view(self) -> ReadTurnsView:
-        """For /status: the turns handed out so far, and the links waiting for one now, per network."""
-        return {"given": self.given, "waiting": self.waiting()}
+        """For /status: the turns handed out so far, the links waiting for one now per network, and how long each
+        such network has been waiting without a break (a moment's wait is a busy turn; seconds, a node behind)."""
+        now = time.monotonic()
+        return {"given": self.given, "waiting": self.waiting(),
+                "behind_s": {network: now - since for network, since in self._since.items()}}
 
     def waiting(self) -> dict[str, int]:
         """Links waiting for a turn, per network."""

@@ -1,7 +1,7 @@
 """The console's "held back" table (issue 25): who this node is holding back and why, from /status's own parts."""
 from __future__ import annotations
 
-from node.throttled import MAX_ROWS, throttled_rows
+from node.throttled import MAX_ROWS, READ_BEHIND_S, read_turn_rows, throttled_rows
 
 
 def test_each_kind_of_holding_back_is_a_row_that_says_why():
@@ -44,3 +44,20 @@ def test_who_had_broadcasts_dropped_before_is_named_with_how_many_once():
         {"peer": "old-flooder", "what": "hint broadcasts", "why": "4000 dropped over its budget as a neighbour"},
         {"peer": "fresh-key", "what": "hint broadcasts", "why": "3 dropped over its budget as an origin"},
     ]
+
+
+def test_networks_whose_links_wait_for_read_turns_are_rows_the_most_waiting_first():
+    """A node behind what its links send says which networks wait for a read turn (/status p2p.read_turns),
+    so an operator sees a crowd on one /24 being read at one network's pace; a wait shorter than READ_BEHIND_S
+    (one busy event-loop turn) is no row, nor is none."""
+    view = {"given": 120, "waiting": {"198.51.100.0/24": 1, "203.0.113.0/24": 8, "192.0.2.0/24": 3, "kept:v1": 0},
+            "behind_s": {"198.51.100.0/24": 4.2, "203.0.113.0/24": 12.0, "192.0.2.0/24": READ_BEHIND_S / 10}}
+    assert read_turn_rows(view) == [
+        {"peer": "203.0.113.0/24", "what": "reads",
+         "why": "8 links waiting for this network's read turn for 12 s: this node is behind what they send"},
+        {"peer": "198.51.100.0/24", "what": "reads",
+         "why": "1 link waiting for this network's read turn for 4 s: this node is behind what they send"},
+    ]
+    assert read_turn_rows({"given": 5, "waiting": {}, "behind_s": {}}) == read_turn_rows(None) == []
+    many = {f"10.{i}.0.0/24": 1 for i in range(100)}
+    assert len(read_turn_rows({"waiting": many, "behind_s": {network: 2.0 for network in many}})) == MAX_ROWS

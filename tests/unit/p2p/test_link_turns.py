@@ -325,6 +325,7 @@ async def test_links_behind_take_turns_by_network_so_a_crowd_of_keys_from_one_ne
     backlog = 40 * TURN_MESSAGES
     for link in links:
         link.reading.deliver([{"type": "ping", "seq": i} for i in range(backlog)])
+    asked = time.monotonic()
     assert host.read == {"10.0.5.1": TURN_MESSAGES, "10.0.6.1": TURN_MESSAGES}, "one turn per network at once"
     assert host.read_turns.waiting() == {"10.0.5.0/24": 8, "10.0.6.0/24": 1}
     for _ in range(16):
@@ -335,8 +336,14 @@ async def test_links_behind_take_turns_by_network_so_a_crowd_of_keys_from_one_ne
     assert sum(crowd.values()) == lone, f"the crowd's network had as many turns, shared by its links: {crowd}"
     assert crowd == {"10.0.5.1": 3 * TURN_MESSAGES} | {f"10.0.5.{i}": 2 * TURN_MESSAGES for i in range(2, 9)}, \
         f"the crowd's links took their turns in order: {crowd}"
-    assert host.read_turns.view() == {"given": 32, "waiting": {"10.0.5.0/24": 8, "10.0.6.0/24": 1}}, \
+    looked = time.monotonic()
+    view = host.read_turns.view()
+    assert {key: view[key] for key in ("given", "waiting")} == {"given": 32, "waiting": {"10.0.5.0/24": 8,
+                                                                                         "10.0.6.0/24": 1}}, \
         "/status counts the turns handed out and shows who waits now"
+    assert view["behind_s"].keys() == {"10.0.5.0/24", "10.0.6.0/24"}
+    assert min(view["behind_s"].values()) >= looked - asked, \
+        f"... and how long each network has waited since it first did: every turn left it a backlog {view}"
 
 
 async def test_links_that_each_send_less_than_a_turn_between_reads_still_share_their_networks_turns():
