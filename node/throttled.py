@@ -74,9 +74,10 @@ def read_turn_rows(read_turns: Mapping[str, object] | None) -> list[ThrottledRow
     behind = read_turns.get("behind_s") if read_turns else None
     if not isinstance(waiting, Mapping) or not isinstance(behind, Mapping):
         return []
-    counts = [(str(network), count, float(behind.get(network) or 0.0)) for network, count in waiting.items()
-              if isinstance(count, int) and count > 0 and float(behind.get(network) or 0.0) >= READ_BEHIND_S]
-    counts.sort(key=lambda item: (-item[1], item[0]))
+    behind_long = [(str(network), count, seconds) for network, count in waiting.items()
+                   if isinstance(count, int) and count > 0
+                   and isinstance(seconds := behind.get(network), (int, float)) and seconds >= READ_BEHIND_S]
+    behind_long.sort(key=lambda item: (-item[1], item[0]))
     return [{"peer": network, "what": "reads",
              "why": f"{count} link{'s' if count != 1 else ''} waiting for this network's read turn for {seconds:.0f} s: "
-                    f"this node is behind what they send"} for network, count, seconds in counts[:MAX_ROWS]]
+                    f"this node is behind what they send"} for network, count, seconds in behind_long[:MAX_ROWS]]
