@@ -15,6 +15,9 @@ The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; 
   is what the validators let through, and the window lasts until all `rate x window` are sent.
 - orders, shared /24: orders at 10x from the follower's /24 (127.0.0.1): an attacker behind the honest node's
   NAT, sharing its network's part of each validator's transaction total and its read turns.
+- orders, 4 /24s: the 10x row's load from four peers on four /24s (SPREAD_SOURCES), each at a quarter of it: what
+  binds them together is the validators' total (`PEER_TX_TOTAL_RATE`), shared by network with the honest follower.
+  Each link's window's worth fits in the kernel's socket buffers, so "sent/s" here is what was offered.
 - burst: the issue's first attack as filed, BURST_TXS such transactions from one peer to every validator at once
   ("x" is how many); the validators read them at the budget's pace, so the row lasts until all are read.
 - notes: diagnostic notes of NOTE_BYTES, each signed by a fresh key, to two validators; 1x is
@@ -73,6 +76,9 @@ BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is 
 # transaction part and read turns by design (docs/tradeoffs.md)
 ATTACKER_SOURCE = "127.0.20.1"
 SHARED_SOURCE = "127.0.0.1"
+# the "4 /24s" row: the 10x row's load split over peers on four networks, each within the validators' reading turns
+# and its own network's share of the total (PEER_TX_TOTAL_RATE binds, not four per-peer budgets)
+SPREAD_SOURCES = tuple(f"127.0.{20 + index}.1" for index in range(4))
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
 # s around a snapshot within which an honest order is sent in its shadow: the half second after it, and the
 # spread within which each node's worker joins, digests and stores it (exchange/chain/snapshot_live.py)
@@ -180,9 +186,16 @@ def in_shadow(sent: float, taken: set[float]) -> bool:
     return any(SNAPSHOT_SHADOW[0] <= sent - at <= SNAPSHOT_SHADOW[1] for at in taken)
 
 
-def _orders(rig: Rig, rate: float, spam: list[SignedTx], source: str = ATTACKER_SOURCE) -> tuple[float, str]:
+def _orders(rig: Rig, rate: float, spam: list[SignedTx], sources: tuple[str, ...] = (ATTACKER_SOURCE,)) -> tuple[float, str]:
+    """`spam` at `rate` a second in all, split evenly over one peer per source address (each its own identity)."""
     final_before = _spam_final(rig.follower)
-    took = asyncio.run(order_flood(rig.validators, rig.chain_id, spam, rate, source))
+
+    async def run() -> float:
+        shares = [spam[index::len(sources)] for index in range(len(sources))]
+        took = await asyncio.gather(*(order_flood(rig.validators, rig.chain_id, share, rate / len(sources), source)
+                                      for share, source in zip(shares, sources)))
+        return max(took)
+    took = asyncio.run(run())
     final = _settled(lambda: _spam_final(rig.follower)) - final_before
     return len(spam) / took, f"{final:,} final ({100.0 * final / len(spam):.0f} %)"
 
@@ -281,7 +294,8 @@ def main(flags: list[str]) -> None:
     attacks: dict[str, Callable[[Rig, float], tuple[float, str]]] = {"notes": _notes, "hints": _hints,
                                                                      "grafts": _grafts}
     plan: list[tuple[str, int | str]] = [("orders", 1)] if smoke else [
-        *(("orders", level) for level in LEVELS), ("orders, shared /24", LEVELS[-1]), ("burst", f"{BURST_TXS:,}"),
+        *(("orders", level) for level in LEVELS), ("orders, shared /24", LEVELS[-1]),
+        (f"orders, {len(SPREAD_SOURCES)} /24s", LEVELS[-1]), ("burst", f"{BURST_TXS:,}"),
         *((name, level) for name in attacks for level in LEVELS)]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         rig = Rig(Path(tmp), window)
@@ -293,8 +307,8 @@ def main(flags: list[str]) -> None:
                     run = functools.partial(_burst, rig, spam_orders(rig.chain_id, BURST_TXS))
                 elif name.startswith("orders"):
                     rate = capacity["orders"] * int(level)
-                    run = functools.partial(_orders, rig, rate, spam_orders(rig.chain_id, int(rate * rig.window)),
-                                            SHARED_SOURCE if name != "orders" else ATTACKER_SOURCE)
+                    sources = {"orders": (ATTACKER_SOURCE,), "orders, shared /24": (SHARED_SOURCE,)}.get(name, SPREAD_SOURCES)
+                    run = functools.partial(_orders, rig, rate, spam_orders(rig.chain_id, int(rate * rig.window)), sources)
                 else:
                     run = functools.partial(attacks[name], rig, capacity[name] * int(level))
                 rows.append(rig.measure(name, level, run))

@@ -360,10 +360,11 @@ class Settings:
         "neighbour not heard from yet starts with a tenth of a second's worth and earns the rest by waiting)",
         _FLOAT_POS)
     peer_tx_total_rate: float = _setting(
-        1_000.0, "PEER_TX_TOTAL_RATE", "Transactions all neighbours that are not validators together may hand this "
+        200.0, "PEER_TX_TOTAL_RATE", "Transactions all neighbours that are not validators together may hand this "
         "validator per second: while more of them send than it covers at PEER_TX_RATE each, every network sending (the "
         "/24 or /48 of a link; a relayed link's, its relay's) gets an equal share of it, and every neighbour sending from "
-        "it an equal share of that (and a burst of at most a second's share)", _FLOAT_POS)
+        "it an equal share of that (and a burst of at most a second's share). Keep it within what the validators apply "
+        "without slowing honest orders: a crowd on many networks fills it", _FLOAT_POS)
     sync_peer_rate: float = _setting(
         100.0, "SYNC_PEER_RATE", "Block sync requests one peer may make a second (bursts of twice that); more are "
         "ignored and counted, never penalised: a node catching up has one request in flight and asks again",

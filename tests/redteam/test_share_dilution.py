@@ -1,6 +1,6 @@
 """Diluting an honest follower's share of the validators' transaction budget (issue 25, "Fair under flood").
 
-Every non-validator neighbour sending within ACTIVE_SECONDS (10 s) shares PEER_TX_TOTAL_RATE (1,000/s)
+Every non-validator neighbour sending within ACTIVE_SECONDS (10 s) shares PEER_TX_TOTAL_RATE (200/s by default)
 equally, so the more senders a validator counts, the less each gets, the honest follower included. The
 count is of *keys*, and a key costs nothing; the link caps (4 per IP, 8 per /24, 42 inbound) are meant to
 bound how many keys one attacker can make count.
