@@ -13,12 +13,7 @@ link, a relayed link's that of its relay; those heard within ACTIVE_SECONDS whos
 equal part, and each of its neighbours sending an equal part of that; origins without a link share one part. Keys
 are free and addresses are not: a crowd of fresh keys from one network slows itself, not the validator nor a
 neighbour on another network, and a quiet neighbour keeps its own small flow whoever fills the rest: its
-bucket refills at the same share as everyone's. What a quiet network leaves of its part is lent to the busy
-ones (max-min fairness, as water filling): a network whose recent rate is under half its equal part keeps room
-to double it, and the rest of its part is shared by the networks using more, so one busy follower beside a few
-quiet ones is not held to an equal part it could not otherwise use. The quiet network's own bucket still refills
-at its whole equal part, so it is never held below it; when it speeds up, the busy ones give its part back
-within about DEMAND_SECONDS (the total may be passed by what was lent, for about that long).
+bucket refills at the same share as everyone's.
 
 The transaction that takes a neighbour's last whole token also stops its link being read (`hold_for`)
 until a tenth of a second's worth has refilled: what it sends meanwhile waits in its own TCP window, not
@@ -30,7 +25,6 @@ submit, a link relayed through a circuit, which is never held) is dropped unread
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 
@@ -39,9 +33,6 @@ HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cos
 ACTIVE_SECONDS = 10.0        # a neighbour that handed us a transaction this recently has a share of the total
 SHOWN_SENDERS = 32            # senders /status names, the most held first (as many as the console's table)
 UNLINKED = "unlinked"         # the group of origins that hand us transactions without a link of their own
-DEMAND_SECONDS = 1.0          # how far back a network's recent rate looks (it decays by e in this time)
-LEND_BELOW = 0.5              # a network using less than this of its equal part lends the rest to busier ones
-SPARE_SECONDS = 0.1           # what quiet networks lend is added up at most this often
 
 
 class TxBudget:
@@ -52,8 +43,6 @@ class TxBudget:
         self._active: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._group_size: dict[str, int] = {}
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()    # sender -> (tokens, at)
-        self._recent: dict[str, tuple[float, float]] = {}     # group sending -> (its admitted rate, at), decaying
-        self._spare: tuple[float, int, float, int] = (-math.inf, 0, 0.0, 0)    # (at, groups, lent, busy groups)
         self.dropped: dict[str, int] = {}
         self.held: dict[str, int] = {}         # holds per sender (bounded like `dropped`)
         self._held_until: OrderedDict[str, float] = OrderedDict()
@@ -64,37 +53,10 @@ class TxBudget:
         and of its network's part among that network's neighbours sending (`group`, a `group_key`: by default the
         origins without a link; a group not sending now is one more network of one neighbour)."""
         self._forget_silent(now)
-        key = UNLINKED if group is None else group
-        size = self._group_size.get(key)
+        size = self._group_size.get(UNLINKED if group is None else group)
         if size is not None:
-            return min(self.rate, self._network_part(key, now) / size)
+            return min(self.rate, self.total_rate / len(self._group_size) / size)
         return min(self.rate, self.total_rate / (len(self._group_size) + 1))
-
-    def _network_part(self, group: str, now: float) -> float:
-        """A sending network's part of the total: an equal part, and if it uses at least LEND_BELOW of that, an
-        equal part (among such busy networks) of what the quiet ones lend."""
-        equal = self.total_rate / len(self._group_size)
-        if math.isinf(equal) or self.recent_rate(group, now) < LEND_BELOW * equal:
-            return equal
-        at, groups, lent, busy = self._spare
-        if now - at >= SPARE_SECONDS or now < at or groups != len(self._group_size):
-            lent, busy = 0.0, 0
-            for other in self._group_size:
-                recent = self.recent_rate(other, now)
-                if recent < LEND_BELOW * equal:
-                    lent += equal - 2 * recent
-                else:
-                    busy += 1
-            self._spare = (now, len(self._group_size), lent, busy)
-        return equal + lent / max(1, busy)
-
-    def recent_rate(self, group: str, now: float) -> float:
-        """Transactions a second `group` was admitted lately (an exponentially decaying average over DEMAND_SECONDS)."""
-        rate, at = self._recent.get(group, (0.0, now))
-        return rate * math.exp(-max(0.0, now - at) / DEMAND_SECONDS)
-
-    def _admitted(self, group: str, now: float) -> None:
-        self._recent[group] = (self.recent_rate(group, now) + 1.0 / DEMAND_SECONDS, now)
 
     def _forget_silent(self, now: float) -> None:
         horizon = now - ACTIVE_SECONDS
@@ -107,7 +69,6 @@ class TxBudget:
             self._group_size[group] = left
         else:
             del self._group_size[group]
-            self._recent.pop(group, None)
 
     def _limits(self, sender: str, now: float, group: str) -> tuple[float, float, bool]:
         """`sender`'s (rate, burst) now, counting it among those sending in `group` (a burst is at most a second's
@@ -147,8 +108,7 @@ class TxBudget:
     def take(self, sender: str, now: float, network: str | None = None) -> bool:
         """One transaction from `sender` (on `network`, if known: see `group_key`) at `now`: True when its budget
         allows it."""
-        group = self.group_key(network)
-        rate, burst, known = self._limits(sender, now, group)
+        rate, burst, known = self._limits(sender, now, self.group_key(network))
         # a neighbour not sending lately starts with a tenth of a second's worth and earns the rest of its burst
         # by sending within it: a crowd bursting together gets little more than one neighbour's burst at first,
         # and one that sent a little to fill its buckets first has them shrunk to its shares of the total
@@ -160,8 +120,6 @@ class TxBudget:
         # (less than one token owed) and its next hold lasts until the debt is paid and a tenth refilled
         allowed = tokens >= 1.0 or (tokens > 0.0 and sender in self._held_until)
         self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
-        if allowed:
-            self._admitted(group, now)
         if len(self._buckets) > self.max_senders:
             self._buckets.popitem(last=False)
         if not allowed:

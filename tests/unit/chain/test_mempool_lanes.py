@@ -4,7 +4,6 @@ heaviest lane's newest, never by refusing a lighter newcomer."""
 from __future__ import annotations
 
 import itertools
-import math
 
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.app.txs import NewOrderOp, SignedTx
@@ -180,8 +179,7 @@ def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_networ
         for key in crowd:
             admitted["crowd"] += sum(budget.take(key, now, "203.0.113.0/24") for _ in range(5))
     assert admitted["follower"] >= 2 * 200 - 2, admitted
-    # the follower uses 200 of its part of 500, under half: it keeps room to double and lends the crowd the rest
-    assert admitted["crowd"] <= 2 * (500 + 500 - 2 * 200) + 40 * 13, admitted
+    assert admitted["crowd"] <= 2 * 500 + 40 * 13, admitted
     view = budget.view()
     assert view["networks_sending"] == 2
     throttled = view["throttled"]
@@ -201,8 +199,7 @@ def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_networ
         unlinked.take(f"routed-{i}", 0.0)
     unlinked.take("follower", 0.0, "198.51.100.0/24")
     assert unlinked.view()["networks_sending"] == 2, "origins without a link are one network together"
-    # one part among them, and what the quiet follower lends (it has sent one): the total among 1,024 at most
-    assert unlinked.share(0.0, "net:198.51.100.0/24") == 200.0 and 500.0 / 1_024 <= unlinked.share(0.0) <= 1_000.0 / 1_024
+    assert unlinked.share(0.0, "net:198.51.100.0/24") == 200.0 and unlinked.share(0.0) == 500.0 / 1_024
     for i in range(400):            # keys linking from the follower's own /24, sending once and hanging up
         unlinked.take(f"rotating-{i}", 0.1, "198.51.100.0/24")
         unlinked.forget(f"rotating-{i}")
@@ -210,59 +207,6 @@ def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_networ
     assert unlinked.view()["networks_sending"] == 2
     assert budget.share(1.0 + 2.0 + ACTIVE_SECONDS + 0.1) == 200.0, "silent networks are forgotten"
     assert budget.view()["networks_sending"] == 0
-
-
-def _send(budget, senders: dict[str, tuple[str, float]], start: float, seconds: float, step: float = 0.01) -> dict:
-    """Each sender (its network, its rate: inf for as much as it is let) offering transactions every `step` over
-    `seconds` from `start`; returns how many each was admitted and refused."""
-    admitted = {name: 0 for name in senders}
-    refused = {name: 0 for name in senders}
-    owed = {name: 0.0 for name in senders}
-    for tick in range(1, int(seconds / step) + 1):
-        now = start + tick * step
-        for name, (network, rate) in senders.items():
-            owed[name] += 50 if math.isinf(rate) else rate * step
-            while owed[name] >= 1.0:
-                owed[name] -= 1.0
-                if budget.take(name, now, network):
-                    admitted[name] += 1
-                else:
-                    refused[name] += 1
-                    owed[name] = 0.0        # a held link sends nothing more until its hold ends
-                    break
-    return {"admitted": admitted, "refused": refused}
-
-
-def test_what_a_quiet_network_leaves_of_its_part_is_lent_to_the_busy_ones_and_given_back_when_it_needs_it():
-    from exchange.chain.tx_budget import DEMAND_SECONDS, TxBudget
-
-    budget = TxBudget(rate=200.0, burst=200.0, total_rate=200.0)
-    quiet, busy = ("198.51.100.0/24", 5.0), ("203.0.113.0/24", math.inf)
-    first = _send(budget, {"follower": quiet, "busy": busy}, 0.0, 10.0)
-    assert first["refused"]["follower"] == 0, first
-    # an equal part would be 100 a second; the follower keeps room to double its 5 and lends the busy one the rest
-    assert first["admitted"]["busy"] >= 0.9 * 10 * (200 - 2 * 5), first
-    assert sum(first["admitted"].values()) <= 10 * 200 + 200 + 20, first
-    # the follower speeds up to 150 a second: it is never held below its equal part, and the busy one gives back
-    # what it was lent within about DEMAND_SECONDS
-    second = _send(budget, {"follower": (quiet[0], 150.0), "busy": busy}, 10.0, 1.0)
-    assert second["admitted"]["follower"] >= 100 - 5, second
-    assert sum(second["admitted"].values()) <= 2 * 200, second
-    third = _send(budget, {"follower": (quiet[0], 150.0), "busy": busy}, 11.0, 3 * DEMAND_SECONDS)
-    assert third["admitted"]["follower"] >= 0.95 * 3 * 100, third
-    assert sum(third["admitted"].values()) <= 3 * 200 * 1.1, third
-
-
-def test_a_crowd_of_busy_networks_shares_the_total_and_lends_nothing_to_itself():
-    from exchange.chain.tx_budget import TxBudget
-
-    budget = TxBudget(rate=200.0, burst=200.0, total_rate=200.0)
-    senders = {f"sybil-{i}": (f"203.0.{i}.0/24", math.inf) for i in range(16)} | {"follower": ("198.51.100.0/24", 5.0)}
-    sent = _send(budget, senders, 0.0, 10.0)
-    assert sent["refused"]["follower"] == 0, sent
-    crowd = sum(count for name, count in sent["admitted"].items() if name != "follower")
-    assert crowd <= 10 * 200 * 1.05 + 16 * 13, f"the crowd took {crowd} in 10 s, the total is 200 a second"
-    assert crowd >= 10 * (200 - 2 * 5) * 0.9, f"and what the follower does not use: {crowd}"
 
 
 def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_once_per_hold():
