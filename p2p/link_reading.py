@@ -17,12 +17,14 @@ either; such a link is never held (PeerLink.hold_reading), since that would stop
 the hold.
 
 A link's turns are handed out by its node's ReadTurns, by network: each event-loop turn, every network (the
-/24 or /48 a link comes from) gets one link's turn, its links in turn. A read that finds its network's turn
-taken, or its network's links waiting, waits in the backlog with the socket paused, however small it is. A node
-that cannot keep up with what it is sent reads a crowd of keys from one network as it reads one neighbour from
-another, as the transaction budgets share the total (exchange/chain/tx_budget.py); by link, eight keys from one
-/24 would get eight turns to the other neighbour's one, and so would eight links that each send less than a turn
-between reads, since those never fall behind on their own.
+/24 or /48 a link comes from) gets one link's turn, its links in turn, until the networks' turns together have
+taken SHARED_TURNS_SECONDS; those left go first in the next one. A kept node's turn (a validator's) is taken
+whatever the time, so its votes wait for one short event-loop turn however many networks send. A read that finds
+its network's turn taken, or its network's links waiting, waits in the backlog with the socket paused, however
+small it is. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it reads
+one neighbour from another, as the transaction budgets share the total (exchange/chain/tx_budget.py); by link,
+eight keys from one /24 would get eight turns to the other neighbour's one, and so would eight links that each
+send less than a turn between reads, since those never fall behind on their own.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ from p2p.messages import Message
 
 TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
 TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
+KEPT = "kept:"          # the network of a node we keep linked: its own
+SHARED_TURNS_SECONDS = 0.004    # the waiting networks' turns together per event-loop turn, past which the rest
+                                # wait for the next one, first in line (kept nodes' turns are not counted)
 
 
 class ReadTurnsView(TypedDict):
@@ -63,7 +68,7 @@ class ReadTurns:
         """Whose turns a link shares: a kept node's its own; else its address's network (/24 or /48), or,
         carried through a relay, the relay's circuits'."""
         if node_id is not None and node_id in self._kept():
-            return f"kept:{node_id}"
+            return f"{KEPT}{node_id}"
         if via is not None:
             return f"via:{via}"
         return netgroup(address[0]) if address is not None else "unknown"
@@ -87,15 +92,24 @@ class ReadTurns:
             self._handle = loop.call_soon(self._run, loop)
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A new event-loop turn: every network may take a turn again, and each with links waiting takes it."""
+        """A new event-loop turn: every network may take a turn again, and those with links waiting take theirs,
+        in line, until their turns together have taken SHARED_TURNS_SECONDS; the rest keep their place at the
+        front of the line for the next event-loop turn. A kept node's turn is taken whatever the time: while a
+        crowd of networks sends faster than the node handles, its validators' votes wait for one short event-loop
+        turn, not for every network's turn (sixteen networks' 2 ms turns would make each step of a height wait
+        tens of milliseconds, and a round's timeout pass before its proposal was read)."""
         self._handle = None
         self._served = served = set()
         waiting = self._waiting
+        shared_until = time.perf_counter() + SHARED_TURNS_SECONDS
         for network in list(waiting):
-            links = waiting[network]
+            kept = network.startswith(KEPT)
+            if not kept and time.perf_counter() > shared_until:
+                continue        # waits, first in line, for the next event-loop turn
+            links = waiting.pop(network)
             reading = links.popleft()
-            if not links:
-                del waiting[network]
+            if links:
+                waiting[network] = links    # its other links wait at the back of the line
             served.add(network)
             self.given += 1
             try:

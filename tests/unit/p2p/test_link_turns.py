@@ -12,7 +12,7 @@ from p2p.admission import netgroup
 from p2p.close_reason import CloseReason, LinkReason
 from p2p.connection import HANDSHAKING, OPEN, Direction, PeerLink
 from p2p.framing import encode_frame
-from p2p.link_reading import TURN_MESSAGES, TURN_SECONDS, ReadTurns
+from p2p.link_reading import SHARED_TURNS_SECONDS, TURN_MESSAGES, TURN_SECONDS, ReadTurns
 from p2p.messages import Message
 
 
@@ -81,6 +81,7 @@ def no_turn_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Turns end at TURN_MESSAGES only: the tests that count messages per turn are about the order of turns, and
     on a busy test worker 64 messages took longer than TURN_SECONDS (a turn of 16 now and then)."""
     monkeypatch.setattr("p2p.connection.TURN_SECONDS", 60.0)
+    monkeypatch.setattr("p2p.link_reading.SHARED_TURNS_SECONDS", 60.0)
 
 
 async def _next_turn() -> None:
@@ -417,3 +418,39 @@ async def test_a_node_we_keep_linked_has_turns_of_its_own_whoever_shares_its_net
         await _next_turn()
     crowd = sum(count for who, count in read.items() if who != validator_id)
     assert read[validator_id] == crowd == 17 * TURN_MESSAGES, read
+
+
+async def test_networks_turns_together_stop_at_the_shared_time_and_those_left_go_first_next_while_kept_nodes_go_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six networks behind, each message costing a third of the shared time: one event-loop turn serves the
+    networks in line until their turns together passed SHARED_TURNS_SECONDS (the third of them), and a kept node
+    (a validator) whatever the time; the next serves the networks left first, and the validator again."""
+    monkeypatch.setattr("p2p.connection.TURN_SECONDS", 60.0)     # a turn ends at one message: see `cost` below
+    monkeypatch.setattr("p2p.link_reading.TURN_MESSAGES", 1)
+    cost = SHARED_TURNS_SECONDS / 3 * 1.2
+    validator_id = "v" * 40
+    host = _Host()
+    host.read_turns = ReadTurns(lambda: {validator_id})
+    turns: list[list[str]] = []
+
+    def on_message(link: PeerLink, message: Message) -> None:
+        turns[-1].append(str(link.remote_id))
+        done = time.perf_counter() + cost
+        while time.perf_counter() < done:      # the work a message costs, on the event loop
+            pass
+    host.on_message = on_message  # type: ignore[method-assign]
+    names = [f"net{index}" for index in range(6)] + [validator_id]
+    turns.append([])
+    for index, name in enumerate(names):
+        link, _ = _open_link(host)
+        link.remote_addr, link.remote_id = (f"10.0.{index + 1}.1", 7000), name
+        link.reading.deliver([{"type": "ping", "seq": i} for i in range(10)])
+    assert turns[0] == names, "each network's first read is its turn at once"
+    for _ in range(2):
+        turns.append([])
+        await _next_turn()
+    first, second = turns[1], turns[2]
+    served = len(first) - 1         # three unless the worker was descheduled mid-turn: then fewer, never more
+    assert 1 <= served <= 3 and first == [*names[:served], validator_id], first
+    left = names[served:6]
+    assert second[:len(left)] == left and validator_id in second, f"those left went first: {second}"
