@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exchange.app.machine import Venue
 from exchange.app.results import BlockResult
 from exchange.chain.blocks import Block
+from exchange.chain.core import ChainCore
 from exchange.chain.service import ChainService
 from node.accounts import AccountStore
 from node.api.base import JsonObject
@@ -25,6 +26,9 @@ from node.marketdata.feed import MarketFeed, TradePrint
 from node.metrics import CounterNames, labelled_counter, split_counters
 
 CHAIN_COUNTERS = CounterNames("exchange_node_chain", "Chain")
+BEHIND_HEIGHTS = 2          # peers this many heights ahead or fewer: level with the network
+FAR_BEHIND_HEIGHTS = 10     # more than this: catching up at once
+CATCH_UP_GRACE = 3.0        # s a node that was level may trail by a few heights (a burst's full blocks) and be ready
 
 
 class ChainBridge:
@@ -37,11 +41,24 @@ class ChainBridge:
         self.clock = clock
         self.feed: MarketFeed | None = None
         self.last_block_at = clock()        # our clock when a block last became final here (or we started)
+        self.level_at = float("-inf")       # our clock when we were last within BEHIND_HEIGHTS of the network
         chain.finality_observers.append(finality.observe_finality)
         chain.block_listeners.append(self._note_block)
 
     def _note_block(self, block: Block, result: BlockResult | None) -> None:
-        self.last_block_at = self.clock()
+        now = self.last_block_at = self.clock()
+        core = self.chain.core
+        if core is not None:
+            self._network_height(core, now)
+
+    def _network_height(self, core: ChainCore, now: float) -> int:
+        """The height the network has reached as far as we can tell (ours if nobody says more), noting when we
+        were last level with it."""
+        claimed = core.sync.network_height(now)        # f + 1 validators' word, never a stranger's
+        best = core.height if claimed is None else claimed
+        if best <= core.height + BEHIND_HEIGHTS:
+            self.level_at = now
+        return best
 
     # --- MarketSource ----------------------------------------------------------------------------
     def _venue(self, market: str) -> Venue | None:
@@ -110,6 +127,10 @@ class ChainBridge:
 
     # --- readiness and metrics -------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
+        """Whether this node serves the chain as it is, and if not why. A node a few heights behind that was level
+        with the network within CATCH_UP_GRACE is following it live (applying a burst's full blocks, a follower
+        trails by a second's worth): ready. One that has not been level since it started, or for longer, or
+        is more than FAR_BEHIND_HEIGHTS behind, is catching up."""
         chain = self.chain
         core = chain.core
         if core is None:
@@ -124,9 +145,9 @@ class ChainBridge:
         now = self.clock()
         if not core.quorum_present(now):
             return False, chain.halt_watch.reason(now) or "no quorum of validators reachable"
-        claimed = core.sync.network_height(now)        # f + 1 validators' word, never a stranger's
-        best = core.height if claimed is None else claimed
-        if best > core.height + 2:
+        best = self._network_height(core, now)
+        if best > core.height + BEHIND_HEIGHTS and (best > core.height + FAR_BEHIND_HEIGHTS
+                                                    or now - self.level_at > CATCH_UP_GRACE):
             return False, f"catching up: height {core.height}, peers at {best}"
         stalled = now - self.last_block_at
         if stalled > max(self.stall_after, 5 * chain.config.empty_block_interval):

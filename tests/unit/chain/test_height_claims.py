@@ -18,7 +18,7 @@ from exchange.chain.effects import Penalize, SendTo, SendValidators
 from exchange.chain.genesis import Genesis
 from exchange.chain.history_recovery import HistoryRecovery
 from exchange.chain.store import SIGN_FROM_UNKNOWN
-from node.chain_feed import ChainBridge
+from node.chain_feed import BEHIND_HEIGHTS, CATCH_UP_GRACE, FAR_BEHIND_HEIGHTS, ChainBridge
 from tests.sim.chain_sim import BASE_TIME, SIM_CORE, ChainSimulation, FakeKeys, MemoryStore, Scenario, SimApp, fake_verify
 
 LIE = 1 << 62
@@ -160,6 +160,44 @@ def test_ready_stays_200_while_fresh_keys_claim_2_62_and_says_catching_up_on_f_p
     follower.peer_height(validators[1].node_id, 30, clock[0])
     ready, reason = bridge.ready()
     assert not ready and reason == f"catching up: height {follower.height}, peers at 30", reason
+
+
+def test_ready_lets_a_node_that_was_level_trail_a_few_heights_for_a_grace_and_not_longer_nor_far():
+    """A follower applying a burst's full blocks trails the validators by a few heights for a second or so: it
+    follows the chain live and stays ready. Trailing for longer than CATCH_UP_GRACE, or by more than
+    FAR_BEHIND_HEIGHTS at any moment, it is catching up. (The network's height is scripted here: what f + 1
+    validators' claims make of it is the tests above.)"""
+    clock = [BASE_TIME]
+    network = [0]
+    core = SimpleNamespace(height=100, halted=None, role="follower", quorum_present=lambda now: True,
+                           state=SimpleNamespace(validators=SimpleNamespace(epoch=1)))
+    core.sync = SimpleNamespace(network_height=lambda now: core.height + network[0])
+    chain = SimpleNamespace(core=core, fatal=None, halted=None, recovering=None, storage_problem=None,
+                            finality_observers=[], block_listeners=[], config=CoreConfig(),
+                            founding_status="founded", halt_watch=None)
+    bridge = ChainBridge(chain, None, SimpleNamespace(observe_finality=lambda *a: None),  # type: ignore[arg-type]
+                         stall_after=15.0, clock=lambda: clock[0])
+
+    def at(seconds: float, ahead: int) -> tuple[bool, str]:
+        """`seconds` on, the network `ahead` heights past us, having applied a block just now."""
+        clock[0] += seconds
+        core.height += 1
+        network[0] = ahead
+        for listener in chain.block_listeners:
+            listener(None, None)
+        return bridge.ready()
+
+    assert at(1.0, 0)[0]
+    assert at(0.5, BEHIND_HEIGHTS + 1)[0], "a few heights behind, level half a second ago: following"
+    assert at(CATCH_UP_GRACE - 1.0, FAR_BEHIND_HEIGHTS)[0], "still within the grace"
+    ready, reason = at(1.0, BEHIND_HEIGHTS + 1)
+    assert not ready and reason == f"catching up: height {core.height}, peers at {core.height + BEHIND_HEIGHTS + 1}"
+    assert at(0.1, BEHIND_HEIGHTS)[0], "level again"
+    ready, reason = at(0.1, FAR_BEHIND_HEIGHTS + 1)
+    assert not ready and "catching up" in reason, "far behind: catching up however lately it was level"
+    network[0] = BEHIND_HEIGHTS + 1
+    clock[0] += CATCH_UP_GRACE + 1.0
+    assert bridge.ready()[0] is False, "behind since, with no block applied meanwhile: catching up"
 
 
 def _standby(liars: int, validator_claims: list[int]) -> tuple[ChainCore, list[Any]]:
