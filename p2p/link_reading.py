@@ -104,10 +104,10 @@ class ReadTurns:
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         """A new event-loop turn: every network may take a turn again, and those with links waiting take theirs,
         in line, until their turns together have taken SHARED_TURNS_SECONDS; those that had no turn in the last
-        event-loop turn go first (left over from it, or refused a read at once there). A kept node's turn is taken whatever the time: while a
-        crowd of networks sends faster than the node handles, its validators' votes wait for one short event-loop
-        turn, not for every network's turn (sixteen networks' 2 ms turns would make each step of a height wait
-        tens of milliseconds, and a round's timeout pass before its proposal was read)."""
+        event-loop turn go first (left over from it, or refused a read at once there). A kept node's turn is taken
+        whatever the time: while a crowd of networks sends faster than the node handles, its validators' votes
+        wait for one short event-loop turn, not for every network's turn (sixteen networks' 2 ms turns would make
+        each step of a height wait tens of milliseconds, and a round's timeout pass before its proposal was read)."""
         self._handle = None
         last, self._served = self._served, set()
         served = self._served
