@@ -9,9 +9,13 @@ before a decision broadcast leaves. The rules it keeps:
   FOLLOWER_SYNC_INTERVAL;
 - a write that syncs runs in a worker thread of its own (`in_thread`), one at a time: the pump stops at it
   and resumes once it has landed, so the order above holds while the event loop reads, checks and answers
-  everyone else meanwhile (an fdatasync on the loop held it for every link's messages, a third of a
-  validator's loop time under a flood); a write with nothing to sync (a follower's block) runs inline;
-- while a write fails, `disk_error` says why and the service holds its votes; each flush retries;
+  everyone else meanwhile (an fdatasync on the loop held every link's messages behind it: docs/tradeoffs.md,
+  "Durability"); a write with nothing to sync (a follower's block) runs inline;
+- the core can run ahead of a pump that waits for the thread (a lone validator decides on its own; others
+  decide without our votes), so once PUMP_BEHIND_EFFECTS effects wait, writes run inline again: holding the
+  loop as a disk on the loop did, they bound what waits in memory to what the disk can take;
+- while a write fails, `disk_error` says why and the service holds its votes; each pump tries the disk again,
+  except the one a failed write in the thread resumes (else the thread would retry in a loop of its own);
 - a snapshot is written once the blocks it was made from are synced, in a worker thread (writing and syncing
   a big state would hold the event loop, on every node at the same height), one at a time, and the blocks it
   covers are compacted only once it is on disk.
@@ -36,6 +40,7 @@ from storage.errors import IO_ERROR
 log = logging.getLogger("exchange.chain")
 
 FOLLOWER_SYNC_INTERVAL = 1.0    # s a follower's certified blocks may stay unsynced
+PUMP_BEHIND_EFFECTS = 64        # effects waiting for a write past which the pump writes inline (the core is ahead)
 
 
 class UnsavedBlock:
@@ -74,6 +79,7 @@ class BlockDurability:
         self._executor: ThreadPoolExecutor | None = None
         self._flight: asyncio.Future[_Written] | None = None    # a write running in the worker thread
         self._landed_then: list[Callable[[], None]] = []        # what to call once it has landed
+        self._failed_landing = False    # a write in the thread failed: the pump it resumes does not try again
         self.disk_error: StorageError | None = None    # a write consensus needs failed: the service holds its votes
         self.wal_top = 0            # the highest height with a signed record in the durable WAL
         self._blocks: list[UnsavedBlock] = []     # final here, not yet durable: nothing of them leaves
@@ -163,14 +169,18 @@ class BlockDurability:
         self._blocks[-1].held.append(message)
         return True
 
-    def flush(self, then: Callable[[], None] | None = None) -> bool:
+    def flush(self, then: Callable[[], None] | None = None, *, defer: bool = True) -> bool:
         """Write what waits, in order; on failure keep the rest for the next flush and say so once. True when that
         is done (also when it failed: `waiting` says so); False while the write runs in the worker thread, or an
-        earlier one still does: `then` is called once it has landed."""
+        earlier one still does: `then` is called once it has landed. `defer=False` writes inline: the pump is
+        behind the core, and a write that holds the loop is what keeps the core from running further ahead."""
         if self._flight is not None:
             if then is not None:
                 self._landed_then.append(then)
             return False
+        if self._failed_landing:    # the disk is tried once per pump, as inline: the next pump tries it again
+            self._failed_landing = False
+            return True
         if not self._blocks and not self._wal:
             return True
         blocks, wal, wal_top = list(self._blocks), list(self._wal), self.wal_top
@@ -178,7 +188,7 @@ class BlockDurability:
             loop = asyncio.get_running_loop() if self.in_thread else None
         except RuntimeError:
             loop = None
-        if loop is None or not (wal or any(entry.durable for entry in blocks)):
+        if loop is None or not defer or not (wal or any(entry.durable for entry in blocks)):
             self._landed(self._write(blocks, wal, wal_top))    # nothing to wait for (or no loop to go on)
             return True
         if self._executor is None:     # its own thread: a snapshot being written must not hold a vote's record
@@ -221,6 +231,7 @@ class BlockDurability:
             written = _Written(0, False, self.wal_top, False, False, StorageError(IO_ERROR, f"write failed: {error}"))
         else:
             written = flight.result()
+        self._failed_landing = written.error is not None
         self._landed(written)
         then, self._landed_then = self._landed_then, []
         for call in then:

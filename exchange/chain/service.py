@@ -53,7 +53,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Commit
                                     NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
 from exchange.crypto import verify as ed25519_verify
 from exchange.chain.chainstate import BlockOutcome
-from exchange.chain.durability import BlockDurability, UnsavedBlock
+from exchange.chain.durability import PUMP_BEHIND_EFFECTS, BlockDurability, UnsavedBlock
 from exchange.chain.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
@@ -286,7 +286,7 @@ class ChainService:
         effects = self._effects
         effects.extend(core.take_effects())
         durability = self.durability
-        if not durability.flush(self.schedule_pump):
+        if not durability.flush(self.schedule_pump, defer=len(effects) <= PUMP_BEHIND_EFFECTS):
             return
         failed = durability.waiting     # a failing disk is tried once per pump, not per effect
         while effects:
@@ -294,7 +294,7 @@ class ChainService:
             # consecutive WAL records share one fsync, before anything that follows them; a final block is
             # stored before the effect after it
             if not isinstance(effect, WalRecord) and durability.waiting and not failed:
-                if not durability.flush(self.schedule_pump):
+                if not durability.flush(self.schedule_pump, defer=len(effects) <= PUMP_BEHIND_EFFECTS):
                     return
                 failed = durability.waiting
             effects.popleft()
