@@ -18,12 +18,10 @@ the hold.
 
 A link's turns are handed out by its node's ReadTurns, by network: each event-loop turn, every network (the
 /24 or /48 a link comes from) gets one link's turn, its links in turn, until the networks' turns together have
-taken SHARED_TURNS_SECONDS; those left go first in the next one. Reads handed over at once (a network with no
-link waiting) count against the same time, so a crowd of networks that never fall behind on their own does not
-make each event-loop turn long either. A kept node's turn (a validator's) is taken whatever the time, so its
-votes wait for one short event-loop turn however many networks send. A read that finds its network's turn
-taken, its network's links waiting, or the shared time spent, waits in the backlog with the socket paused,
-however small it is. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it reads
+taken SHARED_TURNS_SECONDS; those left go first in the next one. A kept node's turn (a validator's) is taken
+whatever the time, so its votes wait for one short event-loop turn however many networks send. A read that finds
+its network's turn taken, or its network's links waiting, waits in the backlog with the socket paused, however
+small it is. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it reads
 one neighbour from another, as the transaction budgets share the total (exchange/chain/tx_budget.py); by link,
 eight keys from one /24 would get eight turns to the other neighbour's one, and so would eight links that each
 send less than a turn between reads, since those never fall behind on their own.
@@ -41,8 +39,8 @@ from p2p.messages import Message
 TURN_MESSAGES = 64      # an open link's messages handed over per event-loop turn
 TURN_SECONDS = 0.002    # ... or fewer: once a turn's messages took this long, the rest wait for its next turn
 KEPT = "kept:"          # the network of a node we keep linked: its own
-SHARED_TURNS_SECONDS = 0.004    # the networks' turns together per event-loop turn, past which the rest wait for
-                                # the next one, those waiting first in line (kept nodes' turns are not counted)
+SHARED_TURNS_SECONDS = 0.004    # the waiting networks' turns together per event-loop turn, past which the rest
+                                # wait for the next one, first in line (kept nodes' turns are not counted)
 
 
 class ReadTurnsView(TypedDict):
@@ -63,7 +61,6 @@ class ReadTurns:
         self._waiting: dict[str, deque[LinkReading]] = {}
         self._since: dict[str, float] = {}  # when each network waiting began to, without a break (monotonic)
         self._served: set[str] = set()      # networks that had their turn in this event-loop turn
-        self._spent = 0.0       # s the networks' turns took in this event-loop turn (kept nodes' not counted)
         self._handle: asyncio.Handle | None = None
         self.given = 0          # turns handed out to links waiting: how often this node was behind its links
 
@@ -77,20 +74,13 @@ class ReadTurns:
         return netgroup(address[0]) if address is not None else "unknown"
 
     def take_now(self, network: str, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether a read from `network` may be handed over at once: none of its links waits, it has not had
-        its turn in this event-loop turn, and (unless it is a kept node's) the networks' turns have not taken
-        SHARED_TURNS_SECONDS in it. If so, that read is its turn: `spent` says how long it took."""
-        if network in self._served or network in self._waiting or (
-                self._spent >= SHARED_TURNS_SECONDS and not network.startswith(KEPT)):
+        """Whether a read from `network` may be handed over at once: none of its links waits and it has not had
+        its turn in this event-loop turn. If so, that read is its turn."""
+        if network in self._served or network in self._waiting:
             return False
         self._served.add(network)
         self._schedule(loop)
         return True
-
-    def spent(self, network: str, seconds: float) -> None:
-        """A turn taken at the read took `seconds`: it counts against this event-loop turn's shared time."""
-        if not network.startswith(KEPT):
-            self._spent += seconds
 
     def want(self, reading: "LinkReading", network: str, loop: asyncio.AbstractEventLoop) -> None:
         self._waiting.setdefault(network, deque()).append(reading)
@@ -103,35 +93,30 @@ class ReadTurns:
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         """A new event-loop turn: every network may take a turn again, and those with links waiting take theirs,
-        in line, until their turns together have taken SHARED_TURNS_SECONDS; those that had no turn in the last
-        event-loop turn go first (left over from it, or refused a read at once there). A kept node's turn is taken
-        whatever the time: while a crowd of networks sends faster than the node handles, its validators' votes
-        wait for one short event-loop turn, not for every network's turn (sixteen networks' 2 ms turns would make
-        each step of a height wait tens of milliseconds, and a round's timeout pass before its proposal was read)."""
+        in line, until their turns together have taken SHARED_TURNS_SECONDS; the rest keep their place at the
+        front of the line for the next event-loop turn. A kept node's turn is taken whatever the time: while a
+        crowd of networks sends faster than the node handles, its validators' votes wait for one short event-loop
+        turn, not for every network's turn (sixteen networks' 2 ms turns would make each step of a height wait
+        tens of milliseconds, and a round's timeout pass before its proposal was read)."""
         self._handle = None
-        last, self._served = self._served, set()
-        served = self._served
-        self._spent = 0.0
+        self._served = served = set()
         waiting = self._waiting
-        # networks with no turn in the last event-loop turn first (left over from it, or refused a read at once)
-        for network in [*(n for n in waiting if n not in last), *(n for n in waiting if n in last)]:
+        shared_until = time.perf_counter() + SHARED_TURNS_SECONDS
+        for network in list(waiting):
             kept = network.startswith(KEPT)
-            if not kept and self._spent >= SHARED_TURNS_SECONDS:
-                continue        # waits, and goes first in the next event-loop turn
+            if not kept and time.perf_counter() > shared_until:
+                continue        # waits, first in line, for the next event-loop turn
             links = waiting.pop(network)
             reading = links.popleft()
             if links:
                 waiting[network] = links    # its other links wait at the back of the line
             served.add(network)
             self.given += 1
-            started = time.perf_counter()
             try:
                 reading._next_turn()    # asks again (`want`) while it has a backlog: the next callback, behind the rest
             except Exception as exc:  # noqa: BLE001 - one link's failure must not cost the others their turns
                 loop.call_exception_handler(
                     {"message": "a link's read turn failed", "exception": exc})
-            if not kept:
-                self._spent += time.perf_counter() - started
         for network in [network for network in self._since if network not in waiting]:
             del self._since[network]    # caught up (a link that asked again in its turn kept it waiting)
         if waiting or served:       # links still waiting, or networks to let read again in the next turn
@@ -185,15 +170,11 @@ class LinkReading:
                 self._want_turn()
             self._update()
             return
-        started = time.perf_counter()
-        try:
-            if len(messages) <= TURN_MESSAGES:
-                self._dispatch(messages)
-            else:
-                self.backlog.extend(messages)
-                self._take_turn()
-        finally:
-            self._turns.spent(self._network(), time.perf_counter() - started)
+        if len(messages) <= TURN_MESSAGES:
+            self._dispatch(messages)
+            return
+        self.backlog.extend(messages)
+        self._take_turn()
 
     def _want_turn(self) -> None:
         self._queued = True

@@ -57,7 +57,6 @@ def _add_blocks(durability: BlockDurability, heights: range) -> None:
     for height in heights:
         block, commit = _block(height)
         durability.add_block(UnsavedBlock(block, commit, None, durable=True))  # type: ignore[arg-type]
-        assert durability.flush(), "an inline durability writes at once"
 
 
 def test_the_loop_goes_on_while_a_snapshot_is_written_and_compaction_waits_for_it(tmp_path):

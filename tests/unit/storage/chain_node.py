@@ -1,7 +1,6 @@
 """A one-validator chain node in process, on any FileSystem, driven step by step with a fake clock: the real
 ChainService, ChainCore, ExchangeState and ChainStore, with no network and no background ticker, so a run is
-deterministic and every disk operation happens at the same point each time (what crash enumeration needs):
-its writes run inline where the pump asks for them, unless `writes_in_thread` (the production default).
+deterministic and every disk operation happens at the same point each time (what crash enumeration needs).
 
     node = await ChainNode.boot(fs, record)     # record: a Record shared by every boot of one run
     answer = await node.place(n)                # ("accepted", tx) / ("failed", exc) / ("refused", why)
@@ -140,7 +139,7 @@ class ChainNode:
     @classmethod
     async def boot(cls, fs: FileSystem, record: Record, *, now: float = START,
                    segment_bytes: int = 1536, small_segment_bytes: int = 1024, snapshot_interval: int = 500,
-                   keep_blocks: int = 1000, writes_in_thread: bool = False) -> ChainNode:
+                   keep_blocks: int = 1000) -> ChainNode:
         clock = [now]
         signer = RecordingSigner(record)
         store = ChainStore(DATA_DIR, fs=fs, segment_bytes=segment_bytes, small_segment_bytes=small_segment_bytes,
@@ -152,7 +151,7 @@ class ChainNode:
                                        pinned=True, exchange=params.to_wire(), snapshot_interval=snapshot_interval))
         service = ChainService(signer, RecordingNetwork(record), store, network_id="crash", markets=MARKETS,
                                found_after=0.0, snapshot_interval=snapshot_interval, config=CoreConfig(),
-                               clock=lambda: clock[0], writes_in_thread=writes_in_thread)
+                               clock=lambda: clock[0])
         await service.start()
         for task in service._tasks:     # the test is the clock: no background ticker
             task.cancel()
