@@ -170,15 +170,17 @@ class Settings:
         0, "GRENACHE_MESSAGES_PORT", "TCP port of the Grenache message endpoint (0 = ephemeral; the Grape "
         "announcement carries it)", _PORT)
     grenache_messages_rate: float = _setting(
-        500.0, "GRENACHE_MESSAGES_RATE", "Frames a second one IP address may send to the Grenache message endpoint "
-        "(bursts of twice that; a /24 or /48 four times that); a request past it gets 429 ERR_BUSY unread",
+        500.0, "GRENACHE_MESSAGES_RATE", "Frames a second one IP address may send to the Grenache message endpoint, "
+        "each 4 KiB of request body counting as a frame at least (bursts of twice that; a /24 or /48 four times that); "
+        "a request past it gets 429 ERR_BUSY unread",
         _FLOAT_POS)
     grenache_messages_rate_total: float = _setting(
         8000.0, "GRENACHE_MESSAGES_RATE_TOTAL", "Frames a second the Grenache message endpoint takes from all "
         "addresses together (bursts of twice that)", _FLOAT_POS)
     grenache_rpc_rate: float = _setting(
         100.0, "GRENACHE_RPC_RATE", "Requests a second one IP address may make to the Grenache RPC endpoint "
-        "(GRENACHE_RPC_PORT; bursts of twice that; a /24 or /48 four times that); the rest get 429 ERR_BUSY unread",
+        "(GRENACHE_RPC_PORT), each 4 KiB of request body counting as a request at least (bursts of twice that; a /24 or "
+        "/48 four times that); the rest get 429 ERR_BUSY unread",
         _FLOAT_POS)
     grenache_rpc_rate_total: float = _setting(
         2000.0, "GRENACHE_RPC_RATE_TOTAL", "Requests a second the Grenache RPC endpoint takes from all addresses "

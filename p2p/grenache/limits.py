@@ -11,6 +11,10 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   front (the message path's MAX_FRAMES) and gets back what it did not cost once decoded, so a client that starts
   many requests at once owes at most one request's worth; one whose cost the total cannot cover once decoded
   (its network's part and the credit behind the parts) is answered busy unhandled.
+- Bytes: a request is worth at least one unit per BODY_UNIT_BYTES of its body, whichever is more (a message
+  request's frames, an RPC request's one): reading and decoding cost by the byte, and a client sending few large
+  bodies would otherwise take a node's CPU at a unit each. Each rate is then also a byte budget: 500 frames a
+  second from one address are at most 2 MB of bodies.
 
 Who was refused, and by which limit, is kept per server (p2p/public/refusals.py) for /status.
 """
@@ -24,6 +28,7 @@ from p2p.public.guard import ConnectionGuard, GuardView
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog, RefusalsView
 
+BODY_UNIT_BYTES = 4096      # a request is worth at least a unit per this many bytes of its body (decompressed)
 KEEPALIVE_TIMEOUT = 15.0    # s idle between requests (our client drops a pooled connection after 4 s, Node's after 5)
 REFUSALS_KEPT = 256         # addresses and networks each server remembers refusing
 REFUSALS_SHOWN = 10
@@ -45,7 +50,7 @@ class GrenacheLimits:
 class LimitsView(TypedDict):
     """A Grenache server's limits as /status shows them."""
 
-    unit: str                          # "frames" or "requests"
+    unit: str                          # "frames" or "requests", each at least BODY_UNIT_BYTES of body
     rate_per_address: float
     rate_total: float
     refused: dict[str, int]            # requests refused, by the rate limit that refused them

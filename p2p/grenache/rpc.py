@@ -89,11 +89,16 @@ def _url(address: tuple[str, int]) -> str:
     return f"http://{host}:{int(port)}/"
 
 
+def inflate_limit(size: int, limit: int) -> int:
+    """The most a gzipped body of `size` bytes is inflated to (`_gunzip`), with `limit` the largest body."""
+    return min(limit, max(GZIP_FREE_BYTES, GZIP_MAX_RATIO * size))
+
+
 def _gunzip(data: bytes, limit: int) -> bytes:
     """Decompress at most `limit` bytes, and at most GZIP_MAX_RATIO times `data` (past GZIP_FREE_BYTES): a gzip
     bomb inflating a few kilobytes into megabytes of tiny JSON objects cost the node a core for each request it
     was charged one unit for. ValueError when it would be more."""
-    limit = min(limit, max(GZIP_FREE_BYTES, GZIP_MAX_RATIO * len(data)))
+    limit = inflate_limit(len(data), limit)
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = inflater.decompress(data, limit + 1)
     if len(out) > limit:
@@ -216,10 +221,11 @@ def _busy(wait: float) -> web.Response:
 class _Admitted:
     """One request admitted on `reserved` units, settled once with what it turned out to be worth."""
 
-    __slots__ = ("limits", "address", "reserved")
+    __slots__ = ("limits", "address", "reserved", "read")
 
     def __init__(self, limits: ServerLimits, address: str, reserved: int) -> None:
         self.limits, self.address, self.reserved = limits, address, reserved
+        self.read = 0       # bytes of body read (inflated, when compressed) so far
 
     def settle(self, units: int) -> bool:
         """False when the limits refuse what it turned out to be worth (it is answered busy, unhandled)."""
@@ -244,13 +250,17 @@ class GrenacheHTTPServer:
     rate is refused before its body is read, the same way: 429 "ERR_BUSY" with Retry-After. `cost(payload)`
     says what a request it read is worth in the limits' units (1 when not given), at most `max_cost`: a request
     is admitted on `max_cost` units and its client gets back what it did not cost once it is decoded (or, when
-    the total cannot cover that cost, it is answered ERR_BUSY unhandled).
+    the total cannot cover that cost, it is answered ERR_BUSY unhandled). With `unit_bytes` a request is also worth
+    a unit per `unit_bytes` of its body, whichever is more: reading and decoding a body costs by its bytes, and a
+    client sending few large requests would otherwise take the node's CPU for a unit each. It is admitted on what
+    its Content-Length says it is worth (its most, the largest body, when it gives none) and charged its
+    decompressed size once read; a body refused as too large was read up to the largest and costs that.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], host: str = "127.0.0.1", port: int = 0, *,
                  max_body_bytes: int = DEFAULT_MAX_BODY, handler_timeout: float | None = None,
                  limits: ServerLimits | None = None, cost: Callable[[GrenacheJson], int] | None = None,
-                 max_cost: int = 1) -> None:
+                 max_cost: int = 1, unit_bytes: int | None = None) -> None:
         self.handlers = handlers
         self.host = host
         self.port = port
@@ -259,6 +269,7 @@ class GrenacheHTTPServer:
         self.limits = limits
         self.cost = cost
         self.max_cost = max_cost if cost is not None else 1
+        self.unit_bytes = unit_bytes
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -300,28 +311,43 @@ class GrenacheHTTPServer:
         limits = self.limits
         if limits is None:
             return await self._answer(request, None)
-        wait = limits.admit(address, self.max_cost)
+        reserve = max(self.max_cost, self._byte_units(min(self.max_body_bytes, request.content_length
+                                                           if request.content_length is not None
+                                                           else self.max_body_bytes)))
+        wait = limits.admit(address, reserve)
         if wait is not None:
             return _busy(wait)
-        admitted = _Admitted(limits, address, self.max_cost)
+        admitted = _Admitted(limits, address, reserve)
         try:
             return await self._answer(request, admitted)
-        finally:
-            admitted.settle(1)          # not read or not decoded: worth one unit
+        finally:    # not read or not decoded: worth one unit, or its bytes
+            admitted.settle(max(1, self._byte_units(admitted.read)))
+
+    def _byte_units(self, size: int) -> int:
+        """What `size` bytes of body are worth in the limits' units (0 when only requests or frames count)."""
+        return -(-size // self.unit_bytes) if self.unit_bytes else 0
 
     async def _answer(self, request: web.Request, admitted: _Admitted | None) -> web.Response:
         """Read, decode and answer one request (`admitted` is settled once its cost is known)."""
         compressed = "gzip" in request.headers.get("grc-compress", "")
         try:
             raw = await request.read()
+            if admitted is not None:
+                admitted.read = len(raw)
         except web.HTTPRequestEntityTooLarge:
+            if admitted is not None:    # read up to the largest body before it was found too large
+                admitted.read = self.max_body_bytes
             return web.Response(status=413, text="ERR_REQUEST_TOO_LARGE")
         except ConnectionError:     # cut by the guard past its body deadline (or the client left): nobody to answer
             return web.Response(status=408, text="ERR_REQUEST_TIMEOUT")
         if compressed and raw.startswith(_GZIP_MAGIC):
             try:
                 raw = _gunzip(raw, self.max_body_bytes)
+                if admitted is not None:
+                    admitted.read = len(raw)
             except ValueError:
+                if admitted is not None:    # inflated as far as it may be before it was found too large
+                    admitted.read = inflate_limit(len(raw), self.max_body_bytes)
                 return web.Response(status=413, text="ERR_REQUEST_TOO_LARGE")
             except (zlib.error, EOFError):
                 return web.Response(status=400, text="ERR_REQUEST_ENCODING_COMPRESSION")
@@ -335,8 +361,8 @@ class GrenacheHTTPServer:
         rid = message[0]
         key = message[1] if len(message) > 1 else None
         payload = message[2] if len(message) > 2 else None
-        if admitted is not None and not admitted.settle(min(self.max_cost, max(1, self.cost(payload)))
-                                                        if self.cost is not None else 1):
+        units = min(self.max_cost, max(1, self.cost(payload))) if self.cost is not None else 1
+        if admitted is not None and not admitted.settle(max(units, self._byte_units(len(raw)))):
             return _busy(1.0)
         err, data = await self._dispatch(key, payload)
         return self._reply(rid, err, data, compressed)

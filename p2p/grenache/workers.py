@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator, TypedDict
 
 from p2p.grenache.grape import GrapeClient, GrapeError
-from p2p.grenache.limits import GrenacheLimits, LimitsView, ServerLimits
+from p2p.grenache.limits import BODY_UNIT_BYTES, GrenacheLimits, LimitsView, ServerLimits
 from p2p.grenache.rpc import (GrenacheHTTPClient, GrenacheHTTPServer, GrenacheJson, GrenacheProtocolError,
                               GrenacheRemoteError, GrenacheTimeout, GrenacheUnavailable, Handler)
 from p2p.resilience.protection import Protection
@@ -245,7 +245,7 @@ class GrenacheEndpoint:
         self.announce_interval = announce_interval
         self.limits = ServerLimits(limits, "grenache_rpc", "requests")
         self.http = GrenacheHTTPServer(_Exposed(server, self.services), host, port, handler_timeout=handler_timeout,
-                                       limits=self.limits)
+                                       limits=self.limits, unit_bytes=BODY_UNIT_BYTES)
         self.port: int | None = None
         self.announced: dict[str, float] = {}
         self.announce_failures = 0

@@ -44,7 +44,7 @@ from p2p import messages as m
 from p2p.delivery_queue import Held
 from p2p.framing import MalformedFrame, decode_body
 from p2p.grenache.grape import GrapeClient, GrapeError
-from p2p.grenache.limits import GrenacheLimits, LimitsView, ServerLimits
+from p2p.grenache.limits import BODY_UNIT_BYTES, GrenacheLimits, LimitsView, ServerLimits
 from p2p.grenache.rpc import GrenacheError, GrenacheHTTPClient, GrenacheHTTPServer, GrenacheRemoteError
 from p2p.resilience.backoff import Backoff
 
@@ -140,7 +140,8 @@ class GrenachePath:
         self.server = GrenacheHTTPServer({self.unicast_key: self._on_unicast_request,
                                           self.broadcast_key: self._on_broadcast_request},
                                          host, port, max_body_bytes=max_body, handler_timeout=10.0,
-                                         limits=self.limits, cost=frames_in, max_cost=MAX_FRAMES)
+                                         limits=self.limits, cost=frames_in, max_cost=MAX_FRAMES,
+                                         unit_bytes=BODY_UNIT_BYTES)
         self.port: int | None = None
         self.members: dict[str, Address] = {}                       # node id -> address (shared name)
         self._hellos: dict[Address, tuple[str | None, float]] = {}  # address -> (node id or None, when)

@@ -1,9 +1,9 @@
 """Fair under flood (issue 25) on the Grenache message path, with real exchange-node processes and real grapes:
 one source floods node b's Grenache message endpoint from another loopback /24 (127.0.7.1) with valid-shaped
-requests of 256 frames, as fast as it can on 16 connections, while node a, which reaches b only over Grenache,
-sends it unicasts and broadcasts. a's messages all arrive, the flood gets 429 "ERR_BUSY" past its address's share
-(GRENACHE_MESSAGES_RATE frames a second), b's /status, /metrics and console name it, and nobody else is refused or
-blamed.
+requests of 256 frames, or of one frame of a megabyte, as fast as it can on 16 connections, while node a, which
+reaches b only over Grenache, sends it unicasts and broadcasts. a's messages all arrive, the flood gets 429
+"ERR_BUSY" past its address's share (GRENACHE_MESSAGES_RATE units a second: a frame, or BODY_UNIT_BYTES of body,
+whichever is more), b's /status, /metrics and console name it, and nobody else is refused or blamed.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 
 from config import Settings
 from p2p.framing import encode_body
+from p2p.grenache.limits import BODY_UNIT_BYTES
 from p2p.routing.grenache_path import MAX_FRAMES
 from tests.harness import wait_until
 from tests.stream_client import StreamClient
@@ -43,14 +44,26 @@ async def console_held_back(api_url: str) -> list[dict[str, str]]:
         await client.close()
 
 
-class Flood:
-    """Posts 256-frame requests to `key` at 127.0.0.1:`port` from ATTACKER on CONNECTIONS connections until stopped,
-    in a thread of its own (the test's nodes are other processes); counts the answers by (status, text)."""
+def small_frames() -> list[str]:
+    """A request's most frames, each a small note."""
+    frame = base64.b64encode(encode_body({"type": "note", "id": "x" * 16, "origin": "0" * 40, "ts": time.time(),
+                                          "hops": 0, "payload": "flood"})).decode()
+    return [frame] * MAX_FRAMES
 
-    def __init__(self, port: int, key: str) -> None:
-        frame = base64.b64encode(encode_body({"type": "note", "id": "x" * 16, "origin": "0" * 40, "ts": time.time(),
-                                              "hops": 0, "payload": "flood"})).decode()
-        self.body = orjson.dumps([str(uuid.uuid4()), key, {"v": 1, "frames": [frame] * MAX_FRAMES}])
+
+def one_large_frame() -> list[str]:
+    """One frame of a megabyte (the default MAX_FRAME_BYTES): a unit were frames all that counted."""
+    return [base64.b64encode(encode_body({"type": "note", "id": "y" * 16, "origin": "0" * 40, "ts": time.time(),
+                                          "hops": 0, "payload": "z" * 1_000_000})).decode()]
+
+
+class Flood:
+    """Posts requests holding `frames` to `key` at 127.0.0.1:`port` from ATTACKER on CONNECTIONS connections until
+    stopped, in a thread of its own (the test's nodes are other processes); counts the answers by (status, text)."""
+
+    def __init__(self, port: int, key: str, frames: list[str]) -> None:
+        self.body = orjson.dumps([str(uuid.uuid4()), key, {"v": 1, "frames": frames}])
+        self.worth = max(len(frames), -(-len(self.body) // BODY_UNIT_BYTES))  # units a request is worth
         self.url = f"http://127.0.0.1:{port}/"
         self.answers: Counter[tuple[int, str]] = Counter()
         self.errors = 0
@@ -83,12 +96,14 @@ class Flood:
         self.stopped = time.monotonic()
 
 
-def test_a_flood_from_one_address_is_refused_busy_and_an_honest_node_still_gets_through(cluster, grapes) -> None:
+@pytest.mark.parametrize("frames", [small_frames, one_large_frame], ids=["frames", "bytes"])
+def test_a_flood_from_one_address_is_refused_busy_and_an_honest_node_still_gets_through(cluster, grapes,
+                                                                                       frames) -> None:
     a, b = walled_pair(cluster, grapes)
     path = b.status()["router"]["grenache"]
     failed_before = a.status()["router"]["grenache"]["counters"]["requests_failed"]
 
-    with Flood(path["port"], path["names"][0]) as flood:
+    with Flood(path["port"], path["names"][0], frames()) as flood:
         wait_until(lambda: flood.answers[(429, "ERR_BUSY")] >= 50, 10, message="the flood is being refused")
         started = time.monotonic()
         sent = []
@@ -102,15 +117,16 @@ def test_a_flood_from_one_address_is_refused_busy_and_an_honest_node_still_gets_
         time.sleep(1.0)                                                # and the flood goes on a moment longer
     seconds = flood.stopped - flood.started
     admitted, busy = flood.answers[(200, "")], flood.answers[(429, "ERR_BUSY")]
-    print(f"flood for {seconds:.1f} s: {admitted} requests of {MAX_FRAMES} frames read, {busy} refused busy, "
-          f"{flood.errors} transport errors; a's 110 messages all at b {delivered:.2f} s after the first was sent")
+    print(f"flood for {seconds:.1f} s: {admitted} requests of {len(flood.body):,} bytes ({flood.worth} units) read, "
+          f"{busy} refused busy, {flood.errors} transport errors; a's 110 messages all at b {delivered:.2f} s after "
+          f"the first was sent")
 
     assert {s["outcome"] for s in sent} == {"grenache"}
     assert all(received(b)[i][4] == 1 for i in ids)                     # each broadcast handled once
-    # the attacker's address had its share, and then (a little more: a request's frames are charged on credit,
-    # up to one 256-frame request per connection in flight when its share ran out) no more
+    # the attacker's address had its share, and then (a little more: a request's worth is charged on credit, up to
+    # one request per connection in flight when its share ran out) no more
     assert busy > 0 and set(flood.answers) <= {(200, ""), (429, "ERR_BUSY")}
-    assert admitted * MAX_FRAMES <= 2 * RATE + RATE * seconds + CONNECTIONS * MAX_FRAMES
+    assert admitted * flood.worth <= 2 * RATE + RATE * seconds + CONNECTIONS * flood.worth
     limits = b.status()["router"]["grenache"]["limits"]
     assert limits["refused"]["per_address"] >= busy and limits["refused"]["total"] == 0
     refused_by = {row["source"]: row["reasons"] for row in limits["refused_by"]["addresses"]}

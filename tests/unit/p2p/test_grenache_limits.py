@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import random
 import time
 import uuid
@@ -24,7 +25,7 @@ from p2p.grenache.grape import GrapeClient
 from p2p.grenache.workers import GrenacheEndpoint
 from tests.fake_grape import FakeGrape
 from tests.unit.node.test_api_guard import _trickle
-from tests.unit.p2p.test_grenache_path import SERVICE, frame, gnet  # noqa: F401 - gnet is a fixture
+from tests.unit.p2p.test_grenache_path import SERVICE, eventually, frame, gnet  # noqa: F401 - gnet is a fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,9 +72,10 @@ class Clock:
         return self.now
 
 
-async def served(**changed: Any) -> tuple[GrenacheHTTPServer, ServerLimits]:
+async def served(unit_bytes: int | None = None, max_body_bytes: int = 1 << 20,
+                 **changed: Any) -> tuple[GrenacheHTTPServer, ServerLimits]:
     applied = ServerLimits(limits(**changed), "grenache_rpc", "requests", clock=Clock())
-    server = GrenacheHTTPServer({"echo": echo}, limits=applied)
+    server = GrenacheHTTPServer({"echo": echo}, limits=applied, unit_bytes=unit_bytes, max_body_bytes=max_body_bytes)
     await server.start()
     return server, applied
 
@@ -361,6 +363,80 @@ async def test_the_message_path_charges_frames_per_client_and_serves_another_net
     assert shown["refused"]["per_address"] == 2 and shown["rate_per_address"] == 10.0
     assert shown["refused_by"]["addresses"][0]["source"] == "127.0.1.5"
     assert b.peers.penalties == []                    # an HTTP caller proves nobody: no one is blamed
+
+
+async def test_a_large_body_costs_its_bytes_read_inflated_or_refused_too_large():
+    """A request is worth a unit per BODY_UNIT_BYTES of its body at least: one address sending few large bodies was
+    charged a unit each, and one address took a node's CPU at 178 MB/s within its request rate. A unit is 4 KiB here,
+    an address's burst 10 units: a body of 15 units leaves it 5 in debt, and its next request, however small, waits."""
+    server, applied = await served(unit_bytes=4096, max_body_bytes=64 * 1024, rate_per_address=5.0)
+    big = orjson.dumps(["r", "echo", "x" * 60_000])             # 15 units
+    gzipped = gzip.compress(big)                                 # about 100 bytes on the wire, 15 units inflated
+    too_large = orjson.dumps(["r", "echo", "x" * 70_000])        # read up to 64 KiB (16 units), then refused
+    try:
+        assert await post_once("127.0.1.5", server.port, big) == (200, "x" * 60_000)
+        assert await post_once("127.0.1.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
+        client = Client("127.0.2.5", server.port)
+        try:
+            async with client.session.post(client.url, data=gzipped, headers={"grc-compress": "gzip"}) as response:
+                assert response.status == 200 and len(gzipped) < 4096
+        finally:
+            await client.close()
+        assert await post_once("127.0.2.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
+        assert (await post_once("127.0.3.5", server.port, too_large))[0] == 413
+        assert await post_once("127.0.3.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
+        assert await post_once("127.0.4.5", server.port, b'["r", "echo", 1]') == (200, 1), "a small one pays one unit"
+        assert await post_once("127.0.4.5", server.port, b'["r", "echo", 2]') == (200, 2)
+    finally:
+        await server.stop()
+    for address in ("127.0.1.5", "127.0.2.5", "127.0.3.5"):
+        assert applied.rate.by_address.tokens(address, 0.0) <= -5, address
+    assert applied.rate.by_address.tokens("127.0.4.5", 0.0) == 8
+
+
+async def test_a_body_without_its_length_is_admitted_on_the_largest_bodys_worth():
+    """Chunked, a body gives no Content-Length: it is admitted on what the largest body is worth (16 units here,
+    against a burst of 20), so one client cannot start a connection's worth of large bodies at once on a unit each."""
+    server, applied = await served(unit_bytes=4096, max_body_bytes=64 * 1024, rate_per_address=10.0)
+    more = asyncio.Event()
+
+    async def chunks():
+        yield b'["r", "echo", '
+        await more.wait()
+        yield b'1]'
+
+    client = Client("127.0.1.5", server.port)
+    try:
+        out = asyncio.create_task(client.session.post(client.url, data=chunks()))
+        await eventually(lambda: applied.rate.by_address.tokens("127.0.1.5", 0.0) < 20)
+        assert applied.rate.by_address.tokens("127.0.1.5", 0.0) == 4, "the largest body's worth, taken up front"
+        more.set()
+        async with await out as response:
+            assert response.status == 200 and await response.read() == b'["r",null,1]'
+        assert applied.rate.by_address.tokens("127.0.1.5", 0.0) == 19, "and charged what it held once read"
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_the_message_path_charges_a_large_frame_by_its_bytes(gnet) -> None:
+    g = gnet(2, grenache_messages_rate=10.0)                   # bursts of 20 units an address: 80 KiB of bodies
+    a, b = g.nodes
+    await g.start()
+    key = unicast_name(SERVICE, b.node_id)
+    large = [base64.b64encode(random.Random(5).randbytes(90_000)).decode()]     # one frame, 30 units of body
+    flooder, honest = Client("127.0.1.5", b.router.grenache.port), Client("127.0.2.5", b.router.grenache.port)
+    try:
+        status, answer = await flooder.post(key, {"v": 1, "frames": large})
+        assert status == 200 and answer["refused"] == {"malformed": 1}
+        assert await flooder.post(broadcast_name(SERVICE), {"v": 1, "op": "hello"}) == (429, "ERR_BUSY")
+        status, answer = await honest.post(broadcast_name(SERVICE), {"v": 1, "op": "hello"})
+        assert status == 200 and answer["node_id"] == b.node_id
+    finally:
+        await flooder.close()
+        await honest.close()
+    shown = b.router.stats()["grenache"]["limits"]
+    assert shown["refused"]["per_address"] == 1 and b.peers.penalties == []
 
 
 # --- the connections --------------------------------------------------------------------------------------------
