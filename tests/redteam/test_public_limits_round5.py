@@ -251,6 +251,7 @@ class _FailingRead:
 
     remote = "203.0.113.9"
     headers: dict[str, str] = {"grc-compress": "gzip"}
+    content_length: int | None = None
 
     def __init__(self, error: BaseException) -> None:
         self.error = error

@@ -385,11 +385,19 @@ async def test_a_large_body_costs_its_bytes_read_inflated_or_refused_too_large()
         assert await post_once("127.0.2.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
         assert (await post_once("127.0.3.5", server.port, too_large))[0] == 413
         assert await post_once("127.0.3.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
+        client = Client("127.0.5.5", server.port)     # a gzip bomb: inflated to 64 KiB (16 units), then refused
+        try:
+            async with client.session.post(client.url, data=gzip.compress(b" " * 200_000),
+                                           headers={"grc-compress": "gzip"}) as response:
+                assert response.status == 413
+        finally:
+            await client.close()
+        assert await post_once("127.0.5.5", server.port, b'["r", "echo", 1]') == (429, "ERR_BUSY")
         assert await post_once("127.0.4.5", server.port, b'["r", "echo", 1]') == (200, 1), "a small one pays one unit"
         assert await post_once("127.0.4.5", server.port, b'["r", "echo", 2]') == (200, 2)
     finally:
         await server.stop()
-    for address in ("127.0.1.5", "127.0.2.5", "127.0.3.5"):
+    for address in ("127.0.1.5", "127.0.2.5", "127.0.3.5", "127.0.5.5"):
         assert applied.rate.by_address.tokens(address, 0.0) <= -5, address
     assert applied.rate.by_address.tokens("127.0.4.5", 0.0) == 8
 
