@@ -80,11 +80,10 @@ def dialable(host: str, port: int, *, allow_loopback: bool = True) -> bool:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return all(c.isalnum() or c in "-." for c in host)
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or (ip.version == 4 and str(ip) == "255.255.255.255"):
-        return False
-    if ip.is_loopback and not allow_loopback:
-        return False
-    return True
+    if ip.is_loopback:          # before `is_reserved`: Python counts ::1 in the reserved ::/8
+        return allow_loopback
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_reserved
+                or (ip.version == 4 and str(ip) == "255.255.255.255"))
 
 
 class AddressBook:

@@ -456,9 +456,10 @@ class PeerManager:
         assert node_id is not None
         self._inbound_pending.discard(link)
         hello = link.remote_hello or {}
-        address = self._listen_address(link) or (link.remote_addr or ("?", 0))
+        listen = self._listen_address(link)
+        address = listen or (link.remote_addr or ("?", 0))
         self.links[node_id] = link
-        if not address[1] or link.via is not None:
+        if listen is None:      # names no port it listens on: its source port is no address to remember or dial
             entry = None
         elif link.direction == Direction.OUTBOUND and link.dial_address:
             entry = self.book.mark_connected(address, node_id, link.source)

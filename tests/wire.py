@@ -140,3 +140,29 @@ async def read_until_goodbye(peer: RawPeer, received: dict[str, int]) -> dict | 
                 return message
     except (OSError, asyncio.TimeoutError, ValueError):
         return None
+
+
+async def handshake_from_each(host: str, port: int, sources: list[str]) -> list[str]:
+    """One connection to host:port from each source address in turn, each a fresh key completing the handshake:
+    "open" or "refused" for each. The open ones are held until the last is tried, then closed."""
+    held: list[RawPeer] = []
+    results = []
+    for source in sources:
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+        peer = RawPeer(reader, writer)
+        try:
+            await peer.handshake(NodeIdentity.generate())
+            results.append("open")
+            held.append(peer)
+        except (HandshakeRefused, ConnectionError, TimeoutError):
+            results.append("refused")
+            peer.close()
+    for peer in held:
+        peer.close()
+    return results
+
+
+if __name__ == "__main__":     # python -m tests.wire HOST PORT SOURCE...: inside a namespace the test cannot enter
+    import json
+    import sys
+    print(json.dumps(asyncio.run(handshake_from_each(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))))

@@ -12,7 +12,7 @@ import time
 from node.identity import NodeIdentity
 from p2p.framing import encode_body, encode_frame
 from tests.harness import wait_until
-from tests.wire import HandshakeRefused, RawPeer
+from tests.wire import HandshakeRefused, RawPeer, handshake_from_each
 
 LINE = {"target_outbound": 1, "discovery_pex": "false", "debug_api": "true"}
 
@@ -194,24 +194,8 @@ def test_per_ip_and_per_subnet_caps_when_applied_to_loopback(cluster):
     node = cluster.node("capped", inbound_limit_loopback="true", max_inbound_per_ip=2, max_inbound_per_subnet=3,
                         discovery_pex="false")
 
-    async def connect_all() -> list[str]:
-        held = []
-        results = []
-        for ip in ("127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
-            reader, writer = await asyncio.open_connection("127.0.0.1", node.p2p_port, local_addr=(ip, 0))
-            peer = RawPeer(reader, writer)
-            try:
-                await peer.handshake(NodeIdentity.generate())
-                results.append("open")
-                held.append(peer)
-            except (HandshakeRefused, ConnectionError, TimeoutError):
-                results.append("refused")
-                peer.close()
-        for peer in held:
-            peer.close()
-        return results
-
-    results = asyncio.run(connect_all())
+    sources = ["127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]
+    results = asyncio.run(handshake_from_each("127.0.0.1", node.p2p_port, sources))
     assert results == ["open", "open", "refused", "open", "refused"], results
     reasons = node.status()["p2p"]["close_reasons"]
     assert reasons.get("too_many_from_ip") == 1 and reasons.get("too_many_from_subnet") == 1

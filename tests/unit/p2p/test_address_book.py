@@ -61,6 +61,10 @@ def test_undialable_and_self_skipped():
         assert not book.add(Candidate(host, port, "pex"), reporter="r"), (host, port)
     assert len(book) == 0 and book.rejected == 8
     assert dialable("10.0.0.1", 7946) and not dialable("127.0.0.1", 1, allow_loopback=False)
+    # IPv6: loopback as IPv4's (Python counts ::1 in the reserved ::/8); unspecified, multicast and reserved never
+    assert dialable("::1", 7946) and not dialable("::1", 7946, allow_loopback=False)
+    assert dialable("2001:db8:1::5", 7946) and dialable("2a01:4f8:1:2::3", 7946)
+    assert not any(dialable(host, 7946) for host in ("::", "ff02::fb", "::ffff:0:0", "100::1"))
 
 
 def test_higher_priority_source_wins_on_merge():
