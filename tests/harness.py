@@ -49,20 +49,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+FREE_PORTS = range(12000, 32000)     # below the kernel's ephemeral range (32768+)
+_SLICES = 4                         # ... cut into one slice per test worker (xdist's gw0..gw3, then again)
+_next_port: list[int] = []          # this process's place in its slice
+
+
 def free_ports(n: int) -> list[int]:
-    """Ports for nodes that must know each other's address before starting: taken below the kernel's
-    ephemeral range (32768+), so another process's outgoing connection cannot grab one meanwhile."""
-    rng = random.Random()
+    """Ports for nodes that must know each other's address before starting, or start again on the same one:
+    taken below the kernel's ephemeral range, so another process's outgoing connection cannot grab one between
+    a node's stop and its restart (a node first started on port 0 had its port taken so, and its restart failed).
+    Each test worker takes from a slice of its own, in turn from a random place in it, so two workers, or two
+    tests of one worker, are not handed one port while its node is stopped."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) % _SLICES if worker[2:].isdigit() else 0
+    size = len(FREE_PORTS) // _SLICES
+    first = FREE_PORTS.start + index * size
+    if not _next_port:
+        _next_port.append(random.randrange(size))
     ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(12000, 32000)
+    for _ in range(size):
+        if len(ports) == n:
+            break
+        port = first + _next_port[0] % size
+        _next_port[0] += 1
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        if port not in ports:
-            ports.append(port)
+        ports.append(port)
+    assert len(ports) == n, f"no {n} free ports left in {first}..{first + size - 1}"
     return ports
 
 
@@ -74,13 +90,15 @@ def closed_port() -> int:
 
 
 class NodeProcess:
-    """One node: its own data dir, ephemeral ports (read back from DATA_DIR/node.json)."""
+    """One node: its own data dir, its API on an ephemeral port and its peer port from `free_ports` (read back from
+    DATA_DIR/node.json)."""
 
     def __init__(self, base: Path, name: str, **settings: Any) -> None:
         self.name = name
         self.data_dir = base / name
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": 0, "api_port": 0,
+        # a port of free_ports, not 0: a restart on the port its peers know must find it free
+        self.settings: dict[str, Any] = {"p2p_host": "127.0.0.1", "p2p_port": free_ports(1)[0], "api_port": 0,
                                          "discovery_mdns": "false", "discovery_grenache": "false",
                                          # the DHT dials whatever its lookups name: tests that build a topology
                                          # (relays, partitions) keep it off; tests of the DHT turn it on
