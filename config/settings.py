@@ -78,6 +78,9 @@ class Settings:
     api_body_timeout: float = _setting(
         10.0, "API_BODY_TIMEOUT", "Seconds a request's body (at most 64 KiB) has to arrive after its headers before "
         "it gets 408 and its connection is closed", _FLOAT_POS)
+    api_write_timeout: float = _setting(
+        10.0, "API_WRITE_TIMEOUT", "Seconds an answer may wait for a client that reads none of it (the node's send "
+        "buffer full) before the connection is closed and the answer dropped", _FLOAT_POS)
     api_keepalive_timeout: float = _setting(
         60.0, "API_KEEPALIVE_TIMEOUT", "Seconds an API connection may sit idle between requests before it is closed",
         _FLOAT_POS)

@@ -177,6 +177,7 @@ class ApiConfig:
     max_connections_per_subnet: int = 1024
     header_timeout: float = 10.0
     body_timeout: float = 10.0
+    write_timeout: float = 10.0
     keepalive_timeout: float = 60.0
     public_rate: float = 20.0
     public_rate_total: float = 1000.0
@@ -272,6 +273,7 @@ class NodeConfigs:
                           max_connections_per_address=settings.api_max_connections_per_address,
                           max_connections_per_subnet=settings.api_max_connections_per_subnet,
                           header_timeout=settings.api_header_timeout, body_timeout=settings.api_body_timeout,
+                          write_timeout=settings.api_write_timeout,
                           keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
                           public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,

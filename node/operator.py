@@ -95,6 +95,7 @@ class OperatorSurface:
 
     def install_routes(self, app: web.Application) -> None:
         self._app = app
+        self.stream.rate = self.node.api_rate_limit
         install_health_routes(app, self.loop_monitor, self.readiness, self.node.started_at)
         app.router.add_get("/ws", self.stream.handle)
         install_console(app)

@@ -11,12 +11,18 @@ node nothing more. A request with a valid token (the operator's) is not counted,
 bounded: the least recently heard address or subnet is forgotten first and starts again with a full bucket,
 which the subnet and total buckets still bound (the buckets are p2p/public/rate.py's, shared with the Grenache
 HTTP servers).
+
+A request is one unit only when it is cheap: once answered it is charged the event loop's CPU it took (a unit per
+UNIT_CPU_SECONDS) or its answer's bytes (a unit per ANSWER_UNIT_BYTES), whichever is more, on credit, so the
+address's next requests wait until it is paid. The newest 10,000 trades (megabytes of JSON, tens of milliseconds)
+or candles over the whole kept trade log then cost what they are worth, not what `/health` costs. The stream's
+requests (node/marketdata/server.py) draw on the same budgets.
 """
 from __future__ import annotations
 
 import ipaddress
 import time
-from typing import Callable, TypedDict
+from typing import Callable, Protocol, TypedDict
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -26,6 +32,25 @@ from node.api.auth import ApiAuth, is_public
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog
 from p2p.public.sources import client_ip
+
+
+UNIT_CPU_SECONDS = 0.001        # a public request costs one unit per this much of the event loop's CPU ...
+ANSWER_UNIT_BYTES = 64 * 1024   # ... or per this many bytes of its answer, whichever is more (one at least)
+
+
+def cost_units(cpu_seconds: float, answer_bytes: int = 0) -> float:
+    """What an answered public request is worth in units of the rate limit."""
+    return max(1.0, cpu_seconds / UNIT_CPU_SECONDS, answer_bytes / ANSWER_UNIT_BYTES)
+
+
+class PublicBudget(Protocol):
+    """What the stream asks of the public rate limit: whether a client may go now, and what its request cost."""
+
+    def is_exempt(self, address: str) -> bool: ...
+
+    def check(self, address: str, reserve: float = 1.0) -> tuple[str, float] | None: ...
+
+    def settle(self, address: str, units: float, reserved: float) -> bool: ...
 
 
 class RateLimitView(TypedDict):
@@ -65,7 +90,13 @@ def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth
             return await handler(request)
         refused = limit.check(address)
         if refused is None:
-            return await handler(request)
+            started = time.thread_time()
+            response = await handler(request)
+            if type(response) is web.Response:      # not a stream (/ws) nor a file: its whole answer is here
+                body = response.body
+                size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+                limit.settle(address, cost_units(time.thread_time() - started, size), 1.0)
+            return response
         which, wait = refused
         response = ApiError(429, "rate_limited", f"too many requests without a token ({which.replace('_', ' ')} "
                             f"limit); retry after {wait:.1f} s").response()

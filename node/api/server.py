@@ -77,7 +77,8 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=api.keepalive_timeout)
     await runner.setup()
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
-                            api.header_timeout, api.body_timeout, refusals=node.public_refusals)
+                            api.header_timeout, api.body_timeout, refusals=node.public_refusals,
+                            write_timeout=api.write_timeout)
     node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)

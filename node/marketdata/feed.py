@@ -303,7 +303,7 @@ class MarketFeed:
 
     def subscribe_candles(self, session: StreamSession, market: Json, interval: Json) -> Subscription:
         state = self.market_state(market)
-        if interval not in CANDLE_INTERVALS_MS:
+        if not isinstance(interval, str) or interval not in CANDLE_INTERVALS_MS:
             raise SubscribeError("invalid_interval", f"interval must be one of {', '.join(CANDLE_INTERVALS_MS)}")
         sub = Subscription(session, session.new_chan(), "candles", (market, interval),
                            {"channel": "candles", "market": market, "interval": interval})

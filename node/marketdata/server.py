@@ -6,22 +6,30 @@ event too, and data arrives as `{"chan", "seq", "type": "snapshot"|"update", ...
 never an exception; a client that floods requests or stops reading is disconnected with a close
 code that says why. Clients, subscriptions and unread bytes each have a share per address, a share per
 network (/24 or /48) and a cap in all (p2p/public/sources.py `Shares`); what is refused over them is recorded by
-source (p2p/public/refusals.py) for /status and the console.
+source (p2p/public/refusals.py) for /status and the console. When every client slot is taken, a newcomer
+from a network holding fewer than the most crowded one is let in: that network's client with the fewest
+subscriptions is closed to make room (as the API's connection guard does), so a few networks cannot hold the
+stream against everyone else. A request without the token draws on the public rate limit of the client's
+address (node/api/rate.py), charged the event loop's CPU it took: a candles snapshot over the whole kept
+trade log costs what it is worth, whatever the number of connections it comes over.
 """
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import time
 from typing import Callable
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from node.api.base import ApiError, Json, JsonObject
+from node.api.rate import PublicBudget, cost_units
 from node.marketdata.feed import DEFAULT_DEPTH, MarketFeed, SubscribeError
 from node.marketdata.session import CLOSE_GOING_AWAY, CLOSE_TOO_MANY_MESSAGES, StreamSession, Subscription
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import Shares, cap_name, scope_words
+from p2p.public.sources import Shares, cap_name, scope_words, subnet_of
 from node.tasks import cancel_and_wait
 from p2p.resilience.token_bucket import TokenBucket
 
@@ -37,6 +45,14 @@ HEARTBEAT = 30.0                # seconds between WebSocket pings; a client that
 STATUS_INTERVAL = 1.0
 
 TokenCheck = Callable[[str], bool]
+
+
+def _is_auth(text: str) -> bool:
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(request, dict) and request.get("event") == "auth"
 
 
 class StatusChannel:
@@ -99,15 +115,19 @@ class StreamServer:
         self.refusals = refusals
         self.max_buffer = max_buffer
         self.hello = hello
+        self.rate: PublicBudget | None = None        # the public rate limit, once the API is built
         self.sessions: set[StreamSession] = set()
         self.counters = {"connections": 0, "refused_full": 0, "refused_per_source": 0, "refused_subscriptions": 0,
-                         "requests": 0, "bad_requests": 0, "auth_failures": 0, "messages_sent": 0, "bytes_sent": 0}
+                         "evicted": 0, "requests": 0, "rate_limited": 0, "bad_requests": 0, "auth_failures": 0,
+                         "messages_sent": 0, "bytes_sent": 0}
         self.disconnects: dict[str, int] = {}
 
     # --- the endpoint ------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         peer = request.remote or ""
         scope = self.clients_by_source.over(peer)
+        if scope == "total" and self._make_room(peer):
+            scope = self.clients_by_source.over(peer)
         if scope is not None:
             self._refused(peer, f"ws_clients_{cap_name(scope)}")
             if scope == "total":
@@ -139,13 +159,54 @@ class StreamServer:
                                   f"too many requests: more than {REQUEST_RATE:g}/s")
                     break
                 if message.type == WSMsgType.TEXT:
-                    self.on_request(session, message.data)
+                    self._charged_request(session, message.data)
                 else:
                     self._error(session, "text_only", "send JSON text frames", None)
         finally:
             session.close(CLOSE_GOING_AWAY, "client_gone")
             await asyncio.shield(session.wait_closed())
         return ws
+
+    def _make_room(self, peer: str) -> bool:
+        """Every client slot is taken: close the client with the fewest subscriptions of the most crowded network,
+        when that network holds more than the newcomer's would with it. False when none does."""
+        held = self.clients_by_source.by_subnet
+        if not held:
+            return False
+        network, most = max(held.items(), key=lambda item: item[1])
+        if most <= held.get(subnet_of(peer), 0) + 1:
+            return False
+        crowd = [s for s in self.sessions if s.closing is None and subnet_of(s.peer) == network]
+        if not crowd:
+            return False
+        victim = heapq.nsmallest(1, crowd, key=lambda s: len(s.subscriptions))[0]
+        self.counters["evicted"] += 1
+        self._refused(victim.peer, "ws_client_evicted")
+        victim.close(CLOSE_GOING_AWAY, "evicted", "the stream is full: the busiest network's client makes room")
+        return True
+
+    def _charged_request(self, session: StreamSession, text: str) -> None:
+        """One request, within the public rate limit of the client's address unless it sent the token (or its
+        address is exempt); charged the event loop's CPU it took. A bug of ours on odd input refuses the request
+        and keeps the connection."""
+        rate = self.rate
+        charged = rate is not None and not session.authenticated and not rate.is_exempt(session.peer)
+        if rate is not None and charged:
+            refused = rate.check(session.peer)
+            if refused is not None and not _is_auth(text):     # the token is heard whatever the address owes
+                self.counters["rate_limited"] += 1
+                which, wait = refused
+                return self._error(session, "rate_limited", f"too many requests without a token "
+                                   f"({which.replace('_', ' ')} limit); retry after {wait:.1f} s", None)
+        started = time.thread_time()
+        try:
+            self.on_request(session, text)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours on odd input: refuse it, keep the connection
+            log.warning("stream request refused, the node could not handle it: %s: %s", type(exc).__name__, exc,
+                        extra={"address": session.peer})
+            self._error(session, "invalid_request", "the node could not handle this request", None)
+        if rate is not None and charged:
+            rate.settle(session.peer, cost_units(time.thread_time() - started), 1.0)
 
     def _closed(self, session: StreamSession, reason: str) -> None:
         """A session ends (any reason): drop its subscriptions, keep its totals."""

@@ -10,7 +10,12 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
 - headers: `header_timeout` from the connection's start for its first request, and from the first byte of
   each later one (time idle between requests is aiohttp's keep-alive timeout's, which the server sets); a
   new connection that has sent nothing by then is closed as idle, without an answer;
-- body: `body_timeout` from the end of the headers until the last byte of the body has arrived.
+- body: `body_timeout` from the end of the headers until the last byte of the body has arrived;
+- answers: `write_timeout` while the connection's send buffer stays full (the transport paused writing: the
+  client reads nothing). An answer is written whole into the buffer, so a client that asks for big answers and
+  never reads them would hold them all in the node's memory; past the deadline the connection is aborted and its
+  answer dropped. Together with the public rate limit's charge per answer byte (node/api/rate.py) this bounds
+  what any address can park in the node's memory.
 
 A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
 nothing more it sends is read, and the socket is dropped when the client closes its side or LINGER seconds
@@ -84,6 +89,7 @@ class GuardView(TypedDict):
     max_total: int
     header_timeout_s: float
     body_timeout_s: float
+    write_timeout_s: float
     counters: dict[str, int]
 
 
@@ -95,11 +101,12 @@ class ConnectionGuard:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     refusals: RefusalLog | None = None
+    write_timeout: float = 10.0
     surface: str = "api"                      # names its refusals: api_connections_per_address, api_header_timeout
     timeout_answer: TimeoutAnswer = json_timeout
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
-        "body_timeouts": 0, "idle_timeouts": 0, "evicted": 0})
+        "body_timeouts": 0, "write_timeouts": 0, "idle_timeouts": 0, "evicted": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
@@ -153,7 +160,8 @@ class ConnectionGuard:
     def view(self) -> GuardView:
         return {"open": self.open.held, "max_per_address": self.per_address, "max_per_subnet": self.per_subnet,
                 "max_total": self.total, "header_timeout_s": self.header_timeout,
-                "body_timeout_s": self.body_timeout, "counters": dict(self.counters)}
+                "body_timeout_s": self.body_timeout, "write_timeout_s": self.write_timeout,
+                "counters": dict(self.counters)}
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -168,6 +176,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._handling = False             # a request's handler is running
         self._headers_due: asyncio.TimerHandle | None = None
         self._body_due: asyncio.TimerHandle | None = None
+        self._write_due: asyncio.TimerHandle | None = None
         self._cut = False                  # past a deadline: nothing more is read
         self._spoke = False                # the client has sent something
         self._linger: asyncio.TimerHandle | None = None
@@ -283,15 +292,32 @@ class GuardedProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.address is not None:
+            if self._write_due is None:
+                self._write_due = asyncio.get_running_loop().call_later(self.guard.write_timeout, self._not_read)
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._cancel("_write_due")
         if self.address is not None:
             self.inner.resume_writing()
+
+    def _not_read(self) -> None:
+        """The client read nothing of its answer for `write_timeout`: drop the answer and the connection."""
+        self._write_due = None
+        address, transport = self.address, self.transport
+        if address is None or transport is None:
+            return
+        self.guard.refused(address, "write_timeouts", f"{self.guard.surface}_write_timeout")
+        log.debug("%s connection cut: %d bytes of answers unread for %g s", self.guard.surface,
+                  transport.get_write_buffer_size(), self.guard.write_timeout,
+                  extra={"address": address, "reason": "write_timeout"})
+        self._cut = True
+        transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel("_headers_due")
         self._cancel("_body_due")
+        self._cancel("_write_due")
         self._cancel("_linger")
         if self.address is None:
             return

@@ -50,6 +50,8 @@ BAD_REQUESTS = [
     ("[1, 2]", "invalid_request"),
     ('{"event": "subscribe", "channel": "candlez", "market": "BTC-USD"}', "unknown_channel"),
     ('{"event": "subscribe", "channel": "candles", "market": "BTC-USD", "interval": "7m"}', "invalid_interval"),
+    ('{"event": "subscribe", "channel": "candles", "market": "BTC-USD", "interval": ["1m"]}', "invalid_interval"),
+    ('{"event": "subscribe", "channel": "candles", "market": "BTC-USD", "interval": {"a": 1}}', "invalid_interval"),
     ('{"event": "subscribe", "channel": "book", "market": "DOGE-USD"}', "unknown_market"),
     ('{"event": "subscribe", "channel": "book", "market": "BTC-USD", "depth": 3}', "invalid_depth"),
     ('{"event": "subscribe", "channel": "trades"}', "unknown_market"),

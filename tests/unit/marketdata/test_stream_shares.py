@@ -5,6 +5,7 @@ connection ends."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import AsyncIterator, Awaitable, Callable, cast
 
 import aiohttp
@@ -235,3 +236,65 @@ def test_a_session_closed_by_the_close_handshake_keeps_nothing_it_has_not_sent()
         return transport
 
     assert asyncio.run(run()).aborted
+
+
+async def test_a_full_stream_lets_a_newcomer_network_in_and_the_crowded_network_gives_up_its_least_used_client(
+        served):
+    """Every slot held from one /24, each client inside its caps: a client from another network gets in, and the
+    crowded network's client with the fewest subscriptions is closed for it; a newcomer from the crowded network
+    itself is refused, as before."""
+    stream, connect, refusals = served
+    stream.clients_by_source = Shares(per_address=4, per_subnet=4, total=4)
+    crowd = [await connect(f"127.0.0.{host}") for host in (1, 2, 3, 4)]
+    for index, client in enumerate(crowd):
+        if index != 2:
+            await client.subscribe("trades", market="BTC-USD")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect("127.0.0.5")
+    assert refused.value.status == 503
+    newcomer = await connect("127.0.2.1")
+    assert (await newcomer.request(event="ping"))["event"] == "pong"
+    closing = await asyncio.wait_for(crowd[2].ws.receive(), 5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001, closing
+    assert all(not client.ws.closed for index, client in enumerate(crowd) if index != 2)
+    assert stream.counters["evicted"] == 1 and stream.clients_by_source.held == 4
+    assert any(row["reasons"].get("ws_client_evicted") for row in refusals.view()["addresses"])
+
+
+async def test_requests_without_a_token_draw_on_the_address_public_rate_charged_their_cpu(served, monkeypatch):
+    """The stream's requests share the public rate limit of their address, whatever connection they come
+    over: a candles snapshot of 40 ms of CPU puts the address in debt, so its other connection's next request
+    is refused with an error event (the connection kept); another address and a client with the token go on."""
+    from node.api.rate import PublicRateLimit
+
+    stream, connect, _ = served
+    stream.rate = PublicRateLimit(per_address=10, total=1000)
+    stream.check_token = lambda token: token == "secret"
+
+    def slow_candles(market: str, interval_ms: int, start_ms: object) -> list[object]:
+        done = time.thread_time() + 0.04
+        while time.thread_time() < done:
+            pass
+        return []
+    monkeypatch.setattr(stream.feed.source, "candles", slow_candles)
+    first, second = await connect("127.0.0.1"), await connect("127.0.0.1")
+    await first.subscribe("candles", market="BTC-USD", interval="1m")
+    refused = await second.request(event="ping")
+    assert refused["event"] == "error" and refused["code"] == "rate_limited", refused
+    assert (await second.request(event="ping"))["code"] == "rate_limited", "the connection is kept"
+    assert (await (await connect("127.0.1.1")).request(event="ping"))["event"] == "pong"
+    assert (await second.request(event="auth", token="secret"))["status"] == "ok", "the token is heard in debt"
+    assert (await second.request(event="ping"))["event"] == "pong", "a client with the token is not counted"
+    assert stream.counters["rate_limited"] >= 2
+
+
+async def test_a_request_the_node_fails_on_is_refused_and_the_connection_kept(served, monkeypatch):
+    stream, connect, _ = served
+
+    def broken(*_args: object) -> None:
+        raise TypeError("unhashable type: 'list'")
+    monkeypatch.setattr(stream.feed, "subscribe_ticker", broken)
+    client = await connect("127.0.0.1")
+    reply = await client.request(event="subscribe", channel="ticker", market="BTC-USD")
+    assert reply["event"] == "error" and reply["code"] == "invalid_request", reply
+    assert (await client.request(event="ping"))["event"] == "pong"

@@ -337,3 +337,60 @@ def test_the_caps_are_per_address_per_network_and_in_all():
     reasons = {row["source"]: row["reasons"] for row in guard.refusals.view()["subnets"]}
     assert reasons == {"203.0.113.0/24": {"api_connections_per_address": 1, "api_connections_per_subnet": 1},
                        "192.0.2.0/24": {"api_connections_total": 1}}
+
+
+BIG = 8 * 1024 * 1024
+
+
+async def big_answer(_request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * BIG)
+
+
+@pytest.mark.parametrize("reads", [False, True])
+async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_write_deadline(reads: bool):
+    """A client asking for a big answer and reading none of it (its receive window shut) holds the answer in the
+    node's memory: past `write_timeout` of a full send buffer the connection is aborted. A client that reads
+    gets the whole answer, however long it takes past the deadline in all."""
+    import socket
+
+    app = web.Application()
+    app.router.add_get("/big", big_answer)
+    install_guard(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    refusals = RefusalLog()
+    guard = ConnectionGuard(per_address=8, per_subnet=8, total=8, header_timeout=5, body_timeout=5,
+                            write_timeout=DEADLINE, refusals=refusals)
+    site = GuardedSite(runner, "127.0.0.1", 0, guard)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    port = server.sockets[0].getsockname()[1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        if reads:
+            received = 0
+            started = time.monotonic()
+            while received < BIG:
+                chunk = await asyncio.wait_for(reader.read(256 * 1024), 5)
+                assert chunk, "the reading client's connection was cut"
+                received += len(chunk)
+                if time.monotonic() - started < 3 * DEADLINE:
+                    await asyncio.sleep(0.01)       # a slow reader, but a reader: the buffer drains now and then
+            assert guard.counters["write_timeouts"] == 0
+        else:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + 10 * DEADLINE
+            while guard.counters["write_timeouts"] == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert guard.counters["write_timeouts"] == 1, "the unread answer was held past the write deadline"
+            assert guard.open.held == 0, "its slot was freed"
+            assert refusals.view()["addresses"][0]["reasons"] == {"api_write_timeout": 1}
+    finally:
+        writer.close()
+        await runner.cleanup()

@@ -2,13 +2,17 @@
 networks and private routes are not counted; the maps stay bounded (issue 25)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from config import load_settings
+from node.api.auth import install_auth
 from node.api.server import build_app
-from node.api.rate import PublicRateLimit
+from node.api.rate import PublicRateLimit, install_public_rate_limit
 from p2p.public.rate import BURST_SECONDS, MAX_TRACKED, NEWCOMERS_PER_GROUP, NEWCOMERS_PER_SECOND
 
 API_TOKEN = "operator-token-0123456789abcdef"
@@ -112,3 +116,28 @@ async def test_this_machine_is_exempt_by_default(tmp_path):
     app = build_app(ExchangeNode(settings))
     async with TestClient(TestServer(app)) as client:
         assert [(await client.get("/health")).status for _ in range(30)] == [200] * 30
+
+
+async def _trades_answer(request: web.Request) -> web.Response:
+    """A public answer of `size` bytes that takes `busy` seconds of the event loop."""
+    done = time.thread_time() + float(request.query.get("busy", "0"))
+    while time.thread_time() < done:
+        pass
+    return web.Response(body=b"[" + b"0," * (int(request.query.get("size", "1")) // 2) + b"0]")
+
+
+@pytest.mark.parametrize("query", ["size=1048576", "busy=0.04", "size=60000&busy=0.0005"])
+async def test_a_public_answer_costs_its_bytes_or_its_cpu_not_one_request(tmp_path, query: str):
+    """A megabyte of answer, or 40 ms of the event loop, costs 16 or 40 requests' worth, on credit: the
+    address's next requests wait. An answer under a unit of either costs one request, as before."""
+    limit = PublicRateLimit(per_address=10, total=1000)
+    app = web.Application()
+    install_public_rate_limit(app, limit, install_auth(app, tmp_path, API_TOKEN))
+    app.router.add_get("/trades/{market}", _trades_answer)
+    async with TestClient(TestServer(app)) as client:
+        statuses = [(await client.get(f"/trades/X?{query}")).status for _ in range(20)]
+    if query.startswith("size=60000"):
+        assert statuses == [200] * 20, "cheap answers: the burst of two seconds' worth"
+    else:
+        assert statuses[0] == 200 and statuses[2:] == [429] * 18, statuses
+        assert limit.refused["per_address"] >= 18
