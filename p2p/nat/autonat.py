@@ -1,13 +1,17 @@
 """AutoNAT-style reachability: peers tell us where they see us, and a few of them dial us back there.
 
-Client: whenever an address of ours (a peer's `observed_host` with our listen port, or a port
-mapping) has not been checked lately, ask up to `fanout` linked peers - peers outside our own /24
-first, each in a different /24 - to dial it back (`autonat.request`); each answers
-`autonat.response` with what its dial found. SelfAddresses turns the answers into `reachability`.
+Client: whenever a candidate address of ours (see p2p/nat/self_addresses.py) has not been checked
+lately, ask up to `fanout` linked peers that see us at that very host (their hello's `observed_host`)
+- peers outside our own /24 first, each in a different /24 - to dial it back (`autonat.request`,
+naming the host); each answers `autonat.response` with what its dial found and the IP it dialled.
+An answer counts for the host asked about only when that IP is the host: a server dials the IP its
+link sees, so a peer that sees us elsewhere says nothing about this host. SelfAddresses turns the
+answers into `reachability`.
 
 Server: a dial-back goes only to the address the request came from (the link's remote IP) at the
-port asked for, never to an IP the requester names, so nobody can aim our dials at a third party
-(the amplification libp2p's AutoNAT v2 charges for with extra bytes: we simply refuse it). The
+port asked for, never to an IP the requester names (a request naming another host is refused), so
+nobody can aim our dials at a third party (the amplification libp2p's AutoNAT v2 charges for with
+extra bytes: we simply refuse it). The
 requester pays a request; we pay one TCP connect and a Noise handshake that closes at once
 (ProbeLink). Requests are limited per peer (one per `per_peer_interval`), per /24 (a token bucket)
 and globally (`max_concurrent` dial-backs at once); what is over a limit is answered `refused` and
@@ -19,7 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from p2p.messages import Message
 from p2p import messages as m
@@ -37,10 +41,11 @@ log = logging.getLogger("p2p.nat.autonat")
 
 REQUEST, RESPONSE = "autonat.request", "autonat.response"
 NONCE_BYTES = 8
-AUTONAT_SCHEMAS: m.SchemaTable = {
-    REQUEST: m.schema({"nonce": m.is_bytes(NONCE_BYTES, NONCE_BYTES), "port": m.is_int(1, 65535)}),
+AUTONAT_SCHEMAS: m.SchemaTable = {     # `host` is optional: nodes without it neither send nor check it
+    REQUEST: m.schema({"nonce": m.is_bytes(NONCE_BYTES, NONCE_BYTES), "port": m.is_int(1, 65535)},
+                      {"host": m.is_str(64)}),
     RESPONSE: m.schema({"nonce": m.is_bytes(NONCE_BYTES, NONCE_BYTES), "status": m.is_str(16)},
-                       {"reason": m.is_str(64)}),
+                       {"reason": m.is_str(64), "host": m.is_str(64)}),
 }
 OK, FAILED, REFUSED = "ok", "failed", "refused"
 
@@ -54,6 +59,28 @@ def local_group(link: PeerLink) -> str:
 
 def remote_group(link: PeerLink) -> str:
     return netgroup(link.remote_addr[0]) if link.remote_addr else "?"
+
+
+def local_host(link: PeerLink) -> str | None:
+    """Our own IP on a direct link (None over a relay)."""
+    transport = link.transport
+    sockname = transport.get_extra_info("sockname") if link.via is None and transport is not None else None
+    return str(sockname[0]) if sockname else None
+
+
+def sees_us_at(link: PeerLink) -> str | None:
+    """The host this peer's hello says it sees us at: the IP it would dial back."""
+    host = (link.remote_hello or {}).get("observed_host")
+    return host if isinstance(host, str) and link.via is None else None
+
+
+class Question(NamedTuple):
+    host: str
+    port: int
+    server: str                      # the node asked
+    group: str                       # its /24
+    outside: bool                    # it is not in our own /24
+    at: float
 
 
 class AutonatStatus(AddressesView):
@@ -78,7 +105,7 @@ class AutoNat:
         self.per_group_rate, self.per_group_burst = per_group_rate, per_group_burst
         self.max_concurrent = max_concurrent
         self.reachability_listeners: list[Callable[[Reachability], None]] = []
-        self._asked: dict[bytes, tuple[str, int, str, bool, float]] = {}   # nonce -> host, port, server, outside, at
+        self._asked: dict[bytes, Question] = {}
         self._served_at: dict[str, float] = {}          # requester node id -> when we last dialled it back
         self._group_buckets: dict[str, TokenBucket] = {}
         self._serving = 0
@@ -87,7 +114,7 @@ class AutoNat:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: Reachability = Reachability.UNKNOWN
         self.counters = {"asked": 0, "answers_ok": 0, "answers_failed": 0, "answers_refused": 0,
-                         "served": 0, "served_ok": 0, "refused": 0}
+                         "answers_other_host": 0, "served": 0, "served_ok": 0, "refused": 0}
 
     def peer_hooks(self) -> PeerHooks:
         """Dial-back requests and answers; each new link may be asked; heartbeats say our reachability."""
@@ -105,19 +132,20 @@ class AutoNat:
 
     # --- client -----------------------------------------------------------------------------
     def _on_open(self, link: PeerLink) -> None:
-        hello = link.remote_hello or {}
-        host = hello.get("observed_host")
+        host = sees_us_at(link)
         self.addresses.listen_port = self.peers.listen_port
-        if isinstance(host, str) and self.addresses.observed(host, remote_group(link), local_group(link)) is not None:
+        if host is not None and self.addresses.observed(host, remote_group(link), local_group(link),
+                                                        local=host == local_host(link)) is not None:
             self._wake.set()
 
-    def _servers(self) -> list[PeerLink]:
-        """Linked peers to ask: outside our /24 first, one per /24, freshest links last (they are the likeliest
-        to be new nodes that came to us)."""
+    def _servers(self, host: str) -> list[PeerLink]:
+        """Linked peers to ask about `host`: only those that see us there (a server dials the IP its link sees),
+        outside our /24 first, one per /24, freshest links last (they are the likeliest to be new nodes that
+        came to us)."""
         chosen: list[PeerLink] = []
         groups: set[str] = set()
-        links = sorted(self.peers.links.values(), key=lambda lk: (remote_group(lk) == local_group(lk),
-                                                                   lk.opened_at or 0.0))
+        links = sorted((lk for lk in self.peers.links.values() if sees_us_at(lk) == host),
+                       key=lambda lk: (remote_group(lk) == local_group(lk), lk.opened_at or 0.0))
         for link in links:
             group = remote_group(link)
             if group not in groups:
@@ -129,35 +157,46 @@ class AutoNat:
         """Send the checks due now; the number of requests sent."""
         sent = 0
         now = time.time()
-        pending = {(host, port) for host, port, *_ in self._asked.values()}
+        pending = {(q.host, q.port) for q in self._asked.values()}
         for address in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed):
             if (address.host, address.port) in pending:
                 continue
-            for link in self._servers():
+            for link in self._servers(address.host):
                 nonce = secrets.token_bytes(NONCE_BYTES)
-                outside = remote_group(link) != local_group(link)
-                if link.send({"type": REQUEST, "nonce": nonce, "port": address.port}):
-                    self._asked[nonce] = (address.host, address.port, link.remote_id or "?", outside, now)
+                group = remote_group(link)
+                if link.send({"type": REQUEST, "nonce": nonce, "port": address.port, "host": address.host}):
+                    self._asked[nonce] = Question(address.host, address.port, link.remote_id or "?", group,
+                                                  group != local_group(link), now)
                     self.counters["asked"] += 1
                     sent += 1
         return sent
 
     def _on_response(self, link: PeerLink, message: Message) -> None:
         asked = self._asked.pop(message["nonce"], None)
-        if asked is None or asked[2] != link.remote_id:
+        if asked is None or asked.server != link.remote_id:
             return          # not ours, or not from whom we asked: ignored
-        host, port, server, outside, _ = asked
         status = message["status"]
         if status == REFUSED or status not in (OK, FAILED):
             self.counters["answers_refused"] += 1
             return
+        if not self._dialled_what_we_asked(link, asked, message):
+            self.counters["answers_other_host"] += 1
+            return
         self.counters["answers_ok" if status == OK else "answers_failed"] += 1
-        self.addresses.answered(host, port, status == OK, server, outside)
+        self.addresses.answered(asked.host, asked.port, status == OK, asked.server, asked.outside, asked.group)
         self._changed()
+
+    @staticmethod
+    def _dialled_what_we_asked(link: PeerLink, asked: Question, message: Message) -> bool:
+        """The server dialled the host we asked about: it says so (`host`), or, from a server that does not
+        say, its link sees us there (what such a server dials)."""
+        said = message.get("host")
+        dialled = said if isinstance(said, str) else sees_us_at(link)
+        return dialled == asked.host
 
     def _expire_questions(self) -> None:
         cutoff = time.time() - self.answer_timeout
-        for nonce in [n for n, q in self._asked.items() if q[4] < cutoff]:
+        for nonce in [n for n, q in self._asked.items() if q.at < cutoff]:
             del self._asked[nonce]
 
     def _changed(self) -> None:
@@ -205,8 +244,17 @@ class AutoNat:
         self._served_at[requester] = now
         return None
 
+    def _request_refusal(self, link: PeerLink, message: Message) -> str | None:
+        """Why not to serve this request: no IP to dial, a host other than the one our link sees (we dial only
+        that IP, so we could say nothing of another), or a limit."""
+        if not link.remote_addr or link.via is not None:
+            return "no_address"
+        if message.get("host", link.remote_addr[0]) != link.remote_addr[0]:
+            return "other_host"
+        return self._refusal(link)
+
     def _on_request(self, link: PeerLink, message: Message) -> None:
-        reason = self._refusal(link) if link.remote_addr else "no_address"
+        reason = self._request_refusal(link, message)
         if reason is not None:
             self.counters["refused"] += 1
             link.send({"type": RESPONSE, "nonce": message["nonce"], "status": REFUSED, "reason": reason})
@@ -231,7 +279,7 @@ class AutoNat:
             self._serving -= 1
         if status == OK:
             self.counters["served_ok"] += 1
-        reply: dict[str, Any] = {"type": RESPONSE, "nonce": nonce, "status": status}
+        reply: dict[str, Any] = {"type": RESPONSE, "nonce": nonce, "status": status, "host": host}
         if reason:
             reply["reason"] = reason
         link.send(reply)

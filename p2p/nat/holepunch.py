@@ -2,7 +2,8 @@
 each other at the same moment.
 
 The side that accepted the relayed link starts: it binds a fresh port and sends `holepunch.connect`
-with the hosts peers observe it at and that port; the other binds its own and answers the same way.
+with the hosts believed its own (p2p/nat/self_addresses.py candidates) and that port; the other binds
+its own and answers the same way.
 The starter measures that round trip, sends `holepunch.sync` and dials half a round trip later, when
 the sync has reached the other side, which dials at once. Both SYNs leave together, each NAT sees its
 own host's SYN go out first and lets the other's in as its reply, and the kernel joins the two into
@@ -81,7 +82,8 @@ class HolePuncher:
         return {CONNECT: self._on_connect, SYNC: self._on_sync}
 
     def _our_addrs(self, port: int) -> list[list[str | int]]:
-        return [[a.host, port] for a in list(self.addresses.addresses.values())[:MAX_ADDRS]]
+        """Hosts believed ours (not every host a hello named: the other side would dial a stranger's pick)."""
+        return [[a.host, port] for a in self.addresses.candidates()[:MAX_ADDRS]]
 
     def _bind(self, peer: str, attempt: int) -> int:
         """A fresh listening port for this attempt (kept until the attempt ends): the port our NAT will show."""
@@ -101,7 +103,7 @@ class HolePuncher:
     def link_opened(self, link: PeerLink) -> None:
         """A relayed link we accepted: start punching."""
         if self.enabled and link.via is not None and link.direction == Direction.INBOUND \
-                and self.addresses.addresses:
+                and self.addresses.candidates():
             self._start(link, 0)
 
     def link_closed(self, link: PeerLink) -> None:

@@ -202,7 +202,8 @@ class NatService:
         return await self.client.dial_via(relay.remote_id, target)
 
     def addresses_to_publish(self) -> list[tuple[str, int, str]]:
-        """Our addresses a dial-back confirmed (observed or mapped), then our relays' (how = "relayed")."""
+        """Our candidate addresses a dial-back of that very host reached (observed or mapped), then our relays'
+        (how = "relayed")."""
         own = [(a.host, a.port, a.how) for a in self.autonat.addresses.confirmed()]
         relayed = [(host, port, "relayed") for host, port, _ in self.client.relayed_addresses()]
         return own + relayed

@@ -50,12 +50,13 @@ async def nat_nodes(tmp_path, n: int, config: NatConfig | None = None):
 
 
 def make_private(node: NatNode) -> None:
-    """What failed dial-backs from outside say: nobody can dial this node."""
+    """What failed dial-backs from two outside /24s say: nobody can dial this node."""
     addresses = node.nat.autonat.addresses
     addresses.listen_port = node.peers.listen_port
-    entry = addresses.observed("203.0.113.9", "203.0.113.0/24", "10.0.0.0/24")
-    assert entry is not None
-    addresses.answered(entry.host, entry.port, False, "someone", outside=True)
+    for group in ("198.51.100.0/24", "192.0.2.0/24"):
+        entry = addresses.observed("203.0.113.9", group, "10.0.0.0/24")
+        assert entry is not None
+        addresses.answered(entry.host, entry.port, False, f"someone in {group}", True, group)
     assert node.nat.reachability == Reachability.PRIVATE
 
 
@@ -333,9 +334,8 @@ async def test_a_node_that_becomes_reachable_drops_its_relay_reservations(tmp_pa
         assert private.nat.client.relayed_addresses()
         private.nat.autonat._changed()          # what a dial-back's answer does after recording it
         addresses = private.nat.autonat.addresses
-        mapped = addresses.observed("198.51.100.7", "198.51.100.0/24", "10.0.0.0/24")
-        assert mapped is not None
-        addresses.answered(mapped.host, mapped.port, True, "someone", outside=True)
+        mapped = addresses.mapped("198.51.100.7", private.peers.listen_port)
+        addresses.answered(mapped.host, mapped.port, True, "someone", True, "192.0.2.0/24")
         private.nat.autonat._changed()
         assert private.nat.reachability == Reachability.PUBLIC
         assert private.nat.client.relays == {} and private.nat.client.relayed_addresses() == []
@@ -350,14 +350,14 @@ def test_an_address_whose_dial_back_failed_is_checked_again_soon_and_a_confirmed
     mapped = addresses.mapped("203.0.113.9", 7946)
     t0 = 1000.0
     assert addresses.to_check(300.0, t0, failed_after=15.0) == [mapped]      # never checked
-    addresses.answered("203.0.113.9", 7946, False, "a" * 40, True, now=t0)
+    addresses.answered("203.0.113.9", 7946, False, "a" * 40, True, "192.0.2.0/24", now=t0)
     assert addresses.to_check(300.0, t0 + 14, failed_after=15.0) == []
     assert addresses.to_check(300.0, t0 + 15, failed_after=15.0) == [mapped]
     assert addresses.to_check(300.0, t0 + 15) == []                          # without it: five minutes
-    addresses.answered("203.0.113.9", 7946, False, "b" * 40, True, now=t0 + 15)
+    addresses.answered("203.0.113.9", 7946, False, "b" * 40, True, "198.51.100.0/24", now=t0 + 15)
     assert addresses.to_check(300.0, t0 + 15 + 29, failed_after=15.0) == []
     assert addresses.to_check(300.0, t0 + 15 + 30, failed_after=15.0) == [mapped]
-    addresses.answered("203.0.113.9", 7946, True, "c" * 40, True, now=t0 + 45)
+    addresses.answered("203.0.113.9", 7946, True, "c" * 40, True, "203.0.114.0/24", now=t0 + 45)
     assert addresses.reachability == Reachability.PUBLIC
     assert addresses.to_check(300.0, t0 + 45 + 299, failed_after=15.0) == []  # confirmed: the slow pace
     assert addresses.to_check(300.0, t0 + 45 + 300, failed_after=15.0) == [mapped]
