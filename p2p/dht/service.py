@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol
 
 from p2p.address_book import dialable
 from p2p.admission import netgroup
+from p2p.connection import Direction
+from p2p.dht.dialing import DIALLED, HINT, OBSERVED, AddressHints, DialPacer, Paced
 from p2p.dht.ids import ID_HEX, key_for
 from p2p.dht.lookup import Lookup, Query
 from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify
@@ -147,8 +149,9 @@ class DhtService(DiscoveryStrategy):
         self.clock = clock
         self.rng = rng or random.Random()
         self.table = RoutingTable(self.node_id, k=k, limit_loopback=limit_loopback)
-        self.store = RecordStore()
-        self._known: dict[str, tuple[str, int]] = {}       # node id -> an address a peer gave for it (a hint)
+        self.store = RecordStore(credit_ms=int(record_ttl * 1000), limit_loopback=limit_loopback)
+        self._known = AddressHints(max_age=record_ttl)      # node id -> where to dial it
+        self._pacer = DialPacer(limit_loopback=limit_loopback)
         self._seq = int(clock() * 1000)                     # a restarted node's records outrank its old ones
         rpc.register(FIND, self._serve_find)
         rpc.register(STORE, self._serve_store)
@@ -160,12 +163,26 @@ class DhtService(DiscoveryStrategy):
     # --- the table, from links ------------------------------------------------------------------------
     def _on_open(self, link: PeerLink) -> None:
         node_id = link.remote_id
-        address = self.peers.listen_address(link)
-        if not node_id or address is None:
+        address, rank = self._link_address(link)
+        if not node_id or address is None or not link.remote_addr:
             return
-        self._known[node_id] = address
-        host = link.remote_addr[0] if link.remote_addr else address[0]
-        self.table.add(Contact(node_id, address[0], address[1], netgroup(host)), self.clock())
+        now = self.clock()
+        self._known.learn(node_id, address[0], address[1], now, rank)
+        contact = Contact(node_id, address[0], address[1], netgroup(link.remote_addr[0]))
+        if self.table.add(contact, now) == "updated" and rank == DIALLED:
+            self.table.readdress(node_id, address[0], address[1])
+
+    def _link_address(self, link: PeerLink) -> tuple[tuple[str, int] | None, int]:
+        """Where a linked node can be dialled, and how we know: the address we dialled (proven by the
+        handshake), else the IP its link came from with the port its hello names (a hello's host is a claim
+        anyone can make: believed, it would send everyone who asks us to dial a host of the sender's choice)."""
+        claimed = self.peers.listen_address(link)
+        if claimed is None or not link.remote_addr:
+            return None, HINT
+        if link.direction == Direction.OUTBOUND and link.dial_address == claimed:
+            return claimed, DIALLED
+        observed = (link.remote_addr[0], claimed[1])
+        return (observed, OBSERVED) if dialable(*observed) else (None, HINT)
 
     def _on_close(self, link: PeerLink) -> None:
         """A link closed: the contact stays (Kademlia keeps nodes that are merely not linked now)."""
@@ -184,8 +201,9 @@ class DhtService(DiscoveryStrategy):
             raise e.RpcError(e.UNAVAILABLE, "dht client mode: this node cannot be dialled, ask a server")
 
     def _contacts(self, target: str) -> list[list[Any]]:
+        """The contacts we hand out: neither clients nor any whose last query or dial failed."""
         return [[c.node_id, c.host, c.port] for c in self.table.closest(target, self.k + 8)
-                if c.port and not self._peer_private(c.node_id)][:self.k]
+                if c.port and not c.failures and not self._peer_private(c.node_id)][:self.k]
 
     def _serve_find(self, payload: Any, peer: str) -> dict[str, Any]:
         self._refuse_as_client()
@@ -217,8 +235,13 @@ class DhtService(DiscoveryStrategy):
         except RecordError as exc:
             self.stats.bad_answers += 1
             raise e.RpcError(e.BAD_REQUEST, f"record refused: {exc}") from None
-        why = self.store.put(record, peer, int(self.clock() * 1000))
+        why = self.store.put(record, peer, int(self.clock() * 1000), self._source_of(peer))
         return {"ok": why is None, "error": why}
+
+    def _source_of(self, peer: str) -> str | None:
+        """The IP a linked peer's request came from (a relayed link's names its relay), for the store's quotas."""
+        remote = getattr(self.peers.links.get(peer), "remote_addr", None)
+        return remote[0] if remote else None
 
     # --- our own record -----------------------------------------------------------------------------------
     def own_record(self) -> NodeRecord:
@@ -278,16 +301,21 @@ class DhtService(DiscoveryStrategy):
             relayed = how == "relayed"
             if relayed and self._relay_dial is None:
                 continue
+            if self._pacer.allow(host, port, self.clock()) is not None:
+                continue
             if not relayed:
-                self._known.setdefault(record.node_id, (host, port))
+                self._known.learn(record.node_id, host, port, self.clock())
             try:
                 dialling = (self._relay_dial(host, port, record.node_id) if relayed and self._relay_dial is not None
                             else self.peers.dial(host, port, source=self.name))
                 link = await asyncio.wait_for(dialling, 2 * self.query_timeout if relayed else self.query_timeout)
             except (DialError, asyncio.TimeoutError, OSError) as exc:
                 log.info("could not link to %s at %s:%d: %s", record.node_id[:12], host, port, exc)
+                self._pacer.result(host, port, False, self.clock())
                 continue
-            if getattr(link, "remote_id", None) == record.node_id:
+            reached = getattr(link, "remote_id", None) == record.node_id
+            self._pacer.result(host, port, reached, self.clock())
+            if reached:
                 return
 
     async def link_provider(self, service: str, timeout: float) -> bool:
@@ -342,27 +370,48 @@ class DhtService(DiscoveryStrategy):
             await self._ensure_link(query.node_id)
             answer = await self.rpc.request_peer(query.node_id, FIND, payload, self.query_timeout)
             contacts, record = self._read_answer(answer, target, service, providers)
+        except Paced as exc:                        # not tried: no fault of the node's
+            log.debug("dht query to %s not sent: %s", query.node_id[:12], exc)
+            search.failed(query)
+            return
         except (e.RpcError, asyncio.TimeoutError, OSError, RecordError, ValueError, DialError) as exc:
             self.stats.failed_queries += 1
             log.debug("dht query to %s failed: %s", query.node_id[:12], exc)
+            if self.table.failed(query.node_id, self.clock()):
+                self._known.forget(query.node_id)
             search.failed(query)
             return
+        self.table.touch(query.node_id, self.clock())
         search.answered(query, contacts, record)
 
     async def _ensure_link(self, node_id: str) -> None:
+        """Link to `node_id` at the address held for it, within the dial pace; an address that failed is
+        forgotten unless we met the node there before (another answer may know a better one)."""
         if node_id in self.peers.links:
             return
-        address = self._known.get(node_id)
+        address = self._known.get(node_id, self.clock())
+        contact = self.table.get(node_id)
+        if address is None and contact is not None and contact.port:
+            address = (contact.host, contact.port)
         if address is None:
             raise ValueError("no address for it")
+        why = self._pacer.allow(address[0], address[1], self.clock())
+        if why is not None:
+            raise Paced(why)
+        reached = False
         try:
             link = await asyncio.wait_for(self.peers.dial(address[0], address[1], source=self.name),
                                           self.query_timeout)
+            reached = getattr(link, "remote_id", None) == node_id
         except DialError:
-            if node_id in self.peers.links:     # it dialled us at the same moment: one link, whichever won
-                return
-            raise
-        if getattr(link, "remote_id", None) != node_id:
+            reached = node_id in self.peers.links   # it dialled us at the same moment: one link, whichever won
+            if not reached:
+                raise
+        finally:
+            self._pacer.result(address[0], address[1], reached, self.clock())
+            if not reached and not self._known.dialled(node_id):
+                self._known.forget(node_id)
+        if not reached:
             raise ValueError("the address led to another node")
 
     def _read_answer(self, answer: Any, target: str, service: str | None,
@@ -375,7 +424,7 @@ class DhtService(DiscoveryStrategy):
                     and type(item[1]) is str and type(item[2]) is int and dialable(item[1], item[2]):
                 contacts.append(item[0])
                 if item[0] != self.node_id:
-                    self._known.setdefault(item[0], (item[1], item[2]))
+                    self._known.learn(item[0], item[1], item[2], self.clock())
         record = None
         if answer.get("record") is not None:
             record = self._checked(answer["record"])
@@ -427,11 +476,11 @@ class DhtService(DiscoveryStrategy):
         """Look up a random id and hand the nodes met that we are not linked to to the address book."""
         search = await self._lookup(f"{self.rng.getrandbits(160):040x}", want_value=False)
         for node_id in search.closest():
-            address = self._known.get(node_id)
+            address = self._known.get(node_id, self.clock())
             if address is not None and node_id not in self.peers.links:
                 sink(Candidate(address[0], address[1], self.name, node_id))
 
     def view(self) -> DhtView:
         return {"node_id": self.node_id, "mode": self.mode, "contacts": len(self.table), "buckets": self.table.buckets(),
                 "records": len(self.store.nodes), "services": len(self.store.providers),
-                "refused": {**self.table.refused, **self.store.refused}, **self.stats.as_dict()}
+                "refused": {**self.table.refused, **self.store.refused, **self._pacer.refused}, **self.stats.as_dict()}

@@ -15,6 +15,7 @@ from p2p.admission import is_loopback_group
 from p2p.dht.ids import ID_BITS, bucket_of, distance
 
 K = 20
+MAX_FAILURES = 3        # queries or dials failed in a row before a contact is dropped
 
 
 @dataclass(slots=True)
@@ -35,8 +36,9 @@ class _Bucket:
 
 class RoutingTable:
     def __init__(self, own_id: str, *, k: int = K, per_subnet: int = 2, per_subnet_total: int = 10,
-                 limit_loopback: bool = False) -> None:
+                 limit_loopback: bool = False, max_failures: int = MAX_FAILURES) -> None:
         self.own_id = own_id
+        self.max_failures = max_failures
         self.limit_loopback = limit_loopback
         self.k = k
         self.per_subnet = per_subnet
@@ -77,6 +79,11 @@ class RoutingTable:
         if len(bucket.contacts) < self.k:
             self._insert(index, contact)
             return "added"
+        failing = max(bucket.contacts, key=lambda c: c.failures)
+        if failing.failures:            # it already failed a check: the newcomer takes its place
+            self.remove(failing.node_id)
+            self._insert(index, contact)
+            return "added"
         bucket.pending = contact
         return "check_oldest"
 
@@ -92,6 +99,24 @@ class RoutingTable:
                 contacts.append(contacts.pop(i))
                 return True
         return False
+
+    def failed(self, node_id: str, now: float) -> bool:
+        """A query or dial to a contact failed: counted (a contact that failed is handed out by nobody and
+        is the first a newcomer replaces); after `max_failures` in a row it is dropped. Whether it was."""
+        contact = self.get(node_id)
+        if contact is None:
+            return False
+        contact.failures += 1
+        if contact.failures < self.max_failures:
+            return False
+        self.checked(node_id, False, now)
+        return True
+
+    def readdress(self, node_id: str, host: str, port: int) -> None:
+        """A contact's address was proven (we dialled it and met the node): it replaces what was held."""
+        contact = self.get(node_id)
+        if contact is not None:
+            contact.host, contact.port = host, port
 
     def _insert(self, index: int, contact: Contact) -> None:
         self._buckets[index].contacts.append(contact)
