@@ -58,6 +58,19 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _same_host(remote_addr: tuple[str, int] | None, host: str) -> bool:
+    """Whether a link came from `host` (an IPv4 client of a dual-stack listener as its IPv4 address)."""
+    if not remote_addr:
+        return False
+    try:
+        came_from, named = ipaddress.ip_address(remote_addr[0]), ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(came_from, ipaddress.IPv6Address) and came_from.ipv4_mapped is not None:
+        came_from = came_from.ipv4_mapped
+    return came_from == named
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -156,8 +169,9 @@ class PeerExchange(DiscoveryStrategy):
     # --- building what we send --------------------------------------------------------------
     def entries_for(self, link: PeerLink) -> list[PexEntry]:
         """At most 50 peers: those linked at an address we dialled first, then those we verified recently, then a
-        few (MAX_CLAIMED) linked at an address only they claim (a node that is only ever dialled is still
-        passed on, but inbound peers' claims cannot make up what we advertise); never the receiver itself nor a
+        few (MAX_CLAIMED) linked at an address only they claim, a port at the IP their link came from (a node that
+        is only ever dialled is still passed on, but inbound peers' claims cannot make up what we advertise, nor
+        name a host they did not come from, which would aim everyone's dials at it); never the receiver itself nor a
         peer that says nobody can dial it (it is reached through its relays); loopback addresses only for a
         receiver on loopback."""
         receiver_id = proven_id(link)
@@ -173,14 +187,19 @@ class PeerExchange(DiscoveryStrategy):
 
         live: list[PexEntry] = []
         claimed: list[PexEntry] = []
-        for node_id, _other in list(self.peers.links.items()):
+        for node_id, other in list(self.peers.links.items()):
             record = self.peers.peers.get(node_id)
             if record is None or not usable(record.host, record.port, node_id) or self._unreachable(node_id):
                 continue
+            known = self.peers.book.get((record.host, record.port))
+            if known is not None and known.verified:
+                live.append([record.host, record.port, node_id])
+            elif _same_host(other.remote_addr, record.host):
+                claimed.append([record.host, record.port, node_id])
+            else:       # a host it names but did not come from: passed on, it would aim others' dials anywhere
+                continue
             seen_ids.add(node_id)
             seen_addrs.add((record.host, record.port))
-            known = self.peers.book.get((record.host, record.port))
-            (live if known is not None and known.verified else claimed).append([record.host, record.port, node_id])
         self._rng.shuffle(live)
         self._rng.shuffle(claimed)
         if len(live) >= MAX_ENTRIES:

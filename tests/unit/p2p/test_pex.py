@@ -128,6 +128,22 @@ def test_addresses_only_linked_peers_claim_are_a_bounded_share_of_what_is_sent(p
     assert len([i for i in ids if i not in {nid(i) for i in range(1, 6)}]) == MAX_CLAIMED
 
 
+def test_an_inbound_peer_is_passed_on_only_at_the_ip_it_came_from(pm):
+    """A peer that dialled us may listen on another port than its source port, so its claimed port at the IP
+    its link came from is passed on; a host it names but did not come from is not (ten short handshakes naming
+    one made-up host had honest nodes dial it hundreds of times)."""
+    pm.attach(PeerExchange(pm, rng=random.Random(4)))
+    pm.connect(1, host="10.9.0.1", port=7946)
+    for i, (source, claimed) in enumerate([("10.9.0.2", "10.9.0.2"), ("10.9.0.3", "10.66.0.1"),
+                                           ("::ffff:10.9.0.4", "10.9.0.4")], start=2):
+        link = FakeLink(nid(i), (source, 55555), (claimed, 7946))
+        pm.links[link.remote_id] = link
+        pm.peers[link.remote_id] = Record(claimed, 7946)
+    receiver = pm.connect(200, host="10.9.0.200", port=7946)
+    hosts = {entry[0] for entry in receiver.sent[-1]["peers"]}
+    assert hosts == {"10.9.0.1", "10.9.0.2", "10.9.0.4"}, hosts
+
+
 def test_loopback_addresses_not_sent_to_remote_peer(pm):
     pm.attach(PeerExchange(pm))
     pm.connect(1)  # on loopback
