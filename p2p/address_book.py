@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 from p2p.admission import LOOPBACK
 from p2p.discovery.base import SOURCE_PRIORITY, Candidate
-from p2p.public.sources import client_ip
+from p2p.public.sources import adjust_count, client_ip
 from p2p.resilience.backoff import Backoff
 
 Address = tuple[str, int]
@@ -173,10 +173,10 @@ class AddressBook:
         entry.address_group = entry.address_group or address_group(entry.host)
         self._entries[entry.address] = entry
         if entry.verified:
-            _count(self._tried_by_range, entry.address_group, 1)
+            adjust_count(self._tried_by_range, entry.address_group, 1)
         else:
-            _count(self._new_by_group, entry.source_group, 1)
-            _count(self._new_by_range, entry.address_group, 1)
+            adjust_count(self._new_by_group, entry.source_group, 1)
+            adjust_count(self._new_by_range, entry.address_group, 1)
 
     def _drop(self, address: Address) -> None:
         entry = self._entries.pop(address, None)
@@ -184,10 +184,10 @@ class AddressBook:
         if entry is None:
             return
         if entry.verified:
-            _count(self._tried_by_range, entry.address_group, -1)
+            adjust_count(self._tried_by_range, entry.address_group, -1)
         else:
-            _count(self._new_by_group, entry.source_group, -1)
-            _count(self._new_by_range, entry.address_group, -1)
+            adjust_count(self._new_by_group, entry.source_group, -1)
+            adjust_count(self._new_by_range, entry.address_group, -1)
 
     def _set_verified(self, entry: KnownAddress) -> bool:
         """Move a reached entry to the verified table, unless its range's share is full of entries that work
@@ -199,9 +199,9 @@ class AddressBook:
             self.tried_collisions += 1
             return False
         entry.verified = True
-        _count(self._new_by_group, entry.source_group, -1)
-        _count(self._new_by_range, entry.address_group, -1)
-        _count(self._tried_by_range, entry.address_group, 1)
+        adjust_count(self._new_by_group, entry.source_group, -1)
+        adjust_count(self._new_by_range, entry.address_group, -1)
+        adjust_count(self._tried_by_range, entry.address_group, 1)
         return True
 
     def _make_tried_room(self, address_range: str) -> bool:
@@ -400,9 +400,3 @@ class AddressBook:
                     self._set_verified(entry)
 
 
-def _count(counts: dict[str, int], key: str, delta: int) -> None:
-    left = counts.get(key, 0) + delta
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)

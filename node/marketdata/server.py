@@ -16,7 +16,6 @@ trade log costs what it is worth, whatever the number of connections it comes ov
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from typing import Callable
@@ -179,7 +178,7 @@ class StreamServer:
         crowd = [s for s in self.sessions if s.closing is None and subnet_of(s.peer) == network]
         if not crowd:
             return False
-        victim = heapq.nsmallest(1, crowd, key=lambda s: len(s.subscriptions))[0]
+        victim = min(crowd, key=lambda s: len(s.subscriptions))
         self.counters["evicted"] += 1
         self._refused(victim.peer, "ws_client_evicted")
         victim.close(CLOSE_GOING_AWAY, "evicted", "the stream is full: the busiest network's client makes room")
@@ -191,13 +190,16 @@ class StreamServer:
         and keeps the connection."""
         rate = self.rate
         charged = rate is not None and not session.authenticated and not rate.is_exempt(session.peer)
+        reserved = 1.0                  # what `check` took when it let the request go
         if rate is not None and charged:
             refused = rate.check(session.peer)
-            if refused is not None and not _is_auth(text):     # the token is heard whatever the address owes
-                self.counters["rate_limited"] += 1
-                which, wait = refused
-                return self._error(session, "rate_limited", f"too many requests without a token "
-                                   f"({which.replace('_', ' ')} limit); retry after {wait:.1f} s", None)
+            if refused is not None:
+                if not _is_auth(text):      # the token is heard whatever the address owes (charged in full)
+                    self.counters["rate_limited"] += 1
+                    which, wait = refused
+                    return self._error(session, "rate_limited", f"too many requests without a token "
+                                       f"({which.replace('_', ' ')} limit); retry after {wait:.1f} s", None)
+                reserved = 0.0
         started = time.thread_time()
         try:
             self.on_request(session, text)
@@ -206,7 +208,7 @@ class StreamServer:
                         extra={"address": session.peer})
             self._error(session, "invalid_request", "the node could not handle this request", None)
         if rate is not None and charged:
-            rate.settle(session.peer, cost_units(time.thread_time() - started), 1.0)
+            rate.settle(session.peer, cost_units(time.thread_time() - started), reserved)
 
     def _closed(self, session: StreamSession, reason: str) -> None:
         """A session ends (any reason): drop its subscriptions, keep its totals."""

@@ -16,6 +16,7 @@ import msgpack
 
 from p2p.admission import is_loopback_group, netgroup
 from p2p.dht.ids import ID_HEX
+from p2p.public.sources import adjust_count, drop_from
 
 DOMAIN = "exchange-node/dht-record/1"
 MAX_ADDRESSES = 8
@@ -108,15 +109,6 @@ class _Held:
     until_ms: int           # the record's expiry, capped at the credited TTL
 
 
-def _bump(counts: dict[str, int], key: str, by: int) -> None:
-    """Add `by` to a count, dropping it at zero (count maps hold only keys that hold something)."""
-    left = counts.get(key, 0) + by
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)
-
-
 class RecordStore:
     """What this node keeps of other nodes' records: their own records (by id, the newest sequence kept) and
     provider entries (service -> the records of nodes that serve it).
@@ -186,8 +178,8 @@ class RecordStore:
         held = _Held(from_peer, ip, subnet, min(record.expires_ms, now_ms + self.credit_ms))
         self.nodes[record.node_id] = record
         self._held[record.node_id] = held
-        _bump(self._per_peer, from_peer, 1)
-        _bump(self._per_ip, ip, 1)
+        adjust_count(self._per_peer, from_peer, 1)
+        adjust_count(self._per_ip, ip, 1)
         self._by_subnet.setdefault(subnet, {})[record.node_id] = None
         for service in record.services:
             self._provide(service, record, held)
@@ -263,18 +255,15 @@ class RecordStore:
 
     def _own(self, service: str, held: _Held) -> None:
         self._owner[service] = held
-        _bump(self._services_per_ip, held.ip, 1)
+        adjust_count(self._services_per_ip, held.ip, 1)
         self._services_by_subnet.setdefault(held.subnet, {})[service] = None
 
     def _disown(self, service: str) -> None:
         held = self._owner.pop(service, None)
         if held is None:
             return
-        _bump(self._services_per_ip, held.ip, -1)
-        owned = self._services_by_subnet.get(held.subnet, {})
-        owned.pop(service, None)
-        if not owned:
-            self._services_by_subnet.pop(held.subnet, None)
+        adjust_count(self._services_per_ip, held.ip, -1)
+        drop_from(self._services_by_subnet, held.subnet, service)
 
     def _unlist(self, service: str, node_id: str) -> None:
         """Remove one provider entry; a service left without any loses its slot, one whose slot holder left
@@ -299,12 +288,9 @@ class RecordStore:
             self._unlist(service, node_id)
         del self.nodes[node_id]
         held = self._held.pop(node_id)
-        _bump(self._per_peer, held.peer, -1)
-        _bump(self._per_ip, held.ip, -1)
-        ids = self._by_subnet.get(held.subnet, {})
-        ids.pop(node_id, None)
-        if not ids:
-            self._by_subnet.pop(held.subnet, None)
+        adjust_count(self._per_peer, held.peer, -1)
+        adjust_count(self._per_ip, held.ip, -1)
+        drop_from(self._by_subnet, held.subnet, node_id)
 
     def _alive(self, node_id: str, now_ms: int) -> bool:
         record, held = self.nodes.get(node_id), self._held.get(node_id)

@@ -240,7 +240,7 @@ class DhtService(DiscoveryStrategy):
 
     def _source_of(self, peer: str) -> str | None:
         """The IP a linked peer's request came from (a relayed link's names its relay), for the store's quotas."""
-        remote = getattr(self.peers.links.get(peer), "remote_addr", None)
+        remote = getattr(self.peers.links.get(peer), "remote_addr", None)     # `links` is typed as membership
         return remote[0] if remote else None
 
     # --- our own record -----------------------------------------------------------------------------------

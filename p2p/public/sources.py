@@ -64,6 +64,25 @@ def group_of(network: str) -> str:
     return str(net.supernet(new_prefix=16 if net.version == 4 else 32))
 
 
+def adjust_count(counts: dict[str, int], key: str, delta: int) -> None:
+    """Add `delta` to `key`'s count, dropping the key at zero: count maps hold only keys that hold something."""
+    left = counts.get(key, 0) + delta
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def drop_from(groups: dict[str, dict[str, None]], group: str, member: str) -> None:
+    """Remove `member` from `group`'s ordered set, dropping the group once it is empty."""
+    members = groups.get(group)
+    if members is None:
+        return
+    members.pop(member, None)
+    if not members:
+        del groups[group]
+
+
 class Shares:
     """What each address and each network holds of one thing, against a share each and a cap on all.
 
@@ -100,12 +119,8 @@ class Shares:
         if amount == 0:
             return
         self.held += amount
-        for counts, key in ((self.by_address, host_of(address)), (self.by_subnet, subnet_of(address))):
-            left = counts.get(key, 0) + amount
-            if left > 0:
-                counts[key] = left
-            else:
-                counts.pop(key, None)
+        adjust_count(self.by_address, host_of(address), amount)
+        adjust_count(self.by_subnet, subnet_of(address), amount)
 
     def remove(self, address: str, amount: int = 1) -> None:
         self.add(address, -amount)
