@@ -346,11 +346,12 @@ async def big_answer(_request: web.Request) -> web.Response:
     return web.Response(body=b"x" * BIG)
 
 
-@pytest.mark.parametrize("reads", [False, True])
-async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_write_deadline(reads: bool):
+@pytest.mark.parametrize("reads", ["nothing", "a trickle", "steadily"])
+async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_write_deadline(reads: str):
     """A client asking for a big answer and reading none of it (its receive window shut) holds the answer in the
-    node's memory: past `write_timeout` of a full send buffer the connection is aborted. A client that reads
-    gets the whole answer, however long it takes past the deadline in all."""
+    node's memory: past `write_timeout` of a full send buffer the connection is aborted. So is one that reads a
+    trickle (a few KB now and then: the buffer never drains, so the deadline is not put off by the trickle). A
+    client that reads steadily gets the whole answer, however long it takes past the deadline in all."""
     import socket
 
     app = web.Application()
@@ -380,7 +381,7 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        if reads:
+        if reads == "steadily":
             received = 0
             started = time.monotonic()
             while received < BIG:
@@ -391,6 +392,15 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
                     await asyncio.sleep(0.01)       # a slow reader, but a reader: the buffer drains now and then
             assert guard.counters["write_timeouts"] == 0
         else:
+            if reads == "a trickle":
+                trickled, started = 0, time.monotonic()
+                while not cut.is_set() and time.monotonic() - started < 10 * DEADLINE:   # 4 KB a third of it
+                    trickled += len(await asyncio.wait_for(reader.read(4096), 10 * DEADLINE))
+                    try:
+                        await asyncio.wait_for(asyncio.shield(cut.wait()), DEADLINE / 3)
+                    except asyncio.TimeoutError:
+                        pass
+                assert 0 < trickled < BIG
             await asyncio.wait_for(cut.wait(), 10 * DEADLINE)
             assert guard.counters["write_timeouts"] == 1, "the unread answer was held past the write deadline"
             assert guard.open.held == 0, "its slot was freed"
