@@ -427,7 +427,8 @@ class ChainCore:
             return
         if self.is_validator:
             self.consensus.tick(now)
-            if self.consensus.step == WAITING and self._wake_at is not None and now >= self._wake_at:
+            wake = self._idle_wake()
+            if wake is not None and now >= wake:
                 self.consensus.kick(now)
         self.intake.resubmit_own(now)
         self.halt_recovery.tick(now)
@@ -440,9 +441,16 @@ class ChainCore:
         return bool(self.intake.own) or len(self.mempool) > 0
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._wake_at,
+        times = [t for t in (self.consensus.next_deadline() if self.is_validator else None, self._idle_wake(),
                              self.sync.next_deadline()) if t is not None]
         return min(times, default=None)
+
+    def _idle_wake(self) -> float | None:
+        """When the waiting step ends by itself (the empty-block time); None once a round is under way, whether
+        the tick or a message started it: a wake time that has passed is then no deadline to tick at."""
+        if not self.is_validator or self.consensus.step != WAITING or self.consensus.decided:
+            return None
+        return self._wake_at
 
     def own_pending(self) -> int:
         return len(self.intake.own)

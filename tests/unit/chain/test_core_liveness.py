@@ -5,6 +5,7 @@ from __future__ import annotations
 from exchange.chain.blocks import PREVOTE, Vote
 from exchange.chain.core import FOLLOWER_BLOCK_SILENCE, ChainCore
 from exchange.chain.genesis import Genesis
+from exchange.chain.tendermint import WAITING
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 
@@ -74,3 +75,20 @@ def test_a_follower_hearing_a_quorum_of_validators_at_its_height_is_not_halted_b
     stranger = FakeKeys("stranger")
     core.peer_height(stranger.node_id, core.state.height + 5, now + core.config.live_after + 0.1)
     assert core.quorum_present(now + core.config.live_after + 0.1) is False, "a stranger's heartbeat counts for nothing"
+
+
+def test_a_round_under_way_does_not_keep_an_idle_wake_time_that_has_passed():
+    """An idle validator waits for the empty-block time (`_wake_at`) before it starts a round; a vote can start
+    the round sooner. Once the round is under way, the passed wake time is no deadline: a ticker woken at every
+    passed deadline would spin the event loop until the height is decided (a halted chain, two of four left,
+    burned a core on each survivor)."""
+    core, keys, genesis = _validator_core(4)
+    height = core.state.height + 1
+    now = BASE_TIME + 0.1
+    vote = Vote.create(genesis.chain_id, PREVOTE, height, 0, None, keys[1].public_key, keys[1].sign)
+    core.on_message("chain_vote", vote.wire(), keys[1].node_id, now)
+    assert core.consensus.step != WAITING, "a vote of the height starts its round"
+    for later in (now + 0.5, now + 2.0, now + 10.0):      # past the empty-block time: no quorum, no decision
+        core.tick(later)
+        deadline = core.next_deadline()
+        assert deadline is not None and deadline > later, (later, deadline, core.consensus.step)
