@@ -105,7 +105,7 @@ class ChainService:
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,
-                         "status_sent": 0, "status_received": 0}
+                         "status_sent": 0, "status_received": 0, "ticks": 0}
         self.peer_chains = PeerChains(self, self.founding, network, network_id, clock, self.counters)
         self.note_conflict = self.peer_chains.note_conflict     # a peer on another chain (the founding loop's)
         self.founding_loop = FoundingLoop(
@@ -389,6 +389,7 @@ class ChainService:
         """The core's clock (`ticker.py`), and what runs on it besides the core's tick."""
         while True:
             await self.ticker.sleep(tick_delay(self.core, self.disk_error is not None, self.clock()))
+            self.counters["ticks"] += 1
             self.peer_chains.tell_grenache_members()
             self.durability.sync_follower_blocks(self.clock())
             if self.core is not None:

@@ -3,13 +3,14 @@
 kill -9 one validator: orders stay final. kill -9 a second: a new order is answered 202 `no_quorum`;
 within 10 s a node's log has a WARNING naming the two silent validators; `/ready` is 503 saying why;
 `/metrics` says quorum 0 and for how long; the order is `pending` with its reason in `GET /orders/{id}`;
-`exchange-node order` says NOT FINAL and exits 3 naming the reason. Restart one of the two: every pending
-order becomes final on every node, and the log says the quorum is back."""
+`exchange-node order` says NOT FINAL and exits 3 naming the reason; the halted chain's clock does not spin.
+Restart one of the two: every pending order becomes final on every node, and the log says the quorum is back."""
 from __future__ import annotations
 
 import re
 import time
 
+from exchange.chain.ticker import BUSY_TICK
 from tests.harness import NodeProcess, wait_until
 from tests.integration.chain_nodes import pinned_loopback, wait_for
 
@@ -55,6 +56,14 @@ def test_a_halt_is_loud_and_pending_orders_become_final_after_it(cluster):
     assert "no quorum of validators" in detail and all(node in detail for node in silent), detail
     assert v0.metric("exchange_node_chain_quorum") == 0.0
     assert v0.metric("exchange_node_chain_halted_seconds") > 0.0
+
+    # halted is loud, not busy: the chain's clock ticks at its timeouts (every BUSY_TICK at most while its own
+    # orders wait), not in a loop at a deadline that has passed
+    window = 2.0
+    before, started = v0.get("/status")["exchange"]["ticks"], time.monotonic()
+    time.sleep(window)          # the window the rate is measured over
+    ticks = v0.get("/status")["exchange"]["ticks"] - before
+    assert ticks <= 1.5 * (time.monotonic() - started) / BUSY_TICK, f"{ticks} ticks in {window} s halted"
 
     status, seen = v0.api("GET", f"/orders/{order_id}")
     assert (status, seen["final"], seen["order"]["status"], seen["order"]["reason"]) == (200, False, "pending",
