@@ -12,9 +12,10 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   new connection that has sent nothing by then is closed as idle, without an answer;
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived;
 - answers: `write_timeout` while the connection's send buffer stays full (the transport paused writing and has
-  not resumed: the client reads nothing, or a trickle that never drains the buffer below its low-water mark). An answer is written whole into the buffer, so a client that asks for big answers and
-  never reads them would hold them all in the node's memory; past the deadline the connection is aborted and its
-  answer dropped. Together with the public rate limit's charge per answer byte (node/api/rate.py) this bounds
+  not resumed: the client reads nothing, or a trickle that never drains the buffer below its low-water
+  mark). An answer is written whole into the buffer, so a client that asks for big answers and never reads
+  them would hold them all in the node's memory; past the deadline the connection is aborted and its answer
+  dropped. Together with the public rate limit's charge per answer byte (node/api/rate.py) this bounds
   what any address can park in the node's memory.
 
 A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
