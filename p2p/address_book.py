@@ -14,7 +14,10 @@ all of them work, the newcomer waits unverified and the range's least recently r
 for a check dial first (addrman's test-before-evict): a failing check makes room. As in Bitcoin Core's addrman, an address
 is verified ("tried") only once we dialled it and reached the node: the listen address an inbound peer
 claims in its hello is queued for one feeler dial (made once that peer is no longer linked), so a stranger
-cannot fill the verified table or the peers we remember with addresses nobody checked.
+cannot fill the verified table or the peers we remember with addresses nobody checked. An unverified address
+is forgotten after UNVERIFIED_RETRIES failed dials, a claim only its claimant told us after CLAIM_RETRIES
+(addrman's count for an address never reached): a peer that links in and claims another host's address makes
+us dial that host a few times, not a series.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from p2p.resilience.backoff import Backoff
 
 Address = tuple[str, int]
 MAX_FEELERS = 256       # claimed addresses waiting for their check dial (the oldest forgotten)
+UNVERIFIED_RETRIES = 8  # failed dials after which an address nobody has reached is forgotten ...
+CLAIM_RETRIES = 3       # ... or, told only by the peer itself in an inbound hello, after these (addrman's 3)
 
 
 @dataclass(slots=True)
@@ -357,7 +362,7 @@ class AddressBook:
         entry.backoff = backoff
         wait = backoff.next_delay() if delay is None else delay
         entry.next_attempt = time.monotonic() + wait
-        if not entry.verified and entry.failures >= 8:
+        if not entry.verified and entry.failures >= (CLAIM_RETRIES if entry.source == "inbound" else UNVERIFIED_RETRIES):
             self._drop(address)
 
     def schedule_reconnect(self, address: Address, *, delay: float | None = None) -> None:

@@ -244,3 +244,21 @@ def test_remembered_verified_entries_keep_their_range_share_when_loaded():
     book.load(entries)
     new, tried = book.by_range()
     assert tried == {"66.7.0.0/16": book.tried_range_share} and new == {"66.7.0.0/16": 50}
+
+
+def test_a_claim_nobody_reached_is_forgotten_after_three_failed_dials_other_unverified_after_eight():
+    """A peer that links in and claims someone else's address (a host it wants us to dial) gets that host dialled
+    three times at most (addrman's count); addresses from discovery keep eight tries, and a claim we reached once
+    stays however often it fails later."""
+    book = AddressBook()
+    claimed, told, reached = ("192.0.2.7", 4000), ("198.51.100.7", 4000), ("203.0.113.7", 4000)
+    assert book.mark_claimed(claimed, "n1", "inbound:10.0.0.0/24") is not None
+    assert book.mark_claimed(reached, "n3", "inbound:10.0.1.0/24") is not None
+    book.mark_verified(reached, "n3")
+    book.add(Candidate(*told, "pex", "n2"))
+    for failures in range(1, 9):
+        for address in (claimed, told, reached):
+            book.mark_failed(address, "connection_refused")
+        assert (book.get(claimed) is not None) == (failures < 3), failures
+        assert (book.get(told) is not None) == (failures < 8), failures
+        assert book.get(reached) is not None
