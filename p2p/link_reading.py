@@ -156,7 +156,7 @@ class LinkReading:
         self._hold_until = 0.0
         self._paused = False
         self._blockers: set[object] = set()     # what else stops this socket being read (a circuit carried on it)
-        self._caught_up_at = 0.0        # event-loop time the backlog last emptied (0.0: it never held anything)
+        self._caught_up_at = 0.0        # event-loop time we last caught up: the backlog emptied or the last blocker left
         self._read_rate, self._read_burst = read_budget     # bytes a second, bursts of
         self._read_tokens, self._read_at = self._read_burst, loop.time()
         self.read_holds = 0
@@ -250,8 +250,8 @@ class LinkReading:
     def ours_until(self) -> float:
         """Until when (event-loop time) the peer's silence is ours, not its own: now while we have not read its
         socket because its messages still wait in our backlog or a circuit on it blocks it (a node busy with a
-        flood is behind, its peer not silent), else the end of the latest hold or the moment our backlog last
-        emptied, whichever is later."""
+        flood is behind, its peer not silent), else the end of the latest hold or the moment we last caught up
+        (the backlog emptied, the last blocker left), whichever is later."""
         if self.backlog or self._blockers:
             return self._loop.time()
         return max(self._hold_until, self._caught_up_at)
@@ -263,7 +263,12 @@ class LinkReading:
         self._update()
 
     def unblock(self, by: object) -> None:
-        self._blockers.discard(by)
+        """Read again once nothing else blocks it; the peer's silence is ours until this moment (what it sent
+        meanwhile waits in our socket, read on the loop's next turn)."""
+        if by in self._blockers:
+            self._blockers.discard(by)
+            if not self._blockers:
+                self._caught_up_at = self._loop.time()
         self._update()
 
     def _update(self) -> None:

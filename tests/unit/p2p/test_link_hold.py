@@ -72,3 +72,29 @@ def test_silence_is_ours_while_a_backlog_waits_and_until_it_empties():
     assert not reading.backlog and reading.ours_until == 15.0
     loop.now = 20.0
     assert reading.ours_until == 15.0, "from the moment it emptied, the peer's silence is its own again"
+
+
+def test_silence_is_ours_until_the_last_blocker_leaves():
+    """What the peer sent while a circuit blocked its link waits in our socket until the loop's next turn: the
+    liveness check must not count that time as the peer's silence (a race the link test above hit)."""
+    class Loop:
+        now = 10.0
+
+        def time(self) -> float:
+            return self.now
+
+    loop = Loop()
+    reading = LinkReading(loop, lambda: None, lambda messages: None, lambda exc: None,  # type: ignore[arg-type]
+                          lambda: True, (1e9, 1e9), ReadTurns(), lambda: "net")
+    reading.block("circuit a")
+    reading.block("circuit b")
+    loop.now = 15.0
+    assert reading.ours_until == 15.0
+    reading.unblock("circuit a")
+    loop.now = 16.0
+    assert reading.ours_until == 16.0, "one blocker left: still ours"
+    reading.unblock("circuit b")
+    loop.now = 20.0
+    assert reading.ours_until == 16.0, "from the moment the last blocker left, the silence is the peer's again"
+    reading.unblock("circuit b")
+    assert reading.ours_until == 16.0, "unblocking again by what no longer blocks moves nothing"
