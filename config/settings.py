@@ -79,8 +79,16 @@ class Settings:
         10.0, "API_BODY_TIMEOUT", "Seconds a request's body (at most 64 KiB) has to arrive after its headers before "
         "it gets 408 and its connection is closed", _FLOAT_POS)
     api_write_timeout: float = _setting(
-        10.0, "API_WRITE_TIMEOUT", "Seconds an answer may wait for a client that reads none of it (the node's send "
-        "buffer full) before the connection is closed and the answer dropped", _FLOAT_POS)
+        10.0, "API_WRITE_TIMEOUT", "Seconds an answer may wait for a client that reads none of it, or less than "
+        "API_WRITE_MIN_RATE (the node's send buffer full), before the connection is closed and the answer dropped",
+        _FLOAT_POS)
+    api_write_min_rate: int = _setting(
+        16384, "API_WRITE_MIN_RATE", "Bytes a second a client must drain of an answer that fills the node's send "
+        "buffer to be given another API_WRITE_TIMEOUT (a slow link keeps reading); 0: none is", p.integer(0, 1 << 30))
+    api_slow_answer_bytes: int = _setting(
+        8 * 1024 * 1024, "API_SLOW_ANSWER_BYTES", "Unsent answer bytes the slow readers of one IP address may keep "
+        "in the node's memory past API_WRITE_TIMEOUT (a /24 or /48 four times that, all sixteen times)",
+        p.integer(0, 1 << 32))
     api_keepalive_timeout: float = _setting(
         60.0, "API_KEEPALIVE_TIMEOUT", "Seconds an API connection may sit idle between requests before it is closed",
         _FLOAT_POS)

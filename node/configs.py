@@ -178,6 +178,8 @@ class ApiConfig:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     write_timeout: float = 10.0
+    write_min_rate: int = 16384
+    slow_answer_bytes: int = 8 * 1024 * 1024
     keepalive_timeout: float = 60.0
     public_rate: float = 20.0
     public_rate_total: float = 1000.0
@@ -273,7 +275,8 @@ class NodeConfigs:
                           max_connections_per_address=settings.api_max_connections_per_address,
                           max_connections_per_subnet=settings.api_max_connections_per_subnet,
                           header_timeout=settings.api_header_timeout, body_timeout=settings.api_body_timeout,
-                          write_timeout=settings.api_write_timeout,
+                          write_timeout=settings.api_write_timeout, write_min_rate=settings.api_write_min_rate,
+                          slow_answer_bytes=settings.api_slow_answer_bytes,
                           keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
                           public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,

@@ -54,11 +54,14 @@ def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
     yield GaugeMetricFamily("exchange_node_api_connections", "Open control API connections",
                             value=guard.open.held)
     refused = CounterMetricFamily("exchange_node_api_connections_refused",
-                                  "API connections closed by the guard, by reason (over a cap, headers or body too slow, idle)",
+                                  "API connections closed by the guard, by reason (over a cap, too slow, idle)",
                                   labels=["reason"])
     for reason, count in guard.counters.items():
         refused.add_metric([reason], count)
     yield refused
+    yield GaugeMetricFamily("exchange_node_api_slow_answer_bytes",
+                            "Unsent answer bytes of slow readers kept past the write deadline (API_SLOW_ANSWER_BYTES)",
+                            value=guard.slow_answers.held)
 
 
 def rate_metrics(limit: PublicRateLimit) -> Iterator[Metric]:
@@ -78,7 +81,8 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     await runner.setup()
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
                             api.header_timeout, api.body_timeout, refusals=node.public_refusals,
-                            write_timeout=api.write_timeout)
+                            write_timeout=api.write_timeout, write_min_rate=api.write_min_rate,
+                            slow_answer_bytes=api.slow_answer_bytes)
     node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)

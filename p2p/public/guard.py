@@ -12,11 +12,16 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   new connection that has sent nothing by then is closed as idle, without an answer;
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived;
 - answers: `write_timeout` while the connection's send buffer stays full (the transport paused writing and has
-  not resumed: the client reads nothing, or a trickle that never drains the buffer below its low-water
-  mark). An answer is written whole into the buffer, so a client that asks for big answers and never reads
-  them would hold them all in the node's memory; past the deadline the connection is aborted and its answer
-  dropped. Together with the public rate limit's charge per answer byte (node/api/rate.py) this bounds
-  what any address can park in the node's memory.
+  not resumed) and the client drained less than `write_min_rate` bytes a second of it meanwhile. An answer is
+  written whole into the buffer, so a client that asks for big answers and never reads them (or reads a
+  trickle) would hold them all in the node's memory; past the deadline the connection is aborted and its
+  answer dropped. A slow reader that keeps up the least rate (a client on a slow link fetching the newest
+  10,000 trades) gets another deadline each time, as Apache's mod_reqtimeout counts a body's least rate, but
+  only while what its address, its network and everyone keep parked so in slow answers stays within
+  `slow_answer_bytes` (per address; four times that per network, sixteen times in all): a slow reader is
+  served from a budget of its own, not from the node's memory at large. Together with the public rate
+  limit's charge per answer byte (node/api/rate.py) this bounds what any address can park in the node's
+  memory.
 
 A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
 nothing more it sends is read, and the socket is dropped when the client closes its side or LINGER seconds
@@ -91,6 +96,9 @@ class GuardView(TypedDict):
     header_timeout_s: float
     body_timeout_s: float
     write_timeout_s: float
+    write_min_rate: int            # bytes a second
+    slow_answer_bytes: int         # per address
+    slow_answers_parked: int       # unsent bytes of slow readers given another deadline, now
     counters: dict[str, int]
 
 
@@ -105,12 +113,16 @@ class ConnectionGuard:
     write_timeout: float = 10.0
     surface: str = "api"                      # names its refusals: api_connections_per_address, api_header_timeout
     timeout_answer: TimeoutAnswer = json_timeout
+    write_min_rate: int = 16 * 1024           # bytes a second a slow reader drains to be given another deadline
+    slow_answer_bytes: int = 8 * 1024 * 1024  # unsent answer bytes one address may park so (4x a network, 16x all)
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
-        "body_timeouts": 0, "write_timeouts": 0, "idle_timeouts": 0, "evicted": 0})
+        "body_timeouts": 0, "write_timeouts": 0, "slow_answers_over_budget": 0, "idle_timeouts": 0,
+        "evicted": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
+        self.slow_answers = Shares(self.slow_answer_bytes, 4 * self.slow_answer_bytes, 16 * self.slow_answer_bytes)
         self._by_network: dict[str, dict[Evictable, None]] = {}     # the connections each network holds
 
     def admit(self, address: str, connection: Evictable | None = None) -> bool:
@@ -153,6 +165,20 @@ class ConnectionGuard:
                 return True
         return False
 
+    def keep_slow_reader(self, address: str, drained: int, unsent: int, parked: int) -> str | None:
+        """A connection of `address` stayed paused for `write_timeout`: None when it may wait another deadline
+        (it drained `drained` bytes meanwhile, at least the least rate, and its `unsent` bytes fit its sources'
+        slow-answer budgets); else the refusal's reason. The `parked` bytes granted it before are given back
+        either way, and `unsent` is its grant when None is returned."""
+        self.slow_answers.remove(address, parked)
+        if self.write_min_rate <= 0 or drained < self.write_min_rate * self.write_timeout:
+            return "write_timeout"
+        scope = self.slow_answers.over(address, unsent)
+        if scope is not None:
+            return f"slow_answers_{cap_name(scope)}"
+        self.slow_answers.add(address, unsent)
+        return None
+
     def refused(self, address: str, counter: str, reason: str) -> None:
         self.counters[counter] += 1
         if self.refusals is not None:
@@ -162,7 +188,8 @@ class ConnectionGuard:
         return {"open": self.open.held, "max_per_address": self.per_address, "max_per_subnet": self.per_subnet,
                 "max_total": self.total, "header_timeout_s": self.header_timeout,
                 "body_timeout_s": self.body_timeout, "write_timeout_s": self.write_timeout,
-                "counters": dict(self.counters)}
+                "write_min_rate": self.write_min_rate, "slow_answer_bytes": self.slow_answer_bytes,
+                "slow_answers_parked": self.slow_answers.held, "counters": dict(self.counters)}
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -178,6 +205,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._headers_due: asyncio.TimerHandle | None = None
         self._body_due: asyncio.TimerHandle | None = None
         self._write_due: asyncio.TimerHandle | None = None
+        self._write_mark = 0               # unsent bytes when the write deadline was armed
+        self._parked = 0                   # of them, granted by the guard's slow-answer budget
         self._cut = False                  # past a deadline: nothing more is read
         self._spoke = False                # the client has sent something
         self._linger: asyncio.TimerHandle | None = None
@@ -294,24 +323,42 @@ class GuardedProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.address is not None:
             if self._write_due is None:
-                self._write_due = asyncio.get_running_loop().call_later(self.guard.write_timeout, self._not_read)
+                self._arm_write_deadline()
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
         self._cancel("_write_due")
+        self._unpark()
         if self.address is not None:
             self.inner.resume_writing()
 
-    def _not_read(self) -> None:
-        """The client read nothing of its answer for `write_timeout`: drop the answer and the connection."""
+    def _arm_write_deadline(self) -> None:
+        self._write_mark = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        self._write_due = asyncio.get_running_loop().call_later(self.guard.write_timeout, self._write_deadline)
+
+    def _unpark(self) -> None:
+        if self._parked and self.address is not None:
+            self.guard.slow_answers.remove(self.address, self._parked)
+        self._parked = 0
+
+    def _write_deadline(self) -> None:
+        """The send buffer stayed full for `write_timeout`: another deadline for a reader that keeps up the least
+        rate within its budget (`ConnectionGuard.keep_slow_reader`), else drop the answer and the connection."""
         self._write_due = None
         address, transport = self.address, self.transport
         if address is None or transport is None:
             return
-        self.guard.refused(address, "write_timeouts", f"{self.guard.surface}_write_timeout")
-        log.debug("%s connection cut: %d bytes of answers unread for %g s", self.guard.surface,
-                  transport.get_write_buffer_size(), self.guard.write_timeout,
-                  extra={"address": address, "reason": "write_timeout"})
+        unsent = transport.get_write_buffer_size()
+        reason = self.guard.keep_slow_reader(address, self._write_mark - unsent, unsent, self._parked)
+        if reason is None:
+            self._parked = unsent
+            self._arm_write_deadline()
+            return
+        self._parked = 0                    # keep_slow_reader gave the grant back before it refused
+        counter = "write_timeouts" if reason == "write_timeout" else "slow_answers_over_budget"
+        self.guard.refused(address, counter, f"{self.guard.surface}_{reason}")
+        log.debug("%s connection cut: %d bytes of answers unsent after %g s (%s)", self.guard.surface, unsent,
+                  self.guard.write_timeout, reason, extra={"address": address, "reason": reason})
         self._cut = True
         transport.abort()
 
@@ -320,6 +367,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._cancel("_body_due")
         self._cancel("_write_due")
         self._cancel("_linger")
+        self._unpark()
         if self.address is None:
             return
         if self._counted:

@@ -1,6 +1,7 @@
 """The API's connection guard (issue 25), in process over real sockets: caps per address, per network and in
 all; every request of a keep-alive connection has its own header deadline, counted from its first byte; a
-body trickled after complete headers is cut at its own deadline; an idle keep-alive connection is closed; and
+body trickled after complete headers is cut at its own deadline; an idle keep-alive connection is closed; an
+answer its client does not read at the least rate is dropped past the write deadline; and
 who was cut is recorded by source."""
 from __future__ import annotations
 
@@ -346,12 +347,32 @@ async def big_answer(_request: web.Request) -> web.Response:
     return web.Response(body=b"x" * BIG)
 
 
-@pytest.mark.parametrize("reads", ["nothing", "a trickle", "steadily"])
+MIN_RATE = 1024 * 1024      # the test guard's least rate: bytes a second a slow reader must drain
+SLOW_PACE = 3 * MIN_RATE    # what the slow reader aims at (a loaded machine may make it slower, not faster)
+
+
+async def read_at_pace(reader: asyncio.StreamReader, guard: ConnectionGuard, parked: list[int]) -> int:
+    """Read the whole answer at no more than SLOW_PACE bytes a second; note what the guard holds as parked."""
+    received, started = 0, time.monotonic()
+    while received < BIG:
+        chunk = await asyncio.wait_for(reader.read(64 * 1024), 5)
+        if not chunk:
+            break
+        received += len(chunk)
+        parked.append(guard.slow_answers.held)
+        ahead = received / SLOW_PACE - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    return received
+
+
+@pytest.mark.parametrize("reads", ["nothing", "a trickle", "slowly", "slowly, over its budget", "steadily"])
 async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_write_deadline(reads: str):
     """A client asking for a big answer and reading none of it (its receive window shut) holds the answer in the
     node's memory: past `write_timeout` of a full send buffer the connection is aborted. So is one that reads a
-    trickle (a few KB now and then: the buffer never drains, so the deadline is not put off by the trickle). A
-    client that reads steadily gets the whole answer, however long it takes past the deadline in all."""
+    trickle (a few KB now and then, below the least rate). A client that reads slowly, over the least rate, gets
+    another deadline each time and the whole answer, within its slow-answer budget; past that budget it is cut
+    too. A client that reads steadily gets the whole answer, however long it takes past the deadline in all."""
     import socket
 
     app = web.Application()
@@ -361,7 +382,8 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
     await runner.setup()
     refusals = RefusalLog()
     guard = ConnectionGuard(per_address=8, per_subnet=8, total=8, header_timeout=5, body_timeout=5,
-                            write_timeout=DEADLINE, refusals=refusals)
+                            write_timeout=DEADLINE, refusals=refusals, write_min_rate=MIN_RATE,
+                            slow_answer_bytes=BIG // 8 if reads == "slowly, over its budget" else BIG)
     cut = asyncio.Event()
     refused = guard.refused
 
@@ -391,6 +413,14 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
                 if time.monotonic() - started < 3 * DEADLINE:
                     await asyncio.sleep(0.01)       # a slow reader, but a reader: the buffer drains now and then
             assert guard.counters["write_timeouts"] == 0
+        elif reads == "slowly":
+            parked: list[int] = []
+            started = time.monotonic()
+            assert await read_at_pace(reader, guard, parked) >= BIG, "the slow reader's connection was cut"
+            assert time.monotonic() - started > 2 * DEADLINE, "the answer outlasted several write deadlines"
+            assert max(parked) > 0, "it was given another deadline from its budget"
+            assert guard.counters["write_timeouts"] == guard.counters["slow_answers_over_budget"] == 0
+            assert guard.slow_answers.held == 0, "its grant was given back once its answer was sent"
         else:
             if reads == "a trickle":
                 trickled, started = 0, time.monotonic()
@@ -401,10 +431,38 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
                     except asyncio.TimeoutError:
                         pass
                 assert 0 < trickled < BIG
+            elif reads == "slowly, over its budget":
+                assert await read_at_pace(reader, guard, []) < BIG
             await asyncio.wait_for(cut.wait(), 10 * DEADLINE)
-            assert guard.counters["write_timeouts"] == 1, "the unread answer was held past the write deadline"
+            over_budget = reads == "slowly, over its budget"
+            assert guard.counters["write_timeouts"] == (0 if over_budget else 1), guard.counters
+            assert guard.counters["slow_answers_over_budget"] == (1 if over_budget else 0), guard.counters
             assert guard.open.held == 0, "its slot was freed"
-            assert refusals.view()["addresses"][0]["reasons"] == {"api_write_timeout": 1}
+            assert guard.slow_answers.held == 0
+            (reasons,) = [row["reasons"] for row in refusals.view()["addresses"]]
+            assert list(reasons) == (["api_slow_answers_per_address"] if over_budget else ["api_write_timeout"])
     finally:
         writer.close()
         await runner.cleanup()
+
+
+def test_a_slow_reader_is_kept_only_over_the_least_rate_and_within_its_sources_budgets():
+    """The rule the write deadline asks (`ConnectionGuard.keep_slow_reader`): another deadline for a reader that
+    drained at least the least rate, while its address (its /24 four times, everyone sixteen times) keeps no more
+    than its budget parked in unsent answers; a grant is given back whatever the answer."""
+    guard = ConnectionGuard(write_timeout=2.0, write_min_rate=100, slow_answer_bytes=1000)
+    keep = guard.keep_slow_reader
+    assert keep("10.0.0.1", 199, 10, 0) == "write_timeout", "below 100 bytes a second over the 2 s"
+    assert ConnectionGuard(write_min_rate=0).keep_slow_reader("10.0.0.1", 10**9, 1, 0) == "write_timeout", "0: none"
+    assert keep("10.0.0.1", 200, 1000, 0) is None and guard.slow_answers.held == 1000
+    assert keep("10.0.0.1", 200, 1, 0) == "slow_answers_per_address", "a second slow answer of the same address"
+    assert keep("10.0.0.1", 200, 900, 1000) is None and guard.slow_answers.held == 900, "its own grant renewed"
+    for host in (2, 3, 4):
+        assert keep(f"10.0.0.{host}", 500, 1000, 0) is None
+    assert keep("10.0.0.5", 500, 200, 0) == "slow_answers_per_subnet", "the /24 holds 3,900 of its 4,000"
+    for net in range(1, 13):
+        assert keep(f"10.0.{net}.1", 500, 1000, 0) is None
+    assert guard.slow_answers.held == 15_900
+    assert keep("192.0.2.1", 500, 200, 0) == "slow_answers_total", "16,000 in all"
+    assert keep("10.0.0.1", 0, 900, 900) == "write_timeout" and guard.slow_answers.held == 15_000, "given back"
+    assert keep("192.0.2.1", 500, 1000, 0) is None
