@@ -12,7 +12,8 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   new connection that has sent nothing by then is closed as idle, without an answer;
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived;
 - answers: `write_timeout` while the connection's send buffer stays full (the transport paused writing and has
-  not resumed) and the client drained less than `write_min_rate` bytes a second of it meanwhile. An answer is
+  not resumed) and the client drained less than `write_min_rate` bytes a second of it meanwhile (counted in the
+  transport's buffer and the kernel's send queue, `unsent_bytes`). An answer is
   written whole into the buffer, so a client that asks for big answers and never reads them (or reads a
   trickle) would hold them all in the node's memory; past the deadline the connection is aborted and its
   answer dropped. A slow reader that keeps up the least rate (a client on a slow link fetching the newest
@@ -44,8 +45,11 @@ their caps therefore cannot lock out a network that holds nothing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import heapq
 import logging
+import struct
+import termios
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, TypedDict, cast
 
@@ -64,6 +68,20 @@ TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nConnecti
 EVICT_NETWORKS = 8     # the most crowded networks looked at for a connection to give up when every slot is taken
 # what a cut request is told: (part, "header" or "body"; the deadline in seconds) -> (content type, body)
 TimeoutAnswer = Callable[[str, float], tuple[bytes, bytes]]
+
+
+def unsent_bytes(transport: asyncio.Transport) -> int:
+    """Answer bytes the client has not taken yet: the transport's buffer and the kernel's send queue (SIOCOUTQ,
+    sent but unacknowledged included). The transport's buffer alone shows no progress for as long as the kernel
+    waits for half its send buffer to free before it takes more, tens of seconds of a slow reader."""
+    queued = 0
+    sock = transport.get_extra_info("socket")
+    if sock is not None and hasattr(termios, "TIOCOUTQ"):
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            queued = 0                  # closed meanwhile, or not a socket the kernel can tell about
+    return transport.get_write_buffer_size() + queued
 
 
 def json_timeout(part: str, timeout: float) -> tuple[bytes, bytes]:
@@ -205,7 +223,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._headers_due: asyncio.TimerHandle | None = None
         self._body_due: asyncio.TimerHandle | None = None
         self._write_due: asyncio.TimerHandle | None = None
-        self._write_mark = 0               # unsent bytes when the write deadline was armed
+        self._write_mark = 0               # unsent bytes (`unsent_bytes`) when the write deadline was armed
         self._parked = 0                   # of them, granted by the guard's slow-answer budget
         self._cut = False                  # past a deadline: nothing more is read
         self._spoke = False                # the client has sent something
@@ -333,7 +351,7 @@ class GuardedProtocol(asyncio.Protocol):
             self.inner.resume_writing()
 
     def _arm_write_deadline(self) -> None:
-        self._write_mark = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        self._write_mark = unsent_bytes(self.transport) if self.transport is not None else 0
         self._write_due = asyncio.get_running_loop().call_later(self.guard.write_timeout, self._write_deadline)
 
     def _unpark(self) -> None:
@@ -348,7 +366,7 @@ class GuardedProtocol(asyncio.Protocol):
         address, transport = self.address, self.transport
         if address is None or transport is None:
             return
-        unsent = transport.get_write_buffer_size()
+        unsent = unsent_bytes(transport)
         reason = self.guard.keep_slow_reader(address, self._write_mark - unsent, unsent, self._parked)
         if reason is None:
             self._parked = unsent
