@@ -166,6 +166,7 @@ async def test_a_hold_stops_reading_for_its_time_and_a_later_hold_only_extends_i
     assert loop.time() - started >= 0.05 and not link.reading.held and transport.pauses == 1
 
 
+@pytest.mark.usefixtures("no_turn_deadline")
 async def test_a_held_links_backlog_waits_for_the_holds_end_and_then_goes_on_in_order() -> None:
     """A budget spent mid-backlog holds the link: what was read already is not handed over (to be dropped)
     until the hold ends, and then in order, nothing lost."""
@@ -186,6 +187,7 @@ async def test_a_held_links_backlog_waits_for_the_holds_end_and_then_goes_on_in_
     assert [seq for _, seq in host.delivered] == list(range(burst + 1)), "in order, nothing lost"
 
 
+@pytest.mark.usefixtures("no_turn_deadline")
 async def test_a_hold_begun_by_a_message_leaves_the_rest_of_its_turn_unread_until_the_hold_ends() -> None:
     """The message that spends a budget holds the link while its turn is handed over: the messages after it in
     that turn go back to the front of the backlog instead of being handed over (to be dropped), in order."""
@@ -207,6 +209,7 @@ async def test_a_hold_begun_by_a_message_leaves_the_rest_of_its_turn_unread_unti
     assert [seq for _, seq in host.delivered] == list(range(20)), "after the hold, in order, nothing lost"
 
 
+@pytest.mark.usefixtures("no_turn_deadline")
 async def test_a_closed_link_drops_its_backlog_and_its_hold() -> None:
     host = _Host()
     link, transport = _open_link(host)
@@ -233,6 +236,7 @@ async def test_a_relayed_link_behind_stops_its_carrier_being_read_until_it_catch
     assert socket.reading and closed == [other], "a circuit that is gone blocks nothing"
 
 
+@pytest.mark.usefixtures("no_turn_deadline")     # one turn takes the whole batch however busy the worker
 async def test_a_hold_on_a_relayed_link_never_stops_its_carrier_being_read() -> None:
     """The budget that holds a flooder is keyed by the node at the far end of a circuit; its carrier is our
     link to the relay (often a validator, relaying its votes too): holding the circuit must not stop that."""
@@ -266,6 +270,7 @@ async def test_a_peer_past_its_byte_budget_is_not_read_until_the_deficit_has_ref
     assert link.reading.read_holds == 2
 
 
+@pytest.mark.usefixtures("no_turn_deadline")
 async def test_messages_read_with_the_handshake_ack_are_handed_over_as_an_open_links_held_and_in_turns() -> None:
     """A peer may send its first messages right behind its handshake ack (a flooder does), so one socket read can
     bring the ack and a burst after it. Once the ack has opened the link they are an open link's messages: handed
