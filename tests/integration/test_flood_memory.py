@@ -25,7 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import pytest
 
@@ -38,6 +38,7 @@ from p2p.rpc.serve_budget import BURST_SECONDS
 from exchange.chain.peer_chains import MAX_CONFLICTS
 from tests.flood import HonestClient, p99, rss_mb
 from tests.harness import Cluster, NodeProcess, converged, wait_until
+from tests.wire import RawPeer
 from tests.redteam.attacker import envelope, honest_nodes_intact, linked, relayed
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -335,15 +336,18 @@ def _blocks_ahead_of(chain_id: str, height: int) -> list[tuple[NodeIdentity, lis
 
 
 async def _blocks_ahead(targets: list[NodeProcess], chain_id: str,
-                        blocks: list[tuple[NodeIdentity, list[bytes]]]) -> int:
-    """Every sender links to every target and sends it its blocks, at AHEAD_RATE a second per target. Returns
-    how many were sent."""
+                        blocks: list[tuple[NodeIdentity, list[bytes]]], all_read: Callable[[], bool]) -> int:
+    """Every sender links to every target and sends it its blocks, at AHEAD_RATE a second per target; the links
+    stay open until `all_read` (a node drops what it has not read yet of a link that closes, and a busy one reads
+    a flood late). Returns how many were sent."""
     sent = 0
     started = time.monotonic()
+    opened: list[RawPeer] = []
 
     async def one(identity: NodeIdentity, frames: list[bytes]) -> None:
         nonlocal sent
         peers = [await linked(node, identity, chain_id) for node in targets]
+        opened.extend(peers)
         for k, frame in enumerate(frames):
             await asyncio.sleep(max(0.0, started + k * AHEAD_SENDERS / AHEAD_RATE - time.monotonic()))
             for peer in peers:
@@ -355,11 +359,11 @@ async def _blocks_ahead(targets: list[NodeProcess], chain_id: str,
                     await asyncio.wait_for(peer.writer.drain(), 10)
                 except (ConnectionError, asyncio.TimeoutError):
                     pass
-        await asyncio.sleep(0.5)
-        for peer in peers:
-            peer.close()
 
     await asyncio.gather(*(one(identity, frames) for identity, frames in blocks))
+    await asyncio.to_thread(wait_until, all_read, 30, 0.1, "every target has checked every block it was sent")
+    for peer in opened:
+        peer.close()
     return sent
 
 
@@ -367,15 +371,20 @@ def test_b_blocks_claimed_far_ahead_are_not_held(nodes):
     chain_id = nodes[0].status()["chain_id"]
     targets = [nodes[0], nodes[-1]]
     blocks = _blocks_ahead_of(chain_id, max(n.status()["height"] for n in nodes) + 50)
+    expected = AHEAD_SENDERS * AHEAD_BLOCKS
+
     with Run(nodes) as run:
-        sent = asyncio.run(_blocks_ahead(targets, chain_id, blocks))
+        def all_read() -> bool:
+            return all(_delta(node.status(), run.before[nodes.index(node)], "exchange", "ahead_unverified") >= expected
+                       for node in targets)
+        sent = asyncio.run(_blocks_ahead(targets, chain_id, blocks, all_read))
         after = run.attack_over()
         print(f"\n(b) sent {sent} blocks of {AHEAD_BYTES} bytes")
         for node, view, was in zip(nodes, after, run.before):
             refused = _delta(view, was, "exchange", "ahead_unverified")
             print(node.name, "refused unverified", refused, "buffer full", _delta(view, was, "exchange", "buffer_refused"))
             # every one of them checked against the validator set and refused before it was held
-            assert refused == (AHEAD_SENDERS * AHEAD_BLOCKS if node in targets else 0), (node.name, refused)
+            assert refused == (expected if node in targets else 0), (node.name, refused)
         run.check(rss_bound_mb=RSS_BOUND_B, label="(b) blocks ahead")
 
 
