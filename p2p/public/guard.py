@@ -13,10 +13,9 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
 - body: `body_timeout` from the end of the headers until the last byte of the body has arrived;
 - answers: `write_timeout` while the connection's send buffer stays full (the transport paused writing and has
   not resumed) and the client drained less than `write_min_rate` bytes a second of it meanwhile (counted in the
-  transport's buffer and the kernel's send queue, `unsent_bytes`). An answer is
-  written whole into the buffer, so a client that asks for big answers and never reads them (or reads a
-  trickle) would hold them all in the node's memory; past the deadline the connection is aborted and its
-  answer dropped. A slow reader that keeps up the least rate (a client on a slow link fetching the newest
+  transport's buffer and the kernel's send queue, `unsent_bytes`). An answer is written whole into the buffer,
+  so a client that asks for big answers and never reads them (or reads a trickle) would hold them all in the
+  node's memory; past the deadline the connection is aborted and its answer dropped. A slow reader that keeps up the least rate (a client on a slow link fetching the newest
   10,000 trades) gets another deadline each time, as Apache's mod_reqtimeout counts a body's least rate, but
   only while what its address, its network and everyone keep parked so in slow answers stays within
   `slow_answer_bytes` (per address; four times that per network, sixteen times in all): a slow reader is
