@@ -15,13 +15,13 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   not resumed) and the client drained less than `write_min_rate` bytes a second of it meanwhile (counted in the
   transport's buffer and the kernel's send queue, `unsent_bytes`). An answer is written whole into the buffer,
   so a client that asks for big answers and never reads them (or reads a trickle) would hold them all in the
-  node's memory; past the deadline the connection is aborted and its answer dropped. A slow reader that keeps up the least rate (a client on a slow link fetching the newest
-  10,000 trades) gets another deadline each time, as Apache's mod_reqtimeout counts a body's least rate, but
-  only while what its address, its network and everyone keep parked so in slow answers stays within
-  `slow_answer_bytes` (per address; four times that per network, sixteen times in all): a slow reader is
-  served from a budget of its own, not from the node's memory at large. Together with the public rate
-  limit's charge per answer byte (node/api/rate.py) this bounds what any address can park in the node's
-  memory.
+  node's memory; past the deadline the connection is aborted and its answer dropped. A slow reader that keeps
+  up the least rate (a client on a slow link fetching the newest 10,000 trades) gets another deadline each
+  time, as Apache's mod_reqtimeout counts a body's least rate, but only while what its address, its network
+  and everyone keep parked so in slow answers stays within `slow_answer_bytes` (per address; four times that
+  per network, sixteen times in all): a slow reader is served from a budget of its own, not from the node's
+  memory at large. Together with the public rate limit's charge per answer byte (node/api/rate.py) this
+  bounds what any address can park in the node's memory.
 
 A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
 nothing more it sends is read, and the socket is dropped when the client closes its side or LINGER seconds
