@@ -33,20 +33,32 @@ def start_chain(cluster, n: int, **settings) -> list:
     return nodes
 
 
-def converged(nodes, target: int) -> bool:
+def laggards(nodes, target: int) -> list[str]:
+    """Each node short of knowing 95% of the others or of `target` links, with what it has."""
     need = 0.95 * (len(nodes) - 1)
+    short = []
     for node in nodes:
-        p2p = node.status()["p2p"]
+        status = node.status()
+        p2p = status["p2p"]
         if p2p["known_nodes"] < need or p2p["peers_connected"] < target:
-            return False
-    return True
+            short.append(f"{node.name}: knows {p2p['known_nodes']}, links {p2p['peers_connected']}, "
+                         f"pex {status['discovery']['pex']}, peers "
+                         f"{sorted((p['status'], p['source']) for p in node.peers())}")
+    return short
+
+
+def converged(nodes, target: int) -> bool:
+    return not laggards(nodes, target)
 
 
 def test_chain_of_20_learns_network_within_10s(cluster):
     nodes = start_chain(cluster, 20, heartbeat_interval=1.0)  # lighter on 2 shared cores
     started = time.monotonic()
-    wait_until(lambda: converged(nodes, target=8), 10.0, interval=0.2,
-               message="every node knows >=95% of the others and holds >= TARGET_OUTBOUND (8) links")
+    try:
+        wait_until(lambda: converged(nodes, target=8), 10.0, interval=0.2)
+    except AssertionError:
+        raise AssertionError("not every node knows >=95% of the others and holds >= TARGET_OUTBOUND (8) "
+                             "links within 10 s:\n" + "\n".join(laggards(nodes, target=8))) from None
     elapsed = time.monotonic() - started
     statuses = [n.status() for n in nodes]
     for s in statuses:
