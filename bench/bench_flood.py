@@ -1,10 +1,11 @@
 """Floods on real processes (issue 25): what one attacker gets at 1x, 3x and 10x of what it may send, and what
 it costs an honest client.
 
-    python -m bench flood [--quick | --smoke]      (--quick: 4 s windows; --smoke: 1 s, order spam at 1x only)
+    python -m bench flood [--quick | --smoke] [--traders=N]
+        (--quick: 4 s windows; --smoke: 1 s, order spam at 1x only; --traders: honest traders, TRADERS by default)
 
-Four validators and a follower on loopback; an honest client (a process of its own: the attacker is not the
-trader) places one order every 200 ms at the follower and times each until it is final there. Each attack
+Four validators and a follower on loopback; honest traders (each a process of its own: the attacker is not a
+trader) each place one order every 200 ms at the follower and time each until it is final there. Each attack
 runs for one window while the client keeps going:
 The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; the honest follower links from
 127.0.0.1.
@@ -30,9 +31,10 @@ The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; 
   back per byte asked, and how many ids it had collected (each id is answered once per neighbour).
 The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
 honest orders final per second against the baseline measured first in the same run, as is "p99 ratio"; the
-baseline lasts BASELINE_WINDOWS windows. A window is 18 s (~90 honest orders at one every 200 ms), so a row's
-p99 is not its slowest order: a snapshot (every node takes it at the same height, at most once a minute of block
-time) slows the honest order in flight wherever it falls (docs/tradeoffs.md has the figures).
+baseline lasts BASELINE_WINDOWS windows. A window is 18 s (~90 honest orders per trader), so with four traders a
+row's p99 is the tail of ~360 orders, not its slowest one: a snapshot (every node takes it at the same height, at
+most once a minute of block time) slows the honest orders in flight wherever it falls (docs/tradeoffs.md has the
+figures).
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the open broadcast type
 an outsider can spam is the RPC hint. RSS is each node's resident memory after the window (the four validators, then
 the follower). "snapshot at" is the height of a snapshot taken during the row, if any, and how long it held each
@@ -71,6 +73,9 @@ GRAFT_RATE = 10.0       # graft requests a second at 1x
 NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
+# honest traders at the follower, each a process of its own placing one order every 200 ms: four make a row's p99
+# the 1 % tail of ~360 orders rather than the slowest one or two of ~90 (`--traders N` changes it)
+TRADERS = 4
 # the attacker links from a /24 of its own, as a stranger on the internet does; the "shared /24" row links from the
 # follower's (127.0.0.1, every node's here): an attacker behind the honest node's NAT, which shares its network's
 # transaction part and read turns by design (docs/tradeoffs.md)
@@ -88,7 +93,7 @@ SNAPSHOT_SHADOW = (-0.05, 0.4 + SPREAD_SECONDS)
 class Rig:
     """The cluster, the honest client and the figures each attack window leaves."""
 
-    def __init__(self, base: Path, window: float) -> None:
+    def __init__(self, base: Path, window: float, traders: int = TRADERS) -> None:
         self.cluster = Cluster(base)
         self.window = window
         self.validators = self.cluster.chain(4, seat_rule="any", debug_api="false", **NODE)
@@ -96,8 +101,9 @@ class Rig:
         wait_until(lambda: converged([*self.validators, self.follower]), 30)
         status = self.validators[0].status()
         self.chain_id, self.network = status["chain_id"], status["network_id"]
-        self.client = HonestClient(self.follower)
-        self.client.start()
+        self.clients = [HonestClient(self.follower) for _ in range(traders)]
+        for client in self.clients:
+            client.start()
         self.base_p99: float | None = None
         self.base_p99_clear = float("nan")      # the baseline's, clear of snapshots too: what that column divides by
         self.base_throughput = 0.0
@@ -113,7 +119,8 @@ class Rig:
         time.sleep(max(0.0, start + (seconds or self.window) - time.monotonic()) + 1.0)
         watch.finish()
         taken = watch.snapshots | {at for at in [snapshot_at(self.validators[0])] if at is not None}
-        timed = self.client.timed(start, time.monotonic())
+        end = time.monotonic()
+        timed = [sample for client in self.clients for sample in client.timed(start, end)]
         samples = [latency for _, latency in timed]
         final = [s for s in samples if s is not None]
         p50 = quantile(final, 0.5) * 1000 if final else float("nan")
@@ -142,8 +149,10 @@ class Rig:
         return "/".join(f"{view['loop_held_last_ms']:.0f}{(view['loop_held_last_by'] or '?')[0]}" for view in views) + " ms"
 
     def close(self) -> None:
-        self.client.stop.set()
-        self.client.join(40)
+        for client in self.clients:
+            client.stop.set()
+        for client in self.clients:
+            client.join(40)
         self.cluster.close()
 
 
@@ -288,6 +297,7 @@ def _grafts(rig: Rig, rate: float) -> tuple[float, str]:
 def main(flags: list[str]) -> None:
     smoke = "--smoke" in flags
     window = 1.0 if smoke else 4.0 if "--quick" in flags else 18.0
+    traders = next((int(flag.split("=", 1)[1]) for flag in flags if flag.startswith("--traders=")), TRADERS)
     settings = Settings()
     capacity = {"orders": settings.peer_tx_rate, "notes": settings.router_open_type_rate,
                 "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}
@@ -298,7 +308,7 @@ def main(flags: list[str]) -> None:
         (f"orders, {len(SPREAD_SOURCES)} /24s", LEVELS[-1]), ("burst", f"{BURST_TXS:,}"),
         *((name, level) for name in attacks for level in LEVELS)]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
-        rig = Rig(Path(tmp), window)
+        rig = Rig(Path(tmp), window, traders)
         try:
             rows = [rig.measure("none", "-", lambda: (0.0, "-"), BASELINE_WINDOWS * window)]
             for name, level in plan:
@@ -314,8 +324,8 @@ def main(flags: list[str]) -> None:
                 rows.append(rig.measure(name, level, run))
         finally:
             rig.close()
-    print_table(f"floods, {window:g} s windows: 4 validators + a follower; an honest order every 200 ms at the "
-                f"follower, ms to final there; x = multiple of what one peer may send",
+    print_table(f"floods, {window:g} s windows: 4 validators + a follower; {traders} honest trader(s) at the follower, "
+                f"each an order every 200 ms, ms to final there; x = multiple of what one peer may send",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
                  "p99 ratio", "ratio clear of snapshots (n in shadow)", "snapshot at", "loop late / full GC ms",
                  "RSS MB v0/v1/v2/v3/f"], rows)
