@@ -6,7 +6,7 @@ it costs an honest client.
 
 Four validators and a follower on loopback; honest traders (each a process of its own: the attacker is not a
 trader) each place one order every 200 ms at the follower and time each until it is final there. Each attack
-runs for one window while the client keeps going:
+runs for one window while the traders keep going:
 The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; the honest follower links from
 127.0.0.1.
 - orders: signed one-order transactions from fresh accounts (signed before the window), each sent to every
@@ -32,7 +32,7 @@ The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; 
 The honest columns cover the window and until the attack's figure settles (1 s at least); "thru %" is
 honest orders final per second against the baseline measured first in the same run, as is "p99 ratio"; the
 baseline lasts BASELINE_WINDOWS windows. A window is 18 s (~90 honest orders per trader), so with four traders a
-row's p99 is the tail of ~360 orders, not its slowest one: a snapshot (every node takes it at the same height, at
+row's p99 is the tail of ~400 orders, not its slowest one: a snapshot (every node takes it at the same height, at
 most once a minute of block time) slows the honest orders in flight wherever it falls (docs/tradeoffs.md has the
 figures).
 Production settings throughout: diagnostic notes are not carried at all (DEBUG_API off), so the open broadcast type
@@ -74,7 +74,7 @@ NOTE_BYTES = 16 * 1024  # each spam note's payload
 BURST_TXS = 3_400        # the burst as filed: one peer's signed one-order transactions, all sent at once
 BASELINE_WINDOWS = 2    # the no-attack row lasts this many windows: its p99 is what every row is divided by
 # honest traders at the follower, each a process of its own placing one order every 200 ms: four make a row's p99
-# the 1 % tail of ~360 orders rather than the slowest one or two of ~90 (`--traders N` changes it)
+# the 1 % tail of ~400 orders rather than the slowest one or two of ~90 (`--traders=N` changes it)
 TRADERS = 4
 # the attacker links from a /24 of its own, as a stranger on the internet does; the "shared /24" row links from the
 # follower's (127.0.0.1, every node's here): an attacker behind the honest node's NAT, which shares its network's
@@ -91,7 +91,7 @@ SNAPSHOT_SHADOW = (-0.05, 0.4 + SPREAD_SECONDS)
 
 
 class Rig:
-    """The cluster, the honest client and the figures each attack window leaves."""
+    """The cluster, the honest traders and the figures each attack window leaves."""
 
     def __init__(self, base: Path, window: float, traders: int = TRADERS) -> None:
         self.cluster = Cluster(base)
