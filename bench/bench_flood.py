@@ -298,6 +298,8 @@ def main(flags: list[str]) -> None:
     smoke = "--smoke" in flags
     window = 1.0 if smoke else 4.0 if "--quick" in flags else 18.0
     traders = next((int(flag.split("=", 1)[1]) for flag in flags if flag.startswith("--traders=")), TRADERS)
+    if traders < 1:
+        raise SystemExit("--traders=N needs N >= 1: every row is timed by the honest traders' orders")
     settings = Settings()
     capacity = {"orders": settings.peer_tx_rate, "notes": settings.router_open_type_rate,
                 "hints": settings.router_open_type_rate, "grafts": GRAFT_RATE}

@@ -33,22 +33,27 @@ def start_chain(cluster, n: int, **settings) -> list:
     return nodes
 
 
+def short_of_network(status: dict, nodes: int, target: int) -> bool:
+    """A node (its /status) knows fewer than 95% of the `nodes` - 1 others, or holds fewer than `target` links."""
+    p2p = status["p2p"]
+    return p2p["known_nodes"] < 0.95 * (nodes - 1) or p2p["peers_connected"] < target
+
+
+def converged(nodes, target: int) -> bool:
+    return not any(short_of_network(node.status(), len(nodes), target) for node in nodes)
+
+
 def laggards(nodes, target: int) -> list[str]:
-    """Each node short of knowing 95% of the others or of `target` links, with what it has."""
-    need = 0.95 * (len(nodes) - 1)
+    """For a failure's message: each node short of the network, with what it knows, its links and its peers."""
     short = []
     for node in nodes:
         status = node.status()
-        p2p = status["p2p"]
-        if p2p["known_nodes"] < need or p2p["peers_connected"] < target:
+        if short_of_network(status, len(nodes), target):
+            p2p = status["p2p"]
             short.append(f"{node.name}: knows {p2p['known_nodes']}, links {p2p['peers_connected']}, "
                          f"pex {status['discovery']['pex']}, peers "
                          f"{sorted((p['status'], p['source']) for p in node.peers())}")
     return short
-
-
-def converged(nodes, target: int) -> bool:
-    return not laggards(nodes, target)
 
 
 def test_chain_of_20_learns_network_within_10s(cluster):
