@@ -300,6 +300,10 @@ class Settings:
     router_open_type_rate: float = _setting(
         50.0, "ROUTER_OPEN_TYPE_RATE", "Broadcasts/s of a type any key may author (RPC health hints) one neighbour "
         "may hand over; the excess is dropped unchecked and unforwarded, nobody penalised", _FLOAT_POS)
+    router_open_type_total_rate: float = _setting(
+        200.0, "ROUTER_OPEN_TYPE_TOTAL_RATE", "... and all neighbours together, per type: the networks (/24 or /48) "
+        "handing copies over share it equally, so a crowd of links checks no more signatures here than this",
+        _FLOAT_POS)
     debug_api: bool = _setting(False, "DEBUG_API", "Expose /debug/* test endpoints on the control API, offer the "
                                   "diagnostic test.echo RPC service and carry diagnostic note broadcasts", p.boolean)
     max_validators: int = _setting(

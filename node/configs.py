@@ -86,7 +86,8 @@ def router_config(settings: Settings) -> RouterConfig:
         queue_ttl=settings.queue_ttl, rate_limit=settings.router_rate_limit, rate_burst=settings.router_rate_burst,
         flood_ban=settings.router_flood_ban, graft_peer_bytes=settings.router_graft_peer_bytes,
         graft_total_bytes=settings.router_graft_total_bytes, diagnostic_types=settings.debug_api,
-        open_type_rate=settings.router_open_type_rate, broadcast_cache_bytes=settings.broadcast_cache_bytes,
+        open_type_rate=settings.router_open_type_rate, open_type_total_rate=settings.router_open_type_total_rate,
+        broadcast_cache_bytes=settings.broadcast_cache_bytes,
         broadcast_mode=settings.broadcast_mode,
         broadcast_max_hops=settings.broadcast_max_hops, grenache=grenache)
 

@@ -1,6 +1,6 @@
 """Who this node is holding back and why, gathered for the console from what /status already says: the
 validator's transaction budget (held or dropped per neighbour), the broadcast budgets over their limit now and
-those that had copies dropped over them before (per neighbour and per origin), the sync budget (requests ignored
+those that had copies dropped over them before (per neighbour, per network and per origin), the sync budget (requests ignored
 per peer), peers with misbehaviour points or banned (the last reason given), and the networks whose links wait
 for a read turn (p2p/link_reading.py ReadTurns: this node is behind what they send)."""
 from __future__ import annotations
@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping, TypedDict
 
 MAX_ROWS = 32       # the console's table is bounded whoever floods
+# the broadcast budgets' roles (p2p/routing/budgets.py), as a row says them; a network's is its part of the total
+_BROADCAST_ROLES = {"neighbours": "a neighbour", "networks": "a network (its part of ROUTER_OPEN_TYPE_TOTAL_RATE)",
+                    "origins": "an origin"}
 READ_BEHIND_S = 1.0     # a network whose links waited this long for read turns without a break is listed
 
 
@@ -34,22 +37,21 @@ def throttled_rows(tx_budget: Mapping[str, object] | None, broadcast_budgets: Ma
     for kind, over in (broadcast_budgets or {}).items():
         if not isinstance(over, Mapping):
             continue
-        for role in ("neighbours", "origins"):
+        for role in _BROADCAST_ROLES:
             names = over.get(role)
             for name in names if isinstance(names, list) else []:
                 now.add((kind, str(name)))
                 rows.append({"peer": str(name), "what": f"{kind} broadcasts",
-                             "why": f"over its budget as {'a neighbour' if role == 'neighbours' else 'an origin'} now"})
+                             "why": f"over its budget as {_BROADCAST_ROLES[role]} now"})
     for kind, dropped in (broadcast_refused or {}).items():
         if not isinstance(dropped, Mapping):
             continue
-        for role in ("neighbours", "origins"):
+        for role in _BROADCAST_ROLES:
             counts = dropped.get(role)
             for name, count in counts.items() if isinstance(counts, Mapping) else ():
                 if (kind, str(name)) not in now:
                     rows.append({"peer": str(name), "what": f"{kind} broadcasts",
-                                 "why": f"{count} dropped over its budget as "
-                                        f"{'a neighbour' if role == 'neighbours' else 'an origin'}"})
+                                 "why": f"{count} dropped over its budget as {_BROADCAST_ROLES[role]}"})
     ignored = sync_budget.get("throttled") if sync_budget else None
     for entry in ignored if isinstance(ignored, list) else []:
         rows.append({"peer": str(entry.get("peer")), "what": "sync requests",

@@ -120,7 +120,8 @@ class MessageRouter:
         self.plumtree = Plumtree(context, mode=config.broadcast_mode, max_hops=config.broadcast_max_hops,
                                  cache_size=config.seen_cache_size // 5 or 1,
                                  cache_bytes=config.broadcast_cache_bytes, graft_budget=graft_budget,
-                                 open_type_rate=config.open_type_rate)
+                                 open_type_rate=config.open_type_rate,
+                                 open_type_total_rate=config.open_type_total_rate)
         self.unicast = Unicast(context, self.queue)
         self.grenache = self._grenache_path(config.grenache) if config.grenache is not None else None
         self._reach: tuple[float, set[str]] = (-1.0, set())

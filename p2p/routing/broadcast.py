@@ -57,8 +57,9 @@ class PlumtreeStats(TypedDict):
     graft_timeout: float
     message_cache: int
     message_cache_bytes: int
-    budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours and origins over their budget now
-    budget_refused: dict[str, dict[str, dict[str, int]]]  # type -> the neighbours and origins most dropped, how many
+    budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours, networks, origins over budget now
+    budget_refused: dict[str, dict[str, dict[str, int]]]  # type -> the neighbours, networks, origins most dropped
+    budget_networks_sending: dict[str, int]               # type -> networks sharing its total now
 
 
 class MessageCache:
@@ -151,11 +152,11 @@ class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
     def __init__(self, context: RoutingContext, *, mode: str, max_hops: int, cache_size: int, cache_bytes: int,
-                 graft_budget: GraftBudget, open_type_rate: float) -> None:
+                 graft_budget: GraftBudget, open_type_rate: float, open_type_total_rate: float) -> None:
         super().__init__(context)
         self.graft_budget = graft_budget
         self.open_types = OpenTypeBudgets()
-        self.open_type_rate = open_type_rate
+        self.open_type_rate, self.open_type_total_rate = open_type_rate, open_type_total_rate
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
@@ -190,6 +191,7 @@ class Plumtree(RoutingPart):
             if max_bytes is None:
                 raise ValueError(f"an open broadcast type ({msg_type!r}) needs the largest size a copy may have")
             self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate,
+                                                         total=self.open_type_total_rate,
                                                          max_bytes=max_bytes))
 
     # --- sending ----------------------------------------------------------------------------
@@ -300,7 +302,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        refused = self.open_types.refusal(kind, src, message["origin"], message)
+        refused = self.open_types.refusal(kind, src, message["origin"], message, self.peers.network_of(src))
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
@@ -328,7 +330,7 @@ class Plumtree(RoutingPart):
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, origin)
             return None
-        refused = self.open_types.refusal(kind, "grenache", origin, message)
+        refused = self.open_types.refusal(kind, "grenache", origin, message, "grenache")
         if refused is not None:
             bump(self.counters.dropped, refused)
             return refused
@@ -502,4 +504,5 @@ class Plumtree(RoutingPart):
         return {"trees": len(self._lazy), "lazy_links": sum(len(lazy) for lazy in self._lazy.values()),
                 "missing": len(self._missing), "graft_timeout": round(self.lateness.timeout, 3),
                 "message_cache": len(self.cache), "message_cache_bytes": self.cache.bytes,
-                "budget_throttled": self.open_types.throttled(), "budget_refused": self.open_types.refused()}
+                "budget_throttled": self.open_types.throttled(), "budget_refused": self.open_types.refused(),
+                "budget_networks_sending": self.open_types.networks_sending()}

@@ -5,8 +5,12 @@ Two budgets, both per someone with a global cap behind them:
 - `OpenTypeBudgets`: a broadcast type any key may originate (an RPC health hint) gets a rate per
   neighbour that hands copies over and per origin key, so one link or one key cannot make the whole
   network verify and forward its copies. Fresh keys are free, so the neighbour's rate is what binds
-  a spammer; the origin's rate keeps one loud honest origin from using a relay's whole share. The
-  excess is dropped unforwarded and nobody is penalised: the neighbour may be an honest relay. A copy
+  a spammer; the origin's rate keeps one loud honest origin from using a relay's whole share. Links
+  are nearly free too (a crowd of them from a few /24s, each within its own rate, would make this node
+  check as many signatures as it holds links), so behind them is a total per type, shared equally by the
+  networks (/24 or /48) handing copies over now (`NetworkShares`): a crowd on many networks takes the
+  parts of its networks, never an honest relay's. The excess is dropped unforwarded and nobody is
+  penalised: the neighbour may be an honest relay. A copy
   larger than its type ever is (fields the signature does not cover, padded to hundreds of kilobytes)
   is dropped first, before it spends a budget or its signature is checked: relayed, every node would
   forward and cache it whole.
@@ -26,6 +30,8 @@ from p2p.resilience.token_bucket import TokenBucket
 
 MAX_TRACKED = 4096      # neighbours or origins remembered per budget (least recently used forgotten)
 SHOWN = 20              # of them /status names per type and role
+ACTIVE_SECONDS = 10.0   # a network that handed over a copy this recently has a part of its type's total
+UNKNOWN_NETWORK = "unknown"     # neighbours whose network we cannot tell (no open link) share one part
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class OpenTypeRule:
     per_neighbour: float
     per_origin: float
     max_bytes: int
+    total: float = float("inf")     # copies per second from all neighbours together, shared by network
 
     def burst(self, rate: float) -> float:
         return max(1.0, 4 * rate)
@@ -70,12 +77,61 @@ class _Buckets:
             self.refused.popitem(last=False)
         return False
 
+    def retune(self, key: str, rate: float, burst: float, initial: float) -> None:
+        """`key`'s bucket refills at `rate` up to `burst` from now (tokens earned so far kept, within the new
+        burst); a key new to us gets a bucket holding `initial`."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = TokenBucket(rate, burst, clock=self.clock, initial=initial)
+            if len(self._buckets) > MAX_TRACKED:
+                self._buckets.popitem(last=False)
+        elif bucket.rate != rate:
+            bucket.set_rate(rate, burst)
+
     def over(self) -> list[str]:
         """Keys whose bucket is empty now (who is being throttled)."""
         return [key for key, bucket in self._buckets.items() if bucket.tokens < 1.0]
 
     def most_refused(self, top: int) -> dict[str, int]:
         return dict(sorted(self.refused.items(), key=lambda item: item[1], reverse=True)[:top])
+
+
+class NetworkShares:
+    """One type's `total` copies a second, shared equally by the networks that handed one over within
+    ACTIVE_SECONDS: each network's bucket refills at its part, in bursts of at most a second's worth of it; a
+    network new to us starts with a tenth of a second's worth and earns the rest by waiting. A quiet network keeps
+    its own part whoever fills the rest, and a network that stops sending gives its part back after
+    ACTIVE_SECONDS. Each newcomer starts from its part as it arrives, so a crowd of networks arriving one by one
+    holds at most a tenth of a second of the total times the harmonic number of its size at once (under half a
+    second's worth for the most links a node keeps), and a crowd coming back after waiting at most a second's
+    worth of the total times that number: bounded, and then the total's pace."""
+
+    def __init__(self, total: float, clock: Callable[[], float]) -> None:
+        self.total, self.clock = total, clock
+        self._heard: OrderedDict[str, float] = OrderedDict()      # network -> its last copy, oldest first
+        self.buckets = _Buckets(total, max(1.0, total), clock, initial=max(1.0, total / 10))
+
+    def part(self, network: str) -> float:
+        """The copies a second `network` may hand over now, counting it among the networks sending."""
+        now = self.clock()
+        self._heard.pop(network, None)
+        self._heard[network] = now
+        horizon = now - ACTIVE_SECONDS
+        while next(iter(self._heard.values())) < horizon or len(self._heard) > MAX_TRACKED:
+            self._heard.popitem(last=False)
+        return self.total / len(self._heard)
+
+    def take(self, network: str) -> bool:
+        if self.total == float("inf"):
+            return True
+        part = self.part(network)
+        self.buckets.retune(network, part, max(1.0, part), initial=max(1.0, part / 10))
+        return self.buckets.take(network)
+
+    def sending(self) -> int:
+        """Networks holding a part now."""
+        horizon = self.clock() - ACTIVE_SECONDS
+        return sum(1 for heard in self._heard.values() if heard >= horizon)
 
 
 class OpenTypeBudgets:
@@ -85,6 +141,7 @@ class OpenTypeBudgets:
         self.clock = clock
         self._by_neighbour: dict[str, _Buckets] = {}
         self._by_origin: dict[str, _Buckets] = {}
+        self._by_network: dict[str, NetworkShares] = {}
         self._max_bytes: dict[str, int] = {}
 
     def limit(self, kind: str, rule: OpenTypeRule) -> None:
@@ -95,10 +152,13 @@ class OpenTypeBudgets:
                                             initial=rule.start(rule.per_neighbour))
         self._by_origin[kind] = _Buckets(rule.per_origin, rule.burst(rule.per_origin), self.clock,
                                          initial=rule.start(rule.per_origin))
+        self._by_network[kind] = NetworkShares(rule.total, self.clock)
         self._max_bytes[kind] = rule.max_bytes
 
-    def refusal(self, kind: str, neighbour: str, origin: str, message: Message) -> str | None:
-        """Why a copy of `kind` handed over by `neighbour` and authored by `origin` is dropped, or None."""
+    def refusal(self, kind: str, neighbour: str, origin: str, message: Message,
+                network: str | None = None) -> str | None:
+        """Why a copy of `kind` handed over by `neighbour` (whose link comes from `network`: its /24 or /48, None
+        if unknown) and authored by `origin` is dropped, or None."""
         by_neighbour = self._by_neighbour.get(kind)
         if by_neighbour is None:
             return None
@@ -106,28 +166,38 @@ class OpenTypeBudgets:
             return "oversized_open_type"
         if not by_neighbour.take(neighbour):
             return "neighbour_budget"
+        if not self._by_network[kind].take(network or UNKNOWN_NETWORK):
+            return "network_budget"
         if not self._by_origin[kind].take(origin):
             return "origin_budget"
         return None
 
+    def _roles(self, kind: str) -> dict[str, _Buckets]:
+        return {"neighbours": self._by_neighbour[kind], "networks": self._by_network[kind].buckets,
+                "origins": self._by_origin[kind]}
+
     def throttled(self) -> dict[str, dict[str, list[str]]]:
-        """For /status: per type, the neighbours and origins whose budget is spent now."""
+        """For /status: per type, the neighbours, networks and origins whose budget is spent now."""
         out: dict[str, dict[str, list[str]]] = {}
-        for kind, by_neighbour in self._by_neighbour.items():
-            neighbours, origins = by_neighbour.over(), self._by_origin[kind].over()
-            if neighbours or origins:
-                out[kind] = {"neighbours": neighbours[:SHOWN], "origins": origins[:SHOWN]}
+        for kind in self._by_neighbour:
+            over = {role: buckets.over()[:SHOWN] for role, buckets in self._roles(kind).items()}
+            if any(over.values()):
+                out[kind] = over
         return out
 
     def refused(self) -> dict[str, dict[str, dict[str, int]]]:
-        """For /status: per type, the neighbours and origins that had the most copies dropped over their budget
-        since the start (whoever flooded a minute ago, not only who is over it now), with how many."""
+        """For /status: per type, the neighbours, networks and origins that had the most copies dropped over their
+        budget since the start (whoever flooded a minute ago, not only who is over it now), with how many."""
         out: dict[str, dict[str, dict[str, int]]] = {}
-        for kind, by_neighbour in self._by_neighbour.items():
-            neighbours, origins = by_neighbour.most_refused(SHOWN), self._by_origin[kind].most_refused(SHOWN)
-            if neighbours or origins:
-                out[kind] = {"neighbours": neighbours, "origins": origins}
+        for kind in self._by_neighbour:
+            most = {role: buckets.most_refused(SHOWN) for role, buckets in self._roles(kind).items()}
+            if any(most.values()):
+                out[kind] = most
         return out
+
+    def networks_sending(self) -> dict[str, int]:
+        """For /status: per type, how many networks hold a part of its total now."""
+        return {kind: shares.sending() for kind, shares in self._by_network.items()}
 
 
 class GraftBudget:

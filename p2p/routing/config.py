@@ -36,6 +36,7 @@ class RouterConfig:
     graft_peer_bytes: int          # bytes/s of cached broadcasts re-sent to one neighbour
     graft_total_bytes: int         # ... and to all together
     open_type_rate: float          # copies/s of a type any key may author one neighbour may hand over
+    open_type_total_rate: float    # ... and all neighbours together, shared equally by their networks
     broadcast_cache_bytes: int     # bytes of recent broadcasts kept to answer grafts
     diagnostic_types: bool         # carry "note" broadcasts (DEBUG_API): tests and benchmarks, never production
     broadcast_mode: str

@@ -51,6 +51,8 @@ class RouterPeers(SigningPeers, Protocol):
 
     def ban(self, node_id: str, seconds: float, reason: str) -> None: ...
 
+    def network_of(self, node_id: str) -> str | None: ...   # its open link's /24 or /48 (or relay's); None: no link
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingContext:

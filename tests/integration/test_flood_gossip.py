@@ -71,9 +71,11 @@ def gossip_flood_holds(cluster: Cluster, seconds: float, big_each: int) -> None:
         # notes are dropped unread (the link's rate limit may drop some of the flood first, whatever their type)
         assert grew(node.name, "dropped", "undeclared_type") > 0, after[node.name]["dropped"]
         assert 0 < grew(node.name, "dropped", "oversized_open_type") <= big_each, after[node.name]["dropped"]
-        # the excess hints are dropped unforwarded at the first hop: over the open-type budget, or over the
-        # link's rate limit first when the entry node reads the batch faster than the budget refills
-        first_hop = grew(node.name, "dropped", "neighbour_budget") + grew(node.name, "dropped", "throttled_relay")
+        # the excess hints are dropped unforwarded at the first hop: over the open-type budgets (the neighbour's,
+        # its network's part of the total), or over the link's rate limit first when the entry node reads the batch
+        # faster than the budgets refill
+        first_hop = sum(grew(node.name, "dropped", reason)
+                        for reason in ("neighbour_budget", "network_budget", "throttled_relay"))
         assert first_hop > 0.5 * per_entry and grew(node.name, "dropped", "neighbour_budget") > 0, \
             (node.name, per_entry, after[node.name]["dropped"])
     for node in nodes:                                     # no node took a single note

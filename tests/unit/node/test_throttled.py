@@ -36,12 +36,17 @@ def test_the_table_is_bounded_and_takes_a_node_that_is_no_validator():
 def test_who_had_broadcasts_dropped_before_is_named_with_how_many_once():
     """/status names who is over a broadcast budget now and who had copies dropped over one before (a flood a
     minute ago): the table lists the second kind too, without naming anyone twice."""
-    now = {"hint": {"neighbours": ["spammy-neighbour"], "origins": []}}
-    before = {"hint": {"neighbours": {"spammy-neighbour": 900, "old-flooder": 4000}, "origins": {"fresh-key": 3}}}
+    now = {"hint": {"neighbours": ["spammy-neighbour"], "networks": ["203.0.113.0/24"], "origins": []}}
+    before = {"hint": {"neighbours": {"spammy-neighbour": 900, "old-flooder": 4000},
+                       "networks": {"203.0.113.0/24": 700, "198.51.100.0/24": 50}, "origins": {"fresh-key": 3}}}
     rows = throttled_rows(None, now, [], before)
     assert rows == [
         {"peer": "spammy-neighbour", "what": "hint broadcasts", "why": "over its budget as a neighbour now"},
+        {"peer": "203.0.113.0/24", "what": "hint broadcasts",
+         "why": "over its budget as a network (its part of ROUTER_OPEN_TYPE_TOTAL_RATE) now"},
         {"peer": "old-flooder", "what": "hint broadcasts", "why": "4000 dropped over its budget as a neighbour"},
+        {"peer": "198.51.100.0/24", "what": "hint broadcasts",
+         "why": "50 dropped over its budget as a network (its part of ROUTER_OPEN_TYPE_TOTAL_RATE)"},
         {"peer": "fresh-key", "what": "hint broadcasts", "why": "3 dropped over its budget as an origin"},
     ]
 

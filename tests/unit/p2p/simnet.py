@@ -99,6 +99,7 @@ class FakePeers:
         self.heartbeat_listeners: list = []
         self.bans: list[tuple[str, float, str]] = []
         self.penalties: list[tuple[str, float, str]] = []
+        self.networks: dict[str, str] = {}      # a neighbour's network, when a test sets one (else its own)
 
     def attach(self, component: Any) -> Any:
         """PeerManager.attach for the router: its hooks, kept where the fake links call them."""
@@ -119,6 +120,10 @@ class FakePeers:
         link = self.links.get(node_id)
         if link is not None:
             link.close("banned")
+
+    def network_of(self, node_id: str) -> str | None:
+        """As PeerManager.network_of: each simulated node is a network of its own unless a test says otherwise."""
+        return self.networks.get(node_id, f"sim:{node_id[:8]}") if node_id in self.links else None
 
     def add_link(self, link: FakeLink) -> None:
         self.links[link.remote_id] = link

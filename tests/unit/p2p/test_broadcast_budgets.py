@@ -25,6 +25,19 @@ def fresh_note(net: SimNet, key: int, payload: object = "spam") -> dict:
     return note
 
 
+def open_notes(net: SimNet, origin_rate: float) -> list[str]:
+    """Make notes a type any key may author on every node (`origin_rate` each, 2 KiB at most), checked by a validator
+    that accepts each; returns the list of the neighbours each checked copy came from (one entry per check)."""
+    checked: list[str] = []
+
+    def check(message: dict, src: str) -> bool:
+        checked.append(src)
+        return True
+    for node in net.nodes:
+        node.router.set_validator("note", check, origin_rate=origin_rate, max_bytes=2048)
+    return checked
+
+
 async def test_a_cached_broadcast_is_re_sent_to_a_neighbour_once():
     net = line(2)
     a, b = net.nodes
@@ -83,7 +96,7 @@ def test_open_type_budgets_are_per_neighbour_and_per_origin():
     assert "n1" in budgets.throttled()["hint"]["neighbours"]
     now[0] = 100.0      # long after: nobody is over a budget now, and who was is still named, with how much
     assert budgets.throttled() == {}
-    assert budgets.refused() == {"hint": {"neighbours": {"n1": 50}, "origins": {"loud": 9, "o0": 1}}}
+    assert budgets.refused() == {"hint": {"neighbours": {"n1": 50}, "networks": {}, "origins": {"loud": 9, "o0": 1}}}
     burst = [budgets.refusal("hint", "n1", f"p{k}", hint) for k in range(60)]
     assert burst.count(None) == 40, "a neighbour that waited has earned its burst of four seconds' worth"
 
@@ -155,13 +168,7 @@ async def test_a_padded_open_type_copy_stops_at_the_first_hop_unchecked_and_nobo
     """Issue 25: fields the signature does not cover can pad an open-type broadcast to hundreds of kilobytes, and
     every node forwarded and cached it whole (400 KB notes: 240 MB in became 5.6 GB between nodes)."""
     net = line(3, router_open_type_rate=10.0)
-    checked: list[str] = []
-
-    def check(message: dict, src: str) -> bool:
-        checked.append(src)
-        return True
-    for node in net.nodes:
-        node.router.set_validator("note", check, origin_rate=1.0, max_bytes=2048)
+    checked = open_notes(net, origin_rate=1.0)
     spammer, relay, far = net.nodes
     link = spammer.peers.links[relay.node_id]
     for key in range(1000, 1005):
@@ -173,3 +180,82 @@ async def test_a_padded_open_type_copy_stops_at_the_first_hop_unchecked_and_nobo
     assert relay.router.cache.bytes < 10_000 and far.router.cache.bytes < 10_000
     assert len(checked) == 2, "the padded copies were never checked: one check each at the relay and far node"
     assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)
+
+
+def test_behind_the_neighbours_budgets_a_total_is_shared_by_network():
+    """A crowd of links from six networks, each link within its own rate, takes its networks' parts of the type's
+    total; a quiet neighbour on a seventh network keeps every copy of its own small flow."""
+    now = [0.0]
+    budgets = OpenTypeBudgets(clock=lambda: now[0])
+    budgets.limit("hint", OpenTypeRule(per_neighbour=50, per_origin=1_000, max_bytes=1024, total=140))
+    hint = {"type": "hint", "id": "x"}
+    crowd = [(f"spam-{net}-{link}", f"10.0.{net}") for net in range(6) for link in range(3)]
+    admitted = {"crowd": 0, "quiet": 0}
+    sent_quiet = 0
+    for tick in range(1_000):           # 10 s in steps of 10 ms: each crowd link at 50/s, the quiet one at 5/s
+        now[0] = tick / 100
+        if tick % 2 == 0:
+            for neighbour, network in crowd:
+                origin = f"{neighbour}:{tick}"
+                if budgets.refusal("hint", neighbour, origin, hint, network) is None and tick >= 200:
+                    admitted["crowd"] += 1
+        if tick % 20 == 0:
+            verdict = budgets.refusal("hint", "quiet", f"honest:{tick}", hint, "192.0.2")
+            sent_quiet += 1
+            admitted["quiet"] += verdict is None
+    offered = 18 * 50 * 8
+    # its six parts of seven over 8 s and a second's burst of each, not 900/s
+    assert admitted["crowd"] <= 140 * 6 / 7 * 9, (admitted, offered)
+    assert admitted["quiet"] == sent_quiet, "the quiet network's own part covers its flow"
+    assert budgets.networks_sending() == {"hint": 7}
+    assert set(budgets.throttled()["hint"]["networks"]) <= {f"10.0.{net}" for net in range(6)}
+    assert budgets.refused()["hint"]["networks"], "the crowd's networks are named with what they had dropped"
+    now[0] = 100.0      # long after: the networks that stopped sending gave their parts back
+    assert budgets.networks_sending() == {"hint": 0}
+    alone = [budgets.refusal("hint", f"late-{k}", f"late-origin-{k}", hint, "198.51.100") for k in range(600)]
+    assert alone.count(None) == 14, "a network alone, new: a tenth of a second of the whole total"
+
+
+def test_without_a_total_the_open_type_budgets_are_per_neighbour_only():
+    now = [0.0]
+    budgets = OpenTypeBudgets(clock=lambda: now[0])
+    budgets.limit("hint", OpenTypeRule(per_neighbour=10, per_origin=1_000, max_bytes=1024))
+    hint = {"type": "hint", "id": "x"}
+    verdicts = [budgets.refusal("hint", f"n{k % 30}", f"o{k}", hint, f"net{k % 6}") for k in range(300)]
+    assert verdicts.count(None) == 300 and budgets.networks_sending() == {"hint": 0}
+
+
+async def test_a_crowd_of_links_on_many_networks_checks_at_most_the_total_and_honest_copies_pass():
+    """Issue 25, thinking like an attacker: links are nearly free, so six flooders on six networks, each within its
+    own neighbour rate, once made the node they link to check six budgets of fresh-key signatures. The type's total
+    binds them; an honest neighbour on another network still gets its copies through, and nobody is penalised."""
+    total, per_neighbour = 30.0, 20.0
+    net = SimNet(9, router_open_type_rate=per_neighbour, router_open_type_total_rate=total)
+    checked = open_notes(net, origin_rate=100.0)
+    target, far, honest, flooders = net.nodes[0], net.nodes[1], net.nodes[2], net.nodes[3:]
+    for index in range(1, 9):
+        net.connect(0, index)
+    for index, node in enumerate(flooders):
+        target.peers.networks[node.node_id] = f"203.0.{index}"
+    notes_each = 80
+    for round_ in range(notes_each // 20):      # each flooder: 20 fresh-key notes at once, four times, 0.25 s apart
+        for index, node in enumerate(flooders):
+            link = node.peers.links[target.node_id]
+            for key in range(20):
+                link.send(fresh_note(net, 10_000 + index * 1_000 + round_ * 20 + key))
+        await net.settle(0.25)
+    for key in range(5):        # within its network's part: a seventh of the total (30/7 a second)
+        honest.peers.links[target.node_id].send(fresh_note(net, 50_000 + key, payload="honest"))
+        await net.settle(0.3)
+    await net.quiet()
+    at_target = sum(1 for src in checked if src in {node.node_id for node in flooders})
+    offered = len(flooders) * notes_each
+    # what six neighbour budgets would have let through (a second's worth each, then 20/s for 1 s): 240
+    assert at_target <= total * 2.5, (at_target, offered)      # the total's second at the start and ~1 s of it
+    assert target.router.counters.dropped["network_budget"] >= offered - total * 2.5 - len(flooders) * 60
+    assert sum(1 for msg, _ in far.got if msg["payload"] == "honest") == 5, "every honest copy went through"
+    assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)
+    stats = target.router.plumtree.stats()
+    assert stats["budget_networks_sending"] == {"note": 7}
+    held_back = stats["budget_refused"]["note"]["networks"]
+    assert set(held_back) <= {f"203.0.{index}" for index in range(len(flooders))} and held_back
