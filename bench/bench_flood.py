@@ -26,6 +26,10 @@ The attacker links from a /24 of its own (ATTACKER_SOURCE), as a stranger does; 
   a validator the attacker is not linked to, over those sent.
 - hints: RPC health hints, each signed by a fresh key, to two validators; 1x is `ROUTER_OPEN_TYPE_RATE`.
   "admitted": distinct hints that reached a validator the attacker is not linked to, over those sent.
+- hints, 8 /24s: one peer on each of eight /24s (CROWD_SOURCES), each linked to the same two validators and
+  sending hints at 1x on each link, within its own neighbour budget: the validators' per-type total
+  (`ROUTER_OPEN_TYPE_TOTAL_RATE`), shared by network, is what binds them; "admitted" is what an entry validator
+  checked a second of the crowd's offer (run last: its links are many).
 - grafts: a linked peer asks again for the newest 64 broadcasts the node pushed it (fresh-key hints at
   another validator, within budget, give it some); 1x is 10 requests a second. "admitted": bytes of copies sent
   back per byte asked, and how many ids it had collected (each id is answered once per neighbour).
@@ -84,6 +88,9 @@ SHARED_SOURCE = "127.0.0.1"
 # the "4 /24s" row: the 10x row's load split over peers on four networks, each within the validators' reading turns
 # and its own network's share of the total (PEER_TX_TOTAL_RATE binds, not four per-peer budgets)
 SPREAD_SOURCES = tuple(f"127.0.{20 + index}.1" for index in range(4))
+# the "hints, 8 /24s" row: one hint flooder per network, each at 1x on each of its links (a crowd of links, each
+# within its own neighbour budget; the type's total binds them, ROUTER_OPEN_TYPE_TOTAL_RATE shared by network)
+CROWD_SOURCES = tuple(f"127.0.{40 + index}.1" for index in range(8))
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
 # s around a snapshot within which an honest order is sent in its shadow: the half second after it, and the
 # spread within which each node's worker joins, digests and stores it (exchange/chain/snapshot_live.py)
@@ -264,6 +271,33 @@ def _hints(rig: Rig, rate: float) -> tuple[float, str]:
     return len(entries) * count / took, f"{100.0 * arrived / (len(entries) * count):.1f} % of hints"
 
 
+def _hint_crowd(rig: Rig, rate: float) -> tuple[float, str]:
+    """Hints from one peer per CROWD_SOURCES network, each linked to the two entry validators at `rate` a second per
+    link (each within its own neighbour budget): what binds them is each entry's total for the type
+    (`ROUTER_OPEN_TYPE_TOTAL_RATE`), shared by network. "admitted": copies an entry validator checked a second
+    (those it received less duplicates and copies dropped over a budget, the two entries' mean)."""
+    entries = rig.validators[:2]
+    budgets = ("neighbour_budget", "network_budget", "origin_budget", "throttled_relay")
+
+    def checked() -> list[int]:
+        routers = [node.status()["router"] for node in entries]
+        return [router["received"].get("hint", 0) - router["duplicates"].get("hint", 0)
+                - sum(router["dropped"].get(reason, 0) for reason in budgets) for router in routers]
+    before = checked()
+    count = int(rate * rig.window)
+
+    async def crowd() -> float:
+        took = await asyncio.gather(*(hint_flood(entries, rig.network, rig.chain_id, rig.validators[2].node_id, count,
+                                                 rate, source) for source in CROWD_SOURCES))
+        return max(took)
+    took = asyncio.run(crowd())
+    after = _settled(lambda: sum(checked()), quiet=0.5, limit=10.0)
+    per_entry = (after - sum(before)) / len(entries) / took    # each copy is read (and checked) as it is sent
+    offered = len(CROWD_SOURCES) * rate
+    return len(entries) * len(CROWD_SOURCES) * count / took, \
+        f"{per_entry:.0f}/s checked of {offered:.0f} ({100.0 * per_entry / offered:.0f} %)"
+
+
 def _notes(rig: Rig, rate: float) -> tuple[float, str]:
     entries, far = rig.validators[:2], rig.validators[3]
 
@@ -308,7 +342,8 @@ def main(flags: list[str]) -> None:
     plan: list[tuple[str, int | str]] = [("orders", 1)] if smoke else [
         *(("orders", level) for level in LEVELS), ("orders, shared /24", LEVELS[-1]),
         (f"orders, {len(SPREAD_SOURCES)} /24s", LEVELS[-1]), ("burst", f"{BURST_TXS:,}"),
-        *((name, level) for name in attacks for level in LEVELS)]
+        *((name, level) for name in attacks for level in LEVELS),
+        (f"hints, {len(CROWD_SOURCES)} /24s", len(CROWD_SOURCES))]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         rig = Rig(Path(tmp), window, traders)
         try:
@@ -317,6 +352,8 @@ def main(flags: list[str]) -> None:
                 # spam is signed before the window: the attacker's own machine does that
                 if name == "burst":
                     run = functools.partial(_burst, rig, spam_orders(rig.chain_id, BURST_TXS))
+                elif name.startswith("hints, "):
+                    run = functools.partial(_hint_crowd, rig, capacity["hints"])
                 elif name.startswith("orders"):
                     rate = capacity["orders"] * int(level)
                     sources = {"orders": (ATTACKER_SOURCE,), "orders, shared /24": (SHARED_SOURCE,)}.get(name, SPREAD_SOURCES)
