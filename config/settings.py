@@ -103,6 +103,11 @@ class Settings:
         ("127.0.0.0/8", "::1/128"), "API_RATE_EXEMPT", "Networks whose clients the public rate limits do not "
         "count (this machine by default; a reverse proxy in front must limit for its clients)",
         p.listed(p.ip_network))
+    api_trusted_proxies: tuple[str, ...] = _setting(
+        (), "API_TRUSTED_PROXIES", "Networks of reverse proxies in front of the API whose X-Forwarded-For is "
+        "believed: a request through one is limited and exempted as its client's (the right-most address the "
+        "header names that is no trusted proxy), and the proxy's connections count against the total only, not "
+        "its address's or network's share; none by default", p.listed(p.ip_network))
     ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
                                    p.integer(1, 100_000))
     ws_max_clients_per_address: int = _setting(

@@ -185,6 +185,7 @@ class ApiConfig:
     public_rate: float = 20.0
     public_rate_total: float = 1000.0
     rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    trusted_proxies: tuple[str, ...] = ()       # reverse proxies whose X-Forwarded-For names the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +280,8 @@ class NodeConfigs:
                           write_timeout=settings.api_write_timeout, write_min_rate=settings.api_write_min_rate,
                           slow_answer_bytes=settings.api_slow_answer_bytes,
                           keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
-                          public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt),
+                          public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt,
+                          trusted_proxies=settings.api_trusted_proxies),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,

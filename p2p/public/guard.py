@@ -57,7 +57,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import Shares, cap_name, subnet_of
+from p2p.public.sources import Networks, Shares, cap_name, in_networks, subnet_of
 
 log = logging.getLogger("p2p.public.guard")
 
@@ -132,6 +132,7 @@ class ConnectionGuard:
     timeout_answer: TimeoutAnswer = json_timeout
     write_min_rate: int = 16 * 1024           # bytes a second a slow reader drains to be given another deadline
     slow_answer_bytes: int = 8 * 1024 * 1024  # unsent answer bytes one address may park so (4x a network, 16x all)
+    proxies: Networks = ()                    # trusted reverse proxies: only the total binds their connections
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
         "body_timeouts": 0, "write_timeouts": 0, "slow_answers_over_budget": 0, "idle_timeouts": 0,
@@ -147,6 +148,8 @@ class ConnectionGuard:
         scope = self.open.over(address)
         if scope == "total" and self._make_room(address):
             scope = self.open.over(address)
+        if scope in ("address", "subnet") and in_networks(address, self.proxies):
+            scope = None        # a trusted proxy carries many clients, each limited as itself per request
         if scope is not None:
             self.refused(address, f"refused_{cap_name(scope)}", f"{self.surface}_connections_{cap_name(scope)}")
             return False

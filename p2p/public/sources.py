@@ -24,6 +24,34 @@ def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return ip
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def in_networks(address: str, networks: Networks) -> bool:
+    ip = client_ip(address)
+    return ip is not None and any(ip in net for net in networks)
+
+
+def forwarded_client(remote: str, forwarded_for: list[str], proxies: Networks) -> str:
+    """Whom a request stands for: `remote`, the address it came from, unless that is one of our trusted reverse
+    proxies (`proxies`); then the right-most address of its X-Forwarded-For (`forwarded_for`: each such header's
+    value) that is not a trusted proxy itself. Entries left of that one were written by the client or its side,
+    so they are never believed; a header from anyone but a trusted proxy is not read at all. With every entry a
+    trusted proxy, the left-most stands. Raises ValueError when an entry it reads is no IP address."""
+    if not forwarded_for or not in_networks(remote, proxies):
+        return remote
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    client = remote
+    for hop in reversed(hops):
+        ip = client_ip(hop)
+        if ip is None:
+            raise ValueError(f"X-Forwarded-For names {hop[:64]!r}, not an IP address")
+        client = str(ip)
+        if not any(ip in net for net in proxies):
+            break
+    return client
+
+
 @lru_cache(maxsize=4096)
 def host_of(address: str) -> str:
     """The one client `address` stands for in the per-address shares: an IPv4 address itself, an IPv6 address's
