@@ -30,9 +30,9 @@ from typing import Any, Callable, TypedDict, cast
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.close_reason import CloseReason
+from p2p.close_reason import CloseReason, Fault
 from p2p.framing import encode_body, frame_body
-from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
+from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
 from p2p.peer_hooks import proven_id
 from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, MessageId, Validator, bump,
@@ -157,6 +157,10 @@ class Plumtree(RoutingPart):
         self.graft_budget = graft_budget
         self.open_types = OpenTypeBudgets()
         self.open_type_rate, self.open_type_total_rate = open_type_rate, open_type_total_rate
+        # per open type: copies past its budgets waiting to be checked at the type's total pace, and the timer
+        self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
+        self._pace_handles: dict[str, asyncio.TimerHandle] = {}
+        self._paced_ids: set[MessageId] = set()     # ids waiting in a pacer: another copy is a duplicate
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
@@ -190,6 +194,8 @@ class Plumtree(RoutingPart):
         if origin_rate is not None:
             if max_bytes is None:
                 raise ValueError(f"an open broadcast type ({msg_type!r}) needs the largest size a copy may have")
+            if self.open_type_total_rate != float("inf"):
+                self._pacers[msg_type] = Pacer(self.open_type_total_rate)
             self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate,
                                                          total=self.open_type_total_rate,
                                                          max_bytes=max_bytes))
@@ -302,19 +308,63 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
+        if mid in self._paced_ids:          # a copy of one waiting its turn: no budget spent on it
+            bump(self.counters.duplicates, kind)
+            self.subscribers.duplicate(message, src)
+            return
         refused = self.open_types.refusal(kind, src, message["origin"], message, self.peers.network_of(src))
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
+        pacer = self._pacers.get(kind)
+        if pacer is not None:
+            now = pacer.admit((link, message))
+            if now is None:
+                bump(self.counters.dropped, "pacer_full")
+                return
+            if not now:
+                self._paced_ids.add(mid)
+                events["paced"] += 1
+                if kind not in self._pace_handles:
+                    self._pace_later(kind)
+                return
+        self._check_and_accept(link, src, message, kind)
+
+    def _check_and_accept(self, link: RoutedLink, src: str, message: Message, kind: str) -> None:
         author = self._check(message, kind, src)
         if author is False:
             return
         if author is HELD:
-            events["held"] += 1
+            self.counters.events["held"] += 1
             self.subscribers.deliver(message, src, message["origin"])
             return
         self.lazy_peers(message["origin"]).discard(src)  # it is on a path from the origin to us: keep it eager
         self._accept(message, kind, src, author, "link")
+
+    def _pace(self, kind: str) -> None:
+        """Check the copies of `kind` whose turn has come and wake again for the next one (Pacer): a copy whose
+        link closed meanwhile, or whose id arrived by another way, is let go; a forgery closes its link now as it
+        would have on arrival."""
+        self._pace_handles.pop(kind, None)
+        pacer = self._pacers[kind]
+        for link, message in pacer.due():
+            self._paced_ids.discard(message["id"])
+            if not link.is_open:
+                bump(self.counters.dropped, "paced_link_closed")
+                continue
+            if message["id"] in self.seen:
+                bump(self.counters.duplicates, kind)
+                continue
+            try:
+                self._check_and_accept(link, proven_id(link), message, kind)
+            except m.ProtocolError as exc:
+                link.close(exc.reason, exc.detail, fault=Fault.PEER)
+        self._pace_later(kind)
+
+    def _pace_later(self, kind: str) -> None:
+        wait = self._pacers[kind].wait()
+        if wait is not None:
+            self._pace_handles[kind] = asyncio.get_running_loop().call_later(wait, self._pace, kind)
 
     def on_grenache(self, message: Message) -> str | None:
         """A copy that came over Grenache (no link, no authenticated sender): checked like any copy,
@@ -493,6 +543,9 @@ class Plumtree(RoutingPart):
 
     # --- housekeeping -----------------------------------------------------------------------
     def stop(self) -> None:
+        for handle in self._pace_handles.values():
+            handle.cancel()
+        self._pace_handles.clear()
         if self._ihave_handle is not None:
             self._ihave_handle.cancel()
         for missing in self._missing.values():

@@ -14,15 +14,19 @@ Two budgets, both per someone with a global cap behind them:
   larger than its type ever is (fields the signature does not cover, padded to hundreds of kilobytes)
   is dropped first, before it spends a budget or its signature is checked: relayed, every node would
   forward and cache it whole.
+- `Pacer`: the copies of such a type that pass the budgets are checked at most at the type's total pace,
+  in small steps, the rest waiting in a short queue: a flooder bursting a second's worth at once made every
+  node check all of it in the same few milliseconds, on every node at once, which is what slowed honest
+  traffic, not the copies' number (checked one by one over the second they cost a fraction of it).
 - `GraftBudget`: bytes of cached broadcasts re-sent on request, per neighbour and in all. Together
   with serving each id once per neighbour, a few bytes of `graft` can no longer pull megabytes.
 """
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 from p2p.framing import encode_body
 from p2p.messages import Message
@@ -32,6 +36,10 @@ MAX_TRACKED = 4096      # neighbours or origins remembered per budget (least rec
 SHOWN = 20              # of them /status names per type and role
 ACTIVE_SECONDS = 10.0   # a network that handed over a copy this recently has a part of its type's total
 UNKNOWN_NETWORK = "unknown"     # neighbours whose network we cannot tell (no open link) share one part
+PACE_STEP_SECONDS = 0.05        # a pacer lets a twentieth of a second's worth of copies through at once ...
+PACE_QUEUE_SECONDS = 1.0        # ... and holds at most a second's worth waiting (more are dropped)
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +206,41 @@ class OpenTypeBudgets:
     def networks_sending(self) -> dict[str, int]:
         """For /status: per type, how many networks hold a part of its total now."""
         return {kind: shares.sending() for kind, shares in self._by_network.items()}
+
+
+class Pacer(Generic[Item]):
+    """Items (copies to check) let through at `rate` a second, a twentieth of a second's worth at once; the rest
+    wait in order, at most a second's worth (PACE_QUEUE_SECONDS), and past that are dropped. Sans-I/O: the caller
+    takes `due()` items when `wait()` says."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        step = max(1.0, rate * PACE_STEP_SECONDS)
+        self._bucket = TokenBucket(rate, step, clock=clock, initial=step)
+        self._queue: deque[Item] = deque()
+        self.room = max(1, int(rate * PACE_QUEUE_SECONDS))
+
+    def admit(self, item: Item) -> bool | None:
+        """True: check `item` now; False: it waits its turn (`due`); None: the queue is full, drop it."""
+        if not self._queue and self._bucket.try_take():
+            return True
+        if len(self._queue) >= self.room:
+            return None
+        self._queue.append(item)
+        return False
+
+    def due(self) -> list[Item]:
+        """The waiting items whose turn has come, oldest first."""
+        out: list[Item] = []
+        while self._queue and self._bucket.try_take():
+            out.append(self._queue.popleft())
+        return out
+
+    def wait(self) -> float | None:
+        """Seconds until the next waiting item's turn; None with nothing waiting."""
+        return self._bucket.wait_time() if self._queue else None
+
+    def __len__(self) -> int:
+        return len(self._queue)
 
 
 class GraftBudget:

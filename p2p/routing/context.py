@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
-from p2p.close_reason import LinkReason
+from p2p.close_reason import Fault, LinkReason
 from p2p.messages import Message, Schemas
 from p2p.origin_auth import OriginAuth, SigningPeers
 from p2p.peer_hooks import Identified
@@ -33,7 +33,7 @@ class RoutedLink(Identified, Protocol):
 
     def spare_room(self) -> int: ...                    # bytes it takes while half its send buffer stays free
 
-    def close(self, reason: LinkReason, detail: str = "") -> None: ...
+    def close(self, reason: LinkReason, detail: str = "", *, fault: Fault | None = None) -> None: ...
 
 
 class RouterPeers(SigningPeers, Protocol):

@@ -75,7 +75,7 @@ class FakeLink:
         except m.ProtocolError as exc:
             peer.close(exc.reason)
 
-    def close(self, reason: str = "closed", detail: str = "") -> None:
+    def close(self, reason: str = "closed", detail: str = "", *, fault: object = None) -> None:
         for end in (self, self.peer):
             if end is not None and end.state == "open":
                 end.state = "closed"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from p2p.origin_auth import OriginAuth
-from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
+from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
 from tests.unit.p2p.simnet import SimNet, identity, line, nid
 
 pytestmark = pytest.mark.timeout(30)
@@ -259,3 +259,62 @@ async def test_a_crowd_of_links_on_many_networks_checks_at_most_the_total_and_ho
     assert stats["budget_networks_sending"] == {"note": 7}
     held_back = stats["budget_refused"]["note"]["networks"]
     assert set(held_back) <= {f"203.0.{index}" for index in range(len(flooders))} and held_back
+
+
+def test_a_pacer_lets_a_twentieth_of_a_second_through_at_once_and_the_rest_in_turn():
+    now = [0.0]
+    pacer: Pacer[int] = Pacer(100.0, clock=lambda: now[0])
+    verdicts = [pacer.admit(k) for k in range(120)]
+    assert verdicts[:5] == [True] * 5, "a twentieth of a second's worth is checked at once"
+    assert verdicts[5:105] == [False] * 100 and verdicts[105:] == [None] * 15, "a second's worth waits, no more"
+    assert pacer.due() == [] and pacer.wait() == pytest.approx(0.01)
+    now[0] = 0.1
+    assert pacer.due() == list(range(5, 10)), "oldest first, at most a step's worth at once"
+    assert pacer.admit(999) is False, "a newcomer waits behind those already waiting"
+    now[0] = 2.0
+    assert pacer.due() == [*range(10, 15)]
+    while len(pacer):
+        now[0] += 0.05
+        assert len(pacer.due()) <= 5
+    assert pacer.wait() is None
+
+
+async def test_a_burst_of_open_type_copies_is_checked_in_turn_not_at_once():
+    """A flooder bursting a second's worth of fresh-key copies at once made every node check all of them in the
+    same few milliseconds; what passes the budgets is now checked at the type's total pace (a twentieth of a
+    second's worth at once), and all of it still goes through."""
+    total = 600.0       # a network new to the relay may hand over a tenth of a second of it: all 60 pass the budgets
+    net = line(3, router_open_type_rate=1_000.0, router_open_type_total_rate=total)
+    checked = open_notes(net, origin_rate=1_000.0)
+    spammer, relay, far = net.nodes
+    link = spammer.peers.links[relay.node_id]
+    for key in range(60):
+        link.send(fresh_note(net, 60_000 + key))
+    await net.settle()
+    # a twentieth of a second's worth (30) is checked at once, a few more as the pacer refills while they are
+    assert relay.router.counters.events["paced"] >= 20, relay.router.counters.events
+    await net.quiet(0.6)
+    assert sum(1 for src in checked if src == spammer.node_id) == 60, "every copy checked in its turn"
+    assert sum(1 for msg, _ in far.got if msg["payload"] == "spam") == 60
+    assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)
+
+
+async def test_a_paced_forgery_closes_its_link_in_its_turn_and_copies_of_a_closed_link_are_let_go():
+    net = line(3, router_open_type_rate=1_000.0, router_open_type_total_rate=200.0)
+    checked = open_notes(net, origin_rate=1_000.0)
+    spammer, relay, far = net.nodes
+    link = spammer.peers.links[relay.node_id]
+    link.send(fresh_note(net, 69_999))
+    await net.settle(1.0)       # its network has earned a second's worth of its part: what follows passes the budgets
+    for key in range(30):       # ... and the pacer checks ten at once: the forgery after these waits its turn
+        link.send(fresh_note(net, 70_000 + key))
+    forged = {**fresh_note(net, 70_100), "payload": "altered after signing"}
+    link.send(forged)
+    for key in range(10):
+        link.send(fresh_note(net, 70_200 + key))
+    await net.quiet(0.5)
+    assert spammer.node_id not in relay.peers.links, "the forgery closed its link when its turn came"
+    from_spammer = sum(1 for src in checked if src == spammer.node_id)
+    assert from_spammer == 31 and relay.router.counters.dropped.get("paced_link_closed", 0) == 10, \
+        (from_spammer, relay.router.counters.dropped, relay.router.counters.events["paced"])
+    assert all(msg["payload"] != "altered after signing" for msg, _ in far.got)
