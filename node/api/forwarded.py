@@ -5,7 +5,8 @@ share one budget among all of them, and a proxy on this machine would make them 
 the public rate). For a request from a trusted proxy, the right-most address its X-Forwarded-For names that is
 not a trusted proxy becomes the request's `remote`, so the rate limit, the exemptions and the stream's shares
 read it (`p2p.public.sources.forwarded_client`); the header is not read from anyone else, so a client cannot
-name itself someone else. A header from a trusted proxy that names no IP address where it is read gets 400.
+name itself someone else. A header from a trusted proxy that names no IP address where it is read, or names a
+loopback client, gets 400.
 """
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ from p2p.public.sources import Networks, forwarded_client
 
 
 def proxy_networks(networks: tuple[str, ...]) -> Networks:
-    return tuple(ipaddress.ip_network(net, strict=False) for net in networks)
+    """The settings' networks as the limits compare them: an IPv4-mapped IPv6 network as its IPv4 network (a
+    client's address is read so: `p2p.public.sources.client_ip`)."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
+        if mapped is not None and net.prefixlen >= 96:
+            net = ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False)
+        out.append(net)
+    return tuple(out)
 
 
 def install_forwarded_client(app: web.Application, proxies: Networks) -> None:

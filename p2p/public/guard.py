@@ -194,6 +194,8 @@ class ConnectionGuard:
         if self.write_min_rate <= 0 or drained < self.write_min_rate * self.write_timeout:
             return "write_timeout"
         scope = self.slow_answers.over(address, unsent)
+        if scope in ("address", "subnet") and in_networks(address, self.proxies):
+            scope = None        # a trusted proxy's slow readers are many clients': only the total binds them
         if scope is not None:
             return f"slow_answers_{cap_name(scope)}"
         self.slow_answers.add(address, unsent)

@@ -32,24 +32,41 @@ def in_networks(address: str, networks: Networks) -> bool:
     return ip is not None and any(ip in net for net in networks)
 
 
+def _hop_ip(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An X-Forwarded-For entry's address: `a.b.c.d`, an IPv6 address, or either with the port some proxies append
+    (`a.b.c.d:port`, `[v6]:port`)."""
+    if hop.startswith("["):
+        inside, bracket, _ = hop[1:].partition("]")
+        return client_ip(inside) if bracket else None
+    if hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    return client_ip(hop)
+
+
 def forwarded_client(remote: str, forwarded_for: list[str], proxies: Networks) -> str:
     """Whom a request stands for: `remote`, the address it came from, unless that is one of our trusted reverse
     proxies (`proxies`); then the right-most address of its X-Forwarded-For (`forwarded_for`: each such header's
     value) that is not a trusted proxy itself. Entries left of that one were written by the client or its side,
     so they are never believed; a header from anyone but a trusted proxy is not read at all. With every entry a
-    trusted proxy, the left-most stands. Raises ValueError when an entry it reads is no IP address."""
+    trusted proxy, the left-most stands. Raises ValueError when an entry it reads is no IP address, or when the
+    client it names is a loopback address: a client behind a proxy is not this machine, and a proxy that passes
+    on what its client wrote would otherwise let the client claim this machine's exemptions."""
     if not forwarded_for or not in_networks(remote, proxies):
         return remote
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
-    client = remote
+    client: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     for hop in reversed(hops):
-        ip = client_ip(hop)
-        if ip is None:
+        client = _hop_ip(hop)
+        if client is None:
             raise ValueError(f"X-Forwarded-For names {hop[:64]!r}, not an IP address")
-        client = str(ip)
-        if not any(ip in net for net in proxies):
+        if not any(client in net for net in proxies):
             break
-    return client
+    if client is None:
+        return remote
+    if client.is_loopback:
+        raise ValueError(f"X-Forwarded-For names {client}, a loopback address: a client behind a proxy is not "
+                         f"this machine")
+    return str(client)
 
 
 @lru_cache(maxsize=4096)

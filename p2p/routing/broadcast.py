@@ -160,7 +160,9 @@ class Plumtree(RoutingPart):
         # per open type: copies past its budgets waiting to be checked at the type's total pace, and the timer
         self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
         self._pace_handles: dict[str, asyncio.TimerHandle] = {}
-        self._paced_ids: set[MessageId] = set()     # ids waiting in a pacer: another copy is a duplicate
+        # (id, neighbour) of each copy waiting in a pacer: that neighbour's next copy of it is a duplicate, while
+        # another neighbour's waits too, so a forged copy waiting first cannot keep the genuine one out
+        self._paced: set[tuple[MessageId, str]] = set()
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
@@ -241,6 +243,7 @@ class Plumtree(RoutingPart):
     def link_closed(self, node_id: str) -> None:
         self.forget_link(node_id)
         self._pending_ihave.pop(node_id, None)
+        self.open_types.forget(node_id)
 
     def _push(self, mid: Any, kind: str, frame: bytes, haves: set[str], origin: str) -> None:
         """Send a broadcast frame to eager neighbours, announce it to lazy ones, skip those that have it."""
@@ -308,11 +311,11 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        if mid in self._paced_ids:          # a copy of one waiting its turn: no budget spent on it
+        if (mid, src) in self._paced:     # this neighbour's copy of it waits its turn already
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, src)
             return
-        refused = self.open_types.refusal(kind, src, message["origin"], message, self.peers.network_of(src))
+        refused = self.open_types.refusal(kind, src, message["origin"], message, self._network(link, src))
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
@@ -323,12 +326,19 @@ class Plumtree(RoutingPart):
                 bump(self.counters.dropped, "pacer_full")
                 return
             if not now:
-                self._paced_ids.add(mid)
+                self._paced.add((mid, src))
                 events["paced"] += 1
                 if kind not in self._pace_handles:
                     self._pace_later(kind)
                 return
         self._check_and_accept(link, src, message, kind)
+
+    def _network(self, link: RoutedLink, src: str) -> str | None:
+        """Whose part of an open type's total a neighbour's copies spend: its link's network; a link carried by a
+        relay, a part of its own beside the relay's (circuits' keys are free, and they must not take the part of
+        the honest relay's own network)."""
+        network = self.peers.network_of(src)
+        return f"relayed:{network}" if link.via is not None else network
 
     def _check_and_accept(self, link: RoutedLink, src: str, message: Message, kind: str) -> None:
         author = self._check(message, kind, src)
@@ -348,7 +358,8 @@ class Plumtree(RoutingPart):
         self._pace_handles.pop(kind, None)
         pacer = self._pacers[kind]
         for link, message in pacer.due():
-            self._paced_ids.discard(message["id"])
+            src = proven_id(link)
+            self._paced.discard((message["id"], src))
             if not link.is_open:
                 bump(self.counters.dropped, "paced_link_closed")
                 continue
@@ -356,7 +367,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.duplicates, kind)
                 continue
             try:
-                self._check_and_accept(link, proven_id(link), message, kind)
+                self._check_and_accept(link, src, message, kind)
             except m.ProtocolError as exc:
                 link.close(exc.reason, exc.detail, fault=Fault.PEER)
         self._pace_later(kind)

@@ -105,35 +105,63 @@ class _Buckets:
 
 
 class NetworkShares:
-    """One type's `total` copies a second, shared equally by the networks that handed one over within
-    ACTIVE_SECONDS: each network's bucket refills at its part, in bursts of at most a second's worth of it; a
-    network new to us starts with a tenth of a second's worth and earns the rest by waiting. A quiet network keeps
-    its own part whoever fills the rest, and a network that stops sending gives its part back after
-    ACTIVE_SECONDS. Each newcomer starts from its part as it arrives, so a crowd of networks arriving one by one
-    holds at most a tenth of a second of the total times the harmonic number of its size at once (under half a
-    second's worth for the most links a node keeps), and a crowd coming back after waiting at most a second's
-    worth of the total times that number: bounded, and then the total's pace."""
+    """One type's `total` copies a second, shared equally by the networks whose neighbours handed one over within
+    ACTIVE_SECONDS and still hold a link: each network's bucket refills at its part, in bursts of at most a
+    second's worth of it; a network new to us starts with a tenth of a second's worth (a fraction of one copy when
+    parts are small: it earns the first by waiting). A quiet network keeps its own part whoever fills the rest; a
+    network gives its part back when its last link closes (`forget`), or after ACTIVE_SECONDS without a copy, so
+    keys and addresses that link, send once and leave dilute nobody for long. Each newcomer starts from its part
+    as it arrives, so a crowd of networks arriving one by one holds at most a tenth of a second of the total times
+    the harmonic number of its size at once, and one coming back after waiting a second's worth times that: the
+    size being the networks linked at once, bounded by the links a node keeps."""
 
     def __init__(self, total: float, clock: Callable[[], float]) -> None:
         self.total, self.clock = total, clock
         self._heard: OrderedDict[str, float] = OrderedDict()      # network -> its last copy, oldest first
-        self.buckets = _Buckets(total, max(1.0, total), clock, initial=max(1.0, total / 10))
+        self._members: dict[str, set[str]] = {}                   # network -> its neighbours heard, linked
+        self._network_of: dict[str, str] = {}                     # neighbour -> the network it was heard from
+        self.buckets = _Buckets(total, max(1.0, total), clock, initial=total / 10)
 
-    def part(self, network: str) -> float:
-        """The copies a second `network` may hand over now, counting it among the networks sending."""
+    def part(self, network: str, neighbour: str) -> float:
+        """The copies a second `network` may hand over now, counting it (and `neighbour` in it) among those
+        sending."""
         now = self.clock()
         self._heard.pop(network, None)
         self._heard[network] = now
+        was = self._network_of.get(neighbour)
+        if was != network:
+            if was is not None:
+                self._leave(was, neighbour)
+            self._network_of[neighbour] = network
+            self._members.setdefault(network, set()).add(neighbour)
         horizon = now - ACTIVE_SECONDS
         while next(iter(self._heard.values())) < horizon or len(self._heard) > MAX_TRACKED:
-            self._heard.popitem(last=False)
+            gone, _ = self._heard.popitem(last=False)
+            for member in self._members.pop(gone, ()):
+                self._network_of.pop(member, None)
         return self.total / len(self._heard)
 
-    def take(self, network: str) -> bool:
+    def _leave(self, network: str, neighbour: str) -> None:
+        members = self._members.get(network)
+        if members is None:
+            return
+        members.discard(neighbour)
+        if not members:
+            del self._members[network]
+            self._heard.pop(network, None)
+
+    def forget(self, neighbour: str) -> None:
+        """`neighbour`'s link closed: it no longer counts in its network, and a network left with none sending
+        gives its part back (its bucket stays, for when it is back)."""
+        network = self._network_of.pop(neighbour, None)
+        if network is not None:
+            self._leave(network, neighbour)
+
+    def take(self, network: str, neighbour: str) -> bool:
         if self.total == float("inf"):
             return True
-        part = self.part(network)
-        self.buckets.retune(network, part, max(1.0, part), initial=max(1.0, part / 10))
+        part = self.part(network, neighbour)
+        self.buckets.retune(network, part, max(1.0, part), initial=part / 10)
         return self.buckets.take(network)
 
     def sending(self) -> int:
@@ -174,7 +202,7 @@ class OpenTypeBudgets:
             return "oversized_open_type"
         if not by_neighbour.take(neighbour):
             return "neighbour_budget"
-        if not self._by_network[kind].take(network or UNKNOWN_NETWORK):
+        if not self._by_network[kind].take(network or UNKNOWN_NETWORK, neighbour):
             return "network_budget"
         if not self._by_origin[kind].take(origin):
             return "origin_budget"
@@ -202,6 +230,11 @@ class OpenTypeBudgets:
             if any(most.values()):
                 out[kind] = most
         return out
+
+    def forget(self, neighbour: str) -> None:
+        """`neighbour`'s link closed: its network's part is shared among the networks still sending."""
+        for shares in self._by_network.values():
+            shares.forget(neighbour)
 
     def networks_sending(self) -> dict[str, int]:
         """For /status: per type, how many networks hold a part of its total now."""

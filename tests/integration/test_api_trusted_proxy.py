@@ -2,7 +2,8 @@
 the proxy names as itself. Without it every client of the proxy looked local (exempt from the public rate) and
 shared one address's stream share. A client of the proxy is rate-limited as its own address and gets its own
 stream share; claiming to be local in the header it writes itself earns nothing; a header from anyone but the proxy
-is not read; a proxy naming no address gets 400; /status names the limited client, not the proxy."""
+is not read; a proxy naming no address, or this machine, gets 400; /status names the limited client, not the
+proxy."""
 from __future__ import annotations
 
 import asyncio
@@ -62,15 +63,18 @@ def test_each_client_of_the_proxy_is_rate_limited_as_itself_and_nobody_else_can_
     assert "198.51.100.7" in sources and PROXY not in sources and STRANGER not in sources, refused
 
 
-def test_a_proxy_naming_no_address_gets_a_clear_400(node):
+@pytest.mark.parametrize("forwarded_for, why", [("unknown", "not an IP address"), ("127.0.0.1", "loopback"),
+                                                  ("198.51.100.7, ::1", "loopback")])
+def test_a_proxy_naming_no_address_or_this_machine_gets_a_clear_400(node, forwarded_for, why):
+    """A proxy that passes on what its client wrote would let the client claim to be this machine (exempt)."""
     async def scenario() -> tuple[int, dict]:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{node.api_url}/book/BTC-USD?depth=1",
-                                   headers={"X-Forwarded-For": "unknown"}) as response:
+                                   headers={"X-Forwarded-For": forwarded_for}) as response:
                 return response.status, await response.json()
     status, body = asyncio.run(scenario())
     assert status == 400 and body["error"]["code"] == "bad_forwarded_for", body
-    assert "not an IP address" in body["error"]["message"], body
+    assert why in body["error"]["message"], body
     assert node.status()["chain_id"], "the node goes on"
 
 

@@ -25,15 +25,32 @@ PROXIES = proxy_networks(("127.0.0.1/32", "10.0.0.0/8"))
     ("127.0.0.1", ["2001:db8::1"], "2001:db8::1"),
     ("::ffff:127.0.0.1", ["198.51.100.7"], "198.51.100.7"),              # a dual-stack listener's proxy
     ("127.0.0.1", ["garbage, 198.51.100.7"], "198.51.100.7"),            # what is left of the client is not read
+    ("127.0.0.1", ["198.51.100.7:4431"], "198.51.100.7"),                # a proxy that appends the client's port
+    ("127.0.0.1", ["[2001:db8::1]:4431"], "2001:db8::1"),
+    ("127.0.0.1", ["[2001:db8::1]"], "2001:db8::1"),
 ])
 def test_the_client_is_the_right_most_address_that_is_no_trusted_proxy(remote, header, client):
     assert forwarded_client(remote, header, PROXIES) == client
 
 
-@pytest.mark.parametrize("header", [["unknown"], ["198.51.100.7, "], ["198.51.100.7:4431"], ["[2001:db8::1]"]])
+@pytest.mark.parametrize("header", [["unknown"], ["198.51.100.7, "], ["[2001:db8::1"], ["1.2.3.4:80:90"], [""]])
 def test_a_trusted_proxy_naming_no_address_where_it_is_read_is_an_error(header):
     with pytest.raises(ValueError, match="not an IP address"):
         forwarded_client("127.0.0.1", header, PROXIES)
+
+
+@pytest.mark.parametrize("header", [["127.0.0.1"], ["::1"], ["::ffff:127.0.0.1"], ["198.51.100.7, 127.0.0.5"]])
+def test_a_client_behind_a_proxy_is_never_this_machine(header):
+    """A proxy that passes on the header its client wrote (no `proxy_set_header`) would let the client claim to be
+    local, and so exempt: a loopback client named by a proxy is an error, not an exemption."""
+    with pytest.raises(ValueError, match="loopback"):
+        forwarded_client("127.0.0.1", header, PROXIES)
+
+
+def test_a_proxy_listed_as_an_ipv4_mapped_network_is_trusted_as_its_ipv4_network():
+    mapped = proxy_networks(("::ffff:127.0.0.1/128", "::ffff:10.0.0.0/104", "2001:db8::/32"))
+    assert [str(net) for net in mapped] == ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"]
+    assert forwarded_client("::ffff:127.0.0.1", ["198.51.100.7"], mapped) == "198.51.100.7"
 
 
 def test_with_no_proxy_trusted_the_header_is_never_read():
@@ -49,3 +66,14 @@ def test_a_trusted_proxy_holds_connections_past_an_address_share_within_the_tota
     assert [guard.admit("198.51.100.7") for _ in range(3)] == [True, True, False], "anyone else: its share"
     assert guard.counters["refused_per_address"] == 1
     assert ipaddress.ip_address("127.0.0.1") in PROXIES[0]
+
+
+def test_a_trusted_proxys_slow_readers_are_bound_by_the_total_only():
+    """Many clients' slow answers pass through one proxy address: one slow reader behind it must not take the whole
+    address's share from the proxy's other clients (nginx does not buffer /ws)."""
+    mib = 1024 * 1024
+    guard = ConnectionGuard(write_timeout=1.0, write_min_rate=1, slow_answer_bytes=mib, proxies=PROXIES)
+    assert guard.keep_slow_reader("127.0.0.1", 10, 3 * mib, 0) is None
+    assert guard.keep_slow_reader("127.0.0.1", 10, 10 * mib, 0) is None
+    assert guard.keep_slow_reader("127.0.0.1", 10, 4 * mib, 0) == "slow_answers_total", "16 MiB in all"
+    assert guard.keep_slow_reader("198.51.100.7", 10, 2 * mib, 0) == "slow_answers_per_address"

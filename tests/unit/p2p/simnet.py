@@ -39,6 +39,7 @@ class FakeLink:
         self.remote_hello = {"capabilities": ["relay", "pex"]}
         self.rtt = 0.001
         self.state = "open"
+        self.via: str | None = None     # a direct link (PeerLink.via: the relay carrying a relayed one)
         self.frames_out = 0
         self.peer: FakeLink | None = None  # the other end
 

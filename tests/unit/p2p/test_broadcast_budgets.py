@@ -237,6 +237,9 @@ async def test_a_crowd_of_links_on_many_networks_checks_at_most_the_total_and_ho
         net.connect(0, index)
     for index, node in enumerate(flooders):
         target.peers.networks[node.node_id] = f"203.0.{index}"
+    # the honest neighbour has been sending before the flood (as a neighbour of long standing does)
+    honest.peers.links[target.node_id].send(fresh_note(net, 49_999, payload="honest"))
+    await net.settle(0.3)
     notes_each = 80
     for round_ in range(notes_each // 20):      # each flooder: 20 fresh-key notes at once, four times, 0.25 s apart
         for index, node in enumerate(flooders):
@@ -253,7 +256,7 @@ async def test_a_crowd_of_links_on_many_networks_checks_at_most_the_total_and_ho
     # what six neighbour budgets would have let through (a second's worth each, then 20/s for 1 s): 240
     assert at_target <= total * 2.5, (at_target, offered)      # the total's second at the start and ~1 s of it
     assert target.router.counters.dropped["network_budget"] >= offered - total * 2.5 - len(flooders) * 60
-    assert sum(1 for msg, _ in far.got if msg["payload"] == "honest") == 5, "every honest copy went through"
+    assert sum(1 for msg, _ in far.got if msg["payload"] == "honest") == 6, "every honest copy went through"
     assert not any(node.peers.penalties or node.peers.bans for node in net.nodes)
     stats = target.router.plumtree.stats()
     assert stats["budget_networks_sending"] == {"note": 7}
@@ -318,3 +321,75 @@ async def test_a_paced_forgery_closes_its_link_in_its_turn_and_copies_of_a_close
     assert from_spammer == 31 and relay.router.counters.dropped.get("paced_link_closed", 0) == 10, \
         (from_spammer, relay.router.counters.dropped, relay.router.counters.events["paced"])
     assert all(msg["payload"] != "altered after signing" for msg, _ in far.got)
+
+
+@pytest.mark.parametrize("attacker_leaves", [False, True])
+async def test_a_forged_copy_waiting_its_turn_cannot_keep_the_genuine_copy_out(attacker_leaves):
+    """Red team: a neighbour that sees a hint first queued a copy altered after signing (the same id) behind a
+    step's worth of its own, and the genuine copy from an honest neighbour, arriving meanwhile, was taken for a
+    duplicate: the forgery then failed its check (or its link closed first) and the hint was lost here. Each
+    neighbour's copy now waits on its own."""
+    net = SimNet(3, router_open_type_rate=1_000.0, router_open_type_total_rate=200.0)
+    open_notes(net, origin_rate=1_000.0)
+    target, attacker, honest = net.nodes
+    net.connect(0, 1)
+    net.connect(0, 2)
+    target.peers.networks.update({attacker.node_id: "203.0.113", honest.node_id: "198.51.100"})
+    link = attacker.peers.links[target.node_id]
+    link.send(fresh_note(net, 1))
+    honest.peers.links[target.node_id].send(fresh_note(net, 2, payload="warm"))
+    await net.settle(1.0)
+    genuine = fresh_note(net, 42, payload="honest")
+    for key in range(12):                   # a step's worth (10) is checked at once: the rest wait their turn
+        link.send(fresh_note(net, 100 + key))
+    link.send({**genuine, "payload": "tampered"})
+    await net.settle()
+    if attacker_leaves:
+        link.close("bye")
+    honest.peers.links[target.node_id].send(genuine)
+    await net.quiet(1.0)
+    payloads = [msg["payload"] for msg, _ in target.got]
+    assert "honest" in payloads and "tampered" not in payloads, payloads
+
+
+async def test_circuits_through_a_relay_do_not_spend_the_relays_own_network_part():
+    """Red team: relayed links were charged to their carrier's network, so keys with circuits through an honest
+    relay took the part of the relay's own hints."""
+    net = SimNet(4, router_open_type_rate=1_000.0, router_open_type_total_rate=40.0)
+    open_notes(net, origin_rate=1_000.0)
+    target, relay, circuit, far = net.nodes
+    for index in (1, 2, 3):
+        net.connect(0, index)
+    target.peers.networks.update({relay.node_id: "198.51.100", circuit.node_id: "198.51.100",
+                                  far.node_id: "192.0.2"})
+    target.peers.links[circuit.node_id].via = relay.node_id     # a circuit relay carries: charged apart from it
+    relay.peers.links[target.node_id].send(fresh_note(net, 3, payload="relay"))
+    await net.settle(0.5)
+    for key in range(200):
+        target.peers.links[circuit.node_id].peer.send(fresh_note(net, 4_000 + key))   # type: ignore[union-attr]
+    await net.settle(0.05)
+    for key in range(3):
+        relay.peers.links[target.node_id].send(fresh_note(net, 5_000 + key, payload="relay"))
+        await net.settle(0.1)
+    await net.quiet(0.5)
+    assert sum(1 for msg, _ in target.got if msg["payload"] == "relay") == 4
+    refused = target.router.plumtree.stats()["budget_refused"]["note"]["networks"]
+    assert set(refused) == {"relayed:198.51.100"} and refused["relayed:198.51.100"] >= 150, refused
+
+
+async def test_a_network_whose_links_closed_gives_its_part_back_at_once():
+    """Red team: networks were counted for ACTIVE_SECONDS after their last copy whether or not still linked, so
+    links from fresh networks that sent one copy each and left shrank an honest network's part to nothing."""
+    now = [0.0]
+    budgets = OpenTypeBudgets(clock=lambda: now[0])
+    budgets.limit("hint", OpenTypeRule(per_neighbour=50, per_origin=1_000, max_bytes=1024, total=100))
+    hint = {"type": "hint", "id": "x"}
+    for churn in range(500):                # each from a network of its own: one copy, then its link closes
+        budgets.refusal("hint", f"churn-{churn}", f"c{churn}", hint, f"10.{churn // 256}.{churn % 256}")
+        budgets.forget(f"churn-{churn}")
+    assert budgets.networks_sending() == {"hint": 0}
+    honest = []
+    for tick in range(50):                  # an honest network at 5 a second
+        now[0] = tick / 5
+        honest.append(budgets.refusal("hint", "honest", f"h{tick}", hint, "192.0.2"))
+    assert honest.count(None) >= 49, honest.count(None)     # its first copy may wait for a whole token
