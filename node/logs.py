@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Callable
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 FIELDS = ("node", "peer", "order", "market", "reason", "address")
 _CALL_SITE_FIELDS = FIELDS[1:]
@@ -73,7 +75,38 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{' '.join(shown)}]" if shown else line
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each malformed HTTP request a client sends (a bad header, a broken chunk) as an ERROR with a
+    traceback: the client's doing, not the node's, and as many lines as it cares to send. Such a record becomes one
+    WARNING line without the traceback, at most one a `period`, and says how many were left out since the last;
+    every other record (an error of ours) passes as it is."""
+
+    def __init__(self, period: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.period, self.clock = period, clock
+        self._next = float("-inf")
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = self.clock()
+        if now < self._next:
+            self.left_out += 1
+            return False
+        self._next = now + self.period
+        more = f"; {self.left_out} more since the last such line" if self.left_out else ""
+        self.left_out = 0
+        record.msg = f"malformed HTTP request: {record.getMessage()}: {type(exc).__name__} {str(exc)[:160]!r}{more}"
+        record.args = ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 _stamp = NodeStamp()
+_malformed_requests = MalformedRequestFilter()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -85,6 +118,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for noisy in ("aiohttp.access", "zeroconf", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    server = logging.getLogger("aiohttp.server")
+    if _malformed_requests not in server.filters:
+        server.addFilter(_malformed_requests)
 
 
 def bind_node(node_id: str | None) -> None:

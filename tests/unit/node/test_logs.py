@@ -88,3 +88,37 @@ def test_every_extra_in_the_code_uses_documented_field_names():
                           if key not in logs.FIELDS or key == "node"]
     assert used >= 5, "the scan found no call sites: is it reading the right files?"
     assert wrong == [], "log extra keys outside node.logs.FIELDS (or `node`, which is stamped):\n" + "\n".join(wrong)
+
+
+def test_a_clients_malformed_requests_are_one_warning_a_period_without_traceback(capture, monkeypatch):
+    """Red team: aiohttp logged each malformed request a client sent as an ERROR with a traceback, so any client
+    could fill the node's log at will. They are one WARNING line a period, saying how many were left out; an error
+    of ours keeps its level and traceback."""
+    from aiohttp.http_exceptions import BadStatusLine
+
+    now = [100.0]
+    monkeypatch.setattr(logs._malformed_requests, "clock", lambda: now[0])
+    monkeypatch.setattr(logs._malformed_requests, "_next", float("-inf"))
+    buffer = capture("text")
+    server = logging.getLogger("aiohttp.server")
+    for _ in range(50):
+        try:
+            raise BadStatusLine("\x00garbage")
+        except BadStatusLine:
+            server.exception("Error handling request from %s", "198.51.100.7")
+    now[0] += 11
+    try:
+        raise BadStatusLine("again")
+    except BadStatusLine:
+        server.exception("Error handling request from %s", "198.51.100.7")
+    try:
+        raise RuntimeError("a bug of ours")
+    except RuntimeError:
+        server.exception("Unhandled exception")
+    lines = buffer.getvalue().splitlines()
+    warnings = [line for line in lines if "malformed HTTP request" in line]
+    assert len(warnings) == 2 and all(" WARNING " in line for line in warnings), lines
+    assert "198.51.100.7" in warnings[0] and "49 more since the last such line" in warnings[1], warnings
+    assert buffer.getvalue().count("Traceback") == 1, "only our own error's"
+    assert any(" ERROR " in line and "Unhandled exception" in line for line in lines)
+    assert "RuntimeError: a bug of ours" in buffer.getvalue(), "our own errors keep their traceback"
