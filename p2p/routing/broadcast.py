@@ -148,6 +148,9 @@ class _Missing:
         self.grafts = 0
 
 
+MAX_BACKUPS = 8         # other neighbours' copies kept for an id waiting in a pacer (one each)
+
+
 class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
@@ -160,9 +163,9 @@ class Plumtree(RoutingPart):
         # per open type: copies past its budgets waiting to be checked at the type's total pace, and the timer
         self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
         self._pace_handles: dict[str, asyncio.TimerHandle] = {}
-        # (id, neighbour) of each copy waiting in a pacer: that neighbour's next copy of it is a duplicate, while
-        # another neighbour's waits too, so a forged copy waiting first cannot keep the genuine one out
-        self._paced: set[tuple[MessageId, str]] = set()
+        # ids waiting in a pacer -> other neighbours' copies of them, kept (not budgeted: each counts as a duplicate)
+        # in case the one waiting fails its check, so a forged copy waiting first cannot keep the genuine one out
+        self._backups: dict[MessageId, list[tuple[RoutedLink, Message]]] = {}
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
@@ -311,9 +314,12 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        if (mid, src) in self._paced:     # this neighbour's copy of it waits its turn already
+        backups = self._backups.get(mid)
+        if backups is not None:     # a copy of it waits its turn: this one is kept in case that one fails its check
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, src)
+            if len(backups) < MAX_BACKUPS and all(proven_id(held) != src for held, _ in backups):
+                backups.append((link, message))
             return
         refused = self.open_types.refusal(kind, src, message["origin"], message, self._network(link, src))
         if refused is not None:
@@ -326,7 +332,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.dropped, "pacer_full")
                 return
             if not now:
-                self._paced.add((mid, src))
+                self._backups[mid] = []
                 events["paced"] += 1
                 if kind not in self._pace_handles:
                     self._pace_later(kind)
@@ -353,23 +359,22 @@ class Plumtree(RoutingPart):
 
     def _pace(self, kind: str) -> None:
         """Check the copies of `kind` whose turn has come and wake again for the next one (Pacer): a copy whose
-        link closed meanwhile, or whose id arrived by another way, is let go; a forgery closes its link now as it
-        would have on arrival."""
+        link closed meanwhile is let go, and one that fails (a forgery closes its link now, as it would have on
+        arrival) makes way for the next neighbour's copy of the same id, until one passes."""
         self._pace_handles.pop(kind, None)
         pacer = self._pacers[kind]
-        for link, message in pacer.due():
-            src = proven_id(link)
-            self._paced.discard((message["id"], src))
-            if not link.is_open:
-                bump(self.counters.dropped, "paced_link_closed")
-                continue
-            if message["id"] in self.seen:
-                bump(self.counters.duplicates, kind)
-                continue
-            try:
-                self._check_and_accept(link, src, message, kind)
-            except m.ProtocolError as exc:
-                link.close(exc.reason, exc.detail, fault=Fault.PEER)
+        for first in pacer.due():
+            mid = first[1]["id"]
+            for link, message in [first, *self._backups.pop(mid, ())]:
+                if mid in self.seen:        # this copy or one before it passed: the rest are duplicates
+                    break
+                if not link.is_open:
+                    bump(self.counters.dropped, "paced_link_closed")
+                    continue
+                try:
+                    self._check_and_accept(link, proven_id(link), message, kind)
+                except m.ProtocolError as exc:
+                    link.close(exc.reason, exc.detail, fault=Fault.PEER)
         self._pace_later(kind)
 
     def _pace_later(self, kind: str) -> None:
