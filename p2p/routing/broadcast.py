@@ -24,30 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from typing import Any, Callable, TypedDict, cast
 
 from p2p.messages import Message
 from p2p import messages as m
-from p2p.close_reason import CloseReason, Fault
+from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
-from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
+from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
 from p2p.peer_hooks import proven_id
 from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
-from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, MessageId, Validator, bump,
+from p2p.routing.message_cache import MessageCache
+from p2p.routing.paced import PacedChecks
+from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
                                   check_envelope, make_envelope)
 
 log = logging.getLogger("p2p.router")
-
-
-class _CacheEntry:
-    __slots__ = ("frame", "haves", "expires")
-
-    def __init__(self, frame: bytes, haves: set[str], expires: float) -> None:
-        self.frame = frame
-        self.haves = haves  # neighbours known to have the message (never sent it again)
-        self.expires = expires
 
 
 class PlumtreeStats(TypedDict):
@@ -60,42 +52,6 @@ class PlumtreeStats(TypedDict):
     budget_throttled: dict[str, dict[str, list[str]]]    # type -> neighbours, networks, origins over budget now
     budget_refused: dict[str, dict[str, dict[str, int]]]  # type -> the neighbours, networks, origins most dropped
     budget_networks_sending: dict[str, int]               # type -> networks sharing its total now
-
-
-class MessageCache:
-    """Recent broadcasts as ready-to-send frames (answers grafts), bounded by count, bytes and age: a flood of
-    large broadcasts pushes the oldest out instead of growing the node's memory."""
-
-    def __init__(self, max_size: int = 20_000, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_size = max_size
-        self.max_bytes = max_bytes
-        self.ttl = ttl
-        self._clock = clock
-        self._entries: OrderedDict[MessageId, _CacheEntry] = OrderedDict()
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def put(self, mid: MessageId, frame: bytes, haves: set[str]) -> _CacheEntry:
-        now = self._clock()
-        entries = self._entries
-        old = entries.pop(mid, None)
-        if old is not None:
-            self.bytes -= len(old.frame)
-        while entries and (len(entries) >= self.max_size or self.bytes + len(frame) > self.max_bytes
-                           or next(iter(entries.values())).expires <= now):
-            self.bytes -= len(entries.popitem(last=False)[1].frame)
-        entry = entries[mid] = _CacheEntry(frame, haves, now + self.ttl)
-        self.bytes += len(frame)
-        return entry
-
-    def get(self, mid: MessageId) -> _CacheEntry | None:
-        entry = self._entries.get(mid)
-        if entry is not None and entry.expires <= self._clock():
-            return None
-        return entry
 
 
 # The graft timeout adapts between these: never below a loopback/LAN delivery spread, and a missing
@@ -148,9 +104,6 @@ class _Missing:
         self.grafts = 0
 
 
-MAX_BACKUPS = 8         # other neighbours' copies kept for an id waiting in a pacer (one each)
-
-
 class Plumtree(RoutingPart):
     """The broadcast side of the MessageRouter (see the module docstring)."""
 
@@ -160,12 +113,8 @@ class Plumtree(RoutingPart):
         self.graft_budget = graft_budget
         self.open_types = OpenTypeBudgets()
         self.open_type_rate, self.open_type_total_rate = open_type_rate, open_type_total_rate
-        # per open type: copies past its budgets waiting to be checked at the type's total pace, and the timer
-        self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
-        self._pace_handles: dict[str, asyncio.TimerHandle] = {}
-        # ids waiting in a pacer -> other neighbours' copies of them, kept (not budgeted: each counts as a duplicate)
-        # in case the one waiting fails its check, so a forged copy waiting first cannot keep the genuine one out
-        self._backups: dict[MessageId, list[tuple[RoutedLink, Message]]] = {}
+        # open-type copies that passed their budgets, checked at their type's total pace (paced.py)
+        self.paced = PacedChecks(self.counters, self._check_and_accept, lambda mid: mid in self.seen)
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)
@@ -199,8 +148,7 @@ class Plumtree(RoutingPart):
         if origin_rate is not None:
             if max_bytes is None:
                 raise ValueError(f"an open broadcast type ({msg_type!r}) needs the largest size a copy may have")
-            if self.open_type_total_rate != float("inf"):
-                self._pacers[msg_type] = Pacer(self.open_type_total_rate)
+            self.paced.declare(msg_type, self.open_type_total_rate)
             self.open_types.limit(msg_type, OpenTypeRule(per_neighbour=self.open_type_rate, per_origin=origin_rate,
                                                          total=self.open_type_total_rate,
                                                          max_bytes=max_bytes))
@@ -314,30 +262,16 @@ class Plumtree(RoutingPart):
                 bump(self.counters.sent, "prune")
             self.subscribers.duplicate(message, src)
             return
-        backups = self._backups.get(mid)
-        if backups is not None:     # a copy of it waits its turn: this one is kept in case that one fails its check
+        if self.paced.kept(link, message):     # a copy of it waits its turn: kept in case that one fails
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, src)
-            if len(backups) < MAX_BACKUPS and all(proven_id(held) != src for held, _ in backups):
-                backups.append((link, message))
             return
         refused = self.open_types.refusal(kind, src, message["origin"], message, self._network(link, src))
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
-        pacer = self._pacers.get(kind)
-        if pacer is not None:
-            now = pacer.admit((link, message))
-            if now is None:
-                bump(self.counters.dropped, "pacer_full")
-                return
-            if not now:
-                self._backups[mid] = []
-                events["paced"] += 1
-                if kind not in self._pace_handles:
-                    self._pace_later(kind)
-                return
-        self._check_and_accept(link, src, message, kind)
+        if self.paced.now(link, message, kind):
+            self._check_and_accept(link, src, message, kind)
 
     def _network(self, link: RoutedLink, src: str) -> str | None:
         """Whose part of an open type's total a neighbour's copies spend: its link's network; a link carried by a
@@ -356,31 +290,6 @@ class Plumtree(RoutingPart):
             return
         self.lazy_peers(message["origin"]).discard(src)  # it is on a path from the origin to us: keep it eager
         self._accept(message, kind, src, author, "link")
-
-    def _pace(self, kind: str) -> None:
-        """Check the copies of `kind` whose turn has come and wake again for the next one (Pacer): a copy whose
-        link closed meanwhile is let go, and one that fails (a forgery closes its link now, as it would have on
-        arrival) makes way for the next neighbour's copy of the same id, until one passes."""
-        self._pace_handles.pop(kind, None)
-        pacer = self._pacers[kind]
-        for first in pacer.due():
-            mid = first[1]["id"]
-            for link, message in [first, *self._backups.pop(mid, ())]:
-                if mid in self.seen:        # this copy or one before it passed: the rest are duplicates
-                    break
-                if not link.is_open:
-                    bump(self.counters.dropped, "paced_link_closed")
-                    continue
-                try:
-                    self._check_and_accept(link, proven_id(link), message, kind)
-                except m.ProtocolError as exc:
-                    link.close(exc.reason, exc.detail, fault=Fault.PEER)
-        self._pace_later(kind)
-
-    def _pace_later(self, kind: str) -> None:
-        wait = self._pacers[kind].wait()
-        if wait is not None:
-            self._pace_handles[kind] = asyncio.get_running_loop().call_later(wait, self._pace, kind)
 
     def on_grenache(self, message: Message) -> str | None:
         """A copy that came over Grenache (no link, no authenticated sender): checked like any copy,
@@ -559,9 +468,7 @@ class Plumtree(RoutingPart):
 
     # --- housekeeping -----------------------------------------------------------------------
     def stop(self) -> None:
-        for handle in self._pace_handles.values():
-            handle.cancel()
-        self._pace_handles.clear()
+        self.paced.stop()
         if self._ihave_handle is not None:
             self._ihave_handle.cancel()
         for missing in self._missing.values():

@@ -1,0 +1,95 @@
+"""Copies of the broadcast types any key may author, checked at their type's total pace (budgets.Pacer).
+
+What passes a type's budgets is checked a twentieth of a second's worth at once and the rest in turn: a flooder
+within every budget still chose when, and a second's worth at once made every node check all of it in the same
+few milliseconds. While a copy waits, another neighbour's copy of the same id is a duplicate (it spends no
+budget) but is kept, up to MAX_BACKUPS, one a neighbour: if the waiting copy fails its check (a forgery, the id
+altered after signing, queued first) or its link closed, the next is checked in its place, so queuing first
+cannot keep the genuine copy out.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from p2p import messages as m
+from p2p.close_reason import Fault
+from p2p.messages import Message
+from p2p.peer_hooks import proven_id
+from p2p.routing.budgets import Pacer
+from p2p.routing.context import RoutedLink
+from p2p.routing.envelope import MessageId, RouterCounters, bump
+
+MAX_BACKUPS = 8         # other neighbours' copies kept for an id waiting its turn (one each)
+
+Check = Callable[[RoutedLink, str, Message, str], None]     # (link, its node id, copy, type): check and accept
+
+
+class PacedChecks:
+    """One node's pacers, one per open type, with the copies kept in case a waiting one fails."""
+
+    def __init__(self, counters: RouterCounters, check: Check, seen: Callable[[MessageId], bool]) -> None:
+        self.counters, self.check, self.seen = counters, check, seen
+        self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._backups: dict[MessageId, list[tuple[RoutedLink, Message]]] = {}
+
+    def declare(self, kind: str, total_rate: float) -> None:
+        if total_rate != float("inf"):
+            self._pacers[kind] = Pacer(total_rate)
+
+    def kept(self, link: RoutedLink, message: Message) -> bool:
+        """Whether a copy of `message`'s id waits its turn already (this one is then a duplicate, kept in case)."""
+        backups = self._backups.get(message["id"])
+        if backups is None:
+            return False
+        src = proven_id(link)
+        if len(backups) < MAX_BACKUPS and all(proven_id(held) != src for held, _ in backups):
+            backups.append((link, message))
+        return True
+
+    def now(self, link: RoutedLink, message: Message, kind: str) -> bool:
+        """A copy that passed its budgets: True to check it now; False when it waits its turn or is dropped (the
+        queue holds a second's worth: `pacer_full`)."""
+        pacer = self._pacers.get(kind)
+        if pacer is None:
+            return True
+        verdict = pacer.admit((link, message))
+        if verdict is None:
+            bump(self.counters.dropped, "pacer_full")
+            return False
+        if not verdict:
+            self._backups[message["id"]] = []
+            self.counters.events["paced"] += 1
+            if kind not in self._handles:
+                self._later(kind)
+        return verdict
+
+    def _turn(self, kind: str) -> None:
+        """Check the copies of `kind` whose turn has come, each id's kept copies after it until one passes, and
+        wake again for the next; a copy whose link closed meanwhile is let go, and a forgery closes its link now,
+        as it would have on arrival."""
+        self._handles.pop(kind, None)
+        for first in self._pacers[kind].due():
+            mid = first[1]["id"]
+            for link, message in [first, *self._backups.pop(mid, ())]:
+                if self.seen(mid):          # this copy or one before it passed: the rest are duplicates
+                    break
+                if not link.is_open:
+                    bump(self.counters.dropped, "paced_link_closed")
+                    continue
+                try:
+                    self.check(link, proven_id(link), message, kind)
+                except m.ProtocolError as exc:
+                    link.close(exc.reason, exc.detail, fault=Fault.PEER)
+        self._later(kind)
+
+    def _later(self, kind: str) -> None:
+        wait = self._pacers[kind].wait()
+        if wait is not None:
+            self._handles[kind] = asyncio.get_running_loop().call_later(wait, self._turn, kind)
+
+    def stop(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
