@@ -36,10 +36,12 @@ def _hop_ip(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An X-Forwarded-For entry's address: `a.b.c.d`, an IPv6 address, or either with the port some proxies append
     (`a.b.c.d:port`, `[v6]:port`)."""
     if hop.startswith("["):
-        inside, bracket, _ = hop[1:].partition("]")
-        return client_ip(inside) if bracket else None
+        inside, bracket, port = hop[1:].partition("]")
+        return client_ip(inside) if bracket and (not port or port[:1] == ":" and port[1:].isdigit()) else None
     if hop.count(":") == 1:
-        hop = hop.partition(":")[0]
+        hop, _, port = hop.partition(":")
+        if not port.isdigit():
+            return None
     return client_ip(hop)
 
 

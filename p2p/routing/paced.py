@@ -10,6 +10,7 @@ cannot keep the genuine copy out.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Callable
 
 from p2p import messages as m
@@ -19,6 +20,8 @@ from p2p.peer_hooks import proven_id
 from p2p.routing.budgets import Pacer
 from p2p.routing.context import RoutedLink
 from p2p.routing.envelope import MessageId, RouterCounters, bump
+
+log = logging.getLogger("p2p.router")
 
 MAX_BACKUPS = 8         # other neighbours' copies kept for an id waiting its turn (one each)
 
@@ -70,19 +73,27 @@ class PacedChecks:
         wake again for the next; a copy whose link closed meanwhile is let go, and a forgery closes its link now,
         as it would have on arrival."""
         self._handles.pop(kind, None)
-        for first in self._pacers[kind].due():
-            mid = first[1]["id"]
-            for link, message in [first, *self._backups.pop(mid, ())]:
-                if self.seen(mid):          # this copy or one before it passed: the rest are duplicates
-                    break
-                if not link.is_open:
-                    bump(self.counters.dropped, "paced_link_closed")
-                    continue
-                try:
-                    self.check(link, proven_id(link), message, kind)
-                except m.ProtocolError as exc:
-                    link.close(exc.reason, exc.detail, fault=Fault.PEER)
-        self._later(kind)
+        try:
+            for first in self._pacers[kind].due():
+                mid = first[1]["id"]
+                for link, message in [first, *self._backups.pop(mid, ())]:
+                    if self.seen(mid):          # this copy or one before it passed: the rest are duplicates
+                        break
+                    if not link.is_open:
+                        bump(self.counters.dropped, "paced_link_closed")
+                        continue
+                    self._check(link, message, kind)
+        finally:
+            self._later(kind)
+
+    def _check(self, link: RoutedLink, message: Message, kind: str) -> None:
+        try:
+            self.check(link, proven_id(link), message, kind)
+        except m.ProtocolError as exc:
+            link.close(exc.reason, exc.detail, fault=Fault.PEER)
+        except Exception:       # a bug of ours: this copy is dropped, the others still get their turn
+            log.exception("checking a paced %s copy failed", kind)
+            bump(self.counters.dropped, "paced_error")
 
     def _later(self, kind: str) -> None:
         wait = self._pacers[kind].wait()

@@ -33,7 +33,9 @@ def test_the_client_is_the_right_most_address_that_is_no_trusted_proxy(remote, h
     assert forwarded_client(remote, header, PROXIES) == client
 
 
-@pytest.mark.parametrize("header", [["unknown"], ["198.51.100.7, "], ["[2001:db8::1"], ["1.2.3.4:80:90"], [""]])
+@pytest.mark.parametrize("header", [["unknown"], ["198.51.100.7, "], ["[2001:db8::1"], ["1.2.3.4:80:90"], [""],
+                                    ["198.51.100.7:"], ["198.51.100.7:http"], ["[2001:db8::1]junk"],
+                                    ["[2001:db8::1]:"]])
 def test_a_trusted_proxy_naming_no_address_where_it_is_read_is_an_error(header):
     with pytest.raises(ValueError, match="not an IP address"):
         forwarded_client("127.0.0.1", header, PROXIES)

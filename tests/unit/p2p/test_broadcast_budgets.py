@@ -393,3 +393,34 @@ async def test_a_network_whose_links_closed_gives_its_part_back_at_once():
         now[0] = tick / 5
         honest.append(budgets.refusal("hint", "honest", f"h{tick}", hint, "192.0.2"))
     assert honest.count(None) >= 49, honest.count(None)     # its first copy may wait for a whole token
+
+
+async def test_a_bug_checking_one_paced_copy_costs_that_copy_only():
+    """No exception escapes a paced check: a bug of ours in one copy's check drops that copy, and the others waiting
+    still get their turn."""
+    net = line(3, router_open_type_rate=1_000.0, router_open_type_total_rate=200.0)
+    open_notes(net, origin_rate=1_000.0)
+    spammer, relay, far = net.nodes
+    paced = relay.router.plumtree.paced
+    paced.check = _raising_on(paced.check, 3)
+    link = spammer.peers.links[relay.node_id]
+    link.send(fresh_note(net, 1))
+    await net.settle(1.0)
+    for key in range(20):
+        link.send(fresh_note(net, 80_000 + key))
+    await net.quiet(0.6)
+    assert relay.router.counters.events["paced"] >= 5, relay.router.counters.events
+    assert relay.router.counters.dropped.get("paced_error") == 1, relay.router.counters.dropped
+    assert sum(1 for msg, _ in far.got if msg["payload"] == "spam") == 20, "every other copy still went on"
+
+
+def _raising_on(check, n: int):
+    """`check` that raises on its `n`th call (a bug in the check of one copy)."""
+    count = [0]
+
+    def wrapped(*args):
+        count[0] += 1
+        if count[0] == n:
+            raise RuntimeError("a bug of ours")
+        return check(*args)
+    return wrapped
