@@ -10,26 +10,11 @@ loopback client, gets 400.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from node.api.base import ApiError
 from p2p.public.sources import Networks, forwarded_client
-
-
-def proxy_networks(networks: tuple[str, ...]) -> Networks:
-    """The settings' networks as the limits compare them: an IPv4-mapped IPv6 network as its IPv4 network (a
-    client's address is read so: `p2p.public.sources.client_ip`)."""
-    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in networks:
-        net = ipaddress.ip_network(text, strict=False)
-        mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
-        if mapped is not None and net.prefixlen >= 96:
-            net = ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False)
-        out.append(net)
-    return tuple(out)
 
 
 def install_forwarded_client(app: web.Application, proxies: Networks) -> None:

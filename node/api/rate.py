@@ -20,7 +20,6 @@ requests (node/marketdata/server.py) draw on the same budgets.
 """
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Callable, Protocol, TypedDict
 
@@ -31,7 +30,7 @@ from node.api.base import ApiError
 from node.api.auth import ApiAuth, is_public
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import client_ip
+from p2p.public.sources import in_networks, parse_networks
 
 
 UNIT_CPU_SECONDS = 0.001        # a public request costs one unit per this much of the event loop's CPU ...
@@ -68,11 +67,10 @@ class PublicRateLimit(ClientRate):
     def __init__(self, per_address: float, total: float, exempt: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.monotonic, refusals: RefusalLog | None = None) -> None:
         super().__init__(per_address, total, surface="api", clock=clock, refusals=refusals)
-        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
+        self.exempt = parse_networks(exempt)
 
     def is_exempt(self, address: str) -> bool:
-        ip = client_ip(address)     # an IPv4 client of a dual-stack listener as its IPv4 address
-        return ip is not None and any(ip in net for net in self.exempt)
+        return in_networks(address, self.exempt)    # an IPv4 client of a dual-stack listener as its IPv4 address
 
     def view(self) -> RateLimitView:
         return {"rate_per_address": self.by_address.rate, "rate_total": self.total_rate,

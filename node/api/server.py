@@ -17,7 +17,8 @@ from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node
 from p2p.public.guard import ConnectionGuard, GuardedSite, install_guard
 from node.api.rate import PublicRateLimit, install_public_rate_limit
 from node.api.auth import install_auth
-from node.api.forwarded import install_forwarded_client, proxy_networks
+from node.api.forwarded import install_forwarded_client
+from p2p.public.sources import parse_networks
 from node.metrics import render_metrics
 
 
@@ -38,7 +39,7 @@ def build_app(node: ApiNode) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
     app[NODE_KEY] = node
     api = node.configs.api
-    install_forwarded_client(app, proxy_networks(api.trusted_proxies))
+    install_forwarded_client(app, parse_networks(api.trusted_proxies))
     auth = install_auth(app, api.data_dir, api.token)
     limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt, refusals=node.public_refusals)
     install_public_rate_limit(app, limit, auth)
@@ -84,7 +85,7 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
                             api.header_timeout, api.body_timeout, refusals=node.public_refusals,
                             write_timeout=api.write_timeout, write_min_rate=api.write_min_rate,
-                            slow_answer_bytes=api.slow_answer_bytes, proxies=proxy_networks(api.trusted_proxies))
+                            slow_answer_bytes=api.slow_answer_bytes, proxies=parse_networks(api.trusted_proxies))
     node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)

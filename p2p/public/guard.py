@@ -57,7 +57,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 
 from p2p.public.refusals import RefusalLog
-from p2p.public.sources import Networks, Shares, cap_name, in_networks, subnet_of
+from p2p.public.sources import Networks, Scope, Shares, cap_name, in_networks, subnet_of
 
 log = logging.getLogger("p2p.public.guard")
 
@@ -148,8 +148,7 @@ class ConnectionGuard:
         scope = self.open.over(address)
         if scope == "total" and self._make_room(address):
             scope = self.open.over(address)
-        if scope in ("address", "subnet") and in_networks(address, self.proxies):
-            scope = None        # a trusted proxy carries many clients, each limited as itself per request
+        scope = self._binding(scope, address)
         if scope is not None:
             self.refused(address, f"refused_{cap_name(scope)}", f"{self.surface}_connections_{cap_name(scope)}")
             return False
@@ -157,6 +156,11 @@ class ConnectionGuard:
         if connection is not None:
             self._by_network.setdefault(subnet_of(address), {})[connection] = None
         return True
+
+    def _binding(self, scope: Scope | None, address: str) -> Scope | None:
+        """The cap `scope` that binds `address`: a trusted proxy carries many clients (each limited as itself per
+        request), so only the total binds its connections and its slow readers' answers."""
+        return None if scope in ("address", "subnet") and in_networks(address, self.proxies) else scope
 
     def release(self, address: str, connection: Evictable | None = None) -> None:
         self.open.remove(address)
@@ -193,9 +197,7 @@ class ConnectionGuard:
         self.slow_answers.remove(address, parked)
         if self.write_min_rate <= 0 or drained < self.write_min_rate * self.write_timeout:
             return "write_timeout"
-        scope = self.slow_answers.over(address, unsent)
-        if scope in ("address", "subnet") and in_networks(address, self.proxies):
-            scope = None        # a trusted proxy's slow readers are many clients': only the total binds them
+        scope = self._binding(self.slow_answers.over(address, unsent), address)
         if scope is not None:
             return f"slow_answers_{cap_name(scope)}"
         self.slow_answers.add(address, unsent)

@@ -27,6 +27,19 @@ def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
+def parse_networks(networks: tuple[str, ...]) -> Networks:
+    """Settings' networks as the limits compare addresses: an IPv4-mapped IPv6 network as its IPv4 network (a
+    client's address is read so, `client_ip`; listed as mapped, it would never match)."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
+        if mapped is not None and net.prefixlen >= 96:
+            net = ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False)
+        out.append(net)
+    return tuple(out)
+
+
 def in_networks(address: str, networks: Networks) -> bool:
     ip = client_ip(address)
     return ip is not None and any(ip in net for net in networks)

@@ -6,11 +6,10 @@ import ipaddress
 
 import pytest
 
-from node.api.forwarded import proxy_networks
 from p2p.public.guard import ConnectionGuard
-from p2p.public.sources import forwarded_client
+from p2p.public.sources import forwarded_client, parse_networks
 
-PROXIES = proxy_networks(("127.0.0.1/32", "10.0.0.0/8"))
+PROXIES = parse_networks(("127.0.0.1/32", "10.0.0.0/8"))
 
 
 @pytest.mark.parametrize("remote, header, client", [
@@ -50,7 +49,7 @@ def test_a_client_behind_a_proxy_is_never_this_machine(header):
 
 
 def test_a_proxy_listed_as_an_ipv4_mapped_network_is_trusted_as_its_ipv4_network():
-    mapped = proxy_networks(("::ffff:127.0.0.1/128", "::ffff:10.0.0.0/104", "2001:db8::/32"))
+    mapped = parse_networks(("::ffff:127.0.0.1/128", "::ffff:10.0.0.0/104", "2001:db8::/32"))
     assert [str(net) for net in mapped] == ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"]
     assert forwarded_client("::ffff:127.0.0.1", ["198.51.100.7"], mapped) == "198.51.100.7"
 
@@ -79,3 +78,10 @@ def test_a_trusted_proxys_slow_readers_are_bound_by_the_total_only():
     assert guard.keep_slow_reader("127.0.0.1", 10, 10 * mib, 0) is None
     assert guard.keep_slow_reader("127.0.0.1", 10, 4 * mib, 0) == "slow_answers_total", "16 MiB in all"
     assert guard.keep_slow_reader("198.51.100.7", 10, 2 * mib, 0) == "slow_answers_per_address"
+
+
+def test_an_ipv4_mapped_exempt_network_matches_as_the_trusted_proxies_do():
+    """API_RATE_EXEMPT is read like API_TRUSTED_PROXIES: a network listed IPv4-mapped once never matched a client."""
+    from node.api.rate import PublicRateLimit
+    limit = PublicRateLimit(20, 1000, ("::ffff:192.0.2.0/120",))
+    assert limit.is_exempt("192.0.2.9") and limit.is_exempt("::ffff:192.0.2.9") and not limit.is_exempt("192.0.3.1")
