@@ -31,7 +31,7 @@ from p2p.messages import Message
 from p2p import messages as m
 from p2p.close_reason import CloseReason
 from p2p.framing import encode_body, frame_body
-from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule
+from p2p.routing.budgets import UNKNOWN_NETWORK, GraftBudget, OpenTypeBudgets, OpenTypeRule
 from p2p.peer_hooks import proven_id
 from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
 from p2p.routing.message_cache import MessageCache
@@ -266,11 +266,12 @@ class Plumtree(RoutingPart):
             bump(self.counters.duplicates, kind)
             self.subscribers.duplicate(message, src)
             return
-        refused = self.open_types.refusal(kind, src, message["origin"], message, self._network(link, src))
+        network = self._network(link, src)
+        refused = self.open_types.refusal(kind, src, message["origin"], message, network)
         if refused is not None:
             bump(self.counters.dropped, refused)
             return
-        if self.paced.now(link, message, kind):
+        if self.paced.now(link, message, kind, network or UNKNOWN_NETWORK):
             self._check_and_accept(link, src, message, kind)
 
     def _network(self, link: RoutedLink, src: str) -> str | None:

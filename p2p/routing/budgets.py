@@ -15,9 +15,10 @@ Two budgets, both per someone with a global cap behind them:
   is dropped first, before it spends a budget or its signature is checked: relayed, every node would
   forward and cache it whole.
 - `Pacer`: the copies of such a type that pass the budgets are checked at most at the type's total pace,
-  in small steps, the rest waiting in a short queue: a flooder bursting a second's worth at once made every
-  node check all of it in the same few milliseconds, on every node at once, which is what slowed honest
-  traffic, not the copies' number (checked one by one over the second they cost a fraction of it).
+  in small steps, the rest waiting in a short queue per network, the networks taking turns: a flooder bursting
+  a second's worth at once made every node check all of it in the same few milliseconds, on every node at
+  once, which is what slowed honest traffic, not the copies' number (checked one by one over the second they
+  cost a fraction of it); and in one queue a network bursting within its part went ahead of everyone else's.
 - `GraftBudget`: bytes of cached broadcasts re-sent on request, per neighbour and in all. Together
   with serving each id once per neighbour, a few bytes of `graft` can no longer pull megabytes.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, NamedTuple, TypeVar
 
 from p2p.framing import encode_body
 from p2p.messages import Message
@@ -241,39 +242,68 @@ class OpenTypeBudgets:
         return {kind: shares.sending() for kind, shares in self._by_network.items()}
 
 
+class Admission(NamedTuple, Generic[Item]):
+    """What a pacer did with an item: `verdict` True (check it now), False (it waits its turn) or None (dropped:
+    the queue is full and its sender already has the most waiting); `evicted`, a waiting item of the sender with
+    the most waiting that gave up its place to it, or None."""
+    verdict: bool | None
+    evicted: Item | None = None
+
+
 class Pacer(Generic[Item]):
     """Items (copies to check) let through at `rate` a second, a twentieth of a second's worth at once; the rest
-    wait in order, at most a second's worth (PACE_QUEUE_SECONDS), and past that are dropped. Sans-I/O: the caller
-    takes `due()` items when `wait()` says."""
+    wait, at most a second's worth (PACE_QUEUE_SECONDS). Each sender (a network's part, as the budgets count them)
+    waits in a queue of its own and the queues take turns, one item each, so a network bursting within its part
+    cannot put a second's worth ahead of another's copy; when the queues are full, the sender with the most
+    waiting gives up its newest, never the newcomer. Sans-I/O: the caller takes `due()` items when `wait()`
+    says."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         step = max(1.0, rate * PACE_STEP_SECONDS)
         self._bucket = TokenBucket(rate, step, clock=clock, initial=step)
-        self._queue: deque[Item] = deque()
+        self._queues: dict[str, deque[Item]] = {}
+        self._turns: deque[str] = deque()       # senders with items waiting, whose turn is next first
+        self._waiting = 0
         self.room = max(1, int(rate * PACE_QUEUE_SECONDS))
 
-    def admit(self, item: Item) -> bool | None:
-        """True: check `item` now; False: it waits its turn (`due`); None: the queue is full, drop it."""
-        if not self._queue and self._bucket.try_take():
-            return True
-        if len(self._queue) >= self.room:
-            return None
-        self._queue.append(item)
-        return False
+    def admit(self, item: Item, sender: str) -> Admission[Item]:
+        if not self._waiting and self._bucket.try_take():
+            return Admission(True)
+        evicted: Item | None = None
+        if self._waiting >= self.room:
+            heaviest = max(self._queues, key=lambda who: len(self._queues[who]))
+            if len(self._queues.get(sender, ())) >= len(self._queues[heaviest]):
+                return Admission(None)
+            evicted = self._queues[heaviest].pop()
+            self._waiting -= 1
+        queue = self._queues.get(sender)
+        if queue is None:
+            queue = self._queues[sender] = deque()
+            self._turns.append(sender)
+        queue.append(item)
+        self._waiting += 1
+        return Admission(False, evicted)
 
     def due(self) -> list[Item]:
-        """The waiting items whose turn has come, oldest first."""
+        """The waiting items whose turn has come: one from each sender in turn, each sender's oldest first."""
         out: list[Item] = []
-        while self._queue and self._bucket.try_take():
-            out.append(self._queue.popleft())
+        while self._waiting and self._bucket.try_take():
+            sender = self._turns.popleft()
+            queue = self._queues[sender]
+            out.append(queue.popleft())
+            self._waiting -= 1
+            if queue:
+                self._turns.append(sender)
+            else:
+                del self._queues[sender]
         return out
 
     def wait(self) -> float | None:
         """Seconds until the next waiting item's turn; None with nothing waiting."""
-        return self._bucket.wait_time() if self._queue else None
+        return self._bucket.wait_time() if self._waiting else None
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._waiting
 
 
 class GraftBudget:

@@ -1,8 +1,8 @@
 """Copies of the broadcast types any key may author, checked at their type's total pace (budgets.Pacer).
 
-What passes a type's budgets is checked a twentieth of a second's worth at once and the rest in turn: a flooder
-within every budget still chose when, and a second's worth at once made every node check all of it in the same
-few milliseconds. While a copy waits, another neighbour's copy of the same id is a duplicate (it spends no
+What passes a type's budgets is checked a twentieth of a second's worth at once and the rest in turn, the networks
+taking turns: a flooder within every budget still chose when, and a second's worth at once made every node check
+all of it in the same few milliseconds. While a copy waits, another neighbour's copy of the same id is a duplicate (it spends no
 budget) but is kept, up to MAX_BACKUPS, one a neighbour: if the waiting copy fails its check (a forgery, the id
 altered after signing, queued first) or its link closed, the next is checked in its place, so queuing first
 cannot keep the genuine copy out.
@@ -51,16 +51,20 @@ class PacedChecks:
             backups.append((link, message))
         return True
 
-    def now(self, link: RoutedLink, message: Message, kind: str) -> bool:
-        """A copy that passed its budgets: True to check it now; False when it waits its turn or is dropped (the
-        queue holds a second's worth: `pacer_full`)."""
+    def now(self, link: RoutedLink, message: Message, kind: str, network: str) -> bool:
+        """A copy that passed its budgets (`network`'s part of them): True to check it now; False when it waits its
+        turn or is dropped (the queues hold a second's worth: `pacer_full` when its network has the most waiting;
+        otherwise the network with the most gives up its newest, `pacer_evicted`, with the copies kept for it)."""
         pacer = self._pacers.get(kind)
         if pacer is None:
             return True
-        verdict = pacer.admit((link, message))
+        verdict, evicted = pacer.admit((link, message), network)
         if verdict is None:
             bump(self.counters.dropped, "pacer_full")
             return False
+        if evicted is not None:
+            self._backups.pop(evicted[1]["id"], None)
+            bump(self.counters.dropped, "pacer_evicted")
         if not verdict:
             self._backups[message["id"]] = []
             self.counters.events["paced"] += 1

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from p2p.origin_auth import OriginAuth
-from p2p.routing.budgets import GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
+from p2p.routing.budgets import ACTIVE_SECONDS, GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
 from tests.unit.p2p.simnet import SimNet, identity, line, nid
 
 pytestmark = pytest.mark.timeout(30)
@@ -267,19 +267,76 @@ async def test_a_crowd_of_links_on_many_networks_checks_at_most_the_total_and_ho
 def test_a_pacer_lets_a_twentieth_of_a_second_through_at_once_and_the_rest_in_turn():
     now = [0.0]
     pacer: Pacer[int] = Pacer(100.0, clock=lambda: now[0])
-    verdicts = [pacer.admit(k) for k in range(120)]
+    verdicts = [pacer.admit(k, "198.51.100").verdict for k in range(120)]
     assert verdicts[:5] == [True] * 5, "a twentieth of a second's worth is checked at once"
     assert verdicts[5:105] == [False] * 100 and verdicts[105:] == [None] * 15, "a second's worth waits, no more"
     assert pacer.due() == [] and pacer.wait() == pytest.approx(0.01)
     now[0] = 0.1
     assert pacer.due() == list(range(5, 10)), "oldest first, at most a step's worth at once"
-    assert pacer.admit(999) is False, "a newcomer waits behind those already waiting"
+    assert pacer.admit(999, "198.51.100").verdict is False, "a newcomer waits behind those already waiting"
     now[0] = 2.0
     assert pacer.due() == [*range(10, 15)]
     while len(pacer):
         now[0] += 0.05
         assert len(pacer.due()) <= 5
     assert pacer.wait() is None
+
+
+def test_a_pacers_networks_take_turns_and_a_full_pacer_makes_room_from_the_heaviest_never_the_newcomer():
+    """Red team: one queue let a network bursting within its part put a second's worth ahead of an honest
+    network's copy, and when it was full the honest copy was the one dropped."""
+    now = [0.0]
+    pacer: Pacer[str] = Pacer(100.0, clock=lambda: now[0])
+    for k in range(105):                        # 5 checked at once, then the queue is full of the flood's
+        pacer.admit(f"flood-{k}", "203.0.113")
+    assert len(pacer) == pacer.room == 100
+    assert pacer.admit("flood-more", "203.0.113") == (None, None), "the network with the most waiting: dropped"
+    admitted = pacer.admit("honest-1", "192.0.2")
+    assert admitted == (False, "flood-104"), "the heaviest network gave up its newest for the newcomer"
+    assert pacer.admit("honest-2", "192.0.2") == (False, "flood-103")
+    assert pacer.admit("other", "198.51.100") == (False, "flood-102")
+    assert len(pacer) == 100
+    now[0] = 0.05
+    assert pacer.due() == ["flood-5", "honest-1", "other", "flood-6", "honest-2"], "one each, in turn"
+    now[0] = 0.1
+    assert pacer.due() == [f"flood-{k}" for k in range(7, 12)], "the others' queues emptied: the flood's turns"
+
+
+def test_a_crowd_returning_network_by_network_cannot_crowd_an_honest_network_out_of_the_pacer():
+    """Red team's harmonic return: a crowd waits out ACTIVE_SECONDS, then its networks come back one after
+    another, each spending its whole part at once; with one queue the honest network's copies behind them were
+    dropped (`pacer_full`) or waited up to a second. Every honest copy that passes its part now gets a place and
+    waits its network's turn."""
+    now = [1_000.0]
+    budgets = OpenTypeBudgets(clock=lambda: now[0])
+    budgets.limit("hint", OpenTypeRule(per_neighbour=50, per_origin=5, max_bytes=1024, total=200))
+    pacer: Pacer[tuple[str, float]] = Pacer(200.0, clock=lambda: now[0])
+    hint = {"type": "hint", "id": "x"}
+    honest_sent, honest_queued, honest_waits, key = 0, 0, [], 0
+    next_honest, next_return, end = now[0], now[0] + 1.0, now[0] + 5 * 11.5
+    while now[0] < end:
+        for who, sent_at in pacer.due():
+            if who == "honest":
+                honest_waits.append(now[0] - sent_at)
+        if now[0] >= next_return:
+            next_return += ACTIVE_SECONDS + 1.5
+            for crowd in range(40):
+                while budgets.refusal("hint", f"crowd-{crowd}", f"c{key}", hint, f"10.{crowd}.0") is None:
+                    key += 1
+                    pacer.admit(("crowd", now[0]), f"10.{crowd}.0")
+        if now[0] >= next_honest:
+            next_honest += 0.2
+            honest_sent += 1
+            if budgets.refusal("hint", "honest-relay", f"h{honest_sent}", hint, "192.0.2") is None:
+                verdict = pacer.admit(("honest", now[0]), "192.0.2").verdict
+                assert verdict is not None, "an honest copy within its part was dropped"
+                honest_queued += verdict is False
+                if verdict:
+                    honest_waits.append(0.0)
+        now[0] += 0.002
+    assert len(honest_waits) >= honest_sent - 2 and honest_queued, (len(honest_waits), honest_sent, honest_queued)
+    # the networks take turns: an honest copy waits at most one copy of each of the 41 networks, then a step
+    assert max(honest_waits) <= 41 / 200 + 0.05, max(honest_waits)
 
 
 async def test_a_burst_of_open_type_copies_is_checked_in_turn_not_at_once():
