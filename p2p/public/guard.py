@@ -20,8 +20,11 @@ Go's `http.Server` does, gives every request of the connection its own deadlines
   time, as Apache's mod_reqtimeout counts a body's least rate, but only while what its address, its network
   and everyone keep parked so in slow answers stays within `slow_answer_bytes` (per address; four times that
   per network, sixteen times in all): a slow reader is served from a budget of its own, not from the node's
-  memory at large. Together with the public rate limit's charge per answer byte (node/api/rate.py) this
-  bounds what any address can park in the node's memory.
+  memory at large. When everyone's slow answers fill the total, the network parking the most (more than the
+  newcomer's would with its grant) gives up its largest slow answer, as connections make room below: slow
+  readers from a few networks, each within its shares, cannot take every other network's slow answers.
+  Together with the public rate limit's charge per answer byte (node/api/rate.py) this bounds what any address
+  can park in the node's memory.
 
 A request past either deadline gets 408 (its body the guard's `timeout_answer`) and its connection is shut:
 nothing more it sends is read, and the socket is dropped when the client closes its side or LINGER seconds
@@ -65,6 +68,7 @@ LINGER = 2.0          # seconds a cut client has to read its 408 before its sock
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s")
 EVICT_NETWORKS = 8     # the most crowded networks looked at for a connection to give up when every slot is taken
+EVICT_SLOW_READERS = 16    # slow answers at most given up at once to make room for one within the total
 # what a cut request is told: (part, "header" or "body"; the deadline in seconds) -> (content type, body)
 TimeoutAnswer = Callable[[str, float], tuple[bytes, bytes]]
 
@@ -103,6 +107,13 @@ class Evictable(Protocol):
     def evict(self) -> None: ...
 
 
+class SlowReader(Protocol):
+    """A connection whose parked slow answer the guard may drop to make room for another network's."""
+
+    def evict_slow(self) -> None:
+        """Drop the answer and the connection (which gives its parked bytes back)."""
+
+
 class GuardView(TypedDict):
     """The guard as /status shows it."""
 
@@ -136,12 +147,13 @@ class ConnectionGuard:
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
         "body_timeouts": 0, "write_timeouts": 0, "slow_answers_over_budget": 0, "idle_timeouts": 0,
-        "evicted": 0})
+        "evicted": 0, "slow_answers_evicted": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
         self.slow_answers = Shares(self.slow_answer_bytes, 4 * self.slow_answer_bytes, 16 * self.slow_answer_bytes)
         self._by_network: dict[str, dict[Evictable, None]] = {}     # the connections each network holds
+        self._parked: dict[str, dict[SlowReader, int]] = {}         # each network's parked slow readers: bytes
 
     def admit(self, address: str, connection: Evictable | None = None) -> bool:
         """Whether a connection from `address` may be held (counted, and `connection` may be evicted later)."""
@@ -189,19 +201,57 @@ class ConnectionGuard:
                 return True
         return False
 
-    def keep_slow_reader(self, address: str, drained: int, unsent: int, parked: int) -> str | None:
+    def keep_slow_reader(self, address: str, drained: int, unsent: int, parked: int,
+                         reader: SlowReader | None = None) -> str | None:
         """A connection of `address` stayed paused for `write_timeout`: None when it may wait another deadline
         (it drained `drained` bytes meanwhile, at least the least rate, and its `unsent` bytes fit its sources'
-        slow-answer budgets); else the refusal's reason. The `parked` bytes granted it before are given back
-        either way, and `unsent` is its grant when None is returned."""
-        self.slow_answers.remove(address, parked)
+        slow-answer budgets, room in the total made if need be: `_make_slow_room`); else the refusal's reason.
+        The `parked` bytes granted it before are given back either way, and `unsent` is its grant when None is
+        returned (`reader`, if given, may then be evicted for another network's until it is given back)."""
+        self.unpark(address, parked, reader)
         if self.write_min_rate <= 0 or drained < self.write_min_rate * self.write_timeout:
             return "write_timeout"
-        scope = self._binding(self.slow_answers.over(address, unsent), address)
+        scope = self.slow_answers.over(address, unsent)
+        if scope == "total" and self._make_slow_room(address, unsent):
+            scope = self.slow_answers.over(address, unsent)
+        scope = self._binding(scope, address)
         if scope is not None:
             return f"slow_answers_{cap_name(scope)}"
         self.slow_answers.add(address, unsent)
+        if reader is not None:
+            self._parked.setdefault(subnet_of(address), {})[reader] = unsent
         return None
+
+    def unpark(self, address: str, parked: int, reader: SlowReader | None = None) -> None:
+        """`reader` of `address` gives back the `parked` bytes it was granted."""
+        self.slow_answers.remove(address, parked)
+        network = subnet_of(address)
+        readers = self._parked.get(network)
+        if readers is not None and reader is not None:
+            readers.pop(reader, None)
+            if not readers:
+                del self._parked[network]
+
+    def _make_slow_room(self, address: str, unsent: int) -> bool:
+        """Everyone's slow answers fill the total: the network parking the most (more than the newcomer's would
+        with `unsent`) gives up its largest, until `unsent` fits or no such network is left. Whether it fits."""
+        answers = self.slow_answers
+        mine = answers.by_subnet.get(subnet_of(address), 0) + unsent
+        for _ in range(EVICT_SLOW_READERS):
+            if answers.held + unsent <= answers.total:
+                return True
+            if not self._parked:
+                return False
+            network = max(self._parked, key=lambda net: answers.by_subnet.get(net, 0))
+            if answers.by_subnet.get(network, 0) <= mine:
+                return False
+            readers = self._parked[network]
+            victim = max(readers, key=lambda reader: readers[reader])
+            self.counters["slow_answers_evicted"] += 1
+            victim.evict_slow()
+            if readers.pop(victim, None) is not None and not readers:   # it gave nothing back: not asked again
+                del self._parked[network]
+        return answers.held + unsent <= answers.total
 
     def refused(self, address: str, counter: str, reason: str) -> None:
         self.counters[counter] += 1
@@ -362,8 +412,19 @@ class GuardedProtocol(asyncio.Protocol):
 
     def _unpark(self) -> None:
         if self._parked and self.address is not None:
-            self.guard.slow_answers.remove(self.address, self._parked)
+            self.guard.unpark(self.address, self._parked, self)
         self._parked = 0
+
+    def evict_slow(self) -> None:
+        """The guard needs this slow answer's room for another network's: drop it and the connection."""
+        if self.address is None or self.transport is None or self._cut:
+            return
+        if self.guard.refusals is not None:         # counted by the guard (slow_answers_evicted) as it asks
+            self.guard.refusals.record(self.address, f"{self.guard.surface}_slow_answer_evicted")
+        self._cut = True
+        self._cancel("_write_due")
+        self._unpark()
+        self.transport.abort()
 
     def _write_deadline(self) -> None:
         """The send buffer stayed full for `write_timeout`: another deadline for a reader that keeps up the least
@@ -373,7 +434,7 @@ class GuardedProtocol(asyncio.Protocol):
         if address is None or transport is None:
             return
         unsent = unsent_bytes(transport)
-        reason = self.guard.keep_slow_reader(address, self._write_mark - unsent, unsent, self._parked)
+        reason = self.guard.keep_slow_reader(address, self._write_mark - unsent, unsent, self._parked, self)
         if reason is None:
             self._parked = unsent
             self._arm_write_deadline()

@@ -368,7 +368,7 @@ async def read_at_pace(reader: asyncio.StreamReader, guard: ConnectionGuard, par
 
 
 @pytest.mark.parametrize("reads", ["nothing", "a trickle", "slowly", "slowly, over its budget", "slowly, big buffers",
-                                   "steadily"])
+                                   "steadily", "slowly, then evicted"])
 async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_write_deadline(reads: str):
     """A client asking for a big answer and reading none of it (its receive window shut) holds the answer in the
     node's memory: past `write_timeout` of a full send buffer the connection is aborted. So is one that reads a
@@ -417,6 +417,20 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
                 if time.monotonic() - started < 3 * DEADLINE:
                     await asyncio.sleep(0.01)       # a slow reader, but a reader: the buffer drains now and then
             assert guard.counters["write_timeouts"] == 0
+        elif reads == "slowly, then evicted":
+            received, started = 0, time.monotonic()
+            while not guard._parked and received < BIG:         # until its first grant
+                received += len(await asyncio.wait_for(reader.read(64 * 1024), 5))
+                await asyncio.sleep(max(0.0, received / SLOW_PACE - (time.monotonic() - started)))
+            ((slow_reader, parked_bytes),) = [item for readers in guard._parked.values() for item in readers.items()]
+            assert parked_bytes > 0 and guard.slow_answers.held == parked_bytes
+            slow_reader.evict_slow()            # as the guard does to make room for another network's
+            assert guard.slow_answers.held == 0 and not guard._parked, "its grant given back at once"
+            rest = await asyncio.wait_for(reader.read(), 5)
+            assert received + len(rest) < BIG, "the answer was dropped with the connection"
+            await _until(lambda: guard.open.held == 0)
+            (reasons,) = [row["reasons"] for row in refusals.view()["addresses"]]
+            assert list(reasons) == ["api_slow_answer_evicted"]
         elif reads in ("slowly", "slowly, big buffers"):
             parked: list[int] = []
             started = time.monotonic()
@@ -449,6 +463,52 @@ async def test_an_answer_nobody_reads_is_dropped_with_its_connection_at_the_writ
     finally:
         writer.close()
         await runner.cleanup()
+
+
+class FakeSlowReader:
+    """A parked slow reader as the guard sees one: evicted, it gives its grant back as a connection does."""
+
+    def __init__(self, guard: ConnectionGuard, address: str) -> None:
+        self.guard, self.address, self.parked, self.evicted = guard, address, 0, False
+
+    def keep(self, unsent: int) -> str | None:
+        reason = self.guard.keep_slow_reader(self.address, 10**6, unsent, self.parked, self)
+        self.parked = unsent if reason is None else 0
+        return reason
+
+    def evict_slow(self) -> None:
+        self.evicted = True
+        self.guard.unpark(self.address, self.parked, self)
+        self.parked = 0
+
+
+def test_slow_readers_of_a_few_networks_cannot_take_every_other_networks_slow_answers():
+    """Red team: the slow-answer total was first come, first served: four /24s of slow readers, each within its
+    address's and network's shares, held all of it and every other network's slow reader was cut. The network
+    parking the most now gives up its largest slow answer to a network parking less, never to one of its own."""
+    guard = ConnectionGuard(write_timeout=1.0, write_min_rate=1, slow_answer_bytes=1000)    # 4,000 a /24, 16,000
+    crowd = [FakeSlowReader(guard, f"10.0.{net}.{host}") for net in range(4) for host in range(1, 5)]
+    assert [reader.keep(1000) for reader in crowd] == [None] * 16 and guard.slow_answers.held == 16_000
+    honest = FakeSlowReader(guard, "192.0.2.7")
+    assert honest.keep(600) is None, "a network parking nothing gets room"
+    assert sum(reader.evicted for reader in crowd) == 1 and guard.counters["slow_answers_evicted"] == 1
+    assert guard.slow_answers.held == 15_600
+    neighbour = FakeSlowReader(guard, "192.0.2.8")
+    assert neighbour.keep(1000) is None, "its network still parks less than the crowd's: another gives up one"
+    assert sum(reader.evicted for reader in crowd) == 2
+    late = FakeSlowReader(guard, "10.0.0.9")
+    assert late.keep(1000) == "slow_answers_total", "a network as heavy as the heaviest makes no room from them"
+    assert sum(reader.evicted for reader in crowd) == 2
+    second = [FakeSlowReader(guard, f"198.51.100.{host}") for host in range(1, 5)]
+    verdicts = [reader.keep(1000) for reader in second]
+    assert verdicts == [None, None, "slow_answers_total", "slow_answers_total"], \
+        "a newcomer network gets room until it would park as much as the heaviest"
+    assert max(guard.slow_answers.by_subnet.values()) == 3000 and guard.slow_answers.held <= 16_000
+    assert guard.counters["slow_answers_evicted"] == 4 and sum(reader.evicted for reader in crowd) == 4
+    for reader in [*crowd, honest, neighbour, late, *second]:
+        if reader.parked:
+            guard.unpark(reader.address, reader.parked, reader)
+    assert guard.slow_answers.held == 0 and not guard._parked, "everything given back, nothing left behind"
 
 
 def test_a_slow_reader_is_kept_only_over_the_least_rate_and_within_its_sources_budgets():
