@@ -53,7 +53,7 @@ import logging
 import struct
 import termios
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, TypedDict, cast
+from typing import Callable, Protocol, TypedDict, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -63,6 +63,8 @@ from p2p.public.refusals import RefusalLog
 from p2p.public.sources import Networks, Scope, Shares, cap_name, in_networks, subnet_of
 
 log = logging.getLogger("p2p.public.guard")
+Member = TypeVar("Member")
+V = TypeVar("V")
 
 LINGER = 2.0          # seconds a cut client has to read its 408 before its socket is dropped
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nConnection: close\r\n"
@@ -176,12 +178,8 @@ class ConnectionGuard:
 
     def release(self, address: str, connection: Evictable | None = None) -> None:
         self.open.remove(address)
-        network = subnet_of(address)
-        held = self._by_network.get(network)
-        if held is not None and connection is not None:
-            held.pop(connection, None)
-            if not held:
-                del self._by_network[network]
+        if connection is not None:
+            _discard(self._by_network, subnet_of(address), connection)
 
     def _make_room(self, address: str) -> bool:
         """Every slot is taken: close the connection quiet longest (`quiet_since`) of the most crowded network that
@@ -225,12 +223,8 @@ class ConnectionGuard:
     def unpark(self, address: str, parked: int, reader: SlowReader | None = None) -> None:
         """`reader` of `address` gives back the `parked` bytes it was granted."""
         self.slow_answers.remove(address, parked)
-        network = subnet_of(address)
-        readers = self._parked.get(network)
-        if readers is not None and reader is not None:
-            readers.pop(reader, None)
-            if not readers:
-                del self._parked[network]
+        if reader is not None:
+            _discard(self._parked, subnet_of(address), reader)
 
     def _make_slow_room(self, address: str, unsent: int) -> bool:
         """Everyone's slow answers fill the total: the network parking the most (more than the newcomer's would
@@ -249,8 +243,7 @@ class ConnectionGuard:
             victim = max(readers, key=lambda reader: readers[reader])
             self.counters["slow_answers_evicted"] += 1
             victim.evict_slow()
-            if readers.pop(victim, None) is not None and not readers:   # it gave nothing back: not asked again
-                del self._parked[network]
+            _discard(self._parked, network, victim)    # if it gave nothing back, it is not asked again
         return answers.held + unsent <= answers.total
 
     def refused(self, address: str, counter: str, reason: str) -> None:
@@ -264,6 +257,15 @@ class ConnectionGuard:
                 "body_timeout_s": self.body_timeout, "write_timeout_s": self.write_timeout,
                 "write_min_rate": self.write_min_rate, "slow_answer_bytes": self.slow_answer_bytes,
                 "slow_answers_parked": self.slow_answers.held, "counters": dict(self.counters)}
+
+
+def _discard(groups: dict[str, dict[Member, V]], network: str, member: Member) -> None:
+    """Take `member` out of its network's group, and the group out once empty."""
+    members = groups.get(network)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del groups[network]
 
 
 class GuardedProtocol(asyncio.Protocol):
