@@ -8,6 +8,7 @@ WORKDIR /src
 RUN python3 -m venv /opt/exchange-node
 COPY pyproject.toml README.md ./
 COPY config ./config
+COPY storage ./storage
 COPY p2p ./p2p
 COPY exchange ./exchange
 COPY node ./node
