@@ -210,6 +210,10 @@ class Settings:
     grenache_max_connections_per_subnet: int = _setting(
         256, "GRENACHE_MAX_CONNECTIONS_PER_SUBNET", "Most open connections to each Grenache HTTP server from one /24 "
         "(IPv4) or /48 (IPv6)", p.integer(1, 1_000_000))
+    grenache_rate_exempt: tuple[str, ...] = _setting(
+        ("127.0.0.1/32", "::1/128"), "GRENACHE_RATE_EXEMPT", "Networks whose clients the Grenache endpoints' rate "
+        "limits do not count (by default the loopback addresses this machine's own services connect from); the "
+        "connection caps and deadlines still apply", p.listed(p.ip_network))
     grenache_header_timeout: float = _setting(
         10.0, "GRENACHE_HEADER_TIMEOUT", "Seconds a request to a Grenache HTTP server has to send its headers (the "
         "first from the connection's start, each later one from its first byte) before it gets 408 and its "

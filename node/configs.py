@@ -68,7 +68,8 @@ def grenache_limits(settings: Settings, rate: float, rate_total: float) -> Grena
                           max_connections_per_address=settings.grenache_max_connections_per_address,
                           max_connections_per_subnet=settings.grenache_max_connections_per_subnet,
                           max_connections=settings.grenache_max_connections,
-                          header_timeout=settings.grenache_header_timeout, body_timeout=settings.grenache_body_timeout)
+                          header_timeout=settings.grenache_header_timeout, body_timeout=settings.grenache_body_timeout,
+                          exempt=settings.grenache_rate_exempt)
 
 
 def router_config(settings: Settings) -> RouterConfig:

@@ -11,6 +11,9 @@ reach the port is a client, so each gets a share and a cap on all stands behind 
   front (the message path's MAX_FRAMES) and gets back what it did not cost once decoded, so a client that starts
   many requests at once owes at most one request's worth; one whose cost the total cannot cover once decoded
   (its network's part and the credit behind the parts) is answered busy unhandled.
+- Who is not counted: clients on `exempt` networks (GRENACHE_RATE_EXEMPT; by default 127.0.0.1 and ::1, the
+  addresses a service on the node's own host connects from): a Grenache mesh's services on one host all come
+  from that one address and would share one address's rate. The connection caps and deadlines still apply.
 - Bytes: a request is worth at least one unit per BODY_UNIT_BYTES of its body, whichever is more (a message
   request's frames, an RPC request's one): reading and decoding cost by the byte, and a client sending few large
   bodies would otherwise take a node's CPU at a unit each. Each rate is then also a byte budget: 500 frames a
@@ -27,6 +30,7 @@ from typing import Callable, TypedDict
 from p2p.public.guard import ConnectionGuard, GuardView
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog, RefusalsView
+from p2p.public.sources import in_networks, parse_networks
 
 BODY_UNIT_BYTES = 4096      # a request is worth at least a unit per this many bytes of its body (decompressed)
 KEEPALIVE_TIMEOUT = 15.0    # s idle between requests (our client drops a pooled connection after 4 s, Node's after 5)
@@ -45,6 +49,7 @@ class GrenacheLimits:
     max_connections: int
     header_timeout: float
     body_timeout: float
+    exempt: tuple[str, ...] = ()   # networks whose clients the rate does not count (GRENACHE_RATE_EXEMPT)
 
 
 class LimitsView(TypedDict):
@@ -53,6 +58,7 @@ class LimitsView(TypedDict):
     unit: str                          # "frames" or "requests", each at least BODY_UNIT_BYTES of body
     rate_per_address: float
     rate_total: float
+    exempt: list[str]                  # networks the rate does not count
     refused: dict[str, int]            # requests refused, by the rate limit that refused them
     connections: GuardView
     refused_by: RefusalsView           # the most refused addresses and networks lately, and why
@@ -69,12 +75,17 @@ class ServerLimits:
     def __init__(self, limits: GrenacheLimits, surface: str, unit: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.unit = unit
+        self.exempt = parse_networks(limits.exempt)
         self.refusals = RefusalLog(capacity=REFUSALS_KEPT, clock=clock)
         self.rate = ClientRate(limits.rate_per_address, limits.rate_total, surface=surface, clock=clock,
                                refusals=self.refusals)
         self.guard = ConnectionGuard(limits.max_connections_per_address, limits.max_connections_per_subnet,
                                      limits.max_connections, limits.header_timeout, limits.body_timeout,
                                      refusals=self.refusals, surface=surface, timeout_answer=timeout_text)
+
+    def is_exempt(self, address: str) -> bool:
+        """Whether the rate does not count `address` (a service on the node's own machine, by default)."""
+        return in_networks(address, self.exempt)
 
     def admit(self, address: str, reserve: int = 1) -> float | None:
         """None when a request from `address` may be read now (`reserve` units, the most it may be worth, taken);
@@ -96,5 +107,6 @@ class ServerLimits:
     def view(self) -> LimitsView:
         rate = self.rate
         return {"unit": self.unit, "rate_per_address": rate.by_address.rate, "rate_total": rate.total_rate,
+                "exempt": [str(network) for network in self.exempt],
                 "refused": dict(rate.refused), "connections": self.guard.view(),
                 "refused_by": self.refusals.view(REFUSALS_SHOWN)}

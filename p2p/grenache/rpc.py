@@ -309,7 +309,7 @@ class GrenacheHTTPServer:
     async def _handle(self, request: web.Request) -> web.Response:
         address = request.remote or ""
         limits = self.limits
-        if limits is None:
+        if limits is None or limits.is_exempt(address):
             return await self._answer(request, None)
         reserve = max(self.max_cost, self._byte_units(min(self.max_body_bytes, request.content_length
                                                            if request.content_length is not None

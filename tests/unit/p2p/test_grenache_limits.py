@@ -535,3 +535,24 @@ async def test_the_rpc_endpoint_refuses_a_flooding_address_and_reports_it():
     view = endpoint.snapshot()["limits"]
     assert view["unit"] == "requests" and view["refused"]["per_address"] == 2
     assert view["refused_by"]["addresses"][0]["source"] == "127.0.7.1"
+
+
+async def test_services_on_the_nodes_own_machine_are_not_counted_by_the_rate_but_strangers_are():
+    """A Grenache mesh's services on one host all call from 127.0.0.1: counted, they shared one address's rate and
+    got 429 past 100 requests a second between them. GRENACHE_RATE_EXEMPT's networks are not counted (this machine
+    by default); every other address keeps its share."""
+    from config import Settings
+    assert Settings().grenache_rate_exempt == ("127.0.0.1/32", "::1/128")
+    server, applied = await served(rate_per_address=5.0, exempt=Settings().grenache_rate_exempt)
+    local, stranger = Client("127.0.0.1", server.port), Client("127.0.1.5", server.port)
+    try:
+        local_answers = [(await local.post("echo", n))[0] for n in range(40)]
+        stranger_answers = [(await stranger.post("echo", n))[0] for n in range(40)]
+    finally:
+        await local.close()
+        await stranger.close()
+        await server.stop()
+    assert local_answers == [200] * 40, local_answers
+    assert stranger_answers.count(200) <= 10 and stranger_answers.count(429) >= 30, stranger_answers
+    assert applied.view()["exempt"] == ["127.0.0.1/32", "::1/128"]
+    assert applied.is_exempt("::ffff:127.0.0.1") and not applied.is_exempt("127.0.0.2")
