@@ -276,6 +276,9 @@ class Pacer(Generic[Item]):
                 return Admission(None)
             evicted = self._queues[heaviest].pop()
             self._waiting -= 1
+            if not self._queues[heaviest]:      # its only copy: it no longer waits, nor takes turns
+                del self._queues[heaviest]
+                self._turns.remove(heaviest)
         queue = self._queues.get(sender)
         if queue is None:
             queue = self._queues[sender] = deque()

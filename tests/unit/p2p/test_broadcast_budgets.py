@@ -302,6 +302,24 @@ def test_a_pacers_networks_take_turns_and_a_full_pacer_makes_room_from_the_heavi
     assert pacer.due() == [f"flood-{k}" for k in range(7, 12)], "the others' queues emptied: the flood's turns"
 
 
+def test_a_network_whose_only_waiting_copy_made_room_leaves_the_turns():
+    """Red team: with one copy waiting from each network, a newcomer took the only copy's place and that network's
+    empty queue kept its turn: the next turn raised IndexError out of the timer, and the pacer never emptied."""
+    now = [0.0]
+    pacer: Pacer[str] = Pacer(4.0, clock=lambda: now[0])
+    assert pacer.admit("x0", "net0").verdict is True
+    assert [pacer.admit(f"x{k}", f"net{k}").verdict for k in range(1, 5)] == [False] * 4
+    assert pacer.admit("x5", "net5") == (False, "x1")
+    assert pacer.admit("y1", "net1") == (False, "x2"), "back with one waiting, as the others: it takes a place"
+    served = []
+    while len(pacer):
+        now[0] += 0.25
+        served += pacer.due()
+    assert sorted(served) == ["x3", "x4", "x5", "y1"] and pacer.wait() is None
+    now[0] += 1.0
+    assert pacer.admit("z", "net9").verdict is True, "an empty pacer checks a copy at once again"
+
+
 def test_a_crowd_returning_network_by_network_cannot_crowd_an_honest_network_out_of_the_pacer():
     """Red team's harmonic return: a crowd waits out ACTIVE_SECONDS, then its networks come back one after
     another, each spending its whole part at once; with one queue the honest network's copies behind them were
