@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2p.origin_auth import OriginAuth
 from p2p.routing.budgets import ACTIVE_SECONDS, GraftBudget, OpenTypeBudgets, OpenTypeRule, Pacer
@@ -318,6 +320,34 @@ def test_a_network_whose_only_waiting_copy_made_room_leaves_the_turns():
     assert sorted(served) == ["x3", "x4", "x5", "y1"] and pacer.wait() is None
     now[0] += 1.0
     assert pacer.admit("z", "net9").verdict is True, "an empty pacer checks a copy at once again"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([2.0, 4.0, 20.0]),
+       st.lists(st.tuples(st.integers(0, 9), st.sampled_from([0.0, 0.0, 0.01, 0.1])), max_size=120))
+def test_whatever_arrives_the_pacer_keeps_its_books_and_never_raises(rate, arrivals):
+    """Every copy admitted is checked at once, waits its turn, is dropped, or is given up for another network's:
+    none is lost from the books, no empty queue keeps a turn, and every waiting copy gets its turn."""
+    now = [0.0]
+    pacer: Pacer[int] = Pacer(rate, clock=lambda: now[0])
+    fates: dict[int, str] = {}
+    for copy, (network, later) in enumerate(arrivals):
+        now[0] += later
+        for served in pacer.due():
+            fates[served] = "checked in turn"
+        verdict, evicted = pacer.admit(copy, f"net{network}")
+        fates[copy] = {True: "checked", False: "waiting", None: "dropped"}[verdict]
+        if evicted is not None:
+            assert fates[evicted] == "waiting"
+            fates[evicted] = "evicted"
+        assert len(pacer) == sum(map(len, pacer._queues.values())) <= pacer.room
+        assert set(pacer._turns) == set(pacer._queues) and len(pacer._turns) == len(pacer._queues)
+        assert all(pacer._queues.values()), "no empty queue keeps a turn"
+    while len(pacer):
+        now[0] += 0.05
+        for served in pacer.due():
+            fates[served] = "checked in turn"
+    assert "waiting" not in fates.values() and len(fates) == len(arrivals)
 
 
 def test_a_crowd_returning_network_by_network_cannot_crowd_an_honest_network_out_of_the_pacer():
