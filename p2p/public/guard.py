@@ -159,10 +159,9 @@ class ConnectionGuard:
 
     def admit(self, address: str, connection: Evictable | None = None) -> bool:
         """Whether a connection from `address` may be held (counted, and `connection` may be evicted later)."""
-        scope = self.open.over(address)
-        if scope == "total" and self._make_room(address):
-            scope = self.open.over(address)
-        scope = self._binding(scope, address)
+        scope = self._binding(self.open.over_share(address), address)
+        if scope is None and self.open.over(address, 1) == "total" and not self._make_room(address):
+            scope = "total"
         if scope is not None:
             self.refused(address, f"refused_{cap_name(scope)}", f"{self.surface}_connections_{cap_name(scope)}")
             return False
@@ -209,14 +208,14 @@ class ConnectionGuard:
         self.unpark(address, parked, reader)
         if self.write_min_rate <= 0 or drained < self.write_min_rate * self.write_timeout:
             return "write_timeout"
-        scope = self.slow_answers.over(address, unsent)
-        if scope == "total" and self._make_slow_room(address, unsent):
-            scope = self.slow_answers.over(address, unsent)
-        scope = self._binding(scope, address)
+        scope = self._binding(self.slow_answers.over_share(address, unsent), address)
+        if scope is None and self.slow_answers.over(address, unsent) == "total" \
+                and not self._make_slow_room(address, unsent):
+            scope = "total"
         if scope is not None:
             return f"slow_answers_{cap_name(scope)}"
         self.slow_answers.add(address, unsent)
-        if reader is not None:
+        if reader is not None and unsent > 0:
             self._parked.setdefault(subnet_of(address), {})[reader] = unsent
         return None
 
@@ -346,6 +345,8 @@ class GuardedProtocol(asyncio.Protocol):
             return
         self._cancel("_headers_due")
         self._cancel("_body_due")
+        self._cancel("_write_due")
+        self._unpark()              # its parked answer goes with it: room for another slow reader now
         self._cut = True
         self._counted = False
         self.guard.release(address, self)

@@ -159,6 +159,11 @@ class Shares:
         `amount=0` asks whether it is past one now."""
         if self.held + amount > self.total:
             return "total"
+        return self.over_share(address, amount)
+
+    def over_share(self, address: str, amount: int = 1) -> Scope | None:
+        """Which of `address`'s own caps (its address's, its network's) holding `amount` more would pass, or None:
+        asked before room is made in the total, so nobody gives up room to a source its own caps refuse."""
         if self.by_address.get(host_of(address), 0) + amount > self.per_address:
             return "address"
         if self.by_subnet.get(subnet_of(address), 0) + amount > self.per_subnet:

@@ -114,7 +114,8 @@ class Plumtree(RoutingPart):
         self.open_types = OpenTypeBudgets()
         self.open_type_rate, self.open_type_total_rate = open_type_rate, open_type_total_rate
         # open-type copies that passed their budgets, checked at their type's total pace (paced.py)
-        self.paced = PacedChecks(self.counters, self._check_and_accept, lambda mid: mid in self.seen)
+        self.paced = PacedChecks(self.counters, self._check_and_accept, lambda mid: mid in self.seen,
+                                 lambda link: self._network(link, proven_id(link)) or UNKNOWN_NETWORK)
         self.mode = mode
         self.max_hops = max_hops
         self.cache = MessageCache(max_size=cache_size, ttl=30.0, max_bytes=cache_bytes)

@@ -263,6 +263,8 @@ class Pacer(Generic[Item]):
         self._bucket = TokenBucket(rate, step, clock=clock, initial=step)
         self._queues: dict[str, deque[Item]] = {}
         self._turns: deque[str] = deque()       # senders with items waiting, whose turn is next first
+        self._newest: dict[str, int] = {}       # sender -> when (in arrivals) its newest waiting item came
+        self._arrivals = 0
         self._waiting = 0
         self.room = max(1, int(rate * PACE_QUEUE_SECONDS))
 
@@ -271,21 +273,29 @@ class Pacer(Generic[Item]):
             return Admission(True)
         evicted: Item | None = None
         if self._waiting >= self.room:
-            heaviest = max(self._queues, key=lambda who: len(self._queues[who]))
+            # of senders with as many waiting, the one whose newest came last: a steady sender's queue, there
+            # longest, is not the one a crowd's bursts make give way
+            heaviest = max(self._queues, key=lambda who: (len(self._queues[who]), self._newest[who]))
             if len(self._queues.get(sender, ())) >= len(self._queues[heaviest]):
                 return Admission(None)
             evicted = self._queues[heaviest].pop()
             self._waiting -= 1
-            if not self._queues[heaviest]:      # its only copy: it no longer waits, nor takes turns
-                del self._queues[heaviest]
+            if not self._queues[heaviest]:      # its only item: it no longer waits, nor takes turns
+                self._forget(heaviest)
                 self._turns.remove(heaviest)
         queue = self._queues.get(sender)
         if queue is None:
             queue = self._queues[sender] = deque()
             self._turns.append(sender)
         queue.append(item)
+        self._arrivals += 1
+        self._newest[sender] = self._arrivals
         self._waiting += 1
         return Admission(False, evicted)
+
+    def _forget(self, sender: str) -> None:
+        del self._queues[sender]
+        del self._newest[sender]
 
     def due(self) -> list[Item]:
         """The waiting items whose turn has come: one from each sender in turn, each sender's oldest first."""
@@ -298,7 +308,7 @@ class Pacer(Generic[Item]):
             if queue:
                 self._turns.append(sender)
             else:
-                del self._queues[sender]
+                self._forget(sender)
         return out
 
     def wait(self) -> float | None:

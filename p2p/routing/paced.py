@@ -26,16 +26,18 @@ log = logging.getLogger("p2p.router")
 MAX_BACKUPS = 8         # other neighbours' copies kept for an id waiting its turn (one each)
 
 Check = Callable[[RoutedLink, str, Message, str], None]     # (link, its node id, copy, type): check and accept
+Copy = tuple[RoutedLink, Message]
 
 
 class PacedChecks:
     """One node's pacers, one per open type, with the copies kept in case a waiting one fails."""
 
-    def __init__(self, counters: RouterCounters, check: Check, seen: Callable[[MessageId], bool]) -> None:
-        self.counters, self.check, self.seen = counters, check, seen
-        self._pacers: dict[str, Pacer[tuple[RoutedLink, Message]]] = {}
+    def __init__(self, counters: RouterCounters, check: Check, seen: Callable[[MessageId], bool],
+                 network_of: Callable[[RoutedLink], str]) -> None:
+        self.counters, self.check, self.seen, self.network_of = counters, check, seen, network_of
+        self._pacers: dict[str, Pacer[Copy]] = {}
         self._handles: dict[str, asyncio.TimerHandle] = {}
-        self._backups: dict[MessageId, list[tuple[RoutedLink, Message]]] = {}
+        self._backups: dict[MessageId, list[Copy]] = {}
 
     def declare(self, kind: str, total_rate: float) -> None:
         if total_rate != float("inf"):
@@ -54,23 +56,46 @@ class PacedChecks:
     def now(self, link: RoutedLink, message: Message, kind: str, network: str) -> bool:
         """A copy that passed its budgets (`network`'s part of them): True to check it now; False when it waits its
         turn or is dropped (the queues hold a second's worth: `pacer_full` when its network has the most waiting;
-        otherwise the network with the most gives up its newest, `pacer_evicted`, with the copies kept for it)."""
-        pacer = self._pacers.get(kind)
-        if pacer is None:
+        otherwise the network with the most gives up its newest, `pacer_evicted`)."""
+        if kind not in self._pacers:
             return True
-        verdict, evicted = pacer.admit((link, message), network)
+        return self._admit(link, message, kind, network, requeue=True) is True
+
+    def _admit(self, link: RoutedLink, message: Message, kind: str, network: str, requeue: bool) -> bool | None:
+        """The pacer's verdict on a copy: True (check it now), False (it waits), None (dropped). A copy given up for
+        another network's takes the copies kept for its id with it unless `requeue`: then they are offered in turn
+        (`_requeue`), so a forgery queued last, the id's genuine copies kept behind it, cannot be made to give up
+        its place and take them out unchecked."""
+        verdict, evicted = self._pacers[kind].admit((link, message), network)
         if verdict is None:
             bump(self.counters.dropped, "pacer_full")
-            return False
-        if evicted is not None:
-            self._backups.pop(evicted[1]["id"], None)
-            bump(self.counters.dropped, "pacer_evicted")
-        if not verdict:
+        elif not verdict:
             self._backups[message["id"]] = []
             self.counters.events["paced"] += 1
             if kind not in self._handles:
                 self._later(kind)
+        if evicted is not None:
+            bump(self.counters.dropped, "pacer_evicted")
+            kept = self._backups.pop(evicted[1]["id"], [])
+            if requeue:
+                self._requeue(kept, kind)
         return verdict
+
+    def _requeue(self, kept: list[Copy], kind: str) -> None:
+        """The copies kept for an id whose waiting copy gave up its place, each offered in its own network's queue
+        (without requeueing what that gives up in turn) until one waits, the rest kept behind it, or one checked at
+        once passes."""
+        for index, (link, message) in enumerate(kept):
+            if not link.is_open:
+                continue
+            verdict = self._admit(link, message, kind, self.network_of(link), requeue=False)
+            if verdict is False:
+                self._backups[message["id"]] = kept[index + 1:]
+                return
+            if verdict:
+                self._check(link, message, kind)
+                if self.seen(message["id"]):
+                    return
 
     def _turn(self, kind: str) -> None:
         """Check the copies of `kind` whose turn has come, each id's kept copies after it until one passes, and

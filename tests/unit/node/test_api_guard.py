@@ -202,11 +202,13 @@ async def test_connections_over_a_cap_are_refused_at_accept_and_recorded_by_sour
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await asyncio.wait_for(reader.read(), 5) == b"", "the ninth is closed unanswered"
-    assert guard.counters["refused_total"] == 1
+    # every cap is 8 here: its own address's share refuses it (asked first: no room is made for a source its own
+    # caps refuse)
+    assert guard.counters["refused_per_address"] == 1 and guard.counters["refused_total"] == 0
     assert guard.refusals is not None
     view = guard.refusals.view()
     assert view["addresses"][0]["source"] == "127.0.0.1"
-    assert view["addresses"][0]["reasons"] == {"api_connections_total": 1}
+    assert view["addresses"][0]["reasons"] == {"api_connections_per_address": 1}
     assert view["subnets"][0]["source"] == "127.0.0.0/24"
     for _, w in held + [(reader, writer)]:
         w.close()
@@ -509,6 +511,21 @@ def test_slow_readers_of_a_few_networks_cannot_take_every_other_networks_slow_an
         if reader.parked:
             guard.unpark(reader.address, reader.parked, reader)
     assert guard.slow_answers.held == 0 and not guard._parked, "everything given back, nothing left behind"
+
+
+def test_no_slow_answer_gives_up_its_room_to_a_source_its_own_caps_refuse():
+    """Red team: the total was asked first and room made, then the newcomer's address cap refused it anyway: an
+    address at its share cut an honest slow reader at each of its connections' deadlines, for nothing."""
+    guard = ConnectionGuard(write_timeout=1.0, write_min_rate=1, slow_answer_bytes=1000)
+    honest = [FakeSlowReader(guard, f"10.0.{net}.{host}") for net in range(3) for host in range(1, 5)]
+    attacker = FakeSlowReader(guard, "203.0.113.9")
+    assert [reader.keep(1000) for reader in [*honest, attacker]] == [None] * 13
+    assert [FakeSlowReader(guard, f"198.51.100.{host}").keep(1000) for host in (1, 2, 3)] == [None] * 3
+    assert guard.slow_answers.held == guard.slow_answers.total
+    assert [FakeSlowReader(guard, "203.0.113.9").keep(900) for _ in range(10)] == ["slow_answers_per_address"] * 10
+    assert not any(reader.evicted for reader in honest) and guard.counters["slow_answers_evicted"] == 0
+    assert FakeSlowReader(guard, "203.0.113.10").keep(0) is None, "a grant of nothing fits ..."
+    assert sum(map(len, guard._parked.values())) == 16, "... holds nothing and is not kept"
 
 
 def test_a_slow_reader_is_kept_only_over_the_least_rate_and_within_its_sources_budgets():

@@ -4,6 +4,7 @@ checked; a relay never banned for what it relays; diagnostic notes not carried b
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -311,13 +312,14 @@ def test_a_network_whose_only_waiting_copy_made_room_leaves_the_turns():
     pacer: Pacer[str] = Pacer(4.0, clock=lambda: now[0])
     assert pacer.admit("x0", "net0").verdict is True
     assert [pacer.admit(f"x{k}", f"net{k}").verdict for k in range(1, 5)] == [False] * 4
-    assert pacer.admit("x5", "net5") == (False, "x1")
-    assert pacer.admit("y1", "net1") == (False, "x2"), "back with one waiting, as the others: it takes a place"
+    assert pacer.admit("x5", "net5") == (False, "x4"), "of networks as heavy, the one whose newest came last"
+    assert pacer.admit("y4", "net4") == (False, "x5"), "back with none waiting: it takes a place again"
+    assert pacer.admit("z1", "net1") == (None, None), "as heavy as every other: no room made"
     served = []
     while len(pacer):
         now[0] += 0.25
         served += pacer.due()
-    assert sorted(served) == ["x3", "x4", "x5", "y1"] and pacer.wait() is None
+    assert served == ["x1", "x2", "x3", "y4"] and pacer.wait() is None
     now[0] += 1.0
     assert pacer.admit("z", "net9").verdict is True, "an empty pacer checks a copy at once again"
 
@@ -455,6 +457,58 @@ async def test_a_forged_copy_waiting_its_turn_cannot_keep_the_genuine_copy_out(a
     await net.quiet(1.0)
     payloads = [msg["payload"] for msg, _ in target.got]
     assert "honest" in payloads and "tampered" not in payloads, payloads
+
+
+class PacedLink:
+    """A link as the paced checks see one: its peer's id, its network, whether it is open."""
+
+    def __init__(self, remote_id: str, network: str) -> None:
+        self.remote_id, self.network, self.is_open = remote_id, network, True
+        self.closed_for: tuple[object, ...] | None = None
+
+    def close(self, *reason, **_kw) -> None:
+        self.is_open, self.closed_for = False, reason
+
+
+async def test_a_forgery_made_to_give_up_its_place_does_not_take_the_genuine_copies_kept_behind_it():
+    """Red team: the attacker's network filled the pacer with a copy altered after signing (a genuine id) queued
+    last, an honest neighbour's genuine copy kept behind it; one copy from the attacker's second /24 then made the
+    forgery give up its place, its kept copies went with it, and the genuine hint was never checked here. The kept
+    copies now take a place of their own, in their own network's queue."""
+    from p2p import messages as m
+    from p2p.close_reason import CloseReason
+    from p2p.routing.envelope import RouterCounters
+    from p2p.routing.paced import PacedChecks
+    now, seen, checked = [0.0], set(), []
+
+    def check(link, src, message, kind):
+        checked.append((src, message["payload"]))
+        if message["payload"] == "tampered":
+            raise m.ProtocolError(CloseReason.BAD_SIGNATURE, "altered after signing")
+        seen.add(message["id"])
+    counters = RouterCounters()
+    paced = PacedChecks(counters, check, lambda mid: mid in seen, lambda link: cast(PacedLink, link).network)
+    paced.declare("hint", 20.0)
+    paced._pacers["hint"] = Pacer(20.0, clock=lambda: now[0])         # a second's worth (20) waits
+    attacker, second, honest = (PacedLink("A", "203.0.113"), PacedLink("A2", "203.0.114"),
+                                PacedLink("H", "198.51.100"))
+
+    def arrive(link, message):              # as Plumtree.on_broadcast hands on a copy that passed its budgets
+        return "kept" if paced.kept(link, message) else paced.now(link, message, "hint", link.network)
+    for key in range(20):
+        arrive(attacker, {"id": f"junk{key}", "payload": "junk"})
+    arrive(attacker, {"id": "G", "payload": "tampered"})
+    assert arrive(honest, {"id": "G", "payload": "genuine"}) == "kept"
+    arrive(second, {"id": "x", "payload": "junk"})                   # the forgery gives up its place ...
+    # ... and the genuine copy, offered in its own network's queue, takes the place of the attacker's next newest
+    assert counters.dropped.get("pacer_evicted") == 2
+    assert arrive(PacedLink("H2", "192.0.2"), {"id": "G"}) == "kept", "... and the genuine copy waits in its stead"
+    for _ in range(100):
+        now[0] += 0.05
+        paced._turn("hint")
+    paced.stop()
+    assert ("H", "genuine") in checked and "G" in seen, checked[-5:]
+    assert not paced._backups, "nothing kept for a copy no longer waiting"
 
 
 async def test_circuits_through_a_relay_do_not_spend_the_relays_own_network_part():
