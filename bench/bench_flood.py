@@ -248,14 +248,18 @@ def _orders(rig: Rig, rate: float, spam: list[SignedTx], sources: tuple[str, ...
     """`spam` at `rate` a second in all, split evenly over one peer per source address (each its own identity)."""
     final_before = _spam_final(rig.follower)
 
+    closed: list[str] = []
+
     async def run() -> float:
         shares = [spam[index::len(sources)] for index in range(len(sources))]
-        took = await asyncio.gather(*(order_flood(rig.validators, rig.chain_id, share, rate / len(sources), source)
-                                      for share, source in zip(shares, sources)))
+        took = await asyncio.gather(*(order_flood(rig.validators, rig.chain_id, share, rate / len(sources), source,
+                                                  closed) for share, source in zip(shares, sources)))
         return max(took)
     took = asyncio.run(run())
     final = _settled(lambda: _spam_final(rig.follower)) - final_before
-    return len(spam) / took, f"{final:,} final ({100.0 * final / len(spam):.0f} %)"
+    # a link the node closed takes nothing more: what was left unsent is not an offer the node refused
+    cut = f"; links closed: {'; '.join(closed)}" if closed else ""
+    return len(spam) / took, f"{final:,} final ({100.0 * final / len(spam):.0f} %){cut}"
 
 
 def _burst(rig: Rig, spam: list[SignedTx]) -> tuple[float, str]:

@@ -125,15 +125,21 @@ def fresh_hint(network: str, subject: str) -> dict:
     return hint
 
 
-async def send_paced(peers: list[RawPeer], messages: list[list[dict]], rate: float) -> float:
+async def send_paced(peers: list[RawPeer], messages: list[list[dict]], rate: float,
+                     unsent: list[int] | None = None) -> float:
     """Send `messages[i]` over `peers[i]` at `rate` messages a second per peer (as fast as the links take them
-    when the machine cannot keep up); returns the seconds it took."""
+    when the machine cannot keep up); returns the seconds it took. `unsent`, if given, gets how many messages each
+    peer could not send because its link was closed (by the node, or by a reset)."""
     started = time.monotonic()
+    skipped = [0] * len(peers)
     longest = max((len(batch) for batch in messages), default=0)
     for index in range(longest):
-        for peer, batch in zip(peers, messages):
-            if index < len(batch) and not peer.writer.is_closing():
-                peer.send(batch[index])
+        for number, (peer, batch) in enumerate(zip(peers, messages)):
+            if index < len(batch):
+                if peer.writer.is_closing():
+                    skipped[number] += 1
+                else:
+                    peer.send(batch[index])
         if index % 50 == 49:
             for peer in peers:
                 try:
@@ -143,21 +149,39 @@ async def send_paced(peers: list[RawPeer], messages: list[list[dict]], rate: flo
             ahead = (index + 1) / rate - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+    if unsent is not None:
+        unsent.extend(skipped)
     return time.monotonic() - started
 
 
 async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[SignedTx], rate: float,
-                      source: str | None = None) -> float:
+                      source: str | None = None, closed: list[str] | None = None) -> float:
     """Every spam transaction to every validator at `rate` a second, from one fresh peer identity (linked from the
-    loopback address `source`, if given)."""
+    loopback address `source`, if given). `closed`, if given, gets a line for each link the node closed before
+    all was sent: how much was left unsent and the node's goodbye reason, if it gave one."""
     flooder = NodeIdentity.generate()
     peers = [await linked(node, flooder, chain_id, source) for node in validators]
     try:
         batches = [[envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()) for tx in spam] for node in validators]
-        return await send_paced(peers, batches, rate)
+        unsent: list[int] = []
+        took = await send_paced(peers, batches, rate, unsent)
+        if closed is not None:
+            for node, peer, left in zip(validators, peers, unsent):
+                if left:
+                    closed.append(f"{node.name}: {left:,} unsent, {await _goodbye_reason(peer)}")
+        return took
     finally:
         for peer in peers:
             peer.close()
+
+
+async def _goodbye_reason(peer: RawPeer) -> str:
+    """Why the node closed `peer`'s link, from its goodbye if one is among what the peer was sent."""
+    try:
+        reason, _ = await peer.until_goodbye(2.0)
+    except (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError, ValueError):
+        return "no goodbye read"
+    return f"goodbye {reason}" if reason else "closed without a goodbye"
 
 
 async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, subject: str, count: int,
