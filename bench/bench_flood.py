@@ -177,15 +177,17 @@ class Rig:
         snapshot = self.last_snapshot()
         recovery: list[float | None] = []
         if after:
-            time.sleep(after + 1.0)     # and the last of those orders' answers
+            # each trader orders one at a time: once each has sent one past the window, every order in it is answered
+            wait_until(lambda: all(any(sent >= end + after for sent, _ in client.samples) for client in self.clients),
+                       after + 60.0, 0.1, "the traders' orders after the row")
             recovery = [latency for client in self.clients for latency in client.window(end, end + after)]
         return Row(attack, level, sent_rate, got, timed, clear, end - start, recovery,
                    f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-",
                    f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss)
 
-    def quiet(self) -> Row:
+    def quiet(self, name: str = "none") -> Row:
         """A window of BASELINE_WINDOWS without attack: the run opens and closes with one."""
-        return self.measure("none", "-", lambda: (0.0, "-"), BASELINE_WINDOWS * self.window)
+        return self.measure(name, "-", lambda: (0.0, "-"), BASELINE_WINDOWS * self.window)
 
     def last_snapshot(self) -> int:
         """The height of the newest snapshot (every node takes it), to read each row's slowest orders against."""
@@ -409,9 +411,7 @@ def main(flags: list[str]) -> None:
                     run = functools.partial(attacks[name], rig, capacity[name] * int(level))
                 rows.append(rig.measure(name, level, run, after=AFTER_SECONDS))
             if not smoke:
-                closing = rig.quiet()
-                closing.attack = "none (closing)"
-                quiet.append(closing)
+                quiet.append(rig.quiet("none (closing)"))
         finally:
             rig.close()
     base = quiet[0]

@@ -21,7 +21,7 @@ from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth
 from p2p.rpc.gossip import hint_proof
 from tests.harness import NodeProcess, wait_until
-from tests.redteam.attacker import envelope, honest_nodes_intact, linked
+from tests.redteam.attacker import closed_with, envelope, honest_nodes_intact, linked
 from tests.wire import RawPeer
 
 
@@ -158,7 +158,7 @@ async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[S
                       source: str | None = None, closed: list[str] | None = None) -> float:
     """Every spam transaction to every validator at `rate` a second, from one fresh peer identity (linked from the
     loopback address `source`, if given). `closed`, if given, gets a line for each link the node closed before
-    all was sent: how much was left unsent and the node's goodbye reason, if it gave one."""
+    all was sent: how much was left unsent and the node's goodbye reason (`closed_with`)."""
     flooder = NodeIdentity.generate()
     peers = [await linked(node, flooder, chain_id, source) for node in validators]
     try:
@@ -168,20 +168,11 @@ async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[S
         if closed is not None:
             for node, peer, left in zip(validators, peers, unsent):
                 if left:
-                    closed.append(f"{node.name}: {left:,} unsent, {await _goodbye_reason(peer)}")
+                    closed.append(f"{node.name}: {left:,} unsent, {await closed_with(peer, 2.0)}")
         return took
     finally:
         for peer in peers:
             peer.close()
-
-
-async def _goodbye_reason(peer: RawPeer) -> str:
-    """Why the node closed `peer`'s link, from its goodbye if one is among what the peer was sent."""
-    try:
-        reason, _ = await peer.until_goodbye(2.0)
-    except (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError, ValueError):
-        return "no goodbye read"
-    return f"goodbye {reason}" if reason else "closed without a goodbye"
 
 
 async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, subject: str, count: int,
