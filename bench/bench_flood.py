@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import tempfile
 import threading
 import time
@@ -69,8 +70,8 @@ from config import Settings
 from exchange.chain.snapshot_live import SPREAD_SECONDS
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
-from tests.flood import (HonestClient, attacker_links, broadcast_flood, fresh_note, graft_flood_linked, hint_flood,
-                         order_flood, quantile, rss_mb, send_paced, spam_orders)
+from tests.flood import (HonestClient, attacker_links, broadcast_flood, cpu_seconds, fresh_note, graft_flood_linked,
+                         hint_flood, order_flood, quantile, rss_mb, send_paced, spam_orders)
 from tests.redteam.attacker import envelope
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 
@@ -118,6 +119,7 @@ class Row:
     snapshot: str
     loop: str
     rss: str
+    cores: str
 
     @property
     def final(self) -> list[float]:
@@ -132,7 +134,7 @@ class Row:
                 100.0 * (len(final) / self.seconds) / (len(base.final) / base.seconds),
                 _quantile_ms(final, 0.5), p99, p99 / _p99_ms(base.final),
                 f"{_p99_ms(self.clear) / _p99_ms(base.clear):.2f} ({len(final) - len(self.clear)})",
-                after_cell, self.snapshot, self.loop, self.rss]
+                after_cell, self.snapshot, self.loop, self.rss, self.cores]
 
 
 def _quantile_ms(latencies: list[float], q: float) -> float:
@@ -163,6 +165,7 @@ class Rig:
                 seconds: float | None = None, after: float = 0.0) -> Row:
         """One row: `run` while the traders go on, then `after` seconds more whose orders show the recovery."""
         start = time.monotonic()
+        cpu_before = self.cpu()
         snapshot_before = self.last_snapshot()
         watch = LoopWatch([*self.validators, self.follower])
         watch.start()
@@ -171,6 +174,7 @@ class Rig:
         watch.finish()
         taken = watch.snapshots | {at for at in [snapshot_at(self.validators[0])] if at is not None}
         end = time.monotonic()
+        cores = "/".join(f"{(after - before) / (end - start):.2f}" for before, after in zip(cpu_before, self.cpu()))
         timed = [sample for client in self.clients for sample in client.timed(start, end)]
         clear = [latency for sent, latency in timed if latency is not None and not in_shadow(sent, taken)]
         rss = "/".join(f"{rss_mb(node):.0f}" for node in (*self.validators, self.follower))
@@ -183,7 +187,13 @@ class Rig:
             recovery = [latency for client in self.clients for latency in client.window(end, end + after)]
         return Row(attack, level, sent_rate, got, timed, clear, end - start, recovery,
                    f"{snapshot:,} ({self.loop_held()})" if snapshot != snapshot_before else "-",
-                   f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss)
+                   f"{watch.lag_ms:.0f} / {watch.gc_ms:.0f}", rss, cores)
+
+    def cpu(self) -> tuple[float, float, float]:
+        """CPU seconds used so far by the five nodes together, by the honest traders, and by this process: the
+        attacker (and the bench's polling of each node), on the same two cores as the nodes here."""
+        return (sum(cpu_seconds(node.proc.pid) for node in (*self.validators, self.follower) if node.proc is not None),
+                sum(cpu_seconds(client.pid) for client in self.clients), sum(os.times()[:2]))
 
     def quiet(self, name: str = "none") -> Row:
         """A window of BASELINE_WINDOWS without attack: the run opens and closes with one."""
@@ -420,5 +430,5 @@ def main(flags: list[str]) -> None:
                 f"the opening quiet row",
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
                  "p99 ratio", "ratio clear of snapshots (n in shadow)", f"after: {AFTER_SECONDS:g} s p99 ratio (n final)",
-                 "snapshot at", "loop late / full GC ms", "RSS MB v0/v1/v2/v3/f"],
+                 "snapshot at", "loop late / full GC ms", "RSS MB v0/v1/v2/v3/f", "cores: nodes/traders/attacker"],
                 [base.cells(base), *(row.cells(base) for row in rows), *(row.cells(base) for row in quiet[1:])])

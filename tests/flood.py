@@ -21,7 +21,7 @@ from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth
 from p2p.rpc.gossip import hint_proof
 from tests.harness import NodeProcess, wait_until
-from tests.redteam.attacker import closed_with, envelope, honest_nodes_intact, linked
+from tests.redteam.attacker import closed_reason, envelope, honest_nodes_intact, linked
 from tests.wire import RawPeer
 
 
@@ -45,6 +45,11 @@ class HonestClient:
                                       stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
         self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
         self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -157,22 +162,24 @@ async def send_paced(peers: list[RawPeer], messages: list[list[dict]], rate: flo
 async def order_flood(validators: list[NodeProcess], chain_id: str, spam: list[SignedTx], rate: float,
                       source: str | None = None, closed: list[str] | None = None) -> float:
     """Every spam transaction to every validator at `rate` a second, from one fresh peer identity (linked from the
-    loopback address `source`, if given). `closed`, if given, gets a line for each link the node closed before
-    all was sent: how much was left unsent and the node's goodbye reason (`closed_with`)."""
+    loopback address `source`, if given) that keeps its links alive and reads what the nodes send it, as an
+    attacker who wants to stay linked does (`attacker_links`); every frame is built before the first link opens.
+    Called side by side (`asyncio.gather`), each builds in its first step, before any of their links opens.
+    `closed`, if given, gets a line for each link the node closed before all was sent: how much was left unsent
+    and why, as the node's /peers says (`closed_reason`)."""
     flooder = NodeIdentity.generate()
-    peers = [await linked(node, flooder, chain_id, source) for node in validators]
-    try:
-        batches = [[envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()) for tx in spam] for node in validators]
+    # framed before any link opens: seconds of it with links open and no heartbeat would get them dropped as silent
+    batches = [[envelope("chain_tx", flooder.node_id, node.node_id, tx.wire()) for tx in spam] for node in validators]
+    async with attacker_links([(flooder, node) for node in validators], chain_id,
+                              [source] * len(validators)) as peers:
         unsent: list[int] = []
         took = await send_paced(peers, batches, rate, unsent)
         if closed is not None:
-            for node, peer, left in zip(validators, peers, unsent):
+            for node, left in zip(validators, unsent):
                 if left:
-                    closed.append(f"{node.name}: {left:,} unsent, {await closed_with(peer, 2.0)}")
+                    why = await asyncio.to_thread(closed_reason, node, flooder.node_id)
+                    closed.append(f"{node.name}: {left:,} unsent, {why}")
         return took
-    finally:
-        for peer in peers:
-            peer.close()
 
 
 async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, subject: str, count: int,
@@ -184,14 +191,12 @@ async def hint_flood(entries: list[NodeProcess], network: str, chain_id: str, su
 async def broadcast_flood(entries: list[NodeProcess], chain_id: str, make: Callable[[], dict], count: int,
                           rate: float, source: str | None = None) -> float:
     """`count` broadcasts (`make()`, each its own) to each entry node at `rate` a second, from one attacker linked
-    to all of them (from the loopback address `source`, if given); returns the seconds it took."""
+    to all of them (from the loopback address `source`, if given) and staying linked (`attacker_links`); returns
+    the seconds it took."""
     attacker = NodeIdentity.generate()
-    peers = [await linked(node, attacker, chain_id, source) for node in entries]
-    try:
-        return await send_paced(peers, [[make() for _ in range(count)] for _ in entries], rate)
-    finally:
-        for peer in peers:
-            peer.close()
+    messages = [[make() for _ in range(count)] for _ in entries]     # signed before any link opens (order_flood)
+    async with attacker_links([(attacker, node) for node in entries], chain_id, [source] * len(entries)) as peers:
+        return await send_paced(peers, messages, rate)
 
 
 async def graft_flood(node: NodeProcess, chain_id: str, seconds: float, rate: float) -> tuple[int, int, int]:
@@ -249,6 +254,13 @@ async def _grafts(node: NodeProcess, chain_id: str, seconds: float, rate: float,
         reader.cancel()
         beating.cancel()
         peer.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time, user and system, the process `pid` has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(node: NodeProcess) -> float:

@@ -82,6 +82,20 @@ def penalties_logged(node: NodeProcess, node_id: str) -> list[str]:
             if marker in line]
 
 
+def closed_reason(node: NodeProcess, node_id: str, timeout: float = 2.0) -> str:
+    """Why `node` closed its link to `node_id`, as its /peers shows it (the reason, and the penalty's if any): a
+    link it aborted (a peer that does not read fast enough) gets no goodbye to read it from."""
+    def closed() -> dict[str, Any] | None:
+        record = next((peer for peer in node.get("/peers")["peers"] if peer["node_id"] == node_id), None)
+        return record if record is not None and record["close_reason"] else None
+    try:
+        record = wait_until(closed, timeout, 0.1, "the node's record of the closed link")
+    except AssertionError:
+        return "still open, or forgotten, at the node"
+    penalty = f" (penalised: {record['penalty_reason']})" if record.get("penalty_reason") else ""
+    return f"{record['close_reason']}{penalty}"
+
+
 def honest_nodes_intact(nodes: list[NodeProcess], blocks: int = 3) -> None:
     """What every attack must leave behind: each honest node linked to every other, nobody honest penalised
     or banned, the chain `blocks` heights further on every node, one state everywhere, no traceback."""
