@@ -50,7 +50,11 @@ node's event loop (the same order) and how ("j": gathered from the rows the stat
 (how many were, in brackets), against the baseline's taken the same way: every node takes it at the same height
 and the half second after it is slower everywhere, so this is what the attack costs apart
 from the snapshot (docs/tradeoffs.md). "loop late / full GC" is the longest any node's event loop ran a timer late
-during the row, and its longest full garbage collection (each node's /health).
+during the row, and its longest full garbage collection (each node's /health). "cores" is the CPU used over the
+row, in cores, by the five nodes together, by the honest traders, and by this process (the attacker, and the
+bench's polling of the nodes): all on the same two cores here.
+Every attacker signs and frames what it will send before its first link opens, then keeps its links alive and
+reads what the nodes send it (tests/flood.py): a link silent for a few heartbeats is dropped.
 """
 from __future__ import annotations
 
