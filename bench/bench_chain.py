@@ -23,7 +23,6 @@ network of 1 validator (+ 1 follower) for 1 s, only to check that every table st
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import statistics
 import tempfile
@@ -36,18 +35,13 @@ import aiohttp
 from bench.lean_http import LeanHttp
 from bench.options import sized
 from bench.table import print_table
-from tests.harness import Cluster, NodeProcess, converged, wait_until
+from tests.harness import Cluster, NodeProcess, converged, cpu_seconds, wait_until
 
 # every other setting at its default, as an operator runs it, but the per-account cap on resting orders and
 # rate: the load comes from one account per node, and what is measured is ordering and matching, not refusals
 NODE = {"debug_api": "true", "log_level": "WARNING", "max_open_orders": 0, "account_ops_per_block": 0,
         "account_ops_per_100_blocks": 0}
 DRAIN = 300.0   # s for a throughput run's accepted orders to be committed after the clients stop
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:

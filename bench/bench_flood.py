@@ -74,10 +74,10 @@ from config import Settings
 from exchange.chain.snapshot_live import SPREAD_SECONDS
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
-from tests.flood import (HonestClient, attacker_links, broadcast_flood, cpu_seconds, fresh_note, graft_flood_linked,
-                         hint_flood, order_flood, quantile, rss_mb, send_paced, spam_orders)
+from tests.flood import (HonestClient, attacker_links, broadcast_flood, fresh_note, graft_flood_linked, hint_flood,
+                         order_flood, quantile, rss_mb, send_paced, spam_orders)
 from tests.redteam.attacker import envelope
-from tests.harness import Cluster, NodeProcess, converged, wait_until
+from tests.harness import Cluster, NodeProcess, converged, cpu_seconds, wait_until
 
 NODE = {"log_level": "WARNING", "heartbeat_interval": 0.5}
 LEVELS = (1, 3, 10)

@@ -256,13 +256,6 @@ async def _grafts(node: NodeProcess, chain_id: str, seconds: float, rate: float,
         peer.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time, user and system, the process `pid` has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(node: NodeProcess) -> float:
     """The node process's resident memory now (Linux /proc)."""
     assert node.proc is not None

@@ -54,6 +54,12 @@ _SLICES = 4                         # ... cut into one slice per test worker (xd
 _next_port: list[int] = []          # this process's place in its slice
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time, user and system, the process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_ports(n: int) -> list[int]:
     """Ports for nodes that must know each other's address before starting, or start again on the same one:
     taken below the kernel's ephemeral range, so another process's outgoing connection cannot grab one between

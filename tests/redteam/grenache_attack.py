@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import threading
 import time
 import uuid
@@ -16,9 +15,8 @@ from typing import Any, Callable, Coroutine
 import orjson
 
 from p2p.framing import encode_body
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, cpu_seconds
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- raw HTTP -----------------------------------------------------------------------------------
@@ -89,11 +87,6 @@ class Background:
 
 
 # --- measuring -----------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK        # utime + stime
-
-
 def rss_mb(pid: int) -> float:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
