@@ -23,6 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from p2p.messages import Message
@@ -138,30 +139,42 @@ class AutoNat:
                                                         local=host == local_host(link)) is not None:
             self._wake.set()
 
-    def _servers(self, host: str) -> list[PeerLink]:
+    def _servers(self, host: str, skip_groups: Collection[str] = (), outside_only: bool = False) -> list[PeerLink]:
         """Linked peers to ask about `host`: only those that see us there (a server dials the IP its link sees),
-        outside our /24 first, one per /24, freshest links last (they are the likeliest to be new nodes that
-        came to us)."""
+        outside our /24 first, one per /24 (none from `skip_groups`), freshest links last (they are the
+        likeliest to be new nodes that came to us)."""
         chosen: list[PeerLink] = []
-        groups: set[str] = set()
+        groups: set[str] = set(skip_groups)
         links = sorted((lk for lk in self.peers.links.values() if sees_us_at(lk) == host),
                        key=lambda lk: (remote_group(lk) == local_group(lk), lk.opened_at or 0.0))
         for link in links:
             group = remote_group(link)
-            if group not in groups:
+            if group not in groups and not (outside_only and group == local_group(link)):
                 groups.add(group)
                 chosen.append(link)
         return chosen[:self.fanout]
 
     def ask(self) -> int:
-        """Send the checks due now; the number of requests sent."""
+        """Send the checks due now; while an address being checked has no verdict, ask each outside /24 that
+        links and has not answered for it yet at once (up to `fanout` questions out), not at the due pace: a
+        NATed node whose first witness failed just after a second linked was otherwise neither private nor
+        relayed until its failed recheck. The number of requests sent."""
         sent = 0
         now = time.time()
-        pending = {(q.host, q.port) for q in self._asked.values()}
-        for address in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed):
-            if (address.host, address.port) in pending:
+        pending: dict[tuple[str, int], set[str]] = {}
+        for question in self._asked.values():
+            pending.setdefault((question.host, question.port), set()).add(question.group)
+        due = {(a.host, a.port) for a in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed)}
+        for address in self.addresses.candidates():
+            asking = pending.get((address.host, address.port), set())
+            if (address.host, address.port) in due and not asking:
+                servers = self._servers(address.host)
+            elif address.undecided() and (asking or address.answers):
+                servers = self._servers(address.host, asking | address.answered_by(),
+                                        outside_only=True)[:max(0, self.fanout - len(asking))]
+            else:
                 continue
-            for link in self._servers(address.host):
+            for link in servers:
                 nonce = secrets.token_bytes(NONCE_BYTES)
                 group = remote_group(link)
                 if link.send({"type": REQUEST, "nonce": nonce, "port": address.port, "host": address.host}):
@@ -185,6 +198,8 @@ class AutoNat:
         self.counters["answers_ok" if status == OK else "answers_failed"] += 1
         self.addresses.answered(asked.host, asked.port, status == OK, asked.server, asked.outside, asked.group)
         self._changed()
+        if status == FAILED:
+            self._wake.set()        # too few failures for a verdict: another /24 may be asked now (ask)
 
     @staticmethod
     def _dialled_what_we_asked(link: PeerLink, asked: Question, message: Message) -> bool:

@@ -114,6 +114,14 @@ class OwnAddress:
         failed = {a.group for a in self.answers if not a.ok and a.outside}
         return self.candidate and len(failed) >= min(MIN_FAILED_GROUPS, self.groups_needed())
 
+    def undecided(self) -> bool:
+        """A candidate no outside dial-back has reached nor enough outside /24s failed to reach."""
+        return self.candidate and not self.reached_from_outside() and not self.failed_from_outside()
+
+    def answered_by(self) -> set[str]:
+        """The /24s whose dial-backs of this address we hold."""
+        return {a.group for a in self.answers}
+
     def as_dict(self) -> OwnAddressView:
         last = self.answers[-1] if self.answers else None
         return {"host": self.host, "port": self.port, "how": self.how, "observers": len(self.observers),
