@@ -322,10 +322,11 @@ class Cluster:
                 node._log.close()
 
 
-def end_processes(processes: Sequence[subprocess.Popen], grace: float = 1.0) -> None:
+def end_processes(processes: Sequence[subprocess.Popen], grace: float = 0.5) -> None:
     """At teardown: SIGTERM every process still running, then SIGKILL whatever has not exited `grace` seconds
     later. A clean stop takes a tenth of a second, but a validator's waits up to 4 s for a block to order its
-    seat's hand-back, which never comes when its peers are stopped with it; nothing is checked any more here."""
+    seat's hand-back, which never comes when its peers are stopped with it, so every test with four validators
+    or more ends with this grace; nothing is checked any more here."""
     running = [proc for proc in processes if proc.poll() is None]
     for proc in running:
         proc.terminate()
