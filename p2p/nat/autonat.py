@@ -107,6 +107,7 @@ class AutoNat:
         self.max_concurrent = max_concurrent
         self.reachability_listeners: list[Callable[[Reachability], None]] = []
         self._asked: dict[bytes, Question] = {}
+        self._round: dict[tuple[str, int], set[str]] = {}   # address -> the /24s asked since it was last due
         self._served_at: dict[str, float] = {}          # requester node id -> when we last dialled it back
         self._group_buckets: dict[str, TokenBucket] = {}
         self._serving = 0
@@ -156,21 +157,28 @@ class AutoNat:
 
     def ask(self) -> int:
         """Send the checks due now; while an address being checked has no verdict, ask each outside /24 that
-        links and has not answered for it yet at once (up to `fanout` questions out), not at the due pace: a
-        NATed node whose first witness failed just after a second linked was otherwise neither private nor
-        relayed until its failed recheck. The number of requests sent."""
+        links and has not been asked about it since it was due at once (up to `fanout` questions out), not at
+        the due pace: a NATed node whose first witness failed just after a second linked was otherwise neither
+        private nor relayed until its failed recheck. A /24 that refused or never answered waits for the next
+        round like the rest. The number of requests sent."""
         sent = 0
         now = time.time()
         pending: dict[tuple[str, int], set[str]] = {}
         for question in self._asked.values():
             pending.setdefault((question.host, question.port), set()).add(question.group)
         due = {(a.host, a.port) for a in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed)}
-        for address in self.addresses.candidates():
-            asking = pending.get((address.host, address.port), set())
-            if (address.host, address.port) in due and not asking:
+        candidates = self.addresses.candidates()
+        keys = {(a.host, a.port) for a in candidates}
+        self._round = {key: groups for key, groups in self._round.items() if key in keys}
+        for address in candidates:
+            key = (address.host, address.port)
+            asking = pending.get(key, set())
+            if key in due and not asking:
                 servers = self._servers(address.host)
-            elif address.undecided() and (asking or address.answers):
-                servers = self._servers(address.host, asking | address.answered_by(),
+                asked = self._round[key] = set()
+            elif address.undecided() and key in self._round:
+                asked = self._round[key]
+                servers = self._servers(address.host, asking | asked | address.answered_by(),
                                         outside_only=True)[:max(0, self.fanout - len(asking))]
             else:
                 continue
@@ -180,6 +188,7 @@ class AutoNat:
                 if link.send({"type": REQUEST, "nonce": nonce, "port": address.port, "host": address.host}):
                     self._asked[nonce] = Question(address.host, address.port, link.remote_id or "?", group,
                                                   group != local_group(link), now)
+                    asked.add(group)
                     self.counters["asked"] += 1
                     sent += 1
         return sent

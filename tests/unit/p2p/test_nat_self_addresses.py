@@ -242,8 +242,8 @@ def test_outside_networks_that_link_while_an_address_is_undecided_are_asked_at_o
     """A NATed node asks its relay (the only peer so far), and a second outside peer links before the relay's
     answer: two failures now make the verdict, and the newcomer's /24 is asked at once, not when the address
     is next due (the failed pace, 15 s and more, left the node neither private nor relayed all that while).
-    A /24 that answered or is answering is not asked again, nor a peer inside our own /24, nor more than
-    `fanout` at once; once the verdict is in, nobody is asked until it is due."""
+    A /24 asked since the address was due (answering, refused, answered) is not asked again, nor a peer inside
+    our own /24, nor more than `fanout` at once; once the verdict is in, nobody is asked until it is due."""
     nat, peers = _autonat()
     host = "198.51.100.7"
     relay = _Link("a" * 40, "203.0.113.5", host, local_host="10.0.0.2")
@@ -255,19 +255,25 @@ def test_outside_networks_that_link_while_an_address_is_undecided_are_asked_at_o
     _join(nat, peers, second)
     assert nat.ask() == 1 and len(second.requests()) == 1 and not neighbour.requests()
     assert nat.ask() == 0, "a /24 already asked is not asked again while its answer is pending"
-    third = _Link("c" * 40, "100.64.5.5", host, local_host="10.0.0.2")
-    fourth = _Link("e" * 40, "198.18.5.5", host, local_host="10.0.0.2")
-    _join(nat, peers, third)
-    _join(nat, peers, fourth)
-    assert nat.ask() == 1 and len(third.requests()) == 1 and not fourth.requests(), "three questions out at most"
+    _answer(nat, second, REFUSED)
+    assert nat.ask() == 0 and not second.requests(), "nor after it refused: it waits for the address's next round"
+    second = _Link("b" * 40, "192.0.2.5", host, local_host="10.0.0.2")      # it links again
+    _join(nat, peers, second)
+    assert nat.ask() == 0, "a /24 asked this round is not asked again on a new link"
+    third, fourth, fifth = (_Link(c * 40, f"198.18.{i}.5", host, local_host="10.0.0.2")
+                            for i, c in enumerate("cef"))
+    for link in (third, fourth, fifth):
+        _join(nat, peers, link)
+    assert nat.ask() == 2 and third.requests() and fourth.requests() and not fifth.requests(), \
+        "three questions out at most"
     _answer(nat, relay, "failed")
     assert nat.reachability == Reachability.UNKNOWN and nat._wake.is_set()
-    assert nat.ask() == 1 and len(fourth.requests()) == 1
-    _answer(nat, second, "failed")
+    assert nat.ask() == 1 and len(fifth.requests()) == 1
+    _answer(nat, third, "failed")
     assert nat.reachability == Reachability.PRIVATE
-    for link in (third, fourth):
+    for link in (fourth, fifth):
         _answer(nat, link, "failed")
-    late = _Link("f" * 40, "198.19.5.5", host, local_host="10.0.0.2")
+    late = _Link("9" * 40, "198.19.5.5", host, local_host="10.0.0.2")
     _join(nat, peers, late)
     assert nat.ask() == 0 and not relay.requests() and not late.requests(), "a verdict waits for its recheck"
 
