@@ -30,7 +30,7 @@ from p2p.messages import Message
 from p2p import messages as m
 from p2p.admission import netgroup
 from p2p.connection import PeerLink
-from p2p.nat.self_addresses import AddressesView, Reachability, SelfAddresses
+from p2p.nat.self_addresses import MAX_OUTSIDE_GROUPS, AddressesView, Reachability, SelfAddresses
 from p2p.peer_hooks import PeerHooks
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.transport import DialError
@@ -107,7 +107,8 @@ class AutoNat:
         self.max_concurrent = max_concurrent
         self.reachability_listeners: list[Callable[[Reachability], None]] = []
         self._asked: dict[bytes, Question] = {}
-        self._round: dict[tuple[str, int], set[str]] = {}   # address -> the /24s asked since it was last due
+        # candidate address -> the /24s asked about it since it was last due (at most MAX_OUTSIDE_GROUPS a round)
+        self._round: dict[tuple[str, int], set[str]] = {}
         self._served_at: dict[str, float] = {}          # requester node id -> when we last dialled it back
         self._group_buckets: dict[str, TokenBucket] = {}
         self._serving = 0
@@ -176,7 +177,7 @@ class AutoNat:
             if key in due and not asking:
                 servers = self._servers(address.host)
                 asked = self._round[key] = set()
-            elif address.undecided() and key in self._round:
+            elif address.undecided() and key in self._round and len(self._round[key]) < MAX_OUTSIDE_GROUPS:
                 asked = self._round[key]
                 servers = self._servers(address.host, asking | asked | address.answered_by(),
                                         outside_only=True)[:max(0, self.fanout - len(asking))]

@@ -14,7 +14,7 @@ import pytest
 
 from p2p.connection import PeerLink
 from p2p.nat.autonat import OK, REFUSED, REQUEST, RESPONSE, AutoNat
-from p2p.nat.self_addresses import MAX_UNVOUCHED_PER_OBSERVER, Reachability, SelfAddresses
+from p2p.nat.self_addresses import MAX_OUTSIDE_GROUPS, MAX_UNVOUCHED_PER_OBSERVER, Reachability, SelfAddresses
 from p2p.peers import PeerManager
 from tests.unit.p2p.rpc_nodes import local_peers
 
@@ -276,6 +276,22 @@ def test_outside_networks_that_link_while_an_address_is_undecided_are_asked_at_o
     late = _Link("9" * 40, "198.19.5.5", host, local_host="10.0.0.2")
     _join(nat, peers, late)
     assert nat.ask() == 0 and not relay.requests() and not late.requests(), "a verdict waits for its recheck"
+
+
+def test_an_undecided_round_asks_a_bounded_number_of_networks() -> None:
+    """Strangers linking from one /24 after another, each refusing: the round asks at most MAX_OUTSIDE_GROUPS
+    of them, and what it remembers stays that size."""
+    nat, peers = _autonat()
+    host = "198.51.100.7"
+    _join(nat, peers, _Link("a" * 40, "203.0.113.5", host, local_host="10.0.0.2"))
+    assert nat.ask() == 1
+    asked = 1
+    for i in range(MAX_OUTSIDE_GROUPS + 20):
+        stranger = _Link(f"{i + 1:040x}", f"100.{64 + i // 200}.{i % 200}.5", host, local_host="10.0.0.2")
+        _join(nat, peers, stranger)
+        asked += nat.ask()
+        _answer(nat, stranger, REFUSED)
+    assert asked == MAX_OUTSIDE_GROUPS and all(len(groups) <= MAX_OUTSIDE_GROUPS for groups in nat._round.values())
 
 
 def test_one_network_failing_again_and_again_is_still_one_network() -> None:
