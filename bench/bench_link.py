@@ -19,7 +19,6 @@ import statistics
 import struct
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -27,6 +26,7 @@ import msgpack
 from bench.child import Child, get
 from bench.options import sized
 from bench.table import print_table
+from tests.harness import rss_kib
 from p2p.framing import FrameDecoder, encode_frame
 from node.configs import peer_config
 
@@ -244,13 +244,6 @@ def handshake_times(count: int) -> list[float]:
 
 
 # --- memory per peer -------------------------------------------------------------------------
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def _hub(kind: str, port_q: mp.Queue, cmd_q: mp.Queue) -> None:
     stack = contextlib.ExitStack()
 

@@ -30,6 +30,7 @@ from exchange.app import ExchangeParams
 from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
 from exchange.app.txs import NewOrderOp, Op, sign_tx
 from node.identity import NodeIdentity
+from tests.harness import rss_kib
 
 NETWORK_ID = "exchange-mainnet"
 MARKETS = "BTC-USD"
@@ -63,14 +64,6 @@ class FillResult:
     refused: dict[str, int] = field(default_factory=dict)
     recent_order_ids: list[str] = field(default_factory=list)    # a few orders of the last two transactions
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
-
-
-def rss_kib(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def disk_bytes(directory: Path) -> int:

@@ -20,7 +20,7 @@ from node.identity import NodeIdentity
 from p2p.framing import encode_body
 from p2p.origin_auth import OriginAuth
 from p2p.rpc.gossip import hint_proof
-from tests.harness import NodeProcess, wait_until
+from tests.harness import NodeProcess, rss_kib, wait_until
 from tests.redteam.attacker import closed_reason, envelope, honest_nodes_intact, linked
 from tests.wire import RawPeer
 
@@ -259,10 +259,8 @@ async def _grafts(node: NodeProcess, chain_id: str, seconds: float, rate: float,
 def rss_mb(node: NodeProcess) -> float:
     """The node process's resident memory now (Linux /proc)."""
     assert node.proc is not None
-    for line in open(f"/proc/{node.proc.pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = rss_kib(node.proc.pid)
+    return kib / 1024 if kib else float("nan")
 
 
 # --- the common pass criteria ----------------------------------------------------------------------------------

@@ -60,6 +60,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid: int | str = "self") -> int:
+    """Resident memory of the process `pid` now, in KiB (Linux /proc); 0 once it has none (a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def free_ports(n: int) -> list[int]:
     """Ports for nodes that must know each other's address before starting, or start again on the same one:
     taken below the kernel's ephemeral range, so another process's outgoing connection cannot grab one between

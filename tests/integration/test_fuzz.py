@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,7 @@ from p2p.routing.envelope import ROUTING_SCHEMAS
 from p2p.rpc.wire import RPC_SCHEMAS
 from node.identity import NodeIdentity
 from p2p import messages as m
-from tests.harness import Cluster, wait_until
+from tests.harness import Cluster, rss_kib, wait_until
 from tests.wire import HandshakeRefused, RawPeer
 
 TYPES = sorted(m.Schemas(ROUTING_SCHEMAS, RPC_SCHEMAS, PEX_SCHEMAS, CHAIN_SCHEMAS).types())   # what a node understands
@@ -31,13 +30,6 @@ FIELDS = ["id", "origin", "ts", "hops", "dst", "payload", "body", "pk", "sig", "
           "events", "cp", "w", "n", "vec", "cps", "reason", "detail", "links", "echo", "hold", "node_id", "protocol",
           "network", "listen_port", "watermark", "capabilities"]
 SERVICES = ["ping", "test.echo", "chain.submit", "chain.genesis", "no.such.service"]
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @pytest.fixture(scope="module")

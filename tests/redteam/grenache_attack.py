@@ -15,8 +15,7 @@ from typing import Any, Callable, Coroutine
 import orjson
 
 from p2p.framing import encode_body
-from tests.harness import NodeProcess, cpu_seconds
-
+from tests.harness import NodeProcess, cpu_seconds, rss_kib
 
 
 # --- raw HTTP -----------------------------------------------------------------------------------
@@ -88,10 +87,7 @@ class Background:
 
 # --- measuring -----------------------------------------------------------------------------------
 def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_kib(pid) / 1024
 
 
 def loadavg() -> float:
