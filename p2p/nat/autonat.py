@@ -30,7 +30,7 @@ from p2p.messages import Message
 from p2p import messages as m
 from p2p.admission import netgroup
 from p2p.connection import PeerLink
-from p2p.nat.self_addresses import MAX_OUTSIDE_GROUPS, AddressesView, Reachability, SelfAddresses
+from p2p.nat.self_addresses import MAX_OUTSIDE_GROUPS, AddressesView, OwnAddress, Reachability, SelfAddresses
 from p2p.peer_hooks import PeerHooks
 from p2p.resilience.token_bucket import TokenBucket
 from p2p.transport import DialError
@@ -161,7 +161,7 @@ class AutoNat:
         links and has not been asked about it since it was due at once (up to `fanout` questions out), not at
         the due pace: a NATed node whose first witness failed just after a second linked was otherwise neither
         private nor relayed until its failed recheck. A /24 that refused or never answered waits for the next
-        round like the rest. The number of requests sent."""
+        round like the rest (`_to_ask`). The number of requests sent."""
         sent = 0
         now = time.time()
         pending: dict[tuple[str, int], set[str]] = {}
@@ -173,26 +173,37 @@ class AutoNat:
         self._round = {key: groups for key, groups in self._round.items() if key in keys}
         for address in candidates:
             key = (address.host, address.port)
-            asking = pending.get(key, set())
-            if key in due and not asking:
-                servers = self._servers(address.host)
-                asked = self._round[key] = set()
-            elif address.undecided() and key in self._round and len(self._round[key]) < MAX_OUTSIDE_GROUPS:
-                asked = self._round[key]
-                servers = self._servers(address.host, asking | asked | address.answered_by(),
-                                        outside_only=True)[:max(0, self.fanout - len(asking))]
-            else:
-                continue
-            for link in servers:
+            for link in self._to_ask(address, pending.get(key, set()), key in due):
                 nonce = secrets.token_bytes(NONCE_BYTES)
                 group = remote_group(link)
                 if link.send({"type": REQUEST, "nonce": nonce, "port": address.port, "host": address.host}):
                     self._asked[nonce] = Question(address.host, address.port, link.remote_id or "?", group,
                                                   group != local_group(link), now)
-                    asked.add(group)
+                    self._round[key].add(group)      # _to_ask started or went on with the round
                     self.counters["asked"] += 1
                     sent += 1
         return sent
+
+    def _to_ask(self, address: OwnAddress, asking: set[str], due: bool) -> list[PeerLink]:
+        """Whom to ask about `address` now (`asking`: the /24s whose questions are out), starting or going on
+        with its round in `_round`."""
+        key = (address.host, address.port)
+        if due and not asking:
+            # an address nobody has answered for is due at every look: its round goes on past the /24s that
+            # stayed silent or refused, and starts over once every linked /24 (or MAX_OUTSIDE_GROUPS) was asked
+            asked = self._round.get(key, set()) if not address.answers else set()
+            if len(asked) >= MAX_OUTSIDE_GROUPS:
+                asked = set()
+            servers = self._servers(address.host, asked)
+            if not servers and asked:
+                asked, servers = set(), self._servers(address.host)
+            self._round[key] = asked
+            return servers
+        round_asked = self._round.get(key)
+        if round_asked is None or len(round_asked) >= MAX_OUTSIDE_GROUPS or not address.undecided():
+            return []
+        return self._servers(address.host, asking | round_asked | address.answered_by(),
+                             outside_only=True)[:max(0, self.fanout - len(asking))]
 
     def _on_response(self, link: PeerLink, message: Message) -> None:
         asked = self._asked.pop(message["nonce"], None)

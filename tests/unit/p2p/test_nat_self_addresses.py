@@ -278,6 +278,33 @@ def test_outside_networks_that_link_while_an_address_is_undecided_are_asked_at_o
     assert nat.ask() == 0 and not relay.requests() and not late.requests(), "a verdict waits for its recheck"
 
 
+def test_silent_networks_hold_an_undecided_address_only_until_their_questions_expire() -> None:
+    """Three strangers' /24s link first and never answer: they hold the three questions out, and an honest
+    outside peer that links meanwhile is asked once their questions expire, not the silent ones again (they
+    were asked again at every expiry, first in line as the oldest links, and the honest peer never was)."""
+    nat, peers = _autonat()
+    host = "198.51.100.7"
+    silent = [_Link(c * 40, f"100.64.{i}.5", host, local_host="10.0.0.2") for i, c in enumerate("abc")]
+    for link in silent:
+        _join(nat, peers, link)
+    assert nat.ask() == 3
+    honest = _Link("d" * 40, "192.0.2.5", host, local_host="10.0.0.2")
+    _join(nat, peers, honest)
+    assert nat.ask() == 0 and not honest.requests()
+    _expire_all(nat)
+    for link in silent:
+        link.sent.clear()
+    assert nat.ask() == 1 and len(honest.requests()) == 1 and not any(link.requests() for link in silent)
+    _expire_all(nat)
+    assert nat.ask() == 3, "every linked /24 asked and none answered: the round starts over"
+
+
+def _expire_all(nat: AutoNat) -> None:
+    """Every question out was asked longer ago than an answer may take."""
+    nat._asked = {nonce: q._replace(at=q.at - nat.answer_timeout - 1) for nonce, q in nat._asked.items()}
+    nat._expire_questions()
+
+
 def test_an_undecided_round_asks_a_bounded_number_of_networks() -> None:
     """Strangers linking from one /24 after another, each refusing: the round asks at most MAX_OUTSIDE_GROUPS
     of them, and what it remembers stays that size."""
