@@ -417,6 +417,11 @@ class Settings:
         0.2, "BLOCK_SECONDS_TARGET", "Seconds a block this validator proposes should take the network to decide: it "
         "holds as many transactions as recent heights show fit (0: as many as a block's limits allow)",
         p.number(above=-1e-9, at_most=60.0))
+    at_budget_wait: float = _setting(
+        0.1, "AT_BUDGET_WAIT", "Seconds a height waits when the only transactions waiting are from neighbours at "
+        "their budget (held within the last second): it starts then with what came meanwhile, or at once when "
+        "anyone else's transaction comes (0: every transaction starts a height at once)",
+        p.number(above=-1e-9, at_most=1.0))
     mempool_account_txs: int = _setting(
         1000, "MEMPOOL_ACCOUNT_TXS", "Transactions one account may have waiting in this validator's mempool "
         "(more are refused: account_quota, 429)", p.integer(1, 10**6))

@@ -96,6 +96,8 @@ class CoreConfig:
     block_lane_share: float = 1 / 16     # of a block's transactions one lane may fill
     block_seconds_target: float = 0.2     # a proposer's blocks hold what the network decides within this (block_pace.py;
                                           # 0: up to max_block_txs)
+    at_budget_wait: float = 0.1           # a height whose only waiting transactions are from neighbours at their
+                                          # budget starts this long after they came, with what came meanwhile (0: at once)
     mempool_account_txs: int = 1_000      # transactions one account may have waiting in the mempool
     account_ops_per_block: int = 2_000    # operations of one account admitted for one block ... (0: no limit)
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
@@ -429,6 +431,8 @@ class ChainCore:
             self.consensus.tick(now)
             wake = self._idle_wake()
             if wake is not None and now >= wake:
+                if len(self.mempool):   # transactions from neighbours at their budget waited for this height
+                    self._paced_from = now
                 self.consensus.kick(now)
         self.intake.resubmit_own(now)
         self.halt_recovery.tick(now)
@@ -463,10 +467,38 @@ class ChainCore:
             self._wake_at = self._paced_from = None
             return
         restore = self._take_restore(self.state.height + 1)
-        idle = len(self.mempool) == 0 and not self.intake.own
-        self._paced_from = None if idle else now
-        self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval) if idle else None
-        self.consensus.start_height(_Context(self), now, wait=idle, restore=restore)
+        urgent = self._urgent_waiting(now)
+        self._paced_from = now if urgent else None
+        self._wake_at = None
+        if not urgent:
+            self._wake_at = max(now, self._last_block_seconds() + self.config.empty_block_interval)
+            if len(self.mempool):       # only from neighbours at their budget
+                self._wake_at = min(self._wake_at, now + self.config.at_budget_wait)
+        self.consensus.start_height(_Context(self), now, wait=not urgent, restore=restore)
+
+    def _urgent_waiting(self, now: float) -> bool:
+        """Whether work waits that starts a height at once: our own pending transactions, or one in the mempool
+        from a lane that is not a neighbour at its budget (our API, a validator's relays, a neighbour below its
+        share). A height costs every node the same votes, WAL syncs and block whatever it holds, so a flooder
+        whose transactions each started one made the network decide heights back to back for it; waiting
+        `at_budget_wait` for someone else's height, its transactions fill fewer, at the same rate."""
+        if self.intake.own:
+            return True
+        if self.config.at_budget_wait <= 0:
+            return len(self.mempool) > 0
+        budget = self.intake.tx_budget
+        return any(not budget.at_budget(lane, now) for lane in self.mempool.lane_names())
+
+    def tx_waiting(self, lane: str, now: float) -> None:
+        """A transaction from `lane` was admitted: while the height waits for work, start it now, or, if `lane` is
+        a neighbour at its budget, within `at_budget_wait` (what others send meanwhile still starts it at once)."""
+        if not self.is_validator or self.consensus.step != WAITING or self.consensus.decided:
+            return
+        wait = self.config.at_budget_wait
+        if wait <= 0 or not self.intake.tx_budget.at_budget(lane, now):
+            self.consensus.kick(now)
+        elif self._wake_at is None or self._wake_at > now + wait:
+            self._wake_at = now + wait
 
     def _take_restore(self, height: int) -> list[Wire] | None:
         """The WAL records of `height` to resume with. Records of a later height are kept until the chain gets

@@ -84,8 +84,7 @@ class TxIntake:
                 return why
             if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
                 self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
-            if self.core.consensus.step == WAITING:
-                self.core.consensus.kick(now)
+            self.core.tx_waiting(lane, now)
         else:
             self.core.emit(Forward(tx, self.core.upcoming_proposers()))
             self.core.counters["forwarded"] += 1
@@ -132,8 +131,8 @@ class TxIntake:
         why = self.admit(tx, lane=sender or OWN_LANE)
         if why == "bad_signature":
             self.core.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
-        elif why is None and self.core.consensus.step == WAITING:
-            self.core.consensus.kick(now)
+        elif why is None:
+            self.core.tx_waiting(sender or OWN_LANE, now)
 
     def on_membership(self, tx: MembershipTx, sender: str | None) -> None:
         """A request from the network: only signed kinds travel (a proposer makes removals and promotions

@@ -101,6 +101,10 @@ class Mempool:
             self.evicted += 1
         return None
 
+    def lane_names(self) -> KeysView[str]:
+        """The lanes holding transactions now."""
+        return self._lanes.keys()
+
     def lanes(self) -> dict[str, tuple[int, int]]:
         """Each lane's (transactions, bytes) held now."""
         return {lane: (len(queue.ids), queue.bytes) for lane, queue in self._lanes.items()}

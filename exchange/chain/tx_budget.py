@@ -30,6 +30,7 @@ from collections import OrderedDict
 
 HOLD_REFILL_SECONDS = 0.1     # a held neighbour is read again once this much of its rate has refilled
 HOLD_MIN_SECONDS = 0.05       # ... and never sooner: a hold per frame would cost more than it saves
+AT_BUDGET_SECONDS = 1.0      # a neighbour held this recently sends at its budget (`at_budget`)
 ACTIVE_SECONDS = 10.0        # a neighbour that handed us a transaction this recently has a share of the total
 SHOWN_SENDERS = 32            # senders /status names, the most held first (as many as the console's table)
 UNLINKED = "unlinked"         # the group of origins that hand us transactions without a link of their own
@@ -127,6 +128,12 @@ class TxBudget:
             if len(self.dropped) > self.max_senders:
                 del self.dropped[next(iter(self.dropped))]
         return allowed
+
+    def at_budget(self, sender: str, now: float) -> bool:
+        """Whether `sender` was held within the last AT_BUDGET_SECONDS: it sends as fast as its share lets it, so
+        its transactions ride the heights others start rather than each starting one (ChainCore.start_height)."""
+        until = self._held_until.get(sender)
+        return until is not None and now < until + AT_BUDGET_SECONDS
 
     def spent(self, sender: str) -> bool:
         """Whether `sender` has no whole transaction left in its bucket (after the `take` that emptied it)."""
