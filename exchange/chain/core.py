@@ -168,7 +168,8 @@ class ChainCore:
         # votes handed on (they differed from ours): (validator, height, round, kind, block id)
         self._relayed: OrderedDict[tuple[bytes, int, int, int, bytes | None], None] = OrderedDict()
         self.counters = {"blocks": 0, "txs": 0, "blocks_past_round_0": 0, "decisions_received": 0, "invalid_blocks": 0,
-                         "invalid_messages": 0, "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0}
+                         "invalid_messages": 0, "synced_blocks": 0, "forwarded": 0, "resubmitted": 0, "expired_own": 0,
+                         "heights_after_at_budget_wait": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float, wal: list[Wire] | None = None) -> None:
@@ -433,6 +434,7 @@ class ChainCore:
             if wake is not None and now >= wake:
                 if len(self.mempool):   # transactions from neighbours at their budget waited for this height
                     self._paced_from = now
+                    self.counters["heights_after_at_budget_wait"] += 1
                 self.consensus.kick(now)
         self.intake.resubmit_own(now)
         self.halt_recovery.tick(now)

@@ -85,7 +85,7 @@ def test_what_waits_starts_a_height_at_budget_wait_after_it_came_holding_what_ca
     core.tick(later + WAIT)
     assert [sorted(b) for b in _blocks(core)] == [sorted([first.id, second.id])], \
         "one height, at_budget_wait after the first came"
-    assert core.builder.pace.view()["limit"] > 0
+    assert core.status(later + WAIT)["heights_after_at_budget_wait"] == 2, "this one and the burst's last: /status counts them"
 
 
 def test_our_own_transactions_and_a_validators_relays_never_wait() -> None:
