@@ -10,7 +10,8 @@ from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Committed
 from exchange.chain.genesis import Genesis
 from exchange.chain.tx_budget import AT_BUDGET_SECONDS
-from exchange.crypto import SigningKey
+from exchange.chain.tendermint import WAITING
+from exchange.crypto import SigningKey, node_id_for
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
 WAIT = 0.1
@@ -88,7 +89,27 @@ def test_what_waits_starts_a_height_at_budget_wait_after_it_came_holding_what_ca
     assert core.status(later + WAIT)["heights_after_at_budget_wait"] == 2, "this one and the burst's last: /status counts them"
 
 
-def test_our_own_transactions_and_a_validators_relays_never_wait() -> None:
+def test_a_validators_relay_never_waits() -> None:
+    """Two validators, the other silent: a relay from it starts round 0 at once even while a neighbour at its
+    budget waits (validators are never metered, so never at a budget)."""
+    me, other = FakeKeys("relay-me"), FakeKeys("relay-other")
+    genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key, other.public_key),
+                      exchange={"order_ttl_ms": 120_000})
+    core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
+                     blocks=MemoryStore(), now=BASE_TIME,
+                     config=CoreConfig(peer_tx_rate=100.0, peer_tx_burst=BURST, at_budget_wait=WAIT))
+    core.start(BASE_TIME)
+    now = BASE_TIME + 0.5
+    for _ in range(BURST):
+        core.intake.tx_budget.take("flooder", now)
+    core.intake.tx_budget.hold_for("flooder", now)
+    _send(core, "flooder", now + 0.2)
+    assert core.consensus.step == WAITING, "the flooder at its budget did not start round 0"
+    _send(core, node_id_for(other.public_key), now + 0.21)
+    assert core.consensus.step != WAITING, "the validator's relay started it at once"
+
+
+def test_our_own_transactions_never_wait() -> None:
     core = _validator()
     now = BASE_TIME + 1.5
     _at_budget(core, now)
