@@ -309,13 +309,14 @@ class ChainCore:
     # ------------------------------------------------------------------ validation
     # ------------------------------------------------------------------ proposing
     # ------------------------------------------------------------------ network input
-    def on_message(self, kind: str, body: object, sender: str | None, now: float) -> None:
+    def on_message(self, kind: str, body: object, sender: str | None, now: float, paced: bool = False) -> None:
         """One chain message (`kind`: its wire type, one of MESSAGE_TYPES) from neighbour `sender` (None: from
-        ourselves or a trusted local source)."""
+        ourselves or a trusted local source). `paced`: a `chain_tx` a validator relays from a neighbour at its
+        budget (`TxIntake.paces`)."""
         self.set_now(now)
         if self.halted:
             return
-        handler = self._handlers.get(kind)
+        handler = self._on_paced_tx if paced and kind == "chain_tx" else self._handlers.get(kind)
         if handler is None:
             return
         try:
@@ -345,9 +346,12 @@ class ChainCore:
             raise Malformed("bad_decision")
         self.sync.on_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]), sender, now)
 
-    def _on_tx(self, body: object, sender: str | None, now: float) -> None:
+    def _on_tx(self, body: object, sender: str | None, now: float, paced: bool = False) -> None:
         if not self.holds_wire(body) and self.intake.within_tx_budget(sender, now):
-            self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now)
+            self.intake.on_gossiped_tx(SignedTx.from_wire(body), sender, now, paced)
+
+    def _on_paced_tx(self, body: object, sender: str | None, now: float) -> None:
+        self._on_tx(body, sender, now, paced=True)
 
     def holds_wire(self, body: object) -> bool:
         """A transaction's wire form whose signature the mempool holds already: no need to parse it again, and no
@@ -488,8 +492,8 @@ class ChainCore:
             return True
         if self.config.at_budget_wait <= 0:
             return len(self.mempool) > 0
-        budget = self.intake.tx_budget
-        return any(not budget.at_budget(lane, now) for lane in self.mempool.lane_names())
+        paces = self.intake.paces
+        return any(not paces(lane, now) for lane in self.mempool.lane_names())
 
     def tx_waiting(self, lane: str, now: float) -> None:
         """A transaction from `lane` was admitted: while the height waits for work, start it now, or, if `lane` is
@@ -497,7 +501,7 @@ class ChainCore:
         if not self.is_validator or self.consensus.step != WAITING or self.consensus.decided:
             return
         wait = self.config.at_budget_wait
-        if wait <= 0 or not self.intake.tx_budget.at_budget(lane, now):
+        if wait <= 0 or not self.intake.paces(lane, now):
             self.consensus.kick(now)
         elif self._wake_at is None or self._wake_at > now + wait:
             self._wake_at = now + wait

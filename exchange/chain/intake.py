@@ -22,6 +22,18 @@ from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
 
+PACED_SUFFIX = "/paced"     # a validator's relay lane for what a neighbour at its budget handed it (`paced_lane`)
+
+
+def paced_lane(validator: str) -> str:
+    """The lane of `validator`'s relays of transactions it took from a neighbour at its budget: they ride the
+    heights others start here too, as they did there (`TxIntake.paces`), in the validator's relay group."""
+    return validator + PACED_SUFFIX
+
+
+def is_paced_lane(lane: str) -> bool:
+    return lane.endswith(PACED_SUFFIX)
+
 
 class AccountRateView(TypedDict):
     windows: list[list[int]]        # [blocks, ops allowed in them]
@@ -83,7 +95,10 @@ class TxIntake:
             if why is not None and why != "duplicate":
                 return why
             if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
-                self.core.emit(SendValidators({"type": "chain_tx", "body": tx.wire()}))
+                relay: dict[str, object] = {"type": "chain_tx", "body": tx.wire()}
+                if not own and self.paces(lane, now):
+                    relay["paced"] = True       # so it waits for a height at the other validators too
+                self.core.emit(SendValidators(relay))
             self.core.tx_waiting(lane, now)
         else:
             self.core.emit(Forward(tx, self.core.upcoming_proposers()))
@@ -118,21 +133,37 @@ class TxIntake:
             return "account_rate"
         # a validator's relays are a group of their own, as its link's read turns are (ReadTurns): whoever shares
         # its network, their block turns are not its relays'
-        validator = lane == OWN_LANE or lane in self.core.state.validators.node_ids
-        group = None if validator else TxBudget.group_key(self.core.network_of(lane))
+        validators = self.core.state.validators.node_ids
+        relay = lane.removesuffix(PACED_SUFFIX) if is_paced_lane(lane) else None
+        if relay is not None and relay in validators:
+            group: str | None = f"lane:{relay}"        # its relays' group, paced or not
+        elif lane == OWN_LANE or lane in validators:
+            group = None
+        else:
+            group = TxBudget.group_key(self.core.network_of(lane))
         why = self.core.mempool.add(tx, lane, group)
         if why is None:
             self.account_rate.record(tx.account, ops, height)
         return why
 
-    def on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float) -> None:
+    def on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float, paced: bool = False) -> None:
+        """A transaction from neighbour `sender`; `paced`: a validator relays it from a neighbour at its budget
+        (the flag of anyone else is ignored: their own budget says whether they are at it)."""
         if not self.core.is_validator or tx.id in self.core.mempool:
             return
-        why = self.admit(tx, lane=sender or OWN_LANE)
+        lane = sender or OWN_LANE
+        if paced and sender is not None and sender in self.core.state.validators.node_ids:
+            lane = paced_lane(sender)
+        why = self.admit(tx, lane=lane)
         if why == "bad_signature":
             self.core.penalize(sender, PENALTY_INVALID, "bad_tx_signature")
         elif why is None:
-            self.core.tx_waiting(sender or OWN_LANE, now)
+            self.core.tx_waiting(lane, now)
+
+    def paces(self, lane: str, now: float) -> bool:
+        """Whether transactions from `lane` ride the heights others start (ChainCore.tx_waiting): a neighbour at
+        its budget's, and a validator's relays of such a neighbour's."""
+        return is_paced_lane(lane) or self.tx_budget.at_budget(lane, now)
 
     def on_membership(self, tx: MembershipTx, sender: str | None) -> None:
         """A request from the network: only signed kinds travel (a proposer makes removals and promotions

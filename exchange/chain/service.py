@@ -236,7 +236,7 @@ class ChainService:
                 core.counters["relayed_tx_dropped"] = core.counters.get("relayed_tx_dropped", 0) + 1
                 return      # a follower hands transactions over by `chain.submit`, never in a relayed chain_tx
             sender = origin
-        core.on_message(kind, message.get("body"), sender, self.clock())
+        core.on_message(kind, message.get("body"), sender, self.clock(), paced=message.get("paced") is True)
         for hold in core.take_holds():      # before the neighbour's next message is handed over
             self.network.hold_reading(hold.node_id, hold.seconds)
         self.schedule_pump()

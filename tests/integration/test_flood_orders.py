@@ -147,3 +147,76 @@ async def _flood(validators: list[NodeProcess], flooder: NodeIdentity, chain_id:
             peer.close()
     closed = {validators.index(node) for peer, node in zip(peers, validators) if peer not in open_links}
     return backlog, heaviest, closed, read_through
+
+
+SUBMITS = 1_600             # chain.submit requests from one neighbour of one validator, SUBMIT_RATE a second: twice
+SUBMIT_RATE = 200.0         # its budget (PEER_TX_RATE 100 here) for 8 s, so it is at its budget all along
+
+
+def test_a_neighbours_submits_at_its_budget_wait_for_a_height_at_every_validator_not_only_the_one_it_reached(cluster):
+    """A follower hands transactions to one validator by RPC (`chain.submit`) past its budget; that validator
+    relays each to the others. Its relays say the sender is at its budget (`paced`), so every validator's
+    heights wait for work as the first one's do: the heights are one per AT_BUDGET_WAIT and the empty block's,
+    and each validator counts heights that waited. Unpaced, a relay started a height at once wherever it
+    arrived, and three proposers in four started one per transaction (docs/tradeoffs.md)."""
+    validators = cluster.chain(4, seat_rule="any", peer_tx_rate=100, peer_tx_burst=200, **FAST)
+    wait_until(lambda: converged(validators), 20)
+    chain_id = validators[0].status()["chain_id"]
+    spam = spam_orders(chain_id, SUBMITS)
+    waited_before = [node.status()["exchange"]["heights_after_at_budget_wait"] for node in validators]
+    started, height_start = time.monotonic(), validators[0].status()["height"]
+    submitter = NodeIdentity.generate()
+    answers = asyncio.run(_submit_flood(validators, submitter, chain_id, spam))
+    heights_per_second = (validators[0].status()["height"] - height_start) / (time.monotonic() - started)
+    waited = [node.status()["exchange"]["heights_after_at_budget_wait"] - before
+              for node, before in zip(validators, waited_before)]
+    print(f"\n{SUBMITS} submits at one validator: answers {answers}; {heights_per_second:.1f} heights a second; "
+          f"heights after an at-budget wait at each validator {waited}")
+    assert answers.get("sender_quota", 0) + answers.get("ok", 0) == SUBMITS, answers
+    held = {t["peer"]: t["held"] for t in validators[0].status()["exchange"]["tx_budget"]["throttled"]}
+    assert held.get(submitter.node_id, 0) > 0, f"the submitter was never held at its budget: {held}"
+    most = 1 / Settings().at_budget_wait + 1
+    assert heights_per_second <= most, f"{heights_per_second:.1f} heights a second during the submits (bound {most:g})"
+    assert all(count > 0 for count in waited), f"a validator never waited for a height: {waited}"
+    wait_until(lambda: converged(validators), 60, message="the submitted orders were not all ordered")
+
+
+async def _submit_flood(validators: list[NodeProcess], submitter: NodeIdentity, chain_id: str,
+                        spam: list[SignedTx]) -> dict[str, int]:
+    """Every transaction of `spam` to the first validator by `chain.submit` over one link, SUBMIT_RATE a second,
+    until every request is answered; how many got each answer ("ok", or the error)."""
+    peer = await linked(validators[0], submitter, chain_id)
+    answers: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while (message := await peer.next_message(30.0)) is not None:
+            if message.get("type") == "rpc_response":
+                result = message.get("r")
+                if not isinstance(result, dict):
+                    result = {}
+                key = "ok" if result.get("ok") else str(result.get("error") or message.get("err"))
+                answers[key] = answers.get(key, 0) + 1
+                if sum(answers.values()) == len(spam):
+                    done.set()
+                    return
+
+    async def beat() -> None:
+        while True:
+            peer.send({"type": "heartbeat", "ts": time.time()})
+            await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(read()), asyncio.create_task(beat())]
+    try:
+        start = time.monotonic()
+        for rid, tx in enumerate(spam, 1):
+            peer.send({"type": "rpc_request", "rid": rid, "svc": "chain.submit", "p": tx.wire(), "ttl": 30.0})
+            if rid % 20 == 0:
+                await peer.writer.drain()
+                await asyncio.sleep(max(0.0, start + rid / SUBMIT_RATE - time.monotonic()))
+        await asyncio.wait_for(done.wait(), 60.0)
+    finally:
+        for task in tasks:
+            task.cancel()
+        peer.close()
+    return answers

@@ -7,8 +7,9 @@ import itertools
 
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.core import ChainCore, CoreConfig
-from exchange.chain.effects import Committed
+from exchange.chain.effects import Committed, SendValidators
 from exchange.chain.genesis import Genesis
+from exchange.chain.intake import paced_lane
 from exchange.chain.tx_budget import AT_BUDGET_SECONDS
 from exchange.chain.tendermint import WAITING
 from exchange.crypto import SigningKey, node_id_for
@@ -89,9 +90,8 @@ def test_what_waits_starts_a_height_at_budget_wait_after_it_came_holding_what_ca
     assert core.status(later + WAIT)["heights_after_at_budget_wait"] == 2, "this one and the burst's last: /status counts them"
 
 
-def test_a_validators_relay_never_waits() -> None:
-    """Two validators, the other silent: a relay from it starts round 0 at once even while a neighbour at its
-    budget waits (validators are never metered, so never at a budget)."""
+def _pair() -> tuple[ChainCore, str]:
+    """Two validators, the other silent (so no height is decided here): our core and the other's node id."""
     me, other = FakeKeys("relay-me"), FakeKeys("relay-other")
     genesis = Genesis("t", int(BASE_TIME * 1000), me.public_key, (me.public_key, other.public_key),
                       exchange={"order_ttl_ms": 120_000})
@@ -99,14 +99,60 @@ def test_a_validators_relay_never_waits() -> None:
                      blocks=MemoryStore(), now=BASE_TIME,
                      config=CoreConfig(peer_tx_rate=100.0, peer_tx_burst=BURST, at_budget_wait=WAIT))
     core.start(BASE_TIME)
-    now = BASE_TIME + 0.5
+    return core, node_id_for(other.public_key)
+
+
+def _hold(core: ChainCore, sender: str, now: float) -> None:
     for _ in range(BURST):
-        core.intake.tx_budget.take("flooder", now)
-    core.intake.tx_budget.hold_for("flooder", now)
+        core.intake.tx_budget.take(sender, now)
+    core.intake.tx_budget.hold_for(sender, now)
+
+
+def test_a_validators_relay_never_waits() -> None:
+    """A relay from the other validator starts round 0 at once even while a neighbour at its budget waits
+    (validators are never metered, so never at a budget)."""
+    core, other = _pair()
+    now = BASE_TIME + 0.5
+    _hold(core, "flooder", now)
     _send(core, "flooder", now + 0.2)
     assert core.consensus.step == WAITING, "the flooder at its budget did not start round 0"
-    _send(core, node_id_for(other.public_key), now + 0.21)
+    _send(core, other, now + 0.21)
     assert core.consensus.step != WAITING, "the validator's relay started it at once"
+
+
+def test_a_followers_transaction_at_its_budget_is_relayed_paced_and_waits_at_the_other_validator_too() -> None:
+    """A follower's `chain.submit` reaches one validator, which relays it to the rest: the relay says the follower
+    was at its budget, so the other validators' proposers wait for a height too, as the first did."""
+    core, other = _pair()
+    now = BASE_TIME + 0.5
+    core.take_effects()
+    assert core.submit(_tx(core), now, own=False, lane="follower") is None
+    relays = [e.message for e in core.take_effects().effects
+              if isinstance(e, SendValidators) and e.message["type"] == "chain_tx"]
+    assert [r.get("paced") for r in relays] == [None], "below its budget: a plain relay"
+    _hold(core, "follower", now + 0.1)
+    assert core.submit(_tx(core), now + 0.2, own=False, lane="follower") is None
+    relays = [e.message for e in core.take_effects().effects
+              if isinstance(e, SendValidators) and e.message["type"] == "chain_tx"]
+    assert [r.get("paced") for r in relays] == [True], "at its budget: the relay says so"
+
+    there, _ = _pair()                  # the other validator, which the relay reaches (its first height is due)
+    relayed = _tx(there)
+    there.on_message("chain_tx", relayed.wire(), other, now + 0.3, paced=True)
+    assert relayed.id in there.mempool and paced_lane(other) in there.mempool.lanes()
+    assert there.consensus.step == WAITING, "a paced relay does not start a height at once, as its sender did not"
+    assert not there._urgent_waiting(now + 0.3), "nor does it make the next height start at once"
+    _send(there, other, now + 0.31)
+    assert there._urgent_waiting(now + 0.31) and there.consensus.step != WAITING, "a plain relay does both"
+
+
+def test_a_paced_flag_from_anyone_but_a_validator_is_not_believed() -> None:
+    """The flag is a validator's word about its neighbour; a neighbour's own word about itself is its budget."""
+    core, _ = _pair()
+    tx = _tx(core)
+    core.on_message("chain_tx", tx.wire(), "stranger", BASE_TIME + 0.5, paced=True)
+    assert "stranger" in core.mempool.lanes() and core.consensus.step != WAITING, \
+        "below its budget, its transaction starts a height at once whatever it claims"
 
 
 def test_our_own_transactions_never_wait() -> None:
