@@ -484,7 +484,7 @@ class ChainCore:
 
     def _urgent_waiting(self, now: float) -> bool:
         """Whether work waits that starts a height at once: our own pending transactions, or one in the mempool
-        from a lane that is not a neighbour at its budget (our API, a validator's relays, a neighbour below its
+        from a lane that does not pace (`TxIntake.paces`: our API, a validator's plain relays, a neighbour below its
         share). A height costs every node the same votes, WAL syncs and block whatever it holds, so a flooder
         whose transactions each started one made the network decide heights back to back for it; waiting
         `at_budget_wait` for someone else's height, its transactions fill fewer, at the same rate."""

@@ -15,9 +15,9 @@ from typing import TypedDict
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
-from exchange.chain.effects import PENALTY_INVALID, Forward, HoldReading, OwnDone, SendValidators
+from exchange.chain.effects import PENALTY_INVALID, ChainMessage, Forward, HoldReading, OwnDone, SendValidators
 from exchange.chain.membership import Approve, Join, Leave, MembershipTx
-from exchange.chain.mempool import OWN_LANE
+from exchange.chain.mempool import OWN_LANE, solo_group
 from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
@@ -95,7 +95,7 @@ class TxIntake:
             if why is not None and why != "duplicate":
                 return why
             if why is None:     # a duplicate came from a follower handing it to each upcoming proposer
-                relay: dict[str, object] = {"type": "chain_tx", "body": tx.wire()}
+                relay: ChainMessage = {"type": "chain_tx", "body": tx.wire()}
                 if not own and self.paces(lane, now):
                     relay["paced"] = True       # so it waits for a height at the other validators too
                 self.core.emit(SendValidators(relay))
@@ -131,14 +131,11 @@ class TxIntake:
         if tx.id not in self.core.mempool and not self.account_rate.allows(tx.account, ops, height):
             self.account_rate.refused += 1
             return "account_rate"
-        # a validator's relays are a group of their own, as its link's read turns are (ReadTurns): whoever shares
-        # its network, their block turns are not its relays'
-        validators = self.core.state.validators.node_ids
-        relay = lane.removesuffix(PACED_SUFFIX) if is_paced_lane(lane) else None
-        if relay is not None and relay in validators:
-            group: str | None = f"lane:{relay}"        # its relays' group, paced or not
-        elif lane == OWN_LANE or lane in validators:
-            group = None
+        # a validator's relays, paced or not (`paced_lane`), are a group of their own, as its link's read turns are
+        # (ReadTurns): whoever shares its network, their block turns are not its relays'
+        sender = lane.removesuffix(PACED_SUFFIX)
+        if sender == OWN_LANE or sender in self.core.state.validators.node_ids:
+            group = solo_group(sender)
         else:
             group = TxBudget.group_key(self.core.network_of(lane))
         why = self.core.mempool.add(tx, lane, group)

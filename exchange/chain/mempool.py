@@ -28,6 +28,11 @@ from exchange.app.txs import SignedTx
 OWN_LANE = "self"        # transactions from our own API
 
 
+def solo_group(lane: str) -> str:
+    """The group of a lane that shares no network's turns (our API, a validator's relays): its own."""
+    return f"lane:{lane}"
+
+
 class _Lane:
     __slots__ = ("ids", "bytes", "group")
 
@@ -79,7 +84,7 @@ class Mempool:
         self.bytes += size
         queue = self._lanes.get(lane)
         if queue is None:
-            queue = self._lanes[lane] = _Lane(group if group is not None else f"lane:{lane}")
+            queue = self._lanes[lane] = _Lane(group if group is not None else solo_group(lane))
         queue.ids[tx.id] = None
         queue.bytes += size
         self._per_account[tx.account] = self._per_account.get(tx.account, 0) + 1
