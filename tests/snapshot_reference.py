@@ -7,7 +7,8 @@ from typing import cast
 import msgpack
 
 from exchange.app.machine import ExchangeState
-from exchange.app.snapshot import SNAPSHOT_FORMAT, TIMERS_FORMAT, _closed_row, _wide
+from exchange.app.closed_rows import closed_row
+from exchange.app.snapshot import SNAPSHOT_FORMAT, TIMERS_FORMAT, _wide
 
 
 def plain_snapshot(state: ExchangeState) -> bytes:
@@ -15,7 +16,7 @@ def plain_snapshot(state: ExchangeState) -> bytes:
     body = [
         SNAPSHOT_FORMAT, state.params.digest(), state.chain_id, state.height, state.time_ms, state.app_hash,
         [venue.engine.snapshot() for venue in venues],
-        [_closed_row(order) for order in state.closed],
+        [closed_row(order) for order in state.closed],
         [list(venue.trades) for venue in venues],
         [[account, [[asset, _wide(amount)] for asset, amount in held]] for account, held in state.positions.rows()],
         None if state.credit is None else state.credit.grant_rows(),

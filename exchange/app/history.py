@@ -9,6 +9,7 @@ about 35 MB plus 3.5 MB per market.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Iterator
 
 from exchange.orders import Order
@@ -21,11 +22,12 @@ TradeRow = tuple[str, int, int, str, str, str, str, str, int, int]
 class ClosedOrders:
     """Orders that left the book (filled, cancelled, rejected), at most `limit`, oldest forgotten first."""
 
-    __slots__ = ("limit", "orders", "_arrival")
+    __slots__ = ("limit", "orders", "added", "_arrival")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.orders: dict[str, Order] = {}
+        self.added = 0                      # orders ever recorded: the next one's place in the whole sequence
         self._arrival: deque[str] = deque()
 
     def add(self, order: Order) -> None:
@@ -34,6 +36,7 @@ class ClosedOrders:
         if order.id in orders:
             return
         orders[order.id] = order
+        self.added += 1
         self._arrival.append(order.id)
         if len(self._arrival) > self.limit:
             del orders[self._arrival.popleft()]
@@ -51,6 +54,13 @@ class ClosedOrders:
         """Oldest first."""
         orders = self.orders
         return (orders[order_id] for order_id in self._arrival)
+
+    def newest(self, count: int) -> list[Order]:
+        """The `count` most recently recorded orders still kept, oldest first."""
+        orders = self.orders
+        newest_first = [orders[order_id] for order_id in islice(reversed(self._arrival), count)]
+        newest_first.reverse()
+        return newest_first
 
 
 def trade_log(limit: int) -> deque[TradeRow]:

@@ -269,6 +269,7 @@ class ExchangeState:
         moments = [(order, order_moment(order)) for order in self._touched_orders.values()]
         self.packed_rows.pack_resting(self._touched_orders.values(),
                                       {symbol: venue.engine.book for symbol, venue in self.venues.items()})
+        self.packed_rows.pack_closed(self.closed)
         result = BlockResult(self.height, self.time_ms, self._txs, self._trades, self._book_changes(), moments,
                              self.params.registry, digest, self._app_hash, self._timed)
         self._txs, self._trades, self._touched_orders, self._timed = [], [], {}, []

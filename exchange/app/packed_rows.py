@@ -5,13 +5,15 @@ resting order's row changes only when it is filled or reduced, a closed order's 
 trades, a replay bucket's only while transactions expiring in it still arrive. Each is packed once and packed
 again only when it changed, and the document is the concatenation of those pieces under msgpack headers, which
 is byte for byte what packing the whole document at once gives (msgpack encodes a value the same wherever it
-sits).
+sits). The rows of the orders a block touched or closed are packed at the end of that block, so a snapshot,
+gathered in the loop or forked, finds them packed.
 
-A kept row is checked, not trusted: it is reused only while the fields that can change on that very object are
-what they were when it was packed (a resting order's quantity and remaining; a closed order's sizes, status and
-reason; an account's amounts; a replay bucket's own object and its size, since a bucket only grows until it is
-dropped whole). The other fields of a row (id, type, owner, created key, self-trade mode, price level) are fixed
-for the object's life. The unit tests compare every snapshot they take with a document built the plain way.
+A resting order's, an account's or a replay bucket's kept row is checked, not trusted: it is reused only while
+the fields that can change on that very object are what they were when it was packed (a resting order's quantity
+and remaining; an account's amounts; a replay bucket's own object and its size, since a bucket only grows until
+it is dropped whole). The other fields of a row (id, type, owner, created key, self-trade mode, price level) are
+fixed for the object's life. Closed orders are final, and their rows are joined in runs (closed_rows.py). The
+unit tests compare every snapshot they take with a document built the plain way.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from typing import Callable, Iterable, Mapping
 
 import msgpack
 
+from exchange.app.closed_rows import ClosedRows
+from exchange.app.history import ClosedOrders
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.book import BookSide, OrderBook
 from exchange.markets import Market
 from exchange.orders import Order, OrderStatus
 from exchange.snapshot import SNAPSHOT_FORMAT, order_row
-from exchange.wire import Wire
 
 PRUNE_SLACK = 1024      # kept rows of orders gone from the book are dropped once they outnumber live ones by this
 
@@ -39,8 +42,6 @@ array_header = _PACKER.pack_array_header
 _BOOK_HEADER = _PACKER.pack_map_header(6)
 _PAIR = array_header(2)
 
-_ClosedKey = tuple[int | None, int | None, OrderStatus, str | None]
-RowOf = Callable[[Order], Wire]
 _Bucket = tuple[dict[str, None], int, list[str], bytes]    # the bucket, its size then, its ids sorted, packed
 _CANCELLED = OrderStatus.CANCELLED
 
@@ -52,7 +53,7 @@ class PackedRows:
 
     def __init__(self) -> None:
         self._resting: dict[str, dict[Order, tuple[int, int, bytes]]] = {}
-        self._closed: dict[Order, tuple[_ClosedKey, bytes]] = {}
+        self._closed = ClosedRows()
         self._accounts: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
         self._buckets: dict[int, _Bucket] = {}
 
@@ -106,19 +107,13 @@ class PackedRows:
             used += count
         return used
 
-    def closed(self, orders: Iterable[Order], count: int, row: RowOf, parts: list[bytes]) -> None:
-        """Appends to `parts` what joins to `packb([row(order) for order in orders])`, `count` of them."""
-        kept = self._closed
-        fresh: dict[Order, tuple[_ClosedKey, bytes]] = {}
-        parts.append(array_header(count))
-        for order in orders:
-            key = (order.quantity, order.remaining, order.status, order.reason)
-            entry = kept.get(order)
-            if entry is None or entry[0] != key:
-                entry = (key, packb(row(order)))
-            fresh[order] = entry
-            parts.append(entry[1])
-        self._closed = fresh
+    def closed(self, closed: ClosedOrders, parts: list[bytes]) -> None:
+        """Appends to `parts` what joins to `packb([closed_row(order) for order in closed])`."""
+        self._closed.parts(closed, parts)
+
+    def pack_closed(self, closed: ClosedOrders) -> None:
+        """Packs now the rows of the orders closed since the last call (a block's): see closed_rows.py."""
+        self._closed.pack(closed)
 
     def positions(self, positions: Positions, amount_of: Callable[[int], int | str], parts: list[bytes]) -> None:
         """Appends to `parts` what joins to `packb([[account, [[asset, amount_of(amount)], ...]], ...])` over

@@ -32,7 +32,6 @@ from __future__ import annotations
 import gc
 import re
 import sys
-from enum import Enum
 from typing import Any, Callable, Container, TYPE_CHECKING, cast
 
 import msgpack
@@ -41,7 +40,6 @@ from exchange.app.packed_rows import array_header, packb
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
-from exchange.app.views import order_key
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.wire import Unchecked, Wire
@@ -93,7 +91,7 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
              packb(state.app_hash), array_header(len(venues))]
     for venue in venues:
         rows.book(venue.engine.book, venue.engine.market, parts)
-    rows.closed(state.closed, len(state.closed), _closed_row, parts)
+    rows.closed(state.closed, parts)
     parts.append(packb([list(venue.trades) for venue in venues]))
     rows.positions(state.positions, _wide, parts)
     parts.append(packb(None if state.credit is None else state.credit.grant_rows()))
@@ -101,16 +99,6 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
     if timed:
         parts.append(packb(state.timers.rows()))
     return parts
-
-
-def _closed_row(order: Order) -> Wire:
-    return [order.id, order.market, _value(order.side), _value(order.type), order.price, order.quantity,
-            order.remaining, order.owner, list(order_key(order)), _value(order.self_trade), order.status.value,
-            order.reason]
-
-
-def _value(member: Enum | None) -> object:
-    return None if member is None else member.value
 
 
 def _need(ok: bool, message: str, code: str = "malformed_snapshot") -> None:

@@ -2,12 +2,13 @@
 encoding after anything the state does between two snapshots, and it packs again only what changed."""
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.app import ExchangeParams, ExchangeState
-from exchange.app import packed_rows
+from exchange.app import closed_rows, packed_rows
 from tests.snapshot_reference import plain_snapshot
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload
 
@@ -15,8 +16,19 @@ PARAMS = ExchangeParams(MARKETS, closed_order_history=40, trade_history=10, cred
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10**6), every=st.integers(1, 7), per_block=st.integers(1, 40))
-def test_every_snapshot_is_the_plain_encoding(seed, every, per_block):
+@given(seed=st.integers(0, 10**6), every=st.integers(1, 7), per_block=st.integers(1, 40),
+       run=st.sampled_from([1, 3, 16, closed_rows.RUN]))
+def test_every_snapshot_is_the_plain_encoding(seed, every, per_block, run):
+    """Any run length: with the history of 40 closed orders, short runs are forgotten whole and cut at the oldest
+    end between snapshots; the default keeps the history in the rows not yet joined."""
+    closed_rows.RUN, default = run, closed_rows.RUN
+    try:
+        _every_snapshot_is_the_plain_encoding(seed, every, per_block)
+    finally:
+        closed_rows.RUN = default
+
+
+def _every_snapshot_is_the_plain_encoding(seed: int, every: int, per_block: int) -> None:
     chain = Chain(ExchangeState(PARAMS, CHAIN))
     for n, block in enumerate(Workload(seed=seed, accounts=4).blocks(240, per_block=per_block)):
         chain.block(block)
@@ -38,6 +50,24 @@ def recorded_packs(monkeypatch) -> list[object]:
         packed.append(value)
         return real(value)
     monkeypatch.setattr(packed_rows, "packb", recording)
+    return packed
+
+
+def recorded_closed_packs(monkeypatch) -> list[bytes]:
+    """Every closed order's row packed from now on."""
+    packed: list[bytes] = []
+
+    class Recording:
+        def __init__(self, real: msgpack.Packer) -> None:
+            self.real = real
+
+        def pack(self, value: object) -> bytes:
+            packed.append(self.real.pack(value))
+            return packed[-1]
+
+        def pack_array_header(self, size: int) -> bytes:
+            return self.real.pack_array_header(size)
+    monkeypatch.setattr(closed_rows, "_PACKER", Recording(closed_rows._PACKER))
     return packed
 
 
@@ -74,12 +104,50 @@ def test_a_row_changed_in_place_is_packed_again():
     assert packed_rows_snapshot(state) == plain_snapshot(state)
 
 
-def test_a_closed_order_changed_in_place_is_packed_again():
-    state = busy_chain().state
-    state.snapshot()
-    closed = next(iter(state.closed))
-    closed.reason = "another_reason"
-    assert packed_rows_snapshot(state) == plain_snapshot(state)
+def test_a_closed_order_is_packed_once_at_the_end_of_its_block_and_its_run_is_joined_once(monkeypatch):
+    """The rows of closed orders are packed when their block ends, and a snapshot packs none and joins only the
+    newest rows: a forked child (which cannot hand its work back) finds them done, and a full history costs a piece
+    per run."""
+    monkeypatch.setattr(closed_rows, "RUN", 4)
+    chain = Chain(ExchangeState(ExchangeParams(MARKETS, closed_order_history=1_000), CHAIN))
+    blocks = Workload(seed=5, accounts=5).blocks(440 * 30, per_block=30)
+    for block in blocks[:400]:
+        chain.block(block)
+    closed = chain.state.closed
+    assert len(closed) > 100, "too few closed orders to test runs"
+    packed = recorded_closed_packs(monkeypatch)
+    parts: list[bytes] = []
+    chain.state.packed_rows.closed(closed, parts)
+    assert packed == [], f"{len(packed)} closed rows packed at the snapshot"
+    assert len(parts) <= 1 + len(closed) // 4 + 4, f"{len(parts)} pieces for {len(closed)} closed orders"
+    assert b"".join(parts) == msgpack.packb([closed_rows.closed_row(order) for order in closed], use_bin_type=True)
+    before = closed.added
+    for block in blocks[400:]:
+        chain.block(block)
+        assert len(packed) == closed.added - before, "a block's closed orders are packed at its end, once each"
+    assert closed.added > before, "no order closed in the blocks after the snapshot"
+
+
+def test_the_oldest_closed_orders_forgotten_are_cut_from_their_run(monkeypatch):
+    monkeypatch.setattr(closed_rows, "RUN", 8)
+    params = ExchangeParams(MARKETS, closed_order_history=30)
+    chain = Chain(ExchangeState(params, CHAIN))
+    cuts = 0
+    for block in Workload(seed=9, accounts=5).blocks(120 * 7, per_block=7):
+        chain.block(block)
+        closed = chain.state.closed
+        cuts += (closed.added - len(closed)) % 8 != 0
+        assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state)
+    assert cuts, "the oldest kept closed order never fell inside a run"
+
+
+def test_more_orders_closed_in_one_block_than_the_history_keeps(monkeypatch):
+    """Orders closed and forgotten before their block ends are never packed; the rows packed before are dropped."""
+    monkeypatch.setattr(closed_rows, "RUN", 4)
+    chain = Chain(ExchangeState(ExchangeParams(MARKETS, closed_order_history=5), CHAIN))
+    for block in Workload(seed=10, accounts=5).blocks(40 * 40, per_block=40):
+        chain.block(block)
+        assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state)
 
 
 def test_a_replay_bucket_replaced_by_another_of_the_same_size_is_packed_again():
