@@ -24,14 +24,12 @@ import msgpack
 from exchange.app.closed_rows import ClosedRows
 from exchange.app.history import ClosedOrders
 from exchange.app.positions import Positions
+from exchange.app.resting_rows import RestingRows, pack_books
 from exchange.app.replay import ReplayWindow
-from exchange.book import BookSide, OrderBook
+from exchange.book import OrderBook
 from exchange.markets import Market
-from exchange.orders import Order, OrderStatus
-from exchange.snapshot import SNAPSHOT_FORMAT, order_row
-
-PRUNE_SLACK = 1024      # kept rows of orders gone from the book are dropped once they outnumber live ones by this
-
+from exchange.orders import Order
+from exchange.snapshot import SNAPSHOT_FORMAT
 
 def packb(value: object) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
@@ -40,10 +38,8 @@ def packb(value: object) -> bytes:
 _PACKER = msgpack.Packer(use_bin_type=True)
 array_header = _PACKER.pack_array_header
 _BOOK_HEADER = _PACKER.pack_map_header(6)
-_PAIR = array_header(2)
 
 _Bucket = tuple[dict[str, None], int, list[str], bytes]    # the bucket, its size then, its ids sorted, packed
-_CANCELLED = OrderStatus.CANCELLED
 
 
 class PackedRows:
@@ -52,60 +48,25 @@ class PackedRows:
     __slots__ = ("_resting", "_closed", "_accounts", "_buckets")
 
     def __init__(self) -> None:
-        self._resting: dict[str, dict[Order, tuple[int, int, bytes]]] = {}
+        self._resting: dict[str, RestingRows] = {}
         self._closed = ClosedRows()
         self._accounts: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
         self._buckets: dict[int, _Bucket] = {}
 
     def book(self, book: OrderBook, market: Market, parts: list[bytes]) -> None:
         """Appends to `parts` what joins to `packb(book_snapshot(book, market))`."""
-        kept = self._resting.setdefault(market.symbol, {})
+        kept = self._resting.get(market.symbol)
+        if kept is None:
+            kept = self._resting[market.symbol] = RestingRows(book)
         parts += (_BOOK_HEADER, packb("format"), packb(SNAPSHOT_FORMAT), packb("market"), packb(market.symbol),
                   packb("tick"), packb(market.tick.text), packb("lot"), packb(market.lot.text))
-        used = self._side(book.bids, "bids", kept, parts) + self._side(book.asks, "asks", kept, parts)
-        self._bound(market.symbol, book, used)
+        kept.parts(book, parts)
 
     def pack_resting(self, orders: Iterable[Order], books: Mapping[str, OrderBook]) -> None:
-        """Packs now the rows of `orders` (a block's) that rest in their book, so the snapshot finds them packed:
-        a few rows at the end of each block rather than every row that came since, on every node at once, at the
-        snapshot's height."""
-        for order in orders:
-            book = books.get(order.market)
-            if book is not None and book.orders.get(order.id) is order:
-                kept = self._resting.setdefault(order.market, {})
-                kept[order] = (order.quantity, order.remaining, packb(order_row(order)))
-                self._bound(order.market, book, len(book.orders))
-
-    def _bound(self, symbol: str, book: OrderBook, live: int) -> None:
-        """Drops the kept rows of orders gone from the book once they outnumber the live ones by PRUNE_SLACK."""
-        kept = self._resting[symbol]
-        if len(kept) > 2 * live + PRUNE_SLACK:
-            resting = set(book.orders.values())
-            self._resting[symbol] = {order: entry for order, entry in kept.items() if order in resting}
-
-    @staticmethod
-    def _side(side: BookSide, name: str, kept: dict[Order, tuple[int, int, bytes]], parts: list[bytes]) -> int:
-        levels = list(side.iter_levels())
-        parts.append(packb(name))
-        parts.append(array_header(len(levels)))
-        get, append, used = kept.get, parts.append, 0
-        for level in levels:
-            append(_PAIR)
-            append(packb(level.price))
-            count_at = len(parts)
-            append(b"")                         # the level's array header, once its live orders are counted
-            count = 0
-            for order in level:
-                if order.status is _CANCELLED:  # a dead entry the level drops when it reaches the head
-                    continue
-                entry = get(order)
-                if entry is None or entry[0] != order.quantity or entry[1] != order.remaining:
-                    entry = kept[order] = (order.quantity, order.remaining, packb(order_row(order)))
-                append(entry[2])
-                count += 1
-            parts[count_at] = array_header(count)
-            used += count
-        return used
+        """Brings the kept runs of resting orders up to date with the orders a block touched, at its end, so the
+        snapshot finds them packed: a few rows at the end of each block rather than every row that came since, on
+        every node at once, at the snapshot's height (resting_rows.py)."""
+        pack_books(self._resting, orders, books)
 
     def closed(self, closed: ClosedOrders, parts: list[bytes]) -> None:
         """Appends to `parts` what joins to `packb([closed_row(order) for order in closed])`."""

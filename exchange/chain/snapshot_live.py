@@ -14,9 +14,11 @@ only `snapshot_lag` heights later; asked for sooner, the pieces are joined there
 for.
 
 The collector's long-lived objects are frozen at each snapshot, as before a fork (`snapshot_fork.py`), and thawed
-every few. A snapshot is gathered this way while the last one was at most `join_max_bytes` (what the gathering's
-time grows with; the first after a start packs every row, later ones only what changed); after a bigger one the
-next is forked, as is every snapshot before the node is live (the replay at start-up encodes them at once).
+every few. A snapshot is gathered this way while the last one was at most `join_max_bytes`: the gathering grows
+with the pieces (a price level's runs, a run of closed orders, an account), but the worker's join holds the
+interpreter lock for as long as it copies the bytes, and past about that size a fork's pause is shorter. After a
+bigger one the next is forked, as is every snapshot before the node is live (the replay at start-up encodes them
+at once).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from exchange.chain.snapshot_maker import KEEP_DIGESTS, DigestBook, Parts, Snaps
 log = logging.getLogger("exchange.chain")
 
 SPREAD_SECONDS = 0.5       # a gathered snapshot is handed to the worker within this long, at a random moment
-JOIN_MAX_BYTES = 4 << 20   # the largest last snapshot after which the next is gathered in the loop rather than forked
+JOIN_MAX_BYTES = 16 << 20  # the largest last snapshot after which the next is gathered in the loop rather than forked
 
 
 class LiveSnapshots:

@@ -2,13 +2,16 @@
 encoding after anything the state does between two snapshots, and it packs again only what changed."""
 from __future__ import annotations
 
+import logging
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.app import ExchangeParams, ExchangeState
-from exchange.app import closed_rows, packed_rows
+from exchange.app.txs import NewOrderOp
+from exchange.app import closed_rows, packed_rows, resting_rows
 from tests.snapshot_reference import plain_snapshot
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, Workload
 
@@ -17,23 +20,40 @@ PARAMS = ExchangeParams(MARKETS, closed_order_history=40, trade_history=10, cred
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), every=st.integers(1, 7), per_block=st.integers(1, 40),
-       run=st.sampled_from([1, 3, 16, closed_rows.RUN]))
+       run=st.sampled_from([1, 3, 16, 256]))
 def test_every_snapshot_is_the_plain_encoding(seed, every, per_block, run):
     """Any run length: with the history of 40 closed orders, short runs are forgotten whole and cut at the oldest
-    end between snapshots; the default keeps the history in the rows not yet joined."""
-    closed_rows.RUN, default = run, closed_rows.RUN
+    end between snapshots, and a level's orders leave runs at the front, the middle and the back; the longest
+    keeps the history in the rows not yet joined and a level in one run."""
+    defaults = closed_rows.RUN, resting_rows.RUN
+    closed_rows.RUN = resting_rows.RUN = run
     try:
         _every_snapshot_is_the_plain_encoding(seed, every, per_block)
     finally:
-        closed_rows.RUN = default
+        closed_rows.RUN, resting_rows.RUN = defaults
 
 
 def _every_snapshot_is_the_plain_encoding(seed: int, every: int, per_block: int) -> None:
     chain = Chain(ExchangeState(PARAMS, CHAIN))
-    for n, block in enumerate(Workload(seed=seed, accounts=4).blocks(240, per_block=per_block)):
-        chain.block(block)
-        if n % every == 0:
-            assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state), f"block {n}"
+    rebuilt = Recorded()
+    logging.getLogger("exchange.app").addHandler(rebuilt)
+    try:
+        for n, block in enumerate(Workload(seed=seed, accounts=4).blocks(60 * per_block, per_block=per_block)):
+            chain.block(block)
+            if n % every == 0:
+                assert packed_rows_snapshot(chain.state) == plain_snapshot(chain.state), f"block {n}"
+    finally:
+        logging.getLogger("exchange.app").removeHandler(rebuilt)
+    assert rebuilt.messages == [], "the blocks' record of touched orders missed a change the runs needed"
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def packed_rows_snapshot(state: ExchangeState) -> bytes:
@@ -93,15 +113,18 @@ def test_an_unchanged_state_packs_no_row_again(monkeypatch):
     assert rows == [], f"{len(rows)} rows packed again"
 
 
-def test_a_row_changed_in_place_is_packed_again():
+def test_a_level_changed_where_no_block_recorded_it_is_rebuilt_from_the_level(caplog):
+    """The runs trust the blocks' record of the orders they touched, and check it against each level's count and
+    volume: a change that record missed costs a rebuild of the level, not a wrong snapshot."""
     state = busy_chain().state
     before = state.snapshot()
     order = next(iter(state.open_orders.values()))
-    order.remaining -= 1        # what a partial fill does to the very same object
-    after = packed_rows_snapshot(state)
+    side = state.venues[order.market].engine.book.side_of(order.side)
+    side.shrink(order, 1)       # what a reduce does to the book, with no block to record it
+    with caplog.at_level("WARNING", logger="exchange.app"):
+        after = packed_rows_snapshot(state)
     assert after != before and after == plain_snapshot(state)
-    order.quantity -= 1         # a reduce
-    assert packed_rows_snapshot(state) == plain_snapshot(state)
+    assert "did not match it: rebuilt" in caplog.text
 
 
 def test_a_closed_order_is_packed_once_at_the_end_of_its_block_and_its_run_is_joined_once(monkeypatch):
@@ -158,19 +181,24 @@ def test_a_replay_bucket_replaced_by_another_of_the_same_size_is_packed_again():
     assert packed_rows_snapshot(state) == plain_snapshot(state)
 
 
-def test_rows_of_orders_gone_from_the_book_are_not_kept_for_ever(monkeypatch):
-    monkeypatch.setattr(packed_rows, "PRUNE_SLACK", 8)
+@pytest.mark.parametrize("snapshots", [True, False])
+def test_the_kept_rows_and_runs_are_exactly_the_resting_orders_after_every_block(monkeypatch, snapshots):
+    """Rows of orders gone from the book are dropped at the end of the block they went in, whether the node
+    gathers its snapshots (and so sees its runs) or forks them (and so never does)."""
+    monkeypatch.setattr(resting_rows, "RUN", 4)
     chain = Chain(ExchangeState(PARAMS, CHAIN))
-    pruned, seen = 0, 0
     for block in Workload(seed=11, accounts=6).blocks(1500, per_block=30):
         chain.block(block)
-        chain.state.snapshot()
-        total = sum(map(len, chain.state.packed_rows._resting.values()))
-        pruned, seen = pruned + (total < seen), total
+        if snapshots:
+            chain.state.snapshot()
         for venue in chain.state.venues.values():
-            kept = chain.state.packed_rows._resting[venue.market.symbol]
-            assert len(kept) <= 2 * len(venue.engine.book.orders) + 8
-    assert pruned, "no kept row was ever dropped: the bound above was never tested"
+            kept = chain.state.packed_rows._resting.get(venue.market.symbol)
+            resting = set(venue.engine.book.orders.values())
+            if kept is None:
+                assert not resting
+                continue
+            assert set(kept._where) == resting and set(kept._rows) <= resting
+            assert all(level.live for level in kept._levels), "a level with no live order is kept"
 
 
 @pytest.mark.parametrize("timers", [False, True])
@@ -193,11 +221,18 @@ def test_rows_a_block_leaves_resting_are_packed_at_its_end_not_at_the_snapshot(m
     assert resting_rows == [], f"{len(resting_rows)} resting rows packed at the snapshot"
 
 
-def test_rows_packed_at_each_block_stay_bounded_without_any_snapshot(monkeypatch):
-    monkeypatch.setattr(packed_rows, "PRUNE_SLACK", 8)
+def test_a_long_level_is_a_piece_per_run_at_the_snapshot(monkeypatch):
+    """One price with many orders (what a flood of one-lot orders builds) costs a snapshot a piece per RUN orders,
+    and only the runs the blocks since changed were joined again."""
+    monkeypatch.setattr(resting_rows, "RUN", 16)
     chain = Chain(ExchangeState(PARAMS, CHAIN))
-    for block in Workload(seed=12, accounts=6).blocks(1500, per_block=30):
-        chain.block(block)
-        for venue in chain.state.venues.values():
-            kept = chain.state.packed_rows._resting.get(venue.market.symbol, {})
-            assert len(kept) <= 2 * len(venue.engine.book.orders) + 8
+    make = Workload(seed=4).make
+    for _ in range(40):
+        chain.block([make(n % 4, [NewOrderOp.parse("BTC-USD", "buy", "limit", "90.00", "0.0001", None)])
+                     for n in range(20)])
+    book = chain.state.venues["BTC-USD"].engine.book
+    (level,) = book.bids.levels.values()
+    assert level.live == 800
+    parts: list[bytes] = []
+    chain.state.packed_rows.book(book, chain.state.venues["BTC-USD"].market, parts)
+    assert len(parts) < 12 + 800 // 16 + 8, f"{len(parts)} pieces for one level of 800 orders"
