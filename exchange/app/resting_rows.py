@@ -4,8 +4,8 @@ A price level is a queue: an order joins it at the back, and leaves it from anyw
 to nothing, expired); a resting order's row changes only when it is filled or reduced in place. Every one of
 those is a change to an order the block touched (`ExchangeState._touched_orders`, the same record the order
 updates of each block are made from). So at the end of each block (`pack`) the orders the block touched are
-found in their level's runs: a new resting order joins its level's last run, and a run that holds a touched
-order is rebuilt from its orders still resting there, their rows packed again where they changed, and joined.
+found in their level's runs: a new resting order joins its level's last run, a touched order's row is packed
+again if its sizes changed, and a run that holds a touched order drops those that left and is joined again.
 A run of RUN orders is one piece; a snapshot of a level is its price, its count and its runs' pieces.
 
 What the snapshot trusts is checked where it is cheap: each level's runs must count the level's live orders and
@@ -73,14 +73,19 @@ class RestingRows:
 
     def pack(self, orders: Iterable[Order], book: OrderBook) -> None:
         """Brings the runs up to date with `orders`, this book's orders a block touched, in the order it first
-        touched them."""
+        touched them. Only those orders are looked at: the others in their runs are as the last block left them."""
         dirty: dict[int, tuple[_LevelRuns, _Run]] = {}
-        where = self._where
+        left: set[Order] = set()
+        where, resting = self._where, book.orders
         for order in orders:
             entry = where.get(order)
             if entry is not None:
                 dirty[id(entry[1])] = entry
-            elif book.orders.get(order.id) is order and (level := _level_of(book, order)) is not None:
+                if resting.get(order.id) is order:
+                    self._row(order)
+                else:
+                    left.add(order)
+            elif resting.get(order.id) is order and (level := _level_of(book, order)) is not None:
                 # placed in this block and resting: it joins its level at the back
                 runs = self._levels.get(level)
                 if runs is None:
@@ -89,10 +94,14 @@ class RestingRows:
                     runs.runs.append(_Run())
                 run = runs.runs[-1]
                 run.orders.append(order)
+                self._row(order)
                 where[order] = entry = (runs, run)
                 dirty[id(run)] = entry
         for runs, run in dirty.values():
-            self._rebuild(runs, run, book)
+            self._rebuild(runs, run, left)
+        for order in left:
+            del where[order]
+            self._rows.pop(order, None)
 
     def parts(self, book: OrderBook, parts: list[bytes]) -> None:
         """Appends to `parts` the bids and asks of `book_snapshot(book, market)`."""
@@ -133,39 +142,35 @@ class RestingRows:
                 runs.runs.append(run)
                 run = _Run()
             run.orders.append(order)
+            self._row(order)
             where[order] = (runs, run)
         if run.orders:
             self._join(run)
             runs.runs.append(run)
         return runs
 
-    def _rebuild(self, runs: _LevelRuns, run: _Run, book: OrderBook) -> None:
-        """`run` without the orders that left its level, their rows packed again where they changed."""
-        level, where, rows = runs.level, self._where, self._rows
-        kept = []
-        for order in run.orders:
-            if book.orders.get(order.id) is order and _level_of(book, order) is level:
-                kept.append(order)
-            else:
-                where.pop(order, None)
-                rows.pop(order, None)
-        run.orders = kept
-        if kept:
+    def _rebuild(self, runs: _LevelRuns, run: _Run, left: set[Order]) -> None:
+        """`run` without the orders in `left`, joined again."""
+        if left:
+            run.orders = [order for order in run.orders if order not in left]
+        if run.orders:
             self._join(run)
             return
         runs.runs.remove(run)
-        if not runs.runs and self._levels.get(level) is runs:
-            del self._levels[level]
+        if not runs.runs and self._levels.get(runs.level) is runs:
+            del self._levels[runs.level]
+
+    def _row(self, order: Order) -> bytes:
+        """`order`'s packed row, packed again if its sizes changed since."""
+        row = self._rows.get(order)
+        if row is None or row[0] != order.quantity or row[1] != order.remaining:
+            row = self._rows[order] = (order.quantity, order.remaining, _PACKER.pack(order_row(order)))
+        return row[2]
 
     def _join(self, run: _Run) -> None:
-        rows, pieces, volume = self._rows, [], 0
-        for order in run.orders:
-            row = rows.get(order)
-            if row is None or row[0] != order.quantity or row[1] != order.remaining:
-                row = rows[order] = (order.quantity, order.remaining, _PACKER.pack(order_row(order)))
-            pieces.append(row[2])
-            volume += order.remaining
-        run.joined, run.volume = b"".join(pieces), volume
+        rows = self._rows
+        run.joined = b"".join([rows[order][2] for order in run.orders])
+        run.volume = sum(order.remaining for order in run.orders)
 
     def _forget(self, runs: _LevelRuns) -> None:
         where, rows = self._where, self._rows
