@@ -8,12 +8,12 @@ is byte for byte what packing the whole document at once gives (msgpack encodes 
 sits). The rows of the orders a block touched or closed are packed at the end of that block, so a snapshot,
 gathered in the loop or forked, finds them packed.
 
-A resting order's, an account's or a replay bucket's kept row is checked, not trusted: it is reused only while
-the fields that can change on that very object are what they were when it was packed (a resting order's quantity
-and remaining; an account's amounts; a replay bucket's own object and its size, since a bucket only grows until
-it is dropped whole). The other fields of a row (id, type, owner, created key, self-trade mode, price level) are
-fixed for the object's life. Closed orders are final, and their rows are joined in runs (closed_rows.py). The
-unit tests compare every snapshot they take with a document built the plain way.
+An account's or a replay bucket's kept row is checked, not trusted: it is reused only while the fields that can
+change on that very object are what they were when it was packed (an account's amounts; a replay bucket's own
+object and its size, since a bucket only grows until it is dropped whole). Resting orders are kept in runs per
+price level, brought up to date from the orders each block touched and checked against each level's count and
+volume (resting_rows.py); closed orders are final, and their rows are joined in runs (closed_rows.py). The unit
+tests compare every snapshot they take with a document built the plain way.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from exchange.book import OrderBook
 from exchange.markets import Market
 from exchange.orders import Order
 from exchange.snapshot import SNAPSHOT_FORMAT
+
 
 def packb(value: object) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
