@@ -80,6 +80,35 @@ def _text(value: Unchecked, pattern: re.Pattern[str], field: str) -> str:
     return cast("str", value)
 
 
+_EXAMPLES = {"price": "100.25", "qty": "0.5", "limit": "1000"}
+
+
+def _decimal(value: Unchecked, field: str) -> str:
+    """A price, quantity or limit: a plain decimal string, refused with what is wrong and what is allowed."""
+    if type(value) is str and _DECIMAL.fullmatch(value) is not None:
+        return cast("str", value)
+    raise InvalidTx(f"invalid_{field}", decimal_problem(value, field), field)
+
+
+def decimal_problem(value: Unchecked, field: str) -> str:
+    """Why `value` is not a plain decimal string for `field`, and what would be."""
+    like = f'a decimal string like "{_EXAMPLES.get(field, "12.34")}"'
+    if isinstance(value, bool) or value is None:
+        return f"{field} must be {like}, not {str(value).lower() if value is not None else 'null'}"
+    if isinstance(value, (int, float)):
+        return f"{field} must be {like}, not a JSON number"
+    if not isinstance(value, str):
+        return f"{field} must be {like}, not a JSON {'array' if isinstance(value, list) else 'object'}"
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    if value.startswith("-") and _DECIMAL.fullmatch(value[1:]) is not None:
+        return f'{field} must be greater than zero, not "{shown}"'
+    if not value:
+        return f"{field} is empty: send {like}"
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+        return f'{field} "{shown}" has more than 24 digits before or after the point'
+    return f'{field} "{shown}" is not {like} (digits with at most one point: no sign, exponent or spaces)'
+
+
 def _optional(value: Unchecked, check: Callable[[Unchecked], str]) -> str | None:
     return None if value is None else check(value)
 
@@ -187,8 +216,8 @@ class NewOrderOp:
               "until is a positive integer of milliseconds since the Unix epoch", "until")
         _need(until is None or type in RESTING_TYPES, "until_not_resting",
               f"only an order that can rest ({', '.join(RESTING_TYPES)}) can have until", "until")
-        return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _text(v, _DECIMAL, "price")),
-                   _text(qty, _DECIMAL, "qty"), stp, until)
+        return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _decimal(v, "price")),
+                   _decimal(qty, "qty"), stp, until)
 
 
 class CancelOp:
@@ -286,7 +315,7 @@ class ReplaceOp:
     @classmethod
     def parse(cls, market: Unchecked, order_id: Unchecked, price: Unchecked, qty: Unchecked) -> "ReplaceOp":
         return cls(_text(market, _MARKET, "market"), _text(order_id, _ORDER_ID, "order_id"),
-                   _optional(price, lambda v: _text(v, _DECIMAL, "price")), _text(qty, _DECIMAL, "qty"))
+                   _optional(price, lambda v: _decimal(v, "price")), _decimal(qty, "qty"))
 
 
 class GrantOp:
@@ -310,7 +339,7 @@ class GrantOp:
     @classmethod
     def parse(cls, account: Unchecked, asset: Unchecked, limit: Unchecked) -> "GrantOp":
         return cls(_text(account, _ACCOUNT_HEX, "account"), _text(asset, _ASSET, "asset"),
-                   _text(limit, _DECIMAL, "limit"))
+                   _decimal(limit, "limit"))
 
 
 Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp]

@@ -27,7 +27,7 @@ from exchange.chain.ports import NotReady
 from exchange.chain.own_orders import TxOutcome, Withdrawn, pending_view
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeState
-from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, sign_tx
+from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, decimal_problem, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.accounts import Account
@@ -138,7 +138,7 @@ def _order_op(body: Json) -> NewOrderOp:
             raise ApiError(422, "missing_field", f"{name} is required", name)
     for name in ("price", "qty"):
         if isinstance(body.get(name), float):
-            raise ApiError(422, "float_not_allowed", f"{name} must be a decimal string, not a JSON number", name)
+            raise ApiError(422, "float_not_allowed", decimal_problem(body[name], name), name)
     try:
         return NewOrderOp.parse(body["market"], body["side"], body.get("type", "limit"), _text(body.get("price")),
                                 _text(body["qty"]), body.get("stp"), body.get("until"))
