@@ -227,6 +227,47 @@ def http_url(raw: RawValue) -> str:
     return value
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(*, at_most: float) -> Parser:
+    """A time span: seconds as a number, or a number with a unit, `90s`, `30m`, `24h`, `7d`; more than 0 and
+    at most `at_most` seconds."""
+
+    def parse(raw: RawValue) -> float:
+        seconds: float | None = None
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            seconds = float(raw)
+        elif isinstance(raw, str) and (match := _DURATION.match(raw.strip().lower())):
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if seconds is None or not math.isfinite(seconds) or not 0 < seconds <= at_most:
+            raise InvalidValue(f"must be a duration such as 90s, 30m, 24h or 7d (or seconds), more than 0 and at "
+                               f"most {at_most / 86400:g}d")
+        return seconds
+
+    return _shown_as("DURATION", parse)
+
+
+def join_token(raw: RawValue) -> str | None:
+    """A join token, `exn1-<64 hex: chain id>-<64 hex: secret>`, or None (unset). Blank is refused, not read as
+    unset (a `JOIN_TOKEN="$(cat missing-file)"` would otherwise start a node with no token, without a word);
+    errors never echo the value, a secret."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidValue("is empty: give a join token, exn1-<64 hex: chain id>-<64 hex: secret> (a validator's "
+                           "`exchange-node validators token new` prints one), or leave the setting out",
+                           value="")
+    if not re.fullmatch(r"exn1-[0-9a-f]{64}-[0-9a-f]{64}", raw.strip()):
+        raise InvalidValue("is not a join token: expected exn1-<64 hex: chain id>-<64 hex: secret> (a validator's "
+                           "`exchange-node validators token new` prints one)", value="(hidden)")
+    return raw.strip()
+
+
+_shown_as("TOKEN", join_token)
+
+
 def path(raw: RawValue) -> Path:
     if isinstance(raw, str):
         raw = raw.strip()

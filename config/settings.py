@@ -325,9 +325,14 @@ class Settings:
     role: str = _setting("auto", "ROLE", "auto: take a validator seat once granted one; follower: never",
                          p.choice("auto", "follower"))
     join_token: str | None = _setting(
-        None, "JOIN_TOKEN", "A network's join token (the founder's DATA_DIR/join-token): follow only that chain "
-        "and take a seat without waiting for approvals", p.optional(p.text(max_len=200, pattern=r"exn1-[0-9a-f]{64}-[0-9a-f]{64}",
-                                                                          what="exn1-<chain id>-<secret>")), secret=True)
+        None, "JOIN_TOKEN", "A join token a validator issued (`exchange-node validators token new`): follow only "
+        "that network's chain and take a seat without waiting for approvals. Never on the command line (`ps` "
+        "shows it): give it here, in JOIN_TOKEN_FILE, or as `--join-token -` on standard input",
+        p.join_token, secret=True)
+    join_token_file: Path | None = _setting(
+        None, "JOIN_TOKEN_FILE", "File holding the join token: start waits until it exists and holds one (a file "
+        "still being written is read again), so a node can be started before its token is issued",
+        p.optional(p.path))
     chain_id: str | None = _setting(
         None, "CHAIN_ID", "Follow only this chain (64 hex); without it a new node follows the only network in sight",
         p.optional(p.text(max_len=64, pattern=r"[0-9a-f]{64}", what="a 64-hex chain id")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import math
 import os
@@ -31,7 +32,7 @@ _Command = TypeVar("_Command", bound=Callable[..., object])
 _Result = TypeVar("_Result")
 
 # Placeholders a parser's own (N, TEXT, NUMBER ...) would say less well.
-METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS", "join_token": "TOKEN",
+METAVARS = {"network_id": "NAME", "grape_service": "NAME", "markets": "MARKETS", "join_token": "-",
             "chain_id": "HEX", "test_service_fault": "SPEC", "bootstrap_peers": "HOST:PORT,...",
             "mdns_interfaces": "IP,...", "grape_urls": "URL,...", "validators": "NODE_ID,...",
             "grenache_services": "SERVICE,..."}
@@ -146,12 +147,20 @@ def start(config_file: str | None, **flags: object) -> None:
     from node.lifecycle import StartFailed
     from node.identity import IdentityError
 
+    from node.cli import join_token as token_input
+
+    token_flag, flags["join_token"] = flags.get("join_token"), None     # only `-` (stdin) is taken from argv
     try:
         settings = load_settings(cli=flags, config_file=config_file or os.environ.get("EXCHANGE_NODE_CONFIG"))
         _check_markets(settings, flags)
+        token_from = token_input.token_source(token_flag, settings.join_token, settings.join_token_file)
+        if token_from == "stdin":
+            settings = dataclasses.replace(settings, join_token=token_input.read_stdin())
     except SettingsError as exc:
         if flags.get(exc.setting) is not None:  # came from a flag: name the flag the user typed
             exc = SettingsError(_flag_used(exc.setting), exc.value, exc.message, source=exc.source)
+        fail(str(exc), 2)
+    except token_input.TokenRefused as exc:
         fail(str(exc), 2)
     from node.logs import configure_logging
 
@@ -166,6 +175,9 @@ def start(config_file: str | None, **flags: object) -> None:
     try:
         with data_dir_lock:
             AccountStore(settings.data_dir).ensure_default()
+            if token_from == "file":
+                assert settings.join_token_file is not None
+                settings = dataclasses.replace(settings, join_token=_wait_for_token(settings.join_token_file))
             _run(settings)
     except StartFailed as exc:  # what had started is stopped; say which part failed, in one line
         cause = exc.cause
@@ -180,6 +192,19 @@ def start(config_file: str | None, **flags: object) -> None:
         fail(str(exc), 3)
     except OSError as exc:
         fail(f"cannot start: {exc}")
+
+
+def _wait_for_token(path: Path) -> str:
+    """The token in JOIN_TOKEN_FILE once it holds one; a Ctrl-C or SIGTERM meanwhile stops cleanly (exit 0)."""
+    from node.cli import join_token as token_input
+
+    try:
+        return token_input.wait_for_file(path)
+    except token_input.TokenRefused as exc:
+        fail(str(exc), 2)
+    except token_input.WaitStopped as exc:
+        click.echo(f"exchange-node: stopped ({exc}) while waiting for the join token at {path}", err=True)
+        sys.exit(0)
 
 
 def _one_line(exc: BaseException) -> str:
