@@ -8,7 +8,8 @@ from typing import Any
 
 
 class ScriptedApi:
-    """An HTTP server answering (method, path) with canned (status, body); it records every request."""
+    """An HTTP server answering (method, path) or (method, path?query) with canned (status, body); it records every
+    request."""
 
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -22,8 +23,9 @@ class ScriptedApi:
                 path, _, query = self.path.partition("?")
                 api.requests.append({"method": self.command, "path": path, "query": query,
                                      "auth": self.headers.get("Authorization"), "body": body})
-                status, payload = api.answers.get((self.command, path), (404, {"error": {"code": "not_found",
-                                                                                          "message": "Not Found"}}))
+                # an answer for the exact query first ("/orders?status=open"), else the path's
+                status, payload = api.answers.get((self.command, self.path)) or api.answers.get(
+                    (self.command, path), (404, {"error": {"code": "not_found", "message": "Not Found"}}))
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))

@@ -222,6 +222,18 @@ def _refused(why: str) -> ApiError:
     return error
 
 
+def padded(state: ExchangeState, view: Any) -> Any:  # Any: an order view (OrderView or JsonObject)
+    """A pending order's decimals written as its market writes a final order's ("0.5" -> "0.5000"), so the two
+    line up in a listing; left as sent if the market cannot read them (it will refuse the order)."""
+    try:
+        market = state.params.registry.get(view["market"])
+        return {**view, **({"price": market.format_price(market.parse_price(view["price"]))} if view.get("price") else {}),
+                "qty": market.format_qty(market.parse_qty(view["qty"])),
+                "remaining": market.format_qty(market.parse_qty(view["remaining"])), "filled": market.format_qty(0)}
+    except (ExchangeError, KeyError, TypeError):
+        return view
+
+
 def _finality(chain: ChainService) -> JsonObject:
     core = chain.core
     if core is None:
@@ -234,7 +246,7 @@ def _answer_order(chain: ChainService, tx: SignedTx, index: int, result: Any) ->
     op = tx.ops[index]
     if result is None:
         reason, refusal = chain.submissions.pending_reason(), chain.submissions.refusal(tx.id)
-        view = pending_view(tx, index, op, reason, refusal)  # type: ignore[arg-type]
+        view = padded(chain.state, pending_view(tx, index, op, reason, refusal))  # type: ignore[arg-type]
         return {"order": view, "trades": [], "final": False, "reason": reason, "validator_refusal": refusal,
                 "tx_id": tx.id, **_finality(chain)}, 202
     state = chain.state
@@ -386,7 +398,7 @@ async def get_order(request: web.Request) -> web.Response:
     pending = chain.submissions.pending_order(order_id)
     if pending is None:
         raise ApiError(404, "unknown_order", "no such order (or it left the closed-order history)", "id")
-    return json_response({"order": pending[1], "final": False, "reason": pending[1]["reason"],
+    return json_response({"order": padded(chain.state, pending[1]), "final": False, "reason": pending[1]["reason"],
                           "validator_refusal": pending[1]["validator_refusal"], **_finality(chain)})
 
 
@@ -398,7 +410,8 @@ async def list_orders(request: web.Request) -> web.Response:
     if account is not None and len(account) != 64:
         account = _account(request, account).id
     status = request.query.get("status") or None
-    pending = chain.submissions.pending_orders(account) if status in (None, "pending") else []
+    pending = [padded(state, view) for view in chain.submissions.pending_orders(account)] \
+        if status in (None, "pending") else []
     try:
         orders = [] if status == "pending" else state.orders(account, status, limit)
     except ExchangeError as exc:
@@ -501,7 +514,7 @@ async def get_account(request: web.Request) -> web.Response:
     view["open_orders"] = state.open_count(account)
     view["max_open_orders"] = state.params.max_open_orders
     view["cancel_all_at"] = state.switch(account)      # the dead-man's switch, block time in ms, or null
-    view["pending_orders"] = chain.submissions.pending_orders(account)
+    view["pending_orders"] = [padded(state, order) for order in chain.submissions.pending_orders(account)]
     return json_response({**view, **_finality(chain)})
 
 

@@ -1,6 +1,7 @@
 """Tiny synchronous HTTP client for CLI commands: clear errors, no event loop needed."""
 from __future__ import annotations
 
+import datetime
 import http.client
 import socket
 import urllib.error
@@ -77,3 +78,33 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(cause, OSError):
         return cause.strerror or str(cause) or type(cause).__name__
     return str(cause) or type(cause).__name__
+
+
+def iso_utc(ms: int) -> str:
+    """Milliseconds since the epoch (block time, as the API answers) as ISO-8601 in UTC:
+    `2026-11-29T13:46:39.123Z`."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_local(ms: int) -> str:
+    """The same moment in this machine's time zone, with its offset: `2026-11-29T14:46:39.123+01:00`."""
+    return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="milliseconds")
+
+
+def when(ms: int) -> str:
+    """A time for a line a person reads: UTC, and the local time with its offset when that is not UTC."""
+    utc, local = iso_utc(ms), iso_local(ms)
+    return utc if local.endswith("+00:00") else f"{utc} ({local} local)"
+
+
+def with_iso(row: JsonObject, *fields: str) -> JsonObject:
+    """`row` with an ISO-8601 UTC twin of each epoch-ms field it has (`time_ms` -> `time`, `at` -> `at_iso`,
+    `t` -> `time`): `--json` keeps the machine fields and adds the readable ones."""
+    added = dict(row)
+    for name in fields:
+        value = row.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            twin = "time" if name in ("t", "time_ms") else f"{name.removesuffix('_ms')}_iso"
+            added[twin] = iso_utc(value)
+    return added

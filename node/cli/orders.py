@@ -1,15 +1,17 @@
-"""CLI commands for the exchange: `order`, `cancel`, `cancel-all`, `cancel-after`, `orders`, `book`, `trades`
-(they call the control API)."""
+"""CLI commands for the exchange: `order` (place one, or show one by id), `cancel`, `cancel-all`, `cancel-after`,
+`orders`, `fills`, `book`, `trades` (they call the control API). Times are printed as ISO-8601 in UTC (with the
+local time and its offset on one-line answers); `--json` keeps the API's epoch milliseconds and adds ISO twins."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from urllib.parse import quote, urlencode
 
 import click
 
 from node.cli.accounts import complete_account
 from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, pending_reason, print_table, request
-from node.cli.client import JsonObject
+from node.cli.client import JsonObject, iso_utc, when, with_iso
 from node.locate import NodeTarget
 
 
@@ -20,9 +22,23 @@ def _order_line(order: JsonObject) -> str:
             f"{order['market']}{price}  remaining {order['remaining']}")
 
 
+TRADE_HEADERS = ["time (UTC)", "trade", "price", "qty", "taker", "buy order", "sell order"]
+
+
 def _trade_rows(trades: list[JsonObject]) -> list[list[object]]:
-    return [[t["id"], t["price"], t["qty"], t.get("taker_side", ""), t["buy_order_id"], t["sell_order_id"]]
-            for t in trades]
+    return [[_utc(t.get("time_ms")), t["id"], t["price"], t["qty"], t.get("taker_side", ""), t["buy_order_id"],
+             t["sell_order_id"]] for t in trades]
+
+
+def _utc(ms: object) -> str:
+    return iso_utc(ms) if isinstance(ms, int) and not isinstance(ms, bool) else "-"
+
+
+ORDER_TIMES = ("until", "expires")
+
+
+def _order_json(order: JsonObject) -> JsonObject:
+    return with_iso(order, *ORDER_TIMES)
 
 
 def _account_id(api: NodeTarget, account: str) -> str:
@@ -54,9 +70,9 @@ def _exit_if_not_final(what: str, data: JsonObject, wait: float) -> None:
 
 def register(cli: click.Group) -> None:
     @cli.command()
-    @click.argument("side", type=click.Choice(["buy", "sell"]))
-    @click.argument("market")
-    @click.argument("qty")
+    @click.argument("side", metavar="SIDE|ID")
+    @click.argument("market", required=False)
+    @click.argument("qty", required=False)
     @click.option("--price", default=None, help="Limit price as a decimal (not for --type market).")
     @click.option("--type", "kind", default="limit", show_default=True,
                   type=click.Choice(["limit", "market", "ioc", "fok", "post_only"]))
@@ -70,10 +86,17 @@ def register(cli: click.Group) -> None:
                   help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
-    def order(side: str, market: str, qty: str, price: str | None, kind: str, account: str | None,
+    def order(side: str, market: str | None, qty: str | None, price: str | None, kind: str, account: str | None,
               stp: str | None, good_for: float | None, wait: float, api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
-        final within --wait (with the reason: no_quorum, not_final_yet)."""
+        final within --wait (with the reason: no_quorum, not_final_yet). `order ID` shows one order's full status."""
+        if side not in ("buy", "sell"):
+            if market is not None or qty is not None:
+                raise click.BadParameter(f"{side!r} is not buy or sell (SIDE MARKET QTY places an order; "
+                                         f"a lone ID shows one)", param_hint="SIDE")
+            return _show_order(api, side, as_json)
+        if market is None or qty is None:
+            raise click.UsageError(f"`order {side}` needs MARKET and QTY, e.g. `order {side} BTC-USD 0.5 --price 100.25`")
         body: dict[str, object] = {"market": market, "side": side, "type": kind, "qty": qty}
         until = None if good_for is None else int((time.time() + good_for) * 1000)
         for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until)):
@@ -82,12 +105,13 @@ def register(cli: click.Group) -> None:
         data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10, expect=("order",))
         order_data = data["order"]
         if as_json:
-            emit_json(data)
+            emit_json({**data, "order": _order_json(order_data),
+                       "trades": [with_iso(t, "time_ms") for t in data.get("trades") or []]})
         else:
             final = "final" if data.get("final") else f"NOT FINAL ({pending_reason(data)})"
             click.echo(f"{_order_line(order_data)}  [{final}]")
             if data.get("trades"):
-                print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
+                print_table(TRADE_HEADERS, _trade_rows(data["trades"]))
         _exit_if_rejected("order", order_data)
         _exit_if_not_final("order", data, wait)
 
@@ -164,10 +188,10 @@ def register(cli: click.Group) -> None:
                        expect=("schedule_cancel",))
         result = data["schedule_cancel"]
         if as_json:
-            emit_json(data)
+            emit_json({**data, "schedule_cancel": with_iso(result, "at")})
         elif result["status"] == "armed":
             click.echo(f"switch armed: all orders of {result['account'][:12]}… are cancelled at block time "
-                       f"{result['at']} ms unless refreshed")
+                       f"{when(result['at'])} unless refreshed")
         else:
             click.echo(f"switch {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
         _exit_if_rejected("cancel-after", result)
@@ -176,18 +200,23 @@ def register(cli: click.Group) -> None:
     @cli.command("orders")
     @click.option("--account", default=None, shell_complete=complete_account,
                   help="Only this account's orders: a name in DATA_DIR/accounts or an id.")
-    @click.option("--open", "only_open", is_flag=True, help="Only orders still open.")
+    @click.option("--open", "only_open", is_flag=True,
+                  help="Only orders still open, and this node's pending ones (no block holds them yet).")
     @api_option
     @json_option
     def orders_command(account: str | None, only_open: bool, api: NodeTarget, as_json: bool) -> None:
-        """List orders (full ids, so they can be copied into `cancel`)."""
-        query = {**({"account": _account_id(api, account)} if account else {}),
-                 **({"status": "open"} if only_open else {})}
-        data = request(api, "GET", "/orders" + (f"?{urlencode(query)}" if query else ""), expect=("orders",))
+        """List orders (full ids, so they can be copied into `cancel`); pending ones first, marked `pending`."""
+        query = {"account": _account_id(api, account)} if account else {}
+        if only_open:     # the open ones and, first, those no block holds yet: both can still trade
+            pending = request(api, "GET", "/orders?" + urlencode({**query, "status": "pending"}), expect=("orders",))
+            data = request(api, "GET", "/orders?" + urlencode({**query, "status": "open"}), expect=("orders",))
+            data = {**data, "orders": pending["orders"] + data["orders"]}
+        else:
+            data = request(api, "GET", "/orders" + (f"?{urlencode(query)}" if query else ""), expect=("orders",))
         if as_json:
-            return emit_json(data)
+            return emit_json({**data, "orders": [_order_json(o) for o in data["orders"]]})
         if not data["orders"]:
-            click.echo("no orders")
+            click.echo("no open or pending orders" if only_open else "no orders")
             return
         print_table(["order", "account", "market", "side", "type", "price", "qty", "remaining", "status", "reason"],
                     [[o["id"], o.get("account", ""), o["market"], o["side"], o["type"], o.get("price") or "-",
@@ -223,9 +252,98 @@ def register(cli: click.Group) -> None:
         """Show a market's most recent final trades, oldest first."""
         data = request(api, "GET", f"/trades/{quote(market, safe='')}?limit={limit}", expect=("trades",))
         if as_json:
-            return emit_json(data)
+            return emit_json({**data, "trades": [with_iso(t, "time_ms") for t in data["trades"]]})
         if not data["trades"]:
             click.echo("no trades yet")
             return
-        print_table(["trade", "price", "qty", "taker", "buy order", "sell order"], _trade_rows(data["trades"]))
+        print_table(TRADE_HEADERS, _trade_rows(data["trades"]))
         click.echo(f"{len(data['trades'])} trades shown, final at height {data.get('height')}")
+
+    @cli.command()
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Whose fills: a name in DATA_DIR/accounts or an id [default: default].")
+    @click.option("--market", default=None, help="Only this market [default: every market the node trades].")
+    @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True,
+                  help="Most recent fills to show.")
+    @api_option
+    @json_option
+    def fills(account: str | None, market: str | None, limit: int, api: NodeTarget, as_json: bool) -> None:
+        """Show an account's fills (its trades), newest first: time, side, price, qty, maker or taker, order."""
+        account_id = _account_id(api, account or "default")
+        markets = [market] if market else request(api, "GET", "/status", expect=("markets",))["markets"]
+        found: list[tuple[tuple[int, int, int], JsonObject]] = []
+        for name in markets:
+            found += _fills_of(api, account_id, name, limit)
+        found.sort(key=lambda item: item[0], reverse=True)
+        rows = [_fill_view(trade) for _, trade in found[:limit]]
+        if as_json:
+            return emit_json({"account": rows[0]["account"] if rows else account_id, "fills": rows})
+        if not rows:
+            click.echo(f"no fills for {account or 'default'} in {', '.join(markets)}")
+            return
+        print_table(["time (UTC)", "market", "side", "price", "qty", "role", "order", "trade"],
+                    [[_utc(f.get("time_ms")), f["market"], f["side"], f["price"], f["qty"], f["role"], f["order_id"],
+                      f["id"]] for f in rows])
+
+
+def _fills_of(api: NodeTarget, account: str, market: str,
+              limit: int) -> list[tuple[tuple[int, int, int], JsonObject]]:
+    """The account's `limit` newest kept trades in `market`, each with its sort key (height, time, place in the
+    log): the API pages them oldest first, so every page is read and the last `limit` kept."""
+    kept: deque[tuple[tuple[int, int, int], JsonObject]] = deque(maxlen=limit)
+    cursor, seen = None, 0
+    while True:
+        query = {"market": market, "from": 0, "limit": 10_000, **({"cursor": cursor} if cursor else {})}
+        page = request(api, "GET", f"/accounts/{quote(account, safe='')}/fills?{urlencode(query)}",
+                       expect=("trades",))
+        for trade in page["trades"]:
+            kept.append(((int(trade.get("height") or 0), int(trade.get("time_ms") or 0), seen),
+                         {**trade, "account": page.get("account", account)}))
+            seen += 1
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return list(kept)
+
+
+def _fill_view(trade: JsonObject) -> JsonObject:
+    """A trade as the account saw it: its side, maker or taker, its own order."""
+    mine = trade["account"]
+    side = "buy" if trade.get("buyer") == mine else "sell"
+    role = "taker" if trade.get("taker_account") == mine else "maker"
+    return {**with_iso(trade, "time_ms"), "side": side, "role": role,
+            "order_id": trade["buy_order_id"] if side == "buy" else trade["sell_order_id"]}
+
+
+def _show_order(api: NodeTarget, order_id: str, as_json: bool) -> None:
+    """`order ID`: one order's full status, final or pending here, and its trades among the market's recent."""
+    data = request(api, "GET", f"/orders/{quote(order_id, safe='')}", expect=("order",))
+    order = data["order"]
+    trades = []
+    if order.get("market") and str(order.get("filled") or "0").strip("0.") != "":
+        recent = request(api, "GET", f"/trades/{quote(order['market'], safe='')}?limit=10000", expect=("trades",))
+        trades = [t for t in recent["trades"] if order_id in (t.get("buy_order_id"), t.get("sell_order_id"))]
+    if as_json:
+        return emit_json({**data, "order": _order_json(order), "trades": [with_iso(t, "time_ms") for t in trades]})
+    final = "final" if data.get("final") else f"NOT FINAL ({pending_reason(data)})"
+    lines = [("order", order["id"]), ("status", f"{order['status']}"
+                                      + (f" ({order['reason']})" if order.get("reason") else "") + f"  [{final}]"),
+             ("account", order.get("account", "")),
+             ("market", f"{order['market']}  {order['side']} {order['type']}"),
+             ("price", order.get("price") or "- (market order)"),
+             ("qty", order["qty"]), ("filled", order.get("filled", "")), ("remaining", order["remaining"])]
+    if order.get("stp"):
+        lines.append(("stp", order["stp"]))
+    for name in ORDER_TIMES:
+        if isinstance(order.get(name), int):
+            lines.append((name, when(order[name])))
+    if order.get("height") is not None:
+        lines.append(("height", f"{order['height']} (the block that placed it)"))
+    if order.get("tx_id"):
+        lines.append(("tx", order["tx_id"]))
+    if "cancel" in order:
+        lines.append(("cancel", f"pending ({order['cancel'].get('tx_id')})"))
+    for name, value in lines:
+        click.echo(f"{name:<10}{value}")
+    if trades:
+        click.echo("")
+        print_table(TRADE_HEADERS, _trade_rows(trades))

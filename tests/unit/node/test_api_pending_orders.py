@@ -172,7 +172,9 @@ def test_pending_orders_are_visible_cancellable_and_resolve_after_the_heal(pair)
     status, got = pair.call("GET", f"/orders/{resting_id}")
     assert status == 200 and got["final"] is False and got["reason"] == "no_quorum"
     assert {k: got["order"][k] for k in ("id", "status", "reason", "price", "qty", "filled")} == {
-        "id": resting_id, "status": "pending", "reason": "no_quorum", "price": "50.00", "qty": "0.5", "filled": "0"}
+        "id": resting_id, "status": "pending", "reason": "no_quorum", "price": "50.00", "qty": "0.5000",
+        "filled": "0.0000"}                                 # padded as the market writes a final order's
+    assert resting["order"]["qty"] == resting["order"]["remaining"] == "0.5000"
     listed = [o["id"] for o in pair.call("GET", "/orders")[1]["orders"]]
     assert listed[:2] == [crossing_id, resting_id]          # newest first, before the final ones
     assert [o["id"] for o in pair.call("GET", "/orders?status=pending")[1]["orders"]] == [crossing_id, resting_id]

@@ -85,8 +85,9 @@ def test_orders_filters_by_a_local_account_name_or_an_id(api, tmp_path):
     alice = AccountStore(tmp_path).new("alice")
     api.answers[("GET", "/orders")] = (200, {"orders": []})
     env = {"DATA_DIR": str(tmp_path), "EXCHANGE_NODE_API": api.url}
-    assert "no orders" in run(["orders", "--account", "alice", "--open"], env=env).output
-    assert api.requests[-1]["query"] == f"account={alice.id}&status=open"
+    assert "no open or pending orders" in run(["orders", "--account", "alice", "--open"], env=env).output
+    assert [r["query"] for r in api.requests[-2:]] == [f"account={alice.id}&status=pending",
+                                                       f"account={alice.id}&status=open"]
     run(["orders", "--account", ACCOUNT], env=env)
     assert api.requests[-1]["query"] == f"account={ACCOUNT}"
     run(["orders"], env=env)
@@ -204,7 +205,7 @@ def bad_inputs(tmp_path: Path, api: ScriptedApi) -> list[tuple[list[str], dict[s
         (["book", "BTC-USD", "--api", api.url, "--depth", "abc"], {}, 2, "Invalid value for '--depth'"),
         (["order", "buy", "BTC-USD", "1", "--wait", "nan", "--api", api.url], {}, 2, "not between 0 and 3600"),
         (["order", "buy", "BTC-USD", "1", "--wait", "-1", "--api", api.url], {}, 2, "not between 0 and 3600"),
-        (["order", "hold", "BTC-USD", "1", "--api", api.url], {}, 2, "Invalid value for '{buy|sell}'"),
+        (["order", "hold", "BTC-USD", "1", "--api", api.url], {}, 2, "'hold' is not buy or sell"),
         (["order", "buy", "BTC-USD", "1", "--type", "stop", "--api", api.url], {}, 2, "Invalid value for '--type'"),
         (["cancel", ORDER_ID, "--wait", "inf", "--api", api.url], {}, 2, "not between 0 and 3600"),
         (["rpc", "ping", "{not json", "--api", api.url], {}, 2, "not JSON"),
