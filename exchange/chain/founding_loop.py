@@ -1,7 +1,9 @@
 """The founding loop of a node with no chain yet: every 200 ms it asks Founding (sans-I/O,
-exchange/chain/founding.py) what to do, then founds a chain (the join token written first, then the
-genesis) or adopts a peer's (its genesis fetched, checked to be the chain the decision names and to carry
-our network and markets), until a genesis is in place; the service then boots from it.
+exchange/chain/founding.py) what to do, then founds a chain (its genesis written) or adopts a peer's (its
+genesis fetched, checked to be the chain the decision names, to carry our network and markets, and, with no
+trust anchor, judged by `Founding.judge`), until a genesis is in place; the service then boots from it.
+With two networks in sight and nothing to choose by, it says so in a WARNING at most every SPLIT_WARN_EVERY
+seconds.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from typing import Callable, NotRequired, Protocol, TypedDict
 from exchange.app import ExchangeParams
 from exchange.chain.founding import Decision, Founding
 from exchange.chain.genesis import Genesis
-from exchange.chain.join_token import JoinToken
 from exchange.chain.ports import ChainNetwork, ChainStore
+from exchange.crypto import node_id_for
 
 log = logging.getLogger("exchange.chain")
 
@@ -23,6 +25,7 @@ GENESIS_SERVICE = "chain.genesis"
 RETRY = 0.2         # s between founding decisions
 GENESIS_ASKED = 16  # holders of the chain asked for its genesis at once ...
 GENESIS_RETRY_AFTER = 30.0      # ... of those that have not failed to hand it over in this many seconds
+SPLIT_WARN_EVERY = 60.0         # s between WARNINGs that two networks are in sight and none was chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class FoundingLoop:
         self.founder_key = founder_key
         self.clock = clock
         self._failed: dict[str, float] = {}        # holders that did not hand over the genesis -> when
+        self._split_warned = float("-inf")
+        founding.max_seats = max(1, min(rules.max_validators, founding.max_seats))
 
     async def run(self) -> None:
         last_reason = ""
@@ -93,35 +98,47 @@ class FoundingLoop:
                 log.info("founding: %s", decision.reason)
                 last_reason = decision.reason
             self.host.founding_status = decision.reason
+            self._warn_split()
             try:
                 if decision.action == "found":
                     self._found_chain(decision)
-                elif decision.action == "adopt":
+                elif decision.action in ("adopt", "inspect"):
                     await self._adopt(decision)
             except Exception:     # one bad peer answer must not end the founding loop
                 log.exception("founding step failed")
             if self.host.genesis is None:
                 await asyncio.sleep(RETRY)
 
+    def _warn_split(self) -> None:
+        """Two or more networks under our NETWORK_ID and nothing to choose between them by: said loudly, with
+        the whole chain ids an operator needs for CHAIN_ID."""
+        networks = self.founding.networks
+        now = self.clock()
+        if not networks or now - self._split_warned < SPLIT_WARN_EVERY:
+            return
+        self._split_warned = now
+        names = "; ".join(f"chain {chain_id} ({peers} peer(s))" for chain_id, peers in networks)
+        log.warning("not joining any network: peers are on %d networks with NETWORK_ID %r: %s. This node has "
+                    "no CHAIN_ID or join token to choose by and will not choose by counting nodes; restart it with "
+                    "CHAIN_ID=<one of these ids>, or with a join token issued on the network you mean",
+                    len(networks), self.rules.network_id, names)
+
     def _found_chain(self, decision: Decision) -> None:
         rules = self.rules
         params = ExchangeParams(markets=rules.markets, order_ttl_ms=rules.order_ttl_ms,
                                 max_open_orders=rules.max_open_orders)
-        token = None if decision.pinned else JoinToken.new()
         genesis = Genesis(network_id=rules.network_id, created_ms=int(self.clock() * 1000),
                           founder=self.founder_key, validators=tuple(decision.validators),
                           max_validators=rules.max_validators, pinned=decision.pinned, exchange=params.to_wire(),
                           snapshot_interval=rules.snapshot_interval,
                           snapshot_lag=min(rules.snapshot_lag, rules.snapshot_interval // 2),
                           snapshot_min_ms=rules.snapshot_min_ms,
-                          admission_key=token.admission_key if token is not None else b"", seat_rule=rules.seat_rule,
+                          admission_key=b"", seat_rule=rules.seat_rule,
                           absent_blocks=rules.absent[0], absent_ms=rules.absent[1])
-        if token is not None:       # written before the genesis: a crash between them leaves no chain without it
-            token.for_chain(genesis.chain_id).write(self.store.root.parent)
         self.store.save_genesis(genesis)
         log.warning("founded a new network %s (chain %s) with %d validator(s)%s", rules.network_id,
                     genesis.chain_id[:16], len(genesis.validators), ", pinned" if decision.pinned else
-                    f"; a node started with JOIN_TOKEN from {self.store.root.parent}/join-token gets a seat")
+                    "; to seat another node, issue a join token with `exchange-node validators token new`")
         self.host.boot(genesis)
 
     async def _adopt(self, decision: Decision) -> None:
@@ -163,9 +180,21 @@ class FoundingLoop:
             self.founding.refused.add(genesis.chain_id)
             self.host.note_conflict(peer, {"chain_id": genesis.chain_id, "reason": problem})
             return True
+        verdict = self.founding.judge(genesis.chain_id, genesis.founder, genesis.validators, self.clock())
+        if verdict.action == "refuse":
+            log.warning("not joining chain %s (founder %s, %d validator(s)): %s", genesis.chain_id[:16],
+                        node_id_for(genesis.founder)[:12], len(genesis.validators), verdict.reason)
+            self.host.note_conflict(node_id_for(genesis.founder), {"chain_id": genesis.chain_id,
+                                                                   "reason": f"refused: {verdict.reason}"})
+            return True
+        if verdict.action == "later" or decision.action == "inspect":
+            if verdict.action == "later":
+                log.info("founding: %s; asking again", verdict.reason)
+            return True             # judged (or to be): the next decision takes it from here
         self.store.save_genesis(genesis)
-        self.host.trust = decision.trust or self.host.trust
-        if decision.trust == "only_chain":
+        trust = "joint_founding" if verdict.joint and decision.trust == "only_chain" else decision.trust
+        self.host.trust = trust or self.host.trust
+        if trust == "only_chain":
             log.warning("following network %s (chain %s), the only one in sight, as a follower: nobody chose it "
                         "for this node; set CHAIN_ID or JOIN_TOKEN to pin the chain you mean",
                         genesis.network_id, genesis.chain_id[:16])
