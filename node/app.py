@@ -333,6 +333,8 @@ class ExchangeNode:
         if core is None:
             return {"chain_id": None, "role": "joining", "height": 0, "epoch": None, "validators": [],
                     "quorum": False, "finality_lag_s": None, "founding": chain.founding_status,
+                    "networks_in_sight": [{"chain_id": chain_id, "peers": peers}     # two or more: none chosen
+                                          for chain_id, peers in chain.founding.networks],
                     "conflicting_networks": chain.conflicts}
         now = time.time()
         validators = core.state.validators

@@ -166,6 +166,10 @@ class ChainBridge:
         chain = self.chain
         core = chain.core
         if core is None:        # the service's own counters exist before the chain does
+            yield GaugeMetricFamily("exchange_node_chain_networks_in_sight", "Networks with this NETWORK_ID that a "
+                                    "node on no chain yet sees and has nothing to choose between (2 or more: it "
+                                    "joins none until given CHAIN_ID or a join token)",
+                                    value=len(chain.founding.networks))
             yield from split_counters(CHAIN_COUNTERS, chain.counters)
             return
         now = self.clock()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 STATUS_PEERS = 200          # most peers one status message describes (connected ones first)
 STREAM_COUNTERS = CounterNames("exchange_node_stream", "Market data stream")
 CHAIN_FIELDS = ("height", "epoch", "role", "quorum", "finality_lag_s", "validators", "liveness", "halt", "halted",
-                "own_pending")   # the console's chain panel and halt banner
+                "own_pending", "founding")   # the console's chain panel and halt banner
 ROUTING_FIELDS = ("score", "latency_ms", "error_rate", "timeout_rate", "outstanding", "breaker", "hint",
                   "hint_multiplier", "offers", "connected", "requests_sent")
 
@@ -151,7 +151,8 @@ class OperatorSurface:
                      "peers_connected": status["peers_connected"], "markets": status["markets"],
                      "reachability": self._reachability(status.get("nat")),
                      "exchange": {"summary": exchange.get("summary"), **book}},
-            "chain": {key: exchange.get(key) for key in CHAIN_FIELDS},
+            "chain": {**{key: exchange.get(key) for key in CHAIN_FIELDS},
+                      "networks_in_sight": status.get("networks_in_sight")},
             "peers": peers,
             "held_back": (throttled_rows(exchange.get("tx_budget"), router.get("budget_throttled"), node.peer_list(),
                                          router.get("budget_refused"), exchange.get("sync_budget"))

@@ -60,11 +60,10 @@ class HaltWatch:
         if self.since is None:
             self.since = now
         self.role, self.needed, self.total = role, needed, len(liveness)
-        if role == "validator":
-            self.silent = [(node, None if age is None else now - age) for node, age, us in liveness
-                           if not us and (age is None or age > self.live_after)]
-        else:       # a follower hears validators through their blocks and its links' heartbeats: those neither
-            self.silent = [(node, None) for node, age, _ in liveness if age is None]
+        # a validator hears the others' consensus messages; a follower hears them through the last block's
+        # signatures and its links' heartbeats: either way, one not heard within live_after is named
+        self.silent = [(node, None if age is None else now - age) for node, age, us in liveness
+                       if not us and (age is None or age > self.live_after)]
         if now - self.since < self.warn_after:
             return None
         if self._warned_at is not None and now - self._warned_at < self.repeat:
@@ -81,13 +80,13 @@ class HaltWatch:
         if self.since is None:
             return None
         lasted = _duration(now - self.since)
-        if self.role != "validator":
-            silent = ", ".join(node for node, _ in self.silent)
-            return (f"chain halted for {lasted}: no final block reached this follower and fewer than a quorum of "
-                    f"validators heard (through their blocks and the heartbeats of those it links to); validators "
-                    f"that did not sign the last block and whose heartbeats it has not heard: {silent or 'none'}")
         silent = ", ".join(f"{node} ({'never heard since start' if heard is None else 'silent ' + _duration(now - heard)})"
                            for node, heard in self.silent)
+        if self.role != "validator":
+            return (f"chain halted for {lasted}: no final block reached this follower and fewer than a quorum of "
+                    f"validators heard ({self.needed} of {self.total} needed, {self.total - len(self.silent)} heard "
+                    f"through the last block's signatures and the heartbeats of those it links to); not heard from: "
+                    f"{silent or 'none'}")
         return (f"chain halted for {lasted}: no quorum of validators ({self.needed} of {self.total} needed, "
                 f"{self.total - len(self.silent)} heard); not heard from: {silent or 'none'}")
 

@@ -99,17 +99,26 @@ function renderStatus() {
   fill("router", routes);
 }
 
-// The chain panel and, while the chain cannot finalise (no quorum) or is halted, the red banner.
+// The chain panel and, while the chain cannot finalise (no quorum) or is halted, or the node sees two
+// networks and was given nothing to choose by, the red banner. A follower hears validators through the last
+// block's signatures and its links' heartbeats: one heard within the live window is live, as for a validator.
 function validatorState(v, role) {
   if (v.us) return ["this node", "validator-live"];
-  if (v.heard_s === null) return [role === "validator" ? "never heard since start" : "not in the last block", "validator-silent"];
-  if (role !== "validator") return [`signed the last block (${v.heard_s.toFixed(0)} s ago)`, ""];
+  if (v.heard_s === null) return [role === "validator" ? "never heard since start" : "not in the last block, no heartbeat heard", "validator-silent"];
   return v.live ? ["live", "validator-live"] : [`silent ${v.heard_s.toFixed(0)} s`, "validator-silent"];
+}
+
+function splitReason(networks) {
+  if (!networks || networks.length < 2) return null;
+  const names = networks.map((n) => `${n.chain_id.slice(0, 12)} (${n.peers} peer(s))`).join(", ");
+  return `NOT JOINING ANY NETWORK — peers are on ${networks.length} networks with this NETWORK_ID: ${names}. ` +
+    "Restart this node with CHAIN_ID=<the chain id you mean> or a join token issued on that network.";
 }
 
 function renderChain(chain) {
   const set = chain.validators || {};
-  $("chain-summary").textContent = chain.role ? `${chain.role}, ${set.size} validators` : "not on a chain yet";
+  $("chain-summary").textContent = chain.role ? `${chain.role}, ${set.size} validators` :
+    `not on a chain yet${chain.founding ? ": " + chain.founding : ""}`;
   $("chain-height").textContent = chain.height ?? "-";
   $("chain-epoch").textContent = chain.epoch ?? "-";
   $("chain-quorum").textContent = chain.quorum ? `yes (${set.quorum} of ${set.size})` : `NO (${set.quorum} of ${set.size} needed)`;
@@ -124,8 +133,9 @@ function renderChain(chain) {
   const halt = chain.halt || {};
   const banner = $("halt-banner");
   const reason = chain.halted ? `chain halted on this node: ${chain.halted}` : halt.halted ? halt.reason : null;
-  banner.hidden = !reason;
-  banner.textContent = reason ? `HALTED — orders are not becoming final. ${reason}` : "";
+  const split = splitReason(chain.networks_in_sight);
+  banner.hidden = !reason && !split;
+  banner.textContent = reason ? `HALTED — orders are not becoming final. ${reason}` : split || "";
 }
 
 function renderBook() {

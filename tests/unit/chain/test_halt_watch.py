@@ -86,12 +86,18 @@ def test_a_validator_never_heard_since_start_is_named_so():
     assert said and f"{keys[3].node_id} (never heard since start)" in said[0][2]
 
 
-def test_a_follower_names_the_validators_that_did_not_sign_the_last_block():
+def test_a_follower_names_the_validators_it_has_not_heard_from_even_those_that_signed_the_last_block():
+    # kill -9 of two of four: all four signed the last block, the two alive go on sending heartbeats to the
+    # follower's links; the two killed fall silent (this used to name "none": they had signed the last block)
     watch = HaltWatch()
-    liveness = [("a" * 40, 6.0, False), ("b" * 40, 6.0, False), ("c" * 40, None, False), ("d" * 40, None, False)]
+    liveness = [("a" * 40, 0.5, False), ("b" * 40, 1.0, False), ("c" * 40, 6.0, False), ("d" * 40, 6.0, False)]
     assert watch.observe(100.0, False, liveness, "follower", 3) is None
     level, text = watch.observe(105.0, False, liveness, "follower", 3) or (0, "")
-    assert level == logging.WARNING and "halted for 5 s" in text
-    assert "whose heartbeats it has not heard: " + "c" * 40 + ", " + "d" * 40 in text and "a" * 40 not in text
-    assert watch.view(105.0)["silent"] == [{"node_id": "c" * 40, "silent_s": None},
-                                           {"node_id": "d" * 40, "silent_s": None}]
+    assert level == logging.WARNING and "halted for 5 s" in text and "none" not in text, text
+    assert f"not heard from: {'c' * 40} (silent 6 s), {'d' * 40} (silent 6 s)" in text, text
+    assert "a" * 40 not in text and "b" * 40 not in text and "3 of 4 needed, 2 heard" in text, text
+    assert watch.view(105.0)["silent"] == [{"node_id": "c" * 40, "silent_s": 6.0},
+                                           {"node_id": "d" * 40, "silent_s": 6.0}]
+    never = [*liveness[:3], ("d" * 40, None, False)]      # one not in the last block, nor heard since start
+    watch.observe(106.0, False, never, "follower", 3)
+    assert f"{'d' * 40} (never heard since start)" in (watch.reason(106.0) or "")
