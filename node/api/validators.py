@@ -2,23 +2,31 @@
 
 GET /validators lists the set with each member's state, the standbys and pending approvals;
 POST /validators/add and /validators/remove `{"node_id"}` record this validator's signed approval
-(the change applies once more than two thirds of the validators approved); GET /validators/join-token
-hands the operator the founder's join token (a node started with it gets a seat without approvals).
+(the change applies once more than two thirds of the validators approved).
+POST /validators/tokens `{"uses": N, "ttl": "24h" | seconds}` issues a join token through the ordered log (a node
+started with it gets a seat without approvals, at most N times, until it expires); GET /validators/tokens lists
+the tokens (never their secrets); DELETE /validators/tokens/{id} revokes one. GET /validators/join-token, where
+the founder's one token used to be, answers 410 with the command that replaces it.
 POST /validators/recover `{"keep": [node_id, ...]}` is this validator's consent to the way out of a permanent
 halt (validators gone for good): the kept validators take the chain on from the last certified block, once
 every one of them consented (exchange/chain/recovery.py).
 """
 from __future__ import annotations
 
-
+import re
 
 import orjson
 from aiohttp import web
 
-from exchange.chain.join_token import read_token
+from config import parsers as p
 from exchange.chain.ports import NotReady
 from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
 
+MAX_TOKEN_USES = 64                 # the standby list's length: one token never needs more
+MAX_TOKEN_TTL = 30 * 86400.0
+DEFAULT_TOKEN_TTL = 86400.0
+parse_ttl = p.duration(at_most=MAX_TOKEN_TTL)
+TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 async def get_validators(request: web.Request) -> web.Response:
@@ -69,13 +77,60 @@ async def post_recover(request: web.Request) -> web.Response:
         raise ApiError(409, "not_recoverable", str(exc), "keep") from None
 
 
+async def post_token(request: web.Request) -> web.Response:
+    """Issue a join token: 201 with the token (shown this once), its id, issuer, uses, expiry and whether a
+    certified block holds the grant yet."""
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object such as {\"uses\": 1, \"ttl\": \"24h\"}")
+    unknown = sorted(set(body) - {"uses", "ttl"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}: a token takes uses and ttl", unknown[0])
+    uses = body.get("uses", 1)
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_TOKEN_USES:
+        raise ApiError(400, "invalid_uses", f"uses must be a whole number of joins from 1 to {MAX_TOKEN_USES}", "uses")
+    try:
+        ttl = parse_ttl(body.get("ttl", DEFAULT_TOKEN_TTL))
+    except p.InvalidValue as exc:
+        raise ApiError(400, "invalid_ttl", f"ttl {exc}", "ttl") from None
+    try:
+        issued = await chain_of(request).seats.issue_token(uses=uses, ttl_s=ttl)
+    except NotReady as exc:
+        raise not_ready(exc) from None
+    except ValueError as exc:
+        raise ApiError(409, "not_issuable", str(exc)) from None
+    return json_response(issued, status=201)
+
+
+async def get_tokens(request: web.Request) -> web.Response:
+    try:
+        return json_response({"tokens": chain_of(request).seats.tokens()})
+    except NotReady as exc:
+        raise not_ready(exc) from None
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    token_id = request.match_info["token_id"].lower()
+    if not TOKEN_ID.match(token_id):
+        raise ApiError(400, "invalid_token_id", "a token id is 16 hex characters, as `validators token list` shows")
+    seats = chain_of(request).seats
+    try:
+        if token_id not in {token["id"] for token in seats.tokens()}:
+            raise ApiError(404, "unknown_token", f"no token {token_id} on this chain (`validators token list` "
+                                                 f"shows them)")
+        return json_response(await seats.revoke_token(token_id))
+    except NotReady as exc:
+        raise not_ready(exc) from None
+    except ValueError as exc:
+        raise ApiError(409, "not_revocable", str(exc)) from None
+
+
 async def get_join_token(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    token = read_token(chain.store.root.parent)
-    if token is None:
-        raise ApiError(404, "no_join_token", "this node holds no join token (only the founder of a network that "
-                                             "is not pinned writes one)")
-    return json_response({"token": token.text(), "chain_id": token.chain_id})
+    raise ApiError(410, "gone", "a network has no one join token any more: a validator issues each with "
+                                "`exchange-node validators token new` (POST /validators/tokens)")
 
 
 def install_validator_api(app: web.Application) -> None:
@@ -83,4 +138,7 @@ def install_validator_api(app: web.Application) -> None:
     app.router.add_post("/validators/add", post_add)
     app.router.add_post("/validators/remove", post_remove)
     app.router.add_post("/validators/recover", post_recover)
+    app.router.add_post("/validators/tokens", post_token)
+    app.router.add_get("/validators/tokens", get_tokens)
+    app.router.add_delete("/validators/tokens/{token_id}", delete_token)
     app.router.add_get("/validators/join-token", get_join_token)

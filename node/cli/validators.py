@@ -1,13 +1,21 @@
 """CLI commands for validator seats: `exchange-node validators [add|remove NODE_ID]`, `validators recover
---keep ID,...` (the way out of a permanent halt) and `join-token`."""
+--keep ID,...` (the way out of a permanent halt) and the join tokens validators issue: `validators token new
+[--uses N] [--ttl D] [--out FILE]`, `token list`, `token revoke ID`."""
 from __future__ import annotations
 
+import os
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
+from config import parsers as p
 from node.cli.client import JsonObject
 from node.locate import NodeTarget
+
+MAX_TOKEN_USES = 64                 # as node/api/validators.py (not imported: the CLI does not load aiohttp)
+parse_ttl = p.duration(at_most=30 * 86400.0)
 
 
 def _print_seats(data: JsonObject) -> None:
@@ -107,13 +115,109 @@ def register(cli: click.Group) -> None:
                        f"consent of: {missing} (run the same command on each of their nodes)")
         _print_seats(data)
 
-    @cli.command("join-token")
+    @validators.group("token")
+    def token() -> None:
+        """Join tokens: a node started with one gets a seat (standby first) without the validators' approvals. A
+        validator issues each through the chain, for a number of joins and until it expires; any validator can
+        revoke one."""
+
+    @token.command("new")
+    @click.option("--uses", type=click.IntRange(1, MAX_TOKEN_USES), default=1, show_default=True,
+                  help="How many nodes may join with it.")
+    @click.option("--ttl", default="24h", show_default=True, metavar="DURATION",
+                  help="How long it is valid: 90s, 30m, 24h, 7d (at most 30d), or seconds.")
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+                  help="Write the token to FILE (mode 0600) and print only its id.")
     @api_option
     @json_option
-    def join_token(api: NodeTarget, as_json: bool) -> None:
-        """Print the network's join token (founder only): a node started with JOIN_TOKEN=<it> gets a seat."""
-        data = request(api, "GET", "/validators/join-token", expect=("token",))
-        emit_json(data) if as_json else click.echo(data["token"])
+    def token_new(uses: int, ttl: str, out: Path | None, api: NodeTarget, as_json: bool) -> None:
+        """Issue a join token (run against a validator's node). It is printed alone on standard output, so
+        `> FILE` keeps it, or written to --out FILE; start the new node with `--join-token-file FILE`, never with
+        the token on its command line."""
+        try:
+            seconds = parse_ttl(ttl)
+        except p.InvalidValue as exc:
+            raise click.BadParameter(str(exc), param_hint="--ttl") from None
+        data = request(api, "POST", "/validators/tokens", {"uses": uses, "ttl": seconds}, timeout=20,
+                       expect=("token", "id"))
+        if out is not None:
+            _write_private(out, data["token"], data["id"])
+        if as_json:
+            return emit_json({**data, "token": None, "out": str(out)} if out is not None else data)
+        click.echo(data["id"] if out is not None else data["token"])
+        where = f"written to {out}" if out is not None else "printed above: keep it secret"
+        click.echo(f"token {data['id']}: {data['uses']} join(s) until {_when(data['expires_ms'])}; {where}"
+                   + ("" if data.get("final") else "; not in a certified block yet (a node using it may wait)"),
+                   err=True)
+
+    @token.command("list")
+    @api_option
+    @json_option
+    def token_list(api: NodeTarget, as_json: bool) -> None:
+        """The join tokens on the chain (never their secrets): uses left, expiry, whom each admitted."""
+        from node.cli.main import print_table
+
+        data = request(api, "GET", "/validators/tokens", expect=("tokens",))
+        if as_json:
+            return emit_json(data)
+        if not data["tokens"]:
+            click.echo("no join tokens: `exchange-node validators token new` issues one")
+            return
+        print_table(["token", "state", "uses left", "expires", "issuer", "admitted"],
+                    [[t["id"], _state(t), t["uses_left"], _when(t["expires_ms"]), t["issuer"],
+                      ", ".join(t["admitted"]) or "-"] for t in data["tokens"]])
+
+    @token.command("revoke")
+    @click.argument("token_id", metavar="ID")
+    @api_option
+    @json_option
+    def token_revoke(token_id: str, api: NodeTarget, as_json: bool) -> None:
+        """Revoke a join token (its id from `token list`): no node joins with it any more. Nodes it already
+        admitted keep their places; `validators remove` removes them."""
+        data = request(api, "DELETE", f"/validators/tokens/{token_id.strip().lower()}", timeout=20, expect=("id",))
+        if as_json:
+            return emit_json(data)
+        click.echo(f"revoked token {data['id']} (it admitted {len(data.get('admitted') or [])} node(s))")
+
+    @cli.command("join-token", hidden=True)
+    def join_token() -> None:
+        """Gone: a validator issues join tokens with `exchange-node validators token new`."""
+        from node.cli.main import fail
+
+        fail("a network has no one join token any more: a validator issues each with `exchange-node validators "
+             "token new [--uses N] [--ttl D] [--out FILE]`")
+
+
+def _when(ms: int) -> str:
+    """A time in ms since the epoch as ISO-8601 UTC, to the second."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state(token: JsonObject) -> str:
+    if token.get("revoked"):
+        return "revoked"
+    if token["expires_ms"] <= time.time() * 1000:
+        return "expired"
+    return "active" if token["uses_left"] > 0 else "used up"
+
+
+def _write_private(path: Path, text: str, token_id: str) -> None:
+    """Write `text` to `path` readable by its owner only, whole or not at all (a node waiting for the file never
+    reads half a token)."""
+    from node.cli.main import fail
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot write the token to {path}: {exc.strerror or exc} (token {token_id} was issued: "
+             f"`exchange-node validators token revoke {token_id}` withdraws it)")
 
 
 RECOVER_WARNING = """\
