@@ -10,6 +10,7 @@ A 429 or 503 is retried after the node's Retry-After, up to `retries` times; oth
 from __future__ import annotations
 
 import asyncio
+import decimal
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -18,6 +19,25 @@ import aiohttp
 from exchange_node_client.errors import ApiError, Rejected
 from exchange_node_client.json_types import Json, JsonObject, Op, SignedTx
 from exchange_node_client.signing import Signer, order_id, signed_text, tx_id
+
+
+EXAMPLES = {"price": "100.25", "qty": "0.5"}
+
+
+def decimal_text(value: object, field: str) -> str:
+    """A price or quantity as the decimal string the node takes: a str as given, an int or a finite Decimal
+    written out; a float is refused here, before anything is signed or sent, saying what to send instead."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return format(value, "f")
+    like = f'a decimal string like "{EXAMPLES.get(field, "12.34")}"'
+    if isinstance(value, float):
+        raise TypeError(f"{field} must be {like}, not a float ({value!r}): a float cannot hold most decimals "
+                        f"exactly; send a str or a decimal.Decimal")
+    raise TypeError(f"{field} must be {like}, not {type(value).__name__}")
 
 
 @dataclass
@@ -168,7 +188,9 @@ class AsyncClient:
 
     async def place(self, market: str, side: str, qty: str, price: str | None = None, type: str = "limit",
                     stp: str | None = None, until: int | None = None, wait: float = 2.0) -> Answer:
-        """A new order (decimal strings; `until`: good-til-time, ms since the epoch)."""
+        """A new order (decimal strings; `until`: good-til-time, ms since the epoch). A float price or quantity
+        raises TypeError (send a str or a Decimal)."""
+        qty, price = decimal_text(qty, "qty"), None if price is None else decimal_text(price, "price")
         op: dict[str, str | int | None] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
                               "stp": stp}
         if until is not None:
@@ -201,6 +223,7 @@ class AsyncClient:
         """Replace a resting order (a new id, a new place in the queue); needs a Signer."""
         if self.signer is None:
             raise ValueError("replace needs the account's key (a Signer)")
+        qty, price = decimal_text(qty, "qty"), None if price is None else decimal_text(price, "price")
         market = market or (await self.order(order_id_))["market"]
         op = {"op": "replace", "market": market, "order_id": order_id_, "price": price, "qty": qty}
         signed = self.signer.sign(await self.chain_id(), [op])

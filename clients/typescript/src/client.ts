@@ -26,6 +26,19 @@ export interface ClientOptions { token?: string; signer?: Signer; account?: stri
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const EXAMPLES: Record<string, string> = { price: "100.25", qty: "0.5" };
+
+/** Prices and quantities are decimal strings: a JS number is refused here, before anything is signed or sent,
+ * with what to send instead (a float cannot hold 0.1 exactly; the node refuses numbers too). */
+export function decimalString(value: unknown, field: string): string {
+  if (typeof value === "string") return value;
+  const like = `a decimal string like "${EXAMPLES[field] ?? "12.34"}"`;
+  if (typeof value === "number" || typeof value === "bigint") {
+    throw new TypeError(`${field} must be ${like}, not a number (${String(value)}): send String(value) or the text the user typed`);
+  }
+  throw new TypeError(`${field} must be ${like}, not ${value === null ? "null" : typeof value}`);
+}
+
 export class Client {
   readonly apiUrl: string;
   private chainIdCache?: string;
@@ -101,6 +114,8 @@ export class Client {
 
   async place(market: string, side: "buy" | "sell", qty: string, price: string | null = null,
               extra: { type?: string; stp?: string; until?: number; wait?: number } = {}): Promise<Answer> {
+    qty = decimalString(qty, "qty");
+    price = price === null ? null : decimalString(price, "price");
     const op: Op = { op: "new", market, side, type: extra.type ?? "limit", price, qty, stp: extra.stp ?? null,
       ...(extra.until !== undefined ? { until: extra.until } : {}) };
     const { op: _kind, ...fields } = op;
@@ -122,6 +137,8 @@ export class Client {
 
   async replace(id: string, qty: string, price: string | null, market?: string, wait = 2): Promise<Answer> {
     if (!this.options.signer) throw new Error("replace needs the account's key (a Signer)");
+    qty = decimalString(qty, "qty");
+    price = price === null ? null : decimalString(price, "price");
     const op: Op = { op: "replace", market: market ?? (await this.order(id)).market, order_id: id, price, qty };
     const [status, data] = await this.request("POST", `/orders/batch?wait=${wait}`, await this.signed(op));
     const item = data.results[0];

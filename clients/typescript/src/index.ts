@@ -1,4 +1,4 @@
-export { ApiError, Client, Rejected } from "./client.js";
+export { ApiError, Client, Rejected, decimalString } from "./client.js";
 export type { Answer, ClientOptions, Json } from "./client.js";
 export { NonceSource, Signer, opLine, orderId, signedText, txId } from "./signing.js";
 export type { Op, SignedTx } from "./signing.js";

@@ -83,6 +83,17 @@ export class Signer {
     return new Signer(key, account, nonces);
   }
 
+  /** From a key file as `exchange-node account new NAME` writes it (DATA_DIR/accounts/NAME.pem: PKCS#8 PEM). */
+  static async fromPem(pem: string, nonces = new NonceSource()): Promise<Signer> {
+    const body = pem.replace(/-----(BEGIN|END) PRIVATE KEY-----/g, "").replace(/\s+/g, "");
+    const der = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+    const prefix = hex(der.slice(0, PKCS8_ED25519.length));
+    if (der.length !== PKCS8_ED25519.length + 32 || prefix !== hex(PKCS8_ED25519)) {
+      throw new Error("not an unencrypted PKCS#8 Ed25519 key (as `exchange-node account new` writes one)");
+    }
+    return Signer.fromSeed(hex(der.slice(PKCS8_ED25519.length)), nonces);
+  }
+
   static async generate(nonces = new NonceSource()): Promise<Signer> {
     return Signer.fromSeed(hex(crypto.getRandomValues(new Uint8Array(32))), nonces);
   }
