@@ -123,12 +123,13 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
         self.log_path = self.data_dir / "node.log"
+        self._join_token: str | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "node.cli", "start", "--data-dir", str(self.data_dir)]
         for key, value in self.settings.items():
-            if value is None:
+            if value is None or key in ENV_ONLY:
                 continue
             if isinstance(value, (list, tuple)):
                 value = ",".join(str(v) for v in value)
@@ -141,6 +142,7 @@ class NodeProcess:
         runtime.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS} | {"PYTHONUNBUFFERED": "1"}
         env |= self.env_extra
+        env |= {ENV_ONLY[key]: str(value) for key, value in self.settings.items() if key in ENV_ONLY and value is not None}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
@@ -244,8 +246,24 @@ class NodeProcess:
         return self.get("/status")
 
     def join_token(self) -> str:
-        """The network's join token, as its founder wrote it to DATA_DIR/join-token."""
-        return (self.data_dir / "join-token").read_text().strip()
+        """A join token this node (a validator) issued through its control API, as its operator would with
+        `validators token new`: 16 joins, valid for an hour, its grant in a certified block. Issued once per node
+        and kept, so every test that seats nodes "with the founder's token" shares one."""
+        if self._join_token is None:
+            def issue() -> dict:
+                status, body = self.api("POST", "/validators/tokens", {"uses": 16, "ttl": 3600}, timeout=20)
+                if status == 503:                       # no chain here yet: ask again
+                    raise AssertionError(f"{status} {body}")
+                if status != 201:
+                    raise RuntimeError(f"{self.name} issued no join token: {status} {body}")
+                return body
+
+            issued = wait_until(issue, 20, interval=0.2, message=f"{self.name} issues a join token")
+            if not issued.get("final"):
+                wait_until(lambda: issued["id"] in {t["id"] for t in self.get("/validators/tokens")["tokens"]}, 20,
+                           interval=0.1, message=f"the grant of {self.name}'s join token in a certified block")
+            self._join_token = str(issued["token"])
+        return self._join_token
 
     def peers(self) -> list[dict]:
         return self.get("/peers")["peers"]
@@ -270,6 +288,9 @@ class NodeProcess:
                               capture_output=True, text=True, timeout=timeout)
 
 
+# Settings a node is given in its environment, never on its command line, where any local user reads them with
+# `ps` (`exchange-node start` refuses a join token there).
+ENV_ONLY = {"join_token": "JOIN_TOKEN"}
 _SETTING_ENVS: set[str] = set()
 try:
     from config import Settings as _Settings
