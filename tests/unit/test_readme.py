@@ -114,3 +114,30 @@ def test_the_book_is_public_and_orders_need_the_token(api) -> None:
     for method, path, body, authenticated in quick_api_calls():
         status, _ = call(api, method, path, body, False)
         assert (status == 401) == authenticated, (method, path, status)
+
+
+def test_placing_an_order_trades_between_two_accounts_and_says_why() -> None:
+    """The README's trading example crosses orders of two accounts it creates (one account's orders would cancel
+    each other), and says so in a line naming self-trade prevention (issue 66)."""
+    section = README[README.index("## Placing an order"):README.index("<!-- quick-api")]
+    lines = [line for line in shell_lines(section) if line.startswith("$N ")]
+    created = set(re.findall(r"\$N account new (\w+)", section))
+    accounts = [re.search(r"--account (\w+)", line) for line in lines if line.startswith("$N order ") and
+                re.match(r"\$N order (buy|sell) ", line)]
+    assert len(created) == 2 and len(accounts) >= 2 and all(accounts), lines
+    assert {a.group(1) for a in accounts if a} == created
+    assert "self-trade prevention" in section
+    assert any(line.startswith("$N fills") for line in lines) and any(re.match(r"\$N order [A-Z_]+$", line)
+                                                                       for line in lines)
+
+
+def test_the_make_run_line_says_it_joins_the_lan_and_how_to_keep_it_on_loopback() -> None:
+    from node.cli.main import start
+
+    section = README[README.index("## Two commands"):README.index("## The console")]
+    assert "joins the LAN" in shell_blocks(section)[0]
+    assert "mDNS on every interface" in section.replace("\n", " ")
+    loopback = re.search(r'`make run ARGS="([^"]*127\.0\.0\.1[^"]*)"` keeps it on\s+this machine', section)
+    assert loopback, section
+    context = start.make_context("start", shlex.split(loopback.group(1)))      # the flags are real settings
+    assert context.params["p2p_host"] == "127.0.0.1" and context.params["discovery_mdns"] == "false"
