@@ -1,6 +1,7 @@
 // The console: one /ws stream (status, book, trades, ticker, own orders) and the control API for the ticket.
 import { drawDepth, drawGraph } from "./charts.js";
 import { LocalBook, Stream } from "./stream.js";
+import { reachText, tickerText } from "./words.js";
 
 const TOKEN_KEY = "exchange-node-token";
 const BOOK_DEPTH = 100;
@@ -9,7 +10,7 @@ const SHOWN_TRADES = 30;
 const $ = (id) => document.getElementById(id);
 
 const state = { market: null, book: new LocalBook(BOOK_DEPTH), trades: [], orders: new Map(), status: null,
-  dirty: new Set() };
+  ticker: null, dirty: new Set() };
 
 // --- the token: from the URL fragment (#token=...) or pasted; kept for this tab only ----------------
 function takeToken() {
@@ -71,7 +72,7 @@ function renderStatus() {
   $("node-listen").textContent = node.listen;
   $("node-role").textContent = node.role || "member";
   const reach = node.reachability || {};
-  $("node-reach").textContent = reach.reachability || "-";
+  $("node-reach").textContent = reachText(node.reachability);
   $("node-reach").title = (reach.addresses || []).map((a) =>
     `${a.host}:${a.port} ${a.how} ${a.confirmed ? "confirmed" : "not reached"}`).concat(
     (reach.relays || []).map((r) => `relayed via ${r.slice(0, 12)}`)).join("\n");
@@ -171,7 +172,12 @@ function renderOrders() {
   $("orders-hint").hidden = Boolean(token);
 }
 
-const renderers = { status: renderStatus, book: renderBook, trades: renderTrades, orders: renderOrders };
+function renderTicker() {
+  if (state.ticker || state.trades.length) $("ticker").textContent = tickerText(state.ticker, state.trades);
+}
+
+const renderers = { status: renderStatus, book: renderBook, trades: renderTrades, orders: renderOrders,
+  ticker: renderTicker };
 
 function mark(part) {
   if (!state.dirty.size) requestAnimationFrame(() => {
@@ -212,6 +218,7 @@ function showMarket(market) {
   state.market = market;
   state.book = new LocalBook(BOOK_DEPTH);
   state.trades = [];
+  state.ticker = null;
   stream.subscribe("book", { channel: "book", market, depth: BOOK_DEPTH }, (message) => {
     const ok = state.book.apply(message);
     mark("book");
@@ -220,10 +227,11 @@ function showMarket(market) {
   stream.subscribe("trades", { channel: "trades", market }, (message) => {
     state.trades = (message.type === "snapshot" ? [] : state.trades).concat(message.trades).slice(-200);
     mark("trades");
+    mark("ticker");
   });
-  stream.subscribe("ticker", { channel: "ticker", market }, ({ ticker: t }) => {
-    $("ticker").textContent = `bid ${t.bid ?? "-"}  ask ${t.ask ?? "-"}  last ${t.last_price ?? "-"}  ` +
-      `24h vol ${t.volume_24h}`;
+  stream.subscribe("ticker", { channel: "ticker", market }, ({ ticker }) => {
+    state.ticker = ticker;
+    mark("ticker");
   });
   mark("orders");
 }
