@@ -1,7 +1,8 @@
 """A halt is loud, and pending orders are first-class, on four real pinned validators (loopback).
 
 kill -9 one validator: orders stay final. kill -9 a second: a new order is answered 202 `no_quorum`;
-within 10 s a node's log has a WARNING naming the two silent validators; `/ready` is 503 saying why;
+within 10 s a node's log has a WARNING naming the two silent validators, and so has a follower's (which hears
+validators only through blocks and heartbeats); `/ready` is 503 saying why, on the follower too;
 `/metrics` says quorum 0 and for how long; the order is `pending` with its reason in `GET /orders/{id}`;
 `exchange-node order` says NOT FINAL and exits 3 naming the reason; the halted chain's clock does not spin.
 Restart one of the two: every pending order becomes final on every node, and the log says the quorum is back."""
@@ -15,20 +16,23 @@ from tests.harness import NodeProcess, wait_until
 from tests.integration.chain_nodes import pinned_loopback, wait_for
 
 HALT_WARNING = re.compile(r"^\S+ WARNING exchange\.chain: chain halted for \d+ s: no quorum of validators.*$", re.M)
+FOLLOWER_HALT_WARNING = re.compile(r"^\S+ WARNING exchange\.chain: chain halted for \d+ s: no final block reached "
+                                   r"this follower.*$", re.M)
 
 
 def order(price: str) -> dict:
     return {"market": "BTC-USD", "side": "buy", "type": "post_only", "price": price, "qty": "0.1"}
 
 
-def halt_warnings(node: NodeProcess) -> list[str]:
-    return HALT_WARNING.findall(node.log_path.read_text(errors="replace"))
+def halt_warnings(node: NodeProcess, pattern: re.Pattern[str] = HALT_WARNING) -> list[str]:
+    return pattern.findall(node.log_path.read_text(errors="replace"))
 
 
 def test_a_halt_is_loud_and_pending_orders_become_final_after_it(cluster):
-    validators, _ = pinned_loopback(cluster, 4)
+    validators, followers = pinned_loopback(cluster, 4, followers=1)
     v0, v1, v2, v3 = validators
-    everyone = list(validators)
+    follower = followers[0]
+    everyone = [*validators, follower]
 
     v3.kill()
     status, body = v0.api("POST", "/orders?wait=10", order("50.00"), timeout=20)
@@ -45,6 +49,20 @@ def test_a_halt_is_loud_and_pending_orders_become_final_after_it(cluster):
     line = wait_for(warned, 10.0, "a WARNING naming both silent validators in v0's log", everyone)
     assert time.monotonic() - killed_at <= 10.0
     assert v1.node_id not in line and "3 of 4 needed, 2 heard" in line, line
+
+    # the follower names them too: both signed the last block it has, and it has heard neither since (it used
+    # to name "none"); the two alive are heard through their heartbeats
+    def follower_warned() -> str | None:
+        lines = [line for line in halt_warnings(follower, FOLLOWER_HALT_WARNING) if all(n in line for n in silent)]
+        return lines[0] if lines else None
+    line = wait_for(follower_warned, 12.0, "a WARNING naming both silent validators in the follower's log", everyone)
+    assert v0.node_id not in line and v1.node_id not in line and "none" not in line, line
+    assert "3 of 4 needed, 2 heard" in line, line
+    status, ready = follower.api("GET", "/ready")
+    detail = next(c["detail"] for c in ready["checks"] if c["name"] == "chain")
+    assert status == 503 and all(node in detail for node in silent) and v0.node_id not in detail, detail
+    halt = follower.get("/status")["exchange"]["halt"]
+    assert sorted(s["node_id"] for s in halt["silent"]) == sorted(silent), halt
 
     status, pending = v0.api("POST", "/orders?wait=1", order("51.00"), timeout=15)
     assert (status, pending["final"], pending["reason"]) == (202, False, "no_quorum"), pending
