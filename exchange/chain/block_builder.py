@@ -14,11 +14,17 @@ from exchange.chain.blocks import Block, Header, Vote
 from exchange.chain.chainstate import encode_item
 from exchange.chain.codec import pack
 from exchange.chain.core_view import CoreView
-from exchange.chain.membership import Leave, MembershipTx, Promote, Remove
+from typing import Iterator
+
+from exchange.chain.membership import Alive, Leave, MembershipTx, Promote, Remove
 from exchange.chain.seats import Seats
 from exchange.app.txs import SignedTx
 
 MAX_EVIDENCE = 16           # equivocations remembered until a block removes the equivocator
+# why a request may still apply later (the list or its approver's quota frees up): kept in the mempool,
+# which drops it once it expires; any other refusal is final and drops it at once
+KEPT_FOR_LATER = frozenset({"too_many_pending_approvals", "standby_full", "token_standby_full",
+                            "issuer_standby_quota", "successor_not_live", "size_not_allowed"})
 
 
 class BlockBuilder:
@@ -83,42 +89,48 @@ class BlockBuilder:
         seats, validators = state.seats.copy(), state.validators
         chosen: list[MembershipTx] = []
         limit = self.core.config.max_block_membership - 1
-        for tx in self.core.mempool.membership():
+        # requests first, then standbys' `alive`s (many, and each only refreshes a record)
+        pending = sorted((tx for tx in self.core.mempool.membership() if not tx.changes_set),
+                         key=lambda tx: isinstance(tx, Alive))
+        for tx in pending:
             if len(chosen) >= limit:
                 break
-            if tx.changes_set:
-                continue
             why = state.membership_problem(tx, height, time_ms, seats, validators)
             if why is None:
-                seats.apply(tx, validators, height)
+                seats.apply(tx, validators, height, time_ms)
                 chosen.append(tx)
-            elif why in ("expired", "already_validator", "already_standby", "already_approved", "banned",
-                         "pinned", "not_validator", "approver_not_validator"):
+            elif why not in KEPT_FOR_LATER:
                 self.core.mempool.drop_membership(tx.id)
-        change = self._set_change(seats, height, time_ms)
-        if change is not None and state.membership_problem(change, height, time_ms, seats, validators) is None:
-            chosen.append(change)
+        for change in self._set_changes(seats, height, time_ms):
+            why = state.membership_problem(change, height, time_ms, seats, validators)
+            if why is None:
+                chosen.append(change)
+                break
+            if isinstance(change, Leave) and why not in KEPT_FOR_LATER:
+                self.core.mempool.drop_membership(change.id)
         return chosen
 
-    def _set_change(self, seats: Seats, height: int, time_ms: int) -> MembershipTx | None:
+    def _set_changes(self, seats: Seats, height: int, time_ms: int) -> Iterator[MembershipTx]:
+        """The set changes this block could make, in the order it prefers them (the first valid one goes in).
+        Successors and promotions are standbys the chain's own record shows live (`Seats.is_live`)."""
         state, validators = self.core.state, self.core.state.validators
-        live = [key for key in seats.standby_order() if self.core.sync.live_and_caught_up(key)]
+        live = seats.live_standbys(time_ms)
         successor = live[0] if live else None
         for a, b in self.evidence:
             if a.validator in validators and (len(validators) > 1 or successor is not None):
-                return Remove(a.validator, "equivocation", (a, b), successor)
+                yield Remove(a.validator, "equivocation", (a, b), successor)
         for key in sorted(seats.removals):
             if key in validators and (len(validators) > 1 or successor is not None):
-                return Remove(key, "approved", None, successor)
+                yield Remove(key, "approved", None, successor)
         for tx in self.core.mempool.membership():
             if isinstance(tx, Leave) and tx.key in validators:
-                return tx
+                yield tx
         for key in validators.keys:
             if key != self.core.public_key and (len(validators) > 1 or successor is not None) \
                     and state.is_absent(key, height, time_ms):
-                return Remove(key, "absent", None, successor)
+                yield Remove(key, "absent", None, successor)
         for count in range(len(live), 0, -1):
             if state.genesis.size_allowed(len(validators) + count):
-                return Promote(tuple(live[:count]))
-        return None
+                yield Promote(tuple(live[:count]))
+                return
 

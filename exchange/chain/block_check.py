@@ -145,14 +145,14 @@ class BlockCheck:
         for tx in changes:
             if isinstance(tx, Recover):
                 return "recover_outside_a_recovery_block"
-            if not tx.signature_valid(self.core.chain_id, self.core.verify, state.genesis.admission_key):
+            if not tx.signature_valid(self.core.chain_id, self.core.verify):
                 return "bad_membership_signature"
             if changed and tx.changes_set:
                 return "two_set_changes"
             why = state.membership_problem(tx, height, time_ms, seats, validators)
             if why is not None:
                 return f"bad_membership_tx:{tx.kind}:{why}"
-            after = seats.apply(tx, validators, height)
+            after = seats.apply(tx, validators, height, time_ms)
             if after is not None:
                 validators, changed = after, True
                 seats.after_change(after)
@@ -262,7 +262,7 @@ class BlockCheck:
                     refused[index] = "bad_signature"
                 else:
                     mempool.remember_verified(tx)
-            elif not tx.signature_valid(self.core.chain_id, self.core.verify, self.core.state.genesis.admission_key):
+            elif not tx.signature_valid(self.core.chain_id, self.core.verify):
                 refused[index] = "bad_signature"
         if refused:
             self.core.counters["refused_certified_txs"] = self.core.counters.get("refused_certified_txs", 0) + len(refused)

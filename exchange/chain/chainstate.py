@@ -186,10 +186,10 @@ class ChainState:
             if isinstance(tx, Recover) and tx is not recovery:
                 outcome.membership.append((tx, "recover_not_alone"))
                 continue
-            verdict = self.seats.problem(tx, self.validators, self.genesis, height,
+            verdict = self.seats.problem(tx, self.validators, self.genesis, height, time_ms,
                                          lambda key: self.is_absent(key, height, time_ms), self.last_block_id)
             if verdict is None:
-                candidate = self.seats.apply(tx, self.validators, height)
+                candidate = self.seats.apply(tx, self.validators, height, time_ms)
                 if candidate is not None:
                     next_validators, changed = candidate, True
                     if tx is recovery:      # the recovered set certified this very block
@@ -205,6 +205,7 @@ class ChainState:
             self.seats.after_change(next_validators)
             for key in next_validators.keys:        # a new validator's absence counts from its first seat
                 self.last_seen.setdefault(key, (height, time_ms))
+        self.seats.end_block(height, time_ms, block.id)
         self.height, self.time_ms, self.last_block_id = height, time_ms, block.id
         self.last_seen = {k: v for k, v in self.last_seen.items() if k in next_validators}
         self.snapshot_hash = certified_digest
@@ -247,7 +248,7 @@ class ChainState:
                            validators: ValidatorSet | None = None) -> str | None:
         """Why `tx` cannot apply at `height` (on `seats`/`validators` when a block's earlier changes are
         simulated), or None."""
-        return (seats or self.seats).problem(tx, validators or self.validators, self.genesis, height,
+        return (seats or self.seats).problem(tx, validators or self.validators, self.genesis, height, time_ms,
                                              lambda key: self.is_absent(key, height, time_ms), self.last_block_id)
 
     def is_absent(self, key: bytes, height: int, time_ms: int) -> bool:

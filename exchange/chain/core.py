@@ -45,10 +45,11 @@ from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcas
                                     WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.intake import TxIntake
-from exchange.chain.membership import Approve, Leave, MembershipTx
+from exchange.chain.join_token import JoinToken
+from exchange.chain.membership import Approve, Grant, Leave, MembershipTx, Revoke
 from exchange.chain.mempool import OWN_LANE, Mempool
 from exchange.chain.recovery import HaltRecovery, RecoveryStatus
-from exchange.chain.seat_requests import SeatRequests
+from exchange.chain.seat_requests import SeatRequests, TokenKey
 from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
 from exchange.chain.snapshot_proof import SnapshotCertificate, certificate_problem
 from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
@@ -73,6 +74,7 @@ class CoreConfig:
     max_clock_drift_ms: int = 500         # a proposal's time may be at most this far ahead of our clock
     role: str = "auto"                    # auto: take a seat when granted (join token or approvals); follower: never
     join_retry: float = 3.0
+    alive_interval: float = 5.0           # s between a standby's `alive`s (the record keeps it live for 30 s)
     max_block_membership: int = 32        # membership transactions one block may carry
     resubmit_interval: float = 1.0        # our own pending transactions are handed on again this often
     sync_batch: int = 100                 # blocks per catch-up answer
@@ -128,7 +130,7 @@ class ChainCore:
     def __init__(self, genesis: Genesis, app: Application, *, public_key: bytes, sign: Callable[[bytes], bytes],
                  verify: Callable[[bytes, bytes, bytes], bool], blocks: BlockSource,
                  config: CoreConfig | None = None, rng: random.Random | None = None, now: float = 0.0,
-                 admission_sign: Callable[[bytes], bytes] | None = None,
+                 join_token: TokenKey | None = None,
                  snapshots: SnapshotMaker | None = None,
                  network_of: Callable[[str], str | None] | None = None) -> None:
         self.genesis = genesis
@@ -159,7 +161,7 @@ class ChainCore:
         self.builder = BlockBuilder(self)
         self.halt_recovery = HaltRecovery(self)
         self.intake = TxIntake(self)
-        self.seat_requests = SeatRequests(self, admission_sign, now)
+        self.seat_requests = SeatRequests(self, join_token, now)
         self._handlers = self._message_handlers()
         self._validator_seen: dict[bytes, float] = {}                 # validator key -> last consensus message
         self._wake_at: float | None = None
@@ -273,6 +275,14 @@ class ChainCore:
     def approve(self, action: str, key: bytes, now: float) -> Approve:
         """Our signed approval of a seat change (`seat_requests.py`); ValueError when it cannot apply now."""
         return self.seat_requests.approve(action, key, now)
+
+    def grant_token(self, uses: int, ttl_s: float, now: float) -> tuple[JoinToken, Grant]:
+        """A join token we issue through the log (`seat_requests.py`); ValueError when it cannot apply now."""
+        return self.seat_requests.grant(uses, ttl_s, now)
+
+    def revoke_token(self, token: bytes, now: float) -> Revoke:
+        """Our revocation of a join token (`seat_requests.py`); ValueError when it cannot apply now."""
+        return self.seat_requests.revoke(token, now)
 
     def peer_height(self, node_id: str, height: int, now: float) -> None:
         """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
@@ -442,7 +452,7 @@ class ChainCore:
                 self.consensus.kick(now)
         self.intake.resubmit_own(now)
         self.halt_recovery.tick(now)
-        self.seat_requests.maybe_join(now)
+        self.seat_requests.tick(now)
         self.sync.tick(now)
         self.drain(now)
 

@@ -1,9 +1,8 @@
 """Genesis: the first, unsigned facts of a network, hashed into its chain id.
 
 Everything every node must agree on before the first block is here: the network name, the first
-validator set, how the set may change (`max_validators`, `seat_rule`, or a pinned set), who may
-admit a node without the validators' votes (`admission_key`: the public half of the join token the
-founder wrote), when an absent validator is jailed, and the exchange's own parameters (markets,
+validator set, how the set may change (`max_validators`, `seat_rule`, or a pinned set), when an
+absent validator is jailed, and the exchange's own parameters (markets,
 order TTL, ...). The chain id is the hash of this document, so two networks founded apart, even
 under the same NETWORK_ID, never mistake each other's blocks, votes or signed orders for their own.
 """
@@ -42,7 +41,7 @@ class Genesis:
     snapshot_lag: int = 0                # ... and the state hash this many heights later covers it (0: at once)
     snapshot_min_ms: int = 0             # ... but no sooner than this much block time after the last (0: by heights)
     exchange: ParamsWire = field(default_factory=dict)   # ExchangeParams.to_wire()
-    admission_key: bytes = b""           # Ed25519 key whose signature admits a node to standby (b"": none)
+    admission_key: bytes = b""           # unused (b""): join tokens are granted in the log; kept so ids stay stable
     seat_rule: str = "bft"
 
     def wire(self) -> Wire:

@@ -15,13 +15,19 @@ from typing import TypedDict
 
 from exchange.chain.account_rate import AccountRate
 from exchange.chain.core_view import CoreView
-from exchange.chain.effects import PENALTY_INVALID, ChainMessage, Forward, HoldReading, OwnDone, SendValidators
-from exchange.chain.membership import Approve, Join, Leave, MembershipTx
+from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, ChainMessage, Forward, HoldReading, OwnDone,
+                                    SendValidators)
+from exchange.chain.membership import SIGNED_REQUESTS, MembershipTx
 from exchange.chain.mempool import OWN_LANE, solo_group
 from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
 
+# membership requests that can never apply again: refused before their signature is checked; a replay of one
+# that already counted, STALE_GRACE heights after it was signed, costs its relayer PENALTY_REPLAY
+STALE_REQUESTS = frozenset({"replayed", "wrong_epoch", "expired"})
+STALE_GRACE = 50
+PENALTY_REPLAY = PENALTY_MALFORMED
 PACED_SUFFIX = "/paced"     # a validator's relay lane for what a neighbour at its budget handed it (`paced_lane`)
 
 
@@ -167,12 +173,23 @@ class TxIntake:
         itself); one that could not apply now is not kept."""
         if not self.core.is_validator or tx.id in self.core.mempool.membership_ids():
             return
-        if not isinstance(tx, (Join, Approve, Leave)) \
-                or not tx.signature_valid(self.core.chain_id, self.core.verify, self.core.state.genesis.admission_key):
+        if not isinstance(tx, SIGNED_REQUESTS):
             self.core.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
             return
         state = self.core.state
-        if state.membership_problem(tx, state.height + 1, state.time_ms) is None:
+        why = state.membership_problem(tx, state.height + 1, max(state.time_ms, self.core.now_ms))
+        if why in STALE_REQUESTS:
+            # refused before its signature costs anything; one that already counted, re-sent well after, is a
+            # replay and whoever relays it pays (a block in flight may overtake an honest one: STALE_GRACE).
+            # An old epoch's or an expired one is what an honest node behind the chain sends too: refused, free
+            if why == "replayed" and sender is not None and state.height > tx.at_height + STALE_GRACE:
+                self.core.counters["replayed_membership"] = self.core.counters.get("replayed_membership", 0) + 1
+                self.core.penalize(sender, PENALTY_REPLAY, f"replayed_membership:{tx.kind}")
+            return
+        if not tx.signature_valid(self.core.chain_id, self.core.verify):
+            self.core.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
+            return
+        if why is None:
             self.core.mempool.add_membership(tx)
             if self.core.consensus.step == WAITING:
                 self.core.consensus.kick(self.core.now)

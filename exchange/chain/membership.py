@@ -3,7 +3,11 @@
 A seat is never taken. A node becomes a *standby* (approved, waiting for a seat) in one of two ways:
 - `approve add`: a current validator's signed approval (its operator ran `exchange-node validators add`);
   once more than two thirds of the current validators approved, the node is in standby;
-- `join`: signed with the network's admission key (the founder's join token, named in the genesis).
+- `join`: signed with the key of a join token a validator issued through the log (`grant`, with a use
+  count and an expiry; any validator may `revoke` it), while the token has uses left.
+A standby shows it is live and caught up with `alive`: signed by its own key, naming a recent block by its
+id, so only a node that holds the chain can send one; the validators' own record of these, not a standby's
+claims, decides who is live enough to take a seat. A validator that left gracefully asks back with `alive`.
 
 Standbys take seats only by a `promote` a proposer puts in its block, and only to a size the genesis'
 seat rule allows (`bft`: 1, 4, 7 ...), or as the successor of a validator that leaves or is jailed,
@@ -21,10 +25,11 @@ One more kind is the way out of a permanent halt (validators gone for good, see 
   new set. It is never proposed through consensus: it is the only transaction of a *recovery block*, whose
   commit must carry the precommits of every member of the new set (each its operator's decision).
 
-Requests carry the height they were made at and expire `REQUEST_TTL` heights later, so an old one
-cannot be replayed. Every node checks every membership transaction when it applies a block, against
-its own state: a quorum that certified an unapproved change only makes honest nodes refuse its next
-block, never changes their set.
+Signed requests carry the height they were made at and expire `REQUEST_TTL` heights later; those a
+validator signs also name the epoch of the set they were signed in, and count in no other; and every one
+applied is recorded as consumed until it expires (`seats.py`), so none counts twice. Every node checks
+every membership transaction when it applies a block, against its own state: a quorum that certified an
+unapproved change only makes honest nodes refuse its next block, never changes their set.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from exchange.chain.validators import ValidatorSet
 from exchange.wire import Wire
 
 REQUEST_TTL = 200
+ALIVE_RECENT = 64            # an `alive` names one of the last this many blocks
 MAX_PROMOTE = 16
 REMOVE_REASONS = ("absent", "equivocation", "approved")
 APPROVE_ACTIONS = ("add", "remove")
@@ -56,6 +62,14 @@ def _height(value: object) -> bool:
     return type(value) is int and 0 <= value < (1 << 62)
 
 
+def _block_id(value: object) -> bool:
+    return type(value) is bytes and len(value) == 32
+
+
+def _signed(*fields: object) -> bytes:
+    return pack(["exchange-node/membership/v3", *fields])
+
+
 class MembershipTx:
     """One membership transaction. `key` is the node concerned (for `promote`, the first of `keys`)."""
 
@@ -64,7 +78,7 @@ class MembershipTx:
     at_height = 0
     changes_set = False
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
         raise NotImplementedError
 
     def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
@@ -92,111 +106,237 @@ class MembershipTx:
 
 
 class Join(MembershipTx):
-    """A node admitted to standby by the admission key (the holder of the network's join token)."""
+    """A node admitted to standby by a join token (`token`: its public key, granted in the log)."""
 
     kind = "join"
-    __slots__ = ("key", "at_height", "sig")
+    __slots__ = ("key", "token", "at_height", "sig")
 
-    def __init__(self, key: bytes, at_height: int, sig: bytes) -> None:
-        self.key, self.at_height, self.sig = key, at_height, sig
+    def __init__(self, key: bytes, token: bytes, at_height: int, sig: bytes) -> None:
+        self.key, self.token, self.at_height, self.sig = key, token, at_height, sig
 
     @staticmethod
-    def signed_bytes(chain_id: str, key: bytes, at_height: int) -> bytes:
-        return pack(["exchange-node/membership/v2", chain_id, "join", key, at_height])
+    def signed_bytes(chain_id: str, key: bytes, token: bytes, at_height: int) -> bytes:
+        return _signed(chain_id, "join", key, token, at_height)
 
     @classmethod
-    def create(cls, chain_id: str, key: bytes, at_height: int, admission_sign: Sign) -> "Join":
-        return cls(key, at_height, admission_sign(cls.signed_bytes(chain_id, key, at_height)))
+    def create(cls, chain_id: str, key: bytes, token: bytes, at_height: int, token_sign: Sign) -> "Join":
+        return cls(key, token, at_height, token_sign(cls.signed_bytes(chain_id, key, token, at_height)))
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
-        return bool(admission_key) and verify(admission_key, self.sig, self.signed_bytes(chain_id, self.key,
-                                                                                         self.at_height))
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
+        return verify(self.token, self.sig, self.signed_bytes(chain_id, self.key, self.token, self.at_height))
 
     @property
     def id(self) -> str:
-        return f"join:{self.key.hex()}:{self.at_height}"
+        return f"join:{self.key.hex()}:{self.token.hex()}:{self.at_height}"
 
     def wire(self) -> Wire:
-        return ["join", self.key, self.at_height, self.sig]
+        return ["join", self.key, self.token, self.at_height, self.sig]
 
     @classmethod
     def parse(cls, data: Wire) -> "Join":
-        if len(data) != 4 or not (_key(data[1]) and _height(data[2]) and _sig(data[3])):
+        if len(data) != 5 or not (_key(data[1]) and _key(data[2]) and _height(data[3]) and _sig(data[4])):
             raise Malformed("bad_membership")
-        return cls(data[1], data[2], data[3])
+        return cls(data[1], data[2], data[3], data[4])
 
 
 class Approve(MembershipTx):
-    """A validator's vote that `key` gets a seat (`add`) or loses it (`remove`)."""
+    """A validator's vote that `key` gets a seat (`add`) or loses it (`remove`), in the set of `epoch`."""
 
     kind = "approve"
-    __slots__ = ("action", "key", "approver", "at_height", "sig")
+    __slots__ = ("action", "key", "approver", "epoch", "at_height", "sig")
 
-    def __init__(self, action: str, key: bytes, approver: bytes, at_height: int, sig: bytes) -> None:
-        self.action, self.key, self.approver, self.at_height, self.sig = action, key, approver, at_height, sig
+    def __init__(self, action: str, key: bytes, approver: bytes, epoch: int, at_height: int, sig: bytes) -> None:
+        self.action, self.key, self.approver, self.sig = action, key, approver, sig
+        self.epoch, self.at_height = epoch, at_height
 
     @staticmethod
-    def signed_bytes(chain_id: str, action: str, key: bytes, approver: bytes, at_height: int) -> bytes:
-        return pack(["exchange-node/membership/v2", chain_id, "approve", action, key, approver, at_height])
+    def signed_bytes(chain_id: str, action: str, key: bytes, approver: bytes, epoch: int, at_height: int) -> bytes:
+        return _signed(chain_id, "approve", action, key, approver, epoch, at_height)
 
     @classmethod
-    def create(cls, chain_id: str, action: str, key: bytes, approver: bytes, at_height: int, sign: Sign) -> "Approve":
-        return cls(action, key, approver, at_height, sign(cls.signed_bytes(chain_id, action, key, approver, at_height)))
+    def create(cls, chain_id: str, action: str, key: bytes, approver: bytes, epoch: int, at_height: int,
+               sign: Sign) -> "Approve":
+        return cls(action, key, approver, epoch, at_height,
+                   sign(cls.signed_bytes(chain_id, action, key, approver, epoch, at_height)))
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
         return verify(self.approver, self.sig, self.signed_bytes(chain_id, self.action, self.key, self.approver,
-                                                                 self.at_height))
+                                                                 self.epoch, self.at_height))
 
     @property
     def id(self) -> str:
-        return f"approve:{self.action}:{self.key.hex()}:{self.approver.hex()}:{self.at_height}"
+        return f"approve:{self.action}:{self.key.hex()}:{self.approver.hex()}:{self.epoch}:{self.at_height}"
 
     def wire(self) -> Wire:
-        return ["approve", self.action, self.key, self.approver, self.at_height, self.sig]
+        return ["approve", self.action, self.key, self.approver, self.epoch, self.at_height, self.sig]
 
     @classmethod
     def parse(cls, data: Wire) -> "Approve":
-        if len(data) != 6 or data[1] not in APPROVE_ACTIONS or not (_key(data[2]) and _key(data[3])
-                                                                   and _height(data[4]) and _sig(data[5])):
+        if len(data) != 7 or data[1] not in APPROVE_ACTIONS or not (_key(data[2]) and _key(data[3])
+                                                                   and _height(data[4]) and _height(data[5])
+                                                                   and _sig(data[6])):
             raise Malformed("bad_membership")
-        return cls(data[1], data[2], data[3], data[4], data[5])
+        return cls(data[1], data[2], data[3], data[4], data[5], data[6])
 
 
 class Leave(MembershipTx):
-    """A validator gives its seat back (a graceful stop), optionally to a standby it names."""
+    """A validator gives its seat back (a graceful stop), optionally to a standby it names; valid only in the
+    set of `epoch` (an old leave re-sent after the leaver regained a seat counts for nothing)."""
 
     kind = "leave"
     changes_set = True
-    __slots__ = ("key", "at_height", "successor", "sig")
+    __slots__ = ("key", "epoch", "at_height", "successor", "sig")
 
-    def __init__(self, key: bytes, at_height: int, successor: bytes | None, sig: bytes) -> None:
-        self.key, self.at_height, self.successor, self.sig = key, at_height, successor, sig
+    def __init__(self, key: bytes, epoch: int, at_height: int, successor: bytes | None, sig: bytes) -> None:
+        self.key, self.epoch, self.at_height, self.successor, self.sig = key, epoch, at_height, successor, sig
 
     @staticmethod
-    def signed_bytes(chain_id: str, key: bytes, at_height: int, successor: bytes | None) -> bytes:
-        return pack(["exchange-node/membership/v2", chain_id, "leave", key, at_height, successor])
+    def signed_bytes(chain_id: str, key: bytes, epoch: int, at_height: int, successor: bytes | None) -> bytes:
+        return _signed(chain_id, "leave", key, epoch, at_height, successor)
 
     @classmethod
-    def create(cls, chain_id: str, key: bytes, at_height: int, successor: bytes | None, sign: Sign) -> "Leave":
-        return cls(key, at_height, successor, sign(cls.signed_bytes(chain_id, key, at_height, successor)))
+    def create(cls, chain_id: str, key: bytes, epoch: int, at_height: int, successor: bytes | None,
+               sign: Sign) -> "Leave":
+        return cls(key, epoch, at_height, successor, sign(cls.signed_bytes(chain_id, key, epoch, at_height, successor)))
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
-        return verify(self.key, self.sig, self.signed_bytes(chain_id, self.key, self.at_height, self.successor))
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
+        return verify(self.key, self.sig, self.signed_bytes(chain_id, self.key, self.epoch, self.at_height,
+                                                            self.successor))
 
     def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
         return validators.replaced(self.key, self.successor)
 
     @property
     def id(self) -> str:
-        return f"leave:{self.key.hex()}:{self.at_height}"
+        return f"leave:{self.key.hex()}:{self.epoch}:{self.at_height}"
 
     def wire(self) -> Wire:
-        return ["leave", self.key, self.at_height, self.successor, self.sig]
+        return ["leave", self.key, self.epoch, self.at_height, self.successor, self.sig]
 
     @classmethod
     def parse(cls, data: Wire) -> "Leave":
-        if len(data) != 5 or not (_key(data[1]) and _height(data[2]) and (data[3] is None or _key(data[3]))
-                                  and _sig(data[4])) or data[3] == data[1]:
+        if len(data) != 6 or not (_key(data[1]) and _height(data[2]) and _height(data[3])
+                                  and (data[4] is None or _key(data[4])) and _sig(data[5])) or data[4] == data[1]:
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3], data[4], data[5])
+
+
+class Grant(MembershipTx):
+    """A validator issues a join token: `token` (its public key) admits up to `uses` nodes to standby until
+    block time `expires_ms`, while its issuer holds a seat."""
+
+    kind = "grant"
+    __slots__ = ("token", "issuer", "epoch", "uses", "expires_ms", "at_height", "sig")
+
+    def __init__(self, token: bytes, issuer: bytes, epoch: int, uses: int, expires_ms: int, at_height: int,
+                 sig: bytes) -> None:
+        self.token, self.issuer, self.epoch, self.uses, self.expires_ms = token, issuer, epoch, uses, expires_ms
+        self.at_height, self.sig = at_height, sig
+
+    @property
+    def key(self) -> bytes:        # type: ignore[override]
+        return self.token
+
+    @staticmethod
+    def signed_bytes(chain_id: str, token: bytes, issuer: bytes, epoch: int, uses: int, expires_ms: int,
+                     at_height: int) -> bytes:
+        return _signed(chain_id, "grant", token, issuer, epoch, uses, expires_ms, at_height)
+
+    @classmethod
+    def create(cls, chain_id: str, token: bytes, issuer: bytes, epoch: int, uses: int, expires_ms: int,
+               at_height: int, sign: Sign) -> "Grant":
+        return cls(token, issuer, epoch, uses, expires_ms, at_height,
+                   sign(cls.signed_bytes(chain_id, token, issuer, epoch, uses, expires_ms, at_height)))
+
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
+        return verify(self.issuer, self.sig, self.signed_bytes(chain_id, self.token, self.issuer, self.epoch,
+                                                               self.uses, self.expires_ms, self.at_height))
+
+    @property
+    def id(self) -> str:
+        return f"grant:{self.token.hex()}"
+
+    def wire(self) -> Wire:
+        return ["grant", self.token, self.issuer, self.epoch, self.uses, self.expires_ms, self.at_height, self.sig]
+
+    @classmethod
+    def parse(cls, data: Wire) -> "Grant":
+        if len(data) != 8 or not (_key(data[1]) and _key(data[2]) and _height(data[3]) and _height(data[4])
+                                  and _height(data[5]) and _height(data[6]) and _sig(data[7])):
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3], data[4], data[5], data[6], data[7])
+
+
+class Revoke(MembershipTx):
+    """A validator revokes a join token: it admits nobody more, and the standbys it admitted leave the list."""
+
+    kind = "revoke"
+    __slots__ = ("token", "by", "epoch", "at_height", "sig")
+
+    def __init__(self, token: bytes, by: bytes, epoch: int, at_height: int, sig: bytes) -> None:
+        self.token, self.by, self.epoch, self.at_height, self.sig = token, by, epoch, at_height, sig
+
+    @property
+    def key(self) -> bytes:        # type: ignore[override]
+        return self.token
+
+    @staticmethod
+    def signed_bytes(chain_id: str, token: bytes, by: bytes, epoch: int, at_height: int) -> bytes:
+        return _signed(chain_id, "revoke", token, by, epoch, at_height)
+
+    @classmethod
+    def create(cls, chain_id: str, token: bytes, by: bytes, epoch: int, at_height: int, sign: Sign) -> "Revoke":
+        return cls(token, by, epoch, at_height, sign(cls.signed_bytes(chain_id, token, by, epoch, at_height)))
+
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
+        return verify(self.by, self.sig, self.signed_bytes(chain_id, self.token, self.by, self.epoch, self.at_height))
+
+    @property
+    def id(self) -> str:
+        return f"revoke:{self.token.hex()}:{self.by.hex()}:{self.epoch}:{self.at_height}"
+
+    def wire(self) -> Wire:
+        return ["revoke", self.token, self.by, self.epoch, self.at_height, self.sig]
+
+    @classmethod
+    def parse(cls, data: Wire) -> "Revoke":
+        if len(data) != 6 or not (_key(data[1]) and _key(data[2]) and _height(data[3]) and _height(data[4])
+                                  and _sig(data[5])):
+            raise Malformed("bad_membership")
+        return cls(data[1], data[2], data[3], data[4], data[5])
+
+
+class Alive(MembershipTx):
+    """A standby (or a validator that left gracefully, asking back) shows it is live and holds the chain: signed
+    by its own key, naming the block `block_id` it holds at `at_height` (one of the last ALIVE_RECENT)."""
+
+    kind = "alive"
+    __slots__ = ("key", "at_height", "block_id", "sig")
+
+    def __init__(self, key: bytes, at_height: int, block_id: bytes, sig: bytes) -> None:
+        self.key, self.at_height, self.block_id, self.sig = key, at_height, block_id, sig
+
+    @staticmethod
+    def signed_bytes(chain_id: str, key: bytes, at_height: int, block_id: bytes) -> bytes:
+        return _signed(chain_id, "alive", key, at_height, block_id)
+
+    @classmethod
+    def create(cls, chain_id: str, key: bytes, at_height: int, block_id: bytes, sign: Sign) -> "Alive":
+        return cls(key, at_height, block_id, sign(cls.signed_bytes(chain_id, key, at_height, block_id)))
+
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
+        return verify(self.key, self.sig, self.signed_bytes(chain_id, self.key, self.at_height, self.block_id))
+
+    @property
+    def id(self) -> str:
+        return f"alive:{self.key.hex()}:{self.at_height}"
+
+    def wire(self) -> Wire:
+        return ["alive", self.key, self.at_height, self.block_id, self.sig]
+
+    @classmethod
+    def parse(cls, data: Wire) -> "Alive":
+        if len(data) != 5 or not (_key(data[1]) and _height(data[2]) and _block_id(data[3]) and _sig(data[4])):
             raise Malformed("bad_membership")
         return cls(data[1], data[2], data[3], data[4])
 
@@ -213,7 +353,7 @@ class Remove(MembershipTx):
                  successor: bytes | None = None) -> None:
         self.key, self.reason, self.evidence, self.successor = key, reason, evidence, successor
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
         if self.reason == "equivocation":
             a, b = self.evidence or (None, None)
             return (a is not None and b is not None and a.validator == self.key == b.validator
@@ -259,7 +399,7 @@ class Promote(MembershipTx):
     def key(self) -> bytes:        # type: ignore[override]
         return self.keys[0]
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
         return True
 
     def next_set(self, validators: ValidatorSet) -> ValidatorSet | None:
@@ -310,7 +450,7 @@ class Recover(MembershipTx):
     def carried_round(self) -> int:
         return -1 if self.lock is None else self.lock[0].round
 
-    def signature_valid(self, chain_id: str, verify: Verify, admission_key: bytes = b"") -> bool:
+    def signature_valid(self, chain_id: str, verify: Verify) -> bool:
         return self.lock is None or self.lock[0].valid(chain_id, verify)
 
     def next_set(self, validators: ValidatorSet) -> ValidatorSet:
@@ -340,4 +480,7 @@ class Recover(MembershipTx):
 
 _PARSERS: dict[str, Callable[[Wire], MembershipTx]] = {
     "join": Join.parse, "approve": Approve.parse, "leave": Leave.parse, "remove": Remove.parse,
-    "promote": Promote.parse, "recover": Recover.parse}
+    "promote": Promote.parse, "recover": Recover.parse, "grant": Grant.parse, "revoke": Revoke.parse,
+    "alive": Alive.parse}
+
+SIGNED_REQUESTS = (Join, Approve, Leave, Grant, Revoke, Alive)     # what travels between nodes; the rest a proposer makes

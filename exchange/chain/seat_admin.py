@@ -1,17 +1,22 @@
 """Our operator's say over the validator seats (`exchange-node validators`, `/validators`): approving that a
-node gets or loses a seat, consenting to a recovery, and the view of the set (`seats_view.py`).
+node gets or loses a seat, issuing and revoking join tokens, consenting to a recovery, and the view of the set
+(`seats_view.py`).
 The transactions they sign go to the core; the chain orders and counts them (`seat_requests.py`,
 `recovery.py`)."""
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Callable
+from typing import Callable, TypedDict
 
 from exchange.chain.founding import Founding
 from exchange.chain.ports import CoreGate
 from exchange.chain.recovery import RecoveryStatus
+from exchange.chain.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES, Seats
 from exchange.chain.seats_view import SeatsView, key_of, seats_view
 from exchange.crypto import node_id_for
+
+TOKEN_FINAL_WAIT = 10.0     # s `issue_token` waits for the block that grants the token
 
 log = logging.getLogger("exchange.chain")
 
@@ -22,6 +27,28 @@ class Approval(SeatsView):
     action: str
     node_id: str
     approval: str
+
+
+class TokenView(TypedDict):
+    """A join token as the log holds it: never its secret."""
+
+    id: str                 # the first 16 hex digits of its public key
+    issuer: str             # the validator that granted it
+    uses_left: int
+    expires_ms: int
+    revoked: bool
+    admitted: list[str]     # node ids of the standbys it admitted that still wait for a seat
+
+
+class TokenIssued(TypedDict):
+    """`issue_token`'s answer: the token itself (a secret: for the operator only) and its grant."""
+
+    token: str
+    id: str
+    issuer: str
+    uses: int
+    expires_ms: int
+    final: bool             # the grant is in a certified block: the token admits nodes now
 
 
 class RecoveryConsent(SeatsView):
@@ -39,6 +66,10 @@ class SeatAdmin:
         self.founding = founding
         self.proposed = proposed        # the service's: validator key -> its blocks final here since start
         self.clock = clock
+        self._applied = asyncio.Event()     # pulsed at each block applied here (`block_applied`)
+
+    def block_applied(self) -> None:
+        self._applied.set()
 
     def key_of(self, node_id: str) -> bytes | None:
         """The public key behind a node id, from what this node knows first-hand (`seats_view.py`)."""
@@ -61,6 +92,69 @@ class SeatAdmin:
         log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
         return {"action": action, "node_id": node_id, "approval": tx.id, **self.view()}
 
+    async def issue_token(self, uses: int = 1, ttl_s: float = 86_400.0) -> TokenIssued:
+        """A join token our node grants through the log, for `uses` nodes, valid `ttl_s` s: answered once a
+        certified block holds the grant (`final`), or after TOKEN_FINAL_WAIT without (it may still be ordered).
+        Raises ValueError (why) when it cannot be issued, NotReady when no chain runs here."""
+        core = self.gate.usable_core()
+        if not core.is_validator:
+            raise ValueError("this node holds no validator seat: only a validator issues join tokens")
+        if core.genesis.pinned:
+            raise ValueError("the validator set is pinned (VALIDATORS): it never changes, so no token admits anyone")
+        if not 1 <= uses <= MAX_TOKEN_USES:
+            raise ValueError(f"uses must be 1 to {MAX_TOKEN_USES}")
+        if not 0 < ttl_s * 1000 <= MAX_TOKEN_TTL_MS:
+            raise ValueError(f"ttl must be more than 0 and at most {MAX_TOKEN_TTL_MS // 86_400_000} days")
+        token, grant = core.grant_token(uses, ttl_s, self.clock())
+        self.gate.schedule_pump()
+        key = token.key.public_key
+        final = await self._until(lambda seats: key in seats.tokens)
+        log.warning("issued join token %s for %d node(s), valid %.0f s%s", key.hex()[:16], uses, ttl_s,
+                    "" if final else " (not in a block yet)")
+        return {"token": token.text(), "id": key.hex()[:16], "issuer": core.node_id, "uses": uses,
+                "expires_ms": grant.expires_ms, "final": final}
+
+    def tokens(self) -> list[TokenView]:
+        """The join tokens the log holds (until they expire), newest first."""
+        seats = self.gate.usable_core().state.seats
+        return [_token_view(seats, key) for key in sorted(seats.tokens, key=lambda k: -seats.tokens[k].height)]
+
+    async def revoke_token(self, token_id: str) -> TokenView:
+        """Revoke the join token whose id (a prefix of its public key, 8 hex digits at least) is `token_id`: it
+        admits nobody more, and the standbys it admitted leave the list. ValueError when no single live token
+        matches."""
+        core = self.gate.usable_core()
+        if not core.is_validator:
+            raise ValueError("this node holds no validator seat: only a validator revokes join tokens")
+        seats = core.state.seats
+        wanted = token_id.strip().lower()
+        matches = [k for k in seats.tokens if len(wanted) >= 8 and k.hex().startswith(wanted)]
+        if len(matches) != 1:
+            raise ValueError(f"no join token {token_id} here" if not matches else
+                             f"{len(matches)} tokens start with {token_id}: give more of the id")
+        key = matches[0]
+        core.revoke_token(key, self.clock())
+        self.gate.schedule_pump()
+        await self._until(lambda seats: key not in seats.tokens or seats.tokens[key].revoked)
+        log.warning("revoked join token %s", key.hex()[:16])
+        return _token_view(self.gate.usable_core().state.seats, key)
+
+    async def _until(self, done: Callable[[Seats], bool]) -> bool:
+        """Wait until `done` holds of the seats, a block at a time, at most TOKEN_FINAL_WAIT."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TOKEN_FINAL_WAIT
+        while True:
+            core = self.gate.core
+            if core is not None and done(core.state.seats):
+                return True
+            if loop.time() >= deadline:
+                return False
+            self._applied.clear()
+            try:
+                await asyncio.wait_for(self._applied.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                pass
+
     def recover(self, node_ids: list[str]) -> RecoveryConsent:
         """Our operator's consent that the validators `node_ids` (this one among them) take the chain on from
         the last certified block, as the whole new set: the way out of a halt with validators gone for good
@@ -78,3 +172,13 @@ class SeatAdmin:
     def view(self) -> SeatsView:
         """The validator set, each member's state, the standbys and the approvals pending (`seats_view.py`)."""
         return seats_view(self.gate.usable_core(), self.proposed, self.clock())
+
+
+def _token_view(seats: Seats, key: bytes) -> TokenView:
+    grant = seats.tokens.get(key)
+    admitted = sorted(node_id_for(k) for k, e in seats.standby.items() if e.via == "token" and e.token == key)
+    if grant is None:       # expired (and so dropped) since it was asked for
+        return {"id": key.hex()[:16], "issuer": "", "uses_left": 0, "expires_ms": 0, "revoked": False,
+                "admitted": admitted}
+    return {"id": key.hex()[:16], "issuer": node_id_for(grant.issuer), "uses_left": grant.uses_left,
+            "expires_ms": grant.expires_ms, "revoked": grant.revoked, "admitted": admitted}

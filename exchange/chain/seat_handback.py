@@ -1,6 +1,7 @@
-"""A validator stopped on purpose hands its seat back through the log (to a live standby, when one waits), so
-the rest keep their quorum; unless its operator asked to keep it (KEEP_SEAT, a pinned set), and then the log
-says what the absence costs. The stop waits a few seconds for a block to order the leave.
+"""A validator stopped on purpose hands its seat back through the log (to a standby the chain's record shows
+live, when one waits), so the rest keep their quorum, and leaves the standby list until it runs again and asks
+back; unless its operator asked to keep it (KEEP_SEAT, a pinned set), and then the log says what the absence
+costs. The stop waits a few seconds for a block to order the leave.
 """
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ class SeatHandback:
                 await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
             except asyncio.TimeoutError:
                 break
+            if core.is_validator and tx.epoch != core.state.validators.epoch:
+                # the set changed first (another leave, a promotion): our leave named the old set, so it can
+                # never apply; sign it again for the set we are in now
+                again = core.request_leave(self.clock())
+                if again is None:
+                    break
+                tx = again
+                pump()
         if core.is_validator:
             log.warning("the seat was not handed back within %.0fs (no quorum to order it?): %s", self.timeout, cost)
         else:

@@ -20,6 +20,9 @@ class MemberView(TypedDict):
 class StandbyView(TypedDict):
     node_id: str
     since_height: int
+    via: str                        # token, approved, jailed or returned
+    live: bool                      # its `alive` ordered lately: it may take a seat
+    alive_s_ago: float | None       # block time since its last `alive` (None: none yet)
 
 
 class ApprovalView(TypedDict):
@@ -41,7 +44,7 @@ class SeatsView(TypedDict):
     seat_rule: str
     pinned: bool
     next_size: int | None           # the size the set may grow to next (None: it cannot)
-    admission: bool                 # a join token admits nodes to standby
+    tokens: int                     # join tokens that may still admit a node
     validators: list[MemberView]
     standby: list[StandbyView]      # in the order they get seats
     pending: list[ApprovalView]
@@ -84,8 +87,12 @@ def seats_view(core: ChainCore, proposed: dict[bytes, int], now: float) -> Seats
     return {"epoch": validators.epoch, "size": size, "quorum": validators.quorum,
             "faults_tolerated": validators.faults, "max_validators": genesis.max_validators,
             "seat_rule": genesis.seat_rule, "pinned": genesis.pinned, "next_size": next_size,
-            "admission": bool(genesis.admission_key), "validators": members,
-            "standby": [{"node_id": node_id_for(k), "since_height": seats.standby[k]}
+            "tokens": sum(1 for t in seats.tokens if seats.token_usable(t, validators, state.time_ms) is None),
+            "validators": members,
+            "standby": [{"node_id": node_id_for(k), "since_height": seats.standby[k].height,
+                         "via": seats.standby[k].via, "live": seats.is_live(k, state.time_ms),
+                         "alive_s_ago": None if not seats.standby[k].alive_ms
+                         else round(max(0, state.time_ms - seats.standby[k].alive_ms) / 1000, 1)}
                         for k in seats.standby_order()],
             "pending": pending, "removals": sorted(node_id_for(k) for k in seats.removals),
             "banned": sorted(node_id_for(k) for k in seats.banned)}

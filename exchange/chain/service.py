@@ -59,7 +59,7 @@ from exchange.chain.ticker import Ticker, tick_delay
 from exchange.chain.founding import Founding
 from exchange.chain.founding_loop import ChainRules, Conflict, FoundingLoop
 from exchange.chain.genesis import Genesis
-from exchange.chain.join_token import JoinToken, read_token
+from exchange.chain.join_token import JoinToken
 from exchange.chain.halt_watch import HaltWatch
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
@@ -180,16 +180,15 @@ class ChainService:
         self.genesis = genesis
         params = ExchangeParams.from_wire(genesis.exchange)
         identity = self.identity
-        token = self.join_token or read_token(self.store.root.parent)
-        admission = None
-        if token is not None and token.chain_id == genesis.chain_id and token.admission_key == genesis.admission_key:
-            admission = token.key.sign
-        elif self.join_token is not None:
+        token = self.join_token
+        if token is not None and token.chain_id != genesis.chain_id:
             log.error("JOIN_TOKEN is not this chain's (%s): this node follows without asking for a seat",
                       genesis.chain_id[:16])
+            token = None
         core = ChainCore(genesis, ExchangeState(params, genesis.chain_id), public_key=identity.public_key_bytes,
                          sign=identity.sign, verify=ed25519_verify, blocks=self.store, config=self.config,
-                         rng=random.Random(), now=self.clock(), admission_sign=admission, snapshots=self.snapshots,
+                         rng=random.Random(), now=self.clock(), join_token=token.key if token else None,
+                         snapshots=self.snapshots,
                          network_of=self.network.network_of)
         start = restore_snapshot(self.store, core, params)
         replayed = replay(self.store, core, start)
@@ -346,6 +345,7 @@ class ChainService:
         self.proposed[proposer] = self.proposed.get(proposer, 0) + 1
         durable = core is None or core.is_validator or holds_own
         self.durability.add_block(UnsavedBlock(block, commit, outcome, durable))
+        self.seats.block_applied()
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
             self.handback.seats_changed()

@@ -2,7 +2,7 @@
 with BYZANTINE set to a comma list of behaviours:
 
 - `seat_grab`: every block it proposes also seats a key only it holds (a `promote` of a node nobody
-  approved, and a `join` signed with its own key instead of the network's admission key);
+  approved, and a `join` "signed" by its own key as if that were a join token the log granted);
 - `equivocate`: half of the validators get, for each of its votes, a different vote, signed (its proposals
   too: a block with another time, signed), the other half the real one; from EQUIVOCATE_AFTER_BLOCKS
   (default 0) blocks after it first holds a seat, so a test can watch its other lies first.
@@ -36,7 +36,7 @@ def _seat_grab() -> None:
         if any(tx.changes_set for tx in honest):
             return honest
         core = self.core
-        own_join = Join.create(core.chain_id, GRABBED.public_key, core.state.height, core.sign)
+        own_join = Join.create(core.chain_id, GRABBED.public_key, core.public_key, core.state.height, core.sign)
         return [*honest, own_join, Promote((GRABBED.public_key,))]
 
     BlockBuilder._membership_txs = membership_txs      # type: ignore[method-assign]

@@ -26,6 +26,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, 
                                     Penalize,
                                     SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
+from exchange.chain.seats import MAX_TOKEN_USES
 from exchange.chain.snapshot_maker import SnapshotMaker
 from exchange.chain.tendermint import ConsensusConfig
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
@@ -136,8 +137,8 @@ def pinned_core(prefix: str, count: int, me: FakeKeys | None = None) -> tuple[Ch
 SIM_CONSENSUS = ConsensusConfig(timeout_propose=0.3, timeout_propose_delta=0.1, timeout_prevote=0.1,
                                 timeout_prevote_delta=0.05, timeout_precommit=0.1, timeout_precommit_delta=0.05,
                                 rebroadcast_interval=0.4)
-SIM_CORE = CoreConfig(consensus=SIM_CONSENSUS, empty_block_interval=0.5, join_retry=1.0, resubmit_interval=0.5,
-                      sync_retry=0.5, live_after=1.5)
+SIM_CORE = CoreConfig(consensus=SIM_CONSENSUS, empty_block_interval=0.5, join_retry=1.0, alive_interval=0.5,
+                      resubmit_interval=0.5, sync_retry=0.5, live_after=1.5)
 
 
 @dataclass
@@ -199,7 +200,6 @@ class ChainSimulation:
                                max_validators=scenario.max_validators, pinned=scenario.pinned,
                                absent_blocks=20, absent_ms=3000, snapshot_interval=scenario.snapshot_interval,
                                snapshot_lag=scenario.snapshot_lag, snapshot_min_ms=scenario.snapshot_min_ms,
-                               admission_key=self.admission.public_key,
                                seat_rule=scenario.seat_rule,
                                exchange={"order_ttl_ms": max(60_000, int(scenario.tx_lifetime * 1000) + 1000)})
         self.nodes = [SimNode(i, k, None, MemoryStore(), [], byzantine=scenario.byzantine.get(i)) for i, k in enumerate(keys)]
@@ -224,6 +224,8 @@ class ChainSimulation:
             self._at(at, "approve", index)
         for at, index in scenario.leaves:
             self._at(at, "leave", index)
+        if scenario.joiners and not scenario.pinned:
+            self._at(0.05, "grant", 0)
         t = 0.0
         while t < scenario.fault_until:
             t += self.rng.expovariate(scenario.submit_rate)
@@ -234,9 +236,10 @@ class ChainSimulation:
     # ------------------------------------------------------------------ plumbing
     def _make_core(self, node: SimNode) -> ChainCore:
         joiner = not self.s.pinned and self.s.validators <= node.index < self.s.validators + self.s.joiners
-        return ChainCore(self.genesis, SimApp(), public_key=node.keys.public_key, sign=node.keys.sign,
+        core = ChainCore(self.genesis, SimApp(), public_key=node.keys.public_key, sign=node.keys.sign,
                          verify=fake_verify, blocks=node.store, config=SIM_CORE, rng=random.Random(node.index),
-                         now=self._clock(node), admission_sign=self.admission.sign if joiner else None)
+                         now=self._clock(node), join_token=self.admission if joiner else None)
+        return core
 
     def _clock(self, node: SimNode) -> float:
         return BASE_TIME + self.now + self.s.clock_skew.get(node.index, 0.0)
@@ -457,6 +460,13 @@ class ChainSimulation:
                 pass
             self._drain(node)
 
+    def _grant(self, index: int) -> None:
+        """Founder `index` issues the joiners' token through the log (a join token is granted, never given)."""
+        node = self.nodes[index]
+        if node.core is not None and not node.crashed:
+            node.core.seat_requests.offer_grant(self.admission.public_key, MAX_TOKEN_USES, 3600.0, self._clock(node))
+            self._drain(node)
+
     def _leave(self, index: int) -> None:
         node = self.nodes[index]
         if node.core is not None and node.core.request_leave(self._clock(node)) is not None:
@@ -504,6 +514,8 @@ class ChainSimulation:
                 self._approve(payload)
             elif kind == "leave":
                 self._leave(payload)
+            elif kind == "grant":
+                self._grant(payload)
         return self.check_end()
 
     def check_end(self) -> dict[str, Any]:

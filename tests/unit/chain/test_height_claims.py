@@ -16,6 +16,8 @@ from exchange.chain.claims import HEARD_FOR, MAX_HEARD, STRIKES_FOR, HeightClaim
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Penalize, SendTo, SendValidators
 from exchange.chain.genesis import Genesis
+from exchange.chain.join_token import JoinToken
+from exchange.chain.seats import Token
 from exchange.chain.history_recovery import HistoryRecovery
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from node.chain_feed import BEHIND_HEIGHTS, CATCH_UP_GRACE, FAR_BEHIND_HEIGHTS, ChainBridge
@@ -28,13 +30,16 @@ def _keys(count: int, name: str = "claims") -> list[FakeKeys]:
     return [FakeKeys(f"{name}-{i}") for i in range(count)]
 
 
-def _core(validators: list[FakeKeys], me: FakeKeys, *, pinned: bool = True, admission: FakeKeys | None = None,
+def _core(validators: list[FakeKeys], me: FakeKeys, *, pinned: bool = True, admission: bool = False,
           config: CoreConfig = SIM_CORE) -> ChainCore:
     genesis = Genesis("t", int(BASE_TIME * 1000), validators[0].public_key, tuple(k.public_key for k in validators),
-                      pinned=pinned, admission_key=admission.public_key if admission else b"")
+                      pinned=pinned)
+    token = JoinToken.new().for_chain(genesis.chain_id) if admission else None
     core = ChainCore(genesis, SimApp(), public_key=me.public_key, sign=me.sign, verify=fake_verify,
                      blocks=MemoryStore(), config=config, now=BASE_TIME,
-                     admission_sign=admission.sign if admission else None)
+                     join_token=token.key if token else None)
+    if token is not None:       # as if validator 0 had granted it in the log
+        core.state.seats.tokens[token.key.public_key] = Token(validators[0].public_key, 1, 1 << 50, False, 0)
     core.start(BASE_TIME)
     core.take_effects()
     return core
@@ -201,8 +206,8 @@ def test_ready_lets_a_node_that_was_level_trail_a_few_heights_for_a_grace_and_no
 
 
 def _standby(liars: int, validator_claims: list[int]) -> tuple[ChainCore, list[Any]]:
-    validators, admission = _keys(4, "join"), FakeKeys("join-admission")
-    joiner = _core(validators, FakeKeys("join-standby"), pinned=False, admission=admission)
+    validators = _keys(4, "join")
+    joiner = _core(validators, FakeKeys("join-standby"), pinned=False, admission=True)
     now = BASE_TIME + 5.0
     for key, height in zip(validators, validator_claims):
         joiner.peer_height(key.node_id, height, now)

@@ -13,8 +13,8 @@ from exchange.chain.chainstate import encode_item
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import Committed
 from exchange.chain.genesis import Genesis
-from exchange.chain.membership import Approve, Join, Leave, MembershipTx, Promote, Remove
-from exchange.chain.seats import Seats
+from exchange.chain.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote, Remove, Revoke
+from exchange.chain.seats import MAX_STANDBY, MAX_TOKEN_STANDBY, SILENT_EXPIRE_MS, Seats, Standby
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.validators import ValidatorSet
 from tests.sim.chain_sim import BASE_TIME, ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
@@ -71,7 +71,8 @@ def test_a_proposal_seating_someone_unapproved_is_invalid_at_every_honest_valida
     validator = sim.nodes[0].core
     assert validator is not None and validator.is_validator
     stranger = FakeKeys("stranger-2")
-    self_signed = Join.create(validator.chain_id, stranger.public_key, validator.height, stranger.sign)
+    self_signed = Join.create(validator.chain_id, stranger.public_key, stranger.public_key, validator.height,
+                              stranger.sign)
     for change in (Promote((stranger.public_key,)), self_signed):
         state = validator.state
         header = Header(validator.chain_id, state.height + 1, state.time_ms + 10, state.last_block_id,
@@ -105,77 +106,212 @@ def test_a_captured_quorum_cannot_run_a_forged_order_or_move_time():
 
 def _genesis(validators: list[FakeKeys], rule: str = "bft", max_validators: int = 7) -> Genesis:
     return Genesis("t", 0, validators[0].public_key, tuple(v.public_key for v in validators),
-                   max_validators=max_validators, admission_key=FakeKeys("admission").public_key, seat_rule=rule)
+                   max_validators=max_validators, seat_rule=rule)
+
+
+NOW_MS = 1_000_000      # block time of the blocks these tests apply at
 
 
 def _problem(seats: Seats, tx: MembershipTx, genesis: Genesis, validators: ValidatorSet,
-             absent: bool = False) -> str | None:
-    assert tx.signature_valid(genesis.chain_id, fake_verify, genesis.admission_key)
-    return seats.problem(tx, validators, genesis, 10, lambda key: absent)
+             absent: bool = False, height: int = 10, time_ms: int = NOW_MS) -> str | None:
+    assert tx.signature_valid(genesis.chain_id, fake_verify)
+    return seats.problem(tx, validators, genesis, height, time_ms, lambda key: absent)
+
+
+def _apply(seats: Seats, tx: MembershipTx, genesis: Genesis, validators: ValidatorSet, height: int = 10,
+           time_ms: int = NOW_MS) -> ValidatorSet | None:
+    """`tx` checked as every node checks it, then carried out."""
+    why = _problem(seats, tx, genesis, validators, height=height, time_ms=time_ms)
+    assert why is None, why
+    return seats.apply(tx, validators, height, time_ms)
+
+
+def _token(seats: Seats, genesis: Genesis, validators: ValidatorSet, issuer: FakeKeys, name: str = "token",
+           uses: int = 4, ttl_ms: int = 3_600_000) -> FakeKeys:
+    """A join token `issuer` granted through the log; its key signs the joins it admits."""
+    token = FakeKeys(name)
+    _apply(seats, Grant.create(genesis.chain_id, token.public_key, issuer.public_key, validators.epoch, uses,
+                               NOW_MS + ttl_ms, 5, issuer.sign), genesis, validators)
+    return token
+
+
+def _join(genesis: Genesis, node: FakeKeys, token: FakeKeys, at_height: int = 5) -> Join:
+    return Join.create(genesis.chain_id, node.public_key, token.public_key, at_height, token.sign)
+
+
+def _alive(seats: Seats, genesis: Genesis, validators: ValidatorSet, node: FakeKeys, height: int = 10,
+           time_ms: int = NOW_MS) -> None:
+    """`node` shows it is live, naming the block the record holds at height - 1."""
+    seats.recent_blocks.setdefault(height - 1, bytes([height % 256]) * 32)
+    _apply(seats, Alive.create(genesis.chain_id, node.public_key, height - 1, seats.recent_blocks[height - 1],
+                               node.sign), genesis, validators, height, time_ms)
 
 
 def test_the_seat_rule_grows_one_to_four_to_seven_and_approvals_need_more_than_two_thirds():
     keys = [FakeKeys(f"v{i}") for i in range(8)]
     genesis = _genesis(keys[:1])
     chain_id = genesis.chain_id
-    admission = FakeKeys("admission")
     validators, seats = genesis.first_validators(), Seats()
+    token = _token(seats, genesis, validators, keys[0])
     for key in keys[1:3]:
-        join = Join.create(chain_id, key.public_key, 5, admission.sign)
-        assert _problem(seats, join, genesis, validators) is None
-        seats.apply(join, validators, 10)
+        _apply(seats, _join(genesis, key, token), genesis, validators)
+        _alive(seats, genesis, validators, key)
     assert _problem(seats, Promote((keys[1].public_key,)), genesis, validators) == "size_not_allowed"
     assert _problem(seats, Promote((keys[1].public_key, keys[2].public_key)), genesis, validators) == "size_not_allowed"
-    approval = Approve.create(chain_id, "add", keys[3].public_key, keys[0].public_key, 5, keys[0].sign)
-    assert _problem(seats, approval, genesis, validators) is None
-    seats.apply(approval, validators, 10)         # the founder alone is more than two thirds of one
+    approval = Approve.create(chain_id, "add", keys[3].public_key, keys[0].public_key, validators.epoch, 5,
+                              keys[0].sign)
+    _apply(seats, approval, genesis, validators)        # the founder alone is more than two thirds of one
     assert keys[3].public_key in seats.standby
     grow = Promote(tuple(k.public_key for k in keys[1:4]))
-    assert _problem(seats, grow, genesis, validators) is None
-    after = seats.apply(grow, validators, 10)
+    assert _problem(seats, grow, genesis, validators) == "not_live", "a standby never seen alive takes no seat"
+    _alive(seats, genesis, validators, keys[3])
+    after = _apply(seats, grow, genesis, validators)
     assert after is not None and len(after) == 4 and not seats.standby
     target = keys[4].public_key
     for index, approver in enumerate(keys[:3]):
-        vote = Approve.create(chain_id, "add", target, approver.public_key, 5, approver.sign)
-        assert _problem(seats, vote, genesis, after) is None
-        seats.apply(vote, after, 10)
+        vote = Approve.create(chain_id, "add", target, approver.public_key, after.epoch, 5, approver.sign)
+        _apply(seats, vote, genesis, after)
         assert (target in seats.standby) == (index == 2), f"after {index + 1} of 4 approvals"
-    outsider = Approve.create(chain_id, "add", keys[5].public_key, keys[6].public_key, 5, keys[6].sign)
+    outsider = Approve.create(chain_id, "add", keys[5].public_key, keys[6].public_key, after.epoch, 5, keys[6].sign)
     assert _problem(seats, outsider, genesis, after) == "approver_not_validator"
-    forged_join = Join.create(chain_id, keys[5].public_key, 5, keys[5].sign)     # not the admission key
-    assert not forged_join.signature_valid(chain_id, fake_verify, genesis.admission_key)
+    forged_join = _join(genesis, keys[5], keys[5])       # "signed" by a key no validator granted
+    assert _problem(seats, forged_join, genesis, after) == "unknown_token"
 
 
-def test_leave_hands_the_seat_to_a_standby_and_absence_jails_without_losing_the_approval():
+def test_leave_hands_the_seat_to_a_live_standby_and_never_seats_the_leaver_again_unasked():
     keys = [FakeKeys(f"w{i}") for i in range(6)]
     genesis = _genesis(keys[:4])
     chain_id = genesis.chain_id
     validators, seats = genesis.first_validators(), Seats()
-    seats.apply(Join.create(chain_id, keys[4].public_key, 5, FakeKeys("admission").sign), validators, 10)
-    leave = Leave.create(chain_id, keys[0].public_key, 5, keys[4].public_key, keys[0].sign)
-    assert _problem(seats, leave, genesis, validators) is None
-    after = seats.apply(leave, validators, 10)
+    token = _token(seats, genesis, validators, keys[1])
+    _apply(seats, _join(genesis, keys[4], token), genesis, validators)
+    leave = Leave.create(chain_id, keys[0].public_key, validators.epoch, 5, keys[4].public_key, keys[0].sign)
+    assert _problem(seats, leave, genesis, validators) == "successor_not_live"
+    _alive(seats, genesis, validators, keys[4])
+    after = _apply(seats, leave, genesis, validators)
     assert after is not None and keys[4].public_key in after and keys[0].public_key not in after
-    assert keys[0].public_key in seats.standby, "a validator that left keeps its approval"
+    assert keys[0].public_key not in seats.standby, "the leaver is off the list until it asks back"
+    assert _problem(seats, Promote((keys[0].public_key,)), genesis, after) == "not_standby"
+    _alive(seats, genesis, after, keys[0], height=12)     # it runs again and asks back
+    assert seats.standby[keys[0].public_key].via == "returned"
     jail = Remove(keys[1].public_key, "absent")
     assert _problem(seats, jail, genesis, after, absent=False) == "not_absent"
     assert _problem(seats, jail, genesis, after, absent=True) is None
-    jailed = seats.apply(jail, after, 11)
+    jailed = seats.apply(jail, after, 13, NOW_MS)
     assert jailed is not None and len(jailed) == 3 and keys[1].public_key in seats.standby
     back = Promote((keys[1].public_key,))
-    assert _problem(seats, back, genesis, jailed) is None, "a jailed validator gets a seat back when it returns"
+    assert _problem(seats, back, genesis, jailed) == "not_live", "jailed, and not heard from since"
+    _alive(seats, genesis, jailed, keys[1], height=14, time_ms=NOW_MS + 3000)
+    assert _problem(seats, back, genesis, jailed, time_ms=NOW_MS + 3000) is None, "back once it shows it is live"
     stranger_successor = Remove(keys[2].public_key, "absent", successor=keys[5].public_key)
     assert _problem(seats, stranger_successor, genesis, jailed, absent=True) == "successor_not_standby"
-    assert _problem(seats, Leave.create(chain_id, keys[2].public_key, 500, None, keys[2].sign), genesis,
+    assert _problem(seats, Leave.create(chain_id, keys[2].public_key, jailed.epoch, 500, None, keys[2].sign), genesis,
                     jailed) == "expired"
+
+
+def test_every_signed_request_counts_once_and_only_in_its_own_epoch():
+    keys = [FakeKeys(f"r{i}") for i in range(7)]
+    genesis = _genesis(keys[:4])
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    newcomer = keys[5].public_key
+    approvals = [Approve.create(chain_id, "add", newcomer, k.public_key, validators.epoch, 5, k.sign) for k in keys[:3]]
+    for approval in approvals:
+        _apply(seats, approval, genesis, validators)
+    assert newcomer in seats.standby
+    removals = [Approve.create(chain_id, "remove", newcomer, k.public_key, validators.epoch, 6, k.sign)
+                for k in keys[:3]]
+    for removal in removals:
+        _apply(seats, removal, genesis, validators, height=11)
+    assert newcomer not in seats.standby and newcomer in seats.removed
+    for approval in approvals:      # re-sent by anyone: each already counted
+        assert _problem(seats, approval, genesis, validators, height=12) == "replayed"
+    token = _token(seats, genesis, validators, keys[0])
+    assert _problem(seats, _join(genesis, keys[5], token), genesis, validators) == "removed", \
+        "a node the validators removed comes back by their approval only, not by a token"
+    leave = Leave.create(chain_id, keys[3].public_key, validators.epoch, 6, None, keys[3].sign)
+    after = _apply(seats, leave, genesis, validators, height=12)
+    assert after is not None and keys[3].public_key not in after
+    assert _problem(seats, leave, genesis, after, height=13) == "wrong_epoch"
+    # once the set changes again the leave is of an older epoch still, and a stale approval likewise
+    stale = Approve.create(chain_id, "add", keys[6].public_key, keys[0].public_key, validators.epoch, 12, keys[0].sign)
+    assert _problem(seats, stale, genesis, after, height=13) == "wrong_epoch"
+    grant = Grant.create(chain_id, FakeKeys("again").public_key, keys[0].public_key, after.epoch, 1, NOW_MS + 1000,
+                         12, keys[0].sign)
+    _apply(seats, grant, genesis, after, height=13)
+    assert _problem(seats, grant, genesis, after, height=14) == "replayed"
+    seats.end_block(12 + 200 + 1, NOW_MS, bytes(32))      # past its TTL the record is dropped, and so is the grant
+    assert _problem(seats, grant, genesis, after, height=214) == "expired"
+
+
+def test_tokens_expire_run_out_are_revoked_and_vanish_with_their_issuer():
+    keys = [FakeKeys(f"t{i}") for i in range(4)]
+    nodes = [FakeKeys(f"n{i}") for i in range(4)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    one_use = _token(seats, genesis, validators, keys[0], "one", uses=1, ttl_ms=60_000)
+    _apply(seats, _join(genesis, nodes[0], one_use), genesis, validators)
+    assert _problem(seats, _join(genesis, nodes[1], one_use), genesis, validators) == "token_used_up"
+    short = _token(seats, genesis, validators, keys[0], "short", uses=3, ttl_ms=1_000)
+    assert _problem(seats, _join(genesis, nodes[1], short), genesis, validators, time_ms=NOW_MS + 2_000) \
+        == "token_expired"
+    revoked = _token(seats, genesis, validators, keys[1], "revoked", uses=3)
+    _apply(seats, _join(genesis, nodes[2], revoked), genesis, validators)
+    _apply(seats, Revoke.create(chain_id, revoked.public_key, keys[2].public_key, validators.epoch, 5, keys[2].sign),
+           genesis, validators)
+    assert nodes[2].public_key not in seats.standby, "a revoked token's standbys leave the list"
+    assert _problem(seats, _join(genesis, nodes[3], revoked), genesis, validators) == "token_revoked"
+    orphan = _token(seats, genesis, validators, keys[3], "orphan", uses=3)
+    leave = Leave.create(chain_id, keys[3].public_key, validators.epoch, 5, None, keys[3].sign)
+    after = _apply(seats, leave, genesis, validators)
+    assert after is not None
+    assert _problem(seats, _join(genesis, nodes[3], orphan), genesis, after) == "token_issuer_gone"
+    too_long = Grant.create(chain_id, FakeKeys("long").public_key, keys[0].public_key, after.epoch, 1,
+                            NOW_MS + 8 * 86_400_000, 5, keys[0].sign)
+    assert _problem(seats, too_long, genesis, after) == "bad_expiry"
+    too_many = Grant.create(chain_id, FakeKeys("many").public_key, keys[0].public_key, after.epoch, 17,
+                            NOW_MS + 1000, 5, keys[0].sign)
+    assert _problem(seats, too_many, genesis, after) == "bad_uses"
+
+
+def test_one_token_cannot_fill_the_list_and_an_approved_join_displaces_dead_keys():
+    keys = [FakeKeys(f"q{i}") for i in range(4)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    admitted = 0
+    for round_ in range(8):
+        token = _token(seats, genesis, validators, keys[round_ % 4], f"leak{round_}", uses=16)
+        for n in range(16):
+            why = _problem(seats, _join(genesis, FakeKeys(f"phantom{round_}-{n}"), token), genesis, validators)
+            if why is None:
+                seats.apply(_join(genesis, FakeKeys(f"phantom{round_}-{n}"), token), validators, 10, NOW_MS)
+                admitted += 1
+            else:
+                assert why in ("issuer_standby_quota", "token_standby_full"), why
+    assert admitted == MAX_TOKEN_STANDBY, "token-admitted standbys are capped, per issuer and in all"
+    for n in range(MAX_STANDBY - MAX_TOKEN_STANDBY):     # the rest of the list: approved nodes that never came alive
+        target = FakeKeys(f"approved-dead{n}").public_key
+        for approver in keys[:3]:
+            seats.apply(Approve.create(chain_id, "add", target, approver.public_key, validators.epoch, 9,
+                                       approver.sign), validators, 10, NOW_MS)
+    assert len(seats.standby) == MAX_STANDBY
+    honest = FakeKeys("honest")
+    for approver in keys[:3]:
+        _apply(seats, Approve.create(chain_id, "add", honest.public_key, approver.public_key, validators.epoch, 9,
+                                     approver.sign), genesis, validators)
+    assert honest.public_key in seats.standby and len(seats.standby) == MAX_STANDBY, \
+        "an approved join displaces a key nobody runs rather than being refused"
+    seats.end_block(11, NOW_MS + SILENT_EXPIRE_MS + 1, bytes(32))
+    assert not seats.standby, "standbys silent since they were admitted expire"
 
 
 def test_seats_survive_a_snapshot_and_are_in_the_state_hash():
     keys = [FakeKeys(f"s{i}") for i in range(3)]
     genesis = _genesis(keys[:1])
-    seats = Seats()
-    seats.apply(Join.create(genesis.chain_id, keys[1].public_key, 1, FakeKeys("admission").sign),
-                genesis.first_validators(), 2)
+    validators, seats = genesis.first_validators(), Seats()
+    token = _token(seats, genesis, validators, keys[0])
+    _apply(seats, _join(genesis, keys[1], token), genesis, validators)
+    _alive(seats, genesis, validators, keys[1], height=11)
+    seats.end_block(11, NOW_MS, bytes(32))
     copy = Seats.from_wire(seats.wire())
     assert copy.wire() == seats.wire() and copy.hash() == seats.hash() != Seats().hash()
 
@@ -196,21 +332,23 @@ def test_an_equivocating_validator_is_seen_by_every_validator_and_removed():
     assert len({core.state.hash for core in honest if core.height == honest[0].height}) == 1
 
 
-def test_a_standby_is_caught_up_by_its_height_when_it_spoke_not_by_the_blocks_made_since():
-    """Blocks come faster than heartbeats under steady traffic: a standby that was at our height when it
-    last spoke stays a successor until its next heartbeat; one that was three blocks behind then is not."""
+def test_a_standby_claiming_a_height_it_does_not_have_is_no_successor():
+    """Only the chain's record of a standby's `alive`s, each naming a block it holds, makes it a successor: a
+    claimed height (in heartbeats, however high) counts for nothing, and an `alive` naming a block this chain
+    does not have is refused."""
     sim = _network()
     core = next(n.core for n in sim.nodes if n.core is not None and n.core.is_validator)
-    standby, behind = FakeKeys("standby"), FakeKeys("behind")
-    for key in (standby, behind):
-        core.state.seats.standby[key.public_key] = core.state.height
-    now = core.now
-    core.peer_height(behind.node_id, core.state.height - 3, now)
-    core.peer_height(standby.node_id, core.state.height, now)
-    core.state.height += 5          # blocks applied since it spoke, with no heartbeat in between
-    leave = core.request_leave(now + 0.5)
-    assert leave is not None and leave.successor == standby.public_key
-    core.state.height -= 5
-    del core.state.seats.standby[standby.public_key]
-    leave = core.request_leave(now + 0.5)
-    assert leave is not None and leave.successor is None, "a standby behind when it spoke is no successor"
+    liar, live = FakeKeys("liar"), FakeKeys("live")
+    state = core.state
+    for key in (liar, live):
+        state.seats.standby[key.public_key] = Standby(state.height, state.time_ms, "token", b"", 0)
+    core.peer_height(liar.node_id, 1 << 62, core.now)
+    lie = Alive.create(core.chain_id, liar.public_key, state.height, bytes(32), liar.sign)
+    assert state.membership_problem(lie, state.height + 1, state.time_ms) == "unknown_block"
+    leave = core.request_leave(core.now + 0.5)
+    assert leave is not None and leave.successor is None, "a claimed height made a successor"
+    truth = Alive.create(core.chain_id, live.public_key, state.height, state.last_block_id, live.sign)
+    assert state.membership_problem(truth, state.height + 1, state.time_ms) is None
+    state.seats.apply(truth, state.validators, state.height + 1, state.time_ms)
+    leave = core.request_leave(core.now + 0.5)
+    assert leave is not None and leave.successor == live.public_key
