@@ -1,8 +1,10 @@
 """Real processes: seats are granted, never taken, and a validator leaving never halts the exchange (issue 24).
 
-- The README's "three nodes on one machine" lines, run as written (data dirs and ports moved into the
-  test's own space, mDNS off): one validator and two standbys; stop any one of the three with SIGINT and
-  the other two finalise an order within 5 s.
+- The README's "three nodes on one machine" block, run verbatim by bash (issue 66): in a mount and network
+  namespace of its own, with a private /tmp and a loopback of its own, so the README's /tmp/a..c, /tmp/a-token and
+  ports 79xx are the test's alone and nothing is substituted; no sleep anywhere, `wait` does the waiting. One
+  validator and two standbys; `ps -eo args` never shows the token meanwhile (#64); stop any one of the three with
+  SIGINT and the other two finalise an order within 5 s.
 - Strangers with default settings, one through a bootstrap address and one found by mDNS on loopback,
   get no seat for 30 s while their orders become final.
 - Seats by approval: `exchange-node validators add` on a lone founder makes standbys, promoted together
@@ -12,10 +14,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import shlex
 import signal
-import sys
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,67 +26,147 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ROOT, Cluster, NodeProcess, free_ports, wait_until
+from tests.harness import _SETTING_ENVS, ROOT, Cluster, NodeProcess, end_processes, wait_until
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
-def _readme_block() -> list[str]:
+def _readme_block() -> str:
     text = (ROOT / "README.md").read_text()
     marker = text.index("<!-- three-nodes:")
-    block = text[text.index("```sh", marker) + 5:text.index("```", text.index("```sh", marker) + 5)]
-    return [line.strip() for line in block.strip().splitlines()]
+    start = text.index("```sh", marker) + 5
+    return text[start:text.index("```", start)].strip() + "\n"
 
 
-class ReadmeNode(NodeProcess):
-    """A node started by one README line, its paths and ports moved into the test's own space."""
-
-    def __init__(self, base: Path, name: str, argv: list[str]) -> None:
-        super().__init__(base, name)
-        self.argv = argv
-        self.env_extra = {"DISCOVERY_MDNS": "false", "NETWORK_ID": f"readme-{uuid.uuid4().hex[:12]}"}
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "node.cli", *self.argv]
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
-def _readme_network(cluster: Cluster) -> tuple[list[ReadmeNode], list[str]]:
-    lines = _readme_block()
-    assert lines[0] == "N=.venv/bin/exchange-node", lines[0]
-    starts = [line for line in lines if line.startswith("$N start ")]
-    assert len(starts) == 3, starts
-    ports = iter(free_ports(6))
-    port_map: dict[str, str] = {}
-    network = f"readme-{uuid.uuid4().hex[:12]}"
-    nodes: list[ReadmeNode] = []
-    for line in starts:
-        assert line.endswith(" &"), line
-        words = line[:-2].replace('"$(cat /tmp/a/join-token)"', "TOKEN").split()[1:]
-        argv: list[str] = []
-        for word in words:
-            for original in re.findall(r"\b79\d\d\b", word):
-                if original not in port_map:
-                    port_map[original] = str(next(ports))
-                word = word.replace(original, port_map[original])
-            word = word.replace("/tmp/", f"{cluster.base}/")
-            if word == "TOKEN":
-                word = nodes[0].join_token()
-            argv.append(word)
-        name = Path(argv[argv.index("--data-dir") + 1]).name
-        node = ReadmeNode(cluster.base, name, argv)
-        node.env_extra["NETWORK_ID"] = network
-        cluster.nodes.append(node)
-        node.start()
-        if not nodes:
-            wait_until(lambda: (cluster.base / "a" / "join-token").exists(), 15, message="A founds and writes its token")
-        nodes.append(node)
-    return nodes, lines
+class ReadmeRun:
+    """The README's block run by `bash -e` in a namespace of its own (a private /tmp bound to `tmp`, a loopback of
+    its own); its nodes' data directories are seen here under `tmp`; the CLI reaches them by entering the network
+    namespace of one of them."""
+
+    def __init__(self, tmp: Path, block: str) -> None:
+        self.tmp = tmp
+        tmp.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS and not k.startswith("EXCHANGE_NODE")}
+        env |= {"PYTHONUNBUFFERED": "1", "DISCOVERY_MDNS": "false", "README_BLOCK": block, "PRIVATE_TMP": str(tmp)}
+        setup = 'mount --bind "$PRIVATE_TMP" /tmp && ip link set lo up && exec bash -e -c "$README_BLOCK"'
+        self.proc = subprocess.Popen(["unshare", "--mount", "--net", "--", "bash", "-c", setup], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.ps: list[str] = []                         # every process's arguments, as any local user sees them
+        self.watching = True
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._watch_ps, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def _watch_ps(self) -> None:
+        while self.watching:
+            self.ps.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def pid(self, name: str) -> int:
+        return int(json.loads((self.tmp / name / "node.json").read_text())["pid"])
+
+    def pids(self) -> list[int]:
+        found = []
+        for name in ("a", "b", "c"):
+            try:
+                found.append(self.pid(name))
+            except (OSError, ValueError, KeyError):
+                pass
+        return found
+
+    def cli(self, name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """`exchange-node ARGS` against node `name`, run inside the block's network namespace."""
+        holder = next(pid for pid in self.pids() if _alive(pid))
+        env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS and not k.startswith("EXCHANGE_NODE")}
+        env["DATA_DIR"] = str(self.tmp / name)
+        return subprocess.run(["nsenter", "-t", str(holder), "-n", "--", str(ROOT / ".venv/bin/exchange-node"), *args],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def status(self, name: str) -> dict:
+        done = self.cli(name, "status", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def close(self) -> None:
+        self.watching = False
+        pids = self.pids()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        end_processes([self.proc])
 
 
-def _cli_words(line: str, cluster: Cluster) -> list[str]:
-    """A README `$N ...` line's arguments, its /tmp paths moved into the test's directory."""
-    assert line.startswith("$N "), line
-    return [word.replace("/tmp/", f"{cluster.base}/") for word in shlex.split(line, comments=True)[1:]]
+@pytest.fixture
+def readme(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the README block runs in a mount and network namespace of its own (needs root)")
+    run = ReadmeRun(tmp_path / "tmp", _readme_block())
+    yield run
+    run.close()
+
+
+def _node_id(run: ReadmeRun, name: str) -> str:
+    return run.status(name)["node_id"]
+
+
+@pytest.mark.parametrize("stopped", ["a", "b", "c"])
+def test_the_readmes_three_nodes_run_as_pasted_and_survive_any_one_stopped_with_ctrl_c(readme: ReadmeRun,
+                                                                                       stopped: str):
+    assert readme.proc.wait(120) == 0, readme.output()[-4000:]     # every line, the waits included, succeeded
+    token = (readme.tmp / "a-token").read_text().strip()
+    assert re.fullmatch(r"exn1-[0-9a-f]{64}-[0-9a-f]{64}", token)
+    assert oct((readme.tmp / "a-token").stat().st_mode & 0o777) == "0o600"
+    out = readme.output()
+    ids = {name: _node_id(readme, name) for name in ("a", "b", "c")}
+    seats = out[out.index("epoch "):]                               # `$N validators --data-dir /tmp/a`
+    validators, _, standby = seats.partition("standby")
+    assert ids["a"] in validators and ids["b"] in standby and ids["c"] in standby, seats
+    assert re.search(r"\[final\]", out), out[-2000:]                # `$N order buy ... --data-dir /tmp/b`
+    readme.watching = False
+    seed = token.rsplit("-", 1)[1]
+    assert len(readme.ps) > 20 and not [snap for snap in readme.ps if seed in snap], "a token in `ps -eo args`"
+    for name in ids:
+        view = readme.status(name)
+        assert view["validators"] == [ids["a"]] and view["standby"] == 2, view
+
+    victim = readme.pid(stopped)
+    rest = [name for name in ("a", "b", "c") if name != stopped]
+    os.kill(victim, signal.SIGINT)                                 # Ctrl-C
+    wait_until(lambda: not _alive(victim), 15, message=f"{stopped} stops on SIGINT")
+    for name in rest:
+        started = time.monotonic()
+        done = readme.cli(name, "order", "buy", "BTC-USD", "0.1", "--price", "100", "--wait", "5", "--json")
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stdout + done.stderr
+        answer = json.loads(done.stdout)
+        assert answer.get("final") is True or answer.get("order", {}).get("final") is True, answer
+        assert took < 5.0, f"an order on {name} took {took:.1f}s to be final after {stopped} stopped"
+    if stopped == "a":
+        assert "validator seat handed back" in readme.output(), readme.output()[-3000:]
+        views = [readme.status(name) for name in rest]
+        assert all(len(v["validators"]) == 1 and v["validators"][0] in {ids["b"], ids["c"]} for v in views), views
 
 
 def _final_order(node: NodeProcess, client_id: str) -> float:
@@ -94,30 +177,6 @@ def _final_order(node: NodeProcess, client_id: str) -> float:
     answer = json.loads(done.stdout)
     assert answer.get("final") is True or answer.get("order", {}).get("final") is True, answer
     return time.monotonic() - started
-
-
-@pytest.mark.parametrize("stopped", ["a", "b", "c"])
-def test_the_readmes_three_nodes_survive_any_one_stopped_with_ctrl_c(cluster: Cluster, stopped: str):
-    nodes, lines = _readme_network(cluster)
-    a, b, c = nodes
-    wait_until(lambda: all(len(n.status()["validators"]) == 1 and n.status()["standby"] == 2 for n in nodes), 30,
-               interval=0.2, message="A validates, B and C are standbys")
-    shown = a.cli(*_cli_words(lines[4], cluster))        # `$N validators --data-dir /tmp/a`
-    assert shown.returncode == 0 and "standby" in shown.stdout, shown.stdout + shown.stderr
-    placed = b.cli(*_cli_words(lines[5], cluster))       # `$N order buy BTC-USD 0.5 --price 100 --data-dir /tmp/b`
-    assert placed.returncode == 0, placed.stdout + placed.stderr
-    victim = {"a": a, "b": b, "c": c}[stopped]
-    rest = [n for n in nodes if n is not victim]
-    assert victim.proc is not None
-    victim.proc.send_signal(signal.SIGINT)
-    assert victim.proc.wait(15) == 0, victim.log_tail()
-    for node in rest:
-        took = _final_order(node, f"after-{stopped}")
-        assert took < 5.0, f"an order on {node.name} took {took:.1f}s to be final after {stopped} stopped"
-    if stopped == "a":
-        assert "validator seat handed back" in victim.log_path.read_text(), victim.log_tail()
-        views = [n.status() for n in rest]
-        assert all(len(v["validators"]) == 1 and v["validators"][0] in {b.node_id, c.node_id} for v in views), views
 
 
 def test_strangers_with_default_settings_get_no_seat(cluster: Cluster, tmp_path: Path):

@@ -24,13 +24,13 @@ def shell_blocks(text: str) -> list[str]:
 
 
 def shell_lines(text: str) -> list[str]:
-    """Every command line of the README's sh blocks, continuations joined, comments and `&` dropped."""
+    """Every command of the README's sh blocks, continuations joined, comments and `&` dropped, commands joined
+    by `&&` apart."""
     lines = []
     for block in shell_blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s#\s.*$", "", line).strip().rstrip("&").strip()
-            if line:
-                lines.append(line)
+            lines += [command.strip() for command in line.split(" && ") if command.strip()]
     return lines
 
 
@@ -55,13 +55,23 @@ def test_every_exchange_node_line_parses_against_the_cli() -> None:
     commands = [line for line in shell_lines(README) if re.match(r"(\$N|\.venv/bin/exchange-node) ", line)]
     assert len(commands) >= 10
     for line in commands:
-        line = re.sub(r'"\$\(cat [^)]*\)"', "TOKEN", line)           # "$(cat /tmp/a/join-token)"
         args = shlex.split(line)[1:]
         group: click.Command | None = cli
         while isinstance(group, click.Group) and args and not args[0].startswith("-"):
             group, args = group.get_command(click.Context(group), args[0]), args[1:]
         assert group is not None and group is not cli, line
         group.make_context(group.name or "", list(args))          # parses options and arguments; runs nothing
+
+
+def test_no_line_puts_a_join_token_on_a_command_line() -> None:
+    """`ps` shows every user a process's arguments: a token goes in a file, JOIN_TOKEN or standard input (#64)."""
+    for line in shell_lines(README):
+        words = shlex.split(line)
+        for flag, value in zip(words, words[1:] + [""]):
+            assert not (flag == "--join-token" and value != "-") and not flag.startswith("--join-token="), line
+            assert not re.search(r"exn1-[0-9a-f]{8}", line), line
+    three = shell_blocks(README[README.index("<!-- three-nodes"):])[0]
+    assert "--join-token-file" in three and "exchange-node" not in three.replace(".venv/bin/exchange-node", ""), three
 
 
 def quick_api_calls() -> list[tuple[str, str, dict | None, bool]]:
