@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from node.cli.client import JsonObject
+from node.cli.client import JsonObject, when
 from node.locate import NodeTarget
 
 
@@ -13,7 +13,7 @@ def _print_record(record: JsonObject) -> None:
     from node.cli.main import print_table
 
     click.echo(f"node {record['node_id']}  seq {record['seq']}  protocol {record['protocol']}  "
-               f"expires {record['expires_ms']} ms")
+               f"expires {when(record['expires_ms'])}")
     click.echo("services: " + (", ".join(record["services"]) or "-"))
     print_table(["host", "port", "learnt as"], [[a["host"], a["port"], a["how"]] for a in record["addresses"]])
 

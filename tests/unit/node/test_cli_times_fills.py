@@ -138,3 +138,10 @@ def test_orders_open_lists_pending_orders_with_the_open_ones(api, tmp_path):
     assert rows[0][-1] == "no_quorum"
     as_json = json.loads(run(["orders", "--open", "--json"], env=env(api, tmp_path)).output)
     assert [o["status"] for o in as_json["orders"]] == ["pending", "open"]
+
+
+def test_a_dht_records_expiry_is_an_iso_time(api, tmp_path):
+    record = {"node_id": "ab" * 16, "seq": 3, "protocol": 1, "expires_ms": T1, "services": [], "addresses": []}
+    api.answers[("GET", f"/dht/nodes/{'ab' * 16}")] = (200, {"record": record, "found": True})
+    shown = run(["dht", "lookup", "ab" * 16], env=env(api, tmp_path))
+    assert f"expires {when(T1)}" in shown.output and str(T1) not in shown.output, shown.output
