@@ -2,8 +2,8 @@
 FOUND_AFTER and MAX_VALIDATORS; only the control API is bound to the LAN address with a token so the
 test can reach it) form one network with one validator set; seats are granted, never taken.
 
-- started together: one chain, its founder the only validator, the others followers (nobody gave them
-  a seat), orders final everywhere;
+- started together: one chain founded jointly (the smallest id founds it with every node it saw with no
+  chain as a first validator: 4 seats, a fault tolerated), orders final everywhere;
 - started alone, then four others later with the founder's join token: the lone node founds; the later
   ones adopt its chain and are promoted, through one membership transaction in the chain itself, to
   the next size the seat rule allows (1 -> 4; a fifth seat would tolerate no more faults, so the fifth
@@ -45,12 +45,12 @@ def test_nodes_started_together_with_nothing_configured_form_one_network(lan, tm
     for node in nodes:
         node.wait_ready(30)
     started = time.monotonic()
-    wait_for(lambda: _one_network(nodes, 1), 60, "4 nodes on one chain, its founder the only validator", nodes)
+    wait_for(lambda: _one_network(nodes, 4), 60, "4 nodes on one chain founded jointly, 4 validators", nodes)
     formed = time.monotonic() - started
     founders = [n for n in nodes if "founded a new network" in n.log_tail(4000)]
-    assert len(founders) == 1, [n.name for n in founders]
-    assert {n.name: n.status()["role"] for n in nodes} == {n.name: "validator" if n is founders[0] else "follower"
-                                                          for n in nodes}
+    assert len(founders) == 1 and founders[0].node_id == min(n.node_id for n in nodes), [n.name for n in founders]
+    assert {n.status()["role"] for n in nodes} == {"validator"}
+    assert {n.status()["trust"] for n in nodes if n is not founders[0]} == {"joint_founding"}
     history = History()
     clients = [history.client(n) for n in nodes]
     for client in clients:
@@ -58,7 +58,7 @@ def test_nodes_started_together_with_nothing_configured_form_one_network(lan, tm
                                           "qty": "1"}, wait=5)
         assert status == 201, body
     settled(history, clients, nodes)
-    print(f"\n[{load_line()}] 4 nodes, nothing configured: one network, 1 validator and 3 followers, "
+    print(f"\n[{load_line()}] 4 nodes, nothing configured: one network founded jointly, 4 validators, "
           f"{formed:.2f}s after all were up (FOUND_AFTER 3 s)")
 
 
