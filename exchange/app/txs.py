@@ -86,7 +86,7 @@ _EXAMPLES = {"price": "100.25", "qty": "0.5", "limit": "1000"}
 def _decimal(value: Unchecked, field: str) -> str:
     """A price, quantity or limit: a plain decimal string, refused with what is wrong and what is allowed."""
     if type(value) is str and _DECIMAL.fullmatch(value) is not None:
-        return cast("str", value)
+        return value
     raise InvalidTx(f"invalid_{field}", decimal_problem(value, field), field)
 
 
