@@ -13,7 +13,7 @@ import click
 from node.accounts import ACCOUNT_ID, DEFAULT_ACCOUNT, Account, AccountError, AccountStore, check_name
 from node.cli.main import (api_option, emit_json, fail, failure_message, json_option, pending_reason, print_table,
                            unreachable_message)
-from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call
+from node.cli.client import ApiFailure, Json, JsonObject, NodeUnreachable, call, when, with_iso
 from node.locate import LocateError, NodeTarget, resolve_data_dir
 
 
@@ -96,7 +96,8 @@ def register(cli: click.Group) -> None:
         orders, orders_note = _ask(api, "/orders?" + urlencode({"account": account_id, "status": "open"}),
                                    "GET /orders", "open orders")
         if as_json:
-            return emit_json({"name": name, "id": account_id, "account": positions,
+            return emit_json({"name": name, "id": account_id,
+                              "account": with_iso(positions, "cancel_all_at") if isinstance(positions, dict) else None,
                               "open_orders": orders.get("orders") if isinstance(orders, dict) else None,
                               "pending_orders": positions.get("pending_orders") if isinstance(positions, dict) else None,
                               "notes": [n for n in (position_note, orders_note) if n]})
@@ -110,6 +111,9 @@ def register(cli: click.Group) -> None:
                 print_table(["asset", "position"], rows)
             else:
                 click.echo("no positions yet")
+            if isinstance(positions.get("cancel_all_at"), int):
+                click.echo(f"\ndead-man's switch armed: every open order is cancelled at block time "
+                           f"{when(positions['cancel_all_at'])} unless `cancel-after` refreshes it")
         if orders_note:
             click.echo(orders_note, err=True)
         elif isinstance(orders, dict):

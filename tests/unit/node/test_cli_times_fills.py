@@ -145,3 +145,15 @@ def test_a_dht_records_expiry_is_an_iso_time(api, tmp_path):
     api.answers[("GET", f"/dht/nodes/{'ab' * 16}")] = (200, {"record": record, "found": True})
     shown = run(["dht", "lookup", "ab" * 16], env=env(api, tmp_path))
     assert f"expires {when(T1)}" in shown.output and str(T1) not in shown.output, shown.output
+
+
+def test_account_show_says_when_the_switch_fires(api, tmp_path):
+    from node.accounts import AccountStore
+
+    alice = AccountStore(tmp_path).new("alice")
+    api.answers[("GET", f"/accounts/{alice.id}")] = (200, {"positions": {}, "cancel_all_at": T1})
+    api.answers[("GET", "/orders")] = (200, {"orders": []})
+    shown = run(["account", "show", "alice"], env=env(api, tmp_path))
+    assert f"cancelled at block time {when(T1)}" in shown.output and str(T1) not in shown.output, shown.output
+    as_json = json.loads(run(["account", "show", "alice", "--json"], env=env(api, tmp_path)).output)
+    assert as_json["account"]["cancel_all_at"] == T1 and as_json["account"]["cancel_all_at_iso"] == T1_ISO
