@@ -35,6 +35,7 @@ def test_the_readmes_trading_lines_trade_between_two_accounts(cluster: Cluster):
         if order_id is None and re.match(r"\$N order buy ", line):
             order_id = done.stdout.split()[0]
     out = list(said.values())
+    assert order_id is not None
     bid = next(text for line, text in said.items() if line.startswith("$N order buy"))
     assert "open  buy limit 0.5000 BTC-USD @ 100.25" in bid and "[final]" in bid
     sell = next(text for line, text in said.items() if line.startswith("$N order sell"))
