@@ -5,8 +5,8 @@ POST /validators/add and /validators/remove `{"node_id"}` record this validator'
 (the change applies once more than two thirds of the validators approved).
 POST /validators/tokens `{"uses": N, "ttl": "24h" | seconds}` issues a join token through the ordered log (a node
 started with it gets a seat without approvals, at most N times, until it expires); GET /validators/tokens lists
-the tokens (never their secrets); DELETE /validators/tokens/{id} revokes one. GET /validators/join-token, where
-the founder's one token used to be, answers 410 with the command that replaces it.
+the tokens (never their secrets); DELETE /validators/tokens/{id} revokes one (the standbys it admitted leave).
+GET /validators/join-token, where the founder's one token used to be, answers 410 naming what replaced it.
 POST /validators/recover `{"keep": [node_id, ...]}` is this validator's consent to the way out of a permanent
 halt (validators gone for good): the kept validators take the chain on from the last certified block, once
 every one of them consented (exchange/chain/recovery.py).
@@ -20,13 +20,12 @@ from aiohttp import web
 
 from config import parsers as p
 from exchange.chain.ports import NotReady
+from exchange.chain.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES
 from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
 
-MAX_TOKEN_USES = 64                 # the standby list's length: one token never needs more
-MAX_TOKEN_TTL = 30 * 86400.0
 DEFAULT_TOKEN_TTL = 86400.0
-parse_ttl = p.duration(at_most=MAX_TOKEN_TTL)
-TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
+parse_ttl = p.duration(at_most=MAX_TOKEN_TTL_MS / 1000)
+TOKEN_ID = re.compile(r"^[0-9a-f]{8,16}$")          # the id `token list` shows, or its first 8+ characters
 
 
 async def get_validators(request: web.Request) -> web.Response:
@@ -115,10 +114,11 @@ async def get_tokens(request: web.Request) -> web.Response:
 async def delete_token(request: web.Request) -> web.Response:
     token_id = request.match_info["token_id"].lower()
     if not TOKEN_ID.match(token_id):
-        raise ApiError(400, "invalid_token_id", "a token id is 16 hex characters, as `validators token list` shows")
+        raise ApiError(400, "invalid_token_id", "a token id is 16 hex characters, as `validators token list` shows "
+                                                "(its first 8 or more will do)")
     seats = chain_of(request).seats
     try:
-        if token_id not in {token["id"] for token in seats.tokens()}:
+        if not any(token["id"].startswith(token_id) for token in seats.tokens()):
             raise ApiError(404, "unknown_token", f"no token {token_id} on this chain (`validators token list` "
                                                  f"shows them)")
         return json_response(await seats.revoke_token(token_id))

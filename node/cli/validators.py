@@ -14,8 +14,11 @@ from config import parsers as p
 from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
-MAX_TOKEN_USES = 64                 # as node/api/validators.py (not imported: the CLI does not load aiohttp)
-parse_ttl = p.duration(at_most=30 * 86400.0)
+# exchange/chain/seats.py's bounds (not imported: the CLI loads no chain code), tests/unit/node/test_validator_tokens.py
+# keeps them equal
+MAX_TOKEN_USES = 16
+MAX_TOKEN_TTL_S = 7 * 86400.0
+parse_ttl = p.duration(at_most=MAX_TOKEN_TTL_S)
 
 
 def _print_seats(data: JsonObject) -> None:
@@ -125,7 +128,7 @@ def register(cli: click.Group) -> None:
     @click.option("--uses", type=click.IntRange(1, MAX_TOKEN_USES), default=1, show_default=True,
                   help="How many nodes may join with it.")
     @click.option("--ttl", default="24h", show_default=True, metavar="DURATION",
-                  help="How long it is valid: 90s, 30m, 24h, 7d (at most 30d), or seconds.")
+                  help="How long it is valid: 90s, 30m, 24h, 7d (at most), or seconds.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
                   help="Write the token to FILE (mode 0600) and print only its id.")
     @api_option
@@ -172,8 +175,9 @@ def register(cli: click.Group) -> None:
     @api_option
     @json_option
     def token_revoke(token_id: str, api: NodeTarget, as_json: bool) -> None:
-        """Revoke a join token (its id from `token list`): no node joins with it any more. Nodes it already
-        admitted keep their places; `validators remove` removes them."""
+        """Revoke a join token (its id from `token list`, or its first 8 characters or more): no node joins with it
+        any more, and the standbys it admitted leave the standby list (validators it seated keep their seats:
+        `validators remove` removes them)."""
         data = request(api, "DELETE", f"/validators/tokens/{token_id.strip().lower()}", timeout=20, expect=("id",))
         if as_json:
             return emit_json(data)

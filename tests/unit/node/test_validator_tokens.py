@@ -108,10 +108,10 @@ def test_a_token_defaults_to_one_use_for_a_day(token_api) -> None:
     assert token_api.seats.issued == [(1, 86400.0)]
 
 
-@pytest.mark.parametrize("body, code", [({"uses": 0}, "invalid_uses"), ({"uses": 65}, "invalid_uses"),
+@pytest.mark.parametrize("body, code", [({"uses": 0}, "invalid_uses"), ({"uses": 17}, "invalid_uses"),
                                         ({"uses": "2"}, "invalid_uses"), ({"uses": True}, "invalid_uses"),
                                         ({"uses": 1.5}, "invalid_uses"), ({"ttl": "0s"}, "invalid_ttl"),
-                                        ({"ttl": "31d"}, "invalid_ttl"), ({"ttl": "1w"}, "invalid_ttl"),
+                                        ({"ttl": "8d"}, "invalid_ttl"), ({"ttl": "1w"}, "invalid_ttl"),
                                         ({"ttl": -5}, "invalid_ttl"), ({"ttl": None}, "invalid_ttl"),
                                         ({"uses": 1, "secret": "x"}, "invalid_field"), ([1], "invalid_body"),
                                         (b"{", "invalid_json")])
@@ -139,9 +139,13 @@ def test_tokens_are_listed_without_secrets_and_revoked_by_id(token_api) -> None:
     assert status == 200 and revoked["revoked"] is True and token_api.seats.revoked == ["0123456789abcdef"]
     status, answer = token_api.request("DELETE", "/validators/tokens/ffffffffffffffff")
     assert status == 404 and answer["error"]["code"] == "unknown_token"
+    status, revoked = token_api.request("DELETE", "/validators/tokens/01234567")         # its first 8 will do
+    assert status == 200 and token_api.seats.revoked[-1] == "01234567"
+    status, answer = token_api.request("DELETE", "/validators/tokens/0123456")
+    assert status == 400 and answer["error"]["code"] == "invalid_token_id"
     status, answer = token_api.request("DELETE", "/validators/tokens/nothex")
     assert status == 400 and answer["error"]["code"] == "invalid_token_id"
-    assert token_api.seats.revoked == ["0123456789abcdef"]
+    assert token_api.seats.revoked == ["0123456789abcdef", "01234567"]
 
 
 def test_every_token_route_needs_the_operators_token(token_api) -> None:
@@ -157,6 +161,14 @@ def test_the_old_join_token_route_is_gone_and_says_what_replaced_it(token_api) -
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------
+def test_the_cli_checks_the_chains_own_bounds() -> None:
+    from exchange.chain import seats
+    from node.cli import validators
+
+    assert validators.MAX_TOKEN_USES == seats.MAX_TOKEN_USES
+    assert validators.MAX_TOKEN_TTL_S * 1000 == seats.MAX_TOKEN_TTL_MS
+
+
 ISSUED = {"token": TOKEN_TEXT, "id": "0123456789abcdef", "issuer": NODE_ID, "uses": 2,
           "expires_ms": 1_800_000_000_000, "final": True}
 
@@ -192,7 +204,7 @@ def test_token_new_out_writes_the_file_for_its_owner_only_and_prints_the_id(api,
 
 
 def test_token_new_refuses_a_bad_ttl_or_use_count_before_asking(api) -> None:
-    for args in (["--ttl", "soon"], ["--ttl", "40d"], ["--uses", "0"], ["--uses", "65"]):
+    for args in (["--ttl", "soon"], ["--ttl", "8d"], ["--uses", "0"], ["--uses", "17"]):
         result = run(["validators", "token", "new", *args], env={"EXCHANGE_NODE_API": api.url})
         assert result.exit_code == 2 and ("--ttl" in result.output or "--uses" in result.output), result.output
     assert api.requests == []
