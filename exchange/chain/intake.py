@@ -26,7 +26,7 @@ from exchange.app.txs import SignedTx
 # membership requests that can never apply again: refused before their signature is checked; a replay of one
 # that already counted, STALE_GRACE heights after it was signed, costs its relayer PENALTY_REPLAY
 STALE_REQUESTS = frozenset({"replayed", "wrong_epoch", "expired"})
-STALE_GRACE = 50
+STALE_GRACE = 10
 PENALTY_REPLAY = PENALTY_MALFORMED
 PACED_SUFFIX = "/paced"     # a validator's relay lane for what a neighbour at its budget handed it (`paced_lane`)
 

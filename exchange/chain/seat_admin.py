@@ -37,6 +37,7 @@ class TokenView(TypedDict):
     uses_left: int
     expires_ms: int
     revoked: bool
+    expired: bool           # by the last block's time
     admitted: list[str]     # node ids of the standbys it admitted that still wait for a seat
 
 
@@ -115,9 +116,10 @@ class SeatAdmin:
                 "expires_ms": grant.expires_ms, "final": final}
 
     def tokens(self) -> list[TokenView]:
-        """The join tokens the log holds (until they expire), newest first."""
-        seats = self.gate.usable_core().state.seats
-        return [_token_view(seats, key) for key in sorted(seats.tokens, key=lambda k: -seats.tokens[k].height)]
+        """The join tokens the log holds (until an hour after they expire), newest first."""
+        state = self.gate.usable_core().state
+        return [_token_view(state.seats, key, state.time_ms)
+                for key in sorted(state.seats.tokens, key=lambda k: -state.seats.tokens[k].height)]
 
     async def revoke_token(self, token_id: str) -> TokenView:
         """Revoke the join token whose id (a prefix of its public key, 8 hex digits at least) is `token_id`: it
@@ -137,7 +139,8 @@ class SeatAdmin:
         self.gate.schedule_pump()
         await self._until(lambda seats: key not in seats.tokens or seats.tokens[key].revoked)
         log.warning("revoked join token %s", key.hex()[:16])
-        return _token_view(self.gate.usable_core().state.seats, key)
+        state = self.gate.usable_core().state
+        return _token_view(state.seats, key, state.time_ms)
 
     async def _until(self, done: Callable[[Seats], bool]) -> bool:
         """Wait until `done` holds of the seats, a block at a time, at most TOKEN_FINAL_WAIT."""
@@ -174,11 +177,12 @@ class SeatAdmin:
         return seats_view(self.gate.usable_core(), self.proposed, self.clock())
 
 
-def _token_view(seats: Seats, key: bytes) -> TokenView:
+def _token_view(seats: Seats, key: bytes, time_ms: int) -> TokenView:
     grant = seats.tokens.get(key)
     admitted = sorted(node_id_for(k) for k, e in seats.standby.items() if e.via == "token" and e.token == key)
     if grant is None:       # expired (and so dropped) since it was asked for
         return {"id": key.hex()[:16], "issuer": "", "uses_left": 0, "expires_ms": 0, "revoked": False,
-                "admitted": admitted}
+                "expired": True, "admitted": admitted}
     return {"id": key.hex()[:16], "issuer": node_id_for(grant.issuer), "uses_left": grant.uses_left,
-            "expires_ms": grant.expires_ms, "revoked": grant.revoked, "admitted": admitted}
+            "expires_ms": grant.expires_ms, "revoked": grant.revoked, "expired": grant.expires_ms < time_ms,
+            "admitted": admitted}

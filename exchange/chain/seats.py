@@ -37,6 +37,7 @@ ALIVE_MIN_GAP_MS = 2_000          # one `alive` per standby per this much block 
 SILENT_EXPIRE_MS = 120_000        # a standby silent (or never alive) this long leaves the list
 JAILED_EXPIRE_MS = 86_400_000     # a validator jailed for absence keeps its approval this long
 MAX_REMEMBERED = 1024             # removed and departed keys remembered (oldest forgotten first)
+TOKEN_KEPT_MS = 3_600_000         # an expired token stays on record this long (a late holder is told why)
 
 VIA = ("token", "approved", "jailed", "returned")
 
@@ -137,10 +138,10 @@ class Seats:
         elif isinstance(tx, (Join, Approve, Leave, Grant, Revoke)) \
                 and not tx.at_height <= height <= tx.at_height + REQUEST_TTL:
             return "expired"
-        if isinstance(tx, (Approve, Leave, Grant, Revoke)) and tx.epoch != validators.epoch:
-            return "wrong_epoch"
         if isinstance(tx, (Join, Approve, Leave, Grant, Revoke, Alive)) and consumed_key(tx) in self.consumed:
             return "replayed"
+        if isinstance(tx, (Approve, Leave, Grant, Revoke)) and tx.epoch != validators.epoch:
+            return "wrong_epoch"
         if isinstance(tx, Join):
             return self._join_problem(tx, validators, time_ms)
         if isinstance(tx, Approve):
@@ -237,7 +238,7 @@ class Seats:
         if not time_ms < tx.expires_ms <= time_ms + MAX_TOKEN_TTL_MS:
             return "bad_expiry"
         if sum(1 for grant in self.tokens.values() if grant.issuer == tx.issuer and not grant.revoked
-               and grant.uses_left > 0) >= MAX_TOKENS_PER_ISSUER:
+               and grant.uses_left > 0 and grant.expires_ms >= time_ms) >= MAX_TOKENS_PER_ISSUER:
             return "too_many_tokens"
         return None
 
@@ -370,7 +371,7 @@ class Seats:
         """What the block's time has passed: consumed requests past their TTL, expired tokens, standbys silent too
         long; and the block's id, for the `alive`s that will name it."""
         self.consumed = {k: until for k, until in self.consumed.items() if until >= height}
-        self.tokens = {k: t for k, t in self.tokens.items() if t.expires_ms >= time_ms}
+        self.tokens = {k: t for k, t in self.tokens.items() if t.expires_ms + TOKEN_KEPT_MS >= time_ms}
         for key, entry in list(self.standby.items()):
             keep = JAILED_EXPIRE_MS if entry.via == "jailed" else SILENT_EXPIRE_MS
             if time_ms - max(entry.since_ms, entry.alive_ms) > keep:

@@ -8,6 +8,13 @@ with BYZANTINE set to a comma list of behaviours:
   (default 0) blocks after it first holds a seat, so a test can watch its other lies first.
 - `late`: honest, but every chain message it sends leaves LATE_SECONDS (default 0.1) late, as from a
   validator on a slow link.
+- `replay`: keeps every signed membership request (approvals, leaves, joins, grants) of the blocks it
+  applies and re-sends them all to every validator every REPLAY_SECONDS (default 1): what a follower
+  replaying old signatures can make of them.
+- `phantom_joins`: holding a join token, asks standby seats for PHANTOMS (default 64) fresh keys nobody runs,
+  a few each tick, instead of one for itself.
+- `height_liar`: a standby that claims height 2^62 in its hellos and heartbeats and whose `alive`s name a
+  block far ahead of the chain (its real ones are never sent).
 Everything it signs is signed with its genuine node key: what honest nodes must refuse is what it says.
 """
 from __future__ import annotations
@@ -20,9 +27,13 @@ from typing import Any
 from config import Settings
 from exchange.chain.blocks import Block, Header, Proposal, Vote
 from exchange.chain.block_builder import BlockBuilder
+from exchange.chain.chainstate import ChainState
+from exchange.chain.effects import SendValidators
+from exchange.chain.seat_requests import SeatRequests
 from exchange.crypto import SigningKey
-from exchange.chain.membership import Join, MembershipTx, Promote
+from exchange.chain.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote
 from node.app import ExchangeNode
+from node.chain_network import P2PChainNetwork
 from node.cli.main import main
 
 GRABBED = SigningKey(hashlib.sha256(b"a key only the byzantine node holds").digest())
@@ -106,6 +117,82 @@ def _late(delay: float) -> None:
     ExchangeNode.__init__ = init  # type: ignore[method-assign]
 
 
+def _replay(every: float) -> None:
+    original = ExchangeNode.__init__
+
+    def init(self: ExchangeNode, settings: Settings) -> None:
+        original(self, settings)
+        chain, network = self.chain, self.chain_network
+        seen: dict[str, MembershipTx] = {}
+        apply_block = ChainState.apply_block
+
+        def keeping(state: ChainState, block: Block, *args: Any, **kwargs: Any) -> Any:
+            outcome = apply_block(state, block, *args, **kwargs)
+            for tx, _ in outcome.membership:
+                if isinstance(tx, (Approve, Leave, Join, Grant)):
+                    seen[tx.id] = tx
+            return outcome
+
+        ChainState.apply_block = keeping    # type: ignore[method-assign,assignment]
+
+        async def resend() -> None:
+            while True:
+                await asyncio.sleep(every)
+                core = chain.core
+                if core is None:
+                    continue
+                for node_id in core.state.validators.node_ids:
+                    for tx in list(seen.values()):
+                        network.send(node_id, {"type": "chain_membership", "body": tx.wire()})
+
+        original_start = chain.start
+
+        async def start() -> None:
+            await original_start()
+            asyncio.get_running_loop().create_task(resend())
+
+        chain.start = start     # type: ignore[method-assign]
+
+    ExchangeNode.__init__ = init  # type: ignore[method-assign]
+
+
+def _phantom_joins(count: int) -> None:
+    sent: list[bytes] = []
+
+    def phantoms(self: SeatRequests, now: float) -> None:
+        core, token = self.core, self.join_token
+        if token is None or core.state.height == 0 or len(sent) >= count:
+            return
+        for _ in range(4):
+            key = SigningKey(os.urandom(32)).public_key
+            sent.append(key)
+            tx = Join.create(core.chain_id, key, token.public_key, core.state.height, token.sign)
+            core.emit(SendValidators({"type": "chain_membership", "body": tx.wire()}))
+
+    SeatRequests.maybe_join = phantoms      # type: ignore[method-assign]
+
+
+def _height_liar() -> None:
+    fields = P2PChainNetwork._chain_fields
+
+    def lying_fields(self: P2PChainNetwork) -> dict[str, object]:
+        honest = fields(self)["chain"]
+        assert isinstance(honest, list)
+        return {"chain": [honest[0], (1 << 62) - 1]}
+
+    P2PChainNetwork._chain_fields = lying_fields       # type: ignore[method-assign]
+
+    def lying_alive(self: SeatRequests, now: float) -> None:
+        core = self.core
+        if core.public_key not in core.state.seats.standby or now < self._next_alive:
+            return
+        self._next_alive = now + core.config.alive_interval
+        tx = Alive.create(core.chain_id, core.public_key, core.state.height + 1_000_000, os.urandom(32), core.sign)
+        core.emit(SendValidators({"type": "chain_membership", "body": tx.wire()}))
+
+    SeatRequests.maybe_alive = lying_alive      # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     behaviours = set(os.environ.get("BYZANTINE", "").split(","))
     if "seat_grab" in behaviours:
@@ -114,4 +201,10 @@ if __name__ == "__main__":
         _equivocate(int(os.environ.get("EQUIVOCATE_AFTER_BLOCKS", "0")))
     if "late" in behaviours:
         _late(float(os.environ.get("LATE_SECONDS", "0.1")))
+    if "replay" in behaviours:
+        _replay(float(os.environ.get("REPLAY_SECONDS", "1")))
+    if "phantom_joins" in behaviours:
+        _phantom_joins(int(os.environ.get("PHANTOMS", "64")))
+    if "height_liar" in behaviours:
+        _height_liar()
     main()
