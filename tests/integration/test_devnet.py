@@ -64,7 +64,7 @@ def _cli(data_dir: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _node_pids(directory: Path) -> list[int]:
-    return [json.loads(p.read_text())["pid"] for p in directory.glob("node*/node.json")]
+    return [json.loads(p.read_text())["pid"] for p in sorted(directory.glob("node*/node.json"))]
 
 
 def _alive(pid: int) -> bool:
@@ -79,7 +79,7 @@ def _alive(pid: int) -> bool:
                     ".venv/bin/exchange-node, which `make run` / `make test` installs")
 def test_devnet_4_as_the_readme_says_forms_trades_and_leaves_nothing_behind(tmp_path):
     directory = tmp_path / "devnet"
-    start, order_line = readme_lines(directory)
+    start, order_line, kill_line, start_line = readme_lines(directory)
     assert start.endswith(f"devnet 4 --dir {directory}"), start
     devnet = Devnet(start)
     try:
@@ -91,12 +91,14 @@ def test_devnet_4_as_the_readme_says_forms_trades_and_leaves_nothing_behind(tmp_
         assert sorted(i for i, _, _ in urls) == ["0", "1", "2", "3"]
         for index, _, token in urls:                # the page can trade at once: its API token in the fragment
             assert token == (directory / f"node{index}" / ".cookie").read_text().strip()
-        line = re.search(r"e\.g\. DATA_DIR=(\S+) (\S+) order buy BTC-USD 1 --price 100", text)
+        line = re.search(r"e\.g\. (DATA_DIR=\S+ (\S+) order buy BTC-USD 1 --price 100)\n", text)
         assert line is not None, text[-2000:]
         assert line.group(2) == str(ROOT / ".venv" / "bin" / "exchange-node"), "the printed line runs as printed"
-        placed = _cli(line.group(1), "order", "buy", "BTC-USD", "1", "--price", "100", "--json")
-        assert placed.returncode == 0, placed.stderr
-        order_id = json.loads(placed.stdout)["order"]["id"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+        placed = subprocess.run(["bash", "-c", line.group(1)], cwd="/", env=env, capture_output=True, text=True,
+                                timeout=30)                 # run as printed, from any directory
+        assert placed.returncode == 0 and "[final]" in placed.stdout, placed.stdout + placed.stderr
+        order_id = placed.stdout.split()[0]
         for index in range(4):
             shown = _cli(str(directory / f"node{index}"), "orders", "--json")
             wait_until(lambda: order_id in _cli(str(directory / f"node{index}"), "orders", "--json").stdout,
@@ -104,10 +106,21 @@ def test_devnet_4_as_the_readme_says_forms_trades_and_leaves_nothing_behind(tmp_
             assert shown.returncode == 0
         pids = _node_pids(directory)
         assert len(pids) == 4 and all(_alive(pid) for pid in pids)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
         as_written = subprocess.run(["bash", "-c", order_line], cwd=ROOT, env=env, capture_output=True, text=True,
                                     timeout=30)
         assert as_written.returncode == 0 and "[final]" in as_written.stdout, as_written.stdout + as_written.stderr
+        killed = subprocess.run(["bash", "-c", kill_line], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=30)
+        assert killed.returncode == 0 and killed.stdout == "node3 killed\n", killed.stdout + killed.stderr
+        assert not _alive(pids[3]) and devnet.proc.poll() is None
+        three = subprocess.run(["bash", "-c", order_line], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=30)
+        assert three.returncode == 0 and "[final]" in three.stdout, three.stdout + three.stderr
+        back = subprocess.run(["bash", "-c", start_line], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert back.returncode == 0 and back.stdout.startswith("node3 started"), back.stdout + back.stderr
+        pids = _node_pids(directory)
+        assert len(pids) == 4 and all(_alive(pid) for pid in pids)
     finally:
         code = devnet.interrupt()
     assert code == 0, devnet.text()[-3000:]
