@@ -5,6 +5,10 @@
   ports 79xx are the test's alone and nothing is substituted; no sleep anywhere, `wait` does the waiting. One
   validator and two standbys; `ps -eo args` never shows the token meanwhile (#64); stop any one of the three with
   SIGINT and the other two finalise an order within 5 s.
+- A join token never on a command line (#64, #66): one there, an empty or malformed one (environment, file,
+  standard input) or two ways at once stop `start` with one line (exit 2) that never shows it; a node given
+  --join-token-file waits (saying so once) until the file holds a whole token, Ctrl-C ends the wait (exit 0), and
+  a token written later to that file or given on standard input seats its node as a standby.
 - Strangers with default settings, one through a bootstrap address and one found by mDNS on loopback,
   get no seat for 30 s while their orders become final.
 - Seats by approval: `exchange-node validators add` on a lone founder makes standbys, promoted together
@@ -228,3 +232,89 @@ def test_seats_by_approval_grow_the_set_to_four_and_need_two_thirds(cluster: Clu
                message="three of four approved: the node is a standby")
     assert len(founder.status()["validators"]) == 4, "a fifth seat does not tolerate more faults: it waits"
     _final_order(late, "late")
+
+
+def _start_argv(data_dir: Path) -> list[str]:
+    return [str(ROOT / ".venv/bin/exchange-node"), "start", "--data-dir", str(data_dir), "--port", "0", "--api-port",
+            "0", "--discovery-mdns", "false", "--discovery-dht", "false"]
+
+
+TOKEN_LIKE = "exn1-" + "12" * 32 + "-" + "34" * 32
+
+
+@pytest.mark.parametrize("how, says", [
+    ("argv", "a join token is never given on the command line (any local user reads it with `ps`): use "
+             "--join-token-file PATH"),
+    ("empty env", "invalid JOIN_TOKEN='': is empty"),
+    ("bad env", "invalid JOIN_TOKEN='(hidden)': is not a join token"),
+    ("bad file", "is not a join token: expected exn1-<64 hex: chain id>-<64 hex: secret>"),
+    ("empty stdin", "the join token read from standard input is empty"),
+    ("two ways", "the join token is given 2 ways (JOIN_TOKEN, JOIN_TOKEN_FILE): give it one way"),
+])
+def test_an_unusable_join_token_stops_start_with_one_line(tmp_path: Path, how: str, says: str):
+    argv, env, stdin = _start_argv(tmp_path / "node"), {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS}, ""
+    token_file = tmp_path / "token"
+    if how == "argv":
+        argv += ["--join-token", TOKEN_LIKE]
+    elif how == "empty env":
+        env["JOIN_TOKEN"] = ""
+    elif how == "bad env":
+        env["JOIN_TOKEN"] = TOKEN_LIKE[:-1] + "x"
+    elif how == "bad file":
+        token_file.write_text("exn1-not-a-token\n")
+        argv += ["--join-token-file", str(token_file)]
+    elif how == "empty stdin":
+        argv += ["--join-token", "-"]
+    else:
+        env["JOIN_TOKEN"], env["JOIN_TOKEN_FILE"] = TOKEN_LIKE, str(token_file)
+    done = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+    assert TOKEN_LIKE[20:] not in done.stderr and TOKEN_LIKE[:-1] + "x" not in done.stderr
+    assert not (tmp_path / "node" / "node.json").exists(), "nothing started"
+
+
+def test_ctrl_c_stops_a_node_waiting_for_its_token_file(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS} | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*_start_argv(tmp_path / "node"), "--join-token-file", str(tmp_path / "nowhere" / "t")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"waiting for the join token at {tmp_path / 'nowhere' / 't'}" in line, line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert "stopped (SIGINT) while waiting for the join token" in proc.stdout.read()
+    finally:
+        end_processes([proc])
+
+
+def test_a_token_file_written_later_or_a_token_on_stdin_seats_the_node(cluster: Cluster):
+    founder, = cluster.chain(1, **FAST)
+    token = founder.join_token()
+    path = cluster.base / "later" / "token"
+    by_file = cluster.node("by-file", start=False, bootstrap_peers=founder.p2p_address, join_token_file=str(path),
+                           **FAST)
+    by_file.start(wait=False)
+    wait_until(lambda: "waiting for the join token at" in by_file.log_path.read_text(), 15,
+               message="the node says what it waits for")
+    path.parent.mkdir()
+    path.write_text(token[:50])                     # a writer half way: read again, not refused
+    path.write_text(token + "\n")
+    by_file.wait_ready()
+    assert by_file.log_path.read_text().count("waiting for the join token at") == 1
+
+    by_stdin = cluster.node("by-stdin", start=False, bootstrap_peers=founder.p2p_address, **FAST)
+    env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS} | {"PYTHONUNBUFFERED": "1"}
+    log = open(by_stdin.log_path, "ab")
+    by_stdin._log = log
+    by_stdin.proc = subprocess.Popen([*by_stdin.command(), "--join-token", "-"], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+    assert by_stdin.proc.stdin is not None
+    by_stdin.proc.stdin.write((token + "\n").encode())
+    by_stdin.proc.stdin.close()
+    by_stdin.wait_ready()
+    wait_until(lambda: {s["node_id"] for s in founder.get("/validators")["standby"]} == {by_file.node_id,
+                                                                                     by_stdin.node_id}, 20,
+               interval=0.2, message="both hold a standby place, granted by the token")
+    assert token not in "".join(p.read_text(errors="replace") for p in cluster.base.glob("*/node.log"))
