@@ -433,11 +433,14 @@ def wait(timeout: float, api: str | None, data_dir: str | None, token: str | Non
     """Wait until the node answers and is ready on its chain (and, started with a join token, holds its seat or
     standby place); exit 0, or 1 with what it still waits for. For scripts, after `start ... &`."""
     deadline = time.monotonic() + timeout
+    seen: list[int] = []                    # pids of the node seen running: one gone since has stopped
     while True:
         try:
-            done, detail = _wait_step(api, data_dir, token)
+            done, detail = _wait_step(api, data_dir, token, seen)
         except LocateError as exc:
             fail(str(exc), 2)
+        except _NodeGone as exc:
+            fail(str(exc))
         if done:
             click.echo(f"ready: {detail}")
             return
@@ -446,8 +449,12 @@ def wait(timeout: float, api: str | None, data_dir: str | None, token: str | Non
         time.sleep(0.2)
 
 
-def _wait_step(api: str | None, data_dir: str | None, token: str | None) -> tuple[bool, str]:
-    """One look at the node: (ready, what it is or what it waits for)."""
+class _NodeGone(Exception):
+    """The node `wait` saw running has stopped."""
+
+
+def _wait_step(api: str | None, data_dir: str | None, token: str | None, seen: list[int]) -> tuple[bool, str]:
+    """One look at the node: (ready, what it is or what it waits for); _NodeGone once a node seen running stopped."""
     target = locate_node(api, data_dir, token)
     pinned = api or os.environ.get("EXCHANGE_NODE_API")
     runtime = target.data_dir / "node.json"
@@ -455,9 +462,15 @@ def _wait_step(api: str | None, data_dir: str | None, token: str | None) -> tupl
         try:
             pid = int(orjson.loads(runtime.read_bytes())["pid"])
         except (OSError, ValueError, KeyError, TypeError):
+            if seen:
+                raise _NodeGone(f"the node of {target.data_dir} (pid {seen[-1]}) stopped; its log says why") from None
             return False, f"no node has started from {target.data_dir} yet (no {runtime.name})"
         if not _running(pid):
+            if pid in seen:
+                raise _NodeGone(f"the node of {target.data_dir} (pid {pid}) stopped; its log says why")
             return False, f"the node that wrote {runtime} (pid {pid}) is not running"
+        if pid not in seen:
+            seen.append(pid)
     try:
         ready = _readiness(target)
         if not ready.get("ready"):
