@@ -36,6 +36,7 @@ from exchange.crypto import node_id_for
 MAX_PEERS = 1024        # peers' chains remembered: anyone may send a hello, so the map is bounded
 MAX_SEATS = 7           # the most first validators a joint founding lists (the default MAX_VALIDATORS)
 UNPROVEN_WAIT = 2.0     # s past `found_after` a founder waits for a chain-less peer's key (a link being opened)
+REINSPECT_AFTER = 30.0  # s before a chain whose genesis nobody handed over is asked for again (others first)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Founding:
         self.heard_keys: dict[bytes, float] = {}        # proven keys of every node heard (-> when last)
         self.judged: dict[str, Verdict] = {}            # chain id -> verdict on its genesis ("adopt" ones only)
         self._later_since: dict[str, float] = {}        # chain id -> when its genesis was first found wanting
+        self._unanswered: dict[str, float] = {}         # chain id -> when no holder handed over its genesis
         self.networks: list[tuple[str, int]] = []       # (chain id, peers on it) while two or more are in sight
 
     def observe(self, node_id: str, public_key: bytes, chain_id: str | None, height: int, now: float) -> None:
@@ -123,13 +125,14 @@ class Founding:
                             trust=self.trusted_by)
         self.networks = []
         if len(chains) > 1 and not self.pinned:
-            unjudged = [c for c in sorted(chains) if c not in self.judged]
+            unjudged = [c for c in sorted(chains) if c not in self.judged
+                        and now - self._unanswered.get(c, float("-inf")) >= REINSPECT_AFTER]
             if unjudged:        # a chain founded beside us, with us or without us, is judged before we wait
                 chain_id = unjudged[0]
                 return Decision("inspect", f"peers are on {len(chains)} networks with this NETWORK_ID: reading the "
                                            f"genesis of chain {chain_id[:12]}", chain_id,
                                 [p.node_id for p in chains[chain_id]])
-            joint = [c for c in sorted(chains) if self.judged[c].joint]
+            joint = [c for c in sorted(chains) if (v := self.judged.get(c)) is not None and v.joint]
             if len(joint) == 1:
                 chain_id = joint[0]
                 return Decision("adopt", f"chain {chain_id[:12]} was founded jointly with this node as a validator",
@@ -163,6 +166,13 @@ class Founding:
                                    if p.chain_id is None and len(p.public_key) == 32)][:max(1, self.max_seats)]
         return Decision("found", f"no network found among {len(chainless)} node(s): founding it with "
                                  f"{len(keys)} of them as its validators", validators=keys)
+
+    def unanswered(self, chain_id: str, now: float) -> None:
+        """No holder handed over this chain's genesis: judge the others first (a chain named by strangers who
+        never answer must not keep us from one founded with us)."""
+        self._unanswered[chain_id] = now
+        if len(self._unanswered) > MAX_PEERS:
+            del self._unanswered[next(iter(self._unanswered))]
 
     def judge(self, chain_id: str, founder: bytes, validators: Sequence[bytes], now: float) -> Verdict:
         """May a node with no trust anchor adopt this chain? Only a chain founded beside us is judged (its founder

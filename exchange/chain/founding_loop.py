@@ -156,6 +156,8 @@ class FoundingLoop:
                 peer, genesis = await answer
                 if genesis is not None and self._take(decision, peer, genesis):
                     return
+            if decision.action == "inspect" and decision.chain_id is not None:
+                self.founding.unanswered(decision.chain_id, self.clock())
         finally:
             for ask in asks:
                 ask.cancel()

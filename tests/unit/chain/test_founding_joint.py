@@ -246,3 +246,20 @@ def test_the_founder_writes_no_join_token(tmp_path, caplog):
     assert [g.admission_key for g in booted] == [b""] and store.saved == booted
     assert not (tmp_path / "join-token").exists()
     assert "exchange-node validators token new" in caplog.text
+
+
+def test_a_chain_whose_genesis_nobody_hands_over_does_not_keep_us_from_ours():
+    me, other, stranger = (Node(os.urandom(32)) for _ in range(3))
+    founding = _founding(me)
+    _sees(founding, [other], 1.0)
+    fake, joint = "00" * 32, "ff" * 32
+    founding.observe(stranger.id, b"", fake, 1 << 40, 4.0)        # a hello naming a chain, never answering
+    founding.observe(other.id, other.key, joint, 0, 4.0)
+    inspect = founding.decide(4.1)
+    assert (inspect.action, inspect.chain_id) == ("inspect", fake)
+    founding.unanswered(fake, 7.1)
+    inspect = founding.decide(7.2)
+    assert (inspect.action, inspect.chain_id) == ("inspect", joint)
+    founding.judge(joint, other.key, [other.key, me.key], 7.3)
+    adopt = founding.decide(7.4)
+    assert (adopt.action, adopt.chain_id, adopt.trust) == ("adopt", joint, "joint_founding")
