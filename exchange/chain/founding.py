@@ -10,9 +10,10 @@ that it has none yet) in its handshake and heartbeats. Then:
   token or the validators' approvals). Peers on two chains under one NETWORK_ID: adopt neither and
   say so, since counting holders would let whoever runs more nodes choose for us;
 - no chain anywhere and `VALIDATORS` unset: the node with the smallest id among itself and the
-  chain-less peers it sees founds a chain *jointly*: every chain-less node it sees live with a proven key
-  is a first validator (itself included, at most `max_seats`, smallest ids first); the others adopt it
-  when its heartbeats show it (nodes started together end up on one chain, each holding a seat);
+  chain-less peers it sees (with a key a link proved) founds a chain *jointly*: every chain-less node it
+  sees live with a proven key is a first validator (itself included, at most `max_seats`, smallest ids
+  first); the others adopt it when its heartbeats show it (nodes started together end up on one chain,
+  each holding a seat). A smaller id that stays chain-less holds up the next FOUNDER_GRACE s, no longer;
 - a node with no trust anchor (no `CHAIN_ID`, no join token, no `VALIDATORS`) judges a chain whose
   founder it saw chain-less beside it before adopting it (`judge`): it must list this node among its
   validators, or be full (`max_seats`) of nodes this node has heard; every validator it lists must be a
@@ -37,6 +38,7 @@ MAX_PEERS = 1024        # peers' chains remembered: anyone may send a hello, so 
 MAX_SEATS = 7           # the most first validators a joint founding lists (the default MAX_VALIDATORS)
 UNPROVEN_WAIT = 2.0     # s past `found_after` a founder waits for a chain-less peer's key (a link being opened)
 REINSPECT_AFTER = 30.0  # s before a chain whose genesis nobody handed over is asked for again (others first)
+FOUNDER_GRACE = 5.0     # s the next smallest id gives each smaller chain-less node to found before it does
 
 
 @dataclass
@@ -156,12 +158,16 @@ class Founding:
         if now - self.started < self.found_after:
             return Decision("wait", f"listening for an existing network for {self.found_after:g}s")
         chainless = sorted([self.node_id, *(p.node_id for p in live.values() if p.chain_id is None)])
-        if chainless[0] != self.node_id:
-            return Decision("wait", f"node {chainless[0][:12]} founds the network (smallest id)")
         unproven = [p.node_id for p in live.values() if p.chain_id is None and len(p.public_key) != 32]
         if unproven and now - self.started < self.found_after + UNPROVEN_WAIT:
             return Decision("wait", f"waiting for {len(unproven)} chain-less peer(s) to prove their key, to found "
                                     f"the network with them")
+        # the smallest proven id founds; one that stays chain-less (a ground id that never founds, or a slow
+        # node) holds up the next smallest FOUNDER_GRACE s, and a hello without a key not at all
+        smaller = sorted(p.node_id for p in live.values()
+                         if p.chain_id is None and len(p.public_key) == 32 and p.node_id < self.node_id)
+        if smaller and now - self.started < self.found_after + FOUNDER_GRACE * len(smaller):
+            return Decision("wait", f"node {smaller[0][:12]} founds the network (smallest id)")
         keys = [self.public_key, *(p.public_key for p in sorted(live.values(), key=lambda p: p.node_id)
                                    if p.chain_id is None and len(p.public_key) == 32)][:max(1, self.max_seats)]
         return Decision("found", f"no network found among {len(chainless)} node(s): founding it with "

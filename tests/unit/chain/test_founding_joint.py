@@ -263,3 +263,21 @@ def test_a_chain_whose_genesis_nobody_hands_over_does_not_keep_us_from_ours():
     founding.judge(joint, other.key, [other.key, me.key], 7.3)
     adopt = founding.decide(7.4)
     assert (adopt.action, adopt.chain_id, adopt.trust) == ("adopt", joint, "joint_founding")
+
+
+def test_a_ground_id_that_never_founds_holds_founding_up_for_a_moment_only():
+    staller, honest = _ground(2)
+    me, other = honest
+    founding = _founding(me)
+    _sees(founding, [staller, other], 1.0)
+    founding.observe("00" * 20, b"", None, 0, 1.0)        # a hello with the smallest id of all, never a link
+    assert founding.decide(FOUND_AFTER + 2.5).action == "wait"
+    _sees(founding, [staller, other], FOUND_AFTER + 4.0)
+    founding.observe("00" * 20, b"", None, 0, FOUND_AFTER + 4.0)
+    assert founding.decide(FOUND_AFTER + 4.9).action == "wait"
+    found = founding.decide(FOUND_AFTER + 5.0)
+    assert found.action == "found" and sorted(found.validators) == sorted([me.key, other.key, staller.key]), found
+    second = _founding(other)
+    _sees(second, [staller, me], FOUND_AFTER + 9.0)
+    assert second.decide(FOUND_AFTER + 9.9).action == "wait", "two smaller ids: twice the grace"
+    assert second.decide(FOUND_AFTER + 10.0).action == "found"
