@@ -276,9 +276,9 @@ class ChainCore:
         """Our signed approval of a seat change (`seat_requests.py`); ValueError when it cannot apply now."""
         return self.seat_requests.approve(action, key, now)
 
-    def grant_token(self, uses: int, ttl_s: float, now: float) -> tuple[JoinToken, Grant]:
+    def grant_token(self, uses: int, ttl_s: float, seed: bytes, now: float) -> tuple[JoinToken, Grant]:
         """A join token we issue through the log (`seat_requests.py`); ValueError when it cannot apply now."""
-        return self.seat_requests.grant(uses, ttl_s, now)
+        return self.seat_requests.grant(uses, ttl_s, seed, now)
 
     def revoke_token(self, token: bytes, now: float) -> Revoke:
         """Our revocation of a join token (`seat_requests.py`); ValueError when it cannot apply now."""

@@ -5,7 +5,6 @@ The transactions they sign go to the core; the chain orders and counts them (`se
 `recovery.py`)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Callable, TypedDict
 
@@ -15,8 +14,6 @@ from exchange.chain.recovery import RecoveryStatus
 from exchange.chain.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES, Seats
 from exchange.chain.seats_view import SeatsView, key_of, seats_view
 from exchange.crypto import node_id_for
-
-TOKEN_FINAL_WAIT = 10.0     # s `issue_token` waits for the block that grants the token
 
 log = logging.getLogger("exchange.chain")
 
@@ -67,10 +64,6 @@ class SeatAdmin:
         self.founding = founding
         self.proposed = proposed        # the service's: validator key -> its blocks final here since start
         self.clock = clock
-        self._applied = asyncio.Event()     # pulsed at each block applied here (`block_applied`)
-
-    def block_applied(self) -> None:
-        self._applied.set()
 
     def key_of(self, node_id: str) -> bytes | None:
         """The public key behind a node id, from what this node knows first-hand (`seats_view.py`)."""
@@ -93,10 +86,10 @@ class SeatAdmin:
         log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
         return {"action": action, "node_id": node_id, "approval": tx.id, **self.view()}
 
-    async def issue_token(self, uses: int = 1, ttl_s: float = 86_400.0) -> TokenIssued:
-        """A join token our node grants through the log, for `uses` nodes, valid `ttl_s` s: answered once a
-        certified block holds the grant (`final`), or after TOKEN_FINAL_WAIT without (it may still be ordered).
-        Raises ValueError (why) when it cannot be issued, NotReady when no chain runs here."""
+    def issue_token(self, uses: int, ttl_s: float, seed: bytes) -> tuple[TokenIssued, bytes]:
+        """A join token our node grants through the log, for `uses` nodes, valid `ttl_s` s, made from the 32
+        random bytes `seed`: its answer (`final` False: the driver waits for the block, `token_desk.py`) and its
+        public key. Raises ValueError (why) when it cannot be issued, NotReady when no chain runs here."""
         core = self.gate.usable_core()
         if not core.is_validator:
             raise ValueError("this node holds no validator seat: only a validator issues join tokens")
@@ -106,14 +99,12 @@ class SeatAdmin:
             raise ValueError(f"uses must be 1 to {MAX_TOKEN_USES}")
         if not 0 < ttl_s * 1000 <= MAX_TOKEN_TTL_MS:
             raise ValueError(f"ttl must be more than 0 and at most {MAX_TOKEN_TTL_MS // 86_400_000} days")
-        token, grant = core.grant_token(uses, ttl_s, self.clock())
+        token, grant = core.grant_token(uses, ttl_s, seed, self.clock())
         self.gate.schedule_pump()
         key = token.key.public_key
-        final = await self._until(lambda seats: key in seats.tokens)
-        log.warning("issued join token %s for %d node(s), valid %.0f s%s", key.hex()[:16], uses, ttl_s,
-                    "" if final else " (not in a block yet)")
-        return {"token": token.text(), "id": key.hex()[:16], "issuer": core.node_id, "uses": uses,
-                "expires_ms": grant.expires_ms, "final": final}
+        log.warning("issued join token %s for %d node(s), valid %.0f s", key.hex()[:16], uses, ttl_s)
+        return ({"token": token.text(), "id": key.hex()[:16], "issuer": core.node_id, "uses": uses,
+                 "expires_ms": grant.expires_ms, "final": False}, key)
 
     def tokens(self) -> list[TokenView]:
         """The join tokens the log holds (until an hour after they expire), newest first."""
@@ -121,10 +112,10 @@ class SeatAdmin:
         return [_token_view(state.seats, key, state.time_ms)
                 for key in sorted(state.seats.tokens, key=lambda k: -state.seats.tokens[k].height)]
 
-    async def revoke_token(self, token_id: str) -> TokenView:
+    def revoke_token(self, token_id: str) -> bytes:
         """Revoke the join token whose id (a prefix of its public key, 8 hex digits at least) is `token_id`: it
-        admits nobody more, and the standbys it admitted leave the list. ValueError when no single live token
-        matches."""
+        admits nobody more, and the standbys it admitted leave the list. Its public key; ValueError when no single
+        live token matches."""
         core = self.gate.usable_core()
         if not core.is_validator:
             raise ValueError("this node holds no validator seat: only a validator revokes join tokens")
@@ -137,26 +128,17 @@ class SeatAdmin:
         key = matches[0]
         core.revoke_token(key, self.clock())
         self.gate.schedule_pump()
-        await self._until(lambda seats: key not in seats.tokens or seats.tokens[key].revoked)
         log.warning("revoked join token %s", key.hex()[:16])
+        return key
+
+    def token_view(self, key: bytes) -> TokenView:
         state = self.gate.usable_core().state
         return _token_view(state.seats, key, state.time_ms)
 
-    async def _until(self, done: Callable[[Seats], bool]) -> bool:
-        """Wait until `done` holds of the seats, a block at a time, at most TOKEN_FINAL_WAIT."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + TOKEN_FINAL_WAIT
-        while True:
-            core = self.gate.core
-            if core is not None and done(core.state.seats):
-                return True
-            if loop.time() >= deadline:
-                return False
-            self._applied.clear()
-            try:
-                await asyncio.wait_for(self._applied.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                pass
+    def seats_hold(self, done: Callable[[Seats], bool]) -> bool:
+        """Whether `done` holds of the seats of the chain running here (False when none runs)."""
+        core = self.gate.core
+        return core is not None and done(core.state.seats)
 
     def recover(self, node_ids: list[str]) -> RecoveryConsent:
         """Our operator's consent that the validators `node_ids` (this one among them) take the chain on from

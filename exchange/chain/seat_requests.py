@@ -9,7 +9,6 @@ for the new set, if it still applies.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Protocol
 
 from exchange.chain.core_view import CoreView
@@ -17,7 +16,6 @@ from exchange.chain.effects import SendValidators
 from exchange.chain.join_token import JoinToken
 from exchange.chain.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Revoke
 from exchange.chain.tendermint import WAITING
-from exchange.crypto import SEED_BYTES
 
 log = logging.getLogger("exchange.chain")
 
@@ -121,10 +119,10 @@ class SeatRequests:
         self._offer(tx, now)
         return tx
 
-    def grant(self, uses: int, ttl_s: float, now: float) -> tuple[JoinToken, Grant]:
-        """A new join token for `uses` nodes, valid `ttl_s` of block time, signed by us; raises ValueError when it
-        cannot apply now. The token is a secret: it is returned, never logged."""
-        token = JoinToken(self.core.chain_id, os.urandom(SEED_BYTES))
+    def grant(self, uses: int, ttl_s: float, seed: bytes, now: float) -> tuple[JoinToken, Grant]:
+        """A new join token (from the 32 random bytes `seed`) for `uses` nodes, valid `ttl_s` of block time, signed
+        by us; raises ValueError when it cannot apply now. The token is a secret: it is returned, never logged."""
+        token = JoinToken(self.core.chain_id, seed)
         return token, self.offer_grant(token.key.public_key, uses, ttl_s, now)
 
     def offer_grant(self, token: bytes, uses: int, ttl_s: float, now: float) -> Grant:

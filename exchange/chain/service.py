@@ -40,6 +40,7 @@ from exchange.chain.snapshot_live import LiveSnapshots
 from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
+from exchange.chain.token_desk import TokenDesk
 from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.submissions import Submissions
 from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
@@ -139,6 +140,7 @@ class ChainService:
         self.submissions = Submissions(self, store, self.own_orders, clock, self.counters,     # our users' txs
                                        self.forwarding.refusals)
         self.seats = SeatAdmin(self, self.founding, self.proposed, clock)     # the operator's seat commands
+        self.tokens = TokenDesk(self.seats)                                  # ... and its join tokens
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -345,7 +347,7 @@ class ChainService:
         self.proposed[proposer] = self.proposed.get(proposer, 0) + 1
         durable = core is None or core.is_validator or holds_own
         self.durability.add_block(UnsavedBlock(block, commit, outcome, durable))
-        self.seats.block_applied()
+        self.tokens.block_applied()
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
             self.handback.seats_changed()

@@ -96,7 +96,7 @@ async def post_token(request: web.Request) -> web.Response:
     except p.InvalidValue as exc:
         raise ApiError(400, "invalid_ttl", f"ttl {exc}", "ttl") from None
     try:
-        issued = await chain_of(request).seats.issue_token(uses=uses, ttl_s=ttl)
+        issued = await chain_of(request).tokens.issue_token(uses=uses, ttl_s=ttl)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
@@ -106,7 +106,7 @@ async def post_token(request: web.Request) -> web.Response:
 
 async def get_tokens(request: web.Request) -> web.Response:
     try:
-        return json_response({"tokens": chain_of(request).seats.tokens()})
+        return json_response({"tokens": chain_of(request).tokens.tokens()})
     except NotReady as exc:
         raise not_ready(exc) from None
 
@@ -116,12 +116,12 @@ async def delete_token(request: web.Request) -> web.Response:
     if not TOKEN_ID.match(token_id):
         raise ApiError(400, "invalid_token_id", "a token id is 16 hex characters, as `validators token list` shows "
                                                 "(its first 8 or more will do)")
-    seats = chain_of(request).seats
+    tokens = chain_of(request).tokens
     try:
-        if not any(token["id"].startswith(token_id) for token in seats.tokens()):
+        if not any(token["id"].startswith(token_id) for token in tokens.tokens()):
             raise ApiError(404, "unknown_token", f"no token {token_id} on this chain (`validators token list` "
                                                  f"shows them)")
-        return json_response(await seats.revoke_token(token_id))
+        return json_response(await tokens.revoke_token(token_id))
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
