@@ -326,8 +326,9 @@ class Settings:
                          p.choice("auto", "follower"))
     join_token: str | None = _setting(
         None, "JOIN_TOKEN", "A join token a validator issued (`exchange-node validators token new`): follow only "
-        "that network's chain and take a seat without waiting for approvals. Never on the command line (`ps` "
-        "shows it): give it here, in JOIN_TOKEN_FILE, or as `--join-token -` on standard input",
+        "that network's chain and take a seat without waiting for approvals. A secret: give it in this variable, "
+        "in JOIN_TOKEN_FILE or on standard input (`--join-token -`), never as a command-line value (`ps` shows "
+        "those to every user)",
         p.join_token, secret=True)
     join_token_file: Path | None = _setting(
         None, "JOIN_TOKEN_FILE", "File holding the join token: start waits until it exists and holds one (a file "

@@ -40,7 +40,10 @@ def _print_seats(data: JsonObject) -> None:
         waiting = (f"waiting for {data['next_size'] - size} more to reach {data['next_size']} seats"
                    if data["next_size"] and len(data["standby"]) < data["next_size"] - size else "waiting for a seat")
         click.echo(f"\nstandby (approved, {waiting}):")
-        print_table(["node", "approved at height"], [[s["node_id"], s["since_height"]] for s in data["standby"]])
+        print_table(["node", "since height", "by", "live"],
+                    [[s["node_id"], s["since_height"], s.get("via", "-"),
+                      "yes" if s.get("live") else ("never seen" if s.get("alive_s_ago") is None
+                                                   else f"no, {s['alive_s_ago']:g}s ago")] for s in data["standby"]])
     if data["pending"]:
         click.echo("\napprovals pending:")
         print_table(["action", "node", "approvals", "needed"],
@@ -148,7 +151,8 @@ def register(cli: click.Group) -> None:
         if as_json:
             return emit_json({**data, "token": None, "out": str(out)} if out is not None else data)
         click.echo(data["id"] if out is not None else data["token"])
-        where = f"written to {out}" if out is not None else "printed above: keep it secret"
+        where = (f"written to {out} (start a node with `--join-token-file {out}`)" if out is not None else
+                 "printed above: keep it secret, and give it to a node in a file (`--join-token-file`)")
         click.echo(f"token {data['id']}: {data['uses']} join(s) until {_when(data['expires_ms'])}; {where}"
                    + ("" if data.get("final") else "; not in a certified block yet (a node using it may wait)"),
                    err=True)
