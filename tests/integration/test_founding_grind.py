@@ -54,7 +54,7 @@ def test_a_ground_id_with_one_seat_founds_nobody_elses_network(cluster):
     attacker = cluster.node("attacker", start=False, max_validators=1, **lan)
     honest = [cluster.node(name, start=False, **lan) for name in honest_names]
     everyone = [attacker, *honest]
-    for node in everyone:
+    for node in [*honest, attacker]:        # the attacker last: its head start is its id, not its timing
         node.start(wait=False)
     for node in everyone:
         node.wait_ready()
