@@ -276,21 +276,21 @@ def test_wait_returns_once_ready_and_seated(api, tmp_path) -> None:
 
 
 def test_wait_gives_up_at_once_when_the_node_it_saw_stops(api, tmp_path) -> None:
-    from node.cli.main import _NodeGone, _wait_step
+    from node.cli.wait import NodeGone, wait_step
 
     runtime = tmp_path / "node.json"
     runtime.write_text(json.dumps({"pid": os.getpid(), "api": api.url}))
     api.answers[("GET", "/ready")] = (503, {"ready": False, "failing": ["chain"], "checks": [
         {"name": "chain", "ok": False, "detail": "catching up"}]})
     seen: list[int] = []
-    assert _wait_step(None, str(tmp_path), None, seen) == (False, "chain: catching up") and seen == [os.getpid()]
+    assert wait_step(None, str(tmp_path), None, seen) == (False, "chain: catching up") and seen == [os.getpid()]
     runtime.unlink()                                # a clean stop removes it
-    with pytest.raises(_NodeGone, match=f"pid {os.getpid()}\\) stopped"):
-        _wait_step(None, str(tmp_path), None, seen)
+    with pytest.raises(NodeGone, match=f"pid {os.getpid()}\\) stopped"):
+        wait_step(None, str(tmp_path), None, seen)
     runtime.write_text(json.dumps({"pid": os.getpid(), "api": api.url}))
-    _wait_step(None, str(tmp_path), None, seen)
+    wait_step(None, str(tmp_path), None, seen)
     dead = 2 ** 22 + 7
     runtime.write_text(json.dumps({"pid": dead, "api": api.url}))       # a kill -9 leaves it behind
     seen.append(dead)
-    with pytest.raises(_NodeGone, match=f"pid {dead}\\) stopped"):
-        _wait_step(None, str(tmp_path), None, seen)
+    with pytest.raises(NodeGone, match=f"pid {dead}\\) stopped"):
+        wait_step(None, str(tmp_path), None, seen)
