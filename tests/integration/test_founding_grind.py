@@ -10,6 +10,7 @@ with CHAIN_ID it joins the one named.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.identity import KEY_FILE_NAME, NodeIdentity
 from tests.integration.chain_nodes import node_ids, wait_for
+from tests.stream_client import StreamClient
 
 pytestmark = pytest.mark.timeout(180)
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -43,6 +45,17 @@ def _grind_key(data_dir: Path, below: str) -> tuple[str, int]:
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     return node_id, tries
+
+
+async def console_chain(api_url: str) -> dict:
+    """The console's chain panel, as the stream's status channel sends it."""
+    client = await StreamClient.connect(api_url)
+    try:
+        chan = await client.subscribe("status")
+        await client.wait_for(lambda: bool(client.data.get(chan)))
+        return dict(client.data[chan][0]["status"]["chain"])
+    finally:
+        await client.close()
 
 
 def test_a_ground_id_with_one_seat_founds_nobody_elses_network(cluster):
@@ -102,6 +115,8 @@ def test_a_ground_id_with_one_seat_founds_nobody_elses_network(cluster):
     warned = re.findall(r"WARNING exchange\.chain: not joining any network: peers are on 2 networks.*", log)
     assert len(warned) == 1 and joint in warned[0] and rogue["chain_id"] in warned[0], warned
     assert "CHAIN_ID=" in warned[0]
+    panel = asyncio.run(console_chain(newcomer.api_url))        # what the console's banner is drawn from
+    assert panel["networks_in_sight"] == seen["networks_in_sight"] and "CHAIN_ID=" in panel["founding"], panel
 
     newcomer.stop()
     newcomer.start(chain_id=joint)
