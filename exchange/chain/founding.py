@@ -52,7 +52,8 @@ class PeerChain:
 
 @dataclass
 class Decision:
-    action: str                                   # "wait", "adopt" or "found"
+    action: str                                   # "wait", "adopt", "found" or "inspect" (read a chain's
+                                                  # genesis to judge it, adopting nothing yet)
     reason: str = ""
     chain_id: str | None = None
     peers: list[str] = field(default_factory=list)          # who can give us the genesis (adopt; whatever
@@ -197,6 +198,8 @@ class Founding:
         elif verdict.action == "adopt":
             self.judged[chain_id] = verdict
             self._later_since.pop(chain_id, None)
+            if len(self.judged) > MAX_PEERS:        # chains are named by whoever links: bounded like the peers
+                del self.judged[next(iter(self.judged))]
         return verdict
 
     def _judge_founded_beside_us(self, chain_id: str, founder: bytes, validators: Sequence[bytes], joint: bool,

@@ -281,3 +281,23 @@ def test_a_ground_id_that_never_founds_holds_founding_up_for_a_moment_only():
     _sees(second, [staller, me], FOUND_AFTER + 9.0)
     assert second.decide(FOUND_AFTER + 9.9).action == "wait", "two smaller ids: twice the grace"
     assert second.decide(FOUND_AFTER + 10.0).action == "found"
+
+
+def test_two_networks_are_warned_about_once_a_minute(tmp_path, caplog):
+    me = Node(os.urandom(32))
+    founding = _founding(me)
+    loop = _loop(founding, None, _Store(tmp_path), [], {})
+    now = [10.0]
+    loop.clock = lambda: now[0]
+    founding.networks = [("01" * 32, 3), ("02" * 32, 1)]
+    with caplog.at_level(logging.WARNING, "exchange.chain"):
+        for step in range(0, 121, 1):       # two minutes of founding steps, one a second
+            now[0] = 10.0 + step
+            loop._warn_split()
+    warned = [r.getMessage() for r in caplog.records if "not joining any network" in r.getMessage()]
+    assert len(warned) == 3, warned         # at 0, 60 and 120 s
+    assert "01" * 32 in warned[0] and "(3 peer(s))" in warned[0] and "CHAIN_ID=" in warned[0], warned[0]
+    founding.networks = []
+    now[0] += 61
+    loop._warn_split()
+    assert len([r for r in caplog.records if "not joining any network" in r.getMessage()]) == 3
