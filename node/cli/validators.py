@@ -185,7 +185,8 @@ def register(cli: click.Group) -> None:
         data = request(api, "DELETE", f"/validators/tokens/{token_id.strip().lower()}", timeout=20, expect=("id",))
         if as_json:
             return emit_json(data)
-        click.echo(f"revoked token {data['id']} (it admitted {len(data.get('admitted') or [])} node(s))")
+        click.echo(f"revoked token {data['id']}: nobody joins with it any more, and the standbys it admitted leave "
+                   f"the list")
 
     @cli.command("join-token", hidden=True)
     def join_token() -> None:
@@ -204,7 +205,7 @@ def _when(ms: int) -> str:
 def _state(token: JsonObject) -> str:
     if token.get("revoked"):
         return "revoked"
-    if token["expires_ms"] <= time.time() * 1000:
+    if token.get("expired", token["expires_ms"] <= time.time() * 1000):     # by the chain's time when it says
         return "expired"
     return "active" if token["uses_left"] > 0 else "used up"
 

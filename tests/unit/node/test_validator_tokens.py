@@ -219,7 +219,9 @@ def test_token_list_and_revoke(api) -> None:
               {"id": "1111111111111111", "issuer": NODE_ID, "uses_left": 1, "expires_ms": now_ms + 3_600_000,
                "revoked": True, "admitted": []},
               {"id": "2222222222222222", "issuer": NODE_ID, "uses_left": 3, "expires_ms": now_ms + 3_600_000,
-               "revoked": False, "admitted": []}]
+               "revoked": False, "admitted": []},
+              {"id": "3333333333333333", "issuer": NODE_ID, "uses_left": 3, "expires_ms": now_ms + 3_600_000,
+               "revoked": False, "expired": True, "admitted": []}]        # by the chain's time, ahead of ours
     api.answers[("GET", "/validators/tokens")] = (200, {"tokens": tokens})
     result = run(["validators", "token", "list"], env={"EXCHANGE_NODE_API": api.url})
     assert result.exit_code == 0, result.output
@@ -227,9 +229,10 @@ def test_token_list_and_revoke(api) -> None:
     assert "used up" in rows["0123456789abcdef"] and f"{'aa' * 20}, {'bb' * 20}" in rows["0123456789abcdef"]
     assert "expired" in rows["fedcba9876543210"] and "revoked" in rows["1111111111111111"]
     assert "active" in rows["2222222222222222"] and NODE_ID in rows["2222222222222222"]
+    assert "expired" in rows["3333333333333333"]
     api.answers[("DELETE", "/validators/tokens/0123456789abcdef")] = (200, {**tokens[0], "revoked": True})
     result = run(["validators", "token", "revoke", "0123456789ABCDEF"], env={"EXCHANGE_NODE_API": api.url})
-    assert result.exit_code == 0 and "revoked token 0123456789abcdef (it admitted 2 node(s))" in result.stdout
+    assert result.exit_code == 0 and "revoked token 0123456789abcdef: nobody joins with it" in result.stdout
     api.answers[("DELETE", "/validators/tokens/ffffffffffffffff")] = (
         404, {"error": {"code": "unknown_token", "message": "no token ffffffffffffffff on this chain"}})
     result = run(["validators", "token", "revoke", "ffffffffffffffff"], env={"EXCHANGE_NODE_API": api.url})
