@@ -9,7 +9,10 @@ network (/24 or /48) and a cap in all (p2p/public/sources.py `Shares`); what is 
 source (p2p/public/refusals.py) for /status and the console. When every client slot is taken, a newcomer
 from a network holding fewer than the most crowded one is let in: that network's client with the fewest
 subscriptions is closed to make room (as the API's connection guard does), so a few networks cannot hold the
-stream against everyone else. A request without the token draws on the public rate limit of the client's
+stream against everyone else. When every network holds one, a newcomer from a network holding none takes the
+place of the client idle the longest (Bitcoin Core's rule: the one whose last request is the oldest; a token
+holder is never evicted), so a thousand networks of one client each cannot
+hold it either. A request without the token draws on the public rate limit of the client's
 address (node/api/rate.py), charged the event loop's CPU it took: a candles snapshot over the whole kept
 trade log costs what it is worth, whatever the number of connections it comes over.
 """
@@ -153,6 +156,7 @@ class StreamServer:
             async for message in ws:
                 if session.closing is not None:
                     break
+                session.last_request = time.monotonic()
                 if not bucket.try_take():
                     session.close(CLOSE_TOO_MANY_MESSAGES, "too_many_requests",
                                   f"too many requests: more than {REQUEST_RATE:g}/s")
@@ -173,15 +177,26 @@ class StreamServer:
         if not held:
             return False
         network, most = max(held.items(), key=lambda item: item[1])
-        if most <= held.get(subnet_of(peer), 0) + 1:
+        mine = held.get(subnet_of(peer), 0)
+        if most > mine + 1:
+            crowd = [s for s in self.sessions if s.closing is None and subnet_of(s.peer) == network]
+            if crowd:
+                victim = min(crowd, key=lambda s: len(s.subscriptions))
+                return self._evict(victim, "the stream is full: the busiest network's client makes room")
+        if mine:
             return False
-        crowd = [s for s in self.sessions if s.closing is None and subnet_of(s.peer) == network]
-        if not crowd:
+        # every network holds one (or as many as ours would): a network not seen here yet still gets in, in place
+        # of the client whose last request is the oldest (a newcomer is the freshest); token holders never go
+        idle = [s for s in self.sessions if s.closing is None and not s.authenticated]
+        if not idle:
             return False
-        victim = min(crowd, key=lambda s: len(s.subscriptions))
+        victim = min(idle, key=lambda s: s.last_request)
+        return self._evict(victim, "the stream is full: the client idle the longest makes room")
+
+    def _evict(self, victim: StreamSession, message: str) -> bool:
         self.counters["evicted"] += 1
         self._refused(victim.peer, "ws_client_evicted")
-        victim.close(CLOSE_GOING_AWAY, "evicted", "the stream is full: the busiest network's client makes room")
+        victim.close(CLOSE_GOING_AWAY, "evicted", message)
         return True
 
     def _charged_request(self, session: StreamSession, text: str) -> None:

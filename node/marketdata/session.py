@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable, Protocol
 
 from node.marketdata.wsframe import text_frame
@@ -77,6 +78,7 @@ class StreamSession:
         self._reported = 0                   # the bytes of its buffer this session last reported to `unread`
         self.subscriptions: dict[int, Subscription] = {}
         self.authenticated = False
+        self.last_request = time.monotonic()  # when it connected or last asked: the idlest makes room (server.py)
         self.closing: str | None = None      # the reason, once closing
         self.messages_sent = 0
         self.bytes_sent = 0

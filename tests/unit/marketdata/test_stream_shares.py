@@ -298,3 +298,29 @@ async def test_a_request_the_node_fails_on_is_refused_and_the_connection_kept(se
     reply = await client.request(event="subscribe", channel="ticker", market="BTC-USD")
     assert reply["event"] == "error" and reply["code"] == "invalid_request", reply
     assert (await client.request(event="ping"))["event"] == "pong"
+
+
+async def test_a_full_stream_of_one_client_per_network_lets_a_newcomer_network_in_in_place_of_the_idlest(served):
+    """Every slot held by a different /24, one client each: a newcomer from an unseen network gets in, and the
+    client whose last request is the oldest is closed for it; a second client from a network already holding one
+    is still refused."""
+    stream, connect, refusals = served
+    stream.clients_by_source = Shares(per_address=4, per_subnet=4, total=4)
+    holders = [await connect(f"127.0.{net}.1") for net in (1, 2, 3, 4)]
+    for index in (0, 2, 3):
+        await holders[index].subscribe("trades", market="BTC-USD")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect("127.0.1.2")
+    assert refused.value.status == 503
+    newcomer = await connect("127.0.9.1")
+    assert (await newcomer.request(event="ping"))["event"] == "pong"
+    closing = await asyncio.wait_for(holders[1].ws.receive(), 5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001, closing
+    later = await connect("127.0.10.1")     # the first subscriber has been idle the longest since
+    assert (await later.request(event="ping"))["event"] == "pong"
+    closing = await asyncio.wait_for(holders[0].ws.receive(), 5)
+    while closing.type == aiohttp.WSMsgType.TEXT:       # its trades snapshot first
+        closing = await asyncio.wait_for(holders[0].ws.receive(), 5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001, closing
+    assert not holders[2].ws.closed and not holders[3].ws.closed
+    assert stream.counters["evicted"] == 2 and stream.clients_by_source.held == 4
