@@ -72,7 +72,8 @@ def wait_step(api: str | None, data_dir: str | None, token: str | None, seen: li
             failing = [c for c in ready.get("checks", []) if not c.get("ok")]
             return False, "; ".join(f"{c.get('name')}: {c.get('detail')}" for c in failing) or "not ready"
         status = call(target.url, "GET", "/status", timeout=5, token=target.token)[1]
-        if status.get("trust") == "join_token" and status.get("role") != "validator":
+        started_with_token = str(status.get("trust") or "").lower() == "join_token"     # JOIN_TOKEN or join_token
+        if started_with_token and status.get("role") != "validator":
             try:
                 seats = call(target.url, "GET", "/validators", timeout=5, token=target.token)[1]
             except ApiFailure as exc:

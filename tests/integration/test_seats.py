@@ -9,6 +9,9 @@
   standard input) or two ways at once stop `start` with one line (exit 2) that never shows it; a node given
   --join-token-file waits (saying so once) until the file holds a whole token, Ctrl-C ends the wait (exit 0), and
   a token written later to that file or given on standard input seats its node as a standby.
+- An operator's tokens through the CLI against a real validator: `token new` prints the token alone, `token
+  list` shows it active, then used up with the node it admitted; a token revoked by its id's first 8 characters
+  admits nobody (the holder is told so, and `wait` says its seat is not granted).
 - Strangers with default settings, one through a bootstrap address and one found by mDNS on loopback,
   get no seat for 30 s while their orders become final.
 - Seats by approval: `exchange-node validators add` on a lone founder makes standbys, promoted together
@@ -131,6 +134,24 @@ def readme(tmp_path):
     run.close()
 
 
+def _seats_shown(out: str) -> tuple[list[str], list[str]]:
+    """The validators and the standbys `$N validators` printed (its table rows start with a node id; the nodes' log
+    lines, which share the terminal, do not)."""
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if re.match(r"epoch \d+: \d+ validator", line))
+    validators: list[str] = []
+    standby: list[str] = []
+    rows = validators
+    for line in lines[first + 1:]:
+        if line.startswith("standby (approved"):
+            rows = standby
+        elif re.match(r"[0-9a-f]{40}\s", line):
+            rows.append(line.split()[0])
+        elif "[final]" in line:
+            break
+    return validators, sorted(standby)
+
+
 def _node_id(run: ReadmeRun, name: str) -> str:
     return run.status(name)["node_id"]
 
@@ -144,9 +165,7 @@ def test_the_readmes_three_nodes_run_as_pasted_and_survive_any_one_stopped_with_
     assert oct((readme.tmp / "a-token").stat().st_mode & 0o777) == "0o600"
     out = readme.output()
     ids = {name: _node_id(readme, name) for name in ("a", "b", "c")}
-    seats = out[out.index("epoch "):]                               # `$N validators --data-dir /tmp/a`
-    validators, _, standby = seats.partition("standby")
-    assert ids["a"] in validators and ids["b"] in standby and ids["c"] in standby, seats
+    assert _seats_shown(out) == ([ids["a"]], sorted([ids["b"], ids["c"]])), out[-4000:]
     assert re.search(r"\[final\]", out), out[-2000:]                # `$N order buy ... --data-dir /tmp/b`
     readme.watching = False
     seed = token.rsplit("-", 1)[1]
@@ -318,3 +337,45 @@ def test_a_token_file_written_later_or_a_token_on_stdin_seats_the_node(cluster: 
                                                                                      by_stdin.node_id}, 20,
                interval=0.2, message="both hold a standby place, granted by the token")
     assert token not in "".join(p.read_text(errors="replace") for p in cluster.base.glob("*/node.log"))
+
+
+def test_an_operator_issues_lists_and_revokes_tokens_with_the_cli(cluster: Cluster):
+    founder, = cluster.chain(1, **FAST)
+    issued = founder.cli("validators", "token", "new", "--uses", "1", "--ttl", "30m")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    token_id = re.search(r"^token ([0-9a-f]{16}): 1 join\(s\) until ", issued.stderr, re.M)
+    assert re.fullmatch(r"exn1-[0-9a-f]{64}-[0-9a-f]{64}", token) and token_id, issued.stdout + issued.stderr
+
+    def row(token_id: str) -> str:
+        listed = founder.cli("validators", "token", "list")
+        assert listed.returncode == 0, listed.stderr
+        return next(line for line in listed.stdout.splitlines() if line.startswith(token_id))
+    assert row(token_id.group(1)).split()[1:3] == ["active", "1"]
+
+    joiner = cluster.node("joiner", bootstrap_peers=founder.p2p_address, join_token=token, **FAST)
+    wait_until(lambda: "used up" in row(token_id.group(1)) and joiner.node_id in row(token_id.group(1)), 20,
+               interval=0.2, message="the token's one join used, by the joiner")
+    refused = founder.cli("validators", "token", "new", "--uses", "17")
+    assert refused.returncode == 2 and "--uses" in refused.stderr
+
+    second = founder.cli("validators", "token", "new", "--out", str(cluster.base / "second"))
+    assert second.returncode == 0, second.stderr
+    second_id = second.stdout.strip()
+    assert (cluster.base / "second").read_text().startswith("exn1-") and second_id not in token
+    revoked = founder.cli("validators", "token", "revoke", second_id[:8])
+    assert revoked.returncode == 0 and f"revoked token {second_id}" in revoked.stdout, revoked.stdout + revoked.stderr
+    assert row(second_id).split()[1] == "revoked"
+    late = cluster.node("late", start=False, bootstrap_peers=founder.p2p_address,
+                        join_token=(cluster.base / "second").read_text().strip(), **FAST)
+    late.start()
+    wait_until(lambda: "admits this node to no seat: a validator revoked it" in late.log_path.read_text(), 20,
+               message="the late node told its token was revoked")
+    standby = {s["node_id"] for s in founder.get("/validators")["standby"]}
+    assert joiner.node_id in standby and late.node_id not in standby, "a revoked token admits nobody"
+    waited = late.cli("wait", "--timeout", "1")
+    assert waited.returncode == 1 and "the seat its join token asks for is not granted yet" in waited.stderr, \
+        waited.stdout + waited.stderr
+    assert joiner.cli("wait", "--timeout", "5").stdout.startswith("ready: standby at height ")
+    gone = founder.cli("validators", "token", "revoke", "ffffffffffffffff")
+    assert gone.returncode == 1 and "unknown_token" in gone.stderr

@@ -266,7 +266,7 @@ def test_wait_returns_once_ready_and_seated(api, tmp_path) -> None:
     result = run(["wait", "--data-dir", str(tmp_path), "--timeout", "0"])
     assert result.exit_code == 1 and "chain: not on a chain yet: listening for a network" in result.stderr
     api.answers[("GET", "/ready")] = (200, {"ready": True, "failing": [], "checks": []})
-    api.answers[("GET", "/status")] = (200, _status("join_token"))
+    api.answers[("GET", "/status")] = (200, _status("JOIN_TOKEN"))
     api.answers[("GET", "/validators")] = (200, {"standby": []})
     result = run(["wait", "--data-dir", str(tmp_path), "--timeout", "0"])
     assert result.exit_code == 1 and "the seat its join token asks for is not granted yet" in result.stderr
