@@ -15,6 +15,7 @@ class CloseReason(StrEnum):
     # the peer broke the protocol (the peer is penalised)
     MALFORMED_FRAME = "malformed_frame"
     FRAME_TOO_LARGE = "frame_too_large"
+    FRAME_TOO_COMPLEX = "frame_too_complex"     # more arrays and maps, or deeper, than its size allows
     MALFORMED_MESSAGE = "malformed_message"
     BAD_SIGNATURE = "bad_signature"
     SPOOFED_ORIGIN = "spoofed_origin"

@@ -2,7 +2,9 @@
 
 The decoder is incremental (any chunking, down to one byte at a time), checks the length
 header against `max_frame_bytes` before buffering a body, and unpacks with container limits
-so a tiny frame cannot expand into a huge object.
+so a tiny frame cannot expand into a huge object. A body must also cost what it weighs: its
+arrays and maps, what decoding allocates and the garbage collector then walks, are counted as
+they are built and refused past a budget per byte (the why is in docs/tradeoffs.md).
 """
 from __future__ import annotations
 
@@ -41,6 +43,56 @@ class MalformedFrame(FrameError):
     reason = CloseReason.MALFORMED_FRAME
 
 
+class FrameTooComplex(FrameError):
+    """More arrays and maps, or deeper ones, than a frame of its size may hold: no honest node writes one."""
+    reason = CloseReason.FRAME_TOO_COMPLEX
+
+
+# A body may hold CONTAINER_FLOOR arrays and maps, and one more per CONTAINER_BYTES bytes: a valid transaction
+# holds one per 14 bytes at the densest (the shortest cancels), an empty array is one byte. Nesting is bounded by
+# msgpack itself (1,024 levels), each level a container this budget counts.
+CONTAINER_FLOOR = 256
+CONTAINER_BYTES = 8
+
+# Bytes that may start an array or a map (fixmap, fixarray, array 16/32, map 16/32). Counted in C, they bound a
+# body's containers from above (string and binary payloads may hold such bytes too); only a body whose bound is
+# over its budget is decoded with a count of each container it builds, stopped at the budget.
+_NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+
+
+def container_budget(size: int) -> int:
+    return CONTAINER_FLOOR + size // CONTAINER_BYTES
+
+
+class _Count:
+    """msgpack's hook for each array and map it completes: counts them, and stops the decoding past the budget."""
+
+    __slots__ = ("left", "budget")
+
+    def __init__(self, budget: int) -> None:
+        self.left = self.budget = budget
+
+    def take(self, value: object) -> object:
+        self.left -= 1
+        if self.left < 0:
+            raise FrameTooComplex(f"more than {self.budget} arrays and maps")
+        return value
+
+
+def _unpack(body: bytes | bytearray | memoryview, limit: int) -> object:
+    """One msgpack body, within the container limits and the weight budget (FrameTooComplex past it)."""
+    size = len(body)
+    budget = CONTAINER_FLOOR + size // CONTAINER_BYTES
+    if size > budget:
+        data = body.tobytes() if type(body) is memoryview else body
+        if len(data.translate(None, _NOT_CONTAINER)) > budget:
+            take = _Count(budget).take
+            return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
+                            max_map_len=MAX_MAP_LEN, max_ext_len=0, list_hook=take, object_hook=take)
+    return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
+                    max_map_len=MAX_MAP_LEN, max_ext_len=0)
+
+
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _unpackb = msgpack.unpackb
 
@@ -64,16 +116,9 @@ def frame_body(body: bytes) -> bytes:
 def decode_body(body: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Unpack one body into a message map, or raise MalformedFrame."""
     try:
-        message = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_frame_bytes,
-            max_bin_len=max_frame_bytes,
-            max_array_len=MAX_ARRAY_LEN,
-            max_map_len=MAX_MAP_LEN,
-            max_ext_len=0,
-        )
+        message = _unpack(body, max_frame_bytes)
+    except FrameTooComplex:
+        raise
     except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, TypeError, ExtraData, StackError, ...
         raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
     if type(message) is not dict or type(message.get("type")) is not str:
@@ -118,8 +163,9 @@ class FrameDecoder:
                         self._need = length
                         break
                     try:  # decode_body inlined: this loop runs once per received frame
-                        message = _unpackb(view[start:stop], raw=False, max_str_len=limit, max_bin_len=limit,
-                                           max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+                        message = _unpack(view[start:stop], limit)
+                    except FrameTooComplex:
+                        raise
                     except Exception as exc:  # noqa: BLE001 - msgpack raises many types for hostile bytes
                         raise MalformedFrame(f"undecodable msgpack body: {type(exc).__name__}") from None
                     if type(message) is not dict or type(message.get("type")) is not str:

@@ -66,7 +66,7 @@ MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons co
 MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
 VIOLATION_POINTS = 25.0  # a protocol violation that closed the link (unless the reason says otherwise)
 POINTS: dict[str, float] = {CloseReason.BAD_SIGNATURE: 50.0, CloseReason.SPOOFED_ORIGIN: 50.0,
-                            CloseReason.IDENTITY_MISMATCH: 50.0}
+                            CloseReason.IDENTITY_MISMATCH: 50.0, CloseReason.FRAME_TOO_COMPLEX: 50.0}
 
 
 class Identity(Protocol):

@@ -7,7 +7,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from p2p.framing import FrameDecoder, FrameError, FrameTooLarge, MalformedFrame, decode_body, encode_frame
+from p2p.framing import (FrameDecoder, FrameError, FrameTooComplex, FrameTooLarge, MalformedFrame, container_budget,
+                         decode_body, encode_frame)
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=30),
                     st.binary(max_size=30), st.floats(allow_nan=False))
@@ -116,3 +117,67 @@ def test_deep_nesting_is_rejected_cleanly():
     body = b"\x91" * 100_000 + b"\xc0"
     with pytest.raises(MalformedFrame):
         decode_body(msgpack.packb({"type": "x"})[:0] + body)
+
+
+def expansion_frame(size: int = 1 << 20) -> dict:
+    """The attack: a frame of its size's worth of empty arrays, one byte each."""
+    per = 99_000
+    return {"type": "chain_tx", "body": [[[] for _ in range(per)] for _ in range(max(1, (size - 64) // per))]}
+
+
+@pytest.mark.parametrize("size", [1 << 20, 64 << 10, 4 << 10])
+def test_a_frame_of_empty_arrays_is_refused_before_it_is_built(size):
+    """Refused both as a whole body and fed through the decoder, with the reason that penalises and cuts off."""
+    frame = encode_frame(expansion_frame(size) if size > 100_000 else
+                         {"type": "x", "body": [[] for _ in range(size - 16)]})
+    with pytest.raises(FrameTooComplex) as refused:
+        FrameDecoder().feed(frame)
+    assert refused.value.reason == "frame_too_complex"
+    with pytest.raises(FrameTooComplex):
+        decode_body(frame[4:])
+
+
+def test_the_budget_is_counted_exactly_around_its_edge():
+    """Empty maps as well as arrays, at the budget passes and one past it is refused, whatever else is in the
+    body (binary payloads full of container-like bytes cost nothing)."""
+    def body(containers: int, padding: int) -> bytes:
+        return msgpack.packb({"type": "x", "pad": b"\x90" * padding, "maps": [{} for _ in range(containers - 2)]},
+                             use_bin_type=True)
+    for padding in (0, 50_000):
+        fits = next(n for n in range(100, 20_000) if n > container_budget(len(body(n, padding))))
+        assert decode_body(body(fits - 1, padding))["type"] == "x"
+        with pytest.raises(FrameTooComplex):
+            decode_body(body(fits, padding))
+
+
+def signed_txs(count: int, ops: int) -> list:
+    import hashlib
+    from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
+    from exchange.crypto import SigningKey
+    key = SigningKey(hashlib.sha256(b"framing").digest())
+    chosen = [NewOrderOp("BTC-USD", "buy", "limit", "100.00", "1", None), CancelOp("A-B", "x")]
+    return [sign_tx(key.sign, key.public_key, "ab" * 32, f"n{i}", 10**12, [chosen[i % 2]] * ops).wire()
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("count,ops", [(1, 1), (200, 1), (200, 50), (2000, 1), (40, 250)])
+def test_honest_frames_of_real_types_pass(count, ops):
+    """Proposals of real signed transactions (orders, and the shortest cancels a transaction may hold: the densest
+    in containers of anything a chain carries), up to as big as a frame holds, decode as they were."""
+    import os
+    from exchange.chain.blocks import Block, Header, Proposal
+    txs = signed_txs(count, ops)
+    header = Header("ab" * 32, 7, 1_700_000_000_000, os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32),
+                    Block.txs_hash(txs), None)
+    proposal = Proposal(7, 0, -1, Block(header, txs), os.urandom(32), os.urandom(64))
+    message = {"type": "chain_proposal", "body": proposal.wire()}
+    frame = encode_frame(message)
+    assert FrameDecoder().feed(frame) == [message]
+    assert decode_body(frame[4:]) == message
+    held, stack = 0, [message]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, dict)):
+            held += 1
+            stack.extend(value.values() if isinstance(value, dict) else value)
+    assert held <= container_budget(len(frame)) * 0.6
