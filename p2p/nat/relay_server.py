@@ -5,7 +5,9 @@ link stays up, others reach it by asking us to connect (`relay.connect`), and we
 frames between the two links. What we carry is the two ends' Noise stream: we can neither read nor
 forge it (p2p/nat/circuit.py).
 
-Limits, each per someone with a cap behind it: reservations per /24 and in all; circuits per peer
+Limits, each per someone with a cap behind it: reservations per /24 and in all, a full table making room
+for a newcomer from a less crowded network (Bitcoin Core's eviction by network group: the most crowded
+network's holder idle longest gives up its slot, so whoever filled the table first does not keep it); circuits per peer
 (as dialler or target) and in all; per circuit a byte budget, a duration and a rate (a token bucket
 over bytes: a link that never stops sending hits it and is closed, with the reason sent to both
 ends). Circuit ids are chosen by whoever opens the circuit on a link: the relay uses even ids, the
@@ -54,6 +56,7 @@ class Reservation:
     group: str
     link: RelayLink
     expires: float
+    used: float                      # when it was reserved, or last had a circuit opened or carrying bytes to it
 
 
 @dataclass(slots=True)
@@ -104,7 +107,7 @@ class RelayServer:
         self.hops: dict[tuple[int, int], Hop] = {}     # (id(link), circuit) -> hop
         self._ids = itertools.count(2, 2)               # even: circuits the relay opens
         self.counters = {"reservations": 0, "reservations_refused": 0, "circuits": 0, "circuits_refused": 0,
-                         "circuits_limited": 0, "bytes": 0}
+                         "circuits_limited": 0, "bytes": 0, "reservations_evicted": 0}
 
     # --- reservations -----------------------------------------------------------------------
     def reserve(self, link: RelayLink) -> tuple[bool, str]:
@@ -121,15 +124,34 @@ class RelayServer:
         group = netgroup(link.remote_addr[0]) if link.remote_addr else "?"
         held = self.reservations.get(node_id)
         if held is None:
-            if len(self.reservations) >= config.relay_max_reservations:
-                return self._refuse("relay_full")
             if sum(1 for r in self.reservations.values() if r.group == group) >= config.relay_reservations_per_subnet:
                 return self._refuse("subnet_full")
-        self.reservations[node_id] = Reservation(node_id, group, link, now + config.relay_reservation_ttl)
+            if len(self.reservations) >= config.relay_max_reservations and not self._make_room(group):
+                return self._refuse("relay_full")
+        self.reservations[node_id] = Reservation(node_id, group, link, now + config.relay_reservation_ttl,
+                                                 now if held is None else held.used)
         if held is None:
             self.counters["reservations"] += 1
             log.info("relay reservation for %s (%d held)", node_id[:12], len(self.reservations))
         return True, ""
+
+    def _make_room(self, group: str) -> bool:
+        """Evict for a newcomer of `group` when another network holds more than `group` would with it: that
+        network's holder with no circuit open and idle longest (or, all busy, idle longest), told `evicted`."""
+        counts: dict[str, int] = {}
+        for r in self.reservations.values():
+            counts[r.group] = counts.get(r.group, 0) + 1
+        crowded = max(counts.values(), default=0)
+        if crowded <= counts.get(group, 0) + 1:
+            return False
+        busy = {p for h in self.hops.values() for p in (h.pair.source, h.pair.target)}
+        victim = min((r for r in self.reservations.values() if counts[r.group] == crowded),
+                     key=lambda r: (r.node_id in busy, r.used))
+        del self.reservations[victim.node_id]
+        self.counters["reservations_evicted"] += 1
+        log.info("relay reservation of %s evicted for a newcomer of another network", victim.node_id[:12])
+        victim.link.send({"type": RESERVATION, "status": "refused", "reason": "evicted"})
+        return True
 
     def _refuse(self, reason: str) -> tuple[bool, str]:
         self.counters["reservations_refused"] += 1
@@ -164,6 +186,7 @@ class RelayServer:
         if sum(1 for p in pairs if target in (p.source, p.target)) >= config.relay_circuits_per_peer:
             return self._limited("target_busy", refused=True)
         now = self.clock()
+        reservation.used = now
         pair = Pair(source, target, now, TokenBucket(config.relay_circuit_rate, config.relay_circuit_burst,
                                                        clock=self.clock))
         near = Hop(link, circuit, pair)
@@ -196,6 +219,8 @@ class RelayServer:
         if not pair.bucket.try_take(len(payload)):
             return self._close_pair(pair, "relay_rate_limit")
         self.counters["bytes"] += len(payload)
+        if (reservation := self.reservations.get(pair.target)) is not None:
+            reservation.used = self.clock()
         other = hop.other
         if not other.link.send({"type": DATA, "circuit": other.circuit, "data": payload}):
             self._close_pair(pair, "relay_overflow")

@@ -214,16 +214,29 @@ def _as_peer_link(link: _Link) -> PeerLink:
     return cast("PeerLink", link)
 
 
-def test_many_reservations_meet_the_per_subnet_and_global_caps() -> None:
+def test_many_reservations_meet_the_per_subnet_cap_and_a_full_table_evicts_the_most_crowded_network() -> None:
+    """A full table makes room for a newcomer of a less crowded network: the most crowded network's holder with no
+    circuit, idle longest, is evicted and told so, until every network holds as much as the newcomer's would."""
     from p2p.nat.relay_server import RelayServer
-    server = RelayServer(NatConfig(relay_max_reservations=10, relay_reservations_per_subnet=4), lambda: True)
-    one_subnet = [_Link(f"{i:040x}", f"198.51.100.{i}") for i in range(1, 9)]
-    granted = [server.reserve(link)[0] for link in one_subnet]
-    assert granted.count(True) == 4 and server.reserve(one_subnet[-1])[1] == "subnet_full"
-    others = [_Link(f"{100 + i:040x}", f"203.0.{i}.1") for i in range(20)]
-    results = [server.reserve(link) for link in others]
-    assert sum(ok for ok, _ in results) == 6 and results[-1] == (False, "relay_full")
-    assert server.reserve(one_subnet[0]) == (True, "")          # renewing is no new slot
+    now = [0.0]
+    server = RelayServer(NatConfig(relay_max_reservations=10, relay_reservations_per_subnet=4), lambda: True,
+                         clock=lambda: now[0])
+    crowd = [_Link(f"{i:040x}", f"198.51.100.{i}") for i in range(1, 9)]
+    for link in crowd:
+        now[0] += 1
+        server.reserve(link)
+    assert len(server.reserved()) == 4 and server.reserve(crowd[-1]) == (False, "subnet_full")
+    others = [_Link(f"{100 + i:040x}", f"203.0.{i}.1") for i in range(6)]
+    assert all(server.reserve(link)[0] for link in others) and len(server.reserved()) == 10
+    assert server.connect(_Link("f" * 40, "192.0.2.1"), 1, crowd[0].remote_id) is None    # the oldest is busy
+    newcomers = [_Link(f"{200 + i:040x}", f"192.0.{i}.7") for i in range(5)]
+    results = [server.reserve(link) for link in newcomers]
+    assert results == [(True, "")] * 3 + [(False, "relay_full")] * 2
+    assert [link.sent[-1] for link in crowd[1:4]] == [{"type": "relay.reservation", "status": "refused",
+                                                       "reason": "evicted"}] * 3
+    assert server.reserved().count(crowd[0].remote_id) == 1 and server.counters["reservations_evicted"] == 3
+    assert server.reserve(_Link("e" * 40, "203.0.0.2")) == (False, "relay_full")    # its network holds one already
+    assert server.reserve(others[0]) == (True, "")          # renewing is no new slot
     assert len(server.reserved()) == 10
 
 
