@@ -13,9 +13,11 @@ the Noise handshake reached us; only a candidate a dial-back reached is *confirm
 From these answers, per address, reachability is:
 - `public`: a dial-back from outside our own network reached us (or, in a network where every peer
   is inside our own /24 - a LAN, or one machine - any dial-back did);
-- `private`: dial-backs of one address from at least `MIN_FAILED_GROUPS` distinct outside /24s
-  (from the only one, while we have met only one) failed, and no dial-back from outside reached any
-  address: once a node knows two outside networks, one stranger's `failed` is no verdict;
+- `private`: no dial-back from outside reached any address, and dial-backs of one address failed from
+  `MIN_FAILED_GROUPS` distinct outside /24s, or from an outside /24 that was the only one we had met when
+  it answered (a small network's one public node: its verdict stands when the other NATed nodes link
+  later), or twice from the same outside /24 (a confirmation: a second /24 that never answers, or sees us
+  elsewhere, cannot hold us `unknown`); one stranger's single `failed` among others is no verdict;
 - `unknown`: otherwise.
 "Outside" compares the peer's address with our own address on the link it came by (its /24): a
 neighbour on our LAN can dial our LAN address, which says nothing about the rest of the network.
@@ -54,6 +56,7 @@ class Answer:
     outside: bool          # it is not in our own /24
     at: float
     group: str             # the /24 of the node that dialled back
+    alone: bool = False    # it was the only outside /24 we had met when it answered
 
 
 class CheckView(TypedDict):
@@ -110,9 +113,12 @@ class OwnAddress:
         return self.candidate and any(a.ok and a.outside for a in self.answers)
 
     def failed_from_outside(self) -> bool:
-        """Dial-backs from `MIN_FAILED_GROUPS` distinct outside /24s failed here: no single stranger's say."""
-        failed = {a.group for a in self.answers if not a.ok and a.outside}
-        return self.candidate and len(failed) >= min(MIN_FAILED_GROUPS, self.groups_needed())
+        """Dial-backs failed here from `MIN_FAILED_GROUPS` distinct outside /24s, from the only outside /24 we
+        knew then, or twice from one outside /24: a lone stranger's single `failed` among others is no say."""
+        failures = [a for a in self.answers if not a.ok and a.outside]
+        groups = {a.group for a in failures}
+        return self.candidate and (len(groups) >= MIN_FAILED_GROUPS or any(a.alone for a in failures)
+                                   or len(failures) > len(groups))
 
     def undecided(self) -> bool:
         """A candidate no outside dial-back has reached nor enough outside /24s failed to reach."""
@@ -202,7 +208,8 @@ class SelfAddresses:
             self._met_outside(group)
         entry = self.addresses.get((host, port))
         if entry is not None:
-            entry.answers.append(Answer(ok, server, outside, time.time() if now is None else now, group))
+            alone = outside and list(self.outside_groups) == [group]
+            entry.answers.append(Answer(ok, server, outside, time.time() if now is None else now, group, alone))
 
     def to_check(self, max_age: float, now: float | None = None, failed_after: float | None = None) -> list[OwnAddress]:
         """Addresses worth a dial-back now: never checked, or last checked longer than `max_age` ago; one whose

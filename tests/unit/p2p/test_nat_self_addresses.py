@@ -2,7 +2,8 @@
 
 A hello's `observed_host` is a stranger's word: the node must not check, offer or publish a host until it
 is its own (a link's local end, a port mapping) or observers in enough outside /24s name it, a dial-back
-counts only for the host the server dialled, and one outside stranger's `failed` is no verdict of private.
+counts only for the host the server dialled, and one outside stranger's single `failed` among others is no
+verdict of private.
 The AutoNat tests drive the real client and server code through doubles of the links and the dialler."""
 from __future__ import annotations
 
@@ -321,13 +322,19 @@ def test_an_undecided_round_asks_a_bounded_number_of_networks() -> None:
     assert asked == MAX_OUTSIDE_GROUPS and all(len(groups) <= MAX_OUTSIDE_GROUPS for groups in nat._round.values())
 
 
-def test_one_network_failing_again_and_again_is_still_one_network() -> None:
+def test_one_network_failing_twice_is_a_verdict_a_second_network_that_never_answers_cannot_hold_off() -> None:
+    """A small network's relay fails our address once after a second outside network linked: that is no verdict
+    yet, but the relay failing it again is, though the second network never answers (old nodes, a stranger
+    keeping us `unknown` and unrelayed); any outside success still outweighs the failures."""
     addresses = SelfAddresses(PORT)
     addresses.mapped("198.51.100.7", PORT)
     addresses.observed("198.51.100.7", "192.0.2.0/24", "10.0.0.0/24")       # a second outside network met
-    for i in range(8):
-        addresses.answered("198.51.100.7", PORT, False, f"{i:040x}", True, "203.0.113.0/24", now=1000.0 + i)
-    assert addresses.reachability == Reachability.UNKNOWN
+    addresses.answered("198.51.100.7", PORT, False, "a" * 40, True, "203.0.113.0/24", now=1000.0)
+    assert addresses.reachability == Reachability.UNKNOWN, "one stranger's single failure among others"
+    addresses.answered("198.51.100.7", PORT, False, "a" * 40, True, "203.0.113.0/24", now=1015.0)
+    assert addresses.reachability == Reachability.PRIVATE
+    addresses.answered("198.51.100.7", PORT, True, "b" * 40, True, "192.0.2.0/24", now=1020.0)
+    assert addresses.reachability == Reachability.PUBLIC
 
 
 def test_failures_of_different_addresses_do_not_add_up() -> None:
@@ -336,6 +343,7 @@ def test_failures_of_different_addresses_do_not_add_up() -> None:
     addresses = SelfAddresses(PORT)
     addresses.mapped("198.51.100.7", 40001)
     addresses.observed("192.0.2.10", "203.0.113.0/24", "192.0.2.0/24", local=True)
+    addresses.observed("192.0.2.10", "198.18.0.0/24", "192.0.2.0/24", local=True)     # two outside networks met
     addresses.answered("198.51.100.7", 40001, False, "a" * 40, True, "203.0.113.0/24")
     addresses.answered("192.0.2.10", PORT, False, "b" * 40, True, "198.18.0.0/24")
     assert addresses.reachability == Reachability.UNKNOWN
@@ -346,7 +354,7 @@ def test_failures_of_different_addresses_do_not_add_up() -> None:
 def test_with_one_outside_network_met_its_word_is_all_there_is() -> None:
     """A small network with one public node (the relay NATed nodes link out to): its observation makes the host
     a candidate and its failed dial-back makes us private, or NATed nodes would never reserve a relay. Once a
-    second outside network is met, two must agree again."""
+    second outside network is met, two must agree on a new host, but the verdict given stands."""
     addresses = SelfAddresses(PORT)
     entry = addresses.observed("198.51.100.7", "203.0.113.0/24", "10.0.0.0/24")
     assert entry is not None and entry.candidate
@@ -355,3 +363,7 @@ def test_with_one_outside_network_met_its_word_is_all_there_is() -> None:
     addresses.observed("198.51.100.7", "192.0.2.0/24", "10.0.0.0/24")
     stranger = addresses.observed("100.66.0.1", "192.0.2.0/24", "10.0.0.0/24")
     assert stranger is not None and not stranger.candidate, "one of two outside networks is no longer enough"
+    # the relay's verdict stands: the other NATed node linking must not make us `unknown` until it answers
+    assert addresses.reachability == Reachability.PRIVATE
+    addresses.answered("198.51.100.7", PORT, True, "b" * 40, True, "192.0.2.0/24")
+    assert addresses.reachability == Reachability.PUBLIC, "an outside success outweighs the relay's failure"
