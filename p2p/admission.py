@@ -18,13 +18,13 @@ import functools
 import hashlib
 import ipaddress
 import os
-from collections import OrderedDict
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from p2p.close_reason import CloseReason
+from p2p.public.rate import ClientRate
 from p2p.public.sources import client_ip
-from p2p.resilience.token_bucket import TokenBucket
 
 PROTECT_NETGROUPS = 4
 PROTECT_LOW_RTT = 8
@@ -98,44 +98,24 @@ class HandshakeRate:
     """New inbound connections a second from one address, one netgroup (four times that) and in all: a handshake
     costs us its Diffie-Hellman and signature work before we know who dials, and a refused one (another chain, a
     full house) can be tried again at once, so the caps on open connections alone let one host keep a core busy
-    handshaking. Past a budget the connection is refused at accept, before any of that work. Loopback is exempt
-    unless `limit_loopback`, as it is from the caps. The maps are bounded (least recently heard forgotten)."""
+    handshaking. Past a budget the connection is refused at accept, before any of that work. The total is shared
+    by netgroup as the public surfaces share theirs (`p2p/public/rate.py`): one bucket for all let the first
+    networks to ask take it, and a newcomer's network waited behind them. Loopback is exempt unless
+    `limit_loopback`, as it is from the caps."""
 
-    def __init__(self, per_ip: float, total: float, limit_loopback: bool = False, max_sources: int = 4096,
+    def __init__(self, per_ip: float, total: float, limit_loopback: bool = False,
                  clock: Callable[[], float] | None = None) -> None:
-        self.per_ip, self.per_subnet, self.total = per_ip, 4 * per_ip, total
         self.limit_loopback = limit_loopback
-        self.max_sources = max_sources
-        self._clock = clock
-        self._all = self._bucket(total)
-        self._by_ip: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._by_group: OrderedDict[str, TokenBucket] = OrderedDict()
-        self.refused = 0
+        self.rate = ClientRate(per_ip, total, surface="handshake", clock=clock or time.monotonic)
 
-    def _bucket(self, rate: float) -> TokenBucket:
-        if self._clock is None:
-            return TokenBucket(rate, 2 * rate)
-        return TokenBucket(rate, 2 * rate, clock=self._clock)
-
-    def _of(self, table: OrderedDict[str, TokenBucket], key: str, rate: float) -> TokenBucket:
-        bucket = table.pop(key, None) or self._bucket(rate)
-        table[key] = bucket
-        if len(table) > self.max_sources:
-            table.popitem(last=False)
-        return bucket
+    @property
+    def refused(self) -> int:
+        return sum(self.rate.refused.values())
 
     def allow(self, host: str) -> bool:
-        group = netgroup(host)
-        if is_loopback_group(group) and not self.limit_loopback:
+        if not self.limit_loopback and is_loopback(host):
             return True
-        by_ip, by_group = self._of(self._by_ip, host, self.per_ip), self._of(self._by_group, group, self.per_subnet)
-        if by_ip.tokens >= 1 and by_group.tokens >= 1 and self._all.tokens >= 1:
-            by_ip.try_take()
-            by_group.try_take()
-            self._all.try_take()
-            return True
-        self.refused += 1
-        return False
+        return self.rate.check(host) is None
 
 
 class EvictionPolicy:
