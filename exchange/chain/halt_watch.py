@@ -2,7 +2,9 @@
 
 The service feeds it each tick with whether the core hears a quorum (`ChainCore.quorum_present`) and
 each validator's silence (`ChainCore.validator_liveness`). Once the quorum has been missing for
-`warn_after` seconds it returns a WARNING naming the validators not heard from and for how long; while
+`warn_after` seconds it returns a WARNING naming the validators not heard from within `live_after` and for
+how long, at a follower as at a validator (a follower hears them through the last block's signatures and
+its links' heartbeats, so a validator that signed the last block and then died is named too); while
 the quorum stays missing it repeats at most every `repeat` seconds, with the duration so far; when the
 quorum is back it returns one line saying how long the halt lasted. `reason` is the same text for
 `/ready` and `/status`, and `halted_seconds` feeds the `exchange_node_chain_halted_seconds` gauge.
