@@ -94,19 +94,23 @@ def wait_for_file(path: Path, sleep: Callable[[float], None] = time.sleep) -> st
     if token is not None:
         _warn_if_readable_by_others(path)
         return token
-    log.info("waiting for the join token at %s", path)
+    stopped: list[str] = []
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise WaitStopped(signal.Signals(signum).name)
+    def stop(signum: int, frame: FrameType | None) -> None:     # noted, acted on between polls (never mid-write)
+        stopped.append(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while token is None:
+    try:                # handlers first: a signal sent once the line is out must find them
+        log.info("waiting for the join token at %s", path)
+        while token is None and not stopped:
             sleep(POLL_SECONDS)
             token = read_file(path)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stopped:
+        raise WaitStopped(stopped[0])
+    assert token is not None
     _warn_if_readable_by_others(path)
     log.info("join token read from %s", path)
     return token

@@ -4,6 +4,8 @@ with one line that never shows it."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,11 @@ def test_a_file_holding_something_else_is_refused_at_once(tmp_path: Path) -> Non
         token_input.wait_for_file(path, sleep=lambda _: pytest.fail("no wait for a file that is wrong"))
     with pytest.raises(token_input.TokenRefused, match="is a directory"):
         token_input.read_file(tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_wait_between_polls_and_the_handlers_are_put_back(tmp_path: Path, sig) -> None:
+    before = signal.getsignal(sig)
+    with pytest.raises(token_input.WaitStopped, match=sig.name):
+        token_input.wait_for_file(tmp_path / "never", sleep=lambda _: os.kill(os.getpid(), sig))
+    assert signal.getsignal(sig) is before
