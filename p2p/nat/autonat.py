@@ -140,6 +140,7 @@ class AutoNat:
         if host is not None and self.addresses.observed(host, remote_group(link), local_group(link),
                                                         local=host == local_host(link)) is not None:
             self._wake.set()
+            self._changed()         # a new observer can change what we believe (a host turns candidate, say)
 
     def _servers(self, host: str, skip_groups: Collection[str] = (), outside_only: bool = False) -> list[PeerLink]:
         """Linked peers to ask about `host`: only those that see us there (a server dials the IP its link sees),
