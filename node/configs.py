@@ -121,6 +121,9 @@ def core_config(settings: Settings, legacy: bool = False) -> CoreConfig:
                       sync_total_bytes=settings.sync_total_bytes,
                       account_ops_per_block=settings.account_ops_per_block,
                       account_ops_per_100_blocks=settings.account_ops_per_100_blocks,
+                      account_ops_rate=settings.account_ops_rate, account_ops_burst=settings.account_ops_burst,
+                      group_ops_rate=settings.group_ops_rate, group_ops_burst=settings.group_ops_burst,
+                      account_rate_exempt=frozenset(bytes.fromhex(a) for a in settings.account_rate_exempt),
                       snapshot_cache_bytes=settings.snapshot_cache_bytes,
                       max_block_bytes=min(MAX_BLOCK_BYTES, int(settings.max_frame_bytes * BLOCK_SHARE_OF_FRAME)))
 

@@ -43,8 +43,12 @@ def is_paced_lane(lane: str) -> bool:
 
 class AccountRateView(TypedDict):
     windows: list[list[int]]        # [blocks, ops allowed in them]
+    per_second: dict[str, int]      # by block time: account / group rate and burst (0: off)
+    exempt: list[str]               # accounts never counted (ACCOUNT_RATE_EXEMPT)
     refused: int
+    refused_by: dict[str, int]      # blocks, account_time, group_time
     accounts: int
+    groups: int
 
 
 class IntakeView(TypedDict):
@@ -62,7 +66,10 @@ class TxIntake:
         self.core = core
         config = core.config
         self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst, config.peer_tx_total_rate)
-        self.account_rate = AccountRate(((1, config.account_ops_per_block), (100, config.account_ops_per_100_blocks)))
+        self.account_rate = AccountRate(((1, config.account_ops_per_block), (100, config.account_ops_per_100_blocks)),
+                                        rate=config.account_ops_rate, burst=config.account_ops_burst,
+                                        group_rate=config.group_ops_rate, group_burst=config.group_ops_burst,
+                                        exempt=config.account_rate_exempt)
         self.own: OrderedDict[str, tuple[SignedTx, float]] = OrderedDict()
 
     def restore(self, txs: list[SignedTx], now: float) -> None:
@@ -82,8 +89,11 @@ class TxIntake:
     def view(self) -> IntakeView:
         rate = self.account_rate
         return {"tx_budget": self.tx_budget.view(),
-                "account_rate": {"windows": [list(w) for w in rate.windows], "refused": rate.refused,
-                                 "accounts": len(rate)},
+                "account_rate": {"windows": [list(w) for w in rate.windows],
+                                 "per_second": {"account_rate": rate.rate, "account_burst": rate.burst,
+                                                "group_rate": rate.group_rate, "group_burst": rate.group_burst},
+                                 "exempt": sorted(a.hex() for a in rate.exempt), "refused": rate.refused,
+                                 "refused_by": dict(rate.refused_by), "accounts": len(rate), "groups": rate.groups},
                 "own_pending": len(self.own)}
 
     def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
@@ -133,21 +143,38 @@ class TxIntake:
             why = self.precheck(tx, recording=True)
             if why is not None:
                 return why
-        height, ops = self.core.state.height + 1, len(tx.ops)
-        if tx.id not in self.core.mempool and not self.account_rate.allows(tx.account, ops, height):
-            self.account_rate.refused += 1
-            return "account_rate"
         # a validator's relays, paced or not (`paced_lane`), are a group of their own, as its link's read turns are
         # (ReadTurns): whoever shares its network, their block turns are not its relays'
         sender = lane.removesuffix(PACED_SUFFIX)
-        if sender == OWN_LANE or sender in self.core.state.validators.node_ids:
+        relayed = sender in self.core.state.validators.node_ids
+        if sender == OWN_LANE or relayed:
             group = solo_group(sender)
         else:
             group = TxBudget.group_key(self.core.network_of(lane))
+        # the validator that took it from a client charged that client's group; a relay is charged to its account
+        height, time_ms, ops, rate_group = self.core.state.height + 1, self.core.state.time_ms, len(tx.ops), \
+            None if relayed else group
+        if tx.id not in self.core.mempool:
+            refused = self.account_rate.why_not(tx.account, ops, height, time_ms, rate_group)
+            if refused is not None:
+                self.account_rate.refuse(refused)
+                return "account_rate"
         why = self.core.mempool.add(tx, lane, group)
         if why is None:
-            self.account_rate.record(tx.account, ops, height)
+            self.account_rate.record(tx.account, ops, height, time_ms, rate_group)
         return why
+
+    def refuses_own(self, account: bytes, ops: int) -> bool:
+        """Whether a transaction of `ops` operations of `account` from our API would be refused `account_rate`
+        now (counted as refused if so): the API asks before it signs, checks and writes one, so a refusal costs a
+        lookup. A follower has no count: its validators refuse for it."""
+        if not self.core.is_validator:
+            return False
+        state = self.core.state
+        why = self.account_rate.why_not(account, ops, state.height + 1, state.time_ms, solo_group(OWN_LANE))
+        if why is not None:
+            self.account_rate.refuse(why)
+        return why is not None
 
     def on_gossiped_tx(self, tx: SignedTx, sender: str | None, now: float, paced: bool = False) -> None:
         """A transaction from neighbour `sender`; `paced`: a validator relays it from a neighbour at its budget

@@ -21,8 +21,8 @@ from aiohttp import web
 from exchange.chain.service import ChainService
 from exchange.app.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
 from node.api.base import ApiError, Json, JsonObject, chain_of, json_response
-from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _finality, _json_body, _query_number, _refused,
-                             _sign_local, _signed, _state, _submit)
+from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _query_number, _refused,
+                             _sign_local, _signed, _state, _submit, metered)
 
 MAX_AFTER_S = 86_400.0
 
@@ -38,8 +38,8 @@ def _fields(body: Json, allowed: set[str]) -> JsonObject:
     return body
 
 
-def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp]) -> SignedTx:
-    tx = _signed(body["signed"])
+def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp], chain: ChainService) -> SignedTx:
+    tx = _signed(body["signed"], chain)
     if len(tx.ops) != 1 or not isinstance(tx.ops[0], kind):
         raise ApiError(422, f"{kind.name}_expected", f"the signed transaction must hold exactly one {kind.name}",
                        "signed")
@@ -74,9 +74,10 @@ async def post_cancel_all(request: web.Request) -> web.Response:
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=True), {"account", "market", "side", "signed"})
     if "signed" in body:
-        tx = _one_op(body, CancelAllOp)
+        tx = _one_op(body, CancelAllOp, chain)
     else:
         op = _parsed(CancelAllOp.parse, body.get("market"), body.get("side"))
+        metered(chain, _account(request, body.get("account")).public_key, 1)
         tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
     scope = cast(CancelAllOp, tx.ops[0])     # _one_op checked it, or we made it
     if scope.market is not None and scope.market not in state.params.registry:
@@ -99,7 +100,7 @@ async def post_schedule_cancel(request: web.Request) -> web.Response:
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=False), {"account", "after", "at", "signed"})
     if "signed" in body:
-        tx = _one_op(body, ScheduleCancelOp)
+        tx = _one_op(body, ScheduleCancelOp, chain)
     else:
         if ("after" in body) == ("at" in body):
             raise ApiError(422, "after_or_at", "send either after (seconds from now) or at (ms, or null to clear)")

@@ -166,11 +166,22 @@ def _sign_local(request: web.Request, chain: ChainService, account_name: Json, o
     return tx
 
 
-def _signed(body: Json) -> SignedTx:
+def metered(chain: ChainService, account: bytes, ops: int) -> None:
+    """Refuse (429 `account_rate`) what the chain's account and group rates would refuse, before the transaction
+    is signed, its signature checked and it is written to the outbox: a refusal costs a lookup, not that work."""
+    core = chain.core
+    if core is not None and core.intake.refuses_own(account, ops):
+        raise _refused("account_rate")
+
+
+def _signed(body: Json, chain: ChainService | None = None) -> SignedTx:
+    """A client's signed transaction; with `chain`, metered before its signature is checked."""
     try:
         tx = SignedTx.from_json(body)
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
+    if chain is not None:
+        metered(chain, tx.account, len(tx.ops))
     if not tx.signature_valid():
         raise ApiError(401, "bad_signature", "the signature does not verify for this account and these bytes",
                        "sig")
@@ -286,7 +297,7 @@ async def post_order(request: web.Request) -> web.Response:
     body = await _json_body(request)
     state = _state(chain)
     if isinstance(body, dict) and "signed" in body:
-        tx = _signed(body["signed"])
+        tx = _signed(body["signed"], chain)
         if len(tx.ops) != 1 or not isinstance(tx.ops[0], NewOrderOp):
             raise ApiError(422, "one_order_expected", "POST /orders takes one new order; use /orders/batch", "signed")
         _market_checked(state, tx.ops[0])
@@ -295,6 +306,7 @@ async def post_order(request: web.Request) -> web.Response:
     else:
         op = _order_op(body)
         _market_checked(state, op)
+        metered(chain, _account(request, body.get("account")).public_key, 1)
         if isinstance(body, dict) and body.get("client_id"):
             tx, index = _sign_local(request, chain, body.get("account"), [op], _nonce(body)), 0
             why, result = await _submit(chain, tx, wait)
@@ -337,7 +349,7 @@ async def post_order_batch(request: web.Request) -> web.Response:
     body = await _json_body(request)
     state = _state(chain)
     if isinstance(body, dict) and "signed" in body:
-        txs = [(_signed(body["signed"]), None)]
+        txs = [(_signed(body["signed"], chain), None)]
         slots: list[tuple[int, int] | None] = [(0, i) for i in range(len(txs[0][0].ops))]
         results: list[JsonObject] = [{} for _ in slots]
     else:
@@ -345,14 +357,17 @@ async def post_order_batch(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")
         if not 0 < len(body["orders"]) <= MAX_OPS:
             raise ApiError(422, "invalid_batch_size", f"send 1 to {MAX_OPS} orders", "orders")
+        refused = _metered_batch(request, chain, body)
         results = []
         groups: dict[str, list[tuple[int, NewOrderOp]]] = {}
         for item in body["orders"]:
             try:
+                name = item.get("account", body.get("account")) or "default" if isinstance(item, dict) else None
+                if name in refused:
+                    raise refused[name]
                 op = _order_op(item)
                 _market_checked(state, op)
-                name = item.get("account", body.get("account")) or "default"
-                groups.setdefault(name, []).append((len(results), op))
+                groups.setdefault(name, []).append((len(results), op))     # type: ignore[arg-type]
                 results.append({})
             except ApiError as exc:
                 results.append({"error": _error_dict(exc)})
@@ -379,6 +394,24 @@ async def post_order_batch(request: web.Request) -> web.Response:
             continue
         results[slot] = _answer_op(chain, tx, op_index, finals[tx_index])
     return json_response({"results": results})
+
+
+def _metered_batch(request: web.Request, chain: ChainService, body: JsonObject) -> dict[str, ApiError]:
+    """The accounts of a batch whose orders the rates refuse (`metered`), counted before any order is parsed."""
+    counts: dict[str, int] = {}
+    for item in body["orders"]:
+        if isinstance(item, dict):
+            name = item.get("account", body.get("account")) or "default"
+            if isinstance(name, str):
+                counts[name] = counts.get(name, 0) + 1
+    refused: dict[str, ApiError] = {}
+    for name, ops in counts.items():
+        account = _account(request, name).public_key
+        try:
+            metered(chain, account, ops)
+        except ApiError as exc:
+            refused[name] = exc
+    return refused
 
 
 def _error_dict(exc: ApiError) -> JsonObject:

@@ -41,3 +41,57 @@ def test_the_map_of_accounts_is_bounded():
     for n in range(1_000):
         admit(rate, n.to_bytes(32, "big"), 1, 1)
     assert len(rate) == 100
+
+
+def _admit_at(rate: AccountRate, account: bytes, ops: int, time_ms: int, group: str | None = None) -> str | None:
+    """At block time `time_ms`, a block every 50 ms."""
+    why = rate.why_not(account, ops, time_ms // 50, time_ms, group)
+    if why is None:
+        rate.record(account, ops, time_ms // 50, time_ms, group)
+    return why
+
+
+def test_an_accounts_bucket_runs_on_block_time_whatever_the_number_of_blocks():
+    """Twenty blocks a second do not give twenty allowances: 100 a second of block time, bursts of 1,000, and a
+    transaction weighs one operation more than it holds."""
+    rate = AccountRate((), rate=100, burst=1_000)
+    assert _admit_at(rate, A, 999, 0) is None and _admit_at(rate, A, 0, 0) == "account_time"
+    assert _admit_at(rate, A, 5, 50) == "account_time" and _admit_at(rate, A, 4, 50) is None   # 50 ms: 5 more
+    assert _admit_at(rate, A, 99, 1_050) is None and _admit_at(rate, A, 0, 1_050) == "account_time"
+    assert _admit_at(rate, B, 999, 1_050) is None                   # another account has its own
+    assert _admit_at(rate, A, 0, 1_000) == "account_time"          # an older block time refills nothing
+
+
+def test_past_half_of_a_groups_bucket_its_heaviest_accounts_are_refused_first():
+    """Below half, an account goes on only while it spent no more than an equal part of what the group spent: ten
+    accounts refilling 250 orders and cancelling them as fast as they may leave room for a light one."""
+    rate = AccountRate((), rate=1_000, burst=1_000, group_rate=500, group_burst=5_000)
+    heavy = [bytes([n]) * 32 for n in range(10)]
+    light_refused, heavy_refused = 0, []
+    for step in range(200):                                         # 20 s of block time, a block every 100 ms
+        time_ms = step * 100
+        heavy_refused += [_admit_at(rate, account, ops, time_ms, "own") for account in heavy for ops in (249, 1)]
+        if step % 2 == 0:
+            light_refused += _admit_at(rate, A, 4, time_ms, "own") is not None
+    assert light_refused <= 2, light_refused     # of 100 (without the fair share: 10)
+    assert heavy_refused.count("group_time") > 3_000 and heavy_refused.count(None) < 900    # 10,000 ops of 20 s
+    assert _admit_at(rate, heavy[5], 249, 20_000, "other") is None  # another group is not held up
+
+
+def test_the_same_blocks_give_the_same_refusals_on_every_node():
+    """Two validators seeing the same sequence of (block time, transaction) refuse the same ones, whatever
+    their clocks: the buckets read only block time."""
+    sequence = [(t * 37, bytes([t % 5]) * 32, 1 + (t * 7) % 250, f"g{t % 3}") for t in range(2_000)]
+
+    def refusals() -> list[str | None]:
+        rate = AccountRate(((1, 600),), rate=100, burst=1_000, group_rate=300, group_burst=1_500)
+        return [_admit_at(rate, account, ops, time_ms, group) for time_ms, account, ops, group in sequence]
+
+    first, second = refusals(), refusals()
+    assert first == second and {"account_time", "group_time"} <= set(first) and None in first
+
+
+def test_exempt_accounts_are_never_counted():
+    rate = AccountRate(((1, 10),), rate=1, burst=1, group_rate=1, group_burst=1, exempt=frozenset({A}))
+    assert all(_admit_at(rate, A, 250, 0, "own") is None for _ in range(100)) and len(rate) == 0
+    assert _admit_at(rate, B, 2, 0, "own") == "account_time"
