@@ -1,4 +1,7 @@
-"""Settings: every knob of a node, with its environment name, default and one-line help in one place."""
+"""Settings: every knob of a node, with its environment name, default and one-line help in one place.
+
+Over 500 lines on purpose: one table of every setting, which `start --help` and docs/configuration.md are made
+from; split, a setting's neighbours (the limits it pairs with) would be in another file."""
 from __future__ import annotations
 
 import os
