@@ -1,6 +1,6 @@
 """AutoNAT-style reachability: peers tell us where they see us, and a few of them dial us back there.
 
-Client: whenever a candidate address of ours (see p2p/nat/self_addresses.py) has not been checked
+Client: whenever a checkable address of ours (see p2p/nat/self_addresses.py) has not been checked
 lately, ask up to `fanout` linked peers that see us at that very host (their hello's `observed_host`)
 - peers outside our own /24 first, each in a different /24 - to dial it back (`autonat.request`,
 naming the host); each answers `autonat.response` with what its dial found and the IP it dialled.
@@ -107,7 +107,7 @@ class AutoNat:
         self.max_concurrent = max_concurrent
         self.reachability_listeners: list[Callable[[Reachability], None]] = []
         self._asked: dict[bytes, Question] = {}
-        # candidate address -> the /24s asked about it since it was last due (at most MAX_OUTSIDE_GROUPS a round)
+        # checkable address -> the /24s asked about it since it was last due (at most MAX_OUTSIDE_GROUPS a round)
         self._round: dict[tuple[str, int], set[str]] = {}
         self._served_at: dict[str, float] = {}          # requester node id -> when we last dialled it back
         self._group_buckets: dict[str, TokenBucket] = {}
@@ -169,10 +169,10 @@ class AutoNat:
         for question in self._asked.values():
             pending.setdefault((question.host, question.port), set()).add(question.group)
         due = {(a.host, a.port) for a in self.addresses.to_check(self.recheck, now, failed_after=self.recheck_failed)}
-        candidates = self.addresses.candidates()
-        keys = {(a.host, a.port) for a in candidates}
+        checkable = self.addresses.checkable()
+        keys = {(a.host, a.port) for a in checkable}
         self._round = {key: groups for key, groups in self._round.items() if key in keys}
-        for address in candidates:
+        for address in checkable:
             key = (address.host, address.port)
             for link in self._to_ask(address, pending.get(key, set()), key in due):
                 nonce = secrets.token_bytes(NONCE_BYTES)

@@ -8,7 +8,9 @@ there, so a host is a *candidate* (worth a dial-back, offered in hole punches) o
   own /24 (one stranger, however many keys it holds in one /24, counts once), or by the only outside
   /24 we have met: a small network with one public node (its relay) has no second witness, and
   demanding one would leave its NATed nodes unable to learn their address or find out they are private.
-A peer that sees us at a candidate dials it back at our port (p2p/nat/autonat.py) and says whether
+A host that only outside /24 named stays *checkable* when strangers later name others: dial-backs of it
+may still make us private, but it is offered and published only while a candidate.
+A peer that sees us at a checkable host dials it back at our port (p2p/nat/autonat.py) and says whether
 the Noise handshake reached us; only a candidate a dial-back reached is *confirmed* (published).
 From these answers, per address, reachability is:
 - `public`: a dial-back from outside our own network reached us (or, in a network where every peer
@@ -93,12 +95,20 @@ class OwnAddress:
     answers: deque[Answer] = field(default_factory=lambda: deque(maxlen=KEEP_ANSWERS))
     first_seen: float = field(default_factory=time.time)
     local: bool = False                        # the local end of one of our direct links
+    vouched_alone: bool = False                # named by the only outside /24 we had met then (see `checkable`)
     groups_needed: Callable[[], int] = field(default=lambda: MIN_OBSERVER_GROUPS, repr=False, compare=False)
 
     @property
     def candidate(self) -> bool:
         """Ours beyond one stranger's word: worth a dial-back, a hole-punch offer and (once reached) our record."""
         return self.local or self.how == "mapped" or len(self.vouching_groups()) >= self.groups_needed()
+
+    @property
+    def checkable(self) -> bool:
+        """Worth a dial-back whose failure counts: a candidate, or a host the only outside /24 we had met named
+        (a small network's public node), even once other /24s name other hosts: one stranger's word makes us
+        check a host and believe we are private, never publish it, offer it or believe we are public."""
+        return self.candidate or self.vouched_alone
 
     def vouching_groups(self) -> set[str]:
         """Outside observer /24s, less the host's own /24 (a neighbour of the host says nothing about us)."""
@@ -117,12 +127,12 @@ class OwnAddress:
         knew then, or twice from one outside /24: a lone stranger's single `failed` among others is no say."""
         failures = [a for a in self.answers if not a.ok and a.outside]
         groups = {a.group for a in failures}
-        return self.candidate and (len(groups) >= MIN_FAILED_GROUPS or any(a.alone for a in failures)
+        return self.checkable and (len(groups) >= MIN_FAILED_GROUPS or any(a.alone for a in failures)
                                    or len(failures) > len(groups))
 
     def undecided(self) -> bool:
-        """A candidate no outside dial-back has reached nor enough outside /24s failed to reach."""
-        return self.candidate and not self.reached_from_outside() and not self.failed_from_outside()
+        """A checkable address no outside dial-back has reached nor enough outside /24s failed to reach."""
+        return self.checkable and not self.reached_from_outside() and not self.failed_from_outside()
 
     def answered_by(self) -> set[str]:
         """The /24s whose dial-backs of this address we hold."""
@@ -173,6 +183,8 @@ class SelfAddresses:
             entry.observers.add(observer_group)
             if outside:
                 entry.outside_observers.add(observer_group)
+        if outside and observer_group != netgroup(host) and list(self.outside_groups) == [observer_group]:
+            entry.vouched_alone = True
         return entry
 
     def _met_outside(self, group: str) -> None:
@@ -218,7 +230,7 @@ class SelfAddresses:
         private and relayed for `max_age`)."""
         now = time.time() if now is None else now
         due: list[OwnAddress] = []
-        for entry in self.candidates():
+        for entry in self.checkable():
             if not entry.answers:
                 due.append(entry)
                 continue
@@ -248,8 +260,13 @@ class SelfAddresses:
         return Reachability.UNKNOWN
 
     def candidates(self) -> list[OwnAddress]:
-        """Addresses believed ours (see the module doc), most observed first: the ones to check and offer."""
+        """Addresses believed ours (see the module doc), most observed first: the ones to offer."""
         return sorted((e for e in self.addresses.values() if e.candidate), key=lambda e: -len(e.observers))
+
+    def checkable(self) -> list[OwnAddress]:
+        """Candidates and the hosts worth a dial-back on the word of the only outside /24 we had met, most
+        observed first: the ones to check."""
+        return sorted((e for e in self.addresses.values() if e.checkable), key=lambda e: -len(e.observers))
 
     def confirmed(self) -> list[OwnAddress]:
         """Candidates a dial-back reached, most observed first: the ones worth advertising."""

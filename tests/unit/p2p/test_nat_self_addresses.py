@@ -165,7 +165,10 @@ def test_a_host_becomes_a_candidate_once_two_outside_networks_other_than_its_own
         addresses.observed("198.51.100.7", "203.0.113.0/24", "10.0.0.0/24")
     addresses.observed("198.51.100.7", "198.51.100.0/24", "10.0.0.0/24")     # the host's own /24
     addresses.observed("198.51.100.7", "10.0.0.0/24", "10.0.0.0/24")         # our own LAN
-    assert addresses.candidates() == [] and addresses.to_check(300.0) == []
+    assert addresses.candidates() == []
+    # named first by the only outside network met then: checked (a failure there could make us private), but
+    # its success neither confirms the host nor makes us public
+    assert [e.host for e in addresses.to_check(300.0)] == ["198.51.100.7"]
     addresses.answered("198.51.100.7", PORT, True, "a" * 40, True, "203.0.113.0/24")
     assert addresses.confirmed() == [] and addresses.reachability == Reachability.UNKNOWN
     entry = addresses.observed("198.51.100.7", "192.0.2.0/24", "10.0.0.0/24")
@@ -367,3 +370,26 @@ def test_with_one_outside_network_met_its_word_is_all_there_is() -> None:
     assert addresses.reachability == Reachability.PRIVATE
     addresses.answered("198.51.100.7", PORT, True, "b" * 40, True, "192.0.2.0/24")
     assert addresses.reachability == Reachability.PUBLIC, "an outside success outweighs the relay's failure"
+
+
+def test_a_stranger_naming_another_host_cannot_keep_a_small_networks_nated_node_unknown() -> None:
+    """The public node (the only outside network met) sees us at our router's host; then a stranger in a second
+    /24 links and names another host, so neither host has two outside networks behind it. The router's host is
+    still asked about, and the public node failing it twice makes us private (it was asked again at the failed
+    pace); it is never offered or published on that one word, and the stranger's host is never asked about."""
+    nat, peers = _autonat()
+    router, named = "198.51.100.7", "100.66.0.1"
+    relay = _Link("a" * 40, "203.0.113.5", router, local_host="10.0.0.2")
+    _join(nat, peers, relay)
+    stranger = _Link("b" * 40, "192.0.2.5", named, local_host="10.0.0.2")
+    _join(nat, peers, stranger)
+    assert nat.addresses.candidates() == [], "one word each: neither host is ours"
+    assert nat.ask() == 1 and [r["host"] for r in relay.requests()] == [router] and not stranger.requests()
+    _answer(nat, relay, "failed")
+    assert nat.reachability == Reachability.UNKNOWN, "one failure, with another network met: no verdict yet"
+    address = nat.addresses.addresses[(router, PORT)]
+    address.answers[-1].at -= nat.recheck_failed          # the failed pace has passed
+    assert nat.ask() == 1 and [r["host"] for r in relay.requests()] == [router] and not stranger.requests()
+    _answer(nat, relay, "failed")
+    assert nat.reachability == Reachability.PRIVATE
+    assert nat.addresses.candidates() == [] and nat.addresses.confirmed() == []
