@@ -190,6 +190,7 @@ class ApiConfig:
     public_rate: float = 20.0
     public_rate_total: float = 1000.0
     rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    connection_rate: float = 100.0              # requests a second one connection may make, token or not
     trusted_proxies: tuple[str, ...] = ()       # reverse proxies whose X-Forwarded-For names the client
 
 
@@ -286,6 +287,7 @@ class NodeConfigs:
                           slow_answer_bytes=settings.api_slow_answer_bytes,
                           keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
                           public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt,
+                          connection_rate=settings.api_connection_rate,
                           trusted_proxies=settings.api_trusted_proxies),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,

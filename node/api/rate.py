@@ -21,16 +21,19 @@ requests (node/marketdata/server.py) draw on the same budgets.
 from __future__ import annotations
 
 import time
-from typing import Callable, Protocol, TypedDict
+from typing import Awaitable, Callable, Protocol, TypedDict
+from weakref import WeakKeyDictionary
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from node.api.base import ApiError
-from node.api.auth import ApiAuth, is_public
+from node.api.auth import PUBLIC_ROUTES, ApiAuth, is_public
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog
 from p2p.public.sources import in_networks, parse_networks
+from p2p.resilience.token_bucket import TokenBucket
 
 
 UNIT_CPU_SECONDS = 0.001        # a public request costs one unit per this much of the event loop's CPU ...
@@ -77,6 +80,92 @@ class PublicRateLimit(ClientRate):
                 "tracked_addresses": len(self.by_address), "refused": dict(self.refused)}
 
 
+CHARGED = web.RequestKey("public_rate_charged", bool)   # set on a request the front gate charged the public rate
+_READS = frozenset({"GET", "HEAD"})
+_EXACT = frozenset(r.split(" ", 1)[1] for r in PUBLIC_ROUTES if not r.endswith("/*"))
+_PREFIXES = tuple(r.split(" ", 1)[1][:-1] for r in PUBLIC_ROUTES if r.endswith("/*"))
+
+
+def looks_public(method: str, path: str) -> bool:
+    """Whether a request's raw path names a public route, read before routing: only to refuse early. A spelling
+    this misses (`//status`) is charged by the middleware after routing instead; which routes need the token is
+    decided on the matched route (auth.py), never on this."""
+    return method in _READS and (path in _EXACT or path.startswith(_PREFIXES))
+
+
+def _refusal(which: str, wait: float, close: bool = False) -> web.Response:
+    response = web.Response(status=429, body=_REFUSAL_BODIES[which], content_type="application/json",
+                            headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+    if close:
+        response.force_close()
+    return response
+
+
+_REFUSAL_BODIES = {which: orjson.dumps({"error": {"code": code, "message": message}}) for which, code, message in (
+    ("per_address", "rate_limited", "too many requests without a token (per address limit)"),
+    ("per_subnet", "rate_limited", "too many requests without a token (per subnet limit)"),
+    ("total", "rate_limited", "too many requests without a token (total limit)"),
+    ("connection", "connection_rate_limited", "too many requests on one connection; this connection is closed"))}
+
+
+class _Connection:
+    __slots__ = ("bucket", "refused")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.bucket = TokenBucket(rate, burst)
+        self.refused = 0        # public-rate refusals in a row on this connection
+
+
+class FrontGate:
+    """Refusals before a request is routed or its body read, at a small constant cost (nginx's `limit_req`):
+    every connection has a request rate (`per_connection` a second, bursts of twice that; 0: none), whoever
+    holds it, and is closed past it; a request that looks public (`looks_public`) without the token from an
+    address not exempt is charged to the public rate here, and a keep-alive connection refused `CLOSE_AFTER` times
+    in a row is closed, so refusing does not cost what answering does. The answer is a prebuilt 429."""
+
+    CLOSE_AFTER = 8
+
+    def __init__(self, limit: PublicRateLimit, auth: ApiAuth, per_connection: float) -> None:
+        self.limit, self.auth, self.per_connection = limit, auth, per_connection
+        self._connections: WeakKeyDictionary[object, _Connection] = WeakKeyDictionary()
+        self.refused = {"connection": 0, "public": 0}
+        self.closed = 0
+
+    def wrap(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+             ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        async def front(request: web.BaseRequest) -> web.StreamResponse:
+            transport = request.transport
+            connection = None
+            if transport is not None:
+                connection = self._connections.get(transport)
+                if connection is None:
+                    connection = self._connections[transport] = _Connection(self.per_connection or 1.0,
+                                                                            2 * (self.per_connection or 1.0))
+                if self.per_connection and not connection.bucket.try_take():
+                    self.refused["connection"] += 1
+                    self.closed += 1
+                    return _refusal("connection", 1.0, close=True)
+            if looks_public(request.method, request.path):
+                address = request.remote or ""
+                scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+                if not self.limit.is_exempt(address) and not (scheme.lower() == "bearer" and
+                                                              self.auth.check_token(token.strip())):
+                    refused = self.limit.check(address)
+                    if refused is not None:
+                        self.refused["public"] += 1
+                        close = connection is not None and connection.refused >= self.CLOSE_AFTER - 1
+                        if connection is not None:
+                            connection.refused += 1
+                        self.closed += close
+                        return _refusal(refused[0], refused[1], close=close)
+                    request[CHARGED] = True
+                if connection is not None:
+                    connection.refused = 0
+            return await handler(request)
+
+        return front
+
+
 def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth: ApiAuth) -> None:
     @web.middleware
     async def public_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -84,9 +173,10 @@ def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth
         if not is_public(request.method, resource.canonical if resource is not None else None):
             return await handler(request)
         address = request.remote or ""
-        if limit.is_exempt(address) or auth.check_token(auth.bearer_token(request)):
+        charged = request.get(CHARGED, False)
+        if not charged and (limit.is_exempt(address) or auth.check_token(auth.bearer_token(request))):
             return await handler(request)
-        refused = limit.check(address)
+        refused = None if charged else limit.check(address)
         if refused is None:
             started = time.thread_time()
             response = await handler(request)

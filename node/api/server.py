@@ -15,11 +15,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
 from p2p.public.guard import ConnectionGuard, GuardedSite, install_guard
-from node.api.rate import PublicRateLimit, install_public_rate_limit
+from node.api.rate import FrontGate, PublicRateLimit, install_public_rate_limit
 from node.api.auth import install_auth
 from node.api.forwarded import install_forwarded_client
 from p2p.public.sources import parse_networks
 from node.metrics import render_metrics
+
+
+FRONT_GATE = web.AppKey("front_gate", FrontGate)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -43,6 +46,7 @@ def build_app(node: ApiNode) -> web.Application:
     auth = install_auth(app, api.data_dir, api.token)
     limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt, refusals=node.public_refusals)
     install_public_rate_limit(app, limit, auth)
+    app[FRONT_GATE] = FrontGate(limit, auth, api.connection_rate)
     node.api_rate_limit = limit
     node.metric_sources.append(lambda: rate_metrics(limit))
     app.router.add_get("/status", get_status)
@@ -51,6 +55,12 @@ def build_app(node: ApiNode) -> web.Application:
     for extend in node.api_extensions:
         extend(app)
     return app
+
+
+def install_front_gate(app: web.Application, server: web.Server | None) -> None:
+    """Put the app's FrontGate (rate.py) in front of routing: the server's handler of every request."""
+    assert server is not None, "set the runner up first"
+    server.request_handler = app[FRONT_GATE].wrap(server.request_handler)
 
 
 def guard_metrics(guard: ConnectionGuard) -> Iterator[Metric]:
@@ -82,6 +92,7 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     install_guard(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=api.keepalive_timeout)
     await runner.setup()
+    install_front_gate(app, runner.server)
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
                             api.header_timeout, api.body_timeout, refusals=node.public_refusals,
                             write_timeout=api.write_timeout, write_min_rate=api.write_min_rate,
