@@ -8,6 +8,7 @@ they are built and refused past a budget per byte (the why is in docs/tradeoffs.
 """
 from __future__ import annotations
 
+import gc
 import struct
 from typing import Callable, Mapping, cast
 
@@ -83,14 +84,24 @@ def _unpack(body: bytes | bytearray | memoryview, limit: int) -> object:
     """One msgpack body, within the container limits and the weight budget (FrameTooComplex past it)."""
     size = len(body)
     budget = CONTAINER_FLOOR + size // CONTAINER_BYTES
-    if size > budget:
+    if size <= budget:
+        return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
+                        max_map_len=MAX_MAP_LEN, max_ext_len=0)
+    # What one body builds is freed or kept whole, so the collector has nothing to find in it while it is built;
+    # run, it walks every container built so far, again and again (msgpack's own advice: disable it for big ones).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
         data = body.tobytes() if type(body) is memoryview else body
-        if len(data.translate(None, _NOT_CONTAINER)) > budget:
-            take = _Count(budget).take
+        if len(data.translate(None, _NOT_CONTAINER)) <= budget:
             return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
-                            max_map_len=MAX_MAP_LEN, max_ext_len=0, list_hook=take, object_hook=take)
-    return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
-                    max_map_len=MAX_MAP_LEN, max_ext_len=0)
+                            max_map_len=MAX_MAP_LEN, max_ext_len=0)
+        take = _Count(budget).take
+        return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
+                        max_map_len=MAX_MAP_LEN, max_ext_len=0, list_hook=take, object_hook=take)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
