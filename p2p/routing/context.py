@@ -55,6 +55,8 @@ class RouterPeers(SigningPeers, Protocol):
 
     def network_of(self, node_id: str) -> str | None: ...   # its open link's /24 or /48 (or relay's); None: no link
 
+    def hold_reading(self, node_id: str, seconds: float) -> None: ...   # read nothing from its link that long
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingContext:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 from p2p.messages import Message
@@ -18,6 +20,7 @@ from p2p.close_reason import CloseReason
 from p2p.delivery_queue import DeliveryQueue, Held
 from p2p.framing import FrameError, MalformedFrame, decode_body, encode_body, encode_frame
 from p2p.peer_hooks import proven_id
+from p2p.resilience.token_bucket import TokenBucket
 from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
 from p2p.routing.envelope import (CONTROL_TYPES, INVALID_POINTS, RELAY_MAX_HOPS, MessageId, Outcome, SendResult, bump,
                                   check_envelope, make_envelope)
@@ -28,6 +31,43 @@ log = logging.getLogger("p2p.router")
 # a requester waits for it (RPC_TIMEOUT's default). Without a Grenache path it is dropped at once.
 ANSWER_HOLD = 5.0
 
+# Relays for nodes we do not reach cost the signature check and are dropped: keys are free, so they are charged to
+# the neighbour handing them over, its network (/24 or /48, four times a neighbour's) and everyone together; past a
+# budget the neighbour's link is not read for a while (its bytes wait in TCP), and nobody is penalised (an honest
+# relay may pass on a relay for a node whose link just closed).
+UNROUTABLE_RATE = 20.0
+UNROUTABLE_TOTAL_RATE = 200.0
+UNROUTABLE_TRACKED = 4096
+
+
+class UnroutableBudget:
+    """Buckets of UNROUTABLE_RATE per neighbour, four times that per network and UNROUTABLE_TOTAL_RATE in all, each
+    two seconds deep; `charge` says how long to hold the neighbour's link, 0 while every bucket has a token."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._neighbours: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._networks: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._total = TokenBucket(UNROUTABLE_TOTAL_RATE, 2 * UNROUTABLE_TOTAL_RATE, clock=clock)
+        self.refused = 0
+
+    def _of(self, table: OrderedDict[str, TokenBucket], key: str, rate: float) -> TokenBucket:
+        bucket = table.pop(key, None) or TokenBucket(rate, 2 * rate, clock=self.clock)
+        table[key] = bucket
+        if len(table) > UNROUTABLE_TRACKED:
+            table.popitem(last=False)
+        return bucket
+
+    def charge(self, neighbour: str, network: str) -> float:
+        buckets = (self._of(self._neighbours, neighbour, UNROUTABLE_RATE),
+                   self._of(self._networks, network, 4 * UNROUTABLE_RATE), self._total)
+        if all(bucket.tokens >= 1 for bucket in buckets):
+            for bucket in buckets:
+                bucket.try_take()
+            return 0.0
+        self.refused += 1
+        return max(1.0 / UNROUTABLE_RATE, max((1 - b.tokens) / b.rate for b in buckets if b.tokens < 1))
+
 
 class Unicast(RoutingPart):
     """The unicast side of the MessageRouter."""
@@ -37,6 +77,7 @@ class Unicast(RoutingPart):
         self.queue = queue
         self.grenache: Any = None  # GrenachePath, when this node routes over Grenache too
         self._drains: dict[str, asyncio.Task[None]] = {}
+        self.unroutable = UnroutableBudget()
 
     # --- sending ----------------------------------------------------------------------------
     def send_to_peer(self, node_id: str, message: Message, on_settled: Callable[[SendResult], None] | None = None,
@@ -261,12 +302,20 @@ class Unicast(RoutingPart):
         self.subscribers.deliver(message, src, author)
 
     def on_relay(self, link: RoutedLink, message: Message) -> None:
-        """A unicast crossing us (or arriving through a neighbour): its origin's signature first,
-        then the inner message's shape; what the origin signed wrongly is blamed on the origin."""
+        """A unicast crossing us (or arriving through a neighbour): one for a node we do not reach is dropped
+        first, charged to the neighbour (UnroutableBudget); then its origin's signature, then the inner
+        message's shape; what the origin signed wrongly is blamed on the origin."""
         counters = self.counters
+        origin, dst, mid = message["origin"], message["dst"], message["id"]
+        route = None if dst == self.node_id else self.route_for(dst)
+        if dst != self.node_id and route is None:
+            bump(counters.dropped, "relay_unreachable")     # before its signature: nothing of it is used
+            neighbour = proven_id(link)
+            if hold := self.unroutable.charge(neighbour, self.peers.network_of(neighbour) or neighbour):
+                self.peers.hold_reading(neighbour, hold)
+            return
         if not self.auth.check_relay(message):
             raise m.ProtocolError(CloseReason.BAD_SIGNATURE, f"relay {message['id']!s:.24} not signed by its origin")
-        origin, dst, mid = message["origin"], message["dst"], message["id"]
         inner = self.relayed_inner(message)
         if inner is None:
             return
@@ -282,7 +331,6 @@ class Unicast(RoutingPart):
         if hops > RELAY_MAX_HOPS:
             bump(counters.dropped, "relay_hop_limit")
             return
-        route = self.route_for(dst)
         if route is None or route[1] is link or route[1].remote_id == origin:
             bump(counters.dropped, "relay_unreachable")
             return

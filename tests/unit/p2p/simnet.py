@@ -100,6 +100,7 @@ class FakePeers:
         self.heartbeat_listeners: list = []
         self.bans: list[tuple[str, float, str]] = []
         self.penalties: list[tuple[str, float, str]] = []
+        self.holds: list[tuple[str, float]] = []
         self.networks: dict[str, str] = {}      # a neighbour's network, when a test sets one (else its own)
 
     def attach(self, component: Any) -> Any:
@@ -121,6 +122,9 @@ class FakePeers:
         link = self.links.get(node_id)
         if link is not None:
             link.close("banned")
+
+    def hold_reading(self, node_id: str, seconds: float) -> None:
+        self.holds.append((node_id, seconds))
 
     def network_of(self, node_id: str) -> str | None:
         """As PeerManager.network_of: each simulated node is a network of its own unless a test says otherwise."""

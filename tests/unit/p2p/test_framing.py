@@ -152,10 +152,10 @@ def test_the_budget_is_counted_exactly_around_its_edge():
 
 def signed_txs(count: int, ops: int) -> list:
     import hashlib
-    from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
+    from exchange.app.txs import CancelOp, NewOrderOp, Op, sign_tx
     from exchange.crypto import SigningKey
     key = SigningKey(hashlib.sha256(b"framing").digest())
-    chosen = [NewOrderOp("BTC-USD", "buy", "limit", "100.00", "1", None), CancelOp("A-B", "x")]
+    chosen: list[Op] = [NewOrderOp("BTC-USD", "buy", "limit", "100.00", "1", None), CancelOp("A-B", "x")]
     return [sign_tx(key.sign, key.public_key, "ab" * 32, f"n{i}", 10**12, [chosen[i % 2]] * ops).wire()
             for i in range(count)]
 
@@ -174,7 +174,7 @@ def test_honest_frames_of_real_types_pass(count, ops):
     frame = encode_frame(message)
     assert FrameDecoder().feed(frame) == [message]
     assert decode_body(frame[4:]) == message
-    held, stack = 0, [message]
+    held, stack = 0, list[object]([message])
     while stack:
         value = stack.pop()
         if isinstance(value, (list, dict)):
