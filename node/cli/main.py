@@ -1,6 +1,8 @@
 """`exchange-node`: `start` runs the daemon; the other commands talk to a running node's control API."""
 from __future__ import annotations
 
+import ipaddress
+
 import asyncio
 import dataclasses
 import functools
@@ -382,6 +384,41 @@ def reach_line(nat: JsonObject) -> str:
     return "; ".join(parts) or "no peer has told us our address yet"
 
 
+def reach_word(nat: JsonObject) -> str:
+    """Reachability as far as it was measured (the console's words, node/console/static/words.js): a node that
+    calls itself public only because peers on loopback or its LAN dialled it back says so."""
+    reach = nat.get("reachability")
+    if reach != "public":
+        return str(reach)
+    scopes = {address_scope(str(a.get("host", ""))) for a in nat.get("addresses", []) if a.get("confirmed")}
+    if "global" in scopes:
+        return "public"
+    if "lan" in scopes:
+        return "public on this LAN only (no dial-back from outside it)"
+    if "loopback" in scopes:
+        return "unknown (only dialled back on loopback)"
+    return "unknown (no address confirmed by a dial-back)"
+
+
+def address_scope(host: str) -> str:
+    """"loopback", "lan" (private, carrier-grade NAT, link-local, unique local) or "global"."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]").lower())
+    except ValueError:
+        return "loopback" if host == "localhost" else "lan"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback or address.is_unspecified or (address.version == 4 and address.packed[0] == 0):
+        return "loopback"
+    if any(address in network for network in _LAN_NETWORKS if network.version == address.version):
+        return "lan"
+    return "global"
+
+
+_LAN_NETWORKS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                    "169.254.0.0/16", "fc00::/7", "fe80::/10")]
+
+
 @cli.command()
 @api_option
 @json_option
@@ -397,7 +434,7 @@ def status(api: NodeTarget, as_json: bool) -> None:
                f"{p2p.get('inbound', 0)} in), {p2p.get('known_addresses', 0)} known addresses")
     nat = data.get("nat")
     if nat:
-        click.echo(f"reach     {nat.get('reachability')}: {reach_line(nat)}")
+        click.echo(f"reach     {reach_word(nat)}: {reach_line(nat)}")
     click.echo(f"markets   {', '.join(data.get('markets', []))}")
     if data.get("chain_id"):
         validators = data.get("validators") or []
