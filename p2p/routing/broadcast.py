@@ -447,7 +447,8 @@ class Plumtree(RoutingPart):
 
     def on_graft(self, link: RoutedLink, message: Message) -> None:
         """Re-send what a neighbour missed: each id once per neighbour (it has it then), within the graft byte
-        budget; a request beyond either is dropped, not penalised (a slow honest link may ask twice)."""
+        budgets of the neighbour and of its network; a request beyond them is dropped, not penalised (a slow
+        honest link may ask twice)."""
         src = proven_id(link)
         for origin in set(message["origins"]):
             self.lazy_peers(origin).discard(src)
@@ -457,7 +458,7 @@ class Plumtree(RoutingPart):
                 bump(self.counters.dropped, "graft_unknown")
             elif src in entry.haves:
                 bump(self.counters.dropped, "graft_repeat")
-            elif not self.graft_budget.take(src, len(entry.frame)):
+            elif not self.graft_budget.take(src, len(entry.frame), self._network(link, src) or UNKNOWN_NETWORK):
                 bump(self.counters.dropped, "graft_budget")
             elif link.send_frame(entry.frame):
                 entry.haves.add(src)

@@ -71,6 +71,13 @@ class _Buckets:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.refused: OrderedDict[str, int] = OrderedDict()
 
+    def peek(self, key: str, n: float = 1.0) -> bool:
+        """Whether `take(key, n)` would succeed now (nothing is taken)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return (self.burst if self.initial is None else self.initial) >= n
+        return bucket.tokens >= n
+
     def take(self, key: str, n: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -320,18 +327,26 @@ class Pacer(Generic[Item]):
 
 
 class GraftBudget:
-    """Bytes of cached broadcasts we re-send on request: `per_peer` bytes/s for each neighbour and `total` bytes/s
-    in all, with bursts of four seconds' worth (never less than one `largest` frame, so any message can be
-    repaired)."""
+    """Bytes of cached broadcasts we re-send on request: `per_peer` bytes/s for each neighbour, `per_network` for
+    all the neighbours of one network (/24 or /48: keys are free, so sixteen fresh keys on one network share what
+    that network may pull) and `total` bytes/s in all, with bursts of four seconds' worth (never less than one
+    `largest` frame, so any message can be repaired)."""
 
     def __init__(self, per_peer: float, total: float, largest: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, per_network: float | None = None) -> None:
+        per_network = 2 * per_peer if per_network is None else per_network
         self._peers = _Buckets(per_peer, max(4 * per_peer, largest), clock)
+        self._networks = _Buckets(per_network, max(4 * per_network, largest), clock)
         self._total = TokenBucket(total, max(4 * total, largest), clock=clock)
 
-    def take(self, peer: str, size: int) -> bool:
+    def take(self, peer: str, size: int, network: str | None = None) -> bool:
+        """Whether `peer` (of `network`: None, its own) may be sent `size` more bytes now; taken if so."""
         if self._total.tokens < size:
+            return False
+        if network is not None and not self._networks.peek(network, size):
             return False
         if not self._peers.take(peer, size):
             return False
+        if network is not None:
+            self._networks.take(network, size)
         return self._total.try_take(size)

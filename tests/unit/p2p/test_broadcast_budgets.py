@@ -83,6 +83,19 @@ def test_the_graft_budget_has_a_global_cap_behind_the_per_neighbour_one():
     assert budget.take("p3", 1000) and not budget.take("p1", 1500)
 
 
+def test_fresh_keys_on_one_network_share_its_graft_budget():
+    """Keys are free: sixteen neighbours of one /24 pull what that network may (twice one neighbour's part), not
+    sixteen parts; a neighbour of another network keeps its own."""
+    now = [0.0]
+    budget = GraftBudget(per_peer=1000, total=100_000, largest=1000, clock=lambda: now[0])
+    pulled = sum(size for key in range(16) for size in [1000] * 4 if budget.take(f"k{key}", size, "10.0.0.0/24"))
+    assert pulled == 8000, "one network's burst is four seconds of twice a neighbour's rate"
+    assert budget.take("other", 4000, "192.0.2.0/24")
+    now[0] = 1.0
+    assert budget.take("k15", 1000, "10.0.0.0/24") and budget.take("k14", 1000, "10.0.0.0/24")
+    assert not budget.take("k13", 1000, "10.0.0.0/24"), "one second refills two neighbours' worth, shared"
+
+
 def test_open_type_budgets_are_per_neighbour_and_per_origin():
     now = [0.0]
     budgets = OpenTypeBudgets(clock=lambda: now[0])
