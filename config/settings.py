@@ -446,16 +446,17 @@ class Settings:
         p.integer(0, 10**9))
     account_ops_rate: int = _setting(
         100, "ACCOUNT_OPS_RATE", "... and a second of block time, whatever the block speed (a token bucket on "
-        "block time, so every validator refuses alike; 0: no limit)", p.integer(0, 10**7))
+        "block time, so every validator refuses alike; a transaction weighs 4 more than its operations; "
+        "0: no limit)", p.integer(0, 10**7))
     account_ops_burst: int = _setting(
         1000, "ACCOUNT_OPS_BURST", "Operations one account may send at once within ACCOUNT_OPS_RATE",
         p.integer(0, 10**8))
     group_ops_rate: int = _setting(
-        500, "GROUP_OPS_RATE", "Operations a second of block time this validator admits from one group of "
+        200, "GROUP_OPS_RATE", "Operations a second of block time this validator admits from one group of "
         "accounts: its own API's, or one follower network's (past half of its bucket, the group's heaviest "
         "accounts are refused first; 0: no limit)", p.integer(0, 10**7))
     group_ops_burst: int = _setting(
-        2500, "GROUP_OPS_BURST", "Operations one group may send at once within GROUP_OPS_RATE", p.integer(0, 10**8))
+        1000, "GROUP_OPS_BURST", "Operations one group may send at once within GROUP_OPS_RATE", p.integer(0, 10**8))
     account_rate_exempt: tuple[str, ...] = _setting(
         (), "ACCOUNT_RATE_EXEMPT", "Account ids (64 hex) this validator never counts against the account and group "
         "rates (an operator's own market maker); /status lists them", p.listed(p.text(pattern="^[0-9a-f]{64}$",

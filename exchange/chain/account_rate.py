@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 
 
-TX_WEIGHT = 1       # a transaction weighs one operation more than it holds: its signature, outbox entry, block slot
+TX_WEIGHT = 4       # a transaction weighs four operations more than it holds: its signature, outbox entry, block slot
 
 
 def weight(ops: int) -> int:

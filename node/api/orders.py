@@ -358,16 +358,19 @@ async def post_order_batch(request: web.Request) -> web.Response:
         if not 0 < len(body["orders"]) <= MAX_OPS:
             raise ApiError(422, "invalid_batch_size", f"send 1 to {MAX_OPS} orders", "orders")
         refused = _metered_batch(request, chain, body)
+        if refused and all(isinstance(name, str) and name in refused
+                           for name in (_item_account(item, body) for item in body["orders"])):
+            raise next(iter(refused.values()))      # every account of it over its rate: one cheap 429
         results = []
         groups: dict[str, list[tuple[int, NewOrderOp]]] = {}
         for item in body["orders"]:
             try:
-                name = item.get("account", body.get("account")) or "default" if isinstance(item, dict) else None
+                name = _item_account(item, body)
                 if name in refused:
                     raise refused[name]
                 op = _order_op(item)
                 _market_checked(state, op)
-                groups.setdefault(name, []).append((len(results), op))     # type: ignore[arg-type]
+                groups.setdefault(name, []).append((len(results), op))
                 results.append({})
             except ApiError as exc:
                 results.append({"error": _error_dict(exc)})
@@ -396,14 +399,18 @@ async def post_order_batch(request: web.Request) -> web.Response:
     return json_response({"results": results})
 
 
+def _item_account(item: Json, body: JsonObject) -> Json:
+    """The account a batch's order names (the batch's, or `default`); None for an item that is no object."""
+    return item.get("account", body.get("account")) or "default" if isinstance(item, dict) else None
+
+
 def _metered_batch(request: web.Request, chain: ChainService, body: JsonObject) -> dict[str, ApiError]:
     """The accounts of a batch whose orders the rates refuse (`metered`), counted before any order is parsed."""
     counts: dict[str, int] = {}
     for item in body["orders"]:
-        if isinstance(item, dict):
-            name = item.get("account", body.get("account")) or "default"
-            if isinstance(name, str):
-                counts[name] = counts.get(name, 0) + 1
+        name = _item_account(item, body)
+        if isinstance(name, str):
+            counts[name] = counts.get(name, 0) + 1
     refused: dict[str, ApiError] = {}
     for name, ops in counts.items():
         account = _account(request, name).public_key

@@ -105,15 +105,17 @@ _REFUSAL_BODIES = {which: orjson.dumps({"error": {"code": code, "message": messa
     ("per_address", "rate_limited", "too many requests without a token (per address limit)"),
     ("per_subnet", "rate_limited", "too many requests without a token (per subnet limit)"),
     ("total", "rate_limited", "too many requests without a token (total limit)"),
-    ("connection", "connection_rate_limited", "too many requests on one connection; this connection is closed"))}
+    ("connection", "connection_rate_limited", "too many requests on one connection; this connection is closed"),
+    ("early", "retry_after_ignored", "asked again before the Retry-After of a 429; this connection is closed"))}
 
 
 class _Connection:
-    __slots__ = ("bucket", "refused")
+    __slots__ = ("bucket", "refused", "quiet_until")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.bucket = TokenBucket(rate, burst)
         self.refused = 0        # public-rate refusals in a row on this connection
+        self.quiet_until = 0.0  # the Retry-After of the last 429 it was answered, on the monotonic clock
 
 
 class FrontGate:
@@ -121,14 +123,15 @@ class FrontGate:
     every connection has a request rate (`per_connection` a second, bursts of twice that; 0: none), whoever
     holds it, and is closed past it; a request that looks public (`looks_public`) without the token from an
     address not exempt is charged to the public rate here, and a keep-alive connection refused `CLOSE_AFTER` times
-    in a row is closed, so refusing does not cost what answering does. The answer is a prebuilt 429."""
+    in a row is closed, so refusing does not cost what answering does. A connection answered 429 by a route (an
+    account's rate) that asks again within half its Retry-After is closed unread. The answer is a prebuilt 429."""
 
     CLOSE_AFTER = 8
 
     def __init__(self, limit: PublicRateLimit, auth: ApiAuth, per_connection: float) -> None:
         self.limit, self.auth, self.per_connection = limit, auth, per_connection
         self._connections: WeakKeyDictionary[object, _Connection] = WeakKeyDictionary()
-        self.refused = {"connection": 0, "public": 0}
+        self.refused = {"connection": 0, "public": 0, "early": 0}
         self.closed = 0
 
     def wrap(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -145,6 +148,10 @@ class FrontGate:
                     self.refused["connection"] += 1
                     self.closed += 1
                     return _refusal("connection", 1.0, close=True)
+                if connection.quiet_until and time.monotonic() < connection.quiet_until:
+                    self.refused["early"] += 1
+                    self.closed += 1
+                    return _refusal("early", connection.quiet_until - time.monotonic(), close=True)
             if looks_public(request.method, request.path):
                 address = request.remote or ""
                 scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -161,7 +168,11 @@ class FrontGate:
                     request[CHARGED] = True
                 if connection is not None:
                     connection.refused = 0
-            return await handler(request)
+            response = await handler(request)
+            if connection is not None and response.status == 429:     # an account's rate, the stream's ...
+                retry = response.headers.get("Retry-After", "")
+                connection.quiet_until = time.monotonic() + (float(retry) if retry.isdigit() else 1.0) / 2
+            return response
 
         return front
 

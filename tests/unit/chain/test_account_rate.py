@@ -2,7 +2,7 @@
 the next block starts afresh, 0 turns a window off, and the map of accounts stays bounded."""
 from __future__ import annotations
 
-from exchange.chain.account_rate import AccountRate
+from exchange.chain.account_rate import TX_WEIGHT, AccountRate
 
 A, B = b"a" * 32, b"b" * 32
 
@@ -55,11 +55,12 @@ def test_an_accounts_bucket_runs_on_block_time_whatever_the_number_of_blocks():
     """Twenty blocks a second do not give twenty allowances: 100 a second of block time, bursts of 1,000, and a
     transaction weighs one operation more than it holds."""
     rate = AccountRate((), rate=100, burst=1_000)
-    assert _admit_at(rate, A, 999, 0) is None and _admit_at(rate, A, 0, 0) == "account_time"
-    assert _admit_at(rate, A, 5, 50) == "account_time" and _admit_at(rate, A, 4, 50) is None   # 50 ms: 5 more
-    assert _admit_at(rate, A, 99, 1_050) is None and _admit_at(rate, A, 0, 1_050) == "account_time"
-    assert _admit_at(rate, B, 999, 1_050) is None                   # another account has its own
-    assert _admit_at(rate, A, 0, 1_000) == "account_time"          # an older block time refills nothing
+    whole = 1_000 - TX_WEIGHT                                        # one transaction of this many: the burst
+    assert _admit_at(rate, A, whole, 0) is None and _admit_at(rate, A, 0, 0) == "account_time"
+    assert _admit_at(rate, A, 2, 50) == "account_time" and _admit_at(rate, A, 1, 50) is None    # 50 ms: 5 more
+    assert _admit_at(rate, A, 100 - TX_WEIGHT, 1_050) is None and _admit_at(rate, A, 0, 1_050) == "account_time"
+    assert _admit_at(rate, B, whole, 1_050) is None                  # another account has its own
+    assert _admit_at(rate, A, 0, 1_000) == "account_time"           # an older block time refills nothing
 
 
 def test_past_half_of_a_groups_bucket_its_heaviest_accounts_are_refused_first():
@@ -73,7 +74,7 @@ def test_past_half_of_a_groups_bucket_its_heaviest_accounts_are_refused_first():
         heavy_refused += [_admit_at(rate, account, ops, time_ms, "own") for account in heavy for ops in (249, 1)]
         if step % 2 == 0:
             light_refused += _admit_at(rate, A, 4, time_ms, "own") is not None
-    assert light_refused <= 2, light_refused     # of 100 (without the fair share: 10)
+    assert light_refused <= 2, light_refused     # of 100 (without the fair share: 83)
     assert heavy_refused.count("group_time") > 3_000 and heavy_refused.count(None) < 900    # 10,000 ops of 20 s
     assert _admit_at(rate, heavy[5], 249, 20_000, "other") is None  # another group is not held up
 
