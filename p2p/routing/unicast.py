@@ -31,7 +31,7 @@ log = logging.getLogger("p2p.router")
 # a requester waits for it (RPC_TIMEOUT's default). Without a Grenache path it is dropped at once.
 ANSWER_HOLD = 5.0
 
-# Relays for nodes we do not reach cost the signature check and are dropped: keys are free, so they are charged to
+# Relays for nodes we do not reach cost their checks and are dropped: keys are free, so they are charged to
 # the neighbour handing them over, its network (/24 or /48, four times a neighbour's) and everyone together; past a
 # budget the neighbour's link is not read for a while (its bytes wait in TCP), and nobody is penalised (an honest
 # relay may pass on a relay for a node whose link just closed).
@@ -302,20 +302,13 @@ class Unicast(RoutingPart):
         self.subscribers.deliver(message, src, author)
 
     def on_relay(self, link: RoutedLink, message: Message) -> None:
-        """A unicast crossing us (or arriving through a neighbour): one for a node we do not reach is dropped
-        first, charged to the neighbour (UnroutableBudget); then its origin's signature, then the inner
-        message's shape; what the origin signed wrongly is blamed on the origin."""
+        """A unicast crossing us (or arriving through a neighbour): its origin's signature first, then the
+        inner message's shape; what the origin signed wrongly is blamed on the origin. One for a node we do
+        not reach is dropped and charged to the neighbour that handed it over (UnroutableBudget)."""
         counters = self.counters
-        origin, dst, mid = message["origin"], message["dst"], message["id"]
-        route = None if dst == self.node_id else self.route_for(dst)
-        if dst != self.node_id and route is None:
-            bump(counters.dropped, "relay_unreachable")     # before its signature: nothing of it is used
-            neighbour = proven_id(link)
-            if hold := self.unroutable.charge(neighbour, self.peers.network_of(neighbour) or neighbour):
-                self.peers.hold_reading(neighbour, hold)
-            return
         if not self.auth.check_relay(message):
             raise m.ProtocolError(CloseReason.BAD_SIGNATURE, f"relay {message['id']!s:.24} not signed by its origin")
+        origin, dst, mid = message["origin"], message["dst"], message["id"]
         inner = self.relayed_inner(message)
         if inner is None:
             return
@@ -331,8 +324,12 @@ class Unicast(RoutingPart):
         if hops > RELAY_MAX_HOPS:
             bump(counters.dropped, "relay_hop_limit")
             return
+        route = self.route_for(dst)
         if route is None or route[1] is link or route[1].remote_id == origin:
             bump(counters.dropped, "relay_unreachable")
+            neighbour = proven_id(link)
+            if hold := self.unroutable.charge(neighbour, self.peers.network_of(neighbour) or neighbour):
+                self.peers.hold_reading(neighbour, hold)
             return
         forward = message.copy()
         forward["hops"] = hops
