@@ -21,6 +21,10 @@ from tests.wire import HandshakeRefused, RawPeer
 FRAMES = 40                 # the filed attack: forty frames of a megabyte ...
 PACE = 0.25                 # ... each sent at least this long after the last (four megabytes a second)
 AFTER = 1.0                 # s after the last frame during which honest orders still count as the attack's
+# Honest p99 during the frames: at most twice the baseline's, or this floor (as tests/flood.py assert_fair has one:
+# on two cores shared with other work the p99 of a quiet window moved between 30 and 280 ms from run to run).
+# One expansion frame cost the old decoder 0.4-0.8 s of the loop on this machine.
+P99_FLOOR = 0.3
 
 
 def expansion_frame() -> bytes:
@@ -87,7 +91,7 @@ def test_a_sender_of_frames_that_decode_to_more_work_than_they_weigh_is_cut_off_
     base, hit = p99([x for x in baseline if x is not None]), p99([x for x in during if x is not None])
     print(f"\n{len(reasons)} frames in {end - start:.1f} s, {cpu:.2f} s of the node's CPU; honest p99 "
           f"{base * 1000:.0f} ms before, {hit * 1000:.0f} ms during ({len(during)} orders)")
-    assert len(during) >= 10 and hit <= 2 * base, (base, hit)
+    assert len(during) >= 10 and hit <= max(2 * base, P99_FLOOR), (base, hit)
 
 
 async def _dial_crowd(port: int, networks: int, stop: asyncio.Event) -> int:
