@@ -25,6 +25,9 @@ Rules:
 - Positions and credit: `positions.py`, `credit.py`. Bounded history: `history.py`.
 - An account may have at most `max_open_orders` resting orders (when the network has the cap): a
   limit or post-only order beyond it is refused `too_many_open_orders` before it matches.
+- An account that holds nothing (no position: it never traded) rests an order at most
+  `fresh_order_ttl_ms` of block time (when the network has the rule): the order rests good-til-time
+  then, or earlier if its own `until` says so, and is cancelled `good_til_time` like any other.
 - `cancel_all` cancels the account's open orders in its scope, oldest first (by created key, never
   by arrival at this node, so a node restored from a snapshot cancels in the same order).
 - Block time alone (`timers.py`): at `begin_block`, before any transaction, every dead-man's switch
@@ -147,6 +150,7 @@ class ExchangeState:
         self.by_account: dict[str, dict[str, None]] = {}    # account -> ids of its open orders
         self.timers = Timers()
         self._cap = params.max_open_orders
+        self._fresh_ttl = params.fresh_order_ttl_ms
         self.closed = ClosedOrders(params.closed_order_history)
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
@@ -341,8 +345,13 @@ class ExchangeState:
                                  cast(OrderRejected, first).reason)
         order = first.order
         self._absorb(venue, events, order)
-        if op.until is not None and order_id in self.open_orders:
-            self.timers.set_order(order_id, op.until)
+        if order_id in self.open_orders:
+            until = op.until
+            if self._fresh_ttl is not None and account not in self.positions.amounts:
+                fresh = self.time_ms + self._fresh_ttl      # it holds nothing: its orders rest a while only
+                until = fresh if until is None else min(until, fresh)
+            if until is not None:
+                self.timers.set_order(order_id, until)
         # `_value_` rather than `.value`, a Python-level descriptor in 3.11, on this hot path
         return OpResult("new", order_id, None, order.status._value_, order.reason)
 

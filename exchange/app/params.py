@@ -14,6 +14,10 @@ None nothing is limited and grants are refused.
 beyond it is refused `too_many_open_orders`): accounts are free keys, so this bounds what one key can
 make every node hold, and the per-account cost of a `cancel_all` or a dead-man's switch firing. A
 network founded without one (None, wire format 1) has no cap.
+
+`fresh_order_ttl_ms` makes the resting orders of an account that holds nothing (it never traded, or its
+positions are all back to zero) good-til-time at most that long after the block that placed them: a crowd of
+free keys cannot keep every node's book growing. A network founded before it (formats 1 and 2) has none.
 """
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ from exchange.wire import Unchecked
 
 WIRE_FORMAT = 1
 CAPPED_FORMAT = 2            # the wire form with max_open_orders; a network without a cap keeps format 1
+FRESH_FORMAT = 3             # ... and with fresh_order_ttl_ms (with or without the cap)
 MAX_OPEN_ORDERS_CAP = 1_000_000
 DEFAULT_MAX_OPEN_ORDERS = 1_000
+DEFAULT_FRESH_ORDER_TTL_MS = 60_000
 MAX_TTL_MS = 86_400_000
 MAX_CLOSED_ORDER_HISTORY = 10_000_000
 MAX_TRADE_HISTORY = 1_000_000
@@ -41,6 +47,7 @@ _ACCOUNT_HEX = re.compile(r"[0-9a-f]{64}")
 _WIRE_KEYS = ("closed_order_history", "credit_authority", "credit_limits", "format", "markets", "order_ttl_ms",
               "trade_history")
 _CAPPED_KEYS = tuple(sorted((*_WIRE_KEYS, "max_open_orders")))
+_FRESH_KEYS = (tuple(sorted((*_WIRE_KEYS, "fresh_order_ttl_ms"))), tuple(sorted((*_CAPPED_KEYS, "fresh_order_ttl_ms"))))
 
 
 class InvalidParams(ExchangeError):
@@ -58,6 +65,7 @@ class ExchangeParams:
     credit_limits: Mapping[str, str] | None = None
     credit_authority: str | None = None
     max_open_orders: int | None = DEFAULT_MAX_OPEN_ORDERS
+    fresh_order_ttl_ms: int | None = DEFAULT_FRESH_ORDER_TTL_MS
 
     def __post_init__(self) -> None:
         try:
@@ -69,6 +77,8 @@ class ExchangeParams:
         _bounded_int(self.trade_history, "trade_history", 0, MAX_TRADE_HISTORY)
         if self.max_open_orders is not None:
             _bounded_int(self.max_open_orders, "max_open_orders", 1, MAX_OPEN_ORDERS_CAP)
+        if self.fresh_order_ttl_ms is not None:
+            _bounded_int(self.fresh_order_ttl_ms, "fresh_order_ttl_ms", 1, MAX_TTL_MS)
         assets = AssetScales(registry)
         limits = None if self.credit_limits is None else _parse_limits(self.credit_limits, assets)
         if self.credit_authority is not None:
@@ -106,6 +116,8 @@ class ExchangeParams:
         }
         if self.max_open_orders is not None:
             wire["format"], wire["max_open_orders"] = CAPPED_FORMAT, self.max_open_orders
+        if self.fresh_order_ttl_ms is not None:
+            wire["format"], wire["fresh_order_ttl_ms"] = FRESH_FORMAT, self.fresh_order_ttl_ms
         return dict(sorted(wire.items()))
 
     def digest(self) -> bytes:
@@ -115,15 +127,17 @@ class ExchangeParams:
     @classmethod
     def from_wire(cls, data: Unchecked) -> ExchangeParams:
         """Parameters from their wire form; raises InvalidParams naming the problem."""
-        if not isinstance(data, dict) or tuple(sorted(data)) not in (_WIRE_KEYS, _CAPPED_KEYS):
+        if not isinstance(data, dict) or tuple(sorted(data)) not in (_WIRE_KEYS, _CAPPED_KEYS, *_FRESH_KEYS):
             raise InvalidParams("malformed_params", f"params must be a map with exactly {', '.join(_WIRE_KEYS)} "
-                                f"(and max_open_orders in format {CAPPED_FORMAT})")
-        expected = CAPPED_FORMAT if "max_open_orders" in data else WIRE_FORMAT
+                                f"(and max_open_orders in format {CAPPED_FORMAT}, fresh_order_ttl_ms in format "
+                                f"{FRESH_FORMAT})")
+        expected = FRESH_FORMAT if "fresh_order_ttl_ms" in data else \
+            CAPPED_FORMAT if "max_open_orders" in data else WIRE_FORMAT
         if data["format"] != expected:
             raise InvalidParams("unsupported_params", f"params format {data['format']!r} is not {expected}")
-        if "max_open_orders" in data and data["max_open_orders"] is None:
-            raise InvalidParams("invalid_max_open_orders", "max_open_orders is written only when set",
-                                "max_open_orders")
+        for name in ("max_open_orders", "fresh_order_ttl_ms"):
+            if name in data and data[name] is None:
+                raise InvalidParams(f"invalid_{name}", f"{name} is written only when set", name)
         if type(data["markets"]) is not str:
             raise InvalidParams("invalid_markets", "markets must be a string", "markets")
         limits = data["credit_limits"]
@@ -133,7 +147,8 @@ class ExchangeParams:
         return cls(markets=data["markets"], order_ttl_ms=data["order_ttl_ms"],
                    closed_order_history=data["closed_order_history"], trade_history=data["trade_history"],
                    credit_limits=None if limits is None else dict(limits),
-                   credit_authority=data["credit_authority"], max_open_orders=data.get("max_open_orders"))
+                   credit_authority=data["credit_authority"], max_open_orders=data.get("max_open_orders"),
+                   fresh_order_ttl_ms=data.get("fresh_order_ttl_ms"))
 
 
 def _bounded_int(value: object, name: str, low: int, high: int) -> None:

@@ -62,8 +62,9 @@ def test_bad_params_are_refused_with_a_code(kwargs, code):
 
 
 @pytest.mark.parametrize("change", [
-    lambda w: w.pop("format"), lambda w: w.update(format=1), lambda w: w.update(format=3),
+    lambda w: w.pop("format"), lambda w: w.update(format=1), lambda w: w.update(format=2),
     lambda w: w.update(extra=1), lambda w: w.update(max_open_orders=None), lambda w: w.update(max_open_orders=0),
+    lambda w: w.update(fresh_order_ttl_ms=None), lambda w: w.update(fresh_order_ttl_ms=0),
     lambda w: w.update(markets=7), lambda w: w.update(credit_limits={1: "2"}),
 ])
 def test_malformed_wire_params_are_refused(change):
@@ -76,12 +77,23 @@ def test_malformed_wire_params_are_refused(change):
 
 
 def test_a_network_without_an_open_order_cap_keeps_format_1_and_its_genesis_digest():
-    uncapped = ExchangeParams("BTC-USD", max_open_orders=None)
+    uncapped = ExchangeParams("BTC-USD", max_open_orders=None, fresh_order_ttl_ms=None)
     wire = uncapped.to_wire()
     assert wire["format"] == 1 and "max_open_orders" not in wire
     assert ExchangeParams.from_wire(wire).digest() == uncapped.digest()
-    capped = ExchangeParams("BTC-USD")
+    capped = ExchangeParams("BTC-USD", fresh_order_ttl_ms=None)
     assert capped.to_wire()["format"] == 2 and capped.to_wire()["max_open_orders"] == 1000
     assert ExchangeParams.from_wire(capped.to_wire()).max_open_orders == 1000
     assert list(capped.to_wire()) == sorted(capped.to_wire())      # canonical: keys in order
     assert capped.digest() != uncapped.digest()
+
+
+def test_a_network_with_an_expiry_for_fresh_accounts_orders_writes_format_3():
+    fresh = ExchangeParams("BTC-USD")
+    wire = fresh.to_wire()
+    assert wire["format"] == 3 and wire["fresh_order_ttl_ms"] == 60_000 and wire["max_open_orders"] == 1000
+    assert ExchangeParams.from_wire(wire).digest() == fresh.digest()
+    alone = ExchangeParams("BTC-USD", max_open_orders=None).to_wire()
+    assert alone["format"] == 3 and "max_open_orders" not in alone
+    assert ExchangeParams.from_wire(alone).fresh_order_ttl_ms == 60_000
+    assert fresh.digest() != ExchangeParams("BTC-USD", fresh_order_ttl_ms=None).digest()

@@ -81,6 +81,7 @@ def test_a_switch_outside_its_window_is_refused(chain, make, offset):
 
 
 def test_a_good_til_time_order_leaves_the_book_at_its_time_and_a_replace_keeps_it(chain, make):
+    chain.state = ExchangeState(ExchangeParams(MARKETS, fresh_order_ttl_ms=None), CHAIN)   # its plain order rests on
     until = T0 + 10 * BLOCK_MS
     placed = make(1, [gtt("BTC-USD", "buy", "90", "2", until), new("BTC-USD", "buy", "80", "1")])
     chain.block([placed])
