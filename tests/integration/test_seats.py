@@ -61,8 +61,12 @@ class ReadmeRun:
         self.tmp = tmp
         tmp.mkdir()
         env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS and not k.startswith("EXCHANGE_NODE")}
-        env |= {"PYTHONUNBUFFERED": "1", "DISCOVERY_MDNS": "false", "README_BLOCK": block, "PRIVATE_TMP": str(tmp)}
-        setup = 'mount --bind "$PRIVATE_TMP" /tmp && ip link set lo up && exec bash -e -c "$README_BLOCK"'
+        env |= {"PYTHONUNBUFFERED": "1", "DISCOVERY_MDNS": "false", "README_BLOCK": block, "PRIVATE_TMP": str(tmp),
+                "REPO": str(ROOT.resolve())}
+        # a checkout under /tmp (a clean clone in `mktemp -d`) stays where it is: bound into the private /tmp first
+        setup = ('case "$REPO" in /tmp/*) mkdir -p "$PRIVATE_TMP/${REPO#/tmp/}" && '
+                 'mount --bind "$REPO" "$PRIVATE_TMP/${REPO#/tmp/}";; esac && '
+                 'mount --rbind "$PRIVATE_TMP" /tmp && ip link set lo up && exec bash -e -c "$README_BLOCK"')
         self.proc = subprocess.Popen(["unshare", "--mount", "--net", "--", "bash", "-c", setup], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
