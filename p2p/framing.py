@@ -45,7 +45,7 @@ class MalformedFrame(FrameError):
 
 
 class FrameTooComplex(FrameError):
-    """More arrays and maps, or deeper ones, than a frame of its size may hold: no honest node writes one."""
+    """More arrays and maps than a frame of its size may hold: no honest node writes one."""
     reason = CloseReason.FRAME_TOO_COMPLEX
 
 
@@ -54,11 +54,6 @@ class FrameTooComplex(FrameError):
 # msgpack itself (1,024 levels), each level a container this budget counts.
 CONTAINER_FLOOR = 256
 CONTAINER_BYTES = 8
-
-# Bytes that may start an array or a map (fixmap, fixarray, array 16/32, map 16/32). Counted in C, they bound a
-# body's containers from above (string and binary payloads may hold such bytes too); only a body whose bound is
-# over its budget is decoded with a count of each container it builds, stopped at the budget.
-_NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
 
 
 def container_budget(size: int) -> int:
@@ -87,15 +82,13 @@ def _unpack(body: bytes | bytearray | memoryview, limit: int) -> object:
     if size <= budget:
         return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
                         max_map_len=MAX_MAP_LEN, max_ext_len=0)
-    # What one body builds is freed or kept whole, so the collector has nothing to find in it while it is built;
-    # run, it walks every container built so far, again and again (msgpack's own advice: disable it for big ones).
+    # Counted by a hook on each array and map msgpack completes (a Python call per container: cheaper than a scan
+    # of the bytes for all but the densest bodies). What one body builds is freed or kept whole, so the collector
+    # has nothing to find in it while it is built; run, it walks every container built so far, again and again
+    # (msgpack's own advice: disable it for big messages).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        data = body.tobytes() if type(body) is memoryview else body
-        if len(data.translate(None, _NOT_CONTAINER)) <= budget:
-            return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
-                            max_map_len=MAX_MAP_LEN, max_ext_len=0)
         take = _Count(budget).take
         return _unpackb(body, raw=False, max_str_len=limit, max_bin_len=limit, max_array_len=MAX_ARRAY_LEN,
                         max_map_len=MAX_MAP_LEN, max_ext_len=0, list_hook=take, object_hook=take)
