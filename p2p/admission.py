@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 from p2p.close_reason import CloseReason
 from p2p.public.rate import ClientRate
-from p2p.public.sources import client_ip
+from p2p.public.sources import client_ip, host_of, subnet_of
 
 PROTECT_NETGROUPS = 4
 PROTECT_LOW_RTT = 8
@@ -116,6 +116,15 @@ class HandshakeRate:
         if not self.limit_loopback and is_loopback(host):
             return True
         return self.rate.check(host) is None
+
+    def charge(self, host: str, handshakes: float) -> None:
+        """`host` broke the protocol: its address and its network lose what their buckets hold and owe `handshakes`
+        more before their next one, so a fresh key (free) does not buy a fresh chance at once."""
+        if not self.limit_loopback and is_loopback(host):
+            return
+        now = self.rate.clock()
+        for table, key in ((self.rate.by_address, host_of(host)), (self.rate.by_subnet, subnet_of(host))):
+            table.take(key, now, max(0.0, table.tokens(key, now)) + handshakes)     # its burst spent, then owing
 
 
 class EvictionPolicy:

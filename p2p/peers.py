@@ -65,6 +65,8 @@ BAN_THRESHOLD = 100.0
 MAX_REASONS = 256  # distinct close reasons counted (a peer's goodbye reasons could be endless)
 MAX_RECORDS = 4096  # peer rows kept; the oldest disconnected, unbanned ones go first
 VIOLATION_POINTS = 25.0  # a protocol violation that closed the link (unless the reason says otherwise)
+VIOLATION_HANDSHAKES = 10.0     # ... and what its address and network then owe the handshake budget (2 s of one
+                                # address's, half a second of its network's)
 POINTS: dict[str, float] = {CloseReason.BAD_SIGNATURE: 50.0, CloseReason.SPOOFED_ORIGIN: 50.0,
                             CloseReason.IDENTITY_MISMATCH: 50.0, CloseReason.FRAME_TOO_COMPLEX: 50.0}
 
@@ -532,6 +534,8 @@ class PeerManager:
             log.warning("closed link %r: %s %s", link, reason, link.close_detail)
             if node_id:
                 self.penalize(node_id, POINTS.get(reason, VIOLATION_POINTS), reason)
+            if link.remote_addr is not None and link.via is None:
+                self.handshakes.charge(link.remote_addr[0], VIOLATION_HANDSHAKES)
         if not was_open and reason not in QUIET:
             self._handshake_failed(link, reason)
         if not was_open or node_id is None or self.links.get(node_id) is not link:

@@ -55,3 +55,27 @@ def test_loopback_is_exempt_unless_asked():
     limited = HandshakeRate(per_ip=1.0, total=100.0, limit_loopback=True, clock=lambda: now[0])
     assert [limited.allow("127.0.0.1") for _ in range(3)] == [True, True, False]
     assert [limited.allow("127.0.7.1") for _ in range(3)] == [True, True, False], "another /24 of loopback: its own"
+
+
+def test_an_address_that_broke_the_protocol_owes_handshakes_before_its_next_and_so_does_its_network():
+    """A fresh key is free, so the points a violating key gets do not stop the next one: its address and network pay
+    too: what their buckets hold, and ten handshakes more (two seconds of the address's rate, half a second of its
+    network's)."""
+    now = [0.0]
+    rate = HandshakeRate(per_ip=5.0, total=100.0, clock=lambda: now[0])
+    assert rate.allow("203.0.113.7")
+    rate.charge("203.0.113.7", 10)
+    assert not rate.allow("203.0.113.7"), "in debt"
+    now[0] = 1.9
+    assert not rate.allow("203.0.113.7")
+    now[0] = 2.3
+    assert rate.allow("203.0.113.7"), "repaid"
+    rate.charge("203.0.113.8", 10)
+    rate.charge("203.0.113.9", 10)
+    rate.charge("203.0.113.10", 10)
+    rate.charge("203.0.113.11", 10)
+    assert not rate.allow("203.0.113.12"), "the network owes what its addresses broke"
+    assert rate.allow("198.51.100.1"), "another network does not"
+    exempt = HandshakeRate(per_ip=5.0, total=100.0, clock=lambda: now[0])
+    exempt.charge("127.0.0.1", 1000)
+    assert exempt.allow("127.0.0.1")
