@@ -1,7 +1,8 @@
 """Real processes: what a link's sender can make a node spend before it is cut off. A frame of a megabyte of empty
 arrays costs its sender a megabyte and, decoded whole, a validator's loop 0.2-0.6 s: forty of them held honest
 orders up for seconds and the sender kept its link. Now the decoder counts arrays and maps as it builds them and
-refuses a frame past its budget (p2p/framing.py), closing the link and penalising the sender. And the handshake
+refuses a frame past its budget (p2p/framing.py), closing the link and penalising the sender, whose address and
+network then wait before their next handshake, since its key was free (p2p/peers.py). And the handshake
 budget's total is shared by network, so a crowd of networks dialling as fast as each may cannot take an honest
 newcomer's turn (p2p/admission.py HandshakeRate; loopback's exemption switched off to see it).
 """
@@ -92,6 +93,43 @@ def test_a_sender_of_frames_that_decode_to_more_work_than_they_weigh_is_cut_off_
     print(f"\n{len(reasons)} frames in {end - start:.1f} s, {cpu:.2f} s of the node's CPU; honest p99 "
           f"{base * 1000:.0f} ms before, {hit * 1000:.0f} ms during ({len(during)} orders)")
     assert len(during) >= 10 and hit <= max(2 * base, P99_FLOOR), (base, hit)
+
+
+async def _frames_from_one_address(port: int, seconds: float) -> tuple[int, int]:
+    """Fresh keys from one address, each linking and sending one expansion frame, as fast as the node lets them, for
+    `seconds`: (frames refused with the link, connections refused before the handshake)."""
+    frame = expansion_frame()
+    sent = refused = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        peer = await RawPeer.connect("127.0.0.1", port, local_host="127.0.50.1")
+        try:
+            await peer.handshake(NodeIdentity.generate())
+        except (HandshakeRefused, ConnectionError):
+            refused += 1
+            await asyncio.sleep(0.05)
+            continue
+        finally:
+            if peer.channel is None:
+                peer.close()
+        try:
+            peer.send_plain(frame)
+            reason, _ = await peer.until_goodbye(5.0)
+            assert reason == "frame_too_complex", reason
+            sent += 1
+        finally:
+            peer.close()
+    return sent, refused
+
+
+def test_an_address_whose_links_break_the_protocol_waits_before_its_next_handshake(cluster: Cluster) -> None:
+    """A refused frame costs its key points, and keys are free; it also costs its address (and network) the
+    handshake budget's burst and ten handshakes more, so fresh keys from one address get a frame in every two
+    seconds or so, where the address's own pace (five a second, ten at once) let 25 through in three seconds."""
+    node = cluster.node("paced", inbound_limit_loopback="true", discovery_pex="false")
+    sent, refused = asyncio.run(_frames_from_one_address(node.p2p_port, 3.0))
+    print(f"\nframes from one address in 3 s: {sent} sent, {refused} connections refused")
+    assert 1 <= sent <= 3 and refused >= 1, (sent, refused)
 
 
 async def _dial_crowd(port: int, networks: int, stop: asyncio.Event) -> int:
