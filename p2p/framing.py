@@ -44,8 +44,9 @@ class MalformedFrame(FrameError):
     reason = CloseReason.MALFORMED_FRAME
 
 
-class FrameTooComplex(FrameError):
-    """More arrays and maps than a frame of its size may hold: no honest node writes one."""
+class FrameTooComplex(MalformedFrame):
+    """More arrays and maps than a frame of its size may hold: no honest node writes one. A MalformedFrame wherever
+    a body inside a message is decoded (a relay's, a Grenache frame's), so it is refused as one there."""
     reason = CloseReason.FRAME_TOO_COMPLEX
 
 

@@ -147,3 +147,17 @@ async def test_relays_for_nodes_we_do_not_reach_are_charged_to_the_neighbour() -
     assert node.router.unicast.unroutable.refused == 60             # a burst of two seconds' worth, then held
     assert {who for who, _ in node.peers.holds} == {nid(0)} and all(0 < s <= 1 for _, s in node.peers.holds)
     assert node.peers.penalties == [] and nid(0) in node.peers.links
+
+
+async def test_a_relayed_body_too_complex_for_its_size_is_blamed_on_its_origin_not_the_relay() -> None:
+    """The inner body of a relay is decoded with the frame budget too; past it the relay drops it as malformed and
+    penalises the origin that signed it, and the link that carried it stays up."""
+    net = line(3)
+    inner = {"type": "note", "id": "dense", "origin": nid(0), "ts": time.time(), "hops": 0, "dst": nid(2),
+             "pad": [[] for _ in range(5000)]}
+    net.nodes[0].peers.links[nid(1)].send(relay_wrapper(net, 0, 0, 2, inner))
+    await net.quiet()
+    relay = net.nodes[1]
+    assert relay.router.counters.dropped.get("relayed_malformed") == 1
+    assert [p[0] for p in relay.peers.penalties] == [nid(0)] and nid(0) in relay.peers.links
+    assert net.nodes[2].got == []
