@@ -103,9 +103,9 @@ class Settings:
         1000.0, "API_PUBLIC_RATE_TOTAL", "Requests a second to the public routes without a token from all "
         "addresses together", _FLOAT_POS)
     api_connection_rate: float = _setting(
-        100.0, "API_CONNECTION_RATE", "Requests a second one control API connection may make, whoever holds it "
-        "(bursts of twice that); past it the request gets 429 and the connection is closed, before the request is "
-        "routed or its body read (0: no limit)", p.number(above=-1e-9))
+        100.0, "API_CONNECTION_RATE", "Requests a second one control API connection may make, whoever holds it, "
+        "from an address not in API_RATE_EXEMPT (bursts of twice that); past it the request gets 429 and the "
+        "connection is closed, before the request is routed or its body read (0: no limit)", p.number(above=-1e-9))
     api_rate_exempt: tuple[str, ...] = _setting(
         ("127.0.0.0/8", "::1/128"), "API_RATE_EXEMPT", "Networks whose clients the public rate limits do not "
         "count (this machine by default; a reverse proxy in front must limit for its clients)",

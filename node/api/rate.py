@@ -110,21 +110,23 @@ _REFUSAL_BODIES = {which: orjson.dumps({"error": {"code": code, "message": messa
 
 
 class _Connection:
-    __slots__ = ("bucket", "refused", "quiet_until")
+    __slots__ = ("bucket", "refused", "quiet_until", "retry_at")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.bucket = TokenBucket(rate, burst)
         self.refused = 0        # public-rate refusals in a row on this connection
-        self.quiet_until = 0.0  # the Retry-After of the last 429 it was answered, on the monotonic clock
+        self.quiet_until = 0.0  # half the Retry-After of the last 429 it was answered, on the monotonic clock ...
+        self.retry_at = 0.0     # ... and all of it
 
 
 class FrontGate:
     """Refusals before a request is routed or its body read, at a small constant cost (nginx's `limit_req`):
-    every connection has a request rate (`per_connection` a second, bursts of twice that; 0: none), whoever
-    holds it, and is closed past it; a request that looks public (`looks_public`) without the token from an
-    address not exempt is charged to the public rate here, and a keep-alive connection refused `CLOSE_AFTER` times
-    in a row is closed, so refusing does not cost what answering does. A connection answered 429 by a route (an
-    account's rate) that asks again within half its Retry-After is closed unread. The answer is a prebuilt 429."""
+    every connection from an address not exempt has a request rate (`per_connection` a second, bursts of twice
+    that; 0: none), whoever holds it, and is closed past it; a request that looks public (`looks_public`)
+    without the token from an address not exempt is charged to the public rate here, and a keep-alive
+    connection refused `CLOSE_AFTER` times in a row is closed, so refusing does not cost what answering does.
+    A connection answered 429 to a write (an account's rate) that asks again within half its Retry-After is
+    closed unread. The answer is a prebuilt 429."""
 
     CLOSE_AFTER = 8
 
@@ -142,16 +144,16 @@ class FrontGate:
             if transport is not None:
                 connection = self._connections.get(transport)
                 if connection is None:
-                    connection = self._connections[transport] = _Connection(self.per_connection or 1.0,
-                                                                            2 * (self.per_connection or 1.0))
-                if self.per_connection and not connection.bucket.try_take():
+                    rate = 0.0 if self.limit.is_exempt(request.remote or "") else self.per_connection
+                    connection = self._connections[transport] = _Connection(rate, 2 * rate or 1.0)
+                if connection.bucket.rate and not connection.bucket.try_take():
                     self.refused["connection"] += 1
                     self.closed += 1
                     return _refusal("connection", 1.0, close=True)
                 if connection.quiet_until and time.monotonic() < connection.quiet_until:
                     self.refused["early"] += 1
                     self.closed += 1
-                    return _refusal("early", connection.quiet_until - time.monotonic(), close=True)
+                    return _refusal("early", connection.retry_at - time.monotonic(), close=True)
             if looks_public(request.method, request.path):
                 address = request.remote or ""
                 scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -169,9 +171,10 @@ class FrontGate:
                 if connection is not None:
                     connection.refused = 0
             response = await handler(request)
-            if connection is not None and response.status == 429:     # an account's rate, the stream's ...
+            if connection is not None and response.status == 429 and request.method not in _READS:   # an account's
                 retry = response.headers.get("Retry-After", "")
-                connection.quiet_until = time.monotonic() + (float(retry) if retry.isdigit() else 1.0) / 2
+                wait = float(retry) if retry.isdigit() else 1.0
+                connection.quiet_until, connection.retry_at = time.monotonic() + wait / 2, time.monotonic() + wait
             return response
 
         return front
