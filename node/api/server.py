@@ -46,7 +46,8 @@ def build_app(node: ApiNode) -> web.Application:
     auth = install_auth(app, api.data_dir, api.token)
     limit = PublicRateLimit(api.public_rate, api.public_rate_total, api.rate_exempt, refusals=node.public_refusals)
     install_public_rate_limit(app, limit, auth)
-    app[FRONT_GATE] = FrontGate(limit, auth, api.connection_rate)
+    gate = app[FRONT_GATE] = FrontGate(limit, auth, api.connection_rate)
+    node.metric_sources.append(lambda: gate_metrics(gate))
     node.api_rate_limit = limit
     node.metric_sources.append(lambda: rate_metrics(limit))
     app.router.add_get("/status", get_status)
@@ -84,6 +85,19 @@ def rate_metrics(limit: PublicRateLimit) -> Iterator[Metric]:
     for name, count in limit.refused.items():
         refused.add_metric([name], count)
     yield refused
+
+
+def gate_metrics(gate: FrontGate) -> Iterator[Metric]:
+    refused = CounterMetricFamily("exchange_node_api_refused_before_routing",
+                                  "API requests answered 429 before routing: over the public rate (public), over "
+                                  "a connection's rate (connection), asked again before a 429's Retry-After (early)",
+                                  labels=["reason"])
+    for reason, count in gate.refused.items():
+        refused.add_metric([reason], count)
+    yield refused
+    yield CounterMetricFamily("exchange_node_api_connections_closed_by_gate",
+                              "Keep-alive API connections the front gate closed for asking past their refusals",
+                              value=gate.closed)
 
 
 async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
