@@ -119,16 +119,22 @@ class BlockBuilder:
         for a, b in self.evidence:
             if a.validator in validators and (len(validators) > 1 or successor is not None):
                 yield Remove(a.validator, "equivocation", (a, b), successor)
+                if successor is not None:
+                    yield Remove(a.validator, "equivocation", (a, b), None)
         for key in sorted(seats.removals):
             if key in validators and (len(validators) > 1 or successor is not None):
                 yield Remove(key, "approved", None, successor)
+                if successor is not None:
+                    yield Remove(key, "approved", None, None)
         for tx in self.core.mempool.membership():
             if isinstance(tx, Leave) and tx.key in validators:
                 yield tx
         for key in validators.keys:
             if key != self.core.public_key and (len(validators) > 1 or successor is not None) \
-                    and state.is_absent(key, height, time_ms):
+                    and (state.is_absent(key, height, time_ms) or seats.probation_failed(key, height, time_ms)):
                 yield Remove(key, "absent", None, successor)
+                if successor is not None:       # the successor may be refused (`successor_unproven`): none then
+                    yield Remove(key, "absent", None, None)
         for count in range(len(live), 0, -1):
             if state.genesis.size_allowed(len(validators) + count):
                 yield Promote(tuple(live[:count]))

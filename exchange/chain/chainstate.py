@@ -197,6 +197,9 @@ class ChainState:
                     log.warning("validator set epoch %d -> %d at height %d: %s (%d validators)",
                                 self.validators.epoch, candidate.epoch, height, tx, len(candidate))
             outcome.membership.append((tx, verdict or "applied"))
+        # members seen signing leave probation after the block's own changes were judged (as its proposer and
+        # every checker judged them: on the seats the block before left)
+        self.seats.signed([*(self.recent_signers if commit is not None else ()), header.proposer])
         outcome.exchange = app.end_block()
         self.prev_validators = deciding
         self.validators = next_validators

@@ -23,9 +23,8 @@ from exchange.chain.tendermint import WAITING
 from exchange.chain.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
 
-# membership requests that can never apply again: refused before their signature is checked; a replay of one
-# that already counted, STALE_GRACE heights after it was signed, costs its relayer PENALTY_REPLAY
-STALE_REQUESTS = frozenset({"replayed", "wrong_epoch", "expired"})
+# a replay of a membership request that already counted, STALE_GRACE heights after it was signed, costs its relayer
+# PENALTY_REPLAY (every refused request is refused before its signature is checked)
 STALE_GRACE = 10
 PENALTY_REPLAY = PENALTY_MALFORMED
 PACED_SUFFIX = "/paced"     # a validator's relay lane for what a neighbour at its budget handed it (`paced_lane`)
@@ -205,10 +204,11 @@ class TxIntake:
             return
         state = self.core.state
         why = state.membership_problem(tx, state.height + 1, max(state.time_ms, self.core.now_ms))
-        if why in STALE_REQUESTS:
-            # refused before its signature costs anything; one that already counted, re-sent well after, is a
-            # replay and whoever relays it pays (a block in flight may overtake an honest one: STALE_GRACE).
-            # An old epoch's or an expired one is what an honest node behind the chain sends too: refused, free
+        if why is not None:
+            # refused before its signature costs anything (whoever signed it once could have us check it at every
+            # arrival); one that already counted, re-sent well after, is a replay and whoever relays it pays (a
+            # block in flight may overtake an honest one: STALE_GRACE). Any other refusal is what an honest node
+            # behind the chain, or a request that lost a race, sends too: refused, free
             if why == "replayed" and sender is not None and state.height > tx.at_height + STALE_GRACE:
                 self.core.counters["replayed_membership"] = self.core.counters.get("replayed_membership", 0) + 1
                 self.core.penalize(sender, PENALTY_REPLAY, f"replayed_membership:{tx.kind}")
@@ -216,10 +216,9 @@ class TxIntake:
         if not tx.signature_valid(self.core.chain_id, self.core.verify):
             self.core.penalize(sender, PENALTY_INVALID, "bad_membership_signature")
             return
-        if why is None:
-            self.core.mempool.add_membership(tx)
-            if self.core.consensus.step == WAITING:
-                self.core.consensus.kick(self.core.now)
+        self.core.mempool.add_membership(tx)
+        if self.core.consensus.step == WAITING:
+            self.core.consensus.kick(self.core.now)
 
     def within_tx_budget(self, sender: str | None, now: float) -> bool:
         """Whether a transaction from neighbour `sender` may be looked at (tx_budget.py); our own, and a

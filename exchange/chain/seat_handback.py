@@ -14,6 +14,8 @@ from exchange.crypto import node_id_for
 
 log = logging.getLogger("exchange.chain")
 
+PROBATION_WAIT = 45.0   # s a stop waits for members seated lately to sign (seats.py removes one in 10-15 s)
+
 
 class SeatHandback:
     """Our seat handed back at stop (the service's `handback`)."""
@@ -23,10 +25,39 @@ class SeatHandback:
         self.keep_seat = keep_seat
         self.timeout = timeout          # s to wait for the block that orders our leave
         self._changed = asyncio.Event()
+        self._block = asyncio.Event()
 
     def seats_changed(self) -> None:
         """A final block changed the validator set: the wait for our leave looks again."""
         self._changed.set()
+        self._block.set()
+
+    def block_applied(self) -> None:
+        """A final block was applied: a wait for members on probation looks again."""
+        self._block.set()
+
+    async def _until_proven(self, core: ChainCore) -> None:
+        """Wait (at most PROBATION_WAIT) while leaving would leave a set whose quorum counts on a member seated lately
+        that has signed nothing yet: a seat left to one that never votes halts the rest, and with no blocks nobody
+        removes it. Meanwhile we still vote, so blocks go on and one that never signs is removed (`seats.py`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBATION_WAIT
+        said = False
+        while loop.time() < deadline and core.is_validator:
+            seats = core.state.seats
+            if seats.leave_safe(core.state.validators, core.public_key):
+                return
+            if not said:
+                unproven = [k for k in seats.probation if k in core.state.validators]
+                log.warning("waiting up to %.0fs for %s, seated lately, to sign before handing our seat back: the "
+                            "others' quorum would count on it", PROBATION_WAIT,
+                            ", ".join(node_id_for(k)[:12] for k in unproven))
+                said = True
+            self._block.clear()
+            try:
+                await asyncio.wait_for(self._block.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
 
     async def give_back(self, core: ChainCore, pump: Callable[[], None]) -> None:
         """Hand the seat `core` holds back (the core runs, unhalted), and wait for a block to order it."""
@@ -38,6 +69,7 @@ class SeatHandback:
             log.warning("stopping with our validator seat kept (%s): %s", "pinned set" if core.genesis.pinned
                         else "KEEP_SEAT", cost)
             return
+        await self._until_proven(core)
         tx = core.request_leave(self.clock())
         if tx is None:
             log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)

@@ -97,7 +97,8 @@ class SeatRequests:
         state = self.core.state
         if not self.core.is_validator or state.genesis.pinned:
             return None
-        live = [k for k in state.seats.live_standbys(max(state.time_ms, self.core.now_ms)) if k != self.core.public_key]
+        live = [k for k in state.seats.live_standbys(max(state.time_ms, self.core.now_ms)) if k != self.core.public_key
+                and state.seats.successor_safe(state.validators, self.core.public_key, k)]
         successor = live[0] if live else None
         if len(state.validators) <= 1 and successor is None:
             return None

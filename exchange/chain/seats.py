@@ -16,7 +16,7 @@ block it holds, was ordered within LIVE_WITHIN_MS of block time. Nobody's own cl
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 from exchange.chain.codec import digest
 from exchange.chain.genesis import Genesis
@@ -37,7 +37,11 @@ ALIVE_MIN_GAP_MS = 2_000          # one `alive` per standby per this much block 
 SILENT_EXPIRE_MS = 120_000        # a standby silent (or never alive) this long leaves the list
 JAILED_EXPIRE_MS = 86_400_000     # a validator jailed for absence keeps its approval this long
 MAX_REMEMBERED = 1024             # removed and departed keys remembered (oldest forgotten first)
-TOKEN_KEPT_MS = 3_600_000         # an expired token stays on record this long (a late holder is told why)
+TOKEN_KEPT_MS = 3_600_000         # an expired token stays on record this long (a late holder is told why) ...
+MAX_TOKEN_RECORDS_PER_ISSUER = 32  # ... within this many records per issuer (its oldest spent ones go first)
+APPROVAL_KEPT_MS = 86_400_000     # an approval still short of a quorum is dropped after this much block time
+PROBATION_BLOCKS = 10             # a validator seated by promotion or succession that signs nothing for this
+PROBATION_MS = 10_000             # many blocks and this much block time after it is removed (not jailed)
 
 VIA = ("token", "approved", "jailed", "returned")
 
@@ -49,9 +53,10 @@ class Standby:
     via: str             # one of VIA
     token: bytes         # the join token that admitted it (b"" otherwise)
     alive_ms: int        # block time of its last ordered `alive` (0: none yet)
+    issuer: bytes = b""  # the validator whose token admitted it (its quota counts it, whatever became of the token)
 
     def wire(self) -> Wire:
-        return [self.height, self.since_ms, self.via, self.token, self.alive_ms]
+        return [self.height, self.since_ms, self.via, self.token, self.alive_ms, self.issuer]
 
 
 @dataclass(slots=True)
@@ -72,11 +77,11 @@ def consumed_key(tx: MembershipTx) -> bytes:
 
 class Seats:
     __slots__ = ("standby", "approvals", "removals", "banned", "tokens", "removed", "departed", "consumed",
-                 "recent_blocks")
+                 "recent_blocks", "probation")
 
     def __init__(self) -> None:
         self.standby: dict[bytes, Standby] = {}
-        self.approvals: dict[tuple[str, bytes], dict[bytes, int]] = {}   # (action, target) -> approver -> height
+        self.approvals: dict[tuple[str, bytes], dict[bytes, int]] = {}   # (action, target) -> approver -> block ms
         self.removals: set[bytes] = set()                         # validators the set approved to remove
         self.banned: set[bytes] = set()                           # equivocated: never again
         self.tokens: dict[bytes, Token] = {}                      # join token key -> its grant, until it expires
@@ -84,6 +89,7 @@ class Seats:
         self.departed: dict[bytes, int] = {}                      # left gracefully: may ask back with `alive`
         self.consumed: dict[bytes, int] = {}                      # applied request -> height its TTL ends
         self.recent_blocks: dict[int, bytes] = {}                 # the last ALIVE_RECENT blocks' ids
+        self.probation: dict[bytes, tuple[int, int]] = {}         # seated, not yet seen signing -> (height, ms)
 
     def copy(self) -> "Seats":
         other = Seats()
@@ -96,6 +102,7 @@ class Seats:
         other.departed = dict(self.departed)
         other.consumed = dict(self.consumed)
         other.recent_blocks = dict(self.recent_blocks)
+        other.probation = dict(self.probation)
         return other
 
     # ------------------------------------------------------------------ what the record says
@@ -121,6 +128,33 @@ class Seats:
         if grant.issuer not in validators:
             return "token_issuer_gone"
         return None
+
+    def successor_safe(self, validators: ValidatorSet, leaving: bytes, successor: bytes) -> bool:
+        """Whether `successor` may take `leaving`'s seat: the set after it keeps a quorum of members seen signing
+        (not on probation) without counting the successor. A standby shows it holds the chain, not that it will
+        vote: two stops handing seats to two that never vote would otherwise halt a set of four."""
+        after = validators.replaced(leaving, successor)
+        proven = sum(1 for key in after.keys if key != successor and key not in self.probation)
+        return proven >= after.quorum
+
+    def leave_safe(self, validators: ValidatorSet, leaving: bytes) -> bool:
+        """Whether the set without `leaving` keeps a quorum of members seen signing: if not, a member seated lately
+        that never votes would halt it, and with no blocks nobody could remove that member."""
+        if len(validators) <= 1:
+            return True
+        after = validators.replaced(leaving, None)
+        return sum(1 for key in after.keys if key not in self.probation) >= after.quorum
+
+    def probation_failed(self, key: bytes, height: int, time_ms: int) -> bool:
+        """A member seated by promotion or succession that has signed nothing since, for PROBATION_BLOCKS blocks and
+        PROBATION_MS of block time."""
+        seated = self.probation.get(key)
+        return seated is not None and height - seated[0] > PROBATION_BLOCKS and time_ms - seated[1] >= PROBATION_MS
+
+    def signed(self, keys: Iterable[bytes]) -> None:
+        """Members seen signing (a commit's signers, a block's proposer): off probation."""
+        for key in keys:
+            self.probation.pop(key, None)
 
     # ------------------------------------------------------------------ rules
     def problem(self, tx: MembershipTx, validators: ValidatorSet, genesis: Genesis, height: int, time_ms: int,
@@ -173,10 +207,12 @@ class Seats:
                     return "successor_not_standby"
                 if not self.is_live(tx.successor, time_ms):
                     return "successor_not_live"
+                if not self.successor_safe(validators, tx.key, tx.successor):
+                    return "successor_unproven"
             if len(validators) <= 1 and tx.successor is None:
                 return "last_validator"
             if isinstance(tx, Remove):
-                if tx.reason == "absent" and not absent(tx.key):
+                if tx.reason == "absent" and not (absent(tx.key) or self.probation_failed(tx.key, height, time_ms)):
                     return "not_absent"
                 if tx.reason == "approved" and tx.key not in self.removals:
                     return "not_approved"
@@ -200,8 +236,7 @@ class Seats:
             return "removed"        # the validators removed it: only their approval brings it back
         by_token = [entry for entry in self.standby.values() if entry.via == "token"]
         issuer = self.tokens[tx.token].issuer
-        if sum(1 for entry in by_token if self.tokens.get(entry.token, _NO_TOKEN).issuer == issuer) \
-                >= MAX_TOKEN_STANDBY_PER_ISSUER:
+        if sum(1 for entry in by_token if entry.issuer == issuer) >= MAX_TOKEN_STANDBY_PER_ISSUER:
             return "issuer_standby_quota"
         if len(by_token) >= MAX_TOKEN_STANDBY:
             return "token_standby_full"
@@ -219,8 +254,8 @@ class Seats:
             why = self._candidate_problem(tx.key, validators)
             if why is not None:
                 return why
-        elif tx.key not in validators and tx.key not in self.standby:
-            return "not_validator"
+        elif tx.key not in validators and tx.key not in self.standby and tx.key not in self.departed:
+            return "not_validator"      # a validator that left may be kept out while it is away
         elif tx.key in self.removals:
             return "already_approved"
         open_ = sum(1 for approvers in self.approvals.values() if tx.approver in approvers)
@@ -276,10 +311,16 @@ class Seats:
             ttl = ALIVE_RECENT if isinstance(tx, Alive) else REQUEST_TTL
             self.consumed[consumed_key(tx)] = tx.at_height + ttl
         if isinstance(tx, Join):
-            self.tokens[tx.token].uses_left -= 1
-            self._admit(tx.key, Standby(height, time_ms, "token", tx.token, 0))
+            grant = self.tokens[tx.token]
+            grant.uses_left -= 1
+            self._admit(tx.key, Standby(height, time_ms, "token", tx.token, 0, grant.issuer))
             return None
         if isinstance(tx, Grant):
+            spent = sorted((t.height, k) for k, t in self.tokens.items() if t.issuer == tx.issuer
+                           and (t.revoked or t.uses_left <= 0 or t.expires_ms < time_ms))
+            held = sum(1 for t in self.tokens.values() if t.issuer == tx.issuer)
+            for _, old in spent[:max(0, held + 1 - MAX_TOKEN_RECORDS_PER_ISSUER)]:
+                del self.tokens[old]        # the oldest spent records make room: an issuer's records stay bounded
             self.tokens[tx.token] = Token(tx.issuer, tx.uses, tx.expires_ms, False, height)
             return None
         if isinstance(tx, Revoke):
@@ -298,7 +339,7 @@ class Seats:
         if isinstance(tx, Approve):
             target = (tx.action, tx.key)
             voters = self.approvals.setdefault(target, {})
-            voters[tx.approver] = height
+            voters[tx.approver] = time_ms
             if sum(1 for key in voters if key in validators) >= validators.quorum:
                 del self.approvals[target]
                 if tx.action == "add":
@@ -309,6 +350,7 @@ class Seats:
                     self.removals.add(tx.key)
                 else:
                     self.standby.pop(tx.key, None)
+                    self.departed.pop(tx.key, None)
                     self._remember(self.removed, tx.key, height)
             return None
         after = tx.next_set(validators)
@@ -321,11 +363,14 @@ class Seats:
         if isinstance(tx, Promote):
             for key in tx.keys:
                 del self.standby[key]
+                self.probation[key] = (height, time_ms)
             return after
         assert isinstance(tx, (Leave, Remove))
         if tx.successor is not None:
             del self.standby[tx.successor]
+            self.probation[tx.successor] = (height, time_ms)
         self.removals.discard(tx.key)
+        on_probation = self.probation.pop(tx.key, None) is not None
         if isinstance(tx, Remove) and tx.reason == "equivocation":
             self.banned.add(tx.key)
             self._forget(tx.key)
@@ -334,11 +379,15 @@ class Seats:
             self._remember(self.removed, tx.key, height)
         elif isinstance(tx, Leave):     # off the list until it comes back and asks (`alive`)
             self._remember(self.departed, tx.key, height)
+        elif on_probation:      # seated and never signed: back only by the validators' approval
+            self._forget(tx.key)
+            self._remember(self.removed, tx.key, height)
         else:       # jailed: its approval stands, so it may have a seat again when it is back
             self._admit(tx.key, Standby(height, time_ms, "jailed", b"", 0))
         return after
 
     def _admit(self, key: bytes, entry: Standby) -> None:
+        self.approvals.pop(("add", key), None)      # approvals to add it can no longer complete: their slots free
         if key not in self.standby and len(self.standby) >= MAX_STANDBY:
             evicted = self._evictable()
             if evicted is not None:
@@ -366,11 +415,18 @@ class Seats:
             else:
                 del self.approvals[target]
         self.removals &= set(validators.keys)
+        self.probation = {k: v for k, v in self.probation.items() if k in validators}
 
     def end_block(self, height: int, time_ms: int, block_id: bytes) -> None:
         """What the block's time has passed: consumed requests past their TTL, expired tokens, standbys silent too
         long; and the block's id, for the `alive`s that will name it."""
         self.consumed = {k: until for k, until in self.consumed.items() if until >= height}
+        for target, voters in list(self.approvals.items()):
+            kept = {k: ms for k, ms in voters.items() if time_ms - ms <= APPROVAL_KEPT_MS}
+            if kept:
+                self.approvals[target] = kept
+            else:
+                del self.approvals[target]
         self.tokens = {k: t for k, t in self.tokens.items() if t.expires_ms + TOKEN_KEPT_MS >= time_ms}
         for key, entry in list(self.standby.items()):
             keep = JAILED_EXPIRE_MS if entry.via == "jailed" else SILENT_EXPIRE_MS
@@ -389,15 +445,16 @@ class Seats:
                 sorted(self.removals), sorted(self.banned),
                 sorted([k, *t.wire()] for k, t in self.tokens.items()),
                 sorted([k, h] for k, h in self.removed.items()), sorted([k, h] for k, h in self.departed.items()),
-                sorted([k, h] for k, h in self.consumed.items()), sorted([h, b] for h, b in self.recent_blocks.items())]
+                sorted([k, h] for k, h in self.consumed.items()), sorted([h, b] for h, b in self.recent_blocks.items()),
+                sorted([k, h, ms] for k, (h, ms) in self.probation.items())]
 
     @classmethod
     def from_wire(cls, data: Wire) -> "Seats":
         """From a snapshot's part (its hash already checked); a wrong shape raises TypeError or ValueError."""
         seats = cls()
-        standby, approvals, removals, banned, tokens, removed, departed, consumed, recent = data
-        seats.standby = {bytes(k): Standby(int(h), int(ms), _via(v), bytes(t), int(alive))
-                         for k, h, ms, v, t, alive in standby}
+        standby, approvals, removals, banned, tokens, removed, departed, consumed, recent, probation = data
+        seats.standby = {bytes(k): Standby(int(h), int(ms), _via(v), bytes(t), int(alive), bytes(i))
+                         for k, h, ms, v, t, alive, i in standby}
         seats.approvals = {(str(a), bytes(t)): {bytes(k): int(h) for k, h in v} for a, t, v in approvals}
         seats.removals = {bytes(k) for k in removals}
         seats.banned = {bytes(k) for k in banned}
@@ -406,6 +463,7 @@ class Seats:
         seats.departed = {bytes(k): int(h) for k, h in departed}
         seats.consumed = {bytes(k): int(h) for k, h in consumed}
         seats.recent_blocks = {int(h): bytes(b) for h, b in recent}
+        seats.probation = {bytes(k): (int(h), int(ms)) for k, h, ms in probation}
         return seats
 
     def hash(self) -> bytes:
@@ -414,9 +472,6 @@ class Seats:
     def standby_order(self) -> list[bytes]:
         """Standbys, longest waiting first (then by key, so every node orders them alike)."""
         return sorted(self.standby, key=lambda k: (self.standby[k].height, k))
-
-
-_NO_TOKEN = Token(b"", 0, 0, True, 0)
 
 
 def _via(value: object) -> str:

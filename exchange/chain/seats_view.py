@@ -54,11 +54,12 @@ class SeatsView(TypedDict):
 
 def key_of(core: ChainCore | None, linked_keys: Iterable[bytes], node_id: str) -> bytes | None:
     """The public key behind a node id, from what this node knows first-hand: the chain's own records
-    (validators, standbys, approvals) or a link that proved it (`linked_keys`)."""
+    (validators, standbys, approvals, validators that left) or a link that proved it (`linked_keys`)."""
     known: list[bytes] = []
     if core is not None:
         state = core.state
-        known += [*state.validators.keys, *state.seats.standby, *(t for _, t in state.seats.approvals)]
+        known += [*state.validators.keys, *state.seats.standby, *(t for _, t in state.seats.approvals),
+                  *state.seats.departed]
     known += [key for key in linked_keys if len(key) == 32]
     return next((key for key in known if node_id_for(key) == node_id), None)
 

@@ -348,6 +348,7 @@ class ChainService:
         durable = core is None or core.is_validator or holds_own
         self.durability.add_block(UnsavedBlock(block, commit, outcome, durable))
         self.tokens.block_applied()
+        self.handback.block_applied()
         if self.core is not None and outcome.validators_changed:
             self._roles_changed()
             self.handback.seats_changed()

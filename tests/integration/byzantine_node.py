@@ -13,6 +13,8 @@ with BYZANTINE set to a comma list of behaviours:
   replaying old signatures can make of them.
 - `phantom_joins`: holding a join token, asks standby seats for PHANTOMS (default 64) fresh keys nobody runs,
   a few each tick, instead of one for itself.
+- `mute_when_seated`: an honest standby in every way (it follows the chain, its `alive`s are true) until it holds
+  a seat: then its votes and proposals are never sent.
 - `height_liar`: a standby that claims height 2^62 in its hellos and heartbeats and whose `alive`s name a
   block far ahead of the chain (its real ones are never sent).
 Everything it signs is signed with its genuine node key: what honest nodes must refuse is what it says.
@@ -172,6 +174,32 @@ def _phantom_joins(count: int) -> None:
     SeatRequests.maybe_join = phantoms      # type: ignore[method-assign]
 
 
+def _mute_when_seated() -> None:
+    original = ExchangeNode.__init__
+
+    def init(self: ExchangeNode, settings: Settings) -> None:
+        original(self, settings)
+        chain, network = self.chain, self.chain_network
+        send, broadcast = network.send, network.broadcast
+
+        def muted(message: dict) -> bool:
+            core = chain.core
+            return core is not None and core.is_validator and message.get("type") in ("chain_vote", "chain_proposal")
+
+        def mute_send(node_id: str, message: dict) -> None:
+            if not muted(message):
+                send(node_id, message)
+
+        def mute_broadcast(message: dict) -> None:
+            if not muted(message):
+                broadcast(message)
+
+        network.send = mute_send                # type: ignore[method-assign]
+        network.broadcast = mute_broadcast      # type: ignore[method-assign]
+
+    ExchangeNode.__init__ = init  # type: ignore[method-assign]
+
+
 def _height_liar() -> None:
     fields = P2PChainNetwork._chain_fields
 
@@ -205,6 +233,8 @@ if __name__ == "__main__":
         _replay(float(os.environ.get("REPLAY_SECONDS", "1")))
     if "phantom_joins" in behaviours:
         _phantom_joins(int(os.environ.get("PHANTOMS", "64")))
+    if "mute_when_seated" in behaviours:
+        _mute_when_seated()
     if "height_liar" in behaviours:
         _height_liar()
     main()

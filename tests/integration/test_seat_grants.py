@@ -10,6 +10,9 @@
   the seat it regained.
 - Graceful stops never seat the leaver: two of four stopped 15 s apart, then two more 1 s apart after the
   first two came back and asked for their seats again, and the rest keep finalising throughout.
+- Standbys that follow the chain but never vote once seated cannot turn two graceful stops into a halt: the
+  second stop waits until the first's mute successor is removed (it never signed), and a seat goes to an
+  unproven standby only while the rest keep a quorum without it.
 - A standby that claims a height it does not have (2^62 in its heartbeats, `alive`s naming blocks that do
   not exist) is never chosen as a successor: a live honest standby is.
 """
@@ -208,3 +211,23 @@ def test_a_standby_claiming_a_height_it_does_not_have_is_not_chosen(cluster: Clu
     wait_until(lambda: honest.node_id in _seats(founder)[0], 20, message="the honest standby takes the seat")
     assert liar.node_id not in _seats(founder)[0]
     _order_final(founder)
+
+
+def test_two_stops_never_leave_a_set_of_four_to_members_that_never_vote(cluster: Cluster):
+    nodes = cluster.chain(4, **FAST)
+    founder = nodes[0]
+    token = _token(founder, 2)
+    mutes = [_patched(cluster, f"mute{i}", "mute_when_seated", join_token=token["token"],
+                      bootstrap_peers=founder.p2p_address, **FAST) for i in range(2)]
+    wait_until(lambda: sum(1 for s in founder.get("/validators")["standby"] if s["live"]) == 2, 40,
+               message="both mute standbys live on the record")
+    assert nodes[1].stop() == 0
+    wait_until(lambda: nodes[1].node_id not in _seats(founder)[0], 20, message="the first leave is ordered")
+    assert nodes[2].stop(timeout=60) == 0       # waits while the rest's quorum would count on a mute member
+    mute_ids = {m.node_id for m in mutes}
+    wait_until(lambda: not mute_ids & _seats(founder)[0], 60, interval=0.5,
+               message="members that never signed are removed")
+    for node in (nodes[0], nodes[3]):
+        _order_final(node)
+    assert _seats(founder)[0] == {nodes[0].node_id, nodes[3].node_id}
+    assert not mute_ids & set().union(*_seats(founder)), "a mute member was kept for another turn"

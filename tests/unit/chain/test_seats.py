@@ -304,6 +304,92 @@ def test_one_token_cannot_fill_the_list_and_an_approved_join_displaces_dead_keys
     assert not seats.standby, "standbys silent since they were admitted expire"
 
 
+def test_a_seat_goes_to_an_unproven_standby_only_while_the_rest_keep_a_quorum_without_it():
+    """A standby shows it holds the chain, not that it will vote: two stops handing seats to two that never vote
+    would leave two of four voting. The second successor is refused while the first has not signed; one that
+    never signs is removed after its probation and kept out until approved."""
+    keys = [FakeKeys(f"p{i}") for i in range(4)]
+    mutes = [FakeKeys(f"mute{i}") for i in range(2)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    token = _token(seats, genesis, validators, keys[0], uses=2)
+    for mute in mutes:
+        _apply(seats, _join(genesis, mute, token), genesis, validators)
+        _alive(seats, genesis, validators, mute)
+    first = Leave.create(chain_id, keys[1].public_key, validators.epoch, 9, mutes[0].public_key, keys[1].sign)
+    after = _apply(seats, first, genesis, validators)
+    assert after is not None and mutes[0].public_key in seats.probation
+    second = Leave.create(chain_id, keys[2].public_key, after.epoch, 9, mutes[1].public_key, keys[2].sign)
+    assert _problem(seats, second, genesis, after) == "successor_unproven"
+    jail = Remove(mutes[0].public_key, "absent")
+    assert _problem(seats, jail, genesis, after, height=15, time_ms=NOW_MS + 20_000) == "not_absent", \
+        "within its probation"
+    assert _problem(seats, jail, genesis, after, height=21, time_ms=NOW_MS + 20_000) is None
+    without = seats.apply(jail, after, 21, NOW_MS + 20_000)
+    assert without is not None and mutes[0].public_key not in without
+    assert mutes[0].public_key not in seats.standby and mutes[0].public_key in seats.removed, \
+        "a member that never signed is not jailed for another turn: back only by approval"
+    proven = Seats()
+    proven.probation[mutes[0].public_key] = (10, NOW_MS)
+    proven.signed([mutes[0].public_key])
+    assert not proven.probation, "a member seen signing is off probation"
+
+
+def test_a_validator_that_left_can_be_kept_out_while_it_is_away():
+    keys = [FakeKeys(f"d{i}") for i in range(4)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    leave = Leave.create(chain_id, keys[3].public_key, validators.epoch, 9, None, keys[3].sign)
+    after = _apply(seats, leave, genesis, validators)
+    assert after is not None and keys[3].public_key in seats.departed
+    for approver in keys[:3]:       # the three that remain (a quorum of three is three)
+        _apply(seats, Approve.create(chain_id, "remove", keys[3].public_key, approver.public_key, after.epoch, 9,
+                                     approver.sign), genesis, after)
+    assert keys[3].public_key not in seats.departed and keys[3].public_key in seats.removed
+    seats.recent_blocks[9] = bytes(32)
+    back = Alive.create(chain_id, keys[3].public_key, 9, bytes(32), keys[3].sign)
+    assert _problem(seats, back, genesis, after) == "not_standby", "it asks back in vain"
+
+
+def test_an_issuers_token_records_and_token_standbys_stay_within_its_quota():
+    keys = [FakeKeys(f"b{i}") for i in range(4)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    for n in range(40):     # issue and revoke, over and over
+        token = _token(seats, genesis, validators, keys[0], f"churn{n}", uses=1)
+        _apply(seats, Revoke.create(chain_id, token.public_key, keys[0].public_key, validators.epoch, 5 + n % 3,
+                                    keys[0].sign), genesis, validators)
+    assert sum(1 for t in seats.tokens.values() if t.issuer == keys[0].public_key) <= 32
+    short = _token(seats, genesis, validators, keys[1], "short", uses=8, ttl_ms=1_000)
+    for n in range(8):
+        _apply(seats, _join(genesis, FakeKeys(f"held{n}"), short), genesis, validators)
+    for n in range(8):      # its standbys keep showing they are live ...
+        seats.standby[FakeKeys(f"held{n}").public_key].alive_ms = NOW_MS + 3_600_000
+    seats.end_block(11, NOW_MS + 1_000 + 3_600_000 + 1, bytes(32))     # ... while the token's record is gone
+    assert short.public_key not in seats.tokens and len(seats.standby) == 8
+    later = _token(seats, genesis, validators, keys[1], "later", uses=3)
+    assert _problem(seats, _join(genesis, FakeKeys("ninth"), later), genesis, validators,
+                    time_ms=NOW_MS + 3_600_000) == "issuer_standby_quota"
+
+
+def test_approvals_that_cannot_complete_free_their_approvers():
+    keys = [FakeKeys(f"a{i}") for i in range(4)]
+    genesis = _genesis(keys)
+    chain_id, validators, seats = genesis.chain_id, genesis.first_validators(), Seats()
+    token = _token(seats, genesis, validators, keys[1], uses=8)
+    for n in range(8):
+        target = FakeKeys(f"target{n}")
+        _apply(seats, Approve.create(chain_id, "add", target.public_key, keys[0].public_key, validators.epoch, 6,
+                                     keys[0].sign), genesis, validators)
+        _apply(seats, _join(genesis, target, token), genesis, validators)    # in by token first
+    assert not seats.approvals, "an add that can no longer complete holds no approver's slot"
+    slow = Approve.create(chain_id, "add", FakeKeys("slow").public_key, keys[0].public_key, validators.epoch, 7,
+                          keys[0].sign)
+    _apply(seats, slow, genesis, validators)
+    seats.end_block(12, NOW_MS + 86_400_000 + 1, bytes(32))
+    assert not seats.approvals, "an approval short of a quorum for a day is dropped"
+
+
 def test_seats_survive_a_snapshot_and_are_in_the_state_hash():
     keys = [FakeKeys(f"s{i}") for i in range(3)]
     genesis = _genesis(keys[:1])

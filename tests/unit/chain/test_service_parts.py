@@ -241,7 +241,9 @@ async def test_a_kept_seat_is_not_handed_back():
 
 async def test_without_a_standby_the_only_validator_keeps_its_seat():
     pumps: list[int] = []
-    core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1])),
-                                genesis=SimpleNamespace(pinned=False), request_leave=lambda now: None)
+    seats = SimpleNamespace(leave_safe=lambda validators, key: True)
+    core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1]), seats=seats),
+                                genesis=SimpleNamespace(pinned=False), request_leave=lambda now: None,
+                                is_validator=True, public_key=b"me")
     await SeatHandback(lambda: 100.0, keep_seat=False, timeout=0.1).give_back(core, lambda: pumps.append(1))
     assert pumps == []
