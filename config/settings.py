@@ -452,9 +452,9 @@ class Settings:
         1000, "ACCOUNT_OPS_BURST", "Operations one account may send at once within ACCOUNT_OPS_RATE",
         p.integer(0, 10**8))
     group_ops_rate: int = _setting(
-        200, "GROUP_OPS_RATE", "Operations a second of block time this validator admits from one group of "
-        "accounts: its own API's, or one follower network's (past half of its bucket, the group's heaviest "
-        "accounts are refused first; 0: no limit)", p.integer(0, 10**7))
+        200, "GROUP_OPS_RATE", "Operations a second of block time this validator admits from its own API's "
+        "accounts together, whoever holds the token (past half of its bucket, the heaviest accounts are refused "
+        "first; 0: no limit)", p.integer(0, 10**7))
     group_ops_burst: int = _setting(
         1000, "GROUP_OPS_BURST", "Operations one group may send at once within GROUP_OPS_RATE", p.integer(0, 10**8))
     account_rate_exempt: tuple[str, ...] = _setting(

@@ -5,8 +5,9 @@ Accounts and orders cost nothing, so besides each neighbour's budget (tx_budget.
 one account's rate is bounded the way dYdX bounds it: by windows of blocks, every one of which must pass
 (`ACCOUNT_OPS_PER_BLOCK` in the block being filled, `ACCOUNT_OPS_PER_100_BLOCKS` in the last hundred), *and* by
 time. Windows of blocks grow with block speed (a block every 50 ms is twenty windows a second), so each account
-also has a token bucket of `ACCOUNT_OPS_RATE` operations a second (bursts of `ACCOUNT_OPS_BURST`), and each
-group of accounts arriving together (our own API, one follower's network) one of `GROUP_OPS_RATE`; a transaction
+also has a token bucket of `ACCOUNT_OPS_RATE` operations a second (bursts of `ACCOUNT_OPS_BURST`), and a group
+of accounts arriving together one of `GROUP_OPS_RATE` (the intake charges our own API's accounts as one group; a
+neighbour's or follower's network has its share of what is looked at in tx_budget.py); a transaction
 weighs one operation more than it holds (TX_WEIGHT: a cancel-all of nothing still costs a signature, an outbox
 entry and a place in a block). Once a group's bucket is below half, an account passes only if it spent no more
 than an equal part of what the group spent since (max-min fairness): the heaviest accounts of a group are refused

@@ -105,7 +105,7 @@ class CoreConfig:
     account_ops_per_100_blocks: int = 50_000   # ... and for the last hundred (account_rate.py)
     account_ops_rate: int = 100           # ... and a second of block time, with bursts of (0: no limit)
     account_ops_burst: int = 1_000
-    group_ops_rate: int = 200             # one group's (our API, a follower's network) a second of block time
+    group_ops_rate: int = 200             # our API's accounts together, a second of block time
     group_ops_burst: int = 1_000
     account_rate_exempt: frozenset[bytes] = frozenset()    # accounts an operator exempts from all of these
     snapshot_cache_bytes: int = 64 * 1024 * 1024   # the snapshot we serve is kept in memory up to this size

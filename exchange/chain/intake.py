@@ -150,9 +150,10 @@ class TxIntake:
             group = solo_group(sender)
         else:
             group = TxBudget.group_key(self.core.network_of(lane))
-        # the validator that took it from a client charged that client's group; a relay is charged to its account
+        # our API's accounts share one group's rate; a neighbour's or a follower's network already has its share of
+        # what is looked at (tx_budget.py), so their transactions are charged to their accounts only
         height, time_ms, ops, rate_group = self.core.state.height + 1, self.core.state.time_ms, len(tx.ops), \
-            None if relayed else group
+            group if sender == OWN_LANE else None
         if tx.id not in self.core.mempool:
             refused = self.account_rate.why_not(tx.account, ops, height, time_ms, rate_group)
             if refused is not None:
