@@ -61,7 +61,7 @@ log = logging.getLogger("node")
 
 # A clean stop takes well under a second; these bound one that hangs (a step, then the whole).
 STOP_STEP_TIMEOUT = 5.0
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT = 75.0     # room for the chain's stop when its seat hand-back must wait (ChainService.stop_seconds)
 EXIT_FORCED = 130          # a second SIGINT/SIGTERM: exit at once, shutdown left unfinished
 EXIT_UNCLEAN = 1           # the shutdown was bounded: a step raised or hung (logged)
 
@@ -237,7 +237,8 @@ class ExchangeNode:
             await steps.start("message router", self.router.start, self.router.stop)  # Grenache path only
         await steps.start("rpc", self.rpc.start, self.rpc.stop)
         steps.on_stop("chain store", self.chain_store.close)   # closed even when the chain fails to start
-        await steps.start("chain", self.chain.start, self.chain.stop)
+        await steps.start("chain", self.chain.start, self.chain.stop,
+                          stop_timeout=lambda: self.chain.stop_seconds(STOP_STEP_TIMEOUT))
         await steps.start("control API", self._start_api, self._stop_api)
         await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
         await steps.start("operator surface", self.operator.start, self.operator.stop)

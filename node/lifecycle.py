@@ -43,8 +43,10 @@ class Lifecycle:
         self.unfinished: list[str] = []        # stop steps that raised, hung or were skipped at the last stop
         self._deadline = 0.0
 
-    async def start(self, name: str, start: Step, stop: Step | None = None) -> None:
-        """Start one component and register its stop; on failure stop everything started and raise StartFailed."""
+    async def start(self, name: str, start: Step, stop: Step | None = None,
+                    stop_timeout: Callable[[], float] | None = None) -> None:
+        """Start one component and register its stop (bounded by what `stop_timeout` says when the stop begins, else
+        the step timeout); on failure stop everything started and raise StartFailed."""
         log.debug("starting %s", name)
         try:
             await _call(start)
@@ -58,11 +60,11 @@ class Lifecycle:
             raise
         self.started.append(name)
         if stop is not None:
-            self.on_stop(name, stop)
+            self.on_stop(name, stop, stop_timeout)
 
-    def on_stop(self, name: str, stop: Step) -> None:
+    def on_stop(self, name: str, stop: Step, timeout: Callable[[], float] | None = None) -> None:
         """Register a stop step for something that needs no start (a file to remove, a store to close)."""
-        self._stack.push_async_callback(self._stop_step, name, stop)
+        self._stack.push_async_callback(self._stop_step, name, stop, timeout)
 
     async def stop(self) -> bool:
         """Run every registered stop step in reverse order; True when all finished cleanly in time."""
@@ -73,8 +75,8 @@ class Lifecycle:
         await stack.aclose()
         return not self.unfinished
 
-    async def _stop_step(self, name: str, stop: Step) -> None:
-        budget = min(self.step_timeout, self._deadline - time.monotonic())
+    async def _stop_step(self, name: str, stop: Step, timeout: Callable[[], float] | None = None) -> None:
+        budget = min(self.step_timeout if timeout is None else timeout(), self._deadline - time.monotonic())
         if budget <= 0:
             log.error("not stopping %s: the shutdown ran out of its %.0f s", name, self.total_timeout)
             self.unfinished.append(name)

@@ -41,7 +41,7 @@ from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
 from exchange.chain.token_desk import TokenDesk
-from exchange.chain.seat_handback import SeatHandback
+from exchange.chain.seat_handback import PROBATION_WAIT, SeatHandback
 from exchange.chain.submissions import Submissions
 from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
                                  store_dir)
@@ -158,6 +158,15 @@ class ChainService:
         else:
             self._tasks.append(asyncio.create_task(self.founding_loop.run(), name="chain.founding"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
+
+    def stop_seconds(self, usual: float) -> float:
+        """How long our stop may take: `usual`, or, when our seat's hand-back must first wait for a member seated
+        lately to sign (`seat_handback.py`), that wait and the leave's block on top."""
+        core = self.core
+        if core is None or core.halted or not core.is_validator or self.handback.keep_seat or core.genesis.pinned \
+                or core.state.seats.leave_safe(core.state.validators, core.public_key):
+            return usual
+        return PROBATION_WAIT + usual
 
     async def stop(self) -> None:
         core = self.core       # a validator stopped on purpose hands its seat back first (`seat_handback.py`)
