@@ -14,7 +14,7 @@ from exchange.crypto import node_id_for
 
 log = logging.getLogger("exchange.chain")
 
-PROBATION_WAIT = 45.0   # s a stop waits for members seated lately to sign (seats.py removes one in 10-15 s)
+PROBATION_WAIT = 45.0   # s a stop waits for members seated lately to sign (seats.py removes one in 15-20 s)
 
 
 class SeatHandback:

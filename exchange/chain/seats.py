@@ -40,8 +40,8 @@ MAX_REMEMBERED = 1024             # removed and departed keys remembered (oldest
 TOKEN_KEPT_MS = 3_600_000         # an expired token stays on record this long (a late holder is told why) ...
 MAX_TOKEN_RECORDS_PER_ISSUER = 32  # ... within this many records per issuer (its oldest spent ones go first)
 APPROVAL_KEPT_MS = 86_400_000     # an approval still short of a quorum is dropped after this much block time
-PROBATION_BLOCKS = 10             # a validator seated by promotion or succession that signs nothing for this
-PROBATION_MS = 10_000             # many blocks and this much block time after it is removed (not jailed)
+PROBATION_BLOCKS = 15             # a validator seated by promotion or succession that signs nothing for this
+PROBATION_MS = 15_000             # many blocks and this much block time after it is removed (not jailed)
 
 VIA = ("token", "approved", "jailed", "returned")
 

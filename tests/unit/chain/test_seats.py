@@ -322,10 +322,10 @@ def test_a_seat_goes_to_an_unproven_standby_only_while_the_rest_keep_a_quorum_wi
     second = Leave.create(chain_id, keys[2].public_key, after.epoch, 9, mutes[1].public_key, keys[2].sign)
     assert _problem(seats, second, genesis, after) == "successor_unproven"
     jail = Remove(mutes[0].public_key, "absent")
-    assert _problem(seats, jail, genesis, after, height=15, time_ms=NOW_MS + 20_000) == "not_absent", \
+    assert _problem(seats, jail, genesis, after, height=20, time_ms=NOW_MS + 20_000) == "not_absent", \
         "within its probation"
-    assert _problem(seats, jail, genesis, after, height=21, time_ms=NOW_MS + 20_000) is None
-    without = seats.apply(jail, after, 21, NOW_MS + 20_000)
+    assert _problem(seats, jail, genesis, after, height=26, time_ms=NOW_MS + 20_000) is None
+    without = seats.apply(jail, after, 26, NOW_MS + 20_000)
     assert without is not None and mutes[0].public_key not in without
     assert mutes[0].public_key not in seats.standby and mutes[0].public_key in seats.removed, \
         "a member that never signed is not jailed for another turn: back only by approval"
