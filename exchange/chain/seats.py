@@ -133,6 +133,8 @@ class Seats:
         """Whether `successor` may take `leaving`'s seat: the set after it keeps a quorum of members seen signing
         (not on probation) without counting the successor. A standby shows it holds the chain, not that it will
         vote: two stops handing seats to two that never vote would otherwise halt a set of four."""
+        if len(validators) <= 1:
+            return True     # the only validator's seat: a successor, or nobody left to finalise
         after = validators.replaced(leaving, successor)
         proven = sum(1 for key in after.keys if key != successor and key not in self.probation)
         return proven >= after.quorum

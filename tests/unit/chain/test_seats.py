@@ -329,6 +329,9 @@ def test_a_seat_goes_to_an_unproven_standby_only_while_the_rest_keep_a_quorum_wi
     assert without is not None and mutes[0].public_key not in without
     assert mutes[0].public_key not in seats.standby and mutes[0].public_key in seats.removed, \
         "a member that never signed is not jailed for another turn: back only by approval"
+    alone = _genesis(keys[:1]).first_validators()
+    assert seats.successor_safe(alone, keys[0].public_key, mutes[1].public_key), \
+        "the only validator's seat goes to a standby: the other way nobody is left to finalise"
     proven = Seats()
     proven.probation[mutes[0].public_key] = (10, NOW_MS)
     proven.signed([mutes[0].public_key])
