@@ -36,6 +36,14 @@ class SeatHandback:
         """A final block was applied: a wait for members on probation looks again."""
         self._block.set()
 
+    def stop_seconds(self, core: ChainCore, usual: float) -> float:
+        """How long a stop of `core`'s node may take: `usual`, or, when the hand-back must first wait for a member
+        seated lately to sign (`_until_proven`), that wait on top."""
+        if core.halted or not core.is_validator or self.keep_seat or core.genesis.pinned \
+                or core.state.seats.leave_safe(core.state.validators, core.public_key):
+            return usual
+        return PROBATION_WAIT + usual
+
     async def _until_proven(self, core: ChainCore) -> None:
         """Wait (at most PROBATION_WAIT) while leaving would leave a set whose quorum counts on a member seated lately
         that has signed nothing yet: a seat left to one that never votes halts the rest, and with no blocks nobody

@@ -23,8 +23,12 @@ runs over). Two face our peers and see the service only through `ports.ChainHost
 (`serving`: the RPCs `chain.genesis`, `chain.snapshot`, `chain.submit`). The API calls two, which see it only
 through `ports.CoreGate`: `submissions.py` (`submissions`: our users' transactions, into the outbox and the
 core) and `seat_admin.py` (`seats`: the operator's seat approvals, recovery consent and the view of the set,
-`seats_view.py`). What is left here is the driver: boot and stop, the pump matching the core's effects, the
-tick, the gates the API's parts pass (`usable_core`, `accepting_core`) and /status.
+`seats_view.py`; `token_desk.py`, `tokens`, waits for its join tokens' blocks). What is left here is the
+driver: boot and stop, the pump matching the core's effects, the tick, the gates the API's parts pass
+(`usable_core`, `accepting_core`) and /status.
+
+Over 500 lines on purpose: the one place that matches each of the core's effects to its I/O and holds the
+gates the API's parts pass; every other job of I/O it does is in the parts named above.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from exchange.chain.statesync import SnapshotJoin
 from exchange.chain.own_orders import OwnOrders
 from exchange.chain.seat_admin import SeatAdmin
 from exchange.chain.token_desk import TokenDesk
-from exchange.chain.seat_handback import PROBATION_WAIT, SeatHandback
+from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.submissions import Submissions
 from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
                                  store_dir)
@@ -160,13 +164,8 @@ class ChainService:
         self._tasks.append(asyncio.create_task(self._ticker(), name="chain.tick"))
 
     def stop_seconds(self, usual: float) -> float:
-        """How long our stop may take: `usual`, or, when our seat's hand-back must first wait for a member seated
-        lately to sign (`seat_handback.py`), that wait and the leave's block on top."""
-        core = self.core
-        if core is None or core.halted or not core.is_validator or self.handback.keep_seat or core.genesis.pinned \
-                or core.state.seats.leave_safe(core.state.validators, core.public_key):
-            return usual
-        return PROBATION_WAIT + usual
+        """How long our stop may take (`seat_handback.py`: longer while our seat's hand-back must wait)."""
+        return usual if self.core is None else self.handback.stop_seconds(self.core, usual)
 
     async def stop(self) -> None:
         core = self.core       # a validator stopped on purpose hands its seat back first (`seat_handback.py`)
