@@ -40,7 +40,7 @@ from tests.harness import Cluster, NodeProcess, converged, cpu_seconds, wait_unt
 # every other setting at its default, as an operator runs it, but the per-account cap on resting orders and
 # rate: the load comes from one account per node, and what is measured is ordering and matching, not refusals
 NODE = {"debug_api": "true", "log_level": "WARNING", "max_open_orders": 0, "account_ops_per_block": 0,
-        "account_ops_per_100_blocks": 0}
+        "account_ops_per_100_blocks": 0, "account_ops_rate": 0, "group_ops_rate": 0, "api_connection_rate": 0}
 DRAIN = 300.0   # s for a throughput run's accepted orders to be committed after the clients stop
 
 

@@ -15,6 +15,7 @@ class MemberView(TypedDict):
     absent_s: float                 # block time without its signature (0.0 while at most two blocks behind)
     heard_s_ago: float | None       # None: not heard since this node started
     proposed: int                   # its blocks final here since this node started
+    on_probation: bool              # seated lately and not yet seen signing (seats.py: removed if it never does)
 
 
 class StandbyView(TypedDict):
@@ -77,7 +78,8 @@ def seats_view(core: ChainCore, proposed: dict[bytes, int], now: float) -> Seats
                         "last_signed_height": seen_height,
                         "absent_s": round(max(0.0, state.time_ms - seen_ms) / 1000, 1)
                         if state.height - seen_height > 2 else 0.0,
-                        "heard_s_ago": heard.get(node_id_for(key)), "proposed": proposed.get(key, 0)})
+                        "heard_s_ago": heard.get(node_id_for(key)), "proposed": proposed.get(key, 0),
+                        "on_probation": key in seats.probation})
     pending: list[ApprovalView] = []
     for (action, target), voters in sorted(seats.approvals.items()):
         counted = [k for k in voters if k in validators]
