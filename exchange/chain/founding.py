@@ -39,7 +39,7 @@ MAX_SEATS = 7           # the most first validators a joint founding lists (the 
 UNPROVEN_WAIT = 2.0     # s past `found_after` a founder waits for a chain-less peer's key (a link being opened)
 REINSPECT_AFTER = 30.0  # s before a chain whose genesis nobody handed over is asked for again (others first)
 FOUNDER_GRACE = 5.0     # s the next smallest id gives each smaller chain-less node to found before it does
-BOOTSTRAP_DEFER = 30.0  # s past `found_after` a node given bootstrap peers waits for their network before founding
+BOOTSTRAP_DEFER = 10.0  # s past `found_after` a node given bootstrap peers waits for their network before founding
 
 
 @dataclass

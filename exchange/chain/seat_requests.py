@@ -41,6 +41,7 @@ class SeatRequests:
         self._next_alive = now
         self._token_refusal = ""           # why our token admits nobody now, as last logged
         self._approvals: dict[tuple[str, bytes], tuple[Approve, float]] = {}   # ours, signed again until ordered
+        self._leaving = False              # our seat handed back at stop: this run asks for none again
 
     def tick(self, now: float) -> None:
         self.maybe_join(now)
@@ -53,7 +54,8 @@ class SeatRequests:
         validators' approvals."""
         state = self.core.state
         token = self.join_token
-        if token is None or self.core.config.role != "auto" or state.genesis.pinned or self.core.is_validator \
+        if token is None or self._leaving or self.core.config.role != "auto" or state.genesis.pinned \
+                or self.core.is_validator \
                 or self.core.public_key in state.seats.standby or now < self._next_join:
             return
         # f + 1 validators' word (or a certificate we checked), never a stranger's claim (`claims.py`)
@@ -80,7 +82,8 @@ class SeatRequests:
         the chain: the record of these, not anyone's claim, decides who may take a seat."""
         state = self.core.state
         seats, key = state.seats, self.core.public_key
-        if now < self._next_alive or state.height == 0 or self.core.config.role != "auto" or state.genesis.pinned \
+        if now < self._next_alive or self._leaving or state.height == 0 or self.core.config.role != "auto" \
+                or state.genesis.pinned \
                 or not (key in seats.standby or (key in seats.departed and not self.core.is_validator)):
             return
         best = self.core.sync.network_height(now, self.core.config.live_after)
@@ -102,6 +105,7 @@ class SeatRequests:
         successor = live[0] if live else None
         if len(state.validators) <= 1 and successor is None:
             return None
+        self._leaving = True        # stopping: the `alive` a departed validator sends to ask back would re-seat us
         tx = Leave.create(self.core.chain_id, self.core.public_key, state.validators.epoch, state.height, successor,
                           self.core.sign)
         self._offer(tx, now)
