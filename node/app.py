@@ -131,7 +131,6 @@ class ExchangeNode:
             self.identity, self.chain_network, self.chain_store, network_id=chain.network_id,
             markets=chain.markets, order_ttl_ms=chain.order_ttl_ms, max_validators=chain.max_validators,
             pinned_validators=chain.pinned_validators, found_after=chain.found_after,
-            joins_bootstrap=chain.joins_bootstrap,
             snapshot_interval=chain.snapshot_interval, snapshot_lag=chain.snapshot_lag,
             snapshot_min_ms=chain.snapshot_min_ms, config=chain.core,
             recovery_timeout=chain.recovery_timeout,

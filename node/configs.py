@@ -157,7 +157,6 @@ class ChainConfig:
     max_validators: int
     pinned_validators: tuple[str, ...]
     found_after: float              # inf: never found a network (legacy mode)
-    joins_bootstrap: bool           # BOOTSTRAP_PEERS given: wait for their network before founding one
     snapshot_interval: int
     snapshot_lag: int
     snapshot_min_ms: int
@@ -272,8 +271,7 @@ class NodeConfigs:
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
                 max_open_orders=settings.max_open_orders or None,
                 pinned_validators=settings.validators, found_after=found_after,
-                joins_bootstrap=bool(settings.bootstrap_peers), snapshot_interval=settings.snapshot_interval,
-                snapshot_lag=settings.snapshot_lag,
+                snapshot_interval=settings.snapshot_interval, snapshot_lag=settings.snapshot_lag,
                 snapshot_min_ms=int(settings.snapshot_min_seconds * 1000), recovery_timeout=settings.recovery_timeout,
                 keep_blocks=settings.keep_blocks, core=core_config(settings, legacy=legacy),
                 join_token=settings.join_token, chain_id=settings.chain_id, keep_seat=settings.keep_seat,

@@ -39,7 +39,6 @@ MAX_SEATS = 7           # the most first validators a joint founding lists (the 
 UNPROVEN_WAIT = 2.0     # s past `found_after` a founder waits for a chain-less peer's key (a link being opened)
 REINSPECT_AFTER = 30.0  # s before a chain whose genesis nobody handed over is asked for again (others first)
 FOUNDER_GRACE = 5.0     # s the next smallest id gives each smaller chain-less node to found before it does
-BOOTSTRAP_DEFER = 10.0  # s past `found_after` a node given bootstrap peers waits for their network before founding
 
 
 @dataclass
@@ -76,9 +75,8 @@ class Verdict:
 class Founding:
     def __init__(self, node_id: str, public_key: bytes, *, found_after: float, started: float,
                  pinned: tuple[str, ...] = (), forget_after: float = 10.0, trusted_chain: str | None = None,
-                 trusted_by: str = "chain_id", joins_bootstrap: bool = False) -> None:
+                 trusted_by: str = "chain_id") -> None:
         self.node_id = node_id
-        self.joins_bootstrap = joins_bootstrap    # given BOOTSTRAP_PEERS: their network, founded by them
         self.public_key = public_key
         self.found_after = found_after
         self.started = started
@@ -160,12 +158,6 @@ class Founding:
             return self._pinned(live)
         if now - self.started < self.found_after:
             return Decision("wait", f"listening for an existing network for {self.found_after:g}s")
-        if self.joins_bootstrap and now - self.started < self.found_after + BOOTSTRAP_DEFER:
-            # told where the network is: the bootstrap node founds it (with us, when we are linked by then), not
-            # each node of a star from its own view of it (two home nodes seeing only their public node would each
-            # found a network with it, and one would be cut off)
-            return Decision("wait", f"BOOTSTRAP_PEERS given: waiting for their network (founding one only if none "
-                                    f"shows within {self.found_after + BOOTSTRAP_DEFER - (now - self.started):.0f}s)")
         chainless = sorted([self.node_id, *(p.node_id for p in live.values() if p.chain_id is None)])
         unproven = [p.node_id for p in live.values() if p.chain_id is None and len(p.public_key) != 32]
         if unproven and now - self.started < self.found_after + UNPROVEN_WAIT:

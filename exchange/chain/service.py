@@ -84,7 +84,6 @@ class ChainService:
     def __init__(self, identity: Signer, network: ChainNetwork, store: ChainStore, *, network_id: str,
                  markets: str, order_ttl_ms: int = 120_000, max_validators: int = 7,
                  pinned_validators: tuple[str, ...] = (), found_after: float = 3.0, snapshot_interval: int = 500,
-                 joins_bootstrap: bool = False,
                  snapshot_lag: int = 0, snapshot_min_ms: int = 0,
                  config: CoreConfig | None = None, clock: Callable[[], float] = time.time,
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
@@ -107,8 +106,7 @@ class ChainService:
         trusted = trusted_chain_id or (join_token.chain_id if join_token is not None else None)
         self.founding = Founding(identity.node_id, identity.public_key_bytes, found_after=found_after,
                                  started=clock(), pinned=pinned_validators, trusted_chain=trusted,
-                                 trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN",
-                                 joins_bootstrap=joins_bootstrap)
+                                 trusted_by="CHAIN_ID" if trusted_chain_id else "JOIN_TOKEN")
         self.trust = "founded" if trusted is None else ("chain_id" if trusted_chain_id else "join_token")
         self.founding_status = "starting"
         self.counters = {"submitted": 0, "committed_own": 0, "expired_own": 0, "forward_failures": 0,

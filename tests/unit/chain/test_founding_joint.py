@@ -302,17 +302,3 @@ def test_two_networks_are_warned_about_once_a_minute(tmp_path, caplog):
     loop._warn_split()
     assert len([r for r in caplog.records if "not joining any network" in r.getMessage()]) == 3
 
-
-def test_a_node_given_bootstrap_peers_waits_for_their_network_before_founding():
-    """A star (two home nodes each given only their public node, all started together): each home node sees the
-    public node alone, and would found a network with it from its own view, cutting the other off. Told where
-    the network is, a node waits for it; it founds only if none shows within BOOTSTRAP_DEFER."""
-    home = Founding("b" * 40, b"\x02" * 32, found_after=3.0, started=0.0, joins_bootstrap=True)
-    home.observe("c" * 40, b"\x03" * 32, None, 0, 3.5)       # the public node, with no network yet either
-    assert home.decide(4.0).action == "wait" and "BOOTSTRAP_PEERS" in home.decide(4.0).reason
-    home.observe("c" * 40, b"\x03" * 32, None, 0, 13.5)
-    assert home.decide(13.5).action == "found", "no network after the wait: it founds (jointly) after all"
-    public = Founding("c" * 40, b"\x03" * 32, found_after=3.0, started=0.0)      # given no bootstrap peers
-    public.observe("b" * 40, b"\x02" * 32, None, 0, 8.5)
-    decided = public.decide(8.5)        # the smaller home node's grace is over: it waits for us
-    assert decided.action == "found" and set(decided.validators) == {b"\x02" * 32, b"\x03" * 32}, decided
