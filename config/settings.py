@@ -365,6 +365,10 @@ class Settings:
     max_open_orders: int = _setting(
         1000, "MAX_OPEN_ORDERS", "Orders one account may have resting at once, 0 for no cap (set at founding)",
         p.integer(0, 1_000_000))
+    fresh_order_ttl: float = _setting(
+        60.0, "FRESH_ORDER_TTL", "Seconds of block time an order from an account holding nothing (it never traded) "
+        "may rest before it expires, so free keys cannot keep orders on every node's book; 0 for no expiry (set at "
+        "founding)", p.number(above=-1e-9, at_most=86_400.0))
     snapshot_interval: int = _setting(
         500, "SNAPSHOT_INTERVAL", "Blocks between certified state snapshots (set at founding)", p.integer(10, 10**7))
     snapshot_lag: int = _setting(

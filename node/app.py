@@ -136,7 +136,8 @@ class ExchangeNode:
             recovery_timeout=chain.recovery_timeout,
             join_token=JoinToken.parse(chain.join_token) if chain.join_token else None,
             trusted_chain_id=chain.chain_id, keep_seat=chain.keep_seat, seat_rule=chain.seat_rule,
-            absent=(chain.absent_blocks, chain.absent_ms), max_open_orders=chain.max_open_orders)
+            absent=(chain.absent_blocks, chain.absent_ms), max_open_orders=chain.max_open_orders,
+            fresh_order_ttl_ms=chain.fresh_order_ttl_ms)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)

@@ -154,6 +154,7 @@ class ChainConfig:
     markets: str
     order_ttl_ms: int
     max_open_orders: int | None
+    fresh_order_ttl_ms: int | None
     max_validators: int
     pinned_validators: tuple[str, ...]
     found_after: float              # inf: never found a network (legacy mode)
@@ -270,6 +271,7 @@ class NodeConfigs:
                 network_id=settings.network_id, markets=settings.markets,
                 order_ttl_ms=int(settings.order_ttl * 1000), max_validators=settings.max_validators,
                 max_open_orders=settings.max_open_orders or None,
+                fresh_order_ttl_ms=int(settings.fresh_order_ttl * 1000) or None,
                 pinned_validators=settings.validators, found_after=found_after,
                 snapshot_interval=settings.snapshot_interval, snapshot_lag=settings.snapshot_lag,
                 snapshot_min_ms=int(settings.snapshot_min_seconds * 1000), recovery_timeout=settings.recovery_timeout,

@@ -35,6 +35,7 @@ class ChainRules:
     markets: str
     order_ttl_ms: int
     max_open_orders: int | None
+    fresh_order_ttl_ms: int | None
     max_validators: int
     snapshot_interval: int
     snapshot_lag: int
@@ -126,7 +127,7 @@ class FoundingLoop:
     def _found_chain(self, decision: Decision) -> None:
         rules = self.rules
         params = ExchangeParams(markets=rules.markets, order_ttl_ms=rules.order_ttl_ms,
-                                max_open_orders=rules.max_open_orders)
+                                max_open_orders=rules.max_open_orders, fresh_order_ttl_ms=rules.fresh_order_ttl_ms)
         genesis = Genesis(network_id=rules.network_id, created_ms=int(self.clock() * 1000),
                           founder=self.founder_key, validators=tuple(decision.validators),
                           max_validators=rules.max_validators, pinned=decision.pinned, exchange=params.to_wire(),

@@ -67,7 +67,7 @@ from exchange.chain.genesis import Genesis
 from exchange.chain.join_token import JoinToken
 from exchange.chain.halt_watch import HaltWatch
 from exchange.app import ExchangeParams, ExchangeState
-from exchange.app.params import DEFAULT_MAX_OPEN_ORDERS
+from exchange.app.params import DEFAULT_FRESH_ORDER_TTL_MS, DEFAULT_MAX_OPEN_ORDERS
 from exchange.app.results import BlockResult
 from exchange.chain.store import SIGN_FROM_UNKNOWN
 from exchange.app.txs import InvalidTx
@@ -89,7 +89,8 @@ class ChainService:
                  recovery_timeout: float = 120.0, join_token: JoinToken | None = None,
                  trusted_chain_id: str | None = None, keep_seat: bool = False, seat_rule: str = "bft",
                  leave_timeout: float = 4.0, absent: tuple[int, int] = (100, 60_000),
-                 max_open_orders: int | None = DEFAULT_MAX_OPEN_ORDERS) -> None:
+                 max_open_orders: int | None = DEFAULT_MAX_OPEN_ORDERS,
+                 fresh_order_ttl_ms: int | None = DEFAULT_FRESH_ORDER_TTL_MS) -> None:
         self.identity = identity
         self.network = network
         self.store = store
@@ -115,7 +116,8 @@ class ChainService:
         self.note_conflict = self.peer_chains.note_conflict     # a peer on another chain (the founding loop's)
         self.founding_loop = FoundingLoop(
             self, ChainRules(network_id=network_id, markets=markets, order_ttl_ms=order_ttl_ms,
-                             max_open_orders=max_open_orders, max_validators=max_validators,
+                             max_open_orders=max_open_orders, fresh_order_ttl_ms=fresh_order_ttl_ms,
+                             max_validators=max_validators,
                              snapshot_interval=snapshot_interval, snapshot_lag=snapshot_lag,
                              snapshot_min_ms=snapshot_min_ms, seat_rule=seat_rule,
                              absent=absent),

@@ -203,8 +203,8 @@ def _loop(founding: Founding, network: object, store: _Store, booted: list[Genes
     host = SimpleNamespace(genesis=None, founding_status="", trust="founded", boot=booted.append,
                            note_conflict=lambda node, conflict: conflicts.__setitem__(node, conflict))
     rules = SimpleNamespace(problem_with=lambda g: None, max_validators=7, network_id="test-net",
-                            markets="BTC-USD", order_ttl_ms=120_000, max_open_orders=None, snapshot_interval=500,
-                            snapshot_lag=0, snapshot_min_ms=0, seat_rule="bft", absent=(100, 60_000))
+                            markets="BTC-USD", order_ttl_ms=120_000, max_open_orders=None, fresh_order_ttl_ms=None,
+                            snapshot_interval=500, snapshot_lag=0, snapshot_min_ms=0, seat_rule="bft", absent=(100, 60_000))
     return FoundingLoop(host, rules, founding, network, store, founding.public_key, lambda: 4.0)  # type: ignore[arg-type]
 
 

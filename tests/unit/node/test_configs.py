@@ -61,6 +61,8 @@ def test_component_defaults_kept_for_tests_agree_with_settings() -> None:
     assert params["found_after"].default == chain.found_after
     assert params["snapshot_interval"].default == chain.snapshot_interval
     assert params["recovery_timeout"].default == chain.recovery_timeout
+    assert params["fresh_order_ttl_ms"].default == chain.fresh_order_ttl_ms
+    assert NodeConfigs.from_settings(dataclasses.replace(DEFAULTS, fresh_order_ttl=0.0)).chain.fresh_order_ttl_ms is None
     assert KEEP_BLOCKS_BEHIND_SNAPSHOT == chain.keep_blocks
     core, bare = core_config(DEFAULTS), CoreConfig()
     assert (core.empty_block_interval, core.role) == (bare.empty_block_interval, bare.role)
