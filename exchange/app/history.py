@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import Iterator
+from typing import Callable, Iterator
 
 from exchange.orders import Order
 
@@ -22,13 +22,14 @@ TradeRow = tuple[str, int, int, str, str, str, str, str, int, int]
 class ClosedOrders:
     """Orders that left the book (filled, cancelled, rejected), at most `limit`, oldest forgotten first."""
 
-    __slots__ = ("limit", "orders", "added", "_arrival")
+    __slots__ = ("limit", "orders", "added", "_arrival", "on_forget")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_forget: Callable[[str], None] | None = None) -> None:
         self.limit = limit
         self.orders: dict[str, Order] = {}
         self.added = 0                      # orders ever recorded: the next one's place in the whole sequence
         self._arrival: deque[str] = deque()
+        self.on_forget = on_forget          # told the id of each order the history forgets
 
     def add(self, order: Order) -> None:
         """Record a closed order (a second record under the same id is ignored)."""
@@ -39,7 +40,10 @@ class ClosedOrders:
         self.added += 1
         self._arrival.append(order.id)
         if len(self._arrival) > self.limit:
-            del orders[self._arrival.popleft()]
+            forgotten = self._arrival.popleft()
+            del orders[forgotten]
+            if self.on_forget is not None:
+                self.on_forget(forgotten)
 
     def get(self, order_id: str) -> Order | None:
         return self.orders.get(order_id)

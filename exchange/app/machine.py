@@ -30,6 +30,10 @@ Rules:
   then, or earlier if its own `until` says so, and is cancelled `good_til_time` like any other.
 - `cancel_all` cancels the account's open orders in its scope, oldest first (by created key, never
   by arrival at this node, so a node restored from a snapshot cancels in the same order).
+- A new order's client id (`client_ids.py`) is refused `duplicate_client_id` while another order of the same
+  account that the state still knows (open, or in the closed-order history) holds it; any record a new op
+  leaves takes it otherwise (a rejected one too, so a client finds out what became of its order). A replace
+  hands it on to the order it makes.
 - Block time alone (`timers.py`): at `begin_block`, before any transaction, every dead-man's switch
   due fires (all the account's open orders cancelled, reason `scheduled_cancel`) and every
   good-til-time order due is cancelled (reason `good_til_time`); each is a *timed* result of the
@@ -49,6 +53,7 @@ import sys
 from typing import Any, Iterable, cast
 
 from exchange.app.candles import candles, trades_between
+from exchange.app.client_ids import ClientIds
 from exchange.app.credit import CreditBook, worst_case
 from exchange.app.history import ClosedOrders, TradeRow, trade_log
 from exchange.app.params import ExchangeParams
@@ -151,7 +156,8 @@ class ExchangeState:
         self.timers = Timers()
         self._cap = params.max_open_orders
         self._fresh_ttl = params.fresh_order_ttl_ms
-        self.closed = ClosedOrders(params.closed_order_history)
+        self.client_ids = ClientIds()
+        self.closed = ClosedOrders(params.closed_order_history, self.client_ids.forget)
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
         self.replay = ReplayWindow()
@@ -212,6 +218,8 @@ class ExchangeState:
         if venue is None:
             return "unknown_market"
         if isinstance(op, NewOrderOp):
+            if op.client_id is not None and self.client_ids.holder(account, op.client_id) is not None:
+                return "duplicate_client_id"
             if (op.type == "market") != (op.price is None):
                 return "price_not_allowed" if op.price is not None else "price_required"
             return _parse_problem(venue, op.price, op.qty)
@@ -317,6 +325,22 @@ class ExchangeState:
         return results
 
     def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
+        client_id = op.client_id
+        if client_id is None:
+            return self._place(order_id, key, account, op)
+        if self.client_ids.holder(account, client_id) is not None:
+            return self._refused("new", order_id, None, op.market, _SIDES[op.side], _TYPES[op.type], None, None,
+                                 account, key, None if op.stp is None else _STP_MODES[op.stp], "duplicate_client_id")
+        result = self._place(order_id, key, account, op)
+        self._claim(account, client_id, order_id)
+        return result
+
+    def _claim(self, account: str, client_id: str, order_id: str) -> None:
+        """The record under `order_id` (open, or closed and still kept) takes `client_id` if it is free."""
+        if order_id in self.open_orders or order_id in self.closed:
+            self.client_ids.claim(account, client_id, order_id)
+
+    def _place(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
         side, kind = _SIDES[op.side], _TYPES[op.type]
         mode = None if op.stp is None else _STP_MODES[op.stp]
         venue = self.venues.get(op.market)
@@ -450,6 +474,7 @@ class ExchangeState:
         assert type(placed) is OrderAccepted
         order = placed.order
         until = self.timers.order_until.get(target)
+        self.client_ids.move(target, order_id)
         self._absorb(venue, events, order)
         if until is not None and order_id in self.open_orders:
             self.timers.set_order(order_id, until)
@@ -481,8 +506,11 @@ class ExchangeState:
         """The result of an op that never ran; new and replace ops leave a rejected order record."""
         key = (self.height, index, op_index)
         if type(op) is NewOrderOp:
-            return self._refused(op.name, tx.order_id(op_index), None, op.market, _SIDES[op.side], _TYPES[op.type],
-                                 None, None, account, key, None if op.stp is None else _STP_MODES[op.stp], reason)
+            result = self._refused(op.name, tx.order_id(op_index), None, op.market, _SIDES[op.side], _TYPES[op.type],
+                                   None, None, account, key, None if op.stp is None else _STP_MODES[op.stp], reason)
+            if op.client_id is not None and self.client_ids.holder(account, op.client_id) is None:
+                self._claim(account, op.client_id, tx.order_id(op_index))
+            return result
         if type(op) is ReplaceOp:
             return self._refused(op.name, tx.order_id(op_index), op.order_id, op.market, None, None, None, None,
                                  account, key, None, reason)
@@ -627,7 +655,24 @@ class ExchangeState:
         until = self.timers.order_until.get(order_id)
         if until is not None:
             view["until"] = until
+        if self.client_ids:
+            self._with_client_id(view)
         return view
+
+    def _with_client_id(self, view: View) -> View:
+        client_id = self.client_ids.client_id(view["id"])
+        if client_id is not None:
+            view["client_id"] = client_id
+        return view
+
+    def orders_by_client_id(self, client_id: str, account: str | None = None) -> list[View]:
+        """The order holding `client_id` for `account`, or for every account (by account id) when None."""
+        if account is None:
+            ids = self.client_ids.by_client_id(client_id)
+        else:
+            held = self.client_ids.holder(account, client_id)
+            ids = [] if held is None else [held]
+        return [view for view in map(self.order, ids) if view is not None]
 
     def switch(self, account: str) -> int | None:
         """When `account`'s dead-man's switch fires (ms since the Unix epoch, block time), or None."""
@@ -652,7 +697,8 @@ class ExchangeState:
         chosen = (order for order in pool if (account is None or order.owner == account)
                   and (status is None or order.status.value in wanted))
         registry = self.params.registry
-        return [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
+        views = [order_view(order, registry) for order in heapq.nlargest(limit, chosen, key=order_key)]
+        return [self._with_client_id(view) for view in views] if self.client_ids else views
 
     def has_digest(self, market: str) -> bool:
         """Whether the book's digest at this height is computed already (False for an unknown market)."""

@@ -9,7 +9,7 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     account=<64 hex public key>
     nonce=<1-64 of A-Z a-z 0-9 . _ : ->
     expires=<integer milliseconds since the Unix epoch>
-    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->[ until=<ms>]
+    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->[ until=<ms>][ cid=<id>]
     cancel <market> <order id>
     cancel_all <market|-> <buy|sell|->
     schedule_cancel <ms|->
@@ -22,6 +22,8 @@ them into integers when the transaction is applied, the same way on every node).
 sets the largest short position (`limit`, a decimal amount of `asset`) the account may hold;
 only the network's credit authority may sign one, which the state machine judges. `until` makes a
 resting order good-til-time: the first block at or after that time cancels what is left of it.
+`cid` is the client's own id for the order (1-36 of A-Z a-z 0-9 _ -): the state machine keeps it unique
+per account among the account's open and recent orders, and finds and cancels orders by it.
 `cancel_all` cancels every open order of the account (in one market and on one side when named);
 `schedule_cancel` is the dead-man's switch: the first block at or after that time cancels every
 open order of the account unless a later `schedule_cancel` moved or cleared (`-`) it first.
@@ -52,6 +54,7 @@ _NONCE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _MARKET = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12}")
 _DECIMAL = re.compile(r"[0-9]{1,24}(\.[0-9]{1,24})?")
 _ORDER_ID = re.compile(r"[0-9a-z._:-]{1,64}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 # market, price (or "-") and quantity of a new order in one match: none of them can hold a space, so the
 # three cannot be split any other way (the fast path; a failure falls back to the checks that name the field)
 _NEW_FIELDS = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12} (?:-|[0-9]{1,24}(?:\.[0-9]{1,24})?) [0-9]{1,24}(?:\.[0-9]{1,24})?")
@@ -124,6 +127,7 @@ class NewOrderJson(TypedDict):
     qty: str
     stp: str | None
     until: NotRequired[int]
+    client_id: NotRequired[str]
 
 
 class CancelJson(TypedDict):
@@ -173,20 +177,26 @@ class SignedTxJson(TypedDict):
 
 
 class NewOrderOp:
-    __slots__ = ("market", "side", "type", "price", "qty", "stp", "until")
+    __slots__ = ("market", "side", "type", "price", "qty", "stp", "until", "client_id")
     name = "new"
 
     def __init__(self, market: str, side: str, type: str, price: str | None, qty: str, stp: str | None,
-                 until: int | None = None) -> None:
+                 until: int | None = None, client_id: str | None = None) -> None:
         self.market, self.side, self.type, self.price, self.qty, self.stp = market, side, type, price, qty, stp
-        self.until = until
+        self.until, self.client_id = until, client_id
 
     def line(self) -> str:
         line = f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
-        return line if self.until is None else f"{line} until={self.until}"
+        if self.until is not None:
+            line = f"{line} until={self.until}"
+        return line if self.client_id is None else f"{line} cid={self.client_id}"
 
     def wire(self) -> Wire:
+        """`[new, market, side, type, price, qty, stp]`, then `until` when set, or `until|nil, client id` when a
+        client id is set: one wire form per op."""
         wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
+        if self.client_id is not None:
+            return [*wire, self.until, self.client_id]
         return wire if self.until is None else [*wire, self.until]
 
     def as_json(self) -> NewOrderJson:
@@ -194,21 +204,24 @@ class NewOrderOp:
                               "price": self.price, "qty": self.qty, "stp": self.stp}
         if self.until is not None:
             view["until"] = self.until
+        if self.client_id is not None:
+            view["client_id"] = self.client_id
         return view
 
     @classmethod
     def parse(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
-              until: Unchecked = None) -> "NewOrderOp":
+              until: Unchecked = None, client_id: Unchecked = None) -> "NewOrderOp":
         if (side.__class__ is str and side in _SIDE_SET and type.__class__ is str and type in _TYPE_SET
                 and (stp is None or (stp.__class__ is str and stp in _STP_SET)) and market.__class__ is str
                 and qty.__class__ is str and (price is None or (price.__class__ is str and price != "-"))
-                and until is None and _NEW_FIELDS.fullmatch(f"{market} {price or '-'} {qty}") is not None):
+                and until is None and client_id is None
+                and _NEW_FIELDS.fullmatch(f"{market} {price or '-'} {qty}") is not None):
             return cls(market, side, type, price, qty, stp)
-        return cls._parse_slowly(market, side, type, price, qty, stp, until)
+        return cls._parse_slowly(market, side, type, price, qty, stp, until, client_id)
 
     @classmethod
     def _parse_slowly(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
-                      until: Unchecked) -> "NewOrderOp":
+                      until: Unchecked, client_id: Unchecked) -> "NewOrderOp":
         _need(side in SIDES, "invalid_side", "side must be buy or sell", "side")
         _need(type in ORDER_TYPES, "invalid_type", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
         _need(stp is None or stp in STP_MODES, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
@@ -216,8 +229,10 @@ class NewOrderOp:
               "until is a positive integer of milliseconds since the Unix epoch", "until")
         _need(until is None or type in RESTING_TYPES, "until_not_resting",
               f"only an order that can rest ({', '.join(RESTING_TYPES)}) can have until", "until")
+        _need(client_id is None or (isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id) is not None),
+              "invalid_client_id", "client_id is 1 to 36 of A-Z a-z 0-9 _ -", "client_id")
         return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _decimal(v, "price")),
-                   _decimal(qty, "qty"), stp, until)
+                   _decimal(qty, "qty"), stp, until, client_id)
 
 
 class CancelOp:
@@ -345,9 +360,9 @@ class GrantOp:
 Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp]
 # each op's parser and the numbers of fields its wire list may have (a new order's `until` is written only when set)
 _OP_ARITY: dict[str, tuple[Callable[..., Op], tuple[int, ...]]] = {
-    "new": (NewOrderOp.parse, (6, 7)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
+    "new": (NewOrderOp.parse, (6, 7, 8)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
     "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,))}
-_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until"), "cancel": ("market", "order_id"),
+_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until", "client_id"), "cancel": ("market", "order_id"),
                 "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
                 "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit")}
 
@@ -360,6 +375,8 @@ def parse_op(item: Unchecked) -> Op:
         raise InvalidTx("invalid_op", "unknown operation or wrong arity", "ops")
     if len(item) == 8:
         _need(item[7] is not None, "invalid_until", "an until written on the wire is set", "until")
+    elif len(item) == 9:
+        _need(item[8] is not None, "invalid_client_id", "a client id written on the wire is set", "client_id")
     return spec[0](*item[1:])
 
 
@@ -371,8 +388,11 @@ def op_from_json(item: Unchecked) -> Op:
     if fields is None:
         raise InvalidTx("invalid_op", f"op must be one of {', '.join(_JSON_FIELDS)}", "op")
     values = [item.get(f) for f in fields]
-    if name == "new" and values[-1] is None:
-        values.pop()          # no until: the wire form without it
+    if name == "new":         # the wire form without what is not set (NewOrderOp.wire)
+        if values[-1] is None:
+            values.pop()
+            if values[-1] is None:
+                values.pop()
     return parse_op([name, *values])
 
 
