@@ -27,7 +27,8 @@ from exchange.chain.ports import NotReady
 from exchange.chain.own_orders import TxOutcome, Withdrawn, pending_view
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeState
-from exchange.app.txs import MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, decimal_problem, sign_tx
+from exchange.app.machine import ORDER_ID_PREFIX
+from exchange.app.txs import CLIENT_ID, MAX_OPS, CancelOp, InvalidTx, NewOrderOp, Op, SignedTx, decimal_problem, sign_tx
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.accounts import Account
@@ -141,7 +142,7 @@ def _order_op(body: Json) -> NewOrderOp:
             raise ApiError(422, "float_not_allowed", decimal_problem(body[name], name), name)
     try:
         return NewOrderOp.parse(body["market"], body["side"], body.get("type", "limit"), _text(body.get("price")),
-                                _text(body["qty"]), body.get("stp"), body.get("until"))
+                                _text(body["qty"]), body.get("stp"), body.get("until"), body.get("client_id"))
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 
@@ -221,13 +222,14 @@ def storage_error(exc: StorageError) -> ApiError:
     return error
 
 
-_REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "mempool_full": 503, "halted": 503,
+_REFUSAL_STATUS = {"bad_signature": 401, "not_owner": 403, "duplicate_client_id": 409, "mempool_full": 503, "halted": 503,
                    "account_quota": 429, "sender_quota": 429, "account_rate": 429}
 
 
 def _refused(why: str) -> ApiError:
     status = _REFUSAL_STATUS.get(why, 422)
-    error = ApiError(status, why, f"the order was refused: {why.replace('_', ' ')}")
+    error = ApiError(status, why, f"the order was refused: {why.replace('_', ' ')}"
+                     + ("; GET /orders?client_id=ID shows the order that holds it" if why == "duplicate_client_id" else ""))
     if status in (429, 503):
         error.retry_after = 1.0
     return error
@@ -446,9 +448,9 @@ async def list_orders(request: web.Request) -> web.Response:
     chain = chain_of(request)
     state = _state(chain)
     limit = _query_number(request, "limit", 100, 0, MAX_LIST, integer=True)
-    account = request.query.get("account") or None
-    if account is not None and len(account) != 64:
-        account = _account(request, account).id
+    account = _query_account(request)
+    if "client_id" in request.query:
+        return json_response({"orders": _by_client_id(request, chain, account)[:limit], **_finality(chain)})
     status = request.query.get("status") or None
     pending = [padded(state, view) for view in chain.submissions.pending_orders(account)] \
         if status in (None, "pending") else []
@@ -459,13 +461,57 @@ async def list_orders(request: web.Request) -> web.Response:
     return json_response({"orders": (pending + orders)[:limit], **_finality(chain)})
 
 
+def _query_account(request: web.Request) -> str | None:
+    """The `account` query parameter as an id (a name of this node's accounts becomes its id), or None."""
+    account = request.query.get("account") or None
+    if account is not None and len(account) != 64:
+        account = _account(request, account).id
+    return account
+
+
+def _by_client_id(request: web.Request, chain: ChainService, account: str | None) -> list[JsonObject]:
+    """`GET /orders?client_id=ID`: the order that holds the client id (one per account; only `account`'s when
+    named), final ones from the state, then ours that no block holds yet."""
+    client_id = request.query.get("client_id", "")
+    if CLIENT_ID.fullmatch(client_id) is None:
+        raise ApiError(400, "invalid_client_id", "client_id is 1 to 36 of A-Z a-z 0-9 _ -", "client_id")
+    state = _state(chain)
+    found: list[JsonObject] = state.orders_by_client_id(client_id, account)
+    for view in chain.submissions.pending_orders(account):
+        pending = chain.submissions.pending_order(view["id"])
+        if pending is None:
+            continue
+        tx = pending[0]
+        op = tx.ops[int(view["id"][ORDER_ID_PREFIX:], 16)]
+        if isinstance(op, NewOrderOp) and op.client_id == client_id:
+            found.append({**padded(state, view), "client_id": client_id})
+    return found
+
+
+async def delete_by_client_id(request: web.Request) -> web.Response:
+    """`DELETE /orders?client_id=ID[&account=A]`: cancel the order that holds the client id, as DELETE
+    /orders/{id} does (404 `unknown_client_id` when none does, 409 `ambiguous_client_id` when orders of
+    several accounts do and no account is named)."""
+    chain = chain_of(request)
+    found = [view for view in _by_client_id(request, chain, _query_account(request)) if view.get("id")]
+    if not found:
+        raise ApiError(404, "unknown_client_id", "no open or recent order holds this client id", "client_id")
+    if len(found) > 1:
+        raise ApiError(409, "ambiguous_client_id", f"orders of {len(found)} accounts hold this client id: "
+                       f"name the account (?account=)", "account")
+    return await _cancel_order(request, chain, found[0]["id"])
+
+
 async def delete_order(request: web.Request) -> web.Response:
     """Cancel an order. A cancel of one of our orders that no block holds yet (status `pending`) is held
     until a block has the order, so the chain orders it after the order: it goes to the chain if the order
     then rests on the book, and resolves `not_needed` (nothing to cancel) if the order never rested."""
     chain = chain_of(request)
+    return await _cancel_order(request, chain, request.match_info["order_id"])
+
+
+async def _cancel_order(request: web.Request, chain: ChainService, order_id: str) -> web.Response:
     state = _state(chain)
-    order_id = request.match_info["order_id"]
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = await _json_body(request, allow_empty=True)
     order = state.order(order_id)
@@ -590,6 +636,7 @@ def install_order_api(app: web.Application) -> None:
     app.router.add_post("/orders", post_order)
     app.router.add_post("/orders/batch", post_order_batch)
     app.router.add_get("/orders", list_orders)
+    app.router.add_delete("/orders", delete_by_client_id)
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_delete("/orders/{order_id}", delete_order)
     app.router.add_get("/book/{market}", get_book)

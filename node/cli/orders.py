@@ -82,12 +82,16 @@ def register(cli: click.Group) -> None:
                   type=click.Choice(["cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel"]))
     @click.option("--until", "good_for", type=SECONDS, default=None, metavar="SECONDS",
                   help="Good-til-time: the chain cancels what rests of it this many seconds from now.")
+    @click.option("--client-id", default=None, metavar="ID",
+                  help="Your own id for the order (1-36 of A-Z a-z 0-9 _ -), unique among the account's open and "
+                       "recent orders: `orders --client-id ID` finds it and `cancel --client-id ID` cancels it.")
     @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
                   help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
     def order(side: str, market: str | None, qty: str | None, price: str | None, kind: str, account: str | None,
-              stp: str | None, good_for: float | None, wait: float, api: NodeTarget, as_json: bool) -> None:
+              stp: str | None, good_for: float | None, client_id: str | None, wait: float, api: NodeTarget,
+              as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
         final within --wait (with the reason: no_quorum, not_final_yet). `order ID` shows one order's full status."""
         if side not in ("buy", "sell"):
@@ -99,7 +103,8 @@ def register(cli: click.Group) -> None:
             raise click.UsageError(f"`order {side}` needs MARKET and QTY, e.g. `order {side} BTC-USD 0.5 --price 100.25`")
         body: dict[str, object] = {"market": market, "side": side, "type": kind, "qty": qty}
         until = None if good_for is None else int((time.time() + good_for) * 1000)
-        for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until)):
+        for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until),
+                            ("client_id", client_id)):
             if value is not None:
                 body[name] = value
         data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10, expect=("order",))
@@ -116,18 +121,27 @@ def register(cli: click.Group) -> None:
         _exit_if_not_final("order", data, wait)
 
     @cli.command()
-    @click.argument("order_id")
+    @click.argument("order_id", required=False)
+    @click.option("--client-id", default=None, metavar="ID", help="Cancel the account's order holding this client id.")
     @click.option("--account", default=None, shell_complete=complete_account,
                   help="Account that signs the cancel (it must own the order) [default: default].")
     @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
                   help="Seconds to wait for the cancel to be final.")
     @api_option
     @json_option
-    def cancel(order_id: str, account: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
-        """Cancel an open order by id."""
-        query = urlencode({"wait": wait, **({"account": account} if account else {})})
-        data = request(api, "DELETE", f"/orders/{quote(order_id, safe='')}?{query}", timeout=wait + 10,
-                       expect=("cancel", "order"))
+    def cancel(order_id: str | None, client_id: str | None, account: str | None, wait: float, api: NodeTarget,
+               as_json: bool) -> None:
+        """Cancel an open order by id, or by the client id it was placed with (`--client-id ID`)."""
+        if (order_id is None) == (client_id is None):
+            raise click.UsageError("give an ORDER_ID or --client-id ID (one of the two)")
+        if client_id is not None:
+            who = _account_id(api, account or "default")
+            query = urlencode({"client_id": client_id, "wait": wait, "account": who})
+            data = request(api, "DELETE", f"/orders?{query}", timeout=wait + 10, expect=("cancel", "order"))
+        else:
+            query = urlencode({"wait": wait, **({"account": account} if account else {})})
+            data = request(api, "DELETE", f"/orders/{quote(order_id or '', safe='')}?{query}", timeout=wait + 10,
+                           expect=("cancel", "order"))
         result = data["cancel"]
         if as_json:
             emit_json(data)
@@ -202,12 +216,16 @@ def register(cli: click.Group) -> None:
                   help="Only this account's orders: a name in DATA_DIR/accounts or an id.")
     @click.option("--open", "only_open", is_flag=True,
                   help="Only orders still open, and this node's pending ones (no block holds them yet).")
+    @click.option("--client-id", default=None, metavar="ID", help="Only the order holding this client id.")
     @api_option
     @json_option
-    def orders_command(account: str | None, only_open: bool, api: NodeTarget, as_json: bool) -> None:
+    def orders_command(account: str | None, only_open: bool, client_id: str | None, api: NodeTarget,
+                       as_json: bool) -> None:
         """List orders (full ids, so they can be copied into `cancel`); pending ones first, marked `pending`."""
         query = {"account": _account_id(api, account)} if account else {}
-        if only_open:     # the open ones and, first, those no block holds yet: both can still trade
+        if client_id is not None:
+            data = request(api, "GET", "/orders?" + urlencode({**query, "client_id": client_id}), expect=("orders",))
+        elif only_open:     # the open ones and, first, those no block holds yet: both can still trade
             pending = request(api, "GET", "/orders?" + urlencode({**query, "status": "pending"}), expect=("orders",))
             data = request(api, "GET", "/orders?" + urlencode({**query, "status": "open"}), expect=("orders",))
             data = {**data, "orders": pending["orders"] + data["orders"]}

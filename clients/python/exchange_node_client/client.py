@@ -13,6 +13,7 @@ import asyncio
 import decimal
 from dataclasses import dataclass, field
 from typing import cast
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -128,6 +129,12 @@ class AsyncClient:
                                                   ("limit", limit)) if v is not None)
         return cast(list[JsonObject], (await self.get(f"/orders?{query}"))["orders"])
 
+    async def orders_by_client_id(self, client_id: str, account: str | None = None) -> list[JsonObject]:
+        """The account's order that holds `client_id` (final, or one the node holds pending): [] when none does."""
+        who = account or self._account_id()
+        query = urlencode({"client_id": client_id, **({"account": who} if who else {})})
+        return cast(list[JsonObject], (await self.get(f"/orders?{query}"))["orders"])
+
     async def account_view(self, account: str | None = None) -> JsonObject:
         return cast(JsonObject, await self.get(f"/accounts/{account or self._account_id() or 'default'}"))
 
@@ -187,14 +194,18 @@ class AsyncClient:
     # ------------------------------------------------------------------ orders
 
     async def place(self, market: str, side: str, qty: str, price: str | None = None, type: str = "limit",
-                    stp: str | None = None, until: int | None = None, wait: float = 2.0) -> Answer:
-        """A new order (decimal strings; `until`: good-til-time, ms since the epoch). A float price or quantity
-        raises TypeError (send a str or a Decimal)."""
+                    stp: str | None = None, until: int | None = None, wait: float = 2.0,
+                    client_id: str | None = None) -> Answer:
+        """A new order (decimal strings; `until`: good-til-time, ms since the epoch; `client_id`: your own id for
+        it, 1-36 of A-Z a-z 0-9 _ -, unique among the account's open and recent orders, to find or cancel it by
+        after a timeout). A float price or quantity raises TypeError (send a str or a Decimal)."""
         qty, price = decimal_text(qty, "qty"), None if price is None else decimal_text(price, "price")
         op: dict[str, str | int | None] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
                               "stp": stp}
         if until is not None:
             op["until"] = until
+        if client_id is not None:
+            op["client_id"] = client_id
         if self.signer is not None:
             body: dict[str, object] = {"signed": self.signer.sign(await self.chain_id(), [op])}
         else:
@@ -217,6 +228,21 @@ class AsyncClient:
         if cancel.get("status") == "rejected":
             raise Rejected("cancel", cancel.get("reason"), data)
         return answer
+
+    async def cancel_by_client_id(self, client_id: str, wait: float = 2.0) -> Answer:
+        """Cancel the account's order that holds `client_id` (ApiError `unknown_client_id` when none does)."""
+        found = await self.orders_by_client_id(client_id)
+        if not found:
+            raise ApiError(404, "unknown_client_id", f"no open or recent order holds client id {client_id!r}",
+                           "client_id")
+        if self.signer is not None:
+            return await self.cancel(found[0]["id"], found[0]["market"], wait)
+        query = urlencode({"client_id": client_id, "wait": wait, **({"account": self.account} if self.account else {})})
+        status, data = await self.request("DELETE", f"/orders?{query}")
+        cancel = data.get("cancel", {})
+        if cancel.get("status") == "rejected":
+            raise Rejected("cancel", cancel.get("reason"), data)
+        return Answer(bool(data.get("final")), status, data, cancel.get("reason"), data.get("order"))
 
     async def replace(self, order_id_: str, qty: str, price: str | None, market: str | None = None,
                       wait: float = 2.0) -> Answer:

@@ -32,7 +32,9 @@ def op_line(op: Op) -> str:
     if kind == "new":
         line = (f"new {op['market']} {op['side']} {op.get('type', 'limit')} {dash(op.get('price'))} {op['qty']} "
                 f"{dash(op.get('stp'))}")
-        return line if op.get("until") is None else f"{line} until={op['until']}"
+        if op.get("until") is not None:
+            line = f"{line} until={op['until']}"
+        return line if op.get("client_id") is None else f"{line} cid={op['client_id']}"
     if kind == "cancel":
         return f"cancel {op['market']} {op['order_id']}"
     if kind == "cancel_all":

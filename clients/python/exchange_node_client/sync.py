@@ -51,6 +51,12 @@ class Client:
     def orders(self, account: str | None = None, status: str | None = None, limit: int = 100) -> list[JsonObject]:
         return self._run(self.inner.orders(account, status, limit))
 
+    def orders_by_client_id(self, client_id: str, account: str | None = None) -> list[JsonObject]:
+        return self._run(self.inner.orders_by_client_id(client_id, account))
+
+    def cancel_by_client_id(self, client_id: str, wait: float = 2.0) -> Answer:
+        return self._run(self.inner.cancel_by_client_id(client_id, wait))
+
     def candles(self, market: str, interval: str = "1m") -> list[JsonObject]:
         return self._run(self.inner.candles(market, interval))
 
@@ -58,7 +64,7 @@ class Client:
         return self._run(self.inner.trade_history(market, start_ms, end_ms))
 
     def place(self, market: str, side: str, qty: str, price: str | None = None,
-              **options: Any) -> Answer:  # Any: AsyncClient.place's keyword options (type, stp, until, wait)
+              **options: Any) -> Answer:  # Any: AsyncClient.place's keyword options (type, stp, until, wait, client_id)
         return self._run(self.inner.place(market, side, qty, price, **options))
 
     def cancel(self, order_id: str, market: str | None = None, wait: float = 2.0) -> Answer:

@@ -83,6 +83,20 @@ export class Client {
     return (await this.get(`/orders?${query}`)).orders;
   }
 
+  /** The account's order holding `clientId` (final, or pending on this node); [] when none does. */
+  async ordersByClientId(clientId: string): Promise<Json[]> {
+    const account = this.options.signer?.account ?? this.options.account;
+    const query = new URLSearchParams({ client_id: clientId, ...(account ? { account } : {}) });
+    return (await this.get(`/orders?${query}`)).orders;
+  }
+
+  /** Cancel the account's order holding `clientId` (ApiError `unknown_client_id` when none does). */
+  async cancelByClientId(clientId: string, wait = 2): Promise<Answer> {
+    const [found] = await this.ordersByClientId(clientId);
+    if (!found) throw new ApiError(404, "unknown_client_id", `no open or recent order holds client id ${clientId}`, "client_id");
+    return this.cancel(found.id, found.market, wait);
+  }
+
   async fills(market: string, from = 0, cursor?: string, limit = 1000): Promise<{ trades: Json[]; next_cursor: string | null }> {
     const account = this.options.signer?.account ?? this.options.account ?? "default";
     const query = new URLSearchParams({ market, from: String(from), limit: String(limit), ...(cursor ? { cursor } : {}) });
@@ -113,11 +127,12 @@ export class Client {
   }
 
   async place(market: string, side: "buy" | "sell", qty: string, price: string | null = null,
-              extra: { type?: string; stp?: string; until?: number; wait?: number } = {}): Promise<Answer> {
+              extra: { type?: string; stp?: string; until?: number; wait?: number; clientId?: string } = {}): Promise<Answer> {
     qty = decimalString(qty, "qty");
     price = price === null ? null : decimalString(price, "price");
     const op: Op = { op: "new", market, side, type: extra.type ?? "limit", price, qty, stp: extra.stp ?? null,
-      ...(extra.until !== undefined ? { until: extra.until } : {}) };
+      ...(extra.until !== undefined ? { until: extra.until } : {}),
+      ...(extra.clientId !== undefined ? { client_id: extra.clientId } : {}) };
     const { op: _kind, ...fields } = op;
     const body = this.options.signer ? await this.signed(op)
       : this.plain(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== null)));

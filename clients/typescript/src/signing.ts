@@ -5,7 +5,7 @@ export const DOMAIN = "exchange-node/tx/v1";
 
 export type Op =
   | { op: "new"; market: string; side: "buy" | "sell"; type?: string; price?: string | null; qty: string;
-      stp?: string | null; until?: number | null }
+      stp?: string | null; until?: number | null; client_id?: string | null }
   | { op: "cancel"; market: string; order_id: string }
   | { op: "replace"; market: string; order_id: string; price?: string | null; qty: string }
   | { op: "cancel_all"; market?: string | null; side?: "buy" | "sell" | null }
@@ -21,7 +21,8 @@ export function opLine(op: Op): string {
   switch (op.op) {
     case "new": {
       const line = `new ${op.market} ${op.side} ${op.type ?? "limit"} ${dash(op.price)} ${op.qty} ${dash(op.stp)}`;
-      return op.until === null || op.until === undefined ? line : `${line} until=${op.until}`;
+      const timed = op.until === null || op.until === undefined ? line : `${line} until=${op.until}`;
+      return op.client_id === null || op.client_id === undefined ? timed : `${timed} cid=${op.client_id}`;
     }
     case "cancel": return `cancel ${op.market} ${op.order_id}`;
     case "replace": return `replace ${op.market} ${op.order_id} ${dash(op.price)} ${op.qty}`;

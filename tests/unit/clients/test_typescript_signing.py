@@ -16,4 +16,5 @@ def test_every_operation_signed_in_typescript_verifies_at_the_node():
         parsed = SignedTx.from_json(tx)
         assert parsed.signature_valid(), tx["ops"]
         assert parsed.account.hex() == signed["account"]
-    assert len(SignedTx.from_json(signed["all"]).ops) == 7
+    together = SignedTx.from_json(signed["all"])
+    assert len(together.ops) == 8 and together.ops[2].client_id == "desk-1_x"
