@@ -115,6 +115,15 @@ class Settings:
         "believed: a request through one is limited and exempted as its client's (the right-most address the "
         "header names that is no trusted proxy), and the proxy's connections count against the total only, not "
         "its address's or network's share; none by default", p.listed(p.ip_network))
+    browser_webtransport: bool = _setting(
+        True, "BROWSER_WEBTRANSPORT", "Accept browsers over WebTransport (HTTP/3, UDP) with a self-signed "
+        "certificate pages dial by its hash (GET /status `browser`)", p.boolean)
+    browser_port: int | None = _setting(
+        None, "BROWSER_PORT", "UDP port of the WebTransport endpoint (default: the peer port's number; 0 = "
+        "ephemeral)", p.optional(_PORT))
+    browser_max_sessions: int = _setting(
+        256, "BROWSER_MAX_SESSIONS", "Most browser connections at once (8 per IP address, 32 per /24 within it)",
+        p.integer(1, 100_000))
     ws_max_clients: int = _setting(1000, "WS_MAX_CLIENTS", "Most market data stream (/ws) clients at once",
                                    p.integer(1, 100_000))
     ws_max_clients_per_address: int = _setting(

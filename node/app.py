@@ -31,6 +31,7 @@ from node.api.nat import install_nat_api
 from node.api.history import install_history_api
 from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
+from node.browser.service import BrowserService
 from exchange.chain.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
 from node.chain_network import P2PChainNetwork
@@ -141,6 +142,12 @@ class ExchangeNode:
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
         self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)
+        self.browser: BrowserService | None = None     # pages dial us over WebTransport (node/browser/)
+        if configs.browser.enabled:
+            self.browser = BrowserService(configs.browser, node_id=self.node_id,
+                                          public_key=self.identity.public_key_bytes, sign=self.identity.sign,
+                                          network_id=configs.network_id, chain=self.chain, peers=self.peers,
+                                          markets=self.markets)
         self._wire_links()
         if configs.discovery.grape:
             self.chain.peer_chains.grenache_members = self.chain_network.grenache_members
@@ -171,6 +178,8 @@ class ExchangeNode:
         if self.dht is not None:
             components.append(self.dht)
         components.append(self.chain_network)
+        if self.browser is not None:
+            components.append(self.browser)
         for component in components:
             self.peers.attach(component)
 
@@ -242,6 +251,9 @@ class ExchangeNode:
         await steps.start("control API", self._start_api, self._stop_api)
         await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
         await steps.start("operator surface", self.operator.start, self.operator.stop)
+        if (browser := self.browser) is not None:
+            browser.stream = self.operator.stream
+            await steps.start("browser endpoint", lambda: browser.start(self.peers.listen_port or 0), browser.stop)
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         api = self.api_url
@@ -326,6 +338,7 @@ class ExchangeNode:
             "api_limits": limit.view() if (limit := self.api_rate_limit) is not None else None,
             "api_connections": guard.view() if (guard := self.api_guard) is not None else None,
             "public_refused": self.public_refusals.view(),
+            "browser": None if self.browser is None else self.browser.status(),
         }
 
     def chain_summary(self) -> JsonObject:

@@ -13,6 +13,7 @@ from config import Settings
 from config.version import DISTRIBUTION, VERSION
 from exchange.chain.core import CoreConfig
 from exchange.chain.tendermint import ConsensusConfig
+from node.browser.config import BrowserConfig
 from p2p.admission import InboundLimits
 from p2p.discovery.mdns import mdns_announce_hosts
 from p2p.grenache.limits import GrenacheLimits
@@ -246,6 +247,7 @@ class NodeConfigs:
     operator: OperatorConfig
     discovery: DiscoveryConfig
     nat: NatConfig
+    browser: BrowserConfig = BrowserConfig(enabled=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "NodeConfigs":
@@ -311,4 +313,14 @@ class NodeConfigs:
                 grape_announce_interval=settings.grape_announce_interval,
                 mdns_announce_hosts=tuple(mdns_announce_hosts(settings.advertise_host, settings.p2p_host)),
                 own_hosts=own_hosts),
-            nat=nat_config(settings))
+            nat=nat_config(settings), browser=browser_config(settings, own_hosts))
+
+
+def browser_config(settings: Settings, own_hosts: tuple[str, ...]) -> BrowserConfig:
+    """The WebTransport endpoint binds the peer listener's host; its URL names the first host peers know us by
+    that is not a wildcard (loopback when there is none)."""
+    public = next((h for h in own_hosts if h not in ("0.0.0.0", "::", "")), "127.0.0.1")
+    return BrowserConfig(enabled=settings.browser_webtransport and settings.p2p_enabled, host=settings.p2p_host,
+                         port=settings.browser_port, public_host=public, max_sessions=settings.browser_max_sessions,
+                         max_per_address=min(8, settings.browser_max_sessions),
+                         max_per_subnet=min(32, settings.browser_max_sessions))

@@ -1,0 +1,211 @@
+"""The WebTransport endpoint: HTTP/3 over QUIC (aioquic), one UDP port next to the peer port.
+
+A page opens a session with `CONNECT` (`:protocol webtransport`) on `path`, then one bidirectional stream
+that carries its requests and the node's answers as JSON lines (protocol.py). Connections are counted per
+address, per /24 (/48) and in all from their first datagram, before any handshake work beyond QUIC's own,
+and addresses are validated first by a QUIC retry, so a spoofed source cannot take another's share.
+A connection that never opens a session is dropped by QUIC's idle timeout.
+
+The served certificate can change at any time (`use_certificate`): connections made from then on get the new
+one, open sessions keep theirs, and each session is told the hash of the certificate its connection used.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Callable, cast
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.server import QuicServer
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import H3Event, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamReset
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from node.browser.certs import Certificate
+from p2p.public.sources import Scope, Shares, cap_name
+
+log = logging.getLogger("node.browser")
+
+IDLE_TIMEOUT = 30.0               # s a QUIC connection may stay silent (a page's session sends keep-alives)
+MAX_DATAGRAM_FRAME = 65536
+ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
+
+
+class SessionHandler:
+    """What the server hands a session's events to (the service makes one per session)."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Pipe:
+    """A session's way back to the page: one QUIC stream, its unsent bytes, and closing the session."""
+
+    def __init__(self, protocol: "WebTransportProtocol", session_id: int, stream_id: int) -> None:
+        self.protocol = protocol
+        self.session_id = session_id
+        self.stream_id = stream_id
+
+    def write(self, data: bytes) -> None:
+        if not self.protocol.closed:
+            self.protocol._quic.send_stream_data(self.stream_id, data)
+            self.protocol.transmit()
+
+    def buffered(self) -> int:
+        """Bytes written to the stream that the page has not acknowledged yet."""
+        stream = self.protocol._quic._streams.get(self.stream_id)    # aioquic keeps no public count of it
+        return 0 if stream is None else len(stream.sender._buffer)
+
+    def abort(self) -> None:
+        self.protocol.close_connection(0x100, "session closed")
+
+
+NewSession = Callable[[Pipe, bytes, str], SessionHandler]      # (pipe, served cert sha256, peer address)
+
+
+class WebTransportProtocol(QuicConnectionProtocol):
+    def __init__(self, *args: object, server: "WebTransportServer", **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.server = server
+        self.http: H3Connection | None = None
+        self.peer: str | None = None
+        self.closed = False
+        self.sessions: dict[int, SessionHandler] = {}      # stream id of the page's stream -> its session
+        self.session_ids: set[int] = set()
+        certificate = self._quic.configuration.certificate
+        der = certificate.public_bytes(serialization.Encoding.DER) if certificate is not None else b""
+        self.cert_sha256 = hashlib.sha256(der).digest()
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if self.peer is None:
+            self.peer = str(addr[0])
+            scope = self.server.admit(self.peer)
+            if scope is not None:
+                self.peer = None
+                self._quic.close(error_code=ERROR_REFUSED, reason_phrase=f"too many browser connections "
+                                 f"({cap_name(scope)})")
+                self.transmit()
+                self.closed = True
+                return
+        super().datagram_received(data, addr)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            self.http = H3Connection(self._quic, enable_webtransport=True)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated()
+            return
+        elif isinstance(event, StreamReset) and event.stream_id in self.sessions:
+            self.sessions.pop(event.stream_id).close(1001, "stream reset")
+        if self.http is None:
+            return
+        try:
+            for h3_event in self.http.handle_event(event):
+                self._h3_event(h3_event)
+        except Exception as exc:  # noqa: BLE001 - a peer's bytes never take the endpoint down
+            log.warning("browser connection dropped: %s: %s", type(exc).__name__, exc, extra={"address": self.peer})
+            self.close_connection(0x101, "protocol error")
+
+    def _h3_event(self, event: H3Event) -> None:
+        assert self.http is not None
+        if isinstance(event, HeadersReceived):
+            headers = dict(event.headers)
+            if headers.get(b":method") == b"CONNECT" and headers.get(b":protocol") == b"webtransport" \
+                    and headers.get(b":path") == self.server.path.encode() and len(self.session_ids) < 1:
+                self.session_ids.add(event.stream_id)
+                self.http.send_headers(event.stream_id, [(b":status", b"200"),
+                                                         (b"sec-webtransport-http3-draft", b"draft02")])
+            else:
+                self.http.send_headers(event.stream_id, [(b":status", b"404")], end_stream=True)
+            self.transmit()
+        elif isinstance(event, WebTransportStreamDataReceived) and event.session_id in self.session_ids:
+            handler = self.sessions.get(event.stream_id)
+            if handler is None:
+                if self.sessions:       # one request stream per session
+                    self._quic.reset_stream(event.stream_id, 0x10)
+                    self.transmit()
+                    return
+                handler = self.server.new_session(Pipe(self, event.session_id, event.stream_id), self.cert_sha256,
+                                                  self.peer or "")
+                self.sessions[event.stream_id] = handler
+            if event.data:
+                handler.data_received(event.data)
+            if event.stream_ended and event.stream_id in self.sessions:
+                self.sessions.pop(event.stream_id).close(1000, "the page closed its stream")
+
+    def close_connection(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self._quic.close(error_code=code, reason_phrase=reason)
+            self.transmit()
+            self._terminated()
+
+    def _terminated(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for handler in list(self.sessions.values()):
+            handler.close(1001, "connection closed")
+        self.sessions.clear()
+        if self.peer is not None:
+            self.server.release(self.peer)
+            self.peer = None
+
+
+class WebTransportServer:
+    """Listens on UDP `host:port`; `new_session` makes the handler of each page's session."""
+
+    def __init__(self, host: str, port: int, path: str, certificate: Certificate, new_session: NewSession, *,
+                 max_per_address: int, max_per_subnet: int, max_total: int) -> None:
+        self.host = host
+        self.port = port
+        self.path = path
+        self.new_session = new_session
+        self.connections = Shares(max_per_address, max_per_subnet, max_total)
+        self.refused: dict[str, int] = {}
+        self._server: QuicServer | None = None
+        self.configuration = QuicConfiguration(alpn_protocols=H3_ALPN, is_client=False,
+                                               max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=IDLE_TIMEOUT)
+        self.use_certificate(certificate)
+
+    def use_certificate(self, certificate: Certificate) -> None:
+        """Serve `certificate` to every connection made from now on."""
+        self.configuration.certificate = x509.load_der_x509_certificate(certificate.der)
+        self.configuration.certificate_chain = []
+        self.configuration.private_key = cast(ec.EllipticCurvePrivateKey,
+                                              serialization.load_pem_private_key(certificate.key_pem, None))
+
+    def admit(self, peer: str) -> Scope | None:
+        scope = self.connections.over(peer)
+        if scope is None:
+            self.connections.add(peer)
+        else:
+            name = cap_name(scope)
+            self.refused[name] = self.refused.get(name, 0) + 1
+        return scope
+
+    def release(self, peer: str) -> None:
+        self.connections.remove(peer)
+
+    async def start(self) -> None:
+        def protocol(*args: object, **kwargs: object) -> QuicConnectionProtocol:
+            return WebTransportProtocol(*args, server=self, **kwargs)
+
+        self._server = await serve(self.host, self.port, configuration=self.configuration, create_protocol=protocol,
+                                   retry=True)
+        transport = cast(asyncio.DatagramTransport, self._server._transport)
+        self.port = transport.get_extra_info("sockname")[1]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            for proto in set(server._protocols.values()):
+                if isinstance(proto, WebTransportProtocol):
+                    proto.close_connection(0, "node stopping")
+            server.close()

@@ -1,0 +1,294 @@
+"""BrowserService: the node's side of browser peers. Runs the WebTransport endpoint, rotates its
+certificate, answers each page's session (protocol.py) from the node's chain, stream and links, and tells
+linked peers (hello and heartbeat field `browser`) where pages may dial us and with which certificate hashes,
+so a page that reached one node learns the others.
+
+What a browser may not do is what it is never given: it gets no link in the peer manager (so it holds no
+peer slot, routes nothing and is never handed out by peer exchange or the DHT), and it cannot vote or relay.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from exchange.app.results import TxResult
+from exchange.app.txs import InvalidTx, SignedTx
+from exchange.chain.blocks import Block
+from exchange.chain.ports import NotReady
+from exchange.chain.service import ChainService
+from node.api.base import Json, JsonObject
+from node.browser.certs import CertRotation, Certificate
+from node.browser.config import BrowserConfig
+from node.browser.protocol import SUBMIT_WAIT, BrowserSession, LineTransport
+from node.browser.server import Pipe, SessionHandler, WebTransportServer
+from node.marketdata.server import StreamServer
+from node.marketdata.session import StreamSession
+from p2p.messages import Message
+from p2p.peer_hooks import PeerHooks, proven_id
+from p2p.peers import PeerManager
+from storage import StorageError
+
+if TYPE_CHECKING:
+    from p2p.connection import PeerLink
+
+log = logging.getLogger("node.browser")
+
+FIELD = "browser"                 # the hello and heartbeat field naming our endpoint
+MAX_PATH = 64
+MAX_CERTS = 2
+SEND_BUFFER = 1024 * 1024         # bytes a page may leave unread before it is cut off (as a slow /ws client)
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """Where a linked peer said pages may dial it."""
+    host: str
+    port: int
+    path: str
+    certs: list[tuple[str, int]] = field(default_factory=list)      # (sha256 hex, not_after ms)
+
+
+def url_of(host: str, port: int, path: str) -> str:
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return f"https://{host}:{port}{path}"
+    return f"https://[{literal}]:{port}{path}" if literal.version == 6 else f"https://{host}:{port}{path}"
+
+
+def parse_endpoint(value: object, host: str) -> Endpoint | None:
+    """A peer's `browser` field (port, path, [[hash hex, not_after ms], ...]), or None when malformed."""
+    if type(value) is not list or len(value) != 3:
+        return None
+    port, path, certs = value
+    if type(port) is not int or not 0 < port < 65536 or type(path) is not str or not path.startswith("/") \
+            or len(path) > MAX_PATH or type(certs) is not list or not 0 < len(certs) <= MAX_CERTS:
+        return None
+    parsed: list[tuple[str, int]] = []
+    for cert in certs:
+        if type(cert) is not list or len(cert) != 2 or type(cert[0]) is not str or len(cert[0]) != 64 \
+                or type(cert[1]) is not int or cert[1] < 0:
+            return None
+        try:
+            bytes.fromhex(cert[0])
+        except ValueError:
+            return None
+        parsed.append((cert[0], cert[1]))
+    return Endpoint(host, port, path, parsed)
+
+
+class _Session(SessionHandler):
+    def __init__(self, session: BrowserSession) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.data_received(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.session.close(code, reason)
+
+
+class BrowserService:
+    """The endpoint, its certificates, the sessions, and what linked peers told us of theirs."""
+
+    def __init__(self, config: BrowserConfig, *, node_id: str, public_key: bytes, sign: Callable[[bytes], bytes],
+                 network_id: str, chain: ChainService, peers: PeerManager, markets: Callable[[], list[str]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.public_key = public_key
+        self._sign = sign
+        self.network_id = network_id
+        self.chain = chain
+        self.peers = peers
+        self.markets = markets
+        self.clock = clock
+        self.stream: StreamServer | None = None          # the operator surface's, set before start
+        self.rotation: CertRotation | None = None
+        self.server: WebTransportServer | None = None
+        self.sessions: set[BrowserSession] = set()
+        self.following: set[BrowserSession] = set()
+        self.endpoints: dict[str, Endpoint] = {}        # linked peers' endpoints
+        self.counters = {"sessions": 0, "submitted": 0, "rotations": 0}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- links: where peers' endpoints are --------------------------------------------------------
+    def peer_hooks(self) -> PeerHooks:
+        return PeerHooks(owner="browser", on_open=(self._heard_link,), on_close=(self._link_closed,),
+                         on_heartbeat=(self._heard,), hello_fields=(self._field,), heartbeat_fields=(self._field,))
+
+    def _field(self) -> dict[str, Any]:
+        if self.server is None or self.rotation is None:
+            return {}
+        return {FIELD: [self.server.port, self.config.path,
+                        [[c.sha256.hex(), int(c.not_after * 1000)] for c in self.rotation.published()]]}
+
+    def _heard_link(self, link: "PeerLink") -> None:
+        if link.remote_hello is not None:
+            self._heard(link, link.remote_hello)
+
+    def _heard(self, link: "PeerLink", message: Message) -> None:
+        if FIELD not in message or link.remote_addr is None or getattr(link, "via", None):
+            return
+        endpoint = parse_endpoint(message[FIELD], link.remote_addr[0])
+        if endpoint is not None:
+            self.endpoints[proven_id(link)] = endpoint
+
+    def _link_closed(self, link: "PeerLink") -> None:
+        self.endpoints.pop(proven_id(link), None)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self, peer_port: int) -> None:
+        config = self.config
+        hosts = tuple(dict.fromkeys(h for h in (config.public_host, "127.0.0.1") if h))
+        self.rotation = CertRotation(self.clock(), hosts=hosts)
+        port = peer_port if config.port is None else config.port
+        self.server = WebTransportServer(config.host, port, config.path, self.rotation.current, self._new_session,
+                                         max_per_address=config.max_per_address, max_per_subnet=config.max_per_subnet,
+                                         max_total=config.max_sessions)
+        await self.server.start()
+        self.chain.block_listeners.append(self._on_block)
+        self._task = asyncio.get_running_loop().create_task(self._rotate())
+        log.info("browsers may dial %s (certificate sha256 %s)", self.url, self.rotation.current.sha256.hex())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._on_block in self.chain.block_listeners:
+            self.chain.block_listeners.remove(self._on_block)
+        for session in list(self.sessions):
+            session.close(1001, "node stopping")
+        if self.server is not None:
+            await self.server.stop()
+
+    async def _rotate(self) -> None:
+        """Renew the certificate when its time comes (CertRotation says when)."""
+        rotation, server = self.rotation, self.server
+        assert rotation is not None and server is not None
+        while True:
+            await asyncio.sleep(min(rotation.due_in(self.clock()), 3600.0) + 1.0)
+            served = rotation.current
+            if rotation.tick(self.clock()):
+                self.counters["rotations"] += 1
+                if rotation.current is not served:
+                    server.use_certificate(rotation.current)
+                log.info("browser certificate renewed: publishing %s",
+                         ", ".join(c.sha256.hex()[:16] for c in rotation.published()))
+
+    @property
+    def url(self) -> str | None:
+        return None if self.server is None else url_of(self.config.public_host, self.server.port, self.config.path)
+
+    # --- sessions -----------------------------------------------------------------------------------
+    def _new_session(self, pipe: Pipe, cert_sha256: bytes, peer: str) -> SessionHandler:
+        transport = LineTransport(pipe.write, pipe.buffered, pipe.abort)
+        holder: list[BrowserSession] = []
+        stream = StreamSession(transport, SEND_BUFFER, peer=peer,
+                               on_closed=lambda _s, reason: holder[0].close(1001, reason) if holder else None)
+        session = BrowserSession(self, stream, cert_sha256, peer=peer,
+                                 close=lambda code, reason: self._closed(holder[0], pipe, code, reason))
+        holder.append(session)
+        self.sessions.add(session)
+        self.counters["sessions"] += 1
+        return _Session(session)
+
+    def _closed(self, session: BrowserSession, pipe: Pipe, code: int, reason: str) -> None:
+        self.sessions.discard(session)
+        self.following.discard(session)
+        if session.stream.closing is None:
+            session.stream.close(code, reason)
+        pipe.abort()
+
+    # --- NodeSide: what a session asks ---------------------------------------------------------------
+    def identity(self) -> JsonObject:
+        core = self.chain.core
+        return {"node_id": self.node_id, "public_key": self.public_key.hex(), "network": self.network_id,
+                "chain_id": None if core is None else core.chain_id, "height": 0 if core is None else core.height,
+                "markets": self.markets()}
+
+    def sign(self, data: bytes) -> bytes:
+        return self._sign(data)
+
+    def stream_request(self, session: StreamSession, text: str) -> None:
+        if self.stream is None:
+            raise RuntimeError("no market-data stream on this node")
+        self.stream.on_request(session, text)
+
+    def stream_closed(self, session: StreamSession) -> None:
+        stream = self.stream
+        if stream is not None:
+            for sub in list(session.subscriptions.values()):
+                stream.subscriptions_by_source.remove(sub.session.peer)
+                stream.feed.unsubscribe(sub)
+            session.subscriptions.clear()
+
+    def follow_headers(self, session: BrowserSession, on: bool) -> None:
+        if on:
+            self.following.add(session)
+        else:
+            self.following.discard(session)
+
+    def nodes(self) -> list[JsonObject]:
+        now_ms = int(self.clock() * 1000)
+        return [{"node_id": node_id, "webtransport": url_of(e.host, e.port, e.path),
+                 "cert_sha256": [h for h, _ in e.certs], "cert_expires_ms": [t for _, t in e.certs]}
+                for node_id, e in self.endpoints.items() if any(t > now_ms for _, t in e.certs)]
+
+    async def submit(self, signed: Json) -> JsonObject:
+        chain = self.chain
+        try:
+            tx = SignedTx.from_json(signed)
+        except InvalidTx as exc:
+            return _error(exc.code, str(exc))
+        core = chain.core
+        if core is not None and core.intake.refuses_own(tx.account, len(tx.ops)):
+            return _error("account_rate", "this account submits faster than the chain takes")
+        if not tx.signature_valid():
+            return _error("bad_signature", "the signature does not verify for this account and these bytes")
+        order_ids = [tx.order_id(i) for i in range(len(tx.ops))]
+        self.counters["submitted"] += 1
+        try:
+            why, future = await chain.submissions.submit(tx)
+        except NotReady as exc:
+            return _error(exc.code, str(exc))
+        except StorageError as exc:
+            return _error("storage", f"this node cannot write its outbox: {exc}")
+        if why is not None:
+            return _error(why, f"refused: {why}") | {"tx_id": tx.id}
+        result = await chain.submissions.wait(future, SUBMIT_WAIT)
+        if not isinstance(result, TxResult):
+            return {"tx_id": tx.id, "order_ids": order_ids, "final": False}
+        return {"tx_id": tx.id, "order_ids": order_ids, "final": True, "status": result.status,
+                "ops": [op.to_dict() for op in result.ops], "height": 0 if chain.core is None else chain.core.height}
+
+    def _on_block(self, block: Block, _result: object) -> None:
+        if not self.following:
+            return
+        h = block.header
+        event: JsonObject = {"event": "header", "height": h.height, "id": h.id.hex(), "time_ms": h.time_ms,
+                             "prev_id": h.prev_id.hex(), "app_hash": h.app_hash.hex(), "proposer": h.proposer.hex(),
+                             "txs": len(block.txs)}
+        for session in list(self.following):
+            session.send(dict(event))
+
+    # --- observability ------------------------------------------------------------------------------
+    def status(self) -> JsonObject | None:
+        server, rotation = self.server, self.rotation
+        if server is None or rotation is None:
+            return None
+        published: list[Certificate] = rotation.published()
+        return {"webtransport": self.url, "cert_sha256": [c.sha256.hex() for c in published],
+                "cert_expires_ms": [int(c.not_after * 1000) for c in published],
+                "sessions": len(self.sessions), "connections": server.connections.held,
+                "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
+                           "total": self.config.max_sessions},
+                "refused": dict(server.refused), "peers_with_endpoint": len(self.endpoints), **self.counters}
+
+
+def _error(code: str, message: str) -> JsonObject:
+    return {"final": False, "error": {"code": code, "msg": message}}

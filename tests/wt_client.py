@@ -1,0 +1,144 @@
+"""A WebTransport client in Python (aioquic) that speaks the browser protocol (node/browser/protocol.py): the
+tests' and benchmarks' stand-in for a page, and the way a man in the middle reaches the real node."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+from typing import Any, cast
+
+import orjson
+from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import H3Event, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived
+from cryptography.hazmat.primitives import serialization
+from urllib.parse import urlsplit
+
+
+class _Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic, enable_webtransport=True)
+        self.accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.raw: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._buffer = b""
+        self.session_id = -1
+        self.stream_id = -1
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            if not self.accepted.done():
+                self.accepted.set_exception(ConnectionError(event.reason_phrase or "closed"))
+            self.lines.put_nowait(None)
+            self.raw.put_nowait(None)
+            return
+        if isinstance(event, ProtocolNegotiated):
+            return
+        if isinstance(event, StreamDataReceived) and event.stream_id == self.stream_id:
+            self._data(event.data)     # aioquic's H3 client does not tell its own WebTransport streams' data
+            return
+        for h3 in self.http.handle_event(event):
+            self._h3(h3)
+
+    def _h3(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived) and event.stream_id == self.session_id and not self.accepted.done():
+            status = dict(event.headers).get(b":status")
+            if status == b"200":
+                self.accepted.set_result(event.stream_id)
+            else:
+                self.accepted.set_exception(ConnectionError(f"status {status!r}"))
+        elif isinstance(event, WebTransportStreamDataReceived):
+            self._data(event.data)
+
+    def _data(self, data: bytes) -> None:
+        self.raw.put_nowait(data)
+        self._buffer += data
+        *whole, self._buffer = self._buffer.split(b"\n")
+        for line in whole:
+            if line:
+                self.lines.put_nowait(orjson.loads(line))
+
+    def cert_sha256(self) -> bytes:
+        cert = self._quic.tls._peer_certificate          # aioquic keeps it there only
+        assert cert is not None
+        return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+class BrowserClient:
+    """One session: `open(url)`, then `request({...})` answers matched by `req`, `events()` for the rest."""
+
+    def __init__(self) -> None:
+        self._cm: Any = None
+        self.proto: _Client | None = None
+        self.stream_id = -1
+        self._req = 0
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.other: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self, url: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE,
+                                   max_datagram_frame_size=65536, server_name=parts.hostname)
+        self._cm = connect(parts.hostname or "", parts.port or 443, configuration=config, create_protocol=_Client)
+        proto = cast(_Client, await asyncio.wait_for(self._cm.__aenter__(), timeout))
+        self.proto = proto
+        proto.session_id = proto._quic.get_next_available_stream_id()
+        proto.http.send_headers(proto.session_id, [
+            (b":method", b"CONNECT"), (b":scheme", b"https"), (b":authority", parts.netloc.encode()),
+            (b":path", (parts.path or "/").encode()), (b":protocol", b"webtransport"),
+            (b"sec-webtransport-http3-draft02", b"1")])
+        proto.transmit()
+        await asyncio.wait_for(proto.accepted, timeout)
+        self.stream_id = proto.stream_id = proto.http.create_webtransport_stream(proto.session_id, is_unidirectional=False)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def write(self, data: bytes) -> None:
+        assert self.proto is not None
+        self.proto._quic.send_stream_data(self.stream_id, data)
+        self.proto.transmit()
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.write(orjson.dumps(body) + b"\n")
+
+    async def request(self, body: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+        self._req += 1
+        req = self._req
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[req] = future
+        self.send({**body, "req": req})
+        return await asyncio.wait_for(future, timeout)
+
+    async def hello(self) -> tuple[dict[str, Any], bytes]:
+        nonce = os.urandom(32)
+        return await self.request({"event": "hello", "nonce": nonce.hex()}), nonce
+
+    async def _read(self) -> None:
+        assert self.proto is not None
+        while (line := await self.proto.lines.get()) is not None:
+            req = line.get("req")
+            future = self.pending.pop(req, None) if isinstance(req, int) else None
+            if future is not None and not future.done():
+                future.set_result(line)
+            else:
+                self.other.put_nowait(line)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("session closed"))
+
+    async def next_event(self, timeout: float = 15.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self.other.get(), timeout)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._cm is not None:
+            try:
+                await self._cm.__aexit__(None, None, None)
+            except Exception:  # noqa: BLE001 - closing a session already gone
+                pass
+            self._cm = None
