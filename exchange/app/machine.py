@@ -52,6 +52,7 @@ import heapq
 import sys
 from typing import Any, Iterable, cast
 
+from exchange.app.agents import Agents, scope_problem
 from exchange.app.candles import candles, trades_between
 from exchange.app.client_ids import ClientIds
 from exchange.app.credit import CreditBook, worst_case
@@ -64,8 +65,8 @@ from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.app.views import View, order_key, order_moment, order_view, trade_view
-from exchange.app.txs import (MAX_OPS, RESTING_TYPES, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
-                                ScheduleCancelOp, SignedTx)
+from exchange.app.txs import (MAX_OPS, RESTING_TYPES, ApproveAgentOp, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op,
+                              ReplaceOp, RevokeAgentOp, ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
@@ -157,6 +158,7 @@ class ExchangeState:
         self._cap = params.max_open_orders
         self._fresh_ttl = params.fresh_order_ttl_ms
         self.client_ids = ClientIds()
+        self.agents = Agents(params.order_ttl_ms)
         self.closed = ClosedOrders(params.closed_order_history, self.client_ids.forget)
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
@@ -187,8 +189,10 @@ class ExchangeState:
         problem = self.inclusion_problem(tx, max(now_ms, self.time_ms))
         if problem is not None:
             return problem
+        account = tx.owner.hex()
+        scope = None if tx.acting_for is None else self.agents.scope(account, tx.account_hex)
         for op in tx.ops:
-            problem = self._op_problem(op, tx.account_hex)
+            problem = (None if scope is None else self._agent_problem(scope, op, account)) or self._op_problem(op, account)
             if problem is not None:
                 return problem
         return None
@@ -205,11 +209,21 @@ class ExchangeState:
             return "expires_too_far"
         if self.replay.seen(tx.id, expires):
             return "duplicate"
+        if tx.acting_for is not None:
+            scope = self.agents.scope(tx.acting_for.hex(), tx.account_hex)
+            if scope is None:
+                return "agent_not_approved"
+            if scope.expires is not None and scope.expires <= block_time_ms:
+                return "agent_expired"
         return None
 
     def _op_problem(self, op: Op, account: str) -> str | None:
         if isinstance(op, GrantOp):
             return self._grant_problem(op, account)
+        if isinstance(op, ApproveAgentOp):
+            return self._approve_problem(op, account)
+        if isinstance(op, RevokeAgentOp):
+            return None if self.agents.scope(account, op.agent) is not None else "unknown_agent"
         if isinstance(op, ScheduleCancelOp):
             return None
         if isinstance(op, CancelAllOp):
@@ -240,6 +254,8 @@ class ExchangeState:
             raise ValueError(f"block time {time_ms!r} is before the last block's {self.time_ms}")
         self.height, self.time_ms = height, time_ms
         self.replay.prune(time_ms)
+        if self.agents:
+            self.agents.drop_expired(time_ms)
         self._in_block = True
         if self.timers:
             self._fire_timers(time_ms)
@@ -249,7 +265,7 @@ class ExchangeState:
         if not self._in_block:
             raise RuntimeError("apply_tx outside a block")
         index = len(self._txs)
-        account = sys.intern(tx.account.hex())
+        account = sys.intern((tx.account if tx.acting_for is None else tx.acting_for).hex())
         problem = self.inclusion_problem(tx, self.time_ms)
         if problem is None:
             self.replay.add(tx.id, tx.expires)
@@ -309,7 +325,13 @@ class ExchangeState:
     def _run_ops(self, tx: SignedTx, account: str, index: int) -> list[OpResult]:
         results = []
         prefix, height = tx.id[:ORDER_ID_PREFIX], self.height   # order ids as `tx.order_id(op_index)` makes them
+        scope = None if tx.acting_for is None else self.agents.scope(account, tx.account_hex)
         for op_index, op in enumerate(tx.ops):
+            if scope is not None:
+                problem = self._agent_problem(scope, op, account)
+                if problem is not None:
+                    results.append(self._refuse_op(tx, account, index, op_index, op, problem))
+                    continue
             if isinstance(op, NewOrderOp):
                 results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
             elif isinstance(op, CancelOp):
@@ -320,9 +342,90 @@ class ExchangeState:
                 results.append(self._schedule_cancel(account, op))
             elif isinstance(op, ReplaceOp):
                 results.append(self._replace(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
-            else:
+            elif isinstance(op, GrantOp):
                 results.append(self._grant(account, op))
+            elif isinstance(op, ApproveAgentOp):
+                results.append(self._approve_agent(account, op))
+            else:
+                results.append(self._revoke_agent(account, op))
         return results
+
+    # ------------------------------------------------------------------ agent keys (agents.py)
+
+    def _agent_problem(self, scope: ApproveAgentOp, op: Op, account: str) -> str | None:
+        """Why an agent with `scope` may not do `op` for `account`, or None."""
+        problem = scope_problem(scope, op)
+        if problem is None and scope.cap is not None and isinstance(op, (NewOrderOp, ReplaceOp)):
+            return self._over_cap(scope.cap, op, account)
+        return problem
+
+    def _over_cap(self, cap: str, op: NewOrderOp | ReplaceOp, account: str) -> str | None:
+        """`over_notional_cap` when the order's notional (price times size, in its quote asset; a market order's
+        from the book as it stands) passes `cap`. A value the op itself cannot use is left to the op's own rules."""
+        venue = self.venues.get(op.market)
+        if venue is None:
+            return None
+        try:
+            price, qty = venue.parse(op.price, op.qty)
+            limit = self.params.assets.parse(venue.units.quote, cap)
+        except ExchangeError:      # the op's own rules refuse a price or size it cannot use; the cap was checked
+            return None            # against every quote asset of the scope when it was approved
+        if price is not None:
+            notional = qty * price * venue.units.quote_unit
+        else:
+            side = op.side if isinstance(op, NewOrderOp) else None
+            notional = self._book_notional(venue, account, side == "buy", qty)
+        return "over_notional_cap" if notional > limit else None
+
+    def _book_notional(self, venue: Venue, account: str, buy: bool, qty: int) -> int:
+        """What `qty` lots taken from the book's other side (others' orders, best first) are worth, in quote units."""
+        book = venue.engine.book
+        notional, needed = 0, qty
+        for level in (book.asks if buy else book.bids).iter_levels():
+            for maker in level.live_orders():
+                if maker.owner == account:
+                    continue
+                take = min(needed, maker.remaining)
+                notional += take * level.price
+                needed -= take
+                if not needed:
+                    return notional * venue.units.quote_unit
+        return notional * venue.units.quote_unit
+
+    def _approve_problem(self, op: ApproveAgentOp, account: str) -> str | None:
+        if op.agent == account:
+            return "agent_is_self"
+        markets = list(self.venues) if op.markets is None else op.markets.split(",")
+        if any(market not in self.venues for market in markets):
+            return "unknown_market"
+        if op.cap is not None:
+            try:
+                for market in markets:
+                    self.params.assets.parse(self.venues[market].units.quote, op.cap, "cap")
+            except ExchangeError:
+                return "invalid_cap"
+        if op.expires is not None and op.expires <= self.time_ms:
+            return "expires_passed"
+        return self.agents.room_for(account, op.agent)
+
+    def _approve_agent(self, account: str, op: ApproveAgentOp) -> OpResult:
+        reason = self._approve_problem(op, account)
+        if reason is not None:
+            return OpResult("approve_agent", None, op.agent, "rejected", reason)
+        self.agents.approve(account, op)
+        return OpResult("approve_agent", None, op.agent, "approved", None)
+
+    def _revoke_agent(self, account: str, op: RevokeAgentOp) -> OpResult:
+        if not self.agents.revoke(account, op.agent):
+            return OpResult("revoke_agent", None, op.agent, "rejected", "unknown_agent")
+        return OpResult("revoke_agent", None, op.agent, "revoked", None)
+
+    def agents_of(self, account: str) -> list[View]:
+        """`[{"agent", "markets", "operations", "cap", "expires", "expired"}, ...]` by agent key."""
+        return [{"agent": agent, "markets": None if a.markets is None else a.markets.split(","),
+                 "operations": a.operations.split(","), "cap": a.cap, "expires": a.expires,
+                 "expired": a.expires is not None and a.expires <= self.time_ms}
+                for agent, a in sorted(self.agents.of(account).items())]
 
     def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
         client_id = op.client_id
@@ -519,6 +622,8 @@ class ExchangeState:
             target = op.order_id
         elif type(op) is GrantOp:
             target = op.account
+        elif type(op) is ApproveAgentOp or type(op) is RevokeAgentOp:
+            target = op.agent
         elif type(op) is CancelAllOp:
             target = op.scope
         else:

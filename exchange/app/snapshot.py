@@ -12,12 +12,13 @@ msgpack array, in this order:
      [[account, [[asset, limit], ...]], ...] | nil          (credit grants, sorted; nil: credit off)
      [[expiry bucket, [tx id, ...]], ...]                  (replay window, sorted)
      [[[account, at], ...], [[order id, until], ...]]       (timers.py; formats 2 and 3)
-     [[order id, client id], ...]]                          (client_ids.py, sorted; format 3 only)
+     [[order id, client id], ...]                           (client_ids.py, sorted; formats 3 and 4)
+     [[account, agent, markets, operations, cap, expires], ...]]   (agents.py, sorted; format 4 only)
 
 Format 1 has no timers (12 items); a state with a dead-man's switch armed or a good-til-time order
-resting is written in format 2 (13 items), and one where an order holds a client id in format 3 (14
-items, the timers' item written even when empty), so a network that never uses them writes what it
-always did.
+resting is written in format 2 (13 items), one where an order holds a client id in format 3 (14
+items), and one where an account has approved an agent key in format 4 (15 items); the items before the
+last are written even when empty. A network that never uses them writes what it always did.
 
 A closed order row is `[id, market, side, type, price, qty, remaining, account, [height, tx,
 op], stp, status, reason]` (side, type, price, qty, remaining and stp are nil where a refused op
@@ -43,7 +44,7 @@ from exchange.app.packed_rows import array_header, packb
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
-from exchange.app.txs import CLIENT_ID
+from exchange.app.txs import CLIENT_ID, ApproveAgentOp, InvalidTx
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.wire import Unchecked, Wire
@@ -54,13 +55,15 @@ if TYPE_CHECKING:
 SNAPSHOT_FORMAT = 1
 TIMERS_FORMAT = 2
 CLIENT_IDS_FORMAT = 3
-_FORMATS = {12: SNAPSHOT_FORMAT, 13: TIMERS_FORMAT, 14: CLIENT_IDS_FORMAT}
+AGENTS_FORMAT = 4
+_FORMATS = {12: SNAPSHOT_FORMAT, 13: TIMERS_FORMAT, 14: CLIENT_IDS_FORMAT, 15: AGENTS_FORMAT}
 _CLOSED_STATUSES = {status.value: status for status in
                     (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)}
 _SIDES = {side.value: side for side in Side}
 _TYPES = {kind.value: kind for kind in OrderType}
 _STP_MODES = {mode.value: mode for mode in SelfTradeMode}
 _TX_ID = re.compile(r"[0-9a-f]{32}")
+_ACCOUNT = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidStateSnapshot(ExchangeError):
@@ -91,9 +94,10 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
     `state.packed_rows` (packed_rows.py), which packs again only what changed since the last snapshot."""
     venues = state.venues.values()
     rows = state.packed_rows
-    named = bool(state.client_ids)
+    agents = bool(state.agents)
+    named = agents or bool(state.client_ids)
     timed = named or bool(state.timers)
-    items = 14 if named else 13 if timed else 12
+    items = 15 if agents else 14 if named else 13 if timed else 12
     parts = [array_header(items), packb(_FORMATS[items]),
              packb(state.params.digest()), packb(state.chain_id), packb(state.height), packb(state.time_ms),
              packb(state.app_hash), array_header(len(venues))]
@@ -108,6 +112,8 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
         parts.append(packb(state.timers.rows()))
     if named:
         parts.append(packb(state.client_ids.rows()))
+    if agents:
+        parts.append(packb(state.agents.rows()))
     return parts
 
 
@@ -131,7 +137,7 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
         body = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as error:  # noqa: BLE001 - msgpack raises many types for hostile bytes; all mean "not a snapshot"
         raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot is not msgpack: {error}") from None
-    _need(_list(body) and len(body) in _FORMATS, "must be a 12- to 14-item array")
+    _need(_list(body) and len(body) in _FORMATS, "must be a 12- to 15-item array")
     fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body[:12]
     expected = _FORMATS[len(body)]
     _need(fmt == expected, f"format {fmt!r} is not {expected}", "unsupported_snapshot")
@@ -149,14 +155,16 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
     _restore_replay(state, replay)
     if len(body) >= 13:
         _restore_timers(state, body[12])
-    if len(body) == 14:
+    if len(body) >= 14:
         _restore_client_ids(state, body[13])
+    if len(body) == 15:
+        _restore_agents(state, body[14])
     _need(encode_state(state) == data, "is not in canonical form (order, duplicates or encoding)", "non_canonical")
     return state
 
 
 def _restore_client_ids(state: ExchangeState, rows: Unchecked) -> None:
-    _need(_list(rows) and bool(rows), "client ids must be a non-empty list")
+    _need(_list(rows), "client ids must be a list")       # empty ones are refused as not canonical
     for row in rows:
         _need(_list(row, 2) and type(row[1]) is str and CLIENT_ID.fullmatch(row[1]) is not None, f"client id {row!r}")
         order = state.open_orders.get(row[0]) if type(row[0]) is str else None
@@ -164,6 +172,19 @@ def _restore_client_ids(state: ExchangeState, rows: Unchecked) -> None:
         _need(order is not None, f"client id {row!r} names no order the state keeps")
         _need(order is not None and state.client_ids.claim(order.owner, row[1], row[0]) is True,
               f"client id {row!r} is held twice by one account")
+
+
+def _restore_agents(state: ExchangeState, rows: Unchecked) -> None:
+    _need(_list(rows), "agents must be a list")
+    for row in rows:
+        _need(_list(row, 6) and type(row[0]) is str and _ACCOUNT.fullmatch(row[0]) is not None, f"agent row {row!r}")
+        try:
+            approval = ApproveAgentOp.parse(*row[1:])
+        except InvalidTx as error:
+            raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot: agent row {row!r}: {error}") from None
+        _need(state.agents.scope(row[0], approval.agent) is None and state.agents.room_for(row[0], approval.agent) is None,
+              f"agent row {row!r} is held twice or past the bounds")
+        state.agents.approve(row[0], approval)
 
 
 def _check_key(key: Unchecked, height: int) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     exchange-node/tx/v1
     chain=<chain id: 64 hex, the network's genesis hash>
     account=<64 hex public key>
+    for=<64 hex: the account an agent key acts for>       (only in an agent's transaction)
     nonce=<1-64 of A-Z a-z 0-9 . _ : ->
     expires=<integer milliseconds since the Unix epoch>
     new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->[ until=<ms>][ cid=<id>]
@@ -15,6 +16,8 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     schedule_cancel <ms|->
     replace <market> <order id> <price|-> <qty>
     grant <account: 64 hex> <asset> <limit>
+    approve_agent <agent key: 64 hex> <market,...|-> <place|cancel|replace,...> <notional cap|-> <expires ms|->
+    revoke_agent <agent key: 64 hex>
 
 lines joined by a single "\\n" (no trailing newline), one operation line per op, in order.
 Prices and quantities are the decimal strings the user gave (the market's tick and lot turn
@@ -27,11 +30,17 @@ per account among the account's open and recent orders, and finds and cancels or
 `cancel_all` cancels every open order of the account (in one market and on one side when named);
 `schedule_cancel` is the dead-man's switch: the first block at or after that time cancels every
 open order of the account unless a later `schedule_cancel` moved or cleared (`-`) it first.
+An account approves an agent key (`approve_agent`) with a scope and revokes it (`revoke_agent`); the agent
+then signs with its own key and says whose account it acts for (`for=`): the state machine judges the
+scope (agents.py).
 
 The transaction id is the first 32 hex characters of sha256(signed bytes); the order id of
 operation i is the first 30 of them followed by i as two hex digits, so a client knows its
 order ids before it sends anything. Only shape, sizes, character sets and the signature are
 checked here (statelessly); what a valid transaction then does is the state machine's call.
+
+Over 500 lines on purpose: the one signed format, every operation's parse, line, wire and JSON form side by side,
+so a change to what is signed reads in one place.
 """
 from __future__ import annotations
 
@@ -61,6 +70,8 @@ _NEW_FIELDS = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12} (?:-|[0-9]{1,24}(?:\.[0
 _SIDE_SET, _TYPE_SET, _STP_SET = frozenset(SIDES), frozenset(ORDER_TYPES), frozenset(STP_MODES)
 _ASSET = re.compile(r"[A-Z0-9]{1,12}")
 _ACCOUNT_HEX = re.compile(r"[0-9a-f]{64}")
+AGENT_OPERATIONS = ("place", "cancel", "replace")
+MAX_AGENT_MARKETS = 16
 
 
 class InvalidTx(ValueError):
@@ -162,11 +173,27 @@ class GrantJson(TypedDict):
     limit: str
 
 
-OpJson = Union[NewOrderJson, CancelJson, CancelAllJson, ScheduleCancelJson, ReplaceJson, GrantJson]
+class ApproveAgentJson(TypedDict):
+    op: Literal["approve_agent"]
+    agent: str
+    markets: str | None
+    operations: str
+    cap: str | None
+    expires: int | None
+
+
+class RevokeAgentJson(TypedDict):
+    op: Literal["revoke_agent"]
+    agent: str
+
+
+OpJson = Union[NewOrderJson, CancelJson, CancelAllJson, ScheduleCancelJson, ReplaceJson, GrantJson,
+               ApproveAgentJson, RevokeAgentJson]
 
 
 class SignedTxJson(TypedDict):
-    """A signed transaction's JSON form: what an external client posts, account and sig in hex."""
+    """A signed transaction's JSON form: what an external client posts, account and sig in hex (and, in an
+    agent's transaction, `for`: the account it acts for, read with .get() as `for` is a Python keyword)."""
 
     chain_id: str
     account: str
@@ -357,14 +384,78 @@ class GrantOp:
                    _decimal(limit, "limit"))
 
 
-Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp]
+class ApproveAgentOp:
+    """Approve (or re-scope) an agent key for the signing account: `markets` (comma list, None for every one),
+    `operations` (comma list of place, cancel, replace), a notional `cap` per order in its market's quote asset
+    (None: no cap) and an `expires` block time in ms (None: until revoked)."""
+
+    __slots__ = ("agent", "markets", "operations", "cap", "expires")
+    name = "approve_agent"
+
+    def __init__(self, agent: str, markets: str | None, operations: str, cap: str | None, expires: int | None) -> None:
+        self.agent, self.markets, self.operations, self.cap, self.expires = agent, markets, operations, cap, expires
+
+    def line(self) -> str:
+        return (f"approve_agent {self.agent} {self.markets or '-'} {self.operations} {self.cap or '-'} "
+                f"{'-' if self.expires is None else self.expires}")
+
+    def wire(self) -> Wire:
+        return ["approve_agent", self.agent, self.markets, self.operations, self.cap, self.expires]
+
+    def as_json(self) -> ApproveAgentJson:
+        return {"op": "approve_agent", "agent": self.agent, "markets": self.markets, "operations": self.operations,
+                "cap": self.cap, "expires": self.expires}
+
+    @classmethod
+    def parse(cls, agent: Unchecked, markets: Unchecked, operations: Unchecked, cap: Unchecked,
+              expires: Unchecked) -> "ApproveAgentOp":
+        if markets is not None:
+            names = markets.split(",") if isinstance(markets, str) else []
+            _need(0 < len(names) <= MAX_AGENT_MARKETS and len(set(names)) == len(names)
+                  and all(_MARKET.fullmatch(name) for name in names), "invalid_markets",
+                  f"markets is a comma list of 1 to {MAX_AGENT_MARKETS} distinct markets, or null for all", "markets")
+        kinds = operations.split(",") if isinstance(operations, str) else []
+        _need(bool(kinds) and len(set(kinds)) == len(kinds) and all(k in AGENT_OPERATIONS for k in kinds),
+              "invalid_operations", f"operations is a comma list of {', '.join(AGENT_OPERATIONS)}", "operations")
+        _need(expires is None or _timestamp(expires), "invalid_expires",
+              "expires is a positive integer of milliseconds since the Unix epoch, or null", "expires")
+        return cls(_text(agent, _ACCOUNT_HEX, "agent"), cast("str | None", markets), cast("str", operations),
+                   _optional(cap, lambda v: _decimal(v, "cap")), cast("int | None", expires))
+
+
+class RevokeAgentOp:
+    """Revoke an agent key of the signing account: its transactions are refused from this block on."""
+
+    __slots__ = ("agent",)
+    name = "revoke_agent"
+
+    def __init__(self, agent: str) -> None:
+        self.agent = agent
+
+    def line(self) -> str:
+        return f"revoke_agent {self.agent}"
+
+    def wire(self) -> Wire:
+        return ["revoke_agent", self.agent]
+
+    def as_json(self) -> RevokeAgentJson:
+        return {"op": "revoke_agent", "agent": self.agent}
+
+    @classmethod
+    def parse(cls, agent: Unchecked) -> "RevokeAgentOp":
+        return cls(_text(agent, _ACCOUNT_HEX, "agent"))
+
+
+Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp, ApproveAgentOp, RevokeAgentOp]
 # each op's parser and the numbers of fields its wire list may have (a new order's `until` is written only when set)
 _OP_ARITY: dict[str, tuple[Callable[..., Op], tuple[int, ...]]] = {
     "new": (NewOrderOp.parse, (6, 7, 8)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
-    "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,))}
+    "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,)),
+    "approve_agent": (ApproveAgentOp.parse, (5,)), "revoke_agent": (RevokeAgentOp.parse, (1,))}
 _JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until", "client_id"), "cancel": ("market", "order_id"),
                 "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
-                "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit")}
+                "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit"),
+                "approve_agent": ("agent", "markets", "operations", "cap", "expires"), "revoke_agent": ("agent",)}
 
 
 def parse_op(item: Unchecked) -> Op:
@@ -399,12 +490,14 @@ def op_from_json(item: Unchecked) -> Op:
 class SignedTx:
     """One account's signed transaction. Immutable once built; `id` and `signed_bytes` are cached."""
 
-    __slots__ = ("chain_id", "account", "nonce", "expires", "ops", "sig", "signed_bytes", "id")
+    __slots__ = ("chain_id", "account", "nonce", "expires", "ops", "sig", "signed_bytes", "id", "acting_for")
 
-    def __init__(self, chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...], sig: bytes) -> None:
+    def __init__(self, chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...], sig: bytes,
+                 acting_for: bytes | None = None) -> None:
         self.chain_id, self.account, self.nonce, self.expires, self.ops, self.sig = \
             chain_id, account, nonce, expires, ops, sig
-        self.signed_bytes = signed_bytes(chain_id, account, nonce, expires, ops)
+        self.acting_for = acting_for     # an agent's transaction: the account it acts for (the signer is the agent)
+        self.signed_bytes = signed_bytes(chain_id, account, nonce, expires, ops, acting_for)
         self.id = sha256(self.signed_bytes).hex()[:32]
 
     def order_id(self, index: int) -> str:
@@ -414,26 +507,41 @@ class SignedTx:
     def account_hex(self) -> str:
         return self.account.hex()
 
+    @property
+    def owner(self) -> bytes:
+        """The account the transaction acts on: the one it is `for`, else the signer's."""
+        return self.account if self.acting_for is None else self.acting_for
+
     def signature_valid(self) -> bool:
         return verify(self.account, self.sig, self.signed_bytes)
 
     def wire(self) -> Wire:
-        return [self.chain_id, self.account, self.nonce, self.expires, [op.wire() for op in self.ops], self.sig]
+        """Six items; an agent's transaction adds the account it acts for as a seventh."""
+        wire = [self.chain_id, self.account, self.nonce, self.expires, [op.wire() for op in self.ops], self.sig]
+        return wire if self.acting_for is None else [*wire, self.acting_for]
 
     def as_json(self) -> SignedTxJson:
-        return {"chain_id": self.chain_id, "account": self.account.hex(), "nonce": self.nonce,
-                "expires": self.expires, "ops": [op.as_json() for op in self.ops], "sig": self.sig.hex()}
+        view: SignedTxJson = {"chain_id": self.chain_id, "account": self.account.hex(), "nonce": self.nonce,
+                              "expires": self.expires, "ops": [op.as_json() for op in self.ops], "sig": self.sig.hex()}
+        if self.acting_for is not None:
+            view["for"] = self.acting_for.hex()  # type: ignore[typeddict-unknown-key]
+        return view
 
     @classmethod
     def from_wire(cls, data: Unchecked) -> "SignedTx":
         """Parse a transaction received from anyone (shape only; call `signature_valid` too)."""
-        _need(type(data) in (list, tuple) and len(data) == 6, "invalid_tx", "a transaction is a 6-item list")
-        chain_id, account, nonce, expires, ops, sig = data
+        _need(type(data) in (list, tuple) and len(data) in (6, 7), "invalid_tx",
+              "a transaction is a 6-item list (7 for an agent's)")
+        chain_id, account, nonce, expires, ops, sig = data[:6]
         _need(type(account) is bytes and len(account) == PUBLIC_KEY_BYTES, "invalid_account",
               "account is a 32-byte Ed25519 public key", "account")
         _need(type(sig) is bytes and len(sig) == SIGNATURE_BYTES, "invalid_sig", "sig is 64 bytes", "sig")
+        acting_for = data[6] if len(data) == 7 else None
+        _need(acting_for is None or (type(acting_for) is bytes and len(acting_for) == PUBLIC_KEY_BYTES
+                                     and acting_for != account), "invalid_for",
+              "for is the 32-byte account an agent acts for (not the agent's own)", "for")
         return cls(_text(chain_id, _CHAIN_ID, "chain_id"), account, _text(nonce, _NONCE, "nonce"),
-                   _checked_expires(expires), _checked_ops(ops, parse_op), sig)
+                   _checked_expires(expires), _checked_ops(ops, parse_op), sig, acting_for)
 
     @classmethod
     def from_json(cls, data: Unchecked) -> "SignedTx":
@@ -441,8 +549,11 @@ class SignedTx:
         _need(isinstance(data, dict), "invalid_tx", "a signed transaction is a JSON object")
         account = _hex_bytes(data.get("account"), PUBLIC_KEY_BYTES, "account")
         sig = _hex_bytes(data.get("sig"), SIGNATURE_BYTES, "sig")
+        acting_for = None if data.get("for") is None else _hex_bytes(data.get("for"), PUBLIC_KEY_BYTES, "for")
+        _need(acting_for != account, "invalid_for", "for names the account an agent acts for, not the agent's own",
+              "for")
         return cls(_text(data.get("chain_id"), _CHAIN_ID, "chain_id"), account, _text(data.get("nonce"), _NONCE, "nonce"),
-                   _checked_expires(data.get("expires")), _checked_ops(data.get("ops"), op_from_json), sig)
+                   _checked_expires(data.get("expires")), _checked_ops(data.get("ops"), op_from_json), sig, acting_for)
 
     def __repr__(self) -> str:
         return f"SignedTx({self.id} account={self.account.hex()[:12]} ops={len(self.ops)})"
@@ -473,8 +584,11 @@ def _hex_bytes(value: Unchecked, size: int, field: str) -> bytes:
         raise InvalidTx(f"invalid_{field}", f"{field} is not hex", field) from None
 
 
-def signed_bytes(chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...] | list[Op]) -> bytes:
+def signed_bytes(chain_id: str, account: bytes, nonce: str, expires: int, ops: tuple[Op, ...] | list[Op],
+                 acting_for: bytes | None = None) -> bytes:
     lines = [DOMAIN, f"chain={chain_id}", f"account={account.hex()}", f"nonce={nonce}", f"expires={expires}"]
+    if acting_for is not None:
+        lines.insert(3, f"for={acting_for.hex()}")
     lines.extend(op.line() for op in ops)
     return "\n".join(lines).encode()
 
@@ -484,9 +598,11 @@ def order_id(tx_id: str, index: int) -> str:
 
 
 def sign_tx(sign: Callable[[bytes], bytes], account: bytes, chain_id: str, nonce: str, expires: int,
-            ops: Sequence[Op]) -> SignedTx:
-    """Build and sign a transaction (raises InvalidTx if a field breaks the format)."""
+            ops: Sequence[Op], acting_for: bytes | None = None) -> SignedTx:
+    """Build and sign a transaction (raises InvalidTx if a field breaks the format); with `acting_for`, an agent
+    key signs for that account."""
     ops = tuple(ops)
-    probe = SignedTx.from_wire([chain_id, account, nonce, expires, [op.wire() for op in ops], bytes(SIGNATURE_BYTES)])
+    wire: list[object] = [chain_id, account, nonce, expires, [op.wire() for op in ops], bytes(SIGNATURE_BYTES)]
+    probe = SignedTx.from_wire(wire if acting_for is None else [*wire, acting_for])
     return SignedTx(probe.chain_id, probe.account, probe.nonce, probe.expires, probe.ops,
-                    sign(probe.signed_bytes))
+                    sign(probe.signed_bytes), probe.acting_for)
