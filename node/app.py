@@ -25,6 +25,7 @@ from node.api.base import JsonObject
 from node.api.server import start_api
 from p2p.public.guard import ConnectionGuard
 from node.api.rate import PublicRateLimit
+from node.api.agents import install_agent_api
 from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
 from node.api.nat import install_nat_api
@@ -153,6 +154,7 @@ class ExchangeNode:
             self.chain.peer_chains.grenache_members = self.chain_network.grenache_members
         self.api_extensions.append(install_order_api)
         self.api_extensions.append(install_cancel_all_api)
+        self.api_extensions.append(install_agent_api)
         self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_address: tuple[str, int] | None = None

@@ -19,7 +19,7 @@ from typing import Any, Callable, cast
 from aiohttp import web
 
 from exchange.chain.service import ChainService
-from exchange.app.txs import CancelAllOp, InvalidTx, Op, ScheduleCancelOp, SignedTx
+from exchange.app.txs import ApproveAgentOp, CancelAllOp, InvalidTx, Op, RevokeAgentOp, ScheduleCancelOp, SignedTx
 from node.api.base import ApiError, Json, JsonObject, chain_of, json_response
 from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _query_number, _refused,
                              _sign_local, _signed, _state, _submit, metered)
@@ -38,7 +38,8 @@ def _fields(body: Json, allowed: set[str]) -> JsonObject:
     return body
 
 
-def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp], chain: ChainService) -> SignedTx:
+def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp] | type[ApproveAgentOp] | type[RevokeAgentOp],
+            chain: ChainService) -> SignedTx:
     tx = _signed(body["signed"], chain)
     if len(tx.ops) != 1 or not isinstance(tx.ops[0], kind):
         raise ApiError(422, f"{kind.name}_expected", f"the signed transaction must hold exactly one {kind.name}",
