@@ -34,6 +34,7 @@ from p2p.framing import encode_body, frame_body
 from p2p.routing.budgets import UNKNOWN_NETWORK, GraftBudget, OpenTypeBudgets, OpenTypeRule
 from p2p.peer_hooks import proven_id
 from p2p.routing.context import RoutedLink, RoutingContext, RoutingPart
+from p2p.routing.control_pace import ControlPace
 from p2p.routing.message_cache import MessageCache
 from p2p.routing.paced import PacedChecks
 from p2p.routing.envelope import (CONTROL_TYPES, HELD, INVALID_POINTS, MAX_IDS, BroadcastType, Validator, bump,
@@ -122,6 +123,7 @@ class Plumtree(RoutingPart):
         self.ihave_interval = 0.02
         self.lateness = LatenessEstimator(floor=GRAFT_TIMEOUT_FLOOR, ceiling=GRAFT_TIMEOUT_CEILING)
         self.graft_retry = 0.06
+        self.control_pace = ControlPace()    # prunes a second to each neighbour
         self._grafted: OrderedDict[Any, float] = OrderedDict()  # id -> first announcement, for late copies
         self.max_missing = 20_000
         self.max_origins = 10_000  # per-origin trees remembered (least recently used forgotten)
@@ -196,6 +198,7 @@ class Plumtree(RoutingPart):
         self.forget_link(node_id)
         self._pending_ihave.pop(node_id, None)
         self.open_types.forget(node_id)
+        self.control_pace.forget(node_id)
 
     def _push(self, mid: Any, kind: str, frame: bytes, haves: set[str], origin: str) -> None:
         """Send a broadcast frame to eager neighbours, announce it to lazy ones, skip those that have it."""
@@ -257,10 +260,14 @@ class Plumtree(RoutingPart):
                 entry.haves.add(src)
             lazy = self.lazy_peers(message["origin"])
             if self.mode == "plumtree" and src not in lazy:
-                lazy.add(src)
-                link.send({"type": "prune", "origin": message["origin"]})
-                events["prunes_sent"] += 1
-                bump(self.counters.sent, "prune")
+                # over the neighbour's prune pace the prune waits for the origin's next duplicate: `src` stays eager
+                if self.control_pace.may_prune(src):
+                    lazy.add(src)
+                    link.send({"type": "prune", "origin": message["origin"]})
+                    events["prunes_sent"] += 1
+                    bump(self.counters.sent, "prune")
+                else:
+                    events["prunes_deferred"] += 1
             self.subscribers.duplicate(message, src)
             return
         if self.paced.kept(link, message):     # a copy of it waits its turn: kept in case that one fails

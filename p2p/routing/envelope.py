@@ -125,8 +125,9 @@ class RouterCounters:
     events: dict[str, int] = field(default_factory=lambda: dict.fromkeys((
         "broadcasts", "forwarded_frames", "suppressed_sends", "unique_broadcasts", "broadcast_copies",
         "delivered_direct", "relayed_out", "relayed", "queued", "flushed", "expired", "hop_limited",
-        "ihave_ids_sent", "ihave_ids_received", "grafts_sent", "grafts_served", "prunes_sent", "prunes_received",
-        "throttled", "flood_bans", "handler_errors", "delivered_local", "invalid", "rejected", "held", "paced"), 0))
+        "ihave_ids_sent", "ihave_ids_received", "grafts_sent", "grafts_served", "prunes_sent",
+        "prunes_deferred", "prunes_received", "throttled", "flood_bans", "handler_errors", "delivered_local", "invalid",
+        "rejected", "held", "paced"), 0))
 
 
 def bump(table: dict[str, int], key: str, n: int = 1) -> None:

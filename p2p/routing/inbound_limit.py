@@ -4,7 +4,10 @@ A peer over its rate has messages dropped; drops closer together than FLOOD_GAP 
 episode, and an episode lasting FLOOD_GRACE marks a flood: the peer is banned and its link closed. Only
 what the peer itself authored counts towards a flood: broadcasts it relays for others are dropped over the
 rate but never get it banned, since an honest relay passes on whatever a spammer elsewhere originated (the
-type's own budgets, p2p/routing/budgets.py, stop that at the first hop).
+type's own budgets, p2p/routing/budgets.py, stop that at the first hop). So its own messages have a bucket of
+their own: one shared with the relays let a flood of relayed copies empty it, and the peer's next votes and
+prunes then started an episode that banned an honest node for a spammer's broadcasts. A peer may so send at
+most twice the rate: its own messages at the rate, and relays in what its own leave of the shared bucket.
 """
 from __future__ import annotations
 
@@ -37,10 +40,11 @@ class Banner(Protocol):
 
 
 class _InboundLimit:
-    __slots__ = ("bucket", "episode_start", "last_drop", "drops")
+    __slots__ = ("bucket", "own", "episode_start", "last_drop", "drops")
 
     def __init__(self, rate: float, burst: float) -> None:
-        self.bucket = TokenBucket(rate, burst)
+        self.bucket = TokenBucket(rate, burst)      # every message, relays included
+        self.own = TokenBucket(rate, burst)         # what the peer authored: only this may start a ban
         self.episode_start = 0.0
         self.last_drop = -1e9
         self.drops = 0
@@ -68,11 +72,14 @@ class InboundLimiter:
         limit = self._limits.get(src)
         if limit is None:
             limit = self._limits[src] = _InboundLimit(self.rate, self.burst)
-        if limit.bucket.try_take():
-            return True
         if relayed:
+            if limit.bucket.try_take():
+                return True
             bump(self.counters.dropped, "throttled_relay")
             return False
+        limit.bucket.try_take()     # its own messages leave the relays less, and pass on their own bucket
+        if limit.own.try_take():
+            return True
         self._throttle(link, limit)
         return False
 

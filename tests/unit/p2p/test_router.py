@@ -312,6 +312,33 @@ async def test_flooding_peer_is_throttled_then_banned_while_others_continue() ->
     assert all(h in got for h in honest_ids)
 
 
+async def test_a_neighbour_relaying_a_flood_is_never_banned_and_its_own_messages_pass() -> None:
+    """Relayed copies over the rate are dropped; they used to empty the one bucket the neighbour's own messages
+    shared, whose next few then started an episode that banned an honest relay for a spammer's broadcasts."""
+    net = SimNet(4, router_rate_limit=200, router_rate_burst=400)
+    net.connect(0, 1)
+    victim, relay, spammer = net.nodes[1], net.nodes[0], net.nodes[3]    # the spammer is linked to nobody
+    relay_link = relay.peers.links[victim.node_id]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    own_ids = []
+    seq = 0
+    while loop.time() - started < 1.5:
+        for _ in range(20):  # 2000 relayed copies a second: 10x the limit
+            seq += 1
+            note = {"type": "note", "origin": nid(3), "ts": time.time(), "hops": 1, "seq": seq}
+            spammer.router.auth.sign_broadcast(note)
+            relay_link.send(note)
+        if seq % 100 == 0:      # and 20 a second of its own
+            own_ids.append(relay.router.broadcast({"type": "note", "payload": "own"}))
+        await asyncio.sleep(0.01)
+    await net.quiet()
+    assert victim.router.counters.dropped.get("throttled_relay", 0) > 0, victim.router.counters.dropped
+    assert not victim.peers.bans and victim.router.counters.events["flood_bans"] == 0
+    got = {msg["id"] for msg, _ in victim.got}
+    assert all(own in got for own in own_ids)
+
+
 def test_graft_timeout_adapts_to_late_copies_within_bounds() -> None:
     from p2p.router import LatenessEstimator
 
