@@ -142,3 +142,72 @@ class BrowserClient:
             except Exception:  # noqa: BLE001 - closing a session already gone
                 pass
             self._cm = None
+
+
+class _Relay:
+    """A man in the middle: a session of its own endpoint piped to a session with the real node."""
+
+    def __init__(self, pipe: Any, url: str) -> None:
+        self.pipe = pipe
+        self.client = BrowserClient()
+        self.early: list[bytes] = []
+        self.ready = False
+        self.task = asyncio.get_running_loop().create_task(self._connect(url))
+
+    async def _connect(self, url: str) -> None:
+        await self.client.open(url)
+        for early in self.early:
+            self.client.write(early)
+        self.ready = True
+        assert self.client.proto is not None
+        if self.client._reader is not None:
+            self.client._reader.cancel()     # the relay forwards bytes, it does not read requests' answers
+        while True:
+            data = await self.client.proto.raw.get()
+            if data is None:
+                return
+            self.pipe.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ready:
+            self.client.write(data)
+        else:
+            self.early.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.task.cancel()
+
+
+def relay_session(url: str) -> Any:
+    """A server's `new_session` that relays every page's session to the node at `url`."""
+    return lambda pipe, _cert, _peer: _Relay(pipe, url)
+
+
+class _Impostor:
+    """Answers a page's hello with a proof over its own certificate, signed by a key of its own."""
+
+    def __init__(self, pipe: Any, cert_sha256: bytes) -> None:
+        from nacl.signing import SigningKey
+
+        self.pipe, self.cert_sha256, self.key = pipe, cert_sha256, SigningKey.generate()
+
+    def data_received(self, data: bytes) -> None:
+        from node.browser.binding import proof_message
+
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            body = orjson.loads(line)
+            if body.get("event") == "hello":
+                public = bytes(self.key.verify_key)
+                sig = self.key.sign(proof_message(self.cert_sha256, bytes.fromhex(body["nonce"]))).signature
+                self.pipe.write(orjson.dumps({
+                    "event": "welcome", "req": body.get("req"), "node_id": hashlib.sha256(public).digest()[:20].hex(),
+                    "public_key": public.hex(), "cert_sha256": self.cert_sha256.hex(), "sig": sig.hex()}) + b"\n")
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def signing_session() -> Any:
+    return lambda pipe, cert, _peer: _Impostor(pipe, cert)

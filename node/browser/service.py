@@ -150,7 +150,14 @@ class BrowserService:
         self.server = WebTransportServer(config.host, port, config.path, self.rotation.current, self._new_session,
                                          max_per_address=config.max_per_address, max_per_subnet=config.max_per_subnet,
                                          max_total=config.max_sessions)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            if config.port is not None:
+                raise
+            log.warning("browser endpoint: UDP port %d is taken (%s); listening on an ephemeral port", port, exc)
+            self.server.port = 0
+            await self.server.start()
         self.chain.block_listeners.append(self._on_block)
         self._task = asyncio.get_running_loop().create_task(self._rotate())
         log.info("browsers may dial %s (certificate sha256 %s)", self.url, self.rotation.current.sha256.hex())

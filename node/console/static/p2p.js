@@ -1,0 +1,314 @@
+// The browser peer: links over WebTransport to the node it is given and to others it learns from it, proves
+// each (P2P.checkWelcome), follows the book and the headers over every link, and sends the orders it signs over
+// whichever link is up, again over another when a link goes before the answer. It makes no HTTP request.
+"use strict";
+
+const MARKET = "BTC-USD";
+const WANT_LINKS = 2;
+const PING_EVERY = 1000;          // ms: a link that answers no ping for PING_DEAD is taken as gone
+const PING_DEAD = 3000;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  links: [],                      // {url, hashes: [{hash, expires}], expectedId, nodeId, state, why, ...}
+  account: null,
+  chainId: null,
+  orders: new Map(),              // order id -> {side, price, qty, status, via, signed, txId}
+  book: { bids: new Map(), asks: new Map(), from: null },
+  height: 0,
+};
+
+function render() {
+  const rows = state.links.map((l) => `<tr data-state="${l.state}" data-node-id="${l.nodeId ?? ""}"><td class="id">` +
+    `${l.nodeId ?? l.expectedId ?? "?"}</td><td class="id">${l.url}</td><td class="link-state">${l.state}</td>` +
+    `<td class="link-why">${l.why ?? ""}</td></tr>`);
+  $("links").tBodies[0].innerHTML = rows.join("");
+  const active = activeLink();
+  $("active-node").textContent = active ? active.nodeId : "no link up";
+  $("chain-id").textContent = state.chainId ?? "-";
+  $("height").textContent = String(state.height);
+  const book = active ? active.book : null;
+  const levels = [];
+  if (book) {
+    const asks = [...book.asks].sort((a, b) => Number(b[0]) - Number(a[0]));
+    const bids = [...book.bids].sort((a, b) => Number(b[0]) - Number(a[0]));
+    for (const [price, size] of asks) levels.push(`<tr class="ask"><td>${size}</td><td>${price}</td><td>ask</td></tr>`);
+    for (const [price, size] of bids) levels.push(`<tr class="bid"><td>${size}</td><td>${price}</td><td>bid</td></tr>`);
+  }
+  $("book").tBodies[0].innerHTML = levels.join("");
+  $("orders").tBodies[0].innerHTML = [...state.orders].map(([id, o]) => `<tr data-order-id="${id}"><td class="id">` +
+    `${id}</td><td>${o.side}</td><td>${o.price}</td><td>${o.qty}</td><td class="order-status">${o.status}</td>` +
+    `<td class="id">${(o.via ?? "").slice(0, 12)}</td></tr>`).join("");
+}
+
+function activeLink() {
+  return state.links.find((l) => l.state === "up") ?? null;
+}
+
+// --- one link ---------------------------------------------------------------------------------------
+class Link {
+  constructor(url, hashes, expectedId) {
+    Object.assign(this, { url, hashes, expectedId, nodeId: null, state: "dialling", why: null, req: 0,
+      pending: new Map(), book: { bids: new Map(), asks: new Map() }, lastPong: 0 });
+  }
+
+  async dial() {
+    const now = Date.now();
+    const usable = this.hashes.filter((h) => !h.expires || h.expires > now);
+    if (!usable.length) {
+      return this.fail("refused", `certificate expired (${new Date(Math.max(...this.hashes.map((h) => h.expires)))
+        .toISOString()}): the node has not published a newer one`);
+    }
+    // one hash per attempt: the session then knows which certificate the endpoint served, which its proof must name
+    let failures = 0;
+    for (const { hash } of usable) {
+      let transport;
+      try {
+        transport = new WebTransport(this.url, { serverCertificateHashes: [{ algorithm: "sha-256", value: P2P.unhex(hash) }] });
+        await transport.ready;
+      } catch {
+        failures += 1;
+        continue;
+      }
+      return this.open(transport, hash);
+    }
+    return this.fail("refused", failures ? "the endpoint's certificate does not match the hash given (or it has " +
+      "expired), or nothing answers there" : "no certificate hash given");
+  }
+
+  async open(transport, hash) {
+    this.transport = transport;
+    this.dialledHash = hash;
+    transport.closed.then(() => this.lost("the node closed the session"), (e) => this.lost(`link lost: ${e.message ?? e}`));
+    const stream = await transport.createBidirectionalStream();
+    this.writer = stream.writable.getWriter();
+    this.read(stream.readable.getReader());
+    const nonce = crypto.getRandomValues(new Uint8Array(32));
+    const welcome = await this.request({ event: "hello", nonce: P2P.hex(nonce) });
+    const why = await P2P.checkWelcome(welcome, { nonce, dialledHash: hash, expectedId: this.expectedId });
+    if (why) {
+      this.fail("refused", why);
+      transport.close();
+      return;
+    }
+    this.nodeId = welcome.node_id;
+    if (state.chainId && welcome.chain_id && welcome.chain_id !== state.chainId) {
+      this.fail("refused", "this node is on another chain");
+      transport.close();
+      return;
+    }
+    state.chainId ??= welcome.chain_id;
+    this.state = "up";
+    this.lastPong = Date.now();
+    this.send({ event: "subscribe", channel: "book", market: MARKET, depth: 25 });
+    this.send({ event: "headers" });
+    this.pinger = setInterval(() => this.ping(), PING_EVERY);
+    render();
+    linked(this);
+  }
+
+  async read(reader) {
+    const dec = new TextDecoder();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += dec.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 1);
+          if (line) this.message(JSON.parse(line));
+        }
+      }
+    } catch (e) {
+      this.lost(`link lost: ${e.message ?? e}`);
+    }
+  }
+
+  message(m) {
+    if (m.req !== undefined && this.pending.has(m.req)) {
+      const [resolve] = this.pending.get(m.req);
+      this.pending.delete(m.req);
+      resolve(m);
+      return;
+    }
+    if (m.event === "pong") this.lastPong = Date.now();
+    else if (m.event === "header") state.height = Math.max(state.height, m.height);
+    else if (m.type === "snapshot") {
+      this.book = { bids: new Map(m.bids.map((l) => [l[0], l[1]])), asks: new Map(m.asks.map((l) => [l[0], l[1]])) };
+    } else if (m.type === "update") {
+      for (const side of ["bids", "asks"]) {
+        for (const [price, size] of m[side] ?? []) {
+          if (Number(size) === 0) this.book[side].delete(price);
+          else this.book[side].set(price, size);
+        }
+      }
+    }
+    render();
+  }
+
+  send(body) {
+    return this.writer.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));
+  }
+
+  request(body) {
+    const req = ++this.req;
+    return new Promise((resolve, reject) => {
+      this.pending.set(req, [resolve, reject]);
+      this.send({ ...body, req }).catch((e) => {
+        this.pending.delete(req);
+        reject(e);
+      });
+    });
+  }
+
+  ping() {
+    if (this.state !== "up") return;
+    if (Date.now() - this.lastPong > PING_DEAD) {
+      this.lost("the node stopped answering");
+      try { this.transport.close(); } catch { /* already closed */ }
+      return;
+    }
+    this.send({ event: "ping" }).catch(() => this.lost("link lost"));
+  }
+
+  fail(what, why) {
+    this.state = what;
+    this.why = why;
+    render();
+  }
+
+  lost(why) {
+    if (this.state === "refused" || this.state === "down") return;
+    clearInterval(this.pinger);
+    this.state = "down";
+    this.why = why;
+    for (const [, [, reject]] of this.pending) reject(new Error(why));
+    this.pending.clear();
+    render();
+    resend();
+  }
+}
+
+// --- the set of links ---------------------------------------------------------------------------------
+async function dial(url, hashes, expectedId) {
+  if (state.links.some((l) => l.url === url && l.state !== "down" && l.state !== "refused")) return;
+  const link = new Link(url, hashes, expectedId);
+  state.links.push(link);
+  render();
+  try {
+    await link.dial();
+  } catch (e) {
+    link.fail("refused", `could not open the session: ${e.message ?? e}`);
+  }
+}
+
+async function linked(link) {
+  // learn the other nodes from this one; link to more until WANT_LINKS are up
+  const answer = await link.request({ event: "nodes" }).catch(() => null);
+  if (!answer) return;
+  for (const node of answer.nodes) {
+    const up = state.links.filter((l) => l.state === "up" || l.state === "dialling").length;
+    if (up >= WANT_LINKS) break;
+    if (state.links.some((l) => l.nodeId === node.node_id || l.expectedId === node.node_id)) continue;
+    const hashes = node.cert_sha256.map((hash, i) => ({ hash, expires: node.cert_expires_ms?.[i] }));
+    dial(node.webtransport, hashes, node.node_id);
+  }
+  resend();
+}
+
+// --- orders -------------------------------------------------------------------------------------------
+async function submit(order) {
+  const link = activeLink();
+  if (!link) {
+    order.status = "waiting for a link";
+    render();
+    return;
+  }
+  order.status = "sent";
+  order.via = link.nodeId;
+  order.sending = true;
+  render();
+  try {
+    const answer = await link.request({ event: "submit", signed: order.signed });
+    order.sending = false;
+    if (answer.error) {
+      // the same signed transaction sent twice: a block already holds it
+      order.status = answer.error.code === "duplicate" ? "final" : `refused: ${answer.error.code}`;
+      order.final = answer.error.code === "duplicate";
+    } else if (answer.final) {
+      order.status = `final: ${answer.ops?.[0]?.outcome ?? answer.status}`;
+      order.final = true;
+    } else {
+      order.status = "accepted, not final yet";
+    }
+  } catch {
+    order.sending = false;
+    order.status = "link lost: sending again";
+    render();
+    return submit(order);     // the same signed bytes over another link: never two orders
+  }
+  $("order-result").textContent = `${order.orderId} ${order.status}`;
+  render();
+}
+
+function resend() {
+  for (const order of state.orders.values()) {
+    if (!order.final && !order.sending && !order.status.startsWith("refused")) submit(order);
+  }
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  if (!state.account || !state.chainId) {
+    $("order-result").textContent = "no node linked yet";
+    return;
+  }
+  const side = $("order-side").value, price = $("order-price").value.trim(), qty = $("order-qty").value.trim();
+  const made = await P2P.signOrder(state.account, { chainId: state.chainId, market: MARKET, side, price, qty });
+  const order = { side, price, qty, status: "signed", orderId: made.orderId, signed: made.signed, txId: made.txId };
+  state.orders.set(made.orderId, order);
+  $("order-result").textContent = `${made.orderId} signed`;
+  render();
+  submit(order);
+}
+
+// --- start ----------------------------------------------------------------------------------------
+function fromAddress() {
+  // #node=<url>&hash=<hex>[,<hex>]&id=<node id>: what a page opened from a file is given
+  // (&expires=<ms>[,<ms>]: when each certificate ends, as GET /status `cert_expires_ms` says)
+  const params = new URLSearchParams(location.hash.slice(1));
+  const expires = (params.get("expires") ?? "").split(",").map(Number);
+  return { url: params.get("node"), id: params.get("id"),
+    hashes: (params.get("hash") ?? "").split(",").filter(Boolean).map((hash, i) => ({ hash, expires: expires[i] || 0 })) };
+}
+
+async function start() {
+  try {
+    state.account = await P2P.accountKey();
+    $("account").textContent = state.account.hex;
+    $("key-state").textContent = (state.account.made ? "made now" : "kept") +
+      (state.account.extractable ? "" : ", non-extractable");
+  } catch (e) {
+    $("key-state").textContent = `no key: ${e.message ?? e}`;
+  }
+  $("order-form").addEventListener("submit", placeOrder);
+  $("dial-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    dial($("dial-url").value.trim(), $("dial-hash").value.split(",").map((h) => ({ hash: h.trim() })),
+      $("dial-id").value.trim() || null);
+  });
+  $("key-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    await P2P.importKeyFile(await file.text());
+    location.reload();
+  });
+  const given = fromAddress();
+  if (given.url) dial(given.url, given.hashes, given.id);
+  render();
+}
+
+start();
