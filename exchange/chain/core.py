@@ -269,6 +269,10 @@ class ChainCore:
         """A transaction from our API or a follower's RPC (`intake.py`): why it was refused, or None."""
         return self.intake.submit(tx, now, own, lane)
 
+    def submit_many(self, txs: list[SignedTx], now: float) -> list[str | None]:
+        """Our API's transactions that came together, queued before any height starts (`intake.py`)."""
+        return self.intake.submit_many(txs, now)
+
     def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
         """Why `tx` cannot be queued, or None (`intake.py`)."""
         return self.intake.precheck(tx, recording=recording)

@@ -99,9 +99,24 @@ class TxIntake:
         """A transaction from our API (`own`: we keep handing it on until a block has it) or from a
         follower's RPC (`lane`: that follower, whose share of our mempool it takes). Returns why it was
         refused, or None once it is queued."""
+        return self.submit_many([tx], now, own, lane)[0]
+
+    def submit_many(self, txs: list[SignedTx], now: float, own: bool = True,
+                    lane: str = OWN_LANE) -> list[str | None]:
+        """`submit` for transactions that came together (our API's made durable by one outbox sync): all are
+        queued before a validator waiting for work starts its height, so they share it. One at a time, each
+        started a height of its own; for the only validator that is a block, its votes, a WAL sync and a block
+        sync per transaction. Returns each one's refusal, or None."""
         self.core.set_now(now)
         if self.core.halted:
-            return "halted"
+            return ["halted"] * len(txs)
+        answers = [self._take(tx, now, own, lane) for tx in txs]
+        if self.core.is_validator and any(why is None for why in answers):
+            self.core.tx_waiting(lane, now)
+        self.core.drain(now)
+        return answers
+
+    def _take(self, tx: SignedTx, now: float, own: bool, lane: str) -> str | None:
         why = self.precheck(tx, recording=tx.id in self.own or not own)
         if why is not None:
             return why
@@ -114,13 +129,11 @@ class TxIntake:
                 if not own and self.paces(lane, now):
                     relay["paced"] = True       # so it waits for a height at the other validators too
                 self.core.emit(SendValidators(relay))
-            self.core.tx_waiting(lane, now)
         else:
             self.core.emit(Forward(tx, self.core.upcoming_proposers()))
             self.core.counters["forwarded"] += 1
         if own and tx.id not in self.own:       # the caller made it durable in the outbox first
             self.own[tx.id] = (tx, now + self.core.config.resubmit_interval)
-        self.core.drain(now)
         return None
 
     def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:

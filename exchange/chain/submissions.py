@@ -28,6 +28,8 @@ class Submissions:
         self.clock = clock
         self.counters = counters
         self.refusals = refusals        # what the validators last said of our pending transactions
+        # made durable in this pass of the event loop, for `_hand_on_durable`: (tx, its outcome, the refusal)
+        self._durable: list[tuple[SignedTx, asyncio.Future[TxOutcome], asyncio.Future[str | None]]] = []
 
     async def submit(self, tx: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
         """Take our user's transaction: check it, make it durable in the outbox, then hand it to the chain.
@@ -41,20 +43,40 @@ class Submissions:
             future.set_result(None)
             return why, future
         await self.store.outbox_add([tx])
+        return await self._hand_on(tx, future), future
+
+    async def _hand_on(self, tx: SignedTx, future: asyncio.Future[TxOutcome]) -> str | None:
+        """Hand `tx`, durable now, to the core with every other one made durable in this pass of the event loop
+        (one outbox sync wakes its writers together): they are queued before a height starts, so they share it.
+        `future` waits for its outcome from then on. Returns its refusal or None; raises NotReady (its outbox
+        entry dropped) when the core cannot take it."""
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._durable.append((tx, future, answer))
+        if len(self._durable) == 1:
+            asyncio.get_running_loop().call_soon(self._hand_on_durable)
+        return await answer
+
+    def _hand_on_durable(self) -> None:
+        batch, self._durable = self._durable, []
         try:
-            core = self.gate.usable_core()      # durable now: a disk error since then no longer concerns this order
-        except NotReady:
-            self.store.outbox_done([tx.id])
-            raise
-        why = core.submit(tx, self.clock(), own=True)
-        if why is not None and why != "duplicate":
-            self.store.outbox_done([tx.id])
-            future.set_result(None)
-            return why, future
-        self.counters["submitted"] += 1
-        self.own_orders.wait_for(tx, future)
+            core = self.gate.usable_core()      # durable now: a disk error since then no longer concerns these orders
+        except NotReady as exc:
+            self.store.outbox_done([tx.id for tx, _, _ in batch])
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        answers = core.submit_many([tx for tx, _, _ in batch], self.clock())
+        for (tx, future, answer), why in zip(batch, answers):
+            if why is not None and why != "duplicate":
+                self.store.outbox_done([tx.id])
+                future.set_result(None)
+            else:       # waited for before the pump can settle it
+                self.counters["submitted"] += 1
+                self.own_orders.wait_for(tx, future)
+            if not answer.done():       # else the caller gave up; the transaction's fate is the same
+                answer.set_result(why)
         self.gate.schedule_pump()
-        return None, future
 
     async def submit_after(self, tx: SignedTx, first: SignedTx) -> tuple[str | None, asyncio.Future[TxOutcome]]:
         """Take a cancel of our own order `first` that no block holds yet: durable in the outbox now, handed on
