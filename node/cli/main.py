@@ -487,7 +487,8 @@ def main() -> None:
 def _extensions() -> list[Callable[[click.Group], None]]:
     """Command groups contributed by other parts of the node (orders, routing, accounts, demos)."""
     found = []
-    for module_name in ("node.cli.orders", "node.cli.rpc", "node.cli.accounts", "node.cli.validators", "node.cli.wait",
+    for module_name in ("node.cli.orders", "node.cli.agents", "node.cli.rpc", "node.cli.accounts", "node.cli.validators",
+                        "node.cli.wait",
                         "node.cli.devnet", "node.cli.history", "node.cli.dht", "node.demo.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])

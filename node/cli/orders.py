@@ -9,7 +9,9 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from exchange.app.txs import CancelOp, InvalidTx, NewOrderOp
 from node.cli.accounts import complete_account
+from node.cli.agents import load_key, signed_as_agent
 from node.cli.main import SECONDS, api_option, emit_json, fail, json_option, pending_reason, print_table, request
 from node.cli.client import JsonObject, iso_utc, when, with_iso
 from node.locate import NodeTarget
@@ -68,6 +70,23 @@ def _exit_if_not_final(what: str, data: JsonObject, wait: float) -> None:
         fail(f"{what} not final within {wait:g} s ({reason}); it stays pending on the node", NOT_FINAL_EXIT)
 
 
+def _cancel_as_agent(api: NodeTarget, key_file: str, order_id: str | None, client_id: str | None,
+                     wait: float) -> JsonObject:
+    """A cancel signed with an agent's key file, of an order found by id or by client id."""
+    if order_id is None:
+        _, account = load_key(key_file)
+        query = urlencode({"client_id": client_id or "", "account": account.hex()})
+        found = request(api, "GET", f"/orders?{query}", expect=("orders",))["orders"]
+        if not found:
+            fail(f"no open or recent order of account {account.hex()} holds client id {client_id}")
+        order_id = found[0]["id"]
+    order = request(api, "GET", f"/orders/{quote(order_id or '', safe='')}", expect=("order",))["order"]
+    tx = signed_as_agent(api, key_file, [CancelOp.parse(order["market"], order["id"])])
+    answer: JsonObject = request(api, "DELETE", f"/orders/{quote(order['id'], safe='')}?wait={wait}",
+                                 {"signed": tx.as_json()}, timeout=wait + 10, expect=("cancel", "order"))
+    return answer
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("side", metavar="SIDE|ID")
@@ -85,13 +104,15 @@ def register(cli: click.Group) -> None:
     @click.option("--client-id", default=None, metavar="ID",
                   help="Your own id for the order (1-36 of A-Z a-z 0-9 _ -), unique among the account's open and "
                        "recent orders: `orders --client-id ID` finds it and `cancel --client-id ID` cancels it.")
+    @click.option("--key", "key_file", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+                  help="Sign as an agent with this key file (`agent add --out FILE`), for the account it trades for.")
     @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
                   help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
     def order(side: str, market: str | None, qty: str | None, price: str | None, kind: str, account: str | None,
-              stp: str | None, good_for: float | None, client_id: str | None, wait: float, api: NodeTarget,
-              as_json: bool) -> None:
+              stp: str | None, good_for: float | None, client_id: str | None, key_file: str | None, wait: float,
+              api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
         final within --wait (with the reason: no_quorum, not_final_yet). `order ID` shows one order's full status."""
         if side not in ("buy", "sell"):
@@ -107,6 +128,14 @@ def register(cli: click.Group) -> None:
                             ("client_id", client_id)):
             if value is not None:
                 body[name] = value
+        if key_file is not None:
+            if account is not None:
+                raise click.UsageError("--key signs for the account in the key file: drop --account")
+            try:
+                op = NewOrderOp.parse(market, side, kind, price, qty, stp, until, client_id)
+            except InvalidTx as exc:
+                fail(f"{exc.field or 'order'}: {exc}")
+            body = {"signed": signed_as_agent(api, key_file, [op]).as_json()}
         data = request(api, "POST", f"/orders?wait={wait}", body, timeout=wait + 10, expect=("order",))
         order_data = data["order"]
         if as_json:
@@ -125,16 +154,20 @@ def register(cli: click.Group) -> None:
     @click.option("--client-id", default=None, metavar="ID", help="Cancel the account's order holding this client id.")
     @click.option("--account", default=None, shell_complete=complete_account,
                   help="Account that signs the cancel (it must own the order) [default: default].")
+    @click.option("--key", "key_file", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+                  help="Sign as an agent with this key file, for the account it trades for.")
     @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
                   help="Seconds to wait for the cancel to be final.")
     @api_option
     @json_option
-    def cancel(order_id: str | None, client_id: str | None, account: str | None, wait: float, api: NodeTarget,
-               as_json: bool) -> None:
+    def cancel(order_id: str | None, client_id: str | None, account: str | None, key_file: str | None, wait: float,
+               api: NodeTarget, as_json: bool) -> None:
         """Cancel an open order by id, or by the client id it was placed with (`--client-id ID`)."""
         if (order_id is None) == (client_id is None):
             raise click.UsageError("give an ORDER_ID or --client-id ID (one of the two)")
-        if client_id is not None:
+        if key_file is not None:
+            data = _cancel_as_agent(api, key_file, order_id, client_id, wait)
+        elif client_id is not None:
             who = _account_id(api, account or "default")
             query = urlencode({"client_id": client_id, "wait": wait, "account": who})
             data = request(api, "DELETE", f"/orders?{query}", timeout=wait + 10, expect=("cancel", "order"))

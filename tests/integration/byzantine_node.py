@@ -17,16 +17,21 @@ with BYZANTINE set to a comma list of behaviours:
   a seat: then its votes and proposals are never sent.
 - `height_liar`: a standby that claims height 2^62 in its hellos and heartbeats and whose `alive`s name a
   block far ahead of the chain (its real ones are never sent).
+- `smuggle`: every block it proposes also holds the signed transactions in SMUGGLE_FILE (JSON lines, as clients
+  post them; those not expired), which no mempool would take: what the state machine alone must refuse.
 Everything it signs is signed with its genuine node key: what honest nodes must refuse is what it says.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from config import Settings
+from exchange.app.txs import SignedTx
 from exchange.chain.blocks import Block, Header, Proposal, Vote
 from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.chainstate import ChainState
@@ -221,6 +226,22 @@ def _height_liar() -> None:
     SeatRequests.maybe_alive = lying_alive      # type: ignore[method-assign]
 
 
+def _smuggle(path: str) -> None:
+    original = BlockBuilder._membership_txs
+
+    def membership_txs(self: BlockBuilder, time_ms: int) -> list[MembershipTx]:
+        honest = original(self, time_ms)
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            return honest
+        smuggled = [SignedTx.from_json(json.loads(line)) for line in lines if line.strip()]
+        # the builder encodes a SignedTx in this list as it does the mempool's (block_builder.py encode_item)
+        return [*honest, *(tx for tx in smuggled if time_ms < tx.expires)]  # type: ignore[list-item]
+
+    BlockBuilder._membership_txs = membership_txs      # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     behaviours = set(os.environ.get("BYZANTINE", "").split(","))
     if "seat_grab" in behaviours:
@@ -237,4 +258,6 @@ if __name__ == "__main__":
         _mute_when_seated()
     if "height_liar" in behaviours:
         _height_liar()
+    if "smuggle" in behaviours:
+        _smuggle(os.environ["SMUGGLE_FILE"])
     main()
