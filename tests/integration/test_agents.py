@@ -2,14 +2,15 @@
 
 - The owner approves an agent key on its node (`agent add --markets BTC-USD --cap 1000 --operations
   place,cancel --out FILE`); the bot places and cancels with that key through another node (`order ... --key
-  FILE`), for the owner's account. Everything outside the scope is refused with its reason by both nodes:
-  another market, over the cap, a replace, a credit grant, approving a key, after the approval expired, after
-  it was revoked.
+  FILE`, and the Python client with `Signer.agent_from_file`), for the owner's account. Everything outside
+  the scope is refused with its reason by both nodes: another market, over the cap, a replace, a credit grant,
+  approving a key, after the approval expired, after it was revoked.
 - A Byzantine validator puts out-of-scope agent transactions into the blocks it proposes (no mempool takes
   them): every node's state machine refuses each with the same reason, and nothing else of the account moves.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from exchange_node_client import AsyncClient, Signer
 from exchange.app.txs import ApproveAgentOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx, sign_tx
 from exchange.crypto import SigningKey
 from node.cli.agents import load_key
@@ -66,6 +68,14 @@ def test_an_agent_trades_within_its_scope_on_another_node_and_nothing_more(clust
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout)["order"]["status"] == "cancelled"
 
+    async def bot() -> None:      # the Python client library with the agent's key file, through the other node
+        async with AsyncClient(other.api_url, other.api_token, Signer.agent_from_file(key_file)) as client:
+            placed = await client.place("BTC-USD", "sell", "1", "160", client_id="bot-1")
+            assert placed.final and placed.order and placed.order["account"] == owner.hex(), placed.body
+            gone = await client.cancel_by_client_id("bot-1")
+            assert gone.final and gone.order and gone.order["status"] == "cancelled", gone.body
+
+    asyncio.run(bot())
     for args, reason in ((["buy", "ETH-USD", "1", "--price", "5"], "market_not_allowed"),
                          (["buy", "BTC-USD", "20", "--price", "90"], "over_notional_cap")):
         refused = other.cli("order", *args, "--key", str(key_file))

@@ -189,7 +189,7 @@ class AsyncClient:
         return (await self.request("POST", f"/rpc/{service}", body))[1]
 
     def _account_id(self) -> str | None:
-        return self.signer.account if self.signer is not None else self.account
+        return self.signer.trades_for if self.signer is not None else self.account
 
     # ------------------------------------------------------------------ orders
 
@@ -280,6 +280,42 @@ class AsyncClient:
         body = await self._body({"op": "schedule_cancel", "at": at}, plain)
         status, data = await self.request("POST", f"/orders/cancel-after?wait={wait}", body)
         return Answer(bool(data.get("final")), status, data, data["schedule_cancel"].get("reason"))
+
+    async def approve_agent(self, agent: str, markets: list[str] | None = None, operations: list[str] | None = None,
+                            cap: str | None = None, expires: int | None = None, wait: float = 2.0) -> Answer:
+        """Approve (or re-scope) the agent key `agent` (64 hex) for this account: only `markets` (None: all), only
+        `operations` (place, cancel, replace; None: all three), orders of at most `cap` notional in their quote
+        asset, until block time `expires` (ms; None: until revoked). Raises Rejected with the state's reason."""
+        kinds = ",".join(operations or ["place", "cancel", "replace"])
+        op = {"op": "approve_agent", "agent": agent, "markets": None if markets is None else ",".join(markets),
+              "operations": kinds, "cap": cap, "expires": expires}
+        body = await self._body(op, {"agent": agent, "markets": markets, "operations": kinds.split(","), "cap": cap,
+                                     "expires": expires})
+        return await self._agent_call("approve_agent", "POST", f"/agents?wait={wait}", body)
+
+    async def revoke_agent(self, agent: str, wait: float = 2.0) -> Answer:
+        """Revoke an agent key of this account: its transactions are refused from the block that holds this on."""
+        body: dict[str, object] | None = None
+        if self.signer is not None:
+            body = {"signed": self.signer.sign(await self.chain_id(), [{"op": "revoke_agent", "agent": agent}])}
+        query = urlencode({"wait": wait, **({"account": self.account} if self.account and not self.signer else {})})
+        return await self._agent_call("revoke_agent", "DELETE", f"/agents/{agent}?{query}", body)
+
+    async def agents(self, account: str | None = None) -> list[JsonObject]:
+        """The account's agent keys and their scopes, as the chain's state holds them."""
+        who = account or self._account_id()
+        return cast(list[JsonObject], (await self.get("/agents" + (f"?account={who}" if who else "")))["agents"])
+
+    async def _agent_call(self, what: str, method: str, path: str, body: object) -> Answer:
+        """An approval or revoke: the node answers 409 with the op's result when the chain refused it."""
+        try:
+            status, data = await self.request(method, path, body)
+        except ApiError as error:
+            if error.status == 409 and isinstance(error.body, dict) and what in error.body:
+                raise Rejected(what, error.body[what].get("reason"), error.body) from None
+            raise
+        result = data.get(what, {})
+        return Answer(bool(data.get("final")), status, data, result.get("reason"))
 
     async def _body(self, op: Op, plain: dict[str, object]) -> dict[str, object]:
         if self.signer is not None:

@@ -8,6 +8,7 @@ restarted within the same nanosecond (or after its clock stepped back) still nev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -43,11 +44,20 @@ def op_line(op: Op) -> str:
         return f"schedule_cancel {dash(op.get('at'))}"
     if kind == "replace":
         return f"replace {op['market']} {op['order_id']} {dash(op.get('price'))} {op['qty']}"
+    if kind == "approve_agent":
+        return (f"approve_agent {op['agent']} {dash(op.get('markets'))} {op['operations']} {dash(op.get('cap'))} "
+                f"{dash(op.get('expires'))}")
+    if kind == "revoke_agent":
+        return f"revoke_agent {op['agent']}"
     raise ValueError(f"unknown operation {kind!r}")
 
 
-def signed_text(chain_id: str, account: str, nonce: str, expires: int, ops: Sequence[Op]) -> bytes:
+def signed_text(chain_id: str, account: str, nonce: str, expires: int, ops: Sequence[Op],
+                acting_for: str | None = None) -> bytes:
+    """The bytes the signature covers; `acting_for`: the account an agent key signs for (its `for=` line)."""
     lines = [DOMAIN, f"chain={chain_id}", f"account={account}", f"nonce={nonce}", f"expires={expires}"]
+    if acting_for is not None:
+        lines.insert(3, f"for={acting_for}")
     return "\n".join(lines + [op_line(op) for op in ops]).encode()
 
 
@@ -81,13 +91,26 @@ class NonceSource:
 
 
 class Signer:
-    """An account's key: signs transactions for one chain."""
+    """An account's key, or an agent key with `acting_for` (the account it trades for): signs transactions."""
 
-    def __init__(self, key: Ed25519PrivateKey, nonces: NonceSource | None = None) -> None:
+    def __init__(self, key: Ed25519PrivateKey, nonces: NonceSource | None = None,
+                 acting_for: str | None = None) -> None:
         self.key = key
         self.account = key.public_key().public_bytes(serialization.Encoding.Raw,
                                                      serialization.PublicFormat.Raw).hex()
         self.nonces = nonces or NonceSource()
+        self.acting_for = acting_for
+
+    @property
+    def trades_for(self) -> str:
+        """The account whose orders this key places: its own, or the one an agent key acts for."""
+        return self.acting_for or self.account
+
+    @classmethod
+    def agent_from_file(cls, path: str | os.PathLike[str], nonces: NonceSource | None = None) -> Signer:
+        """An agent key file as `exchange-node agent add --out FILE` writes it: signs for its account."""
+        data = json.loads(Path(path).read_text())
+        return cls(Ed25519PrivateKey.from_private_bytes(bytes.fromhex(data["seed"])), nonces, data["account"])
 
     @classmethod
     def from_pem(cls, path: str | os.PathLike[str], nonces: NonceSource | None = None) -> Signer:
@@ -104,6 +127,9 @@ class Signer:
     def sign(self, chain_id: str, ops: Sequence[Op], ttl_ms: int = 60_000) -> SignedTx:
         """The `{"signed": ...}` body's transaction: `ops` in their JSON form, expiring `ttl_ms` from now."""
         nonce, expires = self.nonces.next(), int(time.time() * 1000) + ttl_ms
-        text = signed_text(chain_id, self.account, nonce, expires, ops)
-        return {"chain_id": chain_id, "account": self.account, "nonce": nonce, "expires": expires,
-                "ops": ops, "sig": self.key.sign(text).hex()}
+        text = signed_text(chain_id, self.account, nonce, expires, ops, self.acting_for)
+        signed: SignedTx = {"chain_id": chain_id, "account": self.account, "nonce": nonce, "expires": expires,
+                            "ops": ops, "sig": self.key.sign(text).hex()}
+        if self.acting_for is not None:
+            signed["for"] = self.acting_for    # type: ignore[typeddict-unknown-key]
+        return signed

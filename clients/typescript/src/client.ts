@@ -78,14 +78,14 @@ export class Client {
   }
   async order(id: string): Promise<Json> { return (await this.get(`/orders/${id}`)).order; }
   async orders(status?: string, limit = 100): Promise<Json[]> {
-    const account = this.options.signer?.account ?? this.options.account;
+    const account = this.options.signer?.tradesFor ?? this.options.account;
     const query = new URLSearchParams({ limit: String(limit), ...(account ? { account } : {}), ...(status ? { status } : {}) });
     return (await this.get(`/orders?${query}`)).orders;
   }
 
   /** The account's order holding `clientId` (final, or pending on this node); [] when none does. */
   async ordersByClientId(clientId: string): Promise<Json[]> {
-    const account = this.options.signer?.account ?? this.options.account;
+    const account = this.options.signer?.tradesFor ?? this.options.account;
     const query = new URLSearchParams({ client_id: clientId, ...(account ? { account } : {}) });
     return (await this.get(`/orders?${query}`)).orders;
   }
@@ -98,7 +98,7 @@ export class Client {
   }
 
   async fills(market: string, from = 0, cursor?: string, limit = 1000): Promise<{ trades: Json[]; next_cursor: string | null }> {
-    const account = this.options.signer?.account ?? this.options.account ?? "default";
+    const account = this.options.signer?.tradesFor ?? this.options.account ?? "default";
     const query = new URLSearchParams({ market, from: String(from), limit: String(limit), ...(cursor ? { cursor } : {}) });
     return this.get(`/accounts/${account}/fills?${query}`) as Promise<any>;
   }
@@ -167,6 +167,44 @@ export class Client {
       : this.plain({ ...(market ? { market } : {}), ...(side ? { side } : {}) });
     const [status, data] = await this.request("POST", `/orders/cancel-all?wait=${wait}`, body);
     return { final: Boolean(data.final), status, body: data, reason: data.cancel_all?.reason };
+  }
+
+  /** Approve (or re-scope) an agent key (64 hex) for this account: markets (null: all), operations (place,
+   * cancel, replace), a notional cap per order in its quote asset, an expiry (block time, ms). */
+  async approveAgent(agent: string, scope: { markets?: string[] | null; operations?: string[]; cap?: string | null;
+                                             expires?: number | null } = {}, wait = 2): Promise<Answer> {
+    const operations = (scope.operations ?? ["place", "cancel", "replace"]).join(",");
+    const op: Op = { op: "approve_agent", agent, markets: scope.markets ? scope.markets.join(",") : null, operations,
+      cap: scope.cap ?? null, expires: scope.expires ?? null };
+    const body = this.options.signer ? await this.signed(op)
+      : this.plain({ agent, markets: scope.markets ?? null, operations: operations.split(","), cap: scope.cap ?? null,
+                     expires: scope.expires ?? null });
+    return this.agentCall("approve_agent", "POST", `/agents?wait=${wait}`, body);
+  }
+
+  /** Revoke an agent key of this account. */
+  async revokeAgent(agent: string, wait = 2): Promise<Answer> {
+    const body = this.options.signer ? await this.signed({ op: "revoke_agent", agent }) : undefined;
+    const account = !this.options.signer && this.options.account ? `&account=${this.options.account}` : "";
+    return this.agentCall("revoke_agent", "DELETE", `/agents/${agent}?wait=${wait}${account}`, body);
+  }
+
+  async agents(account?: string): Promise<Json[]> {
+    const who = account ?? this.options.signer?.tradesFor ?? this.options.account;
+    return (await this.get(`/agents${who ? `?account=${who}` : ""}`)).agents;
+  }
+
+  private async agentCall(what: string, method: string, path: string, body: unknown): Promise<Answer> {
+    try {
+      const [status, data] = await this.request(method, path, body);
+      return { final: Boolean(data.final), status, body: data, reason: data[what]?.reason };
+    } catch (error) {
+      const answer = error instanceof ApiError ? (error.body as Json | undefined) : undefined;
+      if (error instanceof ApiError && error.status === 409 && answer?.[what]) {
+        throw new Rejected(what, answer[what].reason, answer);
+      }
+      throw error;
+    }
   }
 
   /** The dead-man's switch: all the account's orders are cancelled `seconds` from now unless this is called

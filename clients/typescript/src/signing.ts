@@ -9,10 +9,14 @@ export type Op =
   | { op: "cancel"; market: string; order_id: string }
   | { op: "replace"; market: string; order_id: string; price?: string | null; qty: string }
   | { op: "cancel_all"; market?: string | null; side?: "buy" | "sell" | null }
-  | { op: "schedule_cancel"; at: number | null };
+  | { op: "schedule_cancel"; at: number | null }
+  | { op: "approve_agent"; agent: string; markets: string | null; operations: string; cap: string | null;
+      expires: number | null }
+  | { op: "revoke_agent"; agent: string };
 
 export interface SignedTx {
   chain_id: string; account: string; nonce: string; expires: number; ops: Op[]; sig: string;
+  for?: string;   // an agent's transaction: the account it trades for
 }
 
 const dash = (value: unknown): string => (value === null || value === undefined ? "-" : String(value));
@@ -28,12 +32,16 @@ export function opLine(op: Op): string {
     case "replace": return `replace ${op.market} ${op.order_id} ${dash(op.price)} ${op.qty}`;
     case "cancel_all": return `cancel_all ${dash(op.market)} ${dash(op.side)}`;
     case "schedule_cancel": return `schedule_cancel ${dash(op.at)}`;
+    case "approve_agent":
+      return `approve_agent ${op.agent} ${dash(op.markets)} ${op.operations} ${dash(op.cap)} ${dash(op.expires)}`;
+    case "revoke_agent": return `revoke_agent ${op.agent}`;
   }
 }
 
-export function signedText(chainId: string, account: string, nonce: string, expires: number, ops: Op[]): Uint8Array {
-  const lines = [DOMAIN, `chain=${chainId}`, `account=${account}`, `nonce=${nonce}`, `expires=${expires}`,
-    ...ops.map(opLine)];
+export function signedText(chainId: string, account: string, nonce: string, expires: number, ops: Op[],
+                           actingFor?: string): Uint8Array {
+  const lines = [DOMAIN, `chain=${chainId}`, `account=${account}`, ...(actingFor ? [`for=${actingFor}`] : []),
+    `nonce=${nonce}`, `expires=${expires}`, ...ops.map(opLine)];
   return new TextEncoder().encode(lines.join("\n"));
 }
 
@@ -71,7 +79,20 @@ export class NonceSource {
 const PKCS8_ED25519 = fromHex("302e020100300506032b657004220420");
 
 export class Signer {
+  /** `actingFor`: an agent key's account (the one it trades for); unset for an account's own key. */
+  actingFor?: string;
   private constructor(private readonly key: CryptoKey, readonly account: string, readonly nonces: NonceSource) {}
+
+  /** The account whose orders this key places: its own, or the one an agent key acts for. */
+  get tradesFor(): string { return this.actingFor ?? this.account; }
+
+  /** From an agent key file's text as `exchange-node agent add --out FILE` writes it (JSON: seed, account). */
+  static async agentFromFile(text: string, nonces = new NonceSource()): Promise<Signer> {
+    const data = JSON.parse(text);
+    const signer = await Signer.fromSeed(data.seed, nonces);
+    signer.actingFor = data.account;
+    return signer;
+  }
 
   /** From the key's 32-byte seed (64 hex characters). */
   static async fromSeed(seedHex: string, nonces = new NonceSource()): Promise<Signer> {
@@ -103,8 +124,9 @@ export class Signer {
   async sign(chainId: string, ops: Op[], ttlMs = 60_000): Promise<SignedTx> {
     const nonce = this.nonces.next();
     const expires = Date.now() + ttlMs;
-    const text = signedText(chainId, this.account, nonce, expires, ops);
+    const text = signedText(chainId, this.account, nonce, expires, ops, this.actingFor);
     const sig = await crypto.subtle.sign({ name: "Ed25519" }, this.key, text);
-    return { chain_id: chainId, account: this.account, nonce, expires, ops, sig: hex(sig) };
+    return { chain_id: chainId, account: this.account, nonce, expires, ops, sig: hex(sig),
+             ...(this.actingFor ? { for: this.actingFor } : {}) };
   }
 }

@@ -22,8 +22,12 @@ if (mode === "sign") {
     { op: "schedule_cancel", at: 1800000000000 },
     { op: "schedule_cancel", at: null },
   ];
+  const agent = await Signer.agentFromFile(JSON.stringify({ seed: "09".repeat(32), account: signer.account }));
   out({ account: signer.account, each: await Promise.all(ops.map((op) => signer.sign(chain, [op]))),
-        all: await signer.sign(chain, ops) });
+        all: await signer.sign(chain, ops),
+        agent: await agent.sign(chain, [ops[0], { op: "approve_agent", agent: agent.account, markets: "BTC-USD",
+                                                  operations: "place,cancel", cap: "1000", expires: null },
+                                        { op: "revoke_agent", agent: agent.account }]) });
 } else if (mode === "trade") {
   const [url, token] = args;
   const client = new Client(url, { token, signer: await Signer.generate() });

@@ -2,6 +2,7 @@
 repeat, across restarts too."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -38,6 +39,21 @@ def test_every_operation_signs_to_the_nodes_bytes_and_ids():
     together = signer.sign(CHAIN, OPS)
     tx = SignedTx.from_json(together)
     assert tx.signature_valid() and AsyncClient.order_ids(together) == [tx.order_id(i) for i in range(len(OPS))]
+
+
+def test_an_agent_key_signs_for_its_account_and_the_agent_ops_sign_to_the_nodes_bytes(tmp_path):
+    owner = Signer.generate()
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"seed": "09" * 32, "account": owner.account}))
+    agent = Signer.agent_from_file(path)
+    ops: list[dict[str, Any]] = [OPS[0], {"op": "approve_agent", "agent": agent.account, "markets": "BTC-USD,ETH-USD",
+                                          "operations": "place,cancel", "cap": "1000", "expires": 1_800_000_000_000},
+                                 {"op": "approve_agent", "agent": agent.account, "markets": None, "operations": "place",
+                                  "cap": None, "expires": None}, {"op": "revoke_agent", "agent": agent.account}]
+    tx = SignedTx.from_json(agent.sign(CHAIN, ops))
+    assert tx.signature_valid() and tx.acting_for is not None and tx.acting_for.hex() == owner.account
+    assert agent.trades_for == owner.account and tx.account.hex() == agent.account
+    assert SignedTx.from_json(owner.sign(CHAIN, ops)).acting_for is None
 
 
 def test_a_tampered_transaction_does_not_verify():

@@ -18,3 +18,6 @@ def test_every_operation_signed_in_typescript_verifies_at_the_node():
         assert parsed.account.hex() == signed["account"]
     together = SignedTx.from_json(signed["all"])
     assert len(together.ops) == 8 and together.ops[2].client_id == "desk-1_x"
+    agent = SignedTx.from_json(signed["agent"])
+    assert agent.signature_valid() and agent.acting_for is not None and agent.acting_for.hex() == signed["account"]
+    assert [op.name for op in agent.ops] == ["new", "approve_agent", "revoke_agent"]
