@@ -8,7 +8,8 @@ effect nobody carries out is a type error rather than a silently dropped tuple.
 The durability order every driver keeps, over one batch (`EffectBatch`) taken in emission order:
 
 1. A `WalRecord` is durable before any effect emitted after it leaves the node. Consecutive records
-   may share one fsync; a vote or proposal whose record could not be written is not sent at all.
+   may share one fsync, and so may records with only messages between them (the messages then wait for
+   the later records too); a vote or proposal whose record could not be written is not sent at all.
 2. A `Committed` block is durable (stored) before anything it lets out: the `Broadcast` of its
    decision, answers to waiting clients, the stream, the removal of its transactions from the outbox
    (`OwnDone`).

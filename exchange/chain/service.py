@@ -74,6 +74,8 @@ from exchange.app.txs import InvalidTx
 from exchange.wire import Wire
 from storage import StorageError
 
+SENDS = (SendValidators, SendTo, Broadcast)      # the effects that are messages leaving the node
+
 log = logging.getLogger("exchange.chain")
 
 MESSAGE_TYPES = (*CHAIN_MESSAGE_TYPES, "chain_status")     # chain_status: a Grenache-only peer's chain
@@ -293,15 +295,27 @@ class ChainService:
         durability = self.durability
         durability.flush()
         wal_failed = False
+        sends: list[ChainEffect] = []       # messages waiting for the WAL records before them
         for effect in batch:
-            # consecutive WAL records share one fsync, before anything that follows them; a failing disk is
-            # tried once per pump, not per effect
-            if not isinstance(effect, WalRecord) and durability.wal_waiting and not wal_failed:
-                durability.flush()
+            if isinstance(effect, WalRecord):
+                self._carry_out(core, effect)
+                continue
+            if durability.wal_waiting and not wal_failed:
+                if isinstance(effect, SENDS):
+                    # a message waits for the records after it too, up to the next effect that is not a message,
+                    # so they share one fsync: a proposer's proposal and prevote, the only validator's whole height
+                    sends.append(effect)
+                    continue
+                durability.flush()      # a failing disk is tried once per pump, not per effect
                 wal_failed = durability.wal_waiting
+            for send in sends:
+                self._carry_out(core, send)
+            sends = []
             self._carry_out(core, effect)
         if durability.wal_waiting and not wal_failed:
             durability.flush()
+        for send in sends:
+            self._carry_out(core, send)
         for encoded in self.snapshots.take_ready():       # a lagged network's, as the encoder hands them back
             durability.add_snapshot(*encoded)
         self.history.progress(core, durability.wal_top)
