@@ -163,6 +163,10 @@ class ExchangeNode:
         self.public_refusals = RefusalLog()                   # who the API and the stream refused, and why
         self.order_batcher: OrderBatcher[Queued] | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
+        if self.browser is not None:
+            self.browser.stream = self.operator.stream
+            if self.dht is not None:
+                self.browser.records = self.dht.store.nodes.values
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
         self.force_exit: Callable[[], None] = force_exit   # what a second signal does
@@ -188,7 +192,7 @@ class ExchangeNode:
     def _dht_services(self) -> tuple[str, ...]:
         """What our DHT record says we serve: the node itself and the RPC services we answer."""
         offered = sorted(s for s in self.rpc.service.server.services() if not s.startswith("dht."))
-        return ("exchange-node", *offered)
+        return ("exchange-node", *offered, *(() if self.browser is None else self.browser.dht_entries()))
 
     def _dht_addresses(self) -> tuple[tuple[str, int, str], ...]:
         """Where our DHT record says we are: the hosts we were told to give (ADVERTISE_HOST, P2P_HOST), the
@@ -240,6 +244,8 @@ class ExchangeNode:
         steps = self.lifecycle
         if self.configs.p2p_enabled:
             await steps.start("peer listener", self.peers.start, self.peers.stop)
+            if (browser := self.browser) is not None:     # before links and the DHT, which announce it
+                await steps.start("browser endpoint", lambda: browser.start(self.peers.listen_port or 0), browser.stop)
             await steps.start("message router", self.router.start, self.router.stop)
             if self.nat is not None:
                 await steps.start("reachability", self.nat.start, self.nat.stop)
@@ -253,9 +259,6 @@ class ExchangeNode:
         await steps.start("control API", self._start_api, self._stop_api)
         await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
         await steps.start("operator surface", self.operator.start, self.operator.stop)
-        if (browser := self.browser) is not None:
-            browser.stream = self.operator.stream
-            await steps.start("browser endpoint", lambda: browser.start(self.peers.listen_port or 0), browser.stop)
         gc.freeze()  # startup objects (modules, settings, ...) stay: full collections then scan only runtime objects
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         api = self.api_url

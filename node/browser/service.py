@@ -9,11 +9,9 @@ peer slot, routes nothing and is never handed out by peer exchange or the DHT), 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from exchange.app.results import TxResult
 from exchange.app.txs import InvalidTx, SignedTx
@@ -23,10 +21,12 @@ from exchange.chain.service import ChainService
 from node.api.base import Json, JsonObject
 from node.browser.certs import CertRotation, Certificate
 from node.browser.config import BrowserConfig
+from node.browser.endpoints import Endpoint, dht_entry, endpoint_of_record, parse_endpoint, url_of
 from node.browser.protocol import SUBMIT_WAIT, BrowserSession, LineTransport
 from node.browser.server import Pipe, SessionHandler, WebTransportServer
 from node.marketdata.server import StreamServer
 from node.marketdata.session import StreamSession
+from p2p.dht.records import NodeRecord
 from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.peers import PeerManager
@@ -38,47 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.browser")
 
 FIELD = "browser"                 # the hello and heartbeat field naming our endpoint
-MAX_PATH = 64
-MAX_CERTS = 2
+MAX_NODES = 32                    # endpoints a page is told of at once
 SEND_BUFFER = 1024 * 1024         # bytes a page may leave unread before it is cut off (as a slow /ws client)
-
-
-@dataclass(slots=True)
-class Endpoint:
-    """Where a linked peer said pages may dial it."""
-    host: str
-    port: int
-    path: str
-    certs: list[tuple[str, int]] = field(default_factory=list)      # (sha256 hex, not_after ms)
-
-
-def url_of(host: str, port: int, path: str) -> str:
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return f"https://{host}:{port}{path}"
-    return f"https://[{literal}]:{port}{path}" if literal.version == 6 else f"https://{host}:{port}{path}"
-
-
-def parse_endpoint(value: object, host: str) -> Endpoint | None:
-    """A peer's `browser` field (port, path, [[hash hex, not_after ms], ...]), or None when malformed."""
-    if type(value) is not list or len(value) != 3:
-        return None
-    port, path, certs = value
-    if type(port) is not int or not 0 < port < 65536 or type(path) is not str or not path.startswith("/") \
-            or len(path) > MAX_PATH or type(certs) is not list or not 0 < len(certs) <= MAX_CERTS:
-        return None
-    parsed: list[tuple[str, int]] = []
-    for cert in certs:
-        if type(cert) is not list or len(cert) != 2 or type(cert[0]) is not str or len(cert[0]) != 64 \
-                or type(cert[1]) is not int or cert[1] < 0:
-            return None
-        try:
-            bytes.fromhex(cert[0])
-        except ValueError:
-            return None
-        parsed.append((cert[0], cert[1]))
-    return Endpoint(host, port, path, parsed)
 
 
 class _Session(SessionHandler):
@@ -114,6 +75,7 @@ class BrowserService:
         self.following: set[BrowserSession] = set()
         self.endpoints: dict[str, Endpoint] = {}        # linked peers' endpoints
         self.counters = {"sessions": 0, "submitted": 0, "rotations": 0}
+        self.records: Callable[[], Iterable[NodeRecord]] = lambda: ()   # checked DHT records we hold (the DHT's)
         self._task: asyncio.Task[None] | None = None
 
     # --- links: where peers' endpoints are --------------------------------------------------------
@@ -126,6 +88,13 @@ class BrowserService:
             return {}
         return {FIELD: [self.server.port, self.config.path,
                         [[c.sha256.hex(), int(c.not_after * 1000)] for c in self.rotation.published()]]}
+
+    def dht_entries(self) -> tuple[str, ...]:
+        """What our DHT record's services list adds: our endpoint and its certificates' hashes."""
+        if self.server is None or self.rotation is None:
+            return ()
+        entry = dht_entry(self.server.port, self.config.path, [c.sha256 for c in self.rotation.published()])
+        return () if entry is None else (entry,)
 
     def _heard_link(self, link: "PeerLink") -> None:
         if link.remote_hello is not None:
@@ -241,10 +210,21 @@ class BrowserService:
             self.following.discard(session)
 
     def nodes(self) -> list[JsonObject]:
+        """Linked peers' endpoints (with when each certificate ends), then those of DHT records we hold (the
+        record names no expiry: 0), at most MAX_NODES, never our own."""
         now_ms = int(self.clock() * 1000)
+        known: dict[str, Endpoint] = {node_id: e for node_id, e in self.endpoints.items()
+                                      if any(t > now_ms for _, t in e.certs)}
+        for record in self.records():
+            if len(known) >= MAX_NODES:
+                break
+            if record.node_id not in known and record.node_id != self.node_id and record.live(now_ms):
+                endpoint = endpoint_of_record(record)
+                if endpoint is not None:
+                    known[record.node_id] = endpoint
         return [{"node_id": node_id, "webtransport": url_of(e.host, e.port, e.path),
                  "cert_sha256": [h for h, _ in e.certs], "cert_expires_ms": [t for _, t in e.certs]}
-                for node_id, e in self.endpoints.items() if any(t > now_ms for _, t in e.certs)]
+                for node_id, e in list(known.items())[:MAX_NODES]]
 
     async def submit(self, signed: Json) -> JsonObject:
         chain = self.chain

@@ -27,6 +27,12 @@ MAX_RECORD_BYTES = 2048
 MAX_TTL_MS = 24 * 3600 * 1000            # a record may claim to live at most a day
 CREDIT_TTL_MS = 3600 * 1000              # a stored record counts as alive at most this long (our own records' TTL)
 HOW = ("listen", "observed", "mapped", "relayed")
+ENDPOINT_PREFIX = "webtransport:"       # a services entry naming where browsers dial the node: no service to provide
+
+
+def provided(services: tuple[str, ...]) -> tuple[str, ...]:
+    """The services a record's node provides: its list without the entries that only describe the node."""
+    return tuple(s for s in services if not s.startswith(ENDPOINT_PREFIX))
 
 Sign = Callable[[bytes], bytes]
 Verify = Callable[[bytes, bytes, bytes], bool]      # (public key, signature, data)
@@ -181,7 +187,7 @@ class RecordStore:
         adjust_count(self._per_peer, from_peer, 1)
         adjust_count(self._per_ip, ip, 1)
         self._by_subnet.setdefault(subnet, {})[record.node_id] = None
-        for service in record.services:
+        for service in provided(record.services):
             self._provide(service, record, held)
         return None
 
@@ -284,7 +290,7 @@ class RecordStore:
         record = self.nodes.get(node_id)
         if record is None:
             return
-        for service in record.services:
+        for service in provided(record.services):
             self._unlist(service, node_id)
         del self.nodes[node_id]
         held = self._held.pop(node_id)

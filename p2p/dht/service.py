@@ -27,7 +27,7 @@ from p2p.connection import Direction
 from p2p.dht.dialing import DIALLED, HINT, OBSERVED, AddressHints, DialPacer, Paced
 from p2p.dht.ids import ID_HEX, key_for
 from p2p.dht.lookup import Lookup, Query
-from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify
+from p2p.dht.records import Address, NodeIdFor, NodeRecord, RecordError, RecordStore, Sign, Verify, provided
 from p2p.dht.table import K, Contact, RoutingTable
 from p2p.discovery.base import Candidate, CandidateSink, DiscoveryStrategy, StrategyStats, StrategyView
 from p2p.peer_hooks import PeerHooks
@@ -255,7 +255,7 @@ class DhtService(DiscoveryStrategy):
         self._seq = max(self._seq + 1, int(self.clock() * 1000))
         record = self.own_record()
         searches = await asyncio.gather(*(self._lookup(target, want_value=False)
-                                          for target in [self.node_id, *(key_for(s) for s in record.services)]))
+                                          for target in [self.node_id, *(key_for(s) for s in provided(record.services))]))
         holders = {node_id for search in searches for node_id in search.closest()}
         stored = sum(await asyncio.gather(*(self._store(node_id, record) for node_id in holders)))
         self.stats.publications += 1

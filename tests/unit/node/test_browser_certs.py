@@ -1,0 +1,65 @@
+"""The WebTransport certificate a browser accepts by hash, and its rotation with an overlap."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from node.browser.binding import proof_message
+from node.browser.certs import DAY, MAX_VALIDITY, OVERLAP, SWITCH_BEFORE, VALIDITY, CertRotation, make_certificate
+
+NOW = 1_800_000_000.0
+
+
+def test_a_certificate_is_ecdsa_p256_valid_under_14_days_with_its_hosts() -> None:
+    cert = make_certificate(NOW, hosts=("127.0.0.1", "node.example"))
+    parsed = x509.load_der_x509_certificate(cert.der)
+    key = parsed.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    lifetime = (parsed.not_valid_after_utc - parsed.not_valid_before_utc).total_seconds()
+    assert lifetime == VALIDITY < MAX_VALIDITY
+    assert parsed.not_valid_before_utc.timestamp() < NOW < parsed.not_valid_after_utc.timestamp()
+    san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert san.get_values_for_type(x509.DNSName) == ["node.example"]
+    assert cert.sha256 == hashlib.sha256(cert.der).digest()
+    assert make_certificate(NOW).sha256 != cert.sha256, "a fresh key each time"
+
+
+def test_rotation_publishes_the_next_hash_ahead_then_switches_then_drops_the_old() -> None:
+    rotation = CertRotation(NOW, hosts=("127.0.0.1",))
+    first = rotation.current
+    assert rotation.published() == [first]
+    announce = first.not_after - SWITCH_BEFORE - OVERLAP
+    assert rotation.due_in(NOW) == pytest.approx(announce - NOW)
+    assert not rotation.tick(announce - 1)
+    assert rotation.tick(announce)                                  # the next is made and published early
+    nxt = rotation.next
+    assert nxt is not None and rotation.published() == [first, nxt] and rotation.current is first
+    assert not rotation.tick(announce + DAY)
+    assert rotation.tick(first.not_after - SWITCH_BEFORE)            # served once the current has 2 days left
+    assert rotation.current is nxt and rotation.published() == [nxt] and rotation.rotations == 1
+    assert nxt.valid_at(first.not_after)                            # a page holding [first, next] still gets in
+
+
+def test_a_clock_jump_past_the_end_starts_again_at_once() -> None:
+    rotation = CertRotation(NOW, hosts=("127.0.0.1",))
+    later = NOW + 30 * DAY
+    assert rotation.tick(later)
+    assert rotation.current.valid_at(later)
+
+
+def test_impossible_rotations_are_refused() -> None:
+    with pytest.raises(ValueError):
+        CertRotation(NOW, hosts=("127.0.0.1",), validity=MAX_VALIDITY + 1)
+    with pytest.raises(ValueError):
+        CertRotation(NOW, hosts=("127.0.0.1",), validity=5 * DAY, overlap=4 * DAY, switch_before=DAY)
+
+
+def test_the_proof_covers_a_domain_the_certificate_hash_and_the_nonce() -> None:
+    message = proof_message(b"\x01" * 32, b"\x02" * 32)
+    assert message.startswith(b"exchange-node/browser-session/1\n") and message.endswith(b"\x01" * 32 + b"\x02" * 32)
+    with pytest.raises(ValueError):
+        proof_message(b"\x01" * 31, b"\x02" * 32)
