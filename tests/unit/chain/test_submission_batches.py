@@ -1,13 +1,27 @@
-"""Our API's transactions made durable together share a height: the real service, core and store of a lone
-validator in process (`tests/unit/storage/chain_node.py`), driven through `Submissions.submit` as the API drives
-it."""
+"""What one of our API's orders costs the only validator: transactions made durable together share a height, and
+a height's WAL records share one sync. The real service, core and store of a lone validator in process
+(`tests/unit/storage/chain_node.py`), driven through `Submissions.submit` as the API drives it."""
 from __future__ import annotations
 
 import asyncio
 
 from exchange.app.results import TxResult
+from storage.fs import FileHandle
 from tests.faultyfs import FaultyFS
 from tests.unit.storage.chain_node import ChainNode, Record
+
+
+class CountingFS(FaultyFS):
+    """Counts the syncs of each directory's files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: dict[str, int] = {}
+
+    def fdatasync(self, handle: FileHandle) -> None:
+        directory = handle.path.rsplit("/", 2)[-2]
+        self.syncs[directory] = self.syncs.get(directory, 0) + 1
+        super().fdatasync(handle)
 
 
 async def _concurrent_orders(count: int) -> tuple[ChainNode, int, list]:
@@ -51,4 +65,19 @@ async def test_a_refused_transaction_of_a_batch_leaves_the_outbox_and_the_rest_g
     assert future_bad.done() and future_bad.result() is None
     assert isinstance(await asyncio.wait_for(future_good, 5), TxResult)
     assert [tx.id for tx in node.store.outbox()] == []
+    await node.stop()
+
+
+async def test_the_only_validators_height_syncs_its_wal_once():
+    fs = CountingFS()
+    node = await ChainNode.boot(fs, Record())
+    core = node.service.core
+    assert core is not None
+    start = core.height
+    fs.syncs.clear()
+    assert (await node.place(1))[0] == "accepted"
+    assert core.height == start + 1
+    # its proposal, prevote and precommit: one sync, not one before each (nothing leaves a lone validator between)
+    assert fs.syncs.get("wal") == 1, fs.syncs
+    assert fs.syncs.get("blocks") == 1, fs.syncs
     await node.stop()
