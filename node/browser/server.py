@@ -84,16 +84,18 @@ class WebTransportProtocol(QuicConnectionProtocol):
         self.cert_sha256 = hashlib.sha256(der).digest()
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if self.closed:
+            return
         if self.peer is None:
-            self.peer = str(addr[0])
-            scope = self.server.admit(self.peer)
-            if scope is not None:
-                self.peer = None
+            scope = self.server.admit(str(addr[0]))
+            if scope is not None:      # over a cap: QUIC takes this first packet only to say so, then nothing more
+                super().datagram_received(data, addr)
+                self.closed = True
                 self._quic.close(error_code=ERROR_REFUSED, reason_phrase=f"too many browser connections "
                                  f"({cap_name(scope)})")
                 self.transmit()
-                self.closed = True
                 return
+            self.peer = str(addr[0])
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
@@ -143,7 +145,8 @@ class WebTransportProtocol(QuicConnectionProtocol):
     def close_connection(self, code: int, reason: str) -> None:
         if not self.closed:
             self._quic.close(error_code=code, reason_phrase=reason)
-            self.transmit()
+            if self._quic._network_paths:      # none before its first packet was read: nothing to send to
+                self.transmit()
             self._terminated()
 
     def _terminated(self) -> None:
