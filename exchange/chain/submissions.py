@@ -114,6 +114,19 @@ class Submissions:
                 return tx, view
         return None
 
+    def signature_valid(self, tx: SignedTx) -> bool:
+        """Whether a client's transaction's signature verifies, checked once per node: a good one is remembered,
+        so the chain's intake, mempool and block checks do not check it again."""
+        core = self.gate.core
+        if core is None:
+            return tx.signature_valid()
+        if core.mempool.is_verified(tx):
+            return True
+        if not tx.signature_valid():
+            return False
+        core.mempool.remember_verified(tx)
+        return True
+
     def signed_here(self, tx: SignedTx) -> None:
         """A transaction this node signed itself with one of its accounts: its signature is known good."""
         core = self.gate.core

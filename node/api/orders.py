@@ -183,7 +183,7 @@ def _signed(body: Json, chain: ChainService | None = None) -> SignedTx:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
     if chain is not None:
         metered(chain, tx.account, len(tx.ops))
-    if not tx.signature_valid():
+    if not (tx.signature_valid() if chain is None else chain.submissions.signature_valid(tx)):
         raise ApiError(401, "bad_signature", "the signature does not verify for this account and these bytes",
                        "sig")
     return tx

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from exchange.app.results import TxResult
+from exchange.app.txs import SignedTx
 from storage.fs import FileHandle
 from tests.faultyfs import FaultyFS
 from tests.unit.storage.chain_node import ChainNode, Record
@@ -80,4 +81,22 @@ async def test_the_only_validators_height_syncs_its_wal_once():
     # its proposal, prevote and precommit: one sync, not one before each (nothing leaves a lone validator between)
     assert fs.syncs.get("wal") == 1, fs.syncs
     assert fs.syncs.get("blocks") == 1, fs.syncs
+    await node.stop()
+
+
+async def test_a_clients_signature_is_checked_once_from_the_api_to_the_block(monkeypatch):
+    node = await ChainNode.boot(FaultyFS(), Record())
+    tx = node.make_tx(1)
+    checked: list[str] = []
+    real = SignedTx.signature_valid
+
+    def counting(self: SignedTx, *args: object) -> bool:
+        checked.append(self.id)
+        return real(self, *args)
+    monkeypatch.setattr(SignedTx, "signature_valid", counting)
+    submissions = node.service.submissions
+    assert submissions.signature_valid(tx)          # the API's own check, before it answers 401 or goes on
+    why, future = await submissions.submit(tx)
+    assert why is None and isinstance(await asyncio.wait_for(future, 5), TxResult)
+    assert checked == [tx.id], "the intake, the mempool or the block checks verified it again"
     await node.stop()
