@@ -245,9 +245,11 @@ class BrowserService:
             return _error(exc.code, str(exc))
         except StorageError as exc:
             return _error("storage", f"this node cannot write its outbox: {exc}")
-        if why is not None:
+        if why is not None and why != "duplicate":
             return _error(why, f"refused: {why}") | {"tx_id": tx.id}
         result = await chain.submissions.wait(future, SUBMIT_WAIT)
+        if why == "duplicate" and future.done() and result is None:     # sent again: a final block holds it
+            return {"tx_id": tx.id, "order_ids": order_ids, "final": True, "status": "duplicate"}
         if not isinstance(result, TxResult):
             return {"tx_id": tx.id, "order_ids": order_ids, "final": False}
         return {"tx_id": tx.id, "order_ids": order_ids, "final": True, "status": result.status,

@@ -235,14 +235,14 @@ async function submit(order) {
     const answer = await link.request({ event: "submit", signed: order.signed });
     order.sending = false;
     if (answer.error) {
-      // the same signed transaction sent twice: a block already holds it
-      order.status = answer.error.code === "duplicate" ? "final" : `refused: ${answer.error.code}`;
-      order.final = answer.error.code === "duplicate";
+      order.status = `refused: ${answer.error.code}`;
     } else if (answer.final) {
+      // sent again over another link: "duplicate" says a final block already holds it
       order.status = `final: ${answer.ops?.[0]?.outcome ?? answer.status}`;
       order.final = true;
     } else {
       order.status = "accepted, not final yet";
+      setTimeout(() => { if (!order.final && !order.sending) submit(order); }, 2000);   // the same bytes: asks again
     }
   } catch {
     order.sending = false;
