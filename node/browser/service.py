@@ -132,9 +132,10 @@ class BrowserService:
         log.info("browsers may dial %s (certificate sha256 %s)", self.url, self.rotation.current.sha256.hex())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self._on_block in self.chain.block_listeners:
             self.chain.block_listeners.remove(self._on_block)
         for session in list(self.sessions):
