@@ -102,8 +102,8 @@ def test_a_component_that_raises_at_start_stops_what_had_started(tmp_path) -> No
     assert status == 1, node.log_tail()
     assert_one_line_reason(node, "cannot start the operator surface", "operator start broke (injected)")
     log = node.log_path.read_text()
-    assert "stopping what had started (peer listener, browser endpoint, message router, reachability, discovery, rpc, chain, control API, " \
-           "runtime file)" in log, log
+    assert "stopping what had started (peer listener, browser endpoint, message router, reachability, discovery, rpc, " \
+           "chain, control API, runtime file)" in log, log
     assert_left_nothing(node)
 
 
