@@ -1,8 +1,9 @@
 """Floods on real processes (issue 25): what one attacker gets at 1x, 3x and 10x of what it may send, and what
 it costs an honest client.
 
-    python -m bench flood [--quick | --smoke] [--traders=N]
-        (--quick: 4 s windows; --smoke: 1 s, order spam at 1x only; --traders: honest traders, TRADERS by default)
+    python -m bench flood [--quick | --smoke] [--traders=N] [--capacity]
+        (--quick: 4 s windows; --smoke: 1 s, order spam at 1x only; --traders: honest traders, TRADERS by default;
+         --capacity: the rows of what every client shares instead, bench/flood_capacity.py)
 
 Four validators and a follower on loopback; honest traders (each a process of its own: the attacker is not a
 trader) each place one order every 200 ms at the follower and time each until it is final there. Each attack
@@ -69,6 +70,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import flood_capacity
 from bench.table import print_table
 from config import Settings
 from exchange.chain.snapshot_live import SPREAD_SECONDS
@@ -152,10 +154,10 @@ def _p99_ms(latencies: list[float]) -> float:
 class Rig:
     """The cluster, the honest traders and the figures each attack window leaves."""
 
-    def __init__(self, base: Path, window: float, traders: int = TRADERS) -> None:
+    def __init__(self, base: Path, window: float, traders: int = TRADERS, **validator: Any) -> None:
         self.cluster = Cluster(base)
         self.window = window
-        self.validators = self.cluster.chain(4, seat_rule="any", debug_api="false", **NODE)
+        self.validators = self.cluster.chain(4, seat_rule="any", debug_api="false", **NODE, **validator)
         self.follower = self.cluster.node("honest", bootstrap_peers=self.validators[0].p2p_address, **NODE)
         wait_until(lambda: converged([*self.validators, self.follower]), 30)
         status = self.validators[0].status()
@@ -406,14 +408,20 @@ def main(flags: list[str]) -> None:
         (f"orders, {len(SPREAD_SOURCES)} /24s", LEVELS[-1]), ("burst", f"{BURST_TXS:,}"),
         *((name, level) for name in attacks for level in LEVELS),
         (f"hints, {len(CROWD_SOURCES)} /24s", len(CROWD_SOURCES))]
+    capacity_rows = "--capacity" in flags
+    if capacity_rows:
+        plan = list(flood_capacity.plan())
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
-        rig = Rig(Path(tmp), window, traders)
+        rig = Rig(Path(tmp), window, traders, **(flood_capacity.CAPACITY_SETTINGS if capacity_rows else {}))
         try:
             quiet = [rig.quiet()]
             rows: list[Row] = []
             for name, level in plan:
                 # spam is signed before the window: the attacker's own machine does that
-                if name == "burst":
+                if capacity_rows:
+                    extra = (rig.chain_id,) if name == "expansion frames" else ()
+                    run = functools.partial(flood_capacity.ROWS[name], rig.validators[0], rig.window, int(level), *extra)
+                elif name == "burst":
                     run = functools.partial(_burst, rig, spam_orders(rig.chain_id, BURST_TXS))
                 elif name.startswith("hints, "):
                     run = functools.partial(_hint_crowd, rig, capacity["hints"])
@@ -431,7 +439,8 @@ def main(flags: list[str]) -> None:
     base = quiet[0]
     print_table(f"floods, {window:g} s windows: 4 validators + a follower; {traders} honest trader(s) at the follower, "
                 f"each an order every 200 ms, ms to final there; x = multiple of what one peer may send; ratios against "
-                f"the opening quiet row",
+                f"the opening quiet row" + ("; capacity rows: validators with the loopback exemptions off "
+                                            "(bench/flood_capacity.py)" if capacity_rows else ""),
                 ["attack", "x", "sent/s", "attacker admitted", "honest n", "final %", "thru %", "p50 ms", "p99 ms",
                  "p99 ratio", "ratio clear of snapshots (n in shadow)", f"after: {AFTER_SECONDS:g} s p99 ratio (n final)",
                  "snapshot at", "loop late / full GC ms", "RSS MB v0/v1/v2/v3/f", "cores: nodes/traders/attacker"],
