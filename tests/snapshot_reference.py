@@ -8,7 +8,8 @@ import msgpack
 
 from exchange.app.machine import ExchangeState
 from exchange.app.closed_rows import closed_row
-from exchange.app.snapshot import AGENTS_FORMAT, CLIENT_IDS_FORMAT, SNAPSHOT_FORMAT, TIMERS_FORMAT, _wide
+from exchange.app.snapshot import (AGENTS_FORMAT, CLIENT_IDS_FORMAT, SNAPSHOT_FORMAT, TIMERS_FORMAT, TRIGGERS_FORMAT,
+                                   _wide, trigger_rows)
 
 
 def plain_snapshot(state: ExchangeState) -> bytes:
@@ -22,13 +23,16 @@ def plain_snapshot(state: ExchangeState) -> bytes:
         None if state.credit is None else state.credit.grant_rows(),
         state.replay.rows(),
     ]
-    if state.timers or state.client_ids or state.agents:
+    if state.timers or state.client_ids or state.agents or state.triggers:
         body[0] = TIMERS_FORMAT
         body.append(state.timers.rows())
-    if state.client_ids or state.agents:
+    if state.client_ids or state.agents or state.triggers:
         body[0] = CLIENT_IDS_FORMAT
         body.append(state.client_ids.rows())
-    if state.agents:
+    if state.agents or state.triggers:
         body[0] = AGENTS_FORMAT
         body.append(state.agents.rows())
+    if state.triggers:
+        body[0] = TRIGGERS_FORMAT
+        body.append(trigger_rows(state))
     return cast("bytes", msgpack.packb(body, use_bin_type=True))

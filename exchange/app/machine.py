@@ -62,6 +62,7 @@ from exchange.app.packed_rows import PackedRows
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
+from exchange.app.triggers import Trigger, Triggers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.app.views import View, order_key, order_moment, order_view, trade_view
@@ -76,13 +77,17 @@ from exchange.matching import MatchingEngine
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 
 _SIDES = {side.value: side for side in Side}
-_TYPES = {kind.value: kind for kind in OrderType}
+# a trigger type maps to what it places (a take-profit with a price places a limit order: `_place_kind`)
+_TYPES = {**{kind.value: kind for kind in OrderType}, "stop_market": OrderType.MARKET,
+          "stop_limit": OrderType.LIMIT, "take_profit": OrderType.MARKET}
+_LIMIT = OrderType.LIMIT
+UNTRIGGERED = "untriggered"
 _STP_MODES = {mode.value: mode for mode in SelfTradeMode}
 _BUY, _SELL = Side.BUY, Side.SELL
 _MARKET = OrderType.MARKET
 _OPEN, _PARTIAL, _REJECTED = OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.REJECTED
 _RESTING = (_OPEN, _PARTIAL)
-_ORDER_STATUSES = frozenset(status.value for status in OrderStatus)
+_ORDER_STATUSES = frozenset(status.value for status in OrderStatus) | {UNTRIGGERED}
 EMPTIED_LEVEL = "0"
 ORDER_ID_PREFIX = 30
 _OP_SUFFIX = [f"{index:02x}" for index in range(MAX_OPS)]
@@ -159,6 +164,7 @@ class ExchangeState:
         self._fresh_ttl = params.fresh_order_ttl_ms
         self.client_ids = ClientIds()
         self.agents = Agents(params.order_ttl_ms)
+        self.triggers = Triggers()
         self.closed = ClosedOrders(params.closed_order_history, self.client_ids.forget)
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
@@ -234,9 +240,10 @@ class ExchangeState:
         if isinstance(op, NewOrderOp):
             if op.client_id is not None and self.client_ids.holder(account, op.client_id) is not None:
                 return "duplicate_client_id"
-            if (op.type == "market") != (op.price is None):
-                return "price_not_allowed" if op.price is not None else "price_required"
-            return _parse_problem(venue, op.price, op.qty)
+            problem = op.price_problem() or _parse_problem(venue, op.price, op.qty)
+            if problem is None and op.trigger is not None:
+                problem = None if _parse_problem(venue, op.trigger, op.qty) is None else "invalid_trigger"
+            return problem
         target = self.open_orders.get(op.order_id) or self.closed.get(op.order_id)
         if target is not None and target.owner != account:
             return "not_owner"
@@ -291,6 +298,8 @@ class ExchangeState:
         """Finish the block: its trades, level changes and order updates, and the new app hash."""
         if not self._in_block:
             raise RuntimeError("end_block outside a block")
+        if self.triggers:
+            self._fire_triggers()
         self._in_block = False
         digest = results_hash(self.height, self.time_ms, self._txs, self._trades, self._timed)
         self._app_hash = chain_app_hash(self._app_hash, digest)
@@ -440,7 +449,7 @@ class ExchangeState:
 
     def _claim(self, account: str, client_id: str, order_id: str) -> None:
         """The record under `order_id` (open, or closed and still kept) takes `client_id` if it is free."""
-        if order_id in self.open_orders or order_id in self.closed:
+        if order_id in self.open_orders or order_id in self.closed or order_id in self.triggers:
             self.client_ids.claim(account, client_id, order_id)
 
     def _place(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
@@ -455,25 +464,40 @@ class ExchangeState:
         except ExchangeError as error:
             return self._refused("new", order_id, None, op.market, side, kind, None, None, account, key, mode,
                                  _field_code(error))
-        if op.type in RESTING_TYPES:
-            why = self._resting_problem(account, op.until)
+        if op.trigger is not None:
+            return self._new_trigger(order_id, key, account, venue, op, price, qty, mode)
+        if op.reduce_only:
+            reducible = self._reducible(account, venue, side, qty)
+            if not reducible:
+                return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+                                     "reduce_only")
+            qty = reducible
+        return self._submit(order_id, key, account, venue, side, kind, price, qty, mode, op.until,
+                            op.type in RESTING_TYPES)
+
+    def _submit(self, order_id: str, key: tuple[int, int, int], account: str, venue: Venue, side: Side,
+                kind: OrderType, price: int | None, qty: int, mode: SelfTradeMode | None, until: int | None,
+                may_rest: bool) -> OpResult:
+        """Place a judged order on the book: the open-order cap, a passed until and credit refuse it first."""
+        symbol = venue.market.symbol
+        if may_rest:
+            why = self._resting_problem(account, until)
             if why is not None:
-                return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode, why)
+                return self._refused("new", order_id, None, symbol, side, kind, price, qty, account, key, mode, why)
         if self.credit is not None and (kind is _MARKET) == (price is None):
             extra = (self._market_buy_cost(venue, account, qty) if price is None and side is _BUY
                      else worst_case(side, price, qty, venue.units)[1])
             if not self._credit_allows(self.credit, account, venue, side, extra):
-                return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+                return self._refused("new", order_id, None, symbol, side, kind, price, qty, account, key, mode,
                                      "credit_limit")
         events = venue.engine.place_order(order_id, side, kind, qty, price, account, key, mode)
         first = events[0]
         if type(first) is not OrderAccepted:   # then OrderRejected: place_order's first event is one of the two
-            return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+            return self._refused("new", order_id, None, symbol, side, kind, price, qty, account, key, mode,
                                  cast(OrderRejected, first).reason)
         order = first.order
         self._absorb(venue, events, order)
         if order_id in self.open_orders:
-            until = op.until
             if self._fresh_ttl is not None and account not in self.positions.amounts:
                 fresh = self.time_ms + self._fresh_ttl      # it holds nothing: its orders rest a while only
                 until = fresh if until is None else min(until, fresh)
@@ -481,6 +505,71 @@ class ExchangeState:
                 self.timers.set_order(order_id, until)
         # `_value_` rather than `.value`, a Python-level descriptor in 3.11, on this hot path
         return OpResult("new", order_id, None, order.status._value_, order.reason)
+
+    def _reducible(self, account: str, venue: Venue, side: Side, qty: int) -> int:
+        """How many of `qty` lots a reduce-only order may trade: at most the account's position in the market's
+        base asset, and only against it (a sell while long, a buy while short), so it never grows or flips."""
+        held, unit = self.positions.get(account, venue.units.base), venue.units.base_unit
+        if side is _BUY:
+            return min(qty, -held // unit) if held < 0 else 0
+        return min(qty, held // unit) if held > 0 else 0
+
+    # ------------------------------------------------------------------ trigger orders (triggers.py)
+
+    def _new_trigger(self, order_id: str, key: tuple[int, int, int], account: str, venue: Venue, op: NewOrderOp,
+                     price: int | None, qty: int, mode: SelfTradeMode | None) -> OpResult:
+        """Keep a stop-market, stop-limit or take-profit order until the last trade price crosses its trigger."""
+        side, kind = _SIDES[op.side], _MARKET if price is None else _LIMIT
+        assert op.trigger is not None     # the caller's branch
+        try:
+            trigger = venue.parse(op.trigger, op.qty)[0]
+        except ExchangeError:
+            trigger = None
+        why = "invalid_trigger" if trigger is None else self.triggers.room_for(account)
+        if why is not None or trigger is None:
+            return self._refused("new", order_id, None, op.market, side, kind, price, qty, account, key, mode,
+                                 why or "invalid_trigger")
+        order = Order()    # the order it places, kept outside the book (its self-trade mode None: the market's)
+        order.id, order.market, order.side, order.type, order.price = order_id, op.market, side, kind, price
+        order.quantity = order.remaining = qty
+        order.owner, order.created_key, order.status, order.reason = account, key, _OPEN, None
+        order.self_trade = mode  # type: ignore[assignment]
+        self.triggers.add(Trigger(order, op.type, trigger, op.reduce_only))
+        return OpResult("new", order_id, None, UNTRIGGERED, None)
+
+    def _fire_triggers(self) -> None:
+        """After the block's transactions: place every trigger order its market's last trade price crossed
+        (markets in their order, oldest created first), each a timed result of the block."""
+        for symbol, venue in self.venues.items():
+            if not venue.trades:
+                continue
+            for entry in self.triggers.due(symbol, venue.trades[-1][1]):
+                self._timed.append(self._fire(venue, entry))
+
+    def _fire(self, venue: Venue, entry: Trigger) -> OpResult:
+        order = entry.order
+        key, qty = order_key(order), order.quantity
+        if entry.reduce_only:
+            qty = self._reducible(order.owner, venue, order.side, qty)
+            if not qty:
+                self._refused("trigger", order.id, None, order.market, order.side, order.type, order.price,
+                              order.quantity, order.owner, key, order.self_trade, "reduce_only")
+                return OpResult("trigger", order.id, order.market, "rejected", "reduce_only")
+        placed = self._submit(order.id, key, order.owner, venue, order.side, order.type, order.price, qty,
+                              order.self_trade, None, order.type is _LIMIT)
+        return OpResult("trigger", order.id, order.market, placed.outcome, placed.reason)
+
+    def _cancel_trigger(self, entry: Trigger, reason: str) -> None:
+        order = entry.order
+        self.triggers.remove(order.id)
+        order.status, order.reason = OrderStatus.CANCELLED, reason
+        self.closed.add(order)
+        self._touched_orders[order.id] = order
+
+    def _trigger_view(self, entry: Trigger) -> View:
+        venue = self.venues[entry.order.market]
+        return {**order_view(entry.order, self.params.registry), "status": UNTRIGGERED, "type": entry.kind,
+                "trigger_price": venue.market.format_price(entry.trigger), "reduce_only": entry.reduce_only}
 
     def _resting_problem(self, account: str, until: int | None) -> str | None:
         """Why an order that may rest is refused before it matches: the account's cap, or a passed until."""
@@ -495,6 +584,13 @@ class ExchangeState:
         venue = self.venues.get(op.market)
         if venue is None:
             return OpResult("cancel", None, target, "rejected", "unknown_market")
+        waiting = self.triggers.get(target)
+        if waiting is not None:
+            if waiting.order.owner != account or waiting.order.market != op.market:
+                return OpResult("cancel", None, target, "rejected",
+                                "not_owner" if waiting.order.owner != account else "market_mismatch")
+            self._cancel_trigger(waiting, "requested")
+            return OpResult("cancel", None, target, "cancelled", "requested")
         order, reason = self._owned_open(target, account, op.market)
         if order is None:
             return OpResult("cancel", None, target, "rejected", reason)
@@ -512,7 +608,7 @@ class ExchangeState:
         """Cancel `account`'s open orders (in `market`, on `side` when given), oldest first; returns how many."""
         ids = self.by_account.get(account)
         if not ids:
-            return 0
+            return self._cancel_triggers_of(account, reason, market, side) if self.triggers else 0
         chosen = [order for order in map(self.open_orders.__getitem__, ids)
                   if (market is None or order.market == market) and (side is None or order.side._value_ == side)]
         chosen.sort(key=order_key)
@@ -521,6 +617,15 @@ class ExchangeState:
             venue.engine.cancel_order(order.id, account)
             self._left_book(venue, order, order.remaining)
             order.reason = reason
+        return len(chosen) + self._cancel_triggers_of(account, reason, market, side)
+
+    def _cancel_triggers_of(self, account: str, reason: str, market: str | None, side: str | None) -> int:
+        """After the resting orders: `account`'s waiting triggers in the scope, oldest created first."""
+        if account not in self.triggers.by_account:
+            return 0
+        chosen = [e for e in self.triggers.of(account, market) if side is None or e.order.side._value_ == side]
+        for entry in chosen:
+            self._cancel_trigger(entry, reason)
         return len(chosen)
 
     def _schedule_cancel(self, account: str, op: ScheduleCancelOp) -> OpResult:
@@ -554,6 +659,8 @@ class ExchangeState:
             return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
                                  "unknown_market")
         old, reason = self._owned_open(target, account, op.market)
+        if old is None and target in self.triggers:
+            reason = "trigger_not_replaceable"
         if old is None:
             return self._refused("replace", order_id, target, op.market, None, None, None, None, account, key, None,
                                  reason or "unknown_order")
@@ -755,7 +862,8 @@ class ExchangeState:
         """An order by id, open or closed (closed ones while the history keeps them)."""
         order = self.open_orders.get(order_id) or self.closed.get(order_id)
         if order is None:
-            return None
+            waiting = self.triggers.get(order_id)
+            return None if waiting is None else self._with_client_id(self._trigger_view(waiting))
         view = order_view(order, self.params.registry)
         until = self.timers.order_until.get(order_id)
         if until is not None:
@@ -793,6 +901,17 @@ class ExchangeState:
                                "status")
         if type(limit) is not int or limit < 0:
             raise InvalidQuery("invalid_limit", "limit must be a non-negative integer", "limit")
+        if status == UNTRIGGERED or (status is None and self.triggers):
+            waiting = [self._trigger_view(e) for e in self.triggers.entries.values()
+                       if account is None or e.order.owner == account]
+            waiting = heapq.nlargest(limit, waiting, key=lambda v: (v["height"], v["tx_index"], v["op_index"]))
+            if status == UNTRIGGERED:
+                return [self._with_client_id(view) for view in waiting]
+            return ([self._with_client_id(view) for view in waiting] + self._listed(account, status, limit))[:limit]
+        return self._listed(account, status, limit)
+
+    def _listed(self, account: str | None, status: str | None, limit: int) -> list[View]:
+        """Orders of the books and the closed history, newest first (`orders` without the waiting triggers)."""
         pool: Iterable[Order] = self.open_orders.values()
         if status not in (None, "open", "partially_filled"):
             pool = iter(self.closed)

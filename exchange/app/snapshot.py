@@ -13,12 +13,15 @@ msgpack array, in this order:
      [[expiry bucket, [tx id, ...]], ...]                  (replay window, sorted)
      [[[account, at], ...], [[order id, until], ...]]       (timers.py; formats 2 and 3)
      [[order id, client id], ...]                           (client_ids.py, sorted; formats 3 and 4)
-     [[account, agent, markets, operations, cap, expires], ...]]   (agents.py, sorted; format 4 only)
+     [[account, agent, markets, operations, cap, expires], ...]    (agents.py, sorted; formats 4 and 5)
+     [[order id, market, side, trigger type, price, qty, trigger, reduce only, account, [height, tx, op], stp],
+      ...]]                                                 (triggers.py, waiting trigger orders, sorted; format 5)
 
 Format 1 has no timers (12 items); a state with a dead-man's switch armed or a good-til-time order
 resting is written in format 2 (13 items), one where an order holds a client id in format 3 (14
-items), and one where an account has approved an agent key in format 4 (15 items); the items before the
-last are written even when empty. A network that never uses them writes what it always did.
+items), one where an account has approved an agent key in format 4 (15 items), and one with a trigger order
+waiting in format 5 (16 items); the items before the last are written even when empty. A network that
+never uses them writes what it always did.
 
 A closed order row is `[id, market, side, type, price, qty, remaining, account, [height, tx,
 op], stp, status, reason]` (side, type, price, qty, remaining and stp are nil where a refused op
@@ -44,7 +47,9 @@ from exchange.app.packed_rows import array_header, packb
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import Timers
+from exchange.app.triggers import TRIGGER_TYPES, Trigger
 from exchange.app.txs import CLIENT_ID, ApproveAgentOp, InvalidTx
+from exchange.app.views import order_key
 from exchange.errors import ExchangeError
 from exchange.orders import Order, OrderStatus, OrderType, SelfTradeMode, Side
 from exchange.wire import Unchecked, Wire
@@ -56,7 +61,8 @@ SNAPSHOT_FORMAT = 1
 TIMERS_FORMAT = 2
 CLIENT_IDS_FORMAT = 3
 AGENTS_FORMAT = 4
-_FORMATS = {12: SNAPSHOT_FORMAT, 13: TIMERS_FORMAT, 14: CLIENT_IDS_FORMAT, 15: AGENTS_FORMAT}
+TRIGGERS_FORMAT = 5
+_FORMATS = {12: SNAPSHOT_FORMAT, 13: TIMERS_FORMAT, 14: CLIENT_IDS_FORMAT, 15: AGENTS_FORMAT, 16: TRIGGERS_FORMAT}
 _CLOSED_STATUSES = {status.value: status for status in
                     (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)}
 _SIDES = {side.value: side for side in Side}
@@ -94,10 +100,11 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
     `state.packed_rows` (packed_rows.py), which packs again only what changed since the last snapshot."""
     venues = state.venues.values()
     rows = state.packed_rows
-    agents = bool(state.agents)
+    waiting = bool(state.triggers)
+    agents = waiting or bool(state.agents)
     named = agents or bool(state.client_ids)
     timed = named or bool(state.timers)
-    items = 15 if agents else 14 if named else 13 if timed else 12
+    items = 16 if waiting else 15 if agents else 14 if named else 13 if timed else 12
     parts = [array_header(items), packb(_FORMATS[items]),
              packb(state.params.digest()), packb(state.chain_id), packb(state.height), packb(state.time_ms),
              packb(state.app_hash), array_header(len(venues))]
@@ -114,7 +121,21 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
         parts.append(packb(state.client_ids.rows()))
     if agents:
         parts.append(packb(state.agents.rows()))
+    if waiting:
+        parts.append(packb(trigger_rows(state)))
     return parts
+
+
+def trigger_rows(state: ExchangeState) -> list[Wire]:
+    """The waiting trigger orders' rows, sorted by order id."""
+    rows: list[Wire] = []
+    for order_id in sorted(state.triggers.entries):
+        entry = state.triggers.entries[order_id]
+        order = entry.order
+        rows.append([order_id, order.market, order.side.value, entry.kind, order.price, order.quantity, entry.trigger,
+                     entry.reduce_only, order.owner, list(order_key(order)),
+                     None if order.self_trade is None else order.self_trade.value])
+    return rows
 
 
 def _need(ok: bool, message: str, code: str = "malformed_snapshot") -> None:
@@ -137,7 +158,7 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
         body = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as error:  # noqa: BLE001 - msgpack raises many types for hostile bytes; all mean "not a snapshot"
         raise InvalidStateSnapshot("malformed_snapshot", f"state snapshot is not msgpack: {error}") from None
-    _need(_list(body) and len(body) in _FORMATS, "must be a 12- to 15-item array")
+    _need(_list(body) and len(body) in _FORMATS, "must be a 12- to 16-item array")
     fmt, params_digest, chain_id, height, time_ms, app_hash, books, closed, trades, positions, grants, replay = body[:12]
     expected = _FORMATS[len(body)]
     _need(fmt == expected, f"format {fmt!r} is not {expected}", "unsupported_snapshot")
@@ -157,8 +178,10 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
         _restore_timers(state, body[12])
     if len(body) >= 14:
         _restore_client_ids(state, body[13])
-    if len(body) == 15:
+    if len(body) >= 15:
         _restore_agents(state, body[14])
+    if len(body) == 16:
+        _restore_triggers(state, body[15])
     _need(encode_state(state) == data, "is not in canonical form (order, duplicates or encoding)", "non_canonical")
     return state
 
@@ -169,6 +192,8 @@ def _restore_client_ids(state: ExchangeState, rows: Unchecked) -> None:
         _need(_list(row, 2) and type(row[1]) is str and CLIENT_ID.fullmatch(row[1]) is not None, f"client id {row!r}")
         order = state.open_orders.get(row[0]) if type(row[0]) is str else None
         order = order or (state.closed.get(row[0]) if type(row[0]) is str else None)
+        waiting = state.triggers.get(row[0]) if type(row[0]) is str else None
+        order = order or (waiting.order if waiting is not None else None)
         _need(order is not None, f"client id {row!r} names no order the state keeps")
         _need(order is not None and state.client_ids.claim(order.owner, row[1], row[0]) is True,
               f"client id {row!r} is held twice by one account")
@@ -185,6 +210,27 @@ def _restore_agents(state: ExchangeState, rows: Unchecked) -> None:
         _need(state.agents.scope(row[0], approval.agent) is None and state.agents.room_for(row[0], approval.agent) is None,
               f"agent row {row!r} is held twice or past the bounds")
         state.agents.approve(row[0], approval)
+
+
+def _restore_triggers(state: ExchangeState, rows: Unchecked) -> None:
+    _need(_list(rows), "trigger orders must be a list")
+    for row in rows:
+        _need(_list(row, 11), f"trigger order {row!r} is not an 11-item row")
+        order_id, market, side, kind, price, qty, trigger, reduce_only, owner, key, mode = row
+        _need(type(order_id) is str and order_id not in state.open_orders and order_id not in state.closed
+              and order_id not in state.triggers, f"trigger order id {order_id!r} is not a new string")
+        _need(market in state.venues and side in _SIDES and kind in TRIGGER_TYPES and type(reduce_only) is bool
+              and type(owner) is str and _ACCOUNT.fullmatch(owner) is not None, f"trigger order {order_id}: fields")
+        _need(_uint(qty) and qty > 0 and _uint(trigger) and trigger > 0 and (price is None or (_uint(price) and price > 0))
+              and (price is not None) == (kind == "stop_limit" or (kind == "take_profit" and price is not None))
+              and state.triggers.room_for(owner) is None, f"trigger order {order_id}: sizes, price or bounds")
+        order = Order()
+        order.id, order.market, order.owner = order_id, market, sys.intern(owner)
+        order.side, order.type = _SIDES[side], OrderType.MARKET if price is None else OrderType.LIMIT
+        order.price, order.quantity, order.remaining = price, qty, qty
+        order.created_key, order.status, order.reason = _check_key(key, state.height), OrderStatus.OPEN, None
+        order.self_trade = _member(_STP_MODES, mode, "stp")
+        state.triggers.add(Trigger(order, kind, trigger, reduce_only))
 
 
 def _check_key(key: Unchecked, height: int) -> tuple[int, int, int]:

@@ -10,7 +10,7 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     for=<64 hex: the account an agent key acts for>       (only in an agent's transaction)
     nonce=<1-64 of A-Z a-z 0-9 . _ : ->
     expires=<integer milliseconds since the Unix epoch>
-    new <market> <buy|sell> <limit|market|ioc|fok|post_only> <price|-> <qty> <stp mode|->[ until=<ms>][ cid=<id>]
+    new <market> <buy|sell> <type> <price|-> <qty> <stp mode|->[ until=<ms>][ cid=<id>][ trigger=<price>][ reduce_only]
     cancel <market> <order id>
     cancel_all <market|-> <buy|sell|->
     schedule_cancel <ms|->
@@ -25,8 +25,11 @@ them into integers when the transaction is applied, the same way on every node).
 sets the largest short position (`limit`, a decimal amount of `asset`) the account may hold;
 only the network's credit authority may sign one, which the state machine judges. `until` makes a
 resting order good-til-time: the first block at or after that time cancels what is left of it.
-`cid` is the client's own id for the order (1-36 of A-Z a-z 0-9 _ -): the state machine keeps it unique
-per account among the account's open and recent orders, and finds and cancels orders by it.
+A type is limit, market, ioc, fok, post_only, or a trigger type (stop_market, stop_limit, take_profit) that
+waits outside the book for the last trade price to cross `trigger` (triggers.py); `reduce_only` orders only
+shrink the account's position and never rest. `cid` is the client's own id for the order (1-36 of
+A-Z a-z 0-9 _ -): the state machine keeps it unique per account among the account's open and recent
+orders, and finds and cancels orders by it.
 `cancel_all` cancels every open order of the account (in one market and on one side when named);
 `schedule_cancel` is the dead-man's switch: the first block at or after that time cancels every
 open order of the account unless a later `schedule_cancel` moved or cleared (`-`) it first.
@@ -54,8 +57,12 @@ DOMAIN = "exchange-node/tx/v1"
 MAX_OPS = 250
 MAX_EXPIRES = (1 << 53) - 1          # JSON-safe integer
 SIDES = ("buy", "sell")
-ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
+PLAIN_TYPES = ("limit", "market", "ioc", "fok", "post_only")
+TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit")
+ORDER_TYPES = PLAIN_TYPES + TRIGGER_TYPES
 RESTING_TYPES = ("limit", "post_only")
+# what may be placed without a price (a take-profit either way: a market order without, a limit order with one)
+_NO_PRICE, _EITHER_PRICE = frozenset({"market", "stop_market"}), frozenset({"take_profit"})
 STP_MODES = ("cancel_newest", "cancel_oldest", "cancel_both", "decrement_and_cancel")
 
 _CHAIN_ID = re.compile(r"[0-9a-f]{64}")
@@ -67,7 +74,7 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 # market, price (or "-") and quantity of a new order in one match: none of them can hold a space, so the
 # three cannot be split any other way (the fast path; a failure falls back to the checks that name the field)
 _NEW_FIELDS = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12} (?:-|[0-9]{1,24}(?:\.[0-9]{1,24})?) [0-9]{1,24}(?:\.[0-9]{1,24})?")
-_SIDE_SET, _TYPE_SET, _STP_SET = frozenset(SIDES), frozenset(ORDER_TYPES), frozenset(STP_MODES)
+_SIDE_SET, _TYPE_SET, _STP_SET = frozenset(SIDES), frozenset(PLAIN_TYPES), frozenset(STP_MODES)
 _ASSET = re.compile(r"[A-Z0-9]{1,12}")
 _ACCOUNT_HEX = re.compile(r"[0-9a-f]{64}")
 AGENT_OPERATIONS = ("place", "cancel", "replace")
@@ -94,7 +101,7 @@ def _text(value: Unchecked, pattern: re.Pattern[str], field: str) -> str:
     return cast("str", value)
 
 
-_EXAMPLES = {"price": "100.25", "qty": "0.5", "limit": "1000"}
+_EXAMPLES = {"price": "100.25", "qty": "0.5", "limit": "1000", "trigger": "101.5"}
 
 
 def _decimal(value: Unchecked, field: str) -> str:
@@ -139,6 +146,8 @@ class NewOrderJson(TypedDict):
     stp: str | None
     until: NotRequired[int]
     client_id: NotRequired[str]
+    trigger_price: NotRequired[str]
+    reduce_only: NotRequired[bool]
 
 
 class CancelJson(TypedDict):
@@ -204,27 +213,33 @@ class SignedTxJson(TypedDict):
 
 
 class NewOrderOp:
-    __slots__ = ("market", "side", "type", "price", "qty", "stp", "until", "client_id")
+    __slots__ = ("market", "side", "type", "price", "qty", "stp", "until", "client_id", "trigger", "reduce_only")
     name = "new"
 
     def __init__(self, market: str, side: str, type: str, price: str | None, qty: str, stp: str | None,
-                 until: int | None = None, client_id: str | None = None) -> None:
+                 until: int | None = None, client_id: str | None = None, trigger: str | None = None,
+                 reduce_only: bool = False) -> None:
         self.market, self.side, self.type, self.price, self.qty, self.stp = market, side, type, price, qty, stp
-        self.until, self.client_id = until, client_id
+        self.until, self.client_id, self.trigger, self.reduce_only = until, client_id, trigger, reduce_only
 
     def line(self) -> str:
         line = f"new {self.market} {self.side} {self.type} {self.price or '-'} {self.qty} {self.stp or '-'}"
         if self.until is not None:
             line = f"{line} until={self.until}"
-        return line if self.client_id is None else f"{line} cid={self.client_id}"
+        if self.client_id is not None:
+            line = f"{line} cid={self.client_id}"
+        if self.trigger is not None:
+            line = f"{line} trigger={self.trigger}"
+        return f"{line} reduce_only" if self.reduce_only else line
 
     def wire(self) -> Wire:
-        """`[new, market, side, type, price, qty, stp]`, then `until` when set, or `until|nil, client id` when a
-        client id is set: one wire form per op."""
-        wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp]
-        if self.client_id is not None:
-            return [*wire, self.until, self.client_id]
-        return wire if self.until is None else [*wire, self.until]
+        """`[new, market, side, type, price, qty, stp]`, then `until, client id, trigger, reduce_only (true)` up to
+        the last that is set, those before it nil when unset: one wire form per op."""
+        wire: Wire = ["new", self.market, self.side, self.type, self.price, self.qty, self.stp,
+                      self.until, self.client_id, self.trigger, True if self.reduce_only else None]
+        while len(wire) > 7 and wire[-1] is None:
+            wire.pop()
+        return wire
 
     def as_json(self) -> NewOrderJson:
         view: NewOrderJson = {"op": "new", "market": self.market, "side": self.side, "type": self.type,
@@ -233,22 +248,35 @@ class NewOrderOp:
             view["until"] = self.until
         if self.client_id is not None:
             view["client_id"] = self.client_id
+        if self.trigger is not None:
+            view["trigger_price"] = self.trigger
+        if self.reduce_only:
+            view["reduce_only"] = True
         return view
+
+    def price_problem(self) -> str | None:
+        """`price_not_allowed` / `price_required` when the price does not fit the type, else None."""
+        if self.type in _EITHER_PRICE:
+            return None
+        if (self.type in _NO_PRICE) != (self.price is None):
+            return "price_not_allowed" if self.price is not None else "price_required"
+        return None
 
     @classmethod
     def parse(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
-              until: Unchecked = None, client_id: Unchecked = None) -> "NewOrderOp":
+              until: Unchecked = None, client_id: Unchecked = None, trigger: Unchecked = None,
+              reduce_only: Unchecked = None) -> "NewOrderOp":
         if (side.__class__ is str and side in _SIDE_SET and type.__class__ is str and type in _TYPE_SET
                 and (stp is None or (stp.__class__ is str and stp in _STP_SET)) and market.__class__ is str
                 and qty.__class__ is str and (price is None or (price.__class__ is str and price != "-"))
-                and until is None and client_id is None
+                and until is None and client_id is None and trigger is None and reduce_only is None
                 and _NEW_FIELDS.fullmatch(f"{market} {price or '-'} {qty}") is not None):
             return cls(market, side, type, price, qty, stp)
-        return cls._parse_slowly(market, side, type, price, qty, stp, until, client_id)
+        return cls._parse_slowly(market, side, type, price, qty, stp, until, client_id, trigger, reduce_only)
 
     @classmethod
     def _parse_slowly(cls, market: Unchecked, side: Unchecked, type: Unchecked, price: Unchecked, qty: Unchecked, stp: Unchecked,
-                      until: Unchecked, client_id: Unchecked) -> "NewOrderOp":
+                      until: Unchecked, client_id: Unchecked, trigger: Unchecked, reduce_only: Unchecked) -> "NewOrderOp":
         _need(side in SIDES, "invalid_side", "side must be buy or sell", "side")
         _need(type in ORDER_TYPES, "invalid_type", f"type must be one of {', '.join(ORDER_TYPES)}", "type")
         _need(stp is None or stp in STP_MODES, "invalid_stp", f"stp must be one of {', '.join(STP_MODES)}", "stp")
@@ -258,8 +286,17 @@ class NewOrderOp:
               f"only an order that can rest ({', '.join(RESTING_TYPES)}) can have until", "until")
         _need(client_id is None or (isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id) is not None),
               "invalid_client_id", "client_id is 1 to 36 of A-Z a-z 0-9 _ -", "client_id")
+        _need((trigger is None) == (type not in TRIGGER_TYPES), "trigger_required" if trigger is None else
+              "trigger_not_allowed", f"a trigger_price goes with {', '.join(TRIGGER_TYPES)} orders and no other",
+              "trigger_price")
+        _need(reduce_only is None or reduce_only is True, "invalid_reduce_only", "reduce_only is true or absent", "reduce_only")
+        _need(reduce_only is None or (type not in RESTING_TYPES and type != "stop_limit"
+                                      and not (type == "take_profit" and price is not None)),
+              "reduce_only_must_not_rest", "a reduce-only order never rests: market, ioc, fok, stop_market, or "
+              "take_profit without a price", "reduce_only")
         return cls(_text(market, _MARKET, "market"), side, type, _optional(price, lambda v: _decimal(v, "price")),
-                   _decimal(qty, "qty"), stp, until, client_id)
+                   _decimal(qty, "qty"), stp, until, client_id, _optional(trigger, lambda v: _decimal(v, "trigger")),
+                   reduce_only is True)
 
 
 class CancelOp:
@@ -449,10 +486,11 @@ class RevokeAgentOp:
 Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp, ApproveAgentOp, RevokeAgentOp]
 # each op's parser and the numbers of fields its wire list may have (a new order's `until` is written only when set)
 _OP_ARITY: dict[str, tuple[Callable[..., Op], tuple[int, ...]]] = {
-    "new": (NewOrderOp.parse, (6, 7, 8)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
+    "new": (NewOrderOp.parse, (6, 7, 8, 9, 10)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
     "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,)),
     "approve_agent": (ApproveAgentOp.parse, (5,)), "revoke_agent": (RevokeAgentOp.parse, (1,))}
-_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until", "client_id"), "cancel": ("market", "order_id"),
+_JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until", "client_id", "trigger_price",
+                        "reduce_only"), "cancel": ("market", "order_id"),
                 "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
                 "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit"),
                 "approve_agent": ("agent", "markets", "operations", "cap", "expires"), "revoke_agent": ("agent",)}
@@ -464,10 +502,8 @@ def parse_op(item: Unchecked) -> Op:
     spec = _OP_ARITY.get(item[0]) if type(item[0]) is str else None
     if spec is None or len(item) - 1 not in spec[1]:
         raise InvalidTx("invalid_op", "unknown operation or wrong arity", "ops")
-    if len(item) == 8:
-        _need(item[7] is not None, "invalid_until", "an until written on the wire is set", "until")
-    elif len(item) == 9:
-        _need(item[8] is not None, "invalid_client_id", "a client id written on the wire is set", "client_id")
+    if len(item) > 7:
+        _need(item[-1] is not None, "invalid_op", "the last optional field written on the wire is set", "ops")
     return spec[0](*item[1:])
 
 
@@ -480,10 +516,10 @@ def op_from_json(item: Unchecked) -> Op:
         raise InvalidTx("invalid_op", f"op must be one of {', '.join(_JSON_FIELDS)}", "op")
     values = [item.get(f) for f in fields]
     if name == "new":         # the wire form without what is not set (NewOrderOp.wire)
-        if values[-1] is None:
+        if values[-1] is False:
+            values[-1] = None
+        while len(values) > 6 and values[-1] is None:
             values.pop()
-            if values[-1] is None:
-                values.pop()
     return parse_op([name, *values])
 
 
