@@ -36,7 +36,8 @@ from node.api.base import ApiError, Json, JsonObject, chain_of, json_response, n
 from node.api.cost_budget import CostBudget
 from node.order_batcher import OrderBatcher
 
-ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until"}
+ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until", "trigger_price",
+                "reduce_only"}
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 30.0
 MAX_TRADES = 10_000
@@ -115,14 +116,15 @@ def _market_checked(state: ExchangeState, op: NewOrderOp) -> None:
         raise ApiError(422, "unknown_market", f"unknown market {op.market!r}; this network trades "
                        f"{', '.join(registry.symbols)}", "market")
     market = registry.get(op.market)
+    problem = op.price_problem()
+    if problem is not None:
+        raise ApiError(422, problem, f"a {op.type} order takes no price" if problem == "price_not_allowed"
+                       else f"a {op.type} order needs a price", "price")
     try:
-        if op.type == "market":
-            if op.price is not None:
-                raise ApiError(422, "price_not_allowed", "a market order takes no price", "price")
-        elif op.price is None:
-            raise ApiError(422, "price_required", f"a {op.type} order needs a price", "price")
-        else:
+        if op.price is not None:
             market.parse_price(op.price)
+        if op.trigger is not None:
+            market.parse_price(op.trigger)
         market.parse_qty(op.qty)
     except ExchangeError as exc:
         raise ApiError(422, exc.code, exc.message, exc.field) from None
@@ -137,12 +139,13 @@ def _order_op(body: Json) -> NewOrderOp:
     for name in ("market", "side", "qty"):
         if body.get(name) is None:
             raise ApiError(422, "missing_field", f"{name} is required", name)
-    for name in ("price", "qty"):
+    for name in ("price", "qty", "trigger_price"):
         if isinstance(body.get(name), float):
             raise ApiError(422, "float_not_allowed", decimal_problem(body[name], name), name)
     try:
         return NewOrderOp.parse(body["market"], body["side"], body.get("type", "limit"), _text(body.get("price")),
-                                _text(body["qty"]), body.get("stp"), body.get("until"), body.get("client_id"))
+                                _text(body["qty"]), body.get("stp"), body.get("until"), body.get("client_id"),
+                                _text(body.get("trigger_price")), body.get("reduce_only") or None)
     except InvalidTx as exc:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 

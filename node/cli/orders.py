@@ -94,7 +94,11 @@ def register(cli: click.Group) -> None:
     @click.argument("qty", required=False)
     @click.option("--price", default=None, help="Limit price as a decimal (not for --type market).")
     @click.option("--type", "kind", default="limit", show_default=True,
-                  type=click.Choice(["limit", "market", "ioc", "fok", "post_only"]))
+                  type=click.Choice(["limit", "market", "ioc", "fok", "post_only", "stop_market", "stop_limit",
+                                     "take_profit"]))
+    @click.option("--trigger", default=None, metavar="PRICE",
+                  help="Trigger price of a stop_market, stop_limit or take_profit order (the last trade price).")
+    @click.option("--reduce-only", is_flag=True, help="Only reduce the account's position (never rests).")
     @click.option("--account", default=None, shell_complete=complete_account,
                   help="Account that signs the order: a name in DATA_DIR/accounts or an id [default: default].")
     @click.option("--stp", default=None,
@@ -110,7 +114,8 @@ def register(cli: click.Group) -> None:
                   help="Seconds to wait for the order to be final.")
     @api_option
     @json_option
-    def order(side: str, market: str | None, qty: str | None, price: str | None, kind: str, account: str | None,
+    def order(side: str, market: str | None, qty: str | None, price: str | None, kind: str, trigger: str | None,
+              reduce_only: bool, account: str | None,
               stp: str | None, good_for: float | None, client_id: str | None, key_file: str | None, wait: float,
               api: NodeTarget, as_json: bool) -> None:
         """Place an order, e.g. `order buy BTC-USD 1.5 --price 100.25`. Exits 1 if it is rejected, 3 if it is not
@@ -125,14 +130,15 @@ def register(cli: click.Group) -> None:
         body: dict[str, object] = {"market": market, "side": side, "type": kind, "qty": qty}
         until = None if good_for is None else int((time.time() + good_for) * 1000)
         for name, value in (("price", price), ("account", account), ("stp", stp), ("until", until),
-                            ("client_id", client_id)):
+                            ("client_id", client_id), ("trigger_price", trigger), ("reduce_only", reduce_only or None)):
             if value is not None:
                 body[name] = value
         if key_file is not None:
             if account is not None:
                 raise click.UsageError("--key signs for the account in the key file: drop --account")
             try:
-                op = NewOrderOp.parse(market, side, kind, price, qty, stp, until, client_id)
+                op = NewOrderOp.parse(market, side, kind, price, qty, stp, until, client_id, trigger,
+                                      True if reduce_only else None)
             except InvalidTx as exc:
                 fail(f"{exc.field or 'order'}: {exc}")
             body = {"signed": signed_as_agent(api, key_file, [op]).as_json()}

@@ -195,10 +195,13 @@ class AsyncClient:
 
     async def place(self, market: str, side: str, qty: str, price: str | None = None, type: str = "limit",
                     stp: str | None = None, until: int | None = None, wait: float = 2.0,
-                    client_id: str | None = None) -> Answer:
+                    client_id: str | None = None, trigger_price: str | None = None,
+                    reduce_only: bool = False) -> Answer:
         """A new order (decimal strings; `until`: good-til-time, ms since the epoch; `client_id`: your own id for
         it, 1-36 of A-Z a-z 0-9 _ -, unique among the account's open and recent orders, to find or cancel it by
-        after a timeout). A float price or quantity raises TypeError (send a str or a Decimal)."""
+        after a timeout; `type` stop_market, stop_limit or take_profit with `trigger_price`: placed by the block
+        whose last trade price crosses it; `reduce_only`: only shrinks the position, never rests). A float price
+        or quantity raises TypeError (send a str or a Decimal)."""
         qty, price = decimal_text(qty, "qty"), None if price is None else decimal_text(price, "price")
         op: dict[str, str | int | None] = {"op": "new", "market": market, "side": side, "type": type, "price": price, "qty": qty,
                               "stp": stp}
@@ -206,6 +209,10 @@ class AsyncClient:
             op["until"] = until
         if client_id is not None:
             op["client_id"] = client_id
+        if trigger_price is not None:
+            op["trigger_price"] = decimal_text(trigger_price, "price")
+        if reduce_only:
+            op["reduce_only"] = True
         if self.signer is not None:
             body: dict[str, object] = {"signed": self.signer.sign(await self.chain_id(), [op])}
         else:

@@ -35,7 +35,11 @@ def op_line(op: Op) -> str:
                 f"{dash(op.get('stp'))}")
         if op.get("until") is not None:
             line = f"{line} until={op['until']}"
-        return line if op.get("client_id") is None else f"{line} cid={op['client_id']}"
+        if op.get("client_id") is not None:
+            line = f"{line} cid={op['client_id']}"
+        if op.get("trigger_price") is not None:
+            line = f"{line} trigger={op['trigger_price']}"
+        return f"{line} reduce_only" if op.get("reduce_only") else line
     if kind == "cancel":
         return f"cancel {op['market']} {op['order_id']}"
     if kind == "cancel_all":

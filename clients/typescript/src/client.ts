@@ -127,12 +127,15 @@ export class Client {
   }
 
   async place(market: string, side: "buy" | "sell", qty: string, price: string | null = null,
-              extra: { type?: string; stp?: string; until?: number; wait?: number; clientId?: string } = {}): Promise<Answer> {
+              extra: { type?: string; stp?: string; until?: number; wait?: number; clientId?: string;
+                       triggerPrice?: string; reduceOnly?: boolean } = {}): Promise<Answer> {
     qty = decimalString(qty, "qty");
     price = price === null ? null : decimalString(price, "price");
     const op: Op = { op: "new", market, side, type: extra.type ?? "limit", price, qty, stp: extra.stp ?? null,
       ...(extra.until !== undefined ? { until: extra.until } : {}),
-      ...(extra.clientId !== undefined ? { client_id: extra.clientId } : {}) };
+      ...(extra.clientId !== undefined ? { client_id: extra.clientId } : {}),
+      ...(extra.triggerPrice !== undefined ? { trigger_price: decimalString(extra.triggerPrice, "price") } : {}),
+      ...(extra.reduceOnly ? { reduce_only: true } : {}) };
     const { op: _kind, ...fields } = op;
     const body = this.options.signer ? await this.signed(op)
       : this.plain(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== null)));

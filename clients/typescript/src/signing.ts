@@ -5,7 +5,8 @@ export const DOMAIN = "exchange-node/tx/v1";
 
 export type Op =
   | { op: "new"; market: string; side: "buy" | "sell"; type?: string; price?: string | null; qty: string;
-      stp?: string | null; until?: number | null; client_id?: string | null }
+      stp?: string | null; until?: number | null; client_id?: string | null; trigger_price?: string | null;
+      reduce_only?: boolean }
   | { op: "cancel"; market: string; order_id: string }
   | { op: "replace"; market: string; order_id: string; price?: string | null; qty: string }
   | { op: "cancel_all"; market?: string | null; side?: "buy" | "sell" | null }
@@ -26,7 +27,10 @@ export function opLine(op: Op): string {
     case "new": {
       const line = `new ${op.market} ${op.side} ${op.type ?? "limit"} ${dash(op.price)} ${op.qty} ${dash(op.stp)}`;
       const timed = op.until === null || op.until === undefined ? line : `${line} until=${op.until}`;
-      return op.client_id === null || op.client_id === undefined ? timed : `${timed} cid=${op.client_id}`;
+      const named = op.client_id === null || op.client_id === undefined ? timed : `${timed} cid=${op.client_id}`;
+      const triggered = op.trigger_price === null || op.trigger_price === undefined ? named
+        : `${named} trigger=${op.trigger_price}`;
+      return op.reduce_only ? `${triggered} reduce_only` : triggered;
     }
     case "cancel": return `cancel ${op.market} ${op.order_id}`;
     case "replace": return `replace ${op.market} ${op.order_id} ${dash(op.price)} ${op.qty}`;

@@ -16,6 +16,8 @@ if (mode === "sign") {
     { op: "new", market: "BTC-USD", side: "buy", type: "limit", price: "100.25", qty: "0.5", stp: null },
     { op: "new", market: "BTC-USD", side: "sell", type: "post_only", price: "101", qty: "1", stp: null, until: 1800000000000 },
     { op: "new", market: "BTC-USD", side: "buy", type: "limit", price: "1", qty: "1", stp: null, client_id: "desk-1_x" },
+    { op: "new", market: "BTC-USD", side: "sell", type: "stop_market", price: null, qty: "1", stp: null,
+      trigger_price: "95.5", reduce_only: true },
     { op: "cancel", market: "BTC-USD", order_id: "ab".repeat(15) + "00" },
     { op: "replace", market: "BTC-USD", order_id: "cd".repeat(15) + "01", price: null, qty: "2" },
     { op: "cancel_all", market: null, side: "sell" },
