@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import ssl
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived
 from cryptography.hazmat.primitives import serialization
 from urllib.parse import urlsplit
@@ -72,7 +74,6 @@ class BrowserClient:
     """One session: `open(url)`, then `request({...})` answers matched by `req`, `events()` for the rest."""
 
     def __init__(self) -> None:
-        self._cm: Any = None
         self.proto: _Client | None = None
         self.stream_id = -1
         self._req = 0
@@ -80,13 +81,19 @@ class BrowserClient:
         self.other: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
 
-    async def open(self, url: str, timeout: float = 10.0) -> None:
+    async def open(self, url: str, timeout: float = 10.0, local_host: str = "127.0.0.1") -> None:
+        """A session with the endpoint at `url` (an IPv4 literal), from `local_host` (any 127.x.y.z on loopback)."""
         parts = urlsplit(url)
         config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE,
                                    max_datagram_frame_size=65536, server_name=parts.hostname)
-        self._cm = connect(parts.hostname or "", parts.port or 443, configuration=config, create_protocol=_Client)
-        proto = cast(_Client, await asyncio.wait_for(self._cm.__aenter__(), timeout))
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((local_host, 0))
+        connection = QuicConnection(configuration=config)
+        _, proto = await loop.create_datagram_endpoint(lambda: _Client(connection), sock=sock)
         self.proto = proto
+        proto.connect((parts.hostname or "", parts.port or 443))
+        await asyncio.wait_for(proto.wait_connected(), timeout)
         proto.session_id = proto._quic.get_next_available_stream_id()
         proto.http.send_headers(proto.session_id, [
             (b":method", b"CONNECT"), (b":scheme", b"https"), (b":authority", parts.netloc.encode()),
@@ -136,12 +143,15 @@ class BrowserClient:
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-        if self._cm is not None:
+        proto, self.proto = self.proto, None
+        if proto is not None:
+            proto.close()
             try:
-                await self._cm.__aexit__(None, None, None)
-            except Exception:  # noqa: BLE001 - closing a session already gone
+                await asyncio.wait_for(proto.wait_closed(), 2)
+            except (asyncio.TimeoutError, ConnectionError):
                 pass
-            self._cm = None
+            if proto._transport is not None:
+                proto._transport.close()
 
 
 class _Relay:

@@ -1,0 +1,180 @@
+"""Browser peers over WebTransport: what a session costs to open, to trade through and to keep.
+
+    python -m bench browser [--quick | --smoke] [--sessions=200] [--window=10]
+
+One node on loopback (its own chain, account rates off). The sessions come from the Python WebTransport client
+(tests/wt_client.py, aioquic) standing in for a page; each table has its baseline measured in the same run:
+- open to first book: connect, the session proof (`hello`), subscribe to the book, its snapshot; against the same
+  over `/ws` (aiohttp WebSocket), p50/p99;
+- an order to final: one IOC order signed by its own key, sent one at a time, over a session (`submit`) and through
+  the Python client (`AsyncClient.place` with a `Signer`, HTTP), interleaved, p50/p99 and the ratio;
+- node cost per session: the node's CPU and memory with `--sessions` sessions open (each pinging once a second, as
+  the page does; spread over 127.1.x.y so the per-address and per-/24 caps admit them) against the same window
+  with none, idle and then each subscribed to the book while orders change it about 20 times a second.
+The page in a real Chromium and the 50 ms between sites are not measured here.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from bench.options import parse_options, percentile
+from bench.table import print_table
+from exchange.app.txs import NewOrderOp, sign_tx
+from exchange.crypto import SigningKey
+from exchange_node_client import AsyncClient, Signer
+from tests.harness import Cluster, NodeProcess, cpu_seconds, rss_kib, wait_until
+from tests.wt_client import BrowserClient
+
+UNMETERED = {"max_open_orders": 0, "account_ops_per_block": 0, "account_ops_per_100_blocks": 0,
+             "account_ops_rate": 0, "group_ops_rate": 0, "api_connection_rate": 0}
+IOC = {"market": "BTC-USD", "side": "buy", "type": "ioc", "price": "100", "qty": "0.01"}
+PER_ADDRESS = 8           # the endpoint's caps: 8 sessions per address, 32 per /24
+PER_SUBNET = 32
+
+
+async def _open_wt(url: str) -> float:
+    started = time.perf_counter()
+    client = BrowserClient()
+    try:
+        await client.open(url)
+        await client.hello()
+        await client.request({"event": "subscribe", "channel": "book", "market": "BTC-USD"})
+        snapshot = await client.next_event(10)
+        assert snapshot.get("type") == "snapshot", snapshot
+        return time.perf_counter() - started
+    finally:
+        await client.close()
+
+
+async def _open_ws(session: aiohttp.ClientSession, api: str) -> float:
+    started = time.perf_counter()
+    async with session.ws_connect(api.replace("http", "ws") + "/ws") as ws:
+        await ws.send_json({"event": "subscribe", "channel": "book", "market": "BTC-USD"})
+        async for message in ws:
+            if message.json().get("type") == "snapshot":
+                return time.perf_counter() - started
+    raise AssertionError("the stream closed before its snapshot")
+
+
+async def _opens(node: NodeProcess, url: str, count: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"/ws (baseline)": [], "WebTransport session": []}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            times["/ws (baseline)"].append(await _open_ws(session, node.api_url or ""))
+            times["WebTransport session"].append(await _open_wt(url))
+    return times
+
+
+async def _orders(node: NodeProcess, url: str, count: int) -> dict[str, list[float]]:
+    chain_id = node.status()["chain_id"]
+    key = SigningKey(os.urandom(32))
+    times: dict[str, list[float]] = {"Python client, HTTP (baseline)": [], "WebTransport session": []}
+    client = BrowserClient()
+    await client.open(url)
+    async with AsyncClient(node.api_url or "", node.api_token, signer=Signer.generate()) as python:
+        for i in range(count):
+            started = time.perf_counter()
+            answer = await python.place(**IOC, wait=10)
+            assert answer.final, answer
+            times["Python client, HTTP (baseline)"].append(time.perf_counter() - started)
+            tx = sign_tx(key.sign, key.public_key, chain_id, f"b{i}", int(time.time() * 1000) + 60_000,
+                         [NewOrderOp("BTC-USD", "buy", "ioc", "100", "0.01", None)])
+            started = time.perf_counter()
+            result = await client.request({"event": "submit", "signed": dict(tx.as_json())})
+            assert result.get("final"), result
+            times["WebTransport session"].append(time.perf_counter() - started)
+    await client.close()
+    return times
+
+
+def _local_hosts(count: int) -> list[str]:
+    """Source addresses for `count` sessions within the caps: PER_ADDRESS on each, PER_SUBNET in each /24."""
+    per_subnet = PER_SUBNET // PER_ADDRESS
+    return [f"127.1.{(i // PER_ADDRESS) // per_subnet}.{(i // PER_ADDRESS) % per_subnet + 1}" for i in range(count)]
+
+
+async def _window(pid: int, seconds: float, tick: Callable[[], Awaitable[None]] | None = None) -> tuple[float, int]:
+    """CPU seconds the node used over `seconds` and its RSS (KiB) at the end; `tick` runs every 50 ms meanwhile."""
+    before = cpu_seconds(pid)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if tick is not None:
+            await tick()
+        await asyncio.sleep(0.05)
+    return cpu_seconds(pid) - before, rss_kib(pid)
+
+
+async def _cost(node: NodeProcess, url: str, sessions: int, seconds: float) -> list[list[Any]]:
+    assert node.proc is not None
+    pid = node.proc.pid
+    base_cpu, base_rss = await _window(pid, seconds)
+    clients = [BrowserClient() for _ in range(sessions)]
+    for client, host in zip(clients, _local_hosts(sessions)):
+        await client.open(url, local_host=host)
+        await client.hello()
+    held = node.get("/status")["browser"]["connections"]
+    assert held == sessions, f"{held} of {sessions} sessions admitted"
+    pinging = True
+
+    async def ping() -> None:
+        while pinging:
+            for client in clients:
+                client.send({"event": "ping"})
+            await asyncio.sleep(1.0)
+    pinger = asyncio.create_task(ping())
+    idle_cpu, idle_rss = await _window(pid, seconds)
+    for client in clients:
+        await client.request({"event": "subscribe", "channel": "book", "market": "BTC-USD"})
+    prices = iter(range(10**9))
+    async with AsyncClient(node.api_url or "", node.api_token, signer=Signer.generate()) as trader:
+        async def order() -> None:      # one resting order a tick, at a price that changes the top 25 levels
+            await trader.place("BTC-USD", "buy", "0.01", price=str(90 + next(prices) % 9), wait=0)
+        stream_cpu, stream_rss = await _window(pid, seconds, order)
+    pinging = False
+    await pinger
+    for client in clients:
+        await client.close()
+    rows = []
+    for name, cpu, rss in (("idle (a ping a second)", idle_cpu, idle_rss), ("book stream, ~20 updates/s", stream_cpu,
+                                                                             stream_rss)):
+        share = 100 * (cpu - base_cpu) / seconds / sessions
+        rows.append([name, sessions, 100 * base_cpu / seconds, 100 * cpu / seconds, share,
+                     (rss - base_rss) / sessions])
+    return rows
+
+
+def main(flags: list[str]) -> None:
+    opts = parse_options(flags, {"opens": 50, "orders": 40, "sessions": 200, "window": 10.0},
+                         quick={"opens": 20, "orders": 20, "sessions": 100, "window": 5.0},
+                         smoke={"opens": 2, "orders": 2, "sessions": 8, "window": 0.5})
+    with tempfile.TemporaryDirectory(prefix="bench-browser-") as base:
+        cluster = Cluster(Path(base))
+        try:
+            node = cluster.node("n", found_after=0, log_level="WARNING", **UNMETERED)
+            wait_until(lambda: node.status()["chain_id"], 10, message="the node founds its chain")
+            url = node.get("/status")["browser"]["webtransport"]
+            opens = asyncio.run(_opens(node, url, opts["opens"]))
+            orders = asyncio.run(_orders(node, url, opts["orders"]))
+            cost = asyncio.run(_cost(node, url, opts["sessions"], opts["window"]))
+        finally:
+            cluster.close()
+
+    def rows(times: dict[str, list[float]]) -> list[list[Any]]:
+        base_p50 = statistics.median(next(iter(times.values())))
+        return [[name, len(v), 1000 * percentile(v, 0.5), 1000 * percentile(v, 0.99), statistics.median(v) / base_p50]
+                for name, v in times.items()]
+    print_table(f"open to first book snapshot on loopback, one at a time ({opts['opens']} each, interleaved)",
+                ["path", "n", "p50 ms", "p99 ms", "p50 ratio"], rows(opens))
+    print_table(f"an order signed by its own key to final, one at a time ({opts['orders']} each, interleaved)",
+                ["path", "n", "p50 ms", "p99 ms", "p50 ratio (goal <= 1.2)"], rows(orders))
+    print_table(f"node cost per browser session: {opts['window']:g} s windows against the same window with none",
+                ["sessions", "n", "node CPU % none", "node CPU % with", "% of a core each (goal <= 0.1 idle)",
+                 "KiB each (goal <= 100 idle)"], cost)
