@@ -33,9 +33,8 @@ from exchange_node_client import AsyncClient, Signer
 from tests.harness import Cluster, NodeProcess, cpu_seconds, rss_kib, wait_until
 from tests.wt_client import BrowserClient
 
-UNMETERED = {"max_open_orders": 0, "account_ops_per_block": 0, "account_ops_per_100_blocks": 0,
+UNMETERED: dict[str, Any] = {"max_open_orders": 0, "account_ops_per_block": 0, "account_ops_per_100_blocks": 0,
              "account_ops_rate": 0, "group_ops_rate": 0, "api_connection_rate": 0}
-IOC = {"market": "BTC-USD", "side": "buy", "type": "ioc", "price": "100", "qty": "0.01"}
 PER_ADDRESS = 8           # the endpoint's caps: 8 sessions per address, 32 per /24
 PER_SUBNET = 32
 
@@ -82,7 +81,7 @@ async def _orders(node: NodeProcess, url: str, count: int) -> dict[str, list[flo
     async with AsyncClient(node.api_url or "", node.api_token, signer=Signer.generate()) as python:
         for i in range(count):
             started = time.perf_counter()
-            answer = await python.place(**IOC, wait=10)
+            answer = await python.place("BTC-USD", "buy", "0.01", price="100", type="ioc", wait=10)
             assert answer.final, answer
             times["Python client, HTTP (baseline)"].append(time.perf_counter() - started)
             tx = sign_tx(key.sign, key.public_key, chain_id, f"b{i}", int(time.time() * 1000) + 60_000,
