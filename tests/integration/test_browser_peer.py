@@ -109,17 +109,20 @@ def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser)
                           message="the order everywhere")
         assert view["status"] == "open" and view["account"] == account
 
+    in_flight = place(page, "buy", "97", "0.3")   # sent, and its node killed before (or as) it answers
     first.kill()                              # the page carries on through the other link within 5 s
     killed = time.monotonic()
     page.wait_for_function(f"document.getElementById('active-node').textContent === '{other[0]}'", timeout=5_000)
     took = time.monotonic() - killed
     assert took < 5.0
     second = place(page, "sell", "103.25", "0.2")
-    page.wait_for_function(f"""() => document.querySelector('#orders tr[data-order-id="{second}"] .order-status')
-        ?.textContent.startsWith('final')""", timeout=20_000)
+    for placed in (in_flight, second):
+        page.wait_for_function(f"""() => document.querySelector('#orders tr[data-order-id="{placed}"] .order-status')
+            ?.textContent.startsWith('final')""", timeout=20_000)
     for node in validators:
-        assert wait_until(lambda: node.get(f"/orders/{second}")["order"]["status"] == "open", 20)
-        assert node.get(f"/orders/{order_id}")["order"]["status"] == "open", "no order lost"
+        for placed in (second, in_flight, order_id):                 # no order lost
+            assert wait_until(lambda: node.get(f"/orders/{placed}")["order"]["status"] == "open", 20)
+    assert len(validators[0].get(f"/orders?account={account}&status=open")["orders"]) == 3, "none twice"
     page.wait_for_function("""() => [...document.querySelectorAll('#book tbody tr')]
         .some(r => r.cells[1].textContent === '103.25' && r.cells[2].textContent === 'ask')""", timeout=20_000)
 
