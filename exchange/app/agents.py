@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterator
 
-from exchange.app.txs import (ApproveAgentOp, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
+from exchange.app.txs import (ApproveAgentOp, AtomicOp, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op, ReplaceOp,
                               RevokeAgentOp)
 from exchange.wire import Wire
 
@@ -32,6 +32,8 @@ def scope_problem(scope: ApproveAgentOp, op: Op) -> str | None:
         return "agent_cannot_grant"
     if kind is ApproveAgentOp or kind is RevokeAgentOp:
         return "agent_cannot_approve"
+    if kind is AtomicOp:
+        return None         # a batch marker: its operations are judged one by one
     market: str | None = None
     if isinstance(op, NewOrderOp):
         need, market = "place", op.market

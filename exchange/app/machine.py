@@ -34,6 +34,14 @@ Rules:
   account that the state still knows (open, or in the closed-order history) holds it; any record a new op
   leaves takes it otherwise (a rejected one too, so a client finds out what became of its order). A replace
   hands it on to the order it makes.
+- An agent's transaction (`for=` another account, `agents.py`) runs only while that account's approval of the
+  signing key stands (else refused whole, `agent_not_approved` / `agent_expired`); each op outside the scope is
+  refused with its reason, as are grants and approvals by an agent.
+- Trigger orders (`triggers.py`) wait outside the book; after a block's transactions every market's last trade
+  price places what it crossed, markets in order, oldest created first (timed results `trigger`). A reduce-only
+  order trades at most the account's position against it, judged when it is placed or fires (`reduce_only`).
+- An atomic batch (`atomic` first) is judged whole before any of its ops runs; one refusal refuses them all
+  (`op_<i>_<reason>` on the marker, `batch_refused` on the others).
 - Block time alone (`timers.py`): at `begin_block`, before any transaction, every dead-man's switch
   due fires (all the account's open orders cancelled, reason `scheduled_cancel`) and every
   good-til-time order due is cancelled (reason `good_til_time`); each is a *timed* result of the
@@ -66,8 +74,8 @@ from exchange.app.triggers import Trigger, Triggers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.app.views import View, order_key, order_moment, order_view, trade_view
-from exchange.app.txs import (MAX_OPS, RESTING_TYPES, ApproveAgentOp, CancelAllOp, CancelOp, GrantOp, NewOrderOp, Op,
-                              ReplaceOp, RevokeAgentOp, ScheduleCancelOp, SignedTx)
+from exchange.app.txs import (MAX_OPS, RESTING_TYPES, ApproveAgentOp, AtomicOp, CancelAllOp, CancelOp, GrantOp,
+                              NewOrderOp, Op, ReplaceOp, RevokeAgentOp, ScheduleCancelOp, SignedTx)
 from exchange.commands import ReplaceOrder
 from exchange.display import depth_view
 from exchange.errors import ExchangeError, UnknownMarket
@@ -201,6 +209,9 @@ class ExchangeState:
             problem = (None if scope is None else self._agent_problem(scope, op, account)) or self._op_problem(op, account)
             if problem is not None:
                 return problem
+        if type(tx.ops[0]) is AtomicOp:
+            refused = self._batch_problem(tx.ops, account)
+            return None if refused is None else refused[1]
         return None
 
     def inclusion_problem(self, tx: SignedTx, block_time_ms: int) -> str | None:
@@ -230,6 +241,8 @@ class ExchangeState:
             return self._approve_problem(op, account)
         if isinstance(op, RevokeAgentOp):
             return None if self.agents.scope(account, op.agent) is not None else "unknown_agent"
+        if isinstance(op, AtomicOp):
+            return None
         if isinstance(op, ScheduleCancelOp):
             return None
         if isinstance(op, CancelAllOp):
@@ -335,6 +348,10 @@ class ExchangeState:
         results = []
         prefix, height = tx.id[:ORDER_ID_PREFIX], self.height   # order ids as `tx.order_id(op_index)` makes them
         scope = None if tx.acting_for is None else self.agents.scope(account, tx.account_hex)
+        if type(tx.ops[0]) is AtomicOp:
+            refused = self._batch_problem(tx.ops, account, scope)
+            if refused is not None:
+                return self._refuse_batch(tx, account, index, *refused)
         for op_index, op in enumerate(tx.ops):
             if scope is not None:
                 problem = self._agent_problem(scope, op, account)
@@ -355,8 +372,73 @@ class ExchangeState:
                 results.append(self._grant(account, op))
             elif isinstance(op, ApproveAgentOp):
                 results.append(self._approve_agent(account, op))
-            else:
+            elif isinstance(op, RevokeAgentOp):
                 results.append(self._revoke_agent(account, op))
+            else:
+                results.append(OpResult("atomic", None, None, "accepted", None))
+        return results
+
+    # ------------------------------------------------------------------ atomic batches
+
+    def _batch_problem(self, ops: tuple[Op, ...], account: str,
+                       scope: ApproveAgentOp | None = None) -> tuple[int, str] | None:
+        """(index, reason) of the first operation of an atomic batch that would be refused, judged on the state
+        before any runs with what the earlier ones change on it (targets they cancel or replace, open orders and
+        triggers they add, client ids they take), or None. What only matching decides (a fill-or-kill that
+        cannot fill, credit used by the batch's own earlier fills) is each order's own outcome."""
+        gone: set[str] = set()
+        claimed: set[str] = set()
+        resting, waiting = len(self.by_account.get(account, ())), self.triggers.by_account.get(account, 0)
+        for index, op in enumerate(ops[1:], 1):
+            problem = (None if scope is None else self._agent_problem(scope, op, account)) or self._op_problem(op, account)
+            if problem is None and isinstance(op, NewOrderOp):
+                problem = self._batched_new_problem(op, account, claimed)
+                waiting += op.trigger is not None
+                resting += op.trigger is None and op.type in RESTING_TYPES
+                if problem is None and op.trigger is not None and waiting > self.triggers.room_limit(account):
+                    problem = "too_many_triggers"
+                if problem is None and op.type in RESTING_TYPES and self._cap is not None and resting > self._cap:
+                    problem = "too_many_open_orders"
+            elif problem is None and isinstance(op, (CancelOp, ReplaceOp)):
+                target = op.order_id
+                order, problem = (None, "not_open") if target in gone else self._owned_open(target, account, op.market)
+                waiting_here = self.triggers.get(target)
+                if order is None and waiting_here is not None and target not in gone and isinstance(op, CancelOp):
+                    owned = waiting_here.order.owner == account and waiting_here.order.market == op.market
+                    problem, waiting = (None, waiting - 1) if owned else ("not_owner", waiting)
+                elif order is not None:
+                    resting -= isinstance(op, CancelOp)
+                gone.add(target)
+            if problem is not None:
+                return index, problem
+        return None
+
+    def _batched_new_problem(self, op: NewOrderOp, account: str, claimed: set[str]) -> str | None:
+        """What refuses a batch's new order before it would match: a client id taken (in the batch too), a reduce-only
+        order with nothing to reduce, a passed until, a post-only order that would take at the book's best price."""
+        if op.client_id is not None:
+            if op.client_id in claimed:
+                return "duplicate_client_id"
+            claimed.add(op.client_id)
+        venue = self.venues[op.market]           # _op_problem checked the market, the price and the size
+        price, qty = venue.parse(op.price, op.qty)
+        side = _SIDES[op.side]
+        if op.reduce_only and not self._reducible(account, venue, side, qty):
+            return "reduce_only"
+        if op.until is not None and op.until <= self.time_ms:
+            return "until_passed"
+        if op.type == "post_only" and price is not None:
+            book = venue.engine.book
+            best = next(iter((book.asks if side is _BUY else book.bids).iter_levels()), None)
+            if best is not None and (price >= best.price if side is _BUY else price <= best.price):
+                return "post_only_would_take"
+        return None
+
+    def _refuse_batch(self, tx: SignedTx, account: str, index: int, at: int, reason: str) -> list[OpResult]:
+        """A batch judged refused: nothing runs; the refused operation says why, the others `batch_refused`."""
+        results = [OpResult("atomic", None, None, "rejected", f"op_{at}_{reason}")]
+        results.extend(self._refuse_op(tx, account, index, op_index, op, reason if op_index == at else "batch_refused")
+                       for op_index, op in enumerate(tx.ops) if op_index)
         return results
 
     # ------------------------------------------------------------------ agent keys (agents.py)

@@ -58,6 +58,11 @@ class Triggers:
     def get(self, order_id: str) -> Trigger | None:
         return self.entries.get(order_id)
 
+    @staticmethod
+    def room_limit(account: str) -> int:
+        """How many triggers `account` may have waiting (the same for every account)."""
+        return MAX_PER_ACCOUNT
+
     def room_for(self, account: str) -> str | None:
         if self.by_account.get(account, 0) >= MAX_PER_ACCOUNT:
             return "too_many_triggers"

@@ -18,6 +18,7 @@ a short UTF-8 text (`signed_bytes`) that any language can rebuild without a seri
     grant <account: 64 hex> <asset> <limit>
     approve_agent <agent key: 64 hex> <market,...|-> <place|cancel|replace,...> <notional cap|-> <expires ms|->
     revoke_agent <agent key: 64 hex>
+    atomic                                   (first, then only new, cancel and replace: all or none of them)
 
 lines joined by a single "\\n" (no trailing newline), one operation line per op, in order.
 Prices and quantities are the decimal strings the user gave (the market's tick and lot turn
@@ -191,13 +192,17 @@ class ApproveAgentJson(TypedDict):
     expires: int | None
 
 
+class AtomicJson(TypedDict):
+    op: Literal["atomic"]
+
+
 class RevokeAgentJson(TypedDict):
     op: Literal["revoke_agent"]
     agent: str
 
 
 OpJson = Union[NewOrderJson, CancelJson, CancelAllJson, ScheduleCancelJson, ReplaceJson, GrantJson,
-               ApproveAgentJson, RevokeAgentJson]
+               ApproveAgentJson, RevokeAgentJson, AtomicJson]
 
 
 class SignedTxJson(TypedDict):
@@ -483,17 +488,41 @@ class RevokeAgentOp:
         return cls(_text(agent, _ACCOUNT_HEX, "agent"))
 
 
-Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp, ApproveAgentOp, RevokeAgentOp]
+class AtomicOp:
+    """Marks a batch: the transaction's other operations (new, cancel, replace only) run all or none (the state
+    machine judges every one of them before any runs)."""
+
+    __slots__ = ()
+    name = "atomic"
+
+    def line(self) -> str:
+        return "atomic"
+
+    def wire(self) -> Wire:
+        return ["atomic"]
+
+    def as_json(self) -> AtomicJson:
+        return {"op": "atomic"}
+
+    @classmethod
+    def parse(cls) -> "AtomicOp":
+        return cls()
+
+
+Op = Union[NewOrderOp, CancelOp, CancelAllOp, ScheduleCancelOp, ReplaceOp, GrantOp, ApproveAgentOp, RevokeAgentOp,
+           AtomicOp]
 # each op's parser and the numbers of fields its wire list may have (a new order's `until` is written only when set)
 _OP_ARITY: dict[str, tuple[Callable[..., Op], tuple[int, ...]]] = {
     "new": (NewOrderOp.parse, (6, 7, 8, 9, 10)), "cancel": (CancelOp.parse, (2,)), "cancel_all": (CancelAllOp.parse, (2,)),
     "schedule_cancel": (ScheduleCancelOp.parse, (1,)), "replace": (ReplaceOp.parse, (4,)), "grant": (GrantOp.parse, (3,)),
-    "approve_agent": (ApproveAgentOp.parse, (5,)), "revoke_agent": (RevokeAgentOp.parse, (1,))}
+    "approve_agent": (ApproveAgentOp.parse, (5,)), "revoke_agent": (RevokeAgentOp.parse, (1,)),
+    "atomic": (AtomicOp.parse, (0,))}
 _JSON_FIELDS = {"new": ("market", "side", "type", "price", "qty", "stp", "until", "client_id", "trigger_price",
                         "reduce_only"), "cancel": ("market", "order_id"),
                 "cancel_all": ("market", "side"), "schedule_cancel": ("at",),
                 "replace": ("market", "order_id", "price", "qty"), "grant": ("account", "asset", "limit"),
-                "approve_agent": ("agent", "markets", "operations", "cap", "expires"), "revoke_agent": ("agent",)}
+                "approve_agent": ("agent", "markets", "operations", "cap", "expires"), "revoke_agent": ("agent",),
+                "atomic": ()}
 
 
 def parse_op(item: Unchecked) -> Op:
@@ -608,7 +637,14 @@ def _checked_expires(value: Unchecked) -> int:
 def _checked_ops(items: Unchecked, parse: Callable[[Unchecked], Op]) -> tuple[Op, ...]:
     _need(type(items) in (list, tuple) and 1 <= len(items) <= MAX_OPS, "invalid_ops",
           f"ops is a list of 1 to {MAX_OPS} operations", "ops")
-    return tuple(parse(item) for item in items)
+    ops = tuple(parse(item) for item in items)
+    if any(type(op) is AtomicOp for op in ops):
+        _need(type(ops[0]) is AtomicOp and len(ops) > 1 and all(type(op) in _BATCHED for op in ops[1:]),
+              "invalid_atomic", "atomic comes first, followed by new, cancel and replace operations only", "ops")
+    return ops
+
+
+_BATCHED = (NewOrderOp, CancelOp, ReplaceOp)
 
 
 def _hex_bytes(value: Unchecked, size: int, field: str) -> bytes:

@@ -1,6 +1,7 @@
 """Trigger and reduce-only orders on the state machine: each trigger type fires in the block whose trades cross
 its price (after the block's transactions, oldest first), the same on a node restored from a snapshot;
-reduce-only orders never grow or flip a position; triggers are cancelled, bounded and kept by snapshots."""
+reduce-only orders never grow or flip a position; triggers are cancelled, bounded and kept by snapshots; an
+atomic batch runs all of its operations or none."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -157,3 +158,45 @@ def test_triggers_are_cancelled_one_by_one_or_all_and_bounded_per_account(chain,
     assert [r.reason for r in results[-2:]] == [None, "too_many_triggers"]
     assert len(chain.state.orders(A, "untriggered", 1000)) == MAX_PER_ACCOUNT
     assert chain.block(trade_at(make, "210")).timed[0].outcome == "cancelled"   # market buys with no asks
+
+
+def test_an_atomic_batch_runs_all_or_none_of_its_operations(chain, make):
+    from exchange.app.txs import AtomicOp
+
+    resting = make(1, [new("BTC-USD", "buy", "90", "1"), new("BTC-USD", "sell", "110", "1")])
+    chain.block([resting])
+    bid, ask = resting.order_id(0), resting.order_id(1)
+    refused = make(1, [AtomicOp(), cancel("BTC-USD", bid), new("BTC-USD", "buy", "91", "1"),
+                       replace("BTC-USD", "f" * 32, "109", "1")])
+    assert chain.state.precheck(refused, CHAIN, 0) == "unknown_order"
+    ops = chain.block([refused]).txs[0].ops
+    assert [(o.op, o.outcome, o.reason) for o in ops] == [
+        ("atomic", "rejected", "op_3_unknown_order"), ("cancel", "rejected", "batch_refused"),
+        ("new", "rejected", "batch_refused"), ("replace", "rejected", "unknown_order")]
+    assert chain.state.order(bid)["status"] == "open" and chain.state.order(refused.order_id(2))["status"] == "rejected"
+    twice = make(1, [AtomicOp(), cancel("BTC-USD", bid), cancel("BTC-USD", bid)])
+    assert chain.block([twice]).txs[0].ops[0].reason == "op_2_not_open"
+    named = make(1, [AtomicOp(), NewOrderOp.parse("BTC-USD", "buy", "limit", "80", "1", None, None, "x"),
+                     NewOrderOp.parse("BTC-USD", "buy", "limit", "81", "1", None, None, "x")])
+    assert chain.block([named]).txs[0].ops[0].reason == "op_2_duplicate_client_id"
+    crossing = make(1, [AtomicOp(), new("BTC-USD", "buy", "85", "1"), new("BTC-USD", "buy", "110", "1", "post_only")])
+    assert chain.block([crossing]).txs[0].ops[0].reason == "op_2_post_only_would_take"
+    assert {o["id"] for o in chain.state.orders(A, "open")} == {bid, ask}
+    done = make(1, [AtomicOp(), cancel("BTC-USD", bid), new("BTC-USD", "buy", "91", "1"),
+                    replace("BTC-USD", ask, "109", "2")])
+    ops = chain.block([done]).txs[0].ops
+    assert [(o.op, o.outcome) for o in ops] == [("atomic", "accepted"), ("cancel", "cancelled"), ("new", "open"),
+                                                ("replace", "open")]
+    assert {o["price"] for o in chain.state.orders(A, "open")} == {"91.00", "109.00"}
+
+
+@pytest.mark.parametrize("ops", [
+    [["cancel", "BTC-USD", "a" * 32], ["atomic"]],
+    [["atomic"]],
+    [["atomic"], ["cancel_all", None, None]],
+    [["atomic"], ["atomic"], ["cancel", "BTC-USD", "a" * 32]],
+])
+def test_an_atomic_batch_is_a_first_marker_before_new_cancel_and_replace_only(ops):
+    with pytest.raises(InvalidTx) as raised:
+        SignedTx.from_wire([CHAIN, account(1), "n", 1, ops, bytes(64)])
+    assert raised.value.code == "invalid_atomic"
