@@ -32,6 +32,7 @@ from exchange.app.txs import CLIENT_ID, MAX_OPS, CancelOp, InvalidTx, NewOrderOp
 from exchange.errors import ExchangeError
 from storage import StorageError
 from node.accounts import Account
+from node.api.atomic import atomic_tx
 from node.api.base import ApiError, Json, JsonObject, chain_of, json_response, node_of, not_ready
 from node.api.cost_budget import CostBudget
 from node.order_batcher import OrderBatcher
@@ -347,7 +348,8 @@ def _trades_of(chain: ChainService, order_id: str) -> list[JsonObject]:
 
 async def post_order_batch(request: web.Request) -> web.Response:
     """`{"orders": [...], "account"?}` (up to 250): one transaction per account, one signature for all of
-    its orders; or `{"signed": {...}}` with up to 250 operations. Answers 200 with per-order results in
+    its orders; `{"atomic": true, "orders": [...]}`: one account's orders, cancels and replaces run all or none
+    (node/api/atomic.py); or `{"signed": {...}}` with up to 250 operations. Answers 200 with per-order results in
     request order; `?wait=` (default 0) waits for finality."""
     chain = chain_of(request)
     wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT)
@@ -357,6 +359,9 @@ async def post_order_batch(request: web.Request) -> web.Response:
         txs = [(_signed(body["signed"], chain), None)]
         slots: list[tuple[int, int] | None] = [(0, i) for i in range(len(txs[0][0].ops))]
         results: list[JsonObject] = [{} for _ in slots]
+    elif isinstance(body, dict) and body.get("atomic") is True:      # all or none of them (node/api/atomic.py)
+        txs = [(atomic_tx(request, chain, state, body), None)]
+        slots, results = [(0, i) for i in range(len(txs[0][0].ops))], [{} for _ in txs[0][0].ops]
     else:
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             raise ApiError(400, "invalid_body", 'the body must be {"orders": [...]}', "orders")

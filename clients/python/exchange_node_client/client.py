@@ -270,6 +270,19 @@ class AsyncClient:
             raise Rejected("replace", result.get("reason"), item)
         return Answer(bool(item.get("final")), status, item, item.get("reason"), item.get("order"))
 
+    async def atomic(self, ops: list[dict[str, object]], wait: float = 2.0) -> list[JsonObject]:
+        """New orders (`{"op": "new", "market", "side", "type", "price", "qty", ...}`), cancels (`{"op": "cancel",
+        "market", "order_id"}`) and replaces (`{"op": "replace", "market", "order_id", "price", "qty"}`) in one
+        transaction the chain runs all or none of: the answer's results, the `atomic` marker's first (its
+        `result.reason` says which operation refused the batch and why)."""
+        if self.signer is not None:
+            signed = self.signer.sign(await self.chain_id(), [{"op": "atomic"}, *ops])  # type: ignore[list-item]
+            body: dict[str, object] = {"signed": signed}
+        else:
+            body = {"atomic": True, "orders": ops, **({"account": self.account} if self.account else {})}
+        status, data = await self.request("POST", f"/orders/batch?wait={wait}", body)
+        return cast(list[JsonObject], data["results"])
+
     async def cancel_all(self, market: str | None = None, side: str | None = None, wait: float = 2.0) -> Answer:
         """Cancel every open order of the account (in `market`, on `side` when given) in one operation."""
         scope = {"market": market, "side": side}

@@ -53,6 +53,8 @@ def op_line(op: Op) -> str:
                 f"{dash(op.get('expires'))}")
     if kind == "revoke_agent":
         return f"revoke_agent {op['agent']}"
+    if kind == "atomic":
+        return "atomic"
     raise ValueError(f"unknown operation {kind!r}")
 
 

@@ -165,6 +165,16 @@ export class Client {
     return { final: Boolean(item.final), status, body: item, reason: item.reason, order: item.order };
   }
 
+  /** New orders, cancels and replaces in one transaction the chain runs all or none of: the results, the atomic
+   * marker's first (its result.reason names the operation that refused the batch and why). */
+  async atomic(ops: Op[], wait = 2): Promise<Json[]> {
+    const body = this.options.signer
+      ? { signed: await this.options.signer.sign(await this.chainId(), [{ op: "atomic" }, ...ops]) }
+      : this.plain({ atomic: true, orders: ops });
+    const [, data] = await this.request("POST", `/orders/batch?wait=${wait}`, body);
+    return data.results;
+  }
+
   async cancelAll(market: string | null = null, side: "buy" | "sell" | null = null, wait = 2): Promise<Answer> {
     const body = this.options.signer ? await this.signed({ op: "cancel_all", market, side })
       : this.plain({ ...(market ? { market } : {}), ...(side ? { side } : {}) });

@@ -13,7 +13,8 @@ export type Op =
   | { op: "schedule_cancel"; at: number | null }
   | { op: "approve_agent"; agent: string; markets: string | null; operations: string; cap: string | null;
       expires: number | null }
-  | { op: "revoke_agent"; agent: string };
+  | { op: "revoke_agent"; agent: string }
+  | { op: "atomic" };
 
 export interface SignedTx {
   chain_id: string; account: string; nonce: string; expires: number; ops: Op[]; sig: string;
@@ -39,6 +40,7 @@ export function opLine(op: Op): string {
     case "approve_agent":
       return `approve_agent ${op.agent} ${dash(op.markets)} ${op.operations} ${dash(op.cap)} ${dash(op.expires)}`;
     case "revoke_agent": return `revoke_agent ${op.agent}`;
+    case "atomic": return "atomic";
   }
 }
 

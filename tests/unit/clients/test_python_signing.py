@@ -58,6 +58,8 @@ def test_an_agent_key_signs_for_its_account_and_the_agent_ops_sign_to_the_nodes_
     assert tx.signature_valid() and tx.acting_for is not None and tx.acting_for.hex() == owner.account
     assert agent.trades_for == owner.account and tx.account.hex() == agent.account
     assert SignedTx.from_json(owner.sign(CHAIN, ops)).acting_for is None
+    batch = SignedTx.from_json(owner.sign(CHAIN, [{"op": "atomic"}, OPS[0], OPS[7]]))
+    assert batch.signature_valid() and [op.name for op in batch.ops] == ["atomic", "new", "cancel"]
 
 
 def test_a_tampered_transaction_does_not_verify():
