@@ -165,6 +165,7 @@ class ExchangeNode:
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         if self.browser is not None:
             self.browser.stream = self.operator.stream
+            self.metric_sources.append(self.browser.metrics)
             if self.dht is not None:
                 self.browser.records = self.dht.store.nodes.values
         self._api_runner: web.AppRunner | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from typing import Callable, cast
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
@@ -28,13 +29,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.browser.certs import Certificate
-from p2p.public.sources import Scope, Shares, cap_name
+from p2p.public.sources import Scope, Shares, cap_name, scope_words
 
 log = logging.getLogger("node.browser")
 
 IDLE_TIMEOUT = 30.0               # s a QUIC connection may stay silent (a page's session sends keep-alives)
 MAX_DATAGRAM_FRAME = 65536
 ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
+WARN_EVERY = 60.0                 # s between two warnings of refused connections (each is counted)
 
 
 class SessionHandler:
@@ -172,6 +174,7 @@ class WebTransportServer:
         self.new_session = new_session
         self.connections = Shares(max_per_address, max_per_subnet, max_total)
         self.refused: dict[str, int] = {}
+        self._warned = -WARN_EVERY
         self._server: QuicServer | None = None
         self.configuration = QuicConfiguration(alpn_protocols=H3_ALPN, is_client=False,
                                                max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=IDLE_TIMEOUT)
@@ -191,6 +194,12 @@ class WebTransportServer:
         else:
             name = cap_name(scope)
             self.refused[name] = self.refused.get(name, 0) + 1
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY:
+                self._warned = now
+                log.warning("browser connection refused: %s over its cap (%d %s); %d refused so far",
+                            peer, self.connections.cap(scope), scope_words(scope), sum(self.refused.values()),
+                            extra={"address": peer, "reason": f"browser_{name}"})
         return scope
 
     def release(self, peer: str) -> None:

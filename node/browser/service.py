@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exchange.app.results import TxResult
 from exchange.app.txs import InvalidTx, SignedTx
@@ -26,6 +28,7 @@ from node.browser.protocol import SUBMIT_WAIT, BrowserSession, LineTransport
 from node.browser.server import Pipe, SessionHandler, WebTransportServer
 from node.marketdata.server import StreamServer
 from node.marketdata.session import StreamSession
+from node.metrics import labelled_counter
 from p2p.dht.records import NodeRecord
 from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks, proven_id
@@ -278,6 +281,21 @@ class BrowserService:
                 "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
                            "total": self.config.max_sessions},
                 "refused": dict(server.refused), "peers_with_endpoint": len(self.endpoints), **self.counters}
+
+
+    def metrics(self) -> Iterator[Metric]:
+        """For /metrics: sessions and connections now, refusals by cap, submissions and renewals."""
+        server = self.server
+        yield GaugeMetricFamily("exchange_node_browser_sessions", "Browser sessions open (WebTransport)",
+                                value=len(self.sessions))
+        yield GaugeMetricFamily("exchange_node_browser_connections", "Browser QUIC connections held",
+                                value=0 if server is None else server.connections.held)
+        yield labelled_counter("exchange_node_browser_refused_total", "Browser connections refused, by the cap they hit",
+                               "cap", {} if server is None else server.refused)
+        yield CounterMetricFamily("exchange_node_browser_submitted_total", "Transactions browsers submitted",
+                                  value=self.counters["submitted"])
+        yield CounterMetricFamily("exchange_node_browser_cert_rotations_total",
+                                  "Changes of the browser endpoint's certificates", value=self.counters["rotations"])
 
 
 def _error(code: str, message: str) -> JsonObject:

@@ -2,6 +2,7 @@
 a wrong path, the per-address cap, and a certificate changed while sessions are open."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -60,6 +61,11 @@ async def test_a_session_echoes_and_names_the_served_certificate_then_a_new_one_
     assert sessions[0].closed, "stopping closes the sessions"
 
 
+async def released(server: WebTransportServer) -> None:
+    while server.connections.held:
+        await asyncio.sleep(0.01)
+
+
 async def test_a_wrong_path_is_refused_and_the_per_address_cap_holds() -> None:
     server, _ = await serve(per_address=2)
     clients = [BrowserClient() for _ in range(3)]
@@ -67,6 +73,7 @@ async def test_a_wrong_path_is_refused_and_the_per_address_cap_holds() -> None:
         with pytest.raises(ConnectionError):
             await clients[0].open(f"https://127.0.0.1:{server.port}/elsewhere", timeout=5)
         await clients[0].close()
+        await asyncio.wait_for(released(server), 5)       # the endpoint heard the refused client's close
         await clients[1].open(f"https://127.0.0.1:{server.port}/p")
         await clients[2].open(f"https://127.0.0.1:{server.port}/p")
         assert server.connections.held == 2
