@@ -123,17 +123,30 @@ class BlockResult:
     def order_updates(self) -> dict[str, list[View]]:
         if self._order_updates is None:
             updates: dict[str, list[View]] = {}
+            fired = self._fired()
             for order, moment in self._order_moments:
-                updates.setdefault(order.owner, []).append(order_view_as(order, self._registry, moment))
+                updates.setdefault(order.owner, []).append(self._update_view(order, moment, fired))
             self._order_updates = updates
         return self._order_updates
 
     def order_updates_of(self, accounts: Container[str]) -> list[View]:
         """The views of `accounts`' orders this block changed (a node streams only its own accounts' orders:
         building every order's view on every node was a seventh of a follower's work under load)."""
-        registry = self._registry
-        return [order_view_as(order, registry, moment) for order, moment in self._order_moments
+        fired = self._fired()
+        return [self._update_view(order, moment, fired) for order, moment in self._order_moments
                 if order.owner in accounts]
+
+    def _fired(self) -> frozenset[str]:
+        """The orders a trigger placed in this block (its timed `trigger` results)."""
+        return frozenset(r.order_id for r in self.timed if r.op == "trigger" and r.order_id is not None) \
+            if self.timed else frozenset()
+
+    def _update_view(self, order: Order, moment: OrderMoment, fired: frozenset[str]) -> View:
+        """An order's view as this block left it; an order a trigger placed in this block says `"triggered": true`."""
+        view = order_view_as(order, self._registry, moment)
+        if fired and order.id in fired:
+            view["triggered"] = True
+        return view
 
     def __repr__(self) -> str:
         return (f"BlockResult(height={self.height} txs={len(self.txs)} trades={len(self._trade_rows)} "

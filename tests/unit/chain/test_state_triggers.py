@@ -68,6 +68,9 @@ def test_each_trigger_type_fires_in_the_block_that_crosses_its_price(chain, make
     crossed = chain.block(trade_at(make, "105"))
     assert [(t.op, t.order_id, t.outcome) for t in crossed.timed] == [("trigger", stop_buy.order_id(0), "filled")]
     assert chain.state.order(stop_buy.order_id(0))["status"] == "filled" and position(chain) == 1
+    (update,) = [u for u in crossed.order_updates[A] if u["id"] == stop_buy.order_id(0)]   # what the stream sends
+    assert update["triggered"] and update["status"] == "filled"
+    assert crossed.order_updates_of({A}) == crossed.order_updates[A]
     assert chain.state.trades("BTC-USD")[-1]["price"] == "120.00"       # the stop bought at the ask
     rose = chain.block([make(6, [new("BTC-USD", "buy", "93", "3")])])     # the stop's own fill at 120 passed 110
     assert [(t.order_id, t.outcome) for t in rose.timed] == [(take_profit_sell.order_id(0), "filled")]
