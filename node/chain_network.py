@@ -149,7 +149,8 @@ class P2PChainNetwork:
         info = self.chain.peer_chains.chain_info()
         return {"chain": [info["chain_id"], info["height"]]}
 
-    def _peer_chain(self, node_id: str | None, public_key: object, fields: object) -> CloseReason | None:
+    def _peer_chain(self, node_id: str | None, public_key: object, fields: object, *,
+                    linked: bool = False) -> CloseReason | None:
         if self.chain is None or not node_id:
             return None
         chain = fields.get("chain") if isinstance(fields, dict) else None
@@ -157,17 +158,17 @@ class P2PChainNetwork:
                 and isinstance(chain[1], int) and 0 <= chain[1] < (1 << 62)):
             return None
         key = public_key if isinstance(public_key, bytes) else b""
-        linkable = self.chain.peer_chains.on_peer_info(node_id, key, chain[0] or None, chain[1])
+        linkable = self.chain.peer_chains.on_peer_info(node_id, key, chain[0] or None, chain[1], linked=linked)
         return None if linkable else CloseReason.GENESIS_MISMATCH
 
     def _admit(self, hello: m.Message) -> CloseReason | None:
         return self._peer_chain(hello.get("node_id"), None, hello)
 
     def _on_open(self, link: PeerLink) -> None:
-        self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {})
+        self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {}, linked=True)
 
     def _on_heartbeat(self, link: PeerLink, message: m.Message) -> None:
-        refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message)
+        refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message, linked=True)
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
 

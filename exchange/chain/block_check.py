@@ -188,10 +188,16 @@ class BlockCheck:
             return True
         if not commit.verify(self.core.chain_id, validators, self.core.verify):
             return False
-        self._good_commits[key] = None
+        self.trust_commit(commit, validators)
+        return True
+
+    def trust_commit(self, commit: Commit, validators: ValidatorSet) -> None:
+        """`commit` is a quorum of distinct members of `validators` whose signatures were already checked (a
+        follower's own assembly of the precommits it received, `precommit_quorum.py`): `commit_ok` takes it as it
+        takes one it verified, for a block of that id certified by that set."""
+        self._good_commits[(commit.block_id, commit.round, commit.sigs, validators.hash)] = None
         if len(self._good_commits) > _CACHED_BLOCKS:
             self._good_commits.popitem(last=False)
-        return True
 
     def _certifying_set(self, block: Block) -> tuple[ValidatorSet, bool] | None:
         """The set whose commit certifies `block` (the next height) and whether every member must sign it:

@@ -36,18 +36,19 @@ from typing import Callable, assert_never
 from exchange.chain.block_builder import BlockBuilder
 from exchange.chain.block_check import BlockCheck
 from exchange.chain.blocksync import BlockSync
-from exchange.chain.blocks import Block, Commit, Malformed, Proposal, Vote
+from exchange.chain.blocks import PRECOMMIT, Block, Commit, Malformed, Proposal, Vote
 from exchange.chain.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
 from exchange.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
-                                    EffectBatch, Evidence, Halt, HoldReading, Penalize, SendConsensus, SendValidators,
-                                    WalRecord)
+                                    EffectBatch, Evidence, Halt, HoldReading, Penalize, SendConsensus, SendFollowers,
+                                    SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.intake import TxIntake
 from exchange.chain.join_token import JoinToken
 from exchange.chain.membership import Approve, Grant, Leave, MembershipTx, Revoke
 from exchange.chain.mempool import OWN_LANE, Mempool
+from exchange.chain.precommit_quorum import PrecommitQuorum
 from exchange.chain.recovery import HaltRecovery, RecoveryStatus
 from exchange.chain.seat_requests import SeatRequests, TokenKey
 from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
@@ -62,7 +63,7 @@ log = logging.getLogger("exchange.chain")
 FORWARD_FANOUT = 3
 FOLLOWER_BLOCK_SILENCE = 3.0    # s without a final block after which a follower hearing no quorum says so
 MESSAGE_TYPES = ("chain_vote", "chain_proposal", "chain_tx", "chain_membership", "chain_decision",
-                 "chain_sync_request", "chain_sync_response", "chain_recovery")
+                 "chain_sync_request", "chain_sync_response", "chain_recovery", "chain_block", "chain_precommit")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class ChainCore:
         self.halted: str | None = None
         self.check = BlockCheck(self)
         self.sync = BlockSync(self)
+        self.precommits = PrecommitQuorum(self)
         self.builder = BlockBuilder(self)
         self.halt_recovery = HaltRecovery(self)
         self.intake = TxIntake(self)
@@ -358,6 +360,9 @@ class ChainCore:
             "chain_sync_request": lambda body, sender, now: self.sync.on_sync_request(body, sender),
             "chain_sync_response": self.sync.on_sync_response,
             "chain_recovery": self.halt_recovery.on_message,
+            "chain_block": lambda body, sender, now: self.precommits.on_block(Proposal.from_wire(body), sender, now),
+            "chain_precommit": lambda body, sender, now: self.precommits.on_precommit(Vote.from_wire(body), sender,
+                                                                                      now),
         }
 
     def _on_decision(self, body: object, sender: str | None, now: float) -> None:
@@ -547,6 +552,11 @@ class ChainCore:
                     case SendConsensus(message):
                         name = "chain_vote" if isinstance(message, Vote) else "chain_proposal"
                         self.emit(SendValidators({"type": name, "body": message.wire()}))
+                        if isinstance(message, Proposal):
+                            self.emit(SendFollowers({"type": "chain_block", "body": message.wire()}))
+                        elif message.kind == PRECOMMIT and message.block_id is not None \
+                                and message.validator == self.public_key:
+                            self.emit(SendFollowers({"type": "chain_precommit", "body": message.wire()}))
                         if isinstance(message, Vote) and message.validator == self.public_key:
                             self._relay_held_disagreeing(message)
                     case WalRecord():
@@ -676,5 +686,5 @@ class ChainCore:
                 "consensus": self.consensus.status() if self.is_validator else None,
                 "refused_proposals": dict(self.check.refused), "block_pace": self.builder.pace.view(),
                 "recovery": self.halt_recovery.status(), "sync_budget": self.sync.budget.view(),
-                "snapshots": state.snapshot_view(), **self.counters}
+                "snapshots": state.snapshot_view(), "decided_from_precommits": self.precommits.decided, **self.counters}
 

@@ -67,6 +67,13 @@ class SendValidators:
 
 
 @dataclass(frozen=True, slots=True)
+class SendFollowers:
+    """To the followers linked to us (a bounded number): our proposals and precommits, so they decide from the
+    precommits (`precommit_quorum.py`) without waiting for a decision message."""
+    message: ChainMessage
+
+
+@dataclass(frozen=True, slots=True)
 class SendTo:
     """To one node."""
     node_id: str
@@ -136,7 +143,7 @@ class NeedSnapshot:
     node_id: str
 
 
-ChainEffect = Union[WalRecord, SendValidators, SendTo, Broadcast, Penalize, HoldReading, Committed, Forward,
+ChainEffect = Union[WalRecord, SendValidators, SendFollowers, SendTo, Broadcast, Penalize, HoldReading, Committed, Forward,
                     OwnDone, Halt, NeedSnapshot]
 
 

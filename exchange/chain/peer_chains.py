@@ -22,6 +22,7 @@ log = logging.getLogger("exchange.chain")
 MAX_CONFLICTS = 32          # peers on other chains remembered (and shown in /status) ...
 CONFLICT_TTL = 600.0        # ... each for this many seconds after it was last heard
 CONFLICT_LOG_INTERVAL = 10.0    # s between warnings about another network in sight
+LINKED_FOLLOWERS = 64       # followers linked to us that a validator sends its proposals and precommits directly
 
 
 class ChainInfo(TypedDict):
@@ -47,14 +48,17 @@ class PeerChains:
         self._status_sent_at = 0.0
         self._warned_at = float("-inf")
         self._unwarned = 0                                  # other networks heard since the last warning
+        self._linked: dict[str, None] = {}          # peers on our chain over an open link, in the order they said so
 
     def chain_info(self) -> ChainInfo:
         """What our handshakes and heartbeats say about our chain."""
         genesis, core = self.host.genesis, self.host.core
         return {"chain_id": genesis.chain_id if genesis else "", "height": core.height if core else 0}
 
-    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int) -> bool:
-        """A peer's chain (from its hello or heartbeat). False when it is on another chain: not to be linked."""
+    def on_peer_info(self, node_id: str, public_key: bytes, chain_id: str | None, height: int, *,
+                     linked: bool = False) -> bool:
+        """A peer's chain (from its hello or heartbeat; `linked`: over a link that is open). False when it is on
+        another chain: not to be linked."""
         now = self.clock()
         self.founding.observe(node_id, public_key, chain_id, height, now)
         genesis = self.host.genesis
@@ -66,6 +70,8 @@ class PeerChains:
                                          "reason": "founded apart (different genesis)"})
             return False
         core = self.host.core
+        if linked and mine is not None and chain_id == mine:
+            self._linked[node_id] = None
         if core is not None and chain_id == mine:
             core.peer_height(node_id, height, now)
             self.host.schedule_pump()
@@ -104,6 +110,18 @@ class PeerChains:
 
     def on_peer_gone(self, node_id: str) -> None:
         self.founding.forget(node_id)
+        self._linked.pop(node_id, None)
+
+    def linked_followers(self, validators: set[str]) -> list[str]:
+        """The peers on our chain linked to us that are not `validators`, at most LINKED_FOLLOWERS (the longest
+        linked first): what a validator sends them grows with them only up to that; the rest hear decisions."""
+        found: list[str] = []
+        for node_id in self._linked:
+            if node_id not in validators:
+                found.append(node_id)
+                if len(found) == LINKED_FOLLOWERS:
+                    break
+        return found
 
     def on_status(self, body: object, sender: str) -> None:
         """A Grenache-only peer's `chain_status` message (linked peers say it in heartbeats)."""

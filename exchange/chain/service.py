@@ -55,7 +55,8 @@ from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.serving import ChainServing
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
-                                    NeedSnapshot, OwnDone, Penalize, SendTo, SendValidators, WalRecord)
+                                    NeedSnapshot, OwnDone, Penalize, SendFollowers, SendTo, SendValidators,
+                                    WalRecord)
 from exchange.crypto import verify as ed25519_verify
 from exchange.chain.chainstate import BlockOutcome
 from exchange.chain.durability import BlockDurability, UnsavedBlock
@@ -74,7 +75,7 @@ from exchange.app.txs import InvalidTx
 from exchange.wire import Wire
 from storage import StorageError
 
-SENDS = (SendValidators, SendTo, Broadcast)      # the effects that are messages leaving the node
+SENDS = (SendValidators, SendFollowers, SendTo, Broadcast)      # the effects that are messages leaving the node
 
 log = logging.getLogger("exchange.chain")
 
@@ -330,6 +331,11 @@ class ChainService:
                 for node_id in core.state.validators.node_ids:
                     if node_id != me:
                         self.network.send(node_id, message)
+            case SendFollowers(message):
+                if self.disk_error is not None:
+                    return
+                for node_id in self.peer_chains.linked_followers(set(core.state.validators.node_ids)):
+                    self.network.send(node_id, message)
             case SendTo(node_id, message):
                 self.network.send(node_id, message)
             case Broadcast(message):

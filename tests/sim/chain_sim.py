@@ -23,8 +23,7 @@ from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, HoldReading, NeedSnapshot, OwnDone,
-                                    Penalize,
-                                    SendTo, SendValidators, WalRecord)
+                                    Penalize, SendFollowers, SendTo, SendValidators, WalRecord)
 from exchange.chain.genesis import Genesis
 from exchange.chain.seats import MAX_TOKEN_USES
 from exchange.chain.snapshot_maker import SnapshotMaker
@@ -297,6 +296,12 @@ class ChainSimulation:
                 for target in self._validators(node):
                     for body in self._byzantine_variants(node, message, target):
                         self._send(node.index, target, message["type"], body)
+            case SendFollowers(message):
+                seated = set(self._validators(node))
+                for other in self.nodes:
+                    if other.index not in seated:
+                        for body in self._byzantine_variants(node, message, other.index):
+                            self._send(node.index, other.index, message["type"], body)
             case SendTo(node_id, message):
                 addressee = self.by_id.get(node_id)
                 if addressee is not None:
@@ -350,17 +355,19 @@ class ChainSimulation:
         """What a validator actually sends to one target (honest: the message itself)."""
         mode = node.byzantine
         body = message["body"]
-        if mode is None or message["type"] not in ("chain_vote", "chain_proposal"):
+        # what followers are sent (precommit_quorum.py) is a vote or a proposal too, and lies the same way
+        kind = {"chain_precommit": "chain_vote", "chain_block": "chain_proposal"}.get(message["type"], message["type"])
+        if mode is None or kind not in ("chain_vote", "chain_proposal"):
             return [body]
         self.stats["byzantine_msgs"] += 1
         if mode == "silent":
             return []
         if mode == "equivocate":
-            return [self._conflicting(node, message["type"], body, target)]
+            return [self._conflicting(node, kind, body, target)]
         if mode == "forge":
             other = self.nodes[(node.index + 1) % self.s.validators]
             forged = list(body)
-            if message["type"] == "chain_vote":
+            if kind == "chain_vote":
                 forged[4] = other.keys.public_key           # claims to be another validator
                 forged[3] = None if forged[3] is not None else hashlib.sha256(b"x").digest()
             else:
@@ -370,7 +377,7 @@ class ChainSimulation:
             old = [b for b in node.wal if b[0] == "signed"]
             extra = [self.rng.choice(old)[3]] if old else []
             huge = list(body)
-            if message["type"] == "chain_vote":
+            if kind == "chain_vote":
                 huge[2] = 10 ** 6                              # a far-future round, properly signed
                 huge[5] = node.keys.sign(_vote_bytes(self.genesis.chain_id, huge))
             return [body, huge] + [e for e in extra if len(e) == 6 and type(e[3]) is not list]
@@ -521,6 +528,9 @@ class ChainSimulation:
     def check_end(self) -> dict[str, Any]:
         honest = [n for n in self.nodes if n.byzantine is None and n.core is not None]
         heights = {n.index: n.core.state.height for n in honest}    # type: ignore[union-attr]
+        # heights followers made final from the precommits they were sent, not a decision (precommit_quorum.py)
+        self.stats["decided_from_precommits"] = sum(
+            n.core.precommits.decided for n in honest if n.core is not None)
         top = max(heights.values())
         problems: list[str] = []
         leader = max(honest, key=lambda n: n.core.state.height)      # type: ignore[union-attr]

@@ -42,6 +42,8 @@ def _check(results: list[dict], seeds: int) -> None:
     assert sum(r["txs"] for r in live) > 50 * len(live)
     byzantine = [r for r in results if r.get("byzantine_msgs")]
     assert len(byzantine) >= 0.15 * seeds, "the seed mix lost its Byzantine validators"
+    # followers decide from the precommits they are sent (precommit_quorum.py), under the same checks as the rest
+    assert sum(r.get("decided_from_precommits", 0) for r in live) > 0
 
 
 def _workers() -> int:
