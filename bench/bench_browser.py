@@ -11,12 +11,16 @@ One node on loopback (its own chain, account rates off). The sessions come from 
 - node cost per session: the node's CPU and memory with `--sessions` sessions open (each pinging once a second, as
   the page does; spread over 127.1.x.y so the per-address and per-/24 caps admit them) against the same window
   with none, idle and then each subscribed to the book while orders change it about 20 times a second.
-The page in a real Chromium and the 50 ms between sites are not measured here.
+- the page in a real headless Chromium (off the real interface, as the tests run it), opened from a file: from
+  navigation to the first book shown, on loopback and through a UDP forwarder holding every datagram 50 ms each
+  way (a site 100 ms of round trip away), p50/p99.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import threading
 import statistics
 import tempfile
 import time
@@ -30,13 +34,90 @@ from bench.table import print_table
 from exchange.app.txs import NewOrderOp, sign_tx
 from exchange.crypto import SigningKey
 from exchange_node_client import AsyncClient, Signer
-from tests.harness import Cluster, NodeProcess, cpu_seconds, rss_kib, wait_until
+from tests.harness import ROOT, Cluster, NodeProcess, cpu_seconds, rss_kib, wait_until
 from tests.wt_client import BrowserClient
 
 UNMETERED: dict[str, Any] = {"max_open_orders": 0, "account_ops_per_block": 0, "account_ops_per_100_blocks": 0,
              "account_ops_rate": 0, "group_ops_rate": 0, "api_connection_rate": 0}
 PER_ADDRESS = 8           # the endpoint's caps: 8 sessions per address, 32 per /24
 PER_SUBNET = 32
+CHROMIUM = "/usr/bin/chromium"
+PAGE = ROOT / "node" / "console" / "static" / "p2p.html"
+OFF_NETWORK = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync",
+               "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
+
+
+class DelayForwarder(asyncio.DatagramProtocol):
+    """Forwards UDP from any client to `target`, and back, holding every datagram `delay` seconds each way."""
+
+    def __init__(self, target: tuple[str, int], delay: float) -> None:
+        self.target, self.delay = target, delay
+        self.transport: asyncio.DatagramTransport | None = None
+        self.upstreams: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self.waiting: dict[tuple[str, int], list[bytes]] = {}      # a client's datagrams while its upstream opens
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        upstream = self.upstreams.get(addr)
+        if upstream is not None:
+            loop.call_later(self.delay, upstream.sendto, data)
+        elif addr in self.waiting:
+            self.waiting[addr].append(data)
+        else:
+            self.waiting[addr] = [data]
+            task = loop.create_task(self._open(addr))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _open(self, client: tuple[str, int]) -> None:
+        forwarder = self
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, _addr: tuple[str, int]) -> None:
+                assert forwarder.transport is not None
+                asyncio.get_running_loop().call_later(forwarder.delay, forwarder.transport.sendto, data, client)
+        upstream, _ = await asyncio.get_running_loop().create_datagram_endpoint(Back, remote_addr=self.target)
+        self.upstreams[client] = upstream
+        for data in self.waiting.pop(client):
+            asyncio.get_running_loop().call_later(self.delay, upstream.sendto, data)
+
+
+def _page_opens(url: str, cert: str, node_id: str, count: int, delay: float) -> dict[str, list[float]]:
+    """ms from navigation to the first book shown, opening the page `count` times, direct and through the
+    forwarder (the page's own figure, `data-first-book-ms`)."""
+    from playwright.sync_api import sync_playwright
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = int(url.split(":")[2].split("/")[0])
+
+    async def forwarder() -> int:
+        transport, _ = await loop.create_datagram_endpoint(lambda: DelayForwarder(("127.0.0.1", port), delay),
+                                                           local_addr=("127.0.0.1", 0))
+        return int(transport.get_extra_info("sockname")[1])
+    delayed = asyncio.run_coroutine_threadsafe(forwarder(), loop).result(10)
+    targets = {"loopback": url, f"{1000 * delay:g} ms each way": url.replace(f":{port}/", f":{delayed}/")}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    with tempfile.TemporaryDirectory(prefix="bench-browser-profile-") as profile, sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=OFF_NETWORK)
+        try:
+            for _ in range(count):
+                for name, target in targets.items():
+                    page = context.new_page()
+                    page.goto(PAGE.as_uri() + f"#node={target}&hash={cert}&id={node_id}")
+                    page.wait_for_function("document.body.dataset.firstBookMs", timeout=20_000)
+                    times[name].append(float(page.evaluate("document.body.dataset.firstBookMs")) / 1000)
+                    page.close()
+        finally:
+            context.close()
+            loop.call_soon_threadsafe(loop.stop)
+    return times
 
 
 async def _open_wt(url: str) -> float:
@@ -151,9 +232,9 @@ async def _cost(node: NodeProcess, url: str, sessions: int, seconds: float) -> l
 
 
 def main(flags: list[str]) -> None:
-    opts = parse_options(flags, {"opens": 50, "orders": 40, "sessions": 200, "window": 10.0},
-                         quick={"opens": 20, "orders": 20, "sessions": 100, "window": 5.0},
-                         smoke={"opens": 2, "orders": 2, "sessions": 8, "window": 0.5})
+    opts = parse_options(flags, {"opens": 50, "orders": 40, "sessions": 200, "window": 10.0, "pages": 20},
+                         quick={"opens": 20, "orders": 20, "sessions": 100, "window": 5.0, "pages": 8},
+                         smoke={"opens": 2, "orders": 2, "sessions": 8, "window": 0.5, "pages": 1})
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as base:
         cluster = Cluster(Path(base))
         try:
@@ -163,6 +244,9 @@ def main(flags: list[str]) -> None:
             opens = asyncio.run(_opens(node, url, opts["opens"]))
             orders = asyncio.run(_orders(node, url, opts["orders"]))
             cost = asyncio.run(_cost(node, url, opts["sessions"], opts["window"]))
+            browser = node.get("/status")["browser"]
+            pages = _page_opens(url, browser["cert_sha256"][0], node.node_id, opts["pages"], 0.05) \
+                if shutil.which(CHROMIUM) else None
         finally:
             cluster.close()
 
@@ -177,3 +261,9 @@ def main(flags: list[str]) -> None:
     print_table(f"node cost per browser session: {opts['window']:g} s windows against the same window with none",
                 ["sessions", "n", "node CPU % none", "node CPU % with", "% of a core each (goal <= 0.1 idle)",
                  "KiB each (goal <= 100 idle)"], cost)
+    if pages is None:
+        print(f"\n(no {CHROMIUM}: the page in a browser is not measured)")
+    else:
+        print_table(f"the page in headless Chromium, opened from a file: navigation to the first book shown "
+                    f"({opts['pages']} each, interleaved)", ["between page and node", "n", "p50 ms", "p99 ms",
+                                                             "p50 ratio (goal: <= 1 s at 50 ms)"], rows(pages))

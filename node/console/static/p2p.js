@@ -138,6 +138,8 @@ class Link {
     else if (m.event === "header") state.height = Math.max(state.height, m.height);
     else if (m.type === "snapshot") {
       this.book = { bids: new Map(m.bids.map((l) => [l[0], l[1]])), asks: new Map(m.asks.map((l) => [l[0], l[1]])) };
+      // ms from opening the page to the first book shown (read by the benchmark)
+      document.body.dataset.firstBookMs ??= String(performance.now());
     } else if (m.type === "update") {
       for (const side of ["bids", "asks"]) {
         for (const [price, size] of m[side] ?? []) {
