@@ -3,6 +3,8 @@
 - A reduce-only stop-market sell (`order sell ... --type stop_market --trigger 95 --reduce-only`) waits
   untriggered, then fires in the very block whose trade crosses 95, on both nodes: it sells only what the
   account holds (the position ends flat, never short), and its fill is in the crossing trade's block.
+- A node that joins after the blocks holding two waiting triggers were compacted away installs a certified
+  snapshot that carries them, and fires the crossed one exactly as the others do.
 - An atomic batch (`POST /orders/batch` with `"atomic": true`) that names an unknown order is refused whole with
   that reason and changes nothing on any node; the same batch without it cancels, places and replaces together
   (the state machine's own all-or-nothing judgement, for a batch a proposer puts in a block anyway, is
@@ -73,3 +75,40 @@ def test_an_atomic_batch_changes_all_or_nothing_on_every_node(cluster: Cluster):
         assert node.get(f"/orders/{bid['id']}")["order"]["status"] == "cancelled"
     status, body = desk.api("POST", "/orders/batch", {"atomic": True, "orders": [{"op": "cancel_all"}]})
     assert status == 422 and body["error"]["code"] == "invalid_op", body
+
+
+SNAPSHOTS: dict[str, Any] = {**FAST, "snapshot_interval": 20, "keep_blocks": 10, "empty_block_interval": 0.05}
+
+
+def _post(node: NodeProcess, **fields: str) -> dict:
+    """An order through the API (quicker than a CLI process), final."""
+    status, body = node.api("POST", "/orders?wait=5", {"market": "BTC-USD", **fields})
+    assert status == 201 and body["final"], body
+    return dict(body["order"])
+
+
+def test_a_node_that_joined_from_a_snapshot_fires_the_waiting_triggers_the_same(cluster: Cluster):
+    desk, other = cluster.chain(2, seat_rule="any", **SNAPSHOTS)
+    _post(other, side="sell", qty="1", price="100")
+    _post(desk, side="buy", qty="1", price="100")                  # the last trade price: 100
+    stop = _post(desk, side="buy", qty="1", type="stop_market", trigger_price="105")
+    limit = _post(other, side="sell", qty="1", type="stop_limit", trigger_price="90", price="89")
+    wait_until(lambda: desk.status()["storage"]["blocks"]["first_index"] > 30, 30, interval=0.2,
+               message="the blocks holding the triggers are compacted away")
+    late = cluster.node("late", bootstrap_peers=desk.p2p_address, **SNAPSHOTS)
+    wait_until(lambda: converged([desk, other, late]), 30, interval=0.3, message="the late node follows the chain")
+    assert "installed a certified snapshot" in late.log_tail(400)
+    for order in (stop, limit):
+        assert late.get(f"/orders/{order['id']}")["order"] == desk.get(f"/orders/{order['id']}")["order"]
+        assert late.get(f"/orders/{order['id']}")["order"]["status"] == "untriggered"
+    _post(other, side="sell", qty="3", price="120")
+    _post(other, side="sell", qty="1", price="106")
+    crossing = _post(desk, side="buy", qty="1", price="106")
+    wait_until(lambda: converged([desk, other, late]), 15, interval=0.3)
+    views = [node.get(f"/orders/{stop['id']}")["order"] for node in (desk, other, late)]
+    assert views[0]["status"] == "filled" and views[0] == views[1] == views[2], views
+    for node in (desk, other, late):
+        trades = {t["taker_order_id"]: t for t in node.get("/trades/BTC-USD?limit=10")["trades"]}
+        assert (trades[stop["id"]]["height"], trades[stop["id"]]["price"]) == (trades[crossing["id"]]["height"],
+                                                                              "120.00")
+        assert node.get(f"/orders/{limit['id']}")["order"]["status"] == "untriggered"
