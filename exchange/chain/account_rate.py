@@ -11,7 +11,9 @@ neighbour's or follower's network has its share of what is looked at in tx_budge
 weighs one operation more than it holds (TX_WEIGHT: a cancel-all of nothing still costs a signature, an outbox
 entry and a place in a block). Once a group's bucket is below half, an account passes only if it spent no more
 than an equal part of what the group spent since (max-min fairness): the heaviest accounts of a group are refused
-first and a light one on the same node keeps its share.
+first and a light one on the same node keeps its share. The bucket's last tenth (`LIGHT_SHARE`) is kept for
+transactions no bigger than it: accounts that had spent nothing yet took the lower half batch by batch down to
+nothing, and a light account's next order, arriving in the few milliseconds before a refill, was refused.
 
 The buckets run on block time (the last block's `time_ms`), not this machine's clock: validators at the same
 height refill them alike whatever their clocks, and the same sequence of blocks and transactions gives the same
@@ -29,6 +31,7 @@ from collections import OrderedDict, deque
 
 
 TX_WEIGHT = 4       # a transaction weighs four operations more than it holds: its signature, outbox entry, block slot
+LIGHT_SHARE = 10    # the last 1/LIGHT_SHARE of a group's bucket goes only to transactions no bigger than it
 
 
 def weight(ops: int) -> int:
@@ -78,7 +81,8 @@ class GroupBucket(BlockTimeBucket):
         if mine is None and len(self.spent) >= max_accounts:
             return False
         accounts = len(self.spent) + (mine is None)
-        return ((mine or 0) + cost) * accounts <= self.total + cost
+        light = self.burst // LIGHT_SHARE
+        return ((mine or 0) + cost) * accounts <= self.total + cost and (cost <= light or left - cost >= light)
 
     def charge(self, account: bytes, cost: int, time_ms: int) -> None:
         if self.tokens(time_ms) >= self.burst // 2:

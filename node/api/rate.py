@@ -20,6 +20,7 @@ requests (node/marketdata/server.py) draw on the same budgets.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Awaitable, Callable, Protocol, TypedDict
 from weakref import WeakKeyDictionary
@@ -29,6 +30,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from node.api.base import ApiError
+from node.api.write_quiet import WriteQuiet
 from node.api.auth import PUBLIC_ROUTES, ApiAuth, is_public
 from p2p.public.rate import ClientRate
 from p2p.public.refusals import RefusalLog
@@ -126,7 +128,9 @@ class FrontGate:
     without the token from an address not exempt is charged to the public rate here, and a keep-alive
     connection refused `CLOSE_AFTER` times in a row is closed, so refusing does not cost what answering does.
     A connection answered 429 to a write (an account's rate) that asks again within half its Retry-After is
-    closed unread. The answer is a prebuilt 429."""
+    closed unread, and so is any write from its address meanwhile (held until then), unless the address is
+    exempt (`WriteQuiet`).
+    The answer is a prebuilt 429."""
 
     CLOSE_AFTER = 8
 
@@ -135,6 +139,7 @@ class FrontGate:
         self._connections: WeakKeyDictionary[object, _Connection] = WeakKeyDictionary()
         self.refused = {"connection": 0, "public": 0, "early": 0}
         self.closed = 0
+        self.quiet = WriteQuiet()
 
     def wrap(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
              ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
@@ -154,6 +159,13 @@ class FrontGate:
                     self.refused["early"] += 1
                     self.closed += 1
                     return _refusal("early", connection.retry_at - time.monotonic(), close=True)
+            if request.method not in _READS and self.quiet:
+                quiet = self.quiet.wait(request.remote or "")
+                if quiet is not None:
+                    self.refused["early"] += 1
+                    self.closed += 1
+                    await asyncio.sleep(quiet[0])       # held, unread, until the address may ask again
+                    return _refusal("early", quiet[1] - quiet[0], close=True)
             if looks_public(request.method, request.path):
                 address = request.remote or ""
                 scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -175,6 +187,8 @@ class FrontGate:
                 retry = response.headers.get("Retry-After", "")
                 wait = float(retry) if retry.isdigit() else 1.0
                 connection.quiet_until, connection.retry_at = time.monotonic() + wait / 2, time.monotonic() + wait
+                if not self.limit.is_exempt(request.remote or ""):
+                    self.quiet.refused(request.remote or "", wait)
             return response
 
         return front
