@@ -32,7 +32,10 @@ REQUEST_RATE = 20.0            # requests per second per session, after a burst
 REQUEST_BURST = 40.0
 MAX_IN_FLIGHT = 8              # submissions of one session waiting for finality
 SUBMIT_WAIT = 10.0             # s a submission waits for its block before it is answered "not final yet"
+SESSION_IDLE = 10.0            # s without a request before a session is closed (a page pings every second: a tab
+                               # closed without a word, which Chromium leaves open, frees its slot)
 CLOSE_PROTOCOL = 4400
+CLOSE_IDLE = 4408
 CLOSE_TOO_MANY = 4029
 
 
@@ -108,6 +111,8 @@ class BrowserSession:
         self.peer = peer
         self._close = close
         self.bucket = TokenBucket(REQUEST_RATE, REQUEST_BURST, clock=clock)
+        self.clock = clock
+        self.last_request = clock()
         self.in_flight = 0
         self.proved = False
         self.headers = False
@@ -135,6 +140,7 @@ class BrowserSession:
 
     def request(self, line: bytes) -> None:
         self.counters["requests"] += 1
+        self.last_request = self.clock()
         if not self.bucket.try_take():
             self.close(CLOSE_TOO_MANY, f"too many requests: more than {REQUEST_RATE:g}/s")
             return
@@ -201,6 +207,10 @@ class BrowserSession:
         finally:
             self.in_flight -= 1
         self.send({"event": "submitted", **answer}, req)
+
+    def idle(self, now: float) -> bool:
+        """Whether the page has asked nothing for SESSION_IDLE seconds (it is gone)."""
+        return now - self.last_request > SESSION_IDLE
 
     # --- output --------------------------------------------------------------------------------
     def send(self, event: JsonObject, req: Json = None) -> None:

@@ -32,8 +32,9 @@ from node.browser.certs import Certificate
 from p2p.public.sources import Scope, Shares, cap_name, scope_words
 
 log = logging.getLogger("node.browser")
+logging.getLogger("quic").setLevel(logging.WARNING)     # aioquic logs several INFO lines for every connection
 
-IDLE_TIMEOUT = 30.0               # s a QUIC connection may stay silent (a page's session sends keep-alives)
+IDLE_TIMEOUT = 15.0               # s a QUIC connection may stay silent (a page pings every second)
 MAX_DATAGRAM_FRAME = 65536
 ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
 WARN_EVERY = 60.0                 # s between two warnings of refused connections (each is counted)
@@ -81,6 +82,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
         self.closed = False
         self.sessions: dict[int, SessionHandler] = {}      # stream id of the page's stream -> its session
         self.session_ids: set[int] = set()
+        self.streamed = False                               # the page opened its request stream
         certificate = self._quic.configuration.certificate
         der = certificate.public_bytes(serialization.Encoding.DER) if certificate is not None else b""
         self.cert_sha256 = hashlib.sha256(der).digest()
@@ -129,16 +131,18 @@ class WebTransportProtocol(QuicConnectionProtocol):
             else:
                 self.http.send_headers(event.stream_id, [(b":status", b"404")], end_stream=True)
             self.transmit()
-        elif isinstance(event, WebTransportStreamDataReceived) and event.session_id in self.session_ids:
+        elif isinstance(event, WebTransportStreamDataReceived) and event.session_id in self.session_ids \
+                and not self.closed:
             handler = self.sessions.get(event.stream_id)
             if handler is None:
-                if self.sessions:       # one request stream per session
+                if self.streamed:       # one request stream per session, opened once
                     self._quic.reset_stream(event.stream_id, 0x10)
                     self.transmit()
                     return
                 handler = self.server.new_session(Pipe(self, event.session_id, event.stream_id), self.cert_sha256,
                                                   self.peer or "")
                 self.sessions[event.stream_id] = handler
+                self.streamed = True
             if event.data:
                 handler.data_received(event.data)
             if event.stream_ended and event.stream_id in self.sessions:

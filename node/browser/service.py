@@ -24,7 +24,7 @@ from node.api.base import Json, JsonObject
 from node.browser.certs import CertRotation, Certificate
 from node.browser.config import BrowserConfig
 from node.browser.endpoints import Endpoint, dht_entry, endpoint_of_record, parse_endpoint, url_of
-from node.browser.protocol import SUBMIT_WAIT, BrowserSession, LineTransport
+from node.browser.protocol import CLOSE_IDLE, SESSION_IDLE, SUBMIT_WAIT, BrowserSession, LineTransport
 from node.browser.server import Pipe, SessionHandler, WebTransportServer
 from node.marketdata.server import StreamServer
 from node.marketdata.session import StreamSession
@@ -77,9 +77,9 @@ class BrowserService:
         self.sessions: set[BrowserSession] = set()
         self.following: set[BrowserSession] = set()
         self.endpoints: dict[str, Endpoint] = {}        # linked peers' endpoints
-        self.counters = {"sessions": 0, "submitted": 0, "rotations": 0}
+        self.counters = {"sessions_opened": 0, "submitted": 0, "rotations": 0, "idle_closed": 0}
         self.records: Callable[[], Iterable[NodeRecord]] = lambda: ()   # checked DHT records we hold (the DHT's)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # --- links: where peers' endpoints are --------------------------------------------------------
     def peer_hooks(self) -> PeerHooks:
@@ -131,14 +131,15 @@ class BrowserService:
             self.server.port = 0
             await self.server.start()
         self.chain.block_listeners.append(self._on_block)
-        self._task = asyncio.get_running_loop().create_task(self._rotate())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._rotate()), loop.create_task(self._sweep())]
         log.info("browsers may dial %s (certificate sha256 %s)", self.url, self.rotation.current.sha256.hex())
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._on_block in self.chain.block_listeners:
             self.chain.block_listeners.remove(self._on_block)
         for session in list(self.sessions):
@@ -160,6 +161,15 @@ class BrowserService:
                 log.info("browser certificate renewed: publishing %s",
                          ", ".join(c.sha256.hex()[:16] for c in rotation.published()))
 
+    async def _sweep(self) -> None:
+        """Close the sessions of pages gone without a word (no request for SESSION_IDLE s)."""
+        while True:
+            await asyncio.sleep(SESSION_IDLE / 4)
+            now = time.monotonic()
+            for session in [s for s in self.sessions if s.idle(now)]:
+                self.counters["idle_closed"] += 1
+                session.close(CLOSE_IDLE, f"no request for {SESSION_IDLE:g} s")
+
     @property
     def url(self) -> str | None:
         return None if self.server is None else url_of(self.config.public_host, self.server.port, self.config.path)
@@ -174,7 +184,7 @@ class BrowserService:
                                  close=lambda code, reason: self._closed(holder[0], pipe, code, reason))
         holder.append(session)
         self.sessions.add(session)
-        self.counters["sessions"] += 1
+        self.counters["sessions_opened"] += 1
         return _Session(session)
 
     def _closed(self, session: BrowserSession, pipe: Pipe, code: int, reason: str) -> None:

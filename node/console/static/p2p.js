@@ -277,6 +277,19 @@ async function placeOrder(event) {
   submit(order);
 }
 
+// Close every session (a tab closed without it holds its nodes' slots until they find it idle).
+async function closeLinks() {
+  await Promise.all(state.links.map(async (link) => {
+    link.state = "closed";
+    clearInterval(link.pinger);
+    try {
+      await link.writer?.close();
+      link.transport?.close({ closeCode: 0, reason: "page closed" });
+      await link.transport?.closed;
+    } catch { /* already closed */ }
+  }));
+}
+
 // --- start ----------------------------------------------------------------------------------------
 function fromAddress() {
   // #node=<url>&hash=<hex>[,<hex>]&id=<node id>: what a page opened from a file is given
@@ -308,6 +321,7 @@ async function start() {
     await P2P.importKeyFile(await file.text());
     location.reload();
   });
+  addEventListener("pagehide", closeLinks);
   const given = fromAddress();
   if (given.url) dial(given.url, given.hashes, given.id);
   render();

@@ -10,7 +10,7 @@ from nacl.signing import SigningKey
 
 from node.api.base import Json, JsonObject
 from node.browser.binding import proof_message
-from node.browser.protocol import MAX_IN_FLIGHT, MAX_LINE, REQUEST_BURST, BrowserSession, LineTransport
+from node.browser.protocol import MAX_IN_FLIGHT, MAX_LINE, REQUEST_BURST, SESSION_IDLE, BrowserSession, LineTransport
 from node.marketdata.session import StreamSession
 from node.marketdata.wsframe import text_frame
 
@@ -148,3 +148,13 @@ async def test_closing_forgets_the_headers_and_the_stream_once() -> None:
     s.close(1000, "again")
     assert node.following == set() and node.closed == [s.stream] and closes == [(1000, "bye")]
 
+
+
+async def test_a_page_that_asks_nothing_for_a_while_is_idle() -> None:
+    now = [100.0]
+    stream = StreamSession(LineTransport(lambda d: None, lambda: 0, lambda: None), 1 << 20, peer="127.0.0.1")
+    s = BrowserSession(FakeNode(), stream, CERT, peer="127.0.0.1", close=lambda c, w: None, clock=lambda: now[0])
+    assert not s.idle(now[0] + SESSION_IDLE)
+    now[0] += SESSION_IDLE / 2
+    s.request(b'{"event":"nodes"}')          # a request (the page's ping) keeps it alive
+    assert not s.idle(now[0] + SESSION_IDLE) and s.idle(now[0] + SESSION_IDLE + 0.1)
