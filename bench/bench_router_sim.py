@@ -27,7 +27,8 @@ STRATEGIES = {
 
 GOALS = """Goals (from the issue), checked for 'ours' and 'ours+hints':
   p99 <= 1.10 x oracle for each single fault, <= 1.15 x in 'combined'; p99.9 <= 1.2 x oracle;
-  route away <= 0.5 s; recover <= 5 s; amplification <= 1.01 for a single fault, <= 1.2 in the brownout;
+  route away <= 0.5 s; recover <= 5 s (<= 2 s once half the fleet heals, 'half_failing');
+  amplification <= 1.01 for a single fault, <= 1.2 in the brownout;
   a healthy peer under a false DEGRADED hint keeps >= 60% of its fair share."""
 
 
@@ -121,7 +122,9 @@ def _check(scenario: str, name: str, s: dict, oracle: dict) -> list[list[object]
         goal("p99.9 <= 1.2x oracle", f"{r:.2f}x", r <= 1.2)
     if "away" in s:
         goal("route away <= 0.5 s", _fmt_time(s["away"], s["away_met"]), s["away_met"] and s["away"] <= 0.5)
-        goal("recover <= 5 s", _fmt_time(s["recover"], s["recover_met"]), s["recover_met"] and s["recover"] <= 5.0)
+        within = 2.0 if scenario == "half_failing" else 5.0     # half the fleet healing: back within 2 s
+        goal(f"recover <= {within:g} s", _fmt_time(s["recover"], s["recover_met"]),
+             s["recover_met"] and s["recover"] <= within)
     if single:
         goal("amplification <= 1.01", f"{s['amplification']:.3f}", s["amplification"] <= 1.01)
     if scenario == "brownout":

@@ -58,11 +58,14 @@ def scenarios(duration: float) -> list[Scenario]:
     failing = Fault("failing", s, e, error_rate=0.5)
     flapping = Fault("flapping", s, e)
     brown = Fault("brownout", s, e, slow_factor=1.5, error_rate=0.25)
+    down = Fault("failing", s, e, error_rate=1.0)
     return [
         Scenario("slow", {3: slow}, note="backend 3 serves 10x slower"),
         Scenario("failing", {5: failing}, note="backend 5 fails 50% of requests in 1 ms"),
         Scenario("flapping", {7: flapping}, note="backend 7 dead 2 s / up 2 s (no answers while dead)"),
         Scenario("combined", {3: slow, 5: failing, 7: flapping}, note="the three faults at once"),
+        Scenario("half_failing", {i: down for i in range(5)},
+                 note="backends 0-4 fail every request in 1 ms, then heal"),
         Scenario("brownout", {i: brown for i in range(10)},
                  note="every backend 1.5x slower and failing 25% of requests in 1 ms"),
         Scenario("false_hint", {}, false_hint_target=2,

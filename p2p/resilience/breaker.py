@@ -8,14 +8,20 @@ States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in
   (at least `flapping_trips` trips not yet forgiven) opens on its first timeout. An optional
   `may_trip()` guard can veto that first trip (the router uses it to cap how many peers are ejected
   at once, like Envoy's max_ejection_percent, so a fleet-wide brownout cannot open every breaker).
-- OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown grows with the trip count up to a
-  ceiling of min(cooldown_cap, cooldown_base * factor ** (trips - 1)), of which the last
-  `cooldown_jitter` fraction is random (0.5: uniform(ceiling / 2, ceiling)), floored at `cooldown_min`.
+- OPEN -> HALF_OPEN once the cooldown has elapsed. The cooldown grows with the trips and the failed probes
+  of this outage up to a ceiling of min(cap, cooldown_base * factor ** (trips - 1 + failed probes)), of
+  which the last `cooldown_jitter` fraction is random (0.5: uniform(ceiling / 2, ceiling)), floored at
+  `cooldown_min`; the cap is `outage_cooldown_cap` for a peer in its first outage, `cooldown_cap` for a
+  flapping one.
 - HALF_OPEN admits one probe; success -> CLOSED with a ramp (the admitted fraction of traffic grows
   linearly from `ramp_start` to 1 over `ramp_period` x min(trips, `ramp_trips`): a peer that keeps
   tripping comes back more slowly), failure -> OPEN with a longer cooldown. A probe
-  that never reports within `probe_timeout` counts as failed. A flapping peer's first `ramp_period`
-  back is gated by requests in flight instead (`inflight_cap`: one at a time by default).
+  that never reports within `probe_timeout` counts as failed. A failed probe is the same outage, not
+  another trip: a peer down for half a minute and back is one trip (it ramps over one `ramp_period`, its
+  probes at most `outage_cooldown_cap` apart), where counting each failed probe as a trip made it a
+  flapping peer, probed 3 s apart and ramped over 10 s: 4-6 s from its heal to half its share. A flapping
+  peer's first `ramp_period` back is gated by requests in flight instead (`inflight_cap`: one at a time by
+  default).
 - The trip count is not reset by one success: it drops by one per `decay_period` of uninterrupted
   health, so a flapping peer keeps long cooldowns.
 
@@ -57,7 +63,8 @@ class BreakerConfig:
     window_buckets: int = 10
     cooldown_base: float = 0.5         # ceiling of the first cooldown (s)
     cooldown_factor: float = 2.0
-    cooldown_cap: float = 3.0          # no cooldown ceiling above this (s)
+    cooldown_cap: float = 3.0          # no cooldown ceiling above this (s) for a flapping peer ...
+    outage_cooldown_cap: float = 1.0   # ... nor above this for a peer in its first outage
     cooldown_min: float = 0.05         # full jitter floor, so a probe never follows a trip instantly
     probe_timeout: float = 2.0         # a probe silent for this long counts as failed
     ramp_start: float = 0.25           # admitted fraction right after closing
@@ -82,6 +89,7 @@ class CircuitBreaker:
         self.may_trip = may_trip
         self.state = _CLOSED
         self.trips = 0                      # damped trip count (grows per trip, decays with health)
+        self.failed_probes = 0              # in the current outage (each lengthens the cooldown)
         self.total_trips = 0                # never decays: for metrics
         self.consecutive = 0
         self.consecutive_timeouts = 0
@@ -101,7 +109,7 @@ class CircuitBreaker:
             self.probe_started = None
         elif (self.state is _HALF_OPEN and self.probe_started is not None
               and now - self.probe_started >= self.config.probe_timeout):
-            self._trip(now, "probe timed out")
+            self._reopen(now, "probe timed out")
         return self.state
 
     def admission(self, now: float) -> float:
@@ -199,7 +207,7 @@ class CircuitBreaker:
                                         and started < self.closed_at)):
             return
         if self.state is _HALF_OPEN:
-            self._trip(now, "probe failed")
+            self._reopen(now, "probe failed")
             return
         if self.state is _OPEN:
             return  # late answer to a request sent before the trip
@@ -233,8 +241,10 @@ class CircuitBreaker:
         silent it waits a whole timeout. Half the range still spreads probes from many nodes."""
         c = self.config
         j = min(1.0, max(0.0, c.cooldown_jitter))
-        ceiling = min(c.cooldown_cap, c.cooldown_base * c.cooldown_factor ** min(max(self.trips - 1, 0), 64))
-        return ceiling * (1.0 - j) + j * self._backoff.delay_for(self.trips - 1)
+        steps = min(max(self.trips - 1 + self.failed_probes, 0), 64)
+        cap = c.cooldown_cap if self.trips >= c.flapping_trips > 0 else min(c.cooldown_cap, c.outage_cooldown_cap)
+        ceiling = min(cap, c.cooldown_base * c.cooldown_factor ** steps)
+        return ceiling * (1.0 - j) + j * self._rng.uniform(0.0, ceiling)
 
     def _decay(self, now: float) -> None:
         period = self.config.decay_period
@@ -249,10 +259,17 @@ class CircuitBreaker:
             return
         self._trip(now, reason)
 
-    def _trip(self, now: float, reason: str) -> None:
+    def _reopen(self, now: float, reason: str) -> None:
+        """The probe failed: the outage goes on (a longer cooldown, not another trip)."""
+        self.failed_probes += 1
+        self._trip(now, reason, outage=False)
+
+    def _trip(self, now: float, reason: str, outage: bool = True) -> None:
         self._decay(now)
-        self.trips += 1
-        self.total_trips += 1
+        if outage:
+            self.trips += 1
+            self.total_trips += 1
+            self.failed_probes = 0
         cooldown = max(self.config.cooldown_min, self._cooldown())
         if self.state is _CLOSED:
             self.opened_at = now

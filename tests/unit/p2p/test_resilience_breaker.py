@@ -72,6 +72,35 @@ def test_probe_success_closes_with_ramp_and_keeps_trips():
     assert b.trips == 1                 # one success does not forgive the trip
 
 
+def test_a_peer_down_for_long_comes_back_as_from_one_trip_and_a_flapping_one_slowly():
+    b, _ = make(cooldown_base=0.5, cooldown_cap=3.0, outage_cooldown_cap=1.0, ramp_period=2.0, ramp_start=0.25)
+    trip(b)
+    now = 0.0
+    for _ in range(30):                 # down for half a minute: a probe at most a second apart, each failing
+        assert b.open_until - now <= 1.0
+        now = b.open_until
+        b.current_state(now)
+        b.acquire(now)
+        b.record_failure(now)
+    now = b.open_until
+    b.current_state(now)
+    b.acquire(now)
+    b.record_success(now)               # healed
+    assert b.state is BreakerState.CLOSED and not b.flapping(now)
+    assert b.admission(now + 2.0) == 1.0, "ramped over one ramp_period, as after one trip"
+    for _ in range(2):                  # it drops twice more soon after: flapping, probed up to 3 s apart
+        b.record_failure(now + 2.5, timeout=True)
+        b.record_failure(now + 2.5, timeout=True)
+        b.record_failure(now + 2.5, timeout=True)
+        now = b.open_until
+        b.current_state(now)
+        b.acquire(now)
+        b.record_success(now)
+    assert b.flapping(now) and b.trips == 3
+    b.record_failure(now + 0.1, timeout=True)
+    assert 1.0 < b.open_until - (now + 0.1) <= 3.0
+
+
 def test_probe_failure_reopens_with_growing_capped_cooldown():
     b, _ = make(cooldown_base=1.0, cooldown_factor=2.0, cooldown_cap=4.0)
     trip(b)
@@ -84,8 +113,8 @@ def test_probe_failure_reopens_with_growing_capped_cooldown():
         b.acquire(now)
         b.record_failure(now)
         assert b.state is BreakerState.OPEN
-    assert b.trips == 7
-    assert all(0.1 <= c <= 4.0 for c in ceilings)
+    assert b.trips == 1 and b.failed_probes == 6       # one outage: failed probes are not more trips
+    assert all(0.1 <= c <= 1.0 for c in ceilings)       # a first outage's probes: outage_cooldown_cap apart
     # Full jitter: the ceiling doubles per trip, so the mean grows (statistically, over many trips).
     rng_b = CircuitBreaker(BreakerConfig(cooldown_base=1.0, cooldown_cap=64.0), rng=random.Random(3))
     early = late = 0.0
@@ -210,8 +239,9 @@ def test_a_flapping_peer_opens_on_its_first_timeout():
     assert b.state is BreakerState.CLOSED
     b.record_failure(t + 0.2, timeout=True)
     assert b.state is BreakerState.OPEN and "recent trips" in log[-1][2]
-    close_after_trip(b, b.open_until)                   # 4 trips: forgiven one per 10 s of health
-    assert b.flapping(b.healthy_since + 25.0) and not b.flapping(b.healthy_since + 35.0)
+    close_after_trip(b, b.open_until)                   # its probe fails first: 3 trips, not 4
+    assert b.trips == 3                                 # forgiven one per 10 s of health
+    assert b.flapping(b.healthy_since + 15.0) and not b.flapping(b.healthy_since + 25.0)
 
 
 def test_cooldown_keeps_the_fixed_part_of_its_ceiling():
