@@ -110,3 +110,29 @@ async def test_one_connection_has_a_request_rate_whoever_holds_it(tmp_path):
     assert closed and statuses[-1] == 429 and 40 <= statuses.count(200) <= 42, statuses
     assert again == [200] * 5
     assert app[FRONT_GATE].refused["connection"] == 1
+
+
+async def test_an_address_told_to_wait_has_its_writes_held_and_refused_unread_and_its_reads_served(tmp_path):
+    """Once an address was answered 429 to a write (an account's rate), its writes on any connection are held
+    until half the Retry-After has passed and then refused, before their bodies are read; reads go on."""
+    app = _app(tmp_path, api_connection_rate="0")
+    server, port = await _served(app)
+    gate = app[FRONT_GATE]
+    try:
+        gate.quiet.refused("127.0.0.1", 1.0)            # as the gate does when a write of this address gets a 429
+        reads, _ = await _pipelined(port, 3, token=API_TOKEN)
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"orders": []}'
+        writer.write(b"POST /orders/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + API_TOKEN.encode() + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        held = time.monotonic() - started
+        writer.close()
+    finally:
+        await server.close()
+    assert reads == [200] * 3
+    assert answer.startswith(b"HTTP/1.1 429") and b"retry_after_ignored" in answer, answer
+    assert 0.4 <= held < 2.0, held
+    assert gate.refused["early"] == 1 and gate.closed == 1
