@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.browser")
 
 FIELD = "browser"                 # the hello and heartbeat field naming our endpoint
+ANNOUNCE_AFTER_CHANGE = 600.0     # s heartbeats repeat our endpoint after it changed
 MAX_NODES = 32                    # endpoints a page is told of at once
 SEND_BUFFER = 1024 * 1024         # bytes a page may leave unread before it is cut off (as a slow /ws client)
 
@@ -80,11 +81,20 @@ class BrowserService:
         self.counters = {"sessions_opened": 0, "submitted": 0, "rotations": 0, "idle_closed": 0}
         self.records: Callable[[], Iterable[NodeRecord]] = lambda: ()   # checked DHT records we hold (the DHT's)
         self._tasks: list[asyncio.Task[None]] = []
+        self._changed_at = time.monotonic()       # when what we announce last changed
 
     # --- links: where peers' endpoints are --------------------------------------------------------
     def peer_hooks(self) -> PeerHooks:
         return PeerHooks(owner="browser", on_open=(self._heard_link,), on_close=(self._link_closed,),
-                         on_heartbeat=(self._heard,), hello_fields=(self._field,), heartbeat_fields=(self._field,))
+                         on_heartbeat=(self._heard,), hello_fields=(self._field,),
+                         heartbeat_fields=(self._heartbeat_field,))
+
+    def _heartbeat_field(self) -> dict[str, Any]:
+        """Heartbeats repeat what hellos said only for a while after it changed (a link opened just before the
+        endpoint started, a renewal): a link otherwise learns it once."""
+        if time.monotonic() - self._changed_at > ANNOUNCE_AFTER_CHANGE:
+            return {}
+        return self._field()
 
     def _field(self) -> dict[str, Any]:
         if self.server is None or self.rotation is None:
@@ -130,6 +140,7 @@ class BrowserService:
             log.warning("browser endpoint: UDP port %d is taken (%s); listening on an ephemeral port", port, exc)
             self.server.port = 0
             await self.server.start()
+        self._changed_at = time.monotonic()
         self.chain.block_listeners.append(self._on_block)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._rotate()), loop.create_task(self._sweep())]
@@ -156,6 +167,7 @@ class BrowserService:
             served = rotation.current
             if rotation.tick(self.clock()):
                 self.counters["rotations"] += 1
+                self._changed_at = time.monotonic()
                 if rotation.current is not served:
                     server.use_certificate(rotation.current)
                 log.info("browser certificate renewed: publishing %s",
