@@ -301,6 +301,11 @@ function fromAddress() {
 }
 
 async function start() {
+  if (!window.isSecureContext || typeof WebTransport === "undefined" || !crypto.subtle) {
+    $("key-state").textContent = "this browser cannot be a peer here: the page needs a secure context with " +
+      "WebTransport and WebCrypto (open it from a file, or from a node on localhost)";
+    return;
+  }
   try {
     state.account = await P2P.accountKey();
     $("account").textContent = state.account.hex;
