@@ -86,3 +86,27 @@ async def test_a_wrong_path_is_refused_and_the_per_address_cap_holds() -> None:
         for client in clients:
             await client.close()
         await server.stop()
+
+
+async def test_garbage_datagrams_take_nothing_down() -> None:
+    import os
+    import socket
+
+    server, _ = await serve()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for size in (1, 20, 1200, 1500):
+            for first in (0x00, 0xC0, 0xC3, 0x40):       # short headers, long headers (Initial), junk
+                sock.sendto(bytes([first]) + os.urandom(size - 1), ("127.0.0.1", server.port))
+        client = BrowserClient()
+        await client.open(f"https://127.0.0.1:{server.port}/p")      # (after the garbage: the socket read it all)
+        await client.close()
+        await asyncio.wait_for(released(server), 5)      # no address validated by a retry: no state for the garbage
+        client = BrowserClient()
+        await client.open(f"https://127.0.0.1:{server.port}/p")
+        client.write(b"1\n")
+        assert (await client.next_event(5))["req"] == 1, "the endpoint still serves"
+        await client.close()
+    finally:
+        sock.close()
+        await server.stop()
