@@ -144,6 +144,12 @@ def _orders_every_200ms(followers: list[WanNode], seconds: float) -> tuple[int, 
     return len(threads), latencies
 
 
+def _follower_heights(node: WanNode) -> tuple[int, int]:
+    """(heights made final from precommits, height) of a follower now."""
+    status = node.status()
+    return status["exchange"].get("decided_from_precommits", 0), status["height"]
+
+
 def finality(seconds: float, edges: tuple[float, ...] = (0.0, 25.0)) -> None:
     """Each one-way delay of `edges` (ms, at each public site's edge): the p99 ratio is against the first."""
     rows: list[list[Any]] = []
@@ -160,16 +166,25 @@ def finality(seconds: float, edges: tuple[float, ...] = (0.0, 25.0)) -> None:
             nodes += [net.node(base, site.hosts[0], f"f{i}", **common) for i, site in enumerate(net.sites)]
             _start(nodes)
             _wait_chain(nodes)
+            # heights the followers make final from the precommits they are sent (precommit_quorum.py), of all
+            before = [_follower_heights(n) for n in nodes[4:]]
             count, latencies = _orders_every_200ms(nodes[4:], seconds)
+            after = [_follower_heights(n) for n in nodes[4:]]
+            fast = sum(a[0] - b[0] for a, b in zip(after, before))
+            decided = sum(a[1] - b[1] for a, b in zip(after, before))
         finally:
             net.close()
         p50, p99 = _pct(latencies, 0.5), _pct(latencies, 0.99)
         baseline = baseline or p99
         rows.append([f"{2 * edge:.0f} ms", count, len(latencies), p50, p99, f"{p99 / baseline:.2f}",
-                     "yes" if p99 <= 300 else "no", f"{statistics.mean(latencies):.1f}" if latencies else "-"])
+                     "yes" if p99 <= 300 else "no", f"{statistics.mean(latencies):.1f}" if latencies else "-",
+                     f"{fast}/{decided}"])
     print_table("finality across sites: 4 validators on 4 public sites, followers behind cone NATs, an order every "
-                "200 ms at a follower, ms until POST /orders?wait says final",
-                ["one-way delay", "orders", "final", "p50 ms", "p99 ms", "p99 ratio", "p99 <= 300 ms", "mean ms"], rows)
+                "200 ms at a follower, ms until POST /orders?wait says final; 'from precommits': heights the "
+                "followers made final from the precommits they were sent, of those they made final in the run "
+                "(the rest by a decision message); goal at 50 ms one way: p50 <= 210, p99 <= 250",
+                ["one-way delay", "orders", "final", "p50 ms", "p99 ms", "p99 ratio", "p99 <= 300 ms", "mean ms",
+                 "from precommits"], rows)
 
 
 def main(flags: list[str]) -> None:
