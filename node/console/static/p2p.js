@@ -36,7 +36,8 @@ function render() {
     for (const [price, size] of bids) levels.push(`<tr class="bid"><td>${size}</td><td>${price}</td><td>bid</td></tr>`);
   }
   $("book").tBodies[0].innerHTML = levels.join("");
-  $("orders").tBodies[0].innerHTML = [...state.orders].map(([id, o]) => `<tr data-order-id="${id}"><td class="id">` +
+  $("orders").tBodies[0].innerHTML = [...state.orders].map(([id, o]) => `<tr data-order-id="${id}" ` +
+    `data-final-ms="${o.finalMs ?? ""}"><td class="id">` +
     `${id}</td><td>${o.side}</td><td>${o.price}</td><td>${o.qty}</td><td class="order-status">${o.status}</td>` +
     `<td class="id">${(o.via ?? "").slice(0, 12)}</td></tr>`).join("");
 }
@@ -241,6 +242,7 @@ async function submit(order) {
     } else if (answer.final) {
       // sent again over another link: "duplicate" says a final block already holds it
       order.status = `final: ${answer.ops?.[0]?.outcome ?? answer.status}`;
+      order.finalMs = performance.now() - order.placedAt;      // from the click: signing, sending, the block
       order.final = true;
     } else {
       order.status = "accepted, not final yet";
@@ -269,8 +271,10 @@ async function placeOrder(event) {
     return;
   }
   const side = $("order-side").value, price = $("order-price").value.trim(), qty = $("order-qty").value.trim();
+  const placedAt = performance.now();
   const made = await P2P.signOrder(state.account, { chainId: state.chainId, market: MARKET, side, price, qty });
-  const order = { side, price, qty, status: "signed", orderId: made.orderId, signed: made.signed, txId: made.txId };
+  const order = { side, price, qty, status: "signed", orderId: made.orderId, signed: made.signed, txId: made.txId,
+    placedAt };
   state.orders.set(made.orderId, order);
   $("order-result").textContent = `${made.orderId} signed`;
   render();
