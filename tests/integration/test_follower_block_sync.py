@@ -1,6 +1,7 @@
 """A follower writes the network's certified blocks without an fdatasync each (any peer can serve them
 again) and syncs them about once a second; a block holding one of its own users' orders is synced before
-the order's answer. Real processes, counted through the node's own metric."""
+the order's answer; and it makes most of them final from the precommits its validator sends it. Real
+processes, counted through the node's own metric and /status."""
 from __future__ import annotations
 
 import time
@@ -45,6 +46,9 @@ def test_a_follower_syncs_others_blocks_once_a_second_and_blocks_with_its_own_or
     assert block_syncs(validator) - validator_before >= blocks, "a validator syncs every block"
     others = block_syncs(follower) - follower_before
     assert others <= elapsed + 2, f"{others} syncs for {blocks} blocks in {elapsed:.1f}s"
+    # the validator sends its linked follower its proposals and precommits: the follower makes blocks final from
+    # them (precommit_quorum.py), most before the decision message comes
+    assert follower.status()["exchange"]["decided_from_precommits"] >= blocks // 2
 
     before = block_syncs(follower)
     began = time.monotonic()
