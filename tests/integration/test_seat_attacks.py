@@ -161,12 +161,12 @@ def test_a_byzantine_validator_cannot_fork_seat_its_keys_or_stay(cluster: Cluste
     assert len(audited) == 3, audited
 
 
-LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "45"))
+LATE_RUN = float(os.environ.get("LATE_VALIDATOR_SECONDS", "20"))
 
 
 @pytest.mark.timeout(LATE_RUN + 240)
 def test_a_validator_whose_messages_arrive_100ms_late_keeps_its_seat_and_proposes_its_share(cluster: Cluster):
-    """45 s in the default suite (its 15-minute budget); five minutes in `make soak`."""
+    """20 s in the default suite (a few hundred blocks: enough to see its share); five minutes in `make soak`."""
     _late_validator_run(cluster, LATE_RUN)
 
 

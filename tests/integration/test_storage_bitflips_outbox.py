@@ -8,11 +8,14 @@ import os
 import random
 import time
 
+import pytest
+
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.integration.answers import Answers, random_order
 from tests.integration.storage_flips import FAST, flip_at, flip_random_byte, frames_of, honest_everywhere, restart_all
 
-OUTBOX_FLIPS = int(os.environ.get("STORAGE_OUTBOX_FLIPS", "12"))
+# 6 flips in the default run; 24 in `make soak`
+OUTBOX_FLIPS = int(os.environ.get("STORAGE_OUTBOX_FLIPS", "6"))
 
 
 def pending_orders_on(target: NodeProcess, others: list[NodeProcess], answers: Answers, rng: random.Random,
@@ -31,10 +34,20 @@ def pending_orders_on(target: NodeProcess, others: list[NodeProcess], answers: A
 
 
 def test_flips_in_an_outbox_of_pending_orders_lose_none_of_them(cluster: Cluster):
+    flip_outboxes(cluster, OUTBOX_FLIPS)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_24_flips_in_outboxes_of_pending_orders_lose_none_of_them(cluster: Cluster):
+    flip_outboxes(cluster, 24)
+
+
+def flip_outboxes(cluster: Cluster, flips: int) -> None:
     nodes = cluster.chain(3, seat_rule="any", **FAST)
     answers = Answers()
     rng = random.Random(5)
-    for flip in range(OUTBOX_FLIPS):
+    for flip in range(flips):
         target, *others = nodes[flip % 3:] + nodes[:flip % 3]
         ids = pending_orders_on(target, others, answers, rng, 6)
         path, offset, mask = flip_random_byte(target.data_dir / "chain" / "outbox", rng)

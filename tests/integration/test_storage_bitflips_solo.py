@@ -4,6 +4,7 @@ orders (503 recovering) meanwhile. (The block logs of a three-validator chain: t
 """
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -17,7 +18,21 @@ from tests.integration.storage_flips import FAST, flip_at, flip_random_byte, fra
 pytestmark = pytest.mark.timeout(240)
 
 
+# 8 flips in the default run (the first certain damage); 24 in `make soak`
+SOLO_FLIPS = int(os.environ.get("STORAGE_SOLO_FLIPS", "8"))
+
+
 def test_the_only_node_of_a_one_validator_network_refuses_cleanly_when_its_blocks_are_damaged(cluster: Cluster):
+    flip_the_only_node(cluster, SOLO_FLIPS)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_24_flips_of_the_only_node_of_a_network_refuse_cleanly(cluster: Cluster):
+    flip_the_only_node(cluster, 24)
+
+
+def flip_the_only_node(cluster: Cluster, flips: int) -> None:
     node = cluster.node("solo", found_after=0, recovery_timeout=3, **FAST)
     wait_until(lambda: node.status()["chain_id"], 10)
     answers = Answers()
@@ -26,7 +41,7 @@ def test_the_only_node_of_a_one_validator_network_refuses_cleanly_when_its_block
     assert answers.codes[201] == 20
     blocks = node.data_dir / "chain" / "blocks"
     refused = clean = 0
-    for flip in range(12):
+    for flip in range(flips):
         assert node.stop() == 0
         if flip == 0:       # certainly damage: inside a block in the middle of the log
             segment = next(p for p in blocks.iterdir() if p.name.endswith(".seg"))

@@ -20,7 +20,8 @@ from tests.integration.storage_flips import (FAST, consensus_counter, flip_at, f
 # takes up to twice its 75 s alone, past the suite's 120 s default
 pytestmark = pytest.mark.timeout(240)
 
-WAL_FLIPS = int(os.environ.get("STORAGE_WAL_FLIPS", "12"))
+# 6 flips in the default run; 24 in `make soak`
+WAL_FLIPS = int(os.environ.get("STORAGE_WAL_FLIPS", "6"))
 
 
 def has_bytes(directory: Path) -> bool:
@@ -52,6 +53,16 @@ def may_hide_an_undecided_record(wal: Path, path: Path, offset: int, decided: in
 
 
 def test_flips_in_the_wal_of_a_validator_stopped_mid_height_never_make_it_sign_twice(cluster: Cluster):
+    flip_wals(cluster, WAL_FLIPS)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_24_flips_in_the_wal_never_make_a_validator_sign_twice(cluster: Cluster):
+    flip_wals(cluster, 24)
+
+
+def flip_wals(cluster: Cluster, flips: int) -> None:
     """Two of four validators stop, so the other two sign at a height that cannot be decided (their WAL holds
     it); one of them stops and a byte of its WAL flips. It restarts first, beside the validator that holds its
     earlier votes of that height: damage that may hide one of its records of that height must keep it from
@@ -61,7 +72,7 @@ def test_flips_in_the_wal_of_a_validator_stopped_mid_height_never_make_it_sign_t
     answers = Answers()
     rng = random.Random(77)
     damaged = floored = 0
-    for flip in range(WAL_FLIPS):
+    for flip in range(flips):
         target, witness, *down = nodes[flip % 4:] + nodes[:flip % 4]
         place_orders(answers, nodes, rng, 2, wait=1.0)
         for node in down:
@@ -104,6 +115,6 @@ def test_flips_in_the_wal_of_a_validator_stopped_mid_height_never_make_it_sign_t
     wait_until(lambda: converged(nodes), 30, interval=0.3)
     answers.settle(nodes)
     assert not answers.problems, answers.problems[:10]
-    assert damaged >= WAL_FLIPS // 4, f"only {damaged} of {WAL_FLIPS} flips damaged a WAL record"
+    assert damaged >= flips // 4, f"only {damaged} of {flips} flips damaged a WAL record"
     print(f"WAL flips: {damaged} damaged a record, {floored} of them one that may be of the undecided height")
     assert floored >= 1, "the flip of the newest record did not count as damage that may hide a vote"
