@@ -66,7 +66,13 @@ class Submissions:
                 if not answer.done():
                     answer.set_exception(exc)
             return
-        answers = core.submit_many([tx for tx, _, _ in batch], self.clock())
+        try:
+            answers = core.submit_many([tx for tx, _, _ in batch], self.clock())
+        except Exception as exc:     # a bug: each caller gets it (their API answers 500), none waits forever
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            raise
         for (tx, future, answer), why in zip(batch, answers):
             if why is not None and why != "duplicate":
                 self.store.outbox_done([tx.id])

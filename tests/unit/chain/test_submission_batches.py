@@ -50,16 +50,16 @@ async def test_orders_made_durable_together_go_in_one_block_and_each_caller_gets
     await node.stop()
 
 
-async def test_a_refused_transaction_of_a_batch_leaves_the_outbox_and_the_rest_go_on():
+async def test_a_refused_transaction_of_a_batch_leaves_the_outbox_and_the_rest_go_on(monkeypatch):
     node = await ChainNode.boot(FaultyFS(), Record())
     good, bad = node.make_tx(1), node.make_tx(2)
     core = node.service.core
     assert core is not None
     original = core.intake.admit
 
-    def admit(tx, checked=False, lane="self"):      # the mempool refuses `bad` once it is durable
-        return "mempool_full" if tx.id == bad.id else original(tx, checked, lane)
-    core.intake.admit = admit
+    def admit(tx: SignedTx, checked: bool = False, lane: str = "self") -> str | None:
+        return "mempool_full" if tx.id == bad.id else original(tx, checked, lane)   # refused once durable
+    monkeypatch.setattr(core.intake, "admit", admit)
     (why_good, future_good), (why_bad, future_bad) = await asyncio.gather(
         node.service.submissions.submit(good), node.service.submissions.submit(bad))
     assert (why_good, why_bad) == (None, "mempool_full")
@@ -99,4 +99,19 @@ async def test_a_clients_signature_is_checked_once_from_the_api_to_the_block(mon
     why, future = await submissions.submit(tx)
     assert why is None and isinstance(await asyncio.wait_for(future, 5), TxResult)
     assert checked == [tx.id], "the intake, the mempool or the block checks verified it again"
+    await node.stop()
+
+
+async def test_a_failure_handing_a_batch_to_the_core_reaches_every_caller(monkeypatch):
+    node = await ChainNode.boot(FaultyFS(), Record())
+    core = node.service.core
+    assert core is not None
+
+    def broken(txs: list[SignedTx], now: float) -> list[str | None]:
+        raise RuntimeError("a bug in the core")
+    monkeypatch.setattr(core, "submit_many", broken)
+    monkeypatch.setattr(asyncio.get_running_loop(), "call_exception_handler", lambda context: None)
+    results = await asyncio.wait_for(asyncio.gather(
+        *(node.service.submissions.submit(node.make_tx(n)) for n in range(3)), return_exceptions=True), 5)
+    assert [type(r) for r in results] == [RuntimeError] * 3
     await node.stop()
