@@ -3,8 +3,10 @@
 local time and its offset on one-line answers); `--json` keeps the API's epoch milliseconds and adds ISO twins."""
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
+from typing import TextIO
 from urllib.parse import quote, urlencode
 
 import click
@@ -190,6 +192,39 @@ def register(cli: click.Group) -> None:
             click.echo(_order_line(data["order"]))
         _exit_if_rejected("cancel", result)
         _exit_if_not_final("cancel", data, wait)
+
+    @cli.command("batch")
+    @click.argument("file", type=click.File("r"))
+    @click.option("--account", default=None, shell_complete=complete_account,
+                  help="Account that signs the batch [default: default].")
+    @click.option("--wait", type=SECONDS, default=2.0, show_default=True,
+                  help="Seconds to wait for the batch to be final.")
+    @api_option
+    @json_option
+    def batch(file: TextIO, account: str | None, wait: float, api: NodeTarget, as_json: bool) -> None:
+        """Run a JSON list of operations (FILE, or - for stdin) all or none: new orders as `order` takes them
+        (`{"market", "side", "type", "price", "qty", ...}`), `{"op": "cancel", "market", "order_id"}` and
+        `{"op": "replace", "market", "order_id", "price", "qty"}`. Exits 1 if the batch is refused."""
+        try:
+            ops = json.load(file)
+        except ValueError as exc:
+            fail(f"{getattr(file, 'name', 'the batch')} is not JSON: {exc}")
+        body = {"atomic": True, "orders": ops, **({"account": account} if account else {})}
+        data = request(api, "POST", f"/orders/batch?wait={wait}", body, timeout=wait + 10, expect=("results",))
+        results = data["results"]
+        if as_json:
+            emit_json(data)
+        refused = next((r["error"] for r in results if "error" in r), None)
+        marker = (results[0].get("result") or {}) if results else {}
+        if refused is not None or marker.get("outcome") == "rejected":
+            fail(f"batch refused: {refused['code'] if refused else marker.get('reason')}")
+        if not as_json:
+            for item in results[1:]:
+                order = item.get("order")
+                click.echo(_order_line(order) if order else f"{item['op']['op']} {item['op'].get('order_id', '')}: "
+                           f"{(item.get('result') or {}).get('outcome', 'pending')}")
+        if results and not results[0].get("final"):
+            fail(f"batch not final within {wait:g} s; it stays pending on the node", NOT_FINAL_EXIT)
 
     @cli.command("cancel-all")
     @click.option("--market", default=None, help="Only this market's orders [default: every market].")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, NodeProcess, converged, wait_until
@@ -54,7 +55,7 @@ def test_a_reduce_only_stop_fires_in_the_crossing_block_on_every_node(cluster: C
         assert trades[stop["id"]]["price"] == "95.00"
 
 
-def test_an_atomic_batch_changes_all_or_nothing_on_every_node(cluster: Cluster):
+def test_an_atomic_batch_changes_all_or_nothing_on_every_node(cluster: Cluster, tmp_path: Path):
     desk, other = cluster.chain(2, **FAST)
     bid = _order(desk, "buy", "BTC-USD", "1", "--price", "90")
     ask = _order(desk, "sell", "BTC-USD", "1", "--price", "110")
@@ -75,6 +76,15 @@ def test_an_atomic_batch_changes_all_or_nothing_on_every_node(cluster: Cluster):
         assert node.get(f"/orders/{bid['id']}")["order"]["status"] == "cancelled"
     status, body = desk.api("POST", "/orders/batch", {"atomic": True, "orders": [{"op": "cancel_all"}]})
     assert status == 422 and body["error"]["code"] == "invalid_op", body
+    ops = [{"op": "cancel", "market": "BTC-USD", "order_id": o["id"]} for o in open_now]
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps([*ops, {"op": "cancel", "market": "BTC-USD", "order_id": bid["id"]}]))
+    refused = desk.cli("batch", str(path))                                # bid is cancelled already
+    assert refused.returncode == 1 and "not_open" in refused.stderr, refused.stderr
+    path.write_text(json.dumps([*ops, {"market": "BTC-USD", "side": "buy", "price": "92", "qty": "1"}]))
+    done = desk.cli("batch", str(path))
+    assert done.returncode == 0, done.stderr
+    assert [o["price"] for o in desk.get(f"/orders?account={account}&status=open")["orders"]] == ["92.00"]
 
 
 SNAPSHOTS: dict[str, Any] = {**FAST, "snapshot_interval": 20, "keep_blocks": 10, "empty_block_interval": 0.05}
