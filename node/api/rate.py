@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable, Protocol, TypedDict
 from weakref import WeakKeyDictionary
 
@@ -40,6 +41,7 @@ from p2p.resilience.token_bucket import TokenBucket
 
 UNIT_CPU_SECONDS = 0.001        # a public request costs one unit per this much of the event loop's CPU ...
 ANSWER_UNIT_BYTES = 64 * 1024   # ... or per this many bytes of its answer, whichever is more (one at least)
+MAX_SHUT = 65_536               # addresses refused at accept remembered (the least recently shut forgotten first)
 
 
 def cost_units(cpu_seconds: float, answer_bytes: int = 0) -> float:
@@ -140,6 +142,7 @@ class FrontGate:
         self.refused = {"connection": 0, "public": 0, "early": 0}
         self.closed = 0
         self.quiet = WriteQuiet()
+        self._shut: OrderedDict[str, float] = OrderedDict()     # address -> until when its connections are refused
 
     def wrap(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
              ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
@@ -178,6 +181,8 @@ class FrontGate:
                         if connection is not None:
                             connection.refused += 1
                         self.closed += close
+                        if close:
+                            self._shut_until(address, refused[1])
                         return _refusal(refused[0], refused[1], close=close)
                     request[CHARGED] = True
                 if connection is not None:
@@ -192,6 +197,24 @@ class FrontGate:
             return response
 
         return front
+
+    def shut(self, address: str) -> bool:
+        """Whether new connections from `address` are refused at accept (ConnectionGuard.shut): it asked past its
+        public rate until a connection was closed, and its bucket has not refilled since. A refusal at accept costs
+        an aborted socket, not a protocol, a parsed request and a prebuilt answer."""
+        until = self._shut.get(address)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._shut[address]
+        return False
+
+    def _shut_until(self, address: str, wait: float) -> None:
+        self._shut.pop(address, None)
+        self._shut[address] = time.monotonic() + wait
+        if len(self._shut) > MAX_SHUT:
+            self._shut.popitem(last=False)
 
 
 def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth: ApiAuth) -> None:

@@ -110,7 +110,8 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
     guard = ConnectionGuard(api.max_connections_per_address, api.max_connections_per_subnet, api.max_connections,
                             api.header_timeout, api.body_timeout, refusals=node.public_refusals,
                             write_timeout=api.write_timeout, write_min_rate=api.write_min_rate,
-                            slow_answer_bytes=api.slow_answer_bytes, proxies=parse_networks(api.trusted_proxies))
+                            slow_answer_bytes=api.slow_answer_bytes, proxies=parse_networks(api.trusted_proxies),
+                            shut=app[FRONT_GATE].shut)
     node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)

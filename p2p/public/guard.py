@@ -146,10 +146,13 @@ class ConnectionGuard:
     write_min_rate: int = 16 * 1024           # bytes a second a slow reader drains to be given another deadline
     slow_answer_bytes: int = 8 * 1024 * 1024  # unsent answer bytes one address may park so (4x a network, 16x all)
     proxies: Networks = ()                    # trusted reverse proxies: only the total binds their connections
+    # addresses the server's front refuses for now (the API's front gate: one whose connection it closed for asking
+    # past its public rate): refused at accept, before a protocol is built or a byte parsed
+    shut: Callable[[str], bool] | None = None
     counters: dict[str, int] = field(default_factory=lambda: {
         "refused_per_address": 0, "refused_per_subnet": 0, "refused_total": 0, "header_timeouts": 0,
         "body_timeouts": 0, "write_timeouts": 0, "slow_answers_over_budget": 0, "idle_timeouts": 0,
-        "evicted": 0, "slow_answers_evicted": 0})
+        "evicted": 0, "slow_answers_evicted": 0, "refused_shut": 0})
 
     def __post_init__(self) -> None:
         self.open = Shares(self.per_address, self.per_subnet, self.total)
@@ -159,6 +162,9 @@ class ConnectionGuard:
 
     def admit(self, address: str, connection: Evictable | None = None) -> bool:
         """Whether a connection from `address` may be held (counted, and `connection` may be evicted later)."""
+        if self.shut is not None and self.shut(address):
+            self.refused(address, "refused_shut", f"{self.surface}_connections_shut")
+            return False
         scope = self._binding(self.open.over_share(address), address)
         if scope is None and self.open.over(address, 1) == "total" and not self._make_room(address):
             scope = "total"

@@ -97,6 +97,10 @@ async def test_a_keep_alive_connection_that_keeps_asking_past_its_refusals_is_cl
     assert closed and statuses == [200] * 10 + [429] * gate.CLOSE_AFTER, statuses
     assert not token_closed and token_statuses == [200] * 50       # the token is not the public rate's
     assert gate.closed == 1
+    # the address is refused at accept until its bucket refills (ConnectionGuard.shut), another address is not
+    assert gate.shut("127.0.0.1") and not gate.shut("127.0.0.2")
+    await asyncio.sleep(0.5)                                        # a token of its public rate (5 a second)
+    assert not gate.shut("127.0.0.1")
 
 
 async def test_one_connection_has_a_request_rate_whoever_holds_it(tmp_path):

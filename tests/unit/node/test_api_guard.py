@@ -327,6 +327,12 @@ def test_a_network_gives_up_a_slot_only_to_one_that_would_hold_fewer():
     assert guard.counters["evicted"] == 2 and guard.counters["refused_total"] == 1
 
 
+def test_an_address_the_front_shuts_is_refused_at_accept_and_recorded():
+    guard = ConnectionGuard(4, 8, 16, shut=lambda address: address == "10.0.0.1")
+    assert not guard.admit("10.0.0.1") and guard.admit("10.0.0.2")
+    assert guard.counters["refused_shut"] == 1 and guard.open.held == 1
+
+
 def test_the_caps_are_per_address_per_network_and_in_all():
     guard = ConnectionGuard(per_address=2, per_subnet=3, total=4, refusals=RefusalLog())
     assert guard.admit("203.0.113.1") and guard.admit("203.0.113.1") and not guard.admit("203.0.113.1")
