@@ -49,6 +49,11 @@ def exchange_of(core: ChainCore) -> ExchangeState:
     return app
 
 
+class StoredChainUnusable(Exception):
+    """What DATA_DIR holds cannot be started from (inconsistent blocks, a gap no snapshot covers, another
+    chain than the settings name): the message says why and what to do; the command line exits 3 with it."""
+
+
 def store_dir(store: ChainStore, part: str = "") -> str:
     root = store.root
     return f"{root}/{part}" if part else str(root)
@@ -61,7 +66,7 @@ def replay(store: ChainStore, core: ChainCore, start: int | None) -> int:
     for block, commit in store.blocks(start):
         header = block.header
         if header.prev_id != core.state.last_block_id or header.app_hash != core.state.hash:
-            raise SystemExit(f"exchange-node: stored block {header.height} in {store_dir(store, 'blocks')} does "
+            raise StoredChainUnusable(f"stored block {header.height} in {store_dir(store, 'blocks')} does "
                              f"not follow the state replayed before it (height {core.height}); the stored chain "
                              f"is inconsistent: move {store_dir(store)} aside to resynchronise from peers")
         core.load_block(block, commit)
@@ -76,7 +81,7 @@ def restore_snapshot(store: ChainStore, core: ChainCore, params: ExchangeParams)
         return None
     loaded = store.load_snapshot()
     if loaded is None or loaded[0] + 1 < first:
-        raise SystemExit(f"exchange-node: the block log starts at height {first} but no usable snapshot "
+        raise StoredChainUnusable(f"the block log starts at height {first} but no usable snapshot "
                          f"covers the heights before it; move {store_dir(store)} aside to resynchronise from peers")
     height, data = loaded
     chain_id = core.chain_id

@@ -47,8 +47,8 @@ from exchange.chain.seat_admin import SeatAdmin
 from exchange.chain.token_desk import TokenDesk
 from exchange.chain.seat_handback import SeatHandback
 from exchange.chain.submissions import Submissions
-from exchange.chain.boot import (Recovering, check_history, exchange_of, replay, restore_outbox, restore_snapshot,
-                                 store_dir)
+from exchange.chain.boot import (Recovering, StoredChainUnusable, check_history, exchange_of, replay, restore_outbox,
+                                 restore_snapshot, store_dir)
 from exchange.chain.history_recovery import HistoryRecovery
 from exchange.chain.peer_chains import PeerChains
 from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
@@ -157,7 +157,7 @@ class ChainService:
         genesis = self.store.load_genesis()
         trusted = self.founding.trusted_chain
         if genesis is not None and trusted is not None and genesis.chain_id != trusted:
-            raise SystemExit(f"exchange-node: {self.store_dir()} holds chain {genesis.chain_id[:16]} but "
+            raise StoredChainUnusable(f"{self.store_dir()} holds chain {genesis.chain_id[:16]} but "
                              f"{self.founding.trusted_by} names chain {trusted[:16]}: move the directory aside to "
                              f"join that chain, or drop the setting")
         if genesis is not None:

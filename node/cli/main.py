@@ -145,6 +145,7 @@ def cli() -> None:
 def start(config_file: str | None, **flags: object) -> None:
     """Run a node until SIGINT/SIGTERM (then say goodbye to peers, save them, exit 0)."""
     from node.accounts import AccountError, AccountStore
+    from exchange.chain.boot import StoredChainUnusable
     from node.app import NodeFailed
     from node.lifecycle import StartFailed
     from node.identity import IdentityError
@@ -185,12 +186,12 @@ def start(config_file: str | None, **flags: object) -> None:
         cause = exc.cause
         if isinstance(cause, (IdentityError, AccountError)):
             fail(str(cause), 2)
-        if isinstance(cause, (NodeFailed, StorageError)):
+        if isinstance(cause, (NodeFailed, StorageError, StoredChainUnusable)):
             fail(str(cause), 3)
         fail(f"cannot start the {exc.step}: {_one_line(cause)}")
     except (IdentityError, AccountError) as exc:
         fail(str(exc), 2)
-    except (NodeFailed, StorageError) as exc:
+    except (NodeFailed, StorageError, StoredChainUnusable) as exc:
         fail(str(exc), 3)
     except OSError as exc:
         fail(f"cannot start: {exc}")
