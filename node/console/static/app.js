@@ -158,7 +158,7 @@ function renderTrades() {
 
 function renderOrders() {
   const rows = [...state.orders.values()].filter((o) => o.market === state.market).slice(-50).reverse().map((o) => {
-    const open = o.status === "open" || o.status === "partially_filled" || o.status === "pending";
+    const open = ["open", "partially_filled", "pending", "untriggered"].includes(o.status);
     const button = document.createElement("button");
     button.textContent = "cancel";
     button.disabled = !open;
@@ -269,7 +269,12 @@ $("order-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const type = $("order-type").value;
   const body = { market: state.market, side: $("order-side").value, type, qty: $("order-qty").value.trim() };
-  if (type !== "market") body.price = $("order-price").value.trim();
+  const price = $("order-price").value.trim();
+  if (type !== "market" && type !== "stop_market" && (price || type !== "take_profit")) body.price = price;
+  if (type.startsWith("stop_") || type === "take_profit") body.trigger_price = $("order-trigger").value.trim();
+  const clientId = $("order-client-id").value.trim();
+  if (clientId) body.client_id = clientId;
+  if ($("order-reduce-only").checked) body.reduce_only = true;
   const account = $("order-account").value.trim();
   if (account) body.account = account;
   const goodFor = Number($("order-until").value.trim());
@@ -295,6 +300,21 @@ async function cancel(orderId) {
     report(`cancel refused: ${error.message}`, true);
   }
 }
+
+$("cancel-client-id").addEventListener("click", async () => {
+  const clientId = $("cancel-id").value.trim();
+  const account = $("order-account").value.trim();
+  if (!clientId) return;
+  const query = new URLSearchParams({ client_id: clientId, wait: "2", ...(account ? { account } : {}) });
+  try {
+    const { order, cancel: outcome } = await api("DELETE", `/orders?${query}`);
+    state.orders.set(order.id, order);
+    mark("orders");
+    report(`cancel of client id ${clientId} (${order.id}): ${outcome.status}`, outcome.status === "rejected");
+  } catch (error) {
+    report(`cancel refused: ${error.message}`, true);
+  }
+});
 
 $("cancel-all").addEventListener("click", async () => {
   const account = $("order-account").value.trim();
@@ -332,5 +352,55 @@ $("cancel-form").addEventListener("submit", (event) => {
   const id = $("cancel-id").value.trim();
   if (id) cancel(id);
 });
+
+// --- agent keys: approved for the ticket's account, listed, revoked ---------------------------------------
+async function loadAgents() {
+  const account = $("order-account").value.trim();
+  try {
+    const { agents } = await api("GET", `/agents${account ? `?account=${encodeURIComponent(account)}` : ""}`);
+    fill("agents", agents.map((a) => {
+      const button = document.createElement("button");
+      button.textContent = "revoke";
+      button.addEventListener("click", () => revokeAgent(a.agent));
+      const expires = a.expires === null ? "never" : new Date(a.expires).toLocaleTimeString() + (a.expired ? " (expired)" : "");
+      return row([a.agent, (a.markets || ["all"]).join(","), a.operations.join(","), a.cap || "-", expires, button],
+        ["id"]);
+    }));
+  } catch (error) {
+    report(`agents: ${error.message}`, true);
+  }
+}
+
+async function revokeAgent(agent) {
+  const account = $("order-account").value.trim();
+  try {
+    const { revoke_agent: outcome } = await api("DELETE", `/agents/${agent}?wait=2${account ? `&account=${encodeURIComponent(account)}` : ""}`);
+    report(`agent ${agent.slice(0, 12)}… ${outcome.status}${outcome.reason ? ` (${outcome.reason})` : ""}`,
+      outcome.status === "rejected");
+  } catch (error) {
+    report(`revoke refused: ${error.message}`, true);
+  }
+  loadAgents();
+}
+
+$("agent-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const list = (id) => $(id).value.split(",").map((s) => s.trim()).filter(Boolean);
+  const seconds = Number($("agent-expires").value.trim());
+  const account = $("order-account").value.trim();
+  const body = { agent: $("agent-key").value.trim(), markets: list("agent-markets").length ? list("agent-markets") : null,
+    ...(list("agent-operations").length ? { operations: list("agent-operations") } : {}),
+    cap: $("agent-cap").value.trim() || null, expires: seconds > 0 ? Math.round(Date.now() + seconds * 1000) : null,
+    ...(account ? { account } : {}) };
+  try {
+    const { approve_agent: outcome } = await api("POST", "/agents?wait=2", body);
+    report(`agent ${body.agent.slice(0, 12)}… ${outcome.status}${outcome.reason ? ` (${outcome.reason})` : ""}`,
+      outcome.status === "rejected");
+  } catch (error) {
+    report(`approval refused: ${error.message}`, true);
+  }
+  loadAgents();
+});
+$("agent-refresh").addEventListener("click", loadAgents);
 
 followOrders();
