@@ -19,7 +19,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from exchange_node_client import AsyncClient, Signer
+import pytest
+
+from exchange_node_client import ApiError, AsyncClient, Signer
 from exchange.app.txs import ApproveAgentOp, GrantOp, NewOrderOp, Op, ReplaceOp, SignedTx, sign_tx
 from exchange.crypto import SigningKey
 from node.cli.agents import load_key
@@ -75,7 +77,20 @@ def test_an_agent_trades_within_its_scope_on_another_node_and_nothing_more(clust
             gone = await client.cancel_by_client_id("bot-1")
             assert gone.final and gone.order and gone.order["status"] == "cancelled", gone.body
 
+    async def owner_client() -> None:    # the owner approves, lists and revokes through the Python client too
+        helper = SigningKey(os.urandom(32)).public_key.hex()
+        async with AsyncClient(owner_node.api_url, owner_node.api_token) as client:
+            approved = await client.approve_agent(helper, markets=["ETH-USD"], operations=["cancel"], cap="10")
+            assert approved.final and approved.body["approve_agent"]["status"] == "approved", approved.body
+            listed = {a["agent"]: a for a in await client.agents(owner.hex())}
+            assert (listed[helper]["markets"], listed[helper]["operations"]) == (["ETH-USD"], ["cancel"])
+            assert (await client.revoke_agent(helper)).final
+            with pytest.raises(ApiError) as again:           # the node refuses it before the chain does
+                await client.revoke_agent(helper)
+            assert (again.value.status, again.value.code) == (422, "unknown_agent")
+
     asyncio.run(bot())
+    asyncio.run(owner_client())
     for args, reason in ((["buy", "ETH-USD", "1", "--price", "5"], "market_not_allowed"),
                          (["buy", "BTC-USD", "20", "--price", "90"], "over_notional_cap")):
         refused = other.cli("order", *args, "--key", str(key_file))
