@@ -111,7 +111,7 @@ class ExchangeNode:
         self.metric_sources.append(lambda: router_metrics(self.router))
         if configs.api.debug_api:
             install_debug_api(self)
-        self.rpc = NodeRpc(self, configs.rpc)  # RPC over links + adaptive routing; registers its API routes and metrics
+        self.rpc = NodeRpc(self, configs.rpc, self.router)  # RPC over links + adaptive routing; its API routes, metrics
         self.accounts = AccountStore(configs.data_dir)
         chain = configs.chain
         self.dht: DhtService | None = None

@@ -25,6 +25,7 @@ from p2p.rpc.views import RoutingView
 
 if TYPE_CHECKING:
     from node.api.base import ApiNode
+    from p2p.router import MessageRouter
 
 log = logging.getLogger("node.rpc")
 
@@ -34,9 +35,10 @@ RpcValue = Any
 
 
 class NodeRpc:
-    def __init__(self, node: ApiNode, config: NodeRpcConfig) -> None:
+    def __init__(self, node: ApiNode, config: NodeRpcConfig, router: MessageRouter) -> None:
         self.node = node
         self.config = config
+        self.router = router                    # requests to unlinked nodes, and hint gossip
         self.service = RpcService(node.peers, config.service)
         self.builtins = Builtins(node.node_id, fault=FaultSpec.parse(config.test_service_fault))
         self.builtins.register_all(self.service, test_services=config.test_services)   # test.echo: DEBUG_API only
@@ -75,15 +77,13 @@ class NodeRpc:
 
     async def _start(self) -> None:
         node, config = self.node, self.config
-        router = getattr(node, "router", None)
-        self.service.use_router(router)
+        self.service.use_router(self.router)
         self.service.start()
-        if router is not None and hasattr(router, "broadcast"):
-            self.gossip = HintGossip(self.service, node.identity, verify=NodeIdentity.verify,
-                                     node_id_for=NodeIdentity.node_id_for, network=config.network_id,
-                                     rate=config.hint_rate, max_age=config.hint_ttl)
-            self.gossip.attach(router)
-            self.gossip.start()
+        self.gossip = HintGossip(self.service, node.identity, verify=NodeIdentity.verify,
+                                 node_id_for=NodeIdentity.node_id_for, network=config.network_id,
+                                 rate=config.hint_rate, max_age=config.hint_ttl)
+        self.gossip.attach(self.router)
+        self.gossip.start()
         if config.grenache_rpc_port is not None:
             self.endpoint = GrenacheEndpoint(self.service.server, self._grape(), config.grenache_services,
                                              host=config.grenache_rpc_host, port=config.grenache_rpc_port,

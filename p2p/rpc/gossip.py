@@ -99,9 +99,8 @@ class HintGossip:
     def attach(self, router: HintPath) -> None:
         """Use `router` (MessageRouter: broadcast, subscribe, set_validator) for hints."""
         self.router = router
-        router.subscribe(HINT, self.on_hint)
-        if hasattr(router, "set_validator"):     # any key may author a hint: budgeted per neighbour and origin
-            router.set_validator(HINT, self.verify, origin_rate=2 * self.bucket.rate, max_bytes=HINT_MAX_BYTES)
+        router.subscribe(HINT, self.on_hint)     # any key may author a hint: budgeted per neighbour and origin
+        router.set_validator(HINT, self.verify, origin_rate=2 * self.bucket.rate, max_bytes=HINT_MAX_BYTES)
 
     def start(self) -> None:
         if self._task is None and self.router is not None:
@@ -168,11 +167,8 @@ class HintGossip:
         return ok
 
     def on_hint(self, message: Message, from_node: str) -> None:
-        """A hint broadcast by another node (already verified by `verify` when the router validates)."""
+        """A hint broadcast by another node, delivered by the router only once `verify` (its validator) passed it."""
         self.counters["received"] += 1
-        if self.router is None or not hasattr(self.router, "set_validator"):
-            if not self.verify(message, from_node):
-                return
         origin = message["origin"]
         if origin == self.node_id or abs(self.wall_clock() - message["ts"]) > self.max_age:
             self.counters["stale"] += 1

@@ -187,10 +187,9 @@ class RpcService:
             return
         self.message_router = router
         self._subscribed = router
-        if hasattr(router, "subscribe"):
-            router.subscribe(REQUEST, self._on_routed_request)
-            router.subscribe(RESPONSE, self._on_routed_response)
-            router.subscribe(CANCEL, self._on_routed_cancel)
+        router.subscribe(REQUEST, self._on_routed_request)
+        router.subscribe(RESPONSE, self._on_routed_response)
+        router.subscribe(CANCEL, self._on_routed_cancel)
 
     def start(self) -> None:
         if self.message_router is not None:
@@ -209,7 +208,7 @@ class RpcService:
     def _route(self, peer: str, message: Message, answer: bool = False) -> bool:
         """Send through the MessageRouter to a node we have no link to (an answer: now, never held for long)."""
         router = self.message_router
-        if router is None or not hasattr(router, "send_to_peer"):
+        if router is None:
             return False
         try:
             result = router.send_to_peer(peer, message, answer=answer)
