@@ -119,7 +119,7 @@ def verify_rate(seconds: float) -> float:
 
 
 def main(flags: list[str]) -> None:
-    seconds, rounds, resumes = sized(flags, 3.0, 1.5, 0.3), int(sized(flags, 3, 1, 1)), int(sized(flags, 30, 10, 3))
+    seconds, rounds, resumes = sized(flags, 3.0, 1.5, 0.3), int(sized(flags, 5, 1, 1)), int(sized(flags, 30, 10, 3))
     with tempfile.TemporaryDirectory(prefix="bench-client-") as base:
         cluster = Cluster(Path(base))
         try:
@@ -140,11 +140,15 @@ def main(flags: list[str]) -> None:
     cores = os.cpu_count() or 1
     ceiling = cores * verifies / 1      # one node verifies each transaction once
     own, node_key = medians["client, own key"], medians["client, node's key"]
+    # each round's own-key rate against the node's key in the same round: a load that drifts between rounds
+    # moves both
+    ratio = statistics.median(o / n for o, n in zip(rates["client, own key"], rates["client, node's key"]))
     print_table(f"self-signed orders against the node's key and the verify ceiling ({cores} cores x "
-                f"{verifies:,.0f} verifications/s on one core / 1 node verifying each transaction)",
+                f"{verifies:,.0f} verifications/s on one core / 1 node verifying each transaction); the ratio is "
+                f"the median of the rounds' own-key / node's-key ratios",
                 ["own key orders/s", "node's key orders/s", "ratio (goal >= 0.8)", "ceiling/s",
                  "share of ceiling (goal >= 0.5)"],
-                [[own, node_key, own / node_key, ceiling, own / ceiling]])
+                [[own, node_key, ratio, ceiling, own / ceiling]])
 
     def pick(q: float) -> float:
         return 1000 * delays[min(len(delays) - 1, int(q * len(delays)))]
