@@ -88,6 +88,7 @@ def place(page: Any, side: str, price: str, qty: str) -> str:
 def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser):
     validators, followers = pinned_loopback(cluster, 3, 1)
     first = followers[0]                      # the node the page is given; killed later (the chain goes on)
+    links_before = first.status()["peers_connected"]
     watch = Watch()
     page = watch.page(browser, fragment(first, pin=False))
     page.wait_for_selector(f'#links tr[data-node-id="{first.node_id}"][data-state="up"]', timeout=20_000)
@@ -96,6 +97,9 @@ def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser)
     other.remove(first.node_id)
     assert other and other[0] in {v.node_id for v in validators}, "the second link is a node learnt from the first"
     assert page.inner_text("#active-node") == first.node_id
+    endpoint = first.get("/status")["browser"]
+    assert endpoint["sessions"] == 1 and first.status()["peers_connected"] == links_before, \
+        "a page holds a session, never a peer link"
     account = page.inner_text("#account")
     assert len(account) == 64 and "non-extractable" in page.inner_text("#key-state")
 
@@ -217,6 +221,23 @@ def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle
 
     good = watch.page(browser, f"node={url}&hash={real_hash}&id={node.node_id}")
     good.wait_for_selector(f'#links tr[data-node-id="{node.node_id}"][data-state="up"]', timeout=15_000)
+
+    async def submit_badly() -> list[dict[str, Any]]:     # what a page's odd submissions get: an answer, no harm
+        from tests.wt_client import BrowserClient
+
+        client = BrowserClient()
+        await client.open(url)
+        welcome, _ = await client.hello()
+        forged = {"chain_id": welcome["chain_id"], "account": "11" * 32, "nonce": "n1",
+                  "expires": int(time.time() * 1000) + 60_000, "sig": "22" * 64,
+                  "ops": [{"op": "new", "market": "BTC-USD", "side": "buy", "type": "limit", "price": "1",
+                           "qty": "1", "stp": None}]}
+        answers = [await client.request({"event": "submit", "signed": body}) for body in ({"x": 1}, "text", forged)]
+        await client.close()
+        return answers
+    answers = loop.run(submit_badly())
+    assert [a["error"]["code"] for a in answers][2] == "bad_signature" and all("error" in a for a in answers)
+    assert node.get("/status")["browser"]["sessions"] >= 1, "the node still serves"
     for server in (expired_server, relay, impostor):
         loop.run(server.stop())
     assert watch.http() == []
