@@ -169,7 +169,7 @@ def loop():
         running.close()
 
 
-def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle(cluster, browser, loop):
+def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle(cluster, browser, loop, tmp_path):
     from node.browser.certs import make_certificate
     from node.browser.server import WebTransportServer
     from tests.wt_client import relay_session, signing_session
@@ -236,6 +236,21 @@ def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle
         await client.close()
         return answers
     answers = loop.run(submit_badly())
+
+    # an account key file imported into the page replaces the key it made, and signs from then on
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "account.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    good.set_input_files("#key-file", str(pem))
+    good.wait_for_function(f"document.getElementById('account').textContent === '{public}'", timeout=10_000)
+    good.wait_for_selector(f'#links tr[data-node-id="{node.node_id}"][data-state="up"]', timeout=15_000)
+    imported = place(good, "buy", "95", "0.1")
+    assert wait_until(lambda: node.get(f"/orders/{imported}")["order"]["account"] == public, 20)
     assert [a["error"]["code"] for a in answers][2] == "bad_signature" and all("error" in a for a in answers)
     assert node.get("/status")["browser"]["sessions"] >= 1, "the node still serves"
     for server in (expired_server, relay, impostor):
