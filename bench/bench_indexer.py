@@ -3,7 +3,9 @@
 Ingest: pages of 1,000 synthetic trades (two fills each) through `HistoryStore.add_page` (each page and its
 cursor in one transaction, `synchronous=FULL`), against a baseline measured in the same run: the same rows
 inserted into one bare table without fills, indexes, conflict handling or cursor. The goal column divides the
-rate by the 5,000 trades/s a busy chain may make. Queries: a day of 1-minute candles (a trade every
+rate by the 5,000 trades/s a busy chain may make. With Debian's postgresql and psycopg installed, the same pages
+go into a PostgreSQL server the benchmark starts (tests/postgres.py: Unix socket, fsync off, so the row is the
+statements' cost, not a disk's). Queries: a day of 1-minute candles (a trade every
 `--every` ms of block time) and 10,000 fills of one account, p50 and p99 over `--queries` runs. The node and its
 HTTP API are not in these figures (tests/integration/test_indexer.py runs the whole path).
 Run: `python -m bench indexer [--trades=N] [--every=MS] [--queries=N] [--quick] [--smoke]`.
@@ -66,6 +68,23 @@ def timed(query: object, runs: int) -> list[float]:
     return samples
 
 
+def _postgres_rate(trades: list[dict[str, object]]) -> float | None:
+    """Trades/s of the same pages into a PostgreSQL server started for the purpose, or None when none can be."""
+    from tests.postgres import BIN, postgres_server
+    import importlib.util
+
+    if BIN is None or importlib.util.find_spec("psycopg") is None:
+        return None
+    from node.indexer import PostgresHistoryStore
+
+    with postgres_server() as url:
+        store = PostgresHistoryStore(url)
+        try:
+            return len(trades) / ingest(store, trades)
+        finally:
+            store.close()
+
+
 def main(flags: list[str]) -> None:
     opts = parse_options(flags, {"trades": 86_400, "every": 1_000, "queries": 20},
                          quick={"trades": 20_000, "every": 4_320, "queries": 10},
@@ -78,18 +97,25 @@ def main(flags: list[str]) -> None:
         took = ingest(store, trades)
         again = ingest(store, trades[: min(len(trades), 10 * PAGE)])       # pages read twice: nothing written
         rate, base_rate = count / took, count / base
-        print_table(f"Indexer ingest into SQLite: {count:,} trades in pages of {PAGE:,} (synchronous=FULL)",
-                    ["writer", "trades/s", "fills/s", "pages/s", "vs bare table", f"x {GOAL_TRADES_S:,}/s goal"],
-                    [["bare table (baseline)", base_rate, 0, base_rate / PAGE, "1.00x", f"{base_rate / GOAL_TRADES_S:.1f}"],
-                     ["HistoryStore.add_page", rate, 2 * rate, rate / PAGE, f"{rate / base_rate:.2f}x",
-                      f"{rate / GOAL_TRADES_S:.1f}"],
-                     ["  the same pages again", min(count, 10 * PAGE) / again, 0, min(count, 10 * PAGE) / again / PAGE,
-                      "-", "-"]])
+        rows = [["bare SQLite table (baseline)", base_rate, 0, base_rate / PAGE, "1.00x",
+                 f"{base_rate / GOAL_TRADES_S:.1f}"],
+                ["SQLite HistoryStore.add_page", rate, 2 * rate, rate / PAGE, f"{rate / base_rate:.2f}x",
+                 f"{rate / GOAL_TRADES_S:.1f}"],
+                ["  the same pages again", min(count, 10 * PAGE) / again, 0, min(count, 10 * PAGE) / again / PAGE,
+                 "-", "-"]]
+        postgres = _postgres_rate(trades)
+        if postgres is not None:
+            rows.append(["PostgreSQL add_page", postgres, 2 * postgres, postgres / PAGE, f"{postgres / base_rate:.2f}x",
+                         f"{postgres / GOAL_TRADES_S:.1f}"])
+        print_table(f"Indexer ingest: {count:,} trades in pages of {PAGE:,} (SQLite synchronous=FULL)",
+                    ["writer", "trades/s", "fills/s", "pages/s", "vs bare table", f"x {GOAL_TRADES_S:,}/s goal"], rows)
+        if postgres is None:
+            print("  (no PostgreSQL row: needs Debian's postgresql package and psycopg)")
         span_ms = count * every
         candles = timed(lambda: store.candles("BTC-USD", 60_000), queries)
         fills_of = ACCOUNTS[1]
         held = len(store.fills(fills_of))
-        limited = timed(lambda: store.db.execute(
+        limited = timed(lambda: store.query(
             "SELECT * FROM fills WHERE account = ? ORDER BY time_ms LIMIT 10000", (fills_of,)).fetchall(), queries)
         print_table(f"History queries over {span_ms / DAY_MS:.2f} days of block time, {queries} runs",
                     ["query", "rows", "p50 ms", "p99 ms"],

@@ -1,8 +1,9 @@
 """The history indexer: a node's final trades and fills copied into SQLite, resumable after a crash.
 
-`exchange-node indexer --node API_URL --db sqlite:///PATH` pages through every market's trades by block time
+`exchange-node indexer --node API_URL --db sqlite:///PATH | postgresql://...` pages through every market's trades by
+block time
 (`GET /trades/{market}?from=&cursor=`: only what final blocks hold), and writes each page, with where it got to,
-in one SQLite transaction: a kill -9 loses at most the page being written, and the next start continues after
+in one transaction: a kill -9 loses at most the page being written, and the next start continues after
 the last page committed. Rows are keyed by their id (a trade by its trade id, a fill by trade and side), and a
 row already held is left as it is, so a page read twice never writes a row twice.
 
@@ -12,8 +13,9 @@ time. Retention: everything is kept; a network's full history is the operator's 
 per trade with its two fills). The node keeps only its recent trades (`trade_history`): an indexer stopped
 longer than that window takes to fill loses the trades in between, and says so (`gap`) rather than hiding it.
 
-What it does not do: verify the blocks' certificates itself (it trusts the node it is pointed at, as a client
-of that node's API does) or write PostgreSQL.
+SQLite (the standard library's `sqlite3`, a file, nothing to install) by default; PostgreSQL (psycopg) when given a
+`postgresql://` URL, for a network's full history: the same tables, the same statements. What it does not do:
+verify the blocks' certificates itself (it trusts the node it is pointed at, as a client of that node's API does).
 """
 from __future__ import annotations
 
@@ -23,27 +25,25 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import urlencode
 
 log = logging.getLogger("exchange_node.indexer")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS trades (
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS trades (
     id TEXT PRIMARY KEY, market TEXT NOT NULL, price TEXT NOT NULL, qty TEXT NOT NULL,
     maker_order_id TEXT NOT NULL, taker_order_id TEXT NOT NULL, taker_side TEXT NOT NULL,
-    maker_account TEXT NOT NULL, taker_account TEXT NOT NULL, height INTEGER NOT NULL, time_ms INTEGER NOT NULL,
-    seq INTEGER NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS trades_by_time ON trades (market, time_ms);
-CREATE TABLE IF NOT EXISTS fills (
+    maker_account TEXT NOT NULL, taker_account TEXT NOT NULL, height BIGINT NOT NULL, time_ms BIGINT NOT NULL,
+    seq BIGINT NOT NULL UNIQUE)""",
+    "CREATE INDEX IF NOT EXISTS trades_by_time ON trades (market, time_ms)",
+    """CREATE TABLE IF NOT EXISTS fills (
     trade_id TEXT NOT NULL REFERENCES trades (id), role TEXT NOT NULL, account TEXT NOT NULL, market TEXT NOT NULL,
-    order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, qty TEXT NOT NULL, height INTEGER NOT NULL,
-    time_ms INTEGER NOT NULL, PRIMARY KEY (trade_id, role)
-);
-CREATE INDEX IF NOT EXISTS fills_by_account ON fills (account, time_ms);
-CREATE TABLE IF NOT EXISTS cursors (market TEXT PRIMARY KEY, trade_id TEXT NOT NULL, time_ms INTEGER NOT NULL);
-"""
+    order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, qty TEXT NOT NULL, height BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL, PRIMARY KEY (trade_id, role))""",
+    "CREATE INDEX IF NOT EXISTS fills_by_account ON fills (account, time_ms)",
+    "CREATE TABLE IF NOT EXISTS cursors (market TEXT PRIMARY KEY, trade_id TEXT NOT NULL, time_ms BIGINT NOT NULL)",
+)
 PAGE = 1000
 
 
@@ -60,28 +60,52 @@ class CursorGone(Exception):
 
 def sqlite_path(url: str) -> Path:
     """`sqlite:///PATH` (or a bare path) as the path, as SQLAlchemy reads it: `sqlite:///history.db` is relative,
-    `sqlite:////var/lib/history.db` absolute; ValueError for anything else."""
+    `sqlite:////var/lib/history.db` absolute; ValueError for another scheme."""
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):])
     if "://" in url:
-        raise ValueError(f"{url!r}: only sqlite:///PATH is written (PostgreSQL is not implemented)")
+        raise ValueError(f"{url!r}: give sqlite:///PATH or postgresql://...")
     return Path(url)
 
 
+def open_store(url: str) -> HistoryStore:
+    """The store a `--db` URL names: `postgresql://...` (or `postgres://`), else a SQLite file (`sqlite_path`)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresHistoryStore(url)
+    return HistoryStore(sqlite_path(url))
+
+
 class HistoryStore:
-    """The SQLite file: pages in, trades, fills and candles out."""
+    """The database: pages in, trades, fills and candles out. SQLite here; `PostgresHistoryStore` below."""
+
+    BEGIN = "BEGIN IMMEDIATE"       # SQLite: take the write lock at once, so the page's reads see the last commit
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)     # transactions are explicit (BEGIN / COMMIT)
+        self.db: Any = sqlite3.connect(path, isolation_level=None)     # transactions are explicit (BEGIN / COMMIT)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self._schema()
+
+    def _schema(self) -> None:
+        for statement in SCHEMA:
+            self.db.execute(statement)
+
+    def _sql(self, statement: str) -> str:
+        """A statement with `?` parameters, as this database writes them."""
+        return statement
+
+    def query(self, statement: str, params: tuple[object, ...] = ()) -> Any:  # Any: the driver's cursor
+        return self.db.execute(self._sql(statement), params)
+
+    def many(self, statement: str, rows: list[tuple[object, ...]]) -> int:
+        """One statement over many rows (one round trip where the driver can); the rows it changed."""
+        return int(self.db.executemany(self._sql(statement), rows).rowcount)
 
     def close(self) -> None:
         self.db.close()
 
     def cursor(self, market: str) -> tuple[str, int] | None:
-        row = self.db.execute("SELECT trade_id, time_ms FROM cursors WHERE market = ?", (market,)).fetchone()
+        row = self.query("SELECT trade_id, time_ms FROM cursors WHERE market = ?", (market,)).fetchone()
         return None if row is None else (row[0], row[1])
 
     def add_page(self, market: str, trades: list[dict[str, object]]) -> int:
@@ -89,47 +113,45 @@ class HistoryStore:
         trades that were new."""
         if not trades:
             return 0
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        run = self.query
+        run(self.BEGIN)
         try:
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM trades").fetchone()[0]
-            added = 0
-            for trade in trades:
-                seq += 1
-                done = db.execute(
-                    "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    (trade["id"], market, trade["price"], trade["qty"], trade["maker_order_id"],
-                     trade["taker_order_id"], trade["taker_side"], trade["maker_account"], trade["taker_account"],
-                     trade["height"], trade["time_ms"], seq))
-                added += done.rowcount
-                db.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, role) "
-                               "DO NOTHING", _fills(market, trade))
+            seq = run("SELECT COALESCE(MAX(seq), 0) FROM trades").fetchone()[0]
+            added = self.many(
+                "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                [(trade["id"], market, trade["price"], trade["qty"], trade["maker_order_id"], trade["taker_order_id"],
+                  trade["taker_side"], trade["maker_account"], trade["taker_account"], trade["height"],
+                  trade["time_ms"], seq + n) for n, trade in enumerate(trades, 1)])
+            self.many("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, role) DO NOTHING",
+                      [fill for trade in trades for fill in _fills(market, trade)])
             last = trades[-1]
-            db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (market, last["id"], last["time_ms"]))
-            db.execute("COMMIT")
+            run("INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (market) DO UPDATE SET trade_id = excluded.trade_id, "
+                "time_ms = excluded.time_ms WHERE cursors.time_ms <= excluded.time_ms",   # never back to older trades
+                (market, last["id"], last["time_ms"]))
+            run("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            run("ROLLBACK")
             raise
         return added
 
     def trades(self, market: str) -> list[dict[str, object]]:
-        rows = self.db.execute("SELECT id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, "
-                               "taker_account, height, time_ms FROM trades WHERE market = ? ORDER BY seq", (market,))
+        rows = self.query("SELECT id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, "
+                         "taker_account, height, time_ms FROM trades WHERE market = ? ORDER BY seq", (market,))
         keys = ("id", "price", "qty", "maker_order_id", "taker_order_id", "taker_side", "maker_account",
                 "taker_account", "height", "time_ms")
         return [dict(zip(keys, row)) for row in rows]
 
     def fills(self, account: str) -> list[dict[str, object]]:
-        rows = self.db.execute("SELECT f.trade_id, f.role, f.market, f.order_id, f.side, f.price, f.qty, f.height, "
-                               "f.time_ms FROM fills f JOIN trades t ON t.id = f.trade_id WHERE f.account = ? "
-                               "ORDER BY t.seq, f.role", (account,))
+        rows = self.query("SELECT f.trade_id, f.role, f.market, f.order_id, f.side, f.price, f.qty, f.height, "
+                         "f.time_ms FROM fills f JOIN trades t ON t.id = f.trade_id WHERE f.account = ? "
+                         "ORDER BY t.seq, f.role", (account,))
         keys = ("trade_id", "role", "market", "order_id", "side", "price", "qty", "height", "time_ms")
         return [dict(zip(keys, row)) for row in rows]
 
     def candles(self, market: str, interval_ms: int) -> list[dict[str, object]]:
         """OHLCV per interval from the stored trades (Decimal arithmetic on the node's decimal strings)."""
         built: list[tuple[int, list[Decimal]]] = []      # (open time, [open, high, low, close, volume, quote, count])
-        for price_text, qty_text, at in self.db.execute(
+        for price_text, qty_text, at in self.query(
                 "SELECT price, qty, time_ms FROM trades WHERE market = ? ORDER BY seq", (market,)):
             price, qty, opens = Decimal(price_text), Decimal(qty_text), at - at % interval_ms
             if built and built[-1][0] == opens:
@@ -142,6 +164,26 @@ class HistoryStore:
                 built.append((opens, [price, price, price, price, qty, price * qty, Decimal(1)]))
         names = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
         return [{"t": opens, **dict(zip(names, values))} for opens, values in built]
+
+
+class PostgresHistoryStore(HistoryStore):
+    """The same tables in PostgreSQL (psycopg, autocommit: each page's BEGIN and COMMIT are the store's own)."""
+
+    BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+
+    def __init__(self, url: str) -> None:    # the HistoryStore constructor opens SQLite: not called
+        import psycopg     # only the PostgreSQL path needs the driver
+
+        self.db = psycopg.connect(url, autocommit=True)
+        self._schema()
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def many(self, statement: str, rows: list[tuple[object, ...]]) -> int:
+        with self.db.cursor() as cursor:       # psycopg pipelines executemany: one round trip, rowcount summed
+            cursor.executemany(self._sql(statement), rows)
+            return int(cursor.rowcount)
 
 
 def _fills(market: str, trade: dict[str, object]) -> list[tuple[object, ...]]:

@@ -1,4 +1,5 @@
-"""Real processes: `exchange-node indexer` keeps a node's history in SQLite through kill -9.
+"""Real processes: `exchange-node indexer` keeps a node's history in SQLite, and in PostgreSQL (a real server the
+test starts from Debian's package), through kill -9.
 
 A devnet trades continuously while the indexer follows it; the indexer is killed -9 twice and started again.
 At the end every trade and every fill the node serves is in the database exactly once, equal field by field,
@@ -12,28 +13,37 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from node.indexer import HistoryStore, open_store
 from tests.harness import Cluster, NodeProcess, wait_until
+from tests.postgres import needs_postgres, postgres_server
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.2}
 
 
-def _rows(db: Path) -> int:
-    if not db.exists():
+def _rows(url: str) -> int:
+    """Trades in the database so far (0 before the indexer made its tables)."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return 0
     try:
-        with sqlite3.connect(db) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0])
-    except sqlite3.OperationalError:          # the indexer has not made its tables yet
+        store = open_store(url)
+    except sqlite3.OperationalError:
         return 0
+    try:
+        return int(store.query("SELECT COUNT(*) FROM trades").fetchone()[0])
+    finally:
+        store.close()
 
 
-def _indexer(node: NodeProcess, db: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "node.cli", "indexer", "--node", node.api_url, "--db",
-                             f"sqlite:///{db}", "--interval", "0.1"],
+def _indexer(node: NodeProcess, url: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "node.cli", "indexer", "--node", node.api_url, "--db", url,
+                             "--interval", "0.1"],
                             env={**os.environ, "EXCHANGE_NODE_TOKEN": node.api_token or ""},
                             stdout=subprocess.DEVNULL, stderr=log.open("a"))
 
@@ -48,10 +58,20 @@ def _trade_forever(node: NodeProcess, stop: threading.Event) -> None:
             {"market": "BTC-USD", "side": "buy", "price": price, "qty": "1", "account": "taker"}]})
 
 
-def test_the_indexer_killed_twice_holds_every_trade_and_fill_once(cluster: Cluster, tmp_path: Path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_postgres)])
+def test_the_indexer_killed_twice_holds_every_trade_and_fill_once(cluster: Cluster, tmp_path: Path, backend: str):
+    with ExitStack() as stack:
+        db = stack.enter_context(postgres_server()) if backend == "postgresql" else f"sqlite:///{tmp_path}/h.sqlite"
+        served = _index_through_two_kills(cluster, db, tmp_path / "indexer.log")
+        store = open_store(db)
+        stack.callback(store.close)
+        _check(store, served, cluster.nodes[0])
+    assert "Traceback" not in (tmp_path / "indexer.log").read_text()
+
+
+def _index_through_two_kills(cluster: Cluster, db: str, log: Path) -> list[dict]:
     (node,) = cluster.chain(1, **FAST)
     node.new_accounts("maker", "taker")
-    db, log = tmp_path / "history.sqlite", tmp_path / "indexer.log"
     stop = threading.Event()
     trader = threading.Thread(target=_trade_forever, args=(node, stop), daemon=True)
     trader.start()
@@ -72,12 +92,12 @@ def test_the_indexer_killed_twice_holds_every_trade_and_fill_once(cluster: Clust
         stop.set()
         indexer.send_signal(signal.SIGTERM)
         indexer.wait(10)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM trades").fetchone() == (len(served),) * 2
-        assert conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0] == 2 * len(served)
-    from node.indexer import HistoryStore
+    return list(served)
 
-    store = HistoryStore(db)
+
+def _check(store: HistoryStore, served: list[dict], node: NodeProcess) -> None:
+    assert tuple(store.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM trades").fetchone()) == (len(served),) * 2
+    assert store.query("SELECT COUNT(*) FROM fills").fetchone()[0] == 2 * len(served)
     keys = ("id", "price", "qty", "maker_order_id", "taker_order_id", "taker_side", "maker_account",
             "taker_account", "height", "time_ms")
     assert store.trades("BTC-USD") == [{k: t[k] for k in keys} for t in served]
@@ -94,6 +114,5 @@ def test_the_indexer_killed_twice_holds_every_trade_and_fill_once(cluster: Clust
     node_candles = node.get("/candles/BTC-USD?interval=1m")["candles"]
     assert [(c["t"], Decimal(c["volume"]), c["trades"]) for c in node_candles] == [
         (c["t"], c["volume"], c["trades"]) for c in from_db]
-    store.close()
-    assert "Traceback" not in log.read_text()
-    print(f"\nindexer: {len(served)} trades, {2 * len(served)} fills, {len(from_db)} candles, kill -9 twice")
+    print(f"\nindexer ({type(store).__name__}): {len(served)} trades, {2 * len(served)} fills, {len(from_db)} "
+          f"candles, kill -9 twice")
