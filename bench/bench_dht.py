@@ -1,4 +1,4 @@
-"""The DHT (issue 28): lookups in the deterministic simulation and on real processes.
+"""The DHT: lookups in the deterministic simulation and on real processes.
 
     python -m bench dht [--quick | --smoke]
 

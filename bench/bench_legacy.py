@@ -1,4 +1,4 @@
-"""Order to final through a legacy (Grenache-only) node vs a hybrid node, side by side in one run (issue 18).
+"""Order to final through a legacy (Grenache-only) node vs a hybrid node, side by side in one run.
 
 Two hybrid validators share a grape with a legacy node (P2P_ENABLED=false, DISCOVERY_GRENACHE=true) and a
 hybrid follower. Orders are placed one at a time, alternating between the legacy node and the hybrid

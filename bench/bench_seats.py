@@ -1,4 +1,4 @@
-"""Seat changes on real processes (issue 24): how long a granted seat and a handed-back seat take, and what
+"""Seat changes on real processes: how long a granted seat and a handed-back seat take, and what
 they cost the orders in flight.
 
     python -m bench seats [--quick | --smoke]      (--quick: one run each; --smoke: one run of `leave`)

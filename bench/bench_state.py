@@ -1,5 +1,5 @@
 """The chain's exchange state machine: orders/s through `ExchangeState.apply_tx`, with and without
-Ed25519 verification of every transaction first (issue 16's benchmark).
+Ed25519 verification of every transaction first (its own benchmark).
 
 Workload: fixed-seed limit orders from 8 accounts on one market, priced around a mid so many
 cross, in runs of 250 from one account on one side, in blocks of 500 orders (begin_block,

@@ -1,4 +1,4 @@
-"""Floods on real processes, shared by the attack tests and `python -m bench flood` (issue 25): an honest client
+"""Floods on real processes, shared by the attack tests and `python -m bench flood`: an honest client
 that times its orders, and attackers speaking the real protocol with fresh keys (orders from fresh accounts,
 RPC hints and diagnostic notes each signed by a fresh key, re-requests of cached broadcasts)."""
 from __future__ import annotations

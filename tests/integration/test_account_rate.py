@@ -1,4 +1,4 @@
-"""Real processes (issue 25): one account's operations per window of blocks. A transaction with more
+"""Real processes: one account's operations per window of blocks. A transaction with more
 operations than a block allows is refused account_rate (429 with Retry-After) and nothing of it rests; within
 the allowance orders pass; the hundred-block window binds a steady sender; another account is not held up."""
 from __future__ import annotations

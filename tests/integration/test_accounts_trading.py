@@ -1,4 +1,4 @@
-"""Real processes: accounts that belong to someone (issue 16) and markets a network agrees on (issue 17).
+"""Real processes: accounts that belong to someone and markets a network agrees on.
 
 - Two users on two nodes, with nothing configured but their nodes' default accounts, trade with each
   other through the CLI, as the README's quick start does.

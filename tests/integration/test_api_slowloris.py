@@ -1,4 +1,4 @@
-"""Real process (issue 25): slowloris clients of the control API are cut at their deadline while an honest
+"""Real process: slowloris clients of the control API are cut at their deadline while an honest
 client from another address is answered throughout.
 
 - 1,000 connections from one address feed their first request's headers a byte at a time: the guard admits

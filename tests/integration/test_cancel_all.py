@@ -1,4 +1,4 @@
-"""Real processes (issue 29): pulling quotes at once, as a market maker does.
+"""Real processes: pulling quotes at once, as a market maker does.
 
 - `exchange-node cancel-all` with and without a market and side cancels exactly the account's orders in
   that scope, in one signed operation, and every node agrees.

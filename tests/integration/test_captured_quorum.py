@@ -1,4 +1,4 @@
-"""Real processes: a captured quorum can halt the chain, never forge an order or move time (issue 24).
+"""Real processes: a captured quorum can halt the chain, never forge an order or move time.
 
 Four pinned validators and a follower; the test made every validator's key before the nodes started, so
 it holds a quorum of them, as a thief of three keys would. With three validators paused (the chain frozen

@@ -1,4 +1,4 @@
-"""The attacks of issue 14 on real processes, each of which must fail safe. Four pinned validators
+"""The attacks on real processes, each of which must fail safe. Four pinned validators
 (n = 3f+1 with f = 1: one faulty validator may neither fork, nor halt, nor poison clocks); the history
 checker (tests/history.py) records every answer and re-reads every node throughout.
 

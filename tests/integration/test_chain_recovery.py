@@ -1,4 +1,4 @@
-"""Real processes: the documented way out of a permanent halt (issue 24), end to end.
+"""Real processes: the documented way out of a permanent halt, end to end.
 
 Four validators (seats granted by the founder's join token) and a follower trade; then two validators are
 killed with SIGKILL and their data dirs deleted: gone for good. The two left can never again form a

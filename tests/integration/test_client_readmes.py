@@ -1,4 +1,4 @@
-"""Real processes (issue 66): the client libraries' READMEs run as printed. Against a node started as the
+"""Real processes: the client libraries' READMEs run as printed. Against a node started as the
 tests start one, the README's `exchange-node account new trader` line runs verbatim (DATA_DIR naming the node),
 then the first example of clients/python/README.md and of clients/typescript/README.md, each written to a file
 unchanged and run with only DATA_DIR and EXCHANGE_NODE_API set; each prints what its README says it prints, and

@@ -1,11 +1,11 @@
-"""Real processes (issue 29): `exchange-node devnet 4` as the README says (its lines as written, the directory
+"""Real processes: `exchange-node devnet 4` as the README says (its lines as written, the directory
 moved into the test's own): four nodes, four validators, an order placed with the README's line and with the printed one
 final on every node, Ctrl-C stops them all and leaves no process behind; the same command resumes the network.
 
-The devnet as a lab (issue 66): kill -9 one of four and it is reported while the other three keep running and
+The devnet as a lab: kill -9 one of four and it is reported while the other three keep running and
 trading; `devnet start I` from another terminal brings it back and it catches up; kill -9 two and a survivor's
 /status names both as not heard from while an order waits; `devnet start` both and the order is final. `ps -eo args`
-never shows the join token or an API token meanwhile (issue 64)."""
+never shows the join token or an API token meanwhile."""
 from __future__ import annotations
 
 import json

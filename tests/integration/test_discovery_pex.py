@@ -1,6 +1,6 @@
 """Peer exchange with real exchange-node processes: a chain learns the whole network; a flood of bogus
 addresses from one peer, claims in strangers' hellos, and 10,000 fake addresses from forty subnets change
-nothing that matters (issue 25: the tried table stays honest, the book bounded, and a restart dials the
+nothing that matters (the tried table stays honest, the book bounded, and a restart dials the
 peers it reached before any address a stranger told it)."""
 from __future__ import annotations
 

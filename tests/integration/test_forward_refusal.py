@@ -1,4 +1,4 @@
-"""Real processes (issue 25, "the origin told why"): a follower hands its client's order to a validator that
+"""Real processes: a follower hands its client's order to a validator that
 refuses it (here the account is past its operations for the last hundred blocks, `account_rate`). The client
 used to get 202 `not_final_yet` and nothing else while the follower only logged the refusal; now the 202, the
 pending order's view and the CLI say what the validator answered, until a validator takes it."""

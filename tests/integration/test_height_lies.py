@@ -1,4 +1,4 @@
-"""Real processes (issue 25): peers lying about their height. As filed, a heartbeat or an unchecked vote claiming
+"""Real processes: peers lying about their height. As filed, a heartbeat or an unchecked vote claiming
 height 2^62 from a fresh key every 5 s kept `/ready` at 503 for 96 % of 45 s.
 
 Four validators and a follower, an honest client placing one order every 200 ms at the follower; then, for

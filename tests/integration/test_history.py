@@ -1,4 +1,4 @@
-"""Real processes (issue 29): trade history by block time. Candles and paged trades are equal on every node
+"""Real processes: trade history by block time. Candles and paged trades are equal on every node
 (a follower that joined late included) and equal to a recomputation from /trades; the CLI exports every kept
 trade as CSV through the cursors."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Operator polish on real processes (issue #29): `--help` shows no Python reprs, the start-up line names the
+"""Operator polish on real processes: `--help` shows no Python reprs, the start-up line names the
 web console, a negative quantity is the API's to refuse, a production node offers no test service, and
 `last seen` of a connected peer follows its frames."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Real processes (issue 29): the Python client library (clients/python) as a trading program uses it.
+"""Real processes: the Python client library (clients/python) as a trading program uses it.
 
 - With its own key (the node never sees it): place, replace, cancel, cancel-all, typed errors, the sync
   wrapper; then the dead-man's switch armed through the client's node fires after that node is killed -9.

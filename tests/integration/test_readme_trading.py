@@ -1,4 +1,4 @@
-"""Real processes (issue 66): the README's "Placing an order" lines, run as printed against a node of its own
+"""Real processes: the README's "Placing an order" lines, run as printed against a node of its own
 (DATA_DIR naming it; ORDER_ID replaced by the id the first order printed): two accounts are made, the market
 sell of one fills the other's bid (one account's orders would cancel each other), and `orders --open`, `fills`,
 `order ID`, `cancel` and `account show` say what the README's comments say."""

@@ -1,4 +1,4 @@
-"""Real processes: the attacks of issue 24 on who holds a seat, each failing.
+"""Real processes: the attacks on who holds a seat, each failing.
 
 - Seat theft by isolation: one of four validators is paused until it is jailed for absence; two nodes of
   an attacker's wait with default settings; no seat and no standby goes to them, the paused validator

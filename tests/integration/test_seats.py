@@ -1,11 +1,11 @@
-"""Real processes: seats are granted, never taken, and a validator leaving never halts the exchange (issue 24).
+"""Real processes: seats are granted, never taken, and a validator leaving never halts the exchange.
 
-- The README's "three nodes on one machine" block, run verbatim by bash (issue 66): in a mount and network
+- The README's "three nodes on one machine" block, run verbatim by bash: in a mount and network
   namespace of its own, with a private /tmp and a loopback of its own, so the README's /tmp/a..c, /tmp/a-token and
   ports 79xx are the test's alone and nothing is substituted; no sleep anywhere, `wait` does the waiting. One
-  validator and two standbys; `ps -eo args` never shows the token meanwhile (#64); stop any one of the three with
+  validator and two standbys; `ps -eo args` never shows the token meanwhile; stop any one of the three with
   SIGINT and the other two finalise an order within 5 s.
-- A join token never on a command line (#64, #66): one there, an empty or malformed one (environment, file,
+- A join token never on a command line: one there, an empty or malformed one (environment, file,
   standard input) or two ways at once stop `start` with one line (exit 2) that never shows it; a node given
   --join-token-file waits (saying so once) until the file holds a whole token, Ctrl-C ends the wait (exit 0), and
   a token written later to that file or given on standard input seats its node as a standby.

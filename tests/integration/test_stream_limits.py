@@ -1,4 +1,4 @@
-"""Real process (issue 25): one client holding the market data stream gets its share and never what everyone
+"""Real process: one client holding the market data stream gets its share and never what everyone
 shares. One address opening 2,000 WebSockets gets 50 (the rest 429 with Retry-After) while clients from
 another address of its /24 and from another network keep connecting and subscribing and an honest trader's
 orders all go through; one address subscribing to everything it can gets its 256 subscriptions (the rest a

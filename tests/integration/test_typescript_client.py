@@ -1,4 +1,4 @@
-"""Real processes (issue 29): the TypeScript client library (clients/typescript) on Node.js against real nodes.
+"""Real processes: the TypeScript client library (clients/typescript) on Node.js against real nodes.
 
 - With its own key: place, replace, cancel, cancel-all and a typed error; then its dead-man's switch fires
   after the node it used is killed -9.

@@ -1,4 +1,4 @@
-"""Fair under flood (issue 25) on the Grenache message path, with real exchange-node processes and real grapes:
+"""Fair under flood on the Grenache message path, with real exchange-node processes and real grapes:
 one source floods node b's Grenache message endpoint from another loopback /24 (127.0.7.1) with valid-shaped
 requests of 256 frames, or of one frame of a megabyte, as fast as it can on 16 connections, while node a, which
 reaches b only over Grenache, sends it unicasts and broadcasts. a's messages all arrive, the flood gets 429

@@ -1,4 +1,4 @@
-"""Every `Any` a caller of ours can see is a decision with its reason written beside it (issue 26).
+"""Every `Any` a caller of ours can see is a decision with its reason written beside it.
 
 A seam is what another module reaches: the signature of a public function or method, an attribute
 declared on a class or a module, a Protocol's members. There `Any` is allowed only

@@ -64,7 +64,7 @@ def test_every_exchange_node_line_parses_against_the_cli() -> None:
 
 
 def test_no_line_puts_a_join_token_on_a_command_line() -> None:
-    """`ps` shows every user a process's arguments: a token goes in a file, JOIN_TOKEN or standard input (#64)."""
+    """`ps` shows every user a process's arguments: a token goes in a file, JOIN_TOKEN or standard input."""
     for line in shell_lines(README):
         words = shlex.split(line)
         for flag, value in zip(words, words[1:] + [""]):
@@ -128,7 +128,7 @@ def test_the_book_is_public_and_orders_need_the_token(api) -> None:
 
 def test_placing_an_order_trades_between_two_accounts_and_says_why() -> None:
     """The README's trading example crosses orders of two accounts it creates (one account's orders would cancel
-    each other), and says so in a line naming self-trade prevention (issue 66)."""
+    each other), and says so in a line naming self-trade prevention."""
     section = README[README.index("## Placing an order"):README.index("<!-- quick-api")]
     lines = [line for line in shell_lines(section) if line.startswith("$N ")]
     created = set(re.findall(r"\$N account new (\w+)", section))

@@ -1,5 +1,5 @@
 """A proposer's block is valid by construction: measured as validation measures it, even when a full mempool
-of the smallest transactions offers more than a block can hold (issue 25: the wrapping of each transaction
+of the smallest transactions offers more than a block can hold (the wrapping of each transaction
 and the header once made such blocks `block_too_large` at every validator, and the chain stopped)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What anyone can make a node hold is bounded (issue 25): certified blocks claimed for heights ahead are
+"""What anyone can make a node hold is bounded: certified blocks claimed for heights ahead are
 kept only near our height, once their certificate checks out against our validator set, within a byte budget
 and a quarter of it per sender (their parents cannot be checked until the blocks before them arrive); the
 peers' chains the founding logic remembers are bounded too."""

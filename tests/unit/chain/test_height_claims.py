@@ -1,4 +1,4 @@
-"""Claimed heights (issue 25: a heartbeat or an unchecked vote claiming 2^62 from a fresh key every 5 s kept
+"""Claimed heights (a heartbeat or an unchecked vote claiming 2^62 from a fresh key every 5 s kept
 /ready at 503 for 96 % of 45 s). A claim counts only when f + 1 current validators make it or a quorum
 certificate at that height checked out; a stranger's claim never makes a node behind, never keeps a standby
 from its seat or a recovery from finishing, and never draws the node's sync request while f + 1 validators are

@@ -1,4 +1,4 @@
-"""The mempool is shared out, not first come, first served (issue 25): a flood from one neighbour or one
+"""The mempool is shared out, not first come, first served: a flood from one neighbour or one
 account delays its own transactions, never an honest sender's; a full pool makes room by evicting the
 heaviest lane's newest, never by refusing a lighter newcomer."""
 from __future__ import annotations

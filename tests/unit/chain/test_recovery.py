@@ -1,4 +1,4 @@
-"""The way out of a permanent halt (issue 24), on the deterministic core: two of four validators gone for good.
+"""The way out of a permanent halt, on the deterministic core: two of four validators gone for good.
 
 A recovery consented to by both survivors is applied by every node, followers included, and the chain
 finalises again with the two as its whole set; no block final before it changes. Refused by every node: a

@@ -1,4 +1,4 @@
-"""Seats and what every node checks when it applies a block (issue 24), on the deterministic core.
+"""Seats and what every node checks when it applies a block, on the deterministic core.
 
 A proposal that seats someone unapproved is invalid at every honest validator; a block certified by a
 captured quorum (all the test's keys) cannot seat anyone unapproved, run a transaction whose signature

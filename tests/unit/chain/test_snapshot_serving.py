@@ -1,4 +1,4 @@
-"""Serving our snapshot to joining peers (issue 25): one check and read of the snapshot file per snapshot, not per
+"""Serving our snapshot to joining peers: one check and read of the snapshot file per snapshot, not per
 request (a request for offset 0 costs ~50 bytes and made a node read and checksum its whole snapshot); kept in
 memory up to a byte cap, a bigger one read a chunk at a time; a joiner waits out a peer's `rate_limited`."""
 from __future__ import annotations

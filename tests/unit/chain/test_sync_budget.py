@@ -1,4 +1,4 @@
-"""What a node serves peers that catch up is budgeted (issue 25: a sync request of a few bytes asks for a block's
+"""What a node serves peers that catch up is budgeted (a sync request of a few bytes asks for a block's
 worth): per peer, requests a second and bytes a second, with a global cap behind for all but the validators;
 over budget a request is ignored and counted, never penalised, and an honest follower far behind still catches
 up as fast as with no budget at all."""

@@ -1,5 +1,5 @@
 """Both client libraries refuse a float (a JS number) where a decimal string belongs, before anything is signed or
-sent, saying to send a string (issue 66); the Python one writes an int or a Decimal out exactly."""
+sent, saying to send a string; the Python one writes an int or a Decimal out exactly."""
 from __future__ import annotations
 
 import asyncio

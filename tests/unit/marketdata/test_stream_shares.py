@@ -1,4 +1,4 @@
-"""The stream's shares per source (issue 25): subscriptions per address, per network and in all, refused with
+"""The stream's shares per source: subscriptions per address, per network and in all, refused with
 a clear error and the connection kept; unread bytes per address, per network and in all, where only clients
 that are behind are cut; who was refused is recorded; and a client that never reads is never held after its
 connection ends."""

@@ -1,4 +1,4 @@
-"""The API's connection guard (issue 25), in process over real sockets: caps per address, per network and in
+"""The API's connection guard, in process over real sockets: caps per address, per network and in
 all; every request of a keep-alive connection has its own header deadline, counted from its first byte; a
 body trickled after complete headers is cut at its own deadline; an idle keep-alive connection is closed; an
 answer its client does not read at the least rate is dropped past the write deadline; and

@@ -1,5 +1,5 @@
 """Public read-only routes are rate-limited per address, per subnet and in all; the operator's token, exempt
-networks and private routes are not counted; the maps stay bounded (issue 25)."""
+networks and private routes are not counted; the maps stay bounded."""
 from __future__ import annotations
 
 import time

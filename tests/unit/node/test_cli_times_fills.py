@@ -1,4 +1,4 @@
-"""The CLI for people (issue 66), against a scripted API: times as ISO-8601 (UTC; the local offset on one-line
+"""The CLI for people, against a scripted API: times as ISO-8601 (UTC; the local offset on one-line
 answers) wherever a time is printed, `--json` keeping the epoch milliseconds beside ISO twins; `fills` newest
 first; `order ID`; `orders --open` listing pending orders with the open ones."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the console says (issue 66), run under Node.js from node/console/static/words.js: reachability only as far
+"""What the console says, run under Node.js from node/console/static/words.js: reachability only as far
 as it was measured (a node whose dial-backs all came over loopback is not called public), and the ticker's last
 price filled from the trades the page loaded when the node's ticker has none (after a restart)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every refusal of a number says what is wrong and what is allowed (issue 66): a negative price or quantity, a
+"""Every refusal of a number says what is wrong and what is allowed: a negative price or quantity, a
 float where a decimal string belongs, an exponent, an empty string; through the node-signed body and through a
 signed transaction (as the client libraries send one)."""
 from __future__ import annotations

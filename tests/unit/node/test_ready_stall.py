@@ -1,5 +1,5 @@
 """/ready says a stall: a quorum of validators is heard, yet no block has become final here for a while
-(issue 25: a flood that outran the chain kept /ready at 200 for minutes). Even an idle chain makes a block
+(a flood that outran the chain once kept /ready at 200 for minutes). Even an idle chain makes a block
 a second, so silence this long is never normal."""
 from __future__ import annotations
 

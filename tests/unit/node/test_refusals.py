@@ -1,4 +1,4 @@
-"""Who the public surfaces refused and why (issue 25): by address and by network, the most refused first,
+"""Who the public surfaces refused and why: by address and by network, the most refused first,
 bounded in count and in age whoever floods; the console's rows; and the control API as the node serves it
 (guard, keep-alive timeout, /status) wired from the settings."""
 from __future__ import annotations

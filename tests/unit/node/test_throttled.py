@@ -1,4 +1,4 @@
-"""The console's "held back" table (issue 25): who this node is holding back and why, from /status's own parts."""
+"""The console's "held back" table: who this node is holding back and why, from /status's own parts."""
 from __future__ import annotations
 
 from node.throttled import MAX_ROWS, READ_BEHIND_S, read_turn_rows, throttled_rows

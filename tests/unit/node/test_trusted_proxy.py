@@ -1,5 +1,5 @@
 """Clients behind a trusted reverse proxy (API_TRUSTED_PROXIES): each is limited as itself, never as the proxy,
-and a header from anyone else names nobody (issue 25's per-client limits, behind nginx or a load balancer)."""
+and a header from anyone else names nobody (per-client limits behind nginx or a load balancer)."""
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,4 @@
-"""Join tokens for operators (#64): the control API's /validators/tokens routes in process against a stand-in for
+"""Join tokens for operators: the control API's /validators/tokens routes in process against a stand-in for
 the chain's seat commands (what they pass on, what they refuse, who may call them), and the CLI's `validators
 token new|list|revoke` and `wait` against a scripted API (what they print, where the token goes, exit codes)."""
 from __future__ import annotations

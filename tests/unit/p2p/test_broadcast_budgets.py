@@ -1,4 +1,4 @@
-"""What a broadcast may cost, charged to whoever causes it (issue 25): re-requests served once per neighbour and
+"""What a broadcast may cost, charged to whoever causes it: re-requests served once per neighbour and
 within a byte budget; types any key may author budgeted per neighbour and per origin before any signature is
 checked; a relay never banned for what it relays; diagnostic notes not carried by production nodes."""
 from __future__ import annotations

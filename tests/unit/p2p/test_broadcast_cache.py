@@ -1,5 +1,5 @@
 """The broadcast cache answers grafts from frames it keeps: bounded by bytes as well as by count and age, so a
-flood of large broadcasts evicts the oldest instead of growing memory (issue 25: 400 KB notes once added
+flood of large broadcasts evicts the oldest instead of growing memory (400 KB notes once added
 220 MB to every node)."""
 from __future__ import annotations
 

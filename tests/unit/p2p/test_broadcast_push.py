@@ -1,4 +1,4 @@
-"""Forwarding a broadcast while a send closes a link (issue 25): a large broadcast overflowed one neighbour's send
+"""Forwarding a broadcast while a send closes a link: a large broadcast overflowed one neighbour's send
 buffer, the link closed in the middle of the push, the links map changed size under the loop, and the
 `RuntimeError: dictionary changed size during iteration` escaped into the handling of the copy that was
 being forwarded, which closed the link it came from: an honest one."""

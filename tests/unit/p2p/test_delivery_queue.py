@@ -1,4 +1,4 @@
-"""The hold queue's bounds (issue 25): messages held for unreachable peers are bounded by bytes per target and in
+"""The hold queue's bounds: messages held for unreachable peers are bounded by bytes per target and in
 all, not only by count, and what does not fit pushes out the oldest of whoever holds the most."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DHT client mode (issue 28, as libp2p's kad-dht): a node behind a NAT nobody can dial looks things up and
+"""DHT client mode (as libp2p's kad-dht): a node behind a NAT nobody can dial looks things up and
 publishes its record, but answers no queries and keeps nobody's records; servers leave a peer that says it
 is private out of the contacts they hand out and out of their own lookups, so nobody waits on a node it
 cannot reach."""

@@ -1,4 +1,4 @@
-"""Each client of a Grenache HTTP server gets a share (issue 25, "Fair under flood"): requests (frames on the message
+"""Each client of a Grenache HTTP server gets a share: requests (frames on the message
 path) per address, per /24 and in all, refused unread with 429 "ERR_BUSY"; connections per address, per /24 and in
 all; headers and bodies within their deadlines. Real HTTP on loopback, clients bound to other loopback /24s (all of
 127.0.0.0/8 is on lo) so that each is another address or network to the server."""

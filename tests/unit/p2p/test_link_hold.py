@@ -1,4 +1,4 @@
-"""A link held for a component's budget (PeerManager.hold_reading) stays alive (issue 25): the liveness check,
+"""A link held for a component's budget (PeerManager.hold_reading) stays alive: the liveness check,
 which sees no bytes from it while it is held, counts its silence from the hold's end."""
 from __future__ import annotations
 

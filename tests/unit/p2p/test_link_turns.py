@@ -1,5 +1,5 @@
 """A link hands its messages over a few at a time per event-loop turn, and is not read while it has a backlog
-or is held (issue 25): one peer's burst must not hold the loop, and every other link's votes behind it."""
+or is held: one peer's burst must not hold the loop, and every other link's votes behind it."""
 from __future__ import annotations
 
 import asyncio

@@ -153,7 +153,7 @@ async def test_request_peer_without_a_link_is_relayed_by_the_message_router(tmp_
 
 
 def test_the_largest_hint_the_schema_allows_fits_under_the_open_type_cap():
-    """HINT_MAX_BYTES drops padded copies unchecked (issue 25); no hint an honest node can send comes near it."""
+    """HINT_MAX_BYTES drops padded copies unchecked; no hint an honest node can send comes near it."""
     author = NodeIdentity.generate()
     largest = {"type": "hint", "id": "i" * 128, "origin": author.node_id, "ts": time.time(),
                "subject": author.node_id, "status": "s" * 16, "service": "v" * MAX_SERVICE_NAME,

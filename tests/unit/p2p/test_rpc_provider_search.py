@@ -1,5 +1,5 @@
 """A call for a service no linked peer offers asks the provider finder (the DHT in a node) to link to a
-provider, then goes to it (issue 28). Concurrent calls share one search; a search that found nobody is not
+provider, then goes to it. Concurrent calls share one search; a search that found nobody is not
 repeated for a while, so calls for a service nobody offers cannot become a lookup storm."""
 from __future__ import annotations
 

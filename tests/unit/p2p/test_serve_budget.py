@@ -1,4 +1,4 @@
-"""What serving requests may cost (issue 25): requests and answer bytes a second per requester, per neighbour
+"""What serving requests may cost: requests and answer bytes a second per requester, per neighbour
 relaying others' requests, and for everyone together; past any of them the request is refused with the wait."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tried addresses first (issue 25: a restart must link to honest peers first): while a dial to an address we
+"""Tried addresses first (a restart must link to honest peers first): while a dial to an address we
 reached before is under way, no address a stranger told us is dialled or felt; once the tried ones have
 answered, the rest are."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What WAL damage costs a validator (issue #24): records lost between intact records of decided heights cost
+"""What WAL damage costs a validator: records lost between intact records of decided heights cost
 nothing, and only damage that may hide a record of a height not decided yet skips that height. The decision
 on its own (`WalDamage.verdict`), then on a real ChainStore on FaultyFS with bytes flipped in its WAL, then
 through the start check (`exchange/chain/boot.py`, `check_history`) with a validator of four: the signing
