@@ -1,4 +1,6 @@
-"""Exchange core (pure domain, no I/O) and, later, its replication.
+"""The exchange: its matching core (these modules: pure domain, no I/O), the state machine every node folds
+blocks into (app/), the chain that orders its transactions (chain/) and the commitments to its state
+(commitments/).
 
 markets.py   Market rules and the registry parsed from MARKETS; exact decimal <-> ticks/lots
 units.py     decimal string <-> integer units, never floats
