@@ -31,6 +31,9 @@ def test_a_node_program_trades_with_its_own_key_and_its_switch_fires_after_its_n
     assert seen["gone"]["status"] == "cancelled" and seen["refused"] == {"status": 422, "code": "unknown_market"}
     assert seen["swept"]["status"] == "done" and seen["swept"]["cancelled"] == 1
     assert seen["armed"]["status"] == "armed"
+    assert seen["named"]["client_id"] == "ts-desk-1" and seen["found"]["id"] == seen["named"]["id"]
+    assert seen["unnamed"]["status"] == "cancelled"
+    assert {r["error"]["code"] for r in seen["batch"]} == {"unknown_order"}      # refused whole: nothing placed
     wait_until(lambda: open_ids(validator, seen["account"]) == set(seen["quotes"]), 5)
     near.kill()
     assert time.time() * 1000 < seen["armed"]["at"]

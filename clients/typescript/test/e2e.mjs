@@ -1,7 +1,7 @@
 // Driven by tests/integration/test_typescript_client.py against real nodes (it starts, kills and restarts
 // them); prints what it saw as JSON on stdout.
 //   node test/e2e.mjs sign SEED CHAIN_ID         -> signed transactions of every operation kind
-//   node test/e2e.mjs trade API_URL TOKEN        -> place, replace, cancel, cancel-all, arm a 3 s switch
+//   node test/e2e.mjs trade API_URL TOKEN        -> place, replace, cancel, by client id, an atomic batch, cancel-all, a switch
 //   node test/e2e.mjs stream API_URL             -> JSON lines of events; on "done" on stdin, the final copy
 import { WebSocket } from "ws";
 import { ApiError, Client, MarketStream, Signer } from "../dist/index.js";
@@ -41,12 +41,18 @@ if (mode === "sign") {
   try { await client.place("NOPE-USD", "buy", "1", "1"); } catch (error) {
     refused = error instanceof ApiError ? { status: error.status, code: error.code } : String(error);
   }
+  const named = await client.place("BTC-USD", "buy", "1", "80", { clientId: "ts-desk-1" });
+  const [found] = await client.ordersByClientId("ts-desk-1");
+  const unnamed = await client.cancelByClientId("ts-desk-1");
+  const batch = await client.atomic([{ op: "new", market: "BTC-USD", side: "buy", type: "limit", price: "81", qty: "1" },
+                                     { op: "cancel", market: "BTC-USD", order_id: "0".repeat(32) }]);
   const swept = await client.cancelAll();
   const quotes = [(await client.place("BTC-USD", "buy", "1", "95")).order.id,
                   (await client.place("BTC-USD", "sell", "1", "105")).order.id];
   const armed = await client.cancelAfter(3);
   out({ account: client.options.signer.account, first: first.order, moved: moved.order, gone: gone.order, refused,
-        swept: swept.body.cancel_all, quotes, armed: armed.body.schedule_cancel, final: [first.final, moved.final, armed.final] });
+        swept: swept.body.cancel_all, quotes, armed: armed.body.schedule_cancel, final: [first.final, moved.final, armed.final],
+        named: named.order, found, unnamed: unnamed.order, batch });
 } else if (mode === "stream") {
   const [url] = args;
   const delivered = [];
