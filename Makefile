@@ -52,10 +52,11 @@ test-deps: $(TEST_STAMP) npm-deps
 # everything that starts no process (unit tests, the simulator); the real-process tier the rest.
 FAST := not (integration or interop or netns or browser or process or slow or soak or container)
 PROCESS_TIER := (integration or interop or netns or browser or process or slow) and not (soak or container)
-# each tier prints its wall time; the load average goes with it (the machine may be shared)
-TIMED = @start=$$(date +%s); status=0; $(1) || status=$$?; \
-	echo "== tier $(2): $$(( $$(date +%s) - start )) s wall, exit $$status ($$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) load)"; \
-	exit $$status
+# each tier prints its wall time; the load average and how busy the CPUs were go with it (the machine may be
+# shared; a tier waiting on the disk has a high load but idle cores)
+TIMED = @start=$$(date +%s); status=0; cpu=$$(mktemp); $(PY) scripts/cpu_busy.py save $$cpu; $(1) || status=$$?; \
+	echo "== tier $(2): $$(( $$(date +%s) - start )) s wall, exit $$status ($$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) load, $$($(PY) scripts/cpu_busy.py since $$cpu))"; \
+	rm -f $$cpu; exit $$status
 
 ## Install what the tests need (Python and Node.js Grenache), lint, type-check, then the fast tier and the
 ## real-process tier. Everything but soak and container tests runs.
