@@ -129,6 +129,10 @@ def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser)
     assert len(validators[0].get(f"/orders?account={account}&status=open")["orders"]) == 3, "none twice"
     page.wait_for_function("""() => [...document.querySelectorAll('#book tbody tr')]
         .some(r => r.cells[1].textContent === '103.25' && r.cells[2].textContent === 'ask')""", timeout=20_000)
+    # ... and links to a third node it learns from the one left, back to two links
+    page.wait_for_function("document.querySelectorAll('#links tr[data-state=\"up\"]').length === 2", timeout=15_000)
+    up = page.eval_on_selector_all('#links tr[data-state="up"]', "rows => rows.map(r => r.dataset.nodeId)")
+    assert other[0] in up and first.node_id not in up
 
     page.reload()                             # the key and the account survive a reload; a second tab shares them
     page.wait_for_function(f"document.getElementById('account').textContent === '{account}'", timeout=10_000)

@@ -192,12 +192,14 @@ class Link {
     this.pending.clear();
     render();
     resend();
+    refillSoon();
   }
 }
 
 // --- the set of links ---------------------------------------------------------------------------------
 async function dial(url, hashes, expectedId) {
   if (state.links.some((l) => l.url === url && l.state !== "down" && l.state !== "refused")) return;
+  state.links = state.links.filter((l) => !(l.url === url && l.state === "down"));     // its old row
   const link = new Link(url, hashes, expectedId);
   state.links.push(link);
   render();
@@ -215,11 +217,32 @@ async function linked(link) {
   for (const node of answer.nodes) {
     const up = state.links.filter((l) => l.state === "up" || l.state === "dialling").length;
     if (up >= WANT_LINKS) break;
-    if (state.links.some((l) => l.nodeId === node.node_id || l.expectedId === node.node_id)) continue;
+    if (state.links.some((l) => (l.nodeId === node.node_id || l.expectedId === node.node_id) &&
+      l.state !== "down")) continue;
     const hashes = node.cert_sha256.map((hash, i) => ({ hash, expires: node.cert_expires_ms?.[i] }));
     dial(node.webtransport, hashes, node.node_id);
   }
   resend();
+}
+
+// A link went: link again, to the nodes an up link names (fresh hashes: a restarted node has new certificates),
+// else to the ones that went, waiting 1 s, then twice as long each time nothing came up, up to 30 s.
+let refillDelay = 1000;
+let refillTimer = null;
+function refillSoon() {
+  if (refillTimer !== null) return;
+  refillTimer = setTimeout(() => {
+    refillTimer = null;
+    const up = state.links.filter((l) => l.state === "up");
+    if (up.length >= WANT_LINKS) {
+      refillDelay = 1000;
+      return;
+    }
+    if (up.length) up.forEach(linked);
+    else state.links.filter((l) => l.state === "down").forEach((l) => dial(l.url, l.hashes, l.nodeId ?? l.expectedId));
+    refillDelay = Math.min(refillDelay * 2, 30_000);
+    refillSoon();
+  }, refillDelay);
 }
 
 // --- orders -------------------------------------------------------------------------------------------
