@@ -35,6 +35,7 @@ def test_a_client_that_timed_out_finds_its_order_by_client_id_and_cancels_it(clu
             with pytest.raises((asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
                 await impatient.place("BTC-USD", "buy", "1", "90", client_id="desk-42", wait=10)
 
+    assert other.proc is not None
     other.proc.send_signal(signal.SIGSTOP)            # no quorum: the order cannot be final yet
     try:
         asyncio.run(post_and_give_up())

@@ -103,7 +103,7 @@ def _check(store: HistoryStore, served: list[dict], node: NodeProcess) -> None:
     assert store.trades("BTC-USD") == [{k: t[k] for k in keys} for t in served]
     for account in {t["maker_account"] for t in served} | {t["taker_account"] for t in served}:
         fills = node.get(f"/accounts/{account}/fills?market=BTC-USD&from=0&limit=10000")["trades"]
-        assert sorted(f["trade_id"] for f in store.fills(account)) == sorted(t["id"] for t in fills)
+        assert sorted(str(f["trade_id"]) for f in store.fills(account)) == sorted(t["id"] for t in fills)
     recomputed: dict[int, list[Decimal]] = {}
     for t in served:
         bucket = recomputed.setdefault(t["time_ms"] - t["time_ms"] % 60_000, [])

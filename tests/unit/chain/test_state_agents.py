@@ -50,9 +50,9 @@ def test_the_agent_line_is_signed_and_round_trips():
     assert op.line() == f"approve_agent {AGENT.hex()} BTC-USD,ETH-USD place,cancel 1000 {T0 + 5}"
     assert parse_op(op.wire()).line() == op.line() == op_from_json(op.as_json()).line()
     assert RevokeAgentOp.parse(AGENT.hex()).line() == f"revoke_agent {AGENT.hex()}"
-    for bad in (("BTC-USD,BTC-USD", "place"), (None, "place,withdraw"), (None, ""), ("", "place")):
+    for markets, operations in (("BTC-USD,BTC-USD", "place"), (None, "place,withdraw"), (None, ""), ("", "place")):
         with pytest.raises(InvalidTx):
-            ApproveAgentOp.parse(AGENT.hex(), *bad, None, None)
+            ApproveAgentOp.parse(AGENT.hex(), markets, operations, None, None)
 
 
 def test_an_agent_places_cancels_and_replaces_for_its_account_within_scope(chain, make):

@@ -37,7 +37,8 @@ def test_trigger_fields_are_signed_and_judged_by_the_format():
     assert parse_op(op.wire()).line() == op.line() == op_from_json(op.as_json()).line()
     market = trig("stop_market", "sell", "95", reduce_only=True)
     assert market.line() == "new BTC-USD sell stop_market - 1 - trigger=95 reduce_only"
-    assert market.wire()[-1] is True and parse_op(market.wire()).reduce_only
+    parsed = parse_op(market.wire())
+    assert market.wire()[-1] is True and isinstance(parsed, NewOrderOp) and parsed.reduce_only
     for args, code in (((("BTC-USD", "buy", "stop_market", None, "1", None)), "trigger_required"),
                        (("BTC-USD", "buy", "limit", "1", "1", None, None, None, "2"), "trigger_not_allowed"),
                        (("BTC-USD", "buy", "limit", "1", "1", None, None, None, None, True), "reduce_only_must_not_rest"),
