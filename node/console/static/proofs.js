@@ -116,18 +116,21 @@ const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 // ------------------------------------------------------------------ the walk (exchange/commitments/verify.py)
 
+// Two passes: `check` walks the proof left subtree first and throws the first thing wrong (the order the
+// Python verifier finds it in), collecting the entries; `digest` then hashes the checked tree, both subtrees
+// of a branch at once (WebCrypto digests are asynchronous; awaiting them one by one would serialise them).
 class Walk {
   constructor(keyBytes, lo, hi) {
     this.keyBytes = keyBytes; this.bits = BigInt(keyBytes * 8); this.lo = lo; this.hi = hi; this.entries = [];
   }
 
-  async hash(n, known, nbits) {
+  check(n, known, nbits) {
     if (n.kind === HIDDEN) {
       const free = this.bits - nbits;
       if ((known << free) <= this.hi && ((known + 1n) << free) - 1n >= this.lo) {
         throw new ProofError("incomplete", `a hidden subtree under ${nbits} known bits overlaps the range`);
       }
-      return n.hash;
+      return;
     }
     if (n.kind === LEAF_VALUE || n.kind === LEAF_DIGEST) {
       if (n.key.length !== this.keyBytes) {
@@ -136,13 +139,10 @@ class Walk {
       const k = toBig(n.key);
       if ((k >> (this.bits - nbits)) !== known) throw new ProofError("off_path", "a leaf hangs where its key does not lead");
       const inside = this.lo <= k && k <= this.hi;
-      if (n.kind === LEAF_DIGEST) {
-        if (inside) throw new ProofError("value_missing", "a leaf in the range without its value");
-        return leafHash(n.key, n.digest);
-      }
-      if (!inside) throw new ProofError("value_unasked", "a leaf outside the range with its value");
-      this.entries.push([n.key, n.value]);
-      return leafHash(n.key, await valueDigest(n.value));
+      if (n.kind === LEAF_DIGEST && inside) throw new ProofError("value_missing", "a leaf in the range without its value");
+      if (n.kind === LEAF_VALUE && !inside) throw new ProofError("value_unasked", "a leaf outside the range with its value");
+      if (n.kind === LEAF_VALUE) this.entries.push([n.key, n.value]);
+      return;
     }
     const bit = BigInt(n.bit);
     if (!(nbits <= bit && bit < this.bits)) throw new ProofError("bit_order", `a branch on bit ${n.bit} below a path of ${nbits} bits`);
@@ -154,10 +154,17 @@ class Walk {
     if (above & ((1n << spare) - 1n)) throw new ProofError("bad_prefix", "prefix bits set past the split bit");
     above >>= spare;
     if ((above >> (bit - nbits)) !== known) throw new ProofError("off_path", "a branch hangs where its prefix does not lead");
-    const left = await this.hash(n.left, above << 1n, bit + 1n);
-    const right = await this.hash(n.right, (above << 1n) | 1n, bit + 1n);
-    return branchHash(n.bit, n.prefix, left, right);
+    this.check(n.left, above << 1n, bit + 1n);
+    this.check(n.right, (above << 1n) | 1n, bit + 1n);
   }
+}
+
+async function digestOf(n) {
+  if (n.kind === HIDDEN) return n.hash;
+  if (n.kind === LEAF_DIGEST) return leafHash(n.key, n.digest);
+  if (n.kind === LEAF_VALUE) return leafHash(n.key, await valueDigest(n.value));
+  const [left, right] = await Promise.all([digestOf(n.left), digestOf(n.right)]);
+  return branchHash(n.bit, n.prefix, left, right);
 }
 
 function checkQuery(lo, hi) {
@@ -173,7 +180,8 @@ async function rangeOf(root, lo, hi, tree) {
     return [];
   }
   const walk = new Walk(lo.length, toBig(lo), toBig(hi));
-  if (!equal(await walk.hash(tree, 0n, 0n), root)) throw new ProofError("root_mismatch", "the proof does not hash to the trusted root");
+  walk.check(tree, 0n, 0n);
+  if (!equal(await digestOf(tree), root)) throw new ProofError("root_mismatch", "the proof does not hash to the trusted root");
   return walk.entries;
 }
 
