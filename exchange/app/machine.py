@@ -260,6 +260,8 @@ class ExchangeState:
         target = self.open_orders.get(op.order_id) or self.closed.get(op.order_id)
         if target is not None and target.owner != account:
             return "not_owner"
+        if target is not None and target.market != op.market:
+            return "market_mismatch"
         return _parse_problem(venue, op.price, op.qty) if isinstance(op, ReplaceOp) else None
 
     # ------------------------------------------------------------------ blocks
@@ -359,7 +361,8 @@ class ExchangeState:
                     results.append(self._refuse_op(tx, account, index, op_index, op, problem))
                     continue
             if isinstance(op, NewOrderOp):
-                results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op))
+                cap = None if scope is None or op.trigger is None else self._agent_cap(tx, op)   # a trigger keeps it
+                results.append(self._new(prefix + _OP_SUFFIX[op_index], (height, index, op_index), account, op, cap))
             elif isinstance(op, CancelOp):
                 results.append(self._cancel(account, op))
             elif isinstance(op, CancelAllOp):
@@ -443,6 +446,16 @@ class ExchangeState:
 
     # ------------------------------------------------------------------ agent keys (agents.py)
 
+    def _agent_cap(self, tx: SignedTx, op: NewOrderOp) -> int | None:
+        """The notional cap (quote units) of the agent that signs `tx`, for `op`'s market; None when uncapped."""
+        if tx.acting_for is None:
+            return None
+        scope = self.agents.scope(tx.acting_for.hex(), tx.account_hex)
+        venue = self.venues.get(op.market)
+        if scope is None or scope.cap is None or venue is None:
+            return None
+        return self.params.assets.parse(venue.units.quote, scope.cap)   # checked when the scope was approved
+
     def _agent_problem(self, scope: ApproveAgentOp, op: Op, account: str) -> str | None:
         """Why an agent with `scope` may not do `op` for `account`, or None."""
         problem = scope_problem(scope, op)
@@ -518,14 +531,16 @@ class ExchangeState:
                  "expired": a.expires is not None and a.expires <= self.time_ms}
                 for agent, a in sorted(self.agents.of(account).items())]
 
-    def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
+    def _new(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp,
+             cap: int | None = None) -> OpResult:
+        """Place `op` (`cap`: the notional cap of the agent that signed it, kept by a trigger order)."""
         client_id = op.client_id
         if client_id is None:
-            return self._place(order_id, key, account, op)
+            return self._place(order_id, key, account, op, cap)
         if self.client_ids.holder(account, client_id) is not None:
             return self._refused("new", order_id, None, op.market, _SIDES[op.side], _TYPES[op.type], None, None,
                                  account, key, None if op.stp is None else _STP_MODES[op.stp], "duplicate_client_id")
-        result = self._place(order_id, key, account, op)
+        result = self._place(order_id, key, account, op, cap)
         self._claim(account, client_id, order_id)
         return result
 
@@ -534,7 +549,8 @@ class ExchangeState:
         if order_id in self.open_orders or order_id in self.closed or order_id in self.triggers:
             self.client_ids.claim(account, client_id, order_id)
 
-    def _place(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp) -> OpResult:
+    def _place(self, order_id: str, key: tuple[int, int, int], account: str, op: NewOrderOp,
+               cap: int | None = None) -> OpResult:
         side, kind = _SIDES[op.side], _TYPES[op.type]
         mode = None if op.stp is None else _STP_MODES[op.stp]
         venue = self.venues.get(op.market)
@@ -547,7 +563,7 @@ class ExchangeState:
             return self._refused("new", order_id, None, op.market, side, kind, None, None, account, key, mode,
                                  _field_code(error))
         if op.trigger is not None:
-            return self._new_trigger(order_id, key, account, venue, op, price, qty, mode)
+            return self._new_trigger(order_id, key, account, venue, op, price, qty, mode, cap)
         if op.reduce_only:
             reducible = self._reducible(account, venue, side, qty)
             if not reducible:
@@ -599,7 +615,7 @@ class ExchangeState:
     # ------------------------------------------------------------------ trigger orders (triggers.py)
 
     def _new_trigger(self, order_id: str, key: tuple[int, int, int], account: str, venue: Venue, op: NewOrderOp,
-                     price: int | None, qty: int, mode: SelfTradeMode | None) -> OpResult:
+                     price: int | None, qty: int, mode: SelfTradeMode | None, cap: int | None) -> OpResult:
         """Keep a stop-market, stop-limit or take-profit order until the last trade price crosses its trigger."""
         side, kind = _SIDES[op.side], _MARKET if price is None else _LIMIT
         assert op.trigger is not None     # the caller's branch
@@ -616,7 +632,7 @@ class ExchangeState:
         order.quantity = order.remaining = qty
         order.owner, order.created_key, order.status, order.reason = account, key, _OPEN, None
         order.self_trade = mode  # type: ignore[assignment]
-        self.triggers.add(Trigger(order, op.type, trigger, op.reduce_only))
+        self.triggers.add(Trigger(order, op.type, trigger, op.reduce_only, cap))
         return OpResult("new", order_id, None, UNTRIGGERED, None)
 
     def _fire_triggers(self) -> None:
@@ -637,6 +653,13 @@ class ExchangeState:
                 self._refused("trigger", order.id, None, order.market, order.side, order.type, order.price,
                               order.quantity, order.owner, key, order.self_trade, "reduce_only")
                 return OpResult("trigger", order.id, order.market, "rejected", "reduce_only")
+        if entry.cap is not None:      # placed by a capped agent: its notional is judged as it is placed now
+            notional = (qty * order.price * venue.units.quote_unit if order.price is not None
+                        else self._book_notional(venue, order.owner, order.side is _BUY, qty))
+            if notional > entry.cap:
+                self._refused("trigger", order.id, None, order.market, order.side, order.type, order.price,
+                              order.quantity, order.owner, key, order.self_trade, "over_notional_cap")
+                return OpResult("trigger", order.id, order.market, "rejected", "over_notional_cap")
         placed = self._submit(order.id, key, order.owner, venue, order.side, order.type, order.price, qty,
                               order.self_trade, None, order.type is _LIMIT)
         return OpResult("trigger", order.id, order.market, placed.outcome, placed.reason)

@@ -14,8 +14,8 @@ msgpack array, in this order:
      [[[account, at], ...], [[order id, until], ...]]       (timers.py; formats 2 and 3)
      [[order id, client id], ...]                           (client_ids.py, sorted; formats 3 and 4)
      [[account, agent, markets, operations, cap, expires], ...]    (agents.py, sorted; formats 4 and 5)
-     [[order id, market, side, trigger type, price, qty, trigger, reduce only, account, [height, tx, op], stp],
-      ...]]                                                 (triggers.py, waiting trigger orders, sorted; format 5)
+     [[order id, market, side, trigger type, price, qty, trigger, reduce only, account, [height, tx, op], stp,
+       agent's cap | nil], ...]]                            (triggers.py, waiting trigger orders, sorted; format 5)
 
 Format 1 has no timers (12 items); a state with a dead-man's switch armed or a good-til-time order
 resting is written in format 2 (13 items), one where an order holds a client id in format 3 (14
@@ -134,7 +134,7 @@ def trigger_rows(state: ExchangeState) -> list[Wire]:
         order = entry.order
         rows.append([order_id, order.market, order.side.value, entry.kind, order.price, order.quantity, entry.trigger,
                      entry.reduce_only, order.owner, list(order_key(order)),
-                     None if order.self_trade is None else order.self_trade.value])
+                     None if order.self_trade is None else order.self_trade.value, entry.cap])
     return rows
 
 
@@ -215,22 +215,23 @@ def _restore_agents(state: ExchangeState, rows: Unchecked) -> None:
 def _restore_triggers(state: ExchangeState, rows: Unchecked) -> None:
     _need(_list(rows), "trigger orders must be a list")
     for row in rows:
-        _need(_list(row, 11), f"trigger order {row!r} is not an 11-item row")
-        order_id, market, side, kind, price, qty, trigger, reduce_only, owner, key, mode = row
+        _need(_list(row, 12), f"trigger order {row!r} is not a 12-item row")
+        order_id, market, side, kind, price, qty, trigger, reduce_only, owner, key, mode, cap = row
         _need(type(order_id) is str and order_id not in state.open_orders and order_id not in state.closed
               and order_id not in state.triggers, f"trigger order id {order_id!r} is not a new string")
         _need(market in state.venues and side in _SIDES and kind in TRIGGER_TYPES and type(reduce_only) is bool
               and type(owner) is str and _ACCOUNT.fullmatch(owner) is not None, f"trigger order {order_id}: fields")
         _need(_uint(qty) and qty > 0 and _uint(trigger) and trigger > 0 and (price is None or (_uint(price) and price > 0))
               and (price is not None) == (kind == "stop_limit" or (kind == "take_profit" and price is not None))
-              and state.triggers.room_for(owner) is None, f"trigger order {order_id}: sizes, price or bounds")
+              and state.triggers.room_for(owner) is None and (cap is None or _uint(cap)),
+              f"trigger order {order_id}: sizes, price, cap or bounds")
         order = Order()
         order.id, order.market, order.owner = order_id, market, sys.intern(owner)
         order.side, order.type = _SIDES[side], OrderType.MARKET if price is None else OrderType.LIMIT
         order.price, order.quantity, order.remaining = price, qty, qty
         order.created_key, order.status, order.reason = _check_key(key, state.height), OrderStatus.OPEN, None
         order.self_trade = _member(_STP_MODES, mode, "stp")
-        state.triggers.add(Trigger(order, kind, trigger, reduce_only))
+        state.triggers.add(Trigger(order, kind, trigger, reduce_only, cap))
 
 
 def _check_key(key: Unchecked, height: int) -> tuple[int, int, int]:

@@ -32,6 +32,7 @@ class Trigger:
     kind: str              # stop_market | stop_limit | take_profit
     trigger: int           # ticks
     reduce_only: bool
+    cap: int | None = None  # placed by an agent with a notional cap (quote units): judged again when it fires
 
     @property
     def above(self) -> bool:

@@ -130,9 +130,11 @@ class AsyncClient:
         return cast(list[JsonObject], (await self.get(f"/orders?{query}"))["orders"])
 
     async def orders_by_client_id(self, client_id: str, account: str | None = None) -> list[JsonObject]:
-        """The account's order that holds `client_id` (final, or one the node holds pending): [] when none does."""
-        who = account or self._account_id()
-        query = urlencode({"client_id": client_id, **({"account": who} if who else {})})
+        """The account's order that holds `client_id` (final, or one the node holds pending): [] when none does. The
+        account is the signer's (or the one its agent key trades for), else the client's, else the node's default:
+        the same client id of another account is never this client's."""
+        who = account or self._account_id() or "default"
+        query = urlencode({"client_id": client_id, "account": who})
         return cast(list[JsonObject], (await self.get(f"/orders?{query}"))["orders"])
 
     async def account_view(self, account: str | None = None) -> JsonObject:
@@ -244,7 +246,7 @@ class AsyncClient:
                            "client_id")
         if self.signer is not None:
             return await self.cancel(found[0]["id"], found[0]["market"], wait)
-        query = urlencode({"client_id": client_id, "wait": wait, **({"account": self.account} if self.account else {})})
+        query = urlencode({"client_id": client_id, "wait": wait, "account": self.account or "default"})
         status, data = await self.request("DELETE", f"/orders?{query}")
         cancel = data.get("cancel", {})
         if cancel.get("status") == "rejected":

@@ -85,8 +85,8 @@ export class Client {
 
   /** The account's order holding `clientId` (final, or pending on this node); [] when none does. */
   async ordersByClientId(clientId: string): Promise<Json[]> {
-    const account = this.options.signer?.tradesFor ?? this.options.account;
-    const query = new URLSearchParams({ client_id: clientId, ...(account ? { account } : {}) });
+    const account = this.options.signer?.tradesFor ?? this.options.account ?? "default";   // never another account's
+    const query = new URLSearchParams({ client_id: clientId, account });
     return (await this.get(`/orders?${query}`)).orders;
   }
 

@@ -10,8 +10,8 @@ import pytest
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.agents import MAX_PER_ACCOUNT
 from exchange.app.snapshot import InvalidStateSnapshot
-from exchange.app.txs import (ApproveAgentOp, CancelAllOp, GrantOp, InvalidTx, Op, RevokeAgentOp, ScheduleCancelOp,
-                              SignedTx, op_from_json, parse_op, sign_tx)
+from exchange.app.txs import (ApproveAgentOp, CancelAllOp, GrantOp, InvalidTx, NewOrderOp, Op, RevokeAgentOp,
+                              ScheduleCancelOp, SignedTx, op_from_json, parse_op, sign_tx)
 from exchange.crypto import SigningKey
 from tests.unit.chain.state_helpers import BLOCK_MS, CHAIN, MARKETS, T0, Chain, account, cancel, new, replace
 
@@ -172,3 +172,21 @@ def test_a_snapshot_with_a_bad_agent_row_is_refused(make):
     for rows in ([[*row[:3], "place,withdraw", *row[4:]]], [["zz", *row[1:]]], [row, row], []):
         with pytest.raises(InvalidStateSnapshot):
             ExchangeState.restore(ExchangeParams(MARKETS), msgpack.packb([*body[:14], rows]), CHAIN)
+
+
+def test_a_capped_agents_trigger_is_judged_against_its_cap_when_it_fires_and_keeps_it_in_snapshots(make):
+    live = Chain()
+    live.block([make(1, [approve(markets="BTC-USD", cap="100")])])
+    stop = as_agent([NewOrderOp.parse("BTC-USD", "buy", "stop_market", None, "50", None, None, None, "10")])
+    small = as_agent([NewOrderOp.parse("BTC-USD", "buy", "stop_market", None, "5", None, None, None, "10")])
+    assert [op.outcome for tx in live.block([stop, small]).txs for op in tx.ops] == ["untriggered"] * 2   # empty book
+    data = live.state.snapshot()
+    restored = Chain(ExchangeState.restore(ExchangeParams(MARKETS), data, CHAIN))
+    assert restored.state.snapshot() == data
+    liquidity = [make(7, [new("BTC-USD", "sell", "10", "60")]), make(8, [new("BTC-USD", "buy", "10", "1")])]
+    for chain in (live, restored):
+        fired = chain.block(liquidity)                    # a trade at 10 crosses both; 50 x 10 = 500 > 100
+        assert [(t.order_id, t.outcome, t.reason) for t in fired.timed] == [
+            (stop.order_id(0), "rejected", "over_notional_cap"), (small.order_id(0), "filled", None)]
+        assert chain.state.order(stop.order_id(0))["status"] == "rejected"
+    assert live.state.app_hash == restored.state.app_hash
