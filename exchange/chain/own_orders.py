@@ -141,7 +141,7 @@ class OwnOrders:
         cancels = {cancelled_prefix(tx): tx.id for txs in self._held.values() for tx in txs}
         views: list[OrderView] = []
         for tx in reversed(self.store.outbox()):
-            if account is not None and tx.account_hex != account:
+            if account is not None and tx.owner.hex() != account:
                 continue
             for index, op in enumerate(tx.ops):
                 if not isinstance(op, NewOrderOp) or app.order(tx.order_id(index)) is not None:
@@ -160,7 +160,7 @@ def pending_view(tx: SignedTx, index: int, op: NewOrderOp, reason: str | None,
     also says what the validators last said when none took it (`validator_refusal`, null when none refused)."""
     view: OrderView = {"id": tx.order_id(index), "status": "pending", "reason": reason, "market": op.market,
                        "side": op.side, "type": op.type, "price": op.price, "qty": op.qty, "remaining": op.qty,
-                       "filled": "0", "account": tx.account_hex, "stp": op.stp, "tx_id": tx.id, "final": False}
+                       "filled": "0", "account": tx.owner.hex(), "stp": op.stp, "tx_id": tx.id, "final": False}
     if reason is not None:
         view["validator_refusal"] = refusal
     return view
