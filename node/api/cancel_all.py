@@ -84,11 +84,11 @@ async def post_cancel_all(request: web.Request) -> web.Response:
     if scope.market is not None and scope.market not in state.params.registry:
         raise ApiError(422, "unknown_market", f"unknown market {scope.market!r}", "market")
     answer, op = await _run(request, chain, tx, wait, "cancel_all",
-                            {"account": tx.account_hex, "market": scope.market, "side": scope.side})
+                            {"account": tx.owner.hex(), "market": scope.market, "side": scope.side})
     if op is not None and op.outcome == "cancelled":
         answer["cancel_all"].update(status="done", cancelled=int(op.reason.split("_", 1)[0]), reason=None)
     answer["pending_not_covered"] = [
-        view["id"] for view in chain.submissions.pending_orders(tx.account_hex)
+        view["id"] for view in chain.submissions.pending_orders(tx.owner.hex())
         if scope.market in (None, view["market"]) and scope.side in (None, view["side"])]
     status = 202 if not answer["final"] else 200 if op is not None and op.outcome == "cancelled" else 409
     return json_response(answer, status)
@@ -114,7 +114,7 @@ async def post_schedule_cancel(request: web.Request) -> web.Response:
         op = _parsed(ScheduleCancelOp.parse, at)
         tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
     switch = cast(ScheduleCancelOp, tx.ops[0])     # _one_op checked it, or we made it
-    answer, op = await _run(request, chain, tx, wait, "schedule_cancel", {"account": tx.account_hex, "at": switch.at})
+    answer, op = await _run(request, chain, tx, wait, "schedule_cancel", {"account": tx.owner.hex(), "at": switch.at})
     status = 202 if not answer["final"] else 200 if op is not None and op.outcome in ("armed", "cleared") else 409
     return json_response(answer, status)
 
