@@ -8,7 +8,8 @@ hashes again only the dirty nodes: a batch of writes costs the union of their pa
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 
 from exchange.commitments.hashing import (EMPTY_ROOT, MAX_KEY_BYTES, bit_at, branch_hash, first_difference, leaf_hash,
                                           prefix_of, value_digest)
@@ -70,16 +71,25 @@ class MerkleMap:
 
     def items(self, lo: bytes | None = None, hi: bytes | None = None) -> list[Entry]:
         """(key, value) in key order, lo <= key <= hi when given."""
-        found: list[Entry] = []
-        stack = [self._root] if self._root is not None else []
+        return list(self.iterate(lo, hi))
+
+    def iterate(self, lo: bytes | None = None, hi: bytes | None = None) -> Iterator[Entry]:
+        """(key, value) in key order within [lo, hi], visiting only the subtrees that can hold such keys."""
+        bits = self.key_bytes * 8
+        low = 0 if lo is None else int.from_bytes(lo, "big")
+        high = (1 << bits) - 1 if hi is None else int.from_bytes(hi, "big")
+        stack: list[tuple[_Node, int, int]] = [] if self._root is None else [(self._root, 0, 0)]
         while stack:
-            node = stack.pop()
+            node, known, nbits = stack.pop()
+            free = bits - nbits
+            if known << free > high or ((known + 1) << free) - 1 < low:
+                continue
             if isinstance(node, _Leaf):
-                if (lo is None or node.key >= lo) and (hi is None or node.key <= hi):
-                    found.append((node.key, node.value))
-            else:
-                stack += (node.right, node.left)
-        return found
+                if low <= int.from_bytes(node.key, "big") <= high:
+                    yield node.key, node.value
+                continue
+            above = _prefix_bits(node)
+            stack += ((node.right, (above << 1) | 1, node.bit + 1), (node.left, above << 1, node.bit + 1))
 
     # ------------------------------------------------------------------ writes
 
@@ -210,7 +220,7 @@ class MerkleMap:
 
     def prove_first(self, lo: bytes, hi: bytes, n: int) -> tuple[list[Entry], Proof]:
         """The n smallest entries in [lo, hi] and the proof that none smaller is left out."""
-        head = self.items(lo, hi)[:n] if n > 0 else []
+        head = list(islice(self.iterate(lo, hi), n)) if n > 0 else []
         cut = head[-1][0] if len(head) == n and head else hi
         return self.prove_range(lo, cut)
 
@@ -224,7 +234,12 @@ class MerkleMap:
                 found.append((node.key, node.value))
                 return LeafValue(node.key, node.value)
             return LeafDigest(node.key, value_digest(node.value))
-        above = (int.from_bytes(node.prefix, "big") >> (len(node.prefix) * 8 - node.bit)) if node.bit else 0
+        above = _prefix_bits(node)
         left = self._prove(node.left, above << 1, node.bit + 1, lo, hi, found)
         right = self._prove(node.right, (above << 1) | 1, node.bit + 1, lo, hi, found)
         return Branch(node.bit, node.prefix, left, right)
+
+
+def _prefix_bits(node: _Branch) -> int:
+    """The first `bit` bits every key under the branch shares, as a number."""
+    return int.from_bytes(node.prefix, "big") >> (len(node.prefix) * 8 - node.bit) if node.bit else 0

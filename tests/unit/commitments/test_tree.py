@@ -63,12 +63,15 @@ def test_an_empty_tree_has_the_empty_root_and_deleting_what_is_absent_changes_no
     assert tree.root() == EMPTY_ROOT and len(tree) == 0
 
 
-def test_get_agrees_with_a_dict() -> None:
+def test_get_and_ranges_agree_with_a_dict() -> None:
     rnd = random.Random(5)
     items = {rnd.randbytes(KEY): rnd.randbytes(3) for _ in range(500)}
     tree = MerkleMap(KEY, items.items())
     for key in list(items)[:100] + [rnd.randbytes(KEY) for _ in range(100)]:
         assert tree.get(key) == items.get(key)
+    for _ in range(50):
+        lo, hi = sorted((rnd.randbytes(KEY), rnd.randbytes(KEY)))
+        assert tree.items(lo, hi) == sorted((k, v) for k, v in items.items() if lo <= k <= hi)
 
 
 def test_keys_of_another_length_are_refused() -> None:
