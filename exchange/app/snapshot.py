@@ -174,14 +174,14 @@ def decode_state(state: ExchangeState, data: bytes) -> ExchangeState:
     _restore_positions(state, positions)
     _restore_grants(state, grants)
     _restore_replay(state, replay)
+    if len(body) == 16:                    # first: a client id may be held by a waiting trigger order
+        _restore_triggers(state, body[15])
     if len(body) >= 13:
         _restore_timers(state, body[12])
     if len(body) >= 14:
         _restore_client_ids(state, body[13])
     if len(body) >= 15:
         _restore_agents(state, body[14])
-    if len(body) == 16:
-        _restore_triggers(state, body[15])
     _need(encode_state(state) == data, "is not in canonical form (order, duplicates or encoding)", "non_canonical")
     return state
 

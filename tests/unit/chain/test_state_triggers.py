@@ -204,3 +204,14 @@ def test_an_atomic_batch_is_a_first_marker_before_new_cancel_and_replace_only(op
     with pytest.raises(InvalidTx) as raised:
         SignedTx.from_wire([CHAIN, account(1), "n", 1, ops, bytes(64)])
     assert raised.value.code == "invalid_atomic"
+
+
+def test_a_trigger_holding_a_client_id_survives_a_snapshot(make):
+    live = Chain()
+    named = make(1, [NewOrderOp.parse("BTC-USD", "sell", "stop_market", None, "1", None, None, "stop-1", "90")])
+    live.block([named])
+    data = live.state.snapshot()
+    restored = Chain(ExchangeState.restore(ExchangeParams(MARKETS), data, CHAIN))
+    assert restored.state.snapshot() == data
+    (found,) = restored.state.orders_by_client_id("stop-1", A)
+    assert (found["id"], found["status"], found["client_id"]) == (named.order_id(0), "untriggered", "stop-1")
