@@ -162,6 +162,8 @@ def test_triggers_are_cancelled_one_by_one_or_all_and_bounded_per_account(chain,
     assert [r.reason for r in results[-2:]] == [None, "too_many_triggers"]
     assert len(chain.state.orders(A, "untriggered", 1000)) == MAX_PER_ACCOUNT
     assert chain.block(trade_at(make, "210")).timed[0].outcome == "cancelled"   # market buys with no asks
+    data = chain.state.snapshot()             # cancelled and fired triggers in the closed rows (packed = plain)
+    assert ExchangeState.restore(ExchangeParams(MARKETS), data, CHAIN).snapshot() == data
 
 
 def test_an_atomic_batch_runs_all_or_none_of_its_operations(chain, make):
