@@ -111,23 +111,26 @@ class MerkleMap:
         if root is None:
             self._root, self._size = _Leaf(key, value), 1
             return
+        path: list[_Branch] = []
         node = root
         while isinstance(node, _Branch):
+            path.append(node)
             node = node.right if bit_at(key, node.bit) else node.left
         crit = first_difference(key, node.key)
         if crit is None:                       # present: a new value on the same path
-            self._descend_dirty(key, None)
+            for branch in path:
+                branch.hash = None
             node.value, node.hash = value, None
             return
+        above = 0                              # the branches above the new split: those splitting before crit
+        while above < len(path) and path[above].bit < crit:
+            path[above].hash = None
+            above += 1
+        here = path[above] if above < len(path) else node
         fresh = _Leaf(key, value)
-        parent: _Branch | None = None
-        here = root
-        while isinstance(here, _Branch) and here.bit < crit:
-            here.hash = None
-            parent, here = here, (here.right if bit_at(key, here.bit) else here.left)
         prefix = prefix_of(key, crit)
         split = _Branch(crit, prefix, here, fresh) if bit_at(key, crit) else _Branch(crit, prefix, fresh, here)
-        self._hang(parent, here, split)
+        self._hang(path[above - 1] if above else None, here, split)
         self._size += 1
 
     def _delete(self, key: bytes) -> None:
