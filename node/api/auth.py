@@ -23,6 +23,7 @@ from node.cookie import remove_cookie, write_cookie
 PUBLIC_ROUTES: tuple[str, ...] = (
     "GET /status", "GET /health", "GET /ready", "GET /metrics",
     "GET /book/*", "GET /trades/*", "GET /candles/*",
+    "GET /chain/*",             # certified headers and proofs for light clients: checked by them, not believed
     "GET /", "GET /static/*",   # the web console's page and assets
     "GET /ws",                  # the market data stream; its private channels call `check_token` themselves
 )

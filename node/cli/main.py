@@ -490,7 +490,8 @@ def _extensions() -> list[Callable[[click.Group], None]]:
     found = []
     for module_name in ("node.cli.orders", "node.cli.agents", "node.cli.rpc", "node.cli.accounts", "node.cli.validators",
                         "node.cli.wait",
-                        "node.cli.devnet", "node.cli.history", "node.cli.dht", "node.cli.indexer", "node.demo.cli"):
+                        "node.cli.devnet", "node.cli.history", "node.cli.dht", "node.cli.indexer", "node.cli.light",
+                        "node.demo.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -21,7 +21,7 @@ API_TOKEN = "operator-token-0123456789abcdef"
 
 # The public read-only set as the brief and docs/api.md state it, written out independently of node/api/auth.py.
 DOCUMENTED_PUBLIC = [r"/status", r"/health", r"/ready", r"/metrics", r"/book/.+", r"/trades/.+", r"/candles/.+", r"/",
-                     r"/static(/.*)?", r"/ws"]
+                     r"/static(/.*)?", r"/ws", r"/chain/.+"]
 
 
 def documented_public(method: str, canonical: str) -> bool:

@@ -1,0 +1,161 @@
+"""Real processes: `exchange-node light status` believes no node. Four validators; one honest node and, in front
+of another, a proxy that lies one way at a time (forged signatures, too few signatures, an old header served as
+the latest, a validator-set change nobody certified, another chain's genesis). Every lie is refused with the
+lying node named, and the answer comes, verified, from the witness; asked alone, a liar gets exit 1 and one line.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+
+from tests.harness import ROOT, Cluster, NodeProcess, wait_until
+
+Lie = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def _unpacked(text: str) -> Any:
+    return msgpack.unpackb(base64.b64decode(text), raw=False)
+
+
+def _packed(value: Any) -> str:
+    return base64.b64encode(msgpack.packb(value, use_bin_type=True)).decode()
+
+
+class LyingNode:
+    """An HTTP proxy in front of a real node's API that rewrites the light client's answers with `lie`."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.node = node
+        self.lie: Lie | None = None
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:     # the name http.server calls
+                status, body = proxy.node.api("GET", self.path)
+                if proxy.lie is not None and status == 200:
+                    body = proxy.lie(self.path, body)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def light(tmp: Path, *nodes: str, max_age: float = 30.0) -> subprocess.CompletedProcess:
+    args = ["light", "status", "--node", nodes[0], *[a for w in nodes[1:] for a in ("--witness", w)],
+            "--trust-dir", str(tmp), "--max-age", str(max_age), "--json"]
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def forged_signatures(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path.startswith("/chain/headers/"):
+        height, round_, block_id, sigs = _unpacked(body["commit"])
+        body["commit"] = _packed([height, round_, block_id, [[i, bytes(b ^ 1 for b in s)] for i, s in sigs]])
+    return body
+
+
+def too_few_signatures(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path.startswith("/chain/headers/"):
+        height, round_, block_id, sigs = _unpacked(body["commit"])
+        body["commit"] = _packed([height, round_, block_id, sigs[:2]])      # four validators: a quorum is three
+    return body
+
+
+def uncertified_set_change(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path == "/chain/epochs":          # the set change to four validators, its certificate's signatures forged
+        block, (height, round_, block_id, sigs) = _unpacked(body["proofs"][-1])
+        body["proofs"][-1] = _packed([block, [height, round_, block_id, [[i, bytes(b ^ 1 for b in s)] for i, s in sigs]]])
+    return body
+
+
+def another_chain(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path == "/chain/genesis":
+        genesis = _unpacked(body["genesis"])
+        genesis[2] += 1                                 # another founding time: a genesis of another chain
+        body["genesis"] = _packed(genesis)
+    return body
+
+
+def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_witness(cluster: Cluster,
+                                                                                         tmp_path: Path):
+    nodes = cluster.chain(4)
+    honest, lied_about = nodes[0], nodes[1]
+    liar = LyingNode(lied_about)
+    try:
+        first = light(tmp_path / "honest", honest.api_url, lied_about.api_url)
+        assert first.returncode == 0, first.stderr
+        answer = json.loads(first.stdout)
+        assert answer["verified"] and answer["validators"] == 4 and answer["signatures_checked"] >= 3, answer
+        assert answer["trust_learnt_now"] and answer["chain_id"] == honest.status()["chain_id"], answer
+        assert answer["witnesses_agreeing"] == [lied_about.api_url] and not answer["refused"], answer
+        again = light(tmp_path / "honest", honest.api_url)
+        assert again.returncode == 0 and not json.loads(again.stdout)["trust_learnt_now"], again.stderr
+
+        one = honest.get("/chain/headers/1")
+        wait_until(lambda: time.time() * 1000 - _unpacked(one["header"])[2] > 4000, 10, message="height 1 is 4 s old")
+
+        def old_latest(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return one if path == "/chain/headers/latest" else body
+
+        lies: list[tuple[str, Lie, str]] = [
+            ("forged signatures", forged_signatures, "bad_certificate"),
+            ("too few signatures", too_few_signatures, "bad_certificate"),
+            ("an old header as the latest", old_latest, "stale"),
+            ("a set change nobody certified", uncertified_set_change, "bad_epoch_proof"),
+            ("another chain's genesis", another_chain, "other_chain"),
+        ]
+        for what, lie, reason in lies:
+            liar.lie = lie
+            done = light(tmp_path / "honest", liar.url, honest.api_url, max_age=3.0)
+            assert done.returncode == 0, (what, done.stderr)
+            answer = json.loads(done.stdout)
+            assert answer["node"] == honest.api_url and answer["verified"], (what, answer)
+            refused = {r["node"]: r["reason"] for r in answer["refused"]}
+            assert refused == {liar.url: reason}, (what, answer["refused"])
+            assert f"refused {liar.url}" in done.stderr, (what, done.stderr)
+            alone = light(tmp_path / "honest", liar.url, max_age=3.0)
+            lines = alone.stderr.strip().splitlines()
+            assert alone.returncode == 1 and len(lines) == 1 and liar.url in lines[0], (what, alone.stderr)
+            assert not alone.stdout, (what, alone.stdout)
+    finally:
+        liar.close()
+
+
+def test_the_trust_root_is_never_replaced_silently(cluster: Cluster, tmp_path: Path):
+    ours, = cluster.chain(1)
+    theirs = cluster.node("other", found_after=0, network_id="another-network")
+    wait_until(lambda: theirs.status()["chain_id"], 10)
+    assert light(tmp_path, ours.api_url).returncode == 0
+    other = light(tmp_path, theirs.api_url)
+    assert other.returncode == 1 and "nothing verified" in other.stderr and "other_chain" not in other.stdout
+    assert "not the trusted" in other.stderr, other.stderr
+    trusted = json.loads((tmp_path / "trust.json").read_text())["chain_id"]
+    assert trusted == ours.status()["chain_id"]
+    pinned = subprocess.run([sys.executable, "-m", "node.cli", "light", "status", "--node", theirs.api_url,
+                             "--trust", theirs.status()["chain_id"], "--trust-dir", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert pinned.returncode == 1 and "move that file aside" in pinned.stderr, pinned.stderr
+    assert urllib.request.urlopen(f"{ours.api_url}/chain/genesis", timeout=5).status == 200   # public, no token
