@@ -16,7 +16,7 @@ from hashlib import sha256
 
 LEAF, BRANCH, EMPTY, VALUE = b"\x00", b"\x01", b"\x02", b"\x03"
 DIGEST_BYTES = 32
-MAX_KEY_BYTES = 64          # bit indices fit two bytes and a path is at most 512 branches deep
+MAX_KEY_BYTES = 32          # a path is at most 256 branches deep: walks of it recurse well within Python's limit
 EMPTY_ROOT = sha256(EMPTY).digest()
 
 

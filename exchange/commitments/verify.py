@@ -87,9 +87,13 @@ class _Walk:
                 raise ProofError(Failure.VALUE_UNASKED, "a leaf outside the range with its value")
             self.entries.append((node.key, node.value))
             return leaf_hash(node.key, value_digest(node.value))
-        return self._branch(node, known, nbits)
+        above = self._branch_bits(node, known, nbits)       # one frame per level: checked, then recursed
+        left = self.hash(node.left, above << 1, node.bit + 1)
+        right = self.hash(node.right, (above << 1) | 1, node.bit + 1)
+        return branch_hash(node.bit, node.prefix, left, right)
 
-    def _branch(self, node: Branch, known: int, nbits: int) -> bytes:
+    def _branch_bits(self, node: Branch, known: int, nbits: int) -> int:
+        """The first `bit` bits of every key under the branch, once its bit and prefix fit where it hangs."""
         bit = node.bit
         if not nbits <= bit < self.bits:
             raise ProofError(Failure.BIT_ORDER, f"a branch on bit {bit} below a path of {nbits} bits")
@@ -102,6 +106,4 @@ class _Walk:
         above >>= spare                                  # the first `bit` bits of every key below
         if above >> (bit - nbits) != known:
             raise ProofError(Failure.OFF_PATH, "a branch hangs where its prefix does not lead")
-        left = self.hash(node.left, above << 1, bit + 1)
-        right = self.hash(node.right, (above << 1) | 1, bit + 1)
-        return branch_hash(bit, node.prefix, left, right)
+        return above

@@ -5,7 +5,7 @@
 // A proof is msgpack: [1, node] or [1, nil]; node = [0, hash] | [1, key, value] | [2, key, digest] |
 // [3, bit, prefix, left, right]. Only the canonical encoding is read (shortest ints, bin for bytes).
 
-const MAX_KEY_BYTES = 64;
+const MAX_KEY_BYTES = 32;
 const MAX_BITS = MAX_KEY_BYTES * 8;
 const MAX_PROOF_BYTES = 16 << 20;
 const HIDDEN = 0, LEAF_VALUE = 1, LEAF_DIGEST = 2, BRANCH = 3;

@@ -95,6 +95,9 @@ def _cases() -> list[dict]:
               Branch(0, b"", LeafDigest(b"\x80\x00\x00", b"d" * 32), Hidden(b"j" * 32)),
               Branch(0, b"", LeafDigest(b"\x00\x00", b"d" * 32), Hidden(b"j" * 32)), Hidden(b"h" * 32)]
     cases += [_case("range", b"r" * 32, b"\xf0\x00\x00", b"\xff\xff\xff", Proof(node).encode()) for node in forged]
+    comb = MerkleMap(32, [((1 << i).to_bytes(32, "big"), b"x") for i in range(256)] + [(bytes(32), b"0")])
+    for key in (bytes(32), (1 << 200).to_bytes(32, "big"), (5).to_bytes(32, "big")):   # 256 branches deep
+        cases.append(_case("get", comb.root(), key, key, comb.prove_get(key)[1].encode()))
     single = MerkleMap(3, [(b"abc", b"v")])                 # the leaf asked for, its value withheld
     cases.append(_case("get", single.root(), b"abc", b"abc", Proof(LeafDigest(b"abc", value_digest(b"v"))).encode()))
     return cases

@@ -166,3 +166,15 @@ def test_the_empty_tree_proves_every_absence_and_nothing_else() -> None:
     with pytest.raises(ProofError) as refused:
         verify_range(EMPTY_ROOT, b"abd", b"abc", proof)
     assert refused.value.failure is Failure.BAD_QUERY
+
+
+def test_the_deepest_tree_any_keys_make_proves_and_verifies() -> None:
+    """A comb of 32-byte keys (one branch per bit, 256 deep, the most any key set can make): its deepest key
+    and an absent key beside it prove and verify, within Python's recursion limit."""
+    comb = {(1 << i).to_bytes(32, "big"): b"x" for i in range(256)} | {bytes(32): b"0"}
+    tree = MerkleMap(32, comb.items())
+    assert tree.depth() == 256
+    for key, value in ((bytes(32), b"0"), ((1 << 255).to_bytes(32, "big"), b"x"), ((3).to_bytes(32, "big"), None)):
+        assert verify_get(tree.root(), key, roundtrip(tree.prove_get(key)[1])) == value
+    with pytest.raises(ValueError):
+        MerkleMap(33)
