@@ -3,8 +3,10 @@ single-bit corruption of a proof's bytes, of a value or of the root is refused; 
 has its own typed reason."""
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from exchange.commitments.hashing import EMPTY_ROOT, value_digest
 from exchange.commitments.proofs import Branch, Failure, Hidden, LeafDigest, LeafValue, Node, Proof, ProofError
+import exchange.commitments.verify as verifier
 from exchange.commitments.tree import MerkleMap
 from exchange.commitments.verify import verify_first, verify_get, verify_range
 
@@ -178,3 +181,10 @@ def test_the_deepest_tree_any_keys_make_proves_and_verifies() -> None:
         assert verify_get(tree.root(), key, roundtrip(tree.prove_get(key)[1])) == value
     with pytest.raises(ValueError):
         MerkleMap(33)
+
+
+def test_the_verifier_runs_none_of_the_trees_code() -> None:
+    """What a light client imports: the verifier, the proof types and the hashes, never the tree that proves."""
+    tree = ast.parse(Path(str(verifier.__file__)).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "exchange.commitments.hashing", "exchange.commitments.proofs"}
