@@ -271,7 +271,7 @@ def main(flags: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as base:
         cluster = Cluster(Path(base))
         try:
-            node = cluster.node("n", found_after=0, log_level="WARNING", **UNMETERED)
+            node = cluster.node("n", found_after=0, log_level="WARNING", browser_webtransport="true", **UNMETERED)
             wait_until(lambda: node.status()["chain_id"], 10, message="the node founds its chain")
             url = node.get("/status")["browser"]["webtransport"]
             opens = asyncio.run(_opens(node, url, opts["opens"]))

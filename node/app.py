@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import orjson
 from aiohttp import web
@@ -33,7 +33,6 @@ from node.api.history import install_history_api
 from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
 from node.api.light import install_light_api
-from node.browser.service import BrowserService
 from exchange.chain.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
 from node.chain_network import P2PChainNetwork
@@ -59,6 +58,9 @@ from p2p.peer_hooks import PeerComponent
 from p2p.peer_store import PeerStore
 from p2p.peers import PeerManager, PeerView
 from p2p.router import MessageRouter
+
+if TYPE_CHECKING:
+    from node.browser.service import BrowserService
 
 log = logging.getLogger("node")
 
@@ -146,6 +148,8 @@ class ExchangeNode:
         self.chain_network.attach(self.chain)
         self.browser: BrowserService | None = None     # pages dial us over WebTransport (node/browser/)
         if configs.browser.enabled:
+            from node.browser.service import BrowserService   # aioquic: imported only when on
+
             self.browser = BrowserService(configs.browser, node_id=self.node_id,
                                           public_key=self.identity.public_key_bytes, sign=self.identity.sign,
                                           network_id=configs.network_id, chain=self.chain, peers=self.peers,

@@ -117,6 +117,9 @@ class NodeProcess:
                                          # the DHT dials whatever its lookups name: tests that build a topology
                                          # (relays, partitions) keep it off; tests of the DHT turn it on
                                          "discovery_dht": "false",
+                                         # the browser endpoint (aioquic, a UDP port) is on by default; the tests of
+                                         # browsers turn it on, the rest save its import at every start
+                                         "browser_webtransport": "false",
                                          "heartbeat_interval": 1.0, "event_loop": "asyncio",
                                          "found_after": 30.0} | settings
         self.env_extra: dict[str, str] = {}

@@ -86,7 +86,7 @@ def place(page: Any, side: str, price: str, qty: str) -> str:
 
 
 def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser):
-    validators, followers = pinned_loopback(cluster, 3, 1)
+    validators, followers = pinned_loopback(cluster, 3, 1, browser_webtransport="true")
     first = followers[0]                      # the node the page is given; killed later (the chain goes on)
     links_before = first.status()["peers_connected"]
     watch = Watch()
@@ -178,7 +178,7 @@ def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle
     from node.browser.server import WebTransportServer
     from tests.wt_client import relay_session, signing_session
 
-    node = cluster.node("solo", found_after=0)
+    node = cluster.node("solo", found_after=0, browser_webtransport="true")
     wait_until(lambda: node.status()["chain_id"], 10, message="the node founds its chain")
     status = node.get("/status")["browser"]
     url, real_hash = status["webtransport"], status["cert_sha256"][0]

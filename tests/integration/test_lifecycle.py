@@ -96,7 +96,7 @@ def test_a_busy_port_stops_the_start_with_one_line_and_leaves_nothing_behind(tmp
 
 
 def test_a_component_that_raises_at_start_stops_what_had_started(tmp_path) -> None:
-    node = FaultyNode(tmp_path, "raises", fault="operator.start.raise")
+    node = FaultyNode(tmp_path, "raises", fault="operator.start.raise", browser_webtransport="true")   # every part on
     node.start(wait=False)
     status = node.wait_exit(60)
     assert status == 1, node.log_tail()
