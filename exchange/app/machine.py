@@ -391,7 +391,7 @@ class ExchangeState:
         cannot fill, credit used by the batch's own earlier fills) is each order's own outcome."""
         gone: set[str] = set()
         claimed: set[str] = set()
-        resting, waiting = len(self.by_account.get(account, ())), self.triggers.by_account.get(account, 0)
+        resting, waiting = len(self.by_account.get(account, ())), len(self.triggers.by_account.get(account, ()))
         for index, op in enumerate(ops[1:], 1):
             problem = (None if scope is None else self._agent_problem(scope, op, account)) or self._op_problem(op, account)
             if problem is None and isinstance(op, NewOrderOp):
@@ -633,6 +633,8 @@ class ExchangeState:
         order.owner, order.created_key, order.status, order.reason = account, key, _OPEN, None
         order.self_trade = mode  # type: ignore[assignment]
         self.triggers.add(Trigger(order, op.type, trigger, op.reduce_only, cap))
+        if self._fresh_ttl is not None and account not in self.positions.amounts:
+            self.timers.set_order(order_id, self.time_ms + self._fresh_ttl)   # it holds nothing: it waits a while only
         return OpResult("new", order_id, None, UNTRIGGERED, None)
 
     def _fire_triggers(self) -> None:
@@ -646,6 +648,8 @@ class ExchangeState:
 
     def _fire(self, venue: Venue, entry: Trigger) -> OpResult:
         order = entry.order
+        if self.timers.order_until:
+            self.timers.drop_order(order.id)
         key, qty = order_key(order), order.quantity
         if entry.reduce_only:
             qty = self._reducible(order.owner, venue, order.side, qty)
@@ -667,6 +671,8 @@ class ExchangeState:
     def _cancel_trigger(self, entry: Trigger, reason: str) -> None:
         order = entry.order
         self.triggers.remove(order.id)
+        if self.timers.order_until:
+            self.timers.drop_order(order.id)
         order.status, order.reason = OrderStatus.CANCELLED, reason
         self.closed.add(order)
         self._touched_orders[order.id] = order
@@ -750,6 +756,10 @@ class ExchangeState:
             elif kind == ORDER:
                 order = self.open_orders.get(key)
                 if order is None:
+                    waiting = self.triggers.get(key)      # a fresh account's trigger order: it waited long enough
+                    if waiting is not None:
+                        self._cancel_trigger(waiting, "good_til_time")
+                        self._timed.append(OpResult("until", None, key, "cancelled", "good_til_time"))
                     continue
                 venue = self.venues[order.market]
                 venue.engine.cancel_order(key, order.owner)

@@ -362,6 +362,7 @@ def _restore_timers(state: ExchangeState, rows: Unchecked) -> None:
         _need(_list(row, 2) and type(row[0]) is str and _uint(row[1]) and row[1] > state.time_ms,
               f"switch {row!r}")
     for row in orders:
-        _need(_list(row, 2) and row[0] in state.open_orders and _uint(row[1]) and row[1] > state.time_ms,
-              f"good-til-time order {row!r} must rest and be due after the snapshot's time")
+        _need(_list(row, 2) and (row[0] in state.open_orders or row[0] in state.triggers) and _uint(row[1])
+              and row[1] > state.time_ms, f"good-til-time order {row!r} must rest or wait and be due after the "
+              f"snapshot's time")
     state.timers = Timers.from_rows(switches, orders)

@@ -45,7 +45,7 @@ class Triggers:
 
     def __init__(self) -> None:
         self.entries: dict[str, Trigger] = {}                      # order id -> waiting trigger, in arrival order
-        self.by_account: dict[str, int] = {}
+        self.by_account: dict[str, dict[str, None]] = {}              # account -> ids of its waiting triggers
         self._live: dict[str, int] = {}                             # market -> waiting triggers
         self._rising: dict[str, list[tuple[int, object, str]]] = {}   # market -> (trigger, key, id): fire at price >= trigger
         self._falling: dict[str, list[tuple[int, object, str]]] = {}  # market -> (-trigger, key, id): fire at price <= trigger
@@ -65,7 +65,7 @@ class Triggers:
         return MAX_PER_ACCOUNT
 
     def room_for(self, account: str) -> str | None:
-        if self.by_account.get(account, 0) >= MAX_PER_ACCOUNT:
+        if len(self.by_account.get(account, ())) >= MAX_PER_ACCOUNT:
             return "too_many_triggers"
         if len(self.entries) >= MAX_TOTAL:
             return "trigger_table_full"
@@ -74,7 +74,7 @@ class Triggers:
     def add(self, entry: Trigger) -> None:
         order = entry.order
         self.entries[order.id] = entry
-        self.by_account[order.owner] = self.by_account.get(order.owner, 0) + 1
+        self.by_account.setdefault(order.owner, {})[order.id] = None
         self._live[order.market] = self._live.get(order.market, 0) + 1
         if entry.above:
             heapq.heappush(self._rising.setdefault(order.market, []), (entry.trigger, order.created_key, order.id))
@@ -87,16 +87,17 @@ class Triggers:
         if entry is not None:
             self._live[entry.order.market] -= 1
             owner = entry.order.owner
-            left = self.by_account[owner] - 1
-            if left:
-                self.by_account[owner] = left
-            else:
+            ids = self.by_account[owner]
+            del ids[order_id]
+            if not ids:
                 del self.by_account[owner]
         return entry
 
     def of(self, account: str, market: str | None = None) -> list[Trigger]:
-        """`account`'s waiting triggers (in `market` when given), oldest created first."""
-        found = [e for e in self.entries.values() if e.order.owner == account and market in (None, e.order.market)]
+        """`account`'s waiting triggers (in `market` when given), oldest created first (at most MAX_PER_ACCOUNT
+        looked at: the account's own index, never the whole table)."""
+        entries = self.entries
+        found = [entries[i] for i in self.by_account.get(account, ()) if market in (None, entries[i].order.market)]
         found.sort(key=lambda e: e.order.created_key)  # type: ignore[arg-type, return-value]
         return found
 

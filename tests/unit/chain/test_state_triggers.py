@@ -217,3 +217,32 @@ def test_a_trigger_holding_a_client_id_survives_a_snapshot(make):
     assert restored.state.snapshot() == data
     (found,) = restored.state.orders_by_client_id("stop-1", A)
     assert (found["id"], found["status"], found["client_id"]) == (named.order_id(0), "untriggered", "stop-1")
+
+
+def test_a_fresh_accounts_trigger_waits_only_as_long_as_its_resting_orders_rest(make):
+    chain = Chain(params=ExchangeParams(MARKETS, fresh_order_ttl_ms=1_000))
+    chain.block(trade_at(make, "100"))
+    fresh = make(1, [trig("stop_market", "buy", "150")])
+    chain.block([fresh])
+    data = chain.state.snapshot()                     # the trigger's timer is in the snapshot's timers
+    restored = Chain(ExchangeState.restore(chain.state.params, data, CHAIN))
+    for each in (chain, restored):
+        timed = [t for _ in range(12) for t in each.block([]).timed]
+        assert [(t.op, t.target, t.reason) for t in timed] == [("until", fresh.order_id(0), "good_til_time")]
+        assert each.state.order(fresh.order_id(0))["status"] == "cancelled" and not each.state.triggers
+    assert chain.state.snapshot() == restored.state.snapshot()
+
+
+def test_the_trigger_table_indexes_each_accounts_triggers():
+    from exchange.app.triggers import Trigger, Triggers
+    from exchange.orders import Order, OrderType, SelfTradeMode, Side
+
+    table = Triggers()
+    for n in range(2_000):
+        order = Order.new(f"o{n}", "BTC-USD", Side.BUY, OrderType.MARKET, None, 1, f"acct{n % 100}", (1, n, 0),
+                          SelfTradeMode.CANCEL_NEWEST)
+        table.add(Trigger(order, "stop_market", 100 + n, False))
+    assert [e.order.id for e in table.of("acct7")] == [f"o{n}" for n in range(7, 2_000, 100)]
+    assert len(table.by_account["acct7"]) == 20
+    table.remove("o7")
+    assert "o7" not in table.by_account["acct7"] and len(table.of("acct7")) == 19
