@@ -41,9 +41,9 @@ class Reader {
     if (tag === 0xce) return this.minimal(this.uint(4), 0x10000);
     if (tag >= 0x90 && tag <= 0x9f) return this.array(tag & 0x0f, depth);
     if (tag === 0xdc) return this.array(this.minimal(this.uint(2), 16), depth);
-    if (tag === 0xc4) return this.bin(this.uint(1), 0);
-    if (tag === 0xc5) return this.bin(this.minimal(this.uint(2), 0x100), 0);
-    if (tag === 0xc6) return this.bin(this.minimal(this.uint(4), 0x10000), 0);
+    if (tag === 0xc4) return this.bin(this.uint(1));
+    if (tag === 0xc5) return this.bin(this.minimal(this.uint(2), 0x100));
+    if (tag === 0xc6) return this.bin(this.minimal(this.uint(4), 0x10000));
     throw new ProofError("malformed", `msgpack type 0x${tag.toString(16)} is not in a proof`);
   }
   minimal(value, least) {
