@@ -6,12 +6,14 @@
   measured in the same run, and the tree's depth.
 - Proofs: a book's top 20 price levels (first-n proof over a levels map of 2 x 1,000 levels), a whole book of
   10,000 resting orders (range proof over the orders map in price-time order) and one order's status (key
-  proof over 10,000 order ids): bytes, build and Python verify time (decode included), beside a plain SHA-256
-  of the same answer bytes; and, when Node.js is installed, the browser verifier (node/console/static/proofs.js,
-  WebCrypto) on the very same proofs.
+  proof over 10,000 order ids) and an account's last 100 fills (first-n proof over an account map of 10,000
+  fills keyed newest first, 50 open orders and 5 positions): bytes, build and Python verify time (decode
+  included), beside a plain SHA-256 of the same answer bytes; and, when Node.js is installed, the browser
+  verifier (node/console/static/proofs.js, WebCrypto) on the very same proofs.
 Keys as docs/tradeoffs.md lays them out: a level is side (1 byte) | price key (8: the price for asks, its
 complement for bids, so the best level sorts first on either side); an order is side | price key | sequence
-(8); an order's status is keyed by the SHA-256 of its id.
+(8); an order's status is keyed by the SHA-256 of its id; an account's row is kind (1) | 12 bytes (a fill:
+2^64 - 1 - height, 2^32 - 1 - index in the block).
 Run: `python -m bench commitments [--max_keys=N] [--batch=N] [--repeat=N] [--quick | --smoke]`.
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ from exchange.commitments.verify import verify_first, verify_get, verify_range
 
 SEED = 20261129
 BID, ASK = 0, 1
-TOP64 = (1 << 64) - 1
+TOP64, TOP32 = (1 << 64) - 1, (1 << 32) - 1
+OPEN, FILL, POSITION = 0, 1, 2          # an account map's kinds, its keys' first byte
 VERIFIER = Path(__file__).resolve().parents[1] / "node" / "console" / "static" / "proofs.js"
 
 
@@ -94,6 +97,16 @@ def verify_answer(op: str, root: bytes, lo: bytes, hi: bytes, n: int, data: byte
     return verify_range(root, lo, hi, proof) if op == "range" else verify_get(root, lo, proof)
 
 
+def account(rnd: random.Random, fills: int) -> MerkleMap:
+    """One account's map: open orders, `fills` fills newest first (one a block, index 0) and a few positions."""
+    rows = {bytes([OPEN]) + rnd.randbytes(32)[:12]: msgpack.packb([rnd.randrange(1, 1_000)]) for _ in range(50)}
+    rows |= {bytes([FILL]) + (TOP64 - height).to_bytes(8, "big") + TOP32.to_bytes(4, "big"):
+             msgpack.packb([rnd.randbytes(16), rnd.randrange(9_000, 11_000), rnd.randrange(1, 100)])
+             for height in range(1, fills + 1)}
+    rows |= {bytes([POSITION]) + rnd.randbytes(12): msgpack.packb([rnd.randrange(-500, 500), 0]) for _ in range(5)}
+    return MerkleMap.build(13, rows)
+
+
 def timed(fn: Callable[[], object], repeat: int) -> float:
     samples = []
     for _ in range(repeat):
@@ -105,6 +118,8 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def proof_rows(rnd: random.Random, levels: int, orders: int, repeat: int) -> tuple[list[list[object]], list[dict[str, object]]]:
     level_map, order_map, status_map, one_id = books(rnd, levels, orders)
+    account_map = account(rnd, orders)
+    fills_lo, fills_hi = bytes([FILL]) + bytes(12), bytes([FILL]) + b"\xff" * 12
     lo, hi = level_key(BID, TOP64 - 0), level_key(BID, 0)      # every bid level, best first
     every_lo, every_hi = bytes(17), b"\xff" * 17
     cases = [
@@ -112,6 +127,8 @@ def proof_rows(rnd: random.Random, levels: int, orders: int, repeat: int) -> tup
         (f"whole book, {len(order_map):,} orders", "range", order_map, every_lo, every_hi, 0,
          lambda: order_map.prove_range(every_lo, every_hi)),
         ("one order's status", "get", status_map, one_id, one_id, 0, lambda: status_map.prove_get(one_id)),
+        (f"last 100 of {orders:,} fills", "first", account_map, fills_lo, fills_hi, 100,
+         lambda: account_map.prove_first(fills_lo, fills_hi, 100)),
     ]
     rows, for_js = [], []
     for name, op, tree, a, b, n, prove in cases:
