@@ -19,9 +19,9 @@ States: CLOSED (traffic flows) -> OPEN (none) -> HALF_OPEN (exactly one probe in
   that never reports within `probe_timeout` counts as failed. A failed probe is the same outage, not
   another trip: a peer down for half a minute and back is one trip (it ramps over one `ramp_period`, its
   probes at most `outage_cooldown_cap` apart), where counting each failed probe as a trip made it a
-  flapping peer, probed 3 s apart and ramped over 10 s: 4-6 s from its heal to half its share. A flapping
-  peer's first `ramp_period` back is gated by requests in flight instead (`inflight_cap`: one at a time by
-  default).
+  flapping peer, probed `cooldown_cap` apart and ramped over `ramp_trips` ramp periods after it healed. A
+  flapping peer's first `ramp_period` back is gated by requests in flight instead (`inflight_cap`: one at a
+  time by default).
 - The trip count is not reset by one success: it drops by one per `decay_period` of uninterrupted
   health, so a flapping peer keeps long cooldowns.
 
