@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 
 import aiohttp
@@ -22,6 +21,7 @@ from exchange.app.txs import CancelAllOp, NewOrderOp, Op, SignedTx, sign_tx
 from exchange.crypto import SigningKey
 from tests.flood import p99, rss_mb
 from tests.harness import Cluster, NodeProcess, converged, wait_until
+from tests.redteam.rt_honest import Honest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -66,39 +66,6 @@ async def _post_all(node: NodeProcess, txs: list[SignedTx], wait: float, within:
                 await asyncio.sleep(retry)
             return 429
         return list(await asyncio.gather(*(one(tx) for tx in txs)))
-
-
-class Honest(threading.Thread):
-    """The node's own account placing a far-off limit order every 0.1 s, each waited for until final."""
-
-    def __init__(self, node: NodeProcess) -> None:
-        super().__init__(daemon=True)
-        self.node, self.failed = node, 0
-        self.done = threading.Event()
-        self.samples: list[tuple[float, float]] = []       # (sent, latency)
-
-    def run(self) -> None:
-        n = 0
-        while not self.done.is_set():
-            n += 1
-            order = {"market": "BTC-USD", "side": "sell", "price": str(900 + n % 50), "qty": "0.01",
-                     "type": "post_only"}
-            sent = time.monotonic()
-            status, _ = self.node.api("POST", "/orders?wait=10", order, timeout=20)
-            if status == 201:
-                self.samples.append((sent, time.monotonic() - sent))
-            else:
-                self.failed += 1
-            self.done.wait(max(0.0, 0.1 - (time.monotonic() - sent)))
-
-    def window(self, start: float, end: float) -> list[float]:
-        return [latency for sent, latency in self.samples if start <= sent < end]
-
-
-def _heights_per_second(node: NodeProcess, seconds: float) -> float:
-    start, at = node.status()["height"], time.monotonic()
-    time.sleep(seconds)
-    return (node.status()["height"] - start) / (time.monotonic() - at)
 
 
 def _scans(chain_id: str) -> list[SignedTx]:

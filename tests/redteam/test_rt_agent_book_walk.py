@@ -1,0 +1,121 @@
+"""Red team: what one agent transaction of market orders over its notional cap costs every node, on a real
+validator (proposing as tests/integration/byzantine_node.py `smuggle` does) and a follower.
+
+The cap of a market order is judged by walking the book's other side for its size (`_book_notional`), to the
+end when the size is larger than the book, and an over-cap operation is refused without taking anything: 250
+of them walk the whole book 250 times and leave it as it was. The honest nodes cannot be made to take such a
+transaction through their mempools (their check refuses it at its first operation), but a proposer can put it
+in a block (and, reasoned but not run here, an owner could get it there through honest validators by lowering
+the agent's cap in a transaction ordered just before it in the same block). The honest trader's latency on the
+follower is measured before and after.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from exchange.app.txs import ApproveAgentOp, NewOrderOp, Op, SignedTx, sign_tx
+from exchange.crypto import SigningKey
+from tests.flood import p99
+from tests.harness import Cluster, NodeProcess, converged, wait_until
+from tests.redteam.rt_honest import Honest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+MAKERS, PER_MAKER = 40, 250          # 10,000 resting asks of 0.01
+WALKERS = 3                          # smuggled agent transactions of 250 over-cap market buys
+# building the book fast is the test's convenience, not the attacker's: the validator's own API admits it at once
+QUICK_BOOK: dict[str, Any] = {"group_ops_rate": 100_000, "group_ops_burst": 100_000, "account_ops_rate": 100_000,
+                              "account_ops_burst": 100_000, "account_ops_per_block": 100_000}
+
+
+class SmugglingNode(NodeProcess):
+    """A validator whose every proposal also holds the signed transactions in its SMUGGLE_FILE."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.integration.byzantine_node", *super().command()[3:]]
+
+
+def _tx(chain_id: str, key: SigningKey, ops: list[Op], acting_for: bytes | None = None) -> SignedTx:
+    return sign_tx(key.sign, key.public_key, chain_id, os.urandom(8).hex(), int(time.time() * 1000) + 60_000, ops,
+                   acting_for)
+
+
+async def _post_all(node: NodeProcess, txs: list[SignedTx], wait: float) -> list[int]:
+    async with aiohttp.ClientSession(headers=node.auth_headers()) as session:
+        async def one(tx: SignedTx) -> int:
+            async with session.post(f"{node.api_url}/orders/batch?wait={wait}", json={"signed": tx.as_json()}) as r:
+                body = await r.json(content_type=None)
+                return 422 if any(x.get("error") for x in body.get("results", [])) else r.status
+        return list(await asyncio.gather(*(one(tx) for tx in txs)))
+
+
+@pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
+    "FINDING: an agent's market orders over its cap cost every node a walk of the whole book each: "
+    "exchange/app/machine.py _book_notional (~line 487) sums the book's other side for the whole size (no stop once "
+    "past the cap), 250 refused ops a transaction; in process 1.42 s for one such transaction against a book of "
+    "10,000 asks (a plain 250-op transaction: 4 ms, an atomic one stops at its first refusal: 8 ms); on real "
+    "processes three such transactions in one proposal took the follower's honest p99 from 0.045 s to 8.43 s "
+    "(RT_FINDINGS=1 runs it)"))
+def test_an_agents_over_cap_market_orders_cost_no_more_than_a_plain_transaction(tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    try:
+        smuggled = tmp_path / "smuggled.jsonl"
+        proposer = SmugglingNode(cluster.base, "byz", found_after=0, markets="BTC-USD,ETH-USD",
+                                 heartbeat_interval=0.2, **QUICK_BOOK)
+        proposer.env_extra = {"BYZANTINE": "smuggle", "SMUGGLE_FILE": str(smuggled)}
+        cluster.nodes.append(proposer)
+        proposer.start()
+        wait_until(lambda: proposer.status()["chain_id"], 10, message="the proposer founds its chain")
+        follower = cluster.node("follower", bootstrap_peers=proposer.p2p_address, markets="BTC-USD,ETH-USD",
+                                heartbeat_interval=0.2)
+        chain_id = proposer.status()["chain_id"]
+        makers = [_tx(chain_id, SigningKey(os.urandom(32)),
+                      [NewOrderOp.parse("BTC-USD", "sell", "limit", str(100 + i % 50), "0.01", None)
+                       for i in range(PER_MAKER)]) for _ in range(MAKERS)]
+        assert set(asyncio.run(_post_all(proposer, makers, wait=10))) == {200}
+        owner, agent = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
+        approve = _tx(chain_id, owner, [ApproveAgentOp.parse(agent.public_key.hex(), "BTC-USD", "place", "1", None)])
+        assert asyncio.run(_post_all(proposer, [approve], wait=10)) == [200]
+        wait_until(lambda: converged([proposer, follower]), 30, interval=0.2, message="the follower holds the book")
+
+        honest = Honest(follower)
+        honest.start()
+        try:
+            t0 = time.monotonic()
+            wait_until(lambda: len(honest.samples) >= 30, 30, message="the honest baseline")
+            t1 = time.monotonic()
+            walkers = [_tx(chain_id, agent, [NewOrderOp.parse("BTC-USD", "buy", "market", None, "100000", None)] * 250,
+                           owner.public_key) for _ in range(WALKERS)]
+            tmp = smuggled.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(tx.as_json()) + "\n" for tx in walkers))
+            tmp.replace(smuggled)
+
+            def judged() -> bool:
+                status, body = follower.api("GET", f"/orders/{walkers[-1].order_id(249)}")
+                return status == 200 and body["order"]["status"] == "rejected"
+            wait_until(judged, 60, message="the follower applied the smuggled block")
+            t2 = time.monotonic()
+            time.sleep(2.0)
+            t3 = time.monotonic()
+        finally:
+            honest.done.set()
+            honest.join(60)
+        base, during = p99(honest.window(t0, t1)), p99(honest.window(t1, t3))
+        reason = follower.get(f"/orders/{walkers[0].order_id(0)}")["order"]["reason"]
+        report = (f"honest p99 on the follower {base:.3f} s before, {during:.3f} s with {WALKERS} smuggled 250-op "
+                  f"over-cap transactions against {MAKERS * PER_MAKER} asks (applied {t2 - t1:.2f} s after they were "
+                  f"handed to the proposer; refused {reason}); honest orders failed {honest.failed}")
+        print(report)
+        assert reason == "over_notional_cap", report
+        assert during <= max(2 * base, 0.5), report
+    finally:
+        cluster.close()
