@@ -360,9 +360,8 @@ class ChainCore:
             "chain_sync_request": lambda body, sender, now: self.sync.on_sync_request(body, sender),
             "chain_sync_response": self.sync.on_sync_response,
             "chain_recovery": self.halt_recovery.on_message,
-            "chain_block": lambda body, sender, now: self.precommits.on_block(Proposal.from_wire(body), sender, now),
-            "chain_precommit": lambda body, sender, now: self.precommits.on_precommit(Vote.from_wire(body), sender,
-                                                                                      now),
+            "chain_block": self.precommits.on_block_wire,
+            "chain_precommit": self.precommits.on_precommit_wire,
         }
 
     def _on_decision(self, body: object, sender: str | None, now: float) -> None:

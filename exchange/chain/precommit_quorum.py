@@ -14,9 +14,10 @@ puts the signatures together. Nothing here is trusted that the certificate does 
 to be matched with a quorum for its id (the id hashes the header, which binds its transactions), and a precommit
 counts only with a valid signature of a member of the set.
 
-What a peer can make a follower hold is bounded: messages only from a current validator's own link (the sender,
-not the signer), only of the next height; per validator its newest proposal rounds (MAX_ROUNDS) and its
-precommit of the highest round; everything is dropped when the height moves on.
+What a peer can make a follower hold is bounded: messages only from a current validator (the sender its link or a
+relay's origin signature proves, not the signer; anyone else's are not even parsed), only of the next height;
+per validator its newest proposal rounds (MAX_ROUNDS) and its precommit of the highest round; everything is
+dropped when the height moves on.
 """
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ class PrecommitQuorum:
 
     def _from_validator(self, sender: str | None) -> bool:
         return sender is not None and sender in self.core.state.validators.node_ids
+
+    def on_block_wire(self, body: object, sender: str | None, now: float) -> None:
+        """`chain_block`: parsed only when a current validator sent it to a follower (a block is big)."""
+        if self._from_validator(sender) and not self.core.is_validator:
+            self.on_block(Proposal.from_wire(body), sender, now)
+
+    def on_precommit_wire(self, body: object, sender: str | None, now: float) -> None:
+        """`chain_precommit`: parsed only when a current validator sent it to a follower."""
+        if self._from_validator(sender) and not self.core.is_validator:
+            self.on_precommit(Vote.from_wire(body), sender, now)
 
     def on_block(self, proposal: Proposal, sender: str | None, now: float) -> None:
         """A validator's proposal, sent to its linked followers."""

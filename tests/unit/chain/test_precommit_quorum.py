@@ -92,3 +92,12 @@ def test_validators_send_their_proposal_and_precommits_to_followers():
     core.drain(BASE_TIME)
     sent = [e.message["type"] for e in core.take_effects() if isinstance(e, SendFollowers)]
     assert sent == ["chain_block"], "its proposal; its prevote is no use to a follower"
+
+
+def test_a_block_from_anyone_but_a_validator_is_not_even_parsed():
+    follower, keys, proposal = _proposal()
+    stranger = FakeKeys("pq-stranger")
+    follower.on_message("chain_block", ["not", "a", "proposal"], stranger.node_id, BASE_TIME + 0.1)
+    assert follower.counters["invalid_messages"] == 0, "a stranger's bytes cost a lookup, not a parse or a penalty"
+    follower.on_message("chain_block", ["not", "a", "proposal"], keys[0].node_id, BASE_TIME + 0.1)
+    assert follower.counters["invalid_messages"] == 1, "a validator's malformed block is its own doing"
