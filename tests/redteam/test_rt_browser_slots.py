@@ -141,3 +141,43 @@ def test_malformed_oversized_and_abandoned_requests_leave_the_endpoint_serving(s
     text = solo.log_path.read_text(errors="replace")
     assert "Traceback" not in text, solo.log_tail(60)
     assert solo.status()["p2p"]["internal_errors"] == {}
+
+
+def test_submissions_over_many_sessions_pass_the_same_account_rate_as_the_api(solo):
+    """One account's 250-op transactions sent over eight sessions from eight addresses at once, eight in flight
+    each: no more of its operations get in than its bucket (ACCOUNT_OPS_BURST, 1,000, refilled at
+    ACCOUNT_OPS_RATE, 100 a second) allows, the rest are refused account_rate, and the node still answers."""
+    from exchange.app.txs import NewOrderOp, sign_tx
+    from exchange.crypto import SigningKey
+
+    url = _url(solo)
+    key = SigningKey(os.urandom(32))
+    chain_id = solo.status()["chain_id"]
+
+    def signed(i: int) -> dict[str, Any]:
+        ops = [NewOrderOp.parse("BTC-USD", "buy", "ioc", "1", "0.01", None)] * 250
+        tx = sign_tx(key.sign, key.public_key, chain_id, f"n{i}", int(time.time() * 1000) + 60_000, ops)
+        return dict(tx.as_json())
+
+    async def flood() -> tuple[list[dict[str, Any]], float]:
+        pages = [await _page(url, f"127.55.{i}.1") for i in range(8)]
+        assert all(not isinstance(p, str) for p in pages), pages
+        start = time.monotonic()
+        answers = await asyncio.gather(*(page.request({"event": "submit", "signed": signed(8 * n + i)}, timeout=20)
+                                         for n, page in enumerate(pages) if not isinstance(page, str)
+                                         for i in range(8)))
+        elapsed = time.monotonic() - start
+        for page in pages:
+            if not isinstance(page, str):
+                await page.close()
+        return list(answers), elapsed
+    answers, elapsed = asyncio.run(flood())
+    admitted = [a for a in answers if "error" not in a]
+    refused = [a["error"]["code"] if isinstance(a.get("error"), dict) else a.get("code") for a in answers
+               if "error" in a]
+    print(f"{len(admitted)} of {len(answers)} 250-op transactions admitted over 8 sessions in {elapsed:.2f} s; "
+          f"refused: {sorted(set(map(str, refused)))}")
+    allowed = (1000 + 100 * elapsed) / (250 + 4) + 1
+    assert len(admitted) <= allowed, (len(admitted), allowed, answers[:2])
+    assert refused and set(map(str, refused)) <= {"account_rate"}, refused[:5]
+    assert solo.status()["height"] > 0
