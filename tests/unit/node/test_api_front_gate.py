@@ -59,9 +59,11 @@ async def _cpu_per_request(port: int, connections: int, each: int) -> float:
     """The process's CPU per GET of an address past its rate, pipelined on keep-alive connections (the client
     writes each connection's requests at once and reads in bulk: most of the CPU is the server's)."""
     await _pipelined(port, 20)                              # the address's burst, spent
-    started = time.thread_time()
+    started, wall = time.thread_time(), time.monotonic()
     answers = await asyncio.gather(*(_pipelined(port, each) for _ in range(connections)))
-    assert all(set(statuses) <= {200, 429} and statuses.count(429) >= len(statuses) - 5 for statuses, _ in answers)
+    refilled = 5 * (time.monotonic() - wall) + 5            # API_PUBLIC_RATE 5/s refills while they are answered
+    assert all(set(statuses) <= {200, 429} for statuses, _ in answers)
+    assert sum(statuses.count(200) for statuses, _ in answers) <= refilled, [s.count(200) for s, _ in answers]
     return (time.thread_time() - started) / (connections * each)
 
 
