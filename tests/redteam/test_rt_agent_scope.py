@@ -6,9 +6,11 @@ a plain account key would attack them through the API.
   worth nothing and fires later for whatever the book then holds (FINDING, skipped below).
 - Scope escapes that hold: another account in the for= line, an atomic batch mixing in-scope and out-of-scope
   operations, a replace naming another market, the owner's approval replayed after its revoke, the agent's nonce
-  equal to the owner's.
+  equal to the owner's, a cancel by client id naming another account.
 - A client id reused by a stranger: the owner's client (the node's default account through its token) is shown
   the stranger's order and its cancel by client id is refused as ambiguous (FINDING, skipped below).
+- An atomic batch of two reduce-only orders that each close the whole position: the first applies, the second is
+  rejected (FINDING, minor, skipped below).
 """
 from __future__ import annotations
 
@@ -224,3 +226,16 @@ def test_an_atomic_batch_of_two_full_reduce_only_orders_is_refused_whole(pair):
     codes = _codes(entry, batch)
     position = entry.get(f"/accounts/{owner.public_key.hex()}")["positions"]
     assert codes.count(None) in (0, len(codes)), f"part of an atomic batch applied: {codes}, position {position}"
+
+
+def test_a_cancel_by_client_id_naming_another_account_is_refused_everywhere(pair):
+    """A stranger asks each node to cancel, by client id, an order of an account none of them holds the key of,
+    naming that account: 403 not_owner from every node, and the order stays open."""
+    victim = SigningKey(os.urandom(32))
+    placed = _signed(pair[0], victim, [_limit("BTC-USD", "buy", "2", "1", client_id="victim-1")])
+    assert _codes(pair[0], placed) == [None]
+    for node in pair:
+        status, body = node.api("DELETE", f"/orders?client_id=victim-1&account={victim.public_key.hex()}&wait=2")
+        assert (status, body["error"]["code"]) == (403, "not_owner"), (node.name, status, body)
+    for node in pair:
+        assert node.get(f"/orders/{placed.order_id(0)}")["order"]["status"] == "open"
