@@ -188,5 +188,6 @@ def test_a_capped_agents_trigger_is_judged_against_its_cap_when_it_fires_and_kee
         fired = chain.block(liquidity)                    # a trade at 10 crosses both; 50 x 10 = 500 > 100
         assert [(t.order_id, t.outcome, t.reason) for t in fired.timed] == [
             (stop.order_id(0), "rejected", "over_notional_cap"), (small.order_id(0), "filled", None)]
-        assert chain.state.order(stop.order_id(0))["status"] == "rejected"
+        view = chain.state.order(stop.order_id(0))
+        assert view is not None and view["status"] == "rejected"
     assert live.state.app_hash == restored.state.app_hash

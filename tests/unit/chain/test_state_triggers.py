@@ -229,7 +229,8 @@ def test_a_fresh_accounts_trigger_waits_only_as_long_as_its_resting_orders_rest(
     for each in (chain, restored):
         timed = [t for _ in range(12) for t in each.block([]).timed]
         assert [(t.op, t.target, t.reason) for t in timed] == [("until", fresh.order_id(0), "good_til_time")]
-        assert each.state.order(fresh.order_id(0))["status"] == "cancelled" and not each.state.triggers
+        view = each.state.order(fresh.order_id(0))
+        assert view is not None and view["status"] == "cancelled" and not each.state.triggers
     assert chain.state.snapshot() == restored.state.snapshot()
 
 
