@@ -1,14 +1,15 @@
 """Red team on agent keys and client order ids, on two real validators, as a stranger with an agent key file or
 a plain account key would attack them through the API.
 
-- A trigger order sized past the agent's notional cap: the cap of an order without a price is judged from the
-  book as it stands when the order is placed, so a stop-market placed while the other side is empty counts as
-  worth nothing and fires later for whatever the book then holds (FINDING, skipped below).
+- A trigger order sized past the agent's notional cap, placed while the other side of the book is empty (worth
+  nothing then), fired later against a full book: refused over_notional_cap when it fires (this was a finding:
+  before the fix it bought 50 x 10 = 500 USD for an agent capped at 100).
 - Scope escapes that hold: another account in the for= line, an atomic batch mixing in-scope and out-of-scope
   operations, a replace naming another market, the owner's approval replayed after its revoke, the agent's nonce
   equal to the owner's, a cancel by client id naming another account.
-- A client id reused by a stranger: the owner's client (the node's default account through its token) is shown
-  the stranger's order and its cancel by client id is refused as ambiguous (FINDING, skipped below).
+- A client id reused by a stranger: the owner's client (the node's default account through its token) finds and
+  cancels its own order only (this was a finding: before the fix it was shown the stranger's order too and its
+  cancel by client id was refused 409 ambiguous_client_id).
 - An atomic batch of two reduce-only orders that each close the whole position: the first applies, the second is
   rejected (FINDING, minor, skipped below).
 """
@@ -86,12 +87,6 @@ def _limit(market: str, side: str, price: str, qty: str, **extra: Any) -> NewOrd
     return NewOrderOp.parse(market, side, "limit", price, qty, None, **extra)
 
 
-@pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
-    "FINDING: an agent's stop_market passes its notional cap: exchange/app/machine.py _over_cap (~line 466) prices an "
-    "order without a price from the book as it stands when it is placed (_book_notional), so with the other side "
-    "empty it is worth 0; fired later (_fire, ~line 631, which never looks at the scope) it bought 50 x 10 = 500 USD "
-    "for an agent capped at 100 USD, while the same market buy placed directly is refused over_notional_cap "
-    "(RT_FINDINGS=1 runs it)"))
 def test_an_agents_stop_market_cannot_trade_past_its_notional_cap(pair, tmp_path: Path):
     owner_node, other = pair
     key, owner = _agent(owner_node, tmp_path / "capped.json", "--markets", "BTC-USD", "--cap", "100",
@@ -179,12 +174,6 @@ def test_an_approval_replayed_after_its_revoke_does_not_restore_the_agent(pair):
         assert node.get(f"/agents?account={owner.public_key.hex()}")["agents"] == []
 
 
-@pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
-    "FINDING: a stranger who reuses a client id blocks the owner's lookup and cancel by it: the Python client with "
-    "the node's token and no key (clients/python/exchange_node_client/client.py orders_by_client_id ~line 134, "
-    "cancel_by_client_id ~line 247) names no account when it trades as the node's default account, so GET /orders?"
-    "client_id= answers both accounts' orders (the stranger's too) and DELETE /orders?client_id= answers 409 "
-    "ambiguous_client_id (node/api/orders.py delete_by_client_id); the owner's order stays open (RT_FINDINGS=1)"))
 def test_a_strangers_copy_of_a_client_id_does_not_reach_the_owners_lookup_or_cancel(pair):
     """A stranger places an order with the same client id as the node's default account: the owner's client
     (the Python library with the node's token, no key of its own) finds and cancels its own order, and the
