@@ -21,14 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from exchange.app.txs import ApproveAgentOp, NewOrderOp, Op, SignedTx, sign_tx
+from exchange.app.txs import ApproveAgentOp, NewOrderOp, SignedTx
 from exchange.crypto import SigningKey
-from tests.flood import p99
 from tests.harness import Cluster, NodeProcess, converged, wait_until
-from tests.redteam.rt_honest import Honest
+from tests.redteam.rt_honest import Honest, post_signed, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -46,18 +44,10 @@ class SmugglingNode(NodeProcess):
         return [sys.executable, "-m", "tests.integration.byzantine_node", *super().command()[3:]]
 
 
-def _tx(chain_id: str, key: SigningKey, ops: list[Op], acting_for: bytes | None = None) -> SignedTx:
-    return sign_tx(key.sign, key.public_key, chain_id, os.urandom(8).hex(), int(time.time() * 1000) + 60_000, ops,
-                   acting_for)
-
-
-async def _post_all(node: NodeProcess, txs: list[SignedTx], wait: float) -> list[int]:
-    async with aiohttp.ClientSession(headers=node.auth_headers()) as session:
-        async def one(tx: SignedTx) -> int:
-            async with session.post(f"{node.api_url}/orders/batch?wait={wait}", json={"signed": tx.as_json()}) as r:
-                body = await r.json(content_type=None)
-                return 422 if any(x.get("error") for x in body.get("results", [])) else r.status
-        return list(await asyncio.gather(*(one(tx) for tx in txs)))
+def _walkers(chain_id: str, agent: SigningKey, owner: SigningKey) -> list[SignedTx]:
+    """WALKERS agent transactions of 250 market buys of more than any book holds, for `owner`."""
+    buy = NewOrderOp.parse("BTC-USD", "buy", "market", None, "100000", None)
+    return [signed(chain_id, agent, [buy] * 250, owner.public_key) for _ in range(WALKERS)]
 
 
 @pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
@@ -80,23 +70,18 @@ def test_an_agents_over_cap_market_orders_cost_no_more_than_a_plain_transaction(
         follower = cluster.node("follower", bootstrap_peers=proposer.p2p_address, markets="BTC-USD,ETH-USD",
                                 heartbeat_interval=0.2)
         chain_id = proposer.status()["chain_id"]
-        makers = [_tx(chain_id, SigningKey(os.urandom(32)),
+        makers = [signed(chain_id, SigningKey(os.urandom(32)),
                       [NewOrderOp.parse("BTC-USD", "sell", "limit", str(100 + i % 50), "0.01", None)
                        for i in range(PER_MAKER)]) for _ in range(MAKERS)]
-        assert set(asyncio.run(_post_all(proposer, makers, wait=10))) == {200}
+        assert set(asyncio.run(post_signed(proposer, makers, wait=10))) == {200}
         owner, agent = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
-        approve = _tx(chain_id, owner, [ApproveAgentOp.parse(agent.public_key.hex(), "BTC-USD", "place", "1", None)])
-        assert asyncio.run(_post_all(proposer, [approve], wait=10)) == [200]
+        approve = signed(chain_id, owner, [ApproveAgentOp.parse(agent.public_key.hex(), "BTC-USD", "place", "1", None)])
+        assert asyncio.run(post_signed(proposer, [approve], wait=10)) == [200]
         wait_until(lambda: converged([proposer, follower]), 30, interval=0.2, message="the follower holds the book")
 
-        honest = Honest(follower)
-        honest.start()
-        try:
-            t0 = time.monotonic()
-            wait_until(lambda: len(honest.samples) >= 30, 30, message="the honest baseline")
-            t1 = time.monotonic()
-            walkers = [_tx(chain_id, agent, [NewOrderOp.parse("BTC-USD", "buy", "market", None, "100000", None)] * 250,
-                           owner.public_key) for _ in range(WALKERS)]
+        with Honest(follower) as honest:
+            t1 = honest.baseline()
+            walkers = _walkers(chain_id, agent, owner)
             tmp = smuggled.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(tx.as_json()) + "\n" for tx in walkers))
             tmp.replace(smuggled)
@@ -108,10 +93,7 @@ def test_an_agents_over_cap_market_orders_cost_no_more_than_a_plain_transaction(
             t2 = time.monotonic()
             time.sleep(2.0)
             t3 = time.monotonic()
-        finally:
-            honest.done.set()
-            honest.join(60)
-        base, during = p99(honest.window(t0, t1)), p99(honest.window(t1, t3))
+        base, during = honest.p99(honest.started_at, t1), honest.p99(t1, t3)
         reason = follower.get(f"/orders/{walkers[0].order_id(0)}")["order"]["reason"]
         report = (f"honest p99 on the follower {base:.3f} s before, {during:.3f} s with {WALKERS} smuggled 250-op "
                   f"over-cap transactions against {MAKERS * PER_MAKER} asks (applied {t2 - t1:.2f} s after they were "
@@ -141,32 +123,23 @@ def test_an_agent_walking_the_book_through_honest_validators_costs_them_no_more_
         exempt = ",".join(k.public_key.hex() for k in makers)
         entry, other = cluster.chain(2, heartbeat_interval=0.2, seat_rule="any", account_rate_exempt=exempt)
         chain_id = entry.status()["chain_id"]
-        book = [_tx(chain_id, key, [NewOrderOp.parse("BTC-USD", "sell", "limit", str(100 + i % 50), "0.01", None)
+        book = [signed(chain_id, key, [NewOrderOp.parse("BTC-USD", "sell", "limit", str(100 + i % 50), "0.01", None)
                                     for i in range(PER_MAKER)]) for key in makers]
-        assert set(asyncio.run(_post_all(entry, book, wait=10))) == {200}
+        assert set(asyncio.run(post_signed(entry, book, wait=10))) == {200}
         owner, agent = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
-        setup = _tx(chain_id, owner, [ApproveAgentOp.parse(agent.public_key.hex(), "BTC-USD", "place", "1000000000",
+        setup = signed(chain_id, owner, [ApproveAgentOp.parse(agent.public_key.hex(), "BTC-USD", "place", "1000000000",
                                                            None),
                                       NewOrderOp.parse("BTC-USD", "sell", "limit", "99", "0.01", None)])
-        assert asyncio.run(_post_all(entry, [setup], wait=10)) == [200]
+        assert asyncio.run(post_signed(entry, [setup], wait=10)) == [200]
         wait_until(lambda: converged([entry, other]), 30, interval=0.2, message="both hold the book")
 
-        honest = Honest(other)
-        honest.start()
-        try:
-            t0 = time.monotonic()
-            wait_until(lambda: len(honest.samples) >= 30, 30, message="the honest baseline")
-            t1 = time.monotonic()
-            walkers = [_tx(chain_id, agent, [NewOrderOp.parse("BTC-USD", "buy", "market", None, "100000", None)]
-                           * 250, owner.public_key) for _ in range(WALKERS)]
-            statuses = asyncio.run(_post_all(entry, walkers, wait=30))
+        with Honest(other) as honest:
+            t1 = honest.baseline()
+            statuses = asyncio.run(post_signed(entry, _walkers(chain_id, agent, owner), wait=30))
             t2 = time.monotonic()
             time.sleep(1.0)
             t3 = time.monotonic()
-        finally:
-            honest.done.set()
-            honest.join(60)
-        base, during = p99(honest.window(t0, t1)), p99(honest.window(t1, t3))
+        base, during = honest.p99(honest.started_at, t1), honest.p99(t1, t3)
         left = len(other.get("/book/BTC-USD?depth=100000")["asks"]) if statuses else 0
         report = (f"honest p99 on the other validator {base:.3f} s before, {during:.3f} s while {WALKERS} agent "
                   f"transactions of 250 market buys were sent through the API (answered {statuses} in "

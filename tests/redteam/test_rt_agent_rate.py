@@ -8,33 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
-import aiohttp
 import pytest
 
-from exchange.app.txs import ApproveAgentOp, NewOrderOp, SignedTx, sign_tx
+from exchange.app.txs import ApproveAgentOp, NewOrderOp, SignedTx
 from exchange.crypto import SigningKey
 from tests.harness import Cluster, NodeProcess, wait_until
+from tests.redteam.rt_honest import post_signed, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 AGENTS, TXS = 8, 36           # 36 transactions of 250 operations from each owner, nine times its burst
 
 
-def _tx(chain_id: str, key: SigningKey, ops: list, acting_for: bytes | None = None) -> SignedTx:
-    return sign_tx(key.sign, key.public_key, chain_id, os.urandom(8).hex(), int(time.time() * 1000) + 60_000, ops,
-                   acting_for)
-
-
-async def _admitted(node: NodeProcess, txs: list[SignedTx]) -> int:
+def _admitted(node: NodeProcess, txs: list[SignedTx]) -> int:
     """How many of `txs`, sent at once, the node admitted (the rest are refused: account_rate)."""
-    async with aiohttp.ClientSession(headers=node.auth_headers()) as session:
-        async def one(tx: SignedTx) -> bool:
-            async with session.post(f"{node.api_url}/orders/batch?wait=0", json={"signed": tx.as_json()}) as r:
-                body = await r.json(content_type=None)
-                return r.status < 400 and not any(x.get("error") for x in body.get("results", []))
-        return sum(await asyncio.gather(*(one(tx) for tx in txs)))
+    return asyncio.run(post_signed(node, txs, wait=0)).count(200)
 
 
 @pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
@@ -50,18 +39,18 @@ def test_an_owners_agents_share_its_account_rate(tmp_path):
         chain_id = node.status()["chain_id"]
         alone, owner = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
         agents = [SigningKey(os.urandom(32)) for _ in range(AGENTS)]
-        approvals = _tx(chain_id, owner, [ApproveAgentOp.parse(a.public_key.hex(), None, "place", None, None)
+        approvals = signed(chain_id, owner, [ApproveAgentOp.parse(a.public_key.hex(), None, "place", None, None)
                                           for a in agents])
-        assert asyncio.run(_admitted(node, [approvals])) == 1
+        assert _admitted(node, [approvals]) == 1
         wait_until(lambda: len(node.get(f"/agents?account={owner.public_key.hex()}")["agents"]) == AGENTS, 10)
         ops = [NewOrderOp.parse("BTC-USD", "buy", "ioc", "1", "0.01", None)] * 250
-        by_itself = [_tx(chain_id, alone, ops) for _ in range(TXS)]
-        through_agents = [_tx(chain_id, agents[i % AGENTS], ops, owner.public_key) for i in range(TXS)]
+        by_itself = [signed(chain_id, alone, ops) for _ in range(TXS)]
+        through_agents = [signed(chain_id, agents[i % AGENTS], ops, owner.public_key) for i in range(TXS)]
 
-        async def both() -> tuple[int, int]:
-            first, second = await asyncio.gather(_admitted(node, by_itself), _admitted(node, through_agents))
-            return first, second
-        itself, agented = asyncio.run(both())
+        async def both() -> list[list[int]]:
+            return list(await asyncio.gather(post_signed(node, by_itself, wait=0),
+                                             post_signed(node, through_agents, wait=0)))
+        itself, agented = (answers.count(200) for answers in asyncio.run(both()))
         report = (f"of {TXS} 250-op transactions sent at once: {itself} admitted from an account signing itself, "
                   f"{agented} from an account through {AGENTS} agents")
         print(report)

@@ -20,7 +20,6 @@ from exchange.chain.blocks import MAX_ROUND, PRECOMMIT, Block, Header, Proposal,
 from node.identity import NodeIdentity
 from tests.byzantine import ByzantinePeer, identity_not_smallest
 from tests.harness import Cluster, NodeProcess, converged, wait_until
-from tests.flood import p99
 from tests.integration.chain_nodes import node_ids, pinned_loopback
 from tests.redteam.attacker import penalties_logged
 from tests.redteam.rt_honest import Honest
@@ -49,6 +48,36 @@ def _counts(node: NodeProcess) -> tuple[int, int]:
     return status["height"], status["exchange"]["decided_from_precommits"]
 
 
+def _lie(liar: ByzantinePeer, follower: NodeProcess, chain_id: str, honest_keys: list[bytes]) -> \
+        tuple[int, float, tuple[int, int]]:
+    """ATTACK_SECONDS of lies to every node the liar links to, for the follower's next height each time: rounds
+    sent, seconds taken, and the follower's (heights, from precommits) meanwhile."""
+    def lie(kind: str, body: object) -> None:
+        liar._loop.call_soon_threadsafe(liar._send_all, kind, body)
+
+    sent = 0
+    start = time.monotonic()
+    before = _counts(follower)
+    while time.monotonic() - start < ATTACK_SECONDS:
+        height = follower.status()["height"] + 1
+        for round_ in (0, 1):
+            block = _made_up(chain_id, height, liar.public_key)
+            proposal = Proposal.create(chain_id, height, round_, -1, block, liar.public_key, liar.identity.sign)
+            lie("chain_block", proposal.wire())
+            for vote_round in (round_, MAX_ROUND):
+                lie("chain_precommit", Vote.create(chain_id, PRECOMMIT, height, vote_round, block.id,
+                                                   liar.public_key, liar.identity.sign).wire())
+            for key in honest_keys:             # the honest validators' keys, signatures it cannot make
+                lie("chain_precommit", Vote(PRECOMMIT, height, round_, block.id, key, os.urandom(64)).wire())
+        for junk in ("x", [1, 2], None, {"a": 1}, [height, 0, -1, "block", b"", b""]):
+            lie("chain_block", junk)
+            lie("chain_precommit", junk)
+        sent += 1
+        time.sleep(0.05)
+    after = _counts(follower)
+    return sent, time.monotonic() - start, (after[0] - before[0], after[1] - before[1])
+
+
 def test_a_lying_validator_cannot_make_a_follower_decide_or_stall(tmp_path):
     cluster = Cluster(tmp_path)
     honest_ids = node_ids(cluster.base, ["v0", "v1", "v2"])
@@ -62,40 +91,12 @@ def test_a_lying_validator_cannot_make_a_follower_decide_or_stall(tmp_path):
         wait_until(lambda: follower.node_id in liar.linked(), 10, message="the liar links to the follower")
         wait_until(lambda: follower.status()["height"] >= validators[0].status()["height"] - 1 > 2, 20,
                    message="the follower follows")
-        honest = Honest(follower)         # an order at a time through the follower, each until final there
-        honest.start()
-        t0 = time.monotonic()
-        base_heights, base_fast = _heights(follower, 3.0)
-        t1 = time.monotonic()
-
-        def lie(kind: str, body: object) -> None:
-            liar._loop.call_soon_threadsafe(liar._send_all, kind, body)
-
-        sent = 0
-        start = time.monotonic()
-        before = _counts(follower)
-        while time.monotonic() - start < ATTACK_SECONDS:
-            height = follower.status()["height"] + 1
-            for round_ in (0, 1):
-                block = _made_up(chain_id, height, liar.public_key)
-                proposal = Proposal.create(chain_id, height, round_, -1, block, liar.public_key, liar.identity.sign)
-                lie("chain_block", proposal.wire())
-                for vote_round in (round_, MAX_ROUND):
-                    lie("chain_precommit", Vote.create(chain_id, PRECOMMIT, height, vote_round, block.id,
-                                                       liar.public_key, liar.identity.sign).wire())
-                for key in honest_keys:             # the honest validators' keys, signatures it cannot make
-                    lie("chain_precommit", Vote(PRECOMMIT, height, round_, block.id, key, os.urandom(64)).wire())
-            for junk in ("x", [1, 2], None, {"a": 1}, [height, 0, -1, "block", b"", b""]):
-                lie("chain_block", junk)
-                lie("chain_precommit", junk)
-            sent += 1
-            time.sleep(0.05)
-        after = _counts(follower)
-        attack_heights, attack_fast = after[0] - before[0], after[1] - before[1]
-        elapsed = time.monotonic() - start
-        honest.done.set()
-        honest.join(30)
-        base_p99, attack_p99 = p99(honest.window(t0, t1)), p99(honest.window(t1, time.monotonic()))
+        with Honest(follower) as honest:      # an order at a time through the follower, each until final there
+            base_heights, base_fast = _heights(follower, 3.0)
+            t1 = time.monotonic()
+            sent, elapsed, (attack_heights, attack_fast) = _lie(liar, follower, chain_id, honest_keys)
+            t2 = time.monotonic()
+        base_p99, attack_p99 = honest.p99(honest.started_at, t1), honest.p99(t1, t2)
         report = (f"follower before: {base_heights} heights in 3 s ({base_fast} from precommits), honest p99 "
                   f"{base_p99:.3f} s; during {sent} rounds of lies over {elapsed:.1f} s: {attack_heights} heights "
                   f"({attack_fast} from precommits), honest p99 {attack_p99:.3f} s; honest failed {honest.failed}")
