@@ -167,14 +167,15 @@ class TxIntake:
         # what is looked at (tx_budget.py), so their transactions are charged to their accounts only
         height, time_ms, ops, rate_group = self.core.state.height + 1, self.core.state.time_ms, len(tx.ops), \
             group if sender == OWN_LANE else None
+        # an agent's transaction spends the rate of the account it acts for, as the owner's own would
         if tx.id not in self.core.mempool:
-            refused = self.account_rate.why_not(tx.account, ops, height, time_ms, rate_group)
+            refused = self.account_rate.why_not(tx.owner, ops, height, time_ms, rate_group)
             if refused is not None:
                 self.account_rate.refuse(refused)
                 return "account_rate"
         why = self.core.mempool.add(tx, lane, group)
         if why is None:
-            self.account_rate.record(tx.account, ops, height, time_ms, rate_group)
+            self.account_rate.record(tx.owner, ops, height, time_ms, rate_group)
         return why
 
     def refuses_own(self, account: bytes, ops: int) -> bool:
