@@ -181,3 +181,61 @@ def test_submissions_over_many_sessions_pass_the_same_account_rate_as_the_api(so
     assert len(admitted) <= allowed, (len(admitted), allowed, answers[:2])
     assert refused and set(map(str, refused)) <= {"account_rate"}, refused[:5]
     assert solo.status()["height"] > 0
+
+
+def test_streams_and_requests_opened_and_abandoned_on_one_connection_cost_a_page_little(solo):
+    """An attacker's session opens 1,500 more streams on its session (each refused: one request stream per
+    session) and 1,500 HTTP/3 requests that are not the session's (each answered 404), as fast as QUIC lets it,
+    while an honest page pings: the page's ping p99 at most twice its baseline (not under 0.3 s), the node's RSS
+    within 32 MB of before, the endpoint serving and no traceback."""
+    from tests.flood import p99, rss_mb
+
+    url = _url(solo)
+    rss_before = rss_mb(solo)
+
+    async def run() -> tuple[float, float, int]:
+        honest = await _page(url, "127.44.0.1")
+        attacker = await _page(url, "127.45.0.1")
+        assert not isinstance(honest, str) and not isinstance(attacker, str), (honest, attacker)
+
+        async def pings(seconds: float) -> list[float]:
+            took: list[float] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sent = time.monotonic()
+                await honest.request({"event": "ping"}, timeout=10.0)
+                took.append(time.monotonic() - sent)
+                await asyncio.sleep(0.05)
+            return took
+        base = await pings(2.0)
+        proto = attacker.proto
+        assert proto is not None
+
+        async def churn() -> int:
+            opened = 0
+            for i in range(1500):
+                stream = proto.http.create_webtransport_stream(proto.session_id, is_unidirectional=False)
+                proto._quic.send_stream_data(stream, b'{"event":"ping"}\n', end_stream=True)
+                request = proto._quic.get_next_available_stream_id()
+                proto.http.send_headers(request, [(b":method", b"GET"), (b":scheme", b"https"),
+                                                  (b":authority", b"x"), (b":path", f"/{i}".encode())],
+                                        end_stream=True)
+                proto.transmit()
+                opened += 2
+                if i % 50 == 0:
+                    await asyncio.sleep(0.01)
+            return opened
+        during, opened = await asyncio.gather(pings(4.0), churn())
+        alive = await honest.request({"event": "ping"}, timeout=5.0)
+        assert alive.get("event") == "pong", alive
+        for page in (honest, attacker):
+            await page.close()
+        return p99(base), p99(during), opened
+    base, during, opened = asyncio.run(run())
+    rss_after = rss_mb(solo)
+    report = (f"{opened} streams and requests from one connection; honest ping p99 {base * 1000:.1f} ms before, "
+              f"{during * 1000:.1f} ms during; RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    print(report)
+    assert during <= max(2 * base, 0.3), report
+    assert rss_after - rss_before < 32, report
+    assert "Traceback" not in solo.log_path.read_text(errors="replace"), solo.log_tail(60)
