@@ -90,6 +90,7 @@ _TYPES = {**{kind.value: kind for kind in OrderType}, "stop_market": OrderType.M
           "stop_limit": OrderType.LIMIT, "take_profit": OrderType.MARKET}
 _LIMIT = OrderType.LIMIT
 UNTRIGGERED = "untriggered"
+CAP_WALK_ORDERS = 256        # resting orders a capped agent's market order is priced from, at most
 _STP_MODES = {mode.value: mode for mode in SelfTradeMode}
 _BUY, _SELL = Side.BUY, Side.SELL
 _MARKET = OrderType.MARKET
@@ -475,18 +476,26 @@ class ExchangeState:
         except ExchangeError:      # the op's own rules refuse a price or size it cannot use; the cap was checked
             return None            # against every quote asset of the scope when it was approved
         if price is not None:
-            notional = qty * price * venue.units.quote_unit
+            notional: int | None = qty * price * venue.units.quote_unit
         else:
             side = op.side if isinstance(op, NewOrderOp) else None
             notional = self._book_notional(venue, account, side == "buy", qty)
-        return "over_notional_cap" if notional > limit else None
+        return "over_notional_cap" if notional is None or notional > limit else None
 
-    def _book_notional(self, venue: Venue, account: str, buy: bool, qty: int) -> int:
-        """What `qty` lots taken from the book's other side (others' orders, best first) are worth, in quote units."""
+    def _book_notional(self, venue: Venue, account: str, buy: bool, qty: int) -> int | None:
+        """What `qty` lots taken from the book's other side (others' orders, best first) are worth, in quote units;
+        None when pricing them would look at more than CAP_WALK_ORDERS resting orders. Every node walks this for every
+        capped market order at the API and in the block, and matching may never walk it (self-trade prevention cancels
+        an order at its first own maker): unbounded, one 250-op transaction walked a 10,000-order book 250 times. A
+        capped agent's market order too deep to price within the bound is refused as over its cap; a limit order
+        states its price and is priced at once."""
         book = venue.engine.book
-        notional, needed = 0, qty
+        notional, needed, looked = 0, qty, 0
         for level in (book.asks if buy else book.bids).iter_levels():
             for maker in level.live_orders():
+                looked += 1
+                if looked > CAP_WALK_ORDERS:
+                    return None
                 if maker.owner == account:
                     continue
                 take = min(needed, maker.remaining)
@@ -660,7 +669,7 @@ class ExchangeState:
         if entry.cap is not None:      # placed by a capped agent: its notional is judged as it is placed now
             notional = (qty * order.price * venue.units.quote_unit if order.price is not None
                         else self._book_notional(venue, order.owner, order.side is _BUY, qty))
-            if notional > entry.cap:
+            if notional is None or notional > entry.cap:
                 self._refused("trigger", order.id, None, order.market, order.side, order.type, order.price,
                               order.quantity, order.owner, key, order.self_trade, "over_notional_cap")
                 return OpResult("trigger", order.id, order.market, "rejected", "over_notional_cap")
