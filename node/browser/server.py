@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.browser.certs import Certificate
-from p2p.public.sources import Scope, Shares, cap_name, scope_words
+from p2p.public.sources import Scope, Shares, cap_name, scope_words, subnet_of
 
 log = logging.getLogger("node.browser")
 logging.getLogger("quic").setLevel(logging.WARNING)     # aioquic logs several INFO lines for every connection
@@ -91,7 +91,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
         if self.closed:
             return
         if self.peer is None:
-            scope = self.server.admit(str(addr[0]))
+            scope = self.server.admit(str(addr[0]), self)
             if scope is not None:      # over a cap: QUIC takes this first packet only to say so, then nothing more
                 super().datagram_received(data, addr)
                 self.closed = True
@@ -163,7 +163,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
             handler.close(1001, "connection closed")
         self.sessions.clear()
         if self.peer is not None:
-            self.server.release(self.peer)
+            self.server.release(self.peer, self)
             self.peer = None
 
 
@@ -177,6 +177,8 @@ class WebTransportServer:
         self.path = path
         self.new_session = new_session
         self.connections = Shares(max_per_address, max_per_subnet, max_total)
+        self._by_network: dict[str, dict[WebTransportProtocol, float]] = {}     # each /24's connections: opened at
+        self.evicted = 0
         self.refused: dict[str, int] = {}
         self._warned = -WARN_EVERY
         self._server: QuicServer | None = None
@@ -191,10 +193,17 @@ class WebTransportServer:
         self.configuration.private_key = cast(ec.EllipticCurvePrivateKey,
                                               serialization.load_pem_private_key(certificate.key_pem, None))
 
-    def admit(self, peer: str) -> Scope | None:
-        scope = self.connections.over(peer)
+    def admit(self, peer: str, connection: "WebTransportProtocol") -> Scope | None:
+        """None when a connection from `peer` may be held (counted), else the cap it is over. With every slot
+        taken, a newcomer within its own shares makes room: the oldest connection of the most crowded network that
+        holds more than the newcomer's would with it is closed (as the API's and the peers' guards do), so a few
+        networks holding every slot cannot lock the rest out."""
+        scope = self.connections.over_share(peer)
+        if scope is None and self.connections.over(peer) == "total" and not self._make_room(peer):
+            scope = "total"
         if scope is None:
             self.connections.add(peer)
+            self._by_network.setdefault(subnet_of(peer), {})[connection] = time.monotonic()
         else:
             name = cap_name(scope)
             self.refused[name] = self.refused.get(name, 0) + 1
@@ -206,8 +215,27 @@ class WebTransportServer:
                             extra={"address": peer, "reason": f"browser_{name}"})
         return scope
 
-    def release(self, peer: str) -> None:
+    def release(self, peer: str, connection: "WebTransportProtocol") -> None:
         self.connections.remove(peer)
+        network = subnet_of(peer)
+        held = self._by_network.get(network)
+        if held is not None:
+            held.pop(connection, None)
+            if not held:
+                del self._by_network[network]
+
+    def _make_room(self, peer: str) -> bool:
+        mine = self.connections.by_subnet.get(subnet_of(peer), 0) + 1
+        network, held = max(self.connections.by_subnet.items(), key=lambda item: item[1], default=("", 0))
+        connections = self._by_network.get(network)
+        if held <= mine or not connections:
+            return False
+        victim = min(connections, key=connections.__getitem__)
+        self.evicted += 1
+        log.info("browser connection from %s evicted for a newcomer from %s: its network %s held %d of %d",
+                 victim.peer, peer, network, held, self.connections.total, extra={"address": victim.peer})
+        victim.close_connection(ERROR_REFUSED, "evicted: its network held the most browser connections")
+        return self.connections.over(peer) is None
 
     async def start(self) -> None:
         def protocol(*args: object, **kwargs: object) -> QuicConnectionProtocol:

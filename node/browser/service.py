@@ -302,7 +302,8 @@ class BrowserService:
                 "sessions": len(self.sessions), "connections": server.connections.held,
                 "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
                            "total": self.config.max_sessions},
-                "refused": dict(server.refused), "peers_with_endpoint": len(self.endpoints), **self.counters}
+                "refused": dict(server.refused), "evicted": server.evicted, "peers_with_endpoint": len(self.endpoints),
+                **self.counters}
 
 
     def metrics(self) -> Iterator[Metric]:
@@ -314,6 +315,8 @@ class BrowserService:
                                 value=0 if server is None else server.connections.held)
         yield labelled_counter("exchange_node_browser_refused_total", "Browser connections refused, by the cap they hit",
                                "cap", {} if server is None else server.refused)
+        yield CounterMetricFamily("exchange_node_browser_evicted_total", "Browser connections closed to make room for a "
+                                  "newcomer from a less crowded network", value=0 if server is None else server.evicted)
         yield CounterMetricFamily("exchange_node_browser_submitted_total", "Transactions browsers submitted",
                                   value=self.counters["submitted"])
         yield CounterMetricFamily("exchange_node_browser_cert_rotations_total",
