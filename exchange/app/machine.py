@@ -392,11 +392,12 @@ class ExchangeState:
         cannot fill, credit used by the batch's own earlier fills) is each order's own outcome."""
         gone: set[str] = set()
         claimed: set[str] = set()
+        reducing: dict[tuple[str, str], int] = {}     # lots earlier reduce-only orders of the batch take, per side
         resting, waiting = len(self.by_account.get(account, ())), len(self.triggers.by_account.get(account, ()))
         for index, op in enumerate(ops[1:], 1):
             problem = (None if scope is None else self._agent_problem(scope, op, account)) or self._op_problem(op, account)
             if problem is None and isinstance(op, NewOrderOp):
-                problem = self._batched_new_problem(op, account, claimed)
+                problem = self._batched_new_problem(op, account, claimed, reducing)
                 waiting += op.trigger is not None
                 resting += op.trigger is None and op.type in RESTING_TYPES
                 if problem is None and op.trigger is not None and waiting > self.triggers.room_limit(account):
@@ -417,9 +418,11 @@ class ExchangeState:
                 return index, problem
         return None
 
-    def _batched_new_problem(self, op: NewOrderOp, account: str, claimed: set[str]) -> str | None:
+    def _batched_new_problem(self, op: NewOrderOp, account: str, claimed: set[str],
+                             reducing: dict[tuple[str, str], int]) -> str | None:
         """What refuses a batch's new order before it would match: a client id taken (in the batch too), a reduce-only
-        order with nothing to reduce, a passed until, a post-only order that would take at the book's best price."""
+        order with nothing left to reduce (the position less what the batch's earlier reduce-only orders may take),
+        a passed until, a post-only order that would take at the book's best price."""
         if op.client_id is not None:
             if op.client_id in claimed:
                 return "duplicate_client_id"
@@ -427,8 +430,13 @@ class ExchangeState:
         venue = self.venues[op.market]           # _op_problem checked the market, the price and the size
         price, qty = venue.parse(op.price, op.qty)
         side = _SIDES[op.side]
-        if op.reduce_only and not self._reducible(account, venue, side, qty):
-            return "reduce_only"
+        if op.reduce_only:
+            taken = reducing.get((op.market, op.side), 0)
+            left = self._reducible(account, venue, side, qty + taken) - taken
+            if left <= 0:
+                return "reduce_only"
+            if op.trigger is None:              # a trigger's is judged when it fires
+                reducing[(op.market, op.side)] = taken + left
         if op.until is not None and op.until <= self.time_ms:
             return "until_passed"
         if op.type == "post_only" and price is not None:

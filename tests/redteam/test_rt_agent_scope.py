@@ -199,11 +199,6 @@ def test_a_strangers_copy_of_a_client_id_does_not_reach_the_owners_lookup_or_can
     wait_until(lambda: other.get(f"/orders/{copied.order_id(0)}")["order"]["status"] == "open", 5)
 
 
-@pytest.mark.skipif(not os.environ.get("RT_FINDINGS"), reason=(
-    "FINDING (minor): an atomic batch is not all-or-none when two reduce-only orders each close the whole position: "
-    "exchange/app/machine.py _batch_problem / _batched_new_problem (~line 425) judge each reduce-only order on the "
-    "position before the batch, so [atomic, reduce-only market sell 5, reduce-only market sell 5] on a long 5 is "
-    "admitted, the first fills and the second is rejected reduce_only in the same applied batch (RT_FINDINGS=1)"))
 def test_an_atomic_batch_of_two_full_reduce_only_orders_is_refused_whole(pair):
     entry, _ = pair
     owner, maker, taker = (SigningKey(os.urandom(32)) for _ in range(3))
