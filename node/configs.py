@@ -323,4 +323,4 @@ def browser_config(settings: Settings, own_hosts: tuple[str, ...]) -> BrowserCon
     return BrowserConfig(enabled=settings.browser_webtransport and settings.p2p_enabled, host=settings.p2p_host,
                          port=settings.browser_port, public_host=public, max_sessions=settings.browser_max_sessions,
                          max_per_address=min(8, settings.browser_max_sessions),
-                         max_per_subnet=min(32, settings.browser_max_sessions))
+                         max_per_subnet=min(32, settings.browser_max_sessions), data_dir=settings.data_dir)

@@ -33,6 +33,7 @@ class Certificate:
     key_pem: bytes
     not_before: float
     not_after: float
+    hosts: tuple[str, ...] = ()
     sha256: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +68,7 @@ def make_certificate(now: float, *, hosts: tuple[str, ...] = ("127.0.0.1",), val
                        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
                        key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()),
-                       not_before=start, not_after=end)
+                       not_before=start, not_after=end, hosts=hosts)
 
 
 class CertRotation:
@@ -78,7 +79,7 @@ class CertRotation:
     published changed (the caller reloads the endpoint and republishes its record)."""
 
     def __init__(self, now: float, *, hosts: tuple[str, ...], validity: float = VALIDITY, overlap: float = OVERLAP,
-                 switch_before: float = SWITCH_BEFORE) -> None:
+                 switch_before: float = SWITCH_BEFORE, kept: list[Certificate] | None = None) -> None:
         if validity > MAX_VALIDITY:
             raise ValueError("a browser refuses a certificate valid for more than 14 days")
         if overlap + switch_before >= validity:
@@ -87,9 +88,11 @@ class CertRotation:
         self.validity = validity
         self.overlap = overlap
         self.switch_before = switch_before
-        self.current = make_certificate(now, hosts=hosts, validity=validity)
-        self.next: Certificate | None = None
+        self.current = make_certificate(now, hosts=hosts, validity=validity) if not kept else kept[0]
+        self.next: Certificate | None = kept[1] if kept and len(kept) > 1 else None
         self.rotations = 0
+        if kept:                  # what a restart kept: renewed now if its time came while the node was down
+            self.tick(now)
 
     def tick(self, now: float) -> bool:
         changed = False
@@ -115,3 +118,11 @@ class CertRotation:
         if self.next is None:
             return max(0.0, self.current.not_after - self.switch_before - self.overlap - now)
         return max(0.0, self.current.not_after - self.switch_before - now)
+
+
+def usable_kept(certificates: list[Certificate], hosts: tuple[str, ...], now: float) -> list[Certificate]:
+    """The certificates a restarted node may serve again (the served one, then the next): made for the same `hosts`
+    and still valid, so pages that learnt their hashes reach the node after a restart. Else none: make new ones."""
+    if not certificates or any(c.hosts != hosts or not c.valid_at(now) for c in certificates[:2]):
+        return []
+    return certificates[:2]

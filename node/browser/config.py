@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +15,4 @@ class BrowserConfig:
     max_per_address: int = 8
     max_per_subnet: int = 32
     max_sessions: int = 256
+    data_dir: Path | None = None      # where the certificates are kept across restarts (None: not kept)

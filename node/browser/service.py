@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,7 +22,8 @@ from exchange.chain.blocks import Block
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
 from node.api.base import Json, JsonObject
-from node.browser.certs import CertRotation, Certificate
+from node.browser import cert_store
+from node.browser.certs import CertRotation, Certificate, usable_kept
 from node.browser.config import BrowserConfig
 from node.browser.endpoints import Endpoint, dht_entry, endpoint_of_record, parse_endpoint, url_of
 from node.browser.protocol import CLOSE_IDLE, SESSION_IDLE, SUBMIT_WAIT, BrowserSession, LineTransport
@@ -127,7 +129,9 @@ class BrowserService:
     async def start(self, peer_port: int) -> None:
         config = self.config
         hosts = tuple(dict.fromkeys(h for h in (config.public_host, "127.0.0.1") if h))
-        self.rotation = CertRotation(self.clock(), hosts=hosts)
+        kept = [] if self._kept_at is None else usable_kept(cert_store.load(self._kept_at), hosts, self.clock())
+        self.rotation = CertRotation(self.clock(), hosts=hosts, kept=kept)
+        self._keep_certificates()
         port = peer_port if config.port is None else config.port
         self.server = WebTransportServer(config.host, port, config.path, self.rotation.current, self._new_session,
                                          max_per_address=config.max_per_address, max_per_subnet=config.max_per_subnet,
@@ -170,8 +174,23 @@ class BrowserService:
                 self._changed_at = time.monotonic()
                 if rotation.current is not served:
                     server.use_certificate(rotation.current)
+                self._keep_certificates()
                 log.info("browser certificate renewed: publishing %s",
                          ", ".join(c.sha256.hex()[:16] for c in rotation.published()))
+
+    @property
+    def _kept_at(self) -> Path | None:
+        return None if self.config.data_dir is None else self.config.data_dir / cert_store.FILE_NAME
+
+    def _keep_certificates(self) -> None:
+        """Keep what is served and published, so a restart serves the same hashes (a failure costs only that)."""
+        if self._kept_at is None or self.rotation is None:
+            return
+        try:
+            cert_store.save(self._kept_at, self.rotation.published())
+        except OSError as exc:
+            log.warning("browser endpoint: cannot keep its certificates in %s (%s): a restart will make new ones",
+                        self._kept_at, exc)
 
     async def _sweep(self) -> None:
         """Close the sessions of pages gone without a word (no request for SESSION_IDLE s)."""

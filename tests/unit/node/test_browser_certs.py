@@ -8,7 +8,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.browser.binding import proof_message
-from node.browser.certs import DAY, MAX_VALIDITY, OVERLAP, SWITCH_BEFORE, VALIDITY, CertRotation, make_certificate
+from node.browser import cert_store
+from node.browser.certs import (DAY, MAX_VALIDITY, OVERLAP, SWITCH_BEFORE, VALIDITY, CertRotation, make_certificate,
+                                usable_kept)
 
 NOW = 1_800_000_000.0
 
@@ -63,3 +65,30 @@ def test_the_proof_covers_a_domain_the_certificate_hash_and_the_nonce() -> None:
     assert message.startswith(b"exchange-node/browser-session/1\n") and message.endswith(b"\x01" * 32 + b"\x02" * 32)
     with pytest.raises(ValueError):
         proof_message(b"\x01" * 31, b"\x02" * 32)
+
+
+def test_a_restart_serves_the_kept_certificates_and_renews_them_if_their_time_came(tmp_path) -> None:
+    hosts = ("127.0.0.1",)
+    before = CertRotation(NOW, hosts=hosts)
+    before.tick(before.current.not_after - SWITCH_BEFORE - OVERLAP)          # mid-renewal: two published
+    path = tmp_path / cert_store.FILE_NAME
+    cert_store.save(path, before.published())
+    assert path.stat().st_mode & 0o777 == 0o600
+    kept = cert_store.load(path)
+    assert [c.sha256 for c in kept] == [c.sha256 for c in before.published()] and kept[0].hosts == hosts
+    later = before.current.not_after - SWITCH_BEFORE - OVERLAP + 60
+    after = CertRotation(later, hosts=hosts, kept=usable_kept(kept, hosts, later))
+    assert [c.sha256 for c in after.published()] == [c.sha256 for c in before.published()]
+    switched = CertRotation(before.current.not_after - 60, hosts=hosts,
+                            kept=usable_kept(kept, hosts, before.current.not_after - 60))
+    assert switched.current.sha256 == kept[1].sha256 and switched.published() == [switched.current]
+
+
+def test_kept_certificates_of_other_hosts_expired_or_unreadable_are_not_served_again(tmp_path) -> None:
+    cert = make_certificate(NOW, hosts=("127.0.0.1",))
+    assert usable_kept([cert], ("10.0.0.1",), NOW) == []
+    assert usable_kept([cert], ("127.0.0.1",), cert.not_after + 1) == []
+    path = tmp_path / cert_store.FILE_NAME
+    path.write_text("{not json")
+    assert cert_store.load(path) == []
+    assert cert_store.load(tmp_path / "absent.json") == []
