@@ -38,6 +38,7 @@ IDLE_TIMEOUT = 15.0               # s a QUIC connection may stay silent (a page 
 MAX_DATAGRAM_FRAME = 65536
 ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
 WARN_EVERY = 60.0                 # s between two warnings of refused connections (each is counted)
+STRAY_LIMIT = 16                  # requests and streams a page never needs, per connection, before it is closed
 
 
 class SessionHandler:
@@ -83,6 +84,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
         self.sessions: dict[int, SessionHandler] = {}      # stream id of the page's stream -> its session
         self.session_ids: set[int] = set()
         self.streamed = False                               # the page opened its request stream
+        self.strays = 0                                     # requests answered 404 and extra streams reset
         certificate = self._quic.configuration.certificate
         der = certificate.public_bytes(serialization.Encoding.DER) if certificate is not None else b""
         self.cert_sha256 = hashlib.sha256(der).digest()
@@ -130,6 +132,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
                                                          (b"sec-webtransport-http3-draft", b"draft02")])
             else:
                 self.http.send_headers(event.stream_id, [(b":status", b"404")], end_stream=True)
+                self._stray()
             self.transmit()
         elif isinstance(event, WebTransportStreamDataReceived) and event.session_id in self.session_ids \
                 and not self.closed:
@@ -137,6 +140,7 @@ class WebTransportProtocol(QuicConnectionProtocol):
             if handler is None:
                 if self.streamed:       # one request stream per session, opened once
                     self._quic.reset_stream(event.stream_id, 0x10)
+                    self._stray()
                     self.transmit()
                     return
                 handler = self.server.new_session(Pipe(self, event.session_id, event.stream_id), self.cert_sha256,
@@ -147,6 +151,16 @@ class WebTransportProtocol(QuicConnectionProtocol):
                 handler.data_received(event.data)
             if event.stream_ended and event.stream_id in self.sessions:
                 self.sessions.pop(event.stream_id).close(1000, "the page closed its stream")
+
+    def _stray(self) -> None:
+        """A page opens one session and one stream: a connection that keeps opening others (each answered or reset
+        at a cost, outside the session's request rate) is closed past STRAY_LIMIT."""
+        self.strays += 1
+        if self.strays > STRAY_LIMIT and not self.closed:
+            self.server.strays_closed += 1
+            log.info("browser connection from %s closed: %d requests and streams a page never opens", self.peer,
+                     self.strays, extra={"address": self.peer})
+            self.close_connection(ERROR_REFUSED, "too many stray requests and streams")
 
     def close_connection(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -179,6 +193,7 @@ class WebTransportServer:
         self.connections = Shares(max_per_address, max_per_subnet, max_total)
         self._by_network: dict[str, dict[WebTransportProtocol, float]] = {}     # each /24's connections: opened at
         self.evicted = 0
+        self.strays_closed = 0             # connections closed for opening what a page never opens
         self.refused: dict[str, int] = {}
         self._warned = -WARN_EVERY
         self._server: QuicServer | None = None

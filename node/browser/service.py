@@ -321,7 +321,8 @@ class BrowserService:
                 "sessions": len(self.sessions), "connections": server.connections.held,
                 "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
                            "total": self.config.max_sessions},
-                "refused": dict(server.refused), "evicted": server.evicted, "peers_with_endpoint": len(self.endpoints),
+                "refused": dict(server.refused), "evicted": server.evicted, "strays_closed": server.strays_closed,
+                "peers_with_endpoint": len(self.endpoints),
                 **self.counters}
 
 

@@ -233,4 +233,5 @@ def test_streams_and_requests_opened_and_abandoned_on_one_connection_cost_a_page
     print(report)
     assert during <= max(2 * base, 0.3), report
     assert rss_after - rss_before < 32, report
+    assert solo.status()["browser"]["strays_closed"] >= 1, "the connection opening what no page opens is closed"
     assert "Traceback" not in solo.log_path.read_text(errors="replace"), solo.log_tail(60)
