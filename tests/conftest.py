@@ -37,7 +37,7 @@ BY_FIXTURE = {"cluster": "integration", "chain3": "integration",
 # a call in the test or in one of its fixtures that builds namespaces or starts chromium
 BY_CALL = {"NetnsLan(": "netns", "lan_or_skip(": "netns", "sync_playwright(": "browser"}
 
-# The real-process tier hands whole files to two workers in collection order (--dist loadfile, with
+# The real-process tier hands whole files to its workers in collection order (--dist loadfile, with
 # --no-loadscope-reorder: by default xdist sorts the files by their number of tests instead, which put these
 # one-test files last): the longest files go first, so neither worker starts one of them when the other is
 # nearly done, and what is left at the end is short (the bit-flip files, each restarting nodes over and over on

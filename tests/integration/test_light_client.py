@@ -103,6 +103,9 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
                                                                                          tmp_path: Path):
     nodes = cluster.chain(4)
     honest, lied_about = nodes[0], nodes[1]
+    seated = honest.status()["height"]          # the block seating the four was decided by the founder alone
+    wait_until(lambda: honest.get("/chain/headers/latest")["height"] > seated + 1, 20,
+               message="a block decided by the four validators")
     liar = LyingNode(lied_about)
     try:
         first = light(tmp_path / "honest", honest.api_url, lied_about.api_url)
