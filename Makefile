@@ -54,6 +54,8 @@ FAST := not (integration or interop or netns or browser or process or slow or so
 PROCESS_TIER := (integration or interop or netns or browser or process or slow) and not (soak or container)
 # three workers on two cores: real-process tests mostly wait on their nodes (two workers kept the cores 62 % busy)
 PROCESS_WORKERS ?= 3
+# the fast tier's cores were 68-71 % busy over it with two workers (two clean-clone runs)
+FAST_WORKERS ?= 3
 # each tier prints its wall time; the load average and how busy the CPUs were go with it (the machine may be
 # shared; a tier waiting on the disk has a high load but idle cores)
 TIMED = @start=$$(date +%s); status=0; cpu=$$(mktemp); $(PY) scripts/cpu_busy.py save $$cpu; $(1) || status=$$?; \
@@ -63,12 +65,12 @@ TIMED = @start=$$(date +%s); status=0; cpu=$$(mktemp); $(PY) scripts/cpu_busy.py
 ## Install what the tests need (Python and Node.js Grenache), lint, type-check, then the fast tier and the
 ## real-process tier. Everything but soak and container tests runs.
 test: test-deps lint
-	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
+	$(call TIMED,$(PY) -m pytest -q -n $(FAST_WORKERS) -m "$(FAST)" $(PYTEST_ARGS),fast)
 	$(call TIMED,$(PY) -m pytest -q -n $(PROCESS_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 -m "$(PROCESS_TIER)" $(PYTEST_ARGS),real-process)
 
 ## The inner loop: the fast tier alone (no lint; no process, namespace or browser; a few minutes).
 test-fast: $(TEST_STAMP)
-	$(call TIMED,$(PY) -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS),fast)
+	$(call TIMED,$(PY) -m pytest -q -n $(FAST_WORKERS) -m "$(FAST)" $(PYTEST_ARGS),fast)
 
 ## The real-process tier alone: real nodes, Node.js Grenache, namespaces, chromium, helper processes, long sims.
 test-process: test-deps
