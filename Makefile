@@ -54,8 +54,8 @@ FAST := not (integration or interop or netns or browser or process or slow or so
 PROCESS_TIER := (integration or interop or netns or browser or process or slow) and not (soak or container)
 # three workers on two cores: real-process tests mostly wait on their nodes (two workers kept the cores 62 % busy)
 PROCESS_WORKERS ?= 3
-# the fast tier's cores were 68-71 % busy over it with two workers (two clean-clone runs)
-FAST_WORKERS ?= 3
+# the fast tier's wall is its longest tests': three workers took 157 s against 156-173 s with two
+FAST_WORKERS ?= 2
 # each tier prints its wall time; the load average and how busy the CPUs were go with it (the machine may be
 # shared; a tier waiting on the disk has a high load but idle cores)
 TIMED = @start=$$(date +%s); status=0; cpu=$$(mktemp); $(PY) scripts/cpu_busy.py save $$cpu; $(1) || status=$$?; \

@@ -83,11 +83,14 @@ def test_devnet_4_as_the_readme_says_forms_trades_and_leaves_nothing_behind(tmp_
     assert start.endswith(f"devnet 4 --dir {directory}"), start
     devnet = Devnet(start)
     try:
+        consoles = r"node(\d)  console (http://127\.0\.0\.1:\d+)/#token=([0-9a-f]+) "
         wait_until(lambda: "devnet ready" in devnet.text(), 90, message="devnet ready")
+        wait_until(lambda: len(re.findall(consoles, devnet.text())) >= 4, 10,   # the banner's lines follow it
+                   message="the banner's four console lines")
         text = devnet.text()
         assert re.search(r"devnet ready: 4 nodes, 4 validators", text), text[-2000:]
         assert re.search(r"^\[node[0-3]\] ", text, re.M), "node logs are streamed with a prefix"
-        urls = re.findall(r"node(\d)  console (http://127\.0\.0\.1:\d+)/#token=([0-9a-f]+) ", text)
+        urls = re.findall(consoles, text)
         assert sorted(i for i, _, _ in urls) == ["0", "1", "2", "3"]
         for index, _, token in urls:                # the page can trade at once: its API token in the fragment
             assert token == (directory / f"node{index}" / ".cookie").read_text().strip()
