@@ -73,7 +73,7 @@ from typing import Any, Callable
 from bench import flood_capacity
 from bench.table import print_table
 from config import Settings
-from exchange.chain.snapshot_live import SPREAD_SECONDS
+from exchange.chain.store.snapshot_live import SPREAD_SECONDS
 from exchange.app.txs import SignedTx
 from node.identity import NodeIdentity
 from tests.flood import (HonestClient, attacker_links, broadcast_flood, fresh_note, graft_flood_linked, hint_flood,
@@ -106,7 +106,7 @@ SPREAD_SOURCES = tuple(f"127.0.{20 + index}.1" for index in range(4))
 CROWD_SOURCES = tuple(f"127.0.{40 + index}.1" for index in range(8))
 LOOP_POLL = 4.0         # s between reads of each node's /health (which covers its last 10 s)
 # s around a snapshot within which an honest order is sent in its shadow: the half second after it, and the
-# spread within which each node's worker joins, digests and stores it (exchange/chain/snapshot_live.py)
+# spread within which each node's worker joins, digests and stores it (exchange/chain/store/snapshot_live.py)
 SNAPSHOT_SHADOW = (-0.05, 0.4 + SPREAD_SECONDS)
 
 

@@ -18,7 +18,7 @@ from prometheus_client.core import Metric
 from config import Settings
 from config.version import VERSION
 from exchange.chain.service import ChainService
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from exchange.markets import parse_markets
 from node.accounts import AccountStore
 from node.api.base import JsonObject
@@ -33,7 +33,7 @@ from node.api.history import install_history_api
 from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
 from node.api.light import install_light_api
-from exchange.chain.join_token import JoinToken
+from exchange.chain.seats.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
 from node.chain_network import P2PChainNetwork
 from node.configs import NodeConfigs

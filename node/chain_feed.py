@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exchange.app.machine import Venue
 from exchange.app.results import BlockResult
-from exchange.chain.blocks import Block
+from exchange.chain.types.blocks import Block
 from exchange.chain.core import ChainCore
 from exchange.chain.service import ChainService
 from node.accounts import AccountStore

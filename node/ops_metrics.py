@@ -23,7 +23,7 @@ from exchange.crypto import node_id_for
 from storage import errors as storage_errors
 
 if TYPE_CHECKING:
-    from exchange.chain.chainstate import ChainState
+    from exchange.chain.state.chainstate import ChainState
     from exchange.chain.service import ChainService
 
 STORAGE_KINDS = (storage_errors.NO_SPACE, storage_errors.READ_ONLY, storage_errors.IO_ERROR,

@@ -22,7 +22,7 @@ taken SHARED_TURNS_SECONDS; those left go first in the next one. A kept node's t
 whatever the time, so its votes wait for one short event-loop turn however many networks send. A read that finds
 its network's turn taken, or its network's links waiting, waits in the backlog with the socket paused, however
 small it is. A node that cannot keep up with what it is sent reads a crowd of keys from one network as it reads
-one neighbour from another, as the transaction budgets share the total (exchange/chain/tx_budget.py); by link,
+one neighbour from another, as the transaction budgets share the total (exchange/chain/mempool/tx_budget.py); by link,
 eight keys from one /24 would get eight turns to the other neighbour's one, and so would eight links that each
 send less than a turn between reads, since those never fall behind on their own.
 """

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Coroutine
 
-from exchange.chain.blocks import Vote
+from exchange.chain.types.blocks import Vote
 from node.identity import NodeIdentity
 from tests.wire import RawPeer, read_until_goodbye
 

@@ -24,10 +24,10 @@ from typing import Any, Callable
 
 from exchange.chain.core import CoreConfig
 from exchange.crypto import SigningKey
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.genesis import Genesis
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeParams
-from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
+from exchange.chain.store.block_store import KEEP_BLOCKS_BEHIND_SNAPSHOT as KEEP_BLOCKS, ChainStore
 from exchange.app.txs import NewOrderOp, Op, sign_tx
 from node.identity import NodeIdentity
 from tests.harness import rss_kib

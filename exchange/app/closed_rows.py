@@ -7,7 +7,7 @@ is final: nothing in the state machine writes to an order after it leaves the bo
 at the end of the block that closed it (`pack`), on every node, in the blocks' own order. Every RUN consecutive
 rows are joined into one piece. A snapshot is then a header, the part of the oldest run still kept (one slice),
 the whole runs, and the newest rows not yet a run: a few hundred pieces for a full history, however many orders
-closed since the last snapshot, and nothing for a forked child (`exchange/chain/snapshot_fork.py`) to pack
+closed since the last snapshot, and nothing for a forked child (`exchange/chain/store/snapshot_fork.py`) to pack
 again.
 
 The unit tests compare every snapshot they take with the document built the plain way

@@ -13,12 +13,12 @@ import logging
 from typing import NamedTuple, TypedDict
 
 from exchange.chain.core import ChainCore
-from exchange.chain.own_orders import OwnOrders
+from exchange.chain.mempool.own_orders import OwnOrders
 from exchange.chain.ports import ChainStore
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.txs import NewOrderOp, SignedTx
-from exchange.chain.store import SIGN_FROM_UNKNOWN
-from exchange.chain.tendermint import wal_record_height
+from exchange.chain.store.block_store import SIGN_FROM_UNKNOWN
+from exchange.chain.consensus.tendermint import wal_record_height
 from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")

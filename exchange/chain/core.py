@@ -33,27 +33,27 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, assert_never
 
-from exchange.chain.block_builder import BlockBuilder
-from exchange.chain.block_check import BlockCheck
-from exchange.chain.blocksync import BlockSync
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Malformed, Proposal, Vote
-from exchange.chain.chainstate import Application, ChainState
+from exchange.chain.consensus.block_builder import BlockBuilder
+from exchange.chain.consensus.block_check import BlockCheck
+from exchange.chain.sync.blocksync import BlockSync
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Malformed, Proposal, Vote
+from exchange.chain.state.chainstate import Application, ChainState
 from exchange.chain.core_view import BlockSource
 from exchange.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
                                     EffectBatch, Evidence, Halt, HoldReading, Penalize, SendConsensus, SendFollowers,
                                     SendValidators, WalRecord)
-from exchange.chain.genesis import Genesis
-from exchange.chain.intake import TxIntake
-from exchange.chain.join_token import JoinToken
-from exchange.chain.membership import Approve, Grant, Leave, MembershipTx, Revoke
-from exchange.chain.mempool import OWN_LANE, Mempool
-from exchange.chain.precommit_quorum import PrecommitQuorum
-from exchange.chain.recovery import HaltRecovery, RecoveryStatus
-from exchange.chain.seat_requests import SeatRequests, TokenKey
-from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
-from exchange.chain.snapshot_proof import SnapshotCertificate, certificate_problem
-from exchange.chain.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.mempool.intake import TxIntake
+from exchange.chain.seats.join_token import JoinToken
+from exchange.chain.state.membership import Approve, Grant, Leave, MembershipTx, Revoke
+from exchange.chain.mempool.pool import OWN_LANE, Mempool
+from exchange.chain.consensus.precommit_quorum import PrecommitQuorum
+from exchange.chain.recovery.halt import HaltRecovery, RecoveryStatus
+from exchange.chain.seats.seat_requests import SeatRequests, TokenKey
+from exchange.chain.state.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
+from exchange.chain.state.snapshot_proof import SnapshotCertificate, certificate_problem
+from exchange.chain.consensus.tendermint import WAITING, ConsensusConfig, Tendermint, wal_record_height
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.wire import Wire
 
@@ -211,7 +211,7 @@ class ChainCore:
         """Start over from a peer's snapshot at height S: every part is checked against validator sets proven
         from our genesis (epochs.py) before anything of ours changes. On a lagged network the snapshot's bytes
         are certified by the state hash of S + snapshot_lag (`certificate`). Returns why it was refused, or None."""
-        from exchange.chain.epochs import BadProof, replay_epochs, set_at
+        from exchange.chain.sync.epochs import BadProof, replay_epochs, set_at
 
         self.set_now(now)
         try:

@@ -11,15 +11,15 @@ import random
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from exchange.chain.block_check import BlockCheck
-    from exchange.chain.blocksync import BlockSync
-    from exchange.chain.blocks import Block, Commit
-    from exchange.chain.chainstate import ChainState
+    from exchange.chain.consensus.block_check import BlockCheck
+    from exchange.chain.sync.blocksync import BlockSync
+    from exchange.chain.types.blocks import Block, Commit
+    from exchange.chain.state.chainstate import ChainState
     from exchange.chain.core import CoreConfig
     from exchange.chain.effects import ChainEffect
-    from exchange.chain.genesis import Genesis
-    from exchange.chain.mempool import Mempool
-    from exchange.chain.tendermint import Tendermint
+    from exchange.chain.types.genesis import Genesis
+    from exchange.chain.mempool.pool import Mempool
+    from exchange.chain.consensus.tendermint import Tendermint
 
 
 class BlockSource(Protocol):

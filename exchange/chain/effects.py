@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Union
 
 if TYPE_CHECKING:
-    from exchange.chain.blocks import Block, Commit, Proposal, Vote
-    from exchange.chain.chainstate import BlockOutcome
+    from exchange.chain.types.blocks import Block, Commit, Proposal, Vote
+    from exchange.chain.state.chainstate import BlockOutcome
     from exchange.app.txs import SignedTx
     from exchange.wire import Wire
 

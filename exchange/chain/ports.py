@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from exchange.chain.blocks import Block, Commit
+from exchange.chain.types.blocks import Block, Commit
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import ChainMessage
-from exchange.chain.genesis import Genesis
-from exchange.chain.store import WalDamage
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.store.block_store import WalDamage
 from exchange.app.txs import SignedTx
 from exchange.wire import Wire
 from storage import StorageError
@@ -39,7 +39,7 @@ class ChainNetwork(Protocol):
 
 
 class ChainStore(Protocol):
-    """The node's chain on disk (exchange/chain/store.py)."""
+    """The node's chain on disk (exchange/chain/store/block_store.py)."""
 
     root: Path
 

@@ -39,38 +39,38 @@ import time
 from collections import deque
 from typing import Callable, assert_never
 
-from exchange.chain.blocks import Block, Commit, Malformed
-from exchange.chain.snapshot_live import LiveSnapshots
-from exchange.chain.statesync import SnapshotJoin
-from exchange.chain.own_orders import OwnOrders
-from exchange.chain.seat_admin import SeatAdmin
-from exchange.chain.token_desk import TokenDesk
-from exchange.chain.seat_handback import SeatHandback
-from exchange.chain.submissions import Submissions
+from exchange.chain.types.blocks import Block, Commit, Malformed
+from exchange.chain.store.snapshot_live import LiveSnapshots
+from exchange.chain.sync.statesync import SnapshotJoin
+from exchange.chain.mempool.own_orders import OwnOrders
+from exchange.chain.seats.seat_admin import SeatAdmin
+from exchange.chain.seats.token_desk import TokenDesk
+from exchange.chain.seats.seat_handback import SeatHandback
+from exchange.chain.mempool.submissions import Submissions
 from exchange.chain.boot import (Recovering, StoredChainUnusable, check_history, exchange_of, replay, restore_outbox,
                                  restore_snapshot, store_dir)
-from exchange.chain.history_recovery import HistoryRecovery
-from exchange.chain.peer_chains import PeerChains
+from exchange.chain.recovery.history_recovery import HistoryRecovery
+from exchange.chain.sync.peer_chains import PeerChains
 from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
-from exchange.chain.serving import ChainServing
+from exchange.chain.sync.serving import ChainServing
 from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
                                     NeedSnapshot, OwnDone, Penalize, SendFollowers, SendTo, SendValidators,
                                     WalRecord)
 from exchange.crypto import verify as ed25519_verify
-from exchange.chain.chainstate import BlockOutcome
-from exchange.chain.durability import BlockDurability, UnsavedBlock
-from exchange.chain.forwarding import TxForwarding
+from exchange.chain.state.chainstate import BlockOutcome
+from exchange.chain.store.durability import BlockDurability, UnsavedBlock
+from exchange.chain.mempool.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay
-from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import ChainRules, Conflict, FoundingLoop
-from exchange.chain.genesis import Genesis
-from exchange.chain.join_token import JoinToken
-from exchange.chain.halt_watch import HaltWatch
+from exchange.chain.seats.founding import Founding
+from exchange.chain.seats.founding_loop import ChainRules, Conflict, FoundingLoop
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.seats.join_token import JoinToken
+from exchange.chain.consensus.halt_watch import HaltWatch
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.params import DEFAULT_FRESH_ORDER_TTL_MS, DEFAULT_MAX_OPEN_ORDERS
 from exchange.app.results import BlockResult
-from exchange.chain.store import SIGN_FROM_UNKNOWN
+from exchange.chain.store.block_store import SIGN_FROM_UNKNOWN
 from exchange.app.txs import InvalidTx
 from exchange.wire import Wire
 from storage import StorageError

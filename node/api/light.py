@@ -15,8 +15,8 @@ import base64
 
 from aiohttp import web
 
-from exchange.chain.blocks import Commit, Header
-from exchange.chain.codec import pack
+from exchange.chain.types.blocks import Commit, Header
+from exchange.chain.types.codec import pack
 from exchange.chain.service import ChainService
 from node.api.base import ApiError, chain_of, json_response
 

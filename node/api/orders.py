@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from exchange.chain.ports import NotReady
-from exchange.chain.own_orders import TxOutcome, Withdrawn, pending_view
+from exchange.chain.mempool.own_orders import TxOutcome, Withdrawn, pending_view
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeState
 from exchange.app.machine import ORDER_ID_PREFIX

@@ -9,7 +9,7 @@ the tokens (never their secrets); DELETE /validators/tokens/{id} revokes one (th
 GET /validators/join-token, where the founder's one token used to be, answers 410 naming what replaced it.
 POST /validators/recover `{"keep": [node_id, ...]}` is this validator's consent to the way out of a permanent
 halt (validators gone for good): the kept validators take the chain on from the last certified block, once
-every one of them consented (exchange/chain/recovery.py).
+every one of them consented (exchange/chain/recovery/halt.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from config import parsers as p
 from exchange.chain.ports import NotReady
-from exchange.chain.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES
+from exchange.chain.state.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES
 from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
 
 DEFAULT_TOKEN_TTL = 86400.0

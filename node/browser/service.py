@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exchange.app.results import TxResult
 from exchange.app.txs import InvalidTx, SignedTx
-from exchange.chain.blocks import Block
+from exchange.chain.types.blocks import Block
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
 from node.api.base import Json, JsonObject

@@ -14,7 +14,7 @@ from config import parsers as p
 from node.cli.client import JsonObject
 from node.locate import NodeTarget
 
-# exchange/chain/seats.py's bounds (not imported: the CLI loads no chain code), tests/unit/node/test_validator_tokens.py
+# exchange/chain/state/seats.py's bounds (not imported: the CLI loads no chain code), tests/unit/node/test_validator_tokens.py
 # keeps them equal
 MAX_TOKEN_USES = 16
 MAX_TOKEN_TTL_S = 7 * 86400.0

@@ -16,11 +16,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from exchange.chain.blocks import Block, Commit, Header, Malformed
-from exchange.chain.codec import unpack
-from exchange.chain.epochs import BadProof, replay_epochs, set_at
-from exchange.chain.genesis import Genesis
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.types.blocks import Block, Commit, Header, Malformed
+from exchange.chain.types.codec import unpack
+from exchange.chain.sync.epochs import BadProof, replay_epochs, set_at
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.types.validators import ValidatorSet
 from exchange.crypto import verify as ed25519_verify
 
 DEFAULT_MAX_AGE_MS = 30_000

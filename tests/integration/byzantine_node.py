@@ -32,13 +32,13 @@ from typing import Any
 
 from config import Settings
 from exchange.app.txs import SignedTx
-from exchange.chain.blocks import Block, Header, Proposal, Vote
-from exchange.chain.block_builder import BlockBuilder
-from exchange.chain.chainstate import ChainState
+from exchange.chain.types.blocks import Block, Header, Proposal, Vote
+from exchange.chain.consensus.block_builder import BlockBuilder
+from exchange.chain.state.chainstate import ChainState
 from exchange.chain.effects import SendValidators
-from exchange.chain.seat_requests import SeatRequests
+from exchange.chain.seats.seat_requests import SeatRequests
 from exchange.crypto import SigningKey
-from exchange.chain.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote
+from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote
 from node.app import ExchangeNode
 from node.chain_network import P2PChainNetwork
 from node.cli.main import main

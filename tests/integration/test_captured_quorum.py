@@ -13,10 +13,10 @@ import asyncio
 import signal
 import time
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
-from exchange.chain.chainstate import encode_item
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Vote
+from exchange.chain.state.chainstate import encode_item
 from exchange.app.txs import NewOrderOp, sign_tx
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.types.validators import ValidatorSet
 from node.identity import NodeIdentity
 from tests.harness import Cluster, NodeProcess, wait_until
 from tests.integration.chain_nodes import pinned_loopback

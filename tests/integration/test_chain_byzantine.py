@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from exchange.chain.blocks import MAX_ROUND, PRECOMMIT, PREVOTE
+from exchange.chain.types.blocks import MAX_ROUND, PRECOMMIT, PREVOTE
 from node.identity import NodeIdentity
 from tests.byzantine import ByzantinePeer, identity_not_smallest
 from tests.harness import Cluster, free_ports, wait_until

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Vote
 from exchange.crypto import SigningKey
 from exchange.app.txs import NewOrderOp, sign_tx
 from node.identity import NodeIdentity

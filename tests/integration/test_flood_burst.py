@@ -25,9 +25,9 @@ from typing import Any, NamedTuple, Sequence
 
 from config import Settings
 from exchange.app.txs import SignedTx
-from exchange.chain.chainstate import encode_item
-from exchange.chain.codec import pack
-from exchange.chain.block_check import BLOCK_OVERHEAD
+from exchange.chain.state.chainstate import encode_item
+from exchange.chain.types.codec import pack
+from exchange.chain.consensus.block_check import BLOCK_OVERHEAD
 from node.configs import core_config
 from node.identity import NodeIdentity
 from tests.flood import (ChainWatch, HonestClient, assert_fair, attacker_links, honest_after, honest_baseline,

@@ -30,12 +30,12 @@ from typing import Any, Callable, Iterator, NamedTuple
 import pytest
 
 from exchange.app.txs import NewOrderOp, Op, sign_tx
-from exchange.chain.blocks import Block, Commit, Header
+from exchange.chain.types.blocks import Block, Commit, Header
 from exchange.crypto import SigningKey
 from node.identity import NodeIdentity
 from p2p.framing import encode_frame
 from p2p.rpc.serve_budget import BURST_SECONDS
-from exchange.chain.peer_chains import MAX_CONFLICTS
+from exchange.chain.sync.peer_chains import MAX_CONFLICTS
 from tests.flood import HonestClient, p99, rss_mb
 from tests.harness import Cluster, NodeProcess, converged, wait_until
 from tests.wire import RawPeer

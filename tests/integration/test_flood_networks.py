@@ -1,4 +1,4 @@
-"""A validator's transaction total is shared by network first, then by neighbour (issue 25; exchange/chain/tx_budget.py):
+"""A validator's transaction total is shared by network first, then by neighbour (issue 25; exchange/chain/mempool/tx_budget.py):
 on real processes, eight fresh keys linked from one /24 of loopback (127.0.5.x) and one from another (127.0.6.1)
 each hand a lone validator 150 one-order transactions at once, every link kept open. The crowd's network and the
 other neighbour's each get half of PEER_TX_TOTAL_RATE (400 here): the lone neighbour its own rate (200 a second),

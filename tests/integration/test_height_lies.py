@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from exchange.chain.blocks import MAX_HEIGHT, PRECOMMIT
+from exchange.chain.types.blocks import MAX_HEIGHT, PRECOMMIT
 from node.identity import NodeIdentity
 from tests.flood import HonestClient, p99
 from tests.harness import NodeProcess, converged, wait_until

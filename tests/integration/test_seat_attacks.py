@@ -46,7 +46,7 @@ def test_seat_theft_by_isolation_gives_the_attacker_nothing(cluster: Cluster):
     honest = validators[:3]
     attacker_ids = {a.node_id for a in attackers}
     # a validator the chain has seen signing: one paused before that would be a new member that never voted,
-    # removed rather than jailed (its probation, exchange/chain/seats.py)
+    # removed rather than jailed (its probation, exchange/chain/state/seats.py)
     wait_until(lambda: not any(m["on_probation"] for m in honest[0].get("/validators")["validators"]), 30,
                interval=0.2, message="every validator seen signing")
     assert paused.proc is not None

@@ -32,8 +32,8 @@ def may_hide_an_undecided_record(wal: Path, path: Path, offset: int, decided: in
     """Can the record a flip at `offset` of `path` damaged be of a height above `decided`? Not when an intact
     record after it is of a decided height (the WAL's heights never decrease); else (nothing intact after it,
     or the next one is of the height in progress) it can. Read from the files, not from what the node says."""
-    from exchange.chain.codec import unpack
-    from exchange.chain.tendermint import wal_record_height
+    from exchange.chain.types.codec import unpack
+    from exchange.chain.consensus.tendermint import wal_record_height
     from storage.frames import DATA_START, decode_frame, decode_segment_header, scan
 
     for segment in sorted(p for p in wal.iterdir() if p.name.endswith(".seg") and p.name >= path.name):

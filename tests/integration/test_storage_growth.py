@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT
+from exchange.chain.store.block_store import KEEP_BLOCKS_BEHIND_SNAPSHOT
 from tests.chain_fill import SNAPSHOT_INTERVAL, FillResult, disk_bytes, fill, rss_kib
 from tests.harness import Cluster, NodeProcess, wait_until
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Vote
 from node.identity import NodeIdentity
 from tests.harness import wait_until
 from tests.redteam.attacker import envelope, honest_nodes_intact, linked, penalties_logged, read_until

@@ -1,5 +1,5 @@
 """Red team: whose rate an agent's transactions spend, on one real validator. The chain's account rate
-(exchange/chain/account_rate.py: ACCOUNT_OPS_BURST, 1,000 operations at once, then ACCOUNT_OPS_RATE, 100 a
+(exchange/chain/mempool/account_rate.py: ACCOUNT_OPS_BURST, 1,000 operations at once, then ACCOUNT_OPS_RATE, 100 a
 second) is one account's; an agent trades for the account that approved it. One owner sends 250-op transactions
 itself; another sends the same through eight agent keys it approved; both at once, through one node whose own
 API group rate is set high (as for an operator serving many accounts) so only the account rate is measured.

@@ -1,4 +1,4 @@
-"""Red team on followers deciding from the precommits validators send them (exchange/chain/precommit_quorum.py), on
+"""Red team on followers deciding from the precommits validators send them (exchange/chain/consensus/precommit_quorum.py), on
 three honest validators, a fourth validator the test plays (a Byzantine member of the set, quorum 3 of 4) and a
 follower, all real processes but the liar.
 
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from exchange.chain.blocks import MAX_ROUND, PRECOMMIT, Block, Header, Proposal, Vote
+from exchange.chain.types.blocks import MAX_ROUND, PRECOMMIT, Block, Header, Proposal, Vote
 from node.identity import NodeIdentity
 from tests.byzantine import ByzantinePeer, identity_not_smallest
 from tests.harness import Cluster, NodeProcess, converged, wait_until

@@ -19,15 +19,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from exchange.chain.blocks import Block, Commit, Header, Proposal, Vote
+from exchange.chain.types.blocks import Block, Commit, Header, Proposal, Vote
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, HoldReading, NeedSnapshot, OwnDone,
                                     Penalize, SendFollowers, SendTo, SendValidators, WalRecord)
-from exchange.chain.genesis import Genesis
-from exchange.chain.seats import MAX_TOKEN_USES
-from exchange.chain.snapshot_maker import SnapshotMaker
-from exchange.chain.tendermint import ConsensusConfig
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.state.seats import MAX_TOKEN_USES
+from exchange.chain.state.snapshot_maker import SnapshotMaker
+from exchange.chain.consensus.tendermint import ConsensusConfig
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 
 BASE_TIME = 1_700_000_000.0
@@ -559,7 +559,7 @@ class ChainSimulation:
 
 
 def _vote_bytes(chain_id: str, wire: list) -> bytes:
-    from exchange.chain.blocks import vote_bytes
+    from exchange.chain.types.blocks import vote_bytes
     return vote_bytes(chain_id, wire[0], wire[1], wire[2], wire[3])
 
 

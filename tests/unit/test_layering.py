@@ -21,10 +21,10 @@ ALLOWED = {
     "node": {"config", "storage", "exchange", "exchange.app", "exchange.chain", "p2p"},
 }
 # the chain's and the DHT's deciding parts: no asyncio, no sockets, no files (their drivers do the I/O)
-SANS_IO = ["exchange/chain/core.py", "exchange/chain/core_view.py", "exchange/chain/block_check.py",
-           "exchange/chain/block_builder.py", "exchange/chain/blocksync.py", "exchange/chain/intake.py",
-           "exchange/chain/seat_requests.py", "exchange/chain/recovery.py", "exchange/chain/tendermint.py",
-           "exchange/chain/effects.py", "exchange/chain/mempool.py", "exchange/chain/seat_admin.py",
+SANS_IO = ["exchange/chain/core.py", "exchange/chain/core_view.py", "exchange/chain/consensus/block_check.py",
+           "exchange/chain/consensus/block_builder.py", "exchange/chain/sync/blocksync.py", "exchange/chain/mempool/intake.py",
+           "exchange/chain/seats/seat_requests.py", "exchange/chain/recovery/halt.py", "exchange/chain/consensus/tendermint.py",
+           "exchange/chain/effects.py", "exchange/chain/mempool/pool.py", "exchange/chain/seats/seat_admin.py",
            "p2p/dht/ids.py", "p2p/dht/records.py", "p2p/dht/table.py", "p2p/dht/lookup.py"]
 IO_MODULES = {"asyncio", "socket", "os", "aiohttp", "pathlib", "shutil", "subprocess"}
 

@@ -2,8 +2,8 @@
 the next block starts afresh, 0 turns a window off, and the map of accounts stays bounded."""
 from __future__ import annotations
 
-from exchange.chain import account_rate
-from exchange.chain.account_rate import TX_WEIGHT, AccountRate
+from exchange.chain.mempool import account_rate
+from exchange.chain.mempool.account_rate import TX_WEIGHT, AccountRate
 
 A, B = b"a" * 32, b"b" * 32
 

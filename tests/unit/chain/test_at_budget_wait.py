@@ -8,10 +8,10 @@ import itertools
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Committed, SendValidators
-from exchange.chain.genesis import Genesis
-from exchange.chain.intake import paced_lane
-from exchange.chain.tx_budget import AT_BUDGET_SECONDS
-from exchange.chain.tendermint import WAITING
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.mempool.intake import paced_lane
+from exchange.chain.mempool.tx_budget import AT_BUDGET_SECONDS
+from exchange.chain.consensus.tendermint import WAITING
 from exchange.crypto import SigningKey, node_id_for
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 

@@ -3,10 +3,10 @@ of the smallest transactions offers more than a block can hold (the wrapping of 
 and the header once made such blocks `block_too_large` at every validator, and the chain stopped)."""
 from __future__ import annotations
 
-from exchange.chain.blocks import Commit
+from exchange.chain.types.blocks import Commit
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.crypto import SigningKey
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.genesis import Genesis
 from exchange.app.txs import CancelOp, sign_tx
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 

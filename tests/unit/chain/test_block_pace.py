@@ -3,11 +3,11 @@ heights it saw decided; the limit changes only what this validator proposes."""
 from __future__ import annotations
 
 from exchange.app.txs import CancelOp, sign_tx
-from exchange.chain.block_pace import FLOOR, START, BlockPace
+from exchange.chain.consensus.block_pace import FLOOR, START, BlockPace
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Committed
-from exchange.chain.genesis import Genesis
-from exchange.chain.mempool import Mempool
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.mempool.pool import Mempool
 from exchange.crypto import SigningKey
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 from tests.unit.chain.test_mempool_lanes import tx

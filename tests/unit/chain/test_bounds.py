@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, vote_bytes
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, vote_bytes
 from exchange.chain.core import ChainCore, CoreConfig
-from exchange.chain.founding import MAX_PEERS, Founding
-from exchange.chain.genesis import Genesis
+from exchange.chain.seats.founding import MAX_PEERS, Founding
+from exchange.chain.types.genesis import Genesis
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
 VALIDATOR = FakeKeys("bounds-validator")
@@ -72,7 +72,7 @@ def test_the_founding_logic_remembers_a_bounded_number_of_peers():
 
 
 def test_claimed_heights_of_fresh_keys_are_pruned_to_the_newest():
-    from exchange.chain.claims import MAX_HEARD
+    from exchange.chain.sync.claims import MAX_HEARD
     from tests.sim.chain_sim import ChainSimulation, Scenario
 
     sim = ChainSimulation(3, Scenario(validators=1, followers=0, drop=0.0, duplicate=0.0, fault_until=0.0,

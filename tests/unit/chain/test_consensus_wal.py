@@ -8,7 +8,7 @@ it was locked on; with the equivocator locked on that block too, no round could 
 every accepted transaction stayed unordered."""
 from __future__ import annotations
 
-from exchange.chain.blocks import PREVOTE, Proposal, Vote
+from exchange.chain.types.blocks import PREVOTE, Proposal, Vote
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import SendValidators, WalRecord
 from tests.sim.chain_sim import BASE_TIME, SIM_CORE, FakeKeys, MemoryStore, SimApp, fake_verify, pinned_core

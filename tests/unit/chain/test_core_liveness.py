@@ -2,10 +2,10 @@
 validators it hears from, not the signers of votes that other validators re-send."""
 from __future__ import annotations
 
-from exchange.chain.blocks import PREVOTE, Vote
+from exchange.chain.types.blocks import PREVOTE, Vote
 from exchange.chain.core import FOLLOWER_BLOCK_SILENCE, ChainCore
-from exchange.chain.genesis import Genesis
-from exchange.chain.tendermint import WAITING
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.consensus.tendermint import WAITING
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 
 

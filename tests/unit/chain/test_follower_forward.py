@@ -12,13 +12,13 @@ from typing import Callable
 from exchange.crypto import SigningKey
 from exchange.chain.core import FORWARD_FANOUT
 from exchange.chain.effects import Forward
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.genesis import Genesis
 from exchange.app import ExchangeParams
-from exchange.chain.forwarding import FOLLOWER_VALIDATOR_LINKS, MAX_ERROR_CHARS, SUBMIT_SERVICE, ForwardRefusals
+from exchange.chain.mempool.forwarding import FOLLOWER_VALIDATOR_LINKS, MAX_ERROR_CHARS, SUBMIT_SERVICE, ForwardRefusals
 from exchange.chain.service import ChainService
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from exchange.app.txs import CancelOp, NewOrderOp, SignedTx, sign_tx
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.types.validators import ValidatorSet
 from node.identity import NodeIdentity
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core
 

@@ -5,8 +5,8 @@ import asyncio
 import os
 
 from exchange.crypto import node_id_for
-from exchange.chain.founding import Founding
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.seats.founding import Founding
+from exchange.chain.types.validators import ValidatorSet
 
 
 def _keys(n: int) -> list[bytes]:
@@ -45,8 +45,8 @@ async def test_strangers_claiming_the_highest_heights_cannot_keep_a_new_node_fro
     decides nothing: holders are asked many at once in random order, those that failed lately last."""
     from types import SimpleNamespace
 
-    from exchange.chain.founding_loop import GENESIS_SERVICE, FoundingLoop
-    from exchange.chain.genesis import Genesis
+    from exchange.chain.seats.founding_loop import GENESIS_SERVICE, FoundingLoop
+    from exchange.chain.types.genesis import Genesis
 
     genesis = Genesis("test-net", 1_000, os.urandom(32), (os.urandom(32),))
     honest = node_id_for(os.urandom(32))

@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-from exchange.chain.founding import Founding
-from exchange.chain.founding_loop import FoundingLoop
-from exchange.chain.genesis import Genesis
+from exchange.chain.seats.founding import Founding
+from exchange.chain.seats.founding_loop import FoundingLoop
+from exchange.chain.types.genesis import Genesis
 from exchange.crypto import node_id_for
 
 FOUND_AFTER = 3.0

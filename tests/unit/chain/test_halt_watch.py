@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import re
 
-from exchange.chain.blocks import PREVOTE, Vote
-from exchange.chain.halt_watch import HaltWatch
+from exchange.chain.types.blocks import PREVOTE, Vote
+from exchange.chain.consensus.halt_watch import HaltWatch
 from tests.unit.chain.test_core_liveness import _validator_core
 from tests.sim.chain_sim import BASE_TIME
 

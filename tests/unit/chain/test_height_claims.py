@@ -10,16 +10,16 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Commit, Header, Vote
+from exchange.chain.types.blocks import PRECOMMIT, PREVOTE, Block, Commit, Header, Vote
 from exchange.chain.boot import Recovering
-from exchange.chain.claims import HEARD_FOR, MAX_HEARD, STRIKES_FOR, HeightClaims
+from exchange.chain.sync.claims import HEARD_FOR, MAX_HEARD, STRIKES_FOR, HeightClaims
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Penalize, SendTo, SendValidators
-from exchange.chain.genesis import Genesis
-from exchange.chain.join_token import JoinToken
-from exchange.chain.seats import Token
-from exchange.chain.history_recovery import HistoryRecovery
-from exchange.chain.store import SIGN_FROM_UNKNOWN
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.seats.join_token import JoinToken
+from exchange.chain.state.seats import Token
+from exchange.chain.recovery.history_recovery import HistoryRecovery
+from exchange.chain.store.block_store import SIGN_FROM_UNKNOWN
 from node.chain_feed import BEHIND_HEIGHTS, CATCH_UP_GRACE, FAR_BEHIND_HEIGHTS, ChainBridge
 from tests.sim.chain_sim import BASE_TIME, SIM_CORE, ChainSimulation, FakeKeys, MemoryStore, Scenario, SimApp, fake_verify
 

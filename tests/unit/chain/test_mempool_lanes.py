@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from exchange.chain.mempool import OWN_LANE, Mempool
+from exchange.chain.mempool.pool import OWN_LANE, Mempool
 from exchange.app.txs import NewOrderOp, SignedTx
 
 CHAIN = "ab" * 32
@@ -115,7 +115,7 @@ def test_a_block_that_cannot_hold_everything_gives_each_network_its_turns_not_ea
 
 
 def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
-    from exchange.chain.tx_budget import SHOWN_SENDERS, TxBudget
+    from exchange.chain.mempool.tx_budget import SHOWN_SENDERS, TxBudget
 
     budget = TxBudget(rate=10.0, burst=5.0, max_senders=3)
     assert budget.take("flooder", 0.0) and not budget.take("flooder", 0.0), "a newcomer has a tenth of a second's worth"
@@ -132,7 +132,7 @@ def test_a_neighbours_budget_refills_with_time_and_is_kept_per_neighbour():
 
 
 def test_a_crowd_of_neighbours_shares_the_total_equally_and_a_quiet_one_keeps_its_flow():
-    from exchange.chain.tx_budget import TxBudget
+    from exchange.chain.mempool.tx_budget import TxBudget
 
     budget = TxBudget(rate=100.0, burst=100.0, total_rate=200.0)
     assert sum(budget.take("first", 0.0) for _ in range(150)) == 10, "a newcomer: a tenth of a second's worth"
@@ -162,7 +162,7 @@ def test_a_crowd_of_neighbours_shares_the_total_equally_and_a_quiet_one_keeps_it
 
 
 def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_network_dilutes_only_itself():
-    from exchange.chain.tx_budget import ACTIVE_SECONDS, TxBudget
+    from exchange.chain.mempool.tx_budget import ACTIVE_SECONDS, TxBudget
 
     budget = TxBudget(rate=200.0, burst=200.0, total_rate=1_000.0)
     crowd = [f"sybil-{i}" for i in range(40)]
@@ -210,7 +210,7 @@ def test_the_total_is_shared_by_network_first_so_a_crowd_of_keys_from_one_networ
 
 
 def test_a_neighbour_past_its_budget_is_held_until_a_tenth_of_a_second_refills_once_per_hold():
-    from exchange.chain.tx_budget import TxBudget
+    from exchange.chain.mempool.tx_budget import TxBudget
 
     budget = TxBudget(rate=100.0, burst=5.0)
     assert all(budget.take("flooder", 0.0) for _ in range(5))
@@ -235,7 +235,7 @@ def test_a_held_link_loses_nothing_when_its_share_falls_during_the_hold_or_its_c
     """A link we hold is read again when its hold ends; if more neighbours began sending meanwhile, its share
     (and so its refill) fell, and its first transaction is taken on credit, not dropped: its next hold is longer
     instead, so its rate is still its share."""
-    from exchange.chain.tx_budget import TxBudget
+    from exchange.chain.mempool.tx_budget import TxBudget
 
     budget = TxBudget(rate=100.0, burst=100.0, total_rate=200.0)
     now, admitted, earned, growth = 0.0, 0, 0.0, iter(range(400))
@@ -265,7 +265,7 @@ def test_a_held_link_loses_nothing_when_its_share_falls_during_the_hold_or_its_c
 def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transactions():
     from exchange.chain.core import ChainCore, CoreConfig
     from exchange.chain.effects import HoldReading
-    from exchange.chain.genesis import Genesis
+    from exchange.chain.types.genesis import Genesis
     from exchange.crypto import node_id_for
     from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
@@ -296,7 +296,7 @@ def test_the_transaction_that_empties_a_neighbours_budget_holds_it_at_once_and_n
     admits the same transactions from it."""
     from exchange.chain.core import ChainCore, CoreConfig
     from exchange.chain.effects import HoldReading
-    from exchange.chain.genesis import Genesis
+    from exchange.chain.types.genesis import Genesis
     from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify
 
     me = FakeKeys("budgeted-validator")

@@ -2,7 +2,7 @@
 decision message, and only on a quorum of valid precommits of its own set for that block, sent by validators."""
 from __future__ import annotations
 
-from exchange.chain.blocks import PRECOMMIT, PREVOTE, Block, Proposal, Vote
+from exchange.chain.types.blocks import PRECOMMIT, PREVOTE, Block, Proposal, Vote
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import SendFollowers
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, pinned_core

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
-from exchange.chain.chainstate import encode_item
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Vote
+from exchange.chain.state.chainstate import encode_item
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import SendTo
-from exchange.chain.epochs import BadProof, replay_epochs
-from exchange.chain.membership import Recover
-from exchange.chain.recovery import RECOVERY_ROUND, RecoveryStatus
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.sync.epochs import BadProof, replay_epochs
+from exchange.chain.state.membership import Recover
+from exchange.chain.recovery.halt import RECOVERY_ROUND, RecoveryStatus
+from exchange.chain.types.validators import ValidatorSet
 from tests.sim.chain_sim import ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
 
 GONE = (2, 3)

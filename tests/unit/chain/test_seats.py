@@ -8,15 +8,15 @@ more than two thirds of the current set.
 """
 from __future__ import annotations
 
-from exchange.chain.blocks import PRECOMMIT, Block, Commit, Header, Vote
-from exchange.chain.chainstate import encode_item
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Vote
+from exchange.chain.state.chainstate import encode_item
 from exchange.chain.core import ChainCore
 from exchange.chain.effects import Committed
-from exchange.chain.genesis import Genesis
-from exchange.chain.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote, Remove, Revoke
-from exchange.chain.seats import MAX_STANDBY, MAX_TOKEN_STANDBY, SILENT_EXPIRE_MS, Seats, Standby
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Promote, Remove, Revoke
+from exchange.chain.state.seats import MAX_STANDBY, MAX_TOKEN_STANDBY, SILENT_EXPIRE_MS, Seats, Standby
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
-from exchange.chain.validators import ValidatorSet
+from exchange.chain.types.validators import ValidatorSet
 from tests.sim.chain_sim import BASE_TIME, ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
 
 

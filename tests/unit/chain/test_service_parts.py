@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from exchange.chain.boot import Recovering
-from exchange.chain.founding import Founding
-from exchange.chain.history_recovery import HistoryRecovery
-from exchange.chain.peer_chains import CONFLICT_LOG_INTERVAL, CONFLICT_TTL, MAX_CONFLICTS, PeerChains
+from exchange.chain.seats.founding import Founding
+from exchange.chain.recovery.history_recovery import HistoryRecovery
+from exchange.chain.sync.peer_chains import CONFLICT_LOG_INTERVAL, CONFLICT_TTL, MAX_CONFLICTS, PeerChains
 from exchange.chain.ports import CannotServe, NotReady, RpcHandler, RpcValue
-from exchange.chain.seat_handback import SeatHandback
-from exchange.chain.serving import ChainServing
+from exchange.chain.seats.seat_handback import SeatHandback
+from exchange.chain.sync.serving import ChainServing
 
 OURS, THEIRS = "a" * 64, "b" * 64
 # A SimpleNamespace standing in for a core, a store or a genesis: it holds only what the part under test reads.

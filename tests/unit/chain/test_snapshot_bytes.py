@@ -6,9 +6,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from exchange.chain.codec import bin_header, digest, pack
-from exchange.chain.snapshot_maker import SNAPSHOT_DOMAIN, snapshot_digest
-from exchange.chain.chainstate import ChainState
+from exchange.chain.types.codec import bin_header, digest, pack
+from exchange.chain.state.snapshot_maker import SNAPSHOT_DOMAIN, snapshot_digest
+from exchange.chain.state.chainstate import ChainState
 from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp
 
 SIZES = [0, 1, 255, 256, 257, 65_535, 65_536, 65_537, 1 << 20, (1 << 24) + 3]

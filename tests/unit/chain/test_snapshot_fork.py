@@ -1,4 +1,4 @@
-"""Snapshots encoded in a forked child (exchange/chain/snapshot_fork.py): the event loop goes on while the child
+"""Snapshots encoded in a forked child (exchange/chain/store/snapshot_fork.py): the event loop goes on while the child
 encodes the state as it was at the fork; the digest and bytes come back whole; a child that dies loses its
 snapshot loudly; nothing is left running or unreaped at close."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from exchange.chain.snapshot_fork import THAW_EVERY, ForkedSnapshots
-from exchange.chain.snapshot_maker import SnapshotLost, snapshot_digest
+from exchange.chain.store.snapshot_fork import THAW_EVERY, ForkedSnapshots
+from exchange.chain.state.snapshot_maker import SnapshotLost, snapshot_digest
 
 pytestmark = pytest.mark.process        # it forks
 

@@ -9,8 +9,8 @@ the new core untouched.
 from __future__ import annotations
 
 
-from exchange.chain.blocks import Commit
-from exchange.chain.chainstate import ChainState
+from exchange.chain.types.blocks import Commit
+from exchange.chain.state.chainstate import ChainState
 from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp, joining_core, sim_app_from
 
 

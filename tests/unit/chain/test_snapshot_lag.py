@@ -1,4 +1,4 @@
-"""A snapshot certified `snapshot_lag` heights after it was taken (exchange/chain/snapshot_maker.py).
+"""A snapshot certified `snapshot_lag` heights after it was taken (exchange/chain/state/snapshot_maker.py).
 
 The genesis keeps its old encoding and chain id without a lag; a simulated network with one stays safe and
 certifies each snapshot's digest in the state hash `snapshot_lag` heights later; a new core installs an
@@ -12,12 +12,12 @@ import random
 
 import pytest
 
-from exchange.chain.blocks import Block, Commit
-from exchange.chain.chainstate import SnapshotView, SNAPSHOT_FORCED_AFTER, ChainState
-from exchange.chain.codec import digest, pack, unpack
-from exchange.chain.genesis import Genesis
-from exchange.chain.snapshot_maker import InlineSnapshots, SnapshotLost, snapshot_digest
-from exchange.chain.snapshot_proof import SnapshotCertificate
+from exchange.chain.types.blocks import Block, Commit
+from exchange.chain.state.chainstate import SnapshotView, SNAPSHOT_FORCED_AFTER, ChainState
+from exchange.chain.types.codec import digest, pack, unpack
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.state.snapshot_maker import InlineSnapshots, SnapshotLost, snapshot_digest
+from exchange.chain.state.snapshot_proof import SnapshotCertificate
 from tests.sim.chain_sim import ChainSimulation, Scenario, SimApp, joining_core, sim_app_from
 
 INTERVAL, LAG = 10, 4

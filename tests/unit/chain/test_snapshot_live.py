@@ -1,4 +1,4 @@
-"""A live node's snapshots (exchange/chain/snapshot_live.py): gathered in the event loop as pieces while the last
+"""A live node's snapshots (exchange/chain/store/snapshot_live.py): gathered in the event loop as pieces while the last
 snapshot was small enough, forked otherwise; a worker thread joins the pieces and digests them, and the bytes
 reach the store through the loop; a digest asked for early waits for the worker; a failed worker loses the
 snapshot loudly."""
@@ -10,9 +10,9 @@ from typing import Callable, Sequence
 
 import pytest
 
-from exchange.chain import snapshot_live as live
-from exchange.chain.snapshot_live import LiveSnapshots
-from exchange.chain.snapshot_maker import LoopHeld, SnapshotLost, snapshot_digest
+from exchange.chain.store import snapshot_live as live
+from exchange.chain.store.snapshot_live import LiveSnapshots
+from exchange.chain.state.snapshot_maker import LoopHeld, SnapshotLost, snapshot_digest
 
 
 class RecordedForks:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange.chain.blocks import Block, Commit, Header
+from exchange.chain.types.blocks import Block, Commit, Header
 from exchange.chain.ports import CannotServe, Throttled
-from exchange.chain.statesync import SNAPSHOT_CHUNK, SnapshotServer, fetch_snapshot
-from exchange.chain.store import ChainStore
+from exchange.chain.sync.statesync import SNAPSHOT_CHUNK, SnapshotServer, fetch_snapshot
+from exchange.chain.store.block_store import ChainStore
 
 
 def _block(height: int) -> tuple[Block, Commit]:

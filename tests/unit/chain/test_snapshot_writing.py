@@ -9,9 +9,9 @@ import os
 import threading
 from pathlib import Path
 
-from exchange.chain.blocks import Block, Commit, Header
-from exchange.chain.durability import BlockDurability, UnsavedBlock
-from exchange.chain.store import ChainStore
+from exchange.chain.types.blocks import Block, Commit, Header
+from exchange.chain.store.durability import BlockDurability, UnsavedBlock
+from exchange.chain.store.block_store import ChainStore
 from storage import StorageError
 
 

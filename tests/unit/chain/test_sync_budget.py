@@ -8,8 +8,8 @@ import dataclasses
 
 from exchange.chain.core import ChainCore, CoreConfig
 from exchange.chain.effects import Committed, Penalize, SendTo
-from exchange.chain.genesis import Genesis
-from exchange.chain.sync_budget import SyncBudget
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.sync.sync_budget import SyncBudget
 from tests.sim.chain_sim import BASE_TIME, SIM_CORE, FakeKeys, MemoryStore, SimApp, fake_verify
 
 UNLIMITED = dataclasses.replace(SIM_CORE, sync_peer_rate=1e12, sync_peer_bytes=10**15, sync_total_bytes=10**15)

@@ -124,7 +124,7 @@ def test_grant_format_errors_name_the_problem(op, code):
 def test_a_checked_signature_vouches_only_for_its_own_transaction():
     """The mempool's memory of checked signatures is keyed by content and signature together: the same id
     with other signature bytes, or another transaction carrying a checked signature, is checked again."""
-    from exchange.chain.mempool import Mempool
+    from exchange.chain.mempool.pool import Mempool
 
     pool = Mempool()
     good = make()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from exchange.crypto import SigningKey
 from exchange.chain.service import ChainService
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
 from node.accounts import AccountStore
 from node.api.orders import BOOK_DIGEST_BUDGET

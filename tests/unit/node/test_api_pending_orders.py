@@ -13,11 +13,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from exchange.chain.codec import pack, unpack
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.codec import pack, unpack
+from exchange.chain.types.genesis import Genesis
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeParams
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from node.accounts import AccountStore
 from node.api.server import build_app
 from node.api.orders import install_order_api

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from config import Settings
 from exchange.chain.core import ChainCore, CoreConfig
-from exchange.chain.genesis import Genesis
-from exchange.chain.mempool import Mempool
+from exchange.chain.types.genesis import Genesis
+from exchange.chain.mempool.pool import Mempool
 from exchange.chain.service import ChainService
-from exchange.chain.store import KEEP_BLOCKS_BEHIND_SNAPSHOT
+from exchange.chain.store.block_store import KEEP_BLOCKS_BEHIND_SNAPSHOT
 from node.configs import (BLOCK_SHARE_OF_FRAME, MAX_BLOCK_BYTES, MAX_GRENACHE_ANNOUNCE_INTERVAL, NodeConfigs, core_config,
                           peer_config, rpc_config)
 from p2p.routing.broadcast import MessageCache

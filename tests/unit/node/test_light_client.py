@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from exchange.chain.blocks import GENESIS_PARENT, PRECOMMIT, Block, Commit, Header, vote_bytes
-from exchange.chain.codec import pack
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.blocks import GENESIS_PARENT, PRECOMMIT, Block, Commit, Header, vote_bytes
+from exchange.chain.types.codec import pack
+from exchange.chain.types.genesis import Genesis
 from exchange.crypto import SigningKey
 from node.light.client import NoneVerified, TrustRoot, status
 from node.light.verify import Conflict

@@ -9,7 +9,7 @@ from typing import cast
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange.chain.chainstate import ChainState
+from exchange.chain.state.chainstate import ChainState
 from exchange.crypto import SigningKey, node_id_for
 from node.ops_metrics import STORAGE_KINDS, ops_metrics, validator_metrics
 from tests.faultyfs import FaultyFS

@@ -30,7 +30,7 @@ NODE_ID = "c0ffee" + "0" * 34
 
 
 class FakeSeats:
-    """The chain side's contract (exchange/chain/token_desk.py): issue_token, tokens, revoke_token."""
+    """The chain side's contract (exchange/chain/seats/token_desk.py): issue_token, tokens, revoke_token."""
 
     def __init__(self) -> None:
         self.issued: list[tuple[int, float]] = []
@@ -162,7 +162,7 @@ def test_the_old_join_token_route_is_gone_and_says_what_replaced_it(token_api) -
 
 # --- the CLI ---------------------------------------------------------------------------------------------
 def test_the_cli_checks_the_chains_own_bounds() -> None:
-    from exchange.chain import seats
+    from exchange.chain.state import seats
     from node.cli import validators
 
     assert validators.MAX_TOKEN_USES == seats.MAX_TOKEN_USES

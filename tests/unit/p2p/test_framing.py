@@ -165,7 +165,7 @@ def test_honest_frames_of_real_types_pass(count, ops):
     """Proposals of real signed transactions (orders, and the shortest cancels a transaction may hold: the densest
     in containers of anything a chain carries), up to as big as a frame holds, decode as they were."""
     import os
-    from exchange.chain.blocks import Block, Header, Proposal
+    from exchange.chain.types.blocks import Block, Header, Proposal
     txs = signed_txs(count, ops)
     header = Header("ab" * 32, 7, 1_700_000_000_000, os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32),
                     Block.txs_hash(txs), None)

@@ -18,15 +18,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange.chain.blocks import PRECOMMIT, Commit, Proposal, Vote
-from exchange.chain.codec import unpack
+from exchange.chain.types.blocks import PRECOMMIT, Commit, Proposal, Vote
+from exchange.chain.types.codec import unpack
 from exchange.chain.core import CoreConfig
 from exchange.crypto import SigningKey, node_id_for
-from exchange.chain.genesis import Genesis
+from exchange.chain.types.genesis import Genesis
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeParams
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from exchange.app.txs import NewOrderOp, SignedTx, sign_tx
 from storage import FileSystem, StorageError
 

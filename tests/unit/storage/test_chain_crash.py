@@ -15,7 +15,7 @@ from functools import partial
 import pytest
 
 from tests.faultyfs import FaultyFS
-from exchange.chain.store import ChainStore
+from exchange.chain.store.block_store import ChainStore
 from tests.unit.storage.chain_node import DATA_DIR, ChainNode, Record, signature_key
 from tests.unit.storage.crashpoints import CrashStats, History, enumerate_crashes
 

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from exchange.chain.store import SIGN_FROM_UNKNOWN, WAL_KEEP_BYTES, ChainStore
+from exchange.chain.store.block_store import SIGN_FROM_UNKNOWN, WAL_KEEP_BYTES, ChainStore
 from storage import StorageError
 from tests.faultyfs import FaultyFS
 from storage.frames import DATA_START, decode_segment_header, scan

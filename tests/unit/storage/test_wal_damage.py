@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from exchange.chain.boot import check_history
-from exchange.chain.store import ChainStore, WalDamage, WalGap
-from exchange.chain.tendermint import wal_record_height
+from exchange.chain.store.block_store import ChainStore, WalDamage, WalGap
+from exchange.chain.consensus.tendermint import wal_record_height
 from tests.faultyfs import FaultyFS
 from tests.unit.storage.chain_node import DATA_DIR
 from tests.unit.storage.test_chain_store import frames
