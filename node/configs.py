@@ -11,7 +11,7 @@ from pathlib import Path
 
 from config import Settings
 from config.version import DISTRIBUTION, VERSION
-from exchange.chain.core import CoreConfig
+from exchange.chain.config import CoreConfig
 from exchange.chain.consensus.tendermint import ConsensusConfig
 from node.browser.config import BrowserConfig
 from p2p.admission import InboundLimits

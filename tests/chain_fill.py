@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from exchange.chain.core import CoreConfig
+from exchange.chain.config import CoreConfig
 from exchange.crypto import SigningKey
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.service import ChainService

@@ -11,11 +11,9 @@ import random
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from exchange.chain.consensus.block_check import BlockCheck
-    from exchange.chain.sync.blocksync import BlockSync
     from exchange.chain.types.blocks import Block, Commit
     from exchange.chain.state.chainstate import ChainState
-    from exchange.chain.core import CoreConfig
+    from exchange.chain.config import CoreConfig
     from exchange.chain.effects import ChainEffect
     from exchange.chain.types.genesis import Genesis
     from exchange.chain.mempool.pool import Mempool
@@ -50,12 +48,6 @@ class CoreView(Protocol):
 
     @property
     def config(self) -> CoreConfig: ...
-
-    @property
-    def check(self) -> BlockCheck: ...
-
-    @property
-    def sync(self) -> BlockSync: ...
 
     @property
     def is_validator(self) -> bool: ...

@@ -53,7 +53,8 @@ from exchange.chain.recovery.history_recovery import HistoryRecovery
 from exchange.chain.sync.peer_chains import PeerChains
 from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.sync.serving import ChainServing
-from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore, CoreConfig
+from exchange.chain.core import MESSAGE_TYPES as CHAIN_MESSAGE_TYPES, ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Committed, Forward, Halt, HoldReading,
                                     NeedSnapshot, OwnDone, Penalize, SendFollowers, SendTo, SendValidators,
                                     WalRecord)

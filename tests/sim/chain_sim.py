@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from exchange.chain.types.blocks import Block, Commit, Header, Proposal, Vote
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, Halt, HoldReading, NeedSnapshot, OwnDone,
                                     Penalize, SendFollowers, SendTo, SendValidators, WalRecord)

@@ -13,6 +13,7 @@ from exchange.chain.consensus.block_pace import BlockPace
 from exchange.chain.types.blocks import Block, Header, Vote
 from exchange.chain.state.chainstate import encode_item
 from exchange.chain.types.codec import pack
+from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.core_view import CoreView
 from typing import Iterator
 
@@ -30,8 +31,9 @@ KEPT_FOR_LATER = frozenset({"too_many_pending_approvals", "standby_full", "token
 class BlockBuilder:
     """What this validator proposes at the next height, and the equivocations it will report there."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: CoreView, check: BlockCheck) -> None:
         self.core = core
+        self.check = check
         self.evidence: list[tuple[Vote, Vote]] = []
         config = core.config
         self.pace = BlockPace(config.block_seconds_target, config.max_block_txs - config.max_block_membership)
@@ -62,7 +64,7 @@ class BlockBuilder:
         membership = self._membership_txs(time_ms)
         while True:
             block = self._assemble(time_ms, [*txs, *membership])
-            excess = block.size - self.core.check.max_block_size
+            excess = block.size - self.check.max_block_size
             if (excess <= 0 and len(block.txs) <= config.max_block_txs) or not txs:
                 return block
             # measured as validation measures it (wrapped items, header, last commit): drop the newest
@@ -76,7 +78,7 @@ class BlockBuilder:
         header = Header(self.core.chain_id, state.height + 1, time_ms, state.last_block_id, self.core.public_key, state.hash,
                         state.validators.hash, Block.txs_hash(items), self.core.last_commit if state.height else None)
         block = Block(header, items)
-        self.core.check.remember_decoded(block, txs)
+        self.check.remember_decoded(block, txs)
         return block
 
     def _membership_txs(self, time_ms: int) -> list[MembershipTx]:

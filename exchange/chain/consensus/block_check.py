@@ -16,7 +16,7 @@ from exchange.chain.types.blocks import Block, Commit, Malformed
 from exchange.chain.state.chainstate import decode_item, recovery_of
 from exchange.chain.core_view import CoreView
 from exchange.chain.state.membership import MembershipTx, Recover
-from exchange.chain.recovery.halt import RECOVERY_ROUND, carried_problem
+from exchange.chain.recovery.rules import RECOVERY_ROUND, carried_problem
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.types.validators import ValidatorSet
 

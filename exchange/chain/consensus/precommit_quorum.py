@@ -22,7 +22,9 @@ dropped when the height moves on.
 from __future__ import annotations
 
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Proposal, Vote
+from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.core_view import CoreView
+from exchange.chain.sync.blocksync import BlockSync
 
 MAX_ROUNDS = 2      # proposals kept per validator (its newest rounds): a proposer re-proposes in a later round
 
@@ -30,8 +32,10 @@ MAX_ROUNDS = 2      # proposals kept per validator (its newest rounds): a propos
 class PrecommitQuorum:
     """The next height's blocks and precommits a follower was sent, until a quorum makes one final."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: CoreView, check: BlockCheck, sync: BlockSync) -> None:
         self.core = core
+        self.check = check
+        self.sync = sync
         self._height = 0
         self._blocks: dict[str, dict[int, Block]] = {}          # sender -> round -> block proposed
         self._precommits: dict[bytes, Vote] = {}                # validator key -> its highest-round precommit
@@ -100,8 +104,8 @@ class PrecommitQuorum:
             return
         sigs = tuple(sorted((validators.index[v.validator], v.sig) for v in votes))
         commit = Commit(block.height, round_, block_id, sigs)
-        self.core.check.trust_commit(commit, validators)     # each signature was just checked
+        self.check.trust_commit(commit, validators)     # each signature was just checked
         height = self.core.state.height
-        self.core.sync.on_certified(block, commit, sender, now)
+        self.sync.on_certified(block, commit, sender, now)
         if self.core.state.height > height:
             self.decided += 1

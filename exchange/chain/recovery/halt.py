@@ -33,21 +33,21 @@ chain forks from H + 1: that is the operators' responsibility, which the CLI spe
 from __future__ import annotations
 
 import logging
-from typing import NotRequired, TypedDict
 
-from exchange.chain.types.blocks import MAX_ROUND, PRECOMMIT, Block, Commit, Header, Malformed, Vote, vote_bytes
+from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Vote, vote_bytes
 from exchange.chain.state.chainstate import encode_item, recovery_of
+from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.core_view import CoreView
 from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, SendTo, SendValidators, WalRecord
 from exchange.chain.state.membership import Recover
+from exchange.chain.recovery.rules import RECOVERY_ROUND, RecoveryStatus
 from exchange.app.txs import InvalidTx
 from exchange.chain.types.validators import ValidatorSet
 from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
 
-RECOVERY_ROUND = MAX_ROUND          # the round of a recovery block's precommits
 RESEND_INTERVAL = 1.0               # s between re-sends of a pending recovery to the other validators
 
 _REFUSALS = {
@@ -56,19 +56,6 @@ _REFUSALS = {
     "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
                     "tolerates): fewer could be a faulty minority rewriting history",
 }
-
-
-class RecoveryStatus(TypedDict):
-    """A recovery as /status and `exchange-node validators recover` show it."""
-
-    height: int                     # the height the recovery block takes
-    keep: list[str]                 # the node ids of the new set
-    state: str                      # waiting_for_block, offered, consented; recovered or dropped (an answer)
-    signed: list[str]
-    missing: list[str]
-    builder: NotRequired[str]       # the member that builds the block (while it is pending)
-    block_id: NotRequired[str]      # the recovery block, once built
-    carried_lock_round: NotRequired[int]
 
 
 class PendingRecovery:
@@ -90,29 +77,13 @@ class PendingRecovery:
         return [self.block.wire(), [[i, s] for i, s in sorted(self.sigs.items())]]
 
 
-def carried_problem(tx: Recover, block: Block) -> str | None:
-    """Why `block` does not carry exactly what its recovery's lock says (that block's transactions and time;
-    nothing without a lock), or None. The lock's signature is checked with `Recover.signature_valid`."""
-    header = block.header
-    if tx.lock is None:
-        return None if len(block.txs) == 1 else "carries_transactions_without_a_lock"
-    vote, locked = tx.lock
-    if vote.kind != PRECOMMIT or vote.height != header.height or vote.block_id != locked.id \
-            or vote.validator not in tx.keys:
-        return "bad_lock"
-    if locked.height != header.height or locked.prev_id != header.prev_id or locked.chain_id != header.chain_id:
-        return "lock_not_at_this_height"
-    if header.time_ms != locked.time_ms or Block.txs_hash(block.txs[1:]) != locked.txs_hash:
-        return "not_the_locked_block"
-    return None
-
-
 class HaltRecovery:
     """One validator's part in a recovery: its operator's consent, the lock it hands on, the recovery block it
     builds (as the new set's designated member) or signs, and the signatures it gathers and passes on."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: CoreView, check: BlockCheck) -> None:
         self.core = core
+        self.check = check
         self.pending: PendingRecovery | None = None                  # a recovery block for the next height
         self._intent: tuple[int, tuple[bytes, ...]] | None = None     # our operator's (height, keep)
         self._lock: tuple[Vote, Block] | None = None                 # the highest lock a kept validator sent us
@@ -207,7 +178,7 @@ class HaltRecovery:
         header = Header(self.core.chain_id, state.height + 1, time_ms, state.last_block_id, self.core.public_key, state.hash,
                         after.hash, Block.txs_hash(items), self.core.last_commit)
         block = Block(header, items)
-        if self.core.check.recovery_problem(block, tx) is None:
+        if self.check.recovery_problem(block, tx) is None:
             self.pending = PendingRecovery(block, tx, after)
 
     def _sign_pending(self, now: float) -> None:
@@ -263,10 +234,10 @@ class HaltRecovery:
                 continue
             try:
                 block = Block.from_wire(record[2])
-                tx = recovery_of(self.core.check.decode(block))
+                tx = recovery_of(self.check.decode(block))
             except (Malformed, InvalidTx):
                 continue
-            if tx is None or self.core.check.recovery_problem(block, tx) is not None:
+            if tx is None or self.check.recovery_problem(block, tx) is not None:
                 continue
             after = tx.next_set(self.core.state.validators)
             assert after is not None and self.core.public_key in after
@@ -309,10 +280,10 @@ class HaltRecovery:
         state = self.core.state
         if block.height != state.height + 1:
             return                  # decided here already, or ahead of us: catch-up settles it
-        tx = recovery_of(self.core.check.decode(block))
+        tx = recovery_of(self.check.decode(block))
         if tx is None:
             raise Malformed("not_a_recovery_block")
-        why = self.core.check.recovery_problem(block, tx, self.core.now_ms)
+        why = self.check.recovery_problem(block, tx, self.core.now_ms)
         if why is not None:
             if why != "time_in_future":
                 log.warning("recovery block from %s refused: %s", (sender or "us")[:12], why)
@@ -352,14 +323,14 @@ class HaltRecovery:
         if pending.complete:
             block = pending.block
             commit = Commit(block.height, RECOVERY_ROUND, block.id, tuple(sorted(pending.sigs.items())))
-            if not self.core.check.commit_ok(commit, block):
+            if not self.check.commit_ok(commit, block):
                 log.error("the recovery block at height %d does not check out: dropped", block.height)
                 self.pending = None
                 return
             log.warning("recovered: height %d is certified by all %d validators of the new set", block.height,
                         len(pending.validators))
             self.core.counters["recoveries"] = self.core.counters.get("recoveries", 0) + 1
-            self.core.apply(block, commit, announce=True, refused=self.core.check.refused_txs(self.core.check.decode(block)))
+            self.core.apply(block, commit, announce=True, refused=self.check.refused_txs(self.check.decode(block)))
             self.core.start_height(now)
             return
         if pending.consented and (resend or now >= pending.next_send):

@@ -10,7 +10,7 @@ from typing import Callable, TypedDict
 
 from exchange.chain.seats.founding import Founding
 from exchange.chain.ports import CoreGate
-from exchange.chain.recovery.halt import RecoveryStatus
+from exchange.chain.recovery.rules import RecoveryStatus
 from exchange.chain.state.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES, Seats
 from exchange.chain.seats.seats_view import SeatsView, key_of, seats_view
 from exchange.crypto import node_id_for

@@ -12,6 +12,7 @@ import logging
 from typing import Protocol
 
 from exchange.chain.core_view import CoreView
+from exchange.chain.sync.blocksync import BlockSync
 from exchange.chain.effects import SendValidators
 from exchange.chain.seats.join_token import JoinToken
 from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Revoke
@@ -34,8 +35,9 @@ RESIGN_FOR = 60.0       # s an operator's approval is signed again across set ch
 class SeatRequests:
     """What this node asks of the validator set for itself, or as its operator decides."""
 
-    def __init__(self, core: CoreView, join_token: TokenKey | None, now: float) -> None:
+    def __init__(self, core: CoreView, sync: BlockSync, join_token: TokenKey | None, now: float) -> None:
         self.core = core
+        self.sync = sync
         self.join_token = join_token       # admits this node to standby while the log says it may
         self._next_join = now
         self._next_alive = now
@@ -59,7 +61,7 @@ class SeatRequests:
                 or self.core.public_key in state.seats.standby or now < self._next_join:
             return
         # f + 1 validators' word (or a certificate we checked), never a stranger's claim (`claims.py`)
-        best = self.core.sync.network_height(now, self.core.config.live_after)
+        best = self.sync.network_height(now, self.core.config.live_after)
         if best is None or best > state.height + 1:
             return      # not caught up (or hearing too few validators): a seat would only slow the others down
         self._next_join = now + self.core.config.join_retry
@@ -86,7 +88,7 @@ class SeatRequests:
                 or state.genesis.pinned \
                 or not (key in seats.standby or (key in seats.departed and not self.core.is_validator)):
             return
-        best = self.core.sync.network_height(now, self.core.config.live_after)
+        best = self.sync.network_height(now, self.core.config.live_after)
         if best is None or best > state.height + 1:
             return      # behind: an `alive` naming an old block would be refused anyway
         self._next_alive = now + self.core.config.alive_interval

@@ -19,6 +19,7 @@ import logging
 
 from exchange.chain.types.blocks import Block, Commit, Header, Malformed
 from exchange.chain.sync.claims import HeightClaims
+from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.core_view import CoreView
 from exchange.chain.sync.sync_budget import Bucket, SyncBudget
 from exchange.crypto import node_id_for
@@ -36,8 +37,9 @@ PRUNE_EVERY = 1.0           # s between prunes of the per-identity maps
 class BlockSync:
     """One node's catch-up bookkeeping: claimed heights, the request in flight, held blocks, help owed."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: CoreView, check: BlockCheck) -> None:
         self.core = core
+        self.check = check
         config = core.config
         self._buffered: dict[int, tuple[Block, Commit, str | None]] = {}
         self._buffered_bytes = 0
@@ -149,7 +151,7 @@ class BlockSync:
         config = self.core.config
         if height > self.core.state.height + config.max_buffered_blocks or height in self._buffered:
             return True
-        if not self.core.check.commit_ok(commit, block):
+        if not self.check.commit_ok(commit, block):
             self.core.counters["ahead_unverified"] = self.core.counters.get("ahead_unverified", 0) + 1
             return False
         self._verified_ahead = max(self._verified_ahead, height)    # our validators certified it: reached
@@ -190,7 +192,7 @@ class BlockSync:
 
     def _take_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None:
         state = self.core.state
-        if not self.core.check.commit_ok(commit, block):
+        if not self.check.commit_ok(commit, block):
             self.core.penalize(sender, PENALTY_INVALID, "bad_commit")
             return
         header = block.header
@@ -213,11 +215,11 @@ class BlockSync:
             self._future_certified(header)
             return
         try:
-            txs = self.core.check.decode(block)
+            txs = self.check.decode(block)
         except (Malformed, InvalidTx) as exc:
             self.core.halt(f"a certified block at height {header.height} does not decode: {exc}")
             return
-        self.core.apply(block, commit, announce=False, refused=self.core.check.refused_txs(txs))
+        self.core.apply(block, commit, announce=False, refused=self.check.refused_txs(txs))
         self.core.start_height(now)
 
     def _future_certified(self, header: Header) -> None:

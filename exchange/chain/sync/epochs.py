@@ -20,7 +20,7 @@ from exchange.chain.types.blocks import Block, Commit
 from exchange.chain.state.chainstate import decode_item, recovery_of
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.state.membership import MembershipTx, Recover
-from exchange.chain.recovery.halt import RECOVERY_ROUND, carried_problem
+from exchange.chain.recovery.rules import RECOVERY_ROUND, carried_problem
 from exchange.chain.state.seats import recovery_problem
 from exchange.chain.types.validators import ValidatorSet
 

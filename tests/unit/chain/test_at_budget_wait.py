@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.effects import Committed, SendValidators
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.mempool.intake import paced_lane

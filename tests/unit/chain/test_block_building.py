@@ -4,7 +4,8 @@ and the header once made such blocks `block_too_large` at every validator, and t
 from __future__ import annotations
 
 from exchange.chain.types.blocks import Commit
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.crypto import SigningKey
 from exchange.chain.types.genesis import Genesis
 from exchange.app.txs import CancelOp, sign_tx

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from exchange.app.txs import CancelOp, sign_tx
 from exchange.chain.consensus.block_pace import FLOOR, START, BlockPace
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.effects import Committed
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.mempool.pool import Mempool

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, vote_bytes
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.seats.founding import MAX_PEERS, Founding
 from exchange.chain.types.genesis import Genesis
 from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify

@@ -13,7 +13,8 @@ from typing import Any
 from exchange.chain.types.blocks import PRECOMMIT, PREVOTE, Block, Commit, Header, Vote
 from exchange.chain.boot import Recovering
 from exchange.chain.sync.claims import HEARD_FOR, MAX_HEARD, STRIKES_FOR, HeightClaims
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.effects import Penalize, SendTo, SendValidators
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.seats.join_token import JoinToken

@@ -263,7 +263,8 @@ def test_a_held_link_loses_nothing_when_its_share_falls_during_the_hold_or_its_c
 
 
 def test_a_validator_holds_a_flooding_neighbours_link_and_never_its_own_transactions():
-    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.core import ChainCore
+    from exchange.chain.config import CoreConfig
     from exchange.chain.effects import HoldReading
     from exchange.chain.types.genesis import Genesis
     from exchange.crypto import node_id_for
@@ -294,7 +295,8 @@ def test_the_transaction_that_empties_a_neighbours_budget_holds_it_at_once_and_n
     """Held on its last whole transaction, before any excess is read: the driver takes the hold out of turn
     (`take_holds`) to stop the link before its next message, and every validator reading the same stream
     admits the same transactions from it."""
-    from exchange.chain.core import ChainCore, CoreConfig
+    from exchange.chain.core import ChainCore
+    from exchange.chain.config import CoreConfig
     from exchange.chain.effects import HoldReading
     from exchange.chain.types.genesis import Genesis
     from tests.sim.chain_sim import BASE_TIME, FakeKeys, MemoryStore, SimApp, fake_verify

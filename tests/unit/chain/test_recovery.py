@@ -17,7 +17,7 @@ from exchange.chain.core import ChainCore
 from exchange.chain.effects import SendTo
 from exchange.chain.sync.epochs import BadProof, replay_epochs
 from exchange.chain.state.membership import Recover
-from exchange.chain.recovery.halt import RECOVERY_ROUND, RecoveryStatus
+from exchange.chain.recovery.rules import RECOVERY_ROUND, RecoveryStatus
 from exchange.chain.types.validators import ValidatorSet
 from tests.sim.chain_sim import ChainSimulation, FakeKeys, Scenario, SimApp, fake_verify
 

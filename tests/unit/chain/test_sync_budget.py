@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.effects import Committed, Penalize, SendTo
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.sync.sync_budget import SyncBudget

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from config import Settings
-from exchange.chain.core import ChainCore, CoreConfig
+from exchange.chain.core import ChainCore
+from exchange.chain.config import CoreConfig
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.mempool.pool import Mempool
 from exchange.chain.service import ChainService

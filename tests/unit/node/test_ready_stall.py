@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from exchange.chain.core import CoreConfig
+from exchange.chain.config import CoreConfig
 from config import Settings
 from node.chain_feed import ChainBridge
 

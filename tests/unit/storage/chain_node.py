@@ -20,7 +20,7 @@ from typing import Any
 
 from exchange.chain.types.blocks import PRECOMMIT, Commit, Proposal, Vote
 from exchange.chain.types.codec import unpack
-from exchange.chain.core import CoreConfig
+from exchange.chain.config import CoreConfig
 from exchange.crypto import SigningKey, node_id_for
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.ports import NotReady
