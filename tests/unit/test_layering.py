@@ -94,6 +94,90 @@ def test_the_api_and_the_cli_stay_apart():
     assert not wrong, "\n".join(wrong)
 
 
+CHAIN_FLOORS = 20     # the longest import chain inside exchange/chain may not grow past this
+
+
+def _chain_imports() -> dict[str, set[str]]:
+    """exchange/chain's modules -> the modules of the chain each imports, type-only and function-local imports
+    included (a circle through them still ties the modules together for a reader and for mypy)."""
+    modules = {}
+    for path in (ROOT / "exchange" / "chain").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.relative_to(ROOT)}: the chain imports absolutely"
+                assert node.module
+                targets |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of `graph`, as the path around it, or None."""
+    state: dict[str, int] = {}          # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def _floors(graph: dict[str, set[str]]) -> int:
+    """The longest import chain (in modules) of an acyclic graph."""
+    memo: dict[str, int] = {}
+
+    def floor(module: str) -> int:
+        if module not in memo:
+            memo[module] = 1 + max((floor(t) for t in graph[module]), default=0)
+        return memo[module]
+
+    return max(floor(m) for m in graph)
+
+
+def test_the_chain_has_no_import_circle():
+    circle = _circle(_chain_imports())
+    assert circle is None, "an import circle in exchange/chain: " + " -> ".join(circle or [])
+
+
+def test_the_circle_check_finds_a_circle():
+    """The check above on a graph with a circle in it, so it cannot pass by finding none anywhere."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circle(graph) == ["a", "b", "c", "a"]
+    assert _circle({"a": {"b"}, "b": set()}) is None
+    assert _floors({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == 3
+
+
+def test_the_chain_stands_on_few_floors():
+    graph = _chain_imports()
+    assert len(graph) > 50
+    assert _floors(graph) <= CHAIN_FLOORS
+
+
+def test_the_chain_is_packages_by_concern():
+    """Every module of the chain but its coordinator and seams sits in the package of its concern."""
+    top = sorted(p.stem for p in (ROOT / "exchange" / "chain").glob("*.py") if p.stem != "__init__")
+    assert top == ["boot", "config", "core", "core_view", "effects", "ports", "service", "ticker"]
+
+
 def test_a_module_over_500_lines_says_why_at_its_top():
     """Small modules with one job each; a longer one carries its reason in its docstring."""
     wrong = []
