@@ -174,6 +174,7 @@ class ExchangeNode:
             self.metric_sources.append(self.browser.metrics)
             if self.dht is not None:
                 self.browser.records = self.dht.store.nodes.values
+            self.browser.private = self._dht_private      # private nodes ask pages to come over WebRTC
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
         self.force_exit: Callable[[], None] = force_exit   # what a second signal does

@@ -49,6 +49,10 @@ class FakeNode:
     def follow_headers(self, session: BrowserSession, on: bool) -> None:
         (self.following.add if on else self.following.discard)(session)
 
+    async def rtc_offer(self, to: str, sdp: str, page: str) -> JsonObject:
+        await self.release.wait()
+        return {"sdp": f"answer to {sdp} for {page}"}
+
 
 class Wire:
     def __init__(self) -> None:
@@ -158,3 +162,19 @@ async def test_a_page_that_asks_nothing_for_a_while_is_idle() -> None:
     now[0] += SESSION_IDLE / 2
     s.request(b'{"event":"nodes"}')          # a request (the page's ping) keeps it alive
     assert not s.idle(now[0] + SESSION_IDLE) and s.idle(now[0] + SESSION_IDLE + 0.1)
+
+
+async def test_a_webrtc_offer_is_carried_one_at_a_time_and_odd_ones_refused() -> None:
+    node = FakeNode()
+    s, wire, _ = session(node)
+    s.data_received(b'{"event":"rtc_offer","to":"x","sdp":"o","req":1}\n')
+    s.data_received(b'{"event":"rtc_offer","to":"' + b"cd" * 20 + b'","sdp":"o1","req":2}\n')
+    s.data_received(b'{"event":"rtc_offer","to":"' + b"cd" * 20 + b'","sdp":"o2","req":3}\n')
+    await settle()
+    assert [(line["req"], line["code"]) for line in wire.lines()] == [(1, "invalid_offer"), (3, "too_many_in_flight")]
+    node.release.set()
+    await settle()
+    assert wire.lines()[-1] == {"event": "rtc_answer", "sdp": "answer to o1 for 127.0.0.1", "req": 2}
+    s.data_received(b'{"event":"rtc_offer","to":"' + b"cd" * 20 + b'","sdp":"o3","req":4}\n')
+    await settle()
+    assert wire.lines()[-1]["sdp"] == "answer to o3 for 127.0.0.1", "the next offer once the first is answered"
