@@ -32,6 +32,7 @@ from node.api.nat import install_nat_api
 from node.api.history import install_history_api
 from node.api.orders import Queued, install_order_api
 from node.api.validators import install_validator_api
+from node.api.blocks import install_blocks_api
 from node.api.light import install_light_api
 from exchange.chain.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
@@ -163,6 +164,7 @@ class ExchangeNode:
         self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_extensions.append(install_light_api)
+        self.api_extensions.append(install_blocks_api)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
         self.api_guard: ConnectionGuard | None = None         # set when the API listens (node/api/server.py)
