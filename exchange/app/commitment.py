@@ -47,9 +47,10 @@ def _side(order: Order) -> int:
 
 
 class MarketMaps:
-    __slots__ = ("levels", "book", "trades", "block_trades", "kept")
+    __slots__ = ("symbol", "levels", "book", "trades", "block_trades", "kept")
 
-    def __init__(self, trade_limit: int) -> None:
+    def __init__(self, symbol: str, trade_limit: int) -> None:
+        self.symbol = symbol
         self.levels = MerkleMap(layout.LEVEL_KEY_BYTES)
         self.book = MerkleMap(layout.BOOK_KEY_BYTES)
         self.trades = MerkleMap(layout.TRADE_KEY_BYTES)
@@ -80,7 +81,7 @@ class StateCommitment:
 
     def __init__(self, symbols: Iterable[str], trade_limit: int) -> None:
         self.trade_limit = trade_limit
-        self.markets = {symbol: MarketMaps(trade_limit) for symbol in symbols}
+        self.markets = {symbol: MarketMaps(symbol, trade_limit) for symbol in symbols}
         self.accounts: dict[str, AccountMaps] = {}
         self.orders = MerkleMap(layout.NAME_KEY_BYTES)
         self.market_map = MerkleMap(layout.NAME_KEY_BYTES)
@@ -92,6 +93,14 @@ class StateCommitment:
     @property
     def root(self) -> bytes:
         return self._root
+
+    def market_levels(self, symbol: str) -> MerkleMap | None:
+        maps = self.markets.get(symbol)
+        return None if maps is None else maps.levels
+
+    def account_maps(self, account: str) -> tuple[MerkleMap, MerkleMap] | None:
+        maps = self.accounts.get(account)
+        return None if maps is None else (maps.fills, maps.positions)
 
     # ------------------------------------------------------------------ one block
 
@@ -161,7 +170,7 @@ class StateCommitment:
                 self._fill(maps.kept[0], None, accounts)
             if maps.kept.maxlen:
                 maps.kept.append(row)
-                self._fill(row, pack(list(row)), accounts)
+                self._fill(row, pack([maps.symbol, *row]), accounts)
 
     def _fill(self, row: TradeRow, value: bytes | None, accounts: set[str]) -> None:
         key = fill_key(row[8], row[0])
@@ -225,7 +234,7 @@ class StateCommitment:
             for row in venue.trades:
                 if maps.kept.maxlen:
                     maps.kept.append(row)
-                    made._fill(row, pack(list(row)), accounts)
+                    made._fill(row, pack([symbol, *row]), accounts)
             maps.trades.update({trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
             maps.block_trades = len(rows)
             book = venue.engine.book

@@ -9,7 +9,7 @@ machine writes and a light client reads, in one place so the two can never disag
     orders          SHA-256(order id) -> [account, market, side, type, price, lots, lots left, status, reason]
     accounts        SHA-256(account) -> [open orders root, fills root, positions root]
       open orders   SHA-256(order id) -> the order's record (as in `orders`)
-      fills         2^64 - 1 - height (8) | SHA-256(trade id)[:8] -> the trade row: newest first
+      fills         2^64 - 1 - height (8) | SHA-256(trade id)[:8] -> [market, *the trade row]: newest first
       positions     SHA-256(asset) -> amount (signed decimal text in the asset's smallest units: it may pass 64 bits)
 
 The price key is the price for asks and 2^64 - 1 - price for bids, so on either side the best level sorts first

@@ -15,6 +15,7 @@ from aiohttp import web
 from exchange.app.candles import INTERVALS_MS, CursorExpired
 from node.api.base import ApiError, JsonObject, chain_of, json_response
 from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _query_number, _state
+from node.api.proofs import proved_fills, wants_proof
 
 MAX_TIME_MS = (1 << 53) - 1
 RANGE_KEYS = ("from", "to", "cursor")
@@ -59,6 +60,8 @@ async def get_fills(request: web.Request) -> web.Response:
     account = request.match_info["account"]
     if len(account) != 64:
         account = _account(request, account).id
+    if wants_proof(request):
+        return await proved_fills(request, account)
     market = _market(state, request.query.get("market", "BTC-USD" if "BTC-USD" in state.params.registry
                                               else state.params.registry.symbols[0]))
     return json_response({"account": account, **_page(request, market, account)})

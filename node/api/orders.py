@@ -35,6 +35,7 @@ from node.accounts import Account
 from node.api.atomic import atomic_tx
 from node.api.base import ApiError, Json, JsonObject, chain_of, json_response, node_of, not_ready
 from node.api.cost_budget import CostBudget
+from node.api.proofs import proved_book, proved_order, wants_proof
 from node.order_batcher import OrderBatcher
 
 ORDER_FIELDS = {"market", "side", "type", "price", "qty", "account", "stp", "client_id", "until", "trigger_price",
@@ -442,6 +443,8 @@ async def get_order(request: web.Request) -> web.Response:
     """A final order, or one of ours answered 202 that no block holds yet (status `pending`, `final`: false)."""
     chain = chain_of(request)
     order_id = request.match_info["order_id"]
+    if wants_proof(request):
+        return await proved_order(request, order_id)
     order = _state(chain).order(order_id)
     if order is not None:
         return json_response({"order": order, "final": True, **_finality(chain)})
@@ -581,6 +584,8 @@ async def get_book(request: web.Request) -> web.Response:
     chain = chain_of(request)
     state = _state(chain)
     market = _market(state, request.match_info["market"])
+    if wants_proof(request):
+        return await proved_book(request, market)
     depth = _query_number(request, "depth", 50, 0, 100_000, integer=True)
     wanted = _query_number(request, "digest", 1, 0, 1, integer=True) == 1
     # the digest encodes the whole book (every resting order) once per height it changed at: that work has a
