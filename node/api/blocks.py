@@ -15,7 +15,7 @@ import base64
 from aiohttp import web
 
 from exchange.chain.codec import pack
-from node.api.base import ApiError, chain_of, json_response
+from node.api.base import ApiError, json_response, reads_of
 
 MAX_BLOCKS = 200
 MAX_BYTES = 4 * 1024 * 1024
@@ -31,17 +31,17 @@ def _height(request: web.Request, name: str, default: int, highest: int) -> int:
 
 
 async def get_blocks(request: web.Request) -> web.Response:
-    store = chain_of(request).store
+    reads = reads_of(request)
     start = _height(request, "from", 1, (1 << 62))
     limit = _height(request, "limit", MAX_BLOCKS, MAX_BLOCKS)
-    first, last = max(store.first_height, 1), store.last_height
+    first, last = reads.block_log()
     if start < first:
         raise ApiError(404, "height_not_stored", f"height {start} is not in this node's block log (it holds "
                                                  f"{first} to {last})", "from")
     blocks: list[dict[str, object]] = []
     size = 0
     for height in range(start, min(last, start + limit - 1) + 1):
-        stored = store.get(height)
+        stored = reads.stored_block(height)
         if stored is None:
             break
         block, commit = stored
