@@ -32,6 +32,7 @@ MAX_LINE = 64 * 1024           # a signed batch of 250 operations fits
 REQUEST_RATE = 20.0            # requests per second per session, after a burst
 REQUEST_BURST = 40.0
 MAX_IN_FLIGHT = 8              # submissions of one session waiting for finality
+MAX_OFFERS = 4                 # WebRTC offers of one session being carried at once
 SUBMIT_WAIT = 10.0             # s a submission waits for its block before it is answered "not final yet"
 SESSION_IDLE = 10.0            # s without a request before a session is closed (a page pings every second: a tab
                                # closed without a word, which Chromium leaves open, frees its slot)
@@ -128,7 +129,7 @@ class BrowserSession:
         self.clock = clock
         self.last_request = clock()
         self.in_flight = 0
-        self.offering = False          # a WebRTC offer of this page is being carried
+        self.offering = 0              # WebRTC offers of this page being carried
         self.proved = False
         self.headers = False
         self.closed = False
@@ -218,9 +219,9 @@ class BrowserSession:
     def _rtc_offer(self, to: Json, sdp: Json, req: Json) -> None:
         if not isinstance(to, str) or len(to) != 40 or not isinstance(sdp, str) or not sdp:
             return self.error("invalid_offer", "rtc_offer takes a node id (to) and an SDP offer (sdp)", req)
-        if self.offering:
-            return self.error("too_many_in_flight", "one WebRTC offer at a time per session", req)
-        self.offering = True
+        if self.offering >= MAX_OFFERS:
+            return self.error("too_many_in_flight", f"at most {MAX_OFFERS} WebRTC offers at a time per session", req)
+        self.offering += 1
         task = asyncio.get_running_loop().create_task(self._rtc_task(to, sdp, req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -232,7 +233,7 @@ class BrowserSession:
             log.warning("browser WebRTC offer failed: %s: %s", type(exc).__name__, exc, extra={"address": self.peer})
             answer = {"error": {"code": "internal", "msg": "the node could not carry this offer"}}
         finally:
-            self.offering = False
+            self.offering -= 1
         self.send({"event": "rtc_answer", **answer}, req)
 
     async def _submit_task(self, signed: Json, req: Json) -> None:

@@ -414,7 +414,9 @@ class BrowserService:
                 "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
                            "total": self.config.max_sessions},
                 "refused": dict(server.refused), "evicted": server.evicted, "strays_closed": server.strays_closed,
-                "peers_with_endpoint": len(self.endpoints), "webrtc": self.rtc.status(),
+                "peers_with_endpoint": len(self.endpoints), "webrtc": self.rtc.status() | {"linked": [
+                    {"node_id": node_id, "direct": not private}
+                    for node_id, private in list(self.rtc_peers.items())[:MAX_NODES]]},
                 **self.counters}
 
 
