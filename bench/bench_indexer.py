@@ -1,7 +1,7 @@
 """The history indexer's SQLite side: how fast it takes pages of trades, and how fast it answers history queries.
 
-Ingest: pages of 1,000 synthetic trades (two fills each) through `HistoryStore.add_page` (each page and its
-cursor in one transaction, `synchronous=FULL`), against a baseline measured in the same run: the same rows
+Ingest: blocks of 1,000 synthetic trades (two fills each) through `HistoryStore.add_blocks` (each block with its
+trades, fills and height in one transaction, `synchronous=FULL`), against a baseline measured in the same run: the same rows
 inserted into one bare table without fills, indexes, conflict handling or cursor. The goal column divides the
 rate by the 5,000 trades/s a busy chain may make. With Debian's postgresql and psycopg installed, the same pages
 go into a PostgreSQL server the benchmark starts (tests/postgres.py: Unix socket, fsync off, so the row is the
@@ -19,25 +19,29 @@ from pathlib import Path
 
 from bench.options import parse_options, percentile
 from bench.table import print_table
-from node.indexer import PAGE, HistoryStore
+from node.indexer import HistoryStore
+from node.indexer_replica import VerifiedBlock
 
 GOAL_TRADES_S = 5_000
+PAGE = 1_000                    # trades per block written (one add_blocks call each)
 DAY_MS = 86_400_000
 ACCOUNTS = ("a" * 64, "b" * 64, "c" * 64)
 
 
 def synthetic(count: int, every_ms: int, offset: int = 0) -> list[dict[str, object]]:
     """`count` trades a block-time step of `every_ms` apart; account a is in every one."""
-    return [{"id": f"{n:032x}:{n:032x}", "price": f"{100 + n % 50}.{n % 100:02d}", "qty": f"{1 + n % 9}.0000",
+    return [{"id": f"{n:032x}:{n:032x}", "market": "BTC-USD", "price": f"{100 + n % 50}.{n % 100:02d}", "qty": f"{1 + n % 9}.0000",
              "maker_order_id": f"{n:032x}", "taker_order_id": f"{n + 1:032x}", "taker_side": "buy" if n % 2 else "sell",
              "maker_account": ACCOUNTS[0], "taker_account": ACCOUNTS[1 + n % 2], "height": 1 + n // 10,
              "time_ms": n * every_ms} for n in range(offset, offset + count)]
 
 
 def ingest(store: HistoryStore, trades: list[dict[str, object]]) -> float:
+    """Seconds to write `trades` as verified blocks of PAGE trades, one transaction each."""
     started = time.perf_counter()
     for start in range(0, len(trades), PAGE):
-        store.add_page("BTC-USD", trades[start:start + PAGE])
+        page = trades[start:start + PAGE]
+        store.add_blocks([VerifiedBlock(1 + start // PAGE, f"{start:064x}", int(page[0]["time_ms"]), page)])  # type: ignore[call-overload]
     return time.perf_counter() - started
 
 
@@ -52,7 +56,7 @@ def bare(path: Path, trades: list[dict[str, object]]) -> float:
     for start in range(0, len(trades), PAGE):
         db.execute("BEGIN")
         db.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [tuple(t.values()) for t in trades[start:start + PAGE]])
+                       [tuple(v for k, v in t.items() if k != "market") for t in trades[start:start + PAGE]])
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
@@ -95,19 +99,19 @@ def main(flags: list[str]) -> None:
         base = bare(Path(tmp) / "bare.sqlite", trades)
         store = HistoryStore(Path(tmp) / "history.sqlite")
         took = ingest(store, trades)
-        again = ingest(store, trades[: min(len(trades), 10 * PAGE)])       # pages read twice: nothing written
+        again = ingest(store, trades[: min(len(trades), 10 * PAGE)])       # blocks written twice: nothing new
         rate, base_rate = count / took, count / base
         rows = [["bare SQLite table (baseline)", base_rate, 0, base_rate / PAGE, "1.00x",
                  f"{base_rate / GOAL_TRADES_S:.1f}"],
-                ["SQLite HistoryStore.add_page", rate, 2 * rate, rate / PAGE, f"{rate / base_rate:.2f}x",
+                ["SQLite HistoryStore.add_blocks", rate, 2 * rate, rate / PAGE, f"{rate / base_rate:.2f}x",
                  f"{rate / GOAL_TRADES_S:.1f}"],
-                ["  the same pages again", min(count, 10 * PAGE) / again, 0, min(count, 10 * PAGE) / again / PAGE,
+                ["  the same blocks again", min(count, 10 * PAGE) / again, 0, min(count, 10 * PAGE) / again / PAGE,
                  "-", "-"]]
         postgres = _postgres_rate(trades)
         if postgres is not None:
-            rows.append(["PostgreSQL add_page", postgres, 2 * postgres, postgres / PAGE, f"{postgres / base_rate:.2f}x",
+            rows.append(["PostgreSQL add_blocks", postgres, 2 * postgres, postgres / PAGE, f"{postgres / base_rate:.2f}x",
                          f"{postgres / GOAL_TRADES_S:.1f}"])
-        print_table(f"Indexer ingest: {count:,} trades in pages of {PAGE:,} (SQLite synchronous=FULL)",
+        print_table(f"Indexer ingest: {count:,} trades in blocks of {PAGE:,} (SQLite synchronous=FULL)",
                     ["writer", "trades/s", "fills/s", "pages/s", "vs bare table", f"x {GOAL_TRADES_S:,}/s goal"], rows)
         if postgres is None:
             print("  (no PostgreSQL row: needs Debian's postgresql package and psycopg)")

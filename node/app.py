@@ -17,6 +17,8 @@ from prometheus_client.core import Metric
 
 from config import Settings
 from config.version import VERSION
+from exchange.chain.api_door import ChainApi
+from exchange.chain.api_ports import ChainReads, ChainSubmits
 from exchange.chain.service import ChainService
 from exchange.chain.store.block_store import ChainStore
 from exchange.markets import parse_markets
@@ -30,8 +32,9 @@ from node.api.cancel_all import install_cancel_all_api
 from node.api.dht import install_dht_api
 from node.api.nat import install_nat_api
 from node.api.history import install_history_api
-from node.api.orders import Queued, install_order_api
+from node.api.orders import install_order_api
 from node.api.validators import install_validator_api
+from node.api.blocks import install_blocks_api
 from node.api.light import install_light_api
 from exchange.chain.seats.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
@@ -41,7 +44,6 @@ from node.identity import NodeIdentity
 from node.lifecycle import Lifecycle
 from node.logs import bind_node
 from node.operator import OperatorSurface
-from node.order_batcher import OrderBatcher
 from node.ops_metrics import ops_metrics
 from p2p.public.refusals import RefusalLog
 from node.rpc_component import NodeRpc
@@ -144,6 +146,7 @@ class ExchangeNode:
             absent=(chain.absent_blocks, chain.absent_ms), max_open_orders=chain.max_open_orders,
             fresh_order_ttl_ms=chain.fresh_order_ttl_ms)
         self.chain.fatal_listeners.append(lambda reason: self.request_stop())
+        self.chain_api = ChainApi(self.chain)     # the control API's two ports onto it
         self.metric_sources.append(lambda: ops_metrics(self.chain))   # disk errors, mempool bounds, absences
         self.chain_network.attach(self.chain)
         self.browser: BrowserService | None = None     # pages dial us over WebTransport (node/browser/)
@@ -163,17 +166,18 @@ class ExchangeNode:
         self.api_extensions.append(install_history_api)
         self.api_extensions.append(install_validator_api)
         self.api_extensions.append(install_light_api)
+        self.api_extensions.append(install_blocks_api)
         self.api_address: tuple[str, int] | None = None
-        self.api_rate_limit: PublicRateLimit | None = None    # set when the API is built (node/api/server.py)
-        self.api_guard: ConnectionGuard | None = None         # set when the API listens (node/api/server.py)
+        self.api_rate_limit: PublicRateLimit | None = None    # the listening API's (_start_api)
+        self.api_guard: ConnectionGuard | None = None         # the listening API's (_start_api)
         self.public_refusals = RefusalLog()                   # who the API and the stream refused, and why
-        self.order_batcher: OrderBatcher[Queued] | None = None        # made by the first node-signed order
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
         if self.browser is not None:
             self.browser.stream = self.operator.stream
             self.metric_sources.append(self.browser.metrics)
             if self.dht is not None:
                 self.browser.records = self.dht.store.nodes.values
+            self.browser.private = self._dht_private      # private nodes ask pages to come over WebRTC
         self._api_runner: web.AppRunner | None = None
         self.lifecycle = Lifecycle(step_timeout=STOP_STEP_TIMEOUT, total_timeout=STOP_TIMEOUT)
         self.force_exit: Callable[[], None] = force_exit   # what a second signal does
@@ -278,7 +282,9 @@ class ExchangeNode:
 
     async def _start_api(self) -> None:
         api = self.configs.api
-        self._api_runner, self.api_address = await start_api(self, api.host, api.port)
+        server = await start_api(self, api.host, api.port)
+        self._api_runner, self.api_address = server.runner, server.address
+        self.api_rate_limit, self.api_guard = server.rate_limit, server.guard
 
     async def _stop_api(self) -> None:
         if self._api_runner is not None:
@@ -371,6 +377,14 @@ class ExchangeNode:
                 "quorum": core.quorum_present(now), "finality_lag_s": round(max(0.0, now - core.state.time_ms / 1000), 3),
                 "faults_tolerated": validators.faults, "standby": len(core.state.seats.standby),
                 "trust": chain.trust, "conflicting_networks": chain.conflicts}
+
+    @property
+    def chain_reads(self) -> ChainReads:
+        return self.chain_api
+
+    @property
+    def chain_submits(self) -> ChainSubmits:
+        return self.chain_api
 
     def markets(self) -> list[str]:
         app = self.chain.app

@@ -1,34 +1,29 @@
-"""The history indexer: a node's final trades and fills copied into SQLite, resumable after a crash.
+"""The history indexer's database: verified trades and fills in SQLite or PostgreSQL, resumable after a crash.
 
-`exchange-node indexer --node API_URL --db sqlite:///PATH | postgresql://...` pages through every market's trades by
-block time
-(`GET /trades/{market}?from=&cursor=`: only what final blocks hold), and writes each page, with where it got to,
-in one transaction: a kill -9 loses at most the page being written, and the next start continues after
-the last page committed. Rows are keyed by their id (a trade by its trade id, a fill by trade and side), and a
-row already held is left as it is, so a page read twice never writes a row twice.
+`exchange-node indexer --node API_URL [--node API_URL ...] --db sqlite:///PATH | postgresql://...` replays the
+chain's certified blocks (`node/indexer_replica.py`, followed by `node/indexer_follow.py`) and writes here only
+what the replay verified: each call of `add_blocks` writes a run of verified blocks, their trades and fills and
+the height reached, in one transaction, so a kill -9 loses at most the run being written, and the next start
+writes only blocks past the highest one held. Rows are keyed by their id (a trade by its trade id, a fill by
+trade and role, a block by height), and a row already held is left as it is, so nothing is written twice.
 
 Schema (`SCHEMA`): `trades` one row per trade, `fills` one row per account in a trade (maker and taker),
-`cursors` per market the last trade written. Indexes serve a market's trades by time and an account's fills by
-time. Retention: everything is kept; a network's full history is the operator's disk to size (about 300 bytes
-per trade with its two fills). The node keeps only its recent trades (`trade_history`): an indexer stopped
-longer than that window takes to fill loses the trades in between, and says so (`gap`) rather than hiding it.
+`blocks` one row per verified block (its id, block time and trade count), `meta` the chain id the database
+follows (a database is never filled from two chains). Indexes serve a market's trades by time and an account's
+fills by time. Retention: everything is kept; a network's full history is the operator's disk to size (about
+300 bytes per trade with its two fills, 100 per block).
 
 SQLite (the standard library's `sqlite3`, a file, nothing to install) by default; PostgreSQL (psycopg) when given a
-`postgresql://` URL, for a network's full history: the same tables, the same statements. What it does not do:
-verify the blocks' certificates itself (it trusts the node it is pointed at, as a client of that node's API does).
+`postgresql://` URL, for a network's full history: the same tables, the same statements.
 """
 from __future__ import annotations
 
-import logging
 import sqlite3
-import time
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Protocol
-from urllib.parse import urlencode
+from typing import Any, Mapping, Sequence
 
-log = logging.getLogger("exchange_node.indexer")
+from node.indexer_replica import VerifiedBlock
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS trades (
@@ -42,20 +37,10 @@ SCHEMA = (
     order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, qty TEXT NOT NULL, height BIGINT NOT NULL,
     time_ms BIGINT NOT NULL, PRIMARY KEY (trade_id, role))""",
     "CREATE INDEX IF NOT EXISTS fills_by_account ON fills (account, time_ms)",
-    "CREATE TABLE IF NOT EXISTS cursors (market TEXT PRIMARY KEY, trade_id TEXT NOT NULL, time_ms BIGINT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS blocks (
+    height BIGINT PRIMARY KEY, block_id TEXT NOT NULL, time_ms BIGINT NOT NULL, trades INTEGER NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
-PAGE = 1000
-
-
-class TradesSource(Protocol):
-    """Where the trades come from: a node's API (`NodeTrades`), or a test's fake."""
-
-    def markets(self) -> list[str]: ...
-    def page(self, market: str, start_ms: int, cursor: str | None) -> tuple[list[dict[str, object]], str | None]: ...
-
-
-class CursorGone(Exception):
-    """The trade a cursor continues from has left the node's kept history."""
 
 
 def sqlite_path(url: str) -> Path:
@@ -76,9 +61,9 @@ def open_store(url: str) -> HistoryStore:
 
 
 class HistoryStore:
-    """The database: pages in, trades, fills and candles out. SQLite here; `PostgresHistoryStore` below."""
+    """The database: verified blocks in, trades, fills and candles out. SQLite here; `PostgresHistoryStore` below."""
 
-    BEGIN = "BEGIN IMMEDIATE"       # SQLite: take the write lock at once, so the page's reads see the last commit
+    BEGIN = "BEGIN IMMEDIATE"       # SQLite: take the write lock at once, so the run's reads see the last commit
 
     def __init__(self, path: Path) -> None:
         self.db: Any = sqlite3.connect(path, isolation_level=None)     # transactions are explicit (BEGIN / COMMIT)
@@ -104,30 +89,48 @@ class HistoryStore:
     def close(self) -> None:
         self.db.close()
 
-    def cursor(self, market: str) -> tuple[str, int] | None:
-        row = self.query("SELECT trade_id, time_ms FROM cursors WHERE market = ?", (market,)).fetchone()
-        return None if row is None else (row[0], row[1])
+    def chain_id(self) -> str | None:
+        row = self.query("SELECT value FROM meta WHERE key = 'chain_id'").fetchone()
+        return None if row is None else str(row[0])
 
-    def add_page(self, market: str, trades: list[dict[str, object]]) -> int:
-        """Write a page of the node's trades (oldest first) and the cursor after it, all or nothing; the count of
-        trades that were new."""
-        if not trades:
+    def claim(self, chain_id: str) -> None:
+        """Bind this database to `chain_id`; ValueError if it already holds another chain's history."""
+        held = self.chain_id()
+        if held is None:
+            self.query("INSERT INTO meta VALUES ('chain_id', ?) ON CONFLICT (key) DO NOTHING", (chain_id,))
+            held = self.chain_id()
+        if held != chain_id:
+            raise ValueError(f"this database holds the history of chain {str(held)[:16]}, not of {chain_id[:16]}")
+
+    def progress(self) -> tuple[int, str] | None:
+        """The highest block written and its id, or None."""
+        row = self.query("SELECT height, block_id FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def block_id(self, height: int) -> str | None:
+        row = self.query("SELECT block_id FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_blocks(self, blocks: Sequence[VerifiedBlock]) -> int:
+        """Write verified blocks (oldest first) with their trades and fills, all or nothing; the count of trades
+        that were new."""
+        if not blocks:
             return 0
         run = self.query
+        trades = [trade for block in blocks for trade in block.trades]
         run(self.BEGIN)
         try:
             seq = run("SELECT COALESCE(MAX(seq), 0) FROM trades").fetchone()[0]
             added = self.many(
                 "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                [(trade["id"], market, trade["price"], trade["qty"], trade["maker_order_id"], trade["taker_order_id"],
-                  trade["taker_side"], trade["maker_account"], trade["taker_account"], trade["height"],
-                  trade["time_ms"], seq + n) for n, trade in enumerate(trades, 1)])
-            self.many("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, role) DO NOTHING",
-                      [fill for trade in trades for fill in _fills(market, trade)])
-            last = trades[-1]
-            run("INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (market) DO UPDATE SET trade_id = excluded.trade_id, "
-                "time_ms = excluded.time_ms WHERE cursors.time_ms <= excluded.time_ms",   # never back to older trades
-                (market, last["id"], last["time_ms"]))
+                [(trade["id"], trade["market"], trade["price"], trade["qty"], trade["maker_order_id"],
+                  trade["taker_order_id"], trade["taker_side"], trade["maker_account"], trade["taker_account"],
+                  trade["height"], trade["time_ms"], seq + n) for n, trade in enumerate(trades, 1)]) if trades else 0
+            if trades:
+                self.many("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, role) "
+                          "DO NOTHING", [fill for trade in trades for fill in _fills(trade)])
+            self.many("INSERT INTO blocks VALUES (?, ?, ?, ?) ON CONFLICT (height) DO NOTHING",
+                      [(block.height, block.block_id, block.time_ms, len(block.trades)) for block in blocks])
             run("COMMIT")
         except BaseException:
             run("ROLLBACK")
@@ -167,7 +170,7 @@ class HistoryStore:
 
 
 class PostgresHistoryStore(HistoryStore):
-    """The same tables in PostgreSQL (psycopg, autocommit: each page's BEGIN and COMMIT are the store's own)."""
+    """The same tables in PostgreSQL (psycopg, autocommit: each run's BEGIN and COMMIT are the store's own)."""
 
     BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 
@@ -186,64 +189,11 @@ class PostgresHistoryStore(HistoryStore):
             return int(cursor.rowcount)
 
 
-def _fills(market: str, trade: dict[str, object]) -> list[tuple[object, ...]]:
+def _fills(trade: Mapping[str, object]) -> list[tuple[object, ...]]:
     taker_side = trade["taker_side"]
     maker_side = "sell" if taker_side == "buy" else "buy"
-    common = (market,)
-    return [(trade["id"], "maker", trade["maker_account"], *common, trade["maker_order_id"], maker_side,
+    market = trade["market"]
+    return [(trade["id"], "maker", trade["maker_account"], market, trade["maker_order_id"], maker_side,
              trade["price"], trade["qty"], trade["height"], trade["time_ms"]),
-            (trade["id"], "taker", trade["taker_account"], *common, trade["taker_order_id"], taker_side,
+            (trade["id"], "taker", trade["taker_account"], market, trade["taker_order_id"], taker_side,
              trade["price"], trade["qty"], trade["height"], trade["time_ms"])]
-
-
-@dataclass
-class NodeTrades:
-    """A node's control API as a TradesSource (`call`: node/cli/client.py's, raising ApiFailure)."""
-
-    url: str
-    token: str | None
-    call: Callable[..., tuple[int, object]]
-
-    def markets(self) -> list[str]:
-        _, status = self.call(self.url, "GET", "/status", token=self.token)
-        return list(status["markets"])  # type: ignore[index]
-
-    def page(self, market: str, start_ms: int, cursor: str | None) -> tuple[list[dict[str, object]], str | None]:
-        from node.cli.client import ApiFailure
-
-        query = urlencode({"from": start_ms, "limit": PAGE, **({"cursor": cursor} if cursor else {})})
-        try:
-            _, body = self.call(self.url, "GET", f"/trades/{market}?{query}", token=self.token)
-        except ApiFailure as exc:
-            if exc.status == 410:
-                raise CursorGone(cursor) from None
-            raise
-        return body["trades"], body["next_cursor"]  # type: ignore[index]
-
-
-def sync_market(store: HistoryStore, source: TradesSource, market: str) -> int:
-    """Copy `market`'s trades the store lacks, page by page; how many were new."""
-    added = 0
-    while True:
-        held = store.cursor(market)
-        cursor, start = (None, 0) if held is None else held
-        try:
-            trades, _ = source.page(market, start, cursor)
-        except CursorGone:
-            log.warning("gap: the node no longer keeps the trades after %s in %s; resuming from block time %d "
-                        "(trades in between are lost to this index)", cursor, market, start)
-            trades, _ = source.page(market, start, None)
-        added += store.add_page(market, trades)
-        if len(trades) < PAGE:
-            return added
-
-
-def follow(store: HistoryStore, source: TradesSource, interval: float, running: Callable[[], bool]) -> None:
-    """Index every market until `running()` says stop, polling every `interval` seconds."""
-    markets = source.markets()
-    while running():
-        for market in markets:
-            added = sync_market(store, source, market)
-            if added:
-                log.info("indexed %d trades of %s", added, market)
-        time.sleep(interval)

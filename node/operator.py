@@ -26,6 +26,7 @@ from node.metrics import CounterNames, labelled_counter, split_counters
 from exchange.markets import parse_markets
 from node.api.auth import check_token as check_api_token
 from node.api.base import ApiNode, JsonObject
+from node.api.rate import RATE_LIMIT
 from node.chain_feed import ChainBridge
 from node.configs import OperatorConfig
 from node.sdnotify import SystemdNotifier
@@ -95,7 +96,7 @@ class OperatorSurface:
 
     def install_routes(self, app: web.Application) -> None:
         self._app = app
-        self.stream.rate = self.node.api_rate_limit
+        self.stream.rate = app[RATE_LIMIT]
         install_health_routes(app, self.loop_monitor, self.readiness, self.node.started_at)
         app.router.add_get("/ws", self.stream.handle)
         install_console(app)

@@ -147,6 +147,9 @@ class NodeProcess:
         env |= self.env_extra
         env |= {ENV_ONLY[key]: str(value) for key, value in self.settings.items() if key in ENV_ONLY and value is not None}
         self._log = open(self.log_path, "ab")
+        if os.environ.get("EXCHANGE_TEST_STARTS"):     # a file listing each start's test: where the suite's CPU goes
+            with open(os.environ["EXCHANGE_TEST_STARTS"], "a") as starts:
+                starts.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{self.name}\n")
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()

@@ -15,7 +15,7 @@ from exchange.app.snapshot import (AGENTS_FORMAT, CLIENT_IDS_FORMAT, SNAPSHOT_FO
 def plain_snapshot(state: ExchangeState) -> bytes:
     venues = state.venues.values()
     body = [
-        SNAPSHOT_FORMAT, state.params.digest(), state.chain_id, state.height, state.time_ms, state.app_hash,
+        SNAPSHOT_FORMAT, state.params.digest(), state.chain_id, state.height, state.time_ms, state.results_chain,
         [venue.engine.snapshot() for venue in venues],
         [closed_row(order) for order in state.closed],
         [list(venue.trades) for venue in venues],

@@ -63,6 +63,7 @@ from typing import Any, Iterable, cast
 from exchange.app.agents import Agents, scope_problem
 from exchange.app.candles import candles, trades_between
 from exchange.app.client_ids import ClientIds
+from exchange.app.commitment import StateCommitment, app_hash
 from exchange.app.credit import CreditBook, worst_case
 from exchange.app.history import ClosedOrders, TradeRow, trade_log
 from exchange.app.params import ExchangeParams
@@ -158,7 +159,7 @@ def level_key(order: Order) -> int:
 class ExchangeState:
     """The exchange state of one chain; see the module docstring for the rules."""
 
-    def __init__(self, params: ExchangeParams, chain_id: str | None = None) -> None:
+    def __init__(self, params: ExchangeParams, chain_id: str | None = None, commitments: bool = True) -> None:
         self.params = params
         self.chain_id = chain_id          # when set, transactions for another chain are refused
         self.height = 0
@@ -174,7 +175,9 @@ class ExchangeState:
         self.client_ids = ClientIds()
         self.agents = Agents(params.order_ttl_ms)
         self.triggers = Triggers()
-        self.closed = ClosedOrders(params.closed_order_history, self.client_ids.forget)
+        self.closed = ClosedOrders(params.closed_order_history, self._forget_closed)
+        self._forgotten: list[str] = []         # ids the closed-order history forgot this block
+        self._triggers_added: list[str] = []    # trigger orders that began waiting this block
         self.positions = Positions()
         self.credit = CreditBook(params.default_limits) if params.default_limits is not None else None
         self.replay = ReplayWindow()
@@ -184,11 +187,30 @@ class ExchangeState:
         self._trades: list[tuple[Market, TradeRow]] = []
         self._touched_orders: dict[str, Order] = {}
         self._timed: list[OpResult] = []
+        self.commitment = StateCommitment(self.venues, params.trade_history) if commitments else None
+        self._hash = self._committed_hash()
 
     @property
     def app_hash(self) -> bytes:
+        """What the chain certifies for this state: the results chain and the state root, in one hash
+        (commitment.py); the results chain alone without commitments."""
+        return self._hash
+
+    @property
+    def results_chain(self) -> bytes:
         """sha256 chain over every block's results hash, from a genesis hash of the params."""
         return self._app_hash
+
+    @property
+    def state_root(self) -> bytes | None:
+        return None if self.commitment is None else self.commitment.root
+
+    def _committed_hash(self) -> bytes:
+        return self._app_hash if self.commitment is None else app_hash(self._app_hash, self.commitment.root)
+
+    def _forget_closed(self, order_id: str) -> None:
+        self.client_ids.forget(order_id)
+        self._forgotten.append(order_id)
 
     # ------------------------------------------------------------------ admission
 
@@ -323,6 +345,11 @@ class ExchangeState:
         self.packed_rows.pack_resting(self._touched_orders.values(),
                                       {symbol: venue.engine.book for symbol, venue in self.venues.items()})
         self.packed_rows.pack_closed(self.closed)
+        if self.commitment is not None:
+            self.commitment.apply_block(self, self._touched_orders.values(), self._forgotten, self._triggers_added,
+                                        ((market.symbol, row) for market, row in self._trades))
+        self._forgotten, self._triggers_added = [], []
+        self._hash = self._committed_hash()
         result = BlockResult(self.height, self.time_ms, self._txs, self._trades, self._book_changes(), moments,
                              self.params.registry, digest, self._app_hash, self._timed)
         self._txs, self._trades, self._touched_orders, self._timed = [], [], {}, []
@@ -650,6 +677,7 @@ class ExchangeState:
         order.owner, order.created_key, order.status, order.reason = account, key, _OPEN, None
         order.self_trade = mode  # type: ignore[assignment]
         self.triggers.add(Trigger(order, op.type, trigger, op.reduce_only, cap))
+        self._triggers_added.append(order_id)
         if self._fresh_ttl is not None and account not in self.positions.amounts:
             self.timers.set_order(order_id, self.time_ms + self._fresh_ttl)   # it holds nothing: it waits a while only
         return OpResult("new", order_id, None, UNTRIGGERED, None)
@@ -1143,7 +1171,10 @@ class ExchangeState:
     def restore(cls, params: ExchangeParams, data: bytes, chain_id: str | None = None) -> ExchangeState:
         """The state a `snapshot()` encodes; raises InvalidStateSnapshot naming what is wrong."""
         from exchange.app.snapshot import decode_state
-        return decode_state(cls(params, chain_id), data)
+        state = decode_state(cls(params, chain_id, commitments=False), data)
+        state.commitment = StateCommitment.build(state)    # the maps are not in the snapshot: made from its rows
+        state._forgotten, state._hash = [], state._committed_hash()
+        return state
 
 
 def _field_code(error: ExchangeError) -> str:

@@ -107,7 +107,7 @@ def _encode_state(state: ExchangeState) -> list[bytes]:
     items = 16 if waiting else 15 if agents else 14 if named else 13 if timed else 12
     parts = [array_header(items), packb(_FORMATS[items]),
              packb(state.params.digest()), packb(state.chain_id), packb(state.height), packb(state.time_ms),
-             packb(state.app_hash), array_header(len(venues))]
+             packb(state.results_chain), array_header(len(venues))]
     for venue in venues:
         rows.book(venue.engine.book, venue.engine.market, parts)
     rows.closed(state.closed, parts)

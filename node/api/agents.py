@@ -14,10 +14,10 @@ import os
 from aiohttp import web
 
 from exchange.app.txs import AGENT_OPERATIONS, ApproveAgentOp, RevokeAgentOp
-from node.api.base import ApiError, Json, chain_of, json_response
+from node.api.base import ApiError, Json, json_response, reads_of, submits_of
 from node.api.cancel_all import _fields, _one_op, _parsed, _run
-from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _query_account, _query_number,
-                             _sign_local, _state, metered)
+from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _markets, _query_account,
+                             _query_number, _sign_local, metered)
 
 APPROVE_FIELDS = {"account", "agent", "markets", "operations", "cap", "expires", "signed"}
 
@@ -32,50 +32,50 @@ def _comma_list(value: Json, field: str) -> str | None:
 
 
 async def post_agent(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    _state(chain)
+    reads, submits = reads_of(request), submits_of(request)
+    _markets(reads)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request), APPROVE_FIELDS)
     if "signed" in body:
-        tx = _one_op(body, ApproveAgentOp, chain)
+        tx = _one_op(body, ApproveAgentOp, submits)
     else:
         operations = _comma_list(body.get("operations", list(AGENT_OPERATIONS)), "operations")
         op = _parsed(ApproveAgentOp.parse, body.get("agent"), _comma_list(body.get("markets"), "markets"),
                      operations, body.get("cap"), body.get("expires"))
-        metered(chain, _account(request, body.get("account")).public_key, 1)
-        tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
+        metered(submits, _account(request, body.get("account")).public_key, 1)
+        tx = _sign_local(request, submits, body.get("account"), [op], os.urandom(12).hex())
     approval = tx.ops[0]
     assert isinstance(approval, ApproveAgentOp)     # _one_op checked it, or we made it
-    answer, op_result = await _run(request, chain, tx, wait, "approve_agent",
+    answer, op_result = await _run(reads, submits, tx, wait, "approve_agent",
                                    {"account": tx.account_hex, "agent": approval.agent})
     status = 202 if not answer["final"] else 200 if op_result is not None and op_result.outcome == "approved" else 409
     return json_response(answer, status)
 
 
 async def delete_agent(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    _state(chain)
+    reads, submits = reads_of(request), submits_of(request)
+    _markets(reads)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     agent = request.match_info["agent"]
     body = _fields(await _json_body(request, allow_empty=True), {"signed"})
     if "signed" in body:
-        tx = _one_op(body, RevokeAgentOp, chain)
+        tx = _one_op(body, RevokeAgentOp, submits)
         revoke = tx.ops[0]
         if not isinstance(revoke, RevokeAgentOp) or revoke.agent != agent:
             raise ApiError(422, "revoke_expected", "the signed transaction must revoke exactly this agent", "signed")
     else:
         op = _parsed(RevokeAgentOp.parse, agent)
-        tx = _sign_local(request, chain, request.query.get("account"), [op], os.urandom(12).hex())
-    answer, op_result = await _run(request, chain, tx, wait, "revoke_agent", {"account": tx.account_hex, "agent": agent})
+        tx = _sign_local(request, submits, request.query.get("account"), [op], os.urandom(12).hex())
+    answer, op_result = await _run(reads, submits, tx, wait, "revoke_agent", {"account": tx.account_hex, "agent": agent})
     status = 202 if not answer["final"] else 200 if op_result is not None and op_result.outcome == "revoked" else 409
     return json_response(answer, status)
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    state = _state(chain)
+    reads = reads_of(request)
+    _markets(reads)
     account = _query_account(request) or _account(request, None).id
-    return json_response({"account": account, "agents": state.agents_of(account), **_finality(chain)})
+    return json_response({"account": account, "agents": reads.agents_of(account), **_finality(reads)})
 
 
 def install_agent_api(app: web.Application) -> None:

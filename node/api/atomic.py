@@ -12,13 +12,13 @@ import os
 
 from aiohttp import web
 
-from exchange.app import ExchangeState
 from exchange.app.txs import MAX_OPS, AtomicOp, InvalidTx, Op, SignedTx, op_from_json
-from exchange.chain.service import ChainService
+from exchange.chain.api_ports import ChainSubmits
+from exchange.markets import MarketRegistry
 from node.api.base import ApiError, Json, JsonObject
 
 
-def atomic_tx(request: web.Request, chain: ChainService, state: ExchangeState, body: JsonObject) -> SignedTx:
+def atomic_tx(request: web.Request, submits: ChainSubmits, registry: MarketRegistry, body: JsonObject) -> SignedTx:
     """The signed atomic transaction of a batch body (raises ApiError naming the item that is wrong)."""
     from node.api.orders import _account, _sign_local, metered     # orders.py calls this module: imported here
 
@@ -28,14 +28,14 @@ def atomic_tx(request: web.Request, chain: ChainService, state: ExchangeState, b
     ops: list[Op] = [AtomicOp()]
     for index, item in enumerate(items):
         try:
-            ops.append(_batch_op(state, item))
+            ops.append(_batch_op(registry, item))
         except ApiError as exc:
             raise ApiError(exc.status, exc.code, f"orders[{index}]: {exc.message}", exc.field) from None
-    metered(chain, _account(request, body.get("account")).public_key, len(ops))
-    return _sign_local(request, chain, body.get("account"), ops, os.urandom(12).hex())
+    metered(submits, _account(request, body.get("account")).public_key, len(ops))
+    return _sign_local(request, submits, body.get("account"), ops, os.urandom(12).hex())
 
 
-def _batch_op(state: ExchangeState, item: Json) -> Op:
+def _batch_op(registry: MarketRegistry, item: Json) -> Op:
     from node.api.orders import _market_checked, _order_op
 
     if not isinstance(item, dict):
@@ -43,7 +43,7 @@ def _batch_op(state: ExchangeState, item: Json) -> Op:
     kind = item.get("op", "new")
     if kind == "new":
         op = _order_op({k: v for k, v in item.items() if k != "op"})
-        _market_checked(state, op)
+        _market_checked(registry, op)
         return op
     if kind not in ("cancel", "replace"):
         raise ApiError(422, "invalid_op", "an atomic batch holds new orders, cancels and replaces only", "op")

@@ -14,16 +14,12 @@ import orjson
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from exchange.chain.api_ports import ChainReads, ChainSubmits
     from exchange.chain.ports import NotReady
-    from exchange.chain.service import ChainService
     from prometheus_client.core import Metric
     from node.accounts import AccountStore
-    from node.api.orders import Queued
-    from p2p.public.guard import ConnectionGuard
-    from node.api.rate import PublicRateLimit
     from node.configs import NodeConfigs
     from node.identity import NodeIdentity
-    from node.order_batcher import OrderBatcher
     from p2p.public.refusals import RefusalLog
     from node.rpc_component import NodeRpc
     from p2p.dht.service import DhtService
@@ -55,15 +51,15 @@ class ApiNode(Protocol):
     router: MessageRouter
     discovery: DiscoveryOrchestrator
     rpc: NodeRpc
-    order_batcher: OrderBatcher[Queued] | None            # made by the first node-signed order (orders.py)
-    api_rate_limit: PublicRateLimit | None        # set by build_app (server.py)
-    api_guard: ConnectionGuard | None             # set by start_api (server.py)
     public_refusals: RefusalLog                   # who the API and the stream refused, and why
     api_extensions: list[Callable[[web.Application], None]]
     metric_sources: list[Callable[[], Iterable[Metric]]]      # read at every scrape of /metrics
 
     @property
-    def chain(self) -> ChainService | None: ...           # None: a node that runs no exchange
+    def chain_reads(self) -> ChainReads | None: ...        # None: a node that runs no exchange
+
+    @property
+    def chain_submits(self) -> ChainSubmits | None: ...    # None with chain_reads
 
     @property
     def accounts(self) -> AccountStore | None: ...
@@ -167,12 +163,20 @@ def require_debug(request: web.Request) -> ApiNode:
     return node
 
 
-def chain_of(request: web.Request) -> ChainService:
-    """The exchange the node runs, or 503 for a node that runs none."""
-    chain = node_of(request).chain
-    if chain is None:
+def reads_of(request: web.Request) -> ChainReads:
+    """What the API may read of the exchange the node runs, or 503 for a node that runs none."""
+    reads = node_of(request).chain_reads
+    if reads is None:
         raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
-    return chain
+    return reads
+
+
+def submits_of(request: web.Request) -> ChainSubmits:
+    """What the API may hand the exchange the node runs, or 503 for a node that runs none."""
+    submits = node_of(request).chain_submits
+    if submits is None:
+        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
+    return submits
 
 
 def not_ready(exc: NotReady) -> ApiError:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, cast
+from typing import Callable, cast
 
 from aiohttp import web
 
-from exchange.chain.service import ChainService
+from exchange.app.results import OpResult
 from exchange.app.txs import ApproveAgentOp, CancelAllOp, InvalidTx, Op, RevokeAgentOp, ScheduleCancelOp, SignedTx
-from node.api.base import ApiError, Json, JsonObject, chain_of, json_response
-from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _query_number, _refused,
-                             _sign_local, _signed, _state, _submit, metered)
+from exchange.chain.api_ports import ChainReads, ChainSubmits, Pending
+from node.api.base import ApiError, Json, JsonObject, json_response, reads_of, submits_of
+from node.api.orders import (DEFAULT_WAIT, MAX_WAIT, _account, _finality, _json_body, _markets, _query_number,
+                             _sign_local, _signed, _submit, metered)
 
 MAX_AFTER_S = 86_400.0
 
@@ -39,8 +40,8 @@ def _fields(body: Json, allowed: set[str]) -> JsonObject:
 
 
 def _one_op(body: JsonObject, kind: type[CancelAllOp] | type[ScheduleCancelOp] | type[ApproveAgentOp] | type[RevokeAgentOp],
-            chain: ChainService) -> SignedTx:
-    tx = _signed(body["signed"], chain)
+            submits: ChainSubmits) -> SignedTx:
+    tx = _signed(body["signed"], submits)
     if len(tx.ops) != 1 or not isinstance(tx.ops[0], kind):
         raise ApiError(422, f"{kind.name}_expected", f"the signed transaction must hold exactly one {kind.name}",
                        "signed")
@@ -54,54 +55,55 @@ def _parsed(make: Callable[..., Op], *values: Json) -> Op:
         raise ApiError(422, exc.code, str(exc), exc.field) from None
 
 
-async def _run(request: web.Request, chain: ChainService, tx: SignedTx, wait: float,
-               what: str, extra: JsonObject) -> tuple[JsonObject, Any]:  # Any: the op's OpResult, as _submit's outcome
-    why, result = await _submit(chain, tx, wait)
-    if why is not None:
-        raise _refused(why)
-    if result is None:
-        reason, refusal = chain.submissions.pending_reason(), chain.submissions.refusal(tx.id)
+async def _run(reads: ChainReads, submits: ChainSubmits, tx: SignedTx, wait: float,
+               what: str, extra: JsonObject) -> tuple[JsonObject, OpResult | None]:
+    """Submit a one-op transaction and shape its answer; the op's result once final (None while pending, or when
+    the whole transaction was rejected)."""
+    answer = await _submit(submits, tx, wait)
+    if isinstance(answer, Pending):
+        reason, refusal = answer.reason, answer.validator_refusal
         return {what: {"tx_id": tx.id, "status": "pending", "reason": reason, "validator_refusal": refusal, **extra},
                 "final": False, "reason": reason, "validator_refusal": refusal}, None
+    result = answer.result
     op = result.ops[0] if result.ops else None
     return {what: {"tx_id": tx.id, "status": op.outcome if op is not None else "rejected",
                    "reason": op.reason if op is not None else result.reason, **extra},
-            "final": True, **_finality(chain)}, op
+            "final": True, **_finality(reads)}, op
 
 
 async def post_cancel_all(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    state = _state(chain)
+    reads, submits = reads_of(request), submits_of(request)
+    registry = _markets(reads)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=True), {"account", "market", "side", "signed"})
     if "signed" in body:
-        tx = _one_op(body, CancelAllOp, chain)
+        tx = _one_op(body, CancelAllOp, submits)
     else:
         op = _parsed(CancelAllOp.parse, body.get("market"), body.get("side"))
-        metered(chain, _account(request, body.get("account")).public_key, 1)
-        tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
+        metered(submits, _account(request, body.get("account")).public_key, 1)
+        tx = _sign_local(request, submits, body.get("account"), [op], os.urandom(12).hex())
     scope = cast(CancelAllOp, tx.ops[0])     # _one_op checked it, or we made it
-    if scope.market is not None and scope.market not in state.params.registry:
+    if scope.market is not None and scope.market not in registry:
         raise ApiError(422, "unknown_market", f"unknown market {scope.market!r}", "market")
-    answer, op = await _run(request, chain, tx, wait, "cancel_all",
-                            {"account": tx.owner.hex(), "market": scope.market, "side": scope.side})
-    if op is not None and op.outcome == "cancelled":
-        answer["cancel_all"].update(status="done", cancelled=int(op.reason.split("_", 1)[0]), reason=None)
+    answer, done = await _run(reads, submits, tx, wait, "cancel_all",
+                              {"account": tx.owner.hex(), "market": scope.market, "side": scope.side})
+    if done is not None and done.outcome == "cancelled":     # its reason is "<count>_cancelled"
+        answer["cancel_all"].update(status="done", cancelled=int((done.reason or "0").split("_", 1)[0]), reason=None)
     answer["pending_not_covered"] = [
-        view["id"] for view in chain.submissions.pending_orders(tx.owner.hex())
+        view["id"] for view in reads.pending_orders(tx.owner.hex())
         if scope.market in (None, view["market"]) and scope.side in (None, view["side"])]
-    status = 202 if not answer["final"] else 200 if op is not None and op.outcome == "cancelled" else 409
+    status = 202 if not answer["final"] else 200 if done is not None and done.outcome == "cancelled" else 409
     return json_response(answer, status)
 
 
 async def post_schedule_cancel(request: web.Request) -> web.Response:
     """`{"after": seconds}` or `{"at": ms since the epoch}` arms (or moves) the switch; `{"at": null}` clears."""
-    chain = chain_of(request)
-    _state(chain)
+    reads, submits = reads_of(request), submits_of(request)
+    _markets(reads)
     wait = _query_number(request, "wait", DEFAULT_WAIT, 0.0, MAX_WAIT)
     body = _fields(await _json_body(request, allow_empty=False), {"account", "after", "at", "signed"})
     if "signed" in body:
-        tx = _one_op(body, ScheduleCancelOp, chain)
+        tx = _one_op(body, ScheduleCancelOp, submits)
     else:
         if ("after" in body) == ("at" in body):
             raise ApiError(422, "after_or_at", "send either after (seconds from now) or at (ms, or null to clear)")
@@ -112,10 +114,11 @@ async def post_schedule_cancel(request: web.Request) -> web.Response:
                 raise ApiError(422, "invalid_after", f"after is a number of seconds in (0, {MAX_AFTER_S:g}]", "after")
             at = int(time.time() * 1000 + after * 1000)
         op = _parsed(ScheduleCancelOp.parse, at)
-        tx = _sign_local(request, chain, body.get("account"), [op], os.urandom(12).hex())
+        tx = _sign_local(request, submits, body.get("account"), [op], os.urandom(12).hex())
     switch = cast(ScheduleCancelOp, tx.ops[0])     # _one_op checked it, or we made it
-    answer, op = await _run(request, chain, tx, wait, "schedule_cancel", {"account": tx.owner.hex(), "at": switch.at})
-    status = 202 if not answer["final"] else 200 if op is not None and op.outcome in ("armed", "cleared") else 409
+    answer, done = await _run(reads, submits, tx, wait, "schedule_cancel",
+                              {"account": tx.owner.hex(), "at": switch.at})
+    status = 202 if not answer["final"] else 200 if done is not None and done.outcome in ("armed", "cleared") else 409
     return json_response(answer, status)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from exchange.app.candles import INTERVALS_MS, CursorExpired
-from node.api.base import ApiError, JsonObject, chain_of, json_response
-from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _query_number, _state
+from node.api.base import ApiError, JsonObject, json_response, reads_of
+from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _markets, _query_number
+from node.api.proofs import proved_fills, wants_proof
 
 MAX_TIME_MS = (1 << 53) - 1
 RANGE_KEYS = ("from", "to", "cursor")
@@ -32,48 +33,48 @@ def _range(request: web.Request) -> tuple[int | None, int | None, str | None, in
 
 
 def _page(request: web.Request, market: str, account: str | None) -> JsonObject:
-    chain = chain_of(request)
-    state = _state(chain)
+    reads = reads_of(request)
+    _markets(reads)
     start, end, cursor, limit = _range(request)
     try:
-        trades, after = state.trades_between(market, start, end, cursor, limit, account)
+        trades, after = reads.trades_between(market, start, end, cursor, limit, account)
     except CursorExpired:
         raise ApiError(410, "cursor_expired", "the trade this cursor continues from has left the kept history; "
                        "start again with from=", "cursor") from None
-    return {"market": market, "trades": trades, "next_cursor": after, **_finality(chain)}
+    return {"market": market, "trades": trades, "next_cursor": after, **_finality(reads)}
 
 
 async def get_trades(request: web.Request) -> web.Response:
     """The newest `limit` kept trades (oldest first), or with from/to/cursor a page by block time."""
-    chain = chain_of(request)
-    state = _state(chain)
-    market = _market(state, request.match_info["market"])
+    reads = reads_of(request)
+    market = _market(_markets(reads), request.match_info["market"])
     if any(key in request.query for key in RANGE_KEYS):
         return json_response(_page(request, market, None))
     limit = _query_number(request, "limit", DEFAULT_TRADES, 0, MAX_TRADES, integer=True)
-    return json_response({"market": market, "trades": state.trades(market, limit), **_finality(chain)})
+    return json_response({"market": market, "trades": reads.trades(market, limit), **_finality(reads)})
 
 
 async def get_fills(request: web.Request) -> web.Response:
-    state = _state(chain_of(request))
+    registry = _markets(reads_of(request))
     account = request.match_info["account"]
     if len(account) != 64:
         account = _account(request, account).id
-    market = _market(state, request.query.get("market", "BTC-USD" if "BTC-USD" in state.params.registry
-                                              else state.params.registry.symbols[0]))
+    if wants_proof(request):
+        return await proved_fills(request, account)
+    market = _market(registry, request.query.get("market", "BTC-USD" if "BTC-USD" in registry
+                                                 else registry.symbols[0]))
     return json_response({"account": account, **_page(request, market, account)})
 
 
 async def get_candles(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    state = _state(chain)
-    market = _market(state, request.match_info["market"])
+    reads = reads_of(request)
+    market = _market(_markets(reads), request.match_info["market"])
     interval = request.query.get("interval", "1m")
     if interval not in INTERVALS_MS:
         raise ApiError(400, "invalid_interval", f"interval must be one of {', '.join(INTERVALS_MS)}", "interval")
     start, end, _, _ = _range(request)
     return json_response({"market": market, "interval": interval,
-                          "candles": state.candles(market, INTERVALS_MS[interval], start, end), **_finality(chain)})
+                          "candles": reads.candles(market, INTERVALS_MS[interval], start, end), **_finality(reads)})
 
 
 def install_history_api(app: web.Application) -> None:

@@ -15,10 +15,9 @@ import base64
 
 from aiohttp import web
 
-from exchange.chain.types.blocks import Commit, Header
+from exchange.chain.api_ports import Certified
 from exchange.chain.types.codec import pack
-from exchange.chain.service import ChainService
-from node.api.base import ApiError, chain_of, json_response
+from node.api.base import ApiError, json_response, reads_of
 
 MAX_EPOCH_PROOFS = 4096         # one per validator-set change: far more than a network makes
 
@@ -27,36 +26,27 @@ def _b64(value: object) -> str:
     return base64.b64encode(pack(value)).decode()
 
 
-def _certified(chain: ChainService, height: int) -> tuple[Header, Commit] | None:
-    stored = chain.store.get(height)
-    if stored is None:
-        return None
-    block, commit = stored
-    return block.header, commit
-
-
-def _answer(header: Header, commit: Commit) -> web.Response:
-    return json_response({"height": header.height, "header": _b64(header.wire()), "commit": _b64(commit.wire())})
+def _answer(found: Certified) -> web.Response:
+    return json_response({"height": found.header.height, "header": _b64(found.header.wire()),
+                          "commit": _b64(found.commit.wire())})
 
 
 async def get_genesis(request: web.Request) -> web.Response:
-    genesis = chain_of(request).store.load_genesis()
+    genesis = reads_of(request).genesis()
     if genesis is None:
         raise ApiError(503, "no_chain_yet", "this node has not joined or founded a chain yet", retry_after=1.0)
     return json_response({"chain_id": genesis.chain_id, "genesis": _b64(genesis.wire())})
 
 
 async def get_epochs(request: web.Request) -> web.Response:
-    proofs = chain_of(request).store.epoch_proofs()[:MAX_EPOCH_PROOFS]
+    proofs = reads_of(request).epoch_proofs(MAX_EPOCH_PROOFS)
     return json_response({"proofs": [_b64([block.wire(), commit.wire()]) for block, commit in proofs]})
 
 
 async def get_latest_header(request: web.Request) -> web.Response:
-    chain = chain_of(request)
-    for height in range(chain.store.last_height, max(chain.store.first_height, 1) - 1, -1):
-        found = _certified(chain, height)
-        if found is not None:
-            return _answer(*found)
+    found = reads_of(request).latest_certified()
+    if found is not None:
+        return _answer(found)
     raise ApiError(503, "no_block_yet", "no decided block is stored yet", retry_after=1.0)
 
 
@@ -64,11 +54,11 @@ async def get_header(request: web.Request) -> web.Response:
     text = request.match_info["height"]
     if not text.isdigit() or len(text) > 19 or int(text) < 1:
         raise ApiError(400, "bad_height", f"height must be a positive integer, got {text[:24]!r}", field="height")
-    found = _certified(chain_of(request), int(text))
+    found = reads_of(request).certified(int(text))
     if found is None:
         raise ApiError(404, "height_not_stored", f"height {int(text)} is not in this node's block log (not decided "
                                                  f"yet, or compacted into a snapshot)")
-    return _answer(*found)
+    return _answer(found)
 
 
 def install_light_api(app: web.Application) -> None:

@@ -243,3 +243,8 @@ def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth
         return response
 
     app.middlewares.append(public_rate_limit)
+
+
+# The API's public rate limit, made by build_app (server.py) before any route is installed: the stream's
+# handshake (node/operator.py) spends the same limit.
+RATE_LIMIT = web.AppKey("public_rate_limit", PublicRateLimit)

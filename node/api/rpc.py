@@ -114,7 +114,7 @@ async def post_fault(request: web.Request) -> web.Response:
     fault = FaultSpec(delay=body_number(body, "delay", 0.0, 0.0, 60.0), fail=body_number(body, "fail", 0.0, 0.0, 1.0),
                       fail_delay=body_number(body, "fail_delay", 0.0, 0.0, 60.0),
                       capacity=body_number(body, "capacity", 0.0, 0.0, 1e6), queue=body_number(body, "queue", 100.0, 0.0, 1e6))
-    node.rpc.builtins.fault = fault
+    node.rpc.builtins.misbehave(fault)
     return json_response({"fault": fault.as_dict()})
 
 

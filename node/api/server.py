@@ -8,14 +8,14 @@ hour).
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator, cast
+from typing import Iterator, NamedTuple, cast
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.api.base import ApiNode, NODE_KEY, errors_as_json, json_response, node_of
 from p2p.public.guard import ConnectionGuard, GuardedSite, install_guard
-from node.api.rate import FrontGate, PublicRateLimit, install_public_rate_limit
+from node.api.rate import RATE_LIMIT, FrontGate, PublicRateLimit, install_public_rate_limit
 from node.api.auth import install_auth
 from node.api.forwarded import install_forwarded_client
 from p2p.public.sources import parse_networks
@@ -48,7 +48,7 @@ def build_app(node: ApiNode) -> web.Application:
     install_public_rate_limit(app, limit, auth)
     gate = app[FRONT_GATE] = FrontGate(limit, auth, api.connection_rate)
     node.metric_sources.append(lambda: gate_metrics(gate))
-    node.api_rate_limit = limit
+    app[RATE_LIMIT] = limit
     node.metric_sources.append(lambda: rate_metrics(limit))
     app.router.add_get("/status", get_status)
     app.router.add_get("/peers", get_peers)
@@ -100,7 +100,17 @@ def gate_metrics(gate: FrontGate) -> Iterator[Metric]:
                               value=gate.closed)
 
 
-async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
+class ApiServer(NamedTuple):
+    """A listening control API: its runner (cleaned up to stop it), where it listens, its public rate limit and
+    its connection guard (the node's /status shows both)."""
+
+    runner: web.AppRunner
+    address: tuple[str, int]
+    rate_limit: PublicRateLimit
+    guard: ConnectionGuard
+
+
+async def start_api(node: ApiNode, host: str, port: int) -> ApiServer:
     api = node.configs.api
     app = build_app(node)
     install_guard(app)
@@ -112,7 +122,6 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
                             write_timeout=api.write_timeout, write_min_rate=api.write_min_rate,
                             slow_answer_bytes=api.slow_answer_bytes, proxies=parse_networks(api.trusted_proxies),
                             shut=app[FRONT_GATE].shut)
-    node.api_guard = guard
     node.metric_sources.append(lambda: guard_metrics(guard))
     site = GuardedSite(runner, host, port, guard)
     try:
@@ -122,4 +131,4 @@ async def start_api(node: ApiNode, host: str, port: int) -> tuple[web.AppRunner,
         raise
     server = cast("asyncio.Server | None", site._server)  # aiohttp keeps it here; we need the bound port for port 0
     sockname = server.sockets[0].getsockname() if server and server.sockets else (host, port)
-    return runner, (sockname[0], sockname[1])
+    return ApiServer(runner, (sockname[0], sockname[1]), app[RATE_LIMIT], guard)

@@ -21,7 +21,7 @@ from aiohttp import web
 from config import parsers as p
 from exchange.chain.ports import NotReady
 from exchange.chain.state.seats import MAX_TOKEN_TTL_MS, MAX_TOKEN_USES
-from node.api.base import NODE_ID, ApiError, chain_of, json_response, not_ready
+from node.api.base import NODE_ID, ApiError, json_response, not_ready, reads_of, submits_of
 
 DEFAULT_TOKEN_TTL = 86400.0
 parse_ttl = p.duration(at_most=MAX_TOKEN_TTL_MS / 1000)
@@ -30,7 +30,7 @@ TOKEN_ID = re.compile(r"^[0-9a-f]{8,16}$")          # the id `token list` shows,
 
 async def get_validators(request: web.Request) -> web.Response:
     try:
-        return json_response(chain_of(request).seats.view())
+        return json_response(reads_of(request).seats())
     except NotReady as exc:
         raise not_ready(exc) from None
 
@@ -44,7 +44,7 @@ async def _approve(request: web.Request, action: str) -> web.Response:
     if not isinstance(node_id, str) or not NODE_ID.match(node_id):
         raise ApiError(400, "invalid_node_id", "node_id must be a 40-hex node id", "node_id")
     try:
-        return json_response(chain_of(request).seats.approve(action, node_id), status=202)
+        return json_response(submits_of(request).approve_seat(action, node_id), status=202)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
@@ -69,7 +69,7 @@ async def post_recover(request: web.Request) -> web.Response:
             or len(set(keep)) != len(keep):
         raise ApiError(400, "invalid_keep", "keep must be a list of distinct 40-hex node ids", "keep")
     try:
-        return json_response(chain_of(request).seats.recover(keep), status=202)
+        return json_response(submits_of(request).consent_recovery(keep), status=202)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
@@ -96,7 +96,7 @@ async def post_token(request: web.Request) -> web.Response:
     except p.InvalidValue as exc:
         raise ApiError(400, "invalid_ttl", f"ttl {exc}", "ttl") from None
     try:
-        issued = await chain_of(request).tokens.issue_token(uses=uses, ttl_s=ttl)
+        issued = await submits_of(request).issue_token(uses, ttl)
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:
@@ -106,7 +106,7 @@ async def post_token(request: web.Request) -> web.Response:
 
 async def get_tokens(request: web.Request) -> web.Response:
     try:
-        return json_response({"tokens": chain_of(request).tokens.tokens()})
+        return json_response({"tokens": reads_of(request).tokens()})
     except NotReady as exc:
         raise not_ready(exc) from None
 
@@ -116,12 +116,12 @@ async def delete_token(request: web.Request) -> web.Response:
     if not TOKEN_ID.match(token_id):
         raise ApiError(400, "invalid_token_id", "a token id is 16 hex characters, as `validators token list` shows "
                                                 "(its first 8 or more will do)")
-    tokens = chain_of(request).tokens
+    reads, submits = reads_of(request), submits_of(request)
     try:
-        if not any(token["id"].startswith(token_id) for token in tokens.tokens()):
+        if not any(token["id"].startswith(token_id) for token in reads.tokens()):
             raise ApiError(404, "unknown_token", f"no token {token_id} on this chain (`validators token list` "
                                                  f"shows them)")
-        return json_response(await tokens.revoke_token(token_id))
+        return json_response(await submits.revoke_token(token_id))
     except NotReady as exc:
         raise not_ready(exc) from None
     except ValueError as exc:

@@ -15,4 +15,5 @@ class BrowserConfig:
     max_per_address: int = 8
     max_per_subnet: int = 32
     max_sessions: int = 256
+    webrtc: bool = True               # answer pages' relayed WebRTC offers (when aiortc is installed)
     data_dir: Path | None = None      # where the certificates are kept across restarts (None: not kept)

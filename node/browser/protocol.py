@@ -4,8 +4,9 @@ Requests (`req` echoed in the answer): `hello {nonce}` (the session proof: bindi
 `unsubscribe` / `ping` (the market-data stream's own requests, handled by its server: book snapshot and
 updates with sequence and checksum), `headers` (every block header once final here), `submit {signed}`
 (a transaction in the documented signed form) and `nodes` (other nodes' WebTransport addresses, from
-what their links told us). Every line the node sends goes through one `StreamSession`, so a page that
-does not read is cut off exactly as a slow `/ws` client is.
+what their links told us) and `rtc_offer {to, sdp}` (a WebRTC offer carried to a linked node that
+cannot be dialled, its answer brought back: service.py). Every line the node sends goes through one
+`StreamSession`, so a page that does not read is cut off exactly as a slow `/ws` client is.
 
 The page is a peer with fewer rights: it cannot validate, relay, or add to a node's tables; it may only
 read, ask and submit what it signed itself, within a request rate and a number of submissions in flight.
@@ -31,12 +32,23 @@ MAX_LINE = 64 * 1024           # a signed batch of 250 operations fits
 REQUEST_RATE = 20.0            # requests per second per session, after a burst
 REQUEST_BURST = 40.0
 MAX_IN_FLIGHT = 8              # submissions of one session waiting for finality
+MAX_OFFERS = 4                 # WebRTC offers of one session being carried at once
 SUBMIT_WAIT = 10.0             # s a submission waits for its block before it is answered "not final yet"
 SESSION_IDLE = 10.0            # s without a request before a session is closed (a page pings every second: a tab
                                # closed without a word, which Chromium leaves open, frees its slot)
 CLOSE_PROTOCOL = 4400
 CLOSE_IDLE = 4408
 CLOSE_TOO_MANY = 4029
+
+
+class SessionPipe(Protocol):
+    """A session's way back to the page: a WebTransport stream (server.py) or a data channel (rtc.py)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    def abort(self) -> None: ...
 
 
 class NodeSide(Protocol):
@@ -59,6 +71,9 @@ class NodeSide(Protocol):
         """Other nodes a page may dial: node_id, webtransport URL, cert_sha256 list."""
 
     def follow_headers(self, session: "BrowserSession", on: bool) -> None: ...
+
+    def rtc_offer(self, to: str, sdp: str, page: str) -> Awaitable[JsonObject]:
+        """Carry a page's WebRTC offer to linked node `to`; its answer (`sdp`) or an `error`."""
 
 
 class LineTransport:
@@ -114,6 +129,7 @@ class BrowserSession:
         self.clock = clock
         self.last_request = clock()
         self.in_flight = 0
+        self.offering = 0              # WebRTC offers of this page being carried
         self.proved = False
         self.headers = False
         self.closed = False
@@ -167,9 +183,11 @@ class BrowserSession:
                 self._submit(body.get("signed"), req)
             elif event == "nodes":
                 self.send({"event": "nodes", "nodes": self.node.nodes()}, req)
+            elif event == "rtc_offer":
+                self._rtc_offer(body.get("to"), body.get("sdp"), req)
             else:
-                self.error("unknown_event", "event must be hello, subscribe, unsubscribe, ping, headers, submit or "
-                           "nodes", req)
+                self.error("unknown_event", "event must be hello, subscribe, unsubscribe, ping, headers, submit, "
+                           "nodes or rtc_offer", req)
         except Exception as exc:  # noqa: BLE001 - a bug of ours on odd input: refuse the request, keep the session
             log.warning("browser request refused, the node could not handle it: %s: %s", type(exc).__name__, exc,
                         extra={"address": self.peer})
@@ -197,6 +215,26 @@ class BrowserSession:
         task = asyncio.get_running_loop().create_task(self._submit_task(signed, req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _rtc_offer(self, to: Json, sdp: Json, req: Json) -> None:
+        if not isinstance(to, str) or len(to) != 40 or not isinstance(sdp, str) or not sdp:
+            return self.error("invalid_offer", "rtc_offer takes a node id (to) and an SDP offer (sdp)", req)
+        if self.offering >= MAX_OFFERS:
+            return self.error("too_many_in_flight", f"at most {MAX_OFFERS} WebRTC offers at a time per session", req)
+        self.offering += 1
+        task = asyncio.get_running_loop().create_task(self._rtc_task(to, sdp, req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rtc_task(self, to: str, sdp: str, req: Json) -> None:
+        try:
+            answer = await self.node.rtc_offer(to, sdp, self.peer)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: the page hears it, the session stays
+            log.warning("browser WebRTC offer failed: %s: %s", type(exc).__name__, exc, extra={"address": self.peer})
+            answer = {"error": {"code": "internal", "msg": "the node could not carry this offer"}}
+        finally:
+            self.offering -= 1
+        self.send({"event": "rtc_answer", **answer}, req)
 
     async def _submit_task(self, signed: Json, req: Json) -> None:
         try:

@@ -6,6 +6,10 @@ address, per /24 (/48) and in all from their first datagram, before any handshak
 and addresses are validated first by a QUIC retry, so a spoofed source cannot take another's share.
 A connection that never opens a session is dropped by QUIC's idle timeout.
 
+The same port answers STUN binding requests (stun.py), each address at most STUN_RATE a second and all of
+them at most STUN_TOTAL_RATE, so pages and nodes behind NATs learn their reflexive addresses for WebRTC from
+us and need no outside server.
+
 The served certificate can change at any time (`use_certificate`): connections made from then on get the new
 one, open sessions keep theirs, and each session is told the hash of the certificate its connection used.
 """
@@ -17,7 +21,7 @@ import logging
 import time
 from typing import Callable, cast
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import H3Event, HeadersReceived, WebTransportStreamDataReceived
@@ -29,6 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.browser.certs import Certificate
+from node.browser.stun import binding_answer, is_stun
+from p2p.resilience.token_bucket import TokenBucket
 from p2p.public.sources import Scope, Shares, cap_name, scope_words, subnet_of
 
 log = logging.getLogger("node.browser")
@@ -39,6 +45,9 @@ MAX_DATAGRAM_FRAME = 65536
 ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
 WARN_EVERY = 60.0                 # s between two warnings of refused connections (each is counted)
 STRAY_LIMIT = 16                  # requests and streams a page never needs, per connection, before it is closed
+STUN_RATE, STUN_BURST = 2.0, 10.0             # binding answers per address (ICE asks a few times per gathering)
+STUN_TOTAL_RATE, STUN_TOTAL_BURST = 200.0, 400.0
+STUN_ADDRESSES = 4096             # addresses whose STUN rate is tracked at once (past it: forgotten, oldest first)
 
 
 class SessionHandler:
@@ -181,6 +190,47 @@ class WebTransportProtocol(QuicConnectionProtocol):
             self.peer = None
 
 
+class StunGate:
+    """Answers STUN binding requests within a rate per address and a rate in all."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.total = TokenBucket(STUN_TOTAL_RATE, STUN_TOTAL_BURST, clock=clock)
+        self.by_address: dict[str, TokenBucket] = {}
+        self.answered = 0
+        self.refused = 0
+
+    def answer(self, data: bytes, host: str, port: int) -> bytes | None:
+        bucket = self.by_address.get(host)
+        if bucket is None:
+            if len(self.by_address) >= STUN_ADDRESSES:
+                del self.by_address[next(iter(self.by_address))]
+            bucket = self.by_address[host] = TokenBucket(STUN_RATE, STUN_BURST, clock=self.clock)
+        if not bucket.try_take() or not self.total.try_take():
+            self.refused += 1
+            return None
+        answer = binding_answer(data, host, port)
+        if answer is not None:
+            self.answered += 1
+        return answer
+
+
+class _Server(QuicServer):
+    """aioquic's server, with STUN datagrams answered before QUIC parses anything."""
+
+    def __init__(self, *, stun: StunGate, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.stun = stun
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if isinstance(data, bytes) and is_stun(data):
+            answer = self.stun.answer(data, str(addr[0]), int(addr[1]))
+            if answer is not None and self._transport is not None:
+                self._transport.sendto(answer, addr)
+            return
+        super().datagram_received(data, addr)
+
+
 class WebTransportServer:
     """Listens on UDP `host:port`; `new_session` makes the handler of each page's session."""
 
@@ -197,6 +247,7 @@ class WebTransportServer:
         self.refused: dict[str, int] = {}
         self._warned = -WARN_EVERY
         self._server: QuicServer | None = None
+        self.stun = StunGate()
         self.configuration = QuicConfiguration(alpn_protocols=H3_ALPN, is_client=False,
                                                max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=IDLE_TIMEOUT)
         self.use_certificate(certificate)
@@ -256,8 +307,11 @@ class WebTransportServer:
         def protocol(*args: object, **kwargs: object) -> QuicConnectionProtocol:
             return WebTransportProtocol(*args, server=self, **kwargs)
 
-        self._server = await serve(self.host, self.port, configuration=self.configuration, create_protocol=protocol,
-                                   retry=True)
+        loop = asyncio.get_running_loop()
+        _, server = await loop.create_datagram_endpoint(
+            lambda: _Server(stun=self.stun, configuration=self.configuration, create_protocol=protocol, retry=True),
+            local_addr=(self.host, self.port))
+        self._server = server
         transport = cast(asyncio.DatagramTransport, self._server._transport)
         self.port = transport.get_extra_info("sockname")[1]
 

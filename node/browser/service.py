@@ -3,6 +3,11 @@ certificate, answers each page's session (protocol.py) from the node's chain, st
 linked peers (hello and heartbeat field `browser`) where pages may dial us and with which certificate hashes,
 so a page that reached one node learns the others.
 
+A page that cannot dial a node (behind a NAT) reaches it over WebRTC (rtc.py): it sends its offer to a node it
+is linked to (`rtc_offer`), which carries it over its peer link to that node (`browser_rtc_offer`) and the
+answer back (`browser_rtc_answer`). Nodes that take such offers say so in hellos and heartbeats
+(`browser_rtc`: [1 when dial-backs say nobody can reach us, else 0]).
+
 What a browser may not do is what it is never given: it gets no link in the peer manager (so it holds no
 peer slot, routes nothing and is never handed out by peer exchange or the DHT), and it cannot vote or relay.
 """
@@ -26,11 +31,13 @@ from node.browser import cert_store
 from node.browser.certs import CertRotation, Certificate, usable_kept
 from node.browser.config import BrowserConfig
 from node.browser.endpoints import Endpoint, dht_entry, endpoint_of_record, parse_endpoint, url_of
-from node.browser.protocol import CLOSE_IDLE, SESSION_IDLE, SUBMIT_WAIT, BrowserSession, LineTransport
-from node.browser.server import Pipe, SessionHandler, WebTransportServer
+from node.browser.protocol import CLOSE_IDLE, SESSION_IDLE, SUBMIT_WAIT, BrowserSession, LineTransport, SessionPipe
+from node.browser.rtc import RtcEndpoint, RtcRefused
+from node.browser.server import SessionHandler, WebTransportServer
 from node.marketdata.server import StreamServer
 from node.marketdata.session import StreamSession
 from node.metrics import labelled_counter
+from p2p import messages as m
 from p2p.dht.records import NodeRecord
 from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks, proven_id
@@ -46,6 +53,16 @@ FIELD = "browser"                 # the hello and heartbeat field naming our end
 ANNOUNCE_AFTER_CHANGE = 600.0     # s heartbeats repeat our endpoint after it changed
 MAX_NODES = 32                    # endpoints a page is told of at once
 SEND_BUFFER = 1024 * 1024         # bytes a page may leave unread before it is cut off (as a slow /ws client)
+RTC_FIELD = "browser_rtc"         # the hello and heartbeat field of a node that takes WebRTC offers
+RTC_OFFER, RTC_ANSWER = "browser_rtc_offer", "browser_rtc_answer"
+RTC_WAIT = 12.0                   # s a page's relayed offer waits for the node's answer
+RTC_WAITING = 64                  # relayed offers waiting for an answer at once (each session has at most one)
+MAX_SDP = 16384
+RTC_SCHEMAS: m.SchemaTable = {
+    RTC_OFFER: m.schema({"id": m.is_int(), "sdp": m.is_str(MAX_SDP), "stun_port": m.is_int(0, 65535),
+                         "page": m.is_str(64)}),
+    RTC_ANSWER: m.schema({"id": m.is_int()}, {"sdp": m.is_str(MAX_SDP), "error": m.is_list(2, m.is_str(300))}),
+}
 
 
 class _Session(SessionHandler):
@@ -84,12 +101,26 @@ class BrowserService:
         self.records: Callable[[], Iterable[NodeRecord]] = lambda: ()   # checked DHT records we hold (the DHT's)
         self._tasks: list[asyncio.Task[None]] = []
         self._changed_at = time.monotonic()       # when what we announce last changed
+        self.rtc = RtcEndpoint(self._new_session, enabled=config.webrtc)
+        self.private: Callable[[], bool] = lambda: False      # dial-backs say nobody can reach us (NAT traversal's)
+        self.rtc_peers: dict[str, bool] = {}      # linked peers taking WebRTC offers -> whether they are private
+        self._rtc_waiting: dict[int, tuple[str, asyncio.Future[JsonObject]]] = {}
+        self._rtc_next = 0
+        self._rtc_tasks: set[asyncio.Task[None]] = set()
 
     # --- links: where peers' endpoints are --------------------------------------------------------
     def peer_hooks(self) -> PeerHooks:
-        return PeerHooks(owner="browser", on_open=(self._heard_link,), on_close=(self._link_closed,),
-                         on_heartbeat=(self._heard,), hello_fields=(self._field,),
-                         heartbeat_fields=(self._heartbeat_field,))
+        return PeerHooks(owner="browser", schemas=RTC_SCHEMAS,
+                         handlers={RTC_OFFER: self._on_rtc_offer, RTC_ANSWER: self._on_rtc_answer},
+                         on_open=(self._heard_link,), on_close=(self._link_closed,),
+                         on_heartbeat=(self._heard,), hello_fields=(self._field, self._rtc_field),
+                         heartbeat_fields=(self._heartbeat_field, self._rtc_field))
+
+    def _rtc_field(self) -> dict[str, Any]:
+        """Whether we take pages' WebRTC offers, and whether we are private (pages then should not dial us)."""
+        if not self.rtc.available or self.server is None:
+            return {}
+        return {RTC_FIELD: [1 if self.private() else 0]}
 
     def _heartbeat_field(self) -> dict[str, Any]:
         """Heartbeats repeat what hellos said only for a while after it changed (a link opened just before the
@@ -116,6 +147,9 @@ class BrowserService:
             self._heard(link, link.remote_hello)
 
     def _heard(self, link: "PeerLink", message: Message) -> None:
+        rtc = message.get(RTC_FIELD)
+        if type(rtc) is list and len(rtc) == 1 and rtc[0] in (0, 1):
+            self.rtc_peers[proven_id(link)] = rtc[0] == 1
         if FIELD not in message or link.remote_addr is None or getattr(link, "via", None):
             return
         endpoint = parse_endpoint(message[FIELD], link.remote_addr[0])
@@ -124,6 +158,7 @@ class BrowserService:
 
     def _link_closed(self, link: "PeerLink") -> None:
         self.endpoints.pop(proven_id(link), None)
+        self.rtc_peers.pop(proven_id(link), None)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self, peer_port: int) -> None:
@@ -149,6 +184,10 @@ class BrowserService:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._rotate()), loop.create_task(self._sweep())]
         log.info("browsers may dial %s (certificate sha256 %s)", self.url, self.rotation.current.sha256.hex())
+        if self.rtc.available:
+            log.info("browsers that cannot dial us may reach us over WebRTC, their offers relayed by a node they reach")
+        else:
+            log.warning("WebRTC for browsers is unavailable: %s", self.rtc.why)
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -159,6 +198,9 @@ class BrowserService:
             self.chain.block_listeners.remove(self._on_block)
         for session in list(self.sessions):
             session.close(1001, "node stopping")
+        for task in list(self._rtc_tasks):
+            task.cancel()
+        await self.rtc.stop()
         if self.server is not None:
             await self.server.stop()
 
@@ -206,7 +248,7 @@ class BrowserService:
         return None if self.server is None else url_of(self.config.public_host, self.server.port, self.config.path)
 
     # --- sessions -----------------------------------------------------------------------------------
-    def _new_session(self, pipe: Pipe, cert_sha256: bytes, peer: str) -> SessionHandler:
+    def _new_session(self, pipe: SessionPipe, cert_sha256: bytes, peer: str) -> SessionHandler:
         transport = LineTransport(pipe.write, pipe.buffered, pipe.abort)
         holder: list[BrowserSession] = []
         stream = StreamSession(transport, SEND_BUFFER, peer=peer,
@@ -218,7 +260,7 @@ class BrowserService:
         self.counters["sessions_opened"] += 1
         return _Session(session)
 
-    def _closed(self, session: BrowserSession, pipe: Pipe, code: int, reason: str) -> None:
+    def _closed(self, session: BrowserSession, pipe: SessionPipe, code: int, reason: str) -> None:
         self.sessions.discard(session)
         self.following.discard(session)
         if session.stream.closing is None:
@@ -268,8 +310,58 @@ class BrowserService:
                 if endpoint is not None:
                     known[record.node_id] = endpoint
         return [{"node_id": node_id, "webtransport": url_of(e.host, e.port, e.path),
-                 "cert_sha256": [h for h, _ in e.certs], "cert_expires_ms": [t for _, t in e.certs]}
+                 "cert_sha256": [h for h, _ in e.certs], "cert_expires_ms": [t for _, t in e.certs],
+                 "webrtc": node_id in self.rtc_peers, "direct": not self.rtc_peers.get(node_id, False)}
                 for node_id, e in list(known.items())[:MAX_NODES]]
+
+    # --- WebRTC offers: relayed for pages, answered for them ------------------------------------------------
+    async def rtc_offer(self, to: str, sdp: str, page: str) -> JsonObject:
+        """Carry a page's offer to linked node `to` and bring its answer back (or why not)."""
+        link = self.peers.links.get(to)
+        if link is None or to not in self.rtc_peers or self.server is None:
+            return {"error": {"code": "not_linked", "msg": "this node holds no link to that node, or it takes no "
+                              "WebRTC offers"}}
+        if len(self._rtc_waiting) >= RTC_WAITING:
+            return {"error": {"code": "busy", "msg": f"{RTC_WAITING} offers are waiting for answers here"}}
+        self._rtc_next += 1
+        rid = self._rtc_next
+        future: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
+        self._rtc_waiting[rid] = (to, future)
+        try:
+            if not link.send({"type": RTC_OFFER, "id": rid, "sdp": sdp, "stun_port": self.server.port, "page": page}):
+                return {"error": {"code": "not_linked", "msg": "the link to that node is closing"}}
+            return await asyncio.wait_for(future, RTC_WAIT)
+        except asyncio.TimeoutError:
+            return {"error": {"code": "timeout", "msg": f"that node did not answer within {RTC_WAIT:g} s"}}
+        finally:
+            self._rtc_waiting.pop(rid, None)
+
+    def _on_rtc_offer(self, link: "PeerLink", message: Message) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer_offer(link, message))
+        self._rtc_tasks.add(task)
+        task.add_done_callback(self._rtc_tasks.discard)
+
+    async def _answer_offer(self, link: "PeerLink", message: Message) -> None:
+        host = None if link.remote_addr is None else link.remote_addr[0]
+        stun = f"stun:{host}:{message['stun_port']}" if host and message["stun_port"] else None
+        try:
+            sdp = await self.rtc.answer(message["sdp"], stun=stun, relay=proven_id(link), page=message["page"])
+        except RtcRefused as exc:
+            link.send({"type": RTC_ANSWER, "id": message["id"], "error": [exc.code, str(exc)[:300]]})
+            return
+        link.send({"type": RTC_ANSWER, "id": message["id"], "sdp": sdp})
+
+    def _on_rtc_answer(self, link: "PeerLink", message: Message) -> None:
+        waiting = self._rtc_waiting.get(message["id"])
+        if waiting is None or waiting[0] != proven_id(link) or waiting[1].done():
+            return
+        error = message.get("error")
+        if error is not None and len(error) == 2:
+            waiting[1].set_result({"error": {"code": error[0], "msg": error[1]}})
+        elif isinstance(message.get("sdp"), str):
+            waiting[1].set_result({"sdp": message["sdp"]})
+        else:
+            waiting[1].set_result({"error": {"code": "bad_answer", "msg": "that node sent no answer"}})
 
     async def submit(self, signed: Json) -> JsonObject:
         chain = self.chain
@@ -322,7 +414,9 @@ class BrowserService:
                 "limits": {"per_address": self.config.max_per_address, "per_subnet": self.config.max_per_subnet,
                            "total": self.config.max_sessions},
                 "refused": dict(server.refused), "evicted": server.evicted, "strays_closed": server.strays_closed,
-                "peers_with_endpoint": len(self.endpoints),
+                "peers_with_endpoint": len(self.endpoints), "webrtc": self.rtc.status() | {"linked": [
+                    {"node_id": node_id, "direct": not private}
+                    for node_id, private in list(self.rtc_peers.items())[:MAX_NODES]]},
                 **self.counters}
 
 

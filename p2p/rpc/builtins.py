@@ -78,6 +78,10 @@ class Builtins:
         self.rng = rng or random.Random()
         self._next_free = 0.0   # when the capacity-limited echo can answer its next request
 
+    def misbehave(self, fault: FaultSpec) -> None:
+        """How `test.echo` misbehaves from now on (the debug API's fault injection)."""
+        self.fault = fault
+
     def register_all(self, rpc: ServiceRegistry, *, test_services: bool) -> None:
         """Register `ping`, and `test.echo` when `test_services` (the node's DEBUG_API) is on."""
         rpc.register(PING, self.ping)

@@ -1,10 +1,14 @@
-// The browser peer: links over WebTransport to the node it is given and to others it learns from it, proves
-// each (P2P.checkWelcome), follows the book and the headers over every link, and sends the orders it signs over
-// whichever link is up, again over another when a link goes before the answer. It makes no HTTP request.
+// The browser peer: links over WebTransport to the node it is given and to others it learns from it, and over a
+// WebRTC data channel to those it cannot dial (behind a NAT: the offer and answer go through a node it is linked
+// to), proves each (P2P.checkWelcome), follows the book and the headers over every link, and sends the orders it
+// signs over the link chosen (or the first up), again over another when a link goes before the answer. It makes
+// no HTTP request.
 "use strict";
 
 const MARKET = "BTC-USD";
-const WANT_LINKS = 2;
+let WANT_LINKS = 2;               // the address may ask for more (#links=N)
+const RTC_GATHER_MS = 3000;       // ms to gather our ICE candidates before the offer goes without the rest
+const RTC_CONNECT_MS = 6000;      // ms for the data channel to open before the node is taken as unreachable
 const PING_EVERY = 1000;          // ms: a link that answers no ping for PING_DEAD is taken as gone
 const PING_DEAD = 3000;
 const $ = (id) => document.getElementById(id);
@@ -16,12 +20,13 @@ const state = {
   orders: new Map(),              // order id -> {side, price, qty, status, via, signed, txId}
   book: { bids: new Map(), asks: new Map(), from: null },
   height: 0,
+  preferred: null,                // the node id orders go through when its link is up (a click on its row)
 };
 
 function render() {
-  const rows = state.links.map((l) => `<tr data-state="${l.state}" data-node-id="${l.nodeId ?? ""}"><td class="id">` +
-    `${l.nodeId ?? l.expectedId ?? "?"}</td><td class="id">${l.url}</td><td class="link-state">${l.state}</td>` +
-    `<td class="link-why">${l.why ?? ""}</td></tr>`);
+  const rows = state.links.map((l) => `<tr data-state="${l.state}" data-node-id="${l.nodeId ?? l.expectedId ?? ""}" ` +
+    `data-kind="${l.kind}"><td class="id">${l.nodeId ?? l.expectedId ?? "?"}</td><td class="id">${l.url}</td>` +
+    `<td class="link-state">${l.state}</td><td class="link-why">${l.why ?? ""}</td></tr>`);
   $("links").tBodies[0].innerHTML = rows.join("");
   const active = activeLink();
   $("active-node").textContent = active ? active.nodeId : "no link up";
@@ -43,14 +48,15 @@ function render() {
 }
 
 function activeLink() {
-  return state.links.find((l) => l.state === "up") ?? null;
+  const chosen = state.links.find((l) => l.state === "up" && l.nodeId === state.preferred);
+  return chosen ?? state.links.find((l) => l.state === "up") ?? null;
 }
 
 // --- one link ---------------------------------------------------------------------------------------
 class Link {
-  constructor(url, hashes, expectedId) {
-    Object.assign(this, { url, hashes, expectedId, nodeId: null, state: "dialling", why: null, req: 0,
-      pending: new Map(), book: { bids: new Map(), asks: new Map() }, lastPong: 0 });
+  constructor(url, hashes, expectedId, kind = "webtransport") {
+    Object.assign(this, { url, hashes, expectedId, kind, nodeId: null, state: "dialling", why: null, req: 0,
+      pending: new Map(), book: { bids: new Map(), asks: new Map() }, lastPong: 0, buffer: "" });
   }
 
   async dial() {
@@ -79,23 +85,75 @@ class Link {
 
   async open(transport, hash) {
     this.transport = transport;
-    this.dialledHash = hash;
     transport.closed.then(() => this.lost("the node closed the session"), (e) => this.lost(`link lost: ${e.message ?? e}`));
     const stream = await transport.createBidirectionalStream();
-    this.writer = stream.writable.getWriter();
+    const writer = stream.writable.getWriter();
+    this.writer = writer;
+    this.sendLine = (text) => writer.write(new TextEncoder().encode(text));
+    this.closeTransport = () => transport.close();
     this.read(stream.readable.getReader());
+    return this.prove(hash);
+  }
+
+  // A node we cannot dial: our offer goes through `relay` (a link up), the node answers with its candidates and
+  // its DTLS fingerprint, which its proof must name. ICE uses our STUN answers from the relay's port only.
+  async dialRtc(relay) {
+    this.via = relay.nodeId;
+    const server = new URL(relay.url);
+    const pc = new RTCPeerConnection({ iceServers: [{ urls: `stun:${server.hostname}:${server.port}` }] });
+    this.pc = pc;
+    const channel = pc.createDataChannel("exchange-node", { ordered: true });
+    await pc.setLocalDescription(await pc.createOffer());
+    await Promise.race([new Promise((resolve) => {
+      pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+      if (pc.iceGatheringState === "complete") resolve();
+    }), sleep(RTC_GATHER_MS)]);
+    // mDNS names (<uuid>.local) mean nothing to the node: only addresses go
+    const sdp = pc.localDescription.sdp.split("\r\n").filter((l) => !/^a=candidate:.* [0-9a-f-]+\.local /.test(l))
+      .join("\r\n");
+    const answer = await relay.request({ event: "rtc_offer", to: this.expectedId, sdp });
+    if (answer.error || answer.event === "error") {
+      pc.close();
+      return this.relayed(relay, `no WebRTC to this node (${answer.error?.msg ?? answer.msg})`);
+    }
+    const fingerprint = /^a=fingerprint:sha-256 ([0-9A-F:]+)/mi.exec(answer.sdp)?.[1].replaceAll(":", "").toLowerCase();
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    const opened = await Promise.race([new Promise((resolve) => { channel.onopen = () => resolve(true); }),
+      sleep(RTC_CONNECT_MS).then(() => false)]);
+    if (!opened) {
+      pc.close();
+      return this.relayed(relay, "no direct path through the NATs (ICE found none: a symmetric NAT?)");
+    }
+    channel.onmessage = (event) => this.feed(typeof event.data === "string" ? event.data
+      : new TextDecoder().decode(event.data));
+    channel.onclose = () => this.lost("the data channel closed");
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") this.lost("the WebRTC connection went");
+    });
+    this.sendLine = async (text) => channel.send(text);
+    this.closeTransport = () => pc.close();
+    return this.prove(fingerprint ?? "");
+  }
+
+  // The node cannot be reached directly: its orders go through the relay, and the page says so.
+  relayed(relay, why) {
+    this.fail("relayed", `${why}: trading through ${relay.nodeId.slice(0, 12)}… (the relay), which reaches it`);
+  }
+
+  async prove(hash) {
+    this.dialledHash = hash;
     const nonce = crypto.getRandomValues(new Uint8Array(32));
     const welcome = await this.request({ event: "hello", nonce: P2P.hex(nonce) });
     const why = await P2P.checkWelcome(welcome, { nonce, dialledHash: hash, expectedId: this.expectedId });
     if (why) {
       this.fail("refused", why);
-      transport.close();
+      this.closeTransport();
       return;
     }
     this.nodeId = welcome.node_id;
     if (state.chainId && welcome.chain_id && welcome.chain_id !== state.chainId) {
       this.fail("refused", "this node is on another chain");
-      transport.close();
+      this.closeTransport();
       return;
     }
     state.chainId ??= welcome.chain_id;
@@ -110,21 +168,24 @@ class Link {
 
   async read(reader) {
     const dec = new TextDecoder();
-    let buffer = "";
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        buffer += dec.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, end);
-          buffer = buffer.slice(end + 1);
-          if (line) this.message(JSON.parse(line));
-        }
+        this.feed(dec.decode(value, { stream: true }));
       }
     } catch (e) {
       this.lost(`link lost: ${e.message ?? e}`);
+    }
+  }
+
+  feed(text) {
+    this.buffer += text;
+    let end;
+    while ((end = this.buffer.indexOf("\n")) >= 0) {
+      const line = this.buffer.slice(0, end);
+      this.buffer = this.buffer.slice(end + 1);
+      if (line) this.message(JSON.parse(line));
     }
   }
 
@@ -153,7 +214,7 @@ class Link {
   }
 
   send(body) {
-    return this.writer.write(new TextEncoder().encode(JSON.stringify(body) + "\n"));
+    return this.sendLine(JSON.stringify(body) + "\n");
   }
 
   request(body) {
@@ -171,7 +232,7 @@ class Link {
     if (this.state !== "up") return;
     if (Date.now() - this.lastPong > PING_DEAD) {
       this.lost("the node stopped answering");
-      try { this.transport.close(); } catch { /* already closed */ }
+      try { this.closeTransport(); } catch { /* already closed */ }
       return;
     }
     this.send({ event: "ping" }).catch(() => this.lost("link lost"));
@@ -196,15 +257,17 @@ class Link {
   }
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 // --- the set of links ---------------------------------------------------------------------------------
-async function dial(url, hashes, expectedId) {
+async function dial(url, hashes, expectedId, relay = null) {
   if (state.links.some((l) => l.url === url && l.state !== "down" && l.state !== "refused")) return;
   state.links = state.links.filter((l) => !(l.url === url && l.state === "down"));     // its old row
-  const link = new Link(url, hashes, expectedId);
+  const link = new Link(url, hashes, expectedId, relay ? "webrtc" : "webtransport");
   state.links.push(link);
   render();
   try {
-    await link.dial();
+    await (relay ? link.dialRtc(relay) : link.dial());
   } catch (e) {
     link.fail("refused", `could not open the session: ${e.message ?? e}`);
   }
@@ -220,7 +283,9 @@ async function linked(link) {
     if (state.links.some((l) => (l.nodeId === node.node_id || l.expectedId === node.node_id) &&
       l.state !== "down")) continue;
     const hashes = node.cert_sha256.map((hash, i) => ({ hash, expires: node.cert_expires_ms?.[i] }));
-    dial(node.webtransport, hashes, node.node_id);
+    // a node nobody can dial (its dial-backs say so) is reached over WebRTC, the offer through this link
+    if (node.webrtc && node.direct === false) dial(`webrtc:${node.node_id} via ${link.nodeId}`, hashes, node.node_id, link);
+    else dial(node.webtransport, hashes, node.node_id);
   }
   resend();
 }
@@ -239,7 +304,8 @@ function refillSoon() {
       return;
     }
     if (up.length) up.forEach(linked);
-    else state.links.filter((l) => l.state === "down").forEach((l) => dial(l.url, l.hashes, l.nodeId ?? l.expectedId));
+    else state.links.filter((l) => l.state === "down" && l.kind === "webtransport")
+      .forEach((l) => dial(l.url, l.hashes, l.nodeId ?? l.expectedId));
     refillDelay = Math.min(refillDelay * 2, 30_000);
     refillSoon();
   }, refillDelay);
@@ -310,6 +376,7 @@ async function closeLinks() {
     link.state = "closed";
     clearInterval(link.pinger);
     try {
+      link.pc?.close();
       await link.writer?.close();
       link.transport?.close({ closeCode: 0, reason: "page closed" });
       await link.transport?.closed;
@@ -322,6 +389,7 @@ function fromAddress() {
   // #node=<url>&hash=<hex>[,<hex>]&id=<node id>: what a page opened from a file is given
   // (&expires=<ms>[,<ms>]: when each certificate ends, as GET /status `cert_expires_ms` says)
   const params = new URLSearchParams(location.hash.slice(1));
+  WANT_LINKS = Math.max(1, Number(params.get("links")) || WANT_LINKS);
   const expires = (params.get("expires") ?? "").split(",").map(Number);
   return { url: params.get("node"), id: params.get("id"),
     hashes: (params.get("hash") ?? "").split(",").filter(Boolean).map((hash, i) => ({ hash, expires: expires[i] || 0 })) };
@@ -354,6 +422,13 @@ async function start() {
     location.reload();
   });
   addEventListener("pagehide", closeLinks);
+  $("links").addEventListener("click", (event) => {       // orders go through the node whose row was clicked
+    const row = event.target.closest("tr[data-node-id]");
+    if (row?.dataset.state === "up") {
+      state.preferred = row.dataset.nodeId;
+      render();
+    }
+  });
   const given = fromAddress();
   if (given.url) dial(given.url, given.hashes, given.id);
   render();

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.crypto import SigningKey
+from exchange.chain.api_door import ChainApi
 from exchange.chain.service import ChainService
 from exchange.chain.store.block_store import ChainStore
 from exchange.app.txs import CancelOp, NewOrderOp, sign_tx
@@ -54,12 +55,13 @@ class Harness:
         self.accounts = AccountStore(tmp_path)
         for name in ACCOUNTS:
             self.accounts.new(name, exist_ok=True)
-        self.node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[], metric_sources=[], order_batcher=None,
+        self.node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[], metric_sources=[],
                                           node_id=identity.node_id, accounts=self.accounts,
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path, debug_api=False)))
         self.chain = self.node.chain = ChainService(identity, NoNetwork(), ChainStore(tmp_path), network_id="test",
                                                     markets="BTC-USD,ETH-USD:0.01:0.001", found_after=0.0)
+        self.node.chain_reads = self.node.chain_submits = ChainApi(self.chain)
         from node.api.cancel_all import install_cancel_all_api
         from node.api.history import install_history_api
         from node.api.orders import install_order_api

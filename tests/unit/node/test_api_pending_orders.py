@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exchange.chain.types.codec import pack, unpack
 from exchange.chain.types.genesis import Genesis
+from exchange.chain.api_door import ChainApi
 from exchange.chain.service import ChainService
 from exchange.app import ExchangeParams
 from exchange.chain.store.block_store import ChainStore
@@ -102,8 +103,9 @@ class TwoValidators:
         for name in ("default", "maker"):
             self.accounts.new(name, exist_ok=True)
         self.node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[install_order_api],
-                                          metric_sources=[], order_batcher=None, node_id=ids[0].node_id,
-                                          accounts=self.accounts, chain=self.a,
+                                          metric_sources=[], node_id=ids[0].node_id,
+                                          accounts=self.accounts, chain_reads=ChainApi(self.a),
+                                          chain_submits=ChainApi(self.a),
                                           configs=types.SimpleNamespace(api=ApiConfig(
                                               host="127.0.0.1", port=0, token=TOKEN, data_dir=tmp_path,
                                               debug_api=False)))

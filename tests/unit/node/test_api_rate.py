@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from config import load_settings
 from node.api.auth import install_auth
 from node.api.server import build_app
-from node.api.rate import PublicRateLimit, install_public_rate_limit
+from node.api.rate import RATE_LIMIT, PublicRateLimit, install_public_rate_limit
 from p2p.public.rate import BURST_SECONDS, MAX_TRACKED, NEWCOMERS_PER_GROUP, NEWCOMERS_PER_SECOND
 
 API_TOKEN = "operator-token-0123456789abcdef"
@@ -105,7 +105,7 @@ async def test_the_app_answers_429_with_retry_after_to_an_anonymous_flood_only(t
         assert with_token == [200] * 20
         private = await client.get("/peers")
         assert private.status == 401                  # private routes answer as before (and are not counted)
-    assert node.api_rate_limit.view()["refused"]["per_address"] >= 3
+    assert app[RATE_LIMIT].view()["refused"]["per_address"] >= 3
 
 
 async def test_this_machine_is_exempt_by_default(tmp_path):

@@ -10,7 +10,7 @@ from nacl.signing import SigningKey
 
 from node.api.base import Json, JsonObject
 from node.browser.binding import proof_message
-from node.browser.protocol import MAX_IN_FLIGHT, MAX_LINE, REQUEST_BURST, SESSION_IDLE, BrowserSession, LineTransport
+from node.browser.protocol import MAX_IN_FLIGHT, MAX_LINE, MAX_OFFERS, REQUEST_BURST, SESSION_IDLE, BrowserSession, LineTransport
 from node.marketdata.session import StreamSession
 from node.marketdata.wsframe import text_frame
 
@@ -48,6 +48,10 @@ class FakeNode:
 
     def follow_headers(self, session: BrowserSession, on: bool) -> None:
         (self.following.add if on else self.following.discard)(session)
+
+    async def rtc_offer(self, to: str, sdp: str, page: str) -> JsonObject:
+        await self.release.wait()
+        return {"sdp": f"answer to {sdp} for {page}"}
 
 
 class Wire:
@@ -158,3 +162,21 @@ async def test_a_page_that_asks_nothing_for_a_while_is_idle() -> None:
     now[0] += SESSION_IDLE / 2
     s.request(b'{"event":"nodes"}')          # a request (the page's ping) keeps it alive
     assert not s.idle(now[0] + SESSION_IDLE) and s.idle(now[0] + SESSION_IDLE + 0.1)
+
+
+async def test_webrtc_offers_are_carried_a_few_at_a_time_and_odd_ones_refused() -> None:
+    node = FakeNode()
+    s, wire, _ = session(node)
+    s.data_received(b'{"event":"rtc_offer","to":"x","sdp":"o","req":0}\n')
+    for i in range(1, MAX_OFFERS + 2):
+        s.data_received(b'{"event":"rtc_offer","to":"' + b"cd" * 20 + b'","sdp":"o%d","req":%d}\n' % (i, i))
+    await settle()
+    assert [(line["req"], line["code"]) for line in wire.lines()] == [(0, "invalid_offer"),
+                                                                       (MAX_OFFERS + 1, "too_many_in_flight")]
+    node.release.set()
+    await settle()
+    assert wire.lines()[-1] == {"event": "rtc_answer", "sdp": f"answer to o{MAX_OFFERS} for 127.0.0.1",
+                                "req": MAX_OFFERS}
+    s.data_received(b'{"event":"rtc_offer","to":"' + b"cd" * 20 + b'","sdp":"o9","req":9}\n')
+    await settle()
+    assert wire.lines()[-1]["sdp"] == "answer to o9 for 127.0.0.1", "the next offer once the others are answered"

@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 
 from config import load_settings
-from node.api.server import start_api
 from node.refusals import grenache_refusals, refused_rows
 from p2p.public.refusals import RefusalLog
 from tests.unit.node.test_api_rate import Clock
@@ -64,7 +63,9 @@ def test_the_api_as_the_node_serves_it_shows_whom_it_cut_in_status(tmp_path: Pat
     node = ExchangeNode(settings)
 
     async def run() -> tuple[bytes, bytes, dict]:
-        runner, (host, port) = await start_api(node, "127.0.0.1", 0)
+        await node._start_api()
+        assert node.api_address is not None
+        host, port = node.api_address
         try:
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")            # never finished
@@ -79,7 +80,7 @@ def test_the_api_as_the_node_serves_it_shows_whom_it_cut_in_status(tmp_path: Pat
                 w.close()
             return cut, answered_then_idle, orjson.loads(orjson.dumps(node.status(), default=str))
         finally:
-            await runner.cleanup()
+            await node._stop_api()
 
     cut, answered_then_idle, status = asyncio.run(run())
     assert cut.startswith(b"HTTP/1.1 408")

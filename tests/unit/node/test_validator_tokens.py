@@ -30,7 +30,7 @@ NODE_ID = "c0ffee" + "0" * 34
 
 
 class FakeSeats:
-    """The chain side's contract (exchange/chain/seats/token_desk.py): issue_token, tokens, revoke_token."""
+    """The token part of the API's chain ports (exchange/chain/api_ports.py): tokens, issue_token, revoke_token."""
 
     def __init__(self) -> None:
         self.issued: list[tuple[int, float]] = []
@@ -63,7 +63,7 @@ class TokenApi:
         self.loop = asyncio.new_event_loop()
         self.seats = FakeSeats()
         node = types.SimpleNamespace(public_refusals=RefusalLog(), api_extensions=[install_validator_api],
-                                     metric_sources=[], chain=types.SimpleNamespace(tokens=self.seats),
+                                     metric_sources=[], chain_reads=self.seats, chain_submits=self.seats,
                                      configs=types.SimpleNamespace(api=ApiConfig(host="127.0.0.1", port=0,
                                                                                  token=API_TOKEN, data_dir=tmp_path,
                                                                                  debug_api=False)))

@@ -1,0 +1,171 @@
+"""State proofs on reads (`?proof=1`): an answer with the proof that it is the certified state.
+
+The state after block h is certified by the header of h + 1 (its state hash covers the state root: `node/light/
+anchor.py`), so a proved read is built at once from the state of height h, the answer and the proofs together, and
+then waits (at most WAIT_SECONDS) for block h + 1 to be stored here, whose header and commit it carries:
+
+    {"height": h, "certified_by": {"height": h + 1, "header", "commit"}, "anchor", "proofs": [...], ...the answer}
+
+Every value is base64 of canonical msgpack, the bytes the client checks. Waiting reads are bounded per address
+(MAX_WAITING_PER_ADDRESS) and in all (MAX_WAITING): past either a read is 429 or 503 with Retry-After.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import weakref
+from collections import Counter
+from itertools import islice
+from typing import Any, Callable, cast
+
+from aiohttp import web
+
+from exchange.app.results import BlockResult
+from exchange.app.history import TradeRow
+from exchange.app.views import trade_view
+from exchange.chain.types.blocks import Block
+from exchange.chain.types.codec import pack
+from exchange.chain.service import ChainService
+from exchange.commitments.proofs import Proof
+from exchange.commitments.layout import unpack
+from exchange.commitments.queries import Maps, prove_account, prove_book, prove_order
+from node.api.base import ApiError, JsonObject, json_response, node_of
+from node.light.anchor import Unanchored, anchor_of
+
+WAIT_SECONDS = 5.0
+MAX_WAITING = 256
+MAX_WAITING_PER_ADDRESS = 16
+
+
+def wants_proof(request: web.Request) -> bool:
+    flag = request.query.get("proof", "0")
+    if flag not in ("0", "1"):
+        raise ApiError(400, "bad_proof", f"proof must be 0 or 1, got {flag[:8]!r}", "proof")
+    return flag == "1"
+
+
+class NextBlocks:
+    """Reads waiting for a height to be stored here, woken by the chain's block listener."""
+
+    def __init__(self, chain: ChainService) -> None:
+        self.waiting: dict[int, list[asyncio.Future[None]]] = {}
+        self.by_address: Counter[str] = Counter()
+        self.count = 0
+        chain.block_listeners.append(self._stored)
+
+    def _stored(self, block: Block, _result: BlockResult | None) -> None:
+        for height in [h for h in self.waiting if h <= block.height]:
+            for future in self.waiting.pop(height):
+                if not future.done():
+                    future.set_result(None)
+
+    async def wait(self, height: int, address: str, timeout: float) -> bool:
+        if self.count >= MAX_WAITING:
+            raise ApiError(503, "proofs_busy", "too many proved reads wait for their certificate now", retry_after=1.0)
+        if self.by_address[address] >= MAX_WAITING_PER_ADDRESS:
+            raise ApiError(429, "proofs_rate", f"at most {MAX_WAITING_PER_ADDRESS} proved reads wait at once per "
+                                               f"address", retry_after=1.0)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(height, []).append(future)
+        self.count += 1
+        self.by_address[address] += 1
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self.count -= 1
+            self.by_address[address] -= 1
+            if not self.by_address[address]:
+                del self.by_address[address]
+            left = [f for f in self.waiting.get(height, []) if f is not future]
+            if left:
+                self.waiting[height] = left
+            else:
+                self.waiting.pop(height, None)
+
+
+_NEXT: weakref.WeakKeyDictionary[ChainService, NextBlocks] = weakref.WeakKeyDictionary()
+
+
+def chain_of(request: web.Request) -> ChainService:
+    """The node's chain service: a proof needs what the read port does not carry (the state's maps, the parts of
+    its hash, the moment a block is stored)."""
+    chain = getattr(node_of(request), "chain", None)
+    if not isinstance(chain, ChainService):
+        raise ApiError(503, "exchange_unavailable", "this node runs no exchange")
+    return chain
+
+
+def _b64(value: object) -> str:
+    return base64.b64encode(pack(value)).decode()
+
+
+async def proved(request: web.Request, answer: JsonObject, prove: Callable[[Maps], list[Proof]]) -> web.Response:
+    """`answer` (read from the state just now, before any await) with the proofs `prove` makes from the same state,
+    once the header that certifies that state is stored here."""
+    chain = chain_of(request)
+    state = chain.usable_core().state
+    app = chain.state
+    commitment = app.commitment
+    if commitment is None:
+        raise ApiError(503, "no_commitment", "this node keeps no state commitment")
+    try:
+        anchor = anchor_of(state, app.results_chain, commitment.root)
+    except Unanchored as exc:
+        raise ApiError(503, "proof_unavailable", str(exc), retry_after=1.0) from None
+    proofs = [base64.b64encode(proof.encode()).decode() for proof in prove(commitment)]
+    height = state.height
+    waiter = _NEXT.get(chain)
+    if waiter is None:
+        waiter = _NEXT[chain] = NextBlocks(chain)
+    stored = chain.store.get(height + 1)
+    if stored is None and await waiter.wait(height + 1, request.remote or "", WAIT_SECONDS):
+        stored = chain.store.get(height + 1)
+    if stored is None:
+        raise ApiError(503, "not_certified_yet", f"the header certifying height {height} is not stored here yet",
+                       retry_after=1.0)
+    block, commit = stored
+    return json_response({**answer, "height": height, "anchor": _b64(anchor), "proofs": proofs,
+                          "certified_by": {"height": block.height, "header": _b64(block.header.wire()),
+                                           "commit": _b64(commit.wire())}})
+
+
+PROOF_FILLS = 100
+MAX_PROOF_FILLS = 1000
+MAX_PROOF_LEVELS = 100_000
+
+
+def _count(request: web.Request, name: str, default: int | None, most: int) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ApiError(400, f"bad_{name}", f"{name} must be an integer from 1 to {most} with proof=1", name)
+    return int(text)
+
+
+async def proved_book(request: web.Request, market: str) -> web.Response:
+    """The top `depth` levels of each side (every level without `depth`), proved."""
+    depth = _count(request, "depth", None, MAX_PROOF_LEVELS)
+    view = chain_of(request).state.book(market, MAX_PROOF_LEVELS if depth is None else depth, with_digest=False)
+    return await proved(request, {**view, "final": True}, lambda maps: prove_book(maps, market, depth))
+
+
+async def proved_order(request: web.Request, order_id: str) -> web.Response:
+    """An order's record, or the proof that the state holds none under its id."""
+    order = chain_of(request).state.order(order_id)
+    return await proved(request, {"order": order, "final": True}, lambda maps: prove_order(maps, order_id))
+
+
+async def proved_fills(request: web.Request, account: str) -> web.Response:
+    """An account's newest `limit` fills (of the markets' kept trades) and its positions, proved."""
+    limit = _count(request, "limit", PROOF_FILLS, MAX_PROOF_FILLS) or PROOF_FILLS
+    state = chain_of(request).state
+    registry = state.params.registry
+    held = None if state.commitment is None else state.commitment.account_maps(account)
+    rows = [] if held is None else [cast(list[Any], unpack(value)) for _, value in islice(held[0].iterate(), limit)]
+    fills = [trade_view(cast(TradeRow, tuple(row[1:])), registry.get(row[0])) for row in rows]
+    answer = {"account": account, "fills": fills, "positions": state.position(account)["positions"]}
+    return await proved(request, answer, lambda maps: prove_account(maps, account, limit))

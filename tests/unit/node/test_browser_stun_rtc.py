@@ -1,0 +1,69 @@
+"""STUN binding answers on the browser port (RFC 8489 test vectors' layout, our own values), their limits, and a
+node without aiortc refusing WebRTC offers with a reason instead of failing."""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+import pytest
+
+from node.browser.rtc import MISSING, RtcEndpoint, RtcRefused, fingerprint_of
+from node.browser.server import STUN_BURST, StunGate
+from node.browser.stun import MAGIC, binding_answer, is_stun, mapped_address
+
+
+def request(transaction: bytes = b"\x01" * 12, attributes: bytes = b"") -> bytes:
+    return struct.pack("!HHI", 0x0001, len(attributes), MAGIC) + transaction + attributes
+
+
+def test_a_binding_request_is_answered_with_the_address_it_came_from() -> None:
+    for host, port in (("11.18.102.1", 40000), ("2001:db8::7", 5)):
+        answer = binding_answer(request(os.urandom(12)), host, port)
+        assert answer is not None and mapped_address(answer) == (host, port)
+    tx = bytes(range(12))
+    answer = binding_answer(request(tx), "10.0.0.1", 1)
+    assert answer is not None and answer[8:20] == tx and struct.unpack_from("!H", answer)[0] == 0x0101
+
+
+def test_what_is_not_a_binding_request_gets_nothing() -> None:
+    quic_initial = bytes([0xC3]) + b"\x00\x00\x00\x01" + b"\x00" * 40
+    assert not is_stun(quic_initial) and binding_answer(quic_initial, "10.0.0.1", 1) is None
+    indication = struct.pack("!HHI", 0x0011, 0, MAGIC) + b"\x00" * 12
+    assert is_stun(indication) and binding_answer(indication, "10.0.0.1", 1) is None
+    assert binding_answer(request()[:-1], "10.0.0.1", 1) is None                 # truncated
+    assert binding_answer(request(attributes=b"\x00\x06\x00\x01x\x00\x00\x00")[:-2], "10.0.0.1", 1) is None
+    assert binding_answer(request(attributes=b"\x00" * 600), "10.0.0.1", 1) is None   # longer than any we answer
+
+
+def test_stun_answers_are_limited_per_address_then_in_all() -> None:
+    now = [0.0]
+    gate = StunGate(clock=lambda: now[0])
+    answered = [gate.answer(request(), "11.18.2.1", 9) is not None for _ in range(int(STUN_BURST) + 5)]
+    assert sum(answered) == STUN_BURST and gate.refused == 5
+    assert gate.answer(request(), "11.18.3.1", 9) is not None, "another address has its own share"
+    for i in range(400):                                 # many addresses: the total burst runs out
+        gate.answer(request(), f"11.19.{i // 250}.{i % 250}", 9)
+    assert gate.answer(request(), "11.18.4.1", 9) is None
+    now[0] += 1.0
+    assert gate.answer(request(), "11.18.4.1", 9) is not None, "and refills"
+
+
+async def test_without_aiortc_an_offer_is_refused_and_the_node_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiortc" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "aiortc", None)
+    rtc = RtcEndpoint(lambda *a: None)  # type: ignore[arg-type]
+    assert not rtc.available and rtc.why == MISSING
+    with pytest.raises(RtcRefused) as refused:
+        await rtc.answer("v=0", stun=None, relay="r", page="p")
+    assert refused.value.code == "no_webrtc"
+    assert rtc.status() | {} == {"available": False, "why": MISSING, "peers": 0, "offers": 1, "answered": 0,
+                                 "connected": 0, "refused": 1, "failed": 0}
+
+
+def test_the_fingerprint_is_read_from_the_answer() -> None:
+    digest = bytes(range(32))
+    sdp = "v=0\r\na=setup:active\r\na=fingerprint:sha-256 " + ":".join(f"{b:02X}" for b in digest) + "\r\n"
+    assert fingerprint_of(sdp) == digest and fingerprint_of("v=0\r\n") is None
