@@ -12,7 +12,7 @@ from pathlib import Path
 from config import Settings
 from config.version import DISTRIBUTION, VERSION
 from exchange.chain.config import CoreConfig
-from exchange.chain.consensus.tendermint import ConsensusConfig
+from exchange.chain.config import ConsensusConfig
 from node.browser.config import BrowserConfig
 from p2p.admission import InboundLimits
 from p2p.discovery.mdns import mdns_announce_hosts

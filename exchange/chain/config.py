@@ -1,9 +1,20 @@
-"""CoreConfig: the chain core's settings, one frozen value every part reads and none changes."""
+"""The chain core's settings (`CoreConfig`) and Tendermint's timeouts (`ConsensusConfig`): frozen values every
+part reads and none changes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exchange.chain.consensus.tendermint import ConsensusConfig
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    timeout_propose: float = 0.4
+    timeout_propose_delta: float = 0.2
+    timeout_prevote: float = 0.15
+    timeout_prevote_delta: float = 0.1
+    timeout_precommit: float = 0.15
+    timeout_precommit_delta: float = 0.1
+    rebroadcast_interval: float = 0.5
+    round_window: int = 4
 
 
 @dataclass(frozen=True)

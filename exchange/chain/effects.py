@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 
 if TYPE_CHECKING:
     from exchange.chain.types.blocks import Block, Commit, Proposal, Vote
-    from exchange.chain.state.chainstate import BlockOutcome
+    from exchange.chain.state.outcome import BlockOutcome
     from exchange.app.txs import SignedTx
     from exchange.wire import Wire
 

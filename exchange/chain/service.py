@@ -59,7 +59,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, ChainMessage, Commit
                                     NeedSnapshot, OwnDone, Penalize, SendFollowers, SendTo, SendValidators,
                                     WalRecord)
 from exchange.crypto import verify as ed25519_verify
-from exchange.chain.state.chainstate import BlockOutcome
+from exchange.chain.state.outcome import BlockOutcome
 from exchange.chain.store.durability import BlockDurability, UnsavedBlock
 from exchange.chain.mempool.forwarding import TxForwarding
 from exchange.chain.ticker import Ticker, tick_delay

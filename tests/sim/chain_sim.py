@@ -28,7 +28,7 @@ from exchange.chain.effects import (Broadcast, ChainEffect, Committed, Forward, 
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.state.seats import MAX_TOKEN_USES
 from exchange.chain.state.snapshot_maker import SnapshotMaker
-from exchange.chain.consensus.tendermint import ConsensusConfig
+from exchange.chain.config import ConsensusConfig
 from exchange.app.txs import CancelOp, SignedTx, sign_tx
 
 BASE_TIME = 1_700_000_000.0

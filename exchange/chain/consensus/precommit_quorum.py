@@ -21,18 +21,25 @@ dropped when the height moves on.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Proposal, Vote
 from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.core_view import CoreView
-from exchange.chain.sync.blocksync import BlockSync
 
 MAX_ROUNDS = 2      # proposals kept per validator (its newest rounds): a proposer re-proposes in a later round
+
+
+class CertifiedBlocks(Protocol):
+    """Where a block certified here from precommits goes: block sync, as any certified block."""
+
+    def on_certified(self, block: Block, commit: Commit, sender: str | None, now: float) -> None: ...
 
 
 class PrecommitQuorum:
     """The next height's blocks and precommits a follower was sent, until a quorum makes one final."""
 
-    def __init__(self, core: CoreView, check: BlockCheck, sync: BlockSync) -> None:
+    def __init__(self, core: CoreView, check: BlockCheck, sync: CertifiedBlocks) -> None:
         self.core = core
         self.check = check
         self.sync = sync

@@ -30,9 +30,9 @@ line by line.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from exchange.chain.config import ConsensusConfig
 from exchange.chain.types.blocks import PRECOMMIT, PREVOTE, Block, Commit, Proposal, Vote
 from exchange.chain.effects import ConsensusEffect, Decide, Evidence, SendConsensus, WalRecord
 from exchange.chain.types.validators import ValidatorSet
@@ -43,18 +43,6 @@ log = logging.getLogger("exchange.consensus")
 WAITING, PROPOSE, PREVOTE_STEP, PRECOMMIT_STEP = 0, 1, 2, 3
 STEP_NAMES = {WAITING: "waiting", PROPOSE: "propose", PREVOTE_STEP: "prevote", PRECOMMIT_STEP: "precommit"}
 _T_PROPOSE, _T_PREVOTE, _T_PRECOMMIT, _T_REBROADCAST = "propose", "prevote", "precommit", "rebroadcast"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsensusConfig:
-    timeout_propose: float = 0.4
-    timeout_propose_delta: float = 0.2
-    timeout_prevote: float = 0.15
-    timeout_prevote_delta: float = 0.1
-    timeout_precommit: float = 0.15
-    timeout_precommit_delta: float = 0.1
-    rebroadcast_interval: float = 0.5
-    round_window: int = 4
 
 
 class HeightContext(Protocol):

@@ -12,13 +12,18 @@ import logging
 from typing import Protocol
 
 from exchange.chain.core_view import CoreView
-from exchange.chain.sync.blocksync import BlockSync
 from exchange.chain.effects import SendValidators
 from exchange.chain.seats.join_token import JoinToken
 from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Revoke
 from exchange.chain.consensus.tendermint import WAITING
 
 log = logging.getLogger("exchange.chain")
+
+class NetworkHeight(Protocol):
+    """What our seat requests need of block sync: the height the network has certainly reached."""
+
+    def network_height(self, now: float, within: float = ...) -> int | None: ...
+
 
 class TokenKey(Protocol):
     """The key of the join token this node was started with (`JoinToken.key`)."""
@@ -35,7 +40,7 @@ RESIGN_FOR = 60.0       # s an operator's approval is signed again across set ch
 class SeatRequests:
     """What this node asks of the validator set for itself, or as its operator decides."""
 
-    def __init__(self, core: CoreView, sync: BlockSync, join_token: TokenKey | None, now: float) -> None:
+    def __init__(self, core: CoreView, sync: NetworkHeight, join_token: TokenKey | None, now: float) -> None:
         self.core = core
         self.sync = sync
         self.join_token = join_token       # admits this node to standby while the log says it may

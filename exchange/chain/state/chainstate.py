@@ -17,7 +17,6 @@ otherwise make snapshots as much more frequent. Which heights are snapshots foll
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence, TypedDict
 
 import msgpack
@@ -26,6 +25,7 @@ from exchange.chain.types.blocks import GENESIS_PARENT, Block, Malformed
 from exchange.chain.types.codec import bin_header, digest, pack, unpack
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.state.membership import MembershipTx, Recover
+from exchange.chain.state.outcome import BlockOutcome
 from exchange.chain.state.seats import Seats
 from exchange.chain.state.snapshot_maker import InlineSnapshots, SnapshotMaker, snapshot_digest
 from exchange.app.txs import InvalidTx, SignedTx
@@ -70,19 +70,6 @@ class SnapshotView(TypedDict):
     loop_held_last_by: str | None   # how: "join" (kept rows), "fork", "encode" (whole, at once), "wait" (a late child)
     loop_held_longest_ms: float     # the longest since the node started
     loop_held_ago_s: float | None   # seconds since the last one ended (None: none taken here yet)
-
-
-@dataclass
-class BlockOutcome:
-    """What applying one block did: the exchange's result and any validator-set change."""
-
-    height: int
-    block_id: bytes
-    time_ms: int
-    exchange: object                    # the application's end_block result (None until the block's end)
-    membership: list[tuple[MembershipTx, str]] = field(default_factory=list)   # (tx, "applied" | reason)
-    validators_changed: bool = False
-    state_hash: bytes = b""          # the chain state's hash after this block (the next header's app_hash)
 
 
 def decode_item(item: object) -> SignedTx | MembershipTx:

@@ -19,7 +19,7 @@ import logging
 from typing import Callable
 
 from exchange.chain.types.blocks import Block, Commit
-from exchange.chain.state.chainstate import BlockOutcome
+from exchange.chain.state.outcome import BlockOutcome
 from exchange.chain.effects import ChainMessage
 from exchange.chain.ports import ChainStore
 from exchange.chain.consensus.tendermint import wal_record_height
