@@ -21,6 +21,9 @@ const state = {
   book: { bids: new Map(), asks: new Map(), from: null },
   height: 0,
   preferred: null,                // the node id orders go through when its link is up (a click on its row)
+  proven: null,                   // a promise of the validator set proven from the genesis (P2P.provenSet)
+  verified: null,                 // the newest header checked: {height, signers, n}
+  verifyNote: null,
 };
 
 function render() {
@@ -32,6 +35,9 @@ function render() {
   $("active-node").textContent = active ? active.nodeId : "no link up";
   $("chain-id").textContent = state.chainId ?? "-";
   $("height").textContent = String(state.height);
+  const v = state.verified;
+  $("verified").textContent = v ? `verified at height ${v.height} by ${v.signers} of ${v.n} validators` +
+    (state.verifyNote ? `; ${state.verifyNote}` : "") : (state.verifyNote ?? "not verified yet");
   const book = active ? active.book : null;
   const levels = [];
   if (book) {
@@ -157,6 +163,15 @@ class Link {
       return;
     }
     state.chainId ??= welcome.chain_id;
+    // the set that signs headers, proven from the genesis (its hash is the chain id) by the first node up
+    if (!state.proven) {
+      const proving = this.request({ event: "chain" }).then((answer) => P2P.provenSet(state.chainId, answer));
+      state.proven = proving;
+      proving.catch((e) => {
+        if (state.proven === proving) state.proven = null;
+        this.refuse(`node ${this.nodeId.slice(0, 12)}… served a genesis it cannot prove: ${e.message ?? e}`);
+      });
+    }
     this.state = "up";
     this.lastPong = Date.now();
     this.send({ event: "subscribe", channel: "book", market: MARKET, depth: 25 });
@@ -197,7 +212,10 @@ class Link {
       return;
     }
     if (m.event === "pong") this.lastPong = Date.now();
-    else if (m.event === "header") state.height = Math.max(state.height, m.height);
+    else if (m.event === "header") {
+      state.height = Math.max(state.height, m.height);
+      this.checkHeader(m);
+    }
     else if (m.type === "snapshot") {
       this.book = { bids: new Map(m.bids.map((l) => [l[0], l[1]])), asks: new Map(m.asks.map((l) => [l[0], l[1]])) };
       // ms from opening the page to the first book shown (read by the benchmark)
@@ -211,6 +229,40 @@ class Link {
       }
     }
     render();
+  }
+
+  // Each header is checked against the proven set; a node that serves one with forged or too few signatures
+  // is named and its link refused.
+  async checkHeader(m) {
+    if (!m.header || !m.commit || !state.proven) return;
+    let set;
+    try {
+      set = await state.proven;
+    } catch {
+      return;
+    }
+    const result = await P2P.checkHeader(set, state.chainId, m.header, m.commit)
+      .catch((e) => ({ why: `a header that does not decode (${e.message ?? e})` }));
+    if (this.state !== "up") return;
+    if (result.why) return this.refuse(`node ${this.nodeId.slice(0, 12)}… served ${result.why}: refused`);
+    if (result.unverified) state.verifyNote = `headers past height ${set.changedAt} are not verified here (the ` +
+      "validator set changed; this page does not read set changes)";
+    else if (!state.verified || result.height >= state.verified.height) {
+      state.verified = { height: result.height, signers: result.signers, n: set.n };
+    }
+    render();
+  }
+
+  refuse(why) {
+    clearInterval(this.pinger);
+    this.state = "refused";
+    this.why = why;
+    for (const [, [, reject]] of this.pending) reject(new Error(why));
+    this.pending.clear();
+    try { this.closeTransport(); } catch { /* already closed */ }
+    render();
+    resend();
+    refillSoon();
   }
 
   send(body) {
