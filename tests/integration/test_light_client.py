@@ -1,7 +1,8 @@
-"""Real processes: `exchange-node light status` believes no node. Four validators; one honest node and, in front
-of another, a proxy that lies one way at a time (forged signatures, too few signatures, an old header served as
-the latest, a validator-set change nobody certified, another chain's genesis). Every lie is refused with the
-lying node named, and the answer comes, verified, from the witness; asked alone, a liar gets exit 1 and one line.
+"""Real processes: `exchange-node light status|book|order|fills` believes no node. Four validators; one honest node
+and, in front of another, a proxy that lies one way at a time (forged signatures, too few signatures, an old header
+served as the latest, a validator-set change nobody certified, another chain's genesis; a changed book level, an
+invented trade, a hidden fill). Every lie is refused with the lying node named, and the answer comes, verified, from
+the witness; asked alone, a liar gets exit 1 and one line.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Any, Callable
 
 import msgpack
 
+from exchange.commitments.hashing import leaf_hash, value_digest
+from exchange.commitments.proofs import Branch, Hidden, LeafValue, Node, Proof
 from tests.harness import ROOT, Cluster, NodeProcess, wait_until
 
 Lie = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -63,11 +66,87 @@ class LyingNode:
         self.server.server_close()
 
 
-def light(tmp: Path, *nodes: str, max_age: float = 30.0) -> subprocess.CompletedProcess:
-    args = ["light", "status", "--node", nodes[0], *[a for w in nodes[1:] for a in ("--witness", w)],
-            "--trust-dir", str(tmp), "--max-age", str(max_age), "--json"]
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, capture_output=True, text=True,
+def _light_args(tmp: Path, nodes: tuple[str, ...], max_age: float, read: tuple[str, ...],
+                token: str | None) -> list[str]:
+    return [sys.executable, "-m", "node.cli", "light", *read, "--node", nodes[0],
+            *[a for w in nodes[1:] for a in ("--witness", w)], "--trust-dir", str(tmp), "--max-age", str(max_age),
+            "--json", *(["--token", token] if token else [])]
+
+
+def light(tmp: Path, *nodes: str, max_age: float = 30.0, read: tuple[str, ...] = ("status",),
+          token: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(_light_args(tmp, nodes, max_age, read, token), cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
+
+
+def lights(tmp: Path, runs: list[tuple[tuple[str, ...], tuple[str, ...]]],
+           token: str | None) -> list[subprocess.CompletedProcess]:
+    """Several `light` commands ([(nodes, read)]) at once, as several users would run them: each waits on the
+    block that certifies its answer, so run one after another they would wait a block each."""
+    started = [subprocess.Popen(_light_args(tmp, nodes, 30.0, read, token), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for nodes, read in runs]
+    done = []
+    for process in started:
+        out, err = process.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
+def _with_first_leaf(node: Node, change: Callable[[LeafValue], Node]) -> tuple[Node, bool]:
+    """`node` with its first revealed leaf (in key order) replaced by `change(leaf)`."""
+    if isinstance(node, LeafValue):
+        return change(node), True
+    if isinstance(node, Branch):
+        left, done = _with_first_leaf(node.left, change)
+        if done:
+            return Branch(node.bit, node.prefix, left, node.right), True
+        right, done = _with_first_leaf(node.right, change)
+        return Branch(node.bit, node.prefix, node.left, right), done
+    return node, False
+
+
+def _proof_changed(text: str, change: Callable[[LeafValue], Node]) -> str:
+    proof = Proof.decode(base64.b64decode(text))
+    assert proof.node is not None
+    return base64.b64encode(Proof(_with_first_leaf(proof.node, change)[0]).encode()).decode()
+
+
+def changed_level(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The best bid shown twice as large, in the answer and in the proof's leaf (a liar keeping them consistent)."""
+    if path.startswith("/book/") and body.get("bids"):
+        price, qty = body["bids"][0]
+        body["bids"][0] = [price, str(2 * float(qty))]
+        lots, orders = msgpack.unpackb(_first_leaf(body["proofs"][2]).value)
+        body["proofs"][2] = _proof_changed(body["proofs"][2], lambda leaf: LeafValue(
+            leaf.key, msgpack.packb([2 * lots, orders])))
+    return body
+
+
+def _first_leaf(text: str) -> LeafValue:
+    found: list[LeafValue] = []
+
+    def keep(leaf: LeafValue) -> Node:
+        found.append(leaf)
+        return leaf
+    proof = Proof.decode(base64.b64decode(text))
+    assert proof.node is not None
+    _with_first_leaf(proof.node, keep)
+    return found[0]
+
+
+def invented_trade(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if "/fills" in path and "limit=100" in path and body.get("fills"):
+        body["fills"].insert(0, {**body["fills"][0], "id": "invented:trade", "qty": "5"})
+    return body
+
+
+def hidden_fill(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The newest fill left out of the answer and its leaf shown only by its hash."""
+    if "/fills" in path and "limit=99" in path and body.get("fills"):
+        body["fills"].pop(0)
+        body["proofs"][2] = _proof_changed(body["proofs"][2], lambda leaf: Hidden(
+            leaf_hash(leaf.key, value_digest(leaf.value))))
+    return body
 
 
 def forged_signatures(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +195,40 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
         assert answer["witnesses_agreeing"] == [lied_about.api_url] and not answer["refused"], answer
         again = light(tmp_path / "honest", honest.api_url)
         assert again.returncode == 0 and not json.loads(again.stdout)["trust_learnt_now"], again.stderr
+
+        # the state, proved: a book, an order, an account's fills (while height 1 ages for the stale-header lie)
+        status, bought = honest.api("POST", "/orders", {"market": "BTC-USD", "side": "buy", "price": "100", "qty": "2"})
+        assert status == 201, bought
+        status, sold = lied_about.api("POST", "/orders", {"market": "BTC-USD", "side": "sell", "price": "100",
+                                                          "qty": "1"})
+        assert status == 201, sold
+        buyer, order_id = bought["order"]["account"], bought["order"]["id"]
+        token = honest.api_token       # the liar's proxy sends its own node's
+
+        def every_lie(path: str, body: dict[str, Any]) -> dict[str, Any]:   # which lie: by the path asked
+            return hidden_fill(path, invented_trade(path, changed_level(path, body)))
+        liar.lie = every_lie
+        state_lies: list[tuple[str, str, tuple[str, ...]]] = [
+            ("a changed book level", "bad_proof", ("book", "BTC-USD")),
+            ("an invented trade", "lie", ("fills", buyer, "--limit", "100")),
+            ("a hidden fill", "bad_proof", ("fills", buyer, "--limit", "99"))]
+        order, *runs = lights(tmp_path / "honest", [((honest.api_url,), ("order", order_id)),
+                                                    *[((liar.url, honest.api_url), read) for _, _, read in state_lies]],
+                              token)
+        assert order.returncode == 0, order.stderr
+        assert json.loads(order.stdout)["order"]["status"] == "partially_filled", order.stdout
+        for (what, reason, read), done in zip(state_lies, runs):
+            assert done.returncode == 0, (what, done.stderr)
+            answer = json.loads(done.stdout)
+            assert answer["node"] == honest.api_url and answer["verified"], (what, answer)
+            assert {r["node"]: r["reason"] for r in answer["refused"]} == {liar.url: reason}, (what, answer["refused"])
+            assert answer["signatures_checked"] >= 3 and answer["certified_by"] == answer["height"] + 1, answer
+            if read[0] == "book":
+                assert answer["bids"][0] == ["100.00", "1.0000"], answer
+            if read[0] == "fills":
+                assert [f["qty"] for f in answer["fills"]] == ["1.0000"] and answer["fills"][0]["buyer"] == buyer
+            assert f"refused {liar.url}" in done.stderr, (what, done.stderr)
+        liar.lie = None
 
         one = honest.get("/chain/headers/1")
         wait_until(lambda: time.time() * 1000 - _unpacked(one["header"])[2] > 4000, 10, message="height 1 is 4 s old")
