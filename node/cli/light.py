@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 from urllib.parse import quote
 
 import click
@@ -19,6 +19,7 @@ import click
 from node.cli.main import fail
 
 if TYPE_CHECKING:
+    from node.light.client import LightStatus, TrustRoot
     from node.light.reads import Check, VerifiedRead
 
 DEFAULT_TRUST_DIR = Path(os.environ.get("EXCHANGE_NODE_LIGHT_DIR", Path.home() / ".exchange-node" / "light"))
@@ -45,22 +46,24 @@ def _checked_pin(pin: str | None) -> None:
         fail(f"--trust must be a chain id of 64 lower-case hex digits, got {pin[:70]!r}", 2)
 
 
-def _verified_read(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path, max_age: float,
-                   path: str, check: "Check", token: str | None) -> "VerifiedRead":
-    """The first node's proved answer to `path` that verifies; exits 1 with one line when none does."""
+T = TypeVar("T", "LightStatus", "VerifiedRead")
+
+
+def _verified(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path, token: str | None,
+              ask: Callable[[list[str], "TrustRoot", Callable[[str, str], object]], T]) -> T:
+    """What `ask` makes of the nodes' answers, verified; exits 1 with one line when nothing verifies or the nodes
+    serve a fork, and names each node refused on stderr."""
     from node.cli.client import call
     from node.light.client import NoneVerified, TrustChanged, TrustRoot
-    from node.light.reads import read
     from node.light.verify import Conflict
 
     _checked_pin(pin)
     nodes = [url.rstrip("/") for url in (primary, *witnesses)]
 
-    def fetch(node: str, asked: str) -> object:
-        return call(node, "GET", asked, timeout=10.0, token=token)[1]
+    def fetch(node: str, path: str) -> object:
+        return call(node, "GET", path, timeout=10.0, token=token)[1]
     try:
-        found = read(nodes, TrustRoot.load(trust_dir / "trust.json"), fetch, path, check, pin=pin,
-                     max_age_ms=int(max_age * 1000), evidence_dir=trust_dir)
+        found = ask(nodes, TrustRoot.load(trust_dir / "trust.json"), fetch)
     except TrustChanged as exc:
         fail(str(exc))
     except Conflict as exc:
@@ -70,6 +73,14 @@ def _verified_read(primary: str, witnesses: tuple[str, ...], pin: str | None, tr
     for refusal in found.refused:
         click.echo(f"exchange-node: refused {refusal.node}: {refusal.message} ({refusal.reason})", err=True)
     return found
+
+
+def _verified_read(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path, max_age: float,
+                   path: str, check: "Check", token: str | None) -> "VerifiedRead":
+    """The first node's proved answer to `path` that verifies; exits 1 with one line when none does."""
+    from node.light.reads import read
+    return _verified(primary, witnesses, pin, trust_dir, token, lambda nodes, trust, fetch: read(
+        nodes, trust, fetch, path, check, pin=pin, max_age_ms=int(max_age * 1000), evidence_dir=trust_dir))
 
 
 def _said(found: "VerifiedRead") -> str:
@@ -150,26 +161,11 @@ def register(cli: click.Group) -> None:
     def light_status(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path, max_age: float,
                      as_json: bool) -> None:
         """The newest header a node serves, verified: its height, and how many validators signed it."""
-        from node.cli.client import call
-        from node.light.client import NoneVerified, TrustChanged, TrustRoot, status
-        from node.light.verify import Conflict, fingerprint
+        from node.light.client import status
+        from node.light.verify import fingerprint
 
-        _checked_pin(pin)
-        nodes = [url.rstrip("/") for url in (primary, *witnesses)]
-
-        def fetch(node: str, path: str) -> object:
-            return call(node, "GET", path, timeout=10.0)[1]
-        try:
-            trust = TrustRoot.load(trust_dir / "trust.json")
-            found = status(nodes, trust, fetch, pin=pin, max_age_ms=int(max_age * 1000), evidence_dir=trust_dir)
-        except TrustChanged as exc:
-            fail(str(exc))
-        except Conflict as exc:
-            fail(f"{exc}; evidence kept in {trust_dir}")
-        except NoneVerified as exc:
-            fail(f"nothing verified: {exc}")
-        for refusal in found.refused:
-            click.echo(f"exchange-node: refused {refusal.node}: {refusal.message} ({refusal.reason})", err=True)
+        found = _verified(primary, witnesses, pin, trust_dir, None, lambda nodes, trust, fetch: status(
+            nodes, trust, fetch, pin=pin, max_age_ms=int(max_age * 1000), evidence_dir=trust_dir))
         if as_json:
             click.echo(json.dumps(found.as_json()))
             return
