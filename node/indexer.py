@@ -53,11 +53,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url)
 
 
-def open_store(url: str) -> HistoryStore:
-    """The store a `--db` URL names: `postgresql://...` (or `postgres://`), else a SQLite file (`sqlite_path`)."""
+def open_store(url: str, *, shared: bool = False) -> HistoryStore:
+    """The store a `--db` URL names: `postgresql://...` (or `postgres://`), else a SQLite file (`sqlite_path`);
+    `shared`: used from more than one thread, one at a time (the caller serialises)."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresHistoryStore(url)
-    return HistoryStore(sqlite_path(url))
+    return HistoryStore(sqlite_path(url), shared=shared)
 
 
 class HistoryStore:
@@ -65,8 +66,9 @@ class HistoryStore:
 
     BEGIN = "BEGIN IMMEDIATE"       # SQLite: take the write lock at once, so the run's reads see the last commit
 
-    def __init__(self, path: Path) -> None:
-        self.db: Any = sqlite3.connect(path, isolation_level=None)     # transactions are explicit (BEGIN / COMMIT)
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
+        # transactions are explicit (BEGIN / COMMIT)
+        self.db: Any = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self._schema()

@@ -45,14 +45,14 @@ def _commit(header: Header, signer: SigningKey = KEY) -> Commit:
                   ((0, signer.sign(vote_bytes(GENESIS.chain_id, PRECOMMIT, header.height, 0, header.id))),))
 
 
-def produce(count: int, *, bad_state_at: int | None = None) -> tuple[list[Item], list[list[dict]]]:
+def produce(count: int, *, bad_state_at: int | None = None, every_ms: int = 1_000) -> tuple[list[Item], list[list[dict]]]:
     """`count` certified blocks, each crossing a sell and a buy (one trade); and each block's trade views."""
     state = ChainState(GENESIS, ExchangeState(ExchangeParams.from_wire(GENESIS.exchange), GENESIS.chain_id))
     items: list[Item] = []
     trades: list[list[dict]] = []
     last: Commit | None = None
     for height in range(1, count + 1):
-        time_ms = 10_000 + 1_000 * height
+        time_ms = 10_000 + every_ms * height
         price = f"{100 + height % 5}.00"
         txs = [encode_item(sign_tx(key.sign, key.public_key, GENESIS.chain_id, f"n{height}", time_ms + 60_000,
                                    [NewOrderOp("BTC-USD", side, "limit", price, "1", None)]))
