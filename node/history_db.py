@@ -87,9 +87,12 @@ class DbHistory:
                 return job()
             except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the caller is told, loudly
                 log.error("the history database cannot be read: %s", exc)
-                if self._store is not None:         # opened again at the next read (a server back, a file back)
-                    self._store.close()
-                    self._store = None
+                store, self._store = self._store, None      # opened again at the next read (a server back)
+                if store is not None:
+                    try:
+                        store.close()
+                    except Exception:  # noqa: BLE001 - a connection already broken: nothing more to close
+                        pass
                 raise HistoryUnavailable(str(exc)) from None
 
     # --- the database side (under the lock) ----------------------------------------------------------------
