@@ -42,8 +42,10 @@ const P2P = (() => {
     const text = ["exchange-node/tx/v1", `chain=${chainId}`, `account=${account.hex}`, `nonce=${nonce}`,
       `expires=${expires}`, `new ${market} ${side} limit ${price} ${qty} -`].join("\n");
     const bytes = enc.encode(text);
-    const sig = hex(await crypto.subtle.sign({ name: "Ed25519" }, account.keys.privateKey, bytes));
-    const txId = hex(await sha256(bytes)).slice(0, 32);
+    const [signature, digest] = await Promise.all([crypto.subtle.sign({ name: "Ed25519" }, account.keys.privateKey,
+      bytes), sha256(bytes)]);
+    const sig = hex(signature);
+    const txId = hex(digest).slice(0, 32);
     return {
       txId, orderId: txId.slice(0, 30) + "00",
       signed: { chain_id: chainId, account: account.hex, nonce, expires,
