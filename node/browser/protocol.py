@@ -35,7 +35,7 @@ REQUEST_BURST = 40.0
 MAX_IN_FLIGHT = 8              # submissions of one session waiting for finality
 MAX_OFFERS = 4                 # WebRTC offers of one session being carried at once
 SUBMIT_WAIT = 10.0             # s a submission waits for its block before it is answered "not final yet"
-SESSION_IDLE = 10.0            # s without a request before a session is closed (a page pings every second: a tab
+SESSION_IDLE = 10.0            # s without a request before a session is closed (a page asks something every 5 s: a tab
                                # closed without a word, which Chromium leaves open, frees its slot)
 CLOSE_PROTOCOL = 4400
 CLOSE_IDLE = 4408
