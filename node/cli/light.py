@@ -157,14 +157,15 @@ def register(cli: click.Group) -> None:
         click.echo(json.dumps({"positions": found.result["positions"], "fills": found.result["fills"]}, indent=1))
 
     @light.command("status")
+    @token_option
     @_options
-    def light_status(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path, max_age: float,
-                     as_json: bool) -> None:
+    def light_status(token: str | None, primary: str, witnesses: tuple[str, ...], pin: str | None, trust_dir: Path,
+                     max_age: float, as_json: bool) -> None:
         """The newest header a node serves, verified: its height, and how many validators signed it."""
         from node.light.client import status
         from node.light.verify import fingerprint
 
-        found = _verified(primary, witnesses, pin, trust_dir, None, lambda nodes, trust, fetch: status(
+        found = _verified(primary, witnesses, pin, trust_dir, token, lambda nodes, trust, fetch: status(
             nodes, trust, fetch, pin=pin, max_age_ms=int(max_age * 1000), evidence_dir=trust_dir))
         if as_json:
             click.echo(json.dumps(found.as_json()))
