@@ -110,8 +110,16 @@ class StateCommitment:
         accounts: set[str] = set()
         orders: dict[bytes, bytes | None] = {}
         markets: set[str] = set()
+        opened: dict[str, dict[bytes, bytes | None]] = {}       # per account, then per market: one update each
+        booked: dict[str, dict[bytes, bytes | None]] = {}
         for order in touched:
-            self._order(state, order, orders, accounts, markets)
+            self._order(state, order, orders, opened, booked)
+        for account, changes in opened.items():
+            self._account(account).open.update(changes)
+        for symbol, changes in booked.items():
+            self.markets[symbol].book.update(changes)
+        accounts.update(opened)
+        markets.update(booked)
         for order_id in forgotten:
             if state.open_orders.get(order_id) is None and order_id not in state.closed \
                     and order_id not in state.triggers:
@@ -122,8 +130,10 @@ class StateCommitment:
                 orders[name_key(order_id)] = order_record(entry.order, UNTRIGGERED)
         self.orders.update(orders)
         by_market: dict[str, list[TradeRow]] = {}
+        traders: set[str] = set()                    # positions move only by trades
         for symbol, row in trades:
             by_market.setdefault(symbol, []).append(row)
+            traders.update((row[6], row[7]))
         for symbol, maps in self.markets.items():
             rows = by_market.get(symbol, [])
             if rows or maps.block_trades:
@@ -133,13 +143,13 @@ class StateCommitment:
             if venue.touched:
                 self._levels(maps, venue)
                 markets.add(symbol)
-        for account in accounts:
+        for account in traders:
             self._positions(state, account)
-        self._refresh(markets, accounts)
+        self._refresh(markets, accounts | traders)
         return self._root
 
-    def _order(self, state: ExchangeState, order: Order, orders: dict[bytes, bytes | None], accounts: set[str],
-               markets: set[str]) -> None:
+    def _order(self, state: ExchangeState, order: Order, orders: dict[bytes, bytes | None],
+               opened: dict[str, dict[bytes, bytes | None]], booked: dict[str, dict[bytes, bytes | None]]) -> None:
         order_id, account = order.id, order.owner
         key = name_key(order_id)
         resting = state.open_orders.get(order_id) is order and order.status in _RESTING
@@ -149,14 +159,10 @@ class StateCommitment:
         if waiting is not None:
             record = order_record(waiting.order, UNTRIGGERED)
         orders[key] = record
-        maps = self._account(account)
-        maps.open.update({key: record if resting else None})
-        accounts.add(account)
+        opened.setdefault(account, {})[key] = record if resting else None
         if order.price is not None and order.side is not None and order.market in self.markets:
-            book = self.markets[order.market].book
             entry = book_key(_side(order), order.price, order_key(order))
-            book.update({entry: pack([order_id, account, order.remaining]) if resting else None})
-            markets.add(order.market)
+            booked.setdefault(order.market, {})[entry] = pack([order_id, account, order.remaining]) if resting else None
 
     def _block_trades(self, maps: MarketMaps, rows: list[TradeRow], accounts: set[str]) -> None:
         kept = rows[-self.trade_limit:] if self.trade_limit else []
@@ -223,8 +229,15 @@ class StateCommitment:
         made = cls(state.venues, state.params.trade_history)
         accounts: set[str] = set()
         orders: dict[bytes, bytes | None] = {}
+        opened: dict[str, dict[bytes, bytes | None]] = {}
+        booked: dict[str, dict[bytes, bytes | None]] = {}
         for order in _known_orders(state):
-            made._order(state, order, orders, accounts, set())
+            made._order(state, order, orders, opened, booked)
+        for account, changes in opened.items():
+            made._account(account).open.update(changes)
+        for symbol, changes in booked.items():
+            made.markets[symbol].book.update(changes)
+        accounts.update(opened)
         for entry in state.triggers.entries.values():
             orders[name_key(entry.order.id)] = order_record(entry.order, UNTRIGGERED)
         made.orders.update(orders)
