@@ -101,6 +101,15 @@ def _market(chain: Proven, symbol: str) -> Market:
     return registry.get(symbol)
 
 
+def _units(market: Market | None, value: object, format_: Callable[[int], str] | None) -> str | None:
+    """A proved amount as the node's views show it: None where the record has none or names no known market."""
+    if market is None or value is None or format_ is None:
+        return None
+    if type(value) is not int:
+        raise ValueError("an amount is not an integer")
+    return format_(value)
+
+
 def _differs(node: str, what: str, claimed: object, proved: object) -> Refused:
     return Refused(node, "lie", f"it says {what} is {str(claimed)[:120]} but proves {str(proved)[:120]}")
 
@@ -131,11 +140,13 @@ def order_check(order_id: str) -> Check:
                 raise _differs(node, f"order {order_id}", "held", "absent from the state")
             return {"order": None, "absent": True}
         account, symbol, side, kind, price, qty, remaining, status, reason = record
-        market = _market(chain, str(symbol))
+        registry = _params(chain).registry
+        # a refused op's record may name a market the chain does not trade: its amounts are None then
+        market = registry.get(symbol) if isinstance(symbol, str) and symbol in registry else None
         proved: View = {"id": order_id, "account": account, "market": symbol, "side": side, "type": kind,
-                        "price": None if price is None else market.format_price(int(str(price))),
-                        "qty": None if qty is None else market.format_qty(int(str(qty))),
-                        "remaining": None if remaining is None else market.format_qty(int(str(remaining))),
+                        "price": _units(market, price, market.format_price if market else None),
+                        "qty": _units(market, qty, market.format_qty if market else None),
+                        "remaining": _units(market, remaining, market.format_qty if market else None),
                         "status": status, "reason": reason}
         if not isinstance(claimed, dict):
             raise _differs(node, f"order {order_id}", "absent", "held")
