@@ -171,17 +171,18 @@ class StateCommitment:
             changes[trade_key(index)] = None
         maps.trades.update(changes)
         maps.block_trades = len(kept)
+        fills: dict[str, dict[bytes, bytes | None]] = {}
         for row in rows:
             if len(maps.kept) == maps.kept.maxlen and maps.kept.maxlen:
-                self._fill(maps.kept[0], None, accounts)
+                _fill(fills, maps.kept[0], None)
             if maps.kept.maxlen:
                 maps.kept.append(row)
-                self._fill(row, pack([maps.symbol, *row]), accounts)
+                _fill(fills, row, pack([maps.symbol, *row]))
+        self._fills(fills, accounts)
 
-    def _fill(self, row: TradeRow, value: bytes | None, accounts: set[str]) -> None:
-        key = fill_key(row[8], row[0])
-        for account in {row[6], row[7]}:
-            self._account(account).fills.update({key: value})
+    def _fills(self, fills: dict[str, dict[bytes, bytes | None]], accounts: set[str]) -> None:
+        for account, changes in fills.items():
+            self._account(account).fills.update(changes)
             accounts.add(account)
 
     def _levels(self, maps: MarketMaps, venue: Venue) -> None:
@@ -244,10 +245,12 @@ class StateCommitment:
         for symbol, venue in state.venues.items():
             maps = made.markets[symbol]
             rows = [row for row in venue.trades if row[8] == state.height]
+            fills: dict[str, dict[bytes, bytes | None]] = {}
             for row in venue.trades:
                 if maps.kept.maxlen:
                     maps.kept.append(row)
-                    made._fill(row, pack([symbol, *row]), accounts)
+                    _fill(fills, row, pack([symbol, *row]))
+            made._fills(fills, accounts)
             maps.trades.update({trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
             maps.block_trades = len(rows)
             book = venue.engine.book
@@ -259,6 +262,13 @@ class StateCommitment:
             made._positions(state, account)
         made._refresh(made.markets, accounts)
         return made
+
+
+def _fill(fills: dict[str, dict[bytes, bytes | None]], row: TradeRow, value: bytes | None) -> None:
+    """Set (or with None drop) the fill of trade `row` in both its accounts' changes."""
+    key = fill_key(row[8], row[0])
+    for account in (row[6], row[7]):
+        fills.setdefault(account, {})[key] = value
 
 
 def _known_orders(state: ExchangeState) -> Iterator[Order]:
