@@ -279,20 +279,22 @@ async def _cost(node: NodeProcess, url: str, sessions: int, seconds: float) -> l
     assert node.proc is not None
     pid = node.proc.pid
     base_cpu, base_rss = await _window(pid, seconds)
-    clients = [BrowserClient() for _ in range(sessions)]
-    for client, host in zip(clients, _local_hosts(sessions)):
-        await client.open(url, local_host=host)
-        await client.hello()
-    held = node.get("/status")["browser"]["connections"]
-    assert held == sessions, f"{held} of {sessions} sessions admitted"
+    clients: list[BrowserClient] = []
     pinging = True
 
-    async def ping() -> None:
-        while pinging:
+    async def ping() -> None:       # from the first session opened: opening 200 on a loaded machine can take longer
+        while pinging:              # than a session may stay silent
             for client in clients:
                 client.send({"event": "ping"})
             await asyncio.sleep(1.0)
     pinger = asyncio.create_task(ping())
+    for host in _local_hosts(sessions):
+        client = BrowserClient()
+        await client.open(url, local_host=host)
+        await client.hello()
+        clients.append(client)
+    held = node.get("/status")["browser"]["connections"]
+    assert held == sessions, f"{held} of {sessions} sessions admitted"
     ping_cpu, ping_rss = await _window(pid, seconds)
     pinging = False
     await pinger
