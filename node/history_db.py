@@ -8,9 +8,10 @@ every trade would give. A node whose kept window no longer reaches back to H (an
 behind) answers without the trades in between. A database that cannot be read is logged as an error and its
 routes answer 503 `history_db_unavailable`; the stream's candles fall back to the kept trades meanwhile.
 
-The database is read on one worker thread of its own (a day of candles is tens of milliseconds of SQL and
-parsing: not on the event loop); the node's kept trades are read on the loop, before, and the database only up
-to the H read first, so a block the indexer writes meanwhile is neither missed nor counted twice.
+The routes read the database on one worker thread of its own (a day of candles is tens of milliseconds of SQL
+and parsing: not on the event loop), the stream's few newest candles on the loop, each thread with a connection
+of its own; the node's kept trades are read on the loop, and the database only up to the H read first, so a
+block the indexer writes meanwhile is neither missed nor counted twice.
 """
 from __future__ import annotations
 
@@ -64,38 +65,41 @@ class DbHistory:
 
     def __init__(self, open_store: Callable[[], HistoryStore]) -> None:
         self._open = open_store
-        self._store: HistoryStore | None = None
-        self._lock = threading.Lock()          # the stream reads on the loop, the routes on the worker
+        self._local = threading.local()        # one connection per thread: the worker's, and the loop's for the stream
+        self._opened: list[HistoryStore] = []
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="history-db")
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
-        if self._store is not None:
-            self._store.close()
+        for store in self._opened:
+            store.close()
 
     def _db(self) -> HistoryStore:
-        if self._store is None:
-            self._store = self._open()
-        return self._store
+        store: HistoryStore | None = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = self._open()
+            self._opened.append(store)
+        return store
 
     async def _run(self, job: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self._locked, job)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._guarded, job)
 
-    def _locked(self, job: Callable[[], T]) -> T:
-        with self._lock:
-            try:
-                return job()
-            except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the caller is told, loudly
-                log.error("the history database cannot be read: %s", exc)
-                store, self._store = self._store, None      # opened again at the next read (a server back)
-                if store is not None:
-                    try:
-                        store.close()
-                    except Exception:  # noqa: BLE001 - a connection already broken: nothing more to close
-                        pass
-                raise HistoryUnavailable(str(exc)) from None
+    def _guarded(self, job: Callable[[], T]) -> T:
+        try:
+            return job()
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the caller is told, loudly
+            log.error("the history database cannot be read: %s", exc)
+            store: HistoryStore | None = getattr(self._local, "store", None)
+            self._local.store = None                 # opened again at the next read (a file back, a server back)
+            if store is not None:
+                self._opened.remove(store)
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 - a connection already broken: nothing more to close
+                    pass
+            raise HistoryUnavailable(str(exc)) from None
 
-    # --- the database side (under the lock) ----------------------------------------------------------------
+    # --- the database side (on the thread that asks) ----------------------------------------------------------------
     def mark(self) -> tuple[int, int]:
         """(height, block time) of the newest block the database holds; (0, -1) when it holds none."""
         row = self._db().query("SELECT height, time_ms FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
@@ -152,17 +156,12 @@ class DbHistory:
         """`candles` for the market-data stream, on the calling thread; with no `start_ms`, those of the `recent`
         intervals up to the database's newest block (the stream's snapshot, not the whole history)."""
         venue = kept.markets().get(market)
-        height, time_ms = self._locked(self.mark)
+        height, time_ms = self._guarded(self.mark)
         if start_ms is None and time_ms >= 0:
             start_ms = max(0, time_ms - time_ms % interval_ms - (recent - 1) * interval_ms)
         tail = _kept_rows(kept, venue, _later(start_ms, time_ms), None)
-        stored = self._locked(lambda: self.rows(venue, height, start_ms, None, None, None, None))
+        stored = self._guarded(lambda: self.rows(venue, height, start_ms, None, None, None, None))
         return candles([*stored, *tail], interval_ms, start_ms, None, venue)
-
-    def lag(self, node_height: int) -> dict[str, int]:
-        """For /status: the database's newest block, and how far the node is past it."""
-        height, _ = self._locked(self.mark)
-        return {"height": height, "behind": max(0, node_height - height)}
 
 
 HISTORY_DB = web.AppKey("history_db", DbHistory)     # set on the API's app when HISTORY_DB is configured
