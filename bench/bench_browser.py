@@ -18,7 +18,8 @@ One node on loopback (its own chain, account rates off). The sessions come from 
   way (a site 100 ms of round trip away), p50/p99; and from a click on its order form to the order final (a limit
   order signed in WebCrypto, until its answer reaches the page), each after the same order through the Python
   client, on loopback and with both 50 ms each way from the node (the Python client's HTTP through a TCP
-  forwarder holding every chunk as long), with where the page's time goes (signing; the session, node and block).
+  forwarder holding every chunk as long), with where the page's time goes (signing; the session, node and block);
+  and one request's round trip over a session from the page against the Python WebTransport client.
 """
 from __future__ import annotations
 
@@ -160,8 +161,43 @@ def _page_orders(context: Any, node: NodeProcess, url: str, cert: str, count: in
     return times
 
 
+ROUND_TRIP = """async (count) => {        // a `nodes` request (answered by the session itself) over the page's link
+  const link = state.links.find((l) => l.state === "up");
+  const times = [];
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    await link.request({ event: "nodes" });
+    times.push(performance.now() - started);
+  }
+  return times;
+}"""
+
+
+def _round_trips(context: Any, url: str, cert: str, node_id: str, count: int,
+                 loop: asyncio.AbstractEventLoop) -> dict[str, list[float]]:
+    """Seconds for one request over a session and its answer: the Python WebTransport client, then the page."""
+    async def python() -> list[float]:
+        client = BrowserClient()
+        await client.open(url)
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await client.request({"event": "nodes"})
+            times.append(time.perf_counter() - started)
+        await client.close()
+        return times
+    times = {"Python WebTransport client (baseline)": asyncio.run_coroutine_threadsafe(python(), loop).result(60)}
+    page = context.new_page()
+    page.goto(PAGE.as_uri() + f"#node={url}&hash={cert}&id={node_id}")
+    page.wait_for_function("document.body.dataset.firstBookMs", timeout=20_000)
+    times["the page in Chromium"] = [ms / 1000 for ms in page.evaluate(ROUND_TRIP, count)]
+    page.evaluate("closeLinks()")
+    page.close()
+    return times
+
+
 def _in_chromium(node: NodeProcess, url: str, cert: str, count: int,
-                 delay: float) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+                 delay: float) -> tuple[dict[str, list[float]], ...]:
     """Seconds from navigation to the first book shown, opening the page `count` times, direct and through the
     forwarder (the page's own figure, `data-first-book-ms`); then `_page_orders`, direct and with the page and the
     Python client both `delay` each way from the node."""
@@ -197,10 +233,11 @@ def _in_chromium(node: NodeProcess, url: str, cert: str, count: int,
             orders = _page_orders(context, node, url, cert, count)
             far = _page_orders(context, node, targets[f"{1000 * delay:g} ms each way"], cert, count,
                                api_url=f"http://127.0.0.1:{tcp.port}")
+            trips = _round_trips(context, url, cert, node_id, 5 * count, loop)
         finally:
             context.close()
             loop.call_soon_threadsafe(loop.stop)
-    return times, orders, far
+    return times, orders, far, trips
 
 
 async def _open_wt(url: str) -> float:
@@ -370,10 +407,12 @@ def main(flags: list[str]) -> None:
     if pages is None:
         print(f"\n(no {CHROMIUM}: the page in a browser is not measured)")
     else:
-        opened, ordered, far = pages
+        opened, ordered, far, trips = pages
         print_table(f"the page in headless Chromium, opened from a file: navigation to the first book shown "
                     f"({opts['pages']} each, interleaved)", ["between page and node", "n", "p50 ms", "p99 ms",
                                                              "p50 ratio (goal: <= 1 s at 50 ms)"], rows(opened))
+        print_table(f"one request and its answer over a session on loopback ({5 * opts['pages']} each): where the "
+                    f"page's transport stands", ["client", "n", "p50 ms", "p99 ms", "p50 ratio"], rows(trips))
         for where, times in (("on loopback", ordered), ("both 50 ms each way from the node", far)):
             print_table(f"an order from the page (click to final, signed in WebCrypto) against the Python client, "
                         f"{where} ({opts['pages']} each, interleaved)",
