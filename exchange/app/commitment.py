@@ -98,6 +98,10 @@ class StateCommitment:
         maps = self.markets.get(symbol)
         return None if maps is None else maps.levels
 
+    def market_trades(self, symbol: str) -> MerkleMap | None:
+        maps = self.markets.get(symbol)
+        return None if maps is None else maps.trades
+
     def account_maps(self, account: str) -> tuple[MerkleMap, MerkleMap] | None:
         maps = self.accounts.get(account)
         return None if maps is None else (maps.fills, maps.positions)

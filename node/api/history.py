@@ -17,7 +17,7 @@ from aiohttp import web
 from exchange.app.candles import INTERVALS_MS, CursorExpired
 from node.api.base import ApiError, JsonObject, json_response, reads_of
 from node.api.orders import DEFAULT_TRADES, MAX_TRADES, _account, _finality, _market, _markets, _query_number
-from node.api.proofs import proved_fills, wants_proof
+from node.api.proofs import proved_fills, proved_trades, wants_proof
 from node.history_db import HISTORY_DB, HistoryUnavailable
 
 MAX_TIME_MS = (1 << 53) - 1
@@ -61,6 +61,8 @@ async def get_trades(request: web.Request) -> web.Response:
     """The newest `limit` kept trades (oldest first), or with from/to/cursor a page by block time."""
     reads = reads_of(request)
     market = _market(_markets(reads), request.match_info["market"])
+    if wants_proof(request):
+        return await proved_trades(request, market)
     if any(key in request.query for key in RANGE_KEYS):
         return json_response(await _page(request, market, None))
     limit = _query_number(request, "limit", DEFAULT_TRADES, 0, MAX_TRADES, integer=True)

@@ -1,4 +1,4 @@
-"""`exchange-node light status|book|order|fills --node URL [--witness URL ...]`: what a node says, verified before it
+"""`exchange-node light status|book|trades|order|fills --node URL [--witness URL ...]`: what a node says, verified before it
 is printed (the state reads by their proofs against the certified state root, `node/light/reads.py`).
 
 The trust root (the chain id, shown by its fingerprint) is learnt on first use into a file, or pinned with --trust;
@@ -83,10 +83,15 @@ def _verified_read(primary: str, witnesses: tuple[str, ...], pin: str | None, tr
         nodes, trust, fetch, path, check, pin=pin, max_age_ms=int(max_age * 1000), evidence_dir=trust_dir))
 
 
-def _said(found: "VerifiedRead") -> str:
+def _show(found: "VerifiedRead", as_json: bool, text: Callable[[dict[str, object]], str]) -> None:
+    """The verified read as one JSON object, or the line saying what verified it and `text` of its result."""
+    if as_json:
+        click.echo(json.dumps(found.as_json()))
+        return
     head = found.certified_by
-    return (f"verified at height {found.height} by {head.signers} of {head.validators} validators (the header of "
-            f"height {head.height}), from {head.node}; chain {found.chain_id[:16]}")
+    click.echo(f"verified at height {found.height} by {head.signers} of {head.validators} validators (the header of "
+               f"height {head.height}), from {head.node}; chain {found.chain_id[:16]}")
+    click.echo(text(found.result))
 
 
 def register(cli: click.Group) -> None:
@@ -103,21 +108,31 @@ def register(cli: click.Group) -> None:
                   help="The best N levels of each side (default: every level).")
     @token_option
     @_options
-    def light_book(market: str, depth: int | None, token: str | None, primary: str, witnesses: tuple[str, ...], pin: str | None,
-                   trust_dir: Path, max_age: float, as_json: bool) -> None:
+    def light_book(market: str, depth: int | None, token: str | None, primary: str, witnesses: tuple[str, ...],
+                   pin: str | None, trust_dir: Path, max_age: float, as_json: bool) -> None:
         """A market's book, proved against the certified state root."""
         from node.light.reads import book_check
         path = f"/book/{quote(market, safe='')}?proof=1" + ("" if depth is None else f"&depth={depth}")
         found = _verified_read(primary, witnesses, pin, trust_dir, max_age, path, book_check(market, depth), token)
-        if as_json:
-            click.echo(json.dumps(found.as_json()))
-            return
-        click.echo(_said(found))
-        for side in ("asks", "bids"):
-            rows = found.result[side]
-            assert isinstance(rows, list)
-            for price, qty in (reversed(rows) if side == "asks" else rows):
-                click.echo(f"{side[:-1]:4} {price:>14} {qty:>14}")
+
+        def levels(result: dict[str, object]) -> str:
+            asks, bids = result["asks"], result["bids"]
+            assert isinstance(asks, list) and isinstance(bids, list)
+            return "\n".join([*(f"ask {price:>14} {qty:>14}" for price, qty in reversed(asks)),
+                              *(f"bid {price:>14} {qty:>14}" for price, qty in bids)])
+        _show(found, as_json, levels)
+
+    @light.command("trades")
+    @click.argument("market")
+    @token_option
+    @_options
+    def light_trades(market: str, token: str | None, primary: str, witnesses: tuple[str, ...], pin: str | None,
+                     trust_dir: Path, max_age: float, as_json: bool) -> None:
+        """The trades of the newest block in a market, proved: each one's inclusion in the block that made it."""
+        from node.light.reads import trades_check
+        path = f"/trades/{quote(market, safe='')}?proof=1"
+        found = _verified_read(primary, witnesses, pin, trust_dir, max_age, path, trades_check(market), token)
+        _show(found, as_json, lambda result: json.dumps(result["trades"], indent=1))
 
     @light.command("order")
     @click.argument("order_id")
@@ -129,12 +144,8 @@ def register(cli: click.Group) -> None:
         from node.light.reads import order_check
         path = f"/orders/{quote(order_id, safe='')}?proof=1"
         found = _verified_read(primary, witnesses, pin, trust_dir, max_age, path, order_check(order_id), token)
-        if as_json:
-            click.echo(json.dumps(found.as_json()))
-            return
-        click.echo(_said(found))
-        click.echo(json.dumps(found.result["order"]) if found.result["order"] is not None
-                   else f"order {order_id}: not in the state (never accepted, or past the closed-order history)")
+        _show(found, as_json, lambda result: json.dumps(result["order"]) if result["order"] is not None
+              else f"order {order_id}: not in the state (never accepted, or past the closed-order history)")
 
     @light.command("fills")
     @click.argument("account")
@@ -150,11 +161,8 @@ def register(cli: click.Group) -> None:
             fail(f"ACCOUNT must be an account id of 64 lower-case hex digits, got {account[:70]!r}", 2)
         path = f"/accounts/{account}/fills?proof=1&limit={limit}"
         found = _verified_read(primary, witnesses, pin, trust_dir, max_age, path, fills_check(account, limit), token)
-        if as_json:
-            click.echo(json.dumps(found.as_json()))
-            return
-        click.echo(_said(found))
-        click.echo(json.dumps({"positions": found.result["positions"], "fills": found.result["fills"]}, indent=1))
+        _show(found, as_json, lambda result: json.dumps({"positions": result["positions"], "fills": result["fills"]},
+                                                        indent=1))
 
     @light.command("status")
     @token_option

@@ -22,7 +22,7 @@ from exchange.app.views import View, trade_view
 from exchange.chain.blocks import Header, Malformed
 from exchange.chain.codec import unpack
 from exchange.commitments.proofs import Proof, ProofError
-from exchange.commitments.queries import verify_account, verify_book, verify_order
+from exchange.commitments.queries import verify_account, verify_block_trades, verify_book, verify_order
 from exchange.commitments.layout import name_key
 from exchange.errors import ExchangeError
 from exchange.markets import Market
@@ -125,6 +125,16 @@ def book_check(symbol: str, depth: int | None) -> Check:
                 raise _differs(node, f"its {side}", answer.get(side), proved[side])
         return {"market": symbol, **proved, "orders_per_level": {"bids": [n for _, _, n in book.bids],
                                                                   "asks": [n for _, _, n in book.asks]}}
+    return check
+
+
+def trades_check(symbol: str) -> Check:
+    def check(node: str, chain: Proven, root: bytes, answer: dict[str, object], proofs: list[Proof]) -> dict[str, object]:
+        market = _market(chain, symbol)
+        trades = [trade_view(tuple(row), market) for row in verify_block_trades(root, symbol, proofs)]  # type: ignore[arg-type]
+        if answer.get("trades") != trades:
+            raise _differs(node, f"the block's {symbol} trades", answer.get("trades"), trades)
+        return {"market": symbol, "trades": trades}
     return check
 
 

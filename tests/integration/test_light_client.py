@@ -227,14 +227,16 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
             liars[-1].lie = lie
         runs: list[tuple[tuple[str, ...], tuple[str, ...], float]] = [
             ((honest.api_url,), ("status",), 30.0), ((honest.api_url,), ("order", order_id), 30.0),
+            ((honest.api_url,), ("trades", "BTC-USD"), 30.0),
             *[((proxy.url, honest.api_url), read, 3.0) for proxy, (_, _, _, read) in zip(liars, lies)],
             *[((proxy.url,), read, 3.0) for proxy, (_, _, _, read) in zip(liars, lies)]]
-        again, order, *done = lights(tmp_path / "honest", runs, token)
+        again, order, trades, *done = lights(tmp_path / "honest", runs, token)
         assert again.returncode == 0 and not json.loads(again.stdout)["trust_learnt_now"], again.stderr
         assert order.returncode == 0, order.stderr
         proved = json.loads(order.stdout)
         assert proved["order"]["status"] == "partially_filled" and proved["verified"], proved
         assert proved["certified_by"] == proved["height"] + 1 and proved["signatures_checked"] >= 3, proved
+        assert trades.returncode == 0 and json.loads(trades.stdout)["trades"] == [], trades.stderr   # its block is past
         for (what, _, reason, read), proxy, witnessed, alone in zip(lies, liars, done, done[len(lies):]):
             assert witnessed.returncode == 0, (what, witnessed.stderr)
             answer = json.loads(witnessed.stdout)

@@ -11,9 +11,9 @@ from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.views import trade_view
 from exchange.chain.genesis import Genesis
 from exchange.commitments.layout import unpack
-from exchange.commitments.queries import prove_account, prove_book, prove_order
+from exchange.commitments.queries import prove_account, prove_block_trades, prove_book, prove_order
 from exchange.crypto import SigningKey
-from node.light.reads import book_check, fills_check, order_check
+from node.light.reads import book_check, fills_check, order_check, trades_check
 from node.light.verify import Proven, Refused
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, TxMaker, account, new
 
@@ -62,7 +62,12 @@ def test_honest_answers_verify_and_a_changed_one_is_a_lie(chain: Chain):
     fills = fills_check(buyer, 100)("n", CHAIN_PROVEN, root, answers, prove_account(maps, buyer, 100))
     assert len(fills["fills"]) == 1 and fills["positions"] == state.position(buyer)["positions"]   # type: ignore[arg-type]
 
+    made: dict[str, Any] = {"trades": [trade_view(row, PARAMS.registry.get("BTC-USD")) for row in state.venues["BTC-USD"].trades]}
+    trades = trades_check("BTC-USD")("n", CHAIN_PROVEN, root, made, prove_block_trades(maps, "BTC-USD"))
+    assert len(trades["trades"]) == 1 and trades["trades"][0]["buyer"] == buyer   # type: ignore[arg-type, index]
+
     lies = [
+        (trades_check("BTC-USD"), {"trades": [*made["trades"], made["trades"][0]]}, prove_block_trades(maps, "BTC-USD")),
         (book_check("BTC-USD", 10), {**book, "bids": [["99.00", "0.0020"]]}, prove_book(maps, "BTC-USD", 10)),
         (order_check(order_id), {"order": {**view, "status": "filled"}}, prove_order(maps, order_id)),
         (order_check("f" * 32), {"order": view}, prove_order(maps, "f" * 32)),
