@@ -47,13 +47,20 @@ class KeptTrades(Protocol):
                        limit: int, account: str | None) -> tuple[list[View], str | None]: ...
 
 
-def row_of(market: Market, values: tuple[object, ...] | View) -> TradeRow:
-    """A stored trade (its columns, or its view) as the state keeps it: price in ticks, quantity in lots."""
+def row_of(market: Market, values: tuple[object, ...] | View, units: dict[tuple[str, object], int] | None = None
+           ) -> TradeRow:
+    """A stored trade (its columns, or its view) as the state keeps it: price in ticks, quantity in lots;
+    `units` remembers the texts already parsed (a market's prices and sizes repeat)."""
     if isinstance(values, dict):
         values = tuple(values[k] for k in COLUMNS.split(", "))
     trade_id, price, qty, maker, taker, side, maker_account, taker_account, height, time_ms = values
-    return (str(trade_id), market.parse_price(price), market.parse_qty(qty), str(maker), str(taker), str(side),
-            str(maker_account), str(taker_account), _int(height), _int(time_ms))
+    if units is None:
+        units = {}
+    known_ticks, known_lots = units.get(("p", price)), units.get(("q", qty))
+    ticks = units.setdefault(("p", price), market.parse_price(price)) if known_ticks is None else known_ticks
+    lots = units.setdefault(("q", qty), market.parse_qty(qty)) if known_lots is None else known_lots
+    return (str(trade_id), ticks, lots, str(maker), str(taker), str(side), str(maker_account), str(taker_account),
+            _int(height), _int(time_ms))
 
 
 def _int(value: object) -> int:
@@ -123,7 +130,8 @@ class DbHistory:
         statement = f"SELECT {COLUMNS} FROM trades WHERE {' AND '.join(where)} ORDER BY seq"
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
-        return [row_of(market, values) for values in self._db().query(statement, tuple(params))]
+        units: dict[tuple[str, object], int] = {}      # per query: a market's texts, parsed once each
+        return [row_of(market, values, units) for values in self._db().query(statement, tuple(params))]
 
     # --- answers --------------------------------------------------------------------------------------------
     async def trades_between(self, kept: KeptTrades, market: str, start_ms: int | None, end_ms: int | None,
