@@ -406,15 +406,25 @@ class BrowserService:
                 "proofs": [_b64([block.wire(), commit.wire()]) for block, commit in store.epoch_proofs()[:MAX_PROOFS]]}
 
     def _on_block(self, block: Block, _result: object) -> None:
+        """Headers go out after what the block settled: the answers to submissions it made final (their waiters
+        were woken before listeners run) leave first."""
+        if self.following:
+            asyncio.get_running_loop().call_soon(self._send_header, block)
+
+    def _send_header(self, block: Block) -> None:
         if not self.following:
             return
         h = block.header
         event: JsonObject = {"event": "header", "height": h.height, "id": h.id.hex(), "time_ms": h.time_ms,
                              "prev_id": h.prev_id.hex(), "app_hash": h.app_hash.hex(), "proposer": h.proposer.hex(),
                              "txs": len(block.txs), "header": _b64(h.wire())}
-        stored = self.chain.store.get(h.height)        # saved before listeners hear of it: with its commit
-        if stored is not None and stored[0].id == h.id:
-            event["commit"] = _b64(stored[1].wire())
+        core = self.chain.core
+        commit = None if core is None else core.last_commit          # the newest applied block's, usually this one
+        if commit is None or commit.height != h.height or commit.block_id != h.id:
+            stored = self.chain.store.get(h.height)        # saved before listeners hear of it: with its commit
+            commit = stored[1] if stored is not None and stored[0].id == h.id else None
+        if commit is not None:
+            event["commit"] = _b64(commit.wire())
         for session in list(self.following):
             session.send(dict(event))
 

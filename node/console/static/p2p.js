@@ -36,9 +36,7 @@ function render() {
   $("active-node").textContent = active ? active.nodeId : "no link up";
   $("chain-id").textContent = state.chainId ?? "-";
   $("height").textContent = String(state.height);
-  const v = state.verified;
-  $("verified").textContent = v ? `verified at height ${v.height} by ${v.signers} of ${v.n} validators` +
-    (state.verifyNote ? `; ${state.verifyNote}` : "") : (state.verifyNote ?? "not verified yet");
+  renderVerified();
   const book = active ? active.book : null;
   const levels = [];
   if (book) {
@@ -53,6 +51,12 @@ function render() {
     `<td class="id">` +
     `${id}</td><td>${o.side}</td><td>${o.price}</td><td>${o.qty}</td><td class="order-status">${o.status}</td>` +
     `<td class="id">${(o.via ?? "").slice(0, 12)}</td></tr>`).join("");
+}
+
+function renderVerified() {
+  const v = state.verified;
+  $("verified").textContent = v ? `verified at height ${v.height} by ${v.signers} of ${v.n} validators` +
+    (state.verifyNote ? `; ${state.verifyNote}` : "") : (state.verifyNote ?? "not verified yet");
 }
 
 function activeLink() {
@@ -256,7 +260,7 @@ class Link {
     else if (!state.verified || result.height >= state.verified.height) {
       state.verified = { height: result.height, signers: result.signers, n: set.n };
     }
-    render();
+    renderVerified();       // only what changed: a full redraw per header and link would cost every block
   }
 
   refuse(why) {
