@@ -5,10 +5,11 @@ node/indexer.py) holds the verified rest. An answer joins the two at the databas
 trades up to H, then the node's kept trades with a block time after H's. Both sides go through the state's own
 page and candle functions (`exchange/app/candles.py`) and trade view, so an answer equals what a node keeping
 every trade would give. A node whose kept window no longer reaches back to H (an indexer more than the window
-behind) answers without the trades in between. A database that cannot be read is logged as an error and its
-routes answer 503 `history_db_unavailable`; the stream's candles fall back to the kept trades meanwhile.
+behind) answers without the trades in between, and logs a warning saying so. A database that cannot be read is
+logged as an error and its routes answer 503 `history_db_unavailable`; the stream's candles fall back to the kept
+trades meanwhile.
 
-The routes read the database on one worker thread of its own (a day of candles is tens of milliseconds of SQL
+The routes read the database on one worker thread of its own (a day of 1-minute candles is about a second of SQL
 and parsing: not on the event loop), the stream's few newest candles on the loop, each thread with a connection
 of its own; the node's kept trades are read on the loop, and the database only up to the H read first, so a
 block the indexer writes meanwhile is neither missed nor counted twice.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, TypeVar
 
@@ -75,6 +77,7 @@ class DbHistory:
         self._local = threading.local()        # one connection per thread: the worker's, and the loop's for the stream
         self._opened: list[HistoryStore] = []
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="history-db")
+        self._warned = float("-inf")            # when a kept window short of the database was last logged
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -134,11 +137,24 @@ class DbHistory:
         return [row_of(market, values, units) for values in self._db().query(statement, tuple(params))]
 
     # --- answers --------------------------------------------------------------------------------------------
+    def _reaches(self, kept: KeptTrades, market: str, height: int, time_ms: int) -> None:
+        """Say (at most once a minute) when the node's kept trades no longer reach back to the database's newest
+        block: trades between the two may be missing from the answers."""
+        if time_ms < 0:
+            return
+        oldest, _ = kept.trades_between(market, None, None, None, 1, None)
+        if oldest and _int(oldest[0]["time_ms"]) > time_ms and time.monotonic() - self._warned > 60:
+            self._warned = time.monotonic()
+            log.warning("the history database ends at height %d but this node keeps %s trades only from height %s: "
+                        "the indexer is further behind than the kept window, answers may miss trades in between",
+                        height, market, oldest[0]["height"])
+
     async def trades_between(self, kept: KeptTrades, market: str, start_ms: int | None, end_ms: int | None,
                              cursor: str | None, limit: int, account: str | None) -> tuple[list[View], str | None]:
         """As the state's `trades_between`, over the database's trades then the node's kept ones."""
         venue = kept.markets().get(market)
         (height, time_ms), after = await self._run(lambda: (self.mark(), self.seq_of(cursor) if cursor else None))
+        self._reaches(kept, market, height, time_ms)
         if cursor is not None and after is None:        # past the database: the kept trades continue the page
             return kept.trades_between(market, _later(start_ms, time_ms), end_ms, cursor, limit, account)
         stored = await self._run(lambda: self.rows(venue, height, start_ms, end_ms, after, account, limit + 1))
@@ -155,6 +171,7 @@ class DbHistory:
         """As the state's `candles`, over the database's trades then the node's kept ones."""
         venue = kept.markets().get(market)
         height, time_ms = await self._run(self.mark)
+        self._reaches(kept, market, height, time_ms)
         tail = _kept_rows(kept, venue, _later(start_ms, time_ms), end_ms)
         stored = await self._run(lambda: self.rows(venue, height, start_ms, end_ms, None, None, None))
         return candles([*stored, *tail], interval_ms, start_ms, end_ms, venue)

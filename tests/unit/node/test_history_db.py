@@ -71,7 +71,7 @@ def pages(read, limit: int, **query) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("short_window", [False, True])
-def test_pages_fills_ranges_and_candles_equal_the_states(chain, short_window):
+def test_pages_fills_ranges_and_candles_equal_the_states(chain, short_window, caplog):
     state, held, history = chain
     kept = Window(state, held - 5 if short_window else 0)
     assert not short_window or len(kept.trades_between("BTC-USD", None, None, None, 10_000, None)[0]) < BLOCKS
@@ -95,3 +95,12 @@ def test_pages_fills_ranges_and_candles_equal_the_states(chain, short_window):
                 state.candles("BTC-USD", interval, start, end), (interval, start, end)
         assert history.candles_now(kept, "BTC-USD", interval, times[-3]) == state.candles("BTC-USD", interval,
                                                                                          times[-3])
+    assert "may miss trades" not in caplog.text
+
+
+def test_a_kept_window_short_of_the_database_is_said(chain, caplog):
+    state, held, history = chain
+    kept = Window(state, held + 3)               # the indexer further behind than the node keeps
+    trades, _ = asyncio.run(history.trades_between(kept, "BTC-USD", None, None, None, 1000, None))
+    assert [t["height"] for t in trades] == [*range(1, held + 1), *range(held + 3, BLOCKS + 1)]
+    assert f"the history database ends at height {held}" in caplog.text and "may miss trades" in caplog.text
