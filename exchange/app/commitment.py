@@ -230,42 +230,47 @@ class StateCommitment:
 
     @classmethod
     def build(cls, state: ExchangeState) -> "StateCommitment":
-        """The maps of `state` made from its rows (a restore): the same roots `apply_block` keeps."""
+        """The maps of `state` made from its rows (a restore), each built at once from its sorted entries
+        (`MerkleMap.build`, the shape `update` gives): the same roots `apply_block` keeps."""
         made = cls(state.venues, state.params.trade_history)
-        accounts: set[str] = set()
         orders: dict[bytes, bytes | None] = {}
         opened: dict[str, dict[bytes, bytes | None]] = {}
         booked: dict[str, dict[bytes, bytes | None]] = {}
         for order in _known_orders(state):
             made._order(state, order, orders, opened, booked)
-        for account, changes in opened.items():
-            made._account(account).open.update(changes)
-        for symbol, changes in booked.items():
-            made.markets[symbol].book.update(changes)
-        accounts.update(opened)
         for entry in state.triggers.entries.values():
             orders[name_key(entry.order.id)] = order_record(entry.order, UNTRIGGERED)
-        made.orders.update(orders)
+        made.orders = _built(layout.NAME_KEY_BYTES, orders)
+        for account, changes in opened.items():
+            made._account(account).open = _built(layout.NAME_KEY_BYTES, changes)
+        for symbol, changes in booked.items():
+            made.markets[symbol].book = _built(layout.BOOK_KEY_BYTES, changes)
+        fills: dict[str, dict[bytes, bytes | None]] = {}
         for symbol, venue in state.venues.items():
             maps = made.markets[symbol]
             rows = [row for row in venue.trades if row[8] == state.height]
-            fills: dict[str, dict[bytes, bytes | None]] = {}
             for row in venue.trades:
                 if maps.kept.maxlen:
                     maps.kept.append(row)
                     _fill(fills, row, pack([symbol, *row]))
-            made._fills(fills, accounts)
-            maps.trades.update({trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
+            maps.trades = _built(layout.TRADE_KEY_BYTES, {trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
             maps.block_trades = len(rows)
             book = venue.engine.book
-            maps.levels.update({price_key(side, abs(key)): pack([level.volume, level.live])
-                                for side, levels in ((BIDS, book.bids.levels), (ASKS, book.asks.levels))
-                                for key, level in levels.items() if level.live > 0})
-        accounts.update(state.positions.amounts)
+            maps.levels = _built(layout.LEVEL_KEY_BYTES, {
+                price_key(side, abs(key)): pack([level.volume, level.live])
+                for side, levels in ((BIDS, book.bids.levels), (ASKS, book.asks.levels))
+                for key, level in levels.items() if level.live > 0})
+        for account, changes in fills.items():
+            made._account(account).fills = _built(layout.FILL_KEY_BYTES, changes)
+        accounts = {*opened, *fills, *state.positions.amounts}
         for account in accounts:
             made._positions(state, account)
         made._refresh(made.markets, accounts)
         return made
+
+
+def _built(key_bytes: int, entries: dict[bytes, bytes | None]) -> MerkleMap:
+    return MerkleMap.build(key_bytes, {key: value for key, value in entries.items() if value is not None})
 
 
 def _fill(fills: dict[str, dict[bytes, bytes | None]], row: TradeRow, value: bytes | None) -> None:
