@@ -274,6 +274,8 @@ class ExchangeNode:
         steps.on_stop("chain store", self.chain_store.close)   # closed even when the chain fails to start
         await steps.start("chain", self.chain.start, self.chain.stop,
                           stop_timeout=lambda: self.chain.stop_seconds(STOP_STEP_TIMEOUT))
+        if self.history_db is not None:     # closed once the API that reads it has stopped
+            steps.on_stop("history database", self.history_db.close)
         await steps.start("control API", self._start_api, self._stop_api)
         await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
         await steps.start("operator surface", self.operator.start, self.operator.stop)
