@@ -126,6 +126,17 @@ class DelayTcpForwarder:
         await delivering
 
 
+WAIT_FOR = """([selector, within]) => new Promise((resolve, reject) => {
+  if (document.querySelector(selector)) return resolve();
+  const watch = new MutationObserver(() => {
+    if (document.querySelector(selector)) { watch.disconnect(); resolve(); }
+  });
+  watch.observe(document.querySelector(within), { childList: true, subtree: true, attributes: true,
+    characterData: true });
+  setTimeout(() => { watch.disconnect(); reject(new Error(`no ${selector} within 20 s`)); }, 20000);
+})"""
+
+
 def _page_orders(context: Any, node: NodeProcess, url: str, cert: str, count: int,
                  api_url: str | None = None) -> dict[str, list[float]]:
     """Seconds from the click to final of `count` orders placed one at a time in one page (its own figure,
@@ -148,10 +159,12 @@ def _page_orders(context: Any, node: NodeProcess, url: str, cert: str, count: in
         page.fill("#order-price", "100")
         page.fill("#order-qty", "0.01")
         page.click("#order-form button")
-        page.wait_for_function("document.getElementById('order-result').textContent !== ''", timeout=20_000)
+        # waits that look again only when the page changes (WAIT_FOR): polling every frame, or from here every few
+        # ms, keeps the page's main thread busy and its order measurably slower
+        page.evaluate(WAIT_FOR, ["#order-result:not(:empty)", "#order-result"])
         order_id = page.inner_text("#order-result").split()[0]
         row = f'#orders tr[data-order-id="{order_id}"]:not([data-final-ms=""])'
-        page.wait_for_selector(row, timeout=20_000)
+        page.evaluate(WAIT_FOR, [row, "#orders"])
         for name, attribute in (("the page in Chromium", "data-final-ms"), ("  of which signing (WebCrypto)",
                                 "data-sign-ms"), ("  of which the session, node and block", "data-wire-ms")):
             times[name].append(float(page.get_attribute(row, attribute) or "nan") / 1000)
