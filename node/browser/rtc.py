@@ -25,6 +25,7 @@ log = logging.getLogger("node.browser")
 MAX_PEERS = 32                # peer connections at once (open sessions and offers not yet connected)
 MAX_PER_RELAY = 8             # of those, offers brought by one relaying node
 CONNECT_WITHIN = 15.0         # s an answered offer has to open its data channel before it is dropped
+MESSAGE_CHARS = 16384         # characters per data channel message (SCTP messages stay far below aiortc's 64 KiB)
 ANSWER_WITHIN = 8.0           # s to gather our candidates and answer
 MISSING = "aiortc is not installed (pip install 'exchange-node[webrtc]'): pages reach this node over WebTransport only"
 _FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$", re.MULTILINE)
@@ -50,8 +51,11 @@ class ChannelPipe:
         self._close = close
 
     def write(self, data: bytes) -> None:
+        """Lines as text messages, a long write in several (the page joins what it receives before splitting lines)."""
         if self.channel.readyState == "open":
-            self.channel.send(data.decode())
+            text = data.decode()
+            for start in range(0, len(text), MESSAGE_CHARS):
+                self.channel.send(text[start:start + MESSAGE_CHARS])
 
     def buffered(self) -> int:
         return int(self.channel.bufferedAmount)

@@ -345,8 +345,9 @@ class BrowserService:
         task.add_done_callback(self._rtc_tasks.discard)
 
     async def _answer_offer(self, link: "PeerLink", message: Message) -> None:
-        host = None if link.remote_addr is None else link.remote_addr[0]
-        stun = f"stun:{host}:{message['stun_port']}" if host and message["stun_port"] else None
+        host = None if link.remote_addr is None else str(link.remote_addr[0])
+        literal = f"[{host}]" if host and ":" in host else host
+        stun = f"stun:{literal}:{message['stun_port']}" if host and message["stun_port"] else None
         try:
             sdp = await self.rtc.answer(message["sdp"], stun=stun, relay=proven_id(link), page=message["page"])
         except RtcRefused as exc:

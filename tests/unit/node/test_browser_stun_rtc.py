@@ -135,3 +135,16 @@ async def test_a_node_without_webrtc_answers_a_relayed_offer_with_its_reason() -
     await asyncio.gather(*svc._rtc_tasks)
     assert a.sent == [{"type": "browser_rtc_answer", "id": 3, "error": ["no_webrtc", MISSING]}]
     assert svc._rtc_field() == {}, "it announces no WebRTC to its peers"
+
+
+def test_a_long_write_goes_as_several_channel_messages() -> None:
+    from node.browser.rtc import MESSAGE_CHARS, ChannelPipe
+
+    sent: list[str] = []
+    channel = SimpleNamespace(readyState="open", bufferedAmount=0, send=sent.append)
+    line = ('{"event":"chain","x":"' + "é" * (2 * MESSAGE_CHARS) + '"}\n').encode()
+    ChannelPipe(channel, lambda: None).write(line)
+    assert len(sent) == 3 and all(len(m) <= MESSAGE_CHARS for m in sent) and "".join(sent).encode() == line
+    channel.readyState = "closing"
+    ChannelPipe(channel, lambda: None).write(b"late\n")
+    assert len(sent) == 3, "nothing is sent on a channel that is not open"
