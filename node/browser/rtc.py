@@ -159,9 +159,16 @@ class RtcEndpoint:
             await pc.close()
 
     async def _load(self) -> Any:
+        """aiortc, imported once; an install that cannot import it turns WebRTC off here, said loudly."""
         if self._aiortc is None:
             started = time.monotonic()
-            self._aiortc = await asyncio.to_thread(importlib.import_module, "aiortc")
+            try:
+                self._aiortc = await asyncio.to_thread(importlib.import_module, "aiortc")
+            except ImportError as exc:
+                self.why = f"aiortc is installed but cannot be imported ({exc}): pages reach this node over " \
+                           f"WebTransport only"
+                log.warning("WebRTC for browsers is unavailable: %s", self.why)
+                raise RtcRefused("no_webrtc", self.why) from None
             log.info("WebRTC for browsers: aiortc loaded in %.2f s", time.monotonic() - started)
         return self._aiortc
 

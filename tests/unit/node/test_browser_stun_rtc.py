@@ -148,3 +148,13 @@ def test_a_long_write_goes_as_several_channel_messages() -> None:
     channel.readyState = "closing"
     ChannelPipe(channel, lambda: None).write(b"late\n")
     assert len(sent) == 3, "nothing is sent on a channel that is not open"
+
+
+async def test_an_aiortc_that_cannot_be_imported_turns_webrtc_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    rtc = RtcEndpoint(lambda *a: None)  # type: ignore[arg-type]
+    rtc.why = None                              # as if find_spec had found it
+    monkeypatch.setitem(sys.modules, "aiortc", None)      # importing it now raises ImportError
+    with pytest.raises(RtcRefused) as refused:
+        await rtc.answer("v=0", stun=None, relay="r", page="p")
+    assert refused.value.code == "no_webrtc" and not rtc.available and "cannot be imported" in str(rtc.why)
+    assert rtc.peers == {}
