@@ -229,7 +229,7 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
             ((honest.api_url,), ("status",), 30.0), ((honest.api_url,), ("order", order_id), 30.0),
             ((honest.api_url,), ("trades", "BTC-USD"), 30.0),
             *[((proxy.url, honest.api_url), read, 3.0) for proxy, (_, _, _, read) in zip(liars, lies)],
-            *[((proxy.url,), read, 3.0) for proxy, (_, _, _, read) in zip(liars, lies)]]
+            *[((proxy.url,), read, 3.0) for proxy, (_, _, _, read) in zip(liars, lies) if read == ("status",)]]
         again, order, trades, *done = lights(tmp_path / "honest", runs, token)
         assert again.returncode == 0 and not json.loads(again.stdout)["trust_learnt_now"], again.stderr
         assert order.returncode == 0, order.stderr
@@ -237,7 +237,8 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
         assert proved["order"]["status"] == "partially_filled" and proved["verified"], proved
         assert proved["certified_by"] == proved["height"] + 1 and proved["signatures_checked"] >= 3, proved
         assert trades.returncode == 0 and json.loads(trades.stdout)["trades"] == [], trades.stderr   # its block is past
-        for (what, _, reason, read), proxy, witnessed, alone in zip(lies, liars, done, done[len(lies):]):
+        alone_runs = iter(done[len(lies):])         # a header liar asked alone: exit 1 and one line
+        for (what, _, reason, read), proxy, witnessed in zip(lies, liars, done):
             assert witnessed.returncode == 0, (what, witnessed.stderr)
             answer = json.loads(witnessed.stdout)
             assert answer["node"] == honest.api_url and answer["verified"], (what, answer)
@@ -247,9 +248,11 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
                 assert answer["bids"][0] == ["100.00", "1.0000"], answer
             if read[0] == "fills":
                 assert [f["qty"] for f in answer["fills"]] == ["1.0000"] and answer["fills"][0]["buyer"] == buyer
-            lines = alone.stderr.strip().splitlines()
-            assert alone.returncode == 1 and len(lines) == 1 and proxy.url in lines[0], (what, alone.stderr)
-            assert not alone.stdout, (what, alone.stdout)
+            if read == ("status",):
+                alone = next(alone_runs)
+                lines = alone.stderr.strip().splitlines()
+                assert alone.returncode == 1 and len(lines) == 1 and proxy.url in lines[0], (what, alone.stderr)
+                assert not alone.stdout, (what, alone.stdout)
     finally:
         for proxy in liars:
             proxy.close()
