@@ -353,6 +353,10 @@ class BrowserService:
         except RtcRefused as exc:
             link.send({"type": RTC_ANSWER, "id": message["id"], "error": [exc.code, str(exc)[:300]]})
             return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours on a peer's offer: it hears so, the node goes on
+            log.warning("browser WebRTC offer relayed by %s failed: %s: %s", proven_id(link), type(exc).__name__, exc)
+            link.send({"type": RTC_ANSWER, "id": message["id"], "error": ["internal", "the node could not answer"]})
+            return
         link.send({"type": RTC_ANSWER, "id": message["id"], "sdp": sdp})
 
     def _on_rtc_answer(self, link: "PeerLink", message: Message) -> None:
