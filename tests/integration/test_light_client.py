@@ -1,7 +1,7 @@
 """Real processes: `exchange-node light status|book|order|fills` believes no node. Four validators; one honest node
 and, in front of another, a proxy that lies one way at a time (forged signatures, too few signatures, an old header
 served as the latest, a validator-set change nobody certified, another chain's genesis; a changed book level, an
-invented trade, a hidden fill). Every lie is refused with the lying node named, and the answer comes, verified, from
+invented trade, a hidden fill, a proved book whose certificate is forged). Every lie is refused with the lying node named, and the answer comes, verified, from
 the witness; asked alone, a liar gets exit 1 and one line.
 """
 from __future__ import annotations
@@ -150,9 +150,11 @@ def hidden_fill(path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def forged_signatures(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    if path.startswith("/chain/headers/"):
-        height, round_, block_id, sigs = _unpacked(body["commit"])
-        body["commit"] = _packed([height, round_, block_id, [[i, bytes(b ^ 1 for b in s)] for i, s in sigs]])
+    """Every signature of a header's commit changed, and of the commit a proved read carries."""
+    certificate = body if path.startswith("/chain/headers/") else body.get("certified_by")
+    if isinstance(certificate, dict):
+        height, round_, block_id, sigs = _unpacked(certificate["commit"])
+        certificate["commit"] = _packed([height, round_, block_id, [[i, bytes(b ^ 1 for b in s)] for i, s in sigs]])
     return body
 
 
@@ -214,6 +216,8 @@ def test_the_light_client_refuses_every_lie_names_the_node_and_answers_from_the_
         # each lie from a proxy of its own, every client at once: (what, lie, the reason named, the read)
         lies: list[tuple[str, Lie, str, tuple[str, ...]]] = [
             ("forged signatures", forged_signatures, "bad_certificate", ("status",)),
+            ("a proved book whose certificate is forged", forged_signatures, "bad_certificate",
+             ("book", "BTC-USD", "--depth", "3")),
             ("too few signatures", too_few_signatures, "bad_certificate", ("status",)),
             ("an old header as the latest", old_latest, "stale", ("status",)),
             ("a set change nobody certified", uncertified_set_change, "bad_epoch_proof", ("status",)),
