@@ -1,8 +1,9 @@
-"""Real processes: `exchange-node light status|book|order|fills` believes no node. Four validators; one honest node
-and, in front of another, a proxy that lies one way at a time (forged signatures, too few signatures, an old header
+"""Real processes: `exchange-node light status|book|trades|order|fills` believes no node. Four validators; one honest
+node and, in front of another, proxies that each lie one way (forged signatures, too few signatures, an old header
 served as the latest, a validator-set change nobody certified, another chain's genesis; a changed book level, an
-invented trade, a hidden fill, a proved book whose certificate is forged). Every lie is refused with the lying node named, and the answer comes, verified, from
-the witness; asked alone, a liar gets exit 1 and one line.
+invented trade, a hidden fill, a proved book whose certificate is forged), every client at once. Every lie is
+refused with the lying node named, and the answer comes, verified, from the witness; asked alone, a header liar
+gets exit 1 and one line.
 """
 from __future__ import annotations
 
