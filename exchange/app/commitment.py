@@ -37,6 +37,7 @@ def app_hash(results_chain: bytes, state_root: bytes) -> bytes:
 
 
 def order_record(order: Order, status: str | None = None) -> bytes:
+    """An order's committed record (`layout.py`): what its status read shows, in integer ticks and lots."""
     side, kind = order.side, order.type
     return pack([order.owner, order.market, None if side is None else side._value_, None if kind is None else kind._value_,
                  order.price, order.quantity, order.remaining, status or order.status._value_, order.reason])
@@ -47,6 +48,8 @@ def _side(order: Order) -> int:
 
 
 class MarketMaps:
+    """One market's three maps; `kept` follows the market's trade log so a fill leaves with its trade."""
+
     __slots__ = ("symbol", "levels", "book", "trades", "block_trades", "kept")
 
     def __init__(self, symbol: str, trade_limit: int) -> None:
@@ -62,6 +65,8 @@ class MarketMaps:
 
 
 class AccountMaps:
+    """One account's three maps; an account whose maps are all empty leaves the accounts map."""
+
     __slots__ = ("open", "fills", "positions")
 
     def __init__(self) -> None:
