@@ -133,8 +133,20 @@ class DbHistory:
         statement = f"SELECT {COLUMNS} FROM trades WHERE {' AND '.join(where)} ORDER BY seq"
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
-        units: dict[tuple[str, object], int] = {}      # per query: a market's texts, parsed once each
-        return [row_of(market, values, units) for values in self._db().query(statement, tuple(params))]
+        prices: dict[str, int] = {}         # per query: a market's texts, parsed once each
+        sizes: dict[str, int] = {}
+        rows: list[TradeRow] = []
+        for trade_id, price, qty, maker, taker, side, maker_account, taker_account, height, time_ms in \
+                self._db().query(statement, tuple(params)):
+            ticks = prices.get(price)
+            if ticks is None:
+                ticks = prices[price] = market.parse_price(price)
+            lots = sizes.get(qty)
+            if lots is None:
+                lots = sizes[qty] = market.parse_qty(qty)
+            rows.append((trade_id, ticks, lots, maker, taker, side, maker_account, taker_account, int(height),
+                         int(time_ms)))
+        return rows
 
     # --- answers --------------------------------------------------------------------------------------------
     def _reaches(self, kept: KeptTrades, market: str, height: int, time_ms: int) -> None:
