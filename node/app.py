@@ -171,6 +171,7 @@ class ExchangeNode:
         self.history_db = open_history(configs.api.history_db)     # the indexer's database, when HISTORY_DB is set
         if self.history_db is not None:
             self.api_extensions.append(install_history_db(self.history_db))
+            self.metric_sources.append(self.history_db.metrics)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # the listening API's (_start_api)
         self.api_guard: ConnectionGuard | None = None         # the listening API's (_start_api)

@@ -21,9 +21,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exchange.app.candles import CursorExpired, candles
 from exchange.app.history import TradeRow
@@ -78,6 +79,9 @@ class DbHistory:
         self._opened: list[HistoryStore] = []
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="history-db")
         self._warned = float("-inf")            # when a kept window short of the database was last logged
+        self.failures = 0                       # reads that failed (for /metrics)
+        self.behind = 0                         # answers given while the kept window fell short of the database
+        self.height = 0                         # the database's newest block, as last read
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -98,6 +102,7 @@ class DbHistory:
         try:
             return job()
         except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the caller is told, loudly
+            self.failures += 1
             log.error("the history database cannot be read: %s", exc)
             store: HistoryStore | None = getattr(self._local, "store", None)
             self._local.store = None                 # opened again at the next read (a file back, a server back)
@@ -113,6 +118,7 @@ class DbHistory:
     def mark(self) -> tuple[int, int]:
         """(height, block time) of the newest block the database holds; (0, -1) when it holds none."""
         row = self._db().query("SELECT height, time_ms FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        self.height = 0 if row is None else int(row[0])
         return (0, -1) if row is None else (int(row[0]), int(row[1]))
 
     def seq_of(self, trade_id: str) -> int | None:
@@ -148,6 +154,16 @@ class DbHistory:
                          int(time_ms)))
         return rows
 
+    def metrics(self) -> Iterator[Metric]:
+        """For /metrics: how far the database reaches and what went wrong reading it."""
+        yield GaugeMetricFamily("exchange_node_history_db_height", "The history database's newest block, as last "
+                                "read (HISTORY_DB)", value=self.height)
+        yield CounterMetricFamily("exchange_node_history_db_failures_total", "Reads of the history database that "
+                                  "failed (answered 503 history_db_unavailable)", value=self.failures)
+        yield CounterMetricFamily("exchange_node_history_db_short_window_total", "History answers given while this "
+                                  "node's kept trades did not reach back to the database's newest block",
+                                  value=self.behind)
+
     # --- answers --------------------------------------------------------------------------------------------
     def _reaches(self, kept: KeptTrades, market: str, height: int, time_ms: int) -> None:
         """Say (at most once a minute) when the node's kept trades no longer reach back to the database's newest
@@ -155,7 +171,10 @@ class DbHistory:
         if time_ms < 0:
             return
         oldest, _ = kept.trades_between(market, None, None, None, 1, None)
-        if oldest and _int(oldest[0]["time_ms"]) > time_ms and time.monotonic() - self._warned > 60:
+        if not oldest or _int(oldest[0]["time_ms"]) <= time_ms:
+            return
+        self.behind += 1
+        if time.monotonic() - self._warned > 60:
             self._warned = time.monotonic()
             log.warning("the history database ends at height %d but this node keeps %s trades only from height %s: "
                         "the indexer is further behind than the kept window, answers may miss trades in between",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from exchange.app import ExchangeState
+from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.candles import INTERVALS_MS, trades_between
 from exchange.app.views import View, trade_view
 from exchange.markets import MarketRegistry
-from node.history_db import DbHistory
+from node.history_db import DbHistory, HistoryUnavailable
 from node.indexer import HistoryStore
 from node.indexer_follow import Follower
 from tests.unit.node.test_indexer import MAKER, TAKER, Node, produce, run
@@ -104,3 +104,20 @@ def test_a_kept_window_short_of_the_database_is_said(chain, caplog):
     trades, _ = asyncio.run(history.trades_between(kept, "BTC-USD", None, None, None, 1000, None))
     assert [t["height"] for t in trades] == [*range(1, held + 1), *range(held + 3, BLOCKS + 1)]
     assert f"the history database ends at height {held}" in caplog.text and "may miss trades" in caplog.text
+    samples = {m.name: m.samples[0].value for m in history.metrics()}
+    assert samples == {"exchange_node_history_db_height": held, "exchange_node_history_db_failures": 0,
+                       "exchange_node_history_db_short_window": 1}
+
+
+def test_a_database_that_cannot_be_read_is_unavailable_and_counted(tmp_path, caplog):
+    def broken() -> HistoryStore:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    history = DbHistory(broken)
+    kept = Window(ExchangeState(ExchangeParams("BTC-USD"), "c" * 64))
+    try:
+        with pytest.raises(HistoryUnavailable):
+            asyncio.run(history.candles(kept, "BTC-USD", 60_000, None, None))
+        assert history.failures == 1 and "cannot be read: unable to open" in caplog.text
+    finally:
+        history.close()
