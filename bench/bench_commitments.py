@@ -10,6 +10,10 @@
   fills keyed newest first, 50 open orders and 5 positions): bytes, build and Python verify time (decode
   included), beside a plain SHA-256 of the same answer bytes; and, when Node.js is installed, the browser
   verifier (node/console/static/proofs.js, WebCrypto) on the very same proofs.
+- The state machine with and without its commitment (exchange/app/commitment.py): CPU time to apply a block of
+  1,000 and of 5,000 limit orders (a second of 1,000 and 5,000 orders/s, one block a second) from 200 accounts,
+  priced around a mid so about half cross, on a book already holding the orders of the warm-up blocks; and a
+  snapshot's restore with the maps built from its rows against the restore alone.
 Keys as docs/tradeoffs.md lays them out: a level is side (1 byte) | price key (8: the price for asks, its
 complement for bids, so the best level sorts first on either side); an order is side | price key | sequence
 (8); an order's status is keyed by the SHA-256 of its id; an account's row is kind (1) | 12 bytes (a fill:
@@ -33,7 +37,12 @@ import msgpack
 
 from bench.options import parse_options
 from bench.table import print_table
+from exchange.app import ExchangeParams, ExchangeState
+from exchange.app.commitment import StateCommitment
+from exchange.app.txs import NewOrderOp, SignedTx
 from exchange.commitments.proofs import Proof
+from exchange.commitments.queries import (prove_account, prove_book, prove_order, verify_account, verify_book,
+                                          verify_order)
 from exchange.commitments.tree import MerkleMap
 from exchange.commitments.verify import verify_first, verify_get, verify_range
 
@@ -187,11 +196,125 @@ def js_rows(cases: list[dict[str, object]], repeat: int) -> list[list[object]] |
     return [[name, verify, base, f"{verify / base:,.0f}x"] for name, verify, base in json.loads(done.stdout)]
 
 
+# --------------------------------------------------------------------------- the state machine with and without
+
+CHAIN = "ab" * 32
+T0 = 1_700_000_000_000
+
+
+def order_blocks(rnd: random.Random, per_block: int, blocks: int) -> list[list[SignedTx]]:
+    """Blocks of one-order transactions from 200 accounts, limit orders within 20 ticks of a mid (about half cross)."""
+    accounts = [rnd.randbytes(32) for _ in range(200)]
+    made = []
+    for height in range(1, blocks + 1):
+        txs = []
+        for n in range(per_block):
+            side = rnd.choice(("buy", "sell"))
+            ticks = 10_000 + rnd.randint(-20, 20) + (5 if side == "sell" else -5)
+            op = NewOrderOp.parse("BTC-USD", side, "limit", f"{ticks // 100}.{ticks % 100:02d}",
+                                  f"0.{rnd.randint(1, 99):04d}", None)
+            txs.append(SignedTx(CHAIN, rnd.choice(accounts), f"{height}-{n}", T0 + height * 1_000 + 20_000, (op,),
+                                bytes(64)))
+        made.append(txs)
+    return made
+
+
+def apply_blocks(blocks: list[list[SignedTx]], warm: int, commitments: bool) -> tuple[list[float], ExchangeState]:
+    """CPU seconds of each block after the first `warm` (begin_block, apply_tx each, end_block)."""
+    state = ExchangeState(ExchangeParams("BTC-USD", max_open_orders=None), CHAIN, commitments=commitments)
+    times = []
+    for height, txs in enumerate(blocks, 1):
+        started = time.process_time()
+        state.begin_block(height, T0 + height * 1_000)
+        for tx in txs:
+            state.apply_tx(tx)
+        state.end_block()
+        if height > warm:
+            times.append(time.process_time() - started)
+    return times, state
+
+
+def state_proof_rows(state: ExchangeState, repeat: int) -> list[list[object]]:
+    """The proofs a node serves (exchange/commitments/queries.py) from a state the apply rows left: bytes of the
+    chain of proofs from the state root, build and verify (decode included) wall ms."""
+    maps, root = state.commitment, state.state_root
+    assert maps is not None and root is not None
+    order_id = next(iter(state.open_orders))
+    account = max(maps.accounts, key=lambda a: len(maps.accounts[a].fills))
+    fills = min(100, len(maps.accounts[account].fills))
+    cases: list[tuple[str, Callable[[], list[Proof]], Callable[[list[Proof]], object]]] = [
+        ("book, top 20 levels a side", lambda: prove_book(maps, "BTC-USD", 20),
+         lambda proofs: verify_book(root, "BTC-USD", 20, proofs)),
+        ("book, every level", lambda: prove_book(maps, "BTC-USD", None),
+         lambda proofs: verify_book(root, "BTC-USD", None, proofs)),
+        ("an order's status", lambda: prove_order(maps, order_id), lambda proofs: verify_order(root, order_id, proofs)),
+        (f"an account's last {fills} fills + positions", lambda: prove_account(maps, account, 100),
+         lambda proofs: verify_account(root, account, 100, proofs)),
+    ]
+    rows: list[list[object]] = []
+    for name, prove, check in cases:
+        proofs = prove()
+        wire = [proof.encode() for proof in proofs]
+        rows.append([name, len(proofs), sum(map(len, wire)), timed(prove, repeat) * 1e3,
+                     timed(partial(_decode_and_check, check, wire), repeat) * 1e3])
+    return rows
+
+
+def _decode_and_check(check: Callable[[list[Proof]], object], wire: list[bytes]) -> object:
+    return check([Proof.decode(data) for data in wire])
+
+
+def apply_rows(rnd: random.Random, rates: list[int], warm: int, timed: int, repeat: int,
+               proofs: list[list[object]]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for rate in rates:
+        blocks = order_blocks(rnd, rate, warm + timed)
+        samples: dict[bool, list[float]] = {False: [], True: []}
+        state = None
+        for _ in range(repeat):
+            for commitments in (False, True):           # interleaved: the shared machine's load hits both
+                times, state = apply_blocks(blocks, warm, commitments)
+                samples[commitments] += times
+        without, with_ = statistics.median(samples[False]), statistics.median(samples[True])
+        assert state is not None and state.commitment is not None
+        if not proofs:
+            proofs += state_proof_rows(state, repeat)
+        rows.append([f"{rate:,} orders/s", "block apply", len(state.open_orders), without * 1e3, with_ * 1e3,
+                     f"{(with_ / without - 1) * 100:+.1f} %"])
+        data = state.snapshot()
+        restore, build = [], []
+        for _ in range(repeat):
+            started = time.process_time()
+            restored = ExchangeState.restore(state.params, data, CHAIN)
+            restore.append(time.process_time() - started)
+            started = time.process_time()
+            StateCommitment.build(restored)
+            build.append(time.process_time() - started)
+        whole, maps = statistics.median(restore), statistics.median(build)
+        rows.append([f"{rate:,} orders/s", f"restore ({len(data):,} B)", len(state.open_orders), (whole - maps) * 1e3,
+                     whole * 1e3, f"{(whole / (whole - maps) - 1) * 100:+.1f} %"])
+    return rows
+
+
 def main(flags: list[str]) -> None:
     opts = parse_options(flags, {"max_keys": 1_000_000, "batch": 1_000, "repeat": 5, "levels": 1_000,
-                                 "orders": 10_000},
+                                 "orders": 10_000, "warm": 10, "timed": 5, "only_state": 0},
                          quick={"max_keys": 100_000, "repeat": 3},
-                         smoke={"max_keys": 10_000, "batch": 200, "repeat": 1, "levels": 100, "orders": 1_000})
+                         smoke={"max_keys": 10_000, "batch": 200, "repeat": 1, "levels": 100, "orders": 1_000,
+                                "warm": 2, "timed": 1})
+    rnd = random.Random(SEED)
+    served: list[list[object]] = []
+    rates = [1_000, 5_000] if opts["max_keys"] > 10_000 else [100]
+    print_table(f"The state machine with and without its commitment: CPU ms per block (median of {opts['timed']} "
+                f"blocks x {opts['repeat']}, after {opts['warm']} warm-up blocks; one block a second), and a "
+                f"snapshot's restore without and with the maps built",
+                ["rate", "what", "resting orders", "without ms", "with ms", "cost"],
+                apply_rows(rnd, rates, opts["warm"], opts["timed"], opts["repeat"], served))
+    print_table(f"The proofs a node serves, from the state of the first row (queries.py): proofs from the state "
+                f"root, their bytes, prove and verify (decode included) wall ms, median of {opts['repeat']}",
+                ["answer", "proofs", "bytes", "prove ms", "verify ms"], served)
+    if opts["only_state"]:
+        return
     rnd = random.Random(SEED)
     sizes = [s for s in (1_000, 10_000, 100_000, 1_000_000) if s <= opts["max_keys"]]
     rows = [update_row(rnd, size, opts["batch"], opts["repeat"]) for size in sizes]

@@ -115,6 +115,12 @@ class Settings:
         "believed: a request through one is limited and exempted as its client's (the right-most address the "
         "header names that is no trusted proxy), and the proxy's connections count against the total only, not "
         "its address's or network's share; none by default", p.listed(p.ip_network))
+    history_db: str | None = _setting(
+        None, "HISTORY_DB", "The history indexer's database (exchange-node indexer --db: sqlite:///PATH or "
+        "postgresql://...): the trade-range, fills and candles routes and the stream's candles read the trades it "
+        "holds, then this node's kept ones after them; unset: the kept trades alone (trade_history per market)",
+        p.optional(p.text(max_len=1024, pattern=r"(sqlite:///|postgres(ql)?://).+",
+                          what="sqlite:///PATH or postgresql://...")), secret=True)
     browser_webtransport: bool = _setting(
         True, "BROWSER_WEBTRANSPORT", "Accept browsers over WebTransport (HTTP/3, UDP) with a self-signed "
         "certificate pages dial by its hash (GET /status `browser`)", p.boolean)

@@ -35,6 +35,7 @@ from node.api.history import install_history_api
 from node.api.orders import install_order_api
 from node.api.validators import install_validator_api
 from node.api.blocks import install_blocks_api
+from node.history_db import install_history_db, open_history
 from node.api.light import install_light_api
 from exchange.chain.seats.join_token import JoinToken
 from node.api.router import install_debug_api, router_metrics
@@ -167,11 +168,18 @@ class ExchangeNode:
         self.api_extensions.append(install_validator_api)
         self.api_extensions.append(install_light_api)
         self.api_extensions.append(install_blocks_api)
+        self.history_db = open_history(configs.api.history_db)     # the indexer's database, when HISTORY_DB is set
+        if self.history_db is not None:
+            self.api_extensions.append(install_history_db(self.history_db))
+            self.metric_sources.append(self.history_db.metrics)
         self.api_address: tuple[str, int] | None = None
         self.api_rate_limit: PublicRateLimit | None = None    # the listening API's (_start_api)
         self.api_guard: ConnectionGuard | None = None         # the listening API's (_start_api)
         self.public_refusals = RefusalLog()                   # who the API and the stream refused, and why
         self.operator = OperatorSurface(self, configs.operator)  # console, /ws stream, /health, /ready, systemd
+        if self.history_db is not None:
+            history = self.history_db
+            self.operator.bridge.history = lambda m, i, s: history.candles_now(self.chain_reads, m, i, s)
         if self.browser is not None:
             self.browser.stream = self.operator.stream
             self.metric_sources.append(self.browser.metrics)
@@ -267,6 +275,8 @@ class ExchangeNode:
         steps.on_stop("chain store", self.chain_store.close)   # closed even when the chain fails to start
         await steps.start("chain", self.chain.start, self.chain.stop,
                           stop_timeout=lambda: self.chain.stop_seconds(STOP_STEP_TIMEOUT))
+        if self.history_db is not None:     # closed once the API that reads it has stopped
+            steps.on_stop("history database", self.history_db.close)
         await steps.start("control API", self._start_api, self._stop_api)
         await steps.start("runtime file", self._write_runtime_file, self._remove_runtime_file)
         await steps.start("operator surface", self.operator.start, self.operator.stop)

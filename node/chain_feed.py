@@ -21,6 +21,7 @@ from exchange.chain.service import ChainService
 from node.accounts import AccountStore
 from node.api.base import JsonObject
 from node.finality import FinalityTracker
+from node.history_db import HistoryUnavailable
 from node.marketdata.book import Level
 from node.marketdata.feed import MarketFeed, TradePrint
 from node.metrics import CounterNames, labelled_counter, split_counters
@@ -40,6 +41,8 @@ class ChainBridge:
         self.finality = finality
         self.clock = clock
         self.feed: MarketFeed | None = None
+        # the candles of the history database (node/history_db.py) when HISTORY_DB is set
+        self.history: Callable[[str, int, int | None], list[JsonObject]] | None = None
         self.last_block_at = clock()        # our clock when a block last became final here (or we started)
         self.level_at = float("-inf")       # our clock when we were last within BEHIND_HEIGHTS of the network
         chain.finality_observers.append(finality.observe_finality)
@@ -82,6 +85,11 @@ class ChainBridge:
         app = self.chain.app
         if app is None or market not in app.venues:
             return []
+        if self.history is not None:        # HISTORY_DB: the indexer's trades, then the kept ones
+            try:
+                return self.history(market, interval_ms, start_ms)
+            except HistoryUnavailable:      # logged where it failed; the kept trades meanwhile
+                pass
         return app.candles(market, interval_ms, start_ms)
 
     def open_orders(self) -> list[JsonObject]:

@@ -117,7 +117,7 @@ class P2PChainNetwork:
 
     def grenache_members(self) -> set[str]:
         """Nodes met through the Grape that we have no link to (they hear from us over Grenache)."""
-        grenache = getattr(self.router, "grenache", None)
+        grenache = self.router.grenache
         if grenache is None:
             return set()
         return set(grenache.members) - set(self.peers.links)
@@ -165,10 +165,10 @@ class P2PChainNetwork:
         return self._peer_chain(hello.get("node_id"), None, hello)
 
     def _on_open(self, link: PeerLink) -> None:
-        self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), link.remote_hello or {}, linked=True)
+        self._peer_chain(link.remote_id, link.remote_public_key, link.remote_hello or {}, linked=True)
 
     def _on_heartbeat(self, link: PeerLink, message: m.Message) -> None:
-        refusal = self._peer_chain(link.remote_id, getattr(link, "remote_public_key", None), message, linked=True)
+        refusal = self._peer_chain(link.remote_id, link.remote_public_key, message, linked=True)
         if refusal is not None:
             link.close(refusal, "the peer's chain changed to another network's")
 

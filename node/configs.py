@@ -194,6 +194,7 @@ class ApiConfig:
     rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     connection_rate: float = 100.0              # requests a second one connection may make, token or not
     trusted_proxies: tuple[str, ...] = ()       # reverse proxies whose X-Forwarded-For names the client
+    history_db: str | None = None               # the indexer's database the history routes read (HISTORY_DB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +293,7 @@ class NodeConfigs:
                           keepalive_timeout=settings.api_keepalive_timeout, public_rate=settings.api_public_rate,
                           public_rate_total=settings.api_public_rate_total, rate_exempt=settings.api_rate_exempt,
                           connection_rate=settings.api_connection_rate,
-                          trusted_proxies=settings.api_trusted_proxies),
+                          trusted_proxies=settings.api_trusted_proxies, history_db=settings.history_db),
             operator=OperatorConfig(markets=settings.markets, ws_max_clients=settings.ws_max_clients,
                                     ws_max_clients_per_address=settings.ws_max_clients_per_address,
                                     ws_max_clients_per_subnet=settings.ws_max_clients_per_subnet,

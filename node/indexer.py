@@ -9,7 +9,8 @@ trade and role, a block by height), and a row already held is left as it is, so 
 
 Schema (`SCHEMA`): `trades` one row per trade, `fills` one row per account in a trade (maker and taker),
 `blocks` one row per verified block (its id, block time and trade count), `meta` the chain id the database
-follows (a database is never filled from two chains). Indexes serve a market's trades by time and an account's
+follows (a database is never filled from two chains), `replica` the replay's newest snapshot (where a restart
+resumes). Indexes serve a market's trades by time and an account's
 fills by time. Retention: everything is kept; a network's full history is the operator's disk to size (about
 300 bytes per trade with its two fills, 100 per block).
 
@@ -40,6 +41,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS blocks (
     height BIGINT PRIMARY KEY, block_id TEXT NOT NULL, time_ms BIGINT NOT NULL, trades INTEGER NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS replica (id INTEGER PRIMARY KEY CHECK (id = 1), height BIGINT NOT NULL, data BYTEA NOT NULL)",
 )
 
 
@@ -53,11 +55,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url)
 
 
-def open_store(url: str) -> HistoryStore:
-    """The store a `--db` URL names: `postgresql://...` (or `postgres://`), else a SQLite file (`sqlite_path`)."""
+def open_store(url: str, *, shared: bool = False) -> HistoryStore:
+    """The store a `--db` URL names: `postgresql://...` (or `postgres://`), else a SQLite file (`sqlite_path`);
+    `shared`: used from more than one thread, one at a time (the caller serialises)."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresHistoryStore(url)
-    return HistoryStore(sqlite_path(url))
+    return HistoryStore(sqlite_path(url), shared=shared)
 
 
 class HistoryStore:
@@ -65,8 +68,9 @@ class HistoryStore:
 
     BEGIN = "BEGIN IMMEDIATE"       # SQLite: take the write lock at once, so the run's reads see the last commit
 
-    def __init__(self, path: Path) -> None:
-        self.db: Any = sqlite3.connect(path, isolation_level=None)     # transactions are explicit (BEGIN / COMMIT)
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
+        # transactions are explicit (BEGIN / COMMIT)
+        self.db: Any = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self._schema()
@@ -111,10 +115,15 @@ class HistoryStore:
         row = self.query("SELECT block_id FROM blocks WHERE height = ?", (height,)).fetchone()
         return None if row is None else str(row[0])
 
-    def add_blocks(self, blocks: Sequence[VerifiedBlock]) -> int:
-        """Write verified blocks (oldest first) with their trades and fills, all or nothing; the count of trades
-        that were new."""
-        if not blocks:
+    def snapshot(self) -> tuple[int, bytes] | None:
+        """The replica's newest snapshot kept here (height, bytes), or None."""
+        row = self.query("SELECT height, data FROM replica WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def add_blocks(self, blocks: Sequence[VerifiedBlock], snapshot: tuple[int, bytes] | None = None) -> int:
+        """Write verified blocks (oldest first) with their trades and fills, and the replica's snapshot when given
+        (of a height written), all or nothing; the count of trades that were new."""
+        if not blocks and snapshot is None:
             return 0
         run = self.query
         trades = [trade for block in blocks for trade in block.trades]
@@ -129,8 +138,12 @@ class HistoryStore:
             if trades:
                 self.many("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, role) "
                           "DO NOTHING", [fill for trade in trades for fill in _fills(trade)])
-            self.many("INSERT INTO blocks VALUES (?, ?, ?, ?) ON CONFLICT (height) DO NOTHING",
-                      [(block.height, block.block_id, block.time_ms, len(block.trades)) for block in blocks])
+            if blocks:
+                self.many("INSERT INTO blocks VALUES (?, ?, ?, ?) ON CONFLICT (height) DO NOTHING",
+                          [(block.height, block.block_id, block.time_ms, len(block.trades)) for block in blocks])
+            if snapshot is not None:
+                run("INSERT INTO replica VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET height = excluded.height, "
+                    "data = excluded.data", snapshot)
             run("COMMIT")
         except BaseException:
             run("ROLLBACK")

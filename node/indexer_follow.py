@@ -60,6 +60,7 @@ class Follower:
         self.on = 0                             # the index of the node asked now
         self.replica: Replica | None = None
         self.held = store.progress()            # (height, block id) written before this start
+        self.snapshot: tuple[int, bytes] | None = None     # the replay's newest, until a written height covers it
 
     @property
     def source(self) -> BlockSource:
@@ -78,7 +79,7 @@ class Follower:
         if self.replica is None:
             chain = self._proven()
             self.store.claim(chain.chain_id)
-            self.replica = Replica(chain)
+            self.replica = self._resumed(Replica(chain))
         replica, url = self.replica, self.source.url
         answer = self.source.blocks(replica.next_height)
         items = answer.get("blocks") if isinstance(answer, dict) else None
@@ -100,6 +101,20 @@ class Follower:
             added = self._write(vouched)
         return len(items), added
 
+    def _resumed(self, replica: Replica) -> Replica:
+        """The replica from the snapshot the database keeps, or from the genesis when it keeps none (or one that
+        does not restore)."""
+        kept = self.store.snapshot()
+        if kept is not None:
+            try:
+                replica.resume(kept[1])
+                log.info("resuming the replay from its snapshot of height %d", kept[0])
+            except ValueError as exc:
+                log.error("the replay's snapshot of height %d does not restore (%s): replaying from the genesis",
+                          kept[0], exc)
+                replica = Replica(replica.chain)
+        return replica
+
     def _write(self, vouched: list[VerifiedBlock]) -> int:
         held = self.held
         if held is not None:
@@ -108,7 +123,14 @@ class Follower:
                     raise Diverged(f"the database holds block {held[1][:16]} at height {held[0]}, the chain "
                                    f"{block.block_id[:16]}")
             vouched = [block for block in vouched if block.height > held[0]]
-        return self.store.add_blocks(vouched)
+        if self.replica is not None:
+            self.snapshot = self.replica.take_snapshot() or self.snapshot
+        top = max([held[0] if held else 0, *(block.height for block in vouched)])
+        keep = self.snapshot if self.snapshot is not None and self.snapshot[0] <= top else None
+        added = self.store.add_blocks(vouched, keep)
+        if keep is not None:
+            self.snapshot = None
+        return added
 
 
 def follow(follower: Follower, interval: float, running: Callable[[], bool],

@@ -11,8 +11,9 @@ state hash differs from ours (our replay or a quorum wrong) stops the indexer (`
 handed on.
 
 The replay starts at the genesis, so the node must still hold the block log from height 1 (it keeps
-KEEP_BLOCKS behind its newest snapshot); a restarted indexer replays from the genesis again, handing on only
-the blocks past what its database already holds.
+KEEP_BLOCKS behind its newest snapshot). It takes its own snapshots where the chain's rules do; the follower keeps
+the newest in the database, and a restarted indexer resumes from it (`resume`), its state checked by the next
+certified header like any other.
 """
 from __future__ import annotations
 
@@ -102,6 +103,19 @@ class Replica:
     @property
     def next_height(self) -> int:
         return self.state.height + 1
+
+    def resume(self, data: bytes) -> None:
+        """Start from a snapshot this replica took (kept in the database): the next certified header checks it,
+        since its `app_hash` must equal the state restored. Raises ValueError for bytes that do not restore."""
+        params, chain_id = ExchangeParams.from_wire(self.chain.genesis.exchange), self.chain.chain_id
+        self.state.restore(data, lambda app: ExchangeState.restore(params, app, chain_id))
+        self.pending = None
+
+    def take_snapshot(self) -> tuple[int, bytes] | None:
+        """The snapshot the chain's rules had this replay take at its last snapshot height, once, or None."""
+        taken, self.state.last_snapshot = self.state.last_snapshot, None
+        ready = self.state.snapshots.take_ready()          # a network founded with a snapshot lag
+        return ready[-1] if ready else taken
 
     def take(self, node: str, item: object) -> VerifiedBlock | None:
         """Check and apply one block of a `/chain/blocks` answer; the block before it, now vouched for by its

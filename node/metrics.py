@@ -122,7 +122,7 @@ class NodeCollector:
         yield labelled_counter("exchange_node_p2p_connections_closed_total",
                                "Connections closed (handshaking or open), by reason", "reason", status["close_reasons"])
         yield from discovery_metrics(node.discovery.stats())
-        for extra in getattr(node, "metric_sources", []):
+        for extra in node.metric_sources:
             yield from extra()
 
 

@@ -34,7 +34,7 @@ ABSENT_AFTER_HEIGHTS = 2     # as seats_view: a member one or two blocks behind 
 
 def ops_metrics(chain: ChainService) -> Iterator[Metric]:
     problem = chain.storage_problem
-    current = getattr(problem, "kind", None) if problem is not None else None
+    current = problem.kind if problem is not None else None
     storage = GaugeMetricFamily("exchange_node_storage_error",
                                 "1 for the kind of storage error this node cannot write past (0 for the others)",
                                 labels=["kind"])

@@ -16,11 +16,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tests import zygote
+
 ROOT = Path(__file__).resolve().parent.parent
 # Until a started node writes its node.json: about a second of CPU for its imports on an idle machine. In a CI run of
 # the real-process tier (load 3.2 on two cores) a follower had not written it after 15 s; its log says why if 30 s
 # is not enough either.
 START_SECONDS = 30.0
+ZYGOTE = zygote.Zygote(ROOT)        # forks this test process's nodes from one interpreter that imported the node
 
 
 def converged(nodes: Sequence["NodeProcess"], market: str = "BTC-USD") -> bool:
@@ -150,7 +153,10 @@ class NodeProcess:
         if os.environ.get("EXCHANGE_TEST_STARTS"):     # a file listing each start's test: where the suite's CPU goes
             with open(os.environ["EXCHANGE_TEST_STARTS"], "a") as starts:
                 starts.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{self.name}\n")
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if type(self).command is NodeProcess.command and zygote.usable(env):
+            self.proc = ZYGOTE.spawn(self.command(), env, ROOT, self._log)
+        else:
+            self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self

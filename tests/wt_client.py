@@ -3,11 +3,12 @@ tests' and benchmarks' stand-in for a page, and the way a man in the middle reac
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import socket
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aioquic.asyncio import QuicConnectionProtocol
@@ -176,7 +177,11 @@ class _Relay:
             data = await self.client.proto.raw.get()
             if data is None:
                 return
-            self.pipe.write(data)
+            self.forward(data)
+
+    def forward(self, data: bytes) -> None:
+        """Bytes of the node's answers, on their way to the page."""
+        self.pipe.write(data)
 
     def data_received(self, data: bytes) -> None:
         if self.ready:
@@ -186,6 +191,68 @@ class _Relay:
 
     def close(self, code: int, reason: str) -> None:
         self.task.cancel()
+
+
+class _Liar(_Relay):
+    """A node with a key of its own (its proof is valid for its own id) that serves the real node's session with
+    every header's commit changed by `lie` (base64 msgpack in, base64 msgpack out)."""
+
+    def __init__(self, pipe: Any, url: str, cert_sha256: bytes, lie: Callable[[str], str]) -> None:
+        from nacl.signing import SigningKey
+
+        self.key, self.cert_sha256, self.lie = SigningKey.generate(), cert_sha256, lie
+        self.nonce = b""
+        self.partial = b""
+        super().__init__(pipe, url)
+
+    @property
+    def node_id(self) -> str:
+        return hashlib.sha256(bytes(self.key.verify_key)).digest()[:20].hex()
+
+    def data_received(self, data: bytes) -> None:
+        for line in data.split(b"\n"):
+            if b'"hello"' in line:
+                self.nonce = bytes.fromhex(orjson.loads(line)["nonce"])
+        super().data_received(data)
+
+    def forward(self, data: bytes) -> None:
+        from node.browser.binding import proof_message
+
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        out = []
+        for line in lines:
+            body = orjson.loads(line)
+            if body.get("event") == "welcome":
+                public = bytes(self.key.verify_key)
+                body |= {"node_id": self.node_id, "public_key": public.hex(), "cert_sha256": self.cert_sha256.hex(),
+                         "sig": self.key.sign(proof_message(self.cert_sha256, self.nonce)).signature.hex()}
+            elif body.get("event") == "header" and "commit" in body:
+                body["commit"] = self.lie(body["commit"])
+            out.append(orjson.dumps(body))
+        if out:
+            self.pipe.write(b"\n".join(out) + b"\n")
+
+
+def lying_session(url: str, lie: Callable[[str], str]) -> Any:
+    """A server's `new_session` whose sessions are a lying node's (_Liar) in front of the node at `url`."""
+    return lambda pipe, cert, _peer: _Liar(pipe, url, cert, lie)
+
+
+def forge_signature(commit: str) -> str:
+    """The commit with its first signature's first byte changed."""
+    import msgpack
+
+    height, round_, block_id, sigs = msgpack.unpackb(base64.b64decode(commit))
+    sigs[0][1] = bytes([sigs[0][1][0] ^ 0xFF]) + sigs[0][1][1:]
+    return base64.b64encode(msgpack.packb([height, round_, block_id, sigs], use_bin_type=True)).decode()
+
+
+def drop_signatures(commit: str) -> str:
+    """The commit with every signature left out."""
+    import msgpack
+
+    height, round_, block_id, _ = msgpack.unpackb(base64.b64decode(commit))
+    return base64.b64encode(msgpack.packb([height, round_, block_id, []], use_bin_type=True)).decode()
 
 
 def relay_session(url: str) -> Any:

@@ -37,6 +37,7 @@ def app_hash(results_chain: bytes, state_root: bytes) -> bytes:
 
 
 def order_record(order: Order, status: str | None = None) -> bytes:
+    """An order's committed record (`layout.py`): what its status read shows, in integer ticks and lots."""
     side, kind = order.side, order.type
     return pack([order.owner, order.market, None if side is None else side._value_, None if kind is None else kind._value_,
                  order.price, order.quantity, order.remaining, status or order.status._value_, order.reason])
@@ -47,6 +48,8 @@ def _side(order: Order) -> int:
 
 
 class MarketMaps:
+    """One market's three maps; `kept` follows the market's trade log so a fill leaves with its trade."""
+
     __slots__ = ("symbol", "levels", "book", "trades", "block_trades", "kept")
 
     def __init__(self, symbol: str, trade_limit: int) -> None:
@@ -62,6 +65,8 @@ class MarketMaps:
 
 
 class AccountMaps:
+    """One account's three maps; an account whose maps are all empty leaves the accounts map."""
+
     __slots__ = ("open", "fills", "positions")
 
     def __init__(self) -> None:
@@ -98,6 +103,10 @@ class StateCommitment:
         maps = self.markets.get(symbol)
         return None if maps is None else maps.levels
 
+    def market_trades(self, symbol: str) -> MerkleMap | None:
+        maps = self.markets.get(symbol)
+        return None if maps is None else maps.trades
+
     def account_maps(self, account: str) -> tuple[MerkleMap, MerkleMap] | None:
         maps = self.accounts.get(account)
         return None if maps is None else (maps.fills, maps.positions)
@@ -110,8 +119,16 @@ class StateCommitment:
         accounts: set[str] = set()
         orders: dict[bytes, bytes | None] = {}
         markets: set[str] = set()
+        opened: dict[str, dict[bytes, bytes | None]] = {}       # per account, then per market: one update each
+        booked: dict[str, dict[bytes, bytes | None]] = {}
         for order in touched:
-            self._order(state, order, orders, accounts, markets)
+            self._order(state, order, orders, opened, booked)
+        for account, changes in opened.items():
+            self._account(account).open.update(changes)
+        for symbol, changes in booked.items():
+            self.markets[symbol].book.update(changes)
+        accounts.update(opened)
+        markets.update(booked)
         for order_id in forgotten:
             if state.open_orders.get(order_id) is None and order_id not in state.closed \
                     and order_id not in state.triggers:
@@ -122,8 +139,10 @@ class StateCommitment:
                 orders[name_key(order_id)] = order_record(entry.order, UNTRIGGERED)
         self.orders.update(orders)
         by_market: dict[str, list[TradeRow]] = {}
+        traders: set[str] = set()                    # positions move only by trades
         for symbol, row in trades:
             by_market.setdefault(symbol, []).append(row)
+            traders.update((row[6], row[7]))
         for symbol, maps in self.markets.items():
             rows = by_market.get(symbol, [])
             if rows or maps.block_trades:
@@ -133,13 +152,13 @@ class StateCommitment:
             if venue.touched:
                 self._levels(maps, venue)
                 markets.add(symbol)
-        for account in accounts:
+        for account in traders:
             self._positions(state, account)
-        self._refresh(markets, accounts)
+        self._refresh(markets, accounts | traders)
         return self._root
 
-    def _order(self, state: ExchangeState, order: Order, orders: dict[bytes, bytes | None], accounts: set[str],
-               markets: set[str]) -> None:
+    def _order(self, state: ExchangeState, order: Order, orders: dict[bytes, bytes | None],
+               opened: dict[str, dict[bytes, bytes | None]], booked: dict[str, dict[bytes, bytes | None]]) -> None:
         order_id, account = order.id, order.owner
         key = name_key(order_id)
         resting = state.open_orders.get(order_id) is order and order.status in _RESTING
@@ -149,14 +168,10 @@ class StateCommitment:
         if waiting is not None:
             record = order_record(waiting.order, UNTRIGGERED)
         orders[key] = record
-        maps = self._account(account)
-        maps.open.update({key: record if resting else None})
-        accounts.add(account)
+        opened.setdefault(account, {})[key] = record if resting else None
         if order.price is not None and order.side is not None and order.market in self.markets:
-            book = self.markets[order.market].book
             entry = book_key(_side(order), order.price, order_key(order))
-            book.update({entry: pack([order_id, account, order.remaining]) if resting else None})
-            markets.add(order.market)
+            booked.setdefault(order.market, {})[entry] = pack([order_id, account, order.remaining]) if resting else None
 
     def _block_trades(self, maps: MarketMaps, rows: list[TradeRow], accounts: set[str]) -> None:
         kept = rows[-self.trade_limit:] if self.trade_limit else []
@@ -165,17 +180,18 @@ class StateCommitment:
             changes[trade_key(index)] = None
         maps.trades.update(changes)
         maps.block_trades = len(kept)
+        fills: dict[str, dict[bytes, bytes | None]] = {}
         for row in rows:
             if len(maps.kept) == maps.kept.maxlen and maps.kept.maxlen:
-                self._fill(maps.kept[0], None, accounts)
+                _fill(fills, maps.kept[0], None)
             if maps.kept.maxlen:
                 maps.kept.append(row)
-                self._fill(row, pack([maps.symbol, *row]), accounts)
+                _fill(fills, row, pack([maps.symbol, *row]))
+        self._fills(fills, accounts)
 
-    def _fill(self, row: TradeRow, value: bytes | None, accounts: set[str]) -> None:
-        key = fill_key(row[8], row[0])
-        for account in {row[6], row[7]}:
-            self._account(account).fills.update({key: value})
+    def _fills(self, fills: dict[str, dict[bytes, bytes | None]], accounts: set[str]) -> None:
+        for account, changes in fills.items():
+            self._account(account).fills.update(changes)
             accounts.add(account)
 
     def _levels(self, maps: MarketMaps, venue: Venue) -> None:
@@ -219,33 +235,54 @@ class StateCommitment:
 
     @classmethod
     def build(cls, state: ExchangeState) -> "StateCommitment":
-        """The maps of `state` made from its rows (a restore): the same roots `apply_block` keeps."""
+        """The maps of `state` made from its rows (a restore), each built at once from its sorted entries
+        (`MerkleMap.build`, the shape `update` gives): the same roots `apply_block` keeps."""
         made = cls(state.venues, state.params.trade_history)
-        accounts: set[str] = set()
         orders: dict[bytes, bytes | None] = {}
+        opened: dict[str, dict[bytes, bytes | None]] = {}
+        booked: dict[str, dict[bytes, bytes | None]] = {}
         for order in _known_orders(state):
-            made._order(state, order, orders, accounts, set())
+            made._order(state, order, orders, opened, booked)
         for entry in state.triggers.entries.values():
             orders[name_key(entry.order.id)] = order_record(entry.order, UNTRIGGERED)
-        made.orders.update(orders)
+        made.orders = _built(layout.NAME_KEY_BYTES, orders)
+        for account, changes in opened.items():
+            made._account(account).open = _built(layout.NAME_KEY_BYTES, changes)
+        for symbol, changes in booked.items():
+            made.markets[symbol].book = _built(layout.BOOK_KEY_BYTES, changes)
+        fills: dict[str, dict[bytes, bytes | None]] = {}
         for symbol, venue in state.venues.items():
             maps = made.markets[symbol]
             rows = [row for row in venue.trades if row[8] == state.height]
             for row in venue.trades:
                 if maps.kept.maxlen:
                     maps.kept.append(row)
-                    made._fill(row, pack([symbol, *row]), accounts)
-            maps.trades.update({trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
+                    _fill(fills, row, pack([symbol, *row]))
+            maps.trades = _built(layout.TRADE_KEY_BYTES, {trade_key(i): pack(list(row)) for i, row in enumerate(rows)})
             maps.block_trades = len(rows)
             book = venue.engine.book
-            maps.levels.update({price_key(side, abs(key)): pack([level.volume, level.live])
-                                for side, levels in ((BIDS, book.bids.levels), (ASKS, book.asks.levels))
-                                for key, level in levels.items() if level.live > 0})
-        accounts.update(state.positions.amounts)
+            maps.levels = _built(layout.LEVEL_KEY_BYTES, {
+                price_key(side, abs(key)): pack([level.volume, level.live])
+                for side, levels in ((BIDS, book.bids.levels), (ASKS, book.asks.levels))
+                for key, level in levels.items() if level.live > 0})
+        for account, changes in fills.items():
+            made._account(account).fills = _built(layout.FILL_KEY_BYTES, changes)
+        accounts = {*opened, *fills, *state.positions.amounts}
         for account in accounts:
             made._positions(state, account)
         made._refresh(made.markets, accounts)
         return made
+
+
+def _built(key_bytes: int, entries: dict[bytes, bytes | None]) -> MerkleMap:
+    return MerkleMap.build(key_bytes, {key: value for key, value in entries.items() if value is not None})
+
+
+def _fill(fills: dict[str, dict[bytes, bytes | None]], row: TradeRow, value: bytes | None) -> None:
+    """Set (or with None drop) the fill of trade `row` in both its accounts' changes."""
+    key = fill_key(row[8], row[0])
+    for account in (row[6], row[7]):
+        fills.setdefault(account, {})[key] = value
 
 
 def _known_orders(state: ExchangeState) -> Iterator[Order]:

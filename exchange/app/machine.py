@@ -71,7 +71,7 @@ from exchange.app.packed_rows import PackedRows
 from exchange.app.positions import Positions
 from exchange.app.replay import ReplayWindow
 from exchange.app.timers import MAX_SWITCH_MS, ORDER, SWITCH, Timers
-from exchange.app.triggers import Trigger, Triggers
+from exchange.app.triggers import MAX_FIRED_PER_BLOCK, Trigger, Triggers
 from exchange.app.results import (APPLIED, DUPLICATE, EXPIRED, REJECTED, BlockResult, OpResult, TxResult,
                                           chain_app_hash, genesis_app_hash, results_hash)
 from exchange.app.views import View, order_key, order_moment, order_view, trade_view
@@ -683,12 +683,15 @@ class ExchangeState:
         return OpResult("new", order_id, None, UNTRIGGERED, None)
 
     def _fire_triggers(self) -> None:
-        """After the block's transactions: place every trigger order its market's last trade price crossed
-        (markets in their order, oldest created first), each a timed result of the block."""
+        """After the block's transactions: place the trigger orders their market's last trade price crossed
+        (markets in their order, oldest created first, at most MAX_FIRED_PER_BLOCK in all), each a timed result
+        of the block."""
+        budget = MAX_FIRED_PER_BLOCK
         for symbol, venue in self.venues.items():
-            if not venue.trades:
+            if not venue.trades or not budget:
                 continue
-            for entry in self.triggers.due(symbol, venue.trades[-1][1]):
+            for entry in self.triggers.due(symbol, venue.trades[-1][1], budget):
+                budget -= 1
                 self._timed.append(self._fire(venue, entry))
 
     def _fire(self, venue: Venue, entry: Trigger) -> OpResult:

@@ -6,7 +6,10 @@ to it (sells when it rises to it). The state machine looks at every market's las
 after the block's transactions (`due`), and places what is crossed, oldest created first within a market,
 markets in their configured order; what those placements trade moves the price that the next block judges.
 So the block whose trades cross a trigger places its order, on every node the same way, and nothing cascades
-without bound inside one block.
+without bound inside one block. At most MAX_FIRED_PER_BLOCK are placed after one block, markets in their order
+and oldest created first within one: the others crossed stay waiting and are judged again, in the same order, at
+the next block's last trade price (the price that crossed them stays until a trade moves it), so a crowd of
+triggers crossed at once is placed over several blocks instead of holding up one.
 
 Found through two heaps per market (triggers that fire at or below the price, and at or above it) with lazy
 deletion: a cancelled trigger leaves a stale entry that `due` skips, and a market's heaps are rebuilt once
@@ -21,6 +24,7 @@ from exchange.orders import Order
 
 MAX_PER_ACCOUNT = 32
 MAX_TOTAL = 100_000
+MAX_FIRED_PER_BLOCK = 1_000     # placed after one block, all markets together; the rest at the next block's price
 TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit")
 
 
@@ -101,16 +105,25 @@ class Triggers:
         found.sort(key=lambda e: e.order.created_key)  # type: ignore[arg-type, return-value]
         return found
 
-    def due(self, market: str, price: int) -> list[Trigger]:
-        """Every trigger of `market` crossed by the last trade price `price`, removed, oldest created first."""
+    def due(self, market: str, price: int, limit: int = MAX_FIRED_PER_BLOCK) -> list[Trigger]:
+        """The triggers of `market` crossed by the last trade price `price`, removed, oldest created first: at most
+        `limit` of them; the others crossed stay waiting, judged again at the next block's last trade price."""
+        rising, falling = self._rising.get(market), self._falling.get(market)
+        if not (rising and rising[0][0] <= price) and not (falling and -falling[0][0] >= price):
+            return []
+        entries = self.entries
+        crossed = [(key, order_id) for trigger, key, order_id in rising or () if trigger <= price
+                   and order_id in entries]
+        crossed += [(key, order_id) for trigger, key, order_id in falling or () if -trigger >= price
+                    and order_id in entries]
+        chosen = heapq.nsmallest(limit, crossed) if len(crossed) > limit else sorted(crossed)
         fired: list[Trigger] = []
-        rising = self._rising.get(market)
-        while rising and rising[0][0] <= price:
-            self._take(heapq.heappop(rising)[2], fired)
-        falling = self._falling.get(market)
-        while falling and -falling[0][0] >= price:
-            self._take(heapq.heappop(falling)[2], fired)
-        fired.sort(key=lambda e: e.order.created_key)  # type: ignore[arg-type, return-value]
+        for _, order_id in chosen:
+            self._take(order_id, fired)
+        for heap in (rising, falling):          # fired ones at the tops are gone now: pop them (the rest lazily)
+            while heap and heap[0][2] not in entries:
+                heapq.heappop(heap)
+        self._compact(market)
         return fired
 
     def _take(self, order_id: str, fired: list[Trigger]) -> None:

@@ -2,6 +2,7 @@
 down to the entries (keys and values as `layout.py` places them), and checked here with nothing but that root.
 
     book      top[MARKETS] -> markets[market] -> levels: the first `depth` of each side, or every level
+    trades    top[MARKETS] -> markets[market] -> block trades: every trade of the state's block in the market
     order     top[ORDERS] -> orders[order id]: the record, or proof that the state holds none
     account   top[ACCOUNTS] -> accounts[account] -> fills (the newest `limit`) and positions (all)
 
@@ -23,6 +24,7 @@ from exchange.commitments.verify import verify_first, verify_get, verify_range
 Level = tuple[int, int, int]         # price (ticks), lots, orders
 _ALL_NAMES = (bytes(layout.NAME_KEY_BYTES), b"\xff" * layout.NAME_KEY_BYTES)
 _ALL_LEVELS = (bytes(layout.LEVEL_KEY_BYTES), b"\xff" * layout.LEVEL_KEY_BYTES)
+_ALL_TRADES = (bytes(layout.TRADE_KEY_BYTES), b"\xff" * layout.TRADE_KEY_BYTES)
 
 
 class Maps(Protocol):
@@ -34,6 +36,8 @@ class Maps(Protocol):
     account_map: MerkleMap
 
     def market_levels(self, symbol: str) -> MerkleMap | None: ...
+
+    def market_trades(self, symbol: str) -> MerkleMap | None: ...
 
     def account_maps(self, account: str) -> tuple[MerkleMap, MerkleMap] | None: ...   # (fills, positions)
 
@@ -60,6 +64,12 @@ def prove_book(maps: Maps, market: str, depth: int | None) -> list[Proof]:
     if depth is None:
         return [*proofs, levels.prove_range(*_ALL_LEVELS)[1]]
     return [*proofs, *(levels.prove_first(*side_range(side, layout.LEVEL_KEY_BYTES), depth)[1] for side in (BIDS, ASKS))]
+
+
+def prove_block_trades(maps: Maps, market: str) -> list[Proof]:
+    proofs = [maps.top.prove_get(layout.MARKETS)[1], maps.market_map.prove_get(name_key(market))[1]]
+    trades = maps.market_trades(market)
+    return proofs if trades is None else [*proofs, trades.prove_range(*_ALL_TRADES)[1]]
 
 
 def prove_order(maps: Maps, order_id: str) -> list[Proof]:
@@ -97,6 +107,21 @@ def verify_book(root: bytes, market: str, depth: int | None, proofs: Sequence[Pr
         lots, orders = _ints(value, 2)
         (bids if key[0] == BIDS else asks).append((layout.price_of(key), lots, orders))
     return Book(bids, asks)
+
+
+def verify_block_trades(root: bytes, market: str, proofs: Sequence[Proof]) -> list[list[object]]:
+    """Every trade of the state's block in `market` (the trade rows, in the order the block made them)."""
+    record = _walk(root, layout.MARKETS, name_key(market), proofs, 2)
+    if record is None:
+        raise ProofError(Failure.VALUE_MISSING, f"the state holds no market {market!r}")
+    _count(proofs, 3)
+    rows = []
+    for index, (key, value) in enumerate(verify_range(_roots(record)[2], *_ALL_TRADES, proofs[2])):
+        row = _decoded(value)
+        if key != layout.trade_key(index) or not isinstance(row, list) or len(row) != 10:
+            raise ProofError(Failure.MALFORMED, "the block's trades are not ten-field rows numbered from 0")
+        rows.append(row)
+    return rows
 
 
 def verify_order(root: bytes, order_id: str, proofs: Sequence[Proof]) -> list[object] | None:

@@ -28,7 +28,7 @@ from exchange.chain.types.codec import pack
 from exchange.chain.service import ChainService
 from exchange.commitments.proofs import Proof
 from exchange.commitments.layout import unpack
-from exchange.commitments.queries import Maps, prove_account, prove_book, prove_order
+from exchange.commitments.queries import Maps, prove_account, prove_block_trades, prove_book, prove_order
 from node.api.base import ApiError, JsonObject, json_response, node_of
 from node.light.anchor import Unanchored, anchor_of
 
@@ -151,6 +151,15 @@ async def proved_book(request: web.Request, market: str) -> web.Response:
     depth = _count(request, "depth", None, MAX_PROOF_LEVELS)
     view = chain_of(request).state.book(market, MAX_PROOF_LEVELS if depth is None else depth, with_digest=False)
     return await proved(request, {**view, "final": True}, lambda maps: prove_book(maps, market, depth))
+
+
+async def proved_trades(request: web.Request, market: str) -> web.Response:
+    """The trades of the state's block in `market` (a trade's inclusion in the block that made it), proved."""
+    state = chain_of(request).state
+    venue = state.venues[market]
+    rows = [row for row in venue.trades if row[8] == state.height]
+    answer = {"market": market, "trades": [trade_view(row, venue.market) for row in rows], "final": True}
+    return await proved(request, answer, lambda maps: prove_block_trades(maps, market))
 
 
 async def proved_order(request: web.Request, order_id: str) -> web.Response:

@@ -2,7 +2,8 @@
 
 Requests (`req` echoed in the answer): `hello {nonce}` (the session proof: binding.py), `subscribe` /
 `unsubscribe` / `ping` (the market-data stream's own requests, handled by its server: book snapshot and
-updates with sequence and checksum), `headers` (every block header once final here), `submit {signed}`
+updates with sequence and checksum), `headers` (every block header once final here, with its canonical
+bytes and commit), `chain` (the genesis and epoch proofs, to check those commits against), `submit {signed}`
 (a transaction in the documented signed form) and `nodes` (other nodes' WebTransport addresses, from
 what their links told us) and `rtc_offer {to, sdp}` (a WebRTC offer carried to a linked node that
 cannot be dialled, its answer brought back: service.py). Every line the node sends goes through one
@@ -34,7 +35,7 @@ REQUEST_BURST = 40.0
 MAX_IN_FLIGHT = 8              # submissions of one session waiting for finality
 MAX_OFFERS = 4                 # WebRTC offers of one session being carried at once
 SUBMIT_WAIT = 10.0             # s a submission waits for its block before it is answered "not final yet"
-SESSION_IDLE = 10.0            # s without a request before a session is closed (a page pings every second: a tab
+SESSION_IDLE = 10.0            # s without a request before a session is closed (a page asks something every 5 s: a tab
                                # closed without a word, which Chromium leaves open, frees its slot)
 CLOSE_PROTOCOL = 4400
 CLOSE_IDLE = 4408
@@ -71,6 +72,9 @@ class NodeSide(Protocol):
         """Other nodes a page may dial: node_id, webtransport URL, cert_sha256 list."""
 
     def follow_headers(self, session: "BrowserSession", on: bool) -> None: ...
+
+    def chain_proofs(self) -> JsonObject:
+        """The genesis document and epoch proofs (base64 msgpack), to check headers against."""
 
     def rtc_offer(self, to: str, sdp: str, page: str) -> Awaitable[JsonObject]:
         """Carry a page's WebRTC offer to linked node `to`; its answer (`sdp`) or an `error`."""
@@ -183,11 +187,13 @@ class BrowserSession:
                 self._submit(body.get("signed"), req)
             elif event == "nodes":
                 self.send({"event": "nodes", "nodes": self.node.nodes()}, req)
+            elif event == "chain":
+                self.send({"event": "chain", **self.node.chain_proofs()}, req)
             elif event == "rtc_offer":
                 self._rtc_offer(body.get("to"), body.get("sdp"), req)
             else:
-                self.error("unknown_event", "event must be hello, subscribe, unsubscribe, ping, headers, submit, "
-                           "nodes or rtc_offer", req)
+                self.error("unknown_event", "event must be hello, subscribe, unsubscribe, ping, headers, chain, "
+                           "submit, nodes or rtc_offer", req)
         except Exception as exc:  # noqa: BLE001 - a bug of ours on odd input: refuse the request, keep the session
             log.warning("browser request refused, the node could not handle it: %s: %s", type(exc).__name__, exc,
                         extra={"address": self.peer})

@@ -25,6 +25,7 @@ log = logging.getLogger("node.browser")
 MAX_PEERS = 32                # peer connections at once (open sessions and offers not yet connected)
 MAX_PER_RELAY = 8             # of those, offers brought by one relaying node
 CONNECT_WITHIN = 15.0         # s an answered offer has to open its data channel before it is dropped
+MESSAGE_CHARS = 16384         # characters per data channel message (SCTP messages stay far below aiortc's 64 KiB)
 ANSWER_WITHIN = 8.0           # s to gather our candidates and answer
 MISSING = "aiortc is not installed (pip install 'exchange-node[webrtc]'): pages reach this node over WebTransport only"
 _FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$", re.MULTILINE)
@@ -50,8 +51,11 @@ class ChannelPipe:
         self._close = close
 
     def write(self, data: bytes) -> None:
+        """Lines as text messages, a long write in several (the page joins what it receives before splitting lines)."""
         if self.channel.readyState == "open":
-            self.channel.send(data.decode())
+            text = data.decode()
+            for start in range(0, len(text), MESSAGE_CHARS):
+                self.channel.send(text[start:start + MESSAGE_CHARS])
 
     def buffered(self) -> int:
         return int(self.channel.bufferedAmount)
@@ -155,9 +159,16 @@ class RtcEndpoint:
             await pc.close()
 
     async def _load(self) -> Any:
+        """aiortc, imported once; an install that cannot import it turns WebRTC off here, said loudly."""
         if self._aiortc is None:
             started = time.monotonic()
-            self._aiortc = await asyncio.to_thread(importlib.import_module, "aiortc")
+            try:
+                self._aiortc = await asyncio.to_thread(importlib.import_module, "aiortc")
+            except ImportError as exc:
+                self.why = f"aiortc is installed but cannot be imported ({exc}): pages reach this node over " \
+                           f"WebTransport only"
+                log.warning("WebRTC for browsers is unavailable: %s", self.why)
+                raise RtcRefused("no_webrtc", self.why) from None
             log.info("WebRTC for browsers: aiortc loaded in %.2f s", time.monotonic() - started)
         return self._aiortc
 

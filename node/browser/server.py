@@ -40,7 +40,7 @@ from p2p.public.sources import Scope, Shares, cap_name, scope_words, subnet_of
 log = logging.getLogger("node.browser")
 logging.getLogger("quic").setLevel(logging.WARNING)     # aioquic logs several INFO lines for every connection
 
-IDLE_TIMEOUT = 15.0               # s a QUIC connection may stay silent (a page pings every second)
+IDLE_TIMEOUT = 15.0               # s a QUIC connection may stay silent (a page asks something every 5 s)
 MAX_DATAGRAM_FRAME = 65536
 ERROR_REFUSED = 0x2               # QUIC CONNECTION_REFUSED
 WARN_EVERY = 60.0                 # s between two warnings of refused connections (each is counted)

@@ -14,6 +14,7 @@ peer slot, routes nothing and is never handed out by peer exchange or the DHT), 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exchange.app.results import TxResult
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.types.blocks import Block
+from exchange.chain.types.codec import pack
 from exchange.chain.ports import NotReady
 from exchange.chain.service import ChainService
 from node.api.base import Json, JsonObject
@@ -58,6 +60,7 @@ RTC_OFFER, RTC_ANSWER = "browser_rtc_offer", "browser_rtc_answer"
 RTC_WAIT = 12.0                   # s a page's relayed offer waits for the node's answer
 RTC_WAITING = 64                  # relayed offers waiting for an answer at once (each session has at most one)
 MAX_SDP = 16384
+MAX_PROOFS = 256                  # epoch proofs a page is sent (one per validator-set change)
 RTC_SCHEMAS: m.SchemaTable = {
     RTC_OFFER: m.schema({"id": m.is_int(), "sdp": m.is_str(MAX_SDP), "stun_port": m.is_int(0, 65535),
                          "page": m.is_str(64)}),
@@ -342,12 +345,17 @@ class BrowserService:
         task.add_done_callback(self._rtc_tasks.discard)
 
     async def _answer_offer(self, link: "PeerLink", message: Message) -> None:
-        host = None if link.remote_addr is None else link.remote_addr[0]
-        stun = f"stun:{host}:{message['stun_port']}" if host and message["stun_port"] else None
+        host = None if link.remote_addr is None else str(link.remote_addr[0])
+        literal = f"[{host}]" if host and ":" in host else host
+        stun = f"stun:{literal}:{message['stun_port']}" if host and message["stun_port"] else None
         try:
             sdp = await self.rtc.answer(message["sdp"], stun=stun, relay=proven_id(link), page=message["page"])
         except RtcRefused as exc:
             link.send({"type": RTC_ANSWER, "id": message["id"], "error": [exc.code, str(exc)[:300]]})
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours on a peer's offer: it hears so, the node goes on
+            log.warning("browser WebRTC offer relayed by %s failed: %s: %s", proven_id(link), type(exc).__name__, exc)
+            link.send({"type": RTC_ANSWER, "id": message["id"], "error": ["internal", "the node could not answer"]})
             return
         link.send({"type": RTC_ANSWER, "id": message["id"], "sdp": sdp})
 
@@ -392,13 +400,36 @@ class BrowserService:
         return {"tx_id": tx.id, "order_ids": order_ids, "final": True, "status": result.status,
                 "ops": [op.to_dict() for op in result.ops], "height": 0 if chain.core is None else chain.core.height}
 
+    def chain_proofs(self) -> JsonObject:
+        """The genesis document and the epoch proofs, as the light routes serve them: what a page checks headers
+        against (it follows the validator set from the genesis, whose hash is the chain id)."""
+        store = self.chain.store
+        genesis = store.load_genesis()
+        if genesis is None:
+            return {"error": {"code": "no_chain_yet", "msg": "this node has not joined or founded a chain yet"}}
+        return {"chain_id": genesis.chain_id, "genesis": _b64(genesis.wire()),
+                "proofs": [_b64([block.wire(), commit.wire()]) for block, commit in store.epoch_proofs()[:MAX_PROOFS]]}
+
     def _on_block(self, block: Block, _result: object) -> None:
+        """Headers go out after what the block settled: the answers to submissions it made final (their waiters
+        were woken before listeners run) leave first."""
+        if self.following:
+            asyncio.get_running_loop().call_soon(self._send_header, block)
+
+    def _send_header(self, block: Block) -> None:
         if not self.following:
             return
         h = block.header
         event: JsonObject = {"event": "header", "height": h.height, "id": h.id.hex(), "time_ms": h.time_ms,
                              "prev_id": h.prev_id.hex(), "app_hash": h.app_hash.hex(), "proposer": h.proposer.hex(),
-                             "txs": len(block.txs)}
+                             "txs": len(block.txs), "header": _b64(h.wire())}
+        core = self.chain.core
+        commit = None if core is None else core.last_commit          # the newest applied block's, usually this one
+        if commit is None or commit.height != h.height or commit.block_id != h.id:
+            stored = self.chain.store.get(h.height)        # saved before listeners hear of it: with its commit
+            commit = stored[1] if stored is not None and stored[0].id == h.id else None
+        if commit is not None:
+            event["commit"] = _b64(commit.wire())
         for session in list(self.following):
             session.send(dict(event))
 
@@ -435,6 +466,10 @@ class BrowserService:
                                   value=self.counters["submitted"])
         yield CounterMetricFamily("exchange_node_browser_cert_rotations_total",
                                   "Changes of the browser endpoint's certificates", value=self.counters["rotations"])
+
+
+def _b64(value: object) -> str:
+    return base64.b64encode(pack(value)).decode()
 
 
 def _error(code: str, message: str) -> JsonObject:

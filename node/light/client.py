@@ -77,7 +77,7 @@ class LightStatus:
                 "refused": [{"node": r.node, "reason": r.reason, "message": r.message} for r in self.refused]}
 
 
-def _ask(fetch: Fetch, node: str, path: str) -> object:
+def ask(fetch: Fetch, node: str, path: str) -> object:
     try:
         return fetch(node, path)
     except Refused:
@@ -86,10 +86,10 @@ def _ask(fetch: Fetch, node: str, path: str) -> object:
         raise Refused(node, "unreachable", f"{path}: {exc}") from None
 
 
-def status(nodes: list[str], trust: TrustRoot, fetch: Fetch, *, pin: str | None = None,
-           now_ms: Callable[[], int] = lambda: int(time.time() * 1000), max_age_ms: int = 30_000,
-           evidence_dir: Path | None = None) -> LightStatus:
-    """The newest header a node serves that verifies, cross-checked with every other node that verifies."""
+def proven_chains(nodes: list[str], trust: TrustRoot, fetch: Fetch,
+                  pin: str | None = None) -> tuple[list[tuple[str, Proven]], list[Refused], bool]:
+    """Every node's chain proven from its genesis and epoch proofs against the trust root (learnt now when there is
+    none, and only when every node that answers names one chain): ([(node, chain)], refused, learnt now)."""
     if pin is not None and trust.chain_id is not None and pin != trust.chain_id:
         raise TrustChanged(f"--trust {fingerprint(pin)} differs from the trusted chain {fingerprint(trust.chain_id)} "
                            f"in {trust.path}; move that file aside to trust another chain")
@@ -98,8 +98,8 @@ def status(nodes: list[str], trust: TrustRoot, fetch: Fetch, *, pin: str | None 
     chains: list[tuple[str, Proven]] = []
     for node in nodes:
         try:
-            chains.append((node, proven(node, trusted, _ask(fetch, node, "/chain/genesis"),
-                                        _ask(fetch, node, "/chain/epochs"))))
+            chains.append((node, proven(node, trusted, ask(fetch, node, "/chain/genesis"),
+                                        ask(fetch, node, "/chain/epochs"))))
         except Refused as exc:
             refused.append(exc)
     learnt = False
@@ -113,10 +113,18 @@ def status(nodes: list[str], trust: TrustRoot, fetch: Fetch, *, pin: str | None 
             learnt = True
     elif pin is not None and trust.chain_id is None:
         trust.save(pin, "pinned")
+    return chains, refused, learnt
+
+
+def status(nodes: list[str], trust: TrustRoot, fetch: Fetch, *, pin: str | None = None,
+           now_ms: Callable[[], int] = lambda: int(time.time() * 1000), max_age_ms: int = 30_000,
+           evidence_dir: Path | None = None) -> LightStatus:
+    """The newest header a node serves that verifies, cross-checked with every other node that verifies."""
+    chains, refused, learnt = proven_chains(nodes, trust, fetch, pin)
     headers: list[tuple[Proven, VerifiedHeader]] = []
     for node, chain in chains:
         try:
-            headers.append((chain, verified_header(node, chain, _ask(fetch, node, "/chain/headers/latest"),
+            headers.append((chain, verified_header(node, chain, ask(fetch, node, "/chain/headers/latest"),
                                                    now_ms=now_ms(), max_age_ms=max_age_ms)))
         except Refused as exc:
             refused.append(exc)
@@ -126,20 +134,28 @@ def status(nodes: list[str], trust: TrustRoot, fetch: Fetch, *, pin: str | None 
     agreeing = []
     for chain, other in headers[1:]:
         low, high = (first, (chain, other)) if first.height <= other.height else (other, (first_chain, first))
-        try:
-            at = verified_header(high[1].node, high[0], _ask(fetch, high[1].node, f"/chain/headers/{low.height}"))
-        except Refused as exc:
-            if exc.reason != "unreachable":
-                refused.append(exc)
-            continue
-        try:
-            compare(low, at)
-        except Conflict as conflict:
-            if evidence_dir is not None:
-                keep_evidence(evidence_dir, conflict)
-            raise
-        agreeing.append(other)
+        if compared(fetch, low, high[1].node, high[0], refused, evidence_dir):
+            agreeing.append(other)
     return LightStatus(first, first_chain.chain_id, agreeing, refused, learnt)
+
+
+def compared(fetch: Fetch, seen: VerifiedHeader, node: str, chain: Proven, refused: list[Refused],
+             evidence_dir: Path | None) -> bool:
+    """Whether `node` serves, verified, the same header at `seen`'s height; raises Conflict (the evidence kept in
+    `evidence_dir`) when it serves another. A node that cannot answer is not compared; one that lies is refused."""
+    try:
+        at = verified_header(node, chain, ask(fetch, node, f"/chain/headers/{seen.height}"))
+    except Refused as exc:
+        if exc.reason != "unreachable":
+            refused.append(exc)
+        return False
+    try:
+        compare(seen, at)
+    except Conflict as conflict:
+        if evidence_dir is not None:
+            keep_evidence(evidence_dir, conflict)
+        raise
+    return True
 
 
 def keep_evidence(directory: Path, conflict: Conflict) -> Path:

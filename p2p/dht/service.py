@@ -48,18 +48,26 @@ PROTOCOL = 2
 MAX_SERVICE = 128
 
 
+class DhtLink(Protocol):
+    """What the DHT reads of a link: whose it is, and the address its bytes come from."""
+
+    @property
+    def remote_id(self) -> str | None: ...
+    @property
+    def remote_addr(self) -> tuple[str, int] | None: ...
+
+
 class DhtPeers(Protocol):
-    """What the DHT needs of the PeerManager: whom it is linked to (membership only), where a linked node
-    listens, and a dial (the link it returns is read only for its `remote_id`)."""
+    """What the DHT needs of the PeerManager: whom it is linked to, where a linked node listens, and a dial."""
 
     @property
     def node_id(self) -> str: ...
     @property
-    def links(self) -> Mapping[str, object]: ...
+    def links(self) -> Mapping[str, DhtLink]: ...
 
     def listen_address(self, link: PeerLink) -> tuple[str, int] | None: ...
 
-    async def dial(self, host: str, port: int, source: str = "manual") -> object: ...
+    async def dial(self, host: str, port: int, source: str = "manual") -> DhtLink: ...
 
 
 class DhtRpc(Protocol):
@@ -124,7 +132,7 @@ class DhtService(DiscoveryStrategy):
                  addresses: Callable[[], tuple[Address, ...]], k: int = K, query_timeout: float = 2.0,
                  record_ttl: float = 3600.0, republish: float = 600.0, walk_interval: float = 30.0,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 relay_dial: Callable[[str, int, str], Awaitable[object]] | None = None,
+                 relay_dial: Callable[[str, int, str], Awaitable[DhtLink]] | None = None,
                  private: Callable[[], bool] = lambda: False,
                  peer_private: Callable[[str], bool] = lambda node_id: False, limit_loopback: bool = False) -> None:
         super().__init__()
@@ -240,7 +248,8 @@ class DhtService(DiscoveryStrategy):
 
     def _source_of(self, peer: str) -> str | None:
         """The IP a linked peer's request came from (a relayed link's names its relay), for the store's quotas."""
-        remote = getattr(self.peers.links.get(peer), "remote_addr", None)     # `links` is typed as membership
+        link = self.peers.links.get(peer)
+        remote = None if link is None else link.remote_addr
         return remote[0] if remote else None
 
     # --- our own record -----------------------------------------------------------------------------------
@@ -313,7 +322,7 @@ class DhtService(DiscoveryStrategy):
                 log.info("could not link to %s at %s:%d: %s", record.node_id[:12], host, port, exc)
                 self._pacer.result(host, port, False, self.clock())
                 continue
-            reached = getattr(link, "remote_id", None) == record.node_id
+            reached = link.remote_id == record.node_id
             self._pacer.result(host, port, reached, self.clock())
             if reached:
                 return
@@ -402,7 +411,7 @@ class DhtService(DiscoveryStrategy):
         try:
             link = await asyncio.wait_for(self.peers.dial(address[0], address[1], source=self.name),
                                           self.query_timeout)
-            reached = getattr(link, "remote_id", None) == node_id
+            reached = link.remote_id == node_id
         except DialError:
             reached = node_id in self.peers.links   # it dialled us at the same moment: one link, whichever won
             if not reached:

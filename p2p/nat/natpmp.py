@@ -144,3 +144,6 @@ class NatPmpGateway:
     async def delete(self, external_port: int, internal_port: int) -> None:
         """NAT-PMP names a mapping by its internal port; lifetime 0 (and external port 0) removes it."""
         parse_mapping(await self._ask(map_request(internal_port, 0, 0), OP_MAP_TCP), internal_port)
+
+    async def close(self) -> None:
+        """Nothing to release: each request opens and closes its own socket."""

@@ -34,6 +34,7 @@ class Gateway(Protocol):
     async def external_ip(self) -> str | None: ...
     async def add(self, external_port: int, internal_client: str, internal_port: int, lease: float) -> int: ...
     async def delete(self, external_port: int, internal_port: int) -> None: ...
+    async def close(self) -> None: ...       # what the gateway holds open (a session), released
 
 
 class IgdGateway:
@@ -193,9 +194,8 @@ class PortMapper:
                 log.info("removed the port mapping %s:%d", *mapped)
             except Exception as exc:  # noqa: BLE001 - the lease ends it anyway
                 log.info("could not remove the port mapping (%s); its lease ends it", type(exc).__name__)
-        close = getattr(gateway, "close", None)
-        if close is not None:
-            await close()
+        if gateway is not None:
+            await gateway.close()
 
     def status(self) -> PortMappingView:
         return {"mapped": None if self.mapped is None else list(self.mapped), "renewed_at": self.renewed_at,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 from p2p.close_reason import Fault, LinkReason
+from p2p.failure_log import InternalErrors
 from p2p.messages import Message, Schemas
 from p2p.origin_auth import OriginAuth, SigningPeers
 from p2p.peer_hooks import Identified
@@ -48,6 +49,9 @@ class RouterPeers(SigningPeers, Protocol):
     def schemas(self) -> Schemas: ...
     @property
     def protection(self) -> Protection: ...
+
+    @property
+    def internal_errors(self) -> InternalErrors: ...     # where a handler's own bug is reported (once, then counted)
 
     def penalize(self, node_id: str, points: float, reason: str) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from p2p.failure_log import InternalErrors
 from p2p.messages import Message
 from p2p import messages as m
 from p2p.routing.envelope import INVALID_POINTS, Handler, RouterCounters, bump
@@ -13,6 +14,11 @@ log = logging.getLogger("p2p.router")
 
 
 class Penalizer(Protocol):
+    """What the subscribers need of the peer manager: penalties, and where a handler's own bug is reported."""
+
+    @property
+    def internal_errors(self) -> InternalErrors: ...
+
     def penalize(self, node_id: str, points: float, reason: str) -> None: ...
 
 
@@ -60,8 +66,4 @@ class Subscribers:
                 self.internal_error(f"router.subscriber.{message['type']}", exc)
 
     def internal_error(self, where: str, exc: BaseException) -> None:
-        report = getattr(self.peers, "internal_errors", None)
-        if report is not None:
-            report.report(where, exc)
-        else:
-            log.error("internal error in %s", where, exc_info=exc)
+        self.peers.internal_errors.report(where, exc)

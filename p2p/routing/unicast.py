@@ -369,7 +369,7 @@ class Unicast(RoutingPart):
             check_envelope(inner)
         except (MalformedFrame, m.ProtocolError) as exc:
             bump(self.counters.dropped, "relayed_malformed")
-            self.peers.penalize(origin, INVALID_POINTS, f"relayed {getattr(exc, 'reason', 'malformed')}")
+            self.peers.penalize(origin, INVALID_POINTS, f"relayed {exc.reason}")
             return None
         if not known and message["dst"] == self.node_id:
             bump(self.counters.dropped, "relayed_unknown")

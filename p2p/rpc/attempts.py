@@ -93,8 +93,7 @@ async def call_with_retries(router: AdaptiveRouter, candidates: Callable[[], Seq
             try:
                 result = await send(peer, timeout)
             except asyncio.CancelledError:
-                abandon = getattr(router, "on_abandon", None)
-                (abandon or router.cancel)(peer, clock())
+                router.on_abandon(peer, clock())
                 raise
             except Exception as exc:  # noqa: BLE001 - classify decides; unknown exceptions re-raise
                 failure, error = classify(exc, peer)   # failure kind, or None for an answer

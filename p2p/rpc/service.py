@@ -274,7 +274,7 @@ class RpcService:
         peer = proven_id(link)
         hello = link.remote_hello or {}
         self._left.pop(peer, None)
-        if getattr(link, "via", None) is not None:
+        if link.via is not None:
             self.path_costs[peer] = RELAYED_PATH_COST
         else:
             self.path_costs.pop(peer, None)

@@ -102,6 +102,10 @@ def test_page_from_a_file_trades_over_two_links_and_fails_over(cluster, browser)
         "a page holds a session, never a peer link"
     account = page.inner_text("#account")
     assert len(account) == 64 and "non-extractable" in page.inner_text("#key-state")
+    page.wait_for_function("document.getElementById('verified').textContent.startsWith('verified at height')",
+                           timeout=10_000)
+    verified = page.inner_text("#verified")          # each header's commit checked against the genesis set
+    assert verified.endswith(" of 3 validators") and int(verified.split(" by ")[1].split()[0]) >= 3, verified
 
     order_id = place(page, "buy", "97.25", "0.7")
     page.wait_for_function(f"""() => document.querySelector('#orders tr[data-order-id="{order_id}"] .order-status')
@@ -176,7 +180,7 @@ def loop():
 def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle(cluster, browser, loop, tmp_path):
     from node.browser.certs import make_certificate
     from node.browser.server import WebTransportServer
-    from tests.wt_client import relay_session, signing_session
+    from tests.wt_client import drop_signatures, forge_signature, lying_session, relay_session, signing_session
 
     node = cluster.node("solo", found_after=0, browser_webtransport="true")
     wait_until(lambda: node.status()["chain_id"], 10, message="the node founds its chain")
@@ -223,8 +227,25 @@ def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle
     page.wait_for_selector('#links tr[data-state="refused"]', timeout=15_000)
     assert "not the node's key" in page.inner_text("#links .link-why")
 
+    # a node (its own key, a valid proof) serving the real chain with headers it altered: refused and named
+    liars = []
+    for lie, said in ((forge_signature, "forged signature (validator 0)"), (drop_signatures, "too few signatures")):
+        liar = WebTransportServer("127.0.0.1", 0, "/exchange-node", mitm_cert, lying_session(url, lie),
+                                  max_per_address=8, max_per_subnet=8, max_total=8)
+        loop.run(liar.start())
+        liars.append(liar)
+        page = watch.page(browser, f"node=https://127.0.0.1:{liar.port}/exchange-node&hash={mitm_cert.sha256.hex()}")
+        page.wait_for_selector('#links tr[data-state="refused"]', timeout=15_000)
+        why = page.inner_text("#links .link-why")
+        refused_id = page.eval_on_selector("#links tbody tr", "r => r.dataset.nodeId")
+        assert said in why and why.startswith(f"node {refused_id[:12]}") and refused_id != node.node_id, why
+        assert page.inner_text("#verified") == "not verified yet"
+
     good = watch.page(browser, f"node={url}&hash={real_hash}&id={node.node_id}")
     good.wait_for_selector(f'#links tr[data-node-id="{node.node_id}"][data-state="up"]', timeout=15_000)
+    good.wait_for_function("document.getElementById('verified').textContent.startsWith('verified at height')",
+                           timeout=10_000)
+    assert good.inner_text("#verified").endswith(" by 1 of 1 validators"), good.inner_text("#verified")
 
     async def submit_badly() -> list[dict[str, Any]]:     # what a page's odd submissions get: an answer, no harm
         from tests.wt_client import BrowserClient
@@ -257,7 +278,7 @@ def test_page_refuses_a_wrong_certificate_an_expired_one_and_a_man_in_the_middle
     assert wait_until(lambda: node.get(f"/orders/{imported}")["order"]["account"] == public, 20)
     assert [a["error"]["code"] for a in answers][2] == "bad_signature" and all("error" in a for a in answers)
     assert node.get("/status")["browser"]["sessions"] >= 1, "the node still serves"
-    for server in (expired_server, relay, impostor):
+    for server in (expired_server, relay, impostor, *liars):
         loop.run(server.stop())
     assert watch.http() == []
     assert watch.problems == []

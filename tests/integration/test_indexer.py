@@ -198,3 +198,21 @@ def test_a_lying_node_is_named_and_nothing_it_altered_is_written(cluster: Cluste
     finally:
         store.close()
     assert "Traceback" not in log.read_text()
+
+
+@needs_postgres
+def test_postgresql_keeps_the_chain_id_blocks_and_the_replays_snapshot():
+    from node.indexer import PostgresHistoryStore
+    from node.indexer_replica import VerifiedBlock
+
+    with postgres_server() as url:
+        store = PostgresHistoryStore(url)
+        try:
+            store.claim("c" * 64)
+            store.add_blocks([VerifiedBlock(1, "b1", 1_000, [])], (1, b"\x00snapshot"))
+            store.add_blocks([], (1, b"newer"))
+            assert (store.snapshot(), store.progress(), store.chain_id()) == ((1, b"newer"), (1, "b1"), "c" * 64)
+            with pytest.raises(ValueError):
+                store.claim("d" * 64)
+        finally:
+            store.close()

@@ -9,7 +9,8 @@ const MARKET = "BTC-USD";
 let WANT_LINKS = 2;               // the address may ask for more (#links=N)
 const RTC_GATHER_MS = 3000;       // ms to gather our ICE candidates before the offer goes without the rest
 const RTC_CONNECT_MS = 6000;      // ms for the data channel to open before the node is taken as unreachable
-const PING_EVERY = 1000;          // ms: a link that answers no ping for PING_DEAD is taken as gone
+const PING_EVERY = 1000;          // ms: a link silent this long is pinged; silent for PING_DEAD it is taken as gone
+const KEEPALIVE = 5000;           // ms: a request at least this often (the node closes a session silent for 10 s)
 const PING_DEAD = 3000;
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +22,9 @@ const state = {
   book: { bids: new Map(), asks: new Map(), from: null },
   height: 0,
   preferred: null,                // the node id orders go through when its link is up (a click on its row)
+  proven: null,                   // a promise of the validator set proven from the genesis (P2P.provenSet)
+  verified: null,                 // the newest header checked: {height, signers, n}
+  verifyNote: null,
 };
 
 function render() {
@@ -32,6 +36,7 @@ function render() {
   $("active-node").textContent = active ? active.nodeId : "no link up";
   $("chain-id").textContent = state.chainId ?? "-";
   $("height").textContent = String(state.height);
+  renderVerified();
   const book = active ? active.book : null;
   const levels = [];
   if (book) {
@@ -42,9 +47,16 @@ function render() {
   }
   $("book").tBodies[0].innerHTML = levels.join("");
   $("orders").tBodies[0].innerHTML = [...state.orders].map(([id, o]) => `<tr data-order-id="${id}" ` +
-    `data-final-ms="${o.finalMs ?? ""}"><td class="id">` +
+    `data-final-ms="${o.finalMs ?? ""}" data-sign-ms="${o.signMs ?? ""}" data-wire-ms="${o.wireMs ?? ""}">` +
+    `<td class="id">` +
     `${id}</td><td>${o.side}</td><td>${o.price}</td><td>${o.qty}</td><td class="order-status">${o.status}</td>` +
     `<td class="id">${(o.via ?? "").slice(0, 12)}</td></tr>`).join("");
+}
+
+function renderVerified() {
+  const v = state.verified;
+  $("verified").textContent = v ? `verified at height ${v.height} by ${v.signers} of ${v.n} validators` +
+    (state.verifyNote ? `; ${state.verifyNote}` : "") : (state.verifyNote ?? "not verified yet");
 }
 
 function activeLink() {
@@ -56,7 +68,7 @@ function activeLink() {
 class Link {
   constructor(url, hashes, expectedId, kind = "webtransport") {
     Object.assign(this, { url, hashes, expectedId, kind, nodeId: null, state: "dialling", why: null, req: 0,
-      pending: new Map(), book: { bids: new Map(), asks: new Map() }, lastPong: 0, buffer: "" });
+      pending: new Map(), book: { bids: new Map(), asks: new Map() }, lastHeard: 0, lastSent: 0, buffer: "" });
   }
 
   async dial() {
@@ -157,8 +169,17 @@ class Link {
       return;
     }
     state.chainId ??= welcome.chain_id;
+    // the set that signs headers, proven from the genesis (its hash is the chain id) by the first node up
+    if (!state.proven) {
+      const proving = this.request({ event: "chain" }).then((answer) => P2P.provenSet(state.chainId, answer));
+      state.proven = proving;
+      proving.catch((e) => {
+        if (state.proven === proving) state.proven = null;
+        this.refuse(`node ${this.nodeId.slice(0, 12)}… served a genesis it cannot prove: ${e.message ?? e}`);
+      });
+    }
     this.state = "up";
-    this.lastPong = Date.now();
+    this.lastHeard = Date.now();
     this.send({ event: "subscribe", channel: "book", market: MARKET, depth: 25 });
     this.send({ event: "headers" });
     this.pinger = setInterval(() => this.ping(), PING_EVERY);
@@ -179,26 +200,34 @@ class Link {
     }
   }
 
+  // The lines of one chunk, then one redraw (not one per line: a chunk often holds several book updates).
   feed(text) {
     this.buffer += text;
-    let end;
+    let end, any = false;
     while ((end = this.buffer.indexOf("\n")) >= 0) {
       const line = this.buffer.slice(0, end);
       this.buffer = this.buffer.slice(end + 1);
-      if (line) this.message(JSON.parse(line));
+      if (line) {
+        this.message(JSON.parse(line));
+        any = true;
+      }
     }
+    if (any) render();
   }
 
   message(m) {
+    this.lastHeard = Date.now();        // anything from the node shows it is there (headers come every block)
     if (m.req !== undefined && this.pending.has(m.req)) {
+      m.receivedAt = performance.now();
       const [resolve] = this.pending.get(m.req);
       this.pending.delete(m.req);
       resolve(m);
       return;
     }
-    if (m.event === "pong") this.lastPong = Date.now();
-    else if (m.event === "header") state.height = Math.max(state.height, m.height);
-    else if (m.type === "snapshot") {
+    if (m.event === "header") {
+      state.height = Math.max(state.height, m.height);
+      this.checkHeader(m);
+    } else if (m.type === "snapshot") {
       this.book = { bids: new Map(m.bids.map((l) => [l[0], l[1]])), asks: new Map(m.asks.map((l) => [l[0], l[1]])) };
       // ms from opening the page to the first book shown (read by the benchmark)
       document.body.dataset.firstBookMs ??= String(performance.now());
@@ -210,10 +239,44 @@ class Link {
         }
       }
     }
+  }
+
+  // Each header is checked against the proven set; a node that serves one with forged or too few signatures
+  // is named and its link refused.
+  async checkHeader(m) {
+    if (!m.header || !m.commit || !state.proven) return;
+    let set;
+    try {
+      set = await state.proven;
+    } catch {
+      return;
+    }
+    const result = await P2P.checkHeader(set, state.chainId, m.header, m.commit)
+      .catch((e) => ({ why: `a header that does not decode (${e.message ?? e})` }));
+    if (this.state !== "up") return;
+    if (result.why) return this.refuse(`node ${this.nodeId.slice(0, 12)}… served ${result.why}: refused`);
+    if (result.unverified) state.verifyNote = `headers past height ${set.changedAt} are not verified here (the ` +
+      "validator set changed; this page does not read set changes)";
+    else if (!state.verified || result.height >= state.verified.height) {
+      state.verified = { height: result.height, signers: result.signers, n: set.n };
+    }
+    renderVerified();       // only what changed: a full redraw per header and link would cost every block
+  }
+
+  refuse(why) {
+    clearInterval(this.pinger);
+    this.state = "refused";
+    this.why = why;
+    for (const [, [, reject]] of this.pending) reject(new Error(why));
+    this.pending.clear();
+    try { this.closeTransport(); } catch { /* already closed */ }
     render();
+    resend();
+    refillSoon();
   }
 
   send(body) {
+    this.lastSent = Date.now();
     return this.sendLine(JSON.stringify(body) + "\n");
   }
 
@@ -228,13 +291,17 @@ class Link {
     });
   }
 
+  // A ping only when the node has been silent (a page following headers hears it every block) or the page has
+  // asked nothing for KEEPALIVE: each ping costs the node a datagram in and one out.
   ping() {
     if (this.state !== "up") return;
-    if (Date.now() - this.lastPong > PING_DEAD) {
+    const now = Date.now();
+    if (now - this.lastHeard > PING_DEAD) {
       this.lost("the node stopped answering");
       try { this.closeTransport(); } catch { /* already closed */ }
       return;
     }
+    if (now - this.lastHeard < PING_EVERY && now - this.lastSent < KEEPALIVE) return;
     this.send({ event: "ping" }).catch(() => this.lost("link lost"));
   }
 
@@ -322,16 +389,19 @@ async function submit(order) {
   order.status = "sent";
   order.via = link.nodeId;
   order.sending = true;
+  const sentAt = performance.now();
+  const answering = link.request({ event: "submit", signed: order.signed });    // out before the page redraws
   render();
   try {
-    const answer = await link.request({ event: "submit", signed: order.signed });
+    const answer = await answering;
+    order.wireMs = answer.receivedAt - sentAt;        // the session, the node and its block
     order.sending = false;
     if (answer.error) {
       order.status = `refused: ${answer.error.code}`;
     } else if (answer.final) {
       // sent again over another link: "duplicate" says a final block already holds it
       order.status = `final: ${answer.ops?.[0]?.outcome ?? answer.status}`;
-      order.finalMs = performance.now() - order.placedAt;      // from the click: signing, sending, the block
+      order.finalMs = answer.receivedAt - order.placedAt;      // from the click: signing, sending, the block
       order.final = true;
     } else {
       order.status = "accepted, not final yet";
@@ -363,11 +433,10 @@ async function placeOrder(event) {
   const placedAt = performance.now();
   const made = await P2P.signOrder(state.account, { chainId: state.chainId, market: MARKET, side, price, qty });
   const order = { side, price, qty, status: "signed", orderId: made.orderId, signed: made.signed, txId: made.txId,
-    placedAt };
+    placedAt, signMs: performance.now() - placedAt };
   state.orders.set(made.orderId, order);
   $("order-result").textContent = `${made.orderId} signed`;
-  render();
-  submit(order);
+  submit(order);          // it renders once the order is on its way
 }
 
 // Close every session (a tab closed without it holds its nodes' slots until they find it idle).

@@ -8,8 +8,8 @@ import pytest
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.commitments import layout
 from exchange.commitments.proofs import Branch, Hidden, LeafValue, Node, Proof, ProofError
-from exchange.commitments.queries import (prove_account, prove_book, prove_order, verify_account, verify_book,
-                                          verify_order)
+from exchange.commitments.queries import (prove_account, prove_block_trades, prove_book, prove_order, verify_account,
+                                          verify_block_trades, verify_book, verify_order)
 from exchange.commitments.tree import MerkleMap
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, TxMaker, account, new
 
@@ -49,6 +49,9 @@ def test_a_book_an_order_and_an_account_verify_to_what_the_state_holds(chain: Ch
                               for asset, amount in state.positions.amounts[account(3).hex()].items() if amount}
     nobody = verify_account(root, account(7).hex(), 100, prove_account(maps, account(7).hex(), 100))
     assert nobody.fills == [] and nobody.positions == {}
+    trades = verify_block_trades(root, "BTC-USD", prove_block_trades(maps, "BTC-USD"))
+    assert [tuple(row) for row in trades] == [row for row in state.venues["BTC-USD"].trades if row[8] == state.height]
+    assert len(trades) == 2 and verify_block_trades(root, "ETH-USD", prove_block_trades(maps, "ETH-USD")) == []
 
 
 def _hide_first_leaf(node: Node | None) -> Node | None:
@@ -88,7 +91,10 @@ def test_every_lie_is_refused(chain: Chain):
     invented = MerkleMap(layout.FILL_KEY_BYTES, [(layout.fill_key(1, "x:y"), layout.pack(["BTC-USD", "x:y", 1, 1, "y",
                                                                                           "x", "buy", who, who, 1, 1]))])
     with_invented = [*fills[:2], invented.prove_first(*layout.fills_range(), 100)[1], fills[3]]
-    for lie in (lambda: verify_book(root, "BTC-USD", 3, changed), lambda: verify_book(root, "BTC-USD", 3, hidden),
+    trades = prove_block_trades(maps, "BTC-USD")
+    hidden_trade = [*trades[:2], Proof(_hide_first_leaf(trades[2].node))]
+    for lie in (lambda: verify_block_trades(root, "BTC-USD", hidden_trade),
+                lambda: verify_book(root, "BTC-USD", 3, changed), lambda: verify_book(root, "BTC-USD", 3, hidden),
                 lambda: verify_book(bytes(32), "BTC-USD", 3, book), lambda: verify_book(root, "ETH-USD", 3, book),
                 lambda: verify_account(root, who, 100, hidden_fill),
                 lambda: verify_account(root, who, 100, with_invented),

@@ -40,29 +40,30 @@ def _b64(value: object) -> str:
     return base64.b64encode(pack(value)).decode()
 
 
-def _commit(header: Header, signer: SigningKey = KEY) -> Commit:
+def _commit(header: Header, genesis: Genesis = GENESIS) -> Commit:
     return Commit(header.height, 0, header.id,
-                  ((0, signer.sign(vote_bytes(GENESIS.chain_id, PRECOMMIT, header.height, 0, header.id))),))
+                  ((0, KEY.sign(vote_bytes(genesis.chain_id, PRECOMMIT, header.height, 0, header.id))),))
 
 
-def produce(count: int, *, bad_state_at: int | None = None) -> tuple[list[Item], list[list[dict]]]:
+def produce(count: int, *, bad_state_at: int | None = None, every_ms: int = 1_000,
+            genesis: Genesis = GENESIS) -> tuple[list[Item], list[list[dict]]]:
     """`count` certified blocks, each crossing a sell and a buy (one trade); and each block's trade views."""
-    state = ChainState(GENESIS, ExchangeState(ExchangeParams.from_wire(GENESIS.exchange), GENESIS.chain_id))
+    state = ChainState(genesis, ExchangeState(ExchangeParams.from_wire(genesis.exchange), genesis.chain_id))
     items: list[Item] = []
     trades: list[list[dict]] = []
     last: Commit | None = None
     for height in range(1, count + 1):
-        time_ms = 10_000 + 1_000 * height
+        time_ms = 10_000 + every_ms * height
         price = f"{100 + height % 5}.00"
-        txs = [encode_item(sign_tx(key.sign, key.public_key, GENESIS.chain_id, f"n{height}", time_ms + 60_000,
+        txs = [encode_item(sign_tx(key.sign, key.public_key, genesis.chain_id, f"n{height}", time_ms + 60_000,
                                    [NewOrderOp("BTC-USD", side, "limit", price, "1", None)]))
                for key, side in ((MAKER, "sell"), (TAKER, "buy"))]
         app_hash = b"\x07" * 32 if height == bad_state_at else state.hash
-        header = Header(GENESIS.chain_id, height, time_ms, state.last_block_id, KEY.public_key, app_hash,
+        header = Header(genesis.chain_id, height, time_ms, state.last_block_id, KEY.public_key, app_hash,
                         state.validators.hash, Block.txs_hash(txs), last)
         block = Block(header, txs)
         outcome = state.apply_block(block)
-        last = _commit(header)
+        last = _commit(header, genesis)
         items.append({"height": height, "block": _b64(block.wire()), "commit": _b64(last.wire())})
         trades.append(list(outcome.exchange.trades))  # type: ignore[attr-defined]
     return items, trades
@@ -77,6 +78,7 @@ class Node:
                  genesis: Genesis = GENESIS) -> None:
         self.url, self.items, self.lie, self.genesis_doc = url, items, lie, genesis
         self.asked = 0
+        self.starts: list[int] = []
 
     def genesis(self) -> object:
         return {"chain_id": self.genesis_doc.chain_id, "genesis": _b64(self.genesis_doc.wire())}
@@ -86,6 +88,7 @@ class Node:
 
     def blocks(self, start: int) -> object:
         self.asked += 1
+        self.starts.append(start)
         chosen = [dict(item) for item in self.items[start - 1:start - 1 + self.PER_ANSWER]]
         return {"blocks": [self.lie(item) if self.lie else item for item in chosen]}
 
@@ -146,6 +149,33 @@ def test_every_vouched_trade_is_written_once_and_a_restart_writes_nothing_twice(
     assert written(store) == [t["id"] for block in more_trades[:13] for t in block]
     assert store.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM trades").fetchone() == (13, 13)
     assert store.query("SELECT COUNT(*) FROM blocks").fetchone() == (13,)
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_a_restart_resumes_from_the_replays_snapshot_checked_by_the_next_header(store, lag):
+    genesis = Genesis("indexer-snapshots", 1_000, KEY.public_key, (KEY.public_key,), snapshot_interval=5,
+                      snapshot_lag=lag, exchange=ExchangeParams("BTC-USD").to_wire())
+    items, trades = produce(20, genesis=genesis)
+    run(Follower(store, [Node("a", items[:14], genesis=genesis)]), 6)
+    assert store.progress() == (13, store.block_id(13)) and (store.snapshot() or (0,))[0] == 10
+    node = Node("a", items, genesis=genesis)
+    run(Follower(store, [node]), 4)
+    assert node.starts[0] == 11                                          # not from the genesis
+    assert written(store) == [t["id"] for block in trades[:19] for t in block]
+    assert store.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM trades").fetchone() == (19, 19)
+    assert (store.snapshot() or (0,))[0] == 15
+
+
+def test_a_snapshot_that_does_not_restore_is_replayed_from_the_genesis(store, caplog):
+    genesis = Genesis("indexer-snapshots", 1_000, KEY.public_key, (KEY.public_key,), snapshot_interval=5,
+                      exchange=ExchangeParams("BTC-USD").to_wire())
+    items, trades = produce(9, genesis=genesis)
+    run(Follower(store, [Node("a", items[:7], genesis=genesis)]), 3)
+    store.query("UPDATE replica SET data = ?", (b"not a snapshot",))
+    node = Node("a", items, genesis=genesis)
+    run(Follower(store, [node]), 4)
+    assert node.starts[0] == 1 and "does not restore" in caplog.text
+    assert written(store) == [t["id"] for block in trades[:8] for t in block]
 
 
 @pytest.mark.parametrize("lie, reason", [(altered, "altered_block"), (forged, "bad_certificate")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 from dataclasses import replace
 from typing import Any, Callable
@@ -14,6 +15,7 @@ from config import Settings
 from node.configs import router_config
 from node.identity import NodeIdentity
 from p2p import messages as m
+from p2p.failure_log import InternalErrors
 from p2p.framing import decode_body
 from p2p.resilience.protection import Protection
 from p2p.router import MessageRouter
@@ -90,6 +92,7 @@ class FakePeers:
         self.network_id = "test-net"
         self.schemas = m.Schemas()
         self.protection = Protection("on", 1.0)
+        self.internal_errors = InternalErrors(logging.getLogger("simnet"))
         self.verify = NodeIdentity.verify
         self.node_id_for = NodeIdentity.node_id_for
         self.links: dict[str, FakeLink] = {}

@@ -5,6 +5,7 @@ cannot reach."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Callable, cast
 
 import pytest
@@ -13,6 +14,12 @@ from node.identity import NodeIdentity
 from p2p.dht.service import FIND, STORE, DhtService
 from p2p.dht.table import Contact
 from p2p.rpc import errors as e
+
+
+@dataclass
+class Link:
+    remote_id: str
+    remote_addr: tuple[str, int]
 
 
 class Peers:
@@ -58,7 +65,7 @@ def _fill(dht: DhtService, count: int) -> list[str]:
     ids = [NodeIdentity.generate().node_id for _ in range(count)]
     for i, node_id in enumerate(ids):
         dht.table.add(Contact(node_id, f"11.18.{i + 1}.1", 7946, f"11.18.{i + 1}.0/24"), 0.0)
-        cast(Peers, dht.peers).links[node_id] = object()     # the fake PeerManager these tests built
+        cast(Peers, dht.peers).links[node_id] = Link(node_id, (f"11.18.{i + 1}.1", 7946))    # the fake's links
     return ids
 
 

@@ -128,7 +128,7 @@ def test_a_contact_that_fails_is_handed_out_by_nobody_and_dropped_after_a_few_fa
     ids = [NodeIdentity.generate().node_id for _ in range(4)]
     for i, node_id in enumerate(ids):
         dht.table.add(Contact(node_id, f"11.40.{i}.1", 7946, f"11.40.{i}.0/24"), clock.now)
-        peers.links[node_id] = object()
+        peers.links[node_id] = Link(node_id, (f"11.40.{i}.1", 7946))
     dead = ids[0]
     rpc.down.add(dead)
     asyncio.run(dht._lookup(dead, want_value=False))
@@ -151,7 +151,7 @@ def test_contacts_pointing_at_one_host_get_a_few_paced_dials_not_one_per_lookup(
     dht, peers, rpc, clock = _service()
     honest = NodeIdentity.generate().node_id
     dht.table.add(Contact(honest, "11.50.0.1", 7946, "11.50.0.0/24"), clock.now)
-    peers.links[honest] = object()
+    peers.links[honest] = Link(honest, ("11.50.0.1", 7946))
     fakes = [[NodeIdentity.generate().node_id, "11.66.0.1", 9000 + i] for i in range(10)]
     elsewhere = [NodeIdentity.generate().node_id, "11.77.0.1", 7946]
     rpc.answer = lambda node_id: {"contacts": [*fakes, elsewhere]}
