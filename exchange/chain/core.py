@@ -1,14 +1,16 @@
 """ChainCore: one node's part in the chain, with no I/O. It owns the replicated state (`ChainState`), the
 consensus instance (`tendermint.py`), the mempool and the effects; the rest is done by its parts, each with
-its own bookkeeping, each seeing the core only through `core_view.CoreView`:
+its own bookkeeping, each seeing the core only through a narrow Protocol of its own (`SyncCore`,
+`CheckCore`, ...: read-only views but for the shared `counters`), and the other parts it uses passed in:
 
-- `block_check.py`   whether a block can be the next one (proposals in full, certified blocks' transactions);
-- `block_builder.py` the block this validator proposes, and the one set change it carries;
-- `blocksync.py`     sync requests and answers, catch-ups, blocks held until their turn; which claimed heights
-                     count (`claims.py`) and what a peer may ask of us (`sync_budget.py`);
-- `intake.py`        transactions in (API, followers' RPC, gossip) and our own until a block has them;
-- `seat_requests.py` our own join, leave and approvals;
-- `recovery.py`      the way out of a permanent halt (validators gone for good).
+- `consensus/block_check.py`   whether a block can be the next one (proposals in full, certified blocks' txs);
+- `consensus/block_builder.py` the block this validator proposes, and the one set change it carries;
+- `consensus/precommit_quorum.py` a follower's commit from the precommits it is sent;
+- `sync/blocksync.py`          sync requests and answers, catch-ups, blocks held until their turn; which
+                               claimed heights count (`claims.py`) and what a peer may ask of us (`sync_budget.py`);
+- `mempool/intake.py`          transactions in (API, followers' RPC, gossip) and our own until a block has them;
+- `seats/seat_requests.py`     our own join, leave and approvals;
+- `recovery/halt.py`           the way out of a permanent halt (validators gone for good).
 
 Inputs are plain calls with the wall-clock time passed in (seconds): messages from neighbours
 (`on_message`), transactions from the local API (`submit`), peers' chain heights from heartbeats
@@ -35,9 +37,8 @@ from typing import Callable, assert_never
 from exchange.chain.consensus.block_builder import BlockBuilder
 from exchange.chain.consensus.block_check import BlockCheck
 from exchange.chain.sync.blocksync import BlockSync
-from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Malformed, Proposal, Vote
+from exchange.chain.types.blocks import PRECOMMIT, Block, BlockSource, Commit, Malformed, Proposal, Vote
 from exchange.chain.state.chainstate import Application, ChainState
-from exchange.chain.core_view import BlockSource
 from exchange.crypto import node_id_for
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcast, ChainEffect, Committed, Decide,
                                     EffectBatch, Evidence, Halt, HoldReading, Penalize, SendConsensus, SendFollowers,

@@ -28,12 +28,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from config import Settings
 from exchange.app.txs import SignedTx
 from exchange.chain.types.blocks import Block, Header, Proposal, Vote
 from exchange.chain.consensus.block_builder import BlockBuilder
+from exchange.chain.core import ChainCore
 from exchange.chain.state.chainstate import ChainState
 from exchange.chain.effects import SendValidators
 from exchange.chain.seats.seat_requests import SeatRequests
@@ -53,7 +54,7 @@ def _seat_grab() -> None:
         honest = original(self, time_ms)
         if any(tx.changes_set for tx in honest):
             return honest
-        core = self.core
+        core = cast(ChainCore, self.core)     # the builder's narrow view of it does not sign
         own_join = Join.create(core.chain_id, GRABBED.public_key, core.public_key, core.state.height, core.sign)
         return [*honest, own_join, Promote((GRABBED.public_key,))]
 

@@ -21,7 +21,8 @@ ALLOWED = {
     "node": {"config", "storage", "exchange", "exchange.app", "exchange.chain", "p2p"},
 }
 # the chain's and the DHT's deciding parts: no asyncio, no sockets, no files (their drivers do the I/O)
-SANS_IO = ["exchange/chain/core.py", "exchange/chain/core_view.py", "exchange/chain/consensus/block_check.py",
+SANS_IO = ["exchange/chain/core.py", "exchange/chain/config.py", "exchange/chain/recovery/rules.py",
+           "exchange/chain/consensus/block_check.py",
            "exchange/chain/consensus/block_builder.py", "exchange/chain/sync/blocksync.py", "exchange/chain/mempool/intake.py",
            "exchange/chain/seats/seat_requests.py", "exchange/chain/recovery/halt.py", "exchange/chain/consensus/tendermint.py",
            "exchange/chain/effects.py", "exchange/chain/mempool/pool.py", "exchange/chain/seats/seat_admin.py",
@@ -94,7 +95,7 @@ def test_the_api_and_the_cli_stay_apart():
     assert not wrong, "\n".join(wrong)
 
 
-CHAIN_FLOORS = 18     # the longest import chain inside exchange/chain may not grow past this
+CHAIN_FLOORS = 16     # the longest import chain inside exchange/chain may not grow past this
 
 
 def _chain_imports() -> dict[str, set[str]]:
@@ -175,7 +176,7 @@ def test_the_chain_stands_on_few_floors():
 def test_the_chain_is_packages_by_concern():
     """Every module of the chain but its coordinator and seams sits in the package of its concern."""
     top = sorted(p.stem for p in (ROOT / "exchange" / "chain").glob("*.py") if p.stem != "__init__")
-    assert top == ["api_door", "api_ports", "boot", "config", "core", "core_view", "effects", "ports", "service", "ticker"]
+    assert top == ["api_door", "api_ports", "boot", "config", "core", "effects", "ports", "service", "ticker"]
 
 
 def test_a_module_over_500_lines_says_why_at_its_top():

@@ -14,12 +14,15 @@ from exchange.chain.types.blocks import Block, Header, Vote
 from exchange.chain.state.chainstate import encode_item
 from exchange.chain.types.codec import pack
 from exchange.chain.consensus.block_check import BlockCheck
-from exchange.chain.core_view import CoreView
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from exchange.chain.state.membership import Alive, Leave, MembershipTx, Promote, Remove
 from exchange.chain.state.seats import Seats
 from exchange.app.txs import SignedTx
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.types.blocks import Commit
+from exchange.chain.config import CoreConfig
+from exchange.chain.mempool.pool import Mempool
 
 MAX_EVIDENCE = 16           # equivocations remembered until a block removes the equivocator
 # why a request may still apply later (the list or its approver's quota frees up): kept in the mempool,
@@ -28,10 +31,36 @@ KEPT_FOR_LATER = frozenset({"too_many_pending_approvals", "standby_full", "token
                             "issuer_standby_quota", "successor_not_live", "size_not_allowed"})
 
 
+class BuilderCore(Protocol):
+    """The core as the block builder uses it: the state and mempool a proposal is built from.
+    Read-only but for `counters`."""
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def last_commit(self) -> Commit | None: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def now_ms(self) -> int: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+
 class BlockBuilder:
     """What this validator proposes at the next height, and the equivocations it will report there."""
 
-    def __init__(self, core: CoreView, check: BlockCheck) -> None:
+    def __init__(self, core: BuilderCore, check: BlockCheck) -> None:
         self.core = core
         self.check = check
         self.evidence: list[tuple[Vote, Vote]] = []

@@ -9,16 +9,20 @@ block id, so a block seen as a proposal and then as a decision is checked once.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import logging
 from collections import OrderedDict
 
-from exchange.chain.types.blocks import Block, Commit, Malformed
+from exchange.chain.types.blocks import Block, BlockSource, Commit, Malformed
 from exchange.chain.state.chainstate import decode_item, recovery_of
-from exchange.chain.core_view import CoreView
 from exchange.chain.state.membership import MembershipTx, Recover
 from exchange.chain.recovery.rules import RECOVERY_ROUND, carried_problem
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.types.validators import ValidatorSet
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.config import CoreConfig
+from exchange.chain.mempool.pool import Mempool
 
 log = logging.getLogger("exchange.chain")
 
@@ -27,10 +31,35 @@ _CACHED_BLOCKS = 64
 _REFUSAL_REASONS = 32       # distinct reasons counted (a malformed transaction's code is part of its reason)
 
 
+class CheckCore(Protocol):
+    """The core as the block check uses it: the state, chain and mempool a block is checked against.
+    Read-only but for `counters`."""
+
+    @property
+    def blocks(self) -> BlockSource: ...
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
+
+
 class BlockCheck:
     """The block checks of one node, over the state its core holds now."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: CheckCore) -> None:
         self.core = core
         self._decoded: OrderedDict[bytes, list[SignedTx | MembershipTx]] = OrderedDict()  # block id -> decoded transactions
         self._invalid: OrderedDict[bytes, str] = OrderedDict()        # block id -> why it is invalid

@@ -25,9 +25,25 @@ from typing import Protocol
 
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Proposal, Vote
 from exchange.chain.consensus.block_check import BlockCheck
-from exchange.chain.core_view import CoreView
+from exchange.chain.state.chainstate import ChainState
 
 MAX_ROUNDS = 2      # proposals kept per validator (its newest rounds): a proposer re-proposes in a later round
+
+
+class QuorumCore(Protocol):
+    """The core as the precommit quorum uses it: the state whose validators sign.
+    Read-only but for `counters`."""
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def is_validator(self) -> bool: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class CertifiedBlocks(Protocol):
@@ -39,7 +55,7 @@ class CertifiedBlocks(Protocol):
 class PrecommitQuorum:
     """The next height's blocks and precommits a follower was sent, until a quorum makes one final."""
 
-    def __init__(self, core: CoreView, check: BlockCheck, sync: CertifiedBlocks) -> None:
+    def __init__(self, core: QuorumCore, check: BlockCheck, sync: CertifiedBlocks) -> None:
         self.core = core
         self.check = check
         self.sync = sync

@@ -11,10 +11,9 @@ hands it to the other validators; a follower forwards it (`Forward`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 from exchange.chain.mempool.account_rate import AccountRate
-from exchange.chain.core_view import CoreView
 from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, ChainMessage, Forward, HoldReading, OwnDone,
                                     SendValidators)
 from exchange.chain.state.membership import SIGNED_REQUESTS, MembershipTx
@@ -22,6 +21,11 @@ from exchange.chain.mempool.pool import OWN_LANE, solo_group
 from exchange.chain.consensus.tendermint import WAITING
 from exchange.chain.mempool.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
+from exchange.chain.effects import ChainEffect
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.config import CoreConfig
+from exchange.chain.mempool.pool import Mempool
+from exchange.chain.consensus.tendermint import Tendermint
 
 # a replay of a membership request that already counted, STALE_GRACE heights after it was signed, costs its relayer
 # PENALTY_REPLAY (every refused request is refused before its signature is checked)
@@ -38,6 +42,58 @@ def paced_lane(validator: str) -> str:
 
 def is_paced_lane(lane: str) -> bool:
     return lane.endswith(PACED_SUFFIX)
+
+
+class IntakeCore(Protocol):
+    """The core as transaction intake uses it: the state and mempool it admits into, our role, and the
+    heights it starts when work comes.
+    Read-only but for `counters`."""
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def consensus(self) -> Tendermint: ...
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    def drain(self, now: float) -> None: ...
+
+    def emit(self, effect: ChainEffect) -> None: ...
+
+    @property
+    def halted(self) -> str | None: ...
+
+    @property
+    def is_validator(self) -> bool: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    def network_of(self, node_id: str) -> str | None: ...
+
+    @property
+    def now(self) -> float: ...
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def penalize(self, peer: str | None, points: float, reason: str) -> None: ...
+
+    def set_now(self, now: float) -> None: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+    def tx_waiting(self, lane: str, now: float) -> None: ...
+
+    def upcoming_proposers(self) -> tuple[str, ...]: ...
+
+    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class AccountRateView(TypedDict):
@@ -61,7 +117,7 @@ class IntakeView(TypedDict):
 class TxIntake:
     """One node's admission of transactions, and its own pending ones (`own`: id -> (tx, next retry))."""
 
-    def __init__(self, core: CoreView) -> None:
+    def __init__(self, core: IntakeCore) -> None:
         self.core = core
         config = core.config
         self.tx_budget = TxBudget(config.peer_tx_rate, config.peer_tx_burst, config.peer_tx_total_rate)

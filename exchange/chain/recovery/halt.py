@@ -32,12 +32,13 @@ chain forks from H + 1: that is the operators' responsibility, which the CLI spe
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import logging
 
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Header, Malformed, Vote, vote_bytes
 from exchange.chain.state.chainstate import encode_item, recovery_of
 from exchange.chain.consensus.block_check import BlockCheck
-from exchange.chain.core_view import CoreView
 from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, SendTo, SendValidators, WalRecord
 from exchange.chain.state.membership import Recover
@@ -45,6 +46,9 @@ from exchange.chain.recovery.rules import RECOVERY_ROUND, RecoveryStatus
 from exchange.app.txs import InvalidTx
 from exchange.chain.types.validators import ValidatorSet
 from exchange.wire import Wire
+from exchange.chain.effects import ChainEffect
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.consensus.tendermint import Tendermint
 
 log = logging.getLogger("exchange.chain")
 
@@ -56,6 +60,57 @@ _REFUSALS = {
     "too_few_kept": "a recovery must keep at least {need} of the {n} validators (one more than the faults the set "
                     "tolerates): fewer could be a faulty minority rewriting history",
 }
+
+
+class RecoveryCore(Protocol):
+    """The core as the halt recovery uses it: the state, the consensus it stands in for at the halted
+    height, the key it signs with, and the effects it emits.
+    Read-only but for `counters`."""
+
+    def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None: ...
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def consensus(self) -> Tendermint: ...
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    def drain(self, now: float) -> None: ...
+
+    def emit(self, effect: ChainEffect) -> None: ...
+
+    @property
+    def halted(self) -> str | None: ...
+
+    @property
+    def is_validator(self) -> bool: ...
+
+    @property
+    def last_commit(self) -> Commit | None: ...
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def penalize(self, peer: str | None, points: float, reason: str) -> None: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def quorum_present(self, now: float) -> bool: ...
+
+    def set_now(self, now: float) -> None: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def start_height(self, now: float) -> None: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class PendingRecovery:
@@ -81,7 +136,7 @@ class HaltRecovery:
     """One validator's part in a recovery: its operator's consent, the lock it hands on, the recovery block it
     builds (as the new set's designated member) or signs, and the signatures it gathers and passes on."""
 
-    def __init__(self, core: CoreView, check: BlockCheck) -> None:
+    def __init__(self, core: RecoveryCore, check: BlockCheck) -> None:
         self.core = core
         self.check = check
         self.pending: PendingRecovery | None = None                  # a recovery block for the next height

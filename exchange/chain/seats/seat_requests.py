@@ -11,13 +11,55 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from exchange.chain.core_view import CoreView
 from exchange.chain.effects import SendValidators
 from exchange.chain.seats.join_token import JoinToken
 from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Revoke
 from exchange.chain.consensus.tendermint import WAITING
+from exchange.chain.effects import ChainEffect
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.config import CoreConfig
+from exchange.chain.mempool.pool import Mempool
+from exchange.chain.consensus.tendermint import Tendermint
 
 log = logging.getLogger("exchange.chain")
+
+class SeatCore(Protocol):
+    """The core as our seat requests use it: the state and the key they sign requests with, and the
+    mempool they queue them in.
+    Read-only but for `counters`."""
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def consensus(self) -> Tendermint: ...
+
+    def drain(self, now: float) -> None: ...
+
+    def emit(self, effect: ChainEffect) -> None: ...
+
+    @property
+    def is_validator(self) -> bool: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def now_ms(self) -> int: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def set_now(self, now: float) -> None: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
 
 class NetworkHeight(Protocol):
     """What our seat requests need of block sync: the height the network has certainly reached."""
@@ -40,7 +82,7 @@ RESIGN_FOR = 60.0       # s an operator's approval is signed again across set ch
 class SeatRequests:
     """What this node asks of the validator set for itself, or as its operator decides."""
 
-    def __init__(self, core: CoreView, sync: NetworkHeight, join_token: TokenKey | None, now: float) -> None:
+    def __init__(self, core: SeatCore, sync: NetworkHeight, join_token: TokenKey | None, now: float) -> None:
         self.core = core
         self.sync = sync
         self.join_token = join_token       # admits this node to standby while the log says it may

@@ -15,16 +15,21 @@ us send every block we keep.
 """
 from __future__ import annotations
 
+import random
+from typing import Protocol
+
 import logging
 
-from exchange.chain.types.blocks import Block, Commit, Header, Malformed
+from exchange.chain.types.blocks import Block, BlockSource, Commit, Header, Malformed
 from exchange.chain.sync.claims import HeightClaims
 from exchange.chain.consensus.block_check import BlockCheck
-from exchange.chain.core_view import CoreView
 from exchange.chain.sync.sync_budget import Bucket, SyncBudget
 from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, NeedSnapshot, SendTo
 from exchange.app.txs import InvalidTx
+from exchange.chain.effects import ChainEffect
+from exchange.chain.state.chainstate import ChainState
+from exchange.chain.config import CoreConfig
 
 log = logging.getLogger("exchange.chain")
 
@@ -34,10 +39,65 @@ AHEAD_CHECKS_PER_S = 4.0    # certificates of blocks far ahead whose signatures 
 PRUNE_EVERY = 1.0           # s between prunes of the per-identity maps
 
 
+class SyncCore(Protocol):
+    """The core as block sync uses it: the state it checks blocks against, applies certified blocks
+    and starts heights through, and the effects it emits.
+    Read-only but for `counters`."""
+
+    def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None: ...
+
+    @property
+    def blocks(self) -> BlockSource: ...
+
+    @property
+    def chain_id(self) -> str: ...
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    def emit(self, effect: ChainEffect) -> None: ...
+
+    def halt(self, reason: str) -> None: ...
+
+    @property
+    def halted(self) -> str | None: ...
+
+    def heard_validator(self, sender: str | None, now: float) -> None: ...
+
+    @property
+    def last_commit_at(self) -> float: ...
+
+    @property
+    def now(self) -> float: ...
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def penalize(self, peer: str | None, points: float, reason: str) -> None: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    @property
+    def rng(self) -> random.Random: ...
+
+    def set_now(self, now: float) -> None: ...
+
+    def start_height(self, now: float) -> None: ...
+
+    @property
+    def state(self) -> ChainState: ...
+
+    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
+
+
 class BlockSync:
     """One node's catch-up bookkeeping: claimed heights, the request in flight, held blocks, help owed."""
 
-    def __init__(self, core: CoreView, check: BlockCheck) -> None:
+    def __init__(self, core: SyncCore, check: BlockCheck) -> None:
         self.core = core
         self.check = check
         config = core.config

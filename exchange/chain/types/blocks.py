@@ -14,7 +14,7 @@ Parsing here is strict and total: `from_wire` raises `Malformed` for anything of
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from exchange.chain.types.codec import digest, pack
 from exchange.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
@@ -254,3 +254,9 @@ class Proposal:
 
     def __repr__(self) -> str:
         return f"Proposal(h={self.height} r={self.round} vr={self.valid_round} {self.block.id.hex()[:12]})"
+
+
+class BlockSource(Protocol):
+    """Committed blocks this node can serve to peers that are catching up."""
+
+    def get(self, height: int) -> tuple[Block, Commit] | None: ...
