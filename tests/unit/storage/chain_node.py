@@ -14,8 +14,9 @@ validator key signed, across restarts — the facts a crash must never contradic
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from exchange.chain.types.blocks import PRECOMMIT, Commit, Proposal, Vote
@@ -50,6 +51,15 @@ class Record:
     published: dict[tuple, bytes | None] = field(default_factory=dict)    # signatures that left the node
     waiting: dict[str, asyncio.Future] = field(default_factory=dict)
     now: float = START                                               # the clock when the run stopped
+
+    def __deepcopy__(self, memo: dict) -> "Record":
+        """A copy for one more check of the same crashed run: the answers it waited for are over (their loop
+        is closed), so none is copied."""
+        copied = Record()
+        for each in fields(self):
+            if each.name != "waiting":
+                setattr(copied, each.name, copy.deepcopy(getattr(self, each.name), memo))
+        return copied
 
 
 class RecordingSigner:

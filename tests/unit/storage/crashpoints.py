@@ -11,12 +11,14 @@ A clean run first counts the operations (`FaultyFS.points`) and keeps its histor
 for each point p in 0..count (count = crash after the last one) and each variant ("lose": only synced data
 survives, "keep": everything written survives, and one random image per seed: unsynced writes lost, kept, cut
 at a random byte or zero-filled from a sector, directory changes since the last directory fsync partly kept),
-the workload runs again with `crash_at(p)` and `check` judges `after_crash(...)`. A failing check raises
-AssertionError naming the point and the variant.
+the workload runs again with `crash_at(p)`, once per point, and `check` judges `after_crash(...)` of each
+variant (it leaves the crashed disk as it was), each with its own copy of the run's history. A failing check
+raises AssertionError naming the point and the variant.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Union
@@ -84,11 +86,12 @@ def enumerate_crashes(workload: Workload, check: Check, *,
     stats = CrashStats(points=points_in_run, clean_run=history)
     chosen = range(stats.points + 1) if points is None else points
     for point in chosen:
+        fs = FaultyFS()
+        fs.crash_at(point)
+        run = History()
+        run_workload(workload, fs, run)
         for mode, seed, rough in variants(seeds, hostile):
-            fs = FaultyFS()
-            fs.crash_at(point)
-            history = History()
-            run_workload(workload, fs, history)
+            history = copy.deepcopy(run)        # a check may change what it is given
             stats.runs += 1
             stats.crashes += history.crashed_at is not None
             disk = fs.after_crash(seed, mode=mode, hostile=rough)
