@@ -25,12 +25,13 @@ from aiohttp import web
 
 from exchange.app.results import BlockResult
 from exchange.app.history import TradeRow
-from exchange.app.views import trade_view
+from exchange.app.machine import ExchangeState
+from exchange.app.views import View, trade_view
 from exchange.chain.blocks import Block
 from exchange.chain.codec import pack
 from exchange.chain.service import ChainService
 from exchange.commitments.proofs import Proof
-from exchange.commitments.layout import unpack
+from exchange.commitments.layout import name_key, unpack
 from exchange.commitments.queries import Maps, prove_account, prove_block_trades, prove_book, prove_order
 from node.api.base import ApiError, JsonObject, json_response, node_of
 from node.light.anchor import Unanchored, anchor_of
@@ -189,8 +190,17 @@ async def proved_trades(request: web.Request, market: str) -> web.Response:
 async def proved_order(request: web.Request, order_id: str) -> web.Response:
     """An order's record, or the proof that the state holds none under its id."""
     state = chain_of(request).state
-    return await proved(request, lambda: {"order": state.order(order_id), "final": True},
+    return await proved(request, lambda: {"order": committed_order(state, order_id), "final": True},
                         lambda maps: prove_order(maps, order_id))
+
+
+def committed_order(state: ExchangeState, order_id: str) -> View | None:
+    """The order's view when the state commits to it, else None: a node may also answer look-ups from what it keeps
+    outside the state, which no proof covers."""
+    maps = state.commitment
+    if maps is None or maps.orders.get(name_key(order_id)) is None:
+        return None
+    return state.order(order_id)
 
 
 async def proved_fills(request: web.Request, account: str) -> web.Response:
