@@ -12,15 +12,20 @@ trades meanwhile.
 The routes read the database on one worker thread of its own (a day of 1-minute candles is about a second of SQL
 and parsing: not on the event loop), the stream's few newest candles on the loop, each thread with a connection
 of its own; the node's kept trades are read on the loop, and the database only up to the H read first, so a
-block the indexer writes meanwhile is neither missed nor counted twice.
+block the indexer writes meanwhile is neither missed nor counted twice. The worker's queue is shared out (a few
+reads per address and per network, a bound in all) and its CPU is charged to the asker's public rate with the
+loop's (`OFF_LOOP_CPU`), so one address cannot queue everyone's reads behind its own for the price of a unit each;
+candles read at most MAX_CANDLE_ROWS stored trades (a longer range is refused, never read whole into memory).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from typing import Callable, Iterator, Protocol, TypeVar
 
 from aiohttp import web
@@ -30,11 +35,18 @@ from exchange.app.candles import CursorExpired, candles
 from exchange.app.history import TradeRow
 from exchange.app.views import View, trade_view
 from exchange.markets import Market, MarketRegistry
+from node.api.base import ApiError
+from node.api.rate import OFF_LOOP_CPU
 from node.indexer import HistoryStore
+from p2p.public.sources import subnet_of
 
 log = logging.getLogger("exchange_node.history_db")
 T = TypeVar("T")
 TAIL_PAGE = 10_000
+MAX_READS_PER_ADDRESS = 2       # reads queued or running on the worker, from one address ...
+MAX_READS_PER_SUBNET = 4        # ... from one /24 (IPv4) or /48 (IPv6) ...
+MAX_READS = 16                  # ... and in all: one day of candles is about a second of the worker
+MAX_CANDLE_ROWS = 100_000       # trades one candles answer reads from the database (a day at one a second)
 COLUMNS = "id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, taker_account, height, time_ms"
 
 
@@ -82,6 +94,8 @@ class DbHistory:
         self.failures = 0                       # reads that failed (for /metrics)
         self.behind = 0                         # answers given while the kept window fell short of the database
         self.height = 0                         # the database's newest block, as last read
+        self._queued: Counter[str] = Counter()  # reads on the worker's queue by address and by network
+        self._queued_total = 0
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -95,8 +109,41 @@ class DbHistory:
             self._opened.append(store)
         return store
 
+    @contextlib.contextmanager
+    def _turn(self, address: str) -> Iterator[None]:
+        """A read's place on the worker's queue: one address or network cannot queue everyone's history reads
+        behind its own."""
+        network = "net:" + subnet_of(address)
+        if self._queued_total >= MAX_READS:
+            raise ApiError(503, "history_busy", "too many history reads are waiting for the database now",
+                           retry_after=1.0)
+        if self._queued[address] >= MAX_READS_PER_ADDRESS or self._queued[network] >= MAX_READS_PER_SUBNET:
+            raise ApiError(429, "history_rate", f"at most {MAX_READS_PER_ADDRESS} history reads of the database at "
+                                                f"once per address, {MAX_READS_PER_SUBNET} per network",
+                           retry_after=1.0)
+        self._queued[address] += 1
+        self._queued[network] += 1
+        self._queued_total += 1
+        try:
+            yield
+        finally:
+            self._queued_total -= 1
+            for key in (address, network):
+                self._queued[key] -= 1
+                if not self._queued[key]:
+                    del self._queued[key]
+
     async def _run(self, job: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self._guarded, job)
+        """`job` on the worker; its CPU is charged with the asking request's (`OFF_LOOP_CPU`)."""
+        value, spent = await asyncio.get_running_loop().run_in_executor(self._worker, self._timed, job)
+        charged = OFF_LOOP_CPU.get()
+        if charged is not None:
+            charged[0] += spent
+        return value
+
+    def _timed(self, job: Callable[[], T]) -> tuple[T, float]:
+        started = time.thread_time()
+        return self._guarded(job), time.thread_time() - started
 
     def _guarded(self, job: Callable[[], T]) -> T:
         try:
@@ -181,8 +228,14 @@ class DbHistory:
                         height, market, oldest[0]["height"])
 
     async def trades_between(self, kept: KeptTrades, market: str, start_ms: int | None, end_ms: int | None,
-                             cursor: str | None, limit: int, account: str | None) -> tuple[list[View], str | None]:
-        """As the state's `trades_between`, over the database's trades then the node's kept ones."""
+                             cursor: str | None, limit: int, account: str | None, address: str = ""
+                             ) -> tuple[list[View], str | None]:
+        """As the state's `trades_between`, over the database's trades then the node's kept ones; `address` asks."""
+        with self._turn(address):
+            return await self._trades_between(kept, market, start_ms, end_ms, cursor, limit, account)
+
+    async def _trades_between(self, kept: KeptTrades, market: str, start_ms: int | None, end_ms: int | None,
+                              cursor: str | None, limit: int, account: str | None) -> tuple[list[View], str | None]:
         venue = kept.markets().get(market)
         (height, time_ms), after = await self._run(lambda: (self.mark(), self.seq_of(cursor) if cursor else None))
         self._reaches(kept, market, height, time_ms)
@@ -198,13 +251,18 @@ class DbHistory:
         return views, (views[-1]["id"] if views and (len(tail) > room or more is not None) else None)
 
     async def candles(self, kept: KeptTrades, market: str, interval_ms: int, start_ms: int | None,
-                      end_ms: int | None) -> list[View]:
-        """As the state's `candles`, over the database's trades then the node's kept ones."""
+                      end_ms: int | None, address: str = "") -> list[View]:
+        """As the state's `candles`, over the database's trades then the node's kept ones; `address` asks. A range
+        holding more than MAX_CANDLE_ROWS stored trades is refused (400 `range_too_large`), not read into memory."""
         venue = kept.markets().get(market)
-        height, time_ms = await self._run(self.mark)
-        self._reaches(kept, market, height, time_ms)
-        tail = _kept_rows(kept, venue, _later(start_ms, time_ms), end_ms)
-        stored = await self._run(lambda: self.rows(venue, height, start_ms, end_ms, None, None, None))
+        with self._turn(address):
+            height, time_ms = await self._run(self.mark)
+            self._reaches(kept, market, height, time_ms)
+            tail = _kept_rows(kept, venue, _later(start_ms, time_ms), end_ms)
+            stored = await self._run(lambda: self.rows(venue, height, start_ms, end_ms, None, None, MAX_CANDLE_ROWS + 1))
+        if len(stored) > MAX_CANDLE_ROWS:
+            raise ApiError(400, "range_too_large", f"more than {MAX_CANDLE_ROWS} trades fall in this range: ask for "
+                                                   f"candles over a shorter from/to")
         return candles([*stored, *tail], interval_ms, start_ms, end_ms, venue)
 
     def candles_now(self, kept: KeptTrades, market: str, interval_ms: int, start_ms: int | None,

@@ -18,6 +18,8 @@ from node.indexer_replica import BlockSource, Diverged, Replica, VerifiedBlock
 from node.light.verify import Proven, Refused, proven
 
 log = logging.getLogger("exchange_node.indexer")
+ANSWER_SECONDS = 30.0                   # a node's whole answer, however it drips: past it the node is unreachable
+ANSWER_BYTES = 64 * 1024 * 1024         # an answer's body read at most (`/chain/blocks` answers about 4 MiB)
 
 
 @dataclass
@@ -32,7 +34,8 @@ class NodeBlocks:
         from node.cli.client import ApiFailure, NodeUnreachable
 
         try:
-            return self.call(self.url, "GET", path, token=self.token, timeout=30.0)[1]
+            return self.call(self.url, "GET", path, token=self.token, timeout=ANSWER_SECONDS, deadline=ANSWER_SECONDS,
+                             max_bytes=ANSWER_BYTES)[1]
         except NodeUnreachable as exc:
             raise Refused(self.url, "unreachable", f"{path}: {exc.reason}") from None
         except ApiFailure as exc:

@@ -14,6 +14,10 @@ from typing import Callable, Iterator
 
 from exchange.orders import Order
 
+# How many closed orders of fresh accounts that never rested a node keeps outside the state, for look-ups only
+# (ExchangeState.recent_fresh): at ~350 bytes each about 1.4 MB, whatever free keys send.
+FRESH_UNRESTED_KEPT = 4_096
+
 # A trade as kept: (id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, taker_account,
 # height, time_ms); prices in ticks, quantities in lots.
 TradeRow = tuple[str, int, int, str, str, str, str, str, int, int]

@@ -27,7 +27,13 @@ Rules:
   limit or post-only order beyond it is refused `too_many_open_orders` before it matches.
 - An account that holds nothing (no position: it never traded) rests an order at most
   `fresh_order_ttl_ms` of block time (when the network has the rule): the order rests good-til-time
-  then, or earlier if its own `until` says so, and is cancelled `good_til_time` like any other.
+  then, or earlier if its own `until` says so, and is cancelled `good_til_time` like any other. Under the
+  same rule, an order that closes without ever resting while its account still holds nothing (an immediate
+  order that found nothing, a refused op) leaves no record in the closed-order history and takes no client id:
+  free keys could fill the history, and every node keeps it (a resting one is paced by the TTL and the caps,
+  and keeps its record so its client can find it). Its result is in the block's results; this node keeps the
+  newest few in `recent_fresh`, not part of the state: no rule and no listing reads it, only a look-up by id,
+  so its client can still find it here.
 - `cancel_all` cancels the account's open orders in its scope, oldest first (by created key, never
   by arrival at this node, so a node restored from a snapshot cancels in the same order).
 - A new order's client id (`client_ids.py`) is refused `duplicate_client_id` while another order of the same
@@ -65,7 +71,7 @@ from exchange.app.candles import candles, trades_between
 from exchange.app.client_ids import ClientIds
 from exchange.app.commitment import StateCommitment, app_hash
 from exchange.app.credit import CreditBook, worst_case
-from exchange.app.history import ClosedOrders, TradeRow, trade_log
+from exchange.app.history import FRESH_UNRESTED_KEPT, ClosedOrders, TradeRow, trade_log
 from exchange.app.params import ExchangeParams
 from exchange.app.packed_rows import PackedRows
 from exchange.app.positions import Positions
@@ -176,6 +182,7 @@ class ExchangeState:
         self.agents = Agents(params.order_ttl_ms)
         self.triggers = Triggers()
         self.closed = ClosedOrders(params.closed_order_history, self._forget_closed)
+        self.recent_fresh = ClosedOrders(min(FRESH_UNRESTED_KEPT, params.closed_order_history))   # this node's only
         self._forgotten: list[str] = []         # ids the closed-order history forgot this block
         self._triggers_added: list[str] = []    # trigger orders that began waiting this block
         self.positions = Positions()
@@ -927,7 +934,7 @@ class ExchangeState:
             order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
             order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
             order.status, order.reason = _REJECTED, reason
-            self.closed.add(order)
+            self._record_unrested(order)
             self._touched_orders[order_id] = order
         return OpResult(op, order_id, target, "rejected", reason)
 
@@ -974,7 +981,16 @@ class ExchangeState:
             if credit is not None:
                 credit.reserve(taker, units, taker.remaining)
         else:
-            closed.add(taker)
+            self._record_unrested(taker)
+
+    def _record_unrested(self, order: Order) -> None:
+        """An order closed without resting joins the history, unless its account holds nothing under the
+        fresh-account rule: then only this node's short `recent_fresh` keeps it (the module docstring says why)."""
+        if self._fresh_ttl is not None and order.owner not in self.positions.amounts:
+            self.recent_fresh.add(order)
+            self.client_ids.forget(order.id)        # a replace moved one to it
+        else:
+            self.closed.add(order)
 
     def _left_book(self, venue: Venue, order: Order, remaining: int) -> None:
         """A resting order was cancelled with `remaining` lots unfilled."""
@@ -1023,7 +1039,7 @@ class ExchangeState:
 
     def order(self, order_id: str) -> View | None:
         """An order by id, open or closed (closed ones while the history keeps them)."""
-        order = self.open_orders.get(order_id) or self.closed.get(order_id)
+        order = self.open_orders.get(order_id) or self.closed.get(order_id) or self.recent_fresh.get(order_id)
         if order is None:
             waiting = self.triggers.get(order_id)
             return None if waiting is None else self._with_client_id(self._trigger_view(waiting))

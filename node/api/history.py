@@ -48,7 +48,8 @@ async def _page(request: web.Request, market: str, account: str | None) -> JsonO
         if history is None:
             trades, after = reads.trades_between(market, start, end, cursor, limit, account)
         else:
-            trades, after = await history.trades_between(reads, market, start, end, cursor, limit, account)
+            trades, after = await history.trades_between(reads, market, start, end, cursor, limit, account,
+                                                              request.remote or "")
     except HistoryUnavailable as exc:
         raise _unavailable(exc) from None
     except CursorExpired:
@@ -91,7 +92,7 @@ async def get_candles(request: web.Request) -> web.Response:
     history = request.app.get(HISTORY_DB)
     try:
         found = reads.candles(market, INTERVALS_MS[interval], start, end) if history is None else \
-            await history.candles(reads, market, INTERVALS_MS[interval], start, end)
+            await history.candles(reads, market, INTERVALS_MS[interval], start, end, request.remote or "")
     except HistoryUnavailable as exc:
         raise _unavailable(exc) from None
     return json_response({"market": market, "interval": interval, "candles": found, **_finality(reads)})

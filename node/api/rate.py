@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Awaitable, Callable, Protocol, TypedDict
 from weakref import WeakKeyDictionary
 
@@ -85,6 +86,9 @@ class PublicRateLimit(ClientRate):
 
 
 CHARGED = web.RequestKey("public_rate_charged", bool)   # set on a request the front gate charged the public rate
+# CPU seconds a public request's work spent on other threads (the history database's worker): its handler's task
+# adds them here and the request is charged them with its event loop time.
+OFF_LOOP_CPU: ContextVar[list[float] | None] = ContextVar("public_rate_off_loop_cpu", default=None)
 _READS = frozenset({"GET", "HEAD"})
 _EXACT = frozenset(r.split(" ", 1)[1] for r in PUBLIC_ROUTES if not r.endswith("/*"))
 _PREFIXES = tuple(r.split(" ", 1)[1][:-1] for r in PUBLIC_ROUTES if r.endswith("/*"))
@@ -230,11 +234,13 @@ def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth
         refused = None if charged else limit.check(address)
         if refused is None:
             started = time.thread_time()
+            off_loop = [0.0]
+            OFF_LOOP_CPU.set(off_loop)              # this request's own task: its context is its own
             response = await handler(request)
             if type(response) is web.Response:      # not a stream (/ws) nor a file: its whole answer is here
                 body = response.body
                 size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-                limit.settle(address, cost_units(time.thread_time() - started, size), 1.0)
+                limit.settle(address, cost_units(time.thread_time() - started + off_loop[0], size), 1.0)
             return response
         which, wait = refused
         response = ApiError(429, "rate_limited", f"too many requests without a token ({which.replace('_', ' ')} "

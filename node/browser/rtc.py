@@ -43,10 +43,19 @@ class ChannelHandler(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
+class DataChannel(Protocol):
+    """What a session's pipe uses of an aiortc `RTCDataChannel` (aiortc is an optional extra, not imported here)."""
+
+    readyState: str
+    bufferedAmount: int
+
+    def send(self, data: str) -> None: ...
+
+
 class ChannelPipe:
     """A session's way back to the page over the data channel (the same seam as a WebTransport stream)."""
 
-    def __init__(self, channel: Any, close: Callable[[], None]) -> None:
+    def __init__(self, channel: DataChannel, close: Callable[[], None]) -> None:
         self.channel = channel
         self._close = close
 
@@ -176,5 +185,5 @@ class RtcEndpoint:
         for pc in list(self.peers):
             await self._drop(pc)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:     # Any: a JSON object for /status (counters and the reason as text)
         return {"available": self.available, "why": self.why, "peers": len(self.peers), **self.counters}

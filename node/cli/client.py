@@ -1,10 +1,13 @@
 """Tiny synchronous HTTP client for CLI commands: clear errors, no event loop needed."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import socket
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -34,27 +37,78 @@ class ApiFailure(Exception):
 
 
 def call(url: str, method: str, path: str, body: object = None, timeout: float = 10.0,
-         token: str | None = None) -> tuple[int, Json]:
-    """One request to the API at base `url`; raises NodeUnreachable or ApiFailure (4xx/5xx, or not JSON)."""
+         token: str | None = None, *, deadline: float | None = None, max_bytes: int | None = None) -> tuple[int, Json]:
+    """One request to the API at base `url`; raises NodeUnreachable or ApiFailure (4xx/5xx, or not JSON).
+    `timeout` bounds each socket operation; `deadline` (seconds) the whole exchange and `max_bytes` the answer's
+    body, for asking nodes that are not trusted (a node dripping its answer, or sending one without end)."""
     data = orjson.dumps(body) if body is not None else None
     headers = {"Content-Type": "application/json"} if data else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
+    if deadline is not None or max_bytes is not None:
+        status, payload = _bounded(request, timeout, deadline, max_bytes)
+        if status >= 400:
+            raise _failure(status, payload)
+        return status, _json(status, payload)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, _json(response.status, response.read())
     except urllib.error.HTTPError as exc:
-        payload = exc.read()
-        try:
-            error = orjson.loads(payload).get("error")
-        except (orjson.JSONDecodeError, AttributeError):
-            error = None
-        if not isinstance(error, dict):
-            error = {"code": "http_error", "message": f"HTTP {exc.code}: {payload.decode(errors='replace')[:200]}"}
-        raise ApiFailure(exc.code, error) from None
+        raise _failure(exc.code, exc.read()) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise NodeUnreachable(_reason(exc, timeout)) from None
+
+
+def _failure(status: int, payload: bytes) -> ApiFailure:
+    try:
+        error = orjson.loads(payload).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    if not isinstance(error, dict):
+        error = {"code": "http_error", "message": f"HTTP {status}: {payload.decode(errors='replace')[:200]}"}
+    return ApiFailure(status, error)
+
+
+def _bounded(request: urllib.request.Request, timeout: float, deadline: float | None, max_bytes: int | None
+             ) -> tuple[int, bytes]:
+    """(status, body) of `request` over a connection of its own, shut at `deadline` whatever it is doing (urllib's
+    timeout is per socket operation: a byte now and then keeps it waiting), the body read only up to `max_bytes`."""
+    parts = urllib.parse.urlsplit(request.full_url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname or "", parts.port, timeout=timeout if deadline is None else min(timeout, deadline))
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+    timer = threading.Timer(deadline, expire) if deadline is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(request.get_method(), target or "/", body=request.data, headers=dict(request.header_items()))
+        response = conn.getresponse()
+        if max_bytes is not None and (response.length or 0) > max_bytes:
+            raise NodeUnreachable(f"the answer is {response.length:,} bytes, over the {max_bytes:,} bytes asked")
+        body = bytearray()
+        while piece := response.read1(65_536):
+            body += piece
+            if max_bytes is not None and len(body) > max_bytes:
+                raise NodeUnreachable(f"the answer is over the {max_bytes:,} bytes asked")
+        if expired.is_set():
+            raise NodeUnreachable(f"no whole answer within {deadline:g}s")
+        return response.status, bytes(body)
+    except (OSError, http.client.HTTPException) as exc:
+        raise NodeUnreachable(f"no whole answer within {deadline:g}s" if expired.is_set()
+                              else _reason(exc, timeout)) from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+        conn.close()
 
 
 def _json(status: int, payload: bytes) -> Json:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from node.light.reads import Check, VerifiedRead
 
 DEFAULT_TRUST_DIR = Path(os.environ.get("EXCHANGE_NODE_LIGHT_DIR", Path.home() / ".exchange-node" / "light"))
+ANSWER_BYTES = 64 * 1024 * 1024     # a node's answer read at most (a whole book with its proofs is a few MiB)
 
 
 def _options(command: Callable[..., None]) -> Callable[..., None]:
@@ -61,7 +62,7 @@ def _verified(primary: str, witnesses: tuple[str, ...], pin: str | None, trust_d
     nodes = [url.rstrip("/") for url in (primary, *witnesses)]
 
     def fetch(node: str, path: str) -> object:
-        return call(node, "GET", path, timeout=10.0, token=token)[1]
+        return call(node, "GET", path, timeout=10.0, token=token, deadline=10.0, max_bytes=ANSWER_BYTES)[1]
     try:
         found = ask(nodes, TrustRoot.load(trust_dir / "trust.json"), fetch)
     except TrustChanged as exc:

@@ -78,7 +78,8 @@ def test_a_replace_hands_the_client_id_on(chain, make):
 
 
 def test_the_client_id_is_free_again_once_the_history_forgets_its_order(make):
-    chain = Chain(params=ExchangeParams(MARKETS, closed_order_history=2))
+    # without the fresh-account rule, so that account 1's refused IOCs below are kept in the history
+    chain = Chain(params=ExchangeParams(MARKETS, closed_order_history=2, fresh_order_ttl_ms=None))
     placed = make(1, [named("old")])
     chain.block([placed])
     chain.block([make(1, [cancel("BTC-USD", placed.order_id(0))])])

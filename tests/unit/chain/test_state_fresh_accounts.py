@@ -73,3 +73,44 @@ def test_a_crowd_of_free_keys_leaves_a_book_that_stops_growing():
     for step in range(60):
         unbounded.block([make(5_000 + step * 20 + n, [new("BTC-USD", "buy", str(10 + n), "1")]) for n in range(20)])
     assert len(unbounded.state.open_orders) == 1_200
+
+
+def test_free_keys_immediate_orders_leave_no_record_in_the_state_and_memory_stays_flat():
+    """Fresh accounts' IOC and market orders that find nothing, and their refused ops, never rest: under the rule
+    they leave nothing in the closed-order history (which every node keeps and snapshots), only this node's short
+    look-up window; an account that traded keeps its records as before. 6,000 such orders in 60 blocks: the state's
+    history stays empty and the memory traced after the first blocks does not grow."""
+    import tracemalloc
+
+    from exchange.app.history import FRESH_UNRESTED_KEPT
+
+    chain, make = _chain(), TxMaker()
+    chain.block([make(1, [new("BTC-USD", "buy", "90", "1")]), make(2, [new("BTC-USD", "sell", "90", "1")])])
+    closed_before = len(chain.state.closed)
+    state, traced = chain.state, []
+    tracemalloc.start()
+    try:
+        for step in range(60):      # driven here, not by Chain.block, which keeps every block's results
+            now = chain.next_time()
+            state.begin_block(state.height + 1, now)
+            for n in range(50):     # each lives two blocks, so the replay window holds two blocks' ids
+                state.apply_tx(make(10_000 + step * 100 + n, [new("BTC-USD", "buy", "1", "1", kind="ioc"),
+                                                              new("BTC-USD", "sell", None, "1", kind="market")],
+                                    expires=now + 2 * BLOCK_MS))
+            state.end_block()
+            traced.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert len(chain.state.closed) == closed_before, "no fresh account's unrested order joins the history"
+    assert len(chain.state.recent_fresh) == FRESH_UNRESTED_KEPT
+    # the look-up window is full by block 41 (4,096 of 100 a block): from then on memory is flat
+    assert traced[-1] - traced[45] < 256 * 1024, [round(t / 1024) for t in traced[::5]]
+    newest = make(60_000, [new("BTC-USD", "buy", "1", "1", kind="ioc")])
+    chain.block([newest])
+    view = chain.state.order(newest.order_id(0))
+    assert view is not None and view["status"] == "cancelled", "its client finds it here while the window holds it"
+    assert chain.state.orders(status="cancelled") == [], "no listing reads the window: every node lists the same"
+    # a trader's (account 1 traded) immediate order is kept in the history as before
+    traded = make(1, [new("BTC-USD", "buy", "1", "1", kind="ioc")])
+    chain.block([traded])
+    assert traded.order_id(0) in chain.state.closed

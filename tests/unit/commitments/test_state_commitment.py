@@ -89,5 +89,5 @@ def test_the_root_covers_an_order_record_and_its_book_level():
     assert layout.unpack(record) == [account(1).hex(), "BTC-USD", "buy", "limit", 9900, 20, 20, "open", None]
     levels = state.commitment.markets["BTC-USD"].levels
     assert layout.unpack(levels.get(layout.price_key(layout.BIDS, 9900)) or b"") == [20, 1]
-    chain.block([make(1, [new("BTC-USD", "sell", "99.00", "0.002")])])   # its own order: self-trade
+    chain.block([make(2, [new("BTC-USD", "sell", "99.00", "0.002")])])   # another account takes it
     assert chain.state.state_root != top

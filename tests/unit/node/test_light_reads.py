@@ -13,6 +13,7 @@ from exchange.chain.types.genesis import Genesis
 from exchange.commitments.layout import unpack
 from exchange.commitments.queries import prove_account, prove_block_trades, prove_book, prove_order
 from exchange.crypto import SigningKey
+from node.api.proofs import committed_order
 from node.light.reads import book_check, fills_check, order_check, trades_check
 from node.light.verify import Proven, Refused
 from tests.unit.chain.state_helpers import CHAIN, MARKETS, Chain, TxMaker, account, new
@@ -25,8 +26,8 @@ CHAIN_PROVEN = Proven(Genesis("reads-test", 1_000, KEY.public_key, (KEY.public_k
 @pytest.fixture(scope="module")
 def chain() -> Chain:
     chain, make = Chain(ExchangeState(PARAMS, CHAIN)), TxMaker(lifetime=5_000)
-    chain.block([make(1, [new("BTC-USD", "buy", "99.00", "0.002")]), make(2, [new("XRP-USD", "buy", "1", "1")])])
-    chain.block([make(2, [new("BTC-USD", "sell", "99.00", "0.001")])])
+    chain.block([make(1, [new("BTC-USD", "buy", "99.00", "0.002")])])
+    chain.block([make(2, [new("BTC-USD", "sell", "99.00", "0.001")]), make(2, [new("XRP-USD", "buy", "1", "1")])])
     return chain
 
 
@@ -49,13 +50,13 @@ def test_honest_answers_verify_and_a_changed_one_is_a_lie(chain: Chain):
     assert shown["bids"] == [["99.00", "0.0010"]] and shown["asks"] == []
     buyer = account(1).hex()
     order_id = state.orders(buyer, None, 1)[0]["id"]
-    view = state.order(order_id)
+    view = committed_order(state, order_id)
     assert view is not None
     order = order_check(order_id)("n", CHAIN_PROVEN, root, {"order": view}, prove_order(maps, order_id))
     assert order["order"]["status"] == "partially_filled"      # type: ignore[index]
     refused = state.orders(account(2).hex(), "rejected", 1)[0]
     assert refused["market"] == "XRP-USD" and refused["price"] is None
-    odd = order_check(refused["id"])("n", CHAIN_PROVEN, root, {"order": state.order(refused["id"])},
+    odd = order_check(refused["id"])("n", CHAIN_PROVEN, root, {"order": committed_order(state, refused["id"])},
                                      prove_order(maps, refused["id"]))
     assert odd["order"]["market"] == "XRP-USD"                 # type: ignore[index]
     answers = _answers(state, buyer)

@@ -51,6 +51,7 @@ def test_a_node_understands_only_what_its_components_declared():
 def test_the_composition_root_assembles_every_layers_types():
     from config import load_settings
     from node.app import ExchangeNode
+    from node.browser.service import RTC_SCHEMAS
     from node.chain_network import CHAIN_SCHEMAS
     from p2p.discovery.pex import PEX_SCHEMAS
     from p2p.nat.autonat import AUTONAT_SCHEMAS
@@ -63,5 +64,5 @@ def test_the_composition_root_assembles_every_layers_types():
     with tempfile.TemporaryDirectory() as data_dir:
         node = ExchangeNode(load_settings(env={}, cli={"data_dir": data_dir, "p2p_host": "127.0.0.1"}))
         expected = {*m.LINK_SCHEMAS, *ROUTING_SCHEMAS, *RPC_SCHEMAS, *PEX_SCHEMAS, *CHAIN_SCHEMAS, *AUTONAT_SCHEMAS,
-                    *RELAY_SCHEMAS, *HOLEPUNCH_SCHEMAS}
+                    *RELAY_SCHEMAS, *HOLEPUNCH_SCHEMAS, *RTC_SCHEMAS}
         assert set(node.peers.schemas.types()) == expected

@@ -1,0 +1,65 @@
+"""Red team: proved reads (`?proof=1`) bounded before their work, not after it.
+
+A proved read is answered only once the next block is stored (about a second), so its charge to the public rate
+(settled when its answer is sent) comes a second late: every request of an address's burst passes the rate's
+check before the first is charged. The bounds on waiting reads (per address, in all) were asked only after the
+answer and its proofs were built: a whole book of 10,000 levels is 115 ms of the loop and 622 KB (measured at load
+2.6 on 2 cores), so one address's burst of 40 cost 4.6 s of the loop before its 17th read was refused, and a
+burst from many networks was bounded by nothing but the rate's total. Unit level: the route's own function with
+the chain, its state and its proofs replaced by counters.
+"""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from node.api import proofs
+from node.api.base import ApiError
+
+
+class _Chain:
+    """What `proved` reads of the chain: the state's height and maps, the store, the block listeners."""
+
+    def __init__(self) -> None:
+        self.block_listeners: list[Any] = []
+        self.store: dict[int, object] = {}
+        self.built = 0
+        self.state = SimpleNamespace(commitment=SimpleNamespace(root=b""), results_chain=b"", book=self._book)
+
+    def usable_core(self) -> SimpleNamespace:
+        return SimpleNamespace(state=SimpleNamespace(height=7))
+
+    def _book(self, market: str, depth: int, with_digest: bool) -> dict[str, object]:
+        self.built += 1                     # the answer's levels: work done for this read
+        return {"market": market, "bids": [], "asks": []}
+
+
+def test_proved_reads_past_the_per_address_bound_build_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    chain = _Chain()
+    proved_made: list[str] = []
+    monkeypatch.setattr(proofs, "chain_of", lambda request: chain)
+    monkeypatch.setattr(proofs, "anchor_of", lambda *args: [])
+
+    def prove_book(maps: object, market: str, depth: int | None) -> list[object]:
+        proved_made.append(market)
+        return []
+    monkeypatch.setattr(proofs, "prove_book", prove_book)
+    monkeypatch.setattr(proofs, "WAIT_SECONDS", 5.0)
+    request: Any = SimpleNamespace(query={}, remote="10.9.9.9")
+
+    async def run() -> list[object]:
+        reads = [asyncio.ensure_future(proofs.proved_book(request, "BTC-USD")) for _ in range(40)]
+        await asyncio.sleep(0.05)          # every read has run up to its wait, or been refused
+        proofs._NEXT[cast(Any, chain)]._stored(cast(Any, SimpleNamespace(height=8)), None)
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    answered = asyncio.run(run())
+    statuses = [r.status for r in answered if isinstance(r, ApiError)]
+    assert len(statuses) == 40          # the admitted: 503 not_certified_yet (the store holds no block 8 here)
+    assert statuses.count(429) == 40 - proofs.MAX_WAITING_PER_ADDRESS
+    # the refused reads cost no book and no proof: only the admitted ones were built
+    assert chain.built == proofs.MAX_WAITING_PER_ADDRESS
+    assert len(proved_made) == proofs.MAX_WAITING_PER_ADDRESS
