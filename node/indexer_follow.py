@@ -88,6 +88,9 @@ class Follower:
         items = answer.get("blocks") if isinstance(answer, dict) else None
         if not isinstance(items, list):
             raise Refused(url, "malformed", "its blocks answer is not {\"blocks\": [...]}")
+        last = answer.get("last_height") if isinstance(answer, dict) else None
+        if not items and isinstance(last, int) and last >= replica.next_height:
+            log.warning("%s says it holds blocks up to %d but served none from %d", url, last, replica.next_height)
         vouched: list[VerifiedBlock] = []
         try:
             for item in items:
@@ -139,7 +142,8 @@ class Follower:
 def follow(follower: Follower, interval: float, running: Callable[[], bool],
            sleep: Callable[[float], None] = time.sleep) -> None:
     """Index until `running()` says stop: polling every `interval` seconds once caught up, moving to the next
-    node when one is refused. Diverged propagates: the indexer stops."""
+    node when one is refused or answers no new block (a node withholding blocks cannot pin the indexer while
+    another serves them). Diverged propagates: the indexer stops."""
     while running():
         try:
             answered, added = follower.step()
@@ -154,5 +158,6 @@ def follow(follower: Follower, interval: float, running: Callable[[], bool],
         if added:
             log.info("indexed %d trades up to height %d", added, follower.replica.state.height - 1
                      if follower.replica else 0)
-        if answered == 0:
+        if answered == 0:              # caught up, or withholding: the next poll asks the next node
+            follower.next_node()
             sleep(interval)

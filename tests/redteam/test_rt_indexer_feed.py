@@ -112,3 +112,32 @@ def test_the_light_client_is_not_held_by_a_dripping_node(hostile: Hostile, tmp_p
     took = time.monotonic() - started
     assert took < 16.0, f"the light client was held {took:.1f} s"
     assert done.returncode == 1 and "nothing verified" in done.stderr and "within 10s" in done.stderr, done.stderr
+
+
+def test_a_node_withholding_blocks_does_not_pin_the_indexer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The first `--node` answers every `/chain/blocks` with no blocks (withholding, or claiming the chain has
+    stopped); the second serves them. The indexer stayed on the first for as long as it withheld, writing
+    nothing and saying nothing: an empty answer moved it to no other node. Now an empty answer moves the next poll
+    to the next node, and one claiming blocks it does not serve is named."""
+    from tests.unit.node.test_indexer import Node, produce, run
+    from node.indexer import HistoryStore
+    from node.indexer_follow import Follower
+
+    items, _ = produce(12)
+
+    class Withholding(Node):
+        def blocks(self, start: int) -> object:
+            self.asked += 1
+            return {"blocks": [], "first_height": 1, "last_height": 1 << 62}
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    try:
+        withholding, honest = Withholding("withholding", items), Node("honest", items)
+        follower = Follower(store, [withholding, honest])
+        run(follower, 40)
+        held = store.progress()
+    finally:
+        store.close()
+    assert held is not None and held[0] >= 10, f"the indexer wrote up to {held} while one node withheld"
+    assert honest.asked > 0
+    assert "withholding says it holds blocks up to" in caplog.text
