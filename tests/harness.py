@@ -130,9 +130,15 @@ class NodeProcess:
         self.info: dict[str, Any] = {}
         self.log_path = self.data_dir / "node.log"
         self._join_token: str | None = None
+        self.namespace: str | None = None           # a network namespace of a test's own to run in
 
     # --- lifecycle --------------------------------------------------------------------------
     def command(self) -> list[str]:
+        prefix = ["ip", "netns", "exec", self.namespace] if self.namespace else []
+        return [*prefix, *self.node_command()]
+
+    def node_command(self) -> list[str]:
+        """`python -m node.cli start` with this node's settings (inside its namespace when it has one)."""
         args = [sys.executable, "-m", "node.cli", "start", "--data-dir", str(self.data_dir)]
         for key, value in self.settings.items():
             if value is None or key in ENV_ONLY:
@@ -154,7 +160,7 @@ class NodeProcess:
             with open(os.environ["EXCHANGE_TEST_STARTS"], "a") as starts:
                 starts.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{self.name}\n")
         if type(self).command is NodeProcess.command and zygote.usable(env):
-            self.proc = ZYGOTE.spawn(self.command(), env, ROOT, self._log)
+            self.proc = ZYGOTE.spawn(self.node_command(), env, ROOT, self._log, self.namespace)
         else:
             self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:

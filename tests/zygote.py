@@ -11,7 +11,8 @@ still running (a run interrupted before its teardown leaves none behind).
 
 The zygote forks twice so that the node's parent is the test process (a child subreaper, `prctl`), which can
 then wait for it and read its exit status like any `Popen` child. Nodes whose command or environment the
-zygote cannot reproduce (a subclass's own command, `LD_PRELOAD`) are spawned as before, and
+zygote cannot reproduce (a subclass's own command, `LD_PRELOAD`) are spawned as before; a node in a test's
+network namespace is forked into it (`setns`, the network part of `ip netns exec`), and
 `EXCHANGE_TEST_SPAWN=exec` spawns every node (to compare).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNET = 0x40000000
 # what the zygote imports before it forks: what `exchange-node start` imports before its event loop runs
 PRELOAD = ("node.cli.main", "node.app")
 
@@ -56,11 +58,14 @@ class Zygote:
                                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
         return self._process
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: IO[bytes]) -> subprocess.Popen:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: IO[bytes],
+              namespace: str | None = None) -> subprocess.Popen:
+        """The node `argv` (`python -m MODULE ...`) would start, in the named network namespace if any (as
+        `ip netns exec` would run it)."""
         with self._lock:
             process = self._started()
             assert process.stdin is not None and process.stdout is not None
-            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "log": log.name}
+            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "log": log.name, "netns": namespace}
             process.stdin.write(json.dumps(request).encode() + b"\n")
             process.stdin.flush()
             answer = process.stdout.readline()
@@ -93,6 +98,17 @@ def adopted(pid: int, argv: list[str]) -> subprocess.Popen:
     return process
 
 
+def _enter_network_namespace(name: str) -> None:
+    """What `ip netns exec NAME` does for the network: join the namespace it keeps under /run/netns."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns({name})")
+    finally:
+        os.close(fd)
+
+
 def _run_node(request: dict[str, Any]) -> None:
     """In the node's process: become the node `request` describes, then run the command line; never returns."""
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -103,6 +119,8 @@ def _run_node(request: dict[str, Any]) -> None:
     os.close(null)
     os.close(log)
     sys.stdin = open(0, closefd=False)      # not the zygote's buffered requests
+    if request.get("netns"):
+        _enter_network_namespace(request["netns"])
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

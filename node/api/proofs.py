@@ -7,9 +7,10 @@ then waits (at most WAIT_SECONDS) for block h + 1 to be stored here, whose heade
     {"height": h, "certified_by": {"height": h + 1, "header", "commit"}, "anchor", "proofs": [...], ...the answer}
 
 Every value is base64 of canonical msgpack, the bytes the client checks. Proved reads in flight are bounded per
-address (MAX_WAITING_PER_ADDRESS) and in all (MAX_WAITING), counted from before the answer is built: past either
-a read is 429 or 503 with Retry-After and costs no answer and no proof (its charge to the public rate comes only
-when its answer is sent, a block later, so every read of an address's burst passes the rate's check).
+address (MAX_WAITING_PER_ADDRESS), per network (MAX_WAITING_PER_SUBNET) and in all (MAX_WAITING), counted from
+before the answer is built: past a bound a read is 429 or 503 with Retry-After and costs no answer and no proof
+(its charge to the public rate comes only when its answer is sent, a block later, so every read of an address's
+burst passes the rate's check).
 """
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ from exchange.commitments.layout import name_key, unpack
 from exchange.commitments.queries import Maps, prove_account, prove_block_trades, prove_book, prove_order
 from node.api.base import ApiError, JsonObject, json_response, node_of
 from node.light.anchor import Unanchored, anchor_of
+from p2p.public.sources import subnet_of
 
 WAIT_SECONDS = 5.0
 MAX_WAITING = 256
 MAX_WAITING_PER_ADDRESS = 16
+MAX_WAITING_PER_SUBNET = 32        # one /24 (IPv4) or /48 (IPv6): so it takes eight networks, not one, to fill the total
 
 
 def wants_proof(request: web.Request) -> bool:
@@ -69,18 +72,21 @@ class NextBlocks:
         read past the bounds costs nothing but its refusal."""
         if self.count >= MAX_WAITING:
             raise ApiError(503, "proofs_busy", "too many proved reads wait for their certificate now", retry_after=1.0)
-        if self.by_address[address] >= MAX_WAITING_PER_ADDRESS:
+        network = "net:" + subnet_of(address)
+        if self.by_address[address] >= MAX_WAITING_PER_ADDRESS or self.by_address[network] >= MAX_WAITING_PER_SUBNET:
             raise ApiError(429, "proofs_rate", f"at most {MAX_WAITING_PER_ADDRESS} proved reads wait at once per "
-                                               f"address", retry_after=1.0)
+                                               f"address, {MAX_WAITING_PER_SUBNET} per network", retry_after=1.0)
         self.count += 1
-        self.by_address[address] += 1
+        for key in (address, network):
+            self.by_address[key] += 1
         try:
             yield
         finally:
             self.count -= 1
-            self.by_address[address] -= 1
-            if not self.by_address[address]:
-                del self.by_address[address]
+            for key in (address, network):
+                self.by_address[key] -= 1
+                if not self.by_address[key]:
+                    del self.by_address[key]
 
     async def wait(self, height: int, address: str, timeout: float) -> bool:
         with self.slot(address):

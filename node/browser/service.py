@@ -17,6 +17,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -44,6 +45,7 @@ from p2p.dht.records import NodeRecord
 from p2p.messages import Message
 from p2p.peer_hooks import PeerHooks, proven_id
 from p2p.peers import PeerManager
+from p2p.public.sources import host_of, subnet_of
 from storage import StorageError
 
 if TYPE_CHECKING:
@@ -58,7 +60,10 @@ SEND_BUFFER = 1024 * 1024         # bytes a page may leave unread before it is c
 RTC_FIELD = "browser_rtc"         # the hello and heartbeat field of a node that takes WebRTC offers
 RTC_OFFER, RTC_ANSWER = "browser_rtc_offer", "browser_rtc_answer"
 RTC_WAIT = 12.0                   # s a page's relayed offer waits for the node's answer
-RTC_WAITING = 64                  # relayed offers waiting for an answer at once (each session has at most one)
+RTC_WAITING = 64                  # relayed offers waiting for an answer at once, in all ...
+RTC_WAITING_PER_ADDRESS = 8       # ... from one page's address (a session carries up to 4 at once) ...
+RTC_WAITING_PER_SUBNET = 16       # ... from one /24 (IPv4) or /48 (IPv6) ...
+RTC_WAITING_PER_NODE = 16         # ... and to one node (a linked node that never answers holds its places 12 s each)
 MAX_SDP = 16384
 MAX_PROOFS = 256                  # epoch proofs a page is sent (one per validator-set change)
 RTC_SCHEMAS: m.SchemaTable = {
@@ -108,6 +113,7 @@ class BrowserService:
         self.private: Callable[[], bool] = lambda: False      # dial-backs say nobody can reach us (NAT traversal's)
         self.rtc_peers: dict[str, bool] = {}      # linked peers taking WebRTC offers -> whether they are private
         self._rtc_waiting: dict[int, tuple[str, asyncio.Future[JsonObject]]] = {}
+        self._rtc_held: Counter[str] = Counter()  # waiting offers by page address, page network and node asked
         self._rtc_next = 0
         self._rtc_tasks: set[asyncio.Task[None]] = set()
 
@@ -326,6 +332,14 @@ class BrowserService:
                               "WebRTC offers"}}
         if len(self._rtc_waiting) >= RTC_WAITING:
             return {"error": {"code": "busy", "msg": f"{RTC_WAITING} offers are waiting for answers here"}}
+        shares = (("address:" + host_of(page), RTC_WAITING_PER_ADDRESS), ("subnet:" + subnet_of(page),
+                  RTC_WAITING_PER_SUBNET), ("node:" + to, RTC_WAITING_PER_NODE))
+        for key, most in shares:
+            if self._rtc_held[key] >= most:
+                return {"error": {"code": "busy", "msg": f"{most} offers of this {key.split(':')[0]} are waiting for "
+                                  f"answers here"}}
+        for key, _ in shares:
+            self._rtc_held[key] += 1
         self._rtc_next += 1
         rid = self._rtc_next
         future: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
@@ -338,6 +352,10 @@ class BrowserService:
             return {"error": {"code": "timeout", "msg": f"that node did not answer within {RTC_WAIT:g} s"}}
         finally:
             self._rtc_waiting.pop(rid, None)
+            for key, _ in shares:
+                self._rtc_held[key] -= 1
+                if not self._rtc_held[key]:
+                    del self._rtc_held[key]
 
     def _on_rtc_offer(self, link: "PeerLink", message: Message) -> None:
         task = asyncio.get_running_loop().create_task(self._answer_offer(link, message))

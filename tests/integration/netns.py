@@ -291,11 +291,8 @@ class NetnsNode(NodeProcess):
                     "api_token": lan.api_token}  # an API bound beyond loopback needs one
         super().__init__(base, name, **(defaults | settings))
         self.lan = lan
-        self.ns = lan.hosts[i]
+        self.ns = self.namespace = lan.hosts[i]
         self.address = lan.addresses[i]
-
-    def command(self) -> list[str]:
-        return [*self.lan.exec_prefix(self.ns), *super().command()]
 
     def start(self, wait: bool = True, **overrides: Any) -> "NetnsNode":
         super().start(wait=False, **overrides)

@@ -246,9 +246,7 @@ class WanNode(NodeProcess):
         super().__init__(base, name, **(defaults | settings))
         self.net = net
         self.host = host
-
-    def command(self) -> list[str]:
-        return ["ip", "netns", "exec", self.host.ns, *super().command()]
+        self.namespace = host.ns
 
     def start(self, wait: bool = True, **overrides: Any) -> "WanNode":
         super().start(wait=False, **overrides)

@@ -5,8 +5,9 @@ A proved read is answered only once the next block is stored (about a second), s
 check before the first is charged. The bounds on waiting reads (per address, in all) were asked only after the
 answer and its proofs were built: a whole book of 10,000 levels is 115 ms of the loop and 622 KB (measured at load
 2.6 on 2 cores), so one address's burst of 40 cost 4.6 s of the loop before its 17th read was refused, and a
-burst from many networks was bounded by nothing but the rate's total. Unit level: the route's own function with
-the chain, its state and its proofs replaced by counters.
+burst from many networks was bounded by nothing but the rate's total. And one /24 could hold every waiting place
+(no share per network). Unit level: the route's own function with the chain, its state and its proofs replaced by
+counters.
 """
 from __future__ import annotations
 
@@ -63,3 +64,23 @@ def test_proved_reads_past_the_per_address_bound_build_nothing(monkeypatch: pyte
     # the refused reads cost no book and no proof: only the admitted ones were built
     assert chain.built == proofs.MAX_WAITING_PER_ADDRESS
     assert len(proved_made) == proofs.MAX_WAITING_PER_ADDRESS
+
+
+def test_one_network_cannot_hold_every_proved_read_place() -> None:
+    """16 addresses of one /24, 16 waiting reads each (cheap ones: an order's proof, about a unit of the public
+    rate, 80 a second for a /24), held all MAX_WAITING (256) places for as long as they asked again each block;
+    a reader from any other network was answered 503 proofs_busy. Now a network holds MAX_WAITING_PER_SUBNET."""
+    async def run() -> bool:
+        chain: Any = SimpleNamespace(block_listeners=[])
+        waits = proofs.NextBlocks(chain)
+        held = [asyncio.ensure_future(waits.wait(9, f"10.7.7.{n}", 5.0))
+                for n in range(1, 17) for _ in range(proofs.MAX_WAITING_PER_ADDRESS)]
+        await asyncio.sleep(0)
+        honest = asyncio.ensure_future(waits.wait(9, "10.8.8.8", 5.0))
+        await asyncio.sleep(0)
+        chain.block_listeners[0](SimpleNamespace(height=9), None)
+        answered = await honest
+        await asyncio.gather(*held, return_exceptions=True)
+        return answered
+
+    assert asyncio.run(run()) is True

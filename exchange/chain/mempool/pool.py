@@ -11,10 +11,11 @@ links from (its /24 or /48, as the neighbours' transaction budgets share the tot
 may hold at most a share of the pool and an account a bounded number of transactions (refused
 `sender_quota` / `account_quota`: the API answers 429 with Retry-After). When the pool is full, room is
 made by evicting the newest transactions of the heaviest lane, never by refusing a lighter newcomer.
-`reap` takes from the groups in turn, and within a group from its lanes in turn (oldest first within
-each), and at most a share of a block from each lane, so one sender's backlog delays its own
-transactions, not everyone's, and a crowd of keys from one network gets one network's turns in a block
-that cannot hold everything waiting (block_pace.py), not one turn per key.
+`reap` takes from the groups in turn, within a group from its lanes in turn, and within a lane from
+its accounts in turn (oldest first within each account, and an account that had a transaction committed
+goes behind the others that wait), and at most a share of a block from each lane, so one sender's or one
+account's backlog delays its own transactions, not everyone's, and a crowd of keys from one network gets one
+network's turns in a block that cannot hold everything waiting (block_pace.py), not one turn per key.
 """
 from __future__ import annotations
 
@@ -34,12 +35,30 @@ def solo_group(lane: str) -> str:
 
 
 class _Lane:
-    __slots__ = ("ids", "bytes", "group")
+    __slots__ = ("ids", "bytes", "group", "accounts")
 
     def __init__(self, group: str) -> None:
         self.ids: OrderedDict[str, None] = OrderedDict()     # arrival order
         self.bytes = 0
         self.group = group          # whose turns in a block this lane shares (its network; else itself)
+        # the same ids by account, each in arrival order; the accounts in the order of their next turn
+        self.accounts: OrderedDict[bytes, OrderedDict[str, None]] = OrderedDict()
+
+    def turns(self) -> Iterator[str]:
+        """The lane's ids one account at a time: each account's oldest, then each one's second, and so on."""
+        pending: list[Iterator[str]] = []
+        for ids in self.accounts.values():
+            turn = iter(ids)
+            yield next(turn)                # an account is kept only while it holds an id
+            pending.append(turn)
+        while pending:
+            still: list[Iterator[str]] = []
+            for turn in pending:
+                tx_id = next(turn, None)
+                if tx_id is not None:
+                    yield tx_id
+                    still.append(turn)
+            pending = still
 
 
 class Mempool:
@@ -87,6 +106,10 @@ class Mempool:
             queue = self._lanes[lane] = _Lane(group if group is not None else solo_group(lane))
         queue.ids[tx.id] = None
         queue.bytes += size
+        mine = queue.accounts.get(tx.account)
+        if mine is None:
+            mine = queue.accounts[tx.account] = OrderedDict()
+        mine[tx.id] = None
         self._per_account[tx.account] = self._per_account.get(tx.account, 0) + 1
         self.remember_verified(tx)
         return None
@@ -141,9 +164,10 @@ class Mempool:
 
     def reap(self, max_txs: int, max_bytes: int, lane_of: int | None = None) -> list[SignedTx]:
         """Up to `max_txs` and `max_bytes`: one transaction from each group in turn, from that group's lanes in
-        turn, oldest first within a lane, and at most `lane_block_share` of a block of `lane_of` transactions
-        (`max_txs` if not given) from any one lane: a block of a flooder's thousands takes every node long to
-        check and apply, and the honest transactions beside it wait for that too."""
+        turn, from a lane's accounts in turn, oldest first within an account, and at most `lane_block_share` of
+        a block of `lane_of` transactions (`max_txs` if not given) from any one lane: a block of a flooder's
+        thousands takes every node long to check and apply, and the honest transactions beside it wait for that
+        too."""
         out: list[SignedTx] = []
         names = list(self._lanes)
         if not names:
@@ -153,7 +177,7 @@ class Mempool:
         groups: dict[str, deque[tuple[Iterator[str], list[int]]]] = {}
         for name in names[start:] + names[:start]:
             lane = self._lanes[name]
-            groups.setdefault(lane.group, deque()).append((iter(lane.ids), [0]))
+            groups.setdefault(lane.group, deque()).append((lane.turns(), [0]))
         per_lane = max(1, int((lane_of or max_txs) * self.lane_block_share))
         total = 0
         turns = list(groups.values())
@@ -200,6 +224,12 @@ class Mempool:
             queue = self._lanes[lane]
             del queue.ids[tx_id]
             queue.bytes -= size
+            mine = queue.accounts[tx.account]
+            del mine[tx_id]
+            if mine:
+                queue.accounts.move_to_end(tx.account)      # served (or dropped): the others waiting go first
+            else:
+                del queue.accounts[tx.account]
             if not queue.ids:
                 del self._lanes[lane]
             left = self._per_account[tx.account] - 1

@@ -87,6 +87,38 @@ def test_the_lane_that_goes_first_rotates():
     assert {lane_of[pool.reap(1, 10 ** 9)[0].id] for _ in range(3)} == {"a", "b", "c"}
 
 
+def test_within_a_lane_accounts_take_turns_so_one_accounts_backlog_does_not_queue_ahead_of_another():
+    """Two accounts behind one lane (our own API): one with 300 transactions waiting, then another's one. The
+    lane's share of a block (100 of 1,600) goes to both in turn, so the later single order is in the next block,
+    not three blocks later; oldest first within each account."""
+    pool = Mempool()
+    backlog = [tx(account=1) for _ in range(300)]
+    for item in backlog:
+        assert pool.add(item, lane=OWN_LANE) is None
+    assert pool.add(single := tx(account=2), lane=OWN_LANE) is None
+    block = pool.reap(1_600, 10 ** 9)
+    assert len(block) == 100 and block[:2] == [backlog[0], single], [t.nonce for t in block[:3]]
+    assert block[2:] == backlog[1:99], "an account's own transactions keep their order"
+
+
+def test_an_account_served_in_a_block_waits_behind_the_accounts_that_were_not():
+    """More accounts wait in a lane than its share of a block holds: the ones a block served go behind, so every
+    account is served within a few blocks, not the same first ones each block."""
+    pool = Mempool()
+    for account in range(300):
+        for _ in range(3):
+            assert pool.add(tx(account=account), lane="neighbour") is None
+    served: list[set[bytes]] = []
+    for _ in range(3):
+        block = pool.reap(1_600, 10 ** 9)
+        assert len(block) == 100
+        served.append({t.account for t in block})
+        pool.remove(t.id for t in block)
+    assert len(served[0] | served[1] | served[2]) == 300, "each of 300 accounts served once in three blocks"
+    pool.remove([t.id for t in pool.reap(10 ** 6, 10 ** 9, lane_of=10 ** 7)])
+    assert len(pool) == 0 and pool.lanes() == {}
+
+
 def test_a_block_that_cannot_hold_everything_gives_each_network_its_turns_not_each_key():
     """Eight keys linked from one /24 and one neighbour on another, each with a backlog, and a block paced to
     64: the lone network's lane takes half of it (one network's turns), not a ninth (one key's)."""
