@@ -16,9 +16,9 @@ from exchange.app.results import TxResult
 from exchange.app.txs import SignedTx
 from exchange.app.views import View
 from exchange.chain.types.blocks import Block, Commit, Header
-from exchange.chain.mempool.forwarding import Refusal as ValidatorRefusal
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.mempool.own_orders import OrderView, TxOutcome
+from exchange.chain.ports import Refusal as ValidatorRefusal
 from exchange.chain.seats.seat_admin import Approval, RecoveryConsent, TokenIssued, TokenView
 from exchange.chain.seats.seats_view import SeatsView
 from exchange.markets import MarketRegistry

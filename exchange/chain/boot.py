@@ -10,10 +10,11 @@ height it may already have signed at. Last, `restore_outbox` hands our transacti
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple
 
 from exchange.chain.core import ChainCore
 from exchange.chain.mempool.own_orders import OwnOrders
+from exchange.chain.recovery.history_recovery import Recovering, store_dir
 from exchange.chain.ports import ChainStore
 from exchange.app import ExchangeParams, ExchangeState
 from exchange.app.txs import NewOrderOp, SignedTx
@@ -22,16 +23,6 @@ from exchange.chain.consensus.tendermint import wal_record_height
 from exchange.wire import Wire
 
 log = logging.getLogger("exchange.chain")
-
-
-class Recovering(TypedDict):
-    """History that must come back from peers before the node serves orders (shown in /status)."""
-
-    since: float            # when it was found (the service's clock)
-    need_height: int        # the height to reach again
-    missing: str            # what is missing, for people: heights "a-b, c-d" or "the signing record"
-    tail_damaged: bool      # the newest blocks are damaged: how far we signed is unknown
-    damage: str             # what the store found, for people
 
 
 class HistoryCheck(NamedTuple):
@@ -52,11 +43,6 @@ def exchange_of(core: ChainCore) -> ExchangeState:
 class StoredChainUnusable(Exception):
     """What DATA_DIR holds cannot be started from (inconsistent blocks, a gap no snapshot covers, another
     chain than the settings name): the message says why and what to do; the command line exits 3 with it."""
-
-
-def store_dir(store: ChainStore, part: str = "") -> str:
-    root = store.root
-    return f"{root}/{part}" if part else str(root)
 
 
 def replay(store: ChainStore, core: ChainCore, start: int | None) -> int:

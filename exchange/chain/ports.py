@@ -5,7 +5,7 @@ snapshots, the pump, the API) and its test doubles depend on these and not on `C
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, TypedDict
 
 from exchange.chain.types.blocks import Block, Commit
 from exchange.chain.core import ChainCore
@@ -21,6 +21,14 @@ from storage import StorageError
 # static type describes; each handler and each caller checks the shape it expects before it reads it.
 RpcValue = Any
 RpcHandler = Callable[[RpcValue, str], RpcValue]      # (payload, the calling peer's node id) -> the answer
+
+
+class Refusal(TypedDict):
+    """Why the validators did not take one of our pending transactions the last time it was handed on."""
+
+    error: str                  # the validator's answer: sender_quota, account_rate, mempool_full, ...
+    validator: str | None       # who said it (None: the one the router picked)
+    age_s: float                # seconds ago
 
 
 class ChainNetwork(Protocol):

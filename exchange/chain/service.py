@@ -47,9 +47,8 @@ from exchange.chain.seats.seat_admin import SeatAdmin
 from exchange.chain.seats.token_desk import TokenDesk
 from exchange.chain.seats.seat_handback import SeatHandback
 from exchange.chain.mempool.submissions import Submissions
-from exchange.chain.boot import (Recovering, StoredChainUnusable, check_history, exchange_of, replay, restore_outbox,
-                                 restore_snapshot, store_dir)
-from exchange.chain.recovery.history_recovery import HistoryRecovery
+from exchange.chain.boot import StoredChainUnusable, check_history, exchange_of, replay, restore_outbox, restore_snapshot
+from exchange.chain.recovery.history_recovery import HistoryRecovery, Recovering, store_dir
 from exchange.chain.sync.peer_chains import PeerChains
 from exchange.chain.ports import ChainNetwork, ChainStore, NotReady, Signer
 from exchange.chain.sync.serving import ChainServing

@@ -19,10 +19,9 @@ from typing import Iterator, Protocol
 from exchange.chain.state.membership import Alive, Leave, MembershipTx, Promote, Remove
 from exchange.chain.state.seats import Seats
 from exchange.app.txs import SignedTx
-from exchange.chain.state.chainstate import ChainState
 from exchange.chain.types.blocks import Commit
-from exchange.chain.config import CoreConfig
 from exchange.chain.mempool.pool import Mempool
+from exchange.chain.state.view import CoreBasics
 
 MAX_EVIDENCE = 16           # equivocations remembered until a block removes the equivocator
 # why a request may still apply later (the list or its approver's quota frees up): kept in the mempool,
@@ -31,15 +30,9 @@ KEPT_FOR_LATER = frozenset({"too_many_pending_approvals", "standby_full", "token
                             "issuer_standby_quota", "successor_not_live", "size_not_allowed"})
 
 
-class BuilderCore(Protocol):
+class BuilderCore(CoreBasics, Protocol):
     """The core as the block builder uses it: the state and mempool a proposal is built from.
-    Read-only but for `counters`."""
-
-    @property
-    def chain_id(self) -> str: ...
-
-    @property
-    def config(self) -> CoreConfig: ...
+    Read-only (a part writes only the basics' `counters`)."""
 
     @property
     def last_commit(self) -> Commit | None: ...
@@ -52,9 +45,6 @@ class BuilderCore(Protocol):
 
     @property
     def public_key(self) -> bytes: ...
-
-    @property
-    def state(self) -> ChainState: ...
 
 
 class BlockBuilder:

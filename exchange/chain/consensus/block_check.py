@@ -20,9 +20,8 @@ from exchange.chain.state.membership import MembershipTx, Recover
 from exchange.chain.recovery.rules import RECOVERY_ROUND, carried_problem
 from exchange.app.txs import InvalidTx, SignedTx
 from exchange.chain.types.validators import ValidatorSet
-from exchange.chain.state.chainstate import ChainState
-from exchange.chain.config import CoreConfig
 from exchange.chain.mempool.pool import Mempool
+from exchange.chain.state.view import CoreBasics
 
 log = logging.getLogger("exchange.chain")
 
@@ -31,29 +30,15 @@ _CACHED_BLOCKS = 64
 _REFUSAL_REASONS = 32       # distinct reasons counted (a malformed transaction's code is part of its reason)
 
 
-class CheckCore(Protocol):
+class CheckCore(CoreBasics, Protocol):
     """The core as the block check uses it: the state, chain and mempool a block is checked against.
-    Read-only but for `counters`."""
+    Read-only (a part writes only the basics' `counters`)."""
 
     @property
     def blocks(self) -> BlockSource: ...
 
     @property
-    def chain_id(self) -> str: ...
-
-    @property
-    def config(self) -> CoreConfig: ...
-
-    @property
-    def counters(self) -> dict[str, int]: ...
-
-    @property
     def mempool(self) -> Mempool: ...
-
-    @property
-    def state(self) -> ChainState: ...
-
-    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class BlockCheck:

@@ -25,25 +25,17 @@ from typing import Protocol
 
 from exchange.chain.types.blocks import PRECOMMIT, Block, Commit, Proposal, Vote
 from exchange.chain.consensus.block_check import BlockCheck
-from exchange.chain.state.chainstate import ChainState
+from exchange.chain.state.view import CoreBasics
 
 MAX_ROUNDS = 2      # proposals kept per validator (its newest rounds): a proposer re-proposes in a later round
 
 
-class QuorumCore(Protocol):
+class QuorumCore(CoreBasics, Protocol):
     """The core as the precommit quorum uses it: the state whose validators sign.
-    Read-only but for `counters`."""
-
-    @property
-    def chain_id(self) -> str: ...
+    Read-only (a part writes only the basics' `counters`)."""
 
     @property
     def is_validator(self) -> bool: ...
-
-    @property
-    def state(self) -> ChainState: ...
-
-    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class CertifiedBlocks(Protocol):

@@ -14,11 +14,11 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from typing import Callable, NamedTuple, TypedDict
+from typing import Callable, NamedTuple
 
 from exchange.app.txs import SignedTx
 from exchange.chain.core import ChainCore
-from exchange.chain.ports import ChainNetwork, RpcHandler
+from exchange.chain.ports import ChainNetwork, Refusal, RpcHandler
 
 log = logging.getLogger("exchange.chain")
 
@@ -26,14 +26,6 @@ SUBMIT_SERVICE = "chain.submit"
 FOLLOWER_VALIDATOR_LINKS = 7    # validators a follower keeps linked (all of a default-sized set)
 MAX_REFUSALS = 10_000           # pending transactions whose last refusal is remembered (the oldest forgotten)
 MAX_ERROR_CHARS = 64            # of a validator's refusal code kept (it is a peer's word)
-
-
-class Refusal(TypedDict):
-    """Why the validators did not take one of our pending transactions the last time it was handed on."""
-
-    error: str                  # the validator's answer: sender_quota, account_rate, mempool_full, ...
-    validator: str | None       # who said it (None: the one the router picked)
-    age_s: float                # seconds ago
 
 
 class _Refused(NamedTuple):

@@ -22,10 +22,9 @@ from exchange.chain.consensus.tendermint import WAITING
 from exchange.chain.mempool.tx_budget import TxBudget
 from exchange.app.txs import SignedTx
 from exchange.chain.effects import ChainEffect
-from exchange.chain.state.chainstate import ChainState
-from exchange.chain.config import CoreConfig
 from exchange.chain.mempool.pool import Mempool
 from exchange.chain.consensus.tendermint import Tendermint
+from exchange.chain.state.view import CoreBasics
 
 # a replay of a membership request that already counted, STALE_GRACE heights after it was signed, costs its relayer
 # PENALTY_REPLAY (every refused request is refused before its signature is checked)
@@ -44,22 +43,13 @@ def is_paced_lane(lane: str) -> bool:
     return lane.endswith(PACED_SUFFIX)
 
 
-class IntakeCore(Protocol):
+class IntakeCore(CoreBasics, Protocol):
     """The core as transaction intake uses it: the state and mempool it admits into, our role, and the
     heights it starts when work comes.
-    Read-only but for `counters`."""
-
-    @property
-    def chain_id(self) -> str: ...
-
-    @property
-    def config(self) -> CoreConfig: ...
+    Read-only (a part writes only the basics' `counters`)."""
 
     @property
     def consensus(self) -> Tendermint: ...
-
-    @property
-    def counters(self) -> dict[str, int]: ...
 
     def drain(self, now: float) -> None: ...
 
@@ -86,14 +76,9 @@ class IntakeCore(Protocol):
 
     def set_now(self, now: float) -> None: ...
 
-    @property
-    def state(self) -> ChainState: ...
-
     def tx_waiting(self, lane: str, now: float) -> None: ...
 
     def upcoming_proposers(self) -> tuple[str, ...]: ...
-
-    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class AccountRateView(TypedDict):

@@ -15,8 +15,7 @@ import logging
 from typing import Any, Callable, Iterable, NamedTuple
 
 from exchange.chain.core import ChainCore
-from exchange.chain.mempool.forwarding import Refusal
-from exchange.chain.ports import ChainStore
+from exchange.chain.ports import ChainStore, Refusal
 from exchange.app.results import TxResult
 from exchange.app.txs import CancelOp, NewOrderOp, SignedTx
 

@@ -12,9 +12,9 @@ import asyncio
 from typing import Callable
 
 from exchange.app.txs import SignedTx
-from exchange.chain.mempool.forwarding import ForwardRefusals, Refusal
+from exchange.chain.mempool.forwarding import ForwardRefusals
 from exchange.chain.mempool.own_orders import OrderView, OwnOrders, TxOutcome
-from exchange.chain.ports import ChainStore, CoreGate, NotReady
+from exchange.chain.ports import ChainStore, CoreGate, NotReady, Refusal
 
 
 class Submissions:

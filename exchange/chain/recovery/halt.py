@@ -47,8 +47,8 @@ from exchange.app.txs import InvalidTx
 from exchange.chain.types.validators import ValidatorSet
 from exchange.wire import Wire
 from exchange.chain.effects import ChainEffect
-from exchange.chain.state.chainstate import ChainState
 from exchange.chain.consensus.tendermint import Tendermint
+from exchange.chain.state.view import CoreBasics
 
 log = logging.getLogger("exchange.chain")
 
@@ -62,21 +62,15 @@ _REFUSALS = {
 }
 
 
-class RecoveryCore(Protocol):
+class RecoveryCore(CoreBasics, Protocol):
     """The core as the halt recovery uses it: the state, the consensus it stands in for at the halted
     height, the key it signs with, and the effects it emits.
-    Read-only but for `counters`."""
+    Read-only (a part writes only the basics' `counters`)."""
 
     def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None: ...
 
     @property
-    def chain_id(self) -> str: ...
-
-    @property
     def consensus(self) -> Tendermint: ...
-
-    @property
-    def counters(self) -> dict[str, int]: ...
 
     def drain(self, now: float) -> None: ...
 
@@ -106,11 +100,6 @@ class RecoveryCore(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
     def start_height(self, now: float) -> None: ...
-
-    @property
-    def state(self) -> ChainState: ...
-
-    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class PendingRecovery:

@@ -8,14 +8,28 @@ can do, and the fatal listeners stop the node.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, TypedDict
 
-from exchange.chain.boot import Recovering, store_dir
 from exchange.chain.core import ChainCore
 from exchange.chain.ports import ChainStore
 from storage import StorageError
 
 log = logging.getLogger("exchange.chain")
+
+
+class Recovering(TypedDict):
+    """History that must come back from peers before the node serves orders (shown in /status)."""
+
+    since: float            # when it was found (the service's clock)
+    need_height: int        # the height to reach again
+    missing: str            # what is missing, for people: heights "a-b, c-d" or "the signing record"
+    tail_damaged: bool      # the newest blocks are damaged: how far we signed is unknown
+    damage: str             # what the store found, for people
+
+
+def store_dir(store: ChainStore, part: str = "") -> str:
+    root = store.root
+    return f"{root}/{part}" if part else str(root)
 
 
 class HistoryRecovery:

@@ -16,23 +16,16 @@ from exchange.chain.seats.join_token import JoinToken
 from exchange.chain.state.membership import Alive, Approve, Grant, Join, Leave, MembershipTx, Revoke
 from exchange.chain.consensus.tendermint import WAITING
 from exchange.chain.effects import ChainEffect
-from exchange.chain.state.chainstate import ChainState
-from exchange.chain.config import CoreConfig
 from exchange.chain.mempool.pool import Mempool
 from exchange.chain.consensus.tendermint import Tendermint
+from exchange.chain.state.view import CoreBasics
 
 log = logging.getLogger("exchange.chain")
 
-class SeatCore(Protocol):
+class SeatCore(CoreBasics, Protocol):
     """The core as our seat requests use it: the state and the key they sign requests with, and the
     mempool they queue them in.
-    Read-only but for `counters`."""
-
-    @property
-    def chain_id(self) -> str: ...
-
-    @property
-    def config(self) -> CoreConfig: ...
+    Read-only (a part writes only the basics' `counters`)."""
 
     @property
     def consensus(self) -> Tendermint: ...
@@ -56,9 +49,6 @@ class SeatCore(Protocol):
     def set_now(self, now: float) -> None: ...
 
     def sign(self, data: bytes) -> bytes: ...
-
-    @property
-    def state(self) -> ChainState: ...
 
 
 class NetworkHeight(Protocol):

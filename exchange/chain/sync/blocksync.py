@@ -28,8 +28,7 @@ from exchange.crypto import node_id_for
 from exchange.chain.effects import PENALTY_INVALID, NeedSnapshot, SendTo
 from exchange.app.txs import InvalidTx
 from exchange.chain.effects import ChainEffect
-from exchange.chain.state.chainstate import ChainState
-from exchange.chain.config import CoreConfig
+from exchange.chain.state.view import CoreBasics
 
 log = logging.getLogger("exchange.chain")
 
@@ -39,24 +38,15 @@ AHEAD_CHECKS_PER_S = 4.0    # certificates of blocks far ahead whose signatures 
 PRUNE_EVERY = 1.0           # s between prunes of the per-identity maps
 
 
-class SyncCore(Protocol):
+class SyncCore(CoreBasics, Protocol):
     """The core as block sync uses it: the state it checks blocks against, applies certified blocks
     and starts heights through, and the effects it emits.
-    Read-only but for `counters`."""
+    Read-only (a part writes only the basics' `counters`)."""
 
     def apply(self, block: Block, commit: Commit, *, announce: bool, refused: dict[int, str] | None = None) -> None: ...
 
     @property
     def blocks(self) -> BlockSource: ...
-
-    @property
-    def chain_id(self) -> str: ...
-
-    @property
-    def config(self) -> CoreConfig: ...
-
-    @property
-    def counters(self) -> dict[str, int]: ...
 
     def emit(self, effect: ChainEffect) -> None: ...
 
@@ -87,11 +77,6 @@ class SyncCore(Protocol):
     def set_now(self, now: float) -> None: ...
 
     def start_height(self, now: float) -> None: ...
-
-    @property
-    def state(self) -> ChainState: ...
-
-    def verify(self, key: bytes, sig: bytes, data: bytes) -> bool: ...
 
 
 class BlockSync:
