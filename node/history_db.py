@@ -36,7 +36,7 @@ from exchange.app.history import TradeRow
 from exchange.app.views import View, trade_view
 from exchange.markets import Market, MarketRegistry
 from node.api.base import ApiError
-from node.api.rate import OFF_LOOP_CPU
+from node.api.rate import OFF_LOOP_CPU, awaited
 from node.indexer import HistoryStore
 from p2p.public.sources import subnet_of
 
@@ -134,8 +134,9 @@ class DbHistory:
                     del self._queued[key]
 
     async def _run(self, job: Callable[[], T]) -> T:
-        """`job` on the worker; its CPU is charged with the asking request's (`OFF_LOOP_CPU`)."""
-        value, spent = await asyncio.get_running_loop().run_in_executor(self._worker, self._timed, job)
+        """`job` on the worker; its CPU is charged with the asking request's (`OFF_LOOP_CPU`), the loop's meanwhile
+        is not."""
+        value, spent = await awaited(asyncio.get_running_loop().run_in_executor(self._worker, self._timed, job))
         charged = OFF_LOOP_CPU.get()
         if charged is not None:
             charged[0] += spent
