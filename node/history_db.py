@@ -36,7 +36,7 @@ from exchange.app.history import TradeRow
 from exchange.app.views import View, trade_view
 from exchange.markets import Market, MarketRegistry
 from node.api.base import ApiError
-from node.api.rate import OFF_LOOP_CPU
+from node.api.rate import OFF_LOOP_CPU, awaited
 from node.indexer import HistoryStore
 from p2p.public.sources import subnet_of
 
@@ -47,6 +47,7 @@ MAX_READS_PER_ADDRESS = 2       # reads queued or running on the worker, from on
 MAX_READS_PER_SUBNET = 4        # ... from one /24 (IPv4) or /48 (IPv6) ...
 MAX_READS = 16                  # ... and in all: one day of candles is about a second of the worker
 MAX_CANDLE_ROWS = 100_000       # trades one candles answer reads from the database (a day at one a second)
+STREAM_CANDLE_ROWS = 20_000     # trades the stream's candle snapshot reads, on the event loop: the newest
 COLUMNS = "id, price, qty, maker_order_id, taker_order_id, taker_side, maker_account, taker_account, height, time_ms"
 
 
@@ -134,8 +135,9 @@ class DbHistory:
                     del self._queued[key]
 
     async def _run(self, job: Callable[[], T]) -> T:
-        """`job` on the worker; its CPU is charged with the asking request's (`OFF_LOOP_CPU`)."""
-        value, spent = await asyncio.get_running_loop().run_in_executor(self._worker, self._timed, job)
+        """`job` on the worker; its CPU is charged with the asking request's (`OFF_LOOP_CPU`), the loop's meanwhile
+        is not."""
+        value, spent = await awaited(asyncio.get_running_loop().run_in_executor(self._worker, self._timed, job))
         charged = OFF_LOOP_CPU.get()
         if charged is not None:
             charged[0] += spent
@@ -173,8 +175,9 @@ class DbHistory:
         return None if row is None else int(row[0])
 
     def rows(self, market: Market, upto: int, start_ms: int | None, end_ms: int | None, after_seq: int | None,
-             account: str | None, limit: int | None) -> list[TradeRow]:
-        """The market's stored trades at heights up to `upto` in [start, end), after `after_seq`, oldest first."""
+             account: str | None, limit: int | None, newest: bool = False) -> list[TradeRow]:
+        """The market's stored trades at heights up to `upto` in [start, end), after `after_seq`, oldest first (the
+        newest `limit` of them with `newest`)."""
         where, params = ["market = ?", "height <= ?"], [market.symbol, upto]
         for clause, value in (("time_ms >= ?", start_ms), ("time_ms < ?", end_ms), ("seq > ?", after_seq)):
             if value is not None:
@@ -183,7 +186,7 @@ class DbHistory:
         if account is not None:
             where.append("id IN (SELECT trade_id FROM fills WHERE account = ? AND market = ?)")
             params += [account, market.symbol]
-        statement = f"SELECT {COLUMNS} FROM trades WHERE {' AND '.join(where)} ORDER BY seq"
+        statement = f"SELECT {COLUMNS} FROM trades WHERE {' AND '.join(where)} ORDER BY seq{' DESC' if newest else ''}"
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
         prices: dict[str, int] = {}         # per query: a market's texts, parsed once each
@@ -199,6 +202,8 @@ class DbHistory:
                 lots = sizes[qty] = market.parse_qty(qty)
             rows.append((trade_id, ticks, lots, maker, taker, side, maker_account, taker_account, int(height),
                          int(time_ms)))
+        if newest:
+            rows.reverse()
         return rows
 
     def metrics(self) -> Iterator[Metric]:
@@ -268,13 +273,17 @@ class DbHistory:
     def candles_now(self, kept: KeptTrades, market: str, interval_ms: int, start_ms: int | None,
                     recent: int = 500) -> list[View]:
         """`candles` for the market-data stream, on the calling thread; with no `start_ms`, those of the `recent`
-        intervals up to the database's newest block (the stream's snapshot, not the whole history)."""
+        intervals up to the database's newest block (the stream's snapshot, not the whole history), of at most the
+        newest STREAM_CANDLE_ROWS stored trades (the calling thread is the event loop: a `1d` snapshot's 500 days
+        read whole would hold the node); the oldest candle may then be partial, as a node without the database
+        shows its kept trades' oldest."""
         venue = kept.markets().get(market)
         height, time_ms = self._guarded(self.mark)
         if start_ms is None and time_ms >= 0:
             start_ms = max(0, time_ms - time_ms % interval_ms - (recent - 1) * interval_ms)
         tail = _kept_rows(kept, venue, _later(start_ms, time_ms), None)
-        stored = self._guarded(lambda: self.rows(venue, height, start_ms, None, None, None, None))
+        stored = self._guarded(lambda: self.rows(venue, height, start_ms, None, None, None, STREAM_CANDLE_ROWS,
+                                                 newest=True))
         return candles([*stored, *tail], interval_ms, start_ms, None, venue)
 
 

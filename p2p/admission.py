@@ -20,7 +20,7 @@ import ipaddress
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Generic, Iterable, Sequence, TypeVar
 
 from p2p.close_reason import CloseReason
 from p2p.public.rate import ClientRate
@@ -65,11 +65,14 @@ class InboundLimits:
     limit_loopback: bool = False
 
 
+Key = TypeVar("Key")
+
+
 @dataclass(slots=True)
-class Candidate:
+class Candidate(Generic[Key]):
     """An open inbound link as eviction sees it."""
 
-    key: object          # whatever the caller uses to find the link again
+    key: Key             # whatever the caller uses to find the link again
     host: str
     opened_at: float     # monotonic
     rtt: float | None
@@ -136,7 +139,7 @@ class EvictionPolicy:
     def _keyed(self, group: str) -> bytes:
         return hashlib.blake2b(group.encode(), key=self._secret, digest_size=8).digest()
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[Candidate[Key]]) -> Candidate[Key] | None:
         pool = list(candidates)
         # a few netgroups an attacker cannot predict, so no flood from new subnets can take them all
         pool.sort(key=lambda c: self._keyed(netgroup(c.host)))
@@ -158,7 +161,7 @@ class EvictionPolicy:
         pool = pool[len(pool) // 2:]
         if not pool:
             return None
-        groups: dict[str, list[Candidate]] = {}
+        groups: dict[str, list[Candidate[Key]]] = {}
         for c in pool:
             groups.setdefault(netgroup(c.host), []).append(c)
         crowded = max(groups.values(), key=lambda g: (len(g), max(c.opened_at for c in g)))

@@ -182,11 +182,14 @@ class PeerLink(asyncio.Protocol):
         if self.via is None:    # a relayed link is bounded by its circuit's byte budget at the relay
             self.reading.charge(len(data))
         try:
-            if self._secure is None:
+            secure = self._secure
+            if secure is None:
                 data = self._handshake_bytes(data)
                 if not data:
                     return
-            plain = self._secure.open(data)  # type: ignore[union-attr]
+                secure = self._secure
+                assert secure is not None, "bytes past the handshake come only once it is done"
+            plain = secure.open(data)
             if not plain:
                 return
             messages = self.decoder.feed(plain)

@@ -388,7 +388,7 @@ class PeerManager:
                       for link in self.links.values()
                       if link.direction == Direction.INBOUND and link.remote_id not in self._kept]
         chosen = self.eviction.choose(candidates)
-        return None if chosen is None else chosen.key  # type: ignore[return-value]
+        return None if chosen is None else chosen.key
 
     def _kept_hosts(self) -> set[str]:
         """Addresses of kept nodes not linked yet: a connection from one may pass a full house."""

@@ -159,10 +159,12 @@ class NodeProcess:
         if os.environ.get("EXCHANGE_TEST_STARTS"):     # a file listing each start's test: where the suite's CPU goes
             with open(os.environ["EXCHANGE_TEST_STARTS"], "a") as starts:
                 starts.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{self.name}\n")
-        if type(self).command is NodeProcess.command and zygote.usable(env):
-            self.proc = ZYGOTE.spawn(self.node_command(), env, ROOT, self._log, self.namespace)
+        command = self.command()
+        forkable = zygote.forkable(command)
+        if forkable is not None and zygote.usable(env):
+            self.proc = ZYGOTE.spawn(forkable.argv, env, ROOT, self._log, forkable.namespace)
         else:
-            self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self

@@ -11,8 +11,9 @@ still running (a run interrupted before its teardown leaves none behind).
 
 The zygote forks twice so that the node's parent is the test process (a child subreaper, `prctl`), which can
 then wait for it and read its exit status like any `Popen` child. Nodes whose command or environment the
-zygote cannot reproduce (a subclass's own command, `LD_PRELOAD`) are spawned as before; a node in a test's
-network namespace is forked into it (`setns`, the network part of `ip netns exec`), and
+zygote cannot reproduce (a command other than `python -m MODULE`, `LD_PRELOAD`) are spawned as before; a node
+in a test's network namespace is forked into it (`setns`, the network part of `ip netns exec`), a patched node
+(`python -m tests.integration.faulty_node`, ...) runs its own module, and
 `EXCHANGE_TEST_SPAWN=exec` spawns every node (to compare).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
@@ -38,6 +40,21 @@ def usable(env: Mapping[str, str]) -> bool:
     """Whether a node with this environment can be forked: not when asked not to, nor when a library must be
     preloaded (a faked clock)."""
     return os.environ.get("EXCHANGE_TEST_SPAWN", "zygote") != "exec" and "LD_PRELOAD" not in env
+
+
+@dataclass(frozen=True)
+class Forkable:
+    argv: list[str]             # python -m MODULE ARGS...
+    namespace: str | None
+
+
+def forkable(command: Sequence[str]) -> Forkable | None:
+    """The module run and the namespace entered by a command the zygote can reproduce (`python -m MODULE ...`,
+    with `ip netns exec NAME` before it or not), or None."""
+    argv, namespace = list(command), None
+    if argv[:3] == ["ip", "netns", "exec"] and len(argv) > 4:
+        namespace, argv = argv[3], argv[4:]
+    return Forkable(argv, namespace) if argv[:2] == [sys.executable, "-m"] and len(argv) > 2 else None
 
 
 class Zygote:

@@ -32,6 +32,21 @@ def branch_hash(bit: int, prefix: bytes, left: bytes, right: bytes) -> bytes:
     return sha256(BRANCH + bit.to_bytes(2, "big") + prefix + left + right).digest()
 
 
+def branch_head(bit: int, prefix: bytes) -> bytes:
+    """What a branch's hash covers before its children's hashes: fixed while the branch lives, so kept with it."""
+    return BRANCH + bit.to_bytes(2, "big") + prefix
+
+
+def hash_branch(head: bytes, left: bytes, right: bytes) -> bytes:
+    """`branch_hash` from a kept `branch_head`."""
+    return sha256(head + left + right).digest()
+
+
+def hash_leaf(key: bytes, value: bytes) -> bytes:
+    """`leaf_hash` of a key and its value (not its digest)."""
+    return sha256(LEAF + key + sha256(VALUE + value).digest()).digest()
+
+
 def prefix_of(key: bytes, bit: int) -> bytes:
     """The first `bit` bits of `key`, in ceil(bit / 8) bytes, the bits past `bit` zero."""
     whole, rest = divmod(bit, 8)

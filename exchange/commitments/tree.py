@@ -9,10 +9,12 @@ hashes again only the dirty nodes: a batch of writes costs the union of their pa
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
 from itertools import islice
+from operator import attrgetter
 
-from exchange.commitments.hashing import (EMPTY_ROOT, MAX_KEY_BYTES, bit_at, branch_hash, first_difference, leaf_hash,
-                                          prefix_of, value_digest)
+from exchange.commitments.hashing import (EMPTY_ROOT, MAX_KEY_BYTES, bit_at, branch_head, first_difference,
+                                          hash_branch, hash_leaf, prefix_of, value_digest)
 from exchange.commitments.proofs import Branch, Hidden, LeafDigest, LeafValue, Node, Proof
 
 Entry = tuple[bytes, bytes]
@@ -27,15 +29,21 @@ class _Leaf:
 
 
 class _Branch:
-    """Splits on `bit`; `prefix` is the first `bit` bits every key below shares (fixed while the branch lives)."""
-    __slots__ = ("bit", "prefix", "left", "right", "hash")
+    """Splits on `bit`; `prefix` is the first `bit` bits every key below shares (fixed while the branch lives).
+
+    What a walk and a rehash need of those is kept ready: the byte and mask that test the bit, and the bytes the
+    branch's hash starts with (`hashing.branch_head`), so neither is recomputed per visit."""
+    __slots__ = ("bit", "prefix", "byte", "mask", "head", "left", "right", "hash")
 
     def __init__(self, bit: int, prefix: bytes, left: "_Node", right: "_Node") -> None:
         self.bit, self.prefix, self.left, self.right = bit, prefix, left, right
+        self.byte, self.mask = bit >> 3, 0x80 >> (bit & 7)
+        self.head = branch_head(bit, prefix)
         self.hash: bytes | None = None
 
 
 _Node = _Leaf | _Branch
+_BIT = attrgetter("bit")
 
 
 class MerkleMap:
@@ -66,7 +74,7 @@ class MerkleMap:
     def get(self, key: bytes) -> bytes | None:
         node = self._root
         while isinstance(node, _Branch):
-            node = node.right if bit_at(key, node.bit) else node.left
+            node = node.right if key[node.byte] & node.mask else node.left
         return node.value if node is not None and node.key == key else None
 
     def items(self, lo: bytes | None = None, hi: bytes | None = None) -> list[Entry]:
@@ -94,9 +102,12 @@ class MerkleMap:
     # ------------------------------------------------------------------ writes
 
     def update(self, changes: Mapping[bytes, bytes | None]) -> None:
-        """Set each key to its value, or delete it for None (an absent key deleted is no change)."""
+        """Set each key to its value, or delete it for None (an absent key deleted, or a value set again, is no
+        change)."""
+        size = self.key_bytes
         for key, value in changes.items():
-            self._check(key)
+            if type(key) is not bytes or len(key) != size:
+                raise ValueError(f"keys are {size} bytes")
             if value is None:
                 self._delete(key)
             else:
@@ -106,26 +117,33 @@ class MerkleMap:
         if not isinstance(key, bytes) or len(key) != self.key_bytes:
             raise ValueError(f"keys are {self.key_bytes} bytes")
 
+    def _walk(self, key: bytes, path: list[_Branch]) -> _Node | None:
+        """Fill `path` with `key`'s branches from the root and return the leaf the key leads to."""
+        node = self._root
+        append = path.append
+        while isinstance(node, _Branch):
+            append(node)
+            node = node.right if key[node.byte] & node.mask else node.left
+        return node
+
     def _insert(self, key: bytes, value: bytes) -> None:
-        root = self._root
-        if root is None:
+        path: list[_Branch] = []
+        node = self._walk(key, path)
+        if node is None:
             self._root, self._size = _Leaf(key, value), 1
             return
-        path: list[_Branch] = []
-        node = root
-        while isinstance(node, _Branch):
-            path.append(node)
-            node = node.right if bit_at(key, node.bit) else node.left
-        crit = first_difference(key, node.key)
-        if crit is None:                       # present: a new value on the same path
-            for branch in path:
-                branch.hash = None
-            node.value, node.hash = value, None
+        assert isinstance(node, _Leaf)
+        if node.key == key:                    # present: a new value on the same path
+            if node.value != value:
+                for branch in path:
+                    branch.hash = None
+                node.value, node.hash = value, None
             return
-        above = 0                              # the branches above the new split: those splitting before crit
-        while above < len(path) and path[above].bit < crit:
-            path[above].hash = None
-            above += 1
+        crit = first_difference(key, node.key)
+        assert crit is not None
+        above = bisect_left(path, crit, key=_BIT)  # the branches above the new split: those splitting before crit
+        for branch in path[:above]:
+            branch.hash = None
         here = path[above] if above < len(path) else node
         fresh = _Leaf(key, value)
         prefix = prefix_of(key, crit)
@@ -134,21 +152,18 @@ class MerkleMap:
         self._size += 1
 
     def _delete(self, key: bytes) -> None:
-        grand: _Branch | None = None
-        parent: _Branch | None = None
-        node = self._root
-        while isinstance(node, _Branch):
-            grand, parent = parent, node
-            node = node.right if bit_at(key, node.bit) else node.left
-        if node is None or node.key != key:
+        path: list[_Branch] = []
+        node = self._walk(key, path)
+        if not isinstance(node, _Leaf) or node.key != key:
             return
         self._size -= 1
-        if parent is None:
+        if not path:
             self._root = None
             return
-        sibling = parent.left if parent.right is node else parent.right
-        self._hang(grand, parent, sibling)
-        self._descend_dirty(key, sibling)
+        parent = path.pop()
+        for branch in path:                    # the branches above the one that goes
+            branch.hash = None
+        self._hang(path[-1] if path else None, parent, parent.left if parent.right is node else parent.right)
 
     def _hang(self, parent: _Branch | None, old: _Node, new: _Node) -> None:
         """Put `new` where `old` hung under `parent` (the root when no parent)."""
@@ -158,13 +173,6 @@ class MerkleMap:
             parent.right = new
         else:
             parent.left = new
-
-    def _descend_dirty(self, key: bytes, stop: _Node | None) -> None:
-        """Forget the hashes on `key`'s path down to (not including) `stop`, or down to its leaf."""
-        node = self._root
-        while isinstance(node, _Branch) and node is not stop:
-            node.hash = None
-            node = node.right if bit_at(key, node.bit) else node.left
 
     def _build(self, keys: list[bytes], items: Mapping[bytes, bytes], start: int, end: int) -> _Node:
         if end - start == 1:
@@ -187,13 +195,7 @@ class MerkleMap:
         return EMPTY_ROOT if self._root is None else self._hash(self._root)
 
     def _hash(self, node: _Node) -> bytes:
-        if node.hash is not None:
-            return node.hash
-        if isinstance(node, _Leaf):
-            node.hash = leaf_hash(node.key, value_digest(node.value))
-        else:
-            node.hash = branch_hash(node.bit, node.prefix, self._hash(node.left), self._hash(node.right))
-        return node.hash
+        return node.hash or _rehash(node)
 
     def depth(self) -> int:
         """Branches on the longest path (at most the key's bit length)."""
@@ -246,3 +248,14 @@ class MerkleMap:
 def _prefix_bits(node: _Branch) -> int:
     """The first `bit` bits every key under the branch shares, as a number."""
     return int.from_bytes(node.prefix, "big") >> (len(node.prefix) * 8 - node.bit) if node.bit else 0
+
+
+def _rehash(node: _Node) -> bytes:
+    """Hash `node` and every node under it whose hash a write forgot; the clean subtrees are not visited."""
+    if isinstance(node, _Leaf):
+        digest = hash_leaf(node.key, node.value)
+    else:
+        left, right = node.left, node.right
+        digest = hash_branch(node.head, left.hash or _rehash(left), right.hash or _rehash(right))
+    node.hash = digest
+    return digest

@@ -35,6 +35,7 @@ from exchange.commitments.proofs import Proof
 from exchange.commitments.layout import name_key, unpack
 from exchange.commitments.queries import Maps, prove_account, prove_block_trades, prove_book, prove_order
 from node.api.base import ApiError, JsonObject, json_response, node_of
+from node.api.rate import awaited
 from node.light.anchor import Unanchored, anchor_of
 from p2p.public.sources import subnet_of
 
@@ -147,7 +148,7 @@ async def proved(request: web.Request, answer: Callable[[], JsonObject], prove: 
         proofs = [base64.b64encode(proof.encode()).decode() for proof in prove(commitment)]
         height = state.height
         stored = chain.store.get(height + 1)
-        if stored is None and await waiter.until(height + 1, WAIT_SECONDS):
+        if stored is None and await awaited(waiter.until(height + 1, WAIT_SECONDS)):
             stored = chain.store.get(height + 1)
     if stored is None:
         raise ApiError(503, "not_certified_yet", f"the header certifying height {height} is not stored here yet",

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from contextvars import ContextVar
-from typing import Awaitable, Callable, Protocol, TypedDict
+from typing import Awaitable, Callable, Protocol, TypedDict, TypeVar
 from weakref import WeakKeyDictionary
 
 import orjson
@@ -86,9 +86,22 @@ class PublicRateLimit(ClientRate):
 
 
 CHARGED = web.RequestKey("public_rate_charged", bool)   # set on a request the front gate charged the public rate
-# CPU seconds a public request's work spent on other threads (the history database's worker): its handler's task
-# adds them here and the request is charged them with its event loop time.
+# CPU seconds to add to a public request's event loop time when it is charged: what its work spent on other
+# threads (the history database's worker), less what the loop did for others while it awaited (`awaited`).
 OFF_LOOP_CPU: ContextVar[list[float] | None] = ContextVar("public_rate_off_loop_cpu", default=None)
+T = TypeVar("T")
+
+
+async def awaited(job: Awaitable[T]) -> T:
+    """`await job`, the loop's CPU meanwhile (other requests', blocks', links') not charged to the request waiting:
+    a proved read waits about a block for its certificate, a history read for the database's worker."""
+    cell = OFF_LOOP_CPU.get()
+    started = time.thread_time()
+    try:
+        return await job
+    finally:
+        if cell is not None:
+            cell[0] -= time.thread_time() - started
 _READS = frozenset({"GET", "HEAD"})
 _EXACT = frozenset(r.split(" ", 1)[1] for r in PUBLIC_ROUTES if not r.endswith("/*"))
 _PREFIXES = tuple(r.split(" ", 1)[1][:-1] for r in PUBLIC_ROUTES if r.endswith("/*"))
@@ -240,7 +253,7 @@ def install_public_rate_limit(app: web.Application, limit: PublicRateLimit, auth
             if type(response) is web.Response:      # not a stream (/ws) nor a file: its whole answer is here
                 body = response.body
                 size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-                limit.settle(address, cost_units(time.thread_time() - started + off_loop[0], size), 1.0)
+                limit.settle(address, cost_units(max(0.0, time.thread_time() - started + off_loop[0]), size), 1.0)
             return response
         which, wait = refused
         response = ApiError(429, "rate_limited", f"too many requests without a token ({which.replace('_', ' ')} "

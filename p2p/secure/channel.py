@@ -24,6 +24,7 @@ from typing import Callable, cast
 import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from p2p.close_reason import CloseReason, LinkReason, remote_reason
 from p2p.secure.noise import MAX_MESSAGE, MAX_NONCE, TAGLEN, HandshakeState, NoiseError, nonce_bytes, public_bytes
@@ -188,9 +189,9 @@ class SecureTransport:
 
     __slots__ = ("_encrypt", "_decrypt", "_tx", "_rx", "_buffer")
 
-    def __init__(self, send: object, receive: object) -> None:
-        self._encrypt = send.encrypt  # type: ignore[attr-defined]
-        self._decrypt = receive.decrypt  # type: ignore[attr-defined]
+    def __init__(self, send: ChaCha20Poly1305, receive: ChaCha20Poly1305) -> None:
+        self._encrypt = send.encrypt
+        self._decrypt = receive.decrypt
         self._tx = 0
         self._rx = 0
         self._buffer = bytearray()
@@ -208,7 +209,7 @@ class SecureTransport:
                 raise ChannelError(CloseReason.NONCE_EXHAUSTED)
             sealed = self._encrypt(nonce_bytes(n), data, None)
             self._tx = n + 1
-            return cast("bytes", _pack_length(len(sealed)) + sealed)
+            return _pack_length(len(sealed)) + sealed
         count = -(-size // MAX_PLAINTEXT)
         if n + count >= MAX_NONCE - 1:
             raise ChannelError(CloseReason.NONCE_EXHAUSTED)

@@ -12,6 +12,7 @@ counters.
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -84,3 +85,45 @@ def test_one_network_cannot_hold_every_proved_read_place() -> None:
         return answered
 
     assert asyncio.run(run()) is True
+
+
+async def test_a_proved_read_is_not_charged_what_the_loop_did_for_others_while_it_waited(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public rate charged a request the event loop's CPU from its start to its answer, and a proved read waits
+    about a block for its certificate: on a node whose loop is busy with others (here 0.2 s of it), an honest
+    light client's one read was charged 200 units, ten seconds of its address's rate, and its next reads refused."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp import web
+    from node.api.rate import PublicRateLimit, install_public_rate_limit
+
+    chain = _Chain()
+    monkeypatch.setattr(proofs, "chain_of", lambda request: chain)
+    monkeypatch.setattr(proofs, "anchor_of", lambda *args: [])
+    monkeypatch.setattr(proofs, "prove_book", lambda maps, market, depth: [])
+    monkeypatch.setattr(proofs, "_b64", lambda value: "")
+    stored = SimpleNamespace(height=8, header=SimpleNamespace(wire=lambda: []))
+
+    async def book(request: web.Request) -> web.StreamResponse:
+        return await proofs.proved_book(request, "BTC-USD")
+
+    async def others_work() -> None:
+        while not proofs._NEXT.get(cast(Any, chain)) or not proofs._NEXT[cast(Any, chain)].waiting:
+            await asyncio.sleep(0.005)
+        until = time.thread_time() + 0.2      # the loop busy for others while the read waits
+        while time.thread_time() < until:
+            pass
+        chain.store[8] = (stored, SimpleNamespace(wire=lambda: []))
+        proofs._NEXT[cast(Any, chain)]._stored(cast(Any, stored), None)
+
+    limit = PublicRateLimit(per_address=10, total=1000)
+    app = web.Application()
+    install_public_rate_limit(app, limit, cast(Any, SimpleNamespace(check_token=lambda t: False,
+                                                                    bearer_token=lambda r: None)))
+    app.router.add_get("/book/{market}", book)
+    async with TestClient(TestServer(app)) as client:
+        busy = asyncio.ensure_future(others_work())
+        answer = await client.get("/book/BTC-USD?proof=1")
+        await busy
+        assert answer.status == 200, await answer.text()
+        later = [(await client.get("/book/BTC-USD")).status for _ in range(3)]   # unproved: answered at once
+    assert later != [429, 429, 429], "one proved read was charged the loop's work for others"

@@ -86,13 +86,13 @@ def test_a_batch_hashes_again_only_the_paths_it_touched(monkeypatch: pytest.Monk
     tree = MerkleMap(16, ((rnd.randbytes(16), b"v") for _ in range(20_000)))
     tree.root()
     calls: list[int] = []
-    real = tree_module.branch_hash
+    real = tree_module.hash_branch
 
-    def counted(bit: int, prefix: bytes, left: bytes, right: bytes) -> bytes:
-        calls.append(bit)
-        return real(bit, prefix, left, right)
+    def counted(head: bytes, left: bytes, right: bytes) -> bytes:
+        calls.append(len(head))
+        return real(head, left, right)
 
-    monkeypatch.setattr(tree_module, "branch_hash", counted)
+    monkeypatch.setattr(tree_module, "hash_branch", counted)
     batch = {rnd.randbytes(16): b"new" for _ in range(50)}
     tree.update(batch)
     tree.root()
