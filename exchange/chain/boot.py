@@ -154,4 +154,4 @@ def restore_outbox(store: ChainStore, core: ChainCore, own_orders: OwnOrders, no
         (final if in_block else pending).append(tx)
     if final:
         store.outbox_done([tx.id for tx in final])
-    core.restore_outbox(own_orders.restore(pending), now)
+    core.intake.restore(own_orders.restore(pending), now)

@@ -45,12 +45,10 @@ from exchange.chain.effects import (PENALTY_INVALID, PENALTY_MALFORMED, Broadcas
                                     SendValidators, WalRecord)
 from exchange.chain.types.genesis import Genesis
 from exchange.chain.mempool.intake import TxIntake
-from exchange.chain.seats.join_token import JoinToken
-from exchange.chain.state.membership import Approve, Grant, Leave, MembershipTx, Revoke
+from exchange.chain.state.membership import MembershipTx
 from exchange.chain.mempool.pool import OWN_LANE, Mempool
 from exchange.chain.consensus.precommit_quorum import PrecommitQuorum
 from exchange.chain.recovery.halt import HaltRecovery
-from exchange.chain.recovery.rules import RecoveryStatus
 from exchange.chain.seats.seat_requests import SeatRequests, TokenKey
 from exchange.chain.state.snapshot_maker import InlineSnapshots, SnapshotLost, SnapshotMaker, snapshot_digest
 from exchange.chain.state.snapshot_proof import SnapshotCertificate, certificate_problem
@@ -157,10 +155,6 @@ class ChainCore:
             self.start_height(now)
             self.drain(now)
 
-    def restore_outbox(self, txs: list[SignedTx], now: float) -> None:
-        """Our own transactions accepted before a restart and not yet seen in a block: hand them on again."""
-        self.intake.restore(txs, now)
-
     def install_snapshot(self, data: bytes, commit_at: Commit, next_block: Block, next_commit: Commit,
                          proofs: list[tuple[Block, Commit]], app_factory: Callable[[bytes], Application],
                          now: float, certificate: SnapshotCertificate | None = None) -> str | None:
@@ -214,42 +208,9 @@ class ChainCore:
         """Replay a block from our own store at start-up, refusing what we refused when we first applied it."""
         self.apply(block, commit, announce=False, refused=self.check.refused_txs(self.check.decode(block)))
 
-    def build_block(self) -> Block:
-        """The block we would propose at the next height now (`block_builder.py`)."""
-        return self.builder.build_block()
-
-    def recover(self, keep: tuple[bytes, ...], now: float) -> RecoveryStatus:
-        """Our operator's consent to a recovery keeping the validators `keep` (`recovery.py`); raises
-        ValueError (why) when it cannot be given."""
-        return self.halt_recovery.consent(keep, now)
-
     def submit(self, tx: SignedTx, now: float, own: bool = True, lane: str = OWN_LANE) -> str | None:
         """A transaction from our API or a follower's RPC (`intake.py`): why it was refused, or None."""
         return self.intake.submit(tx, now, own, lane)
-
-    def submit_many(self, txs: list[SignedTx], now: float) -> list[str | None]:
-        """Our API's transactions that came together, queued before any height starts (`intake.py`)."""
-        return self.intake.submit_many(txs, now)
-
-    def precheck(self, tx: SignedTx, *, recording: bool = False) -> str | None:
-        """Why `tx` cannot be queued, or None (`intake.py`)."""
-        return self.intake.precheck(tx, recording=recording)
-
-    def request_leave(self, now: float) -> Leave | None:
-        """Give our seat back (`seat_requests.py`); None when we hold no seat or the set is pinned."""
-        return self.seat_requests.request_leave(now)
-
-    def approve(self, action: str, key: bytes, now: float) -> Approve:
-        """Our signed approval of a seat change (`seat_requests.py`); ValueError when it cannot apply now."""
-        return self.seat_requests.approve(action, key, now)
-
-    def grant_token(self, uses: int, ttl_s: float, seed: bytes, now: float) -> tuple[JoinToken, Grant]:
-        """A join token we issue through the log (`seat_requests.py`); ValueError when it cannot apply now."""
-        return self.seat_requests.grant(uses, ttl_s, seed, now)
-
-    def revoke_token(self, token: bytes, now: float) -> Revoke:
-        """Our revocation of a join token (`seat_requests.py`); ValueError when it cannot apply now."""
-        return self.seat_requests.revoke(token, now)
 
     def peer_height(self, node_id: str, height: int, now: float) -> None:
         """A neighbour's chain height, from its heartbeat (`blocksync.py`)."""
@@ -257,14 +218,6 @@ class ChainCore:
 
     def decode(self, block: Block) -> list[SignedTx | MembershipTx]:
         return self.check.decode(block)
-
-    def validate(self, block: Block, now_ms: int | None = None) -> str | None:
-        """Why `block` cannot be the next block, or None (`block_check.py`)."""
-        return self.check.validate(block, now_ms)
-
-    def judge_certified(self, block: Block, commit: Commit) -> bool | None:
-        """Before a certified block is forwarded (`block_check.py`)."""
-        return self.check.judge_certified(block, commit)
 
     @property
     def height(self) -> int:

@@ -261,14 +261,14 @@ class ChainService:
             self.core.intake.tx_budget.forget(node_id)
 
     def check_decision(self, body: object) -> bool | None:
-        """The router's check before it forwards a certified block (see ChainCore.judge_certified)."""
+        """The router's check before it forwards a certified block (see BlockCheck.judge_certified)."""
         core = self.core
         if core is None:
             return None
         try:
             if type(body) is not list or len(body) != 2:
                 return False
-            return core.judge_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]))
+            return core.check.judge_certified(Block.from_wire(body[0]), Commit.from_wire(body[1]))
         except (Malformed, InvalidTx):
             return False
 

@@ -413,7 +413,7 @@ class ChainSimulation:
         tx = sign_tx(self.account.sign, self.account.public_key, self.genesis.chain_id, f"n{self.tx_count}",
                      expires, [CancelOp.parse("BTC-USD", f"o{self.tx_count}")])
         assert node.core is not None
-        if node.core.precheck(tx) is None:
+        if node.core.intake.precheck(tx) is None:
             node.outbox[tx.id] = tx                # durable before the node answers (the service does this)
             if node.core.submit(tx, self._clock(node)) is None:
                 self.accepted[tx.id] = node.index
@@ -450,7 +450,7 @@ class ChainSimulation:
             block, commit = node.store.blocks[height]
             core.load_block(block, commit)
         core.take_effects()
-        core.restore_outbox(list(node.outbox.values()), self._clock(node))
+        core.intake.restore(list(node.outbox.values()), self._clock(node))
         core.start(self._clock(node), wal=list(node.wal))
         self._drain(node)
 
@@ -462,7 +462,7 @@ class ChainSimulation:
             if core is None or node.byzantine is not None or not core.is_validator:
                 continue
             try:
-                core.approve("add", key, self._clock(node))
+                core.seat_requests.approve("add", key, self._clock(node))
                 self.stats["approvals"] += 1
             except ValueError:
                 pass
@@ -477,7 +477,7 @@ class ChainSimulation:
 
     def _leave(self, index: int) -> None:
         node = self.nodes[index]
-        if node.core is not None and node.core.request_leave(self._clock(node)) is not None:
+        if node.core is not None and node.core.seat_requests.request_leave(self._clock(node)) is not None:
             self.stats["leaves"] += 1
             self._drain(node)
 

@@ -38,7 +38,7 @@ class Submissions:
         this node then)."""
         core = self.gate.accepting_core()
         future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
-        why = core.precheck(tx)
+        why = core.intake.precheck(tx)
         if why is not None:     # "duplicate": a final block holds it, even if its first answer is still on its way
             future.set_result(None)
             return why, future
@@ -67,7 +67,7 @@ class Submissions:
                     answer.set_exception(exc)
             return
         try:
-            answers = core.submit_many([tx for tx, _, _ in batch], self.clock())
+            answers = core.intake.submit_many([tx for tx, _, _ in batch], self.clock())
         except Exception as exc:     # a bug: each caller gets it (their API answers 500), none waits forever
             for _, _, answer in batch:
                 if not answer.done():
@@ -93,7 +93,7 @@ class Submissions:
             return await self.submit(tx)
         core = self.gate.accepting_core()
         future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
-        why = core.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
+        why = core.intake.precheck(tx)     # signature, expiry, market (the order it names is unknown to the state yet)
         if why is not None:
             future.set_result(None)
             return why, future

@@ -81,7 +81,7 @@ class SeatAdmin:
         if key is None:
             raise ValueError(f"node {node_id} is unknown here: start it with this network's bootstrap address and "
                              f"run the command again once it is linked")
-        tx = core.approve(action, key, self.clock())
+        tx = core.seat_requests.approve(action, key, self.clock())
         self.gate.schedule_pump()
         log.warning("approved %s of validator %s (height %d)", action, node_id[:12], core.height)
         return {"action": action, "node_id": node_id, "approval": tx.id, **self.view()}
@@ -99,7 +99,7 @@ class SeatAdmin:
             raise ValueError(f"uses must be 1 to {MAX_TOKEN_USES}")
         if not 0 < ttl_s * 1000 <= MAX_TOKEN_TTL_MS:
             raise ValueError(f"ttl must be more than 0 and at most {MAX_TOKEN_TTL_MS // 86_400_000} days")
-        token, grant = core.grant_token(uses, ttl_s, seed, self.clock())
+        token, grant = core.seat_requests.grant(uses, ttl_s, seed, self.clock())
         self.gate.schedule_pump()
         key = token.key.public_key
         log.warning("issued join token %s for %d node(s), valid %.0f s", key.hex()[:16], uses, ttl_s)
@@ -126,7 +126,7 @@ class SeatAdmin:
             raise ValueError(f"no join token {token_id} here" if not matches else
                              f"{len(matches)} tokens start with {token_id}: give more of the id")
         key = matches[0]
-        core.revoke_token(key, self.clock())
+        core.seat_requests.revoke(key, self.clock())
         self.gate.schedule_pump()
         log.warning("revoked join token %s", key.hex()[:16])
         return key
@@ -150,7 +150,7 @@ class SeatAdmin:
         if unknown:
             raise ValueError(f"not a validator of the current set: {', '.join(unknown)} (a recovery keeps only "
                              f"validators that hold a seat)")
-        answer = core.recover(tuple(by_id[n] for n in node_ids), self.clock())
+        answer = core.halt_recovery.consent(tuple(by_id[n] for n in node_ids), self.clock())
         self.gate.schedule_pump()
         return {"recovery": answer, **self.view()}
 

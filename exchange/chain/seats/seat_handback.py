@@ -78,7 +78,7 @@ class SeatHandback:
                         else "KEEP_SEAT", cost)
             return
         await self._until_proven(core)
-        tx = core.request_leave(self.clock())
+        tx = core.seat_requests.request_leave(self.clock())
         if tx is None:
             log.warning("stopping as the only validator with no standby to hand the seat to: %s", cost)
             return
@@ -96,7 +96,7 @@ class SeatHandback:
             if core.is_validator and tx.epoch != core.state.validators.epoch:
                 # the set changed first (another leave, a promotion): our leave named the old set, so it can
                 # never apply; sign it again for the set we are in now
-                again = core.request_leave(self.clock())
+                again = core.seat_requests.request_leave(self.clock())
                 if again is None:
                     break
                 tx = again

@@ -26,10 +26,10 @@ def test_a_full_mempool_of_the_smallest_transactions_still_yields_a_valid_block(
         tx = sign_tx(account.sign, account.public_key, core.chain_id, f"{n}", expires, [CancelOp.parse("BTC-USD", "o")])
         assert core.mempool.add(tx, lane=f"peer-{n % 16}") is None      # a lane fills a share of a block
     core.set_now(BASE_TIME + 1)
-    block = core.build_block()
+    block = core.builder.build_block()
     assert block.size <= config.max_block_bytes + 4096
     assert len(block.txs) > 1500, "the block should be nearly full"
-    assert core.validate(block, int((BASE_TIME + 1) * 1000)) is None
+    assert core.check.validate(block, int((BASE_TIME + 1) * 1000)) is None
 
 
 def test_refused_proposals_are_counted_by_reason_and_blocks_decided_after_round_0_are_counted():
@@ -46,16 +46,16 @@ def test_refused_proposals_are_counted_by_reason_and_blocks_decided_after_round_
            for n in range(200)]       # ~40 KB: twice what a block may carry
     core.set_now(BASE_TIME + 1)
     oversized = core.builder._assemble(core.now_ms, list(txs))
-    assert core.validate(oversized, core.now_ms) == "block_too_large"
-    assert core.validate(oversized, core.now_ms) == "block_too_large"       # the same block again: counted once
+    assert core.check.validate(oversized, core.now_ms) == "block_too_large"
+    assert core.check.validate(oversized, core.now_ms) == "block_too_large"       # the same block again: counted once
     wrong = core.builder._assemble(core.now_ms + 10_000, [])
-    assert core.validate(wrong, core.now_ms) == "time_in_future"
+    assert core.check.validate(wrong, core.now_ms) == "time_in_future"
     assert core.status(BASE_TIME + 1)["refused_proposals"] == {"block_too_large": 1, "time_in_future": 1}
 
-    block = core.build_block()
+    block = core.builder.build_block()
     core.apply(block, Commit(block.header.height, 0, block.id, ()), announce=False)
     assert core.status(BASE_TIME + 1)["blocks_past_round_0"] == 0
     core.set_now(BASE_TIME + 2)
-    block = core.build_block()
+    block = core.builder.build_block()
     core.apply(block, Commit(block.header.height, 2, block.id, ()), announce=False)
     assert core.status(BASE_TIME + 2)["blocks_past_round_0"] == 1

@@ -15,7 +15,7 @@ def _proposal() -> tuple[ChainCore, list[FakeKeys], Proposal]:
     follower, keys, genesis = pinned_core(PREFIX, 4, FakeKeys("pq-follower"))
     author = _author(keys, follower)
     proposer, _, _ = pinned_core(PREFIX, 4, author)
-    block = proposer.build_block()
+    block = proposer.builder.build_block()
     return follower, keys, Proposal.create(genesis.chain_id, 1, 0, -1, block, author.public_key, author.sign)
 
 

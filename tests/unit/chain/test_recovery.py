@@ -56,7 +56,7 @@ def _keep(sim: ChainSimulation) -> tuple[bytes, ...]:
 def _consent(sim: ChainSimulation, index: int, keep: tuple[bytes, ...]) -> RecoveryStatus:
     node = sim.nodes[index]
     assert node.core is not None
-    answer = node.core.recover(keep, sim._clock(node))
+    answer = node.core.halt_recovery.consent(keep, sim._clock(node))
     sim._drain(node)
     return answer
 
@@ -163,7 +163,7 @@ def test_every_node_refuses_a_recovery_that_breaks_the_rule():
         core = _offer(sim, block, commit)
         assert core.height == height, f"applied a recovery {name}"
         assert core.state.validators.keys == old.keys, name
-        assert core.judge_certified(block, commit) is False, name
+        assert core.check.judge_certified(block, commit) is False, name
     good = _recovery_block(follower, ok)
     core = _offer(sim, good, _signed(sim, good, _next_set(ok, old)))
     assert core.height == height + 1 and core.state.validators.keys == tuple(sorted(keep)), \
@@ -180,7 +180,7 @@ def test_a_recovery_block_inside_an_ordinary_proposal_is_invalid():
     header = Header(validator.chain_id, state.height + 1, state.time_ms + 10, state.last_block_id,
                     state.validators.keys[0], state.hash, state.validators.hash, Block.txs_hash(items),
                     validator.last_commit)
-    why = validator.validate(Block(header, items), state.time_ms + 20)
+    why = validator.check.validate(Block(header, items), state.time_ms + 20)
     assert why == "recover_outside_a_recovery_block"
 
 
@@ -193,11 +193,11 @@ def test_an_operator_cannot_consent_while_a_quorum_is_heard_or_to_a_minority():
     assert core is not None
     keep = (sim.nodes[0].keys.public_key, sim.nodes[1].keys.public_key)
     with pytest.raises(ValueError, match="not halted"):
-        core.recover(keep, sim._clock(node))
+        core.halt_recovery.consent(keep, sim._clock(node))
     with pytest.raises(ValueError, match="at least 2 of the 4"):
-        core.recover(keep[:1], sim._clock(node))
+        core.halt_recovery.consent(keep[:1], sim._clock(node))
     with pytest.raises(ValueError, match="include this validator"):
-        core.recover((sim.nodes[1].keys.public_key, sim.nodes[2].keys.public_key), sim._clock(node))
+        core.halt_recovery.consent((sim.nodes[1].keys.public_key, sim.nodes[2].keys.public_key), sim._clock(node))
 
 
 def _app_from(snapshot: bytes) -> SimApp:
@@ -243,7 +243,7 @@ def test_a_validator_never_signs_a_recovery_carrying_a_lower_lock_than_its_own()
     node = sim.nodes[locked]
     core = node.core
     assert core is not None
-    core.recover(keep, sim._clock(node))
+    core.halt_recovery.consent(keep, sim._clock(node))
     core.take_effects()                     # kept from the others: only the crafted offer below reaches it
     tx = Recover(height, core.state.last_block_id, keep)
     new_set = tx.next_set(core.state.validators)

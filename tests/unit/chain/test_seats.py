@@ -79,7 +79,7 @@ def test_a_proposal_seating_someone_unapproved_is_invalid_at_every_honest_valida
                         state.validators.keys[0], state.hash, state.validators.hash,
                         Block.txs_hash([encode_item(change)]), validator.last_commit)
         block = Block(header, [encode_item(change)])
-        why = validator.validate(block, state.time_ms + 20)
+        why = validator.check.validate(block, state.time_ms + 20)
         assert why is not None and "membership" in why, why
 
 
@@ -434,10 +434,10 @@ def test_a_standby_claiming_a_height_it_does_not_have_is_no_successor():
     core.peer_height(liar.node_id, 1 << 62, core.now)
     lie = Alive.create(core.chain_id, liar.public_key, state.height, bytes(32), liar.sign)
     assert state.membership_problem(lie, state.height + 1, state.time_ms) == "unknown_block"
-    leave = core.request_leave(core.now + 0.5)
+    leave = core.seat_requests.request_leave(core.now + 0.5)
     assert leave is not None and leave.successor is None, "a claimed height made a successor"
     truth = Alive.create(core.chain_id, live.public_key, state.height, state.last_block_id, live.sign)
     assert state.membership_problem(truth, state.height + 1, state.time_ms) is None
     state.seats.apply(truth, state.validators, state.height + 1, state.time_ms)
-    leave = core.request_leave(core.now + 0.5)
+    leave = core.seat_requests.request_leave(core.now + 0.5)
     assert leave is not None and leave.successor == live.public_key

@@ -234,7 +234,8 @@ def test_history_back_from_peers_lets_orders_in_again():
 async def test_a_kept_seat_is_not_handed_back():
     leaves: list[float] = []
     core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1, 2, 3, 4])),
-                                genesis=SimpleNamespace(pinned=False), request_leave=leaves.append)
+                                genesis=SimpleNamespace(pinned=False),
+                                seat_requests=SimpleNamespace(request_leave=leaves.append))
     await SeatHandback(lambda: 100.0, keep_seat=True, timeout=0.1).give_back(core, lambda: None)
     assert leaves == []
 
@@ -243,7 +244,8 @@ async def test_without_a_standby_the_only_validator_keeps_its_seat():
     pumps: list[int] = []
     seats = SimpleNamespace(leave_safe=lambda validators, key: True)
     core: Fake = SimpleNamespace(state=SimpleNamespace(validators=Validators([1]), seats=seats),
-                                genesis=SimpleNamespace(pinned=False), request_leave=lambda now: None,
+                                genesis=SimpleNamespace(pinned=False),
+                                seat_requests=SimpleNamespace(request_leave=lambda now: None),
                                 is_validator=True, public_key=b"me")
     await SeatHandback(lambda: 100.0, keep_seat=False, timeout=0.1).give_back(core, lambda: pumps.append(1))
     assert pumps == []

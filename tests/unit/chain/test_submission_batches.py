@@ -109,7 +109,7 @@ async def test_a_failure_handing_a_batch_to_the_core_reaches_every_caller(monkey
 
     def broken(txs: list[SignedTx], now: float) -> list[str | None]:
         raise RuntimeError("a bug in the core")
-    monkeypatch.setattr(core, "submit_many", broken)
+    monkeypatch.setattr(core.intake, "submit_many", broken)
     monkeypatch.setattr(asyncio.get_running_loop(), "call_exception_handler", lambda context: None)
     results = await asyncio.wait_for(asyncio.gather(
         *(node.service.submissions.submit(node.make_tx(n)) for n in range(3)), return_exceptions=True), 5)
