@@ -60,12 +60,17 @@ class Sampler(threading.Thread):
             self.samples.append((time.monotonic(), _resting_spam(self.nodes[-1]), [rss_mb(n) for n in self.nodes]))
 
 
-def test_fresh_accounts_resting_orders_expire_and_their_memory_plateaus(cluster):
+def _validator_and_follower(cluster: Any) -> tuple[NodeProcess, NodeProcess, str]:
+    """A validator founding a chain with the fresh-account TTL, a follower in step with it, and the chain id."""
     (validator,) = cluster.chain(1, fresh_order_ttl=TTL, **FAST)
     follower = cluster.node("follower", role="follower", bootstrap_peers=validator.p2p_address, **FAST)
+    wait_until(lambda: converged([validator, follower]), 20)
+    return validator, follower, validator.status()["chain_id"]
+
+
+def test_fresh_accounts_resting_orders_expire_and_their_memory_plateaus(cluster):
+    validator, follower, chain_id = _validator_and_follower(cluster)
     nodes = [validator, follower]
-    wait_until(lambda: converged(nodes), 20)
-    chain_id = validator.status()["chain_id"]
     rate = Settings().peer_tx_rate
     spam = spam_orders(chain_id, int(rate * FLOOD_SECONDS))
     rss_before = [rss_mb(node) for node in nodes]
@@ -111,11 +116,8 @@ def test_fresh_accounts_immediate_orders_leave_every_nodes_memory_flat(cluster):
     rule, leave no closed-order record: each node's RSS grows by at most IOC_SLACK_MB and IOC_KB_EACH an order
     (about 1.5 KB an order while their records were kept) while both apply at least
     MIN_IMMEDIATE of them (how many: the share of the transactions whose resting order the follower knows)."""
-    (validator,) = cluster.chain(1, fresh_order_ttl=TTL, **FAST)
-    follower = cluster.node("follower", role="follower", bootstrap_peers=validator.p2p_address, **FAST)
+    validator, follower, chain_id = _validator_and_follower(cluster)
     nodes = [validator, follower]
-    wait_until(lambda: converged(nodes), 20)
-    chain_id = validator.status()["chain_id"]
     rate = Settings().peer_tx_rate
     spam = spam_orders(chain_id, int(rate * IOC_SECONDS), immediate=IMMEDIATE)
     rss_before = [rss_mb(node) for node in nodes]
