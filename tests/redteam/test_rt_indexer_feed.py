@@ -35,6 +35,7 @@ class Hostile:
     def __init__(self, size: int, chunk: int, every: float, announce: bool = True) -> None:
         self.size, self.chunk, self.every, self.announce = size, chunk, every, announce
         self.sent = 0
+        self.cut = threading.Event()     # a client hung up on an answer being sent
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.stop = threading.Event()
@@ -62,7 +63,7 @@ class Hostile:
                         if self.every:
                             time.sleep(self.every)
                 except OSError:
-                    pass            # the client hung up: what it took is counted
+                    self.cut.set()  # the client hung up: what it took is counted
 
     def close(self) -> None:
         self.stop.set()
@@ -99,6 +100,7 @@ def test_a_node_answering_hugely_is_refused_past_the_bound(hostile: Hostile, mon
     # the indexer stopped reading near the bound (the kernel's buffers hold a few MB more than it read)
     assert hostile.sent < 32 * 1024 * 1024, f"read {hostile.sent / 2**20:.0f} MiB of a hostile answer"
     assert refused.value.reason == "unreachable" and "bytes" in refused.value.message
+    assert hostile.cut.wait(2.0), "the refused answer's socket was left open (the node kept sending into it)"
 
 
 @pytest.mark.process
