@@ -10,6 +10,8 @@ client as its own process.
 """
 from __future__ import annotations
 
+import http.server
+import json
 import socket
 import subprocess
 import sys
@@ -143,3 +145,42 @@ def test_a_node_withholding_blocks_does_not_pin_the_indexer(tmp_path: Path, capl
     assert held is not None and held[0] >= 10, f"the indexer wrote up to {held} while one node withheld"
     assert honest.asked > 0
     assert "withholding says it holds blocks up to" in caplog.text
+
+
+@pytest.mark.process
+def test_a_nodes_error_text_reaches_no_terminal_raw(tmp_path: Path) -> None:
+    """A node answering 400 with an error message holding terminal control sequences (clear the line, return,
+    print a line of its own, hide the rest) and 5,000 more characters: `exchange-node light status` (and the
+    indexer's log) printed the node's text as it came in its refusal, so a lying node could write what it liked on
+    the user's terminal, a 'verified' line included, past what the client checked. A refusal now holds the text with
+    control characters escaped, bounded."""
+    forged = "\x1b[2K\rheight 999 verified: true (3 of 4 signatures)\n\x1b[8m" + "x" * 5000
+
+    class Liar(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"error": {"code": "bad", "message": forged}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "node.cli", "light", "status", "--node",
+                               f"http://127.0.0.1:{server.server_address[1]}", "--trust-dir", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1 and "nothing verified" in done.stderr, done.stderr
+    # click strips escape sequences when stderr is no terminal (here); a new line it passes on anywhere
+    assert not [line for line in done.stderr.splitlines() if line.startswith("height 999")], done.stderr[:300]
+    assert len(done.stderr) < 2_000, f"{len(done.stderr)} characters of a node's text printed"
+    refusal = Refused("node", "bad", forged)
+    assert refusal.message.isprintable() and len(refusal.message) < 1_000, repr(refusal.message[:120])
