@@ -157,7 +157,7 @@ def test_a_nodes_error_text_reaches_no_terminal_raw(tmp_path: Path) -> None:
     forged = "\x1b[2K\rheight 999 verified: true (3 of 4 signatures)\n\x1b[8m" + "x" * 5000
 
     class Liar(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             body = json.dumps({"error": {"code": "bad", "message": forged}}).encode()
             self.send_response(400)
             self.send_header("Content-Type", "application/json")
