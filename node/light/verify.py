@@ -32,7 +32,7 @@ class Refused(Exception):
     characters would otherwise reach the user's terminal or log as they came (a line of its own, 'verified')."""
 
     def __init__(self, node: str, reason: str, message: str) -> None:
-        message = shown(message)
+        message, reason = shown(message), shown(reason[:64])      # a reason may be a node's error code
         super().__init__(f"{node}: {message}")
         self.node, self.reason, self.message = node, reason, message
 

@@ -182,5 +182,6 @@ def test_a_nodes_error_text_reaches_no_terminal_raw(tmp_path: Path) -> None:
     # click strips escape sequences when stderr is no terminal (here); a new line it passes on anywhere
     assert not [line for line in done.stderr.splitlines() if line.startswith("height 999")], done.stderr[:300]
     assert len(done.stderr) < 2_000, f"{len(done.stderr)} characters of a node's text printed"
-    refusal = Refused("node", "bad", forged)
+    refusal = Refused("node", forged, forged)     # the indexer names a refusal by the node's own error code
     assert refusal.message.isprintable() and len(refusal.message) < 1_000, repr(refusal.message[:120])
+    assert refusal.reason.isprintable() and len(refusal.reason) < 300, repr(refusal.reason[:120])
