@@ -11,6 +11,9 @@ No exception raised by a peer's bytes leaves `data_received`: a protocol violati
 and `fault=Fault.PEER` (the PeerManager penalises it), a channel failure (tampered, replayed or injected bytes:
 anyone on the path could cause it) closes it with `fault=Fault.PATH`, and anything else is our bug: reported to the
 host with its traceback and the link closed as `internal_error`, blaming nobody.
+
+Over 500 lines on purpose: one link's states, sealing, write batching and read turns are one asyncio Protocol whose
+callbacks run for every frame; split across objects, each frame would pay the calls between them.
 """
 from __future__ import annotations
 

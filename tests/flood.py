@@ -102,11 +102,13 @@ def p99(values: list[float]) -> float:
     return quantile(values, 0.99)
 
 
-def spam_orders(chain_id: str, count: int, ttl_ms: int = 110_000) -> list[SignedTx]:
-    """`count` signed one-order transactions, each from a fresh account."""
+def spam_orders(chain_id: str, count: int, ttl_ms: int = 110_000, immediate: int = 0) -> list[SignedTx]:
+    """`count` signed transactions, each from a fresh account: `immediate` IOC buys at 1 (nothing sells there: each
+    closes at once, never resting), then one limit buy at 1 that rests."""
     expires = int(time.time() * 1000) + ttl_ms
-    op: list[Op] = [NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "0.01", None)]
-    return [sign_tx((key := SigningKey(os.urandom(32))).sign, key.public_key, chain_id, "spam", expires, op)
+    ops: list[Op] = [*[NewOrderOp.parse("BTC-USD", "buy", "ioc", "1", "0.01", None)] * immediate,
+                     NewOrderOp.parse("BTC-USD", "buy", "limit", "1", "0.01", None)]
+    return [sign_tx((key := SigningKey(os.urandom(32))).sign, key.public_key, chain_id, "spam", expires, ops)
             for _ in range(count)]
 
 

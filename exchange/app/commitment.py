@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from exchange.app.history import TradeRow
 from exchange.app.views import order_key
 from exchange.commitments import layout
+from exchange.commitments.gcpause import cycle_collection_paused
 from exchange.commitments.layout import ASKS, BIDS, book_key, fill_key, name_key, pack, price_key, trade_key
 from exchange.commitments.tree import MerkleMap
 from exchange.orders import Order, OrderStatus, Side
@@ -113,6 +114,7 @@ class StateCommitment:
 
     # ------------------------------------------------------------------ one block
 
+    @cycle_collection_paused
     def apply_block(self, state: ExchangeState, touched: Iterable[Order], forgotten: Iterable[str],
                     triggers_added: Iterable[str], trades: Iterable[tuple[str, TradeRow]]) -> bytes:
         """Rewrite what the block touched; returns the new state root."""
@@ -234,6 +236,7 @@ class StateCommitment:
     # ------------------------------------------------------------------ a whole state at once
 
     @classmethod
+    @cycle_collection_paused
     def build(cls, state: ExchangeState) -> "StateCommitment":
         """The maps of `state` made from its rows (a restore), each built at once from its sorted entries
         (`MerkleMap.build`, the shape `update` gives): the same roots `apply_block` keeps."""

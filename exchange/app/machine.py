@@ -28,8 +28,9 @@ Rules:
 - An account that holds nothing (no position: it never traded) rests an order at most
   `fresh_order_ttl_ms` of block time (when the network has the rule): the order rests good-til-time
   then, or earlier if its own `until` says so, and is cancelled `good_til_time` like any other. Under the
-  same rule, an order that closes without ever resting while its account still holds nothing (an immediate
-  order that found nothing, a refused op) leaves no record in the closed-order history and takes no client id:
+  same rule, an immediate order (market, IOC, FOK) that closes without ever resting while its account still
+  holds nothing (it found nothing to trade with) leaves no record in the closed-order history and takes no
+  client id:
   free keys could fill the history, and every node keeps it (a resting one is paced by the TTL and the caps,
   and keeps its record so its client can find it). Its result is in the block's results; this node keeps the
   newest few in `recent_fresh`, not part of the state: no rule and no listing reads it, only a look-up by id,
@@ -101,6 +102,7 @@ CAP_WALK_ORDERS = 256        # resting orders a capped agent's market order is p
 _STP_MODES = {mode.value: mode for mode in SelfTradeMode}
 _BUY, _SELL = Side.BUY, Side.SELL
 _MARKET = OrderType.MARKET
+_IMMEDIATE = frozenset({OrderType.MARKET, OrderType.IOC, OrderType.FOK})
 _OPEN, _PARTIAL, _REJECTED = OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.REJECTED
 _RESTING = (_OPEN, _PARTIAL)
 _ORDER_STATUSES = frozenset(status.value for status in OrderStatus) | {UNTRIGGERED}
@@ -934,7 +936,7 @@ class ExchangeState:
             order.side, order.type, order.self_trade = side, kind, mode  # type: ignore[assignment]
             order.price, order.quantity, order.remaining = price, qty, qty  # type: ignore[assignment]
             order.status, order.reason = _REJECTED, reason
-            self._record_unrested(order)
+            self.closed.add(order)
             self._touched_orders[order_id] = order
         return OpResult(op, order_id, target, "rejected", reason)
 
@@ -984,9 +986,11 @@ class ExchangeState:
             self._record_unrested(taker)
 
     def _record_unrested(self, order: Order) -> None:
-        """An order closed without resting joins the history, unless its account holds nothing under the
-        fresh-account rule: then only this node's short `recent_fresh` keeps it (the module docstring says why)."""
-        if self._fresh_ttl is not None and order.owner not in self.positions.amounts:
+        """An order closed without resting joins the history, unless it was an immediate order (market, IOC,
+        FOK) of an account that holds nothing under the fresh-account rule: then only this node's short
+        `recent_fresh` keeps it (the module docstring says why). A refused op or a limit order cancelled by
+        self-trade prevention keeps its record: its client was told a final answer it may come back for."""
+        if self._fresh_ttl is not None and order.type in _IMMEDIATE and order.owner not in self.positions.amounts:
             self.recent_fresh.add(order)
             self.client_ids.forget(order.id)        # a replace moved one to it
         else:

@@ -25,7 +25,7 @@ def _height(request: web.Request, name: str, default: int, highest: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 19 or not 1 <= int(text) <= highest:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= highest:
         raise ApiError(400, f"bad_{name}", f"{name} must be an integer from 1 to {highest}, got {text[:24]!r}", name)
     return int(text)
 

@@ -52,7 +52,7 @@ async def get_latest_header(request: web.Request) -> web.Response:
 
 async def get_header(request: web.Request) -> web.Response:
     text = request.match_info["height"]
-    if not text.isdigit() or len(text) > 19 or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) < 1:
         raise ApiError(400, "bad_height", f"height must be a positive integer, got {text[:24]!r}", field="height")
     found = reads_of(request).certified(int(text))
     if found is None:

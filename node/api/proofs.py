@@ -168,7 +168,7 @@ def _count(request: web.Request, name: str, default: int | None, most: int) -> i
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= most:
         raise ApiError(400, f"bad_{name}", f"{name} must be an integer from 1 to {most} with proof=1", name)
     return int(text)
 

@@ -72,7 +72,8 @@ def endpoint_of_record(record: NodeRecord) -> Endpoint | None:
         return None
     where, _, hashes = entry[len(ENDPOINT_PREFIX):].partition("#")
     port_text, slash, path = where.partition("/")
-    if not port_text.isdigit() or not slash or not 0 < int(port_text) < 65536 or len(path) >= MAX_PATH:
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or not slash \
+            or not 0 < int(port_text) < 65536 or len(path) >= MAX_PATH:
         return None
     certs: list[tuple[str, int]] = []
     for text in hashes.split(",")[:MAX_CERTS]:

@@ -88,6 +88,7 @@ def _bounded(request: urllib.request.Request, timeout: float, deadline: float | 
     if timer is not None:
         timer.daemon = True
         timer.start()
+    response: http.client.HTTPResponse | None = None
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn.request(request.get_method(), target or "/", body=request.data, headers=dict(request.header_items()))
@@ -108,6 +109,8 @@ def _bounded(request: urllib.request.Request, timeout: float, deadline: float | 
     finally:
         if timer is not None:
             timer.cancel()
+        if response is not None:
+            response.close()        # its file holds the socket open past conn.close(): a node still sending is cut now
         conn.close()
 
 

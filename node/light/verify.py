@@ -27,11 +27,23 @@ DEFAULT_MAX_AGE_MS = 30_000
 
 
 class Refused(Exception):
-    """What one node served cannot be verified; `reason` is a stable code, the message says what was wrong."""
+    """What one node served cannot be verified; `reason` is a stable code, the message says what was wrong. The
+    message may quote the node's own words (its error answer), so it is kept printable and short: a node's control
+    characters would otherwise reach the user's terminal or log as they came (a line of its own, 'verified')."""
 
     def __init__(self, node: str, reason: str, message: str) -> None:
+        message, reason = shown(message), shown(reason[:64])      # a reason may be a node's error code
         super().__init__(f"{node}: {message}")
         self.node, self.reason, self.message = node, reason, message
+
+
+MAX_SHOWN = 500         # characters of a refusal's message
+
+
+def shown(text: str) -> str:
+    """`text` with every character that is not printable escaped (`\\n`, `\\x1b`), at most MAX_SHOWN of it."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:MAX_SHOWN])
+    return escaped if len(text) <= MAX_SHOWN else escaped + f"... ({len(text) - MAX_SHOWN} more characters)"
 
 
 class Conflict(Exception):

@@ -10,6 +10,8 @@ client as its own process.
 """
 from __future__ import annotations
 
+import http.server
+import json
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ class Hostile:
     def __init__(self, size: int, chunk: int, every: float, announce: bool = True) -> None:
         self.size, self.chunk, self.every, self.announce = size, chunk, every, announce
         self.sent = 0
+        self.cut = threading.Event()     # a client hung up on an answer being sent
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.stop = threading.Event()
@@ -62,7 +65,7 @@ class Hostile:
                         if self.every:
                             time.sleep(self.every)
                 except OSError:
-                    pass            # the client hung up: what it took is counted
+                    self.cut.set()  # the client hung up: what it took is counted
 
     def close(self) -> None:
         self.stop.set()
@@ -99,6 +102,7 @@ def test_a_node_answering_hugely_is_refused_past_the_bound(hostile: Hostile, mon
     # the indexer stopped reading near the bound (the kernel's buffers hold a few MB more than it read)
     assert hostile.sent < 32 * 1024 * 1024, f"read {hostile.sent / 2**20:.0f} MiB of a hostile answer"
     assert refused.value.reason == "unreachable" and "bytes" in refused.value.message
+    assert hostile.cut.wait(2.0), "the refused answer's socket was left open (the node kept sending into it)"
 
 
 @pytest.mark.process
@@ -141,3 +145,43 @@ def test_a_node_withholding_blocks_does_not_pin_the_indexer(tmp_path: Path, capl
     assert held is not None and held[0] >= 10, f"the indexer wrote up to {held} while one node withheld"
     assert honest.asked > 0
     assert "withholding says it holds blocks up to" in caplog.text
+
+
+@pytest.mark.process
+def test_a_nodes_error_text_reaches_no_terminal_raw(tmp_path: Path) -> None:
+    """A node answering 400 with an error message holding terminal control sequences (clear the line, return,
+    print a line of its own, hide the rest) and 5,000 more characters: `exchange-node light status` (and the
+    indexer's log) printed the node's text as it came in its refusal, so a lying node could write what it liked on
+    the user's terminal, a 'verified' line included, past what the client checked. A refusal now holds the text with
+    control characters escaped, bounded."""
+    forged = "\x1b[2K\rheight 999 verified: true (3 of 4 signatures)\n\x1b[8m" + "x" * 5000
+
+    class Liar(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"error": {"code": "bad", "message": forged}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "node.cli", "light", "status", "--node",
+                               f"http://127.0.0.1:{server.server_address[1]}", "--trust-dir", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1 and "nothing verified" in done.stderr, done.stderr
+    # click strips escape sequences when stderr is no terminal (here); a new line it passes on anywhere
+    assert not [line for line in done.stderr.splitlines() if line.startswith("height 999")], done.stderr[:300]
+    assert len(done.stderr) < 2_000, f"{len(done.stderr)} characters of a node's text printed"
+    refusal = Refused("node", forged, forged)     # the indexer names a refusal by the node's own error code
+    assert refusal.message.isprintable() and len(refusal.message) < 1_000, repr(refusal.message[:120])
+    assert refusal.reason.isprintable() and len(refusal.reason) < 300, repr(refusal.reason[:120])

@@ -264,7 +264,10 @@ def test_trades_are_kept_per_market_up_to_the_limit_oldest_first():
         state.trades("XRP-USD")
 
 
-def test_order_listing_filters_and_orders_newest_first(chain, make):
+def test_order_listing_filters_and_orders_newest_first(make):
+    # without the fresh-account rule, which lists no order of an account holding nothing that never rested (the
+    # IOC below: test_state_fresh_accounts.py)
+    chain = Chain(params=ExchangeParams(MARKETS, fresh_order_ttl_ms=None))
     a1 = make(1, [new("BTC-USD", "buy", "90", "1")])
     b1 = make(2, [new("BTC-USD", "buy", "91", "1")])
     a2 = make(1, [new("BTC-USD", "buy", "92", "1"), new("BTC-USD", "sell", "1", "1", kind="ioc")])
