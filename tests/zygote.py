@@ -2,8 +2,8 @@
 
 Every `exchange-node start` spends most of its first half second of CPU importing the package and its libraries
 (aiohttp, cryptography, zeroconf, prometheus-client). The real-process tier starts some hundreds of nodes, so
-`NodeProcess.start` asks this module instead: one zygote per test process has imported `node.cli.main` and
-`node.app` once, and for each node forks a child that takes the node's argv, environment, working directory
+`NodeProcess.start` asks this module instead: a few zygotes per test process (each with its own hash seed) have
+imported `node.cli.main` and `node.app` once, and for each node one of them forks a child that takes the node's argv, environment, working directory
 and log file, then runs `python -m node.cli` exactly as a spawned node would (`runpy`, `__main__`). The child is
 a process of its own with its own PID, sockets, data directory and exit status; signals, `kill -9` and exit
 codes behave as for a spawned one. When the test process ends, the zygote kills the nodes it forked that are
@@ -22,6 +22,7 @@ import ctypes
 import errno
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
 PR_SET_CHILD_SUBREAPER = 36
+HASH_SEEDS = 3          # zygotes per test process, each with its own PYTHONHASHSEED (see Zygote)
 CLONE_NEWNET = 0x40000000
 # what the zygote imports before it forks: what `exchange-node start` imports before its event loop runs
 PRELOAD = ("node.cli.main", "node.app")
@@ -58,29 +60,36 @@ def forkable(command: Sequence[str]) -> Forkable | None:
 
 
 class Zygote:
-    """The test process's side: starts the zygote once, asks it for nodes, gets `Popen` objects back."""
+    """The test process's side: starts its zygotes when first needed, asks them for nodes in turn, gets `Popen`
+    objects back. Every node forked from one zygote shares its string hash seed, so there are several, each
+    with a seed of its own: the nodes of one test iterate their sets and dicts of strings in different orders, as
+    spawned nodes do, and a rule that depended on that order would still split them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, seeds: int = HASH_SEEDS) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
+        self._processes: list[subprocess.Popen | None] = [None] * seeds
+        self._turn = 0
 
-    def _started(self) -> subprocess.Popen:
-        if self._process is None or self._process.poll() is not None:
+    def _started(self, index: int) -> subprocess.Popen:
+        process = self._processes[index]
+        if process is None or process.poll() is not None:
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-            self._process = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=self.root,
-                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             env=os.environ | {"PYTHONUNBUFFERED": "1"})
-        return self._process
+            seed = str(random.SystemRandom().randrange(1, 2 ** 32))
+            process = self._processes[index] = subprocess.Popen(
+                [sys.executable, "-m", "tests.zygote"], cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": seed})
+        return process
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: IO[bytes],
               namespace: str | None = None) -> subprocess.Popen:
         """The node `argv` (`python -m MODULE ...`) would start, in the named network namespace if any (as
         `ip netns exec` would run it)."""
         with self._lock:
-            process = self._started()
+            self._turn = (self._turn + 1) % len(self._processes)
+            process = self._started(self._turn)
             assert process.stdin is not None and process.stdout is not None
             request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "log": log.name, "netns": namespace}
             process.stdin.write(json.dumps(request).encode() + b"\n")
@@ -91,10 +100,11 @@ class Zygote:
         return adopted(int(json.loads(answer)["pid"]), list(argv))
 
     def close(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-            self._process.wait(5)
+        for process in self._processes:
+            if process is not None and process.poll() is None:
+                assert process.stdin is not None
+                process.stdin.close()
+                process.wait(5)
 
 
 def adopted(pid: int, argv: list[str]) -> subprocess.Popen:
