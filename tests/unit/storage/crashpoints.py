@@ -80,11 +80,12 @@ def variants(seeds: Iterable[int], hostile: bool) -> list[tuple[str, int, bool]]
 
 def enumerate_crashes(workload: Workload, check: Check, *,
                       seeds: Iterable[int] = range(4), hostile: bool = False,
-                      points: Iterable[int] | None = None) -> CrashStats:
-    """Crash `workload` at every point (or the given ones) and run `check` on each resulting disk."""
+                      points: Iterable[int] | None = None, part: tuple[int, int] = (0, 1)) -> CrashStats:
+    """Crash `workload` at every point (or the given ones) and run `check` on each resulting disk; `part` (i, n)
+    takes every n-th point from the i-th, so n tests can share one enumeration."""
     points_in_run, history = clean_run(workload)
     stats = CrashStats(points=points_in_run, clean_run=history)
-    chosen = range(stats.points + 1) if points is None else points
+    chosen = range(part[0], stats.points + 1, part[1]) if points is None else points
     for point in chosen:
         fs = FaultyFS()
         fs.crash_at(point)
