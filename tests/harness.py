@@ -162,7 +162,7 @@ class NodeProcess:
         command = self.command()
         forkable = zygote.forkable(command)
         if forkable is not None and zygote.usable(env):
-            self.proc = ZYGOTE.spawn(forkable.argv, env, ROOT, self._log, forkable.namespace)
+            self.proc = ZYGOTE.spawn(forkable, env, ROOT, self._log)
         else:
             self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
